@@ -1,0 +1,61 @@
+GO      ?= go
+PKGS    ?= ./...
+# Short fuzz runs inside `make test`; `make fuzz` runs longer.
+FUZZTIME ?= 5s
+LONGFUZZ ?= 60s
+
+.PHONY: all build test test-race fuzz-short fuzz crash bench bench-go lint perf perf-qemu flamegraph clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+	$(GO) build -o bin/ ./cmd/...
+
+test: lint test-race fuzz-short
+
+test-race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -tags invariants -timeout 20m ./qcow2/...
+
+# Each fuzz target runs alone (go test allows one -fuzz pattern per run).
+FUZZ_TARGETS = \
+	./qcow2/format:FuzzParseHeader \
+	./qcow2/format:FuzzL2Entry \
+	./qcow2/format:FuzzRefcountBlock \
+	./qcow2:FuzzOpen
+
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=$(LONGFUZZ)
+
+crash:
+	QRING_CRASH_POINTS=1200 $(GO) test -count=1 -timeout 60m -run 'Crash|FaultSweep' -v ./qcow2/ | grep -E '^(---|===|ok|FAIL|PASS)|crash points|corrupt'
+
+# The README's main job: the seed benchmark on a fresh temporary image.
+bench: build
+	./bin/qbench -n 1M -s 4k
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint:
+	@out=$$(gofmt -l . 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if grep -rn --include=*.go '"github.com/iceber/iouring-go"' . ; then echo "iceber root package imported"; exit 1; fi
+
+perf: build
+	bash perf/seed-table
+
+perf-qemu: build
+	bash perf/vs-qemu
+
+flamegraph: build
+	bash perf/flamegraph
+
+clean:
+	rm -rf bin

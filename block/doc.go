@@ -1,0 +1,27 @@
+// Package block is the narrow seam between the qcow2 engine and the storage
+// under it: a Device reads and writes vectors of buffers at byte offsets,
+// zeroes ranges with request flags modelled on QEMU's BDRV_REQ_*, flushes, and
+// reports its size and capabilities.
+//
+// Invariants every Device implementation keeps (tests cite them as B1..B6):
+//
+//	B1  Safe for concurrent use. Requests that do not overlap never wait for
+//	    each other; overlapping requests complete in some order, and no byte
+//	    is torn finer than the device's alignment.
+//	B2  Readv past the end of the device fills the rest of the buffers with
+//	    zeros and succeeds (qcow2 tables and the last cluster may end less than
+//	    a cluster past EOF).
+//	B3  WriteZeroes with Allocate either zeroes the range efficiently, with
+//	    space reserved (fallocate ZERO_RANGE), or fails with ErrNotSupported
+//	    having written nothing. It never falls back to writing zero buffers.
+//	    A range not aligned to Caps().Align is ErrNotSupported.
+//	B4  WriteZeroes without Allocate may fall back to writing zeros.
+//	B5  Serialising|NoWait returns ErrBusy, without side effects, instead of
+//	    waiting on an overlapping in-flight request.
+//	B6  Flush makes every write that completed before Flush was called
+//	    durable. Nothing else is promised to survive a power cut.
+//	B7  After Close, every method returns an error matching os.ErrClosed.
+//
+// Buffer ownership: the device reads from (Writev) or fills (Readv) the
+// caller's buffers only until the call returns; it keeps no reference.
+package block
