@@ -1,0 +1,110 @@
+package sched
+
+import (
+	"runtime"
+	"sync/atomic"
+	"testing"
+)
+
+func BenchmarkTracker_BeginEnd(b *testing.B) {
+	cases := []struct {
+		name string
+		ser  bool
+	}{{"plain", false}, {"serialising", true}}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			var tr Tracker
+			b.ReportAllocs()
+			for b.Loop() {
+				r, _ := tr.Begin(0, 4096, tc.ser, false)
+				tr.End(r)
+			}
+		})
+	}
+}
+
+// BenchmarkTracker_Parallel: disjoint 4 KiB requests from GOMAXPROCS
+// goroutines, 1 in 16 serialising (a realistic unaligned-write share).
+func BenchmarkTracker_Parallel(b *testing.B) {
+	var tr Tracker
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			r, _ := tr.Begin(i*4096, 4096, i%16 == 0, false)
+			tr.End(r)
+		}
+	})
+}
+
+func BenchmarkClusterLocks_Uncontended(b *testing.B) {
+	var c ClusterLocks
+	b.ReportAllocs()
+	var i uint64
+	for b.Loop() {
+		a, _, _ := c.TryAcquire(i, 1)
+		c.Release(a)
+		i++
+	}
+}
+
+func BenchmarkClusterLocks_ConflictMiss(b *testing.B) {
+	b.Run("idle", func(b *testing.B) {
+		var c ClusterLocks
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Conflict(5, 1)
+		}
+	})
+	b.Run("busy-elsewhere", func(b *testing.B) {
+		var c ClusterLocks
+		a, _, _ := c.TryAcquire(1000, 1)
+		defer c.Release(a)
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Conflict(5, 1)
+		}
+	})
+}
+
+// BenchmarkClusterLocks_SeqWriters is the seed benchmark's pattern (§8 trap
+// 4): 64 goroutines take consecutive 4 KiB pieces of 64 KiB clusters; the
+// first to reach a new cluster allocates it, the other 15 wait on it and
+// then write in place. One op is one 4 KiB piece.
+func BenchmarkClusterLocks_SeqWriters(b *testing.B) {
+	const piecesPerCluster = 16
+	var c ClusterLocks
+	var next atomic.Uint64
+	allocated := make([]atomic.Bool, b.N/piecesPerCluster+2)
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((64 + procs - 1) / procs)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			piece := next.Add(1) - 1
+			cl := piece / piecesPerCluster
+			if int(cl) >= len(allocated) {
+				continue
+			}
+			for !allocated[cl].Load() { // the engine's L2 lookup
+				a, _, blk := c.TryAcquire(cl, 1)
+				if blk != nil {
+					blk.Wait()
+					continue // look the cluster up again
+				}
+				if !allocated[cl].Load() {
+					runtime.Gosched() // stand-in for the COW/zero I/O the allocator awaits
+					allocated[cl].Store(true)
+				}
+				c.Release(a)
+			}
+		}
+	})
+	b.StopTimer()
+	m := c.Metrics()
+	b.ReportMetric(float64(m.Acquisitions)/float64(b.N), "acq/op")
+	b.ReportMetric(float64(m.Conflicts)/float64(b.N), "conflicts/op")
+	b.ReportMetric(float64(m.Waits)/float64(b.N), "waits/op")
+}
