@@ -1,0 +1,96 @@
+// Package uring is qring's host I/O layer: a block.Device (File) over a
+// file, doing its I/O on a Linux io_uring, with a plain-syscall backend
+// (Threads) behind the same type for comparison and as a fallback.
+//
+// The ring uses only the ABI layer github.com/iceber/iouring-go/syscall
+// (setup/register constants, SQE/CQE layouts) and golang.org/x/sys/unix
+// (mmap, syscalls); never the iceber root package.
+//
+// # Ring layout
+//
+//	File ──► ring: SQ ring  (head: kernel, tail: us)     ┐ mmap'd, shared
+//	               CQ ring  (head: us,     tail: kernel) ┘ with the kernel
+//	               SQE array [2*Entries]
+//	               slots     [Entries]  one per request in flight
+//	                 res[2], ch (cap 2), iov    user_data = slot*2 + k
+//	               free      chan of slot indices (preallocated)
+//
+// # Invariants
+//
+//	R1  Memory ordering (io_uring(7), "Submission queue polling" and the
+//	    ring-buffer sections; liburing's io_uring_smp_store_release /
+//	    io_uring_smp_load_acquire). The SQ tail and CQ head are written
+//	    only by us, the SQ head and CQ tail only by the kernel. We fill the
+//	    SQE, then publish it with an atomic store of the SQ tail (release:
+//	    the kernel must see the SQE body before the tail). We load the CQ
+//	    tail atomically (acquire: CQE bodies written before the kernel's
+//	    tail store are visible) before reading CQEs, and store the CQ head
+//	    atomically after we are done reading them (release: the kernel may
+//	    then overwrite those entries). The SQ head is loaded atomically to
+//	    count unconsumed SQEs. Go's sync/atomic operations are sequentially
+//	    consistent, which is stronger than the acquire/release io_uring(7)
+//	    asks for. The SQ index array is identity-mapped once at setup.
+//	R2  Only the goroutine holding ring.mu writes SQEs and the SQ tail; only
+//	    the leader (holder of ring.enterMu) reads CQEs and writes the CQ
+//	    head. A waiter that wins enterMu.TryLock becomes the leader: it does
+//	    io_uring_enter(to_submit = all queued, min_complete = 1, GETEVENTS),
+//	    which submits every goroutine's queued SQEs in one call, then reaps
+//	    every CQE and signals each slot's channel; it stays leader until its
+//	    own request completes. So there is no completion goroutine and, for
+//	    the leader, no hand-off at all. Other waiters submit their SQEs with
+//	    a submit-only enter (at most one at a time, so concurrent arrivals
+//	    batch) and park on their slot channel or on the leader token.
+//	R3  No lost wake-up: a leader that leaves while requests are still
+//	    outstanding (ring.waiting > 0) puts a token in leaderCh; a parked
+//	    waiter takes it and tries to lead. ring.waiting is raised before an
+//	    SQE is queued and the leader unlocks enterMu before reading it, so
+//	    either the leader sees the newcomer or the newcomer's TryLock wins.
+//	R4  No SQ/CQ overflow by construction: a request owns one slot and at
+//	    most two SQEs, the SQ has 2*Entries entries and the CQ (kernel
+//	    default) twice that. Overflow flags are still counted in Metrics.
+//	R5  Zero allocations in steady state: slots, iovec arrays, channels and
+//	    the free list are preallocated and reused; user_data is a slot
+//	    index, not a pointer. Buffer addresses are stored as real pointers
+//	    in the slot's iovec array, so the caller's buffers escape to the
+//	    heap (never moved by stack growth while the kernel uses them); the
+//	    slot clears them when freed so it never pins caller memory.
+//	R6  -EAGAIN/-EINTR completions are resubmitted; short transfers resubmit
+//	    the remainder (on the buffered descriptor if the remainder is no
+//	    longer O_DIRECT-aligned); a read that returns 0 fills zeros (B2);
+//	    a write that returns 0 is ENOSPC.
+//
+// # File
+//
+//	F1  O_DIRECT requests whose offset, length or buffers are not aligned
+//	    (Caps().Align, Caps().MemAlign) go to a second, buffered descriptor
+//	    of the same file with plain pread/pwrite (QEMU's misaligned thread
+//	    pool path). The kernel keeps the two coherent for non-concurrent
+//	    access.
+//	F2  WriteZeroes with Allocate is fallocate(ZERO_RANGE) (no KEEP_SIZE, so
+//	    it grows the file), or ErrNotSupported with nothing written: when
+//	    the range is not Align-aligned, or when the filesystem refused
+//	    ZERO_RANGE (EOPNOTSUPP/EINVAL, e.g. tmpfs), after which Caps() drops
+//	    Allocate. Without Allocate: PUNCH_HOLE|KEEP_SIZE first with MayUnmap
+//	    (only inside EOF: it cannot grow the file), then ZERO_RANGE, then
+//	    zero buffers. PUNCH_HOLE is never combined with ZERO_RANGE.
+//	F3  EOF gate (QEMU 292d06b925): File.eof is a lower bound of the file
+//	    size. A write ending past it holds eofGate shared; a fallocate
+//	    ending past it holds eofGate exclusively, so a size-extending
+//	    fallocate never runs concurrently with a write past the old EOF.
+//	F4  ZeroThenWritev with Allocate on the ring is one submission of
+//	    FALLOCATE linked (IOSQE_IO_LINK) to the write; if the fallocate
+//	    fails the kernel cancels the write (-ECANCELED) and the fallocate's
+//	    error is returned, mapped as in F2.
+//	F5  Close waits for requests in flight (they complete normally), makes
+//	    requests waiting for a ring slot fail with os.ErrClosed, then frees
+//	    the ring and both descriptors; later calls return os.ErrClosed.
+//	F6  Errors wrap the errno (block.OpError → unix.Errno), so
+//	    errors.Is(err, unix.EIO) works.
+//	F7  Caps().ReqFlags is 0: requests carrying Serialising or NoWait get
+//	    ErrNotSupported (the engine serialises via sched).
+//
+// io_uring availability is probed once per process (ProbeRing, sync.Once,
+// IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads
+// when io_uring is unavailable (io_uring_disabled, seccomp, old kernel) and
+// says why in BackendReason; nothing is logged.
+package uring

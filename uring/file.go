@@ -1,0 +1,761 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	iosys "github.com/iceber/iouring-go/syscall"
+	"github.com/qring/qring/block"
+	"golang.org/x/sys/unix"
+)
+
+// Backend selects how a File does its I/O.
+type Backend int
+
+const (
+	// Auto uses the ring when io_uring works here, else Threads.
+	Auto Backend = iota
+	// Ring requires io_uring; Open fails if it is unavailable.
+	Ring
+	// Threads uses plain pread/pwrite/fallocate/fdatasync syscalls, at most
+	// Options.Workers at a time (QEMU's aio=threads).
+	Threads
+)
+
+func (b Backend) String() string {
+	switch b {
+	case Auto:
+		return "auto"
+	case Ring:
+		return "io_uring"
+	case Threads:
+		return "threads"
+	}
+	return fmt.Sprintf("Backend(%d)", int(b))
+}
+
+// Options configure Open.
+type Options struct {
+	ReadOnly bool
+	// Direct opens the file with O_DIRECT. Misaligned requests still work
+	// through a second, buffered descriptor.
+	Direct bool
+	// Create creates the file if it does not exist (mode Perm, default 0644).
+	Create bool
+	Perm   os.FileMode
+	// Backend picks the I/O path (default Auto).
+	Backend Backend
+	// Entries is the ring's request-slot count: the maximum number of
+	// requests in flight (default 256). The SQ is sized 2*Entries so a
+	// linked fallocate+write pair always fits.
+	Entries int
+	// Workers bounds concurrent syscalls on the Threads backend (default 64).
+	Workers int
+}
+
+const (
+	defaultEntries = 256
+	defaultWorkers = 64
+	maxRW          = 1 << 30 // largest single read/write we ask for
+)
+
+// File is a block.Device over one host file, with I/O on an io_uring (or
+// the plain-syscall backend). See doc.go for its invariants.
+type File struct {
+	path     string
+	fd       int // O_DIRECT when direct
+	bfd      int // buffered descriptor for misaligned I/O (== fd otherwise)
+	readOnly bool
+	direct   bool
+	align    int64
+	memAlign int
+
+	ring    *ring // nil on the Threads backend
+	backend Backend
+	reason  string
+	sem     chan struct{} // Threads backend queue depth
+
+	m counters
+
+	life   sync.RWMutex // held shared by every request, exclusively by Close
+	closed atomic.Bool
+	done   chan struct{} // closed by Close: aborts waits for a slot
+
+	allocOK atomic.Bool // fallocate ZERO_RANGE has not been refused
+	zeroOK  atomic.Bool // same, for WriteZeroes without Allocate
+	punchOK atomic.Bool // PUNCH_HOLE|KEEP_SIZE has not been refused
+	fallocK bool        // the ring supports IORING_OP_FALLOCATE
+
+	// eof is a lower bound of the file size (F3 in doc.go); eofGate
+	// serialises size-extending zeroing against writes past eof.
+	eof     atomic.Int64
+	eofGate sync.RWMutex
+}
+
+var (
+	_ block.Device     = (*File)(nil)
+	_ block.ZeroWriter = (*File)(nil)
+)
+
+// Open opens path as a File.
+func Open(path string, o Options) (*File, error) {
+	if o.Entries <= 0 {
+		o.Entries = defaultEntries
+	}
+	if o.Workers <= 0 {
+		o.Workers = defaultWorkers
+	}
+	if o.Perm == 0 {
+		o.Perm = 0o644
+	}
+	flags := unix.O_RDWR | unix.O_CLOEXEC
+	if o.ReadOnly {
+		flags = unix.O_RDONLY | unix.O_CLOEXEC
+	}
+	if o.Create && !o.ReadOnly {
+		flags |= unix.O_CREAT
+	}
+	bfd, err := openRetry(path, flags, uint32(o.Perm))
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := &File{path: path, fd: bfd, bfd: bfd, readOnly: o.ReadOnly, direct: o.Direct,
+		align: 1, memAlign: 1, done: make(chan struct{})}
+	fail := func(err error) (*File, error) {
+		if f.fd != f.bfd {
+			unix.Close(f.fd)
+		}
+		unix.Close(bfd)
+		return nil, err
+	}
+	if o.Direct {
+		fd, err := openRetry(path, (flags&^unix.O_CREAT)|unix.O_DIRECT, 0)
+		if err != nil {
+			return fail(&os.PathError{Op: "open O_DIRECT", Path: path, Err: err})
+		}
+		f.fd = fd
+		f.align, f.memAlign = probeAlign(fd)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(bfd, &st); err != nil {
+		return fail(&os.PathError{Op: "fstat", Path: path, Err: err})
+	}
+	f.eof.Store(st.Size)
+	f.allocOK.Store(true)
+	f.zeroOK.Store(true)
+	f.punchOK.Store(true)
+
+	f.backend = Threads
+	if o.Backend != Threads {
+		p := ProbeRing()
+		if p.Err == nil {
+			f.ring, err = newRing(o.Entries, &f.m)
+		} else {
+			err = p.Err
+		}
+		if err == nil {
+			f.backend = Ring
+			f.fallocK = p.Has(iosys.IORING_OP_FALLOCATE)
+		} else if o.Backend == Ring {
+			return fail(fmt.Errorf("uring: io_uring unavailable: %w", err))
+		} else {
+			f.reason = "io_uring unavailable: " + err.Error()
+		}
+	}
+	if f.backend == Threads {
+		f.sem = make(chan struct{}, o.Workers)
+		if f.reason == "" {
+			f.reason = "requested"
+		}
+	}
+	return f, nil
+}
+
+// Opener returns an opener for backing files with the given options
+// (ReadOnly and Create are taken from the call).
+func Opener(o Options) func(path string, readOnly bool) (block.Device, error) {
+	return func(path string, readOnly bool) (block.Device, error) {
+		o := o
+		o.ReadOnly = readOnly
+		o.Create = false
+		f, err := Open(path, o)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+func openRetry(path string, flags int, perm uint32) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags, perm)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// probeAlign finds the O_DIRECT offset/length and memory alignment.
+func probeAlign(fd int) (int64, int) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		if n, err := unix.IoctlGetInt(fd, unix.BLKSSZGET); err == nil && n > 0 {
+			return int64(n), n
+		}
+	}
+	var sx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &sx) == nil &&
+		sx.Mask&unix.STATX_DIOALIGN != 0 && sx.Dio_offset_align > 0 {
+		mem := int(sx.Dio_mem_align)
+		if mem < 1 {
+			mem = 1
+		}
+		return int64(sx.Dio_offset_align), mem
+	}
+	return block.DefaultMemAlign, block.DefaultMemAlign
+}
+
+// Backend reports the backend actually in use.
+func (f *File) Backend() Backend { return f.backend }
+
+// BackendReason says why that backend is in use ("requested", or why
+// io_uring was unavailable).
+func (f *File) BackendReason() string {
+	if f.backend == Ring {
+		return "io_uring"
+	}
+	return f.reason
+}
+
+// Metrics returns a snapshot of the File's counters.
+func (f *File) Metrics() Metrics { return f.m.snapshot() }
+
+// Fd returns the descriptor data requests use (O_DIRECT when Direct).
+func (f *File) Fd() int { return f.fd }
+
+// Caps implements block.Device.
+func (f *File) Caps() block.Caps {
+	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign}
+	if f.allocOK.Load() {
+		c.ZeroFlags |= block.Allocate
+	}
+	return c
+}
+
+func (f *File) enter() error {
+	f.life.RLock()
+	if f.closed.Load() {
+		f.life.RUnlock()
+		return block.ErrClosed
+	}
+	return nil
+}
+
+// Close implements block.Device: it waits for requests in flight (they
+// finish normally), makes waiters for a ring slot fail with os.ErrClosed,
+// then releases the ring and the descriptors.
+func (f *File) Close() error {
+	if !f.closed.CompareAndSwap(false, true) {
+		return block.ErrClosed
+	}
+	close(f.done)
+	f.life.Lock()
+	defer f.life.Unlock()
+	var errs []error
+	if f.ring != nil {
+		errs = append(errs, f.ring.close())
+	}
+	if f.fd != f.bfd {
+		errs = append(errs, unix.Close(f.fd))
+	}
+	errs = append(errs, unix.Close(f.bfd))
+	return errors.Join(errs...)
+}
+
+// Readv implements block.Device.
+func (f *File) Readv(off int64, bufs [][]byte) error {
+	total := block.VecLen(bufs)
+	if err := block.CheckRange(off, total); err != nil {
+		return err
+	}
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	return f.chunked(false, off, bufs)
+}
+
+// Writev implements block.Device.
+func (f *File) Writev(off int64, bufs [][]byte) error {
+	total := block.VecLen(bufs)
+	if err := block.CheckRange(off, total); err != nil {
+		return err
+	}
+	if f.readOnly {
+		return block.ErrReadOnly
+	}
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	return f.writev(off, bufs, total)
+}
+
+// writev writes under the EOF gate (F3): writes ending past the known EOF
+// hold it shared so that extending fallocates (exclusive) never overlap
+// them.
+func (f *File) writev(off int64, bufs [][]byte, total int64) error {
+	end := off + total
+	if end > f.eof.Load() {
+		f.eofGate.RLock()
+		defer f.eofGate.RUnlock()
+	}
+	if err := f.chunked(true, off, bufs); err != nil {
+		return err
+	}
+	f.bumpEOF(end)
+	return nil
+}
+
+func (f *File) bumpEOF(end int64) {
+	for {
+		cur := f.eof.Load()
+		if end <= cur || f.eof.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
+// chunked splits vectors longer than IOV_MAX.
+func (f *File) chunked(write bool, off int64, bufs [][]byte) error {
+	for len(bufs) > maxIov {
+		c := bufs[:maxIov]
+		if err := f.xfer(write, off, c, block.VecLen(c)); err != nil {
+			return err
+		}
+		off += block.VecLen(c)
+		bufs = bufs[maxIov:]
+	}
+	return f.xfer(write, off, bufs, block.VecLen(bufs))
+}
+
+func opName(write bool) string {
+	if write {
+		return "write"
+	}
+	return "read"
+}
+
+// xfer moves total bytes, resubmitting after short transfers and filling
+// zeros on reads past EOF (B2).
+func (f *File) xfer(write bool, off int64, bufs [][]byte, total int64) error {
+	if total == 0 {
+		return nil
+	}
+	fd := f.fd
+	if f.direct && !(block.Aligned(off, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) {
+		// Misaligned O_DIRECT request: the buffered descriptor, with plain
+		// syscalls (QEMU's QEMU_AIO_MISALIGNED thread-pool path).
+		f.m.misaligned.Add(1)
+		fd = f.bfd
+	}
+	for {
+		var n int
+		var err error
+		if f.ring != nil && fd == f.fd {
+			var res int32
+			if len(bufs) == 1 && len(bufs[0]) > maxRW {
+				var v [1][]byte
+				v[0] = bufs[0][:maxRW]
+				res, err = f.ring.rw(write, fd, off, v[:], f.done)
+			} else {
+				res, err = f.ring.rw(write, fd, off, bufs, f.done)
+			}
+			if err == nil && res < 0 {
+				err = unix.Errno(-res)
+			}
+			n = int(res)
+		} else {
+			n, err = f.sysRW(write, fd, off, bufs)
+		}
+		if err != nil {
+			if err == block.ErrClosed {
+				return err
+			}
+			return &block.OpError{Op: opName(write), Off: off, Len: total, Err: err}
+		}
+		if int64(n) == total {
+			return nil
+		}
+		if n == 0 {
+			if !write {
+				for _, b := range bufs {
+					clear(b) // past EOF reads as zeros (B2)
+				}
+				return nil
+			}
+			return &block.OpError{Op: "write", Off: off, Len: total, Err: unix.ENOSPC}
+		}
+		f.m.short.Add(1)
+		off += int64(n)
+		total -= int64(n)
+		bufs = advance(bufs, n)
+		if fd == f.fd && f.direct && !(block.Aligned(off, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) {
+			// e.g. a direct read that stopped at an unaligned EOF.
+			fd = f.bfd
+		}
+	}
+}
+
+// advance drops the first n bytes of bufs into a fresh vector (short
+// transfers are rare; the caller's vector is never modified).
+func advance(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	out := make([][]byte, len(bufs))
+	copy(out, bufs)
+	if len(out) > 0 {
+		out[0] = out[0][n:]
+	}
+	return out
+}
+
+// sysRW is one pread/pwrite/preadv/pwritev, retried on EINTR/EAGAIN.
+func (f *File) sysRW(write bool, fd int, off int64, bufs [][]byte) (int, error) {
+	if f.sem != nil {
+		f.sem <- struct{}{}
+		defer func() { <-f.sem }()
+	}
+	for {
+		var n int
+		var err error
+		switch {
+		case len(bufs) == 1 && write:
+			n, err = unix.Pwrite(fd, bufs[0], off)
+		case len(bufs) == 1:
+			n, err = unix.Pread(fd, bufs[0], off)
+		case write:
+			n, err = unix.Pwritev(fd, bufs, off)
+		default:
+			n, err = unix.Preadv(fd, bufs, off)
+		}
+		if err == unix.EINTR || err == unix.EAGAIN {
+			f.m.eagain.Add(1)
+			continue
+		}
+		return n, err
+	}
+}
+
+// fallocate runs fallocate(mode) on the ring (or as a syscall).
+func (f *File) fallocate(mode uint32, off, n int64) error {
+	f.m.fallocates.Add(1)
+	if f.ring != nil && f.fallocK {
+		res, err := f.ring.simple(fallocSQE(f.fd, mode, off, n), f.done)
+		if err != nil {
+			return err
+		}
+		if res < 0 {
+			return unix.Errno(-res)
+		}
+		return nil
+	}
+	if f.sem != nil {
+		f.sem <- struct{}{}
+		defer func() { <-f.sem }()
+	}
+	for {
+		err := unix.Fallocate(f.fd, mode, off, n)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// refused reports whether a fallocate error means "this mode is not
+// supported here" (QEMU's translate_err plus EINVAL, e.g. tmpfs ZERO_RANGE).
+func refused(err error) bool {
+	return err == unix.EOPNOTSUPP || err == unix.EINVAL || err == unix.ENOSYS ||
+		err == unix.ENOTTY || err == unix.ENODEV
+}
+
+func checkZeroFlags(flags block.Flags) error {
+	if flags&^(block.Allocate|block.MayUnmap) != 0 {
+		// Serialising/NoWait: the engine serialises itself (ReqFlags == 0).
+		return block.ErrNotSupported
+	}
+	return nil
+}
+
+// WriteZeroes implements block.Device (B3, B4).
+func (f *File) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if err := checkZeroFlags(flags); err != nil {
+		return err
+	}
+	if f.readOnly {
+		return block.ErrReadOnly
+	}
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	if n == 0 {
+		return nil
+	}
+	if flags&block.Allocate != 0 {
+		return f.allocZero(off, n)
+	}
+	return f.writeZeroes(off, n, flags)
+}
+
+// allocZero is WriteZeroes with Allocate: fallocate(ZERO_RANGE) or
+// ErrNotSupported with nothing written.
+func (f *File) allocZero(off, n int64) error {
+	if !f.allocOK.Load() || !block.Aligned(off, n, f.align) {
+		return block.ErrNotSupported
+	}
+	held := f.lockEOF(off + n)
+	err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+	if err == nil {
+		f.bumpEOF(off + n)
+	}
+	f.unlockEOF(held)
+	return f.zeroErr(err, off, n)
+}
+
+func (f *File) zeroErr(err error, off, n int64) error {
+	switch {
+	case err == nil:
+		return nil
+	case err == block.ErrClosed:
+		return err
+	case refused(err):
+		f.allocOK.Store(false)
+		return fmt.Errorf("uring: fallocate(ZERO_RANGE) refused: %w (%w)", block.ErrNotSupported, err)
+	}
+	return &block.OpError{Op: "write_zeroes", Off: off, Len: n, Err: err}
+}
+
+// lockEOF takes the EOF gate exclusively if [.., end) extends the file
+// and reports whether it did; pass the result to unlockEOF.
+func (f *File) lockEOF(end int64) bool {
+	if end > f.eof.Load() {
+		f.eofGate.Lock()
+		return true
+	}
+	return false
+}
+
+func (f *File) unlockEOF(held bool) {
+	if held {
+		f.eofGate.Unlock()
+	}
+}
+
+// writeZeroes is WriteZeroes without Allocate: PUNCH_HOLE|KEEP_SIZE (with
+// MayUnmap, inside EOF), else ZERO_RANGE, else zero buffers. PUNCH_HOLE
+// and ZERO_RANGE are never combined in one call.
+func (f *File) writeZeroes(off, n int64, flags block.Flags) error {
+	if flags&block.MayUnmap != 0 && f.punchOK.Load() && off+n <= f.eof.Load() {
+		err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			return nil
+		}
+		if err == block.ErrClosed {
+			return err
+		}
+		if refused(err) {
+			f.punchOK.Store(false)
+		}
+	}
+	if f.zeroOK.Load() {
+		held := f.lockEOF(off + n)
+		err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+		if err == nil {
+			f.bumpEOF(off + n)
+		}
+		f.unlockEOF(held)
+		if err == nil || err == block.ErrClosed {
+			return err
+		}
+		if err == unix.EOPNOTSUPP {
+			f.zeroOK.Store(false)
+		}
+	}
+	// Zero buffers; not via block.WriteZeroBuffers, which would re-enter
+	// Writev and take f.life recursively.
+	z := block.ZeroBuf()
+	var v [16][]byte
+	for n > 0 {
+		k := 0
+		var chunk int64
+		for k < len(v) && chunk < n {
+			c := min(int64(len(z)), n-chunk)
+			v[k] = z[:c]
+			chunk += c
+			k++
+		}
+		if err := f.writev(off, v[:k], chunk); err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
+
+// ZeroThenWritev implements block.ZeroWriter. With Allocate on the ring the
+// fallocate and the write are one linked submission (IOSQE_IO_LINK);
+// otherwise they run one after the other.
+func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bufs [][]byte) error {
+	total := block.VecLen(bufs)
+	if err := block.CheckRange(zoff, zn); err != nil {
+		return err
+	}
+	if err := block.CheckRange(woff, total); err != nil {
+		return err
+	}
+	if err := checkZeroFlags(zflags); err != nil {
+		return err
+	}
+	if f.readOnly {
+		return block.ErrReadOnly
+	}
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	if zflags&block.Allocate == 0 || zn == 0 {
+		if zn > 0 {
+			if err := f.writeZeroes(zoff, zn, zflags); err != nil {
+				return err
+			}
+		}
+		return f.writev(woff, bufs, total)
+	}
+	if !f.allocOK.Load() || !block.Aligned(zoff, zn, f.align) {
+		return block.ErrNotSupported
+	}
+	fast := f.ring != nil && f.fallocK && total > 0 && len(bufs) <= maxIov &&
+		(!f.direct || block.Aligned(woff, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) &&
+		(len(bufs) != 1 || total <= maxRW)
+	if !fast {
+		if err := f.allocZero(zoff, zn); err != nil {
+			return err
+		}
+		return f.writev(woff, bufs, total)
+	}
+	// Gate: exclusive if the fallocate extends the file, shared if only
+	// the write does.
+	zend, wend := zoff+zn, woff+total
+	eof := f.eof.Load()
+	switch {
+	case zend > eof:
+		f.eofGate.Lock()
+		defer f.eofGate.Unlock()
+	case wend > eof:
+		f.eofGate.RLock()
+		defer f.eofGate.RUnlock()
+	}
+	f.m.fallocates.Add(1)
+	zres, wres, err := f.ring.linked(f.fd, unix.FALLOC_FL_ZERO_RANGE, zoff, zn, woff, bufs, f.done)
+	if err != nil {
+		return err
+	}
+	if zres < 0 {
+		// The linked write was cancelled (-ECANCELED): nothing written.
+		return f.zeroErr(unix.Errno(-zres), zoff, zn)
+	}
+	f.bumpEOF(zend)
+	if wres < 0 {
+		return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.Errno(-wres)}
+	}
+	if int64(wres) < total {
+		f.m.short.Add(1)
+		if wres == 0 {
+			return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.ENOSPC}
+		}
+		if err := f.chunked(true, woff+int64(wres), advance(bufs, int(wres))); err != nil {
+			return err
+		}
+	}
+	f.bumpEOF(wend)
+	return nil
+}
+
+// Flush implements block.Device: fdatasync (IORING_FSYNC_DATASYNC).
+func (f *File) Flush() error {
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	if f.readOnly {
+		return nil
+	}
+	f.m.fsyncs.Add(1)
+	var err error
+	if f.ring != nil {
+		e := sqe{op: iosys.IORING_OP_FSYNC, fd: int32(f.fd), opFlag: iosys.IORING_FSYNC_DATASYNC}
+		var res int32
+		res, err = f.ring.simple(e, f.done)
+		if err == nil && res < 0 {
+			err = unix.Errno(-res)
+		}
+	} else {
+		for {
+			err = unix.Fdatasync(f.fd)
+			if err != unix.EINTR {
+				break
+			}
+		}
+	}
+	if err != nil && err != block.ErrClosed {
+		return &block.OpError{Op: "flush", Err: err}
+	}
+	return err
+}
+
+// Size implements block.Device.
+func (f *File) Size() (int64, error) {
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	defer f.life.RUnlock()
+	var st unix.Stat_t
+	if err := unix.Fstat(f.bfd, &st); err != nil {
+		return 0, &block.OpError{Op: "size", Err: err}
+	}
+	return st.Size, nil
+}
+
+// Truncate implements block.Device. It holds the EOF gate exclusively: the
+// size may shrink, which is the only time eof decreases.
+func (f *File) Truncate(size int64) error {
+	if size < 0 {
+		return block.ErrRange
+	}
+	if f.readOnly {
+		return block.ErrReadOnly
+	}
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	f.eofGate.Lock()
+	defer f.eofGate.Unlock()
+	if err := unix.Ftruncate(f.bfd, size); err != nil {
+		return &block.OpError{Op: "truncate", Off: size, Err: err}
+	}
+	f.eof.Store(size)
+	return nil
+}

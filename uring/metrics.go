@@ -1,0 +1,68 @@
+package uring
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// Metrics is a snapshot of a File's counters (File.Metrics). Counters only
+// grow; use Sub to get the activity of an interval.
+type Metrics struct {
+	Enters          uint64 // io_uring_enter calls (submit and/or wait)
+	SQEs            uint64 // SQEs the kernel consumed
+	CQEs            uint64 // CQEs reaped
+	CQOverflows     uint64 // reaps that found the CQ overflowed (kernel counter delta + flag)
+	EAgainResubmits uint64 // -EAGAIN/-EINTR completions resubmitted
+	ShortResubmits  uint64 // short reads/writes whose remainder was resubmitted
+	Misaligned      uint64 // O_DIRECT requests served by the buffered descriptor
+	Fallocates      uint64 // fallocate calls (ring or syscall)
+	Fsyncs          uint64 // fdatasync calls (ring or syscall)
+}
+
+// Sub returns m - o, field by field.
+func (m Metrics) Sub(o Metrics) Metrics {
+	return Metrics{
+		Enters:          m.Enters - o.Enters,
+		SQEs:            m.SQEs - o.SQEs,
+		CQEs:            m.CQEs - o.CQEs,
+		CQOverflows:     m.CQOverflows - o.CQOverflows,
+		EAgainResubmits: m.EAgainResubmits - o.EAgainResubmits,
+		ShortResubmits:  m.ShortResubmits - o.ShortResubmits,
+		Misaligned:      m.Misaligned - o.Misaligned,
+		Fallocates:      m.Fallocates - o.Fallocates,
+		Fsyncs:          m.Fsyncs - o.Fsyncs,
+	}
+}
+
+// SQEsPerEnter is the average submission batch (0 without enters).
+func (m Metrics) SQEsPerEnter() float64 {
+	if m.Enters == 0 {
+		return 0
+	}
+	return float64(m.SQEs) / float64(m.Enters)
+}
+
+func (m Metrics) String() string {
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f cq_overflows=%d eagain=%d short=%d misaligned=%d fallocates=%d fsyncs=%d",
+		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.CQOverflows, m.EAgainResubmits,
+		m.ShortResubmits, m.Misaligned, m.Fallocates, m.Fsyncs)
+}
+
+// counters are the live atomic counters behind Metrics.
+type counters struct {
+	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, fallocates, fsyncs atomic.Uint64
+}
+
+func (c *counters) snapshot() Metrics {
+	return Metrics{
+		Enters:          c.enters.Load(),
+		SQEs:            c.sqes.Load(),
+		CQEs:            c.cqes.Load(),
+		CQOverflows:     c.cqOverflows.Load(),
+		EAgainResubmits: c.eagain.Load(),
+		ShortResubmits:  c.short.Load(),
+		Misaligned:      c.misaligned.Load(),
+		Fallocates:      c.fallocates.Load(),
+		Fsyncs:          c.fsyncs.Load(),
+	}
+}
