@@ -55,10 +55,13 @@ type ring struct {
 
 // slot is one request: up to two linked SQEs (user_data = idx*2 + k).
 type slot struct {
-	res  [2]int32      // written by the leader before signalling ch
-	ch   chan struct{} // cap 2, one signal per CQE
-	iov  []unix.Iovec  // iovec array the kernel reads; reused
-	iov2 []unix.Iovec  // second SQE's iovec (linked chain)
+	// res is atomic only for the race detector: the kernel orders the
+	// owner's last read before the next CQE for this slot, which the
+	// detector cannot see.
+	res  [2]atomic.Int32 // written by the leader before signalling ch
+	ch   chan struct{}   // cap 2, one signal per CQE
+	iov  []unix.Iovec    // iovec array the kernel reads; reused
+	iov2 []unix.Iovec    // second SQE's iovec (linked chain)
 }
 
 const maxIov = 1024 // IOV_MAX
@@ -89,6 +92,7 @@ func newRing(nslots int, m *counters) (*ring, error) {
 	for i := range r.slots {
 		r.slots[i].ch = make(chan struct{}, 2)
 		r.slots[i].iov = make([]unix.Iovec, 0, 4)
+		r.slots[i].iov2 = make([]unix.Iovec, 0, 4)
 		r.free <- uint32(i)
 	}
 	return r, nil
@@ -344,7 +348,7 @@ func (r *ring) reap() {
 		c := &r.cqes[head&r.cqMask]
 		ud := c.UserData()
 		s := &r.slots[ud>>1]
-		s.res[ud&1] = c.Result()
+		s.res[ud&1].Store(c.Result())
 		s.ch <- struct{}{} // cap 2 >= SQEs per slot: never blocks
 	}
 	// Release: we are done reading those CQEs; the kernel may reuse them.
@@ -410,7 +414,7 @@ func (r *ring) rw(write bool, fd int, off int64, bufs [][]byte, done <-chan stru
 		if err := r.wait(idx, 1); err != nil {
 			return 0, err
 		}
-		res := s.res[0]
+		res := s.res[0].Load()
 		if res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR) {
 			r.m.eagain.Add(1)
 			continue
@@ -460,7 +464,7 @@ func (r *ring) simple(e sqe, done <-chan struct{}) (int32, error) {
 		if err := r.wait(idx, 1); err != nil {
 			return 0, err
 		}
-		res := s.res[0]
+		res := s.res[0].Load()
 		if res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR) {
 			r.m.eagain.Add(1)
 			continue
@@ -488,14 +492,14 @@ func (r *ring) linked(fd int, mode uint32, zoff, zn int64, woff int64, bufs [][]
 	if err := r.waitChain(idx, e[:]); err != nil {
 		return 0, 0, err
 	}
-	zres, wres = s.res[0], s.res[1]
+	zres, wres = s.res[0].Load(), s.res[1].Load()
 	if zres == -int32(unix.EAGAIN) || zres == -int32(unix.EINTR) {
 		// Retry the whole chain: the write was cancelled.
 		r.m.eagain.Add(1)
 		if err := r.waitChain(idx, e[:]); err != nil {
 			return 0, 0, err
 		}
-		zres, wres = s.res[0], s.res[1]
+		zres, wres = s.res[0].Load(), s.res[1].Load()
 	}
 	for zres >= 0 && (wres == -int32(unix.EAGAIN) || wres == -int32(unix.EINTR)) {
 		r.m.eagain.Add(1)
@@ -506,7 +510,7 @@ func (r *ring) linked(fd int, mode uint32, zoff, zn int64, woff int64, bufs [][]
 		if err := r.wait(idx, 1); err != nil {
 			return 0, 0, err
 		}
-		wres = s.res[1]
+		wres = s.res[1].Load()
 	}
 	runtime.KeepAlive(bufs)
 	r.putSlot(idx)
