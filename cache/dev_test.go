@@ -1,0 +1,84 @@
+package cache
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+)
+
+// recDev wraps a memdev, counting reads, recording writes and flushes in
+// order, and optionally failing or blocking them.
+type recDev struct {
+	*memdev.Dev
+	reads atomic.Int64
+
+	mu  sync.Mutex
+	log []string
+
+	// Hooks, set before use; nil means none.
+	beforeRead  func(off int64)
+	beforeWrite func(off int64) error
+	beforeFlush func() error
+	onWriteData func(off int64, bufs [][]byte)
+}
+
+func newRecDev() *recDev { return &recDev{Dev: memdev.New(memdev.Options{})} }
+
+func (d *recDev) record(s string) {
+	d.mu.Lock()
+	d.log = append(d.log, s)
+	d.mu.Unlock()
+}
+
+func (d *recDev) ops() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.log...)
+}
+
+func (d *recDev) reset() {
+	d.mu.Lock()
+	d.log = nil
+	d.mu.Unlock()
+}
+
+func (d *recDev) Readv(off int64, bufs [][]byte) error {
+	d.reads.Add(1)
+	if d.beforeRead != nil {
+		d.beforeRead(off)
+	}
+	return d.Dev.Readv(off, bufs)
+}
+
+func (d *recDev) Writev(off int64, bufs [][]byte) error {
+	if d.beforeWrite != nil {
+		if err := d.beforeWrite(off); err != nil {
+			return err
+		}
+	}
+	if d.onWriteData != nil {
+		d.onWriteData(off, bufs)
+	}
+	// Record per table so tests need not care how runs were batched.
+	o := off
+	for _, b := range bufs {
+		d.record(fmt.Sprintf("write 0x%x", o))
+		o += int64(len(b))
+	}
+	return d.Dev.Writev(off, bufs)
+}
+
+func (d *recDev) Flush() error {
+	if d.beforeFlush != nil {
+		if err := d.beforeFlush(); err != nil {
+			return err
+		}
+	}
+	d.record("flush")
+	return d.Dev.Flush()
+}
+
+var _ block.Device = (*recDev)(nil)
