@@ -473,3 +473,30 @@ func TestMetrics_String(t *testing.T) {
 		t.Errorf("ClusterMetrics.String() = %q, want %q", got, want)
 	}
 }
+
+func TestTracker_MakeSerialising(t *testing.T) {
+	var tr Tracker
+	w, _ := tr.Begin(1<<20, 4096, false, false) // an in-flight write past "EOF"
+	z, _ := tr.Begin(0, 4096, false, false)     // the zero write near EOF
+	done := make(chan struct{})
+	go func() {
+		if err := tr.MakeSerialising(z, 0, 1<<62); err != nil {
+			t.Error(err)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("MakeSerialising did not wait for an overlapping write")
+	case <-time.After(20 * time.Millisecond):
+	}
+	tr.End(w)
+	<-done
+	if _, err := tr.Begin(1<<30, 1, false, true); !errors.Is(err, block.ErrBusy) {
+		t.Fatalf("write inside the widened range: %v, want ErrBusy", err)
+	}
+	tr.End(z)
+	if m := tr.Metrics(); m.InFlight != 0 || m.Serialising != 1 || m.Waits != 1 {
+		t.Fatalf("metrics %v", m)
+	}
+}

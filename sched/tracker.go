@@ -108,9 +108,21 @@ func (t *Tracker) Begin(off, n int64, serialising, noWait bool) (*Req, error) {
 	// Register before waiting (as QEMU does) so that requests arriving
 	// later see us, and so a waiter keeps its place for deadlock avoidance.
 	t.insert(r)
+	t.waitConflicts(r)
+	t.m.Begins++
+	if serialising {
+		t.m.Serialising++
+	}
+	t.mu.Unlock()
+	return r, nil
+}
+
+// waitConflicts sleeps until no running request conflicts with r. Called
+// with mu held and r registered.
+func (t *Tracker) waitConflicts(r *Req) {
 	waited := false
 	for {
-		c := t.findConflict(r, off, end, serialising)
+		c := t.findConflict(r, r.off, r.end, r.serialising)
 		if c == nil {
 			break
 		}
@@ -128,12 +140,31 @@ func (t *Tracker) Begin(off, n int64, serialising, noWait bool) (*Req, error) {
 	if waited {
 		t.m.Waits++
 	}
-	t.m.Begins++
-	if serialising {
+}
+
+// MakeSerialising widens the running request r to cover [off, off+n) as
+// well, marks it serialising, and waits until no overlapping request runs
+// (QEMU's bdrv_make_request_serialising, used by file-posix to serialise a
+// post-EOF zero write against every write up to infinity). Requests that
+// overlap r and arrive later wait for it.
+func (t *Tracker) MakeSerialising(r *Req, off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if n > 0 {
+		r.off, r.end = min(r.off, off), max(r.end, off+n)
+	}
+	if !r.serialising {
+		r.serialising = true
+		t.serInFlight++
 		t.m.Serialising++
 	}
+	// r was running, so nothing waits on it in a way that could close a
+	// cycle: waiters are skipped by the scan (S4).
+	t.waitConflicts(r)
 	t.mu.Unlock()
-	return r, nil
+	return nil
 }
 
 // End unregisters r and wakes requests waiting for it. r must not be used
