@@ -1,0 +1,368 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// This file holds the allocator and refcount updates. Every function here
+// runs with im.mu held.
+
+// refcount returns the stored refcount of host cluster c (0 where no
+// refcount block covers it).
+func (im *Image) refcount(c uint64) (uint64, error) {
+	ri, bi := im.g.RefIndex(c)
+	if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
+		return 0, nil
+	}
+	t, err := im.rbc.Get(int64(im.reftable[ri]))
+	if err != nil {
+		return 0, err
+	}
+	v := format.GetRefcount(t.Data, im.g.RefcountOrder, bi)
+	im.rbc.Put(t)
+	return v, nil
+}
+
+// markDirtyBit sets the dirty bit durably before the first unordered
+// refcount update with lazy refcounts (Q8).
+func (im *Image) markDirtyBit() error {
+	if !im.lazy || im.dirtySet {
+		return nil
+	}
+	im.hdr.IncompatibleFeatures |= format.IncompatDirty
+	if err := im.writeHeader(); err != nil {
+		im.hdr.IncompatibleFeatures &^= format.IncompatDirty
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.dirtySet = true
+	return nil
+}
+
+// updateRefcount adds delta to the refcount of cluster c. A missing
+// refcount block (for increments) returns errRetry after creating one,
+// because the new block may occupy the cluster the caller wanted.
+func (im *Image) updateRefcount(c uint64, delta int64) error {
+	ri, bi := im.g.RefIndex(c)
+	if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
+		if delta < 0 {
+			return im.markCorrupt(corruptf("refcount", c, "freeing cluster %d that has no refcount block", c))
+		}
+		if err := im.ensureRefblock(ri); err != nil {
+			return err
+		}
+		return errRetry
+	}
+	t, err := im.rbc.Get(int64(im.reftable[ri]))
+	if err != nil {
+		return err
+	}
+	v := format.GetRefcount(t.Data, im.g.RefcountOrder, bi)
+	nv := uint64(int64(v) + delta)
+	if (delta < 0 && uint64(-delta) > v) || (delta > 0 && (nv > im.g.RefcountMax || nv < v)) {
+		im.rbc.Put(t)
+		return im.markCorrupt(corruptf("refcount", c, "refcount %d of cluster %d %+d out of range", v, c, delta))
+	}
+	format.SetRefcount(t.Data, im.g.RefcountOrder, bi, nv)
+	im.rbc.MarkDirty(t)
+	im.rbc.Put(t)
+	if nv == 0 {
+		if c < im.freeIdx {
+			im.freeIdx = c
+		}
+		// Any cached table in the freed cluster is gone.
+		im.meta.del(c)
+		off := c << im.g.ClusterBits
+		for s := uint64(0); s < im.g.ClusterSize; s += im.sliceSize {
+			im.l2c.Discard(int64(off + s))
+		}
+	}
+	return nil
+}
+
+// findFree returns the first run of n free clusters at or after freeIdx.
+func (im *Image) findFree(n uint64) (uint64, error) {
+	start := im.freeIdx
+	run := uint64(0)
+	for c := start; ; c++ {
+		if c > 1<<(62-im.g.ClusterBits) {
+			return 0, fmt.Errorf("%w: image file would exceed 2^62 bytes", ErrUnsupported)
+		}
+		ri, _ := im.g.RefIndex(c)
+		if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
+			// The whole uncovered block range is free.
+			if run == 0 {
+				start = c
+			}
+			blockEnd := (ri + 1) << im.g.RefblockBits
+			run += blockEnd - c
+			if run >= n {
+				return start, nil
+			}
+			c = blockEnd - 1
+			continue
+		}
+		rc, err := im.refcount(c)
+		if err != nil {
+			return 0, err
+		}
+		if rc != 0 {
+			run = 0
+			continue
+		}
+		if run == 0 {
+			start = c
+		}
+		run++
+		if run >= n {
+			return start, nil
+		}
+	}
+}
+
+// allocClusters allocates n contiguous clusters with refcount 1 and
+// returns the host offset of the first; fresh reports whether they lie
+// at or past the high-water mark (never used since open: a hole, Q2).
+func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
+	if err := im.markDirtyBit(); err != nil {
+		return 0, false, err
+	}
+	for tries := 0; ; tries++ {
+		if tries > 64 {
+			return 0, false, fmt.Errorf("qcow2: allocation did not converge")
+		}
+		c, err := im.findFree(n)
+		if err != nil {
+			return 0, false, err
+		}
+		// Refcount blocks must exist for the whole run before any
+		// increment, so that a retry never leaves a partial run.
+		retry := false
+		for k := uint64(0); k < n; k++ {
+			ri, _ := im.g.RefIndex(c + k)
+			if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
+				if err := im.ensureRefblock(ri); err != nil {
+					return 0, false, err
+				}
+				retry = true
+				break
+			}
+		}
+		if retry {
+			continue
+		}
+		for k := uint64(0); k < n; k++ {
+			if err := im.updateRefcount(c+k, 1); err != nil {
+				for j := uint64(0); j < k; j++ {
+					im.updateRefcount(c+j, -1)
+				}
+				return 0, false, err
+			}
+		}
+		off = c << im.g.ClusterBits
+		fresh = off >= im.hwm
+		if end := (c + n) << im.g.ClusterBits; end > im.hwm {
+			im.hwm = end
+		}
+		im.freeIdx = c + n
+		if err := im.overlapCheckNew(off, n<<im.g.ClusterBits); err != nil {
+			return 0, false, err
+		}
+		return off, fresh, nil
+	}
+}
+
+// freeClusters drops one reference to each of n clusters at off.
+func (im *Image) freeClusters(off, n uint64) error {
+	c := off >> im.g.ClusterBits
+	for k := uint64(0); k < n; k++ {
+		if err := im.updateRefcount(c+k, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureRefblock creates the refcount block for reftable index ri. The new
+// block describes itself when it falls in its own range; otherwise its
+// cluster is counted in an existing block. It is written and flushed
+// before the refcount table points at it (Q4).
+func (im *Image) ensureRefblock(ri uint64) error {
+	if ri >= uint64(len(im.reftable)) {
+		return im.growReftable(ri)
+	}
+	// The block goes to the first free cluster.
+	b, err := im.findFree(1)
+	if err != nil {
+		return err
+	}
+	bri, bbi := im.g.RefIndex(b)
+	boff := b << im.g.ClusterBits
+	if err := im.overlapCheckNew(boff, im.g.ClusterSize); err != nil {
+		return err
+	}
+	if bri == ri {
+		// Self-describing.
+		t, err := im.rbc.GetEmpty(int64(boff))
+		if err != nil {
+			return err
+		}
+		format.SetRefcount(t.Data, im.g.RefcountOrder, bbi, 1)
+		im.rbc.MarkDirty(t)
+		im.rbc.Put(t)
+	} else {
+		if bri >= uint64(len(im.reftable)) || im.reftable[bri] == 0 {
+			// Its own range needs a block first; that one will be
+			// self-describing at b.
+			return im.ensureRefblock(bri)
+		}
+		if err := im.updateRefcount(b, 1); err != nil {
+			return err
+		}
+		t, err := im.rbc.GetEmpty(int64(boff))
+		if err != nil {
+			return err
+		}
+		im.rbc.MarkDirty(t)
+		im.rbc.Put(t)
+	}
+	if end := boff + im.g.ClusterSize; end > im.hwm {
+		im.hwm = end
+	}
+	im.meta.set(b, metaRefblock)
+	// Q4: the block (and the count of its own cluster) is durable before
+	// the table entry.
+	if err := im.rbc.Flush(); err != nil {
+		return err
+	}
+	im.reftable[ri] = boff
+	if err := im.writeTableEntry(uint64(im.hdr.RefcountTableOffset), im.reftable, ri); err != nil {
+		im.reftable[ri] = 0
+		return err
+	}
+	// Q1: increments in the new block count only once the entry is
+	// durable; links are ordered after refcount flushes, so flush now.
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.c.refblocksAllocated.Add(1)
+	return nil
+}
+
+// growReftable replaces the refcount table with a larger one covering
+// index need (QEMU's qcow2_refcount_area). The new table and the refcount
+// blocks describing it go in fresh space at the high-water mark.
+func (im *Image) growReftable(need uint64) error {
+	g := &im.g
+	cs := g.ClusterSize
+	per := cs / 8
+	newEntries := max(need+1, uint64(len(im.reftable))*2)
+	newEntries = (newEntries + per - 1) / per * per
+	a := im.hwm >> g.ClusterBits // first cluster of the area
+	var k, tc uint64
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return fmt.Errorf("qcow2: refcount table growth did not converge")
+		}
+		tc = newEntries / per
+		end := a + k + tc
+		lastRange, _ := g.RefIndex(end - 1)
+		if lastRange >= newEntries {
+			newEntries = (lastRange + 1 + per - 1) / per * per
+			continue
+		}
+		firstRange, _ := g.RefIndex(a)
+		var nk uint64
+		for r := firstRange; r <= lastRange; r++ {
+			if r >= uint64(len(im.reftable)) || im.reftable[r] == 0 {
+				nk++
+			}
+		}
+		if nk == k {
+			break
+		}
+		k = nk
+	}
+	if tc*cs > format.MaxReftableSize {
+		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+	}
+	end := a + k + tc
+	newTable := make([]uint64, newEntries)
+	copy(newTable, im.reftable)
+	// Place the new blocks at a..a+k-1, in range order.
+	firstRange, _ := g.RefIndex(a)
+	lastRange, _ := g.RefIndex(end - 1)
+	next := a
+	newBlocks := map[uint64]uint64{} // range -> block cluster
+	for r := firstRange; r <= lastRange; r++ {
+		if r >= uint64(len(im.reftable)) || im.reftable[r] == 0 {
+			newBlocks[r] = next
+			newTable[r] = next << g.ClusterBits
+			next++
+		}
+	}
+	if err := im.markDirtyBit(); err != nil {
+		return err
+	}
+	// Count every area cluster: in a new block (in memory) or an existing
+	// one (through the cache).
+	blocks := map[uint64][]byte{}
+	for r, bc := range newBlocks {
+		t, err := im.rbc.GetEmpty(int64(bc << g.ClusterBits))
+		if err != nil {
+			return err
+		}
+		blocks[r] = t.Data
+		im.meta.set(bc, metaRefblock)
+		im.rbc.MarkDirty(t)
+		defer im.rbc.Put(t)
+	}
+	for c := a; c < end; c++ {
+		r, bi := g.RefIndex(c)
+		if d, ok := blocks[r]; ok {
+			format.SetRefcount(d, g.RefcountOrder, bi, 1)
+			continue
+		}
+		if err := im.updateRefcount(c, 1); err != nil {
+			return err
+		}
+	}
+	if err := im.rbc.Flush(); err != nil {
+		return err
+	}
+	// The new table, then the header (Q4).
+	tb := make([]byte, tc*cs)
+	for i, v := range newTable {
+		be.PutUint64(tb[i*8:], v)
+	}
+	buf := alignedCopy(tb, im.memAlign)
+	tableOff := (a + k) << g.ClusterBits
+	im.c.metaWrites.Add(1)
+	if err := writeAt(im.dev, buf, int64(tableOff)); err != nil {
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	oldOff, oldClusters := uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)
+	im.hdr.RefcountTableOffset = format.HostOff(tableOff)
+	im.hdr.RefcountTableClusters = uint32(tc)
+	if err := im.writeHeader(); err != nil {
+		im.hdr.RefcountTableOffset = format.HostOff(oldOff)
+		im.hdr.RefcountTableClusters = uint32(oldClusters)
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.reftable = newTable
+	im.hwm = end << g.ClusterBits
+	im.c.reftableGrowths.Add(1)
+	im.c.refblocksAllocated.Add(int64(k))
+	// The old table is no longer referenced by the (durable) header.
+	return im.freeClusters(oldOff, oldClusters)
+}

@@ -1,0 +1,412 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/block"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// RepairMode selects what Check fixes (qemu-img check -r).
+type RepairMode int
+
+const (
+	RepairNone  RepairMode = iota
+	RepairLeaks            // -r leaks
+	RepairAll              // -r all: leaks, refcounts too low, COPIED flags
+)
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	Repair RepairMode
+	// MaxMessages caps the detail lines kept (default 1000).
+	MaxMessages int
+}
+
+// CheckResult is qemu-img check's ImageCheck.
+type CheckResult struct {
+	CheckErrors        int // could not complete (I/O errors)
+	Corruptions        int
+	Leaks              int
+	CorruptionsFixed   int
+	LeaksFixed         int
+	ImageEndOffset     int64
+	TotalClusters      int64
+	AllocatedClusters  int64
+	FragmentedClusters int64
+	CompressedClusters int64
+	// Messages are the detail lines qemu-img prints on stderr
+	// ("Leaked cluster 5 refcount=1 reference=0", "ERROR ...").
+	Messages []string
+}
+
+// Clean reports no corruption and no leaks.
+func (r *CheckResult) Clean() bool { return r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 }
+
+type checker struct {
+	im    *Image
+	r     *CheckResult
+	max   int
+	ref   []uint32 // computed references per host cluster
+	fsize uint64
+}
+
+func (c *checker) msg(f string, a ...any) {
+	if len(c.r.Messages) < c.max {
+		c.r.Messages = append(c.r.Messages, fmt.Sprintf(f, a...))
+	}
+}
+
+// inc counts one reference to every cluster of [off, off+n).
+func (c *checker) inc(off, n uint64, what string) {
+	g := &c.im.g
+	if n == 0 {
+		return
+	}
+	first := off >> g.ClusterBits
+	last := (off + n - 1) >> g.ClusterBits
+	for k := first; k <= last; k++ {
+		if k >= uint64(len(c.ref)) {
+			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
+			c.r.Corruptions++
+			return
+		}
+		if c.ref[k] < ^uint32(0) {
+			c.ref[k]++
+		}
+	}
+}
+
+// Check rebuilds the reference counts from the L1/L2 trees (active and
+// snapshots), compares them with the stored refcounts and COPIED flags,
+// and reports like qemu-img check. With a repair mode it fixes what it may
+// and checks again.
+func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.closed {
+		return nil, fmt.Errorf("qcow2: check: %w", block.ErrClosed)
+	}
+	if o.Repair != RepairNone && (im.ro || (im.corrupt && !im.opts.Repair)) {
+		return nil, ErrReadOnly
+	}
+	r, err := im.checkLocked(o, o.Repair)
+	if err != nil || o.Repair == RepairNone || (r.Leaks == 0 && r.Corruptions == 0) {
+		return r, err
+	}
+	// Check again after repairing, and report what was fixed.
+	fixedC, fixedL := r.CorruptionsFixed, r.LeaksFixed
+	r2, err := im.checkLocked(o, RepairNone)
+	if err != nil {
+		return r, err
+	}
+	r2.CorruptionsFixed, r2.LeaksFixed = fixedC, fixedL
+	r2.Messages = append(r.Messages, r2.Messages...)
+	if r2.Corruptions == 0 && im.hdr.IncompatibleFeatures&format.IncompatCorrupt != 0 && o.Repair == RepairAll {
+		im.hdr.IncompatibleFeatures &^= format.IncompatCorrupt
+		if err := im.writeHeader(); err != nil {
+			return r2, err
+		}
+		im.corrupt = false
+	}
+	return r2, im.flushLocked()
+}
+
+func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, error) {
+	g := &im.g
+	cs := g.ClusterSize
+	r := &CheckResult{}
+	c := &checker{im: im, r: r, max: o.MaxMessages}
+	if c.max <= 0 {
+		c.max = 1000
+	}
+	fsize, err := im.dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	c.fsize = uint64(fsize)
+	nclusters := (c.fsize + cs - 1) >> g.ClusterBits
+	// Clusters the caches or allocator hold past EOF count as in the file
+	// (written back later).
+	nclusters = max(nclusters, im.hwm>>g.ClusterBits)
+	c.ref = make([]uint32, nclusters)
+	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
+
+	// Header, refcount table, refcount blocks.
+	c.inc(0, cs, "header")
+	c.inc(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
+	for i, b := range im.reftable {
+		if b == 0 {
+			continue
+		}
+		if b>>g.ClusterBits >= nclusters {
+			c.msg("ERROR refcount block %d is outside image", i)
+			r.Corruptions++
+			continue
+		}
+		c.inc(b, cs, "refcount block")
+	}
+	// Active tree.
+	var prevData uint64
+	stats := true
+	walk := func(l1 []uint64, active bool) error {
+		for i, e1 := range l1 {
+			le := format.L1Entry(e1)
+			if err := le.Validate(g); err != nil {
+				c.msg("ERROR L1 entry %d: %v", i, err)
+				r.Corruptions++
+				continue
+			}
+			l2off := uint64(le.Offset())
+			if l2off == 0 {
+				continue
+			}
+			c.inc(l2off, cs, "L2 table")
+			if l2off>>g.ClusterBits >= nclusters {
+				continue
+			}
+			for s := uint64(0); s < cs; s += im.sliceSize {
+				t, err := im.l2c.Get(int64(l2off + s))
+				if err != nil {
+					r.CheckErrors++
+					c.msg("ERROR reading L2 table at 0x%x: %v", l2off+s, err)
+					break
+				}
+				for k := uint64(0); k < im.sliceSize; k += 8 {
+					e := format.L2Entry(be.Uint64(t.Data[k:]))
+					if err := e.Validate(g, im.hdr.Version); err != nil {
+						c.msg("ERROR L2 entry %d of table 0x%x: %v", (s+k)/8, l2off, err)
+						r.Corruptions++
+						continue
+					}
+					switch e.Type() {
+					case format.ClusterNormal, format.ClusterZeroAlloc:
+						off := uint64(e.Offset())
+						c.inc(off, cs, "data cluster")
+						if active && stats {
+							r.AllocatedClusters++
+							if prevData != 0 && off != prevData+cs {
+								r.FragmentedClusters++
+							}
+							prevData = off
+						}
+					case format.ClusterCompressed:
+						d := e.DecodeCompressed(g)
+						c.inc(uint64(d.Off), d.Size, "compressed cluster")
+						if active && stats {
+							r.AllocatedClusters++
+							r.CompressedClusters++
+							r.FragmentedClusters++
+							prevData = 0
+						}
+					}
+				}
+				im.l2c.Put(t)
+			}
+		}
+		return nil
+	}
+	c.inc(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8, "L1 table")
+	if err := walk(im.l1, true); err != nil {
+		return nil, err
+	}
+	// Snapshots.
+	if len(im.snapshots) > 0 {
+		sb := make([]byte, uint64(im.hdr.NbSnapshots)*1200)
+		if err := im.readAtLocked(sb, uint64(im.hdr.SnapshotsOffset)); err == nil {
+			_, n, err := format.ParseSnapshots(sb, im.hdr.NbSnapshots)
+			if err == nil {
+				c.inc(uint64(im.hdr.SnapshotsOffset), n, "snapshot table")
+			}
+		}
+		for _, s := range im.snapshots {
+			c.inc(uint64(s.L1TableOffset), uint64(s.L1Size)*8, "snapshot L1 table")
+			l1b := make([]byte, uint64(s.L1Size)*8)
+			if err := im.readAtLocked(l1b, uint64(s.L1TableOffset)); err != nil {
+				r.CheckErrors++
+				continue
+			}
+			l1 := make([]uint64, s.L1Size)
+			for i := range l1 {
+				l1[i] = be.Uint64(l1b[i*8:])
+			}
+			walk(l1, false)
+		}
+	}
+	// Compare with the stored refcounts, over the file and every
+	// refcount block.
+	covered := uint64(len(im.reftable)) << g.RefblockBits
+	var highest uint64
+	var fixes []fix
+	for k := uint64(0); k < max(nclusters, 0); k++ {
+		stored, err := im.refcount(k)
+		if err != nil {
+			r.CheckErrors++
+			continue
+		}
+		want := uint64(c.ref[k])
+		if stored > 0 || want > 0 {
+			highest = k
+		}
+		switch {
+		case stored > want:
+			c.msg("Leaked cluster %d refcount=%d reference=%d", k, stored, want)
+			r.Leaks++
+			if repair >= RepairLeaks {
+				fixes = append(fixes, fix{k, want})
+				r.LeaksFixed++
+			}
+		case stored < want:
+			c.msg("ERROR cluster %d refcount=%d reference=%d", k, stored, want)
+			r.Corruptions++
+			if repair >= RepairAll {
+				fixes = append(fixes, fix{k, want})
+				r.CorruptionsFixed++
+			}
+		}
+	}
+	// Refcounts stored past the end of the file are leaks.
+	for ri, b := range im.reftable {
+		if b == 0 {
+			continue
+		}
+		base := uint64(ri) << g.RefblockBits
+		if base+g.RefblockEntries <= nclusters {
+			continue
+		}
+		for k := max(base, nclusters); k < base+g.RefblockEntries && k < covered; k++ {
+			stored, err := im.refcount(k)
+			if err != nil {
+				r.CheckErrors++
+				break
+			}
+			if stored > 0 {
+				c.msg("Leaked cluster %d refcount=%d reference=0", k, stored)
+				r.Leaks++
+				highest = max(highest, k)
+				if repair >= RepairLeaks {
+					fixes = append(fixes, fix{k, 0})
+					r.LeaksFixed++
+				}
+			}
+		}
+	}
+	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
+	if len(fixes) > 0 {
+		if err := im.applyFixes(fixes, nclusters); err != nil {
+			return r, err
+		}
+	}
+	// COPIED flags (Q6), against the stored (possibly repaired)
+	// refcounts.
+	if err := im.checkCopied(c, repair); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+type fix struct {
+	c    uint64
+	want uint64
+}
+
+func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
+	// New refcount blocks must not land on referenced clusters whose
+	// counts are wrong: allocate past everything.
+	im.freeIdx = max(im.freeIdx, nclusters, im.hwm>>im.g.ClusterBits)
+	for _, f := range fixes {
+		for tries := 0; ; tries++ {
+			cur, err := im.refcount(f.c)
+			if err != nil {
+				return err
+			}
+			if cur == f.want {
+				break
+			}
+			err = im.updateRefcount(f.c, int64(f.want)-int64(cur))
+			if err == errRetry && tries < 8 {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			break
+		}
+	}
+	im.freeIdx = 0
+	return nil
+}
+
+func (im *Image) checkCopied(c *checker, repair RepairMode) error {
+	g := &im.g
+	r := c.r
+	for i, e1 := range im.l1 {
+		le := format.L1Entry(e1)
+		l2off := uint64(le.Offset())
+		if l2off == 0 || le.Validate(g) != nil || l2off>>g.ClusterBits >= uint64(len(c.ref)) {
+			continue
+		}
+		rc, err := im.refcount(l2off >> g.ClusterBits)
+		if err != nil {
+			return err
+		}
+		if (rc == 1) != le.Copied() {
+			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, e1, rc)
+			r.Corruptions++
+			if repair >= RepairAll {
+				im.l1[i] = uint64(format.MakeL1(le.Offset(), rc == 1))
+				if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, uint64(i)); err != nil {
+					return err
+				}
+				r.CorruptionsFixed++
+			}
+		}
+		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
+			t, err := im.l2c.Get(int64(l2off + s))
+			if err != nil {
+				return err
+			}
+			for k := uint64(0); k < im.sliceSize; k += 8 {
+				e := format.L2Entry(be.Uint64(t.Data[k:]))
+				if e.Validate(g, im.hdr.Version) != nil {
+					continue
+				}
+				ty := e.Type()
+				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
+					continue
+				}
+				hc := uint64(e.Offset()) >> g.ClusterBits
+				if hc >= uint64(len(c.ref)) {
+					continue
+				}
+				rc, err := im.refcount(hc)
+				if err != nil {
+					im.l2c.Put(t)
+					return err
+				}
+				if (rc == 1) != e.Copied() {
+					c.msg("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
+					r.Corruptions++
+					if repair >= RepairAll {
+						ne := uint64(e) &^ format.OflagCopied
+						if rc == 1 {
+							ne |= format.OflagCopied
+						}
+						be.PutUint64(t.Data[k:], ne)
+						im.l2c.MarkDirty(t)
+						r.CorruptionsFixed++
+					}
+				}
+			}
+			im.l2c.Put(t)
+		}
+	}
+	return nil
+}
+
+func (im *Image) readAtLocked(p []byte, off uint64) error {
+	var v [1][]byte
+	v[0] = p
+	return im.dev.Readv(int64(off), v[:])
+}

@@ -1,0 +1,251 @@
+package qcow2
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+func (o *CreateOptions) normalize() error {
+	if o.ClusterSize == 0 {
+		o.ClusterSize = 64 << 10
+	}
+	if o.ClusterSize < 512 || o.ClusterSize > 2<<20 || o.ClusterSize&(o.ClusterSize-1) != 0 {
+		return fmt.Errorf("%w: cluster size %d must be a power of two between 512 and 2M", ErrUnsupported, o.ClusterSize)
+	}
+	if o.Compat == "" {
+		o.Compat = "1.1"
+	}
+	if o.RefcountBits == 0 {
+		o.RefcountBits = 16
+	}
+	if o.RefcountBits < 1 || o.RefcountBits > 64 || o.RefcountBits&(o.RefcountBits-1) != 0 {
+		return fmt.Errorf("%w: refcount_bits %d must be a power of two between 1 and 64", ErrUnsupported, o.RefcountBits)
+	}
+	if o.Compat == "0.10" {
+		if o.RefcountBits != 16 {
+			return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
+		}
+		if o.LazyRefcounts {
+			return fmt.Errorf("%w: lazy refcounts require compat=1.1", ErrUnsupported)
+		}
+	} else if o.Compat != "1.1" {
+		return fmt.Errorf("%w: compat %q (0.10 or 1.1)", ErrUnsupported, o.Compat)
+	}
+	if o.Preallocation == "" {
+		o.Preallocation = PreallocOff
+	}
+	switch o.Preallocation {
+	case PreallocOff, PreallocMetadata, PreallocFalloc, PreallocFull:
+	default:
+		return fmt.Errorf("%w: preallocation %q", ErrUnsupported, o.Preallocation)
+	}
+	if o.Preallocation != PreallocOff && o.BackingFile != "" {
+		return fmt.Errorf("%w: preallocation with a backing file needs extended L2 entries", ErrUnsupported)
+	}
+	if o.Size < 0 || o.Size > format.MaxVirtualSize {
+		return fmt.Errorf("%w: size %d", ErrUnsupported, o.Size)
+	}
+	return nil
+}
+
+// Create makes a new qcow2 image at path (truncating an existing file).
+func Create(path string, o CreateOptions) error {
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	op := o.Opener
+	if op == nil {
+		op = DefaultOpener
+	}
+	if o.BackingFile != "" && (o.Size == 0 || o.BackingFormat == "") {
+		bpath := o.BackingFile
+		if !filepath.IsAbs(bpath) {
+			bpath = filepath.Join(filepath.Dir(path), bpath)
+		}
+		if o.BackingFormat == "" {
+			if o.BackingFormat, err = Probe(bpath); err != nil {
+				os.Remove(path)
+				return fmt.Errorf("qcow2: backing file: %w", err)
+			}
+		}
+		if o.Size == 0 {
+			bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op})
+			if err != nil {
+				os.Remove(path)
+				return fmt.Errorf("qcow2: backing file: %w", err)
+			}
+			o.Size, err = bd.Size()
+			bd.Close()
+			if err != nil {
+				os.Remove(path)
+				return err
+			}
+		}
+	}
+	dev, err := op(path, false)
+	if err != nil {
+		return err
+	}
+	err = CreateDevice(dev, o)
+	if cerr := dev.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	if o.Preallocation != PreallocOff {
+		im, err := Open(path, Options{Opener: op})
+		if err != nil {
+			return err
+		}
+		err = im.preallocate(o.Preallocation)
+		if cerr := im.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	return nil
+}
+
+// CreateDevice writes a new, empty qcow2 image onto dev (whose contents
+// are overwritten). Preallocation needs Create.
+func CreateDevice(dev block.Device, o CreateOptions) error {
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	cb := uint32(0)
+	for 1<<cb < o.ClusterSize {
+		cb++
+	}
+	ro := uint32(0)
+	for 1<<ro < o.RefcountBits {
+		ro++
+	}
+	g := format.NewGeometry(cb, ro, false)
+	cs := g.ClusterSize
+	l1Entries := g.L1EntriesFor(uint64(o.Size))
+	if l1Entries*8 > format.MaxL1Bytes {
+		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, cs)
+	}
+	l1Clusters := max((l1Entries*8+cs-1)/cs, 1)
+	// Metadata clusters: header, reftable (tc), refblocks (rb), L1. Solve
+	// for rb refblocks covering all of them.
+	var tc, rb uint64 = 1, 1
+	for {
+		total := 1 + tc + rb + l1Clusters
+		nrb := (total + g.RefblockEntries - 1) / g.RefblockEntries
+		ntc := (nrb*8 + cs - 1) / cs
+		if nrb == rb && ntc == tc {
+			break
+		}
+		rb, tc = nrb, ntc
+	}
+	total := 1 + tc + rb + l1Clusters
+	if tc*cs > format.MaxReftableSize {
+		return fmt.Errorf("%w: refcount table too large", ErrUnsupported)
+	}
+	h := &format.Header{
+		Version:               3,
+		ClusterBits:           cb,
+		Size:                  uint64(o.Size),
+		L1Size:                uint32(l1Entries),
+		L1TableOffset:         format.HostOff((1 + tc + rb) * cs),
+		RefcountTableOffset:   format.HostOff(cs),
+		RefcountTableClusters: uint32(tc),
+		RefcountOrder:         ro,
+		BackingFile:           o.BackingFile,
+		BackingFormat:         o.BackingFormat,
+	}
+	if o.Compat == "0.10" {
+		h.Version = 2
+	} else {
+		h.Extensions = []format.Extension{{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()}}
+		if o.LazyRefcounts {
+			h.CompatibleFeatures |= format.CompatLazyRefcounts
+		}
+	}
+	hb, err := h.Encode()
+	if err != nil {
+		return err
+	}
+	img := block.AlignedBuf(int(total*cs), block.DefaultMemAlign)
+	copy(img, hb)
+	for i := uint64(0); i < rb; i++ {
+		be.PutUint64(img[cs+i*8:], (1+tc+i)*cs)
+	}
+	for k := uint64(0); k < total; k++ {
+		blk := img[(1+tc+k/g.RefblockEntries)*cs:]
+		format.SetRefcount(blk[:cs], ro, k%g.RefblockEntries, 1)
+	}
+	if err := dev.Truncate(0); err != nil {
+		return err
+	}
+	if err := block.WriteAt(dev, img, 0); err != nil {
+		return err
+	}
+	return dev.Flush()
+}
+
+// preallocate allocates every guest cluster (qemu-img preallocation=
+// metadata/falloc/full) in host order.
+func (im *Image) preallocate(mode string) error {
+	g := &im.g
+	n := (im.hdr.Size + g.ClusterSize - 1) >> g.ClusterBits
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for gc := uint64(0); gc < n; gc++ {
+		if err := im.ensureL2(gc); err != nil {
+			return err
+		}
+		host, _, err := im.allocClusters(1)
+		if err != nil {
+			return err
+		}
+		im.c.clustersAllocated.Add(1)
+		if err := im.l2c.SetDependency(im.rbc); err != nil {
+			return err
+		}
+		if err := im.setEntry(gc, format.MakeL2(format.HostOff(host), true, false)); err != nil {
+			return err
+		}
+	}
+	end := int64(im.hwm)
+	switch mode {
+	case PreallocMetadata:
+		if sz, _ := im.dev.Size(); sz < end {
+			if err := im.dev.Truncate(end); err != nil {
+				return err
+			}
+		}
+	case PreallocFalloc, PreallocFull:
+		// Everything past the current end was never written (dirty
+		// tables are written back by the flush below, after this), so
+		// it can be zeroed wholesale; clusters below it are holes.
+		sz, err := im.dev.Size()
+		if err != nil {
+			return err
+		}
+		if sz >= end {
+			break
+		}
+		if mode == PreallocFalloc && im.dcap.ZeroFlags&block.Allocate != 0 {
+			if err := im.dev.WriteZeroes(sz, end-sz, block.Allocate); err == nil {
+				break
+			}
+		}
+		if err := block.WriteZeroBuffers(im.dev, sz, end-sz); err != nil {
+			return err
+		}
+	}
+	return im.flushLocked()
+}

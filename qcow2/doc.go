@@ -1,0 +1,51 @@
+// Package qcow2 is the qcow2 engine: Create, Open, and an Image that reads
+// and writes guest data, allocates clusters, maintains refcounts, and
+// checks and repairs images. An Image is itself a block.Device (so it can
+// be a backing file or sit under a filter), an io.ReaderAt and an
+// io.WriterAt; it is safe for concurrent use.
+//
+// The engine depends only on block.Device; the binary picks the backend
+// (io_uring, threads, or block.OSFile) through Options.Opener.
+//
+// Locking: Image.mu (QEMU's s->lock) guards the in-memory L1 and refcount
+// tables, the caches' dependency state and the allocator. Guest data I/O
+// runs outside it. sched.ClusterLocks records in-flight allocations per
+// guest cluster: a write that touches such a cluster waits for that
+// allocation only (QEMU's handle_dependencies).
+//
+// Crash-consistency invariants (qemu-qcow2.md §4, §8). Code cites them:
+//
+//	Q1  Allocation: a cluster's refcount increment is durable before any
+//	    on-disk L2 or L1 entry points at it (L2 cache depends on the
+//	    refcount cache; l2 allocation flushes the refcount cache). With
+//	    lazy refcounts the dirty bit is durable first instead.
+//	Q2  COW before link: when the bytes of a new cluster around the guest
+//	    data were written by us (copied data, zero buffers, or a zeroing
+//	    request) into space that may hold stale bytes, they are durable
+//	    before the L2 entry (the L2 cache depends on a flush). Fresh space
+//	    past the high-water mark is a hole and reads as zeros, so it needs
+//	    neither zeroing nor the flush.
+//	Q3  Freeing: the removal of the last reference is durable before the
+//	    refcount decrement (the refcount cache depends on the L2 cache).
+//	    Entries are modified and marked dirty before anything that may
+//	    flush (QEMU c8bf9a9169).
+//	Q4  New tables: a new L2 table or refcount block is written and
+//	    flushed before the L1 / refcount table entry that points at it;
+//	    a new refcount table is written and flushed before the header
+//	    points at it.
+//	Q5  Zero before data: a zeroing of a cluster completes (or is linked
+//	    ahead in the same io_uring submission) before the guest data write
+//	    into it is issued.
+//	Q6  COPIED == (refcount == 1) for every active L1 and standard L2
+//	    entry; compressed entries never carry COPIED.
+//	Q7  One allocation per guest cluster at a time (sched.ClusterLocks);
+//	    a new host cluster is reachable only by its allocator until the
+//	    L2 link.
+//	Q8  Dirty bit: set durably before the first refcount update is left
+//	    unordered (lazy refcounts); cleared only after a full flush.
+//	Q9  Corruption found on a write path marks the image corrupt and
+//	    read-only instead of damaging it further (overlap checks).
+//
+// After a crash at any point: leaks are allowed, corruption never, and
+// data written before a completed Flush reads back.
+package qcow2

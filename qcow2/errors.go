@@ -1,0 +1,32 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Typed errors; match with errors.Is.
+var (
+	// ErrCorrupt: the image violates the format (wraps format.ErrCorrupt).
+	ErrCorrupt = format.ErrCorrupt
+	// ErrUnsupported: a valid image uses a feature we do not implement.
+	ErrUnsupported = format.ErrUnsupported
+	// ErrReadOnly: a write to an image opened read-only (or marked
+	// corrupt).
+	ErrReadOnly = errors.New("qcow2: image is read-only")
+	// ErrOutOfRange: a guest request past the virtual size.
+	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
+)
+
+// FieldError names the offending field; see format.FieldError.
+type FieldError = format.FieldError
+
+func corruptf(field string, v uint64, f string, a ...any) error {
+	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(f, a...), Err: ErrCorrupt}
+}
+
+func unsupportedf(field string, v uint64, f string, a ...any) error {
+	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(f, a...), Err: ErrUnsupported}
+}

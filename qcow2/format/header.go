@@ -1,0 +1,539 @@
+package format
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"strings"
+)
+
+var be = binary.BigEndian
+
+// Magic is "QFI\xfb".
+const Magic = 0x514649fb
+
+// Limits, as QEMU's.
+const (
+	MinClusterBits  = 9
+	MaxClusterBits  = 21
+	MaxL1Bytes      = 32 << 20 // QCOW_MAX_L1_SIZE
+	MaxReftableSize = 8 << 20  // QCOW_MAX_REFTABLE_SIZE
+	MaxBackingName  = 1023
+	V2HeaderLen     = 72
+	V3HeaderLen     = 104
+	// QEMUHeaderLen is the v3 header length QEMU writes (with the
+	// compression_type byte and padding).
+	QEMUHeaderLen = 112
+	// MaxVirtualSize keeps every guest offset below 2^63 with room for
+	// arithmetic (QEMU: QCOW_MAX... / INT64_MAX).
+	MaxVirtualSize = 1 << 62
+	// maxOffset is QEMU's bound for the end of any table (INT64_MAX,
+	// qcow2_validate_table).
+	maxOffset = 1<<63 - 1
+)
+
+// Feature bits.
+const (
+	IncompatDirty        = 1 << 0
+	IncompatCorrupt      = 1 << 1
+	IncompatDataFile     = 1 << 2
+	IncompatCompression  = 1 << 3
+	IncompatExtendedL2   = 1 << 4
+	IncompatKnown        = IncompatDirty | IncompatCorrupt | IncompatDataFile | IncompatCompression | IncompatExtendedL2
+	CompatLazyRefcounts  = 1 << 0
+	AutoclearBitmaps     = 1 << 0
+	AutoclearDataFileRaw = 1 << 1
+	AutoclearKnown       = AutoclearBitmaps | AutoclearDataFileRaw
+)
+
+// Header extension types.
+const (
+	ExtEnd          = 0x00000000
+	ExtBackingFmt   = 0xe2792aca
+	ExtFeatureNames = 0x6803f857
+	ExtBitmaps      = 0x23852875
+	ExtCrypto       = 0x0537be77
+	ExtDataFile     = 0x44415441
+)
+
+// Compression types.
+const (
+	CompressionZlib = 0
+	CompressionZstd = 1
+)
+
+// Crypt methods.
+const (
+	CryptNone = 0
+	CryptAES  = 1
+	CryptLUKS = 2
+)
+
+// Extension is a header extension kept verbatim (F3).
+type Extension struct {
+	Type uint32
+	Data []byte
+}
+
+// Header is a decoded qcow2 header with its extensions.
+type Header struct {
+	Version               uint32
+	BackingFileOffset     uint64
+	BackingFileSize       uint32
+	ClusterBits           uint32
+	Size                  uint64
+	CryptMethod           uint32
+	L1Size                uint32
+	L1TableOffset         HostOff
+	RefcountTableOffset   HostOff
+	RefcountTableClusters uint32
+	NbSnapshots           uint32
+	SnapshotsOffset       HostOff
+	IncompatibleFeatures  uint64
+	CompatibleFeatures    uint64
+	AutoclearFeatures     uint64
+	RefcountOrder         uint32
+	HeaderLength          uint32
+	CompressionType       uint8
+
+	// UnknownFields are the header bytes past the fields we know, up to
+	// HeaderLength, preserved on rewrite (F3).
+	UnknownFields []byte
+	// Extensions in file order, excluding the end marker. Known types are
+	// also decoded into the fields below; Encode writes BackingFormat and
+	// DataFile from the fields and everything else (feature names
+	// included) verbatim, then stores what it wrote back here.
+	Extensions    []Extension
+	BackingFile   string
+	BackingFormat string
+	DataFile      string
+}
+
+// ClusterSize is 1 << ClusterBits.
+func (h *Header) ClusterSize() uint64 { return 1 << h.ClusterBits }
+
+// ExtendedL2 reports the extended L2 incompatible bit.
+func (h *Header) ExtendedL2() bool { return h.IncompatibleFeatures&IncompatExtendedL2 != 0 }
+
+// FeatureName returns the name the feature name table extension gives to
+// bit of feature type typ (0 incompatible, 1 compatible, 2 autoclear), or
+// "" if there is none.
+func FeatureName(exts []Extension, typ, bit uint8) string {
+	for _, e := range exts {
+		if e.Type != ExtFeatureNames {
+			continue
+		}
+		for i := 0; i+48 <= len(e.Data); i += 48 {
+			if e.Data[i] == typ && e.Data[i+1] == bit {
+				return strings.TrimRight(string(e.Data[i+2:i+48]), "\x00")
+			}
+		}
+	}
+	return ""
+}
+
+// ParseHeader decodes the header at the start of b, which should hold all
+// of cluster 0 (or the whole file if shorter). It validates every field
+// that can be checked without the file size (F1, F2); the engine checks
+// offsets against the file.
+func ParseHeader(b []byte) (*Header, error) {
+	if len(b) < V2HeaderLen {
+		return nil, corrupt("header", uint64(len(b)), "file too short for a qcow2 header")
+	}
+	if m := be.Uint32(b[0:]); m != Magic {
+		return nil, corrupt("magic", uint64(m), "not a qcow2 image")
+	}
+	h := &Header{
+		Version:               be.Uint32(b[4:]),
+		BackingFileOffset:     be.Uint64(b[8:]),
+		BackingFileSize:       be.Uint32(b[16:]),
+		ClusterBits:           be.Uint32(b[20:]),
+		Size:                  be.Uint64(b[24:]),
+		CryptMethod:           be.Uint32(b[32:]),
+		L1Size:                be.Uint32(b[36:]),
+		L1TableOffset:         HostOff(be.Uint64(b[40:])),
+		RefcountTableOffset:   HostOff(be.Uint64(b[48:])),
+		RefcountTableClusters: be.Uint32(b[56:]),
+		NbSnapshots:           be.Uint32(b[60:]),
+		SnapshotsOffset:       HostOff(be.Uint64(b[64:])),
+	}
+	switch h.Version {
+	case 2:
+		h.RefcountOrder = 4
+		h.HeaderLength = V2HeaderLen
+	case 3:
+		if len(b) < V3HeaderLen {
+			return nil, corrupt("header_length", uint64(len(b)), "file too short for a v3 header")
+		}
+		h.IncompatibleFeatures = be.Uint64(b[72:])
+		h.CompatibleFeatures = be.Uint64(b[80:])
+		h.AutoclearFeatures = be.Uint64(b[88:])
+		h.RefcountOrder = be.Uint32(b[96:])
+		h.HeaderLength = be.Uint32(b[100:])
+		if h.HeaderLength < V3HeaderLen || h.HeaderLength%8 != 0 {
+			return nil, corrupt("header_length", uint64(h.HeaderLength), "must be >= 104 and a multiple of 8")
+		}
+	default:
+		return nil, unsupported("version", uint64(h.Version), "only versions 2 and 3 exist")
+	}
+	if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
+		return nil, unsupported("cluster_bits", uint64(h.ClusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)
+	}
+	cs := h.ClusterSize()
+	if uint64(h.HeaderLength) > cs {
+		return nil, corrupt("header_length", uint64(h.HeaderLength), "larger than a cluster")
+	}
+	if uint64(len(b)) < uint64(h.HeaderLength) {
+		return nil, corrupt("header_length", uint64(h.HeaderLength), "past the end of the file")
+	}
+	if h.Version == 3 {
+		if h.HeaderLength > V3HeaderLen {
+			h.CompressionType = b[V3HeaderLen]
+			// Bytes 105..111 are padding QEMU writes as zeros; keep
+			// whatever lies past them verbatim (F3).
+			if h.HeaderLength > QEMUHeaderLen {
+				h.UnknownFields = append([]byte(nil), b[QEMUHeaderLen:h.HeaderLength]...)
+			}
+		}
+	}
+	if h.BackingFileOffset != 0 && h.BackingFileOffset < uint64(h.HeaderLength) {
+		return nil, corrupt("backing_file_offset", h.BackingFileOffset, "backing file name overlaps the header")
+	}
+	if unk := h.IncompatibleFeatures &^ IncompatKnown; unk != 0 {
+		// The feature name table is parsed below; parse it now (once,
+		// best effort) to name the bits in the message.
+		exts, _ := parseExtensions(h, b)
+		var names []string
+		for i := 0; i < 64; i++ {
+			if unk&(1<<i) != 0 {
+				n := FeatureName(exts, 0, uint8(i))
+				if n == "" {
+					n = "unknown"
+				}
+				names = append(names, fmt.Sprintf("bit %d (%s)", i, n))
+			}
+		}
+		return nil, unsupported("incompatible_features", unk, "unknown incompatible feature %s", strings.Join(names, ", "))
+	}
+	if h.CompressionType > CompressionZstd {
+		// QEMU: "unknown compression type", -ENOTSUP.
+		return nil, unsupported("compression_type", uint64(h.CompressionType), "unknown compression type")
+	}
+	if h.IncompatibleFeatures&IncompatCompression != 0 {
+		if h.CompressionType != CompressionZstd {
+			return nil, corrupt("compression_type", uint64(h.CompressionType), "compression type bit set but type is not zstd")
+		}
+	} else if h.CompressionType != CompressionZlib {
+		return nil, corrupt("compression_type", uint64(h.CompressionType), "non-zlib compression without the compression type bit")
+	}
+	if h.RefcountOrder > 6 {
+		return nil, unsupported("refcount_order", uint64(h.RefcountOrder), "must be <= 6")
+	}
+	if h.ExtendedL2() && h.ClusterBits < 14 {
+		return nil, corrupt("cluster_bits", uint64(h.ClusterBits), "extended L2 needs clusters of at least 16 KiB")
+	}
+	if h.Size > MaxVirtualSize {
+		return nil, unsupported("size", h.Size, "virtual size too large")
+	}
+	if h.CryptMethod > CryptLUKS {
+		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "unknown encryption method")
+	}
+	if h.CryptMethod == CryptLUKS && h.Version < 3 {
+		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
+	}
+	// L1: cap and coverage (F1).
+	if uint64(h.L1Size)*8 > MaxL1Bytes {
+		return nil, unsupported("l1_size", uint64(h.L1Size), "L1 table larger than %d bytes", MaxL1Bytes)
+	}
+	g := NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
+	if need := g.L1EntriesFor(h.Size); uint64(h.L1Size) < need {
+		return nil, corrupt("l1_size", uint64(h.L1Size), "too small for virtual size %d (need %d)", h.Size, need)
+	}
+	// As QEMU's qcow2_validate_table: aligned even when empty, and the
+	// table must end below INT64_MAX.
+	if !g.Aligned(uint64(h.L1TableOffset)) {
+		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "not cluster aligned")
+	}
+	if uint64(h.L1TableOffset) > maxOffset-uint64(h.L1Size)*8 {
+		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "L1 table ends past 2^63")
+	}
+	if h.L1TableOffset == 0 && h.L1Size > 0 {
+		return nil, corrupt("l1_table_offset", 0, "L1 table in the header cluster")
+	}
+	if uint64(h.RefcountTableClusters)*cs > MaxReftableSize {
+		return nil, unsupported("refcount_table_clusters", uint64(h.RefcountTableClusters), "refcount table larger than %d bytes", MaxReftableSize)
+	}
+	if h.RefcountTableClusters == 0 {
+		return nil, corrupt("refcount_table_clusters", 0, "no refcount table")
+	}
+	if !g.Aligned(uint64(h.RefcountTableOffset)) || h.RefcountTableOffset == 0 {
+		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "not cluster aligned or in the header cluster")
+	}
+	if uint64(h.RefcountTableOffset) > maxOffset-uint64(h.RefcountTableClusters)*cs {
+		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "refcount table ends past 2^63")
+	}
+	if h.NbSnapshots > MaxSnapshots {
+		return nil, corrupt("nb_snapshots", uint64(h.NbSnapshots), "more than %d snapshots", MaxSnapshots)
+	}
+	if !g.Aligned(uint64(h.SnapshotsOffset)) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
+		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "not cluster aligned or in the header cluster")
+	}
+	// 40 bytes is the fixed part of a snapshot entry.
+	if uint64(h.SnapshotsOffset) > maxOffset-uint64(h.NbSnapshots)*40 {
+		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "snapshot table ends past 2^63")
+	}
+	exts, err := parseExtensions(h, b)
+	if err != nil {
+		return nil, err
+	}
+	h.Extensions = exts
+	for _, e := range exts {
+		switch e.Type {
+		case ExtBackingFmt:
+			h.BackingFormat = string(e.Data)
+		case ExtDataFile:
+			h.DataFile = string(e.Data)
+		}
+	}
+	if h.BackingFileOffset != 0 {
+		if h.BackingFileSize > MaxBackingName || h.BackingFileSize == 0 {
+			return nil, corrupt("backing_file_size", uint64(h.BackingFileSize), "must be in [1, %d]", MaxBackingName)
+		}
+		end := h.BackingFileOffset + uint64(h.BackingFileSize)
+		if h.BackingFileOffset >= cs || end > cs || end > uint64(len(b)) {
+			return nil, corrupt("backing_file_offset", h.BackingFileOffset, "backing file name outside the header cluster")
+		}
+		h.BackingFile = string(b[h.BackingFileOffset:end])
+	}
+	return h, nil
+}
+
+// parseExtensions reads the extension list after the header (v3; v2
+// images may have them too, after the 72-byte header).
+func parseExtensions(h *Header, b []byte) ([]Extension, error) {
+	cs := h.ClusterSize()
+	limit := uint64(len(b))
+	if limit > cs {
+		limit = cs
+	}
+	if h.BackingFileOffset != 0 && h.BackingFileOffset < limit {
+		limit = h.BackingFileOffset
+	}
+	off := uint64(h.HeaderLength)
+	var exts []Extension
+	for {
+		if off >= limit {
+			// QEMU reads extensions while offset < end and tolerates a
+			// missing end marker, or the padding of the last extension
+			// running into the backing file name or past the cluster.
+			return exts, nil
+		}
+		if off+8 > limit {
+			return nil, corrupt("header_extension", off, "extension header runs past the header cluster")
+		}
+		typ := be.Uint32(b[off:])
+		n := uint64(be.Uint32(b[off+4:]))
+		off += 8
+		if typ == ExtEnd {
+			return exts, nil
+		}
+		if n > limit-off {
+			return nil, corrupt("header_extension", uint64(typ), "length %d runs past the header cluster", n)
+		}
+		exts = append(exts, Extension{Type: typ, Data: append([]byte(nil), b[off:off+n]...)})
+		off += (n + 7) &^ 7
+		if len(exts) > 1024 {
+			return nil, corrupt("header_extension", uint64(typ), "too many extensions")
+		}
+	}
+}
+
+// SetExtension replaces (or adds, or with data == nil removes) the
+// extension of type typ.
+func (h *Header) SetExtension(typ uint32, data []byte) {
+	out := h.Extensions[:0:0]
+	done := false
+	for _, e := range h.Extensions {
+		if e.Type == typ {
+			if data != nil && !done {
+				out = append(out, Extension{Type: typ, Data: data})
+				done = true
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	if data != nil && !done {
+		out = append(out, Extension{Type: typ, Data: data})
+	}
+	h.Extensions = out
+}
+
+// FeatureNameTable is the extension QEMU writes, naming every feature bit
+// we know.
+func FeatureNameTable() []byte {
+	type fn struct {
+		typ, bit uint8
+		name     string
+	}
+	t := []fn{
+		{0, 0, "dirty bit"}, {0, 1, "corrupt bit"}, {0, 2, "external data file"},
+		{0, 3, "compression type"}, {0, 4, "extended L2 entries"},
+		{1, 0, "lazy refcounts"},
+		{2, 0, "bitmaps"}, {2, 1, "raw external data"},
+	}
+	b := make([]byte, 48*len(t))
+	for i, f := range t {
+		b[i*48] = f.typ
+		b[i*48+1] = f.bit
+		copy(b[i*48+2:i*48+48], f.name)
+	}
+	return b
+}
+
+// Encode writes the header, its extensions and the backing file name into
+// a buffer of one cluster. It sets HeaderLength (v3: at least
+// QEMUHeaderLen plus the unknown fields) and BackingFileOffset/Size, and
+// replaces Extensions with the list it wrote: BackingFormat and DataFile
+// at the position of their first extension (or appended), later
+// duplicates and empty ones dropped. So ParseHeader(Encode(h)) equals h.
+func (h *Header) Encode() ([]byte, error) {
+	cs := h.ClusterSize()
+	if cs == 0 || h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
+		return nil, unsupported("cluster_bits", uint64(h.ClusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)
+	}
+	b := make([]byte, cs)
+	var hl uint64
+	switch h.Version {
+	case 2:
+		hl = V2HeaderLen
+		if h.RefcountOrder != 4 {
+			return nil, unsupported("refcount_order", uint64(h.RefcountOrder), "version 2 needs 16-bit refcounts")
+		}
+		if h.IncompatibleFeatures|h.CompatibleFeatures|h.AutoclearFeatures != 0 {
+			return nil, unsupported("incompatible_features", h.IncompatibleFeatures, "version 2 has no feature bits")
+		}
+	case 3:
+		hl = QEMUHeaderLen + uint64(len(h.UnknownFields))
+		hl = (hl + 7) &^ 7
+	default:
+		return nil, unsupported("version", uint64(h.Version), "only versions 2 and 3 exist")
+	}
+	be.PutUint32(b[0:], Magic)
+	be.PutUint32(b[4:], h.Version)
+	be.PutUint32(b[20:], h.ClusterBits)
+	be.PutUint64(b[24:], h.Size)
+	be.PutUint32(b[32:], h.CryptMethod)
+	be.PutUint32(b[36:], h.L1Size)
+	be.PutUint64(b[40:], uint64(h.L1TableOffset))
+	be.PutUint64(b[48:], uint64(h.RefcountTableOffset))
+	be.PutUint32(b[56:], h.RefcountTableClusters)
+	be.PutUint32(b[60:], h.NbSnapshots)
+	be.PutUint64(b[64:], uint64(h.SnapshotsOffset))
+	if h.Version == 3 {
+		be.PutUint64(b[72:], h.IncompatibleFeatures)
+		be.PutUint64(b[80:], h.CompatibleFeatures)
+		be.PutUint64(b[88:], h.AutoclearFeatures)
+		be.PutUint32(b[96:], h.RefcountOrder)
+		be.PutUint32(b[100:], uint32(hl))
+		b[104] = h.CompressionType
+		copy(b[QEMUHeaderLen:], h.UnknownFields)
+	}
+	off := hl
+	var written []Extension
+	put := func(typ uint32, data []byte) error {
+		n := uint64(len(data))
+		if off+8+((n+7)&^7) > cs {
+			return unsupported("header_extension", uint64(typ), "header extensions do not fit in one cluster")
+		}
+		be.PutUint32(b[off:], typ)
+		be.PutUint32(b[off+4:], uint32(n))
+		copy(b[off+8:], data)
+		off += 8 + ((n + 7) &^ 7)
+		if typ != ExtEnd {
+			written = append(written, Extension{Type: typ, Data: data})
+		}
+		return nil
+	}
+	// Known extensions come from the fields; others verbatim, in order.
+	seenFmt, seenDF := false, false
+	for _, e := range h.Extensions {
+		switch e.Type {
+		case ExtEnd:
+			// Would end the list early and lose what follows.
+			return nil, unsupported("header_extension", ExtEnd, "end marker in the extension list")
+		case ExtBackingFmt:
+			if seenFmt || h.BackingFormat == "" {
+				seenFmt = true
+				continue
+			}
+			seenFmt = true
+			if err := put(e.Type, []byte(h.BackingFormat)); err != nil {
+				return nil, err
+			}
+		case ExtDataFile:
+			if seenDF || h.DataFile == "" {
+				seenDF = true
+				continue
+			}
+			seenDF = true
+			if err := put(e.Type, []byte(h.DataFile)); err != nil {
+				return nil, err
+			}
+		default:
+			if err := put(e.Type, e.Data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !seenFmt && h.BackingFormat != "" {
+		if err := put(ExtBackingFmt, []byte(h.BackingFormat)); err != nil {
+			return nil, err
+		}
+	}
+	if !seenDF && h.DataFile != "" {
+		if err := put(ExtDataFile, []byte(h.DataFile)); err != nil {
+			return nil, err
+		}
+	}
+	if err := put(ExtEnd, nil); err != nil {
+		return nil, err
+	}
+	var bfo uint64
+	var bfs uint32
+	if h.BackingFile != "" {
+		n := uint64(len(h.BackingFile))
+		if n > MaxBackingName {
+			return nil, unsupported("backing_file_size", n, "backing file name longer than %d bytes", MaxBackingName)
+		}
+		if off+n > cs {
+			return nil, unsupported("backing_file_offset", off, "backing file name does not fit in the header cluster")
+		}
+		copy(b[off:], h.BackingFile)
+		bfo, bfs = off, uint32(n)
+	}
+	be.PutUint64(b[8:], bfo)
+	be.PutUint32(b[16:], bfs)
+	// Update h only once the encoding has succeeded.
+	h.HeaderLength = uint32(hl)
+	h.BackingFileOffset, h.BackingFileSize = bfo, bfs
+	h.Extensions = written
+	return b, nil
+}
+
+// Geometry derives the image geometry from the header (F4).
+func (h *Header) Geometry() Geometry {
+	return NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
+}
+
+// ClearUnknownAutoclear clears the autoclear bits this package does not
+// know, as a writer must before its first header update (QEMU does so on
+// a writable open), and reports whether any were set.
+func (h *Header) ClearUnknownAutoclear() bool {
+	unk := h.AutoclearFeatures &^ AutoclearKnown
+	h.AutoclearFeatures &^= unk
+	return unk != 0
+}
+
+// ilog2 of a power of two.
+func ilog2(x uint64) uint32 { return uint32(bits.TrailingZeros64(x)) }

@@ -1,0 +1,61 @@
+package format
+
+// MaxSnapshots is QEMU's QCOW_MAX_SNAPSHOTS.
+const MaxSnapshots = 65536
+
+// Snapshot is one entry of the snapshot table.
+type Snapshot struct {
+	L1TableOffset HostOff
+	L1Size        uint32
+	ID, Name      string
+	DateSec       uint32
+	DateNsec      uint32
+	VMClockNsec   uint64
+	VMStateSize   uint32
+	ExtraData     []byte
+	DiskSize      uint64 // from extra data, when present
+}
+
+// ParseSnapshots decodes n entries from b (the snapshot table). It returns
+// the entries and the table's length in bytes, each entry padded to 8 as
+// QEMU lays them out. The padding of the last entry may lie past len(b):
+// QEMU does not write it, so an image can end right after the last name.
+func ParseSnapshots(b []byte, n uint32) ([]Snapshot, uint64, error) {
+	var out []Snapshot
+	off := uint64(0)
+	for i := uint32(0); i < n; i++ {
+		if off+40 > uint64(len(b)) {
+			return nil, 0, corrupt("snapshot_table", off, "snapshot %d runs past the table", i)
+		}
+		s := Snapshot{
+			L1TableOffset: HostOff(be.Uint64(b[off:])),
+			L1Size:        be.Uint32(b[off+8:]),
+			DateSec:       be.Uint32(b[off+16:]),
+			DateNsec:      be.Uint32(b[off+20:]),
+			VMClockNsec:   be.Uint64(b[off+24:]),
+			VMStateSize:   be.Uint32(b[off+32:]),
+		}
+		idLen := uint64(be.Uint16(b[off+12:]))
+		nameLen := uint64(be.Uint16(b[off+14:]))
+		extra := uint64(be.Uint32(b[off+36:]))
+		off += 40
+		if extra > 1024 || off+extra+idLen+nameLen > uint64(len(b)) {
+			return nil, 0, corrupt("snapshot_table", off, "snapshot %d runs past the table", i)
+		}
+		s.ExtraData = append([]byte(nil), b[off:off+extra]...)
+		if extra >= 16 {
+			s.DiskSize = be.Uint64(s.ExtraData[8:])
+		}
+		off += extra
+		s.ID = string(b[off : off+idLen])
+		off += idLen
+		s.Name = string(b[off : off+nameLen])
+		off += nameLen
+		off = (off + 7) &^ 7
+		if uint64(s.L1Size)*8 > MaxL1Bytes {
+			return nil, 0, unsupported("snapshot_l1_size", uint64(s.L1Size), "snapshot L1 too large")
+		}
+		out = append(out, s)
+	}
+	return out, off, nil
+}

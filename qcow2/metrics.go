@@ -1,0 +1,69 @@
+package qcow2
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+)
+
+// Metrics are engine counters since Open (a snapshot; see Image.Metrics).
+type Metrics struct {
+	GuestReads, GuestWrites           int64
+	GuestBytesRead, GuestBytesWritten int64
+	ClustersAllocated                 int64 // data clusters
+	L2TablesAllocated                 int64
+	RefblocksAllocated                int64
+	ReftableGrowths                   int64
+	// COWBytes were copied from a backing file or an old cluster.
+	COWBytes int64
+	// ZeroPadBytes are zero-buffer bytes written around guest data
+	// (prealloc=off, or the fallback when zeroing is refused).
+	ZeroPadBytes int64
+	// Fallocates are efficient zeroing requests (Allocate) for COW areas;
+	// ZeroingRefused counts those the device refused (fell back to COW).
+	Fallocates     int64
+	ZeroingRefused int64
+	// FreshSkips are new clusters in fresh space that needed no zeroing.
+	FreshSkips int64
+	// AllocWaits are writes that waited for another allocation of the
+	// same cluster.
+	AllocWaits   int64
+	MetaWrites   int64 // direct metadata writes (header, L1, reftable)
+	Flushes      int64
+	L2Hits       int64
+	L2Misses     int64
+	RefcntHits   int64
+	RefcntMisses int64
+}
+
+type counters struct {
+	guestReads, guestWrites, guestBytesRead, guestBytesWritten  atomic.Int64
+	clustersAllocated, l2TablesAllocated, refblocksAllocated    atomic.Int64
+	reftableGrowths, cowBytes, zeroPadBytes, fallocates         atomic.Int64
+	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
+}
+
+// Sub returns m - o, field by field.
+func (m Metrics) Sub(o Metrics) Metrics {
+	return Metrics{
+		GuestReads: m.GuestReads - o.GuestReads, GuestWrites: m.GuestWrites - o.GuestWrites,
+		GuestBytesRead: m.GuestBytesRead - o.GuestBytesRead, GuestBytesWritten: m.GuestBytesWritten - o.GuestBytesWritten,
+		ClustersAllocated: m.ClustersAllocated - o.ClustersAllocated, L2TablesAllocated: m.L2TablesAllocated - o.L2TablesAllocated,
+		RefblocksAllocated: m.RefblocksAllocated - o.RefblocksAllocated, ReftableGrowths: m.ReftableGrowths - o.ReftableGrowths,
+		COWBytes: m.COWBytes - o.COWBytes, ZeroPadBytes: m.ZeroPadBytes - o.ZeroPadBytes,
+		Fallocates: m.Fallocates - o.Fallocates, ZeroingRefused: m.ZeroingRefused - o.ZeroingRefused,
+		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits,
+		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
+		L2Hits: m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
+		RefcntHits: m.RefcntHits - o.RefcntHits, RefcntMisses: m.RefcntMisses - o.RefcntMisses,
+	}
+}
+
+func (m Metrics) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "guest: %d reads (%d B), %d writes (%d B)\n", m.GuestReads, m.GuestBytesRead, m.GuestWrites, m.GuestBytesWritten)
+	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits)
+	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips)
+	fmt.Fprintf(&b, "meta: %d direct writes, %d flushes; L2 cache %d hits %d misses; refcount cache %d hits %d misses\n", m.MetaWrites, m.Flushes, m.L2Hits, m.L2Misses, m.RefcntHits, m.RefcntMisses)
+	return b.String()
+}

@@ -1,0 +1,310 @@
+package qcow2
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qring/qring/block"
+)
+
+// Opener opens a file (the image, or a backing file) as a device.
+type Opener func(path string, readOnly bool) (block.Device, error)
+
+// DefaultOpener is block.OpenOSFile: portable, without efficient zeroing.
+// Binaries pass the io_uring backend instead.
+func DefaultOpener(path string, readOnly bool) (block.Device, error) {
+	return block.OpenOSFile(path, readOnly)
+}
+
+// Preallocation modes for Create (qemu-img's preallocation=).
+const (
+	PreallocOff      = "off"
+	PreallocMetadata = "metadata"
+	PreallocFalloc   = "falloc"
+	PreallocFull     = "full"
+)
+
+// CreateOptions are qemu-img create's qcow2 options.
+type CreateOptions struct {
+	Size          int64  // virtual size in bytes (0 with a backing file: the backing file's size)
+	ClusterSize   int    // 512..2 MiB, a power of two; default 64 KiB
+	Compat        string // "0.10" (v2) or "1.1" (v3, default)
+	RefcountBits  int    // 1..64, a power of two; default 16
+	LazyRefcounts bool
+	BackingFile   string
+	BackingFormat string // "qcow2" or "raw"; probed when empty
+	Preallocation string // off (default), metadata, falloc, full
+	// Opener opens the new file and the backing file (default
+	// DefaultOpener). The new file is created (truncated) before.
+	Opener Opener
+}
+
+// Options tune an open image. The zero value is a sensible default.
+type Options struct {
+	ReadOnly bool
+	// Repair lets a corrupt image be opened read-write (for Check with
+	// repair), like QEMU's BDRV_O_CHECK.
+	Repair bool
+	// Opener opens the image file (Open) and backing files.
+	Opener Opener
+	// NoBacking ignores the backing file (unallocated reads as zeros).
+	NoBacking bool
+	// Backing, if set, is used as the backing device instead of opening
+	// the header's backing file. The Image does not close it.
+	Backing block.Device
+
+	// Cache options, as QEMU's.
+	L2CacheSize        int64 // bytes; default: enough for the whole image, at most 32 MiB
+	L2CacheEntrySize   int   // bytes; default: cluster size (full coverage) or 4 KiB
+	RefcountCacheSize  int64 // bytes; default 4 clusters
+	CacheCleanInterval time.Duration
+
+	// Prealloc is the seed's switch: "on" (default) zeroes COW areas that
+	// read as zero with one efficient Allocate request (or nothing at all
+	// for fresh space) and writes only the guest data; "off" writes zero
+	// buffers merged with the data (QEMU before c8bb23cbdb).
+	Prealloc string
+	// PreallocSize and PreallocAlign reserve space ahead of allocation in
+	// large aligned chunks (QEMU's preallocate filter); 0 disables.
+	PreallocSize  int64
+	PreallocAlign int64
+}
+
+// ParseSize parses 512, 4k, 64K, 1M, 2G, 1T (powers of 1024; a trailing
+// "B"/"iB" is accepted).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, fmt.Errorf("empty size")
+	}
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "iB"), "B")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		case 'p', 'P':
+			mult = 1 << 50
+		case 'e', 'E':
+			mult = 1 << 60
+		}
+		if mult != 1 {
+			t = t[:n-1]
+		}
+	}
+	if strings.ContainsAny(t, ".") {
+		f, err := strconv.ParseFloat(t, 64)
+		if err != nil || f < 0 {
+			return 0, fmt.Errorf("invalid size %q", s)
+		}
+		v := f * float64(mult)
+		if v > 1<<62 {
+			return 0, fmt.Errorf("size %q too large", s)
+		}
+		return int64(v), nil
+	}
+	v, err := strconv.ParseInt(t, 0, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	if v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	return v * mult, nil
+}
+
+func parseBool(k, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "on", "true", "yes", "1", "":
+		return true, nil
+	case "off", "false", "no", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("option %s: invalid boolean %q", k, v)
+}
+
+// SplitOptions splits "a=1,b=2" (qemu-img -o syntax; ",," escapes a comma).
+func SplitOptions(s string) ([][2]string, error) {
+	var out [][2]string
+	var cur strings.Builder
+	flush := func() error {
+		kv := cur.String()
+		cur.Reset()
+		if kv == "" {
+			return nil
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			v = "on"
+		}
+		k = strings.TrimSpace(k)
+		if k == "" {
+			return fmt.Errorf("invalid option %q", kv)
+		}
+		out = append(out, [2]string{k, v})
+		return nil
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	return out, flush()
+}
+
+// SetCreateOption applies one qemu-img create option (cluster_size,
+// compat, refcount_bits, lazy_refcounts, preallocation, backing_file,
+// backing_fmt, size).
+func (o *CreateOptions) Set(k, v string) error {
+	switch k {
+	case "size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.Size = n
+	case "cluster_size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.ClusterSize = int(n)
+	case "compat":
+		switch v {
+		case "0.10", "v2":
+			o.Compat = "0.10"
+		case "1.1", "v3":
+			o.Compat = "1.1"
+		default:
+			return fmt.Errorf("option compat: invalid value %q (0.10 or 1.1)", v)
+		}
+	case "refcount_bits":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("option refcount_bits: invalid value %q", v)
+		}
+		o.RefcountBits = n
+	case "lazy_refcounts":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.LazyRefcounts = b
+	case "preallocation":
+		switch v {
+		case PreallocOff, PreallocMetadata, PreallocFalloc, PreallocFull:
+			o.Preallocation = v
+		default:
+			return fmt.Errorf("option preallocation: invalid value %q (off, metadata, falloc, full)", v)
+		}
+	case "backing_file":
+		o.BackingFile = v
+	case "backing_fmt":
+		o.BackingFormat = v
+	default:
+		return fmt.Errorf("unknown qcow2 create option %q", k)
+	}
+	return nil
+}
+
+// Set applies one open option by its QEMU-style name: l2-cache-size,
+// l2-cache-entry-size, refcount-cache-size, cache-clean-interval (seconds),
+// prealloc (on|off), prealloc-size, prealloc-align, read-only, repair.
+func (o *Options) Set(k, v string) error {
+	switch strings.ReplaceAll(k, "_", "-") {
+	case "l2-cache-size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.L2CacheSize = n
+	case "l2-cache-entry-size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.L2CacheEntrySize = int(n)
+	case "refcount-cache-size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.RefcountCacheSize = n
+	case "cache-clean-interval":
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("option cache-clean-interval: invalid seconds %q", v)
+		}
+		o.CacheCleanInterval = time.Duration(n * float64(time.Second))
+	case "prealloc":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.Prealloc = map[bool]string{true: "on", false: "off"}[b]
+	case "prealloc-size":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.PreallocSize = n
+	case "prealloc-align":
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		o.PreallocAlign = n
+	case "read-only":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.ReadOnly = b
+	case "repair":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.Repair = b
+	default:
+		return fmt.Errorf("unknown qcow2 option %q", k)
+	}
+	return nil
+}
+
+// ParseOptions applies "k=v,k=v".
+func (o *Options) Parse(s string) error {
+	kvs, err := SplitOptions(s)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		if err := o.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OptionNames lists the open options Set accepts (for CLIs).
+var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "read-only", "repair"}
+
+// CreateOptionNames lists the create options.
+var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt"}

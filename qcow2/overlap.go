@@ -1,0 +1,152 @@
+package qcow2
+
+import "sync"
+
+// Metadata overlap checks (QEMU's qcow2_check_metadata_overlap with the
+// cached template): before a new cluster is handed out and before a
+// cached table is written back, make sure the write cannot land on the
+// header, the L1 or refcount tables, a refcount block or an L2 table of
+// another role. A hit means the refcounts are corrupt: the image is marked
+// corrupt instead of being damaged (Q9).
+
+type metaKind uint8
+
+const (
+	metaL2 metaKind = iota + 1
+	metaRefblock
+)
+
+type metaSet struct {
+	mu sync.Mutex
+	m  map[uint64]metaKind // host cluster index -> role
+}
+
+func (s *metaSet) set(c uint64, k metaKind) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[uint64]metaKind)
+	}
+	s.m[c] = k
+	s.mu.Unlock()
+}
+
+func (s *metaSet) del(c uint64) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *metaSet) get(c uint64) metaKind {
+	s.mu.Lock()
+	k := s.m[c]
+	s.mu.Unlock()
+	return k
+}
+
+// staticRanges are the fixed metadata ranges (bytes).
+func (im *Image) staticOverlap(off, n uint64) string {
+	cs := im.g.ClusterSize
+	in := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
+	switch {
+	case in(0, cs):
+		return "header"
+	case in(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8):
+		return "active L1 table"
+	case in(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs):
+		return "refcount table"
+	}
+	for _, s := range im.snapshots {
+		if in(uint64(s.L1TableOffset), uint64(s.L1Size)*8) {
+			return "snapshot L1 table"
+		}
+	}
+	return ""
+}
+
+// overlapCheckStatic runs at open: the tables we know must not overlap
+// each other, and the metadata set is built.
+func (im *Image) overlapCheckStatic() error {
+	cs := im.g.ClusterSize
+	if what := im.staticOverlapExcept(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8, "active L1 table"); what != "" {
+		return corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what)
+	}
+	if what := im.staticOverlapExcept(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs, "refcount table"); what != "" {
+		return corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what)
+	}
+	for i, v := range im.reftable {
+		if v == 0 {
+			continue
+		}
+		if what := im.staticOverlap(v, cs); what != "" {
+			return corruptf("refcount_table_entry", v, "refcount block %d overlaps the %s", i, what)
+		}
+		im.meta.set(v>>im.g.ClusterBits, metaRefblock)
+	}
+	for i, e := range im.l1 {
+		off := e & 0x00fffffffffffe00
+		if off == 0 {
+			continue
+		}
+		if what := im.staticOverlap(off, cs); what != "" {
+			return corruptf("l1_entry", e, "L2 table %d overlaps the %s", i, what)
+		}
+		if im.meta.get(off>>im.g.ClusterBits) == metaRefblock {
+			return corruptf("l1_entry", e, "L2 table %d overlaps a refcount block", i)
+		}
+		im.meta.set(off>>im.g.ClusterBits, metaL2)
+	}
+	return nil
+}
+
+func (im *Image) staticOverlapExcept(off, n uint64, self string) string {
+	cs := im.g.ClusterSize
+	in := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
+	if self != "header" && in(0, cs) {
+		return "header"
+	}
+	if self != "active L1 table" && in(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8) {
+		return "active L1 table"
+	}
+	if self != "refcount table" && in(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs) {
+		return "refcount table"
+	}
+	return ""
+}
+
+// overlapCheckNew: newly allocated clusters must not hold metadata.
+func (im *Image) overlapCheckNew(off, n uint64) error {
+	if what := im.staticOverlap(off, n); what != "" {
+		return im.markCorrupt(corruptf("refcount", off>>im.g.ClusterBits, "allocation at %#x overlaps the %s", off, what))
+	}
+	for c := off >> im.g.ClusterBits; c < (off+n)>>im.g.ClusterBits; c++ {
+		if k := im.meta.get(c); k != 0 {
+			return im.markCorrupt(corruptf("refcount", c, "allocation at %#x overlaps an in-use %s", c<<im.g.ClusterBits, kindName(k)))
+		}
+	}
+	return nil
+}
+
+func kindName(k metaKind) string {
+	if k == metaL2 {
+		return "L2 table"
+	}
+	return "refcount block"
+}
+
+// overlapCheckL2Write is the L2 cache's write-back hook.
+func (im *Image) overlapCheckL2Write(off int64, _ []byte) error {
+	c := uint64(off) >> im.g.ClusterBits
+	if k := im.meta.get(c); k != metaL2 {
+		return corruptf("l2_table", uint64(off), "write-back of an L2 table to a cluster that is not an active L2 table")
+	}
+	return nil
+}
+
+// overlapCheckRefblockWrite is the refcount cache's write-back hook.
+func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
+	c := uint64(off) >> im.g.ClusterBits
+	if k := im.meta.get(c); k != metaRefblock {
+		return corruptf("refcount_block", uint64(off), "write-back of a refcount block to a cluster that is not a refcount block")
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package qcow2
+
+import (
+	"bytes"
+	"compress/flate"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// ReadAt implements io.ReaderAt. Reads past the virtual size fail with
+// io.EOF semantics: the part inside is read, and io.EOF returned.
+func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+	size, err := im.Size()
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, block.ErrRange
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), size-off)
+	var v [1][]byte
+	v[0] = p[:n]
+	if err := im.Readv(off, v[:]); err != nil {
+		return 0, err
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+// Readv reads guest bytes at off into bufs. Bytes past the virtual size
+// read as zeros (B2).
+func (im *Image) Readv(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	im.c.guestReads.Add(1)
+	im.c.guestBytesRead.Add(n)
+	var scratch [8][]byte
+	done := int64(0)
+	for done < n {
+		pos := off + done
+		// Extend the run over following clusters with the same kind of
+		// mapping and contiguous host offsets.
+		m, err := im.mapRun(uint64(pos), uint64(n-done))
+		if err != nil {
+			return err
+		}
+		chunk := int64(m.length)
+		v := bufs
+		if chunk != n {
+			v = sliceVec(scratch[:0], bufs, done, chunk)
+		}
+		if err := im.readRun(m, uint64(pos), v); err != nil {
+			return err
+		}
+		done += chunk
+	}
+	return nil
+}
+
+// run is a guest range with one kind of mapping.
+type run struct {
+	kind   format.ClusterType
+	host   uint64 // host offset of the first byte (normal)
+	entry  format.L2Entry
+	length uint64
+}
+
+// mapRun maps [off, off+max) starting at off: up to the end of the first
+// run of clusters of the same type (host-contiguous for normal ones), and
+// never past the virtual size (the rest reads as "unallocated past EOF").
+func (im *Image) mapRun(off, maxLen uint64) (run, error) {
+	g := &im.g
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.closed {
+		return run{}, block.ErrClosed
+	}
+	size := im.hdr.Size
+	if off >= size {
+		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
+	}
+	maxLen = min(maxLen, size-off)
+	gc := off >> g.ClusterBits
+	e, err := im.entry(gc)
+	if err != nil {
+		return run{}, err
+	}
+	r := run{kind: e.Type(), entry: e}
+	if r.kind == format.ClusterZeroAlloc {
+		r.kind = format.ClusterZeroPlain
+	}
+	if r.kind == format.ClusterNormal {
+		r.host = uint64(e.Offset()) + g.InCluster(off)
+	}
+	r.length = min(g.ClusterSize-g.InCluster(off), maxLen)
+	if r.kind == format.ClusterCompressed {
+		return r, nil
+	}
+	// Extend while the next cluster continues the run (at most 256
+	// clusters per lookup to bound the lock hold).
+	for k := 0; r.length < maxLen && k < 256; k++ {
+		ngc := (off + r.length) >> g.ClusterBits
+		ne, err := im.entry(ngc)
+		if err != nil {
+			return run{}, err
+		}
+		nk := ne.Type()
+		if nk == format.ClusterZeroAlloc {
+			nk = format.ClusterZeroPlain
+		}
+		if nk != r.kind {
+			break
+		}
+		if nk == format.ClusterNormal && uint64(ne.Offset()) != r.host+r.length {
+			break
+		}
+		r.length = min(r.length+g.ClusterSize, maxLen)
+	}
+	return r, nil
+}
+
+func (im *Image) readRun(r run, off uint64, v [][]byte) error {
+	switch r.kind {
+	case format.ClusterNormal:
+		return im.dev.Readv(int64(r.host), v)
+	case format.ClusterZeroPlain:
+		zeroVec(v)
+		return nil
+	case format.ClusterUnallocated:
+		if im.backing == nil || int64(off) >= im.bsize {
+			zeroVec(v)
+			return nil
+		}
+		n := min(r.length, uint64(im.bsize)-off)
+		if n == r.length {
+			return im.backing.Readv(int64(off), v)
+		}
+		var scratch [8][]byte
+		if err := im.backing.Readv(int64(off), sliceVec(scratch[:0], v, 0, int64(n))); err != nil {
+			return err
+		}
+		zeroVec(sliceVec(scratch[:0], v, int64(n), int64(r.length-n)))
+		return nil
+	case format.ClusterCompressed:
+		buf := im.clusterBuf()
+		defer im.putClusterBuf(buf)
+		if err := im.readCompressed(*buf, r.entry); err != nil {
+			return err
+		}
+		in := im.g.InCluster(off)
+		copyToVec(v, (*buf)[in:in+r.length])
+		return nil
+	}
+	return fmt.Errorf("qcow2: bad run kind %v", r.kind)
+}
+
+var clusterPools sync.Map // cluster size -> *sync.Pool
+
+func (im *Image) clusterBuf() *[]byte {
+	cs := int(im.g.ClusterSize)
+	p, _ := clusterPools.LoadOrStore(cs, &sync.Pool{New: func() any {
+		b := block.AlignedBuf(cs, block.DefaultMemAlign)
+		return &b
+	}})
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func (im *Image) putClusterBuf(b *[]byte) {
+	p, _ := clusterPools.Load(int(im.g.ClusterSize))
+	p.(*sync.Pool).Put(b)
+}
+
+// readCompressed inflates the compressed cluster of entry e into buf (one
+// cluster). QEMU stores raw deflate (window bits -12) or a zstd frame.
+func (im *Image) readCompressed(buf []byte, e format.L2Entry) error {
+	d := e.DecodeCompressed(&im.g)
+	fsize, err := im.dev.Size()
+	if err != nil {
+		return err
+	}
+	if int64(d.Off) >= fsize {
+		return corruptf("l2_entry", uint64(e), "compressed cluster past the end of the file")
+	}
+	n := min(d.Size, uint64(fsize)-uint64(d.Off))
+	src := make([]byte, n)
+	if err := block.ReadAt(im.dev, src, int64(d.Off)); err != nil {
+		return err
+	}
+	switch im.hdr.CompressionType {
+	case format.CompressionZlib:
+		r := flate.NewReader(bytes.NewReader(src))
+		k, err := io.ReadFull(r, buf)
+		r.Close()
+		if err != nil && !(err == io.ErrUnexpectedEOF && k == len(buf)) {
+			return corruptf("l2_entry", uint64(e), "bad compressed cluster: %v", err)
+		}
+	case format.CompressionZstd:
+		// QEMU writes one zstd frame; the descriptor may cover trailing
+		// bytes of the sector, which the decoder must ignore.
+		out, err := decodeZstdPrefix(src, buf[:0])
+		if err != nil || len(out) != len(buf) {
+			return corruptf("l2_entry", uint64(e), "bad zstd cluster (%d bytes): %v", len(out), err)
+		}
+	default:
+		return unsupportedf("compression_type", uint64(im.hdr.CompressionType), "unknown compression type")
+	}
+	return nil
+}
+
+// decodeZstdPrefix decodes the first frame of src, ignoring trailing
+// garbage.
+func decodeZstdPrefix(src, dst []byte) ([]byte, error) {
+	r, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	buf := dst[:cap(dst)]
+	k, err := io.ReadFull(r, buf)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	return buf[:k], err
+}
+
+// IsZeroFast reports whether [off, off+n) is known to read as zeros
+// without reading data: unallocated (with a zero backing) or zero
+// clusters, or past the end (QEMU's bdrv_co_is_zero_fast). False
+// negatives are allowed.
+func (im *Image) IsZeroFast(off, n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	for n > 0 {
+		m, err := im.mapRun(uint64(off), uint64(n))
+		if err != nil {
+			return false
+		}
+		switch m.kind {
+		case format.ClusterZeroPlain:
+		case format.ClusterUnallocated:
+			if im.backing != nil && off < im.bsize {
+				if im.bzero == nil || !im.bzero.IsZeroFast(off, min(int64(m.length), im.bsize-off)) {
+					return false
+				}
+			}
+		default:
+			return false
+		}
+		off += int64(m.length)
+		n -= int64(m.length)
+	}
+	return true
+}

@@ -1,0 +1,363 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/sched"
+)
+
+// WriteAt implements io.WriterAt.
+func (im *Image) WriteAt(p []byte, off int64) (int, error) {
+	var v [1][]byte
+	v[0] = p
+	if err := im.Writev(off, v[:]); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (im *Image) checkWrite(off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	switch {
+	case im.closed:
+		return block.ErrClosed
+	case im.ro || im.corrupt:
+		return ErrReadOnly
+	case uint64(off+n) > im.hdr.Size:
+		return ErrOutOfRange
+	}
+	return nil
+}
+
+// Writev writes bufs at guest offset off.
+func (im *Image) Writev(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := im.checkWrite(off, n); err != nil {
+		return err
+	}
+	im.c.guestWrites.Add(1)
+	im.c.guestBytesWritten.Add(n)
+	cs := int64(im.g.ClusterSize)
+	done := int64(0)
+	var scratch [8][]byte
+	for done < n {
+		pos := off + done
+		chunk := min(cs-pos%cs, n-done)
+		v := bufs
+		if chunk != n {
+			v = sliceVec(scratch[:0], bufs, done, chunk)
+		}
+		if err := im.writeCluster(uint64(pos), v, chunk); err != nil {
+			return err
+		}
+		done += chunk
+	}
+	return nil
+}
+
+// cowSource says where the bytes around guest data in a new cluster
+// come from.
+type cowSource uint8
+
+const (
+	cowZero    cowSource = iota // reads as zeros
+	cowBacking                  // backing file (or zeros past its end)
+	cowOld                      // the old host cluster (shared)
+	cowCompressed
+)
+
+// writeCluster writes n bytes of v at guest offset goff, all inside one
+// cluster.
+func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
+	g := &im.g
+	gc := goff >> g.ClusterBits
+	waited := false
+	for {
+		im.mu.Lock()
+		if im.closed {
+			im.mu.Unlock()
+			return block.ErrClosed
+		}
+		// Q7: wait for an in-flight allocation of this cluster.
+		if blocker, _ := im.allocs.Conflict(gc, 1); blocker != nil {
+			im.mu.Unlock()
+			if !waited {
+				im.c.allocWaits.Add(1)
+				waited = true
+			}
+			blocker.Wait()
+			continue
+		}
+		e, err := im.entry(gc)
+		if err != nil {
+			im.mu.Unlock()
+			return err
+		}
+		if e.Type() == format.ClusterNormal && e.Copied() {
+			// Overwrite in place: no metadata change.
+			host := uint64(e.Offset()) + g.InCluster(goff)
+			im.mu.Unlock()
+			return im.dev.Writev(int64(host), v)
+		}
+		a, _, blocker := im.allocs.TryAcquire(gc, 1)
+		if a == nil {
+			im.mu.Unlock()
+			blocker.Wait()
+			continue
+		}
+		err = im.allocWrite(a, gc, goff, e, v, n) // unlocks mu
+		return err
+	}
+}
+
+// allocWrite allocates a cluster for gc (old entry e), writes the guest
+// data with whatever COW it needs, and links the cluster. Called with mu
+// held and the cluster's allocation registered; returns with mu released
+// and the registration dropped.
+func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v [][]byte, n int64) (err error) {
+	defer func() {
+		im.allocs.Release(a)
+	}()
+	if err := im.ensureL2(gc); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	// ensureL2 may have copied a shared table: re-read the entry.
+	if e, err = im.entry(gc); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	var host uint64
+	var fresh, reuse bool
+	if e.Type() == format.ClusterZeroAlloc && e.Copied() {
+		// A preallocated zero cluster: keep it (QEMU keep_old).
+		host, reuse = uint64(e.Offset()), true
+	} else {
+		host, fresh, err = im.allocClusters(1)
+		if err != nil {
+			im.mu.Unlock()
+			return err
+		}
+		im.c.clustersAllocated.Add(1)
+	}
+	src := cowZero
+	switch e.Type() {
+	case format.ClusterUnallocated:
+		if im.backing != nil {
+			src = cowBacking
+		}
+	case format.ClusterNormal:
+		src = cowOld
+	case format.ClusterCompressed:
+		src = cowCompressed
+	}
+	im.mu.Unlock()
+
+	cowed, err := im.writeWithCOW(host, fresh, goff, e, src, v, n)
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if err != nil {
+		if !reuse {
+			im.freeClusters(host, 1) // QEMU qcow2_alloc_cluster_abort
+		}
+		return err
+	}
+	if cowed {
+		im.l2c.DependsOnFlush() // Q2
+	}
+	if !im.lazy {
+		if err := im.l2c.SetDependency(im.rbc); err != nil { // Q1
+			return err
+		}
+	}
+	if err := im.setEntry(gc, format.MakeL2(format.HostOff(host), true, false)); err != nil {
+		return err
+	}
+	// Free what the entry pointed at before (Q3: modified and dirty
+	// first, then the refcount cache depends on the L2 cache).
+	if !reuse {
+		if err := im.freeEntry(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// freeEntry drops the reference an old L2 entry held.
+func (im *Image) freeEntry(e format.L2Entry) error {
+	switch e.Type() {
+	case format.ClusterNormal, format.ClusterZeroAlloc:
+		if err := im.rbc.SetDependency(im.l2c); err != nil {
+			return err
+		}
+		return im.freeClusters(uint64(e.Offset()), 1)
+	case format.ClusterCompressed:
+		if err := im.rbc.SetDependency(im.l2c); err != nil {
+			return err
+		}
+		d := e.DecodeCompressed(&im.g)
+		first := uint64(d.Off) >> im.g.ClusterBits
+		last := (uint64(d.Off) + d.Size - 1) >> im.g.ClusterBits
+		for c := first; c <= last; c++ {
+			if err := im.freeClusters(c<<im.g.ClusterBits, 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeWithCOW writes the guest data into the new host cluster and fills
+// the rest of the cluster from src. It reports whether it wrote bytes
+// around the data into non-fresh space (Q2). mu is not held.
+func (im *Image) writeWithCOW(host uint64, fresh bool, goff uint64, old format.L2Entry, src cowSource, v [][]byte, n int64) (bool, error) {
+	g := &im.g
+	cs := g.ClusterSize
+	in := g.InCluster(goff)
+	headLen, tailLen := in, cs-in-uint64(n)
+	if headLen == 0 && tailLen == 0 {
+		return false, im.dev.Writev(int64(host), v)
+	}
+	cstart := goff - in
+	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+uint64(n), tailLen))
+	if zero {
+		if im.prealloc {
+			if fresh {
+				// A hole past the high-water mark already reads as
+				// zeros: write only the guest data.
+				im.c.freshSkips.Add(1)
+				return false, im.dev.Writev(int64(host+in), v)
+			}
+			// The seed: one efficient zeroing of the whole cluster,
+			// ordered before the data (Q5), instead of zero buffers.
+			err := im.zeroThenWrite(host, cs, host+in, v)
+			if err == nil {
+				im.c.fallocates.Add(1)
+				return true, nil
+			}
+			if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
+				return false, err
+			}
+			im.c.zeroingRefused.Add(1)
+		}
+		// Zero buffers merged with the data in one vectored write.
+		zb := block.ZeroBuf()
+		vec := make([][]byte, 0, len(v)+4)
+		vec = appendZeros(vec, zb, headLen)
+		vec = append(vec, v...)
+		vec = appendZeros(vec, zb, tailLen)
+		im.c.zeroPadBytes.Add(int64(headLen + tailLen))
+		return !fresh, im.dev.Writev(int64(host), vec)
+	}
+	// Copy-on-write: read the head and tail, write them with the data in
+	// one vector (QEMU ee22a9d869).
+	buf := block.AlignedBuf(int(cs), im.memAlign)
+	if err := im.readCOW(buf, cstart, old, src, headLen, tailLen); err != nil {
+		return false, err
+	}
+	vec := make([][]byte, 0, len(v)+2)
+	if headLen > 0 {
+		vec = append(vec, buf[:headLen])
+	}
+	vec = append(vec, v...)
+	if tailLen > 0 {
+		vec = append(vec, buf[cs-tailLen:])
+	}
+	im.c.cowBytes.Add(int64(headLen + tailLen))
+	return true, im.dev.Writev(int64(host), vec)
+}
+
+func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {
+	for n > 0 {
+		k := min(n, uint64(len(zb)))
+		vec = append(vec, zb[:k])
+		n -= k
+	}
+	return vec
+}
+
+// zeroThenWrite zeroes [zoff, zoff+zn) with Allocate and then writes v at
+// woff, linked on devices that can (Q5).
+func (im *Image) zeroThenWrite(zoff, zn, woff uint64, v [][]byte) error {
+	if im.dcap.ZeroFlags&block.Allocate == 0 {
+		return block.ErrNotSupported
+	}
+	if zw, ok := im.dev.(block.ZeroWriter); ok {
+		return zw.ZeroThenWritev(int64(zoff), int64(zn), block.Allocate, int64(woff), v)
+	}
+	if err := im.dev.WriteZeroes(int64(zoff), int64(zn), block.Allocate); err != nil {
+		return err
+	}
+	return im.dev.Writev(int64(woff), v)
+}
+
+// backingZero reports whether the COW areas [cstart, cstart+head) and
+// [tailStart, tailStart+tail) read as zeros in the backing file (false
+// negatives are fine, false positives would corrupt data).
+func (im *Image) backingZero(cstart, head, tailStart, tail uint64) bool {
+	z := func(off, n uint64) bool {
+		if n == 0 || int64(off) >= im.bsize {
+			return true
+		}
+		if im.bzero != nil {
+			return im.bzero.IsZeroFast(int64(off), int64(n))
+		}
+		return false
+	}
+	return z(cstart, head) && z(tailStart, tail)
+}
+
+// readCOW fills buf (one cluster) with the old contents of the cluster
+// starting at guest offset cstart, at least the head and tail parts.
+func (im *Image) readCOW(buf []byte, cstart uint64, old format.L2Entry, src cowSource, head, tail uint64) error {
+	cs := uint64(len(buf))
+	switch src {
+	case cowZero:
+		clear(buf)
+	case cowBacking:
+		// One read covers both areas when the gap is small (QEMU reads
+		// head and tail together if the gap is <= 16 KiB).
+		if cs-head-tail <= 16<<10 {
+			return im.readBacking(buf, cstart)
+		}
+		if head > 0 {
+			if err := im.readBacking(buf[:head], cstart); err != nil {
+				return err
+			}
+		}
+		if tail > 0 {
+			if err := im.readBacking(buf[cs-tail:], cstart+cs-tail); err != nil {
+				return err
+			}
+		}
+	case cowOld:
+		return block.ReadAt(im.dev, buf, int64(old.Offset()))
+	case cowCompressed:
+		return im.readCompressed(buf, old)
+	default:
+		return fmt.Errorf("qcow2: bad COW source %d", src)
+	}
+	return nil
+}
+
+// readBacking reads guest bytes from the backing file (zeros past its end
+// or without one).
+func (im *Image) readBacking(p []byte, off uint64) error {
+	if im.backing == nil || int64(off) >= im.bsize {
+		clear(p)
+		return nil
+	}
+	n := min(uint64(len(p)), uint64(im.bsize)-off)
+	if err := block.ReadAt(im.backing, p[:n], int64(off)); err != nil {
+		return err
+	}
+	clear(p[n:])
+	return nil
+}

@@ -1,0 +1,133 @@
+package qcow2
+
+import (
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// WriteZeroes makes [off, off+n) read as zeros. On v3 images whole
+// clusters become zero clusters (freed with MayUnmap, kept preallocated
+// otherwise); partial clusters are written with zero buffers. Allocate
+// (NO_FALLBACK) is honoured only where no zero buffers would be written:
+// v3 and cluster-aligned, else ErrNotSupported.
+func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := im.checkWrite(off, n); err != nil {
+		return err
+	}
+	g := &im.g
+	cs := int64(g.ClusterSize)
+	if flags&block.Allocate != 0 && (im.hdr.Version < 3 || off%cs != 0 || (n%cs != 0 && uint64(off+n) != im.hdr.Size)) {
+		return block.ErrNotSupported
+	}
+	if flags&^(block.Allocate|block.MayUnmap) != 0 {
+		return block.ErrNotSupported
+	}
+	for n > 0 {
+		in := off % cs
+		chunk := min(cs-in, n)
+		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.hdr.Size)
+		var err error
+		if whole && im.hdr.Version >= 3 {
+			err = im.zeroCluster(uint64(off)>>g.ClusterBits, flags&block.MayUnmap != 0, false)
+		} else {
+			err = im.writeZeroBuf(off, chunk)
+		}
+		if err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
+
+func (im *Image) writeZeroBuf(off, n int64) error {
+	var v [1][]byte
+	v[0] = block.ZeroBuf()[:n]
+	return im.writeCluster(uint64(off), v[:], n)
+}
+
+// Discard frees the clusters wholly inside [off, off+n): they read as
+// zeros afterwards (zero clusters on v3 with a backing file, unallocated
+// otherwise; on v2 with a backing file they read the backing data, as in
+// QEMU). Partial clusters are left alone.
+func (im *Image) Discard(off, n int64) error {
+	if err := im.checkWrite(off, n); err != nil {
+		return err
+	}
+	cs := int64(im.g.ClusterSize)
+	first := (off + cs - 1) / cs
+	end := (off + n) / cs
+	if uint64(off+n) == im.hdr.Size {
+		end = (off + n + cs - 1) / cs
+	}
+	for c := first; c < end; c++ {
+		if err := im.zeroCluster(uint64(c), true, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// zeroCluster turns guest cluster gc into a zero cluster (or, for a
+// discard without the need to hide backing data, an unallocated one).
+func (im *Image) zeroCluster(gc uint64, unmap, discard bool) error {
+	for {
+		im.mu.Lock()
+		if im.closed {
+			im.mu.Unlock()
+			return block.ErrClosed
+		}
+		a, _, blocker := im.allocs.TryAcquire(gc, 1)
+		if a == nil {
+			im.mu.Unlock()
+			blocker.Wait()
+			continue
+		}
+		err := im.zeroClusterLocked(gc, unmap, discard)
+		im.allocs.Release(a)
+		im.mu.Unlock()
+		return err
+	}
+}
+
+func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool) error {
+	e, err := im.entry(gc)
+	if err != nil {
+		return err
+	}
+	var ne format.L2Entry
+	switch {
+	case discard && (im.backing == nil || im.hdr.Version < 3):
+		ne = 0
+	case im.hdr.Version < 3:
+		return nil // unreachable for zero requests (partial path)
+	case !unmap && e.Type() == format.ClusterNormal && e.Copied():
+		ne = format.MakeL2(e.Offset(), true, true) // keep the allocation
+	case !unmap && e.Type() == format.ClusterZeroAlloc:
+		return nil
+	default:
+		ne = format.L2Entry(format.OflagZero)
+	}
+	if ne == e {
+		return nil
+	}
+	if e.Type() == format.ClusterUnallocated && ne == 0 {
+		return nil
+	}
+	if ne != 0 || e.Type() != format.ClusterUnallocated {
+		if err := im.ensureL2(gc); err != nil {
+			return err
+		}
+		if e, err = im.entry(gc); err != nil {
+			return err
+		}
+	}
+	if err := im.setEntry(gc, ne); err != nil {
+		return err
+	}
+	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc {
+		return nil
+	}
+	return im.freeEntry(e)
+}
