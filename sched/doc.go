@@ -5,7 +5,8 @@
 // request is registered by byte range, serialising requests (unaligned RMW,
 // post-EOF zeroing, truncate, BDRV_REQ_SERIALISING) wait for overlapping
 // requests and make overlapping requests wait for them, and a NoWait request
-// fails with ErrBusy instead of waiting.
+// fails with ErrBusy instead of waiting. MakeSerialising widens a running
+// request and makes it serialising (file-posix's post-EOF zero write).
 //
 // ClusterLocks is QEMU's s->cluster_allocs with handle_dependencies
 // (block/qcow2-cluster.c): an allocating write registers the guest clusters it

@@ -163,7 +163,8 @@ func TestDev_ZeroThenWritev(t *testing.T) {
 			if err := d.ZeroThenWritev(0, 8192, 0, 4096, [][]byte{make([]byte, 512)}); err != nil {
 				t.Fatal(err)
 			}
-			// zero: 1 + 2 new extents; write: seek back 0 cost model fields, extent 1 already allocated.
+			// zero: PerOp + 2 new extents × AllocZero; write: PerOp only, as
+			// its extent was just allocated by the zero.
 			got := rec.take()
 			if len(got) != 2 || got[0]+got[1] != 1+200+1 {
 				t.Fatalf("costs %v", got)
