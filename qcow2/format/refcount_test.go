@@ -94,7 +94,9 @@ func TestRefcount_Model(t *testing.T) {
 		t.Run(fmt.Sprintf("order=%d", order), func(t *testing.T) {
 			g := NewGeometry(9, order, false)
 			blk := make([]byte, g.ClusterSize)
-			rng.Read(blk)
+			for j := range blk {
+				blk[j] = byte(rng.Uint32())
+			}
 			m := bitModel{buf: append([]byte(nil), blk...), order: order}
 			n := RefcountEntries(len(blk), order)
 			if n != g.RefblockEntries {
@@ -130,7 +132,7 @@ func TestRefcount_Model(t *testing.T) {
 			// The last entry is addressable, and only it changes.
 			before := append([]byte(nil), blk...)
 			SetRefcount(blk, order, n-1, ^GetRefcount(blk, order, n-1))
-			if bytes.Equal(before[:len(blk)-8], blk[:len(blk)-8]) == false {
+			if !bytes.Equal(before[:len(blk)-8], blk[:len(blk)-8]) {
 				t.Errorf("Set of the last entry touched earlier bytes")
 			}
 		})
