@@ -280,10 +280,10 @@ func (c *Cache) get(off int64, read bool) (*Table, error) {
 		t.mu.Lock()
 		clear(t.Data)
 		t.mu.Unlock()
+		// C3: the zeros are not on the device until a MarkDirty'd
+		// write-back; until then the table must not be cached clean.
 		c.mu.Lock()
-		if !t.dirty {
-			t.unsynced = true
-		}
+		t.unsynced = true
 		c.mu.Unlock()
 	}
 	return t, nil
@@ -545,14 +545,14 @@ func (c *Cache) SetDependency(dep *Cache) error {
 		return fmt.Errorf("cache %s: %w", c.cfg.Name, ErrClosed)
 	}
 	if err := dep.resolveDeps(true); err != nil {
-		return err
+		return fmt.Errorf("cache %s: %w", dep.cfg.Name, err)
 	}
 	c.mu.Lock()
 	cur := c.depends
 	c.mu.Unlock()
 	if cur != nil && cur != dep {
 		if err := c.resolveDeps(true); err != nil {
-			return err
+			return fmt.Errorf("cache %s: %w", c.cfg.Name, err)
 		}
 	}
 	for d := dep; d != nil; {
