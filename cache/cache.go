@@ -46,7 +46,8 @@ type Table struct {
 	Off  int64  // device offset; read-only for users
 	Data []byte // TableSize bytes, big-endian on-disk format
 
-	mu sync.Mutex // protects Data against a write-back's snapshot copy (C4)
+	mu    sync.Mutex // protects Data against a write-back's snapshot copy (C4)
+	owner *Cache     // catches a table put into the wrong cache
 
 	// Guarded by Cache.mu.
 	pins       int32
@@ -250,7 +251,7 @@ func (c *Cache) get(off int64, read bool) (*Table, error) {
 	if t == nil {
 		// C2/C7: every other place missed; this is the one live copy.
 		c.m.misses.Add(1)
-		t = &Table{Off: off, Data: block.AlignedBuf(c.cfg.TableSize, c.cfg.MemAlign), epoch: c.epoch}
+		t = &Table{Off: off, Data: block.AlignedBuf(c.cfg.TableSize, c.cfg.MemAlign), owner: c, epoch: c.epoch}
 		t.lastUse.Store(c.tick.Load())
 		c.owned[off] = t
 		c.pinLocked(t)
@@ -264,10 +265,19 @@ func (c *Cache) get(off int64, read bool) (*Table, error) {
 		c.mu.Unlock()
 		return c.load(t)
 	}
-	c.m.hits.Add(1)
+	loading := t.loading
+	if loading {
+		c.m.misses.Add(1) // waits for the single in-flight read (C7)
+	} else {
+		c.m.hits.Add(1)
+	}
 	t.lastUse.Store(c.tick.Load())
 	c.pinLocked(t)
-	loading := t.loading
+	if !read {
+		// C3: zeros are not on the device until a MarkDirty'd write-back;
+		// until then the table must not be cached clean.
+		t.unsynced = true
+	}
 	c.mu.Unlock()
 	if loading {
 		<-t.ready // C7: the loader closes ready after setting loadErr
@@ -280,11 +290,6 @@ func (c *Cache) get(off int64, read bool) (*Table, error) {
 		t.mu.Lock()
 		clear(t.Data)
 		t.mu.Unlock()
-		// C3: the zeros are not on the device until a MarkDirty'd
-		// write-back; until then the table must not be cached clean.
-		c.mu.Lock()
-		t.unsynced = true
-		c.mu.Unlock()
 	}
 	return t, nil
 }
@@ -334,9 +339,9 @@ func (c *Cache) Put(t *Table) {
 		return
 	}
 	c.mu.Lock()
-	if t.pins <= 0 {
+	if t.pins <= 0 || t.owner != c {
 		c.mu.Unlock()
-		panic(fmt.Sprintf("cache %s: Put of unpinned table at 0x%x", c.cfg.Name, t.Off))
+		panic(fmt.Sprintf("cache %s: Put of unpinned or foreign table at 0x%x", c.cfg.Name, t.Off))
 	}
 	c.unpinLocked(t)
 	drain := c.takeDrainLocked()
@@ -350,8 +355,8 @@ func (c *Cache) Put(t *Table) {
 func (c *Cache) MarkDirty(t *Table) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t.pins <= 0 {
-		panic(fmt.Sprintf("cache %s: MarkDirty of unpinned table at 0x%x", c.cfg.Name, t.Off))
+	if t.pins <= 0 || t.owner != c {
+		panic(fmt.Sprintf("cache %s: MarkDirty of unpinned or foreign table at 0x%x", c.cfg.Name, t.Off))
 	}
 	if t.epoch == 0 {
 		return // discarded while pinned: its cluster is free, never write it

@@ -876,3 +876,28 @@ func Example() {
 	fmt.Println(c.Flush(), c.Metrics().DirtyTables)
 	// Output: <nil> 0
 }
+
+func TestCache_Put_Misuse(t *testing.T) {
+	d := newRecDev()
+	a := newCache(t, d, Config{Name: "l2"})
+	b := newCache(t, d, Config{Name: "refcount"})
+	tb, err := a.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s did not panic", name)
+			}
+		}()
+		f()
+	}
+	mustPanic("Put into another cache", func() { b.Put(tb) })
+	mustPanic("MarkDirty in another cache", func() { b.MarkDirty(tb) })
+	a.Put(tb)
+	mustPanic("second Put", func() { a.Put(tb) })
+	mustPanic("MarkDirty unpinned", func() { a.MarkDirty(tb) })
+	a.Put(nil) // no-op
+}

@@ -43,7 +43,7 @@ func TestCache_Stress(t *testing.T) {
 	const (
 		nTables    = 24
 		workers    = 8
-		opsPerWork = 1500
+		opsPerWork = 4000
 		ts         = 1024
 		refBase    = 1 << 20
 	)
