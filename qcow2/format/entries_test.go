@@ -343,8 +343,14 @@ func FuzzL2Entry(f *testing.F) {
 		if d.Size == 0 || d.Size > 2*g.ClusterSize {
 			t.Fatalf("DecodeCompressed(%#x) size %d", raw, d.Size)
 		}
-		_ = SubclusterTypeOf(e, bitmap, uint(sc))
-		if err := ValidateBitmap(e, bitmap); err == nil && uint(sc) < 32 && SubclusterTypeOf(e, bitmap, uint(sc)) == SubInvalid && e&OflagZero == 0 {
+		// ValidateBitmap and SubclusterTypeOf agree: a bad bitmap makes
+		// every subcluster invalid, as in QEMU.
+		st := SubclusterTypeOf(e, bitmap, uint(sc))
+		if err := ValidateBitmap(e, bitmap); err != nil {
+			if !typedError(err) || st != SubInvalid {
+				t.Fatalf("bitmap %#x of %#x: %v, but subcluster %d is %d", bitmap, raw, err, sc, st)
+			}
+		} else if uint(sc) < 32 && st == SubInvalid && e&OflagZero == 0 {
 			t.Fatalf("bitmap %#x valid for %#x but subcluster %d invalid", bitmap, raw, sc)
 		}
 		if e.Compressed() {

@@ -591,6 +591,22 @@ func FuzzParseHeader(f *testing.F) {
 		// Short seeds keep the mutator busy where the header is.
 		f.Add(b[:min(len(b), 0x240)])
 	}
+	// A 512-byte-cluster image with every kind of extension and a
+	// backing file name, so that mutations reach duplicate, empty and
+	// unknown extensions quickly.
+	h, err := ParseHeader(readFixture(f, "cluster512.hdr"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	h.BackingFile, h.BackingFormat, h.DataFile = "base", "qcow2", "d"
+	h.IncompatibleFeatures |= IncompatDataFile
+	h.UnknownFields = []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	h.Extensions = []Extension{{Type: ExtBackingFmt}, {Type: 0x1234, Data: []byte("x")}, {Type: ExtDataFile}}
+	seed, err := h.Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b)
 		if err != nil {
