@@ -92,8 +92,11 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 		return nil, ErrReadOnly
 	}
 	r, err := im.checkLocked(o, o.Repair)
-	if err != nil || o.Repair == RepairNone || (r.Leaks == 0 && r.Corruptions == 0) {
+	if err != nil || o.Repair == RepairNone {
 		return r, err
+	}
+	if r.Leaks == 0 && r.Corruptions == 0 {
+		return r, im.clearCorruptBit(r, o.Repair)
 	}
 	// Check again after repairing, and report what was fixed.
 	fixedC, fixedL := r.CorruptionsFixed, r.LeaksFixed
@@ -103,14 +106,24 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	}
 	r2.CorruptionsFixed, r2.LeaksFixed = fixedC, fixedL
 	r2.Messages = append(r.Messages, r2.Messages...)
-	if r2.Corruptions == 0 && im.hdr.IncompatibleFeatures&format.IncompatCorrupt != 0 && o.Repair == RepairAll {
-		im.hdr.IncompatibleFeatures &^= format.IncompatCorrupt
-		if err := im.writeHeader(); err != nil {
-			return r2, err
-		}
-		im.corrupt = false
+	if err := im.flushLocked(); err != nil {
+		return r2, err
 	}
-	return r2, im.flushLocked()
+	return r2, im.clearCorruptBit(r2, o.Repair)
+}
+
+// clearCorruptBit drops the corrupt bit once a full repair left the image
+// consistent.
+func (im *Image) clearCorruptBit(r *CheckResult, mode RepairMode) error {
+	if r.Corruptions != 0 || mode != RepairAll || im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
+		return nil
+	}
+	im.hdr.IncompatibleFeatures &^= format.IncompatCorrupt
+	if err := im.writeHeader(); err != nil {
+		return err
+	}
+	im.corrupt = false
+	return im.dev.Flush()
 }
 
 func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, error) {

@@ -150,3 +150,19 @@ func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
 	}
 	return nil
 }
+
+// overlapCheckData: an existing data cluster about to be overwritten in
+// place must lie inside the file and hold no metadata. Called with mu.
+func (im *Image) overlapCheckData(off uint64) error {
+	cs := im.g.ClusterSize
+	if off+cs > im.hwm {
+		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x lies past the end of the file", off))
+	}
+	if what := im.staticOverlap(off, cs); what != "" {
+		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x overlaps the %s", off, what))
+	}
+	if k := im.meta.get(off >> im.g.ClusterBits); k != 0 {
+		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x overlaps an in-use %s", off, kindName(k)))
+	}
+	return nil
+}

@@ -101,7 +101,13 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 			return err
 		}
 		if e.Type() == format.ClusterNormal && e.Copied() {
-			// Overwrite in place: no metadata change.
+			// Overwrite in place: no metadata change, after the cached
+			// overlap check (Q9): a hostile or damaged L2 entry must not
+			// point our write at metadata or far past the file.
+			if err := im.overlapCheckData(uint64(e.Offset())); err != nil {
+				im.mu.Unlock()
+				return err
+			}
 			host := uint64(e.Offset()) + g.InCluster(goff)
 			im.mu.Unlock()
 			return im.dev.Writev(int64(host), v)
@@ -169,8 +175,11 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 		}
 		return err
 	}
-	if cowed {
-		im.l2c.DependsOnFlush() // Q2
+	if cowed || (fresh && im.lazy) {
+		// Q2; and with lazy refcounts nothing else orders the data
+		// (which extends the file) before the link: without it a crash
+		// could leave L2 entries pointing past the end of the file.
+		im.l2c.DependsOnFlush()
 	}
 	if !im.lazy {
 		if err := im.l2c.SetDependency(im.rbc); err != nil { // Q1
