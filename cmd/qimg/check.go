@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/qring/qring/qcow2"
+)
+
+// imageCheck is qemu's ImageCheck; the optional counters are omitted when
+// zero, as qemu-img does.
+type imageCheck struct {
+	Filename           string `json:"filename"`
+	Format             string `json:"format"`
+	CheckErrors        int    `json:"check-errors"`
+	ImageEndOffset     int64  `json:"image-end-offset,omitempty"`
+	Corruptions        int    `json:"corruptions,omitempty"`
+	Leaks              int    `json:"leaks,omitempty"`
+	CorruptionsFixed   int    `json:"corruptions-fixed,omitempty"`
+	LeaksFixed         int    `json:"leaks-fixed,omitempty"`
+	TotalClusters      int64  `json:"total-clusters,omitempty"`
+	AllocatedClusters  int64  `json:"allocated-clusters,omitempty"`
+	FragmentedClusters int64  `json:"fragmented-clusters,omitempty"`
+	CompressedClusters int64  `json:"compressed-clusters,omitempty"`
+}
+
+func toImageCheck(path string, r *qcow2.CheckResult) *imageCheck {
+	return &imageCheck{Filename: path, Format: "qcow2", CheckErrors: r.CheckErrors,
+		ImageEndOffset: r.ImageEndOffset, Corruptions: r.Corruptions, Leaks: r.Leaks,
+		CorruptionsFixed: r.CorruptionsFixed, LeaksFixed: r.LeaksFixed,
+		TotalClusters: r.TotalClusters, AllocatedClusters: r.AllocatedClusters,
+		FragmentedClusters: r.FragmentedClusters, CompressedClusters: r.CompressedClusters}
+}
+
+// checkExitCode is qemu-img check's exit status for a completed check.
+func checkExitCode(r *qcow2.CheckResult) int {
+	switch {
+	case r.CheckErrors > 0:
+		return 1
+	case r.Corruptions > 0:
+		return 2
+	case r.Leaks > 0:
+		return 3
+	}
+	return 0
+}
+
+// writeCheckHuman is qemu-img's dump_human_image_check, preceded by the
+// repair summary when something was fixed.
+func writeCheckHuman(w io.Writer, r *qcow2.CheckResult) {
+	if r.CorruptionsFixed > 0 || r.LeaksFixed > 0 {
+		fmt.Fprintf(w, "The following inconsistencies were found and repaired:\n\n"+
+			"    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n",
+			r.LeaksFixed, r.CorruptionsFixed)
+	}
+	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
+		fmt.Fprintln(w, "No errors were found on the image.")
+	} else {
+		if r.Corruptions > 0 {
+			fmt.Fprintf(w, "\n%d errors were found on the image.\n"+
+				"Data may be corrupted, or further writes to the image may corrupt it.\n", r.Corruptions)
+		}
+		if r.Leaks > 0 {
+			fmt.Fprintf(w, "\n%d leaked clusters were found on the image.\n"+
+				"This means waste of disk space, but no harm to data.\n", r.Leaks)
+		}
+		if r.CheckErrors > 0 {
+			fmt.Fprintf(w, "\n%d internal errors have occurred during the check.\n", r.CheckErrors)
+		}
+	}
+	if r.TotalClusters != 0 && r.AllocatedClusters != 0 {
+		a := float64(r.AllocatedClusters)
+		fmt.Fprintf(w, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+			r.AllocatedClusters, r.TotalClusters, a*100/float64(r.TotalClusters),
+			float64(r.FragmentedClusters)*100/a, float64(r.CompressedClusters)*100/a)
+	}
+	if r.ImageEndOffset != 0 {
+		fmt.Fprintf(w, "Image end offset: %d\n", r.ImageEndOffset)
+	}
+}
+
+func parseRepair(s string) (qcow2.RepairMode, error) {
+	switch s {
+	case "":
+		return qcow2.RepairNone, nil
+	case "leaks":
+		return qcow2.RepairLeaks, nil
+	case "all":
+		return qcow2.RepairAll, nil
+	}
+	return 0, fmt.Errorf("invalid repair option '%s' (leaks, all)", s)
+}
+
+func runCheck(e *env, args []string) int {
+	o, err := getopt(args, "f:r:T:qU", "output:", "repair:", "force-share")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	out, err := outputFormat(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	mode, err := parseRepair(o.get("r", o.get("repair", "")))
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(fmt.Errorf("expecting one image file name"))
+	}
+	path := o.args[0]
+	repair := mode != qcow2.RepairNone
+	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("T", ""),
+		readOnly: !repair, opts: qcow2.Options{NoBacking: true, Repair: repair}})
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	defer dev.Close()
+	if im == nil {
+		return e.errorf(63, "This image format does not support checks")
+	}
+	r, err := im.Check(qcow2.CheckOptions{Repair: mode})
+	if err != nil {
+		return e.errorf(1, "Check failed: %v", err)
+	}
+	for _, m := range r.Messages {
+		fmt.Fprintln(e.stderr, m)
+	}
+	if out == "json" {
+		if err := writeJSON(e.stdout, toImageCheck(path, r)); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	} else if !o.has("q") {
+		writeCheckHuman(e.stdout, r)
+	}
+	if r.CheckErrors > 0 {
+		return e.errorf(1, "Check failed")
+	}
+	if err := dev.Close(); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	return checkExitCode(r)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+// compareChunk is the read size of compare and convert.
+const compareChunk = 1 << 20
+
+// zeroMap answers, for increasing offsets, how far the image is known to
+// read as zeros without reading it (from the map extents).
+type zeroMap struct {
+	ext []qcow2.MapEntry
+	i   int
+}
+
+// zeroUntil returns the end of the known-zero run starting at off, or off
+// itself when off is not known to be zero. Calls must not go backwards.
+func (z *zeroMap) zeroUntil(off int64) int64 {
+	for z.i < len(z.ext) && z.ext[z.i].Start+z.ext[z.i].Length <= off {
+		z.i++
+	}
+	end := off
+	for j := z.i; j < len(z.ext) && z.ext[j].Start <= end && z.ext[j].Zero; j++ {
+		end = z.ext[j].Start + z.ext[j].Length
+	}
+	return end
+}
+
+// compareResult is the outcome of compareImages.
+type compareResult struct {
+	Identical    bool
+	SizeMismatch bool
+	// Offset of the first mismatch (512-byte block granularity, as qemu).
+	Offset int64
+}
+
+// image is an open image with its map.
+type image struct {
+	dev  block.Device
+	im   *qcow2.Image
+	size int64
+	zm   *zeroMap
+}
+
+func loadImage(dev block.Device, im *qcow2.Image) (*image, error) {
+	size, err := dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	ext, err := mapExtents(dev, im)
+	if err != nil {
+		return nil, err
+	}
+	return &image{dev: dev, im: im, size: size, zm: &zeroMap{ext: ext}}, nil
+}
+
+// compareImages compares guest contents like qemu-img compare: the common
+// part byte for byte, and the rest of the bigger image must read as zeros
+// (strict: any size difference is a mismatch). Ranges both maps report as
+// zero are not read.
+func compareImages(a, b *image, strict bool) (compareResult, error) {
+	var r compareResult
+	if a.size != b.size {
+		r.SizeMismatch = true
+		if strict {
+			return r, nil
+		}
+	}
+	common := min(a.size, b.size)
+	bufA := make([]byte, compareChunk)
+	bufB := make([]byte, compareChunk)
+	for off := int64(0); off < common; {
+		za, zb := a.zm.zeroUntil(off), b.zm.zeroUntil(off)
+		if za > off && zb > off {
+			off = min(za, zb, common)
+			continue
+		}
+		n := min(int64(compareChunk), common-off)
+		pa, pb := bufA[:n], bufB[:n]
+		if err := a.dev.Readv(off, [][]byte{pa}); err != nil {
+			return r, fmt.Errorf("error while reading offset %d of the first image: %w", off, err)
+		}
+		if err := b.dev.Readv(off, [][]byte{pb}); err != nil {
+			return r, fmt.Errorf("error while reading offset %d of the second image: %w", off, err)
+		}
+		if !bytes.Equal(pa, pb) {
+			i := 0
+			for pa[i] == pb[i] {
+				i++
+			}
+			r.Offset = (off + int64(i)) &^ 511
+			return r, nil
+		}
+		off += n
+	}
+	big := a
+	if b.size > a.size {
+		big = b
+	}
+	if at, ok, err := firstNonZero(big, common, big.size, bufA); err != nil {
+		return r, err
+	} else if ok {
+		r.Offset = at &^ 511
+		return r, nil
+	}
+	r.Identical = true
+	return r, nil
+}
+
+// firstNonZero finds the first nonzero byte of im in [from, to).
+func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
+	for off := from; off < to; {
+		if z := im.zm.zeroUntil(off); z > off {
+			off = z
+			continue
+		}
+		n := min(int64(len(buf)), to-off)
+		p := buf[:n]
+		if err := im.dev.Readv(off, [][]byte{p}); err != nil {
+			return 0, false, fmt.Errorf("error while reading offset %d: %w", off, err)
+		}
+		for i, c := range p {
+			if c != 0 {
+				return off + int64(i), true, nil
+			}
+		}
+		off += n
+	}
+	return 0, false, nil
+}
+
+func runCompare(e *env, args []string) int {
+	o, err := getopt(args, "f:F:T:sqpU", "force-share")
+	if err != nil {
+		e.usageErr(err)
+		return 2
+	}
+	if len(o.args) != 2 {
+		e.usageErr(fmt.Errorf("expecting two image file names"))
+		return 2
+	}
+	var imgs [2]*image
+	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
+		dev, im, err := openImage(openSpec{path: o.args[i], format: f, cache: o.get("T", ""), readOnly: true})
+		if err != nil {
+			return e.errorf(2, "%v", err)
+		}
+		defer dev.Close()
+		if imgs[i], err = loadImage(dev, im); err != nil {
+			return e.errorf(2, "%v", err)
+		}
+	}
+	r, err := compareImages(imgs[0], imgs[1], o.has("s"))
+	if err != nil {
+		return e.errorf(2, "%v", err)
+	}
+	quiet := o.has("q")
+	say := func(format string, a ...any) {
+		if !quiet {
+			fmt.Fprintf(e.stdout, format, a...)
+		}
+	}
+	if r.SizeMismatch {
+		if o.has("s") {
+			say("Strict mode: Image size mismatch!\n")
+			return 1
+		}
+		say("Warning: Image size mismatch!\n")
+	}
+	if !r.Identical {
+		say("Content mismatch at offset %d!\n", r.Offset)
+		return 1
+	}
+	say("Images are identical.\n")
+	return 0
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// createRequest is a parsed qimg create command line.
+type createRequest struct {
+	path    string
+	format  string
+	opts    qcow2.CreateOptions
+	given   map[string]bool // options set explicitly (qemu prints some only then)
+	sizeSet bool
+}
+
+func runCreate(e *env, args []string) int {
+	o, err := getopt(args, "f:o:b:F:quU", "object:")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	req, err := parseCreate(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if err := resolveCreateSize(req); err != nil {
+		return e.errorf(1, "%s: %v", req.path, err)
+	}
+	if !o.has("q") {
+		fmt.Fprintln(e.stdout, formattingLine(req))
+	}
+	if err := doCreate(req); err != nil {
+		return e.errorf(1, "%s: %v", req.path, err)
+	}
+	return 0
+}
+
+// parseCreate turns create's options and arguments into a request.
+func parseCreate(o *opts) (*createRequest, error) {
+	req := &createRequest{format: o.get("f", "qcow2"), given: map[string]bool{}}
+	if req.format != "qcow2" && req.format != "raw" {
+		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", req.format)
+	}
+	for _, s := range o.vals["o"] {
+		kv, err := qcow2.SplitOptions(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range kv {
+			if req.format == "raw" {
+				if p[0] != "size" && p[0] != "preallocation" {
+					return nil, fmt.Errorf("invalid parameter '%s' for raw", p[0])
+				}
+				if p[0] == "preallocation" && p[1] != "off" {
+					return nil, fmt.Errorf("raw preallocation=%s is not supported", p[1])
+				}
+			}
+			if err := req.opts.Set(p[0], p[1]); err != nil {
+				return nil, err
+			}
+			req.given[p[0]] = true
+			if p[0] == "size" {
+				req.sizeSet = true
+			}
+		}
+	}
+	if b := o.get("b", ""); b != "" {
+		req.opts.BackingFile = b
+		req.given["backing_file"] = true
+	}
+	if f := o.get("F", ""); f != "" {
+		req.opts.BackingFormat = f
+		req.given["backing_fmt"] = true
+	}
+	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "qcow2" && req.opts.BackingFormat != "raw" {
+		return nil, fmt.Errorf("unknown backing format '%s' (qcow2, raw)", req.opts.BackingFormat)
+	}
+	switch len(o.args) {
+	case 0:
+		return nil, fmt.Errorf("expecting image file name")
+	case 1:
+	case 2:
+		n, err := parseSize(o.args[1])
+		if err != nil {
+			return nil, fmt.Errorf("invalid image size specified: %q (use k, M, G, T suffixes)", o.args[1])
+		}
+		req.opts.Size, req.sizeSet = n, true
+	default:
+		return nil, fmt.Errorf("unexpected argument '%s'", o.args[2])
+	}
+	req.path = o.args[0]
+	if req.format == "raw" && req.opts.BackingFile != "" {
+		return nil, fmt.Errorf("raw images do not support backing files")
+	}
+	if !req.sizeSet && req.opts.BackingFile == "" {
+		return nil, fmt.Errorf("image creation needs a size parameter")
+	}
+	return req, nil
+}
+
+// resolveCreateSize fills the size and backing format from the backing
+// file when they were not given (as qemu-img create does).
+func resolveCreateSize(req *createRequest) error {
+	o := &req.opts
+	if o.BackingFile == "" || (req.sizeSet && o.BackingFormat != "") {
+		return nil
+	}
+	bpath := pathCombine(req.path, o.BackingFile)
+	dev, _, err := openImage(openSpec{path: bpath, format: o.BackingFormat, readOnly: true,
+		opts: qcow2.Options{NoBacking: true}})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	if o.BackingFormat == "" {
+		if o.BackingFormat, err = qcow2.Probe(bpath); err != nil {
+			return err
+		}
+	}
+	if !req.sizeSet {
+		if o.Size, err = dev.Size(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// formattingLine is qemu-img create's "Formatting 'FILE', fmt=..." line.
+func formattingLine(req *createRequest) string {
+	o := req.opts
+	var b strings.Builder
+	fmt.Fprintf(&b, "Formatting '%s', fmt=%s ", req.path, req.format)
+	if req.format == "raw" {
+		fmt.Fprintf(&b, "size=%d", o.Size)
+		return b.String()
+	}
+	cs := o.ClusterSize
+	if cs == 0 {
+		cs = 65536
+	}
+	fmt.Fprintf(&b, "cluster_size=%d extended_l2=off ", cs)
+	if req.given["preallocation"] {
+		fmt.Fprintf(&b, "preallocation=%s ", o.Preallocation)
+	}
+	fmt.Fprintf(&b, "compression_type=zlib size=%d ", o.Size)
+	if o.BackingFile != "" {
+		fmt.Fprintf(&b, "backing_file=%s ", o.BackingFile)
+	}
+	if o.BackingFormat != "" {
+		fmt.Fprintf(&b, "backing_fmt=%s ", o.BackingFormat)
+	}
+	if req.given["compat"] {
+		fmt.Fprintf(&b, "compat=%s ", o.Compat)
+	}
+	rb := o.RefcountBits
+	if rb == 0 {
+		rb = 16
+	}
+	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", onOff(o.LazyRefcounts), rb)
+	return b.String()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// doCreate creates the image.
+func doCreate(req *createRequest) error {
+	if req.format == "raw" {
+		f, err := os.OpenFile(req.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return unwrapPathErr(err)
+		}
+		err = f.Truncate(req.opts.Size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	op, err := imgopen.Opener("writeback", "")
+	if err != nil {
+		return err
+	}
+	o := req.opts
+	o.Opener = op
+	if err := qcow2.Create(req.path, o); err != nil {
+		return unwrapPathErr(err)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// imageInfo is qemu-img info's ImageInfo (the fields we fill).
+type imageInfo struct {
+	VirtualSize           int64           `json:"virtual-size"`
+	Filename              string          `json:"filename"`
+	ClusterSize           int64           `json:"cluster-size,omitempty"`
+	Format                string          `json:"format"`
+	ActualSize            int64           `json:"actual-size"`
+	FormatSpecific        *formatSpecific `json:"format-specific,omitempty"`
+	FullBackingFilename   string          `json:"full-backing-filename,omitempty"`
+	BackingFilename       string          `json:"backing-filename,omitempty"`
+	BackingFilenameFormat string          `json:"backing-filename-format,omitempty"`
+	DirtyFlag             bool            `json:"dirty-flag"`
+}
+
+type formatSpecific struct {
+	Type string       `json:"type"`
+	Data *qcow2Detail `json:"data"`
+}
+
+// qcow2Detail is ImageInfoSpecificQCow2.
+type qcow2Detail struct {
+	Compat          string `json:"compat"`
+	CompressionType string `json:"compression-type"`
+	LazyRefcounts   *bool  `json:"lazy-refcounts,omitempty"`
+	RefcountBits    int    `json:"refcount-bits"`
+	Corrupt         *bool  `json:"corrupt,omitempty"`
+	ExtendedL2      *bool  `json:"extended-l2,omitempty"`
+}
+
+func qcow2Specific(h format.Header) *qcow2Detail {
+	d := &qcow2Detail{Compat: "0.10", CompressionType: "zlib", RefcountBits: 1 << h.RefcountOrder}
+	if h.CompressionType != 0 {
+		d.CompressionType = "zstd"
+	}
+	if h.Version >= 3 {
+		lazy := h.CompatibleFeatures&format.CompatLazyRefcounts != 0
+		corrupt := h.IncompatibleFeatures&format.IncompatCorrupt != 0
+		ext := h.ExtendedL2()
+		d.Compat, d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = "1.1", &lazy, &corrupt, &ext
+	}
+	return d
+}
+
+func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
+	fmt.Fprintf(w, "%scompat: %s\n", indent, d.Compat)
+	fmt.Fprintf(w, "%scompression type: %s\n", indent, d.CompressionType)
+	if d.LazyRefcounts != nil {
+		fmt.Fprintf(w, "%slazy refcounts: %t\n", indent, *d.LazyRefcounts)
+	}
+	fmt.Fprintf(w, "%srefcount bits: %d\n", indent, d.RefcountBits)
+	if d.Corrupt != nil {
+		fmt.Fprintf(w, "%scorrupt: %t\n", indent, *d.Corrupt)
+	}
+	if d.ExtendedL2 != nil {
+		fmt.Fprintf(w, "%sextended l2: %t\n", indent, *d.ExtendedL2)
+	}
+}
+
+// diskUsage is the file's allocated size (st_blocks * 512).
+func diskUsage(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}
+
+// collectInfo gathers qemu-img info's fields for an open image.
+func collectInfo(path string, size int64, im *qcow2.Image) *imageInfo {
+	inf := &imageInfo{VirtualSize: size, Filename: path, Format: formatOf(im), ActualSize: diskUsage(path)}
+	if im == nil {
+		return inf
+	}
+	h := im.Header()
+	inf.ClusterSize = int64(h.ClusterSize())
+	inf.DirtyFlag = h.IncompatibleFeatures&format.IncompatDirty != 0
+	inf.FormatSpecific = &formatSpecific{Type: "qcow2", Data: qcow2Specific(h)}
+	if h.BackingFile != "" {
+		inf.BackingFilename = h.BackingFile
+		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
+		inf.BackingFilenameFormat = h.BackingFormat
+	}
+	return inf
+}
+
+func writeInfoHuman(w io.Writer, inf *imageInfo) {
+	fmt.Fprintf(w, "image: %s\n", inf.Filename)
+	fmt.Fprintf(w, "file format: %s\n", inf.Format)
+	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", sizeToStr(inf.VirtualSize), inf.VirtualSize)
+	fmt.Fprintf(w, "disk size: %s\n", sizeToStr(inf.ActualSize))
+	if inf.ClusterSize != 0 {
+		fmt.Fprintf(w, "cluster_size: %d\n", inf.ClusterSize)
+	}
+	if inf.DirtyFlag {
+		fmt.Fprintln(w, "cleanly shut down: no")
+	}
+	if inf.BackingFilename != "" {
+		fmt.Fprintf(w, "backing file: %s", inf.BackingFilename)
+		if inf.FullBackingFilename != inf.BackingFilename {
+			fmt.Fprintf(w, " (actual path: %s)", inf.FullBackingFilename)
+		}
+		fmt.Fprintln(w)
+		if inf.BackingFilenameFormat != "" {
+			fmt.Fprintf(w, "backing file format: %s\n", inf.BackingFilenameFormat)
+		}
+	}
+	if inf.FormatSpecific != nil {
+		fmt.Fprintln(w, "Format specific information:")
+		writeSpecificHuman(w, inf.FormatSpecific.Data, "    ")
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "    ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func runInfo(e *env, args []string) int {
+	o, err := getopt(args, "f:t:i:U", "output:", "metrics", "force-share", "backing-chain")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	out, err := outputFormat(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(fmt.Errorf("expecting one image file name"))
+	}
+	path := o.args[0]
+	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""),
+		aio: o.get("i", ""), readOnly: true, opts: qcow2.Options{NoBacking: true}})
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	defer dev.Close()
+	size, err := dev.Size()
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	inf := collectInfo(path, size, im)
+	if out == "json" {
+		if err := writeJSON(e.stdout, inf); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	} else {
+		writeInfoHuman(e.stdout, inf)
+	}
+	if o.has("metrics") && im != nil {
+		writeMetrics(e.stdout, im)
+	}
+	return 0
+}
+
+// writeMetrics prints the engine's cache state and counters.
+func writeMetrics(w io.Writer, im *qcow2.Image) {
+	l2, rc := im.CacheMetrics()
+	fmt.Fprintln(w, "Engine cache metrics:")
+	fmt.Fprintf(w, "    l2 cache: %s (hit ratio %.2f)\n", l2, l2.HitRatio())
+	fmt.Fprintf(w, "    refcount cache: %s (hit ratio %.2f)\n", rc, rc.HitRatio())
+	fmt.Fprintf(w, "Engine metrics:\n    %s\n", im.Metrics())
+}

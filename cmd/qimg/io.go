@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+func runIO(e *env, args []string) int {
+	o, err := getopt(args, "c:f:t:i:T:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(fmt.Errorf("expected exactly one image file"))
+	}
+	cache := o.get("t", o.get("cache", "writeback"))
+	if o.has("n") || o.has("nocache") {
+		cache = "none"
+	}
+	s := openSpec{path: o.args[0], format: o.get("f", o.get("format", "")), cache: cache,
+		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only")}
+	dev, im, err := openImage(s)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	sess := &ioSession{dev: dev, im: im, path: s.path, out: e.stdout}
+	code := 0
+	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
+		if err := sess.exec(c); err != nil {
+			e.errorf(1, "%v", err)
+			code = 1
+		}
+	}
+	if err := dev.Flush(); err != nil {
+		code = e.errorf(1, "flush: %v", err)
+	}
+	if err := dev.Close(); err != nil {
+		code = e.errorf(1, "close: %v", err)
+	}
+	return code
+}
+
+// ioSession runs qemu-io commands on one open image.
+type ioSession struct {
+	dev  block.Device
+	im   *qcow2.Image // nil for raw
+	path string
+	out  io.Writer
+}
+
+// exec runs one qemu-io command line. The returned error is the one line
+// to report; the qemu-io style output has gone to s.out.
+func (s *ioSession) exec(line string) error {
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return nil
+	}
+	name, args := f[0], f[1:]
+	var err error
+	switch name {
+	case "write", "w":
+		err = s.write(args)
+	case "read", "r":
+		err = s.read(args)
+	case "discard", "d":
+		err = s.discard(args)
+	case "flush", "f":
+		err = s.dev.Flush()
+	case "map":
+		err = s.mapCmd()
+	case "info", "i":
+		err = s.info()
+	default:
+		return fmt.Errorf("command %q not found", name)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// offLen parses the OFF LEN arguments and checks them against the size.
+func (s *ioSession) offLen(args []string) (int64, int64, error) {
+	if len(args) != 2 {
+		return 0, 0, fmt.Errorf("expected OFFSET LENGTH, got %d arguments", len(args))
+	}
+	off, err := parseSize(args[0])
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := parseSize(args[1])
+	if err != nil {
+		return 0, 0, err
+	}
+	size, err := s.dev.Size()
+	if err != nil {
+		return 0, 0, err
+	}
+	if off+n > size || off+n < off {
+		return 0, 0, fmt.Errorf("request [%d, %d) is past the end of the image (%d bytes)", off, off+n, size)
+	}
+	return off, n, nil
+}
+
+func parsePattern(s string) (byte, error) {
+	v, err := strconv.ParseInt(s, 0, 64)
+	if err != nil || v < 0 || v > 255 {
+		return 0, fmt.Errorf("invalid pattern %q", s)
+	}
+	return byte(v), nil
+}
+
+// report prints qemu-io's two result lines.
+func (s *ioSession) report(verb string, off, n int64, start time.Time) {
+	d := time.Since(start).Seconds()
+	if d <= 0 {
+		d = 1e-9
+	}
+	fmt.Fprintf(s.out, "%s %d/%d bytes at offset %d\n", verb, n, n, off)
+	fmt.Fprintf(s.out, "%s, 1 ops; %05.2f sec (%s/sec and %.4f ops/sec)\n", cvtstr(float64(n)), d, cvtstr(float64(n)/d), 1/d)
+}
+
+const ioChunk = 1 << 20
+
+func (s *ioSession) write(args []string) error {
+	o, err := getopt(args, "P:zuqCcn")
+	if err != nil {
+		return err
+	}
+	if o.has("c") || o.has("n") {
+		return fmt.Errorf("-c (compressed) and -n are not supported")
+	}
+	zero := o.has("z")
+	if zero && o.has("P") {
+		return fmt.Errorf("-z and -P cannot be specified at the same time")
+	}
+	if o.has("u") && !zero {
+		return fmt.Errorf("-u requires -z to be specified")
+	}
+	pat := byte(0xcd)
+	if o.has("P") {
+		if pat, err = parsePattern(o.get("P", "")); err != nil {
+			return err
+		}
+	}
+	off, n, err := s.offLen(o.args)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if zero {
+		var fl block.Flags
+		if o.has("u") {
+			fl |= block.MayUnmap
+		}
+		err = s.dev.WriteZeroes(off, n, fl)
+	} else {
+		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
+		for done := int64(0); done < n && err == nil; done += int64(len(buf)) {
+			b := buf[:min(int64(len(buf)), n-done)]
+			err = s.dev.Writev(off+done, [][]byte{b})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !o.has("q") {
+		s.report("wrote", off, n, start)
+	}
+	return nil
+}
+
+// errPattern is a failed read -P verification.
+var errPattern = errors.New("pattern verification failed")
+
+func (s *ioSession) read(args []string) error {
+	o, err := getopt(args, "P:vqbCl:s:p")
+	if err != nil {
+		return err
+	}
+	var pat byte
+	check := o.has("P")
+	if check {
+		if pat, err = parsePattern(o.get("P", "")); err != nil {
+			return err
+		}
+	}
+	off, n, err := s.offLen(o.args)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	mismatch := false
+	var dump []byte
+	buf := make([]byte, min(n, ioChunk))
+	for done := int64(0); done < n; done += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), n-done)]
+		if err := s.dev.Readv(off+done, [][]byte{b}); err != nil {
+			return err
+		}
+		if check && !mismatch {
+			for _, c := range b {
+				if c != pat {
+					mismatch = true
+					break
+				}
+			}
+		}
+		if o.has("v") {
+			dump = append(dump, b...)
+		}
+	}
+	if mismatch {
+		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, n)
+	}
+	if o.has("v") {
+		hexDump(s.out, dump, off)
+	}
+	if !o.has("q") {
+		s.report("read", off, n, start)
+	}
+	if mismatch {
+		return fmt.Errorf("%w at offset %d, %d bytes", errPattern, off, n)
+	}
+	return nil
+}
+
+// hexDump is qemu-io's dump_buffer.
+func hexDump(w io.Writer, b []byte, off int64) {
+	for i := 0; i < len(b); i += 16 {
+		line := b[i:min(i+16, len(b))]
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "%08x:  ", off+int64(i))
+		for _, c := range line {
+			fmt.Fprintf(&sb, "%02x ", c)
+		}
+		sb.WriteByte(' ')
+		for _, c := range line {
+			if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+				sb.WriteByte(c)
+			} else {
+				sb.WriteByte('.')
+			}
+		}
+		fmt.Fprintln(w, sb.String())
+	}
+}
+
+func (s *ioSession) discard(args []string) error {
+	o, err := getopt(args, "q")
+	if err != nil {
+		return err
+	}
+	off, n, err := s.offLen(o.args)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if s.im != nil {
+		err = s.im.Discard(off, n)
+	} else {
+		err = s.dev.WriteZeroes(off, n, block.MayUnmap)
+	}
+	if err != nil {
+		return err
+	}
+	if !o.has("q") {
+		s.report("discard", off, n, start)
+	}
+	return nil
+}
+
+// mapCmd is qemu-io's map: allocated / not allocated runs through the
+// whole chain.
+func (s *ioSession) mapCmd() error {
+	ext, err := mapExtents(s.dev, s.im)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(ext); {
+		j, n := i, int64(0)
+		for ; j < len(ext) && ext[j].Present == ext[i].Present; j++ {
+			n += ext[j].Length
+		}
+		state := "not"
+		if ext[i].Present {
+			state = "    "
+		}
+		fmt.Fprintf(s.out, "%s (0x%x) bytes %s allocated at offset %s (0x%x)\n",
+			cvtstr(float64(n)), n, state, cvtstr(float64(ext[i].Start)), ext[i].Start)
+		i = j
+	}
+	return nil
+}
+
+// info is qemu-io's info command.
+func (s *ioSession) info() error {
+	if s.im == nil {
+		fmt.Fprintln(s.out, "format name: raw")
+		return nil
+	}
+	h := s.im.Header()
+	g := s.im.Geometry()
+	fmt.Fprintln(s.out, "format name: qcow2")
+	fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(g.ClusterSize)))
+	vmState := g.L1EntriesFor(h.Size) * g.ClusterSize * g.L2Entries
+	fmt.Fprintf(s.out, "vm state offset: %s\n", cvtstr(float64(vmState)))
+	fmt.Fprintln(s.out, "Format specific information:")
+	writeSpecificHuman(s.out, qcow2Specific(h), "    ")
+	return nil
+}

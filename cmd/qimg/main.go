@@ -1,0 +1,100 @@
+// Command qimg is a qemu-img / qemu-io work-alike for qcow2 and raw images
+// on the qring engine (io_uring backend). It is a thin CLI: each subcommand
+// parses its flags, calls a function of this package that does the work on
+// the engine API, and prints the result in qemu-img's formats.
+//
+//	qimg create  [-f qcow2|raw] [-o opts] [-b backing -F fmt] FILE [SIZE]
+//	qimg info    [-f fmt] [--output=human|json] [--metrics] FILE
+//	qimg check   [-f fmt] [-r leaks|all] [--output=human|json] FILE
+//	qimg map     [-f fmt] [--output=human|json] FILE
+//	qimg compare [-f fmt] [-F fmt] [-s] A B
+//	qimg convert [-f fmt] -O raw|qcow2 [-o opts] [-p] IN OUT
+//	qimg io      [-f fmt] [-t cache] [-i aio] FILE -c CMD [-c CMD ...]
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// env is what a subcommand prints to.
+type env struct {
+	name           string
+	stdout, stderr io.Writer
+}
+
+// errorf prints one "qimg: <cmd>: <msg>" line on stderr and returns code.
+func (e *env) errorf(code int, format string, a ...any) int {
+	msg := fmt.Sprintf(format, a...)
+	msg = strings.ReplaceAll(strings.TrimRight(msg, "\n"), "\n", "; ")
+	fmt.Fprintf(e.stderr, "qimg: %s: %s\n", e.name, msg)
+	return code
+}
+
+// usageErr reports a command-line error together with the usage line.
+func (e *env) usageErr(err error) int {
+	return e.errorf(1, "%v (usage: qimg %s %s)", err, e.name, commands[e.name].usage)
+}
+
+type command struct {
+	run   func(e *env, args []string) int
+	usage string
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"create":  {runCreate, "[-f qcow2|raw] [-o options] [-b backing_file -F backing_fmt] FILE [SIZE]"},
+		"info":    {runInfo, "[-f fmt] [--output=human|json] [--metrics] [-t cache] FILE"},
+		"check":   {runCheck, "[-f fmt] [-r leaks|all] [--output=human|json] [-T cache] FILE"},
+		"map":     {runMap, "[-f fmt] [--output=human|json] FILE"},
+		"compare": {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
+		"convert": {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
+		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] FILE -c CMD [-c CMD ...]"},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: qimg COMMAND [options]")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  qimg %s %s\n", n, commands[n].usage)
+	}
+}
+
+// run is the whole CLI: main only calls it and exits with its result.
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "qimg: missing command (try 'qimg help')")
+		return 1
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "qimg: unknown command %q (try 'qimg help')\n", args[0])
+		return 1
+	}
+	e := &env{name: args[0], stdout: stdout, stderr: stderr}
+	defer func() {
+		if r := recover(); r != nil {
+			code = e.errorf(1, "internal error: %v", r)
+		}
+	}()
+	return c.run(e, args[1:])
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// mapExtents returns qemu-img map's extents for an open image: the
+// engine's Map for qcow2, and data/hole runs (SEEK_DATA/SEEK_HOLE) of the
+// file for raw.
+func mapExtents(dev block.Device, im *qcow2.Image) ([]qcow2.MapEntry, error) {
+	if im != nil {
+		return im.Map()
+	}
+	size, err := dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	return rawExtents(dev, size), nil
+}
+
+type fder interface{ Fd() int }
+
+// rawExtents maps a raw file: data where SEEK_DATA finds it, holes as
+// zeros; without an fd (or without SEEK_DATA) the whole file is data.
+func rawExtents(dev block.Device, size int64) []qcow2.MapEntry {
+	entry := func(start, n int64, data bool) qcow2.MapEntry {
+		o := start
+		return qcow2.MapEntry{Start: start, Length: n, Present: true, Zero: !data, Data: data, Offset: &o}
+	}
+	all := []qcow2.MapEntry{entry(0, size, true)}
+	if size == 0 {
+		return nil
+	}
+	fd, ok := dev.(fder)
+	if !ok {
+		return all
+	}
+	f := fd.Fd()
+	var out []qcow2.MapEntry
+	for off := int64(0); off < size; {
+		d, err := seek(f, off, seekData)
+		if err != nil || d >= size {
+			d = size
+		}
+		if d > off {
+			out = append(out, entry(off, d-off, false))
+		}
+		if d >= size {
+			break
+		}
+		h, err := seek(f, d, seekHole)
+		if err != nil || h > size {
+			h = size
+		}
+		if h <= d {
+			return all
+		}
+		out = append(out, entry(d, h-d, true))
+		off = h
+	}
+	return out
+}
+
+// seek is lseek(2) on a descriptor we do not own.
+func seek(fd int, off int64, whence int) (int64, error) {
+	return syscall.Seek(fd, off, whence)
+}
+
+// chainNames returns the file name of each layer of the backing chain,
+// as qemu prints them (backing names combined with the overlay's path).
+func chainNames(path string, im *qcow2.Image) []string {
+	names := []string{path}
+	for cur := im; cur != nil; {
+		h := cur.Header()
+		if h.BackingFile == "" {
+			break
+		}
+		path = pathCombine(path, h.BackingFile)
+		names = append(names, path)
+		next, _ := cur.Backing().(*qcow2.Image)
+		cur = next
+	}
+	return names
+}
+
+// writeMapJSON prints the extents like qemu-img map --output=json (8.2
+// layout: one object per line, "compressed" after "data").
+func writeMapJSON(w io.Writer, ext []qcow2.MapEntry) {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, e := range ext {
+		fmt.Fprintf(&b, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t, "compressed": %t`,
+			e.Start, e.Length, e.Depth, e.Present, e.Zero, e.Data, e.Compressed)
+		if e.Offset != nil {
+			fmt.Fprintf(&b, `, "offset": %d`, *e.Offset)
+		}
+		b.WriteString("}")
+		if i+1 < len(ext) {
+			b.WriteString(",\n")
+		}
+	}
+	b.WriteString("]\n")
+	io.WriteString(w, b.String())
+}
+
+// cHex is C's "%#x": 0 prints as "0".
+func cHex(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
+
+// writeMapHuman prints qemu-img map's table: data extents with their host
+// offset and file. Compressed data cannot be shown, as in qemu.
+func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
+	for _, e := range ext {
+		if !e.Data {
+			continue
+		}
+		if e.Offset == nil {
+			io.WriteString(w, b.String())
+			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+		}
+		name := ""
+		if e.Depth < len(names) {
+			name = names[e.Depth]
+		}
+		fmt.Fprintf(&b, "%-16s%-16s%-16s%s\n", cHex(e.Start), cHex(e.Length), cHex(*e.Offset), name)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func runMap(e *env, args []string) int {
+	o, err := getopt(args, "f:t:U", "output:", "force-share")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	out, err := outputFormat(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(fmt.Errorf("expecting one image file name"))
+	}
+	path := o.args[0]
+	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""), readOnly: true})
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	defer dev.Close()
+	ext, err := mapExtents(dev, im)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	if out == "json" {
+		writeMapJSON(e.stdout, ext)
+		return 0
+	}
+	if err := writeMapHuman(e.stdout, ext, chainNames(path, im)); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	return 0
+}

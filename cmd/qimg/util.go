@@ -1,0 +1,213 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// opts is the result of getopt: option values by name (the letter of a
+// short option, the name of a long one) and the positional arguments.
+type opts struct {
+	vals map[string][]string
+	args []string
+}
+
+func (o *opts) has(k string) bool { _, ok := o.vals[k]; return ok }
+
+// get returns the last value of k, or def.
+func (o *opts) get(k, def string) string {
+	if v := o.vals[k]; len(v) > 0 {
+		return v[len(v)-1]
+	}
+	return def
+}
+
+// getopt parses args like GNU getopt_long with permutation: options may
+// come before or after positional arguments; "--" ends options. shorts is
+// a getopt string ("f:pq": f takes a value); longs lists long options, a
+// trailing ':' meaning a value ("output:").
+func getopt(args []string, shorts string, longs ...string) (*opts, error) {
+	o := &opts{vals: map[string][]string{}}
+	shortArg := map[byte]bool{}
+	for i := 0; i < len(shorts); i++ {
+		c := shorts[i]
+		has := i+1 < len(shorts) && shorts[i+1] == ':'
+		shortArg[c] = has
+		if has {
+			i++
+		}
+	}
+	longArg := map[string]bool{}
+	for _, l := range longs {
+		longArg[strings.TrimSuffix(l, ":")] = strings.HasSuffix(l, ":")
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			o.args = append(o.args, args[i+1:]...)
+			return o, nil
+		case strings.HasPrefix(a, "--"):
+			name, val, hasVal := strings.Cut(a[2:], "=")
+			need, ok := longArg[name]
+			if !ok {
+				return nil, fmt.Errorf("unknown option '--%s'", name)
+			}
+			if need && !hasVal {
+				if i+1 >= len(args) {
+					return nil, fmt.Errorf("option '--%s' requires an argument", name)
+				}
+				i++
+				val = args[i]
+			} else if !need && hasVal {
+				return nil, fmt.Errorf("option '--%s' doesn't allow an argument", name)
+			}
+			o.vals[name] = append(o.vals[name], val)
+		case len(a) > 1 && a[0] == '-':
+			for j := 1; j < len(a); j++ {
+				c := a[j]
+				need, ok := shortArg[c]
+				if !ok {
+					return nil, fmt.Errorf("unknown option '-%c'", c)
+				}
+				if !need {
+					o.vals[string(c)] = append(o.vals[string(c)], "")
+					continue
+				}
+				val := a[j+1:]
+				if val == "" {
+					if i+1 >= len(args) {
+						return nil, fmt.Errorf("option '-%c' requires an argument", c)
+					}
+					i++
+					val = args[i]
+				}
+				o.vals[string(c)] = append(o.vals[string(c)], val)
+				break
+			}
+		default:
+			o.args = append(o.args, a)
+		}
+	}
+	return o, nil
+}
+
+// outputFormat validates --output.
+func outputFormat(o *opts) (string, error) {
+	f := o.get("output", "human")
+	if f != "human" && f != "json" {
+		return "", fmt.Errorf("--output must be used with human or json as argument")
+	}
+	return f, nil
+}
+
+// parseSize is qcow2.ParseSize with qemu's wording on errors.
+func parseSize(s string) (int64, error) {
+	n, err := qcow2.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size or offset %q", s)
+	}
+	return n, nil
+}
+
+// sizeToStr is QEMU's size_to_str: "1 GiB", "196 KiB", "1.5 MiB".
+func sizeToStr(v int64) string {
+	suffixes := []string{"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
+	_, e := math.Frexp(float64(v) / (1000.0 / 1024.0))
+	i := (e - 1) / 10
+	if i < 0 {
+		i = 0
+	}
+	div := float64(uint64(1) << (uint(i) * 10))
+	return fmt.Sprintf("%s %sB", cFormatG(float64(v)/div), suffixes[i])
+}
+
+// cFormatG is C's "%0.3g" for values below 1000.
+func cFormatG(f float64) string {
+	return strconv.FormatFloat(f, 'g', 3, 64)
+}
+
+// cvtstr is qemu-io's cvtstr: "68.359 KiB", "1 bytes", "180.583646 bytes".
+func cvtstr(v float64) string {
+	units := []struct {
+		n   float64
+		suf string
+	}{{1 << 60, " EiB"}, {1 << 50, " PiB"}, {1 << 40, " TiB"}, {1 << 30, " GiB"}, {1 << 20, " MiB"}, {1 << 10, " KiB"}}
+	s, suf := "", " bytes"
+	for _, u := range units {
+		if v >= u.n {
+			s, suf = fmt.Sprintf("%.3f", v/u.n), u.suf
+			break
+		}
+	}
+	if s == "" {
+		s = fmt.Sprintf("%f", v)
+	}
+	if i := strings.Index(s, ".000"); i >= 0 {
+		s = s[:i]
+	}
+	return s + suf
+}
+
+// openSpec describes how a subcommand opens an image.
+type openSpec struct {
+	path, format, cache, aio string
+	readOnly                 bool
+	opts                     qcow2.Options
+}
+
+// openImage opens an image with the io_uring backend (imgopen). im is nil
+// for raw images.
+func openImage(s openSpec) (block.Device, *qcow2.Image, error) {
+	if s.cache == "" {
+		s.cache = "writeback"
+	}
+	if s.format != "" && s.format != "qcow2" && s.format != "raw" {
+		return nil, nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", s.format)
+	}
+	if _, err := os.Stat(s.path); err != nil {
+		return nil, nil, fmt.Errorf("could not open '%s': %w", s.path, unwrapPathErr(err))
+	}
+	dev, im, err := imgopen.Open(imgopen.Spec{Path: s.path, Format: s.format, ReadOnly: s.readOnly,
+		Cache: s.cache, AIO: s.aio, Opts: s.opts})
+	if err != nil {
+		return nil, nil, fmt.Errorf("could not open '%s': %w", s.path, err)
+	}
+	return dev, im, nil
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// formatOf names the format of an open image.
+func formatOf(im *qcow2.Image) string {
+	if im != nil {
+		return "qcow2"
+	}
+	return "raw"
+}
+
+// pathCombine is QEMU's path_combine: a relative backing name is taken
+// relative to the directory part of the image's name, textually.
+func pathCombine(base, name string) string {
+	if name == "" || strings.HasPrefix(name, "/") {
+		return name
+	}
+	if i := strings.LastIndexByte(base, '/'); i >= 0 {
+		return base[:i+1] + name
+	}
+	return name
+}
