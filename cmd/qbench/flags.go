@@ -1,0 +1,329 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/qring/qring/internal/bench"
+	"github.com/qring/qring/qcow2"
+)
+
+var errHelp = errors.New("help requested")
+
+// cli is the parsed command line: the benchmark Config plus what only the
+// command does (output format, profiles).
+type cli struct {
+	cfg        bench.Config
+	json       bool
+	gobench    bool
+	cpuProfile string
+	memProfile string
+	trace      string
+}
+
+func usage() string {
+	return `usage: qbench [flags] [FILE]
+
+Runs qemu-img bench's workload on the qring engine. Without FILE, creates a
+fresh 4 GiB qcow2 image (64 KiB clusters) in a temporary directory, runs a
+write test on it with -t none, and deletes it (the seed benchmark).
+With FILE, qemu-img semantics: a read test unless -w, cache writeback unless -t.
+
+qemu-img bench flags (same meaning and defaults):
+  -c, -n COUNT        requests (default 75000; k/M/G = powers of 1024: 1M = 1048576).
+                      Note: -n is a count here, not qemu-img's native-AIO switch.
+  -d DEPTH            requests in parallel (default 64)
+  -f FMT              qcow2 or raw (default: probe; qcow2 for created images)
+  -o OFFSET           first offset (default 0). An -o argument containing '='
+                      is image/engine options instead (see -o name=value below).
+  -s SIZE             bytes per request (default 4k)
+  -S STEP             offset step (default = SIZE; 0 allowed). Offsets wrap
+                      as in QEMU 7.2: next = (offset + STEP) % image size.
+  -t CACHE            none (O_DIRECT), writeback, writethrough, directsync, unsafe
+  -w                  write test (default: read)
+  --pattern BYTE      write fill byte, e.g. 0xab (default 0)
+  --flush-interval N  flush every N requests (writes only, N >= depth)
+  --no-drain          with --flush-interval: flush without draining the queue
+  -i AIO              io_uring (default) or threads
+  -q                  quiet: only "Run completed" and the summary
+  -U                  force share (accepted; the engine takes no locks)
+
+Image and engine options:
+  -o name=value[,name=value]   (also -O, --opt; repeatable)
+      engine (open) options: ` + strings.Join(openOptionNames(), ", ") + `
+      create options (with --create or the seed image): ` + strings.Join(qcow2.CreateOptionNames[1:], ", ") + `
+  --prealloc on|off   the engine's cluster preallocation (seed switch)
+  --prealloc-size N   reserve host space ahead in chunks of N bytes
+  --l2-cache-size N   L2 cache size in bytes
+  --create SIZE       create a fresh image of SIZE at FILE first
+  --cluster-size N    cluster size for created images (default 64k)
+  --dir DIR           where the seed image is created (default $TMPDIR)
+  --keep              keep the seed image
+
+Output and profiling:
+  --json              one JSON object on stdout (and nothing else there)
+  --gobench-output    also print a go test -bench line for benchstat
+                      (on stderr with --json)
+  --cpuprofile FILE   write a CPU profile (runtime/pprof)
+  --memprofile FILE   write an allocation profile
+  --trace FILE        write a runtime/trace execution trace
+  -h, --help          this help
+
+A progress bar is drawn on stderr when stdout and stderr are terminals,
+unless -q or --json.
+`
+}
+
+func openOptionNames() []string {
+	var n []string
+	for _, k := range qcow2.OptionNames {
+		if k != "read-only" && k != "repair" {
+			n = append(n, k)
+		}
+	}
+	return n
+}
+
+// parseCount parses a request count or depth: a non-negative integer with
+// an optional k/M/G suffix (powers of 1024).
+func parseCount(what, s string) (int64, error) {
+	n, err := qcow2.ParseSize(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid %s %q", what, s)
+	}
+	return n, nil
+}
+
+func parseSizeArg(what, s string) (int64, error) {
+	n, err := qcow2.ParseSize(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid %s %q", what, s)
+	}
+	return n, nil
+}
+
+// strList collects a repeatable string flag.
+type strList []string
+
+func (l *strList) String() string     { return strings.Join(*l, " ") }
+func (l *strList) Set(s string) error { *l = append(*l, s); return nil }
+
+// parse maps the command line to a cli. Flags may come before or after
+// FILE, as with qemu-img's getopt.
+func parse(args []string) (*cli, error) {
+	fs := flag.NewFlagSet("qbench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line by run
+	fs.Usage = func() {}
+	var (
+		count, countN, depth, size, step, pattern, flushInt string
+		format, cache, aio, createSize, clusterSize         string
+		prealloc, preallocSize, l2CacheSize, dir            string
+		oArgs, optArgs                                      strList
+		write, noDrain, quiet, forceShare, keep             bool
+		cl                                                  = &cli{}
+	)
+	fs.StringVar(&count, "c", "", "")
+	fs.StringVar(&countN, "n", "", "")
+	fs.StringVar(&depth, "d", "", "")
+	fs.StringVar(&format, "f", "", "")
+	fs.Var(&oArgs, "o", "")
+	fs.Var(&optArgs, "O", "")
+	fs.Var(&optArgs, "opt", "")
+	fs.StringVar(&size, "s", "", "")
+	fs.StringVar(&step, "S", "", "")
+	fs.StringVar(&cache, "t", "", "")
+	fs.BoolVar(&write, "w", false, "")
+	fs.StringVar(&pattern, "pattern", "", "")
+	fs.StringVar(&flushInt, "flush-interval", "", "")
+	fs.BoolVar(&noDrain, "no-drain", false, "")
+	fs.StringVar(&aio, "i", "", "")
+	fs.BoolVar(&quiet, "q", false, "")
+	fs.BoolVar(&forceShare, "U", false, "")
+	fs.StringVar(&dir, "dir", "", "")
+	fs.BoolVar(&keep, "keep", false, "")
+	fs.StringVar(&createSize, "create", "", "")
+	fs.StringVar(&clusterSize, "cluster-size", "", "")
+	fs.StringVar(&prealloc, "prealloc", "", "")
+	fs.StringVar(&preallocSize, "prealloc-size", "", "")
+	fs.StringVar(&l2CacheSize, "l2-cache-size", "", "")
+	fs.BoolVar(&cl.json, "json", false, "")
+	fs.BoolVar(&cl.gobench, "gobench-output", false, "")
+	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "")
+	fs.StringVar(&cl.memProfile, "memprofile", "", "")
+	fs.StringVar(&cl.trace, "trace", "", "")
+
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" || args[0] == "-" && len(args) > 1 {
+			files = append(files, args[1:]...)
+			break
+		}
+		files = append(files, args[0])
+		args = args[1:]
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	c := &cl.cfg
+	c.Step = -1
+	var err error
+	switch len(files) {
+	case 0:
+	case 1:
+		c.File = files[0]
+	default:
+		return nil, fmt.Errorf("expected at most one FILE, got %d: %s", len(files), strings.Join(files, " "))
+	}
+
+	if set["c"] && set["n"] && count != countN {
+		cn, err1 := parseCount("count", count)
+		nn, err2 := parseCount("count", countN)
+		if err1 != nil || err2 != nil || cn != nn {
+			return nil, fmt.Errorf("-c %s and -n %s disagree (they are the same count; give one)", count, countN)
+		}
+	}
+	if set["n"] {
+		count = countN
+	}
+	if count != "" {
+		if c.Count, err = parseCount("request count", count); err != nil {
+			return nil, err
+		}
+		if c.Count == 0 {
+			// Count 0 would mean "default" in Config; qemu runs nothing.
+			return nil, fmt.Errorf("invalid request count %q (must be at least 1)", count)
+		}
+	}
+	if set["d"] {
+		d, err := parseCount("queue depth", depth)
+		if err != nil || d < 1 || d > 1<<16 {
+			return nil, fmt.Errorf("invalid queue depth %q (1..65536)", depth)
+		}
+		c.Depth = int(d)
+	}
+	if set["s"] {
+		if c.Size, err = parseSizeArg("request size", size); err != nil {
+			return nil, err
+		}
+		if c.Size == 0 {
+			return nil, fmt.Errorf("invalid request size %q", size)
+		}
+	}
+	if set["S"] {
+		if c.Step, err = parseSizeArg("step size", step); err != nil {
+			return nil, err
+		}
+	}
+	if set["pattern"] {
+		p, err := strconv.ParseUint(pattern, 0, 8)
+		if err != nil {
+			return nil, fmt.Errorf("invalid pattern byte %q (0..255, e.g. 0xab)", pattern)
+		}
+		c.Pattern = byte(p)
+		if !write && c.File != "" {
+			return nil, errors.New("--pattern is only available in write tests (-w)")
+		}
+	}
+	if set["flush-interval"] {
+		if c.FlushInterval, err = parseCount("flush interval", flushInt); err != nil {
+			return nil, err
+		}
+		if c.FlushInterval == 0 {
+			return nil, fmt.Errorf("invalid flush interval %q", flushInt)
+		}
+	}
+	c.Format, c.Cache, c.AIO, c.Dir = format, cache, aio, dir
+	c.Write, c.NoDrain, c.Quiet, c.ForceShare, c.Keep = write, noDrain, quiet, forceShare, keep
+
+	// -o is qemu-img bench's OFFSET unless it carries name=value options.
+	var createOpts []string
+	for _, o := range oArgs {
+		if strings.Contains(o, "=") {
+			optArgs = append(optArgs, o)
+			continue
+		}
+		if c.Offset, err = parseSizeArg("offset", o); err != nil {
+			return nil, fmt.Errorf("invalid offset %q (an -o with name=value sets options)", o)
+		}
+	}
+	for _, o := range optArgs {
+		kvs, err := qcow2.SplitOptions(o)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			k, v := kv[0], kv[1]
+			switch {
+			case slices.Contains(openOptionNames(), k):
+				if err := c.Engine.Set(k, v); err != nil {
+					return nil, fmt.Errorf("option %s=%s: %w", k, v, err)
+				}
+				c.EngineOpts = append(c.EngineOpts, k+"="+v)
+			case k != "size" && slices.Contains(qcow2.CreateOptionNames, k):
+				if err := c.Create.Set(k, v); err != nil {
+					return nil, fmt.Errorf("create option %s=%s: %w", k, v, err)
+				}
+				createOpts = append(createOpts, k)
+			default:
+				return nil, fmt.Errorf("unknown option %q (engine: %s; create: %s)", k,
+					strings.Join(openOptionNames(), ", "), strings.Join(qcow2.CreateOptionNames[1:], ", "))
+			}
+		}
+	}
+	for _, d := range []struct{ flag, name, val string }{
+		{"prealloc", "prealloc", prealloc},
+		{"prealloc-size", "prealloc-size", preallocSize},
+		{"l2-cache-size", "l2-cache-size", l2CacheSize},
+	} {
+		if !set[d.flag] {
+			continue
+		}
+		if err := c.Engine.Set(d.name, d.val); err != nil {
+			return nil, fmt.Errorf("--%s %s: %w", d.flag, d.val, err)
+		}
+		c.EngineOpts = append(c.EngineOpts, d.name+"="+d.val)
+	}
+	if set["cluster-size"] {
+		cs, err := parseSizeArg("cluster size", clusterSize)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Create.Set("cluster_size", strconv.FormatInt(cs, 10)); err != nil {
+			return nil, fmt.Errorf("--cluster-size %s: %w", clusterSize, err)
+		}
+		createOpts = append(createOpts, "cluster_size")
+	}
+	if set["create"] {
+		if c.CreateSize, err = parseSizeArg("image size", createSize); err != nil {
+			return nil, err
+		}
+		if c.CreateSize == 0 {
+			return nil, fmt.Errorf("invalid image size %q", createSize)
+		}
+		if c.File == "" {
+			return nil, errors.New("--create needs a FILE")
+		}
+	}
+	if len(createOpts) > 0 && c.File != "" && c.CreateSize == 0 {
+		return nil, fmt.Errorf("create option %s needs --create SIZE (or no FILE)", createOpts[0])
+	}
+	if (set["dir"] || keep) && c.File != "" {
+		return nil, errors.New("--dir and --keep apply to the temporary seed image only (no FILE)")
+	}
+	return cl, nil
+}

@@ -1,0 +1,121 @@
+// Command qbench is qemu-img bench for the qring engine: the same flags and
+// output lines, plus latency percentiles, CPU time, engine counters, JSON
+// and go-bench output, and profiling hooks. It only maps flags to a
+// bench.Config and prints; the workload lives in internal/bench.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+
+	"github.com/qring/qring/internal/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole CLI, callable in-process by tests: it returns the exit
+// status (0, or 1 after one "qbench: ..." line on stderr).
+func run(args []string, stdout, stderr io.Writer) int {
+	cl, err := parse(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stdout, usage())
+		return 0
+	}
+	if err == nil {
+		err = cl.cfg.Resolve()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "qbench: %v\n", err)
+		return 1
+	}
+	if err := execute(cl, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "qbench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func execute(cl *cli, stdout, stderr io.Writer) (err error) {
+	cfg := cl.cfg
+	if !cl.json {
+		cfg.Out = stdout
+	}
+	if !cl.json && !cfg.Quiet && isTerminal(stderr) && isTerminal(stdout) {
+		p := &progressBar{w: stderr}
+		cfg.Progress = p.update
+		defer p.clear()
+	}
+
+	if cl.cpuProfile != "" {
+		f, err := os.Create(cl.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if cl.trace != "" {
+		f, err := os.Create(cl.trace)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
+	}
+
+	res, err := bench.Run(cfg)
+	if err != nil {
+		return err
+	}
+
+	if cl.memProfile != "" {
+		f, err := os.Create(cl.memProfile)
+		if err != nil {
+			return err
+		}
+		runtime.GC() // up-to-date live-heap statistics
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+
+	if cl.json {
+		b, err := json.Marshal(&res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		res.WriteSummary(stdout)
+		if res.Seed && cfg.Keep {
+			fmt.Fprintf(stdout, "Kept image %s\n", res.Created)
+		}
+	}
+	if cl.gobench {
+		// stdout holds only the JSON with --json.
+		w := stdout
+		if cl.json {
+			w = stderr
+		}
+		fmt.Fprintln(w, res.GoBenchLine())
+	}
+	return nil
+}

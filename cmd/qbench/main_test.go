@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/qcow2"
+)
+
+func TestParse_Table(t *testing.T) {
+	for _, tc := range []struct {
+		args  string
+		check func(c *cli) string // "" when fine
+		err   string              // substring of the expected error
+	}{
+		{args: "", check: func(c *cli) string {
+			g := c.cfg
+			if g.File != "" || g.Count != 75000 || g.Depth != 64 || g.Size != 4096 || g.Step != 4096 ||
+				g.Cache != "none" || !g.Write || g.AIO != "io_uring" || g.Format != "qcow2" {
+				return "defaults"
+			}
+			return ""
+		}},
+		{args: "-n 1M -s 4k", check: func(c *cli) string {
+			if c.cfg.Count != 1<<20 || c.cfg.Size != 4096 {
+				return "suffixes"
+			}
+			return ""
+		}},
+		{args: "-c 2k -n 2048 x.img", check: func(c *cli) string {
+			if c.cfg.Count != 2048 || c.cfg.File != "x.img" {
+				return "same count twice"
+			}
+			return ""
+		}},
+		{args: "-c 1k -n 2k", err: "disagree"},
+		{args: "-d 0", err: "queue depth"},
+		{args: "-n 0", err: "request count"},
+		{args: "-n -5", err: "request count"},
+		{args: "-s 4q", err: "request size"},
+		{args: "--bogus", err: "not defined"},
+		{args: "a b", err: "at most one FILE"},
+		{args: "-o 1M -S 0 x.img -w", check: func(c *cli) string {
+			if c.cfg.Offset != 1<<20 || c.cfg.Step != 0 || !c.cfg.Write || c.cfg.File != "x.img" {
+				return "offset, step 0, flag after FILE"
+			}
+			return ""
+		}},
+		{args: "-o l2-cache-size=1M,prealloc=off -o 4k", check: func(c *cli) string {
+			if c.cfg.Offset != 4096 || c.cfg.Engine.L2CacheSize != 1<<20 || c.cfg.Engine.Prealloc != "off" {
+				return "-o ambiguity"
+			}
+			return ""
+		}},
+		{args: "--opt prealloc-size=1M -O prealloc-align=64k --prealloc on --l2-cache-size 2M", check: func(c *cli) string {
+			e := c.cfg.Engine
+			if e.PreallocSize != 1<<20 || e.PreallocAlign != 64<<10 || e.Prealloc != "on" || e.L2CacheSize != 2<<20 {
+				return "engine options"
+			}
+			return ""
+		}},
+		{args: "-o nope=1", err: "unknown option"},
+		{args: "-o cluster_size=4k x.img", err: "needs --create"},
+		{args: "-o cluster_size=4k --create 1G x.img", check: func(c *cli) string {
+			if c.cfg.Create.ClusterSize != 4096 || c.cfg.CreateSize != 1<<30 {
+				return "create options"
+			}
+			return ""
+		}},
+		{args: "--create 1G", err: "needs a FILE"},
+		{args: "--pattern 0xab x.img", err: "write tests"},
+		{args: "--pattern 0x1ff -w x.img", err: "pattern"},
+		{args: "-w --pattern 0xab x.img", check: func(c *cli) string {
+			if c.cfg.Pattern != 0xab {
+				return "pattern"
+			}
+			return ""
+		}},
+		{args: "-h", err: "help"},
+		{args: "--keep x.img", err: "seed image only"},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			cl, err := parse(strings.Fields(tc.args))
+			if err == nil {
+				err = cl.cfg.Resolve()
+			}
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := tc.check(cl); msg != "" {
+				t.Errorf("%s: %+v", msg, cl.cfg)
+			}
+		})
+	}
+}
+
+func TestParse_ResolveConflicts(t *testing.T) {
+	for _, tc := range []struct{ args, err string }{
+		{"-w --flush-interval 10 x.img", "smaller than depth"},
+		{"--flush-interval 100 x.img", "write tests"},
+		{"-w --no-drain x.img", "requires --flush-interval"},
+		{"-s 1000 -t none", "multiple of 512"},
+		{"-t bogus", "cache mode"},
+		{"-i native2", "aio"},
+		{"-f vmdk", "format"},
+	} {
+		cl, err := parse(strings.Fields(tc.args))
+		if err == nil {
+			err = cl.cfg.Resolve()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: error %v, want %q", tc.args, err, tc.err)
+		}
+	}
+}
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestRun_BadInputOneLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--bogus"},
+		{"-d", "0"},
+		{"-s", "4x"},
+		{"-s", "1000", "-t", "none", "-w", filepath.Join(dir, "missing.qcow2")},
+		{filepath.Join(dir, "missing.qcow2")},
+	} {
+		code, out, errOut := runCLI(t, args...)
+		if code != 1 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "qbench: ") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing.qcow2")); err == nil {
+		t.Errorf("a failed run created the image")
+	}
+}
+
+func TestRun_WriteOnCorruptImageRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.qcow2")
+	if err := qcow2.Create(p, qcow2.CreateOptions{Size: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// incompatible_features bit 1: corrupt (qcow2.rst); the engine opens
+	// such an image read-only.
+	binary.BigEndian.PutUint64(b[72:], binary.BigEndian.Uint64(b[72:])|2)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := sha256.Sum256(b)
+	code, _, errOut := runCLI(t, "-n", "16", "-w", p)
+	if code != 1 || !strings.Contains(errOut, "read-only") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	after, _ := os.ReadFile(p)
+	if sha256.Sum256(after) != before {
+		t.Errorf("the corrupt image was modified")
+	}
+}
+
+type jsonOut struct {
+	Requests        *int64             `json:"requests"`
+	BytesPerRequest *int64             `json:"bytes_per_request"`
+	Depth           *int               `json:"depth"`
+	Seconds         *float64           `json:"seconds"`
+	IOPS            *float64           `json:"iops"`
+	MiBps           *float64           `json:"mib_per_s"`
+	LatUS           map[string]float64 `json:"lat_us"`
+	CPU             map[string]float64 `json:"cpu"`
+	Engine          map[string]float64 `json:"engine"`
+	Config          map[string]any     `json:"config"`
+}
+
+func TestRun_JSONSeed(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := runCLI(t, "-n", "2k", "-s", "4k", "-q", "--json", "--dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var j jsonOut
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	if j.Requests == nil || *j.Requests != 2048 || *j.BytesPerRequest != 4096 || *j.Depth != 64 ||
+		j.Seconds == nil || j.IOPS == nil || j.MiBps == nil {
+		t.Errorf("top-level fields: %s", out)
+	}
+	for _, k := range []string{"p50", "p90", "p99", "p999", "max"} {
+		if _, ok := j.LatUS[k]; !ok {
+			t.Errorf("lat_us.%s missing", k)
+		}
+	}
+	for _, k := range []string{"user_s", "sys_s"} {
+		if _, ok := j.CPU[k]; !ok {
+			t.Errorf("cpu.%s missing", k)
+		}
+	}
+	for _, k := range []string{"fallocates", "zero_pad_bytes", "cow_bytes", "clusters_allocated", "l2_hits", "l2_misses"} {
+		if _, ok := j.Engine[k]; !ok {
+			t.Errorf("engine.%s missing", k)
+		}
+	}
+	if j.Engine["clusters_allocated"] != 2048*4096/(64<<10) {
+		t.Errorf("clusters_allocated %v", j.Engine["clusters_allocated"])
+	}
+	for _, k := range []string{"file", "format", "cache", "aio", "count", "depth", "size", "step", "offset", "write", "pattern", "prealloc", "cluster_size", "image_size"} {
+		if _, ok := j.Config[k]; !ok {
+			t.Errorf("config.%s missing", k)
+		}
+	}
+	if j.Config["cache"] != "none" || j.Config["write"] != true || j.Config["image_size"] != float64(4<<30) {
+		t.Errorf("seed config: %v", j.Config)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("seed image left behind: %v", ents)
+	}
+}
+
+func TestRun_RawTextOutput(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "r.raw")
+	code, out, errOut := runCLI(t, "--create", "16M", "-f", "raw", "-w", "-n", "1k", "-d", "4", "-t", "none",
+		"--flush-interval", "256", "--gobench-output", p)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"Sending 1024 write requests, 4096 bytes each, 4 in parallel (starting at offset 0, step size 4096)\n",
+		"Sending flush every 256 requests\n",
+		"Run completed in ",
+		"IOPS",
+		"\nBenchmarkFile/raw/write/bs=4096/d=4/t=none-",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "engine:") {
+		t.Errorf("raw run shows qcow2 counters:\n%s", out)
+	}
+}
+
+// TestRun_QemuAcceptance is the issue's acceptance check: qemu-img create,
+// qbench -w with a pattern, then qemu-img check and qemu-io read -P.
+func TestRun_QemuAcceptance(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	if _, err := exec.LookPath("qemu-io"); err != nil {
+		t.Skip("qemu-io not installed")
+	}
+	p := filepath.Join(t.TempDir(), "x.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", p, "1G").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	code, out, errOut := runCLI(t, "-c", "32768", "-s", "4k", "-w", "-t", "none", "--pattern", "0xab", p)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.HasPrefix(out, "Sending 32768 write requests, 4096 bytes each, 64 in parallel (starting at offset 0, step size 4096)\nRun completed in ") {
+		t.Errorf("output:\n%s", out)
+	}
+	if out, err := exec.Command("qemu-img", "check", p).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img check: %v\n%s", err, out)
+	}
+	qio := exec.Command("qemu-io", "-c", "read -P 0xab 0 128M", "-c", "read -P 0 128M 1M", p)
+	if out, err := qio.CombinedOutput(); err != nil || strings.Contains(string(out), "failed") {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+}

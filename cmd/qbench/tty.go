@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// isTerminal reports whether w is a terminal (TCGETS succeeds on it).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressBar draws "[=====>    ]  45%  471859/1048576  68.2k IOPS  ETA 8s"
+// on one line, redrawn in place.
+type progressBar struct {
+	w     io.Writer
+	drawn bool
+}
+
+func (p *progressBar) update(done, total int64, elapsed time.Duration) {
+	const width = 30
+	frac := 0.0
+	if total > 0 {
+		frac = float64(done) / float64(total)
+	}
+	fill := int(frac * width)
+	bar := strings.Repeat("=", fill)
+	if fill < width {
+		bar += ">" + strings.Repeat(" ", width-fill-1)
+	}
+	iops := 0.0
+	if s := elapsed.Seconds(); s > 0 {
+		iops = float64(done) / s
+	}
+	eta := "?"
+	if iops > 0 {
+		eta = time.Duration(float64(total-done) / iops * float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(p.w, "\r[%s] %3.0f%%  %d/%d  %.1fk IOPS  ETA %s\x1b[K", bar, frac*100, done, total, iops/1e3, eta)
+	p.drawn = true
+	if done >= total {
+		// Keep the finished bar; the qemu-style lines follow on stdout.
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
+}
+
+func (p *progressBar) clear() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+}

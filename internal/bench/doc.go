@@ -1,0 +1,20 @@
+// Package bench holds qbench's workloads: Config describes a run the way
+// qemu-img bench's flags do, Run executes it against an image opened through
+// the io_uring (or threads) backend, and Result carries throughput, an
+// HDR-style latency histogram, CPU time and engine counters, with reporters
+// for the qemu-style text, JSON and go test -bench lines.
+//
+// The workload mirrors qemu-img bench (qemu-img.c img_bench, QEMU 7.2):
+// Depth workers each issue synchronous requests; request i goes to
+// offset Offset + i*Step, wrapped as (offset + step) % image size, handed out
+// through one atomic counter so the stream is as sequential as qemu's. The io_uring
+// File batches the concurrent callers into shared io_uring_enter calls.
+//
+// Invariants:
+//
+//	B1  No allocation per request in the worker loop (TestRun_AllocsPerRequest).
+//	B2  With a drained flush interval N, no request i >= k*N starts before
+//	    all requests < k*N completed and the k-th flush returned.
+//	B3  The reported time runs from the first submission to the last
+//	    completion; the final flush and close are outside it, as in qemu-img.
+package bench

@@ -1,0 +1,434 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
+)
+
+// offsetOf returns the offset of request i with qemu 7.2's wrap: the first
+// request goes to first, each next one to (previous + step) % size.
+func offsetOf(first, step, size int64, i uint64) int64 {
+	if i == 0 || size <= 0 {
+		return first
+	}
+	s := uint64(size)
+	// (first + i*step) % size, without overflow for any count.
+	hi, lo := bits.Mul64(i, uint64(step)%s)
+	r := bits.Rem64(hi, lo, s)
+	return int64((r + uint64(first)%s) % s)
+}
+
+// Run prepares the image Config describes (creating it if asked), runs the
+// benchmark on it, flushes and closes it, and removes a temporary seed image
+// unless Keep.
+func Run(cfg Config) (res Result, err error) {
+	if err := cfg.Resolve(); err != nil {
+		return res, err
+	}
+	out := lineWriter{cfg.Out}
+	path := cfg.File
+	if cfg.Seed() {
+		dir, err := os.MkdirTemp(cfg.Dir, "qbench-")
+		if err != nil {
+			return res, err
+		}
+		path = filepath.Join(dir, "seed.qcow2")
+		if !cfg.Keep {
+			defer os.RemoveAll(dir)
+		}
+		if err := createImage(path, cfg.Format, cfg.Create); err != nil {
+			return res, err
+		}
+		res.Created = path
+		if !cfg.Quiet {
+			kept := "deleted afterwards"
+			if cfg.Keep {
+				kept = "kept"
+			}
+			out.printf("Created %s image %s, %d bytes, cluster size %d (%s)\n",
+				cfg.Format, path, cfg.Create.Size, clusterSizeOf(cfg), kept)
+		}
+	} else if cfg.CreateSize > 0 {
+		c := cfg.Create
+		c.Size = cfg.CreateSize
+		f := cfg.Format
+		if f == "" {
+			f = "qcow2"
+			cfg.Format = f
+		}
+		if err := createImage(path, f, c); err != nil {
+			return res, err
+		}
+		res.Created = path
+		if !cfg.Quiet {
+			out.printf("Created %s image %s, %d bytes\n", f, path, c.Size)
+		}
+	}
+
+	dev, im, file, err := openImage(path, &cfg)
+	if err != nil {
+		return res, err
+	}
+	created := res.Created
+	res, err = RunOn(dev, im, file, cfg)
+	res.Created = created
+	res.Seed = cfg.Seed()
+	res.Config.File = path
+	// Close is outside the timed run, as qemu-img's blk_unref after the
+	// "Run completed" line. A qcow2 image closes the file it opened.
+	if cerr := dev.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	return res, err
+}
+
+func clusterSizeOf(cfg Config) int {
+	if cfg.Format == "raw" {
+		return 0
+	}
+	return cfg.Create.ClusterSize
+}
+
+func createImage(path, format string, c qcow2.CreateOptions) error {
+	if format == "raw" {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		if err := f.Truncate(c.Size); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	if err := qcow2.Create(path, c); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// openImage opens path as imgopen would, but keeps the *uring.File under a
+// qcow2 image: qcow2.Image has no accessor for its device, so the opener
+// records the one it opened for path itself (not a backing file).
+func openImage(path string, cfg *Config) (block.Device, *qcow2.Image, *uring.File, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, nil, err
+	}
+	op, err := imgopen.Opener(cfg.Cache, cfg.AIO)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfg.Format == "" {
+		if cfg.Format, err = qcow2.Probe(path); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	readOnly := !cfg.Write
+	if cfg.Format == "raw" {
+		d, err := op(path, readOnly)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		f, _ := d.(*uring.File)
+		return d, nil, f, nil
+	}
+	var file *uring.File
+	o := cfg.Engine
+	o.ReadOnly = o.ReadOnly || readOnly
+	o.Opener = func(p string, ro bool) (block.Device, error) {
+		d, err := op(p, ro)
+		if err == nil && file == nil && p == path {
+			file, _ = d.(*uring.File)
+		}
+		return d, err
+	}
+	im, err := qcow2.Open(path, o)
+	if err != nil {
+		if file != nil {
+			file.Close()
+		}
+		return nil, nil, nil, err
+	}
+	if cfg.Write && im.ReadOnly() {
+		im.Close()
+		if file != nil {
+			file.Close()
+		}
+		return nil, nil, nil, fmt.Errorf("%s: %w (corrupt or opened read-only)", path, qcow2.ErrReadOnly)
+	}
+	return im, im, file, nil
+}
+
+// worker is one queue slot: its own buffer, vector and histogram.
+type worker struct {
+	r    *runner
+	vec  [][]byte
+	hist Histogram
+}
+
+// runner is the shared state of one run.
+type runner struct {
+	cfg     *Config
+	dev     block.Device
+	size    int64 // image size, for the offset wrap
+	next    atomic.Uint64
+	done    atomic.Uint64
+	flushes atomic.Int64
+	failed  atomic.Bool
+	errOnce sync.Once
+	err     error
+
+	// Drained flushes (B2): request i may start once flushed >= i/N.
+	flushed atomic.Uint64
+	mu      sync.Mutex
+	cond    sync.Cond
+}
+
+func (r *runner) fail(err error) {
+	r.errOnce.Do(func() { r.err = err })
+	r.failed.Store(true)
+	r.mu.Lock()
+	r.cond.Broadcast()
+	r.mu.Unlock()
+}
+
+// RunOn runs the benchmark on an open device; im is the device as a
+// *qcow2.Image (nil for raw) and file the host *uring.File (nil if
+// unknown), both only for metrics. It flushes a write run at the end but does
+// not close dev. cfg.Seed and the create settings are ignored.
+func RunOn(dev block.Device, im *qcow2.Image, file *uring.File, cfg Config) (Result, error) {
+	if cfg.File == "" {
+		cfg.File = "-" // a device, not a seed run
+	}
+	if err := cfg.Resolve(); err != nil {
+		return Result{}, err
+	}
+	size, err := dev.Size()
+	if err != nil {
+		return Result{}, err
+	}
+	out := lineWriter{cfg.Out}
+	dir := "read"
+	if cfg.Write {
+		dir = "write"
+	}
+	if !cfg.Quiet {
+		out.printf("Sending %d %s requests, %d bytes each, %d in parallel (starting at offset %d, step size %d)\n",
+			cfg.Count, dir, cfg.Size, cfg.Depth, cfg.Offset, cfg.Step)
+		if cfg.FlushInterval > 0 {
+			out.printf("Sending flush every %d requests\n", cfg.FlushInterval)
+		}
+	}
+
+	r := &runner{cfg: &cfg, dev: dev, size: size}
+	r.cond.L = &r.mu
+	ws := make([]*worker, cfg.Depth)
+	for i := range ws {
+		buf := block.AlignedBuf(int(cfg.Size), block.DefaultMemAlign)
+		if cfg.Pattern != 0 {
+			for j := range buf {
+				buf[j] = cfg.Pattern
+			}
+		}
+		ws[i] = &worker{r: r, vec: [][]byte{buf}}
+	}
+
+	var m0 qcow2.Metrics
+	if im != nil {
+		m0 = im.Metrics()
+	}
+	var u0 uring.Metrics
+	if file != nil {
+		u0 = file.Metrics()
+	}
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+
+	stopProgress := make(chan struct{})
+	var progressDone sync.WaitGroup
+	start := time.Now()
+	if cfg.Progress != nil {
+		progressDone.Add(1)
+		go func() {
+			defer progressDone.Done()
+			t := time.NewTicker(cfg.ProgressInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					cfg.Progress(int64(r.done.Load()), cfg.Count, time.Since(start))
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	close(stopProgress)
+	progressDone.Wait()
+	if cfg.Progress != nil && r.err == nil {
+		cfg.Progress(int64(r.done.Load()), cfg.Count, elapsed)
+	}
+	if r.err != nil {
+		return Result{}, r.err
+	}
+	// qemu prints this with printf, not qprintf: shown even with -q.
+	out.printf("Run completed in %.3f seconds.\n", elapsed.Seconds())
+
+	// qemu-img bench flushes when it closes the image; outside the timed run.
+	var finalFlush time.Duration
+	if cfg.Write && !cfg.noFlush() {
+		t0 := time.Now()
+		if err := dev.Flush(); err != nil {
+			return Result{}, fmt.Errorf("final flush: %w", err)
+		}
+		finalFlush = time.Since(t0)
+	}
+
+	res := Result{
+		Config:          cfg,
+		Requests:        cfg.Count,
+		BytesPerRequest: cfg.Size,
+		Depth:           cfg.Depth,
+		Elapsed:         elapsed,
+		FinalFlush:      finalFlush,
+		Flushes:         r.flushes.Load(),
+		UserCPU:         tvDur(ru1.Utime) - tvDur(ru0.Utime),
+		SysCPU:          tvDur(ru1.Stime) - tvDur(ru0.Stime),
+		ImageSize:       size,
+	}
+	for _, w := range ws {
+		res.Latency.Merge(&w.hist)
+	}
+	if im != nil {
+		m := im.Metrics().Sub(m0)
+		res.Engine = &m
+		res.ClusterSize = int64(im.Geometry().ClusterSize)
+	}
+	if file != nil && file.Backend() != uring.Threads {
+		u := file.Metrics().Sub(u0)
+		res.Uring = &u
+	}
+	if file != nil {
+		res.Backend = file.Backend().String()
+	}
+	return res, nil
+}
+
+func tvDur(tv syscall.Timeval) time.Duration {
+	return time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond
+}
+
+func (w *worker) loop() {
+	r := w.r
+	n := uint64(r.cfg.Count)
+	for !r.failed.Load() {
+		i := r.next.Add(1) - 1
+		if i >= n {
+			return
+		}
+		if err := w.one(i); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+}
+
+// one issues request i and records its latency. It must not allocate (B1).
+func (w *worker) one(i uint64) error {
+	r := w.r
+	cfg := r.cfg
+	fi := uint64(cfg.FlushInterval)
+	drain := fi > 0 && !cfg.NoDrain
+	if drain && r.flushed.Load() < i/fi {
+		r.mu.Lock()
+		for r.flushed.Load() < i/fi && !r.failed.Load() {
+			r.cond.Wait()
+		}
+		r.mu.Unlock()
+		if r.failed.Load() {
+			return nil
+		}
+	}
+	off := offsetOf(cfg.Offset, cfg.Step, r.size, i)
+	t0 := time.Now()
+	var err error
+	if cfg.Write {
+		err = r.dev.Writev(off, w.vec)
+		if err == nil && cfg.flushEachWrite() {
+			err = r.dev.Flush()
+		}
+	} else {
+		err = r.dev.Readv(off, w.vec)
+	}
+	w.hist.Record(time.Since(t0))
+	if err != nil {
+		return &RequestError{Offset: off, Len: cfg.Size, Write: cfg.Write, Err: err}
+	}
+	d := r.done.Add(1)
+	if fi > 0 && d%fi == 0 && d < uint64(cfg.Count) {
+		// With drain every request < d has completed and none >= d has
+		// started, so this flush covers exactly the first d requests.
+		if !cfg.noFlush() {
+			if err := r.dev.Flush(); err != nil {
+				return fmt.Errorf("flush after %d requests: %w", d, err)
+			}
+		}
+		r.flushes.Add(1)
+		if drain {
+			r.mu.Lock()
+			r.flushed.Store(d / fi)
+			r.cond.Broadcast()
+			r.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// RequestError is a failed benchmark request (qemu-img's "Failed request").
+type RequestError struct {
+	Offset, Len int64
+	Write       bool
+	Err         error
+}
+
+func (e *RequestError) Error() string {
+	op := "read"
+	if e.Write {
+		op = "write"
+	}
+	return fmt.Sprintf("failed request: %s of %d bytes at offset %d: %v", op, e.Len, e.Offset, e.Err)
+}
+
+func (e *RequestError) Unwrap() error { return e.Err }
+
+type lineWriter struct{ w io.Writer }
+
+func (l lineWriter) printf(format string, a ...any) {
+	if l.w != nil {
+		fmt.Fprintf(l.w, format, a...)
+	}
+}

@@ -1,0 +1,182 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/qcow2"
+)
+
+func TestOffsetOf_Wrap(t *testing.T) {
+	for _, tc := range []struct {
+		first, step, size int64
+		i                 uint64
+		want              int64
+	}{
+		{0, 4096, 1 << 20, 0, 0},
+		{0, 4096, 1 << 20, 255, 255 * 4096},
+		{0, 4096, 1 << 20, 256, 0}, // QEMU 7.2: % size, not % (size - bufsize)
+		{8192, 4096, 1 << 20, 255, 4096},
+		{0, 0, 1 << 20, 99, 0},
+		{0, 3 << 20, 1 << 20, 1, 0},
+		{100, 7, 10, 3, 1}, // 100 -> (100+7)%10=7 -> 4 -> 1
+		{0, 1 << 40, 1 << 41, 1 << 30, 0}, // i*step overflows int64
+	} {
+		if got := offsetOf(tc.first, tc.step, tc.size, tc.i); got != tc.want {
+			t.Errorf("offsetOf(%d, %d, %d, %d) = %d, want %d", tc.first, tc.step, tc.size, tc.i, got, tc.want)
+		}
+	}
+	// The closed form equals qemu's iteration.
+	off := int64(12345)
+	for i := uint64(0); i < 1000; i++ {
+		if got := offsetOf(12345, 777, 100000, i); got != off {
+			t.Fatalf("request %d: %d, want %d", i, got, off)
+		}
+		off = (off + 777) % 100000
+	}
+}
+
+// countDev counts requests and records, for B2, the highest number of
+// completed writes seen at each flush.
+type countDev struct {
+	block.Device
+	writes  atomic.Int64
+	mu      sync.Mutex
+	atFlush []int64
+}
+
+func (d *countDev) Writev(off int64, b [][]byte) error {
+	err := d.Device.Writev(off, b)
+	d.writes.Add(1)
+	return err
+}
+
+func (d *countDev) Flush() error {
+	d.mu.Lock()
+	d.atFlush = append(d.atFlush, d.writes.Load())
+	d.mu.Unlock()
+	return d.Device.Flush()
+}
+
+func TestRunOn_FlushIntervalDrains(t *testing.T) {
+	dev := &countDev{Device: memdev.New(memdev.Options{})}
+	if err := dev.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := RunOn(dev, nil, nil, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
+		Pattern: 0x5a, FlushInterval: 100, Out: &out, Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interval flushes after 100..900, then the final flush after 1000.
+	want := []int64{100, 200, 300, 400, 500, 600, 700, 800, 900, 1000}
+	if len(dev.atFlush) != len(want) {
+		t.Fatalf("flushes at %v, want %v", dev.atFlush, want)
+	}
+	for i := range want {
+		if dev.atFlush[i] != want[i] {
+			t.Fatalf("flushes at %v, want %v (a drained flush must see exactly k*N writes)", dev.atFlush, want)
+		}
+	}
+	if res.Flushes != 9 || res.Latency.Count() != 1000 || res.Requests != 1000 {
+		t.Errorf("flushes %d, latencies %d, requests %d", res.Flushes, res.Latency.Count(), res.Requests)
+	}
+	if !strings.Contains(out.String(), "Sending flush every 100 requests\n") ||
+		!strings.Contains(out.String(), "Sending 1000 write requests, 512 bytes each, 8 in parallel (starting at offset 0, step size 512)\n") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	buf := make([]byte, 1<<20)
+	if err := block.ReadAt(dev, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000*512; i++ {
+		if buf[i] != 0x5a {
+			t.Fatalf("byte %d = %#x, want 0x5a", i, buf[i])
+		}
+	}
+}
+
+func TestRunOn_Qcow2Metrics(t *testing.T) {
+	dev := memdev.New(memdev.Options{})
+	if err := qcow2.CreateDevice(dev, qcow2.CreateOptions{Size: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := qcow2.OpenDevice(dev, qcow2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	res, err := RunOn(im, im, nil, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Engine == nil || res.Engine.ClustersAllocated != 2048*4096/(64<<10) {
+		t.Fatalf("engine metrics %+v", res.Engine)
+	}
+	if res.Uring != nil {
+		t.Errorf("uring metrics without a uring file")
+	}
+	b, err := res.MarshalJSON()
+	if err != nil || !bytes.Contains(b, []byte(`"clusters_allocated":128`)) || bytes.Contains(b, []byte("uring_enters")) {
+		t.Errorf("json %s, %v", b, err)
+	}
+}
+
+// discardWrites is memdev with writes dropped: memdev.Writev allocates (it
+// keeps each write for CrashClone), which would hide the loop's own count.
+type discardWrites struct{ *memdev.Dev }
+
+func (discardWrites) Writev(int64, [][]byte) error { return nil }
+
+// TestRun_AllocsPerRequest pins B1: the per-request path allocates nothing.
+func TestRun_AllocsPerRequest(t *testing.T) {
+	mem := memdev.New(memdev.Options{})
+	if err := mem.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, write := range []bool{false, true} {
+		var dev block.Device = mem
+		if write {
+			dev = discardWrites{mem}
+		}
+		cfg := Config{File: "-", Write: write, FlushInterval: 0, Format: "raw"}
+		if err := cfg.Resolve(); err != nil {
+			t.Fatal(err)
+		}
+		r := &runner{cfg: &cfg, dev: dev, size: 1 << 20}
+		r.cond.L = &r.mu
+		w := &worker{r: r, vec: [][]byte{block.AlignedBuf(4096, 4096)}}
+		var i uint64
+		if n := testing.AllocsPerRun(1000, func() {
+			if err := w.one(i); err != nil {
+				t.Fatal(err)
+			}
+			i++
+		}); n != 0 {
+			t.Errorf("write=%v: %v allocations per request", write, n)
+		}
+	}
+}
+
+func BenchmarkWorker_One(b *testing.B) {
+	mem := memdev.New(memdev.Options{})
+	mem.Truncate(1 << 20)
+	dev := discardWrites{mem}
+	cfg := Config{File: "-", Write: true, Format: "raw"}
+	cfg.Resolve()
+	r := &runner{cfg: &cfg, dev: dev, size: 1 << 20}
+	w := &worker{r: r, vec: [][]byte{block.AlignedBuf(4096, 4096)}}
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	var i uint64
+	for b.Loop() {
+		w.one(i)
+		i++
+	}
+}
