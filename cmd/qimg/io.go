@@ -292,7 +292,7 @@ func (s *ioSession) mapCmd() error {
 		}
 		state := "not"
 		if ext[i].Present {
-			state = "    "
+			state = "   "
 		}
 		fmt.Fprintf(s.out, "%s (0x%x) bytes %s allocated at offset %s (0x%x)\n",
 			cvtstr(float64(n)), n, state, cvtstr(float64(ext[i].Start)), ext[i].Start)

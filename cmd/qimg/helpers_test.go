@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runQ runs the qimg CLI in-process.
+func runQ(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return o.String(), e.String(), code
+}
+
+// mustQ runs qimg and fails the test on a non-zero exit.
+func mustQ(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := runQ(t, args...)
+	if code != 0 {
+		t.Fatalf("qimg %q: exit %d\nstdout: %s\nstderr: %s", args, code, out, errOut)
+	}
+	return out
+}
+
+// needQemu skips the test when qemu-img or qemu-io is missing.
+func needQemu(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not on PATH", p)
+		}
+	}
+}
+
+// ext runs an external command; it returns stdout, stderr and the exit code.
+func ext(t *testing.T, name string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return o.String(), e.String(), 0
+	case errors.As(err, &ee):
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	t.Fatalf("%s %q: %v", name, args, err)
+	return "", "", -1
+}
+
+// mustExt runs an external command and fails on a non-zero exit.
+func mustExt(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	o, e, code := ext(t, name, args...)
+	if code != 0 {
+		t.Fatalf("%s %q: exit %d\nstdout: %s\nstderr: %s", name, args, code, o, e)
+	}
+	return o
+}
+
+// workDir is a temporary directory whose qcow2 images must all pass
+// qemu-img check when the test ends.
+func workDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	t.Cleanup(func() { checkAll(t, d) })
+	return d
+}
+
+func checkAll(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		b := make([]byte, 4)
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		fh.Read(b)
+		fh.Close()
+		if string(b) != "QFI\xfb" {
+			continue
+		}
+		if o, e, code := ext(t, "qemu-img", "check", f); code != 0 {
+			t.Errorf("qemu-img check %s at the end of the test: exit %d\n%s%s", f, code, o, e)
+		}
+	}
+}
+
+// splitWords splits a shell word list with "..." and '...' quoting.
+func splitWords(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, quote := false, byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteByte(c)
+		case c == '"' || c == '\'':
+			quote, in = c, true
+		case c == ' ' || c == '\t':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// leakCluster drops the L2 entry of guest cluster 0 (which must be
+// allocated) so that its data cluster is leaked: the image stays
+// consistent otherwise. It works on v3 images with 64 KiB clusters.
+func leakCluster(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 48)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		t.Fatal(err)
+	}
+	l1off := int64(binary.BigEndian.Uint64(hdr[40:]))
+	e := make([]byte, 8)
+	if _, err := f.ReadAt(e, l1off); err != nil {
+		t.Fatal(err)
+	}
+	l2off := int64(binary.BigEndian.Uint64(e) & 0x00fffffffffffe00)
+	if l2off == 0 {
+		t.Fatal("leakCluster: no L2 table")
+	}
+	if _, err := f.WriteAt(make([]byte, 8), l2off); err != nil {
+		t.Fatal(err)
+	}
+}
