@@ -157,3 +157,38 @@ func leakCluster(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// zeroRefcount sets the refcount of the data cluster behind guest cluster
+// 0 to zero (16-bit refcounts): a corruption that -r all repairs.
+func zeroRefcount(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	u64 := func(off int64) uint64 {
+		b := make([]byte, 8)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		return binary.BigEndian.Uint64(b)
+	}
+	hdr := make([]byte, 104)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		t.Fatal(err)
+	}
+	cbits := binary.BigEndian.Uint32(hdr[20:])
+	if order := binary.BigEndian.Uint32(hdr[96:]); order != 4 {
+		t.Fatalf("zeroRefcount: refcount order %d", order)
+	}
+	const mask = 0x00fffffffffffe00
+	l2 := int64(u64(int64(binary.BigEndian.Uint64(hdr[40:]))) & mask)
+	data := u64(l2) & mask
+	cl := data >> cbits
+	perBlock := uint64(1) << (cbits - 1) // 16-bit entries
+	rb := int64(u64(int64(binary.BigEndian.Uint64(hdr[48:]))+int64(cl/perBlock)*8) & mask)
+	if _, err := f.WriteAt([]byte{0, 0}, rb+int64(cl%perBlock)*2); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -641,3 +641,26 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+func TestCheck_RepairCorruption(t *testing.T) {
+	needQemu(t)
+	t.Parallel()
+	d := workDir(t)
+	p := filepath.Join(d, "c.qcow2")
+	mustQ(t, "create", "-q", p, "4M")
+	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
+	zeroRefcount(t, p)
+	qo, qe, qcode := ext(t, "qemu-img", "check", "--output=json", p)
+	oo, oe, code := runQ(t, "check", "--output=json", p)
+	if code != 2 || qcode != 2 {
+		t.Fatalf("check of a corrupt image: exit %d (qemu-img %d)\n%s%s\n%s%s", code, qcode, oo, oe, qo, qe)
+	}
+	agree(t, "check corrupt", decodeJSON(t, oo), decodeJSON(t, qo), "corruptions")
+	out, errOut, code := runQ(t, "check", "-r", "all", p)
+	if code != 0 || !strings.Contains(out, "Double checking the fixed image now...\nNo errors were found on the image.\n") {
+		t.Fatalf("check -r all: exit %d\n%s%s", code, out, errOut)
+	}
+	if o := mustExt(t, "qemu-io", "-c", "read -P 3 0 128k", p); strings.Contains(o, "failed") {
+		t.Error(o)
+	}
+}
