@@ -44,7 +44,8 @@ type ring struct {
 	leaderCh chan struct{} // cap 1: "somebody please lead" token
 	waiting  atomic.Int32  // requests whose owners have not seen all results
 
-	submitting atomic.Bool // a non-leader is doing a submit-only enter
+	submitting atomic.Bool  // a non-leader is doing a submit-only enter
+	inKernel   atomic.Int32 // SQEs consumed by the kernel, CQEs not yet reaped
 
 	slots []slot
 	free  chan uint32 // indices of free slots
@@ -65,6 +66,13 @@ type slot struct {
 }
 
 const maxIov = 1024 // IOV_MAX
+
+// submitThreshold: a waiter that is not the leader submits its own SQE
+// only while fewer than this many SQEs are in the kernel; above it a
+// completion is imminent and the leader's next enter submits the batch.
+// Measured on a 2-vCPU VM, O_DIRECT 4 KiB writes at QD64: 8 gives 10-20
+// SQEs per enter and the best throughput; always submitting gives ~1.
+const submitThreshold = 8
 
 // newRing sets up a ring for nslots concurrent requests.
 func newRing(nslots int, m *counters) (*ring, error) {
@@ -262,8 +270,12 @@ func (r *ring) wait(idx uint32, want int) error {
 			return err
 		}
 		// The leader may be asleep in the kernel waiting for unrelated
-		// completions, so get our SQE submitted ourselves.
-		r.submitPending()
+		// completions. With several requests in the kernel one of them
+		// completes soon and the leader submits ours in its next enter,
+		// batched with others; with few, submit ourselves.
+		if r.inKernel.Load() < submitThreshold {
+			r.submitPending()
+		}
 		for got < want {
 			select {
 			case <-s.ch:
@@ -299,13 +311,20 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 		n, err := enter(r.fd, toSubmit, 1, iosys.IORING_ENTER_FLAGS_GETEVENTS)
 		r.m.enters.Add(1)
 		if n > 0 {
+			r.inKernel.Add(int32(n))
 			r.m.sqes.Add(uint64(n))
 		}
 		if err != nil && err != unix.EINTR && err != unix.EAGAIN && err != unix.EBUSY {
 			// The ring is unusable; the slot stays owned by the kernel.
 			return fmt.Errorf("uring: io_uring_enter: %w", err)
 		}
-		r.reap()
+		if r.reap(s) > 0 {
+			// Let the waiters we just woke run on this P (they sit in its
+			// run queue) and queue their next requests before we block in
+			// the kernel again: otherwise they wait until sysmon retakes the
+			// P from our syscall, and our next enter batches nothing.
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -326,6 +345,7 @@ func (r *ring) submitPending() {
 			n, _ := enter(r.fd, toSubmit, 0, 0)
 			r.m.enters.Add(1)
 			if n > 0 {
+				r.inKernel.Add(int32(n))
 				r.m.sqes.Add(uint64(n))
 			}
 		}
@@ -333,8 +353,9 @@ func (r *ring) submitPending() {
 	}
 }
 
-// reap consumes every available CQE. Called with enterMu held.
-func (r *ring) reap() {
+// reap consumes every available CQE and returns how many belonged to
+// slots other than own. Called with enterMu held.
+func (r *ring) reap(own *slot) int {
 	head := r.cqHead.Load()
 	start := head
 	// Acquire: CQE contents written before the kernel's tail store are
@@ -342,19 +363,27 @@ func (r *ring) reap() {
 	tail := r.cqTail.Load()
 	if head == tail {
 		r.checkOverflow()
-		return
+		return 0
 	}
+	others := 0
+	// Count before signalling: a woken waiter must not see a stale-high
+	// inKernel and skip submitting when nothing is left to wake the leader.
+	r.inKernel.Add(-int32(tail - head))
 	for ; head != tail; head++ {
 		c := &r.cqes[head&r.cqMask]
 		ud := c.UserData()
 		s := &r.slots[ud>>1]
 		s.res[ud&1].Store(c.Result())
 		s.ch <- struct{}{} // cap 2 >= SQEs per slot: never blocks
+		if s != own {
+			others++
+		}
 	}
 	// Release: we are done reading those CQEs; the kernel may reuse them.
 	r.cqHead.Store(head)
 	r.m.cqes.Add(uint64(head - start))
 	r.checkOverflow()
+	return others
 }
 
 func (r *ring) checkOverflow() {
