@@ -5,6 +5,7 @@ package uring
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -132,6 +133,22 @@ func BenchmarkFallocate64K(b *testing.B) {
 			}
 			off = (off + 64<<10) % benchSpan
 		}
+	})
+	b.Run("ring-qd64", func(b *testing.B) {
+		f := benchFile(b, Ring)
+		b.ReportAllocs()
+		b.SetBytes(64 << 10)
+		var next atomic.Int64
+		b.SetParallelism(32) // 64 goroutines on 2 CPUs
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				off := (next.Add(1) * 64 << 10) % benchSpan
+				if err := f.WriteZeroes(off, 64<<10, block.Allocate); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 	b.Run("syscall", func(b *testing.B) {
 		f := benchFile(b, Threads)

@@ -432,3 +432,43 @@ func TestMetrics_Sub(t *testing.T) {
 		t.Fatal("empty String")
 	}
 }
+
+// TestFile_Fallback: where io_uring is unavailable, Auto falls back to
+// Threads and says why; Ring fails.
+func TestFile_Fallback(t *testing.T) {
+	testNoRing = fmt.Errorf("io_uring_setup: %w", unix.EPERM)
+	defer func() { testNoRing = nil }()
+	f := openTemp(t, Options{})
+	if f.Backend() != Threads || f.BackendReason() == "" || f.BackendReason() == "requested" {
+		t.Fatalf("%v %q", f.Backend(), f.BackendReason())
+	}
+	t.Log(f.BackendReason())
+	if err := block.WriteAt(f, fill(4096, 7), 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(filepath.Join(t.TempDir(), "x"), Options{Create: true, Backend: Ring})
+	if !errors.Is(err, unix.EPERM) {
+		t.Fatalf("Ring without io_uring = %v", err)
+	}
+}
+
+// TestFile_SyscallFallocate: the option routes standalone fallocates to
+// fallocate(2) with the same semantics.
+func TestFile_SyscallFallocate(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, SyscallFallocate: true})
+	if err := block.WriteAt(f, fill(1<<16, 0xAA), 0); err != nil {
+		t.Fatal(err)
+	}
+	sqes := f.Metrics().SQEs
+	if err := f.WriteZeroes(4096, 1<<16, block.Allocate); err != nil {
+		t.Fatal(err)
+	}
+	if f.Metrics().SQEs != sqes {
+		t.Fatal("fallocate went through the ring")
+	}
+	want := fill(4096+1<<16, 0xAA)
+	clear(want[4096:])
+	if !bytes.Equal(readAll(t, f, 0, len(want)), want) {
+		t.Fatal("content")
+	}
+}

@@ -51,6 +51,7 @@ type ring struct {
 	free  chan uint32 // indices of free slots
 
 	lastOverflow uint32 // guarded by enterMu
+	woke         bool   // guarded by enterMu: the last reap woke waiters
 	m            *counters
 }
 
@@ -307,6 +308,14 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 		if *got == want {
 			return nil
 		}
+		if r.woke {
+			// Let the waiters we woke run on this P (they sit in its run
+			// queue) and queue their next requests before we block in the
+			// kernel: otherwise they wait until sysmon retakes the P from
+			// our syscall, and our enter batches nothing.
+			r.woke = false
+			runtime.Gosched()
+		}
 		toSubmit := r.sqTail.Load() - r.sqHead.Load()
 		n, err := enter(r.fd, toSubmit, 1, iosys.IORING_ENTER_FLAGS_GETEVENTS)
 		r.m.enters.Add(1)
@@ -318,12 +327,8 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 			// The ring is unusable; the slot stays owned by the kernel.
 			return fmt.Errorf("uring: io_uring_enter: %w", err)
 		}
-		if r.reap(s) > 0 {
-			// Let the waiters we just woke run on this P (they sit in its
-			// run queue) and queue their next requests before we block in
-			// the kernel again: otherwise they wait until sysmon retakes the
-			// P from our syscall, and our next enter batches nothing.
-			runtime.Gosched()
+		if r.reap(s, got) > 0 {
+			r.woke = true
 		}
 	}
 }
@@ -353,9 +358,9 @@ func (r *ring) submitPending() {
 	}
 }
 
-// reap consumes every available CQE and returns how many belonged to
-// slots other than own. Called with enterMu held.
-func (r *ring) reap(own *slot) int {
+// reap consumes every available CQE, counts own's in *ownGot, signals
+// the other slots and returns how many it signalled. Called with enterMu held.
+func (r *ring) reap(own *slot, ownGot *int) int {
 	head := r.cqHead.Load()
 	start := head
 	// Acquire: CQE contents written before the kernel's tail store are
@@ -374,10 +379,12 @@ func (r *ring) reap(own *slot) int {
 		ud := c.UserData()
 		s := &r.slots[ud>>1]
 		s.res[ud&1].Store(c.Result())
-		s.ch <- struct{}{} // cap 2 >= SQEs per slot: never blocks
-		if s != own {
-			others++
+		if s == own {
+			*ownGot++ // the leader's own result: no channel round trip
+			continue
 		}
+		s.ch <- struct{}{} // cap 2 >= SQEs per slot: never blocks
+		others++
 	}
 	// Release: we are done reading those CQEs; the kernel may reuse them.
 	r.cqHead.Store(head)
