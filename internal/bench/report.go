@@ -148,34 +148,48 @@ type jsonEngine struct {
 }
 
 type jsonConfig struct {
-	File          string   `json:"file"`
-	Created       bool     `json:"created"`
-	Kept          bool     `json:"kept"`
-	ImageSize     int64    `json:"image_size"`
-	ClusterSize   int64    `json:"cluster_size,omitempty"`
-	Format        string   `json:"format"`
-	Count         int64    `json:"count"`
-	Depth         int      `json:"depth"`
-	Offset        int64    `json:"offset"`
-	Size          int64    `json:"size"`
-	Step          int64    `json:"step"`
-	Write         bool     `json:"write"`
-	Pattern       int      `json:"pattern"`
-	FlushInterval int64    `json:"flush_interval"`
-	Drain         bool     `json:"drain"`
-	Cache         string   `json:"cache"`
-	AIO           string   `json:"aio"`
-	Backend       string   `json:"backend,omitempty"`
-	ForceShare    bool     `json:"force_share"`
-	EngineOpts    []string `json:"engine_opts"`
-	Prealloc      string   `json:"prealloc"`
-	PreallocSize  int64    `json:"prealloc_size"`
-	PreallocAlign int64    `json:"prealloc_align"`
-	L2CacheSize   int64    `json:"l2_cache_size"`
-	L2EntrySize   int      `json:"l2_cache_entry_size"`
-	RefcountCache int64    `json:"refcount_cache_size"`
-	CleanInterval float64  `json:"cache_clean_interval_s"`
-	GOMAXPROCS    int      `json:"gomaxprocs"`
+	File          string     `json:"file"`
+	Created       bool       `json:"created"`
+	Kept          bool       `json:"kept"`
+	Dir           string     `json:"dir,omitempty"`
+	Quiet         bool       `json:"quiet"`
+	CreateOpts    jsonCreate `json:"create,omitzero"`
+	ImageSize     int64      `json:"image_size"`
+	ClusterSize   int64      `json:"cluster_size,omitempty"`
+	Format        string     `json:"format"`
+	Count         int64      `json:"count"`
+	Depth         int        `json:"depth"`
+	Offset        int64      `json:"offset"`
+	Size          int64      `json:"size"`
+	Step          int64      `json:"step"`
+	Write         bool       `json:"write"`
+	Pattern       int        `json:"pattern"`
+	FlushInterval int64      `json:"flush_interval"`
+	Drain         bool       `json:"drain"`
+	Cache         string     `json:"cache"`
+	AIO           string     `json:"aio"`
+	Backend       string     `json:"backend,omitempty"`
+	ForceShare    bool       `json:"force_share"`
+	EngineOpts    []string   `json:"engine_opts"`
+	Prealloc      string     `json:"prealloc"`
+	PreallocSize  int64      `json:"prealloc_size"`
+	PreallocAlign int64      `json:"prealloc_align"`
+	L2CacheSize   int64      `json:"l2_cache_size"`
+	L2EntrySize   int        `json:"l2_cache_entry_size"`
+	RefcountCache int64      `json:"refcount_cache_size"`
+	CleanInterval float64    `json:"cache_clean_interval_s"`
+	GOMAXPROCS    int        `json:"gomaxprocs"`
+}
+
+// jsonCreate are the create options of an image the run created.
+type jsonCreate struct {
+	Size          int64  `json:"size,omitempty"`
+	ClusterSize   int    `json:"cluster_size,omitempty"`
+	Compat        string `json:"compat,omitempty"`
+	RefcountBits  int    `json:"refcount_bits,omitempty"`
+	LazyRefcounts bool   `json:"lazy_refcounts,omitempty"`
+	Preallocation string `json:"preallocation,omitempty"`
+	BackingFile   string `json:"backing_file,omitempty"`
 }
 
 // MarshalJSON encodes the --json object.
@@ -215,7 +229,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		opts = []string{}
 	}
 	j.Config = jsonConfig{
-		File: c.File, Created: r.Created != "", Kept: r.Created != "" && (c.Keep || !r.Seed),
+		File: c.File, Created: r.Created != "", Dir: c.Dir, Quiet: c.Quiet, Kept: r.Created != "" && (c.Keep || !r.Seed),
 		ImageSize: r.ImageSize, ClusterSize: r.ClusterSize, Format: c.Format, Count: c.Count, Depth: c.Depth, Offset: c.Offset,
 		Size: c.Size, Step: c.Step, Write: c.Write, Pattern: int(c.Pattern),
 		FlushInterval: c.FlushInterval, Drain: c.FlushInterval > 0 && !c.NoDrain,
@@ -223,6 +237,15 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		EngineOpts: opts, Prealloc: prealloc, PreallocSize: o.PreallocSize, PreallocAlign: o.PreallocAlign,
 		L2CacheSize: o.L2CacheSize, L2EntrySize: o.L2CacheEntrySize, RefcountCache: o.RefcountCacheSize,
 		CleanInterval: o.CacheCleanInterval.Seconds(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+	if r.Created != "" {
+		cr := c.Create
+		if !r.Seed {
+			cr.Size = c.CreateSize
+		}
+		j.Config.CreateOpts = jsonCreate{Size: cr.Size, ClusterSize: cr.ClusterSize, Compat: cr.Compat,
+			RefcountBits: cr.RefcountBits, LazyRefcounts: cr.LazyRefcounts, Preallocation: cr.Preallocation,
+			BackingFile: cr.BackingFile}
 	}
 	return json.Marshal(j)
 }
