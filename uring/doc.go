@@ -37,9 +37,15 @@
 //	    which submits every goroutine's queued SQEs in one call, then reaps
 //	    every CQE and signals each slot's channel; it stays leader until its
 //	    own request completes. So there is no completion goroutine and, for
-//	    the leader, no hand-off at all. Other waiters submit their SQEs with
-//	    a submit-only enter (at most one at a time, so concurrent arrivals
-//	    batch) and park on their slot channel or on the leader token.
+//	    the leader, no hand-off at all. Other waiters park on their slot
+//	    channel or on the leader token; while fewer than submitThreshold
+//	    SQEs are in the kernel they first submit with a submit-only enter
+//	    (one at a time, so concurrent arrivals batch), above it they leave
+//	    their SQE to the leader's next enter, which a completion brings
+//	    soon. Before blocking in the kernel again, a leader that woke
+//	    waiters yields (runtime.Gosched) so they run on its P and queue
+//	    their next requests first: that is what makes one enter carry many
+//	    SQEs at QD64.
 //	R3  No lost wake-up: a leader that leaves while requests are still
 //	    outstanding (ring.waiting > 0) puts a token in leaderCh; a parked
 //	    waiter takes it and tries to lead. ring.waiting is raised before an
