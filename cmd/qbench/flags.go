@@ -45,6 +45,8 @@ qemu-img bench flags (same meaning and defaults):
   -S STEP             offset step (default = SIZE; 0 allowed). Offsets wrap
                       as in QEMU 7.2: next = (offset + STEP) % image size.
   -t CACHE            none (O_DIRECT), writeback, writethrough, directsync, unsafe
+                      (writethrough/directsync flush after each write, as
+                      qemu's FUA emulation; unsafe ignores flushes)
   -w                  write test (default: read)
   --pattern BYTE      write fill byte, e.g. 0xab (default 0)
   --flush-interval N  flush every N requests (writes only, N >= depth)

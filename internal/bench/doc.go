@@ -12,9 +12,9 @@
 //
 // Invariants:
 //
-//	B1  No allocation per request in the worker loop (TestRun_AllocsPerRequest).
-//	B2  With a drained flush interval N, no request i >= k*N starts before
+//	W1  No allocation per request in the worker loop (TestRun_AllocsPerRequest).
+//	W2  With a drained flush interval N, no request i >= k*N starts before
 //	    all requests < k*N completed and the k-th flush returned.
-//	B3  The reported time runs from the first submission to the last
+//	W3  The reported time runs from the first submission to the last
 //	    completion; the final flush and close are outside it, as in qemu-img.
 package bench

@@ -57,8 +57,11 @@ func Run(cfg Config) (res Result, err error) {
 			if cfg.Keep {
 				kept = "kept"
 			}
-			out.printf("Created %s image %s, %d bytes, cluster size %d (%s)\n",
-				cfg.Format, path, cfg.Create.Size, clusterSizeOf(cfg), kept)
+			cs := ""
+			if cfg.Format != "raw" {
+				cs = fmt.Sprintf(", cluster size %d", cfg.Create.ClusterSize)
+			}
+			out.printf("Created %s image %s, %d bytes%s (%s)\n", cfg.Format, path, cfg.Create.Size, cs, kept)
 		}
 	} else if cfg.CreateSize > 0 {
 		c := cfg.Create
@@ -92,13 +95,6 @@ func Run(cfg Config) (res Result, err error) {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	return res, err
-}
-
-func clusterSizeOf(cfg Config) int {
-	if cfg.Format == "raw" {
-		return 0
-	}
-	return cfg.Create.ClusterSize
 }
 
 func createImage(path, format string, c qcow2.CreateOptions) error {
@@ -190,7 +186,7 @@ type runner struct {
 	errOnce sync.Once
 	err     error
 
-	// Drained flushes (B2): request i may start once flushed >= i/N.
+	// Drained flushes (W2): request i may start once flushed >= i/N.
 	flushed atomic.Uint64
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -357,7 +353,7 @@ func (w *worker) loop() {
 	}
 }
 
-// one issues request i and records its latency. It must not allocate (B1).
+// one issues request i and records its latency. It must not allocate (W1).
 func (w *worker) one(i uint64) error {
 	r := w.r
 	cfg := r.cfg

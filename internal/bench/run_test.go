@@ -41,7 +41,7 @@ func TestOffsetOf_Wrap(t *testing.T) {
 	}
 }
 
-// countDev counts requests and records, for B2, the highest number of
+// countDev counts requests and records, for W2, the highest number of
 // completed writes seen at each flush.
 type countDev struct {
 	block.Device
@@ -134,7 +134,7 @@ type discardWrites struct{ *memdev.Dev }
 
 func (discardWrites) Writev(int64, [][]byte) error { return nil }
 
-// TestRun_AllocsPerRequest pins B1: the per-request path allocates nothing.
+// TestRun_AllocsPerRequest pins W1: the per-request path allocates nothing.
 func TestRun_AllocsPerRequest(t *testing.T) {
 	mem := memdev.New(memdev.Options{})
 	if err := mem.Truncate(1 << 20); err != nil {
@@ -178,5 +178,26 @@ func BenchmarkWorker_One(b *testing.B) {
 	for b.Loop() {
 		w.one(i)
 		i++
+	}
+}
+
+func TestRunOn_CacheModesFlush(t *testing.T) {
+	for _, tc := range []struct {
+		cache   string
+		flushes int
+	}{
+		{"writeback", 1},         // the final flush only
+		{"writethrough", 64 + 1}, // FUA emulated by a flush per write
+		{"unsafe", 0},            // flushes ignored
+	} {
+		dev := &countDev{Device: memdev.New(memdev.Options{})}
+		dev.Truncate(1 << 20)
+		_, err := RunOn(dev, nil, nil, Config{Count: 64, Depth: 4, Write: true, Step: -1, Cache: tc.cache, Format: "raw"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dev.atFlush) != tc.flushes {
+			t.Errorf("-t %s: %d flushes, want %d", tc.cache, len(dev.atFlush), tc.flushes)
+		}
 	}
 }
