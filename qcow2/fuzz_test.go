@@ -1,0 +1,213 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+)
+
+// Fuzzing the engine with hostile images. The input is the image file
+// (at most fuzzMaxInput bytes; seeds are small images so that mutations
+// land in the header and the tables). Properties:
+//
+//   - OpenDevice either fails with a typed error (ErrCorrupt,
+//     ErrUnsupported, or a block error) or succeeds;
+//   - an open image reads its first MiB and a few other offsets, runs
+//     Check, takes a few writes, a zeroing, a discard and a flush (which
+//     may fail with ErrReadOnly, ErrCorrupt, ErrUnsupported or
+//     ErrOutOfRange) and closes;
+//   - nothing panics, each input finishes within fuzzTimeout, and the
+//     device never grows past fuzzMaxDev: a hostile image must not make
+//     the engine write outside the clusters it owns.
+
+const (
+	fuzzMaxInput = 256 << 10
+	fuzzMaxDev   = 64 << 20
+	fuzzTimeout  = 20 * time.Second
+)
+
+// fuzzSeedImage makes a small image on a memdev with a few writes.
+func fuzzSeedImage(tb testing.TB, co CreateOptions, writes [][2]int64) []byte {
+	tb.Helper()
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, co); err != nil {
+		tb.Fatal(err)
+	}
+	im, err := OpenDevice(mem, Options{NoBacking: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, w := range writes {
+		if _, err := im.WriteAt(pattern(int(w[1]), byte(i+1)), w[0]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if len(writes) > 1 {
+		// A zero cluster (v3) or zeroed data (v2), and a discard.
+		if err := im.WriteZeroes(writes[1][0], writes[1][1], block.MayUnmap); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := im.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return mem.Bytes()
+}
+
+// fuzzCompressedSeed makes an image with compressed clusters with
+// qemu-img convert -c (nil without qemu-img).
+func fuzzCompressedSeed(tb testing.TB, clusterSize string) []byte {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		return nil
+	}
+	dir := tb.TempDir()
+	raw := filepath.Join(dir, "r.raw")
+	data := make([]byte, 64<<10)
+	copy(data, bytes.Repeat([]byte("qring compressed cluster "), 1000))
+	copy(data[40<<10:], pattern(8192, 3))
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(dir, "c.qcow2")
+	if b, err := exec.Command("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", "cluster_size="+clusterSize, raw, out).CombinedOutput(); err != nil {
+		tb.Logf("qemu-img convert -c: %v\n%s", err, b)
+		return nil
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func fuzzSeeds(tb testing.TB) [][]byte {
+	w := [][2]int64{{0, 1000}, {70000, 9000}, {300000, 512}}
+	seeds := [][]byte{
+		fuzzSeedImage(tb, CreateOptions{Size: 1 << 20, ClusterSize: 512}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 1 << 20, ClusterSize: 512, RefcountBits: 1}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 1 << 20, ClusterSize: 512, RefcountBits: 64}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 4096}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 4096, Compat: "0.10"}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 4096, LazyRefcounts: true}, w),
+		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 1024, BackingFile: "base.qcow2", BackingFormat: "qcow2"}, w[:1]),
+		fuzzSeedImage(tb, CreateOptions{Size: 64 << 20, ClusterSize: 16384}, [][2]int64{{0, 100}, {33 << 20, 100}}),
+		fuzzSeedImage(tb, CreateOptions{Size: 1 << 30, ClusterSize: 32768}, nil),
+	}
+	for _, cs := range []string{"512", "4096"} {
+		if b := fuzzCompressedSeed(tb, cs); b != nil {
+			seeds = append(seeds, b)
+		}
+	}
+	return seeds
+}
+
+// fuzzOK reports whether err is one of the errors a hostile image may
+// legitimately cause.
+func fuzzOK(err error, more ...error) bool {
+	if err == nil {
+		return true
+	}
+	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported}, more...) {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func FuzzOpen(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		if len(s) <= fuzzMaxInput {
+			f.Add(s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > fuzzMaxInput {
+			t.Skip()
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fuzzOpenOne(t, b)
+		}()
+		select {
+		case <-done:
+		case <-time.After(fuzzTimeout):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("input of %d bytes did not finish in %v\n%s", len(b), fuzzTimeout, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+// fuzzOpenOne runs the FuzzOpen property on one input; it reports with
+// t.Errorf only (it runs on its own goroutine).
+func fuzzOpenOne(t *testing.T, b []byte) {
+	mem := memdev.FromBytes(b, memdev.Options{})
+	im, err := OpenDevice(mem, Options{NoBacking: true})
+	if err != nil {
+		if im != nil {
+			t.Errorf("image and error %v", err)
+		}
+		if !fuzzOK(err) {
+			t.Errorf("open: untyped error %v", err)
+		}
+		return
+	}
+	defer func() {
+		if err := im.Close(); err != nil && !fuzzOK(err, ErrReadOnly) {
+			t.Errorf("close: %v", err)
+		}
+		if n, _ := mem.Size(); n > fuzzMaxDev {
+			t.Errorf("device grew from %d to %d bytes", len(b), n)
+		}
+	}()
+	size, err := im.Size()
+	if err != nil || size < 0 {
+		t.Errorf("size %d: %v", size, err)
+		return
+	}
+	buf := make([]byte, 1<<20)
+	rd := func(off int64, n int) {
+		if off < 0 || off >= size {
+			return
+		}
+		if _, err := im.ReadAt(buf[:n], off); err != nil && err != io.EOF && !fuzzOK(err) {
+			t.Errorf("read %d+%d: %v", off, n, err)
+		}
+	}
+	rd(0, len(buf))
+	rd(size/2, 4096)
+	rd(size-4096, 4096)
+	rd(size-1, 1)
+	if _, err := im.Check(CheckOptions{MaxMessages: 10}); err != nil && !fuzzOK(err) {
+		t.Errorf("check: %v", err)
+	}
+	wok := func(what string, err error) {
+		if !fuzzOK(err, ErrReadOnly, ErrOutOfRange) {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	p := pattern(5000, 9)
+	for _, off := range []int64{0, 1000, size / 2, size - 5000} {
+		if off >= 0 && off+int64(len(p)) <= size {
+			_, err := im.WriteAt(p, off)
+			wok("write", err)
+		}
+	}
+	cs := int64(im.Geometry().ClusterSize)
+	if size >= 4*cs {
+		wok("zero", im.WriteZeroes(cs, 2*cs, block.MayUnmap))
+		wok("discard", im.Discard(0, 2*cs))
+	}
+	wok("flush", im.Flush())
+	rd(0, 64<<10)
+}
