@@ -64,6 +64,16 @@
 //	    the remainder (on the buffered descriptor if the remainder is no
 //	    longer O_DIRECT-aligned); a read that returns 0 fills zeros (B2);
 //	    a write that returns 0 is ENOSPC.
+//	R7  Every to_submit is exact. The kernel consumes to_submit SQEs from
+//	    its head; if that count were stale (head moved by a concurrent
+//	    enter) it could end between the two SQEs of a linked pair, and the
+//	    kernel would submit the dangling fallocate alone and the write
+//	    later, unordered. So to_submit is computed under subMu; the leader
+//	    releases subMu before its submit+wait enter, and a submitter that
+//	    finds head short of the leader's published leaderEnd waits until
+//	    the kernel has consumed the leader's batch (or the leader left).
+//	    Tails are published one request (one pair) at a time, so a
+//	    to_submit of tail-head always ends on a request boundary.
 //
 // # File
 //

@@ -125,7 +125,7 @@ func TestFile_ZeroThenWritev_Stress(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := openTemp(t, c.opt)
 			const cluster = 64 << 10
-			const nclusters = 128
+			const nclusters = 256
 			// Pre-fill with 0xFF so the zeroing is observable.
 			ff := block.AlignedBuf(cluster, block.DefaultMemAlign)
 			for i := range ff {
@@ -137,7 +137,30 @@ func TestFile_ZeroThenWritev_Stress(t *testing.T) {
 				}
 			}
 			var wg sync.WaitGroup
-			errc := make(chan error, nclusters)
+			errc := make(chan error, nclusters+16)
+			// Plain writes elsewhere interleave single SQEs with the linked
+			// pairs in the SQ, so a submission that split a pair would show.
+			stop := make(chan struct{})
+			var bg sync.WaitGroup
+			for g := range 16 {
+				bg.Add(1)
+				go func() {
+					defer bg.Done()
+					buf := fill(4096, 0x5A)
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						off := int64(nclusters*cluster) + int64(g*64+i%64)*4096
+						if err := block.WriteAt(f, buf, off); err != nil {
+							errc <- err
+							return
+						}
+					}
+				}()
+			}
 			for i := range nclusters {
 				wg.Add(1)
 				go func() {
@@ -150,6 +173,8 @@ func TestFile_ZeroThenWritev_Stress(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			close(stop)
+			bg.Wait()
 			close(errc)
 			for err := range errc {
 				t.Fatal(err)

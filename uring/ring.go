@@ -44,8 +44,12 @@ type ring struct {
 	leaderCh chan struct{} // cap 1: "somebody please lead" token
 	waiting  atomic.Int32  // requests whose owners have not seen all results
 
-	submitting atomic.Bool  // a non-leader is doing a submit-only enter
-	inKernel   atomic.Int32 // SQEs consumed by the kernel, CQEs not yet reaped
+	// SQ consumption (R7): every enter with to_submit > 0 computes it
+	// under subMu; the leader releases subMu before its submit+wait enter
+	// and publishes the tail it submits up to in leaderEnd.
+	subMu     sync.Mutex
+	leaderIn  atomic.Bool
+	leaderEnd atomic.Uint32
 
 	slots []slot
 	free  chan uint32 // indices of free slots
@@ -274,7 +278,7 @@ func (r *ring) wait(idx uint32, want int) error {
 		// completions. With several requests in the kernel one of them
 		// completes soon and the leader submits ours in its next enter,
 		// batched with others; with few, submit ourselves.
-		if r.inKernel.Load() < submitThreshold {
+		if r.inKernel() < submitThreshold {
 			r.submitPending()
 		}
 		for got < want {
@@ -316,11 +320,21 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 			r.woke = false
 			runtime.Gosched()
 		}
-		toSubmit := r.sqTail.Load() - r.sqHead.Load()
+		// Submit and wait in one enter. toSubmit must be exact (R7): take
+		// subMu to compute it, and tell submitters that head will reach
+		// leaderEnd once the kernel has consumed our batch.
+		r.subMu.Lock()
+		t := r.sqTail.Load()
+		toSubmit := t - r.sqHead.Load()
+		if toSubmit > 0 {
+			r.leaderEnd.Store(t)
+			r.leaderIn.Store(true)
+		}
+		r.subMu.Unlock()
 		n, err := enter(r.fd, toSubmit, 1, iosys.IORING_ENTER_FLAGS_GETEVENTS)
+		r.leaderIn.Store(false)
 		r.m.enters.Add(1)
 		if n > 0 {
-			r.inKernel.Add(int32(n))
 			r.m.sqes.Add(uint64(n))
 		}
 		if err != nil && err != unix.EINTR && err != unix.EAGAIN && err != unix.EBUSY {
@@ -333,29 +347,30 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 	}
 }
 
-// submitPending submits queued SQEs without waiting. Only one goroutine
-// does it at a time; others rely on it (or the leader) and re-check after.
+// inKernel is the number of SQEs the kernel consumed whose CQEs are not
+// reaped yet: every SQE yields exactly one CQE, and both heads count from
+// zero, so the difference of the two heads is exact.
+func (r *ring) inKernel() int32 { return int32(r.sqHead.Load() - r.cqHead.Load()) }
+
+// submitPending submits every queued SQE without waiting.
 func (r *ring) submitPending() {
-	// Two rounds: an SQE queued while the previous holder was inside the
-	// syscall is picked up by the holder's re-check or by us.
-	for range 2 {
-		if r.sqTail.Load() == r.sqHead.Load() {
-			return
-		}
-		if !r.submitting.CompareAndSwap(false, true) {
-			return
-		}
-		toSubmit := r.sqTail.Load() - r.sqHead.Load()
-		if toSubmit != 0 {
-			n, _ := enter(r.fd, toSubmit, 0, 0)
-			r.m.enters.Add(1)
-			if n > 0 {
-				r.inKernel.Add(int32(n))
-				r.m.sqes.Add(uint64(n))
-			}
-		}
-		r.submitting.Store(false)
+	r.subMu.Lock()
+	// A leader that released subMu but whose batch the kernel has not
+	// consumed yet (head short of leaderEnd) still owns the SQ head: an
+	// enter now would make its to_submit stale. It is microseconds away.
+	for r.leaderIn.Load() && int32(r.sqHead.Load()-r.leaderEnd.Load()) < 0 {
+		r.subMu.Unlock()
+		runtime.Gosched()
+		r.subMu.Lock()
 	}
+	if toSubmit := r.sqTail.Load() - r.sqHead.Load(); toSubmit != 0 {
+		n, _ := enter(r.fd, toSubmit, 0, 0)
+		r.m.enters.Add(1)
+		if n > 0 {
+			r.m.sqes.Add(uint64(n))
+		}
+	}
+	r.subMu.Unlock()
 }
 
 // reap consumes every available CQE, counts own's in *ownGot, signals
@@ -371,9 +386,6 @@ func (r *ring) reap(own *slot, ownGot *int) int {
 		return 0
 	}
 	others := 0
-	// Count before signalling: a woken waiter must not see a stale-high
-	// inKernel and skip submitting when nothing is left to wake the leader.
-	r.inKernel.Add(-int32(tail - head))
 	for ; head != tail; head++ {
 		c := &r.cqes[head&r.cqMask]
 		ud := c.UserData()
