@@ -352,25 +352,36 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 // zero, so the difference of the two heads is exact.
 func (r *ring) inKernel() int32 { return int32(r.sqHead.Load() - r.cqHead.Load()) }
 
-// submitPending submits every queued SQE without waiting.
+// submitPending submits every queued SQE without waiting. If another
+// goroutine is submitting, it leaves the work to it: the holder re-checks
+// the SQ after unlocking, so nothing queued meanwhile is stranded (either
+// our TryLock or its re-check sees the other's store).
 func (r *ring) submitPending() {
-	r.subMu.Lock()
-	// A leader that released subMu but whose batch the kernel has not
-	// consumed yet (head short of leaderEnd) still owns the SQ head: an
-	// enter now would make its to_submit stale. It is microseconds away.
-	for r.leaderIn.Load() && int32(r.sqHead.Load()-r.leaderEnd.Load()) < 0 {
-		r.subMu.Unlock()
-		runtime.Gosched()
-		r.subMu.Lock()
-	}
-	if toSubmit := r.sqTail.Load() - r.sqHead.Load(); toSubmit != 0 {
-		n, _ := enter(r.fd, toSubmit, 0, 0)
-		r.m.enters.Add(1)
-		if n > 0 {
-			r.m.sqes.Add(uint64(n))
+	for r.sqTail.Load() != r.sqHead.Load() {
+		if !r.subMu.TryLock() {
+			return
 		}
+		// A leader that released subMu but whose batch the kernel has not
+		// consumed yet (head short of leaderEnd) still owns the SQ head:
+		// an enter now would make its to_submit stale. It is microseconds
+		// away.
+		for r.leaderIn.Load() && int32(r.sqHead.Load()-r.leaderEnd.Load()) < 0 {
+			runtime.Gosched()
+		}
+		if toSubmit := r.sqTail.Load() - r.sqHead.Load(); toSubmit != 0 {
+			n, err := enter(r.fd, toSubmit, 0, 0)
+			r.m.enters.Add(1)
+			if n > 0 {
+				r.m.sqes.Add(uint64(n))
+			}
+			if err != nil && err != unix.EINTR {
+				// EAGAIN/EBUSY: the leader's next enter retries.
+				r.subMu.Unlock()
+				return
+			}
+		}
+		r.subMu.Unlock()
 	}
-	r.subMu.Unlock()
 }
 
 // reap consumes every available CQE, counts own's in *ownGot, signals
