@@ -61,13 +61,18 @@ func (im *Image) updateRefcount(c uint64, delta int64) error {
 	if err != nil {
 		return err
 	}
+	t.Lock() // write-back may snapshot this block from another goroutine
 	v := format.GetRefcount(t.Data, im.g.RefcountOrder, bi)
 	nv := uint64(int64(v) + delta)
-	if (delta < 0 && uint64(-delta) > v) || (delta > 0 && (nv > im.g.RefcountMax || nv < v)) {
+	bad := (delta < 0 && uint64(-delta) > v) || (delta > 0 && (nv > im.g.RefcountMax || nv < v))
+	if !bad {
+		format.SetRefcount(t.Data, im.g.RefcountOrder, bi, nv)
+	}
+	t.Unlock()
+	if bad {
 		im.rbc.Put(t)
 		return im.markCorrupt(corruptf("refcount", c, "refcount %d of cluster %d %+d out of range", v, c, delta))
 	}
-	format.SetRefcount(t.Data, im.g.RefcountOrder, bi, nv)
 	im.rbc.MarkDirty(t)
 	im.rbc.Put(t)
 	if nv == 0 {
@@ -164,10 +169,8 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 			}
 		}
 		off = c << im.g.ClusterBits
-		fresh = off >= im.hwm
-		if end := (c + n) << im.g.ClusterBits; end > im.hwm {
-			im.hwm = end
-		}
+		fresh = off >= im.hwm.Load()
+		im.bumpHWM((c + n) << im.g.ClusterBits)
 		im.freeIdx = c + n
 		if err := im.overlapCheckNew(off, n<<im.g.ClusterBits); err != nil {
 			return 0, false, err
@@ -211,7 +214,9 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		if err != nil {
 			return err
 		}
+		t.Lock()
 		format.SetRefcount(t.Data, im.g.RefcountOrder, bbi, 1)
+		t.Unlock()
 		im.rbc.MarkDirty(t)
 		im.rbc.Put(t)
 	} else {
@@ -230,9 +235,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		im.rbc.MarkDirty(t)
 		im.rbc.Put(t)
 	}
-	if end := boff + im.g.ClusterSize; end > im.hwm {
-		im.hwm = end
-	}
+	im.bumpHWM(boff + im.g.ClusterSize)
 	im.meta.set(b, metaRefblock)
 	// Q4: the block (and the count of its own cluster) is durable before
 	// the table entry.
@@ -262,7 +265,7 @@ func (im *Image) growReftable(need uint64) error {
 	per := cs / 8
 	newEntries := max(need+1, uint64(len(im.reftable))*2)
 	newEntries = (newEntries + per - 1) / per * per
-	a := im.hwm >> g.ClusterBits // first cluster of the area
+	a := im.hwm.Load() >> g.ClusterBits // first cluster of the area
 	var k, tc uint64
 	for iter := 0; ; iter++ {
 		if iter > 100 {
@@ -324,6 +327,8 @@ func (im *Image) growReftable(need uint64) error {
 	for c := a; c < end; c++ {
 		r, bi := g.RefIndex(c)
 		if d, ok := blocks[r]; ok {
+			// Not reachable by any other goroutine until the table
+			// points at it.
 			format.SetRefcount(d, g.RefcountOrder, bi, 1)
 			continue
 		}
@@ -360,7 +365,9 @@ func (im *Image) growReftable(need uint64) error {
 		return err
 	}
 	im.reftable = newTable
-	im.hwm = end << g.ClusterBits
+	im.bumpHWM(end << g.ClusterBits)
+	im.rtOff.Store(tableOff)
+	im.rtLen.Store(tc * cs)
 	im.c.reftableGrowths.Add(1)
 	im.c.refblocksAllocated.Add(int64(k))
 	// The old table is no longer referenced by the (durable) header.

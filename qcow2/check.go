@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/qring/qring/block"
 
@@ -123,6 +124,7 @@ func (im *Image) clearCorruptBit(r *CheckResult, mode RepairMode) error {
 		return err
 	}
 	im.corrupt = false
+	im.syncState()
 	return im.dev.Flush()
 }
 
@@ -142,7 +144,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	nclusters := (c.fsize + cs - 1) >> g.ClusterBits
 	// Clusters the caches or allocator hold past EOF count as in the file
 	// (written back later).
-	nclusters = max(nclusters, im.hwm>>g.ClusterBits)
+	nclusters = max(nclusters, im.hwm.Load()>>g.ClusterBits)
 	c.ref = make([]uint32, nclusters)
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
 
@@ -327,7 +329,7 @@ type fix struct {
 func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 	// New refcount blocks must not land on referenced clusters whose
 	// counts are wrong: allocate past everything.
-	im.freeIdx = max(im.freeIdx, nclusters, im.hwm>>im.g.ClusterBits)
+	im.freeIdx = max(im.freeIdx, nclusters, im.hwm.Load()>>im.g.ClusterBits)
 	for _, f := range fixes {
 		for tries := 0; ; tries++ {
 			cur, err := im.refcount(f.c)
@@ -368,7 +370,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, e1, rc)
 			r.Corruptions++
 			if repair >= RepairAll {
-				im.l1[i] = uint64(format.MakeL1(le.Offset(), rc == 1))
+				atomic.StoreUint64(&im.l1[i], uint64(format.MakeL1(le.Offset(), rc == 1)))
 				if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, uint64(i)); err != nil {
 					return err
 				}
@@ -406,7 +408,9 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 						if rc == 1 {
 							ne |= format.OflagCopied
 						}
+						t.Lock()
 						be.PutUint64(t.Data[k:], ne)
+						t.Unlock()
 						im.l2c.MarkDirty(t)
 						r.CorruptionsFixed++
 					}

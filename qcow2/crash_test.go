@@ -4,30 +4,46 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 )
 
-// hookDev calls before() ahead of every mutating op of a memdev.
+// hookDev calls before() ahead of every mutating op of a memdev. The
+// cache writes tables back in parallel, so the hook is serialised.
 type hookDev struct {
 	*memdev.Dev
+	mu     sync.Mutex
 	before func()
 }
 
-func (h *hookDev) Writev(off int64, b [][]byte) error {
+func (h *hookDev) hook() func() {
+	h.mu.Lock()
 	h.before()
+	return h.mu.Unlock
+}
+
+func (h *hookDev) Writev(off int64, b [][]byte) error {
+	defer h.hook()()
 	return h.Dev.Writev(off, b)
 }
+
 func (h *hookDev) WriteZeroes(off, n int64, f block.Flags) error {
-	h.before()
+	defer h.hook()()
 	return h.Dev.WriteZeroes(off, n, f)
 }
-func (h *hookDev) Flush() error { h.before(); return h.Dev.Flush() }
+
+func (h *hookDev) Flush() error {
+	defer h.hook()()
+	return h.Dev.Flush()
+}
+
 func (h *hookDev) Close() error { return nil }
+
 func (h *hookDev) Truncate(n int64) error {
-	h.before()
+	defer h.hook()()
 	return h.Dev.Truncate(n)
 }
 

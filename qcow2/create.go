@@ -219,7 +219,7 @@ func (im *Image) preallocate(mode string) error {
 			return err
 		}
 	}
-	end := int64(im.hwm)
+	end := int64(im.hwm.Load())
 	switch mode {
 	case PreallocMetadata:
 		if sz, _ := im.dev.Size(); sz < end {

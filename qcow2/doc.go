@@ -7,11 +7,11 @@
 // The engine depends only on block.Device; the binary picks the backend
 // (io_uring, threads, or block.OSFile) through Options.Opener.
 //
-// Locking: Image.mu (QEMU's s->lock) guards the in-memory L1 and refcount
-// tables, the caches' dependency state and the allocator. Guest data I/O
-// runs outside it. sched.ClusterLocks records in-flight allocations per
-// guest cluster: a write that touches such a cluster waits for that
-// allocation only (QEMU's handle_dependencies).
+// Image.mu (QEMU's s->lock) guards the allocator, the refcount table and
+// changes to the L1 table. Guest data I/O runs outside it.
+// sched.ClusterLocks records in-flight allocations per guest cluster: a
+// write that touches such a cluster waits for that allocation only
+// (QEMU's handle_dependencies), or writes early (Q10).
 //
 // Crash-consistency invariants (qemu-qcow2.md §4, §8). Code cites them:
 //
@@ -39,12 +39,24 @@
 //	Q6  COPIED == (refcount == 1) for every active L1 and standard L2
 //	    entry; compressed entries never carry COPIED.
 //	Q7  One allocation per guest cluster at a time (sched.ClusterLocks);
-//	    a new host cluster is reachable only by its allocator until the
-//	    L2 link.
+//	    a new host cluster is reachable only by its allocator until it is
+//	    ready (Q10) and by nobody else's reads until the L2 link.
 //	Q8  Dirty bit: set durably before the first refcount update is left
 //	    unordered (lazy refcounts); cleared only after a full flush.
 //	Q9  Corruption found on a write path marks the image corrupt and
 //	    read-only instead of damaging it further (overlap checks).
+//	Q10 Early writes (the seed's goal 3): once a new cluster's bytes
+//	    around the allocator's data are final (copied, zeroed, or a fresh
+//	    hole), other writes into the same cluster go straight to the host
+//	    cluster without waiting for the L2 link. The cluster is then
+//	    linked even if the allocator's own data write fails, and Flush
+//	    first waits for such allocations to be linked, so a flush covers
+//	    every write completed before it.
+//
+// Locking: the read path and the in-place overwrite path take no
+// image-wide lock: the L1 is read atomically, an L2 entry under its
+// table's lock, and size/state/high-water mark from atomics. Allocation,
+// refcounts and the caches' dependency state are under Image.mu.
 //
 // After a crash at any point: leaks are allowed, corruption never, and
 // data written before a completed Flush reads back.

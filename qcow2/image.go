@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/cache"
@@ -47,15 +48,23 @@ type Image struct {
 	freeIdx   uint64 // first-fit search start (cluster index)
 	// hwm is the host high-water mark in bytes: every cluster at or past
 	// it has never been allocated since open and reads as zeros (Q2).
-	hwm       uint64
-	snapshots []format.Snapshot
-	dirtySet  bool // dirty bit written (lazy refcounts)
-	corrupt   bool
-	closed    bool
+	// Written under mu, read lock-free.
+	hwm atomic.Uint64
+	// vsize mirrors hdr.Size for lock-free readers.
+	vsize atomic.Uint64
+	// state mirrors closed/ro/corrupt for the lock-free data path.
+	state atomic.Uint32
+	// rtOff/rtLen mirror the refcount table's place (overlap checks).
+	rtOff, rtLen atomic.Uint64
+	snapshots    []format.Snapshot
+	dirtySet     bool // dirty bit written (lazy refcounts)
+	corrupt      bool
+	closed       bool
 
-	meta   metaSet // roles of L2 and refcount block clusters (overlap checks)
-	allocs sched.ClusterLocks
-	c      counters
+	meta     metaSet // roles of L2 and refcount block clusters (overlap checks)
+	allocs   sched.ClusterLocks
+	inflight inflightMap // states of the allocations registered in allocs
+	c        counters
 }
 
 var (
@@ -206,7 +215,11 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		}
 		im.snapshots = snaps
 	}
-	im.hwm = (uint64(fsize) + cs - 1) &^ (cs - 1)
+	im.hwm.Store((uint64(fsize) + cs - 1) &^ (cs - 1))
+	im.vsize.Store(h.Size)
+	im.rtOff.Store(uint64(h.RefcountTableOffset))
+	im.rtLen.Store(uint64(h.RefcountTableClusters) * cs)
+	im.syncState()
 	if err := im.initCaches(); err != nil {
 		return nil, err
 	}
@@ -419,7 +432,7 @@ func (im *Image) Size() (int64, error) {
 	if im.closed {
 		return 0, block.ErrClosed
 	}
-	return int64(im.hdr.Size), nil
+	return int64(im.vsize.Load()), nil
 }
 
 // Caps: Allocate and MayUnmap on v3 (zero clusters), for cluster-aligned
@@ -443,7 +456,7 @@ func (im *Image) Metrics() Metrics {
 		ClustersAllocated: c.clustersAllocated.Load(), L2TablesAllocated: c.l2TablesAllocated.Load(),
 		RefblocksAllocated: c.refblocksAllocated.Load(), ReftableGrowths: c.reftableGrowths.Load(),
 		COWBytes: c.cowBytes.Load(), ZeroPadBytes: c.zeroPadBytes.Load(), Fallocates: c.fallocates.Load(),
-		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(),
+		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(),
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
 	}
 	if im.l2c != nil {
@@ -496,6 +509,7 @@ func (im *Image) writeTableEntry(tableOff uint64, table []uint64, i uint64) erro
 func (im *Image) markCorrupt(cause error) error {
 	if !im.corrupt {
 		im.corrupt = true
+		im.syncState()
 		if im.hdr.Version >= 3 && !im.ro {
 			im.hdr.IncompatibleFeatures |= format.IncompatCorrupt
 			if im.writeHeader() == nil {
@@ -525,6 +539,7 @@ func (im *Image) Close() error {
 		}
 	}
 	im.closed = true
+	im.syncState()
 	im.mu.Unlock()
 	im.closeCaches()
 	im.closeBacking()
@@ -538,6 +553,7 @@ func (im *Image) Close() error {
 
 // Flush makes every write completed before the call durable (B6).
 func (im *Image) Flush() error {
+	im.inflight.wait() // Q10: early writes are covered once linked
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if im.closed {
@@ -585,7 +601,33 @@ func (im *Image) Truncate(size int64) error {
 		im.hdr.Size = old
 		return err
 	}
+	im.vsize.Store(uint64(size))
 	return im.dev.Flush()
 }
 
 var errRetry = errors.New("qcow2: retry allocation")
+
+const (
+	stClosed uint32 = 1 << iota
+	stNoWrite
+)
+
+// syncState publishes closed/ro/corrupt for lock-free readers. Called
+// with mu held (or before the image is shared).
+func (im *Image) syncState() {
+	var s uint32
+	if im.closed {
+		s |= stClosed
+	}
+	if im.ro || im.corrupt {
+		s |= stNoWrite
+	}
+	im.state.Store(s)
+}
+
+// bumpHWM raises the high-water mark to end. Called with mu held.
+func (im *Image) bumpHWM(end uint64) {
+	if end > im.hwm.Load() {
+		im.hwm.Store(end)
+	}
+}

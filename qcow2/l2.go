@@ -1,11 +1,15 @@
 package qcow2
 
 import (
+	"sync/atomic"
+
 	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
 
-// L2 access. Functions here run with im.mu held.
+// L2 access. Lookups (l2slice, entry) are safe without im.mu: the L1 is
+// read atomically and an entry is read under its table's lock. Every
+// writer of L2 table data holds im.mu and the table's lock.
 
 // l2slice returns the pinned cache slice holding the entry of guest
 // cluster gc and the entry's byte offset within it; t is nil when the L1
@@ -15,7 +19,7 @@ func (im *Image) l2slice(gc uint64) (t *cache.Table, at uint64, err error) {
 	if l1i >= uint64(len(im.l1)) {
 		return nil, 0, nil
 	}
-	l2off := im.l1[l1i] & format.L1OffsetMask
+	l2off := atomic.LoadUint64(&im.l1[l1i]) & format.L1OffsetMask
 	if l2off == 0 {
 		return nil, 0, nil
 	}
@@ -34,7 +38,9 @@ func (im *Image) entry(gc uint64) (format.L2Entry, error) {
 	if err != nil || t == nil {
 		return 0, err
 	}
+	t.Lock()
 	e := format.L2Entry(be.Uint64(t.Data[at:]))
+	t.Unlock()
 	im.l2c.Put(t)
 	if err := im.validEntry(e); err != nil {
 		return 0, err
@@ -60,7 +66,9 @@ func (im *Image) setEntry(gc uint64, e format.L2Entry) error {
 	if t == nil {
 		return corruptf("l1_entry", gc>>im.g.L2Bits, "L2 table vanished")
 	}
+	t.Lock()
 	be.PutUint64(t.Data[at:], uint64(e))
+	t.Unlock()
 	im.l2c.MarkDirty(t)
 	im.l2c.Put(t)
 	return nil
@@ -104,7 +112,11 @@ func (im *Image) ensureL2(gc uint64) error {
 				im.l2c.Put(nt)
 				return im.abortL2(off, err)
 			}
+			ot.Lock()
+			nt.Lock()
 			copy(nt.Data, ot.Data)
+			nt.Unlock()
+			ot.Unlock()
 			im.l2c.Put(ot)
 		}
 		im.l2c.MarkDirty(nt)
@@ -113,9 +125,9 @@ func (im *Image) ensureL2(gc uint64) error {
 	if err := im.l2c.Flush(); err != nil {
 		return im.abortL2(off, err)
 	}
-	im.l1[l1i] = uint64(format.MakeL1(format.HostOff(off), true))
+	atomic.StoreUint64(&im.l1[l1i], uint64(format.MakeL1(format.HostOff(off), true)))
 	if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, l1i); err != nil {
-		im.l1[l1i] = uint64(old)
+		atomic.StoreUint64(&im.l1[l1i], uint64(old))
 		return im.abortL2(off, err)
 	}
 	im.c.l2TablesAllocated.Add(1)

@@ -31,9 +31,13 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 		s.Allocated, s.Data, s.HostOff = true, true, int64(m.host)
 	case format.ClusterZeroPlain:
 		s.Allocated, s.Zero = true, true
-		if uint64(off) >= im.hdr.Size {
+		if uint64(off) >= im.vsize.Load() {
 			s.Allocated = false
 		}
+	case format.ClusterZeroAlloc:
+		// Preallocated zeros: qemu-img map shows the offset with
+		// data:false.
+		s.Allocated, s.Zero, s.HostOff = true, true, int64(m.host)
 	case format.ClusterCompressed:
 		s.Allocated, s.Data, s.Compressed = true, true, true
 	case format.ClusterUnallocated:

@@ -27,7 +27,10 @@ type Metrics struct {
 	FreshSkips int64
 	// AllocWaits are writes that waited for another allocation of the
 	// same cluster.
-	AllocWaits   int64
+	AllocWaits int64
+	// EarlyWrites went into a cluster under allocation before its L2
+	// link, without waiting (Q10).
+	EarlyWrites  int64
 	MetaWrites   int64 // direct metadata writes (header, L1, reftable)
 	Flushes      int64
 	L2Hits       int64
@@ -41,6 +44,7 @@ type counters struct {
 	clustersAllocated, l2TablesAllocated, refblocksAllocated    atomic.Int64
 	reftableGrowths, cowBytes, zeroPadBytes, fallocates         atomic.Int64
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
+	earlyWrites                                                 atomic.Int64
 }
 
 // Sub returns m - o, field by field.
@@ -52,7 +56,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		RefblocksAllocated: m.RefblocksAllocated - o.RefblocksAllocated, ReftableGrowths: m.ReftableGrowths - o.ReftableGrowths,
 		COWBytes: m.COWBytes - o.COWBytes, ZeroPadBytes: m.ZeroPadBytes - o.ZeroPadBytes,
 		Fallocates: m.Fallocates - o.Fallocates, ZeroingRefused: m.ZeroingRefused - o.ZeroingRefused,
-		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits,
+		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites,
 		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
 		L2Hits: m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
 		RefcntHits: m.RefcntHits - o.RefcntHits, RefcntMisses: m.RefcntMisses - o.RefcntMisses,
@@ -62,7 +66,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 func (m Metrics) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "guest: %d reads (%d B), %d writes (%d B)\n", m.GuestReads, m.GuestBytesRead, m.GuestWrites, m.GuestBytesWritten)
-	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits)
+	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
 	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips)
 	fmt.Fprintf(&b, "meta: %d direct writes, %d flushes; L2 cache %d hits %d misses; refcount cache %d hits %d misses\n", m.MetaWrites, m.Flushes, m.L2Hits, m.L2Misses, m.RefcntHits, m.RefcntMisses)
 	return b.String()

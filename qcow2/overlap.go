@@ -52,7 +52,7 @@ func (im *Image) staticOverlap(off, n uint64) string {
 		return "header"
 	case in(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8):
 		return "active L1 table"
-	case in(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs):
+	case in(im.rtOff.Load(), im.rtLen.Load()):
 		return "refcount table"
 	}
 	for _, s := range im.snapshots {
@@ -152,17 +152,18 @@ func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
 }
 
 // overlapCheckData: an existing data cluster about to be overwritten in
-// place must lie inside the file and hold no metadata. Called with mu.
+// place must lie inside the file and hold no metadata. Lock-free; the
+// caller marks the image corrupt on error.
 func (im *Image) overlapCheckData(off uint64) error {
 	cs := im.g.ClusterSize
-	if off+cs > im.hwm {
-		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x lies past the end of the file", off))
+	if off+cs > im.hwm.Load() {
+		return corruptf("l2_entry", off, "data cluster at %#x lies past the end of the file", off)
 	}
 	if what := im.staticOverlap(off, cs); what != "" {
-		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x overlaps the %s", off, what))
+		return corruptf("l2_entry", off, "data cluster at %#x overlaps the %s", off, what)
 	}
 	if k := im.meta.get(off >> im.g.ClusterBits); k != 0 {
-		return im.markCorrupt(corruptf("l2_entry", off, "data cluster at %#x overlaps an in-use %s", off, kindName(k)))
+		return corruptf("l2_entry", off, "data cluster at %#x overlaps an in-use %s", off, kindName(k))
 	}
 	return nil
 }

@@ -82,12 +82,11 @@ type run struct {
 // never past the virtual size (the rest reads as "unallocated past EOF").
 func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 	g := &im.g
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if im.closed {
+	// Lock-free: entries are read atomically per table (see l2.go).
+	if im.state.Load()&stClosed != 0 {
 		return run{}, block.ErrClosed
 	}
-	size := im.hdr.Size
+	size := im.vsize.Load()
 	if off >= size {
 		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
 	}
@@ -98,10 +97,7 @@ func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 		return run{}, err
 	}
 	r := run{kind: e.Type(), entry: e}
-	if r.kind == format.ClusterZeroAlloc {
-		r.kind = format.ClusterZeroPlain
-	}
-	if r.kind == format.ClusterNormal {
+	if r.kind == format.ClusterNormal || r.kind == format.ClusterZeroAlloc {
 		r.host = uint64(e.Offset()) + g.InCluster(off)
 	}
 	r.length = min(g.ClusterSize-g.InCluster(off), maxLen)
@@ -117,13 +113,10 @@ func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 			return run{}, err
 		}
 		nk := ne.Type()
-		if nk == format.ClusterZeroAlloc {
-			nk = format.ClusterZeroPlain
-		}
 		if nk != r.kind {
 			break
 		}
-		if nk == format.ClusterNormal && uint64(ne.Offset()) != r.host+r.length {
+		if (nk == format.ClusterNormal || nk == format.ClusterZeroAlloc) && uint64(ne.Offset()) != r.host+r.length {
 			break
 		}
 		r.length = min(r.length+g.ClusterSize, maxLen)
@@ -135,7 +128,7 @@ func (im *Image) readRun(r run, off uint64, v [][]byte) error {
 	switch r.kind {
 	case format.ClusterNormal:
 		return im.dev.Readv(int64(r.host), v)
-	case format.ClusterZeroPlain:
+	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
 		zeroVec(v)
 		return nil
 	case format.ClusterUnallocated:
@@ -249,7 +242,7 @@ func (im *Image) IsZeroFast(off, n int64) bool {
 			return false
 		}
 		switch m.kind {
-		case format.ClusterZeroPlain:
+		case format.ClusterZeroPlain, format.ClusterZeroAlloc:
 		case format.ClusterUnallocated:
 			if im.backing != nil && off < im.bsize {
 				if im.bzero == nil || !im.bzero.IsZeroFast(off, min(int64(m.length), im.bsize-off)) {

@@ -23,14 +23,13 @@ func (im *Image) checkWrite(off, n int64) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
-	im.mu.Lock()
-	defer im.mu.Unlock()
+	st := im.state.Load()
 	switch {
-	case im.closed:
+	case st&stClosed != 0:
 		return block.ErrClosed
-	case im.ro || im.corrupt:
+	case st&stNoWrite != 0:
 		return ErrReadOnly
-	case uint64(off+n) > im.hdr.Size:
+	case uint64(off+n) > im.vsize.Load():
 		return ErrOutOfRange
 	}
 	return nil
@@ -74,20 +73,26 @@ const (
 )
 
 // writeCluster writes n bytes of v at guest offset goff, all inside one
-// cluster.
+// cluster. The overwrite path takes no image-wide lock: the lookup is
+// lock-free and the data goes straight to the host cluster.
 func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 	g := &im.g
 	gc := goff >> g.ClusterBits
 	waited := false
 	for {
-		im.mu.Lock()
-		if im.closed {
-			im.mu.Unlock()
+		if im.state.Load()&stClosed != 0 {
 			return block.ErrClosed
 		}
-		// Q7: wait for an in-flight allocation of this cluster.
+		// Q7: a cluster under allocation is either written early (Q10)
+		// or waited for.
 		if blocker, _ := im.allocs.Conflict(gc, 1); blocker != nil {
-			im.mu.Unlock()
+			if st := im.inflight.ready(gc); st != nil {
+				blocker.Forget()
+				if done, err := im.earlyWrite(st, goff, v); done {
+					return err
+				}
+				continue
+			}
 			if !waited {
 				im.c.allocWaits.Add(1)
 				waited = true
@@ -97,30 +102,58 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 		}
 		e, err := im.entry(gc)
 		if err != nil {
-			im.mu.Unlock()
 			return err
 		}
 		if e.Type() == format.ClusterNormal && e.Copied() {
-			// Overwrite in place: no metadata change, after the cached
-			// overlap check (Q9): a hostile or damaged L2 entry must not
-			// point our write at metadata or far past the file.
-			if err := im.overlapCheckData(uint64(e.Offset())); err != nil {
-				im.mu.Unlock()
-				return err
-			}
-			host := uint64(e.Offset()) + g.InCluster(goff)
-			im.mu.Unlock()
-			return im.dev.Writev(int64(host), v)
+			return im.overwrite(e, goff, v)
 		}
+		im.mu.Lock()
 		a, _, blocker := im.allocs.TryAcquire(gc, 1)
 		if a == nil {
 			im.mu.Unlock()
 			blocker.Wait()
 			continue
 		}
-		err = im.allocWrite(a, gc, goff, e, v, n) // unlocks mu
+		// Registered: look again, the cluster may have been linked in
+		// the meantime.
+		if e, err = im.entry(gc); err != nil {
+			im.allocs.Release(a)
+			im.mu.Unlock()
+			return err
+		}
+		if e.Type() == format.ClusterNormal && e.Copied() {
+			im.allocs.Release(a)
+			im.mu.Unlock()
+			return im.overwrite(e, goff, v)
+		}
+		return im.allocWrite(a, gc, goff, e, v, n) // unlocks mu
+	}
+}
+
+// overwrite writes into an allocated cluster with refcount 1, after the
+// cached overlap check (Q9): a hostile or damaged L2 entry must not point
+// our write at metadata or far past the file.
+func (im *Image) overwrite(e format.L2Entry, goff uint64, v [][]byte) error {
+	if err := im.overlapCheckData(uint64(e.Offset())); err != nil {
+		im.mu.Lock()
+		err = im.markCorrupt(err)
+		im.mu.Unlock()
 		return err
 	}
+	return im.dev.Writev(int64(uint64(e.Offset())+im.g.InCluster(goff)), v)
+}
+
+// earlyWrite writes into a cluster whose allocation is in flight but
+// whose COW or zeroing is complete (Q10). done is false when the
+// allocation went away first and the caller must look again.
+func (im *Image) earlyWrite(st *allocState, goff uint64, v [][]byte) (done bool, err error) {
+	if !st.enter() {
+		return false, nil
+	}
+	im.c.earlyWrites.Add(1)
+	err = im.dev.Writev(int64(st.host+im.g.InCluster(goff)), v)
+	st.exit(err == nil)
+	return true, err
 }
 
 // allocWrite allocates a cluster for gc (old entry e), writes the guest
@@ -128,9 +161,7 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 // held and the cluster's allocation registered; returns with mu released
 // and the registration dropped.
 func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v [][]byte, n int64) (err error) {
-	defer func() {
-		im.allocs.Release(a)
-	}()
+	defer im.allocs.Release(a)
 	if err := im.ensureL2(gc); err != nil {
 		im.mu.Unlock()
 		return err
@@ -164,17 +195,29 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 	case format.ClusterCompressed:
 		src = cowCompressed
 	}
+	st := newAllocState(host)
+	im.inflight.add(gc, st)
 	im.mu.Unlock()
 
-	cowed, err := im.writeWithCOW(host, fresh, goff, e, src, v, n)
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if err != nil {
+	cowed, err := im.writeWithCOW(st, fresh, goff, e, src, v, n)
+	if err == nil {
+		st.ready.Store(true)
+	}
+	// If our write failed, undo the allocation unless early writers
+	// already put data there (Q10): then it is linked all the same.
+	if err != nil && (!st.ready.Load() || st.seal() == 0) {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		im.inflight.remove(gc, st)
 		if !reuse {
 			im.freeClusters(host, 1) // QEMU qcow2_alloc_cluster_abort
 		}
 		return err
 	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	werr := err
+	defer im.inflight.remove(gc, st)
 	if cowed || (fresh && im.lazy) {
 		// Q2; and with lazy refcounts nothing else orders the data
 		// (which extends the file) before the link: without it a crash
@@ -196,7 +239,7 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 			return err
 		}
 	}
-	return nil
+	return werr
 }
 
 // freeEntry drops the reference an old L2 entry held.
@@ -226,7 +269,8 @@ func (im *Image) freeEntry(e format.L2Entry) error {
 // writeWithCOW writes the guest data into the new host cluster and fills
 // the rest of the cluster from src. It reports whether it wrote bytes
 // around the data into non-fresh space (Q2). mu is not held.
-func (im *Image) writeWithCOW(host uint64, fresh bool, goff uint64, old format.L2Entry, src cowSource, v [][]byte, n int64) (bool, error) {
+func (im *Image) writeWithCOW(st *allocState, fresh bool, goff uint64, old format.L2Entry, src cowSource, v [][]byte, n int64) (bool, error) {
+	host := st.host
 	g := &im.g
 	cs := g.ClusterSize
 	in := g.InCluster(goff)
@@ -240,8 +284,10 @@ func (im *Image) writeWithCOW(host uint64, fresh bool, goff uint64, old format.L
 		if im.prealloc {
 			if fresh {
 				// A hole past the high-water mark already reads as
-				// zeros: write only the guest data.
+				// zeros: write only the guest data, and let other
+				// writers into the cluster right away (Q10).
 				im.c.freshSkips.Add(1)
+				st.ready.Store(true)
 				return false, im.dev.Writev(int64(host+in), v)
 			}
 			// The seed: one efficient zeroing of the whole cluster,

@@ -98,8 +98,15 @@ func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool) error {
 	}
 	var ne format.L2Entry
 	switch {
-	case discard && (im.backing == nil || im.hdr.Version < 3):
+	case discard && im.hdr.Version < 3:
 		ne = 0
+	case discard && im.backing == nil && e.Type() == format.ClusterUnallocated:
+		return nil
+	case discard:
+		// As QEMU (full_discard=false): a discarded allocated cluster
+		// becomes a zero cluster on v3, so it never re-exposes backing
+		// data.
+		ne = format.L2Entry(format.OflagZero)
 	case im.hdr.Version < 3:
 		return nil // unreachable for zero requests (partial path)
 	case !unmap && e.Type() == format.ClusterNormal && e.Copied():
