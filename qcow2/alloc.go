@@ -3,6 +3,8 @@ package qcow2
 import (
 	"fmt"
 
+	"github.com/qring/qring/block"
+
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -171,6 +173,9 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 		off = c << im.g.ClusterBits
 		fresh = off >= im.hwm.Load()
 		im.bumpHWM((c + n) << im.g.ClusterBits)
+		if fresh && im.ahead > 0 {
+			im.reserveAhead((c + n) << im.g.ClusterBits)
+		}
 		im.freeIdx = c + n
 		if err := im.overlapCheckNew(off, n<<im.g.ClusterBits); err != nil {
 			return 0, false, err
@@ -372,4 +377,46 @@ func (im *Image) growReftable(need uint64) error {
 	im.c.refblocksAllocated.Add(int64(k))
 	// The old table is no longer referenced by the (durable) header.
 	return im.freeClusters(oldOff, oldClusters)
+}
+
+// reserveAhead makes sure [hwm, end) lies inside space reserved with one
+// efficient zeroing request, growing the reservation by a large aligned
+// chunk (QEMU's preallocate filter). New clusters then land in zeroed,
+// unwritten extents inside the file: they need no per-cluster zeroing
+// (Q2: still fresh) and their writes do not extend the file. A refusal
+// disables it; it is an optimisation only.
+func (im *Image) reserveAhead(end uint64) {
+	if end <= im.reserved {
+		return
+	}
+	a := uint64(max(im.aheadAlign, im.dcap.Align, 1))
+	start := (im.reserved + a - 1) / a * a
+	// Grow geometrically up to the configured chunk, so small images do
+	// not reserve far more than they use.
+	chunk := min(uint64(im.ahead), max(4<<20, im.reserved))
+	newEnd := (end + chunk + a - 1) / a * a
+	err := im.dev.WriteZeroes(int64(start), int64(newEnd-start), block.Allocate)
+	if err != nil {
+		im.ahead = 0
+		return
+	}
+	im.reserved = newEnd
+	im.c.reservations.Add(1)
+}
+
+// trimReserved gives back reserved space past the last cluster at close.
+func (im *Image) trimReserved() error {
+	end := im.hwm.Load()
+	if im.reserved <= end {
+		return nil
+	}
+	sz, err := im.dev.Size()
+	if err != nil || uint64(sz) <= end {
+		return err
+	}
+	if err := im.dev.Truncate(int64(end)); err != nil {
+		return err
+	}
+	im.reserved = end
+	return im.dev.Flush()
 }

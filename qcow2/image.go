@@ -38,7 +38,11 @@ type Image struct {
 	metaAlign int64
 	memAlign  int
 	prealloc  bool
-	lazy      bool
+	// ahead/aheadAlign: preallocate-ahead chunk (0: off); reserved is
+	// the end of the space reserved so far (guarded by mu).
+	ahead, aheadAlign int64
+	reserved          uint64
+	lazy              bool
 
 	mu        sync.Mutex
 	l1        []uint64
@@ -115,6 +119,15 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		im.memAlign = block.DefaultMemAlign
 	}
 	im.prealloc = o.Prealloc != "off"
+	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 {
+		im.ahead, im.aheadAlign = o.PreallocSize, o.PreallocAlign
+		if im.ahead == 0 {
+			im.ahead = DefaultPreallocSize
+		}
+		if im.aheadAlign <= 0 {
+			im.aheadAlign = DefaultPreallocAlign
+		}
+	}
 	fsize, err := dev.Size()
 	if err != nil {
 		return nil, err
@@ -191,6 +204,8 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		}
 		im.l1[i] = uint64(e)
 	}
+	im.rtOff.Store(uint64(h.RefcountTableOffset))
+	im.rtLen.Store(uint64(h.RefcountTableClusters) * cs)
 	if err := im.overlapCheckStatic(); err != nil {
 		return nil, err
 	}
@@ -216,9 +231,8 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		im.snapshots = snaps
 	}
 	im.hwm.Store((uint64(fsize) + cs - 1) &^ (cs - 1))
+	im.reserved = uint64(fsize)
 	im.vsize.Store(h.Size)
-	im.rtOff.Store(uint64(h.RefcountTableOffset))
-	im.rtLen.Store(uint64(h.RefcountTableClusters) * cs)
 	im.syncState()
 	if err := im.initCaches(); err != nil {
 		return nil, err
@@ -456,7 +470,7 @@ func (im *Image) Metrics() Metrics {
 		ClustersAllocated: c.clustersAllocated.Load(), L2TablesAllocated: c.l2TablesAllocated.Load(),
 		RefblocksAllocated: c.refblocksAllocated.Load(), ReftableGrowths: c.reftableGrowths.Load(),
 		COWBytes: c.cowBytes.Load(), ZeroPadBytes: c.zeroPadBytes.Load(), Fallocates: c.fallocates.Load(),
-		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(),
+		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(), Reservations: c.reservations.Load(),
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
 	}
 	if im.l2c != nil {
@@ -530,6 +544,9 @@ func (im *Image) Close() error {
 	var err error
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
+		if err == nil {
+			err = im.trimReserved()
+		}
 		if err == nil && im.dirtySet {
 			im.hdr.IncompatibleFeatures &^= format.IncompatDirty
 			if err = im.writeHeader(); err == nil {

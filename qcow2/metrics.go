@@ -30,7 +30,9 @@ type Metrics struct {
 	AllocWaits int64
 	// EarlyWrites went into a cluster under allocation before its L2
 	// link, without waiting (Q10).
-	EarlyWrites  int64
+	EarlyWrites int64
+	// Reservations are preallocate-ahead zeroing requests.
+	Reservations int64
 	MetaWrites   int64 // direct metadata writes (header, L1, reftable)
 	Flushes      int64
 	L2Hits       int64
@@ -44,7 +46,7 @@ type counters struct {
 	clustersAllocated, l2TablesAllocated, refblocksAllocated    atomic.Int64
 	reftableGrowths, cowBytes, zeroPadBytes, fallocates         atomic.Int64
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
-	earlyWrites                                                 atomic.Int64
+	earlyWrites, reservations                                   atomic.Int64
 }
 
 // Sub returns m - o, field by field.
@@ -56,7 +58,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		RefblocksAllocated: m.RefblocksAllocated - o.RefblocksAllocated, ReftableGrowths: m.ReftableGrowths - o.ReftableGrowths,
 		COWBytes: m.COWBytes - o.COWBytes, ZeroPadBytes: m.ZeroPadBytes - o.ZeroPadBytes,
 		Fallocates: m.Fallocates - o.Fallocates, ZeroingRefused: m.ZeroingRefused - o.ZeroingRefused,
-		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites,
+		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites, Reservations: m.Reservations - o.Reservations,
 		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
 		L2Hits: m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
 		RefcntHits: m.RefcntHits - o.RefcntHits, RefcntMisses: m.RefcntMisses - o.RefcntMisses,
@@ -67,7 +69,7 @@ func (m Metrics) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "guest: %d reads (%d B), %d writes (%d B)\n", m.GuestReads, m.GuestBytesRead, m.GuestWrites, m.GuestBytesWritten)
 	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
-	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips)
+	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips, %d reservations ahead\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips, m.Reservations)
 	fmt.Fprintf(&b, "meta: %d direct writes, %d flushes; L2 cache %d hits %d misses; refcount cache %d hits %d misses\n", m.MetaWrites, m.Flushes, m.L2Hits, m.L2Misses, m.RefcntHits, m.RefcntMisses)
 	return b.String()
 }

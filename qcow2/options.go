@@ -67,10 +67,21 @@ type Options struct {
 	// buffers merged with the data (QEMU before c8bb23cbdb).
 	Prealloc string
 	// PreallocSize and PreallocAlign reserve space ahead of allocation in
-	// large aligned chunks (QEMU's preallocate filter); 0 disables.
+	// large aligned chunks (QEMU's preallocate filter), so that new
+	// clusters land in zeroed, unwritten extents inside the file and
+	// need no per-cluster zeroing. 0 means the defaults
+	// (DefaultPreallocSize, DefaultPreallocAlign) with prealloc=on;
+	// a negative size disables it. Ignored with prealloc=off or on
+	// devices without efficient zeroing.
 	PreallocSize  int64
 	PreallocAlign int64
 }
+
+// Defaults for preallocating ahead, as QEMU's preallocate filter.
+const (
+	DefaultPreallocSize  = 128 << 20
+	DefaultPreallocAlign = 1 << 20
+)
 
 // ParseSize parses 512, 4k, 64K, 1M, 2G, 1T (powers of 1024; a trailing
 // "B"/"iB" is accepted).
@@ -263,6 +274,9 @@ func (o *Options) Set(k, v string) error {
 		n, err := ParseSize(v)
 		if err != nil {
 			return err
+		}
+		if n == 0 {
+			n = -1 // explicit 0: off
 		}
 		o.PreallocSize = n
 	case "prealloc-align":
