@@ -15,7 +15,11 @@ import (
 const benchSpan = 64 << 20 // preallocated file size the benchmarks write into
 
 func benchFile(b *testing.B, be Backend) *File {
-	f := openTemp(b, Options{Backend: be, Direct: true})
+	return benchFileOpt(b, Options{Backend: be, Direct: true})
+}
+
+func benchFileOpt(b *testing.B, o Options) *File {
+	f := openTemp(b, o)
 	// Fill the file with data so writes overwrite written extents: an
 	// extending or unwritten-extent O_DIRECT write on ext4 measures the
 	// filesystem's extent conversion, not the I/O path.
@@ -77,6 +81,44 @@ func BenchmarkWrite4K(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkWrite4KHybrid: Options.Hybrid (plain pwrite when the ring is
+// idle) at QD1 and QD64.
+func BenchmarkWrite4KHybrid(b *testing.B) {
+	for _, qd := range []int{1, 64} {
+		b.Run(fmt.Sprintf("qd%d", qd), func(b *testing.B) {
+			f := benchFileOpt(b, Options{Backend: Ring, Direct: true, Hybrid: true})
+			b.ReportAllocs()
+			b.SetBytes(4096)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := b.N / qd
+			for g := range qd {
+				n := per
+				if g == 0 {
+					n += b.N % qd
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					buf := block.AlignedBuf(4096, block.DefaultMemAlign)
+					v := [][]byte{buf}
+					region := int64(benchSpan / qd)
+					base := int64(g) * region
+					var off int64
+					for range n {
+						if err := f.Writev(base+off, v); err != nil {
+							b.Error(err)
+							return
+						}
+						off = (off + 4096) % region
+					}
+				}()
+			}
+			wg.Wait()
+		})
 	}
 }
 

@@ -64,6 +64,11 @@ type Options struct {
 	// (BenchmarkFallocate64K). Linked ZeroThenWritev chains stay on the
 	// ring.
 	SyscallFallocate bool
+	// Hybrid serves a data request with a plain pread/pwrite on the
+	// calling goroutine when the ring is idle (no request in flight), and
+	// uses the ring as soon as requests overlap. On the 2-vCPU test VM a
+	// QD1 O_DIRECT write is ~10-40% faster that way; QD64 is unchanged.
+	Hybrid bool
 }
 
 const (
@@ -95,11 +100,13 @@ type File struct {
 	closed atomic.Bool
 	done   chan struct{} // closed by Close: aborts waits for a slot
 
-	allocOK atomic.Bool // fallocate ZERO_RANGE has not been refused
-	zeroOK  atomic.Bool // same, for WriteZeroes without Allocate
-	punchOK atomic.Bool // PUNCH_HOLE|KEEP_SIZE has not been refused
-	fallocK bool        // the ring supports IORING_OP_FALLOCATE
-	sysFall bool        // Options.SyscallFallocate
+	allocOK atomic.Bool  // fallocate ZERO_RANGE has not been refused
+	zeroOK  atomic.Bool  // same, for WriteZeroes without Allocate
+	punchOK atomic.Bool  // PUNCH_HOLE|KEEP_SIZE has not been refused
+	fallocK bool         // the ring supports IORING_OP_FALLOCATE
+	sysFall bool         // Options.SyscallFallocate
+	hybrid  bool         // Options.Hybrid
+	active  atomic.Int32 // data requests in progress (Hybrid only)
 
 	// eof is a lower bound of the file size (F3 in doc.go); eofGate
 	// serialises size-extending zeroing against writes past eof.
@@ -136,7 +143,7 @@ func Open(path string, o Options) (*File, error) {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := &File{path: path, fd: bfd, bfd: bfd, readOnly: o.ReadOnly, direct: o.Direct,
-		align: 1, memAlign: 1, done: make(chan struct{}), sysFall: o.SyscallFallocate}
+		align: 1, memAlign: 1, done: make(chan struct{}), sysFall: o.SyscallFallocate, hybrid: o.Hybrid}
 	fail := func(err error) (*File, error) {
 		if f.fd != f.bfd {
 			unix.Close(f.fd)
@@ -381,10 +388,17 @@ func (f *File) xfer(write bool, off int64, bufs [][]byte, total int64) error {
 		f.m.misaligned.Add(1)
 		fd = f.bfd
 	}
+	alone := false
+	if f.hybrid {
+		// Alone: no other data request in progress, so nothing to batch
+		// with; a plain syscall has lower latency than the ring.
+		alone = f.active.Add(1) == 1
+		defer f.active.Add(-1)
+	}
 	for {
 		var n int
 		var err error
-		if f.ring != nil && fd == f.fd {
+		if f.ring != nil && fd == f.fd && !alone {
 			var res int32
 			if len(bufs) == 1 && len(bufs[0]) > maxRW {
 				var v [1][]byte
