@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/invariants"
 
 	"github.com/qring/qring/qcow2/format"
 )
@@ -171,6 +172,14 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 			}
 		}
 		off = c << im.g.ClusterBits
+		if invariants.Enabled {
+			for k := uint64(0); k < n; k++ {
+				rc, err := im.refcount(c + k)
+				if err := invariants.Assertf(err == nil && rc == 1, "allocated cluster %d has refcount %d (%v)", c+k, rc, err); err != nil {
+					return 0, false, err
+				}
+			}
+		}
 		fresh = off >= im.hwm.Load()
 		im.bumpHWM((c + n) << im.g.ClusterBits)
 		if fresh && im.ahead > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/cache"
+	"github.com/qring/qring/internal/invariants"
 	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/sched"
 )
@@ -439,6 +440,10 @@ func (im *Image) ReadOnly() bool {
 // Backing returns the backing device, or nil.
 func (im *Image) Backing() block.Device { return im.backing }
 
+// Device returns the device the image is stored on (for its metrics;
+// writing to it directly corrupts the image).
+func (im *Image) Device() block.Device { return im.dev }
+
 // Size is the virtual size.
 func (im *Image) Size() (int64, error) {
 	im.mu.Lock()
@@ -584,6 +589,14 @@ func (im *Image) Flush() error {
 
 func (im *Image) flushLocked() error {
 	im.c.flushes.Add(1)
+	if invariants.Enabled && invariants.Sometimes(10) {
+		// Refcounts never fall below references (Q1, Q3).
+		if r, err := im.checkLocked(CheckOptions{MaxMessages: 5}, RepairNone); err == nil && r.Corruptions > 0 {
+			if err := invariants.Assertf(false, "flush: %d corruptions: %v", r.Corruptions, r.Messages); err != nil {
+				return err
+			}
+		}
+	}
 	// L2 first: its dependency writes refcounts ahead of links (Q1);
 	// refcount decrements that depend on L2 go after (Q3).
 	if err := im.l2c.Write(); err != nil {
