@@ -104,6 +104,10 @@
 //	    errors.Is(err, unix.EIO) works.
 //	F7  Caps().ReqFlags is 0: requests carrying Serialising or NoWait get
 //	    ErrNotSupported (the engine serialises via sched).
+//	F8  Options.SyscallFallocate sends standalone fallocates to fallocate(2)
+//	    (IORING_OP_FALLOCATE always runs in io-wq); Options.Hybrid serves a
+//	    data request that is alone with a plain syscall and uses the ring as
+//	    soon as requests overlap. Both are off by default.
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

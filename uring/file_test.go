@@ -498,3 +498,39 @@ func TestFile_SyscallFallocate(t *testing.T) {
 		t.Fatal("content")
 	}
 }
+
+// TestFile_SmallRing: far more goroutines than slots (Entries 1: SQ 2,
+// CQ 4), mixing single SQEs and linked pairs; nothing deadlocks or
+// overflows.
+func TestFile_SmallRing(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true, Entries: 1})
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := pattern(uint64(g), 4096)
+			for i := range 20 {
+				off := int64(g*20+i) * 65536
+				var err error
+				if i%2 == 0 {
+					err = f.ZeroThenWritev(off, 65536, block.Allocate, off, [][]byte{buf})
+				} else {
+					err = block.WriteAt(f, buf, off)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(readAll(t, f, off, 4096), buf) {
+					t.Errorf("g%d i%d mismatch", g, i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if m := f.Metrics(); m.CQOverflows != 0 || m.CQEs != m.SQEs {
+		t.Fatalf("%v", m)
+	}
+}
