@@ -65,8 +65,8 @@ type Options struct {
 	// ring.
 	SyscallFallocate bool
 	// Hybrid serves a data request with a plain pread/pwrite on the
-	// calling goroutine when the ring is idle (no request in flight), and
-	// uses the ring as soon as requests overlap. On the 2-vCPU test VM a
+	// calling goroutine when no other data request is in progress (nothing
+	// to batch with), and uses the ring as soon as requests overlap. On the 2-vCPU test VM a
 	// QD1 O_DIRECT write is ~10-40% faster that way; QD64 is unchanged.
 	Hybrid bool
 }

@@ -486,7 +486,8 @@ func (r *ring) rw(write bool, fd int, off int64, bufs [][]byte, done <-chan stru
 
 func (r *ring) rwSQE(write bool, fd int, off int64, iov []unix.Iovec) sqe {
 	e := sqe{fd: int32(fd), off: uint64(off)}
-	if len(iov) == 1 && probeOps().has(iosys.IORING_OP_READ) {
+	if len(iov) == 1 && iov[0].Len <= maxRW && probeOps().has(iosys.IORING_OP_READ) {
+		// IORING_OP_READ/WRITE take a u32 length; bigger goes as a vector.
 		e.addr = uint64(uintptr(unsafe.Pointer(iov[0].Base)))
 		e.len = uint32(iov[0].Len)
 		e.op = iosys.IORING_OP_READ
