@@ -1,7 +1,9 @@
 GO      ?= go
 PKGS    ?= ./...
-# Short fuzz runs inside `make test`; `make fuzz` runs longer.
-FUZZTIME ?= 5s
+# Short fuzz runs inside `make test` are bounded by executions, not time
+# (a time bound makes `go test -fuzz` flaky on a loaded machine);
+# `make fuzz` runs each target for LONGFUZZ.
+FUZZTIME ?= 20000x
 LONGFUZZ ?= 60s
 
 .PHONY: all build test test-race fuzz-short fuzz crash bench bench-go lint perf perf-qemu flamegraph clean
@@ -16,7 +18,7 @@ test: lint test-race fuzz-short
 
 test-race:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	$(GO) test -race -count=1 -tags invariants -timeout 20m ./qcow2/...
+	$(GO) test -race -count=1 -tags invariants -timeout 20m -run 'TestModel|TestCrash|TestInterop_QEMUReads|TestOpen|TestCheck' ./qcow2/...
 
 # Each fuzz target runs alone (go test allows one -fuzz pattern per run).
 FUZZ_TARGETS = \

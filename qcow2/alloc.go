@@ -92,44 +92,53 @@ func (im *Image) updateRefcount(c uint64, delta int64) error {
 	return nil
 }
 
-// findFree returns the first run of n free clusters at or after freeIdx.
+// findFree returns the first run of n free clusters at or after freeIdx,
+// scanning refcount blocks directly (no per-cluster cache lookups).
 func (im *Image) findFree(n uint64) (uint64, error) {
+	g := &im.g
 	start := im.freeIdx
 	run := uint64(0)
-	for c := start; ; c++ {
-		if c > 1<<(62-im.g.ClusterBits) {
-			return 0, fmt.Errorf("%w: image file would exceed 2^62 bytes", ErrUnsupported)
-		}
-		ri, _ := im.g.RefIndex(c)
+	limit := uint64(1) << (62 - g.ClusterBits)
+	for c := start; c < limit; {
+		ri, bi := g.RefIndex(c)
+		blockEnd := (ri + 1) << g.RefblockBits
 		if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
 			// The whole uncovered block range is free.
 			if run == 0 {
 				start = c
 			}
-			blockEnd := (ri + 1) << im.g.RefblockBits
 			run += blockEnd - c
 			if run >= n {
 				return start, nil
 			}
-			c = blockEnd - 1
+			c = blockEnd
 			continue
 		}
-		rc, err := im.refcount(c)
+		t, err := im.rbc.Get(int64(im.reftable[ri]))
 		if err != nil {
 			return 0, err
 		}
-		if rc != 0 {
-			run = 0
-			continue
+		t.Lock()
+		for ; bi < g.RefblockEntries; bi, c = bi+1, c+1 {
+			if format.GetRefcount(t.Data, g.RefcountOrder, bi) != 0 {
+				run = 0
+				continue
+			}
+			if run == 0 {
+				start = c
+			}
+			run++
+			if run >= n {
+				break
+			}
 		}
-		if run == 0 {
-			start = c
-		}
-		run++
+		t.Unlock()
+		im.rbc.Put(t)
 		if run >= n {
 			return start, nil
 		}
 	}
+	return 0, fmt.Errorf("%w: image file would exceed 2^62 bytes", ErrUnsupported)
 }
 
 // allocClusters allocates n contiguous clusters with refcount 1 and

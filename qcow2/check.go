@@ -250,19 +250,17 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		}
 	}
 	// Compare with the stored refcounts, over the file and every
-	// refcount block.
-	covered := uint64(len(im.reftable)) << g.RefblockBits
+	// refcount block, one block at a time (a refcount block can hold 16M
+	// entries: no per-entry cache lookups).
 	var highest uint64
 	var fixes []fix
-	for k := uint64(0); k < max(nclusters, 0); k++ {
-		stored, err := im.refcount(k)
-		if err != nil {
-			r.CheckErrors++
-			continue
+	compare := func(k, stored uint64) {
+		want := uint64(0)
+		if k < nclusters {
+			want = uint64(c.ref[k])
 		}
-		want := uint64(c.ref[k])
 		if stored > 0 || want > 0 {
-			highest = k
+			highest = max(highest, k)
 		}
 		switch {
 		case stored > want:
@@ -281,31 +279,37 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			}
 		}
 	}
-	// Refcounts stored past the end of the file are leaks.
-	for ri, b := range im.reftable {
+	nblocks := max(uint64(len(im.reftable)), (nclusters+g.RefblockEntries-1)>>g.RefblockBits)
+	for ri := uint64(0); ri < nblocks; ri++ {
+		base := ri << g.RefblockBits
+		b := uint64(0)
+		if ri < uint64(len(im.reftable)) {
+			b = im.reftable[ri]
+		}
 		if b == 0 {
+			// No block: every stored refcount is 0.
+			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
+				compare(k, 0)
+			}
 			continue
 		}
-		base := uint64(ri) << g.RefblockBits
-		if base+g.RefblockEntries <= nclusters {
+		t, err := im.rbc.Get(int64(b))
+		if err != nil {
+			r.CheckErrors++
+			c.msg("ERROR reading refcount block %d: %v", ri, err)
 			continue
 		}
-		for k := max(base, nclusters); k < base+g.RefblockEntries && k < covered; k++ {
-			stored, err := im.refcount(k)
-			if err != nil {
-				r.CheckErrors++
-				break
+		t.Lock()
+		for bi := uint64(0); bi < g.RefblockEntries; bi++ {
+			k := base + bi
+			stored := format.GetRefcount(t.Data, g.RefcountOrder, bi)
+			if stored == 0 && k >= nclusters {
+				continue
 			}
-			if stored > 0 {
-				c.msg("Leaked cluster %d refcount=%d reference=0", k, stored)
-				r.Leaks++
-				highest = max(highest, k)
-				if repair >= RepairLeaks {
-					fixes = append(fixes, fix{k, 0})
-					r.LeaksFixed++
-				}
-			}
+			compare(k, stored)
 		}
+		t.Unlock()
+		im.rbc.Put(t)
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
 	if len(fixes) > 0 {
