@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/internal/bench"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -24,6 +25,9 @@ type cli struct {
 	cpuProfile string
 	memProfile string
 	trace      string
+	// spec is a driver stack (json:{...} or driver=...) opened with
+	// imgopen.OpenSpec instead of FILE.
+	spec string
 }
 
 func usage() string {
@@ -54,6 +58,13 @@ qemu-img bench flags (same meaning and defaults):
   -i AIO              io_uring (default) or threads
   -q                  quiet: only "Run completed" and the summary
   -U                  force share (accepted; the engine takes no locks)
+  --rand SEED         random offsets (aligned to SIZE from OFFSET) drawn from
+                      SEED; the same SEED revisits the same offsets
+
+Driver stacks (filters over images; see internal/imgopen for the drivers):
+  FILE = json:{"driver":"blkverify","test":"t.qcow2","raw":"s.raw"}
+  --image-opts        FILE is key=value options: driver=quorum,children=a:b:c
+  -o driver=...       the same as an option (then no FILE)
 
 Image and engine options:
   -o name=value[,name=value]   (also -O, --opt; repeatable)
@@ -124,9 +135,9 @@ func parse(args []string) (*cli, error) {
 	var (
 		count, countN, depth, size, step, pattern, flushInt string
 		format, cache, aio, createSize, clusterSize         string
-		prealloc, preallocSize, l2CacheSize, dir            string
+		prealloc, preallocSize, l2CacheSize, dir, randSeed  string
 		oArgs, optArgs                                      strList
-		write, noDrain, quiet, forceShare, keep             bool
+		write, noDrain, quiet, forceShare, keep, imageOpts  bool
 		cl                                                  = &cli{}
 	)
 	fs.StringVar(&count, "c", "", "")
@@ -158,6 +169,8 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&cl.cpuProfile, "cpuprofile", "", "")
 	fs.StringVar(&cl.memProfile, "memprofile", "", "")
 	fs.StringVar(&cl.trace, "trace", "", "")
+	fs.StringVar(&randSeed, "rand", "", "")
+	fs.BoolVar(&imageOpts, "image-opts", false, "")
 
 	var files []string
 	for {
@@ -252,9 +265,23 @@ func parse(args []string) (*cli, error) {
 	c.Format, c.Cache, c.AIO, c.Dir = format, cache, aio, dir
 	c.Write, c.NoDrain, c.Quiet, c.ForceShare, c.Keep = write, noDrain, quiet, forceShare, keep
 
+	if set["rand"] {
+		if c.RandSeed, err = strconv.ParseUint(randSeed, 0, 64); err != nil {
+			return nil, fmt.Errorf("invalid --rand seed %q", randSeed)
+		}
+		c.Random = true
+	}
+
 	// -o is qemu-img bench's OFFSET unless it carries name=value options.
 	var createOpts []string
 	for _, o := range oArgs {
+		if strings.HasPrefix(o, "driver=") {
+			if cl.spec != "" || c.File != "" {
+				return nil, errors.New("-o driver=... is the image: give no FILE and one -o driver=")
+			}
+			cl.spec = o
+			continue
+		}
 		if strings.Contains(o, "=") {
 			optArgs = append(optArgs, o)
 			continue
@@ -319,6 +346,18 @@ func parse(args []string) (*cli, error) {
 		}
 		if c.File == "" {
 			return nil, errors.New("--create needs a FILE")
+		}
+	}
+	if imageOpts || imgopen.IsSpec(c.File) {
+		if c.File == "" {
+			return nil, errors.New("--image-opts needs FILE (the options)")
+		}
+		cl.spec = c.File
+	}
+	if cl.spec != "" {
+		c.File = cl.spec // for the record; opened by OpenSpec, not as a path
+		if c.CreateSize > 0 {
+			return nil, errors.New("--create does not apply to a driver stack")
 		}
 	}
 	if len(createOpts) > 0 && c.File != "" && c.CreateSize == 0 {

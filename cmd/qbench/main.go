@@ -15,6 +15,7 @@ import (
 	"runtime/trace"
 
 	"github.com/qring/qring/internal/bench"
+	"github.com/qring/qring/internal/imgopen"
 )
 
 func main() {
@@ -77,7 +78,12 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 		defer trace.Stop()
 	}
 
-	res, err := bench.Run(cfg)
+	var res bench.Result
+	if cl.spec != "" {
+		res, err = runSpec(cl.spec, cfg)
+	} else {
+		res, err = bench.Run(cfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -118,4 +124,20 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintln(w, res.GoBenchLine())
 	}
 	return nil
+}
+
+// runSpec runs the benchmark on a driver stack: the spec's leaves get the
+// run's cache mode, AIO and engine options; a read test opens them
+// read-only, as bench.Run does for a file.
+func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
+	dev, im, closer, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
+		ReadOnly: !cfg.Write, Opts: cfg.Engine})
+	if err != nil {
+		return bench.Result{}, err
+	}
+	res, err := bench.RunOn(dev, im, nil, cfg)
+	if cerr := closer.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	return res, err
 }

@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
 func runIO(e *env, args []string) int {
-	o, err := getopt(args, "c:f:t:i:T:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share")
+	o, err := getopt(args, "c:f:t:i:T:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -27,7 +28,19 @@ func runIO(e *env, args []string) int {
 	}
 	s := openSpec{path: o.args[0], format: o.get("f", o.get("format", "")), cache: cache,
 		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only")}
-	dev, im, err := openImage(s)
+	var (
+		dev    block.Device
+		im     *qcow2.Image
+		closer io.Closer
+	)
+	if o.has("image-opts") || imgopen.IsSpec(s.path) {
+		// A driver stack (qemu-io --image-opts / json:): the spec names
+		// the formats, so -f does not apply.
+		dev, im, closer, err = imgopen.OpenSpec(s.path, imgopen.Spec{Cache: cache, AIO: s.aio, ReadOnly: s.readOnly})
+	} else {
+		dev, im, err = openImage(s)
+		closer = dev
+	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -42,7 +55,7 @@ func runIO(e *env, args []string) int {
 	if err := dev.Flush(); err != nil {
 		code = e.errorf(1, "flush: %v", err)
 	}
-	if err := dev.Close(); err != nil {
+	if err := closer.Close(); err != nil {
 		code = e.errorf(1, "close: %v", err)
 	}
 	return code

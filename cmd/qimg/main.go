@@ -10,6 +10,8 @@
 //	qimg compare [-f fmt] [-F fmt] [-s] A B
 //	qimg convert [-f fmt] -O raw|qcow2 [-o opts] [-p] IN OUT
 //	qimg io      [-f fmt] [-t cache] [-i aio] FILE -c CMD [-c CMD ...]
+//	             (FILE may be a stack spec: json:{...}, or driver=... with
+//	             or without --image-opts; see internal/imgopen)
 package main
 
 import (
@@ -58,7 +60,7 @@ func init() {
 		"map":     {runMap, "[-f fmt] [--output=human|json] FILE"},
 		"compare": {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
 		"convert": {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
-		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] FILE -c CMD [-c CMD ...]"},
+		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
 	}
 }
 

@@ -36,12 +36,18 @@ type Config struct {
 	// for the seed image and CreateSize.
 	Create qcow2.CreateOptions
 
-	Format        string // qcow2, raw, or "" to probe
-	Count         int64  // requests (default DefaultCount)
-	Depth         int    // requests in flight (default DefaultDepth)
-	Offset        int64  // first offset
-	Size          int64  // bytes per request (default DefaultSize)
-	Step          int64  // offset increment; negative: Size (qemu's default)
+	Format string // qcow2, raw, or "" to probe
+	Count  int64  // requests (default DefaultCount)
+	Depth  int    // requests in flight (default DefaultDepth)
+	Offset int64  // first offset
+	Size   int64  // bytes per request (default DefaultSize)
+	Step   int64  // offset increment; negative: Size (qemu's default)
+	// Random sends request i to a pseudo-random offset drawn from RandSeed
+	// and i (so a second run with the same seed revisits the same
+	// offsets), aligned to Size from Offset, instead of qemu's
+	// Offset+i*Step. Off by default: qemu-img semantics.
+	Random        bool
+	RandSeed      uint64
 	Write         bool
 	Pattern       byte
 	FlushInterval int64 // flush every N requests (writes only; >= Depth)

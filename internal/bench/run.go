@@ -30,6 +30,21 @@ func offsetOf(first, step, size int64, i uint64) int64 {
 	return int64((r + uint64(first)%s) % s)
 }
 
+// randOffset is request i's offset in a Random run: a slot of reqSize
+// bytes in [first, size), from a splitmix64 hash of seed and i (no state
+// shared between workers, no allocation).
+func randOffset(seed uint64, i uint64, first, size, reqSize int64) int64 {
+	slots := (size - first) / reqSize
+	if slots <= 0 {
+		return first
+	}
+	z := seed + (i+1)*0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return first + int64(z%uint64(slots))*reqSize
+}
+
 // Run prepares the image Config describes (creating it if asked), runs the
 // benchmark on it, flushes and closes it, and removes a temporary seed image
 // unless Keep.
@@ -223,6 +238,9 @@ func RunOn(dev block.Device, im *qcow2.Image, file *uring.File, cfg Config) (Res
 	if !cfg.Quiet {
 		out.printf("Sending %d %s requests, %d bytes each, %d in parallel (starting at offset %d, step size %d)\n",
 			cfg.Count, dir, cfg.Size, cfg.Depth, cfg.Offset, cfg.Step)
+		if cfg.Random {
+			out.printf("Random offsets (seed %d)\n", cfg.RandSeed)
+		}
 		if cfg.FlushInterval > 0 {
 			out.printf("Sending flush every %d requests\n", cfg.FlushInterval)
 		}
@@ -370,6 +388,9 @@ func (w *worker) one(i uint64) error {
 		}
 	}
 	off := offsetOf(cfg.Offset, cfg.Step, r.size, i)
+	if cfg.Random {
+		off = randOffset(cfg.RandSeed, i, cfg.Offset, r.size, cfg.Size)
+	}
 	t0 := time.Now()
 	var err error
 	if cfg.Write {

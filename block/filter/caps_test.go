@@ -1,0 +1,172 @@
+package filter_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/block/memdev"
+)
+
+// layer builds one filter over children made from opts; it returns the
+// device and the counting children (whose calls must not move on a refused
+// request).
+type layer struct {
+	name  string
+	nkids int
+	build func(t *testing.T, kids []block.Device) block.Device
+}
+
+var layers = []layer{
+	{"raw", 1, func(t *testing.T, k []block.Device) block.Device {
+		r, err := filter.NewRaw(k[0], filter.RawOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}},
+	{"blkverify", 2, func(_ *testing.T, k []block.Device) block.Device { return filter.NewBlkverify(k[0], k[1]) }},
+	{"quorum", 3, func(t *testing.T, k []block.Device) block.Device {
+		q, err := filter.NewQuorum(k, filter.QuorumOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}},
+	{"copy-on-read", 1, func(_ *testing.T, k []block.Device) block.Device {
+		return filter.NewCopyOnRead(allocAll{k[0]}, nil)
+	}},
+	{"throttle", 1, func(_ *testing.T, k []block.Device) block.Device {
+		return filter.NewThrottle(k[0], filter.ThrottleLimits{}, nil)
+	}},
+	{"mirror-source", 1, func(t *testing.T, k []block.Device) block.Device {
+		// Only the source decides the mirror's flags; the target is a
+		// full-featured memdev.
+		m, err := filter.NewMirror(k[0], memdev.New(memdev.Options{}), filter.MirrorOptions{Granularity: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}},
+}
+
+// TestCaps_Inheritance is F1/F2 for every layer: the flags a layer reports
+// are its receiving children's intersection, and a request with a flag it
+// does not report fails with ErrNotSupported before any child is called.
+func TestCaps_Inheritance(t *testing.T) {
+	full := memdev.Options{}                                               // Allocate|MayUnmap
+	noAlloc := memdev.Options{ZeroFlags: block.MayUnmap, NoAllocate: true} // a file without fallocate
+	none := memdev.Options{NoAllocate: true}
+	cases := []struct {
+		name string
+		// kid(i) gives child i's options; the last entry repeats.
+		kids      []memdev.Options
+		aligns    []int64
+		wantZero  block.Flags
+		wantAlign int64
+	}{
+		{"all-full", []memdev.Options{full}, []int64{1}, block.Allocate | block.MayUnmap, 1},
+		{"no-fallocate", []memdev.Options{noAlloc}, []int64{512}, block.MayUnmap, 512},
+		{"no-flags", []memdev.Options{none}, []int64{1}, 0, 1},
+		{"last-child-no-fallocate", []memdev.Options{full, full, noAlloc}, []int64{512, 4096, 512}, block.MayUnmap, 4096},
+	}
+	for _, ly := range layers {
+		for _, tc := range cases {
+			t.Run(ly.name+"/"+tc.name, func(t *testing.T) {
+				kids := make([]block.Device, ly.nkids)
+				counts := make([]*countDev, ly.nkids)
+				wantZero, wantAlign := block.Allocate|block.MayUnmap, int64(1)
+				for i := range kids {
+					o := tc.kids[min(i, len(tc.kids)-1)]
+					o.Align = tc.aligns[min(i, len(tc.aligns)-1)]
+					md := memdev.New(o)
+					md.Truncate(1 << 16)
+					counts[i] = &countDev{Device: md}
+					kids[i] = counts[i]
+					wantZero &= md.Caps().ZeroFlags
+					wantAlign = max(wantAlign, o.Align)
+				}
+				d := ly.build(t, kids)
+				defer d.Close()
+				c := d.Caps()
+				if got := c.ZeroFlags & (block.Allocate | block.MayUnmap); got != wantZero {
+					t.Fatalf("ZeroFlags = %v, want %v", got, wantZero)
+				}
+				if c.Align != wantAlign && ly.name != "mirror-source" {
+					t.Fatalf("Align = %d, want %d", c.Align, wantAlign)
+				}
+				if ly.name == "raw" || ly.name == "copy-on-read" || ly.name == "throttle" || ly.name == "mirror-source" {
+					if len(tc.kids) > 1 {
+						// Single-child layers saw only the first options.
+						return
+					}
+				}
+				if tc.wantZero != wantZero && len(tc.kids) == 1 {
+					t.Fatalf("table: wantZero %v, computed %v", tc.wantZero, wantZero)
+				}
+				before := make([]int64, len(counts))
+				for i, cd := range counts {
+					before[i] = cd.calls.Load()
+				}
+				for _, fl := range []block.Flags{block.Allocate, block.MayUnmap, block.Serialising | block.NoWait} {
+					supported := fl&^(block.Serialising|block.NoWait)&^c.ZeroFlags == 0 &&
+						fl&(block.Serialising|block.NoWait)&^c.ReqFlags == 0
+					if supported {
+						continue
+					}
+					err := d.WriteZeroes(0, 4096, fl)
+					if !errors.Is(err, block.ErrNotSupported) {
+						t.Fatalf("WriteZeroes(%v) = %v, want ErrNotSupported", fl, err)
+					}
+				}
+				// A supported Allocate request must go through when aligned.
+				if c.ZeroFlags&block.Allocate != 0 {
+					if err := d.WriteZeroes(0, 4096, block.Allocate); err != nil {
+						t.Fatalf("WriteZeroes(Allocate) = %v", err)
+					}
+					if err := d.WriteZeroes(1, 4096, block.Allocate); c.Align > 1 && !errors.Is(err, block.ErrNotSupported) {
+						t.Fatalf("misaligned Allocate = %v, want ErrNotSupported", err)
+					}
+					return
+				}
+				for i, cd := range counts {
+					if n := cd.calls.Load(); n != before[i] {
+						t.Fatalf("child %d got %d calls for refused requests", i, n-before[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestMirror_ZeroFlagsToTarget: a target without fallocate does not narrow
+// the mirror; it gets the zeroing without Allocate.
+func TestMirror_ZeroFlagsToTarget(t *testing.T) {
+	src := memdev.New(memdev.Options{})
+	src.Truncate(1 << 20)
+	tgt := memdev.New(memdev.Options{NoAllocate: true})
+	m, err := filter.NewMirror(src, tgt, filter.MirrorOptions{Granularity: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Caps().ZeroFlags&block.Allocate == 0 {
+		t.Fatal("mirror dropped Allocate because of its target")
+	}
+	block.WriteAt(m, []byte("data"), 4096)
+	z0 := tgt.M.Zeroes.Load()
+	if err := m.WriteZeroes(0, 64<<10, block.Allocate); err != nil {
+		t.Fatal(err)
+	}
+	if tgt.M.Zeroes.Load() == z0 {
+		t.Fatal("target got no zeroing request")
+	}
+	mustEqual(t, "target", readAll(t, tgt), readAll(t, src))
+}

@@ -1,0 +1,175 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+)
+
+// Allocator is implemented by a top device that knows which of its ranges
+// it holds itself (QEMU's bdrv_is_allocated). Allocated describes a prefix
+// of [off, off+n): length bytes (0 < length <= n) that are all allocated
+// in the top or all not.
+type Allocator interface {
+	Allocated(off, n int64) (allocated bool, length int64, err error)
+}
+
+// AllocatorDevice is a device that is also an Allocator.
+type AllocatorDevice interface {
+	block.Device
+	Allocator
+}
+
+// CORMetrics count copy-on-read work.
+type CORMetrics struct {
+	CopiedBytes atomic.Int64 // bytes written into the top by reads
+	LocalBytes  atomic.Int64 // bytes read from the top's own allocation
+}
+
+// CopyOnRead is QEMU's copy-on-read filter: reads of ranges the top does
+// not allocate are read from the source and written into the top, so later
+// reads are local. Writes go to the top only.
+//
+// With a nil source the unallocated ranges are read through the top
+// itself: a qcow2 top whose backing file is the source then just writes
+// the data it read back into itself.
+type CopyOnRead struct {
+	top AllocatorDevice
+	src block.Device
+	lk  rangeLock
+	M   CORMetrics
+}
+
+var _ block.Device = (*CopyOnRead)(nil)
+
+// NewCopyOnRead builds the filter. It owns top and src (F4); src may be
+// nil (see CopyOnRead).
+func NewCopyOnRead(top AllocatorDevice, src block.Device) *CopyOnRead {
+	return &CopyOnRead{top: top, src: src}
+}
+
+// Top returns the top device.
+func (c *CopyOnRead) Top() block.Device { return c.top }
+
+func (c *CopyOnRead) Readv(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	size, err := c.top.Size()
+	if err != nil {
+		return err
+	}
+	end := off + n
+	if end > size {
+		// Past the end reads zeros (B2); nothing there to copy.
+		in := max(size-off, 0)
+		for _, b := range subVec(bufs, in, n-in) {
+			clear(b)
+		}
+		end = off + in
+	}
+	for pos := off; pos < end; {
+		alloc, l, err := c.top.Allocated(pos, end-pos)
+		if err != nil {
+			return err
+		}
+		if l <= 0 {
+			return fmt.Errorf("filter: copy-on-read: Allocated(%d, %d) returned length %d", pos, end-pos, l)
+		}
+		l = min(l, end-pos)
+		v := subVec(bufs, pos-off, l)
+		if alloc {
+			err = c.top.Readv(pos, v)
+			c.M.LocalBytes.Add(l)
+		} else {
+			err = c.fill(pos, l, v)
+		}
+		if err != nil {
+			return err
+		}
+		pos += l
+	}
+	return nil
+}
+
+// fill reads an unallocated range from the source and copies it into the
+// top. It holds the range exclusively and re-checks allocation under the
+// lock, so a guest write that landed after the first check is not
+// overwritten with older source data (F5).
+func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
+	defer c.lk.lock(off, n, true)()
+	for pos := off; pos < off+n; {
+		alloc, l, err := c.top.Allocated(pos, off+n-pos)
+		if err != nil {
+			return err
+		}
+		if l <= 0 {
+			return fmt.Errorf("filter: copy-on-read: Allocated(%d, %d) returned length %d", pos, off+n-pos, l)
+		}
+		l = min(l, off+n-pos)
+		sv := subVec(v, pos-off, l)
+		if alloc {
+			if err := c.top.Readv(pos, sv); err != nil {
+				return err
+			}
+			pos += l
+			continue
+		}
+		src := c.src
+		if src == nil {
+			src = c.top
+		}
+		if err := src.Readv(pos, sv); err != nil {
+			return err
+		}
+		// Zeros become a zeroing request: on qcow2 v3 whole clusters turn
+		// into zero clusters instead of allocated clusters of zeros.
+		data := flatten(sv)
+		if isZero(data) {
+			err = c.top.WriteZeroes(pos, l, 0)
+		} else {
+			err = block.WriteAt(c.top, data, pos)
+		}
+		if err != nil {
+			return fmt.Errorf("filter: copy-on-read: write back [%d, +%d): %w", pos, l, err)
+		}
+		c.M.CopiedBytes.Add(l)
+		pos += l
+	}
+	return nil
+}
+
+func (c *CopyOnRead) Writev(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	defer c.lk.lock(off, n, true)()
+	return c.top.Writev(off, bufs)
+}
+
+func (c *CopyOnRead) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := CheckFlags(c.Caps(), off, n, flags); err != nil {
+		return err
+	}
+	defer c.lk.lock(off, n, true)()
+	return c.top.WriteZeroes(off, n, flags)
+}
+
+func (c *CopyOnRead) Flush() error              { return c.top.Flush() }
+func (c *CopyOnRead) Size() (int64, error)      { return c.top.Size() }
+func (c *CopyOnRead) Truncate(size int64) error { return c.top.Truncate(size) }
+
+// Caps are the top's: only the top receives writes (F1).
+func (c *CopyOnRead) Caps() block.Caps { return c.top.Caps() }
+
+func (c *CopyOnRead) Close() error {
+	err := c.top.Close()
+	if c.src != nil {
+		err = errors.Join(err, c.src.Close())
+	}
+	return err
+}

@@ -1,0 +1,40 @@
+// Package filter holds block.Device layers that sit over other devices, in
+// the manner of QEMU's filter and protocol-less drivers: raw (an
+// offset/size window), blkverify (compare a test device with a reference),
+// quorum (N-way replication with voting), copy-on-read, mirror (live copy
+// to a target) and throttle (token-bucket IOPS/bandwidth limits).
+//
+// The package depends on block only; it never imports qcow2. A layer that
+// needs allocation information (copy-on-read) asks its top device through
+// the Allocator interface, which callers adapt (internal/imgopen adapts
+// *qcow2.Image via BlockStatus).
+//
+// Invariants every layer keeps (tests cite them as F1..F7):
+//
+//	F1  Flag inheritance: Caps() is computed from the children on every
+//	    call (a backend may drop Allocate at run time). A passthrough layer
+//	    reports its child's flags; a layer that sends one request to several
+//	    children reports only the flags every such child supports
+//	    (intersection); Align and MemAlign are the children's maximum.
+//	F2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
+//	    Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
+//	    request not aligned to Caps().Align, fails with
+//	    block.ErrNotSupported before any child is called (B3: nothing
+//	    written).
+//	F3  Layers that fan a write out to several children (blkverify,
+//	    quorum, mirror) serialise overlapping requests with a range lock,
+//	    so the children apply overlapping writes in the same order and
+//	    cannot diverge through reordering alone.
+//	F4  A layer owns its children: Close closes them (mirror's target
+//	    only until Complete hands it over).
+//	F5  Copy-on-read and mirror never overwrite newer guest data with
+//	    older copied data: the copy of a range holds that range's lock
+//	    and re-checks its state (allocation, dirty bit) under it.
+//	F6  Errors are typed: ErrMismatch (blkverify, with the offset),
+//	    ErrQuorum (not enough children agreed or succeeded), ErrCompleted
+//	    (mirror after Complete), block.ErrRange (raw writes past the
+//	    window), block.ErrNotSupported (F2).
+//	F7  Buffer ownership is block's: a layer keeps no reference to the
+//	    caller's buffers after a call returns; copies it needs (quorum
+//	    votes, blkverify reference reads) are its own.
+package filter

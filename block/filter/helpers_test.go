@@ -1,0 +1,147 @@
+package filter_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+)
+
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FILTER_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 0, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (set FILTER_SEED to replay)", seed)
+	return seed
+}
+
+// countDev counts the calls that reach a child, so a test can prove a
+// refused request touched nothing (F2).
+type countDev struct {
+	block.Device
+	calls atomic.Int64
+}
+
+func (c *countDev) Readv(off int64, b [][]byte) error { c.calls.Add(1); return c.Device.Readv(off, b) }
+func (c *countDev) Writev(off int64, b [][]byte) error {
+	c.calls.Add(1)
+	return c.Device.Writev(off, b)
+}
+func (c *countDev) WriteZeroes(off, n int64, f block.Flags) error {
+	c.calls.Add(1)
+	return c.Device.WriteZeroes(off, n, f)
+}
+func (c *countDev) Flush() error { c.calls.Add(1); return c.Device.Flush() }
+
+// allocAll is a top device that claims everything is allocated (enough
+// for copy-on-read's flag tests).
+type allocAll struct{ block.Device }
+
+func (allocAll) Allocated(off, n int64) (bool, int64, error) { return true, n, nil }
+
+// memAlloc is a memdev top with a byte-exact allocation map, for
+// copy-on-read without qcow2.
+type memAlloc struct {
+	*memdev.Dev
+	mu    sync.Mutex
+	alloc map[int64]bool
+}
+
+func newMemAlloc(size int64) *memAlloc {
+	d := memdev.New(memdev.Options{})
+	d.Truncate(size)
+	return &memAlloc{Dev: d, alloc: map[int64]bool{}}
+}
+
+func (m *memAlloc) mark(off, n int64) {
+	m.mu.Lock()
+	for i := off; i < off+n; i++ {
+		m.alloc[i] = true
+	}
+	m.mu.Unlock()
+}
+
+func (m *memAlloc) Writev(off int64, b [][]byte) error {
+	m.mark(off, block.VecLen(b))
+	return m.Dev.Writev(off, b)
+}
+
+func (m *memAlloc) WriteZeroes(off, n int64, f block.Flags) error {
+	m.mark(off, n)
+	return m.Dev.WriteZeroes(off, n, f)
+}
+
+func (m *memAlloc) Allocated(off, n int64) (bool, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.alloc[off]
+	l := int64(1)
+	for l < n && m.alloc[off+l] == a {
+		l++
+	}
+	return a, l, nil
+}
+
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n+8)
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	return b[:n:n]
+}
+
+func readAll(t *testing.T, d block.Device) []byte {
+	t.Helper()
+	n, err := d.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, n)
+	if err := block.ReadAt(d, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustEqual(t *testing.T, what string, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("%s: differs at offset %d (len %d vs %d)", what, i, len(got), len(want))
+	}
+}
+
+// qemuCheck runs qemu-img check on a qcow2 file (skipped without qemu-img).
+func qemuCheck(t *testing.T, path string) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Log("qemu-img not found; skipping qemu-img check")
+		return
+	}
+	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("qemu-img check %s: %v\n%s", path, err, out)
+	}
+}
+
+func createFile(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+}

@@ -1,0 +1,371 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+)
+
+// DefaultGranularity is the mirror's chunk size (QEMU's default for
+// drive-mirror with a 64 KiB-cluster target is the cluster; 1 MiB keeps the
+// bitmap small and the copy requests large).
+const DefaultGranularity = 1 << 20
+
+// MirrorOptions configure a Mirror.
+type MirrorOptions struct {
+	// Granularity is the chunk size of the copy and the dirty bitmap
+	// (default DefaultGranularity; a power of two).
+	Granularity int64
+}
+
+// MirrorMetrics count the copy's work.
+type MirrorMetrics struct {
+	ChunksCopied   atomic.Int64 // chunks copied by the background job
+	ChunksRedirty  atomic.Int64 // chunks a guest write made dirty again
+	TargetWrites   atomic.Int64 // guest writes sent to the target too
+	TargetFailures atomic.Int64 // guest writes the target refused (chunk redirtied)
+	DeferredWrites atomic.Int64 // guest writes into not-yet-copied chunks, left to the copier
+}
+
+// Mirror is QEMU's drive-mirror as a filter: guest I/O goes to the source
+// while a background goroutine copies the source to the target chunk by
+// chunk.
+//
+// Design (M1..M3):
+//
+//	M1  dirty[c] means the target's chunk c may differ from the source. All
+//	    chunks start dirty; the copier clears a chunk's bit before copying it.
+//	M2  A guest write holds the lock of every chunk it touches (as the copy
+//	    of a chunk does), writes the source, then: if all its chunks are
+//	    clean it writes the target too, otherwise it marks them dirty and
+//	    leaves them to the copier. So a chunk's copy never races a guest
+//	    write to it, and a clean chunk stays equal on both sides (F5).
+//	M3  Converged (no dirty chunk) is stable: only a failed target write
+//	    can dirty a chunk again, and the copier then runs again.
+//
+// The size is fixed while mirroring: writes past the source's size at
+// NewMirror fail with block.ErrRange and Truncate is not supported, as
+// QEMU blocks resizing a mirrored device.
+type Mirror struct {
+	src, tgt block.Device
+	gran     int64
+	size     int64
+	lk       rangeLock
+
+	mu        sync.Mutex
+	cond      sync.Cond
+	dirty     []bool
+	ndirty    int
+	err       error // the copy failed; sticky
+	stop      bool
+	completed bool
+	done      chan struct{}
+
+	M MirrorMetrics
+}
+
+var _ block.Device = (*Mirror)(nil)
+
+// NewMirror starts mirroring src to tgt. The target is grown to the
+// source's size if it is smaller. The Mirror owns src, and tgt until
+// Complete (F4).
+func NewMirror(src, tgt block.Device, o MirrorOptions) (*Mirror, error) {
+	g := o.Granularity
+	if g == 0 {
+		g = DefaultGranularity
+	}
+	if g < 512 || g&(g-1) != 0 {
+		return nil, fmt.Errorf("filter: mirror granularity %d is not a power of two >= 512", g)
+	}
+	size, err := src.Size()
+	if err != nil {
+		return nil, err
+	}
+	tsize, err := tgt.Size()
+	if err != nil {
+		return nil, err
+	}
+	if tsize < size {
+		if err := tgt.Truncate(size); err != nil {
+			return nil, fmt.Errorf("filter: mirror: grow target to %d: %w", size, err)
+		}
+	}
+	nc := int((size + g - 1) / g)
+	m := &Mirror{src: src, tgt: tgt, gran: g, size: size, dirty: make([]bool, nc), ndirty: nc, done: make(chan struct{})}
+	for i := range m.dirty {
+		m.dirty[i] = true
+	}
+	m.cond.L = &m.mu
+	go m.copier()
+	return m, nil
+}
+
+// copier is the background job: copy dirty chunks in offset order,
+// wrapping around, until stopped (M1, M3).
+func (m *Mirror) copier() {
+	defer close(m.done)
+	buf := make([]byte, m.gran)
+	cursor := 0
+	for {
+		m.mu.Lock()
+		for m.ndirty == 0 && !m.stop {
+			m.cond.Wait()
+		}
+		if m.stop {
+			m.mu.Unlock()
+			return
+		}
+		for !m.dirty[cursor] {
+			cursor = (cursor + 1) % len(m.dirty)
+		}
+		c := cursor
+		m.mu.Unlock()
+
+		off := int64(c) * m.gran
+		n := min(m.gran, m.size-off)
+		unlock := m.lk.lock(off, n, true)
+		m.mu.Lock()
+		copyIt := m.dirty[c]
+		if copyIt {
+			m.dirty[c] = false
+			m.ndirty--
+		}
+		m.mu.Unlock()
+		var err error
+		if copyIt {
+			err = m.copyChunk(off, buf[:n])
+		}
+		unlock()
+
+		m.mu.Lock()
+		if err != nil {
+			m.dirty[c] = true
+			m.ndirty++
+			m.err = fmt.Errorf("filter: mirror: copy [%d, +%d): %w", off, n, err)
+			m.stop = true
+		} else if copyIt {
+			m.M.ChunksCopied.Add(1)
+		}
+		m.cond.Broadcast() // Wait() may be watching ndirty
+		m.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (m *Mirror) copyChunk(off int64, buf []byte) error {
+	if err := block.ReadAt(m.src, buf, off); err != nil {
+		return err
+	}
+	if isZero(buf) {
+		// Keeps a sparse target sparse; MayUnmap lets it punch holes.
+		err := m.tgt.WriteZeroes(off, int64(len(buf)), m.tgt.Caps().ZeroFlags&block.MayUnmap)
+		if !errors.Is(err, block.ErrNotSupported) {
+			return err
+		}
+	}
+	return block.WriteAt(m.tgt, buf, off)
+}
+
+// Converged reports whether the target equals the source (M3).
+func (m *Mirror) Converged() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ndirty == 0 && m.err == nil
+}
+
+// Err is the copy job's error, if it failed.
+func (m *Mirror) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// Wait blocks until the mirror has converged or the copy failed.
+func (m *Mirror) Wait() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.ndirty > 0 && m.err == nil && !m.completed {
+		if m.stop {
+			return ErrCompleted
+		}
+		m.cond.Wait()
+	}
+	return m.err
+}
+
+// Complete waits for convergence, quiesces guest I/O, stops the job,
+// flushes the target and hands it to the caller, who now owns it (QEMU's
+// block-job-complete). Later requests to the Mirror fail with
+// ErrCompleted; Close then closes only the source.
+func (m *Mirror) Complete() (block.Device, error) {
+	if err := m.Wait(); err != nil {
+		return nil, err
+	}
+	// The whole-device lock waits for in-flight guest requests, so none
+	// straddles the hand-over.
+	defer m.lk.lock(0, max(m.size, 1), true)()
+	m.mu.Lock()
+	if m.completed {
+		m.mu.Unlock()
+		return nil, ErrCompleted
+	}
+	if m.ndirty > 0 || m.err != nil { // a target write failed meanwhile
+		err := m.err
+		m.mu.Unlock()
+		if err == nil {
+			err = errors.New("filter: mirror: target diverged during completion")
+		}
+		return nil, err
+	}
+	m.completed, m.stop = true, true
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	<-m.done
+	if err := m.tgt.Flush(); err != nil {
+		return nil, err
+	}
+	return m.tgt, nil
+}
+
+func (m *Mirror) checkLive() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.completed {
+		return ErrCompleted
+	}
+	return nil
+}
+
+// chunks returns the chunk-aligned span of [off, off+n) and its chunk
+// indexes.
+func (m *Mirror) chunks(off, n int64) (aoff, an int64, c0, c1 int) {
+	aoff = off &^ (m.gran - 1)
+	end := min((off+max(n, 1)+m.gran-1)&^(m.gran-1), int64(len(m.dirty))*m.gran)
+	return aoff, end - aoff, int(aoff / m.gran), int(end / m.gran)
+}
+
+// guestWrite applies M2: source first, then the target if every chunk is
+// clean, else redirty the chunks for the copier.
+func (m *Mirror) guestWrite(off, n int64, src, tgt func() error) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if off+n > m.size {
+		return block.ErrRange
+	}
+	if err := m.checkLive(); err != nil {
+		return err
+	}
+	aoff, an, c0, c1 := m.chunks(off, n)
+	defer m.lk.lock(aoff, an, true)()
+	if err := m.checkLive(); err != nil { // Complete ran while we waited
+		return err
+	}
+	if err := src(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	clean := true
+	for c := c0; c < c1; c++ {
+		clean = clean && !m.dirty[c]
+	}
+	m.mu.Unlock()
+	if clean {
+		m.M.TargetWrites.Add(1)
+		if tgt() == nil {
+			return nil
+		}
+		m.M.TargetFailures.Add(1)
+	} else {
+		m.M.DeferredWrites.Add(1)
+	}
+	m.mu.Lock()
+	for c := c0; c < c1; c++ {
+		if !m.dirty[c] {
+			m.dirty[c] = true
+			m.ndirty++
+			m.M.ChunksRedirty.Add(1)
+		}
+	}
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Mirror) Readv(off int64, bufs [][]byte) error {
+	if err := m.checkLive(); err != nil {
+		return err
+	}
+	return m.src.Readv(off, bufs)
+}
+
+func (m *Mirror) Writev(off int64, bufs [][]byte) error {
+	return m.guestWrite(off, block.VecLen(bufs),
+		func() error { return m.src.Writev(off, bufs) },
+		func() error { return m.tgt.Writev(off, bufs) })
+}
+
+// WriteZeroes passes the request to the source as flagged and to the
+// target as a zeroing request with only the flags the target supports:
+// without Allocate if it cannot allocate, and as a plain zeroing (which
+// may write zero buffers) if it still refuses.
+func (m *Mirror) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := CheckFlags(m.Caps(), off, n, flags); err != nil {
+		return err
+	}
+	return m.guestWrite(off, n,
+		func() error { return m.src.WriteZeroes(off, n, flags) },
+		func() error {
+			tc := m.tgt.Caps()
+			tf := flags & (tc.ZeroFlags | tc.ReqFlags&schedFlags) &^ block.NoWait
+			err := m.tgt.WriteZeroes(off, n, tf)
+			if errors.Is(err, block.ErrNotSupported) {
+				err = m.tgt.WriteZeroes(off, n, 0)
+			}
+			return err
+		})
+}
+
+// Flush flushes the source, and the target while it is mirrored so that
+// a Complete after a crash-free run finds it durable.
+func (m *Mirror) Flush() error {
+	if err := m.checkLive(); err != nil {
+		return err
+	}
+	return errors.Join(m.src.Flush(), m.tgt.Flush())
+}
+
+func (m *Mirror) Size() (int64, error) { return m.size, nil }
+
+// Truncate is not supported while mirroring.
+func (m *Mirror) Truncate(int64) error { return block.ErrNotSupported }
+
+// Caps are the source's: the target receives zeroing with the flags it
+// supports (see WriteZeroes), so it narrows nothing but alignment (F1).
+func (m *Mirror) Caps() block.Caps {
+	c := m.src.Caps()
+	c.Align = max(c.Align, m.tgt.Caps().Align)
+	c.MemAlign = max(c.MemAlign, m.tgt.Caps().MemAlign)
+	return c
+}
+
+// Close stops the copy job (the target may then be incomplete) and closes
+// the source, and the target unless Complete handed it over.
+func (m *Mirror) Close() error {
+	m.mu.Lock()
+	m.stop = true
+	completed := m.completed
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	<-m.done
+	err := m.src.Close()
+	if !completed {
+		err = errors.Join(err, m.tgt.Close())
+	}
+	return err
+}

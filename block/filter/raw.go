@@ -1,0 +1,141 @@
+package filter
+
+import "github.com/qring/qring/block"
+
+// RawOptions configure a Raw window.
+type RawOptions struct {
+	// Offset is where the window starts on the child.
+	Offset int64
+	// Size fixes the window's size. 0: the window runs to the child's end
+	// and grows with it (writes past the end grow the child).
+	Size int64
+}
+
+// Raw is QEMU's raw format driver: the child's bytes, optionally through
+// an offset/size window. Requests map 1:1 (a passthrough layer, F1).
+//
+// With a fixed Size, the window never grows: reads past it fill zeros
+// (B2), writes and zeroing past it fail with block.ErrRange, and Truncate
+// is block.ErrNotSupported.
+type Raw struct {
+	child block.Device
+	o     RawOptions
+}
+
+var _ block.Device = (*Raw)(nil)
+
+// NewRaw wraps child. It owns child (F4).
+func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
+	if o.Offset < 0 || o.Size < 0 || o.Offset+o.Size < o.Offset {
+		return nil, block.ErrRange
+	}
+	return &Raw{child: child, o: o}, nil
+}
+
+// Unwrap returns the child.
+func (r *Raw) Unwrap() block.Device { return r.child }
+
+func (r *Raw) Size() (int64, error) {
+	if r.o.Size > 0 {
+		return r.o.Size, nil
+	}
+	n, err := r.child.Size()
+	if err != nil {
+		return 0, err
+	}
+	return max(n-r.o.Offset, 0), nil
+}
+
+// inWindow checks a write of [off, off+n) against a fixed window.
+func (r *Raw) inWindow(off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if r.o.Size > 0 && off+n > r.o.Size {
+		return block.ErrRange
+	}
+	return nil
+}
+
+func (r *Raw) Readv(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if r.o.Size == 0 || off+n <= r.o.Size {
+		return r.child.Readv(r.o.Offset+off, bufs)
+	}
+	// The part past a fixed window reads as zeros, whatever the child
+	// holds there (it may be the next partition).
+	in := max(r.o.Size-off, 0)
+	for _, b := range subVec(bufs, in, n-in) {
+		clear(b)
+	}
+	if in == 0 {
+		return nil
+	}
+	return r.child.Readv(r.o.Offset+off, subVec(bufs, 0, in))
+}
+
+func (r *Raw) Writev(off int64, bufs [][]byte) error {
+	if err := r.inWindow(off, block.VecLen(bufs)); err != nil {
+		return err
+	}
+	return r.child.Writev(r.o.Offset+off, bufs)
+}
+
+func (r *Raw) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := CheckFlags(r.Caps(), off, n, flags); err != nil {
+		return err
+	}
+	if err := r.inWindow(off, n); err != nil {
+		return err
+	}
+	return r.child.WriteZeroes(r.o.Offset+off, n, flags)
+}
+
+// ZeroThenWritev passes the seed's linked zero+write through when the
+// child has it, so a raw layer does not cost the fast path.
+func (r *Raw) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bufs [][]byte) error {
+	if err := CheckFlags(r.Caps(), zoff, zn, zflags); err != nil {
+		return err
+	}
+	if err := r.inWindow(zoff, zn); err != nil {
+		return err
+	}
+	if err := r.inWindow(woff, block.VecLen(bufs)); err != nil {
+		return err
+	}
+	if zw, ok := r.child.(block.ZeroWriter); ok {
+		return zw.ZeroThenWritev(r.o.Offset+zoff, zn, zflags, r.o.Offset+woff, bufs)
+	}
+	if err := r.child.WriteZeroes(r.o.Offset+zoff, zn, zflags); err != nil {
+		return err
+	}
+	return r.child.Writev(r.o.Offset+woff, bufs)
+}
+
+func (r *Raw) Flush() error { return r.child.Flush() }
+
+func (r *Raw) Truncate(size int64) error {
+	if r.o.Size > 0 {
+		return block.ErrNotSupported
+	}
+	if size < 0 {
+		return block.ErrRange
+	}
+	return r.child.Truncate(r.o.Offset + size)
+}
+
+// Caps are the child's; an offset that is not a multiple of the child's
+// alignment makes every Allocate request misaligned on the child, so
+// Allocate is dropped then (F1).
+func (r *Raw) Caps() block.Caps {
+	c := r.child.Caps()
+	if c.Align > 1 && r.o.Offset%c.Align != 0 {
+		c.ZeroFlags &^= block.Allocate
+	}
+	return c
+}
+
+func (r *Raw) Close() error { return r.child.Close() }
