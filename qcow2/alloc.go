@@ -189,11 +189,19 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 				}
 			}
 		}
-		fresh = off >= im.hwm.Load()
-		im.bumpHWM((c + n) << im.g.ClusterBits)
-		if fresh && im.ahead > 0 {
-			im.reserveAhead((c + n) << im.g.ClusterBits)
+		// Fresh: never used since open, and inside space reserved ahead
+		// (zeroed, unwritten extents below EOF). A hole past EOF reads
+		// as zeros too, but writing only 4 KiB into it makes every write
+		// extend the file, which filesystems serialise (ext4 punts such
+		// direct writes to io-wq): those clusters get one zeroing
+		// request that extends the file instead, as QEMU does.
+		end := (c + n) << im.g.ClusterBits
+		unused := off >= im.hwm.Load()
+		im.bumpHWM(end)
+		if unused && im.ahead > 0 {
+			im.reserveAhead(end)
 		}
+		fresh = unused && end <= im.reserved
 		im.freeIdx = c + n
 		if err := im.overlapCheckNew(off, n<<im.g.ClusterBits); err != nil {
 			return 0, false, err

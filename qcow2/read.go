@@ -26,9 +26,11 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := min(int64(len(p)), size-off)
-	var v [1][]byte
-	v[0] = p[:n]
-	if err := im.Readv(off, v[:]); err != nil {
+	vp := getVec()
+	*vp = append(*vp, p[:n])
+	err = im.Readv(off, *vp)
+	putVec(vp)
+	if err != nil {
 		return 0, err
 	}
 	if n < int64(len(p)) {
@@ -46,7 +48,12 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 	}
 	im.c.guestReads.Add(1)
 	im.c.guestBytesRead.Add(n)
-	var scratch [8][]byte
+	var vp *[][]byte
+	defer func() {
+		if vp != nil {
+			putVec(vp)
+		}
+	}()
 	done := int64(0)
 	for done < n {
 		pos := off + done
@@ -59,7 +66,11 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 		chunk := int64(m.length)
 		v := bufs
 		if chunk != n {
-			v = sliceVec(scratch[:0], bufs, done, chunk)
+			if vp == nil {
+				vp = getVec()
+			}
+			*vp = sliceVec((*vp)[:0], bufs, done, chunk)
+			v = *vp
 		}
 		if err := im.readRun(m, uint64(pos), v); err != nil {
 			return err
@@ -140,11 +151,13 @@ func (im *Image) readRun(r run, off uint64, v [][]byte) error {
 		if n == r.length {
 			return im.backing.Readv(int64(off), v)
 		}
-		var scratch [8][]byte
-		if err := im.backing.Readv(int64(off), sliceVec(scratch[:0], v, 0, int64(n))); err != nil {
+		vp := getVec()
+		defer putVec(vp)
+		*vp = sliceVec((*vp)[:0], v, 0, int64(n))
+		if err := im.backing.Readv(int64(off), *vp); err != nil {
 			return err
 		}
-		zeroVec(sliceVec(scratch[:0], v, int64(n), int64(r.length-n)))
+		zeroVec(sliceVec((*vp)[:0], v, int64(n), int64(r.length-n)))
 		return nil
 	case format.ClusterCompressed:
 		buf := im.clusterBuf()

@@ -1,6 +1,10 @@
 package qcow2
 
-import "github.com/qring/qring/block"
+import (
+	"sync"
+
+	"github.com/qring/qring/block"
+)
 
 func alignedCopy(b []byte, align int) []byte {
 	buf := block.AlignedBuf(len(b), align)
@@ -42,4 +46,19 @@ func copyToVec(v [][]byte, src []byte) {
 		n := copy(b, src)
 		src = src[n:]
 	}
+}
+
+// vecPool recycles buffer vectors: a vector handed to a Device escapes, so
+// a stack array would cost an allocation per request on the hot path.
+var vecPool = sync.Pool{New: func() any {
+	v := make([][]byte, 0, 8)
+	return &v
+}}
+
+func getVec() *[][]byte { return vecPool.Get().(*[][]byte) }
+
+func putVec(v *[][]byte) {
+	clear((*v)[:cap(*v)]) // do not pin the caller's buffers
+	*v = (*v)[:0]
+	vecPool.Put(v)
 }

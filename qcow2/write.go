@@ -11,9 +11,11 @@ import (
 
 // WriteAt implements io.WriterAt.
 func (im *Image) WriteAt(p []byte, off int64) (int, error) {
-	var v [1][]byte
-	v[0] = p
-	if err := im.Writev(off, v[:]); err != nil {
+	vp := getVec()
+	*vp = append(*vp, p)
+	err := im.Writev(off, *vp)
+	putVec(vp)
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -45,15 +47,16 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 	im.c.guestBytesWritten.Add(n)
 	cs := int64(im.g.ClusterSize)
 	done := int64(0)
-	var scratch [8][]byte
+	if n <= cs-off%cs {
+		return im.writeCluster(uint64(off), bufs, n)
+	}
+	vp := getVec()
+	defer putVec(vp)
 	for done < n {
 		pos := off + done
 		chunk := min(cs-pos%cs, n-done)
-		v := bufs
-		if chunk != n {
-			v = sliceVec(scratch[:0], bufs, done, chunk)
-		}
-		if err := im.writeCluster(uint64(pos), v, chunk); err != nil {
+		*vp = sliceVec((*vp)[:0], bufs, done, chunk)
+		if err := im.writeCluster(uint64(pos), *vp, chunk); err != nil {
 			return err
 		}
 		done += chunk

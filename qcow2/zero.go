@@ -42,9 +42,10 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 }
 
 func (im *Image) writeZeroBuf(off, n int64) error {
-	var v [1][]byte
-	v[0] = block.ZeroBuf()[:n]
-	return im.writeCluster(uint64(off), v[:], n)
+	vp := getVec()
+	defer putVec(vp)
+	*vp = append(*vp, block.ZeroBuf()[:n])
+	return im.writeCluster(uint64(off), *vp, n)
 }
 
 // Discard frees the clusters wholly inside [off, off+n): they read as
