@@ -1,0 +1,341 @@
+// Command perfrun is the Go half of the perf/ scripts: it runs one
+// benchmark command and records it, and turns the records into the tables,
+// chart and JSON the scripts publish.
+//
+//	perfrun exec --out runs.jsonl [--label k=v]... -- CMD ARGS...
+//	    Runs CMD, passing its stderr through, and appends one JSON line:
+//	    the labels, exit status, wall time, the child's user and system CPU
+//	    seconds (getrusage of the child), and the benchmark's own time:
+//	    "seconds" of a qbench/latbench --json object on stdout, or
+//	    qemu-img bench's "Run completed in X seconds". Exits with CMD's
+//	    status.
+//	perfrun machine [--dev NAME=DIR]...          machine info as JSON
+//	perfrun seed-table --in runs.jsonl --outdir DIR [--machine m.json] [--title T]
+//	perfrun vs-qemu    --in runs.jsonl --outdir DIR [--machine m.json]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Record is one benchmark run.
+type Record struct {
+	Labels  map[string]string `json:"labels"`
+	Cmd     []string          `json:"cmd"`
+	Start   time.Time         `json:"start"`
+	OK      bool              `json:"ok"`
+	Exit    int               `json:"exit"`
+	Seconds float64           `json:"seconds"` // the benchmark's own run time
+	WallS   float64           `json:"wall_s"`  // the whole command
+	UserS   float64           `json:"user_s"`
+	SysS    float64           `json:"sys_s"`
+	// ModelS is a latency-model run's sum of modelled costs (latdev).
+	ModelS float64         `json:"model_s,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Output string          `json:"output,omitempty"` // non-JSON stdout (qemu-img)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: perfrun exec|machine|seed-table|vs-qemu ...")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "exec":
+		var code int
+		code, err = execCmd(os.Args[2:])
+		if err == nil {
+			os.Exit(code)
+		}
+	case "machine":
+		err = machine(os.Args[2:])
+	case "seed-table":
+		err = seedTable(os.Args[2:])
+	case "vs-qemu":
+		err = vsQemu(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "perfrun:", err)
+		os.Exit(1)
+	}
+}
+
+// kv parses repeated NAME=VALUE flags.
+type kv map[string]string
+
+func (m kv) String() string { return fmt.Sprint(map[string]string(m)) }
+func (m kv) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want NAME=VALUE, got %q", s)
+	}
+	m[k] = v
+	return nil
+}
+
+var qemuRun = regexp.MustCompile(`Run completed in ([0-9.]+) seconds`)
+
+func execCmd(args []string) (int, error) {
+	labels := kv{}
+	out := ""
+	i := 0
+	for ; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--":
+			i++
+			goto done
+		case a == "--out" && i+1 < len(args):
+			i++
+			out = args[i]
+		case a == "--label" && i+1 < len(args):
+			i++
+			if err := labels.Set(args[i]); err != nil {
+				return 0, err
+			}
+		default:
+			return 0, fmt.Errorf("exec: unexpected %q (want --out F --label k=v -- CMD...)", a)
+		}
+	}
+done:
+	if out == "" || i >= len(args) {
+		return 0, fmt.Errorf("exec: need --out FILE -- CMD [ARGS]")
+	}
+	rec := Record{Labels: labels, Cmd: args[i:], Start: time.Now().UTC()}
+	cmd := exec.Command(args[i], args[i+1:]...)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = os.Stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	rec.WallS = time.Since(t0).Seconds()
+	if cmd.ProcessState != nil {
+		rec.UserS = cmd.ProcessState.UserTime().Seconds()
+		rec.SysS = cmd.ProcessState.SystemTime().Seconds()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Exited() {
+			rec.Exit = ws.ExitStatus()
+		} else {
+			rec.Exit = -1
+		}
+	} else if err != nil {
+		rec.Exit = 127
+		fmt.Fprintln(os.Stderr, "perfrun exec:", err)
+	}
+	rec.OK = err == nil
+	so := bytes.TrimSpace(stdout.Bytes())
+	if len(so) > 0 && so[0] == '{' {
+		var r struct {
+			Seconds float64 `json:"seconds"`
+			Latdev  *struct {
+				Stats struct {
+					ModelledS float64 `json:"modelled_s"`
+				} `json:"stats"`
+			} `json:"latdev"`
+		}
+		if json.Unmarshal(so, &r) == nil {
+			rec.Seconds = r.Seconds
+			rec.Result = json.RawMessage(so)
+			if r.Latdev != nil {
+				rec.ModelS = r.Latdev.Stats.ModelledS
+			}
+		}
+	} else {
+		rec.Output = string(so)
+		if m := qemuRun.FindSubmatch(so); m != nil {
+			rec.Seconds, _ = strconv.ParseFloat(string(m[1]), 64)
+		}
+	}
+	if rec.OK && rec.Seconds == 0 {
+		rec.OK = false
+		fmt.Fprintf(os.Stderr, "perfrun exec: no run time in the output of %v:\n%s\n", rec.Cmd, so)
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	status := "ok"
+	if !rec.OK {
+		status = fmt.Sprintf("FAILED (exit %d)", rec.Exit)
+	}
+	fmt.Fprintf(os.Stderr, "  %-50s %8.3f s  (cpu %.2f+%.2f s)  %s\n", labelString(labels), rec.Seconds, rec.UserS, rec.SysS, status)
+	if !rec.OK && rec.Exit == 0 {
+		return 1, nil
+	}
+	return rec.Exit, nil
+}
+
+func labelString(l map[string]string) string {
+	var parts []string
+	for _, k := range []string{"device", "variant", "tool", "rep"} {
+		if v, ok := l[k]; ok {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func readRecords(path string) ([]Record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var recs []Record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+		}
+		recs = append(recs, r)
+	}
+	return recs, sc.Err()
+}
+
+// machine prints CPU, memory, kernel, Go and qemu-img versions, and the
+// filesystem under each device directory.
+func machine(args []string) error {
+	devs := kv{}
+	var order []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--dev" && i+1 < len(args) {
+			i++
+			if err := devs.Set(args[i]); err != nil {
+				return err
+			}
+			k, _, _ := strings.Cut(args[i], "=")
+			order = append(order, k)
+			continue
+		}
+		return fmt.Errorf("machine: unexpected %q", args[i])
+	}
+	host, _ := os.Hostname()
+	info := map[string]any{
+		"host":      host,
+		"date":      time.Now().UTC().Format(time.RFC3339),
+		"cpu":       cpuModel(),
+		"cpus":      runtime.NumCPU(),
+		"mem":       firstLine("/proc/meminfo"),
+		"kernel":    strings.TrimSpace(cmdOut("uname", "-srvm")),
+		"go":        strings.TrimSpace(cmdOut("go", "version")),
+		"qemu_img":  firstLineOf(cmdOut("qemu-img", "--version")),
+		"uid":       os.Getuid(),
+		"os":        osRelease(),
+		"hostdisks": strings.TrimSpace(cmdOut("lsblk", "-d", "-o", "NAME,SIZE,ROTA,MODEL,SCHED")),
+	}
+	var devInfo []map[string]string
+	for _, name := range order {
+		dir := devs[name]
+		fs := strings.Fields(cmdOut("findmnt", "-n", "-o", "FSTYPE,SOURCE,TARGET,OPTIONS", "-T", dir))
+		d := map[string]string{"name": name, "dir": dir}
+		for i, k := range []string{"fstype", "source", "mount", "options"} {
+			if i < len(fs) {
+				d[k] = fs[i]
+			}
+		}
+		devInfo = append(devInfo, d)
+	}
+	info["devices"] = devInfo
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(info)
+}
+
+func cmdOut(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+func firstLineOf(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return strings.TrimSpace(l)
+}
+
+func firstLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.Join(strings.Fields(firstLineOf(string(b))), " ")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func osRelease() string {
+	b, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+func readMachine(path string) (json.RawMessage, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}
+
+func writeFile(path string, write func(w io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
