@@ -92,7 +92,7 @@ func parseRepair(s string) (qcow2.RepairMode, error) {
 }
 
 func runCheck(e *env, args []string) int {
-	o, err := getopt(args, "f:r:T:qU", "output:", "repair:", "force-share")
+	o, err := getopt(args, "o:f:r:T:qU", "output:", "repair:", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -109,8 +109,13 @@ func runCheck(e *env, args []string) int {
 	}
 	path := o.args[0]
 	repair := mode != qcow2.RepairNone
+	eo, err := engineOpts(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	eo.NoBacking, eo.Repair = true, repair
 	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("T", ""),
-		readOnly: !repair, opts: qcow2.Options{NoBacking: true, Repair: repair}})
+		readOnly: !repair, opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -136,7 +136,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func runInfo(e *env, args []string) int {
-	o, err := getopt(args, "f:t:i:U", "output:", "metrics", "force-share", "backing-chain")
+	o, err := getopt(args, "o:f:t:i:U", "output:", "metrics", "force-share", "backing-chain")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -148,8 +148,13 @@ func runInfo(e *env, args []string) int {
 		return e.usageErr(fmt.Errorf("expecting one image file name"))
 	}
 	path := o.args[0]
+	eo, err := engineOpts(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	eo.NoBacking = true
 	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""),
-		aio: o.get("i", ""), readOnly: true, opts: qcow2.Options{NoBacking: true}})
+		aio: o.get("i", ""), readOnly: true, opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

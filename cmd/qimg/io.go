@@ -15,7 +15,11 @@ import (
 )
 
 func runIO(e *env, args []string) int {
-	o, err := getopt(args, "c:f:t:i:T:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts")
+	o, err := getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	eo, err := engineOpts(o)
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -27,7 +31,7 @@ func runIO(e *env, args []string) int {
 		cache = "none"
 	}
 	s := openSpec{path: o.args[0], format: o.get("f", o.get("format", "")), cache: cache,
-		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only")}
+		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only"), opts: eo}
 	var (
 		dev    block.Device
 		im     *qcow2.Image

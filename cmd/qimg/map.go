@@ -146,7 +146,7 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 }
 
 func runMap(e *env, args []string) int {
-	o, err := getopt(args, "f:t:U", "output:", "force-share")
+	o, err := getopt(args, "o:f:t:U", "output:", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -158,7 +158,11 @@ func runMap(e *env, args []string) int {
 		return e.usageErr(fmt.Errorf("expecting one image file name"))
 	}
 	path := o.args[0]
-	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""), readOnly: true})
+	eo, err := engineOpts(o)
+	if err != nil {
+		return e.usageErr(err)
+	}
+	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""), readOnly: true, opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

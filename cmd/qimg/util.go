@@ -211,3 +211,15 @@ func pathCombine(base, name string) string {
 	}
 	return name
 }
+
+// engineOpts parses every -o OPTS of an opening subcommand into engine
+// options (l2-cache-size=1M,prealloc=off,...; see qcow2.Options.Set).
+func engineOpts(o *opts) (qcow2.Options, error) {
+	var eo qcow2.Options
+	for _, s := range o.vals["o"] {
+		if err := eo.Parse(s); err != nil {
+			return eo, err
+		}
+	}
+	return eo, nil
+}
