@@ -249,6 +249,7 @@ func machine(args []string) error {
 		"go":        strings.TrimSpace(cmdOut("go", "version")),
 		"qemu_img":  firstLineOf(cmdOut("qemu-img", "--version")),
 		"uid":       os.Getuid(),
+		"commit":    strings.TrimSpace(cmdOut("git", "describe", "--always", "--dirty")),
 		"os":        osRelease(),
 		"hostdisks": strings.TrimSpace(cmdOut("lsblk", "-d", "-o", "NAME,SIZE,ROTA,MODEL,SCHED")),
 	}
