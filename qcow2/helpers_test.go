@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -191,12 +190,4 @@ func mustEqual(t testing.TB, got, want []byte, what string) {
 		}
 		t.Fatalf("%s: first difference at offset %d (0x%x): got %#x want %#x (len %d vs %d)", what, i, i, g, w, len(got), len(want))
 	}
-}
-
-func sz(s string) int64 {
-	n, err := ParseSize(s)
-	if err != nil {
-		panic(fmt.Sprint(s, err))
-	}
-	return n
 }

@@ -17,7 +17,7 @@ const (
 )
 
 type metaSet struct {
-	mu sync.Mutex
+	mu sync.RWMutex // read on every in-place overwrite, written rarely
 	m  map[uint64]metaKind // host cluster index -> role
 }
 
@@ -37,9 +37,9 @@ func (s *metaSet) del(c uint64) {
 }
 
 func (s *metaSet) get(c uint64) metaKind {
-	s.mu.Lock()
+	s.mu.RLock()
 	k := s.m[c]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	return k
 }
 

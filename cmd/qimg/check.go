@@ -104,15 +104,11 @@ func runCheck(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if len(o.args) != 1 {
-		return e.usageErr(fmt.Errorf("expecting one image file name"))
-	}
-	path := o.args[0]
-	repair := mode != qcow2.RepairNone
-	eo, err := engineOpts(o)
+	path, eo, err := oneImage(o)
 	if err != nil {
 		return e.usageErr(err)
 	}
+	repair := mode != qcow2.RepairNone
 	eo.NoBacking, eo.Repair = true, repair
 	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("T", ""),
 		readOnly: !repair, opts: eo})

@@ -144,11 +144,7 @@ func runInfo(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if len(o.args) != 1 {
-		return e.usageErr(fmt.Errorf("expecting one image file name"))
-	}
-	path := o.args[0]
-	eo, err := engineOpts(o)
+	path, eo, err := oneImage(o)
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -212,6 +212,16 @@ func pathCombine(base, name string) string {
 	return name
 }
 
+// oneImage returns the single image argument of info/check/map and the
+// engine options of its -o flags.
+func oneImage(o *opts) (string, qcow2.Options, error) {
+	if len(o.args) != 1 {
+		return "", qcow2.Options{}, fmt.Errorf("expecting one image file name")
+	}
+	eo, err := engineOpts(o)
+	return o.args[0], eo, err
+}
+
 // engineOpts parses every -o OPTS of an opening subcommand into engine
 // options (l2-cache-size=1M,prealloc=off,...; see qcow2.Options.Set).
 func engineOpts(o *opts) (qcow2.Options, error) {
