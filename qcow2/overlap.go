@@ -17,7 +17,7 @@ const (
 )
 
 type metaSet struct {
-	mu sync.RWMutex // read on every in-place overwrite, written rarely
+	mu sync.RWMutex        // read on every in-place overwrite, written rarely
 	m  map[uint64]metaKind // host cluster index -> role
 }
 
