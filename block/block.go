@@ -65,6 +65,32 @@ type Caps struct {
 	Align int64
 	// MemAlign is the buffer address alignment the fast path needs.
 	MemAlign int
+	// Media says what backs the device, as far as it can tell; engines
+	// use it to pick strategies whose cost depends on the medium (e.g.
+	// whether streaming zeros ahead is cheap). MediaUnknown when unsure.
+	Media Media
+}
+
+// Media is the kind of storage under a device.
+type Media uint8
+
+const (
+	MediaUnknown Media = iota
+	MediaRAM           // RAM-backed: zram, brd, pmem, tmpfs, a loop over tmpfs
+	MediaSSD           // non-rotational block device
+	MediaHDD           // rotational block device
+)
+
+func (m Media) String() string {
+	switch m {
+	case MediaRAM:
+		return "ram"
+	case MediaSSD:
+		return "ssd"
+	case MediaHDD:
+		return "hdd"
+	}
+	return "unknown"
 }
 
 // Device is the storage under an image. See the package doc for the
