@@ -108,6 +108,11 @@
 //	    (IORING_OP_FALLOCATE always runs in io-wq); Options.Hybrid serves a
 //	    data request that is alone with a plain syscall and uses the ring as
 //	    soon as requests overlap. Both are off by default.
+//	F9  Caps().Media is detected once at Open from the file's filesystem
+//	    and block device (sysfs): tmpfs, zram, brd, pmem and loops over
+//	    them are RAM; otherwise queue/rotational picks HDD or SSD; what
+//	    cannot be resolved is MediaUnknown. It is a hint for strategy
+//	    choices, never for correctness.
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

@@ -89,6 +89,9 @@ type File struct {
 	align    int64
 	memAlign int
 
+	media    block.Media // what stores the file (F9)
+	mediaWhy string
+
 	ring    *ring // nil on the Threads backend
 	backend Backend
 	reason  string
@@ -164,6 +167,7 @@ func Open(path string, o Options) (*File, error) {
 		return fail(&os.PathError{Op: "fstat", Path: path, Err: err})
 	}
 	f.eof.Store(st.Size)
+	f.media, f.mediaWhy = detectMedia(bfd)
 	f.allocOK.Store(true)
 	f.zeroOK.Store(true)
 	f.punchOK.Store(true)
@@ -256,6 +260,10 @@ func (f *File) BackendReason() string {
 	return f.reason
 }
 
+// Media reports what stores the file (Caps().Media) and how that was
+// found, e.g. "zram1" or "vda non-rotational".
+func (f *File) Media() (block.Media, string) { return f.media, f.mediaWhy }
+
 // Metrics returns a snapshot of the File's counters.
 func (f *File) Metrics() Metrics { return f.m.snapshot() }
 
@@ -264,7 +272,7 @@ func (f *File) Fd() int { return f.fd }
 
 // Caps implements block.Device.
 func (f *File) Caps() block.Caps {
-	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign}
+	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, Media: f.media}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
 	}
