@@ -39,10 +39,10 @@
 //	    own request completes. So there is no completion goroutine and, for
 //	    the leader, no hand-off at all. Other waiters park on their slot
 //	    channel or on the leader token; while fewer than submitThreshold
-//	    SQEs are in the kernel they first submit with a submit-only enter
-//	    (one at a time, so concurrent arrivals batch), above it they leave
-//	    their SQE to the leader's next enter, which a completion brings
-//	    soon. Before blocking in the kernel again, a leader that woke
+//	    SQEs are in the kernel (1: none) they first submit with a
+//	    submit-only enter (one at a time, so concurrent arrivals batch),
+//	    otherwise they leave their SQE to the leader's next enter, which a
+//	    completion brings soon. Before blocking in the kernel again, a leader that woke
 //	    waiters yields (runtime.Gosched) so they run on its P and queue
 //	    their next requests first: that is what makes one enter carry many
 //	    SQEs at QD64.
@@ -74,6 +74,25 @@
 //	    the kernel has consumed the leader's batch (or the leader left).
 //	    Tails are published one request (one pair) at a time, so a
 //	    to_submit of tail-head always ends on a request boundary.
+//	R8  Merging (QEMU's virtio-blk request merging, the block layer's
+//	    plug merge): a plain read/write SQE is staged, filled but not
+//	    published (the SQ tail the kernel sees stays behind ring.tail),
+//	    and a later request of the same kind on the same descriptor that
+//	    starts where a staged SQE ends rides on it: its iovecs are appended
+//	    to the staged SQE's array (preallocated with mergeIov entries, so
+//	    the array never moves) and the SQE becomes a readv/writev of the
+//	    whole run (at most mergeBytes). Only unpublished SQEs are changed,
+//	    under ring.mu, so the kernel never reads an SQE being edited. Every
+//	    enter publishes staged SQEs first (under subMu, before to_submit is
+//	    computed: R7 holds), and any other queueing publishes them too, so
+//	    a staged request waits exactly like a queued one did. On
+//	    completion the result is split in order: each request gets its own
+//	    share; one the transfer did not reach gets -EAGAIN and resubmits
+//	    (R6); on an error or a zero result every request resubmits alone
+//	    (noMerge), so errors stay exact per request. Adjacent requests in
+//	    flight together carry no ordering promise between them, so one
+//	    SQE for both changes no semantics. Linked chains, fallocates and
+//	    fsyncs are never merged. Options.NoMerge turns it off.
 //
 // # File
 //

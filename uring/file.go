@@ -69,6 +69,9 @@ type Options struct {
 	// to batch with), and uses the ring as soon as requests overlap. On the 2-vCPU test VM a
 	// QD1 O_DIRECT write is ~10-40% faster that way; QD64 is unchanged.
 	Hybrid bool
+	// NoMerge turns off merging of adjacent data requests into one SQE
+	// (R8 in doc.go), e.g. to measure what merging buys.
+	NoMerge bool
 }
 
 const (
@@ -181,6 +184,9 @@ func Open(path string, o Options) (*File, error) {
 		}
 		if err == nil {
 			f.ring, err = newRing(o.Entries, &f.m)
+		}
+		if err == nil {
+			f.ring.merge = !o.NoMerge
 		}
 		if err == nil {
 			f.backend = Ring

@@ -17,6 +17,8 @@ type Metrics struct {
 	Misaligned      uint64 // O_DIRECT requests served by the buffered descriptor
 	Fallocates      uint64 // fallocate calls (ring or syscall)
 	Fsyncs          uint64 // fdatasync calls (ring or syscall)
+	Merged          uint64 // data requests that rode on another request's SQE (R8)
+	MergeSplits     uint64 // merged SQEs that failed and were resubmitted request by request
 }
 
 // Sub returns m - o, field by field.
@@ -31,6 +33,8 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		Misaligned:      m.Misaligned - o.Misaligned,
 		Fallocates:      m.Fallocates - o.Fallocates,
 		Fsyncs:          m.Fsyncs - o.Fsyncs,
+		Merged:          m.Merged - o.Merged,
+		MergeSplits:     m.MergeSplits - o.MergeSplits,
 	}
 }
 
@@ -42,15 +46,24 @@ func (m Metrics) SQEsPerEnter() float64 {
 	return float64(m.SQEs) / float64(m.Enters)
 }
 
+// RequestsPerEnter counts merged requests too: the requests each enter
+// carried to the kernel on average (0 without enters).
+func (m Metrics) RequestsPerEnter() float64 {
+	if m.Enters == 0 {
+		return 0
+	}
+	return float64(m.SQEs+m.Merged) / float64(m.Enters)
+}
+
 func (m Metrics) String() string {
-	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f cq_overflows=%d eagain=%d short=%d misaligned=%d fallocates=%d fsyncs=%d",
-		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.CQOverflows, m.EAgainResubmits,
-		m.ShortResubmits, m.Misaligned, m.Fallocates, m.Fsyncs)
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d fallocates=%d fsyncs=%d",
+		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.Merged, m.RequestsPerEnter(), m.MergeSplits,
+		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.Fallocates, m.Fsyncs)
 }
 
 // counters are the live atomic counters behind Metrics.
 type counters struct {
-	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, fallocates, fsyncs atomic.Uint64
+	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
 }
 
 func (c *counters) snapshot() Metrics {
@@ -64,5 +77,7 @@ func (c *counters) snapshot() Metrics {
 		Misaligned:      c.misaligned.Load(),
 		Fallocates:      c.fallocates.Load(),
 		Fsyncs:          c.fsyncs.Load(),
+		Merged:          c.merged.Load(),
+		MergeSplits:     c.mergeSplits.Load(),
 	}
 }
