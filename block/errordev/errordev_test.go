@@ -212,7 +212,7 @@ func TestDev_Concurrent(t *testing.T) {
 }
 
 func TestDev_PassThrough(t *testing.T) {
-	mem := memdev.New(memdev.Options{Align: 512})
+	mem := memdev.New(memdev.Options{Align: 512, Media: block.MediaSSD})
 	d := New(mem, nil, Options{})
 	if d.Caps() != mem.Caps() || d.Unwrap() != mem {
 		t.Fatal("caps or child not passed through")

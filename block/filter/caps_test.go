@@ -170,3 +170,30 @@ func TestMirror_ZeroFlagsToTarget(t *testing.T) {
 	}
 	mustEqual(t, "target", readAll(t, tgt), readAll(t, src))
 }
+
+// TestCaps_Media: every layer reports its (primary) child's medium (F1).
+func TestCaps_Media(t *testing.T) {
+	for _, ly := range layers {
+		for _, m := range []block.Media{block.MediaUnknown, block.MediaRAM, block.MediaSSD, block.MediaHDD} {
+			t.Run(ly.name+"/"+m.String(), func(t *testing.T) {
+				kids := make([]block.Device, ly.nkids)
+				for i := range kids {
+					o := memdev.Options{}
+					if i == 0 {
+						o.Media = m // the others differ: only the primary counts
+					} else {
+						o.Media = block.MediaHDD - m
+					}
+					md := memdev.New(o)
+					md.Truncate(1 << 16)
+					kids[i] = md
+				}
+				d := ly.build(t, kids)
+				defer d.Close()
+				if got := d.Caps().Media; got != m {
+					t.Fatalf("Media = %v, want %v", got, m)
+				}
+			})
+		}
+	}
+}

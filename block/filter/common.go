@@ -24,15 +24,19 @@ var (
 )
 
 // CapsOf intersects the capabilities of devices that all receive a request
-// (F1): flags every device supports, the largest alignments.
+// (F1): flags every device supports, the largest alignments, and the
+// first (primary) device's medium.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1}
-	for _, d := range devs {
+	for i, d := range devs {
 		dc := d.Caps()
 		c.ZeroFlags &= dc.ZeroFlags
 		c.ReqFlags &= dc.ReqFlags
 		c.Align = max(c.Align, dc.Align)
 		c.MemAlign = max(c.MemAlign, dc.MemAlign)
+		if i == 0 {
+			c.Media = dc.Media
+		}
 	}
 	if len(devs) == 0 {
 		c.ZeroFlags, c.ReqFlags = 0, 0

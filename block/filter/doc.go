@@ -16,6 +16,9 @@
 //	    reports its child's flags; a layer that sends one request to several
 //	    children reports only the flags every such child supports
 //	    (intersection); Align and MemAlign are the children's maximum.
+//	    Media is the child's, or the primary child's (blkverify's test
+//	    device, quorum's first child, mirror's source, copy-on-read's
+//	    top): what the layer's writes mostly cost.
 //	F2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
 //	    Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
 //	    request not aligned to Caps().Align, fails with

@@ -42,6 +42,10 @@ type Model struct {
 	// Sleep waits out a cost; nil means time.Sleep. Tests may substitute a
 	// recorder.
 	Sleep func(time.Duration)
+	// Media is the medium the model stands for, reported as
+	// Caps().Media in place of the child's (whose timing the model
+	// replaces). MediaUnknown for models that are no particular medium.
+	Media block.Media
 }
 
 // HDD is a 7200 rpm disk: one head, ~150 MB/s, a seek of 0.5 ms plus 4 ms
@@ -58,6 +62,7 @@ func HDD() Model {
 		Bandwidth:    150_000_000,
 		Flush:        10 * time.Millisecond,
 		Parallel:     1,
+		Media:        block.MediaHDD,
 	}
 }
 
@@ -285,5 +290,11 @@ func (d *Dev) Truncate(size int64) error {
 }
 
 func (d *Dev) Size() (int64, error) { return d.child.Size() }
-func (d *Dev) Caps() block.Caps     { return d.child.Caps() }
 func (d *Dev) Close() error         { return d.child.Close() }
+
+// Caps are the child's, with the model's medium.
+func (d *Dev) Caps() block.Caps {
+	c := d.child.Caps()
+	c.Media = d.m.Media
+	return c
+}

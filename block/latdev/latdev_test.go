@@ -149,6 +149,22 @@ func TestPresets(t *testing.T) {
 	}
 }
 
+// TestDev_Media: the model's medium replaces the child's; only the HDD
+// preset is a particular medium.
+func TestDev_Media(t *testing.T) {
+	ram := memdev.New(memdev.Options{Media: block.MediaRAM, Align: 512})
+	for _, tc := range []struct {
+		name string
+		m    Model
+		want block.Media
+	}{{"HDD", HDD(), block.MediaHDD}, {"Distributed", Distributed(), block.MediaUnknown}, {"zero", Model{}, block.MediaUnknown}} {
+		c := New(ram, tc.m).Caps()
+		if c.Media != tc.want || c.Align != 512 {
+			t.Errorf("%s: Caps %+v, want Media %v and the child's Align", tc.name, c, tc.want)
+		}
+	}
+}
+
 func TestDev_ZeroThenWritev(t *testing.T) {
 	for _, child := range []struct {
 		name string

@@ -23,6 +23,12 @@ type Options struct {
 	NoAllocate bool
 	// Align is the advertised request alignment (default 1).
 	Align int64
+	// Media is the advertised Caps().Media. The default is MediaUnknown,
+	// not MediaRAM: engines pick medium-dependent strategies from it
+	// (qcow2 streams zeros ahead in the background on RAM), which would
+	// add asynchronous writes to every test's op trace; tests that want
+	// them ask.
+	Media block.Media
 }
 
 type pending struct {
@@ -64,7 +70,7 @@ func New(o Options) *Dev {
 	if a <= 0 {
 		a = 1
 	}
-	return &Dev{caps: block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1}}
+	return &Dev{caps: block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media}}
 }
 
 // FromBytes returns a device holding a copy of b, all of it durable.

@@ -131,3 +131,11 @@ func TestAllZero(t *testing.T) {
 		}
 	}
 }
+
+// TestDev_Caps: Caps (the medium included) are the child's (T4).
+func TestDev_Caps(t *testing.T) {
+	mem := memdev.New(memdev.Options{Align: 4096, Media: block.MediaRAM})
+	if c := New(mem, Options{}).Caps(); c != mem.Caps() || c.Media != block.MediaRAM {
+		t.Fatalf("Caps %+v, want the child's %+v", c, mem.Caps())
+	}
+}
