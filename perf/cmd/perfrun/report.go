@@ -106,7 +106,11 @@ func fmtRatio(r float64) string {
 	return fmt.Sprintf("%.2f", r)
 }
 
-var variantNames = map[string]string{"before": "before (prealloc=off)", "after": "after (prealloc=on, prealloc-size=0)", "ahead": "on+ahead (prealloc=on, prealloc-size default)"}
+var variantNames = map[string]string{
+	"before":  "before (prealloc=off: zero buffers merged with the data, QEMU before c8bb23cbdb)",
+	"after":   "after (prealloc=on, the engine default: space reserved ahead in large chunks, filled per device by prealloc-fill=auto)",
+	"cluster": "per-cluster (prealloc=on, prealloc-size=0: one efficient zeroing per new cluster, QEMU c8bb23cbdb as is)",
+}
 
 type seedSummary struct {
 	Device  string                   `json:"device"`
@@ -146,7 +150,7 @@ func seedTable(args []string) error {
 	if err != nil {
 		return err
 	}
-	t := collect(recs, "variant", []string{"before", "after", "ahead"})
+	t := collect(recs, "variant", []string{"before", "after", "cluster"})
 	var sums []seedSummary
 	var groups []chart.Group
 	var md strings.Builder
@@ -160,11 +164,7 @@ func seedTable(args []string) error {
 			sep += "---|"
 			continue
 		}
-		name := k
-		if k == "ahead" {
-			name = "on+ahead"
-		}
-		hdr += fmt.Sprintf(" %s | gain |", name)
+		hdr += fmt.Sprintf(" %s | gain |", barLabel(k))
 		sep += "---|---|"
 	}
 	md.WriteString(hdr + "\n" + sep + "\n")
@@ -254,8 +254,8 @@ func barLabel(k string) string {
 		return "before (off)"
 	case "after":
 		return "after (on)"
-	case "ahead":
-		return "on+ahead"
+	case "cluster":
+		return "per-cluster"
 	}
 	return k
 }
