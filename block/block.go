@@ -69,6 +69,10 @@ type Caps struct {
 	// use it to pick strategies whose cost depends on the medium (e.g.
 	// whether streaming zeros ahead is cheap). MediaUnknown when unsure.
 	Media Media
+	// Metered says writes to the device are rate-limited for this
+	// process (cgroup blkio throttle or io.max): every byte written spends
+	// a budget, however cheap the medium.
+	Metered bool
 }
 
 // Media is the kind of storage under a device.

@@ -130,8 +130,10 @@
 //	F9  Caps().Media is detected once at Open from the file's filesystem
 //	    and block device (sysfs): tmpfs, zram, brd, pmem and loops over
 //	    them are RAM; otherwise queue/rotational picks HDD or SSD; what
-//	    cannot be resolved is MediaUnknown. It is a hint for strategy
-//	    choices, never for correctness.
+//	    cannot be resolved is MediaUnknown. Caps().Metered is set when
+//	    the process's cgroup (or an ancestor) limits writes to that device
+//	    (v1 blkio.throttle.write_*_device, v2 io.max wbps/wiops). Both are
+//	    hints for strategy choices, never for correctness.
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

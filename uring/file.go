@@ -94,6 +94,7 @@ type File struct {
 
 	media    block.Media // what stores the file (F9)
 	mediaWhy string
+	metered  bool // writes throttled by cgroup (F9)
 
 	ring    *ring // nil on the Threads backend
 	backend Backend
@@ -170,7 +171,7 @@ func Open(path string, o Options) (*File, error) {
 		return fail(&os.PathError{Op: "fstat", Path: path, Err: err})
 	}
 	f.eof.Store(st.Size)
-	f.media, f.mediaWhy = detectMedia(bfd)
+	f.media, f.mediaWhy, f.metered = detectMedia(bfd)
 	f.allocOK.Store(true)
 	f.zeroOK.Store(true)
 	f.punchOK.Store(true)
@@ -278,7 +279,7 @@ func (f *File) Fd() int { return f.fd }
 
 // Caps implements block.Device.
 func (f *File) Caps() block.Caps {
-	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, Media: f.media}
+	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, Media: f.media, Metered: f.metered}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
 	}

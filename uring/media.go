@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/block"
@@ -21,10 +22,10 @@ var sysfsRoot = "/sys"
 // whose backing file is RAM-backed itself, else HDD or SSD by its queue's
 // rotational flag. Anything it cannot read (btrfs' anonymous devices,
 // network filesystems, dm stacks it cannot resolve) is MediaUnknown.
-func detectMedia(fd int) (block.Media, string) {
+func detectMedia(fd int) (block.Media, string, bool) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return block.MediaUnknown, "fstat: " + err.Error()
+		return block.MediaUnknown, "fstat: " + err.Error(), false
 	}
 	dev := st.Dev
 	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -32,10 +33,36 @@ func detectMedia(fd int) (block.Media, string) {
 	} else {
 		var fs unix.Statfs_t
 		if unix.Fstatfs(fd, &fs) == nil && (fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC) {
-			return block.MediaRAM, "tmpfs"
+			return block.MediaRAM, "tmpfs", false
 		}
 	}
-	return blockMedia(unix.Major(dev), unix.Minor(dev), 0)
+	maj, min := unix.Major(dev), unix.Minor(dev)
+	m, why := blockMedia(maj, min, 0)
+	devs := []string{fmt.Sprintf("%d:%d", maj, min)}
+	if disk := wholeDisk(maj, min); disk != "" {
+		devs = append(devs, disk)
+	}
+	metered := writeMetered(devs...)
+	if metered {
+		why += ", writes throttled by cgroup"
+	}
+	return m, why, metered
+}
+
+// wholeDisk returns "maj:min" of the disk holding partition maj:min, or "".
+func wholeDisk(maj, min uint32) string {
+	dir, err := filepath.EvalSymlinks(filepath.Join(sysfsRoot, "dev/block", fmt.Sprintf("%d:%d", maj, min)))
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "dev"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // blockMedia classifies block device maj:min; depth bounds loop chains.
@@ -76,4 +103,86 @@ func blockMedia(maj, min uint32, depth int) (block.Media, string) {
 		return block.MediaHDD, name + " rotational"
 	}
 	return block.MediaSSD, name + " non-rotational"
+}
+
+// procCgroup is /proc/self/cgroup; tests point it elsewhere.
+var procCgroup = "/proc/self/cgroup"
+
+// writeMetered reports whether this process's cgroup (or an ancestor)
+// limits writes to block device maj:min (F9): cgroup v1
+// blkio.throttle.write_{bps,iops}_device or cgroup v2 io.max wbps/wiops.
+// For a partition, pass the whole disk too: throttles are per disk.
+func writeMetered(devs ...string) bool {
+	b, err := os.ReadFile(procCgroup)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		var root string
+		var files []string
+		switch {
+		case f[0] == "0" && f[1] == "":
+			files = []string{"io.max"}
+			root = filepath.Join(sysfsRoot, "fs/cgroup")
+			if _, err := os.Stat(filepath.Join(root, "unified")); err == nil {
+				root = filepath.Join(root, "unified") // hybrid hierarchy
+			}
+		case hasController(f[1], "blkio"):
+			files = []string{"blkio.throttle.write_bps_device", "blkio.throttle.write_iops_device"}
+			root = filepath.Join(sysfsRoot, "fs/cgroup/blkio")
+		default:
+			continue
+		}
+		for p := filepath.Clean("/" + f[2]); ; p = filepath.Dir(p) {
+			for _, name := range files {
+				if throttles(filepath.Join(root, p, name), devs) {
+					return true
+				}
+			}
+			if p == "/" {
+				break
+			}
+		}
+	}
+	return false
+}
+
+func hasController(list, c string) bool {
+	for _, x := range strings.Split(list, ",") {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// throttles reports whether a throttle file has a write limit for one of
+// devs: v1 lines are "maj:min value", v2 lines "maj:min rbps=.. wbps=..".
+func throttles(path string, devs []string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !slices.Contains(devs, f[0]) {
+			continue
+		}
+		for _, v := range f[1:] {
+			k, val, kv := strings.Cut(v, "=")
+			if !kv {
+				val = k // v1: the value alone
+			} else if k != "wbps" && k != "wiops" {
+				continue
+			}
+			if val != "max" && val != "0" {
+				return true
+			}
+		}
+	}
+	return false
 }

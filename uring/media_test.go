@@ -98,3 +98,44 @@ func TestDetectMediaTmpfs(t *testing.T) {
 		t.Fatalf("tmpfs file: %v (%s)", m, why)
 	}
 }
+
+func TestWriteMetered(t *testing.T) {
+	tests := []struct {
+		name   string
+		cgroup string            // /proc/self/cgroup
+		files  map[string]string // under <sysfs>/fs/cgroup
+		want   bool
+	}{
+		{"none", "0::/\n", nil, false},
+		{"v1 bps", "7:blkio:/perf/a\n", map[string]string{"blkio/perf/a/blkio.throttle.write_bps_device": "252:1 150000000\n"}, true},
+		{"v1 iops on parent", "7:blkio,io:/perf/a\n", map[string]string{"blkio/perf/blkio.throttle.write_iops_device": "252:1 8000\n"}, true},
+		{"v1 other device", "7:blkio:/a\n", map[string]string{"blkio/a/blkio.throttle.write_bps_device": "8:0 150000000\n"}, false},
+		{"v2 wbps", "0::/svc\n", map[string]string{"svc/io.max": "252:1 rbps=max wbps=1000000 riops=max wiops=max\n"}, true},
+		{"v2 read only", "0::/svc\n", map[string]string{"svc/io.max": "252:1 rbps=1000 wbps=max riops=max wiops=max\n"}, false},
+		{"v2 whole disk", "0::/svc\n", map[string]string{"svc/io.max": "252:0 wiops=100\n"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for name, body := range tc.files {
+				p := filepath.Join(root, "fs/cgroup", name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cg := filepath.Join(root, "cgroup")
+			if err := os.WriteFile(cg, []byte(tc.cgroup), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			oldSys, oldCg := sysfsRoot, procCgroup
+			sysfsRoot, procCgroup = root, cg
+			defer func() { sysfsRoot, procCgroup = oldSys, oldCg }()
+			if got := writeMetered("252:1", "252:0"); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
