@@ -172,6 +172,8 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 		if retry {
 			continue
 		}
+		// Q11: no zeros in flight over the run, and none claimed later.
+		im.claimSpace(c<<im.g.ClusterBits, (c+n)<<im.g.ClusterBits)
 		for k := uint64(0); k < n; k++ {
 			if err := im.updateRefcount(c+k, 1); err != nil {
 				for j := uint64(0); j < k; j++ {
@@ -190,7 +192,8 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 			}
 		}
 		// Fresh: never used since open, and inside space reserved ahead
-		// (zeroed, unwritten extents below EOF). A hole past EOF reads
+		// (zeroed, unwritten extents below EOF, or zeros written there
+		// by the filler, Q11). A hole past EOF reads
 		// as zeros too, but writing only 4 KiB into it makes every write
 		// extend the file, which filesystems serialise (ext4 punts such
 		// direct writes to io-wq): those clusters get one zeroing
@@ -199,7 +202,7 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 		unused := off >= im.hwm.Load()
 		im.bumpHWM(end)
 		if unused && im.ahead > 0 {
-			im.reserveAhead(end)
+			im.reserveAhead(end + im.fillLead())
 		}
 		fresh = unused && end <= im.reserved
 		im.freeIdx = c + n
@@ -239,6 +242,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	if err := im.overlapCheckNew(boff, im.g.ClusterSize); err != nil {
 		return err
 	}
+	im.claimSpace(boff, boff+im.g.ClusterSize) // Q11
 	if bri == ri {
 		// Self-describing.
 		t, err := im.rbc.GetEmpty(int64(boff))
@@ -325,6 +329,8 @@ func (im *Image) growReftable(need uint64) error {
 		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
 	}
 	end := a + k + tc
+	// Q11: the area is past the high-water mark, where fills run.
+	im.claimSpace(a<<g.ClusterBits, end<<g.ClusterBits)
 	newTable := make([]uint64, newEntries)
 	copy(newTable, im.reftable)
 	// Place the new blocks at a..a+k-1, in range order.
@@ -428,9 +434,11 @@ func (im *Image) reserveAhead(end uint64) {
 	}
 	im.reserved = newEnd
 	im.c.reservations.Add(1)
+	im.fillReserved(newEnd)
 }
 
 // trimReserved gives back reserved space past the last cluster at close.
+// The filler is stopped first (Close: stopFill, Q11).
 func (im *Image) trimReserved() error {
 	end := im.hwm.Load()
 	if im.reserved <= end {

@@ -77,6 +77,10 @@ func TestCrash_Clones(t *testing.T) {
 		{"c512-growth", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false},
 		{"lazy", CreateOptions{LazyRefcounts: true, ClusterSize: 4096}, Options{}, false},
 		{"v2", CreateOptions{Compat: "0.10", ClusterSize: 4096}, Options{}, false},
+		// Zeros streamed ahead by the filler, concurrently with the
+		// workload (Q11): crash points land between fill writes too. A
+		// small reserve keeps the pieces close to the frontier.
+		{"fill-zeroes", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
 	}
 	total, corrupt := 0, 0
 	for _, tc := range cases {
@@ -159,7 +163,11 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 		t.Fatal(err)
 	}
 	cs := int64(im.Geometry().ClusterSize)
+	// touched and flushed change under the hook's lock: the filler's
+	// writes run the hook from other goroutines.
 	touch := func(off, n int64) {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
 		for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
 			touched[s] = true
 		}
@@ -199,8 +207,16 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 			if err := im.Flush(); err != nil {
 				t.Fatal(err)
 			}
+			dev.mu.Lock()
 			copy(flushed, model)
 			clear(touched)
+			dev.mu.Unlock()
+		}
+	}
+	if o.PreallocFill == FillZeroes {
+		im.waitFillIdle()
+		if m := im.Metrics(); m.FillBytes == 0 {
+			t.Fatalf("the filler wrote nothing: %v", m)
 		}
 	}
 	if err := im.Close(); err != nil {

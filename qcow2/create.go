@@ -104,7 +104,9 @@ func Create(path string, o CreateOptions) error {
 		return err
 	}
 	if o.Preallocation != PreallocOff {
-		im, err := Open(path, Options{Opener: op})
+		// preallocate places every cluster itself: zeros streamed
+		// ahead of it would only compete with it.
+		im, err := Open(path, Options{Opener: op, PreallocFill: FillUnwritten})
 		if err != nil {
 			return err
 		}

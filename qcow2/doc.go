@@ -52,6 +52,26 @@
 //	    linked even if the allocator's own data write fails, and Flush
 //	    first waits for such allocations to be linked, so a flush covers
 //	    every write completed before it.
+//	Q11 Fill ahead (prealloc-fill=zeroes): zeros are written only into
+//	    space reserved ahead (never past the reserve's end: a fill never
+//	    extends the file) and at or past the allocation frontier, which
+//	    is at or past the high-water mark: space never allocated since
+//	    open, holding no cluster and no refcount. A worker claims a
+//	    piece under the filler's lock before writing it, starting at
+//	    max(end of the claimed region, frontier); every allocator (data
+//	    clusters, L2 tables, refcount blocks, a new refcount table)
+//	    calls claimSpace before using host space, which waits for claimed
+//	    pieces in flight over that space and moves the frontier past it
+//	    in the same critical section, so no piece is claimed over it
+//	    later. Space handed out past the filled region is skipped, not
+//	    waited for: it is still fresh (unwritten extents read as zeros).
+//	    Fills are never flushed and need not be: after a crash, zeros
+//	    past the high-water mark are harmless, and a cluster allocated
+//	    into filled space reads as zeros whether the fill or only the
+//	    reservation reached the media. Close stops the filler and waits
+//	    for pieces in flight before trimReserved truncates the reserve;
+//	    Image.Truncate changes only the virtual size. A failed fill write
+//	    turns filling off (an optimisation only).
 //
 // Locking: the read path and the in-place overwrite path take no
 // image-wide lock: the L1 is read atomically, an L2 entry under its

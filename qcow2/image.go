@@ -44,6 +44,10 @@ type Image struct {
 	ahead, aheadAlign int64
 	reserved          uint64
 	lazy              bool
+	// pinfo is the preallocation strategy chosen at open (immutable:
+	// Metrics reads it without mu; ahead may drop to 0 later).
+	pinfo PreallocInfo
+	fill  filler // zero-fill ahead of allocation (Q11)
 
 	mu        sync.Mutex
 	l1        []uint64
@@ -128,6 +132,14 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		if im.aheadAlign <= 0 {
 			im.aheadAlign = DefaultPreallocAlign
 		}
+	}
+	fillMode, fillWhy, err := resolveFill(o.PreallocFill, im.dcap.Media)
+	if err != nil {
+		return nil, err
+	}
+	im.pinfo = PreallocInfo{On: im.prealloc, Ahead: im.ahead, AheadAlign: im.aheadAlign}
+	if im.ahead > 0 {
+		im.pinfo.Fill, im.pinfo.FillReason = fillMode, fillWhy
 	}
 	fsize, err := dev.Size()
 	if err != nil {
@@ -233,6 +245,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	}
 	im.hwm.Store((uint64(fsize) + cs - 1) &^ (cs - 1))
 	im.reserved = uint64(fsize)
+	im.initFill(im.pinfo.Fill)
 	im.vsize.Store(h.Size)
 	im.syncState()
 	if err := im.initCaches(); err != nil {
@@ -477,6 +490,8 @@ func (im *Image) Metrics() Metrics {
 		COWBytes: c.cowBytes.Load(), ZeroPadBytes: c.zeroPadBytes.Load(), Fallocates: c.fallocates.Load(),
 		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(), Reservations: c.reservations.Load(),
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
+		FillBytes: c.fillBytes.Load(), FillWaits: c.fillWaits.Load(), FillErrors: c.fillErrors.Load(),
+		Prealloc: im.pinfo,
 	}
 	if im.l2c != nil {
 		lm := im.l2c.Metrics()
@@ -546,6 +561,10 @@ func (im *Image) Close() error {
 		im.mu.Unlock()
 		return block.ErrClosed
 	}
+	// Q11: no zeros are written after Close, nor while trimReserved
+	// truncates the reserve. Workers never take mu, so this cannot
+	// deadlock.
+	im.stopFill()
 	var err error
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
@@ -657,6 +676,14 @@ func (im *Image) syncState() {
 
 // bumpHWM raises the high-water mark to end. Called with mu held.
 func (im *Image) bumpHWM(end uint64) {
+	if invariants.Enabled && im.fill.enabled {
+		im.fill.mu.Lock()
+		floor := im.fill.floor
+		im.fill.mu.Unlock()
+		if end > floor {
+			invariants.Assertf(false, "high-water mark raised to %d past the fill frontier %d: space used without claimSpace (Q11)", end, floor)
+		}
+	}
 	if end > im.hwm.Load() {
 		im.hwm.Store(end)
 	}

@@ -33,12 +33,51 @@ type Metrics struct {
 	EarlyWrites int64
 	// Reservations are preallocate-ahead zeroing requests.
 	Reservations int64
-	MetaWrites   int64 // direct metadata writes (header, L1, reftable)
-	Flushes      int64
-	L2Hits       int64
-	L2Misses     int64
-	RefcntHits   int64
-	RefcntMisses int64
+	// FillBytes are zeros written over reserved space ahead of
+	// allocation (prealloc-fill=zeroes, Q11); FillWaits are allocations
+	// that waited for such a write of the same space; FillErrors is 1
+	// once a failed fill write turned filling off.
+	FillBytes, FillWaits, FillErrors int64
+	MetaWrites                       int64 // direct metadata writes (header, L1, reftable)
+	Flushes                          int64
+	L2Hits                           int64
+	L2Misses                         int64
+	RefcntHits                       int64
+	RefcntMisses                     int64
+	// Prealloc is the preallocation strategy chosen at open (not a
+	// counter: Sub keeps the receiver's).
+	Prealloc PreallocInfo
+}
+
+// PreallocInfo describes how new clusters get their space.
+type PreallocInfo struct {
+	On         bool   // prealloc=on (the seed's switch)
+	Ahead      int64  // reserve-ahead chunk in bytes (0: no reserve)
+	AheadAlign int64  // its alignment
+	Fill       string // FillZeroes or FillUnwritten ("" without a reserve)
+	FillReason string // e.g. "auto: ssd", "prealloc-fill=zeroes"
+}
+
+// String is e.g. "ahead 128 MiB, fill zeroes (auto: ssd)".
+func (p PreallocInfo) String() string {
+	switch {
+	case !p.On:
+		return "off"
+	case p.Ahead == 0:
+		return "on, no reserve ahead"
+	}
+	return fmt.Sprintf("ahead %s, fill %s (%s)", sizeString(p.Ahead), p.Fill, p.FillReason)
+}
+
+// sizeString prints whole MiB or KiB when exact, else bytes.
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 type counters struct {
@@ -47,6 +86,7 @@ type counters struct {
 	reftableGrowths, cowBytes, zeroPadBytes, fallocates         atomic.Int64
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
 	earlyWrites, reservations                                   atomic.Int64
+	fillBytes, fillWaits, fillErrors                            atomic.Int64
 }
 
 // Sub returns m - o, field by field.
@@ -60,7 +100,9 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		Fallocates: m.Fallocates - o.Fallocates, ZeroingRefused: m.ZeroingRefused - o.ZeroingRefused,
 		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites, Reservations: m.Reservations - o.Reservations,
 		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
-		L2Hits: m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
+		FillBytes: m.FillBytes - o.FillBytes, FillWaits: m.FillWaits - o.FillWaits, FillErrors: m.FillErrors - o.FillErrors,
+		Prealloc: m.Prealloc,
+		L2Hits:   m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
 		RefcntHits: m.RefcntHits - o.RefcntHits, RefcntMisses: m.RefcntMisses - o.RefcntMisses,
 	}
 }
@@ -70,6 +112,7 @@ func (m Metrics) String() string {
 	fmt.Fprintf(&b, "guest: %d reads (%d B), %d writes (%d B)\n", m.GuestReads, m.GuestBytesRead, m.GuestWrites, m.GuestBytesWritten)
 	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
 	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips, %d reservations ahead\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips, m.Reservations)
+	fmt.Fprintf(&b, "prealloc: %s; %d B filled ahead, %d fill waits, %d fill errors\n", m.Prealloc, m.FillBytes, m.FillWaits, m.FillErrors)
 	fmt.Fprintf(&b, "meta: %d direct writes, %d flushes; L2 cache %d hits %d misses; refcount cache %d hits %d misses\n", m.MetaWrites, m.Flushes, m.L2Hits, m.L2Misses, m.RefcntHits, m.RefcntMisses)
 	return b.String()
 }

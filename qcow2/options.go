@@ -75,7 +75,23 @@ type Options struct {
 	// devices without efficient zeroing.
 	PreallocSize  int64
 	PreallocAlign int64
+	// PreallocFill says what to do with the space reserved ahead:
+	// "unwritten" leaves the unwritten extents the reservation made
+	// (on ext4 every first direct write into one costs an extent split
+	// and conversion); "zeroes" streams zeros over it in the background,
+	// ahead of allocation, so that guest writes into new clusters are
+	// plain overwrites (Q11); "auto" (the default, "") picks zeroes on
+	// RAM and SSD devices (Caps().Media), where that bandwidth is cheap,
+	// and unwritten on HDDs and unknown media.
+	PreallocFill string
 }
+
+// Fill modes for the space reserved ahead (Options.PreallocFill).
+const (
+	FillAuto      = "auto"
+	FillZeroes    = "zeroes"
+	FillUnwritten = "unwritten"
+)
 
 // Defaults for preallocating ahead, as QEMU's preallocate filter.
 const (
@@ -237,7 +253,8 @@ func (o *CreateOptions) Set(k, v string) error {
 
 // Set applies one open option by its QEMU-style name: l2-cache-size,
 // l2-cache-entry-size, refcount-cache-size, cache-clean-interval (seconds),
-// prealloc (on|off), prealloc-size, prealloc-align, read-only, repair.
+// prealloc (on|off), prealloc-size, prealloc-align, prealloc-fill
+// (auto|zeroes|unwritten), read-only, repair.
 func (o *Options) Set(k, v string) error {
 	switch strings.ReplaceAll(k, "_", "-") {
 	case "l2-cache-size":
@@ -285,6 +302,13 @@ func (o *Options) Set(k, v string) error {
 			return err
 		}
 		o.PreallocAlign = n
+	case "prealloc-fill":
+		switch v {
+		case FillAuto, FillZeroes, FillUnwritten:
+			o.PreallocFill = v
+		default:
+			return fmt.Errorf("option prealloc-fill: invalid value %q (auto, zeroes, unwritten)", v)
+		}
 	case "read-only":
 		b, err := parseBool(k, v)
 		if err != nil {
@@ -318,7 +342,7 @@ func (o *Options) Parse(s string) error {
 }
 
 // OptionNames lists the open options Set accepts (for CLIs).
-var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "read-only", "repair"}
+var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "read-only", "repair"}
 
 // CreateOptionNames lists the create options.
 var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt"}
