@@ -72,6 +72,11 @@ Image and engine options:
       create options (with --create or the seed image): ` + strings.Join(qcow2.CreateOptionNames[1:], ", ") + `
   --prealloc on|off   the engine's cluster preallocation (seed switch)
   --prealloc-size N   reserve host space ahead in chunks of N bytes
+  --prealloc-fill M   what to do with the space reserved ahead: zeroes (write
+                      zeros over it in the background, ahead of allocation,
+                      so new clusters are overwrites), unwritten (leave the
+                      fallocated extents), auto (default: zeroes on RAM and
+                      SSD devices, unwritten on HDDs and unknown media)
   --l2-cache-size N   L2 cache size in bytes
   --create SIZE       create a fresh image of SIZE at FILE first
   --cluster-size N    cluster size for created images (default 64k)
@@ -135,7 +140,8 @@ func parse(args []string) (*cli, error) {
 	var (
 		count, countN, depth, size, step, pattern, flushInt string
 		format, cache, aio, createSize, clusterSize         string
-		prealloc, preallocSize, l2CacheSize, dir, randSeed  string
+		prealloc, preallocSize, preallocFill, l2CacheSize   string
+		dir, randSeed                                       string
 		oArgs, optArgs                                      strList
 		write, noDrain, quiet, forceShare, keep, imageOpts  bool
 		cl                                                  = &cli{}
@@ -163,6 +169,7 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&clusterSize, "cluster-size", "", "")
 	fs.StringVar(&prealloc, "prealloc", "", "")
 	fs.StringVar(&preallocSize, "prealloc-size", "", "")
+	fs.StringVar(&preallocFill, "prealloc-fill", "", "")
 	fs.StringVar(&l2CacheSize, "l2-cache-size", "", "")
 	fs.BoolVar(&cl.json, "json", false, "")
 	fs.BoolVar(&cl.gobench, "gobench-output", false, "")
@@ -317,6 +324,7 @@ func parse(args []string) (*cli, error) {
 	for _, d := range []struct{ flag, name, val string }{
 		{"prealloc", "prealloc", prealloc},
 		{"prealloc-size", "prealloc-size", preallocSize},
+		{"prealloc-fill", "prealloc-fill", preallocFill},
 		{"l2-cache-size", "l2-cache-size", l2CacheSize},
 	} {
 		if !set[d.flag] {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,6 +67,21 @@ func TestParse_Table(t *testing.T) {
 			}
 			return ""
 		}},
+		{args: "--prealloc-fill zeroes -o prealloc-fill=unwritten", check: func(c *cli) string {
+			// The flag is applied after -o, as --prealloc-size.
+			if c.cfg.Engine.PreallocFill != "zeroes" || !slices.Contains(c.cfg.EngineOpts, "prealloc-fill=zeroes") {
+				return "--prealloc-fill"
+			}
+			return ""
+		}},
+		{args: "-o prealloc-fill=auto", check: func(c *cli) string {
+			if c.cfg.Engine.PreallocFill != "auto" {
+				return "-o prealloc-fill"
+			}
+			return ""
+		}},
+		{args: "--prealloc-fill zeros", err: "prealloc-fill"},
+		{args: "-o prealloc-fill=bogus", err: "prealloc-fill"},
 		{args: "-o nope=1", err: "unknown option"},
 		{args: "-o cluster_size=4k x.img", err: "needs --create"},
 		{args: "-o cluster_size=4k --create 1G x.img", check: func(c *cli) string {
@@ -189,6 +205,7 @@ type jsonOut struct {
 	LatUS           map[string]float64 `json:"lat_us"`
 	CPU             map[string]float64 `json:"cpu"`
 	Engine          map[string]float64 `json:"engine"`
+	Prealloc        map[string]any     `json:"prealloc"`
 	Config          map[string]any     `json:"config"`
 }
 
@@ -232,6 +249,14 @@ func TestRun_JSONSeed(t *testing.T) {
 	if j.Config["cache"] != "none" || j.Config["write"] != true || j.Config["image_size"] != float64(4<<30) {
 		t.Errorf("seed config: %v", j.Config)
 	}
+	if j.Config["prealloc_fill"] != "auto" {
+		t.Errorf("config.prealloc_fill %v", j.Config["prealloc_fill"])
+	}
+	// The engine's choice: any fill mode, with a reason, under a reserve.
+	if p := j.Prealloc; p == nil || p["on"] != true || p["ahead"] != float64(128<<20) ||
+		(p["fill"] != "zeroes" && p["fill"] != "unwritten") || !strings.HasPrefix(p["fill_reason"].(string), "auto: ") {
+		t.Errorf("prealloc: %v", j.Prealloc)
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("seed image left behind: %v", ents)
 	}
@@ -257,6 +282,31 @@ func TestRun_RawTextOutput(t *testing.T) {
 	}
 	if strings.Contains(out, "engine:") {
 		t.Errorf("raw run shows qcow2 counters:\n%s", out)
+	}
+}
+
+// TestRun_PreallocLine: the text output names the engine's choice of
+// preallocation and fill, for each --prealloc-fill and prealloc=off.
+func TestRun_PreallocLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--prealloc-fill", "zeroes"}, "prealloc: ahead 128 MiB, fill zeroes (prealloc-fill=zeroes); "},
+		{[]string{"-o", "prealloc-fill=unwritten"}, "prealloc: ahead 128 MiB, fill unwritten (prealloc-fill=unwritten)\n"},
+		{[]string{"--prealloc-size", "16M"}, "prealloc: ahead 16 MiB, fill "},
+		{[]string{"--prealloc", "off"}, "prealloc: off\n"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			args := append([]string{"-w", "-n", "2k", "-q", "--dir", t.TempDir()}, tc.args...)
+			code, out, errOut := runCLI(t, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("output lacks %q:\n%s", tc.want, out)
+			}
+		})
 	}
 }
 

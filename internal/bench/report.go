@@ -58,6 +58,14 @@ func (r *Result) WriteSummary(w io.Writer) {
 	if m := r.Engine; m != nil {
 		fmt.Fprintf(w, "engine: clusters allocated %d, fallocates %d, zero-pad bytes %d, COW bytes %d, L2 hits %d, misses %d, flushes %d\n",
 			m.ClustersAllocated, m.Fallocates, m.ZeroPadBytes, m.COWBytes, m.L2Hits, m.L2Misses, m.Flushes)
+		fmt.Fprintf(w, "prealloc: %s", m.Prealloc)
+		if m.Prealloc.Fill == qcow2.FillZeroes {
+			fmt.Fprintf(w, "; %d MiB zeroed ahead, %d allocation waits", m.FillBytes>>20, m.FillWaits)
+			if m.FillErrors > 0 {
+				fmt.Fprint(w, ", filling stopped by an error")
+			}
+		}
+		fmt.Fprintln(w)
 	}
 	if u := r.Uring; u != nil {
 		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d fallocates, %d fsyncs\n",
@@ -108,7 +116,18 @@ type jsonResult struct {
 	Lat             jsonLat    `json:"lat_us"`
 	CPU             jsonCPU    `json:"cpu"`
 	Engine          jsonEngine `json:"engine"`
-	Config          jsonConfig `json:"config"`
+	// Prealloc is the strategy the engine chose at open (qcow2 only);
+	// engine holds numbers only.
+	Prealloc *jsonPrealloc `json:"prealloc,omitempty"`
+	Config   jsonConfig    `json:"config"`
+}
+
+type jsonPrealloc struct {
+	On         bool   `json:"on"`
+	Ahead      int64  `json:"ahead"`
+	AheadAlign int64  `json:"ahead_align,omitempty"`
+	Fill       string `json:"fill,omitempty"`
+	FillReason string `json:"fill_reason,omitempty"`
 }
 
 type jsonLat struct {
@@ -138,6 +157,9 @@ type jsonEngine struct {
 	ZeroingRefused     *int64   `json:"zeroing_refused,omitempty"`
 	AllocWaits         *int64   `json:"alloc_waits,omitempty"`
 	Flushes            *int64   `json:"flushes,omitempty"`
+	FillBytes          *int64   `json:"fill_bytes,omitempty"`
+	FillWaits          *int64   `json:"fill_waits,omitempty"`
+	FillErrors         *int64   `json:"fill_errors,omitempty"`
 	UringEnters        *uint64  `json:"uring_enters,omitempty"`
 	UringSQEs          *uint64  `json:"uring_sqes,omitempty"`
 	UringSQEsPerEnter  *float64 `json:"uring_sqes_per_enter,omitempty"`
@@ -174,6 +196,7 @@ type jsonConfig struct {
 	Prealloc      string     `json:"prealloc"`
 	PreallocSize  int64      `json:"prealloc_size"`
 	PreallocAlign int64      `json:"prealloc_align"`
+	PreallocFill  string     `json:"prealloc_fill"`
 	L2CacheSize   int64      `json:"l2_cache_size"`
 	L2EntrySize   int        `json:"l2_cache_entry_size"`
 	RefcountCache int64      `json:"refcount_cache_size"`
@@ -211,6 +234,11 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		e.ClustersAllocated, e.L2TablesAllocated = &m.ClustersAllocated, &m.L2TablesAllocated
 		e.L2Hits, e.L2Misses, e.FreshSkips = &m.L2Hits, &m.L2Misses, &m.FreshSkips
 		e.ZeroingRefused, e.AllocWaits, e.Flushes = &m.ZeroingRefused, &m.AllocWaits, &m.Flushes
+		if m.Prealloc.Fill == qcow2.FillZeroes {
+			e.FillBytes, e.FillWaits, e.FillErrors = &m.FillBytes, &m.FillWaits, &m.FillErrors
+		}
+		p := m.Prealloc
+		j.Prealloc = &jsonPrealloc{On: p.On, Ahead: p.Ahead, AheadAlign: p.AheadAlign, Fill: p.Fill, FillReason: p.FillReason}
 	}
 	if u := r.Uring; u != nil {
 		e := &j.Engine
@@ -224,6 +252,10 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 	if prealloc == "" {
 		prealloc = "on" // the engine's default
 	}
+	fill := o.PreallocFill
+	if fill == "" {
+		fill = qcow2.FillAuto
+	}
 	opts := c.EngineOpts
 	if opts == nil {
 		opts = []string{}
@@ -235,7 +267,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		FlushInterval: c.FlushInterval, Drain: c.FlushInterval > 0 && !c.NoDrain,
 		Cache: c.Cache, AIO: c.AIO, Backend: r.Backend, ForceShare: c.ForceShare,
 		EngineOpts: opts, Prealloc: prealloc, PreallocSize: o.PreallocSize, PreallocAlign: o.PreallocAlign,
-		L2CacheSize: o.L2CacheSize, L2EntrySize: o.L2CacheEntrySize, RefcountCache: o.RefcountCacheSize,
+		PreallocFill: fill, L2CacheSize: o.L2CacheSize, L2EntrySize: o.L2CacheEntrySize, RefcountCache: o.RefcountCacheSize,
 		CleanInterval: o.CacheCleanInterval.Seconds(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}
 	if r.Created != "" {
