@@ -2,6 +2,7 @@ package filter_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -195,5 +196,42 @@ func TestCaps_Media(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCaps_Metered: a layer is metered when a child that receives its
+// writes is, or when it limits writes itself (throttle).
+func TestCaps_Metered(t *testing.T) {
+	for _, ly := range layers {
+		for i := range ly.nkids {
+			t.Run(fmt.Sprintf("%s/child%d", ly.name, i), func(t *testing.T) {
+				kids := make([]block.Device, ly.nkids)
+				for k := range kids {
+					md := memdev.New(memdev.Options{Metered: k == i})
+					md.Truncate(1 << 16)
+					kids[k] = md
+				}
+				d := ly.build(t, kids)
+				defer d.Close()
+				if !d.Caps().Metered {
+					t.Fatal("not metered over a metered child")
+				}
+			})
+		}
+	}
+	mem := memdev.New(memdev.Options{})
+	if filter.NewThrottle(mem, filter.ThrottleLimits{IOPSRead: 100}, nil).Caps().Metered {
+		t.Error("a read limit meters writes")
+	}
+	if !filter.NewThrottle(mem, filter.ThrottleLimits{BPSWrite: 1 << 20}, nil).Caps().Metered {
+		t.Error("a write limit does not meter")
+	}
+	m, err := filter.NewMirror(memdev.New(memdev.Options{}), memdev.New(memdev.Options{Metered: true}), filter.MirrorOptions{Granularity: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if !m.Caps().Metered {
+		t.Error("mirror over a metered target is not metered")
 	}
 }

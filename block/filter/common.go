@@ -24,8 +24,8 @@ var (
 )
 
 // CapsOf intersects the capabilities of devices that all receive a request
-// (F1): flags every device supports, the largest alignments, and the
-// first (primary) device's medium.
+// (F1): flags every device supports, the largest alignments, the first
+// (primary) device's medium, and Metered if any device is.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1}
 	for i, d := range devs {
@@ -37,6 +37,7 @@ func CapsOf(devs ...block.Device) block.Caps {
 		if i == 0 {
 			c.Media = dc.Media
 		}
+		c.Metered = c.Metered || dc.Metered
 	}
 	if len(devs) == 0 {
 		c.ZeroFlags, c.ReqFlags = 0, 0

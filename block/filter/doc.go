@@ -18,7 +18,9 @@
 //	    (intersection); Align and MemAlign are the children's maximum.
 //	    Media is the child's, or the primary child's (blkverify's test
 //	    device, quorum's first child, mirror's source, copy-on-read's
-//	    top): what the layer's writes mostly cost.
+//	    top): what the layer's writes mostly cost. Metered is set if
+//	    any child that receives writes is metered, or the layer itself
+//	    limits writes (throttle).
 //	F2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
 //	    Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
 //	    request not aligned to Caps().Align, fails with

@@ -349,8 +349,10 @@ func (m *Mirror) Truncate(int64) error { return block.ErrNotSupported }
 // supports (see WriteZeroes), so it narrows nothing but alignment (F1).
 func (m *Mirror) Caps() block.Caps {
 	c := m.src.Caps()
-	c.Align = max(c.Align, m.tgt.Caps().Align)
-	c.MemAlign = max(c.MemAlign, m.tgt.Caps().MemAlign)
+	tc := m.tgt.Caps()
+	c.Align = max(c.Align, tc.Align)
+	c.MemAlign = max(c.MemAlign, tc.MemAlign)
+	c.Metered = c.Metered || tc.Metered // writes go to both
 	return c
 }
 

@@ -79,6 +79,8 @@ type Throttle struct {
 	child block.Device
 	clock Clock
 
+	metered bool // a write limit is set (Caps().Metered)
+
 	mu                  sync.Mutex
 	iopsT, iopsR, iopsW *bucket
 	bpsT, bpsR, bpsW    *bucket
@@ -98,12 +100,13 @@ func NewThrottle(child block.Device, l ThrottleLimits, clock Clock) *Throttle {
 	now := clock.Now()
 	return &Throttle{
 		child: child, clock: clock,
-		iopsT: newBucket(l.IOPSTotal, l.Burst, 1, now),
-		iopsR: newBucket(l.IOPSRead, l.Burst, 1, now),
-		iopsW: newBucket(l.IOPSWrite, l.Burst, 1, now),
-		bpsT:  newBucket(l.BPSTotal, l.Burst, 4096, now),
-		bpsR:  newBucket(l.BPSRead, l.Burst, 4096, now),
-		bpsW:  newBucket(l.BPSWrite, l.Burst, 4096, now),
+		metered: l.IOPSTotal > 0 || l.IOPSWrite > 0 || l.BPSTotal > 0 || l.BPSWrite > 0,
+		iopsT:   newBucket(l.IOPSTotal, l.Burst, 1, now),
+		iopsR:   newBucket(l.IOPSRead, l.Burst, 1, now),
+		iopsW:   newBucket(l.IOPSWrite, l.Burst, 1, now),
+		bpsT:    newBucket(l.BPSTotal, l.Burst, 4096, now),
+		bpsR:    newBucket(l.BPSRead, l.Burst, 4096, now),
+		bpsW:    newBucket(l.BPSWrite, l.Burst, 4096, now),
 	}
 }
 
@@ -162,8 +165,14 @@ func (t *Throttle) WriteZeroes(off, n int64, flags block.Flags) error {
 func (t *Throttle) Flush() error              { return t.child.Flush() }
 func (t *Throttle) Size() (int64, error)      { return t.child.Size() }
 func (t *Throttle) Truncate(size int64) error { return t.child.Truncate(size) }
-func (t *Throttle) Caps() block.Caps          { return t.child.Caps() }
 func (t *Throttle) Close() error              { return t.child.Close() }
+
+// Caps are the child's; a write limit makes them Metered.
+func (t *Throttle) Caps() block.Caps {
+	c := t.child.Caps()
+	c.Metered = c.Metered || t.metered
+	return c
+}
 
 // Unwrap returns the child.
 func (t *Throttle) Unwrap() block.Device { return t.child }

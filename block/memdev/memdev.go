@@ -29,6 +29,8 @@ type Options struct {
 	// add asynchronous writes to every test's op trace; tests that want
 	// them ask.
 	Media block.Media
+	// Metered is the advertised Caps().Metered.
+	Metered bool
 }
 
 type pending struct {
@@ -70,7 +72,7 @@ func New(o Options) *Dev {
 	if a <= 0 {
 		a = 1
 	}
-	return &Dev{caps: block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media}}
+	return &Dev{caps: block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered}}
 }
 
 // FromBytes returns a device holding a copy of b, all of it durable.
