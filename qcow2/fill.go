@@ -55,20 +55,24 @@ type filler struct {
 
 // resolveFill picks the fill mode for the space reserved ahead and says
 // why (Options.PreallocFill).
-func resolveFill(opt string, m block.Media) (mode, why string, err error) {
+func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 	switch opt {
 	case FillZeroes, FillUnwritten:
 		return opt, "prealloc-fill=" + opt, nil
 	case "", FillAuto:
 		// Streaming zeros costs bandwidth once; an unwritten extent costs
 		// a split and a conversion (a journal transaction) per first
-		// write. Bandwidth is cheap on RAM and SSDs, precious on HDDs;
-		// unknown media keep the conservative choice.
-		switch m {
-		case block.MediaRAM, block.MediaSSD:
-			return FillZeroes, "auto: " + m.String(), nil
+		// write. Bandwidth is cheap on RAM and SSDs, precious on HDDs
+		// and under a write throttle (the zeros would spend the guest's
+		// budget); unknown media keep the conservative choice.
+		if c.Metered {
+			return FillUnwritten, "auto: metered", nil
 		}
-		return FillUnwritten, "auto: " + m.String(), nil
+		switch c.Media {
+		case block.MediaRAM, block.MediaSSD:
+			return FillZeroes, "auto: " + c.Media.String(), nil
+		}
+		return FillUnwritten, "auto: " + c.Media.String(), nil
 	}
 	return "", "", fmt.Errorf("qcow2: prealloc-fill %q (auto, zeroes, unwritten)", opt)
 }

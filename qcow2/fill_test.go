@@ -92,6 +92,9 @@ func TestFill_Resolve(t *testing.T) {
 		{"ram-unwritten", mem(block.MediaRAM), Options{PreallocFill: FillUnwritten}, FillUnwritten, "prealloc-fill=unwritten", DefaultPreallocSize, true},
 		{"latdev-hdd", latdev.New(mem(block.MediaRAM), latdev.HDD().Scaled(0)), Options{}, FillUnwritten, "auto: hdd", DefaultPreallocSize, true},
 		{"raw-over-ssd", raw(mem(block.MediaSSD)), Options{PreallocSize: 8 << 20}, FillZeroes, "auto: ssd", 8 << 20, true},
+		{"metered-ssd-auto", memdev.New(memdev.Options{Media: block.MediaSSD, Metered: true}), Options{}, FillUnwritten, "auto: metered", DefaultPreallocSize, true},
+		{"throttled-ram-auto", filter.NewThrottle(mem(block.MediaRAM), filter.ThrottleLimits{IOPSWrite: 1e6}, nil), Options{}, FillUnwritten, "auto: metered", DefaultPreallocSize, true},
+		{"metered-zeroes", memdev.New(memdev.Options{Media: block.MediaHDD, Metered: true}), Options{PreallocFill: FillZeroes}, FillZeroes, "prealloc-fill=zeroes", DefaultPreallocSize, true},
 		{"prealloc-off", mem(block.MediaRAM), Options{Prealloc: "off"}, "", "", 0, false},
 		{"no-reserve", mem(block.MediaRAM), Options{PreallocSize: -1, PreallocFill: FillZeroes}, "", "", 0, false},
 		{"no-fallocate", memdev.New(memdev.Options{Media: block.MediaRAM, NoAllocate: true}), Options{}, "", "", 0, false},
@@ -265,7 +268,7 @@ func TestFill_Modes(t *testing.T) {
 				t.Run(dv.name+"/"+mode+"/"+wl.name, func(t *testing.T) {
 					rng := newRand(t)
 					im, reopen := dv.open(t, CreateOptions{Size: size}, Options{PreallocFill: mode})
-					want, _, _ := resolveFill(mode, im.dcap.Media)
+					want, _, _ := resolveFill(mode, im.dcap)
 					shadow := make([]byte, size)
 					wl.run(t, im, shadow, rng)
 					mustEqual(t, readAll(t, im), shadow, "image vs shadow")

@@ -133,7 +133,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 			im.aheadAlign = DefaultPreallocAlign
 		}
 	}
-	fillMode, fillWhy, err := resolveFill(o.PreallocFill, im.dcap.Media)
+	fillMode, fillWhy, err := resolveFill(o.PreallocFill, im.dcap)
 	if err != nil {
 		return nil, err
 	}

@@ -82,7 +82,8 @@ type Options struct {
 	// ahead of allocation, so that guest writes into new clusters are
 	// plain overwrites (Q11); "auto" (the default, "") picks zeroes on
 	// RAM and SSD devices (Caps().Media), where that bandwidth is cheap,
-	// and unwritten on HDDs and unknown media.
+	// and unwritten on HDDs, unknown media and metered (write-throttled)
+	// devices.
 	PreallocFill string
 }
 
