@@ -68,8 +68,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if u := r.Uring; u != nil {
-		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d fallocates, %d fsyncs\n",
-			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Fallocates, u.Fsyncs)
+		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d fallocates, %d fsyncs\n",
+			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Merged, u.RequestsPerEnter(), u.Fallocates, u.Fsyncs)
 	} else if r.Backend != "" {
 		fmt.Fprintf(w, "backend: %s\n", r.Backend)
 	}
@@ -163,6 +163,8 @@ type jsonEngine struct {
 	UringEnters        *uint64  `json:"uring_enters,omitempty"`
 	UringSQEs          *uint64  `json:"uring_sqes,omitempty"`
 	UringSQEsPerEnter  *float64 `json:"uring_sqes_per_enter,omitempty"`
+	UringMerged        *uint64  `json:"uring_merged,omitempty"`
+	UringReqsPerEnter  *float64 `json:"uring_requests_per_enter,omitempty"`
 	HostFallocates     *uint64  `json:"host_fallocates,omitempty"`
 	HostFsyncs         *uint64  `json:"host_fsyncs,omitempty"`
 	UringEAgain        *uint64  `json:"uring_eagain_resubmits,omitempty"`
@@ -243,7 +245,9 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 	if u := r.Uring; u != nil {
 		e := &j.Engine
 		spe := u.SQEsPerEnter()
+		rpe := u.RequestsPerEnter()
 		e.UringEnters, e.UringSQEs, e.UringSQEsPerEnter = &u.Enters, &u.SQEs, &spe
+		e.UringMerged, e.UringReqsPerEnter = &u.Merged, &rpe
 		e.HostFallocates, e.HostFsyncs = &u.Fallocates, &u.Fsyncs
 		e.UringEAgain, e.UringMisalignedReq = &u.EAgainResubmits, &u.Misaligned
 	}
