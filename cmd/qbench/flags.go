@@ -55,7 +55,8 @@ qemu-img bench flags (same meaning and defaults):
   --pattern BYTE      write fill byte, e.g. 0xab (default 0)
   --flush-interval N  flush every N requests (writes only, N >= depth)
   --no-drain          with --flush-interval: flush without draining the queue
-  -i AIO              io_uring (default) or threads
+  -i AIO              io_uring (default), io_uring-nomerge (adjacent requests
+                      are not merged into one SQE) or threads
   -q                  quiet: only "Run completed" and the summary
   -U                  force share (accepted; the engine takes no locks)
   --rand SEED         random offsets (aligned to SIZE from OFFSET) drawn from

@@ -20,7 +20,8 @@ type Spec struct {
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
 	// writethrough, directsync, unsafe.
 	Cache string
-	// AIO is -i: io_uring (default) or threads.
+	// AIO is -i: io_uring (default), io_uring-nomerge (no merging of
+	// adjacent requests: to measure what it buys) or threads.
 	AIO string
 	// Engine options for qcow2 images (l2-cache-size, prealloc, ...).
 	Opts qcow2.Options
@@ -39,10 +40,12 @@ func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 	switch aio {
 	case "", "io_uring", "native":
 		o.Backend = uring.Auto
+	case "io_uring-nomerge":
+		o.Backend, o.NoMerge = uring.Auto, true
 	case "threads":
 		o.Backend = uring.Threads
 	default:
-		return o, fmt.Errorf("invalid aio %q (io_uring, threads)", aio)
+		return o, fmt.Errorf("invalid aio %q (io_uring, io_uring-nomerge, threads)", aio)
 	}
 	return o, nil
 }

@@ -3,6 +3,7 @@ package imgopen
 import (
 	"bytes"
 	"fmt"
+	"github.com/qring/qring/uring"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,4 +237,29 @@ func testQuorumDamaged(t *testing.T, form string, hurt func(string) error) {
 	}
 	done()
 	qemuCheck(t, kids[0], kids[2])
+}
+
+func TestFileOptions_AIO(t *testing.T) {
+	tests := []struct {
+		cache, aio      string
+		direct, noMerge bool
+		backend         uring.Backend
+		wantErr         bool
+	}{
+		{"none", "", true, false, uring.Auto, false},
+		{"writeback", "io_uring", false, false, uring.Auto, false},
+		{"none", "io_uring-nomerge", true, true, uring.Auto, false},
+		{"", "threads", false, false, uring.Threads, false},
+		{"", "bogus", false, false, uring.Auto, true},
+		{"bogus", "", false, false, uring.Auto, true},
+	}
+	for _, tc := range tests {
+		o, err := FileOptions(tc.cache, tc.aio, false)
+		if (err != nil) != tc.wantErr {
+			t.Fatalf("%q/%q: err %v", tc.cache, tc.aio, err)
+		}
+		if err == nil && (o.Direct != tc.direct || o.NoMerge != tc.noMerge || o.Backend != tc.backend) {
+			t.Fatalf("%q/%q: %+v", tc.cache, tc.aio, o)
+		}
+	}
 }
