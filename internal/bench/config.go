@@ -156,9 +156,9 @@ func (c *Config) Resolve() error {
 		return fmt.Errorf("invalid cache mode %q (none, writeback, writethrough, directsync, unsafe)", c.Cache)
 	}
 	switch c.AIO {
-	case "io_uring", "threads", "native":
+	case "io_uring", "io_uring-nomerge", "threads", "native":
 	default:
-		return fmt.Errorf("invalid aio %q (io_uring, threads)", c.AIO)
+		return fmt.Errorf("invalid aio %q (io_uring, io_uring-nomerge, threads)", c.AIO)
 	}
 	return nil
 }
