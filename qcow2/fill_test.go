@@ -385,13 +385,7 @@ func TestFill_AllocationWaits(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	im2, err := OpenDevice(gd.Dev, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im2.Close()
-	mustClean(t, im2)
-	mustEqual(t, readAll(t, im2), shadow, "reopened image vs shadow")
+	reopenMatches(t, gd.Dev, shadow)
 }
 
 // TestFill_CloseWaitsForFill: Close with pieces in flight waits for
@@ -421,13 +415,7 @@ func TestFill_CloseWaitsForFill(t *testing.T) {
 	if sz, _ := gd.Size(); uint64(sz) != im.hwm.Load() {
 		t.Fatalf("device size %d after Close, want the high-water mark %d (reserve trimmed)", sz, im.hwm.Load())
 	}
-	im2, err := OpenDevice(gd.Dev, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im2.Close()
-	mustClean(t, im2)
-	mustEqual(t, readAll(t, im2), shadow, "reopened image vs shadow")
+	reopenMatches(t, gd.Dev, shadow)
 }
 
 // failFillDev fails the filler's zero writes.
@@ -531,4 +519,16 @@ func TestFill_FileSizeBounded(t *testing.T) {
 		t.Fatalf("file size %d, reserved %d, filled to %d, %d B", sz, reserved, next, im.Metrics().FillBytes)
 	}
 	closeCheck(t, im, p)
+}
+
+// reopenMatches reopens dev read-only, checks it and compares it with shadow.
+func reopenMatches(t *testing.T, dev block.Device, shadow []byte) {
+	t.Helper()
+	im, err := OpenDevice(dev, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	mustClean(t, im)
+	mustEqual(t, readAll(t, im), shadow, "reopened image vs shadow")
 }
