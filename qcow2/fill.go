@@ -265,11 +265,9 @@ func (im *Image) stopFill() {
 		return
 	}
 	f.mu.Lock()
-	f.stopped, f.on = true, false
-	for f.workers > 0 {
-		f.idle.Wait()
-	}
+	f.stopped, f.on = true, false // no worker starts after this
 	f.mu.Unlock()
+	im.waitFillIdle()
 }
 
 // waitFillIdle waits until no fill worker is running (tests).
