@@ -85,6 +85,12 @@ type Options struct {
 	// and unwritten on HDDs, unknown media and metered (write-throttled)
 	// devices.
 	PreallocFill string
+
+	// OnEvent, if set, is called at each boundary event (Event) of the
+	// engine, synchronously and possibly from several goroutines at once.
+	// It is for tests that crash a device at those moments; it must not
+	// call back into the Image.
+	OnEvent func(Event)
 }
 
 // Fill modes for the space reserved ahead (Options.PreallocFill).
