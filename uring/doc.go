@@ -81,7 +81,8 @@
 //	    starts where a staged SQE ends rides on it: its iovecs are appended
 //	    to the staged SQE's array (preallocated with mergeIov entries, so
 //	    the array never moves) and the SQE becomes a readv/writev of the
-//	    whole run (at most mergeBytes). Only unpublished SQEs are changed,
+//	    whole run (at most mergeBytes, and at most IOV_MAX iovecs even
+//	    when a long vector grew the array: the kernel refuses more). Only unpublished SQEs are changed,
 //	    under ring.mu, so the kernel never reads an SQE being edited. Every
 //	    enter publishes staged SQEs first (under subMu, before to_submit is
 //	    computed: R7 holds), and any other queueing publishes them too, so

@@ -109,6 +109,98 @@ func TestMerge_Off(t *testing.T) {
 	}
 }
 
+// batch runs do(0..n-1), each on its own goroutine, so that every
+// request is queued (staged, R8) before the next one starts and none is
+// submitted before all are queued: the whole batch reaches the kernel in
+// one enter, and merging is deterministic. n must not exceed the ring's
+// slots. It returns each request's error.
+func batch(t *testing.T, f *File, n int, do func(i int) error) []error {
+	t.Helper()
+	queued := make(chan struct{})
+	release := make(chan struct{})
+	var hold atomic.Bool
+	hold.Store(true)
+	f.ring.testQueued = func() {
+		if hold.Load() {
+			queued <- struct{}{}
+			<-release
+		}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = do(i)
+		}()
+		<-queued
+	}
+	hold.Store(false)
+	close(release)
+	wg.Wait()
+	f.ring.testQueued = nil
+	return errs
+}
+
+// vecOf cuts b into bufs of size bs.
+func vecOf(b []byte, bs int) [][]byte {
+	v := make([][]byte, 0, len(b)/bs)
+	for len(b) > 0 {
+		v = append(v, b[:bs])
+		b = b[bs:]
+	}
+	return v
+}
+
+// TestMerge_IovMax: a request with a long vector grows its slot's iovec
+// array past IOV_MAX; adjacent requests staged behind it must not ride on
+// it past 1024 iovecs (the kernel answers EINVAL, and every request of
+// the merged SQE is resubmitted alone, counted in MergeSplits).
+func TestMerge_IovMax(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring})
+	const bs = 512
+	const riders, per = 40, 8 // 1024 + 40*8 iovecs in all
+	sizes := []int{maxIov}
+	for range riders {
+		sizes = append(sizes, per)
+	}
+	offs := make([]int, len(sizes)+1)
+	for i, n := range sizes {
+		offs[i+1] = offs[i] + n*bs
+	}
+	want := pattern(7, offs[len(sizes)])
+	got := make([]byte, len(want))
+	for _, write := range []bool{true, false} {
+		before := f.Metrics()
+		errs := batch(t, f, len(sizes), func(i int) error {
+			if write {
+				return f.Writev(int64(offs[i]), vecOf(want[offs[i]:offs[i+1]], bs))
+			}
+			return f.Readv(int64(offs[i]), vecOf(got[offs[i]:offs[i+1]], bs))
+		})
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("write=%v request %d: %v", write, i, err)
+			}
+		}
+		if c := cap(f.ring.slots[0].iov); c <= maxIov {
+			t.Fatalf("precondition: the long request's iovec array has cap %d, want > %d", c, maxIov)
+		}
+		m := f.Metrics().Sub(before)
+		if m.MergeSplits != 0 || m.EAgainResubmits != 0 {
+			t.Fatalf("write=%v: a merged SQE was refused (over IOV_MAX?): %v", write, m)
+		}
+		if m.Merged == 0 {
+			t.Fatalf("write=%v: nothing merged: %v", write, m)
+		}
+		t.Logf("write=%v: %v", write, m)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("data mismatch")
+	}
+}
+
 // TestMerge_Split: a merged SQE that fails or comes back short is
 // resubmitted request by request, so every request still gets its own,
 // correct result and every byte lands.
@@ -128,13 +220,13 @@ func TestMerge_Split(t *testing.T) {
 			// be able to succeed.
 			var left atomic.Int32
 			left.Store(8)
-			testSplit = func(res int32) int32 {
+			f.ring.testSplit = func(res int32) int32 {
 				if left.Add(-1) >= 0 {
 					return tc.hook(res)
 				}
 				return res
 			}
-			defer func() { testSplit = nil }()
+			defer func() { f.ring.testSplit = nil }()
 			var want []byte
 			for round := 0; round < 20 && left.Load() > 0; round++ {
 				want = seqWrites(t, f, 2048, 4096, 64, uint64(round))
@@ -142,7 +234,7 @@ func TestMerge_Split(t *testing.T) {
 			if left.Load() > 0 {
 				t.Skip("no merges happened")
 			}
-			testSplit = nil
+			f.ring.testSplit = nil
 			if !bytes.Equal(readAll(t, f, 0, len(want)), want) {
 				t.Fatal("data mismatch after split")
 			}

@@ -65,6 +65,13 @@ type ring struct {
 	lastOverflow uint32 // guarded by enterMu
 	woke         bool   // guarded by enterMu: the last reap woke waiters
 	m            *counters
+
+	// Test hooks, set by tests before any request and cleared after the
+	// last. testQueued runs after a data request is queued (or staged,
+	// R8) and before its owner waits, so a test can stage a whole batch
+	// before any enter; testSplit replaces the result of every merged SQE.
+	testQueued func()
+	testSplit  func(res int32) int32
 }
 
 // slot is one request: up to two linked SQEs (user_data = idx*2 + k).
@@ -305,8 +312,12 @@ func (r *ring) queueRW(idx uint32, e sqe, write bool, off, n int64) {
 			t--
 			hidx := r.sqOwner[t&r.sqMask]
 			h := &r.slots[hidx]
+			// The array must not grow (the kernel may read it) and the
+			// merged SQE must stay within IOV_MAX: a slot whose array
+			// grew for a long vector has a capacity past maxIov, and
+			// the kernel answers EINVAL to more than IOV_MAX iovecs.
 			if h.end != off || h.write != write || h.fd != e.fd ||
-				len(h.iov)+len(s.iov) > cap(h.iov) || h.end-h.off+n > mergeBytes {
+				len(h.iov)+len(s.iov) > min(cap(h.iov), maxIov) || h.end-h.off+n > mergeBytes {
 				continue
 			}
 			s.own = n // split reads it
@@ -521,9 +532,6 @@ func (r *ring) reap(own *slot, ownGot *int) int {
 	return others
 }
 
-// testSplit, when set by a test, replaces the result of every merged SQE.
-var testSplit func(res int32) int32
-
 // split hands the result of merged SQE of slot h to each request in it
 // (R8): in order, each gets its own bytes of the transfer; a request the
 // transfer did not reach gets -EAGAIN and resubmits; on an error or a
@@ -531,8 +539,8 @@ var testSplit func(res int32) int32
 // so each sees its own result. It returns how many slots other than own it signalled.
 func (r *ring) split(h *slot, res int32, own *slot, ownGot *int) int {
 	n := int(h.nRiders.Load())
-	if testSplit != nil {
-		res = testSplit(res)
+	if r.testSplit != nil {
+		res = r.testSplit(res)
 	}
 	if res <= 0 {
 		r.m.mergeSplits.Add(1)
@@ -642,6 +650,9 @@ func (r *ring) rw(write bool, fd int, off int64, bufs [][]byte, done <-chan stru
 	e := r.rwSQE(write, fd, off, s.iov)
 	for {
 		r.queueRW(idx, e, write, off, n)
+		if r.testQueued != nil {
+			r.testQueued()
+		}
 		if err := r.wait(idx, 1); err != nil {
 			return 0, err
 		}
