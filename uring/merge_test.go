@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/qring/qring/block"
 	"golang.org/x/sys/unix"
 )
 
@@ -203,46 +204,66 @@ func TestMerge_IovMax(t *testing.T) {
 
 // TestMerge_Split: a merged SQE that fails or comes back short is
 // resubmitted request by request, so every request still gets its own,
-// correct result and every byte lands.
+// correct result and every byte lands. One batch of adjacent requests is
+// staged before any enter, so the merge (and the split) always happens.
 func TestMerge_Split(t *testing.T) {
+	const n, bs = 16, 4096
 	tests := []struct {
 		name string
 		hook func(res int32) int32
+		// check the metrics of one batch
+		check func(m Metrics) bool
 	}{
-		{"error", func(int32) int32 { return -int32(unix.EIO) }},
-		{"short", func(res int32) int32 { return res / 3 }},
-		{"nothing", func(int32) int32 { return 0 }},
+		{"error", func(int32) int32 { return -int32(unix.EIO) },
+			func(m Metrics) bool { return m.MergeSplits == 1 && m.EAgainResubmits == n }},
+		// 16*4096/3: five requests complete, the sixth is short (its
+		// remainder is resubmitted), ten are not reached (-EAGAIN).
+		{"short", func(res int32) int32 { return res / 3 },
+			func(m Metrics) bool { return m.MergeSplits == 0 && m.ShortResubmits == 1 && m.EAgainResubmits == 10 }},
+		{"nothing", func(int32) int32 { return 0 },
+			func(m Metrics) bool { return m.MergeSplits == 1 && m.EAgainResubmits == n }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := openTemp(t, Options{Backend: Ring})
-			// Fail only the first few merged SQEs: a retried request must
-			// be able to succeed.
-			var left atomic.Int32
-			left.Store(8)
-			f.ring.testSplit = func(res int32) int32 {
-				if left.Add(-1) >= 0 {
-					return tc.hook(res)
+			want := pattern(3, n*bs)
+			got := make([]byte, n*bs)
+			for _, write := range []bool{true, false} {
+				// Only the first merged SQE is tampered with: the retried
+				// requests must be able to succeed.
+				var left atomic.Int32
+				left.Store(1)
+				f.ring.testSplit = func(res int32) int32 {
+					if left.Add(-1) >= 0 {
+						return tc.hook(res)
+					}
+					return res
 				}
-				return res
+				before := f.Metrics()
+				errs := batch(t, f, n, func(i int) error {
+					if write {
+						return block.WriteAt(f, want[i*bs:(i+1)*bs], int64(i*bs))
+					}
+					return block.ReadAt(f, got[i*bs:(i+1)*bs], int64(i*bs))
+				})
+				f.ring.testSplit = nil
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("write=%v request %d: %v", write, i, err)
+					}
+				}
+				m := f.Metrics().Sub(before)
+				if left.Load() > 0 || m.Merged < n-1 {
+					t.Fatalf("write=%v: the batch did not merge into one SQE: %v", write, m)
+				}
+				if !tc.check(m) {
+					t.Fatalf("write=%v: split not handled as expected: %v", write, m)
+				}
+				t.Logf("write=%v: %v", write, m)
 			}
-			defer func() { f.ring.testSplit = nil }()
-			var want []byte
-			for round := 0; round < 20 && left.Load() > 0; round++ {
-				want = seqWrites(t, f, 2048, 4096, 64, uint64(round))
-			}
-			if left.Load() > 0 {
-				t.Skip("no merges happened")
-			}
-			f.ring.testSplit = nil
-			if !bytes.Equal(readAll(t, f, 0, len(want)), want) {
+			if !bytes.Equal(got, want) {
 				t.Fatal("data mismatch after split")
 			}
-			m := f.Metrics()
-			if tc.name != "short" && m.MergeSplits == 0 {
-				t.Fatalf("no merge split counted: %v", m)
-			}
-			t.Log(m)
 		})
 	}
 }
