@@ -17,4 +17,8 @@
 //	    all requests < k*N completed and the k-th flush returned.
 //	W3  The reported time runs from the first submission to the last
 //	    completion; the final flush and close are outside it, as in qemu-img.
+//	W4  Work the engine goes on doing after the last completion (the zero
+//	    fill of prealloc-fill=zeroes, until Close stops it) is counted in
+//	    full, read after Close, and its part after the last completion is
+//	    reported apart (TestRun_FillCountedToClose).
 package bench

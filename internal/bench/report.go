@@ -31,8 +31,40 @@ type Result struct {
 	// Engine counters over the run and final flush (nil for raw images);
 	// Uring counters of the image file (nil when unknown or on the threads
 	// backend, which makes no io_uring_enter calls).
+	//
+	// The fill counters of Engine (FillBytes, FillWaits, FillErrors) are
+	// the exception once FillFinal: with prealloc-fill=zeroes the fill
+	// workers go on streaming zeros after the last request, until Close
+	// stops them, so Run (and callers of RunOn, through Closed) count
+	// them up to Close: all that was filled.
 	Engine *qcow2.Metrics
 	Uring  *uring.Metrics
+	// FillFinal: Engine's fill counters were read after the image was
+	// closed (Closed), when no fill worker ran any more. FillAfterRun is
+	// then the part of Engine.FillBytes written after the last request
+	// completed (during the final flush and Close), outside Elapsed.
+	FillFinal    bool
+	FillAfterRun int64
+
+	engine0 qcow2.Metrics // engine counters when the run started
+	fillEnd int64         // the engine's FillBytes at the last completion
+}
+
+// Closed completes the engine's fill counters once im, the image the run
+// used, is closed (Image.Close stops the fill and waits for the pieces in
+// flight, so the counters are final then; Image.Metrics only loads
+// atomic counters and immutable fields, so it is safe after Close). Run
+// calls it; a caller of RunOn calls it after closing the image. It does
+// nothing for a raw run or a second time.
+func (r *Result) Closed(im *qcow2.Image) {
+	if r.Engine == nil || im == nil || r.FillFinal {
+		return
+	}
+	m := im.Metrics().Sub(r.engine0)
+	e := r.Engine
+	e.FillBytes, e.FillWaits, e.FillErrors = m.FillBytes, m.FillWaits, m.FillErrors
+	r.FillAfterRun = m.FillBytes - (r.fillEnd - r.engine0.FillBytes)
+	r.FillFinal = true
 }
 
 // IOPS is requests per second.
@@ -60,7 +92,11 @@ func (r *Result) WriteSummary(w io.Writer) {
 			m.ClustersAllocated, m.Fallocates, m.ZeroPadBytes, m.COWBytes, m.L2Hits, m.L2Misses, m.Flushes)
 		fmt.Fprintf(w, "prealloc: %s", m.Prealloc)
 		if m.Prealloc.Fill == qcow2.FillZeroes {
-			fmt.Fprintf(w, "; %d MiB zeroed ahead, %d allocation waits", m.FillBytes>>20, m.FillWaits)
+			fmt.Fprintf(w, "; %d MiB zeroed ahead", m.FillBytes>>20)
+			if r.FillFinal {
+				fmt.Fprintf(w, " (%d MiB after the last request)", r.FillAfterRun>>20)
+			}
+			fmt.Fprintf(w, ", %d allocation waits", m.FillWaits)
 			if m.FillErrors > 0 {
 				fmt.Fprint(w, ", filling stopped by an error")
 			}
@@ -145,6 +181,10 @@ type jsonCPU struct {
 	Sys  float64 `json:"sys_s"`
 }
 
+// jsonEngine: fill_bytes_after_last_request is the part of fill_bytes
+// written after the last request; it is present when the fill counters
+// were read after Close (Result.FillFinal), which also makes fill_bytes,
+// fill_waits and fill_errors all that was filled, waited and failed.
 type jsonEngine struct {
 	Fallocates         *int64   `json:"fallocates,omitempty"`
 	ZeroPadBytes       *int64   `json:"zero_pad_bytes,omitempty"`
@@ -160,6 +200,7 @@ type jsonEngine struct {
 	FillBytes          *int64   `json:"fill_bytes,omitempty"`
 	FillWaits          *int64   `json:"fill_waits,omitempty"`
 	FillErrors         *int64   `json:"fill_errors,omitempty"`
+	FillAfterLast      *int64   `json:"fill_bytes_after_last_request,omitempty"`
 	UringEnters        *uint64  `json:"uring_enters,omitempty"`
 	UringSQEs          *uint64  `json:"uring_sqes,omitempty"`
 	UringSQEsPerEnter  *float64 `json:"uring_sqes_per_enter,omitempty"`
@@ -238,6 +279,9 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		e.ZeroingRefused, e.AllocWaits, e.Flushes = &m.ZeroingRefused, &m.AllocWaits, &m.Flushes
 		if m.Prealloc.Fill == qcow2.FillZeroes {
 			e.FillBytes, e.FillWaits, e.FillErrors = &m.FillBytes, &m.FillWaits, &m.FillErrors
+			if r.FillFinal {
+				e.FillAfterLast = &r.FillAfterRun
+			}
 		}
 		p := m.Prealloc
 		j.Prealloc = &jsonPrealloc{On: p.On, Ahead: p.Ahead, AheadAlign: p.AheadAlign, Fill: p.Fill, FillReason: p.FillReason}

@@ -109,6 +109,8 @@ func Run(cfg Config) (res Result, err error) {
 	if cerr := dev.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
+	// The fill workers ran until Close: count what they wrote.
+	res.Closed(im)
 	return res, err
 }
 
@@ -162,6 +164,9 @@ func openImage(path string, cfg *Config) (block.Device, *qcow2.Image, *uring.Fil
 		d, err := op(p, ro)
 		if err == nil && file == nil && p == path {
 			file, _ = d.(*uring.File)
+			if testHookHostDev != nil {
+				d = testHookHostDev(d)
+			}
 		}
 		return d, err
 	}
@@ -181,6 +186,10 @@ func openImage(path string, cfg *Config) (block.Device, *qcow2.Image, *uring.Fil
 	}
 	return im, im, file, nil
 }
+
+// testHookHostDev, if set, wraps the host device of a qcow2 image that
+// Run opens (tests slow down or count its requests).
+var testHookHostDev func(block.Device) block.Device
 
 // worker is one queue slot: its own buffer, vector and histogram.
 type worker struct {
@@ -301,6 +310,12 @@ func RunOn(dev block.Device, im *qcow2.Image, file *uring.File, cfg Config) (Res
 	elapsed := time.Since(start)
 	var ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	// The fill goes on after the last request (until Close): note where
+	// it was, to tell the part after it (Result.Closed).
+	var fillEnd int64
+	if im != nil {
+		fillEnd = im.Metrics().FillBytes
+	}
 	close(stopProgress)
 	progressDone.Wait()
 	if cfg.Progress != nil && r.err == nil {
@@ -333,6 +348,8 @@ func RunOn(dev block.Device, im *qcow2.Image, file *uring.File, cfg Config) (Res
 		UserCPU:         tvDur(ru1.Utime) - tvDur(ru0.Utime),
 		SysCPU:          tvDur(ru1.Stime) - tvDur(ru0.Stime),
 		ImageSize:       size,
+		engine0:         m0,
+		fillEnd:         fillEnd,
 	}
 	for _, w := range ws {
 		res.Latency.Merge(&w.hist)

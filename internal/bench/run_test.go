@@ -2,10 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
@@ -199,5 +202,136 @@ func TestRunOn_CacheModesFlush(t *testing.T) {
 		if len(dev.atFlush) != tc.flushes {
 			t.Errorf("-t %s: %d flushes, want %d", tc.cache, len(dev.atFlush), tc.flushes)
 		}
+	}
+}
+
+// slowFill delays the fill workers' zero pieces (in these runs the only
+// writes larger than a cluster) and counts the bytes they wrote.
+type slowFill struct {
+	block.Device
+	delay  time.Duration
+	filled atomic.Int64
+}
+
+func (d *slowFill) Writev(off int64, b [][]byte) error {
+	n := 0
+	for _, x := range b {
+		n += len(x)
+	}
+	if n <= SeedClusterSize {
+		return d.Device.Writev(off, b)
+	}
+	time.Sleep(d.delay)
+	err := d.Device.Writev(off, b)
+	if err == nil {
+		d.filled.Add(int64(n))
+	}
+	return err
+}
+
+// TestRun_FillCountedToClose: with prealloc-fill=zeroes the fill workers
+// go on streaming zeros after the last request until Close stops them
+// (waiting for the pieces in flight); the report gives all they wrote,
+// and the part written after the last request. The host device delays
+// each piece, so that pieces are in flight when the run ends.
+func TestRun_FillCountedToClose(t *testing.T) {
+	host := &slowFill{delay: 30 * time.Millisecond}
+	testHookHostDev = func(d block.Device) block.Device {
+		host.Device = d
+		return host
+	}
+	defer func() { testHookHostDev = nil }()
+	var out bytes.Buffer
+	res, err := Run(Config{Dir: t.TempDir(), Count: 64, Depth: 4, Step: -1, Cache: "writeback",
+		Engine: qcow2.Options{PreallocFill: qcow2.FillZeroes}, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := res.Engine
+	if m == nil || m.Prealloc.Fill != qcow2.FillZeroes {
+		t.Fatalf("engine metrics %+v", m)
+	}
+	filled := host.filled.Load()
+	if filled == 0 {
+		t.Fatal("the engine filled nothing")
+	}
+	if m.FillBytes != filled || m.FillErrors != 0 {
+		t.Errorf("reported %d bytes zeroed ahead (%d errors); the fill wrote %d by Close", m.FillBytes, m.FillErrors, filled)
+	}
+	if !res.FillFinal || res.FillAfterRun <= 0 || res.FillAfterRun > m.FillBytes {
+		t.Errorf("fill after the last request %d of %d (final %v)", res.FillAfterRun, m.FillBytes, res.FillFinal)
+	}
+	var sum bytes.Buffer
+	res.WriteSummary(&sum)
+	want := fmt.Sprintf("; %d MiB zeroed ahead (%d MiB after the last request), %d allocation waits",
+		m.FillBytes>>20, res.FillAfterRun>>20, m.FillWaits)
+	if !strings.Contains(sum.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, sum.String())
+	}
+	b, err := res.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Engine map[string]float64 `json:"engine"` // some are fractions
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	if j.Engine["fill_bytes"] != float64(filled) {
+		t.Errorf("json fill_bytes %v, want %d", j.Engine["fill_bytes"], filled)
+	}
+	if a, ok := j.Engine["fill_bytes_after_last_request"]; !ok || a != float64(res.FillAfterRun) {
+		t.Errorf("json fill_bytes_after_last_request %v (present %v), want %d", a, ok, res.FillAfterRun)
+	}
+}
+
+// TestRunOn_ClosedCountsFill: a caller of RunOn gets the fill counted to
+// Close through Result.Closed, equal to the engine's counters read after
+// Close (Image.Metrics is safe then), and the JSON says which part came
+// after the last request; before Closed the counters are provisional.
+func TestRunOn_ClosedCountsFill(t *testing.T) {
+	dev := memdev.New(memdev.Options{})
+	if err := qcow2.CreateDevice(dev, qcow2.CreateOptions{Size: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	host := &slowFill{Device: dev, delay: 20 * time.Millisecond}
+	im, err := qcow2.OpenDevice(host, qcow2.Options{PreallocFill: qcow2.FillZeroes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := RunOn(im, im, nil, Config{Count: 64, Depth: 4, Write: true, Step: -1})
+	if err != nil {
+		im.Close()
+		t.Fatal(err)
+	}
+	if res.Engine.Prealloc.Fill != qcow2.FillZeroes {
+		im.Close()
+		t.Skipf("no fill on memdev: %s", res.Engine.Prealloc)
+	}
+	if b, _ := res.MarshalJSON(); bytes.Contains(b, []byte("fill_bytes_after_last_request")) {
+		t.Errorf("fill after the last request reported before Close: %s", b)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := im.Metrics()
+	before := *res.Engine
+	res.Closed(im)
+	res.Closed(im) // a second call changes nothing
+	m := res.Engine
+	if !res.FillFinal || m.FillBytes != closed.FillBytes || m.FillBytes != host.filled.Load() ||
+		m.FillWaits != closed.FillWaits || m.FillErrors != closed.FillErrors {
+		t.Errorf("fill %d bytes, %d waits, %d errors (final %v); engine after Close %d, %d, %d; host %d",
+			m.FillBytes, m.FillWaits, m.FillErrors, res.FillFinal, closed.FillBytes, closed.FillWaits, closed.FillErrors, host.filled.Load())
+	}
+	if res.FillAfterRun <= 0 || res.FillAfterRun > m.FillBytes {
+		t.Errorf("fill after the last request %d of %d", res.FillAfterRun, m.FillBytes)
+	}
+	// The other counters stay those of the run and final flush.
+	after := *m
+	after.FillBytes, after.FillWaits, after.FillErrors = before.FillBytes, before.FillWaits, before.FillErrors
+	if after != before {
+		t.Errorf("Closed changed more than the fill counters:\n%+v\n%+v", before, *m)
 	}
 }
