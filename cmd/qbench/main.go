@@ -139,5 +139,7 @@ func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
 	if cerr := closer.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
+	// The fill workers ran until Close: count what they wrote.
+	res.Closed(im)
 	return res, err
 }

@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -337,4 +340,62 @@ func TestRun_QemuAcceptance(t *testing.T) {
 	if out, err := qio.CombinedOutput(); err != nil || strings.Contains(string(out), "failed") {
 		t.Fatalf("qemu-io: %v\n%s", err, out)
 	}
+}
+
+// TestRun_FillAfterLastRequest: with prealloc-fill=zeroes the report
+// counts the fill up to Close and says which part came after the last
+// request, in text and JSON, for a file and for a driver stack spec.
+func TestRun_FillAfterLastRequest(t *testing.T) {
+	textRe := regexp.MustCompile(`; (\d+) MiB zeroed ahead \((\d+) MiB after the last request\), \d+ allocation waits`)
+	for _, spec := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spec=%v", spec), func(t *testing.T) {
+			// A fresh image per run: the fill starts with allocations.
+			run := func(json bool) string {
+				img := filepath.Join(t.TempDir(), "t.qcow2")
+				if err := qcow2.Create(img, qcow2.CreateOptions{Size: 256 << 20}); err != nil {
+					t.Fatal(err)
+				}
+				file := img
+				if spec {
+					file = "driver=qcow2,file=" + img
+				}
+				args := []string{"-w", "-n", "256", "-d", "4", "-t", "writeback", "--prealloc-fill", "zeroes", file}
+				if json {
+					args = append(args, "--json")
+				}
+				code, out, errOut := runCLI(t, args...)
+				if code != 0 {
+					t.Fatalf("exit %d: %s", code, errOut)
+				}
+				return out
+			}
+			out := run(false)
+			sm := textRe.FindStringSubmatch(out)
+			if sm == nil {
+				t.Fatalf("no fill line:\n%s", out)
+			}
+			if total, after := atoi(t, sm[1]), atoi(t, sm[2]); total == 0 || after > total {
+				t.Errorf("%d MiB zeroed ahead, %d after the last request:\n%s", total, after, out)
+			}
+			out = run(true)
+			var j jsonOut
+			if err := json.Unmarshal([]byte(out), &j); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			total, ok1 := j.Engine["fill_bytes"]
+			after, ok2 := j.Engine["fill_bytes_after_last_request"]
+			if !ok1 || !ok2 || total <= 0 || after < 0 || after > total {
+				t.Errorf("engine fill_bytes %v (%v), fill_bytes_after_last_request %v (%v)", total, ok1, after, ok2)
+			}
+		})
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
