@@ -3,7 +3,6 @@ package qcow2
 import (
 	"fmt"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/invariants"
 
 	"github.com/qring/qring/qcow2/format"
@@ -172,8 +171,14 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 		if retry {
 			continue
 		}
-		// Q11: no zeros in flight over the run, and none claimed later.
-		im.claimSpace(c<<im.g.ClusterBits, (c+n)<<im.g.ClusterBits)
+		// S1, Q11: the run's space is ours; fresh if never used since
+		// open and inside the reserve (a hole past EOF reads as zeros
+		// too, but writing only 4 KiB into it makes every write extend
+		// the file, which filesystems serialise (ext4 punts such direct
+		// writes to io-wq): those clusters get one zeroing request that
+		// extends the file instead, as QEMU does).
+		off = c << im.g.ClusterBits
+		fresh = im.takeSpace(off, (c+n)<<im.g.ClusterBits)
 		for k := uint64(0); k < n; k++ {
 			if err := im.updateRefcount(c+k, 1); err != nil {
 				for j := uint64(0); j < k; j++ {
@@ -182,7 +187,6 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 				return 0, false, err
 			}
 		}
-		off = c << im.g.ClusterBits
 		if invariants.Enabled {
 			for k := uint64(0); k < n; k++ {
 				rc, err := im.refcount(c + k)
@@ -191,20 +195,6 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 				}
 			}
 		}
-		// Fresh: never used since open, and inside space reserved ahead
-		// (zeroed, unwritten extents below EOF, or zeros written there
-		// by the filler, Q11). A hole past EOF reads
-		// as zeros too, but writing only 4 KiB into it makes every write
-		// extend the file, which filesystems serialise (ext4 punts such
-		// direct writes to io-wq): those clusters get one zeroing
-		// request that extends the file instead, as QEMU does.
-		end := (c + n) << im.g.ClusterBits
-		unused := off >= im.hwm.Load()
-		im.bumpHWM(end)
-		if unused && im.ahead > 0 {
-			im.reserveAhead(end + im.fillLead())
-		}
-		fresh = unused && end <= im.reserved
 		im.freeIdx = c + n
 		if err := im.overlapCheckNew(off, n<<im.g.ClusterBits); err != nil {
 			return 0, false, err
@@ -242,7 +232,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	if err := im.overlapCheckNew(boff, im.g.ClusterSize); err != nil {
 		return err
 	}
-	im.claimSpace(boff, boff+im.g.ClusterSize) // Q11
+	im.takeSpace(boff, boff+im.g.ClusterSize) // S1
 	if bri == ri {
 		// Self-describing.
 		t, err := im.rbc.GetEmpty(int64(boff))
@@ -270,7 +260,6 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		im.rbc.MarkDirty(t)
 		im.rbc.Put(t)
 	}
-	im.bumpHWM(boff + im.g.ClusterSize)
 	im.meta.set(b, metaRefblock)
 	// Q4: the block (and the count of its own cluster) is durable before
 	// the table entry.
@@ -300,7 +289,7 @@ func (im *Image) growReftable(need uint64) error {
 	per := cs / 8
 	newEntries := max(need+1, uint64(len(im.reftable))*2)
 	newEntries = (newEntries + per - 1) / per * per
-	a := im.hwm.Load() >> g.ClusterBits // first cluster of the area
+	a := im.space.hwm.Load() >> g.ClusterBits // first cluster of the area
 	var k, tc uint64
 	for iter := 0; ; iter++ {
 		if iter > 100 {
@@ -329,8 +318,9 @@ func (im *Image) growReftable(need uint64) error {
 		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
 	}
 	end := a + k + tc
-	// Q11: the area is past the high-water mark, where fills run.
-	im.claimSpace(a<<g.ClusterBits, end<<g.ClusterBits)
+	// S1: the area is past the high-water mark; take it before any of
+	// it is written.
+	im.takeSpace(a<<g.ClusterBits, end<<g.ClusterBits)
 	newTable := make([]uint64, newEntries)
 	copy(newTable, im.reftable)
 	// Place the new blocks at a..a+k-1, in range order.
@@ -402,55 +392,10 @@ func (im *Image) growReftable(need uint64) error {
 		return err
 	}
 	im.reftable = newTable
-	im.bumpHWM(end << g.ClusterBits)
 	im.rtOff.Store(tableOff)
 	im.rtLen.Store(tc * cs)
 	im.c.reftableGrowths.Add(1)
 	im.c.refblocksAllocated.Add(int64(k))
 	// The old table is no longer referenced by the (durable) header.
 	return im.freeClusters(oldOff, oldClusters)
-}
-
-// reserveAhead makes sure [hwm, end) lies inside space reserved with one
-// efficient zeroing request, growing the reservation by a large aligned
-// chunk (QEMU's preallocate filter). New clusters then land in zeroed,
-// unwritten extents inside the file: they need no per-cluster zeroing
-// (Q2: still fresh) and their writes do not extend the file. A refusal
-// disables it; it is an optimisation only.
-func (im *Image) reserveAhead(end uint64) {
-	if end <= im.reserved {
-		return
-	}
-	a := uint64(max(im.aheadAlign, im.dcap.Align, 1))
-	start := (im.reserved + a - 1) / a * a
-	// Grow geometrically up to the configured chunk, so small images do
-	// not reserve far more than they use.
-	chunk := min(uint64(im.ahead), max(4<<20, im.reserved))
-	newEnd := (end + chunk + a - 1) / a * a
-	err := im.dev.WriteZeroes(int64(start), int64(newEnd-start), block.Allocate)
-	if err != nil {
-		im.ahead = 0
-		return
-	}
-	im.reserved = newEnd
-	im.c.reservations.Add(1)
-	im.fillReserved(newEnd)
-}
-
-// trimReserved gives back reserved space past the last cluster at close.
-// The filler is stopped first (Close: stopFill, Q11).
-func (im *Image) trimReserved() error {
-	end := im.hwm.Load()
-	if im.reserved <= end {
-		return nil
-	}
-	sz, err := im.dev.Size()
-	if err != nil || uint64(sz) <= end {
-		return err
-	}
-	if err := im.dev.Truncate(int64(end)); err != nil {
-		return err
-	}
-	im.reserved = end
-	return im.dev.Flush()
 }

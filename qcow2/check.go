@@ -144,7 +144,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	nclusters := (c.fsize + cs - 1) >> g.ClusterBits
 	// Clusters the caches or allocator hold past EOF count as in the file
 	// (written back later).
-	nclusters = max(nclusters, im.hwm.Load()>>g.ClusterBits)
+	nclusters = max(nclusters, im.space.hwm.Load()>>g.ClusterBits)
 	c.ref = make([]uint32, nclusters)
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
 
@@ -333,7 +333,7 @@ type fix struct {
 func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 	// New refcount blocks must not land on referenced clusters whose
 	// counts are wrong: allocate past everything.
-	im.freeIdx = max(im.freeIdx, nclusters, im.hwm.Load()>>im.g.ClusterBits)
+	im.freeIdx = max(im.freeIdx, nclusters, im.space.hwm.Load()>>im.g.ClusterBits)
 	for _, f := range fixes {
 		for tries := 0; ; tries++ {
 			cur, err := im.refcount(f.c)

@@ -221,7 +221,7 @@ func (im *Image) preallocate(mode string) error {
 			return err
 		}
 	}
-	end := int64(im.hwm.Load())
+	end := int64(im.space.hwm.Load())
 	switch mode {
 	case PreallocMetadata:
 		if sz, _ := im.dev.Size(); sz < end {

@@ -7,14 +7,14 @@ package qcow2
 type Event uint8
 
 const (
-	EvReserve  Event = iota + 1 // the reserve ahead was extended (after the zeroing request)
-	EvRefblock                  // a new refcount block was written (before the table points at it)
-	EvReftable                  // a new refcount table was written (before the header points at it)
-	EvL1Grow                    // a new, larger L1 table was written (before the header points at it)
-	EvL2                        // a new L2 table was written (before the L1 points at it)
-	EvFill                      // a fill piece was written (from a fill worker, without Image.mu)
-	EvEarlyWrite                // an early write (Q10) completed, before the cluster is linked
-	EvLink                      // a new data cluster was linked into its L2 table (in memory)
+	EvReserve    Event = iota + 1 // the reserve ahead was extended (after the zeroing request)
+	EvRefblock                    // a new refcount block was written (before the table points at it)
+	EvReftable                    // a new refcount table was written (before the header points at it)
+	EvL1Grow                      // a new, larger L1 table was written (before the header points at it)
+	EvL2                          // a new L2 table was written (before the L1 points at it)
+	EvFill                        // a fill piece was written (from a fill worker, without Image.mu)
+	EvEarlyWrite                  // an early write (Q10) completed, before the cluster is linked
+	EvLink                        // a new data cluster was linked into its L2 table (in memory)
 )
 
 var eventNames = [...]string{"", "reserve", "refblock", "reftable", "l1-grow", "l2", "fill", "early-write", "link"}

@@ -83,16 +83,16 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 
 // initFill sets the filler up at open (the image is not shared yet).
 func (im *Image) initFill(mode string) {
-	f := &im.fill
+	f := &im.space.fill
 	f.align = uint64(max(im.dcap.Align, 4096))
-	if mode != FillZeroes || im.ahead == 0 || f.align > fillPieceSize || fillPieceSize%f.align != 0 {
+	if mode != FillZeroes || im.space.ahead == 0 || f.align > fillPieceSize || fillPieceSize%f.align != 0 {
 		return
 	}
 	f.enabled, f.on = true, true
 	f.idle.L = &f.mu
-	f.floor = im.hwm.Load()
+	f.floor = im.space.hwm.Load()
 	f.next = f.floor
-	f.limit = im.reserved / f.align * f.align
+	f.limit = im.space.reserved / f.align * f.align
 }
 
 // fillLead is how far ahead of an allocation the reserve must reach
@@ -100,16 +100,16 @@ func (im *Image) initFill(mode string) {
 // the reserve would leave the filler behind the frontier at every new
 // reservation.
 func (im *Image) fillLead() uint64 {
-	if !im.fill.enabled {
+	if !im.space.fill.enabled {
 		return 0
 	}
-	return uint64(min(im.ahead, fillLow+fillChunk))
+	return uint64(min(im.space.ahead, fillLow+fillChunk))
 }
 
 // fillReserved tells the filler how far space is reserved. Called with
 // mu held, after reserveAhead.
 func (im *Image) fillReserved(end uint64) {
-	f := &im.fill
+	f := &im.space.fill
 	if !f.enabled {
 		return
 	}
@@ -119,13 +119,13 @@ func (im *Image) fillReserved(end uint64) {
 	f.mu.Unlock()
 }
 
-// claimSpace is called by every allocator, with mu held, before it uses
-// host space [off, end) (Q11): it waits for fill pieces in flight over
+// claimFill is called by takeSpace, with mu held, before any allocator
+// uses host space [off, end) (Q11): it waits for fill pieces in flight over
 // that space, and moves the frontier past it in the same critical
 // section, so that no piece is claimed over it later. Waiting with mu
 // held is safe: workers never take mu.
-func (im *Image) claimSpace(off, end uint64) {
-	f := &im.fill
+func (im *Image) claimFill(off, end uint64) {
+	f := &im.space.fill
 	if !f.enabled {
 		return
 	}
@@ -204,7 +204,7 @@ func (f *filler) claimLocked(im *Image) (*fillRun, bool) {
 	}
 	end := min(start/fillPieceSize*fillPieceSize+fillPieceSize, f.limit)
 	if invariants.Enabled {
-		if err := invariants.Assertf(start >= im.hwm.Load(), "fill piece at %d below the high-water mark %d (Q11)", start, im.hwm.Load()); err != nil {
+		if err := invariants.Assertf(start >= im.space.hwm.Load(), "fill piece at %d below the high-water mark %d (Q11)", start, im.space.hwm.Load()); err != nil {
 			return nil, false
 		}
 	}
@@ -215,9 +215,9 @@ func (f *filler) claimLocked(im *Image) (*fillRun, bool) {
 }
 
 // fillWorker writes claimed pieces until there is nothing to claim. It
-// never takes Image.mu (claimSpace waits for it under mu).
+// never takes Image.mu (claimFill waits for it under mu).
 func (im *Image) fillWorker() {
-	f := &im.fill
+	f := &im.space.fill
 	for {
 		f.mu.Lock()
 		r, ok := f.claimLocked(im)
@@ -260,7 +260,7 @@ func (im *Image) fillWorker() {
 // write past the high-water mark while trimReserved truncates there, nor
 // after Close.
 func (im *Image) stopFill() {
-	f := &im.fill
+	f := &im.space.fill
 	if !f.enabled {
 		return
 	}
@@ -272,7 +272,7 @@ func (im *Image) stopFill() {
 
 // waitFillIdle waits until no fill worker is running (tests).
 func (im *Image) waitFillIdle() {
-	f := &im.fill
+	f := &im.space.fill
 	if !f.enabled {
 		return
 	}

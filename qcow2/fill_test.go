@@ -110,8 +110,8 @@ func TestFill_Resolve(t *testing.T) {
 			}
 			defer im.Close()
 			p := im.Metrics().Prealloc
-			if p.Fill != tc.fill || p.FillReason != tc.why || p.Ahead != tc.ahead || im.fill.enabled != (tc.fill == FillZeroes) {
-				t.Fatalf("Prealloc %+v (filler on %v), want fill %q (%q), ahead %d", p, im.fill.enabled, tc.fill, tc.why, tc.ahead)
+			if p.Fill != tc.fill || p.FillReason != tc.why || p.Ahead != tc.ahead || im.space.fill.enabled != (tc.fill == FillZeroes) {
+				t.Fatalf("Prealloc %+v (filler on %v), want fill %q (%q), ahead %d", p, im.space.fill.enabled, tc.fill, tc.why, tc.ahead)
 			}
 		})
 	}
@@ -311,7 +311,7 @@ func gateImage(t *testing.T, co CreateOptions) (*Image, *gateDev, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !im.fill.enabled {
+	if !im.space.fill.enabled {
 		t.Fatal("no filler on a RAM device with prealloc-fill=auto")
 	}
 	shadow := make([]byte, co.Size)
@@ -329,7 +329,7 @@ func gateImage(t *testing.T, co CreateOptions) (*Image, *gateDev, []byte) {
 func TestFill_AllocationWaits(t *testing.T) {
 	const cs = 64 << 10
 	im, gd, shadow := gateImage(t, CreateOptions{Size: 64 << 20, ClusterSize: cs})
-	hwm := im.hwm.Load()
+	hwm := im.space.hwm.Load()
 	gd.mu.Lock()
 	first := gd.pieces[0][0]
 	for _, p := range gd.pieces {
@@ -359,7 +359,7 @@ func TestFill_AllocationWaits(t *testing.T) {
 		t.Fatalf("writer finished while its cluster's fill was held: %v", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	if got := im.hwm.Load(); got > uint64(first) {
+	if got := im.space.hwm.Load(); got > uint64(first) {
 		t.Fatalf("high-water mark %d moved into the held piece at %d", got, first)
 	}
 	close(gd.gate)
@@ -377,7 +377,7 @@ func TestFill_AllocationWaits(t *testing.T) {
 	}
 	im.waitFillIdle()
 	m := im.Metrics()
-	t.Logf("%d B filled, %d waits, hwm %d, first piece %d", m.FillBytes, m.FillWaits, im.hwm.Load(), first)
+	t.Logf("%d B filled, %d waits, hwm %d, first piece %d", m.FillBytes, m.FillWaits, im.space.hwm.Load(), first)
 	if m.FillBytes == 0 || m.FillErrors != 0 {
 		t.Fatalf("fill: %d B, %d errors", m.FillBytes, m.FillErrors)
 	}
@@ -405,15 +405,15 @@ func TestFill_CloseWaitsForFill(t *testing.T) {
 		t.Fatal(err)
 	}
 	gd.after.Store(true)
-	if w := im.fill.workers; w != 0 {
+	if w := im.space.fill.workers; w != 0 {
 		t.Fatalf("%d fill workers left after Close", w)
 	}
 	time.Sleep(10 * time.Millisecond)
 	if n := gd.late.Load(); n != 0 {
 		t.Fatalf("%d fill writes after Close", n)
 	}
-	if sz, _ := gd.Size(); uint64(sz) != im.hwm.Load() {
-		t.Fatalf("device size %d after Close, want the high-water mark %d (reserve trimmed)", sz, im.hwm.Load())
+	if sz, _ := gd.Size(); uint64(sz) != im.space.hwm.Load() {
+		t.Fatalf("device size %d after Close, want the high-water mark %d (reserve trimmed)", sz, im.space.hwm.Load())
 	}
 	reopenMatches(t, gd.Dev, shadow)
 }
@@ -447,8 +447,8 @@ func TestFill_ErrorStopsFilling(t *testing.T) {
 	}
 	im.waitFillIdle()
 	m := im.Metrics()
-	if m.FillErrors != 1 || m.FillBytes != 0 || im.fill.on {
-		t.Fatalf("after failing fills: %d errors, %d B, on %v", m.FillErrors, m.FillBytes, im.fill.on)
+	if m.FillErrors != 1 || m.FillBytes != 0 || im.space.fill.on {
+		t.Fatalf("after failing fills: %d errors, %d B, on %v", m.FillErrors, m.FillBytes, im.space.fill.on)
 	}
 	mustEqual(t, readAll(t, im), shadow, "image vs shadow")
 	if err := im.Close(); err != nil {
@@ -509,11 +509,11 @@ func TestFill_FileSizeBounded(t *testing.T) {
 	}
 	im.waitFillIdle()
 	im.mu.Lock()
-	reserved := im.reserved
+	reserved := im.space.reserved
 	im.mu.Unlock()
-	im.fill.mu.Lock()
-	next := im.fill.next
-	im.fill.mu.Unlock()
+	im.space.fill.mu.Lock()
+	next := im.space.fill.next
+	im.space.fill.mu.Unlock()
 	sz, _ := im.dev.Size()
 	if uint64(sz) != reserved || next > reserved || im.Metrics().FillBytes == 0 {
 		t.Fatalf("file size %d, reserved %d, filled to %d, %d B", sz, reserved, next, im.Metrics().FillBytes)

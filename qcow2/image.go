@@ -39,15 +39,11 @@ type Image struct {
 	metaAlign int64
 	memAlign  int
 	prealloc  bool
-	// ahead/aheadAlign: preallocate-ahead chunk (0: off); reserved is
-	// the end of the space reserved so far (guarded by mu).
-	ahead, aheadAlign int64
-	reserved          uint64
-	lazy              bool
+	lazy      bool
 	// pinfo is the preallocation strategy chosen at open (immutable:
 	// Metrics reads it without mu; ahead may drop to 0 later).
 	pinfo PreallocInfo
-	fill  filler // zero-fill ahead of allocation (Q11)
+	space hostSpace // the file's space past what refcounts describe (S1-S4)
 
 	mu        sync.Mutex
 	l1        []uint64
@@ -55,10 +51,6 @@ type Image struct {
 	l2c, rbc  *cache.Cache
 	sliceSize uint64
 	freeIdx   uint64 // first-fit search start (cluster index)
-	// hwm is the host high-water mark in bytes: every cluster at or past
-	// it has never been allocated since open and reads as zeros (Q2).
-	// Written under mu, read lock-free.
-	hwm atomic.Uint64
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
@@ -125,20 +117,20 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	}
 	im.prealloc = o.Prealloc != "off"
 	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 {
-		im.ahead, im.aheadAlign = o.PreallocSize, o.PreallocAlign
-		if im.ahead == 0 {
-			im.ahead = DefaultPreallocSize
+		im.space.ahead, im.space.align = o.PreallocSize, o.PreallocAlign
+		if im.space.ahead == 0 {
+			im.space.ahead = DefaultPreallocSize
 		}
-		if im.aheadAlign <= 0 {
-			im.aheadAlign = DefaultPreallocAlign
+		if im.space.align <= 0 {
+			im.space.align = DefaultPreallocAlign
 		}
 	}
 	fillMode, fillWhy, err := resolveFill(o.PreallocFill, im.dcap)
 	if err != nil {
 		return nil, err
 	}
-	im.pinfo = PreallocInfo{On: im.prealloc, Ahead: im.ahead, AheadAlign: im.aheadAlign}
-	if im.ahead > 0 {
+	im.pinfo = PreallocInfo{On: im.prealloc, Ahead: im.space.ahead, AheadAlign: im.space.align}
+	if im.space.ahead > 0 {
 		im.pinfo.Fill, im.pinfo.FillReason = fillMode, fillWhy
 	}
 	fsize, err := dev.Size()
@@ -243,9 +235,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		}
 		im.snapshots = snaps
 	}
-	im.hwm.Store((uint64(fsize) + cs - 1) &^ (cs - 1))
-	im.reserved = uint64(fsize)
-	im.initFill(im.pinfo.Fill)
+	im.initSpace(uint64(fsize))
 	im.vsize.Store(h.Size)
 	im.syncState()
 	if err := im.initCaches(); err != nil {
@@ -672,19 +662,4 @@ func (im *Image) syncState() {
 		s |= stNoWrite
 	}
 	im.state.Store(s)
-}
-
-// bumpHWM raises the high-water mark to end. Called with mu held.
-func (im *Image) bumpHWM(end uint64) {
-	if invariants.Enabled && im.fill.enabled {
-		im.fill.mu.Lock()
-		floor := im.fill.floor
-		im.fill.mu.Unlock()
-		if end > floor {
-			invariants.Assertf(false, "high-water mark raised to %d past the fill frontier %d: space used without claimSpace (Q11)", end, floor)
-		}
-	}
-	if end > im.hwm.Load() {
-		im.hwm.Store(end)
-	}
 }

@@ -156,7 +156,7 @@ func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
 // caller marks the image corrupt on error.
 func (im *Image) overlapCheckData(off uint64) error {
 	cs := im.g.ClusterSize
-	if off+cs > im.hwm.Load() {
+	if off+cs > im.space.hwm.Load() {
 		return corruptf("l2_entry", off, "data cluster at %#x lies past the end of the file", off)
 	}
 	if what := im.staticOverlap(off, cs); what != "" {

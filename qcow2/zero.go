@@ -41,10 +41,13 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	return nil
 }
 
+// writeZeroBuf writes zero buffers over [off, off+n), inside one cluster.
+// The shared zero buffer is smaller than the largest cluster (2 MiB), so
+// the vector repeats it.
 func (im *Image) writeZeroBuf(off, n int64) error {
 	vp := getVec()
 	defer putVec(vp)
-	*vp = append(*vp, block.ZeroBuf()[:n])
+	*vp = appendZeros(*vp, block.ZeroBuf(), uint64(n))
 	return im.writeCluster(uint64(off), *vp, n)
 }
 

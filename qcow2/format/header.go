@@ -397,7 +397,33 @@ func FeatureNameTable() []byte {
 // replaces Extensions with the list it wrote: BackingFormat and DataFile
 // at the position of their first extension (or appended), later
 // duplicates and empty ones dropped. So ParseHeader(Encode(h)) equals h.
+// The feature-name table is informational: when the cluster cannot hold
+// it with everything else (512-byte clusters with a backing file), it is
+// left out, as QEMU does.
 func (h *Header) Encode() ([]byte, error) {
+	b, err := h.encode()
+	if err == nil {
+		return b, nil
+	}
+	rest := make([]Extension, 0, len(h.Extensions))
+	for _, e := range h.Extensions {
+		if e.Type != ExtFeatureNames {
+			rest = append(rest, e)
+		}
+	}
+	if len(rest) == len(h.Extensions) {
+		return nil, err
+	}
+	saved := h.Extensions
+	h.Extensions = rest
+	if b, err2 := h.encode(); err2 == nil {
+		return b, nil
+	}
+	h.Extensions = saved
+	return nil, err
+}
+
+func (h *Header) encode() ([]byte, error) {
 	cs := h.ClusterSize()
 	if cs == 0 || h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
 		return nil, unsupported("cluster_bits", uint64(h.ClusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)

@@ -360,7 +360,15 @@ func TestHeader_Encode_Errors(t *testing.T) {
 		}, "header_extension"},
 		{"backing name too long", func(h *Header) { h.BackingFile = strings.Repeat("a", 1024) }, "backing_file_size"},
 		{"backing name does not fit", func(h *Header) {
-			h.Extensions = append(h.Extensions, Extension{Type: 7, Data: make([]byte, 65536-112-8-0x188-16-16)})
+			// Without the (optional) feature-name table, which Encode
+			// would drop to make room.
+			var keep []Extension
+			for _, e := range h.Extensions {
+				if e.Type != ExtFeatureNames {
+					keep = append(keep, e)
+				}
+			}
+			h.Extensions = append(keep, Extension{Type: 7, Data: make([]byte, 65536-112-8-16-16)})
 			h.BackingFile = strings.Repeat("n", 25) // 24 bytes are left
 		}, "backing_file_offset"},
 	}
@@ -651,5 +659,44 @@ func BenchmarkParseHeader(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeader_Encode_DropsFeatureNames: with 512-byte clusters and a
+// backing file the feature-name table does not fit; Encode leaves it out
+// (as QEMU) instead of failing, and keeps everything else.
+func TestHeader_Encode_DropsFeatureNames(t *testing.T) {
+	h := &Header{Version: 3, ClusterBits: 9, Size: 64 << 10, L1Size: 2, L1TableOffset: 3 << 9,
+		RefcountTableOffset: 1 << 9, RefcountTableClusters: 1, RefcountOrder: 4,
+		BackingFile: "backing.raw", BackingFormat: "raw",
+		Extensions: []Extension{{Type: ExtFeatureNames, Data: FeatureNameTable()}}}
+	b, err := h.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.BackingFile != "backing.raw" || p.BackingFormat != "raw" {
+		t.Fatalf("backing %q (%q)", p.BackingFile, p.BackingFormat)
+	}
+	for _, e := range p.Extensions {
+		if e.Type == ExtFeatureNames {
+			t.Fatal("feature-name table kept though it cannot fit")
+		}
+	}
+	// With room for it, it stays.
+	h.ClusterBits = 16
+	h.L1TableOffset, h.RefcountTableOffset = 3<<16, 1<<16
+	h.Extensions = []Extension{{Type: ExtFeatureNames, Data: FeatureNameTable()}}
+	if b, err = h.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = ParseHeader(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Extensions) < 2 || p.Extensions[0].Type != ExtFeatureNames {
+		t.Fatalf("extensions %+v", p.Extensions)
 	}
 }

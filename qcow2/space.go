@@ -1,0 +1,124 @@
+package qcow2
+
+import (
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/invariants"
+)
+
+// This file owns host space: where in the image file new clusters may
+// go, which of them are fresh (read as zeros without being written), and
+// the space reserved ahead of allocation. doc.go states the rules
+// (S1-S4); every allocator (data clusters, L2 tables, refcount blocks, a
+// new refcount table, a new L1 table) takes host space through
+// takeSpace, and nothing else moves these boundaries.
+
+// hostSpace holds the four boundaries of the file's space, in order:
+//
+//	hwm <= fill frontier <= fill limit <= reserved (when filling)
+//
+// hwm is the high-water mark: every byte below it may hold data or
+// metadata; every byte at or past it was never handed out since open and
+// reads as zeros (S2). reserved is the end of the space reserved ahead
+// with efficient zeroing (it may lie below hwm after a reservation
+// failed or before the first one). The filler (fill.go) keeps the fill
+// frontier and limit.
+type hostSpace struct {
+	hwm      atomic.Uint64 // written under Image.mu, read lock-free
+	reserved uint64        // under Image.mu
+	// ahead/align: the reserve-ahead chunk (0: no reserve) and its
+	// alignment. ahead drops to 0 when the device refuses a reservation.
+	ahead, align int64
+	fill         filler
+}
+
+// initSpace sets the boundaries at open from the file size (the image is
+// not shared yet). A file that ends inside a cluster (a torn write that
+// extended it) has its high-water mark rounded up: the straddling
+// cluster may be handed out, so it is below the mark and never zeroed
+// by a reservation (S1). The reserve starts at the mark.
+func (im *Image) initSpace(fsize uint64) {
+	cs := im.g.ClusterSize
+	hwm := (fsize + cs - 1) &^ (cs - 1)
+	im.space.hwm.Store(hwm)
+	im.space.reserved = hwm
+	im.initFill(im.pinfo.Fill)
+}
+
+// takeSpace is the one way to use host space: the caller (with mu held)
+// is about to place clusters, data or metadata, at [off, end), found
+// free by the refcounts. It waits for fill writes in flight over the
+// range and keeps the filler out of it (Q11), raises the high-water mark
+// past it, reserves space ahead when the range is new, and reports
+// whether the range is fresh: never handed out since open and inside the
+// reserve, so it reads as zeros and writing it does not extend the file
+// (Q2).
+func (im *Image) takeSpace(off, end uint64) (fresh bool) {
+	s := &im.space
+	im.claimFill(off, end)
+	old := s.hwm.Load()
+	if end > old {
+		s.hwm.Store(end)
+		if s.ahead > 0 {
+			im.reserveAhead(end + im.fillLead())
+		}
+	}
+	return off >= old && end <= s.reserved
+}
+
+// reserveAhead makes sure the space up to end is reserved, growing the
+// reservation by a large aligned chunk with one efficient zeroing
+// request (QEMU's preallocate filter). New clusters then land in
+// zeroed, unwritten extents inside the file: they need no per-cluster
+// zeroing (still fresh) and their writes do not extend the file. The
+// zeroing starts at or past the high-water mark (S1): space below it
+// may hold data or metadata, whatever the reserve's end says. A refusal
+// disables reserving; it is an optimisation only. Called with mu held.
+func (im *Image) reserveAhead(end uint64) {
+	s := &im.space
+	if end <= s.reserved {
+		return
+	}
+	a := uint64(max(s.align, im.dcap.Align, 1))
+	start := (max(s.reserved, s.hwm.Load()) + a - 1) / a * a
+	// Grow geometrically up to the configured chunk, so small images do
+	// not reserve far more than they use.
+	chunk := min(uint64(s.ahead), max(4<<20, s.reserved))
+	newEnd := (end + chunk + a - 1) / a * a
+	if invariants.Enabled {
+		if err := invariants.Assertf(start >= s.hwm.Load(), "reserve zeroing from %d below the high-water mark %d (S1)", start, s.hwm.Load()); err != nil {
+			s.ahead = 0
+			return
+		}
+	}
+	if newEnd > start {
+		if err := im.dev.WriteZeroes(int64(start), int64(newEnd-start), block.Allocate); err != nil {
+			s.ahead = 0
+			return
+		}
+	}
+	s.reserved = newEnd
+	im.c.reservations.Add(1)
+	im.event(EvReserve)
+	im.fillReserved(newEnd)
+}
+
+// trimReserved gives back reserved space past the high-water mark at
+// close (S3). The filler is stopped first (Close: stopFill, Q11).
+func (im *Image) trimReserved() error {
+	s := &im.space
+	end := s.hwm.Load()
+	if s.reserved <= end {
+		return nil
+	}
+	sz, err := im.dev.Size()
+	if err != nil || uint64(sz) <= end {
+		return err
+	}
+	if err := im.dev.Truncate(int64(end)); err != nil {
+		return err
+	}
+	s.reserved = end
+	return im.dev.Flush()
+}
