@@ -1,0 +1,263 @@
+package qcow2
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+)
+
+// This file holds the torture suite's configurations (TestTorture): a
+// configuration is a point of the engine's option space, named by its
+// tokens (c64k-r16-v3-mem); a name parses back, so any configuration can
+// be reproduced with -torture.config=NAME.
+
+// tcfg is one torture configuration.
+type tcfg struct {
+	cs      int    // cluster size
+	rb      int    // refcount bits
+	v2      bool   // compat 0.10
+	lazy    bool   // lazy refcounts
+	backing bool   // a raw backing file with data
+	meta    bool   // created with preallocation=metadata
+	poff    bool   // Options.Prealloc "off"
+	psize   int64  // PreallocSize: 0 default, -1 off (prealloc-size=0), else bytes
+	palign  int64  // PreallocAlign: 0 default
+	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
+	tiny    bool   // tiny L2 and refcount caches
+	backend string // see tortureBackends
+}
+
+// tortureBackends: mem = memdev (synchronous); hold = memdev under
+// holddev with random delays (completions reorder: early writes); lat =
+// memdev under latdev (a queueing model); ud/ub = the io_uring file with
+// O_DIRECT / buffered; unm = O_DIRECT without request merging; uhd =
+// O_DIRECT under holddev delays.
+var tortureBackends = []string{"mem", "hold", "lat", "ud", "ub", "unm", "uhd"}
+
+func (c tcfg) memBacked() bool {
+	return c.backend == "mem" || c.backend == "hold" || c.backend == "lat"
+}
+
+func sizeTok(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dm", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dk", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func parseSizeTok(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "m"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "m")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n * mult, err
+}
+
+// String is the configuration's name; parseTcfg parses it back.
+func (c tcfg) String() string {
+	t := []string{"c" + sizeTok(int64(c.cs)), "r" + strconv.Itoa(c.rb)}
+	if c.v2 {
+		t = append(t, "v2")
+	} else {
+		t = append(t, "v3")
+	}
+	if c.lazy {
+		t = append(t, "lazy")
+	}
+	if c.backing {
+		t = append(t, "back")
+	}
+	if c.meta {
+		t = append(t, "meta")
+	}
+	if c.poff {
+		t = append(t, "poff")
+	}
+	switch {
+	case c.psize < 0:
+		t = append(t, "ps0")
+	case c.psize > 0:
+		t = append(t, "ps"+sizeTok(c.psize))
+	}
+	if c.palign > 0 {
+		t = append(t, "pa"+sizeTok(c.palign))
+	}
+	switch c.fill {
+	case FillZeroes:
+		t = append(t, "fz")
+	case FillUnwritten:
+		t = append(t, "fu")
+	}
+	if c.tiny {
+		t = append(t, "tiny")
+	}
+	return strings.Join(append(t, c.backend), "-")
+}
+
+func parseTcfg(name string) (tcfg, error) {
+	c := tcfg{cs: 64 << 10, rb: 16, backend: "mem"}
+	for _, tok := range strings.Split(name, "-") {
+		var err error
+		switch {
+		case tok == "v2":
+			c.v2 = true
+		case tok == "v3":
+		case tok == "lazy":
+			c.lazy = true
+		case tok == "back":
+			c.backing = true
+		case tok == "meta":
+			c.meta = true
+		case tok == "poff":
+			c.poff = true
+		case tok == "ps0":
+			c.psize = -1
+		case tok == "fz":
+			c.fill = FillZeroes
+		case tok == "fu":
+			c.fill = FillUnwritten
+		case tok == "tiny":
+			c.tiny = true
+		case strings.HasPrefix(tok, "ps"):
+			c.psize, err = parseSizeTok(tok[2:])
+		case strings.HasPrefix(tok, "pa"):
+			c.palign, err = parseSizeTok(tok[2:])
+		case strings.HasPrefix(tok, "c"):
+			var n int64
+			n, err = parseSizeTok(tok[1:])
+			c.cs = int(n)
+		case strings.HasPrefix(tok, "r"):
+			c.rb, err = strconv.Atoi(tok[1:])
+		default:
+			ok := false
+			for _, b := range tortureBackends {
+				ok = ok || tok == b
+			}
+			if !ok {
+				return c, fmt.Errorf("torture config %q: unknown token %q", name, tok)
+			}
+			c.backend = tok
+		}
+		if err != nil {
+			return c, fmt.Errorf("torture config %q: token %q: %v", name, tok, err)
+		}
+	}
+	return c, c.valid()
+}
+
+func (c tcfg) valid() error {
+	switch {
+	case c.cs < 512 || c.cs > 2<<20 || c.cs&(c.cs-1) != 0:
+		return fmt.Errorf("cluster size %d", c.cs)
+	case c.rb < 1 || c.rb > 64 || c.rb&(c.rb-1) != 0:
+		return fmt.Errorf("refcount bits %d", c.rb)
+	case c.v2 && (c.rb != 16 || c.lazy):
+		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
+	case c.meta && c.backing:
+		return fmt.Errorf("preallocation=metadata with a backing file")
+	}
+	return nil
+}
+
+func (c tcfg) createOptions(size int64) CreateOptions {
+	co := CreateOptions{Size: size, ClusterSize: c.cs, RefcountBits: c.rb, LazyRefcounts: c.lazy, Compat: "1.1"}
+	if c.v2 {
+		co.Compat = "0.10"
+	}
+	if c.meta {
+		co.Preallocation = PreallocMetadata
+	}
+	return co
+}
+
+// options are the configuration's open options (without Opener/Backing).
+func (c tcfg) options() Options {
+	var o Options
+	if c.poff {
+		o.Prealloc = "off"
+	}
+	o.PreallocSize, o.PreallocAlign, o.PreallocFill = c.psize, c.palign, c.fill
+	if c.tiny {
+		e := min(c.cs, 4096)
+		o.L2CacheEntrySize = e
+		o.L2CacheSize = int64(2 * e)
+		o.RefcountCacheSize = int64(2 * c.cs)
+	}
+	return o
+}
+
+// tortureMatrix is the curated list `make torture` cycles (every value of
+// every dimension appears, in combinations that matter); odd iterations
+// of the loop draw random configurations (randomTcfg) as well.
+var tortureMatrix = []string{
+	"c64k-r16-v3-mem",
+	"c64k-r16-v3-hold",
+	"c64k-r16-v3-ud",
+	"c64k-r16-v3-ub",
+	"c64k-r16-v3-unm",
+	"c64k-r16-v3-uhd",
+	"c512-r64-v3-hold",                 // refcount table grows often, reserve renews across refblocks
+	"c512-r64-v3-ps4m-pa8m-fu-mem",     // known bug 1 shape
+	"c512-r64-v3-ps256k-pa64k-fz-hold", // fill pieces under small reserves
+	"c512-r1-v3-tiny-hold",
+	"c1k-r2-v3-lazy-back-hold",
+	"c2k-r4-v3-ps0-ud",
+	"c4k-r8-v3-tiny-lat",
+	"c4k-r16-v2-back-mem",
+	"c4k-r16-v2-hold",
+	"c8k-r32-v3-fz-ub",
+	"c16k-r16-v3-lazy-tiny-ud",
+	"c32k-r16-v3-back-poff-hold",
+	"c64k-r64-v3-meta-mem",
+	"c64k-r16-v3-back-fz-uhd",
+	"c128k-r16-v3-ps256k-pa1m-fz-unm",
+	"c256k-r1-v3-lazy-mem",
+	"c1m-r16-v3-back-ub",
+	"c2m-r16-v3-hold", // whole-cluster zero writes (known bug 8)
+	"c2m-r8-v3-poff-mem",
+	"c4k-r16-v3-ps0-poff-tiny-unm",
+	"c64k-r16-v3-fz-tiny-hold",
+	"c512-r16-v2-back-lat",
+}
+
+// randomTcfg draws a valid configuration.
+func randomTcfg(r *rand.Rand) tcfg {
+	for {
+		c := tcfg{
+			cs:      512 << r.IntN(13),
+			rb:      1 << r.IntN(7),
+			v2:      r.IntN(5) == 0,
+			lazy:    r.IntN(4) == 0,
+			backing: r.IntN(3) == 0,
+			meta:    r.IntN(8) == 0,
+			poff:    r.IntN(6) == 0,
+			tiny:    r.IntN(4) == 0,
+			backend: tortureBackends[r.IntN(len(tortureBackends))],
+		}
+		if c.v2 {
+			c.rb = 16
+			c.lazy = false
+		}
+		switch r.IntN(4) {
+		case 0:
+			c.psize = -1
+		case 1:
+			c.psize = 256 << 10
+		case 2:
+			c.psize = 4 << 20
+		}
+		c.palign = []int64{0, 0, 64 << 10, 1 << 20, 8 << 20}[r.IntN(5)]
+		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
+		if c.valid() == nil {
+			return c
+		}
+	}
+}

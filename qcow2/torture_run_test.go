@@ -1,0 +1,1019 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/holddev"
+	"github.com/qring/qring/block/latdev"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/uring"
+)
+
+// tstats are what one torture case saw. They are printed as one
+// "TORTURE-STATS {json}" line and summed by TestTortureLoop.
+type tstats struct {
+	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
+	Grows, GrowSkips, Skipped, Batches, BatchOps, Checks          int64
+	// Engine metrics, summed over every open of the image.
+	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
+	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
+	Fallocates, COWBytes, ZeroPadBytes                          int64
+	Merged                                                      int64 // uring Metrics().Merged
+	RYWChecks                                                   int64 // read-your-writes checks in batches
+	Events                                                      map[string]int64
+	Crash                                                       map[string]int64 // crash clones verified, by kind
+	CrashQemu                                                   int64            // of which also qemu-img checked
+}
+
+func newTstats() *tstats {
+	return &tstats{Events: map[string]int64{}, Crash: map[string]int64{}}
+}
+
+func (s *tstats) add(o *tstats) {
+	s.Cases += o.Cases
+	s.Ops += o.Ops
+	s.Writes += o.Writes
+	s.Zeroes += o.Zeroes
+	s.Discards += o.Discards
+	s.Flushes += o.Flushes
+	s.Reads += o.Reads
+	s.Reopens += o.Reopens
+	s.Grows += o.Grows
+	s.GrowSkips += o.GrowSkips
+	s.Skipped += o.Skipped
+	s.Batches += o.Batches
+	s.BatchOps += o.BatchOps
+	s.Checks += o.Checks
+	s.EarlyWrites += o.EarlyWrites
+	s.FillBytes += o.FillBytes
+	s.FillWaits += o.FillWaits
+	s.Reservations += o.Reservations
+	s.Refblocks += o.Refblocks
+	s.ReftableGrowths += o.ReftableGrowths
+	s.L2Tables += o.L2Tables
+	s.Clusters += o.Clusters
+	s.AllocWaits += o.AllocWaits
+	s.FreshSkips += o.FreshSkips
+	s.Fallocates += o.Fallocates
+	s.COWBytes += o.COWBytes
+	s.ZeroPadBytes += o.ZeroPadBytes
+	s.Merged += o.Merged
+	s.RYWChecks += o.RYWChecks
+	s.CrashQemu += o.CrashQemu
+	for k, v := range o.Events {
+		s.Events[k] += v
+	}
+	for k, v := range o.Crash {
+		s.Crash[k] += v
+	}
+}
+
+func (s *tstats) addMetrics(m Metrics) {
+	s.EarlyWrites += m.EarlyWrites
+	s.FillBytes += m.FillBytes
+	s.FillWaits += m.FillWaits
+	s.Reservations += m.Reservations
+	s.Refblocks += m.RefblocksAllocated
+	s.ReftableGrowths += m.ReftableGrowths
+	s.L2Tables += m.L2TablesAllocated
+	s.Clusters += m.ClustersAllocated
+	s.AllocWaits += m.AllocWaits
+	s.FreshSkips += m.FreshSkips
+	s.Fallocates += m.Fallocates
+	s.COWBytes += m.COWBytes
+	s.ZeroPadBytes += m.ZeroPadBytes
+}
+
+func mapString(m map[string]int64) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	var b strings.Builder
+	for i, k := range ks {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+func (s *tstats) String() string {
+	var crash int64
+	for _, v := range s.Crash {
+		crash += v
+	}
+	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks, %d checks)\n"+
+		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d\n"+
+		"events seen: %s\n"+
+		"crash points verified: %d (%s); %d also qemu-img checked",
+		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.Checks,
+		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged,
+		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
+}
+
+// trun is one torture case: a seed's op sequence under one configuration.
+type trun struct {
+	t    *testing.T
+	cfg  tcfg
+	seed uint64
+	p    tgenParams
+	dir  string
+	st   *tstats
+
+	size  int64
+	model []byte
+	bdata []byte
+	bdev  *memdev.Dev // the backing data (memdev backends, and the v2 discard model)
+
+	// memdev backends
+	mem *memdev.Dev
+	hd  *holddev.Dev
+	dev block.Device
+	// file backends
+	path    string
+	filesMu sync.Mutex
+	files   []*uring.File
+
+	im      *Image
+	base    Options // the configuration's options
+	o       Options // the options of the current open
+	reopens int
+	rng     *rand.Rand // delays (holddev)
+	rngMu   sync.Mutex
+	dumped  bool
+
+	// Crash clones (memdev backends): what a crash may not lose.
+	cmu        sync.Mutex
+	flushed    []byte // guest view at the last completed Flush
+	touched    []bool // sectors written since (any value allowed after a crash)
+	crng       *rand.Rand
+	seen       map[string]int
+	perKind    int // crash clones per kind
+	clones     int
+	crashOff   bool
+	crashFails int
+	evMu       sync.Mutex
+}
+
+// tortureKeepRoot is where case directories go (kept on failure).
+func tortureKeepRoot() string {
+	if *tortureKeep != "" {
+		return *tortureKeep
+	}
+	return filepath.Join(os.TempDir(), "qring-torture")
+}
+
+func reproCmd(seed uint64, cfg tcfg, p tgenParams) string {
+	s := fmt.Sprintf("go test -count=1 -run 'TestTorture$' ./qcow2 -torture.seed=%d -torture.config=%s", seed, cfg)
+	d := defaultGenParams()
+	if p.ops != d.ops {
+		s += fmt.Sprintf(" -torture.ops=%d", p.ops)
+	}
+	if p.size != d.size {
+		s += fmt.Sprintf(" -torture.size=%s", sizeTok(p.size))
+	}
+	return s
+}
+
+func defaultGenParams() tgenParams {
+	return tgenParams{size: 32 << 20, maxSize: 64 << 20, ops: 400, batchOps: 40}
+}
+
+// runTorture runs one case and returns its stats.
+func runTorture(t *testing.T, seed uint64, cfg tcfg, p tgenParams, crashPerKind int) *tstats {
+	if err := os.MkdirAll(tortureKeepRoot(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(tortureKeepRoot(), fmt.Sprintf("s%d-%s-", seed, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &trun{t: t, cfg: cfg, seed: seed, p: p, dir: dir, st: newTstats(), perKind: crashPerKind,
+		rng:  rand.New(rand.NewPCG(seed, 3)),
+		crng: rand.New(rand.NewPCG(seed, 4)),
+		seen: map[string]int{}}
+	r.st.Cases = 1
+	t.Cleanup(func() {
+		if r.im != nil {
+			r.im.Close()
+		}
+		if !t.Failed() {
+			os.RemoveAll(dir)
+			return
+		}
+		r.dump()
+		t.Logf("TORTURE-FAIL image kept in %s", dir)
+		t.Logf("TORTURE-FAIL reproduce: %s", reproCmd(seed, cfg, p))
+	})
+	t.Logf("torture seed %d config %s (%d ops, %d MiB); reproduce: %s", seed, cfg, p.ops, p.size>>20, reproCmd(seed, cfg, p))
+	ops := genOps(seed, p)
+	r.setup()
+	for i, o := range ops {
+		r.exec(i, o)
+		if t.Failed() {
+			t.FailNow()
+		}
+		if i%25 == 24 {
+			r.check(fmt.Sprintf("after op %d", i))
+		}
+	}
+	r.finish()
+	return r.st
+}
+
+func (r *trun) fatalf(f string, a ...any) {
+	r.t.Helper()
+	r.t.Fatalf("seed %d config %s: "+f, append([]any{r.seed, r.cfg}, a...)...)
+}
+
+// dump writes the memdev image to the case directory (qemu-img and a
+// kept failure need a file).
+func (r *trun) dump() string {
+	if r.mem == nil {
+		return r.path
+	}
+	p := filepath.Join(r.dir, "image.qcow2")
+	if err := os.WriteFile(p, r.mem.Bytes(), 0o644); err != nil {
+		r.t.Errorf("dump: %v", err)
+	}
+	return p
+}
+
+func (r *trun) setup() {
+	cfg := r.cfg
+	r.size = r.p.size
+	r.model = make([]byte, r.size)
+	co := cfg.createOptions(r.size)
+	if cfg.backing {
+		r.bdata = make([]byte, r.size/2+12345) // shorter than the image
+		fillPattern(r.bdata, r.seed^0xbacc)
+		copy(r.model, r.bdata)
+		bp := filepath.Join(r.dir, "backing.raw")
+		if err := os.WriteFile(bp, r.bdata, 0o644); err != nil {
+			r.fatalf("%v", err)
+		}
+		r.bdev = memdev.FromBytes(r.bdata, memdev.Options{})
+		co.BackingFile, co.BackingFormat = bp, "raw"
+	}
+	r.flushed = append([]byte(nil), r.model...)
+	r.touched = make([]bool, (r.size+crashSector-1)/crashSector)
+	r.base = cfg.options()
+	if cfg.memBacked() {
+		if cfg.meta {
+			// Preallocation needs Create (a file): create, then load.
+			p := filepath.Join(r.dir, "create.qcow2")
+			if err := Create(p, co); err != nil {
+				r.fatalf("create: %v", err)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				r.fatalf("%v", err)
+			}
+			os.Remove(p)
+			r.mem = memdev.FromBytes(b, memdev.Options{})
+		} else {
+			r.mem = memdev.New(memdev.Options{})
+			if err := CreateDevice(r.mem, co); err != nil {
+				r.fatalf("create: %v", err)
+			}
+		}
+		if c := r.mem.Caps(); c.ZeroFlags&block.Allocate == 0 {
+			r.fatalf("memdev does not advertise Allocate: the fast paths would not run")
+		}
+		ho := holddev.Options{NoClose: true, Before: r.devHook}
+		if cfg.backend == "hold" {
+			ho.Delay = r.delay
+		}
+		r.hd = holddev.New(r.mem, ho)
+		r.dev = r.hd
+		if cfg.backend == "lat" {
+			m := latdev.Distributed().Scaled(0.05)
+			m.Parallel = 8
+			r.dev = latdev.New(r.hd, m)
+		}
+	} else {
+		r.path = filepath.Join(r.dir, "image.qcow2")
+		co.Opener = r.opener
+		if err := Create(r.path, co); err != nil {
+			r.fatalf("create: %v", err)
+		}
+	}
+	r.open(r.base)
+}
+
+// delay is holddev's jitter: most ops pass at once, some wait up to
+// 300 µs, so concurrent completions reorder.
+func (r *trun) delay(o holddev.Op) time.Duration {
+	if o.Kind == holddev.Read {
+		return 0
+	}
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	if r.rng.IntN(3) != 0 {
+		return 0
+	}
+	return time.Duration(r.rng.IntN(300)) * time.Microsecond
+}
+
+func (r *trun) opener(p string, ro bool) (block.Device, error) {
+	uo := uring.Options{ReadOnly: ro, Direct: r.cfg.backend != "ub", NoMerge: r.cfg.backend == "unm"}
+	f, err := uring.Open(p, uo)
+	if err != nil {
+		return nil, err
+	}
+	r.filesMu.Lock()
+	r.files = append(r.files, f)
+	r.filesMu.Unlock()
+	if r.cfg.backend == "uhd" {
+		return holddev.New(f, holddev.Options{Delay: r.delay}), nil
+	}
+	return f, nil
+}
+
+func (r *trun) open(o Options) {
+	o.OnEvent = r.onEvent
+	var err error
+	if r.cfg.memBacked() {
+		if r.bdev != nil {
+			o.Backing = r.bdev
+		}
+		r.im, err = OpenDevice(r.dev, o)
+	} else {
+		o.Opener = r.opener
+		r.im, err = Open(r.path, o)
+	}
+	if err != nil {
+		r.fatalf("open: %v", err)
+	}
+	r.o = o
+}
+
+// closeImage closes the image and sums its metrics.
+func (r *trun) closeImage() {
+	im := r.im
+	r.im = nil
+	r.st.addMetrics(im.Metrics())
+	if err := im.Close(); err != nil {
+		r.fatalf("close: %v", err)
+	}
+	r.filesMu.Lock()
+	for _, f := range r.files {
+		r.st.Merged += int64(f.Metrics().Merged)
+	}
+	r.files = nil
+	r.filesMu.Unlock()
+	r.afterFlush()
+}
+
+// reopenRO opens the closed image read-only (own Check, contents).
+func (r *trun) reopenRO() *Image {
+	o := Options{ReadOnly: true}
+	var im *Image
+	var err error
+	if r.cfg.memBacked() {
+		if r.bdev != nil {
+			o.Backing = r.bdev
+		}
+		im, err = OpenDevice(r.dev, o)
+	} else {
+		o.Opener = uring.Opener(uring.Options{})
+		im, err = Open(r.path, o)
+	}
+	if err != nil {
+		r.fatalf("reopen read-only: %v", err)
+	}
+	return im
+}
+
+func (r *trun) touch(off, n int64) {
+	r.cmu.Lock()
+	for s := off / crashSector; s <= (off+n-1)/crashSector && s < int64(len(r.touched)); s++ {
+		r.touched[s] = true
+	}
+	r.cmu.Unlock()
+}
+
+func (r *trun) afterFlush() {
+	r.cmu.Lock()
+	r.flushed = append(r.flushed[:0], r.model...)
+	clear(r.touched)
+	r.cmu.Unlock()
+}
+
+// variants are the options reopens alternate with the configuration's.
+var tortureVariants = []func(c tcfg, o *Options){
+	func(c tcfg, o *Options) { o.Prealloc = "off" },
+	func(c tcfg, o *Options) { o.PreallocSize = -1 },
+	func(c tcfg, o *Options) { o.PreallocSize, o.PreallocAlign = 256<<10, 64<<10 },
+	func(c tcfg, o *Options) {
+		o.PreallocSize, o.PreallocAlign, o.PreallocFill = 4<<20, 8<<20, FillUnwritten
+	},
+	func(c tcfg, o *Options) { o.PreallocSize, o.PreallocFill = 2<<20, FillZeroes },
+	func(c tcfg, o *Options) {
+		e := min(c.cs, 4096)
+		o.L2CacheEntrySize, o.L2CacheSize, o.RefcountCacheSize = e, int64(2*e), int64(2*c.cs)
+	},
+	func(c tcfg, o *Options) { o.CacheCleanInterval = 2 * time.Millisecond },
+	func(c tcfg, o *Options) { o.Prealloc, o.PreallocSize = "", 0 },
+}
+
+func (r *trun) reopen(arg int) {
+	r.closeImage()
+	r.closedChecks("reopen", false)
+	r.reopens++
+	o := r.base
+	if r.reopens%2 == 1 {
+		tortureVariants[arg%len(tortureVariants)](r.cfg, &o)
+	}
+	r.open(o)
+	r.compareAll("after reopen")
+}
+
+// closedChecks checks the closed image: our Check clean, contents equal
+// the model, and (files, or withQemu) qemu-img check clean.
+func (r *trun) closedChecks(what string, withQemu bool) {
+	im := r.reopenRO()
+	res, err := im.Check(CheckOptions{})
+	if err != nil {
+		im.Close()
+		r.fatalf("%s: check: %v", what, err)
+	}
+	if !res.Clean() {
+		im.Close()
+		r.fatalf("%s: closed image not clean: %d corruptions, %d leaks, %d errors: %v", what, res.Corruptions, res.Leaks, res.CheckErrors, head(res.Messages, 10))
+	}
+	got := readAll(r.t, im)
+	im.Close()
+	r.mustModel(got, 0, what+": reopened contents")
+	if withQemu || !r.cfg.memBacked() {
+		r.qemuCheck(r.dump(), false, what)
+	}
+	r.st.Checks++
+}
+
+// qemuCheck runs qemu-img check; leaks are allowed only if allowLeaks.
+func (r *trun) qemuCheck(path string, allowLeaks bool, what string) bool {
+	if !haveQemu() {
+		return true
+	}
+	out, err := exec.Command("qemu-img", "check", "--output=json", path).CombinedOutput()
+	var res struct {
+		Corruptions int `json:"corruptions"`
+		Leaks       int `json:"leaks"`
+		CheckErrors int `json:"check-errors"`
+	}
+	jerr := json.Unmarshal(out, &res)
+	if jerr != nil || res.Corruptions+res.CheckErrors != 0 || (!allowLeaks && res.Leaks != 0) || (err != nil && !(allowLeaks && res.Corruptions+res.CheckErrors == 0)) {
+		human, _ := exec.Command("qemu-img", "check", path).CombinedOutput()
+		r.t.Errorf("seed %d config %s: %s: qemu-img check %s: %v %+v\n%s", r.seed, r.cfg, what, path, err, res, human)
+		return false
+	}
+	return true
+}
+
+func (r *trun) mustModel(got []byte, off int64, what string) {
+	r.t.Helper()
+	want := r.model[off : off+int64(len(got))]
+	if i := firstDiff(got, want); i >= 0 {
+		r.fatalf("%s: first difference at guest offset %d (%#x): got %#x want %#x (read [%#x,+%#x))", what, off+int64(i), off+int64(i), got[i], want[i], off, len(got))
+	}
+}
+
+func (r *trun) compareAll(what string) {
+	got := make([]byte, r.size)
+	if err := block.ReadAt(r.im, got, 0); err != nil {
+		r.fatalf("%s: read: %v", what, err)
+	}
+	r.mustModel(got, 0, what)
+}
+
+// check runs our Check on the live image: no corruption, no leaks.
+func (r *trun) check(what string) {
+	res, err := r.im.Check(CheckOptions{})
+	r.st.Checks++
+	if err != nil {
+		r.fatalf("%s: check: %v", what, err)
+	}
+	if res.Corruptions != 0 || res.CheckErrors != 0 || res.Leaks != 0 {
+		r.fatalf("%s: check of the live image: %d corruptions, %d leaks, %d errors: %v", what, res.Corruptions, res.Leaks, res.CheckErrors, head(res.Messages, 10))
+	}
+}
+
+// clip limits an op to the current size; false if it lies past it.
+func (r *trun) clip(off, n int64) (int64, bool) {
+	if off >= r.size {
+		r.st.Skipped++
+		return 0, false
+	}
+	return min(n, r.size-off), true
+}
+
+func (r *trun) exec(i int, o top) {
+	defer func() {
+		if e := recover(); e != nil {
+			r.fatalf("op %d (%v): panic: %v\n%s", i, o, e, debug.Stack())
+		}
+	}()
+	r.st.Ops++
+	switch o.kind {
+	case opWrite, opZero, opDiscard, opRead:
+		n, ok := r.clip(o.off, o.n)
+		if !ok {
+			return
+		}
+		o.n = n
+	}
+	im := r.im
+	switch o.kind {
+	case opWrite:
+		r.st.Writes++
+		b := make([]byte, o.n)
+		fillPattern(b, o.pat)
+		r.touch(o.off, o.n)
+		if _, err := im.WriteAt(b, o.off); err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		copy(r.model[o.off:], b)
+	case opZero:
+		r.st.Zeroes++
+		r.touch(o.off, o.n)
+		if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		clear(r.model[o.off : o.off+o.n])
+	case opDiscard:
+		r.st.Discards++
+		r.touch(o.off, o.n)
+		if err := im.Discard(o.off, o.n); err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		r.discardModel(r.model, o.off, o.n)
+	case opFlush:
+		r.st.Flushes++
+		if err := im.Flush(); err != nil {
+			r.fatalf("op %d (flush): %v", i, err)
+		}
+		r.afterFlush()
+	case opRead:
+		r.st.Reads++
+		b := make([]byte, o.n)
+		if _, err := im.ReadAt(b, o.off); err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		r.mustModel(b, o.off, fmt.Sprintf("op %d (%v)", i, o))
+	case opReopen:
+		r.st.Reopens++
+		r.reopen(o.arg)
+	case opGrow:
+		if o.off <= r.size {
+			return
+		}
+		err := im.Truncate(o.off)
+		if errors.Is(err, ErrUnsupported) && !*tortureRequireGrow {
+			r.st.GrowSkips++
+			return
+		}
+		if err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		r.st.Grows++
+		r.cmu.Lock()
+		r.model = append(r.model, make([]byte, o.off-r.size)...)
+		r.flushed = append(r.flushed, make([]byte, o.off-r.size)...)
+		r.touched = append(r.touched, make([]bool, (o.off+crashSector-1)/crashSector-int64(len(r.touched)))...)
+		r.size = o.off
+		r.cmu.Unlock()
+		if sz, _ := im.Size(); sz != o.off {
+			r.fatalf("op %d (%v): size %d after growth", i, o, sz)
+		}
+	case opBatch:
+		r.st.Batches++
+		r.runBatch(i, o.batch)
+		r.check(fmt.Sprintf("after batch op %d", i))
+	case opCheck:
+		r.check(fmt.Sprintf("op %d", i))
+	}
+}
+
+// discardModel applies Discard's semantics: clusters wholly inside the
+// range (and the last, partial cluster when the range ends at the end of
+// the image) read as zeros, or as the backing file on v2.
+func (r *trun) discardModel(model []byte, off, n int64) {
+	cs := int64(r.cfg.cs)
+	first := (off + cs - 1) / cs
+	end := (off + n) / cs
+	if off+n == r.size {
+		end = (off + n + cs - 1) / cs
+	}
+	for c := first; c < end; c++ {
+		lo, hi := c*cs, min(c*cs+cs, int64(len(model)))
+		clear(model[lo:hi])
+		if r.cfg.v2 && r.bdata != nil && lo < int64(len(r.bdata)) {
+			copy(model[lo:hi], r.bdata[lo:])
+		}
+	}
+}
+
+// runBatch runs a concurrent phase (tbatch).
+func (r *trun) runBatch(i int, b *tbatch) {
+	if b.sbase+b.sspan > r.size || b.base+b.span > r.size {
+		r.st.Skipped++
+		return
+	}
+	r.touch(b.base, b.span)
+	r.touch(b.sbase, b.sspan)
+	im := r.im
+	t := r.t
+	var mu sync.RWMutex
+	var wg sync.WaitGroup
+	var ryw, nops atomic.Int64
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	failf := func(f string, a ...any) {
+		t.Errorf("seed %d config %s: batch op %d: "+f, append([]any{r.seed, r.cfg, i}, a...)...)
+		stopOnce.Do(func() { close(stop) })
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	guard := func(who string) {
+		if e := recover(); e != nil {
+			failf("%s: panic: %v\n%s", who, e, debug.Stack())
+		}
+	}
+	// writeRYW writes and, for every acknowledged write, reads it back
+	// (a read issued after an acknowledged write must see it).
+	writeRYW := func(who string, o top) bool {
+		data := make([]byte, o.n)
+		fillPattern(data, o.pat)
+		if _, err := im.WriteAt(data, o.off); err != nil {
+			failf("%s: write [%#x,+%#x): %v", who, o.off, o.n, err)
+			return false
+		}
+		got := make([]byte, o.n)
+		if _, err := im.ReadAt(got, o.off); err != nil {
+			failf("%s: read: %v", who, err)
+			return false
+		}
+		ryw.Add(1)
+		if k := firstDiff(got, data); k >= 0 {
+			failf("%s: read-your-writes: write [%#x,+%#x) acknowledged, the read after it differs at guest offset %#x: got %#x want %#x (early writes so far: %d)",
+				who, o.off, o.n, o.off+int64(k), got[k], data[k], im.Metrics().EarlyWrites)
+			return false
+		}
+		return true
+	}
+	for g := range b.own {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			who := fmt.Sprintf("goroutine %d", g)
+			defer guard(who)
+			for _, o := range b.own[g] {
+				if stopped() {
+					return
+				}
+				nops.Add(1)
+				switch o.kind {
+				case opWrite:
+					if !writeRYW(who, o) {
+						return
+					}
+					data := make([]byte, o.n)
+					fillPattern(data, o.pat)
+					mu.RLock()
+					copy(r.model[o.off:], data)
+					mu.RUnlock()
+				case opRead:
+					got := make([]byte, o.n)
+					if _, err := im.ReadAt(got, o.off); err != nil {
+						failf("%s: read: %v", who, err)
+						return
+					}
+					mu.RLock()
+					k := firstDiff(got, r.model[o.off:o.off+o.n])
+					var w byte
+					if k >= 0 {
+						w = r.model[o.off+int64(k)]
+					}
+					mu.RUnlock()
+					if k >= 0 {
+						failf("%s: own stripe [%#x,+%#x) differs at %#x: got %#x want %#x", who, o.off, o.n, o.off+int64(k), got[k], w)
+						return
+					}
+				case opZero:
+					if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
+						failf("%s: zero [%#x,+%#x): %v", who, o.off, o.n, err)
+						return
+					}
+					mu.RLock()
+					clear(r.model[o.off : o.off+o.n])
+					mu.RUnlock()
+				case opDiscard:
+					if err := im.Discard(o.off, o.n); err != nil {
+						failf("%s: discard [%#x,+%#x): %v", who, o.off, o.n, err)
+						return
+					}
+					mu.RLock()
+					r.discardModel(r.model, o.off, o.n)
+					mu.RUnlock()
+				}
+			}
+		}(g)
+	}
+	// Two dup writers race on the shared window with identical data.
+	for d := 0; d < 2; d++ {
+		wg.Add(1)
+		go func(d int) {
+			defer wg.Done()
+			who := fmt.Sprintf("dup writer %d", d)
+			defer guard(who)
+			rr := rand.New(rand.NewPCG(b.seed, uint64(d)))
+			items := append([]top(nil), b.shared...)
+			rr.Shuffle(len(items), func(a, c int) { items[a], items[c] = items[c], items[a] })
+			for _, o := range items {
+				if stopped() {
+					return
+				}
+				nops.Add(1)
+				if !writeRYW(who, o) {
+					return
+				}
+			}
+		}(d)
+	}
+	// Readers across the windows' edges verify the bytes outside them.
+	for k := 0; k < b.readers; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			who := fmt.Sprintf("reader %d", k)
+			defer guard(who)
+			rr := rand.New(rand.NewPCG(b.seed, uint64(100+k)))
+			for j := 0; j < 20 && !stopped(); j++ {
+				edge := []int64{b.base, b.base + b.span, b.sbase, b.sbase + b.sspan}[rr.IntN(4)]
+				lo := max(0, edge-rr.Int64N(64<<10))
+				n := min(1+rr.Int64N(128<<10), r.size-lo)
+				got := make([]byte, n)
+				nops.Add(1)
+				if _, err := im.ReadAt(got, lo); err != nil {
+					failf("%s: read: %v", who, err)
+					return
+				}
+				for x := int64(0); x < n; x++ {
+					p := lo + x
+					if (p >= b.base && p < b.base+b.span) || (p >= b.sbase && p < b.sbase+b.sspan) {
+						continue
+					}
+					if got[x] != r.model[p] {
+						failf("%s: stable byte at %#x: got %#x want %#x", who, p, got[x], r.model[p])
+						return
+					}
+				}
+			}
+		}(k)
+	}
+	for k := 0; k < b.flushes; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer guard("flusher")
+			time.Sleep(time.Duration(k*300) * time.Microsecond)
+			nops.Add(1)
+			if err := im.Flush(); err != nil {
+				failf("flush: %v", err)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		buf := make([]byte, 1<<20)
+		n := runtimeStack(buf)
+		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])
+	}
+	r.st.RYWChecks += ryw.Load()
+	r.st.BatchOps += nops.Load()
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, o := range b.shared {
+		data := make([]byte, o.n)
+		fillPattern(data, o.pat)
+		copy(r.model[o.off:], data)
+	}
+	for _, w := range [][2]int64{{b.base, b.span}, {b.sbase, b.sspan}} {
+		got := make([]byte, w[1])
+		if _, err := im.ReadAt(got, w[0]); err != nil {
+			r.fatalf("batch op %d: read: %v", i, err)
+		}
+		r.mustModel(got, w[0], fmt.Sprintf("batch op %d: window after the batch", i))
+	}
+}
+
+func (r *trun) finish() {
+	if err := r.im.Flush(); err != nil {
+		r.fatalf("final flush: %v", err)
+	}
+	r.afterFlush()
+	r.compareAll("final contents")
+	r.closeImage()
+	r.closedChecks("final", true)
+	path := r.dump()
+	if haveQemu() {
+		raw := filepath.Join(r.dir, "converted.raw")
+		if out, err := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw).CombinedOutput(); err != nil {
+			r.fatalf("qemu-img convert: %v\n%s", err, out)
+		}
+		got, err := os.ReadFile(raw)
+		if err != nil {
+			r.fatalf("%v", err)
+		}
+		os.Remove(raw)
+		if int64(len(got)) != r.size {
+			r.fatalf("qemu-img convert: %d bytes, want %d", len(got), r.size)
+		}
+		r.mustModel(got, 0, "qemu-img convert -O raw")
+	}
+	if r.t.Failed() {
+		r.t.FailNow()
+	}
+	b, _ := json.Marshal(r.st)
+	fmt.Printf("TORTURE-STATS %s\n", b)
+	r.t.Logf("seed %d config %s: %v", r.seed, r.cfg, r.st)
+}
+
+// --- crash clones ---
+
+var rareKinds = map[string]bool{"reserve": true, "refblock": true, "reftable": true, "l1-grow": true, "l2": true, "dev-truncate": true}
+
+func (r *trun) onEvent(ev Event) {
+	r.evMu.Lock()
+	r.st.Events[ev.String()]++
+	r.evMu.Unlock()
+	r.maybeCrash(ev.String())
+}
+
+// devHook runs before every mutating device op (memdev backends).
+func (r *trun) devHook(o holddev.Op) {
+	r.maybeCrash("dev-" + strings.ReplaceAll(o.Kind.String(), "+", ""))
+}
+
+// maybeCrash takes a crash clone at this moment (sampled by kind) and
+// verifies it at once: reopen, Check without corruption, flushed data
+// intact, leaks repairable; qemu-img check on a sample.
+func (r *trun) maybeCrash(kind string) {
+	if r.mem == nil || r.perKind <= 0 {
+		return
+	}
+	r.cmu.Lock()
+	defer r.cmu.Unlock()
+	if r.crashOff {
+		return
+	}
+	n := r.seen[kind]
+	r.seen[kind]++
+	taken := r.st.Crash[kind]
+	if taken >= int64(r.perKind) {
+		return
+	}
+	p := 150
+	if rareKinds[kind] {
+		p = 4
+	}
+	if n > 0 && r.crng.IntN(p) != 0 {
+		return
+	}
+	clone := r.mem.CrashClone(r.crng, r.crng.Float64())
+	r.clones++
+	withQemu := taken == 0 || r.crng.IntN(4) == 0
+	if !r.verifyClone(kind, clone, withQemu) {
+		r.crashFails++
+		r.crashOff = true // one kept clone is enough
+		return
+	}
+	r.st.Crash[kind]++
+	if withQemu {
+		r.st.CrashQemu++
+	}
+}
+
+// verifyClone is called with cmu held.
+func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
+	keep := func(why string, a ...any) bool {
+		p := filepath.Join(r.dir, fmt.Sprintf("crash-%s-%d.qcow2", kind, r.clones))
+		os.WriteFile(p, clone.Bytes(), 0o644)
+		r.t.Errorf("seed %d config %s: crash clone at %s #%d: %s (clone kept in %s)", r.seed, r.cfg, kind, r.clones, fmt.Sprintf(why, a...), p)
+		return false
+	}
+	before := clone.Bytes()
+	o := r.o
+	o.OnEvent = nil
+	o.Opener = nil
+	if r.bdev != nil {
+		o.Backing = r.bdev
+	}
+	im, err := OpenDevice(clone, o)
+	if err != nil {
+		clone = memdev.FromBytes(before, memdev.Options{})
+		return keep("reopen: %v", err)
+	}
+	res, err := im.Check(CheckOptions{})
+	if err != nil || res.Corruptions != 0 || res.CheckErrors != 0 {
+		im.Close()
+		clone = memdev.FromBytes(before, memdev.Options{})
+		return keep("check: %v: %d corruptions, %d errors: %v", err, res.Corruptions, res.CheckErrors, head(res.Messages, 8))
+	}
+	sz, _ := im.Size()
+	n := min(sz, int64(len(r.flushed)))
+	got := make([]byte, n)
+	if err := block.ReadAt(im, got, 0); err != nil {
+		im.Close()
+		clone = memdev.FromBytes(before, memdev.Options{})
+		return keep("read: %v", err)
+	}
+	for s := int64(0); s*crashSector < n; s++ {
+		if r.touched[s] {
+			continue
+		}
+		lo, hi := s*crashSector, min((s+1)*crashSector, n)
+		if k := firstDiff(got[lo:hi], r.flushed[lo:hi]); k >= 0 {
+			im.Close()
+			clone = memdev.FromBytes(before, memdev.Options{})
+			return keep("flushed data lost at guest offset %#x: got %#x want %#x", lo+int64(k), got[lo+int64(k)], r.flushed[lo+int64(k)])
+		}
+	}
+	if res.Leaks > 0 {
+		res, err = im.Check(CheckOptions{Repair: RepairLeaks})
+		if err != nil || !res.Clean() {
+			im.Close()
+			clone = memdev.FromBytes(before, memdev.Options{})
+			return keep("leak repair: %v %+v", err, res)
+		}
+	}
+	if err := im.Close(); err != nil {
+		clone = memdev.FromBytes(before, memdev.Options{})
+		return keep("close after recovery: %v", err)
+	}
+	if withQemu && haveQemu() {
+		p := filepath.Join(r.dir, "crash-check.qcow2")
+		// The clone as the power cut left it (dirty lazy images need
+		// our recovery first: qemu-img check would report their
+		// stale refcounts), then after our recovery.
+		if !r.cfg.lazy {
+			os.WriteFile(p, before, 0o644)
+			if !r.qemuCheck(p, true, "crash clone at "+kind) {
+				clone = memdev.FromBytes(before, memdev.Options{})
+				return keep("qemu-img check of the clone failed")
+			}
+		}
+		os.WriteFile(p, clone.Bytes(), 0o644)
+		if !r.qemuCheck(p, false, "crash clone at "+kind+" after recovery") {
+			clone = memdev.FromBytes(before, memdev.Options{})
+			return keep("qemu-img check after recovery failed")
+		}
+		os.Remove(p)
+	}
+	return true
+}
+
+// bytesEqualModel is used by the hold scenarios.
+func bytesEqualAt(t *testing.T, im *Image, off int64, want []byte, what string) {
+	t.Helper()
+	got := make([]byte, len(want))
+	if _, err := im.ReadAt(got, off); err != nil {
+		t.Fatalf("%s: read: %v", what, err)
+	}
+	if !bytes.Equal(got, want) {
+		k := firstDiff(got, want)
+		t.Fatalf("%s: differs at guest offset %#x: got %#x want %#x", what, off+int64(k), got[k], want[k])
+	}
+}
