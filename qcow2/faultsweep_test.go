@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -423,6 +425,36 @@ var sweepKinds = []sweepKind{
 
 func sweepFull() bool { return os.Getenv("QRING_SWEEP_FULL") == "1" }
 
+// sweepT is the T of one sweep (a workload and a fault kind): it counts
+// the errors reported through it, so that the give-up counter of sweepOne
+// sees each fault point's own failures (t.Failed() stays true once one
+// point failed, and would count every later point as failing).
+type sweepT struct {
+	testing.TB
+	errs atomic.Int64
+}
+
+func (t *sweepT) Errorf(format string, args ...any) {
+	t.TB.Helper()
+	t.errs.Add(1)
+	t.TB.Errorf(format, args...)
+}
+
+func (t *sweepT) Error(args ...any) {
+	t.TB.Helper()
+	t.errs.Add(1)
+	t.TB.Error(args...)
+}
+
+func (t *sweepT) Fail() {
+	t.TB.Helper()
+	t.errs.Add(1)
+	t.TB.Fail()
+}
+
+// errors is how many errors were reported through t so far.
+func (t *sweepT) errors() int64 { return t.errs.Load() }
+
 type sweepStats struct {
 	mu                               sync.Mutex
 	runs, faults, reopens, qemuRuns  int
@@ -448,12 +480,18 @@ func runSweep(t *testing.T, wls []sweepWorkload) {
 		st.runs, st.faults, st.reopens, st.qemuRuns, st.openFaults, st.recovered, st.swallowed)
 }
 
-// sweepOne sweeps one workload with one fault kind.
-func sweepOne(t *testing.T, wl sweepWorkload, k sweepKind, seed uint64, st *sweepStats) {
+// sweepGiveUp is how many failing fault points end a sweep (one workload
+// and fault kind) early.
+const sweepGiveUp = 3
+
+// sweepOne sweeps one workload with one fault kind. It gives up after
+// sweepGiveUp fault points that failed themselves.
+func sweepOne(tb testing.TB, wl sweepWorkload, k sweepKind, seed uint64, st *sweepStats) {
+	t := &sweepT{TB: tb}
 	rng := rand.New(rand.NewPCG(seed, 99))
 	// A clean run counts the ops.
 	total, _ := sweepRunOnce(t, wl, k, -1, rng, st, false)
-	if t.Failed() {
+	if t.errors() > 0 {
 		return
 	}
 	var idx []int64
@@ -475,6 +513,7 @@ func sweepOne(t *testing.T, wl sweepWorkload, k sweepKind, seed uint64, st *swee
 	}
 	bad := 0
 	for n, i := range idx {
+		errs := t.errors()
 		ops, fired := sweepRunOnce(t, wl, k, i, rng, st, n%sweepQemuEvery == 0)
 		if !fired {
 			switch {
@@ -488,9 +527,9 @@ func sweepOne(t *testing.T, wl sweepWorkload, k sweepKind, seed uint64, st *swee
 			}
 			break
 		}
-		if t.Failed() {
+		if t.errors() > errs { // this point's own failures
 			bad++
-			if bad >= 3 {
+			if bad >= sweepGiveUp {
 				t.Fatalf("giving up after %d failing fault points", bad)
 			}
 		}
@@ -500,7 +539,7 @@ func sweepOne(t *testing.T, wl sweepWorkload, k sweepKind, seed uint64, st *swee
 
 // sweepRunOnce runs the workload with a fault at op at (-1: none) and
 // checks the result; it returns the op count and whether a fault fired.
-func sweepRunOnce(t *testing.T, wl sweepWorkload, k sweepKind, at int64, rng *rand.Rand, st *sweepStats, qemuCheck bool) (int64, bool) {
+func sweepRunOnce(t testing.TB, wl sweepWorkload, k sweepKind, at int64, rng *rand.Rand, st *sweepStats, qemuCheck bool) (int64, bool) {
 	t.Helper()
 	size := wl.size
 	if size == 0 {
@@ -651,7 +690,7 @@ func sweepRunOnce(t *testing.T, wl sweepWorkload, k sweepKind, at int64, rng *ra
 
 // sweepVerify reopens dev writable (a dirty lazy-refcount image is
 // repaired), checks it and compares the guest data with the model.
-func sweepVerify(t *testing.T, what string, dev *memdev.Dev, o Options, m *sweepModel, qemu bool, st *sweepStats) {
+func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweepModel, qemu bool, st *sweepStats) {
 	t.Helper()
 	st.mu.Lock()
 	st.reopens++
@@ -690,7 +729,7 @@ func sweepVerify(t *testing.T, what string, dev *memdev.Dev, o Options, m *sweep
 
 // qemuImgCheckBytes writes img to a file and runs qemu-img check on it:
 // corruption (exit 2) or a failed check (exit 1) fails, leaks (3) do not.
-func qemuImgCheckBytes(t *testing.T, what string, img []byte, hasBacking bool) {
+func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "sweep.qcow2")
 	if err := os.WriteFile(p, img, 0o644); err != nil {
@@ -756,6 +795,102 @@ func TestFaultSweep_Tables(t *testing.T) {
 // TestFaultSweep_Flush: flushes, and lazy refcounts (dirty bit).
 func TestFaultSweep_Flush(t *testing.T) {
 	runSweep(t, sweepByName("flush-only", "lazy"))
+}
+
+// recordT records what a sweep reports instead of failing the test:
+// errors, and the fatal message (Fatal ends the goroutine, as on a T).
+type recordT struct {
+	testing.TB // the real T: Logf, Helper, TempDir
+	mu         sync.Mutex
+	errs       []string
+	fatal      string
+}
+
+func (r *recordT) add(msg string) {
+	r.mu.Lock()
+	r.errs = append(r.errs, msg)
+	r.mu.Unlock()
+}
+
+func (r *recordT) Errorf(format string, args ...any) { r.add(fmt.Sprintf(format, args...)) }
+func (r *recordT) Error(args ...any)                 { r.add(fmt.Sprint(args...)) }
+func (r *recordT) Fail()                             { r.add("Fail") }
+
+func (r *recordT) Failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.errs) > 0 || r.fatal != ""
+}
+
+func (r *recordT) Fatalf(format string, args ...any) {
+	r.mu.Lock()
+	r.fatal = fmt.Sprintf(format, args...)
+	r.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (r *recordT) Fatal(args ...any) { r.Fatalf("%s", fmt.Sprint(args...)) }
+func (r *recordT) FailNow()          { r.Fatalf("FailNow") }
+
+// TestFaultSweep_GiveUp checks the sweep's own accounting on a recording
+// T, with a workload that loses the injected error (returns another one)
+// in its first n faulty runs: with n=0 the sweep passes; with n=1 it
+// fails with that one error and still runs every fault point (a point
+// counts as failing for its own errors only, not because an earlier one
+// failed); with every run it gives up after sweepGiveUp failing points.
+func TestFaultSweep_GiveUp(t *testing.T) {
+	errLost := errors.New("lost the injected error")
+	sweep := func(n int) (*recordT, int) {
+		left := n
+		wl := sweepWorkload{name: fmt.Sprintf("lose-%d", n), co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
+			for i := range 4 {
+				if err := r.write(int64(i)*8192, pattern(4096, byte(i+1))); err != nil {
+					if left > 0 {
+						left--
+						return errLost
+					}
+					return err
+				}
+			}
+			return r.flush()
+		}}
+		rec := &recordT{TB: t}
+		var st sweepStats
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sweepOne(rec, wl, sweepKinds[0], 1, &st)
+		}()
+		<-done
+		return rec, st.runs
+	}
+	lost := func(r *recordT) int {
+		k := 0
+		for _, e := range r.errs {
+			if strings.Contains(e, errLost.Error()) {
+				k++
+			}
+		}
+		return k
+	}
+
+	clean, runs := sweep(0)
+	if clean.Failed() {
+		t.Fatalf("clean sweep failed: %q, fatal %q", clean.errs, clean.fatal)
+	}
+	if runs < 2*sweepGiveUp {
+		t.Fatalf("only %d runs in the clean sweep", runs)
+	}
+
+	once, onceRuns := sweep(1)
+	if len(once.errs) != 1 || lost(once) != 1 || once.fatal != "" || onceRuns != runs {
+		t.Errorf("one lost error: errors %q, fatal %q, %d runs of %d", once.errs, once.fatal, onceRuns, runs)
+	}
+
+	every, everyRuns := sweep(1 << 30)
+	if lost(every) != sweepGiveUp || every.fatal != fmt.Sprintf("giving up after %d failing fault points", sweepGiveUp) || everyRuns >= runs {
+		t.Errorf("every error lost: errors %q, fatal %q, %d runs of %d", every.errs, every.fatal, everyRuns, runs)
+	}
 }
 
 // TestFaultSweep_FreshDataWriteFailure is the regression test for the
