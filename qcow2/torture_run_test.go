@@ -35,6 +35,7 @@ type tstats struct {
 	Fallocates, COWBytes, ZeroPadBytes                          int64
 	Merged                                                      int64 // uring Metrics().Merged
 	RYWChecks                                                   int64 // read-your-writes checks in batches
+	RYWViolations                                               int64 // tolerated (-torture.tolerate=ryw)
 	Events                                                      map[string]int64
 	Crash                                                       map[string]int64 // crash clones verified, by kind
 	CrashQemu                                                   int64            // of which also qemu-img checked
@@ -74,6 +75,7 @@ func (s *tstats) add(o *tstats) {
 	s.ZeroPadBytes += o.ZeroPadBytes
 	s.Merged += o.Merged
 	s.RYWChecks += o.RYWChecks
+	s.RYWViolations += o.RYWViolations
 	s.CrashQemu += o.CrashQemu
 	for k, v := range o.Events {
 		s.Events[k] += v
@@ -123,11 +125,11 @@ func (s *tstats) String() string {
 	for _, v := range s.Crash {
 		crash += v
 	}
-	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks, %d checks)\n"+
+	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
-		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.Checks,
+		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
@@ -477,7 +479,7 @@ func (r *trun) qemuCheck(path string, allowLeaks bool, what string) bool {
 	if !haveQemu() {
 		return true
 	}
-	out, err := exec.Command("qemu-img", "check", "--output=json", path).CombinedOutput()
+	out, err := exec.Command("qemu-img", "check", "--output=json", path).Output() // leaks are listed on stderr
 	var res struct {
 		Corruptions int `json:"corruptions"`
 		Leaks       int `json:"leaks"`
@@ -647,7 +649,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 	t := r.t
 	var mu sync.RWMutex
 	var wg sync.WaitGroup
-	var ryw, nops atomic.Int64
+	var ryw, rywBad, nops atomic.Int64
 	stop := make(chan struct{})
 	var stopOnce sync.Once
 	failf := func(f string, a ...any) {
@@ -683,6 +685,12 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		}
 		ryw.Add(1)
 		if k := firstDiff(got, data); k >= 0 {
+			if tolerate("ryw") {
+				if rywBad.Add(1) == 1 {
+					t.Logf("seed %d config %s: batch op %d: %s: tolerated read-your-writes violation at guest offset %#x (bug 2)", r.seed, r.cfg, i, who, o.off+int64(k))
+				}
+				return true
+			}
 			failf("%s: read-your-writes: write [%#x,+%#x) acknowledged, the read after it differs at guest offset %#x: got %#x want %#x (early writes so far: %d)",
 				who, o.off, o.n, o.off+int64(k), got[k], data[k], im.Metrics().EarlyWrites)
 			return false
@@ -723,6 +731,13 @@ func (r *trun) runBatch(i int, b *tbatch) {
 						w = r.model[o.off+int64(k)]
 					}
 					mu.RUnlock()
+					if k >= 0 && tolerate("ryw") {
+						// Bug 2: an early write not yet visible; the
+						// window compare after the batch decides
+						// whether it was lost.
+						rywBad.Add(1)
+						continue
+					}
 					if k >= 0 {
 						failf("%s: own stripe [%#x,+%#x) differs at %#x: got %#x want %#x", who, o.off, o.n, o.off+int64(k), got[k], w)
 						return
@@ -821,6 +836,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])
 	}
 	r.st.RYWChecks += ryw.Load()
+	r.st.RYWViolations += rywBad.Load()
 	r.st.BatchOps += nops.Load()
 	if t.Failed() {
 		t.FailNow()

@@ -45,6 +45,7 @@ var (
 	tortureRequireGrow = flag.Bool("torture.requiregrow", false, "torture: fail when Image.Truncate returns ErrUnsupported instead of skipping the growth")
 	tortureCrash       = flag.Int("torture.crash", 3, "torture: crash clones verified per kind per case (memdev backends)")
 	tortureParallel    = flag.Int("torture.parallel", 0, "TestTortureLoop: cases run at once (0: max(1, NumCPU/2))")
+	tortureTolerate    = flag.String("torture.tolerate", "", "torture: comma list of known-bug classes counted instead of failing: ryw (read-your-writes after early writes, bug 2)")
 	tortureCaseTimeout = flag.Duration("torture.casetimeout", 5*time.Minute, "TestTortureLoop: a case running longer is killed (SIGQUIT: goroutine dump) and failed")
 )
 
@@ -131,6 +132,15 @@ func TestTorture(t *testing.T) {
 		})
 	}
 	t.Logf("torture sample: %v", total)
+}
+
+func tolerate(class string) bool {
+	for _, c := range strings.Split(*tortureTolerate, ",") {
+		if c == class {
+			return true
+		}
+	}
+	return false
 }
 
 func runtimeStack(buf []byte) int { return runtime.Stack(buf, true) }
@@ -238,6 +248,9 @@ func runTortureChild(seed uint64, cfg tcfg) (*tstats, bool, string) {
 	if *tortureRequireGrow {
 		args = append(args, "-torture.requiregrow")
 	}
+	if *tortureTolerate != "" {
+		args = append(args, "-torture.tolerate="+*tortureTolerate)
+	}
 	cmd := exec.Command(os.Args[0], args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -252,6 +265,9 @@ func runTortureChild(seed uint64, cfg tcfg) (*tstats, bool, string) {
 	repro := "reproduce: " + reproCmd(seed, cfg, p)
 	if *tortureRequireGrow {
 		repro += " -torture.requiregrow"
+	}
+	if *tortureTolerate != "" {
+		repro += " -torture.tolerate=" + *tortureTolerate
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, false, repro + "\nstart: " + err.Error()
