@@ -2,6 +2,20 @@
 // writes are durable (completed before a Flush) so that CrashClone can
 // produce the device as a power cut would leave it: everything flushed, plus
 // a seeded random subset of what was not, torn at sector granularity.
+//
+// Concurrency (block.Device B1, B5): every data request holds its byte
+// range in a range lock for its whole duration, exclusively for writes and
+// zeroing, shared for reads. Requests on disjoint ranges never wait for
+// each other: they copy under the shared side of mu, which only Truncate,
+// Flush, Close, CrashClone and a write that must grow the backing array
+// take exclusively, and none of those waits for a request's range. A
+// Serialising request waits for every overlapping one (all writes do);
+// with NoWait it fails with ErrBusy instead, having done nothing.
+//
+// Crash semantics: a write copies its data and appends its log entry under
+// one hold of mu (shared), so CrashClone (mu exclusive) sees every write
+// either applied and logged or not started; overlapping writes are applied
+// and logged in the same order, since both happen under the range lock.
 package memdev
 
 import (
@@ -31,6 +45,11 @@ type Options struct {
 	Media block.Media
 	// Metered is the advertised Caps().Metered.
 	Metered bool
+	// OnWrite, if set, is called by Writev and WriteZeroes with the
+	// request's range locked, before anything is applied: a test can
+	// block in it to hold a request in flight (blocktest.Stall). It must
+	// not call back into the Dev for an overlapping range.
+	OnWrite func(off, n int64)
 }
 
 type pending struct {
@@ -48,12 +67,19 @@ type Metrics struct {
 
 // Dev is an in-memory device.
 type Dev struct {
+	// mu guards the shape of data (its slice header), durable and
+	// closed. Requests copy bytes holding it shared (their ranges are
+	// disjoint by the range lock); anything that replaces or resizes
+	// data holds it exclusively.
 	mu      sync.RWMutex
 	data    []byte
 	durable []byte
+	logMu   sync.Mutex // guards log (appended under mu shared)
 	log     []pending
-	caps    block.Caps
 	closed  bool
+	rl      rangeLock
+	caps    block.Caps
+	onWrite func(off, n int64)
 	M       Metrics
 }
 
@@ -72,7 +98,10 @@ func New(o Options) *Dev {
 	if a <= 0 {
 		a = 1
 	}
-	return &Dev{caps: block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered}}
+	return &Dev{
+		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered},
+		onWrite: o.OnWrite,
+	}
 }
 
 // FromBytes returns a device holding a copy of b, all of it durable.
@@ -98,9 +127,24 @@ func grow(b []byte, n int64) []byte {
 	return nb
 }
 
+// isClosed is a fast check before taking the range lock; the
+// authoritative one is made again under mu.
+func (d *Dev) isClosed() bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.closed
+}
+
 func (d *Dev) Readv(off int64, bufs [][]byte) error {
-	if err := block.CheckRange(off, block.VecLen(bufs)); err != nil {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
 		return err
+	}
+	if d.isClosed() {
+		return block.ErrClosed
+	}
+	if n > 0 {
+		defer d.rl.lock(off, n, false)()
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -109,14 +153,61 @@ func (d *Dev) Readv(off int64, bufs [][]byte) error {
 	}
 	d.M.Reads.Add(1)
 	for _, b := range bufs {
-		n := 0
+		k := 0
 		if off < int64(len(d.data)) {
-			n = copy(b, d.data[off:])
+			k = copy(b, d.data[off:])
 		}
-		clear(b[n:])
+		clear(b[k:])
 		off += int64(len(b))
 	}
 	return nil
+}
+
+// apply runs fn (which changes data over [off, off+n) and returns the log
+// entry) under mu: shared when data is long enough, exclusive when it must
+// grow. The caller holds [off, off+n) in the range lock.
+func (d *Dev) apply(off, n int64, fn func() pending) error {
+	d.mu.RLock()
+	if off+n <= int64(len(d.data)) {
+		defer d.mu.RUnlock()
+		if d.closed {
+			return block.ErrClosed
+		}
+		p := fn()
+		d.logMu.Lock()
+		d.log = append(d.log, p)
+		d.logMu.Unlock()
+		return nil
+	}
+	d.mu.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return block.ErrClosed
+	}
+	d.data = grow(d.data, off+n)
+	d.log = append(d.log, fn())
+	return nil
+}
+
+// begin takes the range of a write request (honouring Serialising|NoWait)
+// and runs the OnWrite hook; it returns the release function.
+func (d *Dev) begin(off, n int64, flags block.Flags) (func(), error) {
+	if d.isClosed() {
+		return nil, block.ErrClosed
+	}
+	var unlock func()
+	if flags&block.NoWait != 0 {
+		if unlock = d.rl.tryLock(off, n); unlock == nil {
+			return nil, block.ErrBusy
+		}
+	} else {
+		unlock = d.rl.lock(off, n, true)
+	}
+	if d.onWrite != nil {
+		d.onWrite(off, n)
+	}
+	return unlock, nil
 }
 
 func (d *Dev) Writev(off int64, bufs [][]byte) error {
@@ -124,45 +215,56 @@ func (d *Dev) Writev(off int64, bufs [][]byte) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return block.ErrClosed
+	if n == 0 {
+		if d.isClosed() {
+			return block.ErrClosed
+		}
+		return nil
 	}
-	d.M.Writes.Add(1)
-	d.M.BytesWritten.Add(n)
-	d.data = grow(d.data, off+n)
-	cp := make([]byte, 0, n)
-	for _, b := range bufs {
-		copy(d.data[off+int64(len(cp)):], b)
-		cp = append(cp, b...)
+	unlock, err := d.begin(off, n, 0)
+	if err != nil {
+		return err
 	}
-	d.log = append(d.log, pending{off: off, data: cp, n: n})
-	return nil
+	defer unlock()
+	return d.apply(off, n, func() pending {
+		d.M.Writes.Add(1)
+		d.M.BytesWritten.Add(n)
+		cp := make([]byte, 0, n)
+		for _, b := range bufs {
+			copy(d.data[off+int64(len(cp)):], b)
+			cp = append(cp, b...)
+		}
+		return pending{off: off, data: cp, n: n}
+	})
 }
 
 func (d *Dev) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
-	zf := flags &^ (block.Serialising | block.NoWait)
-	if zf&^d.caps.ZeroFlags != 0 {
+	if flags&^d.caps.ReqFlags&^d.caps.ZeroFlags != 0 {
 		return block.ErrNotSupported
 	}
 	if flags&block.Allocate != 0 && !block.Aligned(off, n, d.caps.Align) {
 		return block.ErrNotSupported
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return block.ErrClosed
+	if n == 0 {
+		if d.isClosed() {
+			return block.ErrClosed
+		}
+		return nil
 	}
-	d.M.Zeroes.Add(1)
-	d.M.BytesZeroed.Add(n)
-	d.data = grow(d.data, off+n)
-	clear(d.data[off : off+n])
-	d.log = append(d.log, pending{off: off, n: n})
-	return nil
+	unlock, err := d.begin(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return d.apply(off, n, func() pending {
+		d.M.Zeroes.Add(1)
+		d.M.BytesZeroed.Add(n)
+		clear(d.data[off : off+n])
+		return pending{off: off, n: n}
+	})
 }
 
 func (d *Dev) Flush() error {
@@ -173,13 +275,13 @@ func (d *Dev) Flush() error {
 	}
 	d.M.Flushes.Add(1)
 	for _, p := range d.log {
-		d.durable = apply(d.durable, p, p.n)
+		d.durable = applyTo(d.durable, p, p.n)
 	}
 	d.log = d.log[:0]
 	return nil
 }
 
-func apply(b []byte, p pending, n int64) []byte {
+func applyTo(b []byte, p pending, n int64) []byte {
 	if p.trunc {
 		if p.off < int64(len(b)) {
 			return b[:p.off]
@@ -204,6 +306,9 @@ func (d *Dev) Size() (int64, error) {
 	return int64(len(d.data)), nil
 }
 
+// Truncate resizes the device. It does not wait for requests in flight
+// (none of them is copying while it holds mu): a request overlapping the
+// cut completes before or after it, in some order (B1).
 func (d *Dev) Truncate(size int64) error {
 	if size < 0 {
 		return block.ErrRange
@@ -215,7 +320,7 @@ func (d *Dev) Truncate(size int64) error {
 	}
 	d.M.Truncates.Add(1)
 	if size < int64(len(d.data)) {
-		d.data = d.data[:size]
+		d.data = d.data[:size] // grow clears it if it comes back
 	} else {
 		d.data = grow(d.data, size)
 	}
@@ -237,15 +342,15 @@ func (d *Dev) Close() error {
 
 // Bytes returns a copy of the current contents.
 func (d *Dev) Bytes() []byte {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return append([]byte(nil), d.data...)
 }
 
 // Unflushed is the number of operations not yet covered by a Flush.
 func (d *Dev) Unflushed() int {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return len(d.log)
 }
 
@@ -253,9 +358,12 @@ func (d *Dev) Unflushed() int {
 // this one: all flushed state, then each unflushed operation, in order,
 // with probability keep; a kept write may be torn so that only a prefix of
 // whole sectors reaches the media. The clone is fully durable and open.
+//
+// It holds mu exclusively, so every write is either applied and logged or
+// not started: the snapshot is consistent even with requests in flight.
 func (d *Dev) CrashClone(rng *rand.Rand, keep float64) *Dev {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	c := &Dev{caps: d.caps}
 	img := append([]byte(nil), d.durable...)
 	for _, p := range d.log {
@@ -266,9 +374,79 @@ func (d *Dev) CrashClone(rng *rand.Rand, keep float64) *Dev {
 		if !p.trunc && n > SectorSize && rng.IntN(4) == 0 {
 			n = int64(rng.IntN(int(n/SectorSize))) * SectorSize
 		}
-		img = apply(img, p, n)
+		img = applyTo(img, p, n)
 	}
 	c.data = img
 	c.durable = append([]byte(nil), img...)
 	return c
+}
+
+// rangeLock holds byte ranges: shared holders overlap freely, an
+// exclusive holder excludes every overlapping holder. Waiters re-check
+// after every release (memdev sees test queue depths).
+type rangeLock struct {
+	mu   sync.Mutex
+	cond sync.Cond
+	held []heldRange
+	seq  uint64
+}
+
+type heldRange struct {
+	off, end int64
+	excl     bool
+	id       uint64
+}
+
+func (l *rangeLock) conflicts(off, end int64, excl bool) bool {
+	for _, h := range l.held {
+		if h.off < end && off < h.end && (h.excl || excl) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *rangeLock) add(off, end int64, excl bool) func() {
+	l.seq++
+	id := l.seq
+	l.held = append(l.held, heldRange{off: off, end: end, excl: excl, id: id})
+	return func() {
+		l.mu.Lock()
+		for i, h := range l.held {
+			if h.id == id {
+				l.held[i] = l.held[len(l.held)-1]
+				l.held = l.held[:len(l.held)-1]
+				break
+			}
+		}
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+}
+
+// lock takes [off, off+n) (n > 0) and returns the release function.
+func (l *rangeLock) lock(off, n int64, excl bool) func() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cond.L == nil {
+		l.cond.L = &l.mu
+	}
+	for l.conflicts(off, off+n, excl) {
+		l.cond.Wait()
+	}
+	return l.add(off, off+n, excl)
+}
+
+// tryLock takes [off, off+n) exclusively if nothing overlapping is held;
+// nil otherwise.
+func (l *rangeLock) tryLock(off, n int64) func() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cond.L == nil {
+		l.cond.L = &l.mu
+	}
+	if l.conflicts(off, off+n, true) {
+		return nil
+	}
+	return l.add(off, off+n, true)
 }
