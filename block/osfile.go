@@ -7,8 +7,10 @@ import (
 )
 
 // OSFile is a portable Device over an *os.File using ReadAt/WriteAt. It
-// supports no efficient zeroing (Caps().ZeroFlags == 0), so Allocate
-// requests get ErrNotSupported. The engine uses it when the caller gives no
+// supports no efficient zeroing, so Allocate requests get ErrNotSupported;
+// WriteZeroes writes zero buffers, which honours MayUnmap (a permission:
+// the range reads as zeros). It takes no request flags (Caps().ReqFlags
+// == 0): Serialising and NoWait get ErrNotSupported. The engine uses it when the caller gives no
 // device opener; binaries pass the io_uring backend instead.
 type OSFile struct {
 	f        *os.File
@@ -85,11 +87,18 @@ func (o *OSFile) WriteZeroes(off, n int64, flags Flags) error {
 	if err := CheckRange(off, n); err != nil {
 		return err
 	}
-	if flags&Allocate != 0 {
-		return ErrNotSupported
+	if flags&^MayUnmap != 0 {
+		return ErrNotSupported // Allocate, or request flags (ReqFlags == 0)
 	}
 	if o.readOnly {
 		return ErrReadOnly
+	}
+	if n == 0 {
+		if err := o.enter(); err != nil {
+			return err
+		}
+		o.mu.RUnlock()
+		return nil
 	}
 	return WriteZeroBuffers(o, off, n)
 }
@@ -118,6 +127,9 @@ func (o *OSFile) Size() (int64, error) {
 }
 
 func (o *OSFile) Truncate(size int64) error {
+	if size < 0 {
+		return ErrRange
+	}
 	if o.readOnly {
 		return ErrReadOnly
 	}
@@ -128,7 +140,7 @@ func (o *OSFile) Truncate(size int64) error {
 	return o.f.Truncate(size)
 }
 
-func (o *OSFile) Caps() Caps { return Caps{Align: 1, MemAlign: 1} }
+func (o *OSFile) Caps() Caps { return Caps{ZeroFlags: MayUnmap, Align: 1, MemAlign: 1} }
 
 func (o *OSFile) Close() error {
 	o.mu.Lock()

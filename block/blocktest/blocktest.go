@@ -687,7 +687,7 @@ func (k *kit) b4() {
 	}
 	for i, fl := range fls {
 		off := int64(i) * 8 * u
-		for _, r := range [][2]int64{{off + 513, 3000}, {off + 2*u, 2*u}, {off + 5*u - 1, u + 2}} {
+		for _, r := range [][2]int64{{off + 513, 3000}, {off + 2*u, 2 * u}, {off + 5*u - 1, u + 2}} {
 			if err := k.d.WriteZeroes(r[0], r[1], fl); err != nil {
 				k.Fatalf("WriteZeroes(%d, %d, %v): %v", r[0], r[1], fl, err)
 			}
