@@ -101,7 +101,11 @@ func (b *Blkverify) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := CheckFlags(b.Caps(), off, n, flags); err != nil {
 		return err
 	}
-	defer b.lk.lock(off, n, true)()
+	unlock, err := b.lk.lockReq(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return both(func(d block.Device) error { return d.WriteZeroes(off, n, flags) }, b.test, b.ref)
 }
 

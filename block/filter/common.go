@@ -144,12 +144,46 @@ func (l *rangeLock) lock(off, n int64, excl bool) func() {
 	}
 	l.held[r] = struct{}{}
 	l.mu.Unlock()
+	return l.releaser(r)
+}
+
+func (l *rangeLock) releaser(r *heldRange) func() {
 	return func() {
 		l.mu.Lock()
 		delete(l.held, r)
 		l.cond.Broadcast()
 		l.mu.Unlock()
 	}
+}
+
+// tryLock takes [off, off+n) exclusively if no overlapping range is held,
+// and returns its release function; nil if one is.
+func (l *rangeLock) tryLock(off, n int64) func() {
+	r := &heldRange{off: off, end: off + max(n, 1), excl: true}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held == nil {
+		l.held = map[*heldRange]struct{}{}
+		l.cond.L = &l.mu
+	}
+	if l.conflicts(r) {
+		return nil
+	}
+	l.held[r] = struct{}{}
+	return l.releaser(r)
+}
+
+// lockReq takes [off, off+n) exclusively for a request with flags: with
+// NoWait it does not wait for an overlapping request in flight but fails
+// with block.ErrBusy, having done nothing (B5).
+func (l *rangeLock) lockReq(off, n int64, flags block.Flags) (func(), error) {
+	if flags&block.NoWait == 0 {
+		return l.lock(off, n, true), nil
+	}
+	if unlock := l.tryLock(off, n); unlock != nil {
+		return unlock, nil
+	}
+	return nil, block.ErrBusy
 }
 
 // parallel runs f(i) for i in [0, n) concurrently and returns the errors.

@@ -155,7 +155,11 @@ func (c *CopyOnRead) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := CheckFlags(c.Caps(), off, n, flags); err != nil {
 		return err
 	}
-	defer c.lk.lock(off, n, true)()
+	unlock, err := c.lk.lockReq(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return c.top.WriteZeroes(off, n, flags)
 }
 

@@ -38,11 +38,14 @@ type MirrorMetrics struct {
 //
 //	M1  dirty[c] means the target's chunk c may differ from the source. All
 //	    chunks start dirty; the copier clears a chunk's bit before copying it.
-//	M2  A guest write holds the lock of every chunk it touches (as the copy
-//	    of a chunk does), writes the source, then: if all its chunks are
-//	    clean it writes the target too, otherwise it marks them dirty and
-//	    leaves them to the copier. So a chunk's copy never races a guest
-//	    write to it, and a clean chunk stays equal on both sides (F5).
+//	M2  A guest write holds the lock of its byte range; the copy of a
+//	    chunk holds the whole chunk, so the two exclude each other while
+//	    guest writes that do not overlap never wait for each other (B1),
+//	    even inside one chunk. A guest write writes the source, then: if
+//	    all its chunks are clean it writes the target too, otherwise it
+//	    marks them dirty and leaves them to the copier. So a chunk's copy
+//	    never races a guest write to it, and a clean chunk stays equal on
+//	    both sides (F5).
 //	M3  Converged (no dirty chunk) is stable: only a failed target write
 //	    can dirty a chunk again, and the copier then runs again.
 //
@@ -62,6 +65,7 @@ type Mirror struct {
 	err       error // the copy failed; sticky
 	stop      bool
 	completed bool
+	closed    bool
 	done      chan struct{}
 
 	M MirrorMetrics
@@ -235,23 +239,31 @@ func (m *Mirror) Complete() (block.Device, error) {
 func (m *Mirror) checkLive() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return block.ErrClosed
+	}
 	if m.completed {
 		return ErrCompleted
 	}
 	return nil
 }
 
-// chunks returns the chunk-aligned span of [off, off+n) and its chunk
-// indexes.
-func (m *Mirror) chunks(off, n int64) (aoff, an int64, c0, c1 int) {
-	aoff = off &^ (m.gran - 1)
+func (m *Mirror) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// chunks returns the indexes [c0, c1) of the chunks [off, off+n) touches.
+func (m *Mirror) chunks(off, n int64) (c0, c1 int) {
 	end := min((off+max(n, 1)+m.gran-1)&^(m.gran-1), int64(len(m.dirty))*m.gran)
-	return aoff, end - aoff, int(aoff / m.gran), int(end / m.gran)
+	return int(off / m.gran), int(end / m.gran)
 }
 
 // guestWrite applies M2: source first, then the target if every chunk is
-// clean, else redirty the chunks for the copier.
-func (m *Mirror) guestWrite(off, n int64, src, tgt func() error) error {
+// clean, else redirty the chunks for the copier. flags are the request's
+// (NoWait: ErrBusy instead of waiting for an overlapping request, B5).
+func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() error) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
@@ -261,8 +273,12 @@ func (m *Mirror) guestWrite(off, n int64, src, tgt func() error) error {
 	if err := m.checkLive(); err != nil {
 		return err
 	}
-	aoff, an, c0, c1 := m.chunks(off, n)
-	defer m.lk.lock(aoff, an, true)()
+	c0, c1 := m.chunks(off, n)
+	unlock, err := m.lk.lockReq(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := m.checkLive(); err != nil { // Complete ran while we waited
 		return err
 	}
@@ -305,7 +321,7 @@ func (m *Mirror) Readv(off int64, bufs [][]byte) error {
 }
 
 func (m *Mirror) Writev(off int64, bufs [][]byte) error {
-	return m.guestWrite(off, block.VecLen(bufs),
+	return m.guestWrite(off, block.VecLen(bufs), 0,
 		func() error { return m.src.Writev(off, bufs) },
 		func() error { return m.tgt.Writev(off, bufs) })
 }
@@ -318,7 +334,7 @@ func (m *Mirror) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := CheckFlags(m.Caps(), off, n, flags); err != nil {
 		return err
 	}
-	return m.guestWrite(off, n,
+	return m.guestWrite(off, n, flags,
 		func() error { return m.src.WriteZeroes(off, n, flags) },
 		func() error {
 			tc := m.tgt.Caps()
@@ -340,10 +356,20 @@ func (m *Mirror) Flush() error {
 	return errors.Join(m.src.Flush(), m.tgt.Flush())
 }
 
-func (m *Mirror) Size() (int64, error) { return m.size, nil }
+func (m *Mirror) Size() (int64, error) {
+	if m.isClosed() {
+		return 0, block.ErrClosed
+	}
+	return m.size, nil
+}
 
 // Truncate is not supported while mirroring.
-func (m *Mirror) Truncate(int64) error { return block.ErrNotSupported }
+func (m *Mirror) Truncate(int64) error {
+	if m.isClosed() {
+		return block.ErrClosed
+	}
+	return block.ErrNotSupported
+}
 
 // Caps are the source's: the target receives zeroing with the flags it
 // supports (see WriteZeroes), so it narrows nothing but alignment (F1).
@@ -360,6 +386,11 @@ func (m *Mirror) Caps() block.Caps {
 // the source, and the target unless Complete handed it over.
 func (m *Mirror) Close() error {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return block.ErrClosed
+	}
+	m.closed = true
 	m.stop = true
 	completed := m.completed
 	m.cond.Broadcast()

@@ -199,7 +199,11 @@ func (q *Quorum) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := CheckFlags(q.Caps(), off, n, flags); err != nil {
 		return err
 	}
-	defer q.lk.lock(off, n, true)()
+	unlock, err := q.lk.lockReq(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return q.fanout("zero", off, n, func(d block.Device) error { return d.WriteZeroes(off, n, flags) })
 }
 

@@ -1,6 +1,10 @@
 package filter
 
-import "github.com/qring/qring/block"
+import (
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+)
 
 // RawOptions configure a Raw window.
 type RawOptions struct {
@@ -17,9 +21,13 @@ type RawOptions struct {
 // With a fixed Size, the window never grows: reads past it fill zeros
 // (B2), writes and zeroing past it fail with block.ErrRange, and Truncate
 // is block.ErrNotSupported.
+//
+// After Close every method returns block.ErrClosed, including those a
+// fixed window answers without its child (B7).
 type Raw struct {
-	child block.Device
-	o     RawOptions
+	child  block.Device
+	o      RawOptions
+	closed atomic.Bool
 }
 
 var _ block.Device = (*Raw)(nil)
@@ -36,6 +44,9 @@ func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
 func (r *Raw) Unwrap() block.Device { return r.child }
 
 func (r *Raw) Size() (int64, error) {
+	if r.closed.Load() {
+		return 0, block.ErrClosed
+	}
 	if r.o.Size > 0 {
 		return r.o.Size, nil
 	}
@@ -51,6 +62,9 @@ func (r *Raw) inWindow(off, n int64) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
+	if r.closed.Load() {
+		return block.ErrClosed
+	}
 	if r.o.Size > 0 && off+n > r.o.Size {
 		return block.ErrRange
 	}
@@ -61,6 +75,9 @@ func (r *Raw) Readv(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	if err := block.CheckRange(off, n); err != nil {
 		return err
+	}
+	if r.closed.Load() {
+		return block.ErrClosed
 	}
 	if r.o.Size == 0 || off+n <= r.o.Size {
 		return r.child.Readv(r.o.Offset+off, bufs)
@@ -115,9 +132,17 @@ func (r *Raw) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, buf
 	return r.child.Writev(r.o.Offset+woff, bufs)
 }
 
-func (r *Raw) Flush() error { return r.child.Flush() }
+func (r *Raw) Flush() error {
+	if r.closed.Load() {
+		return block.ErrClosed
+	}
+	return r.child.Flush()
+}
 
 func (r *Raw) Truncate(size int64) error {
+	if r.closed.Load() {
+		return block.ErrClosed
+	}
 	if r.o.Size > 0 {
 		return block.ErrNotSupported
 	}
@@ -138,4 +163,9 @@ func (r *Raw) Caps() block.Caps {
 	return c
 }
 
-func (r *Raw) Close() error { return r.child.Close() }
+func (r *Raw) Close() error {
+	if r.closed.Swap(true) {
+		return block.ErrClosed
+	}
+	return r.child.Close()
+}
