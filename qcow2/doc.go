@@ -48,30 +48,55 @@
 //	Q10 Early writes (the seed's goal 3): once a new cluster's bytes
 //	    around the allocator's data are final (copied, zeroed, or a fresh
 //	    hole), other writes into the same cluster go straight to the host
-//	    cluster without waiting for the L2 link. The cluster is then
-//	    linked even if the allocator's own data write fails, and Flush
-//	    first waits for such allocations to be linked, so a flush covers
-//	    every write completed before it.
+//	    cluster without waiting for the L2 link. inflight.go is the one
+//	    place that decides: the allocator seals the allocation before it
+//	    links (no early write starts after, and those in flight finish
+//	    first), and an early write is acknowledged only once the cluster
+//	    is linked, so every later read sees it; if the link fails, every
+//	    early writer gets the error. The cluster is linked even if the
+//	    allocator's own data write fails when an early write succeeded.
 //	Q11 Fill ahead (prealloc-fill=zeroes): zeros are written only into
 //	    space reserved ahead (never past the reserve's end: a fill never
 //	    extends the file) and at or past the allocation frontier, which
-//	    is at or past the high-water mark: space never allocated since
-//	    open, holding no cluster and no refcount. A worker claims a
-//	    piece under the filler's lock before writing it, starting at
-//	    max(end of the claimed region, frontier); every allocator (data
-//	    clusters, L2 tables, refcount blocks, a new refcount table)
-//	    calls claimSpace before using host space, which waits for claimed
-//	    pieces in flight over that space and moves the frontier past it
-//	    in the same critical section, so no piece is claimed over it
-//	    later. Space handed out past the filled region is skipped, not
-//	    waited for: it is still fresh (unwritten extents read as zeros).
-//	    Fills are never flushed and need not be: after a crash, zeros
-//	    past the high-water mark are harmless, and a cluster allocated
-//	    into filled space reads as zeros whether the fill or only the
-//	    reservation reached the media. Close stops the filler and waits
-//	    for pieces in flight before trimReserved truncates the reserve;
-//	    Image.Truncate changes only the virtual size. A failed fill write
-//	    turns filling off (an optimisation only).
+//	    is at or past the high-water mark. A worker claims a piece under
+//	    the filler's lock before writing it, starting at max(end of the
+//	    claimed region, frontier); takeSpace (S1) waits for claimed
+//	    pieces in flight over the space it takes and moves the frontier
+//	    past it in the same critical section, so no piece is claimed
+//	    over it later. Space handed out past the filled region is
+//	    skipped, not waited for: it is still fresh (unwritten extents
+//	    read as zeros). Fills are never flushed and need not be: after a
+//	    crash, zeros past the high-water mark are harmless, and a
+//	    cluster allocated into filled space reads as zeros whether the
+//	    fill or only the reservation reached the media. Close stops the
+//	    filler and waits for pieces in flight before trimReserved
+//	    truncates the reserve. A failed fill write turns filling off (an
+//	    optimisation only).
+//	Q12 Freeing vs lock-free writers: a write on the overwrite path looks
+//	    its cluster up and writes it inside the write gate (gate.go); a
+//	    data cluster whose L2 entry a discard or zero-with-unmap removed
+//	    is freed only after every writer that entered the gate before
+//	    the change has left it, so no write lands in a cluster that was
+//	    freed and handed to someone else.
+//
+// Host space (space.go owns it; every allocator of data clusters, L2
+// tables, refcount blocks, a new refcount table or a new L1 table takes
+// space through takeSpace):
+//
+//	S1  Nothing below the high-water mark is ever zeroed, filled or
+//	    truncated: reservations start at or past it, fill pieces lie at
+//	    or past the fill frontier (>= the mark), the reserve is trimmed
+//	    back to it at close. Every byte that holds or may hold data or
+//	    metadata is below it. Asserted in -tags invariants builds.
+//	S2  Every byte at or past the high-water mark reads as zeros: it
+//	    was never handed out since open (past the file's end at open,
+//	    with the mark rounded up to a cluster when the file ends inside
+//	    one), and only reservations and fills write there.
+//	S3  A range is fresh (needs no zeroing, Q2) only if it lies wholly at
+//	    or past the mark before it is taken and inside the reserve.
+//	S4  Taking space raises the mark before anything is written there,
+//	    and reserves ahead when the range is new, so a table placed past
+//	    the reserve's end is below the mark before the next reservation.
 //
 // Locking: the read path and the in-place overwrite path take no
 // image-wide lock: the L1 is read atomically, an L2 entry under its

@@ -45,12 +45,17 @@ type Image struct {
 	pinfo PreallocInfo
 	space hostSpace // the file's space past what refcounts describe (S1-S4)
 
-	mu        sync.Mutex
-	l1        []uint64
-	reftable  []uint64
-	l2c, rbc  *cache.Cache
-	sliceSize uint64
-	freeIdx   uint64 // first-fit search start (cluster index)
+	mu sync.Mutex
+	// l1 is the active L1 table for holders of mu; l1p points at the
+	// same table for lock-free readers (growL1 replaces both), and
+	// l1Off/l1Len mirror its place (overlap checks).
+	l1           []uint64
+	l1p          atomic.Pointer[[]uint64]
+	l1Off, l1Len atomic.Uint64
+	reftable     []uint64
+	l2c, rbc     *cache.Cache
+	sliceSize    uint64
+	freeIdx      uint64 // first-fit search start (cluster index)
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
@@ -60,12 +65,16 @@ type Image struct {
 	snapshots    []format.Snapshot
 	dirtySet     bool // dirty bit written (lazy refcounts)
 	corrupt      bool
+	corruptCause error // what markCorrupt was told
 	closed       bool
 
 	meta     metaSet // roles of L2 and refcount block clusters (overlap checks)
 	allocs   sched.ClusterLocks
 	inflight inflightMap // states of the allocations registered in allocs
-	c        counters
+	gate     writeGate   // lock-free overwrites vs freeing (Q12)
+	// linkFault, if set (tests), fails the L2 link of new clusters.
+	linkFault func() error
+	c         counters
 }
 
 var (
@@ -209,6 +218,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		}
 		im.l1[i] = uint64(e)
 	}
+	im.setL1(im.l1, uint64(h.L1TableOffset))
 	im.rtOff.Store(uint64(h.RefcountTableOffset))
 	im.rtLen.Store(uint64(h.RefcountTableClusters) * cs)
 	if err := im.overlapCheckStatic(); err != nil {
@@ -533,6 +543,7 @@ func (im *Image) writeTableEntry(tableOff uint64, table []uint64, i uint64) erro
 func (im *Image) markCorrupt(cause error) error {
 	if !im.corrupt {
 		im.corrupt = true
+		im.corruptCause = cause
 		im.syncState()
 		if im.hdr.Version >= 3 && !im.ro {
 			im.hdr.IncompatibleFeatures |= format.IncompatCorrupt
@@ -582,15 +593,20 @@ func (im *Image) Close() error {
 	return err
 }
 
-// Flush makes every write completed before the call durable (B6).
+// Flush makes every write completed before the call durable (B6). Early
+// writes (Q10) are acknowledged only once linked, so they are covered.
+// On an image marked corrupt it fails: writes acknowledged before the
+// corruption was found cannot be made durable.
 func (im *Image) Flush() error {
-	im.inflight.wait() // Q10: early writes are covered once linked
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if im.closed {
 		return block.ErrClosed
 	}
-	if im.ro || im.corrupt {
+	if im.corrupt {
+		return fmt.Errorf("%w: image marked corrupt, flush refused: %v", ErrCorrupt, im.corruptCause)
+	}
+	if im.ro {
 		return nil
 	}
 	return im.flushLocked()
@@ -617,8 +633,8 @@ func (im *Image) flushLocked() error {
 	return im.dev.Flush()
 }
 
-// Truncate changes the virtual size. Growth within the current L1 table
-// only; shrinking is not supported.
+// Truncate changes the virtual size. Growing past the L1 table grows it
+// (growL1); shrinking is not supported.
 func (im *Image) Truncate(size int64) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -631,8 +647,10 @@ func (im *Image) Truncate(size int64) error {
 	if size < 0 || uint64(size) < im.hdr.Size {
 		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
 	}
-	if im.g.L1EntriesFor(uint64(size)) > uint64(len(im.l1)) {
-		return fmt.Errorf("%w: growing past the L1 table", ErrUnsupported)
+	if need := im.g.L1EntriesFor(uint64(size)); need > uint64(len(im.l1)) {
+		if err := im.growL1(need); err != nil {
+			return err
+		}
 	}
 	old := im.hdr.Size
 	im.hdr.Size = uint64(size)

@@ -5,15 +5,30 @@ import (
 	"sync/atomic"
 )
 
+// This file is the one place that decides when a write into a cluster
+// under allocation may go to the device and when it is acknowledged
+// (Q10). Its rules:
+//
+//   - An early writer may write once the allocation is ready (the bytes
+//     of the new host cluster outside the allocator's own data are
+//     final: copied, zeroed, or a fresh hole) and not yet sealed.
+//   - The allocator seals before it links: no early writer enters after
+//     that, and the seal waits for those in flight. So no early write
+//     reaches the host cluster after the link, where a discard could
+//     free it (bug 4).
+//   - An early writer is acknowledged only after the allocation is
+//     finished: linked, so every later read sees its bytes (bug 2), or
+//     failed, and then it returns the link error (bug 3).
+//   - If the allocator's own write fails, the cluster is still linked
+//     when an early write succeeded; otherwise the allocation is undone.
+
 // allocState is a cluster allocation in flight (alongside its
-// sched.ClusterLocks registration). Once ready, the new host cluster's
-// bytes outside the allocator's own data are final (copied, zeroed, or a
-// fresh hole), so other writers may write into it before the L2 link
-// (Q10, the seed's goal 3).
+// sched.ClusterLocks registration).
 type allocState struct {
 	host  uint64
 	ready atomic.Bool
-	done  chan struct{} // closed after the link (or abort)
+	done  chan struct{} // closed when the allocation is finished
+	err   error         // why it failed; set before done is closed
 
 	mu     sync.Mutex
 	idle   sync.Cond
@@ -63,6 +78,14 @@ func (st *allocState) seal() int {
 	return st.ok
 }
 
+// finish records the outcome (nil: linked) and releases the early
+// writers waiting for it.
+func (st *allocState) finish(err error) {
+	st.err = err
+	close(st.done)
+}
+
+// inflightMap finds the allocation in flight of a guest cluster.
 type inflightMap struct {
 	mu sync.Mutex
 	m  map[uint64]*allocState // guest cluster -> state
@@ -83,7 +106,6 @@ func (f *inflightMap) remove(gc uint64, st *allocState) {
 		delete(f.m, gc)
 	}
 	f.mu.Unlock()
-	close(st.done)
 }
 
 // ready returns the in-flight allocation of gc if early writes may go to
@@ -98,18 +120,22 @@ func (f *inflightMap) ready(gc uint64) *allocState {
 	return nil
 }
 
-// wait blocks until every ready allocation in flight now has been linked,
-// so that a Flush covers early writes that completed before it (Q10).
-func (f *inflightMap) wait() {
-	f.mu.Lock()
-	var pending []chan struct{}
-	for _, st := range f.m {
-		if st.ready.Load() {
-			pending = append(pending, st.done)
-		}
+// earlyWrite writes into a cluster whose allocation is in flight but
+// whose COW or zeroing is complete (Q10). done is false when the
+// allocation was sealed first and the caller must look again (once it
+// is finished).
+func (im *Image) earlyWrite(st *allocState, goff uint64, v [][]byte) (done bool, err error) {
+	if !st.enter() {
+		<-st.done
+		return false, nil
 	}
-	f.mu.Unlock()
-	for _, ch := range pending {
-		<-ch
+	im.c.earlyWrites.Add(1)
+	err = im.dev.Writev(int64(st.host+im.g.InCluster(goff)), v)
+	st.exit(err == nil)
+	im.event(EvEarlyWrite)
+	<-st.done // acknowledged once linked (or with the link's error)
+	if err != nil {
+		return true, err
 	}
+	return true, st.err
 }

@@ -16,10 +16,11 @@ import (
 // entry is unallocated (or gc is past the L1 table).
 func (im *Image) l2slice(gc uint64) (t *cache.Table, at uint64, err error) {
 	l1i := gc >> im.g.L2Bits
-	if l1i >= uint64(len(im.l1)) {
+	l1 := *im.l1p.Load()
+	if l1i >= uint64(len(l1)) {
 		return nil, 0, nil
 	}
-	l2off := atomic.LoadUint64(&im.l1[l1i]) & format.L1OffsetMask
+	l2off := atomic.LoadUint64(&l1[l1i]) & format.L1OffsetMask
 	if l2off == 0 {
 		return nil, 0, nil
 	}

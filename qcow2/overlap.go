@@ -50,7 +50,7 @@ func (im *Image) staticOverlap(off, n uint64) string {
 	switch {
 	case in(0, cs):
 		return "header"
-	case in(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8):
+	case in(im.l1Off.Load(), im.l1Len.Load()):
 		return "active L1 table"
 	case in(im.rtOff.Load(), im.rtLen.Load()):
 		return "refcount table"

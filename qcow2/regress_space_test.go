@@ -309,3 +309,59 @@ func writeFile(t testing.TB, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestGrowL1 grows the virtual size past the L1 table (Truncate used to
+// refuse): the new table is taken like any other space, data written
+// before and after reads back through us and through QEMU, and the old
+// table is freed (no leak). Lock-free readers run throughout.
+func TestGrowL1(t *testing.T) {
+	for _, cs := range []int{512, 4096} {
+		t.Run(fmt.Sprint(cs), func(t *testing.T) {
+			size := int64(cs) * int64(cs/8) // one L1 entry's worth
+			im, p := testImage(t, CreateOptions{Size: size, ClusterSize: cs}, Options{})
+			want := pattern(int(size), 1)
+			mustWrite(t, im, want, 0)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // lock-free reads while the table is replaced
+				defer wg.Done()
+				b := make([]byte, 512)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := im.ReadAt(b, 0); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+			for _, grow := range []int64{3, 40, 41} {
+				if err := im.Truncate(size * grow); err != nil {
+					t.Fatal(err)
+				}
+				more := pattern(cs*3, byte(grow))
+				mustWrite(t, im, more, size*grow-int64(len(more)))
+				want = append(want, make([]byte, size*grow-int64(len(want)))...)
+				copy(want[size*grow-int64(len(more)):], more)
+			}
+			close(stop)
+			wg.Wait()
+			if im.Header().L1Size < 41 {
+				t.Fatalf("l1_size %d", im.Header().L1Size)
+			}
+			mustEqual(t, readAll(t, im), want, "after growth")
+			if err := im.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if haveQemu() {
+				raw := filepath.Join(t.TempDir(), "raw")
+				qemu(t, "qemu-img", "convert", "-O", "raw", p, raw)
+				mustEqual(t, readFile(t, raw), want, "qemu-img convert")
+			}
+		})
+	}
+}

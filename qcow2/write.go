@@ -103,12 +103,8 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 			blocker.Wait()
 			continue
 		}
-		e, err := im.entry(gc)
-		if err != nil {
+		if done, err := im.overwrite(gc, goff, v); done {
 			return err
-		}
-		if e.Type() == format.ClusterNormal && e.Copied() {
-			return im.overwrite(e, goff, v)
 		}
 		im.mu.Lock()
 		a, _, blocker := im.allocs.TryAcquire(gc, 1)
@@ -119,7 +115,8 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 		}
 		// Registered: look again, the cluster may have been linked in
 		// the meantime.
-		if e, err = im.entry(gc); err != nil {
+		e, err := im.entry(gc)
+		if err != nil {
 			im.allocs.Release(a)
 			im.mu.Unlock()
 			return err
@@ -127,35 +124,34 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 		if e.Type() == format.ClusterNormal && e.Copied() {
 			im.allocs.Release(a)
 			im.mu.Unlock()
-			return im.overwrite(e, goff, v)
+			continue // overwrite, without the lock
 		}
 		return im.allocWrite(a, gc, goff, e, v, n) // unlocks mu
 	}
 }
 
-// overwrite writes into an allocated cluster with refcount 1, after the
-// cached overlap check (Q9): a hostile or damaged L2 entry must not point
+// overwrite writes into the cluster of gc if it is allocated with
+// refcount 1 (COPIED); done is false when it is not and the caller must
+// allocate. The lookup and the write happen inside the write gate, so a
+// discard never frees the cluster under the write (Q12). The cached
+// overlap check (Q9) keeps a hostile or damaged L2 entry from pointing
 // our write at metadata or far past the file.
-func (im *Image) overwrite(e format.L2Entry, goff uint64, v [][]byte) error {
+func (im *Image) overwrite(gc, goff uint64, v [][]byte) (done bool, err error) {
+	tok := im.gate.enter()
+	e, err := im.entry(gc)
+	if err != nil || e.Type() != format.ClusterNormal || !e.Copied() {
+		im.gate.exit(tok)
+		return err != nil, err
+	}
 	if err := im.overlapCheckData(uint64(e.Offset())); err != nil {
+		im.gate.exit(tok)
 		im.mu.Lock()
 		err = im.markCorrupt(err)
 		im.mu.Unlock()
-		return err
+		return true, err
 	}
-	return im.dev.Writev(int64(uint64(e.Offset())+im.g.InCluster(goff)), v)
-}
-
-// earlyWrite writes into a cluster whose allocation is in flight but
-// whose COW or zeroing is complete (Q10). done is false when the
-// allocation went away first and the caller must look again.
-func (im *Image) earlyWrite(st *allocState, goff uint64, v [][]byte) (done bool, err error) {
-	if !st.enter() {
-		return false, nil
-	}
-	im.c.earlyWrites.Add(1)
-	err = im.dev.Writev(int64(st.host+im.g.InCluster(goff)), v)
-	st.exit(err == nil)
+	err = im.dev.Writev(int64(uint64(e.Offset())+im.g.InCluster(goff)), v)
+	im.gate.exit(tok)
 	return true, err
 }
 
@@ -206,25 +202,53 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 	if err == nil {
 		st.ready.Store(true)
 	}
-	// If our write failed, undo the allocation unless early writers
-	// already put data there (Q10): then it is linked all the same.
-	if err != nil && (!st.ready.Load() || st.seal() == 0) {
-		im.mu.Lock()
-		defer im.mu.Unlock()
-		im.inflight.remove(gc, st)
+	// Q10: no early writer enters after this, and those in flight are
+	// done. If our write failed, undo the allocation unless early writers
+	// put data there: then it is linked all the same.
+	early := st.seal()
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	defer im.inflight.remove(gc, st)
+	if err != nil && early == 0 {
 		if !reuse {
 			im.freeClusters(host, 1) // QEMU qcow2_alloc_cluster_abort
 		}
+		st.finish(err)
 		return err
 	}
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	werr := err
-	defer im.inflight.remove(gc, st)
-	if cowed || (fresh && im.lazy) {
-		// Q2; and with lazy refcounts nothing else orders the data
-		// (which extends the file) before the link: without it a crash
-		// could leave L2 entries pointing past the end of the file.
+	lerr := im.link(gc, host, cowed || (fresh && im.lazy))
+	st.finish(lerr)
+	if lerr != nil {
+		// Nobody was told the data is there (every early writer got
+		// lerr): undo the allocation, best effort (else a leak).
+		if !reuse {
+			im.freeClusters(host, 1)
+		}
+		return lerr
+	}
+	// Free what the entry pointed at before (Q3: modified and dirty
+	// first, then the refcount cache depends on the L2 cache).
+	if !reuse {
+		if ferr := im.freeEntry(e); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// link points the L2 entry of gc at the new host cluster (in the cache),
+// after the dependencies that make it safe on disk. flushFirst: the
+// cluster's bytes around the data were written into space that may hold
+// stale bytes (Q2), or with lazy refcounts nothing else orders the data
+// (which may extend the file) before the link, so a crash could leave
+// L2 entries pointing past the end of the file. Called with mu held.
+func (im *Image) link(gc, host uint64, flushFirst bool) error {
+	if im.linkFault != nil {
+		if err := im.linkFault(); err != nil {
+			return err
+		}
+	}
+	if flushFirst {
 		im.l2c.DependsOnFlush()
 	}
 	if !im.lazy {
@@ -235,14 +259,8 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 	if err := im.setEntry(gc, format.MakeL2(format.HostOff(host), true, false)); err != nil {
 		return err
 	}
-	// Free what the entry pointed at before (Q3: modified and dirty
-	// first, then the refcount cache depends on the L2 cache).
-	if !reuse {
-		if err := im.freeEntry(e); err != nil {
-			return err
-		}
-	}
-	return werr
+	im.event(EvLink)
+	return nil
 }
 
 // freeEntry drops the reference an old L2 entry held.

@@ -22,15 +22,20 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
 		return block.ErrNotSupported
 	}
+	var fr freeList
+	defer fr.release()
 	for n > 0 {
 		in := off % cs
 		chunk := min(cs-in, n)
 		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.hdr.Size)
 		var err error
 		if whole && im.hdr.Version >= 3 {
-			err = im.zeroCluster(uint64(off)>>g.ClusterBits, flags&block.MayUnmap != 0, false)
+			err = im.zeroCluster(uint64(off)>>g.ClusterBits, flags&block.MayUnmap != 0, false, &fr)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
+		}
+		if err == nil && fr.full() {
+			err = im.freeAfterWriters(&fr)
 		}
 		if err != nil {
 			return err
@@ -38,7 +43,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		off += chunk
 		n -= chunk
 	}
-	return nil
+	return im.freeAfterWriters(&fr)
 }
 
 // writeZeroBuf writes zero buffers over [off, off+n), inside one cluster.
@@ -65,8 +70,59 @@ func (im *Image) Discard(off, n int64) error {
 	if uint64(off+n) == im.hdr.Size {
 		end = (off + n + cs - 1) / cs
 	}
+	var fr freeList
+	defer fr.release()
 	for c := first; c < end; c++ {
-		if err := im.zeroCluster(uint64(c), true, true); err != nil {
+		if err := im.zeroCluster(uint64(c), true, true, &fr); err != nil {
+			return err
+		}
+		if fr.full() {
+			if err := im.freeAfterWriters(&fr); err != nil {
+				return err
+			}
+		}
+	}
+	return im.freeAfterWriters(&fr)
+}
+
+// freeList collects the old entries of clusters whose L2 entries were
+// changed, to be freed once no writer can still be writing into them
+// (Q12). Batching makes one gate sync serve many clusters.
+type freeList struct {
+	es []format.L2Entry
+}
+
+const freeBatch = 256
+
+func (fr *freeList) full() bool { return len(fr.es) >= freeBatch }
+
+// release is deferred by the owner: entries left on an error path are
+// leaked (refcount too high), never freed under a writer.
+func (fr *freeList) release() { fr.es = fr.es[:0] }
+
+// freeAfterWriters waits until no write found any of the collected
+// clusters through its old entry, then drops their references.
+func (im *Image) freeAfterWriters(fr *freeList) error {
+	if len(fr.es) == 0 {
+		return nil
+	}
+	for _, e := range fr.es {
+		if e.Type() == format.ClusterNormal {
+			im.gate.sync() // Q12: lock-free writers of the old entries are done
+			break
+		}
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	defer fr.release()
+	if im.closed {
+		return block.ErrClosed
+	}
+	if im.ro || im.corrupt {
+		return ErrReadOnly // leaked, never freed under a writer
+	}
+	for _, e := range fr.es {
+		if err := im.freeEntry(e); err != nil {
 			return err
 		}
 	}
@@ -75,7 +131,9 @@ func (im *Image) Discard(off, n int64) error {
 
 // zeroCluster turns guest cluster gc into a zero cluster (or, for a
 // discard without the need to hide backing data, an unallocated one).
-func (im *Image) zeroCluster(gc uint64, unmap, discard bool) error {
+// The old entry, if it held a cluster, goes to fr: it is freed later,
+// after writers that found it without the lock are done (Q12).
+func (im *Image) zeroCluster(gc uint64, unmap, discard bool, fr *freeList) error {
 	for {
 		im.mu.Lock()
 		if im.closed {
@@ -88,14 +146,14 @@ func (im *Image) zeroCluster(gc uint64, unmap, discard bool) error {
 			blocker.Wait()
 			continue
 		}
-		err := im.zeroClusterLocked(gc, unmap, discard)
+		err := im.zeroClusterLocked(gc, unmap, discard, fr)
 		im.allocs.Release(a)
 		im.mu.Unlock()
 		return err
 	}
 }
 
-func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool) error {
+func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool, fr *freeList) error {
 	e, err := im.entry(gc)
 	if err != nil {
 		return err
@@ -140,5 +198,9 @@ func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool) error {
 	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc {
 		return nil
 	}
-	return im.freeEntry(e)
+	switch e.Type() {
+	case format.ClusterNormal, format.ClusterZeroAlloc, format.ClusterCompressed:
+		fr.es = append(fr.es, e)
+	}
+	return nil
 }
