@@ -266,6 +266,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	if err := im.rbc.Flush(); err != nil {
 		return err
 	}
+	im.event(EvRefblock)
 	im.reftable[ri] = boff
 	if err := im.writeTableEntry(uint64(im.hdr.RefcountTableOffset), im.reftable, ri); err != nil {
 		im.reftable[ri] = 0
@@ -380,6 +381,7 @@ func (im *Image) growReftable(need uint64) error {
 	if err := im.dev.Flush(); err != nil {
 		return err
 	}
+	im.event(EvReftable)
 	oldOff, oldClusters := uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)
 	im.hdr.RefcountTableOffset = format.HostOff(tableOff)
 	im.hdr.RefcountTableClusters = uint32(tc)

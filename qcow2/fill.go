@@ -253,6 +253,9 @@ func (im *Image) fillWorker() {
 			im.c.fillBytes.Add(int64(r.end - r.off))
 		}
 		f.mu.Unlock()
+		if err == nil {
+			im.event(EvFill)
+		}
 	}
 }
 

@@ -126,6 +126,7 @@ func (im *Image) ensureL2(gc uint64) error {
 	if err := im.l2c.Flush(); err != nil {
 		return im.abortL2(off, err)
 	}
+	im.event(EvL2)
 	atomic.StoreUint64(&im.l1[l1i], uint64(format.MakeL1(format.HostOff(off), true)))
 	if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, l1i); err != nil {
 		atomic.StoreUint64(&im.l1[l1i], uint64(old))
