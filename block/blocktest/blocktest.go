@@ -38,6 +38,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,8 @@ type Config struct {
 	// Skip names cases that must be skipped, with the reason (a known
 	// failure that cannot be fixed in the device's package).
 	Skip map[string]string
+	// Only, if set, runs just the named cases.
+	Only []string
 }
 
 // Run runs every conformance case against a fresh device from open. open
@@ -133,6 +136,9 @@ func Run(t *testing.T, open func(t *testing.T) block.Device, c Config) {
 		{"readonly", (*kit).readonly},
 	}
 	for _, tc := range cases {
+		if c.Only != nil && !slices.Contains(c.Only, tc.name) {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			if why, ok := c.Skip[tc.name]; ok {
 				t.Skip(why)
