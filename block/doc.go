@@ -3,7 +3,9 @@
 // zeroes ranges with request flags modelled on QEMU's BDRV_REQ_*, flushes, and
 // reports its size and capabilities.
 //
-// Invariants every Device implementation keeps (tests cite them as B1..B6):
+// Invariants every Device implementation keeps (tests cite them as B1..B7;
+// package blocktest checks them, and every device in the repository runs
+// it):
 //
 //	B1  Safe for concurrent use. Requests that do not overlap never wait for
 //	    each other; overlapping requests complete in some order, and no byte

@@ -29,7 +29,10 @@
 //	F3  Layers that fan a write out to several children (blkverify,
 //	    quorum, mirror) serialise overlapping requests with a range lock,
 //	    so the children apply overlapping writes in the same order and
-//	    cannot diverge through reordering alone.
+//	    cannot diverge through reordering alone. Only overlapping
+//	    requests wait (B1); a Serialising|NoWait request that would wait
+//	    on the lock fails with block.ErrBusy instead, having done nothing
+//	    (B5; copy-on-read's lock too).
 //	F4  A layer owns its children: Close closes them (mirror's target
 //	    only until Complete hands it over).
 //	F5  Copy-on-read and mirror never overwrite newer guest data with
