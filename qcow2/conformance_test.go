@@ -34,19 +34,7 @@ func TestConformance(t *testing.T) {
 		cfg.Truncate = blocktest.TruncateGrow
 		cfg.TruncateErr = qcow2.ErrUnsupported
 		cfg.AllocAlign = cluster
-		// Known failure (engine code, not fixed here): see the reason.
-		cfg.Skip = map[string]string{"readonly": "FAILS: a write to a read-only *qcow2.Image (Writev, WriteZeroes, " +
-			"Truncate) returns qcow2.ErrReadOnly, which does not match block.ErrReadOnly under errors.Is; " +
-			"the rest of the case runs in readonly-engine-error"}
 		blocktest.Run(t, open, cfg)
-		// The readonly case with the engine's own error, so that
-		// everything else it checks still runs.
-		t.Run("readonly-engine-error", func(t *testing.T) {
-			cfg.Skip = nil
-			cfg.Only = []string{"readonly"}
-			cfg.ReadOnlyErr = qcow2.ErrReadOnly
-			blocktest.Run(t, open, cfg)
-		})
 	}
 
 	for _, media := range []block.Media{block.MediaUnknown, block.MediaRAM} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -14,11 +15,16 @@ var (
 	// ErrUnsupported: a valid image uses a feature we do not implement.
 	ErrUnsupported = format.ErrUnsupported
 	// ErrReadOnly: a write to an image opened read-only (or marked
-	// corrupt).
-	ErrReadOnly = errors.New("qcow2: image is read-only")
+	// corrupt). It matches block.ErrReadOnly too (the device contract).
+	ErrReadOnly error = readOnlyError{}
 	// ErrOutOfRange: a guest request past the virtual size.
 	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
 )
+
+type readOnlyError struct{}
+
+func (readOnlyError) Error() string        { return "qcow2: image is read-only" }
+func (readOnlyError) Is(target error) bool { return target == block.ErrReadOnly }
 
 // FieldError names the offending field; see format.FieldError.
 type FieldError = format.FieldError

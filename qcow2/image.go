@@ -555,7 +555,9 @@ func (im *Image) markCorrupt(cause error) error {
 	return fmt.Errorf("qcow2: marking image as corrupt: %w", cause)
 }
 
-// Close flushes metadata, clears the dirty bit and releases the image.
+// Close flushes metadata, clears the dirty bit and releases the image. On
+// an image marked corrupt it releases the image without flushing and
+// returns an error wrapping ErrCorrupt.
 func (im *Image) Close() error {
 	im.mu.Lock()
 	if im.closed {
@@ -567,6 +569,11 @@ func (im *Image) Close() error {
 	// deadlock.
 	im.stopFill()
 	var err error
+	if im.corrupt {
+		// As Flush: what was acknowledged since the last flush is not
+		// made durable, and the caller must hear it.
+		err = fmt.Errorf("%w: image marked corrupt, closed without flushing: %v", ErrCorrupt, im.corruptCause)
+	}
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
 		if err == nil {

@@ -289,7 +289,10 @@ func TestRegress_FlushCorrupt(t *testing.T) {
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Flush on a corrupt image: %v, want an error wrapping ErrCorrupt", err)
 	}
-	if !bytes.Contains([]byte(err.Error()), []byte("corrupt")) {
+	if !bytes.Contains([]byte(err.Error()), []byte("found corruption")) {
 		t.Fatalf("error does not say why: %v", err)
+	}
+	if err := im.Close(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Close on a corrupt image: %v, want an error wrapping ErrCorrupt", err)
 	}
 }
