@@ -144,7 +144,8 @@ func (d *Dev) Readv(off int64, bufs [][]byte) error {
 		return block.ErrClosed
 	}
 	if n > 0 {
-		defer d.rl.lock(off, n, false)()
+		id := d.rl.lockID(off, n, false)
+		defer d.rl.release(id)
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -407,25 +408,39 @@ func (l *rangeLock) conflicts(off, end int64, excl bool) bool {
 }
 
 func (l *rangeLock) add(off, end int64, excl bool) func() {
+	id := l.addID(off, end, excl)
+	return func() { l.release(id) }
+}
+
+func (l *rangeLock) addID(off, end int64, excl bool) uint64 {
 	l.seq++
-	id := l.seq
-	l.held = append(l.held, heldRange{off: off, end: end, excl: excl, id: id})
-	return func() {
-		l.mu.Lock()
-		for i, h := range l.held {
-			if h.id == id {
-				l.held[i] = l.held[len(l.held)-1]
-				l.held = l.held[:len(l.held)-1]
-				break
-			}
+	l.held = append(l.held, heldRange{off: off, end: end, excl: excl, id: l.seq})
+	return l.seq
+}
+
+// release drops the range taken as id.
+func (l *rangeLock) release(id uint64) {
+	l.mu.Lock()
+	for i, h := range l.held {
+		if h.id == id {
+			l.held[i] = l.held[len(l.held)-1]
+			l.held = l.held[:len(l.held)-1]
+			break
 		}
-		l.cond.Broadcast()
-		l.mu.Unlock()
 	}
+	l.cond.Broadcast()
+	l.mu.Unlock()
 }
 
 // lock takes [off, off+n) (n > 0) and returns the release function.
 func (l *rangeLock) lock(off, n int64, excl bool) func() {
+	id := l.lockID(off, n, excl)
+	return func() { l.release(id) }
+}
+
+// lockID is lock without a closure (no allocation on the read path);
+// release(id) undoes it.
+func (l *rangeLock) lockID(off, n int64, excl bool) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cond.L == nil {
@@ -434,7 +449,7 @@ func (l *rangeLock) lock(off, n int64, excl bool) func() {
 	for l.conflicts(off, off+n, excl) {
 		l.cond.Wait()
 	}
-	return l.add(off, off+n, excl)
+	return l.addID(off, off+n, excl)
 }
 
 // tryLock takes [off, off+n) exclusively if nothing overlapping is held;

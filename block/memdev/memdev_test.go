@@ -207,3 +207,16 @@ func TestCrashCloneConsistent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestReadvNoAlloc: a read allocates nothing (engine zero-allocation
+// tests run over memdev).
+func TestReadvNoAlloc(t *testing.T) {
+	d := memdev.New(memdev.Options{})
+	if err := d.Writev(0, [][]byte{make([]byte, 8192)}); err != nil {
+		t.Fatal(err)
+	}
+	v := [][]byte{make([]byte, 4096)}
+	if n := testing.AllocsPerRun(100, func() { d.Readv(4096, v) }); n != 0 {
+		t.Fatalf("Readv: %v allocations", n)
+	}
+}
