@@ -247,7 +247,7 @@ func BenchmarkL2Hit(b *testing.B) {
 }
 
 // TestAllocs_HotPath: an overwrite of an allocated cluster and a read
-// that hits the L2 cache allocate nothing (style rule 8; cache C10), on
+// that hits the L2 cache allocate nothing (cache C10), on
 // a device that allocates nothing itself.
 func TestAllocs_HotPath(t *testing.T) {
 	if raceEnabled {

@@ -13,7 +13,8 @@
 // write that touches such a cluster waits for that allocation only
 // (QEMU's handle_dependencies), or writes early (Q10).
 //
-// Crash-consistency invariants (qemu-qcow2.md §4, §8). Code cites them:
+// Crash-consistency invariants (docs/crash-consistency.md explains them and
+// how they are tested). Code cites them:
 //
 //	Q1  Allocation: a cluster's refcount increment is durable before any
 //	    on-disk L2 or L1 entry points at it (L2 cache depends on the

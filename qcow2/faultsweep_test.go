@@ -21,7 +21,7 @@ import (
 	"github.com/qring/qring/internal/invariants"
 )
 
-// Fault sweeps (house style rule 3; QEMU iotests 026/289): each workload is
+// Fault sweeps (after pebble's errorfs; QEMU iotests 026/289): each workload is
 // rerun with an injected error at device op 0, 1, 2, ... (errordev.OnIndex,
 // the op numbering includes OpenDevice), and with a disk that dies at op i
 // (OnIndexSticky), until a run completes without the fault firing. For every

@@ -19,7 +19,7 @@ import (
 // Tests of the seed (cluster-space preallocation: skip COW for areas that
 // read as zero, zero with one efficient Allocate request or not at all,
 // early writes into clusters under allocation), modelled on QEMU iotests
-// 046, 027, 154/179 and 268 (qemu-qcow2.md §7) and the traps of §8.
+// 046, 027, 154/179 and 268 (QEMU tests/qemu-iotests) and the ordering rules of docs/crash-consistency.md.
 
 // seedBacking returns backing data with a per-cluster pattern that is
 // never zero (so a lost COW shows as zeros).

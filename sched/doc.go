@@ -11,7 +11,7 @@
 // ClusterLocks is QEMU's s->cluster_allocs with handle_dependencies
 // (block/qcow2-cluster.c): an allocating write registers the guest clusters it
 // is allocating, and another write touching any of them waits for that
-// allocation only, then looks the cluster up again (qemu-qcow2.md §8 trap 4:
+// allocation only, then looks the cluster up again (QEMU handle_dependencies;
 // 15 of 16 sequential 4 KiB writes into a new 64 KiB cluster wait).
 //
 // Invariants (tests and code cite them):

@@ -1,5 +1,5 @@
 // Package invariants gates expensive self-checks behind the invariants
-// build tag (house style rule 12, after pebble's internal/invariants).
+// build tag (after pebble's internal/invariants).
 //
 // Build with -tags invariants (CI runs -tags invariants -race) and
 //
