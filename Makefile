@@ -6,7 +6,7 @@ PKGS    ?= ./...
 FUZZTIME ?= 20000x
 LONGFUZZ ?= 60s
 
-.PHONY: all build test test-race fuzz-short fuzz crash bench bench-go lint perf perf-qemu flamegraph clean
+.PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu flamegraph clean
 
 all: build
 
@@ -37,6 +37,20 @@ fuzz:
 
 crash:
 	QRING_CRASH_POINTS=1200 $(GO) test -count=1 -timeout 60m -run 'Crash|FaultSweep' -v ./qcow2/ | grep -E '^(---|===|ok|FAIL|PASS)|crash points|corrupt'
+
+# The metamorphic torture suite (qcow2/torture*_test.go): seeds and
+# configurations cycled for TORTURE_TIME, each case in a subprocess; one
+# reproduction command per failure; the last line is "N passed, M failed".
+# TORTURE_FLAGS passes more, e.g. -torture.tolerate=ryw -torture.requiregrow.
+TORTURE_TIME ?= 10m
+TORTURE_FLAGS ?=
+torture:
+	@mkdir -p bin
+	$(GO) test -c -o bin/qcow2.test ./qcow2
+	@rm -f bin/torture.summary; \
+	QRING_TORTURE_SUMMARY=bin/torture.summary ./bin/qcow2.test -test.run '^TestTortureLoop$$' -test.count=1 -test.timeout=0 \
+	  -torture.time=$(TORTURE_TIME) $(TORTURE_FLAGS); rc=$$?; \
+	if [ -s bin/torture.summary ]; then cat bin/torture.summary; else echo "0 passed, 1 failed"; rc=1; fi; exit $$rc
 
 # The README's main job: the seed benchmark on a fresh temporary image.
 bench: build

@@ -61,6 +61,7 @@ func genParamsFromFlags(t *testing.T) tgenParams {
 		}
 		p.size, p.maxSize = n, 2*n
 	}
+	p.batchOps = min(max(p.ops/10, 8), 40)
 	return p
 }
 
@@ -110,9 +111,9 @@ func TestTorture(t *testing.T) {
 		return
 	}
 	// The short deterministic sample.
-	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 20}
+	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 15}
 	if raceEnabled || testing.Short() {
-		sp.ops, sp.batchOps = 80, 12
+		sp.ops, sp.batchOps = 80, 8
 	}
 	if *tortureOps > 0 || *tortureSize != "" {
 		sp = p
@@ -220,9 +221,10 @@ func TestTortureLoop(t *testing.T) {
 	// Last line (the Makefile prints it again after go test's own).
 	line := fmt.Sprintf("%d passed, %d failed", passed, failed)
 	if p := os.Getenv("QRING_TORTURE_SUMMARY"); p != "" {
-		os.WriteFile(p, []byte(line+"\n"), 0o644)
+		os.WriteFile(p, []byte(line+"\n"), 0o644) // printed last by make torture
+	} else {
+		fmt.Println(line)
 	}
-	fmt.Println(line)
 }
 
 func firstLine(s string) string {
