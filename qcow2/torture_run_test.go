@@ -311,7 +311,7 @@ func (r *trun) setup() {
 		r.hd = holddev.New(r.mem, ho)
 		r.dev = r.hd
 		if cfg.backend == "lat" {
-			m := latdev.Distributed().Scaled(0.05)
+			m := latdev.Distributed().Scaled(0.01) // 5 µs per op: c512 reads are many ops
 			m.Parallel = 8
 			r.dev = latdev.New(r.hd, m)
 		}
