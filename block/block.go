@@ -65,6 +65,11 @@ type Caps struct {
 	Align int64
 	// MemAlign is the buffer address alignment the fast path needs.
 	MemAlign int
+	// ZeroAlign, if larger than Align, is the alignment WriteZeroes with
+	// Allocate needs (e.g. the host filesystem's block size: zeroing a
+	// partial block goes through the page cache); a range not aligned to
+	// it is ErrNotSupported (B3). 0 means Align.
+	ZeroAlign int64
 	// Media says what backs the device, as far as it can tell; engines
 	// use it to pick strategies whose cost depends on the medium (e.g.
 	// whether streaming zeros ahead is cheap). MediaUnknown when unsure.

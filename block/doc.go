@@ -16,7 +16,8 @@
 //	B3  WriteZeroes with Allocate either zeroes the range efficiently, with
 //	    space reserved (fallocate ZERO_RANGE), or fails with ErrNotSupported
 //	    having written nothing. It never falls back to writing zero buffers.
-//	    A range not aligned to Caps().Align is ErrNotSupported.
+//	    A range not aligned to Caps().Align, or to Caps().ZeroAlign when
+//	    that is set, is ErrNotSupported.
 //	B4  WriteZeroes without Allocate may fall back to writing zeros.
 //	B5  Serialising|NoWait returns ErrBusy, without side effects, instead of
 //	    waiting on an overlapping in-flight request.

@@ -20,7 +20,7 @@
 //	B1_concurrent     concurrent overlapping writes are not torn below Caps().Align; disjoint ones all land
 //	B1_no_wait        with a write held in flight (Stall), disjoint reads, writes and zeroing complete
 //	B2_read_past_eof  reads past the end are zero-filled
-//	B3_allocate       Allocate zeroes, or is ErrNotSupported with nothing written; misaligned is ErrNotSupported
+//	B3_allocate       Allocate zeroes, or is ErrNotSupported with nothing written; misaligned (Align, ZeroAlign) is ErrNotSupported
 //	B4_zeroes         WriteZeroes without Allocate zeroes any range, growing a growable device
 //	B5_serialising    Serialising|NoWait is ErrBusy against an in-flight overlapping request (or ErrNotSupported when Caps() lacks it)
 //	B6_flush          Flush succeeds; with Crash, what completed before it survives a power cut
@@ -77,7 +77,8 @@ type Config struct {
 	Truncate    TruncateMode
 	TruncateErr error
 	// AllocAlign is the alignment Allocate zeroing needs when larger than
-	// Caps().Align (qcow2: the cluster size); a misaligned Allocate
+	// Caps().Align and Caps().ZeroAlign (qcow2: the cluster size), for
+	// devices that do not report it in Caps; a misaligned Allocate
 	// request is ErrNotSupported.
 	AllocAlign int64
 	// Stall, if set, is wired into the device's storage (e.g.
@@ -300,6 +301,9 @@ func (k *kit) capsCase() {
 	pow2 := func(x int64) bool { return x >= 1 && x&(x-1) == 0 }
 	if !pow2(c.Align) || !pow2(int64(c.MemAlign)) {
 		k.Fatalf("Align %d / MemAlign %d: want powers of two >= 1", c.Align, c.MemAlign)
+	}
+	if c.ZeroAlign != 0 && (!pow2(c.ZeroAlign) || c.ZeroAlign < c.Align) {
+		k.Fatalf("ZeroAlign %d: want 0 or a power of two >= Align %d", c.ZeroAlign, c.Align)
 	}
 	if c.ZeroFlags&^(block.Allocate|block.MayUnmap) != 0 {
 		k.Fatalf("ZeroFlags %v: only Allocate and MayUnmap are zeroing flags", c.ZeroFlags)
@@ -621,7 +625,7 @@ func (k *kit) b2() {
 	}
 }
 
-func (k *kit) allocAlign() int64 { return max(k.caps.Align, k.c.AllocAlign, 1) }
+func (k *kit) allocAlign() int64 { return max(k.caps.Align, k.caps.ZeroAlign, k.c.AllocAlign, 1) }
 
 // b3: Allocate zeroes efficiently or fails with ErrNotSupported having
 // written nothing; a range not aligned is ErrNotSupported.
