@@ -61,9 +61,11 @@
 //	    heap (never moved by stack growth while the kernel uses them); the
 //	    slot clears them when freed so it never pins caller memory.
 //	R6  -EAGAIN/-EINTR completions are resubmitted; short transfers resubmit
-//	    the remainder (on the buffered descriptor if the remainder is no
-//	    longer O_DIRECT-aligned); a read that returns 0 fills zeros (B2);
-//	    a write that returns 0 is ENOSPC.
+//	    the remainder; a read that returns 0 fills zeros (B2); a write that
+//	    returns 0 is ENOSPC. On O_DIRECT a read that stops at an unaligned
+//	    offset has reached EOF (the rest reads as zeros), a write that does
+//	    resumes from the aligned offset before, and a remainder whose
+//	    buffer address is no longer aligned is bounced (F1).
 //	R7  Every to_submit is exact. The kernel consumes to_submit SQEs from
 //	    its head; if that count were stale (head moved by a concurrent
 //	    enter) it could end between the two SQEs of a linked pair, and the
@@ -97,11 +99,29 @@
 //
 // # File
 //
-//	F1  O_DIRECT requests whose offset, length or buffers are not aligned
-//	    (Caps().Align, Caps().MemAlign) go to a second, buffered descriptor
-//	    of the same file with plain pread/pwrite (QEMU's misaligned thread
-//	    pool path). The kernel keeps the two coherent for non-concurrent
-//	    access.
+//	F1  A Direct file has one descriptor, O_DIRECT, and never does buffered
+//	    I/O: buffered and direct I/O in flight on the same page are not
+//	    coherent (a dirty page with stale bytes is written back over a
+//	    direct write, the kernel logs "Page cache invalidation failure on
+//	    direct I/O" and fdatasync returns EIO; a buffered read can cache
+//	    stale bytes). Requests whose offset, length or buffers are not
+//	    aligned (Caps().Align, Caps().MemAlign) are padded to the alignment
+//	    and bounced through aligned buffers (bounce.go; QEMU's padded
+//	    requests): a read reads the padded range and copies out, without
+//	    a lock (old or new data per aligned block, B1); a write with
+//	    aligned offset and length only copies; any other write is a
+//	    read-modify-write of the padded range. wmu (RWMutex) orders them:
+//	    every write, fallocate and linked ZeroThenWritev holds it shared
+//	    for its duration (merged SQEs included: each request holds it
+//	    until its own share completed), and so does Size; a
+//	    read-modify-write and Truncate hold it exclusively. So nothing else
+//	    modifies the file meanwhile: the padding is written back as it
+//	    was, and ftruncate's zeroing of a partial block in the page cache
+//	    races no direct write. A misaligned write therefore waits for every
+//	    write in flight, not only overlapping ones (rare on O_DIRECT
+//	    images). If the padded write grew the file past the request's end,
+//	    the size is set back under the same hold. Buffered files use the
+//	    kernel as is.
 //	F2  WriteZeroes with Allocate is fallocate(ZERO_RANGE) (no KEEP_SIZE, so
 //	    it grows the file), or ErrNotSupported with nothing written: when
 //	    the range is not Align-aligned, or when the filesystem refused
@@ -119,7 +139,7 @@
 //	    error is returned, mapped as in F2.
 //	F5  Close waits for requests in flight (they complete normally), makes
 //	    requests waiting for a ring slot fail with os.ErrClosed, then frees
-//	    the ring and both descriptors; later calls return os.ErrClosed.
+//	    the ring and the descriptor; later calls return os.ErrClosed.
 //	F6  Errors wrap the errno (block.OpError → unix.Errno), so
 //	    errors.Is(err, unix.EIO) works.
 //	F7  Caps().ReqFlags is 0: requests carrying Serialising or NoWait get

@@ -42,8 +42,8 @@ func (b Backend) String() string {
 // Options configure Open.
 type Options struct {
 	ReadOnly bool
-	// Direct opens the file with O_DIRECT. Misaligned requests still work
-	// through a second, buffered descriptor.
+	// Direct opens the file with O_DIRECT. Misaligned requests still work,
+	// on the same descriptor, through aligned bounce buffers (F1).
 	Direct bool
 	// Create creates the file if it does not exist (mode Perm, default 0644).
 	Create bool
@@ -85,12 +85,17 @@ const (
 // the plain-syscall backend). See doc.go for its invariants.
 type File struct {
 	path     string
-	fd       int // O_DIRECT when direct
-	bfd      int // buffered descriptor for misaligned I/O (== fd otherwise)
+	fd       int // O_DIRECT when direct; the only descriptor (F1)
 	readOnly bool
 	direct   bool
 	align    int64
 	memAlign int
+
+	// wmu orders writes on a Direct file against read-modify-writes (F1):
+	// every request that modifies the file (write, fallocate) holds it
+	// shared, a misaligned write and Truncate hold it exclusively.
+	wmu    sync.RWMutex
+	bounce sync.Pool // *bounceBuf, for misaligned requests on a Direct file
 
 	media    block.Media // what stores the file (F9)
 	mediaWhy string
@@ -145,33 +150,36 @@ func Open(path string, o Options) (*File, error) {
 	if o.Create && !o.ReadOnly {
 		flags |= unix.O_CREAT
 	}
-	bfd, err := openRetry(path, flags, uint32(o.Perm))
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	op := "open"
+	if o.Direct {
+		flags |= unix.O_DIRECT
+		op = "open O_DIRECT"
 	}
-	f := &File{path: path, fd: bfd, bfd: bfd, readOnly: o.ReadOnly, direct: o.Direct,
+	fd, err := openRetry(path, flags, uint32(o.Perm))
+	if err != nil {
+		return nil, &os.PathError{Op: op, Path: path, Err: err}
+	}
+	f := &File{path: path, fd: fd, readOnly: o.ReadOnly, direct: o.Direct,
 		align: 1, memAlign: 1, done: make(chan struct{}), sysFall: o.SyscallFallocate, hybrid: o.Hybrid}
 	fail := func(err error) (*File, error) {
-		if f.fd != f.bfd {
-			unix.Close(f.fd)
-		}
-		unix.Close(bfd)
+		unix.Close(fd)
 		return nil, err
 	}
 	if o.Direct {
-		fd, err := openRetry(path, (flags&^unix.O_CREAT)|unix.O_DIRECT, 0)
-		if err != nil {
-			return fail(&os.PathError{Op: "open O_DIRECT", Path: path, Err: err})
-		}
-		f.fd = fd
 		f.align, f.memAlign = probeAlign(fd)
+		size := int(max(bounceSize/f.align, 1) * f.align)
+		al := max(f.memAlign, block.DefaultMemAlign)
+		f.bounce.New = func() any {
+			b := &bounceBuf{b: block.AlignedBuf(size, al)}
+			return b
+		}
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(bfd, &st); err != nil {
+	if err := unix.Fstat(fd, &st); err != nil {
 		return fail(&os.PathError{Op: "fstat", Path: path, Err: err})
 	}
 	f.eof.Store(st.Size)
-	f.media, f.mediaWhy, f.metered = detectMedia(bfd)
+	f.media, f.mediaWhy, f.metered = detectMedia(fd)
 	f.allocOK.Store(true)
 	f.zeroOK.Store(true)
 	f.punchOK.Store(true)
@@ -279,7 +287,8 @@ func (f *File) Fd() int { return f.fd }
 
 // Caps implements block.Device.
 func (f *File) Caps() block.Caps {
-	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, Media: f.media, Metered: f.metered}
+	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign,
+		Media: f.media, Metered: f.metered}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
 	}
@@ -309,10 +318,7 @@ func (f *File) Close() error {
 	if f.ring != nil {
 		errs = append(errs, f.ring.close())
 	}
-	if f.fd != f.bfd {
-		errs = append(errs, unix.Close(f.fd))
-	}
-	errs = append(errs, unix.Close(f.bfd))
+	errs = append(errs, unix.Close(f.fd))
 	return errors.Join(errs...)
 }
 
@@ -326,7 +332,23 @@ func (f *File) Readv(off int64, bufs [][]byte) error {
 		return err
 	}
 	defer f.life.RUnlock()
+	if total == 0 {
+		return nil
+	}
+	if f.direct && !f.fast(off, total, bufs) {
+		// Misaligned on O_DIRECT: the padded range through a bounce
+		// buffer (F1). No lock: a read overlapping a write in flight may
+		// see old or new data per aligned block (B1).
+		f.m.misaligned.Add(1)
+		return f.bounceRead(off, bufs, total)
+	}
 	return f.chunked(false, off, bufs)
+}
+
+// fast reports whether a request on a Direct file can go to the kernel
+// as it is: offset, length and every buffer O_DIRECT-aligned.
+func (f *File) fast(off, total int64, bufs [][]byte) bool {
+	return block.Aligned(off, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)
 }
 
 // Writev implements block.Device.
@@ -347,14 +369,39 @@ func (f *File) Writev(off int64, bufs [][]byte) error {
 
 // writev writes under the EOF gate (F3): writes ending past the known EOF
 // hold it shared so that extending fallocates (exclusive) never overlap
-// them.
+// them. On a Direct file it also holds wmu (F1): shared for a write with
+// aligned offset and length (bounced if its buffers are not aligned),
+// exclusively for a read-modify-write.
 func (f *File) writev(off int64, bufs [][]byte, total int64) error {
+	if total == 0 {
+		return nil
+	}
 	end := off + total
 	if end > f.eof.Load() {
 		f.eofGate.RLock()
 		defer f.eofGate.RUnlock()
 	}
-	if err := f.chunked(true, off, bufs); err != nil {
+	var err error
+	switch {
+	case !f.direct:
+		err = f.chunked(true, off, bufs)
+	case f.fast(off, total, bufs):
+		f.wmu.RLock()
+		err = f.chunked(true, off, bufs)
+		f.wmu.RUnlock()
+	case block.Aligned(off, total, f.align):
+		f.m.misaligned.Add(1)
+		f.wmu.RLock()
+		err = f.bounceWrite(off, bufs, total)
+		f.wmu.RUnlock()
+	default:
+		f.m.misaligned.Add(1)
+		f.m.rmw.Add(1)
+		f.wmu.Lock()
+		err = f.rmwWrite(off, bufs, total)
+		f.wmu.Unlock()
+	}
+	if err != nil {
 		return err
 	}
 	f.bumpEOF(end)
@@ -391,18 +438,13 @@ func opName(write bool) string {
 }
 
 // xfer moves total bytes, resubmitting after short transfers and filling
-// zeros on reads past EOF (B2).
+// zeros on reads past EOF (B2). On a Direct file the request is aligned
+// (f.fast); the caller holds wmu for writes.
 func (f *File) xfer(write bool, off int64, bufs [][]byte, total int64) error {
 	if total == 0 {
 		return nil
 	}
 	fd := f.fd
-	if f.direct && !(block.Aligned(off, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) {
-		// Misaligned O_DIRECT request: the buffered descriptor, with plain
-		// syscalls (QEMU's QEMU_AIO_MISALIGNED thread-pool path).
-		f.m.misaligned.Add(1)
-		fd = f.bfd
-	}
 	alone := false
 	if f.hybrid {
 		// Alone: no other data request in progress, so nothing to batch
@@ -413,7 +455,7 @@ func (f *File) xfer(write bool, off int64, bufs [][]byte, total int64) error {
 	for {
 		var n int
 		var err error
-		if f.ring != nil && fd == f.fd && !alone {
+		if f.ring != nil && !alone {
 			var res int32
 			if len(bufs) == 1 && len(bufs[0]) > maxRW {
 				var v [1][]byte
@@ -448,13 +490,40 @@ func (f *File) xfer(write bool, off int64, bufs [][]byte, total int64) error {
 			return &block.OpError{Op: "write", Off: off, Len: total, Err: unix.ENOSPC}
 		}
 		f.m.short.Add(1)
+		if f.direct && int64(n)%f.align != 0 {
+			if !write {
+				// O_DIRECT reads stop at an unaligned offset only at
+				// the end of the file: the rest reads as zeros (B2).
+				zeroFrom(bufs, n)
+				return nil
+			}
+			// Rewrite from the last aligned offset: those bytes are
+			// ours, and the remainder stays aligned.
+			n -= int(int64(n) % f.align)
+		}
 		off += int64(n)
 		total -= int64(n)
 		bufs = advance(bufs, n)
-		if fd == f.fd && f.direct && !(block.Aligned(off, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) {
-			// e.g. a direct read that stopped at an unaligned EOF.
-			fd = f.bfd
+		if f.direct && !block.VecAligned(bufs, f.memAlign, f.align) {
+			// The rest starts inside a buffer at an address O_DIRECT
+			// refuses (MemAlign > Align): bounce it.
+			if write {
+				return f.bounceWrite(off, bufs, total)
+			}
+			return f.bounceRead(off, bufs, total)
 		}
+	}
+}
+
+// zeroFrom clears bufs from byte n on.
+func zeroFrom(bufs [][]byte, n int) {
+	for _, b := range bufs {
+		if n >= len(b) {
+			n -= len(b)
+			continue
+		}
+		clear(b[n:])
+		n = 0
 	}
 }
 
@@ -500,9 +569,15 @@ func (f *File) sysRW(write bool, fd int, off int64, bufs [][]byte) (int, error) 
 	}
 }
 
-// fallocate runs fallocate(mode) on the ring (or as a syscall).
+// fallocate runs fallocate(mode) on the ring (or as a syscall). On a
+// Direct file it holds wmu shared: a read-modify-write must not rewrite
+// zeroed bytes with what it read before (F1).
 func (f *File) fallocate(mode uint32, off, n int64) error {
 	f.m.fallocates.Add(1)
+	if f.direct {
+		f.wmu.RLock()
+		defer f.wmu.RUnlock()
+	}
 	if f.ring != nil && f.fallocK && !f.sysFall {
 		res, err := f.ring.simple(fallocSQE(f.fd, mode, off, n), f.done)
 		if err != nil {
@@ -638,8 +713,12 @@ func (f *File) writeZeroes(off, n int64, flags block.Flags) error {
 			f.zeroOK.Store(false)
 		}
 	}
-	// Zero buffers; not via block.WriteZeroBuffers, which would re-enter
-	// Writev and take f.life recursively.
+	return f.zeroBufs(off, n)
+}
+
+// zeroBufs writes n zero bytes at off; not via block.WriteZeroBuffers,
+// which would re-enter Writev and take f.life recursively.
+func (f *File) zeroBufs(off, n int64) error {
 	z := block.ZeroBuf()
 	var v [16][]byte
 	for n > 0 {
@@ -693,7 +772,7 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 		return block.ErrNotSupported
 	}
 	fast := f.ring != nil && f.fallocK && total > 0 && len(bufs) <= maxIov &&
-		(!f.direct || block.Aligned(woff, total, f.align) && block.VecAligned(bufs, f.memAlign, f.align)) &&
+		(!f.direct || f.fast(woff, total, bufs)) &&
 		(len(bufs) != 1 || total <= maxRW)
 	if !fast {
 		if err := f.allocZero(zoff, zn); err != nil {
@@ -713,6 +792,11 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 		f.eofGate.RLock()
 		defer f.eofGate.RUnlock()
 	}
+	if f.direct {
+		// Both SQEs modify the file: no read-modify-write meanwhile (F1).
+		f.wmu.RLock()
+		defer f.wmu.RUnlock()
+	}
 	f.m.fallocates.Add(1)
 	zres, wres, err := f.ring.linked(f.fd, unix.FALLOC_FL_ZERO_RANGE, zoff, zn, woff, bufs, f.done)
 	if err != nil {
@@ -731,7 +815,18 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 		if wres == 0 {
 			return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.ENOSPC}
 		}
-		if err := f.chunked(true, woff+int64(wres), advance(bufs, int(wres))); err != nil {
+		n := int64(wres)
+		if f.direct {
+			n -= n % f.align // resume aligned (R6)
+		}
+		rest := advance(bufs, int(n))
+		var err error
+		if f.direct && !block.VecAligned(rest, f.memAlign, f.align) {
+			err = f.bounceWrite(woff+n, rest, total-n)
+		} else {
+			err = f.chunked(true, woff+n, rest)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -777,15 +872,24 @@ func (f *File) Size() (int64, error) {
 		return 0, err
 	}
 	defer f.life.RUnlock()
+	if f.direct {
+		// Not while a read-modify-write has the file padded past its
+		// end (F1).
+		f.wmu.RLock()
+		defer f.wmu.RUnlock()
+	}
 	var st unix.Stat_t
-	if err := unix.Fstat(f.bfd, &st); err != nil {
+	if err := unix.Fstat(f.fd, &st); err != nil {
 		return 0, &block.OpError{Op: "size", Err: err}
 	}
 	return st.Size, nil
 }
 
 // Truncate implements block.Device. It holds the EOF gate exclusively: the
-// size may shrink, which is the only time eof decreases.
+// size may shrink, which is the only time eof decreases. On a Direct file
+// it also holds wmu exclusively (F1): ftruncate to a size inside a
+// filesystem block zeroes the rest of that block in the page cache, which
+// must not race a direct write to the same block.
 func (f *File) Truncate(size int64) error {
 	if size < 0 {
 		return block.ErrRange
@@ -799,7 +903,11 @@ func (f *File) Truncate(size int64) error {
 	defer f.life.RUnlock()
 	f.eofGate.Lock()
 	defer f.eofGate.Unlock()
-	if err := unix.Ftruncate(f.bfd, size); err != nil {
+	if f.direct {
+		f.wmu.Lock()
+		defer f.wmu.Unlock()
+	}
+	if err := unix.Ftruncate(f.fd, size); err != nil {
 		return &block.OpError{Op: "truncate", Off: size, Err: err}
 	}
 	f.eof.Store(size)

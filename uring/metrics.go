@@ -14,7 +14,8 @@ type Metrics struct {
 	CQOverflows     uint64 // reaps that found the CQ overflowed (kernel counter delta + flag)
 	EAgainResubmits uint64 // -EAGAIN/-EINTR completions resubmitted
 	ShortResubmits  uint64 // short reads/writes whose remainder was resubmitted
-	Misaligned      uint64 // O_DIRECT requests served by the buffered descriptor
+	Misaligned      uint64 // O_DIRECT requests bounced through aligned buffers (F1)
+	RMW             uint64 // of those, writes done as read-modify-write (F1)
 	Fallocates      uint64 // fallocate calls (ring or syscall)
 	Fsyncs          uint64 // fdatasync calls (ring or syscall)
 	Merged          uint64 // data requests that rode on another request's SQE (R8)
@@ -31,6 +32,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		EAgainResubmits: m.EAgainResubmits - o.EAgainResubmits,
 		ShortResubmits:  m.ShortResubmits - o.ShortResubmits,
 		Misaligned:      m.Misaligned - o.Misaligned,
+		RMW:             m.RMW - o.RMW,
 		Fallocates:      m.Fallocates - o.Fallocates,
 		Fsyncs:          m.Fsyncs - o.Fsyncs,
 		Merged:          m.Merged - o.Merged,
@@ -56,14 +58,14 @@ func (m Metrics) RequestsPerEnter() float64 {
 }
 
 func (m Metrics) String() string {
-	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d fallocates=%d fsyncs=%d",
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d fsyncs=%d",
 		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.Merged, m.RequestsPerEnter(), m.MergeSplits,
-		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.Fallocates, m.Fsyncs)
+		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.RMW, m.Fallocates, m.Fsyncs)
 }
 
 // counters are the live atomic counters behind Metrics.
 type counters struct {
-	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
+	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, rmw, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
 }
 
 func (c *counters) snapshot() Metrics {
@@ -75,6 +77,7 @@ func (c *counters) snapshot() Metrics {
 		EAgainResubmits: c.eagain.Load(),
 		ShortResubmits:  c.short.Load(),
 		Misaligned:      c.misaligned.Load(),
+		RMW:             c.rmw.Load(),
 		Fallocates:      c.fallocates.Load(),
 		Fsyncs:          c.fsyncs.Load(),
 		Merged:          c.merged.Load(),
