@@ -26,9 +26,6 @@ type bounceBuf struct {
 	v [1][]byte
 }
 
-func alignDown(x, a int64) int64 { return x - x%a }
-func alignUp(x, a int64) int64   { return alignDown(x+a-1, a) }
-
 func (f *File) getBounce() *bounceBuf { return f.bounce.Get().(*bounceBuf) }
 
 func (f *File) putBounce(bb *bounceBuf) {

@@ -124,11 +124,19 @@
 //	    kernel as is.
 //	F2  WriteZeroes with Allocate is fallocate(ZERO_RANGE) (no KEEP_SIZE, so
 //	    it grows the file), or ErrNotSupported with nothing written: when
-//	    the range is not Align-aligned, or when the filesystem refused
-//	    ZERO_RANGE (EOPNOTSUPP/EINVAL, e.g. tmpfs), after which Caps() drops
-//	    Allocate. Without Allocate: PUNCH_HOLE|KEEP_SIZE first with MayUnmap
-//	    (only inside EOF: it cannot grow the file), then ZERO_RANGE, then
-//	    zero buffers. PUNCH_HOLE is never combined with ZERO_RANGE.
+//	    the range is not aligned to Caps().ZeroAlign, or when the
+//	    filesystem refused ZERO_RANGE (EOPNOTSUPP/EINVAL, e.g. tmpfs), after
+//	    which Caps() drops Allocate. ZeroAlign is the filesystem block (the
+//	    larger of st_blksize and statfs f_bsize, at most 64 KiB; a block
+//	    device's logical sector), never less than Align: filesystems zero
+//	    partial blocks through the page cache (ext4 also fails the
+//	    unwritten-extent conversion of direct writes in flight in that
+//	    block, and fdatasync returns EIO). Without Allocate: PUNCH_HOLE|
+//	    KEEP_SIZE first with MayUnmap (only inside EOF: it cannot grow the
+//	    file), then ZERO_RANGE, then zero buffers; on a Direct file only the
+//	    whole ZeroAlign blocks of the range are fallocated and the partial
+//	    ones at its edges get zero buffers. PUNCH_HOLE is never combined
+//	    with ZERO_RANGE.
 //	F3  EOF gate (QEMU 292d06b925): File.eof is a lower bound of the file
 //	    size. A write ending past it holds eofGate shared; a fallocate
 //	    ending past it holds eofGate exclusively, so a size-extending

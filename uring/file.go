@@ -84,12 +84,13 @@ const (
 // File is a block.Device over one host file, with I/O on an io_uring (or
 // the plain-syscall backend). See doc.go for its invariants.
 type File struct {
-	path     string
-	fd       int // O_DIRECT when direct; the only descriptor (F1)
-	readOnly bool
-	direct   bool
-	align    int64
-	memAlign int
+	path      string
+	fd        int // O_DIRECT when direct; the only descriptor (F1)
+	readOnly  bool
+	direct    bool
+	align     int64
+	memAlign  int
+	zeroAlign int64 // Allocate zeroing alignment: filesystem block (F2)
 
 	// wmu orders writes on a Direct file against read-modify-writes (F1):
 	// every request that modifies the file (write, fallocate) holds it
@@ -178,6 +179,7 @@ func Open(path string, o Options) (*File, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fail(&os.PathError{Op: "fstat", Path: path, Err: err})
 	}
+	f.zeroAlign = probeZeroAlign(fd, &st, f.align)
 	f.eof.Store(st.Size)
 	f.media, f.mediaWhy, f.metered = detectMedia(fd)
 	f.allocOK.Store(true)
@@ -263,6 +265,36 @@ func probeAlign(fd int) (int64, int) {
 	return block.DefaultMemAlign, block.DefaultMemAlign
 }
 
+// maxZeroAlign caps the zeroing alignment taken from st_blksize/f_bsize:
+// network filesystems report their transfer size there (1 MiB and more),
+// which is no allocation unit.
+const maxZeroAlign = 64 << 10
+
+// probeZeroAlign finds the alignment fallocate zeroing needs to stay off
+// the page cache (F2): the filesystem block (the larger of st_blksize and
+// statfs f_bsize, powers of two up to maxZeroAlign), or the logical
+// sector size of a block device; never less than align.
+func probeZeroAlign(fd int, st *unix.Stat_t, align int64) int64 {
+	a := max(align, 1)
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		if n, err := unix.IoctlGetInt(fd, unix.BLKSSZGET); err == nil && n > 0 && n&(n-1) == 0 {
+			a = max(a, int64(n))
+		}
+		return a
+	}
+	cand := [2]int64{int64(st.Blksize)}
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(fd, &sfs) == nil {
+		cand[1] = int64(sfs.Bsize)
+	}
+	for _, c := range cand {
+		if c > 1 && c&(c-1) == 0 {
+			a = max(a, min(c, maxZeroAlign))
+		}
+	}
+	return a
+}
+
 // Backend reports the backend actually in use.
 func (f *File) Backend() Backend { return f.backend }
 
@@ -287,7 +319,7 @@ func (f *File) Fd() int { return f.fd }
 
 // Caps implements block.Device.
 func (f *File) Caps() block.Caps {
-	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign,
+	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, ZeroAlign: f.zeroAlign,
 		Media: f.media, Metered: f.metered}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
@@ -640,9 +672,10 @@ func (f *File) WriteZeroes(off, n int64, flags block.Flags) error {
 }
 
 // allocZero is WriteZeroes with Allocate: fallocate(ZERO_RANGE) or
-// ErrNotSupported with nothing written.
+// ErrNotSupported with nothing written. The range must cover whole
+// filesystem blocks (F2): a partial block is zeroed through the page cache.
 func (f *File) allocZero(off, n int64) error {
-	if !f.allocOK.Load() || !block.Aligned(off, n, f.align) {
+	if !f.allocOK.Load() || !block.Aligned(off, n, f.zeroAlign) {
 		return block.ErrNotSupported
 	}
 	held := f.lockEOF(off + n)
@@ -685,8 +718,31 @@ func (f *File) unlockEOF(held bool) {
 
 // writeZeroes is WriteZeroes without Allocate: PUNCH_HOLE|KEEP_SIZE (with
 // MayUnmap, inside EOF), else ZERO_RANGE, else zero buffers. PUNCH_HOLE
-// and ZERO_RANGE are never combined in one call.
+// and ZERO_RANGE are never combined in one call. On a Direct file only
+// whole filesystem blocks are fallocated; partial ones at the edges get
+// zero buffers (F2): the filesystem would zero them in the page cache.
 func (f *File) writeZeroes(off, n int64, flags block.Flags) error {
+	if f.direct && !block.Aligned(off, n, f.zeroAlign) {
+		s, e := alignUp(off, f.zeroAlign), alignDown(off+n, f.zeroAlign)
+		if s >= e {
+			return f.zeroBufs(off, n)
+		}
+		if err := f.zeroBufs(off, s-off); err != nil {
+			return err
+		}
+		if err := f.fallocZeroes(s, e-s, flags); err != nil {
+			return err
+		}
+		return f.zeroBufs(e, off+n-e)
+	}
+	return f.fallocZeroes(off, n, flags)
+}
+
+func alignDown(x, a int64) int64 { return x - x%a }
+func alignUp(x, a int64) int64   { return alignDown(x+a-1, a) }
+
+// fallocZeroes is writeZeroes for a range it may fallocate.
+func (f *File) fallocZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.MayUnmap != 0 && f.punchOK.Load() && off+n <= f.eof.Load() {
 		err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if err == nil {
@@ -768,7 +824,7 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 		}
 		return f.writev(woff, bufs, total)
 	}
-	if !f.allocOK.Load() || !block.Aligned(zoff, zn, f.align) {
+	if !f.allocOK.Load() || !block.Aligned(zoff, zn, f.zeroAlign) {
 		return block.ErrNotSupported
 	}
 	fast := f.ring != nil && f.fallocK && total > 0 && len(bufs) <= maxIov &&
