@@ -174,8 +174,9 @@ type Dev struct {
 	o     Options
 	seq   atomic.Int64
 
-	mu    sync.Mutex
-	holds []*Hold
+	mu     sync.Mutex
+	holds  []*Hold // armed, not caught yet
+	caught []*Hold // caught (ReleaseAll releases them too)
 
 	hookMu sync.Mutex
 
@@ -213,8 +214,8 @@ func (d *Dev) Hold(m Match) *Hold {
 // ReleaseAll releases every hold, caught or not, and disarms them.
 func (d *Dev) ReleaseAll() {
 	d.mu.Lock()
-	hs := d.holds
-	d.holds = nil
+	hs := append(d.holds, d.caught...)
+	d.holds, d.caught = nil, nil
 	d.mu.Unlock()
 	for _, h := range hs {
 		h.Release()
@@ -237,6 +238,7 @@ func (d *Dev) catch(o Op) *Hold {
 		h.op = o
 		h.op.Bufs = nil
 		d.holds = append(d.holds[:i:i], d.holds[i+1:]...)
+		d.caught = append(d.caught, h)
 		return h
 	}
 	return nil
