@@ -4,6 +4,9 @@ PKGS    ?= ./...
 # (a time bound makes `go test -fuzz` flaky on a loaded machine);
 # `make fuzz` runs each target for LONGFUZZ.
 FUZZTIME ?= 20000x
+# A new interesting input is minimised for at most this long (the default,
+# 60 s each, made the short FuzzOpen run stall for minutes).
+FUZZMIN ?= 200x
 LONGFUZZ ?= 60s
 
 .PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu flamegraph clean
@@ -18,7 +21,7 @@ test: lint test-race fuzz-short
 
 test-race:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	$(GO) test -race -count=1 -tags invariants -timeout 20m -run 'TestModel|TestCrash|TestInterop_QEMUReads|TestOpen|TestCheck' ./qcow2/...
+	$(GO) test -race -count=1 -tags invariants -timeout 20m -run 'TestModel|TestCrash|TestInterop_QEMUReads|TestOpen|TestCheck|TestRegress|TestGrowL1|TestTortureHold' ./qcow2/...
 
 # Each fuzz target runs alone (go test allows one -fuzz pattern per run).
 FUZZ_TARGETS = \
@@ -30,10 +33,10 @@ FUZZ_TARGETS = \
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) $$pkg || exit 1; done
 
 fuzz:
-	$(MAKE) fuzz-short FUZZTIME=$(LONGFUZZ)
+	$(MAKE) fuzz-short FUZZTIME=$(LONGFUZZ) FUZZMIN=60s
 
 crash:
 	QRING_CRASH_POINTS=1200 $(GO) test -count=1 -timeout 60m -run 'Crash|FaultSweep' -v ./qcow2/ | grep -E '^(---|===|ok|FAIL|PASS)|crash points|corrupt'

@@ -468,9 +468,9 @@ func (im *Image) Size() (int64, error) {
 }
 
 // Caps: Allocate and MayUnmap on v3 (zero clusters), for cluster-aligned
-// ranges; guest requests need no alignment.
+// ranges (ZeroAlign); guest requests need no alignment.
 func (im *Image) Caps() block.Caps {
-	c := block.Caps{Align: 1, MemAlign: 1}
+	c := block.Caps{Align: 1, MemAlign: 1, ZeroAlign: int64(im.g.ClusterSize)}
 	if im.hdr.Version >= 3 {
 		c.ZeroFlags = block.Allocate | block.MayUnmap
 	} else {

@@ -80,7 +80,7 @@ func (im *Image) reserveAhead(end uint64) {
 	if end <= s.reserved {
 		return
 	}
-	a := uint64(max(s.align, im.dcap.Align, 1))
+	a := uint64(max(s.align, im.dcap.Align, im.dcap.ZeroAlign, 1))
 	start := (max(s.reserved, s.hwm.Load()) + a - 1) / a * a
 	// Grow geometrically up to the configured chunk, so small images do
 	// not reserve far more than they use.

@@ -33,6 +33,7 @@ func CapsOf(devs ...block.Device) block.Caps {
 		c.ZeroFlags &= dc.ZeroFlags
 		c.ReqFlags &= dc.ReqFlags
 		c.Align = max(c.Align, dc.Align)
+		c.ZeroAlign = max(c.ZeroAlign, dc.ZeroAlign)
 		c.MemAlign = max(c.MemAlign, dc.MemAlign)
 		if i == 0 {
 			c.Media = dc.Media
@@ -41,6 +42,9 @@ func CapsOf(devs ...block.Device) block.Caps {
 	}
 	if len(devs) == 0 {
 		c.ZeroFlags, c.ReqFlags = 0, 0
+	}
+	if c.ZeroAlign <= c.Align {
+		c.ZeroAlign = 0
 	}
 	return c
 }
@@ -54,7 +58,7 @@ func CheckFlags(c block.Caps, off, n int64, flags block.Flags) error {
 	if flags&^schedFlags&^c.ZeroFlags != 0 || flags&schedFlags&^c.ReqFlags != 0 {
 		return block.ErrNotSupported
 	}
-	if flags&block.Allocate != 0 && !block.Aligned(off, n, c.Align) {
+	if flags&block.Allocate != 0 && !block.Aligned(off, n, max(c.Align, c.ZeroAlign)) {
 		return block.ErrNotSupported
 	}
 	return nil
