@@ -538,6 +538,12 @@ func (r *ring) reap(own *slot, ownGot *int) int {
 // zero result every request gets -EAGAIN and resubmits alone (noMerge),
 // so each sees its own result. It returns how many slots other than own it signalled.
 func (r *ring) split(h *slot, res int32, own *slot, ownGot *int) int {
+	// Acquire what merging writers did to h under mu while it was
+	// staged: the store that published h's SQE (under mu, after them)
+	// happened before its completion. The kernel orders this in fact;
+	// this load makes it an edge of the Go memory model (and of the race
+	// detector), since the reaper may never have taken mu.
+	_ = r.sqTail.Load()
 	n := int(h.nRiders.Load())
 	if r.testSplit != nil {
 		res = r.testSplit(res)
