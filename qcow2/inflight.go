@@ -114,10 +114,22 @@ func (f *inflightMap) ready(gc uint64) *allocState {
 	f.mu.Lock()
 	st := f.m[gc]
 	f.mu.Unlock()
-	if st != nil && st.ready.Load() {
+	if st != nil && st.ready.Load() && !st.finished() {
 		return st
 	}
-	return nil
+	return nil // the caller waits for the registration to go
+}
+
+// finished reports whether the allocation's outcome is known (it is
+// being removed: early writers wait for the registration instead of
+// spinning on the sealed state).
+func (st *allocState) finished() bool {
+	select {
+	case <-st.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // earlyWrite writes into a cluster whose allocation is in flight but
