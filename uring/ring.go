@@ -24,8 +24,13 @@ type ring struct {
 	sqMem, cqMem, sqeMem []byte
 
 	// Shared ring indices, see doc.go R1 for the ordering rules.
-	sqHead  *atomic.Uint32 // written by the kernel
-	sqTail  *atomic.Uint32 // written by us (under mu)
+	sqHead *atomic.Uint32 // written by the kernel
+	sqTail *atomic.Uint32 // written by us (under mu)
+	// pubGen is bumped with every store to *sqTail. The SQ lives in
+	// kernel-shared memory, where the race detector (and the Go memory
+	// model's view of it) sees no synchronisation; this Go-memory atomic
+	// carries the happens-before edge from a publish to the reaper.
+	pubGen  atomic.Uint32
 	sqFlags *atomic.Uint32 // written by the kernel
 	sqMask  uint32
 	sqSize  uint32
@@ -293,6 +298,7 @@ func (r *ring) queue(idx uint32, e []sqe) {
 	// Release: the SQE bodies above must be visible before the kernel sees
 	// the new tail (io_uring(7): "the application must ... write barrier
 	// before updating the tail"). This also publishes staged SQEs (R8).
+	r.pubGen.Add(1) // before the tail: the reaper must see it (split)
 	r.sqTail.Store(t)
 	r.mu.Unlock()
 }
@@ -347,6 +353,7 @@ func (r *ring) queueRW(idx uint32, e sqe, write bool, off, n int64) {
 	r.tail = t + 1
 	r.qTail.Store(t + 1)
 	if !merge {
+		r.pubGen.Add(1)       // before the tail: the reaper must see it (split)
 		r.sqTail.Store(t + 1) // publishes staged SQEs before it too
 	}
 	r.mu.Unlock()
@@ -359,6 +366,7 @@ func (r *ring) publish() {
 		return
 	}
 	r.mu.Lock()
+	r.pubGen.Add(1) // before the tail: the reaper must see it (split)
 	r.sqTail.Store(r.tail)
 	r.mu.Unlock()
 }
@@ -539,11 +547,12 @@ func (r *ring) reap(own *slot, ownGot *int) int {
 // so each sees its own result. It returns how many slots other than own it signalled.
 func (r *ring) split(h *slot, res int32, own *slot, ownGot *int) int {
 	// Acquire what merging writers did to h under mu while it was
-	// staged: the store that published h's SQE (under mu, after them)
-	// happened before its completion. The kernel orders this in fact;
-	// this load makes it an edge of the Go memory model (and of the race
-	// detector), since the reaper may never have taken mu.
-	_ = r.sqTail.Load()
+	// staged: the publish of h's SQE (under mu, after them) happened
+	// before its completion. The kernel orders this in fact; loading
+	// pubGen (bumped at every publish, in Go memory) makes it an edge of
+	// the Go memory model and of the race detector, since the reaper may
+	// never have taken mu.
+	_ = r.pubGen.Load()
 	n := int(h.nRiders.Load())
 	if r.testSplit != nil {
 		res = r.testSplit(res)
@@ -785,6 +794,7 @@ func (r *ring) queueAt(idx uint32, k uint64, e sqe) {
 	q.SetUserData(uint64(idx)*2 + k)
 	r.tail = t + 1
 	r.qTail.Store(t + 1)
+	r.pubGen.Add(1) // before the tail: the reaper must see it (split)
 	r.sqTail.Store(t + 1)
 	r.mu.Unlock()
 }
