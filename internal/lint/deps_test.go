@@ -1,0 +1,86 @@
+package lint
+
+import "strings"
+
+// depRow says which module-internal packages the non-test files of the
+// packages matching pkg may import. Patterns are module-relative; "x/..."
+// matches x and every package under it; "*" in allow means any package.
+// A package matches its exact row first, else the longest "/..." row.
+type depRow struct {
+	pkg   string
+	allow []string
+}
+
+// deps is the dependency direction of the repository: cmd → qcow2 →
+// {sched, cache, block}; uring → block. The engine (qcow2, sched, cache,
+// block) never imports uring: the binary picks the backend through
+// qcow2.Options.Opener. Test files are not restricted (engine tests run
+// on the real ring).
+var deps = []depRow{
+	// The pure format layer: codecs over byte slices, nothing else.
+	{"qcow2/format", nil},
+	{"qcow2", []string{"qcow2/format", "cache", "sched", "block"}},
+	// Room for the engine's own subpackages, under the same arrows.
+	{"qcow2/...", []string{"qcow2/...", "cache", "sched", "block"}},
+	{"sched", []string{"block"}},
+	{"cache", []string{"block"}},
+	// The device seam and the devices and filters over it.
+	{"block", nil},
+	{"block/...", []string{"block/..."}},
+	// The ring: a block.Device, and nothing above it.
+	{"uring/...", []string{"uring/...", "block"}},
+	{"internal/invariants", nil},
+	{"internal/lint", nil},
+	// Library code of the binaries: opens images over any backend.
+	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/..."}},
+	{"internal/bench", []string{"internal/imgopen", "qcow2/...", "uring/...", "block/..."}},
+	// The binaries and the performance tools sit on top of everything.
+	{"cmd/...", []string{"*"}},
+	{"perf/...", []string{"*"}},
+}
+
+// anywhere lists packages every package may import: they import only the
+// standard library.
+var anywhere = []string{"internal/invariants"}
+
+// match reports whether the module-relative package p matches pattern.
+func match(pattern, p string) bool {
+	if pattern == "*" || pattern == p {
+		return true
+	}
+	if base, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return p == base || strings.HasPrefix(p, base+"/")
+	}
+	return false
+}
+
+// rowFor returns the row for package p, or nil if no row matches.
+func rowFor(rows []depRow, p string) *depRow {
+	var best *depRow
+	for i := range rows {
+		r := &rows[i]
+		if r.pkg == p {
+			return r
+		}
+		if strings.HasSuffix(r.pkg, "/...") && match(r.pkg, p) &&
+			(best == nil || len(r.pkg) > len(best.pkg)) {
+			best = r
+		}
+	}
+	return best
+}
+
+// allowed reports whether a non-test file of from may import to.
+func (r *depRow) allowed(to string) bool {
+	for _, a := range r.allow {
+		if match(a, to) {
+			return true
+		}
+	}
+	for _, a := range anywhere {
+		if match(a, to) {
+			return true
+		}
+	}
+	return false
+}
