@@ -20,7 +20,9 @@
 //	    that is set, is ErrNotSupported.
 //	B4  WriteZeroes without Allocate may fall back to writing zeros.
 //	B5  Serialising|NoWait returns ErrBusy, without side effects, instead of
-//	    waiting on an overlapping in-flight request.
+//	    waiting on an overlapping in-flight request, on a device whose
+//	    Caps().ReqFlags has both; a device without them returns
+//	    ErrNotSupported (see Caps).
 //	B6  Flush makes every write that completed before Flush was called
 //	    durable. Nothing else is promised to survive a power cut.
 //	B7  After Close, every method returns an error matching os.ErrClosed.

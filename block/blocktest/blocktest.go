@@ -317,7 +317,7 @@ func (k *kit) capsCase() {
 }
 
 // flags: a flag outside Caps() is ErrNotSupported with nothing written
-// (Caps doc; B3 for Allocate, F7 for the ring's request flags).
+// (Caps doc; B3 for Allocate; the ring's request flags are in uring's doc).
 func (k *kit) flags() {
 	want := k.region(0, 4*k.u)
 	sz := k.sizeNow()

@@ -26,7 +26,7 @@ func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }
 
 // Blkverify is QEMU's blkverify: every read goes to a test device and a
 // reference device and the results are compared; writes, zeroing, flush
-// and truncate go to both. Requests are serialised per range (F3) so
+// and truncate go to both. Requests are serialised per range (FL3) so
 // overlapping writes cannot leave the two devices in different orders.
 type Blkverify struct {
 	test, ref block.Device
@@ -35,7 +35,7 @@ type Blkverify struct {
 
 var _ block.Device = (*Blkverify)(nil)
 
-// NewBlkverify compares test against ref. It owns both (F4).
+// NewBlkverify compares test against ref. It owns both (FL4).
 func NewBlkverify(test, ref block.Device) *Blkverify {
 	return &Blkverify{test: test, ref: ref}
 }
@@ -120,7 +120,7 @@ func (b *Blkverify) Truncate(size int64) error {
 	return both(func(d block.Device) error { return d.Truncate(size) }, b.test, b.ref)
 }
 
-// Caps: both devices receive every request (F1).
+// Caps: both devices receive every request (FL1).
 func (b *Blkverify) Caps() block.Caps { return CapsOf(b.test, b.ref) }
 
 func (b *Blkverify) Close() error {

@@ -55,7 +55,7 @@ var layers = []layer{
 	}},
 }
 
-// TestCaps_Inheritance is F1/F2 for every layer: the flags a layer reports
+// TestCaps_Inheritance is FL1/FL2 for every layer: the flags a layer reports
 // are its receiving children's intersection, and a request with a flag it
 // does not report fails with ErrNotSupported before any child is called.
 func TestCaps_Inheritance(t *testing.T) {
@@ -172,7 +172,7 @@ func TestMirror_ZeroFlagsToTarget(t *testing.T) {
 	mustEqual(t, "target", readAll(t, tgt), readAll(t, src))
 }
 
-// TestCaps_Media: every layer reports its (primary) child's medium (F1).
+// TestCaps_Media: every layer reports its (primary) child's medium (FL1).
 func TestCaps_Media(t *testing.T) {
 	for _, ly := range layers {
 		for _, m := range []block.Media{block.MediaUnknown, block.MediaRAM, block.MediaSSD, block.MediaHDD} {

@@ -11,7 +11,7 @@ import (
 // rest are checked against Caps().ZeroFlags.
 const schedFlags = block.Serialising | block.NoWait
 
-// Typed errors; match with errors.Is (F6).
+// Typed errors; match with errors.Is (FL6).
 var (
 	// ErrMismatch: blkverify's test and reference devices returned
 	// different data. The concrete error is a *MismatchError.
@@ -24,7 +24,7 @@ var (
 )
 
 // CapsOf intersects the capabilities of devices that all receive a request
-// (F1): flags every device supports, the largest alignments, the first
+// (FL1): flags every device supports, the largest alignments, the first
 // (primary) device's medium, and Metered if any device is.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1}
@@ -50,7 +50,7 @@ func CapsOf(devs ...block.Device) block.Caps {
 }
 
 // CheckFlags reports whether a WriteZeroes of [off, off+n) with flags may
-// be passed on under caps; block.ErrNotSupported otherwise (F2).
+// be passed on under caps; block.ErrNotSupported otherwise (FL2).
 func CheckFlags(c block.Caps, off, n int64, flags block.Flags) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
@@ -110,7 +110,7 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// rangeLock serialises overlapping requests (F3, F5). Shared holders
+// rangeLock serialises overlapping requests (FL3, FL5). Shared holders
 // overlap freely; an exclusive holder excludes every overlapping holder.
 // Waiting is FIFO-free: a waiter re-checks after every release, which is
 // enough at the queue depths these layers see.
@@ -212,7 +212,7 @@ func parallel(n int, f func(i int) error) []error {
 
 // Failed is a device standing in for a child that could not be opened:
 // every request fails with Err. Its Caps claim every flag so that it does
-// not narrow a quorum's capabilities (F1 counts only children that can
+// not narrow a quorum's capabilities (FL1 counts only children that can
 // take the request).
 type Failed struct{ Err error }
 

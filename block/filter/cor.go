@@ -44,7 +44,7 @@ type CopyOnRead struct {
 
 var _ block.Device = (*CopyOnRead)(nil)
 
-// NewCopyOnRead builds the filter. It owns top and src (F4); src may be
+// NewCopyOnRead builds the filter. It owns top and src (FL4); src may be
 // nil (see CopyOnRead).
 func NewCopyOnRead(top AllocatorDevice, src block.Device) *CopyOnRead {
 	return &CopyOnRead{top: top, src: src}
@@ -98,7 +98,7 @@ func (c *CopyOnRead) Readv(off int64, bufs [][]byte) error {
 // fill reads an unallocated range from the source and copies it into the
 // top. It holds the range exclusively and re-checks allocation under the
 // lock, so a guest write that landed after the first check is not
-// overwritten with older source data (F5).
+// overwritten with older source data (FL5).
 func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
 	defer c.lk.lock(off, n, true)()
 	for pos := off; pos < off+n; {
@@ -167,7 +167,7 @@ func (c *CopyOnRead) Flush() error              { return c.top.Flush() }
 func (c *CopyOnRead) Size() (int64, error)      { return c.top.Size() }
 func (c *CopyOnRead) Truncate(size int64) error { return c.top.Truncate(size) }
 
-// Caps are the top's: only the top receives writes (F1).
+// Caps are the top's: only the top receives writes (FL1).
 func (c *CopyOnRead) Caps() block.Caps { return c.top.Caps() }
 
 func (c *CopyOnRead) Close() error {

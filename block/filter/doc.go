@@ -9,40 +9,42 @@
 // the Allocator interface, which callers adapt (internal/imgopen adapts
 // *qcow2.Image via BlockStatus).
 //
-// Invariants every layer keeps (tests cite them as F1..F7):
+// Every layer is a block.Device and keeps block's B1..B7 (package block's
+// doc.go; blocktest checks them). The invariants of the layers themselves
+// (code and tests cite them as FL1..FL7; mirror.go adds MR1..MR3):
 //
-//	F1  Flag inheritance: Caps() is computed from the children on every
-//	    call (a backend may drop Allocate at run time). A passthrough layer
-//	    reports its child's flags; a layer that sends one request to several
-//	    children reports only the flags every such child supports
-//	    (intersection); Align and MemAlign are the children's maximum.
-//	    Media is the child's, or the primary child's (blkverify's test
-//	    device, quorum's first child, mirror's source, copy-on-read's
-//	    top): what the layer's writes mostly cost. Metered is set if
-//	    any child that receives writes is metered, or the layer itself
-//	    limits writes (throttle).
-//	F2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
-//	    Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
-//	    request not aligned to Caps().Align, fails with
-//	    block.ErrNotSupported before any child is called (B3: nothing
-//	    written).
-//	F3  Layers that fan a write out to several children (blkverify,
-//	    quorum, mirror) serialise overlapping requests with a range lock,
-//	    so the children apply overlapping writes in the same order and
-//	    cannot diverge through reordering alone. Only overlapping
-//	    requests wait (B1); a Serialising|NoWait request that would wait
-//	    on the lock fails with block.ErrBusy instead, having done nothing
-//	    (B5; copy-on-read's lock too).
-//	F4  A layer owns its children: Close closes them (mirror's target
-//	    only until Complete hands it over).
-//	F5  Copy-on-read and mirror never overwrite newer guest data with
-//	    older copied data: the copy of a range holds that range's lock
-//	    and re-checks its state (allocation, dirty bit) under it.
-//	F6  Errors are typed: ErrMismatch (blkverify, with the offset),
-//	    ErrQuorum (not enough children agreed or succeeded), ErrCompleted
-//	    (mirror after Complete), block.ErrRange (raw writes past the
-//	    window), block.ErrNotSupported (F2).
-//	F7  Buffer ownership is block's: a layer keeps no reference to the
-//	    caller's buffers after a call returns; copies it needs (quorum
-//	    votes, blkverify reference reads) are its own.
+//	FL1  Flag inheritance: Caps() is computed from the children on every
+//	     call (a backend may drop Allocate at run time). A passthrough layer
+//	     reports its child's flags; a layer that sends one request to several
+//	     children reports only the flags every such child supports
+//	     (intersection); Align and MemAlign are the children's maximum.
+//	     Media is the child's, or the primary child's (blkverify's test
+//	     device, quorum's first child, mirror's source, copy-on-read's
+//	     top): what the layer's writes mostly cost. Metered is set if
+//	     any child that receives writes is metered, or the layer itself
+//	     limits writes (throttle).
+//	FL2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
+//	     Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
+//	     request not aligned to Caps().Align, fails with
+//	     block.ErrNotSupported before any child is called (block's B3:
+//	     nothing written).
+//	FL3  Layers that fan a write out to several children (blkverify,
+//	     quorum, mirror) serialise overlapping requests with a range lock,
+//	     so the children apply overlapping writes in the same order and
+//	     cannot diverge through reordering alone. Only overlapping
+//	     requests wait (block's B1); a Serialising|NoWait request that
+//	     would wait on the lock fails with block.ErrBusy instead, having
+//	     done nothing (block's B5; copy-on-read's lock too).
+//	FL4  A layer owns its children: Close closes them (mirror's target
+//	     only until Complete hands it over).
+//	FL5  Copy-on-read and mirror never overwrite newer guest data with
+//	     older copied data: the copy of a range holds that range's lock
+//	     and re-checks its state (allocation, dirty bit) under it.
+//	FL6  Errors are typed: ErrMismatch (blkverify, with the offset),
+//	     ErrQuorum (not enough children agreed or succeeded), ErrCompleted
+//	     (mirror after Complete), block.ErrRange (raw writes past the
+//	     window), block.ErrNotSupported (FL2).
+//	FL7  Buffer ownership is block's: a layer keeps no reference to the
+//	     caller's buffers after a call returns; copies it needs (quorum
+//	     votes, blkverify reference reads) are its own.
 package filter

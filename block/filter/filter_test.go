@@ -225,7 +225,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One guest write first: copy-on-read must not overwrite it (F5).
+	// One guest write first: copy-on-read must not overwrite it (FL5).
 	block.WriteAt(im, []byte("guest"), 70000)
 	copy(data[70000:], "guest")
 	cor := filter.NewCopyOnRead(allocImage{im}, nil)
@@ -276,7 +276,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 }
 
 // TestCopyOnRead_SourceAndWrites: with a separate source, a guest write
-// racing copy-on-read fills is never overwritten by source data (F5).
+// racing copy-on-read fills is never overwritten by source data (FL5).
 func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 	const size = 1 << 20
 	src := memdev.FromBytes(randBytes(rand.New(rand.NewPCG(8, 9)), size), memdev.Options{})

@@ -31,7 +31,7 @@ func testSeed(t *testing.T) uint64 {
 }
 
 // countDev counts the calls that reach a child, so a test can prove a
-// refused request touched nothing (F2).
+// refused request touched nothing (FL2).
 type countDev struct {
 	block.Device
 	calls atomic.Int64

@@ -34,20 +34,20 @@ type MirrorMetrics struct {
 // while a background goroutine copies the source to the target chunk by
 // chunk.
 //
-// Design (M1..M3):
+// Design (MR1..MR3):
 //
-//	M1  dirty[c] means the target's chunk c may differ from the source. All
-//	    chunks start dirty; the copier clears a chunk's bit before copying it.
-//	M2  A guest write holds the lock of its byte range; the copy of a
-//	    chunk holds the whole chunk, so the two exclude each other while
-//	    guest writes that do not overlap never wait for each other (B1),
-//	    even inside one chunk. A guest write writes the source, then: if
-//	    all its chunks are clean it writes the target too, otherwise it
-//	    marks them dirty and leaves them to the copier. So a chunk's copy
-//	    never races a guest write to it, and a clean chunk stays equal on
-//	    both sides (F5).
-//	M3  Converged (no dirty chunk) is stable: only a failed target write
-//	    can dirty a chunk again, and the copier then runs again.
+//	MR1  dirty[c] means the target's chunk c may differ from the source. All
+//	     chunks start dirty; the copier clears a chunk's bit before copying it.
+//	MR2  A guest write holds the lock of its byte range; the copy of a
+//	     chunk holds the whole chunk, so the two exclude each other while
+//	     guest writes that do not overlap never wait for each other (B1),
+//	     even inside one chunk. A guest write writes the source, then: if
+//	     all its chunks are clean it writes the target too, otherwise it
+//	     marks them dirty and leaves them to the copier. So a chunk's copy
+//	     never races a guest write to it, and a clean chunk stays equal on
+//	     both sides (FL5).
+//	MR3  Converged (no dirty chunk) is stable: only a failed target write
+//	     can dirty a chunk again, and the copier then runs again.
 //
 // The size is fixed while mirroring: writes past the source's size at
 // NewMirror fail with block.ErrRange and Truncate is not supported, as
@@ -75,7 +75,7 @@ var _ block.Device = (*Mirror)(nil)
 
 // NewMirror starts mirroring src to tgt. The target is grown to the
 // source's size if it is smaller. The Mirror owns src, and tgt until
-// Complete (F4).
+// Complete (FL4).
 func NewMirror(src, tgt block.Device, o MirrorOptions) (*Mirror, error) {
 	g := o.Granularity
 	if g == 0 {
@@ -108,7 +108,7 @@ func NewMirror(src, tgt block.Device, o MirrorOptions) (*Mirror, error) {
 }
 
 // copier is the background job: copy dirty chunks in offset order,
-// wrapping around, until stopped (M1, M3).
+// wrapping around, until stopped (MR1, MR3).
 func (m *Mirror) copier() {
 	defer close(m.done)
 	buf := make([]byte, m.gran)
@@ -175,7 +175,7 @@ func (m *Mirror) copyChunk(off int64, buf []byte) error {
 	return block.WriteAt(m.tgt, buf, off)
 }
 
-// Converged reports whether the target equals the source (M3).
+// Converged reports whether the target equals the source (MR3).
 func (m *Mirror) Converged() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -260,7 +260,7 @@ func (m *Mirror) chunks(off, n int64) (c0, c1 int) {
 	return int(off / m.gran), int(end / m.gran)
 }
 
-// guestWrite applies M2: source first, then the target if every chunk is
+// guestWrite applies MR2: source first, then the target if every chunk is
 // clean, else redirty the chunks for the copier. flags are the request's
 // (NoWait: ErrBusy instead of waiting for an overlapping request, B5).
 func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() error) error {
@@ -372,7 +372,7 @@ func (m *Mirror) Truncate(int64) error {
 }
 
 // Caps are the source's: the target receives zeroing with the flags it
-// supports (see WriteZeroes), so it narrows nothing but alignment (F1).
+// supports (see WriteZeroes), so it narrows nothing but alignment (FL1).
 func (m *Mirror) Caps() block.Caps {
 	c := m.src.Caps()
 	tc := m.tgt.Caps()

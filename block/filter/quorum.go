@@ -77,7 +77,7 @@ type Quorum struct {
 
 var _ block.Device = (*Quorum)(nil)
 
-// NewQuorum builds a quorum over children. It owns them (F4).
+// NewQuorum builds a quorum over children. It owns them (FL4).
 func NewQuorum(children []block.Device, o QuorumOptions) (*Quorum, error) {
 	if len(children) == 0 {
 		return nil, errors.New("filter: quorum needs at least one child")
@@ -178,7 +178,7 @@ func (q *Quorum) Readv(off int64, bufs [][]byte) error {
 		q.report(QuorumEvent{Kind: ChildMismatch, Child: i, Off: off, Len: n, Op: "read"})
 		if q.o.Rewrite {
 			// The shared lock we hold keeps guest writes to this range
-			// out, so the rewrite cannot overwrite newer data (F5).
+			// out, so the rewrite cannot overwrite newer data (FL5).
 			err := block.WriteAt(q.kids[i], data[win], off)
 			q.report(QuorumEvent{Kind: ChildRewritten, Child: i, Off: off, Len: n, Op: "read", Err: err})
 		}
@@ -228,7 +228,7 @@ func (q *Quorum) Size() (int64, error) {
 	return 0, errors.Join(errs...)
 }
 
-// Caps: every child receives every request (F1).
+// Caps: every child receives every request (FL1).
 func (q *Quorum) Caps() block.Caps { return CapsOf(q.kids...) }
 
 func (q *Quorum) Close() error {

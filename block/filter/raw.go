@@ -16,7 +16,7 @@ type RawOptions struct {
 }
 
 // Raw is QEMU's raw format driver: the child's bytes, optionally through
-// an offset/size window. Requests map 1:1 (a passthrough layer, F1).
+// an offset/size window. Requests map 1:1 (a passthrough layer, FL1).
 //
 // With a fixed Size, the window never grows: reads past it fill zeros
 // (B2), writes and zeroing past it fail with block.ErrRange, and Truncate
@@ -32,7 +32,7 @@ type Raw struct {
 
 var _ block.Device = (*Raw)(nil)
 
-// NewRaw wraps child. It owns child (F4).
+// NewRaw wraps child. It owns child (FL4).
 func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
 	if o.Offset < 0 || o.Size < 0 || o.Offset+o.Size < o.Offset {
 		return nil, block.ErrRange
@@ -154,7 +154,7 @@ func (r *Raw) Truncate(size int64) error {
 
 // Caps are the child's; an offset that is not a multiple of the child's
 // alignment makes every Allocate request misaligned on the child, so
-// Allocate is dropped then (F1).
+// Allocate is dropped then (FL1).
 func (r *Raw) Caps() block.Caps {
 	c := r.child.Caps()
 	if c.Align > 1 && r.o.Offset%c.Align != 0 {

@@ -74,7 +74,7 @@ func (b *bucket) take(cost float64, now time.Time) time.Duration {
 // throttle filter), e.g. to make a fast disk behave like an HDD in perf
 // runs. Reads and data writes are charged their bytes and one request;
 // zeroing is charged as one write request and no bytes (it moves no
-// data); flush is free. It is a passthrough layer for flags (F1).
+// data); flush is free. It is a passthrough layer for flags (FL1).
 type Throttle struct {
 	child block.Device
 	clock Clock
@@ -89,7 +89,7 @@ type Throttle struct {
 
 var _ block.Device = (*Throttle)(nil)
 
-// NewThrottle wraps child (owned, F4). clock nil means the wall clock.
+// NewThrottle wraps child (owned, FL4). clock nil means the wall clock.
 func NewThrottle(child block.Device, l ThrottleLimits, clock Clock) *Throttle {
 	if clock == nil {
 		clock = realClock{}

@@ -5,18 +5,19 @@
 // cost for allocating never-written space (separately for fallocate-zeroing
 // and for data writes), flush cost, and a limit on ops serviced in parallel.
 //
-// Invariants:
+// Invariants (code cites them as LD1..LD4; not L1/L2, which are qcow2's
+// tables):
 //
-//	L1  At most Model.Parallel ops are being serviced (slept and passed to the
-//	    child) at once; the rest queue. Parallel 1 is a single-head disk.
-//	L2  The cost of an op is computed when it starts service, from the state
-//	    left by ops that started before it: the head position (end of the
-//	    previous op) and the set of extents already allocated.
-//	L3  An extent (Model.AllocGranularity bytes) is "new" until a write or
-//	    zero touches it; each new extent is charged once, AllocZero if
-//	    WriteZeroes touched it first, AllocWrite if a data write did. Reads
-//	    never allocate. Shrinking truncate forgets extents past the new end.
-//	L4  The data itself is the child's: latdev only delays, never alters.
+//	LD1  At most Model.Parallel ops are being serviced (slept and passed to the
+//	     child) at once; the rest queue. Parallel 1 is a single-head disk.
+//	LD2  The cost of an op is computed when it starts service, from the state
+//	     left by ops that started before it: the head position (end of the
+//	     previous op) and the set of extents already allocated.
+//	LD3  An extent (Model.AllocGranularity bytes) is "new" until a write or
+//	     zero touches it; each new extent is charged once, AllocZero if
+//	     WriteZeroes touched it first, AllocWrite if a data write did. Reads
+//	     never allocate. Shrinking truncate forgets extents past the new end.
+//	LD4  The data itself is the child's: latdev only delays, never alters.
 //
 // Cost of one op (see Model for units):
 //

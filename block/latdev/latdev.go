@@ -36,7 +36,7 @@ type Model struct {
 	// Flush is charged by Flush on top of PerOp (drive cache flush, or a
 	// replicated commit).
 	Flush time.Duration
-	// Parallel is how many ops are serviced at once (L1); 1 is a
+	// Parallel is how many ops are serviced at once (LD1); 1 is a
 	// single-head disk, 0 means unlimited.
 	Parallel int
 	// Sleep waits out a cost; nil means time.Sleep. Tests may substitute a
@@ -108,7 +108,7 @@ type Dev struct {
 	m     Model
 	slots chan struct{} // nil when Parallel is 0
 
-	mu      sync.Mutex // guards head and extents (L2)
+	mu      sync.Mutex // guards head and extents (LD2)
 	head    int64
 	extents map[int64]struct{}
 
@@ -163,7 +163,7 @@ const (
 	kTruncate
 )
 
-// cost computes an op's cost and advances the model state (L2).
+// cost computes an op's cost and advances the model state (LD2).
 func (d *Dev) cost(k kind, off, n int64) time.Duration {
 	m := &d.m
 	c := m.PerOp
@@ -175,7 +175,7 @@ func (d *Dev) cost(k kind, off, n int64) time.Duration {
 		return c
 	}
 	if k == kTruncate {
-		// Forget extents wholly past the new end (L3); growth is sparse.
+		// Forget extents wholly past the new end (LD3); growth is sparse.
 		first := (off + m.AllocGranularity - 1) / m.AllocGranularity
 		for e := range d.extents {
 			if e >= first {
@@ -238,7 +238,7 @@ func (d *Dev) charge(c, seek, alloc time.Duration, seeked bool, newExt int64) {
 	d.newExtents.Add(newExt)
 }
 
-// service takes a slot (L1), computes and sleeps the cost, runs fn and
+// service takes a slot (LD1), computes and sleeps the cost, runs fn and
 // frees the slot.
 func (d *Dev) service(k kind, off, n int64, fn func() error) error {
 	if d.slots != nil {
