@@ -52,7 +52,8 @@
 //	    snapshot was preceded by its SetDependency.
 //	C6  Dirty bound. When more than max(capacity, 4) tables are dirty and
 //	    unpinned, Get/GetEmpty first write back the oldest of them through
-//	    the C4/C5 path (eviction honours dependencies, QEMU §8 trap 7).
+//	    the C4/C5 path (eviction honours dependencies: docs/qcow2-format.md,
+//	    trap 7).
 //	C7  Single flight. A missing table is inserted into the owned map in the
 //	    loading state before the device read; concurrent getters pin it and
 //	    wait on its ready channel, so there is one read per missing table.

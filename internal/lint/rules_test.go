@@ -394,7 +394,11 @@ func citesOutside(root, dir, line string) string {
 	for _, m := range outside.FindAllString(line, -1) {
 		p := strings.TrimRight(m, ".")
 		if !inRepo(root, p) && !inRepo(root, filepath.Join(dir, p)) {
-			return fmt.Sprintf("cites %s, which is not a file in the repository (docs/ holds the repository's documents)", p)
+			hint := "docs/ holds the repository's documents"
+			if d := "docs/" + filepath.Base(p); inRepo(root, d) {
+				hint = "did you mean " + d + "?"
+			}
+			return fmt.Sprintf("cites %s, which is not a file in the repository (%s)", p, hint)
 		}
 	}
 	for _, w := range outsideWords {
