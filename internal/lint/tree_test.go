@@ -22,6 +22,9 @@ type tree struct {
 	fset   *token.FileSet
 	files  []*goFile
 	docs   []string // Markdown files, relative to root
+
+	defs     []labelDef // label definitions, once computed
+	defsDone bool
 }
 
 // goFile is one parsed Go file.
