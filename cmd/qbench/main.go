@@ -130,16 +130,16 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 // run's cache mode, AIO and engine options; a read test opens them
 // read-only, as bench.Run does for a file.
 func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
-	dev, im, closer, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
+	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err
 	}
-	res, err := bench.RunOn(dev, im, nil, cfg)
-	if cerr := closer.Close(); err == nil && cerr != nil {
+	res, err := bench.RunOn(img, cfg)
+	if cerr := img.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	// The fill workers ran until Close: count what they wrote.
-	res.Closed(im)
+	res.Closed(img.Image)
 	return res, err
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
-	"github.com/qring/qring/qcow2"
 )
 
 func runIO(e *env, args []string) int {
@@ -30,25 +29,20 @@ func runIO(e *env, args []string) int {
 	if o.has("n") || o.has("nocache") {
 		cache = "none"
 	}
-	s := openSpec{path: o.args[0], format: o.get("f", o.get("format", "")), cache: cache,
-		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only"), opts: eo}
-	var (
-		dev    block.Device
-		im     *qcow2.Image
-		closer io.Closer
-	)
-	if o.has("image-opts") || imgopen.IsSpec(s.path) {
+	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
+		AIO: o.get("i", ""), ReadOnly: o.has("r") || o.has("read-only"), Opts: eo}
+	var img *imgopen.Opened
+	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
-		// the formats, so -f does not apply.
-		dev, im, closer, err = imgopen.OpenSpec(s.path, imgopen.Spec{Cache: cache, AIO: s.aio, ReadOnly: s.readOnly})
+		// the formats, so -f does not apply, nor do the -o engine options.
+		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly})
 	} else {
-		dev, im, err = openImage(s)
-		closer = dev
+		img, err = openImage(s)
 	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	sess := &ioSession{dev: dev, im: im, path: s.path, out: e.stdout}
+	sess := &ioSession{Opened: img, out: e.stdout}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if err := sess.exec(c); err != nil {
@@ -56,10 +50,10 @@ func runIO(e *env, args []string) int {
 			code = 1
 		}
 	}
-	if err := dev.Flush(); err != nil {
+	if err := img.Dev.Flush(); err != nil {
 		code = e.errorf(1, "flush: %v", err)
 	}
-	if err := closer.Close(); err != nil {
+	if err := img.Close(); err != nil {
 		code = e.errorf(1, "close: %v", err)
 	}
 	return code
@@ -67,10 +61,8 @@ func runIO(e *env, args []string) int {
 
 // ioSession runs qemu-io commands on one open image.
 type ioSession struct {
-	dev  block.Device
-	im   *qcow2.Image // nil for raw
-	path string
-	out  io.Writer
+	*imgopen.Opened
+	out io.Writer
 }
 
 // exec runs one qemu-io command line. The returned error is the one line
@@ -90,7 +82,7 @@ func (s *ioSession) exec(line string) error {
 	case "discard", "d":
 		err = s.discard(args)
 	case "flush", "f":
-		err = s.dev.Flush()
+		err = s.Dev.Flush()
 	case "map":
 		err = s.mapCmd()
 	case "info", "i":
@@ -117,7 +109,7 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	size, err := s.dev.Size()
+	size, err := s.Dev.Size()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -178,12 +170,12 @@ func (s *ioSession) write(args []string) error {
 		if o.has("u") {
 			fl |= block.MayUnmap
 		}
-		err = s.dev.WriteZeroes(off, n, fl)
+		err = s.Dev.WriteZeroes(off, n, fl)
 	} else {
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
 		for done := int64(0); done < n && err == nil; done += int64(len(buf)) {
 			b := buf[:min(int64(len(buf)), n-done)]
-			err = s.dev.Writev(off+done, [][]byte{b})
+			err = s.Dev.Writev(off+done, [][]byte{b})
 		}
 	}
 	if err != nil {
@@ -220,7 +212,7 @@ func (s *ioSession) read(args []string) error {
 	buf := make([]byte, min(n, ioChunk))
 	for done := int64(0); done < n; done += int64(len(buf)) {
 		b := buf[:min(int64(len(buf)), n-done)]
-		if err := s.dev.Readv(off+done, [][]byte{b}); err != nil {
+		if err := s.Dev.Readv(off+done, [][]byte{b}); err != nil {
 			return err
 		}
 		if check && !mismatch {
@@ -281,10 +273,10 @@ func (s *ioSession) discard(args []string) error {
 		return err
 	}
 	start := time.Now()
-	if s.im != nil {
-		err = s.im.Discard(off, n)
+	if s.Image != nil {
+		err = s.Image.Discard(off, n)
 	} else {
-		err = s.dev.WriteZeroes(off, n, block.MayUnmap)
+		err = s.Dev.WriteZeroes(off, n, block.MayUnmap)
 	}
 	if err != nil {
 		return err
@@ -298,7 +290,7 @@ func (s *ioSession) discard(args []string) error {
 // mapCmd is qemu-io's map: allocated / not allocated runs through the
 // whole chain.
 func (s *ioSession) mapCmd() error {
-	ext, err := mapExtents(s.dev, s.im)
+	ext, err := mapExtents(s.Opened)
 	if err != nil {
 		return err
 	}
@@ -320,12 +312,13 @@ func (s *ioSession) mapCmd() error {
 
 // info is qemu-io's info command.
 func (s *ioSession) info() error {
-	if s.im == nil {
+	im := s.Image
+	if im == nil {
 		fmt.Fprintln(s.out, "format name: raw")
 		return nil
 	}
-	h := s.im.Header()
-	g := s.im.Geometry()
+	h := im.Header()
+	g := im.Geometry()
 	fmt.Fprintln(s.out, "format name: qcow2")
 	fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(g.ClusterSize)))
 	vmState := g.L1EntriesFor(h.Size) * g.ClusterSize * g.L2Entries
