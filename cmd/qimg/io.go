@@ -139,6 +139,30 @@ func (s *ioSession) report(verb string, off, n int64, start time.Time) {
 
 const ioChunk = 1 << 20
 
+// request parses what read and write share: the -P pattern (def without
+// it) and the OFF LEN arguments.
+func (s *ioSession) request(o *opts, def byte) (pat byte, off, n int64, err error) {
+	pat = def
+	if o.has("P") {
+		if pat, err = parsePattern(o.get("P", "")); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	off, n, err = s.offLen(o.args)
+	return pat, off, n, err
+}
+
+// eachChunk calls f on [off, off+n) in pieces of at most len(buf) bytes,
+// each a prefix of buf, until f fails.
+func eachChunk(off, n int64, buf []byte, f func(off int64, b []byte) error) error {
+	for done := int64(0); done < n; done += int64(len(buf)) {
+		if err := f(off+done, buf[:min(int64(len(buf)), n-done)]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *ioSession) write(args []string) error {
 	o, err := getopt(args, "P:zuqCcn")
 	if err != nil {
@@ -154,13 +178,7 @@ func (s *ioSession) write(args []string) error {
 	if o.has("u") && !zero {
 		return fmt.Errorf("-u requires -z to be specified")
 	}
-	pat := byte(0xcd)
-	if o.has("P") {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
-	}
-	off, n, err := s.offLen(o.args)
+	pat, off, n, err := s.request(o, 0xcd)
 	if err != nil {
 		return err
 	}
@@ -173,10 +191,9 @@ func (s *ioSession) write(args []string) error {
 		err = s.Dev.WriteZeroes(off, n, fl)
 	} else {
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
-		for done := int64(0); done < n && err == nil; done += int64(len(buf)) {
-			b := buf[:min(int64(len(buf)), n-done)]
-			err = s.Dev.Writev(off+done, [][]byte{b})
-		}
+		err = eachChunk(off, n, buf, func(off int64, b []byte) error {
+			return s.Dev.Writev(off, [][]byte{b})
+		})
 	}
 	if err != nil {
 		return err
@@ -195,24 +212,16 @@ func (s *ioSession) read(args []string) error {
 	if err != nil {
 		return err
 	}
-	var pat byte
-	check := o.has("P")
-	if check {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
-	}
-	off, n, err := s.offLen(o.args)
+	pat, off, n, err := s.request(o, 0)
 	if err != nil {
 		return err
 	}
+	check := o.has("P")
 	start := time.Now()
 	mismatch := false
 	var dump []byte
-	buf := make([]byte, min(n, ioChunk))
-	for done := int64(0); done < n; done += int64(len(buf)) {
-		b := buf[:min(int64(len(buf)), n-done)]
-		if err := s.Dev.Readv(off+done, [][]byte{b}); err != nil {
+	err = eachChunk(off, n, make([]byte, min(n, ioChunk)), func(off int64, b []byte) error {
+		if err := s.Dev.Readv(off, [][]byte{b}); err != nil {
 			return err
 		}
 		if check && !mismatch {
@@ -226,6 +235,10 @@ func (s *ioSession) read(args []string) error {
 		if o.has("v") {
 			dump = append(dump, b...)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if mismatch {
 		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, n)
