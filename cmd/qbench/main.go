@@ -55,27 +55,22 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 		defer p.clear()
 	}
 
-	if cl.cpuProfile != "" {
-		f, err := os.Create(cl.cpuProfile)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{
+		{cl.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{cl.trace, trace.Start, trace.Stop},
+	} {
+		if r.path == "" {
+			continue
+		}
+		stop, err := record(r.path, r.start, r.stop)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if cl.trace != "" {
-		f, err := os.Create(cl.trace)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+		defer stop()
 	}
 
 	var res bench.Result
@@ -124,6 +119,24 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintln(w, res.GoBenchLine())
 	}
 	return nil
+}
+
+// record creates path and starts a recording into it (a CPU profile, an
+// execution trace); the function it returns stops the recording and
+// closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
 }
 
 // runSpec runs the benchmark on a driver stack: the spec's leaves get the
