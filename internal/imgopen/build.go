@@ -47,10 +47,10 @@ type builder struct {
 	beforeClose []func() error
 }
 
-// driverFor is the driver table: the open function of each driver name,
-// nil for an unknown one. A driver reads its keys from the node (build
-// reports the keys it left unread) and returns the node's device, which
-// closes everything the driver opened.
+// drivers is the driver table: the open function of each driver name. A
+// driver reads its keys from the node (build reports the keys it left
+// unread) and returns the node's device, which closes everything the
+// driver opened. init fills it: the drivers call build, which reads it.
 //
 // Drivers and their keys (unknown keys are an error):
 //
@@ -70,26 +70,15 @@ type builder struct {
 //	             waits for the copy to converge first)
 //	throttle     file; iops-total, iops-read, iops-write, bps-total,
 //	             bps-read, bps-write (also as limits.*), burst (seconds)
-func driverFor(name string) func(*builder, *node) (block.Device, error) {
-	switch name {
-	case "file", "host_device":
-		return (*builder).file
-	case "qcow2":
-		return (*builder).qcow2
-	case "raw":
-		return (*builder).raw
-	case "blkverify":
-		return (*builder).blkverify
-	case "quorum":
-		return (*builder).quorum
-	case "copy-on-read":
-		return (*builder).cor
-	case "mirror":
-		return (*builder).mirror
-	case "throttle":
-		return (*builder).throttle
+var drivers map[string]func(*builder, *node) (block.Device, error)
+
+func init() {
+	drivers = map[string]func(*builder, *node) (block.Device, error){
+		"file": (*builder).file, "host_device": (*builder).file,
+		"qcow2": (*builder).qcow2, "raw": (*builder).raw,
+		"blkverify": (*builder).blkverify, "quorum": (*builder).quorum, "mirror": (*builder).mirror,
+		"copy-on-read": (*builder).cor, "throttle": (*builder).throttle,
 	}
-	return nil
 }
 
 // build opens one node: a string is a file whose format is probed.
@@ -121,8 +110,8 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 			return nil, err
 		}
 	}
-	open := driverFor(drv)
-	if open == nil {
+	open, ok := drivers[drv]
+	if !ok {
 		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
 	}
 	dev, err := open(b, n)
@@ -168,20 +157,4 @@ func (b *builder) openFile(name string, n *node) (block.Device, error) {
 		return nil, err
 	}
 	return op(name, ro)
-}
-
-// fileName returns the file name of a "file" that is a string or a
-// {"driver":"file","filename":...} node without other options; "" if it is
-// some other node.
-func fileName(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case map[string]any:
-		f, _ := v["filename"].(string)
-		if v["driver"] == "file" && f != "" && len(v) == 2 {
-			return f
-		}
-	}
-	return ""
 }

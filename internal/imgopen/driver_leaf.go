@@ -79,11 +79,11 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if o.Opener, err = Opener(cache, aio); err != nil {
 		return nil, err
 	}
-	fv, err := n.need("file")
+	name, dev, err := b.fileChild(n)
 	if err != nil {
 		return nil, err
 	}
-	if name := fileName(fv); name != "" {
+	if name != "" {
 		if _, err := os.Stat(name); err != nil {
 			return nil, err
 		}
@@ -92,10 +92,6 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		return im, nil
-	}
-	dev, err := b.build(fv, n.name("file"))
-	if err != nil {
-		return nil, err
 	}
 	im, err := qcow2.OpenDevice(dev, o)
 	if err != nil {
@@ -114,15 +110,9 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	if o.Size, err = n.size("size"); err != nil {
 		return nil, err
 	}
-	fv, err := n.need("file")
-	if err != nil {
-		return nil, err
-	}
-	var child block.Device
-	if name := fileName(fv); name != "" {
+	name, child, err := b.fileChild(n)
+	if err == nil && name != "" {
 		child, err = b.openFile(name, n)
-	} else {
-		child, err = b.build(fv, n.name("file"))
 	}
 	if err != nil {
 		return nil, err
@@ -133,4 +123,34 @@ func (b *builder) raw(n *node) (block.Device, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// fileChild reads the "file" of qcow2 and raw: a file name (see fileName)
+// for the driver to open itself, or else the node under it, built.
+func (b *builder) fileChild(n *node) (name string, child block.Device, err error) {
+	fv, err := n.need("file")
+	if err != nil {
+		return "", nil, err
+	}
+	if name := fileName(fv); name != "" {
+		return name, nil, nil
+	}
+	child, err = b.build(fv, n.name("file"))
+	return "", child, err
+}
+
+// fileName returns the file name of a "file" that is a string or a
+// {"driver":"file","filename":...} node without other options; "" if it is
+// some other node.
+func fileName(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case map[string]any:
+		f, _ := v["filename"].(string)
+		if v["driver"] == "file" && f != "" && len(v) == 2 {
+			return f
+		}
+	}
+	return ""
 }

@@ -21,7 +21,8 @@ import (
 // comma, and a list of plain files may be written colon-separated
 // (children=a:b:c). A child given as a string is a file name whose format
 // is probed (qcow2 or raw); the "file" of qcow2/raw may be a file name or a
-// node. The drivers and their keys are listed with driverFor (build.go).
+// node. The drivers and their keys are listed with the driver table,
+// drivers (build.go).
 //
 // Booleans are on/off/true/false; sizes take k/M/G suffixes.
 
