@@ -162,12 +162,8 @@ func cvtstr(v float64) string {
 }
 
 // openImage opens an image with the io_uring backend (imgopen), with
-// qemu-img's messages; Image is nil for raw images. The cache mode
-// defaults to writeback.
+// qemu-img's messages; Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
-	if s.Cache == "" {
-		s.Cache = "writeback"
-	}
 	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" {
 		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", s.Format)
 	}
