@@ -70,7 +70,7 @@ Driver stacks (filters over images; see internal/imgopen for the drivers):
 Image and engine options:
   -o name=value[,name=value]   (also -O, --opt; repeatable)
       engine (open) options: ` + strings.Join(openOptionNames(), ", ") + `
-      create options (with --create or the seed image): ` + strings.Join(qcow2.CreateOptionNames[1:], ", ") + `
+      create options (with --create or the seed image): ` + strings.Join(createOptionNames(), ", ") + `
   --prealloc on|off   the engine's cluster preallocation (seed switch)
   --prealloc-size N   reserve host space ahead in chunks of N bytes
   --prealloc-fill M   what to do with the space reserved ahead: zeroes (write
@@ -99,27 +99,32 @@ unless -q or --json.
 `
 }
 
+// openOptionNames are the engine options -o takes: the image's open
+// options but read-only and repair, which the run decides.
 func openOptionNames() []string {
+	return without(qcow2.OptionNames, "read-only", "repair")
+}
+
+// createOptionNames are the create options -o takes: the image's create
+// options but size, which --create (or the seed image) gives.
+func createOptionNames() []string {
+	return without(qcow2.CreateOptionNames, "size")
+}
+
+// without returns names minus drop, in the order of names.
+func without(names []string, drop ...string) []string {
 	var n []string
-	for _, k := range qcow2.OptionNames {
-		if k != "read-only" && k != "repair" {
+	for _, k := range names {
+		if !slices.Contains(drop, k) {
 			n = append(n, k)
 		}
 	}
 	return n
 }
 
-// parseCount parses a request count or depth: a non-negative integer with
-// an optional k/M/G suffix (powers of 1024).
-func parseCount(what, s string) (int64, error) {
-	n, err := qcow2.ParseSize(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid %s %q", what, s)
-	}
-	return n, nil
-}
-
-func parseSizeArg(what, s string) (int64, error) {
+// parseSize parses a count, depth, offset or size: a non-negative
+// integer with an optional k/M/G suffix (powers of 1024).
+func parseSize(what, s string) (int64, error) {
 	n, err := qcow2.ParseSize(s)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("invalid %s %q", what, s)
@@ -215,8 +220,8 @@ func parse(args []string) (*cli, error) {
 	}
 
 	if set["c"] && set["n"] && count != countN {
-		cn, err1 := parseCount("count", count)
-		nn, err2 := parseCount("count", countN)
+		cn, err1 := parseSize("count", count)
+		nn, err2 := parseSize("count", countN)
 		if err1 != nil || err2 != nil || cn != nn {
 			return nil, fmt.Errorf("-c %s and -n %s disagree (they are the same count; give one)", count, countN)
 		}
@@ -225,7 +230,7 @@ func parse(args []string) (*cli, error) {
 		count = countN
 	}
 	if count != "" {
-		if c.Count, err = parseCount("request count", count); err != nil {
+		if c.Count, err = parseSize("request count", count); err != nil {
 			return nil, err
 		}
 		if c.Count == 0 {
@@ -234,14 +239,14 @@ func parse(args []string) (*cli, error) {
 		}
 	}
 	if set["d"] {
-		d, err := parseCount("queue depth", depth)
+		d, err := parseSize("queue depth", depth)
 		if err != nil || d < 1 || d > 1<<16 {
 			return nil, fmt.Errorf("invalid queue depth %q (1..65536)", depth)
 		}
 		c.Depth = int(d)
 	}
 	if set["s"] {
-		if c.Size, err = parseSizeArg("request size", size); err != nil {
+		if c.Size, err = parseSize("request size", size); err != nil {
 			return nil, err
 		}
 		if c.Size == 0 {
@@ -249,7 +254,7 @@ func parse(args []string) (*cli, error) {
 		}
 	}
 	if set["S"] {
-		if c.Step, err = parseSizeArg("step size", step); err != nil {
+		if c.Step, err = parseSize("step size", step); err != nil {
 			return nil, err
 		}
 	}
@@ -264,7 +269,7 @@ func parse(args []string) (*cli, error) {
 		}
 	}
 	if set["flush-interval"] {
-		if c.FlushInterval, err = parseCount("flush interval", flushInt); err != nil {
+		if c.FlushInterval, err = parseSize("flush interval", flushInt); err != nil {
 			return nil, err
 		}
 		if c.FlushInterval == 0 {
@@ -295,7 +300,7 @@ func parse(args []string) (*cli, error) {
 			optArgs = append(optArgs, o)
 			continue
 		}
-		if c.Offset, err = parseSizeArg("offset", o); err != nil {
+		if c.Offset, err = parseSize("offset", o); err != nil {
 			return nil, fmt.Errorf("invalid offset %q (an -o with name=value sets options)", o)
 		}
 	}
@@ -312,33 +317,34 @@ func parse(args []string) (*cli, error) {
 					return nil, fmt.Errorf("option %s=%s: %w", k, v, err)
 				}
 				c.EngineOpts = append(c.EngineOpts, k+"="+v)
-			case k != "size" && slices.Contains(qcow2.CreateOptionNames, k):
+			case slices.Contains(createOptionNames(), k):
 				if err := c.Create.Set(k, v); err != nil {
 					return nil, fmt.Errorf("create option %s=%s: %w", k, v, err)
 				}
 				createOpts = append(createOpts, k)
 			default:
 				return nil, fmt.Errorf("unknown option %q (engine: %s; create: %s)", k,
-					strings.Join(openOptionNames(), ", "), strings.Join(qcow2.CreateOptionNames[1:], ", "))
+					strings.Join(openOptionNames(), ", "), strings.Join(createOptionNames(), ", "))
 			}
 		}
 	}
-	for _, d := range []struct{ flag, name, val string }{
-		{"prealloc", "prealloc", prealloc},
-		{"prealloc-size", "prealloc-size", preallocSize},
-		{"prealloc-fill", "prealloc-fill", preallocFill},
-		{"l2-cache-size", "l2-cache-size", l2CacheSize},
+	// The engine options that are also flags, applied after -o.
+	for _, d := range []struct{ name, val string }{
+		{"prealloc", prealloc},
+		{"prealloc-size", preallocSize},
+		{"prealloc-fill", preallocFill},
+		{"l2-cache-size", l2CacheSize},
 	} {
-		if !set[d.flag] {
+		if !set[d.name] {
 			continue
 		}
 		if err := c.Engine.Set(d.name, d.val); err != nil {
-			return nil, fmt.Errorf("--%s %s: %w", d.flag, d.val, err)
+			return nil, fmt.Errorf("--%s %s: %w", d.name, d.val, err)
 		}
 		c.EngineOpts = append(c.EngineOpts, d.name+"="+d.val)
 	}
 	if set["cluster-size"] {
-		cs, err := parseSizeArg("cluster size", clusterSize)
+		cs, err := parseSize("cluster size", clusterSize)
 		if err != nil {
 			return nil, err
 		}
@@ -348,7 +354,7 @@ func parse(args []string) (*cli, error) {
 		createOpts = append(createOpts, "cluster_size")
 	}
 	if set["create"] {
-		if c.CreateSize, err = parseSizeArg("image size", createSize); err != nil {
+		if c.CreateSize, err = parseSize("image size", createSize); err != nil {
 			return nil, err
 		}
 		if c.CreateSize == 0 {

@@ -55,27 +55,22 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 		defer p.clear()
 	}
 
-	if cl.cpuProfile != "" {
-		f, err := os.Create(cl.cpuProfile)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{
+		{cl.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{cl.trace, trace.Start, trace.Stop},
+	} {
+		if r.path == "" {
+			continue
+		}
+		stop, err := record(r.path, r.start, r.stop)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if cl.trace != "" {
-		f, err := os.Create(cl.trace)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+		defer stop()
 	}
 
 	var res bench.Result
@@ -126,20 +121,38 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 	return nil
 }
 
+// record creates path and starts a recording into it (a CPU profile, an
+// execution trace); the function it returns stops the recording and
+// closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
+}
+
 // runSpec runs the benchmark on a driver stack: the spec's leaves get the
 // run's cache mode, AIO and engine options; a read test opens them
 // read-only, as bench.Run does for a file.
 func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
-	dev, im, closer, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
+	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err
 	}
-	res, err := bench.RunOn(dev, im, nil, cfg)
-	if cerr := closer.Close(); err == nil && cerr != nil {
+	res, err := bench.RunOn(img, cfg)
+	if cerr := img.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	// The fill workers ran until Close: count what they wrote.
-	res.Closed(im)
+	res.Closed(img.Image)
 	return res, err
 }

@@ -5,19 +5,22 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
+	"unsafe"
 )
 
-// isTerminal reports whether w is a terminal (TCGETS succeeds on it).
+// isTerminal reports whether w is a terminal: TCGETS succeeds on it (a
+// character device such as /dev/null is not a terminal, so the mode bits
+// of Stat would not do).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	var t syscall.Termios
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return errno == 0
 }
 
 // progressBar draws "[=====>    ]  45%  471859/1048576  68.2k IOPS  ETA 8s"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,5 +24,26 @@ func TestProgressBar_Update(t *testing.T) {
 	}
 	if isTerminal(&b) {
 		t.Errorf("a buffer is not a terminal")
+	}
+}
+
+// TestIsTerminal: a pseudo-terminal is a terminal; /dev/null, a character
+// device too, is not (the progress bar stays off with stdout there).
+func TestIsTerminal(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if isTerminal(null) {
+		t.Errorf("%s is a terminal", os.DevNull)
+	}
+	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer pty.Close()
+	if !isTerminal(pty) {
+		t.Errorf("/dev/ptmx is not a terminal")
 	}
 }

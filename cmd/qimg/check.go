@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -92,11 +93,7 @@ func parseRepair(s string) (qcow2.RepairMode, error) {
 }
 
 func runCheck(e *env, args []string) int {
-	o, err := getopt(args, "o:f:r:T:qU", "output:", "repair:", "force-share")
-	if err != nil {
-		return e.usageErr(err)
-	}
-	out, err := outputFormat(o)
+	o, out, err := getoptOutput(args, "o:f:r:T:qU", "repair:", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -110,16 +107,16 @@ func runCheck(e *env, args []string) int {
 	}
 	repair := mode != qcow2.RepairNone
 	eo.NoBacking, eo.Repair = true, repair
-	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("T", ""),
-		readOnly: !repair, opts: eo})
+	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("T", ""),
+		ReadOnly: !repair, Opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	defer dev.Close()
-	if im == nil {
+	defer img.Close()
+	if img.Image == nil {
 		return e.errorf(63, "This image format does not support checks")
 	}
-	r, err := im.Check(qcow2.CheckOptions{Repair: mode})
+	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode})
 	if err != nil {
 		return e.errorf(1, "Check failed: %v", err)
 	}
@@ -136,7 +133,7 @@ func runCheck(e *env, args []string) int {
 	if r.CheckErrors > 0 {
 		return e.errorf(1, "Check failed")
 	}
-	if err := dev.Close(); err != nil {
+	if err := img.Close(); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	return checkExitCode(r)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -42,21 +43,20 @@ type compareResult struct {
 // image is an open image with its map.
 type image struct {
 	dev  block.Device
-	im   *qcow2.Image
 	size int64
 	zm   *zeroMap
 }
 
-func loadImage(dev block.Device, im *qcow2.Image) (*image, error) {
-	size, err := dev.Size()
+func loadImage(img *imgopen.Opened) (*image, error) {
+	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err
 	}
-	ext, err := mapExtents(dev, im)
+	ext, err := mapExtents(img)
 	if err != nil {
 		return nil, err
 	}
-	return &image{dev: dev, im: im, size: size, zm: &zeroMap{ext: ext}}, nil
+	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}}, nil
 }
 
 // compareImages compares guest contents like qemu-img compare: the common
@@ -146,12 +146,12 @@ func runCompare(e *env, args []string) int {
 	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
-		dev, im, err := openImage(openSpec{path: o.args[i], format: f, cache: o.get("T", ""), readOnly: true})
+		img, err := openImage(imgopen.Spec{Path: o.args[i], Format: f, Cache: o.get("T", ""), ReadOnly: true})
 		if err != nil {
 			return e.errorf(2, "%v", err)
 		}
-		defer dev.Close()
-		if imgs[i], err = loadImage(dev, im); err != nil {
+		defer img.Close()
+		if imgs[i], err = loadImage(img); err != nil {
 			return e.errorf(2, "%v", err)
 		}
 	}

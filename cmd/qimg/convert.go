@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -99,12 +100,12 @@ func runConvert(e *env, args []string) int {
 			return e.usageErr(err)
 		}
 	}
-	sdev, sim, err := openImage(openSpec{path: in, format: o.get("f", ""), cache: o.get("T", ""), readOnly: true})
+	simg, err := openImage(imgopen.Spec{Path: in, Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	defer sdev.Close()
-	src, err := loadImage(sdev, sim)
+	defer simg.Close()
+	src, err := loadImage(simg)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -127,7 +128,7 @@ func runConvert(e *env, args []string) int {
 	if err := doCreate(req); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
 	}
-	ddev, _, err := openImage(openSpec{path: out, format: ofmt, cache: o.get("t", "")})
+	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: o.get("t", "")})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -135,8 +136,8 @@ func runConvert(e *env, args []string) int {
 	if o.has("p") {
 		progress = progressPrinter(e.stdout)
 	}
-	err = convertImage(src, ddev, sparse, progress)
-	if cerr := ddev.Close(); err == nil {
+	err = convertImage(src, dst.Dev, sparse, progress)
+	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
 	if progress != nil {

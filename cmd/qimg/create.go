@@ -110,19 +110,17 @@ func resolveCreateSize(req *createRequest) error {
 		return nil
 	}
 	bpath := pathCombine(req.path, o.BackingFile)
-	dev, _, err := openImage(openSpec{path: bpath, format: o.BackingFormat, readOnly: true,
-		opts: qcow2.Options{NoBacking: true}})
+	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
+		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {
 		return err
 	}
-	defer dev.Close()
+	defer img.Close()
 	if o.BackingFormat == "" {
-		if o.BackingFormat, err = qcow2.Probe(bpath); err != nil {
-			return err
-		}
+		o.BackingFormat = img.Format()
 	}
 	if !req.sizeSet {
-		if o.Size, err = dev.Size(); err != nil {
+		if o.Size, err = img.Dev.Size(); err != nil {
 			return err
 		}
 	}

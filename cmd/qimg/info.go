@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -82,8 +83,9 @@ func diskUsage(path string) int64 {
 }
 
 // collectInfo gathers qemu-img info's fields for an open image.
-func collectInfo(path string, size int64, im *qcow2.Image) *imageInfo {
-	inf := &imageInfo{VirtualSize: size, Filename: path, Format: formatOf(im), ActualSize: diskUsage(path)}
+func collectInfo(path string, size int64, img *imgopen.Opened) *imageInfo {
+	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
+	im := img.Image
 	if im == nil {
 		return inf
 	}
@@ -136,11 +138,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func runInfo(e *env, args []string) int {
-	o, err := getopt(args, "o:f:t:i:U", "output:", "metrics", "force-share", "backing-chain")
-	if err != nil {
-		return e.usageErr(err)
-	}
-	out, err := outputFormat(o)
+	o, out, err := getoptOutput(args, "o:f:t:i:U", "metrics", "force-share", "backing-chain")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -149,17 +147,17 @@ func runInfo(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	eo.NoBacking = true
-	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""),
-		aio: o.get("i", ""), readOnly: true, opts: eo})
+	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""),
+		AIO: o.get("i", ""), ReadOnly: true, Opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	defer dev.Close()
-	size, err := dev.Size()
+	defer img.Close()
+	size, err := img.Dev.Size()
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	inf := collectInfo(path, size, im)
+	inf := collectInfo(path, size, img)
 	if out == "json" {
 		if err := writeJSON(e.stdout, inf); err != nil {
 			return e.errorf(1, "%v", err)
@@ -167,8 +165,8 @@ func runInfo(e *env, args []string) int {
 	} else {
 		writeInfoHuman(e.stdout, inf)
 	}
-	if o.has("metrics") && im != nil {
-		writeMetrics(e.stdout, im)
+	if o.has("metrics") && img.Image != nil {
+		writeMetrics(e.stdout, img.Image)
 	}
 	return 0
 }

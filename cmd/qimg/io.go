@@ -11,7 +11,6 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
-	"github.com/qring/qring/qcow2"
 )
 
 func runIO(e *env, args []string) int {
@@ -30,25 +29,20 @@ func runIO(e *env, args []string) int {
 	if o.has("n") || o.has("nocache") {
 		cache = "none"
 	}
-	s := openSpec{path: o.args[0], format: o.get("f", o.get("format", "")), cache: cache,
-		aio: o.get("i", ""), readOnly: o.has("r") || o.has("read-only"), opts: eo}
-	var (
-		dev    block.Device
-		im     *qcow2.Image
-		closer io.Closer
-	)
-	if o.has("image-opts") || imgopen.IsSpec(s.path) {
+	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
+		AIO: o.get("i", ""), ReadOnly: o.has("r") || o.has("read-only"), Opts: eo}
+	var img *imgopen.Opened
+	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
-		// the formats, so -f does not apply.
-		dev, im, closer, err = imgopen.OpenSpec(s.path, imgopen.Spec{Cache: cache, AIO: s.aio, ReadOnly: s.readOnly})
+		// the formats, so -f does not apply, nor do the -o engine options.
+		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly})
 	} else {
-		dev, im, err = openImage(s)
-		closer = dev
+		img, err = openImage(s)
 	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	sess := &ioSession{dev: dev, im: im, path: s.path, out: e.stdout}
+	sess := &ioSession{Opened: img, out: e.stdout}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if err := sess.exec(c); err != nil {
@@ -56,10 +50,10 @@ func runIO(e *env, args []string) int {
 			code = 1
 		}
 	}
-	if err := dev.Flush(); err != nil {
+	if err := img.Dev.Flush(); err != nil {
 		code = e.errorf(1, "flush: %v", err)
 	}
-	if err := closer.Close(); err != nil {
+	if err := img.Close(); err != nil {
 		code = e.errorf(1, "close: %v", err)
 	}
 	return code
@@ -67,10 +61,8 @@ func runIO(e *env, args []string) int {
 
 // ioSession runs qemu-io commands on one open image.
 type ioSession struct {
-	dev  block.Device
-	im   *qcow2.Image // nil for raw
-	path string
-	out  io.Writer
+	*imgopen.Opened
+	out io.Writer
 }
 
 // exec runs one qemu-io command line. The returned error is the one line
@@ -90,7 +82,7 @@ func (s *ioSession) exec(line string) error {
 	case "discard", "d":
 		err = s.discard(args)
 	case "flush", "f":
-		err = s.dev.Flush()
+		err = s.Dev.Flush()
 	case "map":
 		err = s.mapCmd()
 	case "info", "i":
@@ -117,7 +109,7 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	size, err := s.dev.Size()
+	size, err := s.Dev.Size()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -147,6 +139,30 @@ func (s *ioSession) report(verb string, off, n int64, start time.Time) {
 
 const ioChunk = 1 << 20
 
+// request parses what read and write share: the -P pattern (def without
+// it) and the OFF LEN arguments.
+func (s *ioSession) request(o *opts, def byte) (pat byte, off, n int64, err error) {
+	pat = def
+	if o.has("P") {
+		if pat, err = parsePattern(o.get("P", "")); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	off, n, err = s.offLen(o.args)
+	return pat, off, n, err
+}
+
+// eachChunk calls f on [off, off+n) in pieces of at most len(buf) bytes,
+// each a prefix of buf, until f fails.
+func eachChunk(off, n int64, buf []byte, f func(off int64, b []byte) error) error {
+	for done := int64(0); done < n; done += int64(len(buf)) {
+		if err := f(off+done, buf[:min(int64(len(buf)), n-done)]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *ioSession) write(args []string) error {
 	o, err := getopt(args, "P:zuqCcn")
 	if err != nil {
@@ -162,13 +178,7 @@ func (s *ioSession) write(args []string) error {
 	if o.has("u") && !zero {
 		return fmt.Errorf("-u requires -z to be specified")
 	}
-	pat := byte(0xcd)
-	if o.has("P") {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
-	}
-	off, n, err := s.offLen(o.args)
+	pat, off, n, err := s.request(o, 0xcd)
 	if err != nil {
 		return err
 	}
@@ -178,13 +188,12 @@ func (s *ioSession) write(args []string) error {
 		if o.has("u") {
 			fl |= block.MayUnmap
 		}
-		err = s.dev.WriteZeroes(off, n, fl)
+		err = s.Dev.WriteZeroes(off, n, fl)
 	} else {
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
-		for done := int64(0); done < n && err == nil; done += int64(len(buf)) {
-			b := buf[:min(int64(len(buf)), n-done)]
-			err = s.dev.Writev(off+done, [][]byte{b})
-		}
+		err = eachChunk(off, n, buf, func(off int64, b []byte) error {
+			return s.Dev.Writev(off, [][]byte{b})
+		})
 	}
 	if err != nil {
 		return err
@@ -203,24 +212,16 @@ func (s *ioSession) read(args []string) error {
 	if err != nil {
 		return err
 	}
-	var pat byte
-	check := o.has("P")
-	if check {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
-	}
-	off, n, err := s.offLen(o.args)
+	pat, off, n, err := s.request(o, 0)
 	if err != nil {
 		return err
 	}
+	check := o.has("P")
 	start := time.Now()
 	mismatch := false
 	var dump []byte
-	buf := make([]byte, min(n, ioChunk))
-	for done := int64(0); done < n; done += int64(len(buf)) {
-		b := buf[:min(int64(len(buf)), n-done)]
-		if err := s.dev.Readv(off+done, [][]byte{b}); err != nil {
+	err = eachChunk(off, n, make([]byte, min(n, ioChunk)), func(off int64, b []byte) error {
+		if err := s.Dev.Readv(off, [][]byte{b}); err != nil {
 			return err
 		}
 		if check && !mismatch {
@@ -234,6 +235,10 @@ func (s *ioSession) read(args []string) error {
 		if o.has("v") {
 			dump = append(dump, b...)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if mismatch {
 		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, n)
@@ -281,10 +286,10 @@ func (s *ioSession) discard(args []string) error {
 		return err
 	}
 	start := time.Now()
-	if s.im != nil {
-		err = s.im.Discard(off, n)
+	if s.Image != nil {
+		err = s.Image.Discard(off, n)
 	} else {
-		err = s.dev.WriteZeroes(off, n, block.MayUnmap)
+		err = s.Dev.WriteZeroes(off, n, block.MayUnmap)
 	}
 	if err != nil {
 		return err
@@ -298,7 +303,7 @@ func (s *ioSession) discard(args []string) error {
 // mapCmd is qemu-io's map: allocated / not allocated runs through the
 // whole chain.
 func (s *ioSession) mapCmd() error {
-	ext, err := mapExtents(s.dev, s.im)
+	ext, err := mapExtents(s.Opened)
 	if err != nil {
 		return err
 	}
@@ -320,12 +325,13 @@ func (s *ioSession) mapCmd() error {
 
 // info is qemu-io's info command.
 func (s *ioSession) info() error {
-	if s.im == nil {
+	im := s.Image
+	if im == nil {
 		fmt.Fprintln(s.out, "format name: raw")
 		return nil
 	}
-	h := s.im.Header()
-	g := s.im.Geometry()
+	h := im.Header()
+	g := im.Geometry()
 	fmt.Fprintln(s.out, "format name: qcow2")
 	fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(g.ClusterSize)))
 	vmState := g.L1EntriesFor(h.Size) * g.ClusterSize * g.L2Entries

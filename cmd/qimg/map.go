@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -18,15 +19,15 @@ const (
 // mapExtents returns qemu-img map's extents for an open image: the
 // engine's Map for qcow2, and data/hole runs (SEEK_DATA/SEEK_HOLE) of the
 // file for raw.
-func mapExtents(dev block.Device, im *qcow2.Image) ([]qcow2.MapEntry, error) {
-	if im != nil {
-		return im.Map()
+func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
+	if img.Image != nil {
+		return img.Image.Map()
 	}
-	size, err := dev.Size()
+	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err
 	}
-	return rawExtents(dev, size), nil
+	return rawExtents(img.Dev, size), nil
 }
 
 type fder interface{ Fd() int }
@@ -146,11 +147,7 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 }
 
 func runMap(e *env, args []string) int {
-	o, err := getopt(args, "o:f:t:U", "output:", "force-share")
-	if err != nil {
-		return e.usageErr(err)
-	}
-	out, err := outputFormat(o)
+	o, out, err := getoptOutput(args, "o:f:t:U", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -158,12 +155,12 @@ func runMap(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	dev, im, err := openImage(openSpec{path: path, format: o.get("f", ""), cache: o.get("t", ""), readOnly: true, opts: eo})
+	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""), ReadOnly: true, Opts: eo})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	defer dev.Close()
-	ext, err := mapExtents(dev, im)
+	defer img.Close()
+	ext, err := mapExtents(img)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -171,7 +168,7 @@ func runMap(e *env, args []string) int {
 		writeMapJSON(e.stdout, ext)
 		return 0
 	}
-	if err := writeMapHuman(e.stdout, ext, chainNames(path, im)); err != nil {
+	if err := writeMapHuman(e.stdout, ext, chainNames(path, img.Image)); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	return 0

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
@@ -100,13 +99,18 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 	return o, nil
 }
 
-// outputFormat validates --output.
-func outputFormat(o *opts) (string, error) {
+// getoptOutput is getopt for the commands that print in two formats: it
+// adds the --output option and returns its validated value too.
+func getoptOutput(args []string, shorts string, longs ...string) (*opts, string, error) {
+	o, err := getopt(args, shorts, append(longs, "output:")...)
+	if err != nil {
+		return nil, "", err
+	}
 	f := o.get("output", "human")
 	if f != "human" && f != "json" {
-		return "", fmt.Errorf("--output must be used with human or json as argument")
+		return nil, "", fmt.Errorf("--output must be used with human or json as argument")
 	}
-	return f, nil
+	return o, f, nil
 }
 
 // parseSize is qcow2.ParseSize with qemu's wording on errors.
@@ -157,31 +161,20 @@ func cvtstr(v float64) string {
 	return s + suf
 }
 
-// openSpec describes how a subcommand opens an image.
-type openSpec struct {
-	path, format, cache, aio string
-	readOnly                 bool
-	opts                     qcow2.Options
-}
-
-// openImage opens an image with the io_uring backend (imgopen). im is nil
-// for raw images.
-func openImage(s openSpec) (block.Device, *qcow2.Image, error) {
-	if s.cache == "" {
-		s.cache = "writeback"
+// openImage opens an image with the io_uring backend (imgopen), with
+// qemu-img's messages; Image is nil for raw images.
+func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
+	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" {
+		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", s.Format)
 	}
-	if s.format != "" && s.format != "qcow2" && s.format != "raw" {
-		return nil, nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", s.format)
+	if _, err := os.Stat(s.Path); err != nil {
+		return nil, fmt.Errorf("could not open '%s': %w", s.Path, unwrapPathErr(err))
 	}
-	if _, err := os.Stat(s.path); err != nil {
-		return nil, nil, fmt.Errorf("could not open '%s': %w", s.path, unwrapPathErr(err))
-	}
-	dev, im, err := imgopen.Open(imgopen.Spec{Path: s.path, Format: s.format, ReadOnly: s.readOnly,
-		Cache: s.cache, AIO: s.aio, Opts: s.opts})
+	img, err := imgopen.Open(s)
 	if err != nil {
-		return nil, nil, fmt.Errorf("could not open '%s': %w", s.path, err)
+		return nil, fmt.Errorf("could not open '%s': %w", s.Path, err)
 	}
-	return dev, im, nil
+	return img, nil
 }
 
 func unwrapPathErr(err error) error {
@@ -190,14 +183,6 @@ func unwrapPathErr(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// formatOf names the format of an open image.
-func formatOf(im *qcow2.Image) string {
-	if im != nil {
-		return "qcow2"
-	}
-	return "raw"
 }
 
 // pathCombine is QEMU's path_combine: a relative backing name is taken

@@ -95,22 +95,22 @@ func Run(cfg Config) (res Result, err error) {
 		}
 	}
 
-	dev, im, file, err := openImage(path, &cfg)
+	img, err := openImage(path, &cfg)
 	if err != nil {
 		return res, err
 	}
 	created := res.Created
-	res, err = RunOn(dev, im, file, cfg)
+	res, err = RunOn(img, cfg)
 	res.Created = created
 	res.Seed = cfg.Seed()
 	res.Config.File = path
 	// Close is outside the timed run, as qemu-img's blk_unref after the
-	// "Run completed" line. A qcow2 image closes the file it opened.
-	if cerr := dev.Close(); err == nil && cerr != nil {
+	// "Run completed" line.
+	if cerr := img.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
 	// The fill workers ran until Close: count what they wrote.
-	res.Closed(im)
+	res.Closed(img.Image)
 	return res, err
 }
 
@@ -132,63 +132,27 @@ func createImage(path, format string, c qcow2.CreateOptions) error {
 	return nil
 }
 
-// openImage opens path as imgopen would, but keeps the *uring.File under a
-// qcow2 image: qcow2.Image has no accessor for its device, so the opener
-// records the one it opened for path itself (not a backing file).
-func openImage(path string, cfg *Config) (block.Device, *qcow2.Image, *uring.File, error) {
+// openImage opens path for the run (read-only for a read test) and
+// records the probed format in cfg.
+func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	op, err := imgopen.Opener(cfg.Cache, cfg.AIO)
+	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
+		Cache: cfg.Cache, AIO: cfg.AIO, Opts: cfg.Engine, WrapFile: testHookHostDev})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	if cfg.Format == "" {
-		if cfg.Format, err = qcow2.Probe(path); err != nil {
-			return nil, nil, nil, err
-		}
+	cfg.Format = img.Format()
+	if cfg.Write && img.Image != nil && img.Image.ReadOnly() {
+		img.Close()
+		return nil, fmt.Errorf("%s: %w (corrupt or opened read-only)", path, qcow2.ErrReadOnly)
 	}
-	readOnly := !cfg.Write
-	if cfg.Format == "raw" {
-		d, err := op(path, readOnly)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		f, _ := d.(*uring.File)
-		return d, nil, f, nil
-	}
-	var file *uring.File
-	o := cfg.Engine
-	o.ReadOnly = o.ReadOnly || readOnly
-	o.Opener = func(p string, ro bool) (block.Device, error) {
-		d, err := op(p, ro)
-		if err == nil && file == nil && p == path {
-			file, _ = d.(*uring.File)
-			if testHookHostDev != nil {
-				d = testHookHostDev(d)
-			}
-		}
-		return d, err
-	}
-	im, err := qcow2.Open(path, o)
-	if err != nil {
-		if file != nil {
-			file.Close()
-		}
-		return nil, nil, nil, err
-	}
-	if cfg.Write && im.ReadOnly() {
-		im.Close()
-		if file != nil {
-			file.Close()
-		}
-		return nil, nil, nil, fmt.Errorf("%s: %w (corrupt or opened read-only)", path, qcow2.ErrReadOnly)
-	}
-	return im, im, file, nil
+	return img, nil
 }
 
-// testHookHostDev, if set, wraps the host device of a qcow2 image that
-// Run opens (tests slow down or count its requests).
+// testHookHostDev, if set, wraps the host file of the image Run opens
+// (imgopen.Spec.WrapFile: tests slow down or count its requests).
 var testHookHostDev func(block.Device) block.Device
 
 // worker is one queue slot: its own buffer, vector and histogram.
@@ -224,11 +188,12 @@ func (r *runner) fail(err error) {
 	r.mu.Unlock()
 }
 
-// RunOn runs the benchmark on an open device; im is the device as a
-// *qcow2.Image (nil for raw) and file the host *uring.File (nil if
-// unknown), both only for metrics. It flushes a write run at the end but does
-// not close dev. cfg.Seed and the create settings are ignored.
-func RunOn(dev block.Device, im *qcow2.Image, file *uring.File, cfg Config) (Result, error) {
+// RunOn runs the benchmark on img.Dev; img.Image (nil for raw) and
+// img.File (nil if unknown) serve only for metrics. It flushes a write run
+// at the end but does not close img. cfg.Seed and the create settings are
+// ignored.
+func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
+	dev, im, file := img.Dev, img.Image, img.File
 	if cfg.File == "" {
 		cfg.File = "-" // a device, not a seed run
 	}

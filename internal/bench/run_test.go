@@ -12,6 +12,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -72,7 +73,7 @@ func TestRunOn_FlushIntervalDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	res, err := RunOn(dev, nil, nil, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
+	res, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
 		Pattern: 0x5a, FlushInterval: 100, Out: &out, Format: "raw"})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestRunOn_Qcow2Metrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	res, err := RunOn(im, im, nil, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1})
+	res, err := RunOn(&imgopen.Opened{Dev: im, Image: im}, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestRunOn_CacheModesFlush(t *testing.T) {
 	} {
 		dev := &countDev{Device: memdev.New(memdev.Options{})}
 		dev.Truncate(1 << 20)
-		_, err := RunOn(dev, nil, nil, Config{Count: 64, Depth: 4, Write: true, Step: -1, Cache: tc.cache, Format: "raw"})
+		_, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 64, Depth: 4, Write: true, Step: -1, Cache: tc.cache, Format: "raw"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +307,7 @@ func TestRunOn_ClosedCountsFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := RunOn(im, im, nil, Config{Count: 64, Depth: 4, Write: true, Step: -1})
+	res, err := RunOn(&imgopen.Opened{Dev: im, Image: im}, Config{Count: 64, Depth: 4, Write: true, Step: -1})
 	if err != nil {
 		im.Close()
 		t.Fatal(err)

@@ -2,6 +2,10 @@
 // qemu-img's cache modes (-t) and AIO choices (-i) to a uring.File, and the
 // format (-f) to a qcow2.Image or the raw file itself. The engine never
 // imports uring; this is where the binaries pick the backend.
+//
+// Open opens one image file, OpenSpec a stack of drivers written as QEMU
+// writes it (parse.go, node.go, build.go and one driver_*.go per family of
+// drivers); both return an Opened.
 package imgopen
 
 import (
@@ -25,6 +29,10 @@ type Spec struct {
 	AIO string
 	// Engine options for qcow2 images (l2-cache-size, prealloc, ...).
 	Opts qcow2.Options
+	// WrapFile, if set, stands in front of the image's own host file (not
+	// a backing file's) before the format driver opens it: tests slow down
+	// or count the host requests with it. Open only.
+	WrapFile func(block.Device) block.Device
 }
 
 // FileOptions maps cache and aio to uring options.
@@ -67,17 +75,20 @@ func Opener(cache, aio string) (qcow2.Opener, error) {
 	}, nil
 }
 
-// Open opens the image. For qcow2 the returned *qcow2.Image is also the
-// device; for raw it is nil.
-func Open(s Spec) (block.Device, *qcow2.Image, error) {
+// Open opens the image at s.Path: a qcow2 image (Image set, and the
+// device) or a raw file.
+func Open(s Spec) (*Opened, error) {
 	op, err := Opener(s.Cache, s.AIO)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	if s.WrapFile != nil {
+		op = wrapFirst(op, s.Path, s.WrapFile)
 	}
 	f := s.Format
 	if f == "" {
 		if f, err = qcow2.Probe(s.Path); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	switch f {
@@ -87,12 +98,32 @@ func Open(s Spec) (block.Device, *qcow2.Image, error) {
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
 		im, err := qcow2.Open(s.Path, o)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return im, im, nil
+		file, _ := im.Device().(*uring.File)
+		return &Opened{Dev: im, Image: im, File: file}, nil
 	case "raw":
 		d, err := op(s.Path, s.ReadOnly)
-		return d, nil, err
+		if err != nil {
+			return nil, err
+		}
+		file, _ := d.(*uring.File)
+		return &Opened{Dev: d, File: file}, nil
 	}
-	return nil, nil, fmt.Errorf("unknown format %q (qcow2, raw)", f)
+	return nil, fmt.Errorf("unknown format %q (qcow2, raw)", f)
+}
+
+// wrapFirst is op with wrap in front of the first device it opens for
+// path: the image's own file (a qcow2 image opens its file before its
+// backing files).
+func wrapFirst(op qcow2.Opener, path string, wrap func(block.Device) block.Device) qcow2.Opener {
+	done := false
+	return func(p string, readOnly bool) (block.Device, error) {
+		d, err := op(p, readOnly)
+		if err == nil && !done && p == path {
+			done = true
+			d = wrap(d)
+		}
+		return d, err
+	}
 }

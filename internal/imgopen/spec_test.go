@@ -80,12 +80,12 @@ func qemuCheck(t *testing.T, paths ...string) {
 
 func open(t *testing.T, spec string) (block.Device, *qcow2.Image, func()) {
 	t.Helper()
-	d, im, c, err := OpenSpec(spec, Spec{AIO: "threads"})
+	o, err := OpenSpec(spec, Spec{AIO: "threads"})
 	if err != nil {
 		t.Fatalf("OpenSpec(%s): %v", spec, err)
 	}
-	return d, im, func() {
-		if err := c.Close(); err != nil {
+	return o.Dev, o.Image, func() {
+		if err := o.Close(); err != nil {
 			t.Errorf("close %s: %v", spec, err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestOpenSpec_Errors(t *testing.T) {
 		"driver=copy-on-read,file.driver=raw,file.file=" + a,             // top must be qcow2
 		"driver=quorum,children=" + a + ",vote-threshold=3",
 	} {
-		if _, _, _, err := OpenSpec(spec, Spec{}); err == nil {
+		if _, err := OpenSpec(spec, Spec{}); err == nil {
 			t.Errorf("OpenSpec(%s) succeeded", spec)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/qring/qring/block/latdev"
 	"github.com/qring/qring/internal/bench"
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -125,7 +126,7 @@ func run(args []string) error {
 	if !*jsonOut {
 		cfg.Out = os.Stdout
 	}
-	res, err := bench.RunOn(im, im, file, cfg)
+	res, err := bench.RunOn(&imgopen.Opened{Dev: im, Image: im, File: file}, cfg)
 	if cerr := im.Close(); err == nil {
 		err = cerr
 	}

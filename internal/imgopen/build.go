@@ -1,0 +1,160 @@
+package imgopen
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+// OpenSpec opens the driver tree spec describes (IsSpec syntax). defaults
+// supplies what the spec leaves out: cache mode, AIO, read-only and qcow2
+// engine options for every leaf (Path, Format and WrapFile are ignored).
+//
+// Opened.Image is the top image when the root driver is qcow2 (else nil:
+// metrics and qcow2-only commands then see the stack as a plain device);
+// Opened.File is nil. Opened.Close first lets mirrors with wait=on
+// converge, then closes the whole tree (every layer closes its children).
+func OpenSpec(spec string, defaults Spec) (*Opened, error) {
+	root, err := ParseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	b := &builder{def: defaults}
+	dev, err := b.build(root, "")
+	if err != nil {
+		return nil, err
+	}
+	o := &Opened{Dev: dev}
+	if root["driver"] == "qcow2" {
+		o.Image = imageOf(dev)
+	}
+	o.close = func() error {
+		var errs []error
+		for _, f := range b.beforeClose {
+			errs = append(errs, f())
+		}
+		errs = append(errs, dev.Close())
+		return errors.Join(errs...)
+	}
+	return o, nil
+}
+
+// builder opens the nodes of one spec.
+type builder struct {
+	def         Spec
+	beforeClose []func() error
+}
+
+// drivers is the driver table: the open function of each driver name. A
+// driver reads its keys from the node (build reports the keys it left
+// unread) and returns the node's device, which closes everything the
+// driver opened. init fills it: the drivers call build, which reads it.
+//
+// Drivers and their keys (unknown keys are an error):
+//
+//	file         filename (or file); cache, aio, read-only
+//	qcow2        file; read-only; every qcow2 open option (l2-cache-size,
+//	             prealloc, ...); backing=null (ignore the backing file)
+//	raw          file; offset, size (a fixed window; see filter.Raw)
+//	blkverify    test, raw
+//	quorum       children, vote-threshold (default: majority),
+//	             rewrite-corrupted (bool). A child that cannot be opened is
+//	             kept as a failed child (reported and skipped) as long as
+//	             vote-threshold children opened.
+//	copy-on-read file (a qcow2 node: it must report allocation); source
+//	             (optional; default: read through the top's backing file)
+//	mirror       file (source), target (a file name, created raw if
+//	             missing, or a node), granularity, wait (default on: closing
+//	             waits for the copy to converge first)
+//	throttle     file; iops-total, iops-read, iops-write, bps-total,
+//	             bps-read, bps-write (also as limits.*), burst (seconds)
+var drivers map[string]func(*builder, *node) (block.Device, error)
+
+func init() {
+	drivers = map[string]func(*builder, *node) (block.Device, error){
+		"file": (*builder).file, "host_device": (*builder).file,
+		"qcow2": (*builder).qcow2, "raw": (*builder).raw,
+		"blkverify": (*builder).blkverify, "quorum": (*builder).quorum, "mirror": (*builder).mirror,
+		"copy-on-read": (*builder).cor, "throttle": (*builder).throttle,
+	}
+}
+
+// build opens one node: a string is a file whose format is probed.
+func (b *builder) build(v any, path string) (block.Device, error) {
+	var m map[string]any
+	switch v := v.(type) {
+	case string:
+		m = map[string]any{"driver": "", "file": v}
+	case map[string]any:
+		m = v
+	default:
+		return nil, fmt.Errorf("image spec: %s: expected a node or a file name, got %T", path, v)
+	}
+	n := newNode(m, path)
+	drv, err := n.str("driver", "")
+	if err != nil {
+		return nil, err
+	}
+	if drv == "" {
+		// A bare file: probe its format, as qemu-img does.
+		f, err := n.str("file", "")
+		if err != nil {
+			return nil, err
+		}
+		if f == "" {
+			return nil, fmt.Errorf("image spec: %s: no driver", path)
+		}
+		if drv, err = qcow2.Probe(f); err != nil {
+			return nil, err
+		}
+	}
+	open, ok := drivers[drv]
+	if !ok {
+		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+	}
+	dev, err := open(b, n)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.done(); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return dev, nil
+}
+
+// child builds the node under key k.
+func (b *builder) child(n *node, k string) (block.Device, error) {
+	v, err := n.need(k)
+	if err != nil {
+		return nil, err
+	}
+	return b.build(v, n.name(k))
+}
+
+// leaf reads the per-leaf settings (cache, aio, read-only) over defaults.
+func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
+	if cache, err = n.str("cache", b.def.Cache); err != nil {
+		return
+	}
+	if aio, err = n.str("aio", b.def.AIO); err != nil {
+		return
+	}
+	ro, err = n.boolean("read-only", b.def.ReadOnly)
+	return
+}
+
+// openFile opens a file with n's leaf settings (cache, aio, read-only).
+func (b *builder) openFile(name string, n *node) (block.Device, error) {
+	cache, aio, ro, err := b.leaf(n)
+	if err != nil {
+		return nil, err
+	}
+	op, err := Opener(cache, aio)
+	if err != nil {
+		return nil, err
+	}
+	return op(name, ro)
+}

@@ -1,0 +1,156 @@
+package imgopen
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/qcow2"
+)
+
+// The drivers that hold the data: a host file, a qcow2 image, a raw window.
+
+func (b *builder) file(n *node) (block.Device, error) {
+	name, err := n.str("filename", "")
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		if name, err = n.str("file", ""); err != nil {
+			return nil, err
+		}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("image spec: %s: no filename", n.path)
+	}
+	return b.openFile(name, n)
+}
+
+// imageDev is a qcow2 image opened on a device it must close too
+// (qcow2.OpenDevice leaves the device open).
+type imageDev struct {
+	*qcow2.Image
+	dev block.Device
+}
+
+func (d imageDev) Close() error { return errors.Join(d.Image.Close(), d.dev.Close()) }
+
+// imageOf returns the image of a device the qcow2 driver returned, nil
+// for any other device.
+func imageOf(dev block.Device) *qcow2.Image {
+	switch d := dev.(type) {
+	case *qcow2.Image:
+		return d
+	case imageDev:
+		return d.Image
+	}
+	return nil
+}
+
+// qcow2 returns the *qcow2.Image, or an imageDev when the image lives on
+// a stack (throttle, raw window, ...).
+func (b *builder) qcow2(n *node) (block.Device, error) {
+	cache, aio, ro, err := b.leaf(n)
+	if err != nil {
+		return nil, err
+	}
+	o := b.def.Opts
+	o.ReadOnly = o.ReadOnly || ro
+	for _, k := range qcow2.OptionNames {
+		if k == "read-only" || !n.has(k) {
+			continue
+		}
+		s, err := n.str(k, "")
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Set(k, s); err != nil {
+			return nil, fmt.Errorf("image spec: %s: %w", n.name(k), err)
+		}
+	}
+	if v, ok := n.get("backing"); ok {
+		if v != nil && v != "null" && v != "" {
+			return nil, fmt.Errorf("image spec: %s: only backing=null is supported", n.name("backing"))
+		}
+		o.NoBacking = true
+	}
+	if o.Opener, err = Opener(cache, aio); err != nil {
+		return nil, err
+	}
+	name, dev, err := b.fileChild(n)
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
+		if _, err := os.Stat(name); err != nil {
+			return nil, err
+		}
+		im, err := qcow2.Open(name, o)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return im, nil
+	}
+	im, err := qcow2.OpenDevice(dev, o)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return imageDev{im, dev}, nil
+}
+
+func (b *builder) raw(n *node) (block.Device, error) {
+	var o filter.RawOptions
+	var err error
+	if o.Offset, err = n.size("offset"); err != nil {
+		return nil, err
+	}
+	if o.Size, err = n.size("size"); err != nil {
+		return nil, err
+	}
+	name, child, err := b.fileChild(n)
+	if err == nil && name != "" {
+		child, err = b.openFile(name, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := filter.NewRaw(child, o)
+	if err != nil {
+		child.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// fileChild reads the "file" of qcow2 and raw: a file name (see fileName)
+// for the driver to open itself, or else the node under it, built.
+func (b *builder) fileChild(n *node) (name string, child block.Device, err error) {
+	fv, err := n.need("file")
+	if err != nil {
+		return "", nil, err
+	}
+	if name := fileName(fv); name != "" {
+		return name, nil, nil
+	}
+	child, err = b.build(fv, n.name("file"))
+	return "", child, err
+}
+
+// fileName returns the file name of a "file" that is a string or a
+// {"driver":"file","filename":...} node without other options; "" if it is
+// some other node.
+func fileName(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case map[string]any:
+		f, _ := v["filename"].(string)
+		if v["driver"] == "file" && f != "" && len(v) == 2 {
+			return f
+		}
+	}
+	return ""
+}

@@ -1,0 +1,129 @@
+package imgopen
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/uring"
+)
+
+// The drivers over replicas: blkverify compares two, quorum votes among
+// several, mirror copies one onto another.
+
+func (b *builder) blkverify(n *node) (block.Device, error) {
+	test, err := b.child(n, "test")
+	if err != nil {
+		return nil, err
+	}
+	ref, err := b.child(n, "raw")
+	if err != nil {
+		test.Close()
+		return nil, err
+	}
+	return filter.NewBlkverify(test, ref), nil
+}
+
+func (b *builder) quorum(n *node) (block.Device, error) {
+	kids, err := n.list("children")
+	if err != nil {
+		return nil, err
+	}
+	thr := len(kids)/2 + 1
+	if n.has("vote-threshold") {
+		s, _ := n.str("vote-threshold", "")
+		if thr, err = strconv.Atoi(s); err != nil || thr < 1 || thr > len(kids) {
+			return nil, fmt.Errorf("image spec: %s: invalid vote-threshold %q (1..%d)", n.path, s, len(kids))
+		}
+	}
+	rewrite, err := n.boolean("rewrite-corrupted", false)
+	if err != nil {
+		return nil, err
+	}
+	devs := make([]block.Device, len(kids))
+	opened := 0
+	var errs []error
+	for i, k := range kids {
+		d, err := b.build(k, fmt.Sprintf("%s.%d", n.name("children"), i))
+		if err != nil {
+			// QEMU refuses to open the quorum; we keep a failed child that
+			// every request skips, so a damaged replica does not take the
+			// others down (the vote still needs threshold healthy ones).
+			errs = append(errs, err)
+			d = filter.Failed{Err: fmt.Errorf("quorum child %d: %w", i, err)}
+		} else {
+			opened++
+		}
+		devs[i] = d
+	}
+	closeAll := func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}
+	if opened < thr {
+		closeAll()
+		return nil, fmt.Errorf("image spec: %s: only %d of %d quorum children opened, vote-threshold %d: %w",
+			n.path, opened, len(kids), thr, errors.Join(errs...))
+	}
+	q, err := filter.NewQuorum(devs, filter.QuorumOptions{Threshold: thr, Rewrite: rewrite})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	return q, nil
+}
+
+func (b *builder) mirror(n *node) (block.Device, error) {
+	var mo filter.MirrorOptions
+	var err error
+	if mo.Granularity, err = n.size("granularity"); err != nil {
+		return nil, err
+	}
+	wait, err := n.boolean("wait", true)
+	if err != nil {
+		return nil, err
+	}
+	tv, err := n.need("target")
+	if err != nil {
+		return nil, err
+	}
+	src, err := b.child(n, "file")
+	if err != nil {
+		return nil, err
+	}
+	var tgt block.Device
+	if name, ok := tv.(string); ok {
+		tgt, err = b.createRaw(name)
+	} else {
+		tgt, err = b.build(tv, n.name("target"))
+	}
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	m, err := filter.NewMirror(src, tgt, mo)
+	if err != nil {
+		src.Close()
+		tgt.Close()
+		return nil, err
+	}
+	if wait {
+		b.beforeClose = append(b.beforeClose, m.Wait)
+	}
+	return m, nil
+}
+
+// createRaw opens a mirror's target file name: a raw file, created if
+// missing (QEMU's drive-mirror mode=absolute-paths with format=raw), with
+// the default cache mode and AIO.
+func (b *builder) createRaw(name string) (block.Device, error) {
+	fo, err := FileOptions(b.def.Cache, b.def.AIO, false)
+	if err != nil {
+		return nil, err
+	}
+	fo.Create = true
+	return uring.Open(name, fo)
+}

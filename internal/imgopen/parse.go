@@ -1,0 +1,84 @@
+package imgopen
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/qring/qring/qcow2"
+)
+
+// Stack specs: a tree of block drivers, written without Go, in either of
+// QEMU's two syntaxes (see IsSpec and ParseSpec):
+//
+//	json:{"driver":"blkverify","test":{"driver":"qcow2","file":"t.qcow2"},"raw":{"driver":"raw","file":"s.raw"}}
+//	driver=quorum,children=a.qcow2:b.qcow2:c.qcow2,vote-threshold=2
+//	driver=throttle,iops-total=150,file.driver=qcow2,file.file=t.qcow2
+//
+// In the key=value form, dotted keys build nested nodes (file.driver=...),
+// numeric components build lists (children.0.file=a.qcow2), ",," escapes a
+// comma, and a list of plain files may be written colon-separated
+// (children=a:b:c). A child given as a string is a file name whose format
+// is probed (qcow2 or raw); the "file" of qcow2/raw may be a file name or a
+// node. The drivers and their keys are listed with the driver table,
+// drivers (build.go).
+//
+// Booleans are on/off/true/false; sizes take k/M/G suffixes.
+
+// IsSpec reports whether a CLI's FILE argument is a stack spec rather than
+// a file name: it starts with "json:" or "driver=".
+func IsSpec(s string) bool {
+	return strings.HasPrefix(s, "json:") || strings.HasPrefix(s, "driver=")
+}
+
+// ParseSpec parses a "json:{...}" spec or a key=value spec into a tree of
+// map[string]any nodes (values: string, bool, json.Number, []any, nil).
+func ParseSpec(spec string) (map[string]any, error) {
+	if js, ok := strings.CutPrefix(spec, "json:"); ok {
+		d := json.NewDecoder(strings.NewReader(js))
+		d.UseNumber()
+		var m map[string]any
+		if err := d.Decode(&m); err != nil {
+			return nil, fmt.Errorf("image spec: %w", err)
+		}
+		if d.More() {
+			return nil, errors.New("image spec: trailing data after the JSON object")
+		}
+		return m, nil
+	}
+	kvs, err := qcow2.SplitOptions(spec)
+	if err != nil {
+		return nil, fmt.Errorf("image spec: %w", err)
+	}
+	root := map[string]any{}
+	for _, kv := range kvs {
+		parts := strings.Split(kv[0], ".")
+		m := root
+		for i, p := range parts {
+			if p == "" {
+				return nil, fmt.Errorf("image spec: bad key %q", kv[0])
+			}
+			if i == len(parts)-1 {
+				if _, dup := m[p]; dup {
+					return nil, fmt.Errorf("image spec: duplicate key %q", kv[0])
+				}
+				m[p] = kv[1]
+				break
+			}
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				if _, exists := m[p]; exists {
+					return nil, fmt.Errorf("image spec: key %q is both a value and a node", kv[0])
+				}
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+	}
+	if _, ok := root["driver"]; !ok {
+		return nil, errors.New("image spec: no driver= key")
+	}
+	return root, nil
+}
