@@ -11,7 +11,9 @@ import (
 // WriteZeroes writes zero buffers, which honours MayUnmap (a permission:
 // the range reads as zeros). It takes no request flags (Caps().ReqFlags
 // == 0): Serialising and NoWait get ErrNotSupported. The engine uses it when the caller gives no
-// device opener; binaries pass the io_uring backend instead.
+// device opener; binaries pass the io_uring backend instead (package
+// uring, whose Threads backend is the same idea on raw syscalls, with
+// O_DIRECT, preadv, fallocate and fdatasync).
 type OSFile struct {
 	f        *os.File
 	readOnly bool
@@ -34,6 +36,8 @@ func OpenOSFile(path string, readOnly bool) (*OSFile, error) {
 	return &OSFile{f: f, readOnly: readOnly}, nil
 }
 
+// enter admits a request unless o is closed (B7); the request leaves
+// with o.mu.RUnlock.
 func (o *OSFile) enter() error {
 	o.mu.RLock()
 	if o.closed {
@@ -41,6 +45,17 @@ func (o *OSFile) enter() error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// enterWrite checks a request that modifies [off, off+n) and enters it.
+func (o *OSFile) enterWrite(off, n int64) error {
+	if err := CheckRange(off, n); err != nil {
+		return err
+	}
+	if o.readOnly {
+		return ErrReadOnly
+	}
+	return o.enter()
 }
 
 func (o *OSFile) Readv(off int64, bufs [][]byte) error {
@@ -64,13 +79,7 @@ func (o *OSFile) Readv(off int64, bufs [][]byte) error {
 }
 
 func (o *OSFile) Writev(off int64, bufs [][]byte) error {
-	if err := CheckRange(off, VecLen(bufs)); err != nil {
-		return err
-	}
-	if o.readOnly {
-		return ErrReadOnly
-	}
-	if err := o.enter(); err != nil {
+	if err := o.enterWrite(off, VecLen(bufs)); err != nil {
 		return err
 	}
 	defer o.mu.RUnlock()
@@ -127,13 +136,7 @@ func (o *OSFile) Size() (int64, error) {
 }
 
 func (o *OSFile) Truncate(size int64) error {
-	if size < 0 {
-		return ErrRange
-	}
-	if o.readOnly {
-		return ErrReadOnly
-	}
-	if err := o.enter(); err != nil {
+	if err := o.enterWrite(size, 0); err != nil { // ErrRange if size < 0
 		return err
 	}
 	defer o.mu.RUnlock()

@@ -38,44 +38,61 @@ func benchFileOpt(b *testing.B, o Options) *File {
 	return f
 }
 
+// runQD issues b.N 4 KiB requests from qd goroutines, each with its own
+// aligned buffer: goroutine g's i-th request is do at off(g, i).
+func runQD(b *testing.B, qd int, off func(g, i int) int64, do func(off int64, v [][]byte) error) {
+	var wg sync.WaitGroup
+	per := b.N / qd
+	for g := range qd {
+		n := per
+		if g == 0 {
+			n += b.N % qd
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := block.AlignedBuf(4096, block.DefaultMemAlign)
+			v := [][]byte{buf}
+			for i := range n {
+				if err := do(off(g, i), v); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// regionOff gives each of qd goroutines its own benchSpan/qd bytes, which
+// it goes through 4 KiB at a time, round and round.
+func regionOff(qd int) func(g, i int) int64 {
+	region := int64(benchSpan / qd)
+	return func(g, i int) int64 { return int64(g)*region + int64(i)*4096%region }
+}
+
 // BenchmarkWrite4K: 4 KiB O_DIRECT writes at QD1 and QD64 (64 goroutines),
 // ring vs plain syscalls.
-func BenchmarkWrite4K(b *testing.B) {
+func BenchmarkWrite4K(b *testing.B) { bench4K(b, true) }
+
+// bench4K runs 4 KiB O_DIRECT writes (or reads) at QD 1, 8 and 64 on both
+// backends; for writes on the ring it reports the SQEs per enter.
+func bench4K(b *testing.B, write bool) {
 	for _, be := range []Backend{Ring, Threads} {
 		for _, qd := range []int{1, 8, 64} {
 			b.Run(fmt.Sprintf("%v/qd%d", be, qd), func(b *testing.B) {
 				f := benchFile(b, be)
+				do := f.Readv
+				if write {
+					do = f.Writev
+				}
 				b.ReportAllocs()
 				b.SetBytes(4096)
 				before := f.Metrics()
 				b.ResetTimer()
-				var wg sync.WaitGroup
-				per := b.N / qd
-				for g := range qd {
-					n := per
-					if g == 0 {
-						n += b.N % qd
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						buf := block.AlignedBuf(4096, block.DefaultMemAlign)
-						v := [][]byte{buf}
-						region := int64(benchSpan / qd)
-						base := int64(g) * region
-						var off int64
-						for range n {
-							if err := f.Writev(base+off, v); err != nil {
-								b.Error(err)
-								return
-							}
-							off = (off + 4096) % region
-						}
-					}()
-				}
-				wg.Wait()
+				runQD(b, qd, regionOff(qd), do)
 				b.StopTimer()
-				if be == Ring {
+				if write && be == Ring {
 					m := f.Metrics().Sub(before)
 					b.ReportMetric(m.SQEsPerEnter(), "sqes/enter")
 				}
@@ -93,73 +110,13 @@ func BenchmarkWrite4KHybrid(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(4096)
 			b.ResetTimer()
-			var wg sync.WaitGroup
-			per := b.N / qd
-			for g := range qd {
-				n := per
-				if g == 0 {
-					n += b.N % qd
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					buf := block.AlignedBuf(4096, block.DefaultMemAlign)
-					v := [][]byte{buf}
-					region := int64(benchSpan / qd)
-					base := int64(g) * region
-					var off int64
-					for range n {
-						if err := f.Writev(base+off, v); err != nil {
-							b.Error(err)
-							return
-						}
-						off = (off + 4096) % region
-					}
-				}()
-			}
-			wg.Wait()
+			runQD(b, qd, regionOff(qd), f.Writev)
 		})
 	}
 }
 
 // BenchmarkRead4K: the read side, same shape.
-func BenchmarkRead4K(b *testing.B) {
-	for _, be := range []Backend{Ring, Threads} {
-		for _, qd := range []int{1, 8, 64} {
-			b.Run(fmt.Sprintf("%v/qd%d", be, qd), func(b *testing.B) {
-				f := benchFile(b, be)
-				b.ReportAllocs()
-				b.SetBytes(4096)
-				b.ResetTimer()
-				var wg sync.WaitGroup
-				per := b.N / qd
-				for g := range qd {
-					n := per
-					if g == 0 {
-						n += b.N % qd
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						buf := block.AlignedBuf(4096, block.DefaultMemAlign)
-						v := [][]byte{buf}
-						region := int64(benchSpan / qd)
-						base := int64(g) * region
-						var off int64
-						for range n {
-							if err := f.Readv(base+off, v); err != nil {
-								b.Error(err)
-								return
-							}
-							off = (off + 4096) % region
-						}
-					}()
-				}
-				wg.Wait()
-			})
-		}
-	}
-}
+func BenchmarkRead4K(b *testing.B) { bench4K(b, false) }
 
 // BenchmarkFallocate64K: fallocate(ZERO_RANGE) of a 64 KiB cluster through
 // the ring vs a direct unix.Fallocate syscall.
@@ -243,29 +200,9 @@ func BenchmarkReadCached4K(b *testing.B) {
 				b.SetBytes(4096)
 				before := f.Metrics()
 				b.ResetTimer()
-				var wg sync.WaitGroup
-				per := b.N / qd
-				for g := range qd {
-					n := per
-					if g == 0 {
-						n += b.N % qd
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						buf := block.AlignedBuf(4096, block.DefaultMemAlign)
-						v := [][]byte{buf}
-						off := int64(g) * 4096
-						for range n {
-							if err := f.Readv(off, v); err != nil {
-								b.Error(err)
-								return
-							}
-							off = (off + 64*4096) % span
-						}
-					}()
-				}
-				wg.Wait()
+				// Goroutine g starts at block g and strides 64 blocks.
+				off := func(g, i int) int64 { return (int64(g)*4096 + int64(i)*64*4096) % span }
+				runQD(b, qd, off, f.Readv)
 				b.StopTimer()
 				if be == Ring {
 					b.ReportMetric(f.Metrics().Sub(before).SQEsPerEnter(), "sqes/enter")

@@ -7,7 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Misaligned requests on a Direct file (F1 in doc.go). QEMU pads them to
+// Misaligned requests on a Direct file (U1 in doc.go). QEMU pads them to
 // the O_DIRECT alignment and bounces them through aligned buffers on the
 // same descriptor (bdrv_padding_rmw_read, a serialising request for the
 // write); so do we. A buffered second descriptor would be incoherent with
@@ -34,7 +34,7 @@ func (f *File) putBounce(bb *bounceBuf) {
 }
 
 // io moves p at off (aligned, len(p) a multiple of the alignment) with
-// xfer: a read past EOF fills zeros (B2).
+// xfer: a read past EOF fills zeros (block B2).
 func (bb *bounceBuf) io(f *File, write bool, off int64, p []byte) error {
 	bb.v[0] = p
 	err := f.xfer(write, off, bb.v[:], int64(len(p)))
@@ -76,7 +76,7 @@ func (c *vecCursor) step(k int) {
 
 // bounceRead reads [off, off+total) into bufs through the aligned padded
 // range. It takes no lock: a read overlapping a write in flight sees old
-// or new data per aligned block (B1), as a direct read would.
+// or new data per aligned block (block B1), as a direct read would.
 func (f *File) bounceRead(off int64, bufs [][]byte, total int64) error {
 	bb := f.getBounce()
 	defer f.putBounce(bb)

@@ -37,7 +37,7 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// TestFlush_Fdatasync: Flush is one fdatasync (B6 on the host).
+// TestFlush_Fdatasync: Flush is one fdatasync (block B6 on the host).
 func TestFlush_Fdatasync(t *testing.T) {
 	for _, c := range configs() {
 		t.Run(c.name, func(t *testing.T) {

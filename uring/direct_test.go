@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Tests for F1 (misaligned requests on a Direct file never use the page
+// Tests for U1 (misaligned requests on a Direct file never use the page
 // cache: bounce buffers and read-modify-write on the O_DIRECT descriptor)
-// and F2 (Allocate zeroing only of whole filesystem blocks).
+// and U2 (Allocate zeroing only of whole filesystem blocks).
 
 func directConfigs() []config {
 	return []config{
@@ -283,6 +283,16 @@ func runPieces(t *testing.T, f *File, r *rand.Rand, old []byte, ps []piece, read
 
 // expectFile compares [0, len(want)) of f with want, through an aligned
 // direct read and a misaligned one.
+// flushAndExpect flushes f, checks the kernel log and expects the model.
+func flushAndExpect(t *testing.T, f *File, w *kmsgWatch, model []byte) {
+	t.Helper()
+	if err := f.Flush(); err != nil {
+		t.Errorf("Flush: %v", err)
+	}
+	w.check(t)
+	expectFile(t, f, model, "after Flush")
+}
+
 func expectFile(t *testing.T, f *File, want []byte, what string) {
 	t.Helper()
 	expectRange(t, f, want, 0, what)
@@ -365,11 +375,7 @@ func TestDirect_MixedWrites(t *testing.T) {
 				model = runPieces(t, f, r, model, ps, 2, page, page+4096)
 				expectFile(t, f, model, fmt.Sprintf("round %d", round))
 			}
-			if err := f.Flush(); err != nil {
-				t.Errorf("Flush: %v", err)
-			}
-			w.check(t)
-			expectFile(t, f, model, "after Flush")
+			flushAndExpect(t, f, w, model)
 			m := f.Metrics()
 			if m.RMW == 0 || m.Misaligned == 0 {
 				t.Fatalf("no read-modify-write ran: %v", m)
@@ -458,11 +464,7 @@ func TestDirect_ZeroThenWritevRMW(t *testing.T) {
 						round, p, a*512, b*512, x, y, firstDiff(got, zfirst))
 				}
 			}
-			if err := f.Flush(); err != nil {
-				t.Errorf("Flush: %v", err)
-			}
-			w.check(t)
-			expectFile(t, f, model, "after Flush")
+			flushAndExpect(t, f, w, model)
 		})
 	}
 }
@@ -532,18 +534,14 @@ func TestDirect_MisalignedWritePastEOF(t *testing.T) {
 				lo := max(min(base-4096, alignDown(end, 4096)), 0)
 				expectRange(t, f, model, lo, fmt.Sprintf("round %d", round))
 			}
-			if err := f.Flush(); err != nil {
-				t.Errorf("Flush: %v", err)
-			}
-			w.check(t)
-			expectFile(t, f, model, "after Flush")
+			flushAndExpect(t, f, w, model)
 		})
 	}
 }
 
 // TestDirect_MisalignedReads: reads with misaligned offsets, lengths and
 // buffers, inside, across and past EOF (an unaligned one), match the
-// model, and leave nothing in the page cache (F1).
+// model, and leave nothing in the page cache (U1).
 func TestDirect_MisalignedReads(t *testing.T) {
 	for _, c := range directConfigs() {
 		t.Run(c.name, func(t *testing.T) {
@@ -613,7 +611,7 @@ func TestDirect_MisalignedReads(t *testing.T) {
 
 // TestDirect_NoPageCache: misaligned reads and writes, and zeroing of
 // partial filesystem blocks, on a Direct file leave nothing in the page
-// cache: they never go through it (F1, F2).
+// cache: they never go through it (U1, U2).
 func TestDirect_NoPageCache(t *testing.T) {
 	for _, c := range directConfigs() {
 		t.Run(c.name, func(t *testing.T) {
@@ -667,7 +665,7 @@ func TestDirect_NoPageCache(t *testing.T) {
 
 // TestFile_AllocateZeroAlign: WriteZeroes(Allocate) and ZeroThenWritev
 // on a range aligned to 512 but not to the filesystem block are
-// ErrNotSupported and write nothing (F2); whole blocks are zeroed.
+// ErrNotSupported and write nothing (U2); whole blocks are zeroed.
 func TestFile_AllocateZeroAlign(t *testing.T) {
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(os.TempDir(), &sfs); err != nil || sfs.Bsize < 4096 {

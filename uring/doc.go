@@ -1,19 +1,38 @@
 // Package uring is qring's host I/O layer: a block.Device (File) over a
 // file, doing its I/O on a Linux io_uring, with a plain-syscall backend
-// (Threads) behind the same type for comparison and as a fallback.
+// (Threads) for comparison and as a fallback.
 //
 // The ring uses only the ABI layer github.com/iceber/iouring-go/syscall
 // (setup/register constants, SQE/CQE layouts) and golang.org/x/sys/unix
 // (mmap, syscalls); never the iceber root package.
 //
+// # Layers
+//
+// File keeps every rule of the device (U1-U9 below, and block's B1-B7)
+// and hands each request to one of three small backends behind the
+// internal backend interface (backend.go): one call, one request to the
+// kernel.
+//
+//	File (file.go, open.go, rw.go, zero.go, linked.go, bounce.go)
+//	  │ backend: rw, fallocate, fdatasync, close; linker: linked (U4)
+//	  ├─► ringIO  (ring_io.go)   Backend Ring
+//	  ├─► syncIO  (sync_io.go)   Backend Threads: pread/pwrite(v), fallocate(2)
+//	  └─► hybrid  (backend.go)   ringIO with a syncIO shortcut (U8)
+//
+// The ring itself, one idea a file: ring.go (the ring and its slots),
+// setup.go and probe.go (io_uring_setup, mmap, the opcode probe),
+// sqe.go (the one function that fills an SQE), submit.go (publishing
+// and submit-only enters: R1, R7), lead.go (waiting, the leader, reaping:
+// R2, R3), merge.go (R8), request.go (one request from slot to result).
+//
 // # Ring layout
 //
-//	File ──► ring: SQ ring  (head: kernel, tail: us)     ┐ mmap'd, shared
-//	               CQ ring  (head: us,     tail: kernel) ┘ with the kernel
-//	               SQE array [2*Entries]
-//	               slots     [Entries]  one per request in flight
-//	                 res[2], ch (cap 2), iov    user_data = slot*2 + k
-//	               free      chan of slot indices (preallocated)
+//	ringIO ──► ring: SQ ring  (head: kernel, tail: us)     ┐ mmap'd, shared
+//	                 CQ ring  (head: us,     tail: kernel) ┘ with the kernel
+//	                 SQE array [2*Entries]
+//	                 slots     [Entries]  one per request in flight
+//	                   res[2], ch (cap 2), iov    user_data = slot*2 + k
+//	                 free      chan of slot indices (preallocated)
 //
 // # Invariants
 //
@@ -61,11 +80,11 @@
 //	    heap (never moved by stack growth while the kernel uses them); the
 //	    slot clears them when freed so it never pins caller memory.
 //	R6  -EAGAIN/-EINTR completions are resubmitted; short transfers resubmit
-//	    the remainder; a read that returns 0 fills zeros (B2); a write that
+//	    the remainder; a read that returns 0 fills zeros (block B2); a write that
 //	    returns 0 is ENOSPC. On O_DIRECT a read that stops at an unaligned
 //	    offset has reached EOF (the rest reads as zeros), a write that does
 //	    resumes from the aligned offset before, and a remainder whose
-//	    buffer address is no longer aligned is bounced (F1).
+//	    buffer address is no longer aligned is bounced (U1).
 //	R7  Every to_submit is exact. The kernel consumes to_submit SQEs from
 //	    its head; if that count were stale (head moved by a concurrent
 //	    enter) it could end between the two SQEs of a linked pair, and the
@@ -99,7 +118,7 @@
 //
 // # File
 //
-//	F1  A Direct file has one descriptor, O_DIRECT, and never does buffered
+//	U1  A Direct file has one descriptor, O_DIRECT, and never does buffered
 //	    I/O: buffered and direct I/O in flight on the same page are not
 //	    coherent (a dirty page with stale bytes is written back over a
 //	    direct write, the kernel logs "Page cache invalidation failure on
@@ -108,7 +127,7 @@
 //	    aligned (Caps().Align, Caps().MemAlign) are padded to the alignment
 //	    and bounced through aligned buffers (bounce.go; QEMU's padded
 //	    requests): a read reads the padded range and copies out, without
-//	    a lock (old or new data per aligned block, B1); a write with
+//	    a lock (old or new data per aligned block: block B1); a write with
 //	    aligned offset and length only copies; any other write is a
 //	    read-modify-write of the padded range. wmu (RWMutex) orders them:
 //	    every write, fallocate and linked ZeroThenWritev holds it shared
@@ -122,7 +141,7 @@
 //	    images). If the padded write grew the file past the request's end,
 //	    the size is set back under the same hold. Buffered files use the
 //	    kernel as is.
-//	F2  WriteZeroes with Allocate is fallocate(ZERO_RANGE) (no KEEP_SIZE, so
+//	U2  WriteZeroes with Allocate is fallocate(ZERO_RANGE) (no KEEP_SIZE, so
 //	    it grows the file), or ErrNotSupported with nothing written: when
 //	    the range is not aligned to Caps().ZeroAlign, or when the
 //	    filesystem refused ZERO_RANGE (EOPNOTSUPP/EINVAL, e.g. tmpfs), after
@@ -137,26 +156,27 @@
 //	    whole ZeroAlign blocks of the range are fallocated and the partial
 //	    ones at its edges get zero buffers. PUNCH_HOLE is never combined
 //	    with ZERO_RANGE.
-//	F3  EOF gate (QEMU 292d06b925): File.eof is a lower bound of the file
+//	U3  EOF gate (QEMU 292d06b925): File.eof is a lower bound of the file
 //	    size. A write ending past it holds eofGate shared; a fallocate
 //	    ending past it holds eofGate exclusively, so a size-extending
 //	    fallocate never runs concurrently with a write past the old EOF.
-//	F4  ZeroThenWritev with Allocate on the ring is one submission of
+//	U4  ZeroThenWritev with Allocate on the ring is one submission of
 //	    FALLOCATE linked (IOSQE_IO_LINK) to the write; if the fallocate
 //	    fails the kernel cancels the write (-ECANCELED) and the fallocate's
-//	    error is returned, mapped as in F2.
-//	F5  Close waits for requests in flight (they complete normally), makes
+//	    error is returned, mapped as in U2.
+//	U5  Close waits for requests in flight (they complete normally), makes
 //	    requests waiting for a ring slot fail with os.ErrClosed, then frees
 //	    the ring and the descriptor; later calls return os.ErrClosed.
-//	F6  Errors wrap the errno (block.OpError → unix.Errno), so
+//	U6  Errors wrap the errno (block.OpError → unix.Errno), so
 //	    errors.Is(err, unix.EIO) works.
-//	F7  Caps().ReqFlags is 0: requests carrying Serialising or NoWait get
+//	U7  Caps().ReqFlags is 0: requests carrying Serialising or NoWait get
 //	    ErrNotSupported (the engine serialises via sched).
-//	F8  Options.SyscallFallocate sends standalone fallocates to fallocate(2)
-//	    (IORING_OP_FALLOCATE always runs in io-wq); Options.Hybrid serves a
-//	    data request that is alone with a plain syscall and uses the ring as
-//	    soon as requests overlap. Both are off by default.
-//	F9  Caps().Media is detected once at Open from the file's filesystem
+//	U8  Options.SyscallFallocate sends standalone fallocates to fallocate(2)
+//	    (IORING_OP_FALLOCATE always runs in io-wq); so do kernels without
+//	    that opcode. Options.Hybrid serves a data request with a plain
+//	    syscall while no other is in progress and uses the ring as soon
+//	    as requests overlap. Both are off by default.
+//	U9  Caps().Media is detected once at Open from the file's filesystem
 //	    and block device (sysfs): tmpfs, zram, brd, pmem and loops over
 //	    them are RAM; otherwise queue/rotational picks HDD or SSD; what
 //	    cannot be resolved is MediaUnknown. Caps().Metered is set when

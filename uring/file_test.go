@@ -380,37 +380,29 @@ func TestFile_Allocs(t *testing.T) {
 		buf := block.AlignedBuf(4096, block.DefaultMemAlign)
 		v := [][]byte{buf}
 		off := int64(0)
-		n := testing.AllocsPerRun(500, func() {
-			if err := f.Writev(off, v); err != nil {
-				t.Fatal(err)
+		for _, op := range []struct {
+			name string
+			runs int
+			do   func() error
+		}{
+			{"Writev", 500, func() error { return f.Writev(off, v) }},
+			{"Readv", 500, func() error { return f.Readv(off, v) }},
+			{"ZeroThenWritev", 200, func() error { return f.ZeroThenWritev(off&^0xffff, 1<<16, block.Allocate, off, v) }},
+		} {
+			n := testing.AllocsPerRun(op.runs, func() {
+				if err := op.do(); err != nil {
+					t.Fatal(err)
+				}
+				off = (off + 4096) % (1 << 20)
+			})
+			if n != 0 {
+				t.Errorf("direct=%v: %s allocates %.1f per op", direct, op.name, n)
 			}
-			off = (off + 4096) % (1 << 20)
-		})
-		if n != 0 {
-			t.Errorf("direct=%v: Writev allocates %.1f per op", direct, n)
-		}
-		n = testing.AllocsPerRun(500, func() {
-			if err := f.Readv(off, v); err != nil {
-				t.Fatal(err)
-			}
-			off = (off + 4096) % (1 << 20)
-		})
-		if n != 0 {
-			t.Errorf("direct=%v: Readv allocates %.1f per op", direct, n)
-		}
-		n = testing.AllocsPerRun(200, func() {
-			if err := f.ZeroThenWritev(off&^0xffff, 1<<16, block.Allocate, off, v); err != nil {
-				t.Fatal(err)
-			}
-			off = (off + 4096) % (1 << 20)
-		})
-		if n != 0 {
-			t.Errorf("direct=%v: ZeroThenWritev allocates %.1f per op", direct, n)
 		}
 	}
 }
 
-// TestFile_Errno: kernel errors wrap the errno (F6).
+// TestFile_Errno: kernel errors wrap the errno (U6).
 func TestFile_Errno(t *testing.T) {
 	for _, c := range configs() {
 		t.Run(c.name, func(t *testing.T) {

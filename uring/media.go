@@ -16,7 +16,7 @@ import (
 // sysfsRoot is /sys; tests point it at a fake tree.
 var sysfsRoot = "/sys"
 
-// detectMedia says what stores the file open as fd (F9 in doc.go): a
+// detectMedia says what stores the file open as fd (U9 in doc.go): a
 // file on tmpfs/ramfs is RAM; a block device (or the block device of the
 // file's filesystem) is RAM for zram, brd and pmem and for a loop device
 // whose backing file is RAM-backed itself, else HDD or SSD by its queue's
@@ -109,7 +109,7 @@ func blockMedia(maj, min uint32, depth int) (block.Media, string) {
 var procCgroup = "/proc/self/cgroup"
 
 // writeMetered reports whether this process's cgroup (or an ancestor)
-// limits writes to block device maj:min (F9): cgroup v1
+// limits writes to block device maj:min (U9): cgroup v1
 // blkio.throttle.write_{bps,iops}_device or cgroup v2 io.max wbps/wiops.
 // For a partition, pass the whole disk too: throttles are per disk.
 func writeMetered(devs ...string) bool {

@@ -64,7 +64,7 @@ func TestMerge_Sequential(t *testing.T) {
 		if !bytes.Equal(readAll(t, f, 0, n*bs), want) {
 			t.Fatalf("direct=%v: data mismatch", direct)
 		}
-		// Concurrent adjacent reads, some past EOF (zeros, B2).
+		// Concurrent adjacent reads, some past EOF (zeros, block B2).
 		got := make([]byte, (n+64)*bs)
 		var wg sync.WaitGroup
 		var next atomic.Int64
@@ -121,7 +121,8 @@ func batch(t *testing.T, f *File, n int, do func(i int) error) []error {
 	release := make(chan struct{})
 	var hold atomic.Bool
 	hold.Store(true)
-	f.ring.testQueued = func() {
+	r := ringOf(t, f)
+	r.testQueued = func() {
 		if hold.Load() {
 			queued <- struct{}{}
 			<-release
@@ -140,8 +141,21 @@ func batch(t *testing.T, f *File, n int, do func(i int) error) []error {
 	hold.Store(false)
 	close(release)
 	wg.Wait()
-	f.ring.testQueued = nil
+	r.testQueued = nil
 	return errs
+}
+
+// ringOf is the ring under f's backend.
+func ringOf(t *testing.T, f *File) *ring {
+	t.Helper()
+	switch b := f.io.(type) {
+	case *ringIO:
+		return b.r
+	case *hybrid:
+		return b.r
+	}
+	t.Fatalf("backend %v has no ring", f.Backend())
+	return nil
 }
 
 // vecOf cuts b into bufs of size bs.
@@ -185,7 +199,7 @@ func TestMerge_IovMax(t *testing.T) {
 				t.Fatalf("write=%v request %d: %v", write, i, err)
 			}
 		}
-		if c := cap(f.ring.slots[0].iov); c <= maxIov {
+		if c := cap(ringOf(t, f).slots[0].iov); c <= maxIov {
 			t.Fatalf("precondition: the long request's iovec array has cap %d, want > %d", c, maxIov)
 		}
 		m := f.Metrics().Sub(before)
@@ -233,7 +247,7 @@ func TestMerge_Split(t *testing.T) {
 				// requests must be able to succeed.
 				var left atomic.Int32
 				left.Store(1)
-				f.ring.testSplit = func(res int32) int32 {
+				ringOf(t, f).testSplit = func(res int32) int32 {
 					if left.Add(-1) >= 0 {
 						return tc.hook(res)
 					}
@@ -246,7 +260,7 @@ func TestMerge_Split(t *testing.T) {
 					}
 					return block.ReadAt(f, got[i*bs:(i+1)*bs], int64(i*bs))
 				})
-				f.ring.testSplit = nil
+				ringOf(t, f).testSplit = nil
 				for i, err := range errs {
 					if err != nil {
 						t.Fatalf("write=%v request %d: %v", write, i, err)

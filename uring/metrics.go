@@ -14,8 +14,8 @@ type Metrics struct {
 	CQOverflows     uint64 // reaps that found the CQ overflowed (kernel counter delta + flag)
 	EAgainResubmits uint64 // -EAGAIN/-EINTR completions resubmitted
 	ShortResubmits  uint64 // short reads/writes whose remainder was resubmitted
-	Misaligned      uint64 // O_DIRECT requests bounced through aligned buffers (F1)
-	RMW             uint64 // of those, writes done as read-modify-write (F1)
+	Misaligned      uint64 // O_DIRECT requests bounced through aligned buffers (U1)
+	RMW             uint64 // of those, writes done as read-modify-write (U1)
 	Fallocates      uint64 // fallocate calls (ring or syscall)
 	Fsyncs          uint64 // fdatasync calls (ring or syscall)
 	Merged          uint64 // data requests that rode on another request's SQE (R8)

@@ -1,0 +1,101 @@
+//go:build linux
+
+package uring
+
+import (
+	"github.com/qring/qring/block"
+	"golang.org/x/sys/unix"
+)
+
+// ZeroThenWritev implements block.ZeroWriter. With Allocate on the ring the
+// fallocate and the write are one linked submission (IOSQE_IO_LINK);
+// otherwise they run one after the other.
+func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bufs [][]byte) error {
+	total := block.VecLen(bufs)
+	if err := block.CheckRange(zoff, zn); err != nil {
+		return err
+	}
+	if err := f.enterWrite(woff, total, zflags); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	if zflags&block.Allocate == 0 || zn == 0 {
+		if zn > 0 {
+			if err := f.writeZeroes(zoff, zn, zflags); err != nil {
+				return err
+			}
+		}
+		return f.writev(woff, bufs, total)
+	}
+	if !f.allocOK.Load() || !block.Aligned(zoff, zn, f.zeroAlign) {
+		return block.ErrNotSupported
+	}
+	fast := f.link != nil && total > 0 && len(bufs) <= maxIov &&
+		(!f.direct || f.fast(woff, total, bufs)) &&
+		(len(bufs) != 1 || total <= maxRW)
+	if !fast {
+		if err := f.allocZero(zoff, zn); err != nil {
+			return err
+		}
+		return f.writev(woff, bufs, total)
+	}
+	return f.zeroThenWriteLinked(zoff, zn, woff, bufs, total)
+}
+
+// zeroThenWriteLinked is ZeroThenWritev with Allocate as one linked
+// submission (U4): fallocate(ZERO_RANGE) of [zoff, zoff+zn), then the
+// write of bufs (total bytes, aligned on a Direct file) at woff.
+func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total int64) error {
+	// Gate (U3): exclusive if the fallocate extends the file, shared if
+	// only the write does.
+	zend, wend := zoff+zn, woff+total
+	eof := f.eof.Load()
+	switch {
+	case zend > eof:
+		f.eofGate.Lock()
+		defer f.eofGate.Unlock()
+	case wend > eof:
+		f.eofGate.RLock()
+		defer f.eofGate.RUnlock()
+	}
+	if f.direct {
+		// Both SQEs modify the file: no read-modify-write meanwhile (U1).
+		f.wmu.RLock()
+		defer f.wmu.RUnlock()
+	}
+	f.m.fallocates.Add(1)
+	zres, wres, err := f.link.linked(unix.FALLOC_FL_ZERO_RANGE, zoff, zn, woff, bufs)
+	if err != nil {
+		return err
+	}
+	if zres < 0 {
+		// The linked write was cancelled (-ECANCELED): nothing written.
+		return f.zeroErr(unix.Errno(-zres), zoff, zn)
+	}
+	f.bumpEOF(zend)
+	if wres < 0 {
+		return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.Errno(-wres)}
+	}
+	if int64(wres) < total {
+		f.m.short.Add(1)
+		if wres == 0 {
+			return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.ENOSPC}
+		}
+		n := int64(wres)
+		if f.direct {
+			n -= n % f.align // resume aligned (R6)
+		}
+		rest := advance(bufs, int(n))
+		var err error
+		if f.direct && !block.VecAligned(rest, f.memAlign, f.align) {
+			err = f.bounceWrite(woff+n, rest, total-n)
+		} else {
+			err = f.chunked(true, woff+n, rest)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	f.bumpEOF(wend)
+	return nil
+}

@@ -1,0 +1,187 @@
+//go:build linux
+
+package uring
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/qring/qring/block"
+	"golang.org/x/sys/unix"
+)
+
+// Zeroing: WriteZeroes with and without Allocate (U2), under the EOF
+// gate (U3). The linked zero-then-write is linked.go's.
+
+// fallocate runs fallocate(mode) on the backend. On a Direct file it
+// holds wmu shared: a read-modify-write must not rewrite zeroed bytes
+// with what it read before (U1).
+func (f *File) fallocate(mode uint32, off, n int64) error {
+	f.m.fallocates.Add(1)
+	if f.direct {
+		f.wmu.RLock()
+		defer f.wmu.RUnlock()
+	}
+	return f.io.fallocate(mode, off, n)
+}
+
+// refused reports whether a fallocate error means "this mode is not
+// supported here" (QEMU's translate_err plus EINVAL, e.g. tmpfs ZERO_RANGE).
+func refused(err error) bool {
+	return err == unix.EOPNOTSUPP || err == unix.EINVAL || err == unix.ENOSYS ||
+		err == unix.ENOTTY || err == unix.ENODEV
+}
+
+func checkZeroFlags(flags block.Flags) error {
+	if flags&^(block.Allocate|block.MayUnmap) != 0 {
+		// Serialising/NoWait: the engine serialises itself (U7).
+		return block.ErrNotSupported
+	}
+	return nil
+}
+
+// WriteZeroes implements block.Device (block B3, B4).
+func (f *File) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := f.enterWrite(off, n, flags); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
+	if n == 0 {
+		return nil
+	}
+	if flags&block.Allocate != 0 {
+		return f.allocZero(off, n)
+	}
+	return f.writeZeroes(off, n, flags)
+}
+
+// allocZero is WriteZeroes with Allocate: fallocate(ZERO_RANGE) or
+// ErrNotSupported with nothing written. The range must cover whole
+// filesystem blocks (U2): a partial block is zeroed through the page cache.
+func (f *File) allocZero(off, n int64) error {
+	if !f.allocOK.Load() || !block.Aligned(off, n, f.zeroAlign) {
+		return block.ErrNotSupported
+	}
+	held := f.lockEOF(off + n)
+	err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+	if err == nil {
+		f.bumpEOF(off + n)
+	}
+	f.unlockEOF(held)
+	return f.zeroErr(err, off, n)
+}
+
+func (f *File) zeroErr(err error, off, n int64) error {
+	switch {
+	case err == nil:
+		return nil
+	case err == block.ErrClosed:
+		return err
+	case refused(err):
+		f.allocOK.Store(false)
+		return fmt.Errorf("uring: fallocate(ZERO_RANGE) refused: %w (%w)", block.ErrNotSupported, err)
+	}
+	return &block.OpError{Op: "write_zeroes", Off: off, Len: n, Err: err}
+}
+
+// lockEOF takes the EOF gate exclusively if [.., end) extends the file
+// and reports whether it did; pass the result to unlockEOF.
+func (f *File) lockEOF(end int64) bool {
+	if end > f.eof.Load() {
+		f.eofGate.Lock()
+		return true
+	}
+	return false
+}
+
+func (f *File) unlockEOF(held bool) {
+	if held {
+		f.eofGate.Unlock()
+	}
+}
+
+// writeZeroes is WriteZeroes without Allocate: PUNCH_HOLE|KEEP_SIZE (with
+// MayUnmap, inside EOF), else ZERO_RANGE, else zero buffers. PUNCH_HOLE
+// and ZERO_RANGE are never combined in one call. On a Direct file only
+// whole filesystem blocks are fallocated; partial ones at the edges get
+// zero buffers (U2): the filesystem would zero them in the page cache.
+func (f *File) writeZeroes(off, n int64, flags block.Flags) error {
+	if f.direct && !block.Aligned(off, n, f.zeroAlign) {
+		s, e := alignUp(off, f.zeroAlign), alignDown(off+n, f.zeroAlign)
+		if s >= e {
+			return f.zeroBufs(off, n)
+		}
+		if err := f.zeroBufs(off, s-off); err != nil {
+			return err
+		}
+		if err := f.fallocZeroes(s, e-s, flags); err != nil {
+			return err
+		}
+		return f.zeroBufs(e, off+n-e)
+	}
+	return f.fallocZeroes(off, n, flags)
+}
+
+func alignDown(x, a int64) int64 { return x - x%a }
+func alignUp(x, a int64) int64   { return alignDown(x+a-1, a) }
+
+// fallocZeroes is writeZeroes for a range it may fallocate.
+func (f *File) fallocZeroes(off, n int64, flags block.Flags) error {
+	if flags&block.MayUnmap != 0 && f.punchOK.Load() && off+n <= f.eof.Load() {
+		err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			return nil
+		}
+		if err == block.ErrClosed {
+			return err
+		}
+		if refused(err) {
+			f.punchOK.Store(false)
+		}
+	}
+	if f.zeroOK.Load() {
+		held := f.lockEOF(off + n)
+		err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+		if err == nil {
+			f.bumpEOF(off + n)
+		}
+		f.unlockEOF(held)
+		if err == nil || err == block.ErrClosed {
+			return err
+		}
+		if err == unix.EOPNOTSUPP {
+			f.zeroOK.Store(false)
+		}
+	}
+	return f.zeroBufs(off, n)
+}
+
+// zeroVecs holds zeroBufs' vectors: one on its stack would escape through
+// the backend interface and cost an allocation per call (R5). They only
+// ever point into block.ZeroBuf.
+var zeroVecs = sync.Pool{New: func() any { return new([16][]byte) }}
+
+// zeroBufs writes n zero bytes at off; not via block.WriteZeroBuffers,
+// which would re-enter Writev and take f.life recursively.
+func (f *File) zeroBufs(off, n int64) error {
+	z := block.ZeroBuf()
+	vp := zeroVecs.Get().(*[16][]byte)
+	defer zeroVecs.Put(vp)
+	v := vp[:]
+	for n > 0 {
+		k := 0
+		var chunk int64
+		for k < len(v) && chunk < n {
+			c := min(int64(len(z)), n-chunk)
+			v[k] = z[:c]
+			chunk += c
+			k++
+		}
+		if err := f.writev(off, v[:k], chunk); err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
