@@ -3,7 +3,7 @@
 // zeroes ranges with request flags modelled on QEMU's BDRV_REQ_*, flushes, and
 // reports its size and capabilities.
 //
-// Invariants every Device implementation keeps (tests cite them as B1..B7;
+// Invariants every Device implementation keeps (tests cite them as B1..B8;
 // package blocktest checks them, and every device in the repository runs
 // it):
 //
@@ -26,6 +26,9 @@
 //	B6  Flush makes every write that completed before Flush was called
 //	    durable. Nothing else is promised to survive a power cut.
 //	B7  After Close, every method returns an error matching os.ErrClosed.
+//	B8  A device that implements Locker takes image locks QEMU honours
+//	    (QEMU's file-posix lock bytes) and drops them at Close; one that
+//	    does not takes none, and users that need locks must say so.
 //
 // Buffer ownership: the device reads from (Writev) or fills (Readv) the
 // caller's buffers only until the call returns; it keeps no reference.

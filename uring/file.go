@@ -54,6 +54,12 @@ type File struct {
 	// serialises size-extending zeroing against writes past eof.
 	eof     atomic.Int64
 	eofGate sync.RWMutex
+
+	// lockMu orders Lock calls; lockPerm and lockShared are the image
+	// locks held (lock.go).
+	lockMu     sync.Mutex
+	lockPerm   block.Perm
+	lockShared block.Perm
 }
 
 var (
