@@ -5,22 +5,16 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 	"time"
-	"unsafe"
+
+	"github.com/qring/qring/uring"
 )
 
-// isTerminal reports whether w is a terminal: TCGETS succeeds on it (a
-// character device such as /dev/null is not a terminal, so the mode bits
-// of Stat would not do).
+// isTerminal reports whether w is a terminal (uring.IsTerminal: a
+// character device such as /dev/null is not one).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	var t syscall.Termios
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
-	return errno == 0
+	return ok && uring.IsTerminal(f)
 }
 
 // progressBar draws "[=====>    ]  45%  471859/1048576  68.2k IOPS  ETA 8s"

@@ -72,8 +72,40 @@ func checkKernel(t *tree) []finding {
 				"%s imports %s: only %s talks to the kernel (add what you need there)", f.pkg, path, kernelTree)})
 		}
 	})
+	// The standard library's raw system calls are a door too.
+	for _, f := range t.files {
+		if match(kernelTree, f.pkg) {
+			continue
+		}
+		name := ""
+		for _, s := range f.ast.Imports {
+			if strings.Trim(s.Path.Value, "`\"") == "syscall" {
+				name = "syscall"
+				if s.Name != nil {
+					name = s.Name.Name
+				}
+			}
+		}
+		if name == "" {
+			continue
+		}
+		ast.Inspect(f.ast, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if x, ok := sel.X.(*ast.Ident); ok && x.Name == name && slices.Contains(rawSyscalls, sel.Sel.Name) {
+				out = append(out, finding{t.at(sel.Pos()), "kernel", fmt.Sprintf(
+					"%s calls syscall.%s: only %s talks to the kernel (add what you need there)", f.pkg, sel.Sel.Name, kernelTree)})
+			}
+			return true
+		})
+	}
 	return out
 }
+
+// rawSyscalls are the standard library's raw system call entries.
+var rawSyscalls = []string{"Syscall", "Syscall6", "RawSyscall", "RawSyscall6"}
 
 // iceberRoot is the iceber library's high-level package; the ring uses
 // only its ABI subpackage.

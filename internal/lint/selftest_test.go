@@ -175,8 +175,11 @@ var breakCases = []struct {
 		"block/osfile.go":       "package block\n\nimport \"github.com/iceber/iouring-go/syscall\"\n",
 		"uring/sys/sys.go":      "package sys\n\nimport \"golang.org/x/sys/unix\"\n", // the uring tree may
 		"uring/sys/sys_test.go": "package sys\n\nimport \"golang.org/x/sys/unix\"\n",
+		"cmd/tool/ioctl.go":     "package main\n\nimport \"syscall\"\n\nfunc f() { syscall.Syscall(syscall.SYS_IOCTL, 0, 0, 0) }\n",
+		"cmd/tool/sig.go":       "package main\n\nimport \"syscall\"\n\nvar _ = syscall.SIGTERM\n", // signals are not a door
 	},
 	want: []string{
+		"cmd/tool/ioctl.go:5: [kernel] cmd/tool calls syscall.Syscall",
 		"cmd/tool/tty.go:3: [kernel] cmd/tool imports golang.org/x/sys/unix",
 		"qcow2/kill_test.go:6: [kernel] qcow2 imports golang.org/x/sys/unix",
 		"block/osfile.go:3: [kernel] block imports github.com/iceber/iouring-go/syscall",
