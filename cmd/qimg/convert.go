@@ -105,6 +105,9 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer simg.Close()
+	if err := refuseOverwrite(in, out, backingChain(in, simg)); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	src, err := loadImage(simg)
 	if err != nil {
 		return e.errorf(1, "%v", err)
