@@ -122,7 +122,7 @@ func runConvert(e *env, args []string) int {
 			if ofmt == "raw" || p[0] == "backing_file" || p[0] == "backing_fmt" || p[0] == "size" {
 				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
 			}
-			if err := req.opts.Set(p[0], p[1]); err != nil {
+			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
 				return e.usageErr(err)
 			}
 		}

@@ -59,7 +59,7 @@ func parseCreate(o *opts) (*createRequest, error) {
 					return nil, fmt.Errorf("raw preallocation=%s is not supported", p[1])
 				}
 			}
-			if err := req.opts.Set(p[0], p[1]); err != nil {
+			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
 				return nil, err
 			}
 			req.given[p[0]] = true
