@@ -143,7 +143,7 @@ func record(path string, start func(io.Writer) error, stop func()) (func(), erro
 // run's cache mode, AIO and engine options; a read test opens them
 // read-only, as bench.Run does for a file.
 func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
-	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
+	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.OpenAIO(),
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err

@@ -139,7 +139,7 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 		return nil, err
 	}
 	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
-		Cache: cfg.Cache, AIO: cfg.AIO, Opts: cfg.Engine, WrapFile: testHookHostDev})
+		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: cfg.Engine, WrapFile: testHookHostDev})
 	if err != nil {
 		return nil, err
 	}
@@ -328,9 +328,7 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 		u := file.Metrics().Sub(u0)
 		res.Uring = &u
 	}
-	if file != nil {
-		res.Backend = file.Backend().String()
-	}
+	res.Backend, res.BackendReason = img.Backend()
 	return res, nil
 }
 
