@@ -42,7 +42,7 @@ type Config struct {
 	Depth  int    // requests in flight (default DefaultDepth)
 	Offset int64  // first offset
 	Size   int64  // bytes per request (default DefaultSize)
-	Step   int64  // offset increment; negative: Size (qemu's default)
+	Step   int64  // offset increment; 0 or negative: Size (qemu-img 7.2's step ?: bufsize)
 	// Random sends request i to a pseudo-random offset drawn from RandSeed
 	// and i (so a second run with the same seed revisits the same
 	// offsets), aligned to Size from Offset, instead of qemu's
@@ -108,7 +108,7 @@ func (c *Config) Resolve() error {
 	if c.Size == 0 {
 		c.Size = DefaultSize
 	}
-	if c.Step < 0 {
+	if c.Step <= 0 {
 		c.Step = c.Size
 	}
 	if c.Seed() {

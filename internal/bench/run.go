@@ -204,6 +204,9 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if err := fits(&cfg, size); err != nil {
+		return Result{}, err
+	}
 	out := lineWriter{cfg.Out}
 	dir := "read"
 	if cfg.Write {
@@ -330,6 +333,19 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	}
 	res.Backend, res.BackendReason = img.Backend()
 	return res, nil
+}
+
+// fits refuses, before any request, a run whose first request would not
+// lie within the image: qemu-img would send them and fail each with EIO.
+func fits(cfg *Config, size int64) error {
+	switch {
+	case cfg.Offset >= size:
+		return fmt.Errorf("start offset %d is at or past the end of the image (%d bytes)", cfg.Offset, size)
+	case cfg.Offset+cfg.Size > size:
+		return fmt.Errorf("image too small: a request of %d bytes at offset %d ends past the end of the image (%d bytes)",
+			cfg.Size, cfg.Offset, size)
+	}
+	return nil
 }
 
 func tvDur(tv syscall.Timeval) time.Duration {
