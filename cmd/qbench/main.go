@@ -77,6 +77,11 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 	if cl.spec != "" {
 		res, err = runSpec(cl.spec, cfg)
 	} else {
+		if cfg.Seed() && !cfg.Keep {
+			c := cleanOnSignal()
+			defer c.stop()
+			cfg.SeedDir = c.seedDir
+		}
 		res, err = bench.Run(cfg)
 	}
 	if err != nil {

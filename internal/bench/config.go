@@ -79,6 +79,12 @@ type Config struct {
 	Progress         func(done, total int64, elapsed time.Duration)
 	ProgressInterval time.Duration
 
+	// SeedDir, if set, is called with the temporary directory of a seed
+	// image that is not kept, as soon as it exists and before the image is
+	// created in it: a command removes it when a signal ends the run (Run
+	// removes it when it returns).
+	SeedDir func(dir string)
+
 	// aioDefault: Resolve filled in AIO (see OpenAIO).
 	aioDefault bool
 }

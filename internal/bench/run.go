@@ -62,6 +62,9 @@ func Run(cfg Config) (res Result, err error) {
 		path = filepath.Join(dir, "seed.qcow2")
 		if !cfg.Keep {
 			defer os.RemoveAll(dir)
+			if cfg.SeedDir != nil {
+				cfg.SeedDir(dir)
+			}
 		}
 		if err := createImage(path, cfg.Format, cfg.Create); err != nil {
 			return res, err
