@@ -77,3 +77,11 @@ func TestRun_FileChildWithoutDriver(t *testing.T) {
 		}
 	}
 }
+
+// TestRun_Version: --version prints the version line and exits 0.
+func TestRun_Version(t *testing.T) {
+	code, out, e := runCLI(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "qbench version ") || e != "" {
+		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out, e)
+	}
+}

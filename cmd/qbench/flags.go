@@ -14,7 +14,10 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-var errHelp = errors.New("help requested")
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // cli is the parsed command line: the benchmark Config plus what only the
 // command does (output format, profiles).
@@ -99,6 +102,7 @@ Output and profiling:
   --memprofile FILE   write an allocation profile
   --trace FILE        write a runtime/trace execution trace
   -h, --help          this help
+  --version           the version and the commit qbench was built from
 
 A progress bar is drawn on stderr when stdout and stderr are terminals,
 unless -q or --json.
@@ -191,6 +195,7 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&cl.trace, "trace", "", "")
 	fs.StringVar(&randSeed, "rand", "", "")
 	fs.BoolVar(&imageOpts, "image-opts", false, "")
+	showVersion := fs.Bool("version", false, "")
 
 	var files []string
 	for {
@@ -210,6 +215,9 @@ func parse(args []string) (*cli, error) {
 		}
 		files = append(files, args[0])
 		args = args[1:]
+	}
+	if *showVersion {
+		return nil, errVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -15,6 +15,7 @@ import (
 	"runtime/trace"
 
 	"github.com/qring/qring/internal/bench"
+	"github.com/qring/qring/internal/buildinfo"
 	"github.com/qring/qring/internal/imgopen"
 )
 
@@ -28,6 +29,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cl, err := parse(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stdout, usage())
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Version("qbench"))
 		return 0
 	}
 	if err == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -82,6 +83,14 @@ func runConvert(e *env, args []string) int {
 	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:c", "force-share")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	if slices.ContainsFunc(o.vals["o"], isHelpOption) {
+		f := o.get("O", "raw")
+		if f != "qcow2" && f != "raw" {
+			return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", f))
+		}
+		createOptionsHelp(e.stdout, f)
+		return 0
 	}
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))
