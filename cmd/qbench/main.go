@@ -14,8 +14,8 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 
+	"github.com/qring/qring/cmd/internal/buildinfo"
 	"github.com/qring/qring/internal/bench"
-	"github.com/qring/qring/internal/buildinfo"
 	"github.com/qring/qring/internal/imgopen"
 )
 

@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/qring/qring/internal/buildinfo"
+	"github.com/qring/qring/cmd/internal/buildinfo"
 )
 
 // wantsHelp reports whether a subcommand's arguments ask for its usage:
