@@ -14,7 +14,10 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-var errHelp = errors.New("help requested")
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // cli is the parsed command line: the benchmark Config plus what only the
 // command does (output format, profiles).
@@ -46,8 +49,10 @@ qemu-img bench flags (same meaning and defaults):
   -o OFFSET           first offset (default 0). An -o argument containing '='
                       is image/engine options instead (see -o name=value below).
   -s SIZE             bytes per request (default 4k)
-  -S STEP             offset step (default = SIZE; 0 allowed). Offsets wrap
-                      as in QEMU 7.2: next = (offset + STEP) % image size.
+  -S STEP             offset step (default, and 0, = SIZE, as in qemu-img 7.2).
+                      Offsets wrap as in QEMU 7.2: next = (offset + STEP) %
+                      image size. An OFFSET at or past the end of the image,
+                      or an image smaller than OFFSET + SIZE, is refused.
   -t CACHE            none (O_DIRECT), writeback, writethrough, directsync, unsafe
                       (writethrough/directsync flush after each write, as
                       qemu's FUA emulation; unsafe ignores flushes)
@@ -55,8 +60,12 @@ qemu-img bench flags (same meaning and defaults):
   --pattern BYTE      write fill byte, e.g. 0xab (default 0)
   --flush-interval N  flush every N requests (writes only, N >= depth)
   --no-drain          with --flush-interval: flush without draining the queue
-  -i AIO              io_uring (default), io_uring-nomerge (adjacent requests
-                      are not merged into one SQE) or threads
+  -i AIO              io_uring, io_uring-nomerge (adjacent requests are not
+                      merged into one SQE) or threads. Given explicitly,
+                      io_uring fails where no ring can be set up ("Unable
+                      to use io_uring"); by default it falls back to threads
+                      and the summary says so and why. native (Linux AIO) is
+                      not supported.
   -q                  quiet: only "Run completed" and the summary
   -U                  force share (accepted; the engine takes no locks)
   --rand SEED         random offsets (aligned to SIZE from OFFSET) drawn from
@@ -93,6 +102,7 @@ Output and profiling:
   --memprofile FILE   write an allocation profile
   --trace FILE        write a runtime/trace execution trace
   -h, --help          this help
+  --version           the version and the commit qbench was built from
 
 A progress bar is drawn on stderr when stdout and stderr are terminals,
 unless -q or --json.
@@ -185,6 +195,7 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&cl.trace, "trace", "", "")
 	fs.StringVar(&randSeed, "rand", "", "")
 	fs.BoolVar(&imageOpts, "image-opts", false, "")
+	showVersion := fs.Bool("version", false, "")
 
 	var files []string
 	for {
@@ -204,6 +215,9 @@ func parse(args []string) (*cli, error) {
 		}
 		files = append(files, args[0])
 		args = args[1:]
+	}
+	if *showVersion {
+		return nil, errVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

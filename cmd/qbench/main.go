@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 
+	"github.com/qring/qring/cmd/internal/buildinfo"
 	"github.com/qring/qring/internal/bench"
 	"github.com/qring/qring/internal/imgopen"
 )
@@ -28,6 +29,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cl, err := parse(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stdout, usage())
+		return 0
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Version("qbench"))
 		return 0
 	}
 	if err == nil {
@@ -77,6 +82,11 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 	if cl.spec != "" {
 		res, err = runSpec(cl.spec, cfg)
 	} else {
+		if cfg.Seed() && !cfg.Keep {
+			c := cleanOnSignal()
+			defer c.stop()
+			cfg.SeedDir = c.seedDir
+		}
 		res, err = bench.Run(cfg)
 	}
 	if err != nil {
@@ -143,7 +153,7 @@ func record(path string, start func(io.Writer) error, stop func()) (func(), erro
 // run's cache mode, AIO and engine options; a read test opens them
 // read-only, as bench.Run does for a file.
 func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
-	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.AIO,
+	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.OpenAIO(),
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err

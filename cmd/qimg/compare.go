@@ -36,6 +36,9 @@ func (z *zeroMap) zeroUntil(off int64) int64 {
 type compareResult struct {
 	Identical    bool
 	SizeMismatch bool
+	// StatusMismatch (strict mode): the block status of the images
+	// differs at Offset before any content does.
+	StatusMismatch bool
 	// Offset of the first mismatch (512-byte block granularity, as qemu).
 	Offset int64
 }
@@ -72,6 +75,15 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 		}
 	}
 	common := min(a.size, b.size)
+	// Strict: the content up to the first block status mismatch decides
+	// (qemu-img checks the status of each chunk before its content).
+	statusAt, statusDiffers := int64(0), false
+	if strict {
+		statusAt, statusDiffers = firstStatusMismatch(a.zm.ext, b.zm.ext, common)
+		if statusDiffers {
+			common = statusAt
+		}
+	}
 	bufA := make([]byte, compareChunk)
 	bufB := make([]byte, compareChunk)
 	for off := int64(0); off < common; {
@@ -97,6 +109,10 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 			return r, nil
 		}
 		off += n
+	}
+	if statusDiffers {
+		r.StatusMismatch, r.Offset = true, statusAt
+		return r, nil
 	}
 	big := a
 	if b.size > a.size {
@@ -171,6 +187,10 @@ func runCompare(e *env, args []string) int {
 			return 1
 		}
 		say("Warning: Image size mismatch!\n")
+	}
+	if r.StatusMismatch {
+		say("Strict mode: Offset %d block status mismatch!\n", r.Offset)
+		return 1
 	}
 	if !r.Identical {
 		say("Content mismatch at offset %d!\n", r.Offset)

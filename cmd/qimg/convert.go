@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -83,6 +84,14 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if slices.ContainsFunc(o.vals["o"], isHelpOption) {
+		f := o.get("O", "raw")
+		if f != "qcow2" && f != "raw" {
+			return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", f))
+		}
+		createOptionsHelp(e.stdout, f)
+		return 0
+	}
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))
 	}
@@ -105,6 +114,9 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer simg.Close()
+	if err := refuseOverwrite(in, out, backingChain(in, simg)); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	src, err := loadImage(simg)
 	if err != nil {
 		return e.errorf(1, "%v", err)
@@ -119,7 +131,7 @@ func runConvert(e *env, args []string) int {
 			if ofmt == "raw" || p[0] == "backing_file" || p[0] == "backing_fmt" || p[0] == "size" {
 				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
 			}
-			if err := req.opts.Set(p[0], p[1]); err != nil {
+			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
 				return e.usageErr(err)
 			}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -22,6 +23,14 @@ func runCreate(e *env, args []string) int {
 	o, err := getopt(args, "f:o:b:F:quU", "object:")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	if slices.ContainsFunc(o.vals["o"], isHelpOption) {
+		f := o.get("f", "qcow2")
+		if f != "qcow2" && f != "raw" {
+			return e.usageErr(fmt.Errorf("unknown file format '%s' (qcow2, raw)", f))
+		}
+		createOptionsHelp(e.stdout, f)
+		return 0
 	}
 	req, err := parseCreate(o)
 	if err != nil {
@@ -59,7 +68,7 @@ func parseCreate(o *opts) (*createRequest, error) {
 					return nil, fmt.Errorf("raw preallocation=%s is not supported", p[1])
 				}
 			}
-			if err := req.opts.Set(p[0], p[1]); err != nil {
+			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
 				return nil, err
 			}
 			req.given[p[0]] = true

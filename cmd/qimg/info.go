@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -24,6 +25,9 @@ type imageInfo struct {
 	BackingFilename       string          `json:"backing-filename,omitempty"`
 	BackingFilenameFormat string          `json:"backing-filename-format,omitempty"`
 	DirtyFlag             bool            `json:"dirty-flag"`
+	Snapshots             []snapshotInfo  `json:"snapshots,omitempty"`
+
+	metrics func(io.Writer) // --metrics: prints the engine's metrics
 }
 
 type formatSpecific struct {
@@ -83,12 +87,17 @@ func diskUsage(path string) int64 {
 }
 
 // collectInfo gathers qemu-img info's fields for an open image.
-func collectInfo(path string, size int64, img *imgopen.Opened) *imageInfo {
+func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, error) {
 	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
 	im := img.Image
 	if im == nil {
-		return inf
+		return inf, nil
 	}
+	snaps, err := readSnapshots(im)
+	if err != nil {
+		return nil, err
+	}
+	inf.Snapshots = snaps
 	h := im.Header()
 	inf.ClusterSize = int64(h.ClusterSize())
 	inf.DirtyFlag = h.IncompatibleFeatures&format.IncompatDirty != 0
@@ -98,7 +107,7 @@ func collectInfo(path string, size int64, img *imgopen.Opened) *imageInfo {
 		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
 		inf.BackingFilenameFormat = h.BackingFormat
 	}
-	return inf
+	return inf, nil
 }
 
 func writeInfoHuman(w io.Writer, inf *imageInfo) {
@@ -121,6 +130,9 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 		if inf.BackingFilenameFormat != "" {
 			fmt.Fprintf(w, "backing file format: %s\n", inf.BackingFilenameFormat)
 		}
+	}
+	if len(inf.Snapshots) > 0 {
+		writeSnapshotsHuman(w, inf.Snapshots)
 	}
 	if inf.FormatSpecific != nil {
 		fmt.Fprintln(w, "Format specific information:")
@@ -147,28 +159,78 @@ func runInfo(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	eo.NoBacking = true
-	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""),
-		AIO: o.get("i", ""), ReadOnly: true, Opts: eo})
+	spec := imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""),
+		AIO: o.get("i", ""), ReadOnly: true, Opts: eo}
+	var infos []*imageInfo
+	for {
+		inf, code := e.infoOf(spec, o.has("metrics"))
+		if code != 0 {
+			return code
+		}
+		infos = append(infos, inf)
+		// --backing-chain: each backing file in turn, with the format its
+		// overlay names (probed if none), as qemu-img info.
+		if !o.has("backing-chain") || inf.FullBackingFilename == "" {
+			break
+		}
+		if len(infos) > maxChain {
+			return e.errorf(1, "backing chain of '%s' is longer than %d images", path, maxChain)
+		}
+		spec.Path, spec.Format = inf.FullBackingFilename, inf.BackingFilenameFormat
+	}
+	if out == "json" {
+		var v any = infos[0]
+		if o.has("backing-chain") {
+			v = infos
+		}
+		if err := writeJSON(e.stdout, v); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		for _, inf := range infos {
+			if inf.metrics != nil {
+				inf.metrics(e.stdout)
+			}
+		}
+		return 0
+	}
+	for i, inf := range infos {
+		if i > 0 {
+			fmt.Fprintln(e.stdout)
+		}
+		writeInfoHuman(e.stdout, inf)
+		if inf.metrics != nil {
+			inf.metrics(e.stdout)
+		}
+	}
+	return 0
+}
+
+// maxChain bounds --backing-chain (a loop of backing files would not end).
+const maxChain = 64
+
+// infoOf opens one image and gathers its info; with metrics, the
+// engine's metrics are kept to print after it.
+func (e *env) infoOf(s imgopen.Spec, metrics bool) (*imageInfo, int) {
+	img, err := openImage(s)
 	if err != nil {
-		return e.errorf(1, "%v", err)
+		return nil, e.errorf(1, "%v", err)
 	}
 	defer img.Close()
 	size, err := img.Dev.Size()
 	if err != nil {
-		return e.errorf(1, "%v", err)
+		return nil, e.errorf(1, "%v", err)
 	}
-	inf := collectInfo(path, size, img)
-	if out == "json" {
-		if err := writeJSON(e.stdout, inf); err != nil {
-			return e.errorf(1, "%v", err)
-		}
-	} else {
-		writeInfoHuman(e.stdout, inf)
+	inf, err := collectInfo(s.Path, size, img)
+	if err != nil {
+		return nil, e.errorf(1, "%s: %v", s.Path, err)
 	}
-	if o.has("metrics") && img.Image != nil {
-		writeMetrics(e.stdout, img.Image)
+	if metrics && img.Image != nil {
+		var b strings.Builder
+		writeMetrics(&b, img.Image)
+		text := b.String()
+		inf.metrics = func(w io.Writer) { io.WriteString(w, text) }
 	}
-	return 0
+	return inf, 0
 }
 
 // writeMetrics prints the engine's cache state and counters.

@@ -84,13 +84,28 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	switch args[0] {
 	case "help", "-h", "--help":
+		if len(args) > 1 {
+			if _, ok := commands[args[1]]; ok {
+				commandUsage(stdout, args[1])
+				return 0
+			}
+			fmt.Fprintf(stderr, "qimg: unknown command %q (try 'qimg help')\n", args[1])
+			return 1
+		}
 		usage(stdout)
+		return 0
+	case "--version", "-V":
+		version(stdout)
 		return 0
 	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "qimg: unknown command %q (try 'qimg help')\n", args[0])
 		return 1
+	}
+	if wantsHelp(args[1:]) {
+		commandUsage(stdout, args[0])
+		return 0
 	}
 	e := &env{name: args[0], stdout: stdout, stderr: stderr}
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -41,7 +42,7 @@ type Config struct {
 	Depth  int    // requests in flight (default DefaultDepth)
 	Offset int64  // first offset
 	Size   int64  // bytes per request (default DefaultSize)
-	Step   int64  // offset increment; negative: Size (qemu's default)
+	Step   int64  // offset increment; 0 or negative: Size (qemu-img 7.2's step ?: bufsize)
 	// Random sends request i to a pseudo-random offset drawn from RandSeed
 	// and i (so a second run with the same seed revisits the same
 	// offsets), aligned to Size from Offset, instead of qemu's
@@ -55,7 +56,11 @@ type Config struct {
 	// Cache is qemu's -t (none, writeback, writethrough, directsync,
 	// unsafe); "" means writeback, or none for the seed image.
 	Cache string
-	AIO   string // io_uring (default) or threads
+	// AIO is io_uring, io_uring-nomerge or threads. An explicit io_uring
+	// fails where no ring can be set up; "" (the default, recorded as
+	// io_uring) falls back to threads there, and Result.Backend and
+	// BackendReason say so.
+	AIO string
 	// ForceShare is qemu's -U. The engine takes no image locks, so it is
 	// recorded only.
 	ForceShare bool
@@ -73,6 +78,25 @@ type Config struct {
 	// separate goroutine while requests run.
 	Progress         func(done, total int64, elapsed time.Duration)
 	ProgressInterval time.Duration
+
+	// SeedDir, if set, is called with the temporary directory of a seed
+	// image that is not kept, as soon as it exists and before the image is
+	// created in it: a command removes it when a signal ends the run (Run
+	// removes it when it returns).
+	SeedDir func(dir string)
+
+	// aioDefault: Resolve filled in AIO (see OpenAIO).
+	aioDefault bool
+}
+
+// OpenAIO is the AIO to open the image with (imgopen.Spec.AIO): "" when
+// AIO was left to its default, so that the default's fallback to threads
+// applies, else AIO.
+func (c *Config) OpenAIO() string {
+	if c.aioDefault {
+		return ""
+	}
+	return c.AIO
 }
 
 // Seed reports whether the run creates its own temporary image.
@@ -90,7 +114,7 @@ func (c *Config) Resolve() error {
 	if c.Size == 0 {
 		c.Size = DefaultSize
 	}
-	if c.Step < 0 {
+	if c.Step <= 0 {
 		c.Step = c.Size
 	}
 	if c.Seed() {
@@ -112,7 +136,7 @@ func (c *Config) Resolve() error {
 		c.Cache = "writeback"
 	}
 	if c.AIO == "" {
-		c.AIO = "io_uring"
+		c.AIO, c.aioDefault = "io_uring", true
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = defaultProgressInt
@@ -156,7 +180,9 @@ func (c *Config) Resolve() error {
 		return fmt.Errorf("invalid cache mode %q (none, writeback, writethrough, directsync, unsafe)", c.Cache)
 	}
 	switch c.AIO {
-	case "io_uring", "io_uring-nomerge", "threads", "native":
+	case "io_uring", "io_uring-nomerge", "threads":
+	case "native":
+		return imgopen.ErrNativeAIO
 	default:
 		return fmt.Errorf("invalid aio %q (io_uring, io_uring-nomerge, threads)", c.AIO)
 	}

@@ -19,6 +19,7 @@ type Result struct {
 	Seed            bool   // the run created and used a temporary seed image
 	ClusterSize     int64  // qcow2 cluster size (0 for raw)
 	Backend         string // host I/O backend of the image file, if known
+	BackendReason   string // why: "requested", "io_uring", or why the default fell back to threads
 	ImageSize       int64
 	Requests        int64
 	BytesPerRequest int64
@@ -107,8 +108,18 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d fallocates, %d fsyncs\n",
 			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Merged, u.RequestsPerEnter(), u.Fallocates, u.Fsyncs)
 	} else if r.Backend != "" {
-		fmt.Fprintf(w, "backend: %s\n", r.Backend)
+		fmt.Fprintf(w, "backend: %s", r.Backend)
+		if r.fellBack() {
+			fmt.Fprintf(w, " (%s)", r.BackendReason)
+		}
+		fmt.Fprintln(w)
 	}
+}
+
+// fellBack reports whether the backend is not the one asked for: the
+// default io_uring fell back to threads, for the reason given.
+func (r *Result) fellBack() bool {
+	return r.BackendReason != "" && r.BackendReason != "requested" && r.BackendReason != "io_uring"
 }
 
 func us(d time.Duration) string {
@@ -234,6 +245,7 @@ type jsonConfig struct {
 	Cache         string     `json:"cache"`
 	AIO           string     `json:"aio"`
 	Backend       string     `json:"backend,omitempty"`
+	BackendReason string     `json:"backend_reason,omitempty"`
 	ForceShare    bool       `json:"force_share"`
 	EngineOpts    []string   `json:"engine_opts"`
 	Prealloc      string     `json:"prealloc"`
@@ -313,7 +325,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		ImageSize: r.ImageSize, ClusterSize: r.ClusterSize, Format: c.Format, Count: c.Count, Depth: c.Depth, Offset: c.Offset,
 		Size: c.Size, Step: c.Step, Write: c.Write, Pattern: int(c.Pattern),
 		FlushInterval: c.FlushInterval, Drain: c.FlushInterval > 0 && !c.NoDrain,
-		Cache: c.Cache, AIO: c.AIO, Backend: r.Backend, ForceShare: c.ForceShare,
+		Cache: c.Cache, AIO: c.AIO, Backend: r.Backend, BackendReason: r.BackendReason, ForceShare: c.ForceShare,
 		EngineOpts: opts, Prealloc: prealloc, PreallocSize: o.PreallocSize, PreallocAlign: o.PreallocAlign,
 		PreallocFill: fill, L2CacheSize: o.L2CacheSize, L2EntrySize: o.L2CacheEntrySize, RefcountCache: o.RefcountCacheSize,
 		CleanInterval: o.CacheCleanInterval.Seconds(), GOMAXPROCS: runtime.GOMAXPROCS(0),

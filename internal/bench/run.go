@@ -62,6 +62,9 @@ func Run(cfg Config) (res Result, err error) {
 		path = filepath.Join(dir, "seed.qcow2")
 		if !cfg.Keep {
 			defer os.RemoveAll(dir)
+			if cfg.SeedDir != nil {
+				cfg.SeedDir(dir)
+			}
 		}
 		if err := createImage(path, cfg.Format, cfg.Create); err != nil {
 			return res, err
@@ -139,7 +142,7 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 		return nil, err
 	}
 	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
-		Cache: cfg.Cache, AIO: cfg.AIO, Opts: cfg.Engine, WrapFile: testHookHostDev})
+		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: cfg.Engine, WrapFile: testHookHostDev})
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +205,9 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	}
 	size, err := dev.Size()
 	if err != nil {
+		return Result{}, err
+	}
+	if err := fits(&cfg, size); err != nil {
 		return Result{}, err
 	}
 	out := lineWriter{cfg.Out}
@@ -328,10 +334,21 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 		u := file.Metrics().Sub(u0)
 		res.Uring = &u
 	}
-	if file != nil {
-		res.Backend = file.Backend().String()
-	}
+	res.Backend, res.BackendReason = img.Backend()
 	return res, nil
+}
+
+// fits refuses, before any request, a run whose first request would not
+// lie within the image: qemu-img would send them and fail each with EIO.
+func fits(cfg *Config, size int64) error {
+	switch {
+	case cfg.Offset >= size:
+		return fmt.Errorf("start offset %d is at or past the end of the image (%d bytes)", cfg.Offset, size)
+	case cfg.Offset+cfg.Size > size:
+		return fmt.Errorf("image too small: a request of %d bytes at offset %d ends past the end of the image (%d bytes)",
+			cfg.Size, cfg.Offset, size)
+	}
+	return nil
 }
 
 func tvDur(tv syscall.Timeval) time.Duration {

@@ -97,6 +97,11 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, set := m["driver"]; !set && n.has("filename") {
+		// A node with a filename and no driver is a host file, as in
+		// QEMU (file.filename=x means file.driver=file).
+		drv = "file"
+	}
 	if drv == "" {
 		// A bare file: probe its format, as qemu-img does.
 		f, err := n.str("file", "")
@@ -105,6 +110,9 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		}
 		if f == "" {
 			return nil, fmt.Errorf("image spec: %s: no driver", path)
+		}
+		if err := checkFileType(f); err != nil {
+			return nil, err
 		}
 		if drv, err = qcow2.Probe(f); err != nil {
 			return nil, err

@@ -140,7 +140,8 @@ func (b *builder) fileChild(n *node) (name string, child block.Device, err error
 }
 
 // fileName returns the file name of a "file" that is a string or a
-// {"driver":"file","filename":...} node without other options; "" if it is
+// {"driver":"file","filename":...} node without other options (the driver
+// may be left out, as QEMU fills in file for a lone filename); "" if it is
 // some other node.
 func fileName(v any) string {
 	switch v := v.(type) {
@@ -148,7 +149,8 @@ func fileName(v any) string {
 		return v
 	case map[string]any:
 		f, _ := v["filename"].(string)
-		if v["driver"] == "file" && f != "" && len(v) == 2 {
+		d, set := v["driver"]
+		if f != "" && (d == "file" && len(v) == 2 || !set && len(v) == 1) {
 			return f
 		}
 	}

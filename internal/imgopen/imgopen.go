@@ -35,7 +35,12 @@ type Spec struct {
 	WrapFile func(block.Device) block.Device
 }
 
-// FileOptions maps cache and aio to uring options.
+// FileOptions maps cache and aio to uring options. An explicit io_uring
+// (or io_uring-nomerge) asks for the ring and nothing else (uring.Ring:
+// opening fails with a RingError where no ring can be set up, as QEMU's
+// aio=io_uring does); the default ("") is uring.Auto, which falls back to
+// threads and says why (Opened.Backend). native (QEMU's Linux AIO) is
+// refused: qring has no such backend.
 func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 	o := uring.Options{ReadOnly: readOnly}
 	switch cache {
@@ -46,12 +51,16 @@ func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 		return o, fmt.Errorf("invalid cache mode %q (none, writeback, writethrough, directsync, unsafe)", cache)
 	}
 	switch aio {
-	case "", "io_uring", "native":
+	case "":
 		o.Backend = uring.Auto
+	case "io_uring":
+		o.Backend = uring.Ring
 	case "io_uring-nomerge":
-		o.Backend, o.NoMerge = uring.Auto, true
+		o.Backend, o.NoMerge = uring.Ring, true
 	case "threads":
 		o.Backend = uring.Threads
+	case "native":
+		return o, ErrNativeAIO
 	default:
 		return o, fmt.Errorf("invalid aio %q (io_uring, io_uring-nomerge, threads)", aio)
 	}
@@ -60,26 +69,60 @@ func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 
 // Opener returns a qcow2.Opener for the cache mode and AIO.
 func Opener(cache, aio string) (qcow2.Opener, error) {
+	return opener(cache, aio, nil)
+}
+
+// opener is Opener; when the default backend falls back to threads, it
+// stores why in *fellBack (if not nil).
+func opener(cache, aio string, fellBack *string) (qcow2.Opener, error) {
 	fo, err := FileOptions(cache, aio, false)
 	if err != nil {
 		return nil, err
 	}
 	return func(path string, readOnly bool) (block.Device, error) {
+		if err := checkFileType(path); err != nil {
+			return nil, err
+		}
 		o := fo
 		o.ReadOnly = readOnly
+		if o.Backend != uring.Threads {
+			if err := probeRing(); err != nil {
+				if o.Backend == uring.Ring {
+					return nil, &RingError{Err: err}
+				}
+				// What uring.Open would do itself, said here so that a
+				// test can simulate it (probeRing).
+				o.Backend = uring.Threads
+				if fellBack != nil {
+					*fellBack = "io_uring unavailable: " + err.Error()
+				}
+			}
+		}
 		f, err := uring.Open(path, o)
 		if err != nil {
 			return nil, err
+		}
+		if fellBack != nil && f.Backend() == uring.Threads && fo.Backend == uring.Auto && *fellBack == "" {
+			*fellBack = f.BackendReason()
 		}
 		return f, nil
 	}, nil
 }
 
+// probeRing reports why no io_uring ring can be set up here (nil when one
+// can); tests replace it to simulate a kernel or seccomp profile without
+// io_uring.
+var probeRing = func() error { return uring.ProbeRing().Err }
+
 // Open opens the image at s.Path: a qcow2 image (Image set, and the
 // device) or a raw file.
 func Open(s Spec) (*Opened, error) {
-	op, err := Opener(s.Cache, s.AIO)
+	var fellBack string
+	op, err := opener(s.Cache, s.AIO, &fellBack)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkFileType(s.Path); err != nil {
 		return nil, err
 	}
 	if s.WrapFile != nil {
@@ -101,14 +144,14 @@ func Open(s Spec) (*Opened, error) {
 			return nil, err
 		}
 		file, _ := im.Device().(*uring.File)
-		return &Opened{Dev: im, Image: im, File: file}, nil
+		return &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}, nil
 	case "raw":
 		d, err := op(s.Path, s.ReadOnly)
 		if err != nil {
 			return nil, err
 		}
 		file, _ := d.(*uring.File)
-		return &Opened{Dev: d, File: file}, nil
+		return &Opened{Dev: d, File: file, fellBack: fellBack}, nil
 	}
 	return nil, fmt.Errorf("unknown format %q (qcow2, raw)", f)
 }

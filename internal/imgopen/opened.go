@@ -21,6 +21,23 @@ type Opened struct {
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
+	// fellBack says why the default AIO fell back to threads ("" if it
+	// did not).
+	fellBack string
+}
+
+// Backend names the host I/O backend of the image's own file (io_uring or
+// threads; "" when unknown, as for a driver stack) and why it is in use:
+// "requested", "io_uring", or why the default fell back to threads, e.g.
+// "io_uring unavailable: io_uring_setup: operation not permitted".
+func (o *Opened) Backend() (name, reason string) {
+	if o.fellBack != "" {
+		return "threads", o.fellBack
+	}
+	if o.File == nil {
+		return "", ""
+	}
+	return o.File.Backend().String(), o.File.BackendReason()
 }
 
 // Format names the format as the commands report it: "qcow2" when Image

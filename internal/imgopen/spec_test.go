@@ -247,8 +247,9 @@ func TestFileOptions_AIO(t *testing.T) {
 		wantErr         bool
 	}{
 		{"none", "", true, false, uring.Auto, false},
-		{"writeback", "io_uring", false, false, uring.Auto, false},
-		{"none", "io_uring-nomerge", true, true, uring.Auto, false},
+		{"writeback", "io_uring", false, false, uring.Ring, false},
+		{"none", "io_uring-nomerge", true, true, uring.Ring, false},
+		{"", "native", false, false, uring.Auto, true},
 		{"", "threads", false, false, uring.Threads, false},
 		{"", "bogus", false, false, uring.Auto, true},
 		{"bogus", "", false, false, uring.Auto, true},

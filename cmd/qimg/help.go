@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/qring/qring/cmd/internal/buildinfo"
+)
+
+// wantsHelp reports whether a subcommand's arguments ask for its usage:
+// -h or --help before any "--".
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// commandUsage prints one command's usage ("qimg CMD --help", "qimg help
+// CMD").
+func commandUsage(w io.Writer, name string) {
+	fmt.Fprintf(w, "usage: qimg %s %s\n", name, commands[name].usage)
+	if n := commandNotes[name]; n != "" {
+		fmt.Fprintf(w, "\n%s", n)
+	}
+}
+
+// commandNotes are what a command's --help says beyond the usage line:
+// where qimg deliberately differs from qemu-img.
+var commandNotes = map[string]string{
+	"create": "Formats: qcow2 (default) and raw. -o help lists the options.\n" +
+		"qcow2 images are created with zlib compression type and without extended L2\n" +
+		"entries (compression_type=zstd and extended_l2=on are refused).\n",
+	"convert": "Output formats: raw (default) and qcow2; -o help lists the qcow2 options.\n" +
+		"An output that is the input (the same file under any name) or one of its\n" +
+		"backing files is refused. Compressed output (-c) is not supported.\n",
+	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
+		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
+	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
+		"--output=json). --metrics adds the engine's cache and counters (qring only).\n",
+	"io": "-i io_uring fails where no ring can be set up (\"Unable to use io_uring\");\n" +
+		"without -i, io_uring is used if it works and threads otherwise. native\n" +
+		"(Linux AIO) is not supported.\n",
+}
+
+// isHelpOption reports whether a -o argument asks for the option list
+// (qemu's is_help_option: "help" or "?" as one of its options).
+func isHelpOption(o string) bool {
+	for _, p := range strings.Split(o, ",") {
+		if p == "help" || p == "?" {
+			return true
+		}
+	}
+	return false
+}
+
+// createOption is one create option as -o help lists it.
+type createOption struct{ name, typ, help string }
+
+var qcow2CreateOptions = []createOption{
+	{"backing_file", "str", "File name of a base image"},
+	{"backing_fmt", "str", "Image format of the base image (qcow2, raw)"},
+	{"cluster_size", "size", "qcow2 cluster size (512 to 2M, a power of two; default 64k)"},
+	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]; default 1.1)"},
+	{"compression_type", "str", "Compression method used for image cluster compression (zlib only)"},
+	{"extended_l2", "bool (on/off)", "Extended L2 tables (off only)"},
+	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
+	{"preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+	{"refcount_bits", "num", "Width of a reference count entry in bits (1 to 64, a power of two; default 16)"},
+	{"size", "size", "Virtual disk size"},
+}
+
+var rawCreateOptions = []createOption{
+	{"preallocation", "str", "Preallocation mode (allowed values: off)"},
+	{"size", "size", "Virtual disk size"},
+}
+
+// createOptionsHelp prints the create options of a format with their
+// meaning, in qemu-img's layout.
+func createOptionsHelp(w io.Writer, format string) {
+	opts := qcow2CreateOptions
+	if format == "raw" {
+		opts = rawCreateOptions
+	}
+	fmt.Fprintf(w, "Supported %s options:\n", format)
+	for _, o := range opts {
+		fmt.Fprintf(w, "  %-22s - %s\n", o.name+"=<"+o.typ+">", o.help)
+	}
+}
+
+// version prints --version.
+func version(w io.Writer) {
+	fmt.Fprintln(w, buildinfo.Version("qimg"))
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// TestInfo_BackingChainAndSnapshots: info --backing-chain prints every
+// image of the chain (human: separated by blank lines; JSON: an array),
+// and info lists internal snapshots made by qemu-img snapshot -c: the
+// same text as qemu-img and the same JSON values, for every image.
+func TestInfo_BackingChainAndSnapshots(t *testing.T) {
+	needQemu(t)
+	d := workDir(t)
+	base := filepath.Join(d, "base.raw")
+	mid := filepath.Join(d, "mid.qcow2")
+	top := filepath.Join(d, "top.qcow2")
+	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", base, "2M")
+	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid)
+	mustExt(t, "qemu-io", "-c", "write -P 1 0 64k", mid)
+	mustExt(t, "qemu-img", "snapshot", "-c", "first", mid)
+	mustExt(t, "qemu-io", "-c", "write -P 2 64k 64k", mid)
+	mustExt(t, "qemu-img", "snapshot", "-c", "a-much-longer-snapshot-name", mid)
+	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+	for _, args := range [][]string{
+		{"info", mid},
+		{"info", top},
+		{"info", "--backing-chain", top},
+		{"info", "--backing-chain", mid},
+		{"info", "--backing-chain", base},
+		{"info", "--output=json", mid},
+		{"info", "--output=json", "--backing-chain", top},
+		{"info", "--output=json", "--backing-chain", base},
+	} {
+		got := mustQ(t, args...)
+		want := mustExt(t, "qemu-img", args...)
+		if args[1] != "--output=json" {
+			if got != want {
+				t.Errorf("qimg %q:\n%s\nqemu-img:\n%s", args[1:], got, want)
+			}
+			continue
+		}
+		var g, w any
+		if err := json.Unmarshal([]byte(got), &g); err != nil {
+			t.Fatalf("qimg %q: %v\n%s", args[1:], err, got)
+		}
+		if err := json.Unmarshal([]byte(want), &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("qimg %q:\n%s\nqemu-img:\n%s", args[1:], got, want)
+		}
+	}
+}

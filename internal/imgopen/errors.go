@@ -1,0 +1,56 @@
+package imgopen
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// ErrNativeAIO is FileOptions' answer to aio=native: QEMU's Linux AIO
+// backend, which qring does not have.
+var ErrNativeAIO = errors.New("aio=native (Linux AIO) is not supported: use io_uring (the default) or threads")
+
+// RingError is the failure of an explicit aio=io_uring where no ring can
+// be set up (an old kernel, io_uring_disabled, a seccomp profile that
+// blocks io_uring_setup, as in many containers). The default AIO falls
+// back to threads instead.
+type RingError struct{ Err error }
+
+func (e *RingError) Error() string { return "Unable to use io_uring: " + e.Err.Error() }
+func (e *RingError) Unwrap() error { return e.Err }
+
+// NotFileError is the error for an image path that names neither a
+// regular file nor a block device (a directory, a FIFO, a socket, a
+// character device), in QEMU's words.
+type NotFileError struct{ Path string }
+
+func (e *NotFileError) Error() string {
+	return fmt.Sprintf("'file' driver requires '%s' to be a regular file", e.Path)
+}
+
+// checkFileType returns a NotFileError when path exists and is neither a
+// regular file nor a block device. A path that does not exist passes: the
+// open that follows reports it. It stats before any open, so a FIFO is
+// refused without blocking in open(2). An empty regular file is fine: it
+// probes as a 0-byte raw image, as in QEMU.
+func checkFileType(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	m := fi.Mode()
+	if m.IsRegular() || (m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0) {
+		return nil
+	}
+	return &NotFileError{Path: path}
+}
+
+// SimulateNoRing makes the opens that follow behave as if no io_uring
+// ring could be set up here, for err, until restore is called: for tests
+// of the commands (an explicit io_uring fails, the default falls back to
+// threads). Not safe to call while another goroutine opens images.
+func SimulateNoRing(err error) (restore func()) {
+	old := probeRing
+	probeRing = func() error { return err }
+	return func() { probeRing = old }
+}
