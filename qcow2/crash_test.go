@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // hookDev calls before() ahead of every mutating op of a memdev. The
@@ -94,7 +95,7 @@ func TestCrash_Clones(t *testing.T) {
 }
 
 func runCrash(t *testing.T, co CreateOptions, o Options, withBacking bool, maxPoints int) (int, int) {
-	seed := newRand(t).Uint64()
+	seed := testkit.Rand(t).Uint64()
 	if withBacking {
 		bdata := make([]byte, crashSize)
 		for i := range bdata {

@@ -19,6 +19,7 @@ import (
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/invariants"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Fault sweeps (after pebble's errorfs; QEMU iotests 026/289): each workload is
@@ -462,7 +463,7 @@ type sweepStats struct {
 }
 
 func runSweep(t *testing.T, wls []sweepWorkload) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	var st sweepStats
 	for _, wl := range wls {
 		t.Run(wl.name, func(t *testing.T) {

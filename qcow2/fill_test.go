@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/latdev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // isFillWrite reports whether a Writev is one of the filler's zero
@@ -266,7 +267,7 @@ func TestFill_Modes(t *testing.T) {
 					continue // auto is one of the others: check the choice once
 				}
 				t.Run(dv.name+"/"+mode+"/"+wl.name, func(t *testing.T) {
-					rng := newRand(t)
+					rng := testkit.Rand(t)
 					im, reopen := dv.open(t, CreateOptions{Size: size}, Options{PreallocFill: mode})
 					want, _, _ := resolveFill(mode, im.dcap)
 					shadow := make([]byte, size)

@@ -3,39 +3,12 @@ package qcow2
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "random seed (0: time-based); also QRING_SEED")
-
-// testSeed returns a logged, overridable seed.
-func testSeed(t testing.TB) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		if v, err := strconv.ParseUint(os.Getenv("QRING_SEED"), 0, 64); err == nil {
-			s = v
-		}
-	}
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -seed=%d or QRING_SEED=%d)", s, s, s)
-	return s
-}
-
-func newRand(t testing.TB) *rand.Rand {
-	s := testSeed(t)
-	return rand.New(rand.NewPCG(s, s^0x9e3779b97f4a7c15))
-}
 
 func haveQemu() bool {
 	_, err1 := exec.LookPath("qemu-img")

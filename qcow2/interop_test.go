@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Images qring writes: QEMU checks them clean and reads the same bytes as
@@ -34,7 +35,7 @@ func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
 				co := tc.co
 				co.Size = tc.size
 				im, p := testImage(t, co, Options{Prealloc: prealloc})
-				rng := newRand(t)
+				rng := testkit.Rand(t)
 				shadow := make([]byte, tc.size)
 				// Sequential partial-cluster pattern, then random writes.
 				for off := int64(0); off < tc.size/4; off += 12345 {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring"
 )
 
@@ -193,7 +194,7 @@ func TestKill_SIGKILL(t *testing.T) {
 		{"lazy-direct", true, true},
 		{"lazy-buffered", false, true},
 	}
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	kills := 0
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestModel_Concurrent runs random concurrent reads, writes, zero writes
@@ -38,7 +39,7 @@ func TestModel_Concurrent(t *testing.T) {
 }
 
 func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	const size = 8 << 20
 	co.Size = size
 	model := make([]byte, size)

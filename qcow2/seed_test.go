@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/block/tracedev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring"
 )
 
@@ -113,7 +114,7 @@ func TestSeed_Concurrent046(t *testing.T) {
 	if testing.Short() {
 		rounds = 1
 	}
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	for _, sc := range seedConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			for round := 0; round < rounds; round++ {

@@ -12,6 +12,7 @@ import (
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -197,7 +198,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 	dir := t.TempDir()
 	base, top := filepath.Join(dir, "base.raw"), filepath.Join(dir, "top.qcow2")
 	const size = 4 << 20
-	r := rand.New(rand.NewPCG(testSeed(t), 7))
+	r := rand.New(rand.NewPCG(testkit.Seed(t), 7))
 	data := make([]byte, size)
 	for off := 0; off < size; off += 256 << 10 {
 		if r.IntN(3) > 0 { // leave some zero extents
@@ -317,7 +318,7 @@ func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 // copy does; the mirror converges and the target equals the source.
 func TestMirror_ConvergesUnderWrites(t *testing.T) {
 	const size = 4 << 20
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	src := memdev.FromBytes(randBytes(rand.New(rand.NewPCG(seed, 1)), size), memdev.Options{})
 	// Hold the copy of the first chunk until the writers have had a head
 	// start, so writes land both in not-yet-copied chunks (deferred to the

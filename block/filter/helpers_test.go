@@ -6,29 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 )
-
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("FILTER_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (set FILTER_SEED to replay)", seed)
-	return seed
-}
 
 // countDev counts the calls that reach a child, so a test can prove a
 // refused request touched nothing (F2).
