@@ -135,7 +135,7 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 	co.Size = size
 	var bdata []byte
 	if o.Backing != nil {
-		bdata = readAll(t, o.Backing)
+		bdata = testkit.ReadAll(t, o.Backing)
 	}
 	mem := memdev.New(memdev.Options{})
 	if err := CreateDevice(mem, co); err != nil {
@@ -245,13 +245,13 @@ func verifyCrash(t *testing.T, k int, p crashPoint, o Options, size int64) bool 
 		t.Errorf("crash point %d: check: %v corruptions=%d errors=%d %v", k, err, r.Corruptions, r.CheckErrors, head(r.Messages, 5))
 		return false
 	}
-	got := readAll(t, im)
+	got := testkit.ReadAll(t, im)
 	for s := int64(0); s < size/crashSector; s++ {
 		if p.touched[s] {
 			continue
 		}
 		lo, hi := s*crashSector, (s+1)*crashSector
-		if i := firstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
+		if i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
 			t.Errorf("crash point %d: flushed data lost at offset %d", k, lo+int64(i))
 			return false
 		}
