@@ -1,14 +1,11 @@
 package filter_test
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
-	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
@@ -87,43 +84,6 @@ func randBytes(r *rand.Rand, n int) []byte {
 		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
 	}
 	return b[:n:n]
-}
-
-func readAll(t *testing.T, d block.Device) []byte {
-	t.Helper()
-	n, err := d.Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	if err := block.ReadAt(d, b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func mustEqual(t *testing.T, what string, got, want []byte) {
-	t.Helper()
-	if !bytes.Equal(got, want) {
-		i := 0
-		for i < len(got) && i < len(want) && got[i] == want[i] {
-			i++
-		}
-		t.Fatalf("%s: differs at offset %d (len %d vs %d)", what, i, len(got), len(want))
-	}
-}
-
-// qemuCheck runs qemu-img check on a qcow2 file (skipped without qemu-img).
-func qemuCheck(t *testing.T, path string) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Log("qemu-img not found; skipping qemu-img check")
-		return
-	}
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	if err != nil {
-		t.Errorf("qemu-img check %s: %v\n%s", path, err, out)
-	}
 }
 
 func createFile(path string) (*os.File, error) {
