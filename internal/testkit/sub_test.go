@@ -26,13 +26,9 @@ type m struct {
 // sub is a correct Sub for m.
 func (a m) sub(b m) m {
 	r := a
-	r.Reads -= b.Reads
-	r.Writes -= b.Writes
-	r.Bytes -= b.Bytes
-	r.Small -= b.Small
-	r.Ratio -= b.Ratio
-	r.Inner.Hits -= b.Inner.Hits
-	r.Inner.Misses -= b.Inner.Misses
+	r.Reads, r.Writes, r.Bytes = a.Reads-b.Reads, a.Writes-b.Writes, a.Bytes-b.Bytes
+	r.Small, r.Ratio = a.Small-b.Small, a.Ratio-b.Ratio
+	r.Inner.Hits, r.Inner.Misses = a.Inner.Hits-b.Inner.Hits, a.Inner.Misses-b.Inner.Misses
 	for i := range r.Lat {
 		r.Lat[i] -= b.Lat[i]
 	}
