@@ -14,6 +14,8 @@ import (
 )
 
 // SeedEnv is the environment variable Seed reads when -seed is not given.
+// It is the one to use with go test ./...: the test binaries of packages
+// that do not import testkit have no -seed flag and refuse it.
 const SeedEnv = "QRING_SEED"
 
 var seedFlag = flag.Uint64("seed", 0, "seed for randomised tests (0: $"+SeedEnv+", else time-based)")
