@@ -3,43 +3,19 @@ package cache
 import (
 	"bytes"
 	"encoding/binary"
-	"flag"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "seed for randomized cache tests (default: time-based; env QRING_SEED)")
-
-// testSeed returns the -seed flag, else QRING_SEED, else a fresh seed, and
-// logs it so a failure can be replayed.
-func testSeed(t testing.TB) uint64 {
-	seed := *seedFlag
-	if seed == 0 {
-		if s := os.Getenv("QRING_SEED"); s != "" {
-			v, err := strconv.ParseUint(s, 0, 64)
-			if err != nil {
-				t.Fatalf("QRING_SEED: %v", err)
-			}
-			seed = v
-		}
-	}
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -seed=%d or QRING_SEED=%d)", seed, seed, seed)
-	return seed
-}
 
 // TestCache_Stress runs goroutines doing random Get/modify/MarkDirty/Put,
 // GetEmpty, Discard, Write and Flush against two caches (l2 depending on
 // refcount) with a 2-table capacity, checks every table read against a flat
 // model, then flushes and compares the device with the model.
 func TestCache_Stress(t *testing.T) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	const (
 		nTables    = 24
 		workers    = 8

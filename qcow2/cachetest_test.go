@@ -1,6 +1,10 @@
 package qcow2
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
 
 // TestModel_TinyCache runs the concurrent model workload (runModel:
 // writes, reads, zeroes and discards racing on shared clusters) with the
@@ -52,7 +56,7 @@ func TestTinyCache_Metrics(t *testing.T) {
 		if _, err := im.ReadAt(got, off); err != nil {
 			t.Fatal(err)
 		}
-		mustEqual(t, got, buf, "read back")
+		testkit.MustEqual(t, got, buf, "read back")
 	}
 	m := im.Metrics()
 	l2, rc := im.CacheMetrics()

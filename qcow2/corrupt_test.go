@@ -10,6 +10,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -148,12 +149,12 @@ func TestWrite_OverlapMarksCorrupt(t *testing.T) {
 
 // Check reports leaks and corruptions like qemu-img, and repairs them.
 func TestCheck_LeaksAndRepair(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	b := freshImage(t, CreateOptions{})
 	be := binary.BigEndian
 	// Leak: count cluster 20 (unused) as used.
 	be.PutUint16(b[0x20000+20*2:], 1)
-	p := filepath.Join(t.TempDir(), "leak.qcow2")
+	p := filepath.Join(testkit.Dir(t), "leak.qcow2")
 	os.WriteFile(p, b, 0o644)
 	im, err := Open(p, Options{})
 	if err != nil {
@@ -164,7 +165,7 @@ func TestCheck_LeaksAndRepair(t *testing.T) {
 		t.Fatalf("leak check: %v %+v", err, r)
 	}
 	im.Close()
-	out := qemu(t, "qemu-img", "check", "--output=json", p)
+	out := testkit.MustRun(t, "qemu-img", "check", "--output=json", p)
 	_ = out
 	im, _ = Open(p, Options{})
 	r, err = im.Check(CheckOptions{Repair: RepairLeaks})
@@ -176,7 +177,7 @@ func TestCheck_LeaksAndRepair(t *testing.T) {
 	// Corruption: the data cluster's refcount is 0.
 	b = freshImage(t, CreateOptions{})
 	be.PutUint16(b[0x20000+5*2:], 0)
-	p2 := filepath.Join(t.TempDir(), "corrupt.qcow2")
+	p2 := filepath.Join(testkit.Dir(t), "corrupt.qcow2")
 	os.WriteFile(p2, b, 0o644)
 	im, err = Open(p2, Options{ReadOnly: true})
 	if err != nil {

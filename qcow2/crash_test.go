@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // hookDev calls before() ahead of every mutating op of a memdev. The
@@ -94,7 +95,7 @@ func TestCrash_Clones(t *testing.T) {
 }
 
 func runCrash(t *testing.T, co CreateOptions, o Options, withBacking bool, maxPoints int) (int, int) {
-	seed := newRand(t).Uint64()
+	seed := testkit.Rand(t).Uint64()
 	if withBacking {
 		bdata := make([]byte, crashSize)
 		for i := range bdata {
@@ -134,7 +135,7 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 	co.Size = size
 	var bdata []byte
 	if o.Backing != nil {
-		bdata = readAll(t, o.Backing)
+		bdata = testkit.ReadAll(t, o.Backing)
 	}
 	mem := memdev.New(memdev.Options{})
 	if err := CreateDevice(mem, co); err != nil {
@@ -244,13 +245,13 @@ func verifyCrash(t *testing.T, k int, p crashPoint, o Options, size int64) bool 
 		t.Errorf("crash point %d: check: %v corruptions=%d errors=%d %v", k, err, r.Corruptions, r.CheckErrors, head(r.Messages, 5))
 		return false
 	}
-	got := readAll(t, im)
+	got := testkit.ReadAll(t, im)
 	for s := int64(0); s < size/crashSector; s++ {
 		if p.touched[s] {
 			continue
 		}
 		lo, hi := s*crashSector, (s+1)*crashSector
-		if i := firstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
+		if i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
 			t.Errorf("crash point %d: flushed data lost at offset %d", k, lo+int64(i))
 			return false
 		}

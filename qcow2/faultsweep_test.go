@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/invariants"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Fault sweeps (after pebble's errorfs; QEMU iotests 026/289): each workload is
@@ -462,7 +462,7 @@ type sweepStats struct {
 }
 
 func runSweep(t *testing.T, wls []sweepWorkload) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	var st sweepStats
 	for _, wl := range wls {
 		t.Run(wl.name, func(t *testing.T) {
@@ -705,13 +705,13 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
 		t.Errorf("%s: check: %v corruptions=%d errors=%d %v", what, err, r.Corruptions, r.CheckErrors, head(r.Messages, 8))
 	}
-	got := readAll(t, im)
+	got := testkit.ReadAll(t, im)
 	for s := int64(0); s < int64(len(m.dirty)); s++ {
 		if m.dirty[s] || m.failed[s] {
 			continue
 		}
 		lo, hi := s*sweepSector, (s+1)*sweepSector
-		if i := firstDiff(got[lo:hi], m.flushed[lo:hi]); i >= 0 {
+		if i := testkit.FirstDiff(got[lo:hi], m.flushed[lo:hi]); i >= 0 {
 			t.Errorf("%s: flushed data lost at guest offset %d: got %#x want %#x", what, lo+int64(i), got[lo+int64(i)], m.flushed[lo+int64(i)])
 			break
 		}
@@ -719,7 +719,7 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 	if err := im.Close(); err != nil {
 		t.Errorf("%s: close after reopen: %v", what, err)
 	}
-	if qemu && haveQemu() {
+	if qemu && testkit.HaveQemu() {
 		st.mu.Lock()
 		st.qemuRuns++
 		st.mu.Unlock()
@@ -728,7 +728,8 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 }
 
 // qemuImgCheckBytes writes img to a file and runs qemu-img check on it:
-// corruption (exit 2) or a failed check (exit 1) fails, leaks (3) do not.
+// corruption or a failed check fails, leaks do not; a failing image is
+// kept (testkit.KeepFile).
 func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "sweep.qcow2")
@@ -737,19 +738,8 @@ func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool) {
 	}
 	// The image names no backing file (the test passes the backing
 	// device directly), so qemu-img needs none.
-	out, err := exec.Command("qemu-img", "check", p).CombinedOutput()
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("%s: qemu-img check: %v", what, err)
-		}
-		code = ee.ExitCode()
-	}
-	if code != 0 && code != 3 {
-		keep := filepath.Join(os.TempDir(), fmt.Sprintf("qring-sweep-%d.qcow2", time.Now().UnixNano()))
-		os.WriteFile(keep, img, 0o644)
-		t.Errorf("%s: qemu-img check exit %d (image kept at %s):\n%s", what, code, keep, out)
+	if err := testkit.QemuCheckReport(p, testkit.QemuCheckResult.NoCorruption); err != nil {
+		t.Errorf("%s: %v\nimage kept at %s", what, err, testkit.KeepFile(t, "sweep.qcow2", img))
 	}
 }
 
@@ -950,7 +940,7 @@ func TestFaultSweep_FreshDataWriteFailure(t *testing.T) {
 			if err != nil || r.Corruptions != 0 {
 				t.Errorf("check after a failed fresh-cluster write: %v corruptions=%d %v", err, r.Corruptions, head(r.Messages, 4))
 			}
-			if haveQemu() {
+			if testkit.HaveQemu() {
 				qemuImgCheckBytes(t, "after a failed fresh-cluster write", img, false)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/latdev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // isFillWrite reports whether a Writev is one of the filler's zero
@@ -183,7 +184,7 @@ var fillDevs = []fillDev{
 		im, p := testImage(t, co, o)
 		return im, func() *Image {
 			ownCheck(t, p)
-			qemuCheck(t, p)
+			testkit.QemuCheck(t, p)
 			im2, err := Open(p, Options{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)
@@ -266,12 +267,12 @@ func TestFill_Modes(t *testing.T) {
 					continue // auto is one of the others: check the choice once
 				}
 				t.Run(dv.name+"/"+mode+"/"+wl.name, func(t *testing.T) {
-					rng := newRand(t)
+					rng := testkit.Rand(t)
 					im, reopen := dv.open(t, CreateOptions{Size: size}, Options{PreallocFill: mode})
 					want, _, _ := resolveFill(mode, im.dcap)
 					shadow := make([]byte, size)
 					wl.run(t, im, shadow, rng)
-					mustEqual(t, readAll(t, im), shadow, "image vs shadow")
+					testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "image vs shadow")
 					if err := im.Flush(); err != nil {
 						t.Fatal(err)
 					}
@@ -290,7 +291,7 @@ func TestFill_Modes(t *testing.T) {
 					if err := im.Close(); err != nil {
 						t.Fatal(err)
 					}
-					mustEqual(t, readAll(t, reopen()), shadow, "reopened image vs shadow")
+					testkit.MustEqual(t, testkit.ReadAll(t, reopen()), shadow, "reopened image vs shadow")
 				})
 			}
 		}
@@ -381,7 +382,7 @@ func TestFill_AllocationWaits(t *testing.T) {
 	if m.FillBytes == 0 || m.FillErrors != 0 {
 		t.Fatalf("fill: %d B, %d errors", m.FillBytes, m.FillErrors)
 	}
-	mustEqual(t, readAll(t, im), shadow, "image vs shadow")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "image vs shadow")
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +451,7 @@ func TestFill_ErrorStopsFilling(t *testing.T) {
 	if m.FillErrors != 1 || m.FillBytes != 0 || im.space.fill.on {
 		t.Fatalf("after failing fills: %d errors, %d B, on %v", m.FillErrors, m.FillBytes, im.space.fill.on)
 	}
-	mustEqual(t, readAll(t, im), shadow, "image vs shadow")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "image vs shadow")
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +497,7 @@ func TestFill_Stress(t *testing.T) {
 // the file is no longer than the reserve (checked on a real file while
 // open), and Close trims it to the last cluster.
 func TestFill_FileSizeBounded(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "t.qcow2")
+	p := filepath.Join(testkit.Dir(t), "t.qcow2")
 	if err := Create(p, CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +531,5 @@ func reopenMatches(t *testing.T, dev block.Device, shadow []byte) {
 	}
 	defer im.Close()
 	mustClean(t, im)
-	mustEqual(t, readAll(t, im), shadow, "reopened image vs shadow")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "reopened image vs shadow")
 }

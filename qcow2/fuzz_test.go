@@ -13,6 +13,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Fuzzing the engine with hostile images. The input is the image file
@@ -66,7 +67,7 @@ func fuzzSeedImage(tb testing.TB, co CreateOptions, writes [][2]int64) []byte {
 // fuzzCompressedSeed makes an image with compressed clusters with
 // qemu-img convert -c (nil without qemu-img).
 func fuzzCompressedSeed(tb testing.TB, clusterSize string) []byte {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
+	if !testkit.HaveQemu() {
 		return nil
 	}
 	dir := tb.TempDir()

@@ -1,90 +1,12 @@
 package qcow2
 
 import (
-	"bytes"
-	"encoding/json"
-	"flag"
-	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 )
-
-var seedFlag = flag.Uint64("seed", 0, "random seed (0: time-based); also QRING_SEED")
-
-// testSeed returns a logged, overridable seed.
-func testSeed(t testing.TB) uint64 {
-	s := *seedFlag
-	if s == 0 {
-		if v, err := strconv.ParseUint(os.Getenv("QRING_SEED"), 0, 64); err == nil {
-			s = v
-		}
-	}
-	if s == 0 {
-		s = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (rerun with -seed=%d or QRING_SEED=%d)", s, s, s)
-	return s
-}
-
-func newRand(t testing.TB) *rand.Rand {
-	s := testSeed(t)
-	return rand.New(rand.NewPCG(s, s^0x9e3779b97f4a7c15))
-}
-
-func haveQemu() bool {
-	_, err1 := exec.LookPath("qemu-img")
-	_, err2 := exec.LookPath("qemu-io")
-	return err1 == nil && err2 == nil
-}
-
-func needQemu(t testing.TB) {
-	t.Helper()
-	if !haveQemu() {
-		t.Skip("qemu-img/qemu-io not installed")
-	}
-}
-
-func qemu(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	if name == "qemu-io" && bytes.Contains(out, []byte("Pattern verification failed")) {
-		t.Fatalf("%s %v: %s", name, args, out)
-	}
-	return string(out)
-}
-
-// qemuCheck runs qemu-img check and fails on any error or leak.
-func qemuCheck(t testing.TB, path string) {
-	t.Helper()
-	if !haveQemu() {
-		return
-	}
-	out, err := exec.Command("qemu-img", "check", "--output=json", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img check %s: %v\n%s", path, err, out)
-	}
-	var r struct {
-		Corruptions int `json:"corruptions"`
-		Leaks       int `json:"leaks"`
-		CheckErrors int `json:"check-errors"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("qemu-img check json: %v\n%s", err, out)
-	}
-	if r.Corruptions+r.Leaks+r.CheckErrors != 0 {
-		human, _ := exec.Command("qemu-img", "check", path).CombinedOutput()
-		t.Fatalf("qemu-img check %s: %+v\n%s", path, r, human)
-	}
-}
 
 // ownCheck opens path read-only and runs our Check.
 func ownCheck(t testing.TB, path string) {
@@ -117,14 +39,15 @@ func closeCheck(t testing.TB, im *Image, path string) {
 		t.Fatalf("close: %v", err)
 	}
 	ownCheck(t, path)
-	qemuCheck(t, path)
+	testkit.QemuCheck(t, path)
 }
 
-// testImage creates an image file and opens it; Cleanup closes it (if the
-// test did not) and checks it with Check and qemu-img check.
+// testImage creates an image file in a testkit.Dir (kept when the test
+// fails) and opens it; Cleanup closes it (if the test did not) and checks
+// it with Check and qemu-img check.
 func testImage(t testing.TB, co CreateOptions, o Options) (*Image, string) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "t.qcow2")
+	p := filepath.Join(testkit.Dir(t), "t.qcow2")
 	if err := Create(p, co); err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -138,7 +61,7 @@ func testImage(t testing.TB, co CreateOptions, o Options) (*Image, string) {
 		}
 		if !t.Failed() {
 			ownCheck(t, p)
-			qemuCheck(t, p)
+			testkit.QemuCheck(t, p)
 		}
 	})
 	return im, p
@@ -150,44 +73,4 @@ func pattern(n int, seed byte) []byte {
 		b[i] = seed + byte(i*7) + byte(i>>9)
 	}
 	return b
-}
-
-// readAll reads the whole virtual disk.
-func readAll(t testing.TB, d block.Device) []byte {
-	t.Helper()
-	n, err := d.Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	if err := block.ReadAt(d, b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
-}
-
-func mustEqual(t testing.TB, got, want []byte, what string) {
-	t.Helper()
-	if i := firstDiff(got, want); i >= 0 {
-		g, w := byte(0), byte(0)
-		if i < len(got) {
-			g = got[i]
-		}
-		if i < len(want) {
-			w = want[i]
-		}
-		t.Fatalf("%s: first difference at offset %d (0x%x): got %#x want %#x (len %d vs %d)", what, i, i, g, w, len(got), len(want))
-	}
 }

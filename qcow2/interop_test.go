@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Images qring writes: QEMU checks them clean and reads the same bytes as
 // a raw shadow we keep.
 func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	cases := []struct {
 		name string
 		co   CreateOptions
@@ -34,7 +35,7 @@ func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
 				co := tc.co
 				co.Size = tc.size
 				im, p := testImage(t, co, Options{Prealloc: prealloc})
-				rng := newRand(t)
+				rng := testkit.Rand(t)
 				shadow := make([]byte, tc.size)
 				// Sequential partial-cluster pattern, then random writes.
 				for off := int64(0); off < tc.size/4; off += 12345 {
@@ -54,7 +55,7 @@ func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
 					}
 					copy(shadow[off:], b)
 				}
-				mustEqual(t, readAll(t, im), shadow, "read back")
+				testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "read back")
 				if err := im.Close(); err != nil {
 					t.Fatal(err)
 				}
@@ -62,8 +63,8 @@ func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
 				if err := os.WriteFile(raw, shadow, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				qemuCheck(t, p)
-				qemu(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", p, raw)
+				testkit.QemuCheck(t, p)
+				testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", p, raw)
 			})
 		}
 	}
@@ -71,13 +72,13 @@ func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
 
 // Writes over a backing file: COW from QEMU-written backing data.
 func TestInterop_BackingCOW(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	for _, bfmt := range []string{"qcow2", "raw"} {
 		t.Run(bfmt, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testkit.Dir(t)
 			b := filepath.Join(dir, "b."+bfmt)
-			qemu(t, "qemu-img", "create", "-f", bfmt, b, "16M")
-			qemu(t, "qemu-io", "-f", bfmt, "-c", "write -P 0x11 0 1M", "-c", "write -P 0x33 3M 100k", b)
+			testkit.MustRun(t, "qemu-img", "create", "-f", bfmt, b, "16M")
+			testkit.MustRun(t, "qemu-io", "-f", bfmt, "-c", "write -P 0x11 0 1M", "-c", "write -P 0x33 3M 100k", b)
 			o := filepath.Join(dir, "o.qcow2")
 			if err := Create(o, CreateOptions{BackingFile: "b." + bfmt, BackingFormat: bfmt}); err != nil {
 				t.Fatal(err)
@@ -102,11 +103,11 @@ func TestInterop_BackingCOW(t *testing.T) {
 				t.Errorf("expected COW from backing data, metrics %s", m)
 			}
 			closeCheck(t, im, o)
-			qemu(t, "qemu-io", "-c", "read -P 0x11 0 4096", "-c", "read -P 0x11 4608 1043968", "-c", "read -P 0 10M 1000", o)
+			testkit.MustRun(t, "qemu-io", "-c", "read -P 0x11 0 4096", "-c", "read -P 0x11 4608 1043968", "-c", "read -P 0 10M 1000", o)
 			// Every byte, as QEMU reads it, against a raw shadow: the
 			// backing data with the same writes applied.
 			shadow := filepath.Join(dir, "shadow.raw")
-			qemu(t, "qemu-img", "convert", "-f", bfmt, "-O", "raw", b, shadow)
+			testkit.MustRun(t, "qemu-img", "convert", "-f", bfmt, "-O", "raw", b, shadow)
 			sb, err := os.ReadFile(shadow)
 			if err != nil {
 				t.Fatal(err)
@@ -120,14 +121,14 @@ func TestInterop_BackingCOW(t *testing.T) {
 			if err := os.WriteFile(shadow, sb, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			qemu(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", o, shadow)
+			testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", o, shadow)
 		})
 	}
 }
 
 // Images QEMU writes read back identically through qring.
 func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	cases := []struct {
 		name   string
 		create []string
@@ -144,38 +145,38 @@ func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testkit.Dir(t)
 			p := filepath.Join(dir, "q.qcow2")
-			qemu(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, tc.create...), p, "16M")...)
+			testkit.MustRun(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, tc.create...), p, "16M")...)
 			args := []string{}
 			for _, c := range tc.io {
 				args = append(args, "-c", c)
 			}
-			qemu(t, "qemu-io", append(args, p)...)
+			testkit.MustRun(t, "qemu-io", append(args, p)...)
 			compareWithQEMU(t, p)
 		})
 	}
 	t.Run("backing-chain", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := testkit.Dir(t)
 		base := filepath.Join(dir, "base.qcow2")
 		mid := filepath.Join(dir, "mid.qcow2")
 		top := filepath.Join(dir, "top.qcow2")
-		qemu(t, "qemu-img", "create", "-f", "qcow2", base, "8M")
-		qemu(t, "qemu-io", "-c", "write -P 0x11 0 4M", base)
-		qemu(t, "qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid, "12M")
-		qemu(t, "qemu-io", "-c", "write -P 0x22 1M 1M", "-c", "write -z 3M 64k", mid)
-		qemu(t, "qemu-img", "create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
-		qemu(t, "qemu-io", "-c", "write -P 0x33 1536k 4k", "-c", "write -P 0x34 10M 1M", top)
+		testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", base, "8M")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 0x11 0 4M", base)
+		testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid, "12M")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 0x22 1M 1M", "-c", "write -z 3M 64k", mid)
+		testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 0x33 1536k 4k", "-c", "write -P 0x34 10M 1M", top)
 		compareWithQEMU(t, top)
 	})
 	for _, ct := range []string{"zlib", "zstd"} {
 		t.Run("compressed-"+ct, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := testkit.Dir(t)
 			src := filepath.Join(dir, "src.qcow2")
-			qemu(t, "qemu-img", "create", "-f", "qcow2", src, "8M")
-			qemu(t, "qemu-io", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 777k", src)
+			testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", src, "8M")
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 777k", src)
 			c := filepath.Join(dir, "c.qcow2")
-			qemu(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct, src, c)
+			testkit.MustRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct, src, c)
 			compareWithQEMU(t, c)
 			// Writing into compressed clusters COWs them.
 			im, err := Open(c, Options{})
@@ -190,11 +191,11 @@ func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
 		})
 	}
 	t.Run("snapshot", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := testkit.Dir(t)
 		p := filepath.Join(dir, "s.qcow2")
-		qemu(t, "qemu-img", "create", "-f", "qcow2", p, "8M")
-		qemu(t, "qemu-io", "-c", "write -P 0x11 0 2M", p)
-		qemu(t, "qemu-img", "snapshot", "-c", "s1", p)
+		testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", p, "8M")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 0x11 0 2M", p)
+		testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", p)
 		compareWithQEMU(t, p)
 		// Writes after a snapshot must COW the shared L2 and data
 		// clusters and leave the snapshot intact.
@@ -210,9 +211,9 @@ func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
 		}
 		closeCheck(t, im, p)
 		compareWithQEMU(t, p)
-		qemu(t, "qemu-img", "snapshot", "-a", "s1", p)
-		qemu(t, "qemu-io", "-c", "read -P 0x11 0 2M", p)
-		qemuCheck(t, p)
+		testkit.MustRun(t, "qemu-img", "snapshot", "-a", "s1", p)
+		testkit.MustRun(t, "qemu-io", "-c", "read -P 0x11 0 2M", p)
+		testkit.QemuCheck(t, p)
 	})
 }
 
@@ -221,7 +222,7 @@ func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
 func compareWithQEMU(t *testing.T, p string) {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), fmt.Sprintf("%s.raw", filepath.Base(p)))
-	qemu(t, "qemu-img", "convert", "-O", "raw", p, raw)
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, raw)
 	want, err := os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -231,8 +232,8 @@ func compareWithQEMU(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	got := readAll(t, im)
-	mustEqual(t, got, want, "qring vs qemu-img convert")
+	got := testkit.ReadAll(t, im)
+	testkit.MustEqual(t, got, want, "qring vs qemu-img convert")
 	r, err := im.Check(CheckOptions{})
 	if err != nil || !r.Clean() {
 		t.Fatalf("own check of QEMU image: %v %+v", err, r)

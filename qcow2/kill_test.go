@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring"
 )
 
@@ -193,11 +194,11 @@ func TestKill_SIGKILL(t *testing.T) {
 		{"lazy-direct", true, true},
 		{"lazy-buffered", false, true},
 	}
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	kills := 0
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "kill.qcow2")
+			p := filepath.Join(testkit.Dir(t), "kill.qcow2")
 			if err := Create(p, CreateOptions{Size: killSize, ClusterSize: 16384, LazyRefcounts: tc.lazy}); err != nil {
 				t.Fatal(err)
 			}
@@ -334,7 +335,7 @@ loop:
 	// (rightly) report the stale refcounts. Such an image is checked
 	// after our writable open has repaired it.
 	if !lazy {
-		qemuCheckNoCorruption(t, p)
+		testkit.QemuCheckNoCorruption(t, p)
 	}
 	im, err := Open(p, Options{})
 	if err != nil {
@@ -349,13 +350,13 @@ loop:
 	} else if lazy && !r.Clean() {
 		t.Errorf("round %d: dirty image not clean after the repair on open: %d leaks %v", round, r.Leaks, head(r.Messages, 8))
 	}
-	cur := readAll(t, im)
+	cur := testkit.ReadAll(t, im)
 	for s := int64(0); s < killSize/512; s++ {
 		if unknown[s] {
 			continue
 		}
 		lo, hi := s*512, s*512+512
-		if i := firstDiff(cur[lo:hi], want[lo:hi]); i >= 0 {
+		if i := testkit.FirstDiff(cur[lo:hi], want[lo:hi]); i >= 0 {
 			t.Errorf("round %d: flushed data lost at guest offset %d: got %#x want %#x", round, lo+int64(i), cur[lo+int64(i)], want[lo+int64(i)])
 			break
 		}
@@ -364,22 +365,7 @@ loop:
 		t.Fatalf("round %d: close: %v", round, err)
 	}
 	if lazy {
-		qemuCheckNoCorruption(t, p)
+		testkit.QemuCheckNoCorruption(t, p)
 	}
 	return cur
-}
-
-// qemuCheckNoCorruption runs qemu-img check: exit 0 or 3 (leaks) passes.
-func qemuCheckNoCorruption(t *testing.T, p string) {
-	t.Helper()
-	if !haveQemu() {
-		return
-	}
-	out, err := exec.Command("qemu-img", "check", p).CombinedOutput()
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-			t.Errorf("qemu-img check %s: %v\n%s", p, err, out)
-		}
-	}
 }

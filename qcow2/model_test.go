@@ -8,6 +8,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestModel_Concurrent runs random concurrent reads, writes, zero writes
@@ -38,7 +39,7 @@ func TestModel_Concurrent(t *testing.T) {
 }
 
 func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	const size = 8 << 20
 	co.Size = size
 	model := make([]byte, size)
@@ -93,7 +94,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 						return
 					}
 					if !bytes.Equal(got, want) {
-						t.Errorf("goroutine %d: block %d mismatch at %d", g, b, firstDiff(got, want))
+						t.Errorf("goroutine %d: block %d mismatch at %d", g, b, testkit.FirstDiff(got, want))
 						return
 					}
 				case op < 93: // zero a range (whole clusters and partial edges)
@@ -135,11 +136,11 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	mustEqual(t, readAll(t, im), model, "image vs model")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
 	if err := im.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	mustEqual(t, readAll(t, im), model, "image vs model after flush")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model after flush")
 	if o.Backing == nil {
 		// Reopen from the file and compare again.
 		if err := im.Close(); err != nil {
@@ -150,7 +151,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 			t.Fatal(err)
 		}
 		defer im2.Close()
-		mustEqual(t, readAll(t, im2), model, "reopened image vs model")
+		testkit.MustEqual(t, testkit.ReadAll(t, im2), model, "reopened image vs model")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Regression tests for "Never lose a byte", bugs 2, 3, 4 and 6: writes
@@ -141,7 +142,7 @@ func TestRegress_EarlyWriteVisible(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustEqual(t, readBack(t, im, 4096, 4096), second, "read after an acknowledged early write")
+		testkit.MustEqual(t, readBack(t, im, 4096, 4096), second, "read after an acknowledged early write")
 	}
 	if im.Metrics().EarlyWrites == 0 {
 		t.Fatal("the second write did not go early")
@@ -152,7 +153,7 @@ func TestRegress_EarlyWriteVisible(t *testing.T) {
 			t.Fatalf("write: %v (returned %v)", err, ok)
 		}
 	}
-	mustEqual(t, readBack(t, im, 0, 8192), append(first, second...), "both writes")
+	testkit.MustEqual(t, readBack(t, im, 0, 8192), append(first, second...), "both writes")
 }
 
 // TestRegress_EarlyWriteLinkError is bug 3: when linking the cluster
@@ -242,8 +243,8 @@ func TestRegress_EarlyWriteSealed(t *testing.T) {
 			t.Fatalf("request %d: %v (returned %v)", i, err, ok)
 		}
 	}
-	mustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
-	mustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
+	testkit.MustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
+	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
 }
 
 // TestRegress_OverwriteVsDiscard is the same race on the overwrite path
@@ -272,8 +273,8 @@ func TestRegress_OverwriteVsDiscard(t *testing.T) {
 			t.Fatalf("request %d: %v (returned %v)", i, err, ok)
 		}
 	}
-	mustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
-	mustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
+	testkit.MustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
+	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
 }
 
 // TestRegress_FlushCorrupt is bug 6: Flush on an image marked corrupt

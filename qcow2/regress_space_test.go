@@ -10,6 +10,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Regression tests for "Never lose a byte", bugs 1, 7, 8, 9: host space
@@ -141,7 +142,7 @@ func TestRegress_ReserveSparesMetadata(t *testing.T) {
 			}
 			defer im.Close()
 			mustClean(t, im)
-			mustEqual(t, readAll(t, im), shadow, "guest contents")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "guest contents")
 		})
 	}
 }
@@ -154,7 +155,7 @@ func TestRegress_ReserveAcceptance(t *testing.T) {
 	for _, cs := range []int{512, 4096} {
 		for _, align := range []int64{1 << 20, 8 << 20} {
 			t.Run(fmt.Sprintf("cs%d-align%dM", cs, align>>20), func(t *testing.T) {
-				p := filepath.Join(t.TempDir(), "t.qcow2")
+				p := filepath.Join(testkit.Dir(t), "t.qcow2")
 				if err := Create(p, CreateOptions{Size: 64 << 20, ClusterSize: cs}); err != nil {
 					t.Fatal(err)
 				}
@@ -215,7 +216,7 @@ func TestRegress_MidClusterEOF(t *testing.T) {
 	if _, err := im.ReadAt(got, 8*cs); err != nil {
 		t.Fatal(err)
 	}
-	mustEqual(t, got, a, "flushed cluster after the reserve grew")
+	testkit.MustEqual(t, got, a, "flushed cluster after the reserve grew")
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestRegress_MidClusterEOF(t *testing.T) {
 	if _, err := im.ReadAt(got, 8*cs); err != nil {
 		t.Fatal(err)
 	}
-	mustEqual(t, got, a, "flushed cluster after reopen")
+	testkit.MustEqual(t, got, a, "flushed cluster after reopen")
 }
 
 // TestRegress_ZeroesBigClusters is bug 8: WriteZeroes sliced the shared
@@ -256,15 +257,15 @@ func TestRegress_ZeroesBigClusters(t *testing.T) {
 				t.Fatal(err)
 			}
 			clear(want[c.off : c.off+c.n])
-			mustEqual(t, readAll(t, im)[:4*cs], want, "after WriteZeroes")
+			testkit.MustEqual(t, testkit.ReadAll(t, im)[:4*cs], want, "after WriteZeroes")
 			if err := im.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if haveQemu() {
+			if testkit.HaveQemu() {
 				raw := filepath.Join(t.TempDir(), "raw")
-				qemu(t, "qemu-img", "convert", "-O", "raw", p, raw)
+				testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, raw)
 				got := readFile(t, raw)
-				mustEqual(t, got[:4*cs], want, "qemu-img convert")
+				testkit.MustEqual(t, got[:4*cs], want, "qemu-img convert")
 			}
 		})
 	}
@@ -274,7 +275,7 @@ func TestRegress_ZeroesBigClusters(t *testing.T) {
 // compat 1.1 and a backing file. The feature-name table is optional; as
 // QEMU, Create leaves it out when the header cluster cannot hold it.
 func TestRegress_CreateSmallClusterBacking(t *testing.T) {
-	dir := t.TempDir()
+	dir := testkit.Dir(t)
 	b := filepath.Join(dir, "b.raw")
 	writeFile(t, b, pattern(1<<20, 3))
 	p := filepath.Join(dir, "t.qcow2")
@@ -288,12 +289,12 @@ func TestRegress_CreateSmallClusterBacking(t *testing.T) {
 	want := pattern(1<<20, 3)
 	copy(want[1000:], pattern(4096, 7))
 	mustWrite(t, im, want[1000:1000+4096], 1000)
-	mustEqual(t, readAll(t, im), want, "guest contents")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), want, "guest contents")
 	closeCheck(t, im, p)
-	if haveQemu() {
+	if testkit.HaveQemu() {
 		raw := filepath.Join(dir, "out.raw")
-		qemu(t, "qemu-img", "convert", "-O", "raw", p, raw)
-		mustEqual(t, readFile(t, raw), want, "qemu-img convert")
+		testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, raw)
+		testkit.MustEqual(t, readFile(t, raw), want, "qemu-img convert")
 	}
 }
 
@@ -356,14 +357,14 @@ func TestGrowL1(t *testing.T) {
 			if im.Header().L1Size < 41 {
 				t.Fatalf("l1_size %d", im.Header().L1Size)
 			}
-			mustEqual(t, readAll(t, im), want, "after growth")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), want, "after growth")
 			if err := im.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if haveQemu() {
+			if testkit.HaveQemu() {
 				raw := filepath.Join(t.TempDir(), "raw")
-				qemu(t, "qemu-img", "convert", "-O", "raw", p, raw)
-				mustEqual(t, readFile(t, raw), want, "qemu-img convert")
+				testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, raw)
+				testkit.MustEqual(t, readFile(t, raw), want, "qemu-img convert")
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/block/tracedev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring"
 )
 
@@ -113,7 +114,7 @@ func TestSeed_Concurrent046(t *testing.T) {
 	if testing.Short() {
 		rounds = 1
 	}
-	rng := newRand(t)
+	rng := testkit.Rand(t)
 	for _, sc := range seedConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			for round := 0; round < rounds; round++ {
@@ -204,7 +205,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	mustEqual(t, readAll(t, im), model, "image vs model")
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
 	if err := im.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 		t.Fatal(err)
 	}
 	defer im2.Close()
-	mustEqual(t, readAll(t, im2), model, "reopened image vs model")
+	testkit.MustEqual(t, testkit.ReadAll(t, im2), model, "reopened image vs model")
 }
 
 // TestSeed_PartialWriteZeros027 is iotest 027: a sub-cluster allocating
@@ -253,7 +254,7 @@ func TestSeed_PartialWriteZeros027(t *testing.T) {
 				w(9*cs+cs-512, 512, 6) // reused, tail of cluster
 				w(12*cs, cs, 7)        // whole cluster, no COW at all
 				w(14*cs+cs-1, 2, 8)    // 1 byte in each of two clusters
-				mustEqual(t, readAll(t, im), model, "image vs model")
+				testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
 			})
 		}
 	}
@@ -305,7 +306,7 @@ func TestSeed_WriteZeroes154(t *testing.T) {
 			if err := im.WriteZeroes(40*cs+512, 4096, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
 				t.Errorf("misaligned Allocate zeroing: %v, want ErrNotSupported", err)
 			}
-			mustEqual(t, readAll(t, im), model, "image vs model")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
 			// Whole zeroed clusters are zero clusters (no data read).
 			for _, c := range []int64{7, 8, 11, 12, 16, 17, 20, 30, 31} {
 				if !im.IsZeroFast(c*cs, cs) {
@@ -316,7 +317,7 @@ func TestSeed_WriteZeroes154(t *testing.T) {
 			p := pattern(512, 9)
 			mustWrite(t, im, p, 7*cs+1024)
 			copy(model[7*cs+1024:], p)
-			mustEqual(t, readAll(t, im), model, "after rewrite of a zero cluster")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "after rewrite of a zero cluster")
 		})
 	}
 }
@@ -338,7 +339,7 @@ func TestSeed_AlignedDevice268(t *testing.T) {
 				copy(model[off:], p)
 			}
 			w(0, 512, 1) // iotest 268 literally: write 0 512
-			mustEqual(t, readAll(t, im), model, "fresh")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "fresh")
 			// Reused clusters: write, discard, flush, write 512 bytes.
 			w(64*cs, int(8*cs), 2)
 			if err := im.Discard(64*cs, 8*cs); err != nil {
@@ -359,7 +360,7 @@ func TestSeed_AlignedDevice268(t *testing.T) {
 			if d.Fallocates != 0 {
 				t.Errorf("%d Allocate zeroings succeeded on a %d-byte span of a 4 KiB-aligned device", d.Fallocates, cs)
 			}
-			mustEqual(t, readAll(t, im), model, "reused")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "reused")
 		})
 	}
 }
@@ -390,7 +391,7 @@ func TestSeed_NoSkipWithBackingData(t *testing.T) {
 			if d.Fallocates != 0 || d.FreshSkips != 0 || d.ZeroPadBytes != 0 {
 				t.Errorf("COW over backing data was skipped or zero-filled: %v", d)
 			}
-			mustEqual(t, readAll(t, im), model, "image vs model")
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
 		})
 	}
 }
@@ -442,7 +443,7 @@ func verifySeq(t testing.TB, im *Image, base, first, count, n int64) {
 	want := make([]byte, n)
 	for i := int64(0); i < count; i++ {
 		fillPiece(want, first+i)
-		mustEqual(t, got[i*n:(i+1)*n], want, fmt.Sprintf("request %d", first+i))
+		testkit.MustEqual(t, got[i*n:(i+1)*n], want, fmt.Sprintf("request %d", first+i))
 	}
 }
 
@@ -669,7 +670,7 @@ func TestSeed_Acceptance(t *testing.T) {
 	}
 	for _, prealloc := range []string{"on", "off"} {
 		t.Run("prealloc-"+prealloc, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "seed.qcow2")
+			p := filepath.Join(testkit.Dir(t), "seed.qcow2")
 			if err := Create(p, CreateOptions{Size: 4 << 30, ClusterSize: 64 << 10}); err != nil {
 				t.Fatal(err)
 			}

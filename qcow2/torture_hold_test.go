@@ -11,6 +11,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/holddev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Deterministic interleavings forced with block/holddev: one device op is
@@ -77,12 +78,12 @@ func (r *holdRig) finish(want map[int64][]byte) {
 	for off, b := range want {
 		bytesEqualAt(t, im, off, b, "after reopen")
 	}
-	if haveQemu() {
-		p := t.TempDir() + "/hold.qcow2"
+	if testkit.HaveQemu() {
+		p := testkit.Dir(t) + "/hold.qcow2"
 		if err := osWriteFile(p, r.mem.Bytes()); err != nil {
 			t.Fatal(err)
 		}
-		qemuCheck(t, p)
+		testkit.QemuCheck(t, p)
 	}
 }
 

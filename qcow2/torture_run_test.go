@@ -21,6 +21,7 @@ import (
 	"github.com/qring/qring/block/holddev"
 	"github.com/qring/qring/block/latdev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring"
 )
 
@@ -205,13 +206,9 @@ func defaultGenParams() tgenParams {
 
 // runTorture runs one case and returns its stats.
 func runTorture(t *testing.T, seed uint64, cfg tcfg, p tgenParams, crashPerKind int) *tstats {
-	if err := os.MkdirAll(tortureKeepRoot(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp(tortureKeepRoot(), fmt.Sprintf("s%d-%s-", seed, cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Removed when the case passes, kept when it fails; the cleanup below
+	// runs first and dumps a memdev image into it.
+	dir := testkit.KeepDir(t, tortureKeepRoot(), fmt.Sprintf("s%d-%s-", seed, cfg))
 	r := &trun{t: t, cfg: cfg, seed: seed, p: p, dir: dir, st: newTstats(), perKind: crashPerKind,
 		rng:  rand.New(rand.NewPCG(seed, 3)),
 		crng: rand.New(rand.NewPCG(seed, 4)),
@@ -222,7 +219,6 @@ func runTorture(t *testing.T, seed uint64, cfg tcfg, p tgenParams, crashPerKind 
 			r.im.Close()
 		}
 		if !t.Failed() {
-			os.RemoveAll(dir)
 			return
 		}
 		r.dump()
@@ -466,7 +462,7 @@ func (r *trun) closedChecks(what string, withQemu bool) {
 		im.Close()
 		r.fatalf("%s: closed image not clean: %d corruptions, %d leaks, %d errors: %v", what, res.Corruptions, res.Leaks, res.CheckErrors, head(res.Messages, 10))
 	}
-	got := readAll(r.t, im)
+	got := testkit.ReadAll(r.t, im)
 	im.Close()
 	r.mustModel(got, 0, what+": reopened contents")
 	if withQemu || !r.cfg.memBacked() {
@@ -477,19 +473,12 @@ func (r *trun) closedChecks(what string, withQemu bool) {
 
 // qemuCheck runs qemu-img check; leaks are allowed only if allowLeaks.
 func (r *trun) qemuCheck(path string, allowLeaks bool, what string) bool {
-	if !haveQemu() {
-		return true
+	verdict := testkit.QemuCheckResult.Clean
+	if allowLeaks {
+		verdict = testkit.QemuCheckResult.NoCorruption
 	}
-	out, err := exec.Command("qemu-img", "check", "--output=json", path).Output() // leaks are listed on stderr
-	var res struct {
-		Corruptions int `json:"corruptions"`
-		Leaks       int `json:"leaks"`
-		CheckErrors int `json:"check-errors"`
-	}
-	jerr := json.Unmarshal(out, &res)
-	if jerr != nil || res.Corruptions+res.CheckErrors != 0 || (!allowLeaks && res.Leaks != 0) || (err != nil && !(allowLeaks && res.Corruptions+res.CheckErrors == 0)) {
-		human, _ := exec.Command("qemu-img", "check", path).CombinedOutput()
-		r.t.Errorf("seed %d config %s: %s: qemu-img check %s: %v %+v\n%s", r.seed, r.cfg, what, path, err, res, human)
+	if err := testkit.QemuCheckReport(path, verdict); err != nil {
+		r.t.Errorf("seed %d config %s: %s: %v", r.seed, r.cfg, what, err)
 		return false
 	}
 	return true
@@ -501,7 +490,7 @@ func (r *trun) mustModel(got []byte, off int64, what string) {
 	if bytes.Equal(got, want) {
 		return
 	}
-	if i := firstDiff(got, want); i >= 0 {
+	if i := testkit.FirstDiff(got, want); i >= 0 {
 		r.fatalf("%s: first difference at guest offset %d (%#x): got %#x want %#x (read [%#x,+%#x))", what, off+int64(i), off+int64(i), got[i], want[i], off, len(got))
 	}
 }
@@ -690,7 +679,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 			return false
 		}
 		ryw.Add(1)
-		if k := firstDiff(got, data); k >= 0 {
+		if k := testkit.FirstDiff(got, data); k >= 0 {
 			if tolerate("ryw") {
 				if rywBad.Add(1) == 1 {
 					t.Logf("seed %d config %s: batch op %d: %s: tolerated read-your-writes violation at guest offset %#x (bug 2)", r.seed, r.cfg, i, who, o.off+int64(k))
@@ -731,7 +720,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 						return
 					}
 					mu.RLock()
-					k := firstDiff(got, r.model[o.off:o.off+o.n])
+					k := testkit.FirstDiff(got, r.model[o.off:o.off+o.n])
 					var w byte
 					if k >= 0 {
 						w = r.model[o.off+int64(k)]
@@ -870,7 +859,7 @@ func (r *trun) finish() {
 	r.closeImage()
 	r.closedChecks("final", true)
 	path := r.dump()
-	if haveQemu() {
+	if testkit.HaveQemu() {
 		raw := filepath.Join(r.dir, "converted.raw")
 		if out, err := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw).CombinedOutput(); err != nil {
 			r.fatalf("qemu-img convert: %v\n%s", err, out)
@@ -987,7 +976,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 			continue
 		}
 		lo, hi := s*crashSector, min((s+1)*crashSector, n)
-		if k := firstDiff(got[lo:hi], r.flushed[lo:hi]); k >= 0 {
+		if k := testkit.FirstDiff(got[lo:hi], r.flushed[lo:hi]); k >= 0 {
 			im.Close()
 			clone = memdev.FromBytes(before, memdev.Options{})
 			return keep("flushed data lost at guest offset %#x: got %#x want %#x", lo+int64(k), got[lo+int64(k)], r.flushed[lo+int64(k)])
@@ -1012,7 +1001,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		clone = memdev.FromBytes(before, memdev.Options{})
 		return keep("close after recovery: %v", err)
 	}
-	if withQemu && haveQemu() {
+	if withQemu && testkit.HaveQemu() {
 		p := filepath.Join(r.dir, "crash-check.qcow2")
 		// The clone as the power cut left it (dirty lazy images need
 		// our recovery first: qemu-img check would report their
@@ -1042,7 +1031,7 @@ func bytesEqualAt(t *testing.T, im *Image, off int64, want []byte, what string) 
 		t.Fatalf("%s: read: %v", what, err)
 	}
 	if !bytes.Equal(got, want) {
-		k := firstDiff(got, want)
+		k := testkit.FirstDiff(got, want)
 		t.Fatalf("%s: differs at guest offset %#x: got %#x want %#x", what, off+int64(k), got[k], want[k])
 	}
 }
@@ -1071,7 +1060,7 @@ func postCrashWrites(im *Image, model []byte, rng *rand.Rand) string {
 	if err := block.ReadAt(im, got, 0); err != nil {
 		return fmt.Sprintf("read: %v", err)
 	}
-	if i := firstDiff(got, model); i >= 0 {
+	if i := testkit.FirstDiff(got, model); i >= 0 {
 		return fmt.Sprintf("8 writes and a flush: contents differ at guest offset %#x: got %#x want %#x", i, got[i], model[i])
 	}
 	res, err := im.Check(CheckOptions{})

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // The metamorphic torture suite (after pebble's metamorphic test): a
@@ -90,7 +92,7 @@ func TestTorture(t *testing.T) {
 		}
 		seed := *tortureSeed
 		if seed == 0 {
-			seed = uint64(time.Now().UnixNano())
+			seed = testkit.Seed(t)
 		}
 		runTorture(t, seed, cfg, p, *tortureCrash)
 		return
@@ -162,7 +164,7 @@ func TestTortureLoop(t *testing.T) {
 	}
 	seed0 := *tortureSeed
 	if seed0 == 0 {
-		seed0 = uint64(time.Now().UnixNano()) % 1_000_000_000
+		seed0 = testkit.Seed(t) % 1_000_000_000
 	}
 	fmt.Printf("torture: %v, %d at a time, seeds from %d, keep failures in %s\n", *tortureTime, par, seed0, tortureKeepRoot())
 	deadline := time.Now().Add(*tortureTime)

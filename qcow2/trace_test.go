@@ -10,6 +10,7 @@ import (
 
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/block/tracedev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -508,7 +509,7 @@ Q2: that write, a flush, then the L2 entry; Q1: refblock, flush, L2.`,
 				}
 				want := append([]byte(nil), bd[64*ki:128*ki]...)
 				copy(want[4*ki:], pattern(4*ki, 3))
-				mustEqual(t, got, want, "COW cluster")
+				testkit.MustEqual(t, got, want, "COW cluster")
 				return r, r.ops()
 			},
 			q2: true,
@@ -561,7 +562,7 @@ before the data write (Q5), and that zeroing is flushed before the L2 entry poin
 				}
 				want := make([]byte, 64*ki)
 				copy(want[4*ki:], pattern(4*ki, 5))
-				mustEqual(t, got, want, "reused cluster")
+				testkit.MustEqual(t, got, want, "reused cluster")
 				return r, r.ops()
 			},
 			q2: true,

@@ -3,31 +3,14 @@ package sched
 import (
 	"errors"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 )
-
-// testSeed returns the seed for randomised tests: SCHED_SEED if set, else
-// the clock. It is logged so a failure can be replayed.
-func testSeed(t testing.TB) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("SCHED_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatalf("SCHED_SEED: %v", err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (set SCHED_SEED to replay)", seed)
-	return seed
-}
 
 // blocks reports whether Begin(b) would wait while a is in flight.
 func TestTracker_Begin_Overlap(t *testing.T) {
@@ -118,7 +101,7 @@ func TestTracker_Begin_Range(t *testing.T) {
 // TestTracker_Stress checks S2 with atomic per-unit counters while many
 // goroutines Begin/End random ranges, some serialising, some NoWait.
 func TestTracker_Stress(t *testing.T) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	const (
 		units      = 64
 		unit       = 512
@@ -365,7 +348,7 @@ func TestClusterLocks_WaitAfterRecycle(t *testing.T) {
 // TestClusterLocks_Stress checks S1 and that waiters wake, with random
 // ranges from many goroutines.
 func TestClusterLocks_Stress(t *testing.T) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	const clusters = 256
 	iters := 3000
 	if testing.Short() {

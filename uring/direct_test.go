@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -303,7 +304,7 @@ func expectRange(t *testing.T, f *File, want []byte, lo int64, what string) {
 	t.Helper()
 	n := int(alignUp(int64(len(want))-lo, 4096))
 	got := readAll(t, f, lo, n)
-	if i := firstDiff(got[:int64(len(want))-lo], want[lo:]); i >= 0 {
+	if i := testkit.FirstDiff(got[:int64(len(want))-lo], want[lo:]); i >= 0 {
 		o := lo + int64(i)
 		t.Fatalf("%s: byte %d is %#x, want %#x (a write was lost or misplaced)", what, o, got[i], want[o])
 	}
@@ -312,23 +313,11 @@ func expectRange(t *testing.T, f *File, want []byte, lo int64, what string) {
 		if err := block.ReadAt(f, g, lo+1); err != nil {
 			t.Fatal(err)
 		}
-		if i := firstDiff(g, want[lo+1:len(want)-1]); i >= 0 {
+		if i := testkit.FirstDiff(g, want[lo+1:len(want)-1]); i >= 0 {
 			o := lo + 1 + int64(i)
 			t.Fatalf("%s: misaligned read: byte %d is %#x, want %#x", what, o, g[i], want[o])
 		}
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
 
 func randBytes(r *rand.Rand, n int64, odd bool) []byte {
@@ -461,7 +450,7 @@ func TestDirect_ZeroThenWritevRMW(t *testing.T) {
 					copy(model[p:], wfirst)
 				default:
 					t.Fatalf("round %d: page %d is neither order (linked write [%d,%d), misaligned write [%d,%d)); first difference from zero-first at %d",
-						round, p, a*512, b*512, x, y, firstDiff(got, zfirst))
+						round, p, a*512, b*512, x, y, testkit.FirstDiff(got, zfirst))
 				}
 			}
 			flushAndExpect(t, f, w, model)
@@ -593,7 +582,7 @@ func TestDirect_MisalignedReads(t *testing.T) {
 				for _, b := range bufs {
 					all = append(all, b...)
 				}
-				if j := firstDiff(all, model[off:off+n]); j >= 0 {
+				if j := testkit.FirstDiff(all, model[off:off+n]); j >= 0 {
 					t.Fatalf("read [%d,+%d) in %d buffers: byte %d is %#x, want %#x", off, n, len(bufs), off+int64(j), all[j], model[off+int64(j)])
 				}
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,21 +11,8 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
-
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("ERRORDEV_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (set ERRORDEV_SEED to replay)", seed)
-	return seed
-}
 
 // ops is a fixed sequence used by the table tests: read write zero flush
 // truncate write.
@@ -185,7 +171,7 @@ func TestDev_Latency(t *testing.T) {
 }
 
 func TestDev_Concurrent(t *testing.T) {
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	inj := Randomly(0.1, seed, ErrInjectedEIO)
 	d := New(memdev.New(memdev.Options{}), inj, Options{})
 	var wg sync.WaitGroup

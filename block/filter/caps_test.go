@@ -8,6 +8,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // layer builds one filter over children made from opts; it returns the
@@ -169,7 +170,7 @@ func TestMirror_ZeroFlagsToTarget(t *testing.T) {
 	if tgt.M.Zeroes.Load() == z0 {
 		t.Fatal("target got no zeroing request")
 	}
-	mustEqual(t, "target", readAll(t, tgt), readAll(t, src))
+	testkit.MustEqual(t, testkit.ReadAll(t, tgt), testkit.ReadAll(t, src), "target")
 }
 
 // TestCaps_Media: every layer reports its (primary) child's medium (FL1).

@@ -10,6 +10,7 @@ import (
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // allocTop is a memdev top for copy-on-read with an allocation map at
@@ -207,5 +208,5 @@ func TestMirror_ConformanceConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tg.Close()
-	mustEqual(t, "target after mirror", tgt.Bytes(), src.Bytes())
+	testkit.MustEqual(t, tgt.Bytes(), src.Bytes(), "target after mirror")
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -48,7 +49,7 @@ func TestRaw_Window(t *testing.T) {
 	if err := block.ReadAt(r, got, 4); err != nil {
 		t.Fatal(err)
 	}
-	mustEqual(t, "straddling read", got, []byte("89XY\x00\x00"))
+	testkit.MustEqual(t, got, []byte("89XY\x00\x00"), "straddling read")
 }
 
 // TestBlkverify_CatchesCorruption: a byte changed behind blkverify's back
@@ -128,14 +129,14 @@ func TestQuorum_SurvivesFailingChild(t *testing.T) {
 	if err := block.ReadAt(q, got, 0); err != nil {
 		t.Fatalf("read with one dead child: %v", err)
 	}
-	mustEqual(t, "quorum read", got, data)
+	testkit.MustEqual(t, got, data, "quorum read")
 	if err := q.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
 	if q.M.ChildErrors.Load() != 3 || len(events) != 3 || events[0].Child != 1 || events[0].Kind != filter.ChildError {
 		t.Fatalf("ChildErrors %d, events %+v", q.M.ChildErrors.Load(), events)
 	}
-	mustEqual(t, "healthy child", readAll(t, mems[2]), readAll(t, mems[0]))
+	testkit.MustEqual(t, testkit.ReadAll(t, mems[2]), testkit.ReadAll(t, mems[0]), "healthy child")
 	// A second failure loses the quorum.
 	errs[2].SetInjector(errordev.OnIndexSticky(0, errordev.ErrInjectedEIO))
 	if err := block.WriteAt(q, data[:4096], 0); !errors.Is(err, filter.ErrQuorum) || !errors.Is(err, errordev.ErrInjected) {
@@ -162,12 +163,12 @@ func TestQuorum_Vote(t *testing.T) {
 				if err := block.ReadAt(q, got, 4096); err != nil {
 					t.Fatal(err)
 				}
-				mustEqual(t, "voted read", got, data)
+				testkit.MustEqual(t, got, data, "voted read")
 			}
 			wantMis, wantRew := int64(2), int64(0)
 			if rewrite {
 				wantMis, wantRew = 1, 1 // repaired by the first read
-				mustEqual(t, "repaired child", readAll(t, mems[2]), readAll(t, mems[0]))
+				testkit.MustEqual(t, testkit.ReadAll(t, mems[2]), testkit.ReadAll(t, mems[0]), "repaired child")
 			}
 			if q.M.Mismatches.Load() != wantMis || q.M.Rewrites.Load() != wantRew {
 				t.Fatalf("mismatches %d rewrites %d, want %d %d", q.M.Mismatches.Load(), q.M.Rewrites.Load(), wantMis, wantRew)
@@ -194,10 +195,10 @@ func (a allocImage) Allocated(off, n int64) (bool, int64, error) {
 // hold its backing file's data; the top then reads the same without its
 // backing file, and passes qemu-img check.
 func TestCopyOnRead_QCOW2Top(t *testing.T) {
-	dir := t.TempDir()
+	dir := testkit.Dir(t)
 	base, top := filepath.Join(dir, "base.raw"), filepath.Join(dir, "top.qcow2")
 	const size = 4 << 20
-	r := rand.New(rand.NewPCG(testSeed(t), 7))
+	r := rand.New(rand.NewPCG(testkit.Seed(t), 7))
 	data := make([]byte, size)
 	for off := 0; off < size; off += 256 << 10 {
 		if r.IntN(3) > 0 { // leave some zero extents
@@ -266,13 +267,13 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 	if err := cor.Close(); err != nil {
 		t.Fatal(err)
 	}
-	qemuCheck(t, top)
+	testkit.QemuCheck(t, top)
 	alone, err := qcow2.Open(top, qcow2.Options{NoBacking: true, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer alone.Close()
-	mustEqual(t, "top without backing", readAll(t, alone), data)
+	testkit.MustEqual(t, testkit.ReadAll(t, alone), data, "top without backing")
 }
 
 // TestCopyOnRead_SourceAndWrites: with a separate source, a guest write
@@ -283,7 +284,7 @@ func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 	top := newMemAlloc(size)
 	cor := filter.NewCopyOnRead(top, src)
 	defer cor.Close()
-	want := readAll(t, src)
+	want := testkit.ReadAll(t, src)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -309,15 +310,15 @@ func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mustEqual(t, "through copy-on-read", readAll(t, cor), want)
-	mustEqual(t, "top after full read", readAll(t, top.Dev), want)
+	testkit.MustEqual(t, testkit.ReadAll(t, cor), want, "through copy-on-read")
+	testkit.MustEqual(t, testkit.ReadAll(t, top.Dev), want, "top after full read")
 }
 
 // TestMirror_ConvergesUnderWrites: guest writers run while the background
 // copy does; the mirror converges and the target equals the source.
 func TestMirror_ConvergesUnderWrites(t *testing.T) {
 	const size = 4 << 20
-	seed := testSeed(t)
+	seed := testkit.Seed(t)
 	src := memdev.FromBytes(randBytes(rand.New(rand.NewPCG(seed, 1)), size), memdev.Options{})
 	// Hold the copy of the first chunk until the writers have had a head
 	// start, so writes land both in not-yet-copied chunks (deferred to the
@@ -369,7 +370,7 @@ func TestMirror_ConvergesUnderWrites(t *testing.T) {
 	if m.M.DeferredWrites.Load() == 0 || m.M.ChunksCopied.Load() < size/(64<<10) {
 		t.Fatal("no guest write overlapped the background copy")
 	}
-	mustEqual(t, "target after Wait", readAll(t, tgtMem)[:size], readAll(t, src))
+	testkit.MustEqual(t, testkit.ReadAll(t, tgtMem)[:size], testkit.ReadAll(t, src), "target after Wait")
 	// Converged writes go to both.
 	block.WriteAt(m, []byte("after"), 12345)
 	got, err := m.Complete()
@@ -379,7 +380,7 @@ func TestMirror_ConvergesUnderWrites(t *testing.T) {
 	if err := block.WriteAt(m, []byte("x"), 0); !errors.Is(err, filter.ErrCompleted) {
 		t.Fatalf("write after Complete: %v", err)
 	}
-	mustEqual(t, "completed target", readAll(t, got)[:size], readAll(t, src))
+	testkit.MustEqual(t, testkit.ReadAll(t, got)[:size], testkit.ReadAll(t, src), "completed target")
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +391,7 @@ func TestMirror_ConvergesUnderWrites(t *testing.T) {
 // pass qemu-img check.
 func TestMirror_QCOW2Target(t *testing.T) {
 	const size = 4 << 20
-	path := filepath.Join(t.TempDir(), "tgt.qcow2")
+	path := filepath.Join(testkit.Dir(t), "tgt.qcow2")
 	if err := qcow2.Create(path, qcow2.CreateOptions{Size: size}); err != nil {
 		t.Fatal(err)
 	}
@@ -410,15 +411,15 @@ func TestMirror_QCOW2Target(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := readAll(t, src)
+	want := testkit.ReadAll(t, src)
 	if err := m.Close(); err != nil { // closes src, not the handed-over target
 		t.Fatal(err)
 	}
-	mustEqual(t, "qcow2 target", readAll(t, done), want)
+	testkit.MustEqual(t, testkit.ReadAll(t, done), want, "qcow2 target")
 	if err := done.Close(); err != nil {
 		t.Fatal(err)
 	}
-	qemuCheck(t, path)
+	testkit.QemuCheck(t, path)
 }
 
 // fakeClock advances only when someone sleeps.

@@ -1,34 +1,15 @@
 package filter_test
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 )
-
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("FILTER_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (set FILTER_SEED to replay)", seed)
-	return seed
-}
 
 // countDev counts the calls that reach a child, so a test can prove a
 // refused request touched nothing (FL2).
@@ -103,43 +84,6 @@ func randBytes(r *rand.Rand, n int) []byte {
 		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
 	}
 	return b[:n:n]
-}
-
-func readAll(t *testing.T, d block.Device) []byte {
-	t.Helper()
-	n, err := d.Size()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	if err := block.ReadAt(d, b, 0); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func mustEqual(t *testing.T, what string, got, want []byte) {
-	t.Helper()
-	if !bytes.Equal(got, want) {
-		i := 0
-		for i < len(got) && i < len(want) && got[i] == want[i] {
-			i++
-		}
-		t.Fatalf("%s: differs at offset %d (len %d vs %d)", what, i, len(got), len(want))
-	}
-}
-
-// qemuCheck runs qemu-img check on a qcow2 file (skipped without qemu-img).
-func qemuCheck(t *testing.T, path string) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Log("qemu-img not found; skipping qemu-img check")
-		return
-	}
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	if err != nil {
-		t.Errorf("qemu-img check %s: %v\n%s", path, err, out)
-	}
 }
 
 func createFile(path string) (*os.File, error) {

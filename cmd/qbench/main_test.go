@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -317,16 +317,9 @@ func TestRun_PreallocLine(t *testing.T) {
 // TestRun_QemuAcceptance is the acceptance check: qemu-img create,
 // qbench -w with a pattern, then qemu-img check and qemu-io read -P.
 func TestRun_QemuAcceptance(t *testing.T) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed")
-	}
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed")
-	}
-	p := filepath.Join(t.TempDir(), "x.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", p, "1G").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v\n%s", err, out)
-	}
+	testkit.NeedQemu(t)
+	p := filepath.Join(testkit.Dir(t), "x.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", p, "1G")
 	code, out, errOut := runCLI(t, "-c", "32768", "-s", "4k", "-w", "-t", "none", "--pattern", "0xab", p)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -334,12 +327,9 @@ func TestRun_QemuAcceptance(t *testing.T) {
 	if !strings.HasPrefix(out, "Sending 32768 write requests, 4096 bytes each, 64 in parallel (starting at offset 0, step size 4096)\nRun completed in ") {
 		t.Errorf("output:\n%s", out)
 	}
-	if out, err := exec.Command("qemu-img", "check", p).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img check: %v\n%s", err, out)
-	}
-	qio := exec.Command("qemu-io", "-c", "read -P 0xab 0 128M", "-c", "read -P 0 128M 1M", p)
-	if out, err := qio.CombinedOutput(); err != nil || strings.Contains(string(out), "failed") {
-		t.Fatalf("qemu-io: %v\n%s", err, out)
+	testkit.QemuCheck(t, p)
+	if out := testkit.MustRun(t, "qemu-io", "-c", "read -P 0xab 0 128M", "-c", "read -P 0 128M 1M", p); strings.Contains(out, "failed") {
+		t.Fatalf("qemu-io:\n%s", out)
 	}
 }
 

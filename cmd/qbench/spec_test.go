@@ -2,11 +2,11 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -48,9 +48,5 @@ func TestRun_BlkverifyRandomWrites(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "mismatch") {
 		t.Fatalf("corrupted shadow: exit %d, stderr %q", code, errs)
 	}
-	if _, err := exec.LookPath("qemu-img"); err == nil {
-		if out, err := exec.Command("qemu-img", "check", img).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img check: %v\n%s", err, out)
-		}
-	}
+	testkit.QemuCheck(t, img)
 }

@@ -4,19 +4,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // Engine options (-o name=value) reach the engine from io, info, check and
 // map; an unknown one is one clear error line.
 func TestEngineOptions(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	dir := workDir(t)
 	p := filepath.Join(dir, "e.qcow2")
 	mustQ(t, "create", "-f", "qcow2", p, "64M")
 	// prealloc=off writes zero buffers around the data (the seed's
 	// "before" column); the metrics after a write show it.
 	mustQ(t, "io", "-o", "prealloc=off,l2-cache-size=128k", p, "-c", "write -P 0x5a 1000 5000")
-	mustExt(t, "qemu-io", "-c", "read -P 0x5a 1000 5000", "-c", "read -P 0 0 1000", p)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x5a 1000 5000", "-c", "read -P 0 0 1000", p)
 	for _, cmd := range [][]string{
 		{"info", "-o", "l2-cache-size=1M", p},
 		{"check", "-o", "refcount-cache-size=256k", p},

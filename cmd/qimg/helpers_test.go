@@ -3,12 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // runQ runs the qimg CLI in-process.
@@ -29,58 +29,18 @@ func mustQ(t *testing.T, args ...string) string {
 	return out
 }
 
-// needQemu skips the test when qemu-img or qemu-io is missing.
-func needQemu(t *testing.T) {
-	t.Helper()
-	for _, p := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not on PATH", p)
-		}
-	}
-}
-
-// ext runs an external command; it returns stdout, stderr and the exit code.
-func ext(t *testing.T, name string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return o.String(), e.String(), 0
-	case errors.As(err, &ee):
-		return o.String(), e.String(), ee.ExitCode()
-	}
-	t.Fatalf("%s %q: %v", name, args, err)
-	return "", "", -1
-}
-
-// mustExt runs an external command and fails on a non-zero exit.
-func mustExt(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	o, e, code := ext(t, name, args...)
-	if code != 0 {
-		t.Fatalf("%s %q: exit %d\nstdout: %s\nstderr: %s", name, args, code, o, e)
-	}
-	return o
-}
-
-// workDir is a temporary directory whose qcow2 images must all pass
-// qemu-img check when the test ends.
+// workDir is a temporary directory (a testkit.Dir: kept when the test
+// fails) whose qcow2 images must all pass qemu-img check when the test
+// ends.
 func workDir(t *testing.T) string {
 	t.Helper()
-	d := t.TempDir()
+	d := testkit.Dir(t)
 	t.Cleanup(func() { checkAll(t, d) })
 	return d
 }
 
 func checkAll(t *testing.T, dir string) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		return
-	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*"))
 	for _, f := range files {
 		b := make([]byte, 4)
@@ -93,8 +53,8 @@ func checkAll(t *testing.T, dir string) {
 		if string(b) != "QFI\xfb" {
 			continue
 		}
-		if o, e, code := ext(t, "qemu-img", "check", f); code != 0 {
-			t.Errorf("qemu-img check %s at the end of the test: exit %d\n%s%s", f, code, o, e)
+		if err := testkit.QemuCheckReport(f, testkit.QemuCheckResult.Clean); err != nil {
+			t.Errorf("at the end of the test: %v", err)
 		}
 	}
 }

@@ -4,19 +4,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
 // TestAcceptance runs the brief's acceptance command lines literally, in
 // a temporary directory; "qimg" is this CLI, run in-process.
 func TestAcceptance(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	cases := []struct{ name, line string }{
 		{"write-then-qemu-reads", `qimg create -f qcow2 t.qcow2 1G && qimg io t.qcow2 -c "write -P 0x5a 1000 70000" && qemu-img check t.qcow2 && qemu-io -c "read -P 0x5a 1000 70000" t.qcow2`},
 		{"overlay-on-qemu-base", `qemu-img create -f qcow2 b.qcow2 64M && qemu-io -c "write -P 0x11 0 1M" b.qcow2 && qimg create -f qcow2 -b b.qcow2 -F qcow2 o.qcow2 && qimg io o.qcow2 -c "write -P 0x22 4096 512" && qemu-io -c "read -P 0x11 0 4096" -c "read -P 0x22 4096 512" -c "read -P 0x11 4608 1043968" o.qcow2 && qemu-img check o.qcow2`},
@@ -30,7 +30,7 @@ func TestAcceptance(t *testing.T) {
 					mustQ(t, w[1:]...)
 					continue
 				}
-				out := mustExt(t, w[0], w[1:]...)
+				out := testkit.MustRun(t, w[0], w[1:]...)
 				if strings.Contains(out, "Pattern verification failed") {
 					t.Fatalf("%s: %s", part, out)
 				}
@@ -50,27 +50,27 @@ func qemuImages(t *testing.T, dir string) map[string]string {
 		for _, c := range cmds {
 			args = append(args, "-c", c)
 		}
-		mustExt(t, "qemu-io", append(args, img)...)
+		testkit.MustRun(t, "qemu-io", append(args, img)...)
 	}
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("empty.qcow2"), "16M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("data.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("empty.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("data.qcow2"), "16M")
 	io(p("data.qcow2"), "write -P 1 0 3M", "write -P 2 5M 100", "write -P 3 8M 1M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("zero.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("zero.qcow2"), "16M")
 	io(p("zero.qcow2"), "write -P 1 0 4M", "write -z -u 1M 128k", "discard 2560k 128k", "write -z 6M 1M", "write -P 4 100k 1")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("prealloc-zero.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("prealloc-zero.qcow2"), "16M")
 	io(p("prealloc-zero.qcow2"), "write -P 1 0 1M", "write -z 256k 128k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("base.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("base.qcow2"), "16M")
 	io(p("base.qcow2"), "write -P 0x11 0 2M", "write -P 0x12 10M 64k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", p("mid.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", p("mid.qcow2"))
 	io(p("mid.qcow2"), "write -P 0x21 1M 64k", "write -z -u 10M 64k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", p("top.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", p("top.qcow2"))
 	io(p("top.qcow2"), "write -P 0x31 4k 512", "discard 0 64k")
-	mustExt(t, "qemu-img", "convert", "-c", "-O", "qcow2", p("data.qcow2"), p("comp.qcow2"))
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10,cluster_size=4k", p("v2.qcow2"), "4M")
+	testkit.MustRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", p("data.qcow2"), p("comp.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10,cluster_size=4k", p("v2.qcow2"), "4M")
 	io(p("v2.qcow2"), "write -P 7 3k 10k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,refcount_bits=64,cluster_size=512", p("lazy.qcow2"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,refcount_bits=64,cluster_size=512", p("lazy.qcow2"), "1M")
 	io(p("lazy.qcow2"), "write -P 8 1000 5000")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", p("disk.raw"), "8M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", p("disk.raw"), "8M")
 	io(p("disk.raw"), "write -P 9 1M 64k")
 	return map[string]string{
 		"empty": p("empty.qcow2"), "data": p("data.qcow2"), "zero": p("zero.qcow2"),
@@ -111,13 +111,13 @@ func agree(t *testing.T, what string, ours, qemu map[string]any, want ...string)
 }
 
 func TestInfo_JSONMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	imgs := qemuImages(t, workDir(t))
 	for name, path := range imgs {
 		t.Run(name, func(t *testing.T) {
 			ours := decodeJSON(t, mustQ(t, "info", "--output=json", path))
-			qemu := decodeJSON(t, mustExt(t, "qemu-img", "info", "--output=json", path))
+			qemu := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", path))
 			agree(t, "info "+name, ours, qemu, "virtual-size", "filename", "format", "actual-size", "dirty-flag")
 			if _, ok := qemu["format-specific"]; ok {
 				agree(t, "info "+name, ours, qemu, "cluster-size", "format-specific")
@@ -126,7 +126,7 @@ func TestInfo_JSONMatchesQemu(t *testing.T) {
 				agree(t, "info "+name, ours, qemu, "backing-filename", "backing-filename-format")
 			}
 			// The human output as a whole matches too.
-			if h, q := mustQ(t, "info", path), mustExt(t, "qemu-img", "info", path); h != q {
+			if h, q := mustQ(t, "info", path), testkit.MustRun(t, "qemu-img", "info", path); h != q {
 				t.Errorf("human info differs:\nours:\n%s\nqemu-img:\n%s", h, q)
 			}
 		})
@@ -144,25 +144,25 @@ func TestInfo_Metrics(t *testing.T) {
 }
 
 func TestCheck_MatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	imgs := qemuImages(t, d)
 	leaky := filepath.Join(d, "leaky.qcow2")
-	mustExt(t, "cp", imgs["data"], leaky)
+	testkit.MustRun(t, "cp", imgs["data"], leaky)
 	leakCluster(t, leaky)
 	delete(imgs, "raw")
 	imgs["leaky"] = leaky
 	for name, path := range imgs {
 		t.Run(name, func(t *testing.T) {
-			qo, _, qcode := ext(t, "qemu-img", "check", "--output=json", path)
+			qo, _, qcode := testkit.Run(t, "qemu-img", "check", "--output=json", path)
 			oo, _, ocode := runQ(t, "check", "--output=json", path)
 			if ocode != qcode {
 				t.Errorf("exit %d, qemu-img check exits %d", ocode, qcode)
 			}
 			agree(t, "check "+name, decodeJSON(t, oo), decodeJSON(t, qo),
 				"filename", "format", "check-errors", "image-end-offset", "total-clusters")
-			qh, qe, _ := ext(t, "qemu-img", "check", path)
+			qh, qe, _ := testkit.Run(t, "qemu-img", "check", path)
 			oh, oe, _ := runQ(t, "check", path)
 			if qh != oh || qe != oe {
 				t.Errorf("human check differs:\nours:\n%s%s\nqemu-img:\n%s%s", oh, oe, qh, qe)
@@ -176,7 +176,7 @@ func TestCheck_MatchesQemu(t *testing.T) {
 }
 
 func TestCheck_RepairLeaks(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := filepath.Join(d, "l.qcow2")
@@ -194,7 +194,7 @@ func TestCheck_RepairLeaks(t *testing.T) {
 		t.Fatalf("check -r leaks: exit %d\n%s", code, out)
 	}
 	oo, _, _ := runQ(t, "check", "--output=json", p)
-	qo := mustExt(t, "qemu-img", "check", "--output=json", p)
+	qo := testkit.MustRun(t, "qemu-img", "check", "--output=json", p)
 	agree(t, "check after repair", decodeJSON(t, oo), decodeJSON(t, qo))
 }
 
@@ -246,13 +246,13 @@ func dropZeroOffsets(m []mapEntry) []mapEntry {
 }
 
 func TestMap_JSONMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	imgs := qemuImages(t, workDir(t))
 	for name, path := range imgs {
 		t.Run(name, func(t *testing.T) {
 			ours := decodeMap(t, mustQ(t, "map", "--output=json", path))
-			qemu := decodeMap(t, mustExt(t, "qemu-img", "map", "--output=json", path))
+			qemu := decodeMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", path))
 			if reflect.DeepEqual(ours, qemu) {
 				return
 			}
@@ -261,18 +261,18 @@ func TestMap_JSONMatchesQemu(t *testing.T) {
 				return
 			}
 			t.Errorf("map differs\nours: %s\nqemu: %s", mustQ(t, "map", "--output=json", path),
-				mustExt(t, "qemu-img", "map", "--output=json", path))
+				testkit.MustRun(t, "qemu-img", "map", "--output=json", path))
 		})
 	}
 }
 
 func TestMap_HumanMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	imgs := qemuImages(t, workDir(t))
 	for _, name := range []string{"empty", "data", "zero", "top", "v2", "raw"} {
 		path := imgs[name]
-		ours, qemu := mustQ(t, "map", path), mustExt(t, "qemu-img", "map", path)
+		ours, qemu := mustQ(t, "map", path), testkit.MustRun(t, "qemu-img", "map", path)
 		if ours != qemu {
 			t.Errorf("%s: human map differs:\nours:\n%s\nqemu:\n%s", name, ours, qemu)
 		}
@@ -283,18 +283,18 @@ func TestMap_HumanMatchesQemu(t *testing.T) {
 }
 
 func TestCompare_MatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	imgs := qemuImages(t, d)
 	p := func(n string) string { return filepath.Join(d, n) }
-	mustExt(t, "qemu-img", "convert", "-O", "raw", imgs["top"], p("top.raw"))
-	mustExt(t, "qemu-img", "convert", "-O", "qcow2", imgs["zero"], p("zero-copy.qcow2"))
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("big.qcow2"), "32M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("bigdirty.qcow2"), "32M")
-	mustExt(t, "qemu-io", "-c", "write -P 1 20M 512", p("bigdirty.qcow2"))
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("onebyte.qcow2"), "16M")
-	mustExt(t, "qemu-io", "-c", "write -P 1 0 3M", "-c", "write -P 2 5M 100", "-c", "write -P 3 8M 1M", "-c", "write -P 9 9M 1", p("onebyte.qcow2"))
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", imgs["top"], p("top.raw"))
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "qcow2", imgs["zero"], p("zero-copy.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("big.qcow2"), "32M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("bigdirty.qcow2"), "32M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 20M 512", p("bigdirty.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("onebyte.qcow2"), "16M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 3M", "-c", "write -P 2 5M 100", "-c", "write -P 3 8M 1M", "-c", "write -P 9 9M 1", p("onebyte.qcow2"))
 	cases := []struct {
 		name   string
 		args   []string
@@ -315,7 +315,7 @@ func TestCompare_MatchesQemu(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			qo, _, qcode := ext(t, "qemu-img", append([]string{"compare"}, c.args...)...)
+			qo, _, qcode := testkit.Run(t, "qemu-img", append([]string{"compare"}, c.args...)...)
 			out, errOut, code := runQ(t, append([]string{"compare"}, c.args...)...)
 			if code != c.want || qcode != c.want {
 				t.Errorf("exit %d (stderr %q), qemu-img %d, want %d", code, errOut, qcode, c.want)
@@ -328,7 +328,7 @@ func TestCompare_MatchesQemu(t *testing.T) {
 }
 
 func TestConvert_RoundTrip(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	imgs := qemuImages(t, d)
@@ -339,19 +339,19 @@ func TestConvert_RoundTrip(t *testing.T) {
 			mustQ(t, "convert", "-O", "raw", imgs[name], raw)
 			mustQ(t, "convert", "-p", "-O", "qcow2", "-o", "cluster_size=4k", raw, q)
 			for _, pair := range [][2]string{{imgs[name], raw}, {imgs[name], q}, {raw, q}} {
-				if o, e, code := ext(t, "qemu-img", "compare", pair[0], pair[1]); code != 0 {
+				if o, e, code := testkit.Run(t, "qemu-img", "compare", pair[0], pair[1]); code != 0 {
 					t.Errorf("qemu-img compare %s %s: exit %d %s%s", pair[0], pair[1], code, o, e)
 				}
 				mustQ(t, "compare", pair[0], pair[1])
 			}
 			// The output is sparse: no more data than the input maps.
 			var in, out int64
-			for _, e := range decodeMap(t, mustExt(t, "qemu-img", "map", "--output=json", imgs[name])) {
+			for _, e := range decodeMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", imgs[name])) {
 				if e.Data {
 					in += e.Length
 				}
 			}
-			for _, e := range decodeMap(t, mustExt(t, "qemu-img", "map", "--output=json", q)) {
+			for _, e := range decodeMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", q)) {
 				if e.Data {
 					out += e.Length
 				}
@@ -367,7 +367,7 @@ func TestConvert_RoundTrip(t *testing.T) {
 }
 
 func TestCreate_Options(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	cases := []struct {
@@ -404,30 +404,28 @@ func TestCreate_Options(t *testing.T) {
 				args = append(args, "-o", c.opts)
 			}
 			out := mustQ(t, append(args, ours, c.size)...)
-			qout := mustExt(t, "qemu-img", append(args, ref, c.size)...)
+			qout := testkit.MustRun(t, "qemu-img", append(args, ref, c.size)...)
 			if strings.Replace(qout, ref, ours, 1) != out {
 				t.Errorf("create line %q, qemu-img %q", out, qout)
 			}
-			if o, e, code := ext(t, "qemu-img", "check", ours); code != 0 {
-				t.Fatalf("qemu-img check: exit %d %s%s", code, o, e)
-			}
-			oi := decodeJSON(t, mustExt(t, "qemu-img", "info", "--output=json", ours))
-			ri := decodeJSON(t, mustExt(t, "qemu-img", "info", "--output=json", ref))
+			testkit.QemuCheck(t, ours)
+			oi := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", ours))
+			ri := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", ref))
 			for _, k := range []string{"virtual-size", "cluster-size", "format-specific"} {
 				if !reflect.DeepEqual(oi[k], ri[k]) {
 					t.Errorf("%s: %v, qemu-img's image has %v", k, oi[k], ri[k])
 				}
 			}
 			if strings.Contains(c.opts, "preallocation=") && !strings.Contains(c.opts, "=off") {
-				om := mustExt(t, "qemu-img", "map", "--output=json", ours)
-				rm := mustExt(t, "qemu-img", "map", "--output=json", ref)
+				om := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+				rm := testkit.MustRun(t, "qemu-img", "map", "--output=json", ref)
 				if om != rm {
 					t.Logf("preallocated map differs from qemu-img's (layout may differ):\n%s\n%s", om, rm)
 				}
 			}
 			// The image is usable: write and read back through qemu-io.
 			mustQ(t, "io", ours, "-c", "write -P 0x42 3000 70000")
-			if o := mustExt(t, "qemu-io", "-c", "read -P 0x42 3000 70000", ours); strings.Contains(o, "failed") {
+			if o := testkit.MustRun(t, "qemu-io", "-c", "read -P 0x42 3000 70000", ours); strings.Contains(o, "failed") {
 				t.Error(o)
 			}
 		})
@@ -435,7 +433,7 @@ func TestCreate_Options(t *testing.T) {
 }
 
 func TestCreate_BackingAndRaw(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := func(n string) string { return filepath.Join(d, n) }
@@ -448,19 +446,19 @@ func TestCreate_BackingAndRaw(t *testing.T) {
 	if !strings.Contains(out, "backing_file=o.qcow2 backing_fmt=qcow2") {
 		t.Errorf("probed backing format not shown: %q", out)
 	}
-	inf := decodeJSON(t, mustExt(t, "qemu-img", "info", "--output=json", p("o.qcow2")))
+	inf := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", p("o.qcow2")))
 	if inf["virtual-size"] != float64(3<<20) || inf["backing-filename-format"] != "raw" {
 		t.Errorf("overlay info: %v", inf)
 	}
-	mustExt(t, "qemu-io", "-f", "raw", "-c", "write -P 5 0 1M", p("b.raw"))
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 5 0 1M", p("b.raw"))
 	mustQ(t, "io", p("o2.qcow2"), "-c", "write -P 6 512k 4k", "-c", "read -P 5 0 512k", "-c", "read -P 6 512k 4k", "-c", "read -P 0 3M 5M")
-	if o := mustExt(t, "qemu-io", "-c", "read -P 5 0 512k", "-c", "read -P 6 512k 4k", p("o2.qcow2")); strings.Contains(o, "failed") {
+	if o := testkit.MustRun(t, "qemu-io", "-c", "read -P 5 0 512k", "-c", "read -P 6 512k 4k", p("o2.qcow2")); strings.Contains(o, "failed") {
 		t.Error(o)
 	}
 }
 
 func TestIO_Commands(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := filepath.Join(d, "io.qcow2")
@@ -485,7 +483,7 @@ func TestIO_Commands(t *testing.T) {
 	// map, info and read -v print what qemu-io prints.
 	for _, c := range []string{"map", "info", "read -v 1M 40", "read -v 1040k 100"} {
 		ours := mustQ(t, "io", "-c", c, p)
-		qemu := mustExt(t, "qemu-io", "-c", c, p)
+		qemu := testkit.MustRun(t, "qemu-io", "-c", c, p)
 		if c[0] == 'r' { // drop the timing line
 			ours, qemu = ours[:strings.LastIndex(strings.TrimSuffix(ours, "\n"), "\n")], qemu[:strings.LastIndex(strings.TrimSuffix(qemu, "\n"), "\n")]
 		}
@@ -497,7 +495,7 @@ func TestIO_Commands(t *testing.T) {
 	r := filepath.Join(d, "io.raw")
 	mustQ(t, "create", "-q", "-f", "raw", r, "1M")
 	mustQ(t, "io", "-f", "raw", r, "-c", "write -P 7 4k 4k", "-c", "write -z 8k 4k", "-c", "discard 0 4k", "-c", "read -P 7 4k 4k")
-	if o := mustExt(t, "qemu-io", "-f", "raw", "-c", "read -P 7 4k 4k", "-c", "read -P 0 8k 4k", r); strings.Contains(o, "failed") {
+	if o := testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "read -P 7 4k 4k", "-c", "read -P 0 8k 4k", r); strings.Contains(o, "failed") {
 		t.Error(o)
 	}
 }
@@ -636,21 +634,21 @@ func TestMain(m *testing.M) {
 	// Relative backing names in the acceptance test resolve against the
 	// image's directory; nothing else depends on the working directory.
 	_ = qcow2.ParseSize
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		fmt.Fprintln(os.Stderr, "qemu-img not found: qemu comparisons are skipped")
+	if !testkit.HaveQemu() {
+		fmt.Fprintln(os.Stderr, "qemu-img/qemu-io not found: qemu comparisons are skipped")
 	}
 	os.Exit(m.Run())
 }
 
 func TestCheck_RepairCorruption(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := filepath.Join(d, "c.qcow2")
 	mustQ(t, "create", "-q", p, "4M")
 	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
 	zeroRefcount(t, p)
-	qo, qe, qcode := ext(t, "qemu-img", "check", "--output=json", p)
+	qo, qe, qcode := testkit.Run(t, "qemu-img", "check", "--output=json", p)
 	oo, oe, code := runQ(t, "check", "--output=json", p)
 	if code != 2 || qcode != 2 {
 		t.Fatalf("check of a corrupt image: exit %d (qemu-img %d)\n%s%s\n%s%s", code, qcode, oo, oe, qo, qe)
@@ -660,7 +658,7 @@ func TestCheck_RepairCorruption(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Double checking the fixed image now...\nNo errors were found on the image.\n") {
 		t.Fatalf("check -r all: exit %d\n%s%s", code, out, errOut)
 	}
-	if o := mustExt(t, "qemu-io", "-c", "read -P 3 0 128k", p); strings.Contains(o, "failed") {
+	if o := testkit.MustRun(t, "qemu-io", "-c", "read -P 3 0 128k", p); strings.Contains(o, "failed") {
 		t.Error(o)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 func TestHistogram_Buckets_Contiguous(t *testing.T) {
@@ -29,8 +31,7 @@ func TestHistogram_Buckets_Contiguous(t *testing.T) {
 }
 
 func TestHistogram_Quantile_Accuracy(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testkit.Seed(t)
 	r := rand.New(rand.NewPCG(seed, 1))
 	var h, a, b Histogram
 	vals := make([]time.Duration, 100000)

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"github.com/qring/qring/uring"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -67,14 +67,8 @@ func mkRaw(t *testing.T, dir, name string, size int64) string {
 
 func qemuCheck(t *testing.T, paths ...string) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Log("qemu-img not found; skipping qemu-img check")
-		return
-	}
 	for _, p := range paths {
-		if out, err := exec.Command("qemu-img", "check", p).CombinedOutput(); err != nil {
-			t.Errorf("qemu-img check %s: %v\n%s", p, err, out)
-		}
+		testkit.QemuCheck(t, p)
 	}
 }
 
@@ -94,7 +88,7 @@ func open(t *testing.T, spec string) (block.Device, *qcow2.Image, func()) {
 // TestOpenSpec_Drivers opens one stack per driver and checks its type and
 // a write/read round trip.
 func TestOpenSpec_Drivers(t *testing.T) {
-	dir := t.TempDir()
+	dir := testkit.Dir(t)
 	const size = 8 << 20
 	a, b, c := mkQcow2(t, dir, "a.qcow2", size), mkQcow2(t, dir, "b.qcow2", size), mkQcow2(t, dir, "c.qcow2", size)
 	r := mkRaw(t, dir, "s.raw", size)
@@ -150,7 +144,7 @@ func TestOpenSpec_Drivers(t *testing.T) {
 }
 
 func TestOpenSpec_Errors(t *testing.T) {
-	dir := t.TempDir()
+	dir := testkit.Dir(t)
 	a := mkQcow2(t, dir, "a.qcow2", 1<<20)
 	for _, spec := range []string{
 		"driver=qcow2,file=" + a + ",bogus=1",                            // unknown key
@@ -196,7 +190,7 @@ func TestOpenSpec_QuorumDamagedChild(t *testing.T) {
 // header is gone probes as raw, opens, and loses every vote; with explicit
 // driver=qcow2 children it fails to open and becomes a filter.Failed child.
 func testQuorumDamaged(t *testing.T, form string, hurt func(string) error) {
-	dir := t.TempDir()
+	dir := testkit.Dir(t)
 	const size = 4 << 20
 	kids := []string{mkQcow2(t, dir, "a.qcow2", size), mkQcow2(t, dir, "b.qcow2", size), mkQcow2(t, dir, "c.qcow2", size)}
 	spec := "driver=quorum,vote-threshold=2,children=" + kids[0] + ":" + kids[1] + ":" + kids[2]

@@ -1,0 +1,14 @@
+package cache
+
+import (
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestMetrics_SubEveryField: Sub subtracts every counter and keeps the gauges
+// (Dirty*, Pinned*, Owned*) from its receiver, so a counter added to
+// Metrics and forgotten in Sub fails here.
+func TestMetrics_SubEveryField(t *testing.T) {
+	testkit.CheckSub(t, Metrics.Sub, "DirtyTables", "DirtyBytes", "PinnedTables", "OwnedTables")
+}

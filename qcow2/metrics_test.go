@@ -1,0 +1,14 @@
+package qcow2
+
+import (
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestMetrics_SubEveryField: Sub subtracts every counter and keeps Prealloc (the
+// strategy chosen at open) from its receiver, so a counter added to
+// Metrics and forgotten in Sub fails here.
+func TestMetrics_SubEveryField(t *testing.T) {
+	testkit.CheckSub(t, Metrics.Sub, "Prealloc")
+}
