@@ -18,6 +18,8 @@ build:
 	$(GO) build -o bin/ ./cmd/...
 
 test: lint test-race fuzz-short
+	@for t in qemu-img qemu-io; do command -v $$t >/dev/null || \
+	  echo "NOTE: $$t is not on PATH: the QEMU interop tests were skipped and images were not checked by QEMU (in CI, CI=true makes this a failure)"; done
 
 # Single-goroutine sweeps and QEMU interop gain nothing from the race
 # detector but take minutes under it: they run without it (TestCrash and

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // The permissions QEMU 7.2 takes for a qcow2 image opened read-write, and
@@ -126,10 +127,8 @@ func TestLock_FailureKeepsOldLocks(t *testing.T) {
 
 // QEMU and qring see each other's locks, both ways.
 func TestLock_QEMU(t *testing.T) {
-	qio, err := exec.LookPath("qemu-io")
-	if err != nil {
-		t.Skip("qemu-io not installed")
-	}
+	testkit.NeedQemu(t)
+	const qio = "qemu-io"
 	p := lockTestFile(t)
 	// qemu-io holds the write lock while it sleeps.
 	cmd := exec.Command(qio, "-f", "raw", "-c", "sleep 100000", p)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,7 @@ func TestRun_OutOfBoundsRefused(t *testing.T) {
 	if code, _, e := runCLI(t, "--create", "1M", "-w", "-n", "1", p); code != 0 {
 		t.Fatal(e)
 	}
-	_, qemu := exec.LookPath("qemu-img")
+	qemu := testkit.HaveQemu()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -31,7 +32,7 @@ func TestRun_OutOfBoundsRefused(t *testing.T) {
 		if code != 1 || !strings.Contains(e, tc.want) || strings.Contains(out, "Run completed") {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 1 and %q", args, code, out, e, tc.want)
 		}
-		if qemu == nil {
+		if qemu {
 			c := exec.Command("qemu-img", append([]string{"bench"}, args...)...)
 			if err := c.Run(); err == nil {
 				t.Errorf("qemu-img bench %q succeeded", args)
@@ -52,7 +53,7 @@ func TestRun_StepZero(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, want) {
 		t.Fatalf("-S 0: exit %d, stderr %q, stdout:\n%s", code, e, out)
 	}
-	if _, err := exec.LookPath("qemu-img"); err == nil {
+	if testkit.HaveQemu() {
 		q, err := exec.Command("qemu-img", "bench", "-c", "8", "-s", "8k", "-S", "0", p).Output()
 		if err != nil || !strings.HasPrefix(string(q), want) {
 			t.Errorf("qemu-img bench -S 0: %v\n%s", err, q)

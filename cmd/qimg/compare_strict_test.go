@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"testing"
 )
@@ -11,7 +12,7 @@ import (
 // with the same line and exit code on every pair of a set of images,
 // qcow2 with and without backing files and raw.
 func TestCompare_StrictMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	d := workDir(t)
 	imgs := map[string][]string{ // name: qemu-io commands
 		"empty":    nil,
@@ -26,24 +27,24 @@ func TestCompare_StrictMatchesQemu(t *testing.T) {
 	var paths []string
 	for name, cmds := range imgs {
 		p := filepath.Join(d, name+".qcow2")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
 		for _, c := range cmds {
-			mustExt(t, "qemu-io", "-c", c, p)
+			testkit.MustRun(t, "qemu-io", "-c", c, p)
 		}
 		paths = append(paths, p)
 	}
 	over := filepath.Join(d, "over.qcow2")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "data.qcow2", "-F", "qcow2", over)
-	mustExt(t, "qemu-io", "-c", "write -P 5 256k 4k", over)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "data.qcow2", "-F", "qcow2", over)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 5 256k 4k", over)
 	raw := filepath.Join(d, "r.raw")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", raw, "1M")
-	mustExt(t, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", raw)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", raw, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", raw)
 	small := filepath.Join(d, "small.qcow2")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", small, "512k")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", small, "512k")
 	paths = append(paths, over, raw, small)
 	for _, a := range paths {
 		for _, b := range paths {
-			want, _, wcode := ext(t, "qemu-img", "compare", "-s", a, b)
+			want, _, wcode := testkit.Run(t, "qemu-img", "compare", "-s", a, b)
 			got, e, code := runQ(t, "compare", "-s", a, b)
 			if got != want || code != wcode {
 				t.Errorf("compare -s %s %s: %q exit %d (%s); qemu-img: %q exit %d",

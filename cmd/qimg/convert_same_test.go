@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,14 +12,14 @@ import (
 // of the same inode, or onto a backing file of the input, fails with exit
 // 1 and leaves the image as it was (qemu-img check and the data).
 func TestConvert_SameFileRefused(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	d := workDir(t)
 	base := filepath.Join(d, "base.qcow2")
 	x := filepath.Join(d, "x.qcow2")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
-	mustExt(t, "qemu-io", "-c", "write -P 0x5a 0 64k", base)
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", x)
-	mustExt(t, "qemu-io", "-c", "write -P 0xa5 1M 64k", x)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x5a 0 64k", base)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", x)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0xa5 1M 64k", x)
 	link := filepath.Join(d, "hard.qcow2")
 	if err := os.Link(x, link); err != nil {
 		t.Fatal(err)
@@ -42,10 +43,10 @@ func TestConvert_SameFileRefused(t *testing.T) {
 			}
 		}
 	}
-	mustExt(t, "qemu-img", "check", "-q", x)
-	mustExt(t, "qemu-img", "check", "-q", base)
-	mustExt(t, "qemu-io", "-r", "-c", "read -P 0x5a 0 64k", "-c", "read -P 0xa5 1M 64k", "-c", "read -P 0 2M 64k", x)
-	mustExt(t, "qemu-io", "-r", "-c", "read -P 0x5a 0 64k", base)
+	testkit.MustRun(t, "qemu-img", "check", "-q", x)
+	testkit.MustRun(t, "qemu-img", "check", "-q", base)
+	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x5a 0 64k", "-c", "read -P 0xa5 1M 64k", "-c", "read -P 0 2M 64k", x)
+	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x5a 0 64k", base)
 	// A distinct output still works.
 	mustQ(t, "convert", "-O", "qcow2", x, filepath.Join(d, "copy.qcow2"))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,13 +13,13 @@ import (
 // with qemu-img's line; the values qring cannot create are refused before
 // anything is echoed or written.
 func TestCreate_EchoedOptions(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	d := workDir(t)
 	ours := filepath.Join(d, "a.qcow2")
 	theirs := filepath.Join(d, "b.qcow2")
 	opt := "compression_type=zlib,extended_l2=off"
 	got := mustQ(t, "create", "-f", "qcow2", "-o", opt, ours, "1M")
-	want := mustExt(t, "qemu-img", "create", "-f", "qcow2", "-o", opt, theirs, "1M")
+	want := testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", opt, theirs, "1M")
 	if strings.ReplaceAll(want, theirs, ours) != got {
 		t.Errorf("create echo:\n ours %q\nqemu  %q", got, want)
 	}

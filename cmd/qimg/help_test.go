@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"strings"
 	"testing"
 )
@@ -55,8 +56,8 @@ func TestCreate_OptionsHelp(t *testing.T) {
 // TestCreate_OptionsHelpLikeQemu: each line of qimg's -o help starts as
 // qemu-img's line for the same option.
 func TestCreate_OptionsHelpLikeQemu(t *testing.T) {
-	needQemu(t)
-	q := mustExt(t, "qemu-img", "create", "-f", "qcow2", "-o", "help")
+	testkit.NeedQemu(t)
+	q := testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", "help")
 	for _, l := range strings.Split(strings.TrimSpace(mustQ(t, "create", "-o", "help")), "\n")[1:] {
 		name, _, _ := strings.Cut(strings.TrimSpace(l), "=")
 		i := strings.Index(q, "\n  "+name+"=")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -12,18 +13,18 @@ import (
 // and info lists internal snapshots made by qemu-img snapshot -c: the
 // same text as qemu-img and the same JSON values, for every image.
 func TestInfo_BackingChainAndSnapshots(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	d := workDir(t)
 	base := filepath.Join(d, "base.raw")
 	mid := filepath.Join(d, "mid.qcow2")
 	top := filepath.Join(d, "top.qcow2")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", base, "2M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid)
-	mustExt(t, "qemu-io", "-c", "write -P 1 0 64k", mid)
-	mustExt(t, "qemu-img", "snapshot", "-c", "first", mid)
-	mustExt(t, "qemu-io", "-c", "write -P 2 64k 64k", mid)
-	mustExt(t, "qemu-img", "snapshot", "-c", "a-much-longer-snapshot-name", mid)
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", base, "2M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", mid)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "first", mid)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 2 64k 64k", mid)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "a-much-longer-snapshot-name", mid)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
 	for _, args := range [][]string{
 		{"info", mid},
 		{"info", top},
@@ -35,7 +36,7 @@ func TestInfo_BackingChainAndSnapshots(t *testing.T) {
 		{"info", "--output=json", "--backing-chain", base},
 	} {
 		got := mustQ(t, args...)
-		want := mustExt(t, "qemu-img", args...)
+		want := testkit.MustRun(t, "qemu-img", args...)
 		if args[1] != "--output=json" {
 			if got != want {
 				t.Errorf("qimg %q:\n%s\nqemu-img:\n%s", args[1:], got, want)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/qring/qring/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // in qemu-img (exit 1, "'file' driver requires '...' to be a regular
 // file"); an empty file is a 0-byte raw image with qemu-img's info.
 func TestOpen_DirectoryAndEmptyFile(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	d := t.TempDir()
 	sub := filepath.Join(d, "dir")
 	if err := os.Mkdir(sub, 0o755); err != nil {
@@ -22,7 +23,7 @@ func TestOpen_DirectoryAndEmptyFile(t *testing.T) {
 	}
 	want := "'file' driver requires '" + sub + "' to be a regular file"
 	for _, args := range [][]string{{"info", sub}, {"info", "-f", "qcow2", sub}, {"map", sub}, {"check", sub}} {
-		_, qe, qcode := ext(t, "qemu-img", args...)
+		_, qe, qcode := testkit.Run(t, "qemu-img", args...)
 		_, e, code := runQ(t, args...)
 		if code != 1 || qcode == 0 || !strings.Contains(qe, want) || !strings.Contains(e, want) {
 			t.Errorf("%q: exit %d, stderr %q; qemu-img: exit %d, %q", args, code, e, qcode, qe)
@@ -32,7 +33,7 @@ func TestOpen_DirectoryAndEmptyFile(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := mustQ(t, "info", empty), mustExt(t, "qemu-img", "info", empty); got != want {
+	if got, want := mustQ(t, "info", empty), testkit.MustRun(t, "qemu-img", "info", empty); got != want {
 		t.Errorf("info of an empty file:\n%s\nqemu-img:\n%s", got, want)
 	}
 }

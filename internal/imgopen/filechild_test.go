@@ -1,6 +1,7 @@
 package imgopen
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os/exec"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func TestOpenSpec_FileChildWithoutDriver(t *testing.T) {
 		}
 		done()
 		// QEMU's throttle wants a throttle group: the last spec is ours only.
-		if _, err := exec.LookPath("qemu-io"); err == nil && !strings.Contains(spec, "throttle") {
+		if testkit.HaveQemu() && !strings.Contains(spec, "throttle") {
 			args := []string{"-c", "read -P 1 4096 1"}
 			if spec[:5] != "json:" {
 				args = append(args, "--image-opts")

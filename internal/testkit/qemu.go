@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -20,8 +21,21 @@ var (
 	haveQemuIO  = sync.OnceValue(func() bool { _, err := exec.LookPath("qemu-io"); return err == nil })
 )
 
-// HaveQemu reports whether qemu-img and qemu-io are on PATH.
-func HaveQemu() bool { return haveQemuImg() && haveQemuIO() }
+// HaveQemu reports whether qemu-img and qemu-io are on PATH. In CI
+// (CI=true) the oracle is required: without it the test binary exits
+// with an error instead of letting the interop tests skip.
+func HaveQemu() bool {
+	ok := haveQemuImg() && haveQemuIO()
+	if !ok && os.Getenv("CI") == "true" {
+		ciMissingOracle()
+	}
+	return ok
+}
+
+var ciMissingOracle = sync.OnceFunc(func() {
+	fmt.Fprintln(os.Stderr, "testkit: CI=true but qemu-img/qemu-io are not on PATH: the QEMU oracle is required in CI (install qemu-utils)")
+	os.Exit(2)
+})
 
 // NeedQemu skips t unless qemu-img and qemu-io are on PATH.
 func NeedQemu(t testing.TB) {
@@ -121,7 +135,7 @@ func QemuImgCheck(path string) (QemuCheckResult, error) {
 // accepts the result, else an error with qemu-img's own report. Without
 // qemu-img it returns nil.
 func QemuCheckReport(path string, ok func(QemuCheckResult) bool) error {
-	if !haveQemuImg() {
+	if !haveQemuImg() && !HaveQemu() {
 		return nil
 	}
 	r, err := QemuImgCheck(path)
