@@ -61,6 +61,7 @@ func init() {
 		"compare": {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
 		"convert": {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
 		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
+		"resize":  {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
 		"measure": {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [-f fmt] FILE)"},
 	}
 }
