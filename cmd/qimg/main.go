@@ -62,6 +62,7 @@ func init() {
 		"convert": {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
 		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
 		"resize":  {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
+		"rebase":  {runRebase, "[-f fmt] [-t cache] [-u] -b BACKING [-F backing_fmt] FILE"},
 		"measure": {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [-f fmt] FILE)"},
 	}
 }
