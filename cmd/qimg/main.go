@@ -63,6 +63,7 @@ func init() {
 		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
 		"resize":  {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
 		"rebase":  {runRebase, "[-f fmt] [-t cache] [-u] -b BACKING [-F backing_fmt] FILE"},
+		"commit":  {runCommit, "[-f fmt] [-t cache] [-d] [-q] FILE"},
 		"measure": {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [-f fmt] FILE)"},
 	}
 }
