@@ -138,10 +138,11 @@ func TestCommitInterop(t *testing.T) {
 }
 
 // firstWords is the first line of a message without its prefix, up to
-// a colon (the causes are worded differently) or a usage hint.
+// a colon (the causes are worded differently), a "; " or a usage hint.
 func firstWords(s, prefix string) string {
 	s = strings.TrimPrefix(s, prefix)
 	s, _, _ = strings.Cut(s, "\n")
+	s, _, _ = strings.Cut(s, "; ") // qimg's one-line form of a multi-line message
 	s, _, _ = strings.Cut(s, ":")
 	s, _, _ = strings.Cut(s, " (usage")
 	return s
