@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -59,7 +58,7 @@ func doCommit(path, fmtName, cache string, keep bool) error {
 		top.Close()
 		return err
 	}
-	err = commitInto(im, base, bpath)
+	err = commitInto(im, base)
 	bfmt := base.Format()
 	if cerr := base.Close(); err == nil {
 		err = cerr
@@ -75,7 +74,7 @@ func doCommit(path, fmtName, cache string, keep bool) error {
 
 // commitInto copies the ranges im allocates into base, growing base to
 // im's size first if it is shorter (as QEMU's commit job).
-func commitInto(im *qcow2.Image, base *imgopen.Opened, bpath string) error {
+func commitInto(im *qcow2.Image, base *imgopen.Opened) error {
 	size, err := im.Size()
 	if err != nil {
 		return err
@@ -85,12 +84,7 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, bpath string) error {
 		return err
 	}
 	if bsize < size {
-		if base.Image != nil {
-			err = base.Image.Truncate(size)
-		} else {
-			err = os.Truncate(bpath, size)
-		}
-		if err != nil {
+		if err := base.Dev.Truncate(size); err != nil {
 			return fmt.Errorf("Could not resize the backing file: %w", err)
 		}
 	}
