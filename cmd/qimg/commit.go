@@ -11,14 +11,22 @@ import (
 )
 
 func runCommit(e *env, args []string) int {
-	o, err := getopt(args, "f:t:dqU", "object:", "image-opts", "force-share")
+	o, err := getopt(args, "f:t:dpqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
-	if err := doCommit(o.args[0], o.get("f", ""), o.get("t", ""), o.has("d")); err != nil {
+	var progress func(done, total int64)
+	if o.has("p") && !o.has("q") {
+		progress = progressPrinter(e.stdout)
+	}
+	err = doCommit(o.args[0], o.get("f", ""), o.get("t", ""), o.has("d"), progress)
+	if progress != nil {
+		fmt.Fprintln(e.stdout)
+	}
+	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	if !o.has("q") {
@@ -36,7 +44,7 @@ var errNoBacking = errors.New("Image does not have a backing file")
 // (the data is durable in the backing file by then); internal snapshots
 // would be lost that way, so an image with snapshots is only committed
 // with -d.
-func doCommit(path, fmtName, cache string, keep bool) error {
+func doCommit(path, fmtName, cache string, keep bool, progress func(done, total int64)) error {
 	top, err := openImage(imgopen.Spec{Path: path, Format: fmtName, Cache: cache, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {
@@ -58,7 +66,7 @@ func doCommit(path, fmtName, cache string, keep bool) error {
 		top.Close()
 		return err
 	}
-	err = commitInto(im, base)
+	err = commitInto(im, base, progress)
 	bfmt := base.Format()
 	if cerr := base.Close(); err == nil {
 		err = cerr
@@ -73,8 +81,9 @@ func doCommit(path, fmtName, cache string, keep bool) error {
 }
 
 // commitInto copies the ranges im allocates into base, growing base to
-// im's size first if it is shorter (as QEMU's commit job).
-func commitInto(im *qcow2.Image, base *imgopen.Opened) error {
+// im's size first if it is shorter (as QEMU's commit job). progress, if
+// set, is called with the bytes done.
+func commitInto(im *qcow2.Image, base *imgopen.Opened, progress func(done, total int64)) error {
 	size, err := im.Size()
 	if err != nil {
 		return err
@@ -91,6 +100,9 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened) error {
 	const chunk = 1 << 20
 	buf := make([]byte, chunk)
 	for off := int64(0); off < size; {
+		if progress != nil {
+			progress(off, size)
+		}
 		st, err := im.BlockStatus(off, size-off)
 		if err != nil {
 			return err
@@ -116,6 +128,9 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened) error {
 			return err
 		}
 		off = end
+	}
+	if progress != nil {
+		progress(size, size)
 	}
 	return base.Dev.Flush()
 }

@@ -147,3 +147,23 @@ func firstWords(s, prefix string) string {
 	s, _, _ = strings.Cut(s, " (usage")
 	return s
 }
+
+// TestCommitRebaseProgress: -p prints qemu-img's progress lines, ending
+// as qemu-img's do.
+func TestCommitRebaseProgress(t *testing.T) {
+	needQemu(t)
+	t.Parallel()
+	d := workDir(t)
+	commitFixture(t, d, "cluster_size=64k", false)
+	o := filepath.Join(d, "o.qcow2")
+	out := mustQ(t, "commit", "-p", o)
+	if !strings.HasPrefix(out, "    (0.00/100%)\r") || !strings.HasSuffix(out, "    (100.00/100%)\r\nImage committed.\n") {
+		t.Errorf("commit -p: %q", out)
+	}
+	qio(t, o, "write -P 4 0 64k")
+	out = mustQ(t, "rebase", "-p", "-b", "", o)
+	if !strings.HasPrefix(out, "    (0.00/100%)\r") || !strings.HasSuffix(out, "    (100.00/100%)\r\n") {
+		t.Errorf("rebase -p: %q", out)
+	}
+	qio(t, o, "read -P 4 0 64k", "read -P 9 64k 4k")
+}

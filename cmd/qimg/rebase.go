@@ -17,10 +17,11 @@ type rebaseRequest struct {
 	backingFmt   string
 	unsafe       bool
 	cache        string
+	progress     func(done, total int64) // -p, or nil
 }
 
 func runRebase(e *env, args []string) int {
-	o, err := getopt(args, "f:F:b:t:T:uqU", "object:", "image-opts", "force-share")
+	o, err := getopt(args, "f:F:b:t:T:upqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -33,7 +34,14 @@ func runRebase(e *env, args []string) int {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
 	r.path = o.args[0]
-	if err := doRebase(r); err != nil {
+	if o.has("p") && !o.has("q") {
+		r.progress = progressPrinter(e.stdout)
+	}
+	err = doRebase(r)
+	if r.progress != nil {
+		fmt.Fprintln(e.stdout)
+	}
+	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	return 0
@@ -107,6 +115,9 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 	const chunk = 1 << 20
 	oldBuf, newBuf := make([]byte, chunk), make([]byte, chunk)
 	for off := int64(0); off < size; {
+		if r.progress != nil {
+			r.progress(off, size)
+		}
 		st, err := im.BlockStatus(off, size-off)
 		if err != nil {
 			return err
@@ -132,6 +143,9 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 				return err
 			}
 		}
+	}
+	if r.progress != nil {
+		r.progress(size, size)
 	}
 	return im.Flush()
 }
