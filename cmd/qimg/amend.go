@@ -14,6 +14,7 @@ type amendRequest struct {
 	path, format, cache string
 	version             *uint32
 	lazy                *bool
+	size                int64 // 0: unchanged
 }
 
 func runAmend(e *env, args []string) int {
@@ -40,10 +41,11 @@ func runAmend(e *env, args []string) int {
 	return 0
 }
 
-// parseAmendOptions reads the -o options qimg amend supports: compat
-// and lazy_refcounts. The other options qemu-img amends (size,
-// backing_file, backing_fmt, refcount_bits, data_file, encrypt.*) are
-// refused by name; qimg resize and rebase -u do the first three.
+// parseAmendOptions reads the -o options qimg amend supports: compat,
+// lazy_refcounts and size. backing_file and backing_fmt are refused as
+// qemu-img 7.2 refuses them; the other options qemu-img amends
+// (refcount_bits, data_file, data_file_raw, encrypt.*) are refused by
+// name.
 func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
@@ -73,7 +75,15 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 					return fmt.Errorf("Parameter 'lazy_refcounts' expects 'on' or 'off'")
 				}
 				r.lazy = &b
-			case "size", "backing_file", "backing_fmt", "refcount_bits", "data_file", "data_file_raw",
+			case "size":
+				n, err := qcow2.ParseSize(p[1])
+				if err != nil || n <= 0 {
+					return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
+				}
+				r.size = n
+			case "backing_file", "backing_fmt":
+				return errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+			case "refcount_bits", "data_file", "data_file_raw",
 				"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
 				return fmt.Errorf("qimg amend does not support option '%s' (only compat and lazy_refcounts)", p[0])
 			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
@@ -86,8 +96,8 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	return nil
 }
 
-// doAmend applies r in QEMU's order: upgrade, lazy refcounts, then
-// downgrade. A downgrade writes zero clusters out first (as QEMU's
+// doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
+// (growing or shrinking, as qimg resize --shrink), then downgrade. A downgrade writes zero clusters out first (as QEMU's
 // qcow2_expand_zero_clusters, but as allocated zeros: data and check are
 // what QEMU gives, the allocation map is not) and closes the image so
 // that it is clean before its header loses the feature bits.
@@ -107,6 +117,9 @@ func doAmend(r *amendRequest) error {
 		newV = *r.version
 	}
 	err = checkAmend(h, newV, r.lazy)
+	if err == nil && r.size%512 != 0 {
+		err = errors.New("The new size must be a multiple of 512")
+	}
 	if err == nil && newV < h.Version {
 		err = expandZeroClusters(im)
 	}
@@ -126,6 +139,9 @@ func doAmend(r *amendRequest) error {
 	}
 	if err == nil && r.lazy != nil {
 		err = im.SetLazyRefcounts(*r.lazy)
+	}
+	if err == nil && r.size != 0 {
+		err = resizeQcow2(im, int64(h.Size), r.size)
 	}
 	if err == nil && newV < h.Version {
 		err = im.SetVersion(newV)

@@ -35,13 +35,19 @@ func TestAmendMatchesQemu(t *testing.T) {
 		{"b.qcow2"},
 		{"-o", "foo=1", "b.qcow2"},
 		{"-f", "raw", "-o", "size=1", "b.qcow2"},
+		{"-o", "size=2M", "a.qcow2"},
+		{"-o", "size=6M,compat=0.10", "a.qcow2"},
+		{"-o", "size=3000001", "a.qcow2"},
+		{"-o", "size=4M", "a.qcow2"},
+		{"-o", "backing_file=b.qcow2", "a.qcow2"},
+		{"-o", "backing_file=b.qcow2,backing_fmt=qcow2", "a.qcow2"},
 		{"-o", "compat=0.10", "o.qcow2"}, // zero clusters over a backing file
 		{"-o", "compat=1.1", "o.qcow2"},
 	}
 	abs := func(d string, s []string) []string {
 		out := []string{"amend"}
 		for _, a := range s {
-			if strings.HasSuffix(a, ".qcow2") {
+			if strings.HasSuffix(a, ".qcow2") && !strings.Contains(a, "=") {
 				a = filepath.Join(d, a)
 			}
 			out = append(out, a)
@@ -68,8 +74,8 @@ func TestAmendMatchesQemu(t *testing.T) {
 	// The data survived the round trips; qimg reads what both wrote.
 	for _, d := range []string{ours, theirs} {
 		a, o := filepath.Join(d, "a.qcow2"), filepath.Join(d, "o.qcow2")
-		qio(t, a, "read -P 1 0 128k", "read -P 0 128k 896k")
-		qimgIO(t, a, "read -P 1 0 128k", "read -P 0 128k 896k")
+		qio(t, a, "read -P 1 0 128k", "read -P 0 128k 3968k")
+		qimgIO(t, a, "read -P 1 0 128k", "read -P 0 128k 3968k")
 		qio(t, o, "read -P 0 0 64k", "read -P 3 64k 4k", "read -P 1 68k 60k", "read -P 0 128k 896k")
 		qimgIO(t, o, "read -P 0 0 64k", "read -P 3 64k 4k", "read -P 1 68k 60k", "read -P 0 128k 896k")
 	}
