@@ -106,6 +106,9 @@ func doResize(r *resizeRequest) error {
 	if cerr := img.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && img.Image != nil && size < cur {
+		err = trimFile(r.path)
+	}
 	if err != nil || img.Image != nil {
 		return err
 	}
@@ -147,4 +150,27 @@ func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 		}
 	}
 	return nil
+}
+
+// trimFile cuts a closed qcow2 file after its last used cluster, as
+// QEMU does after a shrink (the discarded clusters past the new end are
+// free but still take space). It does so only when Check finds the
+// image clean, so that nothing past the cut is referenced.
+func trimFile(path string) error {
+	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true, Opts: qcow2.Options{NoBacking: true}})
+	if err != nil {
+		return err
+	}
+	r, err := img.Image.Check(qcow2.CheckOptions{})
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !r.Clean() || r.ImageEndOffset <= 0 {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() <= r.ImageEndOffset {
+		return err
+	}
+	return os.Truncate(path, r.ImageEndOffset)
 }

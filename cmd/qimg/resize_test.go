@@ -131,6 +131,12 @@ func TestResizeInterop(t *testing.T) {
 			t.Fatalf("%s: after shrink:\n%s", opts, out)
 		}
 		mustExt(t, "qemu-img", "check", img)
+		// The file is cut after its last used cluster. (qimg keeps the
+		// L2 tables past the new end, which QEMU frees: with small
+		// clusters they lie among the data and keep the file longer.)
+		if fi, err := os.Stat(img); opts == "cluster_size=64k" && (err != nil || fi.Size() > 4<<20) {
+			t.Errorf("%s: the file keeps %d bytes after the shrink to 3000k (%v)", opts, fi.Size(), err)
+		}
 		qio(t, img, "read -P 0x11 0 3000k")
 		mustQ(t, "resize", img, "8M")
 		qio(t, img, "read -P 0x11 0 3000k", "read -P 0 3000k 5192k")
