@@ -88,7 +88,10 @@ func (s *ioSession) exec(line string) error {
 	case "info", "i":
 		err = s.info()
 	default:
-		return fmt.Errorf("command %q not found", name)
+		var ok bool
+		if ok, err = s.execMore(name, args); !ok {
+			return fmt.Errorf("command %q not found", name)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)

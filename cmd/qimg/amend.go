@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// amendRequest is what qimg amend changes; nil fields stay as they are.
+type amendRequest struct {
+	path, format, cache string
+	version             *uint32
+	lazy                *bool
+	size                int64 // 0: unchanged
+}
+
+func runAmend(e *env, args []string) int {
+	o, err := getopt(args, "f:o:t:q", "object:", "image-opts", "force")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if !o.has("o") {
+		return e.usageErr(errors.New("Must specify options (-o)"))
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(errors.New("Expecting one image file name"))
+	}
+	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: o.get("t", "")}
+	if r.format != "" && r.format != "qcow2" {
+		return e.errorf(1, "Format driver '%s' does not support option amendment", r.format)
+	}
+	if err := parseAmendOptions(r, o.vals["o"]); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	if err := doAmend(r); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	return 0
+}
+
+// parseAmendOptions reads the -o options qimg amend supports: compat,
+// lazy_refcounts and size. backing_file and backing_fmt are refused as
+// qemu-img 7.2 refuses them; the other options qemu-img amends
+// (refcount_bits, data_file, data_file_raw, encrypt.*) are refused by
+// name.
+func parseAmendOptions(r *amendRequest, optStrs []string) error {
+	for _, s := range optStrs {
+		kv, err := qcow2.SplitOptions(s)
+		if err != nil {
+			return err
+		}
+		for _, p := range kv {
+			switch p[0] {
+			case "compat":
+				var v uint32
+				switch p[1] {
+				case "0.10", "v2":
+					v = 2
+				case "1.1", "v3":
+					v = 3
+				default:
+					return fmt.Errorf("Unknown compatibility level %s", p[1])
+				}
+				r.version = &v
+			case "lazy_refcounts":
+				var b bool
+				switch p[1] {
+				case "on":
+					b = true
+				case "off":
+				default:
+					return fmt.Errorf("Parameter 'lazy_refcounts' expects 'on' or 'off'")
+				}
+				r.lazy = &b
+			case "size":
+				n, err := qcow2.ParseSize(p[1])
+				if err != nil || n <= 0 {
+					return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
+				}
+				r.size = n
+			case "backing_file", "backing_fmt":
+				return errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+			case "refcount_bits", "data_file", "data_file_raw",
+				"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
+				return fmt.Errorf("qimg amend does not support option '%s' (only compat and lazy_refcounts)", p[0])
+			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
+				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", p[0])
+			default:
+				return fmt.Errorf("Invalid parameter '%s'", p[0])
+			}
+		}
+	}
+	return nil
+}
+
+// doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
+// (growing or shrinking, as qimg resize --shrink), then downgrade. A downgrade writes zero clusters out first (as QEMU's
+// qcow2_expand_zero_clusters, but as allocated zeros: data and check are
+// what QEMU gives, the allocation map is not) and closes the image so
+// that it is clean before its header loses the feature bits.
+func doAmend(r *amendRequest) error {
+	img, err := openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
+	if err != nil {
+		return err
+	}
+	im := img.Image
+	if im == nil {
+		img.Close()
+		return errors.New("Format driver 'raw' does not support option amendment")
+	}
+	h := im.Header()
+	newV := h.Version
+	if r.version != nil {
+		newV = *r.version
+	}
+	err = checkAmend(h, newV, r.lazy)
+	if err == nil && r.size%512 != 0 {
+		err = errors.New("The new size must be a multiple of 512")
+	}
+	if err == nil && newV < h.Version {
+		err = expandZeroClusters(im)
+	}
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	img, err = openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
+	if err != nil {
+		return err
+	}
+	im = img.Image
+	if newV > h.Version {
+		err = im.SetVersion(newV)
+	}
+	if err == nil && r.lazy != nil {
+		err = im.SetLazyRefcounts(*r.lazy)
+	}
+	if err == nil && r.size != 0 {
+		err = resizeQcow2(im, int64(h.Size), r.size)
+	}
+	if err == nil && newV < h.Version {
+		err = im.SetVersion(newV)
+	}
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkAmend refuses, before anything is written, what QEMU refuses.
+func checkAmend(h format.Header, newV uint32, lazy *bool) error {
+	if lazy != nil && *lazy && newV < 3 {
+		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+	}
+	if newV >= h.Version {
+		return nil
+	}
+	switch {
+	case h.RefcountOrder != 4:
+		return errors.New("compat=0.10 requires refcount_bits=16")
+	case h.IncompatibleFeatures&^format.IncompatDirty != 0:
+		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^format.IncompatDirty)
+	case h.CompressionType != 0:
+		return errors.New("Cannot downgrade an image with zstd compression type")
+	case h.NbSnapshots != 0:
+		return errors.New("qimg cannot downgrade an image with internal snapshots")
+	}
+	return nil
+}
+
+// expandZeroClusters writes zeros over every zero cluster of the active
+// tables, so that version 2 can represent the image.
+func expandZeroClusters(im *qcow2.Image) error {
+	size, err := im.Size()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		st, err := im.BlockStatus(off, size-off)
+		if err != nil {
+			return err
+		}
+		end := st.Off + st.Len
+		if st.Allocated && st.Zero {
+			err = eachChunk(off, end-off, buf, func(o int64, b []byte) error { return im.Writev(o, [][]byte{b}) })
+			if err != nil {
+				return err
+			}
+		}
+		off = end
+	}
+	return im.Flush()
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// measureInfo is qemu-img measure's BlockMeasureInfo.
+type measureInfo struct {
+	Bitmaps        *int64 `json:"bitmaps,omitempty"`
+	Required       int64  `json:"required"`
+	FullyAllocated int64  `json:"fully-allocated"`
+}
+
+// measureTarget is the output format and its -o options, as measure
+// reads them.
+type measureTarget struct {
+	format        string // raw or qcow2
+	clusterSize   int64
+	refcountOrder uint
+	v3            bool
+	fullPrealloc  bool // preallocation=full or falloc
+	backing       bool // backing_file given
+}
+
+func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
+	t := &measureTarget{format: format}
+	if format != "raw" && format != "qcow2" {
+		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", format)
+	}
+	var co qcow2.CreateOptions
+	for _, s := range optStrs {
+		kv, err := qcow2.SplitOptions(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range kv {
+			if format == "raw" && p[0] != "size" && p[0] != "preallocation" {
+				return nil, fmt.Errorf("invalid parameter '%s' for raw", p[0])
+			}
+			if err := co.Set(p[0], p[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	t.clusterSize = int64(co.ClusterSize)
+	if t.clusterSize == 0 {
+		t.clusterSize = 65536
+	}
+	if t.clusterSize < 512 || t.clusterSize > 2<<20 || t.clusterSize&(t.clusterSize-1) != 0 {
+		return nil, fmt.Errorf("Cluster size must be a power of two between 512 and 2048k")
+	}
+	rb := co.RefcountBits
+	if rb == 0 {
+		rb = 16
+	}
+	if rb > 64 || rb&(rb-1) != 0 {
+		return nil, fmt.Errorf("Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	for 1<<t.refcountOrder < rb {
+		t.refcountOrder++
+	}
+	t.v3 = co.Compat != "0.10"
+	if !t.v3 && rb != 16 {
+		return nil, fmt.Errorf("Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+	}
+	t.fullPrealloc = co.Preallocation == qcow2.PreallocFull || co.Preallocation == qcow2.PreallocFalloc
+	t.backing = co.BackingFile != ""
+	return t, nil
+}
+
+func roundUp(n, a int64) int64 { return (n + a - 1) / a * a }
+
+func divRoundUp(n, d int64) int64 { return (n + d - 1) / d }
+
+// refcountMetadataSize is QEMU's qcow2_refcount_metadata_size (without
+// the generous increase): the refcount table and blocks that count
+// clusters clusters and themselves, found as a fixed point.
+func refcountMetadataSize(clusters, clusterSize int64, refcountOrder uint) int64 {
+	perTable := clusterSize / 8
+	perBlock := clusterSize * 8 / (1 << refcountOrder)
+	var table, blocks, n, last int64
+	for {
+		last = n
+		blocks = divRoundUp(clusters+table+blocks, perBlock)
+		table = divRoundUp(blocks, perTable)
+		n = clusters + blocks + table
+		if n == last {
+			break
+		}
+	}
+	return (blocks + table) * clusterSize
+}
+
+// qcow2PreallocSize is QEMU's qcow2_calc_prealloc_size: a fully
+// allocated image of size bytes (header, L2 and L1 tables, refcounts,
+// data).
+func qcow2PreallocSize(size, clusterSize int64, refcountOrder uint) int64 {
+	aligned := roundUp(size, clusterSize)
+	meta := clusterSize // header
+	nl2e := roundUp(aligned/clusterSize, clusterSize/8)
+	meta += nl2e * 8
+	nl1e := roundUp(nl2e*8/clusterSize, clusterSize/8)
+	meta += nl1e * 8
+	meta += refcountMetadataSize((meta+aligned)/clusterSize, clusterSize, refcountOrder)
+	return meta + aligned
+}
+
+// maxL1Bytes is QEMU's QCOW_MAX_L1_SIZE.
+const maxL1Bytes = 32 << 20
+
+// measureQcow2 is QEMU's qcow2_measure. virtual is the --size (or the
+// input's size) and data the bytes the input needs copied (-1 without
+// an input image); fromQcow2 (a qcow2 v3 input) adds the bitmaps field
+// as QEMU does for a v3 target.
+func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measureInfo, error) {
+	cs := t.clusterSize
+	vs := roundUp(virtual, cs)
+	if divRoundUp(vs/cs, cs/8)*8 > maxL1Bytes {
+		return nil, fmt.Errorf("The image size is too large (try using a larger cluster size)")
+	}
+	required := int64(0)
+	if data >= 0 {
+		required = data
+		if t.backing {
+			required = vs
+		}
+	}
+	if t.fullPrealloc {
+		required = vs
+	}
+	full := qcow2PreallocSize(vs, cs, t.refcountOrder)
+	m := &measureInfo{FullyAllocated: full, Required: full - vs + required}
+	if t.v3 && fromQcow2 {
+		m.Bitmaps = new(int64)
+	}
+	return m, nil
+}
+
+// measureData is the data loop of qcow2_measure over an input's
+// extents: zero ranges are skipped, data is counted up to the end of its
+// target cluster (plus, as QEMU does, the offset into the first one).
+func measureData(ext []qcow2.MapEntry, size, cs int64) int64 {
+	var required int64
+	i := 0
+	for off := int64(0); off < size; {
+		for i < len(ext) && ext[i].Start+ext[i].Length <= off {
+			i++
+		}
+		if i == len(ext) {
+			break
+		}
+		e := ext[i]
+		if e.Start > off { // a gap in the extents: unallocated, zeros
+			off = e.Start
+			continue
+		}
+		pnum := e.Start + e.Length - off
+		if !e.Zero && e.Data && e.Present {
+			pnum = roundUp(off+pnum, cs) - off
+			required += off%cs + pnum
+		}
+		off += pnum
+	}
+	return required
+}
+
+func runMeasure(e *env, args []string) int {
+	o, out, err := getoptOutput(args, "f:O:o:l:U", "size:", "image-opts", "object:", "force-share")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if o.has("size") && len(o.args) > 0 {
+		return e.errorf(1, "--size N cannot be used together with a filename.")
+	}
+	if !o.has("size") && len(o.args) != 1 {
+		return e.errorf(1, "Either --size N or one filename must be specified.")
+	}
+	t, err := parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	var m *measureInfo
+	if o.has("size") {
+		n, err := parseSize(o.get("size", ""))
+		if err != nil {
+			return e.errorf(1, "Invalid image size specified. You may use k, M, G, T, P or E suffixes for")
+		}
+		m, err = measureSize(t, n, -1, false)
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	} else {
+		if m, err = measureFile(t, o.args[0], o.get("f", "")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	}
+	if out == "json" {
+		if err := writeJSON(e.stdout, m); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		return 0
+	}
+	writeMeasureHuman(e.stdout, m)
+	return 0
+}
+
+// measureSize dispatches on the target format.
+func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measureInfo, error) {
+	if t.format == "qcow2" {
+		return measureQcow2(t, virtual, data, fromQcow2)
+	}
+	// raw_measure: the input's length (or the size rounded to sectors),
+	// allocated or not.
+	if data < 0 {
+		virtual = roundUp(virtual, 512)
+	}
+	return &measureInfo{Required: virtual, FullyAllocated: virtual}, nil
+}
+
+// measureFile measures the conversion of an existing image.
+func measureFile(t *measureTarget, path, format string) (*measureInfo, error) {
+	img, err := openImage(imgopen.Spec{Path: path, Format: format, ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	size, err := img.Dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	if t.format == "raw" {
+		return measureSize(t, size, size, false)
+	}
+	ext, err := mapExtents(img)
+	if err != nil {
+		return nil, err
+	}
+	v3 := img.Image != nil && img.Image.Header().Version >= 3
+	return measureSize(t, size, measureData(ext, size, t.clusterSize), v3)
+}
+
+func writeMeasureHuman(w io.Writer, m *measureInfo) {
+	fmt.Fprintf(w, "required size: %d\n", m.Required)
+	fmt.Fprintf(w, "fully allocated size: %d\n", m.FullyAllocated)
+	if m.Bitmaps != nil {
+		fmt.Fprintf(w, "bitmaps size: %d\n", *m.Bitmaps)
+	}
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// resizeRequest is a parsed qimg resize command line.
+type resizeRequest struct {
+	path, format string
+	sign         byte // '+', '-' or 0 (absolute)
+	n            int64
+	shrink       bool
+}
+
+// parseResizeSize reads [+|-]SIZE.
+func parseResizeSize(s string) (sign byte, n int64, err error) {
+	if strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-") {
+		sign, s = s[0], s[1:]
+	}
+	n, err = qcow2.ParseSize(s)
+	if err != nil || n < 0 {
+		return 0, 0, errors.New("Parameter 'size' expects a non-negative number below 2^64\n" +
+			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- and exabytes, respectively.")
+	}
+	return sign, n, nil
+}
+
+func (r *resizeRequest) target(cur int64) int64 {
+	switch r.sign {
+	case '+':
+		return cur + r.n
+	case '-':
+		return cur - r.n
+	}
+	return r.n
+}
+
+func runResize(e *env, args []string) int {
+	// As qemu-img, the size is the last argument, taken before the
+	// options are parsed, so that "-1G" is not an option.
+	if len(args) < 2 {
+		return e.usageErr(errors.New("Not enough arguments"))
+	}
+	sizeArg := args[len(args)-1]
+	o, err := getopt(args[:len(args)-1], "f:qU", "shrink", "preallocation:", "object:", "image-opts")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(errors.New("Expecting image file name and size"))
+	}
+	if p := o.get("preallocation", "off"); p != "off" {
+		return e.errorf(1, "preallocation=%s is not supported by qimg resize", p)
+	}
+	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink")}
+	if r.sign, r.n, err = parseResizeSize(sizeArg); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	if err := doResize(r); err != nil {
+		code := e.errorf(1, "%v", err)
+		if errors.Is(err, errNeedShrink) {
+			fmt.Fprintln(e.stderr, "qimg: resize: warning: Shrinking an image will delete all data beyond the shrunken image's end. "+
+				"Before performing such an operation, make sure there is no important data there.")
+		}
+		return code
+	}
+	if !o.has("q") {
+		fmt.Fprintln(e.stdout, "Image resized.")
+	}
+	return 0
+}
+
+// errNeedShrink is a shrink request without --shrink.
+var errNeedShrink = errors.New("Use the --shrink option to perform a shrink operation.")
+
+// doResize opens the image read-write and sets its size.
+func doResize(r *resizeRequest) error {
+	img, err := openImage(imgopen.Spec{Path: r.path, Format: r.format})
+	if err != nil {
+		return err
+	}
+	cur, err := img.Dev.Size()
+	if err != nil {
+		img.Close()
+		return err
+	}
+	if img.Image == nil {
+		cur = roundUp(cur, 512) // as QEMU's length of a raw file, in sectors
+	}
+	size := r.target(cur)
+	switch {
+	case size <= 0:
+		err = errors.New("New image size must be positive")
+	case size < cur && !r.shrink:
+		err = errNeedShrink
+	case img.Image != nil:
+		err = resizeQcow2(img.Image, cur, size)
+	}
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && img.Image != nil && size < cur {
+		err = trimFile(r.path)
+	}
+	if err != nil || img.Image != nil {
+		return err
+	}
+	// Raw: the file is the image.
+	if err := os.Truncate(r.path, size); err != nil {
+		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
+	}
+	return nil
+}
+
+// resizeQcow2 grows (Truncate) or shrinks (Shrink) a qcow2 image. As
+// QEMU, a grown image whose backing file reaches past the old end reads
+// zeros there, not the backing data: the new range becomes zero clusters
+// (v3; v2 cannot, and the resize fails as in QEMU).
+func resizeQcow2(im *qcow2.Image, cur, size int64) error {
+	if size%512 != 0 {
+		return errors.New("The new size must be a multiple of 512")
+	}
+	if size < cur {
+		return im.Shrink(size)
+	}
+	zero := false
+	if b := im.Backing(); b != nil && size > cur {
+		bsize, err := b.Size()
+		if err != nil {
+			return err
+		}
+		zero = bsize > cur
+	}
+	if zero && im.Header().Version < 3 {
+		return errors.New("Failed to zero out new clusters: Operation not supported")
+	}
+	if err := im.Truncate(size); err != nil {
+		return err
+	}
+	if zero {
+		if err := im.WriteZeroes(cur, size-cur, block.MayUnmap); err != nil {
+			return fmt.Errorf("Failed to zero out new clusters: %w", err)
+		}
+	}
+	return nil
+}
+
+// trimFile cuts a closed qcow2 file after its last used cluster, as
+// QEMU does after a shrink (the discarded clusters past the new end are
+// free but still take space). It does so only when Check finds the
+// image clean, so that nothing past the cut is referenced.
+func trimFile(path string) error {
+	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true, Opts: qcow2.Options{NoBacking: true}})
+	if err != nil {
+		return err
+	}
+	r, err := img.Image.Check(qcow2.CheckOptions{})
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !r.Clean() || r.ImageEndOffset <= 0 {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() <= r.ImageEndOffset {
+		return err
+	}
+	return os.Truncate(path, r.ImageEndOffset)
+}

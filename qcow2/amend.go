@@ -1,0 +1,142 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// ErrZeroClusters: a downgrade to compat=0.10 found zero clusters, which
+// version 2 cannot represent; they must be written out first (QEMU's
+// qcow2_expand_zero_clusters).
+var ErrZeroClusters = errors.New("qcow2: the image has zero clusters")
+
+// rewriteHeader applies edit to a copy of the header and writes it (one
+// sector write of cluster 0, then a flush); on failure the in-memory
+// header is left unchanged. The change is metadata only: the open image
+// keeps its backing device and write behaviour until it is reopened.
+func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
+	if err := im.Flush(); err != nil {
+		return err
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.closed {
+		return block.ErrClosed
+	}
+	if im.ro || im.corrupt {
+		return ErrReadOnly
+	}
+	old := *im.hdr
+	h := old
+	h.Extensions = append([]format.Extension(nil), old.Extensions...)
+	h.UnknownFields = append([]byte(nil), old.UnknownFields...)
+	if err := edit(&h); err != nil {
+		return err
+	}
+	*im.hdr = h
+	if err := im.writeHeader(); err != nil {
+		*im.hdr = old
+		return err
+	}
+	return im.dev.Flush()
+}
+
+// SetBacking rewrites the backing file name and format in the header
+// (qemu-img rebase -u); name "" removes the backing file. The open
+// image keeps reading its old backing device until it is reopened.
+func (im *Image) SetBacking(name, fmtName string) error {
+	return im.rewriteHeader(func(h *format.Header) error {
+		if name == "" {
+			fmtName = ""
+		}
+		h.BackingFile, h.BackingFormat = name, fmtName
+		return nil
+	})
+}
+
+// SetLazyRefcounts sets or clears the lazy_refcounts compatible feature
+// (qemu-img amend -o lazy_refcounts=). The bit takes effect at the next
+// open; until Close the image keeps its current refcount policy, and
+// Close leaves the refcounts clean either way (Q8).
+func (im *Image) SetLazyRefcounts(on bool) error {
+	return im.rewriteHeader(func(h *format.Header) error {
+		if h.Version < 3 {
+			if !on {
+				return nil
+			}
+			return fmt.Errorf("%w: lazy refcounts need compat=1.1", ErrUnsupported)
+		}
+		if on {
+			h.CompatibleFeatures |= format.CompatLazyRefcounts
+		} else {
+			h.CompatibleFeatures &^= format.CompatLazyRefcounts
+		}
+		return nil
+	})
+}
+
+// SetVersion changes the header version (2: compat=0.10, 3: compat=1.1),
+// as qemu-img amend -o compat= does. Upgrading only rewrites the header.
+// Downgrading needs 16-bit refcounts, no incompatible feature bits set
+// (a dirty image must be closed cleanly first), zlib compression, no
+// internal snapshots (their tables are not scanned for zero clusters)
+// and no zero clusters in the active tables (ErrZeroClusters: write
+// them out first); compatible and autoclear bits are dropped.
+func (im *Image) SetVersion(v uint32) error {
+	if v != 2 && v != 3 {
+		return fmt.Errorf("%w: version %d", ErrUnsupported, v)
+	}
+	if v == 2 && im.Header().Version >= 3 {
+		if err := im.checkNoZeroClusters(); err != nil {
+			return err
+		}
+	}
+	return im.rewriteHeader(func(h *format.Header) error {
+		if h.Version == v {
+			return nil
+		}
+		if v == 3 {
+			h.Version = 3
+			h.SetExtension(format.ExtFeatureNames, format.FeatureNameTable())
+			return nil
+		}
+		switch {
+		case h.RefcountOrder != 4:
+			return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
+		case h.IncompatibleFeatures != 0:
+			return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures)
+		case h.CompressionType != 0:
+			return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type", ErrUnsupported)
+		case h.NbSnapshots != 0:
+			return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
+		}
+		h.Version = 2
+		h.CompatibleFeatures, h.AutoclearFeatures = 0, 0
+		h.UnknownFields = nil
+		h.SetExtension(format.ExtFeatureNames, nil)
+		return nil
+	})
+}
+
+// checkNoZeroClusters fails with ErrZeroClusters when an active L2 entry
+// is a zero cluster.
+func (im *Image) checkNoZeroClusters() error {
+	size, err := im.Size()
+	if err != nil {
+		return err
+	}
+	for off := int64(0); off < size; {
+		st, err := im.BlockStatus(off, size-off)
+		if err != nil {
+			return err
+		}
+		if st.Allocated && st.Zero {
+			return fmt.Errorf("%w at guest offset %d", ErrZeroClusters, st.Off)
+		}
+		off = st.Off + st.Len
+	}
+	return nil
+}
