@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"errors"
+	"github.com/qring/qring/internal/testkit"
 	"strings"
 	"testing"
 
@@ -38,7 +39,7 @@ func TestShrink(t *testing.T) {
 			t.Fatal(err)
 		}
 		ownCheck(t, p)
-		qemuCheck(t, p)
+		testkit.QemuCheck(t, p)
 		im, err := Open(p, Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -46,17 +47,17 @@ func TestShrink(t *testing.T) {
 		if h := im.Header(); h.Size != newSize {
 			t.Fatalf("%+v: header size %d", co, h.Size)
 		}
-		mustEqual(t, readAll(t, im), data[:newSize], "after shrink")
+		testkit.MustEqual(t, testkit.ReadAll(t, im), data[:newSize], "after shrink")
 		if err := im.Truncate(8 << 20); err != nil {
 			t.Fatal(err)
 		}
 		want := append(append([]byte(nil), data[:newSize]...), make([]byte, 8<<20-newSize)...)
-		mustEqual(t, readAll(t, im), want, "after shrink and growth")
+		testkit.MustEqual(t, testkit.ReadAll(t, im), want, "after shrink and growth")
 		if err := im.Close(); err != nil {
 			t.Fatal(err)
 		}
 		ownCheck(t, p)
-		qemuCheck(t, p)
+		testkit.QemuCheck(t, p)
 	}
 }
 
@@ -126,9 +127,9 @@ func TestSetVersionAndLazy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ownCheck(t, p)
-	qemuCheck(t, p)
-	if haveQemu() {
-		if out := qemu(t, "qemu-img", "info", p); !strings.Contains(out, "compat: 0.10") {
+	testkit.QemuCheck(t, p)
+	if testkit.HaveQemu() {
+		if out := testkit.MustRun(t, "qemu-img", "info", p); !strings.Contains(out, "compat: 0.10") {
 			t.Fatalf("qemu-img info:\n%s", out)
 		}
 	}
@@ -136,14 +137,14 @@ func TestSetVersionAndLazy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustEqual(t, readAll(t, im)[:1<<20], data, "after downgrade")
+	testkit.MustEqual(t, testkit.ReadAll(t, im)[:1<<20], data, "after downgrade")
 	if err := im.SetVersion(3); err != nil {
 		t.Fatal(err)
 	}
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	qemuCheck(t, p)
+	testkit.QemuCheck(t, p)
 
 	wide, _ := testImage(t, CreateOptions{Size: 1 << 20, RefcountBits: 64}, Options{})
 	if err := wide.SetVersion(2); !errors.Is(err, ErrUnsupported) {

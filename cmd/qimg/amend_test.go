@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,15 +11,15 @@ import (
 // qemu-img: same exit codes and messages, same qemu-img info afterwards
 // (disk size aside), same data, both pass qemu-img check.
 func TestAmendMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	ours, theirs := workDir(t), workDir(t)
 	for _, d := range []string{ours, theirs} {
 		a, b := filepath.Join(d, "a.qcow2"), filepath.Join(d, "b.qcow2")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "1M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "1M")
 		qio(t, a, "write -P 1 0 128k", "write -z 256k 64k", "write -z -u 512k 64k")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=64", b, "1M")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", filepath.Join(d, "o.qcow2"))
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=64", b, "1M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", filepath.Join(d, "o.qcow2"))
 		qio(t, filepath.Join(d, "o.qcow2"), "write -z 0 64k", "write -P 3 64k 4k")
 	}
 	steps := [][]string{
@@ -56,16 +57,16 @@ func TestAmendMatchesQemu(t *testing.T) {
 	}
 	for _, s := range steps {
 		o1, e1, c1 := runQ(t, abs(ours, s)...)
-		o2, e2, c2 := ext(t, "qemu-img", abs(theirs, s)...)
+		o2, e2, c2 := testkit.Run(t, "qemu-img", abs(theirs, s)...)
 		if o1 != o2 || c1 != c2 || firstWords(e1, "qimg: amend: ") != firstWords(e2, "qemu-img: ") {
 			t.Errorf("amend %q: qimg exit %d %q %q; qemu-img exit %d %q %q", s, c1, o1, e1, c2, o2, e2)
 		}
 		for _, n := range []string{"a.qcow2", "b.qcow2", "o.qcow2"} {
 			a, b := filepath.Join(ours, n), filepath.Join(theirs, n)
-			mustExt(t, "qemu-img", "check", a)
-			mustExt(t, "qemu-img", "compare", a, b)
-			i1 := strings.ReplaceAll(mustExt(t, "qemu-img", "info", a), ours, "")
-			i2 := strings.ReplaceAll(mustExt(t, "qemu-img", "info", b), theirs, "")
+			testkit.MustRun(t, "qemu-img", "check", a)
+			testkit.MustRun(t, "qemu-img", "compare", a, b)
+			i1 := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", a), ours, "")
+			i2 := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", b), theirs, "")
 			if stripDisk(i1) != stripDisk(i2) {
 				t.Errorf("amend %q: %s info\n%s\nqemu-img's:\n%s", s, n, i1, i2)
 			}
@@ -85,18 +86,18 @@ func TestAmendMatchesQemu(t *testing.T) {
 // qimg and by QEMU leave an image that qemu-img check passes, and
 // turning them off again leaves it clean.
 func TestAmendLazyWrites(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	a := filepath.Join(workDir(t), "a.qcow2")
 	mustQ(t, "create", "-q", "-f", "qcow2", a, "8M")
 	mustQ(t, "amend", "-o", "lazy_refcounts=on", a)
-	if info := mustExt(t, "qemu-img", "info", a); !strings.Contains(info, "lazy refcounts: true") {
+	if info := testkit.MustRun(t, "qemu-img", "info", a); !strings.Contains(info, "lazy refcounts: true") {
 		t.Fatalf("lazy refcounts not on:\n%s", info)
 	}
 	qimgIO(t, a, "write -P 5 0 3M")
-	mustExt(t, "qemu-img", "check", a)
+	testkit.MustRun(t, "qemu-img", "check", a)
 	qio(t, a, "write -P 6 3M 1M", "read -P 5 0 3M")
 	mustQ(t, "amend", "-o", "lazy_refcounts=off", a)
-	mustExt(t, "qemu-img", "check", a)
+	testkit.MustRun(t, "qemu-img", "check", a)
 	qimgIO(t, a, "read -P 5 0 3M", "read -P 6 3M 1M")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,9 +18,9 @@ func commitFixture(t *testing.T, d, createOpts string, short bool) {
 	if short {
 		bsize = "2M"
 	}
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), bsize)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), bsize)
 	qio(t, p("b.qcow2"), "write -P 1 0 "+bsize)
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", createOpts, "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"), "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", createOpts, "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"), "4M")
 	qio(t, p("o.qcow2"), "write -P 9 64k 4k", "write -z 1M 64k", "discard 2M 64k", "write -P 8 3M 100k")
 }
 
@@ -27,7 +28,7 @@ func commitFixture(t *testing.T, d, createOpts string, short bool) {
 // same output, same data in the base and the overlay, same allocation
 // and the same overlay header afterwards.
 func TestCommitMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	for _, c := range []struct {
 		opts  string
@@ -48,23 +49,23 @@ func TestCommitMatchesQemu(t *testing.T) {
 			return append(append([]string{"commit"}, c.args...), filepath.Join(d, "o.qcow2"))
 		}
 		o1 := mustQ(t, args(ours)...)
-		o2 := mustExt(t, "qemu-img", args(theirs)...)
+		o2 := testkit.MustRun(t, "qemu-img", args(theirs)...)
 		if o1 != o2 {
 			t.Errorf("%+v: output %q, qemu-img %q", c, o1, o2)
 		}
 		for _, n := range []string{"b.qcow2", "o.qcow2"} {
 			a, b := filepath.Join(ours, n), filepath.Join(theirs, n)
-			mustExt(t, "qemu-img", "check", a)
-			mustExt(t, "qemu-img", "compare", a, b)
+			testkit.MustRun(t, "qemu-img", "check", a)
+			testkit.MustRun(t, "qemu-img", "compare", a, b)
 			// Where the data lands in the base differs with the
 			// allocation order: compare the guest-side columns.
-			m1 := guestMap(t, mustExt(t, "qemu-img", "map", "--output=json", a))
-			m2 := guestMap(t, mustExt(t, "qemu-img", "map", "--output=json", b))
+			m1 := guestMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", a))
+			m2 := guestMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", b))
 			if m1 != m2 {
 				t.Errorf("%+v: %s map\n%s\nqemu-img's:\n%s", c, n, m1, m2)
 			}
-			i1 := strings.ReplaceAll(mustExt(t, "qemu-img", "info", a), ours, "")
-			i2 := strings.ReplaceAll(mustExt(t, "qemu-img", "info", b), theirs, "")
+			i1 := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", a), ours, "")
+			i2 := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", b), theirs, "")
 			if stripDisk(i1) != stripDisk(i2) {
 				t.Errorf("%+v: %s info\n%s\nqemu-img's:\n%s", c, n, i1, i2)
 			}
@@ -115,7 +116,7 @@ func stripDisk(info string) string {
 // TestCommitInterop: QEMU reads what qimg committed, qimg reads what
 // qemu-img committed, and the refusals match.
 func TestCommitInterop(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	commitFixture(t, d, "cluster_size=64k", false)
@@ -126,11 +127,11 @@ func TestCommitInterop(t *testing.T) {
 	qio(t, b, want...)
 	qio(t, o, want...)
 	mustQ(t, "io", "-c", "write -P 7 0 8k", o)
-	mustExt(t, "qemu-img", "commit", o)
+	testkit.MustRun(t, "qemu-img", "commit", o)
 	qimgIO(t, b, append([]string{"read -P 7 0 8k", "read -P 1 8k 56k"}, want[1:]...)...)
 	for _, c := range [][]string{{"commit", b}, {"commit"}, {"commit", filepath.Join(d, "nope")}} {
 		_, e1, c1 := runQ(t, c...)
-		_, e2, c2 := ext(t, "qemu-img", c...)
+		_, e2, c2 := testkit.Run(t, "qemu-img", c...)
 		if c1 != c2 || !strings.EqualFold(firstWords(e1, "qimg: commit: "), firstWords(e2, "qemu-img: ")) {
 			t.Errorf("%q: qimg exit %d %q, qemu-img exit %d %q", c, c1, e1, c2, e2)
 		}
@@ -151,7 +152,7 @@ func firstWords(s, prefix string) string {
 // TestCommitRebaseProgress: -p prints qemu-img's progress lines, ending
 // as qemu-img's do.
 func TestCommitRebaseProgress(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	commitFixture(t, d, "cluster_size=64k", false)

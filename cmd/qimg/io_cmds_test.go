@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,7 +26,7 @@ func ioArgs(cmds []string) []string {
 // qemu-io and qimg io on copies of one image: same stdout (timings
 // aside), same exit status, and the same image afterwards.
 func TestIOCommandsMatchQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	lists := [][]string{
@@ -48,10 +49,10 @@ func TestIOCommandsMatchQemu(t *testing.T) {
 	}
 	for i, l := range lists {
 		a, b := filepath.Join(d, "a.qcow2"), filepath.Join(d, "b.qcow2")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "4M")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "4M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "4M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "4M")
 		o1, e1, c1 := runQ(t, append(append([]string{"io"}, ioArgs(l)...), a)...)
-		o2, e2, c2 := ext(t, "qemu-io", append(ioArgs(l), b)...)
+		o2, e2, c2 := testkit.Run(t, "qemu-io", append(ioArgs(l), b)...)
 		if l[0] == "help" {
 			// qimg lists the commands it runs, qemu-io all of its own.
 			if !subsequence(strings.Split(o1, "\n"), strings.Split(o2, "\n")) {
@@ -60,14 +61,14 @@ func TestIOCommandsMatchQemu(t *testing.T) {
 		} else if normTiming(o1) != normTiming(o2) || c1 != c2 {
 			t.Errorf("list %d %q: qimg exit %d\n%s%s\nqemu-io exit %d\n%s%s", i, l, c1, o1, e1, c2, o2, e2)
 		}
-		mustExt(t, "qemu-img", "compare", a, b)
-		mustExt(t, "qemu-img", "check", a)
+		testkit.MustRun(t, "qemu-img", "compare", a, b)
+		testkit.MustRun(t, "qemu-img", "check", a)
 	}
 	// Argument counts are refused as qemu-io refuses them.
 	for _, c := range []string{"alloc", "truncate", "length 5", "sleep", "readv 0", "writev 0", "aio_flush 1", "help a b"} {
 		a := filepath.Join(d, "a.qcow2")
 		_, e1, c1 := runQ(t, "io", "-c", c, a)
-		_, e2, c2 := ext(t, "qemu-io", "-c", c, a)
+		_, e2, c2 := testkit.Run(t, "qemu-io", "-c", c, a)
 		if c1 != c2 || !strings.Contains(e1, strings.TrimSpace(e2)) {
 			t.Errorf("%q: qimg exit %d %q, qemu-io exit %d %q", c, c1, e1, c2, e2)
 		}
@@ -92,13 +93,13 @@ func subsequence(a, b []string) bool {
 // TestIOCommandsInterop: qimg's vectored and aio writes read back in
 // QEMU, QEMU's in qimg, on qcow2 over a backing file and on raw.
 func TestIOCommandsInterop(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := func(n string) string { return filepath.Join(d, n) }
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), "4M")
 	qio(t, p("b.qcow2"), "write -P 1 0 4M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"))
 	qimgIO(t, p("o.qcow2"), "writev -P 2 1000 3000 5000", "aio_write -P 3 1M 64k", "aio_write -z 2M 64k", "aio_flush")
 	qio(t, p("o.qcow2"), "read -P 1 0 1000", "read -P 2 1000 8000", "read -P 1 9000 1039576",
 		"read -P 3 1M 64k", "read -P 1 1088k 960k", "read -P 0 2M 64k", "read -P 1 2112k 1984k")
@@ -108,9 +109,9 @@ func TestIOCommandsInterop(t *testing.T) {
 		!strings.Contains(out, "262144/4194304 bytes allocated at offset 0 bytes") {
 		t.Errorf("alloc:\n%s", out)
 	}
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
 	mustQ(t, "io", "-f", "raw", "-c", "writev -P 6 0 4k 4k", "-c", "truncate 2M", "-c", "length", p("r.raw"))
-	mustExt(t, "qemu-io", "-f", "raw", "-c", "read -P 6 0 8k", "-c", "read -P 0 8k 2040k", p("r.raw"))
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "read -P 6 0 8k", "-c", "read -P 0 8k 2040k", p("r.raw"))
 	if o := qimgIO(t, p("r.raw"), "length"); o != "2 MiB\n" {
 		t.Errorf("raw length %q", o)
 	}

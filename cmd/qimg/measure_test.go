@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/qring/qring/internal/testkit"
 	"testing"
 )
 
@@ -112,7 +113,7 @@ func TestMeasureQcow2Table(t *testing.T) {
 // TestMeasureMatchesQemu compares whole outputs with qemu-img measure on
 // images qemu-img and qemu-io wrote.
 func TestMeasureMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	imgs := qemuImages(t, workDir(t))
 	var cases [][]string
@@ -131,7 +132,7 @@ func TestMeasureMatchesQemu(t *testing.T) {
 		[]string{"--size", "1G", "-O", "qcow2", "-o", "cluster_size=3k"})
 	for _, c := range cases {
 		ours, _, code := runQ(t, append([]string{"measure"}, c...)...)
-		theirs, _, qcode := ext(t, "qemu-img", append([]string{"measure"}, c...)...)
+		theirs, _, qcode := testkit.Run(t, "qemu-img", append([]string{"measure"}, c...)...)
 		if ours != theirs || code != qcode {
 			t.Errorf("measure %q: exit %d, qemu-img %d\nours:\n%s\nqemu-img:\n%s", c, code, qcode, ours, theirs)
 		}

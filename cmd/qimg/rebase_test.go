@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,20 +13,20 @@ import (
 func rebaseFixture(t *testing.T, d string) {
 	t.Helper()
 	p := func(n string) string { return filepath.Join(d, n) }
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b1.qcow2"), "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b1.qcow2"), "4M")
 	qio(t, p("b1.qcow2"), "write -P 1 0 4M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b2.qcow2"), "2M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b2.qcow2"), "2M")
 	qio(t, p("b2.qcow2"), "write -P 1 0 1M", "write -P 2 1M 4k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", p("o.qcow2"))
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", p("o.qcow2"))
 	qio(t, p("o.qcow2"), "write -P 9 64k 4k")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
 }
 
 // TestRebaseMatchesQemu runs the same rebase sequence with qimg and
 // qemu-img in two directories: same exit codes and messages, same
 // guest data and the same allocation map after each step.
 func TestRebaseMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	ours, theirs := workDir(t), workDir(t)
 	rebaseFixture(t, ours)
@@ -66,20 +67,20 @@ func TestRebaseMatchesQemu(t *testing.T) {
 	}
 	for _, s := range steps {
 		o1, e1, c1 := runQ(t, abs(ours, s)...)
-		o2, e2, c2 := ext(t, "qemu-img", abs(theirs, s)...)
+		o2, e2, c2 := testkit.Run(t, "qemu-img", abs(theirs, s)...)
 		if o1 != o2 || c1 != c2 || !strings.EqualFold(norm(e1), norm(e2)) {
 			t.Fatalf("rebase %q: qimg exit %d %q %q; qemu-img exit %d %q %q", s, c1, o1, e1, c2, o2, e2)
 		}
 		a, b := filepath.Join(ours, "o.qcow2"), filepath.Join(theirs, "o.qcow2")
-		if i1, i2 := mustExt(t, "qemu-img", "info", "--output=json", a), mustExt(t, "qemu-img", "info", "--output=json", b); backingOf(t, i1) != backingOf(t, i2) {
+		if i1, i2 := testkit.MustRun(t, "qemu-img", "info", "--output=json", a), testkit.MustRun(t, "qemu-img", "info", "--output=json", b); backingOf(t, i1) != backingOf(t, i2) {
 			t.Fatalf("rebase %q: backing %q, qemu-img's %q", s, backingOf(t, i1), backingOf(t, i2))
 		}
-		if _, _, code := ext(t, "qemu-img", "info", "--backing-chain", b); code != 0 {
+		if _, _, code := testkit.Run(t, "qemu-img", "info", "--backing-chain", b); code != 0 {
 			continue // the chain does not open (nothere.qcow2)
 		}
-		mustExt(t, "qemu-img", "check", a)
-		mustExt(t, "qemu-img", "compare", a, b)
-		if m1, m2 := mustExt(t, "qemu-img", "map", "--output=json", a), mustExt(t, "qemu-img", "map", "--output=json", b); m1 != m2 {
+		testkit.MustRun(t, "qemu-img", "check", a)
+		testkit.MustRun(t, "qemu-img", "compare", a, b)
+		if m1, m2 := testkit.MustRun(t, "qemu-img", "map", "--output=json", a), testkit.MustRun(t, "qemu-img", "map", "--output=json", b); m1 != m2 {
 			t.Fatalf("rebase %q: map\n%s\nqemu-img's:\n%s", s, m1, m2)
 		}
 	}
@@ -95,7 +96,7 @@ func backingOf(t *testing.T, infoJSON string) string {
 // TestRebaseInterop: the guest data is unchanged by a safe rebase (QEMU
 // reads it), and qimg reads what qemu-img rebased.
 func TestRebaseInterop(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	rebaseFixture(t, d)
@@ -105,17 +106,17 @@ func TestRebaseInterop(t *testing.T) {
 	qio(t, o, want...)
 	mustQ(t, "rebase", "-b", "", o)
 	qio(t, o, want...)
-	if info := mustExt(t, "qemu-img", "info", o); strings.Contains(info, "backing file") {
+	if info := testkit.MustRun(t, "qemu-img", "info", o); strings.Contains(info, "backing file") {
 		t.Fatalf("backing file left:\n%s", info)
 	}
 	// qemu-img rebases, qimg reads.
 	if err := os.Remove(o); err != nil {
 		t.Fatal(err)
 	}
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", o)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", o)
 	qio(t, o, "write -P 9 64k 4k")
-	mustExt(t, "qemu-img", "rebase", "-b", "b2.qcow2", "-F", "qcow2", o)
+	testkit.MustRun(t, "qemu-img", "rebase", "-b", "b2.qcow2", "-F", "qcow2", o)
 	qimgIO(t, o, want...)
-	mustExt(t, "qemu-img", "rebase", "-u", "-b", "b1.qcow2", "-F", "qcow2", o)
+	testkit.MustRun(t, "qemu-img", "rebase", "-u", "-b", "b1.qcow2", "-F", "qcow2", o)
 	qimgIO(t, o, "read -P 1 0 64k", "read -P 9 64k 4k", "read -P 1 1M 3M")
 }

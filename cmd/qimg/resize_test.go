@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qring/qring/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,7 @@ func qio(t *testing.T, img string, cmds ...string) string {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	out := mustExt(t, "qemu-io", append(args, img)...)
+	out := testkit.MustRun(t, "qemu-io", append(args, img)...)
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("qemu-io %q %s: %s", cmds, img, out)
 	}
@@ -38,7 +39,7 @@ func qimgIO(t *testing.T, img string, cmds ...string) string {
 func sameResize(t *testing.T, ours, theirs string, args ...string) {
 	t.Helper()
 	o1, e1, c1 := runQ(t, replaceArg(args, "IMG", ours)...)
-	o2, e2, c2 := ext(t, "qemu-img", replaceArg(args, "IMG", theirs)...)
+	o2, e2, c2 := testkit.Run(t, "qemu-img", replaceArg(args, "IMG", theirs)...)
 	norm := func(s string) string {
 		s = strings.ReplaceAll(s, "qimg: resize: ", "")
 		return strings.ReplaceAll(s, "qemu-img: ", "")
@@ -72,14 +73,14 @@ func cp(t *testing.T, from, to string) {
 }
 
 func TestResizeMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", ours, "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", ours, "1M")
 	cp(t, ours, theirs)
 	rawOurs, rawTheirs := filepath.Join(d, "ours.raw"), filepath.Join(d, "theirs.raw")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", rawOurs, "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", rawOurs, "1M")
 	cp(t, rawOurs, rawTheirs)
 	steps := [][]string{
 		{"resize", "IMG", "2M"}, {"resize", "IMG", "1M"}, {"resize", "--shrink", "IMG", "1M"},
@@ -100,7 +101,7 @@ func TestResizeMatchesQemu(t *testing.T) {
 		if strings.HasSuffix(p[0], ".raw") {
 			f = "raw"
 		}
-		mustExt(t, "qemu-img", "compare", "-f", f, "-F", f, p[0], p[1])
+		testkit.MustRun(t, "qemu-img", "compare", "-f", f, "-F", f, p[0], p[1])
 		if f == "raw" {
 			b, _ := os.Stat(p[1])
 			if a.Size() != b.Size() {
@@ -114,7 +115,7 @@ func TestResizeMatchesQemu(t *testing.T) {
 // them back (qemu-img check runs at the end); qimg reads what qemu-img
 // resized.
 func TestResizeInterop(t *testing.T) {
-	needQemu(t)
+	testkit.NeedQemu(t)
 	t.Parallel()
 	d := workDir(t)
 	p := func(n string) string { return filepath.Join(d, n) }
@@ -123,14 +124,14 @@ func TestResizeInterop(t *testing.T) {
 	// clusters past it were discarded and read as zeros after growing.
 	for _, opts := range []string{"cluster_size=64k", "cluster_size=4k,compat=0.10", "cluster_size=512,refcount_bits=64"} {
 		img := p("s.qcow2")
-		mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, img, "8M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, img, "8M")
 		qio(t, img, "write -P 0x11 0 3M", "write -P 0x22 3M 5M")
 		mustQ(t, "resize", "--shrink", img, "3000k")
-		out := mustExt(t, "qemu-img", "info", img)
+		out := testkit.MustRun(t, "qemu-img", "info", img)
 		if !strings.Contains(out, "(3072000 bytes)") {
 			t.Fatalf("%s: after shrink:\n%s", opts, out)
 		}
-		mustExt(t, "qemu-img", "check", img)
+		testkit.MustRun(t, "qemu-img", "check", img)
 		// The file is cut after its last used cluster. (qimg keeps the
 		// L2 tables past the new end, which QEMU frees: with small
 		// clusters they lie among the data and keep the file longer.)
@@ -143,40 +144,40 @@ func TestResizeInterop(t *testing.T) {
 		mustQ(t, "resize", img, "8M")
 		qio(t, img, "read -P 0x11 0 3000k", "read -P 0 3000k 5192k")
 		qimgIO(t, img, "read -P 0x11 0 3000k", "read -P 0 3000k 5192k")
-		mustExt(t, "qemu-img", "check", img)
+		testkit.MustRun(t, "qemu-img", "check", img)
 	}
 
 	// Growing an overlay whose backing file is longer: the new range
 	// reads zeros, as QEMU makes it.
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), "4M")
 	qio(t, p("b.qcow2"), "write -P 7 0 4M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"), "1M")
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("q.qcow2"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("o.qcow2"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p("q.qcow2"), "1M")
 	mustQ(t, "resize", p("o.qcow2"), "3M")
-	mustExt(t, "qemu-img", "resize", p("q.qcow2"), "3M")
+	testkit.MustRun(t, "qemu-img", "resize", p("q.qcow2"), "3M")
 	qio(t, p("o.qcow2"), "read -P 7 0 1M", "read -P 0 1M 2M")
-	mustExt(t, "qemu-img", "compare", p("o.qcow2"), p("q.qcow2"))
+	testkit.MustRun(t, "qemu-img", "compare", p("o.qcow2"), p("q.qcow2"))
 	a := strings.ReplaceAll(mustQ(t, "map", "--output=json", p("o.qcow2")), `, "compressed": false`, "")
-	if b := mustExt(t, "qemu-img", "map", "--output=json", p("q.qcow2")); a != b {
+	if b := testkit.MustRun(t, "qemu-img", "map", "--output=json", p("q.qcow2")); a != b {
 		t.Errorf("map after growing an overlay:\nqimg:\n%s\nqemu-img:\n%s", a, b)
 	}
 	// v2 cannot: both fail and leave the size.
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "b.qcow2", "-F", "qcow2", p("v2.qcow2"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "b.qcow2", "-F", "qcow2", p("v2.qcow2"), "1M")
 	if _, e, code := runQ(t, "resize", p("v2.qcow2"), "3M"); code != 1 || !strings.Contains(e, "Failed to zero out new clusters") {
 		t.Errorf("v2 overlay grow: exit %d %s", code, e)
 	}
 
 	// qimg reads what qemu-img shrank and grew.
-	mustExt(t, "qemu-img", "create", "-q", "-f", "qcow2", p("q2.qcow2"), "8M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("q2.qcow2"), "8M")
 	qio(t, p("q2.qcow2"), "write -P 0x33 0 8M")
-	mustExt(t, "qemu-img", "resize", "--shrink", p("q2.qcow2"), "2M")
-	mustExt(t, "qemu-img", "resize", p("q2.qcow2"), "6M")
+	testkit.MustRun(t, "qemu-img", "resize", "--shrink", p("q2.qcow2"), "2M")
+	testkit.MustRun(t, "qemu-img", "resize", p("q2.qcow2"), "6M")
 	qimgIO(t, p("q2.qcow2"), "read -P 0x33 0 2M", "read -P 0 2M 4M")
 
 	// Raw: qimg grows and shrinks, qemu-io reads.
-	mustExt(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", p("r.raw"), "1M")
 	qio(t, p("r.raw"), "write -P 5 0 1M")
 	mustQ(t, "resize", "-f", "raw", p("r.raw"), "2M")
 	mustQ(t, "resize", "-f", "raw", "--shrink", p("r.raw"), "1536k")
-	mustExt(t, "qemu-io", "-f", "raw", "-c", "read -P 5 0 1M", "-c", "read -P 0 1M 512k", p("r.raw"))
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "read -P 5 0 1M", "-c", "read -P 0 1M 512k", p("r.raw"))
 }
