@@ -68,10 +68,11 @@ type Image struct {
 	corruptCause error // what markCorrupt was told
 	closed       bool
 
-	meta     metaSet // roles of L2 and refcount block clusters (overlap checks)
-	allocs   sched.ClusterLocks
-	inflight inflightMap // states of the allocations registered in allocs
-	gate     writeGate   // lock-free overwrites vs freeing (Q12)
+	meta metaSet // roles of L2 and refcount block clusters (overlap checks)
+	// allocs registers the guest clusters under allocation (Q7), each
+	// with its allocation's state (inflight.go, Q10).
+	allocs sched.ClusterLocks[allocState]
+	gate   writeGate // lock-free overwrites vs freeing (Q12)
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
 	c         counters

@@ -89,7 +89,7 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 		// Q7: a cluster under allocation is either written early (Q10)
 		// or waited for.
 		if blocker, _ := im.allocs.Conflict(gc, 1); blocker != nil {
-			if st := im.inflight.ready(gc); st != nil {
+			if st := blocker.State(); st.acceptsEarly() {
 				blocker.Forget()
 				if done, err := im.earlyWrite(st, goff, v); done {
 					return err
@@ -159,7 +159,7 @@ func (im *Image) overwrite(gc, goff uint64, v [][]byte) (done bool, err error) {
 // data with whatever COW it needs, and links the cluster. Called with mu
 // held and the cluster's allocation registered; returns with mu released
 // and the registration dropped.
-func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v [][]byte, n int64) (err error) {
+func (im *Image) allocWrite(a *sched.Alloc[allocState], gc, goff uint64, e format.L2Entry, v [][]byte, n int64) (err error) {
 	defer im.allocs.Release(a)
 	if err := im.ensureL2(gc); err != nil {
 		im.mu.Unlock()
@@ -195,7 +195,7 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 		src = cowCompressed
 	}
 	st := newAllocState(host)
-	im.inflight.add(gc, st)
+	a.SetState(st)
 	im.mu.Unlock()
 
 	cowed, err := im.writeWithCOW(st, fresh, goff, e, src, v, n)
@@ -208,7 +208,6 @@ func (im *Image) allocWrite(a *sched.Alloc, gc, goff uint64, e format.L2Entry, v
 	early := st.seal()
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	defer im.inflight.remove(gc, st)
 	if err != nil && early == 0 {
 		if !reuse {
 			im.freeClusters(host, 1) // QEMU qcow2_alloc_cluster_abort
