@@ -9,7 +9,8 @@ import (
 )
 
 // This file holds the allocator and refcount updates. Every function here
-// runs with im.mu held.
+// runs with im.mu held; the ones the rest of the engine calls carry the
+// Locked suffix.
 
 // refcount returns the stored refcount of host cluster c (0 where no
 // refcount block covers it).
@@ -45,10 +46,10 @@ func (im *Image) markDirtyBit() error {
 	return nil
 }
 
-// updateRefcount adds delta to the refcount of cluster c. A missing
+// updateRefcountLocked adds delta to the refcount of cluster c. A missing
 // refcount block (for increments) returns errRetry after creating one,
 // because the new block may occupy the cluster the caller wanted.
-func (im *Image) updateRefcount(c uint64, delta int64) error {
+func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 	ri, bi := im.g.RefIndex(c)
 	if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
 		if delta < 0 {
@@ -140,10 +141,10 @@ func (im *Image) findFree(n uint64) (uint64, error) {
 	return 0, fmt.Errorf("%w: image file would exceed 2^62 bytes", ErrUnsupported)
 }
 
-// allocClusters allocates n contiguous clusters with refcount 1 and
+// allocClustersLocked allocates n contiguous clusters with refcount 1 and
 // returns the host offset of the first; fresh reports whether they lie
 // at or past the high-water mark (never used since open: a hole, Q2).
-func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
+func (im *Image) allocClustersLocked(n uint64) (off uint64, fresh bool, err error) {
 	if err := im.markDirtyBit(); err != nil {
 		return 0, false, err
 	}
@@ -180,9 +181,9 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 		off = c << im.g.ClusterBits
 		fresh = im.takeSpace(off, (c+n)<<im.g.ClusterBits)
 		for k := uint64(0); k < n; k++ {
-			if err := im.updateRefcount(c+k, 1); err != nil {
+			if err := im.updateRefcountLocked(c+k, 1); err != nil {
 				for j := uint64(0); j < k; j++ {
-					im.updateRefcount(c+j, -1)
+					im.updateRefcountLocked(c+j, -1)
 				}
 				return 0, false, err
 			}
@@ -203,11 +204,11 @@ func (im *Image) allocClusters(n uint64) (off uint64, fresh bool, err error) {
 	}
 }
 
-// freeClusters drops one reference to each of n clusters at off.
-func (im *Image) freeClusters(off, n uint64) error {
+// freeClustersLocked drops one reference to each of n clusters at off.
+func (im *Image) freeClustersLocked(off, n uint64) error {
 	c := off >> im.g.ClusterBits
 	for k := uint64(0); k < n; k++ {
-		if err := im.updateRefcount(c+k, -1); err != nil {
+		if err := im.updateRefcountLocked(c+k, -1); err != nil {
 			return err
 		}
 	}
@@ -250,7 +251,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 			// self-describing at b.
 			return im.ensureRefblock(bri)
 		}
-		if err := im.updateRefcount(b, 1); err != nil {
+		if err := im.updateRefcountLocked(b, 1); err != nil {
 			return err
 		}
 		t, err := im.rbc.GetEmpty(int64(boff))
@@ -360,7 +361,7 @@ func (im *Image) growReftable(need uint64) error {
 			format.SetRefcount(d, g.RefcountOrder, bi, 1)
 			continue
 		}
-		if err := im.updateRefcount(c, 1); err != nil {
+		if err := im.updateRefcountLocked(c, 1); err != nil {
 			return err
 		}
 	}
@@ -399,5 +400,5 @@ func (im *Image) growReftable(need uint64) error {
 	im.c.reftableGrowths.Add(1)
 	im.c.refblocksAllocated.Add(int64(k))
 	// The old table is no longer referenced by the (durable) header.
-	return im.freeClusters(oldOff, oldClusters)
+	return im.freeClustersLocked(oldOff, oldClusters)
 }

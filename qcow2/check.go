@@ -343,7 +343,7 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 			if cur == f.want {
 				break
 			}
-			err = im.updateRefcount(f.c, int64(f.want)-int64(cur))
+			err = im.updateRefcountLocked(f.c, int64(f.want)-int64(cur))
 			if err == errRetry && tries < 8 {
 				continue
 			}

@@ -206,10 +206,10 @@ func (im *Image) preallocate(mode string) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	for gc := uint64(0); gc < n; gc++ {
-		if err := im.ensureL2(gc); err != nil {
+		if err := im.ensureL2Locked(gc); err != nil {
 			return err
 		}
-		host, _, err := im.allocClusters(1)
+		host, _, err := im.allocClustersLocked(1)
 		if err != nil {
 			return err
 		}

@@ -22,8 +22,10 @@ import (
 //   - If the allocator's own write fails, the cluster is still linked
 //     when an early write succeeded; otherwise the allocation is undone.
 
-// allocState is a cluster allocation in flight (alongside its
-// sched.ClusterLocks registration).
+// allocState is a cluster allocation in flight: the state its owner
+// attaches to the cluster's sched.ClusterLocks registration (sched S7),
+// so a writer that finds the cluster busy learns from the registration
+// itself whether it may write early.
 type allocState struct {
 	host  uint64
 	ready atomic.Bool
@@ -85,44 +87,18 @@ func (st *allocState) finish(err error) {
 	close(st.done)
 }
 
-// inflightMap finds the allocation in flight of a guest cluster.
-type inflightMap struct {
-	mu sync.Mutex
-	m  map[uint64]*allocState // guest cluster -> state
+// acceptsEarly reports whether early writes may go to the host cluster
+// now: the allocation is ready and its outcome not yet known. A nil
+// state (the owner has not attached one yet, or the registration is not
+// an allocating write's) accepts none: the caller waits for the
+// registration to go.
+func (st *allocState) acceptsEarly() bool {
+	return st != nil && st.ready.Load() && !st.finished()
 }
 
-func (f *inflightMap) add(gc uint64, st *allocState) {
-	f.mu.Lock()
-	if f.m == nil {
-		f.m = make(map[uint64]*allocState)
-	}
-	f.m[gc] = st
-	f.mu.Unlock()
-}
-
-func (f *inflightMap) remove(gc uint64, st *allocState) {
-	f.mu.Lock()
-	if f.m[gc] == st {
-		delete(f.m, gc)
-	}
-	f.mu.Unlock()
-}
-
-// ready returns the in-flight allocation of gc if early writes may go to
-// its host cluster.
-func (f *inflightMap) ready(gc uint64) *allocState {
-	f.mu.Lock()
-	st := f.m[gc]
-	f.mu.Unlock()
-	if st != nil && st.ready.Load() && !st.finished() {
-		return st
-	}
-	return nil // the caller waits for the registration to go
-}
-
-// finished reports whether the allocation's outcome is known (it is
-// being removed: early writers wait for the registration instead of
-// spinning on the sealed state).
+// finished reports whether the allocation's outcome is known (its
+// registration is about to be released: early writers wait for that
+// instead of spinning on the sealed state).
 func (st *allocState) finished() bool {
 	select {
 	case <-st.done:

@@ -23,12 +23,12 @@ func (im *Image) growL1(n uint64) error {
 		return nil
 	}
 	nclusters := (n*8 + cs - 1) / cs
-	off, _, err := im.allocClusters(nclusters)
+	off, _, err := im.allocClustersLocked(nclusters)
 	if err != nil {
 		return err
 	}
 	abort := func(err error) error {
-		im.freeClusters(off, nclusters)
+		im.freeClustersLocked(off, nclusters)
 		return err
 	}
 	if err := im.rbc.Flush(); err != nil { // Q1: counted before referenced
@@ -62,7 +62,7 @@ func (im *Image) growL1(n uint64) error {
 	im.setL1(table, off)
 	// Q3: the header no longer points at the old table (durably).
 	oldBytes := uint64(oldSize) * 8
-	return im.freeClusters(uint64(oldOff), (oldBytes+cs-1)/cs)
+	return im.freeClustersLocked(uint64(oldOff), (oldBytes+cs-1)/cs)
 }
 
 // setL1 installs the active L1 table (under mu, or before the image is

@@ -57,7 +57,7 @@ func (im *Image) validEntry(e format.L2Entry) error {
 }
 
 // setEntry stores e for guest cluster gc; the L2 table must exist and be
-// writable (ensureL2). The slice is marked dirty before anything that may
+// writable (ensureL2Locked). The slice is marked dirty before anything that may
 // flush (Q3).
 func (im *Image) setEntry(gc uint64, e format.L2Entry) error {
 	t, at, err := im.l2slice(gc)
@@ -75,11 +75,11 @@ func (im *Image) setEntry(gc uint64, e format.L2Entry) error {
 	return nil
 }
 
-// ensureL2 makes the L2 table for guest cluster gc exist with COPIED set
+// ensureL2Locked makes the L2 table for guest cluster gc exist with COPIED set
 // in the L1 (QEMU's l2_allocate): allocate a cluster, make its refcount
 // durable (Q1), write the table (zeros, or a copy of a shared table) and
 // flush it, then write the L1 entry (Q4).
-func (im *Image) ensureL2(gc uint64) error {
+func (im *Image) ensureL2Locked(gc uint64) error {
 	l1i := gc >> im.g.L2Bits
 	if l1i >= uint64(len(im.l1)) {
 		return ErrOutOfRange
@@ -89,7 +89,7 @@ func (im *Image) ensureL2(gc uint64) error {
 		return nil
 	}
 	g := &im.g
-	off, _, err := im.allocClusters(1)
+	off, _, err := im.allocClustersLocked(1)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (im *Image) ensureL2(gc uint64) error {
 		if err := im.dev.Flush(); err != nil {
 			return err
 		}
-		if err := im.freeClusters(uint64(old.Offset()), 1); err != nil {
+		if err := im.freeClustersLocked(uint64(old.Offset()), 1); err != nil {
 			return err
 		}
 	}
@@ -151,6 +151,6 @@ func (im *Image) abortL2(off uint64, err error) error {
 		im.l2c.Discard(int64(off + s))
 	}
 	im.meta.del(off >> im.g.ClusterBits)
-	im.freeClusters(off, 1)
+	im.freeClustersLocked(off, 1)
 	return err
 }

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/sched"
 )
 
 // WriteZeroes makes [off, off+n) read as zeros. On v3 images whole
@@ -122,7 +123,7 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 		return ErrReadOnly // leaked, never freed under a writer
 	}
 	for _, e := range fr.es {
-		if err := im.freeEntry(e); err != nil {
+		if err := im.freeEntryLocked(e); err != nil {
 			return err
 		}
 	}
@@ -135,22 +136,29 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 // after writers that found it without the lock are done (Q12).
 func (im *Image) zeroCluster(gc uint64, unmap, discard bool, fr *freeList) error {
 	for {
-		im.mu.Lock()
-		if im.closed {
-			im.mu.Unlock()
-			return block.ErrClosed
+		blocker, err := im.tryZeroCluster(gc, unmap, discard, fr)
+		if blocker == nil {
+			return err
 		}
-		a, _, blocker := im.allocs.TryAcquire(gc, 1)
-		if a == nil {
-			im.mu.Unlock()
-			blocker.Wait()
-			continue
-		}
-		err := im.zeroClusterLocked(gc, unmap, discard, fr)
-		im.allocs.Release(a)
-		im.mu.Unlock()
-		return err
+		blocker.Wait() // an allocation of gc is in flight (Q7)
 	}
+}
+
+// tryZeroCluster registers guest cluster gc (Q7) and changes its entry
+// under mu, or returns the registration in its way, to wait for without
+// mu.
+func (im *Image) tryZeroCluster(gc uint64, unmap, discard bool, fr *freeList) (*sched.Alloc[allocState], error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.closed {
+		return nil, block.ErrClosed
+	}
+	reg, _, blocker := im.allocs.TryAcquire(gc, 1)
+	if reg == nil {
+		return blocker, nil
+	}
+	defer im.allocs.Release(reg) // before the unlock, as it was registered
+	return nil, im.zeroClusterLocked(gc, unmap, discard, fr)
 }
 
 func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool, fr *freeList) error {
@@ -185,7 +193,7 @@ func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool, fr *freeList)
 		return nil
 	}
 	if ne != 0 || e.Type() != format.ClusterUnallocated {
-		if err := im.ensureL2(gc); err != nil {
+		if err := im.ensureL2Locked(gc); err != nil {
 			return err
 		}
 		if e, err = im.entry(gc); err != nil {

@@ -6,40 +6,8 @@ import (
 	"testing"
 )
 
-func BenchmarkTracker_BeginEnd(b *testing.B) {
-	cases := []struct {
-		name string
-		ser  bool
-	}{{"plain", false}, {"serialising", true}}
-	for _, tc := range cases {
-		b.Run(tc.name, func(b *testing.B) {
-			var tr Tracker
-			b.ReportAllocs()
-			for b.Loop() {
-				r, _ := tr.Begin(0, 4096, tc.ser, false)
-				tr.End(r)
-			}
-		})
-	}
-}
-
-// BenchmarkTracker_Parallel: disjoint 4 KiB requests from GOMAXPROCS
-// goroutines, 1 in 16 serialising (a realistic unaligned-write share).
-func BenchmarkTracker_Parallel(b *testing.B) {
-	var tr Tracker
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := next.Add(1)
-			r, _ := tr.Begin(i*4096, 4096, i%16 == 0, false)
-			tr.End(r)
-		}
-	})
-}
-
 func BenchmarkClusterLocks_Uncontended(b *testing.B) {
-	var c ClusterLocks
+	var c ClusterLocks[int]
 	b.ReportAllocs()
 	var i uint64
 	for b.Loop() {
@@ -51,14 +19,14 @@ func BenchmarkClusterLocks_Uncontended(b *testing.B) {
 
 func BenchmarkClusterLocks_ConflictMiss(b *testing.B) {
 	b.Run("idle", func(b *testing.B) {
-		var c ClusterLocks
+		var c ClusterLocks[int]
 		b.ReportAllocs()
 		for b.Loop() {
 			c.Conflict(5, 1)
 		}
 	})
 	b.Run("busy-elsewhere", func(b *testing.B) {
-		var c ClusterLocks
+		var c ClusterLocks[int]
 		a, _, _ := c.TryAcquire(1000, 1)
 		defer c.Release(a)
 		b.ReportAllocs()
@@ -74,7 +42,7 @@ func BenchmarkClusterLocks_ConflictMiss(b *testing.B) {
 // then write in place. One op is one 4 KiB piece.
 func BenchmarkClusterLocks_SeqWriters(b *testing.B) {
 	const piecesPerCluster = 16
-	var c ClusterLocks
+	var c ClusterLocks[int]
 	var next atomic.Uint64
 	allocated := make([]atomic.Bool, b.N/piecesPerCluster+2)
 	procs := runtime.GOMAXPROCS(0)

@@ -20,10 +20,15 @@ const (
 // Alloc is an in-flight allocation of a cluster range, or a wait handle on
 // one. It is pooled: the owner must not use it after Release, and a waiter
 // must not use a blocker after Wait or Forget.
-type Alloc struct {
+//
+// It carries the owner's state of the allocation (S7): the one record a
+// writer that finds the cluster busy consults, so that no second map of
+// allocations in flight is needed.
+type Alloc[S any] struct {
 	first, end uint64 // clusters [first, end)
 	shards     uint64 // mask of shards this allocation is registered in
-	cl         *ClusterLocks
+	cl         *ClusterLocks[S]
+	state      atomic.Pointer[S] // the owner's state; nil until SetState
 
 	// mu guards released and pins. A blocker handed to a caller holds a
 	// pin; the Alloc is recycled only once it is released and unpinned, so
@@ -34,18 +39,20 @@ type Alloc struct {
 	pins     int32
 }
 
-type shard struct {
+type shard[S any] struct {
 	mu     sync.Mutex
-	allocs []*Alloc
+	allocs []*Alloc[S]
 	_      [64 - 8 - 24]byte // keep shards on separate cache lines
 }
 
 // ClusterLocks records in-flight cluster allocations, like QEMU's
 // s->cluster_allocs with handle_dependencies: a write touching a cluster
-// whose allocation is in flight waits for that allocation only (S1). The
-// zero value is ready to use; it is safe for concurrent use.
-type ClusterLocks struct {
-	shards [numShards]shard
+// whose allocation is in flight waits for that allocation only (S1), or
+// acts on the state its owner attached (S7). S is the type of that state;
+// ClusterLocks never looks inside it. The zero value is ready to use; it
+// is safe for concurrent use.
+type ClusterLocks[S any] struct {
+	shards [numShards]shard[S]
 	// inFlight lets Conflict answer "nothing anywhere" without a lock.
 	inFlight atomic.Int64
 	pool     sync.Pool
@@ -89,7 +96,7 @@ func (m ClusterMetrics) String() string {
 }
 
 // Metrics returns a snapshot of the counters.
-func (c *ClusterLocks) Metrics() ClusterMetrics {
+func (c *ClusterLocks[S]) Metrics() ClusterMetrics {
 	return ClusterMetrics{
 		Acquisitions: c.acquisitions.Load(),
 		Conflicts:    c.conflicts.Load(),
@@ -115,7 +122,7 @@ func shardMask(first, end uint64) uint64 {
 	}
 }
 
-func (c *ClusterLocks) lock(mask uint64) {
+func (c *ClusterLocks[S]) lock(mask uint64) {
 	// Ascending shard order everywhere, so multi-shard holders never
 	// deadlock with each other.
 	for m := mask; m != 0; m &= m - 1 {
@@ -123,7 +130,7 @@ func (c *ClusterLocks) lock(mask uint64) {
 	}
 }
 
-func (c *ClusterLocks) unlock(mask uint64) {
+func (c *ClusterLocks[S]) unlock(mask uint64) {
 	for m := mask; m != 0; m &= m - 1 {
 		c.shards[bits.TrailingZeros64(m)].mu.Unlock()
 	}
@@ -131,8 +138,8 @@ func (c *ClusterLocks) unlock(mask uint64) {
 
 // find returns the registered allocation overlapping [first, end) whose
 // overlap starts lowest, and where. Called with the shards of mask locked.
-func (c *ClusterLocks) find(mask, first, end uint64) (*Alloc, uint64) {
-	var best *Alloc
+func (c *ClusterLocks[S]) find(mask, first, end uint64) (*Alloc[S], uint64) {
+	var best *Alloc[S]
 	var at uint64
 	for m := mask; m != 0; m &= m - 1 {
 		for _, a := range c.shards[bits.TrailingZeros64(m)].allocs {
@@ -149,7 +156,7 @@ func (c *ClusterLocks) find(mask, first, end uint64) (*Alloc, uint64) {
 
 // pin takes a waiter's reference on a registered allocation. Called with a
 // shard of a locked, which keeps a from being released meanwhile.
-func (a *Alloc) pin() {
+func (a *Alloc[S]) pin() {
 	a.mu.Lock()
 	a.pins++
 	a.mu.Unlock()
@@ -161,7 +168,7 @@ func (a *Alloc) pin() {
 // Wait on; the caller must call blocker.Wait or blocker.Forget exactly once,
 // then look the clusters up again (the blocker has typically linked them).
 // count 0 is treated as 1.
-func (c *ClusterLocks) TryAcquire(first, count uint64) (a *Alloc, conflict uint64, blocker *Alloc) {
+func (c *ClusterLocks[S]) TryAcquire(first, count uint64) (a *Alloc[S], conflict uint64, blocker *Alloc[S]) {
 	end := clusterEnd(first, count)
 	mask := shardMask(first, end)
 	c.lock(mask)
@@ -190,7 +197,7 @@ func (c *ClusterLocks) TryAcquire(first, count uint64) (a *Alloc, conflict uint6
 // or nil. It takes no lock when no allocation is in flight anywhere. A
 // non-nil blocker must be passed to Wait or Forget exactly once. The answer
 // is advisory: only TryAcquire decides atomically.
-func (c *ClusterLocks) Conflict(first, count uint64) (blocker *Alloc, at uint64) {
+func (c *ClusterLocks[S]) Conflict(first, count uint64) (blocker *Alloc[S], at uint64) {
 	c.checks.Add(1)
 	if c.inFlight.Load() == 0 {
 		return nil, 0
@@ -211,7 +218,7 @@ func (c *ClusterLocks) Conflict(first, count uint64) (blocker *Alloc, at uint64)
 
 // Release unregisters a, owned by the caller, and wakes every waiter. a must
 // not be used afterwards.
-func (c *ClusterLocks) Release(a *Alloc) {
+func (c *ClusterLocks[S]) Release(a *Alloc[S]) {
 	c.lock(a.shards)
 	for m := a.shards; m != 0; m &= m - 1 {
 		s := &c.shards[bits.TrailingZeros64(m)]
@@ -236,13 +243,13 @@ func (c *ClusterLocks) Release(a *Alloc) {
 	}
 	a.mu.Unlock()
 	if recycle {
-		c.pool.Put(a)
+		c.recycle(a)
 	}
 }
 
 // Wait blocks until the allocation a blocker refers to is released, then
 // drops the caller's reference. Call it once per blocker.
-func (a *Alloc) Wait() {
+func (a *Alloc[S]) Wait() {
 	a.mu.Lock()
 	if a.pins <= 0 {
 		a.mu.Unlock()
@@ -258,14 +265,14 @@ func (a *Alloc) Wait() {
 }
 
 // Forget drops the reference a blocker holds without waiting.
-func (a *Alloc) Forget() {
+func (a *Alloc[S]) Forget() {
 	a.mu.Lock()
 	a.unpinLocked()
 }
 
 // unpinLocked drops one pin and unlocks a.mu; the last pin of a released
 // allocation recycles it.
-func (a *Alloc) unpinLocked() {
+func (a *Alloc[S]) unpinLocked() {
 	if a.pins <= 0 {
 		a.mu.Unlock()
 		panic(errNoPin)
@@ -274,25 +281,42 @@ func (a *Alloc) unpinLocked() {
 	recycle := a.released && a.pins == 0
 	a.mu.Unlock()
 	if recycle {
-		a.cl.pool.Put(a)
+		a.cl.recycle(a)
 	}
 }
 
+// recycle returns a released, unpinned allocation to the pool, without
+// its owner's state (S5).
+func (c *ClusterLocks[S]) recycle(a *Alloc[S]) {
+	a.state.Store(nil)
+	c.pool.Put(a)
+}
+
+// SetState attaches the owner's state of the allocation (S7). Only the
+// owner calls it, between TryAcquire and Release; a waiter that looks at
+// the allocation afterwards through a blocker sees it.
+func (a *Alloc[S]) SetState(st *S) { a.state.Store(st) }
+
+// State returns the state the owner attached, or nil if it has attached
+// none (yet). A waiter calls it on a blocker it holds (before Wait or
+// Forget); the state stays the owner's to interpret.
+func (a *Alloc[S]) State() *S { return a.state.Load() }
+
 // First and Count describe the allocation's cluster range.
-func (a *Alloc) First() uint64 { return a.first }
+func (a *Alloc[S]) First() uint64 { return a.first }
 
 // Count is the number of clusters in the allocation.
-func (a *Alloc) Count() uint64 { return a.end - a.first }
+func (a *Alloc[S]) Count() uint64 { return a.end - a.first }
 
 var errNoPin = errors.New("sched: Wait or Forget on an Alloc without a blocker reference")
 
-func (c *ClusterLocks) get() *Alloc {
+func (c *ClusterLocks[S]) get() *Alloc[S] {
 	if v := c.pool.Get(); v != nil {
-		a := v.(*Alloc)
+		a := v.(*Alloc[S])
 		a.released = false // pins is already 0: only unpinned Allocs are pooled
 		return a
 	}
-	a := &Alloc{cl: c}
+	a := &Alloc[S]{cl: c}
 	a.cond.L = &a.mu
 	return a
 }

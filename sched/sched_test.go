@@ -1,246 +1,13 @@
 package sched
 
 import (
-	"errors"
+	"github.com/qring/qring/internal/testkit"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/qring/qring/block"
-	"github.com/qring/qring/internal/testkit"
 )
-
-// blocks reports whether Begin(b) would wait while a is in flight.
-func TestTracker_Begin_Overlap(t *testing.T) {
-	type rng struct {
-		off, n int64
-		ser    bool
-	}
-	cases := []struct {
-		name   string
-		a, b   rng
-		blocks bool
-	}{
-		{"plain/plain overlap", rng{0, 100, false}, rng{50, 100, false}, false},
-		{"ser/plain overlap", rng{0, 100, true}, rng{50, 100, false}, true},
-		{"plain/ser overlap", rng{0, 100, false}, rng{50, 100, true}, true},
-		{"ser/ser overlap", rng{0, 100, true}, rng{99, 1, true}, true},
-		{"ser/ser adjacent", rng{0, 100, true}, rng{100, 100, true}, false},
-		{"ser/ser adjacent before", rng{100, 100, true}, rng{0, 100, true}, false},
-		{"ser/ser contained", rng{0, 1000, true}, rng{10, 10, true}, true},
-		{"ser/ser containing", rng{10, 10, true}, rng{0, 1000, true}, true},
-		{"ser zero length", rng{0, 100, true}, rng{50, 0, true}, false},
-		{"ser to infinity", rng{4096, 1<<63 - 1 - 4096, true}, rng{1 << 40, 4096, false}, true},
-		{"ser/plain disjoint", rng{0, 4096, true}, rng{8192, 4096, false}, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var tr Tracker
-			a, err := tr.Begin(tc.a.off, tc.a.n, tc.a.ser, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// NoWait answers the question without blocking (S3).
-			b, err := tr.Begin(tc.b.off, tc.b.n, tc.b.ser, true)
-			if tc.blocks {
-				if !errors.Is(err, block.ErrBusy) || !errors.Is(err, ErrBusy) {
-					t.Fatalf("noWait Begin: err %v, want ErrBusy", err)
-				}
-				if got := tr.Metrics().InFlight; got != 1 {
-					t.Fatalf("busy Begin registered: in-flight %d", got)
-				}
-				// Without noWait it must wait until a ends.
-				done := make(chan *Req)
-				go func() {
-					r, err := tr.Begin(tc.b.off, tc.b.n, tc.b.ser, false)
-					if err != nil {
-						t.Error(err)
-					}
-					done <- r
-				}()
-				select {
-				case <-done:
-					t.Fatal("Begin did not wait for a conflicting request")
-				case <-time.After(20 * time.Millisecond):
-				}
-				tr.End(a)
-				select {
-				case r := <-done:
-					tr.End(r)
-				case <-time.After(5 * time.Second):
-					t.Fatal("Begin not woken by End")
-				}
-				if m := tr.Metrics(); m.Waits != 1 || m.Busy != 1 || m.InFlight != 0 {
-					t.Fatalf("metrics %v", m)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("non-conflicting noWait Begin: %v", err)
-			}
-			tr.End(b)
-			tr.End(a)
-			if m := tr.Metrics(); m.Waits != 0 || m.Busy != 0 || m.InFlight != 0 || m.PeakInFlight != 2 {
-				t.Fatalf("metrics %v", m)
-			}
-		})
-	}
-}
-
-func TestTracker_Begin_Range(t *testing.T) {
-	var tr Tracker
-	for _, c := range [][2]int64{{-1, 1}, {0, -1}, {1 << 62, 1 << 62}} {
-		if _, err := tr.Begin(c[0], c[1], true, false); !errors.Is(err, block.ErrRange) {
-			t.Errorf("Begin(%d, %d): %v, want ErrRange", c[0], c[1], err)
-		}
-	}
-}
-
-// TestTracker_Stress checks S2 with atomic per-unit counters while many
-// goroutines Begin/End random ranges, some serialising, some NoWait.
-func TestTracker_Stress(t *testing.T) {
-	seed := testkit.Seed(t)
-	const (
-		units      = 64
-		unit       = 512
-		goroutines = 32
-	)
-	iters := 2000
-	if testing.Short() {
-		iters = 200
-	}
-	var tr Tracker
-	var anyN, serN [units]atomic.Int32
-	var violations, busy atomic.Int64
-	var wg sync.WaitGroup
-	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(g)))
-			for range iters {
-				u0 := rng.IntN(units)
-				nu := 1 + rng.IntN(min(8, units-u0))
-				ser := rng.IntN(4) == 0
-				noWait := ser && rng.IntN(3) == 0
-				r, err := tr.Begin(int64(u0*unit), int64(nu*unit), ser, noWait)
-				if err != nil {
-					if !errors.Is(err, block.ErrBusy) {
-						t.Errorf("Begin: %v", err)
-					}
-					busy.Add(1)
-					continue
-				}
-				// Add then check, in opposite orders for the two kinds, so
-				// that of two overlapping runners at least one sees the other.
-				for u := u0; u < u0+nu; u++ {
-					if ser {
-						serN[u].Add(1)
-						if anyN[u].Add(1) != 1 {
-							violations.Add(1)
-						}
-					} else {
-						anyN[u].Add(1)
-						if serN[u].Load() != 0 {
-							violations.Add(1)
-						}
-					}
-				}
-				if rng.IntN(8) == 0 {
-					time.Sleep(time.Microsecond)
-				}
-				for u := u0; u < u0+nu; u++ {
-					anyN[u].Add(-1)
-					if ser {
-						serN[u].Add(-1)
-					}
-				}
-				tr.End(r)
-			}
-		}()
-	}
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(60 * time.Second):
-		t.Fatal("deadlock: stress did not finish (S4)")
-	}
-	m := tr.Metrics()
-	t.Logf("%v", m)
-	if v := violations.Load(); v != 0 {
-		t.Fatalf("%d S2 violations", v)
-	}
-	if m.InFlight != 0 || m.Busy != busy.Load() {
-		t.Fatalf("metrics %v, busy seen %d", m, busy.Load())
-	}
-}
-
-// TestTracker_NoDeadlock: many serialising requests on one range, which
-// register and then wait for each other, all finish (S4).
-func TestTracker_NoDeadlock(t *testing.T) {
-	var tr Tracker
-	var wg sync.WaitGroup
-	var inside atomic.Int32
-	var bad atomic.Bool
-	for g := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				r, err := tr.Begin(int64((g+i)%3*100), 250, true, false)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if inside.Add(1) > 2 { // three windows overlap pairwise except 0 and 200
-					bad.Store(true)
-				}
-				inside.Add(-1)
-				tr.End(r)
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatal("deadlock")
-	}
-	if bad.Load() {
-		t.Fatal("more serialising requests ran at once than can be disjoint")
-	}
-}
-
-func TestTracker_Allocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under -race")
-	}
-	var tr Tracker
-	held, _ := tr.Begin(1<<20, 4096, true, false) // a serialising neighbour forces the scan
-	defer tr.End(held)
-	cases := []struct {
-		name string
-		ser  bool
-	}{{"plain", false}, {"serialising", true}}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			n := testing.AllocsPerRun(1000, func() {
-				r, err := tr.Begin(0, 4096, tc.ser, true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				tr.End(r)
-			})
-			if n != 0 {
-				t.Fatalf("fast path allocates %v per Begin/End (S6)", n)
-			}
-		})
-	}
-}
 
 func TestClusterLocks_TryAcquire(t *testing.T) {
 	type span struct{ first, count uint64 }
@@ -266,8 +33,8 @@ func TestClusterLocks_TryAcquire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var c ClusterLocks
-			var held []*Alloc
+			var c ClusterLocks[int]
+			var held []*Alloc[int]
 			for _, h := range tc.held {
 				a, _, b := c.TryAcquire(h.first, h.count)
 				if a == nil || b != nil {
@@ -318,7 +85,7 @@ func TestClusterLocks_TryAcquire(t *testing.T) {
 // TestClusterLocks_WaitAfterRecycle: a blocker released and the ClusterLocks
 // reused heavily before Wait is called still returns at once (S5).
 func TestClusterLocks_WaitAfterRecycle(t *testing.T) {
-	var c ClusterLocks
+	var c ClusterLocks[int]
 	a, _, _ := c.TryAcquire(1, 1)
 	_, _, b := c.TryAcquire(1, 1)
 	c.Release(a)
@@ -354,7 +121,7 @@ func TestClusterLocks_Stress(t *testing.T) {
 	if testing.Short() {
 		iters = 300
 	}
-	var c ClusterLocks
+	var c ClusterLocks[int]
 	var owners [clusters]atomic.Int32
 	var violations atomic.Int64
 	var wg sync.WaitGroup
@@ -417,15 +184,21 @@ func TestClusterLocks_Allocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race")
 	}
-	var c ClusterLocks
+	var c ClusterLocks[int]
 	held, _, _ := c.TryAcquire(1000, 1) // something in flight elsewhere
 	defer c.Release(held)
+	state := 1
 	cases := []struct {
 		name string
 		fn   func()
 	}{
 		{"TryAcquire/Release", func() {
 			a, _, _ := c.TryAcquire(16, 1)
+			c.Release(a)
+		}},
+		{"with state", func() {
+			a, _, _ := c.TryAcquire(16, 1)
+			a.SetState(&state)
 			c.Release(a)
 		}},
 		{"Conflict miss", func() { c.Conflict(16, 16) }},
@@ -443,43 +216,40 @@ func TestClusterLocks_Allocs(t *testing.T) {
 	}
 }
 
-func TestMetrics_String(t *testing.T) {
-	tm := TrackerMetrics{Begins: 5, Serialising: 2, Waits: 1, WaitRounds: 3, Busy: 1, InFlight: 0, PeakInFlight: 4}
-	if got, want := tm.String(), "begins 5 (serialising 2)  waits 1 (rounds 3)  busy 1  in-flight 0 (peak 4)"; got != want {
-		t.Errorf("TrackerMetrics.String() = %q, want %q", got, want)
+// TestClusterLocks_State: a blocker returns the state its owner attached
+// (S7), before and after the owner releases it, and a recycled Alloc
+// starts without one (S5).
+func TestClusterLocks_State(t *testing.T) {
+	var c ClusterLocks[string]
+	a, _, _ := c.TryAcquire(3, 1)
+	_, _, early := c.TryAcquire(3, 1)
+	if st := early.State(); st != nil {
+		t.Fatalf("state %q before SetState", *st)
 	}
-	if d := tm.Sub(TrackerMetrics{Begins: 1}); d.Begins != 4 || d.PeakInFlight != 4 {
-		t.Errorf("Sub: %v", d)
+	st := "allocating"
+	a.SetState(&st)
+	b, _ := c.Conflict(3, 1)
+	if b != a || b.State() != &st || early.State() != &st {
+		t.Fatal("a blocker does not return its owner's state")
 	}
-	cm := ClusterMetrics{Acquisitions: 3, Conflicts: 2, Waits: 1, Checks: 7, InFlight: 1, PeakInFlight: 2}
-	if got, want := cm.String(), "acquisitions 3  conflicts 2  waits 1  checks 7  in-flight 1 (peak 2)"; got != want {
-		t.Errorf("ClusterMetrics.String() = %q, want %q", got, want)
+	c.Release(a)
+	if b.State() != &st {
+		t.Fatal("a pinned blocker lost its state at Release")
+	}
+	b.Forget()
+	early.Wait()
+	for range 100 { // the pool hands the Alloc out again, or a new one
+		x, _, _ := c.TryAcquire(3, 1)
+		if x.State() != nil {
+			t.Fatal("a recycled Alloc kept its previous owner's state")
+		}
+		c.Release(x)
 	}
 }
 
-func TestTracker_MakeSerialising(t *testing.T) {
-	var tr Tracker
-	w, _ := tr.Begin(1<<20, 4096, false, false) // an in-flight write past "EOF"
-	z, _ := tr.Begin(0, 4096, false, false)     // the zero write near EOF
-	done := make(chan struct{})
-	go func() {
-		if err := tr.MakeSerialising(z, 0, 1<<62); err != nil {
-			t.Error(err)
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-		t.Fatal("MakeSerialising did not wait for an overlapping write")
-	case <-time.After(20 * time.Millisecond):
-	}
-	tr.End(w)
-	<-done
-	if _, err := tr.Begin(1<<30, 1, false, true); !errors.Is(err, block.ErrBusy) {
-		t.Fatalf("write inside the widened range: %v, want ErrBusy", err)
-	}
-	tr.End(z)
-	if m := tr.Metrics(); m.InFlight != 0 || m.Serialising != 1 || m.Waits != 1 {
-		t.Fatalf("metrics %v", m)
+func TestMetrics_String(t *testing.T) {
+	cm := ClusterMetrics{Acquisitions: 3, Conflicts: 2, Waits: 1, Checks: 7, InFlight: 1, PeakInFlight: 2}
+	if got, want := cm.String(), "acquisitions 3  conflicts 2  waits 1  checks 7  in-flight 1 (peak 2)"; got != want {
+		t.Errorf("ClusterMetrics.String() = %q, want %q", got, want)
 	}
 }

@@ -1,0 +1,90 @@
+package qcow2
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// openBacking opens the backing file the options or the header name
+// (relative names against the image's directory) and records its size.
+func (im *Image) openBacking() error {
+	h := im.hdr
+	if im.opts.Backing != nil {
+		im.backing = im.opts.Backing
+	} else if h.BackingFile != "" && !im.opts.NoBacking {
+		name := h.BackingFile
+		if !filepath.IsAbs(name) && im.path != "" {
+			name = filepath.Join(filepath.Dir(im.path), name)
+		}
+		op := im.opts.Opener
+		if op == nil {
+			op = DefaultOpener
+		}
+		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op,
+			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval})
+		if err != nil {
+			return fmt.Errorf("qcow2: opening backing file %q: %w", h.BackingFile, err)
+		}
+		im.backing = d
+		im.ownBacking = true
+	}
+	if im.backing != nil {
+		n, err := im.backing.Size()
+		if err != nil {
+			im.closeBacking()
+			return err
+		}
+		im.bsize = n
+		im.bzero, _ = im.backing.(zeroProber)
+	}
+	return nil
+}
+
+func (im *Image) closeBacking() {
+	if im.ownBacking && im.backing != nil {
+		im.backing.Close()
+	}
+	im.backing = nil
+}
+
+// OpenFormat opens path as format fmt ("qcow2", "raw", or "" to probe).
+// A raw file is returned as the device itself.
+func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
+	op := o.Opener
+	if op == nil {
+		op = DefaultOpener
+	}
+	if fmtName == "" {
+		var err error
+		fmtName, err = Probe(path)
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch fmtName {
+	case "qcow2":
+		return Open(path, o)
+	case "raw":
+		return op(path, o.ReadOnly)
+	}
+	return nil, fmt.Errorf("%w: image format %q", ErrUnsupported, fmtName)
+}
+
+// Probe returns "qcow2" if path starts with the qcow2 magic, else "raw".
+func Probe(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var b [4]byte
+	if n, _ := io.ReadFull(f, b[:]); n == 4 && be.Uint32(b[:]) == format.Magic {
+		return "qcow2", nil
+	}
+	return "raw", nil
+}

@@ -1,0 +1,178 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// This file fills a new cluster: the guest data and, around it, the
+// bytes the cluster held before (copy-on-write from the old cluster, a
+// compressed one or the backing file) or zeros.
+
+// cowSource says where the bytes around guest data in a new cluster
+// come from.
+type cowSource uint8
+
+const (
+	cowZero    cowSource = iota // reads as zeros
+	cowBacking                  // backing file (or zeros past its end)
+	cowOld                      // the old host cluster (shared)
+	cowCompressed
+)
+
+// writeWithCOW writes the guest data into the new host cluster of p and
+// fills the rest of the cluster from p.src. It reports whether it wrote
+// bytes around the data into non-fresh space (Q2). In fresh space, where
+// the bytes around the data are final already, it marks the allocation
+// ready for early writes (Q10) before its own write. mu is not held.
+func (im *Image) writeWithCOW(p *allocation, goff uint64, v [][]byte, n int64) (bool, error) {
+	st, fresh, old, src := p.st, p.fresh, p.old, p.src
+	host := st.host
+	g := &im.g
+	cs := g.ClusterSize
+	in := g.InCluster(goff)
+	headLen, tailLen := in, cs-in-uint64(n)
+	if headLen == 0 && tailLen == 0 {
+		return false, im.dev.Writev(int64(host), v)
+	}
+	cstart := goff - in
+	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+uint64(n), tailLen))
+	if zero {
+		if im.prealloc {
+			if fresh {
+				// A hole past the high-water mark already reads as
+				// zeros: write only the guest data, and let other
+				// writers into the cluster right away (Q10).
+				im.c.freshSkips.Add(1)
+				st.ready.Store(true)
+				return false, im.dev.Writev(int64(host+in), v)
+			}
+			// The seed: one efficient zeroing of the whole cluster,
+			// ordered before the data (Q5), instead of zero buffers.
+			err := im.zeroThenWrite(host, cs, host+in, v)
+			if err == nil {
+				im.c.fallocates.Add(1)
+				return true, nil
+			}
+			if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
+				return false, err
+			}
+			im.c.zeroingRefused.Add(1)
+		}
+		// Zero buffers merged with the data in one vectored write.
+		zb := block.ZeroBuf()
+		vec := make([][]byte, 0, len(v)+4)
+		vec = appendZeros(vec, zb, headLen)
+		vec = append(vec, v...)
+		vec = appendZeros(vec, zb, tailLen)
+		im.c.zeroPadBytes.Add(int64(headLen + tailLen))
+		return !fresh, im.dev.Writev(int64(host), vec)
+	}
+	// Copy-on-write: read the head and tail, write them with the data in
+	// one vector (QEMU ee22a9d869).
+	buf := block.AlignedBuf(int(cs), im.memAlign)
+	if err := im.readCOW(buf, cstart, old, src, headLen, tailLen); err != nil {
+		return false, err
+	}
+	vec := make([][]byte, 0, len(v)+2)
+	if headLen > 0 {
+		vec = append(vec, buf[:headLen])
+	}
+	vec = append(vec, v...)
+	if tailLen > 0 {
+		vec = append(vec, buf[cs-tailLen:])
+	}
+	im.c.cowBytes.Add(int64(headLen + tailLen))
+	return true, im.dev.Writev(int64(host), vec)
+}
+
+func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {
+	for n > 0 {
+		k := min(n, uint64(len(zb)))
+		vec = append(vec, zb[:k])
+		n -= k
+	}
+	return vec
+}
+
+// zeroThenWrite zeroes [zoff, zoff+zn) with Allocate and then writes v at
+// woff, linked on devices that can (Q5).
+func (im *Image) zeroThenWrite(zoff, zn, woff uint64, v [][]byte) error {
+	if im.dcap.ZeroFlags&block.Allocate == 0 {
+		return block.ErrNotSupported
+	}
+	if zw, ok := im.dev.(block.ZeroWriter); ok {
+		return zw.ZeroThenWritev(int64(zoff), int64(zn), block.Allocate, int64(woff), v)
+	}
+	if err := im.dev.WriteZeroes(int64(zoff), int64(zn), block.Allocate); err != nil {
+		return err
+	}
+	return im.dev.Writev(int64(woff), v)
+}
+
+// backingZero reports whether the COW areas [cstart, cstart+head) and
+// [tailStart, tailStart+tail) read as zeros in the backing file (false
+// negatives are fine, false positives would corrupt data).
+func (im *Image) backingZero(cstart, head, tailStart, tail uint64) bool {
+	z := func(off, n uint64) bool {
+		if n == 0 || int64(off) >= im.bsize {
+			return true
+		}
+		if im.bzero != nil {
+			return im.bzero.IsZeroFast(int64(off), int64(n))
+		}
+		return false
+	}
+	return z(cstart, head) && z(tailStart, tail)
+}
+
+// readCOW fills buf (one cluster) with the old contents of the cluster
+// starting at guest offset cstart, at least the head and tail parts.
+func (im *Image) readCOW(buf []byte, cstart uint64, old format.L2Entry, src cowSource, head, tail uint64) error {
+	cs := uint64(len(buf))
+	switch src {
+	case cowZero:
+		clear(buf)
+	case cowBacking:
+		// One read covers both areas when the gap is small (QEMU reads
+		// head and tail together if the gap is <= 16 KiB).
+		if cs-head-tail <= 16<<10 {
+			return im.readBacking(buf, cstart)
+		}
+		if head > 0 {
+			if err := im.readBacking(buf[:head], cstart); err != nil {
+				return err
+			}
+		}
+		if tail > 0 {
+			if err := im.readBacking(buf[cs-tail:], cstart+cs-tail); err != nil {
+				return err
+			}
+		}
+	case cowOld:
+		return block.ReadAt(im.dev, buf, int64(old.Offset()))
+	case cowCompressed:
+		return im.readCompressed(buf, old)
+	default:
+		return fmt.Errorf("qcow2: bad COW source %d", src)
+	}
+	return nil
+}
+
+// readBacking reads guest bytes from the backing file (zeros past its end
+// or without one).
+func (im *Image) readBacking(p []byte, off uint64) error {
+	if im.backing == nil || int64(off) >= im.bsize {
+		clear(p)
+		return nil
+	}
+	n := min(uint64(len(p)), uint64(im.bsize)-off)
+	if err := block.ReadAt(im.backing, p[:n], int64(off)); err != nil {
+		return err
+	}
+	clear(p[n:])
+	return nil
+}

@@ -1,0 +1,310 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Open opens the image at path with o.Opener (default DefaultOpener).
+func Open(path string, o Options) (*Image, error) {
+	op := o.Opener
+	if op == nil {
+		op = DefaultOpener
+	}
+	dev, err := op(path, o.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	im, err := open(dev, path, o)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	im.ownDev = true
+	return im, nil
+}
+
+// OpenDevice opens an image stored on dev. Relative backing file names are
+// resolved against the working directory. The Image does not close dev.
+func OpenDevice(dev block.Device, o Options) (*Image, error) {
+	return open(dev, "", o)
+}
+
+// open opens the image on dev: each step below does one job, in the
+// order that decides which error a damaged image reports.
+func open(dev block.Device, path string, o Options) (*Image, error) {
+	im := newImage(dev, path, o)
+	if err := im.choosePrealloc(); err != nil {
+		return nil, err
+	}
+	fsize, err := dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	if err := im.readHeader(fsize); err != nil {
+		return nil, err
+	}
+	if err := im.checkFeatures(); err != nil {
+		return nil, err
+	}
+	// Tables must lie inside the file (a cluster of slack for the last).
+	lim := fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize}
+	if err := im.checkTablesInFile(lim); err != nil {
+		return nil, err
+	}
+	if err := im.loadReftable(lim); err != nil {
+		return nil, err
+	}
+	if err := im.loadL1(lim); err != nil {
+		return nil, err
+	}
+	if err := im.overlapCheckStatic(); err != nil {
+		return nil, err
+	}
+	if err := im.loadSnapshots(lim); err != nil {
+		return nil, err
+	}
+	im.initSpace(uint64(fsize))
+	im.vsize.Store(im.hdr.Size)
+	im.syncState()
+	if err := im.initCaches(); err != nil {
+		return nil, err
+	}
+	if err := im.openBacking(); err != nil {
+		im.closeCaches()
+		return nil, err
+	}
+	if !im.ro {
+		if err := im.openWritable(); err != nil {
+			im.closeCaches()
+			im.closeBacking()
+			return nil, err
+		}
+	}
+	return im, nil
+}
+
+// newImage is an Image for dev with the alignments its device needs.
+func newImage(dev block.Device, path string, o Options) *Image {
+	im := &Image{dev: dev, path: path, opts: o, ro: o.ReadOnly, dcap: dev.Caps()}
+	im.metaAlign = im.dcap.Align
+	if im.metaAlign < 8 {
+		im.metaAlign = 8
+	}
+	im.memAlign = im.dcap.MemAlign
+	if im.memAlign < block.DefaultMemAlign {
+		im.memAlign = block.DefaultMemAlign
+	}
+	return im
+}
+
+// choosePrealloc picks the preallocation strategy from the options and
+// the device: prealloc on or off, the reserve ahead and its alignment,
+// and the fill mode (PreallocInfo).
+func (im *Image) choosePrealloc() error {
+	o := &im.opts
+	im.prealloc = o.Prealloc != "off"
+	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 {
+		im.space.ahead, im.space.align = o.PreallocSize, o.PreallocAlign
+		if im.space.ahead == 0 {
+			im.space.ahead = DefaultPreallocSize
+		}
+		if im.space.align <= 0 {
+			im.space.align = DefaultPreallocAlign
+		}
+	}
+	fillMode, fillWhy, err := resolveFill(o.PreallocFill, im.dcap)
+	if err != nil {
+		return err
+	}
+	im.pinfo = PreallocInfo{On: im.prealloc, Ahead: im.space.ahead, AheadAlign: im.space.align}
+	if im.space.ahead > 0 {
+		im.pinfo.Fill, im.pinfo.FillReason = fillMode, fillWhy
+	}
+	return nil
+}
+
+// readHeader reads and parses the header, and derives the geometry.
+// Cluster 0 holds the header, extensions and backing name; it reads the
+// largest possible cluster (or the file) and lets the parser check.
+func (im *Image) readHeader(fsize int64) error {
+	hb := block.AlignedBuf(int(min(max(fsize, 512), 1<<format.MaxClusterBits)+511)&^511, im.memAlign)
+	if err := block.ReadAt(im.dev, hb, 0); err != nil {
+		return fmt.Errorf("qcow2: reading header: %w", err)
+	}
+	h, err := format.ParseHeader(hb[:min(int64(len(hb)), max(fsize, 0))])
+	if err != nil {
+		return err
+	}
+	im.hdr = h
+	im.g = format.NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
+	return nil
+}
+
+// checkFeatures refuses what the engine does not implement, opens an
+// image marked corrupt read-only (Q9) and notes lazy refcounts.
+func (im *Image) checkFeatures() error {
+	h := im.hdr
+	switch {
+	case h.CryptMethod != format.CryptNone:
+		return unsupportedf("crypt_method", uint64(h.CryptMethod), "encrypted images are not supported")
+	case h.IncompatibleFeatures&format.IncompatDataFile != 0:
+		return unsupportedf("incompatible_features", format.IncompatDataFile, "external data files are not supported")
+	case h.ExtendedL2():
+		return unsupportedf("incompatible_features", format.IncompatExtendedL2, "extended L2 entries are not supported")
+	}
+	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
+		im.ro = true // QEMU refuses r/w; we open read-only (Q9)
+	}
+	im.lazy = h.CompatibleFeatures&format.CompatLazyRefcounts != 0
+	return nil
+}
+
+// fileLimit bounds the tables an image may point at: the file's size,
+// and the end of the file plus a cluster of slack for the last table.
+type fileLimit struct {
+	size int64
+	end  uint64
+}
+
+// check reports a table of n bytes at off that runs past the limit.
+func (l fileLimit) check(field string, off, n uint64) error {
+	if off > l.end || n > l.end || off+n > l.end {
+		return corruptf(field, off, "table of %d bytes runs past the end of the file (%d bytes)", n, l.size)
+	}
+	return nil
+}
+
+// checkTablesInFile checks that the refcount and L1 tables lie inside
+// the file before either is read.
+func (im *Image) checkTablesInFile(lim fileLimit) error {
+	h := im.hdr
+	if err := lim.check("refcount_table_offset", uint64(h.RefcountTableOffset), uint64(h.RefcountTableClusters)*im.g.ClusterSize); err != nil {
+		return err
+	}
+	return lim.check("l1_table_offset", uint64(h.L1TableOffset), uint64(h.L1Size)*8)
+}
+
+// loadReftable reads the refcount table and validates its entries.
+func (im *Image) loadReftable(lim fileLimit) error {
+	h, g := im.hdr, &im.g
+	rt := make([]byte, uint64(h.RefcountTableClusters)*g.ClusterSize)
+	if err := block.ReadAt(im.dev, rt, int64(h.RefcountTableOffset)); err != nil {
+		return fmt.Errorf("qcow2: reading refcount table: %w", err)
+	}
+	im.reftable = make([]uint64, len(rt)/8)
+	for i := range im.reftable {
+		v := be.Uint64(rt[i*8:])
+		if err := format.ValidateReftableEntry(g, v); err != nil {
+			return err
+		}
+		if v != 0 && v >= lim.end {
+			return corruptf("refcount_table_entry", v, "refcount block %d past the end of the file", i)
+		}
+		im.reftable[i] = v
+	}
+	im.rtOff.Store(uint64(h.RefcountTableOffset))
+	im.rtLen.Store(uint64(h.RefcountTableClusters) * g.ClusterSize)
+	return nil
+}
+
+// loadL1 reads the active L1 table, validates its entries and installs
+// it.
+func (im *Image) loadL1(lim fileLimit) error {
+	h, g := im.hdr, &im.g
+	l1b := make([]byte, uint64(h.L1Size)*8)
+	if err := block.ReadAt(im.dev, l1b, int64(h.L1TableOffset)); err != nil {
+		return fmt.Errorf("qcow2: reading L1 table: %w", err)
+	}
+	l1 := make([]uint64, h.L1Size)
+	for i := range l1 {
+		e := format.L1Entry(be.Uint64(l1b[i*8:]))
+		if err := e.Validate(g); err != nil {
+			return err
+		}
+		if off := uint64(e.Offset()); off != 0 && off >= lim.end {
+			return corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)
+		}
+		l1[i] = uint64(e)
+	}
+	im.setL1(l1, uint64(h.L1TableOffset))
+	return nil
+}
+
+// loadSnapshots parses the snapshot table, for Check and so that writes
+// never corrupt the snapshots.
+func (im *Image) loadSnapshots(lim fileLimit) error {
+	h := im.hdr
+	if h.NbSnapshots == 0 {
+		return nil
+	}
+	if err := lim.check("snapshots_offset", uint64(h.SnapshotsOffset), 0); err != nil {
+		return err
+	}
+	fsize := uint64(lim.size)
+	n := min(uint64(h.NbSnapshots)*1200, fsize-min(fsize, uint64(h.SnapshotsOffset)))
+	sb := make([]byte, n)
+	if err := block.ReadAt(im.dev, sb, int64(h.SnapshotsOffset)); err != nil {
+		return err
+	}
+	snaps, _, err := format.ParseSnapshots(sb, h.NbSnapshots)
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if !im.g.Aligned(uint64(s.L1TableOffset)) {
+			return corruptf("snapshot_l1_table_offset", uint64(s.L1TableOffset), "not cluster aligned")
+		}
+	}
+	im.snapshots = snaps
+	return nil
+}
+
+// openWritable applies the writable-open rules: clear unknown autoclear
+// bits, and rebuild refcounts of a dirty image before the first write.
+func (im *Image) openWritable() error {
+	if err := im.clearAutoclear(); err != nil {
+		return err
+	}
+	return im.repairDirty()
+}
+
+// clearAutoclear drops the autoclear bits of features we do not maintain
+// and rewrites the header if any was set.
+func (im *Image) clearAutoclear() error {
+	h := im.hdr
+	rewrite := false
+	if unk := h.AutoclearFeatures &^ format.AutoclearKnown; unk != 0 {
+		h.AutoclearFeatures &^= unk
+		rewrite = true
+	}
+	// We do not maintain bitmaps: clear the consistency bit so that QEMU
+	// does not trust them (QEMU does the same for unknown users).
+	if h.AutoclearFeatures&format.AutoclearBitmaps != 0 {
+		h.AutoclearFeatures &^= format.AutoclearBitmaps
+		rewrite = true
+	}
+	if !rewrite {
+		return nil
+	}
+	return im.writeHeader()
+}
+
+// repairDirty rebuilds the refcounts of an image left dirty with lazy
+// refcounts (Q8) and clears the dirty bit durably.
+func (im *Image) repairDirty() error {
+	h := im.hdr
+	if h.IncompatibleFeatures&format.IncompatDirty == 0 {
+		return nil
+	}
+	if _, err := im.Check(CheckOptions{Repair: RepairAll}); err != nil {
+		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
+	}
+	h.IncompatibleFeatures &^= format.IncompatDirty
+	if err := im.writeHeader(); err != nil {
+		return err
+	}
+	return im.dev.Flush()
+}
