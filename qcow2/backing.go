@@ -26,7 +26,8 @@ func (im *Image) openBacking() error {
 			op = DefaultOpener
 		}
 		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op,
-			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval})
+			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
+			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true})
 		if err != nil {
 			return fmt.Errorf("qcow2: opening backing file %q: %w", h.BackingFile, err)
 		}
@@ -70,7 +71,15 @@ func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 	case "qcow2":
 		return Open(path, o)
 	case "raw":
-		return op(path, o.ReadOnly)
+		d, err := op(path, o.ReadOnly)
+		if err != nil {
+			return nil, err
+		}
+		if err := lockDevice(d, path, FormatRaw, o); err != nil {
+			d.Close()
+			return nil, err
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("%w: image format %q", ErrUnsupported, fmtName)
 }

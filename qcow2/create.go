@@ -46,56 +46,52 @@ func (o *CreateOptions) normalize() error {
 	if o.Preallocation != PreallocOff && o.BackingFile != "" {
 		return fmt.Errorf("%w: preallocation with a backing file needs extended L2 entries", ErrUnsupported)
 	}
+	// Sizes are whole 512-byte sectors, rounded up as qemu-img does.
+	o.Size = (o.Size + 511) &^ 511
 	if o.Size < 0 || o.Size > format.MaxVirtualSize {
 		return fmt.Errorf("%w: size %d", ErrUnsupported, o.Size)
 	}
 	return nil
 }
 
-// Create makes a new qcow2 image at path (truncating an existing file).
+// Create makes a new qcow2 image at path. An existing file is
+// overwritten, but only once its write lock is held (lock.go): an image
+// another process uses is refused and left untouched.
 func Create(path string, o CreateOptions) error {
 	if err := o.normalize(); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	f.Close()
 	op := o.Opener
 	if op == nil {
 		op = DefaultOpener
 	}
-	if o.BackingFile != "" && (o.Size == 0 || o.BackingFormat == "") {
-		bpath := o.BackingFile
-		if !filepath.IsAbs(bpath) {
-			bpath = filepath.Join(filepath.Dir(path), bpath)
-		}
-		if o.BackingFormat == "" {
-			if o.BackingFormat, err = Probe(bpath); err != nil {
-				os.Remove(path)
-				return fmt.Errorf("qcow2: backing file: %w", err)
-			}
-		}
-		if o.Size == 0 {
-			bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op})
-			if err != nil {
-				os.Remove(path)
-				return fmt.Errorf("qcow2: backing file: %w", err)
-			}
-			o.Size, err = bd.Size()
-			bd.Close()
-			if err != nil {
-				os.Remove(path)
-				return err
-			}
-		}
+	if err := o.resolveBacking(path, op); err != nil {
+		return err
 	}
-	dev, err := op(path, false)
+	_, statErr := os.Stat(path)
+	created := os.IsNotExist(statErr)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
-	err = CreateDevice(dev, o)
+	f.Close()
+	dev, err := op(path, false)
+	if err == nil {
+		err = lockDevice(dev, path, FormatQcow2, Options{})
+		if err != nil {
+			dev.Close()
+		}
+	}
+	if err != nil {
+		if created {
+			os.Remove(path)
+		}
+		return err
+	}
+	err = dev.Truncate(0)
+	if err == nil {
+		err = CreateDevice(dev, o)
+	}
 	if cerr := dev.Close(); err == nil {
 		err = cerr
 	}
@@ -105,8 +101,13 @@ func Create(path string, o CreateOptions) error {
 	}
 	if o.Preallocation != PreallocOff {
 		// preallocate places every cluster itself: zeros streamed
-		// ahead of it would only compete with it.
-		im, err := Open(path, Options{Opener: op, PreallocFill: FillUnwritten})
+		// ahead of it would only compete with it, and metadata
+		// preallocation must not reserve the data's space at all.
+		po := Options{Opener: op, PreallocFill: FillUnwritten}
+		if o.Preallocation == PreallocMetadata {
+			po.PreallocSize = -1
+		}
+		im, err := Open(path, po)
 		if err != nil {
 			return err
 		}
@@ -115,6 +116,36 @@ func Create(path string, o CreateOptions) error {
 			err = cerr
 		}
 		return err
+	}
+	return nil
+}
+
+// resolveBacking probes the backing file's format and takes its size
+// when the options leave them out.
+func (o *CreateOptions) resolveBacking(path string, op Opener) error {
+	if o.BackingFile == "" || (o.Size != 0 && o.BackingFormat != "") {
+		return nil
+	}
+	bpath := o.BackingFile
+	if !filepath.IsAbs(bpath) {
+		bpath = filepath.Join(filepath.Dir(path), bpath)
+	}
+	var err error
+	if o.BackingFormat == "" {
+		if o.BackingFormat, err = Probe(bpath); err != nil {
+			return fmt.Errorf("qcow2: backing file: %w", err)
+		}
+	}
+	if o.Size == 0 {
+		bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op, asBacking: true})
+		if err != nil {
+			return fmt.Errorf("qcow2: backing file: %w", err)
+		}
+		o.Size, err = bd.Size()
+		bd.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ func OpenDevice(dev block.Device, o Options) (*Image, error) {
 // order that decides which error a damaged image reports.
 func open(dev block.Device, path string, o Options) (*Image, error) {
 	im := newImage(dev, path, o)
+	if err := lockDevice(dev, path, FormatQcow2, o); err != nil {
+		return nil, err
+	}
 	if err := im.choosePrealloc(); err != nil {
 		return nil, err
 	}

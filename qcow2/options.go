@@ -54,6 +54,16 @@ type Options struct {
 	// Backing, if set, is used as the backing device instead of opening
 	// the header's backing file. The Image does not close it.
 	Backing block.Device
+	// NoLock takes no image locks (QEMU's locking=off). By default an
+	// image whose device implements block.Locker is locked as QEMU locks
+	// it (lock.go), and so are the backing files it opens.
+	NoLock bool
+	// ForceShare (qemu-img -U) lets a read-only user open an image that
+	// another process writes, sharing every permission; it is an error
+	// with a writable image.
+	ForceShare bool
+	// asBacking: the image is opened as a backing file (locked as one).
+	asBacking bool
 
 	// Cache options, as QEMU's.
 	L2CacheSize        int64 // bytes; default: enough for the whole image, at most 32 MiB

@@ -3,6 +3,8 @@
 package uring
 
 import (
+	"time"
+
 	"github.com/qring/qring/block"
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +19,15 @@ import (
 
 var _ block.Locker = (*File)(nil)
 
+// lockPatience is how long Lock looks again at a conflict before it
+// reports it. A lock outlives its owner's close while a child process
+// forked by the same program still holds a copy of the descriptor,
+// between fork and exec (os/exec closes it only at exec): a program
+// that closes an image and opens it again while it starts a command would
+// otherwise see its own lock.
+var lockPatience = [...]time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}
+
 // Lock implements block.Locker. On a conflict the locks held before the
 // call are restored.
 func (f *File) Lock(perm, shared block.Perm) error {
@@ -30,7 +41,15 @@ func (f *File) Lock(perm, shared block.Perm) error {
 		f.applyLocks(f.lockPerm, f.lockShared)
 		return err
 	}
-	if err := checkLocks(f.fd, perm, shared); err != nil {
+	err := checkLocks(f.fd, perm, shared)
+	for _, d := range lockPatience {
+		if _, conflict := err.(*block.LockError); !conflict {
+			break
+		}
+		time.Sleep(d)
+		err = checkLocks(f.fd, perm, shared)
+	}
+	if err != nil {
 		f.applyLocks(f.lockPerm, f.lockShared)
 		return err
 	}

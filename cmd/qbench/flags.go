@@ -67,7 +67,8 @@ qemu-img bench flags (same meaning and defaults):
                       and the summary says so and why. native (Linux AIO) is
                       not supported.
   -q                  quiet: only "Run completed" and the summary
-  -U                  force share (accepted; the engine takes no locks)
+  -U                  force share: read an image another process writes
+                      (images are locked as QEMU locks them; -w refuses -U)
   --rand SEED         random offsets (aligned to SIZE from OFFSET) drawn from
                       SEED; the same SEED revisits the same offsets
 

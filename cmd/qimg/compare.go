@@ -162,7 +162,8 @@ func runCompare(e *env, args []string) int {
 	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
-		img, err := openImage(imgopen.Spec{Path: o.args[i], Format: f, Cache: o.get("T", ""), ReadOnly: true})
+		img, err := openImage(imgopen.Spec{Path: o.args[i], Format: f, Cache: o.get("T", ""), ReadOnly: true,
+			Opts: qcow2.Options{ForceShare: o.forceShare()}})
 		if err != nil {
 			return e.errorf(2, "%v", err)
 		}

@@ -109,7 +109,8 @@ func runConvert(e *env, args []string) int {
 			return e.usageErr(err)
 		}
 	}
-	simg, err := openImage(imgopen.Spec{Path: in, Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true})
+	simg, err := openImage(imgopen.Spec{Path: in, Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true,
+		Opts: qcow2.Options{ForceShare: o.forceShare()}})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

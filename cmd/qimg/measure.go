@@ -194,7 +194,7 @@ func runMeasure(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	} else {
-		if m, err = measureFile(t, o.args[0], o.get("f", "")); err != nil {
+		if m, err = measureFile(t, o.args[0], o.get("f", ""), o.forceShare()); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}
@@ -222,8 +222,9 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 }
 
 // measureFile measures the conversion of an existing image.
-func measureFile(t *measureTarget, path, format string) (*measureInfo, error) {
-	img, err := openImage(imgopen.Spec{Path: path, Format: format, ReadOnly: true})
+func measureFile(t *measureTarget, path, format string, share bool) (*measureInfo, error) {
+	img, err := openImage(imgopen.Spec{Path: path, Format: format, ReadOnly: true,
+		Opts: qcow2.Options{ForceShare: share}})
 	if err != nil {
 		return nil, err
 	}

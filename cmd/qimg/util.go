@@ -210,7 +210,7 @@ func oneImage(o *opts) (string, qcow2.Options, error) {
 // engineOpts parses every -o OPTS of an opening subcommand into engine
 // options (l2-cache-size=1M,prealloc=off,...; see qcow2.Options.Set).
 func engineOpts(o *opts) (qcow2.Options, error) {
-	var eo qcow2.Options
+	eo := qcow2.Options{ForceShare: o.forceShare()}
 	for _, s := range o.vals["o"] {
 		if err := eo.Parse(s); err != nil {
 			return eo, err
@@ -218,3 +218,7 @@ func engineOpts(o *opts) (qcow2.Options, error) {
 	}
 	return eo, nil
 }
+
+// forceShare is -U / --force-share: open a read-only image that another
+// process may be writing, without taking the write-excluding locks.
+func (o *opts) forceShare() bool { return o.has("U") || o.has("force-share") }

@@ -61,8 +61,9 @@ type Config struct {
 	// io_uring) falls back to threads there, and Result.Backend and
 	// BackendReason say so.
 	AIO string
-	// ForceShare is qemu's -U. The engine takes no image locks, so it is
-	// recorded only.
+	// ForceShare is qemu's -U: a read test shares the image with a
+	// process writing it (qcow2.Options.ForceShare); with -w it is an
+	// error, as in QEMU.
 	ForceShare bool
 
 	// Engine are the image's open options (prealloc, caches, ...);

@@ -141,8 +141,10 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, err
 	}
+	eo := cfg.Engine
+	eo.ForceShare = eo.ForceShare || cfg.ForceShare
 	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
-		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: cfg.Engine, WrapFile: testHookHostDev})
+		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: eo, WrapFile: testHookHostDev})
 	if err != nil {
 		return nil, err
 	}

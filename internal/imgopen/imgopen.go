@@ -146,7 +146,9 @@ func Open(s Spec) (*Opened, error) {
 		file, _ := im.Device().(*uring.File)
 		return &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}, nil
 	case "raw":
-		d, err := op(s.Path, s.ReadOnly)
+		// Through the engine's raw opener, which takes the image locks.
+		d, err := qcow2.OpenFormat(s.Path, "raw", qcow2.Options{Opener: op,
+			ReadOnly: s.ReadOnly || s.Opts.ReadOnly, NoLock: s.Opts.NoLock, ForceShare: s.Opts.ForceShare})
 		if err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The QEMU oracle. CI installs qemu-utils; where the tools are missing a
@@ -47,7 +48,23 @@ func NeedQemu(t testing.TB) {
 
 // Run runs an external command and returns its stdout, its stderr and its
 // exit code; a command that cannot be started fails t.
+//
+// A QEMU tool refused with a lock error is run again a few times first:
+// tests run qimg in-process beside other tests that start commands, and a
+// command forked at the moment qimg closed an image holds a copy of its
+// descriptor, and so its lock, until it execs (see uring's lock.go).
 func Run(t testing.TB, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		stdout, stderr, code = run1(t, name, args...)
+		if code == 0 || i == 3 || !strings.Contains(stderr, "Is another process using the image") {
+			return stdout, stderr, code
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func run1(t testing.TB, name string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	var o, e bytes.Buffer
@@ -112,10 +129,19 @@ func (r QemuCheckResult) String() string {
 // that qemu-img could not run or printed no JSON; the result holds the
 // exit code and the output either way.
 func QemuImgCheck(path string) (QemuCheckResult, error) {
-	cmd := exec.Command("qemu-img", "check", "--output=json", path)
 	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
+	var err error
+	for i := 0; i < 4; i++ { // a lock error is tried again, as in Run
+		o.Reset()
+		e.Reset()
+		cmd := exec.Command("qemu-img", "check", "--output=json", path)
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err = cmd.Run()
+		if err == nil || !strings.Contains(e.String(), "Is another process using the image") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	var r QemuCheckResult
 	var ee *exec.ExitError
 	switch {

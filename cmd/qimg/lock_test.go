@@ -1,0 +1,143 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// waitLocked waits until some process holds byte 101 (write permission)
+// of path, as /proc/locks shows it, so a test never races the holder.
+func waitLocked(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := ":" + itoa(fi.Sys())
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile("/proc/locks")
+		for _, l := range strings.Split(string(b), "\n") {
+			// "1: OFDLCK ADVISORY  READ -1 fe:00:9977891 100 101"
+			f := strings.Fields(l)
+			if len(f) < 8 || !strings.HasSuffix(f[5], ino) {
+				continue
+			}
+			lo, _ := strconv.Atoi(f[6])
+			hi, _ := strconv.Atoi(f[7])
+			if lo <= 101 && 101 <= hi {
+				return
+			}
+		}
+	}
+	t.Fatalf("nobody took the write lock of %s", path)
+}
+
+// The issue's acceptance: qemu-io and qimg refuse to write an image the
+// other is writing, with QEMU's message, and the image is unchanged.
+func TestLock_QEMUHoldsImage(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", img, "1M")
+	mustQ(t, "io", "-c", "write -P 0x11 0 64k", img)
+	q := exec.Command("qemu-io", "-c", "sleep 100000", img)
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Process.Kill(); q.Wait() }()
+	waitLocked(t, img)
+
+	_, e, code := runQ(t, "io", "-c", "write -P 0x22 0 4k", img)
+	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) || !strings.Contains(e, "Is another process using the image ["+img+"]?") {
+		t.Fatalf("qimg io write beside qemu-io: exit %d\n%s", code, e)
+	}
+	// A reader does not share write either (qemu-img info fails the same
+	// way), unless it forces sharing.
+	if _, e, code = runQ(t, "info", img); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+		t.Fatalf("qimg info beside qemu-io: exit %d\n%s", code, e)
+	}
+	if _, e, code = runQ(t, "info", "-U", img); code != 0 {
+		t.Fatalf("qimg info -U beside qemu-io: exit %d\n%s", code, e)
+	}
+	if _, e, code = runQ(t, "io", "-U", "-c", "read 0 4k", img); code == 0 || !strings.Contains(e, "force-share=on can only be used with read-only images") {
+		t.Fatalf("qimg io -U without -r: exit %d\n%s", code, e)
+	}
+	if _, e, code = runQ(t, "io", "-r", "-U", "-c", "read -P 0x11 0 4k", img); code != 0 {
+		t.Fatalf("qimg io -r -U: exit %d\n%s", code, e)
+	}
+	// Create over the image in use is refused and leaves it alone.
+	if _, e, code = runQ(t, "create", "-q", "-f", "qcow2", img, "2M"); code == 0 || !strings.Contains(e, `"write" lock`) {
+		t.Fatalf("qimg create over an image in use: exit %d\n%s", code, e)
+	}
+	q.Process.Kill()
+	q.Wait()
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x11 0 64k", img)
+	testkit.QemuCheck(t, img)
+}
+
+func TestLock_QimgHoldsImage(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	base := filepath.Join(d, "base.qcow2")
+	img := filepath.Join(d, "top.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", base, "1M")
+	mustQ(t, "io", "-c", "write -P 0x33 0 64k", base)
+	mustQ(t, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", img)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runQ(t, "io", "-c", "sleep 3000", img)
+	}()
+	waitLocked(t, img)
+	o, e, code := testkit.Run(t, "qemu-io", "-c", "write 0 4k", img)
+	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
+		t.Fatalf("qemu-io write beside qimg: exit %d\n%s%s", code, o, e)
+	}
+	// The backing file is locked for reading: QEMU may not write it.
+	o, e, code = testkit.Run(t, "qemu-io", "-c", "write 0 4k", base)
+	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
+		t.Fatalf("qemu-io write into the backing file beside qimg: exit %d\n%s%s", code, o, e)
+	}
+	// But it may read it, and with -U the image itself.
+	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x33 0 4k", base)
+	testkit.MustRun(t, "qemu-img", "info", "-U", img)
+	<-done
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x44 0 4k", img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x44 0 4k", "-c", "read -P 0x33 4k 60k", img)
+}
+
+// preallocation=metadata reserves no data space (qemu-img: 324 KiB for
+// 1 GiB), and sizes round up to whole sectors as qemu-img's do.
+func TestCreate_MetadataPreallocSmall(t *testing.T) {
+	d := workDir(t)
+	img := filepath.Join(d, "m.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", img, "1G")
+	var st os.FileInfo
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := blocks(st) * 512; used >= 10<<20 {
+		t.Fatalf("preallocation=metadata uses %d bytes on disk, want < 10 MiB", used)
+	}
+	if st.Size() < 1<<30 {
+		t.Fatalf("file size %d: metadata preallocation should map the whole image", st.Size())
+	}
+	odd := filepath.Join(d, "odd.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", odd, "1000")
+	if out := mustQ(t, "info", odd); !strings.Contains(out, "virtual size: 1 KiB (1024 bytes)") {
+		t.Fatalf("size 1000 is not rounded to 1024:\n%s", out)
+	}
+	if testkit.HaveQemu() {
+		if out := testkit.MustRun(t, "qemu-img", "info", odd); !strings.Contains(out, "(1024 bytes)") {
+			t.Fatalf("qemu-img reads another size:\n%s", out)
+		}
+	}
+}

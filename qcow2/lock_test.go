@@ -1,0 +1,90 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring"
+)
+
+// The library locks images itself (not only the CLIs): a second writer,
+// a reader without force-share, and Create over the open image are all
+// refused, and the image is left as it was.
+func TestLock_OpenAndCreate(t *testing.T) {
+	op := uring.Opener(uring.Options{Backend: uring.Threads})
+	d := testkit.Dir(t)
+	p := filepath.Join(d, "a.qcow2")
+	if err := Create(p, CreateOptions{Size: 1 << 20, Opener: op}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(p, Options{Opener: op})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0x5a}, 4096)
+	if err := w.Writev(0, [][]byte{data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var le *LockError
+	if _, err := Open(p, Options{Opener: op}); !errors.As(err, &le) || !errors.Is(err, block.ErrLocked) {
+		t.Fatalf("second writer: %v", err)
+	}
+	if _, err := Open(p, Options{Opener: op, ReadOnly: true}); !errors.Is(err, block.ErrLocked) {
+		t.Fatalf("reader without force-share: %v", err)
+	}
+	if _, err := Open(p, Options{Opener: op, ForceShare: true}); !errors.Is(err, ErrForceShareWritable) {
+		t.Fatalf("force-share writer: %v", err)
+	}
+	r, err := Open(p, Options{Opener: op, ReadOnly: true, ForceShare: true})
+	if err != nil {
+		t.Fatalf("force-share reader: %v", err)
+	}
+	r.Close()
+	before, _ := os.ReadFile(p)
+	if err := Create(p, CreateOptions{Size: 2 << 20, Opener: op}); !errors.Is(err, block.ErrLocked) {
+		t.Fatalf("Create over an open image: %v", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Fatal("a refused Create changed the image")
+	}
+	// Opting out takes no locks (and so sees none).
+	r, err = Open(p, Options{Opener: op, ReadOnly: true, NoLock: true})
+	if err != nil {
+		t.Fatalf("NoLock reader: %v", err)
+	}
+	r.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Open(p, Options{Opener: op, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("reader after close: %v", err)
+	}
+	testkit.MustEqual(t, testkit.ReadAll(t, r)[:4096], data, "data after the refusals")
+	r.Close()
+	testkit.QemuCheck(t, p)
+}
+
+// Sizes round up to whole sectors, as qemu-img rounds them.
+func TestCreate_RoundsSize(t *testing.T) {
+	p := filepath.Join(testkit.Dir(t), "b.qcow2")
+	if err := Create(p, CreateOptions{Size: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if n, _ := im.Size(); n != 1024 {
+		t.Fatalf("size %d, want 1024", n)
+	}
+}
