@@ -35,7 +35,7 @@ type conn struct {
 	// Transmission.
 	wmu     sync.Mutex     // guards w and werr
 	werr    error          // first write error: later replies are dropped
-	pending atomic.Int32   // replies owed and not yet written
+	writers atomic.Int32   // replies waiting for or holding wmu
 	wg      sync.WaitGroup // requests in flight
 	budget  *budget
 }
@@ -124,7 +124,6 @@ func (c *conn) transmit() error {
 			// The payload cannot be taken in and skipping up to 4 GiB is
 			// not worth it: refuse, then close (the spec allows closing
 			// when the server will not read a payload).
-			c.pending.Add(1)
 			c.replyErr(&r, cerr)
 			return fmt.Errorf("nbd: WRITE of %d bytes", r.len)
 		}
@@ -141,7 +140,6 @@ func (c *conn) transmit() error {
 				return fmt.Errorf("nbd: WRITE payload: %w", err)
 			}
 		}
-		c.pending.Add(1)
 		if cerr != nil {
 			if payload != nil {
 				putBuf(payload)

@@ -9,10 +9,12 @@ import "encoding/binary"
 // chunk message"). A reply goes out whole under the connection's write
 // lock, so replies of concurrent requests never interleave.
 
-// send writes the parts of one reply. The buffered writer is flushed when
-// no other reply is pending, so replies completing together share a
-// write system call.
+// send writes the parts of one reply. The buffered writer is flushed
+// unless another reply is already waiting for the lock (that one flushes
+// after it), so replies completing together share a write system call
+// and no reply waits for a request still running.
 func (c *conn) send(parts ...[]byte) {
+	c.writers.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr == nil {
@@ -23,7 +25,7 @@ func (c *conn) send(parts ...[]byte) {
 			}
 		}
 	}
-	if c.pending.Add(-1) == 0 && c.werr == nil {
+	if c.writers.Add(-1) == 0 && c.werr == nil {
 		c.werr = c.w.Flush()
 	}
 	if c.werr != nil {
