@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 )
 
@@ -46,18 +47,35 @@ func forkServer(args []string, stderr io.Writer) error {
 	return errors.New("server exited before listening")
 }
 
-// readyNotifier returns the child's "listening" signal, or nil when not
-// forked.
-func readyNotifier() func() {
-	if os.Getenv(forkedEnv) == "" {
-		return nil
+// forkedChild reports whether this process is the server --fork started.
+func forkedChild() bool { return os.Getenv(forkedEnv) != "" }
+
+// childStderr is the forked server's log output: the parent's stderr
+// until the server listens, then nothing. Once the parent exited, its
+// caller waits for the end of the stderr pipe (a shell's $(...), a test's
+// exec.Cmd): the child closes its descriptor 2 so that they see it, as
+// qemu-nbd's child does.
+type childStderr struct {
+	mu  sync.Mutex
+	off bool
+}
+
+func (w *childStderr) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.off {
+		return len(p), nil
 	}
-	return func() {
-		f := os.NewFile(3, "qnbd-ready")
-		f.Write([]byte{1})
-		f.Close()
-		// The parent's stderr may go away with it: keep logging to it
-		// only as long as it is there (writes to a closed pipe fail
-		// silently; SIGPIPE is not raised for fd 2 in Go programs).
-	}
+	return os.Stderr.Write(p)
+}
+
+// ready tells the parent the server listens, then lets go of stderr.
+func (w *childStderr) ready() {
+	f := os.NewFile(3, "qnbd-ready")
+	f.Write([]byte{1})
+	f.Close()
+	w.mu.Lock()
+	w.off = true
+	os.Stderr.Close()
+	w.mu.Unlock()
 }

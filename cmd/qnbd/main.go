@@ -59,14 +59,19 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
 		return 1
 	}
-	if cfg.fork && os.Getenv(forkedEnv) == "" {
+	if cfg.fork && !forkedChild() {
 		if err := forkServer(args, stderr); err != nil {
 			fmt.Fprintf(stderr, "qnbd: %v\n", err)
 			return 1
 		}
 		return 0
 	}
-	if err := serve(cfg, stderr, readyNotifier()); err != nil {
+	var ready func()
+	if forkedChild() {
+		w := &childStderr{}
+		stderr, ready = w, w.ready
+	}
+	if err := serve(cfg, stderr, ready); err != nil {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
 		return 1
 	}
