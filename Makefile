@@ -34,7 +34,9 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzParseHeader \
 	./qcow2/format:FuzzL2Entry \
 	./qcow2/format:FuzzRefcountBlock \
-	./qcow2:FuzzOpen
+	./qcow2:FuzzOpen \
+	./nbd:FuzzNegotiation \
+	./nbd:FuzzRequests
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
