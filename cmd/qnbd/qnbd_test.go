@@ -30,7 +30,11 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		defer os.RemoveAll(dir)
 		for _, p := range []string{".", "../qimg"} {
-			out, err := exec.Command("go", "build", "-o", dir+"/", p).CombinedOutput()
+			args := append([]string{"build", "-o", dir + "/"}, buildFlags...)
+			if p == "../qimg" {
+				args = []string{"build", "-o", dir + "/"}
+			}
+			out, err := exec.Command("go", append(args, p)...).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", p, err, out)
 				return 1
@@ -151,6 +155,9 @@ func (s *server) stop() {
 	case err := <-s.done:
 		if err != nil {
 			s.t.Fatalf("qnbd after SIGTERM: %v\n%s", err, s.stderr.String())
+		}
+		if strings.Contains(s.stderr.String(), "DATA RACE") || strings.Contains(s.stderr.String(), "internal error") {
+			s.t.Fatalf("qnbd:\n%s", s.stderr.String())
 		}
 	case <-time.After(30 * time.Second):
 		s.t.Fatalf("qnbd did not stop on SIGTERM\n%s", s.stderr.String())
