@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -91,7 +92,8 @@ func (c *conn) serve() {
 func quiet(err error) bool {
 	var ne net.Error
 	return errors.Is(err, io.EOF) || errors.Is(err, errAbort) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || (errors.As(err, &ne) && ne.Timeout())
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // errDisc is the end of the transmission phase that NBD_CMD_DISC asks

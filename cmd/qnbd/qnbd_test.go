@@ -422,3 +422,39 @@ func TestFlags(t *testing.T) {
 	check(t, img)
 	sh(t, "qemu-io", "-c", "read -P 1 0 4k", img)
 }
+
+// TestNbdsh runs nbdsh_test.py: FUA, FAST_ZERO (fast success, fast
+// ENOTSUP), multi-conn flush visibility and BLOCK_STATUS edge cases.
+func TestNbdsh(t *testing.T) {
+	need(t, "qemu-img", "nbdsh")
+	// nbdsh runs the python3 on PATH, which must be the one
+	// python3-libnbd installed the module for: try the system's too.
+	var env []string
+	for _, path := range []string{os.Getenv("PATH"), "/usr/bin:" + os.Getenv("PATH")} {
+		cmd := exec.Command("nbdsh", "-c", "pass")
+		cmd.Env = append(os.Environ(), "PATH="+path)
+		if cmd.Run() == nil {
+			env = cmd.Env
+			break
+		}
+	}
+	if env == nil {
+		t.Skip("nbdsh does not run (python3-libnbd missing?)")
+	}
+	dir := shortDir(t)
+	img := create(t, dir, "16M")
+	s := startUnix(t, dir, "s", "-e", "0", "--discard=unmap", img)
+	script, err := filepath.Abs("nbdsh_test.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nbdsh", "-c", fmt.Sprintf("exec(open(%q).read())", script))
+	cmd.Env = append(env, "URI="+s.uri)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nbdsh: ok") {
+		t.Fatalf("nbdsh: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	s.stop()
+	check(t, img)
+}
