@@ -56,10 +56,16 @@ func (c *conn) writeZeroes(r *request) error {
 	}
 	caps := d.Caps()
 	if r.flags&cmdFlagFastZero != 0 {
+		// The spec asks that a refused fast zero leave the contents
+		// alone: Allocate never falls back to writing (block.Allocate).
 		if caps.ZeroFlags&block.Allocate == 0 {
 			return &reqError{errNotSup, "device cannot zero fast"}
 		}
-		return d.WriteZeroes(off, n, block.Allocate)
+		err := d.WriteZeroes(off, n, block.Allocate)
+		if errors.Is(err, block.ErrNotSupported) {
+			return &reqError{errNotSup, err.Error()}
+		}
+		return err
 	}
 	var f block.Flags
 	if r.flags&cmdFlagNoHole == 0 && c.exp.Unmap {
@@ -91,7 +97,12 @@ func (c *conn) trim(r *request) error {
 	}
 	off, n := int64(r.off), int64(r.len)
 	if d, ok := c.exp.Dev.(Discarder); ok {
-		return d.Discard(off, n)
+		// TRIM is a hint (section "Request types"): a device that
+		// cannot discard this range has done what it could.
+		if err := d.Discard(off, n); !errors.Is(err, block.ErrNotSupported) {
+			return err
+		}
+		return nil
 	}
 	if c.exp.Dev.Caps().ZeroFlags&block.MayUnmap != 0 {
 		err := c.exp.Dev.WriteZeroes(off, n, block.MayUnmap)

@@ -27,7 +27,8 @@
 // one lock, each reply whole. Several connections may share one export
 // (NBD_FLAG_CAN_MULTI_CONN when Export.MultiConn): FLUSH on any of them
 // calls the device's Flush, which covers every write completed before it
-// on any connection, as section "Multi-connection" asks.
+// on any connection, as section "Transmission flags" asks of
+// NBD_FLAG_CAN_MULTI_CONN.
 //
 // Robustness: a request the server cannot act on gets an NBD error
 // (EINVAL for a bad range, flag or command, ENOSPC for a write past the

@@ -10,6 +10,9 @@ import (
 // errno maps a device error to an NBD error value (section "Error
 // values"): the spec lets a server send only EPERM, EIO, ENOMEM, EINVAL,
 // ENOSPC, EOVERFLOW, ENOTSUP and ESHUTDOWN, so everything else is EIO.
+// ENOTSUP is only for WRITE_ZEROES with FAST_ZERO (the spec says a server
+// SHOULD NOT return it otherwise): writeZeroes makes that one itself, so
+// here a device's "not supported" is an EIO.
 func errno(err error) uint32 {
 	switch {
 	case err == nil:
@@ -18,8 +21,6 @@ func errno(err error) uint32 {
 		return errPerm
 	case errors.Is(err, block.ErrRange), errors.Is(err, syscall.EINVAL):
 		return errInval
-	case errors.Is(err, block.ErrNotSupported), errors.Is(err, syscall.ENOTSUP), errors.Is(err, syscall.EOPNOTSUPP):
-		return errNotSup
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
 		return errNoSpc
 	case errors.Is(err, syscall.ENOMEM):

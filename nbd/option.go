@@ -194,7 +194,7 @@ func (c *conn) optExportName(data []byte) (bool, error) {
 
 // optInfo answers NBD_OPT_INFO and NBD_OPT_GO: the export's size and
 // flags, its name and description when asked for, and its block sizes
-// (section "Block size constraints": minimum 1, preferred 4 KiB, maximum
+// (section "Size constraints": minimum 1, preferred 4 KiB, maximum
 // MaxPayload). GO then enters transmission.
 func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
 	name, rest, ok := takeString32(data)

@@ -81,7 +81,7 @@ func validFlags(t uint16) uint16 {
 // be known, writes need a writable export (EPERM), the range must lie
 // inside the export (ENOSPC for writes, as the spec suggests, EINVAL for
 // the rest), and payloads must fit MaxPayload (EINVAL, the spec's
-// "Block size constraints" answer for a request over the maximum).
+// "Size constraints" answer for a request over the maximum).
 func (c *conn) check(r *request) error {
 	switch r.typ {
 	case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdCache, cmdWriteZeroes, cmdBlockStatus:
