@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // Server serves Exports to the connections of one or more listeners.
@@ -87,8 +88,9 @@ func (s *Server) init() {
 }
 
 // Serve accepts connections on l and serves each in its own goroutine
-// until Shutdown (then it returns ErrServerClosed) or an accept error.
-// It closes l when it returns.
+// until Shutdown (then it returns ErrServerClosed) or until l is closed
+// by someone else; other accept errors are logged and retried after a
+// pause. It closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.init()
@@ -106,6 +108,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
+	backoff := 5 * time.Millisecond
 	for {
 		if sem != nil {
 			select {
@@ -124,12 +127,22 @@ func (s *Server) Serve(l net.Listener) error {
 				return ErrServerClosed
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of descriptors or memory, an aborted handshake: wait a
+			// little and go on accepting, as net/http does, rather than
+			// leave every later client without a server.
+			s.logf("nbd: accept: %v; retrying in %v", err, backoff)
+			select {
+			case <-time.After(backoff):
+			case <-done:
+				return ErrServerClosed
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		c, ok := s.track(nc, sem != nil)
 		if !ok {
 			if sem != nil {
