@@ -152,9 +152,11 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 	return c.w.Flush()
 }
 
-// optError sends an error reply with a message for humans.
+// optError sends an error reply with a message for humans. Refusing an
+// option is part of a normal negotiation (clients probe): it is only
+// logged with Debugf.
 func (c *conn) optError(opt, typ uint32, msg string) error {
-	c.srv.logf("nbd: %s: option %d: %s", c.nc.RemoteAddr(), opt, msg)
+	c.srv.debugf("nbd: %s: option %d: %s", c.nc.RemoteAddr(), opt, msg)
 	return c.optReply(opt, typ, []byte(msg))
 }
 

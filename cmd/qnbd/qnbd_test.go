@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -457,4 +464,62 @@ func TestNbdsh(t *testing.T) {
 	t.Logf("%s", out)
 	s.stop()
 	check(t, img)
+}
+
+// writeCreds writes a self-signed certificate for localhost and
+// 127.0.0.1 in QEMU's tls-creds-x509 layout: server-cert.pem,
+// server-key.pem, and the same certificate as ca-cert.pem for clients.
+func writeCreds(t *testing.T, dir string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for name, b := range map[string][]byte{"server-cert.pem": cert, "ca-cert.pem": cert,
+		"server-key.pem": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTLS: --tls-creds makes TLS mandatory; libnbd (nbds://) and QEMU
+// (tls-creds-x509) connect with the CA certificate, a plain client is
+// refused.
+func TestTLS(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "nbdinfo")
+	dir := shortDir(t)
+	pki := filepath.Join(dir, "pki")
+	os.Mkdir(pki, 0o700)
+	writeCreds(t, pki)
+	img := create(t, dir, "4M")
+	s := startTCP(t, "t", "--tls-creds", pki, img)
+	tlsURI := strings.Replace(s.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + pki
+	if out := sh(t, "nbdinfo", tlsURI); !strings.Contains(out, "with TLS") {
+		t.Fatalf("nbdinfo over TLS:\n%s", out)
+	}
+	if out, err := exec.Command("nbdinfo", s.uri).CombinedOutput(); err == nil {
+		t.Fatalf("nbdinfo without TLS succeeded:\n%s", out)
+	}
+	host, port, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(s.uri, "nbd://"), "/t"))
+	sh(t, "qemu-io", "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki, "--image-opts",
+		fmt.Sprintf("driver=nbd,host=%s,port=%s,export=t,tls-creds=tls0", host, port),
+		"-c", "write -P 0x42 0 64k", "-c", "read -P 0x42 0 64k")
+	s.stop()
+	check(t, img)
+	sh(t, "qemu-io", "-c", "read -P 0x42 0 64k", img)
 }
