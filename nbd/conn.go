@@ -34,11 +34,12 @@ type conn struct {
 	status     StatusSource
 
 	// Transmission.
-	wmu     sync.Mutex     // guards w and werr
-	werr    error          // first write error: later replies are dropped
-	writers atomic.Int32   // replies waiting for or holding wmu
-	wg      sync.WaitGroup // requests in flight
-	budget  *budget
+	wmu       sync.Mutex     // guards w and werr
+	werr      error          // first write error: later replies are dropped
+	unflushed int            // replies written to w since its last flush
+	writers   atomic.Int32   // replies waiting for or holding wmu
+	wg        sync.WaitGroup // requests in flight
+	budget    *budget
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -105,6 +106,18 @@ var errDisc = errors.New("nbd: disconnect")
 // breaks. Each request runs in its own goroutine, within the budget; the
 // payload of a WRITE is read here, before the next header.
 func (c *conn) transmit() error {
+	// A fixed set of workers takes the requests in arrival order: a
+	// goroutine per request let the newest requests overtake the oldest
+	// in the scheduler (a long tail of latency under a deep queue).
+	jobs := make(chan job, c.srv.maxInFlight())
+	defer close(jobs)
+	for range c.srv.maxInFlight() {
+		go func() {
+			for j := range jobs {
+				c.run(j.r, j.payload, j.n)
+			}
+		}()
+	}
 	var hdr [requestSize]byte
 	for {
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -151,8 +164,16 @@ func (c *conn) transmit() error {
 			continue
 		}
 		c.wg.Add(1)
-		go c.run(r, payload, n)
+		jobs <- job{r, payload, n}
 	}
+}
+
+// job is a request handed to a worker, with its payload and the budget
+// it holds.
+type job struct {
+	r       request
+	payload []byte
+	n       int64
 }
 
 // run executes one request and replies. A panic in the device is

@@ -25,8 +25,10 @@ func (c *conn) send(parts ...[]byte) {
 			}
 		}
 	}
-	if c.writers.Add(-1) == 0 && c.werr == nil {
+	c.unflushed++
+	if (c.writers.Add(-1) == 0 || c.unflushed >= maxBatch) && c.werr == nil {
 		c.werr = c.w.Flush()
+		c.unflushed = 0
 	}
 	if c.werr != nil {
 		// The client is gone or the stream is broken: stop the reader
@@ -34,6 +36,11 @@ func (c *conn) send(parts ...[]byte) {
 		c.raw.Close()
 	}
 }
+
+// maxBatch bounds how many replies wait in the buffer for a flush while
+// more keep coming: without it, a steady stream of completions could keep
+// the first replies of a batch from the client indefinitely.
+const maxBatch = 8
 
 // simpleHeader is the 16-byte simple reply.
 func simpleHeader(cookie uint64, code uint32) []byte {
