@@ -97,18 +97,15 @@ func quiet(err error) bool {
 		errors.Is(err, syscall.EPIPE) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// errDisc is the end of the transmission phase that NBD_CMD_DISC asks
-// for: the requests in flight still complete and get their replies
-// (section "Terminating the transmission phase").
-var errDisc = errors.New("nbd: disconnect")
-
-// transmit reads requests until the client disconnects or the stream
-// breaks. Each request runs in its own goroutine, within the budget; the
+// transmit reads requests until the client disconnects (NBD_CMD_DISC:
+// the requests in flight still complete and get their replies, section
+// "Terminating the transmission phase") or the stream breaks. Each
+// request runs on one of MaxInFlight workers, within the budget; the
 // payload of a WRITE is read here, before the next header.
 func (c *conn) transmit() error {
-	// A fixed set of workers takes the requests in arrival order: a
-	// goroutine per request let the newest requests overtake the oldest
-	// in the scheduler (a long tail of latency under a deep queue).
+	// The workers take the requests in arrival order, so an old request
+	// is not overtaken by newer ones in the scheduler's run queue, as
+	// goroutines started per request can be.
 	jobs := make(chan job, c.srv.maxInFlight())
 	defer close(jobs)
 	for range c.srv.maxInFlight() {
