@@ -279,7 +279,7 @@ func TestQEMU(t *testing.T) {
 // TestLibnbd: nbdinfo's size, flags and map (against qimg map), nbdcopy
 // in and out byte for byte.
 func TestLibnbd(t *testing.T) {
-	need(t, "qemu-img", "nbdinfo", "nbdcopy")
+	need(t, "qemu-img", "qemu-io", "nbdinfo", "nbdcopy")
 	dir := shortDir(t)
 	img := create(t, dir, "8M")
 	// A source with data, zero runs and a tail of zeros.
@@ -335,6 +335,31 @@ func TestLibnbd(t *testing.T) {
 	if a, b := fmt.Sprint(merged(viaNBD)), fmt.Sprint(merged(qm)); a != b {
 		t.Errorf("nbdinfo --map:\n%s\nqimg map:\n%s", a, b)
 	}
+	// A raw export: its holes come from the file (SEEK_DATA), as in qimg
+	// map.
+	raw := filepath.Join(dir, "sparse.raw")
+	sh(t, "qemu-img", "create", "-f", "raw", raw, "8M")
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 1 1M 64k", "-c", "write -P 2 5M 1M", raw)
+	s = startUnix(t, dir, "x", "-f", "raw", raw)
+	nm = nil
+	if err := json.Unmarshal([]byte(sh(t, "nbdinfo", "--map", "--json", s.uri)), &nm); err != nil {
+		t.Fatal(err)
+	}
+	viaNBD = nil
+	for _, e := range nm {
+		viaNBD = append(viaNBD, mapEntry{e.Offset, e.Length, e.Type&2 != 0, e.Type&1 == 0})
+	}
+	sh(t, "nbdcopy", s.uri, outPath)
+	s.stop()
+	sh(t, "cmp", raw, outPath)
+	qm = nil
+	if err := json.Unmarshal([]byte(sh(t, filepath.Join(bin, "qimg"), "map", "-f", "raw", "--output=json", raw)), &qm); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := fmt.Sprint(merged(viaNBD)), fmt.Sprint(merged(qm)); a != b || len(merged(qm)) < 3 {
+		t.Errorf("raw: nbdinfo --map:\n%s\nqimg map:\n%s", a, b)
+	}
+
 	// Read-only export: nbdinfo sees it, nbdcopy cannot write.
 	s = startUnix(t, dir, "x", "-r", img)
 	if out := sh(t, "nbdinfo", s.uri); !strings.Contains(out, "is_read_only: true") {
