@@ -491,3 +491,31 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("write lost")
 	}
 }
+
+// TestDetectZeroes: an all-zero WRITE becomes a zeroing request when the
+// export detects zeroes; FUA on any command flushes.
+func TestDetectZeroes(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	plain := newMem(memdev.Options{})
+	s := newTestServer(t, &Export{Dev: mem, DetectZeroes: DetectUnmap, Unmap: true}, &Export{Name: "plain", Dev: plain})
+	for _, e := range []struct {
+		name string
+		dev  *memdev.Dev
+	}{{"", mem}, {"plain", plain}} {
+		c := dial(t, s)
+		c.connect(e.name, false)
+		if code, _, _ := c.do(cmdWrite, 0, 4096, 8192, make([]byte, 8192)); code != 0 {
+			t.Fatalf("%q: zero write: %d", e.name, code)
+		}
+		if code, _, _ := c.do(cmdWrite, cmdFlagFUA, 0, 3, []byte{0, 1, 0}); code != 0 {
+			t.Fatalf("%q: write: %d", e.name, code)
+		}
+		if code, _, _ := c.do(cmdRead, cmdFlagFUA, 0, 3, nil); code != 0 {
+			t.Fatalf("%q: read with FUA: %d", e.name, code)
+		}
+		zeroes, writes, flushes := e.dev.M.Zeroes.Load(), e.dev.M.Writes.Load(), e.dev.M.Flushes.Load()
+		if e.name == "" && (zeroes != 1 || writes != 1) || e.name == "plain" && (zeroes != 0 || writes != 2) || flushes != 1 {
+			t.Errorf("%q: %d zeroes, %d writes, %d flushes", e.name, zeroes, writes, flushes)
+		}
+	}
+}
