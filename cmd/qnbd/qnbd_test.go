@@ -116,7 +116,16 @@ func start(t *testing.T, uri, addr string, args ...string) *server {
 		network = "unix"
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial(network, addr); err == nil {
+		if network == "unix" {
+			// The socket file appears once the server listens; no probe
+			// connection, which would be a client (--once).
+			// (bind makes the file, listen follows at once: give it a
+			// moment).
+			if fi, err := os.Stat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+				time.Sleep(20 * time.Millisecond)
+				return s
+			}
+		} else if c, err := net.Dial(network, addr); err == nil {
 			c.Close()
 			return s
 		}
@@ -453,6 +462,20 @@ func TestFlags(t *testing.T) {
 	}
 	check(t, img)
 	sh(t, "qemu-io", "-c", "read -P 1 0 4k", img)
+
+	// --once: the server exits by itself when its client left.
+	s := startUnix(t, dir, "o", "--once", img)
+	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 2 4k 4k", s.uri)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Fatalf("--once: %v\n%s", err, s.stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("--once: still serving after the client left")
+	}
+	check(t, img)
+	sh(t, "qemu-io", "-c", "read -P 2 4k 4k", img)
 }
 
 // TestNbdsh runs nbdsh_test.py: FUA, FAST_ZERO (fast success, fast
