@@ -3,6 +3,7 @@ package nbdqcow2
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -46,7 +47,18 @@ func TestExtentMatchesMap(t *testing.T) {
 	must(im.Close())
 	im, err = qcow2.Open(top, qcow2.Options{})
 	must(err)
-	defer im.Close()
+	defer func() {
+		must(im.Close())
+		// The images written here must be sound for QEMU too.
+		if _, err := exec.LookPath("qemu-img"); err != nil {
+			return
+		}
+		for _, p := range []string{mid, top} {
+			if out, err := exec.Command("qemu-img", "check", p).CombinedOutput(); err != nil {
+				t.Errorf("qemu-img check %s: %v\n%s", p, err, out)
+			}
+		}
+	}()
 	must(block.WriteAt(im, data, 0))
 	must(im.WriteZeroes(cl, cl, 0))
 	must(block.WriteAt(im, data, 4*cl))
