@@ -136,6 +136,9 @@ func (c *conn) transmit() error {
 			// The payload cannot be taken in and skipping up to 4 GiB is
 			// not worth it: refuse, then close (the spec allows closing
 			// when the server will not read a payload).
+			if cerr == nil {
+				cerr = einval("WRITE larger than the maximum payload")
+			}
 			c.replyErr(&r, cerr)
 			return fmt.Errorf("nbd: WRITE of %d bytes", r.len)
 		}
