@@ -40,6 +40,7 @@ type conn struct {
 	writers   atomic.Int32   // replies waiting for or holding wmu
 	wg        sync.WaitGroup // requests in flight
 	budget    *budget
+	stopped   atomic.Bool // stop was called
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -54,6 +55,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 // stop interrupts the reader: the connection finishes the requests in
 // flight, replies to them and closes (Server.Shutdown).
 func (c *conn) stop() {
+	c.stopped.Store(true)
 	c.raw.SetReadDeadline(time.Now())
 }
 
@@ -68,11 +70,19 @@ func (c *conn) serve() {
 			c.wg.Wait()
 		}
 	}()
+	// A client gets a bounded time to negotiate (qemu-nbd's
+	// --handshake-limit), so idle or trickling clients cannot pin
+	// connections.
+	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeLimit()))
 	if err := c.negotiate(); err != nil {
 		if !quiet(err) {
 			c.srv.logf("nbd: %s: negotiation: %v", c.raw.RemoteAddr(), err)
 		}
 		return
+	}
+	c.raw.SetDeadline(time.Time{})
+	if c.stopped.Load() {
+		c.raw.SetReadDeadline(time.Now()) // Shutdown came during the handshake
 	}
 	c.status = c.exp.status()
 	c.srv.debugf("nbd: %s: export %q, size %d, structured %v, contexts %v", c.raw.RemoteAddr(), c.exp.Name, c.size, c.structured, c.meta)

@@ -519,3 +519,20 @@ func TestDetectZeroes(t *testing.T) {
 		}
 	}
 }
+
+// TestHandshakeLimit: a client that does not finish negotiating in time
+// is disconnected; one in transmission is not.
+func TestHandshakeLimit(t *testing.T) {
+	s := serveTest(t, &Server{Exports: []*Export{{Dev: newMem(memdev.Options{})}}, HandshakeLimit: 200 * time.Millisecond})
+	idle := dial(t, s)
+	idle.greet()
+	busy := dial(t, s)
+	busy.connect("", false)
+	time.Sleep(400 * time.Millisecond)
+	if !idle.closed() {
+		t.Fatal("a client idle in negotiation is still connected")
+	}
+	if code, _, _ := busy.do(cmdFlush, 0, 0, 0, nil); code != 0 {
+		t.Fatalf("flush after the handshake limit: %d", code)
+	}
+}

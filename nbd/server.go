@@ -23,6 +23,10 @@ type Server struct {
 	// least MaxPayload).
 	MaxInFlight      int
 	MaxInFlightBytes int64
+	// HandshakeLimit bounds the negotiation of a connection (default 10
+	// s, as qemu-nbd's --handshake-limit); a client that has not entered
+	// the transmission phase by then is disconnected.
+	HandshakeLimit time.Duration
 	// MaxConns bounds the connections served at once; 0 means no bound.
 	// When reached, Serve stops accepting until one ends, so further
 	// clients wait in the listen queue (qemu-nbd's --shared).
@@ -66,6 +70,13 @@ func (s *Server) maxInFlight() int {
 		return s.MaxInFlight
 	}
 	return 64
+}
+
+func (s *Server) handshakeLimit() time.Duration {
+	if s.HandshakeLimit > 0 {
+		return s.HandshakeLimit
+	}
+	return 10 * time.Second
 }
 
 func (s *Server) maxInFlightBytes() int64 {

@@ -21,6 +21,7 @@ type config struct {
 	addr        string
 	persistent  bool
 	shared      int
+	handshake   int // seconds
 	unmap       bool
 	detect      nbd.DetectZeroes
 	fork        bool
@@ -58,6 +59,9 @@ func configure(f *flags) (*config, error) {
 	}
 	var err error
 	if c.shared, err = f.int("shared", 1); err != nil {
+		return nil, err
+	}
+	if c.handshake, err = f.int("handshake-limit", 10); err != nil {
 		return nil, err
 	}
 	switch d := f.get("discard", "ignore"); d {

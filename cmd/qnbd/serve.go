@@ -75,7 +75,8 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		exp.Status = rawStatus{f.Fd()}
 	}
 	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
-	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf}
+	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,
+		HandshakeLimit: time.Duration(cfg.handshake) * time.Second}
 	if cfg.verbose {
 		srv.Debugf = logger.Printf
 	}
