@@ -73,7 +73,9 @@ func (c *conn) serve() {
 	// A client gets a bounded time to negotiate (qemu-nbd's
 	// --handshake-limit), so idle or trickling clients cannot pin
 	// connections.
-	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeLimit()))
+	if l := c.srv.handshakeLimit(); l > 0 {
+		c.raw.SetDeadline(time.Now().Add(l))
+	}
 	if err := c.negotiate(); err != nil {
 		if !quiet(err) {
 			c.srv.logf("nbd: %s: negotiation: %v", c.raw.RemoteAddr(), err)

@@ -25,7 +25,7 @@ type Server struct {
 	MaxInFlightBytes int64
 	// HandshakeLimit bounds the negotiation of a connection (default 10
 	// s, as qemu-nbd's --handshake-limit); a client that has not entered
-	// the transmission phase by then is disconnected.
+	// the transmission phase by then is disconnected. Negative: no limit.
 	HandshakeLimit time.Duration
 	// MaxConns bounds the connections served at once; 0 means no bound.
 	// When reached, Serve stops accepting until one ends, so further
@@ -73,10 +73,10 @@ func (s *Server) maxInFlight() int {
 }
 
 func (s *Server) handshakeLimit() time.Duration {
-	if s.HandshakeLimit > 0 {
-		return s.HandshakeLimit
+	if s.HandshakeLimit == 0 {
+		return 10 * time.Second
 	}
-	return 10 * time.Second
+	return s.HandshakeLimit
 }
 
 func (s *Server) maxInFlightBytes() int64 {

@@ -33,7 +33,7 @@ var options = []option{
 	{0, "discard", true, "TRIM and unmapping zero writes: ignore (default) or unmap (on)"},
 	{0, "detect-zeroes", true, "turn zero writes into zeroing: off (default), on, unmap"},
 	{'A', "allocation-depth", false, "accepted for compatibility: qemu:allocation-depth is always offered"},
-	{0, "handshake-limit", true, "seconds a client may take to negotiate (default 10)"},
+	{0, "handshake-limit", true, "seconds a client may take to negotiate (default 10; 0: no limit)"},
 	{0, "fork", false, "fork off the server once it listens; the parent exits"},
 	{0, "pid-file", true, "write the server's process id to this file"},
 	{0, "image-opts", false, "FILE is an image spec (driver=...,file=... or json:{...})"},

@@ -77,6 +77,9 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
 	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,
 		HandshakeLimit: time.Duration(cfg.handshake) * time.Second}
+	if cfg.handshake == 0 {
+		srv.HandshakeLimit = -1
+	}
 	if cfg.verbose {
 		srv.Debugf = logger.Printf
 	}
