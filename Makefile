@@ -9,7 +9,7 @@ FUZZTIME ?= 20000x
 FUZZMIN ?= 200x
 LONGFUZZ ?= 60s
 
-.PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu flamegraph clean
+.PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu perf-nbd flamegraph clean
 
 all: build
 
@@ -36,7 +36,9 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzParseHeader \
 	./qcow2/format:FuzzL2Entry \
 	./qcow2/format:FuzzRefcountBlock \
-	./qcow2:FuzzOpen
+	./qcow2:FuzzOpen \
+	./nbd:FuzzNegotiation \
+	./nbd:FuzzRequests
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -83,6 +85,9 @@ perf: build
 
 perf-qemu: build
 	bash perf/vs-qemu
+
+perf-nbd: build
+	bash perf/nbd
 
 flamegraph: build
 	bash perf/flamegraph

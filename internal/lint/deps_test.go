@@ -32,6 +32,10 @@ var deps = []depRow{
 	{"internal/invariants", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
 	{"internal/lint", nil},
+	// The NBD server serves any block device; its qcow2 adapter (block
+	// status from the engine's map) is a subpackage.
+	{"nbd", []string{"block"}},
+	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
 	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/..."}},
 	{"internal/bench", []string{"internal/imgopen", "qcow2/...", "uring/...", "block/..."}},

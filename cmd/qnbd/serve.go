@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/nbd"
+	"github.com/qring/qring/nbd/nbdqcow2"
+)
+
+// shutdownGrace bounds how long in-flight requests may take to finish
+// at shutdown before the sockets are closed under them.
+const shutdownGrace = 30 * time.Second
+
+// openImage opens the image as cfg says.
+func openImage(cfg *config) (*imgopen.Opened, error) {
+	if cfg.spec {
+		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly})
+	}
+	return imgopen.Open(cfg.open)
+}
+
+// listen opens the listening socket; a stale Unix socket file (no server
+// behind it) is replaced.
+func listen(cfg *config) (net.Listener, error) {
+	if cfg.network == "unix" {
+		if fi, err := os.Lstat(cfg.addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", cfg.addr); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("%s: a server is already listening there", cfg.addr)
+			}
+			os.Remove(cfg.addr)
+		}
+		l, err := net.Listen("unix", cfg.addr)
+		if err == nil {
+			cfg.socketOwned = true
+		}
+		return l, err
+	}
+	return net.Listen("tcp", cfg.addr)
+}
+
+// serve runs the server until a signal, or (without -t) until its last
+// client left; then it flushes and closes the image. ready, if not nil,
+// is called once the socket listens.
+func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
+	img, err := openImage(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if ferr := img.Dev.Flush(); ferr != nil && !cfg.open.ReadOnly {
+			err = errors.Join(err, fmt.Errorf("flush: %w", ferr))
+		}
+		if cerr := img.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
+	}()
+	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: img.Dev, ReadOnly: cfg.open.ReadOnly,
+		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
+	if img.Image != nil {
+		exp.Status = nbdqcow2.Status{Image: img.Image}
+	} else if f, ok := img.Dev.(interface{ Fd() int }); ok && !cfg.spec {
+		exp.Status = rawStatus{f.Fd()}
+	}
+	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
+	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,
+		HandshakeLimit: time.Duration(cfg.handshake) * time.Second}
+	if cfg.handshake == 0 {
+		srv.HandshakeLimit = -1
+	}
+	if cfg.verbose {
+		srv.Debugf = logger.Printf
+	}
+	l, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.socketOwned {
+		defer os.Remove(cfg.addr)
+	}
+	if cfg.pidFile != "" {
+		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			l.Close()
+			return err
+		}
+		defer os.Remove(cfg.pidFile)
+	}
+
+	// Stop on a signal, or when the last client left (not persistent).
+	stop := make(chan string, 1)
+	var once sync.Once
+	quit := func(why string) { once.Do(func() { stop <- why }) }
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	go func() {
+		if s, ok := <-sigs; ok {
+			quit(s.String())
+		}
+	}()
+	if !cfg.persistent {
+		srv.OnClose = func(open int) {
+			if open == 0 {
+				quit("last client disconnected")
+			}
+		}
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	if cfg.verbose {
+		logger.Printf("serving %s (%s, %s) as export %q on %s %s", cfg.path, img.Format(), map[bool]string{true: "read-only", false: "read-write"}[cfg.open.ReadOnly], cfg.name, cfg.network, l.Addr())
+	}
+	if ready != nil {
+		ready()
+	}
+	var why string
+	select {
+	case why = <-stop:
+	case err := <-served:
+		why = fmt.Sprintf("accept: %v", err)
+	}
+	if cfg.verbose {
+		logger.Printf("shutting down: %s", why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		logger.Printf("shutdown: %v (connections closed with requests in flight)", err)
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// conn is one client connection: negotiation, then the transmission
+// phase (section "Transmission").
+type conn struct {
+	srv     *Server
+	counted bool     // holds a token of Server.sem
+	raw     net.Conn // the socket: deadlines and Close
+	nc      net.Conn // raw, or the TLS connection over it
+	r       *bufio.Reader
+	w       *bufio.Writer
+
+	// Negotiated state.
+	noZeroes   bool
+	structured bool
+	tls        bool
+	meta       []uint32 // selected metadata contexts
+	metaExport string   // the export they were selected for
+	exp        *Export
+	size       int64
+	status     StatusSource
+
+	// Transmission.
+	wmu       sync.Mutex     // guards w and werr
+	werr      error          // first write error: later replies are dropped
+	unflushed int            // replies written to w since its last flush
+	writers   atomic.Int32   // replies waiting for or holding wmu
+	wg        sync.WaitGroup // requests in flight
+	budget    *budget
+	stopped   atomic.Bool // stop was called
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{
+		srv: s, raw: nc, nc: nc,
+		r:      bufio.NewReaderSize(nc, 64<<10),
+		w:      bufio.NewWriterSize(nc, 64<<10),
+		budget: newBudget(s.maxInFlight(), s.maxInFlightBytes()),
+	}
+}
+
+// stop interrupts the reader: the connection finishes the requests in
+// flight, replies to them and closes (Server.Shutdown).
+func (c *conn) stop() {
+	c.stopped.Store(true)
+	c.raw.SetReadDeadline(time.Now())
+}
+
+// serve runs the connection to its end. It never panics: a panic outside
+// a request (those recover on their own) is logged and closes the
+// connection after the requests in flight are done.
+func (c *conn) serve() {
+	defer c.raw.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.logf("nbd: %s: internal error: %v\n%s", c.raw.RemoteAddr(), p, debug.Stack())
+			c.wg.Wait()
+		}
+	}()
+	// A client gets a bounded time to negotiate (qemu-nbd's
+	// --handshake-limit), so idle or trickling clients cannot pin
+	// connections.
+	if l := c.srv.handshakeLimit(); l > 0 {
+		c.raw.SetDeadline(time.Now().Add(l))
+	}
+	if err := c.negotiate(); err != nil {
+		if !quiet(err) {
+			c.srv.logf("nbd: %s: negotiation: %v", c.raw.RemoteAddr(), err)
+		}
+		return
+	}
+	c.raw.SetDeadline(time.Time{})
+	if c.stopped.Load() {
+		c.raw.SetReadDeadline(time.Now()) // Shutdown came during the handshake
+	}
+	c.status = c.exp.status()
+	c.srv.debugf("nbd: %s: export %q, size %d, structured %v, contexts %v", c.raw.RemoteAddr(), c.exp.Name, c.size, c.structured, c.meta)
+	err := c.transmit()
+	c.wg.Wait()
+	if err != nil && !quiet(err) {
+		c.srv.logf("nbd: %s: %v", c.raw.RemoteAddr(), err)
+	}
+	c.wmu.Lock()
+	if c.werr == nil {
+		c.w.Flush()
+	}
+	c.wmu.Unlock()
+}
+
+// quiet reports errors that are a normal end of a connection: the client
+// closed it, aborted, or the server is shutting down.
+func quiet(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, errAbort) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// transmit reads requests until the client disconnects (NBD_CMD_DISC:
+// the requests in flight still complete and get their replies, section
+// "Terminating the transmission phase") or the stream breaks. Each
+// request runs on one of MaxInFlight workers, within the budget; the
+// payload of a WRITE is read here, before the next header.
+func (c *conn) transmit() error {
+	// The workers take the requests in arrival order, so an old request
+	// is not overtaken by newer ones in the scheduler's run queue, as
+	// goroutines started per request can be.
+	jobs := make(chan job, c.srv.maxInFlight())
+	defer close(jobs)
+	for range c.srv.maxInFlight() {
+		go func() {
+			for j := range jobs {
+				c.run(j.r, j.payload, j.n)
+			}
+		}()
+	}
+	var hdr [requestSize]byte
+	for {
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return err
+		}
+		r, err := parseRequest(&hdr)
+		if err != nil {
+			return err
+		}
+		if r.typ == cmdDisc {
+			return nil
+		}
+		cerr := c.check(&r)
+		var n int64
+		if r.typ == cmdRead || r.typ == cmdWrite {
+			n = int64(r.len)
+		}
+		if r.typ == cmdWrite && r.len > MaxPayload {
+			// The payload cannot be taken in and skipping up to 4 GiB is
+			// not worth it: refuse, then close (the spec allows closing
+			// when the server will not read a payload).
+			if cerr == nil {
+				cerr = einval("WRITE larger than the maximum payload")
+			}
+			c.replyErr(&r, cerr)
+			return fmt.Errorf("nbd: WRITE of %d bytes", r.len)
+		}
+		if cerr != nil && r.typ != cmdWrite {
+			n = 0 // refused without a buffer
+		}
+		c.budget.acquire(n)
+		var payload []byte
+		if r.typ == cmdWrite {
+			payload = getBuf(int(r.len))
+			if _, err := io.ReadFull(c.r, payload); err != nil {
+				putBuf(payload)
+				c.budget.release(n)
+				return fmt.Errorf("nbd: WRITE payload: %w", err)
+			}
+		}
+		if cerr != nil {
+			if payload != nil {
+				putBuf(payload)
+			}
+			c.replyErr(&r, cerr)
+			c.budget.release(n)
+			continue
+		}
+		c.wg.Add(1)
+		jobs <- job{r, payload, n}
+	}
+}
+
+// job is a request handed to a worker, with its payload and the budget
+// it holds.
+type job struct {
+	r       request
+	payload []byte
+	n       int64
+}
+
+// run executes one request and replies. A panic in the device is
+// recovered here: it is logged and the request fails with EIO.
+func (c *conn) run(r request, payload []byte, n int64) {
+	replied := false
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.logf("nbd: %s: %s [%d, +%d): internal error: %v\n%s", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, p, debug.Stack())
+			if !replied {
+				c.send(simpleOrChunkErr(c, &r, errIO, fmt.Sprint("internal error: ", p)))
+			}
+		}
+		if payload != nil {
+			putBuf(payload)
+		}
+		c.budget.release(n)
+		c.wg.Done()
+	}()
+	var err error
+	switch r.typ {
+	case cmdRead:
+		replied = c.read(&r)
+		return
+	case cmdBlockStatus:
+		replied = c.blockStatus(&r)
+		return
+	case cmdWrite:
+		err = c.write(&r, payload)
+	case cmdWriteZeroes:
+		err = c.writeZeroes(&r)
+	case cmdTrim:
+		err = c.trim(&r)
+	case cmdFlush:
+		err = c.exp.Dev.Flush()
+	case cmdCache:
+		// Section "Request types", NBD_CMD_CACHE: a hint. The engine
+		// has its own caches; nothing to do but succeed.
+	}
+	if err == nil && r.flags&cmdFlagFUA != 0 && r.typ != cmdFlush {
+		err = c.exp.Dev.Flush()
+	}
+	replied = true
+	if err != nil {
+		c.replyErr(&r, err)
+		return
+	}
+	c.replyOK(&r)
+}
+
+// simpleOrChunkErr is the error reply for r in the form its command needs.
+func simpleOrChunkErr(c *conn, r *request, code uint32, msg string) []byte {
+	if c.structured && (r.typ == cmdRead || r.typ == cmdBlockStatus) {
+		return errorChunk(r.cookie, code, msg)
+	}
+	return simpleHeader(r.cookie, code)
+}

@@ -1,0 +1,41 @@
+// Package nbd is a Network Block Device server: it exports any
+// block.Device over the NBD protocol, so that clients nobody here wrote
+// (QEMU's NBD client, the kernel's nbd driver, libnbd's tools, fio's nbd
+// engine) use the device. The protocol is the one of the NBD project's
+// specification (NetworkBlockDevice/nbd, doc/proto.md); comments name its
+// sections in quotes.
+//
+// What the server implements:
+//
+//   - handshake: fixed newstyle negotiation only ("Fixed newstyle
+//     negotiation"), with NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
+//     Server.TLS is set, which then requires it), INFO, GO,
+//     STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (option.go);
+//     any other option is NBD_REP_ERR_UNSUP, a malformed one
+//     NBD_REP_ERR_INVALID, an oversized one NBD_REP_ERR_TOO_BIG;
+//   - metadata contexts "base:allocation" and "qemu:allocation-depth"
+//     (meta.go), answered from the export's StatusSource;
+//   - transmission: READ (with OFFSET_DATA/OFFSET_HOLE chunks once
+//     structured replies are negotiated, and DF), WRITE (FUA), FLUSH, TRIM,
+//     CACHE, WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE) and
+//     DISC (conn.go, request.go, reply.go).
+//
+// Concurrency: the requests of one connection run concurrently on the
+// device (at most Server.MaxInFlight at a time and MaxInFlightBytes of
+// payload), and their replies may go out in any order, as section
+// "Transmission" allows; the replies of one connection are written under
+// one lock, each reply whole. Several connections may share one export
+// (NBD_FLAG_CAN_MULTI_CONN when Export.MultiConn): FLUSH on any of them
+// calls the device's Flush, which covers every write completed before it
+// on any connection, as section "Transmission flags" asks of
+// NBD_FLAG_CAN_MULTI_CONN.
+//
+// Robustness: a request the server cannot act on gets an NBD error
+// (EINVAL for a bad range, flag or command, ENOSPC for a write past the
+// end, EPERM for a write to a read-only export, ENOTSUP when FAST_ZERO
+// cannot be honoured, EIO otherwise); a stream that is not the protocol
+// (bad magic, a write longer than MaxPayload, a short read) closes the
+// connection after the requests already started have finished, so the
+// device never sees half a request. A panic in a request is recovered,
+// logged and answered with EIO.
+package nbd

@@ -1,0 +1,101 @@
+package nbd
+
+import "github.com/qring/qring/block"
+
+// Export is one device the server offers under a name.
+type Export struct {
+	// Name is what a client asks for in NBD_OPT_GO / EXPORT_NAME ("" is
+	// the default export).
+	Name string
+	// Description is sent as NBD_INFO_DESCRIPTION when asked for.
+	Description string
+	// Dev is the device; it must be safe for concurrent use.
+	Dev block.Device
+	// ReadOnly refuses writes with EPERM and advertises
+	// NBD_FLAG_READ_ONLY.
+	ReadOnly bool
+	// Status reports allocation for READ holes, BLOCK_STATUS and the
+	// metadata contexts. Nil means Dev if Dev is a StatusSource, else
+	// everything reads as allocated data at depth 1.
+	Status StatusSource
+	// Unmap lets TRIM discard and WRITE_ZEROES without NO_HOLE punch
+	// holes (qemu-nbd's --discard=unmap); without it TRIM succeeds
+	// without doing anything and WRITE_ZEROES writes zeros in place, as
+	// qemu-nbd does with --discard=ignore.
+	Unmap bool
+	// DetectZeroes turns WRITE requests whose payload is all zeros into
+	// WRITE_ZEROES (qemu's detect-zeroes).
+	DetectZeroes DetectZeroes
+	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: the device is shared
+	// by every connection and its Flush covers them all.
+	MultiConn bool
+}
+
+// DetectZeroes is qemu's detect-zeroes setting.
+type DetectZeroes uint8
+
+const (
+	DetectOff   DetectZeroes = iota // write zero payloads as data
+	DetectOn                        // zero them without unmapping
+	DetectUnmap                     // zero them, unmapping when Unmap
+)
+
+// Extent is the state of a prefix of a queried range.
+type Extent struct {
+	// Len is the length of the run, > 0.
+	Len int64
+	// Hole: not backed by data anywhere in the chain (NBD_STATE_HOLE).
+	Hole bool
+	// Zero: reads as zeros (NBD_STATE_ZERO).
+	Zero bool
+	// Depth is the layer of the backing chain that decides the contents:
+	// 0 none (unallocated throughout), 1 the image itself, 2 and up its
+	// backing files ("qemu:allocation-depth").
+	Depth int
+}
+
+// StatusSource is an optional capability of an export: it describes
+// allocation. Extent returns the state of a prefix of [off, off+n), off
+// and n inside the device.
+type StatusSource interface {
+	Extent(off, n int64) (Extent, error)
+}
+
+// Discarder is an optional capability of a device: Discard deallocates
+// [off, off+n) (TRIM); afterwards the range may read as anything the
+// device defines (for qcow2: zeros or the backing file).
+type Discarder interface {
+	Discard(off, n int64) error
+}
+
+// transmission flags of e for a connection that negotiated structured
+// replies or not (section "Transmission flags").
+func (e *Export) flags(structured bool) uint16 {
+	f := uint16(FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendCache)
+	if structured {
+		f |= FlagSendDF
+	}
+	if e.ReadOnly {
+		f |= FlagReadOnly
+	} else {
+		f |= FlagSendTrim | FlagSendWriteZeroes | FlagSendFastZero
+	}
+	if e.MultiConn {
+		f |= FlagCanMultiConn
+	}
+	if e.Dev.Caps().Media == block.MediaHDD {
+		f |= FlagRotational
+	}
+	return f
+}
+
+// status returns the export's StatusSource, or nil.
+func (e *Export) status() StatusSource {
+	if e.Status != nil {
+		return e.Status
+	}
+	if s, ok := e.Dev.(StatusSource); ok {
+		return s
+	}
+	return nil
+}

@@ -1,0 +1,538 @@
+package nbd
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+)
+
+const testSize = 1 << 20
+
+func newMem(o memdev.Options) *memdev.Dev { return memdev.FromBytes(make([]byte, testSize), o) }
+
+func newTestServer(t testing.TB, exps ...*Export) *testServer {
+	return serveTest(t, &Server{Exports: exps, Logf: t.Logf})
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i*7)
+	}
+	return b
+}
+
+func TestNegotiation(t *testing.T) {
+	s := newTestServer(t, &Export{Name: "disk", Description: "a test disk", Dev: newMem(memdev.Options{})})
+	c := dial(t, s)
+	c.greet()
+	expect := func(rs []optReply, typ uint32) {
+		t.Helper()
+		if last := rs[len(rs)-1]; last.typ != typ {
+			t.Fatalf("reply 0x%x (%s), want 0x%x", last.typ, last.data, typ)
+		}
+	}
+	rs := c.opt(optList, nil)
+	if len(rs) != 2 || rs[0].typ != repServer || string(rs[0].data[4:]) != "disk" {
+		t.Fatalf("LIST: %+v", rs)
+	}
+	expect(c.opt(optList, []byte{1}), repErrInvalid)
+	expect(c.opt(optInfo, infoData("nope")), repErrUnknown)
+	expect(c.opt(optInfo, append(infoData("disk"), 0)), repErrInvalid)
+	expect(c.opt(optInfo, []byte{0, 0, 1}), repErrInvalid)
+	expect(c.opt(99, []byte("whatever")), repErrUnsup)
+	expect(c.opt(optPeekExport, nil), repErrUnsup)
+	expect(c.opt(optGo, make([]byte, maxOptionLen+1)), repErrTooBig)
+	expect(c.opt(optSetMetaContext, metaData("disk", "base:allocation")), repErrInvalid)
+	expect(c.opt(optStartTLS, nil), repErrPolicy)
+	expect(c.opt(optStructuredReply, nil), repAck)
+	expect(c.opt(optStructuredReply, nil), repErrInvalid)
+	expect(c.opt(optStructuredReply, []byte{0}), repErrInvalid)
+	for _, tc := range []struct {
+		qs   []string
+		want int
+	}{{nil, 2}, {[]string{"qemu:"}, 1}, {[]string{"base:"}, 1}, {[]string{"base:allocation", "base:allocation"}, 1}, {[]string{"x:y"}, 0}} {
+		rs := c.opt(optListMetaContext, metaData("disk", tc.qs...))
+		if len(rs) != tc.want+1 || rs[len(rs)-1].typ != repAck {
+			t.Fatalf("LIST_META_CONTEXT %q: %+v", tc.qs, rs)
+		}
+	}
+	expect(c.opt(optListMetaContext, metaData("nope")), repErrUnknown)
+	expect(c.opt(optSetMetaContext, metaData("disk", "base:allocation")[:10]), repErrInvalid)
+	expect(c.opt(optSetMetaContext, append(metaData("disk"), 0, 0, 0, 1)), repErrInvalid)
+	bad := metaData("disk")
+	binary.BigEndian.PutUint32(bad[8:], 1<<30) // a billion queries in 0 bytes
+	expect(c.opt(optSetMetaContext, bad), repErrInvalid)
+	rs = c.opt(optInfo, infoData("disk", infoName, infoDescription, infoBlockSize))
+	var got []string
+	for _, r := range rs[:len(rs)-1] {
+		got = append(got, fmt.Sprint(binary.BigEndian.Uint16(r.data)))
+		if binary.BigEndian.Uint16(r.data) == infoDescription && string(r.data[2:]) != "a test disk" {
+			t.Errorf("description %q", r.data[2:])
+		}
+	}
+	if strings.Join(got, ",") != "0,1,2,3" {
+		t.Fatalf("INFO replies %v", got)
+	}
+	// A selection for "disk" survives GO to "disk".
+	if rs := c.opt(optSetMetaContext, metaData("disk", "qemu:allocation-depth", "nope:x")); len(rs) != 2 {
+		t.Fatalf("SET_META_CONTEXT: %+v", rs)
+	}
+	c.opt(optGo, infoData("disk"))
+	if code, _, chunks := c.do(cmdBlockStatus, 0, 0, 4096, nil); code != 0 || len(chunks) != 1 {
+		t.Fatalf("BLOCK_STATUS: %d %+v", code, chunks)
+	}
+
+	// EXPORT_NAME: size and flags, no zeroes (the client asked).
+	c = dial(t, s)
+	c.greet()
+	c.sendOpt(optExportName, []byte("disk"))
+	var b [10]byte
+	c.read(b[:])
+	if binary.BigEndian.Uint64(b[:]) != testSize || binary.BigEndian.Uint16(b[8:])&FlagSendWriteZeroes == 0 {
+		t.Fatalf("EXPORT_NAME reply % x", b)
+	}
+	if code, _, _ := c.do(cmdFlush, 0, 0, 0, nil); code != 0 {
+		t.Fatalf("FLUSH: %d", code)
+	}
+
+	// EXPORT_NAME of an unknown export, ABORT, bad magic, no fixed
+	// newstyle: the connection closes.
+	for name, f := range map[string]func(c *client){
+		"unknown export": func(c *client) { c.greet(); c.sendOpt(optExportName, []byte("x")) },
+		"abort": func(c *client) {
+			c.greet()
+			if rs := c.opt(optAbort, nil); rs[0].typ != repAck {
+				t.Errorf("ABORT: %+v", rs)
+			}
+		},
+		"bad magic":     func(c *client) { c.greet(); c.write(make([]byte, 16)) },
+		"old client":    func(c *client) { var g [18]byte; c.read(g[:]); c.write([]byte{0, 0, 0, 0}) },
+		"unknown flags": func(c *client) { var g [18]byte; c.read(g[:]); c.write([]byte{0, 0, 0, 9}) },
+		"huge option": func(c *client) {
+			c.greet()
+			b := binary.BigEndian.AppendUint64(nil, magicOpts)
+			c.write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b, optGo), 1<<30))
+		},
+	} {
+		c := dial(t, s)
+		f(c)
+		if !c.closed() {
+			t.Errorf("%s: connection still open", name)
+		}
+	}
+}
+
+func TestRequests(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	ro := newMem(memdev.Options{})
+	slow := newMem(memdev.Options{NoAllocate: true})
+	s := newTestServer(t, &Export{Name: "", Dev: mem, Unmap: true, MultiConn: true},
+		&Export{Name: "ro", Dev: ro, ReadOnly: true}, &Export{Name: "slow", Dev: slow})
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprint("structured=", structured), func(t *testing.T) {
+			c := dial(t, s)
+			size, flags := c.connect("", structured)
+			if size != testSize {
+				t.Fatalf("size %d", size)
+			}
+			want := uint16(FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim | FlagSendWriteZeroes | FlagSendFastZero | FlagCanMultiConn | FlagSendCache)
+			if structured {
+				want |= FlagSendDF
+			}
+			if flags != want {
+				t.Fatalf("flags 0x%x, want 0x%x", flags, want)
+			}
+			p := pattern(100_000, 3)
+			for _, tc := range []struct {
+				name       string
+				typ, flags uint16
+				off        uint64
+				n          uint32
+				payload    []byte
+				code       uint32
+			}{
+				{"write", cmdWrite, 0, 1000, uint32(len(p)), p, 0},
+				{"write fua", cmdWrite, cmdFlagFUA, 200_000, 10, p[:10], 0},
+				{"read past end", cmdRead, 0, testSize - 10, 11, nil, errInval},
+				{"read at end", cmdRead, 0, testSize, 0, nil, 0},
+				{"read far", cmdRead, 0, 1 << 62, 1, nil, errInval},
+				{"write past end", cmdWrite, 0, testSize - 1, 2, []byte{1, 2}, errNoSpc},
+				{"zeroes past end", cmdWriteZeroes, 0, testSize, 1, nil, errNoSpc},
+				{"trim past end", cmdTrim, 0, testSize, 1, nil, errInval},
+				{"unknown command", 42, 0, 0, 0, nil, errInval},
+				{"resize", 8, 0, 0, 0, nil, errInval},
+				{"bad flags", cmdRead, cmdFlagReqOne, 0, 1, nil, errInval},
+				{"unknown flag", cmdWrite, 1 << 9, 0, 1, []byte{1}, errInval},
+				{"oversized read", cmdRead, 0, 0, MaxPayload + 1, nil, errInval},
+				{"flush with range", cmdFlush, 0, 0, 1, nil, errInval},
+				{"flush", cmdFlush, 0, 0, 0, nil, 0},
+				{"cache", cmdCache, 0, 0, 4096, nil, 0},
+				{"status without contexts", cmdBlockStatus, 0, 0, 4096, nil, errInval},
+				{"zeroes", cmdWriteZeroes, 0, 2000, 3000, nil, 0},
+				{"zeroes no hole", cmdWriteZeroes, cmdFlagNoHole | cmdFlagFUA, 6000, 100, nil, 0},
+				{"fast zero", cmdWriteZeroes, cmdFlagFastZero, 8192, 8192, nil, 0},
+				{"trim", cmdTrim, 0, 20_000, 1000, nil, 0},
+			} {
+				if structured && tc.name == "bad flags" {
+					continue
+				}
+				code, _, _ := c.do(tc.typ, tc.flags, tc.off, tc.n, tc.payload)
+				if code != tc.code {
+					t.Errorf("%s: error %d, want %d", tc.name, code, tc.code)
+				}
+			}
+			if !structured {
+				if code, _, _ := c.do(cmdRead, cmdFlagDF, 0, 1, nil); code != errInval {
+					t.Errorf("DF without structured replies: %d", code)
+				}
+			}
+			code, got, _ := c.do(cmdRead, 0, 1000, uint32(len(p)), nil)
+			want2 := bytes.Clone(p)
+			clear(want2[1000:4000])
+			clear(want2[5000:5100])
+			clear(want2[7192:15384])
+			clear(want2[19000:20000])
+			if code != 0 || !bytes.Equal(got, want2) {
+				t.Fatalf("read back: code %d, equal %v", code, bytes.Equal(got, want2))
+			}
+		})
+	}
+
+	c := dial(t, s)
+	if _, flags := c.connect("ro", true); flags&FlagReadOnly == 0 || flags&FlagSendTrim != 0 {
+		t.Fatalf("read-only flags 0x%x", flags)
+	}
+	for _, typ := range []uint16{cmdWrite, cmdWriteZeroes, cmdTrim} {
+		var pl []byte
+		if typ == cmdWrite {
+			pl = []byte{1}
+		}
+		if code, _, _ := c.do(typ, 0, 0, 1, pl); code != errPerm {
+			t.Errorf("%s on read-only: %d", cmdName(typ), code)
+		}
+	}
+	c = dial(t, s)
+	c.connect("slow", false)
+	start := time.Now()
+	if code, _, _ := c.do(cmdWriteZeroes, cmdFlagFastZero, 0, 65536, nil); code != errNotSup {
+		t.Errorf("FAST_ZERO on a device without Allocate: %d", code)
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("FAST_ZERO refusal took %v", time.Since(start))
+	}
+	if code, _, _ := c.do(cmdWriteZeroes, 0, 0, 65536, nil); code != 0 {
+		t.Errorf("WRITE_ZEROES on a device without Allocate: %d", code)
+	}
+	if code, _, _ := c.do(cmdTrim, 0, 0, 65536, nil); code != 0 {
+		t.Errorf("TRIM ignored: %d", code)
+	}
+}
+
+// TestBrokenStream: garbage, an oversized write, a client gone in the
+// middle of a payload: the connection closes, the server and the device
+// are fine, and nothing of the half-sent request reaches the device.
+func TestBrokenStream(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	s := newTestServer(t, &Export{Dev: mem})
+	for name, f := range map[string]func(c *client){
+		"garbage": func(c *client) { c.write(bytes.Repeat([]byte{0xa5}, 28)) },
+		"oversized write": func(c *client) {
+			c.request(cmdWrite, 0, 1, 0, MaxPayload+1, nil)
+			if ch := c.readReply(0); ch.err != errInval {
+				t.Errorf("oversized write: error %d", ch.err)
+			}
+		},
+		"half a payload": func(c *client) {
+			c.request(cmdWrite, 0, 1, 4096, 65536, bytes.Repeat([]byte{1}, 1000))
+			c.nc.Close()
+		},
+		"half a header": func(c *client) {
+			c.write([]byte{0x25, 0x60, 0x95, 0x13, 0, 0})
+			c.nc.Close()
+		},
+	} {
+		c := dial(t, s)
+		c.connect("", false)
+		f(c)
+		if !c.closed() {
+			t.Errorf("%s: connection still open", name)
+		}
+	}
+	c := dial(t, s)
+	c.connect("", true)
+	code, got, _ := c.do(cmdRead, 0, 0, 1<<17, nil)
+	if code != 0 || !bytes.Equal(got, make([]byte, 1<<17)) {
+		t.Fatalf("device changed by broken requests (code %d)", code)
+	}
+}
+
+// TestConcurrent: requests of one connection run concurrently and reply
+// out of order; many pipelined requests all get their reply.
+func TestConcurrent(t *testing.T) {
+	hold := make(chan struct{})
+	var once sync.Once
+	mem := newMem(memdev.Options{OnWrite: func(off, n int64) {
+		if off == 0 {
+			once.Do(func() {
+				select {
+				case <-hold:
+				case <-time.After(10 * time.Second):
+				}
+			})
+		}
+	}})
+	s := newTestServer(t, &Export{Dev: mem, MultiConn: true})
+	c := dial(t, s)
+	c.connect("", true)
+	c.request(cmdWrite, 0, 1, 0, 4, []byte{1, 2, 3, 4})
+	c.request(cmdWrite, 0, 2, 65536, 4, []byte{5, 6, 7, 8})
+	if ch := c.readReply(0); ch.cookie != 2 || ch.err != 0 {
+		t.Fatalf("first reply %+v, want cookie 2", ch)
+	}
+	close(hold)
+	if ch := c.readReply(0); ch.cookie != 1 || ch.err != 0 {
+		t.Fatalf("second reply %+v, want cookie 1", ch)
+	}
+
+	// Pipelined: 4 connections, each 300 requests in flight at once
+	// (more than the in-flight budget), reads of what each wrote.
+	var wg sync.WaitGroup
+	for k := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := dial(t, s)
+			c.connect("", k%2 == 0)
+			const n = 300
+			base := uint64(k)*testSize/4 + 128<<10
+			go func() {
+				for i := range n {
+					off := base + uint64(i%30)*4096
+					c.request(cmdWrite, 0, uint64(2*i), off, 4096, bytes.Repeat([]byte{byte(k)}, 4096))
+					c.request(cmdRead, 0, uint64(2*i+1), off, 4096, nil)
+				}
+				c.request(cmdFlush, 0, 1<<40, 0, 0, nil)
+			}()
+			seen := map[uint64]bool{}
+			for len(seen) < 2*n+1 {
+				ch, err := c.tryReply(func(cookie uint64) int {
+					if cookie%2 == 1 && cookie != 1<<40 {
+						return 4096
+					}
+					return 0
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ch.cookie%2 == 1 && ch.cookie != 1<<40 && ch.err == 0 && len(ch.data) > 0 {
+					d := ch.data
+					if !ch.simple {
+						d = d[8:]
+					}
+					if d[0] != byte(k) && d[0] != 0 {
+						t.Errorf("conn %d read %d", k, d[0])
+					}
+				}
+				if ch.err != 0 || seen[ch.cookie] {
+					t.Errorf("conn %d: reply %+v (seen %v)", k, ch, seen[ch.cookie])
+				}
+				seen[ch.cookie] = true
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// fakeStatus describes a device as runs of extents repeating every
+// period bytes: [0, data) data, [data, period) a hole at depth 0.
+type fakeStatus struct {
+	period, data int64
+	fail         bool
+}
+
+func (f fakeStatus) Extent(off, n int64) (Extent, error) {
+	if f.fail {
+		return Extent{}, errors.New("status failed")
+	}
+	in := off % f.period
+	if in < f.data {
+		return Extent{Len: min(n, f.data-in), Depth: 1}, nil
+	}
+	return Extent{Len: min(n, f.period-in), Hole: true, Zero: true}, nil
+}
+
+func TestStructured(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	// The device's bytes are non-zero everywhere: the hole chunks must
+	// come from the status, not the data.
+	block.WriteAt(mem, bytes.Repeat([]byte{9}, testSize), 0)
+	st := fakeStatus{period: 65536, data: 16384}
+	s := newTestServer(t, &Export{Dev: mem, Status: st}, &Export{Name: "bad", Dev: mem, Status: fakeStatus{fail: true}})
+	c := dial(t, s)
+	c.connect("", true, "base:allocation", "qemu:allocation-depth")
+	code, data, chunks := c.do(cmdRead, 0, 8192, 3*65536, nil)
+	if code != 0 {
+		t.Fatalf("read: %d", code)
+	}
+	var kinds []string
+	for _, ch := range chunks {
+		kinds = append(kinds, fmt.Sprint(ch.typ))
+	}
+	// data [8K,16K) hole [16K,64K) data [64K,80K) hole ... data [192K, 200K)
+	if strings.Join(kinds, ",") != "1,2,1,2,1,2,1" {
+		t.Fatalf("chunk types %v", kinds)
+	}
+	for i := range data {
+		off := int64(8192 + i)
+		want := byte(9)
+		if off%65536 >= 16384 {
+			want = 0
+		}
+		if data[i] != want {
+			t.Fatalf("byte %d: %d, want %d", off, data[i], want)
+		}
+	}
+	if _, _, chunks := c.do(cmdRead, cmdFlagDF, 0, 65536, nil); len(chunks) != 1 || chunks[0].typ != replyOffsetData {
+		t.Fatalf("DF read: %d chunks", len(chunks))
+	}
+	code, _, chunks = c.do(cmdBlockStatus, 0, 0, 2*65536, nil)
+	if code != 0 || len(chunks) != 2 {
+		t.Fatalf("block status: %d, %d chunks", code, len(chunks))
+	}
+	descs := func(ch chunk) string {
+		var s []string
+		for b := ch.data[4:]; len(b) >= 8; b = b[8:] {
+			s = append(s, fmt.Sprintf("%d:%d", binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])))
+		}
+		return fmt.Sprintf("%d=%s", binary.BigEndian.Uint32(ch.data), strings.Join(s, ","))
+	}
+	if got := descs(chunks[0]) + " " + descs(chunks[1]); got != "1=16384:0,49152:3,16384:0,49152:3 2=16384:1,49152:0,16384:1,49152:0" {
+		t.Fatalf("block status %s", got)
+	}
+	if chunks[0].flags&replyFlagDone != 0 || chunks[1].flags&replyFlagDone == 0 {
+		t.Fatalf("DONE flags %d %d", chunks[0].flags, chunks[1].flags)
+	}
+	_, _, chunks = c.do(cmdBlockStatus, cmdFlagReqOne, 20000, 65536, nil)
+	if got := descs(chunks[0]) + " " + descs(chunks[1]); got != "1=45536:3 2=45536:0" {
+		t.Fatalf("block status REQ_ONE %s", got)
+	}
+	if code, _, _ := c.do(cmdBlockStatus, 0, testSize-1, 2, nil); code != errInval {
+		t.Fatalf("block status past the end: %d", code)
+	}
+	if code, _, chunks := c.do(cmdRead, 0, 0, 0, nil); code != 0 || chunks[0].typ != replyNone {
+		t.Fatalf("empty read: %d %+v", code, chunks)
+	}
+	c = dial(t, s)
+	c.connect("bad", true, "base:allocation")
+	if code, _, chunks := c.do(cmdRead, 0, 0, 4096, nil); code != errIO || chunks[0].typ != replyError {
+		t.Fatalf("read with failing status: %d %+v", code, chunks)
+	}
+	if code, _, _ := c.do(cmdBlockStatus, 0, 0, 4096, nil); code != errIO {
+		t.Fatalf("block status failing: %d", code)
+	}
+}
+
+// panicDev panics on reads.
+type panicDev struct{ *memdev.Dev }
+
+func (panicDev) Readv(int64, [][]byte) error { panic("boom") }
+
+func TestPanicIsEIO(t *testing.T) {
+	s := serveTest(t, &Server{Exports: []*Export{{Dev: panicDev{newMem(memdev.Options{})}}}})
+	c := dial(t, s)
+	c.connect("", false)
+	if code, _, _ := c.do(cmdRead, 0, 0, 1, nil); code != errIO {
+		t.Fatalf("panicking read: %d", code)
+	}
+	if code, _, _ := c.do(cmdFlush, 0, 0, 0, nil); code != 0 {
+		t.Fatalf("flush after panic: %d", code)
+	}
+}
+
+// TestShutdown: Shutdown lets the request in flight finish and reply,
+// then closes the connection and returns.
+func TestShutdown(t *testing.T) {
+	hold := make(chan struct{})
+	mem := newMem(memdev.Options{OnWrite: func(off, n int64) { <-hold }})
+	srv := &Server{Exports: []*Export{{Dev: mem}}, Logf: t.Logf}
+	s := serveTest(t, srv)
+	c := dial(t, s)
+	c.connect("", false)
+	c.request(cmdWrite, 0, 5, 0, 3, []byte{1, 2, 3})
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error)
+	go func() { done <- srv.Shutdown(t.Context()) }()
+	select {
+	case <-done:
+		t.Fatal("Shutdown returned with a request in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(hold)
+	if ch := c.readReply(0); ch.cookie != 5 || ch.err != 0 {
+		t.Fatalf("reply %+v", ch)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !c.closed() {
+		t.Fatal("connection open after Shutdown")
+	}
+	if !bytes.Equal(mem.Bytes()[:3], []byte{1, 2, 3}) {
+		t.Fatal("write lost")
+	}
+}
+
+// TestDetectZeroes: an all-zero WRITE becomes a zeroing request when the
+// export detects zeroes; FUA on any command flushes.
+func TestDetectZeroes(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	plain := newMem(memdev.Options{})
+	s := newTestServer(t, &Export{Dev: mem, DetectZeroes: DetectUnmap, Unmap: true}, &Export{Name: "plain", Dev: plain})
+	for _, e := range []struct {
+		name string
+		dev  *memdev.Dev
+	}{{"", mem}, {"plain", plain}} {
+		c := dial(t, s)
+		c.connect(e.name, false)
+		if code, _, _ := c.do(cmdWrite, 0, 4096, 8192, make([]byte, 8192)); code != 0 {
+			t.Fatalf("%q: zero write: %d", e.name, code)
+		}
+		if code, _, _ := c.do(cmdWrite, cmdFlagFUA, 0, 3, []byte{0, 1, 0}); code != 0 {
+			t.Fatalf("%q: write: %d", e.name, code)
+		}
+		if code, _, _ := c.do(cmdRead, cmdFlagFUA, 0, 3, nil); code != 0 {
+			t.Fatalf("%q: read with FUA: %d", e.name, code)
+		}
+		zeroes, writes, flushes := e.dev.M.Zeroes.Load(), e.dev.M.Writes.Load(), e.dev.M.Flushes.Load()
+		if e.name == "" && (zeroes != 1 || writes != 1) || e.name == "plain" && (zeroes != 0 || writes != 2) || flushes != 1 {
+			t.Errorf("%q: %d zeroes, %d writes, %d flushes", e.name, zeroes, writes, flushes)
+		}
+	}
+}
+
+// TestHandshakeLimit: a client that does not finish negotiating in time
+// is disconnected; one in transmission is not.
+func TestHandshakeLimit(t *testing.T) {
+	s := serveTest(t, &Server{Exports: []*Export{{Dev: newMem(memdev.Options{})}}, HandshakeLimit: 200 * time.Millisecond})
+	idle := dial(t, s)
+	idle.greet()
+	busy := dial(t, s)
+	busy.connect("", false)
+	time.Sleep(400 * time.Millisecond)
+	if !idle.closed() {
+		t.Fatal("a client idle in negotiation is still connected")
+	}
+	if code, _, _ := busy.do(cmdFlush, 0, 0, 0, nil); code != 0 {
+		t.Fatalf("flush after the handshake limit: %d", code)
+	}
+}

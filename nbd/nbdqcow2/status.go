@@ -1,0 +1,67 @@
+// Package nbdqcow2 lets the NBD server report a qcow2 image's allocation:
+// Status adapts a *qcow2.Image to nbd.StatusSource through the engine's
+// BlockStatus, walking the backing chain as qemu-img map does. It is a
+// package of its own so that package nbd depends on block only.
+package nbdqcow2
+
+import (
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/nbd"
+	"github.com/qring/qring/qcow2"
+)
+
+// Status reports the allocation of Image and its backing chain.
+//
+// For "base:allocation" (what qemu-nbd reports): a range backed by data
+// in the layer that decides it (a data or compressed cluster, or a raw
+// backing file's bytes) is data; zero clusters, preallocated zero
+// clusters and ranges unallocated throughout the chain are
+// NBD_STATE_HOLE|NBD_STATE_ZERO. A range unallocated in the whole chain
+// over a backing file reads as zeros only when no backing layer has it.
+//
+// For "qemu:allocation-depth": 1 where the image itself allocates the
+// range (data or zero clusters), 2 and up where a backing layer does, 0
+// where none does.
+type Status struct{ Image *qcow2.Image }
+
+var _ nbd.StatusSource = Status{}
+
+// Extent implements nbd.StatusSource.
+func (s Status) Extent(off, n int64) (nbd.Extent, error) {
+	return extent(s.Image, off, n, 1)
+}
+
+func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
+	im, ok := d.(*qcow2.Image)
+	if !ok {
+		// A raw layer: its bytes are data, past its end nothing is.
+		sz, err := d.Size()
+		if err != nil {
+			return nbd.Extent{}, err
+		}
+		if off >= sz {
+			return nbd.Extent{Len: n, Hole: true, Zero: true}, nil
+		}
+		return nbd.Extent{Len: min(n, sz-off), Depth: depth}, nil
+	}
+	st, err := im.BlockStatus(off, n)
+	if err != nil {
+		return nbd.Extent{}, err
+	}
+	if st.Allocated {
+		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: depth}, nil
+	}
+	b := im.Backing()
+	if b == nil {
+		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
+	}
+	bs, err := b.Size()
+	if err != nil {
+		return nbd.Extent{}, err
+	}
+	if off >= bs {
+		// Past the end of the backing file: reads as zeros.
+		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
+	}
+	return extent(b, off, min(st.Len, bs-off), depth+1)
+}

@@ -1,0 +1,255 @@
+package nbd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// Server serves Exports to the connections of one or more listeners.
+// The zero value with Exports set is ready to use; fields must not change
+// once serving began.
+type Server struct {
+	Exports []*Export
+	// TLS, if set, makes TLS mandatory (section "TLS support": the
+	// server refuses every option but NBD_OPT_STARTTLS and ABORT until the
+	// client upgraded).
+	TLS *tls.Config
+	// MaxInFlight bounds the requests of one connection running at once
+	// (default 64); MaxInFlightBytes their payloads (default 64 MiB, at
+	// least MaxPayload).
+	MaxInFlight      int
+	MaxInFlightBytes int64
+	// HandshakeLimit bounds the negotiation of a connection (default 10
+	// s, as qemu-nbd's --handshake-limit); a client that has not entered
+	// the transmission phase by then is disconnected. Negative: no limit.
+	HandshakeLimit time.Duration
+	// MaxConns bounds the connections served at once; 0 means no bound.
+	// When reached, Serve stops accepting until one ends, so further
+	// clients wait in the listen queue (qemu-nbd's --shared).
+	MaxConns int
+	// Logf, if set, receives errors (refused options and requests that
+	// failed on the device are only in Debugf).
+	Logf func(format string, args ...any)
+	// Debugf, if set, receives a line per connection and per failed
+	// request.
+	Debugf func(format string, args ...any)
+	// OnClose, if set, is called after a connection ended with the number
+	// of connections still open.
+	OnClose func(open int)
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+	sem       chan struct{}
+}
+
+// ErrServerClosed is what Serve returns after Shutdown.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+func (s *Server) logf(f string, a ...any) {
+	if s.Logf != nil {
+		s.Logf(f, a...)
+	}
+}
+
+func (s *Server) debugf(f string, a ...any) {
+	if s.Debugf != nil {
+		s.Debugf(f, a...)
+	}
+}
+
+func (s *Server) maxInFlight() int {
+	if s.MaxInFlight > 0 {
+		return s.MaxInFlight
+	}
+	return 64
+}
+
+func (s *Server) handshakeLimit() time.Duration {
+	if s.HandshakeLimit == 0 {
+		return 10 * time.Second
+	}
+	return s.HandshakeLimit
+}
+
+func (s *Server) maxInFlightBytes() int64 {
+	if s.MaxInFlightBytes <= 0 {
+		return 64 << 20
+	}
+	return max(s.MaxInFlightBytes, MaxPayload)
+}
+
+// init sets up the bookkeeping; called with s.mu held.
+func (s *Server) init() {
+	if s.done == nil {
+		s.done = make(chan struct{})
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		if s.MaxConns > 0 {
+			s.sem = make(chan struct{}, s.MaxConns)
+		}
+	}
+}
+
+// Serve accepts connections on l and serves each in its own goroutine
+// until Shutdown (then it returns ErrServerClosed) or until l is closed
+// by someone else; other accept errors are logged and retried after a
+// pause. It closes l when it returns.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.init()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	done, sem := s.done, s.sem
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	backoff := 5 * time.Millisecond
+	for {
+		if sem != nil {
+			select {
+			case sem <- struct{}{}:
+			case <-done:
+				return ErrServerClosed
+			}
+		}
+		nc, err := l.Accept()
+		if err != nil {
+			if sem != nil {
+				<-sem
+			}
+			select {
+			case <-done:
+				return ErrServerClosed
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of descriptors or memory, an aborted handshake: wait a
+			// little and go on accepting, as net/http does, rather than
+			// leave every later client without a server.
+			s.logf("nbd: accept: %v; retrying in %v", err, backoff)
+			select {
+			case <-time.After(backoff):
+			case <-done:
+				return ErrServerClosed
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		c, ok := s.track(nc, sem != nil)
+		if !ok {
+			if sem != nil {
+				<-sem
+			}
+			continue
+		}
+		go s.run(c)
+	}
+}
+
+// ServeConnAsync serves nc in a new goroutine; false if the server is
+// shutting down (nc is then closed).
+func (s *Server) ServeConnAsync(nc net.Conn) bool {
+	c, ok := s.track(nc, false)
+	if !ok {
+		return false
+	}
+	go s.run(c)
+	return true
+}
+
+// ServeConn serves nc until the connection ends.
+func (s *Server) ServeConn(nc net.Conn) {
+	if c, ok := s.track(nc, false); ok {
+		s.run(c)
+	}
+}
+
+// track registers a connection; counted means it holds a token of
+// Serve's semaphore, given back when it ends.
+func (s *Server) track(nc net.Conn, counted bool) (*conn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	if s.closing {
+		nc.Close()
+		return nil, false
+	}
+	c := newConn(s, nc)
+	c.counted = counted
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return c, true
+}
+
+func (s *Server) run(c *conn) {
+	c.serve()
+	s.mu.Lock()
+	delete(s.conns, c)
+	open := len(s.conns)
+	sem := s.sem
+	s.mu.Unlock()
+	if c.counted {
+		<-sem
+	}
+	s.wg.Done()
+	if s.OnClose != nil {
+		s.OnClose(open)
+	}
+}
+
+// Shutdown stops accepting, lets every connection finish the requests it
+// has started (their replies are sent), then closes the connections. If
+// ctx ends first, the sockets are closed at once; Shutdown still waits
+// for the device requests already running (they cannot be cancelled) so
+// that the caller may flush and close the device when it returns.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	if !s.closing {
+		s.closing = true
+		close(s.done)
+	}
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.stop()
+	}
+	s.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.raw.Close()
+	}
+	s.mu.Unlock()
+	<-idle
+	return ctx.Err()
+}
