@@ -5,6 +5,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/invariants"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // This file owns host space: where in the image file new clusters may
@@ -33,6 +34,9 @@ type hostSpace struct {
 	fill         filler
 }
 
+// mark is the high-water mark as a host offset (read lock-free).
+func (s *hostSpace) mark() format.HostOff { return format.HostOff(s.hwm.Load()) }
+
 // initSpace sets the boundaries at open from the file size (the image is
 // not shared yet). A file that ends inside a cluster (a torn write that
 // extended it) has its high-water mark rounded up: the straddling
@@ -54,8 +58,9 @@ func (im *Image) initSpace(fsize uint64) {
 // whether the range is fresh: never handed out since open and inside the
 // reserve, so it reads as zeros and writing it does not extend the file
 // (Q2).
-func (im *Image) takeSpace(off, end uint64) (fresh bool) {
+func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 	s := &im.space
+	off, end := uint64(o), uint64(e) // the boundaries are plain file positions
 	im.claimFill(off, end)
 	old := s.hwm.Load()
 	if end > old {

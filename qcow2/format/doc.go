@@ -17,7 +17,9 @@
 //	    known v3 fields and header_length) and unknown header extensions.
 //	F4  Guest and host offsets are distinct types (GuestOff, HostOff); the
 //	    geometry is computed once from cluster_bits, refcount_order and the
-//	    extended-L2 bit.
+//	    extended-L2 bit, and its methods take and return one kind of
+//	    offset each. Table entries are encoded and decoded here only
+//	    (tables.go).
 //	F5  Entry codecs reject reserved bits and misaligned offsets rather than
 //	    masking them away.
 package format

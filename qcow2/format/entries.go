@@ -29,7 +29,7 @@ func (e L1Entry) Validate(g *Geometry) error {
 	if uint64(e)&L1ReservedMask != 0 {
 		return corrupt("l1_entry", uint64(e), "reserved bits set")
 	}
-	if !g.Aligned(uint64(e.Offset())) {
+	if !g.Aligned(e.Offset()) {
 		return corrupt("l1_entry", uint64(e), "L2 table offset not cluster aligned")
 	}
 	return nil
@@ -119,7 +119,7 @@ func (e L2Entry) Validate(g *Geometry, version uint32) error {
 	if uint64(e)&OflagZero != 0 && (version < 3 || g.ExtendedL2) {
 		return corrupt("l2_entry", uint64(e), "zero flag not allowed in this image")
 	}
-	if !g.Aligned(uint64(e.Offset())) {
+	if !g.Aligned(e.Offset()) {
 		return corrupt("l2_entry", uint64(e), "host offset not cluster aligned")
 	}
 	return nil
@@ -260,14 +260,15 @@ func ValidateBitmap(e L2Entry, bitmap uint64) error {
 	return nil
 }
 
-// ValidateReftableEntry checks a refcount table entry: reserved bits 0-8
-// clear and the refcount block cluster aligned (F5).
-func ValidateReftableEntry(g *Geometry, v uint64) error {
-	if v&RefTableReserved != 0 {
-		return corrupt("refcount_table_entry", v, "reserved bits set")
+// ValidateReftableEntry checks a refcount table entry as stored
+// (ReftableAt): reserved bits 0-8 clear and the refcount block cluster
+// aligned (F5).
+func ValidateReftableEntry(g *Geometry, v HostOff) error {
+	if uint64(v)&RefTableReserved != 0 {
+		return corrupt("refcount_table_entry", uint64(v), "reserved bits set")
 	}
 	if !g.Aligned(v) {
-		return corrupt("refcount_table_entry", v, "refcount block not cluster aligned")
+		return corrupt("refcount_table_entry", uint64(v), "refcount block not cluster aligned")
 	}
 	return nil
 }

@@ -251,7 +251,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	}
 	// As QEMU's qcow2_validate_table: aligned even when empty, and the
 	// table must end below INT64_MAX.
-	if !g.Aligned(uint64(h.L1TableOffset)) {
+	if !g.Aligned(h.L1TableOffset) {
 		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "not cluster aligned")
 	}
 	if uint64(h.L1TableOffset) > maxOffset-uint64(h.L1Size)*8 {
@@ -266,7 +266,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.RefcountTableClusters == 0 {
 		return nil, corrupt("refcount_table_clusters", 0, "no refcount table")
 	}
-	if !g.Aligned(uint64(h.RefcountTableOffset)) || h.RefcountTableOffset == 0 {
+	if !g.Aligned(h.RefcountTableOffset) || h.RefcountTableOffset == 0 {
 		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "not cluster aligned or in the header cluster")
 	}
 	if uint64(h.RefcountTableOffset) > maxOffset-uint64(h.RefcountTableClusters)*cs {
@@ -275,7 +275,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.NbSnapshots > MaxSnapshots {
 		return nil, corrupt("nb_snapshots", uint64(h.NbSnapshots), "more than %d snapshots", MaxSnapshots)
 	}
-	if !g.Aligned(uint64(h.SnapshotsOffset)) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
+	if !g.Aligned(h.SnapshotsOffset) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
 		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "not cluster aligned or in the header cluster")
 	}
 	// 40 bytes is the fixed part of a snapshot entry.

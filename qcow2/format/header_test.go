@@ -146,11 +146,11 @@ func TestParseHeader_Fixtures(t *testing.T) {
 				check("FeatureName(0, 9)", FeatureName(h.Extensions, 0, 9), "")
 			}
 			g := h.Geometry()
-			if !g.Aligned(uint64(h.L1TableOffset)) || !g.Aligned(uint64(h.RefcountTableOffset)) {
+			if !g.Aligned(h.L1TableOffset) || !g.Aligned(h.RefcountTableOffset) {
 				t.Errorf("tables not aligned: %#x %#x", h.L1TableOffset, h.RefcountTableOffset)
 			}
 			check("L1EntriesFor(size)", g.L1EntriesFor(h.Size), uint64(h.L1Size))
-			if tc.nbSnapshots > 0 && (h.SnapshotsOffset == 0 || !g.Aligned(uint64(h.SnapshotsOffset))) {
+			if tc.nbSnapshots > 0 && (h.SnapshotsOffset == 0 || !g.Aligned(h.SnapshotsOffset)) {
 				t.Errorf("SnapshotsOffset = %#x", h.SnapshotsOffset)
 			}
 		})
