@@ -172,7 +172,7 @@ func (im *Image) allocClustersLocked(n uint64) (off format.HostOff, fresh bool, 
 		if retry {
 			continue
 		}
-		// S1, Q11: the run's space is ours; fresh if never used since
+		// SP1, Q11: the run's space is ours; fresh if never used since
 		// open and inside the reserve (a hole past EOF reads as zeros
 		// too, but writing only 4 KiB into it makes every write extend
 		// the file, which filesystems serialise (ext4 punts such direct
@@ -233,7 +233,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	if err := im.overlapCheckNew(boff, im.g.ClusterSize); err != nil {
 		return err
 	}
-	im.takeSpace(boff, boff+format.HostOff(im.g.ClusterSize)) // S1
+	im.takeSpace(boff, boff+format.HostOff(im.g.ClusterSize)) // SP1
 	if bri == ri {
 		// Self-describing.
 		t, err := im.rbc.GetEmpty(int64(boff))
@@ -320,7 +320,7 @@ func (im *Image) growReftable(need uint64) error {
 		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
 	}
 	end := a + k + tc
-	// S1: the area is past the high-water mark; take it before any of
+	// SP1: the area is past the high-water mark; take it before any of
 	// it is written.
 	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end))
 	newTable := make([]format.HostOff, newEntries)

@@ -38,7 +38,7 @@ type Image struct {
 	// pinfo is the preallocation strategy chosen at open (immutable:
 	// Metrics reads it without mu; ahead may drop to 0 later).
 	pinfo PreallocInfo
-	space hostSpace // the file's space past what refcounts describe (S1-S4)
+	space hostSpace // the file's space past what refcounts describe (SP1-SP4)
 
 	mu sync.Mutex
 	// l1 is the active L1 table, read lock-free (growL1 replaces it),
@@ -158,7 +158,7 @@ func (im *Image) CacheMetrics() (l2, refcount cache.Metrics) {
 }
 
 // writeHeader rewrites cluster 0 from im.hdr (unknown fields and
-// extensions preserved, F3). Caller holds mu or is single-threaded.
+// extensions preserved, FM3). Caller holds mu or is single-threaded.
 func (im *Image) writeHeader() error {
 	b, err := im.hdr.Encode()
 	if err != nil {

@@ -17,10 +17,11 @@ import (
 //   - The allocator seals before it links: no early writer enters after
 //     that, and the seal waits for those in flight. So no early write
 //     reaches the host cluster after the link, where a discard could
-//     free it (bug 4).
+//     free it (bug 4: TestRegress_EarlyWriteSealed).
 //   - An early writer is acknowledged only after the allocation is
-//     finished: linked, so every later read sees its bytes (bug 2), or
-//     failed, and then it returns the link error (bug 3).
+//     finished: linked, so every later read sees its bytes (bug 2:
+//     TestRegress_EarlyWriteVisible), or failed, and then it returns
+//     the link error (bug 3: TestRegress_EarlyWriteLinkError).
 //   - If the allocator's own write fails, the cluster is still linked
 //     when an early write succeeded; otherwise the allocation is undone.
 

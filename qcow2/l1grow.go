@@ -8,7 +8,7 @@ import (
 
 // growL1 replaces the active L1 table with one of n entries (QEMU's
 // qcow2_grow_l1_table with an exact size): new clusters taken like any
-// other (S1), their refcounts durable (Q1), the new table written and
+// other (SP1), their refcounts durable (Q1), the new table written and
 // flushed, then the header pointed at it and flushed (Q4), and only then
 // the old table freed. Lock-free readers switch to the new table
 // atomically; entries change only under mu, which the caller holds.

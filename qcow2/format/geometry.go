@@ -7,7 +7,7 @@ type GuestOff uint64
 type HostOff uint64
 
 // Geometry holds every shift and mask derived from the header, computed
-// once (F4). Its methods split and build offsets of one kind each: a
+// once (FM4). Its methods split and build offsets of one kind each: a
 // guest offset becomes a host one only through an L2 entry (or HostFor,
 // given the host cluster an entry names).
 type Geometry struct {

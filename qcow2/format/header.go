@@ -69,7 +69,7 @@ const (
 	CryptLUKS = 2
 )
 
-// Extension is a header extension kept verbatim (F3).
+// Extension is a header extension kept verbatim (FM3).
 type Extension struct {
 	Type uint32
 	Data []byte
@@ -97,7 +97,7 @@ type Header struct {
 	CompressionType       uint8
 
 	// UnknownFields are the header bytes past the fields we know, up to
-	// HeaderLength, preserved on rewrite (F3).
+	// HeaderLength, preserved on rewrite (FM3).
 	UnknownFields []byte
 	// Extensions in file order, excluding the end marker. Known types are
 	// also decoded into the fields below; Encode writes BackingFormat and
@@ -134,7 +134,7 @@ func FeatureName(exts []Extension, typ, bit uint8) string {
 
 // ParseHeader decodes the header at the start of b, which should hold all
 // of cluster 0 (or the whole file if shorter). It validates every field
-// that can be checked without the file size (F1, F2); the engine checks
+// that can be checked without the file size (FM1, FM2); the engine checks
 // offsets against the file.
 func ParseHeader(b []byte) (*Header, error) {
 	if len(b) < V2HeaderLen {
@@ -190,7 +190,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		if h.HeaderLength > V3HeaderLen {
 			h.CompressionType = b[V3HeaderLen]
 			// Bytes 105..111 are padding QEMU writes as zeros; keep
-			// whatever lies past them verbatim (F3).
+			// whatever lies past them verbatim (FM3).
 			if h.HeaderLength > QEMUHeaderLen {
 				h.UnknownFields = append([]byte(nil), b[QEMUHeaderLen:h.HeaderLength]...)
 			}
@@ -241,7 +241,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.CryptMethod == CryptLUKS && h.Version < 3 {
 		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
 	}
-	// L1: cap and coverage (F1).
+	// L1: cap and coverage (FM1).
 	if uint64(h.L1Size)*8 > MaxL1Bytes {
 		return nil, unsupported("l1_size", uint64(h.L1Size), "L1 table larger than %d bytes", MaxL1Bytes)
 	}
@@ -547,7 +547,7 @@ func (h *Header) encode() ([]byte, error) {
 	return b, nil
 }
 
-// Geometry derives the image geometry from the header (F4).
+// Geometry derives the image geometry from the header (FM4).
 func (h *Header) Geometry() Geometry {
 	return NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
 }
