@@ -84,9 +84,9 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 		}
 		// Any cached table in the freed cluster is gone.
 		im.meta.del(c)
-		off := c << im.g.ClusterBits
+		off := im.g.HostClusterOff(c)
 		for s := uint64(0); s < im.g.ClusterSize; s += im.sliceSize {
-			im.l2c.Discard(int64(off + s))
+			im.l2c.Discard(int64(off) + int64(s))
 		}
 	}
 	return nil
@@ -144,7 +144,7 @@ func (im *Image) findFree(n uint64) (uint64, error) {
 // allocClustersLocked allocates n contiguous clusters with refcount 1 and
 // returns the host offset of the first; fresh reports whether they lie
 // at or past the high-water mark (never used since open: a hole, Q2).
-func (im *Image) allocClustersLocked(n uint64) (off uint64, fresh bool, err error) {
+func (im *Image) allocClustersLocked(n uint64) (off format.HostOff, fresh bool, err error) {
 	if err := im.markDirtyBit(); err != nil {
 		return 0, false, err
 	}
@@ -172,14 +172,14 @@ func (im *Image) allocClustersLocked(n uint64) (off uint64, fresh bool, err erro
 		if retry {
 			continue
 		}
-		// S1, Q11: the run's space is ours; fresh if never used since
+		// SP1, Q11: the run's space is ours; fresh if never used since
 		// open and inside the reserve (a hole past EOF reads as zeros
 		// too, but writing only 4 KiB into it makes every write extend
 		// the file, which filesystems serialise (ext4 punts such direct
 		// writes to io-wq): those clusters get one zeroing request that
 		// extends the file instead, as QEMU does).
-		off = c << im.g.ClusterBits
-		fresh = im.takeSpace(off, (c+n)<<im.g.ClusterBits)
+		off = im.g.HostClusterOff(c)
+		fresh = im.takeSpace(off, im.g.HostClusterOff(c+n))
 		for k := uint64(0); k < n; k++ {
 			if err := im.updateRefcountLocked(c+k, 1); err != nil {
 				for j := uint64(0); j < k; j++ {
@@ -205,8 +205,8 @@ func (im *Image) allocClustersLocked(n uint64) (off uint64, fresh bool, err erro
 }
 
 // freeClustersLocked drops one reference to each of n clusters at off.
-func (im *Image) freeClustersLocked(off, n uint64) error {
-	c := off >> im.g.ClusterBits
+func (im *Image) freeClustersLocked(off format.HostOff, n uint64) error {
+	c := im.g.HostCluster(off)
 	for k := uint64(0); k < n; k++ {
 		if err := im.updateRefcountLocked(c+k, -1); err != nil {
 			return err
@@ -229,11 +229,11 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		return err
 	}
 	bri, bbi := im.g.RefIndex(b)
-	boff := b << im.g.ClusterBits
+	boff := im.g.HostClusterOff(b)
 	if err := im.overlapCheckNew(boff, im.g.ClusterSize); err != nil {
 		return err
 	}
-	im.takeSpace(boff, boff+im.g.ClusterSize) // S1
+	im.takeSpace(boff, boff+format.HostOff(im.g.ClusterSize)) // SP1
 	if bri == ri {
 		// Self-describing.
 		t, err := im.rbc.GetEmpty(int64(boff))
@@ -269,7 +269,7 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	}
 	im.event(EvRefblock)
 	im.reftable[ri] = boff
-	if err := im.writeTableEntry(uint64(im.hdr.RefcountTableOffset), im.reftable, ri); err != nil {
+	if err := im.writeReftableEntry(ri); err != nil {
 		im.reftable[ri] = 0
 		return err
 	}
@@ -291,7 +291,7 @@ func (im *Image) growReftable(need uint64) error {
 	per := cs / 8
 	newEntries := max(need+1, uint64(len(im.reftable))*2)
 	newEntries = (newEntries + per - 1) / per * per
-	a := im.space.hwm.Load() >> g.ClusterBits // first cluster of the area
+	a := g.HostCluster(im.space.mark()) // first cluster of the area
 	var k, tc uint64
 	for iter := 0; ; iter++ {
 		if iter > 100 {
@@ -320,10 +320,10 @@ func (im *Image) growReftable(need uint64) error {
 		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
 	}
 	end := a + k + tc
-	// S1: the area is past the high-water mark; take it before any of
+	// SP1: the area is past the high-water mark; take it before any of
 	// it is written.
-	im.takeSpace(a<<g.ClusterBits, end<<g.ClusterBits)
-	newTable := make([]uint64, newEntries)
+	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end))
+	newTable := make([]format.HostOff, newEntries)
 	copy(newTable, im.reftable)
 	// Place the new blocks at a..a+k-1, in range order.
 	firstRange, _ := g.RefIndex(a)
@@ -333,7 +333,7 @@ func (im *Image) growReftable(need uint64) error {
 	for r := firstRange; r <= lastRange; r++ {
 		if r >= uint64(len(im.reftable)) || im.reftable[r] == 0 {
 			newBlocks[r] = next
-			newTable[r] = next << g.ClusterBits
+			newTable[r] = g.HostClusterOff(next)
 			next++
 		}
 	}
@@ -344,7 +344,7 @@ func (im *Image) growReftable(need uint64) error {
 	// one (through the cache).
 	blocks := map[uint64][]byte{}
 	for r, bc := range newBlocks {
-		t, err := im.rbc.GetEmpty(int64(bc << g.ClusterBits))
+		t, err := im.rbc.GetEmpty(int64(g.HostClusterOff(bc)))
 		if err != nil {
 			return err
 		}
@@ -371,23 +371,22 @@ func (im *Image) growReftable(need uint64) error {
 	// The new table, then the header (Q4).
 	tb := make([]byte, tc*cs)
 	for i, v := range newTable {
-		be.PutUint64(tb[i*8:], v)
+		format.PutReftable(tb, uint64(i), v)
 	}
 	buf := alignedCopy(tb, im.memAlign)
-	tableOff := (a + k) << g.ClusterBits
-	im.c.metaWrites.Add(1)
-	if err := writeAt(im.dev, buf, int64(tableOff)); err != nil {
+	tableOff := g.HostClusterOff(a + k)
+	if err := im.writeMeta(buf, tableOff); err != nil {
 		return err
 	}
 	if err := im.dev.Flush(); err != nil {
 		return err
 	}
 	im.event(EvReftable)
-	oldOff, oldClusters := uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)
-	im.hdr.RefcountTableOffset = format.HostOff(tableOff)
+	oldOff, oldClusters := im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)
+	im.hdr.RefcountTableOffset = tableOff
 	im.hdr.RefcountTableClusters = uint32(tc)
 	if err := im.writeHeader(); err != nil {
-		im.hdr.RefcountTableOffset = format.HostOff(oldOff)
+		im.hdr.RefcountTableOffset = oldOff
 		im.hdr.RefcountTableClusters = uint32(oldClusters)
 		return err
 	}
@@ -395,7 +394,7 @@ func (im *Image) growReftable(need uint64) error {
 		return err
 	}
 	im.reftable = newTable
-	im.rtOff.Store(tableOff)
+	im.rtOff.Store(uint64(tableOff))
 	im.rtLen.Store(tc * cs)
 	im.c.reftableGrowths.Add(1)
 	im.c.refblocksAllocated.Add(int64(k))

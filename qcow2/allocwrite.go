@@ -21,23 +21,23 @@ import (
 
 // allocation is one cluster allocation of a write, as planned under mu.
 type allocation struct {
-	reg *sched.Alloc[allocState] // the guest cluster's registration (Q7)
-	st  *allocState              // attached to reg; st.host is the new cluster
-	gc  uint64                   // guest cluster index
-	old format.L2Entry           // the entry it replaces
-	src cowSource                // where the bytes around the data come from
+	reg  *sched.Alloc[allocState] // the guest cluster's registration (Q7)
+	st   *allocState              // attached to reg; st.host is the new cluster
+	goff format.GuestOff          // the guest offset written (any in the cluster)
+	old  format.L2Entry           // the entry it replaces
+	src  cowSource                // where the bytes around the data come from
 	// fresh: the host cluster is fresh space (a hole, Q2); reuse: it is
 	// the preallocated zero cluster of old (QEMU keep_old), which
 	// neither an undo nor the link frees.
 	fresh, reuse bool
 }
 
-// allocWrite writes n bytes of v at guest offset goff into a new cluster
-// for guest cluster gc. done is false when it wrote nothing because the
+// allocWrite writes n bytes of v at guest offset goff into a new cluster.
+// done is false when it wrote nothing because the
 // cluster was being allocated by someone else (it waited for them) or
 // was linked meanwhile: the caller looks the cluster up again.
-func (im *Image) allocWrite(gc, goff uint64, v [][]byte, n int64) (done bool, err error) {
-	p, blocker, err := im.beginAlloc(gc)
+func (im *Image) allocWrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
+	p, blocker, err := im.beginAlloc(goff)
 	if blocker != nil {
 		blocker.Wait()
 		return false, nil
@@ -46,56 +46,56 @@ func (im *Image) allocWrite(gc, goff uint64, v [][]byte, n int64) (done bool, er
 		return err != nil, err
 	}
 	defer im.allocs.Release(p.reg)
-	cowed, err := im.writeWithCOW(&p, goff, v, n)
+	cowed, err := im.writeWithCOW(&p, v, n)
 	if err == nil {
 		p.st.ready.Store(true)
 	}
 	return true, im.finishAlloc(&p, cowed, err)
 }
 
-// beginAlloc registers guest cluster gc (Q7) and plans its allocation
+// beginAlloc registers the guest cluster of goff (Q7) and plans its allocation
 // under mu. It returns a blocker (to wait for without mu) when the
 // cluster is registered already, and an allocation without a
 // registration when there is nothing to allocate (err, or the cluster
 // was linked in the meantime).
-func (im *Image) beginAlloc(gc uint64) (p allocation, blocker *sched.Alloc[allocState], err error) {
+func (im *Image) beginAlloc(goff format.GuestOff) (p allocation, blocker *sched.Alloc[allocState], err error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	reg, _, blocker := im.allocs.TryAcquire(gc, 1)
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		return allocation{}, blocker, nil
 	}
-	p, err = im.planAllocLocked(gc)
+	p, err = im.planAllocLocked(goff)
 	if err != nil || p.st == nil {
 		im.allocs.Release(reg)
 		return allocation{}, nil, err
 	}
 	p.reg = reg
-	reg.SetState(p.st) // from here writers of gc see it (Q10)
+	reg.SetState(p.st) // from here writers of the cluster see it (Q10)
 	return p, nil, nil
 }
 
-// planAllocLocked looks guest cluster gc up again (it may have been
+// planAllocLocked looks the guest cluster of goff up again (it may have been
 // linked since the caller's lock-free lookup), makes its L2 table
 // writable, and takes the host cluster: the preallocated zero cluster of
 // the old entry, or a new one. p.st is nil when the cluster needs no
 // allocation (it is allocated with COPIED: overwrite it).
-func (im *Image) planAllocLocked(gc uint64) (p allocation, err error) {
-	e, err := im.entry(gc)
+func (im *Image) planAllocLocked(goff format.GuestOff) (p allocation, err error) {
+	e, err := im.entry(goff)
 	if err != nil || (e.Type() == format.ClusterNormal && e.Copied()) {
 		return allocation{}, err
 	}
-	if err := im.ensureL2Locked(gc); err != nil {
+	if err := im.ensureL2Locked(goff); err != nil {
 		return allocation{}, err
 	}
 	// ensureL2Locked may have copied a shared table: re-read the entry.
-	if e, err = im.entry(gc); err != nil {
+	if e, err = im.entry(goff); err != nil {
 		return allocation{}, err
 	}
-	p = allocation{gc: gc, old: e, src: im.cowSourceOf(e)}
-	var host uint64
+	p = allocation{goff: goff, old: e, src: im.cowSourceOf(e)}
+	var host format.HostOff
 	if e.Type() == format.ClusterZeroAlloc && e.Copied() {
-		host, p.reuse = uint64(e.Offset()), true
+		host, p.reuse = e.Offset(), true
 	} else {
 		if host, p.fresh, err = im.allocClustersLocked(1); err != nil {
 			return allocation{}, err
@@ -142,7 +142,7 @@ func (im *Image) commitAllocLocked(p *allocation, cowed bool, werr error, early 
 		p.st.finish(werr)
 		return werr
 	}
-	lerr := im.linkLocked(p.gc, p.st.host, cowed || (p.fresh && im.lazy))
+	lerr := im.linkLocked(p.goff, p.st.host, cowed || (p.fresh && im.lazy))
 	p.st.finish(lerr)
 	if lerr != nil {
 		// Nobody was told the data is there (every early writer got
@@ -168,13 +168,13 @@ func (im *Image) undoAllocLocked(p *allocation) {
 	}
 }
 
-// linkLocked points the L2 entry of gc at the new host cluster (in the cache),
+// linkLocked points the L2 entry of goff at the new host cluster (in the cache),
 // after the dependencies that make it safe on disk. flushFirst: the
 // cluster's bytes around the data were written into space that may hold
 // stale bytes (Q2), or with lazy refcounts nothing else orders the data
 // (which may extend the file) before the link, so a crash could leave
 // L2 entries pointing past the end of the file. Called with mu held.
-func (im *Image) linkLocked(gc, host uint64, flushFirst bool) error {
+func (im *Image) linkLocked(goff format.GuestOff, host format.HostOff, flushFirst bool) error {
 	if im.linkFault != nil {
 		if err := im.linkFault(); err != nil {
 			return err
@@ -188,7 +188,7 @@ func (im *Image) linkLocked(gc, host uint64, flushFirst bool) error {
 			return err
 		}
 	}
-	if err := im.setEntry(gc, format.MakeL2(format.HostOff(host), true, false)); err != nil {
+	if err := im.setEntry(goff, format.MakeL2(host, true, false)); err != nil {
 		return err
 	}
 	im.event(EvLink)
@@ -202,16 +202,16 @@ func (im *Image) freeEntryLocked(e format.L2Entry) error {
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err
 		}
-		return im.freeClustersLocked(uint64(e.Offset()), 1)
+		return im.freeClustersLocked(e.Offset(), 1)
 	case format.ClusterCompressed:
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err
 		}
 		d := e.DecodeCompressed(&im.g)
-		first := uint64(d.Off) >> im.g.ClusterBits
-		last := (uint64(d.Off) + d.Size - 1) >> im.g.ClusterBits
+		first := im.g.HostCluster(d.Off)
+		last := im.g.HostCluster(d.Off + format.HostOff(d.Size) - 1)
 		for c := first; c <= last; c++ {
-			if err := im.freeClustersLocked(c<<im.g.ClusterBits, 1); err != nil {
+			if err := im.freeClustersLocked(im.g.HostClusterOff(c), 1); err != nil {
 				return err
 			}
 		}

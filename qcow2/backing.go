@@ -92,7 +92,7 @@ func Probe(path string) (string, error) {
 	}
 	defer f.Close()
 	var b [4]byte
-	if n, _ := io.ReadFull(f, b[:]); n == 4 && be.Uint32(b[:]) == format.Magic {
+	if n, _ := io.ReadFull(f, b[:]); n == 4 && format.HasMagic(b[:]) {
 		return "qcow2", nil
 	}
 	return "raw", nil

@@ -12,7 +12,7 @@ import (
 func (im *Image) initCaches() error {
 	g := &im.g
 	cs := g.ClusterSize
-	full := uint64(len(im.l1)) * cs // bytes of L2 covering the whole image
+	full := im.l1.Load().size() * cs // bytes of L2 covering the whole image
 	l2size := im.opts.L2CacheSize
 	if l2size <= 0 {
 		l2size = int64(min(full, 32<<20))

@@ -10,7 +10,7 @@ import (
 // writes, reads, zeroes and discards racing on shared clusters) with the
 // smallest caches QEMU allows for L2 (two entries) and two refcount
 // clusters, so that nearly every lookup misses and dirty tables are
-// evicted and written back under their dependencies (Q1, Q3, §8 trap 7)
+// evicted and written back under their dependencies (Q1, Q3, cache C6)
 // while allocations are in flight. Check, qemu-img check (in testImage's
 // cleanup) and a byte-for-byte model comparison must pass.
 func TestModel_TinyCache(t *testing.T) {

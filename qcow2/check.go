@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"fmt"
-	"sync/atomic"
 
 	"github.com/qring/qring/block"
 
@@ -60,13 +59,13 @@ func (c *checker) msg(f string, a ...any) {
 }
 
 // inc counts one reference to every cluster of [off, off+n).
-func (c *checker) inc(off, n uint64, what string) {
+func (c *checker) inc(off format.HostOff, n uint64, what string) {
 	g := &c.im.g
 	if n == 0 {
 		return
 	}
-	first := off >> g.ClusterBits
-	last := (off + n - 1) >> g.ClusterBits
+	first := g.HostCluster(off)
+	last := g.HostCluster(off + format.HostOff(n) - 1)
 	for k := first; k <= last; k++ {
 		if k >= uint64(len(c.ref)) {
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
@@ -144,18 +143,18 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	nclusters := (c.fsize + cs - 1) >> g.ClusterBits
 	// Clusters the caches or allocator hold past EOF count as in the file
 	// (written back later).
-	nclusters = max(nclusters, im.space.hwm.Load()>>g.ClusterBits)
+	nclusters = max(nclusters, g.HostCluster(im.space.mark()))
 	c.ref = make([]uint32, nclusters)
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
 
 	// Header, refcount table, refcount blocks.
 	c.inc(0, cs, "header")
-	c.inc(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
+	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
 	for i, b := range im.reftable {
 		if b == 0 {
 			continue
 		}
-		if b>>g.ClusterBits >= nclusters {
+		if g.HostCluster(b) >= nclusters {
 			c.msg("ERROR refcount block %d is outside image", i)
 			r.Corruptions++
 			continue
@@ -163,52 +162,52 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		c.inc(b, cs, "refcount block")
 	}
 	// Active tree.
-	var prevData uint64
+	var prevData format.HostOff
 	stats := true
-	walk := func(l1 []uint64, active bool) error {
-		for i, e1 := range l1 {
-			le := format.L1Entry(e1)
+	perSlice := im.sliceSize / format.TableEntrySize
+	walk := func(l1 []format.L1Entry, active bool) error {
+		for i, le := range l1 {
 			if err := le.Validate(g); err != nil {
 				c.msg("ERROR L1 entry %d: %v", i, err)
 				r.Corruptions++
 				continue
 			}
-			l2off := uint64(le.Offset())
+			l2off := le.Offset()
 			if l2off == 0 {
 				continue
 			}
 			c.inc(l2off, cs, "L2 table")
-			if l2off>>g.ClusterBits >= nclusters {
+			if g.HostCluster(l2off) >= nclusters {
 				continue
 			}
 			for s := uint64(0); s < cs; s += im.sliceSize {
-				t, err := im.l2c.Get(int64(l2off + s))
+				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
 					r.CheckErrors++
-					c.msg("ERROR reading L2 table at 0x%x: %v", l2off+s, err)
+					c.msg("ERROR reading L2 table at 0x%x: %v", uint64(l2off)+s, err)
 					break
 				}
-				for k := uint64(0); k < im.sliceSize; k += 8 {
-					e := format.L2Entry(be.Uint64(t.Data[k:]))
+				for k := uint64(0); k < perSlice; k++ {
+					e := format.L2At(t.Data, k)
 					if err := e.Validate(g, im.hdr.Version); err != nil {
-						c.msg("ERROR L2 entry %d of table 0x%x: %v", (s+k)/8, l2off, err)
+						c.msg("ERROR L2 entry %d of table 0x%x: %v", s/format.TableEntrySize+k, uint64(l2off), err)
 						r.Corruptions++
 						continue
 					}
 					switch e.Type() {
 					case format.ClusterNormal, format.ClusterZeroAlloc:
-						off := uint64(e.Offset())
+						off := e.Offset()
 						c.inc(off, cs, "data cluster")
 						if active && stats {
 							r.AllocatedClusters++
-							if prevData != 0 && off != prevData+cs {
+							if prevData != 0 && off != prevData+format.HostOff(cs) {
 								r.FragmentedClusters++
 							}
 							prevData = off
 						}
 					case format.ClusterCompressed:
 						d := e.DecodeCompressed(g)
-						c.inc(uint64(d.Off), d.Size, "compressed cluster")
+						c.inc(d.Off, d.Size, "compressed cluster")
 						if active && stats {
 							r.AllocatedClusters++
 							r.CompressedClusters++
@@ -222,29 +221,30 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		}
 		return nil
 	}
-	c.inc(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8, "L1 table")
-	if err := walk(im.l1, true); err != nil {
+	l1 := im.l1.Load()
+	c.inc(im.hdr.L1TableOffset, l1.size()*format.TableEntrySize, "L1 table")
+	if err := walk(l1.entries(), true); err != nil {
 		return nil, err
 	}
 	// Snapshots.
 	if len(im.snapshots) > 0 {
 		sb := make([]byte, uint64(im.hdr.NbSnapshots)*1200)
-		if err := im.readAtLocked(sb, uint64(im.hdr.SnapshotsOffset)); err == nil {
+		if err := im.readAtLocked(sb, im.hdr.SnapshotsOffset); err == nil {
 			_, n, err := format.ParseSnapshots(sb, im.hdr.NbSnapshots)
 			if err == nil {
-				c.inc(uint64(im.hdr.SnapshotsOffset), n, "snapshot table")
+				c.inc(im.hdr.SnapshotsOffset, n, "snapshot table")
 			}
 		}
 		for _, s := range im.snapshots {
-			c.inc(uint64(s.L1TableOffset), uint64(s.L1Size)*8, "snapshot L1 table")
-			l1b := make([]byte, uint64(s.L1Size)*8)
-			if err := im.readAtLocked(l1b, uint64(s.L1TableOffset)); err != nil {
+			c.inc(s.L1TableOffset, uint64(s.L1Size)*format.TableEntrySize, "snapshot L1 table")
+			l1b := make([]byte, uint64(s.L1Size)*format.TableEntrySize)
+			if err := im.readAtLocked(l1b, s.L1TableOffset); err != nil {
 				r.CheckErrors++
 				continue
 			}
-			l1 := make([]uint64, s.L1Size)
+			l1 := make([]format.L1Entry, s.L1Size)
 			for i := range l1 {
-				l1[i] = be.Uint64(l1b[i*8:])
+				l1[i] = format.L1At(l1b, uint64(i))
 			}
 			walk(l1, false)
 		}
@@ -282,7 +282,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	nblocks := max(uint64(len(im.reftable)), (nclusters+g.RefblockEntries-1)>>g.RefblockBits)
 	for ri := uint64(0); ri < nblocks; ri++ {
 		base := ri << g.RefblockBits
-		b := uint64(0)
+		b := format.HostOff(0)
 		if ri < uint64(len(im.reftable)) {
 			b = im.reftable[ri]
 		}
@@ -333,7 +333,7 @@ type fix struct {
 func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 	// New refcount blocks must not land on referenced clusters whose
 	// counts are wrong: allocate past everything.
-	im.freeIdx = max(im.freeIdx, nclusters, im.space.hwm.Load()>>im.g.ClusterBits)
+	im.freeIdx = max(im.freeIdx, nclusters, im.g.HostCluster(im.space.mark()))
 	for _, f := range fixes {
 		for tries := 0; ; tries++ {
 			cur, err := im.refcount(f.c)
@@ -360,34 +360,36 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 	g := &im.g
 	r := c.r
-	for i, e1 := range im.l1 {
-		le := format.L1Entry(e1)
-		l2off := uint64(le.Offset())
-		if l2off == 0 || le.Validate(g) != nil || l2off>>g.ClusterBits >= uint64(len(c.ref)) {
+	l1 := im.l1.Load()
+	perSlice := im.sliceSize / format.TableEntrySize
+	for i := range l1.size() {
+		le := l1.load(i)
+		l2off := le.Offset()
+		if l2off == 0 || le.Validate(g) != nil || g.HostCluster(l2off) >= uint64(len(c.ref)) {
 			continue
 		}
-		rc, err := im.refcount(l2off >> g.ClusterBits)
+		rc, err := im.refcount(g.HostCluster(l2off))
 		if err != nil {
 			return err
 		}
 		if (rc == 1) != le.Copied() {
-			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, e1, rc)
+			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, uint64(le), rc)
 			r.Corruptions++
 			if repair >= RepairAll {
-				atomic.StoreUint64(&im.l1[i], uint64(format.MakeL1(le.Offset(), rc == 1)))
-				if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, uint64(i)); err != nil {
+				l1.store(i, format.MakeL1(le.Offset(), rc == 1))
+				if err := im.writeL1Entry(i); err != nil {
 					return err
 				}
 				r.CorruptionsFixed++
 			}
 		}
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-			t, err := im.l2c.Get(int64(l2off + s))
+			t, err := im.l2c.Get(int64(l2off) + int64(s))
 			if err != nil {
 				return err
 			}
-			for k := uint64(0); k < im.sliceSize; k += 8 {
-				e := format.L2Entry(be.Uint64(t.Data[k:]))
+			for k := uint64(0); k < perSlice; k++ {
+				e := format.L2At(t.Data, k)
 				if e.Validate(g, im.hdr.Version) != nil {
 					continue
 				}
@@ -395,7 +397,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
 					continue
 				}
-				hc := uint64(e.Offset()) >> g.ClusterBits
+				hc := g.HostCluster(e.Offset())
 				if hc >= uint64(len(c.ref)) {
 					continue
 				}
@@ -408,12 +410,12 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 					c.msg("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
 					r.Corruptions++
 					if repair >= RepairAll {
-						ne := uint64(e) &^ format.OflagCopied
+						ne := e &^ format.OflagCopied
 						if rc == 1 {
 							ne |= format.OflagCopied
 						}
 						t.Lock()
-						be.PutUint64(t.Data[k:], ne)
+						format.PutL2(t.Data, k, ne)
 						t.Unlock()
 						im.l2c.MarkDirty(t)
 						r.CorruptionsFixed++
@@ -426,7 +428,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 	return nil
 }
 
-func (im *Image) readAtLocked(p []byte, off uint64) error {
+func (im *Image) readAtLocked(p []byte, off format.HostOff) error {
 	var v [1][]byte
 	v[0] = p
 	return im.dev.Readv(int64(off), v[:])

@@ -28,8 +28,8 @@ const (
 // bytes around the data into non-fresh space (Q2). In fresh space, where
 // the bytes around the data are final already, it marks the allocation
 // ready for early writes (Q10) before its own write. mu is not held.
-func (im *Image) writeWithCOW(p *allocation, goff uint64, v [][]byte, n int64) (bool, error) {
-	st, fresh, old, src := p.st, p.fresh, p.old, p.src
+func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) {
+	st, goff, fresh, old, src := p.st, p.goff, p.fresh, p.old, p.src
 	host := st.host
 	g := &im.g
 	cs := g.ClusterSize
@@ -38,8 +38,8 @@ func (im *Image) writeWithCOW(p *allocation, goff uint64, v [][]byte, n int64) (
 	if headLen == 0 && tailLen == 0 {
 		return false, im.dev.Writev(int64(host), v)
 	}
-	cstart := goff - in
-	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+uint64(n), tailLen))
+	cstart := goff - format.GuestOff(in)
+	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+format.GuestOff(n), tailLen))
 	if zero {
 		if im.prealloc {
 			if fresh {
@@ -48,11 +48,11 @@ func (im *Image) writeWithCOW(p *allocation, goff uint64, v [][]byte, n int64) (
 				// writers into the cluster right away (Q10).
 				im.c.freshSkips.Add(1)
 				st.ready.Store(true)
-				return false, im.dev.Writev(int64(host+in), v)
+				return false, im.dev.Writev(int64(g.HostFor(host, goff)), v)
 			}
 			// The seed: one efficient zeroing of the whole cluster,
 			// ordered before the data (Q5), instead of zero buffers.
-			err := im.zeroThenWrite(host, cs, host+in, v)
+			err := im.zeroThenWrite(host, cs, g.HostFor(host, goff), v)
 			if err == nil {
 				im.c.fallocates.Add(1)
 				return true, nil
@@ -100,7 +100,7 @@ func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {
 
 // zeroThenWrite zeroes [zoff, zoff+zn) with Allocate and then writes v at
 // woff, linked on devices that can (Q5).
-func (im *Image) zeroThenWrite(zoff, zn, woff uint64, v [][]byte) error {
+func (im *Image) zeroThenWrite(zoff format.HostOff, zn uint64, woff format.HostOff, v [][]byte) error {
 	if im.dcap.ZeroFlags&block.Allocate == 0 {
 		return block.ErrNotSupported
 	}
@@ -116,8 +116,8 @@ func (im *Image) zeroThenWrite(zoff, zn, woff uint64, v [][]byte) error {
 // backingZero reports whether the COW areas [cstart, cstart+head) and
 // [tailStart, tailStart+tail) read as zeros in the backing file (false
 // negatives are fine, false positives would corrupt data).
-func (im *Image) backingZero(cstart, head, tailStart, tail uint64) bool {
-	z := func(off, n uint64) bool {
+func (im *Image) backingZero(cstart format.GuestOff, head uint64, tailStart format.GuestOff, tail uint64) bool {
+	z := func(off format.GuestOff, n uint64) bool {
 		if n == 0 || int64(off) >= im.bsize {
 			return true
 		}
@@ -131,7 +131,7 @@ func (im *Image) backingZero(cstart, head, tailStart, tail uint64) bool {
 
 // readCOW fills buf (one cluster) with the old contents of the cluster
 // starting at guest offset cstart, at least the head and tail parts.
-func (im *Image) readCOW(buf []byte, cstart uint64, old format.L2Entry, src cowSource, head, tail uint64) error {
+func (im *Image) readCOW(buf []byte, cstart format.GuestOff, old format.L2Entry, src cowSource, head, tail uint64) error {
 	cs := uint64(len(buf))
 	switch src {
 	case cowZero:
@@ -148,7 +148,7 @@ func (im *Image) readCOW(buf []byte, cstart uint64, old format.L2Entry, src cowS
 			}
 		}
 		if tail > 0 {
-			if err := im.readBacking(buf[cs-tail:], cstart+cs-tail); err != nil {
+			if err := im.readBacking(buf[cs-tail:], cstart+format.GuestOff(cs-tail)); err != nil {
 				return err
 			}
 		}
@@ -164,12 +164,12 @@ func (im *Image) readCOW(buf []byte, cstart uint64, old format.L2Entry, src cowS
 
 // readBacking reads guest bytes from the backing file (zeros past its end
 // or without one).
-func (im *Image) readBacking(p []byte, off uint64) error {
+func (im *Image) readBacking(p []byte, off format.GuestOff) error {
 	if im.backing == nil || int64(off) >= im.bsize {
 		clear(p)
 		return nil
 	}
-	n := min(uint64(len(p)), uint64(im.bsize)-off)
+	n := min(uint64(len(p)), uint64(im.bsize)-uint64(off))
 	if err := block.ReadAt(im.backing, p[:n], int64(off)); err != nil {
 		return err
 	}

@@ -214,7 +214,7 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	img := block.AlignedBuf(int(total*cs), block.DefaultMemAlign)
 	copy(img, hb)
 	for i := uint64(0); i < rb; i++ {
-		be.PutUint64(img[cs+i*8:], (1+tc+i)*cs)
+		format.PutReftable(img[cs:], i, g.HostClusterOff(1+tc+i))
 	}
 	for k := uint64(0); k < total; k++ {
 		blk := img[(1+tc+k/g.RefblockEntries)*cs:]
@@ -237,7 +237,8 @@ func (im *Image) preallocate(mode string) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	for gc := uint64(0); gc < n; gc++ {
-		if err := im.ensureL2Locked(gc); err != nil {
+		goff := g.GuestClusterOff(gc)
+		if err := im.ensureL2Locked(goff); err != nil {
 			return err
 		}
 		host, _, err := im.allocClustersLocked(1)
@@ -248,7 +249,7 @@ func (im *Image) preallocate(mode string) error {
 		if err := im.l2c.SetDependency(im.rbc); err != nil {
 			return err
 		}
-		if err := im.setEntry(gc, format.MakeL2(format.HostOff(host), true, false)); err != nil {
+		if err := im.setEntry(goff, format.MakeL2(host, true, false)); err != nil {
 			return err
 		}
 	}

@@ -9,9 +9,10 @@
 //
 // Image.mu (QEMU's s->lock) guards the allocator, the refcount table and
 // changes to the L1 table. Guest data I/O runs outside it.
-// sched.ClusterLocks records in-flight allocations per guest cluster: a
-// write that touches such a cluster waits for that allocation only
-// (QEMU's handle_dependencies), or writes early (Q10).
+// sched.ClusterLocks records in-flight allocations per guest cluster, each
+// with its allocation's state: a write that touches such a cluster waits
+// for that allocation only (QEMU's handle_dependencies), or writes early
+// (Q10).
 //
 // Crash-consistency invariants (docs/crash-consistency.md explains them and
 // how they are tested). Code cites them:
@@ -46,22 +47,27 @@
 //	    unordered (lazy refcounts); cleared only after a full flush.
 //	Q9  Corruption found on a write path marks the image corrupt and
 //	    read-only instead of damaging it further (overlap checks).
-//	Q10 Early writes (the seed's goal 3): once a new cluster's bytes
-//	    around the allocator's data are final (copied, zeroed, or a fresh
-//	    hole), other writes into the same cluster go straight to the host
-//	    cluster without waiting for the L2 link. inflight.go is the one
-//	    place that decides: the allocator seals the allocation before it
-//	    links (no early write starts after, and those in flight finish
-//	    first), and an early write is acknowledged only once the cluster
-//	    is linked, so every later read sees it; if the link fails, every
-//	    early writer gets the error. The cluster is linked even if the
-//	    allocator's own data write fails when an early write succeeded.
+//	Q10 Early writes (goal 3 of the QEMU series "qcow2: skip writing
+//	    zero buffers to empty COW areas", v11 cover letter, qemu-devel
+//	    2018-12/msg04342; QEMU left it as "TODO 1c"): once a new
+//	    cluster's bytes around the allocator's data are final (copied,
+//	    zeroed, or a fresh hole), other writes into the same cluster go
+//	    straight to the host cluster without waiting for the L2 link.
+//	    The cluster's sched.ClusterLocks registration carries the
+//	    allocation's state, so a writer finds both in one place.
+//	    inflight.go is the one place that decides: the allocator seals
+//	    the allocation before it links (no early write starts after, and
+//	    those in flight finish first), and an early write is
+//	    acknowledged only once the cluster is linked, so every later read
+//	    sees it; if the link fails, every early writer gets the error.
+//	    The cluster is linked even if the allocator's own data write
+//	    fails when an early write succeeded.
 //	Q11 Fill ahead (prealloc-fill=zeroes): zeros are written only into
 //	    space reserved ahead (never past the reserve's end: a fill never
 //	    extends the file) and at or past the allocation frontier, which
 //	    is at or past the high-water mark. A worker claims a piece under
 //	    the filler's lock before writing it, starting at max(end of the
-//	    claimed region, frontier); takeSpace (S1) waits for claimed
+//	    claimed region, frontier); takeSpace (SP1) waits for claimed
 //	    pieces in flight over the space it takes and moves the frontier
 //	    past it in the same critical section, so no piece is claimed
 //	    over it later. Space handed out past the filled region is
@@ -84,25 +90,28 @@
 // tables, refcount blocks, a new refcount table or a new L1 table takes
 // space through takeSpace):
 //
-//	S1  Nothing below the high-water mark is ever zeroed, filled or
-//	    truncated: reservations start at or past it, fill pieces lie at
-//	    or past the fill frontier (>= the mark), the reserve is trimmed
-//	    back to it at close. Every byte that holds or may hold data or
-//	    metadata is below it. Asserted in -tags invariants builds.
-//	S2  Every byte at or past the high-water mark reads as zeros: it
-//	    was never handed out since open (past the file's end at open,
-//	    with the mark rounded up to a cluster when the file ends inside
-//	    one), and only reservations and fills write there.
-//	S3  A range is fresh (needs no zeroing, Q2) only if it lies wholly at
-//	    or past the mark before it is taken and inside the reserve.
-//	S4  Taking space raises the mark before anything is written there,
-//	    and reserves ahead when the range is new, so a table placed past
-//	    the reserve's end is below the mark before the next reservation.
+//	SP1  Nothing below the high-water mark is ever zeroed, filled or
+//	     truncated: reservations start at or past it, fill pieces lie at
+//	     or past the fill frontier (>= the mark), the reserve is trimmed
+//	     back to it at close. Every byte that holds or may hold data or
+//	     metadata is below it. Asserted in -tags invariants builds.
+//	SP2  Every byte at or past the high-water mark reads as zeros: it
+//	     was never handed out since open (past the file's end at open,
+//	     with the mark rounded up to a cluster when the file ends inside
+//	     one), and only reservations and fills write there.
+//	SP3  A range is fresh (needs no zeroing, Q2) only if it lies wholly at
+//	     or past the mark before it is taken and inside the reserve.
+//	SP4  Taking space raises the mark before anything is written there,
+//	     and reserves ahead when the range is new, so a table placed past
+//	     the reserve's end is below the mark before the next reservation.
 //
 // Locking: the read path and the in-place overwrite path take no
 // image-wide lock: the L1 is read atomically, an L2 entry under its
 // table's lock, and size/state/high-water mark from atomics. Allocation,
 // refcounts and the caches' dependency state are under Image.mu.
+// A function that takes Image.mu releases it before it returns; functions
+// named *Locked run with it held by their caller (and alloc.go's with it
+// held throughout). allocwrite.go follows one allocation this way.
 //
 // After a crash at any point: leaks are allowed, corruption never, and
 // data written before a completed Flush reads back.

@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/sched"
 )
-
-var be = binary.BigEndian
 
 // Image is an open qcow2 image.
 type Image struct {
@@ -41,16 +38,14 @@ type Image struct {
 	// pinfo is the preallocation strategy chosen at open (immutable:
 	// Metrics reads it without mu; ahead may drop to 0 later).
 	pinfo PreallocInfo
-	space hostSpace // the file's space past what refcounts describe (S1-S4)
+	space hostSpace // the file's space past what refcounts describe (SP1-SP4)
 
 	mu sync.Mutex
-	// l1 is the active L1 table for holders of mu; l1p points at the
-	// same table for lock-free readers (growL1 replaces both), and
-	// l1Off/l1Len mirror its place (overlap checks).
-	l1           []uint64
-	l1p          atomic.Pointer[[]uint64]
+	// l1 is the active L1 table, read lock-free (growL1 replaces it),
+	// and l1Off/l1Len mirror its place (overlap checks).
+	l1           atomic.Pointer[l1Table]
 	l1Off, l1Len atomic.Uint64
-	reftable     []uint64
+	reftable     []format.HostOff // refcount block offsets (or 0)
 	l2c, rbc     *cache.Cache
 	sliceSize    uint64
 	freeIdx      uint64 // first-fit search start (cluster index)
@@ -163,7 +158,7 @@ func (im *Image) CacheMetrics() (l2, refcount cache.Metrics) {
 }
 
 // writeHeader rewrites cluster 0 from im.hdr (unknown fields and
-// extensions preserved, F3). Caller holds mu or is single-threaded.
+// extensions preserved, FM3). Caller holds mu or is single-threaded.
 func (im *Image) writeHeader() error {
 	b, err := im.hdr.Encode()
 	if err != nil {
@@ -171,26 +166,48 @@ func (im *Image) writeHeader() error {
 	}
 	buf := block.AlignedBuf(len(b), im.memAlign)
 	copy(buf, b)
-	im.c.metaWrites.Add(1)
-	return block.WriteAt(im.dev, buf, 0)
+	return im.writeMeta(buf, 0)
 }
 
-// writeTableEntry writes the aligned chunk of an on-disk u64 table that
-// holds entry i (QEMU writes max(8, request alignment) bytes).
-func (im *Image) writeTableEntry(tableOff uint64, table []uint64, i uint64) error {
-	per := uint64(im.metaAlign) / 8
-	if per*8 > im.g.ClusterSize {
-		per = im.g.ClusterSize / 8
+// tableChunk returns the aligned chunk of an on-disk table of 8-byte
+// entries that holds entry i: its first entry and its length in entries
+// (QEMU writes max(8, request alignment) bytes).
+func (im *Image) tableChunk(i uint64) (first, per uint64) {
+	per = uint64(im.metaAlign) / format.TableEntrySize
+	if per*format.TableEntrySize > im.g.ClusterSize {
+		per = im.g.ClusterSize / format.TableEntrySize
 	}
-	first := i / per * per
-	buf := block.AlignedBuf(int(per*8), im.memAlign)
-	for k := uint64(0); k < per; k++ {
-		if first+k < uint64(len(table)) {
-			be.PutUint64(buf[k*8:], table[first+k])
-		}
+	return i / per * per, per
+}
+
+// writeL1Entry writes the chunk of the on-disk active L1 table that holds
+// entry i.
+func (im *Image) writeL1Entry(i uint64) error {
+	t := im.l1.Load()
+	first, per := im.tableChunk(i)
+	buf := block.AlignedBuf(int(per*format.TableEntrySize), im.memAlign)
+	for k := uint64(0); k < per && first+k < t.size(); k++ {
+		format.PutL1(buf, k, t.load(first+k))
 	}
+	return im.writeMeta(buf, im.hdr.L1TableOffset+format.HostOff(first*format.TableEntrySize))
+}
+
+// writeReftableEntry writes the chunk of the on-disk refcount table that
+// holds entry i.
+func (im *Image) writeReftableEntry(i uint64) error {
+	first, per := im.tableChunk(i)
+	buf := block.AlignedBuf(int(per*format.TableEntrySize), im.memAlign)
+	for k := uint64(0); k < per && first+k < uint64(len(im.reftable)); k++ {
+		format.PutReftable(buf, k, im.reftable[first+k])
+	}
+	return im.writeMeta(buf, im.hdr.RefcountTableOffset+format.HostOff(first*format.TableEntrySize))
+}
+
+// writeMeta writes the aligned buffer buf of metadata at off, directly
+// (not through a cache).
+func (im *Image) writeMeta(buf []byte, off format.HostOff) error {
 	im.c.metaWrites.Add(1)
-	return block.WriteAt(im.dev, buf, int64(tableOff+first*8))
+	return block.WriteAt(im.dev, buf, int64(off))
 }
 
 // markCorrupt sets the corrupt bit (best effort) and makes the image
@@ -309,7 +326,7 @@ func (im *Image) Truncate(size int64) error {
 	if size < 0 || uint64(size) < im.hdr.Size {
 		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
 	}
-	if need := im.g.L1EntriesFor(uint64(size)); need > uint64(len(im.l1)) {
+	if need := im.g.L1EntriesFor(uint64(size)); need > im.l1.Load().size() {
 		if err := im.growL1(need); err != nil {
 			return err
 		}

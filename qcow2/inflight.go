@@ -3,6 +3,8 @@ package qcow2
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/qring/qring/qcow2/format"
 )
 
 // This file is the one place that decides when a write into a cluster
@@ -15,10 +17,11 @@ import (
 //   - The allocator seals before it links: no early writer enters after
 //     that, and the seal waits for those in flight. So no early write
 //     reaches the host cluster after the link, where a discard could
-//     free it (bug 4).
+//     free it (bug 4: TestRegress_EarlyWriteSealed).
 //   - An early writer is acknowledged only after the allocation is
-//     finished: linked, so every later read sees its bytes (bug 2), or
-//     failed, and then it returns the link error (bug 3).
+//     finished: linked, so every later read sees its bytes (bug 2:
+//     TestRegress_EarlyWriteVisible), or failed, and then it returns
+//     the link error (bug 3: TestRegress_EarlyWriteLinkError).
 //   - If the allocator's own write fails, the cluster is still linked
 //     when an early write succeeded; otherwise the allocation is undone.
 
@@ -27,7 +30,7 @@ import (
 // so a writer that finds the cluster busy learns from the registration
 // itself whether it may write early.
 type allocState struct {
-	host  uint64
+	host  format.HostOff // the new host cluster
 	ready atomic.Bool
 	done  chan struct{} // closed when the allocation is finished
 	err   error         // why it failed; set before done is closed
@@ -39,7 +42,7 @@ type allocState struct {
 	ok     int  // early writes that succeeded
 }
 
-func newAllocState(host uint64) *allocState {
+func newAllocState(host format.HostOff) *allocState {
 	st := &allocState{host: host, done: make(chan struct{})}
 	st.idle.L = &st.mu
 	return st
@@ -112,13 +115,13 @@ func (st *allocState) finished() bool {
 // whose COW or zeroing is complete (Q10). done is false when the
 // allocation was sealed first and the caller must look again (once it
 // is finished).
-func (im *Image) earlyWrite(st *allocState, goff uint64, v [][]byte) (done bool, err error) {
+func (im *Image) earlyWrite(st *allocState, goff format.GuestOff, v [][]byte) (done bool, err error) {
 	if !st.enter() {
 		<-st.done
 		return false, nil
 	}
 	im.c.earlyWrites.Add(1)
-	err = im.dev.Writev(int64(st.host+im.g.InCluster(goff)), v)
+	err = im.dev.Writev(int64(im.g.HostFor(st.host, goff)), v)
 	st.exit(err == nil)
 	im.event(EvEarlyWrite)
 	<-st.done // acknowledged once linked (or with the link's error)

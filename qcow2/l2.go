@@ -1,8 +1,6 @@
 package qcow2
 
 import (
-	"sync/atomic"
-
 	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -11,36 +9,38 @@ import (
 // read atomically and an entry is read under its table's lock. Every
 // writer of L2 table data holds im.mu and the table's lock.
 
-// l2slice returns the pinned cache slice holding the entry of guest
-// cluster gc and the entry's byte offset within it; t is nil when the L1
-// entry is unallocated (or gc is past the L1 table).
-func (im *Image) l2slice(gc uint64) (t *cache.Table, at uint64, err error) {
-	l1i := gc >> im.g.L2Bits
-	l1 := *im.l1p.Load()
-	if l1i >= uint64(len(l1)) {
+// l2slice returns the pinned cache slice holding the L2 entry of guest
+// offset o and the entry's index within it; t is nil when the L1 entry
+// is unallocated (or o is past the L1 table).
+func (im *Image) l2slice(o format.GuestOff) (t *cache.Table, i uint64, err error) {
+	g := &im.g
+	l1i := g.L1Index(o)
+	l1 := im.l1.Load()
+	if l1i >= l1.size() {
 		return nil, 0, nil
 	}
-	l2off := atomic.LoadUint64(&l1[l1i]) & format.L1OffsetMask
+	l2off := l1.load(l1i).Offset()
 	if l2off == 0 {
 		return nil, 0, nil
 	}
-	byteOff := (gc & (im.g.L2Entries - 1)) * im.g.L2EntrySize
-	sliceOff := l2off + byteOff/im.sliceSize*im.sliceSize
+	perSlice := im.sliceSize / g.L2EntrySize
+	l2i := g.L2Index(o)
+	sliceOff := l2off + format.HostOff(l2i/perSlice*im.sliceSize)
 	t, err = im.l2c.Get(int64(sliceOff))
 	if err != nil {
 		return nil, 0, err
 	}
-	return t, byteOff % im.sliceSize, nil
+	return t, l2i % perSlice, nil
 }
 
-// entry returns the validated L2 entry of guest cluster gc.
-func (im *Image) entry(gc uint64) (format.L2Entry, error) {
-	t, at, err := im.l2slice(gc)
+// entry returns the validated L2 entry of guest offset o.
+func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
+	t, i, err := im.l2slice(o)
 	if err != nil || t == nil {
 		return 0, err
 	}
 	t.Lock()
-	e := format.L2Entry(be.Uint64(t.Data[at:]))
+	e := format.L2At(t.Data, i)
 	t.Unlock()
 	im.l2c.Put(t)
 	if err := im.validEntry(e); err != nil {
@@ -56,35 +56,36 @@ func (im *Image) validEntry(e format.L2Entry) error {
 	return nil
 }
 
-// setEntry stores e for guest cluster gc; the L2 table must exist and be
-// writable (ensureL2Locked). The slice is marked dirty before anything that may
-// flush (Q3).
-func (im *Image) setEntry(gc uint64, e format.L2Entry) error {
-	t, at, err := im.l2slice(gc)
+// setEntry stores e as the L2 entry of guest offset o; the L2 table must
+// exist and be writable (ensureL2Locked). The slice is marked dirty
+// before anything that may flush (Q3).
+func (im *Image) setEntry(o format.GuestOff, e format.L2Entry) error {
+	t, i, err := im.l2slice(o)
 	if err != nil {
 		return err
 	}
 	if t == nil {
-		return corruptf("l1_entry", gc>>im.g.L2Bits, "L2 table vanished")
+		return corruptf("l1_entry", im.g.L1Index(o), "L2 table vanished")
 	}
 	t.Lock()
-	be.PutUint64(t.Data[at:], uint64(e))
+	format.PutL2(t.Data, i, e)
 	t.Unlock()
 	im.l2c.MarkDirty(t)
 	im.l2c.Put(t)
 	return nil
 }
 
-// ensureL2Locked makes the L2 table for guest cluster gc exist with COPIED set
-// in the L1 (QEMU's l2_allocate): allocate a cluster, make its refcount
-// durable (Q1), write the table (zeros, or a copy of a shared table) and
-// flush it, then write the L1 entry (Q4).
-func (im *Image) ensureL2Locked(gc uint64) error {
-	l1i := gc >> im.g.L2Bits
-	if l1i >= uint64(len(im.l1)) {
+// ensureL2Locked makes the L2 table for guest offset o exist with COPIED
+// set in the L1 (QEMU's l2_allocate): allocate a cluster, make its
+// refcount durable (Q1), write the table (zeros, or a copy of a shared
+// table) and flush it, then write the L1 entry (Q4).
+func (im *Image) ensureL2Locked(o format.GuestOff) error {
+	l1 := im.l1.Load()
+	l1i := im.g.L1Index(o)
+	if l1i >= l1.size() {
 		return ErrOutOfRange
 	}
-	old := format.L1Entry(im.l1[l1i])
+	old := l1.load(l1i)
 	if old.Offset() != 0 && old.Copied() {
 		return nil
 	}
@@ -93,14 +94,14 @@ func (im *Image) ensureL2Locked(gc uint64) error {
 	if err != nil {
 		return err
 	}
-	im.meta.set(off>>g.ClusterBits, metaL2)
+	im.meta.set(g.HostCluster(off), metaL2)
 	if !im.lazy {
 		if err := im.rbc.Flush(); err != nil {
 			return im.abortL2(off, err)
 		}
 	}
 	for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-		nt, err := im.l2c.GetEmpty(int64(off + s))
+		nt, err := im.l2c.GetEmpty(int64(off) + int64(s))
 		if err != nil {
 			return im.abortL2(off, err)
 		}
@@ -108,7 +109,7 @@ func (im *Image) ensureL2Locked(gc uint64) error {
 			// COW of a table shared with a snapshot: the entries keep
 			// their clusters (whose refcounts already count both
 			// tables) and lose COPIED, which they lack already.
-			ot, err := im.l2c.Get(int64(uint64(old.Offset()) + s))
+			ot, err := im.l2c.Get(int64(old.Offset()) + int64(s))
 			if err != nil {
 				im.l2c.Put(nt)
 				return im.abortL2(off, err)
@@ -127,9 +128,9 @@ func (im *Image) ensureL2Locked(gc uint64) error {
 		return im.abortL2(off, err)
 	}
 	im.event(EvL2)
-	atomic.StoreUint64(&im.l1[l1i], uint64(format.MakeL1(format.HostOff(off), true)))
-	if err := im.writeTableEntry(uint64(im.hdr.L1TableOffset), im.l1, l1i); err != nil {
-		atomic.StoreUint64(&im.l1[l1i], uint64(old))
+	l1.store(l1i, format.MakeL1(off, true))
+	if err := im.writeL1Entry(l1i); err != nil {
+		l1.store(l1i, old)
 		return im.abortL2(off, err)
 	}
 	im.c.l2TablesAllocated.Add(1)
@@ -139,18 +140,18 @@ func (im *Image) ensureL2Locked(gc uint64) error {
 		if err := im.dev.Flush(); err != nil {
 			return err
 		}
-		if err := im.freeClustersLocked(uint64(old.Offset()), 1); err != nil {
+		if err := im.freeClustersLocked(old.Offset(), 1); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (im *Image) abortL2(off uint64, err error) error {
+func (im *Image) abortL2(off format.HostOff, err error) error {
 	for s := uint64(0); s < im.g.ClusterSize; s += im.sliceSize {
-		im.l2c.Discard(int64(off + s))
+		im.l2c.Discard(int64(off) + int64(s))
 	}
-	im.meta.del(off >> im.g.ClusterBits)
+	im.meta.del(im.g.HostCluster(off))
 	im.freeClustersLocked(off, 1)
 	return err
 }

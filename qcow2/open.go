@@ -197,14 +197,14 @@ func (im *Image) loadReftable(lim fileLimit) error {
 	if err := block.ReadAt(im.dev, rt, int64(h.RefcountTableOffset)); err != nil {
 		return fmt.Errorf("qcow2: reading refcount table: %w", err)
 	}
-	im.reftable = make([]uint64, len(rt)/8)
+	im.reftable = make([]format.HostOff, uint64(len(rt))/format.TableEntrySize)
 	for i := range im.reftable {
-		v := be.Uint64(rt[i*8:])
+		v := format.ReftableAt(rt, uint64(i))
 		if err := format.ValidateReftableEntry(g, v); err != nil {
 			return err
 		}
-		if v != 0 && v >= lim.end {
-			return corruptf("refcount_table_entry", v, "refcount block %d past the end of the file", i)
+		if v != 0 && uint64(v) >= lim.end {
+			return corruptf("refcount_table_entry", uint64(v), "refcount block %d past the end of the file", i)
 		}
 		im.reftable[i] = v
 	}
@@ -217,22 +217,22 @@ func (im *Image) loadReftable(lim fileLimit) error {
 // it.
 func (im *Image) loadL1(lim fileLimit) error {
 	h, g := im.hdr, &im.g
-	l1b := make([]byte, uint64(h.L1Size)*8)
+	l1b := make([]byte, uint64(h.L1Size)*format.TableEntrySize)
 	if err := block.ReadAt(im.dev, l1b, int64(h.L1TableOffset)); err != nil {
 		return fmt.Errorf("qcow2: reading L1 table: %w", err)
 	}
-	l1 := make([]uint64, h.L1Size)
-	for i := range l1 {
-		e := format.L1Entry(be.Uint64(l1b[i*8:]))
+	l1 := newL1Table(uint64(h.L1Size))
+	for i := range l1.size() {
+		e := format.L1At(l1b, i)
 		if err := e.Validate(g); err != nil {
 			return err
 		}
-		if off := uint64(e.Offset()); off != 0 && off >= lim.end {
+		if off := e.Offset(); off != 0 && uint64(off) >= lim.end {
 			return corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)
 		}
-		l1[i] = uint64(e)
+		l1.store(i, e)
 	}
-	im.setL1(l1, uint64(h.L1TableOffset))
+	im.setL1(l1, h.L1TableOffset)
 	return nil
 }
 
@@ -257,7 +257,7 @@ func (im *Image) loadSnapshots(lim fileLimit) error {
 		return err
 	}
 	for _, s := range snaps {
-		if !im.g.Aligned(uint64(s.L1TableOffset)) {
+		if !im.g.Aligned(s.L1TableOffset) {
 			return corruptf("snapshot_l1_table_offset", uint64(s.L1TableOffset), "not cluster aligned")
 		}
 	}

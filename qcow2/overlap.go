@@ -1,6 +1,10 @@
 package qcow2
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/qring/qring/qcow2/format"
+)
 
 // Metadata overlap checks (QEMU's qcow2_check_metadata_overlap with the
 // cached template): before a new cluster is handed out and before a
@@ -43,9 +47,11 @@ func (s *metaSet) get(c uint64) metaKind {
 	return k
 }
 
-// staticRanges are the fixed metadata ranges (bytes).
-func (im *Image) staticOverlap(off, n uint64) string {
+// staticOverlap names the fixed metadata range [off, off+n) overlaps, or
+// returns "".
+func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 	cs := im.g.ClusterSize
+	off := uint64(o)
 	in := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
 	switch {
 	case in(0, cs):
@@ -67,10 +73,11 @@ func (im *Image) staticOverlap(off, n uint64) string {
 // each other, and the metadata set is built.
 func (im *Image) overlapCheckStatic() error {
 	cs := im.g.ClusterSize
-	if what := im.staticOverlapExcept(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8, "active L1 table"); what != "" {
+	l1 := im.l1.Load()
+	if what := im.staticOverlapExcept(im.hdr.L1TableOffset, l1.size()*format.TableEntrySize, "active L1 table"); what != "" {
 		return corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what)
 	}
-	if what := im.staticOverlapExcept(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs, "refcount table"); what != "" {
+	if what := im.staticOverlapExcept(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table"); what != "" {
 		return corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what)
 	}
 	for i, v := range im.reftable {
@@ -78,33 +85,35 @@ func (im *Image) overlapCheckStatic() error {
 			continue
 		}
 		if what := im.staticOverlap(v, cs); what != "" {
-			return corruptf("refcount_table_entry", v, "refcount block %d overlaps the %s", i, what)
+			return corruptf("refcount_table_entry", uint64(v), "refcount block %d overlaps the %s", i, what)
 		}
-		im.meta.set(v>>im.g.ClusterBits, metaRefblock)
+		im.meta.set(im.g.HostCluster(v), metaRefblock)
 	}
-	for i, e := range im.l1 {
-		off := e & 0x00fffffffffffe00
+	for i := range l1.size() {
+		e := l1.load(i)
+		off := e.Offset()
 		if off == 0 {
 			continue
 		}
 		if what := im.staticOverlap(off, cs); what != "" {
-			return corruptf("l1_entry", e, "L2 table %d overlaps the %s", i, what)
+			return corruptf("l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what)
 		}
-		if im.meta.get(off>>im.g.ClusterBits) == metaRefblock {
-			return corruptf("l1_entry", e, "L2 table %d overlaps a refcount block", i)
+		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
+			return corruptf("l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i)
 		}
-		im.meta.set(off>>im.g.ClusterBits, metaL2)
+		im.meta.set(im.g.HostCluster(off), metaL2)
 	}
 	return nil
 }
 
-func (im *Image) staticOverlapExcept(off, n uint64, self string) string {
+func (im *Image) staticOverlapExcept(o format.HostOff, n uint64, self string) string {
 	cs := im.g.ClusterSize
+	off := uint64(o)
 	in := func(a, l uint64) bool { return l > 0 && off < a+l && a < off+n }
 	if self != "header" && in(0, cs) {
 		return "header"
 	}
-	if self != "active L1 table" && in(uint64(im.hdr.L1TableOffset), uint64(len(im.l1))*8) {
+	if self != "active L1 table" && in(uint64(im.hdr.L1TableOffset), im.l1.Load().size()*format.TableEntrySize) {
 		return "active L1 table"
 	}
 	if self != "refcount table" && in(uint64(im.hdr.RefcountTableOffset), uint64(im.hdr.RefcountTableClusters)*cs) {
@@ -114,13 +123,14 @@ func (im *Image) staticOverlapExcept(off, n uint64, self string) string {
 }
 
 // overlapCheckNew: newly allocated clusters must not hold metadata.
-func (im *Image) overlapCheckNew(off, n uint64) error {
+func (im *Image) overlapCheckNew(off format.HostOff, n uint64) error {
+	g := &im.g
 	if what := im.staticOverlap(off, n); what != "" {
-		return im.markCorrupt(corruptf("refcount", off>>im.g.ClusterBits, "allocation at %#x overlaps the %s", off, what))
+		return im.markCorrupt(corruptf("refcount", g.HostCluster(off), "allocation at %#x overlaps the %s", uint64(off), what))
 	}
-	for c := off >> im.g.ClusterBits; c < (off+n)>>im.g.ClusterBits; c++ {
+	for c := g.HostCluster(off); c < g.HostCluster(off+format.HostOff(n)); c++ {
 		if k := im.meta.get(c); k != 0 {
-			return im.markCorrupt(corruptf("refcount", c, "allocation at %#x overlaps an in-use %s", c<<im.g.ClusterBits, kindName(k)))
+			return im.markCorrupt(corruptf("refcount", c, "allocation at %#x overlaps an in-use %s", uint64(g.HostClusterOff(c)), kindName(k)))
 		}
 	}
 	return nil
@@ -135,7 +145,7 @@ func kindName(k metaKind) string {
 
 // overlapCheckL2Write is the L2 cache's write-back hook.
 func (im *Image) overlapCheckL2Write(off int64, _ []byte) error {
-	c := uint64(off) >> im.g.ClusterBits
+	c := im.g.HostCluster(format.HostOff(off))
 	if k := im.meta.get(c); k != metaL2 {
 		return corruptf("l2_table", uint64(off), "write-back of an L2 table to a cluster that is not an active L2 table")
 	}
@@ -144,7 +154,7 @@ func (im *Image) overlapCheckL2Write(off int64, _ []byte) error {
 
 // overlapCheckRefblockWrite is the refcount cache's write-back hook.
 func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
-	c := uint64(off) >> im.g.ClusterBits
+	c := im.g.HostCluster(format.HostOff(off))
 	if k := im.meta.get(c); k != metaRefblock {
 		return corruptf("refcount_block", uint64(off), "write-back of a refcount block to a cluster that is not a refcount block")
 	}
@@ -154,16 +164,17 @@ func (im *Image) overlapCheckRefblockWrite(off int64, _ []byte) error {
 // overlapCheckData: an existing data cluster about to be overwritten in
 // place must lie inside the file and hold no metadata. Lock-free; the
 // caller marks the image corrupt on error.
-func (im *Image) overlapCheckData(off uint64) error {
+func (im *Image) overlapCheckData(off format.HostOff) error {
 	cs := im.g.ClusterSize
-	if off+cs > im.space.hwm.Load() {
-		return corruptf("l2_entry", off, "data cluster at %#x lies past the end of the file", off)
+	v := uint64(off)
+	if v+cs > im.space.hwm.Load() {
+		return corruptf("l2_entry", v, "data cluster at %#x lies past the end of the file", v)
 	}
 	if what := im.staticOverlap(off, cs); what != "" {
-		return corruptf("l2_entry", off, "data cluster at %#x overlaps the %s", off, what)
+		return corruptf("l2_entry", v, "data cluster at %#x overlaps the %s", v, what)
 	}
-	if k := im.meta.get(off >> im.g.ClusterBits); k != 0 {
-		return corruptf("l2_entry", off, "data cluster at %#x overlaps an in-use %s", off, kindName(k))
+	if k := im.meta.get(im.g.HostCluster(off)); k != 0 {
+		return corruptf("l2_entry", v, "data cluster at %#x overlaps an in-use %s", v, kindName(k))
 	}
 	return nil
 }

@@ -59,7 +59,7 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 		pos := off + done
 		// Extend the run over following clusters with the same kind of
 		// mapping and contiguous host offsets.
-		m, err := im.mapRun(uint64(pos), uint64(n-done))
+		m, err := im.mapRun(guestOff(pos), uint64(n-done))
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 			*vp = sliceVec((*vp)[:0], bufs, done, chunk)
 			v = *vp
 		}
-		if err := im.readRun(m, uint64(pos), v); err != nil {
+		if err := im.readRun(m, guestOff(pos), v); err != nil {
 			return err
 		}
 		done += chunk
@@ -83,7 +83,7 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 // run is a guest range with one kind of mapping.
 type run struct {
 	kind   format.ClusterType
-	host   uint64 // host offset of the first byte (normal)
+	host   format.HostOff // host offset of the first byte (normal)
 	entry  format.L2Entry
 	length uint64
 }
@@ -91,25 +91,24 @@ type run struct {
 // mapRun maps [off, off+max) starting at off: up to the end of the first
 // run of clusters of the same type (host-contiguous for normal ones), and
 // never past the virtual size (the rest reads as "unallocated past EOF").
-func (im *Image) mapRun(off, maxLen uint64) (run, error) {
+func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	g := &im.g
 	// Lock-free: entries are read atomically per table (see l2.go).
 	if im.state.Load()&stClosed != 0 {
 		return run{}, block.ErrClosed
 	}
-	size := im.vsize.Load()
+	size := format.GuestOff(im.vsize.Load())
 	if off >= size {
 		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
 	}
-	maxLen = min(maxLen, size-off)
-	gc := off >> g.ClusterBits
-	e, err := im.entry(gc)
+	maxLen = min(maxLen, uint64(size-off))
+	e, err := im.entry(off)
 	if err != nil {
 		return run{}, err
 	}
 	r := run{kind: e.Type(), entry: e}
 	if r.kind == format.ClusterNormal || r.kind == format.ClusterZeroAlloc {
-		r.host = uint64(e.Offset()) + g.InCluster(off)
+		r.host = g.HostFor(e.Offset(), off)
 	}
 	r.length = min(g.ClusterSize-g.InCluster(off), maxLen)
 	if r.kind == format.ClusterCompressed {
@@ -118,8 +117,7 @@ func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 	// Extend while the next cluster continues the run (at most 256
 	// clusters per lookup to bound the lock hold).
 	for k := 0; r.length < maxLen && k < 256; k++ {
-		ngc := (off + r.length) >> g.ClusterBits
-		ne, err := im.entry(ngc)
+		ne, err := im.entry(off + format.GuestOff(r.length))
 		if err != nil {
 			return run{}, err
 		}
@@ -127,7 +125,7 @@ func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 		if nk != r.kind {
 			break
 		}
-		if (nk == format.ClusterNormal || nk == format.ClusterZeroAlloc) && uint64(ne.Offset()) != r.host+r.length {
+		if (nk == format.ClusterNormal || nk == format.ClusterZeroAlloc) && ne.Offset() != r.host+format.HostOff(r.length) {
 			break
 		}
 		r.length = min(r.length+g.ClusterSize, maxLen)
@@ -135,7 +133,7 @@ func (im *Image) mapRun(off, maxLen uint64) (run, error) {
 	return r, nil
 }
 
-func (im *Image) readRun(r run, off uint64, v [][]byte) error {
+func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {
 	switch r.kind {
 	case format.ClusterNormal:
 		return im.dev.Readv(int64(r.host), v)
@@ -147,7 +145,7 @@ func (im *Image) readRun(r run, off uint64, v [][]byte) error {
 			zeroVec(v)
 			return nil
 		}
-		n := min(r.length, uint64(im.bsize)-off)
+		n := min(r.length, uint64(im.bsize)-uint64(off))
 		if n == r.length {
 			return im.backing.Readv(int64(off), v)
 		}
@@ -250,7 +248,7 @@ func (im *Image) IsZeroFast(off, n int64) bool {
 		return true
 	}
 	for n > 0 {
-		m, err := im.mapRun(uint64(off), uint64(n))
+		m, err := im.mapRun(guestOff(off), uint64(n))
 		if err != nil {
 			return false
 		}

@@ -14,12 +14,12 @@ import (
 )
 
 // Regression tests for "Never lose a byte", bugs 1, 7, 8, 9: host space
-// (S1 in doc.go) and buffers sized "up to a cluster".
+// (SP1 in doc.go) and buffers sized "up to a cluster".
 
 // spaceGuard wraps a memdev and records every byte written with data or
 // metadata (everything but fill pieces and zeroing requests). A reserve
 // zeroing (an Allocate request longer than one cluster) or a fill piece
-// over such a byte breaks S1: nothing below the high-water mark is ever
+// over such a byte breaks SP1: nothing below the high-water mark is ever
 // zeroed.
 type spaceGuard struct {
 	*memdev.Dev
@@ -86,7 +86,7 @@ func (g *spaceGuard) assertClean(t *testing.T) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.violations) > 0 {
-		t.Fatalf("%d zeroings over data or metadata (S1), first: %s", len(g.violations), g.violations[0])
+		t.Fatalf("%d zeroings over data or metadata (SP1), first: %s", len(g.violations), g.violations[0])
 	}
 }
 

@@ -302,7 +302,7 @@ func TestSeed_WriteZeroes154(t *testing.T) {
 				clear(model[c.off : c.off+c.n])
 			}
 			// NO_FALLBACK on a partial cluster must refuse, not write
-			// zero buffers (§8 trap 3).
+			// zero buffers (block B3).
 			if err := im.WriteZeroes(40*cs+512, 4096, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
 				t.Errorf("misaligned Allocate zeroing: %v, want ErrNotSupported", err)
 			}
@@ -326,7 +326,7 @@ func TestSeed_WriteZeroes154(t *testing.T) {
 // on a device with 4 KiB request alignment. A 512-byte write into a new
 // cluster must succeed: where zeroing is needed (a reused cluster) the
 // Allocate request is misaligned, the device refuses it with
-// ErrNotSupported, and the engine falls back to zero buffers (§8 trap 3).
+// ErrNotSupported, and the engine falls back to zero buffers (block B3).
 func TestSeed_AlignedDevice268(t *testing.T) {
 	for _, cs := range []int64{2048, 512} {
 		t.Run(fmt.Sprint("c", cs), func(t *testing.T) {
@@ -366,7 +366,8 @@ func TestSeed_AlignedDevice268(t *testing.T) {
 }
 
 // TestSeed_NoSkipWithBackingData: backing data under the COW areas must
-// be copied, never skipped (§8 trap 2): COWBytes > 0, no Allocate
+// be copied, never skipped (QEMU 46cd1e8a47 skips COW only where it reads
+// as zero): COWBytes > 0, no Allocate
 // zeroing, and the data is right.
 func TestSeed_NoSkipWithBackingData(t *testing.T) {
 	for _, sc := range seedConfigs {

@@ -5,12 +5,13 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/invariants"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // This file owns host space: where in the image file new clusters may
 // go, which of them are fresh (read as zeros without being written), and
 // the space reserved ahead of allocation. doc.go states the rules
-// (S1-S4); every allocator (data clusters, L2 tables, refcount blocks, a
+// (SP1-SP4); every allocator (data clusters, L2 tables, refcount blocks, a
 // new refcount table, a new L1 table) takes host space through
 // takeSpace, and nothing else moves these boundaries.
 
@@ -20,7 +21,7 @@ import (
 //
 // hwm is the high-water mark: every byte below it may hold data or
 // metadata; every byte at or past it was never handed out since open and
-// reads as zeros (S2). reserved is the end of the space reserved ahead
+// reads as zeros (SP2). reserved is the end of the space reserved ahead
 // with efficient zeroing (it may lie below hwm after a reservation
 // failed or before the first one). The filler (fill.go) keeps the fill
 // frontier and limit.
@@ -33,11 +34,14 @@ type hostSpace struct {
 	fill         filler
 }
 
+// mark is the high-water mark as a host offset (read lock-free).
+func (s *hostSpace) mark() format.HostOff { return format.HostOff(s.hwm.Load()) }
+
 // initSpace sets the boundaries at open from the file size (the image is
 // not shared yet). A file that ends inside a cluster (a torn write that
 // extended it) has its high-water mark rounded up: the straddling
 // cluster may be handed out, so it is below the mark and never zeroed
-// by a reservation (S1). The reserve starts at the mark.
+// by a reservation (SP1). The reserve starts at the mark.
 func (im *Image) initSpace(fsize uint64) {
 	cs := im.g.ClusterSize
 	hwm := (fsize + cs - 1) &^ (cs - 1)
@@ -54,8 +58,9 @@ func (im *Image) initSpace(fsize uint64) {
 // whether the range is fresh: never handed out since open and inside the
 // reserve, so it reads as zeros and writing it does not extend the file
 // (Q2).
-func (im *Image) takeSpace(off, end uint64) (fresh bool) {
+func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 	s := &im.space
+	off, end := uint64(o), uint64(e) // the boundaries are plain file positions
 	im.claimFill(off, end)
 	old := s.hwm.Load()
 	if end > old {
@@ -72,7 +77,7 @@ func (im *Image) takeSpace(off, end uint64) (fresh bool) {
 // request (QEMU's preallocate filter). New clusters then land in
 // zeroed, unwritten extents inside the file: they need no per-cluster
 // zeroing (still fresh) and their writes do not extend the file. The
-// zeroing starts at or past the high-water mark (S1): space below it
+// zeroing starts at or past the high-water mark (SP1): space below it
 // may hold data or metadata, whatever the reserve's end says. A refusal
 // disables reserving; it is an optimisation only. Called with mu held.
 func (im *Image) reserveAhead(end uint64) {
@@ -87,7 +92,7 @@ func (im *Image) reserveAhead(end uint64) {
 	chunk := min(uint64(s.ahead), max(4<<20, s.reserved))
 	newEnd := (end + chunk + a - 1) / a * a
 	if invariants.Enabled {
-		if err := invariants.Assertf(start >= s.hwm.Load(), "reserve zeroing from %d below the high-water mark %d (S1)", start, s.hwm.Load()); err != nil {
+		if err := invariants.Assertf(start >= s.hwm.Load(), "reserve zeroing from %d below the high-water mark %d (SP1)", start, s.hwm.Load()); err != nil {
 			s.ahead = 0
 			return
 		}
@@ -105,7 +110,7 @@ func (im *Image) reserveAhead(end uint64) {
 }
 
 // trimReserved gives back reserved space past the high-water mark at
-// close (S3). The filler is stopped first (Close: stopFill, Q11).
+// close (SP3). The filler is stopped first (Close: stopFill, Q11).
 func (im *Image) trimReserved() error {
 	s := &im.space
 	end := s.hwm.Load()

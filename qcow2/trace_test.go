@@ -14,7 +14,8 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
-// Golden I/O-order traces (style.md rule 4, pebble's testdata/checkpoint):
+// Golden I/O-order traces (as the golden files of cockroachdb/pebble's
+// data-driven tests, e.g. its testdata/checkpoint):
 // each scenario runs one operation on a memdev under tracedev and the op
 // sequence, annotated with the role of every written cluster, is compared
 // with qcow2/testdata/traces/<scenario>.txt. A reordering of metadata
@@ -100,20 +101,20 @@ func (r *traceRig) layoutData() (*format.Header, map[int64]bool, map[int64]bool,
 	}
 	l2, rb := map[int64]bool{}, map[int64]bool{}
 	for i := uint64(0); i < uint64(h.L1Size); i++ {
-		e := format.L1Entry(be.Uint64(b[uint64(h.L1TableOffset)+8*i:]))
+		e := format.L1At(b[h.L1TableOffset:], i)
 		if e.Offset() != 0 {
 			l2[int64(e.Offset())/r.cs] = true
 		}
 	}
 	for i := uint64(0); i < uint64(h.RefcountTableClusters)*uint64(r.cs)/8; i++ {
-		if v := be.Uint64(b[uint64(h.RefcountTableOffset)+8*i:]); v != 0 {
+		if v := format.ReftableAt(b[h.RefcountTableOffset:], i); v != 0 {
 			rb[int64(v)/r.cs] = true
 		}
 	}
 	data := map[int64]bool{}
 	for c := range l2 {
 		for i := int64(0); i < r.cs/8; i++ {
-			e := format.L2Entry(be.Uint64(b[c*r.cs+8*i:]))
+			e := format.L2At(b[c*r.cs:], uint64(i))
 			if off := int64(e.Offset()); off != 0 && e.Type() != format.ClusterCompressed {
 				data[off/r.cs] = true
 			}

@@ -12,8 +12,6 @@ func alignedCopy(b []byte, align int) []byte {
 	return buf
 }
 
-func writeAt(d block.Device, b []byte, off int64) error { return block.WriteAt(d, b, off) }
-
 // sliceVec appends to dst the part [off, off+n) of the vector src.
 func sliceVec(dst, src [][]byte, off, n int64) [][]byte {
 	for _, b := range src {

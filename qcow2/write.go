@@ -44,7 +44,7 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 	cs := int64(im.g.ClusterSize)
 	done := int64(0)
 	if n <= cs-off%cs {
-		return im.writeCluster(uint64(off), bufs, n)
+		return im.writeCluster(guestOff(off), bufs, n)
 	}
 	vp := getVec()
 	defer putVec(vp)
@@ -52,7 +52,7 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 		pos := off + done
 		chunk := min(cs-pos%cs, n-done)
 		*vp = sliceVec((*vp)[:0], bufs, done, chunk)
-		if err := im.writeCluster(uint64(pos), *vp, chunk); err != nil {
+		if err := im.writeCluster(guestOff(pos), *vp, chunk); err != nil {
 			return err
 		}
 		done += chunk
@@ -67,8 +67,8 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 // the data goes straight to the host cluster), or into a new cluster
 // (allocWrite). A way that finds the cluster changed under it reports
 // done=false, and the loop looks again.
-func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
-	gc := goff >> im.g.ClusterBits
+func (im *Image) writeCluster(goff format.GuestOff, v [][]byte, n int64) error {
+	gc := im.g.GuestCluster(goff) // what ClusterLocks registers
 	waited := false
 	for {
 		if im.state.Load()&stClosed != 0 {
@@ -89,36 +89,36 @@ func (im *Image) writeCluster(goff uint64, v [][]byte, n int64) error {
 			blocker.Wait()
 			continue
 		}
-		if done, err := im.overwrite(gc, goff, v); done {
+		if done, err := im.overwrite(goff, v); done {
 			return err
 		}
-		if done, err := im.allocWrite(gc, goff, v, n); done {
+		if done, err := im.allocWrite(goff, v, n); done {
 			return err
 		}
 	}
 }
 
-// overwrite writes into the cluster of gc if it is allocated with
+// overwrite writes into the cluster of goff if it is allocated with
 // refcount 1 (COPIED); done is false when it is not and the caller must
 // allocate. The lookup and the write happen inside the write gate, so a
 // discard never frees the cluster under the write (Q12). The cached
 // overlap check (Q9) keeps a hostile or damaged L2 entry from pointing
 // our write at metadata or far past the file.
-func (im *Image) overwrite(gc, goff uint64, v [][]byte) (done bool, err error) {
+func (im *Image) overwrite(goff format.GuestOff, v [][]byte) (done bool, err error) {
 	tok := im.gate.enter()
-	e, err := im.entry(gc)
+	e, err := im.entry(goff)
 	if err != nil || e.Type() != format.ClusterNormal || !e.Copied() {
 		im.gate.exit(tok)
 		return err != nil, err
 	}
-	if err := im.overlapCheckData(uint64(e.Offset())); err != nil {
+	if err := im.overlapCheckData(e.Offset()); err != nil {
 		im.gate.exit(tok)
 		im.mu.Lock()
 		err = im.markCorrupt(err)
 		im.mu.Unlock()
 		return true, err
 	}
-	err = im.dev.Writev(int64(uint64(e.Offset())+im.g.InCluster(goff)), v)
+	err = im.dev.Writev(int64(im.g.HostFor(e.Offset(), goff)), v)
 	im.gate.exit(tok)
 	return true, err
 }

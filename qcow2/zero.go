@@ -31,7 +31,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.hdr.Size)
 		var err error
 		if whole && im.hdr.Version >= 3 {
-			err = im.zeroCluster(uint64(off)>>g.ClusterBits, flags&block.MayUnmap != 0, false, &fr)
+			err = im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
 		}
@@ -54,7 +54,7 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 	vp := getVec()
 	defer putVec(vp)
 	*vp = appendZeros(*vp, block.ZeroBuf(), uint64(n))
-	return im.writeCluster(uint64(off), *vp, n)
+	return im.writeCluster(guestOff(off), *vp, n)
 }
 
 // Discard frees the clusters wholly inside [off, off+n): they read as
@@ -74,7 +74,7 @@ func (im *Image) Discard(off, n int64) error {
 	var fr freeList
 	defer fr.release()
 	for c := first; c < end; c++ {
-		if err := im.zeroCluster(uint64(c), true, true, &fr); err != nil {
+		if err := im.zeroCluster(guestOff(c*cs), true, true, &fr); err != nil {
 			return err
 		}
 		if fr.full() {
@@ -130,39 +130,39 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 	return nil
 }
 
-// zeroCluster turns guest cluster gc into a zero cluster (or, for a
+// zeroCluster turns the guest cluster of goff into a zero cluster (or, for a
 // discard without the need to hide backing data, an unallocated one).
 // The old entry, if it held a cluster, goes to fr: it is freed later,
 // after writers that found it without the lock are done (Q12).
-func (im *Image) zeroCluster(gc uint64, unmap, discard bool, fr *freeList) error {
+func (im *Image) zeroCluster(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
 	for {
-		blocker, err := im.tryZeroCluster(gc, unmap, discard, fr)
+		blocker, err := im.tryZeroCluster(goff, unmap, discard, fr)
 		if blocker == nil {
 			return err
 		}
-		blocker.Wait() // an allocation of gc is in flight (Q7)
+		blocker.Wait() // an allocation of the cluster is in flight (Q7)
 	}
 }
 
-// tryZeroCluster registers guest cluster gc (Q7) and changes its entry
+// tryZeroCluster registers the guest cluster of goff (Q7) and changes its entry
 // under mu, or returns the registration in its way, to wait for without
 // mu.
-func (im *Image) tryZeroCluster(gc uint64, unmap, discard bool, fr *freeList) (*sched.Alloc[allocState], error) {
+func (im *Image) tryZeroCluster(goff format.GuestOff, unmap, discard bool, fr *freeList) (*sched.Alloc[allocState], error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if im.closed {
 		return nil, block.ErrClosed
 	}
-	reg, _, blocker := im.allocs.TryAcquire(gc, 1)
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		return blocker, nil
 	}
 	defer im.allocs.Release(reg) // before the unlock, as it was registered
-	return nil, im.zeroClusterLocked(gc, unmap, discard, fr)
+	return nil, im.zeroClusterLocked(goff, unmap, discard, fr)
 }
 
-func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool, fr *freeList) error {
-	e, err := im.entry(gc)
+func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
+	e, err := im.entry(goff)
 	if err != nil {
 		return err
 	}
@@ -193,14 +193,14 @@ func (im *Image) zeroClusterLocked(gc uint64, unmap, discard bool, fr *freeList)
 		return nil
 	}
 	if ne != 0 || e.Type() != format.ClusterUnallocated {
-		if err := im.ensureL2Locked(gc); err != nil {
+		if err := im.ensureL2Locked(goff); err != nil {
 			return err
 		}
-		if e, err = im.entry(gc); err != nil {
+		if e, err = im.entry(goff); err != nil {
 			return err
 		}
 	}
-	if err := im.setEntry(gc, ne); err != nil {
+	if err := im.setEntry(goff, ne); err != nil {
 		return err
 	}
 	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc {

@@ -36,10 +36,11 @@ func BenchmarkClusterLocks_ConflictMiss(b *testing.B) {
 	})
 }
 
-// BenchmarkClusterLocks_SeqWriters is the seed benchmark's pattern (§8 trap
-// 4): 64 goroutines take consecutive 4 KiB pieces of 64 KiB clusters; the
-// first to reach a new cluster allocates it, the other 15 wait on it and
-// then write in place. One op is one 4 KiB piece.
+// BenchmarkClusterLocks_SeqWriters is the seed benchmark's pattern (make
+// bench; QEMU iotest 046 tests the same dependency rule): 64 goroutines
+// take consecutive 4 KiB pieces of 64 KiB clusters; the first to reach a
+// new cluster allocates it, the other 15 wait on it and then write in
+// place. One op is one 4 KiB piece.
 func BenchmarkClusterLocks_SeqWriters(b *testing.B) {
 	const piecesPerCluster = 16
 	var c ClusterLocks[int]

@@ -4,20 +4,22 @@
 // uses no unsafe casts, and decodes big-endian fields at explicit offsets
 // (docs/interop/qcow2.rst in QEMU).
 //
-// Invariants (cited as F1..F5):
+// Invariants (cited as FM1..FM5):
 //
-//	F1  Parse never panics and never allocates more than the caps below,
-//	    whatever the input: L1 <= 32 MiB, refcount table <= 8 MiB
-//	    (QEMU's QCOW_MAX_L1_SIZE and QCOW_MAX_REFTABLE_SIZE), header
-//	    extensions within cluster 0.
-//	F2  Every rejection is a *FieldError naming the field, wrapping
-//	    ErrCorrupt (the image is damaged) or ErrUnsupported (valid, but a
-//	    feature we do not implement, e.g. an unknown incompatible bit).
-//	F3  Encode(Parse(b)) preserves unknown header fields (bytes between the
-//	    known v3 fields and header_length) and unknown header extensions.
-//	F4  Guest and host offsets are distinct types (GuestOff, HostOff); the
-//	    geometry is computed once from cluster_bits, refcount_order and the
-//	    extended-L2 bit.
-//	F5  Entry codecs reject reserved bits and misaligned offsets rather than
-//	    masking them away.
+//	FM1  Parse never panics and never allocates more than the caps below,
+//	     whatever the input: L1 <= 32 MiB, refcount table <= 8 MiB
+//	     (QEMU's QCOW_MAX_L1_SIZE and QCOW_MAX_REFTABLE_SIZE), header
+//	     extensions within cluster 0.
+//	FM2  Every rejection is a *FieldError naming the field, wrapping
+//	     ErrCorrupt (the image is damaged) or ErrUnsupported (valid, but a
+//	     feature we do not implement, e.g. an unknown incompatible bit).
+//	FM3  Encode(Parse(b)) preserves unknown header fields (bytes between the
+//	     known v3 fields and header_length) and unknown header extensions.
+//	FM4  Guest and host offsets are distinct types (GuestOff, HostOff); the
+//	     geometry is computed once from cluster_bits, refcount_order and the
+//	     extended-L2 bit, and its methods take and return one kind of
+//	     offset each. Table entries are encoded and decoded here only
+//	     (tables.go).
+//	FM5  Entry codecs reject reserved bits and misaligned offsets rather than
+//	     masking them away.
 package format

@@ -24,12 +24,12 @@ func (e L1Entry) Offset() HostOff { return HostOff(uint64(e) & L1OffsetMask) }
 // Copied reports the COPIED flag (the L2 table's refcount is exactly 1).
 func (e L1Entry) Copied() bool { return uint64(e)&OflagCopied != 0 }
 
-// Validate checks reserved bits and alignment (F5).
+// Validate checks reserved bits and alignment (FM5).
 func (e L1Entry) Validate(g *Geometry) error {
 	if uint64(e)&L1ReservedMask != 0 {
 		return corrupt("l1_entry", uint64(e), "reserved bits set")
 	}
-	if !g.Aligned(uint64(e.Offset())) {
+	if !g.Aligned(e.Offset()) {
 		return corrupt("l1_entry", uint64(e), "L2 table offset not cluster aligned")
 	}
 	return nil
@@ -104,7 +104,7 @@ func (e L2Entry) Type() ClusterType {
 	return ClusterUnallocated
 }
 
-// Validate checks reserved bits and alignment of a standard entry (F5).
+// Validate checks reserved bits and alignment of a standard entry (FM5).
 // version 2 images may not use the zero flag.
 func (e L2Entry) Validate(g *Geometry, version uint32) error {
 	if e.Compressed() {
@@ -119,7 +119,7 @@ func (e L2Entry) Validate(g *Geometry, version uint32) error {
 	if uint64(e)&OflagZero != 0 && (version < 3 || g.ExtendedL2) {
 		return corrupt("l2_entry", uint64(e), "zero flag not allowed in this image")
 	}
-	if !g.Aligned(uint64(e.Offset())) {
+	if !g.Aligned(e.Offset()) {
 		return corrupt("l2_entry", uint64(e), "host offset not cluster aligned")
 	}
 	return nil
@@ -243,7 +243,7 @@ func SubclusterTypeOf(e L2Entry, bitmap uint64, i uint) SubclusterType {
 }
 
 // ValidateBitmap checks the second word of an extended L2 entry against
-// its first word (F5), as qemu-img check does: a compressed cluster has
+// its first word (FM5), as qemu-img check does: a compressed cluster has
 // an all-zero bitmap, no subcluster is both allocated and zero, and an
 // unallocated cluster has no allocated subcluster.
 func ValidateBitmap(e L2Entry, bitmap uint64) error {
@@ -260,14 +260,15 @@ func ValidateBitmap(e L2Entry, bitmap uint64) error {
 	return nil
 }
 
-// ValidateReftableEntry checks a refcount table entry: reserved bits 0-8
-// clear and the refcount block cluster aligned (F5).
-func ValidateReftableEntry(g *Geometry, v uint64) error {
-	if v&RefTableReserved != 0 {
-		return corrupt("refcount_table_entry", v, "reserved bits set")
+// ValidateReftableEntry checks a refcount table entry as stored
+// (ReftableAt): reserved bits 0-8 clear and the refcount block cluster
+// aligned (FM5).
+func ValidateReftableEntry(g *Geometry, v HostOff) error {
+	if uint64(v)&RefTableReserved != 0 {
+		return corrupt("refcount_table_entry", uint64(v), "reserved bits set")
 	}
 	if !g.Aligned(v) {
-		return corrupt("refcount_table_entry", v, "refcount block not cluster aligned")
+		return corrupt("refcount_table_entry", uint64(v), "refcount block not cluster aligned")
 	}
 	return nil
 }

@@ -33,8 +33,12 @@ func TestNewGeometry(t *testing.T) {
 	// refblock covers 32768 clusters.
 	g := NewGeometry(16, 4, false)
 	off := GuestOff(3<<29 + 5<<16 + 123)
-	if g.L1Index(off) != 3 || g.L2Index(off) != 5 || g.InCluster(uint64(off)) != 123 || g.ClusterIndex(uint64(off)) != 3*8192+5 {
-		t.Errorf("split %#x: %d %d %d", off, g.L1Index(off), g.L2Index(off), g.InCluster(uint64(off)))
+	if g.L1Index(off) != 3 || g.L2Index(off) != 5 || g.InCluster(off) != 123 || g.GuestCluster(off) != 3*8192+5 {
+		t.Errorf("split %#x: %d %d %d", off, g.L1Index(off), g.L2Index(off), g.InCluster(off))
+	}
+	if g.GuestClusterOff(3*8192+5) != off-123 || g.HostCluster(0x70000+9) != 7 || g.HostClusterOff(7) != 0x70000 ||
+		g.HostFor(0x70000, off) != 0x70000+123 {
+		t.Errorf("cluster offsets of %#x", off)
 	}
 	if tab, blk := g.RefIndex(32768*2 + 7); tab != 2 || blk != 7 {
 		t.Errorf("RefIndex = %d, %d", tab, blk)
@@ -157,7 +161,7 @@ func TestValidateReftableEntry(t *testing.T) {
 		{0, true}, {0x20000, true}, {0xffffffffffff0000, true},
 		{0x20001, false}, {0x20100, false}, {0x20200, false},
 	} {
-		err := ValidateReftableEntry(&g, tc.v)
+		err := ValidateReftableEntry(&g, HostOff(tc.v))
 		if tc.ok != (err == nil) {
 			t.Errorf("%#x: %v", tc.v, err)
 		}
@@ -376,7 +380,7 @@ func FuzzL2Entry(f *testing.F) {
 		} else if !typedError(err) {
 			t.Fatalf("untyped error %v", err)
 		}
-		if err := ValidateReftableEntry(&g, raw); err != nil && !typedError(err) {
+		if err := ValidateReftableEntry(&g, HostOff(raw)); err != nil && !typedError(err) {
 			t.Fatalf("untyped error %v", err)
 		}
 	})

@@ -13,7 +13,7 @@ var (
 	ErrUnsupported = errors.New("qcow2: unsupported feature")
 )
 
-// FieldError names the field that made an image unacceptable (F2).
+// FieldError names the field that made an image unacceptable (FM2).
 type FieldError struct {
 	Field string
 	Value uint64

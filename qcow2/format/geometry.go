@@ -7,7 +7,9 @@ type GuestOff uint64
 type HostOff uint64
 
 // Geometry holds every shift and mask derived from the header, computed
-// once (F4).
+// once (FM4). Its methods split and build offsets of one kind each: a
+// guest offset becomes a host one only through an L2 entry (or HostFor,
+// given the host cluster an entry names).
 type Geometry struct {
 	ClusterBits     uint32
 	ClusterSize     uint64
@@ -54,8 +56,9 @@ func NewGeometry(clusterBits, refcountOrder uint32, extendedL2 bool) Geometry {
 	return g
 }
 
-// Aligned reports whether off is a multiple of the cluster size.
-func (g *Geometry) Aligned(off uint64) bool { return off&g.ClusterMask == 0 }
+// Aligned reports whether host offset off is a multiple of the cluster
+// size.
+func (g *Geometry) Aligned(off HostOff) bool { return uint64(off)&g.ClusterMask == 0 }
 
 // L1EntriesFor is the number of L1 entries needed for a virtual size.
 func (g *Geometry) L1EntriesFor(size uint64) uint64 {
@@ -71,11 +74,27 @@ func (g *Geometry) L2Index(o GuestOff) uint64 {
 	return (uint64(o) >> g.ClusterBits) & (g.L2Entries - 1)
 }
 
-// InCluster is the offset within its cluster.
-func (g *Geometry) InCluster(o uint64) uint64 { return o & g.ClusterMask }
+// InCluster is the offset of guest offset o within its cluster.
+func (g *Geometry) InCluster(o GuestOff) uint64 { return uint64(o) & g.ClusterMask }
 
-// ClusterIndex is a host or guest offset divided by the cluster size.
-func (g *Geometry) ClusterIndex(o uint64) uint64 { return o >> g.ClusterBits }
+// GuestCluster is the index of the guest cluster holding o.
+func (g *Geometry) GuestCluster(o GuestOff) uint64 { return uint64(o) >> g.ClusterBits }
+
+// GuestClusterOff is the guest offset of guest cluster c.
+func (g *Geometry) GuestClusterOff(c uint64) GuestOff { return GuestOff(c << g.ClusterBits) }
+
+// HostCluster is the index of the host cluster holding o (the index
+// refcounts are kept by, see RefIndex).
+func (g *Geometry) HostCluster(o HostOff) uint64 { return uint64(o) >> g.ClusterBits }
+
+// HostClusterOff is the host offset of host cluster c.
+func (g *Geometry) HostClusterOff(c uint64) HostOff { return HostOff(c << g.ClusterBits) }
+
+// HostFor is the host offset of guest offset o when o's cluster is
+// mapped to the host cluster at cluster.
+func (g *Geometry) HostFor(cluster HostOff, o GuestOff) HostOff {
+	return cluster + HostOff(g.InCluster(o))
+}
 
 // RefIndex splits a host cluster index into (refcount table index, index
 // within the refcount block).

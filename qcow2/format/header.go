@@ -69,7 +69,7 @@ const (
 	CryptLUKS = 2
 )
 
-// Extension is a header extension kept verbatim (F3).
+// Extension is a header extension kept verbatim (FM3).
 type Extension struct {
 	Type uint32
 	Data []byte
@@ -97,7 +97,7 @@ type Header struct {
 	CompressionType       uint8
 
 	// UnknownFields are the header bytes past the fields we know, up to
-	// HeaderLength, preserved on rewrite (F3).
+	// HeaderLength, preserved on rewrite (FM3).
 	UnknownFields []byte
 	// Extensions in file order, excluding the end marker. Known types are
 	// also decoded into the fields below; Encode writes BackingFormat and
@@ -134,7 +134,7 @@ func FeatureName(exts []Extension, typ, bit uint8) string {
 
 // ParseHeader decodes the header at the start of b, which should hold all
 // of cluster 0 (or the whole file if shorter). It validates every field
-// that can be checked without the file size (F1, F2); the engine checks
+// that can be checked without the file size (FM1, FM2); the engine checks
 // offsets against the file.
 func ParseHeader(b []byte) (*Header, error) {
 	if len(b) < V2HeaderLen {
@@ -190,7 +190,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		if h.HeaderLength > V3HeaderLen {
 			h.CompressionType = b[V3HeaderLen]
 			// Bytes 105..111 are padding QEMU writes as zeros; keep
-			// whatever lies past them verbatim (F3).
+			// whatever lies past them verbatim (FM3).
 			if h.HeaderLength > QEMUHeaderLen {
 				h.UnknownFields = append([]byte(nil), b[QEMUHeaderLen:h.HeaderLength]...)
 			}
@@ -241,7 +241,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.CryptMethod == CryptLUKS && h.Version < 3 {
 		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
 	}
-	// L1: cap and coverage (F1).
+	// L1: cap and coverage (FM1).
 	if uint64(h.L1Size)*8 > MaxL1Bytes {
 		return nil, unsupported("l1_size", uint64(h.L1Size), "L1 table larger than %d bytes", MaxL1Bytes)
 	}
@@ -251,7 +251,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	}
 	// As QEMU's qcow2_validate_table: aligned even when empty, and the
 	// table must end below INT64_MAX.
-	if !g.Aligned(uint64(h.L1TableOffset)) {
+	if !g.Aligned(h.L1TableOffset) {
 		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "not cluster aligned")
 	}
 	if uint64(h.L1TableOffset) > maxOffset-uint64(h.L1Size)*8 {
@@ -266,7 +266,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.RefcountTableClusters == 0 {
 		return nil, corrupt("refcount_table_clusters", 0, "no refcount table")
 	}
-	if !g.Aligned(uint64(h.RefcountTableOffset)) || h.RefcountTableOffset == 0 {
+	if !g.Aligned(h.RefcountTableOffset) || h.RefcountTableOffset == 0 {
 		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "not cluster aligned or in the header cluster")
 	}
 	if uint64(h.RefcountTableOffset) > maxOffset-uint64(h.RefcountTableClusters)*cs {
@@ -275,7 +275,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.NbSnapshots > MaxSnapshots {
 		return nil, corrupt("nb_snapshots", uint64(h.NbSnapshots), "more than %d snapshots", MaxSnapshots)
 	}
-	if !g.Aligned(uint64(h.SnapshotsOffset)) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
+	if !g.Aligned(h.SnapshotsOffset) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
 		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "not cluster aligned or in the header cluster")
 	}
 	// 40 bytes is the fixed part of a snapshot entry.
@@ -547,7 +547,7 @@ func (h *Header) encode() ([]byte, error) {
 	return b, nil
 }
 
-// Geometry derives the image geometry from the header (F4).
+// Geometry derives the image geometry from the header (FM4).
 func (h *Header) Geometry() Geometry {
 	return NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
 }

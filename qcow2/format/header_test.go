@@ -34,7 +34,7 @@ func fixtures(t testing.TB) []string {
 	return m
 }
 
-// wantFieldError checks F2: err is a *FieldError naming field and wraps
+// wantFieldError checks FM2: err is a *FieldError naming field and wraps
 // sentinel; msg, if not empty, must appear in the message.
 func wantFieldError(t *testing.T, err error, field string, sentinel error, msg string) {
 	t.Helper()
@@ -56,7 +56,7 @@ func wantFieldError(t *testing.T, err error, field string, sentinel error, msg s
 	}
 }
 
-// typedError reports whether err follows F2.
+// typedError reports whether err follows FM2.
 func typedError(err error) bool {
 	var fe *FieldError
 	return errors.As(err, &fe) && fe.Field != "" &&
@@ -146,11 +146,11 @@ func TestParseHeader_Fixtures(t *testing.T) {
 				check("FeatureName(0, 9)", FeatureName(h.Extensions, 0, 9), "")
 			}
 			g := h.Geometry()
-			if !g.Aligned(uint64(h.L1TableOffset)) || !g.Aligned(uint64(h.RefcountTableOffset)) {
+			if !g.Aligned(h.L1TableOffset) || !g.Aligned(h.RefcountTableOffset) {
 				t.Errorf("tables not aligned: %#x %#x", h.L1TableOffset, h.RefcountTableOffset)
 			}
 			check("L1EntriesFor(size)", g.L1EntriesFor(h.Size), uint64(h.L1Size))
-			if tc.nbSnapshots > 0 && (h.SnapshotsOffset == 0 || !g.Aligned(uint64(h.SnapshotsOffset))) {
+			if tc.nbSnapshots > 0 && (h.SnapshotsOffset == 0 || !g.Aligned(h.SnapshotsOffset)) {
 				t.Errorf("SnapshotsOffset = %#x", h.SnapshotsOffset)
 			}
 		})
@@ -207,7 +207,7 @@ func firstDiff(a, b []byte) int {
 	return -1
 }
 
-// TestHeader_Encode_PreservesUnknown checks F3: unknown header fields
+// TestHeader_Encode_PreservesUnknown checks FM3: unknown header fields
 // (header_length 120) and unknown extension types survive a rewrite, in
 // place.
 func TestHeader_Encode_PreservesUnknown(t *testing.T) {
@@ -398,7 +398,7 @@ func be64(off int, v uint64) func([]byte) {
 	return func(b []byte) { binary.BigEndian.PutUint64(b[off:], v) }
 }
 
-// TestParseHeader_Hostile checks F1 and F2 on damaged headers: each gives
+// TestParseHeader_Hostile checks FM1 and FM2 on damaged headers: each gives
 // a *FieldError naming the field, wrapping ErrCorrupt or ErrUnsupported.
 func TestParseHeader_Hostile(t *testing.T) {
 	// Feature table of v3.hdr: extension at 0x70, data at 0x78, 8
@@ -589,7 +589,7 @@ func TestFieldError(t *testing.T) {
 	}
 }
 
-// FuzzParseHeader: ParseHeader never panics; every error is typed (F2);
+// FuzzParseHeader: ParseHeader never panics; every error is typed (FM2);
 // a parsed header encodes (or fails with a typed error) and re-parses to
 // an equal header, whose encoding is the same bytes.
 func FuzzParseHeader(f *testing.F) {

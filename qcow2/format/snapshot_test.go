@@ -25,7 +25,7 @@ func TestParseSnapshots_Fixture(t *testing.T) {
 	if s.ID != "1" || s.Name != "s1" {
 		t.Errorf("ID %q Name %q", s.ID, s.Name)
 	}
-	if s.L1Size != h.L1Size || s.L1TableOffset == 0 || !g.Aligned(uint64(s.L1TableOffset)) || s.L1TableOffset == h.L1TableOffset {
+	if s.L1Size != h.L1Size || s.L1TableOffset == 0 || !g.Aligned(s.L1TableOffset) || s.L1TableOffset == h.L1TableOffset {
 		t.Errorf("L1 %#x size %d", s.L1TableOffset, s.L1Size)
 	}
 	if s.DiskSize != h.Size || len(s.ExtraData) != 24 || s.VMStateSize != 0 || s.DateSec == 0 {
