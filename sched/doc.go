@@ -10,8 +10,9 @@
 // finds the cluster busy needs no second map to learn what the allocation
 // is doing.
 //
-// Invariants (tests and code cite them; S2-S4 named the rules of a
-// byte-range request tracker that had no user and was removed):
+// Invariants (tests and code cite them; the numbers missing between S1
+// and S5 named the rules of a byte-range request tracker that had no user
+// and was removed):
 //
 //	S1  At most one in-flight allocation per cluster: TryAcquire registers a
 //	    range only if no cluster in it has an in-flight allocation, atomically
