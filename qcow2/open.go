@@ -53,7 +53,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		return nil, err
 	}
 	// Tables must lie inside the file (a cluster of slack for the last).
-	lim := fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize}
+	lim := &fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize, lenient: o.ReadOnly || o.Repair}
 	if err := im.checkTablesInFile(lim); err != nil {
 		return nil, err
 	}
@@ -167,9 +167,27 @@ func (im *Image) checkFeatures() error {
 
 // fileLimit bounds the tables an image may point at: the file's size,
 // and the end of the file plus a cluster of slack for the last table.
+//
+// A table entry (an L2 table or a refcount block) past the limit is fatal
+// for a writable open; a read-only or repairing open tolerates it, as
+// QEMU's does, so that info, map, reads (zeros there) and Check work on
+// the damaged image, and Check reports it.
 type fileLimit struct {
-	size int64
-	end  uint64
+	size    int64
+	end     uint64
+	lenient bool
+	damage  error // the first entry past the limit a lenient open let by
+}
+
+// past reports an entry past the limit: nil (recorded) when lenient.
+func (l *fileLimit) past(err error) error {
+	if !l.lenient {
+		return err
+	}
+	if l.damage == nil {
+		l.damage = err
+	}
+	return nil
 }
 
 // check reports a table of n bytes at off that runs past the limit.
@@ -182,7 +200,7 @@ func (l fileLimit) check(field string, off, n uint64) error {
 
 // checkTablesInFile checks that the refcount and L1 tables lie inside
 // the file before either is read.
-func (im *Image) checkTablesInFile(lim fileLimit) error {
+func (im *Image) checkTablesInFile(lim *fileLimit) error {
 	h := im.hdr
 	if err := lim.check("refcount_table_offset", uint64(h.RefcountTableOffset), uint64(h.RefcountTableClusters)*im.g.ClusterSize); err != nil {
 		return err
@@ -191,7 +209,7 @@ func (im *Image) checkTablesInFile(lim fileLimit) error {
 }
 
 // loadReftable reads the refcount table and validates its entries.
-func (im *Image) loadReftable(lim fileLimit) error {
+func (im *Image) loadReftable(lim *fileLimit) error {
 	h, g := im.hdr, &im.g
 	rt := make([]byte, uint64(h.RefcountTableClusters)*g.ClusterSize)
 	if err := block.ReadAt(im.dev, rt, int64(h.RefcountTableOffset)); err != nil {
@@ -204,7 +222,9 @@ func (im *Image) loadReftable(lim fileLimit) error {
 			return err
 		}
 		if v != 0 && uint64(v) >= lim.end {
-			return corruptf("refcount_table_entry", uint64(v), "refcount block %d past the end of the file", i)
+			if err := lim.past(corruptf("refcount_table_entry", uint64(v), "refcount block %d past the end of the file", i)); err != nil {
+				return err
+			}
 		}
 		im.reftable[i] = v
 	}
@@ -215,7 +235,7 @@ func (im *Image) loadReftable(lim fileLimit) error {
 
 // loadL1 reads the active L1 table, validates its entries and installs
 // it.
-func (im *Image) loadL1(lim fileLimit) error {
+func (im *Image) loadL1(lim *fileLimit) error {
 	h, g := im.hdr, &im.g
 	l1b := make([]byte, uint64(h.L1Size)*format.TableEntrySize)
 	if err := block.ReadAt(im.dev, l1b, int64(h.L1TableOffset)); err != nil {
@@ -228,7 +248,9 @@ func (im *Image) loadL1(lim fileLimit) error {
 			return err
 		}
 		if off := e.Offset(); off != 0 && uint64(off) >= lim.end {
-			return corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)
+			if err := lim.past(corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)); err != nil {
+				return err
+			}
 		}
 		l1.store(i, e)
 	}
@@ -238,7 +260,7 @@ func (im *Image) loadL1(lim fileLimit) error {
 
 // loadSnapshots parses the snapshot table, for Check and so that writes
 // never corrupt the snapshots.
-func (im *Image) loadSnapshots(lim fileLimit) error {
+func (im *Image) loadSnapshots(lim *fileLimit) error {
 	h := im.hdr
 	if h.NbSnapshots == 0 {
 		return nil
