@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
 )
 
 // createRequest is a parsed qimg create command line.
@@ -181,15 +181,7 @@ func onOff(b bool) string {
 // doCreate creates the image.
 func doCreate(req *createRequest) error {
 	if req.format == "raw" {
-		f, err := os.OpenFile(req.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return unwrapPathErr(err)
-		}
-		err = f.Truncate(req.opts.Size)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return err
+		return createRaw(req.path, req.opts.Size)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {
@@ -201,4 +193,26 @@ func doCreate(req *createRequest) error {
 		return unwrapPathErr(err)
 	}
 	return nil
+}
+
+// createRaw makes a raw image of size (rounded up to 512 bytes, as
+// qemu-img does). An existing file is emptied only once qimg holds its
+// write lock, so an image another process uses is left untouched.
+func createRaw(path string, size int64) error {
+	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
+	if err != nil {
+		return unwrapPathErr(err)
+	}
+	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false) // write and resize, shared with nobody
+	err = qcow2.LockAs(f, path, perm, shared)
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		err = f.Truncate((size + 511) &^ 511)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -135,6 +135,11 @@ func TestCreate_MetadataPreallocSmall(t *testing.T) {
 	if out := mustQ(t, "info", odd); !strings.Contains(out, "virtual size: 1 KiB (1024 bytes)") {
 		t.Fatalf("size 1000 is not rounded to 1024:\n%s", out)
 	}
+	raw := filepath.Join(d, "odd.raw")
+	mustQ(t, "create", "-q", "-f", "raw", raw, "1000")
+	if fi, err := os.Stat(raw); err != nil || fi.Size() != 1024 {
+		t.Fatalf("raw size 1000: %v, %v; want 1024 bytes", fi, err)
+	}
 	if testkit.HaveQemu() {
 		if out := testkit.MustRun(t, "qemu-img", "info", odd); !strings.Contains(out, "(1024 bytes)") {
 			t.Fatalf("qemu-img reads another size:\n%s", out)
