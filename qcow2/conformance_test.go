@@ -103,7 +103,9 @@ func TestConformance(t *testing.T) {
 			}, blocktest.Config{
 				ReadOnly: func(t *testing.T, d block.Device) block.Device {
 					ro := o
-					ro.ReadOnly = true
+					// A second, read-only view of an image the test
+					// still holds open read-write: force-share (-U).
+					ro.ReadOnly, ro.ForceShare = true, true
 					im, err := qcow2.Open(paths[d], ro)
 					if err != nil {
 						t.Fatal(err)
