@@ -33,9 +33,9 @@ type allocation struct {
 }
 
 // allocWrite writes n bytes of v at guest offset goff into a new cluster.
-// done is false when it wrote nothing because the
-// cluster was being allocated by someone else (it waited for them) or
-// was linked meanwhile: the caller looks the cluster up again.
+// done is false when it wrote nothing because the cluster was being
+// allocated by someone else (it waited for them) or was linked
+// meanwhile: the caller looks the cluster up again.
 func (im *Image) allocWrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
 	p, blocker, err := im.beginAlloc(goff)
 	if blocker != nil {
@@ -53,8 +53,8 @@ func (im *Image) allocWrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 	return true, im.finishAlloc(&p, cowed, err)
 }
 
-// beginAlloc registers the guest cluster of goff (Q7) and plans its allocation
-// under mu. It returns a blocker (to wait for without mu) when the
+// beginAlloc registers the guest cluster of goff (Q7) and plans its
+// allocation under mu. It returns a blocker (to wait for without mu) when the
 // cluster is registered already, and an allocation without a
 // registration when there is nothing to allocate (err, or the cluster
 // was linked in the meantime).
@@ -75,8 +75,8 @@ func (im *Image) beginAlloc(goff format.GuestOff) (p allocation, blocker *sched.
 	return p, nil, nil
 }
 
-// planAllocLocked looks the guest cluster of goff up again (it may have been
-// linked since the caller's lock-free lookup), makes its L2 table
+// planAllocLocked looks the guest cluster of goff up again (it may have
+// been linked since the caller's lock-free lookup), makes its L2 table
 // writable, and takes the host cluster: the preallocated zero cluster of
 // the old entry, or a new one. p.st is nil when the cluster needs no
 // allocation (it is allocated with COPIED: overwrite it).
@@ -168,8 +168,8 @@ func (im *Image) undoAllocLocked(p *allocation) {
 	}
 }
 
-// linkLocked points the L2 entry of goff at the new host cluster (in the cache),
-// after the dependencies that make it safe on disk. flushFirst: the
+// linkLocked points the L2 entry of goff at the new host cluster (in the
+// cache), after the dependencies that make it safe on disk. flushFirst: the
 // cluster's bytes around the data were written into space that may hold
 // stale bytes (Q2), or with lazy refcounts nothing else orders the data
 // (which may extend the file) before the link, so a crash could leave

@@ -1,0 +1,128 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// growReftable replaces the refcount table with a larger one covering
+// index need (QEMU's qcow2_refcount_area). The new table and the refcount
+// blocks describing it go in fresh space at the high-water mark.
+// Called with mu held, from ensureRefblock (alloc.go).
+func (im *Image) growReftable(need uint64) error {
+	g := &im.g
+	cs := g.ClusterSize
+	per := cs / 8
+	newEntries := max(need+1, uint64(len(im.reftable))*2)
+	newEntries = (newEntries + per - 1) / per * per
+	a := g.HostCluster(im.space.mark()) // first cluster of the area
+	var k, tc uint64
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return fmt.Errorf("qcow2: refcount table growth did not converge")
+		}
+		tc = newEntries / per
+		end := a + k + tc
+		lastRange, _ := g.RefIndex(end - 1)
+		if lastRange >= newEntries {
+			newEntries = (lastRange + 1 + per - 1) / per * per
+			continue
+		}
+		firstRange, _ := g.RefIndex(a)
+		var nk uint64
+		for r := firstRange; r <= lastRange; r++ {
+			if r >= uint64(len(im.reftable)) || im.reftable[r] == 0 {
+				nk++
+			}
+		}
+		if nk == k {
+			break
+		}
+		k = nk
+	}
+	if tc*cs > format.MaxReftableSize {
+		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+	}
+	end := a + k + tc
+	// SP1: the area is past the high-water mark; take it before any of
+	// it is written.
+	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end))
+	newTable := make([]format.HostOff, newEntries)
+	copy(newTable, im.reftable)
+	// Place the new blocks at a..a+k-1, in range order.
+	firstRange, _ := g.RefIndex(a)
+	lastRange, _ := g.RefIndex(end - 1)
+	next := a
+	newBlocks := map[uint64]uint64{} // range -> block cluster
+	for r := firstRange; r <= lastRange; r++ {
+		if r >= uint64(len(im.reftable)) || im.reftable[r] == 0 {
+			newBlocks[r] = next
+			newTable[r] = g.HostClusterOff(next)
+			next++
+		}
+	}
+	if err := im.markDirtyBit(); err != nil {
+		return err
+	}
+	// Count every area cluster: in a new block (in memory) or an existing
+	// one (through the cache).
+	blocks := map[uint64][]byte{}
+	for r, bc := range newBlocks {
+		t, err := im.rbc.GetEmpty(int64(g.HostClusterOff(bc)))
+		if err != nil {
+			return err
+		}
+		blocks[r] = t.Data
+		im.meta.set(bc, metaRefblock)
+		im.rbc.MarkDirty(t)
+		defer im.rbc.Put(t)
+	}
+	for c := a; c < end; c++ {
+		r, bi := g.RefIndex(c)
+		if d, ok := blocks[r]; ok {
+			// Not reachable by any other goroutine until the table
+			// points at it.
+			format.SetRefcount(d, g.RefcountOrder, bi, 1)
+			continue
+		}
+		if err := im.updateRefcountLocked(c, 1); err != nil {
+			return err
+		}
+	}
+	if err := im.rbc.Flush(); err != nil {
+		return err
+	}
+	// The new table, then the header (Q4).
+	tb := make([]byte, tc*cs)
+	for i, v := range newTable {
+		format.PutReftable(tb, uint64(i), v)
+	}
+	buf := alignedCopy(tb, im.memAlign)
+	tableOff := g.HostClusterOff(a + k)
+	if err := im.writeMeta(buf, tableOff); err != nil {
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.event(EvReftable)
+	oldOff, oldClusters := im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)
+	im.hdr.RefcountTableOffset = tableOff
+	im.hdr.RefcountTableClusters = uint32(tc)
+	if err := im.writeHeader(); err != nil {
+		im.hdr.RefcountTableOffset = oldOff
+		im.hdr.RefcountTableClusters = uint32(oldClusters)
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.reftable = newTable
+	im.rtOff.Store(uint64(tableOff))
+	im.rtLen.Store(tc * cs)
+	im.c.reftableGrowths.Add(1)
+	im.c.refblocksAllocated.Add(int64(k))
+	// The old table is no longer referenced by the (durable) header.
+	return im.freeClustersLocked(oldOff, oldClusters)
+}
