@@ -236,20 +236,37 @@ func (im *Image) preallocate(mode string) error {
 	n := (im.hdr.Size + g.ClusterSize - 1) >> g.ClusterBits
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	reused := false
 	for gc := uint64(0); gc < n; gc++ {
 		goff := g.GuestClusterOff(gc)
 		if err := im.ensureL2Locked(goff); err != nil {
 			return err
 		}
-		host, _, err := im.allocClustersLocked(1)
+		host, fresh, err := im.allocClustersLocked(1)
 		if err != nil {
 			return err
+		}
+		if !fresh {
+			// A cluster freed earlier (the old refcount table after
+			// a growth) holds stale bytes: the guest must read zeros
+			// there (Q2), so zero it before it is linked.
+			if err := im.dev.WriteZeroes(int64(host), int64(g.ClusterSize), 0); err != nil {
+				return err
+			}
+			reused = true
 		}
 		im.c.clustersAllocated.Add(1)
 		if err := im.l2c.SetDependency(im.rbc); err != nil {
 			return err
 		}
 		if err := im.setEntry(goff, format.MakeL2(host, true, false)); err != nil {
+			return err
+		}
+	}
+	if reused {
+		// The zeros are durable before any L2 entry that links them
+		// (the flush below writes the tables).
+		if err := im.dev.Flush(); err != nil {
 			return err
 		}
 	}
