@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -354,22 +353,10 @@ func TestCache_SetDependency_Order(t *testing.T) {
 			t.Fatal(err)
 		}
 		dirty(t, a, aOff, 1)
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x100000", "flush", "write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "Write", a.Write, "write 0x100000", "flush", "write 0x0")
 		// The dependency is satisfied; the next write-back needs no flush.
 		dirty(t, a, aOff, 2)
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("second write ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "second write", a.Write, "write 0x0")
 	})
 	t.Run("eviction", func(t *testing.T) {
 		d := newRecDev()
@@ -406,22 +393,10 @@ func TestCache_SetDependency_Order(t *testing.T) {
 			t.Fatal(err)
 		}
 		dirty(t, a, aOff, 1)
-		d.reset()
 		// x depends on a: QEMU flushes a's own dependency (b) first.
-		if err := x.SetDependency(a); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x100000", "flush"}; !slices.Equal(got, want) {
-			t.Fatalf("ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "SetDependency(a)", func() error { return x.SetDependency(a) }, "write 0x100000", "flush")
 		// Replacing x's dependency a by b flushes a first.
-		d.reset()
-		if err := x.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x0", "flush"}; !slices.Equal(got, want) {
-			t.Fatalf("replace ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "replace", func() error { return x.SetDependency(b) }, "write 0x0", "flush")
 		if err := x.SetDependency(x); !errors.Is(err, ErrCycle) {
 			t.Fatalf("self dependency: %v", err)
 		}
@@ -444,13 +419,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 			t.Fatal("a's table not dirty after failed dependency flush")
 		}
 		d.beforeFlush = nil
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"flush", "write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("retry ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "retry", a.Write, "flush", "write 0x0")
 	})
 }
 
@@ -460,24 +429,12 @@ func TestCache_DependsOnFlush(t *testing.T) {
 	dirty(t, c, 0x3000, 1)
 	dirty(t, c, 0x4000, 1)
 	c.DependsOnFlush()
-	d.reset()
-	if err := c.Write(); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := d.ops(), []string{"flush", "write 0x3000", "write 0x4000"}; !slices.Equal(got, want) {
-		t.Fatalf("ops = %q, want %q", got, want)
-	}
+	d.expectOps(t, "Write", c.Write, "flush", "write 0x3000", "write 0x4000")
 	if m := c.Metrics(); m.WriteOps != 1 || m.WriteBacks != 2 {
 		t.Fatalf("contiguous tables not batched: %v", m)
 	}
 	dirty(t, c, 0x3000, 2)
-	d.reset()
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := d.ops(), []string{"write 0x3000", "flush"}; !slices.Equal(got, want) {
-		t.Fatalf("ops = %q, want %q", got, want)
-	}
+	d.expectOps(t, "Flush", c.Flush, "write 0x3000", "flush")
 }
 
 func TestCache_Discard(t *testing.T) {
@@ -487,13 +444,7 @@ func TestCache_Discard(t *testing.T) {
 	c := newCache(t, d, Config{})
 	dirty(t, c, 0x5000, 2)
 	c.Discard(0x5000)
-	d.reset()
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got := d.ops(); !slices.Equal(got, []string{"flush"}) {
-		t.Fatalf("discarded table written: %q", got)
-	}
+	d.expectOps(t, "Flush after Discard", c.Flush, "flush")
 	tb, err := c.Get(0x5000)
 	if err != nil {
 		t.Fatal(err)
