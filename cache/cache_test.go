@@ -344,14 +344,19 @@ func TestCache_DirtySurvivesPressure(t *testing.T) {
 
 func TestCache_SetDependency_Order(t *testing.T) {
 	const aOff, bOff = 0x0, 0x100000
-	t.Run("write", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2"})
-		b := newCache(t, d, Config{Name: "refcount"})
+	// dependOnDirty dirties b's table at bOff and makes a depend on b.
+	dependOnDirty := func(t *testing.T, a, b *Cache) {
+		t.Helper()
 		dirty(t, b, bOff, 1)
 		if err := a.SetDependency(b); err != nil {
 			t.Fatal(err)
 		}
+	}
+	t.Run("write", func(t *testing.T) {
+		d := newRecDev()
+		a := newCache(t, d, Config{Name: "l2"})
+		b := newCache(t, d, Config{Name: "refcount"})
+		dependOnDirty(t, a, b)
 		dirty(t, a, aOff, 1)
 		d.expectOps(t, "Write", a.Write, "write 0x100000", "flush", "write 0x0")
 		// The dependency is satisfied; the next write-back needs no flush.
@@ -362,10 +367,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		d := newRecDev()
 		a := newCache(t, d, Config{Name: "l2", MaxBytes: 2 * ts4k}) // dirty limit 4
 		b := newCache(t, d, Config{Name: "refcount"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
+		dependOnDirty(t, a, b)
 		for i := range 5 {
 			dirty(t, a, int64(i)*ts4k, 1)
 		}
@@ -388,10 +390,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		a := newCache(t, d, Config{Name: "a"})
 		b := newCache(t, d, Config{Name: "b"})
 		x := newCache(t, d, Config{Name: "x"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
+		dependOnDirty(t, a, b)
 		dirty(t, a, aOff, 1)
 		// x depends on a: QEMU flushes a's own dependency (b) first.
 		d.expectOps(t, "SetDependency(a)", func() error { return x.SetDependency(a) }, "write 0x100000", "flush")
@@ -405,10 +404,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		d := newRecDev()
 		a := newCache(t, d, Config{Name: "l2"})
 		b := newCache(t, d, Config{Name: "refcount"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
+		dependOnDirty(t, a, b)
 		dirty(t, a, aOff, 1)
 		boom := errors.New("flush failed")
 		d.beforeFlush = func() error { return boom }
