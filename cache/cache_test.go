@@ -54,6 +54,20 @@ func fillDev(t testing.TB, d block.Device, off int64, v byte, n int) {
 	}
 }
 
+// expectTable gets c's table at off and fails t with the message format
+// and args unless the table holds pattern(off, v, ...), then unpins it.
+func expectTable(t testing.TB, c *Cache, off int64, v byte, format string, args ...any) {
+	t.Helper()
+	tb, err := c.Get(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tb.Data, pattern(off, v, len(tb.Data))) {
+		t.Fatalf(format, args...)
+	}
+	c.Put(tb)
+}
+
 func devBytes(t testing.TB, d block.Device, off int64, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
@@ -313,14 +327,7 @@ func TestCache_DirtySurvivesPressure(t *testing.T) {
 			}
 			c.settle()
 			for i := range tc.nDirty {
-				tb, err := c.Get(dirtyOff(i))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(tb.Data, pattern(dirtyOff(i), 9, ts4k)) {
-					t.Fatalf("dirty table %d lost its contents", i)
-				}
-				c.Put(tb)
+				expectTable(t, c, dirtyOff(i), 9, "dirty table %d lost its contents", i)
 			}
 			m := c.Metrics()
 			t.Logf("%v", m)
@@ -441,14 +448,7 @@ func TestCache_Discard(t *testing.T) {
 	dirty(t, c, 0x5000, 2)
 	c.Discard(0x5000)
 	d.expectOps(t, "Flush after Discard", c.Flush, "flush")
-	tb, err := c.Get(0x5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0x5000, 1, ts4k)) {
-		t.Fatal("discarded table not reloaded from the device")
-	}
-	c.Put(tb)
+	expectTable(t, c, 0x5000, 1, "discarded table not reloaded from the device")
 
 	// A clean cached table: the device changes under it (cluster reused),
 	// Discard must make the next Get reread.
@@ -467,18 +467,11 @@ func TestCache_Discard(t *testing.T) {
 		}
 		fillDev(t, d, 0x6000, v, ts4k)
 		c.Discard(0x6000)
-		tb, err = c.Get(0x6000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(tb.Data, pattern(0x6000, v, ts4k)) {
-			t.Fatalf("settle=%v: stale table served after Discard", settle)
-		}
-		c.Put(tb)
+		expectTable(t, c, 0x6000, v, "settle=%v: stale table served after Discard", settle)
 	}
 
 	// Discard of a pinned dirty table: MarkDirty afterwards is ignored.
-	tb, err = c.Get(0x7000)
+	tb, err := c.Get(0x7000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -718,22 +711,8 @@ func TestCache_Invalidate(t *testing.T) {
 	dirty(t, c, 0x1000, 5)
 	fillDev(t, d, 0, 2, ts4k) // a repair rewrote it
 	c.Invalidate()
-	tb, err = c.Get(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0, 2, ts4k)) {
-		t.Fatal("clean table survived Invalidate")
-	}
-	c.Put(tb)
-	tb, err = c.Get(0x1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0x1000, 5, ts4k)) {
-		t.Fatal("dirty table lost by Invalidate")
-	}
-	c.Put(tb)
+	expectTable(t, c, 0, 2, "clean table survived Invalidate")
+	expectTable(t, c, 0x1000, 5, "dirty table lost by Invalidate")
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
