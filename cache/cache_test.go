@@ -351,19 +351,21 @@ func TestCache_DirtySurvivesPressure(t *testing.T) {
 
 func TestCache_SetDependency_Order(t *testing.T) {
 	const aOff, bOff = 0x0, 0x100000
-	// dependOnDirty dirties b's table at bOff and makes a depend on b.
-	dependOnDirty := func(t *testing.T, a, b *Cache) {
+	// dependent returns a device with two caches on it: b, named bName,
+	// holding a dirty table at bOff, and a, configured by ac, depending on b.
+	dependent := func(t *testing.T, ac Config, bName string) (d *recDev, a, b *Cache) {
 		t.Helper()
+		d = newRecDev()
+		a = newCache(t, d, ac)
+		b = newCache(t, d, Config{Name: bName})
 		dirty(t, b, bOff, 1)
 		if err := a.SetDependency(b); err != nil {
 			t.Fatal(err)
 		}
+		return d, a, b
 	}
 	t.Run("write", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2"})
-		b := newCache(t, d, Config{Name: "refcount"})
-		dependOnDirty(t, a, b)
+		d, a, _ := dependent(t, Config{Name: "l2"}, "refcount")
 		dirty(t, a, aOff, 1)
 		d.expectOps(t, "Write", a.Write, "write 0x100000", "flush", "write 0x0")
 		// The dependency is satisfied; the next write-back needs no flush.
@@ -371,10 +373,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		d.expectOps(t, "second write", a.Write, "write 0x0")
 	})
 	t.Run("eviction", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2", MaxBytes: 2 * ts4k}) // dirty limit 4
-		b := newCache(t, d, Config{Name: "refcount"})
-		dependOnDirty(t, a, b)
+		d, a, _ := dependent(t, Config{Name: "l2", MaxBytes: 2 * ts4k}, "refcount") // dirty limit 4
 		for i := range 5 {
 			dirty(t, a, int64(i)*ts4k, 1)
 		}
@@ -393,11 +392,8 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		}
 	})
 	t.Run("chain and replace", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "a"})
-		b := newCache(t, d, Config{Name: "b"})
+		d, a, b := dependent(t, Config{Name: "a"}, "b")
 		x := newCache(t, d, Config{Name: "x"})
-		dependOnDirty(t, a, b)
 		dirty(t, a, aOff, 1)
 		// x depends on a: QEMU flushes a's own dependency (b) first.
 		d.expectOps(t, "SetDependency(a)", func() error { return x.SetDependency(a) }, "write 0x100000", "flush")
@@ -408,10 +404,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		}
 	})
 	t.Run("dependency error keeps dirty", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2"})
-		b := newCache(t, d, Config{Name: "refcount"})
-		dependOnDirty(t, a, b)
+		d, a, _ := dependent(t, Config{Name: "l2"}, "refcount")
 		dirty(t, a, aOff, 1)
 		boom := errors.New("flush failed")
 		d.beforeFlush = func() error { return boom }
