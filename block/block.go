@@ -220,3 +220,16 @@ var _ io.ReaderAt = ReaderAt{}
 type ZeroWriter interface {
 	ZeroThenWritev(zoff, zn int64, zflags Flags, woff int64, bufs [][]byte) error
 }
+
+// ZeroThenWritev zeroes [zoff, zoff+zn) of d with zflags and then writes
+// bufs at woff: through d's ZeroWriter when it has one, else as a
+// WriteZeroes followed, if that succeeds, by a Writev.
+func ZeroThenWritev(d Device, zoff, zn int64, zflags Flags, woff int64, bufs [][]byte) error {
+	if zw, ok := d.(ZeroWriter); ok {
+		return zw.ZeroThenWritev(zoff, zn, zflags, woff, bufs)
+	}
+	if err := d.WriteZeroes(zoff, zn, zflags); err != nil {
+		return err
+	}
+	return d.Writev(woff, bufs)
+}

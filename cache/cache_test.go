@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +52,20 @@ func fillDev(t testing.TB, d block.Device, off int64, v byte, n int) {
 	if err := block.WriteAt(d, pattern(off, v, n), off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// expectTable gets c's table at off and fails t with the message format
+// and args unless the table holds pattern(off, v, ...), then unpins it.
+func expectTable(t testing.TB, c *Cache, off int64, v byte, format string, args ...any) {
+	t.Helper()
+	tb, err := c.Get(off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tb.Data, pattern(off, v, len(tb.Data))) {
+		t.Fatalf(format, args...)
+	}
+	c.Put(tb)
 }
 
 func devBytes(t testing.TB, d block.Device, off int64, n int) []byte {
@@ -314,14 +327,7 @@ func TestCache_DirtySurvivesPressure(t *testing.T) {
 			}
 			c.settle()
 			for i := range tc.nDirty {
-				tb, err := c.Get(dirtyOff(i))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(tb.Data, pattern(dirtyOff(i), 9, ts4k)) {
-					t.Fatalf("dirty table %d lost its contents", i)
-				}
-				c.Put(tb)
+				expectTable(t, c, dirtyOff(i), 9, "dirty table %d lost its contents", i)
 			}
 			m := c.Metrics()
 			t.Logf("%v", m)
@@ -345,40 +351,29 @@ func TestCache_DirtySurvivesPressure(t *testing.T) {
 
 func TestCache_SetDependency_Order(t *testing.T) {
 	const aOff, bOff = 0x0, 0x100000
-	t.Run("write", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2"})
-		b := newCache(t, d, Config{Name: "refcount"})
+	// dependent returns a device with two caches on it: b, named bName,
+	// holding a dirty table at bOff, and a, configured by ac, depending on b.
+	dependent := func(t *testing.T, ac Config, bName string) (d *recDev, a, b *Cache) {
+		t.Helper()
+		d = newRecDev()
+		a = newCache(t, d, ac)
+		b = newCache(t, d, Config{Name: bName})
 		dirty(t, b, bOff, 1)
 		if err := a.SetDependency(b); err != nil {
 			t.Fatal(err)
 		}
+		return d, a, b
+	}
+	t.Run("write", func(t *testing.T) {
+		d, a, _ := dependent(t, Config{Name: "l2"}, "refcount")
 		dirty(t, a, aOff, 1)
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x100000", "flush", "write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "Write", a.Write, "write 0x100000", "flush", "write 0x0")
 		// The dependency is satisfied; the next write-back needs no flush.
 		dirty(t, a, aOff, 2)
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("second write ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "second write", a.Write, "write 0x0")
 	})
 	t.Run("eviction", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2", MaxBytes: 2 * ts4k}) // dirty limit 4
-		b := newCache(t, d, Config{Name: "refcount"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
+		d, a, _ := dependent(t, Config{Name: "l2", MaxBytes: 2 * ts4k}, "refcount") // dirty limit 4
 		for i := range 5 {
 			dirty(t, a, int64(i)*ts4k, 1)
 		}
@@ -397,43 +392,19 @@ func TestCache_SetDependency_Order(t *testing.T) {
 		}
 	})
 	t.Run("chain and replace", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "a"})
-		b := newCache(t, d, Config{Name: "b"})
+		d, a, b := dependent(t, Config{Name: "a"}, "b")
 		x := newCache(t, d, Config{Name: "x"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
 		dirty(t, a, aOff, 1)
-		d.reset()
 		// x depends on a: QEMU flushes a's own dependency (b) first.
-		if err := x.SetDependency(a); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x100000", "flush"}; !slices.Equal(got, want) {
-			t.Fatalf("ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "SetDependency(a)", func() error { return x.SetDependency(a) }, "write 0x100000", "flush")
 		// Replacing x's dependency a by b flushes a first.
-		d.reset()
-		if err := x.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"write 0x0", "flush"}; !slices.Equal(got, want) {
-			t.Fatalf("replace ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "replace", func() error { return x.SetDependency(b) }, "write 0x0", "flush")
 		if err := x.SetDependency(x); !errors.Is(err, ErrCycle) {
 			t.Fatalf("self dependency: %v", err)
 		}
 	})
 	t.Run("dependency error keeps dirty", func(t *testing.T) {
-		d := newRecDev()
-		a := newCache(t, d, Config{Name: "l2"})
-		b := newCache(t, d, Config{Name: "refcount"})
-		dirty(t, b, bOff, 1)
-		if err := a.SetDependency(b); err != nil {
-			t.Fatal(err)
-		}
+		d, a, _ := dependent(t, Config{Name: "l2"}, "refcount")
 		dirty(t, a, aOff, 1)
 		boom := errors.New("flush failed")
 		d.beforeFlush = func() error { return boom }
@@ -444,13 +415,7 @@ func TestCache_SetDependency_Order(t *testing.T) {
 			t.Fatal("a's table not dirty after failed dependency flush")
 		}
 		d.beforeFlush = nil
-		d.reset()
-		if err := a.Write(); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := d.ops(), []string{"flush", "write 0x0"}; !slices.Equal(got, want) {
-			t.Fatalf("retry ops = %q, want %q", got, want)
-		}
+		d.expectOps(t, "retry", a.Write, "flush", "write 0x0")
 	})
 }
 
@@ -460,24 +425,12 @@ func TestCache_DependsOnFlush(t *testing.T) {
 	dirty(t, c, 0x3000, 1)
 	dirty(t, c, 0x4000, 1)
 	c.DependsOnFlush()
-	d.reset()
-	if err := c.Write(); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := d.ops(), []string{"flush", "write 0x3000", "write 0x4000"}; !slices.Equal(got, want) {
-		t.Fatalf("ops = %q, want %q", got, want)
-	}
+	d.expectOps(t, "Write", c.Write, "flush", "write 0x3000", "write 0x4000")
 	if m := c.Metrics(); m.WriteOps != 1 || m.WriteBacks != 2 {
 		t.Fatalf("contiguous tables not batched: %v", m)
 	}
 	dirty(t, c, 0x3000, 2)
-	d.reset()
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := d.ops(), []string{"write 0x3000", "flush"}; !slices.Equal(got, want) {
-		t.Fatalf("ops = %q, want %q", got, want)
-	}
+	d.expectOps(t, "Flush", c.Flush, "write 0x3000", "flush")
 }
 
 func TestCache_Discard(t *testing.T) {
@@ -487,21 +440,8 @@ func TestCache_Discard(t *testing.T) {
 	c := newCache(t, d, Config{})
 	dirty(t, c, 0x5000, 2)
 	c.Discard(0x5000)
-	d.reset()
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got := d.ops(); !slices.Equal(got, []string{"flush"}) {
-		t.Fatalf("discarded table written: %q", got)
-	}
-	tb, err := c.Get(0x5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0x5000, 1, ts4k)) {
-		t.Fatal("discarded table not reloaded from the device")
-	}
-	c.Put(tb)
+	d.expectOps(t, "Flush after Discard", c.Flush, "flush")
+	expectTable(t, c, 0x5000, 1, "discarded table not reloaded from the device")
 
 	// A clean cached table: the device changes under it (cluster reused),
 	// Discard must make the next Get reread.
@@ -520,18 +460,11 @@ func TestCache_Discard(t *testing.T) {
 		}
 		fillDev(t, d, 0x6000, v, ts4k)
 		c.Discard(0x6000)
-		tb, err = c.Get(0x6000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(tb.Data, pattern(0x6000, v, ts4k)) {
-			t.Fatalf("settle=%v: stale table served after Discard", settle)
-		}
-		c.Put(tb)
+		expectTable(t, c, 0x6000, v, "settle=%v: stale table served after Discard", settle)
 	}
 
 	// Discard of a pinned dirty table: MarkDirty afterwards is ignored.
-	tb, err = c.Get(0x7000)
+	tb, err := c.Get(0x7000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -771,22 +704,8 @@ func TestCache_Invalidate(t *testing.T) {
 	dirty(t, c, 0x1000, 5)
 	fillDev(t, d, 0, 2, ts4k) // a repair rewrote it
 	c.Invalidate()
-	tb, err = c.Get(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0, 2, ts4k)) {
-		t.Fatal("clean table survived Invalidate")
-	}
-	c.Put(tb)
-	tb, err = c.Get(0x1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(tb.Data, pattern(0x1000, 5, ts4k)) {
-		t.Fatal("dirty table lost by Invalidate")
-	}
-	c.Put(tb)
+	expectTable(t, c, 0, 2, "clean table survived Invalidate")
+	expectTable(t, c, 0x1000, 5, "dirty table lost by Invalidate")
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,10 @@ package cache
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
@@ -43,6 +45,19 @@ func (d *recDev) reset() {
 	d.mu.Lock()
 	d.log = nil
 	d.mu.Unlock()
+}
+
+// expectOps clears d's op log, runs op, and fails t unless op succeeds and
+// d saw exactly want; what names the step in the failure.
+func (d *recDev) expectOps(t *testing.T, what string, op func() error, want ...string) {
+	t.Helper()
+	d.reset()
+	if err := op(); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.ops(); !slices.Equal(got, want) {
+		t.Fatalf("%s: ops = %q, want %q", what, got, want)
+	}
 }
 
 func (d *recDev) Readv(off int64, bufs [][]byte) error {

@@ -49,15 +49,36 @@ func TestCache_Stress(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, uint64(w)))
 		wg.Go(func() {
 			fail := func(err error) { errc <- err }
+			// lockGet locks s and pins its table; on an error it unlocks
+			// s and reports the error.
+			lockGet := func(s *slot) (*Table, bool) {
+				s.mu.Lock()
+				tb, err := s.c.Get(s.off)
+				if err != nil {
+					s.mu.Unlock()
+					fail(err)
+					return nil, false
+				}
+				return tb, true
+			}
+			// rewrite changes s's pinned table tb with fill under the
+			// table's lock, copies it to the model, then marks it dirty,
+			// unpins it and unlocks s.
+			rewrite := func(s *slot, tb *Table, fill func(data []byte)) {
+				tb.Lock()
+				fill(tb.Data)
+				copy(s.model, tb.Data)
+				tb.Unlock()
+				s.c.MarkDirty(tb)
+				s.c.Put(tb)
+				s.mu.Unlock()
+			}
 			for range opsPerWork {
 				s := slots[rng.IntN(len(slots))]
 				switch p := rng.IntN(100); {
 				case p < 60: // modify some 8-byte entries
-					s.mu.Lock()
-					tb, err := s.c.Get(s.off)
-					if err != nil {
-						s.mu.Unlock()
-						fail(err)
+					tb, ok := lockGet(s)
+					if !ok {
 						return
 					}
 					if !bytes.Equal(tb.Data, s.model) {
@@ -75,22 +96,15 @@ func TestCache_Stress(t *testing.T) {
 							return
 						}
 					}
-					tb.Lock()
-					for range 1 + rng.IntN(4) {
-						e := rng.IntN(ts / 8)
-						binary.BigEndian.PutUint64(tb.Data[e*8:], rng.Uint64())
-					}
-					copy(s.model, tb.Data)
-					tb.Unlock()
-					s.c.MarkDirty(tb)
-					s.c.Put(tb)
-					s.mu.Unlock()
+					rewrite(s, tb, func(data []byte) {
+						for range 1 + rng.IntN(4) {
+							e := rng.IntN(ts / 8)
+							binary.BigEndian.PutUint64(data[e*8:], rng.Uint64())
+						}
+					})
 				case p < 75: // read only
-					s.mu.Lock()
-					tb, err := s.c.Get(s.off)
-					if err != nil {
-						s.mu.Unlock()
-						fail(err)
+					tb, ok := lockGet(s)
+					if !ok {
 						return
 					}
 					if !bytes.Equal(tb.Data, s.model) {
@@ -107,15 +121,11 @@ func TestCache_Stress(t *testing.T) {
 						fail(err)
 						return
 					}
-					tb.Lock()
-					for i := range tb.Data {
-						tb.Data[i] = byte(rng.Uint32())
-					}
-					copy(s.model, tb.Data)
-					tb.Unlock()
-					s.c.MarkDirty(tb)
-					s.c.Put(tb)
-					s.mu.Unlock()
+					rewrite(s, tb, func(data []byte) {
+						for i := range data {
+							data[i] = byte(rng.Uint32())
+						}
+					})
 				case p < 88:
 					if s.c == l2 && rng.IntN(2) == 0 {
 						l2.DependsOnFlush()
@@ -130,11 +140,8 @@ func TestCache_Stress(t *testing.T) {
 						return
 					}
 				default: // hold a pin across other work
-					s.mu.Lock()
-					tb, err := s.c.Get(s.off)
-					if err != nil {
-						s.mu.Unlock()
-						fail(err)
+					tb, ok := lockGet(s)
+					if !ok {
 						return
 					}
 					o := slots[rng.IntN(len(slots))]

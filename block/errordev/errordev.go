@@ -157,13 +157,7 @@ func (d *Dev) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, buf
 		}
 		return werr
 	}
-	if zw, ok := d.child.(block.ZeroWriter); ok {
-		return zw.ZeroThenWritev(zoff, zn, zflags, woff, bufs)
-	}
-	if err := d.child.WriteZeroes(zoff, zn, zflags); err != nil {
-		return err
-	}
-	return d.child.Writev(woff, bufs)
+	return block.ZeroThenWritev(d.child, zoff, zn, zflags, woff, bufs)
 }
 
 func (d *Dev) Flush() error {

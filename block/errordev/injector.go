@@ -15,62 +15,73 @@ type InjectorFunc func(op Op, off, n int64) error
 
 func (f InjectorFunc) MaybeError(op Op, off, n int64) error { return f(op, off, n) }
 
+// failure is what the counting injectors share: the error they fail an op
+// with and how many ops they failed.
+type failure struct {
+	err   error
+	fired atomic.Int64
+}
+
+// fire counts one failed op and returns the error to fail it with.
+func (f *failure) fire() error {
+	f.fired.Add(1)
+	return f.err
+}
+
+// Fired is how many ops this injector failed.
+func (f *failure) Fired() int64 { return f.fired.Load() }
+
 // IndexInjector fails the op with a given index (counting every op it sees
 // from 0), and with Sticky every op after it too.
 type IndexInjector struct {
 	i      int64
 	sticky bool
-	err    error
 	seen   atomic.Int64
-	fired  atomic.Int64
+	failure
 }
 
 // OnIndex fails the i-th op (from 0) once with err.
-func OnIndex(i int64, err error) *IndexInjector { return &IndexInjector{i: i, err: err} }
+func OnIndex(i int64, err error) *IndexInjector {
+	return &IndexInjector{i: i, failure: failure{err: err}}
+}
 
 // OnIndexSticky fails the i-th op and every later one with err, like a disk
 // that has died.
 func OnIndexSticky(i int64, err error) *IndexInjector {
-	return &IndexInjector{i: i, sticky: true, err: err}
+	return &IndexInjector{i: i, sticky: true, failure: failure{err: err}}
 }
 
 func (x *IndexInjector) MaybeError(op Op, off, n int64) error {
 	k := x.seen.Add(1) - 1
 	if k == x.i || (x.sticky && k > x.i) {
-		x.fired.Add(1)
-		return x.err
+		return x.fire()
 	}
 	return nil
 }
 
-// Fired is how many ops this injector failed.
-func (x *IndexInjector) Fired() int64 { return x.fired.Load() }
-
-// OpInjector fails the nth op (from 0) of one kind, once.
+// OpInjector fails the nth op (from 0) of one kind, once: its Fired is 0
+// or 1.
 type OpInjector struct {
-	op    Op
-	nth   int64
-	err   error
-	seen  atomic.Int64
-	fired atomic.Int64
+	op   Op
+	nth  int64
+	seen atomic.Int64
+	failure
 }
 
 // OnOp fails the nth (from 0) op of kind op once with err.
-func OnOp(op Op, nth int64, err error) *OpInjector { return &OpInjector{op: op, nth: nth, err: err} }
+func OnOp(op Op, nth int64, err error) *OpInjector {
+	return &OpInjector{op: op, nth: nth, failure: failure{err: err}}
+}
 
 func (x *OpInjector) MaybeError(op Op, off, n int64) error {
 	if op != x.op {
 		return nil
 	}
 	if x.seen.Add(1)-1 == x.nth {
-		x.fired.Add(1)
-		return x.err
+		return x.fire()
 	}
 	return nil
 }
-
-// Fired is how many ops this injector failed (0 or 1).
-func (x *OpInjector) Fired() int64 { return x.fired.Load() }
 
 // RandomInjector fails each op with probability p. The decision for the
 // k-th op it sees is a pure function of (seed, k), so a single-threaded
@@ -78,9 +89,8 @@ func (x *OpInjector) Fired() int64 { return x.fired.Load() }
 type RandomInjector struct {
 	threshold uint64
 	seed      uint64
-	err       error
 	seen      atomic.Uint64
-	fired     atomic.Int64
+	failure
 }
 
 // Randomly fails each op with probability p (clamped to [0, 1]).
@@ -92,20 +102,16 @@ func Randomly(p float64, seed uint64, err error) *RandomInjector {
 	case p > 0:
 		th = uint64(p * (1 << 64))
 	}
-	return &RandomInjector{threshold: th, seed: seed, err: err}
+	return &RandomInjector{threshold: th, seed: seed, failure: failure{err: err}}
 }
 
 func (x *RandomInjector) MaybeError(op Op, off, n int64) error {
 	k := x.seen.Add(1) - 1
 	if x.threshold != 0 && splitmix64(x.seed^(k*0x9e3779b97f4a7c15)) <= x.threshold {
-		x.fired.Add(1)
-		return x.err
+		return x.fire()
 	}
 	return nil
 }
-
-// Fired is how many ops this injector failed.
-func (x *RandomInjector) Fired() int64 { return x.fired.Load() }
 
 func splitmix64(z uint64) uint64 {
 	z += 0x9e3779b97f4a7c15

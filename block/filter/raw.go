@@ -123,13 +123,7 @@ func (r *Raw) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, buf
 	if err := r.inWindow(woff, block.VecLen(bufs)); err != nil {
 		return err
 	}
-	if zw, ok := r.child.(block.ZeroWriter); ok {
-		return zw.ZeroThenWritev(r.o.Offset+zoff, zn, zflags, r.o.Offset+woff, bufs)
-	}
-	if err := r.child.WriteZeroes(r.o.Offset+zoff, zn, zflags); err != nil {
-		return err
-	}
-	return r.child.Writev(r.o.Offset+woff, bufs)
+	return block.ZeroThenWritev(r.child, r.o.Offset+zoff, zn, zflags, r.o.Offset+woff, bufs)
 }
 
 func (r *Raw) Flush() error {

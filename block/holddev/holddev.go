@@ -313,13 +313,7 @@ func (d *Dev) WriteZeroes(off, n int64, flags block.Flags) error {
 func (d *Dev) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bufs [][]byte) error {
 	o := Op{Kind: ZeroWrite, Off: woff, Len: block.VecLen(bufs), ZOff: zoff, ZLen: zn, Flags: zflags, Bufs: bufs}
 	return d.run(o, func() error {
-		if zw, ok := d.child.(block.ZeroWriter); ok {
-			return zw.ZeroThenWritev(zoff, zn, zflags, woff, bufs)
-		}
-		if err := d.child.WriteZeroes(zoff, zn, zflags); err != nil {
-			return err
-		}
-		return d.child.Writev(woff, bufs)
+		return block.ZeroThenWritev(d.child, zoff, zn, zflags, woff, bufs)
 	})
 }
 

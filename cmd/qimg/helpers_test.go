@@ -29,6 +29,13 @@ func mustQ(t *testing.T, args ...string) string {
 	return out
 }
 
+// qimgAndQemu runs the same command through qimg and through qemu-img, and
+// returns the output of each; either failing fails t.
+func qimgAndQemu(t *testing.T, args ...string) (ours, qemu string) {
+	t.Helper()
+	return mustQ(t, args...), testkit.MustRun(t, "qemu-img", args...)
+}
+
 // workDir is a temporary directory (a testkit.Dir: kept when the test
 // fails) whose qcow2 images must all pass qemu-img check when the test
 // ends.
@@ -88,6 +95,16 @@ func splitWords(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+// dataImage creates a 4M qcow2 image called name in a new workDir, with
+// its first 128k written (pattern 3), for a check case to damage.
+func dataImage(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(workDir(t), name)
+	mustQ(t, "create", "-q", p, "4M")
+	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
+	return p
 }
 
 // leakCluster drops the L2 entry of guest cluster 0 (which must be

@@ -243,11 +243,18 @@ func (s *ioSession) read(args []string) error {
 	if err != nil {
 		return err
 	}
+	return s.readDone(o, off, n, dump, mismatch, start)
+}
+
+// readDone ends read and readv, as qemu-io's do: it reports a failed -P
+// verification of the n bytes at off, dumps data under -v, prints the
+// timing unless -q, and returns errPattern on a mismatch.
+func (s *ioSession) readDone(o *opts, off, n int64, data []byte, mismatch bool, start time.Time) error {
 	if mismatch {
 		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, n)
 	}
 	if o.has("v") {
-		hexDump(s.out, dump, off)
+		hexDump(s.out, data, off)
 	}
 	if !o.has("q") {
 		s.report("read", off, n, start)

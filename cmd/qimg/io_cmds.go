@@ -134,19 +134,7 @@ func (s *ioSession) readv(args []string) error {
 	}
 	all := bytes.Join(bufs, nil)
 	mismatch := check && bytes.Count(all, []byte{pat}) != len(all)
-	if mismatch {
-		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, total)
-	}
-	if o.has("v") {
-		hexDump(s.out, all, off)
-	}
-	if !o.has("q") {
-		s.report("read", off, total, start)
-	}
-	if mismatch {
-		return fmt.Errorf("%w at offset %d, %d bytes", errPattern, off, total)
-	}
-	return nil
+	return s.readDone(o, off, total, all, mismatch, start)
 }
 
 // writev is qemu-io's writev: one vectored write of the -P pattern

@@ -110,27 +110,33 @@ func agree(t *testing.T, what string, ours, qemu map[string]any, want ...string)
 	}
 }
 
-func TestInfo_JSONMatchesQemu(t *testing.T) {
+// eachQemuImage skips t without QEMU, marks it parallel, and runs fn as a
+// subtest on each of qemuImages.
+func eachQemuImage(t *testing.T, fn func(t *testing.T, name, path string)) {
+	t.Helper()
 	testkit.NeedQemu(t)
 	t.Parallel()
-	imgs := qemuImages(t, workDir(t))
-	for name, path := range imgs {
-		t.Run(name, func(t *testing.T) {
-			ours := decodeJSON(t, mustQ(t, "info", "--output=json", path))
-			qemu := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", path))
-			agree(t, "info "+name, ours, qemu, "virtual-size", "filename", "format", "actual-size", "dirty-flag")
-			if _, ok := qemu["format-specific"]; ok {
-				agree(t, "info "+name, ours, qemu, "cluster-size", "format-specific")
-			}
-			if _, ok := qemu["backing-filename"]; ok {
-				agree(t, "info "+name, ours, qemu, "backing-filename", "backing-filename-format")
-			}
-			// The human output as a whole matches too.
-			if h, q := mustQ(t, "info", path), testkit.MustRun(t, "qemu-img", "info", path); h != q {
-				t.Errorf("human info differs:\nours:\n%s\nqemu-img:\n%s", h, q)
-			}
-		})
+	for name, path := range qemuImages(t, workDir(t)) {
+		t.Run(name, func(t *testing.T) { fn(t, name, path) })
 	}
+}
+
+func TestInfo_JSONMatchesQemu(t *testing.T) {
+	eachQemuImage(t, func(t *testing.T, name, path string) {
+		oj, qj := qimgAndQemu(t, "info", "--output=json", path)
+		ours, qemu := decodeJSON(t, oj), decodeJSON(t, qj)
+		agree(t, "info "+name, ours, qemu, "virtual-size", "filename", "format", "actual-size", "dirty-flag")
+		if _, ok := qemu["format-specific"]; ok {
+			agree(t, "info "+name, ours, qemu, "cluster-size", "format-specific")
+		}
+		if _, ok := qemu["backing-filename"]; ok {
+			agree(t, "info "+name, ours, qemu, "backing-filename", "backing-filename-format")
+		}
+		// The human output as a whole matches too.
+		if h, q := qimgAndQemu(t, "info", path); h != q {
+			t.Errorf("human info differs:\nours:\n%s\nqemu-img:\n%s", h, q)
+		}
+	})
 }
 
 func TestInfo_Metrics(t *testing.T) {
@@ -178,10 +184,7 @@ func TestCheck_MatchesQemu(t *testing.T) {
 func TestCheck_RepairLeaks(t *testing.T) {
 	testkit.NeedQemu(t)
 	t.Parallel()
-	d := workDir(t)
-	p := filepath.Join(d, "l.qcow2")
-	mustQ(t, "create", "-q", p, "4M")
-	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
+	p := dataImage(t, "l.qcow2")
 	leakCluster(t, p)
 	out, errOut, code := runQ(t, "check", p)
 	if code != 3 || !strings.Contains(out, "\n1 leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n") ||
@@ -246,24 +249,18 @@ func dropZeroOffsets(m []mapEntry) []mapEntry {
 }
 
 func TestMap_JSONMatchesQemu(t *testing.T) {
-	testkit.NeedQemu(t)
-	t.Parallel()
-	imgs := qemuImages(t, workDir(t))
-	for name, path := range imgs {
-		t.Run(name, func(t *testing.T) {
-			ours := decodeMap(t, mustQ(t, "map", "--output=json", path))
-			qemu := decodeMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", path))
-			if reflect.DeepEqual(ours, qemu) {
-				return
-			}
-			if reflect.DeepEqual(dropZeroOffsets(ours), dropZeroOffsets(qemu)) {
-				t.Logf("known engine gap: no host offset for preallocated zero clusters")
-				return
-			}
-			t.Errorf("map differs\nours: %s\nqemu: %s", mustQ(t, "map", "--output=json", path),
-				testkit.MustRun(t, "qemu-img", "map", "--output=json", path))
-		})
-	}
+	eachQemuImage(t, func(t *testing.T, _, path string) {
+		oj, qj := qimgAndQemu(t, "map", "--output=json", path)
+		ours, qemu := decodeMap(t, oj), decodeMap(t, qj)
+		if reflect.DeepEqual(ours, qemu) {
+			return
+		}
+		if reflect.DeepEqual(dropZeroOffsets(ours), dropZeroOffsets(qemu)) {
+			t.Logf("known engine gap: no host offset for preallocated zero clusters")
+			return
+		}
+		t.Errorf("map differs\nours: %s\nqemu: %s", oj, qj)
+	})
 }
 
 func TestMap_HumanMatchesQemu(t *testing.T) {
@@ -272,7 +269,7 @@ func TestMap_HumanMatchesQemu(t *testing.T) {
 	imgs := qemuImages(t, workDir(t))
 	for _, name := range []string{"empty", "data", "zero", "top", "v2", "raw"} {
 		path := imgs[name]
-		ours, qemu := mustQ(t, "map", path), testkit.MustRun(t, "qemu-img", "map", path)
+		ours, qemu := qimgAndQemu(t, "map", path)
 		if ours != qemu {
 			t.Errorf("%s: human map differs:\nours:\n%s\nqemu:\n%s", name, ours, qemu)
 		}
@@ -643,10 +640,7 @@ func TestMain(m *testing.M) {
 func TestCheck_RepairCorruption(t *testing.T) {
 	testkit.NeedQemu(t)
 	t.Parallel()
-	d := workDir(t)
-	p := filepath.Join(d, "c.qcow2")
-	mustQ(t, "create", "-q", p, "4M")
-	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
+	p := dataImage(t, "c.qcow2")
 	zeroRefcount(t, p)
 	qo, qe, qcode := testkit.Run(t, "qemu-img", "check", "--output=json", p)
 	oo, oe, code := runQ(t, "check", "--output=json", p)
