@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -23,11 +22,8 @@ func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
-		return block.ErrClosed
-	}
-	if im.ro || im.corrupt {
-		return ErrReadOnly
+	if err := im.writableLocked(); err != nil {
+		return err
 	}
 	old := *im.hdr
 	h := old

@@ -104,13 +104,7 @@ func (im *Image) zeroThenWrite(zoff format.HostOff, zn uint64, woff format.HostO
 	if im.dcap.ZeroFlags&block.Allocate == 0 {
 		return block.ErrNotSupported
 	}
-	if zw, ok := im.dev.(block.ZeroWriter); ok {
-		return zw.ZeroThenWritev(int64(zoff), int64(zn), block.Allocate, int64(woff), v)
-	}
-	if err := im.dev.WriteZeroes(int64(zoff), int64(zn), block.Allocate); err != nil {
-		return err
-	}
-	return im.dev.Writev(int64(woff), v)
+	return block.ZeroThenWritev(im.dev, int64(zoff), int64(zn), block.Allocate, int64(woff), v)
 }
 
 // backingZero reports whether the COW areas [cstart, cstart+head) and

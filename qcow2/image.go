@@ -317,11 +317,8 @@ func (im *Image) flushLocked() error {
 func (im *Image) Truncate(size int64) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
-		return block.ErrClosed
-	}
-	if im.ro || im.corrupt {
-		return ErrReadOnly
+	if err := im.writableLocked(); err != nil {
+		return err
 	}
 	if size < 0 || uint64(size) < im.hdr.Size {
 		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
@@ -331,13 +328,30 @@ func (im *Image) Truncate(size int64) error {
 			return err
 		}
 	}
+	return im.setSizeLocked(uint64(size))
+}
+
+// writableLocked says why metadata may not be changed now, if it may not.
+func (im *Image) writableLocked() error {
+	if im.closed {
+		return block.ErrClosed
+	}
+	if im.ro || im.corrupt {
+		return ErrReadOnly
+	}
+	return nil
+}
+
+// setSizeLocked writes a new virtual size into the header (the old one
+// stays on failure) and makes it durable.
+func (im *Image) setSizeLocked(size uint64) error {
 	old := im.hdr.Size
-	im.hdr.Size = uint64(size)
+	im.hdr.Size = size
 	if err := im.writeHeader(); err != nil {
 		im.hdr.Size = old
 		return err
 	}
-	im.vsize.Store(uint64(size))
+	im.vsize.Store(size)
 	return im.dev.Flush()
 }
 

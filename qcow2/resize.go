@@ -2,8 +2,6 @@ package qcow2
 
 import (
 	"fmt"
-
-	"github.com/qring/qring/block"
 )
 
 // Shrink reduces the virtual size to size (qemu-img resize --shrink); a
@@ -47,18 +45,8 @@ func (im *Image) Shrink(size int64) error {
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
-		return block.ErrClosed
-	}
-	if im.ro || im.corrupt {
-		return ErrReadOnly
-	}
-	old := im.hdr.Size
-	im.hdr.Size = uint64(size)
-	if err := im.writeHeader(); err != nil {
-		im.hdr.Size = old
+	if err := im.writableLocked(); err != nil {
 		return err
 	}
-	im.vsize.Store(uint64(size))
-	return im.dev.Flush()
+	return im.setSizeLocked(uint64(size))
 }
