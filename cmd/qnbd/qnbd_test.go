@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/qring/qring/internal/testkit"
 	"math/big"
 	"math/rand/v2"
 	"net"
@@ -55,11 +56,7 @@ func TestMain(m *testing.M) {
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testkit.NeedTools(t, tools...)
 }
 
 // sh runs a command and returns its stdout; failure fails the test.
@@ -385,7 +382,7 @@ func TestLibnbd(t *testing.T) {
 func TestFio(t *testing.T) {
 	need(t, "qemu-img", "fio")
 	if out, _ := exec.Command("fio", "--enghelp=nbd").CombinedOutput(); !bytes.Contains(out, []byte("uri")) {
-		t.Skip("fio has no nbd engine")
+		testkit.Missing(t, "fio has no nbd engine")
 	}
 	dir := shortDir(t)
 	img := create(t, dir, "16M")
@@ -494,7 +491,7 @@ func TestNbdsh(t *testing.T) {
 		}
 	}
 	if env == nil {
-		t.Skip("nbdsh does not run (python3-libnbd missing?)")
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
 	}
 	dir := shortDir(t)
 	img := create(t, dir, "16M")

@@ -46,6 +46,26 @@ func NeedQemu(t testing.TB) {
 	}
 }
 
+// NeedTools skips t unless every tool is on PATH; in CI (CI=true, where
+// .ci/run installs them) a missing tool fails t instead.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Missing(t, tool+" not installed")
+		}
+	}
+}
+
+// Missing skips t for a missing test dependency, or fails it in CI.
+func Missing(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: .ci/run should have installed it)", why)
+	}
+	t.Skip(why)
+}
+
 // Run runs an external command and returns its stdout, its stderr and its
 // exit code; a command that cannot be started fails t.
 //
