@@ -242,14 +242,17 @@ func (im *Image) preallocate(mode string) error {
 		if err := im.ensureL2Locked(goff); err != nil {
 			return err
 		}
-		host, fresh, err := im.allocClustersLocked(1)
+		hwm := format.HostOff(im.space.hwm.Load())
+		host, _, err := im.allocClustersLocked(1)
 		if err != nil {
 			return err
 		}
-		if !fresh {
-			// A cluster freed earlier (the old refcount table after
-			// a growth) holds stale bytes: the guest must read zeros
-			// there (Q2), so zero it before it is linked.
+		if host < hwm {
+			// A cluster below the high-water mark was freed earlier
+			// (the old refcount table after a growth) and holds stale
+			// bytes: the guest must read zeros there (Q2), so zero it
+			// before it is linked. Above it the file was never
+			// written since open: a hole, or space zeroed ahead.
 			if err := im.dev.WriteZeroes(int64(host), int64(g.ClusterSize), 0); err != nil {
 				return err
 			}
