@@ -110,9 +110,11 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 		ID:            im.newSnapshotIDLocked(),
 		Name:          name,
 		DateSec:       uint32(now.Unix()),
-		DateNsec:      uint32(now.Nanosecond()),
-		ExtraData:     format.SnapshotExtra(0, im.hdr.Size, -1),
-		DiskSize:      im.hdr.Size,
+		DateNsec:      uint32(now.Nanosecond() / 1000 * 1000), // QEMU: microseconds
+		// As qemu-img snapshot -c: no VM state, icount 0 (not -1: its
+		// zeroed SnapshotInfo; qemu-img snapshot -l shows 0).
+		ExtraData: format.SnapshotExtra(0, im.hdr.Size, 0),
+		DiskSize:  im.hdr.Size,
 	}
 	snaps := append(append([]format.Snapshot(nil), im.snapshots...), sn)
 	if err := im.writeSnapshotTableLocked(snaps); err != nil {
