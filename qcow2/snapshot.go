@@ -22,17 +22,48 @@ import (
 // leaves at worst leaked clusters: references are counted durably
 // before they are published (Q1, Q4), and a reference is durably gone
 // before its refcount drops (Q3). Like QEMU, which drains the device
-// first, the operations expect no guest I/O in flight: a write that
-// allocates concurrently with them is not ordered against them.
+// first, the operations run with no allocation in flight (lockIdle):
+// one holds mu throughout, so none starts, and lock-free overwrites that
+// found COPIED before it was cleared are waited for (gate.sync).
 
 // ErrNoSnapshot: no snapshot has the given ID or name.
 var ErrNoSnapshot = errors.New("qcow2: snapshot not found")
+
+// ErrSnapshotBusy: allocating writes kept running during a snapshot operation.
+var ErrSnapshotBusy = errors.New("qcow2: writes in flight, snapshot operation refused")
+
+// lockIdle takes mu once no allocation is in flight (each registers
+// under mu, so none starts while it is held), waiting up to about a
+// second for those running to finish; on ErrSnapshotBusy mu is not held.
+func (im *Image) lockIdle() error {
+	for try := 0; ; try++ {
+		im.mu.Lock()
+		if im.allocs.Metrics().InFlight == 0 {
+			return nil
+		}
+		im.mu.Unlock()
+		if try == 10000 {
+			return ErrSnapshotBusy
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
 
 // Snapshots returns the internal snapshots, in table order.
 func (im *Image) Snapshots() []format.Snapshot {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	return append([]format.Snapshot(nil), im.snapshots...)
+}
+
+// publishedSnapshots is the snapshot list for lock-free readers (the
+// overlap check of the overwrite path): the list from open until a
+// snapshot operation publishes a new one.
+func (im *Image) publishedSnapshots() []format.Snapshot {
+	if p := im.snapsPub.Load(); p != nil {
+		return *p
+	}
+	return im.snapshots
 }
 
 // findSnapshotLocked returns the index of the snapshot with ID s, else
@@ -54,7 +85,9 @@ func (im *Image) findSnapshotLocked(s string) int {
 // CreateSnapshot takes an internal snapshot named name of the current
 // disk state (qemu-img snapshot -c) and returns its table entry.
 func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
-	im.mu.Lock()
+	if err := im.lockIdle(); err != nil {
+		return format.Snapshot{}, err
+	}
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
 		return format.Snapshot{}, err
@@ -138,7 +171,9 @@ func (im *Image) newSnapshotIDLocked() string {
 // ApplySnapshot reverts the disk to the snapshot with ID or name s
 // (qemu-img snapshot -a). The snapshot stays.
 func (im *Image) ApplySnapshot(s string) error {
-	im.mu.Lock()
+	if err := im.lockIdle(); err != nil {
+		return err
+	}
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
 		return err
@@ -215,7 +250,9 @@ func (im *Image) ApplySnapshot(s string) error {
 // DeleteSnapshot removes the snapshot with ID or name s (qemu-img
 // snapshot -d) and frees the clusters only it referenced.
 func (im *Image) DeleteSnapshot(s string) error {
-	im.mu.Lock()
+	if err := im.lockIdle(); err != nil {
+		return err
+	}
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
 		return err
@@ -465,17 +502,18 @@ func (im *Image) writeSnapshotTableLocked(snaps []format.Snapshot) error {
 			return err
 		}
 	}
-	oldOff, oldN, oldSnaps := im.hdr.SnapshotsOffset, im.hdr.NbSnapshots, im.snapshots
+	oldOff, oldN := im.hdr.SnapshotsOffset, im.hdr.NbSnapshots
 	oldLen, err := im.snapshotTableLenLocked()
 	if err != nil {
 		return err
 	}
 	im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = off, uint32(len(snaps))
-	im.snapshots = snaps
 	if err := im.writeHeader(); err != nil {
-		im.hdr.SnapshotsOffset, im.hdr.NbSnapshots, im.snapshots = oldOff, oldN, oldSnaps
+		im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = oldOff, oldN
 		return err
 	}
+	im.snapshots = snaps
+	im.snapsPub.Store(&snaps)
 	if err := im.dev.Flush(); err != nil {
 		return err
 	}
