@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -219,4 +220,33 @@ func TestSnapshotConcurrentWriters(t *testing.T) {
 		}
 		s.step()
 	}
+}
+
+// Zero writes and discards of shared clusters leave the snapshot's data.
+func TestSnapshotZeroAndDiscardShared(t *testing.T) {
+	s := newSnapImage(t, CreateOptions{Size: 4 << 20})
+	old := pattern(1<<20, 3)
+	s.write(old, 0)
+	if _, err := s.im.CreateSnapshot("z"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.im.WriteZeroes(0, 64<<10, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.im.WriteZeroes(128<<10, 64<<10, block.MayUnmap); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.im.WriteZeroes(300<<10, 5000, 0); err != nil { // partial: COW
+		t.Fatal(err)
+	}
+	if err := s.im.Discard(512<<10, 128<<10); err != nil {
+		t.Fatal(err)
+	}
+	s.want(make([]byte, 64<<10), 0, "zeroed")
+	s.step()
+	if err := s.im.ApplySnapshot("z"); err != nil {
+		t.Fatal(err)
+	}
+	s.want(old, 0, "snapshot after zero and discard")
+	s.step()
 }
