@@ -64,6 +64,10 @@ type Image struct {
 	corruptCause error // what markCorrupt was told
 	closed       bool
 
+	// snapsPub is the snapshot list for lock-free readers once a
+	// snapshot operation changed it (snapshot.go).
+	snapsPub atomic.Pointer[[]format.Snapshot]
+
 	meta metaSet // roles of L2 and refcount block clusters (overlap checks)
 	// allocs registers the guest clusters under allocation (Q7), each
 	// with its allocation's state (inflight.go, Q10).

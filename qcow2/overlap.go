@@ -61,7 +61,7 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 	case in(im.rtOff.Load(), im.rtLen.Load()):
 		return "refcount table"
 	}
-	for _, s := range im.snapshots {
+	for _, s := range im.publishedSnapshots() {
 		if in(uint64(s.L1TableOffset), uint64(s.L1Size)*8) {
 			return "snapshot L1 table"
 		}

@@ -54,18 +54,19 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"create":  {runCreate, "[-f qcow2|raw] [-o options] [-b backing_file -F backing_fmt] FILE [SIZE]"},
-		"info":    {runInfo, "[-f fmt] [--output=human|json] [--metrics] [-t cache] FILE"},
-		"check":   {runCheck, "[-f fmt] [-r leaks|all] [--output=human|json] [-T cache] FILE"},
-		"map":     {runMap, "[-f fmt] [--output=human|json] FILE"},
-		"compare": {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
-		"convert": {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
-		"io":      {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
-		"resize":  {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
-		"rebase":  {runRebase, "[-f fmt] [-t cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] FILE"},
-		"commit":  {runCommit, "[-f fmt] [-t cache] [-d] [-p] [-q] FILE"},
-		"amend":   {runAmend, "[-f qcow2] [-t cache] -o compat=0.10|1.1,lazy_refcounts=on|off,size=SIZE FILE"},
-		"measure": {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [-f fmt] FILE)"},
+		"create":   {runCreate, "[-f qcow2|raw] [-o options] [-b backing_file -F backing_fmt] FILE [SIZE]"},
+		"info":     {runInfo, "[-f fmt] [--output=human|json] [--metrics] [-t cache] FILE"},
+		"check":    {runCheck, "[-f fmt] [-r leaks|all] [--output=human|json] [-T cache] FILE"},
+		"map":      {runMap, "[-f fmt] [--output=human|json] FILE"},
+		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
+		"convert":  {runConvert, "[-f fmt] [-O raw|qcow2] [-o options] [-p] [-t cache] [-T cache] IN OUT"},
+		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
+		"resize":   {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
+		"rebase":   {runRebase, "[-f fmt] [-t cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] FILE"},
+		"commit":   {runCommit, "[-f fmt] [-t cache] [-d] [-p] [-q] FILE"},
+		"amend":    {runAmend, "[-f qcow2] [-t cache] -o compat=0.10|1.1,lazy_refcounts=on|off,size=SIZE FILE"},
+		"measure":  {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [-f fmt] FILE)"},
+		"snapshot": {runSnapshot, "[-f fmt] [-q] [-U] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
 	}
 }
 

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// runSnapshot is qemu-img snapshot: -l lists (the default), -c creates,
+// -a applies, -d deletes (by name, as qemu-img 7.2) an internal snapshot.
+func runSnapshot(e *env, args []string) int {
+	o, err := getopt(args, "la:c:d:f:qU", "force-share")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	op, name := "l", ""
+	n := 0
+	for _, k := range []string{"l", "a", "c", "d"} {
+		if o.has(k) {
+			n++
+			op, name = k, o.get(k, "")
+		}
+	}
+	if n > 1 {
+		return e.usageErr(errors.New("Cannot mix '-l', '-a', '-c', '-d'"))
+	}
+	if len(o.args) != 1 {
+		return e.usageErr(errors.New("Expecting one image file name"))
+	}
+	eo := qcow2.Options{ForceShare: o.forceShare()}
+	img, err := openImage(imgopen.Spec{Path: o.args[0], Format: o.get("f", ""), ReadOnly: op == "l", Opts: eo})
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	err = doSnapshot(e, img, op, name)
+	if cerr := img.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	return 0
+}
+
+// doSnapshot runs one snapshot operation on an open image, with
+// qemu-img's messages.
+func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
+	im := img.Image
+	if im == nil {
+		return errors.New("This operation is not supported by the image format")
+	}
+	switch op {
+	case "l":
+		snaps, err := readSnapshots(im)
+		if err != nil {
+			return err
+		}
+		if len(snaps) > 0 {
+			writeSnapshotsHuman(e.stdout, snaps)
+		}
+	case "c":
+		if _, err := im.CreateSnapshot(name); err != nil {
+			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
+		}
+	case "a":
+		if err := im.ApplySnapshot(name); err != nil {
+			if errors.Is(err, qcow2.ErrNoSnapshot) {
+				return fmt.Errorf("Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
+			}
+			return fmt.Errorf("Could not apply snapshot '%s': %w", name, err)
+		}
+	case "d":
+		// qemu-img snapshot -d matches the name only.
+		id := ""
+		for _, s := range im.Snapshots() {
+			if s.Name == name {
+				id = s.ID
+				break
+			}
+		}
+		if id == "" {
+			return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", name)
+		}
+		if err := im.DeleteSnapshot(id); err != nil {
+			return fmt.Errorf("Could not delete snapshot '%s': %w", name, err)
+		}
+	}
+	return nil
+}

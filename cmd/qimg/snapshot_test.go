@@ -1,0 +1,109 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// The acceptance sequence, verbatim.
+func TestSnapshot_Acceptance(t *testing.T) {
+	testkit.NeedQemu(t)
+	img := filepath.Join(workDir(t), "img")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", img, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", img)
+	mustQ(t, "snapshot", "-c", "s1", img)
+	mustQ(t, "io", "-c", "write -P 2 0 64k", img)
+	mustQ(t, "snapshot", "-a", "s1", img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 64k", img)
+	testkit.QemuCheck(t, img)
+	ours, qemu := qimgAndQemu(t, "snapshot", "-l", img)
+	if ours != qemu || !strings.Contains(qemu, "\n1         s1 ") {
+		t.Fatalf("qimg snapshot -l:\n%s\nqemu-img snapshot -l:\n%s", ours, qemu)
+	}
+}
+
+// qemu-img creates snapshots, qimg applies and deletes them.
+func TestSnapshot_QemuCreatesQimgApplies(t *testing.T) {
+	testkit.NeedQemu(t)
+	img := filepath.Join(workDir(t), "q.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", img, "16M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 192k", "-c", "write -P 5 8M 4k", img)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", img)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 3 4k 128k", "-c", "write -P 4 12M 64k", img)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s2", img)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 6 0 4k", img)
+	mustQ(t, "snapshot", "-a", "s1", img)
+	testkit.QemuCheck(t, img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 192k", "-c", "read -P 5 8M 4k", "-c", "read -P 0 12M 64k", img)
+	mustQ(t, "snapshot", "-d", "s1", img)
+	testkit.QemuCheck(t, img)
+	mustQ(t, "snapshot", "-a", "2", img) // by ID
+	testkit.QemuCheck(t, img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 4k", "-c", "read -P 3 4k 128k", "-c", "read -P 4 12M 64k", img)
+	mustQ(t, "snapshot", "-d", "s2", img)
+	testkit.QemuCheck(t, img)
+	if out := testkit.MustRun(t, "qemu-img", "snapshot", "-l", img); out != "" {
+		t.Fatalf("snapshots left:\n%s", out)
+	}
+}
+
+// qimg creates snapshots, qemu-img lists, applies and deletes them.
+func TestSnapshot_QimgCreatesQemuApplies(t *testing.T) {
+	testkit.NeedQemu(t)
+	img := filepath.Join(workDir(t), "o.qcow2")
+	mustQ(t, "create", "-f", "qcow2", img, "16M")
+	mustQ(t, "io", "-c", "write -P 1 0 192k", "-c", "write -P 5 8M 4k", img)
+	mustQ(t, "snapshot", "-c", "s1", img)
+	testkit.QemuCheck(t, img)
+	mustQ(t, "io", "-c", "write -P 2 4k 8k", "-c", "write -P 7 15M 4k", img)
+	mustQ(t, "snapshot", "-c", "s2", img)
+	testkit.QemuCheck(t, img)
+	ours, qemu := qimgAndQemu(t, "snapshot", "-l", img)
+	if ours != qemu || !strings.Contains(qemu, "\n2         s2 ") {
+		t.Fatalf("qimg snapshot -l:\n%s\nqemu-img snapshot -l:\n%s", ours, qemu)
+	}
+	testkit.MustRun(t, "qemu-img", "snapshot", "-a", "s1", img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 192k", "-c", "read -P 0 15M 4k", img)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-d", "s1", img)
+	testkit.QemuCheck(t, img)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-a", "s2", img)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 4k", "-c", "read -P 2 4k 8k", "-c", "read -P 7 15M 4k", img)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-d", "s2", img)
+	testkit.QemuCheck(t, img)
+}
+
+func TestSnapshot_Errors(t *testing.T) {
+	img := filepath.Join(workDir(t), "e.qcow2")
+	mustQ(t, "create", "-f", "qcow2", img, "1M")
+	if out := mustQ(t, "snapshot", "-l", img); out != "" {
+		t.Fatalf("empty list printed %q", out)
+	}
+	if out := mustQ(t, "snapshot", img); out != "" { // -l is the default
+		t.Fatalf("empty list printed %q", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"-a", "nosuch"}, "Could not apply snapshot 'nosuch': Failed to load snapshot: No such file or directory"},
+		{[]string{"-d", "nosuch"}, "Could not delete snapshot 'nosuch': snapshot not found"},
+		{[]string{"-c", "x", "-a", "y"}, "Cannot mix '-l', '-a', '-c', '-d'"},
+	} {
+		_, e, code := runQ(t, append(append([]string{"snapshot"}, tc.args...), img)...)
+		if code != 1 || !strings.Contains(e, tc.msg) {
+			t.Errorf("snapshot %q: exit %d, %q; want 1, %q", tc.args, code, e, tc.msg)
+		}
+	}
+	mustQ(t, "snapshot", "-c", "s1", img)
+	// -d matches names only, as qemu-img 7.2.
+	if _, _, code := runQ(t, "snapshot", "-d", "1", img); code != 1 {
+		t.Fatalf("snapshot -d by ID: exit %d", code)
+	}
+	mustQ(t, "snapshot", "-d", "s1", img)
+	if _, _, code := runQ(t, "snapshot", "-l", filepath.Join(filepath.Dir(img), "missing")); code != 1 {
+		t.Fatalf("missing file: exit %d", code)
+	}
+}

@@ -1,0 +1,536 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Internal snapshots (QEMU's qcow2-snapshot.c). A snapshot is a copy of
+// the active L1 table plus an entry in the snapshot table; the L2 tables
+// and data clusters it references are shared with the active L1, each
+// counted once more in its refcount. Sharing clears COPIED (Q6), so the
+// write path copies a shared L2 table (ensureL2Locked) and a shared data
+// cluster (allocWrite with cowOld: the old cluster's data, never the
+// zero skip) before it changes them.
+//
+// Each operation flushes first and orders its steps so that a crash
+// leaves at worst leaked clusters: references are counted durably
+// before they are published (Q1, Q4), and a reference is durably gone
+// before its refcount drops (Q3). Like QEMU, which drains the device
+// first, the operations run with no allocation in flight (lockIdle):
+// one holds mu throughout, so none starts, and lock-free overwrites that
+// found COPIED before it was cleared are waited for (gate.sync).
+
+// ErrNoSnapshot: no snapshot has the given ID or name.
+var ErrNoSnapshot = errors.New("qcow2: snapshot not found")
+
+// ErrSnapshotBusy: allocating writes kept running during a snapshot operation.
+var ErrSnapshotBusy = errors.New("qcow2: writes in flight, snapshot operation refused")
+
+// lockIdle takes mu once no allocation is in flight (each registers
+// under mu, so none starts while it is held), waiting up to about a
+// second for those running to finish; on ErrSnapshotBusy mu is not held.
+func (im *Image) lockIdle() error {
+	for try := 0; ; try++ {
+		im.mu.Lock()
+		if im.allocs.Metrics().InFlight == 0 {
+			return nil
+		}
+		im.mu.Unlock()
+		if try == 10000 {
+			return ErrSnapshotBusy
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// Snapshots returns the internal snapshots, in table order.
+func (im *Image) Snapshots() []format.Snapshot {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return append([]format.Snapshot(nil), im.snapshots...)
+}
+
+// publishedSnapshots is the snapshot list for lock-free readers (the
+// overlap check of the overwrite path): the list from open until a
+// snapshot operation publishes a new one.
+func (im *Image) publishedSnapshots() []format.Snapshot {
+	if p := im.snapsPub.Load(); p != nil {
+		return *p
+	}
+	return im.snapshots
+}
+
+// findSnapshotLocked returns the index of the snapshot with ID s, else
+// of the first named s (QEMU's find_snapshot_by_id_or_name), or -1.
+func (im *Image) findSnapshotLocked(s string) int {
+	for i, sn := range im.snapshots {
+		if sn.ID == s {
+			return i
+		}
+	}
+	for i, sn := range im.snapshots {
+		if sn.Name == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// CreateSnapshot takes an internal snapshot named name of the current
+// disk state (qemu-img snapshot -c) and returns its table entry.
+func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
+	if err := im.lockIdle(); err != nil {
+		return format.Snapshot{}, err
+	}
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return format.Snapshot{}, err
+	}
+	if len(im.snapshots) >= format.MaxSnapshots {
+		return format.Snapshot{}, fmt.Errorf("%w: too many snapshots", ErrUnsupported)
+	}
+	if err := im.flushLocked(); err != nil {
+		return format.Snapshot{}, err
+	}
+	g := &im.g
+	cs := g.ClusterSize
+	active := im.l1.Load().entries()
+	// The snapshot's L1: a copy of the active one, in new clusters.
+	n := uint64(len(active))
+	nclusters := max(1, (n*format.TableEntrySize+cs-1)/cs)
+	off, _, err := im.allocClustersLocked(nclusters)
+	if err != nil {
+		return format.Snapshot{}, err
+	}
+	buf := block.AlignedBuf(int(nclusters*cs), im.memAlign)
+	for i, e := range active {
+		format.PutL1(buf, uint64(i), format.MakeL1(e.Offset(), false))
+	}
+	if err := im.writeMeta(buf, off); err != nil {
+		im.freeClustersLocked(off, nclusters)
+		return format.Snapshot{}, err
+	}
+	// Count every L2 table and data cluster once more and clear COPIED
+	// (refcounts first: the L2 cache depends on the refcount cache).
+	if err := im.adjustRefsLocked(active, 1); err != nil {
+		return format.Snapshot{}, err
+	}
+	l1 := im.l1.Load()
+	for i, e := range active {
+		if e.Offset() != 0 {
+			l1.store(uint64(i), format.MakeL1(e.Offset(), false))
+		}
+	}
+	// Q12-like: overwrites that found COPIED before it was cleared
+	// finish before the snapshot exists.
+	im.gate.sync()
+	if err := im.flushLocked(); err != nil {
+		return format.Snapshot{}, err
+	}
+	if err := im.writeActiveL1Locked(); err != nil {
+		return format.Snapshot{}, err
+	}
+	now := time.Now()
+	sn := format.Snapshot{
+		L1TableOffset: off,
+		L1Size:        uint32(n),
+		ID:            im.newSnapshotIDLocked(),
+		Name:          name,
+		DateSec:       uint32(now.Unix()),
+		DateNsec:      uint32(now.Nanosecond() / 1000 * 1000), // QEMU: microseconds
+		// As qemu-img snapshot -c: no VM state, icount 0 (not -1: its
+		// zeroed SnapshotInfo; qemu-img snapshot -l shows 0).
+		ExtraData: format.SnapshotExtra(0, im.hdr.Size, 0),
+		DiskSize:  im.hdr.Size,
+	}
+	snaps := append(append([]format.Snapshot(nil), im.snapshots...), sn)
+	if err := im.writeSnapshotTableLocked(snaps); err != nil {
+		return format.Snapshot{}, err
+	}
+	return sn, nil
+}
+
+// newSnapshotIDLocked is QEMU's find_new_snapshot_id: one more than the
+// largest numeric ID.
+func (im *Image) newSnapshotIDLocked() string {
+	m := uint64(0)
+	for _, s := range im.snapshots {
+		if v, err := strconv.ParseUint(s.ID, 10, 64); err == nil && v > m {
+			m = v
+		}
+	}
+	return strconv.FormatUint(m+1, 10)
+}
+
+// ApplySnapshot reverts the disk to the snapshot with ID or name s
+// (qemu-img snapshot -a). The snapshot stays.
+func (im *Image) ApplySnapshot(s string) error {
+	if err := im.lockIdle(); err != nil {
+		return err
+	}
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return err
+	}
+	i := im.findSnapshotLocked(s)
+	if i < 0 {
+		return ErrNoSnapshot
+	}
+	sn := im.snapshots[i]
+	if sn.DiskSize != 0 && sn.DiskSize != im.hdr.Size {
+		return fmt.Errorf("%w: applying a snapshot of another disk size", ErrUnsupported)
+	}
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	if uint64(sn.L1Size) > im.l1.Load().size() {
+		if err := im.growL1(uint64(sn.L1Size)); err != nil {
+			return err
+		}
+	}
+	snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
+	if err != nil {
+		return err
+	}
+	// The snapshot's tables become active: the overlap checks let their
+	// write-back through (their COPIED flags change below).
+	for _, e := range snl1 {
+		if e.Offset() != 0 {
+			im.meta.set(im.g.HostCluster(e.Offset()), metaL2)
+		}
+	}
+	// Q1: the new references are counted durably before the active L1
+	// points at them.
+	if err := im.adjustRefsLocked(snl1, 1); err != nil {
+		return err
+	}
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	l1 := im.l1.Load()
+	old := l1.entries()
+	for k := range l1.size() {
+		e := format.L1Entry(0)
+		if k < uint64(len(snl1)) && snl1[k].Offset() != 0 {
+			e = format.MakeL1(snl1[k].Offset(), false)
+		}
+		l1.store(k, e)
+	}
+	if err := im.writeActiveL1Locked(); err != nil {
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	// Q12: writers that found the old entries are done before the old
+	// clusters' refcounts drop (Q3: the L1 no longer points at them,
+	// durably).
+	im.gate.sync()
+	isNew := make(map[format.HostOff]bool, len(snl1))
+	for _, e := range snl1 {
+		isNew[e.Offset()] = true
+	}
+	for _, e := range old {
+		if e.Offset() != 0 && !isNew[e.Offset()] {
+			im.meta.del(im.g.HostCluster(e.Offset()))
+		}
+	}
+	if err := im.adjustRefsLocked(old, -1); err != nil {
+		return err
+	}
+	return im.fixCopiedLocked()
+}
+
+// DeleteSnapshot removes the snapshot with ID or name s (qemu-img
+// snapshot -d) and frees the clusters only it referenced.
+func (im *Image) DeleteSnapshot(s string) error {
+	if err := im.lockIdle(); err != nil {
+		return err
+	}
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return err
+	}
+	i := im.findSnapshotLocked(s)
+	if i < 0 {
+		return ErrNoSnapshot
+	}
+	sn := im.snapshots[i]
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
+	if err != nil {
+		return err
+	}
+	snaps := append(append([]format.Snapshot(nil), im.snapshots[:i]...), im.snapshots[i+1:]...)
+	// Q3: the snapshot is durably gone before its references drop.
+	if err := im.writeSnapshotTableLocked(snaps); err != nil {
+		return err
+	}
+	if err := im.adjustRefsLocked(snl1, -1); err != nil {
+		return err
+	}
+	cs := im.g.ClusterSize
+	if err := im.freeClustersLocked(sn.L1TableOffset, max(1, (uint64(sn.L1Size)*format.TableEntrySize+cs-1)/cs)); err != nil {
+		return err
+	}
+	return im.fixCopiedLocked()
+}
+
+// readL1Locked reads an L1 table of n entries at off.
+func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, error) {
+	cs := im.g.ClusterSize
+	b := block.AlignedBuf(int(max(1, (uint64(n)*format.TableEntrySize+cs-1)/cs)*cs), im.memAlign)
+	if err := im.readAtLocked(b, off); err != nil {
+		return nil, fmt.Errorf("reading the snapshot L1 table: %w", err)
+	}
+	out := make([]format.L1Entry, n)
+	for i := range out {
+		out[i] = format.L1At(b, uint64(i))
+		if err := out[i].Validate(&im.g); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// writeActiveL1Locked writes the whole active L1 table from memory.
+func (im *Image) writeActiveL1Locked() error {
+	l1 := im.l1.Load()
+	cs := im.g.ClusterSize
+	n := (l1.size()*format.TableEntrySize + cs - 1) / cs * cs
+	buf := block.AlignedBuf(int(max(n, cs)), im.memAlign)
+	for i, e := range l1.entries() {
+		format.PutL1(buf, uint64(i), e)
+	}
+	a := uint64(im.metaAlign)
+	wlen := min((l1.size()*format.TableEntrySize+a-1)/a*a, uint64(len(buf)))
+	return im.writeMeta(buf[:wlen], im.hdr.L1TableOffset)
+}
+
+// adjustRefsLocked adds addend (+1 or -1) to the refcount of every L2
+// table in l1 and of every cluster those tables reference (QEMU's
+// qcow2_update_snapshot_refcount). With addend > 0 it also clears COPIED
+// in the L2 entries, after the increments (the L2 cache depends on the
+// refcount cache); with addend < 0 it changes no entry (the tables may
+// be on their way out: fixCopiedLocked sets COPIED afterwards).
+func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
+	g := &im.g
+	entries := make([]byte, im.sliceSize)
+	perSlice := im.sliceSize / format.TableEntrySize
+	for _, le := range l1 {
+		l2off := le.Offset()
+		if l2off == 0 {
+			continue
+		}
+		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
+			t, err := im.l2c.Get(int64(l2off) + int64(s))
+			if err != nil {
+				return err
+			}
+			t.Lock()
+			copy(entries, t.Data)
+			t.Unlock()
+			im.l2c.Put(t)
+			copied := false
+			for k := range perSlice {
+				e := format.L2At(entries, k)
+				if e.Validate(g, im.hdr.Version) != nil {
+					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
+				}
+				if err := im.adjustEntryLocked(e, addend); err != nil {
+					return err
+				}
+				copied = copied || e.Copied()
+			}
+			if addend > 0 && copied {
+				if err := im.l2c.SetDependency(im.rbc); err != nil { // Q1
+					return err
+				}
+				if err := im.clearCopiedLocked(int64(l2off) + int64(s)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := im.updateRefcountLocked(g.HostCluster(l2off), addend); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adjustEntryLocked adds addend to the refcount of the clusters of one
+// L2 entry.
+func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
+	g := &im.g
+	switch e.Type() {
+	case format.ClusterNormal, format.ClusterZeroAlloc:
+		return im.updateRefcountLocked(g.HostCluster(e.Offset()), addend)
+	case format.ClusterCompressed:
+		d := e.DecodeCompressed(g)
+		for c := g.HostCluster(d.Off); c <= g.HostCluster(d.Off+format.HostOff(d.Size)-1); c++ {
+			if err := im.updateRefcountLocked(c, addend); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// clearCopiedLocked clears COPIED in every entry of the L2 slice at off.
+func (im *Image) clearCopiedLocked(off int64) error {
+	t, err := im.l2c.Get(off)
+	if err != nil {
+		return err
+	}
+	t.Lock()
+	for k := range im.sliceSize / format.TableEntrySize {
+		if e := format.L2At(t.Data, k); e.Copied() {
+			format.PutL2(t.Data, k, e&^format.OflagCopied)
+		}
+	}
+	t.Unlock()
+	im.l2c.MarkDirty(t)
+	im.l2c.Put(t)
+	return nil
+}
+
+// fixCopiedLocked flushes the refcount changes made so far and then sets
+// COPIED in the active L1 and L2 entries exactly where the refcount is 1
+// (Q6), as QEMU's qcow2_update_snapshot_refcount with addend 0 does.
+func (im *Image) fixCopiedLocked() error {
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	g := &im.g
+	l1 := im.l1.Load()
+	perSlice := im.sliceSize / format.TableEntrySize
+	l1changed := false
+	for i := range l1.size() {
+		le := l1.load(i)
+		l2off := le.Offset()
+		if l2off == 0 {
+			continue
+		}
+		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
+			t, err := im.l2c.Get(int64(l2off) + int64(s))
+			if err != nil {
+				return err
+			}
+			t.Lock()
+			want := make([]format.L2Entry, perSlice)
+			for k := range perSlice {
+				want[k] = format.L2At(t.Data, k)
+			}
+			t.Unlock()
+			changed := false
+			for k, e := range want {
+				ty := e.Type()
+				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
+					continue
+				}
+				rc, err := im.refcount(g.HostCluster(e.Offset()))
+				if err != nil {
+					im.l2c.Put(t)
+					return err
+				}
+				ne := e &^ format.OflagCopied
+				if rc == 1 {
+					ne |= format.OflagCopied
+				}
+				if ne != e {
+					want[k], changed = ne, true
+				}
+			}
+			if changed {
+				t.Lock()
+				for k, e := range want {
+					format.PutL2(t.Data, uint64(k), e)
+				}
+				t.Unlock()
+				im.l2c.MarkDirty(t)
+			}
+			im.l2c.Put(t)
+		}
+		rc, err := im.refcount(g.HostCluster(l2off))
+		if err != nil {
+			return err
+		}
+		if ne := format.MakeL1(l2off, rc == 1); ne != le {
+			l1.store(i, ne)
+			l1changed = true
+		}
+	}
+	if l1changed {
+		if err := im.writeActiveL1Locked(); err != nil {
+			return err
+		}
+	}
+	return im.flushLocked()
+}
+
+// writeSnapshotTableLocked writes snaps as the new snapshot table into
+// new clusters, makes it durable, points the header at it, makes that
+// durable, and only then frees the old table (Q4, Q3).
+func (im *Image) writeSnapshotTableLocked(snaps []format.Snapshot) error {
+	b, err := format.EncodeSnapshots(snaps)
+	if err != nil {
+		return err
+	}
+	cs := im.g.ClusterSize
+	var off format.HostOff
+	var nclusters uint64
+	if len(b) > 0 {
+		nclusters = (uint64(len(b)) + cs - 1) / cs
+		if off, _, err = im.allocClustersLocked(nclusters); err != nil {
+			return err
+		}
+		buf := block.AlignedBuf(int(nclusters*cs), im.memAlign)
+		copy(buf, b)
+		if err := im.writeMeta(buf, off); err != nil {
+			im.freeClustersLocked(off, nclusters)
+			return err
+		}
+		if err := im.flushLocked(); err != nil {
+			return err
+		}
+	}
+	oldOff, oldN := im.hdr.SnapshotsOffset, im.hdr.NbSnapshots
+	oldLen, err := im.snapshotTableLenLocked()
+	if err != nil {
+		return err
+	}
+	im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = off, uint32(len(snaps))
+	if err := im.writeHeader(); err != nil {
+		im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = oldOff, oldN
+		return err
+	}
+	im.snapshots = snaps
+	im.snapsPub.Store(&snaps)
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	if oldN > 0 && oldLen > 0 {
+		return im.freeClustersLocked(oldOff, (oldLen+cs-1)/cs)
+	}
+	return nil
+}
+
+// snapshotTableLenLocked is the current snapshot table's length in bytes.
+func (im *Image) snapshotTableLenLocked() (uint64, error) {
+	if im.hdr.NbSnapshots == 0 {
+		return 0, nil
+	}
+	b, err := format.EncodeSnapshots(im.snapshots)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(len(b)), nil
+}
