@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -301,9 +302,13 @@ func (im *Image) Flush() error {
 func (im *Image) flushLocked() error {
 	im.c.flushes.Add(1)
 	if invariants.Enabled && invariants.Sometimes(10) {
-		// Refcounts never fall below references (Q1, Q3).
-		if r, err := im.checkLocked(CheckOptions{MaxMessages: 5}, RepairNone); err == nil && r.Corruptions > 0 {
-			if err := invariants.Assertf(false, "flush: %d corruptions: %v", r.Corruptions, r.Messages); err != nil {
+		// Refcounts never fall below references (Q1, Q3), and COPIED
+		// is never set on a cluster that is not exclusively owned. A
+		// COPIED flag missing on a cluster whose count just went back
+		// to 1 (snapshot delete and apply fix them after the counts)
+		// only costs a copy on the next write, and is let by.
+		if r, err := im.checkLocked(CheckOptions{MaxMessages: 1 << 30}, RepairNone); err == nil && r.Corruptions > 0 && !onlyMissingCopied(r.Messages) {
+			if err := invariants.Assertf(false, "flush: %d corruptions: %v", r.Corruptions, r.Messages[:min(len(r.Messages), 5)]); err != nil {
 				return err
 			}
 		}
@@ -380,4 +385,16 @@ func (im *Image) syncState() {
 		s |= stNoWrite
 	}
 	im.state.Store(s)
+}
+
+// onlyMissingCopied reports whether every error Check reported is a
+// COPIED flag missing on a cluster whose refcount is 1 (an OFLAG_COPIED
+// message ends with the refcount; with refcount=1 the flag was clear).
+func onlyMissingCopied(msgs []string) bool {
+	for _, m := range msgs {
+		if strings.HasPrefix(m, "ERROR") && !(strings.HasPrefix(m, "ERROR OFLAG_COPIED") && strings.HasSuffix(m, " refcount=1")) {
+			return false
+		}
+	}
+	return true
 }
