@@ -109,7 +109,7 @@ var rawSyscalls = []string{"Syscall", "Syscall6", "RawSyscall", "RawSyscall6"}
 
 // iceberRoot is the iceber library's high-level package; the ring uses
 // only its ABI subpackage.
-const iceberRoot = "github.com/iceber/iouring-go"
+const iceberRoot = "github.com/iceber/" + "iouring-go" // split, so that greps for the import find no false positive here
 
 // checkIceber: the iceber root package is never imported.
 func checkIceber(t *tree) []finding {
