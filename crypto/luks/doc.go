@@ -12,7 +12,7 @@
 //     is encrypted with IV n (the guest offset / 512);
 //   - a qcow2 image with encrypt.format=luks: the header area lives in
 //     clusters the qcow2 "full disk encryption header pointer" extension
-//     names and a data sector is encrypted
+//     names (qcow2/format.CryptoHeader) and a data sector is encrypted
 //     with IV = its host offset / 512, because QEMU sets
 //     crypt_physical_offset for every method but the legacy AES one
 //     (block/qcow2.c, qcow2_do_open; block/qcow2-threads.c,
