@@ -32,6 +32,8 @@ var deps = []depRow{
 	// LUKS1 headers and sector encryption: the standard library and
 	// golang.org/x/crypto only.
 	{"crypto/luks", nil},
+	// QEMU's --object secret and key-secret options: the standard library.
+	{"internal/secret", nil},
 	{"internal/invariants", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
 	{"internal/lint", nil},
