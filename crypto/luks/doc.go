@@ -16,7 +16,7 @@
 //     with IV = its host offset / 512, because QEMU sets
 //     crypt_physical_offset for every method but the legacy AES one
 //     (block/qcow2.c, qcow2_do_open; block/qcow2-threads.c,
-//     qcow2_co_encdec).
+//     qcow2_co_encdec). docs/luks.md has the engine's side.
 //
 // Supported: cipher "aes" with mode xts-plain64 or xts-plain (AES-128,
 // -192 or -256 by the key size: 32, 48 or 64 key bytes), PBKDF2 and the

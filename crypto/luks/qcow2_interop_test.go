@@ -2,6 +2,7 @@ package luks
 
 import (
 	"bytes"
+	"compress/flate"
 	"errors"
 	"io"
 	"os"
@@ -162,4 +163,37 @@ func TestInterop_QEMUQcow2(t *testing.T) {
 	}
 	testkit.MustRun(t, "qemu-img", "check", "--object", secretObj, "--image-opts",
 		"driver=qcow2,encrypt.key-secret=sec0,file.filename="+p)
+}
+
+// QEMU (7.2) writes a compressed cluster of an encrypted qcow2 image
+// unencrypted: the deflate stream is in the clear, and QEMU reads it
+// back without decrypting. The engine must read such clusters the same
+// way, and should not write them (docs/luks.md).
+func TestInterop_QEMUCompressedIsPlain(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(testkit.Dir(t), "c.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", secretObj,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", p, "1M")
+	qemuIOQcow2(t, p, "write -c -P 0x21 128k 64k")
+	qemuIOQcow2(t, p, "read -P 0x21 128k 64k")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qh, err := format.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := uint64(qh.ClusterBits)
+	l1 := be.Uint64(b[qh.L1TableOffset:]) & 0x00fffffffffffe00
+	e := be.Uint64(b[l1+8*2:])
+	if e&(1<<62) == 0 {
+		t.Fatalf("cluster 2 is not compressed: %#x", e)
+	}
+	host := e & (1<<(62-(cb-8)) - 1)
+	got, err := io.ReadAll(flate.NewReader(bytes.NewReader(b[host:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, got, bytes.Repeat([]byte{0x21}, 64<<10), "the compressed cluster, inflated without decrypting")
 }
