@@ -37,6 +37,7 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzL2Entry \
 	./qcow2/format:FuzzRefcountBlock \
 	./qcow2:FuzzOpen \
+	./crypto/luks:FuzzParseHeader \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests
 

@@ -7,6 +7,7 @@ require (
 	github.com/google/pprof v0.0.0-20261016150608-1facf8f91b50
 	github.com/iceber/iouring-go v0.0.0-20230403020409-002cfd2e2a90
 	github.com/klauspost/compress v1.20.3
+	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
 )
 

@@ -29,6 +29,11 @@ var deps = []depRow{
 	{"block/...", []string{"block/..."}},
 	// The ring: a block.Device, and nothing above it.
 	{"uring/...", []string{"uring/...", "block"}},
+	// LUKS1 headers and sector encryption: the standard library and
+	// golang.org/x/crypto only.
+	{"crypto/luks", nil},
+	// QEMU's --object secret and key-secret options: the standard library.
+	{"internal/secret", nil},
 	{"internal/invariants", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
 	{"internal/lint", nil},

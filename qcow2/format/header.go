@@ -107,6 +107,9 @@ type Header struct {
 	BackingFile   string
 	BackingFormat string
 	DataFile      string
+	// Crypto is the full disk encryption header pointer, set when
+	// CryptMethod is CryptLUKS (crypt.go).
+	Crypto CryptoHeader
 }
 
 // ClusterSize is 1 << ClusterBits.
@@ -294,6 +297,9 @@ func ParseHeader(b []byte) (*Header, error) {
 		case ExtDataFile:
 			h.DataFile = string(e.Data)
 		}
+	}
+	if err := h.checkCrypto(); err != nil {
+		return nil, err
 	}
 	if h.BackingFileOffset != 0 {
 		if h.BackingFileSize > MaxBackingName || h.BackingFileSize == 0 {

@@ -59,3 +59,10 @@ for _ in range(nb):
     off = (off + 7) & ~7
 open(sys.argv[2], "wb").write(f[so:off])
 PY
+
+# luks.qcow2hdr: the first 4 KiB of a LUKS-encrypted image (crypt_method
+# 2 and the crypto header extension). Not a *.hdr: the fixture table
+# test expects unencrypted images.
+qemu-img create -q -f qcow2 --object secret,id=sec0,data=abc \
+	-o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 luks.qcow2 1M
+head -c 4096 luks.qcow2 >"$out/luks.qcow2hdr"

@@ -1,0 +1,29 @@
+// Package luks reads and writes LUKS1 headers and encrypts 512-byte
+// sectors with the master key a header protects, as QEMU's LUKS driver
+// does (crypto/block-luks.c in QEMU; the LUKS1 On-Disk Format
+// Specification, version 1.2.3, in cryptsetup's docs/on-disk-format.pdf).
+//
+// The package is pure: it works on byte slices and io.ReaderAt views of
+// the header area, does no other I/O and keeps no state between calls.
+// It is used two ways:
+//
+//   - a raw LUKS volume (qemu-img -f luks): the header area starts at
+//     byte 0, the payload at PayloadOffset() and sector n of the payload
+//     is encrypted with IV n (the guest offset / 512);
+//   - a qcow2 image with encrypt.format=luks: the header area lives in
+//     clusters the qcow2 "full disk encryption header pointer" extension
+//     names (qcow2/format.CryptoHeader) and a data sector is encrypted
+//     with IV = its host offset / 512, because QEMU sets
+//     crypt_physical_offset for every method but the legacy AES one
+//     (block/qcow2.c, qcow2_do_open; block/qcow2-threads.c,
+//     qcow2_co_encdec). docs/luks.md has the engine's side.
+//
+// Supported: cipher "aes" with mode xts-plain64 or xts-plain (AES-128,
+// -192 or -256 by the key size: 32, 48 or 64 key bytes), PBKDF2 and the
+// anti-forensic splitter with sha1, sha256 (QEMU's default), sha384 or
+// sha512. Anything else parses into an error wrapping ErrUnsupported.
+//
+// Hostile headers never panic (FuzzParseHeader): every field is checked
+// before it sizes an allocation, and a key slot's material is capped at
+// MaxKeyMaterial bytes.
+package luks
