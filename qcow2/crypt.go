@@ -1,0 +1,115 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/crypto/luks"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// LUKS encryption (docs/luks.md): an image with crypt_method 2 keeps a
+// LUKS1 header in clusters of its own file (format.CryptoHeader), and
+// every data cluster holds aes-xts ciphertext whose IV is the sector's
+// host offset / 512 (QEMU's crypt_physical_offset). Open unlocks the
+// master key before anything may be written (a wrong key changes
+// nothing); reads decrypt normal clusters only; writes encrypt whole
+// sectors, with read-modify-write of partial ones (crypt_io.go).
+
+var (
+	// ErrNoKey: an encrypted image opened for data access without a
+	// passphrase (Options.Passphrase). QEMU's message names the option.
+	ErrNoKey = errors.New("qcow2: encrypted image: Parameter 'encrypt.key-secret' is required for cipher")
+	// ErrWrongKey: the passphrase opens no key slot of the image's LUKS
+	// header (it is luks.ErrWrongKey).
+	ErrWrongKey = luks.ErrWrongKey
+)
+
+// imageCrypt is the encryption state of an open image.
+type imageCrypt struct {
+	area   format.CryptoHeader
+	cipher *luks.Cipher // nil: opened without a key (Options.NoKey)
+	// rmw serialises writes that are not whole sectors against every
+	// other guest write: a partial sector is read, decrypted, merged and
+	// written whole, and another write into the same sector in between
+	// would be lost. Whole-sector writes share it.
+	rmw sync.RWMutex
+}
+
+// openCrypt checks and unlocks the LUKS header of an encrypted image
+// (before anything is written: a wrong key leaves the image as it was).
+// Without a passphrase the open fails with ErrNoKey, unless Options.NoKey
+// asks for metadata only.
+func (im *Image) openCrypt(lim *fileLimit) error {
+	h := im.hdr
+	if h.CryptMethod != format.CryptLUKS {
+		return nil
+	}
+	area := h.Crypto
+	n := area.Clusters(im.g) * im.g.ClusterSize
+	if err := lim.check("crypto_header", uint64(area.Offset), n); err != nil {
+		return err
+	}
+	im.crypt = &imageCrypt{area: area}
+	if len(im.opts.Passphrase) == 0 {
+		if im.opts.NoKey {
+			return nil
+		}
+		return ErrNoKey
+	}
+	buf := block.AlignedBuf(int(n), im.memAlign)
+	if err := block.ReadAt(im.dev, buf, int64(area.Offset)); err != nil {
+		return fmt.Errorf("qcow2: reading the LUKS header: %w", err)
+	}
+	lh, err := luks.ParseHeader(buf[:area.Length])
+	if err != nil {
+		return fmt.Errorf("qcow2: encryption header at %#x: %w", uint64(area.Offset), err)
+	}
+	// The section keeps key material reads inside the extension's
+	// length, as QEMU's qcow2_crypto_hdr_read_func.
+	c, err := lh.Unlock(bytes.NewReader(buf[:area.Length]), im.opts.Passphrase)
+	if err != nil {
+		return fmt.Errorf("qcow2: %w", err)
+	}
+	im.crypt.cipher = c
+	return nil
+}
+
+// Encrypted reports whether the image is LUKS encrypted.
+func (im *Image) Encrypted() bool { return im.crypt != nil }
+
+// refuseEncrypted is the error of a feature the engine does not offer on
+// encrypted images (compressed writes: QEMU writes them in the clear).
+func (im *Image) refuseEncrypted(what string) error {
+	if im.crypt == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s on an encrypted image", ErrUnsupported, what)
+}
+
+// cryptoAreaOverlap reports whether [off, off+n) overlaps the LUKS
+// header area's clusters (overlap checks, Q9: a guest write there would
+// destroy the key slots).
+func (im *Image) cryptoAreaOverlap(off, n uint64) bool {
+	if im.crypt == nil {
+		return false
+	}
+	a := uint64(im.crypt.area.Offset)
+	l := im.crypt.area.Clusters(im.g) * im.g.ClusterSize
+	return off < a+l && a < off+n
+}
+
+// checkCryptoArea counts the LUKS header area's clusters as referenced
+// once (QEMU's calculate_refcounts), so Check neither reports them as
+// leaked nor frees the key material.
+func (c *checker) checkCryptoArea() {
+	im := c.im
+	if im.hdr.CryptMethod != format.CryptLUKS {
+		return
+	}
+	a := im.hdr.Crypto
+	c.inc(a.Offset, a.Clusters(im.g)*im.g.ClusterSize, "crypto header")
+}
