@@ -149,12 +149,18 @@ func (r QemuCheckResult) String() string {
 // that qemu-img could not run or printed no JSON; the result holds the
 // exit code and the output either way.
 func QemuImgCheck(path string) (QemuCheckResult, error) {
+	return qemuImgCheck(path, path)
+}
+
+// qemuImgCheck runs qemu-img check --output=json with args before the
+// image argument (the last of args); path names the image in errors.
+func qemuImgCheck(path string, args ...string) (QemuCheckResult, error) {
 	var o, e bytes.Buffer
 	var err error
 	for i := 0; i < 4; i++ { // a lock error is tried again, as in Run
 		o.Reset()
 		e.Reset()
-		cmd := exec.Command("qemu-img", "check", "--output=json", path)
+		cmd := exec.Command("qemu-img", append([]string{"check", "--output=json"}, args...)...)
 		cmd.Stdout, cmd.Stderr = &o, &e
 		err = cmd.Run()
 		if err == nil || !strings.Contains(e.String(), "Is another process using the image") {
