@@ -1,9 +1,9 @@
 package qcow2
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/qring/qring/block"
@@ -53,6 +53,9 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	if err := lim.check("crypto_header", uint64(area.Offset), n); err != nil {
 		return err
 	}
+	if what := im.cryptoAreaMeets(n); what != "" {
+		return corruptf("crypto_header", uint64(area.Offset), "encryption header overlaps the %s", what)
+	}
 	im.crypt = &imageCrypt{area: area}
 	if len(im.opts.Passphrase) == 0 {
 		if im.opts.NoKey {
@@ -60,17 +63,20 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 		}
 		return ErrNoKey
 	}
-	buf := block.AlignedBuf(int(n), im.memAlign)
-	if err := block.ReadAt(im.dev, buf, int64(area.Offset)); err != nil {
+	// The section keeps key material reads inside the extension's
+	// length, as QEMU's qcow2_crypto_hdr_read_func; the header says how
+	// much key material there is (crypto/luks caps it), so a hostile
+	// length costs no memory.
+	sr := io.NewSectionReader(devReaderAt{im}, int64(area.Offset), int64(area.Length))
+	phdr := make([]byte, luks.HeaderSize)
+	if _, err := sr.ReadAt(phdr, 0); err != nil {
 		return fmt.Errorf("qcow2: reading the LUKS header: %w", err)
 	}
-	lh, err := luks.ParseHeader(buf[:area.Length])
+	lh, err := luks.ParseHeader(phdr)
 	if err != nil {
 		return fmt.Errorf("qcow2: encryption header at %#x: %w", uint64(area.Offset), err)
 	}
-	// The section keeps key material reads inside the extension's
-	// length, as QEMU's qcow2_crypto_hdr_read_func.
-	c, err := lh.Unlock(bytes.NewReader(buf[:area.Length]), im.opts.Passphrase)
+	c, err := lh.Unlock(sr, im.opts.Passphrase)
 	if err != nil {
 		return fmt.Errorf("qcow2: %w", err)
 	}
@@ -112,4 +118,41 @@ func (c *checker) checkCryptoArea() {
 	}
 	a := im.hdr.Crypto
 	c.inc(a.Offset, a.Clusters(im.g)*im.g.ClusterSize, "crypto header")
+}
+
+// cryptoAreaMeets names the fixed metadata the LUKS header area's n
+// bytes overlap (the header cluster, the L1 or refcount table as the
+// header places them), or "".
+func (im *Image) cryptoAreaMeets(n uint64) string {
+	h := im.hdr
+	a := uint64(h.Crypto.Offset)
+	in := func(off, l uint64) bool { return l > 0 && a < off+l && off < a+n }
+	switch {
+	case in(0, im.g.ClusterSize):
+		return "header"
+	case in(uint64(h.L1TableOffset), uint64(h.L1Size)*format.TableEntrySize):
+		return "active L1 table"
+	case in(uint64(h.RefcountTableOffset), uint64(h.RefcountTableClusters)*im.g.ClusterSize):
+		return "refcount table"
+	}
+	return ""
+}
+
+// devReaderAt reads the image file at any offset and length through
+// aligned bounce buffers (the device may be opened with O_DIRECT); past
+// the end of the file it reads zeros (block B2).
+type devReaderAt struct{ im *Image }
+
+func (r devReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, block.ErrRange
+	}
+	const a = 4096
+	start := off &^ (a - 1)
+	end := (off + int64(len(p)) + a - 1) &^ (a - 1)
+	buf := block.AlignedBuf(int(end-start), r.im.memAlign)
+	if err := block.ReadAt(r.im.dev, buf, start); err != nil {
+		return 0, err
+	}
+	return copy(p, buf[off-start:]), nil
 }

@@ -150,7 +150,7 @@ func (o *CreateOptions) addEncryption(dev block.Device) error {
 	if err != nil {
 		return fmt.Errorf("qcow2: creating the LUKS header: %w", err)
 	}
-	im, err := OpenDevice(dev, Options{NoLock: true, PreallocSize: -1, PreallocFill: FillUnwritten})
+	im, err := OpenDevice(dev, Options{NoLock: true, NoBacking: true, PreallocSize: -1, PreallocFill: FillUnwritten})
 	if err != nil {
 		return err
 	}
@@ -168,9 +168,18 @@ func (im *Image) addCryptoArea(area []byte) error {
 	defer im.mu.Unlock()
 	cs := im.g.ClusterSize
 	nc := (uint64(len(area)) + cs - 1) / cs
-	host, _, err := im.allocClustersLocked(nc)
-	if err != nil {
-		return err
+	// With small clusters and wide refcounts the area spans many
+	// refcount blocks, and one allocation call creates a bounded number
+	// of them before it gives up: the blocks it made stay, so try again.
+	var host format.HostOff
+	var err error
+	for try := 0; ; try++ {
+		if host, _, err = im.allocClustersLocked(nc); err == nil {
+			break
+		}
+		if try == 16 {
+			return err
+		}
 	}
 	buf := block.AlignedBuf(int(nc*cs), im.memAlign)
 	copy(buf, area)

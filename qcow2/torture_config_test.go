@@ -25,6 +25,7 @@ type tcfg struct {
 	palign  int64  // PreallocAlign: 0 default
 	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
 	tiny    bool   // tiny L2 and refcount caches
+	luks    bool   // LUKS encrypted (crypt.go)
 	backend string // see tortureBackends
 }
 
@@ -99,6 +100,9 @@ func (c tcfg) String() string {
 	if c.tiny {
 		t = append(t, "tiny")
 	}
+	if c.luks {
+		t = append(t, "luks")
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -126,6 +130,8 @@ func parseTcfg(name string) (tcfg, error) {
 			c.fill = FillUnwritten
 		case tok == "tiny":
 			c.tiny = true
+		case tok == "luks":
+			c.luks = true
 		case strings.HasPrefix(tok, "ps"):
 			c.psize, err = parseSizeTok(tok[2:])
 		case strings.HasPrefix(tok, "pa"):
@@ -163,6 +169,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
 	case c.meta && c.backing:
 		return fmt.Errorf("preallocation=metadata with a backing file")
+	case c.luks && (c.v2 || c.meta):
+		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
 	}
 	return nil
 }
@@ -174,6 +182,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	}
 	if c.meta {
 		co.Preallocation = PreallocMetadata
+	}
+	if c.luks {
+		co.Encrypt = EncryptOptions{Format: "luks", Passphrase: []byte(tortureLUKSPass), Iterations: 1000}
 	}
 	return co
 }
@@ -190,6 +201,9 @@ func (c tcfg) options() Options {
 		o.L2CacheEntrySize = e
 		o.L2CacheSize = int64(2 * e)
 		o.RefcountCacheSize = int64(2 * c.cs)
+	}
+	if c.luks {
+		o.Passphrase = []byte(tortureLUKSPass)
 	}
 	return o
 }
@@ -226,7 +240,13 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-ps0-poff-tiny-unm",
 	"c64k-r16-v3-fz-tiny-hold",
 	"c512-r16-v2-back-lat",
+	"c64k-r16-v3-luks-hold",        // encrypted: whole-sector RMW, encrypted COW
+	"c4k-r16-v3-back-tiny-luks-ud", // encrypted COW from a backing file
+	"c512-r64-v3-lazy-luks-mem",
 }
+
+// tortureLUKSPass is the passphrase of the luks configurations.
+const tortureLUKSPass = "torture"
 
 // randomTcfg draws a valid configuration.
 func randomTcfg(r *rand.Rand) tcfg {
@@ -256,6 +276,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		}
 		c.palign = []int64{0, 0, 64 << 10, 1 << 20, 8 << 20}[r.IntN(5)]
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
+		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
 		if c.valid() == nil {
 			return c
 		}
