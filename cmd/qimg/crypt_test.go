@@ -82,3 +82,17 @@ func TestCrypt_CLIInterop(t *testing.T) {
 		t.Error("a failed open with a wrong secret changed the image")
 	}
 }
+
+// measure counts the LUKS header area as qemu-img does.
+func TestCrypt_Measure(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, o := range []string{"", ",cluster_size=4k", ",encrypt.cipher-alg=aes-128"} {
+		args := []string{"measure", "-O", "qcow2", "--size", "1G", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10" + o}
+		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+			t.Errorf("%s:\nqimg: %sqemu: %s", o, ours, theirs)
+		}
+	}
+	if _, errOut, code := runQ(t, "measure", "-O", "qcow2", "--size", "1G", "-o", "encrypt.format=luks"); code != 1 || !strings.Contains(errOut, "encrypt.key-secret") {
+		t.Errorf("no key-secret: exit %d, %s", code, errOut)
+	}
+}

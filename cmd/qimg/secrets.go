@@ -77,3 +77,26 @@ func encryptLine(req *createRequest) string {
 	}
 	return b.String()
 }
+
+// luksAreaBytes is the size of the LUKS header area an image created
+// with co's encryption options gets (QEMU's measure adds it): the phdr
+// in 4096 bytes, then eight key slots of key bytes x 4000 stripes, each
+// rounded up to 4096 (crypto/luks.Create's layout).
+func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
+	e := &co.Encrypt
+	if e.Format == "" {
+		return 0, nil
+	}
+	if e.KeySecret == "" {
+		return 0, fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
+	}
+	kb := int64(64)
+	switch e.CipherAlg {
+	case "aes-128":
+		kb = 32
+	case "aes-192":
+		kb = 48
+	}
+	slot := (kb*4000 + 4095) &^ 4095
+	return 4096 + 8*slot, nil
+}
