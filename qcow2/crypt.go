@@ -74,11 +74,11 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	}
 	lh, err := luks.ParseHeader(phdr)
 	if err != nil {
-		return fmt.Errorf("qcow2: encryption header at %#x: %w", uint64(area.Offset), err)
+		return luksErr(area, err)
 	}
 	c, err := lh.Unlock(sr, im.opts.Passphrase)
 	if err != nil {
-		return fmt.Errorf("qcow2: %w", err)
+		return luksErr(area, err)
 	}
 	im.crypt.cipher = c
 	return nil
@@ -155,4 +155,18 @@ func (r devReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return copy(p, buf[off-start:]), nil
+}
+
+// luksErr types an error of the LUKS header at area as the engine's
+// errors too: a damaged header is ErrCorrupt, an algorithm or version
+// crypto/luks does not implement ErrUnsupported (both keep the luks
+// error for errors.Is); ErrWrongKey stays as it is.
+func luksErr(area format.CryptoHeader, err error) error {
+	switch {
+	case errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luks.ErrCorrupt):
+		return fmt.Errorf("qcow2: encryption header at %#x: %w: %w", uint64(area.Offset), ErrCorrupt, err)
+	case errors.Is(err, luks.ErrVersion), errors.Is(err, luks.ErrUnsupported):
+		return fmt.Errorf("qcow2: encryption header at %#x: %w: %w", uint64(area.Offset), ErrUnsupported, err)
+	}
+	return fmt.Errorf("qcow2: encryption header at %#x: %w", uint64(area.Offset), err)
 }

@@ -382,6 +382,7 @@ func TestCrypt_HostileHeader(t *testing.T) {
 			copy(b, hb)
 		}, ErrCorrupt},
 		{"not-luks", func(b []byte) { b[area.Offset] ^= 0xff }, luks.ErrNotLUKS},
+		{"not-luks-typed", func(b []byte) { b[area.Offset] ^= 0xff }, ErrCorrupt},
 		{"past-eof", func(b []byte) {
 			h2 := h
 			h2.SetCrypto(format.CryptoHeader{Offset: 1 << 40, Length: area.Length})
