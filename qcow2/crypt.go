@@ -31,6 +31,7 @@ var (
 // imageCrypt is the encryption state of an open image.
 type imageCrypt struct {
 	area   format.CryptoHeader
+	header luks.Header  // the LUKS header (for info)
 	cipher *luks.Cipher // nil: opened without a key (Options.NoKey)
 	// rmw serialises writes that are not whole sectors against every
 	// other guest write: a partial sector is read, decrypted, merged and
@@ -56,11 +57,7 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	if what := im.cryptoAreaMeets(n); what != "" {
 		return corruptf("crypto_header", uint64(area.Offset), "encryption header overlaps the %s", what)
 	}
-	im.crypt = &imageCrypt{area: area}
-	if len(im.opts.Passphrase) == 0 {
-		if im.opts.NoKey {
-			return nil
-		}
+	if len(im.opts.Passphrase) == 0 && !im.opts.NoKey {
 		return ErrNoKey
 	}
 	// The section keeps key material reads inside the extension's
@@ -76,6 +73,10 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	if err != nil {
 		return luksErr(area, err)
 	}
+	im.crypt = &imageCrypt{area: area, header: *lh}
+	if len(im.opts.Passphrase) == 0 {
+		return nil // NoKey: metadata only
+	}
 	c, err := lh.Unlock(sr, im.opts.Passphrase)
 	if err != nil {
 		return luksErr(area, err)
@@ -86,6 +87,16 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 
 // Encrypted reports whether the image is LUKS encrypted.
 func (im *Image) Encrypted() bool { return im.crypt != nil }
+
+// EncryptionHeader returns a copy of the LUKS header of an encrypted
+// image (qemu-img info's encrypt block), or nil.
+func (im *Image) EncryptionHeader() *luks.Header {
+	if im.crypt == nil {
+		return nil
+	}
+	h := im.crypt.header
+	return &h
+}
 
 // refuseEncrypted is the error of a feature the engine does not offer on
 // encrypted images (compressed writes: QEMU writes them in the clear).

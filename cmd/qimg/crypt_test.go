@@ -48,6 +48,11 @@ func TestCrypt_CLIInterop(t *testing.T) {
 	if out := mustQ(t, "info", w); !strings.Contains(out, "encrypted: yes") {
 		t.Errorf("info:\n%s", out)
 	}
+	for _, f := range []string{"human", "json"} {
+		if ours, theirs := qimgAndQemu(t, "info", "--output="+f, w); ours != theirs {
+			t.Errorf("info --output=%s:\nqimg: %sqemu: %s", f, ours, theirs)
+		}
+	}
 	if _, errOut, code := runQ(t, "check", w); code != 1 || !strings.Contains(errOut, "encrypt.key-secret") {
 		t.Errorf("check without the secret: exit %d, %s", code, errOut)
 	}

@@ -38,12 +38,13 @@ type formatSpecific struct {
 
 // qcow2Detail is ImageInfoSpecificQCow2.
 type qcow2Detail struct {
-	Compat          string `json:"compat"`
-	CompressionType string `json:"compression-type"`
-	LazyRefcounts   *bool  `json:"lazy-refcounts,omitempty"`
-	RefcountBits    int    `json:"refcount-bits"`
-	Corrupt         *bool  `json:"corrupt,omitempty"`
-	ExtendedL2      *bool  `json:"extended-l2,omitempty"`
+	Compat          string    `json:"compat"`
+	CompressionType string    `json:"compression-type"`
+	LazyRefcounts   *bool     `json:"lazy-refcounts,omitempty"`
+	RefcountBits    int       `json:"refcount-bits"`
+	Encrypt         *luksInfo `json:"encrypt,omitempty"`
+	Corrupt         *bool     `json:"corrupt,omitempty"`
+	ExtendedL2      *bool     `json:"extended-l2,omitempty"`
 }
 
 func qcow2Specific(h format.Header) *qcow2Detail {
@@ -67,6 +68,9 @@ func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
 		fmt.Fprintf(w, "%slazy refcounts: %t\n", indent, *d.LazyRefcounts)
 	}
 	fmt.Fprintf(w, "%srefcount bits: %d\n", indent, d.RefcountBits)
+	if d.Encrypt != nil {
+		writeLUKSHuman(w, d.Encrypt, indent)
+	}
 	if d.Corrupt != nil {
 		fmt.Fprintf(w, "%scorrupt: %t\n", indent, *d.Corrupt)
 	}
@@ -104,6 +108,9 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	inf.DirtyFlag = h.IncompatibleFeatures&format.IncompatDirty != 0
 	inf.Encrypted = im.Encrypted()
 	inf.FormatSpecific = &formatSpecific{Type: "qcow2", Data: qcow2Specific(h)}
+	if lh := im.EncryptionHeader(); lh != nil {
+		inf.FormatSpecific.Data.Encrypt = newLUKSInfo(lh)
+	}
 	if h.BackingFile != "" {
 		inf.BackingFilename = h.BackingFile
 		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
