@@ -414,3 +414,17 @@ func TestCrypt_HostileHeader(t *testing.T) {
 		})
 	}
 }
+
+// An encrypted image is not downgraded to compat=0.10 (LUKS needs v3).
+func TestCrypt_NoDowngrade(t *testing.T) {
+	p := filepath.Join(testkit.Dir(t), "d.qcow2")
+	cryptCreate(t, p, CreateOptions{Size: 1 << 20})
+	im := cryptOpen(t, p, Options{})
+	if err := im.SetVersion(2); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("downgrade: %v, want ErrUnsupported", err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cryptCheck(t, p)
+}
