@@ -52,6 +52,7 @@ const (
 	qemuBest    = "qemu-prealloc"
 	qemuDefault = "qemu"
 	limitTool   = "limit"
+	baseTool    = "qbench-base"
 )
 
 var toolDesc = map[string]string{
@@ -90,6 +91,7 @@ type Cell struct {
 	VsBest     stats.Summary `json:"time_vs_qemu_prealloc"`
 	CPUVsBest  stats.Summary `json:"cpu_vs_qemu_prealloc"`
 	XLimit     stats.Summary `json:"x_limit"`
+	VsBase     stats.Summary `json:"time_vs_qbench_base"` // A/B runs (QBENCH_BASE_BIN) only
 	Amp        stats.Summary `json:"amplification"`
 	GuestBytes int64         `json:"guest_bytes"`
 	byRep      map[string]run
@@ -292,6 +294,7 @@ func summarise(c *Cell, peers map[string]*Cell) {
 	c.VsQemu, c.CPUVsQemu = ratio(qemuDefault, t), ratio(qemuDefault, u)
 	c.VsBest, c.CPUVsBest = ratio(qemuBest, t), ratio(qemuBest, u)
 	c.XLimit = ratio(limitTool, t)
+	c.VsBase = ratio(baseTool, t)
 }
 
 // WriteMarkdown writes the overview and the per-cell tables.
@@ -371,16 +374,28 @@ func WriteMarkdown(w io.Writer, title string, blocks []*Block, notes []string) {
 		if b.Workload == "read" {
 			ampName = "read ampl."
 		}
-		fmt.Fprintf(w, "| tool | time s | CPU s | time ÷ qemu | CPU ÷ qemu | time ÷ qemu-prealloc | CPU ÷ qemu-prealloc | × limit | %s |\n", ampName)
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+		ab := false
+		for _, c := range b.Cells {
+			ab = ab || c.Tool == baseTool
+		}
+		abHead, abSep := "", ""
+		if ab {
+			abHead, abSep = " time ÷ qbench-base |", "---|"
+		}
+		fmt.Fprintf(w, "| tool | time s | CPU s | time ÷ qemu | CPU ÷ qemu | time ÷ qemu-prealloc | CPU ÷ qemu-prealloc | × limit | %s |%s\n", ampName, abHead)
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|"+abSep)
 		for _, c := range b.Cells {
 			name := c.Tool
 			if c.Failed > 0 {
 				name += fmt.Sprintf(" (%d failed)", c.Failed)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name,
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |", name,
 				c.Seconds.Format(3), c.CPU.Format(2), c.VsQemu.Format(2), c.CPUVsQemu.Format(2),
 				c.VsBest.Format(2), c.CPUVsBest.Format(2), c.XLimit.Format(2), c.Amp.Format(2))
+			if ab {
+				fmt.Fprintf(w, " %s |", c.VsBase.Format(2))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

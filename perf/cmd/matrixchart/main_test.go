@@ -81,11 +81,12 @@ func TestWrite_MarkdownAndWellFormedSVG(t *testing.T) {
 		rec("ext4", "seed", "qbench", "1", 1, 1, 2000),
 		rec("ext4", "seed", "qemu-prealloc", "1", 2, 4, 1000),
 		rec("disk", "alloc", "qbench", "1", 1, 1, 2000),
+		rec("disk", "alloc", "qbench-base", "1", 4, 1, 2000),
 	}
 	blocks := Build(recs)
 	var md bytes.Buffer
 	WriteMarkdown(&md, "t <&>", blocks, []string{"a note"})
-	for _, want := range []string{"| ext4 | seed | 1.00 (2.000 s) | 0.50 (1.000 s) |", "### disk / alloc", "- a note"} {
+	for _, want := range []string{"| ext4 | seed | 1.00 (2.000 s) | 0.50 (1.000 s) |", "### disk / alloc", "- a note", "| × limit | write ampl. | time ÷ qbench-base |", " | 0.25 |\n"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}
