@@ -84,17 +84,37 @@ type Cell struct {
 	Tool       string        `json:"tool"`
 	N          int           `json:"runs"`
 	Failed     int           `json:"failed"`
-	Seconds    stats.Summary `json:"seconds"`
-	CPU        stats.Summary `json:"cpu_s"`
-	VsQemu     stats.Summary `json:"time_vs_qemu"`
-	CPUVsQemu  stats.Summary `json:"cpu_vs_qemu"`
-	VsBest     stats.Summary `json:"time_vs_qemu_prealloc"`
-	CPUVsBest  stats.Summary `json:"cpu_vs_qemu_prealloc"`
-	XLimit     stats.Summary `json:"x_limit"`
-	VsBase     stats.Summary `json:"time_vs_qbench_base"` // A/B runs (QBENCH_BASE_BIN) only
-	Amp        stats.Summary `json:"amplification"`
+	Seconds    sum `json:"seconds"`
+	CPU        sum `json:"cpu_s"`
+	VsQemu     sum `json:"time_vs_qemu"`
+	CPUVsQemu  sum `json:"cpu_vs_qemu"`
+	VsBest     sum `json:"time_vs_qemu_prealloc"`
+	CPUVsBest  sum `json:"cpu_vs_qemu_prealloc"`
+	XLimit     sum `json:"x_limit"`
+	VsBase     sum `json:"time_vs_qbench_base"` // A/B runs (QBENCH_BASE_BIN) only
+	Amp        sum `json:"amplification"`
 	GuestBytes int64         `json:"guest_bytes"`
 	byRep      map[string]run
+}
+
+// sum is a summary that encodes NaN (no sample) as JSON null.
+type sum stats.Summary
+
+func (s sum) Format(dec int) string { return stats.Summary(s).Format(dec) }
+
+func (s sum) MarshalJSON() ([]byte, error) {
+	f := func(x float64) *float64 {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return &x
+	}
+	return json.Marshal(struct {
+		N      int      `json:"n"`
+		Median *float64 `json:"median"`
+		Min    *float64 `json:"min"`
+		Max    *float64 `json:"max"`
+	}{s.N, f(s.Median), f(s.Min), f(s.Max)})
 }
 
 // Block is one (file system, workload) table.
@@ -275,11 +295,11 @@ func summarise(c *Cell, peers map[string]*Cell) {
 		secs, cpu, amp = append(secs, r.secs), append(cpu, r.cpu), append(amp, r.amp)
 	}
 	c.N = len(c.byRep)
-	c.Seconds, c.CPU, c.Amp = stats.Summarize(secs), stats.Summarize(cpu), stats.Summarize(amp)
-	ratio := func(other string, f func(run) float64) stats.Summary {
+	c.Seconds, c.CPU, c.Amp = sum(stats.Summarize(secs)), sum(stats.Summarize(cpu)), sum(stats.Summarize(amp))
+	ratio := func(other string, f func(run) float64) sum {
 		o := peers[other]
 		if o == nil {
-			return stats.Summarize(nil)
+			return sum(stats.Summarize(nil))
 		}
 		var xs []float64
 		for rep, r := range c.byRep {
@@ -287,7 +307,7 @@ func summarise(c *Cell, peers map[string]*Cell) {
 				xs = append(xs, f(r)/f(p))
 			}
 		}
-		return stats.Summarize(xs)
+		return sum(stats.Summarize(xs))
 	}
 	t := func(r run) float64 { return r.secs }
 	u := func(r run) float64 { return r.cpu }

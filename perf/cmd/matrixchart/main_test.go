@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"io"
 	"math"
@@ -73,6 +74,10 @@ func TestBuild_ReadUsesDeviceReads(t *testing.T) {
 	}
 	if !math.IsNaN(c.VsBest.Median) {
 		t.Errorf("ratio without qemu-prealloc = %v, want NaN", c.VsBest.Median)
+	}
+	js, err := json.Marshal(c)
+	if err != nil || !strings.Contains(string(js), `"time_vs_qemu_prealloc":{"n":0,"median":null,"min":null,"max":null}`) {
+		t.Errorf("json %s, %v", js, err)
 	}
 }
 
