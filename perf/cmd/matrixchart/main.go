@@ -81,19 +81,19 @@ type run struct {
 
 // Cell is one (file system, workload, tool) cell.
 type Cell struct {
-	Tool       string        `json:"tool"`
-	N          int           `json:"runs"`
-	Failed     int           `json:"failed"`
-	Seconds    sum `json:"seconds"`
-	CPU        sum `json:"cpu_s"`
-	VsQemu     sum `json:"time_vs_qemu"`
-	CPUVsQemu  sum `json:"cpu_vs_qemu"`
-	VsBest     sum `json:"time_vs_qemu_prealloc"`
-	CPUVsBest  sum `json:"cpu_vs_qemu_prealloc"`
-	XLimit     sum `json:"x_limit"`
-	VsBase     sum `json:"time_vs_qbench_base"` // A/B runs (QBENCH_BASE_BIN) only
-	Amp        sum `json:"amplification"`
-	GuestBytes int64         `json:"guest_bytes"`
+	Tool       string `json:"tool"`
+	N          int    `json:"runs"`
+	Failed     int    `json:"failed"`
+	Seconds    sum    `json:"seconds"`
+	CPU        sum    `json:"cpu_s"`
+	VsQemu     sum    `json:"time_vs_qemu"`
+	CPUVsQemu  sum    `json:"cpu_vs_qemu"`
+	VsBest     sum    `json:"time_vs_qemu_prealloc"`
+	CPUVsBest  sum    `json:"cpu_vs_qemu_prealloc"`
+	XLimit     sum    `json:"x_limit"`
+	VsBase     sum    `json:"time_vs_qbench_base"` // A/B runs (QBENCH_BASE_BIN) only
+	Amp        sum    `json:"amplification"`
+	GuestBytes int64  `json:"guest_bytes"`
 	byRep      map[string]run
 }
 
