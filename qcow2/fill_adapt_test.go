@@ -15,8 +15,21 @@ import (
 // adaptPhase writes into im and its shadow: one 4 KiB write every step
 // bytes over [from, to), or every 4 KiB for step 4096 (a sequential
 // writer).
+// A negative step -s writes (to-from)/64 KiB requests at from + i*s
+// modulo to-from: every 4 KiB block of an odd multiple s of 4 KiB, in
+// scattered order, one request per 64 KiB (so the first pass allocates
+// each cluster with one write).
 func adaptPhase(t *testing.T, im *Image, shadow []byte, from, to, step int64) {
 	t.Helper()
+	if step < 0 {
+		for i := range (to - from) >> 16 {
+			off := from + i*-step%(to-from)
+			p := pattern(4096, byte(off>>12))
+			mustWrite(t, im, p, off)
+			copy(shadow[off:], p)
+		}
+		return
+	}
 	for off := from; off < to; off += step {
 		p := pattern(4096, byte(off>>12))
 		mustWrite(t, im, p, off)
@@ -67,13 +80,29 @@ func TestFillAdapt_Judge(t *testing.T) {
 	if f.judge.pauses != 2 {
 		t.Fatalf("%d pauses, want 2", f.judge.pauses)
 	}
+	// Sparse but scattered (allocations 256 guest clusters apart, as
+	// -S 4k*4099 makes them): keep filling. Sparse and walking forward
+	// (an allocation per guest cluster, a little reordered): pause.
+	for i := range uint64(fillJudgeClusters) {
+		im.noteAlloc(i * 256 * uint64(cs) % (64 << 20))
+	}
+	if step(fillJudgeClusters, 0) {
+		t.Fatal("paused for a sparse scattered writer")
+	}
+	for i := range uint64(fillJudgeClusters) {
+		im.noteAlloc((i ^ 1) * uint64(cs))
+	}
+	if !step(fillJudgeClusters, 0) {
+		t.Fatal("not paused for a sparse forward writer")
+	}
 }
 
 // TestFillAdapt_Workloads: with auto on RAM the filler streams zeros for
 // a sequential writer, pauses for an allocation-heavy one (one 4 KiB
 // write per new 64 KiB cluster) after at most the window it claimed
-// ahead, resumes when the writer turns sequential, and never pauses with
-// prealloc-fill=zeroes. Data reads back as the shadow before and after
+// ahead, resumes when the writer turns sequential, keeps filling for a
+// scattered writer (one write per new cluster, but jumping: it returns),
+// and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
 func TestFillAdapt_Workloads(t *testing.T) {
 	size := int64(128 << 20)
@@ -94,6 +123,7 @@ func TestFillAdapt_Workloads(t *testing.T) {
 			{"seq", FillAuto, [][3]int64{{0, size / 4, 4096}}, false, 0, 1, 0},
 			{"alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window},
 			{"alloc-then-seq", FillAuto, [][3]int64{{0, size / 2, 64 << 10}, {size / 2, size * 3 / 4, 4096}}, false, 1, 0, 0},
+			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0},
 			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 2, 0},
 		} {
 			t.Run(dv.name+"/"+tc.name, func(t *testing.T) {
