@@ -206,15 +206,19 @@ func TestFillAdapt_Torture(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		sp.ops, sp.batchOps = 80, 8
 	}
-	for _, c := range []struct {
+	cases := []struct {
 		seed uint64
 		cfg  string
 	}{
-		{1, "c512-r64-v3-ps256k-pa64k-fz-hold"},
-		{2, "c16k-r1-v3-fz-tiny-hold"},
-		{3, "c64k-r16-v3-fz-tiny-hold"},
 		{4, "c4k-r16-v3-ps1m-fz-mem"},
-	} {
+		{3, "c64k-r16-v3-fz-tiny-hold"},
+		{2, "c16k-r1-v3-fz-tiny-hold"},
+		{1, "c512-r64-v3-ps256k-pa64k-fz-hold"},
+	}
+	if raceEnabled {
+		cases = cases[:2]
+	}
+	for _, c := range cases {
 		cfg, err := parseTcfg(c.cfg)
 		if err != nil {
 			t.Fatal(err)
