@@ -9,8 +9,7 @@ import "sync/atomic"
 // the fill costs one cluster of zero bandwidth per cluster allocated.
 // A sequential writer of small requests (the seed: 16 writes per 64 KiB
 // cluster) gains; an allocation-heavy writer (one 4 KiB request per new
-// cluster), a first pass of scattered writes, or large requests that
-// cover a cluster at once lose: the zeros double or worse the bytes the
+// cluster) or large requests that cover a cluster at once lose: the zeros double or worse the bytes the
 // device writes, for one conversion saved per cluster. Measured on ext4
 // over zram (perf/matrix/run): per 64 KiB cluster, a conversion costs
 // about 1 µs and a fill about 2.7 µs, so the fill wins from about three
