@@ -9,7 +9,7 @@ FUZZTIME ?= 20000x
 FUZZMIN ?= 200x
 LONGFUZZ ?= 60s
 
-.PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu perf-nbd flamegraph clean
+.PHONY: all build test test-race fuzz-short fuzz crash torture bench bench-go lint perf perf-qemu perf-matrix perf-nbd flamegraph clean
 
 all: build
 
@@ -86,6 +86,9 @@ perf: build
 
 perf-qemu: build
 	bash perf/vs-qemu
+
+perf-matrix: build
+	bash perf/matrix/run
 
 perf-nbd: build
 	bash perf/nbd

@@ -54,7 +54,8 @@ make_tmpdir() {
 	at_exit "rm -rf --one-file-system -- '$_out'"
 }
 
-# ram_fs VAR NAME SIZE: ext4 on a RAM-backed block device, mounted on a
+# ram_fs VAR NAME SIZE [FSTYPE]: ext4 (or FSTYPE: ext4, xfs) on a
+# RAM-backed block device, mounted on a
 # fresh directory (root only). Prefers a new zram device (hot_add, so an
 # existing /dev/zram0 is never touched), falls back to a loop device with
 # direct I/O over a file on tmpfs. Sets VAR to the mount point and
@@ -63,7 +64,7 @@ make_tmpdir() {
 declare -A RAMFS_DEV RAMFS_DESC
 ram_fs() {
 	local -n _mnt=$1
-	local name=$2 size=$3 dev="" desc="" idx
+	local name=$2 size=$3 fstype=${4:-ext4} dev="" desc="" idx
 	is_root || return 1
 	local base
 	make_tmpdir base /tmp
@@ -73,7 +74,7 @@ ram_fs() {
 		at_exit "echo $idx > /sys/class/zram-control/hot_remove"
 		at_exit "echo 1 > /sys/block/zram$idx/reset"
 		if echo "$size" >"/sys/block/zram$idx/disksize"; then
-			desc="ext4 on zram$idx ($size, $(sed 's/.*\[\(.*\)\].*/\1/' "/sys/block/zram$idx/comp_algorithm" 2>/dev/null || echo '?')), mounted discard"
+			desc="$fstype on zram$idx ($size, $(sed 's/.*\[\(.*\)\].*/\1/' "/sys/block/zram$idx/comp_algorithm" 2>/dev/null || echo '?')), mounted discard"
 		else
 			dev=""
 		fi
@@ -85,10 +86,14 @@ ram_fs() {
 		truncate -s "$size" "$base/tmpfs/disk.img"
 		dev=$(losetup -f --show --direct-io=on "$base/tmpfs/disk.img") || return 1
 		at_exit "losetup -d '$dev'"
-		desc="ext4 on $dev (loop, direct-io) over a $size tmpfs file, mounted discard"
+		desc="$fstype on $dev (loop, direct-io) over a $size tmpfs file, mounted discard"
 	fi
+	case $fstype in
 	# lazy_itable_init=0: no background init thread skewing the first run.
-	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dev" >/dev/null || return 1
+	ext4) mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$dev" >/dev/null || return 1 ;;
+	xfs) mkfs.xfs -q -f "$dev" >/dev/null || return 1 ;;
+	*) warn "ram_fs: unsupported file system $fstype" && return 1 ;;
+	esac
 	mount -o discard "$dev" "$base/mnt" || return 1
 	at_exit "umount '$base/mnt'"
 	# shellcheck disable=SC2034 # read by the scripts that source this file

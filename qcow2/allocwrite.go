@@ -101,6 +101,7 @@ func (im *Image) planAllocLocked(goff format.GuestOff) (p allocation, err error)
 			return allocation{}, err
 		}
 		im.c.clustersAllocated.Add(1)
+		im.noteAlloc(uint64(goff)) // prealloc-fill=auto's judge (fill_adapt.go)
 	}
 	p.st = newAllocState(host)
 	return p, nil

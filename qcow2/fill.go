@@ -13,7 +13,9 @@ import (
 // the allocation frontier, so that guest writes into new clusters are
 // overwrites of written blocks instead of first writes into unwritten
 // extents (on ext4 each of those splits and converts an extent in a
-// journal transaction). Q11 in doc.go states the rules.
+// journal transaction). Q11 in doc.go states the rules. With
+// prealloc-fill=auto the filler pauses while the guest allocates sparsely
+// (fill_adapt.go).
 
 const (
 	// fillPieceSize is the size of one zero write; pieces never straddle a
@@ -55,6 +57,7 @@ type filler struct {
 	workers int
 	idle    sync.Cond // signalled when workers drops to 0
 	err     error     // the error that turned filling off
+	judge   fillJudge // auto: pause while the guest allocates sparsely (fill_adapt.go)
 }
 
 // resolveFill picks the fill mode for the space reserved ahead and says
@@ -74,6 +77,8 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 		}
 		switch c.Media {
 		case block.MediaRAM, block.MediaSSD:
+			// ... and only while new clusters are written densely:
+			// initFill makes an auto filler adaptive (fill_adapt.go).
 			return FillZeroes, "auto: " + c.Media.String(), nil
 		}
 		return FillUnwritten, "auto: " + c.Media.String(), nil
@@ -89,6 +94,7 @@ func (im *Image) initFill(mode string) {
 		return
 	}
 	f.enabled, f.on = true, true
+	f.judge.adaptive = im.opts.PreallocFill == "" || im.opts.PreallocFill == FillAuto || fillAdaptTest.Load() != nil
 	f.idle.L = &f.mu
 	f.floor = im.space.hwm.Load()
 	f.next = f.floor
@@ -141,6 +147,7 @@ func (im *Image) claimFill(off, end uint64) {
 		f.mu.Lock()
 	}
 	f.floor = max(f.floor, end)
+	f.judgeLocked(im)
 	f.kickLocked(im)
 	f.mu.Unlock()
 }
@@ -158,7 +165,7 @@ func (f *filler) overlapLocked(off, end uint64) *fillRun {
 // the frontier: one, or all when it is falling behind. Called with f.mu
 // held (by every allocation, so the count follows the lag).
 func (f *filler) kickLocked(im *Image) {
-	if !f.on || f.stopped || f.workers >= fillWorkers || f.next >= f.floor+fillLow {
+	if !f.on || f.stopped || f.judge.paused || f.workers >= fillWorkers || f.next >= f.floor+fillLow {
 		return
 	}
 	if _, ok := f.nextStartLocked(); !ok {
@@ -195,7 +202,7 @@ func (f *filler) nextStartLocked() (uint64, bool) {
 // region is skipped, Q11), up to the next piece boundary, inside the
 // reservation.
 func (f *filler) claimLocked(im *Image) (*fillRun, bool) {
-	if !f.on || f.stopped || im.state.Load() != 0 {
+	if !f.on || f.stopped || f.judge.paused || im.state.Load() != 0 {
 		return nil, false
 	}
 	start, ok := f.nextStartLocked()

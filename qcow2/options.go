@@ -105,7 +105,9 @@ type Options struct {
 	// plain overwrites (Q11); "auto" (the default, "") picks zeroes on
 	// RAM and SSD devices (Caps().Media), where that bandwidth is cheap,
 	// and unwritten on HDDs, unknown media and metered (write-throttled)
-	// devices.
+	// devices; where it picks zeroes, it fills only while the guest
+	// writes new clusters densely (at least one write per 16 KiB of new
+	// space) and pauses while it allocates sparsely (fill_adapt.go).
 	PreallocFill string
 
 	// OnEvent, if set, is called at each boundary event (Event) of the

@@ -8,7 +8,10 @@
 //	    seconds (getrusage of the child), and the benchmark's own time:
 //	    "seconds" of a qbench/latbench --json object on stdout, or
 //	    qemu-img bench's "Run completed in X seconds". Exits with CMD's
-//	    status.
+//	    status. With --blockdev DEV (a name under /sys/class/block), also
+//	    the bytes DEV was sent to write and read during the run, from its
+//	    stat counters; --sync DIR first runs sync -f DIR after CMD, so
+//	    the file system's delayed writes (journal, metadata) are counted.
 //	perfrun machine [--dev NAME=DIR]...          machine info as JSON
 //	perfrun seed-table --in runs.jsonl --outdir DIR [--machine m.json] [--title T]
 //	perfrun vs-qemu    --in runs.jsonl --outdir DIR [--machine m.json]
@@ -42,9 +45,14 @@ type Record struct {
 	UserS   float64           `json:"user_s"`
 	SysS    float64           `json:"sys_s"`
 	// ModelS is a latency-model run's sum of modelled costs (latdev).
-	ModelS float64         `json:"model_s,omitempty"`
-	Result json.RawMessage `json:"result,omitempty"`
-	Output string          `json:"output,omitempty"` // non-JSON stdout (qemu-img)
+	ModelS float64 `json:"model_s,omitempty"`
+	// DevWriteB and DevReadB are the bytes the --blockdev device was
+	// asked to write and read during the run (sectors x 512 from
+	// /sys/class/block/DEV/stat); absent when not measured.
+	DevWriteB *int64          `json:"dev_write_b,omitempty"`
+	DevReadB  *int64          `json:"dev_read_b,omitempty"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Output    string          `json:"output,omitempty"` // non-JSON stdout (qemu-img)
 }
 
 func main() {
@@ -92,7 +100,7 @@ var qemuRun = regexp.MustCompile(`Run completed in ([0-9.]+) seconds`)
 
 func execCmd(args []string) (int, error) {
 	labels := kv{}
-	out := ""
+	out, blockdev, syncDir := "", "", ""
 	i := 0
 	for ; i < len(args); i++ {
 		switch a := args[i]; {
@@ -102,6 +110,12 @@ func execCmd(args []string) (int, error) {
 		case a == "--out" && i+1 < len(args):
 			i++
 			out = args[i]
+		case a == "--blockdev" && i+1 < len(args):
+			i++
+			blockdev = args[i]
+		case a == "--sync" && i+1 < len(args):
+			i++
+			syncDir = args[i]
 		case a == "--label" && i+1 < len(args):
 			i++
 			if err := labels.Set(args[i]); err != nil {
@@ -120,9 +134,27 @@ done:
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = os.Stderr
+	var st0 blockStat
+	if blockdev != "" {
+		if syncDir != "" {
+			syncFS(syncDir)
+		}
+		st0 = readBlockStat(blockdev)
+	}
 	t0 := time.Now()
 	err := cmd.Run()
 	rec.WallS = time.Since(t0).Seconds()
+	if blockdev != "" {
+		if syncDir != "" {
+			syncFS(syncDir)
+		}
+		st1 := readBlockStat(blockdev)
+		if st0.ok && st1.ok {
+			w := (st1.writeSectors - st0.writeSectors) * 512
+			r := (st1.readSectors - st0.readSectors) * 512
+			rec.DevWriteB, rec.DevReadB = &w, &r
+		}
+	}
 	if cmd.ProcessState != nil {
 		rec.UserS = cmd.ProcessState.UserTime().Seconds()
 		rec.SysS = cmd.ProcessState.SystemTime().Seconds()
@@ -189,9 +221,40 @@ done:
 	return rec.Exit, nil
 }
 
+// blockStat is the part of a block device's stat file perfrun reads
+// (Documentation/block/stat.rst in the Linux sources: field 3 is sectors
+// read, field 7 sectors written, in 512-byte units whatever the device's
+// sector size).
+type blockStat struct {
+	readSectors, writeSectors int64
+	ok                        bool
+}
+
+func readBlockStat(dev string) blockStat {
+	b, err := os.ReadFile("/sys/class/block/" + dev + "/stat")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "perfrun exec:", err)
+		return blockStat{}
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return blockStat{}
+	}
+	r, err1 := strconv.ParseInt(f[2], 10, 64)
+	w, err2 := strconv.ParseInt(f[6], 10, 64)
+	return blockStat{readSectors: r, writeSectors: w, ok: err1 == nil && err2 == nil}
+}
+
+// syncFS writes back the file system holding dir (sync -f: syncfs(2)).
+func syncFS(dir string) {
+	if out, err := exec.Command("sync", "-f", dir).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "perfrun exec: sync -f %s: %v %s\n", dir, err, out)
+	}
+}
+
 func labelString(l map[string]string) string {
 	var parts []string
-	for _, k := range []string{"device", "variant", "tool", "rep"} {
+	for _, k := range []string{"device", "fs", "workload", "variant", "tool", "rep"} {
 		if v, ok := l[k]; ok {
 			parts = append(parts, k+"="+v)
 		}

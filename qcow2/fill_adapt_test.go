@@ -1,0 +1,235 @@
+package qcow2
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// adaptPhase writes into im and its shadow: one 4 KiB write every step
+// bytes over [from, to), or every 4 KiB for step 4096 (a sequential
+// writer).
+// A negative step -s writes (to-from)/64 KiB requests at from + i*s
+// modulo to-from: every 4 KiB block of an odd multiple s of 4 KiB, in
+// scattered order, one request per 64 KiB (so the first pass allocates
+// each cluster with one write).
+func adaptPhase(t *testing.T, im *Image, shadow []byte, from, to, step int64) {
+	t.Helper()
+	if step < 0 {
+		for i := range (to - from) >> 16 {
+			off := from + i*-step%(to-from)
+			p := pattern(4096, byte(off>>12))
+			mustWrite(t, im, p, off)
+			copy(shadow[off:], p)
+		}
+		return
+	}
+	for off := from; off < to; off += step {
+		p := pattern(4096, byte(off>>12))
+		mustWrite(t, im, p, off)
+		copy(shadow[off:], p)
+	}
+}
+
+// TestFillAdapt_Judge: the judge's thresholds and hysteresis, fed
+// counters directly: one write per 4 KiB of new space fills, one per
+// 64 KiB pauses, one per 24 KiB (between the spans) keeps the choice,
+// and nothing is judged before fillJudgeClusters clusters.
+func TestFillAdapt_Judge(t *testing.T) {
+	im, _ := memImage(t, CreateOptions{Size: 64 << 20}, Options{}, memdev.Options{Media: block.MediaRAM})
+	f := &im.space.fill
+	if !f.enabled || !f.judge.adaptive {
+		t.Fatalf("auto on RAM: enabled %v adaptive %v", f.enabled, f.judge.adaptive)
+	}
+	cs := int64(im.g.ClusterSize)
+	step := func(clusters, writes int64) bool {
+		im.c.clustersAllocated.Add(clusters)
+		im.c.guestWrites.Add(writes)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.judgeLocked(im)
+		return f.judge.paused
+	}
+	if step(fillJudgeClusters-1, 0) {
+		t.Fatal("paused before a full judgment window")
+	}
+	if !step(1, 0) {
+		t.Fatal("not paused after a window without writes")
+	}
+	if step(fillJudgeClusters, fillJudgeClusters*cs/4096) {
+		t.Fatal("paused with one write per 4 KiB of new space")
+	}
+	if !step(fillJudgeClusters, fillJudgeClusters*cs/(64<<10)) {
+		t.Fatal("not paused with one write per 64 KiB of new space")
+	}
+	if !step(fillJudgeClusters, fillJudgeClusters*cs/(24<<10)) {
+		t.Fatal("resumed between the spans (hysteresis)")
+	}
+	if step(fillJudgeClusters, fillJudgeClusters*cs/fillDenseSpan) {
+		t.Fatal("paused at one write per fillDenseSpan")
+	}
+	if step(fillJudgeClusters, fillJudgeClusters*cs/(24<<10)) {
+		t.Fatal("paused between the spans (hysteresis)")
+	}
+	if f.judge.pauses != 2 {
+		t.Fatalf("%d pauses, want 2", f.judge.pauses)
+	}
+	// Sparse but scattered (allocations 256 guest clusters apart, as
+	// -S 4k*4099 makes them): keep filling. Sparse and walking forward
+	// (an allocation per guest cluster, a little reordered): pause.
+	for i := range uint64(fillJudgeClusters) {
+		im.noteAlloc(i * 256 * uint64(cs) % (64 << 20))
+	}
+	if step(fillJudgeClusters, 0) {
+		t.Fatal("paused for a sparse scattered writer")
+	}
+	for i := range uint64(fillJudgeClusters) {
+		im.noteAlloc((i ^ 1) * uint64(cs))
+	}
+	if !step(fillJudgeClusters, 0) {
+		t.Fatal("not paused for a sparse forward writer")
+	}
+}
+
+// TestFillAdapt_Workloads: with auto on RAM the filler streams zeros for
+// a sequential writer, pauses for an allocation-heavy one (one 4 KiB
+// write per new 64 KiB cluster) after at most the window it claimed
+// ahead, resumes when the writer turns sequential, keeps filling for a
+// scattered writer (one write per new cluster, but jumping: it returns),
+// and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
+// close; the images check clean (ours, and qemu-img's on the file).
+func TestFillAdapt_Workloads(t *testing.T) {
+	size := int64(128 << 20)
+	if raceEnabled || testing.Short() {
+		size = 64 << 20 // still past the window claimed before the first judgment
+	}
+	const window = fillLow + fillChunk + fillWorkers*fillPieceSize
+	for _, dv := range fillDevs {
+		for _, tc := range []struct {
+			name   string
+			mode   string
+			phases [][3]int64 // from, to, step
+			paused bool       // at the end
+			pauses int64      // at least
+			fillLo int64      // fill bytes at least
+			fillHi int64      // and at most (0: no bound)
+		}{
+			{"seq", FillAuto, [][3]int64{{0, size / 4, 4096}}, false, 0, 1, 0},
+			{"alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window},
+			{"alloc-then-seq", FillAuto, [][3]int64{{0, size / 2, 64 << 10}, {size / 2, size * 3 / 4, 4096}}, false, 1, 0, 0},
+			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0},
+			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 2, 0},
+		} {
+			t.Run(dv.name+"/"+tc.name, func(t *testing.T) {
+				var im *Image
+				var reopen func() *Image
+				if dv.name != "mem" {
+					im, reopen = dv.open(t, CreateOptions{Size: size}, Options{PreallocFill: tc.mode})
+				} else {
+					// fillDevs' mem, keeping the device to hand its bytes
+					// to qemu-img check.
+					var mem *memdev.Dev
+					im, mem = memImage(t, CreateOptions{Size: size}, Options{PreallocFill: tc.mode}, memdev.Options{Media: block.MediaRAM})
+					reopen = func() *Image {
+						im2, err := OpenDevice(mem, Options{ReadOnly: true})
+						if err != nil {
+							t.Fatal(err)
+						}
+						t.Cleanup(func() { im2.Close() })
+						mustClean(t, im2)
+						p := filepath.Join(testkit.Dir(t), "adapt.qcow2")
+						if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+							t.Fatal(err)
+						}
+						testkit.QemuCheck(t, p)
+						return im2
+					}
+				}
+				if !im.space.fill.enabled {
+					t.Skipf("no filler on this device with %s (%s)", tc.mode, im.pinfo.FillReason)
+				}
+				shadow := make([]byte, size)
+				var afterFirst int64
+				for i, ph := range tc.phases {
+					adaptPhase(t, im, shadow, ph[0], ph[1], ph[2])
+					if i == 0 {
+						im.waitFillIdle()
+						afterFirst = im.Metrics().FillBytes
+					}
+				}
+				im.waitFillIdle()
+				m := im.Metrics()
+				f := &im.space.fill
+				f.mu.Lock()
+				paused, pauses := f.judge.paused, f.judge.pauses
+				f.mu.Unlock()
+				t.Logf("%s: %d B filled (%d after the first phase), paused %v, %d pauses, %d clusters, %d writes",
+					m.Prealloc, m.FillBytes, afterFirst, paused, pauses, m.ClustersAllocated, m.GuestWrites)
+				if paused != tc.paused || pauses < tc.pauses || (tc.mode == FillZeroes && pauses != 0) {
+					t.Errorf("paused %v after %d pauses, want %v after at least %d", paused, pauses, tc.paused, tc.pauses)
+				}
+				if m.FillBytes < tc.fillLo || (tc.fillHi > 0 && m.FillBytes > tc.fillHi) || m.FillErrors != 0 {
+					t.Errorf("%d B filled (%d errors), want %d..%d", m.FillBytes, m.FillErrors, tc.fillLo, tc.fillHi)
+				}
+				if len(tc.phases) > 1 && m.FillBytes <= afterFirst {
+					t.Errorf("no fill after resuming: %d B, %d after the sparse phase", m.FillBytes, afterFirst)
+				}
+				testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "image vs shadow")
+				if err := im.Close(); err != nil {
+					t.Fatal(err)
+				}
+				testkit.MustEqual(t, testkit.ReadAll(t, reopen()), shadow, "reopened image vs shadow")
+			})
+		}
+	}
+}
+
+// TestFillAdapt_Torture runs torture cases of the configurations with
+// prealloc-fill=zeroes while the test hook pauses and resumes the filler
+// every few data clusters: the guest contents match the other
+// configurations' model, and every crash clone checks clean (Q11, SP1:
+// pausing and resuming never put a fill piece under allocated space).
+func TestFillAdapt_Torture(t *testing.T) {
+	var flips atomic.Int64
+	fillAdaptTest.Store(&fillAdaptHook{clusters: 4, decide: func(paused bool) bool {
+		flips.Add(1)
+		return !paused
+	}})
+	defer fillAdaptTest.Store(nil)
+	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 15}
+	if raceEnabled || testing.Short() {
+		sp.ops, sp.batchOps = 80, 8
+	}
+	cases := []struct {
+		seed uint64
+		cfg  string
+	}{
+		{4, "c4k-r16-v3-ps1m-fz-mem"},
+		{3, "c64k-r16-v3-fz-tiny-hold"},
+		{2, "c16k-r1-v3-fz-tiny-hold"},
+		{1, "c512-r64-v3-ps256k-pa64k-fz-hold"},
+	}
+	if raceEnabled {
+		cases = cases[:2]
+	}
+	for _, c := range cases {
+		cfg, err := parseTcfg(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("s%d-%s", c.seed, cfg), func(t *testing.T) {
+			before := flips.Load()
+			st := runTorture(t, c.seed, cfg, sp, 2)
+			t.Logf("%d judgments; %v", flips.Load()-before, st)
+			if flips.Load()-before < 2 {
+				t.Errorf("the filler was judged %d times: the case did not pause and resume it", flips.Load()-before)
+			}
+		})
+	}
+}
