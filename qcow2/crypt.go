@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/crypto/luks"
@@ -33,11 +32,11 @@ type imageCrypt struct {
 	area   format.CryptoHeader
 	header luks.Header  // the LUKS header (for info)
 	cipher *luks.Cipher // nil: opened without a key (Options.NoKey)
-	// rmw serialises writes that are not whole sectors against every
-	// other guest write: a partial sector is read, decrypted, merged and
-	// written whole, and another write into the same sector in between
-	// would be lost. Whole-sector writes share it.
-	rmw sync.RWMutex
+	// sectors serialises a write that is not whole sectors against
+	// every other guest write into its sectors: a partial sector is
+	// read, decrypted, merged and written whole, and another write into
+	// the same sector in between would be lost (crypt_lock.go).
+	sectors sectorLocks
 }
 
 // openCrypt checks and unlocks the LUKS header of an encrypted image

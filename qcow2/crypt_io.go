@@ -13,7 +13,7 @@ import (
 //
 //   - writevCrypt: every guest write (and zero buffers of WriteZeroes)
 //     becomes whole 512-byte sectors: a partial head or tail sector is
-//     read, decrypted and merged under imageCrypt.rmw, so that no write
+//     read, decrypted and merged under imageCrypt.sectors, so that no write
 //     into the same sector runs in between.
 //   - writeHost: in-place and early writes (Q10) encrypt into a bounce
 //     buffer (never the caller's buffers) with IV = host offset / 512.
@@ -38,12 +38,12 @@ func (im *Image) writevCrypt(off int64, bufs [][]byte, n int64) error {
 		return ErrNoKey
 	}
 	if off%sectorSize == 0 && n%sectorSize == 0 {
-		ic.rmw.RLock()
-		defer ic.rmw.RUnlock()
+		r := ic.sectors.lock(off, n, false)
+		defer ic.sectors.unlock(r)
 		return im.writeClusters(off, bufs, n)
 	}
-	ic.rmw.Lock()
-	defer ic.rmw.Unlock()
+	r := ic.sectors.lock(off, n, true)
+	defer ic.sectors.unlock(r)
 	start := off &^ (sectorSize - 1)
 	end := (off + n + sectorSize - 1) &^ (sectorSize - 1)
 	head := make([]byte, sectorSize)
