@@ -101,3 +101,24 @@ func TestCrypt_Measure(t *testing.T) {
 		t.Errorf("no key-secret: exit %d, %s", code, errOut)
 	}
 }
+
+// snapshot and resize open encrypted images with --object and
+// --image-opts too; data written before a snapshot reads back through
+// qemu-io after applying it.
+func TestCrypt_CLISnapshotResize(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(testkit.Dir(t), "s.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", p, "1M")
+	sec := []string{"--object", secObj, "--image-opts", imageOpts(p)}
+	mustQ(t, append([]string{"io", "-c", "write -P 1 1000 70000"}, sec...)...)
+	mustQ(t, append([]string{"snapshot", "-c", "s1"}, sec...)...)
+	mustQ(t, append([]string{"io", "-c", "write -P 2 512 2000"}, sec...)...) // COW of a shared cluster
+	testkit.MustRun(t, "qemu-io", append([]string{"-c", "read -P 2 512 2000", "-c", "read -P 1 2512 68488"}, sec...)...)
+	mustQ(t, append([]string{"snapshot", "-a", "s1"}, sec...)...)
+	testkit.MustRun(t, "qemu-io", append([]string{"-c", "read -P 0 0 1000", "-c", "read -P 1 1000 70000"}, sec...)...)
+	mustQ(t, append([]string{"resize"}, append(sec, "+1M")...)...)
+	if out := testkit.MustRun(t, "qemu-img", "info", p); !strings.Contains(out, "virtual size: 2 MiB") {
+		t.Errorf("after resize:\n%s", out)
+	}
+	testkit.QemuCheckSecret(t, p, "abc")
+}
