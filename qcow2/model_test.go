@@ -60,9 +60,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 	errs := make(chan error, G)
 	for g := 0; g < G; g++ {
 		seed := rng.Uint64()
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+		wg.Go(func() {
 			r := rand.New(rand.NewPCG(seed, uint64(g)))
 			for i := 0; i < 300; i++ {
 				op := r.IntN(100)
@@ -129,7 +127,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 					}
 				}
 			}
-		}(g)
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -183,9 +183,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 	var wg sync.WaitGroup
 	errs := make(chan error, G)
 	for g := 0; g < G; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+		wg.Go(func() {
 			start.Wait()
 			for i := g; i < len(pieces); i += G {
 				p := pieces[i]
@@ -194,7 +192,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 					return
 				}
 			}
-		}(g)
+		})
 	}
 	for i, p := range pieces {
 		copy(model[p.off:], pattern(int(p.n), byte(i)))
@@ -404,9 +402,7 @@ func seqWrite(im *Image, G int, base int64, count, n int64) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, G)
 	for g := 0; g < G; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := block.AlignedBuf(int(n), 4096)
 			for {
 				i := next.Add(1) - 1
@@ -419,7 +415,7 @@ func seqWrite(im *Image, G int, base int64, count, n int64) error {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -126,9 +126,7 @@ func TestClusterLocks_Stress(t *testing.T) {
 	var violations atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(g)))
 			for range iters {
 				first := uint64(rng.IntN(clusters))
@@ -162,7 +160,7 @@ func TestClusterLocks_Stress(t *testing.T) {
 				}
 				c.Release(a)
 			}
-		}()
+		})
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -48,9 +48,7 @@ func runQD(b *testing.B, qd int, off func(g, i int) int64, do func(off int64, v 
 		if g == 0 {
 			n += b.N % qd
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := block.AlignedBuf(4096, block.DefaultMemAlign)
 			v := [][]byte{buf}
 			for i := range n {
@@ -59,7 +57,7 @@ func runQD(b *testing.B, qd int, off func(g, i int) int64, do func(off int64, v 
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }

@@ -22,9 +22,7 @@ func seqWrites(t *testing.T, f *File, n, bs, depth int, seed uint64) []byte {
 	var wg sync.WaitGroup
 	errs := make(chan error, depth)
 	for g := 0; g < depth; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n {
@@ -37,7 +35,7 @@ func seqWrites(t *testing.T, f *File, n, bs, depth int, seed uint64) []byte {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -69,9 +67,7 @@ func TestMerge_Sequential(t *testing.T) {
 		var wg sync.WaitGroup
 		var next atomic.Int64
 		for g := 0; g < 64; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for {
 					i := int(next.Add(1) - 1)
 					if i >= n+64 {
@@ -88,7 +84,7 @@ func TestMerge_Sequential(t *testing.T) {
 						return
 					}
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if !bytes.Equal(got[:n*bs], want) || !bytes.Equal(got[n*bs:], make([]byte, 64*bs)) {
@@ -131,11 +127,9 @@ func batch(t *testing.T, f *File, n int, do func(i int) error) []error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = do(i)
-		}()
+		})
 		<-queued
 	}
 	hold.Store(false)

@@ -199,11 +199,9 @@ func parallel(n int, f func(i int) error) []error {
 	}
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = f(i)
-		}()
+		})
 	}
 	errs[0] = f(0)
 	wg.Wait()

@@ -160,9 +160,7 @@ func TestCrashCloneConsistent(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := make([]byte, memdev.SectorSize)
 			for i := 0; ; i++ {
 				select {
@@ -185,7 +183,7 @@ func TestCrashCloneConsistent(t *testing.T) {
 					}
 				}
 			}
-		}()
+		})
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 200 {
