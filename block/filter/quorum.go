@@ -22,14 +22,11 @@ const (
 	ChildRewritten
 )
 
+var quorumEventNames = [...]string{ChildError: "error", ChildMismatch: "mismatch", ChildRewritten: "rewritten"}
+
 func (k QuorumEventKind) String() string {
-	switch k {
-	case ChildError:
-		return "error"
-	case ChildMismatch:
-		return "mismatch"
-	case ChildRewritten:
-		return "rewritten"
+	if k >= 0 && int(k) < len(quorumEventNames) {
+		return quorumEventNames[k]
 	}
 	return fmt.Sprintf("QuorumEventKind(%d)", int(k))
 }
