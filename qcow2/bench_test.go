@@ -224,26 +224,43 @@ func hotImage(tb testing.TB) *Image {
 // allocated cluster through Image.Readv, and a 4 KiB overwrite.
 func BenchmarkL2Hit(b *testing.B) {
 	im := hotImage(b)
+	for _, op := range hotOps(im) {
+		if op.bench == "" {
+			continue
+		}
+		b.Run(op.bench, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(4096)
+			for i := 0; b.Loop(); i++ {
+				if err := op.do(int64(i%256) * 4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// hotOp is a request on the hot path of a hotImage: do runs it on the
+// allocated cluster at off.
+type hotOp struct {
+	bench string // BenchmarkL2Hit's name for it, "" if not benchmarked
+	what  string // TestAllocs_HotPath's
+	do    func(off int64) error
+}
+
+// hotOps are the hot-path requests on im: a read that hits the L2 cache,
+// an overwrite of a cluster and a sub-cluster overwrite through WriteAt.
+func hotOps(im *Image) []hotOp {
 	buf := make([]byte, 4096)
 	bufs := [][]byte{buf}
-	b.Run("read", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		for i := 0; b.Loop(); i++ {
-			if err := im.Readv(int64(i%256)*4096, bufs); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("overwrite", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		for i := 0; b.Loop(); i++ {
-			if err := im.Writev(int64(i%256)*4096, bufs); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	return []hotOp{
+		{"read", "L2-hit read", func(off int64) error { return im.Readv(off, bufs) }},
+		{"overwrite", "overwrite", func(off int64) error { return im.Writev(off, bufs) }},
+		{"", "sub-cluster overwrite (WriteAt)", func(off int64) error {
+			_, err := im.WriteAt(buf[:512], off+512)
+			return err
+		}},
+	}
 }
 
 // TestAllocs_HotPath: an overwrite of an allocated cluster and a read
@@ -254,32 +271,16 @@ func TestAllocs_HotPath(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	im := hotImage(t)
-	buf := make([]byte, 4096)
-	bufs := [][]byte{buf}
 	i := 0
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if err := im.Readv(int64(i%256)*4096, bufs); err != nil {
-			t.Fatal(err)
+	for _, op := range hotOps(im) {
+		if n := testing.AllocsPerRun(200, func() {
+			i++
+			if err := op.do(int64(i%256) * 4096); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: %v allocs per run, want 0", op.what, n)
 		}
-	}); n != 0 {
-		t.Errorf("L2-hit read: %v allocs per run, want 0", n)
-	}
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if err := im.Writev(int64(i%256)*4096, bufs); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Errorf("overwrite: %v allocs per run, want 0", n)
-	}
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if _, err := im.WriteAt(buf[:512], int64(i%256)*4096+512); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Errorf("sub-cluster overwrite (WriteAt): %v allocs per run, want 0", n)
 	}
 }
 
