@@ -85,14 +85,7 @@ func BenchmarkRandom4K(b *testing.B) {
 							buf := block.AlignedBuf(4096, 4096)
 							fillPiece(buf, int64(s))
 							for pb.Next() {
-								off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
-								var err error
-								if write {
-									_, err = im.WriteAt(buf, off)
-								} else {
-									_, err = im.ReadAt(buf, off)
-								}
-								if err != nil {
+								if err := random4KOp(im, r, offs, buf, write); err != nil {
 									b.Error(err)
 									return
 								}
@@ -118,17 +111,23 @@ func random4K(b *testing.B, im *Image, offs []int64, write bool, seed uint64, n 
 	fillPiece(buf, 7)
 	b.ResetTimer()
 	for i := 0; i < n; i++ {
-		off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
-		var err error
-		if write {
-			_, err = im.WriteAt(buf, off)
-		} else {
-			_, err = im.ReadAt(buf, off)
-		}
-		if err != nil {
+		if err := random4KOp(im, r, offs, buf, write); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// random4KOp is one request of BenchmarkRandom4K: a 4 KiB read or write
+// of buf at a random 4 KiB block of a random cluster of offs.
+func random4KOp(im *Image, r *rand.Rand, offs []int64, buf []byte, write bool) error {
+	off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
+	var err error
+	if write {
+		_, err = im.WriteAt(buf, off)
+	} else {
+		_, err = im.ReadAt(buf, off)
+	}
+	return err
 }
 
 // flatDev is a minimal in-memory device that allocates nothing per
