@@ -89,6 +89,17 @@ func uringOpener() Opener {
 }
 
 // seedConfigs are the engine variants of the seed switch.
+// backedMemImage is a memImage of size bytes (64 KiB clusters) with
+// options o over a backing device as long as the image holding
+// seedBacking data, and its model: a copy of that data.
+func backedMemImage(t *testing.T, size int, o Options) (*Image, []byte) {
+	t.Helper()
+	bdata := seedBacking(size, 64<<10)
+	o.Backing = memdev.FromBytes(bdata, memdev.Options{})
+	im, _ := memImage(t, CreateOptions{Size: int64(size)}, o, memdev.Options{})
+	return im, append([]byte(nil), bdata...)
+}
+
 var seedConfigs = []struct {
 	name string
 	o    Options
@@ -266,12 +277,7 @@ func TestSeed_WriteZeroes154(t *testing.T) {
 	for _, sc := range seedConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			const cs = 64 << 10
-			const size = 4 << 20
-			bdata := seedBacking(size, cs)
-			o := sc.o
-			o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			im, _ := memImage(t, CreateOptions{Size: size}, o, memdev.Options{})
-			model := append([]byte(nil), bdata...)
+			im, model := backedMemImage(t, 4<<20, sc.o)
 			// Clusters 16..23 hold image data.
 			for c := int64(16); c < 24; c++ {
 				p := pattern(cs, byte(c))
@@ -371,12 +377,7 @@ func TestSeed_NoSkipWithBackingData(t *testing.T) {
 	for _, sc := range seedConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			const cs = 64 << 10
-			const size = 2 << 20
-			bdata := seedBacking(size, cs)
-			o := sc.o
-			o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			im, _ := memImage(t, CreateOptions{Size: size}, o, memdev.Options{})
-			model := append([]byte(nil), bdata...)
+			im, model := backedMemImage(t, 2<<20, sc.o)
 			mustWrite(t, im, pattern(cs, 1), 0) // the L2 table exists
 			copy(model, pattern(cs, 1))
 			m0 := im.Metrics()
@@ -399,27 +400,19 @@ func TestSeed_NoSkipWithBackingData(t *testing.T) {
 // i from an atomic counter and write n bytes of pattern at base+i*n.
 func seqWrite(im *Image, G int, base int64, count, n int64) error {
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, G)
-	for g := 0; g < G; g++ {
-		wg.Go(func() {
-			buf := block.AlignedBuf(int(n), 4096)
-			for {
-				i := next.Add(1) - 1
-				if i >= count {
-					return
-				}
-				fillPiece(buf, i)
-				if _, err := im.WriteAt(buf, base+i*n); err != nil {
-					errs <- fmt.Errorf("request %d: %w", i, err)
-					return
-				}
+	return testkit.Parallel(G, func(int) error {
+		buf := block.AlignedBuf(int(n), 4096)
+		for {
+			i := next.Add(1) - 1
+			if i >= count {
+				return nil
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+			fillPiece(buf, i)
+			if _, err := im.WriteAt(buf, base+i*n); err != nil {
+				return fmt.Errorf("request %d: %w", i, err)
+			}
+		}
+	})
 }
 
 // fillPiece fills buf with a pattern unique to request i (never all

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,27 +20,19 @@ func seqWrites(t *testing.T, f *File, n, bs, depth int, seed uint64) []byte {
 	t.Helper()
 	want := pattern(seed, n*bs)
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, depth)
-	for g := 0; g < depth; g++ {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				var v [1][]byte
-				v[0] = want[i*bs : (i+1)*bs]
-				if err := f.Writev(int64(i*bs), v[:]); err != nil {
-					errs <- err
-					return
-				}
+	if err := testkit.Parallel(depth, func(int) error {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return nil
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+			var v [1][]byte
+			v[0] = want[i*bs : (i+1)*bs]
+			if err := f.Writev(int64(i*bs), v[:]); err != nil {
+				return err
+			}
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return want

@@ -17,6 +17,8 @@
 //     KeepFile keeps one file of a failing test.
 //   - MustEqual (got, want), FirstDiff and ReadAll for comparing a
 //     device's contents.
+//   - Parallel: n workers on their own goroutines, the first error
+//     returned, for concurrent workloads.
 //   - CheckSub: every numeric field of a metrics type's Sub is checked, so
 //     a field added to the type and forgotten in Sub fails a test.
 //
