@@ -135,14 +135,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model after flush")
 	if o.Backing == nil {
 		// Reopen from the file and compare again.
-		if err := im.Close(); err != nil {
-			t.Fatal(err)
-		}
-		im2, err := Open(p, Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer im2.Close()
+		im2 := reopenReadOnly(t, im, p)
 		testkit.MustEqual(t, testkit.ReadAll(t, im2), model, "reopened image vs model")
 	}
 }
