@@ -17,12 +17,7 @@ import (
 // share clusters (the allocation races are the point); cluster-wide ops
 // (zeroes, discards) take the model lock exclusively.
 func TestModel_Concurrent(t *testing.T) {
-	cases := []struct {
-		name    string
-		co      CreateOptions
-		o       Options
-		backing bool
-	}{
+	cases := []imageCase{
 		{"default", CreateOptions{}, Options{}, false},
 		{"prealloc-off", CreateOptions{}, Options{Prealloc: "off"}, false},
 		{"c4k-tiny-cache", CreateOptions{ClusterSize: 4096}, Options{L2CacheSize: 8192, RefcountCacheSize: 8192}, false},
@@ -36,6 +31,16 @@ func TestModel_Concurrent(t *testing.T) {
 			runModel(t, tc.co, tc.o, tc.backing)
 		})
 	}
+}
+
+// imageCase is one image configuration of a workload test (runModel,
+// runCrash): its create options, its options, and whether it has a
+// backing device.
+type imageCase struct {
+	name    string
+	co      CreateOptions
+	o       Options
+	backing bool
 }
 
 func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
