@@ -813,11 +813,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 			}
 		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
+	if !testkit.Within(2*time.Minute, wg.Wait) {
 		buf := make([]byte, 1<<20)
 		n := runtimeStack(buf)
 		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])

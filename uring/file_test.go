@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -339,11 +340,7 @@ func TestFile_CloseInFlight(t *testing.T) {
 				if err := f.Close(); err != nil {
 					t.Fatal(err)
 				}
-				done := make(chan struct{})
-				go func() { wg.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(20 * time.Second):
+				if !testkit.Within(20*time.Second, wg.Wait) {
 					t.Fatal("callers hang after Close")
 				}
 				close(bad)

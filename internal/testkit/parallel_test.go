@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestParallel: every worker runs, on its own index, concurrently (a
@@ -37,5 +38,19 @@ func TestParallel(t *testing.T) {
 		return nil
 	}); err != errA {
 		t.Errorf("Parallel returned %v, want %v", err, errA)
+	}
+}
+
+// TestWithin: a function that returns in time is reported so, one that
+// blocks is not.
+func TestWithin(t *testing.T) {
+	ran := false
+	if !Within(time.Minute, func() { ran = true }) || !ran {
+		t.Error("Within: a function that returns at once did not finish in time")
+	}
+	block := make(chan struct{})
+	defer close(block)
+	if Within(10*time.Millisecond, func() { <-block }) {
+		t.Error("Within: a blocked function was reported as finished")
 	}
 }
