@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -333,20 +332,25 @@ func (im *Image) writeActiveL1Locked() error {
 // be on their way out: fixCopiedLocked sets COPIED afterwards).
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	g := &im.g
-	entries := make([]format.L2Entry, im.sliceSize/format.TableEntrySize)
+	entries := make([]byte, im.sliceSize)
+	perSlice := im.sliceSize / format.TableEntrySize
 	for _, le := range l1 {
 		l2off := le.Offset()
 		if l2off == 0 {
 			continue
 		}
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-			t, err := im.pinSliceLocked(int64(l2off)+int64(s), entries)
+			t, err := im.l2c.Get(int64(l2off) + int64(s))
 			if err != nil {
 				return err
 			}
+			t.Lock()
+			copy(entries, t.Data)
+			t.Unlock()
 			im.l2c.Put(t)
 			copied := false
-			for _, e := range entries {
+			for k := range perSlice {
+				e := format.L2At(entries, k)
 				if e.Validate(g, im.hdr.Version) != nil {
 					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
 				}
@@ -389,21 +393,6 @@ func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
 	return nil
 }
 
-// pinSliceLocked pins the L2 slice at off in the cache and copies its
-// entries into dst (one slice long); the caller Puts the table.
-func (im *Image) pinSliceLocked(off int64, dst []format.L2Entry) (*cache.Table, error) {
-	t, err := im.l2c.Get(off)
-	if err != nil {
-		return nil, err
-	}
-	t.Lock()
-	for k := range dst {
-		dst[k] = format.L2At(t.Data, uint64(k))
-	}
-	t.Unlock()
-	return t, nil
-}
-
 // clearCopiedLocked clears COPIED in every entry of the L2 slice at off.
 func (im *Image) clearCopiedLocked(off int64) error {
 	t, err := im.l2c.Get(off)
@@ -440,11 +429,16 @@ func (im *Image) fixCopiedLocked() error {
 			continue
 		}
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-			want := make([]format.L2Entry, perSlice)
-			t, err := im.pinSliceLocked(int64(l2off)+int64(s), want)
+			t, err := im.l2c.Get(int64(l2off) + int64(s))
 			if err != nil {
 				return err
 			}
+			t.Lock()
+			want := make([]format.L2Entry, perSlice)
+			for k := range perSlice {
+				want[k] = format.L2At(t.Data, k)
+			}
+			t.Unlock()
 			changed := false
 			for k, e := range want {
 				ty := e.Type()
