@@ -693,9 +693,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		return true
 	}
 	for g := range b.own {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("goroutine %d", g)
 			defer guard(who)
 			for _, o := range b.own[g] {
@@ -755,13 +753,11 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					mu.RUnlock()
 				}
 			}
-		}(g)
+		})
 	}
 	// Two dup writers race on the shared window with identical data.
 	for d := 0; d < 2; d++ {
-		wg.Add(1)
-		go func(d int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("dup writer %d", d)
 			defer guard(who)
 			rr := rand.New(rand.NewPCG(b.seed, uint64(d)))
@@ -776,13 +772,11 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					return
 				}
 			}
-		}(d)
+		})
 	}
 	// Readers across the windows' edges verify the bytes outside them.
 	for k := 0; k < b.readers; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("reader %d", k)
 			defer guard(who)
 			rr := rand.New(rand.NewPCG(b.seed, uint64(100+k)))
@@ -807,25 +801,19 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					}
 				}
 			}
-		}(k)
+		})
 	}
 	for k := 0; k < b.flushes; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer guard("flusher")
 			time.Sleep(time.Duration(k*300) * time.Microsecond)
 			nops.Add(1)
 			if err := im.Flush(); err != nil {
 				failf("flush: %v", err)
 			}
-		}()
+		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
+	if !testkit.Within(2*time.Minute, wg.Wait) {
 		buf := make([]byte, 1<<20)
 		n := runtimeStack(buf)
 		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])
