@@ -82,6 +82,9 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 		if c < im.freeIdx {
 			im.freeIdx = c
 		}
+		if im.compFree != 0 && im.g.HostCluster(im.compFree) == c {
+			im.compFree = 0 // the cluster may be handed out whole now
+		}
 		// Any cached table in the freed cluster is gone.
 		im.meta.del(c)
 		off := im.g.HostClusterOff(c)

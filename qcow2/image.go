@@ -50,6 +50,9 @@ type Image struct {
 	l2c, rbc     *cache.Cache
 	sliceSize    uint64
 	freeIdx      uint64 // first-fit search start (cluster index)
+	// compFree is where the next compressed stream may start, inside a
+	// host cluster that holds compressed data (0: none; compress_write.go).
+	compFree format.HostOff
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
