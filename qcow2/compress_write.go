@@ -23,9 +23,11 @@ import (
 // every write is aligned.
 //
 // Ordering: the refcount increments are durable before the L2 entry (Q1),
-// and so is the compressed data (the link depends on a flush, as for Q2):
+// and so is the compressed data (the link depends on a flush, Q13):
 // unlike a normal cluster, a compressed entry over stale bytes would not
-// read back as old data but fail to decompress.
+// read back as old data but fail to decompress. For the same reason a
+// host cluster freed from a compressed entry waits for a flush before it
+// is handed out again (Q13, compress_free.go).
 
 // ErrNotCompressible is returned by WriteCompressed for a target that may
 // not be written compressed: the guest cluster is allocated already
@@ -237,7 +239,7 @@ func (im *Image) freeBytesLocked(off format.HostOff, size uint64) {
 
 // linkCompressedLocked points the L2 entry of goff at the compressed
 // stream of n bytes at host: after the refcounts (Q1) and the stream
-// itself (a flush, as Q2) are durable.
+// itself (a flush, Q13) are durable.
 func (im *Image) linkCompressedLocked(goff format.GuestOff, host format.HostOff, n uint64) error {
 	e, err := format.EncodeCompressed(&im.g, host, n)
 	if err != nil {
@@ -251,7 +253,7 @@ func (im *Image) linkCompressedLocked(goff format.GuestOff, host format.HostOff,
 			return err
 		}
 	}
-	im.l2c.DependsOnFlush()
+	im.l2c.DependsOnFlush() // Q13
 	if !im.lazy {
 		if err := im.l2c.SetDependency(im.rbc); err != nil { // Q1
 			return err
