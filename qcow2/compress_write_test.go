@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
@@ -412,4 +413,62 @@ func compressCrashWorkload(t *testing.T, seed uint64, co CreateOptions, want fun
 		t.Fatal(err)
 	}
 	return pts
+}
+
+// Zeros around compressed writes: an all-zero cluster written compressed
+// reads back as zeros; a compressed write into a zero cluster (v3) is
+// allowed and replaces it; a discarded or zeroed compressed cluster reads
+// as zeros and its host cluster is freed once no stream uses it. QEMU
+// checks the image clean and reads the same.
+func TestCompress_ZeroClusters(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, ct := range []string{"zlib", "zstd"} {
+		t.Run(ct, func(t *testing.T) {
+			const cs = 64 << 10
+			const n = 8
+			im, p := testImage(t, CreateOptions{Size: n * cs, CompressionType: ct}, Options{})
+			shadow := make([]byte, n*cs)
+			// 0: zeros written compressed.
+			if err := im.WriteCompressed(0, make([]byte, cs)); err != nil {
+				t.Fatal(err)
+			}
+			// 1: a zero cluster, then compressed data into it.
+			if err := im.WriteZeroes(cs, cs, 0); err != nil {
+				t.Fatal(err)
+			}
+			if e, _ := im.entry(guestOff(cs)); e.Type() != format.ClusterZeroPlain {
+				t.Fatalf("cluster 1 after WriteZeroes: %v", e.Type())
+			}
+			b := compressible(cs, 1)
+			if err := im.WriteCompressed(cs, b); err != nil {
+				t.Fatal(err)
+			}
+			copy(shadow[cs:], b)
+			// 2, 3: compressed, then discarded / zeroed with unmap.
+			for c := int64(2); c < 4; c++ {
+				if err := im.WriteCompressed(c*cs, compressible(cs, byte(c))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := im.Discard(2*cs, cs); err != nil {
+				t.Fatal(err)
+			}
+			if err := im.WriteZeroes(3*cs, cs, block.MayUnmap); err != nil {
+				t.Fatal(err)
+			}
+			for c := int64(0); c < 4; c++ {
+				e, err := im.entry(guestOff(c * cs))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := map[int64]format.ClusterType{0: format.ClusterCompressed, 1: format.ClusterCompressed, 2: format.ClusterZeroPlain, 3: format.ClusterZeroPlain}[c]
+				if e.Type() != want {
+					t.Errorf("cluster %d: %v, want %v", c, e.Type(), want)
+				}
+			}
+			testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "read back")
+			closeCheck(t, im, p)
+			testkit.MustEqual(t, qemuRaw(t, p), shadow, "qemu-img convert -O raw")
+		})
+	}
 }

@@ -68,6 +68,14 @@ func TestConvert_Compressed(t *testing.T) {
 			if compressed == 0 {
 				t.Errorf("qemu-img map shows no compressed cluster: %+v", ours)
 			}
+			// The source's zero range stays zero: no data in its whole
+			// clusters (64 KiB) in qemu-img's map.
+			const zlo, zhi = 1 << 20, 1<<20 + 3*65536
+			for _, e := range ours {
+				if e.Start < zhi && e.Start+e.Length > zlo && (e.Data || !e.Zero) {
+					t.Errorf("zero range [%d, %d) maps to %+v", zlo, zhi, e)
+				}
+			}
 			if !strings.Contains(mustQ(t, "map", "--output=json", c), `"compressed": true`) {
 				t.Errorf("qimg map shows no compressed cluster")
 			}
