@@ -93,6 +93,12 @@ func TestConvert_Compressed(t *testing.T) {
 				t.Fatal(err)
 			}
 			testkit.MustEqual(t, back, src, "qemu-img convert -O raw of qimg's compressed image")
+			mustQ(t, "convert", "-O", "raw", c, p("cback-"+name+".raw"))
+			cback, err := os.ReadFile(p("cback-" + name + ".raw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, cback, src, "qimg convert -O raw of qimg's compressed image")
 			// qimg reads qemu-img's compressed image back the same.
 			mustQ(t, "convert", "-O", "raw", q, p("qback-"+name+".raw"))
 			qback, err := os.ReadFile(p("qback-" + name + ".raw"))
