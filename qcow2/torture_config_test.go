@@ -25,6 +25,7 @@ type tcfg struct {
 	palign  int64  // PreallocAlign: 0 default
 	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
 	tiny    bool   // tiny L2 and refcount caches
+	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
 	backend string // see tortureBackends
 }
 
@@ -99,6 +100,9 @@ func (c tcfg) String() string {
 	if c.tiny {
 		t = append(t, "tiny")
 	}
+	if c.comp != "" {
+		t = append(t, c.comp)
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -126,6 +130,8 @@ func parseTcfg(name string) (tcfg, error) {
 			c.fill = FillUnwritten
 		case tok == "tiny":
 			c.tiny = true
+		case tok == "zlib" || tok == "zstd":
+			c.comp = tok
 		case strings.HasPrefix(tok, "ps"):
 			c.psize, err = parseSizeTok(tok[2:])
 		case strings.HasPrefix(tok, "pa"):
@@ -163,6 +169,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
 	case c.meta && c.backing:
 		return fmt.Errorf("preallocation=metadata with a backing file")
+	case c.v2 && c.comp == "zstd":
+		return fmt.Errorf("compression_type=zstd needs compat 1.1")
 	}
 	return nil
 }
@@ -174,6 +182,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	}
 	if c.meta {
 		co.Preallocation = PreallocMetadata
+	}
+	if c.comp == "zstd" {
+		co.CompressionType = "zstd"
 	}
 	return co
 }
@@ -226,6 +237,8 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-ps0-poff-tiny-unm",
 	"c64k-r16-v3-fz-tiny-hold",
 	"c512-r16-v2-back-lat",
+	"c64k-r16-v3-zstd-hold", // compressed writes: packing, COW of compressed clusters, Q13
+	"c4k-r8-v3-lazy-back-zlib-mem",
 }
 
 // randomTcfg draws a valid configuration.

@@ -30,6 +30,7 @@ import (
 type tstats struct {
 	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
 	Grows, GrowSkips, Skipped, Batches, BatchOps, Checks          int64
+	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
@@ -61,6 +62,7 @@ func (s *tstats) add(o *tstats) {
 	s.Batches += o.Batches
 	s.BatchOps += o.BatchOps
 	s.Checks += o.Checks
+	s.Compressed += o.Compressed
 	s.EarlyWrites += o.EarlyWrites
 	s.FillBytes += o.FillBytes
 	s.FillWaits += o.FillWaits
@@ -544,9 +546,9 @@ func (r *trun) exec(i int, o top) {
 	case opWrite:
 		r.st.Writes++
 		b := make([]byte, o.n)
-		fillPattern(b, o.pat)
+		r.fillWrite(b, o.pat)
 		r.touch(o.off, o.n)
-		if _, err := im.WriteAt(b, o.off); err != nil {
+		if err := r.writeAt(im, b, o.off); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		copy(r.model[o.off:], b)
