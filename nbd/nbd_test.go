@@ -307,9 +307,7 @@ func TestConcurrent(t *testing.T) {
 	// (more than the in-flight budget), reads of what each wrote.
 	var wg sync.WaitGroup
 	for k := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			c := dial(t, s)
 			c.connect("", k%2 == 0)
 			const n = 300
@@ -348,7 +346,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				seen[ch.cookie] = true
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }

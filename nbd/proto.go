@@ -25,32 +25,32 @@ const (
 
 // Section "Transmission flags".
 const (
-	FlagHasFlags        = 1 << 0
-	FlagReadOnly        = 1 << 1
-	FlagSendFlush       = 1 << 2
-	FlagSendFUA         = 1 << 3
-	FlagRotational      = 1 << 4
-	FlagSendTrim        = 1 << 5
-	FlagSendWriteZeroes = 1 << 6
-	FlagSendDF          = 1 << 7
-	FlagCanMultiConn    = 1 << 8
-	FlagSendResize      = 1 << 9
-	FlagSendCache       = 1 << 10
-	FlagSendFastZero    = 1 << 11
+	FlagHasFlags = 1 << iota // bit 0
+	FlagReadOnly
+	FlagSendFlush
+	FlagSendFUA
+	FlagRotational
+	FlagSendTrim
+	FlagSendWriteZeroes
+	FlagSendDF
+	FlagCanMultiConn
+	FlagSendResize
+	FlagSendCache
+	FlagSendFastZero // bit 11
 )
 
 // Section "Option types".
 const (
-	optExportName      = 1
-	optAbort           = 2
-	optList            = 3
-	optPeekExport      = 4
-	optStartTLS        = 5
-	optInfo            = 6
-	optGo              = 7
-	optStructuredReply = 8
-	optListMetaContext = 9
-	optSetMetaContext  = 10
+	optExportName = iota + 1 // 1
+	optAbort
+	optList
+	optPeekExport
+	optStartTLS
+	optInfo
+	optGo
+	optStructuredReply
+	optListMetaContext
+	optSetMetaContext // 10
 )
 
 // Section "Option reply types".
@@ -82,23 +82,23 @@ const (
 
 // Section "Request types".
 const (
-	cmdRead        = 0
-	cmdWrite       = 1
-	cmdDisc        = 2
-	cmdFlush       = 3
-	cmdTrim        = 4
-	cmdCache       = 5
-	cmdWriteZeroes = 6
-	cmdBlockStatus = 7
+	cmdRead = iota // 0
+	cmdWrite
+	cmdDisc
+	cmdFlush
+	cmdTrim
+	cmdCache
+	cmdWriteZeroes
+	cmdBlockStatus // 7
 )
 
 // Section "Command flags".
 const (
-	cmdFlagFUA      = 1 << 0
-	cmdFlagNoHole   = 1 << 1
-	cmdFlagDF       = 1 << 2
-	cmdFlagReqOne   = 1 << 3
-	cmdFlagFastZero = 1 << 4
+	cmdFlagFUA = 1 << iota // bit 0
+	cmdFlagNoHole
+	cmdFlagDF
+	cmdFlagReqOne
+	cmdFlagFastZero // bit 4
 )
 
 // Section "Structured reply types".

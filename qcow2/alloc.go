@@ -82,6 +82,9 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 		if c < im.freeIdx {
 			im.freeIdx = c
 		}
+		if im.compFree != 0 && im.g.HostCluster(im.compFree) == c {
+			im.compFree = 0 // the cluster may be handed out whole now
+		}
 		// Any cached table in the freed cluster is gone.
 		im.meta.del(c)
 		off := im.g.HostClusterOff(c)
@@ -120,8 +123,8 @@ func (im *Image) findFree(n uint64) (uint64, error) {
 		}
 		t.Lock()
 		for ; bi < g.RefblockEntries; bi, c = bi+1, c+1 {
-			if format.GetRefcount(t.Data, g.RefcountOrder, bi) != 0 {
-				run = 0
+			if format.GetRefcount(t.Data, g.RefcountOrder, bi) != 0 || (len(im.compHeld) != 0 && im.compressHeld(c)) {
+				run = 0 // in use, or freed from a compressed entry (Q13)
 				continue
 			}
 			if run == 0 {

@@ -208,14 +208,7 @@ func (im *Image) freeEntryLocked(e format.L2Entry) error {
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err
 		}
-		d := e.DecodeCompressed(&im.g)
-		first := im.g.HostCluster(d.Off)
-		last := im.g.HostCluster(d.Off + format.HostOff(d.Size) - 1)
-		for c := first; c <= last; c++ {
-			if err := im.freeClustersLocked(im.g.HostClusterOff(c), 1); err != nil {
-				return err
-			}
-		}
+		return im.freeCompressedLocked(e) // Q13
 	}
 	return nil
 }

@@ -17,6 +17,27 @@ var ErrZeroClusters = errors.New("qcow2: the image has zero clusters")
 // header is left unchanged. The change is metadata only: the open image
 // keeps its backing device and write behaviour until it is reopened.
 func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
+	return im.flushedWritable(func() error {
+		old := *im.hdr
+		h := old
+		h.Extensions = append([]format.Extension(nil), old.Extensions...)
+		h.UnknownFields = append([]byte(nil), old.UnknownFields...)
+		if err := edit(&h); err != nil {
+			return err
+		}
+		*im.hdr = h
+		if err := im.writeHeader(); err != nil {
+			*im.hdr = old
+			return err
+		}
+		return im.dev.Flush()
+	})
+}
+
+// flushedWritable flushes the image, then runs fn with mu held once
+// metadata may be changed (writableLocked): the preamble of a header
+// change (rewriteHeader, Shrink). mu is taken and released here only.
+func (im *Image) flushedWritable(fn func() error) error {
 	if err := im.Flush(); err != nil {
 		return err
 	}
@@ -25,19 +46,7 @@ func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
 	if err := im.writableLocked(); err != nil {
 		return err
 	}
-	old := *im.hdr
-	h := old
-	h.Extensions = append([]format.Extension(nil), old.Extensions...)
-	h.UnknownFields = append([]byte(nil), old.UnknownFields...)
-	if err := edit(&h); err != nil {
-		return err
-	}
-	*im.hdr = h
-	if err := im.writeHeader(); err != nil {
-		*im.hdr = old
-		return err
-	}
-	return im.dev.Flush()
+	return fn()
 }
 
 // SetBacking rewrites the backing file name and format in the header

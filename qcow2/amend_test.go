@@ -73,14 +73,7 @@ func TestSetBacking(t *testing.T) {
 	if err := im.SetBacking("", "raw"); err != nil {
 		t.Fatal(err)
 	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	re, err := Open(p, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer re.Close()
+	re := reopenReadOnly(t, im, p)
 	if h := re.Header(); h.BackingFile != "" || h.BackingFormat != "" {
 		t.Fatalf("after removal: %q %q", h.BackingFile, h.BackingFormat)
 	}

@@ -85,14 +85,7 @@ func BenchmarkRandom4K(b *testing.B) {
 							buf := block.AlignedBuf(4096, 4096)
 							fillPiece(buf, int64(s))
 							for pb.Next() {
-								off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
-								var err error
-								if write {
-									_, err = im.WriteAt(buf, off)
-								} else {
-									_, err = im.ReadAt(buf, off)
-								}
-								if err != nil {
+								if err := random4KOp(im, r, offs, buf, write); err != nil {
 									b.Error(err)
 									return
 								}
@@ -118,17 +111,23 @@ func random4K(b *testing.B, im *Image, offs []int64, write bool, seed uint64, n 
 	fillPiece(buf, 7)
 	b.ResetTimer()
 	for i := 0; i < n; i++ {
-		off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
-		var err error
-		if write {
-			_, err = im.WriteAt(buf, off)
-		} else {
-			_, err = im.ReadAt(buf, off)
-		}
-		if err != nil {
+		if err := random4KOp(im, r, offs, buf, write); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// random4KOp is one request of BenchmarkRandom4K: a 4 KiB read or write
+// of buf at a random 4 KiB block of a random cluster of offs.
+func random4KOp(im *Image, r *rand.Rand, offs []int64, buf []byte, write bool) error {
+	off := offs[r.IntN(len(offs))] + int64(r.IntN(16))*4096
+	var err error
+	if write {
+		_, err = im.WriteAt(buf, off)
+	} else {
+		_, err = im.ReadAt(buf, off)
+	}
+	return err
 }
 
 // flatDev is a minimal in-memory device that allocates nothing per
@@ -224,26 +223,43 @@ func hotImage(tb testing.TB) *Image {
 // allocated cluster through Image.Readv, and a 4 KiB overwrite.
 func BenchmarkL2Hit(b *testing.B) {
 	im := hotImage(b)
+	for _, op := range hotOps(im) {
+		if op.bench == "" {
+			continue
+		}
+		b.Run(op.bench, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(4096)
+			for i := 0; b.Loop(); i++ {
+				if err := op.do(int64(i%256) * 4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// hotOp is a request on the hot path of a hotImage: do runs it on the
+// allocated cluster at off.
+type hotOp struct {
+	bench string // BenchmarkL2Hit's name for it, "" if not benchmarked
+	what  string // TestAllocs_HotPath's
+	do    func(off int64) error
+}
+
+// hotOps are the hot-path requests on im: a read that hits the L2 cache,
+// an overwrite of a cluster and a sub-cluster overwrite through WriteAt.
+func hotOps(im *Image) []hotOp {
 	buf := make([]byte, 4096)
 	bufs := [][]byte{buf}
-	b.Run("read", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		for i := 0; b.Loop(); i++ {
-			if err := im.Readv(int64(i%256)*4096, bufs); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("overwrite", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		for i := 0; b.Loop(); i++ {
-			if err := im.Writev(int64(i%256)*4096, bufs); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	return []hotOp{
+		{"read", "L2-hit read", func(off int64) error { return im.Readv(off, bufs) }},
+		{"overwrite", "overwrite", func(off int64) error { return im.Writev(off, bufs) }},
+		{"", "sub-cluster overwrite (WriteAt)", func(off int64) error {
+			_, err := im.WriteAt(buf[:512], off+512)
+			return err
+		}},
+	}
 }
 
 // TestAllocs_HotPath: an overwrite of an allocated cluster and a read
@@ -254,32 +270,16 @@ func TestAllocs_HotPath(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	im := hotImage(t)
-	buf := make([]byte, 4096)
-	bufs := [][]byte{buf}
 	i := 0
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if err := im.Readv(int64(i%256)*4096, bufs); err != nil {
-			t.Fatal(err)
+	for _, op := range hotOps(im) {
+		if n := testing.AllocsPerRun(200, func() {
+			i++
+			if err := op.do(int64(i%256) * 4096); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: %v allocs per run, want 0", op.what, n)
 		}
-	}); n != 0 {
-		t.Errorf("L2-hit read: %v allocs per run, want 0", n)
-	}
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if err := im.Writev(int64(i%256)*4096, bufs); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Errorf("overwrite: %v allocs per run, want 0", n)
-	}
-	if n := testing.AllocsPerRun(200, func() {
-		i++
-		if _, err := im.WriteAt(buf[:512], int64(i%256)*4096+512); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Errorf("sub-cluster overwrite (WriteAt): %v allocs per run, want 0", n)
 	}
 }
 

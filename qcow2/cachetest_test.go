@@ -14,12 +14,7 @@ import (
 // while allocations are in flight. Check, qemu-img check (in testImage's
 // cleanup) and a byte-for-byte model comparison must pass.
 func TestModel_TinyCache(t *testing.T) {
-	cases := []struct {
-		name    string
-		co      CreateOptions
-		o       Options
-		backing bool
-	}{
+	cases := []imageCase{
 		{"c64k", CreateOptions{}, Options{L2CacheSize: 2 * 4096, L2CacheEntrySize: 4096, RefcountCacheSize: 2 * 65536}, false},
 		{"c64k-backing", CreateOptions{}, Options{L2CacheSize: 2 * 4096, L2CacheEntrySize: 4096, RefcountCacheSize: 2 * 65536}, true},
 		{"c64k-prealloc-off", CreateOptions{}, Options{Prealloc: "off", L2CacheSize: 2 * 4096, L2CacheEntrySize: 4096, RefcountCacheSize: 2 * 65536}, false},
@@ -84,12 +79,7 @@ func TestCrash_TinyCache(t *testing.T) {
 	if testing.Short() {
 		points = 12
 	}
-	cases := []struct {
-		name    string
-		co      CreateOptions
-		o       Options
-		backing bool
-	}{
+	cases := []imageCase{
 		{"c4k", CreateOptions{ClusterSize: 4096}, Options{L2CacheSize: 2 * 512, L2CacheEntrySize: 512, RefcountCacheSize: 2 * 4096}, false},
 		{"c4k-backing", CreateOptions{ClusterSize: 4096}, Options{L2CacheSize: 2 * 512, L2CacheEntrySize: 512, RefcountCacheSize: 2 * 4096}, true},
 		{"c512-rb64", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{L2CacheSize: 2 * 512, L2CacheEntrySize: 512, RefcountCacheSize: 2 * 512}, false},

@@ -35,6 +35,15 @@ func (o *CreateOptions) normalize() error {
 	} else if o.Compat != "1.1" {
 		return fmt.Errorf("%w: compat %q (0.10 or 1.1)", ErrUnsupported, o.Compat)
 	}
+	switch o.CompressionType {
+	case "", "zlib":
+	case "zstd":
+		if o.Compat == "0.10" {
+			return fmt.Errorf("%w: compression_type=zstd requires compat=1.1", ErrUnsupported)
+		}
+	default:
+		return fmt.Errorf("%w: compression_type %q (zlib, zstd)", ErrUnsupported, o.CompressionType)
+	}
 	if o.Preallocation == "" {
 		o.Preallocation = PreallocOff
 	}
@@ -208,6 +217,10 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		h.Extensions = []format.Extension{{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()}}
 		if o.LazyRefcounts {
 			h.CompatibleFeatures |= format.CompatLazyRefcounts
+		}
+		if o.CompressionType == "zstd" {
+			h.CompressionType = format.CompressionZstd
+			h.IncompatibleFeatures |= format.IncompatCompression
 		}
 	}
 	hb, err := h.Encode()

@@ -47,8 +47,8 @@ func qemuCrypt(t testing.TB, tool, p string, args ...string) string {
 	return testkit.MustRun(t, tool, append(args, testkit.QemuSecretArgs(p, cryptPass)...)...)
 }
 
-// qemuRaw is QEMU's plaintext of the encrypted image p.
-func qemuRaw(t testing.TB, p string) []byte {
+// qemuCryptRaw is QEMU's plaintext of the encrypted image p.
+func qemuCryptRaw(t testing.TB, p string) []byte {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), filepath.Base(p)+".raw")
 	testkit.MustRun(t, "qemu-img", append(append([]string{"convert"}, testkit.QemuSecretArgs(p, cryptPass)...), "-O", "raw", raw)...)
@@ -123,7 +123,7 @@ func TestCrypt_QEMUReadsWhatWeWrite(t *testing.T) {
 				}
 				cryptCheck(t, p)
 				qemuCrypt(t, "qemu-io", p, "-c", "read -P 0x5a 1540 1460", "-c", "read -P 0x5a 3777 2759", "-c", "read -P 0x33 66536 3000")
-				testkit.MustEqual(t, qemuRaw(t, p), shadow, "QEMU's read")
+				testkit.MustEqual(t, qemuCryptRaw(t, p), shadow, "QEMU's read")
 			})
 		}
 	}
@@ -148,7 +148,7 @@ func TestCrypt_WeReadWhatQEMUWrites(t *testing.T) {
 	} {
 		qemuCrypt(t, "qemu-io", p, "-c", c)
 	}
-	want := qemuRaw(t, p)
+	want := qemuCryptRaw(t, p)
 	im := cryptOpen(t, p, Options{})
 	testkit.MustEqual(t, testkit.ReadAll(t, im), want, "our read of QEMU's image")
 	write := func(off int64, b []byte) {
@@ -168,7 +168,7 @@ func TestCrypt_WeReadWhatQEMUWrites(t *testing.T) {
 	}
 	cryptCheck(t, p)
 	qemuCrypt(t, "qemu-io", p, "-c", "read -P 0x78 1048676 999", "-c", "read -P 0x21 1049675 64437")
-	testkit.MustEqual(t, qemuRaw(t, p), want, "QEMU's read after our writes")
+	testkit.MustEqual(t, qemuCryptRaw(t, p), want, "QEMU's read after our writes")
 }
 
 // A wrong passphrase is ErrWrongKey and a missing one ErrNoKey; neither

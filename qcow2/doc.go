@@ -85,6 +85,15 @@
 //	    is freed only after every writer that entered the gate before
 //	    the change has left it, so no write lands in a cluster that was
 //	    freed and handed to someone else.
+//	Q13 Compressed clusters (compress_write.go, compress_free.go): a
+//	    compressed entry over bytes that are not its stream does not read
+//	    back as stale data but fails to decompress. So the stream is
+//	    durable before the L2 entry that points at it (the L2 cache
+//	    depends on a flush, as Q2, besides Q1), and a host cluster whose
+//	    last compressed reference was dropped is not handed out again
+//	    (findFree skips it) until a completed flush has made the removal
+//	    durable: else a crash could leave the old entry pointing at the
+//	    new owner's bytes, or at the zeros of its COW.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -135,18 +135,25 @@ func FuzzOpen(f *testing.F) {
 		if len(b) > fuzzMaxInput {
 			t.Skip()
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			fuzzOpenOne(t, b)
-		}()
-		select {
-		case <-done:
-		case <-time.After(fuzzTimeout):
-			buf := make([]byte, 1<<20)
-			t.Fatalf("input of %d bytes did not finish in %v\n%s", len(b), fuzzTimeout, buf[:runtime.Stack(buf, true)])
-		}
+		fuzzOpenTimed(t, b)
 	})
+}
+
+// fuzzOpenTimed runs fuzzOpenOne on b on its own goroutine and fails the
+// test, with every goroutine's stack, if it does not finish within
+// fuzzTimeout.
+func fuzzOpenTimed(t *testing.T, b []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fuzzOpenOne(t, b)
+	}()
+	select {
+	case <-done:
+	case <-time.After(fuzzTimeout):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("input of %d bytes did not finish in %v\n%s", len(b), fuzzTimeout, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // fuzzOpenOne runs the FuzzOpen property on one input; it reports with
@@ -232,16 +239,6 @@ func FuzzOpenPatch(f *testing.F) {
 		b := append([]byte(nil), seeds[int(idx)%len(seeds)]...)
 		copy(b[int(off)%len(b):], p)
 		copy(b[int(off2)%len(b):], p2)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			fuzzOpenOne(t, b)
-		}()
-		select {
-		case <-done:
-		case <-time.After(fuzzTimeout):
-			buf := make([]byte, 1<<20)
-			t.Fatalf("input did not finish in %v\n%s", fuzzTimeout, buf[:runtime.Stack(buf, true)])
-		}
+		fuzzOpenTimed(t, b)
 	})
 }

@@ -25,6 +25,27 @@ func ownCheck(t testing.TB, path string) {
 	}
 }
 
+// openReadOnly opens the image at path read-only; Cleanup closes it.
+func openReadOnly(t testing.TB, path string) *Image {
+	t.Helper()
+	im, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { im.Close() })
+	return im
+}
+
+// reopenReadOnly closes im and opens its file at path again, read-only
+// (openReadOnly), to see what reached the file.
+func reopenReadOnly(t testing.TB, im *Image, path string) *Image {
+	t.Helper()
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return openReadOnly(t, path)
+}
+
 func head(s []string, n int) []string {
 	if len(s) > n {
 		return s[:n]

@@ -54,6 +54,12 @@ type Image struct {
 	l2c, rbc     *cache.Cache
 	sliceSize    uint64
 	freeIdx      uint64 // first-fit search start (cluster index)
+	// compFree is where the next compressed stream may start, inside a
+	// host cluster that holds compressed data (0: none; compress_write.go).
+	compFree format.HostOff
+	// compHeld holds the host clusters freed from compressed entries
+	// since the last flush: not handed out again before it (Q13).
+	compHeld map[uint64]struct{}
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
@@ -322,7 +328,11 @@ func (im *Image) flushLocked() error {
 	if err := im.rbc.Write(); err != nil {
 		return err
 	}
-	return im.dev.Flush()
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.releaseCompressHeldLocked() // Q13: the removals are durable
+	return nil
 }
 
 // Truncate changes the virtual size. Growing past the L1 table grows it

@@ -79,11 +79,7 @@ func TestCreate_RoundsSize(t *testing.T) {
 	if err := Create(p, CreateOptions{Size: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	im, err := Open(p, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
+	im := openReadOnly(t, p)
 	if n, _ := im.Size(); n != 1024 {
 		t.Fatalf("size %d, want 1024", n)
 	}

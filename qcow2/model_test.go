@@ -17,12 +17,7 @@ import (
 // share clusters (the allocation races are the point); cluster-wide ops
 // (zeroes, discards) take the model lock exclusively.
 func TestModel_Concurrent(t *testing.T) {
-	cases := []struct {
-		name    string
-		co      CreateOptions
-		o       Options
-		backing bool
-	}{
+	cases := []imageCase{
 		{"default", CreateOptions{}, Options{}, false},
 		{"prealloc-off", CreateOptions{}, Options{Prealloc: "off"}, false},
 		{"c4k-tiny-cache", CreateOptions{ClusterSize: 4096}, Options{L2CacheSize: 8192, RefcountCacheSize: 8192}, false},
@@ -36,6 +31,16 @@ func TestModel_Concurrent(t *testing.T) {
 			runModel(t, tc.co, tc.o, tc.backing)
 		})
 	}
+}
+
+// imageCase is one image configuration of a workload test (runModel,
+// runCrash): its create options, its options, and whether it has a
+// backing device.
+type imageCase struct {
+	name    string
+	co      CreateOptions
+	o       Options
+	backing bool
 }
 
 func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
@@ -56,84 +61,76 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 	const G = 8
 	const blk = 4096
 	var mu sync.RWMutex
-	var wg sync.WaitGroup
-	errs := make(chan error, G)
-	for g := 0; g < G; g++ {
-		seed := rng.Uint64()
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(seed, uint64(g)))
-			for i := 0; i < 300; i++ {
-				op := r.IntN(100)
-				switch {
-				case op < 50: // write inside one of our blocks
-					b := int64(r.IntN(size/blk/G))*G + int64(g)
-					off := b*blk + int64(r.IntN(blk))
-					n := int64(1 + r.IntN(int(b*blk+blk-off)))
-					data := pattern(int(n), byte(r.Uint32()))
-					mu.RLock()
-					_, err := im.WriteAt(data, off)
-					if err == nil {
-						copy(model[off:], data)
-					}
-					mu.RUnlock()
-					if err != nil {
-						errs <- err
-						return
-					}
-				case op < 85: // read one of our blocks
-					b := int64(r.IntN(size/blk/G))*G + int64(g)
-					got := make([]byte, blk)
-					mu.RLock()
-					err := block.ReadAt(im, got, b*blk)
-					want := append([]byte(nil), model[b*blk:b*blk+blk]...)
-					mu.RUnlock()
-					if err != nil {
-						errs <- err
-						return
-					}
-					if !bytes.Equal(got, want) {
-						t.Errorf("goroutine %d: block %d mismatch at %d", g, b, testkit.FirstDiff(got, want))
-						return
-					}
-				case op < 93: // zero a range (whole clusters and partial edges)
-					zoff := r.Int64N(size - 1)
-					zn := min(int64(1+r.IntN(int(3*cs))), size-zoff)
-					flags := block.Flags(0)
-					if r.IntN(2) == 0 {
-						flags = block.MayUnmap
-					}
-					mu.Lock()
-					err := im.WriteZeroes(zoff, zn, flags)
-					if err == nil {
-						clear(model[zoff : zoff+zn])
-					}
-					mu.Unlock()
-					if err != nil {
-						errs <- err
-						return
-					}
-				default: // discard whole clusters
-					c := r.Int64N(size / cs)
-					n := min(cs*int64(1+r.IntN(4)), size-c*cs)
-					mu.Lock()
-					err := im.Discard(c*cs, n)
-					if err == nil {
-						discardModel(im, model, c*cs, n, cs, o.Backing)
-					}
-					mu.Unlock()
-					if err != nil {
-						errs <- err
-						return
-					}
+	seeds := make([]uint64, G)
+	for g := range seeds {
+		seeds[g] = rng.Uint64()
+	}
+	err := testkit.Parallel(G, func(g int) error {
+		r := rand.New(rand.NewPCG(seeds[g], uint64(g)))
+		for i := 0; i < 300; i++ {
+			op := r.IntN(100)
+			switch {
+			case op < 50: // write inside one of our blocks
+				b := int64(r.IntN(size/blk/G))*G + int64(g)
+				off := b*blk + int64(r.IntN(blk))
+				n := int64(1 + r.IntN(int(b*blk+blk-off)))
+				data := pattern(int(n), byte(r.Uint32()))
+				mu.RLock()
+				_, err := im.WriteAt(data, off)
+				if err == nil {
+					copy(model[off:], data)
+				}
+				mu.RUnlock()
+				if err != nil {
+					return err
+				}
+			case op < 85: // read one of our blocks
+				b := int64(r.IntN(size/blk/G))*G + int64(g)
+				got := make([]byte, blk)
+				mu.RLock()
+				err := block.ReadAt(im, got, b*blk)
+				want := append([]byte(nil), model[b*blk:b*blk+blk]...)
+				mu.RUnlock()
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("goroutine %d: block %d mismatch at %d", g, b, testkit.FirstDiff(got, want))
+					return nil
+				}
+			case op < 93: // zero a range (whole clusters and partial edges)
+				zoff := r.Int64N(size - 1)
+				zn := min(int64(1+r.IntN(int(3*cs))), size-zoff)
+				flags := block.Flags(0)
+				if r.IntN(2) == 0 {
+					flags = block.MayUnmap
+				}
+				mu.Lock()
+				err := im.WriteZeroes(zoff, zn, flags)
+				if err == nil {
+					clear(model[zoff : zoff+zn])
+				}
+				mu.Unlock()
+				if err != nil {
+					return err
+				}
+			default: // discard whole clusters
+				c := r.Int64N(size / cs)
+				n := min(cs*int64(1+r.IntN(4)), size-c*cs)
+				mu.Lock()
+				err := im.Discard(c*cs, n)
+				if err == nil {
+					discardModel(im, model, c*cs, n, cs, o.Backing)
+				}
+				mu.Unlock()
+				if err != nil {
+					return err
 				}
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
@@ -143,14 +140,7 @@ func runModel(t *testing.T, co CreateOptions, o Options, withBacking bool) {
 	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model after flush")
 	if o.Backing == nil {
 		// Reopen from the file and compare again.
-		if err := im.Close(); err != nil {
-			t.Fatal(err)
-		}
-		im2, err := Open(p, Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer im2.Close()
+		im2 := reopenReadOnly(t, im, p)
 		testkit.MustEqual(t, testkit.ReadAll(t, im2), model, "reopened image vs model")
 	}
 }

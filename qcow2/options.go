@@ -36,6 +36,9 @@ type CreateOptions struct {
 	BackingFile   string
 	BackingFormat string // "qcow2" or "raw"; probed when empty
 	Preallocation string // off (default), metadata, falloc, full
+	// CompressionType is "zlib" (default) or "zstd" (compat 1.1: the
+	// header's compression_type field and incompatible bit 3, as QEMU).
+	CompressionType string
 	// Opener opens the new file and the backing file (default
 	// DefaultOpener). The new file is created (truncated) before.
 	Opener Opener
@@ -262,6 +265,11 @@ func (o *CreateOptions) Set(k, v string) error {
 			return fmt.Errorf("option refcount_bits: invalid value %q", v)
 		}
 		o.RefcountBits = n
+	case "compression_type":
+		if v != "zlib" && v != "zstd" {
+			return fmt.Errorf("option compression_type: invalid value %q (zlib, zstd)", v)
+		}
+		o.CompressionType = v
 	case "lazy_refcounts":
 		b, err := parseBool(k, v)
 		if err != nil {

@@ -17,12 +17,7 @@ func TestRegress_PreallocReusedClusterReadsZero(t *testing.T) {
 			if err := Create(p, CreateOptions{Size: 32 << 20, ClusterSize: 512, RefcountBits: 32, Preallocation: mode}); err != nil {
 				t.Fatal(err)
 			}
-			im, err := Open(p, Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer im.Close()
-			got := testkit.ReadAll(t, im)
+			got := testkit.ReadAll(t, openReadOnly(t, p))
 			testkit.MustEqual(t, got, make([]byte, len(got)), "a preallocated image")
 			testkit.QemuCheck(t, p)
 		})

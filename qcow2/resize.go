@@ -40,13 +40,5 @@ func (im *Image) Shrink(size int64) error {
 			return err
 		}
 	}
-	if err := im.Flush(); err != nil {
-		return err
-	}
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if err := im.writableLocked(); err != nil {
-		return err
-	}
-	return im.setSizeLocked(uint64(size))
+	return im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) })
 }

@@ -89,6 +89,22 @@ func uringOpener() Opener {
 }
 
 // seedConfigs are the engine variants of the seed switch.
+// runBackedSeed runs fn in a subtest per seed configuration on a
+// memImage of size bytes (64 KiB clusters) over a backing device as long
+// as the image holding seedBacking data, with its model: a copy of that
+// data.
+func runBackedSeed(t *testing.T, size int, fn func(t *testing.T, im *Image, model []byte)) {
+	for _, sc := range seedConfigs {
+		t.Run(sc.name, func(t *testing.T) {
+			bdata := seedBacking(size, 64<<10)
+			o := sc.o
+			o.Backing = memdev.FromBytes(bdata, memdev.Options{})
+			im, _ := memImage(t, CreateOptions{Size: int64(size)}, o, memdev.Options{})
+			fn(t, im, append([]byte(nil), bdata...))
+		})
+	}
+}
+
 var seedConfigs = []struct {
 	name string
 	o    Options
@@ -183,9 +199,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 	var wg sync.WaitGroup
 	errs := make(chan error, G)
 	for g := 0; g < G; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+		wg.Go(func() {
 			start.Wait()
 			for i := g; i < len(pieces); i += G {
 				p := pieces[i]
@@ -194,7 +208,7 @@ func run046(t *testing.T, seed uint64, o Options, cs, size int64) {
 					return
 				}
 			}
-		}(g)
+		})
 	}
 	for i, p := range pieces {
 		copy(model[p.off:], pattern(int(p.n), byte(i)))
@@ -265,61 +279,53 @@ func TestSeed_PartialWriteZeros027(t *testing.T) {
 // over unallocated and allocated clusters. Whole clusters read zero; the
 // rest of a partial cluster keeps the backing data (or the old data).
 func TestSeed_WriteZeroes154(t *testing.T) {
-	for _, sc := range seedConfigs {
-		t.Run(sc.name, func(t *testing.T) {
-			const cs = 64 << 10
-			const size = 4 << 20
-			bdata := seedBacking(size, cs)
-			o := sc.o
-			o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			im, _ := memImage(t, CreateOptions{Size: size}, o, memdev.Options{})
-			model := append([]byte(nil), bdata...)
-			// Clusters 16..23 hold image data.
-			for c := int64(16); c < 24; c++ {
-				p := pattern(cs, byte(c))
-				mustWrite(t, im, p, c*cs)
-				copy(model[c*cs:], p)
+	runBackedSeed(t, 4<<20, func(t *testing.T, im *Image, model []byte) {
+		const cs = 64 << 10
+		// Clusters 16..23 hold image data.
+		for c := int64(16); c < 24; c++ {
+			p := pattern(cs, byte(c))
+			mustWrite(t, im, p, c*cs)
+			copy(model[c*cs:], p)
+		}
+		cases := []struct {
+			off, n int64
+			flags  block.Flags
+		}{
+			{cs + 4096, 4096, 0},                  // inside an unallocated cluster
+			{2*cs + 512, 4096, block.MayUnmap},    // same, unmap allowed
+			{4*cs - 4096, 8192, 0},                // straddles two unallocated clusters
+			{6*cs + 100, 3 * cs, 0},               // partial + 2 whole + partial
+			{10*cs + 100, 3 * cs, block.MayUnmap}, // same with unmap
+			{16 * cs, cs, 0},                      // whole allocated cluster, kept
+			{17 * cs, cs, block.MayUnmap},         // whole allocated cluster, freed
+			{18*cs + 4096, 4096, block.MayUnmap},  // inside an allocated cluster
+			{20*cs - 512, 2*cs + 1024, 0},         // allocated partial + whole + partial
+			{30 * cs, 2 * cs, block.Allocate},     // aligned NO_FALLBACK: zero clusters
+		}
+		for _, c := range cases {
+			if err := im.WriteZeroes(c.off, c.n, c.flags); err != nil {
+				t.Fatalf("WriteZeroes(%d, %d, %v): %v", c.off, c.n, c.flags, err)
 			}
-			cases := []struct {
-				off, n int64
-				flags  block.Flags
-			}{
-				{cs + 4096, 4096, 0},                  // inside an unallocated cluster
-				{2*cs + 512, 4096, block.MayUnmap},    // same, unmap allowed
-				{4*cs - 4096, 8192, 0},                // straddles two unallocated clusters
-				{6*cs + 100, 3 * cs, 0},               // partial + 2 whole + partial
-				{10*cs + 100, 3 * cs, block.MayUnmap}, // same with unmap
-				{16 * cs, cs, 0},                      // whole allocated cluster, kept
-				{17 * cs, cs, block.MayUnmap},         // whole allocated cluster, freed
-				{18*cs + 4096, 4096, block.MayUnmap},  // inside an allocated cluster
-				{20*cs - 512, 2*cs + 1024, 0},         // allocated partial + whole + partial
-				{30 * cs, 2 * cs, block.Allocate},     // aligned NO_FALLBACK: zero clusters
+			clear(model[c.off : c.off+c.n])
+		}
+		// NO_FALLBACK on a partial cluster must refuse, not write
+		// zero buffers (block B3).
+		if err := im.WriteZeroes(40*cs+512, 4096, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
+			t.Errorf("misaligned Allocate zeroing: %v, want ErrNotSupported", err)
+		}
+		testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
+		// Whole zeroed clusters are zero clusters (no data read).
+		for _, c := range []int64{7, 8, 11, 12, 16, 17, 20, 30, 31} {
+			if !im.IsZeroFast(c*cs, cs) {
+				t.Errorf("cluster %d not a known-zero cluster after WriteZeroes", c)
 			}
-			for _, c := range cases {
-				if err := im.WriteZeroes(c.off, c.n, c.flags); err != nil {
-					t.Fatalf("WriteZeroes(%d, %d, %v): %v", c.off, c.n, c.flags, err)
-				}
-				clear(model[c.off : c.off+c.n])
-			}
-			// NO_FALLBACK on a partial cluster must refuse, not write
-			// zero buffers (block B3).
-			if err := im.WriteZeroes(40*cs+512, 4096, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
-				t.Errorf("misaligned Allocate zeroing: %v, want ErrNotSupported", err)
-			}
-			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
-			// Whole zeroed clusters are zero clusters (no data read).
-			for _, c := range []int64{7, 8, 11, 12, 16, 17, 20, 30, 31} {
-				if !im.IsZeroFast(c*cs, cs) {
-					t.Errorf("cluster %d not a known-zero cluster after WriteZeroes", c)
-				}
-			}
-			// A partial cluster written later keeps zeros, not backing.
-			p := pattern(512, 9)
-			mustWrite(t, im, p, 7*cs+1024)
-			copy(model[7*cs+1024:], p)
-			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "after rewrite of a zero cluster")
-		})
-	}
+		}
+		// A partial cluster written later keeps zeros, not backing.
+		p := pattern(512, 9)
+		mustWrite(t, im, p, 7*cs+1024)
+		copy(model[7*cs+1024:], p)
+		testkit.MustEqual(t, testkit.ReadAll(t, im), model, "after rewrite of a zero cluster")
+	})
 }
 
 // TestSeed_AlignedDevice268 is iotest 268: cluster size 2 KiB (and 512)
@@ -370,60 +376,42 @@ func TestSeed_AlignedDevice268(t *testing.T) {
 // as zero): COWBytes > 0, no Allocate
 // zeroing, and the data is right.
 func TestSeed_NoSkipWithBackingData(t *testing.T) {
-	for _, sc := range seedConfigs {
-		t.Run(sc.name, func(t *testing.T) {
-			const cs = 64 << 10
-			const size = 2 << 20
-			bdata := seedBacking(size, cs)
-			o := sc.o
-			o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			im, _ := memImage(t, CreateOptions{Size: size}, o, memdev.Options{})
-			model := append([]byte(nil), bdata...)
-			mustWrite(t, im, pattern(cs, 1), 0) // the L2 table exists
-			copy(model, pattern(cs, 1))
-			m0 := im.Metrics()
-			p := pattern(4096, 2)
-			mustWrite(t, im, p, 5*cs+8192)
-			copy(model[5*cs+8192:], p)
-			d := im.Metrics().Sub(m0)
-			if d.COWBytes != cs-4096 {
-				t.Errorf("COWBytes %d, want %d", d.COWBytes, cs-4096)
-			}
-			if d.Fallocates != 0 || d.FreshSkips != 0 || d.ZeroPadBytes != 0 {
-				t.Errorf("COW over backing data was skipped or zero-filled: %v", d)
-			}
-			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
-		})
-	}
+	runBackedSeed(t, 2<<20, func(t *testing.T, im *Image, model []byte) {
+		const cs = 64 << 10
+		mustWrite(t, im, pattern(cs, 1), 0) // the L2 table exists
+		copy(model, pattern(cs, 1))
+		m0 := im.Metrics()
+		p := pattern(4096, 2)
+		mustWrite(t, im, p, 5*cs+8192)
+		copy(model[5*cs+8192:], p)
+		d := im.Metrics().Sub(m0)
+		if d.COWBytes != cs-4096 {
+			t.Errorf("COWBytes %d, want %d", d.COWBytes, cs-4096)
+		}
+		if d.Fallocates != 0 || d.FreshSkips != 0 || d.ZeroPadBytes != 0 {
+			t.Errorf("COW over backing data was skipped or zero-filled: %v", d)
+		}
+		testkit.MustEqual(t, testkit.ReadAll(t, im), model, "image vs model")
+	})
 }
 
 // seqWrite is qemu-img bench's write stream: G goroutines take request
 // i from an atomic counter and write n bytes of pattern at base+i*n.
 func seqWrite(im *Image, G int, base int64, count, n int64) error {
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, G)
-	for g := 0; g < G; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := block.AlignedBuf(int(n), 4096)
-			for {
-				i := next.Add(1) - 1
-				if i >= count {
-					return
-				}
-				fillPiece(buf, i)
-				if _, err := im.WriteAt(buf, base+i*n); err != nil {
-					errs <- fmt.Errorf("request %d: %w", i, err)
-					return
-				}
+	return testkit.Parallel(G, func(int) error {
+		buf := block.AlignedBuf(int(n), 4096)
+		for {
+			i := next.Add(1) - 1
+			if i >= count {
+				return nil
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+			fillPiece(buf, i)
+			if _, err := im.WriteAt(buf, base+i*n); err != nil {
+				return fmt.Errorf("request %d: %w", i, err)
+			}
+		}
+	})
 }
 
 // fillPiece fills buf with a pattern unique to request i (never all

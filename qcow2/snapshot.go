@@ -82,6 +82,25 @@ func (im *Image) findSnapshotLocked(s string) int {
 	return -1
 }
 
+// withSnapshot runs fn on the snapshot with ID or name s (its index and
+// table entry) with mu held and no allocation in flight (lockIdle), once
+// metadata may be changed: the shared preamble of the operations on an
+// existing snapshot. mu is taken and released here only.
+func (im *Image) withSnapshot(s string, fn func(i int, sn format.Snapshot) error) error {
+	if err := im.lockIdle(); err != nil {
+		return err
+	}
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return err
+	}
+	i := im.findSnapshotLocked(s)
+	if i < 0 {
+		return ErrNoSnapshot
+	}
+	return fn(i, im.snapshots[i])
+}
+
 // CreateSnapshot takes an internal snapshot named name of the current
 // disk state (qemu-img snapshot -c) and returns its table entry.
 func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
@@ -171,18 +190,14 @@ func (im *Image) newSnapshotIDLocked() string {
 // ApplySnapshot reverts the disk to the snapshot with ID or name s
 // (qemu-img snapshot -a). The snapshot stays.
 func (im *Image) ApplySnapshot(s string) error {
-	if err := im.lockIdle(); err != nil {
-		return err
-	}
-	defer im.mu.Unlock()
-	if err := im.writableLocked(); err != nil {
-		return err
-	}
-	i := im.findSnapshotLocked(s)
-	if i < 0 {
-		return ErrNoSnapshot
-	}
-	sn := im.snapshots[i]
+	return im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
+		return im.applySnapshotLocked(sn)
+	})
+}
+
+// applySnapshotLocked is ApplySnapshot's work, under mu with no
+// allocation in flight.
+func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 	if sn.DiskSize != 0 && sn.DiskSize != im.hdr.Size {
 		return fmt.Errorf("%w: applying a snapshot of another disk size", ErrUnsupported)
 	}
@@ -250,18 +265,12 @@ func (im *Image) ApplySnapshot(s string) error {
 // DeleteSnapshot removes the snapshot with ID or name s (qemu-img
 // snapshot -d) and frees the clusters only it referenced.
 func (im *Image) DeleteSnapshot(s string) error {
-	if err := im.lockIdle(); err != nil {
-		return err
-	}
-	defer im.mu.Unlock()
-	if err := im.writableLocked(); err != nil {
-		return err
-	}
-	i := im.findSnapshotLocked(s)
-	if i < 0 {
-		return ErrNoSnapshot
-	}
-	sn := im.snapshots[i]
+	return im.withSnapshot(s, im.deleteSnapshotLocked)
+}
+
+// deleteSnapshotLocked is DeleteSnapshot's work on snapshot i, under mu
+// with no allocation in flight.
+func (im *Image) deleteSnapshotLocked(i int, sn format.Snapshot) error {
 	if err := im.flushLocked(); err != nil {
 		return err
 	}

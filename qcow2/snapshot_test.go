@@ -177,9 +177,7 @@ func TestSnapshotConcurrentWriters(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
 			b := pattern(6000, byte(w))
 			for {
@@ -193,7 +191,7 @@ func TestSnapshotConcurrentWriters(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	busy := 0
 	for i := range 6 {

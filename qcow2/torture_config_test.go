@@ -26,6 +26,7 @@ type tcfg struct {
 	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
 	tiny    bool   // tiny L2 and refcount caches
 	luks    bool   // LUKS encrypted (crypt.go)
+	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
 	backend string // see tortureBackends
 }
 
@@ -103,6 +104,9 @@ func (c tcfg) String() string {
 	if c.luks {
 		t = append(t, "luks")
 	}
+	if c.comp != "" {
+		t = append(t, c.comp)
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -132,6 +136,8 @@ func parseTcfg(name string) (tcfg, error) {
 			c.tiny = true
 		case tok == "luks":
 			c.luks = true
+		case tok == "zlib" || tok == "zstd":
+			c.comp = tok
 		case strings.HasPrefix(tok, "ps"):
 			c.psize, err = parseSizeTok(tok[2:])
 		case strings.HasPrefix(tok, "pa"):
@@ -171,6 +177,10 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("preallocation=metadata with a backing file")
 	case c.luks && (c.v2 || c.meta):
 		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
+	case c.v2 && c.comp == "zstd":
+		return fmt.Errorf("compression_type=zstd needs compat 1.1")
+	case c.luks && c.comp != "":
+		return fmt.Errorf("compressed writes are refused on encrypted images")
 	}
 	return nil
 }
@@ -185,6 +195,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	}
 	if c.luks {
 		co.Encrypt = EncryptOptions{Format: "luks", Passphrase: []byte(tortureLUKSPass), Iterations: 1000}
+	}
+	if c.comp == "zstd" {
+		co.CompressionType = "zstd"
 	}
 	return co
 }
@@ -243,6 +256,8 @@ var tortureMatrix = []string{
 	"c64k-r16-v3-luks-hold",        // encrypted: whole-sector RMW, encrypted COW
 	"c4k-r16-v3-back-tiny-luks-ud", // encrypted COW from a backing file
 	"c512-r64-v3-lazy-luks-mem",
+	"c64k-r16-v3-zstd-hold", // compressed writes: packing, COW of compressed clusters, Q13
+	"c4k-r8-v3-lazy-back-zlib-mem",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.

@@ -339,9 +339,7 @@ func hammer(t *testing.T, r *holdRig, h *holddev.Hold, g int) {
 	want := map[int64][]byte{}
 	errs := make(chan error, g)
 	for k := 0; k < g; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := 0; i < 150; i++ {
 				off := int64(k)<<20 + int64(i)*1536
 				b := patternBuf(1+i%1200, uint64(k*1000+i))
@@ -353,7 +351,7 @@ func hammer(t *testing.T, r *holdRig, h *holddev.Hold, g int) {
 				want[off] = b
 				mu.Unlock()
 			}
-		}(k)
+		})
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

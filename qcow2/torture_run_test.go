@@ -30,6 +30,7 @@ import (
 type tstats struct {
 	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
 	Grows, GrowSkips, Skipped, Batches, BatchOps, Checks          int64
+	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
@@ -61,6 +62,7 @@ func (s *tstats) add(o *tstats) {
 	s.Batches += o.Batches
 	s.BatchOps += o.BatchOps
 	s.Checks += o.Checks
+	s.Compressed += o.Compressed
 	s.EarlyWrites += o.EarlyWrites
 	s.FillBytes += o.FillBytes
 	s.FillWaits += o.FillWaits
@@ -550,9 +552,9 @@ func (r *trun) exec(i int, o top) {
 	case opWrite:
 		r.st.Writes++
 		b := make([]byte, o.n)
-		fillPattern(b, o.pat)
+		r.fillWrite(b, o.pat)
 		r.touch(o.off, o.n)
-		if _, err := im.WriteAt(b, o.off); err != nil {
+		if err := r.writeAt(im, b, o.off); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		copy(r.model[o.off:], b)
@@ -699,9 +701,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		return true
 	}
 	for g := range b.own {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("goroutine %d", g)
 			defer guard(who)
 			for _, o := range b.own[g] {
@@ -761,13 +761,11 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					mu.RUnlock()
 				}
 			}
-		}(g)
+		})
 	}
 	// Two dup writers race on the shared window with identical data.
 	for d := 0; d < 2; d++ {
-		wg.Add(1)
-		go func(d int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("dup writer %d", d)
 			defer guard(who)
 			rr := rand.New(rand.NewPCG(b.seed, uint64(d)))
@@ -782,13 +780,11 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					return
 				}
 			}
-		}(d)
+		})
 	}
 	// Readers across the windows' edges verify the bytes outside them.
 	for k := 0; k < b.readers; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
+		wg.Go(func() {
 			who := fmt.Sprintf("reader %d", k)
 			defer guard(who)
 			rr := rand.New(rand.NewPCG(b.seed, uint64(100+k)))
@@ -813,25 +809,19 @@ func (r *trun) runBatch(i int, b *tbatch) {
 					}
 				}
 			}
-		}(k)
+		})
 	}
 	for k := 0; k < b.flushes; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer guard("flusher")
 			time.Sleep(time.Duration(k*300) * time.Microsecond)
 			nops.Add(1)
 			if err := im.Flush(); err != nil {
 				failf("flush: %v", err)
 			}
-		}()
+		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
+	if !testkit.Within(2*time.Minute, wg.Wait) {
 		buf := make([]byte, 1<<20)
 		n := runtimeStack(buf)
 		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])

@@ -191,9 +191,7 @@ func TestTortureLoop(t *testing.T) {
 	var failures []string
 	var wg sync.WaitGroup
 	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for j := range jobs {
 				st, ok, msg := runTortureChild(j.seed, j.cfg)
 				mu.Lock()
@@ -210,7 +208,7 @@ func TestTortureLoop(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	fmt.Printf("torture totals: %v\n", total)

@@ -94,11 +94,7 @@ func TestClusterLocks_WaitAfterRecycle(t *testing.T) {
 		c.Release(x)
 	}
 	held, _, _ := c.TryAcquire(1, 1) // may or may not be the same object as a
-	done := make(chan struct{})
-	go func() { b.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	if !testkit.Within(5*time.Second, b.Wait) {
 		t.Fatal("Wait on a released blocker blocked on a later incarnation")
 	}
 	c.Release(held)
@@ -126,9 +122,7 @@ func TestClusterLocks_Stress(t *testing.T) {
 	var violations atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(g)))
 			for range iters {
 				first := uint64(rng.IntN(clusters))
@@ -162,13 +156,9 @@ func TestClusterLocks_Stress(t *testing.T) {
 				}
 				c.Release(a)
 			}
-		}()
+		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
+	if !testkit.Within(60*time.Second, wg.Wait) {
 		t.Fatal("stress did not finish")
 	}
 	t.Logf("%v", c.Metrics())

@@ -48,9 +48,7 @@ func runQD(b *testing.B, qd int, off func(g, i int) int64, do func(off int64, v 
 		if g == 0 {
 			n += b.N % qd
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := block.AlignedBuf(4096, block.DefaultMemAlign)
 			v := [][]byte{buf}
 			for i := range n {
@@ -59,7 +57,7 @@ func runQD(b *testing.B, qd int, off func(g, i int) int64, do func(off int64, v 
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -122,16 +120,7 @@ func BenchmarkRead4K(b *testing.B) { bench4K(b, false) }
 // the ring vs a direct unix.Fallocate syscall.
 func BenchmarkFallocate64K(b *testing.B) {
 	b.Run("ring", func(b *testing.B) {
-		f := benchFile(b, Ring)
-		b.ReportAllocs()
-		b.SetBytes(64 << 10)
-		var off int64
-		for b.Loop() {
-			if err := f.WriteZeroes(off, 64<<10, block.Allocate); err != nil {
-				b.Fatal(err)
-			}
-			off = (off + 64<<10) % benchSpan
-		}
+		fallocate64K(b, Ring, func(f *File, off int64) error { return f.WriteZeroes(off, 64<<10, block.Allocate) })
 	})
 	b.Run("ring-qd64", func(b *testing.B) {
 		f := benchFile(b, Ring)
@@ -150,17 +139,25 @@ func BenchmarkFallocate64K(b *testing.B) {
 		})
 	})
 	b.Run("syscall", func(b *testing.B) {
-		f := benchFile(b, Threads)
-		b.ReportAllocs()
-		b.SetBytes(64 << 10)
-		var off int64
-		for b.Loop() {
-			if err := unix.Fallocate(f.Fd(), unix.FALLOC_FL_ZERO_RANGE, off, 64<<10); err != nil {
-				b.Fatal(err)
-			}
-			off = (off + 64<<10) % benchSpan
-		}
+		fallocate64K(b, Threads, func(f *File, off int64) error {
+			return unix.Fallocate(f.Fd(), unix.FALLOC_FL_ZERO_RANGE, off, 64<<10)
+		})
 	})
+}
+
+// fallocate64K runs zero on successive 64 KiB clusters of a benchFile of
+// backend be, one at a time.
+func fallocate64K(b *testing.B, be Backend, zero func(f *File, off int64) error) {
+	f := benchFile(b, be)
+	b.ReportAllocs()
+	b.SetBytes(64 << 10)
+	var off int64
+	for b.Loop() {
+		if err := zero(f, off); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + 64<<10) % benchSpan
+	}
 }
 
 // BenchmarkZeroThenWrite: zero a 64 KiB cluster then write 4 KiB into it,

@@ -220,9 +220,7 @@ func runPieces(t *testing.T, f *File, r *rand.Rand, old []byte, ps []piece, read
 	errc := make(chan error, len(ps)+readers)
 	refused := make([]bool, len(ps))
 	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
 			var err error
 			switch {
@@ -237,7 +235,7 @@ func runPieces(t *testing.T, f *File, r *rand.Rand, old []byte, ps []piece, read
 			if err != nil {
 				errc <- fmt.Errorf("piece [%d,+%d) zero=%v: %w", p.off, p.n, p.data == nil, err)
 			}
-		}()
+		})
 	}
 	if hi-lo < 2 {
 		readers = 0
@@ -246,9 +244,7 @@ func runPieces(t *testing.T, f *File, r *rand.Rand, old []byte, ps []piece, read
 		off := lo + r.Int64N(hi-lo-1)
 		n := 1 + r.Int64N(hi-off-1)
 		odd := r.IntN(2) == 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
 			b := oddBuf(int(n), odd)
 			if err := block.ReadAt(f, b, off); err != nil {
@@ -266,7 +262,7 @@ func runPieces(t *testing.T, f *File, r *rand.Rand, old []byte, ps []piece, read
 					return
 				}
 			}
-		}()
+		})
 	}
 	close(start)
 	wg.Wait()

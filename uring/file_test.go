@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,9 +77,7 @@ func TestFile_RoundTrip(t *testing.T) {
 				var wg sync.WaitGroup
 				errc := make(chan error, qd)
 				for g := range qd {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
+					wg.Go(func() {
 						for i := range per {
 							blk := int64(g*per + i)
 							data := pattern(uint64(blk), 2*bs)
@@ -100,7 +99,7 @@ func TestFile_RoundTrip(t *testing.T) {
 								return
 							}
 						}
-					}()
+					})
 				}
 				wg.Wait()
 				close(errc)
@@ -144,9 +143,7 @@ func TestFile_ZeroThenWritev_Stress(t *testing.T) {
 			stop := make(chan struct{})
 			var bg sync.WaitGroup
 			for g := range 16 {
-				bg.Add(1)
-				go func() {
-					defer bg.Done()
+				bg.Go(func() {
 					buf := fill(4096, 0x5A)
 					for i := 0; ; i++ {
 						select {
@@ -160,18 +157,16 @@ func TestFile_ZeroThenWritev_Stress(t *testing.T) {
 							return
 						}
 					}
-				}()
+				})
 			}
 			for i := range nclusters {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					data := pattern(uint64(i), 4096)
 					woff := int64(i)*cluster + int64(i%16)*4096
 					if err := f.ZeroThenWritev(int64(i)*cluster, cluster, block.Allocate, woff, [][]byte{data}); err != nil {
 						errc <- err
 					}
-				}()
+				})
 			}
 			wg.Wait()
 			close(stop)
@@ -318,9 +313,7 @@ func TestFile_CloseInFlight(t *testing.T) {
 				var wg sync.WaitGroup
 				bad := make(chan error, 64)
 				for g := range 64 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
+					wg.Go(func() {
 						buf := block.AlignedBuf(4096, block.DefaultMemAlign)
 						for i := 0; ; i++ {
 							off := int64((g*64+i%64)*4096) % (1 << 22)
@@ -341,17 +334,13 @@ func TestFile_CloseInFlight(t *testing.T) {
 								return
 							}
 						}
-					}()
+					})
 				}
 				time.Sleep(time.Duration(1+round) * time.Millisecond)
 				if err := f.Close(); err != nil {
 					t.Fatal(err)
 				}
-				done := make(chan struct{})
-				go func() { wg.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(20 * time.Second):
+				if !testkit.Within(20*time.Second, wg.Wait) {
 					t.Fatal("callers hang after Close")
 				}
 				close(bad)
@@ -498,9 +487,7 @@ func TestFile_SmallRing(t *testing.T) {
 	f := openTemp(t, Options{Backend: Ring, Direct: true, Entries: 1})
 	var wg sync.WaitGroup
 	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := pattern(uint64(g), 4096)
 			for i := range 20 {
 				off := int64(g*20+i) * 65536
@@ -519,7 +506,7 @@ func TestFile_SmallRing(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if m := f.Metrics(); m.CQOverflows != 0 || m.CQEs != m.SQEs {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,29 +20,19 @@ func seqWrites(t *testing.T, f *File, n, bs, depth int, seed uint64) []byte {
 	t.Helper()
 	want := pattern(seed, n*bs)
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, depth)
-	for g := 0; g < depth; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				var v [1][]byte
-				v[0] = want[i*bs : (i+1)*bs]
-				if err := f.Writev(int64(i*bs), v[:]); err != nil {
-					errs <- err
-					return
-				}
+	if err := testkit.Parallel(depth, func(int) error {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return nil
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+			var v [1][]byte
+			v[0] = want[i*bs : (i+1)*bs]
+			if err := f.Writev(int64(i*bs), v[:]); err != nil {
+				return err
+			}
+		}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return want
@@ -69,9 +60,7 @@ func TestMerge_Sequential(t *testing.T) {
 		var wg sync.WaitGroup
 		var next atomic.Int64
 		for g := 0; g < 64; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for {
 					i := int(next.Add(1) - 1)
 					if i >= n+64 {
@@ -88,7 +77,7 @@ func TestMerge_Sequential(t *testing.T) {
 						return
 					}
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if !bytes.Equal(got[:n*bs], want) || !bytes.Equal(got[n*bs:], make([]byte, 64*bs)) {
@@ -131,11 +120,9 @@ func batch(t *testing.T, f *File, n int, do func(i int) error) []error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = do(i)
-		}()
+		})
 		<-queued
 	}
 	hold.Store(false)

@@ -463,9 +463,7 @@ func (k *kit) b1Concurrent() {
 	var wg sync.WaitGroup
 	errs := make(chan error, 3*g)
 	for i := range g {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			own := k.buf(u, byte(i+1))
 			for j := range per {
 				if err := block.WriteAt(k.d, own, int64(j)*u); err != nil {
@@ -489,7 +487,7 @@ func (k *kit) b1Concurrent() {
 			if !bytes.Equal(got, ref) {
 				errs <- errors.New("a read of an untouched range returned other data")
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -821,13 +819,11 @@ func (k *kit) b6() {
 	ys := make([][]byte, 8)
 	for i := range ys {
 		ys[i] = k.random(u)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := block.WriteAt(k.d, ys[i], 32*u+int64(i)*u); err != nil {
 				k.Error(err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if err := k.d.Flush(); err != nil {

@@ -176,9 +176,7 @@ func TestDev_Concurrent(t *testing.T) {
 	d := New(memdev.New(memdev.Options{}), inj, Options{})
 	var wg sync.WaitGroup
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := make([]byte, 512)
 			for i := range 200 {
 				err := block.WriteAt(d, buf, int64(g*200+i)*512)
@@ -186,7 +184,7 @@ func TestDev_Concurrent(t *testing.T) {
 					t.Error(err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if d.Ops() != 1600 || d.Injected() != inj.Fired() {

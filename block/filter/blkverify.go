@@ -89,24 +89,15 @@ func (b *Blkverify) Readv(off int64, bufs [][]byte) error {
 }
 
 func (b *Blkverify) Writev(off int64, bufs [][]byte) error {
-	n := block.VecLen(bufs)
-	if err := block.CheckRange(off, n); err != nil {
-		return err
-	}
-	defer b.lk.lock(off, n, true)()
-	return both(func(d block.Device) error { return d.Writev(off, bufs) }, b.test, b.ref)
+	return b.lk.writev(off, bufs, func(int64) error {
+		return both(func(d block.Device) error { return d.Writev(off, bufs) }, b.test, b.ref)
+	})
 }
 
 func (b *Blkverify) WriteZeroes(off, n int64, flags block.Flags) error {
-	if err := CheckFlags(b.Caps(), off, n, flags); err != nil {
-		return err
-	}
-	unlock, err := b.lk.lockReq(off, n, flags)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return both(func(d block.Device) error { return d.WriteZeroes(off, n, flags) }, b.test, b.ref)
+	return b.lk.writeZeroes(b.Caps(), off, n, flags, func() error {
+		return both(func(d block.Device) error { return d.WriteZeroes(off, n, flags) }, b.test, b.ref)
+	})
 }
 
 func (b *Blkverify) Flush() error {

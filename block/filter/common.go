@@ -151,6 +151,31 @@ func (l *rangeLock) lock(off, n int64, excl bool) func() {
 	return l.releaser(r)
 }
 
+// writev validates a vectored write at off and runs do (given the
+// request's length) with its range held exclusively.
+func (l *rangeLock) writev(off int64, bufs [][]byte, do func(n int64) error) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	defer l.lock(off, n, true)()
+	return do(n)
+}
+
+// writeZeroes validates a WriteZeroes under caps (CheckFlags) and runs do
+// with its range held exclusively (lockReq).
+func (l *rangeLock) writeZeroes(caps block.Caps, off, n int64, flags block.Flags, do func() error) error {
+	if err := CheckFlags(caps, off, n, flags); err != nil {
+		return err
+	}
+	unlock, err := l.lockReq(off, n, flags)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return do()
+}
+
 func (l *rangeLock) releaser(r *heldRange) func() {
 	return func() {
 		l.mu.Lock()
@@ -199,11 +224,9 @@ func parallel(n int, f func(i int) error) []error {
 	}
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = f(i)
-		}()
+		})
 	}
 	errs[0] = f(0)
 	wg.Wait()

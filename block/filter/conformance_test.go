@@ -186,9 +186,7 @@ func TestMirror_ConformanceConverges(t *testing.T) {
 	var wg sync.WaitGroup
 	for g := range 8 {
 		data := randBytes(r, 4096)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 64 {
 				// Writers share chunks but never bytes.
 				off := int64(i%16)*(64<<10) + int64(g)*4096
@@ -200,7 +198,7 @@ func TestMirror_ConformanceConverges(t *testing.T) {
 					time.Sleep(time.Millisecond)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	tg, err := m.Complete()

@@ -143,24 +143,11 @@ func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
 }
 
 func (c *CopyOnRead) Writev(off int64, bufs [][]byte) error {
-	n := block.VecLen(bufs)
-	if err := block.CheckRange(off, n); err != nil {
-		return err
-	}
-	defer c.lk.lock(off, n, true)()
-	return c.top.Writev(off, bufs)
+	return c.lk.writev(off, bufs, func(int64) error { return c.top.Writev(off, bufs) })
 }
 
 func (c *CopyOnRead) WriteZeroes(off, n int64, flags block.Flags) error {
-	if err := CheckFlags(c.Caps(), off, n, flags); err != nil {
-		return err
-	}
-	unlock, err := c.lk.lockReq(off, n, flags)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return c.top.WriteZeroes(off, n, flags)
+	return c.lk.writeZeroes(c.Caps(), off, n, flags, func() error { return c.top.WriteZeroes(off, n, flags) })
 }
 
 func (c *CopyOnRead) Flush() error              { return c.top.Flush() }

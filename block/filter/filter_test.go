@@ -233,9 +233,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 	// Unaligned, overlapping, concurrent reads.
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := make([]byte, 300_001)
 			for off := int64(g * 1000); off < size; off += 250_000 {
 				n := min(int64(len(buf)), size-off)
@@ -248,7 +246,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if cor.M.CopiedBytes.Load() == 0 {
@@ -288,9 +286,7 @@ func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 10))
 			buf := make([]byte, 8192)
 			for range 200 {
@@ -307,7 +303,7 @@ func TestCopyOnRead_SourceAndWrites(t *testing.T) {
 					t.Error(err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	testkit.MustEqual(t, testkit.ReadAll(t, cor), want, "through copy-on-read")
@@ -339,9 +335,7 @@ func TestMirror_ConvergesUnderWrites(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r := rand.New(rand.NewPCG(seed, uint64(g)+100))
 			for i := range 150 {
 				off := r.Int64N(size - 200<<10)
@@ -357,7 +351,7 @@ func TestMirror_ConvergesUnderWrites(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if err := m.Wait(); err != nil {

@@ -22,14 +22,11 @@ const (
 	ChildRewritten
 )
 
+var quorumEventNames = [...]string{ChildError: "error", ChildMismatch: "mismatch", ChildRewritten: "rewritten"}
+
 func (k QuorumEventKind) String() string {
-	switch k {
-	case ChildError:
-		return "error"
-	case ChildMismatch:
-		return "mismatch"
-	case ChildRewritten:
-		return "rewritten"
+	if k >= 0 && int(k) < len(quorumEventNames) {
+		return quorumEventNames[k]
 	}
 	return fmt.Sprintf("QuorumEventKind(%d)", int(k))
 }
@@ -187,24 +184,15 @@ func (q *Quorum) Readv(off int64, bufs [][]byte) error {
 }
 
 func (q *Quorum) Writev(off int64, bufs [][]byte) error {
-	n := block.VecLen(bufs)
-	if err := block.CheckRange(off, n); err != nil {
-		return err
-	}
-	defer q.lk.lock(off, n, true)()
-	return q.fanout("write", off, n, func(d block.Device) error { return d.Writev(off, bufs) })
+	return q.lk.writev(off, bufs, func(n int64) error {
+		return q.fanout("write", off, n, func(d block.Device) error { return d.Writev(off, bufs) })
+	})
 }
 
 func (q *Quorum) WriteZeroes(off, n int64, flags block.Flags) error {
-	if err := CheckFlags(q.Caps(), off, n, flags); err != nil {
-		return err
-	}
-	unlock, err := q.lk.lockReq(off, n, flags)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return q.fanout("zero", off, n, func(d block.Device) error { return d.WriteZeroes(off, n, flags) })
+	return q.lk.writeZeroes(q.Caps(), off, n, flags, func() error {
+		return q.fanout("zero", off, n, func(d block.Device) error { return d.WriteZeroes(off, n, flags) })
+	})
 }
 
 func (q *Quorum) Flush() error {

@@ -136,21 +136,28 @@ func (t *Throttle) wait(write bool, n int64) {
 	}
 }
 
-func (t *Throttle) Readv(off int64, bufs [][]byte) error {
+// admitVec validates a vectored request at off and waits until its
+// bytes may pass.
+func (t *Throttle) admitVec(write bool, off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
-	t.wait(false, n)
+	t.wait(write, n)
+	return nil
+}
+
+func (t *Throttle) Readv(off int64, bufs [][]byte) error {
+	if err := t.admitVec(false, off, bufs); err != nil {
+		return err
+	}
 	return t.child.Readv(off, bufs)
 }
 
 func (t *Throttle) Writev(off int64, bufs [][]byte) error {
-	n := block.VecLen(bufs)
-	if err := block.CheckRange(off, n); err != nil {
+	if err := t.admitVec(true, off, bufs); err != nil {
 		return err
 	}
-	t.wait(true, n)
 	return t.child.Writev(off, bufs)
 }
 

@@ -21,6 +21,7 @@ package holddev
 
 import (
 	"fmt"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,20 +44,21 @@ const (
 // Mutating are the kinds that change the device.
 const Mutating = Write | Zero | ZeroWrite | Flush | Truncate
 
+// kindNames are the kinds' names, by bit position (Kind.index).
+var kindNames = [...]string{"read", "write", "zero", "zero+write", "flush", "truncate"}
+
+// index is the bit position of a single kind, or -1 for no kind or a set.
+func (k Kind) index() int {
+	i := bits.TrailingZeros8(uint8(k))
+	if k == 0 || k != 1<<i || i >= len(kindNames) {
+		return -1
+	}
+	return i
+}
+
 func (k Kind) String() string {
-	switch k {
-	case Read:
-		return "read"
-	case Write:
-		return "write"
-	case Zero:
-		return "zero"
-	case ZeroWrite:
-		return "zero+write"
-	case Flush:
-		return "flush"
-	case Truncate:
-		return "truncate"
+	if i := k.index(); i >= 0 {
+		return kindNames[i]
 	}
 	return fmt.Sprintf("kind(%#x)", uint8(k))
 }
@@ -180,7 +182,8 @@ type Dev struct {
 
 	hookMu sync.Mutex
 
-	reads, writes, zeroes, zeroWrites, flushes, truncates, held atomic.Int64
+	ops  [len(kindNames)]atomic.Int64 // by Kind.index
+	held atomic.Int64
 }
 
 var (
@@ -196,7 +199,8 @@ func (d *Dev) Unwrap() block.Device { return d.child }
 
 // Counts returns the op counts so far.
 func (d *Dev) Counts() Counts {
-	return Counts{d.reads.Load(), d.writes.Load(), d.zeroes.Load(), d.zeroWrites.Load(), d.flushes.Load(), d.truncates.Load(), d.held.Load()}
+	n := func(k Kind) int64 { return d.ops[k.index()].Load() }
+	return Counts{n(Read), n(Write), n(Zero), n(ZeroWrite), n(Flush), n(Truncate), d.held.Load()}
 }
 
 // Hold arms a hold for the op m matches (H2).
@@ -246,19 +250,8 @@ func (d *Dev) catch(o Op) *Hold {
 
 func (d *Dev) run(o Op, fn func() error) error {
 	o.Seq = d.seq.Add(1)
-	switch o.Kind {
-	case Read:
-		d.reads.Add(1)
-	case Write:
-		d.writes.Add(1)
-	case Zero:
-		d.zeroes.Add(1)
-	case ZeroWrite:
-		d.zeroWrites.Add(1)
-	case Flush:
-		d.flushes.Add(1)
-	case Truncate:
-		d.truncates.Add(1)
+	if i := o.Kind.index(); i >= 0 {
+		d.ops[i].Add(1)
 	}
 	var h *Hold
 	d.mu.Lock()

@@ -118,3 +118,32 @@ func TestHold_KindsAndFn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKindNamesAndCounts: every kind has its name, a set or an unknown
+// bit is printed as a number, and each kind is counted on its own.
+func TestKindNamesAndCounts(t *testing.T) {
+	for k, want := range map[holddev.Kind]string{
+		holddev.Read: "read", holddev.Write: "write", holddev.Zero: "zero", holddev.ZeroWrite: "zero+write", holddev.Flush: "flush", holddev.Truncate: "truncate",
+		0: "kind(0x0)", holddev.Read | holddev.Write: "kind(0x3)", 1 << 7: "kind(0x80)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%#x).String() = %q, want %q", uint8(k), got, want)
+		}
+	}
+	d := holddev.New(memdev.New(memdev.Options{}), holddev.Options{})
+	buf := make([]byte, 512)
+	for range 2 {
+		if err := block.WriteAt(d, buf, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := block.ReadAt(d, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := d.Counts(), (holddev.Counts{Reads: 1, Writes: 2, Flushes: 1}); got != want {
+		t.Errorf("Counts() = %+v, want %+v", got, want)
+	}
+}

@@ -95,13 +95,11 @@ func TestDev_Parallel(t *testing.T) {
 			d := New(memdev.New(memdev.Options{}), m)
 			var wg sync.WaitGroup
 			for g := range 8 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					for i := range 3 {
 						block.WriteAt(d, make([]byte, 512), int64(g*3+i)*512)
 					}
-				}()
+				})
 			}
 			wg.Wait()
 			if p := peak.Load(); p > tc.max || (tc.max > 1 && p < 2) {

@@ -211,23 +211,30 @@ func (d *Dev) begin(off, n int64, flags block.Flags) (func(), error) {
 	return unlock, nil
 }
 
-func (d *Dev) Writev(off int64, bufs [][]byte) error {
-	n := block.VecLen(bufs)
-	if err := block.CheckRange(off, n); err != nil {
-		return err
-	}
+// mutate is a write request's path: an empty request only checks that
+// the device is open; otherwise it takes the range (begin) and applies
+// fn, the change and its log entry (apply).
+func (d *Dev) mutate(off, n int64, flags block.Flags, fn func() pending) error {
 	if n == 0 {
 		if d.isClosed() {
 			return block.ErrClosed
 		}
 		return nil
 	}
-	unlock, err := d.begin(off, n, 0)
+	unlock, err := d.begin(off, n, flags)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return d.apply(off, n, func() pending {
+	return d.apply(off, n, fn)
+}
+
+func (d *Dev) Writev(off int64, bufs [][]byte) error {
+	n := block.VecLen(bufs)
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	return d.mutate(off, n, 0, func() pending {
 		d.M.Writes.Add(1)
 		d.M.BytesWritten.Add(n)
 		cp := make([]byte, 0, n)
@@ -249,18 +256,7 @@ func (d *Dev) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 && !block.Aligned(off, n, d.caps.Align) {
 		return block.ErrNotSupported
 	}
-	if n == 0 {
-		if d.isClosed() {
-			return block.ErrClosed
-		}
-		return nil
-	}
-	unlock, err := d.begin(off, n, flags)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return d.apply(off, n, func() pending {
+	return d.mutate(off, n, flags, func() pending {
 		d.M.Zeroes.Add(1)
 		d.M.BytesZeroed.Add(n)
 		clear(d.data[off : off+n])

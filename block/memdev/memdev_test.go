@@ -12,6 +12,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // crash is blocktest's Config.Crash for a bare memdev: a power cut that
@@ -64,15 +65,12 @@ func (h *holder) hook(off, n int64) {
 
 func done(t *testing.T, what string, fn func() error) {
 	t.Helper()
-	c := make(chan error, 1)
-	go func() { c <- fn() }()
-	select {
-	case err := <-c:
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	case <-time.After(5 * time.Second):
+	var err error
+	if !testkit.Within(5*time.Second, func() { err = fn() }) {
 		t.Fatalf("%s waited for a held, non-overlapping write (B1)", what)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 
@@ -160,9 +158,7 @@ func TestCrashCloneConsistent(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := make([]byte, memdev.SectorSize)
 			for i := 0; ; i++ {
 				select {
@@ -185,7 +181,7 @@ func TestCrashCloneConsistent(t *testing.T) {
 					}
 				}
 			}
-		}()
+		})
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 200 {

@@ -97,15 +97,13 @@ func TestDev_Concurrent(t *testing.T) {
 	d := New(memdev.New(memdev.Options{}), Options{})
 	var wg sync.WaitGroup
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			buf := make([]byte, 512)
 			for i := range 100 {
 				block.WriteAt(d, buf, int64(g*100+i)*512)
 				_ = d.String()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if d.Len() != 800 {

@@ -12,8 +12,7 @@ import (
 // with the same line and exit code on every pair of a set of images,
 // qcow2 with and without backing files and raw.
 func TestCompare_StrictMatchesQemu(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	imgs := map[string][]string{ // name: qemu-io commands
 		"empty":    nil,
 		"zerodata": {"write -P 0 64k 64k"},
@@ -26,22 +25,12 @@ func TestCompare_StrictMatchesQemu(t *testing.T) {
 	}
 	var paths []string
 	for name, cmds := range imgs {
-		p := filepath.Join(d, name+".qcow2")
-		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
-		for _, c := range cmds {
-			testkit.MustRun(t, "qemu-io", "-c", c, p)
-		}
-		paths = append(paths, p)
+		paths = append(paths, qemuImage(t, filepath.Join(d, name+".qcow2"), "qcow2", "1M", cmds...))
 	}
-	over := filepath.Join(d, "over.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "data.qcow2", "-F", "qcow2", over)
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 5 256k 4k", over)
-	raw := filepath.Join(d, "r.raw")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", raw, "1M")
-	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", raw)
-	small := filepath.Join(d, "small.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", small, "512k")
-	paths = append(paths, over, raw, small)
+	paths = append(paths,
+		qemuOverlay(t, filepath.Join(d, "over.qcow2"), "data.qcow2", "qcow2", "write -P 5 256k 4k"),
+		qemuImage(t, filepath.Join(d, "r.raw"), "raw", "1M", "write -P 1 0 4k"),
+		qemuImage(t, filepath.Join(d, "small.qcow2"), "qcow2", "512k"))
 	for _, a := range paths {
 		for _, b := range paths {
 			want, _, wcode := testkit.Run(t, "qemu-img", "compare", "-s", a, b)

@@ -95,13 +95,13 @@ func runConvert(e *env, args []string) int {
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))
 	}
-	if o.has("c") {
-		return e.errorf(1, "compressed output (-c) is not supported")
-	}
 	in, out := o.args[0], o.args[1]
 	ofmt := o.get("O", "raw")
 	if ofmt != "raw" && ofmt != "qcow2" {
 		return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
+	}
+	if o.has("c") && ofmt != "qcow2" {
+		return e.errorf(1, "Compression not supported for this file format")
 	}
 	sparse := int64(4096)
 	if o.has("S") {
@@ -158,7 +158,13 @@ func runConvert(e *env, args []string) int {
 	if o.has("p") {
 		progress = progressPrinter(e.stdout)
 	}
-	err = convertImage(src, dst.Dev, sparse, progress)
+	if o.has("c") && dst.Image == nil {
+		err = fmt.Errorf("Compression not supported for this file format")
+	} else if o.has("c") {
+		err = convertCompressed(src, dst.Image, progress)
+	} else {
+		err = convertImage(src, dst.Dev, sparse, progress)
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

@@ -12,14 +12,9 @@ import (
 // of the same inode, or onto a backing file of the input, fails with exit
 // 1 and leaves the image as it was (qemu-img check and the data).
 func TestConvert_SameFileRefused(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
-	base := filepath.Join(d, "base.qcow2")
-	x := filepath.Join(d, "x.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x5a 0 64k", base)
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", x)
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 0xa5 1M 64k", x)
+	d := qemuDir(t)
+	base := qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "4M", "write -P 0x5a 0 64k")
+	x := qemuOverlay(t, filepath.Join(d, "x.qcow2"), "base.qcow2", "qcow2", "write -P 0xa5 1M 64k")
 	link := filepath.Join(d, "hard.qcow2")
 	if err := os.Link(x, link); err != nil {
 		t.Fatal(err)

@@ -157,7 +157,11 @@ func formattingLine(req *createRequest) string {
 	if req.given["preallocation"] {
 		fmt.Fprintf(&b, "preallocation=%s ", o.Preallocation)
 	}
-	fmt.Fprintf(&b, "compression_type=zlib size=%d ", o.Size)
+	ct := o.CompressionType
+	if ct == "" {
+		ct = "zlib"
+	}
+	fmt.Fprintf(&b, "compression_type=%s size=%d ", ct, o.Size)
 	if o.BackingFile != "" {
 		fmt.Fprintf(&b, "backing_file=%s ", o.BackingFile)
 	}

@@ -6,20 +6,18 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// setCreateOption sets one qcow2 create option. compression_type and
-// extended_l2, which qemu-img create echoes with their defaults, are
-// accepted with the values qring writes (zlib, off) and refused clearly
-// otherwise: the engine creates neither zstd nor extended-L2 images.
+// setCreateOption sets one qcow2 create option. compression_type is zlib
+// or zstd; extended_l2, which qemu-img create echoes with its default, is
+// accepted with the value qring writes (off) and refused clearly
+// otherwise: the engine creates no extended-L2 images.
 func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	switch k {
 	case "compression_type":
 		switch v {
-		case "zlib":
-			return nil
-		case "zstd":
-			return fmt.Errorf("compression_type=zstd is not supported: qring creates zlib images only")
+		case "zlib", "zstd":
+			return o.Set(k, v)
 		}
-		return fmt.Errorf("invalid compression_type '%s' (zlib)", v)
+		return fmt.Errorf("invalid compression_type '%s' (zlib, zstd)", v)
 	case "extended_l2":
 		switch v {
 		case "off", "false":

@@ -18,18 +18,9 @@ func TestCheck_TablePastEOF(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "d.qcow2") // damaged on purpose: no check at the end
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", p)
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b [8]byte
-	f.ReadAt(b[:], 40)
-	l1 := int64(binary.BigEndian.Uint64(b[:]))
-	binary.BigEndian.PutUint64(b[:], 1<<63|100<<20) // L2 table at 100 MiB
-	if _, err := f.WriteAt(b[:], l1); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	damage(t, p, func(f imageFile) {
+		f.putU64(int64(f.u64(40)), 1<<63|100<<20) // L2 table at 100 MiB
+	})
 	before, _ := os.ReadFile(p)
 
 	_, _, qcode := testkit.Run(t, "qemu-img", "check", p)
@@ -48,4 +39,82 @@ func TestCheck_TablePastEOF(t *testing.T) {
 	if after, _ := os.ReadFile(p); string(after) != string(before) {
 		t.Fatal("the damaged image changed")
 	}
+}
+
+// imageFile reads and writes the big-endian fields of an image file
+// opened by damage; an I/O error fails the test.
+type imageFile struct {
+	t *testing.T
+	f *os.File
+}
+
+// damage opens the image file at path, lets fn change it by hand and
+// closes it.
+func damage(t *testing.T, path string, fn func(f imageFile)) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fn(imageFile{t, f})
+}
+
+func (f imageFile) read(off int64, n int) []byte {
+	f.t.Helper()
+	b := make([]byte, n)
+	if _, err := f.f.ReadAt(b, off); err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+func (f imageFile) write(off int64, b []byte) {
+	f.t.Helper()
+	if _, err := f.f.WriteAt(b, off); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f imageFile) u32(off int64) uint32 { return binary.BigEndian.Uint32(f.read(off, 4)) }
+func (f imageFile) u64(off int64) uint64 { return binary.BigEndian.Uint64(f.read(off, 8)) }
+
+func (f imageFile) putU64(off int64, v uint64) {
+	f.t.Helper()
+	f.write(off, binary.BigEndian.AppendUint64(nil, v))
+}
+
+// entryMask keeps the offset of an L1, L2 or refcount table entry.
+const entryMask = 0x00fffffffffffe00
+
+// leakCluster drops the L2 entry of guest cluster 0 (which must be
+// allocated) so that its data cluster is leaked: the image stays
+// consistent otherwise. It works on v3 images with 64 KiB clusters.
+func leakCluster(t *testing.T, path string) {
+	t.Helper()
+	damage(t, path, func(f imageFile) {
+		l2off := int64(f.u64(int64(f.u64(40))) & entryMask)
+		if l2off == 0 {
+			t.Fatal("leakCluster: no L2 table")
+		}
+		f.write(l2off, make([]byte, 8))
+	})
+}
+
+// zeroRefcount sets the refcount of the data cluster behind guest cluster
+// 0 to zero (16-bit refcounts): a corruption that -r all repairs.
+func zeroRefcount(t *testing.T, path string) {
+	t.Helper()
+	damage(t, path, func(f imageFile) {
+		cbits := f.u32(20)
+		if order := f.u32(96); order != 4 {
+			t.Fatalf("zeroRefcount: refcount order %d", order)
+		}
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		data := f.u64(l2) & entryMask
+		cl := data >> cbits
+		perBlock := uint64(1) << (cbits - 1) // 16-bit entries
+		rb := int64(f.u64(int64(f.u64(48))+int64(cl/perBlock)*8) & entryMask)
+		f.write(rb+int64(cl%perBlock)*2, []byte{0, 0})
+	})
 }

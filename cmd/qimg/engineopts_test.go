@@ -11,8 +11,7 @@ import (
 // Engine options (-o name=value) reach the engine from io, info, check and
 // map; an unknown one is one clear error line.
 func TestEngineOptions(t *testing.T) {
-	testkit.NeedQemu(t)
-	dir := workDir(t)
+	dir := qemuDir(t)
 	p := filepath.Join(dir, "e.qcow2")
 	mustQ(t, "create", "-f", "qcow2", p, "64M")
 	// prealloc=off writes zero buffers around the data (the seed's

@@ -35,11 +35,12 @@ func commandUsage(w io.Writer, name string) {
 // where qimg deliberately differs from qemu-img.
 var commandNotes = map[string]string{
 	"create": "Formats: qcow2 (default) and raw. -o help lists the options.\n" +
-		"qcow2 images are created with zlib compression type and without extended L2\n" +
-		"entries (compression_type=zstd and extended_l2=on are refused).\n",
+		"qcow2 images are created with zlib (default) or zstd compression type and\n" +
+		"without extended L2 entries (extended_l2=on is refused).\n",
 	"convert": "Output formats: raw (default) and qcow2; -o help lists the qcow2 options.\n" +
 		"An output that is the input (the same file under any name) or one of its\n" +
-		"backing files is refused. Compressed output (-c) is not supported.\n",
+		"backing files is refused. -c writes qcow2 clusters compressed (zlib or zstd,\n" +
+		"the output's compression_type).\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
 		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
 	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
@@ -68,7 +69,7 @@ var qcow2CreateOptions = []createOption{
 	{"backing_fmt", "str", "Image format of the base image (qcow2, raw)"},
 	{"cluster_size", "size", "qcow2 cluster size (512 to 2M, a power of two; default 64k)"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]; default 1.1)"},
-	{"compression_type", "str", "Compression method used for image cluster compression (zlib only)"},
+	{"compression_type", "str", "Compression method used for image cluster compression (zlib or zstd)"},
 	{"extended_l2", "bool (on/off)", "Extended L2 tables (off only)"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +43,47 @@ func workDir(t *testing.T) string {
 	d := testkit.Dir(t)
 	t.Cleanup(func() { checkAll(t, d) })
 	return d
+}
+
+// qemuDir is the workDir of a test that compares with or checks through
+// the QEMU tools: the test is skipped where they are not installed.
+func qemuDir(t *testing.T) string {
+	t.Helper()
+	testkit.NeedQemu(t)
+	return workDir(t)
+}
+
+// qemuImage creates an image of format fmt and the given size at path
+// with qemu-img, runs each qemu-io command on it and returns path.
+func qemuImage(t *testing.T, path, fmt, size string, cmds ...string) string {
+	t.Helper()
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", fmt, path, size)
+	qemuIO(t, path, fmt, cmds...)
+	return path
+}
+
+// qemuOverlay creates a qcow2 image at path over backing (the name the
+// header records, relative to path's directory) of format bfmt with
+// qemu-img, runs each qemu-io command on it and returns path.
+func qemuOverlay(t *testing.T, path, backing, bfmt string, cmds ...string) string {
+	t.Helper()
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", bfmt, path)
+	qemuIO(t, path, "qcow2", cmds...)
+	return path
+}
+
+// qemuIO runs the qemu-io commands, if any, on the image of format fmt at
+// path.
+func qemuIO(t *testing.T, path, fmt string, cmds ...string) {
+	t.Helper()
+	if len(cmds) == 0 {
+		return
+	}
+	args := []string{"-f", fmt}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	testkit.MustRun(t, "qemu-io", append(args, path)...)
 }
 
 func checkAll(t *testing.T, dir string) {
@@ -105,67 +145,4 @@ func dataImage(t *testing.T, name string) string {
 	mustQ(t, "create", "-q", p, "4M")
 	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
 	return p
-}
-
-// leakCluster drops the L2 entry of guest cluster 0 (which must be
-// allocated) so that its data cluster is leaked: the image stays
-// consistent otherwise. It works on v3 images with 64 KiB clusters.
-func leakCluster(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	hdr := make([]byte, 48)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		t.Fatal(err)
-	}
-	l1off := int64(binary.BigEndian.Uint64(hdr[40:]))
-	e := make([]byte, 8)
-	if _, err := f.ReadAt(e, l1off); err != nil {
-		t.Fatal(err)
-	}
-	l2off := int64(binary.BigEndian.Uint64(e) & 0x00fffffffffffe00)
-	if l2off == 0 {
-		t.Fatal("leakCluster: no L2 table")
-	}
-	if _, err := f.WriteAt(make([]byte, 8), l2off); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// zeroRefcount sets the refcount of the data cluster behind guest cluster
-// 0 to zero (16-bit refcounts): a corruption that -r all repairs.
-func zeroRefcount(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	u64 := func(off int64) uint64 {
-		b := make([]byte, 8)
-		if _, err := f.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		return binary.BigEndian.Uint64(b)
-	}
-	hdr := make([]byte, 104)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		t.Fatal(err)
-	}
-	cbits := binary.BigEndian.Uint32(hdr[20:])
-	if order := binary.BigEndian.Uint32(hdr[96:]); order != 4 {
-		t.Fatalf("zeroRefcount: refcount order %d", order)
-	}
-	const mask = 0x00fffffffffffe00
-	l2 := int64(u64(int64(binary.BigEndian.Uint64(hdr[40:]))) & mask)
-	data := u64(l2) & mask
-	cl := data >> cbits
-	perBlock := uint64(1) << (cbits - 1) // 16-bit entries
-	rb := int64(u64(int64(binary.BigEndian.Uint64(hdr[48:]))+int64(cl/perBlock)*8) & mask)
-	if _, err := f.WriteAt([]byte{0, 0}, rb+int64(cl%perBlock)*2); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -13,18 +13,13 @@ import (
 // and info lists internal snapshots made by qemu-img snapshot -c: the
 // same text as qemu-img and the same JSON values, for every image.
 func TestInfo_BackingChainAndSnapshots(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
-	base := filepath.Join(d, "base.raw")
-	mid := filepath.Join(d, "mid.qcow2")
-	top := filepath.Join(d, "top.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", base, "2M")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid)
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", mid)
+	d := qemuDir(t)
+	base := qemuImage(t, filepath.Join(d, "base.raw"), "raw", "2M")
+	mid := qemuOverlay(t, filepath.Join(d, "mid.qcow2"), "base.raw", "raw", "write -P 1 0 64k")
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "first", mid)
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 2 64k 64k", mid)
+	qemuIO(t, mid, "qcow2", "write -P 2 64k 64k")
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "a-much-longer-snapshot-name", mid)
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top)
+	top := qemuOverlay(t, filepath.Join(d, "top.qcow2"), "mid.qcow2", "qcow2")
 	for _, args := range [][]string{
 		{"info", mid},
 		{"info", top},

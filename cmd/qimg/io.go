@@ -171,12 +171,9 @@ func eachChunk(off, n int64, buf []byte, f func(off int64, b []byte) error) erro
 }
 
 func (s *ioSession) write(args []string) error {
-	o, err := getopt(args, "P:zuqCcn")
+	o, err := cmdOpts(args, "P:zuqCcn", "c (compressed)", "n")
 	if err != nil {
 		return err
-	}
-	if o.has("c") || o.has("n") {
-		return fmt.Errorf("-c (compressed) and -n are not supported")
 	}
 	zero := o.has("z")
 	if zero && o.has("P") {

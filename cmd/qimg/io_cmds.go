@@ -107,15 +107,37 @@ func vecBufs(lens []int64, pat byte) [][]byte {
 	return bufs
 }
 
+// cmdOpts parses an io command's options (getopt with shorts) and
+// refuses those qemu-io has and qring does not support: each of
+// unsupported is a flag letter, perhaps followed by a note for the
+// message ("c (compressed)").
+func cmdOpts(args []string, shorts string, unsupported ...string) (*opts, error) {
+	o, err := getopt(args, shorts)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range unsupported {
+		if o.has(u[:1]) {
+			names := make([]string, len(unsupported))
+			for i, n := range unsupported {
+				names[i] = "-" + n
+			}
+			last := len(names) - 1
+			if last == 0 {
+				return nil, fmt.Errorf("%s is not supported", names[0])
+			}
+			return nil, fmt.Errorf("%s and %s are not supported", strings.Join(names[:last], ", "), names[last])
+		}
+	}
+	return o, nil
+}
+
 // readv is qemu-io's readv (and aio_read, completed at once): one
 // vectored read, -P verifies every byte, -v dumps.
 func (s *ioSession) readv(args []string) error {
-	o, err := getopt(args, "P:vqCi")
+	o, err := cmdOpts(args, "P:vqCi", "C", "i")
 	if err != nil {
 		return err
-	}
-	if o.has("C") || o.has("i") {
-		return errors.New("-C and -i are not supported")
 	}
 	off, lens, total, err := s.vecArgs(o.args)
 	if err != nil {
@@ -140,12 +162,9 @@ func (s *ioSession) readv(args []string) error {
 // writev is qemu-io's writev: one vectored write of the -P pattern
 // (0xcd by default).
 func (s *ioSession) writev(args []string) error {
-	o, err := getopt(args, "P:qCf")
+	o, err := cmdOpts(args, "P:qCf", "C", "f")
 	if err != nil {
 		return err
-	}
-	if o.has("C") || o.has("f") {
-		return errors.New("-C and -f are not supported")
 	}
 	return s.vecWrite(o)
 }
@@ -175,12 +194,9 @@ func (s *ioSession) vecWrite(o *opts) error {
 // aioWrite is qemu-io's aio_write, completed at once; -z writes zeros
 // (as write -z, with -u to unmap).
 func (s *ioSession) aioWrite(args []string) error {
-	o, err := getopt(args, "P:qCfiuz")
+	o, err := cmdOpts(args, "P:qCfiuz", "C", "f", "i")
 	if err != nil {
 		return err
-	}
-	if o.has("C") || o.has("f") || o.has("i") {
-		return errors.New("-C, -f and -i are not supported")
 	}
 	if o.has("z") {
 		if o.has("P") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"github.com/qring/qring/internal/testkit"
 	"path/filepath"
 	"regexp"
@@ -114,5 +115,27 @@ func TestIOCommandsInterop(t *testing.T) {
 	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "read -P 6 0 8k", "-c", "read -P 0 8k 2040k", p("r.raw"))
 	if o := qimgIO(t, p("r.raw"), "length"); o != "2 MiB\n" {
 		t.Errorf("raw length %q", o)
+	}
+}
+
+// TestCmdOpts_Unsupported: an io command refuses the qemu-io options qring
+// does not support with one line naming all of them, whichever was given.
+func TestCmdOpts_Unsupported(t *testing.T) {
+	for _, tc := range []struct {
+		args        []string
+		shorts      string
+		unsupported []string
+		want        string
+	}{
+		{[]string{"-n", "0", "4k"}, "P:zuqCcn", []string{"c (compressed)", "n"}, "-c (compressed) and -n are not supported"},
+		{[]string{"-i", "0", "4k"}, "P:vqCi", []string{"C", "i"}, "-C and -i are not supported"},
+		{[]string{"-C", "0", "4k"}, "P:qCf", []string{"C", "f"}, "-C and -f are not supported"},
+		{[]string{"-f", "0", "4k"}, "P:qCfiuz", []string{"C", "f", "i"}, "-C, -f and -i are not supported"},
+		{[]string{"-z", "0", "4k"}, "P:qCfiuz", []string{"C", "f", "i"}, ""},
+	} {
+		_, err := cmdOpts(tc.args, tc.shorts, tc.unsupported...)
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && got != tc.want) {
+			t.Errorf("cmdOpts(%q, %q, %q) = %v, want %q", tc.args, tc.shorts, tc.unsupported, err, tc.want)
+		}
 	}
 }

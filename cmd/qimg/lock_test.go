@@ -42,8 +42,7 @@ func waitLocked(t *testing.T, path string) {
 // The acceptance: qemu-io and qimg refuse to write an image the
 // other is writing, with QEMU's message, and the image is unchanged.
 func TestLock_QEMUHoldsImage(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	img := filepath.Join(d, "a.qcow2")
 	mustQ(t, "create", "-q", "-f", "qcow2", img, "1M")
 	mustQ(t, "io", "-c", "write -P 0x11 0 64k", img)
@@ -83,8 +82,7 @@ func TestLock_QEMUHoldsImage(t *testing.T) {
 }
 
 func TestLock_QimgHoldsImage(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	base := filepath.Join(d, "base.qcow2")
 	img := filepath.Join(d, "top.qcow2")
 	mustQ(t, "create", "-q", "-f", "qcow2", base, "1M")

@@ -185,17 +185,19 @@ func check(t *testing.T, img string) {
 	}
 }
 
-func create(t *testing.T, dir, size string) string {
-	img := filepath.Join(dir, "img")
+// create makes a qcow2 image of size with qemu-img in a new shortDir and
+// returns both.
+func create(t *testing.T, size string) (dir, img string) {
+	dir = shortDir(t)
+	img = filepath.Join(dir, "img")
 	sh(t, "qemu-img", "create", "-f", "qcow2", img, size)
-	return img
+	return dir, img
 }
 
 // TestAcceptance is the acceptance sequence, verbatim.
 func TestAcceptance(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "nbdinfo")
-	dir := shortDir(t)
-	img := create(t, dir, "64M")
+	dir, img := create(t, "64M")
 	s := startUnix(t, dir, "disk", "-f", "qcow2", img)
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "read -P 0x5a 0 1M", s.uri)
 	m := sh(t, "nbdinfo", "--map", s.uri)
@@ -241,8 +243,7 @@ func TestQEMU(t *testing.T) {
 	need(t, "qemu-img", "qemu-io")
 	for _, transport := range []string{"unix", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
-			dir := shortDir(t)
-			img := create(t, dir, "8M")
+			dir, img := create(t, "8M")
 			args := []string{"-f", "qcow2", "--discard=unmap", img}
 			var s *server
 			if transport == "unix" {
@@ -286,8 +287,7 @@ func TestQEMU(t *testing.T) {
 // in and out byte for byte.
 func TestLibnbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "nbdinfo", "nbdcopy")
-	dir := shortDir(t)
-	img := create(t, dir, "8M")
+	dir, img := create(t, "8M")
 	// A source with data, zero runs and a tail of zeros.
 	src := make([]byte, 8<<20)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -384,8 +384,7 @@ func TestFio(t *testing.T) {
 	if out, _ := exec.Command("fio", "--enghelp=nbd").CombinedOutput(); !bytes.Contains(out, []byte("uri")) {
 		testkit.Missing(t, "fio has no nbd engine")
 	}
-	dir := shortDir(t)
-	img := create(t, dir, "16M")
+	dir, img := create(t, "16M")
 	s := startUnix(t, dir, "f", "-e", "4", img)
 	for _, rw := range []string{"randwrite", "write"} {
 		out := sh(t, "fio", "--name=v", "--ioengine=nbd", "--uri="+s.uri, "--rw="+rw, "--bs=4k",
@@ -403,8 +402,7 @@ func TestFio(t *testing.T) {
 // serving and the image consistent, with flushed data intact.
 func TestKillClient(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "fio")
-	dir := shortDir(t)
-	img := create(t, dir, "16M")
+	dir, img := create(t, "16M")
 	s := startUnix(t, dir, "k", "-e", "0", img)
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 8M 1M", "-c", "flush", s.uri)
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -437,8 +435,7 @@ func TestFlags(t *testing.T) {
 		}
 	}
 	need(t, "qemu-img", "qemu-io")
-	dir := shortDir(t)
-	img := create(t, dir, "1M")
+	dir, img := create(t, "1M")
 	sock, pidf := filepath.Join(dir, "s"), filepath.Join(dir, "pid")
 	sh(t, q, "--fork", "--pid-file", pidf, "-k", sock, img)
 	b, err := os.ReadFile(pidf)
@@ -493,8 +490,7 @@ func TestNbdsh(t *testing.T) {
 	if env == nil {
 		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
 	}
-	dir := shortDir(t)
-	img := create(t, dir, "16M")
+	dir, img := create(t, "16M")
 	s := startUnix(t, dir, "s", "-e", "0", "--discard=unmap", img)
 	script, err := filepath.Abs("nbdsh_test.py")
 	if err != nil {
@@ -547,11 +543,10 @@ func writeCreds(t *testing.T, dir string) {
 // refused.
 func TestTLS(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "nbdinfo")
-	dir := shortDir(t)
+	dir, img := create(t, "4M")
 	pki := filepath.Join(dir, "pki")
 	os.Mkdir(pki, 0o700)
 	writeCreds(t, pki)
-	img := create(t, dir, "4M")
 	s := startTCP(t, "t", "--tls-creds", pki, img)
 	tlsURI := strings.Replace(s.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + pki
 	if out := sh(t, "nbdinfo", tlsURI); !strings.Contains(out, "with TLS") {

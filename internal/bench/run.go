@@ -256,9 +256,7 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	var progressDone sync.WaitGroup
 	start := time.Now()
 	if cfg.Progress != nil {
-		progressDone.Add(1)
-		go func() {
-			defer progressDone.Done()
+		progressDone.Go(func() {
 			t := time.NewTicker(cfg.ProgressInterval)
 			defer t.Stop()
 			for {
@@ -269,15 +267,13 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 					cfg.Progress(int64(r.done.Load()), cfg.Count, time.Since(start))
 				}
 			}
-		}()
+		})
 	}
 	var wg sync.WaitGroup
 	for _, w := range ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			w.loop()
-		}()
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

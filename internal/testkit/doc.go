@@ -17,6 +17,9 @@
 //     KeepFile keeps one file of a failing test.
 //   - MustEqual (got, want), FirstDiff and ReadAll for comparing a
 //     device's contents.
+//   - Parallel: n workers on their own goroutines, the first error
+//     returned, for concurrent workloads; Within: whether a function
+//     returned in time, for hang checks.
 //   - CheckSub: every numeric field of a metrics type's Sub is checked, so
 //     a field added to the type and forgotten in Sub fails a test.
 //

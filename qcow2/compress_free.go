@@ -1,0 +1,54 @@
+package qcow2
+
+import "github.com/qring/qring/qcow2/format"
+
+// This file frees compressed clusters (Q13). A normal cluster freed and
+// handed out again before the L2 change that dropped it is durable only
+// risks, after a crash, the old guest cluster reading the new owner's
+// bytes. A compressed entry over such bytes does not decompress at all:
+// the guest cluster fails to read. So a host cluster whose last
+// compressed reference was dropped is held out of allocation (findFree
+// skips it) until a flush has made the removal durable; flushLocked
+// releases the held clusters after the device flush. QEMU hands such a
+// cluster out at once.
+
+// freeCompressedLocked drops the references of compressed entry e, one
+// per host cluster its stream touches; a host cluster whose refcount
+// reaches 0 is held until the next flush (Q13). The caller has made the
+// refcount cache depend on the L2 cache (Q3).
+func (im *Image) freeCompressedLocked(e format.L2Entry) error {
+	g := &im.g
+	d := e.DecodeCompressed(g)
+	for c := g.HostCluster(d.Off); c <= g.HostCluster(d.Off+format.HostOff(d.Size)-1); c++ {
+		if err := im.updateRefcountLocked(c, -1); err != nil {
+			return err
+		}
+		rc, err := im.refcount(c)
+		if err != nil {
+			return err
+		}
+		if rc == 0 {
+			if im.compHeld == nil {
+				im.compHeld = make(map[uint64]struct{})
+			}
+			im.compHeld[c] = struct{}{}
+		}
+	}
+	return nil
+}
+
+// compressHeld reports whether host cluster c is held by Q13.
+func (im *Image) compressHeld(c uint64) bool {
+	_, ok := im.compHeld[c]
+	return ok
+}
+
+// releaseCompressHeldLocked ends Q13's hold after a completed flush: the
+// L2 changes that dropped the held clusters are durable, and first-fit
+// finds them again.
+func (im *Image) releaseCompressHeldLocked() {
+	for c := range im.compHeld {
+		im.freeIdx = min(im.freeIdx, c)
+	}
+	clear(im.compHeld)
+}

@@ -1,0 +1,88 @@
+package qcow2
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// The torture suite's compressed configurations (tcfg.comp, tokens
+// "zlib" and "zstd"): a write's data compresses, and every whole cluster
+// it covers goes through WriteCompressed (a normal write where the
+// cluster is allocated already: compression never overwrites), so later
+// ops overwrite, zero, discard and COW compressed clusters, and crash
+// clones land between a stream and its link (Q13).
+
+// fillWrite fills a write op's buffer: the pattern, made compressible
+// (each byte 8 times) in compressed configurations.
+func (r *trun) fillWrite(b []byte, pat uint64) {
+	fillPattern(b, pat)
+	if r.cfg.comp == "" {
+		return
+	}
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = b[i/8]
+	}
+}
+
+// writeAt writes b at off: whole clusters compressed in compressed
+// configurations, the rest (and clusters that may not be compressed)
+// normally.
+func (r *trun) writeAt(im *Image, b []byte, off int64) error {
+	if r.cfg.comp == "" {
+		_, err := im.WriteAt(b, off)
+		return err
+	}
+	cs := int64(im.Geometry().ClusterSize)
+	end := off + int64(len(b))
+	for p := off; p < end; {
+		n := min(end, (p/cs+1)*cs) - p
+		if p%cs == 0 && n == cs {
+			err := im.WriteCompressed(p, b[p-off:p-off+n])
+			if err == nil {
+				r.st.Compressed++
+				p += n
+				continue
+			}
+			if !errors.Is(err, ErrNotCompressible) {
+				return err
+			}
+		}
+		if _, err := im.WriteAt(b[p-off:p-off+n], p); err != nil {
+			return err
+		}
+		p += n
+	}
+	return nil
+}
+
+// TestTorture_Compressed runs the compressed configurations of
+// tortureMatrix on a short op sequence (seeded by -seed) and requires
+// that clusters were written compressed.
+func TestTorture_Compressed(t *testing.T) {
+	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 15}
+	if raceEnabled || testing.Short() {
+		sp.ops, sp.batchOps = 80, 8
+	}
+	seed := testkit.Seed(t)
+	for _, name := range tortureMatrix {
+		cfg, err := parseTcfg(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.comp == "" {
+			continue
+		}
+		if cfg.String() != name {
+			t.Errorf("config %q parses back as %q", name, cfg)
+		}
+		t.Run(name, func(t *testing.T) {
+			st := runTorture(t, seed, cfg, sp, 1)
+			if st.Compressed == 0 {
+				t.Errorf("no cluster written compressed: %v", st)
+			}
+			t.Logf("%d clusters written compressed; %v", st.Compressed, st)
+		})
+	}
+}

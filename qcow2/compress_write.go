@@ -1,0 +1,267 @@
+package qcow2
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/zstd"
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// This file writes compressed clusters (QEMU's
+// qcow2_co_pwritev_compressed_part, what qemu-img convert -c does): a
+// whole guest cluster is compressed into a new, unallocated guest
+// cluster. Compressed streams are packed into host clusters (QEMU's
+// qcow2_alloc_bytes): each host cluster a stream touches gets one
+// reference per stream, so a host cluster holding parts of k streams has
+// refcount k, which is what qemu-img check counts. Streams start at a
+// multiple of the device's request alignment (at least 512 bytes, QEMU
+// packs at byte granularity), so no two writers share a device block and
+// every write is aligned.
+//
+// Ordering: the refcount increments are durable before the L2 entry (Q1),
+// and so is the compressed data (the link depends on a flush, Q13):
+// unlike a normal cluster, a compressed entry over stale bytes would not
+// read back as old data but fail to decompress. For the same reason a
+// host cluster freed from a compressed entry waits for a flush before it
+// is handed out again (Q13, compress_free.go).
+
+// ErrNotCompressible is returned by WriteCompressed for a target that may
+// not be written compressed: the guest cluster is allocated already
+// (QEMU: "Compression can't overwrite anything"), or the request is not
+// one whole cluster (or the zero-padded last one).
+var ErrNotCompressible = fmt.Errorf("%w: compressed write needs a whole unallocated cluster", ErrUnsupported)
+
+// WriteCompressed writes one guest cluster at off (cluster aligned; p is
+// the cluster, or the rest of the disk for the last partial cluster,
+// which is zero-padded) compressed with the image's compression type
+// (zlib or zstd). Data that does not shrink is written as a normal
+// cluster, as QEMU does. The guest cluster must be unallocated (or a
+// plain zero cluster): compression never overwrites anything.
+func (im *Image) WriteCompressed(off int64, p []byte) error {
+	n := int64(len(p))
+	if err := im.checkWrite(off, n); err != nil {
+		return err
+	}
+	cs := int64(im.g.ClusterSize)
+	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.vsize.Load())) {
+		return ErrNotCompressible
+	}
+	if im.g.ExtendedL2 {
+		return fmt.Errorf("%w: compressed writes to images with extended L2 entries", ErrUnsupported)
+	}
+	src := p
+	if n < cs {
+		src = make([]byte, cs)
+		copy(src, p)
+	}
+	out, err := compressCluster(im.hdr.CompressionType, src, int(cs))
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		// Does not shrink: a normal cluster (QEMU writes it uncompressed).
+		return im.Writev(off, [][]byte{p})
+	}
+	im.c.guestWrites.Add(1)
+	im.c.guestBytesWritten.Add(n)
+	return im.writeCompressed(guestOff(off), out)
+}
+
+// compressCluster compresses one cluster as QEMU does: raw deflate with a
+// 4 KiB window (QEMU's deflateInit2 with window bits -12; inflate with
+// -12 rejects distances past 4 KiB) or one zstd frame. It returns nil
+// when the result would not be smaller than the cluster.
+func compressCluster(ctype uint8, src []byte, cs int) ([]byte, error) {
+	switch ctype {
+	case format.CompressionZlib:
+		var b bytes.Buffer
+		b.Grow(cs)
+		w, err := flate.NewWriterWindow(&b, 1<<12)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(src); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		if b.Len() >= cs {
+			return nil, nil
+		}
+		return b.Bytes(), nil
+	case format.CompressionZstd:
+		enc, err := zstdEncoder()
+		if err != nil {
+			return nil, err
+		}
+		out := enc.EncodeAll(src, make([]byte, 0, cs))
+		if len(out) >= cs {
+			return nil, nil
+		}
+		return out, nil
+	}
+	return nil, unsupportedf("compression_type", uint64(ctype), "unknown compression type")
+}
+
+// zstdEncoder is shared: EncodeAll is safe for concurrent use.
+var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+})
+
+// writeCompressed places the compressed stream c of the guest cluster of
+// goff: register the guest cluster (Q7), allocate bytes and make the L2
+// table writable under mu, write the stream without mu, then link under
+// mu (or give the bytes back).
+func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
+	gran := im.compressGranularity()
+	size := (uint64(len(c)) + gran - 1) / gran * gran
+	buf := block.AlignedBuf(int(size), im.memAlign)
+	copy(buf, c)
+
+	im.mu.Lock()
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
+	if reg == nil {
+		im.mu.Unlock()
+		blocker.Wait()
+		// Whatever the other writer did, the cluster is no longer ours
+		// to compress into unless it stayed unallocated: look again.
+		return im.writeCompressed(goff, c)
+	}
+	defer im.allocs.Release(reg)
+	host, err := im.planCompressedLocked(goff, size)
+	im.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	werr := im.dev.Writev(int64(host), [][]byte{buf})
+
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if werr == nil {
+		werr = im.linkCompressedLocked(goff, host, uint64(len(c)))
+	}
+	if werr != nil {
+		im.freeBytesLocked(host, size) // best effort: else a leak
+	}
+	return werr
+}
+
+// compressGranularity is the alignment of compressed streams on the host:
+// the device's request alignment, at least a sector.
+func (im *Image) compressGranularity() uint64 {
+	gran := uint64(512)
+	if a := uint64(im.dcap.Align); a > gran && a <= im.g.ClusterSize {
+		gran = a
+	}
+	return gran
+}
+
+// planCompressedLocked checks that the guest cluster of goff may be
+// written compressed, makes its L2 table writable and allocates size
+// bytes of host space for the stream.
+func (im *Image) planCompressedLocked(goff format.GuestOff, size uint64) (format.HostOff, error) {
+	if err := im.writableLocked(); err != nil {
+		return 0, err
+	}
+	e, err := im.entry(goff)
+	if err != nil {
+		return 0, err
+	}
+	if t := e.Type(); t != format.ClusterUnallocated && t != format.ClusterZeroPlain {
+		return 0, ErrNotCompressible
+	}
+	if err := im.ensureL2Locked(goff); err != nil {
+		return 0, err
+	}
+	return im.allocBytesLocked(size)
+}
+
+// allocBytesLocked allocates size bytes (at most a cluster) for a
+// compressed stream, continuing in the host cluster the last stream ended
+// in when it still has a reference (QEMU's free_byte_offset), and counts
+// one reference to each host cluster the range touches.
+func (im *Image) allocBytesLocked(size uint64) (format.HostOff, error) {
+	g := &im.g
+	if err := im.markDirtyBit(); err != nil { // Q8
+		return 0, err
+	}
+	off := im.compFree
+	if off != 0 {
+		rc, err := im.refcount(g.HostCluster(off))
+		if err != nil {
+			return 0, err
+		}
+		if rc == 0 || rc >= g.RefcountMax {
+			off = 0
+		}
+	}
+	room := uint64(0)
+	if off != 0 {
+		room = g.ClusterSize - uint64(off)%g.ClusterSize
+	}
+	if off == 0 || room < size {
+		nc, _, err := im.allocClustersLocked(1) // refcount 1, SP1
+		if err != nil {
+			return 0, err
+		}
+		im.c.clustersAllocated.Add(1)
+		if off == 0 || nc != off+format.HostOff(room) {
+			off = nc
+		} else if err := im.updateRefcountLocked(g.HostCluster(off), 1); err != nil {
+			// The stream spans the partial cluster and the new one
+			// right after it: the partial one gets its reference too.
+			im.freeClustersLocked(nc, 1)
+			return 0, err
+		}
+	} else if err := im.updateRefcountLocked(g.HostCluster(off), 1); err != nil {
+		return 0, err
+	}
+	im.compFree = off + format.HostOff(size)
+	if uint64(im.compFree)%g.ClusterSize == 0 {
+		im.compFree = 0
+	}
+	return off, nil
+}
+
+// freeBytesLocked drops the references allocBytesLocked took for the
+// range [off, off+size).
+func (im *Image) freeBytesLocked(off format.HostOff, size uint64) {
+	g := &im.g
+	for c := g.HostCluster(off); c <= g.HostCluster(off+format.HostOff(size)-1); c++ {
+		im.freeClustersLocked(g.HostClusterOff(c), 1)
+	}
+}
+
+// linkCompressedLocked points the L2 entry of goff at the compressed
+// stream of n bytes at host: after the refcounts (Q1) and the stream
+// itself (a flush, Q13) are durable.
+func (im *Image) linkCompressedLocked(goff format.GuestOff, host format.HostOff, n uint64) error {
+	e, err := format.EncodeCompressed(&im.g, host, n)
+	if err != nil {
+		return err
+	}
+	if err := im.writableLocked(); err != nil {
+		return err
+	}
+	if im.linkFault != nil {
+		if err := im.linkFault(); err != nil {
+			return err
+		}
+	}
+	im.l2c.DependsOnFlush() // Q13
+	if !im.lazy {
+		if err := im.l2c.SetDependency(im.rbc); err != nil { // Q1
+			return err
+		}
+	}
+	if err := im.setEntry(goff, e); err != nil {
+		return err
+	}
+	im.event(EvLink)
+	return nil
+}
