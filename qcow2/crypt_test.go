@@ -428,3 +428,18 @@ func TestCrypt_NoDowngrade(t *testing.T) {
 	}
 	cryptCheck(t, p)
 }
+
+// Compressed writes are refused on encrypted images: QEMU writes them
+// unencrypted (crypto/luks pins that), which would leak the guest data.
+func TestCrypt_RefusesCompressedWrites(t *testing.T) {
+	p := filepath.Join(testkit.Dir(t), "z.qcow2")
+	cryptCreate(t, p, CreateOptions{Size: 1 << 20})
+	im := cryptOpen(t, p, Options{})
+	if err := im.WriteCompressed(0, make([]byte, 64<<10)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("compressed write: %v, want ErrUnsupported", err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cryptCheck(t, p)
+}

@@ -143,6 +143,9 @@ func runConvert(e *env, args []string) int {
 		}
 	}
 	req.opts.Size = src.size
+	if o.has("c") && req.opts.Encrypt.Format != "" {
+		return e.errorf(1, "%s: compressed output (-c) of an encrypted image is not supported (QEMU would write the compressed clusters in the clear)", out)
+	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
 	}

@@ -122,3 +122,21 @@ func TestCrypt_CLISnapshotResize(t *testing.T) {
 	}
 	testkit.QemuCheckSecret(t, p, "abc")
 }
+
+// convert -c into an encrypted image is refused before anything is
+// created.
+func TestCrypt_ConvertCompressedRefused(t *testing.T) {
+	dir := testkit.Dir(t)
+	raw := filepath.Join(dir, "s.raw")
+	if err := os.WriteFile(raw, bytes.Repeat([]byte{1}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "c.qcow2")
+	_, errOut, code := runQ(t, "convert", "-c", "--object", secObj, "-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", raw, out)
+	if code != 1 || !strings.Contains(errOut, "encrypted") {
+		t.Errorf("exit %d, %s", code, errOut)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the target was created")
+	}
+}
