@@ -76,7 +76,7 @@ type Options struct {
 	// neither writes anything.
 	Passphrase []byte
 	// NoKey opens an encrypted image without its passphrase for its
-	// metadata only (info, map; QEMU's info does the same): reading or
+	// metadata only (qemu-img info does the same): reading or
 	// writing its data fails with ErrNoKey.
 	NoKey bool
 
