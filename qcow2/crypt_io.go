@@ -37,6 +37,9 @@ func (im *Image) writevCrypt(off int64, bufs [][]byte, n int64) error {
 	if ic.cipher == nil {
 		return ErrNoKey
 	}
+	if n == 0 {
+		return nil
+	}
 	if off%sectorSize == 0 && n%sectorSize == 0 {
 		r := ic.sectors.lock(off, n, false)
 		defer ic.sectors.unlock(r)
