@@ -42,6 +42,11 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 		s.Allocated, s.Data, s.Compressed = true, true, true
 	case format.ClusterUnallocated:
 		s.Zero = im.backing == nil
+		if m.host != 0 {
+			// Extended L2: an unallocated subcluster of an allocated
+			// cluster keeps its offset (QEMU's block status).
+			s.HostOff = int64(m.host)
+		}
 	}
 	return s, nil
 }

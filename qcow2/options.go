@@ -36,6 +36,10 @@ type CreateOptions struct {
 	BackingFile   string
 	BackingFormat string // "qcow2" or "raw"; probed when empty
 	Preallocation string // off (default), metadata, falloc, full
+	// ExtendedL2: 128-bit L2 entries with 32 subclusters per cluster
+	// (QEMU's extended_l2=on); needs compat 1.1 and clusters of at least
+	// 16 KiB.
+	ExtendedL2 bool
 	// Opener opens the new file and the backing file (default
 	// DefaultOpener). The new file is created (truncated) before.
 	Opener Opener
@@ -258,6 +262,12 @@ func (o *CreateOptions) Set(k, v string) error {
 		default:
 			return fmt.Errorf("option preallocation: invalid value %q (off, metadata, falloc, full)", v)
 		}
+	case "extended_l2":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.ExtendedL2 = b
 	case "backing_file":
 		o.BackingFile = v
 	case "backing_fmt":

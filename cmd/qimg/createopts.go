@@ -6,10 +6,11 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// setCreateOption sets one qcow2 create option. compression_type and
-// extended_l2, which qemu-img create echoes with their defaults, are
-// accepted with the values qring writes (zlib, off) and refused clearly
-// otherwise: the engine creates neither zstd nor extended-L2 images.
+// setCreateOption sets one qcow2 create option. compression_type, which
+// qemu-img create echoes with its default, is accepted with the value
+// qring writes (zlib) and refused clearly otherwise: the engine creates
+// no zstd images. extended_l2 (on, off) creates images with subclusters
+// or without.
 func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	switch k {
 	case "compression_type":
@@ -23,11 +24,13 @@ func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	case "extended_l2":
 		switch v {
 		case "off", "false":
+			o.ExtendedL2 = false
 			return nil
 		case "on", "true":
-			return fmt.Errorf("extended_l2=on is not supported: qring does not create images with subclusters")
+			o.ExtendedL2 = true
+			return nil
 		}
-		return fmt.Errorf("invalid extended_l2 '%s' (off)", v)
+		return fmt.Errorf("invalid extended_l2 '%s' (on, off)", v)
 	}
 	return o.Set(k, v)
 }
