@@ -372,4 +372,4 @@ func (o *Options) Parse(s string) error {
 var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "read-only", "repair"}
 
 // CreateOptionNames lists the create options.
-var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt"}
+var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "extended_l2"}
