@@ -5,7 +5,7 @@ import "math/bits"
 // Subclusters (extended L2 entries, QEMU 5.2+). Each cluster of an image
 // with the extended-L2 incompatible bit is split into 32 subclusters;
 // the second word of its L2 entry holds one allocation bit (bits 0-31)
-// and one zero bit (bits 32-63) per subcluster (docs/interop/qcow2.txt,
+// and one zero bit (bits 32-63) per subcluster (QEMU docs/interop/qcow2.rst,
 // "Extended L2 Entries").
 
 // SubclustersPerCluster is the number of subclusters of a cluster with
