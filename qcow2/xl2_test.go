@@ -20,7 +20,14 @@ import (
 
 var xl2ClusterSizes = []int{16 << 10, 64 << 10, 128 << 10, 2 << 20}
 
-func xl2Size(cs int) int64 { return max(int64(cs)*32, 8<<20) }
+// xl2Size is the virtual size of the interop images: 32 clusters (8
+// in -short runs) and at least 8 MiB (4 MiB).
+func xl2Size(cs int) int64 {
+	if testing.Short() {
+		return max(int64(cs)*8, 4<<20)
+	}
+	return max(int64(cs)*32, 8<<20)
+}
 
 // xl2Base makes a standard qcow2 backing file of 3/4 of size with data in
 // some places (so COW copies data, zeros, and reads past its end).
