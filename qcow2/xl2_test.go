@@ -432,6 +432,22 @@ func TestXL2_CheckBitmap(t *testing.T) {
 			if q.Corruptions == 0 {
 				t.Errorf("qemu-img check found no corruption: %s", q)
 			}
+			// check -r all repairs no bitmap, as qemu-img's: the
+			// corruption stays, reported, and nothing is freed.
+			rw, err := Open(p, Options{Repair: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err = rw.Check(CheckOptions{Repair: RepairAll})
+			if cerr := rw.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil || r.Corruptions == 0 || r.Leaks != 0 {
+				t.Errorf("check -r all: %v %+v", err, r)
+			}
+			if q, err := testkit.QemuImgCheck(p); err != nil || q.Corruptions == 0 || q.Leaks != 0 {
+				t.Errorf("qemu-img check after our repair: %v %s", err, q)
+			}
 		})
 	}
 }

@@ -15,8 +15,17 @@ func (im *Image) checkBitmap(c *checker, e format.L2Entry, bitmap uint64, index 
 	if !im.g.ExtendedL2 {
 		return
 	}
-	if err := format.ValidateBitmap(e, bitmap); err != nil {
-		c.msg("ERROR L2 entry %d of table 0x%x: %v", index, uint64(l2off), err)
-		c.r.Corruptions++
+	if format.ValidateBitmap(e, bitmap) == nil {
+		return
 	}
+	// qemu-img check's messages.
+	switch {
+	case e.Compressed():
+		c.msg("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=0x%x", index, uint64(e))
+	case e.Offset() != 0:
+		c.msg("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", uint64(e.Offset()))
+	default:
+		c.msg("ERROR: Unallocated cluster has non-zero subcluster allocation map (L2 table 0x%x, entry %d)", uint64(l2off), index)
+	}
+	c.r.Corruptions++
 }
