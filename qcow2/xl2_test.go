@@ -451,3 +451,34 @@ func TestXL2_CheckBitmap(t *testing.T) {
 		})
 	}
 }
+
+// TestXL2_ZeroAllocate: with extended L2, WriteZeroes without fallback
+// (Allocate) works at subcluster granularity: whole subclusters get
+// zero bits; a range not aligned to subclusters is refused.
+func TestXL2_ZeroAllocate(t *testing.T) {
+	im, _ := testImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 64 << 10, ExtendedL2: true}, Options{})
+	const scs = 2048
+	if _, err := im.WriteAt(xl2Fill(64<<10, 7), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.WriteZeroes(3*scs, 2*scs, block.Allocate); err != nil {
+		t.Fatal(err)
+	}
+	_, bm, err := im.xentry(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := format.SubAllocRange(0, 3) | format.SubZeroRange(3, 5) | format.SubAllocRange(5, 32); bm != want {
+		t.Fatalf("bitmap %#x, want %#x", bm, want)
+	}
+	if err := im.WriteZeroes(3*scs+512, scs, block.Allocate); err != block.ErrNotSupported {
+		t.Fatalf("unaligned zero without fallback: %v", err)
+	}
+	want := xl2Fill(64<<10, 7)
+	clear(want[3*scs : 5*scs])
+	got := make([]byte, 64<<10)
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, got, want, "cluster 0")
+}

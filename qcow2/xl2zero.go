@@ -66,8 +66,9 @@ func xzeroEntry(e format.L2Entry, bm uint64, unmap, discard, backing bool) (form
 
 // xzeroPartial makes [off, off+n) (inside one cluster, not all of it)
 // read as zeros: its whole subclusters through the bitmap, the rest
-// (and everything, in a compressed cluster) with zero buffers.
-func (im *Image) xzeroPartial(off, n int64) error {
+// (and everything, in a compressed cluster) with zero buffers, which
+// noFallback (Allocate: WriteZeroes checked the alignment) refuses.
+func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 	scs := int64(im.g.SubclusterSize())
 	a := (off + scs - 1) / scs * scs
 	b := (off + n) / scs * scs
@@ -87,6 +88,9 @@ func (im *Image) xzeroPartial(off, n int64) error {
 		return err
 	}
 	if !done {
+		if noFallback {
+			return block.ErrNotSupported
+		}
 		if err := im.writeZeroBuf(a, b-a); err != nil {
 			return err
 		}

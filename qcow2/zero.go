@@ -37,7 +37,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		if whole && im.hdr.Version >= 3 {
 			err = im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
 		} else if g.ExtendedL2 {
-			err = im.xzeroPartial(off, chunk)
+			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
 		}
