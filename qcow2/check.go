@@ -164,7 +164,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// Active tree.
 	var prevData format.HostOff
 	stats := true
-	perSlice := im.sliceSize / format.TableEntrySize
+	perSlice := im.sliceSize / im.g.L2EntrySize
 	walk := func(l1 []format.L1Entry, active bool) error {
 		for i, le := range l1 {
 			if err := le.Validate(g); err != nil {
@@ -188,12 +188,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 					break
 				}
 				for k := uint64(0); k < perSlice; k++ {
-					e := format.L2At(t.Data, k)
+					e := im.g.L2At(t.Data, k)
 					if err := e.Validate(g, im.hdr.Version); err != nil {
-						c.msg("ERROR L2 entry %d of table 0x%x: %v", s/format.TableEntrySize+k, uint64(l2off), err)
+						c.msg("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
 						r.Corruptions++
 						continue
 					}
+					im.checkBitmap(c, e, g.BitmapAt(t.Data, k), s/im.g.L2EntrySize+k, l2off)
 					switch e.Type() {
 					case format.ClusterNormal, format.ClusterZeroAlloc:
 						off := e.Offset()
@@ -361,7 +362,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 	g := &im.g
 	r := c.r
 	l1 := im.l1.Load()
-	perSlice := im.sliceSize / format.TableEntrySize
+	perSlice := im.sliceSize / im.g.L2EntrySize
 	for i := range l1.size() {
 		le := l1.load(i)
 		l2off := le.Offset()
@@ -389,7 +390,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 				return err
 			}
 			for k := uint64(0); k < perSlice; k++ {
-				e := format.L2At(t.Data, k)
+				e := im.g.L2At(t.Data, k)
 				if e.Validate(g, im.hdr.Version) != nil {
 					continue
 				}
@@ -415,7 +416,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 							ne |= format.OflagCopied
 						}
 						t.Lock()
-						format.PutL2(t.Data, k, ne)
+						im.g.PutL2(t.Data, k, ne)
 						t.Unlock()
 						im.l2c.MarkDirty(t)
 						r.CorruptionsFixed++

@@ -53,9 +53,6 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.vsize.Load())) {
 		return ErrNotCompressible
 	}
-	if im.g.ExtendedL2 {
-		return fmt.Errorf("%w: compressed writes to images with extended L2 entries", ErrUnsupported)
-	}
 	src := p
 	if n < cs {
 		src = make([]byte, cs)
@@ -262,7 +259,14 @@ func (im *Image) linkCompressedLocked(goff format.GuestOff, host format.HostOff,
 			return err
 		}
 	}
-	if err := im.setEntry(goff, e); err != nil {
+	// With extended L2 entries a compressed cluster's bitmap is all
+	// clear (QEMU's rule): the zero bits an unallocated cluster had go.
+	if im.g.ExtendedL2 {
+		err = im.setXEntry(goff, e, 0)
+	} else {
+		err = im.setEntry(goff, e)
+	}
+	if err != nil {
 		return err
 	}
 	im.event(EvLink)

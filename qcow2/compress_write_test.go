@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -81,6 +82,8 @@ func TestCompress_WriteRoundTrip(t *testing.T) {
 		{"c4k-rb1", CreateOptions{ClusterSize: 4096, RefcountBits: 1}},
 		{"c2m", CreateOptions{ClusterSize: 2 << 20}},
 		{"lazy", CreateOptions{LazyRefcounts: true}},
+		{"xl2", CreateOptions{ExtendedL2: true}},
+		{"c16k-xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}},
 	}
 	for _, ct := range []string{"zlib", "zstd"} {
 		for _, tc := range cases {
@@ -211,11 +214,12 @@ func TestCompress_Concurrent(t *testing.T) {
 // writes after that go elsewhere.
 func TestCompress_OverwriteCOW(t *testing.T) {
 	testkit.NeedQemu(t)
-	for _, ct := range []string{"zlib", "zstd"} {
-		t.Run(ct, func(t *testing.T) {
+	for _, name := range []string{"zlib", "zstd", "zlib-xl2", "zstd-xl2"} {
+		ct, xl2, _ := strings.Cut(name, "-")
+		t.Run(name, func(t *testing.T) {
 			const cs = 64 << 10
 			const n = 32
-			im, p := testImage(t, CreateOptions{Size: n * cs, CompressionType: ct}, Options{})
+			im, p := testImage(t, CreateOptions{Size: n * cs, CompressionType: ct, ExtendedL2: xl2 != ""}, Options{})
 			shadow := make([]byte, n*cs)
 			for c := 0; c < n/2; c++ {
 				b := compressible(cs, byte(c))

@@ -78,6 +78,10 @@ func TestCrash_Clones(t *testing.T) {
 		{"c512-growth", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false},
 		{"lazy", CreateOptions{LazyRefcounts: true, ClusterSize: 4096}, Options{}, false},
 		{"v2", CreateOptions{Compat: "0.10", ClusterSize: 4096}, Options{}, false},
+		// Extended L2 (subclusters): zero bits, in-place subcluster
+		// allocation and per-subcluster COW from the backing file.
+		{"xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}, Options{}, false},
+		{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true},
 		// Zeros streamed ahead by the filler, concurrently with the
 		// workload (Q11): crash points land between fill writes too. A
 		// small reserve keeps the pieces close to the frontier.

@@ -52,7 +52,13 @@ func (o *CreateOptions) normalize() error {
 	default:
 		return fmt.Errorf("%w: preallocation %q", ErrUnsupported, o.Preallocation)
 	}
-	if o.Preallocation != PreallocOff && o.BackingFile != "" {
+	if o.ExtendedL2 && o.Compat == "0.10" {
+		return fmt.Errorf("%w: extended L2 entries require compat=1.1", ErrUnsupported)
+	}
+	if o.ExtendedL2 && o.ClusterSize < 16<<10 {
+		return fmt.Errorf("%w: extended L2 entries are only supported with cluster sizes of at least 16384 bytes", ErrUnsupported)
+	}
+	if o.Preallocation != PreallocOff && o.BackingFile != "" && !o.ExtendedL2 {
 		return fmt.Errorf("%w: preallocation with a backing file needs extended L2 entries", ErrUnsupported)
 	}
 	if err := o.normalizeEncrypt(); err != nil {
@@ -176,7 +182,7 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	for 1<<ro < o.RefcountBits {
 		ro++
 	}
-	g := format.NewGeometry(cb, ro, false)
+	g := format.NewGeometry(cb, ro, o.ExtendedL2)
 	cs := g.ClusterSize
 	l1Entries := g.L1EntriesFor(uint64(o.Size))
 	if l1Entries*8 > format.MaxL1Bytes {
@@ -221,6 +227,9 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		if o.CompressionType == "zstd" {
 			h.CompressionType = format.CompressionZstd
 			h.IncompatibleFeatures |= format.IncompatCompression
+		}
+		if o.ExtendedL2 {
+			h.IncompatibleFeatures |= format.IncompatExtendedL2
 		}
 	}
 	hb, err := h.Encode()

@@ -102,6 +102,7 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 1024, BackingFile: "base.qcow2", BackingFormat: "qcow2"}, w[:1]),
 		fuzzSeedImage(tb, CreateOptions{Size: 64 << 20, ClusterSize: 16384}, [][2]int64{{0, 100}, {33 << 20, 100}}),
 		fuzzSeedImage(tb, CreateOptions{Size: 1 << 30, ClusterSize: 32768}, nil),
+		fuzzSeedImage(tb, CreateOptions{Size: 4 << 20, ClusterSize: 16384, ExtendedL2: true}, w),
 	}
 	for _, cs := range []string{"512", "4096"} {
 		if b := fuzzCompressedSeed(tb, cs); b != nil {

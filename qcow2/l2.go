@@ -40,13 +40,35 @@ func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
 		return 0, err
 	}
 	t.Lock()
-	e := format.L2At(t.Data, i)
+	e := im.g.L2At(t.Data, i)
 	t.Unlock()
 	im.l2c.Put(t)
 	if err := im.validEntry(e); err != nil {
 		return 0, err
 	}
 	return e, nil
+}
+
+// xentry returns the validated extended L2 entry of guest offset o: its
+// first word and its subcluster bitmap (FM5: a bitmap QEMU's check calls
+// corrupt is an error here too). Without extended L2 the bitmap is 0.
+func (im *Image) xentry(o format.GuestOff) (format.L2Entry, uint64, error) {
+	t, i, err := im.l2slice(o)
+	if err != nil || t == nil {
+		return 0, 0, err
+	}
+	t.Lock()
+	e := im.g.L2At(t.Data, i)
+	bm := im.g.BitmapAt(t.Data, i)
+	t.Unlock()
+	im.l2c.Put(t)
+	if err := im.validEntry(e); err != nil {
+		return 0, 0, err
+	}
+	if err := format.ValidateBitmap(e, bm); err != nil {
+		return 0, 0, err
+	}
+	return e, bm, nil
 }
 
 func (im *Image) validEntry(e format.L2Entry) error {
@@ -68,7 +90,26 @@ func (im *Image) setEntry(o format.GuestOff, e format.L2Entry) error {
 		return corruptf("l1_entry", im.g.L1Index(o), "L2 table vanished")
 	}
 	t.Lock()
-	format.PutL2(t.Data, i, e)
+	im.g.PutL2(t.Data, i, e)
+	t.Unlock()
+	im.l2c.MarkDirty(t)
+	im.l2c.Put(t)
+	return nil
+}
+
+// setXEntry stores e and its subcluster bitmap as the extended L2 entry
+// of guest offset o, in one update under the table's lock (as setEntry).
+func (im *Image) setXEntry(o format.GuestOff, e format.L2Entry, bitmap uint64) error {
+	t, i, err := im.l2slice(o)
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		return corruptf("l1_entry", im.g.L1Index(o), "L2 table vanished")
+	}
+	t.Lock()
+	im.g.PutL2(t.Data, i, e)
+	im.g.PutBitmap(t.Data, i, bitmap)
 	t.Unlock()
 	im.l2c.MarkDirty(t)
 	im.l2c.Put(t)

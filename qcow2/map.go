@@ -42,6 +42,11 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 		s.Allocated, s.Data, s.Compressed = true, true, true
 	case format.ClusterUnallocated:
 		s.Zero = im.backing == nil
+		if m.host != 0 {
+			// Extended L2: an unallocated subcluster of an allocated
+			// cluster keeps its offset (QEMU's block status).
+			s.HostOff = int64(m.host)
+		}
 	}
 	return s, nil
 }
@@ -109,16 +114,16 @@ func statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	if err != nil {
 		return MapEntry{}, err
 	}
-	if s.Allocated || im.backing == nil {
-		e := MapEntry{Start: off, Length: s.Len, Depth: depth, Present: s.Allocated, Zero: s.Zero, Data: s.Data, Compressed: s.Compressed}
+	// Past the end of a shorter backing file the range reads as zeros
+	// and QEMU's block status says so at this layer (depth 0 for the
+	// top), with the offset of an unallocated subcluster if it has one.
+	if s.Allocated || im.backing == nil || off >= im.bsize {
+		e := MapEntry{Start: off, Length: s.Len, Depth: depth, Present: s.Allocated, Zero: s.Zero || !s.Allocated, Data: s.Data, Compressed: s.Compressed}
 		if s.HostOff >= 0 {
 			h := s.HostOff
 			e.Offset = &h
 		}
 		return e, nil
-	}
-	if off >= im.bsize {
-		return MapEntry{Start: off, Length: s.Len, Depth: depth + 1, Zero: true}, nil
 	}
 	e, err := statusChain(im.backing, off, min(s.Len, im.bsize-off), depth+1)
 	return e, err

@@ -158,8 +158,6 @@ func (im *Image) checkFeatures() error {
 		return unsupportedf("crypt_method", uint64(h.CryptMethod), "legacy AES-CBC encrypted images are not supported")
 	case h.IncompatibleFeatures&format.IncompatDataFile != 0:
 		return unsupportedf("incompatible_features", format.IncompatDataFile, "external data files are not supported")
-	case h.ExtendedL2():
-		return unsupportedf("incompatible_features", format.IncompatExtendedL2, "extended L2 entries are not supported")
 	}
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)

@@ -39,6 +39,10 @@ type CreateOptions struct {
 	// CompressionType is "zlib" (default) or "zstd" (compat 1.1: the
 	// header's compression_type field and incompatible bit 3, as QEMU).
 	CompressionType string
+	// ExtendedL2: 128-bit L2 entries with 32 subclusters per cluster
+	// (QEMU's extended_l2=on); needs compat 1.1 and clusters of at least
+	// 16 KiB.
+	ExtendedL2 bool
 	// Opener opens the new file and the backing file (default
 	// DefaultOpener). The new file is created (truncated) before.
 	Opener Opener
@@ -283,6 +287,12 @@ func (o *CreateOptions) Set(k, v string) error {
 		default:
 			return fmt.Errorf("option preallocation: invalid value %q (off, metadata, falloc, full)", v)
 		}
+	case "extended_l2":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.ExtendedL2 = b
 	case "backing_file":
 		o.BackingFile = v
 	case "backing_fmt":
@@ -387,4 +397,4 @@ func (o *Options) Parse(s string) error {
 var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "read-only", "repair"}
 
 // CreateOptionNames lists the create options.
-var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt"}
+var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "extended_l2"}

@@ -102,6 +102,9 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
 	}
 	maxLen = min(maxLen, uint64(size-off))
+	if g.ExtendedL2 {
+		return im.xmapRun(off, maxLen)
+	}
 	e, err := im.entry(off)
 	if err != nil {
 		return run{}, err

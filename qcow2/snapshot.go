@@ -333,7 +333,7 @@ func (im *Image) writeActiveL1Locked() error {
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	g := &im.g
 	entries := make([]byte, im.sliceSize)
-	perSlice := im.sliceSize / format.TableEntrySize
+	perSlice := im.sliceSize / im.g.L2EntrySize
 	for _, le := range l1 {
 		l2off := le.Offset()
 		if l2off == 0 {
@@ -350,7 +350,7 @@ func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 			im.l2c.Put(t)
 			copied := false
 			for k := range perSlice {
-				e := format.L2At(entries, k)
+				e := im.g.L2At(entries, k)
 				if e.Validate(g, im.hdr.Version) != nil {
 					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
 				}
@@ -400,9 +400,9 @@ func (im *Image) clearCopiedLocked(off int64) error {
 		return err
 	}
 	t.Lock()
-	for k := range im.sliceSize / format.TableEntrySize {
-		if e := format.L2At(t.Data, k); e.Copied() {
-			format.PutL2(t.Data, k, e&^format.OflagCopied)
+	for k := range im.sliceSize / im.g.L2EntrySize {
+		if e := im.g.L2At(t.Data, k); e.Copied() {
+			im.g.PutL2(t.Data, k, e&^format.OflagCopied)
 		}
 	}
 	t.Unlock()
@@ -420,7 +420,7 @@ func (im *Image) fixCopiedLocked() error {
 	}
 	g := &im.g
 	l1 := im.l1.Load()
-	perSlice := im.sliceSize / format.TableEntrySize
+	perSlice := im.sliceSize / im.g.L2EntrySize
 	l1changed := false
 	for i := range l1.size() {
 		le := l1.load(i)
@@ -436,7 +436,7 @@ func (im *Image) fixCopiedLocked() error {
 			t.Lock()
 			want := make([]format.L2Entry, perSlice)
 			for k := range perSlice {
-				want[k] = format.L2At(t.Data, k)
+				want[k] = im.g.L2At(t.Data, k)
 			}
 			t.Unlock()
 			changed := false
@@ -461,7 +461,7 @@ func (im *Image) fixCopiedLocked() error {
 			if changed {
 				t.Lock()
 				for k, e := range want {
-					format.PutL2(t.Data, uint64(k), e)
+					im.g.PutL2(t.Data, uint64(k), e)
 				}
 				t.Unlock()
 				im.l2c.MarkDirty(t)

@@ -18,6 +18,7 @@ type tcfg struct {
 	rb      int    // refcount bits
 	v2      bool   // compat 0.10
 	lazy    bool   // lazy refcounts
+	xl2     bool   // extended L2 entries (subclusters)
 	backing bool   // a raw backing file with data
 	meta    bool   // created with preallocation=metadata
 	poff    bool   // Options.Prealloc "off"
@@ -71,6 +72,9 @@ func (c tcfg) String() string {
 	} else {
 		t = append(t, "v3")
 	}
+	if c.xl2 {
+		t = append(t, "xl2")
+	}
 	if c.lazy {
 		t = append(t, "lazy")
 	}
@@ -120,6 +124,8 @@ func parseTcfg(name string) (tcfg, error) {
 		case tok == "v3":
 		case tok == "lazy":
 			c.lazy = true
+		case tok == "xl2":
+			c.xl2 = true
 		case tok == "back":
 			c.backing = true
 		case tok == "meta":
@@ -173,6 +179,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("refcount bits %d", c.rb)
 	case c.v2 && (c.rb != 16 || c.lazy):
 		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
+	case c.xl2 && (c.v2 || c.cs < 16<<10):
+		return fmt.Errorf("extended L2 needs compat 1.1 and clusters of at least 16k")
 	case c.meta && c.backing:
 		return fmt.Errorf("preallocation=metadata with a backing file")
 	case c.luks && (c.v2 || c.meta):
@@ -186,7 +194,7 @@ func (c tcfg) valid() error {
 }
 
 func (c tcfg) createOptions(size int64) CreateOptions {
-	co := CreateOptions{Size: size, ClusterSize: c.cs, RefcountBits: c.rb, LazyRefcounts: c.lazy, Compat: "1.1"}
+	co := CreateOptions{Size: size, ClusterSize: c.cs, RefcountBits: c.rb, LazyRefcounts: c.lazy, Compat: "1.1", ExtendedL2: c.xl2}
 	if c.v2 {
 		co.Compat = "0.10"
 	}
@@ -258,6 +266,12 @@ var tortureMatrix = []string{
 	"c512-r64-v3-lazy-luks-mem",
 	"c64k-r16-v3-zstd-hold", // compressed writes: packing, COW of compressed clusters, Q13
 	"c4k-r8-v3-lazy-back-zlib-mem",
+	"c16k-r16-v3-xl2-back-zstd-mem", // compressed clusters in extended L2 (bitmap clear)
+	// Extended L2 (subclusters, issue 18).
+	"c16k-r16-v3-xl2-back-hold",
+	"c64k-r16-v3-xl2-mem",
+	"c128k-r16-v3-xl2-back-fz-uhd",
+	"c2m-r16-v3-xl2-tiny-ud",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -291,6 +305,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		}
 		c.palign = []int64{0, 0, 64 << 10, 1 << 20, 8 << 20}[r.IntN(5)]
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
+		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
 		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
 		if c.valid() == nil {
 			return c

@@ -81,6 +81,8 @@ var shortSample = []struct {
 	{3, "c64k-r16-v3-lazy-back-ud"},
 	{4, "c16k-r1-v3-fz-tiny-hold"},
 	{4, "c8k-r32-v3-unm"},
+	{5, "c16k-r16-v3-xl2-back-hold"},
+	{5, "c64k-r16-v3-xl2-tiny-ud"},
 }
 
 func TestTorture(t *testing.T) {

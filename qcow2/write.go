@@ -89,6 +89,12 @@ func (im *Image) writeCluster(goff format.GuestOff, v [][]byte, n int64) error {
 			blocker.Wait()
 			continue
 		}
+		if im.g.ExtendedL2 {
+			if done, err := im.xwriteCluster(goff, v, n); done {
+				return err
+			}
+			continue
+		}
 		if done, err := im.overwrite(goff, v); done {
 			return err
 		}

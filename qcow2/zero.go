@@ -17,7 +17,11 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	}
 	g := &im.g
 	cs := int64(g.ClusterSize)
-	if flags&block.Allocate != 0 && (im.hdr.Version < 3 || off%cs != 0 || (n%cs != 0 && uint64(off+n) != im.hdr.Size)) {
+	gran := cs // granularity of zero entries (Allocate): clusters, or subclusters
+	if g.ExtendedL2 {
+		gran = int64(g.SubclusterSize())
+	}
+	if flags&block.Allocate != 0 && (im.hdr.Version < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hdr.Size)) {
 		return block.ErrNotSupported
 	}
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
@@ -32,6 +36,8 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		var err error
 		if whole && im.hdr.Version >= 3 {
 			err = im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
+		} else if g.ExtendedL2 {
+			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
 		}
@@ -162,6 +168,9 @@ func (im *Image) tryZeroCluster(goff format.GuestOff, unmap, discard bool, fr *f
 }
 
 func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
+	if im.g.ExtendedL2 {
+		return im.xzeroClusterLocked(goff, unmap, discard, fr)
+	}
 	e, err := im.entry(goff)
 	if err != nil {
 		return err

@@ -153,7 +153,7 @@ func formattingLine(req *createRequest) string {
 	if cs == 0 {
 		cs = 65536
 	}
-	fmt.Fprintf(&b, "cluster_size=%d extended_l2=off ", cs)
+	fmt.Fprintf(&b, "cluster_size=%d extended_l2=%s ", cs, onOff(o.ExtendedL2))
 	if req.given["preallocation"] {
 		fmt.Fprintf(&b, "preallocation=%s ", o.Preallocation)
 	}

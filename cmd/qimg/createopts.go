@@ -7,9 +7,8 @@ import (
 )
 
 // setCreateOption sets one qcow2 create option. compression_type is zlib
-// or zstd; extended_l2, which qemu-img create echoes with its default, is
-// accepted with the value qring writes (off) and refused clearly
-// otherwise: the engine creates no extended-L2 images.
+// or zstd; extended_l2 (on, off) creates images with subclusters or
+// without.
 func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	switch k {
 	case "compression_type":
@@ -21,11 +20,13 @@ func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	case "extended_l2":
 		switch v {
 		case "off", "false":
+			o.ExtendedL2 = false
 			return nil
 		case "on", "true":
-			return fmt.Errorf("extended_l2=on is not supported: qring does not create images with subclusters")
+			o.ExtendedL2 = true
+			return nil
 		}
-		return fmt.Errorf("invalid extended_l2 '%s' (off)", v)
+		return fmt.Errorf("invalid extended_l2 '%s' (on, off)", v)
 	}
 	return o.Set(k, v)
 }

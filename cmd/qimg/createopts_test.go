@@ -10,8 +10,8 @@ import (
 
 // TestCreate_EchoedOptions: the options create echoes with their defaults
 // (compression_type=zlib, extended_l2=off) are accepted with those values,
-// and compression_type=zstd too, with qemu-img's line; the values qring
-// cannot create are refused before anything is echoed or written.
+// with qemu-img's line, and so are compression_type=zstd and extended_l2=on;
+// the values qring cannot create are refused before anything is echoed or written.
 func TestCreate_EchoedOptions(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := workDir(t)
@@ -25,7 +25,28 @@ func TestCreate_EchoedOptions(t *testing.T) {
 			t.Errorf("create -o %s echo:\n ours %q\nqemu  %q", opt, got, want)
 		}
 	}
-	for _, o := range []string{"extended_l2=on", "compression_type=lz4"} {
+	// extended_l2=on creates subclusters (issue 18), echoed as qemu-img
+	// does; QEMU's own checks pass on the result.
+	xopt := "extended_l2=on,cluster_size=128k"
+	xo, xt := filepath.Join(d, "x.qcow2"), filepath.Join(d, "y.qcow2")
+	got := mustQ(t, "create", "-f", "qcow2", "-o", xopt, xo, "1G")
+	want := testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", xopt, xt, "1G")
+	if strings.ReplaceAll(want, xt, xo) != got {
+		t.Errorf("create echo:\n ours %q\nqemu  %q", got, want)
+	}
+	if info := testkit.MustRun(t, "qemu-img", "info", xo); !strings.Contains(info, "extended l2: true") {
+		t.Errorf("qemu-img info of an extended_l2=on image:\n%s", info)
+	}
+	testkit.QemuCheck(t, xo)
+	// Too small a cluster: echoed, then refused, as qemu-img does.
+	small := filepath.Join(d, "s.qcow2")
+	if _, e, code := runQ(t, "create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=8k", small, "1M"); code != 1 || !strings.Contains(e, "16384") {
+		t.Errorf("extended_l2 with 8k clusters: exit %d, stderr %q", code, e)
+	}
+	if _, err := os.Stat(small); err == nil {
+		t.Errorf("refused create left %s behind", small)
+	}
+	for _, o := range []string{"extended_l2=maybe", "compression_type=lz4"} {
 		p := filepath.Join(d, "r.qcow2")
 		out, e, code := runQ(t, "create", "-f", "qcow2", "-o", o, p, "1M")
 		name, _, _ := strings.Cut(o, "=")

@@ -35,8 +35,8 @@ func commandUsage(w io.Writer, name string) {
 // where qimg deliberately differs from qemu-img.
 var commandNotes = map[string]string{
 	"create": "Formats: qcow2 (default) and raw. -o help lists the options.\n" +
-		"qcow2 images are created with zlib (default) or zstd compression type and\n" +
-		"without extended L2 entries (extended_l2=on is refused).\n",
+		"qcow2 images are created with zlib (default) or zstd compression type;\n" +
+		"extended_l2=on (subclusters) needs cluster_size >= 16k.\n",
 	"convert": "Output formats: raw (default) and qcow2; -o help lists the qcow2 options.\n" +
 		"An output that is the input (the same file under any name) or one of its\n" +
 		"backing files is refused. -c writes qcow2 clusters compressed (zlib or zstd,\n" +
@@ -70,7 +70,7 @@ var qcow2CreateOptions = []createOption{
 	{"cluster_size", "size", "qcow2 cluster size (512 to 2M, a power of two; default 64k)"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]; default 1.1)"},
 	{"compression_type", "str", "Compression method used for image cluster compression (zlib or zstd)"},
-	{"extended_l2", "bool (on/off)", "Extended L2 tables (off only)"},
+	{"extended_l2", "bool (on/off)", "Extended L2 tables (subclusters; cluster_size 16k to 2M)"},
 	{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 	{"preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"},
 	{"refcount_bits", "num", "Width of a reference count entry in bits (1 to 64, a power of two; default 16)"},

@@ -268,6 +268,7 @@ type jsonCreate struct {
 	LazyRefcounts bool   `json:"lazy_refcounts,omitempty"`
 	Preallocation string `json:"preallocation,omitempty"`
 	BackingFile   string `json:"backing_file,omitempty"`
+	ExtendedL2    bool   `json:"extended_l2,omitempty"`
 }
 
 // MarshalJSON encodes the --json object.
@@ -337,7 +338,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		}
 		j.Config.CreateOpts = jsonCreate{Size: cr.Size, ClusterSize: cr.ClusterSize, Compat: cr.Compat,
 			RefcountBits: cr.RefcountBits, LazyRefcounts: cr.LazyRefcounts, Preallocation: cr.Preallocation,
-			BackingFile: cr.BackingFile}
+			BackingFile: cr.BackingFile, ExtendedL2: cr.ExtendedL2}
 	}
 	return json.Marshal(j)
 }

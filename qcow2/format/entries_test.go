@@ -357,6 +357,15 @@ func FuzzL2Entry(f *testing.F) {
 		} else if uint(sc) < 32 && st == SubInvalid && e&OflagZero == 0 {
 			t.Fatalf("bitmap %#x valid for %#x but subcluster %d invalid", bitmap, raw, sc)
 		}
+		checkRangeType(t, e, bitmap, uint(sc)%SubclustersPerCluster)
+		// A valid extended entry and its bitmap round-trip through a
+		// table.
+		tbl := make([]byte, 2*gx.L2EntrySize)
+		gx.PutL2(tbl, 1, e)
+		gx.PutBitmap(tbl, 1, bitmap)
+		if gx.L2At(tbl, 1) != e || gx.BitmapAt(tbl, 1) != bitmap || gx.L2At(tbl, 0) != 0 {
+			t.Fatalf("extended entry %#x/%#x does not read back", raw, bitmap)
+		}
 		if e.Compressed() {
 			if (errs[1] == nil) != !e.Copied() {
 				t.Fatalf("compressed %#x: Validate %v", raw, errs[1])

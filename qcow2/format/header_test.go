@@ -615,6 +615,17 @@ func FuzzParseHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(seed)
+	// An extended-L2 header with a backing file, and one whose
+	// cluster_bits mutate below 14.
+	x, err := ParseHeader(readFixture(f, "extl2.hdr"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	x.BackingFile, x.BackingFormat = "base.qcow2", "qcow2"
+	if seed, err = x.Encode(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b)
 		if err != nil {
@@ -625,6 +636,9 @@ func FuzzParseHeader(f *testing.F) {
 				t.Fatalf("untyped error %v", err)
 			}
 			return
+		}
+		if g := h.Geometry(); h.ExtendedL2() != g.ExtendedL2 || (g.ExtendedL2 && (h.ClusterBits < 14 || g.L2EntrySize != 16 || g.Subclusters() != SubclustersPerCluster)) {
+			t.Fatalf("extended L2 header %#x with cluster_bits %d: geometry %+v", h.IncompatibleFeatures, h.ClusterBits, g)
 		}
 		enc, err := h.Encode()
 		if err != nil {

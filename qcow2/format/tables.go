@@ -36,3 +36,33 @@ func PutReftable(tbl []byte, i uint64, off HostOff) {
 
 // HasMagic reports whether b starts with the qcow2 magic.
 func HasMagic(b []byte) bool { return len(b) >= 4 && be.Uint32(b) == Magic }
+
+// L2At returns the first (standard) word of entry i of an L2 table (or of
+// a slice of one) with this geometry's entry size: 8 bytes, or 16 with
+// extended L2.
+func (g *Geometry) L2At(tbl []byte, i uint64) L2Entry {
+	return L2Entry(be.Uint64(tbl[i*g.L2EntrySize:]))
+}
+
+// PutL2 stores e as the first word of entry i, leaving an extended
+// entry's bitmap alone.
+func (g *Geometry) PutL2(tbl []byte, i uint64, e L2Entry) {
+	be.PutUint64(tbl[i*g.L2EntrySize:], uint64(e))
+}
+
+// BitmapAt returns the subcluster bitmap (second word) of extended entry
+// i, or 0 without extended L2.
+func (g *Geometry) BitmapAt(tbl []byte, i uint64) uint64 {
+	if !g.ExtendedL2 {
+		return 0
+	}
+	return be.Uint64(tbl[i*g.L2EntrySize+TableEntrySize:])
+}
+
+// PutBitmap stores the subcluster bitmap of extended entry i (nothing
+// without extended L2, where a bitmap must be 0).
+func (g *Geometry) PutBitmap(tbl []byte, i uint64, bitmap uint64) {
+	if g.ExtendedL2 {
+		be.PutUint64(tbl[i*g.L2EntrySize+TableEntrySize:], bitmap)
+	}
+}
