@@ -341,6 +341,7 @@ func TestCrash_ClonesEncrypted(t *testing.T) {
 		{"luks-64k", CreateOptions{Encrypt: enc}, o, false},
 		{"luks-backing", CreateOptions{ClusterSize: 4096, Encrypt: enc}, o, true},
 		{"luks-lazy", CreateOptions{ClusterSize: 4096, LazyRefcounts: true, Encrypt: enc}, o, false},
+		{"luks-xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true, Encrypt: enc}, o, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
