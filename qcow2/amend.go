@@ -117,6 +117,10 @@ func (im *Image) SetVersion(v uint32) error {
 			return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type", ErrUnsupported)
 		case h.NbSnapshots != 0:
 			return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
+		case h.CryptMethod == format.CryptLUKS:
+			// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
+			// that format.ParseHeader refuses.
+			return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
 		}
 		h.Version = 2
 		h.CompatibleFeatures, h.AutoclearFeatures = 0, 0

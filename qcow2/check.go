@@ -150,6 +150,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// Header, refcount table, refcount blocks.
 	c.inc(0, cs, "header")
 	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
+	c.checkCryptoArea()
 	for i, b := range im.reftable {
 		if b == 0 {
 			continue

@@ -46,6 +46,9 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 	if err := im.checkWrite(off, n); err != nil {
 		return err
 	}
+	if err := im.refuseEncrypted("compressed writes (QEMU writes them in the clear)"); err != nil {
+		return err
+	}
 	cs := int64(im.g.ClusterSize)
 	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.vsize.Load())) {
 		return ErrNotCompressible

@@ -29,6 +29,9 @@ const (
 // the bytes around the data are final already, it marks the allocation
 // ready for early writes (Q10) before its own write. mu is not held.
 func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) {
+	if im.crypt != nil {
+		return im.writeWithCOWCrypt(p, v, n)
+	}
 	st, goff, fresh, old, src := p.st, p.goff, p.fresh, p.old, p.src
 	host := st.host
 	g := &im.g

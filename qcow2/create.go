@@ -61,6 +61,9 @@ func (o *CreateOptions) normalize() error {
 	if o.Preallocation != PreallocOff && o.BackingFile != "" && !o.ExtendedL2 {
 		return fmt.Errorf("%w: preallocation with a backing file needs extended L2 entries", ErrUnsupported)
 	}
+	if err := o.normalizeEncrypt(); err != nil {
+		return err
+	}
 	// Sizes are whole 512-byte sectors, rounded up as qemu-img does.
 	o.Size = (o.Size + 511) &^ 511
 	if o.Size < 0 || o.Size > format.MaxVirtualSize {
@@ -248,7 +251,10 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if err := block.WriteAt(dev, img, 0); err != nil {
 		return err
 	}
-	return dev.Flush()
+	if err := dev.Flush(); err != nil {
+		return err
+	}
+	return o.addEncryption(dev)
 }
 
 // preallocate allocates every guest cluster (qemu-img preallocation=

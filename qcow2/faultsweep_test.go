@@ -362,6 +362,30 @@ func sweepWorkloads() []sweepWorkload {
 			}
 			return r.flush()
 		}},
+		// Encrypted (crypt_io.go): misaligned writes (sector
+		// read-modify-write), encrypted COW from backing data and from
+		// the old cluster, encrypted zero writes.
+		{name: "luks", co: CreateOptions{ClusterSize: 4096, Encrypt: sweepLUKS}, o: Options{Passphrase: sweepLUKS.Passphrase}, backing: true, run: func(r *sweepRun) error {
+			if err := r.write(1000, p(100, 1)); err != nil {
+				return err
+			}
+			if err := r.flush(); err != nil {
+				return err
+			}
+			if err := r.write(4096*5+3000, p(2000, 2)); err != nil { // spans two clusters
+				return err
+			}
+			if err := r.write(1003, p(7, 3)); err != nil { // in place, inside a sector
+				return err
+			}
+			if err := r.flush(); err != nil {
+				return err
+			}
+			if err := r.zero(4096*5+100, 300, 0); err != nil {
+				return err
+			}
+			return r.flush()
+		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
 				if err := r.write(i*4096*7, p(4096, byte(i+1))); err != nil {
@@ -723,14 +747,14 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 		st.mu.Lock()
 		st.qemuRuns++
 		st.mu.Unlock()
-		qemuImgCheckBytes(t, what, dev.Bytes(), o.Backing != nil)
+		qemuImgCheckBytes(t, what, dev.Bytes(), o.Backing != nil, o.Passphrase)
 	}
 }
 
 // qemuImgCheckBytes writes img to a file and runs qemu-img check on it:
 // corruption or a failed check fails, leaks do not; a failing image is
 // kept (testkit.KeepFile).
-func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool) {
+func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool, passphrase []byte) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "sweep.qcow2")
 	if err := os.WriteFile(p, img, 0o644); err != nil {
@@ -738,7 +762,13 @@ func qemuImgCheckBytes(t testing.TB, what string, img []byte, hasBacking bool) {
 	}
 	// The image names no backing file (the test passes the backing
 	// device directly), so qemu-img needs none.
-	if err := testkit.QemuCheckReport(p, testkit.QemuCheckResult.NoCorruption); err != nil {
+	check := testkit.QemuCheckReport
+	if passphrase != nil { // encrypted: qemu-img check needs the secret
+		check = func(p string, ok func(testkit.QemuCheckResult) bool) error {
+			return testkit.QemuCheckSecretReport(p, string(passphrase), ok)
+		}
+	}
+	if err := check(p, testkit.QemuCheckResult.NoCorruption); err != nil {
 		t.Errorf("%s: %v\nimage kept at %s", what, err, testkit.KeepFile(t, "sweep.qcow2", img))
 	}
 }
@@ -941,8 +971,16 @@ func TestFaultSweep_FreshDataWriteFailure(t *testing.T) {
 				t.Errorf("check after a failed fresh-cluster write: %v corruptions=%d %v", err, r.Corruptions, head(r.Messages, 4))
 			}
 			if testkit.HaveQemu() {
-				qemuImgCheckBytes(t, "after a failed fresh-cluster write", img, false)
+				qemuImgCheckBytes(t, "after a failed fresh-cluster write", img, false, nil)
 			}
 		})
 	}
+}
+
+// sweepLUKS encrypts the "luks" workload (fixed iterations: fast).
+var sweepLUKS = EncryptOptions{Format: "luks", Passphrase: []byte("sweep"), Iterations: 1000}
+
+// TestFaultSweep_Encrypted: the encrypted data path under faults.
+func TestFaultSweep_Encrypted(t *testing.T) {
+	runSweep(t, sweepByName("luks"))
 }

@@ -118,7 +118,7 @@ func fuzzOK(err error, more ...error) bool {
 	if err == nil {
 		return true
 	}
-	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported}, more...) {
+	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported, ErrNoKey}, more...) {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -161,7 +161,7 @@ func fuzzOpenTimed(t *testing.T, b []byte) {
 // t.Errorf only (it runs on its own goroutine).
 func fuzzOpenOne(t *testing.T, b []byte) {
 	mem := memdev.FromBytes(b, memdev.Options{})
-	im, err := OpenDevice(mem, Options{NoBacking: true})
+	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true})
 	if err != nil {
 		if im != nil {
 			t.Errorf("image and error %v", err)

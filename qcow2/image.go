@@ -41,6 +41,10 @@ type Image struct {
 	pinfo PreallocInfo
 	space hostSpace // the file's space past what refcounts describe (SP1-SP4)
 
+	// crypt is the LUKS encryption state (crypt.go), nil for plain
+	// images; set at open.
+	crypt *imageCrypt
+
 	mu sync.Mutex
 	// l1 is the active L1 table, read lock-free (growL1 replaces it),
 	// and l1Off/l1Len mirror its place (overlap checks).

@@ -119,7 +119,7 @@ func statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	// top), with the offset of an unallocated subcluster if it has one.
 	if s.Allocated || im.backing == nil || off >= im.bsize {
 		e := MapEntry{Start: off, Length: s.Len, Depth: depth, Present: s.Allocated, Zero: s.Zero || !s.Allocated, Data: s.Data, Compressed: s.Compressed}
-		if s.HostOff >= 0 {
+		if s.HostOff >= 0 && im.crypt == nil { // QEMU shows no offsets of encrypted data
 			h := s.HostOff
 			e.Offset = &h
 		}

@@ -57,6 +57,9 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.checkTablesInFile(lim); err != nil {
 		return nil, err
 	}
+	if err := im.openCrypt(lim); err != nil { // before anything is written
+		return nil, err
+	}
 	if err := im.loadReftable(lim); err != nil {
 		return nil, err
 	}
@@ -151,8 +154,8 @@ func (im *Image) readHeader(fsize int64) error {
 func (im *Image) checkFeatures() error {
 	h := im.hdr
 	switch {
-	case h.CryptMethod != format.CryptNone:
-		return unsupportedf("crypt_method", uint64(h.CryptMethod), "encrypted images are not supported")
+	case h.CryptMethod == format.CryptAES:
+		return unsupportedf("crypt_method", uint64(h.CryptMethod), "legacy AES-CBC encrypted images are not supported")
 	case h.IncompatibleFeatures&format.IncompatDataFile != 0:
 		return unsupportedf("incompatible_features", format.IncompatDataFile, "external data files are not supported")
 	}

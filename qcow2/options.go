@@ -46,6 +46,9 @@ type CreateOptions struct {
 	// Opener opens the new file and the backing file (default
 	// DefaultOpener). The new file is created (truncated) before.
 	Opener Opener
+	// Encrypt makes a LUKS-encrypted image (qemu-img's encrypt.*
+	// options; crypt_create.go).
+	Encrypt EncryptOptions
 }
 
 // Options tune an open image. The zero value is a sensible default.
@@ -71,6 +74,15 @@ type Options struct {
 	ForceShare bool
 	// asBacking: the image is opened as a backing file (locked as one).
 	asBacking bool
+	// Passphrase unlocks an encrypted (LUKS) image: the secret that
+	// QEMU's encrypt.key-secret names. Without it an encrypted image
+	// fails to open with ErrNoKey, and a wrong one with ErrWrongKey;
+	// neither writes anything.
+	Passphrase []byte
+	// NoKey opens an encrypted image without its passphrase for its
+	// metadata only (qemu-img info does the same): reading or
+	// writing its data fails with ErrNoKey.
+	NoKey bool
 
 	// Cache options, as QEMU's.
 	L2CacheSize        int64 // bytes; default: enough for the whole image, at most 32 MiB
@@ -226,6 +238,9 @@ func SplitOptions(s string) ([][2]string, error) {
 // compat, refcount_bits, lazy_refcounts, preallocation, backing_file,
 // backing_fmt, size).
 func (o *CreateOptions) Set(k, v string) error {
+	if isEncryptOption(k) {
+		return o.Encrypt.Set(k, v)
+	}
 	switch k {
 	case "size":
 		n, err := ParseSize(v)

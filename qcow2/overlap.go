@@ -60,6 +60,8 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 		return "active L1 table"
 	case in(im.rtOff.Load(), im.rtLen.Load()):
 		return "refcount table"
+	case im.cryptoAreaOverlap(off, n):
+		return "encryption header"
 	}
 	for _, s := range im.publishedSnapshots() {
 		if in(uint64(s.L1TableOffset), uint64(s.L1Size)*8) {

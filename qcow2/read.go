@@ -139,6 +139,9 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {
 	switch r.kind {
 	case format.ClusterNormal:
+		if im.crypt != nil {
+			return im.readDecrypt(r.host, v)
+		}
 		return im.dev.Readv(int64(r.host), v)
 	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
 		zeroVec(v)

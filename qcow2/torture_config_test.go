@@ -26,6 +26,7 @@ type tcfg struct {
 	palign  int64  // PreallocAlign: 0 default
 	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
 	tiny    bool   // tiny L2 and refcount caches
+	luks    bool   // LUKS encrypted (crypt.go)
 	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
 	backend string // see tortureBackends
 }
@@ -104,6 +105,9 @@ func (c tcfg) String() string {
 	if c.tiny {
 		t = append(t, "tiny")
 	}
+	if c.luks {
+		t = append(t, "luks")
+	}
 	if c.comp != "" {
 		t = append(t, c.comp)
 	}
@@ -136,6 +140,8 @@ func parseTcfg(name string) (tcfg, error) {
 			c.fill = FillUnwritten
 		case tok == "tiny":
 			c.tiny = true
+		case tok == "luks":
+			c.luks = true
 		case tok == "zlib" || tok == "zstd":
 			c.comp = tok
 		case strings.HasPrefix(tok, "ps"):
@@ -177,8 +183,12 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("extended L2 needs compat 1.1 and clusters of at least 16k")
 	case c.meta && c.backing:
 		return fmt.Errorf("preallocation=metadata with a backing file")
+	case c.luks && (c.v2 || c.meta):
+		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
 	case c.v2 && c.comp == "zstd":
 		return fmt.Errorf("compression_type=zstd needs compat 1.1")
+	case c.luks && c.comp != "":
+		return fmt.Errorf("compressed writes are refused on encrypted images")
 	}
 	return nil
 }
@@ -190,6 +200,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	}
 	if c.meta {
 		co.Preallocation = PreallocMetadata
+	}
+	if c.luks {
+		co.Encrypt = EncryptOptions{Format: "luks", Passphrase: []byte(tortureLUKSPass), Iterations: 1000}
 	}
 	if c.comp == "zstd" {
 		co.CompressionType = "zstd"
@@ -209,6 +222,9 @@ func (c tcfg) options() Options {
 		o.L2CacheEntrySize = e
 		o.L2CacheSize = int64(2 * e)
 		o.RefcountCacheSize = int64(2 * c.cs)
+	}
+	if c.luks {
+		o.Passphrase = []byte(tortureLUKSPass)
 	}
 	return o
 }
@@ -245,6 +261,10 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-ps0-poff-tiny-unm",
 	"c64k-r16-v3-fz-tiny-hold",
 	"c512-r16-v2-back-lat",
+	"c64k-r16-v3-luks-hold",        // encrypted: whole-sector RMW, encrypted COW
+	"c4k-r16-v3-back-tiny-luks-ud", // encrypted COW from a backing file
+	"c512-r64-v3-lazy-luks-mem",
+	"c64k-r16-v3-xl2-back-luks-hold", // encrypted subcluster COW ranges
 	"c64k-r16-v3-zstd-hold", // compressed writes: packing, COW of compressed clusters, Q13
 	"c4k-r8-v3-lazy-back-zlib-mem",
 	"c16k-r16-v3-xl2-back-zstd-mem", // compressed clusters in extended L2 (bitmap clear)
@@ -254,6 +274,9 @@ var tortureMatrix = []string{
 	"c128k-r16-v3-xl2-back-fz-uhd",
 	"c2m-r16-v3-xl2-tiny-ud",
 }
+
+// tortureLUKSPass is the passphrase of the luks configurations.
+const tortureLUKSPass = "torture"
 
 // randomTcfg draws a valid configuration.
 func randomTcfg(r *rand.Rand) tcfg {
@@ -284,6 +307,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.palign = []int64{0, 0, 64 << 10, 1 << 20, 8 << 20}[r.IntN(5)]
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
 		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
+		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
 		if c.valid() == nil {
 			return c
 		}

@@ -389,7 +389,7 @@ func (r *trun) closeImage() {
 
 // reopenRO opens the closed image read-only (own Check, contents).
 func (r *trun) reopenRO() *Image {
-	o := Options{ReadOnly: true}
+	o := Options{ReadOnly: true, Passphrase: r.base.Passphrase}
 	var im *Image
 	var err error
 	if r.cfg.memBacked() {
@@ -479,7 +479,13 @@ func (r *trun) qemuCheck(path string, allowLeaks bool, what string) bool {
 	if allowLeaks {
 		verdict = testkit.QemuCheckResult.NoCorruption
 	}
-	if err := testkit.QemuCheckReport(path, verdict); err != nil {
+	check := testkit.QemuCheckReport
+	if r.cfg.luks {
+		check = func(p string, ok func(testkit.QemuCheckResult) bool) error {
+			return testkit.QemuCheckSecretReport(p, tortureLUKSPass, ok)
+		}
+	}
+	if err := check(path, verdict); err != nil {
 		r.t.Errorf("seed %d config %s: %s: %v", r.seed, r.cfg, what, err)
 		return false
 	}
@@ -851,7 +857,11 @@ func (r *trun) finish() {
 	path := r.dump()
 	if testkit.HaveQemu() {
 		raw := filepath.Join(r.dir, "converted.raw")
-		if out, err := exec.Command("qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, raw).CombinedOutput(); err != nil {
+		src := []string{"-f", "qcow2", path}
+		if r.cfg.luks {
+			src = testkit.QemuSecretArgs(path, tortureLUKSPass)
+		}
+		if out, err := exec.Command("qemu-img", append(append([]string{"convert"}, src...), "-O", "raw", raw)...).CombinedOutput(); err != nil {
 			r.fatalf("qemu-img convert: %v\n%s", err, out)
 		}
 		got, err := os.ReadFile(raw)

@@ -41,6 +41,9 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 	}
 	im.c.guestWrites.Add(1)
 	im.c.guestBytesWritten.Add(n)
+	if im.crypt != nil {
+		return im.writevCrypt(off, bufs, n)
+	}
 	cs := int64(im.g.ClusterSize)
 	done := int64(0)
 	if n <= cs-off%cs {
@@ -124,7 +127,7 @@ func (im *Image) overwrite(goff format.GuestOff, v [][]byte) (done bool, err err
 		im.mu.Unlock()
 		return true, err
 	}
-	err = im.dev.Writev(int64(im.g.HostFor(e.Offset(), goff)), v)
+	err = im.writeHost(im.g.HostFor(e.Offset(), goff), v)
 	im.gate.exit(tok)
 	return true, err
 }

@@ -82,7 +82,7 @@ func (im *Image) xoverwrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 		im.mu.Unlock()
 		return true, err
 	}
-	err = im.dev.Writev(int64(im.g.HostFor(e.Offset(), goff)), v)
+	err = im.writeHost(im.g.HostFor(e.Offset(), goff), v)
 	im.gate.exit(tok)
 	return true, err
 }
@@ -208,6 +208,9 @@ func (im *Image) xcowRange(e format.L2Entry, bm uint64, start, end uint64, keep 
 // the guest saw them (xreadOld). It reports whether it wrote bytes
 // around the data into non-fresh space (Q2). mu is not held.
 func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) (bool, error) {
+	if im.crypt != nil {
+		return im.xwriteWithCOWCrypt(p, x, v, n)
+	}
 	g := &im.g
 	host := p.st.host
 	in := g.InCluster(p.goff)

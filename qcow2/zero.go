@@ -60,6 +60,9 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 	vp := getVec()
 	defer putVec(vp)
 	*vp = appendZeros(*vp, block.ZeroBuf(), uint64(n))
+	if im.crypt != nil {
+		return im.writevCrypt(off, *vp, n)
+	}
 	return im.writeCluster(guestOff(off), *vp, n)
 }
 

@@ -93,7 +93,7 @@ func parseRepair(s string) (qcow2.RepairMode, error) {
 }
 
 func runCheck(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:r:T:qU", "repair:", "force-share")
+	o, out, err := getoptOutput(args, "o:f:r:T:qU", "repair:", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -107,8 +107,13 @@ func runCheck(e *env, args []string) int {
 	}
 	repair := mode != qcow2.RepairNone
 	eo.NoBacking, eo.Repair = true, repair
-	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("T", ""),
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""),
 		ReadOnly: !repair, Opts: eo})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	path = spec.Path
+	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -151,7 +151,7 @@ func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
 }
 
 func runCompare(e *env, args []string) int {
-	o, err := getopt(args, "f:F:T:sqpU", "force-share")
+	o, err := getopt(args, "f:F:T:sqpU", "force-share", "object:", "image-opts")
 	if err != nil {
 		e.usageErr(err)
 		return 2
@@ -162,8 +162,12 @@ func runCompare(e *env, args []string) int {
 	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
-		img, err := openImage(imgopen.Spec{Path: o.args[i], Format: f, Cache: o.get("T", ""), ReadOnly: true,
+		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: o.get("T", ""), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})
+		if err != nil {
+			return e.usageErr(err)
+		}
+		img, err := openImage(spec)
 		if err != nil {
 			return e.errorf(2, "%v", err)
 		}

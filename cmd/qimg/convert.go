@@ -80,7 +80,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:c", "force-share")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:c", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -109,8 +109,13 @@ func runConvert(e *env, args []string) int {
 			return e.usageErr(err)
 		}
 	}
-	simg, err := openImage(imgopen.Spec{Path: in, Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true,
+	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true,
 		Opts: qcow2.Options{ForceShare: o.forceShare()}})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	in = sspec.Path
+	simg, err := openImage(sspec)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -138,10 +143,17 @@ func runConvert(e *env, args []string) int {
 		}
 	}
 	req.opts.Size = src.size
+	if o.has("c") && req.opts.Encrypt.Format != "" {
+		return e.errorf(1, "%s: compressed output (-c) of an encrypted image is not supported (QEMU would write the compressed clusters in the clear)", out)
+	}
+	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
+		return e.errorf(1, "%s: %v", out, err)
+	}
 	if err := doCreate(req); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
 	}
-	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: o.get("t", "")})
+	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: o.get("t", ""),
+		Opts: qcow2.Options{Passphrase: req.opts.Encrypt.Passphrase}})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -102,6 +102,9 @@ func parseCreate(o *opts) (*createRequest, error) {
 		return nil, fmt.Errorf("unexpected argument '%s'", o.args[2])
 	}
 	req.path = o.args[0]
+	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
+		return nil, err
+	}
 	if req.format == "raw" && req.opts.BackingFile != "" {
 		return nil, fmt.Errorf("raw images do not support backing files")
 	}
@@ -145,6 +148,7 @@ func formattingLine(req *createRequest) string {
 		fmt.Fprintf(&b, "size=%d", o.Size)
 		return b.String()
 	}
+	b.WriteString(encryptLine(req))
 	cs := o.ClusterSize
 	if cs == 0 {
 		cs = 65536

@@ -24,6 +24,7 @@ type imageInfo struct {
 	FullBackingFilename   string          `json:"full-backing-filename,omitempty"`
 	BackingFilename       string          `json:"backing-filename,omitempty"`
 	BackingFilenameFormat string          `json:"backing-filename-format,omitempty"`
+	Encrypted             bool            `json:"encrypted,omitempty"`
 	DirtyFlag             bool            `json:"dirty-flag"`
 	Snapshots             []snapshotInfo  `json:"snapshots,omitempty"`
 
@@ -37,12 +38,13 @@ type formatSpecific struct {
 
 // qcow2Detail is ImageInfoSpecificQCow2.
 type qcow2Detail struct {
-	Compat          string `json:"compat"`
-	CompressionType string `json:"compression-type"`
-	LazyRefcounts   *bool  `json:"lazy-refcounts,omitempty"`
-	RefcountBits    int    `json:"refcount-bits"`
-	Corrupt         *bool  `json:"corrupt,omitempty"`
-	ExtendedL2      *bool  `json:"extended-l2,omitempty"`
+	Compat          string    `json:"compat"`
+	CompressionType string    `json:"compression-type"`
+	LazyRefcounts   *bool     `json:"lazy-refcounts,omitempty"`
+	RefcountBits    int       `json:"refcount-bits"`
+	Encrypt         *luksInfo `json:"encrypt,omitempty"`
+	Corrupt         *bool     `json:"corrupt,omitempty"`
+	ExtendedL2      *bool     `json:"extended-l2,omitempty"`
 }
 
 func qcow2Specific(h format.Header) *qcow2Detail {
@@ -66,6 +68,9 @@ func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
 		fmt.Fprintf(w, "%slazy refcounts: %t\n", indent, *d.LazyRefcounts)
 	}
 	fmt.Fprintf(w, "%srefcount bits: %d\n", indent, d.RefcountBits)
+	if d.Encrypt != nil {
+		writeLUKSHuman(w, d.Encrypt, indent)
+	}
 	if d.Corrupt != nil {
 		fmt.Fprintf(w, "%scorrupt: %t\n", indent, *d.Corrupt)
 	}
@@ -101,7 +106,11 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	h := im.Header()
 	inf.ClusterSize = int64(h.ClusterSize())
 	inf.DirtyFlag = h.IncompatibleFeatures&format.IncompatDirty != 0
+	inf.Encrypted = im.Encrypted()
 	inf.FormatSpecific = &formatSpecific{Type: "qcow2", Data: qcow2Specific(h)}
+	if lh := im.EncryptionHeader(); lh != nil {
+		inf.FormatSpecific.Data.Encrypt = newLUKSInfo(lh)
+	}
 	if h.BackingFile != "" {
 		inf.BackingFilename = h.BackingFile
 		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
@@ -115,6 +124,9 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	fmt.Fprintf(w, "file format: %s\n", inf.Format)
 	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", sizeToStr(inf.VirtualSize), inf.VirtualSize)
 	fmt.Fprintf(w, "disk size: %s\n", sizeToStr(inf.ActualSize))
+	if inf.Encrypted {
+		fmt.Fprintln(w, "encrypted: yes")
+	}
 	if inf.ClusterSize != 0 {
 		fmt.Fprintf(w, "cluster_size: %d\n", inf.ClusterSize)
 	}
@@ -150,7 +162,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func runInfo(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:t:i:U", "metrics", "force-share", "backing-chain")
+	o, out, err := getoptOutput(args, "o:f:t:i:U", "metrics", "force-share", "backing-chain", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -158,9 +170,13 @@ func runInfo(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	eo.NoBacking = true
-	spec := imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""),
-		AIO: o.get("i", ""), ReadOnly: true, Opts: eo}
+	eo.NoBacking, eo.NoKey = true, true // info reads no data (QEMU's needs no key either)
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", ""),
+		AIO: o.get("i", ""), ReadOnly: true, Opts: eo})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	path = spec.Path
 	var infos []*imageInfo
 	for {
 		inf, code := e.infoOf(spec, o.has("metrics"))

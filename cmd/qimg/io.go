@@ -11,10 +11,11 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/secret"
 )
 
 func runIO(e *env, args []string) int {
-	o, err := getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts")
+	o, err := getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -35,7 +36,10 @@ func runIO(e *env, args []string) int {
 	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
 		// the formats, so -f does not apply, nor do the -o engine options.
-		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly})
+		var st *secret.Store
+		if st, err = o.secrets(); err == nil {
+			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st})
+		}
 	} else {
 		img, err = openImage(s)
 	}

@@ -147,7 +147,7 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 }
 
 func runMap(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:t:U", "force-share")
+	o, out, err := getoptOutput(args, "o:f:t:U", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -155,7 +155,11 @@ func runMap(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	img, err := openImage(imgopen.Spec{Path: path, Format: o.get("f", ""), Cache: o.get("t", ""), ReadOnly: true, Opts: eo})
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", ""), ReadOnly: true, Opts: eo})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -22,8 +22,9 @@ type measureTarget struct {
 	clusterSize   int64
 	refcountOrder uint
 	v3            bool
-	fullPrealloc  bool // preallocation=full or falloc
-	backing       bool // backing_file given
+	fullPrealloc  bool  // preallocation=full or falloc
+	backing       bool  // backing_file given
+	cryptBytes    int64 // the LUKS header area of encrypt.format=luks
 }
 
 func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
@@ -69,6 +70,10 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 	}
 	t.fullPrealloc = co.Preallocation == qcow2.PreallocFull || co.Preallocation == qcow2.PreallocFalloc
 	t.backing = co.BackingFile != ""
+	var err error
+	if t.cryptBytes, err = luksAreaBytes(&co); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -133,6 +138,7 @@ func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measu
 		required = vs
 	}
 	full := qcow2PreallocSize(vs, cs, t.refcountOrder)
+	full += roundUp(t.cryptBytes, cs) // QEMU: luks_payload_size
 	m := &measureInfo{FullyAllocated: full, Required: full - vs + required}
 	if t.v3 && fromQcow2 {
 		m.Bitmaps = new(int64)

@@ -14,7 +14,8 @@ import (
 // resizeRequest is a parsed qimg resize command line.
 type resizeRequest struct {
 	path, format string
-	sign         byte // '+', '-' or 0 (absolute)
+	spec         *imgopen.Spec // --image-opts / --object (nil: path and format)
+	sign         byte          // '+', '-' or 0 (absolute)
 	n            int64
 	shrink       bool
 }
@@ -60,6 +61,13 @@ func runResize(e *env, args []string) int {
 		return e.errorf(1, "preallocation=%s is not supported by qimg resize", p)
 	}
 	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink")}
+	if o.has("image-opts") || o.has("object") {
+		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format})
+		if err != nil {
+			return e.usageErr(err)
+		}
+		r.spec, r.path, r.format = &s, s.Path, s.Format
+	}
 	if r.sign, r.n, err = parseResizeSize(sizeArg); err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -82,7 +90,11 @@ var errNeedShrink = errors.New("Use the --shrink option to perform a shrink oper
 
 // doResize opens the image read-write and sets its size.
 func doResize(r *resizeRequest) error {
-	img, err := openImage(imgopen.Spec{Path: r.path, Format: r.format})
+	spec := imgopen.Spec{Path: r.path, Format: r.format}
+	if r.spec != nil {
+		spec = *r.spec
+	}
+	img, err := openImage(spec)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 // runSnapshot is qemu-img snapshot: -l lists (the default), -c creates,
 // -a applies, -d deletes (by name, as qemu-img 7.2) an internal snapshot.
 func runSnapshot(e *env, args []string) int {
-	o, err := getopt(args, "la:c:d:f:qU", "force-share")
+	o, err := getopt(args, "la:c:d:f:qU", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -30,7 +30,11 @@ func runSnapshot(e *env, args []string) int {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
 	eo := qcow2.Options{ForceShare: o.forceShare()}
-	img, err := openImage(imgopen.Spec{Path: o.args[0], Format: o.get("f", ""), ReadOnly: op == "l", Opts: eo})
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), ReadOnly: op == "l", Opts: eo})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/qcow2"
 )
@@ -53,7 +54,12 @@ func configure(f *flags) (*config, error) {
 		return nil, err
 	}
 	c.open = imgopen.Spec{Path: c.path, Format: f.get("format", ""), ReadOnly: f.has("read-only"),
-		Cache: cache, AIO: f.get("aio", ""), Opts: eo}
+		Cache: cache, AIO: f.get("aio", ""), Opts: eo, Secrets: &secret.Store{}}
+	for _, o := range f.vals["object"] { // encrypted images (encrypt.key-secret)
+		if err := c.open.Secrets.Add(o); err != nil {
+			return nil, err
+		}
+	}
 	if c.spec && f.has("format") {
 		return nil, errors.New("--image-opts and -f are mutually exclusive (the spec names the driver)")
 	}

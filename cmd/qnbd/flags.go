@@ -37,6 +37,7 @@ var options = []option{
 	{0, "fork", false, "fork off the server once it listens; the parent exits"},
 	{0, "pid-file", true, "write the server's process id to this file"},
 	{0, "image-opts", false, "FILE is an image spec (driver=...,file=... or json:{...})"},
+	{0, "object", true, "secret,id=ID,data=...|file=...: a passphrase for encrypt.key-secret=ID, repeatable"},
 	{'o', "options", true, "qcow2 engine options (l2-cache-size=..., prealloc=...), repeatable"},
 	{0, "tls-creds", true, "directory with server-cert.pem and server-key.pem (QEMU's tls-creds-x509 dir=)"},
 	{0, "tls-cert", true, "TLS certificate (PEM); with --tls-key, makes TLS mandatory"},

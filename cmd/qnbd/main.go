@@ -5,14 +5,15 @@
 //	qnbd [-f qcow2|raw] [-x NAME] [-k SOCKET | -b ADDR -p PORT] [-r] [-t]
 //	     [-e N] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //	     [--detect-zeroes=off|on|unmap] [--fork] [--pid-file=FILE]
-//	     [--image-opts] [-o ENGINE-OPTS] [--tls-cert=F --tls-key=F |
+//	     [--image-opts] [--object secret,id=ID,data=...] [-o ENGINE-OPTS] [--tls-cert=F --tls-key=F |
 //	     --tls-creds=DIR] [-v] FILE
 //
 // Differences from qemu-nbd: there is no -c (kernel device) or -l
 // (snapshots); -o carries the engine's qcow2 options; TLS comes from a
 // certificate and key in PEM files (--tls-cert/--tls-key), or from a
 // directory laid out as QEMU's tls-creds-x509 dir= (server-cert.pem,
-// server-key.pem) given as --tls-creds=DIR, instead of a --object.
+// server-key.pem) given as --tls-creds=DIR, instead of a --object
+// (--object takes secrets only: the passphrases of encrypted images).
 //
 // Unlike qemu-nbd, qnbd keeps serving after its last client disconnected
 // whether or not -t is given (clients often come one after another:

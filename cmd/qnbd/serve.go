@@ -26,7 +26,7 @@ const shutdownGrace = 30 * time.Second
 // openImage opens the image as cfg says.
 func openImage(cfg *config) (*imgopen.Opened, error) {
 	if cfg.spec {
-		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly})
+		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly, Secrets: cfg.open.Secrets})
 	}
 	return imgopen.Open(cfg.open)
 }

@@ -70,6 +70,9 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 			return nil, fmt.Errorf("image spec: %s: %w", n.name(k), err)
 		}
 	}
+	if err := b.encryptKey(n, &o); err != nil {
+		return nil, err
+	}
 	if v, ok := n.get("backing"); ok {
 		if v != nil && v != "null" && v != "" {
 			return nil, fmt.Errorf("image spec: %s: only backing=null is supported", n.name("backing"))

@@ -12,6 +12,7 @@ import (
 	"fmt"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -33,6 +34,9 @@ type Spec struct {
 	// a backing file's) before the format driver opens it: tests slow down
 	// or count the host requests with it. Open only.
 	WrapFile func(block.Device) block.Device
+	// Secrets holds the --object secrets that encrypt.key-secret options
+	// of a spec name (OpenSpec, ImageOpts; encrypt.go).
+	Secrets *secret.Store
 }
 
 // FileOptions maps cache and aio to uring options. An explicit io_uring

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/qring/qring/crypto/luks"
+)
+
+// luksInfo is QEMU's QCryptoBlockInfoLUKS: qemu-img info's "encrypt"
+// block of a LUKS-encrypted qcow2 image (read without the key).
+type luksInfo struct {
+	IVGenAlg       string         `json:"ivgen-alg"`
+	HashAlg        string         `json:"hash-alg"`
+	CipherAlg      string         `json:"cipher-alg"`
+	UUID           string         `json:"uuid"`
+	Format         string         `json:"format"`
+	CipherMode     string         `json:"cipher-mode"`
+	Slots          []luksSlotInfo `json:"slots"`
+	PayloadOffset  int64          `json:"payload-offset"`
+	MasterKeyIters uint32         `json:"master-key-iters"`
+}
+
+type luksSlotInfo struct {
+	Active    bool    `json:"active"`
+	Iters     *uint32 `json:"iters,omitempty"`
+	KeyOffset int64   `json:"key-offset"`
+	Stripes   *uint32 `json:"stripes,omitempty"`
+}
+
+func newLUKSInfo(h *luks.Header) *luksInfo {
+	mode, ivgen, _ := strings.Cut(h.CipherMode, "-")
+	bits := h.KeyBytes * 8
+	if mode == "xts" {
+		bits /= 2 // two keys
+	}
+	inf := &luksInfo{IVGenAlg: ivgen, HashAlg: h.HashSpec, CipherAlg: fmt.Sprintf("%s-%d", h.CipherName, bits),
+		UUID: h.UUID, Format: "luks", CipherMode: mode, PayloadOffset: int64(h.PayloadBytes()),
+		MasterKeyIters: h.MKDigestIterations}
+	for i := range h.Slots {
+		s := &h.Slots[i]
+		si := luksSlotInfo{Active: s.Enabled(), KeyOffset: int64(s.KeyMaterialOffset) * luks.SectorSize}
+		if si.Active {
+			it, st := s.Iterations, s.Stripes
+			si.Iters, si.Stripes = &it, &st
+		}
+		inf.Slots = append(inf.Slots, si)
+	}
+	return inf
+}
+
+func writeLUKSHuman(w io.Writer, e *luksInfo, indent string) {
+	fmt.Fprintf(w, "%sencrypt:\n", indent)
+	in := indent + "    "
+	fmt.Fprintf(w, "%sivgen alg: %s\n%shash alg: %s\n%scipher alg: %s\n%suuid: %s\n%sformat: %s\n%scipher mode: %s\n%sslots:\n",
+		in, e.IVGenAlg, in, e.HashAlg, in, e.CipherAlg, in, e.UUID, in, e.Format, in, e.CipherMode, in)
+	for i, s := range e.Slots {
+		fmt.Fprintf(w, "%s    [%d]:\n", in, i)
+		sin := in + "        "
+		fmt.Fprintf(w, "%sactive: %t\n", sin, s.Active)
+		if s.Iters != nil {
+			fmt.Fprintf(w, "%siters: %d\n", sin, *s.Iters)
+		}
+		fmt.Fprintf(w, "%skey offset: %d\n", sin, s.KeyOffset)
+		if s.Stripes != nil {
+			fmt.Fprintf(w, "%sstripes: %d\n", sin, *s.Stripes)
+		}
+	}
+	fmt.Fprintf(w, "%spayload offset: %d\n%smaster key iters: %d\n", in, e.PayloadOffset, in, e.MasterKeyIters)
+}

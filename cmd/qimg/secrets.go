@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/secret"
+	"github.com/qring/qring/qcow2"
+)
+
+// Encrypted images, as qemu-img opens them: secrets come from --object
+// secret,id=ID,data=...|file=... (internal/secret), and an image names
+// its secret with encrypt.key-secret=ID, in create's -o options or in an
+// --image-opts argument (driver=qcow2,encrypt.key-secret=ID,
+// file.filename=PATH).
+
+// secrets parses every --object of the command line.
+func (o *opts) secrets() (*secret.Store, error) {
+	st := &secret.Store{}
+	for _, a := range o.vals["object"] {
+		if err := st.Add(a); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// imageSpec is the Spec of the image argument arg over def: with
+// --image-opts arg is a QEMU option string (imgopen.ImageOpts), else a
+// file name. Either way def.Secrets gets the --object secrets.
+func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
+	st, err := o.secrets()
+	if err != nil {
+		return def, err
+	}
+	def.Secrets = st
+	if !o.has("image-opts") {
+		def.Path = arg
+		return def, nil
+	}
+	return imgopen.ImageOpts(arg, def)
+}
+
+// resolveEncrypt fills the passphrase of create's encrypt.key-secret
+// from the --object secrets.
+func (o *opts) resolveEncrypt(e *qcow2.EncryptOptions) error {
+	if e.KeySecret == "" {
+		return nil
+	}
+	st, err := o.secrets()
+	if err != nil {
+		return err
+	}
+	p, err := st.Passphrase(e.KeySecret)
+	if err != nil {
+		return err
+	}
+	e.Passphrase = p
+	return nil
+}
+
+// encryptLine is the encrypt.* part of qemu-img create's "Formatting"
+// line: the options given, in QEMU's order.
+func encryptLine(req *createRequest) string {
+	var b strings.Builder
+	e := req.opts.Encrypt
+	for _, k := range qcow2.EncryptOptionNames {
+		if !req.given[k] {
+			continue
+		}
+		v := map[string]string{"encrypt.format": e.Format, "encrypt.key-secret": e.KeySecret,
+			"encrypt.cipher-alg": e.CipherAlg, "encrypt.cipher-mode": e.CipherMode,
+			"encrypt.hash-alg": e.HashAlg, "encrypt.ivgen-alg": e.IVGenAlg,
+			"encrypt.iter-time": fmt.Sprint(e.IterTime.Milliseconds())}[k]
+		fmt.Fprintf(&b, "%s=%s ", k, v)
+	}
+	return b.String()
+}
+
+// luksAreaBytes is the size of the LUKS header area an image created
+// with co's encryption options gets (QEMU's measure adds it): the phdr
+// in 4096 bytes, then eight key slots of key bytes x 4000 stripes, each
+// rounded up to 4096 (crypto/luks.Create's layout).
+func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
+	e := &co.Encrypt
+	if e.Format == "" {
+		return 0, nil
+	}
+	if e.KeySecret == "" {
+		return 0, fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
+	}
+	kb := int64(64)
+	switch e.CipherAlg {
+	case "aes-128":
+		kb = 32
+	case "aes-192":
+		kb = 48
+	}
+	slot := (kb*4000 + 4095) &^ 4095
+	return 4096 + 8*slot, nil
+}

@@ -1,0 +1,28 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// An encrypted image served as qemu-nbd serves it (--object secret
+// --image-opts driver=qcow2,encrypt.key-secret=...): the client sees
+// plaintext, writes misaligned, and qemu-io reads the image file with
+// the same secret afterwards.
+func TestEncrypted(t *testing.T) {
+	need(t, "qemu-img", "qemu-io")
+	dir := shortDir(t)
+	img := filepath.Join(dir, "e.qcow2")
+	sh(t, "qemu-img", "create", "-f", "qcow2", "--object", "secret,id=sec0,data=abc",
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", img, "4M")
+	opts := "driver=qcow2,encrypt.key-secret=sec0,file.filename=" + img
+	sh(t, "qemu-io", "--object", "secret,id=sec0,data=abc", "--image-opts", opts, "-c", "write -P 0x11 0 1M")
+	s := startUnix(t, dir, "e", "--object", "secret,id=sec0,data=abc", "--image-opts", opts)
+	sh(t, "qemu-io", "-f", "raw", "-c", "read -P 0x11 0 1M", "-c", "write -P 0x22 66536 3000", "-c", "flush", s.uri)
+	s.stop()
+	sh(t, "qemu-io", "--object", "secret,id=sec0,data=abc", "--image-opts", opts,
+		"-c", "read -P 0x11 0 66536", "-c", "read -P 0x22 66536 3000", "-c", "read -P 0x11 69536 979040")
+	testkit.QemuCheckSecret(t, img, "abc")
+}

@@ -1,0 +1,111 @@
+package imgopen
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/internal/secret"
+	"github.com/qring/qring/qcow2"
+)
+
+// Encrypted qcow2 images (LUKS): the passphrase comes from a secret
+// object (--object secret,id=sec0,data=...; Spec.Secrets) that the
+// image's encrypt.key-secret option names, as QEMU's --image-opts
+// driver=qcow2,encrypt.key-secret=sec0,file.filename=x.qcow2.
+
+// encryptKey reads the qcow2 node's "encrypt" options (key-secret, and
+// format, which must be luks when given) into o.Passphrase.
+func (b *builder) encryptKey(n *node, o *qcow2.Options) error {
+	v, ok := n.get("encrypt")
+	if !ok {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("image spec: %s: expected encrypt.key-secret=ID", n.name("encrypt"))
+	}
+	return encryptOptions(newNode(m, n.name("encrypt")), b.def.Secrets, o)
+}
+
+// encryptOptions applies an encrypt node to o.
+func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
+	f, err := e.str("format", "luks")
+	if err != nil {
+		return err
+	}
+	if f != "luks" {
+		return fmt.Errorf("image spec: %s: encryption format %q is not supported (luks)", e.name("format"), f)
+	}
+	id, err := e.str("key-secret", "")
+	if err != nil {
+		return err
+	}
+	if err := e.done(); err != nil {
+		return err
+	}
+	if id == "" {
+		return nil
+	}
+	if store == nil {
+		store = &secret.Store{}
+	}
+	p, err := store.Passphrase(id)
+	if err != nil {
+		return fmt.Errorf("image spec: %s: %w", e.name("key-secret"), err)
+	}
+	o.Passphrase = p
+	return nil
+}
+
+// ImageOpts turns a qemu-img --image-opts argument for one image on a
+// plain file (driver=qcow2|raw, file.filename=PATH or file=PATH, the
+// qcow2 open options, encrypt.key-secret=ID, encrypt.format=luks) into a
+// Spec for Open: Path, Format, and the engine options in Opts (over
+// def's), the passphrase looked up in def.Secrets. Stacks of drivers
+// need OpenSpec.
+func ImageOpts(arg string, def Spec) (Spec, error) {
+	s := def
+	root, err := ParseSpec(arg)
+	if err != nil {
+		return s, err
+	}
+	n := newNode(root, "")
+	drv, err := n.str("driver", "")
+	if err != nil {
+		return s, err
+	}
+	if drv != "qcow2" && drv != "raw" {
+		return s, fmt.Errorf("image spec: driver %q: qemu-img's --image-opts takes qcow2 or raw here", drv)
+	}
+	s.Format = drv
+	fv, err := n.need("file")
+	if err != nil {
+		return s, err
+	}
+	if s.Path = fileName(fv); s.Path == "" {
+		return s, fmt.Errorf("image spec: file: expected file.filename=PATH")
+	}
+	if drv == "qcow2" {
+		for _, k := range qcow2.OptionNames {
+			if !n.has(k) {
+				continue
+			}
+			v, err := n.str(k, "")
+			if err != nil {
+				return s, err
+			}
+			if err := s.Opts.Set(k, v); err != nil {
+				return s, fmt.Errorf("image spec: %s: %w", k, err)
+			}
+		}
+		if v, ok := n.get("encrypt"); ok {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return s, fmt.Errorf("image spec: expected encrypt.key-secret=ID")
+			}
+			if err := encryptOptions(newNode(m, "encrypt"), def.Secrets, &s.Opts); err != nil {
+				return s, err
+			}
+		}
+	}
+	return s, n.done()
+}

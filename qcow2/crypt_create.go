@@ -1,0 +1,205 @@
+package qcow2
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/crypto/luks"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// EncryptOptions are qemu-img create's encrypt.* options for qcow2
+// (QEMU's qcow2_co_create with QCryptoBlockCreateOptionsLUKS).
+type EncryptOptions struct {
+	// Format is encrypt.format: "luks", or "" for no encryption. The
+	// legacy "aes" is refused, as QEMU's system emulators refuse it.
+	Format string
+	// KeySecret is encrypt.key-secret: the id of the secret object that
+	// holds the passphrase. The binaries look it up and fill Passphrase;
+	// the engine uses Passphrase only.
+	KeySecret  string
+	Passphrase []byte
+	// CipherAlg is encrypt.cipher-alg: aes-128, aes-192 or aes-256 (the
+	// default); CipherMode is encrypt.cipher-mode: xts (the default and
+	// the only mode supported).
+	CipherAlg, CipherMode string
+	// HashAlg is encrypt.hash-alg (default sha256); IVGenAlg is
+	// encrypt.ivgen-alg (plain64, the default, or plain).
+	HashAlg, IVGenAlg string
+	// IterTime is encrypt.iter-time (milliseconds on the command line;
+	// default luks.DefaultIterTime).
+	IterTime time.Duration
+	// Iterations, if not 0, fixes the PBKDF2 iterations instead of
+	// measuring them (tests).
+	Iterations uint32
+}
+
+// EncryptOptionNames lists the encrypt.* create options.
+var EncryptOptionNames = []string{"encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+	"encrypt.hash-alg", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.iter-time"}
+
+func isEncryptOption(k string) bool {
+	return strings.HasPrefix(k, "encrypt.") || k == "encryption"
+}
+
+// Set applies one encrypt.* option (or the legacy encryption=on, which
+// QEMU maps to the AES format, refused here).
+func (e *EncryptOptions) Set(k, v string) error {
+	switch k {
+	case "encryption":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		if b {
+			return fmt.Errorf("%w: encryption=on is the legacy AES-CBC format; use encrypt.format=luks", ErrUnsupported)
+		}
+	case "encrypt.format":
+		switch v {
+		case "luks":
+			e.Format = v
+		case "aes":
+			return fmt.Errorf("%w: encrypt.format=aes (legacy AES-CBC) is not supported; use luks", ErrUnsupported)
+		default:
+			return fmt.Errorf("option encrypt.format: invalid value %q (luks)", v)
+		}
+	case "encrypt.key-secret":
+		e.KeySecret = v
+	case "encrypt.cipher-alg":
+		switch v {
+		case "aes-128", "aes-192", "aes-256":
+			e.CipherAlg = v
+		default:
+			return fmt.Errorf("%w: encrypt.cipher-alg=%s (aes-128, aes-192, aes-256)", ErrUnsupported, v)
+		}
+	case "encrypt.cipher-mode":
+		if v != "xts" {
+			return fmt.Errorf("%w: encrypt.cipher-mode=%s (xts)", ErrUnsupported, v)
+		}
+		e.CipherMode = v
+	case "encrypt.hash-alg":
+		e.HashAlg = v
+	case "encrypt.ivgen-alg":
+		if v != "plain64" && v != "plain" {
+			return fmt.Errorf("%w: encrypt.ivgen-alg=%s (plain64, plain)", ErrUnsupported, v)
+		}
+		e.IVGenAlg = v
+	case "encrypt.ivgen-hash-alg":
+		return fmt.Errorf("%w: encrypt.ivgen-hash-alg (only for essiv, which is not supported)", ErrUnsupported)
+	case "encrypt.iter-time":
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms <= 0 || ms > 1<<31 {
+			return fmt.Errorf("option encrypt.iter-time: invalid milliseconds %q", v)
+		}
+		e.IterTime = time.Duration(ms) * time.Millisecond
+	default:
+		return fmt.Errorf("unknown qcow2 create option %q", k)
+	}
+	return nil
+}
+
+// normalizeEncrypt checks the encryption options against the rest.
+func (o *CreateOptions) normalizeEncrypt() error {
+	e := &o.Encrypt
+	if e.Format == "" {
+		if e.KeySecret != "" || len(e.Passphrase) > 0 || e.CipherAlg != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IterTime != 0 {
+			return fmt.Errorf("encrypt.* options need encrypt.format=luks")
+		}
+		return nil
+	}
+	switch {
+	case len(e.Passphrase) == 0:
+		return fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
+	case o.Compat == "0.10":
+		return fmt.Errorf("%w: encryption format 'luks' requires compat=1.1", ErrUnsupported)
+	case o.Preallocation != PreallocOff && o.Preallocation != "":
+		// QEMU 7.2 links preallocated clusters that hold plain zeros,
+		// which read back through the cipher as garbage.
+		return fmt.Errorf("%w: preallocation=%s with encryption (preallocated clusters would not hold encrypted zeros)", ErrUnsupported, o.Preallocation)
+	}
+	return nil
+}
+
+// luksOptions maps the options to crypto/luks's.
+func (e *EncryptOptions) luksOptions() luks.CreateOptions {
+	lo := luks.CreateOptions{Hash: e.HashAlg, IVGen: e.IVGenAlg, IterTime: e.IterTime, Iterations: e.Iterations}
+	switch e.CipherAlg {
+	case "aes-128":
+		lo.KeyBytes = 32
+	case "aes-192":
+		lo.KeyBytes = 48
+	}
+	return lo
+}
+
+// addEncryption turns the new plain image on dev into a LUKS-encrypted
+// one when o asks for it (QEMU's qcow2_co_create and
+// qcrypto_block_luks_create): the LUKS header area goes into clusters
+// allocated after the initial metadata, and only once it is durable
+// does the header point at it (data before the pointer to it).
+func (o *CreateOptions) addEncryption(dev block.Device) error {
+	e := &o.Encrypt
+	if e.Format == "" {
+		return nil
+	}
+	_, area, _, err := luks.Create(e.Passphrase, e.luksOptions())
+	if err != nil {
+		return fmt.Errorf("qcow2: creating the LUKS header: %w", err)
+	}
+	im, err := OpenDevice(dev, Options{NoLock: true, NoBacking: true, PreallocSize: -1, PreallocFill: FillUnwritten})
+	if err != nil {
+		return err
+	}
+	err = im.addCryptoArea(area)
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// addCryptoArea allocates clusters for the LUKS header area, writes it,
+// and points the header at it.
+func (im *Image) addCryptoArea(area []byte) error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	cs := im.g.ClusterSize
+	nc := (uint64(len(area)) + cs - 1) / cs
+	// With small clusters and wide refcounts the area spans many
+	// refcount blocks, and one allocation call creates a bounded number
+	// of them before it gives up: the blocks it made stay, so try again.
+	var host format.HostOff
+	var err error
+	for try := 0; ; try++ {
+		if host, _, err = im.allocClustersLocked(nc); err == nil {
+			break
+		}
+		if try == 16 {
+			return err
+		}
+	}
+	buf := block.AlignedBuf(int(nc*cs), im.memAlign)
+	copy(buf, area)
+	if err := block.WriteAt(im.dev, buf, int64(host)); err != nil {
+		return err
+	}
+	// The area and its refcounts are durable before the header points
+	// at them (a crash in between leaks the clusters, nothing else).
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	h := im.hdr
+	h.SetCrypto(format.CryptoHeader{Offset: host, Length: uint64(len(area))})
+	// QEMU writes the crypto extension first.
+	if i := slices.IndexFunc(h.Extensions, func(x format.Extension) bool { return x.Type == format.ExtCrypto }); i > 0 {
+		x := h.Extensions[i]
+		h.Extensions = slices.Insert(slices.Delete(h.Extensions, i, i+1), 0, x)
+	}
+	if err := im.writeHeader(); err != nil {
+		return err
+	}
+	return im.dev.Flush()
+}
