@@ -265,7 +265,7 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-back-tiny-luks-ud", // encrypted COW from a backing file
 	"c512-r64-v3-lazy-luks-mem",
 	"c64k-r16-v3-xl2-back-luks-hold", // encrypted subcluster COW ranges
-	"c64k-r16-v3-zstd-hold", // compressed writes: packing, COW of compressed clusters, Q13
+	"c64k-r16-v3-zstd-hold",          // compressed writes: packing, COW of compressed clusters, Q13
 	"c4k-r8-v3-lazy-back-zlib-mem",
 	"c16k-r16-v3-xl2-back-zstd-mem", // compressed clusters in extended L2 (bitmap clear)
 	// Extended L2 (subclusters, issue 18).
