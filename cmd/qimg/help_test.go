@@ -46,7 +46,7 @@ func TestCreate_OptionsHelp(t *testing.T) {
 		}
 	}
 	out := mustQ(t, "create", "-o", "help")
-	for _, name := range []string{"cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "compression_type", "extended_l2"} {
+	for _, name := range []string{"cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "compression_type", "extended_l2", "encrypt.format", "encrypt.key-secret"} {
 		if !strings.Contains(out, "  "+name+"=<") {
 			t.Errorf("-o help does not list %s:\n%s", name, out)
 		}
