@@ -17,8 +17,9 @@ import (
 // that grows but never shrinks (ErrUnsupported), whose Allocate zeroing
 // needs cluster-aligned ranges. Images are created with CreateDevice on a
 // memdev (with a Stall and a crash view; unknown medium, and RAM, where
-// the engine streams zeros ahead in the background) and with Create on a
-// temp file (the default OSFile opener, and io_uring with O_DIRECT).
+// the engine streams zeros ahead in the background; and LUKS-encrypted)
+// and with Create on a temp file (the default OSFile opener, and io_uring
+// with O_DIRECT).
 func TestConformance(t *testing.T) {
 	const size = 16 << 20
 	const cluster = 64 << 10
@@ -37,6 +38,20 @@ func TestConformance(t *testing.T) {
 			run(t, open, cfg)
 		})
 	}
+
+	// LUKS-encrypted images: misaligned requests (sector
+	// read-modify-write), concurrency (writes that share no sector never
+	// wait for each other), crash and read-only views, all through the
+	// cipher.
+	t.Run("memdev-luks", func(t *testing.T) {
+		pass := []byte("conformance")
+		co := qcow2.CreateOptions{Size: size, ClusterSize: cluster,
+			Encrypt: qcow2.EncryptOptions{Format: "luks", Passphrase: pass, Iterations: 1000}}
+		o := opts
+		o.Passphrase = pass
+		open, cfg := memdevImages(co, o, block.MediaUnknown)
+		run(t, open, cfg)
+	})
 
 	for _, tc := range []struct {
 		name   string
