@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -320,14 +319,7 @@ func TestCompress_CrashClones(t *testing.T) {
 			nops := len(compressCrashWorkload(t, seed, co, func(int) bool { return false }))
 			step := max(1, nops/40)
 			pts := compressCrashWorkload(t, seed, co, func(i int) bool { return i%step == 0 })
-			bad := 0
-			for k, p := range pts {
-				if p.dev != nil && !verifyCrash(t, k, p, Options{}, compressCrashSize) {
-					if bad++; bad > 3 {
-						t.Fatalf("too many failing crash points")
-					}
-				}
-			}
+			verifyCrashPoints(t, pts, Options{}, compressCrashSize)
 			t.Logf("%d device ops", nops)
 		})
 	}
@@ -338,46 +330,15 @@ const compressCrashSize = 1 << 20
 func compressCrashWorkload(t *testing.T, seed uint64, co CreateOptions, want func(int) bool) []crashPoint {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	const size = compressCrashSize
-	co.Size = size
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, co); err != nil {
-		t.Fatal(err)
-	}
 	model := make([]byte, size)
-	flushed := make([]byte, size)
-	touched := make([]bool, size/crashSector)
-	var pts []crashPoint
-	dev := &hookDev{Dev: mem}
-	crng := rand.New(rand.NewPCG(seed, 1))
-	dev.before = func() {
-		var p crashPoint
-		if want(len(pts)) {
-			p = crashPoint{
-				dev:     mem.CrashClone(crng, crng.Float64()),
-				flushed: append([]byte(nil), flushed...),
-				touched: append([]bool(nil), touched...),
-			}
-		}
-		pts = append(pts, p)
-	}
-	im, err := OpenDevice(dev, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec, im := openCrashRecorder(t, seed, co, Options{}, model, want)
 	cs := int64(im.Geometry().ClusterSize)
-	touch := func(off, n int64) {
-		dev.mu.Lock()
-		defer dev.mu.Unlock()
-		for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
-			touched[s] = true
-		}
-	}
 	for i := 0; i < 100; i++ {
 		switch op := rng.IntN(100); {
 		case op < 55:
 			off := rng.Int64N(size/cs) * cs
 			b := compressible(int(cs), byte(rng.Uint32()))
-			touch(off, cs)
+			rec.touch(off, cs)
 			err := im.WriteCompressed(off, b)
 			if errors.Is(err, ErrNotCompressible) {
 				continue
@@ -389,34 +350,19 @@ func compressCrashWorkload(t *testing.T, seed uint64, co CreateOptions, want fun
 		case op < 75:
 			n := int64(1 + rng.IntN(6000))
 			off := rng.Int64N(size - n)
-			b := pattern(int(n), byte(rng.Uint32()))
-			touch(off, n)
-			if _, err := im.WriteAt(b, off); err != nil {
-				t.Fatal(err)
-			}
-			copy(model[off:], b)
+			rec.write(t, im, off, pattern(int(n), byte(rng.Uint32())))
 		case op < 85:
 			c := rng.Int64N(size/cs - 2)
-			touch(c*cs, 2*cs)
-			if err := im.Discard(c*cs, 2*cs); err != nil {
-				t.Fatal(err)
-			}
-			clear(model[c*cs : c*cs+2*cs])
+			rec.discard(t, im, c*cs, 2*cs)
 		default:
-			if err := im.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			dev.mu.Lock()
-			copy(flushed, model)
-			clear(touched)
-			dev.mu.Unlock()
+			rec.flushImage(t, im)
 		}
 	}
 	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "read back")
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return pts
+	return rec.pts
 }
 
 // Zeros around compressed writes: an all-zero cluster written compressed

@@ -17,8 +17,9 @@ import (
 // that grows but never shrinks (ErrUnsupported), whose Allocate zeroing
 // needs cluster-aligned ranges. Images are created with CreateDevice on a
 // memdev (with a Stall and a crash view; unknown medium, and RAM, where
-// the engine streams zeros ahead in the background) and with Create on a
-// temp file (the default OSFile opener, and io_uring with O_DIRECT).
+// the engine streams zeros ahead in the background; and LUKS-encrypted)
+// and with Create on a temp file (the default OSFile opener, and io_uring
+// with O_DIRECT).
 func TestConformance(t *testing.T) {
 	const size = 16 << 20
 	const cluster = 64 << 10
@@ -28,54 +29,29 @@ func TestConformance(t *testing.T) {
 
 	// run runs the kit with the engine's configuration plus extra.
 	run := func(t *testing.T, open func(t *testing.T) block.Device, extra blocktest.Config) {
-		cfg := extra
-		cfg.FixedSize = true
-		cfg.PastEndErr = qcow2.ErrOutOfRange
-		cfg.Truncate = blocktest.TruncateGrow
-		cfg.TruncateErr = qcow2.ErrUnsupported
-		cfg.AllocAlign = cluster
-		blocktest.Run(t, open, cfg)
+		blocktest.Run(t, open, engineKitConfig(extra, cluster))
 	}
 
 	for _, media := range []block.Media{block.MediaUnknown, block.MediaRAM} {
 		t.Run("memdev-"+media.String(), func(t *testing.T) {
-			st := blocktest.NewStall()
-			devs := map[block.Device]*memdev.Dev{}
-			run(t, func(t *testing.T) block.Device {
-				m := memdev.New(memdev.Options{OnWrite: st.Hook, Media: media})
-				if err := qcow2.CreateDevice(m, qcow2.CreateOptions{Size: size, ClusterSize: cluster}); err != nil {
-					t.Fatal(err)
-				}
-				im, err := qcow2.OpenDevice(m, opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { im.Close() })
-				devs[im] = m
-				return im
-			}, blocktest.Config{
-				Stall: st,
-				Crash: func(t *testing.T, d block.Device) block.Device {
-					c := devs[d].CrashClone(rand.New(rand.NewPCG(1, 2)), 0)
-					im, err := qcow2.OpenDevice(c, opts)
-					if err != nil {
-						t.Fatalf("open the crashed image: %v", err)
-					}
-					t.Cleanup(func() { im.Close() })
-					return im
-				},
-				ReadOnly: func(t *testing.T, d block.Device) block.Device {
-					o := opts
-					o.ReadOnly = true
-					im, err := qcow2.OpenDevice(devs[d], o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return im
-				},
-			})
+			open, cfg := memdevImages(qcow2.CreateOptions{Size: size, ClusterSize: cluster}, opts, media)
+			run(t, open, cfg)
 		})
 	}
+
+	// LUKS-encrypted images: misaligned requests (sector
+	// read-modify-write), concurrency (writes that share no sector never
+	// wait for each other), crash and read-only views, all through the
+	// cipher.
+	t.Run("memdev-luks", func(t *testing.T) {
+		pass := []byte("conformance")
+		co := qcow2.CreateOptions{Size: size, ClusterSize: cluster,
+			Encrypt: qcow2.EncryptOptions{Format: "luks", Passphrase: pass, Iterations: 1000}}
+		o := opts
+		o.Passphrase = pass
+		open, cfg := memdevImages(co, o, block.MediaUnknown)
+		run(t, open, cfg)
+	})
 
 	for _, tc := range []struct {
 		name   string
@@ -115,4 +91,50 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// engineKitConfig is extra with the engine's configuration for the kit.
+func engineKitConfig(extra blocktest.Config, cluster int64) blocktest.Config {
+	cfg := extra
+	cfg.FixedSize = true
+	cfg.PastEndErr = qcow2.ErrOutOfRange
+	cfg.Truncate = blocktest.TruncateGrow
+	cfg.TruncateErr = qcow2.ErrUnsupported
+	cfg.AllocAlign = cluster
+	return cfg
+}
+
+// memdevImages returns a kit opener of images created with co on memdevs
+// of media and opened with opts, and a kit configuration with a Stall on
+// the memdevs, a crash view and a read-only view.
+func memdevImages(co qcow2.CreateOptions, opts qcow2.Options, media block.Media) (func(t *testing.T) block.Device, blocktest.Config) {
+	st := blocktest.NewStall()
+	devs := map[block.Device]*memdev.Dev{}
+	open := func(t *testing.T, m *memdev.Dev, o qcow2.Options) *qcow2.Image {
+		im, err := qcow2.OpenDevice(m, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { im.Close() })
+		return im
+	}
+	return func(t *testing.T) block.Device {
+			m := memdev.New(memdev.Options{OnWrite: st.Hook, Media: media})
+			if err := qcow2.CreateDevice(m, co); err != nil {
+				t.Fatal(err)
+			}
+			im := open(t, m, opts)
+			devs[im] = m
+			return im
+		}, blocktest.Config{
+			Stall: st,
+			Crash: func(t *testing.T, d block.Device) block.Device {
+				return open(t, devs[d].CrashClone(rand.New(rand.NewPCG(1, 2)), 0), opts)
+			},
+			ReadOnly: func(t *testing.T, d block.Device) block.Device {
+				o := opts
+				o.ReadOnly = true
+				return open(t, devs[d], o)
+			},
+		}
 }

@@ -57,6 +57,127 @@ type crashPoint struct {
 	touched []bool // sectors written since then (unknown after a crash)
 }
 
+// crashRecorder runs a workload's ops on an image over its device and
+// keeps the guest model; it records a crashPoint before every mutating
+// device op, with a crash clone where want(i). touched and flush change
+// under the hook's lock: the filler's writes run the hook from other
+// goroutines.
+type crashRecorder struct {
+	dev     *hookDev
+	model   []byte // guest view after the ops so far
+	flush   []byte // guest view at the last completed Flush
+	touched []bool
+	pts     []crashPoint
+}
+
+// openCrashRecorder creates an image with co on a new memdev, starting
+// from the guest view model, flushed, and opens it with o through the
+// recorder's device.
+func openCrashRecorder(t *testing.T, seed uint64, co CreateOptions, o Options, model []byte, want func(int) bool) (*crashRecorder, *Image) {
+	t.Helper()
+	co.Size = int64(len(model))
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, co); err != nil {
+		t.Fatal(err)
+	}
+	r := &crashRecorder{
+		dev:     &hookDev{Dev: mem},
+		model:   model,
+		flush:   append([]byte(nil), model...),
+		touched: make([]bool, int64(len(model))/crashSector),
+	}
+	crng := rand.New(rand.NewPCG(seed, 1))
+	r.dev.before = func() {
+		var p crashPoint
+		if want(len(r.pts)) {
+			p = crashPoint{
+				dev:     mem.CrashClone(crng, crng.Float64()),
+				flushed: append([]byte(nil), r.flush...),
+				touched: append([]bool(nil), r.touched...),
+			}
+		}
+		r.pts = append(r.pts, p)
+	}
+	im, err := OpenDevice(r.dev, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, im
+}
+
+// verifyCrashPoints verifies every cloned point of pts, failing the test
+// after more than three bad ones.
+func verifyCrashPoints(t *testing.T, pts []crashPoint, o Options, size int64) (tried, bad int) {
+	t.Helper()
+	for k, p := range pts {
+		if p.dev == nil {
+			continue
+		}
+		tried++
+		if !verifyCrash(t, k, p, o, size) {
+			if bad++; bad > 3 {
+				t.Fatalf("too many failing crash points")
+			}
+		}
+	}
+	return tried, bad
+}
+
+// touch marks the sectors of [off, off+n) written since the last flush.
+func (r *crashRecorder) touch(off, n int64) {
+	r.dev.mu.Lock()
+	defer r.dev.mu.Unlock()
+	for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
+		r.touched[s] = true
+	}
+}
+
+func (r *crashRecorder) write(t *testing.T, im *Image, off int64, b []byte) {
+	t.Helper()
+	r.touch(off, int64(len(b)))
+	if _, err := im.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	copy(r.model[off:], b)
+}
+
+func (r *crashRecorder) discard(t *testing.T, im *Image, off, n int64) {
+	t.Helper()
+	r.touch(off, n)
+	if err := im.Discard(off, n); err != nil {
+		t.Fatal(err)
+	}
+	clear(r.model[off : off+n])
+}
+
+func (r *crashRecorder) flushImage(t *testing.T, im *Image) {
+	t.Helper()
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.mu.Lock()
+	copy(r.flush, r.model)
+	clear(r.touched)
+	r.dev.mu.Unlock()
+}
+
+// reopenCrash opens crash clone k. A crash before the header reached the
+// media leaves an empty device: not an image yet, and nothing was
+// flushed, so it returns no image and ok. A failed open is an error and
+// returns no image and !ok.
+func reopenCrash(t *testing.T, k int, dev *memdev.Dev, o Options) (im *Image, ok bool) {
+	t.Helper()
+	im, err := OpenDevice(dev, o)
+	if err != nil {
+		if sz, _ := dev.Size(); sz == 0 {
+			return nil, true
+		}
+		t.Errorf("crash point %d: reopen: %v", k, err)
+		return nil, false
+	}
+	return im, true
+}
+
 // TestCrash_Clones crashes a workload at every device write, reopens each
 // clone, checks it (leaks allowed, corruption never) and verifies that
 // data flushed before the crash reads back. QRING_CRASH_POINTS sets how
@@ -112,19 +233,7 @@ func runCrash(t *testing.T, co CreateOptions, o Options, withBacking bool, maxPo
 	nops := len(crashWorkload(t, seed, co, o, withBacking, func(int) bool { return false }))
 	step := max(1, nops/maxPoints)
 	pts := crashWorkload(t, seed, co, o, withBacking, func(i int) bool { return i%step == 0 })
-	tried, bad := 0, 0
-	for k, p := range pts {
-		if p.dev == nil {
-			continue
-		}
-		tried++
-		if !verifyCrash(t, k, p, o, crashSize) {
-			bad++
-			if bad > 3 {
-				t.Fatalf("too many failing crash points")
-			}
-		}
-	}
+	tried, bad := verifyCrashPoints(t, pts, o, crashSize)
 	t.Logf("%d device ops, %d crash points tried", nops, tried)
 	return tried, bad
 }
@@ -136,47 +245,12 @@ const crashSize = 4 << 20
 func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withBacking bool, want func(int) bool) []crashPoint {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	const size = crashSize
-	co.Size = size
-	var bdata []byte
-	if o.Backing != nil {
-		bdata = testkit.ReadAll(t, o.Backing)
-	}
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, co); err != nil {
-		t.Fatal(err)
-	}
 	model := make([]byte, size)
-	copy(model, bdata)
-	flushed := append([]byte(nil), model...)
-	touched := make([]bool, size/crashSector)
-	var pts []crashPoint
-	dev := &hookDev{Dev: mem}
-	crng := rand.New(rand.NewPCG(seed, 1))
-	dev.before = func() {
-		var p crashPoint
-		if want(len(pts)) {
-			p = crashPoint{
-				dev:     mem.CrashClone(crng, crng.Float64()),
-				flushed: append([]byte(nil), flushed...),
-				touched: append([]bool(nil), touched...),
-			}
-		}
-		pts = append(pts, p)
+	if o.Backing != nil {
+		copy(model, testkit.ReadAll(t, o.Backing))
 	}
-	im, err := OpenDevice(dev, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec, im := openCrashRecorder(t, seed, co, o, model, want)
 	cs := int64(im.Geometry().ClusterSize)
-	// touched and flushed change under the hook's lock: the filler's
-	// writes run the hook from other goroutines.
-	touch := func(off, n int64) {
-		dev.mu.Lock()
-		defer dev.mu.Unlock()
-		for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
-			touched[s] = true
-		}
-	}
 	for i := 0; i < 120; i++ {
 		switch op := rng.IntN(100); {
 		case op < 60:
@@ -185,15 +259,10 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 			if i < 40 { // sequential allocating writes
 				off = int64(i) * 3 * cs % (size - n)
 			}
-			b := pattern(int(n), byte(rng.Uint32()))
-			touch(off, n)
-			if _, err := im.WriteAt(b, off); err != nil {
-				t.Fatal(err)
-			}
-			copy(model[off:], b)
+			rec.write(t, im, off, pattern(int(n), byte(rng.Uint32())))
 		case op < 70:
 			off, n := rng.Int64N(size-3*cs), 1+rng.Int64N(3*cs)
-			touch(off, n)
+			rec.touch(off, n)
 			if err := im.WriteZeroes(off, n, block.Flags(rng.IntN(2))*block.MayUnmap); err != nil {
 				t.Fatal(err)
 			}
@@ -203,19 +272,9 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 			if im.Header().Version < 3 && withBacking {
 				continue
 			}
-			touch(c*cs, 2*cs)
-			if err := im.Discard(c*cs, 2*cs); err != nil {
-				t.Fatal(err)
-			}
-			clear(model[c*cs : c*cs+2*cs])
+			rec.discard(t, im, c*cs, 2*cs)
 		default:
-			if err := im.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			dev.mu.Lock()
-			copy(flushed, model)
-			clear(touched)
-			dev.mu.Unlock()
+			rec.flushImage(t, im)
 		}
 	}
 	if o.PreallocFill == FillZeroes {
@@ -227,21 +286,15 @@ func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withB
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return pts
+	return rec.pts
 }
 
 func verifyCrash(t *testing.T, k int, p crashPoint, o Options, size int64) bool {
 	t.Helper()
 	o.ReadOnly = false
-	im, err := OpenDevice(p.dev, o)
-	if err != nil {
-		// A crash before the header reached the media leaves an empty
-		// device: not an image yet, and nothing was flushed.
-		if sz, _ := p.dev.Size(); sz == 0 {
-			return true
-		}
-		t.Errorf("crash point %d: reopen: %v", k, err)
-		return false
+	im, ok := reopenCrash(t, k, p.dev, o)
+	if im == nil {
+		return ok
 	}
 	defer im.Close()
 	r, err := im.Check(CheckOptions{})

@@ -93,7 +93,9 @@ func (m *sweepModel) mark(v []bool, off, n int64) {
 
 // sweepRun wraps an image and keeps the model in step with the requests
 // that completed. Each request records its range as dirty before it is
-// issued (a failed request may have changed part of it).
+// issued (a failed request may have changed part of it). After a failed
+// request the next ones do nothing and return its error, so a workload
+// runs its steps without checking each and returns the last one's error.
 type sweepRun struct {
 	im  *Image
 	m   *sweepModel
@@ -109,6 +111,9 @@ func (r *sweepRun) fail(what string, off, n int64, err error) error {
 }
 
 func (r *sweepRun) write(off int64, b []byte) error {
+	if r.err != nil {
+		return r.err
+	}
 	n := int64(len(b))
 	r.m.mark(r.m.dirty, off, n)
 	if _, err := r.im.WriteAt(b, off); err != nil {
@@ -119,6 +124,9 @@ func (r *sweepRun) write(off int64, b []byte) error {
 }
 
 func (r *sweepRun) zero(off, n int64, f block.Flags) error {
+	if r.err != nil {
+		return r.err
+	}
 	r.m.mark(r.m.dirty, off, n)
 	if err := r.im.WriteZeroes(off, n, f); err != nil {
 		return r.fail("WriteZeroes", off, n, err)
@@ -128,6 +136,9 @@ func (r *sweepRun) zero(off, n int64, f block.Flags) error {
 }
 
 func (r *sweepRun) discard(off, n int64) error {
+	if r.err != nil {
+		return r.err
+	}
 	r.m.mark(r.m.dirty, off, n)
 	if err := r.im.Discard(off, n); err != nil {
 		return r.fail("Discard", off, n, err)
@@ -141,6 +152,9 @@ func (r *sweepRun) discard(off, n int64) error {
 }
 
 func (r *sweepRun) flush() error {
+	if r.err != nil {
+		return r.err
+	}
 	if err := r.im.Flush(); err != nil {
 		return r.fail("Flush", 0, 0, err)
 	}
@@ -163,170 +177,90 @@ func sweepWorkloads() []sweepWorkload {
 	return []sweepWorkload{
 		{name: "alloc", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i, off := range []int64{0, 8192, 3 * 4096, 100000, 900000} {
-				if err := r.write(off, p(6000, byte(i+1))); err != nil {
-					return err
-				}
+				r.write(off, p(6000, byte(i+1)))
 				if i == 2 {
-					if err := r.flush(); err != nil {
-						return err
-					}
+					r.flush()
 				}
 			}
-			if err := r.write(2000, p(3000, 0x77)); err != nil { // rewrite in place
-				return err
-			}
+			r.write(2000, p(3000, 0x77)) // rewrite in place
 			return r.flush()
 		}},
 		{name: "alloc-prealloc-off", co: CreateOptions{ClusterSize: 4096}, o: Options{Prealloc: "off"}, run: func(r *sweepRun) error {
-			if err := r.write(1000, p(5000, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.write(40000, p(100, 2)); err != nil {
-				return err
-			}
+			r.write(1000, p(5000, 1))
+			r.flush()
+			r.write(40000, p(100, 2))
 			return r.flush()
 		}},
 		{name: "alloc-backing", co: CreateOptions{ClusterSize: 4096}, backing: true, run: func(r *sweepRun) error {
-			if err := r.write(0, p(8192, 1)); err != nil { // whole clusters
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.write(65536, p(4096, 2)); err != nil {
-				return err
-			}
+			r.write(0, p(8192, 1)) // whole clusters
+			r.flush()
+			r.write(65536, p(4096, 2))
 			return r.flush()
 		}},
 		{name: "cow-backing", co: CreateOptions{ClusterSize: 4096}, backing: true, run: func(r *sweepRun) error {
 			// Partial-cluster writes over backing data: head and tail COW.
-			if err := r.write(1000, p(100, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.write(4096*5+3000, p(2000, 2)); err != nil { // spans two clusters
-				return err
-			}
-			if err := r.write(4096*9+512, p(512, 3)); err != nil {
-				return err
-			}
+			r.write(1000, p(100, 1))
+			r.flush()
+			r.write(4096*5+3000, p(2000, 2)) // spans two clusters
+			r.write(4096*9+512, p(512, 3))
 			return r.flush()
 		}},
 		{name: "cow-backing-v2", co: CreateOptions{ClusterSize: 4096, Compat: "0.10"}, backing: true, run: func(r *sweepRun) error {
-			if err := r.write(700, p(1000, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.write(700, p(1000, 1))
+			r.flush()
 			return r.write(3*4096+4000, p(300, 2))
 		}},
 		{name: "zero", co: CreateOptions{ClusterSize: 4096}, backing: true, run: func(r *sweepRun) error {
-			if err := r.write(0, p(8*4096, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.write(0, p(8*4096, 1))
+			r.flush()
 			// Whole clusters kept allocated, partial edges written.
-			if err := r.zero(1000, 2*4096, 0); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.zero(1000, 2*4096, 0)
+			r.flush()
 			// Whole clusters freed (MayUnmap), and over backing only.
-			if err := r.zero(4*4096, 2*4096, block.MayUnmap); err != nil {
-				return err
-			}
-			if err := r.zero(20*4096, 4096, block.MayUnmap); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.zero(4*4096, 2*4096, block.MayUnmap)
+			r.zero(20*4096, 4096, block.MayUnmap)
+			r.flush()
 			return r.write(4*4096+100, p(200, 2)) // reallocate a freed cluster
 		}},
 		{name: "zero-nobacking", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
-			if err := r.write(4096, p(4*4096, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.zero(4096, 2*4096, block.MayUnmap); err != nil {
-				return err
-			}
-			if err := r.zero(3*4096+10, 5000, 0); err != nil {
-				return err
-			}
+			r.write(4096, p(4*4096, 1))
+			r.flush()
+			r.zero(4096, 2*4096, block.MayUnmap)
+			r.zero(3*4096+10, 5000, 0)
 			return r.flush()
 		}},
 		{name: "discard", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
-			if err := r.write(0, p(6*4096, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.discard(4096, 3*4096); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.write(0, p(6*4096, 1))
+			r.flush()
+			r.discard(4096, 3*4096)
+			r.flush()
 			// The freed clusters are reused: a write that must not see
 			// the old data or lose the new after a crash.
-			if err := r.write(10*4096, p(2*4096+100, 2)); err != nil {
-				return err
-			}
+			r.write(10*4096, p(2*4096+100, 2))
 			return r.flush()
 		}},
 		{name: "discard-backing", co: CreateOptions{ClusterSize: 4096}, backing: true, run: func(r *sweepRun) error {
-			if err := r.write(0, p(4*4096, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.discard(0, 2*4096); err != nil {
-				return err
-			}
+			r.write(0, p(4*4096, 1))
+			r.flush()
+			r.discard(0, 2*4096)
 			return r.flush()
 		}},
 		{name: "new-l2", co: CreateOptions{ClusterSize: 512}, run: func(r *sweepRun) error {
 			// 512-byte clusters: one L2 table maps 32 KiB; write into
 			// an empty L1 entry, flushed, then another.
-			if err := r.write(0, p(100, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.write(65536+5000, p(300, 2)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.write(0, p(100, 1))
+			r.flush()
+			r.write(65536+5000, p(300, 2))
+			r.flush()
 			return r.write(200000, p(4096, 3))
 		}},
 		{name: "new-refblock", co: CreateOptions{ClusterSize: 512, RefcountBits: 64}, run: func(r *sweepRun) error {
 			// A refblock covers 64 clusters: 40 KiB of data needs a
 			// second one.
 			for i := int64(0); i < 4; i++ {
-				if err := r.write(i*12288, p(10240, byte(i+1))); err != nil {
-					return err
-				}
+				r.write(i*12288, p(10240, byte(i+1)))
 				if i == 1 {
-					if err := r.flush(); err != nil {
-						return err
-					}
+					r.flush()
 				}
 			}
 			return r.flush()
@@ -336,65 +270,37 @@ func sweepWorkloads() []sweepWorkload {
 			// 2 MiB of host space: 2.25 MiB of data grows the table.
 			const chunk = 256 << 10
 			for i := int64(0); i < 9; i++ {
-				if err := r.write(i*chunk, p(chunk, byte(i+1))); err != nil {
-					return err
-				}
+				r.write(i*chunk, p(chunk, byte(i+1)))
 				if i%4 == 3 {
-					if err := r.flush(); err != nil {
-						return err
-					}
+					r.flush()
 				}
 			}
 			return r.flush()
 		}},
 		{name: "lazy", co: CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, run: func(r *sweepRun) error {
-			if err := r.write(0, p(5000, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.discard(0, 4096); err != nil {
-				return err
-			}
-			if err := r.write(600000, p(5000, 2)); err != nil {
-				return err
-			}
+			r.write(0, p(5000, 1))
+			r.flush()
+			r.discard(0, 4096)
+			r.write(600000, p(5000, 2))
 			return r.flush()
 		}},
 		// Encrypted (crypt_io.go): misaligned writes (sector
 		// read-modify-write), encrypted COW from backing data and from
 		// the old cluster, encrypted zero writes.
 		{name: "luks", co: CreateOptions{ClusterSize: 4096, Encrypt: sweepLUKS}, o: Options{Passphrase: sweepLUKS.Passphrase}, backing: true, run: func(r *sweepRun) error {
-			if err := r.write(1000, p(100, 1)); err != nil {
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.write(4096*5+3000, p(2000, 2)); err != nil { // spans two clusters
-				return err
-			}
-			if err := r.write(1003, p(7, 3)); err != nil { // in place, inside a sector
-				return err
-			}
-			if err := r.flush(); err != nil {
-				return err
-			}
-			if err := r.zero(4096*5+100, 300, 0); err != nil {
-				return err
-			}
+			r.write(1000, p(100, 1))
+			r.flush()
+			r.write(4096*5+3000, p(2000, 2)) // spans two clusters
+			r.write(1003, p(7, 3))           // in place, inside a sector
+			r.flush()
+			r.zero(4096*5+100, 300, 0)
 			return r.flush()
 		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
-				if err := r.write(i*4096*7, p(4096, byte(i+1))); err != nil {
-					return err
-				}
+				r.write(i*4096*7, p(4096, byte(i+1)))
 			}
-			if err := r.flush(); err != nil {
-				return err
-			}
+			r.flush()
 			return r.flush()
 		}},
 	}
@@ -630,7 +536,9 @@ func sweepRunOnce(t testing.TB, wl sweepWorkload, k sweepKind, at int64, rng *ra
 			return
 		}
 		r = &sweepRun{im: im, m: m, cs: int64(im.Geometry().ClusterSize)}
-		wlErr = wl.run(r)
+		if wlErr = wl.run(r); wlErr == nil {
+			wlErr = r.err // a workload returns its last step's error
+		}
 		// A power cut right after the failure: only what was flushed.
 		crash, atCrash = mem.CrashClone(rng, 0), m.snapshot()
 		if wlErr != nil && !k.sticky {

@@ -82,24 +82,18 @@ func (im *Image) validEntry(e format.L2Entry) error {
 // exist and be writable (ensureL2Locked). The slice is marked dirty
 // before anything that may flush (Q3).
 func (im *Image) setEntry(o format.GuestOff, e format.L2Entry) error {
-	t, i, err := im.l2slice(o)
-	if err != nil {
-		return err
-	}
-	if t == nil {
-		return corruptf("l1_entry", im.g.L1Index(o), "L2 table vanished")
-	}
-	t.Lock()
-	im.g.PutL2(t.Data, i, e)
-	t.Unlock()
-	im.l2c.MarkDirty(t)
-	im.l2c.Put(t)
-	return nil
+	return im.storeEntry(o, e, false, 0)
 }
 
 // setXEntry stores e and its subcluster bitmap as the extended L2 entry
 // of guest offset o, in one update under the table's lock (as setEntry).
 func (im *Image) setXEntry(o format.GuestOff, e format.L2Entry, bitmap uint64) error {
+	return im.storeEntry(o, e, true, bitmap)
+}
+
+// storeEntry stores e, and bitmap if withBitmap, as the L2 entry of guest
+// offset o under the table's lock (setEntry, setXEntry).
+func (im *Image) storeEntry(o format.GuestOff, e format.L2Entry, withBitmap bool, bitmap uint64) error {
 	t, i, err := im.l2slice(o)
 	if err != nil {
 		return err
@@ -109,7 +103,9 @@ func (im *Image) setXEntry(o format.GuestOff, e format.L2Entry, bitmap uint64) e
 	}
 	t.Lock()
 	im.g.PutL2(t.Data, i, e)
-	im.g.PutBitmap(t.Data, i, bitmap)
+	if withBitmap {
+		im.g.PutBitmap(t.Data, i, bitmap)
+	}
 	t.Unlock()
 	im.l2c.MarkDirty(t)
 	im.l2c.Put(t)

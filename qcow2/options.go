@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/optstr"
 )
 
 // Opener opens a file (the image, or a backing file) as a device.
@@ -196,42 +197,22 @@ func parseBool(k, v string) (bool, error) {
 	return false, fmt.Errorf("option %s: invalid boolean %q", k, v)
 }
 
-// SplitOptions splits "a=1,b=2" (qemu-img -o syntax; ",," escapes a comma).
+// SplitOptions splits "a=1,b=2" (qemu-img -o syntax; ",," escapes a
+// comma). A key without a value is "on".
 func SplitOptions(s string) ([][2]string, error) {
 	var out [][2]string
-	var cur strings.Builder
-	flush := func() error {
-		kv := cur.String()
-		cur.Reset()
-		if kv == "" {
-			return nil
-		}
+	for _, kv := range optstr.Split(s) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
 			v = "on"
 		}
 		k = strings.TrimSpace(k)
 		if k == "" {
-			return fmt.Errorf("invalid option %q", kv)
+			return out, fmt.Errorf("invalid option %q", kv)
 		}
 		out = append(out, [2]string{k, v})
-		return nil
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	return out, flush()
+	return out, nil
 }
 
 // SetCreateOption applies one qemu-img create option (cluster_size,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -332,25 +333,20 @@ func (im *Image) writeActiveL1Locked() error {
 // be on their way out: fixCopiedLocked sets COPIED afterwards).
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	g := &im.g
-	entries := make([]byte, im.sliceSize)
-	perSlice := im.sliceSize / im.g.L2EntrySize
+	entries := make([]format.L2Entry, im.sliceSize/im.g.L2EntrySize)
 	for _, le := range l1 {
 		l2off := le.Offset()
 		if l2off == 0 {
 			continue
 		}
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-			t, err := im.l2c.Get(int64(l2off) + int64(s))
+			t, err := im.pinL2Slice(int64(l2off)+int64(s), entries)
 			if err != nil {
 				return err
 			}
-			t.Lock()
-			copy(entries, t.Data)
-			t.Unlock()
 			im.l2c.Put(t)
 			copied := false
-			for k := range perSlice {
-				e := im.g.L2At(entries, k)
+			for _, e := range entries {
 				if e.Validate(g, im.hdr.Version) != nil {
 					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
 				}
@@ -393,6 +389,22 @@ func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
 	return nil
 }
 
+// pinL2Slice pins the L2 slice at host offset off and reads its entries
+// into entries (one slice's worth) under the table's lock. The caller
+// Puts the table.
+func (im *Image) pinL2Slice(off int64, entries []format.L2Entry) (*cache.Table, error) {
+	t, err := im.l2c.Get(off)
+	if err != nil {
+		return nil, err
+	}
+	t.Lock()
+	for k := range entries {
+		entries[k] = im.g.L2At(t.Data, uint64(k))
+	}
+	t.Unlock()
+	return t, nil
+}
+
 // clearCopiedLocked clears COPIED in every entry of the L2 slice at off.
 func (im *Image) clearCopiedLocked(off int64) error {
 	t, err := im.l2c.Get(off)
@@ -420,7 +432,6 @@ func (im *Image) fixCopiedLocked() error {
 	}
 	g := &im.g
 	l1 := im.l1.Load()
-	perSlice := im.sliceSize / im.g.L2EntrySize
 	l1changed := false
 	for i := range l1.size() {
 		le := l1.load(i)
@@ -429,16 +440,11 @@ func (im *Image) fixCopiedLocked() error {
 			continue
 		}
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
-			t, err := im.l2c.Get(int64(l2off) + int64(s))
+			want := make([]format.L2Entry, im.sliceSize/im.g.L2EntrySize)
+			t, err := im.pinL2Slice(int64(l2off)+int64(s), want)
 			if err != nil {
 				return err
 			}
-			t.Lock()
-			want := make([]format.L2Entry, perSlice)
-			for k := range perSlice {
-				want[k] = im.g.L2At(t.Data, k)
-			}
-			t.Unlock()
 			changed := false
 			for k, e := range want {
 				ty := e.Type()

@@ -114,34 +114,30 @@ func (c tcfg) String() string {
 	return strings.Join(append(t, c.backend), "-")
 }
 
+// tcfgTokens are the whole tokens of a configuration name, each setting
+// one field (v3 is the default).
+var tcfgTokens = map[string]func(c *tcfg){
+	"v2":   func(c *tcfg) { c.v2 = true },
+	"v3":   func(c *tcfg) {},
+	"lazy": func(c *tcfg) { c.lazy = true },
+	"xl2":  func(c *tcfg) { c.xl2 = true },
+	"back": func(c *tcfg) { c.backing = true },
+	"meta": func(c *tcfg) { c.meta = true },
+	"poff": func(c *tcfg) { c.poff = true },
+	"ps0":  func(c *tcfg) { c.psize = -1 },
+	"fz":   func(c *tcfg) { c.fill = FillZeroes },
+	"fu":   func(c *tcfg) { c.fill = FillUnwritten },
+	"tiny": func(c *tcfg) { c.tiny = true },
+	"luks": func(c *tcfg) { c.luks = true },
+}
+
 func parseTcfg(name string) (tcfg, error) {
 	c := tcfg{cs: 64 << 10, rb: 16, backend: "mem"}
 	for _, tok := range strings.Split(name, "-") {
 		var err error
-		switch {
-		case tok == "v2":
-			c.v2 = true
-		case tok == "v3":
-		case tok == "lazy":
-			c.lazy = true
-		case tok == "xl2":
-			c.xl2 = true
-		case tok == "back":
-			c.backing = true
-		case tok == "meta":
-			c.meta = true
-		case tok == "poff":
-			c.poff = true
-		case tok == "ps0":
-			c.psize = -1
-		case tok == "fz":
-			c.fill = FillZeroes
-		case tok == "fu":
-			c.fill = FillUnwritten
-		case tok == "tiny":
-			c.tiny = true
-		case tok == "luks":
-			c.luks = true
+		switch set := tcfgTokens[tok]; {
+		case set != nil:
+			set(&c)
 		case tok == "zlib" || tok == "zstd":
 			c.comp = tok
 		case strings.HasPrefix(tok, "ps"):

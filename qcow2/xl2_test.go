@@ -185,19 +185,7 @@ func TestXL2_Interop_QEMUWritesWeRead(t *testing.T) {
 					io = append(io, "-c", op.qemuIO())
 				}
 				testkit.MustRun(t, "qemu-io", append(io, p)...)
-				raw := filepath.Join(dir, "qemu.raw")
-				testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, raw)
-				want, err := os.ReadFile(raw)
-				if err != nil {
-					t.Fatal(err)
-				}
-				im, err := Open(p, Options{ReadOnly: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				testkit.MustEqual(t, testkit.ReadAll(t, im), want, "read")
-				im.Close()
-				ownCheck(t, p)
+				compareWithQEMU(t, p) // reads and checks clean
 				xl2SameMap(t, p)
 			})
 		}

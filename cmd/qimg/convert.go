@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -84,13 +83,8 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if slices.ContainsFunc(o.vals["o"], isHelpOption) {
-		f := o.get("O", "raw")
-		if f != "qcow2" && f != "raw" {
-			return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", f))
-		}
-		createOptionsHelp(e.stdout, f)
-		return 0
+	if code, done := e.answerOptionsHelp(o, o.get("O", "raw"), "unknown output format '%s' (raw, qcow2)"); done {
+		return code
 	}
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))

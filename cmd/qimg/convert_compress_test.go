@@ -39,8 +39,7 @@ func compressSource(t *testing.T, path string) []byte {
 // compression_type=zstd. The map matches qemu-img's own convert -c
 // output's, up to host offsets.
 func TestConvert_Compressed(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	p := func(n string) string { return filepath.Join(d, n) }
 	src := compressSource(t, p("src.raw"))
 	for _, ct := range []string{"", "zstd"} {

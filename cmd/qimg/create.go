@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -24,13 +23,8 @@ func runCreate(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if slices.ContainsFunc(o.vals["o"], isHelpOption) {
-		f := o.get("f", "qcow2")
-		if f != "qcow2" && f != "raw" {
-			return e.usageErr(fmt.Errorf("unknown file format '%s' (qcow2, raw)", f))
-		}
-		createOptionsHelp(e.stdout, f)
-		return 0
+	if code, done := e.answerOptionsHelp(o, o.get("f", "qcow2"), "unknown file format '%s' (qcow2, raw)"); done {
+		return code
 	}
 	req, err := parseCreate(o)
 	if err != nil {

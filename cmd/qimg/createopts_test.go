@@ -13,8 +13,7 @@ import (
 // with qemu-img's line, and so are compression_type=zstd and extended_l2=on;
 // the values qring cannot create are refused before anything is echoed or written.
 func TestCreate_EchoedOptions(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	ours := filepath.Join(d, "a.qcow2")
 	theirs := filepath.Join(d, "b.qcow2")
 	opt := "compression_type=zlib,extended_l2=off"

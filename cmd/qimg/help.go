@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/cmd/internal/buildinfo"
@@ -59,6 +60,22 @@ func isHelpOption(o string) bool {
 		}
 	}
 	return false
+}
+
+// answerOptionsHelp answers a -o argument that asks for the option list
+// (isHelpOption): it prints the create options of format f, or refuses
+// a format other than qcow2 and raw with the usage error unknown (a
+// format string for f). done reports whether -o asked, and code is then
+// the exit code.
+func (e *env) answerOptionsHelp(o *opts, f, unknown string) (code int, done bool) {
+	if !slices.ContainsFunc(o.vals["o"], isHelpOption) {
+		return 0, false
+	}
+	if f != "qcow2" && f != "raw" {
+		return e.usageErr(fmt.Errorf(unknown, f)), true
+	}
+	createOptionsHelp(e.stdout, f)
+	return 0, true
 }
 
 // createOption is one create option as -o help lists it.

@@ -10,8 +10,7 @@ import (
 
 // The acceptance sequence, verbatim.
 func TestSnapshot_Acceptance(t *testing.T) {
-	testkit.NeedQemu(t)
-	img := filepath.Join(workDir(t), "img")
+	img := filepath.Join(qemuDir(t), "img")
 	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", img, "64M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", img)
 	mustQ(t, "snapshot", "-c", "s1", img)
@@ -27,8 +26,7 @@ func TestSnapshot_Acceptance(t *testing.T) {
 
 // qemu-img creates snapshots, qimg applies and deletes them.
 func TestSnapshot_QemuCreatesQimgApplies(t *testing.T) {
-	testkit.NeedQemu(t)
-	img := filepath.Join(workDir(t), "q.qcow2")
+	img := filepath.Join(qemuDir(t), "q.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", img, "16M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 192k", "-c", "write -P 5 8M 4k", img)
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", img)
@@ -52,8 +50,7 @@ func TestSnapshot_QemuCreatesQimgApplies(t *testing.T) {
 
 // qimg creates snapshots, qemu-img lists, applies and deletes them.
 func TestSnapshot_QimgCreatesQemuApplies(t *testing.T) {
-	testkit.NeedQemu(t)
-	img := filepath.Join(workDir(t), "o.qcow2")
+	img := filepath.Join(qemuDir(t), "o.qcow2")
 	mustQ(t, "create", "-f", "qcow2", img, "16M")
 	mustQ(t, "io", "-c", "write -P 1 0 192k", "-c", "write -P 5 8M 4k", img)
 	mustQ(t, "snapshot", "-c", "s1", img)

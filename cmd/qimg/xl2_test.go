@@ -12,8 +12,7 @@ import (
 // TestXL2_Acceptance: issue 18's acceptance commands for subclusters
 // (extended L2 entries).
 func TestXL2_Acceptance(t *testing.T) {
-	testkit.NeedQemu(t)
-	d := workDir(t)
+	d := qemuDir(t)
 	p := func(n string) string { return filepath.Join(d, n) }
 
 	// QEMU writes 8k inside one 128k cluster; qimg convert reads what

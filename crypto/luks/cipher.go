@@ -40,24 +40,26 @@ func (c *Cipher) tweak(sector uint64) uint64 {
 // offset / 512), for a qcow2 image the host offset / 512 (see the
 // package doc).
 func (c *Cipher) EncryptSectors(buf []byte, firstSector uint64) error {
-	if len(buf)%SectorSize != 0 {
-		return ErrAlignment
-	}
-	for i := 0; i < len(buf); i += SectorSize {
-		s := buf[i : i+SectorSize]
-		c.x.Encrypt(s, s, c.tweak(firstSector+uint64(i/SectorSize)))
-	}
-	return nil
+	return c.cryptSectors(buf, firstSector, true)
 }
 
 // DecryptSectors decrypts buf in place; see EncryptSectors.
 func (c *Cipher) DecryptSectors(buf []byte, firstSector uint64) error {
+	return c.cryptSectors(buf, firstSector, false)
+}
+
+// cryptSectors en- or decrypts buf in place, sector by sector.
+func (c *Cipher) cryptSectors(buf []byte, firstSector uint64, encrypt bool) error {
 	if len(buf)%SectorSize != 0 {
 		return ErrAlignment
 	}
 	for i := 0; i < len(buf); i += SectorSize {
 		s := buf[i : i+SectorSize]
-		c.x.Decrypt(s, s, c.tweak(firstSector+uint64(i/SectorSize)))
+		if tw := c.tweak(firstSector + uint64(i/SectorSize)); encrypt {
+			c.x.Encrypt(s, s, tw)
+		} else {
+			c.x.Decrypt(s, s, tw)
+		}
 	}
 	return nil
 }

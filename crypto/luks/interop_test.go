@@ -12,10 +12,17 @@ import (
 
 const secretObj = "secret,id=sec0,data=abc"
 
-func qemuIOLuks(t *testing.T, path, cmd string) string {
+// qemuIOSecret runs one qemu-io command on the file at path, opened with
+// the --image-opts opts (which may name the secret sec0).
+func qemuIOSecret(t *testing.T, opts, path, cmd string) string {
 	t.Helper()
 	return testkit.MustRun(t, "qemu-io", "--object", secretObj, "--image-opts",
-		"driver=luks,key-secret=sec0,file.filename="+path, "-c", cmd)
+		opts+",file.filename="+path, "-c", cmd)
+}
+
+func qemuIOLuks(t *testing.T, path, cmd string) string {
+	t.Helper()
+	return qemuIOSecret(t, "driver=luks,key-secret=sec0", path, cmd)
 }
 
 // openRaw parses and unlocks a raw LUKS volume file.

@@ -15,14 +15,23 @@ import (
 
 func qemuIOQcow2(t *testing.T, path, cmd string) string {
 	t.Helper()
-	return testkit.MustRun(t, "qemu-io", "--object", secretObj, "--image-opts",
-		"driver=qcow2,encrypt.key-secret=sec0,file.filename="+path, "-c", cmd)
+	return qemuIOSecret(t, "driver=qcow2,encrypt.key-secret=sec0", path, cmd)
 }
 
-// hostOffset follows the L1 and L2 tables to the host offset of guest
-// offset off (qemu-img map gives no offsets for encrypted images). The
-// image has standard 64-bit L2 entries.
-func hostOffset(t *testing.T, path string, off int64) int64 {
+// qemuQcow2LUKS has qemu-img create a 1 MiB LUKS-encrypted qcow2 image
+// named name in the test's directory, with the secret sec0, and returns
+// its path (the test is skipped without QEMU).
+func qemuQcow2LUKS(t *testing.T, name string) string {
+	t.Helper()
+	testkit.NeedQemu(t)
+	path := filepath.Join(testkit.Dir(t), name)
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", secretObj,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", path, "1M")
+	return path
+}
+
+// readQcow2 reads the image file at path and parses its qcow2 header.
+func readQcow2(t *testing.T, path string) ([]byte, *format.Header) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -32,6 +41,15 @@ func hostOffset(t *testing.T, path string, off int64) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, qh
+}
+
+// hostOffset follows the L1 and L2 tables to the host offset of guest
+// offset off (qemu-img map gives no offsets for encrypted images). The
+// image has standard 64-bit L2 entries.
+func hostOffset(t *testing.T, path string, off int64) int64 {
+	t.Helper()
+	b, qh := readQcow2(t, path)
 	const mask = 0x00fffffffffffe00 // bits 9..55
 	cb := qh.ClusterBits
 	l2bits := cb - 3
@@ -78,10 +96,7 @@ func openQcow2(t *testing.T, f *os.File, pass string) (*format.Header, *Header, 
 // 512 (crypt_physical_offset); QEMU reads sectors we encrypt that way,
 // and opens a LUKS header area we made.
 func TestInterop_QEMUQcow2(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(testkit.Dir(t), "e.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", secretObj,
-		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", p, "1M")
+	p := qemuQcow2LUKS(t, "e.qcow2")
 	qemuIOQcow2(t, p, "write -P 0x5a 0 64k")
 	// A cluster-misaligned write: QEMU writes the COW areas encrypted.
 	qemuIOQcow2(t, p, "write -P 0x33 66536 3000")
@@ -170,20 +185,10 @@ func TestInterop_QEMUQcow2(t *testing.T) {
 // back without decrypting. The engine must read such clusters the same
 // way, and should not write them (docs/luks.md).
 func TestInterop_QEMUCompressedIsPlain(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(testkit.Dir(t), "c.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", secretObj,
-		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", p, "1M")
+	p := qemuQcow2LUKS(t, "c.qcow2")
 	qemuIOQcow2(t, p, "write -c -P 0x21 128k 64k")
 	qemuIOQcow2(t, p, "read -P 0x21 128k 64k")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	qh, err := format.ParseHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, qh := readQcow2(t, p)
 	cb := uint64(qh.ClusterBits)
 	l1 := be.Uint64(b[qh.L1TableOffset:]) & 0x00fffffffffffe00
 	e := be.Uint64(b[l1+8*2:])

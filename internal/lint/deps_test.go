@@ -35,6 +35,8 @@ var deps = []depRow{
 	// QEMU's --object secret and key-secret options: the standard library.
 	{"internal/secret", nil},
 	{"internal/invariants", nil},
+	// Splits QEMU option strings ("a=1,,b"): the standard library.
+	{"internal/optstr", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
 	{"internal/lint", nil},
 	// The NBD server serves any block device; its qcow2 adapter (block
@@ -51,7 +53,7 @@ var deps = []depRow{
 
 // anywhere lists packages every package may import: they import only the
 // standard library.
-var anywhere = []string{"internal/invariants"}
+var anywhere = []string{"internal/invariants", "internal/optstr"}
 
 // match reports whether the module-relative package p matches pattern.
 func match(pattern, p string) bool {

@@ -18,6 +18,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/qring/qring/internal/optstr"
 )
 
 var (
@@ -241,36 +243,12 @@ type option struct {
 // comma) into its elements.
 func splitOptions(s string) ([]option, error) {
 	var out []option
-	var cur strings.Builder
-	flush := func() error {
-		kv := cur.String()
-		cur.Reset()
-		if kv == "" {
-			return nil
-		}
+	for _, kv := range optstr.Split(s) {
 		k, v, ok := strings.Cut(kv, "=")
 		if k == "" {
-			return fmt.Errorf("%w: option %q", ErrInvalid, kv)
+			return nil, fmt.Errorf("%w: option %q", ErrInvalid, kv)
 		}
 		out = append(out, option{k, v, ok})
-		return nil
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		cur.WriteByte(s[i])
-	}
-	if err := flush(); err != nil {
-		return nil, err
 	}
 	return out, nil
 }

@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
@@ -26,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/perf/internal/chart"
+	"github.com/qring/qring/perf/internal/jsonl"
 	"github.com/qring/qring/perf/internal/stats"
 )
 
@@ -150,7 +150,7 @@ func (m *multi) String() string     { return strings.Join(*m, "; ") }
 func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func do(in, outdir, machinePath, title string, notes []string) error {
-	recs, err := readRecords(in)
+	recs, err := jsonl.Read[Record](in)
 	if err != nil {
 		return err
 	}
@@ -182,28 +182,6 @@ func do(in, outdir, machinePath, title string, notes []string) error {
 	}
 	os.Stdout.Write(md.Bytes())
 	return nil
-}
-
-func readRecords(path string) ([]Record, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var recs []Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var r Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", path, n, err)
-		}
-		recs = append(recs, r)
-	}
-	return recs, sc.Err()
 }
 
 // ordered returns the keys of seen in the order of pref, then the rest in

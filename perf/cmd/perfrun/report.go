@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/perf/internal/chart"
+	"github.com/qring/qring/perf/internal/jsonl"
 	"github.com/qring/qring/perf/internal/stats"
 )
 
@@ -146,7 +147,7 @@ func seedTable(args []string) error {
 	if title == "" {
 		title = "Seed benchmark: cluster preallocation before/after"
 	}
-	recs, err := readRecords(in)
+	recs, err := jsonl.Read[Record](in)
 	if err != nil {
 		return err
 	}
@@ -316,7 +317,7 @@ func vsQemu(args []string) error {
 	if title == "" {
 		title = "qbench vs qemu-img bench"
 	}
-	recs, err := readRecords(in)
+	recs, err := jsonl.Read[Record](in)
 	if err != nil {
 		return err
 	}
