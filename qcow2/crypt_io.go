@@ -73,24 +73,6 @@ func (im *Image) writevCrypt(off int64, bufs [][]byte, n int64) error {
 	return im.writeClusters(start, vec, end-start)
 }
 
-// writeClusters is Writev's loop: n bytes of bufs at off, one cluster
-// at a time.
-func (im *Image) writeClusters(off int64, bufs [][]byte, n int64) error {
-	cs := int64(im.g.ClusterSize)
-	vp := getVec()
-	defer putVec(vp)
-	for done := int64(0); done < n; {
-		pos := off + done
-		chunk := min(cs-pos%cs, n-done)
-		*vp = sliceVec((*vp)[:0], bufs, done, chunk)
-		if err := im.writeCluster(guestOff(pos), *vp, chunk); err != nil {
-			return err
-		}
-		done += chunk
-	}
-	return nil
-}
-
 // writeHost writes the guest data v at host offset host of a data
 // cluster: as it is, or encrypted with IV = host sector.
 func (im *Image) writeHost(host format.HostOff, v [][]byte) error {

@@ -22,9 +22,7 @@ func (im *Image) xwriteWithCOWCrypt(p *allocation, x *xl2Alloc, v [][]byte, n in
 	}
 	g := &im.g
 	host := p.st.host
-	in := g.InCluster(p.goff)
-	cstart := p.goff - format.GuestOff(in)
-	headLen, tailLen := in-x.from, x.to-in-uint64(n)
+	in, cstart, headLen, tailLen := x.span(g, p.goff, n)
 	if headLen == 0 && tailLen == 0 {
 		return false, im.writeEncrypted(g.HostFor(host, p.goff), v)
 	}

@@ -45,13 +45,19 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 		return im.writevCrypt(off, bufs, n)
 	}
 	cs := int64(im.g.ClusterSize)
-	done := int64(0)
 	if n <= cs-off%cs {
 		return im.writeCluster(guestOff(off), bufs, n)
 	}
+	return im.writeClusters(off, bufs, n)
+}
+
+// writeClusters is the loop of Writev and of encrypted writes: n bytes
+// of bufs at off, one cluster at a time.
+func (im *Image) writeClusters(off int64, bufs [][]byte, n int64) error {
+	cs := int64(im.g.ClusterSize)
 	vp := getVec()
 	defer putVec(vp)
-	for done < n {
+	for done := int64(0); done < n; {
 		pos := off + done
 		chunk := min(cs-pos%cs, n-done)
 		*vp = sliceVec((*vp)[:0], bufs, done, chunk)

@@ -213,9 +213,7 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 	}
 	g := &im.g
 	host := p.st.host
-	in := g.InCluster(p.goff)
-	cstart := p.goff - format.GuestOff(in)
-	headLen, tailLen := in-x.from, x.to-in-uint64(n)
+	in, cstart, headLen, tailLen := x.span(g, p.goff, n)
 	if headLen == 0 && tailLen == 0 {
 		return false, im.dev.Writev(int64(g.HostFor(host, p.goff)), v)
 	}
@@ -368,4 +366,12 @@ func (im *Image) xlinkLocked(goff format.GuestOff, host format.HostOff, bitmap u
 	}
 	im.event(EvLink)
 	return nil
+}
+
+// span places n guest bytes at goff inside the range [x.from, x.to) of
+// their cluster: the offset in the cluster, the cluster's guest start,
+// and the bytes of the range before and after the data (the COW areas).
+func (x *xl2Alloc) span(g *format.Geometry, goff format.GuestOff, n int64) (in uint64, cstart format.GuestOff, headLen, tailLen uint64) {
+	in = g.InCluster(goff)
+	return in, goff - format.GuestOff(in), in - x.from, x.to - in - uint64(n)
 }
