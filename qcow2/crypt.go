@@ -35,7 +35,9 @@ type imageCrypt struct {
 	// sectors serialises a write that is not whole sectors against
 	// every other guest write into its sectors: a partial sector is
 	// read, decrypted, merged and written whole, and another write into
-	// the same sector in between would be lost (crypt_lock.go).
+	// the same sector in between would be lost (crypt_lock.go). Zero
+	// writes and discards hold their sectors shared while they change
+	// entries (holdSectors), so they also wait for such a write.
 	sectors sectorLocks
 }
 

@@ -61,3 +61,20 @@ func (l *sectorLocks) unlock(r sectorRange) {
 	l.cond.Broadcast()
 	l.mu.Unlock()
 }
+
+// holdSectors runs fn, which changes L2 entries or subcluster bits so
+// that [off, off+n) reads as zeros (WriteZeroes, Discard), holding those
+// sectors shared on an encrypted image: a partial-sector write in them
+// (read, merge, write whole) then cannot put back, after the zeroing,
+// bytes it read before it (QEMU serialises such writes against every
+// overlapping request). fn must not write zero buffers itself: those go
+// through writevCrypt, which takes the sectors on its own.
+func (im *Image) holdSectors(off, n int64, fn func() error) error {
+	ic := im.crypt
+	if ic == nil {
+		return fn()
+	}
+	r := ic.sectors.lock(off, n, false)
+	defer ic.sectors.unlock(r)
+	return fn()
+}

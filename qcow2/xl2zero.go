@@ -83,7 +83,11 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 			return err
 		}
 	}
-	done, err := im.xzeroSubclusters(guestOff(a), b-a)
+	var done bool
+	err := im.holdSectors(a, b-a, func() (err error) {
+		done, err = im.xzeroSubclusters(guestOff(a), b-a)
+		return err
+	})
 	if err != nil {
 		return err
 	}

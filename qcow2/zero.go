@@ -35,7 +35,9 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.hdr.Size)
 		var err error
 		if whole && im.hdr.Version >= 3 {
-			err = im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
+			err = im.holdSectors(off, chunk, func() error {
+				return im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
+			})
 		} else if g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
@@ -83,7 +85,10 @@ func (im *Image) Discard(off, n int64) error {
 	var fr freeList
 	defer fr.release()
 	for c := first; c < end; c++ {
-		if err := im.zeroCluster(guestOff(c*cs), true, true, &fr); err != nil {
+		err := im.holdSectors(c*cs, cs, func() error {
+			return im.zeroCluster(guestOff(c*cs), true, true, &fr)
+		})
+		if err != nil {
 			return err
 		}
 		if fr.full() {
