@@ -124,7 +124,9 @@ func (f *filler) judgeLocked(im *Image) {
 	}
 	writes := im.c.guestWrites.Load()
 	dw := writes - j.writes
-	forward := j.local*4 >= j.noted*3
+	// No noted allocation (compressed streams only) says nothing about
+	// where the guest goes: never a forward walk, so never a pause.
+	forward := j.noted > 0 && j.local*4 >= j.noted*3
 	j.clusters, j.writes, j.noted, j.local = clusters, writes, 0, 0
 	space := dc * int64(im.g.ClusterSize)
 	paused := j.paused

@@ -152,6 +152,7 @@ func (im *Image) xplanAllocLocked(goff format.GuestOff, n int64) (p allocation, 
 			return allocation{}, x, err
 		}
 		im.c.clustersAllocated.Add(1)
+		im.noteAlloc(uint64(goff)) // prealloc-fill=auto's judge (fill_adapt.go)
 	}
 	p.st = newAllocState(host)
 	return p, x, nil
