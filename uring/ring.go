@@ -16,7 +16,8 @@ import (
 // leader) submits everything queued and reaps for everybody (R2, R3 in
 // doc.go).
 type ring struct {
-	fd int
+	fd   int
+	feat ringFeat // optional features the kernel accepted (R9)
 
 	sqMem, cqMem, sqeMem []byte
 

@@ -21,11 +21,19 @@ func newRing(nslots int, m *counters) (*ring, error) {
 	// Each slot may hold two SQEs (a linked chain), so size the SQ at
 	// 2*nslots: unsubmitted SQEs can then never exceed the SQ, and with the
 	// kernel's default CQ of 2*SQ the CQ cannot overflow either.
+	// Optional setup flags first (R9); a kernel that does not know them
+	// answers EINVAL, and the ring is set up without.
+	p.Flags = setupFlags()
 	fd, err := iosys.IOURingSetup(uint(2*nslots), &p)
+	if err != nil && p.Flags != 0 {
+		p = iosys.IOURingParams{}
+		fd, err = iosys.IOURingSetup(uint(2*nslots), &p)
+	}
 	if err != nil {
 		return nil, err
 	}
 	r := &ring{fd: fd, m: m}
+	r.feat.coop = p.Flags&iosys.IORING_SETUP_COOP_TASKRUN != 0
 	if err := r.mmap(&p); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -121,6 +129,7 @@ func (r *ring) unmap() {
 
 // close releases the ring. The caller guarantees no request is in flight.
 func (r *ring) close() error {
+	r.unregister()
 	r.unmap()
 	return unix.Close(r.fd)
 }

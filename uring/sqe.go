@@ -27,7 +27,11 @@ type sqe struct {
 func (r *ring) fill(t uint32, e sqe, ud uint64) {
 	q := &r.sqes[t&r.sqMask]
 	q.Reset()
+	buf := r.applyFeat(&e)
 	q.PrepOperation(e.op, e.fd, e.addr, e.len, e.off)
+	if buf >= 0 {
+		q.SetBufIndex(uint16(buf))
+	}
 	if e.opFlag != 0 {
 		q.SetOpFlags(e.opFlag)
 	}
