@@ -152,7 +152,8 @@
 //	    written extents the device zeroed by unmapping, so first writes
 //	    into them convert nothing (ZERO_RANGE leaves unwritten extents;
 //	    Caps().AllocWritten says which, block B9). The belief comes from
-//	    the kernel release and the file's block device, whose sysfs
+//	    the kernel release, the filesystem (ext4, or a block device) and
+//	    the file's block device, whose sysfs
 //	    queue/write_zeroes_unmap_max_bytes must be > 0 (ext4 and the block
 //	    layer refuse the flag otherwise), never from a probe that writes;
 //	    Options.NoWriteZeroes turns it off. The first refusal (as above)

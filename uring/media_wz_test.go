@@ -5,6 +5,8 @@ package uring
 import (
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestWriteZeroesDev: the queue attribute decides (U2): unmap write
@@ -39,6 +41,25 @@ func TestWriteZeroesDev(t *testing.T) {
 	fakeSysfs(t, "259:7", "virtual/block/x", nil)
 	if got, why := writeZeroesDev(0, 42); got || !strings.HasPrefix(why, "no sysfs entry") {
 		t.Fatalf("anonymous device: %v, %q", got, why)
+	}
+}
+
+// TestWriteZeroesFS: only filesystems known to implement the flag are
+// believed (xfs before its release is not: its zero fill would be lost).
+func TestWriteZeroesFS(t *testing.T) {
+	for _, tc := range []struct {
+		magic int64
+		ok    bool
+		why   string
+	}{
+		{unix.EXT4_SUPER_MAGIC, true, "ext4"},
+		{unix.XFS_SUPER_MAGIC, false, "xfs: not known to support it"},
+		{unix.TMPFS_MAGIC, false, "tmpfs"},
+		{unix.BTRFS_SUPER_MAGIC, false, "filesystem 0x9123683e: not known to support it"},
+	} {
+		if ok, why := writeZeroesFS(tc.magic); ok != tc.ok || why != tc.why {
+			t.Errorf("writeZeroesFS(%#x) = %v, %q; want %v, %q", tc.magic, ok, why, tc.ok, tc.why)
+		}
 	}
 }
 
