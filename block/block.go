@@ -78,6 +78,10 @@ type Caps struct {
 	// process (cgroup blkio throttle or io.max): every byte written spends
 	// a budget, however cheap the medium.
 	Metered bool
+	// AllocWritten says WriteZeroes with Allocate leaves the range
+	// written, not unwritten (B9): later first writes into it are
+	// overwrites, so zeroing it again ahead of them buys nothing.
+	AllocWritten bool
 }
 
 // Media is the kind of storage under a device.

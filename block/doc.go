@@ -3,7 +3,7 @@
 // zeroes ranges with request flags modelled on QEMU's BDRV_REQ_*, flushes, and
 // reports its size and capabilities.
 //
-// Invariants every Device implementation keeps (tests cite them as B1..B8;
+// Invariants every Device implementation keeps (tests cite them as B1..B9;
 // package blocktest checks them, and every device in the repository runs
 // it):
 //
@@ -14,8 +14,9 @@
 //	    zeros and succeeds (qcow2 tables and the last cluster may end less than
 //	    a cluster past EOF).
 //	B3  WriteZeroes with Allocate either zeroes the range efficiently, with
-//	    space reserved (fallocate ZERO_RANGE), or fails with ErrNotSupported
-//	    having written nothing. It never falls back to writing zero buffers.
+//	    space reserved (fallocate ZERO_RANGE, or WRITE_ZEROES: B9), or fails
+//	    with ErrNotSupported having written nothing. It never falls back to
+//	    writing zero buffers.
 //	    A range not aligned to Caps().Align, or to Caps().ZeroAlign when
 //	    that is set, is ErrNotSupported.
 //	B4  WriteZeroes without Allocate may fall back to writing zeros.
@@ -29,6 +30,14 @@
 //	B8  A device that implements Locker takes image locks QEMU honours
 //	    (QEMU's file-posix lock bytes) and drops them at Close; one that
 //	    does not takes none, and users that need locks must say so.
+//	B9  Caps().AllocWritten is a hint: when set, WriteZeroes with Allocate
+//	    leaves the range written (Linux FALLOC_FL_WRITE_ZEROES: written
+//	    extents the device zeroed) rather than unwritten (ZERO_RANGE's
+//	    unwritten extents, whose first writes each convert an extent). It
+//	    promises nothing beyond B3: the range reads as zeros either way,
+//	    and a device may clear the bit later (a refused mode) while an
+//	    engine that read it at open goes on believing it; that costs
+//	    speed, never bytes.
 //
 // Buffer ownership: the device reads from (Writev) or fills (Readv) the
 // caller's buffers only until the call returns; it keeps no reference.

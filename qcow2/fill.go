@@ -72,6 +72,12 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 		// write. Bandwidth is cheap on RAM and SSDs, precious on HDDs
 		// and under a write throttle (the zeros would spend the guest's
 		// budget); unknown media keep the conservative choice.
+		if c.AllocWritten {
+			// The reserve itself comes out written (block B9: the
+			// device zeroed it with FALLOC_FL_WRITE_ZEROES), so there
+			// is nothing to fill: zeros ahead would be written twice.
+			return FillUnwritten, "auto: write-zeroes", nil
+		}
 		if c.Metered {
 			return FillUnwritten, "auto: metered", nil
 		}

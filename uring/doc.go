@@ -155,9 +155,26 @@
 //	    it grows the file), or ErrNotSupported with nothing written: when
 //	    the range is not aligned to Caps().ZeroAlign, or when the
 //	    filesystem refused ZERO_RANGE (EOPNOTSUPP/EINVAL, e.g. tmpfs), after
-//	    which Caps() drops Allocate. ZeroAlign is the filesystem block (the
-//	    larger of st_blksize and statfs f_bsize, at most 64 KiB; a block
-//	    device's logical sector), never less than Align: filesystems zero
+//	    which Caps() drops Allocate. Where Open believes it works, the
+//	    fallocate is FALLOC_FL_WRITE_ZEROES instead (Linux 6.17+, "fs:
+//	    introduce FALLOC_FL_WRITE_ZEROES to fallocate",
+//	    https://git.kernel.org/torvalds/c/7bd43cc79cab3850f34da0a31d5b042b701590ef):
+//	    written extents the device zeroed by unmapping, so first writes
+//	    into them convert nothing (ZERO_RANGE leaves unwritten extents;
+//	    Caps().AllocWritten says which, block B9). The belief comes from
+//	    the kernel release, the filesystem (ext4, or a block device) and
+//	    the file's block device, whose sysfs
+//	    queue/write_zeroes_unmap_max_bytes must be > 0 (ext4 and the block
+//	    layer refuse the flag otherwise), never from a probe that writes;
+//	    Options.NoWriteZeroes turns it off. The first refusal (as above)
+//	    turns it off for good and the same request goes on with
+//	    ZERO_RANGE; other errors are the request's. Either way, efficient
+//	    or refused: never zero buffers. File.Zeroing says which mode is in
+//	    use and why; Metrics count the WRITE_ZEROES calls and refusals.
+//	    The linked ZeroThenWritev (U4) always uses ZERO_RANGE.
+//	    ZeroAlign is the filesystem block (the larger of st_blksize and
+//	    statfs f_bsize, at most 64 KiB; a block device's logical sector),
+//	    never less than Align: filesystems zero
 //	    partial blocks through the page cache (ext4 also fails the
 //	    unwritten-extent conversion of direct writes in flight in that
 //	    block, and fdatasync returns EIO). Without Allocate: PUNCH_HOLE|

@@ -50,6 +50,12 @@ type File struct {
 	zeroOK  atomic.Bool // same, for WriteZeroes without Allocate
 	punchOK atomic.Bool // PUNCH_HOLE|KEEP_SIZE has not been refused
 
+	// Allocate zeroing mode (U2): wzOK while FALLOC_FL_WRITE_ZEROES is
+	// believed to work (set at Open, cleared for good by a refusal);
+	// wzWhy says why it is or is not (Zeroing).
+	wzOK  atomic.Bool
+	wzWhy atomic.Pointer[string]
+
 	// eof is a lower bound of the file size (U3 in doc.go); eofGate
 	// serialises size-extending zeroing against writes past eof.
 	eof     atomic.Int64
@@ -95,8 +101,26 @@ func (f *File) Caps() block.Caps {
 		Media: f.media, Metered: f.metered}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
+		c.AllocWritten = f.wzOK.Load() // block B9
 	}
 	return c
+}
+
+// Zeroing says how WriteZeroes with Allocate zeroes (U2), for tools to
+// print: "write-zeroes (why it is believed to work)", "zero-range
+// (write-zeroes ...: why not)", or "none (zero-range refused)".
+func (f *File) Zeroing() string {
+	why := ""
+	if p := f.wzWhy.Load(); p != nil {
+		why = *p
+	}
+	switch {
+	case !f.allocOK.Load():
+		return "none (zero-range refused)"
+	case f.wzOK.Load():
+		return "write-zeroes (" + why + ")"
+	}
+	return "zero-range (write-zeroes " + why + ")"
 }
 
 // enter admits a request unless the File is closed (U5); the request

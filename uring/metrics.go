@@ -20,6 +20,11 @@ type Metrics struct {
 	Fsyncs          uint64 // fdatasync calls (ring or syscall)
 	Merged          uint64 // data requests that rode on another request's SQE (R8)
 	MergeSplits     uint64 // merged SQEs that failed and were resubmitted request by request
+	// WriteZeroesFallocates counts fallocate(FALLOC_FL_WRITE_ZEROES)
+	// calls (Allocate zeroing, U2; also in Fallocates), WriteZeroesRefused
+	// those refused, each followed by a ZERO_RANGE.
+	WriteZeroesFallocates uint64
+	WriteZeroesRefused    uint64
 }
 
 // Sub returns m - o, field by field.
@@ -37,6 +42,9 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		Fsyncs:          m.Fsyncs - o.Fsyncs,
 		Merged:          m.Merged - o.Merged,
 		MergeSplits:     m.MergeSplits - o.MergeSplits,
+
+		WriteZeroesFallocates: m.WriteZeroesFallocates - o.WriteZeroesFallocates,
+		WriteZeroesRefused:    m.WriteZeroesRefused - o.WriteZeroesRefused,
 	}
 }
 
@@ -58,14 +66,17 @@ func (m Metrics) RequestsPerEnter() float64 {
 }
 
 func (m Metrics) String() string {
-	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d fsyncs=%d",
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d write_zeroes=%d write_zeroes_refused=%d fsyncs=%d",
 		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.Merged, m.RequestsPerEnter(), m.MergeSplits,
-		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.RMW, m.Fallocates, m.Fsyncs)
+		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.RMW, m.Fallocates,
+		m.WriteZeroesFallocates, m.WriteZeroesRefused, m.Fsyncs)
 }
 
 // counters are the live atomic counters behind Metrics.
 type counters struct {
 	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, rmw, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
+
+	wzFallocates, wzRefused atomic.Uint64
 }
 
 func (c *counters) snapshot() Metrics {
@@ -82,5 +93,8 @@ func (c *counters) snapshot() Metrics {
 		Fsyncs:          c.fsyncs.Load(),
 		Merged:          c.merged.Load(),
 		MergeSplits:     c.mergeSplits.Load(),
+
+		WriteZeroesFallocates: c.wzFallocates.Load(),
+		WriteZeroesRefused:    c.wzRefused.Load(),
 	}
 }

@@ -28,6 +28,7 @@ func Open(path string, o Options) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	f.initZeroing(o)
 	return f, nil
 }
 

@@ -62,6 +62,10 @@ type Options struct {
 	// NoMerge turns off merging of adjacent data requests into one SQE
 	// (R8 in doc.go), e.g. to measure what merging buys.
 	NoMerge bool
+	// NoWriteZeroes keeps WriteZeroes with Allocate on
+	// fallocate(ZERO_RANGE) even where FALLOC_FL_WRITE_ZEROES would be
+	// tried (U2), e.g. to measure what written extents buy.
+	NoWriteZeroes bool
 }
 
 const (

@@ -55,20 +55,63 @@ func (f *File) WriteZeroes(off, n int64, flags block.Flags) error {
 	return f.writeZeroes(off, n, flags)
 }
 
-// allocZero is WriteZeroes with Allocate: fallocate(ZERO_RANGE) or
-// ErrNotSupported with nothing written. The range must cover whole
-// filesystem blocks (U2): a partial block is zeroed through the page cache.
+// allocZero is WriteZeroes with Allocate: fallocate(WRITE_ZEROES or
+// ZERO_RANGE) or ErrNotSupported with nothing written. The range must
+// cover whole filesystem blocks (U2): a partial block is zeroed through
+// the page cache.
 func (f *File) allocZero(off, n int64) error {
 	if !f.allocOK.Load() || !block.Aligned(off, n, f.zeroAlign) {
 		return block.ErrNotSupported
 	}
 	held := f.lockEOF(off + n)
-	err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+	err := f.allocFallocate(off, n)
 	if err == nil {
 		f.bumpEOF(off + n)
 	}
 	f.unlockEOF(held)
 	return f.zeroErr(err, off, n)
+}
+
+// allocFallocate zeroes [off, off+n) with space allocated (U2):
+// FALLOC_FL_WRITE_ZEROES while it is believed to work, which leaves
+// written extents the device zeroed by unmapping (efficient or refused:
+// the kernel never writes zero buffers for it either); else ZERO_RANGE,
+// which leaves unwritten extents. A refusal turns WRITE_ZEROES off for
+// good and the same request goes on with ZERO_RANGE: zeroing is
+// idempotent, so whatever a refused call did is harmless. Never zero
+// buffers (block B3).
+func (f *File) allocFallocate(off, n int64) error {
+	if f.wzOK.Load() {
+		f.m.wzFallocates.Add(1)
+		err := f.fallocate(unix.FALLOC_FL_WRITE_ZEROES, off, n)
+		if err == nil || !refused(err) {
+			return err
+		}
+		f.m.wzRefused.Add(1)
+		f.refuseWriteZeroes(err)
+	}
+	return f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+}
+
+// refuseWriteZeroes remembers that FALLOC_FL_WRITE_ZEROES was refused
+// with err: no later request tries it, and Caps() drops AllocWritten.
+func (f *File) refuseWriteZeroes(err error) {
+	why := "refused: " + err.Error()
+	f.wzWhy.Store(&why)
+	f.wzOK.Store(false)
+}
+
+// initZeroing picks the Allocate zeroing mode at Open (U2): WRITE_ZEROES
+// when Options allow it and writeZeroesSupport believes it may work, from
+// the kernel release and the device's sysfs queue, without a probe that
+// writes the file; ZERO_RANGE otherwise.
+func (f *File) initZeroing(o Options) {
+	ok, why := false, "off"
+	if !o.NoWriteZeroes {
+		ok, why = writeZeroesSupport(f.fd, kernelRelease())
+	}
+	f.wzWhy.Store(&why)
+	f.wzOK.Store(ok)
 }
 
 func (f *File) zeroErr(err error, off, n int64) error {

@@ -20,6 +20,7 @@ type Result struct {
 	ClusterSize     int64  // qcow2 cluster size (0 for raw)
 	Backend         string // host I/O backend of the image file, if known
 	BackendReason   string // why: "requested", "io_uring", or why the default fell back to threads
+	Zeroing         string // how the image file's Allocate zeroing works (uring File.Zeroing), if known
 	ImageSize       int64
 	Requests        int64
 	BytesPerRequest int64
@@ -113,6 +114,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 			fmt.Fprintf(w, " (%s)", r.BackendReason)
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Zeroing != "" && r.Config.Write {
+		fmt.Fprintf(w, "zeroing: %s\n", r.Zeroing)
 	}
 }
 

@@ -333,6 +333,9 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 		res.Uring = &u
 	}
 	res.Backend, res.BackendReason = img.Backend()
+	if file != nil {
+		res.Zeroing = file.Zeroing()
+	}
 	return res, nil
 }
 
