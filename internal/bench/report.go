@@ -21,6 +21,7 @@ type Result struct {
 	Backend         string // host I/O backend of the image file, if known
 	BackendReason   string // why: "requested", "io_uring", or why the default fell back to threads
 	Zeroing         string // how the image file's Allocate zeroing works (uring File.Zeroing), if known
+	RingFeatures    string // the optional ring features the image file's ring took (uring File.RingFeatures)
 	ImageSize       int64
 	Requests        int64
 	BytesPerRequest int64
@@ -106,8 +107,12 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if u := r.Uring; u != nil {
-		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d fallocates, %d fsyncs\n",
+		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d fallocates, %d fsyncs",
 			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Merged, u.RequestsPerEnter(), u.Fallocates, u.Fsyncs)
+		if r.RingFeatures != "" {
+			fmt.Fprintf(w, "; ring features: %s", r.RingFeatures)
+		}
+		fmt.Fprintln(w)
 	} else if r.Backend != "" {
 		fmt.Fprintf(w, "backend: %s", r.Backend)
 		if r.fellBack() {

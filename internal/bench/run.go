@@ -335,6 +335,7 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	res.Backend, res.BackendReason = img.Backend()
 	if file != nil {
 		res.Zeroing = file.Zeroing()
+		res.RingFeatures = file.RingFeatures()
 	}
 	return res, nil
 }
