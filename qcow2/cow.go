@@ -44,7 +44,9 @@ func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) 
 	cstart := goff - format.GuestOff(in)
 	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+format.GuestOff(n), tailLen))
 	if zero {
-		if im.prealloc {
+		// Paused on RAM, the fill judge wants whole clusters
+		// (fill_adapt.go): zero buffers with the data, below.
+		if im.prealloc && !im.padFresh() {
 			if fresh {
 				// A hole past the high-water mark already reads as
 				// zeros: write only the guest data, and let other

@@ -101,6 +101,11 @@ func (im *Image) initFill(mode string) {
 	}
 	f.enabled, f.on = true, true
 	f.judge.adaptive = im.opts.PreallocFill == "" || im.opts.PreallocFill == FillAuto || fillAdaptTest.Load() != nil
+	// The test hook pads on any medium, so its torture runs write whole
+	// fresh clusters under crash clones too.
+	// Extended L2 writes new clusters by subcluster (xl2write.go), so
+	// there the judge only pauses.
+	f.judge.padRAM = f.judge.adaptive && !im.g.ExtendedL2 && (im.dcap.Media == block.MediaRAM || fillAdaptTest.Load() != nil)
 	f.idle.L = &f.mu
 	f.floor = im.space.hwm.Load()
 	f.next = f.floor

@@ -48,7 +48,18 @@ func TestFillAdapt_Judge(t *testing.T) {
 		t.Fatalf("auto on RAM: enabled %v adaptive %v", f.enabled, f.judge.adaptive)
 	}
 	cs := int64(im.g.ClusterSize)
+	var judge func(clusters, writes int64) bool
+	// step allocates clusters data clusters, walking forward through
+	// guest clusters (noteAlloc), with writes guest writes, and judges.
+	next := uint64(0)
 	step := func(clusters, writes int64) bool {
+		for range clusters {
+			im.noteAlloc(next * uint64(cs) % (64 << 20))
+			next++
+		}
+		return judge(clusters, writes)
+	}
+	judge = func(clusters, writes int64) bool {
 		im.c.clustersAllocated.Add(clusters)
 		im.c.guestWrites.Add(writes)
 		f.mu.Lock()
@@ -86,21 +97,27 @@ func TestFillAdapt_Judge(t *testing.T) {
 	for i := range uint64(fillJudgeClusters) {
 		im.noteAlloc(i * 256 * uint64(cs) % (64 << 20))
 	}
-	if step(fillJudgeClusters, 0) {
+	if judge(fillJudgeClusters, 0) {
 		t.Fatal("paused for a sparse scattered writer")
 	}
 	for i := range uint64(fillJudgeClusters) {
 		im.noteAlloc((i ^ 1) * uint64(cs))
 	}
-	if !step(fillJudgeClusters, 0) {
+	if !judge(fillJudgeClusters, 0) {
 		t.Fatal("not paused for a sparse forward writer")
+	}
+	// Allocations the judge does not hear of (compressed streams): no
+	// evidence of a forward walk, so no pause, however sparse.
+	if judge(fillJudgeClusters, fillJudgeClusters*cs/4096); judge(fillJudgeClusters, 0) {
+		t.Fatal("paused without noted allocations")
 	}
 }
 
 // TestFillAdapt_Workloads: with auto on RAM the filler streams zeros for
 // a sequential writer, pauses for an allocation-heavy one (one 4 KiB
 // write per new 64 KiB cluster) after at most the window it claimed
-// ahead, resumes when the writer turns sequential, keeps filling for a
+// ahead (and on RAM then writes new clusters whole, zeros around the
+// data), resumes when the writer turns sequential, keeps filling for a
 // scattered writer (one write per new cluster, but jumping: it returns),
 // and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
@@ -183,6 +200,17 @@ func TestFillAdapt_Workloads(t *testing.T) {
 				}
 				if m.FillBytes < tc.fillLo || (tc.fillHi > 0 && m.FillBytes > tc.fillHi) || m.FillErrors != 0 {
 					t.Errorf("%d B filled (%d errors), want %d..%d", m.FillBytes, m.FillErrors, tc.fillLo, tc.fillHi)
+				}
+				// Paused on RAM, new clusters in fresh space are written
+				// whole, zeros around the data (padFresh); filling, they
+				// never are.
+				if padded := m.ZeroPadBytes > 0; padded != (paused && dv.name == "mem" && !tc.xl2) && len(tc.phases) == 1 {
+					t.Errorf("%d zero-pad bytes (paused %v, device %s)", m.ZeroPadBytes, paused, dv.name)
+				}
+				// ... and nothing is reserved ahead meanwhile: the image
+				// grew past the reserve.
+				if past := im.space.hwm.Load() > im.space.reserved; past != (paused && dv.name == "mem" && !tc.xl2) && len(tc.phases) == 1 {
+					t.Errorf("high-water mark %d, reserved to %d (paused %v, device %s)", im.space.hwm.Load(), im.space.reserved, paused, dv.name)
 				}
 				if len(tc.phases) > 1 && m.FillBytes <= afterFirst {
 					t.Errorf("no fill after resuming: %d B, %d after the sparse phase", m.FillBytes, afterFirst)

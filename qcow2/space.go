@@ -65,7 +65,8 @@ func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 	old := s.hwm.Load()
 	if end > old {
 		s.hwm.Store(end)
-		if s.ahead > 0 {
+		// Not while the fill judge pads on RAM (fill_adapt.go).
+		if s.ahead > 0 && !im.padFresh() {
 			im.reserveAhead(end + im.fillLead())
 		}
 	}
