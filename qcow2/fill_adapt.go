@@ -59,9 +59,12 @@ import "sync/atomic"
 //
 // Pausing and resuming only change how many pieces are claimed, never
 // where: a paused filler claims nothing, a resumed one claims from
-// max(end of the claimed region, frontier) as always (Q11), and space
-// allocated while paused stays unwritten, hence fresh (SP2). The explicit
-// modes (zeroes, unwritten) never adapt.
+// max(end of the claimed region, frontier) as always (Q11), and reserved
+// space allocated while paused stays unwritten, hence fresh (SP2). Space
+// past the reserve, which only padding on RAM allocates, is not fresh:
+// its clusters are written whole, and their L2 write-back waits for a
+// flush (linkLocked's flushFirst), one per write-back batch. The
+// explicit modes (zeroes, unwritten) never adapt.
 
 const (
 	// fillJudgeClusters is how many data clusters are allocated between

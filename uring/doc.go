@@ -117,10 +117,11 @@
 //	    fsyncs are never merged. Options.NoMerge turns it off.
 //	R9  Optional ring features are taken only when the kernel accepts
 //	    them, and a refusal is never an error (ringfeat.go):
-//	    COOP_TASKRUN (no interrupt per completion: every waiter enters
-//	    the kernel to wait, R2), the descriptor registered as fixed file
-//	    0, and block.ZeroBuf registered as fixed buffer 0 (writes from it
-//	    pin no pages per request). fill is the only place an SQE is
+//	    COOP_TASKRUN (no interrupt per completion: a submitting thread
+//	    that sleeps is still woken to post it, a running one posts it on
+//	    its next kernel entry), the descriptor registered as fixed file
+//	    0, and on writable Files block.ZeroBuf registered as fixed buffer
+//	    0 (writes from it pin no pages per request). fill is the only place an SQE is
 //	    rewritten for them. close unregisters the file before closing
 //	    the ring: the registration holds the open file, and its locks
 //	    must be released when Close returns. File.RingFeatures names

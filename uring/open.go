@@ -114,7 +114,7 @@ func (f *File) useRing(o Options) error {
 		return err
 	}
 	r.merge = !o.NoMerge
-	r.register(f.fd)
+	r.register(f.fd, !o.ReadOnly)
 	fallocK := p.Has(iosys.IORING_OP_FALLOCATE)
 	sys := syncIO{fd: f.fd, m: &f.m}
 	rb := &ringIO{r: r, fd: f.fd, done: f.done, fallocOnRing: fallocK && !o.SyscallFallocate, sync: sys}

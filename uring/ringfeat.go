@@ -3,6 +3,7 @@
 package uring
 
 import (
+	"fmt"
 	"strings"
 	"unsafe"
 
@@ -15,11 +16,14 @@ import (
 // and each is taken only when the kernel accepts it; a refusal leaves the
 // ring exactly as it was without it, never an error.
 //
-//   - coop-taskrun (IORING_SETUP_COOP_TASKRUN, Linux 5.19): completions
-//     are not pushed to the submitting thread with an inter-processor
-//     interrupt; the thread runs them on its next entry into the kernel.
-//     Every waiter here enters the kernel to wait (R2), so nothing is
-//     left behind, and the ring avoids an IPI per completion.
+//   - coop-taskrun (IORING_SETUP_COOP_TASKRUN, Linux 5.19): a
+//     completion's task work is queued to the thread that submitted the
+//     SQE without an inter-processor interrupt. A submitting thread that
+//     sleeps (a parked Go thread in futex, the leader waiting in its
+//     enter, R2) is still woken to run it; one running Go code in user
+//     space runs it on its next entry into the kernel (a syscall, the
+//     timer tick, the Go runtime's preemption signal), so a completion
+//     can be late by at most that, never lost.
 //   - fixed-file (IORING_REGISTER_FILES): the descriptor is registered
 //     once and SQEs name it by index (IOSQE_FIXED_FILE), so the kernel
 //     does not look the file up and take a reference per request.
@@ -33,6 +37,10 @@ import (
 //     inside it becomes IORING_OP_WRITE_FIXED: its pages are pinned once
 //     instead of per request (get_user_pages on every O_DIRECT write).
 //     Caller buffers are never registered: they change every request.
+//     Registered memory counts against RLIMIT_MEMLOCK for a user without
+//     CAP_IPC_LOCK, so only writable Files register it (a read-only
+//     File, e.g. each backing file of a chain, never writes zeros), and
+//     a refusal (the limit reached) only leaves the feature off.
 //
 // See io_uring_setup(2) and io_uring_register(2):
 // https://man7.org/linux/man-pages/man2/io_uring_setup.2.html
@@ -60,13 +68,16 @@ func setupFlags() uint32 {
 
 // register registers fd and the shared zero buffer on r, keeping
 // whatever the kernel accepts (R9).
-func (r *ring) register(fd int) {
+func (r *ring) register(fd int, writable bool) {
 	if testNoFeat {
 		return
 	}
 	fds := [1]int32{int32(fd)}
 	if iosys.IOURingRegister(r.fd, iosys.IORING_REGISTER_FILES, unsafe.Pointer(&fds[0]), 1) == nil {
 		r.feat.fixedFile, r.feat.fixedFd, r.feat.registered = true, int32(fd), true
+	}
+	if !writable {
+		return
 	}
 	z := block.ZeroBuf()
 	var iov [1]unix.Iovec
@@ -78,12 +89,17 @@ func (r *ring) register(fd int) {
 }
 
 // unregister drops the file registration (see fixed-file above); the
-// buffer registration goes with the ring.
-func (r *ring) unregister() {
-	if r.feat.registered {
-		iosys.IOURingRegister(r.fd, iosys.IORING_UNREGISTER_FILES, nil, 0)
-		r.feat.registered = false
+// buffer registration goes with the ring. An error is Close's: the ring's
+// teardown would then release the file (and its locks) only later.
+func (r *ring) unregister() error {
+	if !r.feat.registered {
+		return nil
 	}
+	r.feat.registered = false
+	if err := iosys.IOURingRegister(r.fd, iosys.IORING_UNREGISTER_FILES, nil, 0); err != nil {
+		return fmt.Errorf("uring: unregister the file: %w", err)
+	}
+	return nil
 }
 
 // applyFeat rewrites e for the registered file and zero buffer (R9).

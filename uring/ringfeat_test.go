@@ -27,8 +27,9 @@ func withNoFeat(t *testing.T, f func()) {
 }
 
 // TestRingFeat_Taken: on a kernel that has them (this project's CI runs
-// Linux 6.x), a ring takes all three optional features (R9); with the
-// test switch it takes none and still works.
+// Linux 6.x), a writable File's ring takes all three optional features
+// (R9), a read-only one all but the zero buffer; with the test switch a
+// ring takes none and still works.
 func TestRingFeat_Taken(t *testing.T) {
 	needRing(t)
 	p := filepath.Join(t.TempDir(), "f")
@@ -41,6 +42,16 @@ func TestRingFeat_Taken(t *testing.T) {
 	if got != "coop-taskrun,fixed-file,fixed-zeros" {
 		t.Errorf("features %q, want all three on this kernel", got)
 	}
+	// Read only: never writes zeros, so the buffer is not registered
+	// (it would count against RLIMIT_MEMLOCK for nothing).
+	ro, err := Open(p, Options{ReadOnly: true, Backend: Ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ro.RingFeatures(); got != "coop-taskrun,fixed-file" {
+		t.Errorf("read-only features %q, want no fixed-zeros", got)
+	}
+	ro.Close()
 	withNoFeat(t, func() {
 		f, err := Open(p, Options{Backend: Ring})
 		if err != nil {

@@ -3,6 +3,7 @@
 package uring
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"unsafe"
@@ -129,7 +130,7 @@ func (r *ring) unmap() {
 
 // close releases the ring. The caller guarantees no request is in flight.
 func (r *ring) close() error {
-	r.unregister()
+	uerr := r.unregister()
 	r.unmap()
-	return unix.Close(r.fd)
+	return errors.Join(uerr, unix.Close(r.fd))
 }
