@@ -24,7 +24,7 @@ test: lint test-race fuzz-short
 # Single-goroutine sweeps and QEMU interop gain nothing from the race
 # detector but take minutes under it: they run without it (TestCrash and
 # TestInterop_QEMUReads run under it in the invariants pass below).
-NORACE = TestFaultSweep|TestInterop|TestCrash|TestKill|TestRegress_ReserveAcceptance
+NORACE = TestFaultSweep|TestInterop|TestCrash|TestKill|TestRegress_ReserveAcceptance|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU
 
 test-race:
 	$(GO) test -race -count=1 -timeout 20m -skip '$(NORACE)' $(PKGS)
