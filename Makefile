@@ -37,6 +37,10 @@ NORACE = TestFaultSweep|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt
 INVPASS = TestModel|TestCrash|TestInterop_QEMUReads|TestOpen|TestCheck|TestRegress|TestGrowL1|TestTortureHold
 INVONLY = TestModel_|TestGrowL1|TestTortureHold_|TestRegress_(ReserveSparesMetadata|ReserveAcceptance|PreallocReusedClusterReadsZero|ZeroesBigClusters|MidClusterEOF|CreateSmallClusterBacking|EarlyWrite|OverwriteVsDiscard|FlushCorrupt)
 
+# The long independent tests of ./qcow2 (torture and fill samples, crash
+# clones, fault sweeps, QEMU interop) call t.Parallel: on two cores two
+# of them run at a time, after the package's serial tests, which keep
+# process-wide state (fillAdaptTest, AllocsPerRun counts) to themselves.
 test-race:
 	$(GO) test -race -count=1 -timeout 20m -skip '$(NORACE)|$(INVONLY)' $(PKGS)
 	$(GO) test -count=1 -timeout 20m -run '$(NORACE)' $(PKGS)

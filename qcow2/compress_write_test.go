@@ -70,6 +70,7 @@ func qemuRaw(t *testing.T, p string) []byte {
 // checks the image clean, maps compressed clusters, and reads what we
 // wrote; clusters that do not shrink are written as normal clusters.
 func TestCompress_WriteRoundTrip(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	cases := []struct {
 		name string
@@ -305,6 +306,7 @@ func TestCompress_QEMUWritten(t *testing.T) {
 // decompresses (its stream and refcounts were durable before the link)
 // and flushed data reads back.
 func TestCompress_CrashClones(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		co   CreateOptions

@@ -183,6 +183,7 @@ func reopenCrash(t *testing.T, k int, dev *memdev.Dev, o Options) (im *Image, ok
 // data flushed before the crash reads back. QRING_CRASH_POINTS sets how
 // many crash points to try (make crash: >= 1000).
 func TestCrash_Clones(t *testing.T) {
+	t.Parallel()
 	points := 150
 	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
 		points = v

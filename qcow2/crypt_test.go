@@ -76,6 +76,7 @@ func cryptCheck(t testing.TB, p string) {
 // cluster-misaligned writes (QEMU's iotest 134) reads back through
 // qemu-io and qemu-img with the same secret, and both checks are clean.
 func TestCrypt_QEMUReadsWhatWeWrite(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, cs := range []int{64 << 10, 4096, 512} {
 		for _, prealloc := range []string{"on", "off"} {
@@ -325,6 +326,7 @@ func TestCrypt_BackingCOW(t *testing.T) {
 // fully written encrypted cluster, never a linked cluster whose COW
 // areas are zeros on disk (which would decrypt as garbage).
 func TestCrash_ClonesEncrypted(t *testing.T) {
+	t.Parallel()
 	points := 60
 	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
 		points = v

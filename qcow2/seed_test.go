@@ -124,6 +124,7 @@ var seedConfigs = []struct {
 // via discard"). Every byte is then compared with the model: written
 // bytes read back, unwritten ones read the backing pattern (or zeros).
 func TestSeed_Concurrent046(t *testing.T) {
+	t.Parallel()
 	const cs = 64 << 10
 	const size = 4 << 20
 	rounds := 3
@@ -444,6 +445,7 @@ func verifySeq(t testing.TB, im *Image, base, first, count, n int64) {
 // as written; with prealloc=on in fresh space on the real file, writers
 // go early (Q10).
 func TestSeed_Stress(t *testing.T) {
+	t.Parallel()
 	const G = 64
 	const cs = 64 << 10
 	count := int64(2048) // 8 MiB: 128 clusters

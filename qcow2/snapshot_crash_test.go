@@ -26,6 +26,7 @@ type snapCrashPoint struct {
 // between them, into shared clusters) at every device op, and checks each
 // clone: no corruption, the active view and every snapshot's view intact.
 func TestCrash_Snapshot(t *testing.T) {
+	t.Parallel()
 	for _, co := range []CreateOptions{{ClusterSize: 4096}, {ClusterSize: 4096, LazyRefcounts: true}} {
 		t.Run("lazy="+map[bool]string{false: "off", true: "on"}[co.LazyRefcounts], func(t *testing.T) {
 			pts := snapCrashWorkload(t, co, testkit.Rand(t).Uint64())
