@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -327,10 +326,7 @@ func TestCrypt_BackingCOW(t *testing.T) {
 // areas are zeros on disk (which would decrypt as garbage).
 func TestCrash_ClonesEncrypted(t *testing.T) {
 	t.Parallel()
-	points := 60
-	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
-		points = v
-	}
+	points := crashPoints(60, 25)
 	enc := EncryptOptions{Format: "luks", Passphrase: []byte(cryptPass), Iterations: 1000}
 	o := Options{Passphrase: []byte(cryptPass)}
 	cases := []struct {
