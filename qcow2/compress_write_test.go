@@ -175,6 +175,7 @@ func TestCompress_WriteRoundTrip(t *testing.T) {
 // clusters in between: streams packed into shared host clusters stay
 // apart and every host cluster is counted once per stream.
 func TestCompress_Concurrent(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, ct := range []string{"zlib", "zstd"} {
 		t.Run(ct, func(t *testing.T) {
@@ -221,6 +222,7 @@ func TestCompress_Concurrent(t *testing.T) {
 // host cluster is overwritten, the host cluster is freed, and compressed
 // writes after that go elsewhere.
 func TestCompress_OverwriteCOW(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, name := range []string{"zlib", "zstd", "zlib-xl2", "zstd-xl2"} {
 		ct, xl2, _ := strings.Cut(name, "-")

@@ -448,6 +448,7 @@ func TestCrypt_RefusesCompressedWrites(t *testing.T) {
 // we read QEMU's, with misaligned writes over subclusters, a backing-free
 // image and zero writes.
 func TestCrypt_ExtendedL2(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
 	const size = 4 << 20

@@ -532,6 +532,7 @@ func countOps(tr *tracedev.Dev, pred func(tracedev.Entry) bool) int {
 //   - preallocate-ahead: far fewer zeroing ops than new clusters;
 //   - prealloc=off: zero-padded data writes and no zeroing op at all.
 func TestSeed_TraceZeroing(t *testing.T) {
+	t.Parallel()
 	const cs = 64 << 10
 	const G = 64
 	const clusters = 128 // 8 MiB: past the first 4 MiB reservation ahead
@@ -655,6 +656,7 @@ func TestSeed_TraceZeroing(t *testing.T) {
 // Under -race or -short the run is 8k requests unless
 // QRING_SEED_ACCEPT_FULL=1.
 func TestSeed_Acceptance(t *testing.T) {
+	t.Parallel()
 	count := int64(64 << 10)
 	if (raceEnabled || testing.Short()) && os.Getenv("QRING_SEED_ACCEPT_FULL") == "" {
 		count = 8 << 10
