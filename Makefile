@@ -44,6 +44,10 @@ INVONLY = TestModel_|TestGrowL1|TestTortureHold_|TestRegress_(ReserveSparesMetad
 # clones, fault sweeps, QEMU interop) call t.Parallel: on two cores two
 # of them run at a time, after the package's serial tests, which keep
 # process-wide state (fillAdaptTest, AllocsPerRun counts) to themselves.
+# Under the race detector the crash tests try a sample of their points
+# (qcow2/crash_test.go's crashPoints; every default point runs in the
+# no-race pass). All of them with the invariants, and more (make crash
+# runs 1200 without): QRING_CRASH_POINTS=1200 go test -race -tags invariants -run TestCrash ./qcow2
 test-race:
 	$(GO) test -race -count=1 -timeout 20m -skip '$(NORACE)|$(INVONLY)' $(PKGS)
 	$(GO) test -count=1 -timeout 20m -run '$(NORACE)' $(PKGS)

@@ -183,8 +183,9 @@ func reopenCrash(t *testing.T, k int, dev *memdev.Dev, o Options) (im *Image, ok
 // else race under the race detector, else def. make test runs the crash
 // tests twice: all def points without the race detector, and race of
 // them under it with -tags invariants, whose checks make each point
-// about 30 times as costly. The invariants pass with every point:
-// QRING_CRASH_POINTS=<def> go test -race -tags invariants -run TestCrash ./qcow2
+// about 30 times as costly. The invariants pass with at least every
+// default point (and every op of TestCrash_Snapshot):
+// QRING_CRASH_POINTS=1200 go test -race -tags invariants -run TestCrash ./qcow2
 func crashPoints(def, race int) int {
 	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
 		return v
