@@ -15,6 +15,7 @@ import (
 // once the image grows again; the partial last cluster is zeroed past
 // the end.
 func TestShrink(t *testing.T) {
+	t.Parallel()
 	for _, co := range []CreateOptions{
 		{Size: 8 << 20},
 		{Size: 8 << 20, ClusterSize: 4096, Compat: "0.10"},

@@ -14,6 +14,7 @@ import (
 // while allocations are in flight. Check, qemu-img check (in testImage's
 // cleanup) and a byte-for-byte model comparison must pass.
 func TestModel_TinyCache(t *testing.T) {
+	t.Parallel()
 	cases := []imageCase{
 		{"c64k", CreateOptions{}, Options{L2CacheSize: 2 * 4096, L2CacheEntrySize: 4096, RefcountCacheSize: 2 * 65536}, false},
 		{"c64k-backing", CreateOptions{}, Options{L2CacheSize: 2 * 4096, L2CacheEntrySize: 4096, RefcountCacheSize: 2 * 65536}, true},
@@ -72,6 +73,7 @@ func TestTinyCache_Metrics(t *testing.T) {
 // corruption (leaks allowed) and keep the flushed data (Q1, Q3 across
 // evictions).
 func TestCrash_TinyCache(t *testing.T) {
+	t.Parallel()
 	points := 40
 	if raceEnabled {
 		points = 16

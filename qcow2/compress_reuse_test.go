@@ -19,6 +19,7 @@ import (
 // (keeping every unflushed op, so the clone holds the reuse) and requires
 // each clone to check clean and read without error.
 func TestCompress_FreedHostNotReusedBeforeFlush(t *testing.T) {
+	t.Parallel()
 	for _, ct := range []string{"zlib", "zstd"} {
 		for _, how := range []string{"overwrite", "discard"} {
 			t.Run(ct+"-"+how, func(t *testing.T) {

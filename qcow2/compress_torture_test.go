@@ -61,6 +61,7 @@ func (r *trun) writeAt(im *Image, b []byte, off int64) error {
 // tortureMatrix on a short op sequence (seeded by -seed) and requires
 // that clusters were written compressed (in one of the first 8 seeds).
 func TestTorture_Compressed(t *testing.T) {
+	t.Parallel()
 	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 15}
 	if raceEnabled || testing.Short() {
 		sp.ops, sp.batchOps = 80, 8

@@ -21,6 +21,7 @@ import (
 // and with Create on a temp file (the default OSFile opener, and io_uring
 // with O_DIRECT).
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	const cluster = 64 << 10
 	// Keep the reservation ahead small: the default (128 MiB) would make

@@ -178,15 +178,31 @@ func reopenCrash(t *testing.T, k int, dev *memdev.Dev, o Options) (im *Image, ok
 	return im, true
 }
 
+// crashPoints is how many crash points a crash test tries: the
+// QRING_CRASH_POINTS environment variable when set (make crash: >= 1000),
+// else race under the race detector, else def. make test runs the crash
+// tests twice: all def points without the race detector, and race of
+// them under it with -tags invariants, whose checks make each point
+// about 30 times as costly. The invariants pass with at least every
+// default point (and every op of TestCrash_Snapshot):
+// QRING_CRASH_POINTS=1200 go test -race -tags invariants -run TestCrash ./qcow2
+func crashPoints(def, race int) int {
+	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
+		return v
+	}
+	if raceEnabled {
+		return race
+	}
+	return def
+}
+
 // TestCrash_Clones crashes a workload at every device write, reopens each
 // clone, checks it (leaks allowed, corruption never) and verifies that
 // data flushed before the crash reads back. QRING_CRASH_POINTS sets how
-// many crash points to try (make crash: >= 1000).
+// many crash points to try (make crash: >= 1000; crashPoints).
 func TestCrash_Clones(t *testing.T) {
-	points := 150
-	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
-		points = v
-	}
+	t.Parallel()
+	points := crashPoints(150, 54)
 	cases := []struct {
 		name    string
 		co      CreateOptions

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -76,6 +75,7 @@ func cryptCheck(t testing.TB, p string) {
 // cluster-misaligned writes (QEMU's iotest 134) reads back through
 // qemu-io and qemu-img with the same secret, and both checks are clean.
 func TestCrypt_QEMUReadsWhatWeWrite(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, cs := range []int{64 << 10, 4096, 512} {
 		for _, prealloc := range []string{"on", "off"} {
@@ -325,10 +325,8 @@ func TestCrypt_BackingCOW(t *testing.T) {
 // fully written encrypted cluster, never a linked cluster whose COW
 // areas are zeros on disk (which would decrypt as garbage).
 func TestCrash_ClonesEncrypted(t *testing.T) {
-	points := 60
-	if v, err := strconv.Atoi(os.Getenv("QRING_CRASH_POINTS")); err == nil && v > 0 {
-		points = v
-	}
+	t.Parallel()
+	points := crashPoints(60, 25)
 	enc := EncryptOptions{Format: "luks", Passphrase: []byte(cryptPass), Iterations: 1000}
 	o := Options{Passphrase: []byte(cryptPass)}
 	cases := []struct {
@@ -450,6 +448,7 @@ func TestCrypt_RefusesCompressedWrites(t *testing.T) {
 // we read QEMU's, with misaligned writes over subclusters, a backing-free
 // image and zero writes.
 func TestCrypt_ExtendedL2(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
 	const size = 4 << 20

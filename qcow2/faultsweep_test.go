@@ -696,32 +696,38 @@ func sweepByName(names ...string) []sweepWorkload {
 // TestFaultSweep_Alloc: allocating writes without and with a backing file,
 // and with zero buffers (prealloc=off).
 func TestFaultSweep_Alloc(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("alloc", "alloc-prealloc-off", "alloc-backing"))
 }
 
 // TestFaultSweep_COW: partial-cluster writes over backing data (v3, v2).
 func TestFaultSweep_COW(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("cow-backing", "cow-backing-v2"))
 }
 
 // TestFaultSweep_Zero: WriteZeroes with and without MayUnmap.
 func TestFaultSweep_Zero(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("zero", "zero-nobacking"))
 }
 
 // TestFaultSweep_Discard: discards, then reuse of the freed clusters.
 func TestFaultSweep_Discard(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("discard", "discard-backing"))
 }
 
 // TestFaultSweep_Tables: a new L2 table, a new refcount block, refcount
 // table growth.
 func TestFaultSweep_Tables(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("new-l2", "new-refblock", "reftable-growth"))
 }
 
 // TestFaultSweep_Flush: flushes, and lazy refcounts (dirty bit).
 func TestFaultSweep_Flush(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("flush-only", "lazy"))
 }
 
@@ -890,5 +896,6 @@ var sweepLUKS = EncryptOptions{Format: "luks", Passphrase: []byte("sweep"), Iter
 
 // TestFaultSweep_Encrypted: the encrypted data path under faults.
 func TestFaultSweep_Encrypted(t *testing.T) {
+	t.Parallel()
 	runSweep(t, sweepByName("luks"))
 }

@@ -122,6 +122,7 @@ func TestFillAdapt_Judge(t *testing.T) {
 // and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
 func TestFillAdapt_Workloads(t *testing.T) {
+	t.Parallel()
 	size := int64(128 << 20)
 	if raceEnabled || testing.Short() {
 		size = 64 << 20 // still past the window claimed before the first judgment
@@ -230,6 +231,8 @@ func TestFillAdapt_Workloads(t *testing.T) {
 // every few data clusters: the guest contents match the other
 // configurations' model, and every crash clone checks clean (Q11, SP1:
 // pausing and resuming never put a fill piece under allocated space).
+// Not parallel: the hook is process-wide, and the parallel tests start
+// only after the serial ones.
 func TestFillAdapt_Torture(t *testing.T) {
 	var flips atomic.Int64
 	fillAdaptTest.Store(&fillAdaptHook{clusters: 4, decide: func(paused bool) bool {

@@ -259,6 +259,7 @@ var fillWorkloads = []fillWorkload{
 // (ours and qemu-img's), and zeros were streamed ahead with zeroes (and
 // with auto on RAM) but not with unwritten.
 func TestFill_Modes(t *testing.T) {
+	t.Parallel()
 	const size = 64 << 20
 	for _, dv := range fillDevs {
 		for _, mode := range []string{FillUnwritten, FillZeroes, FillAuto} {
@@ -467,6 +468,7 @@ func TestFill_ErrorStopsFilling(t *testing.T) {
 // file: 64 writers on the same fresh clusters, early writes (Q10) and the
 // filler all at once.
 func TestFill_Stress(t *testing.T) {
+	t.Parallel()
 	const G = 64
 	count := int64(8192) // 32 MiB
 	if testing.Short() {

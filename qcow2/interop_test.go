@@ -13,6 +13,7 @@ import (
 // Images qring writes: QEMU checks them clean and reads the same bytes as
 // a raw shadow we keep.
 func TestInterop_QEMUReadsWhatWeWrite(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	cases := []struct {
 		name string

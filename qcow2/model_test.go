@@ -17,6 +17,7 @@ import (
 // share clusters (the allocation races are the point); cluster-wide ops
 // (zeroes, discards) take the model lock exclusively.
 func TestModel_Concurrent(t *testing.T) {
+	t.Parallel()
 	cases := []imageCase{
 		{"default", CreateOptions{}, Options{}, false},
 		{"prealloc-off", CreateOptions{}, Options{Prealloc: "off"}, false},

@@ -11,6 +11,7 @@ import (
 // table's cluster as a data cluster: it must read as zeros, not as the
 // old table (found by the torture suite, config c512-r32-v3-meta).
 func TestRegress_PreallocReusedClusterReadsZero(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{PreallocMetadata, PreallocFalloc} {
 		t.Run(mode, func(t *testing.T) {
 			p := filepath.Join(testkit.Dir(t), "x.qcow2")

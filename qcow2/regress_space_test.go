@@ -98,6 +98,7 @@ func (g *spaceGuard) assertClean(t *testing.T) {
 // byte, and the image must check clean (also after a reopen that writes
 // more).
 func TestRegress_ReserveSparesMetadata(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		cs, rbits    int
 		ahead, align int64
@@ -152,6 +153,7 @@ func TestRegress_ReserveSparesMetadata(t *testing.T) {
 // the whole acceptance matrix (cluster sizes 512 B, 1 KiB and 4 KiB with
 // prealloc-align 1M, 4M and 8M) through the CLI.
 func TestRegress_ReserveAcceptance(t *testing.T) {
+	t.Parallel()
 	for _, cs := range []int{512, 4096} {
 		for _, align := range []int64{1 << 20, 8 << 20} {
 			t.Run(fmt.Sprintf("cs%d-align%dM", cs, align>>20), func(t *testing.T) {
@@ -238,6 +240,7 @@ func TestRegress_MidClusterEOF(t *testing.T) {
 // clusters (v2 has no zero clusters, so a whole cluster goes through
 // zero buffers too). QEMU must read zeros there.
 func TestRegress_ZeroesBigClusters(t *testing.T) {
+	t.Parallel()
 	const cs = 2 << 20
 	cases := []struct {
 		compat string
@@ -319,6 +322,7 @@ func writeFile(t testing.TB, p string, b []byte) {
 // before and after reads back through us and through QEMU, and the old
 // table is freed (no leak). Lock-free readers run throughout.
 func TestGrowL1(t *testing.T) {
+	t.Parallel()
 	for _, cs := range []int{512, 4096} {
 		t.Run(fmt.Sprint(cs), func(t *testing.T) {
 			size := int64(cs) * int64(cs/8) // one L1 entry's worth

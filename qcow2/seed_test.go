@@ -124,6 +124,7 @@ var seedConfigs = []struct {
 // via discard"). Every byte is then compared with the model: written
 // bytes read back, unwritten ones read the backing pattern (or zeros).
 func TestSeed_Concurrent046(t *testing.T) {
+	t.Parallel()
 	const cs = 64 << 10
 	const size = 4 << 20
 	rounds := 3
@@ -444,6 +445,7 @@ func verifySeq(t testing.TB, im *Image, base, first, count, n int64) {
 // as written; with prealloc=on in fresh space on the real file, writers
 // go early (Q10).
 func TestSeed_Stress(t *testing.T) {
+	t.Parallel()
 	const G = 64
 	const cs = 64 << 10
 	count := int64(2048) // 8 MiB: 128 clusters
@@ -530,6 +532,7 @@ func countOps(tr *tracedev.Dev, pred func(tracedev.Entry) bool) int {
 //   - preallocate-ahead: far fewer zeroing ops than new clusters;
 //   - prealloc=off: zero-padded data writes and no zeroing op at all.
 func TestSeed_TraceZeroing(t *testing.T) {
+	t.Parallel()
 	const cs = 64 << 10
 	const G = 64
 	const clusters = 128 // 8 MiB: past the first 4 MiB reservation ahead
@@ -653,6 +656,7 @@ func TestSeed_TraceZeroing(t *testing.T) {
 // Under -race or -short the run is 8k requests unless
 // QRING_SEED_ACCEPT_FULL=1.
 func TestSeed_Acceptance(t *testing.T) {
+	t.Parallel()
 	count := int64(64 << 10)
 	if (raceEnabled || testing.Short()) && os.Getenv("QRING_SEED_ACCEPT_FULL") == "" {
 		count = 8 << 10

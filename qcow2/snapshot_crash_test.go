@@ -16,6 +16,7 @@ import (
 // the view before or after the operation in flight; the snapshots in
 // must exist; every snapshot present reads as when it was taken.
 type snapCrashPoint struct {
+	op         int // the device op it was taken before
 	dev        *memdev.Dev
 	prev, next []byte
 	must       map[string]bool
@@ -25,13 +26,24 @@ type snapCrashPoint struct {
 // TestCrash_Snapshot crashes create, apply and delete (and the writes
 // between them, into shared clusters) at every device op, and checks each
 // clone: no corruption, the active view and every snapshot's view intact.
+// Every op (about 250 per case) is a crash point, or crashPoints of them
+// evenly spaced, half per case (under the race detector 40 per case: a
+// first run counts the ops, and only the chosen ones are cloned).
 func TestCrash_Snapshot(t *testing.T) {
+	t.Parallel()
+	points := crashPoints(0, 80) // 0: every op
 	for _, co := range []CreateOptions{{ClusterSize: 4096}, {ClusterSize: 4096, LazyRefcounts: true}} {
 		t.Run("lazy="+map[bool]string{false: "off", true: "on"}[co.LazyRefcounts], func(t *testing.T) {
-			pts := snapCrashWorkload(t, co, testkit.Rand(t).Uint64())
+			seed := testkit.Rand(t).Uint64()
+			step := 1
+			if points > 0 {
+				step = max(1, snapCrashWorkload(t, co, seed, 0, nil)/max(1, points/2))
+			}
+			var pts []snapCrashPoint
+			snapCrashWorkload(t, co, seed, step, func(p snapCrashPoint) { pts = append(pts, p) })
 			tried := 0
-			for k, p := range pts {
-				if !verifySnapCrash(t, k, p) {
+			for _, p := range pts {
+				if !verifySnapCrash(t, p.op, p) {
 					t.FailNow()
 				}
 				tried++
@@ -41,7 +53,10 @@ func TestCrash_Snapshot(t *testing.T) {
 	}
 }
 
-func snapCrashWorkload(t *testing.T, co CreateOptions, seed uint64) []snapCrashPoint {
+// snapCrashWorkload runs the snapshot workload, hands every step-th
+// crash point (before op 0, step, 2*step, ...) to keep (step 0: none)
+// and returns how many device ops it ran.
+func snapCrashWorkload(t *testing.T, co CreateOptions, seed uint64, step int, keep func(snapCrashPoint)) int {
 	const size = 1 << 20
 	co.Size = size
 	mem := memdev.New(memdev.Options{})
@@ -53,10 +68,15 @@ func snapCrashWorkload(t *testing.T, co CreateOptions, seed uint64) []snapCrashP
 	must := map[string]bool{}
 	views := map[string][]byte{}
 	crng := rand.New(rand.NewPCG(seed, 3))
-	var pts []snapCrashPoint
+	ops := 0
 	dev := &hookDev{Dev: mem}
 	dev.before = func() {
-		pts = append(pts, snapCrashPoint{dev: mem.CrashClone(crng, crng.Float64()), prev: prev, next: next,
+		k := ops
+		ops++
+		if step == 0 || k%step != 0 {
+			return
+		}
+		keep(snapCrashPoint{op: k, dev: mem.CrashClone(crng, crng.Float64()), prev: prev, next: next,
 			must: maps.Clone(must), views: maps.Clone(views)})
 	}
 	im, err := OpenDevice(dev, Options{})
@@ -105,7 +125,7 @@ func snapCrashWorkload(t *testing.T, co CreateOptions, seed uint64) []snapCrashP
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return pts
+	return ops
 }
 
 // onlyCopied: every corruption Check reported is an OFLAG_COPIED error.

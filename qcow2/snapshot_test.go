@@ -64,6 +64,7 @@ func newSnapImage(t *testing.T, co CreateOptions) *snapImage {
 }
 
 func TestSnapshotCreateApplyDelete(t *testing.T) {
+	t.Parallel()
 	for _, co := range []CreateOptions{
 		{Size: 8 << 20},
 		{Size: 8 << 20, ClusterSize: 4096},
@@ -172,6 +173,7 @@ func TestSnapshotWritesKeepSnapshotView(t *testing.T) {
 // reports ErrSnapshotBusy, and applying each snapshot afterwards leaves
 // the image consistent too.
 func TestSnapshotConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	s := newSnapImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096})
 	s.write(pattern(4<<20, 1), 0)
 	stop := make(chan struct{})

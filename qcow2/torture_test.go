@@ -86,6 +86,7 @@ var shortSample = []struct {
 }
 
 func TestTorture(t *testing.T) {
+	t.Parallel()
 	p := genParamsFromFlags(t)
 	if *tortureConfig != "" {
 		cfg, err := parseTcfg(*tortureConfig)

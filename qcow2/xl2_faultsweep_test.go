@@ -12,6 +12,7 @@ import (
 // place in an allocated cluster, zero writes at subcluster granularity
 // and discards.
 func TestFaultSweep_XL2(t *testing.T) {
+	t.Parallel()
 	const cs, sc = 16 << 10, 512
 	co := CreateOptions{ClusterSize: cs, ExtendedL2: true}
 	p := func(n int, s byte) []byte { return pattern(n, s) }

@@ -167,6 +167,7 @@ func (op xl2Op) qemuIO() string {
 // at subcluster granularity; we read the same bytes as qemu-img convert
 // and our map is qemu-img map's.
 func TestXL2_Interop_QEMUWritesWeRead(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, cs := range xl2ClusterSizes {
 		for _, backing := range []bool{false, true} {
@@ -197,6 +198,7 @@ func TestXL2_Interop_QEMUWritesWeRead(t *testing.T) {
 // off); qemu-img check is clean, qemu-img compare equals a raw shadow,
 // qemu-io reads the patterns, and our map is qemu-img map's.
 func TestXL2_Interop_WeWriteQEMUReads(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, cs := range xl2ClusterSizes {
 		for _, backing := range []bool{false, true} {

@@ -1,6 +1,9 @@
 package testkit
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 // Reader is the part of a block device ReadAll needs (block.Device has
 // it; testkit does not import block, so block's own tests may use it).
@@ -25,15 +28,26 @@ func ReadAll(t testing.TB, d Reader) []byte {
 
 // FirstDiff returns the first offset where a and b differ, min(len(a),
 // len(b)) when one is a proper prefix of the other, or -1 when they are
-// equal.
+// equal. It compares 64 KiB chunks with bytes.Equal and looks at single
+// bytes only in the first chunk that differs: a byte loop over whole
+// images costs two race-detector calls per byte, which made comparing
+// 64 MiB images most of some tests' time under -race.
 func FirstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
+	const chunk = 64 << 10
+	n := min(len(a), len(b))
+	for off := 0; off < n; off += chunk {
+		end := min(off+chunk, n)
+		if bytes.Equal(a[off:end], b[off:end]) {
+			continue
+		}
+		for i := off; i < end; i++ {
+			if a[i] != b[i] {
+				return i
+			}
 		}
 	}
 	if len(a) != len(b) {
-		return min(len(a), len(b))
+		return n
 	}
 	return -1
 }

@@ -16,6 +16,26 @@ func TestFirstDiff(t *testing.T) {
 			t.Errorf("FirstDiff(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
 	}
+	// Past the first chunk, at chunk edges, and a prefix longer than one.
+	const chunk = 64 << 10
+	a := make([]byte, 3*chunk+5)
+	for _, i := range []int{0, chunk - 1, chunk, 2*chunk + 17, len(a) - 1} {
+		b := append([]byte(nil), a...)
+		b[i] = 1
+		if got := FirstDiff(a, b); got != i {
+			t.Errorf("difference at %d: FirstDiff = %d", i, got)
+		}
+		b[len(b)-1] = 2
+		if got := FirstDiff(a, b); got != i {
+			t.Errorf("differences at %d and the end: FirstDiff = %d", i, got)
+		}
+	}
+	if got := FirstDiff(a, a[:2*chunk+3]); got != 2*chunk+3 {
+		t.Errorf("proper prefix of %d bytes: FirstDiff = %d", 2*chunk+3, got)
+	}
+	if got := FirstDiff(a, append([]byte(nil), a...)); got != -1 {
+		t.Errorf("equal: FirstDiff = %d", got)
+	}
 }
 
 func TestMustEqual_Message(t *testing.T) {
