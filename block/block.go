@@ -82,6 +82,9 @@ type Caps struct {
 	// written, not unwritten (B9): later first writes into it are
 	// overwrites, so zeroing it again ahead of them buys nothing.
 	AllocWritten bool
+	// MergesWrites says adjacent writes in flight together may be merged
+	// into one host request (B10).
+	MergesWrites bool
 }
 
 // Media is the kind of storage under a device.

@@ -3,7 +3,7 @@
 // zeroes ranges with request flags modelled on QEMU's BDRV_REQ_*, flushes, and
 // reports its size and capabilities.
 //
-// Invariants every Device implementation keeps (tests cite them as B1..B9;
+// Invariants every Device implementation keeps (tests cite them as B1..B10;
 // package blocktest checks them, and every device in the repository runs
 // it):
 //
@@ -38,6 +38,10 @@
 //	    and a device may clear the bit later (a refused mode) while an
 //	    engine that read it at open goes on believing it; that costs
 //	    speed, never bytes.
+//	B10 Caps().MergesWrites is a hint too: adjacent writes in flight
+//	    together may reach the host as one request (uring's merging, R8).
+//	    An engine may write more bytes per request when they will merge
+//	    into large sequential writes; it changes no result of a request.
 //
 // Buffer ownership: the device reads from (Writev) or fills (Readv) the
 // caller's buffers only until the call returns; it keeps no reference.

@@ -138,17 +138,21 @@ func TestFillAdapt_Workloads(t *testing.T) {
 			fillLo int64      // fill bytes at least
 			fillHi int64      // and at most (0: no bound)
 			xl2    bool       // extended L2 (its own allocation path)
+			// nomerge: the device does not merge writes (block B10),
+			// so whole clusters would not pay: the judge only pauses.
+			nomerge bool
 		}{
-			{"seq", FillAuto, [][3]int64{{0, size / 4, 4096}}, false, 0, 1, 0, false},
-			{"alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false},
-			{"alloc-then-seq", FillAuto, [][3]int64{{0, size / 2, 64 << 10}, {size / 2, size * 3 / 4, 4096}}, false, 1, 0, 0, false},
-			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, false},
-			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 2, 0, false},
+			{"seq", FillAuto, [][3]int64{{0, size / 4, 4096}}, false, 0, 1, 0, false, false},
+			{"alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false, false},
+			{"alloc-then-seq", FillAuto, [][3]int64{{0, size / 2, 64 << 10}, {size / 2, size * 3 / 4, 4096}}, false, 1, 0, 0, false, false},
+			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, false, false},
+			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 2, 0, false, false},
 			// Extended L2 allocates in xplanAllocLocked: the judge must
 			// hear of those allocations too, or it cannot tell the two
 			// sparse writers apart.
-			{"xl2-alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, true},
-			{"xl2-scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, true},
+			{"xl2-alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, true, false},
+			{"xl2-scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, true, false},
+			{"alloc-nomerge", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false, true},
 		} {
 			t.Run(dv.name+"/"+tc.name, func(t *testing.T) {
 				var im *Image
@@ -160,7 +164,7 @@ func TestFillAdapt_Workloads(t *testing.T) {
 					// fillDevs' mem, keeping the device to hand its bytes
 					// to qemu-img check.
 					var mem *memdev.Dev
-					im, mem = memImage(t, co, Options{PreallocFill: tc.mode}, memdev.Options{Media: block.MediaRAM})
+					im, mem = memImage(t, co, Options{PreallocFill: tc.mode}, memdev.Options{Media: block.MediaRAM, MergesWrites: !tc.nomerge})
 					reopen = func() *Image {
 						im2, err := OpenDevice(mem, Options{ReadOnly: true})
 						if err != nil {
@@ -205,12 +209,12 @@ func TestFillAdapt_Workloads(t *testing.T) {
 				// Paused on RAM, new clusters in fresh space are written
 				// whole, zeros around the data (padFresh); filling, they
 				// never are.
-				if padded := m.ZeroPadBytes > 0; padded != (paused && dv.name == "mem" && !tc.xl2) && len(tc.phases) == 1 {
+				if padded := m.ZeroPadBytes > 0; padded != (paused && dv.name == "mem" && !tc.xl2 && !tc.nomerge) && len(tc.phases) == 1 {
 					t.Errorf("%d zero-pad bytes (paused %v, device %s)", m.ZeroPadBytes, paused, dv.name)
 				}
 				// ... and nothing is reserved ahead meanwhile: the image
 				// grew past the reserve.
-				if past := im.space.hwm.Load() > im.space.reserved; past != (paused && dv.name == "mem" && !tc.xl2) && len(tc.phases) == 1 {
+				if past := im.space.hwm.Load() > im.space.reserved; past != (paused && dv.name == "mem" && !tc.xl2 && !tc.nomerge) && len(tc.phases) == 1 {
 					t.Errorf("high-water mark %d, reserved to %d (paused %v, device %s)", im.space.hwm.Load(), im.space.reserved, paused, dv.name)
 				}
 				if len(tc.phases) > 1 && m.FillBytes <= afterFirst {

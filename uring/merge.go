@@ -137,3 +137,15 @@ func (r *ring) split(h *slot, res int32, own *slot, ownGot *int) int {
 	}
 	return others
 }
+
+// mergesWrites reports whether f's data requests go through a ring that
+// merges adjacent requests (R8; block B10).
+func (f *File) mergesWrites() bool {
+	switch b := f.io.(type) {
+	case *ringIO:
+		return b.r.merge
+	case *hybrid:
+		return b.r.merge
+	}
+	return false
+}

@@ -150,3 +150,27 @@ func TestRingFeat_FixedZeros(t *testing.T) {
 		}
 	}
 }
+
+// TestCaps_MergesWrites: the hint of block B10 follows merging (R8).
+func TestCaps_MergesWrites(t *testing.T) {
+	needRing(t)
+	p := filepath.Join(t.TempDir(), "f")
+	for _, c := range []struct {
+		o    Options
+		want bool
+	}{
+		{Options{Create: true, Backend: Ring}, true},
+		{Options{Backend: Ring, Hybrid: true}, true},
+		{Options{Backend: Ring, NoMerge: true}, false},
+		{Options{Backend: Threads}, false},
+	} {
+		f, err := Open(p, c.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Caps().MergesWrites; got != c.want {
+			t.Errorf("%+v: MergesWrites %v, want %v", c.o, got, c.want)
+		}
+		f.Close()
+	}
+}

@@ -45,6 +45,10 @@ type Options struct {
 	Media block.Media
 	// Metered is the advertised Caps().Metered.
 	Metered bool
+	// MergesWrites is the advertised Caps().MergesWrites (a hint, block
+	// B10: the device does not merge, tests use it to take the paths an
+	// engine takes over a merging device).
+	MergesWrites bool
 	// OnWrite, if set, is called by Writev and WriteZeroes with the
 	// request's range locked, before anything is applied: a test can
 	// block in it to hold a request in flight (blocktest.Stall). It must
@@ -99,7 +103,7 @@ func New(o Options) *Dev {
 		a = 1
 	}
 	return &Dev{
-		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered},
+		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites},
 		onWrite: o.OnWrite,
 	}
 }
