@@ -69,9 +69,14 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 	case "", FillAuto:
 		// Streaming zeros costs bandwidth once; an unwritten extent costs
 		// a split and a conversion (a journal transaction) per first
-		// write. Bandwidth is cheap on RAM and SSDs, precious on HDDs
-		// and under a write throttle (the zeros would spend the guest's
-		// budget); unknown media keep the conservative choice.
+		// write. Bandwidth is free on RAM only: on an SSD every zero is
+		// written to flash and then overwritten by the guest, twice the
+		// bytes for a sequential writer (write amplification 2, flash
+		// wear), so SSDs keep the extents unwritten and their write
+		// amplification near 1 unless the device zeroes without writing
+		// (B9 below). HDDs and write throttles (the zeros would spend
+		// the guest's budget) and unknown media keep the conservative
+		// choice too.
 		if c.AllocWritten {
 			// The reserve itself comes out written (block B9: the
 			// device zeroed it with FALLOC_FL_WRITE_ZEROES), so there
@@ -81,11 +86,10 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 		if c.Metered {
 			return FillUnwritten, "auto: metered", nil
 		}
-		switch c.Media {
-		case block.MediaRAM, block.MediaSSD:
+		if c.Media == block.MediaRAM {
 			// ... and only while new clusters are written densely:
 			// initFill makes an auto filler adaptive (fill_adapt.go).
-			return FillZeroes, "auto: " + c.Media.String(), nil
+			return FillZeroes, "auto: ram", nil
 		}
 		return FillUnwritten, "auto: " + c.Media.String(), nil
 	}

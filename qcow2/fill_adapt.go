@@ -54,8 +54,8 @@ import "sync/atomic"
 // XFS 1.80 -> 1.21 s; QEMU's preallocate filter 1.58 and 1.51 s. Padding
 // inside the reserved (unwritten) space only was 1.28 and 1.36 s: the
 // conversions, not the zeros, are the cost. Whole clusters cost 16
-// times the guest bytes in zeros, which is why this is RAM only: on an
-// SSD the filler just pauses.
+// times the guest bytes in zeros, which is why this is RAM only (auto
+// never fills on an SSD at all: resolveFill).
 //
 // Pausing and resuming only change how many pieces are claimed, never
 // where: a paused filler claims nothing, a resumed one claims from

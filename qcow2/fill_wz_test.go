@@ -19,7 +19,8 @@ func TestFill_ResolveAllocWritten(t *testing.T) {
 		{FillAuto, block.Caps{Media: block.MediaSSD, AllocWritten: true}, FillUnwritten, "auto: write-zeroes"},
 		{"", block.Caps{Media: block.MediaRAM, AllocWritten: true}, FillUnwritten, "auto: write-zeroes"},
 		{"", block.Caps{Media: block.MediaHDD, Metered: true, AllocWritten: true}, FillUnwritten, "auto: write-zeroes"},
-		{"", block.Caps{Media: block.MediaSSD}, FillZeroes, "auto: ssd"},
+		{"", block.Caps{Media: block.MediaSSD}, FillUnwritten, "auto: ssd"},
+		{"", block.Caps{Media: block.MediaRAM}, FillZeroes, "auto: ram"},
 		{FillZeroes, block.Caps{Media: block.MediaSSD, AllocWritten: true}, FillZeroes, "prealloc-fill=zeroes"},
 		{FillUnwritten, block.Caps{Media: block.MediaSSD, AllocWritten: true}, FillUnwritten, "prealloc-fill=unwritten"},
 	} {

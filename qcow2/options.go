@@ -111,9 +111,11 @@ type Options struct {
 	// and conversion); "zeroes" streams zeros over it in the background,
 	// ahead of allocation, so that guest writes into new clusters are
 	// plain overwrites (Q11); "auto" (the default, "") picks zeroes on
-	// RAM and SSD devices (Caps().Media), where that bandwidth is cheap,
-	// and unwritten on HDDs, unknown media and metered (write-throttled)
-	// devices; where it picks zeroes, it fills only while the guest
+	// RAM devices (Caps().Media), where that bandwidth is free, and
+	// unwritten on SSDs (zeros written ahead would double the bytes the
+	// flash receives), HDDs, unknown media and metered (write-throttled)
+	// devices, and wherever the reservation itself comes out written
+	// (Caps().AllocWritten); where it picks zeroes, it fills only while the guest
 	// writes new clusters densely (at least one write per 16 KiB of new
 	// space) and pauses while it allocates sparsely (fill_adapt.go).
 	PreallocFill string

@@ -240,9 +240,9 @@ func writeZeroesSupport(fd int, release string) (bool, string) {
 // writeZeroesFS reports whether a filesystem (statfs f_type) is known to
 // implement FALLOC_FL_WRITE_ZEROES from 6.17 on: ext4 only. XFS gained it
 // later ("xfs: add support for FALLOC_FL_WRITE_ZEROES", 2026) in a
-// release not pinned here; believing it earlier would cost XFS on an
-// SSD its zero fill (block B9 is read at open) for a refusal at the
-// first request. Add a filesystem here with the release that has it.
+// release not pinned here; believing it earlier would cost XFS on RAM
+// its zero fill (block B9 is read at open) for a refusal at the first
+// request. Add a filesystem here with the release that has it.
 func writeZeroesFS(fsType int64) (bool, string) {
 	switch fsType {
 	case unix.EXT4_SUPER_MAGIC:

@@ -86,9 +86,10 @@ Image and engine options:
   --prealloc-fill M   what to do with the space reserved ahead: zeroes (write
                       zeros over it in the background, ahead of allocation,
                       so new clusters are overwrites), unwritten (leave the
-                      fallocated extents), auto (default: zeroes on RAM and
-                      SSD devices, unwritten on HDDs, unknown media and
-                      write-throttled devices)
+                      fallocated extents), auto (default: zeroes on RAM devices
+                      while the guest fills new clusters densely; unwritten
+                      on SSDs, HDDs, unknown media and write-throttled
+                      devices)
   --l2-cache-size N   L2 cache size in bytes
   --create SIZE       create a fresh image of SIZE at FILE first
   --cluster-size N    cluster size for created images (default 64k)
