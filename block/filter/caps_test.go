@@ -44,8 +44,8 @@ var layers = []layer{
 	}},
 	{"mirror-source", 1, func(t *testing.T, k []block.Device) block.Device {
 		// Only the source decides the mirror's flags; the target is a
-		// full-featured memdev.
-		m, err := filter.NewMirror(k[0], memdev.New(memdev.Options{}), filter.MirrorOptions{Granularity: 4096})
+		// full-featured memdev (with the B9/B10 hints).
+		m, err := filter.NewMirror(k[0], memdev.New(memdev.Options{AllocWritten: true, MergesWrites: true}), filter.MirrorOptions{Granularity: 4096})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,5 +234,37 @@ func TestCaps_Metered(t *testing.T) {
 	defer m.Close()
 	if !m.Caps().Metered {
 		t.Error("mirror over a metered target is not metered")
+	}
+}
+
+// TestCaps_Hints: AllocWritten (B9) and MergesWrites (B10) pass through a
+// layer only when every child that receives its writes has them (FL1).
+func TestCaps_Hints(t *testing.T) {
+	for _, ly := range layers {
+		for without := -1; without < ly.nkids; without++ {
+			t.Run(fmt.Sprintf("%s/without%d", ly.name, without), func(t *testing.T) {
+				kids := make([]block.Device, ly.nkids)
+				for k := range kids {
+					md := memdev.New(memdev.Options{AllocWritten: k != without, MergesWrites: k != without})
+					md.Truncate(1 << 16)
+					kids[k] = md
+				}
+				d := ly.build(t, kids)
+				defer d.Close()
+				c := d.Caps()
+				want := without < 0
+				if c.AllocWritten != want || c.MergesWrites != want {
+					t.Fatalf("AllocWritten %v, MergesWrites %v; want %v", c.AllocWritten, c.MergesWrites, want)
+				}
+			})
+		}
+	}
+	m, err := filter.NewMirror(memdev.New(memdev.Options{AllocWritten: true, MergesWrites: true}), memdev.New(memdev.Options{}), filter.MirrorOptions{Granularity: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if c := m.Caps(); c.AllocWritten || c.MergesWrites {
+		t.Errorf("mirror over a plain target: AllocWritten %v, MergesWrites %v", c.AllocWritten, c.MergesWrites)
 	}
 }

@@ -25,9 +25,11 @@ var (
 
 // CapsOf intersects the capabilities of devices that all receive a request
 // (FL1): flags every device supports, the largest alignments, the first
-// (primary) device's medium, and Metered if any device is.
+// (primary) device's medium, Metered if any device is, and AllocWritten
+// and MergesWrites only if every device says so.
 func CapsOf(devs ...block.Device) block.Caps {
-	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1}
+	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1,
+		AllocWritten: len(devs) > 0, MergesWrites: len(devs) > 0}
 	for i, d := range devs {
 		dc := d.Caps()
 		c.ZeroFlags &= dc.ZeroFlags
@@ -39,6 +41,8 @@ func CapsOf(devs ...block.Device) block.Caps {
 			c.Media = dc.Media
 		}
 		c.Metered = c.Metered || dc.Metered
+		c.AllocWritten = c.AllocWritten && dc.AllocWritten
+		c.MergesWrites = c.MergesWrites && dc.MergesWrites
 	}
 	if len(devs) == 0 {
 		c.ZeroFlags, c.ReqFlags = 0, 0

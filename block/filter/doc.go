@@ -22,7 +22,10 @@
 //	     device, quorum's first child, mirror's source, copy-on-read's
 //	     top): what the layer's writes mostly cost. Metered is set if
 //	     any child that receives writes is metered, or the layer itself
-//	     limits writes (throttle).
+//	     limits writes (throttle). AllocWritten (B9) and MergesWrites
+//	     (B10) are set only if every child that receives writes sets
+//	     them: an engine that trusts them skips its zero fill or pads
+//	     new clusters whole, which only pays when every copy gets it.
 //	FL2  A WriteZeroes whose flags are outside Caps() (ZeroFlags for
 //	     Allocate/MayUnmap, ReqFlags for Serialising/NoWait), or an Allocate
 //	     request not aligned to Caps().Align, fails with

@@ -379,6 +379,8 @@ func (m *Mirror) Caps() block.Caps {
 	c.Align = max(c.Align, tc.Align)
 	c.MemAlign = max(c.MemAlign, tc.MemAlign)
 	c.Metered = c.Metered || tc.Metered // writes go to both
+	c.AllocWritten = c.AllocWritten && tc.AllocWritten
+	c.MergesWrites = c.MergesWrites && tc.MergesWrites
 	return c
 }
 

@@ -49,6 +49,11 @@ type Options struct {
 	// B10: the device does not merge, tests use it to take the paths an
 	// engine takes over a merging device).
 	MergesWrites bool
+	// AllocWritten is the advertised Caps().AllocWritten (a hint, block
+	// B9: memdev has no extents, so its zeroed ranges are written ones
+	// anyway; tests use it to take the paths an engine takes over a
+	// device that zeroes with FALLOC_FL_WRITE_ZEROES).
+	AllocWritten bool
 	// OnWrite, if set, is called by Writev and WriteZeroes with the
 	// request's range locked, before anything is applied: a test can
 	// block in it to hold a request in flight (blocktest.Stall). It must
@@ -103,7 +108,7 @@ func New(o Options) *Dev {
 		a = 1
 	}
 	return &Dev{
-		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites},
+		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites, AllocWritten: o.AllocWritten},
 		onWrite: o.OnWrite,
 	}
 }
