@@ -109,3 +109,34 @@ func TestWrite_MarkdownAndWellFormedSVG(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteMarkdown_FloorColumn(t *testing.T) {
+	recs := []Record{
+		rec("ext4", "overwrite", "qemu-prealloc", "1", 2, 4, 1000),
+		rec("ext4", "overwrite", "qbench-nomerge", "1", 1, 3, 1000),
+		rec("ext4", "overwrite", "limit", "1", 1, 3, 1000),
+		rec("ext4", "overwrite", "fio-floor", "1", 0.8, 2, 1000),
+	}
+	blocks := Build(recs)
+	var got []string
+	for _, c := range blocks[0].Cells {
+		got = append(got, c.Tool)
+	}
+	if strings.Join(got, ",") != "qemu-prealloc,qbench-nomerge,limit,fio-floor" {
+		t.Fatalf("tool order %v", got)
+	}
+	if c := blocks[0].Cells[1]; c.CPUXFloor.Median != 1.5 {
+		t.Errorf("cpu x floor = %+v, want 1.5", c.CPUXFloor)
+	}
+	var md bytes.Buffer
+	WriteMarkdown(&md, "t", blocks, nil)
+	for _, want := range []string{
+		"| × limit | CPU × fio-floor | write ampl. |\n|---|---|---|---|---|---|---|---|---|---|\n",
+		"| fio-floor | 0.800 | 2.00 | – | – | 0.40 | 0.50 | 0.80 | 1.00 | 1.00 |",
+		"| qbench-nomerge | 1.000 | 3.00 | – | – | 0.50 | 0.75 | 1.00 | 1.50 | 1.00 |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}

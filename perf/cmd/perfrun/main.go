@@ -7,7 +7,8 @@
 //	    the labels, exit status, wall time, the child's user and system CPU
 //	    seconds (getrusage of the child), and the benchmark's own time:
 //	    "seconds" of a qbench/latbench --json object on stdout, or
-//	    qemu-img bench's "Run completed in X seconds". Exits with CMD's
+//	    qemu-img bench's "Run completed in X seconds", or fio's
+//	    (--output-format=json, one job) job_runtime. Exits with CMD's
 //	    status. With --blockdev DEV (a name under /sys/class/block), also
 //	    the bytes DEV was sent to write and read during the run, from its
 //	    stat counters; --sync DIR first runs sync -f DIR after CMD, so
@@ -168,7 +169,9 @@ done:
 	}
 	rec.OK = err == nil
 	so := bytes.TrimSpace(stdout.Bytes())
-	if len(so) > 0 && so[0] == '{' {
+	if secs, js, ok := fioSeconds(so); ok {
+		rec.Seconds, rec.Result = secs, js
+	} else if len(so) > 0 && so[0] == '{' {
 		var r struct {
 			Seconds float64 `json:"seconds"`
 			Latdev  *struct {
@@ -218,6 +221,40 @@ done:
 		return 1, nil
 	}
 	return rec.Exit, nil
+}
+
+// fioSeconds reads the run time of fio's --output-format=json report (the
+// JSON object may follow fio's own notes on stdout): the job's job_runtime
+// (milliseconds the job spent issuing and completing I/O, without its
+// setup), falling back to the longer of its read and write runtime. With
+// several jobs it takes the longest. ok is false for output that is not a
+// fio report.
+func fioSeconds(out []byte) (secs float64, js json.RawMessage, ok bool) {
+	i := bytes.IndexByte(out, '{')
+	if i < 0 || !bytes.Contains(out, []byte(`"fio version"`)) {
+		return 0, nil, false
+	}
+	var r struct {
+		Version string `json:"fio version"`
+		Jobs    []struct {
+			JobRuntime  float64 `json:"job_runtime"`
+			Read, Write struct {
+				Runtime float64 `json:"runtime"`
+			}
+		} `json:"jobs"`
+	}
+	if json.Unmarshal(out[i:], &r) != nil || r.Version == "" {
+		return 0, nil, false
+	}
+	var ms float64
+	for _, j := range r.Jobs {
+		t := j.JobRuntime
+		if t == 0 {
+			t = max(j.Read.Runtime, j.Write.Runtime)
+		}
+		ms = max(ms, t)
+	}
+	return ms / 1000, json.RawMessage(out[i:]), true
 }
 
 // blockStat is the part of a block device's stat file perfrun reads

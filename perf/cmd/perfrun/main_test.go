@@ -1,0 +1,22 @@
+package main
+
+import "testing"
+
+func TestFioSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name, out string
+		want      float64
+		ok        bool
+	}{
+		{"job_runtime", `{"fio version":"fio-3.33","jobs":[{"jobname":"floor","elapsed":2,"job_runtime":1241,"read":{"runtime":0},"write":{"runtime":1242}}]}`, 1.241, true},
+		{"after a note", "note: something\n" + `{"fio version":"fio-3.33","jobs":[{"job_runtime":500,"read":{"runtime":0},"write":{"runtime":501}}]}`, 0.5, true},
+		{"no job_runtime", `{"fio version":"fio-3.33","jobs":[{"job_runtime":0,"read":{"runtime":7},"write":{"runtime":3}}]}`, 0.007, true},
+		{"qbench", `{"seconds":1.5}`, 0, false},
+		{"qemu-img", "Run completed in 1.5 seconds.", 0, false},
+	} {
+		got, js, ok := fioSeconds([]byte(tc.out))
+		if got != tc.want || ok != tc.ok || ok != (js != nil) {
+			t.Errorf("%s: fioSeconds = %v, %t (json %d bytes), want %v, %t", tc.name, got, ok, len(js), tc.want, tc.ok)
+		}
+	}
+}
