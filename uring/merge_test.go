@@ -84,6 +84,26 @@ func TestMerge_Sequential(t *testing.T) {
 			t.Fatalf("direct=%v: merged reads returned wrong data", direct)
 		}
 		t.Logf("direct=%v: %v", direct, f.Metrics())
+		noPinnedBuffers(t, f)
+	}
+}
+
+// noPinnedBuffers fails if a free slot still holds a buffer address in
+// any entry of its iovec arrays, used or not (R5: a freed slot never pins
+// caller memory; putSlot clears only the used part, so this checks that
+// nothing leaves addresses past the end).
+func noPinnedBuffers(t *testing.T, f *File) {
+	t.Helper()
+	r := ringOf(t, f)
+	for i := range r.slots {
+		s := &r.slots[i]
+		for _, v := range [][]unix.Iovec{s.iov[:cap(s.iov)], s.iov2[:cap(s.iov2)]} {
+			for k := range v {
+				if v[k].Base != nil {
+					t.Fatalf("free slot %d pins a buffer in iovec %d", i, k)
+				}
+			}
+		}
 	}
 }
 
@@ -201,6 +221,7 @@ func TestMerge_IovMax(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("data mismatch")
 	}
+	noPinnedBuffers(t, f)
 }
 
 // TestMerge_Split: a merged SQE that fails or comes back short is
@@ -265,6 +286,7 @@ func TestMerge_Split(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatal("data mismatch after split")
 			}
+			noPinnedBuffers(t, f)
 		})
 	}
 }

@@ -120,11 +120,16 @@ func (r *ring) getSlot(done <-chan struct{}) (uint32, error) {
 
 func (r *ring) putSlot(i uint32) {
 	s := &r.slots[i]
-	// Drop buffer references so the slot does not pin caller memory.
-	clear(s.iov[:cap(s.iov)])
+	// Drop buffer references so the slot does not pin caller memory
+	// (R5). Entries past len are zero already: setIov fills from the
+	// start of a cleared array and split clears the riders' entries
+	// before it shortens a head's array, so clearing the used part is
+	// enough (clearing the whole 64-entry array cost 2.6 % of the CPU of
+	// 4 KiB overwrites).
+	clear(s.iov)
 	s.iov = s.iov[:0]
 	if s.iov2 != nil {
-		clear(s.iov2[:cap(s.iov2)])
+		clear(s.iov2)
 		s.iov2 = s.iov2[:0]
 	}
 	s.noMerge = false
