@@ -5,7 +5,8 @@
 //	matrixchart --in runs.jsonl --outdir DIR [--machine m.json] [--title T] [--note N]...
 //
 // writes DIR/matrix.md (an overview of time relative to QEMU's best
-// configuration, then one table per file system and workload), DIR/matrix.svg
+// configuration and of qbench's defaults relative to the best fixed setting,
+// then one table per file system and workload), DIR/matrix.svg
 // (one bar chart per file system, time relative to QEMU's best) and
 // DIR/matrix.json (every summary). Ratios are taken per interleaved repeat
 // (same rep label), then summarised as median (min–max).
@@ -21,6 +22,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -54,7 +56,15 @@ const (
 	limitTool   = "limit"
 	floorTool   = "fio-floor"
 	baseTool    = "qbench-base"
+	defaultTool = "qbench"
 )
+
+// fixedSetting reports whether tool is qbench at a fixed setting (this
+// build, an engine flag pinned: qbench-nomerge, qbench-unwritten, ...), the
+// settings the defaults are measured against; qbench-base is another build.
+func fixedSetting(tool string) bool {
+	return strings.HasPrefix(tool, defaultTool+"-") && tool != baseTool
+}
 
 var toolDesc = map[string]string{
 	"qemu-prealloc":    "qemu-img bench -t none -n over QEMU's preallocate filter (QEMU's best)",
@@ -98,6 +108,13 @@ type Cell struct {
 	Amp        sum    `json:"amplification"`
 	GuestBytes int64  `json:"guest_bytes"`
 	byRep      map[string]run
+
+	// qbench (defaults) only: per repeat, time ÷ the smallest time of the
+	// fixed settings that ran in it, and the fixed tool that was fastest in
+	// the median repeat (both names, "a/b", if an even count's two middle
+	// repeats differ).
+	VsBestFixed sum    `json:"time_x_best_fixed"`
+	BestFixed   string `json:"best_fixed,omitempty"`
 }
 
 // sum is a summary that encodes NaN (no sample) as JSON null.
@@ -297,6 +314,53 @@ func summarise(c *Cell, peers map[string]*Cell) {
 	c.XLimit = ratio(limitTool, t)
 	c.CPUXFloor = ratio(floorTool, u)
 	c.VsBase = ratio(baseTool, t)
+	c.VsBestFixed = sum(stats.Summarize(nil))
+	if c.Tool == defaultTool {
+		c.VsBestFixed, c.BestFixed = vsBestFixed(c, peers)
+	}
+}
+
+// vsBestFixed divides c's time, per repeat, by the smallest time among the
+// fixed-setting tools (fixedSetting) that ran in that repeat, and names the
+// fixed tool that was fastest in the median repeat.
+func vsBestFixed(c *Cell, peers map[string]*Cell) (sum, string) {
+	type point struct {
+		x    float64
+		best string
+	}
+	var pts []point
+	for rep, r := range c.byRep {
+		best, name := math.Inf(1), ""
+		for tool, p := range peers {
+			if !fixedSetting(tool) {
+				continue
+			}
+			if pr, ok := p.byRep[rep]; ok && pr.secs > 0 && (pr.secs < best || pr.secs == best && tool < name) {
+				best, name = pr.secs, tool
+			}
+		}
+		if name != "" {
+			pts = append(pts, point{r.secs / best, name})
+		}
+	}
+	sort.Slice(pts, func(i, j int) bool {
+		if pts[i].x != pts[j].x {
+			return pts[i].x < pts[j].x
+		}
+		return pts[i].best < pts[j].best
+	})
+	xs := make([]float64, len(pts))
+	for i, p := range pts {
+		xs[i] = p.x
+	}
+	name := ""
+	if n := len(pts); n > 0 {
+		name = pts[n/2].best
+		if lo := pts[(n-1)/2].best; lo != name {
+			name = lo + "/" + name
+		}
+	}
+	return sum(stats.Summarize(xs)), name
 }
 
 // WriteMarkdown writes the overview and the per-cell tables.
@@ -365,6 +429,7 @@ func WriteMarkdown(w io.Writer, title string, blocks []*Block, notes []string) {
 		}
 		fmt.Fprintln(w)
 	}
+	writeBestFixed(w, blocks, toolList)
 	fs := ""
 	for _, b := range blocks {
 		if b.FS != fs {
@@ -376,19 +441,23 @@ func WriteMarkdown(w io.Writer, title string, blocks []*Block, notes []string) {
 		if b.Workload == "read" {
 			ampName = "read ampl."
 		}
-		ab, floor := false, false
+		ab, floor, fixed := false, false, false
 		for _, c := range b.Cells {
 			ab = ab || c.Tool == baseTool
 			floor = floor || c.Tool == floorTool
+			fixed = fixed || c.Tool == defaultTool && c.VsBestFixed.N > 0
 		}
-		floorHead, abHead, sep := "", "", ""
+		fixedHead, floorHead, abHead, sep := "", "", "", ""
+		if fixed {
+			fixedHead, sep = " ÷ best fixed |", sep+"---|"
+		}
 		if floor {
 			floorHead, sep = " CPU × fio-floor |", sep+"---|"
 		}
 		if ab {
 			abHead, sep = " time ÷ qbench-base |", sep+"---|"
 		}
-		fmt.Fprintf(w, "| tool | time s | CPU s | time ÷ qemu | CPU ÷ qemu | time ÷ qemu-prealloc | CPU ÷ qemu-prealloc | × limit |%s %s |%s\n", floorHead, ampName, abHead)
+		fmt.Fprintf(w, "| tool | time s | CPU s | time ÷ qemu | CPU ÷ qemu | time ÷ qemu-prealloc | CPU ÷ qemu-prealloc | × limit |%s%s %s |%s\n", fixedHead, floorHead, ampName, abHead)
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|"+sep)
 		for _, c := range b.Cells {
 			name := c.Tool
@@ -398,6 +467,9 @@ func WriteMarkdown(w io.Writer, title string, blocks []*Block, notes []string) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |", name,
 				c.Seconds.Format(3), c.CPU.Format(2), c.VsQemu.Format(2), c.CPUVsQemu.Format(2),
 				c.VsBest.Format(2), c.CPUVsBest.Format(2), c.XLimit.Format(2))
+			if fixed {
+				fmt.Fprintf(w, " %s |", c.VsBestFixed.Format(2))
+			}
 			if floor {
 				fmt.Fprintf(w, " %s |", c.CPUXFloor.Format(2))
 			}
@@ -407,6 +479,35 @@ func WriteMarkdown(w io.Writer, title string, blocks []*Block, notes []string) {
 			}
 			fmt.Fprintln(w)
 		}
+	}
+}
+
+// writeBestFixed writes the overview of qbench's defaults against the best
+// fixed setting of each repeat, for the blocks where one ran with qbench.
+func writeBestFixed(w io.Writer, blocks []*Block, toolList []string) {
+	var rows []string
+	for _, b := range blocks {
+		for _, c := range b.Cells {
+			if c.Tool == defaultTool && c.VsBestFixed.N > 0 {
+				rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s |", b.FS, b.Workload, c.VsBestFixed.Format(2), c.BestFixed))
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	var fixed []string
+	for _, t := range toolList {
+		if fixedSetting(t) {
+			fixed = append(fixed, t)
+		}
+	}
+	fmt.Fprintf(w, "\n## Overview: qbench's defaults ÷ the best fixed setting (%s)\n\n", strings.Join(fixed, ", "))
+	fmt.Fprintln(w, "Per interleaved repeat, qbench's time over the smallest time among the fixed settings that ran in that repeat; median (min–max).",
+		"The default should be at least as fast as the best fixed setting within 5 % (≤ 1.05). Best fixed: the fastest fixed setting in the median repeat.")
+	fmt.Fprintln(w, "\n| file system | workload | qbench ÷ best fixed | best fixed |\n|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Fprintln(w, r)
 	}
 }
 

@@ -140,3 +140,82 @@ func TestWriteMarkdown_FloorColumn(t *testing.T) {
 		}
 	}
 }
+
+func TestBuild_VsBestFixedPerRepeat(t *testing.T) {
+	recs := []Record{
+		// Repeat 1: nomerge is the best fixed setting; qbench-base (another
+		// build) is faster still but is no fixed setting.
+		rec("xfs", "alloc", "qbench", "1", 1.2, 1, 1000),
+		rec("xfs", "alloc", "qbench-nomerge", "1", 1, 1, 1000),
+		rec("xfs", "alloc", "qbench-unwritten", "1", 1.5, 1, 1000),
+		rec("xfs", "alloc", "qbench-base", "1", 0.1, 1, 1000),
+		rec("xfs", "alloc", "qemu-prealloc", "1", 2, 1, 1000),
+		// Repeat 2: unwritten is the best.
+		rec("xfs", "alloc", "qbench", "2", 0.9, 1, 1000),
+		rec("xfs", "alloc", "qbench-nomerge", "2", 2, 1, 1000),
+		rec("xfs", "alloc", "qbench-unwritten", "2", 1, 1, 1000),
+		rec("xfs", "alloc", "qbench-base", "2", 0.1, 1, 1000),
+		rec("xfs", "alloc", "qemu-prealloc", "2", 2, 1, 1000),
+		// Repeat 3: only unwritten ran (nomerge failed).
+		rec("xfs", "alloc", "qbench", "3", 2, 1, 1000),
+		rec("xfs", "alloc", "qbench-unwritten", "3", 2.5, 1, 1000),
+		{Labels: map[string]string{"fs": "xfs", "workload": "alloc", "tool": "qbench-nomerge", "rep": "3"}},
+		// Repeat 4: no fixed setting ran; not counted.
+		rec("xfs", "alloc", "qbench", "4", 9, 1, 1000),
+		// A block without a fixed setting gets no column.
+		rec("xfs", "read", "qbench", "1", 1, 1, 1000),
+		rec("xfs", "read", "qbench-base", "1", 1, 1, 1000),
+	}
+	blocks := Build(recs)
+	cells := map[string]*Cell{}
+	for _, c := range blocks[0].Cells {
+		cells[c.Tool] = c
+	}
+	q := cells["qbench"]
+	// Per repeat: 1.2/1 (nomerge), 0.9/1 (unwritten), 2/2.5 (unwritten):
+	// median 0.9, repeat 2's, whose best fixed setting is unwritten.
+	if s := q.VsBestFixed; s.N != 3 || s.Median != 0.9 || s.Min != 0.8 || s.Max != 1.2 {
+		t.Errorf("time x best fixed = %+v, want n 3, 0.9 (0.8–1.2)", s)
+	}
+	if q.BestFixed != "qbench-unwritten" {
+		t.Errorf("best fixed = %q, want qbench-unwritten", q.BestFixed)
+	}
+	for _, tool := range []string{"qbench-nomerge", "qbench-unwritten", "qbench-base", "qemu-prealloc"} {
+		if c := cells[tool]; c.VsBestFixed.N != 0 || c.BestFixed != "" {
+			t.Errorf("%s: time x best fixed = %+v %q, want none", tool, c.VsBestFixed, c.BestFixed)
+		}
+	}
+	js, err := json.Marshal(q)
+	if err != nil || !strings.Contains(string(js), `"time_x_best_fixed":{"n":3,"median":0.9,"min":0.8,"max":1.2},"best_fixed":"qbench-unwritten"`) {
+		t.Errorf("json %s, %v", js, err)
+	}
+	var md bytes.Buffer
+	WriteMarkdown(&md, "t", blocks, nil)
+	for _, want := range []string{
+		"## Overview: qbench's defaults ÷ the best fixed setting (qbench-nomerge, qbench-unwritten)\n",
+		"| file system | workload | qbench ÷ best fixed | best fixed |\n|---|---|---|---|\n| xfs | alloc | 0.90 (0.80–1.20) | qbench-unwritten |\n\n",
+		"| × limit | ÷ best fixed | write ampl. | time ÷ qbench-base |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+		"| qbench | 1.600 (0.900–9.000) | 1.00 (1.00–1.00) | – | – | 0.53 (0.45–0.60) | 1.00 (1.00–1.00) | – | 0.90 (0.80–1.20) | 1.00 (1.00–1.00) |",
+		"| qbench-nomerge (1 failed) | 1.500 (1.000–2.000) | 1.00 (1.00–1.00) | – | – | 0.75 (0.50–1.00) | 1.00 (1.00–1.00) | – | – | 1.00 (1.00–1.00) |",
+		"| × limit | read ampl. | time ÷ qbench-base |\n|---|---|---|---|---|---|---|---|---|---|\n| qbench | 1.000 |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+func TestBuild_VsBestFixedEvenCountNamesBoth(t *testing.T) {
+	recs := []Record{
+		rec("ext4", "seed", "qbench", "1", 1, 1, 1000),
+		rec("ext4", "seed", "qbench-nomerge", "1", 2, 1, 1000),
+		rec("ext4", "seed", "qbench-unwritten", "1", 4, 1, 1000),
+		rec("ext4", "seed", "qbench", "2", 1, 1, 1000),
+		rec("ext4", "seed", "qbench-nomerge", "2", 4, 1, 1000),
+		rec("ext4", "seed", "qbench-unwritten", "2", 1, 1, 1000),
+	}
+	q := Build(recs)[0].Cells[0]
+	if q.Tool != "qbench" || q.VsBestFixed.Median != 0.75 || q.BestFixed != "qbench-nomerge/qbench-unwritten" {
+		t.Errorf("%s: time x best fixed %+v, best %q; want 0.75, qbench-nomerge/qbench-unwritten", q.Tool, q.VsBestFixed, q.BestFixed)
+	}
+}
