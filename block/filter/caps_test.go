@@ -267,4 +267,21 @@ func TestCaps_Hints(t *testing.T) {
 	if c := m.Caps(); c.AllocWritten || c.MergesWrites {
 		t.Errorf("mirror over a plain target: AllocWritten %v, MergesWrites %v", c.AllocWritten, c.MergesWrites)
 	}
+	// A quorum child that failed to open does not narrow the others.
+	hinted := memdev.New(memdev.Options{AllocWritten: true, MergesWrites: true})
+	hinted.Truncate(1 << 16)
+	if c := filter.CapsOf(hinted, filter.Failed{Err: block.ErrClosed}); !c.AllocWritten || !c.MergesWrites {
+		t.Errorf("a Failed child narrowed the hints: AllocWritten %v, MergesWrites %v", c.AllocWritten, c.MergesWrites)
+	}
+	// A raw layer at an offset the child cannot zero at refuses Allocate,
+	// so it cannot promise what Allocate leaves behind (B9).
+	aligned := memdev.New(memdev.Options{Align: 4096, AllocWritten: true})
+	aligned.Truncate(1 << 20)
+	r, err := filter.NewRaw(aligned, filter.RawOptions{Offset: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.Caps(); c.ZeroFlags&block.Allocate != 0 || c.AllocWritten {
+		t.Errorf("raw at a misaligned offset: Allocate %v, AllocWritten %v", c.ZeroFlags&block.Allocate != 0, c.AllocWritten)
+	}
 }

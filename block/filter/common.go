@@ -252,6 +252,7 @@ func (f Failed) Flush() error                                { return f.Err }
 func (f Failed) Size() (int64, error)                        { return 0, f.Err }
 func (f Failed) Truncate(int64) error                        { return f.Err }
 func (f Failed) Caps() block.Caps {
-	return block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1}
+	return block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1,
+		AllocWritten: true, MergesWrites: true}
 }
 func (f Failed) Close() error { return nil }

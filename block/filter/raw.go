@@ -148,11 +148,13 @@ func (r *Raw) Truncate(size int64) error {
 
 // Caps are the child's; an offset that is not a multiple of the child's
 // alignment makes every Allocate request misaligned on the child, so
-// Allocate is dropped then (FL1).
+// Allocate is dropped then (FL1), and with it AllocWritten (B9 speaks of
+// Allocate requests this layer then refuses).
 func (r *Raw) Caps() block.Caps {
 	c := r.child.Caps()
 	if c.Align > 1 && r.o.Offset%c.Align != 0 {
 		c.ZeroFlags &^= block.Allocate
+		c.AllocWritten = false
 	}
 	return c
 }
