@@ -55,10 +55,10 @@ type PreallocInfo struct {
 	Ahead      int64  // reserve-ahead chunk in bytes (0: no reserve)
 	AheadAlign int64  // its alignment
 	Fill       string // FillZeroes or FillUnwritten ("" without a reserve)
-	FillReason string // e.g. "auto: ssd", "prealloc-fill=zeroes"
+	FillReason string // e.g. "auto: ram", "auto: ssd", "prealloc-fill=zeroes"
 }
 
-// String is e.g. "ahead 128 MiB, fill zeroes (auto: ssd)".
+// String is e.g. "ahead 128 MiB, fill zeroes (auto: ram)".
 func (p PreallocInfo) String() string {
 	switch {
 	case !p.On:

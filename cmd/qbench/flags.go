@@ -88,8 +88,9 @@ Image and engine options:
                       so new clusters are overwrites), unwritten (leave the
                       fallocated extents), auto (default: zeroes on RAM devices
                       while the guest fills new clusters densely; unwritten
-                      on SSDs, HDDs, unknown media and write-throttled
-                      devices)
+                      on SSDs, HDDs, unknown media, write-throttled devices
+                      and where the reserve comes out written, with
+                      FALLOC_FL_WRITE_ZEROES)
   --l2-cache-size N   L2 cache size in bytes
   --create SIZE       create a fresh image of SIZE at FILE first
   --cluster-size N    cluster size for created images (default 64k)
