@@ -8,6 +8,7 @@ import (
 
 	iosys "github.com/iceber/iouring-go/syscall"
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/invariants"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,6 +127,10 @@ func (r *ring) putSlot(i uint32) {
 	// before it shortens a head's array, so clearing the used part is
 	// enough (clearing the whole 64-entry array cost 2.6 % of the CPU of
 	// 4 KiB overwrites).
+	if invariants.Enabled {
+		checkIovTail(s.iov)
+		checkIovTail(s.iov2)
+	}
 	clear(s.iov)
 	s.iov = s.iov[:0]
 	if s.iov2 != nil {
@@ -134,4 +139,14 @@ func (r *ring) putSlot(i uint32) {
 	}
 	s.noMerge = false
 	r.free <- i
+}
+
+// checkIovTail panics if an iovec array holds a buffer address past its
+// length, where putSlot no longer clears (R5).
+func checkIovTail(v []unix.Iovec) {
+	for _, e := range v[len(v):cap(v)] {
+		if e.Base != nil {
+			panic("uring: R5: a slot's iovec array holds a buffer address past its length")
+		}
+	}
 }
