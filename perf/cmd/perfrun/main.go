@@ -243,9 +243,12 @@ func fioSeconds(out []byte) (secs float64, js json.RawMessage, ok bool) {
 			}
 		} `json:"jobs"`
 	}
-	if json.Unmarshal(out[i:], &r) != nil || r.Version == "" {
+	// Decode one JSON value: fio may print more (warnings) after it.
+	dec := json.NewDecoder(bytes.NewReader(out[i:]))
+	if dec.Decode(&r) != nil || r.Version == "" {
 		return 0, nil, false
 	}
+	end := i + int(dec.InputOffset())
 	var ms float64
 	for _, j := range r.Jobs {
 		t := j.JobRuntime
@@ -254,7 +257,7 @@ func fioSeconds(out []byte) (secs float64, js json.RawMessage, ok bool) {
 		}
 		ms = max(ms, t)
 	}
-	return ms / 1000, json.RawMessage(out[i:]), true
+	return ms / 1000, json.RawMessage(out[i:end]), true
 }
 
 // blockStat is the part of a block device's stat file perfrun reads

@@ -11,6 +11,7 @@ func TestFioSeconds(t *testing.T) {
 		{"job_runtime", `{"fio version":"fio-3.33","jobs":[{"jobname":"floor","elapsed":2,"job_runtime":1241,"read":{"runtime":0},"write":{"runtime":1242}}]}`, 1.241, true},
 		{"after a note", "note: something\n" + `{"fio version":"fio-3.33","jobs":[{"job_runtime":500,"read":{"runtime":0},"write":{"runtime":501}}]}`, 0.5, true},
 		{"no job_runtime", `{"fio version":"fio-3.33","jobs":[{"job_runtime":0,"read":{"runtime":7},"write":{"runtime":3}}]}`, 0.007, true},
+		{"before a warning", `{"fio version":"fio-3.33","jobs":[{"job_runtime":250,"read":{"runtime":0},"write":{"runtime":251}}]}` + "\nfio: warning: something\n", 0.25, true},
 		{"qbench", `{"seconds":1.5}`, 0, false},
 		{"qemu-img", "Run completed in 1.5 seconds.", 0, false},
 	} {
