@@ -44,7 +44,7 @@ type Record struct {
 
 // The fixed orders of the matrix; names not listed sort after, as seen.
 var (
-	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-base", "limit", "fio-floor"}
+	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-base", "limit", "fio-floor"}
 	wlOrder   = []string{"seed", "alloc", "scattered", "overwrite", "read"}
 	fsOrder   = []string{"ext4", "xfs", "disk"}
 )
@@ -67,14 +67,16 @@ func fixedSetting(tool string) bool {
 }
 
 var toolDesc = map[string]string{
-	"qemu-prealloc":    "qemu-img bench -t none -n over QEMU's preallocate filter (QEMU's best)",
-	"qemu":             "qemu-img bench -f qcow2 -t none -n (QEMU's default qcow2 stack, cache=none, aio=native)",
-	"qbench":           "qbench -t none, engine defaults (io_uring, adjacent requests merged, prealloc-fill=auto)",
-	"qbench-nomerge":   "qbench -t none -i io_uring-nomerge",
-	"qbench-unwritten": "qbench -t none -i io_uring-nomerge --prealloc-fill unwritten",
-	"qbench-base":      "another qbench build (QBENCH_BASE_BIN), engine defaults",
-	"limit":            "qbench -f raw -t none -i io_uring-nomerge on a fully written raw file: the device's own cost",
-	"fio-floor":        "fio (C, io_uring, one thread, registered file and buffers, zero buffers) on the limit's written raw file: what a C program costs on the device, the floor a user-space format layer cannot beat",
+	"qemu-prealloc":          "qemu-img bench -t none -n over QEMU's preallocate filter (QEMU's best)",
+	"qemu":                   "qemu-img bench -f qcow2 -t none -n (QEMU's default qcow2 stack, cache=none, aio=native)",
+	"qbench":                 "qbench -t none, engine defaults (io_uring, adjacent requests merged, prealloc-fill=auto)",
+	"qbench-nomerge":         "qbench -t none -i io_uring-nomerge",
+	"qbench-unwritten":       "qbench -t none -i io_uring-nomerge --prealloc-fill unwritten",
+	"qbench-zeroes":          "qbench -t none --prealloc-fill zeroes (merging on, zeros streamed ahead whatever the guest does)",
+	"qbench-merge-unwritten": "qbench -t none --prealloc-fill unwritten (merging on, no zero fill)",
+	"qbench-base":            "another qbench build (QBENCH_BASE_BIN), engine defaults",
+	"limit":                  "qbench -f raw -t none -i io_uring-nomerge on a fully written raw file: the device's own cost",
+	"fio-floor":              "fio (C, io_uring, one thread, registered file and buffers, zero buffers) on the limit's written raw file: what a C program costs on the device, the floor a user-space format layer cannot beat",
 }
 
 var wlDesc = map[string]string{

@@ -27,7 +27,7 @@ type Group struct {
 	Bars  []Bar
 }
 
-var palette = []string{"#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
+var palette = []string{"#9e9e9e", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728", "#393b79"}
 
 // Render writes the chart.
 func Render(w io.Writer, title string, groups []Group) error {
