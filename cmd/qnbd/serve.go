@@ -59,12 +59,18 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	if err != nil {
 		return err
 	}
+	pidWritten := false
 	defer func() {
 		if ferr := img.Dev.Flush(); ferr != nil && !cfg.open.ReadOnly {
 			err = errors.Join(err, fmt.Errorf("flush: %w", ferr))
 		}
 		if cerr := img.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
+		// The pid file goes last: whoever waits for it to vanish may
+		// open the image at once, so its lock must be released by then.
+		if pidWritten {
+			os.Remove(cfg.pidFile)
 		}
 	}()
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: img.Dev, ReadOnly: cfg.open.ReadOnly,
@@ -95,7 +101,7 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 			l.Close()
 			return err
 		}
-		defer os.Remove(cfg.pidFile)
+		pidWritten = true // removed after the image is closed (above)
 	}
 
 	// Stop on a signal, or when the last client left (not persistent).
