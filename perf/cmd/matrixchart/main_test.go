@@ -89,13 +89,8 @@ func TestWrite_MarkdownAndWellFormedSVG(t *testing.T) {
 		rec("disk", "alloc", "qbench-base", "1", 4, 1, 2000),
 	}
 	blocks := Build(recs)
-	var md bytes.Buffer
-	WriteMarkdown(&md, "t <&>", blocks, []string{"a note"})
-	for _, want := range []string{"| ext4 | seed | 1.00 (2.000 s) | 0.50 (1.000 s) |", "### disk / alloc", "- a note", "| × limit | write ampl. | time ÷ qbench-base |", " | 0.25 |\n"} {
-		if !strings.Contains(md.String(), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md.String())
-		}
-	}
+	markdownHas(t, "t <&>", blocks, []string{"a note"},
+		"| ext4 | seed | 1.00 (2.000 s) | 0.50 (1.000 s) |", "### disk / alloc", "- a note", "| × limit | write ampl. | time ÷ qbench-base |", " | 0.25 |\n")
 	var svg bytes.Buffer
 	if err := WriteSVG(&svg, "t <&>", blocks); err != nil {
 		t.Fatal(err)
@@ -128,17 +123,11 @@ func TestWriteMarkdown_FloorColumn(t *testing.T) {
 	if c := blocks[0].Cells[1]; c.CPUXFloor.Median != 1.5 {
 		t.Errorf("cpu x floor = %+v, want 1.5", c.CPUXFloor)
 	}
-	var md bytes.Buffer
-	WriteMarkdown(&md, "t", blocks, nil)
-	for _, want := range []string{
+	markdownHas(t, "t", blocks, nil,
 		"| × limit | CPU × fio-floor | write ampl. |\n|---|---|---|---|---|---|---|---|---|---|\n",
 		"| fio-floor | 0.800 | 2.00 | – | – | 0.40 | 0.50 | 0.80 | 1.00 | 1.00 |",
 		"| qbench-nomerge | 1.000 | 3.00 | – | – | 0.50 | 0.75 | 1.00 | 1.50 | 1.00 |",
-	} {
-		if !strings.Contains(md.String(), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md.String())
-		}
-	}
+	)
 }
 
 func TestBuild_VsBestFixedPerRepeat(t *testing.T) {
@@ -189,20 +178,14 @@ func TestBuild_VsBestFixedPerRepeat(t *testing.T) {
 	if err != nil || !strings.Contains(string(js), `"time_x_best_fixed":{"n":3,"median":0.9,"min":0.8,"max":1.2},"best_fixed":"qbench-unwritten"`) {
 		t.Errorf("json %s, %v", js, err)
 	}
-	var md bytes.Buffer
-	WriteMarkdown(&md, "t", blocks, nil)
-	for _, want := range []string{
+	markdownHas(t, "t", blocks, nil,
 		"## Overview: qbench's defaults ÷ the best fixed setting (qbench-nomerge, qbench-unwritten)\n",
 		"| file system | workload | qbench ÷ best fixed | best fixed |\n|---|---|---|---|\n| xfs | alloc | 0.90 (0.80–1.20) | qbench-unwritten |\n\n",
 		"| × limit | ÷ best fixed | write ampl. | time ÷ qbench-base |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
 		"| qbench | 1.600 (0.900–9.000) | 1.00 (1.00–1.00) | – | – | 0.53 (0.45–0.60) | 1.00 (1.00–1.00) | – | 0.90 (0.80–1.20) | 1.00 (1.00–1.00) |",
 		"| qbench-nomerge (1 failed) | 1.500 (1.000–2.000) | 1.00 (1.00–1.00) | – | – | 0.75 (0.50–1.00) | 1.00 (1.00–1.00) | – | – | 1.00 (1.00–1.00) |",
 		"| × limit | read ampl. | time ÷ qbench-base |\n|---|---|---|---|---|---|---|---|---|---|\n| qbench | 1.000 |",
-	} {
-		if !strings.Contains(md.String(), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md.String())
-		}
-	}
+	)
 }
 
 func TestBuild_VsBestFixedEvenCountNamesBoth(t *testing.T) {
@@ -217,5 +200,18 @@ func TestBuild_VsBestFixedEvenCountNamesBoth(t *testing.T) {
 	q := Build(recs)[0].Cells[0]
 	if q.Tool != "qbench" || q.VsBestFixed.Median != 0.75 || q.BestFixed != "qbench-nomerge/qbench-unwritten" {
 		t.Errorf("%s: time x best fixed %+v, best %q; want 0.75, qbench-nomerge/qbench-unwritten", q.Tool, q.VsBestFixed, q.BestFixed)
+	}
+}
+
+// markdownHas fails t unless WriteMarkdown's page for title, blocks and
+// notes contains every one of wants.
+func markdownHas(t *testing.T, title string, blocks []*Block, notes []string, wants ...string) {
+	t.Helper()
+	var md bytes.Buffer
+	WriteMarkdown(&md, title, blocks, notes)
+	for _, want := range wants {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
 	}
 }
