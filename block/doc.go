@@ -43,6 +43,31 @@
 //	    An engine may write more bytes per request when they will merge
 //	    into large sequential writes; it changes no result of a request.
 //
+// A Queue (queue.go) is the asynchronous way in: requests go in by the
+// batch and completions come out by the batch, with no goroutine per
+// request. Every Queue keeps these (RunQueue in blocktest checks them):
+//
+//	A1  One owner. Submit, Wait, InFlight and Close are called by one
+//	    goroutine at a time; Wake by any.
+//	A2  Same meaning as the Device. A queued read, write or flush means
+//	    what Readv, Writev or Flush means (B1, B2, B6): a write Wait has
+//	    returned is seen by every later read, and a flush makes every
+//	    write returned before its Submit durable. Between Submit and the
+//	    Wait that returns it, the Req and its buffer are the queue's.
+//	A3  The owner never blocks on another goroutine inside Submit: a lock
+//	    the fast path needs is tried, and a request that cannot have it
+//	    goes to the slow path. (Whoever waits for the queue's requests
+//	    waits for the owner to reap them, so the owner must keep calling
+//	    Wait while requests are in flight.)
+//	A4  Slow path. A request the fast path does not take runs through the
+//	    device's synchronous methods on a goroutine, with all their rules,
+//	    and completes through the same Wait.
+//	A5  No lost wake-up: a slow completion or a Wake reaches an owner
+//	    blocked in Wait.
+//	A6  Lifetime. Close waits for every request in flight. A device never
+//	    closes under an open queue: it waits for the queue's Close or
+//	    refuses to close.
+//
 // Buffer ownership: the device reads from (Writev) or fills (Readv) the
 // caller's buffers only until the call returns; it keeps no reference.
 package block

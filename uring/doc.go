@@ -8,7 +8,7 @@
 //
 // # Layers
 //
-// File keeps every rule of the device (U1-U9 below, and block's B1-B7)
+// File keeps every rule of the device (U1-U12 below, and block's B1-B10)
 // and hands each request to one of three small backends behind the
 // internal backend interface (backend.go): one call, one request to the
 // kernel.
@@ -211,6 +211,35 @@
 //	    the process's cgroup (or an ancestor) limits writes to that device
 //	    (v1 blkio.throttle.write_*_device, v2 io.max wbps/wiops). Both are
 //	    hints for strategy choices, never for correctness.
+//
+// # Queue
+//
+// File.NewQueue gives a block.Queue (block A1-A6) with an io_uring of its
+// own (queue.go). One goroutine owns it (A1), so none of R2, R3, R7 or R8
+// applies: Submit fills an SQE per request and submits them with one
+// enter; Wait takes what is ready, reaps the CQ, and only when nothing
+// is there enters the kernel once for every completion the ring still
+// owes it.
+//
+//	U10 The ring takes a read or write only as File would send it
+//	    straight to the kernel: at most maxRW, O_DIRECT-aligned (U1),
+//	    and, for a write, ending at or below File.eof (U3: no EOF gate
+//	    is needed). An O_DIRECT write holds wmu shared until reaped, taken
+//	    with TryRLock: a read-modify-write waiting for wmu waits for this
+//	    queue's writes, so the owner must never block on it (A3). The
+//	    rest, and the remainder of a short transfer, run through File's
+//	    own readv/writev on a goroutine (A4); -EAGAIN/-EINTR resubmit
+//	    (R6). Flush is IORING_OP_FSYNC (DATASYNC).
+//	U11 An eventfd read is always armed on the queue's ring (user_data
+//	    wakeTag); slow completions and Wake write the eventfd when the
+//	    owner has said it sleeps (an atomic flag set before its last
+//	    check, so either the waker sees it or the owner sees the
+//	    completion: A5). Close takes the read back before the ring goes.
+//	U12 A queue holds File.life shared from NewQueue to its Close, so
+//	    File.Close waits for open queues (A6) and the slow path, which
+//	    runs inside that hold, never enters the File again.
+//	    RegisterBuffers registers caller buffers (with the zero buffer at
+//	    index 0, R9); a request inside one is READ_FIXED or WRITE_FIXED.
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

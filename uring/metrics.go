@@ -25,6 +25,9 @@ type Metrics struct {
 	// those refused, each followed by a ZERO_RANGE.
 	WriteZeroesFallocates uint64
 	WriteZeroesRefused    uint64
+	// QueueSlow counts requests on a Queue that its ring did not take
+	// (or only partly: short transfers) and the File's own path ran.
+	QueueSlow uint64
 }
 
 // Sub returns m - o, field by field.
@@ -45,6 +48,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 
 		WriteZeroesFallocates: m.WriteZeroesFallocates - o.WriteZeroesFallocates,
 		WriteZeroesRefused:    m.WriteZeroesRefused - o.WriteZeroesRefused,
+		QueueSlow:             m.QueueSlow - o.QueueSlow,
 	}
 }
 
@@ -66,10 +70,10 @@ func (m Metrics) RequestsPerEnter() float64 {
 }
 
 func (m Metrics) String() string {
-	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d write_zeroes=%d write_zeroes_refused=%d fsyncs=%d",
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d write_zeroes=%d write_zeroes_refused=%d fsyncs=%d queue_slow=%d",
 		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.Merged, m.RequestsPerEnter(), m.MergeSplits,
 		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.RMW, m.Fallocates,
-		m.WriteZeroesFallocates, m.WriteZeroesRefused, m.Fsyncs)
+		m.WriteZeroesFallocates, m.WriteZeroesRefused, m.Fsyncs, m.QueueSlow)
 }
 
 // counters are the live atomic counters behind Metrics.
@@ -77,6 +81,7 @@ type counters struct {
 	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, rmw, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
 
 	wzFallocates, wzRefused atomic.Uint64
+	queueSlow               atomic.Uint64
 }
 
 func (c *counters) snapshot() Metrics {
@@ -96,5 +101,6 @@ func (c *counters) snapshot() Metrics {
 
 		WriteZeroesFallocates: c.wzFallocates.Load(),
 		WriteZeroesRefused:    c.wzRefused.Load(),
+		QueueSlow:             c.queueSlow.Load(),
 	}
 }

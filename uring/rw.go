@@ -20,6 +20,11 @@ func (f *File) Readv(off int64, bufs [][]byte) error {
 		return err
 	}
 	defer f.life.RUnlock()
+	return f.readv(off, bufs, total)
+}
+
+// readv is Readv inside the File (entered, range checked).
+func (f *File) readv(off int64, bufs [][]byte, total int64) error {
 	if total == 0 {
 		return nil
 	}

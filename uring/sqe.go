@@ -18,6 +18,8 @@ type sqe struct {
 	len    uint32
 	off    uint64
 	opFlag uint32
+	buf    uint16 // registered buffer index, with hasBuf (READ/WRITE_FIXED)
+	hasBuf bool
 }
 
 // fill writes e, with user_data ud, into the SQE at SQ position t. It is
@@ -29,7 +31,10 @@ func (r *ring) fill(t uint32, e sqe, ud uint64) {
 	q.Reset()
 	buf := r.applyFeat(&e)
 	q.PrepOperation(e.op, e.fd, e.addr, e.len, e.off)
-	if buf >= 0 {
+	switch {
+	case e.hasBuf:
+		q.SetBufIndex(e.buf)
+	case buf >= 0:
 		q.SetBufIndex(uint16(buf))
 	}
 	if e.opFlag != 0 {

@@ -1,0 +1,379 @@
+package blocktest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+)
+
+// QueueConfig describes the device RunQueue checks.
+type QueueConfig struct {
+	// Size is the device's fixed size; 0 means it grows and starts empty.
+	Size int64
+	// Depth is the queue depth to test (default 16).
+	Depth int
+	// Ops is the number of requests of the model case (default 2000).
+	Ops int
+	// Check, if set, runs on the device after the model case (e.g. an
+	// engine's consistency check).
+	Check func(t *testing.T, d block.Device)
+}
+
+// RunQueue checks the block.Queue that block.NewQueue opens on devices
+// from open against the Queue contract (block A1-A6), one subtest per
+// case:
+//
+//	model     random reads, writes and flushes at depth, aligned and not, some past
+//	          the end; every read matches a model, and so does the device after
+//	full      Submit past the depth is ErrQueueFull and starts nothing
+//	wake      a Wake makes the next Wait return; Wait's minimum is clamped
+//	beside    synchronous Device requests on other goroutines, misaligned ones too,
+//	          run beside the queue without deadlock and all land
+//	closed    Close waits for requests in flight; then Submit and Wait are ErrClosed
+func RunQueue(t *testing.T, open func(t *testing.T) block.Device, c QueueConfig) {
+	if c.Depth == 0 {
+		c.Depth = 16
+	}
+	if c.Ops == 0 {
+		c.Ops = 2000
+	}
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, d block.Device, c QueueConfig)
+	}{
+		{"model", queueModel},
+		{"full", queueFull},
+		{"wake", queueWake},
+		{"beside", queueBeside},
+		{"closed", queueClosed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := open(t)
+			tc.fn(t, d, c)
+		})
+	}
+}
+
+func openQueue(t *testing.T, d block.Device, depth int) block.Queue {
+	t.Helper()
+	q, err := block.NewQueue(d, depth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// queueSpan is the region the queue cases use.
+func queueSpan(c QueueConfig) int64 {
+	if c.Size > 0 {
+		return min(c.Size, 8<<20)
+	}
+	return 8 << 20
+}
+
+func queueModel(t *testing.T, d block.Device, c QueueConfig) {
+	caps := d.Caps()
+	align := max(caps.Align, 1)
+	mal := max(caps.MemAlign, block.DefaultMemAlign)
+	span := queueSpan(c)
+	model := make([]byte, span)
+	if c.Size > 0 {
+		if err := block.ReadAt(d, model, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := openQueue(t, d, c.Depth)
+	rng := rand.New(rand.NewPCG(uint64(c.Ops), uint64(span)))
+	type pending struct {
+		off, n int64
+		want   []byte // for a read: the model's bytes at submit
+	}
+	inflight := map[*block.Req]pending{}
+	busy := func(off, n int64) bool {
+		for _, p := range inflight {
+			if off < p.off+p.n && p.off < off+n {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]*block.Req, c.Depth)
+	reap := func(atLeast int) {
+		k, err := q.Wait(out, atLeast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out[:k] {
+			p, ok := inflight[r]
+			if !ok {
+				t.Fatalf("Wait returned a request not in flight: %+v", *r)
+			}
+			delete(inflight, r)
+			if r.Err != nil {
+				t.Fatalf("%v at %#x+%#x: %v", r.Op, r.Off, len(r.Buf), r.Err)
+			}
+			if r.Op == block.OpRead && !bytes.Equal(r.Buf, p.want) {
+				t.Fatalf("read at %#x+%#x differs from the model at byte %d", r.Off, len(r.Buf), firstDiff(r.Buf, p.want))
+			}
+		}
+		clear(out)
+	}
+	for i := 0; i < c.Ops; i++ {
+		if len(inflight) == c.Depth {
+			reap(1)
+		}
+		var off, n int64
+		misaligned := rng.IntN(8) == 0
+		for {
+			if misaligned {
+				n = 1 + rng.Int64N(3*align)
+				off = rng.Int64N(span - n)
+			} else {
+				n = align * (1 + rng.Int64N(16))
+				off = align * rng.Int64N((span-n)/align)
+			}
+			if !busy(off, n) {
+				break
+			}
+			reap(1)
+		}
+		r := &block.Req{Off: off, User: uint64(i)}
+		p := pending{off: off, n: n}
+		switch k := rng.IntN(20); {
+		case k == 0:
+			r.Op, p.n = block.OpFlush, 0
+		case k < 10:
+			r.Op = block.OpRead
+			r.Buf = block.AlignedBuf(int(n), mal)
+			fillRand(rng, r.Buf) // stale bytes the read must replace
+			p.want = bytes.Clone(model[off : off+n])
+		default:
+			r.Op = block.OpWrite
+			r.Buf = block.AlignedBuf(int(n), mal)
+			if misaligned && n > 1 {
+				r.Buf = r.Buf[1:] // a buffer address O_DIRECT refuses
+				n--
+				p.n = n
+			}
+			fillRand(rng, r.Buf)
+			copy(model[off:], r.Buf)
+		}
+		inflight[r] = p
+		if err := q.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(inflight) > 0 {
+		reap(len(inflight))
+	}
+	if q.InFlight() != 0 {
+		t.Fatalf("InFlight %d after every request was returned", q.InFlight())
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectDev(t, d, "after the queue", 0, model, mal)
+	// Past the end reads as zeros (B2), through a new queue.
+	if c.Size == 0 {
+		q = openQueue(t, d, 1)
+		r := &block.Req{Op: block.OpRead, Off: span + 4096, Buf: block.AlignedBuf(int(align), mal)}
+		fillRand(rng, r.Buf)
+		if err := q.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := q.Wait(out, 1); err != nil || k != 1 || out[0].Err != nil {
+			t.Fatalf("read past the end: %d %v %v", k, err, out[0].Err)
+		}
+		if !bytes.Equal(r.Buf, make([]byte, align)) {
+			t.Fatal("a read past the end is not zeros (B2)")
+		}
+		q.Close()
+	}
+	if c.Check != nil {
+		c.Check(t, d)
+	}
+}
+
+// fillRand fills b from rng.
+func fillRand(rng *rand.Rand, b []byte) {
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+}
+
+func queueFull(t *testing.T, d block.Device, c QueueConfig) {
+	q := openQueue(t, d, 2)
+	defer q.Close()
+	mk := func(off int64) *block.Req {
+		return &block.Req{Op: block.OpRead, Off: off, Buf: block.AlignedBuf(4096, block.DefaultMemAlign)}
+	}
+	if err := q.Submit(mk(0), mk(4096), mk(8192)); !errors.Is(err, block.ErrQueueFull) {
+		t.Fatalf("three requests on a queue of two: %v, want ErrQueueFull", err)
+	}
+	if q.InFlight() != 0 {
+		t.Fatalf("a refused Submit left %d in flight", q.InFlight())
+	}
+	if err := q.Submit(mk(0), mk(4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Submit(mk(8192)); !errors.Is(err, block.ErrQueueFull) {
+		t.Fatalf("a third request on a full queue of two: %v", err)
+	}
+	out := make([]*block.Req, 4)
+	n := 0
+	for n < 2 {
+		k, err := q.Wait(out[n:], 2-n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += k
+	}
+}
+
+func queueWake(t *testing.T, d block.Device, c QueueConfig) {
+	q := openQueue(t, d, 4)
+	defer q.Close()
+	out := make([]*block.Req, 4)
+	// Nothing in flight: the minimum is clamped to 0.
+	if k, err := q.Wait(out, 3); k != 0 || err != nil {
+		t.Fatalf("Wait on an empty queue: %d %v", k, err)
+	}
+	q.Wake()
+	if k, err := q.Wait(out, 1); k != 0 || err != nil {
+		t.Fatalf("Wait after Wake: %d %v", k, err)
+	}
+	// A Wake from another goroutine while the owner waits.
+	r := &block.Req{Op: block.OpFlush}
+	if err := q.Submit(r); err != nil {
+		t.Fatal(err)
+	}
+	go q.Wake()
+	got := 0
+	for got < 1 {
+		k, err := q.Wait(out, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += k
+	}
+	if out[0] != r || r.Err != nil {
+		t.Fatalf("flush: %v", r.Err)
+	}
+}
+
+func queueBeside(t *testing.T, d block.Device, c QueueConfig) {
+	caps := d.Caps()
+	align := max(caps.Align, 1)
+	mal := max(caps.MemAlign, block.DefaultMemAlign)
+	span := queueSpan(c)
+	half := span / 2 / align * align
+	q := openQueue(t, d, c.Depth)
+	defer q.Close()
+	// Synchronous writes, most of them misaligned (read-modify-write on
+	// an O_DIRECT file), in the upper half while the queue writes the
+	// lower half.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var syncErr error
+	side := make([]byte, span-half)
+	wg.Go(func() {
+		rng := rand.New(rand.NewPCG(7, 7))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := 1 + rng.Int64N(2*align)
+			off := rng.Int64N(int64(len(side)) - n)
+			b := make([]byte, n)
+			fillRand(rng, b)
+			if err := block.WriteAt(d, b, half+off); err != nil {
+				syncErr = err
+				return
+			}
+			copy(side[off:], b)
+		}
+	})
+	want := make([]byte, half)
+	rng := rand.New(rand.NewPCG(8, 8))
+	out := make([]*block.Req, c.Depth)
+	bufs := make([][]byte, c.Depth)
+	for i := range bufs {
+		bufs[i] = block.AlignedBuf(int(align), mal)
+	}
+	free := bufs
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for next := int64(0); time.Now().Before(deadline) || q.InFlight() > 0; {
+		if len(free) > 0 && time.Now().Before(deadline) {
+			b := free[len(free)-1]
+			free = free[:len(free)-1]
+			fillRand(rng, b)
+			off := next % half
+			next += align
+			copy(want[off:], b)
+			if err := q.Submit(&block.Req{Op: block.OpWrite, Off: off, Buf: b}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		k, err := q.Wait(out, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out[:k] {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			free = append(free, r.Buf)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if syncErr != nil {
+		t.Fatal(syncErr)
+	}
+	got := readDev(t, d, half, span-half, mal)
+	if !bytes.Equal(got, side) {
+		t.Fatalf("synchronous writes beside the queue: differ at byte %d", firstDiff(got, side))
+	}
+	// A buffer is reused only after its write completed, and an offset
+	// comes round again only half/align writes later: the last write of
+	// each offset is the one that stays.
+	got = readDev(t, d, 0, half, mal)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("queued writes beside synchronous ones: differ at byte %d", firstDiff(got, want))
+	}
+}
+
+func queueClosed(t *testing.T, d block.Device, c QueueConfig) {
+	q := openQueue(t, d, 4)
+	b := block.AlignedBuf(4096, block.DefaultMemAlign)
+	for i := range b {
+		b[i] = 0x5a
+	}
+	r := &block.Req{Op: block.OpWrite, Off: 0, Buf: b}
+	if err := q.Submit(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectDev(t, d, "a write in flight at Close", 0, b, block.DefaultMemAlign)
+	if err := q.Submit(&block.Req{Op: block.OpFlush}); !errors.Is(err, block.ErrClosed) {
+		t.Fatalf("Submit after Close: %v", err)
+	}
+	if _, err := q.Wait(make([]*block.Req, 1), 1); !errors.Is(err, block.ErrClosed) {
+		t.Fatalf("Wait after Close: %v", err)
+	}
+	if err := q.Close(); !errors.Is(err, block.ErrClosed) {
+		t.Fatal(fmt.Errorf("second Close: %v", err))
+	}
+}

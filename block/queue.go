@@ -1,0 +1,103 @@
+package block
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Op is the kind of a queued request.
+type Op uint8
+
+const (
+	OpRead  Op = iota + 1 // fill Buf from Off
+	OpWrite               // write Buf at Off
+	OpFlush               // make writes completed before it durable (B6)
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpRead:
+		return "read"
+	case OpWrite:
+		return "write"
+	case OpFlush:
+		return "flush"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Req is one request on a Queue. The caller fills Op, Off, Buf and User;
+// the queue sets Err when the request completes. From Submit until Wait
+// returns it, the request and its buffer belong to the queue (A2).
+type Req struct {
+	Op   Op
+	Off  int64
+	Buf  []byte
+	User uint64 // the caller's tag, returned unchanged
+	Err  error  // the result, set at completion
+}
+
+// Queue is an asynchronous request queue on a device, owned by one
+// goroutine at a time (A1 in the package doc): many requests go in with
+// one call and their completions come out in batches, with no goroutine
+// per request. Each request has the meaning the Device method of the
+// same kind has (B1, B2, B6).
+type Queue interface {
+	// Submit starts reqs. At most the queue's depth may be in flight;
+	// beyond that it fails with ErrQueueFull having started none of
+	// them.
+	Submit(reqs ...*Req) error
+	// Wait blocks until at least min requests have completed (fewer when
+	// fewer are in flight, or when Wake was called) and stores up to
+	// len(out) of them in out, returning how many. Each has Err set.
+	Wait(out []*Req, min int) (int, error)
+	// Wake makes a Wait that is blocked, or the next one, return early.
+	// Any goroutine may call it.
+	Wake()
+	// InFlight is the number of requests submitted and not yet returned
+	// by Wait.
+	InFlight() int
+	// Close waits for every request in flight and releases the queue;
+	// their completions are dropped.
+	Close() error
+}
+
+// Queuer is an optional Device extension: a device with its own
+// asynchronous path (an io_uring, an engine's fast path) opens queues on
+// itself. NewQueue gives every device a Queue.
+type Queuer interface {
+	NewQueue(depth int) (Queue, error)
+}
+
+// ErrQueueFull: Submit would put more requests in flight than the
+// queue's depth.
+var ErrQueueFull = errors.New("block: queue full")
+
+// NewQueue opens a queue of the given depth on d: d's own when it is a
+// Queuer that has one (not ErrNotSupported), else one that runs each
+// request on a goroutine (GoQueue).
+func NewQueue(d Device, depth int) (Queue, error) {
+	if qr, ok := d.(Queuer); ok {
+		q, err := qr.NewQueue(depth)
+		if !errors.Is(err, ErrNotSupported) {
+			return q, err
+		}
+	}
+	return NewGoQueue(d, depth)
+}
+
+// Do runs one request synchronously on d through its Device methods: the
+// reference meaning of a queued request, and the slow path of queues.
+func Do(d Device, r *Req) error {
+	var v [1][]byte
+	v[0] = r.Buf
+	switch r.Op {
+	case OpRead:
+		return d.Readv(r.Off, v[:])
+	case OpWrite:
+		return d.Writev(r.Off, v[:])
+	case OpFlush:
+		return d.Flush()
+	}
+	return fmt.Errorf("block: bad queued op %v", r.Op)
+}

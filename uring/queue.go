@@ -1,0 +1,493 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	iosys "github.com/iceber/iouring-go/syscall"
+	"github.com/qring/qring/block"
+	"golang.org/x/sys/unix"
+)
+
+// Queue is a block.Queue on a File: an io_uring of its own, owned by one
+// goroutine (block A1), so it needs none of the shared ring's leader
+// rules (R2, R3, R7, R8). Submit fills one SQE per request and submits
+// them all with one io_uring_enter; Wait reaps CQEs and enters the
+// kernel to wait only when none are there. No goroutine runs per
+// request and none is handed a completion. The rules are U10-U12 in
+// doc.go.
+type Queue struct {
+	f     *File
+	r     *ring
+	depth int
+
+	slots  []qslot
+	free   []uint32 // free slot indices (a stack)
+	flight int      // submitted and not yet returned by Wait
+	toSub  uint32   // SQEs filled and not yet consumed by the kernel
+	ready  []*block.Req
+
+	// The slow path (U10, A4): requests the ring does not take run through
+	// the File's own methods on a goroutine and land in done; wake
+	// brings the owner out of the kernel for them.
+	done  block.Completions
+	slow  sync.WaitGroup
+	nslow int // slow requests not yet taken from done
+
+	// Waking (U11, A5): an eventfd whose read is always armed on the ring;
+	// writing it completes that read. sleeping is set while the owner
+	// is (about to be) blocked in io_uring_enter.
+	efd      int
+	efdBuf   []byte
+	armed    bool
+	sleeping atomic.Bool
+	woken    atomic.Bool
+
+	fixed  []fixedBuf // caller buffers registered with RegisterBuffers
+	closed bool
+}
+
+// qslot is one request on the ring.
+type qslot struct {
+	req   *block.Req
+	wlock bool // holds File.wmu shared (U1): an O_DIRECT write
+}
+
+// fixedBuf is a registered buffer: [base, base+n) at index idx.
+type fixedBuf struct {
+	base, n uint64
+	idx     uint16
+}
+
+// wakeTag is the user_data of the eventfd read (U11, A5).
+const wakeTag = ^uint64(0)
+
+var (
+	_ block.Queuer = (*File)(nil)
+	_ block.Queue  = (*Queue)(nil)
+)
+
+// NewQueue implements block.Queuer: a Queue of the given depth on f. The
+// queue holds the File open (U12, A6): Close waits until it is closed. A File
+// without io_uring (Backend Threads, or a kernel without
+// IORING_OP_READ/WRITE) returns block.ErrNotSupported, and
+// block.NewQueue then runs requests on goroutines.
+func (f *File) NewQueue(depth int) (block.Queue, error) {
+	return f.newQueue(depth)
+}
+
+func (f *File) newQueue(depth int) (*Queue, error) {
+	if depth < 1 || depth > maxEntries {
+		return nil, block.ErrRange
+	}
+	if f.backend != Ring || !probeOps().has(iosys.IORING_OP_READ) {
+		return nil, block.ErrNotSupported
+	}
+	if err := f.enter(); err != nil {
+		return nil, err
+	}
+	q, err := f.openQueue(depth)
+	if err != nil {
+		f.life.RUnlock()
+		return nil, err
+	}
+	return q, nil
+}
+
+func (f *File) openQueue(depth int) (*Queue, error) {
+	// One slot more than depth for the eventfd read.
+	r, err := newRing(depth+1, &f.m)
+	if err != nil {
+		return nil, err
+	}
+	r.register(f.fd, !f.readOnly)
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	q := &Queue{f: f, r: r, depth: depth, efd: efd, efdBuf: make([]byte, 8),
+		slots: make([]qslot, depth), free: make([]uint32, depth)}
+	for i := range q.free {
+		q.free[i] = uint32(depth - 1 - i)
+	}
+	q.arm()
+	if err := q.enter(0, 0); err != nil {
+		unix.Close(efd)
+		r.close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// RegisterBuffers registers bufs with the ring (IORING_REGISTER_BUFFERS,
+// with the shared zero buffer first): a request whose buffer lies inside
+// one of them is a READ_FIXED or WRITE_FIXED, so the kernel pins its pages
+// once instead of per request. No request may be in flight; the buffers
+// must stay allocated until the queue is closed or they are replaced.
+func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
+	if q.closed {
+		return block.ErrClosed
+	}
+	if q.flight != 0 || q.nslow != 0 {
+		return block.ErrBusy
+	}
+	iov := make([]unix.Iovec, 0, len(bufs)+1)
+	z := block.ZeroBuf()
+	all := append([][]byte{z}, bufs...)
+	for _, b := range all {
+		var v unix.Iovec
+		v.Base = unsafe.SliceData(b)
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	}
+	if q.r.feat.zeroLen != 0 || q.fixed != nil {
+		if err := iosys.IOURingRegister(q.r.fd, iosys.IORING_UNREGISTER_BUFFERS, nil, 0); err != nil {
+			return err
+		}
+		q.r.feat.zeroBase, q.r.feat.zeroLen, q.fixed = 0, 0, nil
+	}
+	if err := iosys.IOURingRegister(q.r.fd, iosys.IORING_REGISTER_BUFFERS, unsafe.Pointer(&iov[0]), uint32(len(iov))); err != nil {
+		return err
+	}
+	q.r.feat.zeroBase, q.r.feat.zeroLen = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(z)))), uint64(len(z))
+	for i, b := range bufs {
+		q.fixed = append(q.fixed, fixedBuf{base: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))), n: uint64(len(b)), idx: uint16(i + 1)})
+	}
+	return nil
+}
+
+// Submit implements block.Queue.
+func (q *Queue) Submit(reqs ...*block.Req) error {
+	if q.closed {
+		return block.ErrClosed
+	}
+	if q.flight+len(reqs) > q.depth {
+		return block.ErrQueueFull
+	}
+	q.flight += len(reqs)
+	for _, req := range reqs {
+		q.start(req)
+	}
+	if q.toSub == 0 {
+		return nil
+	}
+	return q.enter(0, 0)
+}
+
+// start routes one request: to the ring when the File would send it
+// straight to the kernel (U10, A3), else to the slow path (U10, A4).
+func (q *Queue) start(req *block.Req) {
+	f := q.f
+	req.Err = nil
+	n := int64(len(req.Buf))
+	switch req.Op {
+	case block.OpFlush:
+		if f.readOnly {
+			q.ready = append(q.ready, req)
+			return
+		}
+		f.m.fsyncs.Add(1)
+		q.queue(req, fsyncSQE(f.fd), false)
+		return
+	case block.OpRead, block.OpWrite:
+	default:
+		req.Err = errors.New("uring: bad queued op " + req.Op.String())
+		q.ready = append(q.ready, req)
+		return
+	}
+	write := req.Op == block.OpWrite
+	if err := block.CheckRange(req.Off, n); err != nil {
+		req.Err = err
+		q.ready = append(q.ready, req)
+		return
+	}
+	if write && f.readOnly {
+		req.Err = block.ErrReadOnly
+		q.ready = append(q.ready, req)
+		return
+	}
+	if n == 0 {
+		q.ready = append(q.ready, req)
+		return
+	}
+	if n > maxRW || (f.direct && !f.fast(req.Off, n, [][]byte{req.Buf})) ||
+		(write && req.Off+n > f.eof.Load()) {
+		q.goSlow(req, 0)
+		return
+	}
+	wlock := false
+	if write && f.direct {
+		// Never block the owner on wmu (U10, A3): an exclusive holder may
+		// wait for this queue's own requests to be reaped.
+		if !f.wmu.TryRLock() {
+			q.goSlow(req, 0)
+			return
+		}
+		wlock = true
+	}
+	q.queue(req, q.rwSQE(write, req), wlock)
+}
+
+// rwSQE is the SQE of a read or write of req's buffer: a fixed one when
+// the buffer lies in a registered one.
+func (q *Queue) rwSQE(write bool, req *block.Req) sqe {
+	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(req.Buf))))
+	e := sqe{op: iosys.IORING_OP_READ, fd: int32(q.f.fd), addr: addr, len: uint32(len(req.Buf)), off: uint64(req.Off)}
+	if write {
+		e.op = iosys.IORING_OP_WRITE
+	}
+	for _, fb := range q.fixed {
+		if addr >= fb.base && addr+uint64(len(req.Buf)) <= fb.base+fb.n {
+			e.op = iosys.IORING_OP_READ_FIXED
+			if write {
+				e.op = iosys.IORING_OP_WRITE_FIXED
+			}
+			e.buf, e.hasBuf = fb.idx, true
+			break
+		}
+	}
+	return e
+}
+
+// queue fills req's SQE in a free slot; the next enter submits it.
+func (q *Queue) queue(req *block.Req, e sqe, wlock bool) {
+	i := q.free[len(q.free)-1]
+	q.free = q.free[:len(q.free)-1]
+	q.slots[i] = qslot{req: req, wlock: wlock}
+	q.push(e, uint64(i))
+}
+
+// push fills an SQE at the tail and publishes it (R1). The SQ holds
+// 2*(depth+1) entries and at most depth+1 requests are on the ring, so
+// it never overflows (R4).
+func (q *Queue) push(e sqe, ud uint64) {
+	r := q.r
+	r.fill(r.tail, e, ud)
+	r.tail++
+	r.sqTail.Store(r.tail)
+	r.pubGen.Add(1)
+	q.toSub++
+}
+
+// arm queues the eventfd read (U11, A5).
+func (q *Queue) arm() {
+	e := sqe{op: iosys.IORING_OP_READ, fd: int32(q.efd), addr: uint64(uintptr(unsafe.Pointer(&q.efdBuf[0]))), len: 8}
+	q.push(e, wakeTag)
+	q.armed = true
+}
+
+// enter submits every filled SQE and, with wait > 0, waits for that
+// many completions. A refusal to take SQEs for now (EAGAIN, EBUSY:
+// completions must be reaped first) leaves them for the next enter.
+func (q *Queue) enter(wait uint32, flags uint32) error {
+	if wait > 0 {
+		flags |= iosys.IORING_ENTER_FLAGS_GETEVENTS
+	}
+	for {
+		q.f.m.enters.Add(1)
+		n, err := enter(q.r.fd, q.toSub, wait, flags)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN || err == unix.EBUSY {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		q.f.m.sqes.Add(uint64(n))
+		q.toSub -= uint32(n)
+		return nil
+	}
+}
+
+// Wait implements block.Queue.
+func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
+	if q.closed {
+		return 0, block.ErrClosed
+	}
+	atLeast = block.ClampWait(atLeast, q.flight, len(out))
+	n := 0
+	for {
+		n += q.take(out[n:])
+		if n >= atLeast || q.woken.Swap(false) {
+			q.flight -= n
+			return n, nil
+		}
+		if q.reap() > 0 || q.done.Len() > 0 {
+			continue
+		}
+		// Nothing is ready: sleep in the kernel until a CQE comes. A slow
+		// completion or a Wake that raced with the check below writes the
+		// eventfd, whose read is armed (U11, A5).
+		q.sleeping.Store(true)
+		if q.done.Len() > 0 || q.woken.Load() {
+			q.sleeping.Store(false)
+			continue
+		}
+		// Wait in one enter for every completion still needed that can
+		// come from the ring; the slow path's come through the eventfd,
+		// which ends the wait at the latest when those ring requests
+		// complete (U11, A5).
+		err := q.enter(uint32(max(1, atLeast-n-q.nslow)), 0)
+		q.sleeping.Store(false)
+		if err != nil {
+			q.flight -= n
+			return n, err
+		}
+	}
+}
+
+// take moves completed requests (ring, then slow) into out.
+func (q *Queue) take(out []*block.Req) int {
+	k := copy(out, q.ready)
+	rest := copy(q.ready, q.ready[k:])
+	clear(q.ready[rest:])
+	q.ready = q.ready[:rest]
+	s := q.done.Take(out[k:])
+	q.nslow -= s
+	return k + s
+}
+
+// reap handles every CQE there is and returns how many it handled.
+func (q *Queue) reap() int {
+	r := q.r
+	head := r.cqHead.Load()
+	tail := r.cqTail.Load()
+	if head == tail {
+		if q.toSub > 0 {
+			q.enter(0, 0)
+		}
+		return 0
+	}
+	q.f.m.cqes.Add(uint64(tail - head))
+	for ; head != tail; head++ {
+		c := &r.cqes[head&r.cqMask]
+		q.complete(c.UserData(), c.Result())
+	}
+	r.cqHead.Store(head)
+	if !q.armed && !q.closed {
+		q.arm()
+	}
+	if q.toSub > 0 {
+		q.enter(0, 0)
+	}
+	return 1
+}
+
+// complete handles one CQE (R6 for the ring's requests; odd results go
+// to the slow path, which has all of the File's rules).
+func (q *Queue) complete(ud uint64, res int32) {
+	if ud == wakeTag {
+		q.armed = false
+		return
+	}
+	i := uint32(ud)
+	s := &q.slots[i]
+	req := s.req
+	if again(res) {
+		q.f.m.eagain.Add(1)
+		var e sqe
+		if req.Op == block.OpFlush {
+			e = fsyncSQE(q.f.fd)
+		} else {
+			e = q.rwSQE(req.Op == block.OpWrite, req)
+		}
+		q.push(e, ud)
+		return
+	}
+	if s.wlock {
+		q.f.wmu.RUnlock()
+	}
+	*s = qslot{}
+	q.free = append(q.free, i)
+	switch {
+	case res < 0:
+		op := "flush"
+		if req.Op != block.OpFlush {
+			op = req.Op.String()
+		}
+		req.Err = &block.OpError{Op: op, Off: req.Off, Len: int64(len(req.Buf)), Err: unix.Errno(-res)}
+	case req.Op != block.OpFlush && int(res) < len(req.Buf):
+		// Short (or zero, past EOF): the File finishes the rest.
+		q.f.m.short.Add(1)
+		q.goSlow(req, int(res))
+		return
+	}
+	q.ready = append(q.ready, req)
+}
+
+// goSlow runs req from byte done on through the File's own methods on a
+// goroutine (U10, A4). The queue holds the File open (U12, A6), so these enter
+// nothing.
+func (q *Queue) goSlow(req *block.Req, done int) {
+	q.nslow++
+	q.f.m.queueSlow.Add(1)
+	q.slow.Go(func() {
+		f := q.f
+		off := req.Off + int64(done)
+		bufs := [][]byte{req.Buf[done:]}
+		var err error
+		switch req.Op {
+		case block.OpRead:
+			err = f.readv(off, bufs, int64(len(bufs[0])))
+		case block.OpWrite:
+			err = f.writev(off, bufs, int64(len(bufs[0])))
+		}
+		req.Err = err
+		q.done.Put(req)
+		if q.sleeping.Load() {
+			q.kick()
+		}
+	})
+}
+
+// Wake implements block.Queue.
+func (q *Queue) Wake() {
+	q.woken.Store(true)
+	if q.sleeping.Load() {
+		q.kick()
+	}
+}
+
+// kick completes the armed eventfd read (U11, A5).
+func (q *Queue) kick() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(q.efd, one[:])
+}
+
+// InFlight implements block.Queue.
+func (q *Queue) InFlight() int { return q.flight }
+
+// Close implements block.Queue: it waits for every request (dropping
+// their completions), takes the eventfd read back, and releases the ring
+// and the File (U12, A6).
+func (q *Queue) Close() error {
+	if q.closed {
+		return block.ErrClosed
+	}
+	out := make([]*block.Req, q.depth)
+	var werr error
+	for q.flight > 0 && werr == nil {
+		_, werr = q.Wait(out, q.flight)
+	}
+	q.slow.Wait()
+	q.closed = true
+	for q.armed {
+		q.kick()
+		if err := q.enter(1, 0); err != nil {
+			werr = errors.Join(werr, err)
+			break
+		}
+		q.reap()
+	}
+	err := errors.Join(werr, q.r.close(), unix.Close(q.efd))
+	q.f.life.RUnlock()
+	return err
+}

@@ -1,0 +1,184 @@
+//go:build linux
+
+package uring
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
+)
+
+// TestQueue: a File's own Queue keeps the Queue contract (block Q1-Q6)
+// in every ring mode, with O_DIRECT's misaligned requests, short reads at
+// the end of the file and writes past it on its slow path (Q4).
+func TestQueue(t *testing.T) {
+	for _, c := range configs() {
+		t.Run(c.name, func(t *testing.T) {
+			blocktest.RunQueue(t, func(t *testing.T) block.Device {
+				return openTemp(t, c.opt)
+			}, blocktest.QueueConfig{})
+		})
+	}
+}
+
+// TestQueue_Ring: on a ring File the queue is the File's own and sends
+// aligned requests to its ring: none of them takes the slow path (Q3),
+// and a batch of them costs about one enter.
+func TestQueue_Ring(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		f := openTemp(t, Options{Backend: Ring, Direct: direct, NoMerge: true})
+		qq, err := block.NewQueue(f, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, ok := qq.(*Queue)
+		if !ok {
+			t.Fatalf("block.NewQueue on a ring File gave %T", qq)
+		}
+		buf := pattern(1, 32*4096)
+		if err := block.WriteAt(f, buf, 0); err != nil { // below EOF from here on
+			t.Fatal(err)
+		}
+		before := f.Metrics()
+		reqs := make([]*block.Req, 32)
+		for round := 0; round < 20; round++ {
+			for i := range reqs {
+				op := block.OpWrite
+				if round%2 == 1 {
+					op = block.OpRead
+				}
+				reqs[i] = &block.Req{Op: op, Off: int64(i) * 4096, Buf: buf[i*4096 : (i+1)*4096]}
+			}
+			if err := q.Submit(reqs...); err != nil {
+				t.Fatal(err)
+			}
+			out := make([]*block.Req, 32)
+			for n := 0; n < 32; {
+				k, err := q.Wait(out[n:], 32-n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += k
+			}
+			for _, r := range out {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+			}
+		}
+		m := f.Metrics().Sub(before)
+		if m.QueueSlow != 0 {
+			t.Errorf("direct=%v: %d aligned requests took the slow path", direct, m.QueueSlow)
+		}
+		if m.SQEs < 640 || m.Enters > 3*20 {
+			t.Errorf("direct=%v: 640 requests in batches of 32: %d SQEs in %d enters (%v)", direct, m.SQEs, m.Enters, m)
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, f, 0, len(buf)); !bytes.Equal(got, buf) {
+			t.Fatalf("direct=%v: data differs", direct)
+		}
+	}
+}
+
+// TestQueue_FileCloseWaits: File.Close waits for an open queue (Q6):
+// the queue's requests never meet a closed descriptor.
+func TestQueue_FileCloseWaits(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true})
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("File.Close returned (%v) with a queue open", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b := pattern(2, 4096)
+	if err := q.Submit(&block.Req{Op: block.OpWrite, Buf: b}); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*block.Req, 1)
+	if k, err := q.Wait(out, 1); err != nil || k != 1 || out[0].Err != nil {
+		t.Fatalf("a write on the queue while Close waits: %d %v", k, err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQueue_RegisterBuffers: requests from registered buffers become
+// READ_FIXED/WRITE_FIXED and round-trip; registering with requests in
+// flight is refused.
+func TestQueue_RegisterBuffers(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true})
+	q, err := f.newQueue(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	arena := block.AlignedBuf(8*4096, block.DefaultMemAlign)
+	if err := q.RegisterBuffers(arena); err != nil {
+		t.Skipf("buffers not registered here: %v", err)
+	}
+	if e := q.rwSQE(true, &block.Req{Buf: arena[4096:8192]}); !e.hasBuf || e.buf != 1 {
+		t.Fatalf("a buffer inside the arena: %+v", e)
+	}
+	if e := q.rwSQE(true, &block.Req{Buf: arena[4096 : 8*4096+0]}); !e.hasBuf {
+		t.Fatalf("the arena's tail: %+v", e)
+	}
+	other := block.AlignedBuf(4096, block.DefaultMemAlign)
+	if e := q.rwSQE(true, &block.Req{Buf: other}); e.hasBuf {
+		t.Fatalf("a buffer outside: %+v", e)
+	}
+	copy(arena, pattern(3, len(arena)))
+	want := bytes.Clone(arena)
+	reqs := make([]*block.Req, 8)
+	for i := range reqs {
+		reqs[i] = &block.Req{Op: block.OpWrite, Off: int64(i) * 4096, Buf: arena[i*4096 : (i+1)*4096]}
+	}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.RegisterBuffers(arena); !errors.Is(err, block.ErrBusy) {
+		t.Fatalf("RegisterBuffers with requests in flight: %v", err)
+	}
+	out := make([]*block.Req, 8)
+	for n := 0; n < 8; {
+		k, err := q.Wait(out[n:], 8-n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += k
+	}
+	clear(arena)
+	for i := range reqs {
+		reqs[i].Op = block.OpRead
+	}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 8; {
+		k, err := q.Wait(out[n:], 8-n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += k
+	}
+	if !bytes.Equal(arena, want) {
+		t.Fatal("fixed reads do not give back the fixed writes")
+	}
+	if got := readAll(t, f, 0, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("the file does not hold the fixed writes")
+	}
+}
