@@ -94,6 +94,20 @@
 //	    (findFree skips it) until a completed flush has made the removal
 //	    durable: else a crash could leave the old entry pointing at the
 //	    new owner's bytes, or at the zeros of its COW.
+//	Q14 Queues (queue.go, block A1-A6): a queued read whose range is one
+//	    run of host data, and a queued write inside one allocated COPIED
+//	    cluster with no allocation of that cluster in flight, go straight
+//	    to a queue on the device, translated, exactly as the synchronous
+//	    read and overwrite paths would send them; a read of zeros with
+//	    no backing file completes at once. A fast write holds the write
+//	    gate (Q12) from its lookup until the owner reaps it, so a freer
+//	    waits for it as for a synchronous writer (the owner only looks
+//	    up lock-free, and a freer holds nothing such a lookup waits for,
+//	    so that wait ends when the device completes the write). Every
+//	    other request, and every flush, runs the synchronous path on a
+//	    goroutine (A4).
+//	Q15 Close refuses (ErrQueueOpen) while a queue is open: its writes
+//	    hold the gate and its device queue holds the device.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -64,6 +64,9 @@ type Image struct {
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
 	state atomic.Uint32
+	// queues counts open Queues (Q15); raised under mu, so Close,
+	// which reads it under mu, never misses one being opened.
+	queues atomic.Int32
 	// rtOff/rtLen mirror the refcount table's place (overlap checks).
 	rtOff, rtLen atomic.Uint64
 	snapshots    []format.Snapshot
@@ -156,6 +159,7 @@ func (im *Image) Metrics() Metrics {
 		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(), Reservations: c.reservations.Load(),
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
 		FillBytes: c.fillBytes.Load(), FillWaits: c.fillWaits.Load(), FillErrors: c.fillErrors.Load(),
+		QueueFast: c.queueFast.Load(), QueueSlow: c.queueSlow.Load(),
 		Prealloc: im.pinfo,
 	}
 	if im.l2c != nil {
@@ -250,6 +254,11 @@ func (im *Image) Close() error {
 	if im.closed {
 		im.mu.Unlock()
 		return block.ErrClosed
+	}
+	if im.queues.Load() > 0 {
+		// Q15: the queue's requests hold the write gate and the device.
+		im.mu.Unlock()
+		return ErrQueueOpen
 	}
 	// Q11: no zeros are written after Close, nor while trimReserved
 	// truncates the reserve. Workers never take mu, so this cannot

@@ -55,7 +55,7 @@ func memImage(t testing.TB, co CreateOptions, o Options, mo memdev.Options) (*Im
 		if t.Failed() {
 			return
 		}
-		im2, err := OpenDevice(mem, Options{ReadOnly: true, NoBacking: true})
+		im2, err := OpenDevice(mem, Options{ReadOnly: true, NoBacking: true, Passphrase: o.Passphrase})
 		if err != nil {
 			t.Fatalf("reopen: %v", err)
 		}

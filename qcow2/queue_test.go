@@ -1,0 +1,161 @@
+package qcow2
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestQueue_Conformance: an image's Queue keeps the Queue contract (block
+// A1-A6) on a memdev (the device's queue runs on goroutines), with
+// extended L2 (writes all take the slow path) and encrypted (everything
+// does); after each model run the image checks clean.
+func TestQueue_Conformance(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, d block.Device) {
+		r, err := d.(*Image).Check(CheckOptions{})
+		if err != nil || r.Corruptions != 0 || r.Leaks != 0 {
+			t.Fatalf("check after the queue: %+v %v", r, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		co   CreateOptions
+		o    Options
+	}{
+		{"plain", CreateOptions{Size: 16 << 20, ClusterSize: 64 << 10}, Options{PreallocSize: 2 << 20, PreallocAlign: 1 << 20}},
+		{"small-clusters", CreateOptions{Size: 16 << 20, ClusterSize: 4096}, Options{}},
+		{"xl2", CreateOptions{Size: 16 << 20, ClusterSize: 64 << 10, ExtendedL2: true}, Options{}},
+		{"luks", CreateOptions{Size: 16 << 20, ClusterSize: 64 << 10,
+			Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("q"), Iterations: 1000}}, Options{Passphrase: []byte("q")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blocktest.RunQueue(t, func(t *testing.T) block.Device {
+				im, _ := memImage(t, tc.co, tc.o, memdev.Options{Media: block.MediaRAM})
+				return im
+			}, blocktest.QueueConfig{Size: tc.co.Size, Ops: 1500, Check: check})
+		})
+	}
+}
+
+// TestQueue_FastPath: overwrites inside allocated clusters and reads of
+// data, zeros and unallocated space all take the fast path (Q14); a
+// write into a new cluster, a write across two clusters and a flush take
+// the slow one.
+func TestQueue_FastPath(t *testing.T) {
+	const cs = 64 << 10
+	im, _ := memImage(t, CreateOptions{Size: 16 << 20, ClusterSize: cs}, Options{}, memdev.Options{})
+	mustWrite(t, im, pattern(4*cs, 1), 0)
+	qq, err := im.NewQueue(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := qq.(*Queue)
+	run := func(reqs ...*block.Req) {
+		t.Helper()
+		if err := q.Submit(reqs...); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]*block.Req, len(reqs))
+		for n := 0; n < len(reqs); {
+			k, err := q.Wait(out[n:], len(reqs)-n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += k
+		}
+		for _, r := range out {
+			if r.Err != nil {
+				t.Fatalf("%v at %#x: %v", r.Op, r.Off, r.Err)
+			}
+		}
+	}
+	before := im.Metrics()
+	w := pattern(4096, 9)
+	r1, r2 := make([]byte, 4096), pattern(8192, 3)
+	run(&block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: w},
+		&block.Req{Op: block.OpRead, Off: 2 * cs, Buf: r1},
+		&block.Req{Op: block.OpRead, Off: 8 * cs, Buf: r2}) // unallocated: zeros
+	m := im.Metrics().Sub(before)
+	if m.QueueFast != 3 || m.QueueSlow != 0 {
+		t.Fatalf("overwrite, read, read of zeros: %d fast, %d slow", m.QueueFast, m.QueueSlow)
+	}
+	testkit.MustEqual(t, r1, pattern(4*cs, 1)[2*cs:2*cs+4096], "queued read")
+	testkit.MustEqual(t, r2, make([]byte, 8192), "queued read of unallocated space")
+	testkit.MustEqual(t, readBack(t, im, cs+4096, 4096), w, "queued overwrite")
+
+	before = im.Metrics()
+	run(&block.Req{Op: block.OpWrite, Off: 6 * cs, Buf: pattern(4096, 4)},
+		&block.Req{Op: block.OpWrite, Off: 2*cs - 2048, Buf: pattern(4096, 5)},
+		&block.Req{Op: block.OpFlush})
+	m = im.Metrics().Sub(before)
+	if m.QueueFast != 0 || m.QueueSlow != 3 {
+		t.Fatalf("new cluster, across clusters, flush: %d fast, %d slow", m.QueueFast, m.QueueSlow)
+	}
+	testkit.MustEqual(t, readBack(t, im, 6*cs, 4096), pattern(4096, 4), "queued write into a new cluster")
+	testkit.MustEqual(t, readBack(t, im, 2*cs-2048, 4096), pattern(4096, 5), "queued write across clusters")
+
+	if err := im.Close(); !errors.Is(err, ErrQueueOpen) {
+		t.Fatalf("Close with a queue open: %v, want ErrQueueOpen", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := im.Check(CheckOptions{}); err != nil || r.Corruptions+r.Leaks != 0 {
+		t.Fatalf("check: %+v %v", r, err)
+	}
+}
+
+// TestQueue_OverwriteVsDiscard is TestRegress_OverwriteVsDiscard through
+// a queue (Q12, Q14): a queued overwrite is in flight while a discard
+// frees its cluster and another allocation may reuse it. The discard
+// waits until the owner reaps the write, and the write does not land in
+// the other guest cluster.
+func TestQueue_OverwriteVsDiscard(t *testing.T) {
+	const cs = 64 << 10
+	im, h, _ := holdImage(t, cs, Options{PreallocSize: -1})
+	mustWrite(t, im, pattern(cs, 7), 0)
+	mustWrite(t, im, pattern(cs, 8), cs)
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.arm(func(off, n int64) bool { return n == 4096 })
+	if err := q.Submit(&block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: pattern(4096, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitCh(t, h.arrived, "the queued overwrite")
+	if m := im.Metrics(); m.QueueFast != 1 {
+		t.Fatalf("the overwrite did not take the fast path: %+v", m)
+	}
+	ch2 := make(chan error, 1)
+	go func() { ch2 <- im.Discard(cs, cs) }()
+	time.Sleep(50 * time.Millisecond)
+	other := pattern(cs, 9)
+	ch3 := make(chan error, 1)
+	go func() { _, err := im.WriteAt(other, 2*cs); ch3 <- err }()
+	peek(ch3, 300*time.Millisecond)
+	close(h.release)
+	if _, ok := returned(ch2, 200*time.Millisecond); ok {
+		t.Fatal("the discard returned before the owner reaped the write it waits for")
+	}
+	out := make([]*block.Req, 1)
+	if k, err := q.Wait(out, 1); err != nil || k != 1 || out[0].Err != nil {
+		t.Fatalf("queued overwrite: %d %v", k, err)
+	}
+	for i, ch := range []chan error{ch2, ch3} {
+		if err, ok := returned(ch, 10*time.Second); !ok || err != nil {
+			t.Fatalf("request %d: %v (returned %v)", i, err, ok)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
+	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
+}
