@@ -28,6 +28,7 @@ type tcfg struct {
 	tiny    bool   // tiny L2 and refcount caches
 	luks    bool   // LUKS encrypted (crypt.go)
 	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
+	queue   bool   // one batch goroutine's stripe goes through a Queue (Q14)
 	backend string // see tortureBackends
 }
 
@@ -111,6 +112,9 @@ func (c tcfg) String() string {
 	if c.comp != "" {
 		t = append(t, c.comp)
 	}
+	if c.queue {
+		t = append(t, "q")
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -129,6 +133,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"fu":   func(c *tcfg) { c.fill = FillUnwritten },
 	"tiny": func(c *tcfg) { c.tiny = true },
 	"luks": func(c *tcfg) { c.luks = true },
+	"q":    func(c *tcfg) { c.queue = true },
 }
 
 func parseTcfg(name string) (tcfg, error) {
@@ -269,6 +274,12 @@ var tortureMatrix = []string{
 	"c64k-r16-v3-xl2-mem",
 	"c128k-r16-v3-xl2-back-fz-uhd",
 	"c2m-r16-v3-xl2-tiny-ud",
+	// Queues (Q14): a stripe of queued reads and writes at depth beside
+	// the synchronous goroutines' discards and allocations.
+	"c64k-r16-v3-q-ud",
+	"c4k-r16-v3-tiny-q-hold",
+	"c64k-r16-v3-back-fz-q-unm",
+	"c16k-r16-v3-xl2-q-ub",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -304,6 +315,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
 		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
 		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
+		c.queue = r.IntN(3) == 0
 		if c.valid() == nil {
 			return c
 		}

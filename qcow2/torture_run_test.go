@@ -36,6 +36,7 @@ type tstats struct {
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
 	Fallocates, COWBytes, ZeroPadBytes                          int64
 	Merged                                                      int64 // uring Metrics().Merged
+	QueueFast, QueueSlow                                        int64 // queued requests by path (Q14)
 	RYWChecks                                                   int64 // read-your-writes checks in batches
 	RYWViolations                                               int64 // tolerated (-torture.tolerate=ryw)
 	Events                                                      map[string]int64
@@ -77,6 +78,8 @@ func (s *tstats) add(o *tstats) {
 	s.COWBytes += o.COWBytes
 	s.ZeroPadBytes += o.ZeroPadBytes
 	s.Merged += o.Merged
+	s.QueueFast += o.QueueFast
+	s.QueueSlow += o.QueueSlow
 	s.RYWChecks += o.RYWChecks
 	s.RYWViolations += o.RYWViolations
 	s.CrashQemu += o.CrashQemu
@@ -102,6 +105,8 @@ func (s *tstats) addMetrics(m Metrics) {
 	s.Fallocates += m.Fallocates
 	s.COWBytes += m.COWBytes
 	s.ZeroPadBytes += m.ZeroPadBytes
+	s.QueueFast += m.QueueFast
+	s.QueueSlow += m.QueueSlow
 }
 
 func mapString(m map[string]int64) string {
@@ -129,11 +134,11 @@ func (s *tstats) String() string {
 		crash += v
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
-		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d\n"+
+		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
-		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged,
+		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 
@@ -700,7 +705,35 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		}
 		return true
 	}
+	// syncZero runs an own-stripe zeroing or discard and updates the model.
+	syncZero := func(who string, o top) bool {
+		if o.kind == opZero {
+			if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
+				failf("%s: zero [%#x,+%#x): %v", who, o.off, o.n, err)
+				return false
+			}
+			mu.RLock()
+			clear(r.model[o.off : o.off+o.n])
+			mu.RUnlock()
+			return true
+		}
+		if err := im.Discard(o.off, o.n); err != nil {
+			failf("%s: discard [%#x,+%#x): %v", who, o.off, o.n, err)
+			return false
+		}
+		mu.RLock()
+		r.discardModel(r.model, o.off, o.n)
+		mu.RUnlock()
+		return true
+	}
 	for g := range b.own {
+		if g == 0 && r.cfg.queue {
+			wg.Go(func() {
+				defer guard("queue owner")
+				r.runQueued(b.own[0], &mu, failf, stopped, syncZero, &nops, &ryw)
+			})
+			continue
+		}
 		wg.Go(func() {
 			who := fmt.Sprintf("goroutine %d", g)
 			defer guard(who)
@@ -743,22 +776,10 @@ func (r *trun) runBatch(i int, b *tbatch) {
 						failf("%s: own stripe [%#x,+%#x) differs at %#x: got %#x want %#x", who, o.off, o.n, o.off+int64(k), got[k], w)
 						return
 					}
-				case opZero:
-					if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
-						failf("%s: zero [%#x,+%#x): %v", who, o.off, o.n, err)
+				case opZero, opDiscard:
+					if !syncZero(who, o) {
 						return
 					}
-					mu.RLock()
-					clear(r.model[o.off : o.off+o.n])
-					mu.RUnlock()
-				case opDiscard:
-					if err := im.Discard(o.off, o.n); err != nil {
-						failf("%s: discard [%#x,+%#x): %v", who, o.off, o.n, err)
-						return
-					}
-					mu.RLock()
-					r.discardModel(r.model, o.off, o.n)
-					mu.RUnlock()
 				}
 			}
 		})

@@ -83,6 +83,8 @@ var shortSample = []struct {
 	{4, "c8k-r32-v3-unm"},
 	{5, "c16k-r16-v3-xl2-back-hold"},
 	{5, "c64k-r16-v3-xl2-tiny-ud"},
+	{6, "c64k-r16-v3-q-ud"},
+	{6, "c4k-r16-v3-tiny-q-hold"},
 }
 
 func TestTorture(t *testing.T) {

@@ -1,0 +1,121 @@
+package qcow2
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// runQueued runs one batch goroutine's own stripe through a Queue of
+// depth 8 (configurations with the q token, Q14): reads and writes go in
+// as long as they overlap nothing in flight (overlapping requests in
+// flight have no order), each completed read must match the model and
+// each completed write must read back; zeroing and discards drain the
+// queue first, as an owner must before it calls a method that may wait
+// for the write gate (block A3), and then run synchronously. The model
+// takes a write when it completes, as for the synchronous goroutines.
+func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any), stopped func() bool,
+	syncZero func(string, top) bool, nops, ryw *atomic.Int64) {
+	const who, depth = "queue owner", 8
+	im := r.im
+	q, err := im.NewQueue(depth)
+	if err != nil {
+		failf("%s: NewQueue: %v", who, err)
+		return
+	}
+	defer func() {
+		if err := q.Close(); err != nil {
+			failf("%s: Close: %v", who, err)
+		}
+	}()
+	inflight := map[*block.Req]top{}
+	out := make([]*block.Req, depth)
+	reap := func(atLeast int) bool {
+		k, err := q.Wait(out, atLeast)
+		if err != nil {
+			failf("%s: Wait: %v", who, err)
+			return false
+		}
+		for _, rq := range out[:k] {
+			o := inflight[rq]
+			delete(inflight, rq)
+			if rq.Err != nil {
+				failf("%s: queued %v [%#x,+%#x): %v", who, rq.Op, o.off, o.n, rq.Err)
+				return false
+			}
+			mu.RLock()
+			if rq.Op == block.OpWrite {
+				copy(r.model[o.off:], rq.Buf)
+			}
+			want := r.model[o.off : o.off+o.n]
+			k := testkit.FirstDiff(rq.Buf, want)
+			mu.RUnlock()
+			if k >= 0 {
+				failf("%s: queued read [%#x,+%#x) differs from the model at %#x", who, o.off, o.n, o.off+int64(k))
+				return false
+			}
+			if rq.Op == block.OpWrite {
+				got := make([]byte, o.n)
+				if _, err := im.ReadAt(got, o.off); err != nil {
+					failf("%s: read: %v", who, err)
+					return false
+				}
+				ryw.Add(1)
+				if k := testkit.FirstDiff(got, rq.Buf); k >= 0 {
+					failf("%s: read-your-writes: queued write [%#x,+%#x) completed, the read after it differs at %#x", who, o.off, o.n, o.off+int64(k))
+					return false
+				}
+			}
+		}
+		clear(out)
+		return true
+	}
+	busy := func(o top) bool {
+		for _, p := range inflight {
+			if o.off < p.off+p.n && p.off < o.off+o.n {
+				return true
+			}
+		}
+		return len(inflight) == depth
+	}
+	drain := func() bool {
+		for len(inflight) > 0 {
+			if !reap(len(inflight)) {
+				return false
+			}
+		}
+		return true
+	}
+	defer drain()
+	for _, o := range ops {
+		if stopped() {
+			return
+		}
+		nops.Add(1)
+		switch o.kind {
+		case opWrite, opRead:
+			for busy(o) {
+				if !reap(1) {
+					return
+				}
+			}
+			rq := &block.Req{Op: block.OpRead, Off: o.off, Buf: make([]byte, o.n)}
+			if o.kind == opWrite {
+				rq.Op = block.OpWrite
+				fillPattern(rq.Buf, o.pat)
+			}
+			inflight[rq] = o
+			if err := q.Submit(rq); err != nil {
+				delete(inflight, rq)
+				failf("%s: Submit: %v", who, err)
+				return
+			}
+		case opZero, opDiscard:
+			if !drain() || !syncZero(who, o) {
+				return
+			}
+		}
+	}
+}
