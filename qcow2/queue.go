@@ -31,6 +31,17 @@ type Queue struct {
 	done  block.Completions // the slow path (A4)
 	nslow int
 	slow  sync.WaitGroup
+	// Slow writes by guest cluster (Q14): contiguous writes into one
+	// cluster of a Submit go to the synchronous path as one vector (one
+	// allocation for all of them); a later write into a cluster with a
+	// slow write out waits in parked until that write is back, then
+	// goes in again (by then, usually, as an overwrite).
+	group   []*block.Req
+	groupC  uint64
+	slowC   map[uint64]int
+	parked  map[uint64][]*block.Req
+	nparked int
+	retry   []*block.Req
 	sig   chan struct{} // cap 1: a slow completion or a Wake
 	woken atomic.Bool
 
@@ -88,13 +99,32 @@ func (q *Queue) Submit(reqs ...*block.Req) error {
 		return block.ErrQueueFull
 	}
 	q.flight += len(reqs)
-	q.batch = q.batch[:0]
 	for _, r := range reqs {
 		r.Err = nil
-		if !q.fast(r) {
-			q.goSlow(r)
-		}
 	}
+	return q.route(reqs)
+}
+
+// route sends reqs down the fast path, into a group, to the parked
+// requests of their cluster, or to the slow path, and submits the fast
+// ones to the device's queue.
+func (q *Queue) route(reqs []*block.Req) error {
+	q.batch = q.batch[:0]
+	for _, r := range reqs {
+		if r.Op == block.OpWrite && q.slowC[q.cluster(r)] > 0 {
+			q.park(r)
+			continue
+		}
+		if q.fast(r) {
+			continue
+		}
+		if r.Op != block.OpWrite {
+			q.goSlow([]*block.Req{r})
+			continue
+		}
+		q.addGroup(r)
+	}
+	q.flushGroup()
 	if len(q.batch) == 0 {
 		return nil
 	}
@@ -194,14 +224,95 @@ func (q *Queue) finish(ir *block.Req, err error) {
 	q.ready = append(q.ready, s.req)
 }
 
-// goSlow runs r through the image's synchronous methods on a goroutine
-// (A4).
-func (q *Queue) goSlow(r *block.Req) {
-	q.nslow++
-	q.im.c.queueSlow.Add(1)
+func (q *Queue) cluster(r *block.Req) uint64 { return uint64(r.Off) >> q.im.g.ClusterBits }
+
+// addGroup adds the slow write r to the group being built, or starts a
+// new one: a group is writes that follow each other in one cluster.
+func (q *Queue) addGroup(r *block.Req) {
+	c := q.cluster(r)
+	if k := len(q.group); k > 0 {
+		last := q.group[k-1]
+		if c == q.groupC && r.Off == last.Off+int64(len(last.Buf)) && k < maxGroup {
+			q.group = append(q.group, r)
+			return
+		}
+		q.flushGroup()
+	}
+	if q.slowC[c] > 0 {
+		// The group just sent wrote into this cluster too.
+		q.park(r)
+		return
+	}
+	q.group = append(q.group, r)
+	q.groupC = c
+}
+
+// maxGroup bounds a group's vector (IOV_MAX).
+const maxGroup = 1024
+
+// flushGroup sends the group to the slow path.
+func (q *Queue) flushGroup() {
+	if len(q.group) == 0 {
+		return
+	}
+	g := append([]*block.Req(nil), q.group...)
+	clear(q.group)
+	q.group = q.group[:0]
+	if q.slowC == nil {
+		q.slowC, q.parked = map[uint64]int{}, map[uint64][]*block.Req{}
+	}
+	q.slowC[q.groupC] += len(g)
+	q.goSlow(g)
+}
+
+func (q *Queue) park(r *block.Req) {
+	c := q.cluster(r)
+	q.parked[c] = append(q.parked[c], r)
+	q.nparked++
+}
+
+// slowDone notes that the slow write r is back; the writes parked on its
+// cluster go in again once none is out.
+func (q *Queue) slowDone(r *block.Req) {
+	if r.Op != block.OpWrite || q.slowC == nil {
+		return
+	}
+	c := q.cluster(r)
+	if q.slowC[c]--; q.slowC[c] > 0 {
+		return
+	}
+	delete(q.slowC, c)
+	if p := q.parked[c]; len(p) > 0 {
+		delete(q.parked, c)
+		q.nparked -= len(p)
+		q.retry = append(q.retry, p...)
+	}
+}
+
+// goSlow runs g through the image's synchronous methods on a goroutine
+// (A4): one request, or a group of writes as one vector. A group that
+// fails runs again request by request, so each gets its own result.
+func (q *Queue) goSlow(g []*block.Req) {
+	q.nslow += len(g)
+	q.im.c.queueSlow.Add(int64(len(g)))
 	q.slow.Go(func() {
-		r.Err = block.Do(q.im, r)
-		q.done.Put(r)
+		var err error
+		if len(g) == 1 {
+			g[0].Err = block.Do(q.im, g[0])
+		} else {
+			v := make([][]byte, len(g))
+			for i, r := range g {
+				v[i] = r.Buf
+			}
+			if err = q.im.Writev(g[0].Off, v); err != nil {
+				for _, r := range g {
+					r.Err = block.Do(q.im, r)
+				}
+			}
+		}
+		for _, r := range g {
+			q.done.Put(r)
+		}
 		q.signal()
 		q.inner.Wake()
 	})
@@ -250,7 +361,8 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 	}
 }
 
-// take moves completed requests into out.
+// take moves completed requests into out, and sends the writes parked
+// behind slow ones that came back in again.
 func (q *Queue) take(out []*block.Req) int {
 	k := copy(out, q.ready)
 	rest := copy(q.ready, q.ready[k:])
@@ -258,6 +370,20 @@ func (q *Queue) take(out []*block.Req) int {
 	q.ready = q.ready[:rest]
 	s := q.done.Take(out[k:])
 	q.nslow -= s
+	for _, r := range out[k : k+s] {
+		q.slowDone(r)
+	}
+	if len(q.retry) > 0 {
+		rs := q.retry
+		q.retry = nil
+		if err := q.route(rs); err != nil {
+			for _, r := range rs {
+				if r.Err == nil {
+					r.Err = err
+				}
+			}
+		}
+	}
 	return k + s
 }
 

@@ -60,6 +60,11 @@ qemu-img bench flags (same meaning and defaults):
   --pattern BYTE      write fill byte, e.g. 0xab (default 0)
   --flush-interval N  flush every N requests (writes only, N >= depth)
   --no-drain          with --flush-interval: flush without draining the queue
+  --queue             one goroutine submits and reaps the requests in batches
+                      through qring's asynchronous API (block.Queue: its own
+                      io_uring on the file, translated by the engine; requests
+                      it cannot translate run their synchronous path) instead
+                      of DEPTH goroutines each issuing one request at a time
   -i AIO              io_uring, io_uring-nomerge (adjacent requests are not
                       merged into one SQE) or threads. Given explicitly,
                       io_uring fails where no ring can be set up ("Unable
@@ -164,6 +169,7 @@ func parse(args []string) (*cli, error) {
 		dir, randSeed                                       string
 		oArgs, optArgs                                      strList
 		write, noDrain, quiet, forceShare, keep, imageOpts  bool
+		queue                                               bool
 		cl                                                  = &cli{}
 	)
 	fs.StringVar(&count, "c", "", "")
@@ -180,6 +186,7 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&pattern, "pattern", "", "")
 	fs.StringVar(&flushInt, "flush-interval", "", "")
 	fs.BoolVar(&noDrain, "no-drain", false, "")
+	fs.BoolVar(&queue, "queue", false, "")
 	fs.StringVar(&aio, "i", "", "")
 	fs.BoolVar(&quiet, "q", false, "")
 	fs.BoolVar(&forceShare, "U", false, "")
@@ -295,6 +302,7 @@ func parse(args []string) (*cli, error) {
 	}
 	c.Format, c.Cache, c.AIO, c.Dir = format, cache, aio, dir
 	c.Write, c.NoDrain, c.Quiet, c.ForceShare, c.Keep = write, noDrain, quiet, forceShare, keep
+	c.Queue = queue
 
 	if set["rand"] {
 		if c.RandSeed, err = strconv.ParseUint(randSeed, 0, 64); err != nil {

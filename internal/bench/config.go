@@ -53,6 +53,10 @@ type Config struct {
 	Pattern       byte
 	FlushInterval int64 // flush every N requests (writes only; >= Depth)
 	NoDrain       bool  // flush without pausing the other workers
+	// Queue runs the requests through a block.Queue from one goroutine
+	// (submit a batch, reap a batch) instead of Depth goroutines each
+	// issuing synchronous requests: qring's asynchronous API.
+	Queue bool
 	// Cache is qemu's -t (none, writeback, writethrough, directsync,
 	// unsafe); "" means writeback, or none for the seed image.
 	Cache string

@@ -113,6 +113,13 @@ func (r *Result) WriteSummary(w io.Writer) {
 			fmt.Fprintf(w, "; ring features: %s", r.RingFeatures)
 		}
 		fmt.Fprintln(w)
+		if r.Config.Queue {
+			fmt.Fprintf(w, "queue: one goroutine, %d requests ran their synchronous path", u.QueueSlow)
+			if m := r.Engine; m != nil {
+				fmt.Fprintf(w, "; engine: %d fast, %d slow", m.QueueFast, m.QueueSlow)
+			}
+			fmt.Fprintln(w)
+		}
 	} else if r.Backend != "" {
 		fmt.Fprintf(w, "backend: %s", r.Backend)
 		if r.fellBack() {
@@ -253,6 +260,7 @@ type jsonConfig struct {
 	Drain         bool       `json:"drain"`
 	Cache         string     `json:"cache"`
 	AIO           string     `json:"aio"`
+	Queue         bool       `json:"queue,omitempty"`
 	Backend       string     `json:"backend,omitempty"`
 	BackendReason string     `json:"backend_reason,omitempty"`
 	ForceShare    bool       `json:"force_share"`
@@ -335,7 +343,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		ImageSize: r.ImageSize, ClusterSize: r.ClusterSize, Format: c.Format, Count: c.Count, Depth: c.Depth, Offset: c.Offset,
 		Size: c.Size, Step: c.Step, Write: c.Write, Pattern: int(c.Pattern),
 		FlushInterval: c.FlushInterval, Drain: c.FlushInterval > 0 && !c.NoDrain,
-		Cache: c.Cache, AIO: c.AIO, Backend: r.Backend, BackendReason: r.BackendReason, ForceShare: c.ForceShare,
+		Cache: c.Cache, AIO: c.AIO, Queue: c.Queue, Backend: r.Backend, BackendReason: r.BackendReason, ForceShare: c.ForceShare,
 		EngineOpts: opts, Prealloc: prealloc, PreallocSize: o.PreallocSize, PreallocAlign: o.PreallocAlign,
 		PreallocFill: fill, L2CacheSize: o.L2CacheSize, L2EntrySize: o.L2CacheEntrySize, RefcountCache: o.RefcountCacheSize,
 		CleanInterval: o.CacheCleanInterval.Seconds(), GOMAXPROCS: runtime.GOMAXPROCS(0),

@@ -230,7 +230,19 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 
 	r := &runner{cfg: &cfg, dev: dev, size: size}
 	r.cond.L = &r.mu
+	var q block.Queue
+	if cfg.Queue {
+		// One more than Depth: a flush without drain goes in beside
+		// Depth requests.
+		if q, err = block.NewQueue(dev, cfg.Depth+1); err != nil {
+			return Result{}, err
+		}
+		defer q.Close()
+	}
 	ws := make([]*worker, cfg.Depth)
+	if cfg.Queue {
+		ws = nil
+	}
 	for i := range ws {
 		buf := block.AlignedBuf(int(cfg.Size), block.DefaultMemAlign)
 		if cfg.Pattern != 0 {
@@ -269,13 +281,21 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 			}
 		})
 	}
-	var wg sync.WaitGroup
-	for _, w := range ws {
-		wg.Go(func() {
-			w.loop()
-		})
+	var qr *queueRunner
+	if cfg.Queue {
+		qr = newQueueRunner(r, q, cfg.Pattern)
+		if err := qr.run(); err != nil {
+			r.fail(err)
+		}
+	} else {
+		var wg sync.WaitGroup
+		for _, w := range ws {
+			wg.Go(func() {
+				w.loop()
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	elapsed := time.Since(start)
 	var ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
@@ -322,6 +342,9 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 	}
 	for _, w := range ws {
 		res.Latency.Merge(&w.hist)
+	}
+	if qr != nil {
+		res.Latency.Merge(&qr.hist)
 	}
 	if im != nil {
 		m := im.Metrics().Sub(m0)

@@ -67,14 +67,22 @@ func (d *countDev) Flush() error {
 	return d.Device.Flush()
 }
 
+// TestRunOn_FlushIntervalDrains pins W2, for the workers and for the
+// queue runner (Config.Queue).
 func TestRunOn_FlushIntervalDrains(t *testing.T) {
+	for _, queue := range []bool{false, true} {
+		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) { testFlushIntervalDrains(t, queue) })
+	}
+}
+
+func testFlushIntervalDrains(t *testing.T, queue bool) {
 	dev := &countDev{Device: memdev.New(memdev.Options{})}
 	if err := dev.Truncate(1 << 20); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
 	res, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
-		Pattern: 0x5a, FlushInterval: 100, Out: &out, Format: "raw"})
+		Pattern: 0x5a, FlushInterval: 100, Out: &out, Format: "raw", Queue: queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +115,12 @@ func TestRunOn_FlushIntervalDrains(t *testing.T) {
 }
 
 func TestRunOn_Qcow2Metrics(t *testing.T) {
+	for _, queue := range []bool{false, true} {
+		t.Run(fmt.Sprintf("queue=%v", queue), func(t *testing.T) { testQcow2Metrics(t, queue) })
+	}
+}
+
+func testQcow2Metrics(t *testing.T, queue bool) {
 	dev := memdev.New(memdev.Options{})
 	if err := qcow2.CreateDevice(dev, qcow2.CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
@@ -116,7 +130,7 @@ func TestRunOn_Qcow2Metrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	res, err := RunOn(&imgopen.Opened{Dev: im, Image: im}, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1})
+	res, err := RunOn(&imgopen.Opened{Dev: im, Image: im}, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1, Queue: queue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +214,33 @@ func TestRunOn_CacheModesFlush(t *testing.T) {
 		{"writethrough", 64 + 1}, // FUA emulated by a flush per write
 		{"unsafe", 0},            // flushes ignored
 	} {
-		dev := &countDev{Device: memdev.New(memdev.Options{})}
-		dev.Truncate(1 << 20)
-		_, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 64, Depth: 4, Write: true, Step: -1, Cache: tc.cache, Format: "raw"})
-		if err != nil {
-			t.Fatal(err)
+		for _, queue := range []bool{false, true} {
+			dev := &countDev{Device: memdev.New(memdev.Options{})}
+			dev.Truncate(1 << 20)
+			_, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 64, Depth: 4, Write: true, Step: -1, Cache: tc.cache, Format: "raw", Queue: queue})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dev.atFlush) != tc.flushes {
+				t.Errorf("-t %s, queue %v: %d flushes, want %d", tc.cache, queue, len(dev.atFlush), tc.flushes)
+			}
 		}
-		if len(dev.atFlush) != tc.flushes {
-			t.Errorf("-t %s: %d flushes, want %d", tc.cache, len(dev.atFlush), tc.flushes)
+	}
+	// Without drain, a queue runner's interval flush goes in beside the
+	// writes: nine of them, each after at least k*N writes completed.
+	dev := &countDev{Device: memdev.New(memdev.Options{})}
+	dev.Truncate(1 << 20)
+	res, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
+		FlushInterval: 100, NoDrain: true, Format: "raw", Queue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Flushes != 9 || len(dev.atFlush) != 10 {
+		t.Fatalf("no-drain queue run: %d interval flushes, %d device flushes (%v)", res.Flushes, len(dev.atFlush), dev.atFlush)
+	}
+	for k, at := range dev.atFlush[:9] {
+		if at < int64(k+1)*100 {
+			t.Fatalf("flush %d saw %d writes done, want at least %d", k+1, at, (k+1)*100)
 		}
 	}
 }
