@@ -42,8 +42,8 @@ type Queue struct {
 	parked  map[uint64][]*block.Req
 	nparked int
 	retry   []*block.Req
-	sig   chan struct{} // cap 1: a slow completion or a Wake
-	woken atomic.Bool
+	sig     chan struct{} // cap 1: a slow completion or a Wake
+	woken   atomic.Bool
 
 	closed bool
 }
