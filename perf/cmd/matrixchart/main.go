@@ -44,7 +44,7 @@ type Record struct {
 
 // The fixed orders of the matrix; names not listed sort after, as seen.
 var (
-	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-base", "limit", "fio-floor"}
+	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-queue", "qbench-base", "limit", "limit-queue", "fio-floor"}
 	wlOrder   = []string{"seed", "alloc", "scattered", "overwrite", "read"}
 	fsOrder   = []string{"ext4", "xfs", "disk"}
 )
@@ -54,6 +54,7 @@ const (
 	qemuBest    = "qemu-prealloc"
 	qemuDefault = "qemu"
 	limitTool   = "limit"
+	queueTool   = "qbench-queue" // another API (block.Queue), not an engine setting
 	floorTool   = "fio-floor"
 	baseTool    = "qbench-base"
 	defaultTool = "qbench"
@@ -63,7 +64,7 @@ const (
 // build, an engine flag pinned: qbench-nomerge, qbench-unwritten, ...), the
 // settings the defaults are measured against; qbench-base is another build.
 func fixedSetting(tool string) bool {
-	return strings.HasPrefix(tool, defaultTool+"-") && tool != baseTool
+	return strings.HasPrefix(tool, defaultTool+"-") && tool != baseTool && tool != queueTool
 }
 
 var toolDesc = map[string]string{
@@ -76,6 +77,8 @@ var toolDesc = map[string]string{
 	"qbench-merge-unwritten": "qbench -t none --prealloc-fill unwritten (merging on, no zero fill)",
 	"qbench-base":            "another qbench build (QBENCH_BASE_BIN), engine defaults",
 	"limit":                  "qbench -f raw -t none -i io_uring-nomerge on a fully written raw file: the device's own cost",
+	"qbench-queue":           "qbench -t none --queue: one goroutine through qring's asynchronous API (block.Queue), engine defaults",
+	"limit-queue":            "the limit through the queue: qbench -f raw -t none --queue on the written raw file",
 	"fio-floor":              "fio (C, io_uring, one thread, registered file and buffers, zero buffers) on the limit's written raw file: what a C program costs on the device, the floor a user-space format layer cannot beat",
 }
 
