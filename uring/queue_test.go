@@ -182,3 +182,38 @@ func TestQueue_RegisterBuffers(t *testing.T) {
 		t.Fatal("the file does not hold the fixed writes")
 	}
 }
+
+// TestQueue_Allocs: the ring path of a Queue allocates nothing per
+// request (R5 for the queue).
+func TestQueue_Allocs(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true})
+	buf := pattern(4, 16*4096)
+	if err := block.WriteAt(f, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	q, err := f.newQueue(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	reqs := make([]*block.Req, 16)
+	for i := range reqs {
+		reqs[i] = &block.Req{Op: block.OpWrite, Off: int64(i) * 4096, Buf: buf[i*4096 : (i+1)*4096]}
+	}
+	out := make([]*block.Req, 16)
+	n := testing.AllocsPerRun(200, func() {
+		if err := q.Submit(reqs...); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < 16; {
+			k, err := q.Wait(out[got:], 16-got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += k
+		}
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per batch of 16", n)
+	}
+}

@@ -9,10 +9,15 @@
 // offset Offset + i*Step, wrapped as (offset + step) % image size, handed out
 // through one atomic counter so the stream is as sequential as qemu's. The io_uring
 // File batches the concurrent callers into shared io_uring_enter calls.
+// With Config.Queue (qbench --queue) one goroutine runs the same requests,
+// in the same order, through a block.Queue instead (queue.go): it submits
+// what fits, waits for a quarter of the depth to complete, and refills,
+// as qemu-img bench's single thread does with its AIO context.
 //
 // Invariants:
 //
-//	W1  No allocation per request in the worker loop (TestRun_AllocsPerRequest).
+//	W1  No allocation per request in the worker loop, nor in the queue
+//	    runner's (TestRun_AllocsPerRequest).
 //	W2  With a drained flush interval N, no request i >= k*N starts before
 //	    all requests < k*N completed and the k-th flush returned.
 //	W3  The reported time runs from the first submission to the last

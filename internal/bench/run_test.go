@@ -375,3 +375,52 @@ func TestRunOn_ClosedCountsFill(t *testing.T) {
 		t.Errorf("Closed changed more than the fill counters:\n%+v\n%+v", before, *m)
 	}
 }
+
+// inlineQueue completes every request at Submit, without allocating: it
+// isolates the queue runner's own allocations.
+type inlineQueue struct {
+	done   []*block.Req
+	flight int
+}
+
+func (q *inlineQueue) Submit(reqs ...*block.Req) error {
+	q.done = append(q.done, reqs...)
+	q.flight += len(reqs)
+	return nil
+}
+
+func (q *inlineQueue) Wait(out []*block.Req, _ int) (int, error) {
+	k := copy(out, q.done)
+	n := copy(q.done, q.done[k:])
+	q.done = q.done[:n]
+	q.flight -= k
+	return k, nil
+}
+
+func (q *inlineQueue) Wake()         {}
+func (q *inlineQueue) InFlight() int { return q.flight }
+func (q *inlineQueue) Close() error  { return nil }
+
+// TestRun_QueueAllocsPerRequest pins W1 for the queue runner: a run of
+// 64k requests allocates nothing per request.
+func TestRun_QueueAllocsPerRequest(t *testing.T) {
+	const count = 1 << 16
+	cfg := Config{File: "-", Write: true, Format: "raw", Queue: true, Count: count, Step: -1}
+	if err := cfg.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{cfg: &cfg, size: 1 << 30}
+	q := &inlineQueue{done: make([]*block.Req, 0, 2*cfg.Depth)}
+	qr := newQueueRunner(r, q, 0)
+	n := testing.AllocsPerRun(1, func() {
+		if err := qr.run(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n > 16 {
+		t.Errorf("%v allocations in a run of %d requests", n, count)
+	}
+	if qr.hist.Count() < count {
+		t.Errorf("%d latencies recorded, want %d", qr.hist.Count(), count)
+	}
+}
