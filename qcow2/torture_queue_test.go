@@ -80,7 +80,25 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 		}
 		return len(inflight) == depth
 	}
+	// Requests go in by batches of up to four (a queue may merge
+	// neighbours of a batch).
+	var batch []*block.Req
+	submit := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		err := q.Submit(batch...)
+		batch = batch[:0]
+		if err != nil {
+			failf("%s: Submit: %v", who, err)
+			return false
+		}
+		return true
+	}
 	drain := func() bool {
+		if !submit() {
+			return false
+		}
 		for len(inflight) > 0 {
 			if !reap(len(inflight)) {
 				return false
@@ -89,7 +107,7 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 		return true
 	}
 	defer drain()
-	for _, o := range ops {
+	for k, o := range ops {
 		if stopped() {
 			return
 		}
@@ -97,7 +115,7 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 		switch o.kind {
 		case opWrite, opRead:
 			for busy(o) {
-				if !reap(1) {
+				if !submit() || !reap(1) {
 					return
 				}
 			}
@@ -107,9 +125,8 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 				fillPattern(rq.Buf, o.pat)
 			}
 			inflight[rq] = o
-			if err := q.Submit(rq); err != nil {
-				delete(inflight, rq)
-				failf("%s: Submit: %v", who, err)
+			batch = append(batch, rq)
+			if (k+int(o.pat))%4 == 0 && !submit() {
 				return
 			}
 		case opZero, opDiscard:

@@ -8,7 +8,7 @@
 //
 // # Layers
 //
-// File keeps every rule of the device (U1-U12 below, and block's B1-B10)
+// File keeps every rule of the device (U1-U13 below, and block's B1-B10)
 // and hands each request to one of three small backends behind the
 // internal backend interface (backend.go): one call, one request to the
 // kernel.
@@ -240,6 +240,15 @@
 //	    runs inside that hold, never enters the File again.
 //	    RegisterBuffers registers caller buffers (with the zero buffer at
 //	    index 0, R9); a request inside one is READ_FIXED or WRITE_FIXED.
+//	U13 Merging, as R8 but owned by one goroutine: SQEs are filled at
+//	    Submit and published only by the next enter, so a request that
+//	    starts where the last filled data SQE's run ends, of the same
+//	    kind, rides on it (at most mergeBytes and mergeIov buffers): the
+//	    SQE is rewritten as a readv/writev of the whole run, never after
+//	    it is published. Its result is shared in order; a request the
+//	    transfer did not fully reach, and every request of an SQE that
+//	    failed, finishes on the slow path alone, so each result stays
+//	    exact. Options.NoMerge turns it off as it does R8.
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

@@ -28,6 +28,7 @@ type Queue struct {
 	slots  []qslot
 	free   []uint32 // free slot indices (a stack)
 	flight int      // submitted and not yet returned by Wait
+	sqes   int      // request SQEs on the ring (merged requests share one: U13)
 	toSub  uint32   // SQEs filled and not yet consumed by the kernel
 	ready  []*block.Req
 
@@ -49,12 +50,25 @@ type Queue struct {
 
 	fixed  []fixedBuf // caller buffers registered with RegisterBuffers
 	closed bool
+
+	// The last data SQE pushed and not yet published (U13): a request
+	// that continues it rides on it. mergeT is its SQ position.
+	merge     bool
+	mergeOK   bool
+	mergeT    uint32
+	mergeSlot uint32
+	mergeEnd  int64
+	mergeLen  int64
 }
 
 // qslot is one request on the ring.
 type qslot struct {
 	req   *block.Req
 	wlock bool // holds File.wmu shared (U1): an O_DIRECT write
+	// Merging (U13): a slot whose SQE carries later requests too lists
+	// them in riders, and its iovec array holds every buffer of the run.
+	riders []uint32
+	iov    []unix.Iovec
 }
 
 // fixedBuf is a registered buffer: [base, base+n) at index idx.
@@ -111,9 +125,15 @@ func (f *File) openQueue(depth int) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{f: f, r: r, depth: depth, efd: efd, efdBuf: make([]byte, 8),
-		slots: make([]qslot, depth), free: make([]uint32, depth)}
+		slots: make([]qslot, depth), free: make([]uint32, depth), merge: f.mergesWrites()}
 	for i := range q.free {
 		q.free[i] = uint32(depth - 1 - i)
+	}
+	if q.merge {
+		for i := range q.slots {
+			q.slots[i].iov = make([]unix.Iovec, 0, mergeIov)
+			q.slots[i].riders = make([]uint32, 0, mergeIov)
+		}
 	}
 	q.arm()
 	if err := q.enter(0, 0); err != nil {
@@ -230,7 +250,50 @@ func (q *Queue) start(req *block.Req) {
 		}
 		wlock = true
 	}
-	q.queue(req, q.rwSQE(write, req), wlock)
+	if q.ride(req, write, wlock) {
+		return
+	}
+	i := q.queue(req, q.rwSQE(write, req), wlock)
+	if q.merge {
+		q.mergeOK, q.mergeT, q.mergeSlot = true, q.r.tail-1, i
+		q.mergeEnd, q.mergeLen = req.Off+n, n
+	}
+}
+
+// ride puts req on the last data SQE when it continues it (U13): same
+// kind, starting where that SQE's run ends, within mergeBytes and
+// mergeIov. The SQE is not published yet, so it is rewritten as a
+// readv/writev of the whole run.
+func (q *Queue) ride(req *block.Req, write bool, wlock bool) bool {
+	if !q.mergeOK {
+		return false
+	}
+	h := &q.slots[q.mergeSlot]
+	n := int64(len(req.Buf))
+	if (h.req.Op == block.OpWrite) != write || req.Off != q.mergeEnd ||
+		q.mergeLen+n > mergeBytes || len(h.iov) >= mergeIov-1 {
+		return false
+	}
+	if len(h.iov) == 0 {
+		h.iov = append(h.iov, bufIovec(h.req.Buf))
+	}
+	h.iov = append(h.iov, bufIovec(req.Buf))
+	i := q.free[len(q.free)-1]
+	q.free = q.free[:len(q.free)-1]
+	q.slots[i].req, q.slots[i].wlock = req, wlock
+	h.riders = append(h.riders, i)
+	q.mergeEnd += n
+	q.mergeLen += n
+	q.r.fill(q.mergeT, vecSQE(write, int32(q.f.fd), h.req.Off, h.iov), uint64(q.mergeSlot))
+	q.f.m.merged.Add(1)
+	return true
+}
+
+func bufIovec(b []byte) unix.Iovec {
+	var v unix.Iovec
+	v.Base = unsafe.SliceData(b)
+	v.SetLen(len(b))
+	return v
 }
 
 // rwSQE is the SQE of a read or write of req's buffer: a fixed one when
@@ -254,24 +317,37 @@ func (q *Queue) rwSQE(write bool, req *block.Req) sqe {
 	return e
 }
 
-// queue fills req's SQE in a free slot; the next enter submits it.
-func (q *Queue) queue(req *block.Req, e sqe, wlock bool) {
+// queue fills req's SQE in a free slot and returns the slot; the next
+// enter submits it.
+func (q *Queue) queue(req *block.Req, e sqe, wlock bool) uint32 {
 	i := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
-	q.slots[i] = qslot{req: req, wlock: wlock}
+	q.slots[i].req, q.slots[i].wlock = req, wlock
 	q.push(e, uint64(i))
+	q.sqes++
+	return i
 }
 
-// push fills an SQE at the tail and publishes it (R1). The SQ holds
-// 2*(depth+1) entries and at most depth+1 requests are on the ring, so
-// it never overflows (R4).
+// push fills an SQE at the tail; enter publishes it (R1). The SQ holds
+// 2*(depth+1) entries and at most depth+1 SQEs are on the ring or
+// filled, so it never overflows (R4).
 func (q *Queue) push(e sqe, ud uint64) {
 	r := q.r
 	r.fill(r.tail, e, ud)
 	r.tail++
-	r.sqTail.Store(r.tail)
-	r.pubGen.Add(1)
 	q.toSub++
+	q.mergeOK = false
+}
+
+// publish makes every filled SQE visible to the kernel (R1): after it no
+// SQE is rewritten, so nothing rides on them any more.
+func (q *Queue) publish() {
+	r := q.r
+	if r.sqTail.Load() != r.tail {
+		r.sqTail.Store(r.tail)
+		r.pubGen.Add(1)
+	}
+	q.mergeOK = false
 }
 
 // arm queues the eventfd read (U11, A5).
@@ -288,6 +364,7 @@ func (q *Queue) enter(wait uint32, flags uint32) error {
 	if wait > 0 {
 		flags |= iosys.IORING_ENTER_FLAGS_GETEVENTS
 	}
+	q.publish()
 	for {
 		q.f.m.enters.Add(1)
 		n, err := enter(q.r.fd, q.toSub, wait, flags)
@@ -334,7 +411,9 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 		// come from the ring; the slow path's come through the eventfd,
 		// which ends the wait at the latest when those ring requests
 		// complete (U11, A5).
-		err := q.enter(uint32(max(1, atLeast-n-q.nslow)), 0)
+		// Merged requests share a CQE, so never more CQEs than there
+		// are request SQEs on the ring.
+		err := q.enter(uint32(max(1, min(atLeast-n-q.nslow, q.sqes))), 0)
 		q.sleeping.Store(false)
 		if err != nil {
 			q.flight -= n
@@ -393,18 +472,66 @@ func (q *Queue) complete(ud uint64, res int32) {
 	if again(res) {
 		q.f.m.eagain.Add(1)
 		var e sqe
-		if req.Op == block.OpFlush {
+		switch {
+		case req.Op == block.OpFlush:
 			e = fsyncSQE(q.f.fd)
-		} else {
+		case len(s.riders) > 0:
+			e = vecSQE(req.Op == block.OpWrite, int32(q.f.fd), req.Off, s.iov)
+		default:
 			e = q.rwSQE(req.Op == block.OpWrite, req)
 		}
 		q.push(e, ud)
 		return
 	}
+	q.sqes--
+	if len(s.riders) > 0 {
+		q.split(i, res)
+		return
+	}
+	q.finish(i, res)
+}
+
+// split shares a merged SQE's result among its requests in order (U13):
+// each gets its own bytes while the transfer reached them; one it did
+// not fully reach, and every one after an error, finishes on the slow
+// path, which gives each its own exact result.
+func (q *Queue) split(i uint32, res int32) {
+	h := &q.slots[i]
+	riders := h.riders
+	clear(h.iov)
+	h.iov = h.iov[:0]
+	rem := int64(res)
+	if res <= 0 {
+		q.f.m.mergeSplits.Add(1)
+	}
+	for k := -1; k < len(riders); k++ {
+		j := i
+		if k >= 0 {
+			j = riders[k]
+		}
+		n := int64(len(q.slots[j].req.Buf))
+		switch {
+		case res < 0:
+			q.finish(j, 0) // all of it again, alone
+		default:
+			got := min(rem, n)
+			rem -= got
+			q.finish(j, int32(got))
+		}
+	}
+	h.riders = riders[:0]
+}
+
+// finish frees slot i, whose request's own result is res, and completes
+// the request (R6: odd results go to the slow path, which has all of the
+// File's rules).
+func (q *Queue) finish(i uint32, res int32) {
+	s := &q.slots[i]
+	req := s.req
 	if s.wlock {
 		q.f.wmu.RUnlock()
 	}
-	*s = qslot{}
+	s.req, s.wlock = nil, false
 	q.free = append(q.free, i)
 	switch {
 	case res < 0:

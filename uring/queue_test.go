@@ -10,6 +10,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestQueue: a File's own Queue keeps the Queue contract (block Q1-Q6)
@@ -215,5 +216,69 @@ func TestQueue_Allocs(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%v allocations per batch of 16", n)
+	}
+}
+
+// TestQueue_Merge: contiguous requests of one Submit ride on one SQE
+// (U13) unless NoMerge, and each gets its own bytes; a merged read that
+// runs past the end of the file comes back short, and each request still
+// gets exactly its part, zeros past the end (B2).
+func TestQueue_Merge(t *testing.T) {
+	for _, noMerge := range []bool{false, true} {
+		f := openTemp(t, Options{Backend: Ring, Direct: true, NoMerge: noMerge})
+		q, err := f.newQueue(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := pattern(5, 32*4096)
+		if err := block.WriteAt(f, make([]byte, 32*4096), 0); err != nil { // below EOF
+			t.Fatal(err)
+		}
+		run := func(op block.Op, bufs []byte, first int64) {
+			reqs := make([]*block.Req, len(bufs)/4096)
+			for i := range reqs {
+				reqs[i] = &block.Req{Op: op, Off: first + int64(i)*4096, Buf: bufs[i*4096 : (i+1)*4096]}
+			}
+			if err := q.Submit(reqs...); err != nil {
+				t.Fatal(err)
+			}
+			out := make([]*block.Req, len(reqs))
+			for n := 0; n < len(reqs); {
+				k, err := q.Wait(out[n:], len(reqs)-n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += k
+			}
+			for _, r := range reqs {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+			}
+		}
+		before := f.Metrics()
+		run(block.OpWrite, buf, 0)
+		m := f.Metrics().Sub(before)
+		if noMerge && m.Merged != 0 || !noMerge && (m.Merged != 31 || m.SQEs > 2) {
+			t.Errorf("noMerge=%v: 32 contiguous writes in one Submit: %d merged, %d SQEs", noMerge, m.Merged, m.SQEs)
+		}
+		got := block.AlignedBuf(len(buf), block.DefaultMemAlign)
+		run(block.OpRead, got, 0)
+		if !bytes.Equal(got, buf) {
+			t.Fatalf("noMerge=%v: merged reads differ from merged writes", noMerge)
+		}
+		// Eight reads from 4 blocks before the end: the last four are past it.
+		tail := block.AlignedBuf(8*4096, block.DefaultMemAlign)
+		for i := range tail {
+			tail[i] = 0xee
+		}
+		run(block.OpRead, tail, 28*4096)
+		want := append(bytes.Clone(buf[28*4096:]), make([]byte, 4*4096)...)
+		if !bytes.Equal(tail, want) {
+			t.Fatalf("noMerge=%v: reads across the end differ at byte %d", noMerge, testkit.FirstDiff(tail, want))
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
