@@ -100,6 +100,7 @@ type fillJudge struct {
 	paused   bool  // the last judgment found sparse allocation
 	clusters int64 // clustersAllocated at the last judgment
 	writes   int64 // guestWrites at the last judgment
+	bytes    int64 // guestBytesWritten at the last judgment
 	pauses   int64 // times the judge paused the filler (tests)
 	// padRAM: the device is RAM, where zeros cost no wear; while paused,
 	// a new cluster is written whole, the guest data with zeros around
@@ -148,12 +149,21 @@ func (f *filler) judgeLocked(im *Image) {
 		return
 	}
 	writes := im.c.guestWrites.Load()
-	dw := writes - j.writes
+	bytes := im.c.guestBytesWritten.Load()
+	dw, db := writes-j.writes, bytes-j.bytes
 	// No noted allocation (compressed streams only) says nothing about
 	// where the guest goes: never a forward walk, so never a pause.
 	forward := j.noted > 0 && j.local*4 >= j.noted*3
-	j.clusters, j.writes, j.noted, j.local = clusters, writes, 0, 0
+	j.clusters, j.writes, j.bytes, j.noted, j.local = clusters, writes, bytes, 0, 0
 	space := dc * int64(im.g.ClusterSize)
+	// A guest whose writes cover the new clusters (large requests, or a
+	// queue's contiguous writes sent as one: qcow2 Q14) is sparse by
+	// count but needs no zeros around its data: padding would add none,
+	// and the reserve ahead stays, so its whole clusters are first
+	// writes into reserved space rather than file extensions (measured
+	// on ext4 over zram, 1M 4 KiB writes through a Queue: 2.6-3.3 s
+	// with the reserve, 3.4-4.2 s extending the file).
+	whole := db*4 >= space*3
 	paused := j.paused
 	switch {
 	case hook != nil:
@@ -167,7 +177,7 @@ func (f *filler) judgeLocked(im *Image) {
 		j.pauses++
 	}
 	j.paused = paused
-	j.pad.Store(paused && j.padRAM)
+	j.pad.Store(paused && j.padRAM && !whole)
 }
 
 // padFresh reports whether a new cluster gets its data and zeros around
