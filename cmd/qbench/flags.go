@@ -60,11 +60,16 @@ qemu-img bench flags (same meaning and defaults):
   --pattern BYTE      write fill byte, e.g. 0xab (default 0)
   --flush-interval N  flush every N requests (writes only, N >= depth)
   --no-drain          with --flush-interval: flush without draining the queue
-  --queue             one goroutine submits and reaps the requests in batches
-                      through qring's asynchronous API (block.Queue: its own
-                      io_uring on the file, translated by the engine; requests
-                      it cannot translate run their synchronous path) instead
-                      of DEPTH goroutines each issuing one request at a time
+  --queue             (the default) one goroutine submits the requests and
+                      reaps their completions in batches through qring's
+                      asynchronous API (block.Queue: its own io_uring on the
+                      file, requests translated by the engine, adjacent ones
+                      merged unless -i io_uring-nomerge; requests it cannot
+                      translate, such as allocating writes, run the engine's
+                      synchronous path), as qemu-img bench's one thread does
+                      with its AIO context
+  --workers           DEPTH goroutines each issue one synchronous request at a
+                      time instead (the default with -i threads)
   -i AIO              io_uring, io_uring-nomerge (adjacent requests are not
                       merged into one SQE) or threads. Given explicitly,
                       io_uring fails where no ring can be set up ("Unable
@@ -169,7 +174,7 @@ func parse(args []string) (*cli, error) {
 		dir, randSeed                                       string
 		oArgs, optArgs                                      strList
 		write, noDrain, quiet, forceShare, keep, imageOpts  bool
-		queue                                               bool
+		queue, workers                                      bool
 		cl                                                  = &cli{}
 	)
 	fs.StringVar(&count, "c", "", "")
@@ -187,6 +192,7 @@ func parse(args []string) (*cli, error) {
 	fs.StringVar(&flushInt, "flush-interval", "", "")
 	fs.BoolVar(&noDrain, "no-drain", false, "")
 	fs.BoolVar(&queue, "queue", false, "")
+	fs.BoolVar(&workers, "workers", false, "")
 	fs.StringVar(&aio, "i", "", "")
 	fs.BoolVar(&quiet, "q", false, "")
 	fs.BoolVar(&forceShare, "U", false, "")
@@ -302,7 +308,12 @@ func parse(args []string) (*cli, error) {
 	}
 	c.Format, c.Cache, c.AIO, c.Dir = format, cache, aio, dir
 	c.Write, c.NoDrain, c.Quiet, c.ForceShare, c.Keep = write, noDrain, quiet, forceShare, keep
-	c.Queue = queue
+	if queue && workers {
+		return nil, errors.New("--queue and --workers: choose one")
+	}
+	// The queue by default; workers when asked, and for the syscall
+	// backend, whose queue would be a goroutine per request anyway.
+	c.Queue = queue || (!workers && aio != "threads")
 
 	if set["rand"] {
 		if c.RandSeed, err = strconv.ParseUint(randSeed, 0, 64); err != nil {

@@ -44,12 +44,31 @@ func TestParse_Table(t *testing.T) {
 			}
 			return ""
 		}},
+		{args: "x.img", check: func(c *cli) string {
+			if !c.cfg.Queue {
+				return "the queue is the default"
+			}
+			return ""
+		}},
 		{args: "--queue x.img", check: func(c *cli) string {
 			if !c.cfg.Queue {
 				return "--queue"
 			}
 			return ""
 		}},
+		{args: "--workers x.img", check: func(c *cli) string {
+			if c.cfg.Queue {
+				return "--workers"
+			}
+			return ""
+		}},
+		{args: "-i threads x.img", check: func(c *cli) string {
+			if c.cfg.Queue {
+				return "-i threads runs workers"
+			}
+			return ""
+		}},
+		{args: "--queue --workers x.img", err: "choose one"},
 		{args: "-c 1k -n 2k", err: "disagree"},
 		{args: "-d 0", err: "queue depth"},
 		{args: "-n 0", err: "request count"},

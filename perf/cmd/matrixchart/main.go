@@ -44,7 +44,7 @@ type Record struct {
 
 // The fixed orders of the matrix; names not listed sort after, as seen.
 var (
-	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-queue", "qbench-base", "limit", "limit-queue", "fio-floor"}
+	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-workers", "qbench-base", "limit", "limit-workers", "fio-floor"}
 	wlOrder   = []string{"seed", "alloc", "scattered", "overwrite", "read"}
 	fsOrder   = []string{"ext4", "xfs", "disk"}
 )
@@ -54,7 +54,7 @@ const (
 	qemuBest    = "qemu-prealloc"
 	qemuDefault = "qemu"
 	limitTool   = "limit"
-	queueTool   = "qbench-queue" // another API (block.Queue), not an engine setting
+	workersTool = "qbench-workers" // another way to drive the engine, not an engine setting
 	floorTool   = "fio-floor"
 	baseTool    = "qbench-base"
 	defaultTool = "qbench"
@@ -64,21 +64,21 @@ const (
 // build, an engine flag pinned: qbench-nomerge, qbench-unwritten, ...), the
 // settings the defaults are measured against; qbench-base is another build.
 func fixedSetting(tool string) bool {
-	return strings.HasPrefix(tool, defaultTool+"-") && tool != baseTool && tool != queueTool
+	return strings.HasPrefix(tool, defaultTool+"-") && tool != baseTool && tool != workersTool
 }
 
 var toolDesc = map[string]string{
 	"qemu-prealloc":          "qemu-img bench -t none -n over QEMU's preallocate filter (QEMU's best)",
 	"qemu":                   "qemu-img bench -f qcow2 -t none -n (QEMU's default qcow2 stack, cache=none, aio=native)",
-	"qbench":                 "qbench -t none, engine defaults (io_uring, adjacent requests merged, prealloc-fill=auto)",
+	"qbench":                 "qbench -t none, defaults (one goroutine through block.Queue, adjacent requests merged, prealloc-fill=auto)",
 	"qbench-nomerge":         "qbench -t none -i io_uring-nomerge",
 	"qbench-unwritten":       "qbench -t none -i io_uring-nomerge --prealloc-fill unwritten",
 	"qbench-zeroes":          "qbench -t none --prealloc-fill zeroes (merging on, zeros streamed ahead whatever the guest does)",
 	"qbench-merge-unwritten": "qbench -t none --prealloc-fill unwritten (merging on, no zero fill)",
 	"qbench-base":            "another qbench build (QBENCH_BASE_BIN), engine defaults",
 	"limit":                  "qbench -f raw -t none -i io_uring-nomerge on a fully written raw file: the device's own cost",
-	"qbench-queue":           "qbench -t none --queue: one goroutine through qring's asynchronous API (block.Queue), engine defaults",
-	"limit-queue":            "the limit through the queue: qbench -f raw -t none --queue on the written raw file",
+	"qbench-workers":         "qbench -t none --workers: DEPTH goroutines of synchronous requests (before the queue became the default), engine defaults",
+	"limit-workers":          "the limit with --workers: qbench -f raw -t none --workers -i io_uring-nomerge on the written raw file",
 	"fio-floor":              "fio (C, io_uring, one thread, registered file and buffers, zero buffers) on the limit's written raw file: what a C program costs on the device, the floor a user-space format layer cannot beat",
 }
 
