@@ -56,9 +56,13 @@
 //	    Wait that returns it, the Req and its buffer are the queue's.
 //	A3  The owner never blocks on another goroutine inside Submit: a lock
 //	    the fast path needs is tried, and a request that cannot have it
-//	    goes to the slow path. (Whoever waits for the queue's requests
+//	    goes to the slow path. Whoever waits for the queue's requests
 //	    waits for the owner to reap them, so the owner must keep calling
-//	    Wait while requests are in flight.)
+//	    Wait while requests are in flight, and must not itself call, with
+//	    requests in flight, a method that waits for them: on a qcow2
+//	    image Discard, WriteZeroes, the snapshot operations, Close; on a
+//	    uring.File Truncate, a misaligned O_DIRECT write, Close. (Drain
+//	    first, or call them from another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,
 //	    and completes through the same Wait.

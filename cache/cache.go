@@ -294,6 +294,30 @@ func (c *Cache) get(off int64, read bool) (*Table, error) {
 	return t, nil
 }
 
+// Peek returns the table at off, pinned, if it is cached and loaded, and
+// nil otherwise: it never reads the device, writes dirty tables back or
+// waits for another goroutine's load. It is for callers that must not
+// block on I/O (qcow2's Queue owner: a write-back may wait for the very
+// writes that caller has in flight). Put it as after Get.
+func (c *Cache) Peek(off int64) *Table {
+	if c.closed.Load() || c.checkOff(off) != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed {
+		return nil
+	}
+	t := c.lookupLocked(off)
+	if t == nil || t.loading {
+		return nil
+	}
+	c.m.hits.Add(1)
+	t.lastUse.Store(c.tick.Load())
+	c.pinLocked(t)
+	return t
+}
+
 // lookupLocked finds the live table at off in the owned map, the pending
 // map or ristretto (C1), moving a found clean table into the owned map.
 // It does not pin.

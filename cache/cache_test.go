@@ -820,3 +820,37 @@ func TestCache_Put_Misuse(t *testing.T) {
 	mustPanic("MarkDirty unpinned", func() { a.MarkDirty(tb) })
 	a.Put(nil) // no-op
 }
+
+// TestPeek: Peek returns a cached table pinned and nil for one that is
+// not cached, without reading the device (no load) or writing anything.
+func TestPeek(t *testing.T) {
+	dev := newRecDev()
+	fillDev(t, dev, 0, 1, ts4k)
+	fillDev(t, dev, ts4k, 2, ts4k)
+	c := newCache(t, dev, Config{})
+	if tb := c.Peek(0); tb != nil {
+		t.Fatal("Peek found a table never loaded")
+	}
+	if m := c.Metrics(); m.Loads != 0 {
+		t.Fatalf("Peek loaded: %+v", m)
+	}
+	tb, err := c.Get(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Put(tb)
+	tb = c.Peek(0)
+	if tb == nil {
+		t.Fatal("Peek missed a cached table")
+	}
+	if !bytes.Equal(tb.Data, pattern(0, 1, ts4k)) {
+		t.Fatal("Peek's table holds other bytes")
+	}
+	c.Put(tb)
+	if tb := c.Peek(ts4k); tb != nil {
+		t.Fatal("Peek found the other table")
+	}
+	if m := c.Metrics(); m.Loads != 1 {
+		t.Fatalf("%d loads, want the one Get made", m.Loads)
+	}
+}

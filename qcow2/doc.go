@@ -105,7 +105,10 @@
 //	    up lock-free, and a freer holds nothing such a lookup waits for,
 //	    so that wait ends when the device completes the write). Every
 //	    other request, and every flush, runs the synchronous path on a
-//	    goroutine (A4).
+//	    goroutine (A4). The owner never blocks on I/O to look up: it only
+//	    peeks at cached L2 slices (cache.Peek: no load, no write-back,
+//	    which could wait for writes the owner has in flight); a miss
+//	    takes the slow path, which loads the slice for the next request.
 //	Q15 Close refuses (ErrQueueOpen) while a queue is open: its writes
 //	    hold the gate and its device queue holds the device.
 //

@@ -33,6 +33,37 @@ func (im *Image) l2slice(o format.GuestOff) (t *cache.Table, i uint64, err error
 	return t, l2i % perSlice, nil
 }
 
+// peekEntry is entry for a caller that must not block (a Queue's owner,
+// Q14): ok is false when the L2 slice is not in the cache (it is never
+// read, nor anything written back, to find it) or the entry is not
+// valid (the synchronous path reports that).
+func (im *Image) peekEntry(o format.GuestOff) (e format.L2Entry, ok bool) {
+	g := &im.g
+	l1i := g.L1Index(o)
+	l1 := im.l1.Load()
+	if l1i >= l1.size() {
+		return 0, true
+	}
+	l2off := l1.load(l1i).Offset()
+	if l2off == 0 {
+		return 0, true
+	}
+	perSlice := im.sliceSize / g.L2EntrySize
+	l2i := g.L2Index(o)
+	t := im.l2c.Peek(int64(l2off + format.HostOff(l2i/perSlice*im.sliceSize)))
+	if t == nil {
+		return 0, false
+	}
+	t.Lock()
+	e = g.L2At(t.Data, l2i%perSlice)
+	t.Unlock()
+	im.l2c.Put(t)
+	if im.validEntry(e) != nil {
+		return 0, false
+	}
+	return e, true
+}
+
 // entry returns the validated L2 entry of guest offset o.
 func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
 	t, i, err := im.l2slice(o)

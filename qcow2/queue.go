@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -141,8 +142,8 @@ func (q *Queue) route(reqs []*block.Req) error {
 
 // fast sends r to the device's queue if it maps to one run of host data
 // (Q14) or completes it at once if it reads zeros; false means the slow
-// path must run it. It never blocks on another goroutine (A3): the
-// lookups are the lock-free ones of the overwrite path.
+// path must run it. It never blocks on another goroutine (A3): lookups
+// only peek at cached L2 slices (peekEntry), and locks are tried.
 func (q *Queue) fast(r *block.Req) bool {
 	im := q.im
 	n := int64(len(r.Buf))
@@ -151,18 +152,17 @@ func (q *Queue) fast(r *block.Req) bool {
 	}
 	switch r.Op {
 	case block.OpRead:
-		if block.CheckRange(r.Off, n) != nil || uint64(r.Off+n) > im.vsize.Load() {
+		if block.CheckRange(r.Off, n) != nil || uint64(r.Off+n) > im.vsize.Load() || im.g.ExtendedL2 {
 			return false
 		}
-		m, err := im.mapRun(guestOff(r.Off), uint64(n))
-		if err != nil || m.length != uint64(n) {
-			return false
-		}
+		kind, host, ok := q.peekRun(r.Off, n)
 		switch {
-		case m.kind == format.ClusterNormal:
-			q.send(r, m.host, false, 0)
-		case m.kind == format.ClusterZeroPlain || m.kind == format.ClusterZeroAlloc ||
-			(m.kind == format.ClusterUnallocated && im.backing == nil):
+		case !ok:
+			return false
+		case kind == format.ClusterNormal:
+			q.send(r, host, false, 0)
+		case kind == format.ClusterZeroPlain || kind == format.ClusterZeroAlloc ||
+			(kind == format.ClusterUnallocated && im.backing == nil):
 			clear(r.Buf)
 			q.ready = append(q.ready, r)
 		default:
@@ -185,8 +185,8 @@ func (q *Queue) fast(r *block.Req) bool {
 		// As overwrite: the lookup and the write inside the write gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
-		e, err := im.entry(goff)
-		if err != nil || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil {
+		e, ok := im.peekEntry(goff)
+		if !ok || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil {
 			im.gate.exit(tok)
 			return false
 		}
@@ -197,6 +197,41 @@ func (q *Queue) fast(r *block.Req) bool {
 		return true
 	}
 	return false
+}
+
+// peekRun maps [off, off+n) with peekEntry (never blocking: Q14): ok
+// when every cluster of it has one kind, host-contiguous for data, and
+// every L2 slice it needs is cached. host is the first byte's host offset
+// for ClusterNormal.
+func (q *Queue) peekRun(off, n int64) (kind format.ClusterType, host format.HostOff, ok bool) {
+	im := q.im
+	g := &im.g
+	goff := guestOff(off)
+	e, ok := im.peekEntry(goff)
+	if !ok {
+		return 0, 0, false
+	}
+	kind = e.Type()
+	if kind == format.ClusterNormal {
+		host = g.HostFor(e.Offset(), goff)
+	}
+	next := e.Offset() + format.HostOff(g.ClusterSize)
+	for c := g.GuestClusterOff(g.GuestCluster(goff) + 1); c < guestOff(off+n); c += format.GuestOff(g.ClusterSize) {
+		e2, ok := im.peekEntry(c)
+		if !ok || e2.Type() != kind {
+			return 0, 0, false
+		}
+		if kind == format.ClusterNormal {
+			if e2.Offset() != next {
+				return 0, 0, false
+			}
+			next += format.HostOff(g.ClusterSize)
+		}
+	}
+	if kind == format.ClusterCompressed {
+		return 0, 0, false
+	}
+	return kind, host, true
 }
 
 // send queues r's translated request for the device's queue.
@@ -331,6 +366,17 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 		return 0, block.ErrClosed
 	}
 	atLeast = block.ClampWait(atLeast, q.flight, len(out))
+	if atLeast == 0 && q.inner.InFlight() > 0 {
+		// A poll still takes what the device's queue has completed.
+		k, err := q.inner.Wait(q.inOut, 0)
+		for _, ir := range q.inOut[:k] {
+			q.finish(ir, ir.Err)
+		}
+		clear(q.inOut[:k])
+		if err != nil {
+			return 0, err
+		}
+	}
 	n := 0
 	for {
 		n += q.take(out[n:])
@@ -405,8 +451,14 @@ func (q *Queue) Close() error {
 	}
 	out := make([]*block.Req, q.depth)
 	var werr error
-	for q.flight > 0 && werr == nil {
-		_, werr = q.Wait(out, q.flight)
+	// Every request is waited for, even past an error of the device's
+	// queue: its fast writes hold the write gate (Q12) until reaped.
+	for tries := 0; q.flight > 0 && tries < 1000; {
+		if _, err := q.Wait(out, q.flight); err != nil {
+			werr = err
+			tries++
+			time.Sleep(time.Millisecond)
+		}
 	}
 	q.slow.Wait()
 	q.closed = true

@@ -159,3 +159,47 @@ func TestQueue_OverwriteVsDiscard(t *testing.T) {
 	testkit.MustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
 	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
 }
+
+// TestQueue_ColdCache: the owner never loads an L2 slice (Q14): on a
+// freshly opened image the first queued read of a cluster misses the
+// cache and takes the slow path, which loads the slice; the next one is
+// fast.
+func TestQueue_ColdCache(t *testing.T) {
+	const cs = 64 << 10
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, CreateOptions{Size: 16 << 20, ClusterSize: cs}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(mem, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, pattern(cs, 3), 0)
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	im, err = OpenDevice(mem, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	q, err := im.NewQueue(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	out := make([]*block.Req, 1)
+	for i, want := range []struct{ fast, slow int64 }{{0, 1}, {1, 1}} {
+		r := &block.Req{Op: block.OpRead, Off: 4096, Buf: make([]byte, 4096)}
+		if err := q.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := q.Wait(out, 1); err != nil || k != 1 || r.Err != nil {
+			t.Fatalf("read %d: %d %v %v", i, k, err, r.Err)
+		}
+		testkit.MustEqual(t, r.Buf, pattern(cs, 3)[4096:8192], "queued read")
+		if m := im.Metrics(); m.QueueFast != want.fast || m.QueueSlow != want.slow {
+			t.Fatalf("after read %d: %d fast, %d slow; want %d, %d", i, m.QueueFast, m.QueueSlow, want.fast, want.slow)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	iosys "github.com/iceber/iouring-go/syscall"
@@ -49,7 +50,18 @@ type Queue struct {
 	woken    atomic.Bool
 
 	fixed  []fixedBuf // caller buffers registered with RegisterBuffers
+	pinned [][]byte   // ... kept reachable while registered
 	closed bool
+	// enterErr is the last failed enter of a Submit, reported by Wait if
+	// no enter there succeeds.
+	enterErr error
+	// noArm keeps reap from arming the eventfd read again
+	// (RegisterBuffers and Close take it back).
+	noArm bool
+	// kickMu orders kicks (any goroutine) against closing the eventfd:
+	// a kick after Close would write to whatever file reuses the number.
+	kickMu    sync.Mutex
+	efdClosed bool
 
 	// The last data SQE pushed and not yet published (U13): a request
 	// that continues it rides on it. mergeT is its SQ position.
@@ -119,7 +131,7 @@ func (f *File) openQueue(depth int) (*Queue, error) {
 		return nil, err
 	}
 	r.register(f.fd, !f.readOnly)
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		r.close()
 		return nil, err
@@ -156,6 +168,12 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 	if q.flight != 0 || q.nslow != 0 {
 		return block.ErrBusy
 	}
+	// Take the eventfd read back first: before Linux 5.13 registering
+	// waits for the ring to be idle, which an armed read never is.
+	if err := q.disarm(); err != nil {
+		return err
+	}
+	defer q.rearm()
 	iov := make([]unix.Iovec, 0, len(bufs)+1)
 	z := block.ZeroBuf()
 	all := append([][]byte{z}, bufs...)
@@ -178,7 +196,31 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 	for i, b := range bufs {
 		q.fixed = append(q.fixed, fixedBuf{base: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))), n: uint64(len(b)), idx: uint16(i + 1)})
 	}
+	q.pinned = append([][]byte(nil), bufs...)
 	return nil
+}
+
+// disarm takes the eventfd read back (U11): it kicks the eventfd and
+// reaps until the read's completion came, without arming it again.
+func (q *Queue) disarm() error {
+	q.noArm = true
+	for q.armed {
+		q.kick()
+		if err := q.enter(1, 0); err != nil {
+			return err
+		}
+		q.reap()
+	}
+	return nil
+}
+
+// rearm arms the eventfd read again after disarm.
+func (q *Queue) rearm() {
+	q.noArm = false
+	if !q.armed && !q.closed {
+		q.arm()
+		q.enterErr = q.enter(0, 0)
+	}
 }
 
 // Submit implements block.Queue.
@@ -193,10 +235,12 @@ func (q *Queue) Submit(reqs ...*block.Req) error {
 	for _, req := range reqs {
 		q.start(req)
 	}
-	if q.toSub == 0 {
-		return nil
+	if q.toSub > 0 {
+		// The requests are the queue's now (A2): an enter that fails
+		// leaves their SQEs for Wait's enters, which report it.
+		q.enterErr = q.enter(0, 0)
 	}
-	return q.enter(0, 0)
+	return nil
 }
 
 // start routes one request: to the ring when the File would send it
@@ -389,12 +433,21 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 		return 0, block.ErrClosed
 	}
 	atLeast = block.ClampWait(atLeast, q.flight, len(out))
+	if atLeast == 0 {
+		q.reap() // a poll still takes what the kernel completed
+	}
 	n := 0
 	for {
 		n += q.take(out[n:])
 		if n >= atLeast || q.woken.Swap(false) {
 			q.flight -= n
 			return n, nil
+		}
+		if q.enterErr != nil {
+			if q.enterErr = q.enter(0, 0); q.enterErr != nil {
+				q.flight -= n
+				return n, q.enterErr
+			}
 		}
 		if q.reap() > 0 || q.done.Len() > 0 {
 			continue
@@ -450,7 +503,7 @@ func (q *Queue) reap() int {
 		q.complete(c.UserData(), c.Result())
 	}
 	r.cqHead.Store(head)
-	if !q.armed && !q.closed {
+	if !q.armed && !q.closed && !q.noArm {
 		q.arm()
 	}
 	if q.toSub > 0 {
@@ -541,8 +594,13 @@ func (q *Queue) finish(i uint32, res int32) {
 		}
 		req.Err = &block.OpError{Op: op, Off: req.Off, Len: int64(len(req.Buf)), Err: unix.Errno(-res)}
 	case req.Op != block.OpFlush && int(res) < len(req.Buf):
-		// Short (or zero, past EOF): the File finishes the rest.
+		// Short (or zero, past EOF): the File finishes the rest. A write
+		// resumes from the aligned offset before (as xfer: those bytes
+		// are ours), so the rest needs no read-modify-write.
 		q.f.m.short.Add(1)
+		if req.Op == block.OpWrite && q.f.direct {
+			res -= int32(int64(res) % q.f.align)
+		}
 		q.goSlow(req, int(res))
 		return
 	}
@@ -582,11 +640,16 @@ func (q *Queue) Wake() {
 	}
 }
 
-// kick completes the armed eventfd read (U11, A5).
+// kick completes the armed eventfd read (U11, A5). After Close it does
+// nothing.
 func (q *Queue) kick() {
 	var one [8]byte
 	one[0] = 1
-	unix.Write(q.efd, one[:])
+	q.kickMu.Lock()
+	if !q.efdClosed {
+		unix.Write(q.efd, one[:])
+	}
+	q.kickMu.Unlock()
 }
 
 // InFlight implements block.Queue.
@@ -594,27 +657,32 @@ func (q *Queue) InFlight() int { return q.flight }
 
 // Close implements block.Queue: it waits for every request (dropping
 // their completions), takes the eventfd read back, and releases the ring
-// and the File (U12, A6).
+// and the File (U12, A6). Requests still in the kernel are waited for
+// even when an enter fails (they hold buffers, and wmu: U10); only a
+// ring that keeps failing is given up, with its error, after a while.
 func (q *Queue) Close() error {
 	if q.closed {
 		return block.ErrClosed
 	}
 	out := make([]*block.Req, q.depth)
 	var werr error
-	for q.flight > 0 && werr == nil {
-		_, werr = q.Wait(out, q.flight)
+	for tries := 0; q.flight > 0 && tries < 1000; {
+		if _, err := q.Wait(out, q.flight); err != nil {
+			werr = err
+			tries++
+			time.Sleep(time.Millisecond)
+		}
 	}
 	q.slow.Wait()
-	q.closed = true
-	for q.armed {
-		q.kick()
-		if err := q.enter(1, 0); err != nil {
-			werr = errors.Join(werr, err)
-			break
-		}
-		q.reap()
+	if err := q.disarm(); err != nil {
+		werr = errors.Join(werr, err)
 	}
-	err := errors.Join(werr, q.r.close(), unix.Close(q.efd))
+	q.closed = true
+	q.kickMu.Lock()
+	q.efdClosed = true
+	cerr := unix.Close(q.efd)
+	q.kickMu.Unlock()
+	err := errors.Join(werr, q.r.close(), cerr)
 	q.f.life.RUnlock()
 	return err
 }

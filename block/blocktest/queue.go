@@ -35,7 +35,8 @@ type QueueConfig struct {
 //	wake      a Wake makes the next Wait return; Wait's minimum is clamped
 //	beside    synchronous Device requests on other goroutines, misaligned ones too,
 //	          run beside the queue without deadlock and all land
-//	closed    Close waits for requests in flight; then Submit and Wait are ErrClosed
+//	poll      Wait with a minimum of 0 returns what completed, and polling collects everything
+//	closed    Close waits for requests in flight; then Submit and Wait are ErrClosed, Wake is harmless
 func RunQueue(t *testing.T, open func(t *testing.T) block.Device, c QueueConfig) {
 	if c.Depth == 0 {
 		c.Depth = 16
@@ -51,6 +52,7 @@ func RunQueue(t *testing.T, open func(t *testing.T) block.Device, c QueueConfig)
 		{"full", queueFull},
 		{"wake", queueWake},
 		{"beside", queueBeside},
+		{"poll", queuePoll},
 		{"closed", queueClosed},
 	}
 	for _, tc := range cases {
@@ -420,6 +422,41 @@ func queueBeside(t *testing.T, d block.Device, c QueueConfig) {
 	}
 }
 
+func queuePoll(t *testing.T, d block.Device, c QueueConfig) {
+	q := openQueue(t, d, 8)
+	defer q.Close()
+	mal := max(d.Caps().MemAlign, block.DefaultMemAlign)
+	var reqs []*block.Req
+	for i := range 8 {
+		b := block.AlignedBuf(4096, mal)
+		b[0] = byte(i)
+		reqs = append(reqs, &block.Req{Op: block.OpWrite, Off: int64(i) * 4096, Buf: b})
+	}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*block.Req, 8)
+	got := 0
+	for deadline := time.Now().Add(30 * time.Second); got < len(reqs); {
+		if time.Now().After(deadline) {
+			t.Fatalf("polling with Wait(out, 0) collected %d of %d requests in 30 s", got, len(reqs))
+		}
+		k, err := q.Wait(out[got:], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out[got : got+k] {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+		got += k
+	}
+	if q.InFlight() != 0 {
+		t.Fatalf("InFlight %d after polling everything back", q.InFlight())
+	}
+}
+
 func queueClosed(t *testing.T, d block.Device, c QueueConfig) {
 	q := openQueue(t, d, 4)
 	b := block.AlignedBuf(4096, block.DefaultMemAlign)
@@ -443,4 +480,8 @@ func queueClosed(t *testing.T, d block.Device, c QueueConfig) {
 	if err := q.Close(); !errors.Is(err, block.ErrClosed) {
 		t.Fatal(fmt.Errorf("second Close: %v", err))
 	}
+	q.Wake() // from any goroutine, at any time: after Close it does nothing
+	done := make(chan struct{})
+	go func() { q.Wake(); close(done) }()
+	<-done
 }

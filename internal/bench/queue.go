@@ -28,6 +28,10 @@ type queueRunner struct {
 	batch []*block.Req
 	out   []*block.Req
 	hist  Histogram
+	// Interval flushes without drain: due and not yet submitted, and in
+	// flight. The queue has room for one beside Depth requests; another
+	// waits until that one is back.
+	flushDue, flushOut int
 }
 
 func newQueueRunner(r *runner, q block.Queue, pattern byte) *queueRunner {
@@ -66,10 +70,16 @@ func (qr *queueRunner) run() error {
 	if cfg.Write {
 		op = block.OpWrite
 	}
-	for done < n {
+	room := func() bool { return qr.q.InFlight()+len(qr.batch) < cfg.Depth+1 }
+	for done < n || qr.flushDue+qr.flushOut > 0 {
 		now := time.Now()
 		qr.batch = qr.batch[:0]
-		for len(qr.free) > 0 && next < n && (!drain || next/fi <= flushed) {
+		for qr.flushDue > 0 && qr.flushOut == 0 && room() {
+			qr.batch = append(qr.batch, &block.Req{Op: block.OpFlush, User: noSlot})
+			qr.flushDue--
+			qr.flushOut++
+		}
+		for len(qr.free) > 0 && next < n && (!drain || next/fi <= flushed) && room() {
 			i := qr.free[len(qr.free)-1]
 			qr.free = qr.free[:len(qr.free)-1]
 			off := offsetOf(cfg.Offset, cfg.Step, r.size, next)
@@ -98,6 +108,7 @@ func (qr *queueRunner) run() error {
 		for _, rq := range qr.out[:k] {
 			i := rq.User
 			if i == noSlot {
+				qr.flushOut--
 				if rq.Err != nil {
 					return fmt.Errorf("flush: %w", rq.Err)
 				}
@@ -140,8 +151,8 @@ const noSlot = ^uint64(0)
 
 // flushAt is the flush after done requests. Drained (W2), nothing else is
 // in flight, so it runs on the device directly; otherwise a flush request
-// goes in beside the writes (the queue has room for one more than Depth)
-// and the main loop takes its completion.
+// goes in beside the writes, one at a time (run), and the main loop takes
+// its completion.
 func (qr *queueRunner) flushAt(done uint64, drain bool) error {
 	r := qr.r
 	r.flushes.Add(1)
@@ -154,5 +165,6 @@ func (qr *queueRunner) flushAt(done uint64, drain bool) error {
 		}
 		return nil
 	}
-	return qr.q.Submit(&block.Req{Op: block.OpFlush, User: noSlot})
+	qr.flushDue++
+	return nil
 }

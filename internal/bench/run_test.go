@@ -424,3 +424,28 @@ func TestRun_QueueAllocsPerRequest(t *testing.T) {
 		t.Errorf("%d latencies recorded, want %d", qr.hist.Count(), count)
 	}
 }
+
+// slowFlush is memdev with a flush that takes a while, so that interval
+// flushes without drain overlap.
+type slowFlush struct{ *memdev.Dev }
+
+func (d slowFlush) Flush() error {
+	time.Sleep(5 * time.Millisecond)
+	return d.Dev.Flush()
+}
+
+// TestRunOn_QueueNoDrainSlowFlush: with the queue, interval flushes
+// without drain that come due while the last one is still out wait for
+// it, instead of overfilling the queue.
+func TestRunOn_QueueNoDrainSlowFlush(t *testing.T) {
+	dev := slowFlush{memdev.New(memdev.Options{})}
+	dev.Truncate(1 << 20)
+	res, err := RunOn(&imgopen.Opened{Dev: dev}, Config{Count: 800, Depth: 8, Size: 512, Step: -1, Write: true,
+		FlushInterval: 8, NoDrain: true, Format: "raw", Queue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Flushes != 99 || res.Latency.Count() != 800 {
+		t.Fatalf("%d interval flushes, %d latencies", res.Flushes, res.Latency.Count())
+	}
+}
