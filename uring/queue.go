@@ -178,10 +178,7 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 	z := block.ZeroBuf()
 	all := append([][]byte{z}, bufs...)
 	for _, b := range all {
-		var v unix.Iovec
-		v.Base = unsafe.SliceData(b)
-		v.SetLen(len(b))
-		iov = append(iov, v)
+		iov = append(iov, bufIovec(b))
 	}
 	if q.r.feat.zeroLen != 0 || q.fixed != nil {
 		if err := iosys.IOURingRegister(q.r.fd, iosys.IORING_UNREGISTER_BUFFERS, nil, 0); err != nil {
@@ -331,13 +328,6 @@ func (q *Queue) ride(req *block.Req, write bool, wlock bool) bool {
 	q.r.fill(q.mergeT, vecSQE(write, int32(q.f.fd), h.req.Off, h.iov), uint64(q.mergeSlot))
 	q.f.m.merged.Add(1)
 	return true
-}
-
-func bufIovec(b []byte) unix.Iovec {
-	var v unix.Iovec
-	v.Base = unsafe.SliceData(b)
-	v.SetLen(len(b))
-	return v
 }
 
 // rwSQE is the SQE of a read or write of req's buffer: a fixed one when

@@ -89,12 +89,17 @@ func setIov(dst []unix.Iovec, bufs [][]byte) []unix.Iovec {
 		if len(b) == 0 {
 			continue
 		}
-		var v unix.Iovec
-		v.Base = unsafe.SliceData(b)
-		v.SetLen(len(b))
-		dst = append(dst, v)
+		dst = append(dst, bufIovec(b))
 	}
 	return dst
+}
+
+// bufIovec is the iovec of b, with a real pointer (setIov).
+func bufIovec(b []byte) unix.Iovec {
+	var v unix.Iovec
+	v.Base = unsafe.SliceData(b)
+	v.SetLen(len(b))
+	return v
 }
 
 func iovAddr(v []unix.Iovec) uint64 { return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(v)))) }
