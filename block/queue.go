@@ -3,6 +3,7 @@ package block
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Op is the kind of a queued request.
@@ -100,4 +101,25 @@ func Do(d Device, r *Req) error {
 		return d.Flush()
 	}
 	return fmt.Errorf("block: bad queued op %v", r.Op)
+}
+
+// Drain waits on q until nothing is in flight, dropping the completions:
+// the first step of a queue's Close (A6). It goes on past errors of Wait,
+// since requests still in flight hold buffers and locks, and gives up,
+// with the last error, only after a thousand failed waits a millisecond
+// apart.
+func Drain(q Queue) error {
+	out := make([]*Req, max(q.InFlight(), 1))
+	var werr error
+	for tries := 0; q.InFlight() > 0 && tries < 1000; {
+		if len(out) < q.InFlight() {
+			out = make([]*Req, q.InFlight())
+		}
+		if _, err := q.Wait(out, q.InFlight()); err != nil {
+			werr = err
+			tries++
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return werr
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -449,17 +448,9 @@ func (q *Queue) Close() error {
 	if q.closed {
 		return block.ErrClosed
 	}
-	out := make([]*block.Req, q.depth)
-	var werr error
-	// Every request is waited for, even past an error of the device's
-	// queue: its fast writes hold the write gate (Q12) until reaped.
-	for tries := 0; q.flight > 0 && tries < 1000; {
-		if _, err := q.Wait(out, q.flight); err != nil {
-			werr = err
-			tries++
-			time.Sleep(time.Millisecond)
-		}
-	}
+	// Every request is waited for, even past an error: requests in
+	// flight hold buffers and locks (the write gate Q12, wmu U10).
+	werr := block.Drain(q)
 	q.slow.Wait()
 	q.closed = true
 	err := errors.Join(werr, q.inner.Close())

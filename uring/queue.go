@@ -6,7 +6,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	iosys "github.com/iceber/iouring-go/syscall"
@@ -654,15 +653,9 @@ func (q *Queue) Close() error {
 	if q.closed {
 		return block.ErrClosed
 	}
-	out := make([]*block.Req, q.depth)
-	var werr error
-	for tries := 0; q.flight > 0 && tries < 1000; {
-		if _, err := q.Wait(out, q.flight); err != nil {
-			werr = err
-			tries++
-			time.Sleep(time.Millisecond)
-		}
-	}
+	// Every request is waited for, even past an error: requests in
+	// flight hold buffers and locks (the write gate Q12, wmu U10).
+	werr := block.Drain(q)
 	q.slow.Wait()
 	if err := q.disarm(); err != nil {
 		werr = errors.Join(werr, err)
