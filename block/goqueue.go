@@ -32,12 +32,19 @@ func (c *Completions) Take(out []*Req) int {
 		return 0
 	}
 	c.mu.Lock()
-	k := copy(out, c.list)
-	rest := copy(c.list, c.list[k:])
-	clear(c.list[rest:])
-	c.list = c.list[:rest]
-	c.n.Store(int32(rest))
+	k := MoveReqs(out, &c.list)
+	c.n.Store(int32(len(c.list)))
 	c.mu.Unlock()
+	return k
+}
+
+// MoveReqs moves requests from the front of *from into to, as many as
+// fit, keeps the rest in order and returns how many moved.
+func MoveReqs(to []*Req, from *[]*Req) int {
+	k := copy(to, *from)
+	rest := copy(*from, (*from)[k:])
+	clear((*from)[rest:])
+	*from = (*from)[:rest]
 	return k
 }
 

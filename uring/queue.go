@@ -466,10 +466,7 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 
 // take moves completed requests (ring, then slow) into out.
 func (q *Queue) take(out []*block.Req) int {
-	k := copy(out, q.ready)
-	rest := copy(q.ready, q.ready[k:])
-	clear(q.ready[rest:])
-	q.ready = q.ready[:rest]
+	k := block.MoveReqs(out, &q.ready)
 	s := q.done.Take(out[k:])
 	q.nslow -= s
 	return k + s
