@@ -222,14 +222,18 @@
 // owes it.
 //
 //	U10 The ring takes a read or write only as File would send it
-//	    straight to the kernel: at most maxRW, O_DIRECT-aligned (U1),
-//	    and, for a write, ending at or below File.eof (U3: no EOF gate
-//	    is needed). An O_DIRECT write holds wmu shared until reaped, taken
-//	    with TryRLock: a read-modify-write waiting for wmu waits for this
-//	    queue's writes, so the owner must never block on it (A3). The
-//	    rest, and the remainder of a short transfer, run through File's
-//	    own readv/writev on a goroutine (A4); -EAGAIN/-EINTR resubmit
-//	    (R6). Flush is IORING_OP_FSYNC (DATASYNC).
+//	    straight to the kernel: at most maxRW and O_DIRECT-aligned (U1).
+//	    It holds File's locks as File.writev would, from submission until
+//	    the owner reaps the request, each taken with a Try: an O_DIRECT
+//	    write holds wmu shared, and a write ending past File.eof holds
+//	    eofGate shared (U3) and raises eof when it completes whole. A
+//	    read-modify-write waiting for wmu, or an extending fallocate
+//	    waiting for eofGate, waits for this queue's writes, so the owner
+//	    must never block on them (A3); a Try that fails sends the request
+//	    the slow way. The rest, and the remainder of a short transfer,
+//	    run through File's own readv/writev on a goroutine (A4);
+//	    -EAGAIN/-EINTR resubmit (R6). Flush is IORING_OP_FSYNC
+//	    (DATASYNC).
 //	U11 An eventfd read is always armed on the queue's ring (user_data
 //	    wakeTag); slow completions and Wake write the eventfd when the
 //	    owner has said it sleeps (an atomic flag set before its last

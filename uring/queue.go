@@ -75,12 +75,20 @@ type Queue struct {
 // qslot is one request on the ring.
 type qslot struct {
 	req   *block.Req
-	wlock bool // holds File.wmu shared (U1): an O_DIRECT write
+	locks qlocks
 	// Merging (U13): a slot whose SQE carries later requests too lists
 	// them in riders, and its iovec array holds every buffer of the run.
 	riders []uint32
 	iov    []unix.Iovec
 }
+
+// qlocks are the File's locks a request holds until it is reaped.
+type qlocks uint8
+
+const (
+	lockWMU qlocks = 1 << iota // File.wmu shared (U1): an O_DIRECT write
+	lockEOF                    // File.eofGate shared (U3): a write ending past eof
+)
 
 // fixedBuf is a registered buffer: [base, base+n) at index idx.
 type fixedBuf struct {
@@ -102,10 +110,16 @@ var (
 // IORING_OP_READ/WRITE) returns block.ErrNotSupported, and
 // block.NewQueue then runs requests on goroutines.
 func (f *File) NewQueue(depth int) (block.Queue, error) {
-	return f.newQueue(depth)
+	return f.newQueue(depth, f.mergesWrites())
 }
 
-func (f *File) newQueue(depth int) (*Queue, error) {
+// NewVecQueue implements block.VecQueuer: a Queue that merges the
+// contiguous requests of one Submit (U13) even when f's merging is off.
+func (f *File) NewVecQueue(depth int) (block.Queue, error) {
+	return f.newQueue(depth, true)
+}
+
+func (f *File) newQueue(depth int, merge bool) (*Queue, error) {
 	if depth < 1 || depth > maxEntries {
 		return nil, block.ErrRange
 	}
@@ -115,7 +129,7 @@ func (f *File) newQueue(depth int) (*Queue, error) {
 	if err := f.enter(); err != nil {
 		return nil, err
 	}
-	q, err := f.openQueue(depth)
+	q, err := f.openQueue(depth, merge)
 	if err != nil {
 		f.life.RUnlock()
 		return nil, err
@@ -123,7 +137,7 @@ func (f *File) newQueue(depth int) (*Queue, error) {
 	return q, nil
 }
 
-func (f *File) openQueue(depth int) (*Queue, error) {
+func (f *File) openQueue(depth int, merge bool) (*Queue, error) {
 	// One slot more than depth for the eventfd read.
 	r, err := newRing(depth+1, &f.m)
 	if err != nil {
@@ -136,7 +150,7 @@ func (f *File) openQueue(depth int) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{f: f, r: r, depth: depth, efd: efd, efdBuf: make([]byte, 8),
-		slots: make([]qslot, depth), free: make([]uint32, depth), merge: f.mergesWrites()}
+		slots: make([]qslot, depth), free: make([]uint32, depth), merge: merge}
 	for i := range q.free {
 		q.free[i] = uint32(depth - 1 - i)
 	}
@@ -252,7 +266,7 @@ func (q *Queue) start(req *block.Req) {
 			return
 		}
 		f.m.fsyncs.Add(1)
-		q.queue(req, fsyncSQE(f.fd), false)
+		q.queue(req, fsyncSQE(f.fd), 0)
 		return
 	case block.OpRead, block.OpWrite:
 	default:
@@ -275,25 +289,32 @@ func (q *Queue) start(req *block.Req) {
 		q.ready = append(q.ready, req)
 		return
 	}
-	if n > maxRW || (f.direct && !f.fast(req.Off, n, [][]byte{req.Buf})) ||
-		(write && req.Off+n > f.eof.Load()) {
+	if n > maxRW || (f.direct && !f.fast(req.Off, n, [][]byte{req.Buf})) {
 		q.goSlow(req, 0)
 		return
 	}
-	wlock := false
-	if write && f.direct {
-		// Never block the owner on wmu (U10, A3): an exclusive holder may
-		// wait for this queue's own requests to be reaped.
-		if !f.wmu.TryRLock() {
+	// Never block the owner on the File's locks (U10, A3): an exclusive
+	// holder may wait for this queue's own requests to be reaped.
+	var locks qlocks
+	if write && req.Off+n > f.eof.Load() {
+		if !f.eofGate.TryRLock() {
 			q.goSlow(req, 0)
 			return
 		}
-		wlock = true
+		locks |= lockEOF
 	}
-	if q.ride(req, write, wlock) {
+	if write && f.direct {
+		if !f.wmu.TryRLock() {
+			q.unlock(req, locks, false)
+			q.goSlow(req, 0)
+			return
+		}
+		locks |= lockWMU
+	}
+	if q.ride(req, write, locks) {
 		return
 	}
-	i := q.queue(req, q.rwSQE(write, req), wlock)
+	i := q.queue(req, q.rwSQE(write, req), locks)
 	if q.merge {
 		q.mergeOK, q.mergeT, q.mergeSlot = true, q.r.tail-1, i
 		q.mergeEnd, q.mergeLen = req.Off+n, n
@@ -304,7 +325,7 @@ func (q *Queue) start(req *block.Req) {
 // kind, starting where that SQE's run ends, within mergeBytes and
 // mergeIov. The SQE is not published yet, so it is rewritten as a
 // readv/writev of the whole run.
-func (q *Queue) ride(req *block.Req, write bool, wlock bool) bool {
+func (q *Queue) ride(req *block.Req, write bool, locks qlocks) bool {
 	if !q.mergeOK {
 		return false
 	}
@@ -320,7 +341,7 @@ func (q *Queue) ride(req *block.Req, write bool, wlock bool) bool {
 	h.iov = append(h.iov, bufIovec(req.Buf))
 	i := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
-	q.slots[i].req, q.slots[i].wlock = req, wlock
+	q.slots[i].req, q.slots[i].locks = req, locks
 	h.riders = append(h.riders, i)
 	q.mergeEnd += n
 	q.mergeLen += n
@@ -352,10 +373,10 @@ func (q *Queue) rwSQE(write bool, req *block.Req) sqe {
 
 // queue fills req's SQE in a free slot and returns the slot; the next
 // enter submits it.
-func (q *Queue) queue(req *block.Req, e sqe, wlock bool) uint32 {
+func (q *Queue) queue(req *block.Req, e sqe, locks qlocks) uint32 {
 	i := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
-	q.slots[i].req, q.slots[i].wlock = req, wlock
+	q.slots[i].req, q.slots[i].locks = req, locks
 	q.push(e, uint64(i))
 	q.sqes++
 	return i
@@ -567,10 +588,8 @@ func (q *Queue) split(i uint32, res int32) {
 func (q *Queue) finish(i uint32, res int32) {
 	s := &q.slots[i]
 	req := s.req
-	if s.wlock {
-		q.f.wmu.RUnlock()
-	}
-	s.req, s.wlock = nil, false
+	q.unlock(req, s.locks, req.Op == block.OpWrite && int(res) == len(req.Buf))
+	s.req, s.locks = nil, 0
 	q.free = append(q.free, i)
 	switch {
 	case res < 0:
@@ -591,6 +610,20 @@ func (q *Queue) finish(i uint32, res int32) {
 		return
 	}
 	q.ready = append(q.ready, req)
+}
+
+// unlock releases the File's locks req held; a write that completed
+// whole first raises the known EOF to its end (U3), as File.writev does.
+func (q *Queue) unlock(req *block.Req, locks qlocks, written bool) {
+	if written {
+		q.f.bumpEOF(req.Off + int64(len(req.Buf)))
+	}
+	if locks&lockWMU != 0 {
+		q.f.wmu.RUnlock()
+	}
+	if locks&lockEOF != 0 {
+		q.f.eofGate.RUnlock()
+	}
 }
 
 // goSlow runs req from byte done on through the File's own methods on a
