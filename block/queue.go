@@ -87,6 +87,29 @@ func NewQueue(d Device, depth int) (Queue, error) {
 	return NewGoQueue(d, depth)
 }
 
+// VecQueuer is a device that can open a vector queue: a Queue on which
+// the requests of one Submit that follow each other on the device (each
+// starting where the one before ends) reach it as one vectored request,
+// even when the device does not merge writes itself (B10). A caller with
+// one vector to write submits its pieces in one Submit; requests of
+// different Submit calls are never merged.
+type VecQueuer interface {
+	NewVecQueue(depth int) (Queue, error)
+}
+
+// NewVecQueue opens d's vector queue (VecQueuer), or NewQueue's queue
+// when d has none: the pieces then go as separate requests, with the
+// same results.
+func NewVecQueue(d Device, depth int) (Queue, error) {
+	if vq, ok := d.(VecQueuer); ok {
+		q, err := vq.NewVecQueue(depth)
+		if !errors.Is(err, ErrNotSupported) {
+			return q, err
+		}
+	}
+	return NewQueue(d, depth)
+}
+
 // Do runs one request synchronously on d through its Device methods: the
 // reference meaning of a queued request, and the slow path of queues.
 func Do(d Device, r *Req) error {

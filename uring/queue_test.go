@@ -23,6 +23,66 @@ func TestQueue(t *testing.T) {
 				return openTemp(t, c.opt)
 			}, blocktest.QueueConfig{})
 		})
+		t.Run(c.name+"/vec", func(t *testing.T) {
+			blocktest.RunQueue(t, func(t *testing.T) block.Device {
+				return vecFile{openTemp(t, c.opt)}
+			}, blocktest.QueueConfig{})
+		})
+	}
+}
+
+// vecFile is a File whose queue is its vector queue.
+type vecFile struct{ *File }
+
+func (v vecFile) NewQueue(depth int) (block.Queue, error) { return v.NewVecQueue(depth) }
+
+// TestQueue_PastEOF: aligned writes that extend the file go to the ring
+// holding the EOF gate (U10, U3), not to the slow path, and raise the
+// known EOF; an extending fallocate after them sees it.
+func TestQueue_PastEOF(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true, NoMerge: true})
+	q, err := f.NewQueue(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := pattern(7, 16*4096)
+	reqs := make([]*block.Req, 16)
+	for i := range reqs {
+		// Every other block: holes between the writes, all past EOF.
+		reqs[i] = &block.Req{Op: block.OpWrite, Off: int64(2*i) * 4096, Buf: buf[i*4096 : (i+1)*4096]}
+	}
+	before := f.Metrics()
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := block.Drain(q); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reqs {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	if m := f.Metrics().Sub(before); m.QueueSlow != 0 {
+		t.Errorf("%d of 16 writes past EOF took the slow path", m.QueueSlow)
+	}
+	if got, want := f.eof.Load(), int64(31*4096); got != want {
+		t.Errorf("known EOF %d after the writes, want %d", got, want)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteZeroes(32*4096, 4096, block.Allocate); err != nil && !errors.Is(err, block.ErrNotSupported) {
+		t.Fatal(err)
+	}
+	for i := range reqs {
+		got := readAll(t, f, int64(2*i)*4096, 4096)
+		if !bytes.Equal(got, buf[i*4096:(i+1)*4096]) {
+			t.Fatalf("block %d differs", 2*i)
+		}
+		if hole := readAll(t, f, int64(2*i+1)*4096, 4096); !bytes.Equal(hole, make([]byte, 4096)) {
+			t.Fatalf("hole %d is not zeros", 2*i+1)
+		}
 	}
 }
 
@@ -123,7 +183,7 @@ func TestQueue_FileCloseWaits(t *testing.T) {
 // flight is refused.
 func TestQueue_RegisterBuffers(t *testing.T) {
 	f := openTemp(t, Options{Backend: Ring, Direct: true})
-	q, err := f.newQueue(8)
+	q, err := f.newQueue(8, f.mergesWrites())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +252,7 @@ func TestQueue_Allocs(t *testing.T) {
 	if err := block.WriteAt(f, buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	q, err := f.newQueue(16)
+	q, err := f.newQueue(16, f.mergesWrites())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,9 +284,14 @@ func TestQueue_Allocs(t *testing.T) {
 // runs past the end of the file comes back short, and each request still
 // gets exactly its part, zeros past the end (B2).
 func TestQueue_Merge(t *testing.T) {
-	for _, noMerge := range []bool{false, true} {
-		f := openTemp(t, Options{Backend: Ring, Direct: true, NoMerge: noMerge})
-		q, err := f.newQueue(32)
+	for _, c := range []struct{ noMerge, vec bool }{{false, false}, {true, false}, {true, true}} {
+		f := openTemp(t, Options{Backend: Ring, Direct: true, NoMerge: c.noMerge})
+		open := f.NewQueue
+		if c.vec {
+			open = f.NewVecQueue // merges whatever the File's setting
+		}
+		q, err := open(32)
+		noMerge := c.noMerge && !c.vec
 		if err != nil {
 			t.Fatal(err)
 		}
