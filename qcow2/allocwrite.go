@@ -61,6 +61,12 @@ func (im *Image) allocWrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 func (im *Image) beginAlloc(goff format.GuestOff) (p allocation, blocker *sched.Alloc[allocState], err error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	return im.beginAllocLocked(goff)
+}
+
+// beginAllocLocked is beginAlloc with mu held by the caller (the queue's
+// allocator plans a batch under one lock: queue_alloc.go).
+func (im *Image) beginAllocLocked(goff format.GuestOff) (p allocation, blocker *sched.Alloc[allocState], err error) {
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		return allocation{}, blocker, nil

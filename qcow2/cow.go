@@ -29,52 +29,34 @@ const (
 // the bytes around the data are final already, it marks the allocation
 // ready for early writes (Q10) before its own write. mu is not held.
 func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) {
+	if w, ok := im.plainFill(p, v, n, false); ok {
+		return w.cowed, im.dev.Writev(w.off, w.vec)
+	}
 	if im.crypt != nil {
 		return im.writeWithCOWCrypt(p, v, n)
 	}
-	st, goff, fresh, old, src := p.st, p.goff, p.fresh, p.old, p.src
-	host := st.host
+	goff, old, src := p.goff, p.old, p.src
+	host := p.st.host
 	g := &im.g
 	cs := g.ClusterSize
 	in := g.InCluster(goff)
 	headLen, tailLen := in, cs-in-uint64(n)
-	if headLen == 0 && tailLen == 0 {
-		return false, im.dev.Writev(int64(host), v)
-	}
 	cstart := goff - format.GuestOff(in)
-	zero := src == cowZero || (src == cowBacking && im.backingZero(cstart, in, goff+format.GuestOff(n), tailLen))
-	if zero {
-		// Paused on RAM, the fill judge wants whole clusters
-		// (fill_adapt.go): zero buffers with the data, below.
-		if im.prealloc && !im.padFresh() {
-			if fresh {
-				// A hole past the high-water mark already reads as
-				// zeros: write only the guest data, and let other
-				// writers into the cluster right away (Q10).
-				im.c.freshSkips.Add(1)
-				st.ready.Store(true)
-				return false, im.dev.Writev(int64(g.HostFor(host, goff)), v)
-			}
-			// The seed: one efficient zeroing of the whole cluster,
-			// ordered before the data (Q5), instead of zero buffers.
-			err := im.zeroThenWrite(host, cs, g.HostFor(host, goff), v)
-			if err == nil {
-				im.c.fallocates.Add(1)
-				return true, nil
-			}
-			if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
-				return false, err
-			}
-			im.c.zeroingRefused.Add(1)
+	if im.zeroAround(p, n) {
+		// Only the seed's way is left (plainFill took the others): one
+		// efficient zeroing of the whole cluster, ordered before the
+		// data (Q5), instead of zero buffers.
+		err := im.zeroThenWrite(host, cs, g.HostFor(host, goff), v)
+		if err == nil {
+			im.c.fallocates.Add(1)
+			return true, nil
 		}
-		// Zero buffers merged with the data in one vectored write.
-		zb := block.ZeroBuf()
-		vec := make([][]byte, 0, len(v)+4)
-		vec = appendZeros(vec, zb, headLen)
-		vec = append(vec, v...)
-		vec = appendZeros(vec, zb, tailLen)
-		im.c.zeroPadBytes.Add(int64(headLen + tailLen))
-		return !fresh, im.dev.Writev(int64(host), vec)
+		if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
+			return false, err
+		}
+		im.c.zeroingRefused.Add(1)
+		w, _ := im.plainFill(p, v, n, true)
+		return w.cowed, im.dev.Writev(w.off, w.vec)
 	}
 	// Copy-on-write: read the head and tail, write them with the data in
 	// one vector (QEMU ee22a9d869).
@@ -92,6 +74,69 @@ func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) 
 	}
 	im.c.cowBytes.Add(int64(headLen + tailLen))
 	return true, im.dev.Writev(int64(host), vec)
+}
+
+// fillWrite is one vectored write that fills a new cluster: the guest
+// data, alone or with zero buffers around it.
+type fillWrite struct {
+	off   int64
+	vec   [][]byte
+	cowed bool // bytes around the data go into non-fresh space (Q2)
+}
+
+// zeroAround reports whether the bytes of p's new cluster around the n
+// guest bytes read as zeros.
+func (im *Image) zeroAround(p *allocation, n int64) bool {
+	in := im.g.InCluster(p.goff)
+	cstart := p.goff - format.GuestOff(in)
+	return p.src == cowZero || (p.src == cowBacking &&
+		im.backingZero(cstart, in, p.goff+format.GuestOff(n), im.g.ClusterSize-in-uint64(n)))
+}
+
+// plainFill is the write that fills p's new cluster when it is one plain
+// vectored write, without reading, encrypting or zeroing first: the data
+// covers the cluster; or the bytes around it read as zeros and either
+// the cluster is fresh (only the data is written) or zero buffers go
+// with the data (no reserve, the fill judge wants whole clusters, or
+// pad: efficient zeroing was refused). ok is false for every other way
+// (writeWithCOW). With ok it has done what the write needs first: a
+// fresh cluster is ready for early writers (Q10) before its write.
+func (im *Image) plainFill(p *allocation, v [][]byte, n int64, pad bool) (w fillWrite, ok bool) {
+	if im.crypt != nil {
+		return fillWrite{}, false
+	}
+	st, goff, fresh := p.st, p.goff, p.fresh
+	host := st.host
+	g := &im.g
+	in := g.InCluster(goff)
+	headLen, tailLen := in, g.ClusterSize-in-uint64(n)
+	if headLen == 0 && tailLen == 0 {
+		return fillWrite{off: int64(host), vec: v}, true
+	}
+	if !im.zeroAround(p, n) {
+		return fillWrite{}, false
+	}
+	// Paused on RAM, the fill judge wants whole clusters
+	// (fill_adapt.go): zero buffers with the data, below.
+	if im.prealloc && !im.padFresh() && !pad {
+		if !fresh {
+			return fillWrite{}, false // zeroThenWrite
+		}
+		// A hole past the high-water mark already reads as zeros: write
+		// only the guest data, and let other writers into the cluster
+		// right away (Q10).
+		im.c.freshSkips.Add(1)
+		st.ready.Store(true)
+		return fillWrite{off: int64(g.HostFor(host, goff)), vec: v}, true
+	}
+	// Zero buffers merged with the data in one vectored write.
+	zb := block.ZeroBuf()
+	vec := make([][]byte, 0, len(v)+4)
+	vec = appendZeros(vec, zb, headLen)
+	vec = append(vec, v...)
+	vec = appendZeros(vec, zb, tailLen)
+	im.c.zeroPadBytes.Add(int64(headLen + tailLen))
+	return fillWrite{off: int64(host), vec: vec, cowed: !fresh}, true
 }
 
 func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {
