@@ -103,14 +103,32 @@
 //	    gate (Q12) from its lookup until the owner reaps it, so a freer
 //	    waits for it as for a synchronous writer (the owner only looks
 //	    up lock-free, and a freer holds nothing such a lookup waits for,
-//	    so that wait ends when the device completes the write). Every
-//	    other request, and every flush, runs the synchronous path on a
+//	    so that wait ends when the device completes the write).
+//	    Allocating writes go to the queue's allocator (Q16); every other
+//	    request, and every flush, runs the synchronous path on a
 //	    goroutine (A4). The owner never blocks on I/O to look up: it only
 //	    peeks at cached L2 slices (cache.Peek: no load, no write-back,
 //	    which could wait for writes the owner has in flight); a miss
 //	    takes the slow path, which loads the slice for the next request.
 //	Q15 Close refuses (ErrQueueOpen) while a queue is open: its writes
 //	    hold the gate and its device queue holds the device.
+//	Q16 A queue's allocator (queue_alloc.go) takes a queued write inside
+//	    one cluster that needs a new cluster, with every such write that
+//	    came in meanwhile, as one batch: it plans every cluster under one
+//	    hold of mu (registering each, Q7), writes each through a vector
+//	    queue of its own (one request per cluster; the writes that need
+//	    a copy or a zeroing first run synchronously before), and links
+//	    every cluster under one hold of mu after all writes are back,
+//	    sealing each first (Q10): the synchronous allocation's steps and
+//	    order, a batch at a time. It never holds or takes mu with writes
+//	    in flight, since a holder of mu may wait for the device's write
+//	    locks, which its in-flight writes hold until it reaps them. A
+//	    write whose cluster is under another allocation, or was linked
+//	    meanwhile, runs the synchronous path after the batch, when the
+//	    allocator holds nothing. If the vector queue fails for good with
+//	    writes in flight, their clusters are never freed (leaked, or
+//	    linked for early writers' data), since those writes may still
+//	    land.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

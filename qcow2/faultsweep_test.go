@@ -163,6 +163,46 @@ func (r *sweepRun) flush() error {
 	return nil
 }
 
+// queued writes reqs through a Queue on the image, all in one Submit,
+// and waits for them: each completed write is in the model, each failed
+// one's range is unknown (the first failure is the run's error).
+func (r *sweepRun) queued(reqs ...*block.Req) error {
+	if r.err != nil {
+		return r.err
+	}
+	q, err := r.im.NewQueue(len(reqs))
+	if err != nil {
+		return r.fail("NewQueue", 0, 0, err)
+	}
+	for _, rq := range reqs {
+		r.m.mark(r.m.dirty, rq.Off, int64(len(rq.Buf)))
+	}
+	if err := q.Submit(reqs...); err != nil {
+		q.Close()
+		return r.fail("Submit", 0, 0, err)
+	}
+	err = block.Drain(q)
+	if cerr := q.Close(); err == nil {
+		err = cerr
+	}
+	for _, rq := range reqs {
+		n := int64(len(rq.Buf))
+		if rq.Err != nil {
+			if r.err == nil {
+				r.fail("queued write", rq.Off, n, rq.Err)
+			} else {
+				r.m.mark(r.m.failed, rq.Off, n)
+			}
+			continue
+		}
+		copy(r.m.cur[rq.Off:], rq.Buf)
+	}
+	if err != nil && r.err == nil {
+		return r.fail("queue", 0, 0, err)
+	}
+	return r.err
+}
+
 type sweepWorkload struct {
 	name    string
 	size    int64 // virtual size (default sweepSize)
@@ -294,6 +334,26 @@ func sweepWorkloads() []sweepWorkload {
 			r.write(1003, p(7, 3))           // in place, inside a sector
 			r.flush()
 			r.zero(4096*5+100, 300, 0)
+			return r.flush()
+		}},
+		{name: "queue-alloc", co: CreateOptions{ClusterSize: 65536}, run: func(r *sweepRun) error {
+			// Queued writes into new clusters go to the queue's
+			// allocator (Q16) as one batch: a group of three writes in
+			// one cluster, a write inside one, a whole cluster in 16
+			// pieces, a misaligned one, and one into a cluster that
+			// has a write out already (parked behind it).
+			w := func(off int64, n int, s byte) *block.Req {
+				return &block.Req{Op: block.OpWrite, Off: off, Buf: p(n, s)}
+			}
+			reqs := []*block.Req{w(0, 4096, 1), w(4096, 4096, 2), w(8192, 4096, 3), w(65536+8192, 4096, 4)}
+			for i := range 16 {
+				reqs = append(reqs, w(131072+int64(i)*4096, 4096, byte(10+i)))
+			}
+			reqs = append(reqs, w(300000, 5000, 5), w(320000, 4000, 6))
+			r.queued(reqs...)
+			r.flush()
+			// An overwrite (fast path) and two more allocations.
+			r.queued(w(0, 4096, 7), w(524288, 4096, 8), w(589824+61440, 4096, 9))
 			return r.flush()
 		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
@@ -698,6 +758,13 @@ func sweepByName(names ...string) []sweepWorkload {
 func TestFaultSweep_Alloc(t *testing.T) {
 	t.Parallel()
 	runSweep(t, sweepByName("alloc", "alloc-prealloc-off", "alloc-backing"))
+}
+
+// TestFaultSweep_Queue: queued allocating writes through the queue's
+// allocator (Q16), in batches.
+func TestFaultSweep_Queue(t *testing.T) {
+	t.Parallel()
+	runSweep(t, sweepByName("queue-alloc"))
 }
 
 // TestFaultSweep_COW: partial-cluster writes over backing data (v3, v2).

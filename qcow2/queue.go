@@ -44,6 +44,7 @@ type Queue struct {
 	retry   []*block.Req
 	sig     chan struct{} // cap 1: a slow completion or a Wake
 	woken   atomic.Bool
+	alloc   qalloc // allocating writes (Q16, queue_alloc.go)
 
 	closed bool
 }
@@ -296,6 +297,10 @@ func (q *Queue) flushGroup() {
 		q.slowC, q.parked = map[uint64]int{}, map[uint64][]*block.Req{}
 	}
 	q.slowC[q.groupC] += len(g)
+	if q.allocates(g) {
+		q.toAlloc(g)
+		return
+	}
 	q.goSlow(g)
 }
 
@@ -330,20 +335,7 @@ func (q *Queue) goSlow(g []*block.Req) {
 	q.nslow += len(g)
 	q.im.c.queueSlow.Add(int64(len(g)))
 	q.slow.Go(func() {
-		var err error
-		if len(g) == 1 {
-			g[0].Err = block.Do(q.im, g[0])
-		} else {
-			v := make([][]byte, len(g))
-			for i, r := range g {
-				v[i] = r.Buf
-			}
-			if err = q.im.Writev(g[0].Off, v); err != nil {
-				for _, r := range g {
-					r.Err = block.Do(q.im, r)
-				}
-			}
-		}
+		runSync(q.im, g)
 		for _, r := range g {
 			q.done.Put(r)
 		}
@@ -448,9 +440,10 @@ func (q *Queue) Close() error {
 	// Every request is waited for, even past an error: requests in
 	// flight hold buffers and locks (the write gate Q12, wmu U10).
 	werr := block.Drain(q)
+	q.stopAlloc()
 	q.slow.Wait()
 	q.closed = true
-	err := errors.Join(werr, q.inner.Close())
+	err := errors.Join(werr, q.alloc.closeErr, q.inner.Close()) // the workers are done: no lock
 	q.im.queues.Add(-1)
 	return err
 }

@@ -94,8 +94,8 @@ func TestQueue_FastPath(t *testing.T) {
 		&block.Req{Op: block.OpWrite, Off: 2*cs - 2048, Buf: pattern(4096, 5)},
 		&block.Req{Op: block.OpFlush})
 	m = im.Metrics().Sub(before)
-	if m.QueueFast != 0 || m.QueueSlow != 3 {
-		t.Fatalf("new cluster, across clusters, flush: %d fast, %d slow", m.QueueFast, m.QueueSlow)
+	if m.QueueFast != 0 || m.QueueAlloc != 1 || m.QueueSlow != 2 {
+		t.Fatalf("new cluster, across clusters, flush: %d fast, %d allocated, %d slow (want 0, 1, 2)", m.QueueFast, m.QueueAlloc, m.QueueSlow)
 	}
 	testkit.MustEqual(t, readBack(t, im, 6*cs, 4096), pattern(4096, 4), "queued write into a new cluster")
 	testkit.MustEqual(t, readBack(t, im, 2*cs-2048, 4096), pattern(4096, 5), "queued write across clusters")

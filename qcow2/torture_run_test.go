@@ -36,7 +36,7 @@ type tstats struct {
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
 	Fallocates, COWBytes, ZeroPadBytes                          int64
 	Merged                                                      int64 // uring Metrics().Merged
-	QueueFast, QueueSlow                                        int64 // queued requests by path (Q14)
+	QueueFast, QueueAlloc, QueueSlow                            int64 // queued requests by path (Q14, Q16)
 	RYWChecks                                                   int64 // read-your-writes checks in batches
 	RYWViolations                                               int64 // tolerated (-torture.tolerate=ryw)
 	Events                                                      map[string]int64
@@ -79,6 +79,7 @@ func (s *tstats) add(o *tstats) {
 	s.ZeroPadBytes += o.ZeroPadBytes
 	s.Merged += o.Merged
 	s.QueueFast += o.QueueFast
+	s.QueueAlloc += o.QueueAlloc
 	s.QueueSlow += o.QueueSlow
 	s.RYWChecks += o.RYWChecks
 	s.RYWViolations += o.RYWViolations
@@ -106,6 +107,7 @@ func (s *tstats) addMetrics(m Metrics) {
 	s.COWBytes += m.COWBytes
 	s.ZeroPadBytes += m.ZeroPadBytes
 	s.QueueFast += m.QueueFast
+	s.QueueAlloc += m.QueueAlloc
 	s.QueueSlow += m.QueueSlow
 }
 
@@ -134,11 +136,11 @@ func (s *tstats) String() string {
 		crash += v
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
-		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d slow\n"+
+		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
-		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueSlow,
+		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 

@@ -116,7 +116,7 @@ func (r *Result) WriteSummary(w io.Writer) {
 		if r.Config.Queue {
 			fmt.Fprintf(w, "queue: one goroutine, %d requests ran their synchronous path", u.QueueSlow)
 			if m := r.Engine; m != nil {
-				fmt.Fprintf(w, "; engine: %d fast, %d slow", m.QueueFast, m.QueueSlow)
+				fmt.Fprintf(w, "; engine: %d fast, %d allocated, %d slow", m.QueueFast, m.QueueAlloc, m.QueueSlow)
 			}
 			fmt.Fprintln(w)
 		}

@@ -1,0 +1,415 @@
+package qcow2
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/qring/qring/block"
+)
+
+// This file holds a Queue's allocator (Q16): allocating writes, which the
+// owner cannot translate (Q14), go to one goroutine of the queue's own
+// instead of a goroutine each. It takes what has come in since its last
+// round as one batch and runs it in three phases:
+//
+//	plan   Image.mu once: register and plan every cluster (beginAllocLocked)
+//	write  no lock: the writes that need more than one plain write
+//	       (copy-on-write, zeroing first) run synchronously; then every
+//	       plain one (plainFill) goes to a device queue of the
+//	       allocator's own in one submission, and all are reaped
+//	link   seal each allocation, then Image.mu once: link every cluster
+//	       (commitAllocLocked)
+//
+// It never holds mu, or takes it, with writes in flight: a holder of mu
+// may wait for the file's write lock (uring U1), which an in-flight
+// O_DIRECT write holds until it is reaped, and only the allocator reaps
+// its writes. A request it cannot allocate this way (the cluster is
+// under someone else's allocation, or was linked meanwhile) runs the
+// synchronous path after the batch, when the allocator holds nothing.
+
+// qalloc is the allocator's shared state: allocWorkers goroutines take
+// batches from pending. mu guards pending and closeErr.
+type qalloc struct {
+	mu       sync.Mutex
+	pending  [][]*block.Req // groups (Q14: writes that follow each other in one cluster)
+	closeErr error          // from closing the workers' device queues
+	kick     chan struct{}  // cap 1; closed to stop the workers
+	started  bool           // owner's: the workers run
+}
+
+// allocWorkers is how many allocator goroutines a queue runs. Two let
+// one plan and link a batch while the other is in the kernel with its
+// writes (on a RAM disk the whole cost of a write into a new extent is
+// paid there, synchronously), but on ext4 over zram they cost 20-30 %
+// more CPU (the file system's locks) for the same time or 10 % less
+// (allocation-heavy, 4 interleaved runs): one it is.
+const allocWorkers = 1
+
+// allocWorker is one allocator goroutine's own state.
+type allocWorker struct {
+	inner block.Queue // its device queue, opened on first use
+	err   error       // from opening inner, or it failed: later writes fail with it
+	jobs  []qjob
+	order []int
+	reqs  []block.Req
+	out   []*block.Req
+}
+
+// qjob is one group in an allocator batch.
+type qjob struct {
+	g     []*block.Req
+	n     int64
+	p     allocation // p.reg != nil: planned (and registered)
+	w     fillWrite  // plain: the write that fills the cluster
+	plain bool
+	cowed bool
+	werr  error // the data write
+	err   error // the outcome
+	sync  bool  // runs the synchronous path after the batch
+	lost  bool  // its write may still land: the cluster is leaked
+}
+
+// allocates reports whether the group g goes to the allocator: plain
+// writes inside one cluster of an image without encryption or extended
+// L2 (their own write paths run synchronously).
+func (q *Queue) allocates(g []*block.Req) bool {
+	im := q.im
+	if im.crypt != nil || im.g.ExtendedL2 {
+		return false
+	}
+	for _, r := range g {
+		if r.Op != block.OpWrite || len(r.Buf) == 0 {
+			return false
+		}
+	}
+	last := g[len(g)-1]
+	return q.cluster(g[0]) == uint64(last.Off+int64(len(last.Buf))-1)>>im.g.ClusterBits
+}
+
+// toAlloc hands the group g to the allocator (owner only).
+func (q *Queue) toAlloc(g []*block.Req) {
+	a := &q.alloc
+	q.nslow += len(g)
+	q.im.c.queueAlloc.Add(int64(len(g)))
+	if !a.started {
+		a.started = true
+		a.kick = make(chan struct{}, 1)
+		for range allocWorkers {
+			q.slow.Go(q.allocLoop)
+		}
+	}
+	a.mu.Lock()
+	a.pending = append(a.pending, g)
+	a.mu.Unlock()
+	kick(a.kick)
+}
+
+// stopAlloc tells the allocator goroutines to end (Close, once no
+// request is in flight, before it waits for the queue's goroutines);
+// they close their device queues and leave the errors in closeErr.
+func (q *Queue) stopAlloc() {
+	if a := &q.alloc; a.started {
+		close(a.kick)
+	}
+}
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// allocLoop is an allocator goroutine: each round takes every group that
+// came in since the last one as a batch, until the queue closes.
+func (q *Queue) allocLoop() {
+	a := &q.alloc
+	var w allocWorker
+	for range a.kick {
+		a.mu.Lock()
+		batch := a.pending
+		a.pending = nil
+		a.mu.Unlock()
+		if len(batch) > 0 {
+			q.allocBatch(&w, batch)
+		}
+	}
+	if w.inner != nil {
+		err := w.inner.Close()
+		a.mu.Lock()
+		a.closeErr = errors.Join(a.closeErr, err)
+		a.mu.Unlock()
+	}
+}
+
+// allocBatch runs one batch of groups through the three phases and
+// completes their requests.
+func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
+	im := q.im
+	jobs := a.jobs[:0]
+	for _, g := range batch {
+		jobs = append(jobs, qjob{g: g, n: groupLen(g)})
+	}
+	a.jobs = jobs
+
+	// Plan, under one hold of mu.
+	im.mu.Lock()
+	for i := range jobs {
+		j := &jobs[i]
+		if j.err = im.checkWrite(j.g[0].Off, j.n); j.err != nil {
+			continue
+		}
+		p, blocker, err := im.beginAllocLocked(guestOff(j.g[0].Off))
+		switch {
+		case blocker != nil:
+			blocker.Forget()
+			j.sync = true
+		case err != nil:
+			j.err = err
+		case p.reg == nil:
+			j.sync = true // linked meanwhile: an overwrite
+		default:
+			j.p = p
+			im.c.guestWrites.Add(1)
+			im.c.guestBytesWritten.Add(j.n)
+		}
+	}
+	im.mu.Unlock()
+
+	// Write: the synchronous ways first, so nothing is in flight while
+	// they run (they may take the file's write lock), then the plain
+	// ones through the allocator's device queue.
+	nplain := 0
+	for i := range jobs {
+		j := &jobs[i]
+		if j.p.reg == nil {
+			continue
+		}
+		v := groupVec(j.g)
+		if j.w, j.plain = im.plainFill(&j.p, v, j.n, false); j.plain {
+			nplain++
+			continue
+		}
+		j.cowed, j.werr = im.writeWithCOW(&j.p, v, j.n)
+	}
+	if nplain > 0 {
+		q.allocWrite(a, jobs)
+	}
+
+	// Link: seal each allocation (Q10), then commit all under one hold
+	// of mu, then let the clusters go.
+	early := make([]int, len(jobs))
+	for i := range jobs {
+		j := &jobs[i]
+		if j.p.reg == nil {
+			continue
+		}
+		if j.werr == nil {
+			j.p.st.ready.Store(true)
+		}
+		early[i] = j.p.st.seal()
+	}
+	im.mu.Lock()
+	for i := range jobs {
+		j := &jobs[i]
+		switch {
+		case j.p.reg == nil:
+		case j.lost && early[i] == 0:
+			// Neither linked nor given back: a leak (allowed), never
+			// a cluster another allocation could take.
+			j.p.st.finish(j.werr)
+			j.err = j.werr
+		default:
+			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, early[i])
+		}
+	}
+	im.mu.Unlock()
+	for i := range jobs {
+		if j := &jobs[i]; j.p.reg != nil {
+			im.allocs.Release(j.p.reg)
+		}
+	}
+
+	// Complete. A group that failed, or could not be allocated here,
+	// runs the synchronous path: a group that fails there runs again
+	// request by request, so each gets its own result.
+	for i := range jobs {
+		j := &jobs[i]
+		switch {
+		case j.sync || (j.err != nil && len(j.g) > 1):
+			runSync(q.im, j.g)
+		default:
+			for _, r := range j.g {
+				r.Err = j.err
+			}
+		}
+		for _, r := range j.g {
+			q.done.Put(r)
+		}
+	}
+	clear(jobs)
+	q.signal()
+	q.inner.Wake()
+}
+
+// allocWrite sends the plain writes of jobs to the allocator's device
+// queue and reaps them all; each job gets its first error.
+func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
+	if a.inner == nil && a.err == nil {
+		a.inner, a.err = block.NewVecQueue(q.im.dev, allocDepth)
+		a.reqs = make([]block.Req, allocDepth)
+		a.out = make([]*block.Req, allocDepth)
+	}
+	if a.err != nil {
+		for i := range jobs {
+			if jobs[i].plain {
+				jobs[i].werr = a.err
+			}
+		}
+		return
+	}
+	free := make([]int, 0, allocDepth)
+	for i := allocDepth - 1; i >= 0; i-- {
+		free = append(free, i)
+	}
+	tries := 0
+	reap := func(min int) bool {
+		k, err := a.inner.Wait(a.out, min)
+		for _, ir := range a.out[:k] {
+			j := &jobs[ir.User>>32]
+			if ir.Err != nil && j.werr == nil {
+				j.werr = ir.Err
+			}
+			free = append(free, int(ir.User&0xffffffff))
+			*ir = block.Req{}
+		}
+		clear(a.out[:k])
+		if err == nil || k > 0 {
+			tries = 0
+			return true
+		}
+		if tries++; tries < 1000 {
+			time.Sleep(time.Millisecond)
+			return true
+		}
+		// The device's queue keeps failing with writes in flight: they
+		// may still land, so their clusters must never be given to
+		// anyone else (lost: leaked, not undone).
+		for _, r := range a.reqs {
+			if r.Buf != nil {
+				j := &jobs[r.User>>32]
+				j.lost, j.werr = true, errors.Join(err, j.werr)
+			}
+		}
+		a.err = err // and the slots stay the queue's
+		return false
+	}
+	batch := make([]*block.Req, 0, allocDepth)
+	submit := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := a.inner.Submit(batch...); err != nil {
+			for _, ir := range batch {
+				j := &jobs[ir.User>>32]
+				if j.werr == nil {
+					j.werr = err
+				}
+				free = append(free, int(ir.User&0xffffffff))
+				a.reqs[ir.User&0xffffffff] = block.Req{}
+			}
+		}
+		batch = batch[:0]
+	}
+	// Each job's vector goes in one Submit, so it reaches the device as
+	// one request (block.VecQueuer), unless it is longer than the room
+	// left. Where the device does not merge adjacent writes (B10), the
+	// writes of different jobs must stay apart too: a job that starts
+	// where the one before it in the Submit ends waits for a later
+	// round of the same Submit.
+	merges := q.im.dcap.MergesWrites
+	order := a.order[:0]
+	for i := range jobs {
+		if jobs[i].plain {
+			order = append(order, i)
+		}
+	}
+	end := int64(-1)
+	for len(order) > 0 {
+		later := order[:0]
+		for _, i := range order {
+			j := &jobs[i]
+			if !merges && j.w.off == end {
+				later = append(later, i)
+				continue
+			}
+			if len(free) < len(j.w.vec) {
+				submit()
+			}
+			off := j.w.off
+			for _, b := range j.w.vec {
+				for len(free) == 0 {
+					submit()
+					if !reap(1) {
+						return
+					}
+				}
+				s := free[len(free)-1]
+				free = free[:len(free)-1]
+				a.reqs[s] = block.Req{Op: block.OpWrite, Off: off, Buf: b, User: uint64(i)<<32 | uint64(s)}
+				batch = append(batch, &a.reqs[s])
+				off += int64(len(b))
+			}
+			end = off
+		}
+		if len(later) == len(order) {
+			submit() // the first of them continues the last job sent
+			end = -1
+		}
+		order = later
+	}
+	a.order = order
+	submit()
+	for a.inner.InFlight() > 0 && reap(a.inner.InFlight()) {
+	}
+}
+
+// allocDepth is the allocator's device queue depth: plain writes of a
+// batch beyond it wait for room.
+const allocDepth = 256
+
+func groupLen(g []*block.Req) int64 {
+	var n int64
+	for _, r := range g {
+		n += int64(len(r.Buf))
+	}
+	return n
+}
+
+func groupVec(g []*block.Req) [][]byte {
+	v := make([][]byte, len(g))
+	for i, r := range g {
+		v[i] = r.Buf
+	}
+	return v
+}
+
+// runSync runs the group g through the image's synchronous methods: one
+// request, or the group as one vector and, if that fails, request by
+// request, so each gets its own result.
+func runSync(im *Image, g []*block.Req) {
+	if len(g) == 1 {
+		g[0].Err = block.Do(im, g[0])
+		return
+	}
+	if err := im.Writev(g[0].Off, groupVec(g)); err == nil {
+		for _, r := range g {
+			r.Err = nil
+		}
+		return
+	}
+	for _, r := range g {
+		r.Err = block.Do(im, r)
+	}
+}
