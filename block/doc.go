@@ -61,8 +61,9 @@
 //	    Wait while requests are in flight, and must not itself call, with
 //	    requests in flight, a method that waits for them: on a qcow2
 //	    image Discard, WriteZeroes, the snapshot operations, Close; on a
-//	    uring.File Truncate, a misaligned O_DIRECT write, Close. (Drain
-//	    first, or call them from another goroutine.)
+//	    uring.File Truncate, a misaligned O_DIRECT write, a WriteZeroes
+//	    or ZeroThenWritev that extends the file, Close. (Drain first, or
+//	    call them from another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,
 //	    and completes through the same Wait.

@@ -29,7 +29,12 @@ const (
 // the bytes around the data are final already, it marks the allocation
 // ready for early writes (Q10) before its own write. mu is not held.
 func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) {
-	if w, ok := im.plainFill(p, v, n, false); ok {
+	return im.writeWithCOWZero(p, v, n, im.zeroAround(p, n))
+}
+
+// writeWithCOWZero is writeWithCOW with zeroAround(p, n) known.
+func (im *Image) writeWithCOWZero(p *allocation, v [][]byte, n int64, zero bool) (bool, error) {
+	if w, ok := im.plainFill(p, v, n, zero, false); ok {
 		return w.cowed, im.dev.Writev(w.off, w.vec)
 	}
 	if im.crypt != nil {
@@ -42,7 +47,7 @@ func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) 
 	in := g.InCluster(goff)
 	headLen, tailLen := in, cs-in-uint64(n)
 	cstart := goff - format.GuestOff(in)
-	if im.zeroAround(p, n) {
+	if zero {
 		// Only the seed's way is left (plainFill took the others): one
 		// efficient zeroing of the whole cluster, ordered before the
 		// data (Q5), instead of zero buffers.
@@ -55,7 +60,10 @@ func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) 
 			return false, err
 		}
 		im.c.zeroingRefused.Add(1)
-		w, _ := im.plainFill(p, v, n, true)
+		w, ok := im.plainFill(p, v, n, true, true)
+		if !ok {
+			return false, fmt.Errorf("qcow2: no zero-buffer fill for a cluster at %#x", host)
+		}
 		return w.cowed, im.dev.Writev(w.off, w.vec)
 	}
 	// Copy-on-write: read the head and tail, write them with the data in
@@ -95,13 +103,14 @@ func (im *Image) zeroAround(p *allocation, n int64) bool {
 
 // plainFill is the write that fills p's new cluster when it is one plain
 // vectored write, without reading, encrypting or zeroing first: the data
-// covers the cluster; or the bytes around it read as zeros and either
-// the cluster is fresh (only the data is written) or zero buffers go
-// with the data (no reserve, the fill judge wants whole clusters, or
-// pad: efficient zeroing was refused). ok is false for every other way
-// (writeWithCOW). With ok it has done what the write needs first: a
-// fresh cluster is ready for early writers (Q10) before its write.
-func (im *Image) plainFill(p *allocation, v [][]byte, n int64, pad bool) (w fillWrite, ok bool) {
+// covers the cluster; or the bytes around it read as zeros (zero:
+// zeroAround(p, n), computed once by the caller) and either the cluster
+// is fresh (only the data is written) or zero buffers go with the data
+// (no reserve, the fill judge wants whole clusters, or pad: efficient
+// zeroing was refused). ok is false for every other way (writeWithCOW).
+// With ok it has done what the write needs first: a fresh cluster is
+// ready for early writers (Q10) before its write.
+func (im *Image) plainFill(p *allocation, v [][]byte, n int64, zero, pad bool) (w fillWrite, ok bool) {
 	if im.crypt != nil {
 		return fillWrite{}, false
 	}
@@ -113,7 +122,7 @@ func (im *Image) plainFill(p *allocation, v [][]byte, n int64, pad bool) (w fill
 	if headLen == 0 && tailLen == 0 {
 		return fillWrite{off: int64(host), vec: v}, true
 	}
-	if !im.zeroAround(p, n) {
+	if !zero {
 		return fillWrite{}, false
 	}
 	// Paused on RAM, the fill judge wants whole clusters

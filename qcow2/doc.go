@@ -116,19 +116,21 @@
 //	    one cluster that needs a new cluster, with every such write that
 //	    came in meanwhile, as one batch: it plans every cluster under one
 //	    hold of mu (registering each, Q7), writes each through a vector
-//	    queue of its own (one request per cluster; the writes that need
-//	    a copy or a zeroing first run synchronously before), and links
+//	    queue of its own (one request per cluster, as far as the device's
+//	    limits on one request allow; the writes that need a copy or a
+//	    zeroing first run synchronously before), and links
 //	    every cluster under one hold of mu after all writes are back,
 //	    sealing each first (Q10): the synchronous allocation's steps and
 //	    order, a batch at a time. It never holds or takes mu with writes
 //	    in flight, since a holder of mu may wait for the device's write
 //	    locks, which its in-flight writes hold until it reaps them. A
 //	    write whose cluster is under another allocation, or was linked
-//	    meanwhile, runs the synchronous path after the batch, when the
-//	    allocator holds nothing. If the vector queue fails for good with
-//	    writes in flight, their clusters are never freed (leaked, or
-//	    linked for early writers' data), since those writes may still
-//	    land.
+//	    meanwhile, runs the synchronous path on a goroutine after the
+//	    batch, when the allocator holds nothing. If the vector queue
+//	    fails for good with writes in flight, those writes may still
+//	    land: their clusters are neither linked nor freed (leaked, and
+//	    their early writers fail), and the image refuses writes from then
+//	    on (ErrWritesLost).
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

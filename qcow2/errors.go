@@ -17,6 +17,10 @@ var (
 	// ErrReadOnly: a write to an image opened read-only (or marked
 	// corrupt). It matches block.ErrReadOnly too (the device contract).
 	ErrReadOnly error = readOnlyError{}
+	// ErrWritesLost: the image refuses writes because a queue's
+	// allocator gave up on writes its device still had in flight (Q16);
+	// reopen the image. It matches ErrReadOnly too.
+	ErrWritesLost error = writesLostError{}
 	// ErrOutOfRange: a guest request past the virtual size.
 	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
 )
@@ -25,6 +29,15 @@ type readOnlyError struct{}
 
 func (readOnlyError) Error() string        { return "qcow2: image is read-only" }
 func (readOnlyError) Is(target error) bool { return target == block.ErrReadOnly }
+
+type writesLostError struct{}
+
+func (writesLostError) Error() string {
+	return "qcow2: writes refused: the device may still complete writes it gave up on"
+}
+func (writesLostError) Is(target error) bool {
+	return target == ErrReadOnly || target == block.ErrReadOnly
+}
 
 // FieldError names the offending field; see format.FieldError.
 type FieldError = format.FieldError

@@ -73,6 +73,7 @@ type Image struct {
 	dirtySet     bool // dirty bit written (lazy refcounts)
 	corrupt      bool
 	corruptCause error // what markCorrupt was told
+	writesLost   bool  // loseWritesLocked: writes refused (ErrWritesLost)
 	closed       bool
 
 	// snapsPub is the snapshot list for lock-free readers once a
@@ -392,7 +393,15 @@ var errRetry = errors.New("qcow2: retry allocation")
 const (
 	stClosed uint32 = 1 << iota
 	stNoWrite
+	stLost // with stNoWrite: writes fail with ErrWritesLost
 )
+
+// loseWritesLocked makes the image refuse writes from now on (Q16): a
+// queue's allocator gave up on writes in flight that may still land.
+func (im *Image) loseWritesLocked() {
+	im.writesLost = true
+	im.syncState()
+}
 
 // syncState publishes closed/ro/corrupt for lock-free readers. Called
 // with mu held (or before the image is shared).
@@ -403,6 +412,9 @@ func (im *Image) syncState() {
 	}
 	if im.ro || im.corrupt {
 		s |= stNoWrite
+	}
+	if im.writesLost {
+		s |= stNoWrite | stLost
 	}
 	im.state.Store(s)
 }

@@ -11,10 +11,11 @@ import (
 
 // Queue is a block.Queue on an Image (block A1-A6): a request whose
 // guest range maps to one run of host data goes straight to a queue on
-// the image's device, translated; everything else (allocation, zeros
-// that need writing, backing files, compression, encryption, flush) runs
-// the synchronous path on a goroutine. The rules are Q14 and Q15 in
-// doc.go.
+// the image's device, translated; a write inside one cluster that needs
+// a new cluster goes to the queue's allocator (queue_alloc.go);
+// everything else (writes across clusters, backing files, compression,
+// encryption, extended L2, flush) runs the synchronous path on a
+// goroutine. The rules are Q14-Q16 in doc.go.
 type Queue struct {
 	im     *Image
 	inner  block.Queue

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // This file holds a Queue's allocator (Q16): allocating writes, which the
@@ -67,12 +68,16 @@ type qjob struct {
 	werr  error // the data write
 	err   error // the outcome
 	sync  bool  // runs the synchronous path after the batch
+	sent  bool  // every write of it went to the device's queue
 	lost  bool  // its write may still land: the cluster is leaked
 }
 
 // allocates reports whether the group g goes to the allocator: plain
 // writes inside one cluster of an image without encryption or extended
-// L2 (their own write paths run synchronously).
+// L2 (their own write paths run synchronously) that needs a new cluster,
+// as far as the cached L2 slices tell (peekEntry; a miss or an
+// overwrite runs the synchronous path, so the allocator never waits
+// for a table load that is not its own work).
 func (q *Queue) allocates(g []*block.Req) bool {
 	im := q.im
 	if im.crypt != nil || im.g.ExtendedL2 {
@@ -84,7 +89,11 @@ func (q *Queue) allocates(g []*block.Req) bool {
 		}
 	}
 	last := g[len(g)-1]
-	return q.cluster(g[0]) == uint64(last.Off+int64(len(last.Buf))-1)>>im.g.ClusterBits
+	if q.cluster(g[0]) != uint64(last.Off+int64(len(last.Buf))-1)>>im.g.ClusterBits {
+		return false
+	}
+	e, ok := im.peekEntry(guestOff(g[0].Off))
+	return ok && !(e.Type() == format.ClusterNormal && e.Copied())
 }
 
 // toAlloc hands the group g to the allocator (owner only).
@@ -187,11 +196,12 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 			continue
 		}
 		v := groupVec(j.g)
-		if j.w, j.plain = im.plainFill(&j.p, v, j.n, false); j.plain {
+		zero := im.zeroAround(&j.p, j.n)
+		if j.w, j.plain = im.plainFill(&j.p, v, j.n, zero, false); j.plain {
 			nplain++
 			continue
 		}
-		j.cowed, j.werr = im.writeWithCOW(&j.p, v, j.n)
+		j.cowed, j.werr = im.writeWithCOWZero(&j.p, v, j.n, zero)
 	}
 	if nplain > 0 {
 		q.allocWrite(a, jobs)
@@ -200,6 +210,7 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 	// Link: seal each allocation (Q10), then commit all under one hold
 	// of mu, then let the clusters go.
 	early := make([]int, len(jobs))
+	lost := false
 	for i := range jobs {
 		j := &jobs[i]
 		if j.p.reg == nil {
@@ -215,14 +226,19 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 		j := &jobs[i]
 		switch {
 		case j.p.reg == nil:
-		case j.lost && early[i] == 0:
-			// Neither linked nor given back: a leak (allowed), never
-			// a cluster another allocation could take.
+		case j.lost:
+			// Its write may still land: neither linked (it could
+			// land over later data) nor given back (another cluster
+			// could be placed there). Early writers are told it failed.
 			j.p.st.finish(j.werr)
 			j.err = j.werr
+			lost = true
 		default:
 			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, early[i])
 		}
+	}
+	if lost {
+		im.loseWritesLocked()
 	}
 	im.mu.Unlock()
 	for i := range jobs {
@@ -231,33 +247,52 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 		}
 	}
 
-	// Complete. A group that failed, or could not be allocated here,
-	// runs the synchronous path: a group that fails there runs again
-	// request by request, so each gets its own result.
+	// Complete what is done here; a group that could not be allocated
+	// here, or failed (then request by request, so each gets its own
+	// result), runs the synchronous path on a goroutine of its own.
 	for i := range jobs {
 		j := &jobs[i]
-		switch {
-		case j.sync || (j.err != nil && len(j.g) > 1):
-			runSync(q.im, j.g)
-		default:
-			for _, r := range j.g {
-				r.Err = j.err
+		if j.sync || (j.err != nil && len(j.g) > 1 && !j.lost) {
+			if !j.sync {
+				// runSync counts the group again.
+				im.c.guestWrites.Add(-1)
+				im.c.guestBytesWritten.Add(-j.n)
 			}
+			g := j.g
+			q.slow.Go(func() {
+				runSync(im, g)
+				q.complete(g)
+			})
+			continue
 		}
 		for _, r := range j.g {
-			q.done.Put(r)
+			r.Err = j.err
 		}
+		q.complete(j.g)
 	}
 	clear(jobs)
+}
+
+// complete hands the requests of g to the owner (A4, A5).
+func (q *Queue) complete(g []*block.Req) {
+	for _, r := range g {
+		q.done.Put(r)
+	}
 	q.signal()
 	q.inner.Wake()
 }
 
 // allocWrite sends the plain writes of jobs to the allocator's device
-// queue and reaps them all; each job gets its first error.
+// queue and reaps them all; each job gets its first error. A vector
+// queue that cannot be opened gives way to a GoQueue (the device's own
+// synchronous writes on goroutines).
 func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 	if a.inner == nil && a.err == nil {
-		a.inner, a.err = block.NewVecQueue(q.im.dev, allocDepth)
+		inner, err := block.NewVecQueue(q.im.dev, allocDepth)
+		if err != nil {
+			inner, err = block.NewGoQueue(q.im.dev, allocDepth)
+		}
+		a.inner, a.err = inner, err
 		a.reqs = make([]block.Req, allocDepth)
 		a.out = make([]*block.Req, allocDepth)
 	}
@@ -269,6 +304,18 @@ func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 		}
 		return
 	}
+	q.allocSend(a, jobs)
+	// A job none of whose writes went out (the queue failed for good
+	// before) wrote nothing: it fails, and can be undone.
+	for i := range jobs {
+		if j := &jobs[i]; j.plain && !j.sent && j.werr == nil {
+			j.werr = a.err
+		}
+	}
+}
+
+// allocSend is allocWrite's submission and reaping.
+func (q *Queue) allocSend(a *allocWorker, jobs []qjob) {
 	free := make([]int, 0, allocDepth)
 	for i := allocDepth - 1; i >= 0; i-- {
 		free = append(free, i)
@@ -294,8 +341,8 @@ func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 			return true
 		}
 		// The device's queue keeps failing with writes in flight: they
-		// may still land, so their clusters must never be given to
-		// anyone else (lost: leaked, not undone).
+		// may still land (lost: their clusters are neither linked nor
+		// freed, and the image takes no more writes).
 		for _, r := range a.reqs {
 			if r.Buf != nil {
 				j := &jobs[r.User>>32]
@@ -361,6 +408,7 @@ func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 				batch = append(batch, &a.reqs[s])
 				off += int64(len(b))
 			}
+			j.sent = true
 			end = off
 		}
 		if len(later) == len(order) {

@@ -25,6 +25,8 @@ func (im *Image) checkWrite(off, n int64) error {
 	switch {
 	case st&stClosed != 0:
 		return block.ErrClosed
+	case st&stLost != 0:
+		return ErrWritesLost
 	case st&stNoWrite != 0:
 		return ErrReadOnly
 	case uint64(off+n) > im.vsize.Load():

@@ -110,13 +110,21 @@ var (
 // IORING_OP_READ/WRITE) returns block.ErrNotSupported, and
 // block.NewQueue then runs requests on goroutines.
 func (f *File) NewQueue(depth int) (block.Queue, error) {
-	return f.newQueue(depth, f.mergesWrites())
+	return asQueue(f.newQueue(depth, f.mergesWrites()))
 }
 
 // NewVecQueue implements block.VecQueuer: a Queue that merges the
 // contiguous requests of one Submit (U13) even when f's merging is off.
 func (f *File) NewVecQueue(depth int) (block.Queue, error) {
-	return f.newQueue(depth, true)
+	return asQueue(f.newQueue(depth, true))
+}
+
+// asQueue returns a nil interface, not a nil *Queue in one, on error.
+func asQueue(q *Queue, err error) (block.Queue, error) {
+	if err != nil {
+		return nil, err
+	}
+	return q, nil
 }
 
 func (f *File) newQueue(depth int, merge bool) (*Queue, error) {
