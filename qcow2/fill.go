@@ -104,7 +104,11 @@ func (im *Image) initFill(mode string) {
 		return
 	}
 	f.enabled, f.on = true, true
-	f.judge.adaptive = im.opts.PreallocFill == "" || im.opts.PreallocFill == FillAuto || fillAdaptTest.Load() != nil
+	// auto no longer judges (fill_adapt.go says why) but in the tests
+	// of the judge; the test hook makes the filler pause and resume
+	// under crash clones.
+	auto := im.opts.PreallocFill == "" || im.opts.PreallocFill == FillAuto
+	f.judge.adaptive = (auto && fillJudgeAuto.Load()) || fillAdaptTest.Load() != nil
 	// The test hook pads on any medium, so its torture runs write whole
 	// fresh clusters under crash clones too.
 	// Extended L2 writes new clusters by subcluster (xl2write.go), and

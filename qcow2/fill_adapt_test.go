@@ -43,11 +43,40 @@ func adaptPhaseN(t *testing.T, im *Image, shadow []byte, from, to, step, n int64
 	}
 }
 
+// judgeAuto makes auto judge the guest for the rest of t (fillJudgeAuto):
+// the judge's own tests. Parallel tests that run meanwhile get the judged
+// auto, which every test passed with until 2026-11-30.
+func judgeAuto(t *testing.T) {
+	fillJudgeAuto.Store(true)
+	t.Cleanup(func() { fillJudgeAuto.Store(false) })
+}
+
+// TestFillAdapt_AutoFills: auto on RAM streams zeros ahead whatever the
+// guest does: an allocation-heavy writer (one 4 KiB write per new 64 KiB
+// cluster) is not paused (fill_adapt.go says why), and every write reads
+// back.
+func TestFillAdapt_AutoFills(t *testing.T) {
+	const size = 64 << 20
+	im, _ := memImage(t, CreateOptions{Size: size}, Options{}, memdev.Options{Media: block.MediaRAM, MergesWrites: true})
+	f := &im.space.fill
+	if !f.enabled || f.judge.adaptive {
+		t.Fatalf("auto on RAM: enabled %v adaptive %v, want a filler that does not judge", f.enabled, f.judge.adaptive)
+	}
+	shadow := make([]byte, size)
+	adaptPhase(t, im, shadow, 0, size, 64<<10)
+	if m := im.Metrics(); m.FillBytes < size/2 || m.ZeroPadBytes != 0 || f.judge.pauses != 0 {
+		t.Fatalf("allocation-heavy writer: %d B filled, %d B padded, %d pauses; want at least %d filled, none padded, no pause",
+			m.FillBytes, m.ZeroPadBytes, f.judge.pauses, size/2)
+	}
+	testkit.MustEqual(t, readBack(t, im, 0, size), shadow, "data after the fill")
+}
+
 // TestFillAdapt_Judge: the judge's thresholds and hysteresis, fed
 // counters directly: one write per 4 KiB of new space fills, one per
 // 64 KiB pauses, one per 24 KiB (between the spans) keeps the choice,
 // and nothing is judged before fillJudgeClusters clusters.
 func TestFillAdapt_Judge(t *testing.T) {
+	judgeAuto(t)
 	im, _ := memImage(t, CreateOptions{Size: 64 << 20}, Options{}, memdev.Options{Media: block.MediaRAM})
 	f := &im.space.fill
 	if !f.enabled || !f.judge.adaptive {
@@ -119,7 +148,8 @@ func TestFillAdapt_Judge(t *testing.T) {
 	}
 }
 
-// TestFillAdapt_Workloads: with auto on RAM the filler streams zeros for
+// TestFillAdapt_Workloads: with the judge on (judgeAuto), with auto on
+// RAM the filler streams zeros for
 // a sequential writer, pauses for an allocation-heavy one (one 4 KiB
 // write per new 64 KiB cluster) after at most the window it claimed
 // ahead (and on RAM then writes new clusters whole, zeros around the
@@ -128,6 +158,7 @@ func TestFillAdapt_Judge(t *testing.T) {
 // and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
 func TestFillAdapt_Workloads(t *testing.T) {
+	judgeAuto(t)
 	t.Parallel()
 	size := int64(128 << 20)
 	if raceEnabled || testing.Short() {

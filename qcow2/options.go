@@ -115,9 +115,9 @@ type Options struct {
 	// unwritten on SSDs (zeros written ahead would double the bytes the
 	// flash receives), HDDs, unknown media and metered (write-throttled)
 	// devices, and wherever the reservation itself comes out written
-	// (Caps().AllocWritten); where it picks zeroes, it fills only while the guest
-	// writes new clusters densely (at least one write per 16 KiB of new
-	// space) and pauses while it allocates sparsely (fill_adapt.go).
+	// (Caps().AllocWritten). Where it picks zeroes it fills whatever the
+	// guest does (fill_adapt.go says why it no longer pauses for sparse
+	// allocation).
 	PreallocFill string
 
 	// OnEvent, if set, is called at each boundary event (Event) of the

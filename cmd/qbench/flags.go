@@ -96,8 +96,8 @@ Image and engine options:
   --prealloc-fill M   what to do with the space reserved ahead: zeroes (write
                       zeros over it in the background, ahead of allocation,
                       so new clusters are overwrites), unwritten (leave the
-                      fallocated extents), auto (default: zeroes on RAM devices
-                      while the guest fills new clusters densely; unwritten
+                      fallocated extents), auto (default: zeroes on RAM
+                      devices; unwritten
                       on SSDs, HDDs, unknown media, write-throttled devices
                       and where the reserve comes out written, with
                       FALLOC_FL_WRITE_ZEROES)
