@@ -88,7 +88,7 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	if im.closed {
 		return nil, fmt.Errorf("qcow2: check: %w", block.ErrClosed)
 	}
-	if o.Repair != RepairNone && (im.ro || (im.corrupt && !im.opts.Repair)) {
+	if o.Repair != RepairNone && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {
 		return nil, ErrReadOnly
 	}
 	r, err := im.checkLocked(o, o.Repair)

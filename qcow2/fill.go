@@ -13,9 +13,9 @@ import (
 // the allocation frontier, so that guest writes into new clusters are
 // overwrites of written blocks instead of first writes into unwritten
 // extents (on ext4 each of those splits and converts an extent in a
-// journal transaction). Q11 in doc.go states the rules. With
-// prealloc-fill=auto the filler pauses while the guest allocates sparsely
-// (fill_adapt.go).
+// journal transaction). Q11 in doc.go states the rules. fill_adapt.go
+// can make the filler pause while the guest allocates sparsely; only
+// tests use it now.
 
 const (
 	// fillPieceSize is the size of one zero write; pieces never straddle a
@@ -87,8 +87,8 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 			return FillUnwritten, "auto: metered", nil
 		}
 		if c.Media == block.MediaRAM {
-			// ... and only while new clusters are written densely:
-			// initFill makes an auto filler adaptive (fill_adapt.go).
+			// Whatever the guest does (fill_adapt.go says why it no
+			// longer pauses for sparse writers).
 			return FillZeroes, "auto: ram", nil
 		}
 		return FillUnwritten, "auto: " + c.Media.String(), nil
@@ -108,7 +108,7 @@ func (im *Image) initFill(mode string) {
 	// of the judge; the test hook makes the filler pause and resume
 	// under crash clones.
 	auto := im.opts.PreallocFill == "" || im.opts.PreallocFill == FillAuto
-	f.judge.adaptive = (auto && fillJudgeAuto.Load()) || fillAdaptTest.Load() != nil
+	f.judge.adaptive = (auto && im.opts.judgeAuto) || fillAdaptTest.Load() != nil
 	// The test hook pads on any medium, so its torture runs write whole
 	// fresh clusters under crash clones too.
 	// Extended L2 writes new clusters by subcluster (xl2write.go), and

@@ -112,10 +112,6 @@ type fillAdaptHook struct {
 
 var fillAdaptTest atomic.Pointer[fillAdaptHook]
 
-// fillJudgeAuto, when set (tests of the judge only), makes auto judge
-// the guest as it did before 2026-11-30.
-var fillJudgeAuto atomic.Bool
-
 // fillJudge is the adaptive state of an auto filler (under filler.mu).
 type fillJudge struct {
 	adaptive bool  // prealloc-fill=auto: judge the guest

@@ -43,14 +43,6 @@ func adaptPhaseN(t *testing.T, im *Image, shadow []byte, from, to, step, n int64
 	}
 }
 
-// judgeAuto makes auto judge the guest for the rest of t (fillJudgeAuto):
-// the judge's own tests. Parallel tests that run meanwhile get the judged
-// auto, which every test passed with until 2026-11-30.
-func judgeAuto(t *testing.T) {
-	fillJudgeAuto.Store(true)
-	t.Cleanup(func() { fillJudgeAuto.Store(false) })
-}
-
 // TestFillAdapt_AutoFills: auto on RAM streams zeros ahead whatever the
 // guest does: an allocation-heavy writer (one 4 KiB write per new 64 KiB
 // cluster) is not paused (fill_adapt.go says why), and every write reads
@@ -76,8 +68,7 @@ func TestFillAdapt_AutoFills(t *testing.T) {
 // 64 KiB pauses, one per 24 KiB (between the spans) keeps the choice,
 // and nothing is judged before fillJudgeClusters clusters.
 func TestFillAdapt_Judge(t *testing.T) {
-	judgeAuto(t)
-	im, _ := memImage(t, CreateOptions{Size: 64 << 20}, Options{}, memdev.Options{Media: block.MediaRAM})
+	im, _ := memImage(t, CreateOptions{Size: 64 << 20}, Options{judgeAuto: true}, memdev.Options{Media: block.MediaRAM})
 	f := &im.space.fill
 	if !f.enabled || !f.judge.adaptive {
 		t.Fatalf("auto on RAM: enabled %v adaptive %v", f.enabled, f.judge.adaptive)
@@ -148,7 +139,7 @@ func TestFillAdapt_Judge(t *testing.T) {
 	}
 }
 
-// TestFillAdapt_Workloads: with the judge on (judgeAuto), with auto on
+// TestFillAdapt_Workloads: with the judge on (Options.judgeAuto), with auto on
 // RAM the filler streams zeros for
 // a sequential writer, pauses for an allocation-heavy one (one 4 KiB
 // write per new 64 KiB cluster) after at most the window it claimed
@@ -158,7 +149,6 @@ func TestFillAdapt_Judge(t *testing.T) {
 // and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
 func TestFillAdapt_Workloads(t *testing.T) {
-	judgeAuto(t)
 	t.Parallel()
 	size := int64(128 << 20)
 	if raceEnabled || testing.Short() {
@@ -201,12 +191,12 @@ func TestFillAdapt_Workloads(t *testing.T) {
 				var reopen func() *Image
 				co := CreateOptions{Size: size, ExtendedL2: tc.xl2}
 				if dv.name != "mem" {
-					im, reopen = dv.open(t, co, Options{PreallocFill: tc.mode})
+					im, reopen = dv.open(t, co, Options{PreallocFill: tc.mode, judgeAuto: true})
 				} else {
 					// fillDevs' mem, keeping the device to hand its bytes
 					// to qemu-img check.
 					var mem *memdev.Dev
-					im, mem = memImage(t, co, Options{PreallocFill: tc.mode}, memdev.Options{Media: block.MediaRAM, MergesWrites: !tc.nomerge})
+					im, mem = memImage(t, co, Options{PreallocFill: tc.mode, judgeAuto: true}, memdev.Options{Media: block.MediaRAM, MergesWrites: !tc.nomerge})
 					reopen = func() *Image {
 						im2, err := OpenDevice(mem, Options{ReadOnly: true})
 						if err != nil {

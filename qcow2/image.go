@@ -116,7 +116,7 @@ func (im *Image) Geometry() format.Geometry { return im.g }
 func (im *Image) ReadOnly() bool {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return im.ro || im.corrupt
+	return im.ro || im.corrupt || im.writesLost
 }
 
 // Backing returns the backing device, or nil.
@@ -273,7 +273,9 @@ func (im *Image) Close() error {
 	}
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
-		if err == nil {
+		if err == nil && !im.writesLost {
+			// After lost writes (Q16) the file may still hold their
+			// locks: a truncate would wait for them for ever.
 			err = im.trimReserved()
 		}
 		if err == nil && im.dirtySet {
@@ -372,6 +374,9 @@ func (im *Image) writableLocked() error {
 	if im.ro || im.corrupt {
 		return ErrReadOnly
 	}
+	if im.writesLost {
+		return ErrWritesLost
+	}
 	return nil
 }
 
@@ -400,6 +405,9 @@ const (
 // queue's allocator gave up on writes in flight that may still land.
 func (im *Image) loseWritesLocked() {
 	im.writesLost = true
+	// No more reserving ahead either: extending the file would wait
+	// for the lost writes' hold on it (uring U3, U10).
+	im.space.ahead = 0
 	im.syncState()
 }
 

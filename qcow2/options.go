@@ -125,6 +125,10 @@ type Options struct {
 	// It is for tests that crash a device at those moments; it must not
 	// call back into the Image.
 	OnEvent func(Event)
+
+	// judgeAuto (tests of the fill judge only) makes auto judge the
+	// guest as it did before 2026-11-30 (fill_adapt.go).
+	judgeAuto bool
 }
 
 // Fill modes for the space reserved ahead (Options.PreallocFill).

@@ -337,11 +337,7 @@ func (q *Queue) goSlow(g []*block.Req) {
 	q.im.c.queueSlow.Add(int64(len(g)))
 	q.slow.Go(func() {
 		runSync(q.im, g)
-		for _, r := range g {
-			q.done.Put(r)
-		}
-		q.signal()
-		q.inner.Wake()
+		q.complete(g)
 	})
 }
 

@@ -253,8 +253,8 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 	for i := range jobs {
 		j := &jobs[i]
 		if j.sync || (j.err != nil && len(j.g) > 1 && !j.lost) {
-			if !j.sync {
-				// runSync counts the group again.
+			if j.p.reg != nil {
+				// Counted in the plan; runSync counts it again.
 				im.c.guestWrites.Add(-1)
 				im.c.guestBytesWritten.Add(-j.n)
 			}
@@ -267,10 +267,11 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 		}
 		for _, r := range j.g {
 			r.Err = j.err
+			q.done.Put(r)
 		}
-		q.complete(j.g)
 	}
 	clear(jobs)
+	q.wakeOwner()
 }
 
 // complete hands the requests of g to the owner (A4, A5).
@@ -278,6 +279,11 @@ func (q *Queue) complete(g []*block.Req) {
 	for _, r := range g {
 		q.done.Put(r)
 	}
+	q.wakeOwner()
+}
+
+// wakeOwner tells the owner that completions are waiting (A5).
+func (q *Queue) wakeOwner() {
 	q.signal()
 	q.inner.Wake()
 }
@@ -290,7 +296,11 @@ func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 	if a.inner == nil && a.err == nil {
 		inner, err := block.NewVecQueue(q.im.dev, allocDepth)
 		if err != nil {
-			inner, err = block.NewGoQueue(q.im.dev, allocDepth)
+			gq, gerr := block.NewGoQueue(q.im.dev, allocDepth)
+			inner, err = gq, gerr
+			if gerr != nil {
+				inner = nil // not a nil *GoQueue in the interface
+			}
 		}
 		a.inner, a.err = inner, err
 		a.reqs = make([]block.Req, allocDepth)

@@ -37,8 +37,8 @@ func (q *brokenQueue) Close() error                        { return nil }
 // TestQueue_AllocLost: when the allocator's device queue fails for good
 // with its writes in flight (Q16), the queued write fails with the
 // queue's error, its cluster is neither linked nor freed (a leak), and
-// the image refuses writes from then on (ErrWritesLost), reads still
-// work, and it checks without corruption.
+// the image refuses writes, snapshots and repairs from then on
+// (ErrWritesLost), reads still work, and it checks without corruption.
 func TestQueue_AllocLost(t *testing.T) {
 	const cs = 64 << 10
 	mem := memdev.New(memdev.Options{})
@@ -69,6 +69,16 @@ func TestQueue_AllocLost(t *testing.T) {
 	}
 	if _, err := im.WriteAt(pattern(4096, 3), 3*cs); !errors.Is(err, ErrWritesLost) || !errors.Is(err, block.ErrReadOnly) {
 		t.Fatalf("write after the loss: %v, want ErrWritesLost (a read-only error)", err)
+	}
+	// Metadata changes could place a table where a lost write lands.
+	if !im.ReadOnly() {
+		t.Error("ReadOnly() is false after the loss")
+	}
+	if _, err := im.CreateSnapshot("s"); !errors.Is(err, ErrWritesLost) {
+		t.Errorf("snapshot after the loss: %v, want ErrWritesLost", err)
+	}
+	if _, err := im.Check(CheckOptions{Repair: RepairLeaks}); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("leak repair after the loss: %v, want a read-only error", err)
 	}
 	if got := readBack(t, im, 0, cs); string(got) != string(pattern(cs, 1)) {
 		t.Fatal("data written before the loss does not read back")
