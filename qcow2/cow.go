@@ -51,15 +51,9 @@ func (im *Image) writeWithCOWZero(p *allocation, v [][]byte, n int64, zero bool)
 		// Only the seed's way is left (plainFill took the others): one
 		// efficient zeroing of the whole cluster, ordered before the
 		// data (Q5), instead of zero buffers.
-		err := im.zeroThenWrite(host, cs, g.HostFor(host, goff), v)
-		if err == nil {
-			im.c.fallocates.Add(1)
-			return true, nil
+		if done, err := im.zeroThenWrite(host, cs, g.HostFor(host, goff), v); done {
+			return err == nil, err
 		}
-		if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
-			return false, err
-		}
-		im.c.zeroingRefused.Add(1)
 		w, ok := im.plainFill(p, v, n, true, true)
 		if !ok {
 			return false, fmt.Errorf("qcow2: no zero-buffer fill for a cluster at %#x", host)
@@ -158,12 +152,22 @@ func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {
 }
 
 // zeroThenWrite zeroes [zoff, zoff+zn) with Allocate and then writes v at
-// woff, linked on devices that can (Q5).
-func (im *Image) zeroThenWrite(zoff format.HostOff, zn uint64, woff format.HostOff, v [][]byte) error {
-	if im.dcap.ZeroFlags&block.Allocate == 0 {
-		return block.ErrNotSupported
+// woff, linked on devices that can (Q5), and counts it. done is false,
+// with nothing written, when the device refused the efficient zeroing
+// (counted too): the caller writes zero buffers instead.
+func (im *Image) zeroThenWrite(zoff format.HostOff, zn uint64, woff format.HostOff, v [][]byte) (done bool, err error) {
+	err = block.ErrNotSupported
+	if im.dcap.ZeroFlags&block.Allocate != 0 {
+		err = block.ZeroThenWritev(im.dev, int64(zoff), int64(zn), block.Allocate, int64(woff), v)
 	}
-	return block.ZeroThenWritev(im.dev, int64(zoff), int64(zn), block.Allocate, int64(woff), v)
+	switch {
+	case err == nil:
+		im.c.fallocates.Add(1)
+	case errors.Is(err, block.ErrNotSupported) || errors.Is(err, block.ErrBusy):
+		im.c.zeroingRefused.Add(1)
+		return false, nil
+	}
+	return true, err
 }
 
 // backingZero reports whether the COW areas [cstart, cstart+head) and

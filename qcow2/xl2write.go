@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"errors"
 	"math/bits"
 
 	"github.com/qring/qring/block"
@@ -225,15 +224,9 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 				im.c.freshSkips.Add(1)
 				return false, im.dev.Writev(int64(g.HostFor(host, p.goff)), v)
 			}
-			err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v)
-			if err == nil {
-				im.c.fallocates.Add(1)
-				return true, nil
+			if done, err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v); done {
+				return err == nil, err
 			}
-			if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
-				return false, err
-			}
-			im.c.zeroingRefused.Add(1)
 		}
 		zb := block.ZeroBuf()
 		vec := make([][]byte, 0, len(v)+4)
