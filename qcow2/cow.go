@@ -133,13 +133,19 @@ func (im *Image) plainFill(p *allocation, v [][]byte, n int64, zero, pad bool) (
 		return fillWrite{off: int64(g.HostFor(host, goff)), vec: v}, true
 	}
 	// Zero buffers merged with the data in one vectored write.
+	return fillWrite{off: int64(host), vec: im.padZeros(v, headLen, tailLen), cowed: !fresh}, true
+}
+
+// padZeros is v with head zero bytes before it and tail after it, from
+// the shared zero buffer, for one vectored write; it counts the padding.
+func (im *Image) padZeros(v [][]byte, head, tail uint64) [][]byte {
 	zb := block.ZeroBuf()
 	vec := make([][]byte, 0, len(v)+4)
-	vec = appendZeros(vec, zb, headLen)
+	vec = appendZeros(vec, zb, head)
 	vec = append(vec, v...)
-	vec = appendZeros(vec, zb, tailLen)
-	im.c.zeroPadBytes.Add(int64(headLen + tailLen))
-	return fillWrite{off: int64(host), vec: vec, cowed: !fresh}, true
+	vec = appendZeros(vec, zb, tail)
+	im.c.zeroPadBytes.Add(int64(head + tail))
+	return vec
 }
 
 func appendZeros(vec [][]byte, zb []byte, n uint64) [][]byte {

@@ -228,13 +228,7 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 				return err == nil, err
 			}
 		}
-		zb := block.ZeroBuf()
-		vec := make([][]byte, 0, len(v)+4)
-		vec = appendZeros(vec, zb, headLen)
-		vec = append(vec, v...)
-		vec = appendZeros(vec, zb, tailLen)
-		im.c.zeroPadBytes.Add(int64(headLen + tailLen))
-		return !p.fresh, im.dev.Writev(int64(host)+int64(x.from), vec)
+		return !p.fresh, im.dev.Writev(int64(host)+int64(x.from), im.padZeros(v, headLen, tailLen))
 	}
 	buf := block.AlignedBuf(int(g.ClusterSize), im.memAlign)
 	if err := im.xreadOld(buf, p.old, x.bitmap, cstart, x.from, in); err != nil {
