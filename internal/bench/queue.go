@@ -36,12 +36,7 @@ type queueRunner struct {
 
 func newQueueRunner(r *runner, q block.Queue, pattern byte) *queueRunner {
 	d, sz := r.cfg.Depth, int(r.cfg.Size)
-	arena := block.AlignedBuf(d*sz, block.DefaultMemAlign)
-	if pattern != 0 {
-		for j := range arena {
-			arena[j] = pattern
-		}
-	}
+	arena := patternBuf(d*sz, pattern)
 	if rb, ok := q.(bufRegisterer); ok {
 		// Not registered (RLIMIT_MEMLOCK): plain requests, same results.
 		_ = rb.RegisterBuffers(arena)

@@ -244,13 +244,7 @@ func RunOn(img *imgopen.Opened, cfg Config) (Result, error) {
 		ws = nil
 	}
 	for i := range ws {
-		buf := block.AlignedBuf(int(cfg.Size), block.DefaultMemAlign)
-		if cfg.Pattern != 0 {
-			for j := range buf {
-				buf[j] = cfg.Pattern
-			}
-		}
-		ws[i] = &worker{r: r, vec: [][]byte{buf}}
+		ws[i] = &worker{r: r, vec: [][]byte{patternBuf(int(cfg.Size), cfg.Pattern)}}
 	}
 
 	var m0 qcow2.Metrics
