@@ -74,6 +74,18 @@ type Queuer interface {
 // queue's depth.
 var ErrQueueFull = errors.New("block: queue full")
 
+// BufRegisterer is a Queue that can register its caller's buffers with
+// the device once, so that a request whose buffer lies inside one of them
+// does not pin its pages anew (uring: READ_FIXED and WRITE_FIXED). No
+// request may be in flight (ErrBusy). The buffers must stay allocated
+// until the queue is closed or they are replaced; a later call replaces
+// them. Optional: a request outside them, or on a queue that has none,
+// has the same result, and a refusal (the locked-memory limit) only
+// leaves them unregistered.
+type BufRegisterer interface {
+	RegisterBuffers(bufs ...[]byte) error
+}
+
 // NewQueue opens a queue of the given depth on d: d's own when it is a
 // Queuer that has one (not ErrNotSupported), else one that runs each
 // request on a goroutine (GoQueue).

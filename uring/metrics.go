@@ -28,6 +28,10 @@ type Metrics struct {
 	// QueueSlow counts requests on a Queue that its ring did not take
 	// (or only partly: short transfers) and the File's own path ran.
 	QueueSlow uint64
+	// Fixed counts SQEs that read or wrote a registered buffer
+	// (READ_FIXED/WRITE_FIXED: the shared zero buffer, R9, or a Queue's
+	// RegisterBuffers), so the kernel pinned no pages for them.
+	Fixed uint64
 }
 
 // Sub returns m - o, field by field.
@@ -49,6 +53,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		WriteZeroesFallocates: m.WriteZeroesFallocates - o.WriteZeroesFallocates,
 		WriteZeroesRefused:    m.WriteZeroesRefused - o.WriteZeroesRefused,
 		QueueSlow:             m.QueueSlow - o.QueueSlow,
+		Fixed:                 m.Fixed - o.Fixed,
 	}
 }
 
@@ -70,10 +75,10 @@ func (m Metrics) RequestsPerEnter() float64 {
 }
 
 func (m Metrics) String() string {
-	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d write_zeroes=%d write_zeroes_refused=%d fsyncs=%d queue_slow=%d",
+	return fmt.Sprintf("enters=%d sqes=%d cqes=%d sqes/enter=%.2f merged=%d reqs/enter=%.2f merge_splits=%d cq_overflows=%d eagain=%d short=%d misaligned=%d rmw=%d fallocates=%d write_zeroes=%d write_zeroes_refused=%d fsyncs=%d queue_slow=%d fixed=%d",
 		m.Enters, m.SQEs, m.CQEs, m.SQEsPerEnter(), m.Merged, m.RequestsPerEnter(), m.MergeSplits,
 		m.CQOverflows, m.EAgainResubmits, m.ShortResubmits, m.Misaligned, m.RMW, m.Fallocates,
-		m.WriteZeroesFallocates, m.WriteZeroesRefused, m.Fsyncs, m.QueueSlow)
+		m.WriteZeroesFallocates, m.WriteZeroesRefused, m.Fsyncs, m.QueueSlow, m.Fixed)
 }
 
 // counters are the live atomic counters behind Metrics.
@@ -81,7 +86,7 @@ type counters struct {
 	enters, sqes, cqes, cqOverflows, eagain, short, misaligned, rmw, fallocates, fsyncs, merged, mergeSplits atomic.Uint64
 
 	wzFallocates, wzRefused atomic.Uint64
-	queueSlow               atomic.Uint64
+	queueSlow, fixed        atomic.Uint64
 }
 
 func (c *counters) snapshot() Metrics {
@@ -102,5 +107,6 @@ func (c *counters) snapshot() Metrics {
 		WriteZeroesFallocates: c.wzFallocates.Load(),
 		WriteZeroesRefused:    c.wzRefused.Load(),
 		QueueSlow:             c.queueSlow.Load(),
+		Fixed:                 c.fixed.Load(),
 	}
 }

@@ -100,8 +100,9 @@ type fixedBuf struct {
 const wakeTag = ^uint64(0)
 
 var (
-	_ block.Queuer = (*File)(nil)
-	_ block.Queue  = (*Queue)(nil)
+	_ block.Queuer        = (*File)(nil)
+	_ block.Queue         = (*Queue)(nil)
+	_ block.BufRegisterer = (*Queue)(nil)
 )
 
 // NewQueue implements block.Queuer: a Queue of the given depth on f. The

@@ -5,6 +5,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,9 +182,17 @@ func TestQueue_FileCloseWaits(t *testing.T) {
 // TestQueue_RegisterBuffers: requests from registered buffers become
 // READ_FIXED/WRITE_FIXED and round-trip; registering with requests in
 // flight is refused.
+// Merged requests ride on a vector SQE, which is never fixed, and
+// Metrics.Fixed counts the SQEs that stayed fixed.
 func TestQueue_RegisterBuffers(t *testing.T) {
+	for _, merge := range []bool{false, true} {
+		t.Run(fmt.Sprintf("merge=%v", merge), func(t *testing.T) { testRegisterBuffers(t, merge) })
+	}
+}
+
+func testRegisterBuffers(t *testing.T, merge bool) {
 	f := openTemp(t, Options{Backend: Ring, Direct: true})
-	q, err := f.newQueue(8, f.mergesWrites())
+	q, err := f.newQueue(8, merge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +213,7 @@ func TestQueue_RegisterBuffers(t *testing.T) {
 	}
 	copy(arena, pattern(3, len(arena)))
 	want := bytes.Clone(arena)
+	m0 := f.Metrics()
 	reqs := make([]*block.Req, 8)
 	for i := range reqs {
 		reqs[i] = &block.Req{Op: block.OpWrite, Off: int64(i) * 4096, Buf: arena[i*4096 : (i+1)*4096]}
@@ -235,6 +245,12 @@ func TestQueue_RegisterBuffers(t *testing.T) {
 			t.Fatal(err)
 		}
 		n += k
+	}
+	switch m := f.Metrics().Sub(m0); {
+	case !merge && m.Fixed != 16:
+		t.Errorf("8 writes and 8 reads from the arena, unmerged: %d fixed SQEs", m.Fixed)
+	case merge && (m.Merged == 0 || m.Fixed > 16-m.Merged):
+		t.Errorf("8 writes and 8 reads from the arena, %d merged: %d fixed SQEs", m.Merged, m.Fixed)
 	}
 	if !bytes.Equal(arena, want) {
 		t.Fatal("fixed reads do not give back the fixed writes")

@@ -46,6 +46,7 @@ func newRing(nslots int, m *counters) (*ring, error) {
 	}
 	r.leaderCh = make(chan struct{}, 1)
 	r.sqOwner = make([]uint32, r.sqSize)
+	r.sqFixed = make([]bool, r.sqSize)
 	r.slots = make([]slot, nslots)
 	r.free = make(chan uint32, nslots)
 	for i := range r.slots {

@@ -37,6 +37,7 @@ func (r *ring) fill(t uint32, e sqe, ud uint64) {
 	case buf >= 0:
 		q.SetBufIndex(uint16(buf))
 	}
+	r.countFixed(t, e.hasBuf || buf >= 0)
 	if e.opFlag != 0 {
 		q.SetOpFlags(e.opFlag)
 	}
@@ -44,6 +45,20 @@ func (r *ring) fill(t uint32, e sqe, ud uint64) {
 		q.SetFlags(e.flags)
 	}
 	q.SetUserData(ud)
+}
+
+// countFixed keeps Metrics.Fixed: the SQE at t is fixed or not. A
+// position before tail is a staged SQE being rewritten (a merge, R8):
+// what it counted goes first.
+func (r *ring) countFixed(t uint32, fixed bool) {
+	i := t & r.sqMask
+	if int32(t-r.tail) < 0 && r.sqFixed[i] {
+		r.m.fixed.Add(^uint64(0))
+	}
+	r.sqFixed[i] = fixed
+	if fixed {
+		r.m.fixed.Add(1)
+	}
 }
 
 // rwSQE is a read or write of the buffers in iov at off: IORING_OP_READ/
