@@ -131,6 +131,13 @@
 //	    land: their clusters are neither linked nor freed (leaked, and
 //	    their early writers fail), and the image refuses writes from then
 //	    on (ErrWritesLost).
+//	Q17 Buffers a queue's caller registers (RegisterBuffers,
+//	    queue_bufs.go) go to the device's queue at once and to the
+//	    allocator's before its next batch, when the allocator has nothing
+//	    in flight; only requests that carry the caller's buffer as it is
+//	    (fast-path requests, plain fills without padding) gain from them,
+//	    and a refusal anywhere leaves them unregistered there, with the
+//	    same results.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -35,6 +35,8 @@ type qalloc struct {
 	mu       sync.Mutex
 	pending  [][]*block.Req // groups (Q14: writes that follow each other in one cluster)
 	closeErr error          // from closing the workers' device queues
+	bufs     [][]byte       // the caller's registered buffers (Q17)
+	bufGen   int            // bumped by each RegisterBuffers
 	kick     chan struct{}  // cap 1; closed to stop the workers
 	started  bool           // owner's: the workers run
 }
@@ -51,6 +53,9 @@ const allocWorkers = 1
 type allocWorker struct {
 	inner block.Queue // its device queue, opened on first use
 	err   error       // from opening inner, or it failed: later writes fail with it
+	bufs  [][]byte    // the caller's buffers as of this batch (Q17) ...
+	gen   int         // ... their generation
+	regd  int         // the generation registered on inner
 	jobs  []qjob
 	order []int
 	reqs  []block.Req
@@ -139,6 +144,7 @@ func (q *Queue) allocLoop() {
 		a.mu.Lock()
 		batch := a.pending
 		a.pending = nil
+		w.bufs, w.gen = a.bufs, a.bufGen
 		a.mu.Unlock()
 		if len(batch) > 0 {
 			q.allocBatch(&w, batch)
@@ -305,6 +311,9 @@ func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
 		a.inner, a.err = inner, err
 		a.reqs = make([]block.Req, allocDepth)
 		a.out = make([]*block.Req, allocDepth)
+	}
+	if a.err == nil && a.regd != a.gen {
+		a.registerBufs()
 	}
 	if a.err != nil {
 		for i := range jobs {

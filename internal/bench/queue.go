@@ -7,12 +7,6 @@ import (
 	"github.com/qring/qring/block"
 )
 
-// bufRegisterer is a queue that can register the runner's buffers once
-// (uring.Queue: READ_FIXED/WRITE_FIXED).
-type bufRegisterer interface {
-	RegisterBuffers(bufs ...[]byte) error
-}
-
 // queueRunner runs the workload through one block.Queue (Config.Queue):
 // this goroutine submits up to Depth requests, waits for a batch of
 // completions, and refills. Requests go to the same offsets in the same
@@ -37,7 +31,7 @@ type queueRunner struct {
 func newQueueRunner(r *runner, q block.Queue, pattern byte) *queueRunner {
 	d, sz := r.cfg.Depth, int(r.cfg.Size)
 	arena := patternBuf(d*sz, pattern)
-	if rb, ok := q.(bufRegisterer); ok {
+	if rb, ok := q.(block.BufRegisterer); ok {
 		// Not registered (RLIMIT_MEMLOCK): plain requests, same results.
 		_ = rb.RegisterBuffers(arena)
 	}

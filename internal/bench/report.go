@@ -107,8 +107,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if u := r.Uring; u != nil {
-		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d fallocates, %d fsyncs",
-			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Merged, u.RequestsPerEnter(), u.Fallocates, u.Fsyncs)
+		fmt.Fprintf(w, "io_uring (%s): %d enters, %d SQEs, %.2f SQEs/enter, %d requests merged (%.2f requests/enter), %d from registered buffers, %d fallocates, %d fsyncs",
+			r.Backend, u.Enters, u.SQEs, u.SQEsPerEnter(), u.Merged, u.RequestsPerEnter(), u.Fixed, u.Fallocates, u.Fsyncs)
 		if r.RingFeatures != "" {
 			fmt.Fprintf(w, "; ring features: %s", r.RingFeatures)
 		}
@@ -233,6 +233,7 @@ type jsonEngine struct {
 	UringSQEsPerEnter  *float64 `json:"uring_sqes_per_enter,omitempty"`
 	UringMerged        *uint64  `json:"uring_merged,omitempty"`
 	UringReqsPerEnter  *float64 `json:"uring_requests_per_enter,omitempty"`
+	UringFixed         *uint64  `json:"uring_fixed,omitempty"`
 	HostFallocates     *uint64  `json:"host_fallocates,omitempty"`
 	HostFsyncs         *uint64  `json:"host_fsyncs,omitempty"`
 	UringEAgain        *uint64  `json:"uring_eagain_resubmits,omitempty"`
@@ -321,7 +322,7 @@ func (r *Result) MarshalJSON() ([]byte, error) {
 		spe := u.SQEsPerEnter()
 		rpe := u.RequestsPerEnter()
 		e.UringEnters, e.UringSQEs, e.UringSQEsPerEnter = &u.Enters, &u.SQEs, &spe
-		e.UringMerged, e.UringReqsPerEnter = &u.Merged, &rpe
+		e.UringMerged, e.UringReqsPerEnter, e.UringFixed = &u.Merged, &rpe, &u.Fixed
 		e.HostFallocates, e.HostFsyncs = &u.Fallocates, &u.Fsyncs
 		e.UringEAgain, e.UringMisalignedReq = &u.EAgainResubmits, &u.Misaligned
 	}
