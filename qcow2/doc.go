@@ -134,10 +134,13 @@
 //	Q17 Buffers a queue's caller registers (RegisterBuffers,
 //	    queue_bufs.go) go to the device's queue at once and to the
 //	    allocator's before its next batch, when the allocator has nothing
-//	    in flight; only requests that carry the caller's buffer as it is
-//	    (fast-path requests, plain fills without padding) gain from them,
-//	    and a refusal anywhere leaves them unregistered there, with the
-//	    same results.
+//	    in flight. Only requests that carry the caller's buffer as it is
+//	    gain from them: fast-path requests, and plain fills that are one
+//	    piece (a padded fill goes as one vector). A refusal by the
+//	    device's queue leaves the allocator's without them too; one by
+//	    the allocator's (each ring pins the pages again, against
+//	    RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK) leaves only that
+//	    one without them. Results are the same either way.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

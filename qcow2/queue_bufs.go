@@ -18,14 +18,15 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 	if !ok {
 		return block.ErrNotSupported
 	}
-	if err := rb.RegisterBuffers(bufs...); err != nil {
-		return err
+	err := rb.RegisterBuffers(bufs...)
+	if err != nil {
+		bufs = nil // the allocator drops the old ones too
 	}
 	a := &q.alloc
 	a.mu.Lock()
 	a.bufs, a.bufGen = append([][]byte(nil), bufs...), a.bufGen+1
 	a.mu.Unlock()
-	return nil
+	return err
 }
 
 // registerBufs registers the caller's buffers of this batch on the

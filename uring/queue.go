@@ -407,6 +407,7 @@ func (q *Queue) push(e sqe, ud uint64) {
 func (q *Queue) publish() {
 	r := q.r
 	if r.sqTail.Load() != r.tail {
+		r.countFixed(r.sqTail.Load(), r.tail)
 		r.sqTail.Store(r.tail)
 		r.pubGen.Add(1)
 	}

@@ -51,9 +51,8 @@ type ring struct {
 	merge   bool
 	qTail   atomic.Uint32
 	sqOwner []uint32
-	// sqFixed says which SQ entries were filled as READ/WRITE_FIXED, so
-	// that a staged SQE rewritten by a merge takes its count back
-	// (Metrics.Fixed). Guarded by mu.
+	// sqFixed says which SQ entries were filled as READ/WRITE_FIXED;
+	// they are counted when published (Metrics.Fixed). Guarded by mu.
 	sqFixed []bool
 
 	enterMu  sync.Mutex    // held by the leader: the only reaper

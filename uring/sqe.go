@@ -37,7 +37,7 @@ func (r *ring) fill(t uint32, e sqe, ud uint64) {
 	case buf >= 0:
 		q.SetBufIndex(uint16(buf))
 	}
-	r.countFixed(t, e.hasBuf || buf >= 0)
+	r.sqFixed[t&r.sqMask] = e.hasBuf || buf >= 0
 	if e.opFlag != 0 {
 		q.SetOpFlags(e.opFlag)
 	}
@@ -47,17 +47,18 @@ func (r *ring) fill(t uint32, e sqe, ud uint64) {
 	q.SetUserData(ud)
 }
 
-// countFixed keeps Metrics.Fixed: the SQE at t is fixed or not. A
-// position before tail is a staged SQE being rewritten (a merge, R8):
-// what it counted goes first.
-func (r *ring) countFixed(t uint32, fixed bool) {
-	i := t & r.sqMask
-	if int32(t-r.tail) < 0 && r.sqFixed[i] {
-		r.m.fixed.Add(^uint64(0))
+// countFixed adds the fixed SQEs among [from, to), which are being
+// published (Metrics.Fixed): counted then, a staged SQE that a merge
+// rewrote as a vector (R8) is never counted, and the count only grows.
+func (r *ring) countFixed(from, to uint32) {
+	var n uint64
+	for t := from; t != to; t++ {
+		if r.sqFixed[t&r.sqMask] {
+			n++
+		}
 	}
-	r.sqFixed[i] = fixed
-	if fixed {
-		r.m.fixed.Add(1)
+	if n > 0 {
+		r.m.fixed.Add(n)
 	}
 }
 

@@ -45,6 +45,7 @@ func (r *ring) setTail(t uint32, pub bool) {
 // This also publishes staged SQEs (R8).
 func (r *ring) publishLocked() {
 	r.pubGen.Add(1) // before the tail: the reaper must see it (split)
+	r.countFixed(r.sqTail.Load(), r.tail)
 	r.sqTail.Store(r.tail)
 }
 
