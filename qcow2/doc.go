@@ -96,7 +96,9 @@
 //	    new owner's bytes, or at the zeros of its COW.
 //	Q14 Queues (queue.go, block A1-A6): a queued read whose range is one
 //	    run of host data, and a queued write inside one allocated COPIED
-//	    cluster with no allocation of that cluster in flight, go straight
+//	    cluster with no allocation of that cluster in flight (with
+//	    extended L2: inside one cluster, and for a write every subcluster
+//	    it touches allocated; queue_xl2.go), go straight
 //	    to a queue on the device, translated, exactly as the synchronous
 //	    read and overwrite paths would send them; a read of zeros with
 //	    no backing file completes at once. A fast write holds the write

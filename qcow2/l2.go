@@ -38,30 +38,38 @@ func (im *Image) l2slice(o format.GuestOff) (t *cache.Table, i uint64, err error
 // read, nor anything written back, to find it) or the entry is not
 // valid (the synchronous path reports that).
 func (im *Image) peekEntry(o format.GuestOff) (e format.L2Entry, ok bool) {
+	e, _, ok = im.peekXEntry(o)
+	return e, ok
+}
+
+// peekXEntry is peekEntry with the subcluster bitmap (xentry), 0 without
+// extended L2; ok is false for an invalid bitmap too.
+func (im *Image) peekXEntry(o format.GuestOff) (e format.L2Entry, bm uint64, ok bool) {
 	g := &im.g
 	l1i := g.L1Index(o)
 	l1 := im.l1.Load()
 	if l1i >= l1.size() {
-		return 0, true
+		return 0, 0, true
 	}
 	l2off := l1.load(l1i).Offset()
 	if l2off == 0 {
-		return 0, true
+		return 0, 0, true
 	}
 	perSlice := im.sliceSize / g.L2EntrySize
 	l2i := g.L2Index(o)
 	t := im.l2c.Peek(int64(l2off + format.HostOff(l2i/perSlice*im.sliceSize)))
 	if t == nil {
-		return 0, false
+		return 0, 0, false
 	}
 	t.Lock()
 	e = g.L2At(t.Data, l2i%perSlice)
+	bm = g.BitmapAt(t.Data, l2i%perSlice)
 	t.Unlock()
 	im.l2c.Put(t)
-	if im.validEntry(e) != nil {
-		return 0, false
+	if im.validEntry(e) != nil || format.ValidateBitmap(e, bm) != nil {
+		return 0, 0, false
 	}
-	return e, true
+	return e, bm, true
 }
 
 // entry returns the validated L2 entry of guest offset o.

@@ -153,7 +153,7 @@ func (q *Queue) fast(r *block.Req) bool {
 	}
 	switch r.Op {
 	case block.OpRead:
-		if block.CheckRange(r.Off, n) != nil || uint64(r.Off+n) > im.vsize.Load() || im.g.ExtendedL2 {
+		if block.CheckRange(r.Off, n) != nil || uint64(r.Off+n) > im.vsize.Load() {
 			return false
 		}
 		kind, host, ok := q.peekRun(r.Off, n)
@@ -176,7 +176,7 @@ func (q *Queue) fast(r *block.Req) bool {
 	case block.OpWrite:
 		goff := guestOff(r.Off)
 		cs := int64(im.g.ClusterSize)
-		if im.checkWrite(r.Off, n) != nil || im.g.ExtendedL2 || n > cs-r.Off%cs {
+		if im.checkWrite(r.Off, n) != nil || n > cs-r.Off%cs {
 			return false
 		}
 		if blocker, _ := im.allocs.Conflict(im.g.GuestCluster(goff), 1); blocker != nil {
@@ -186,8 +186,9 @@ func (q *Queue) fast(r *block.Req) bool {
 		// As overwrite: the lookup and the write inside the write gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
-		e, ok := im.peekEntry(goff)
-		if !ok || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil {
+		e, bm, ok := im.peekXEntry(goff)
+		if !ok || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil ||
+			(im.g.ExtendedL2 && !q.xallocated(e, bm, r.Off, n)) {
 			im.gate.exit(tok)
 			return false
 		}
@@ -207,6 +208,9 @@ func (q *Queue) fast(r *block.Req) bool {
 func (q *Queue) peekRun(off, n int64) (kind format.ClusterType, host format.HostOff, ok bool) {
 	im := q.im
 	g := &im.g
+	if g.ExtendedL2 {
+		return q.xpeekRun(off, n)
+	}
 	goff := guestOff(off)
 	e, ok := im.peekEntry(goff)
 	if !ok {

@@ -13,8 +13,8 @@ import (
 
 // TestQueue_Conformance: an image's Queue keeps the Queue contract (block
 // A1-A6) on a memdev (the device's queue runs on goroutines), with
-// extended L2 (writes all take the slow path) and encrypted (everything
-// does); after each model run the image checks clean.
+// extended L2 (allocating writes take the slow path) and encrypted
+// (everything does); after each model run the image checks clean.
 func TestQueue_Conformance(t *testing.T) {
 	t.Parallel()
 	check := func(t *testing.T, d block.Device) {
