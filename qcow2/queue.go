@@ -144,7 +144,7 @@ func (q *Queue) route(reqs []*block.Req) error {
 // fast sends r to the device's queue if it maps to one run of host data
 // (Q14) or completes it at once if it reads zeros; false means the slow
 // path must run it. It never blocks on another goroutine (A3): lookups
-// only peek at cached L2 slices (peekEntry), and locks are tried.
+// only peek at cached L2 slices (peekXEntry), and locks are tried.
 func (q *Queue) fast(r *block.Req) bool {
 	im := q.im
 	n := int64(len(r.Buf))
@@ -186,9 +186,10 @@ func (q *Queue) fast(r *block.Req) bool {
 		// As overwrite: the lookup and the write inside the write gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
+		first, last := im.xsubRange(goff, n) // extended L2: the synchronous overwrite's test
 		e, bm, ok := im.peekXEntry(goff)
 		if !ok || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil ||
-			(im.g.ExtendedL2 && !q.xallocated(e, bm, r.Off, n)) {
+			(im.g.ExtendedL2 && !xallAllocated(e, bm, first, last)) {
 			im.gate.exit(tok)
 			return false
 		}
@@ -204,7 +205,8 @@ func (q *Queue) fast(r *block.Req) bool {
 // peekRun maps [off, off+n) with peekEntry (never blocking: Q14): ok
 // when every cluster of it has one kind, host-contiguous for data, and
 // every L2 slice it needs is cached. host is the first byte's host offset
-// for ClusterNormal.
+// for ClusterNormal. With extended L2 (xpeekRun) the range must lie in
+// one cluster and its subclusters have one type.
 func (q *Queue) peekRun(off, n int64) (kind format.ClusterType, host format.HostOff, ok bool) {
 	im := q.im
 	g := &im.g

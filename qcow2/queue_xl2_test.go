@@ -116,3 +116,62 @@ func TestQueue_FastPathXL2(t *testing.T) {
 		"-c", "read -P 3 192k 8k", "-c", "read -P 0x44 200k 2k", "-c", "read -P 0 202k 2k", "-c", "read -P 3 204k 52k",
 		path)
 }
+
+// TestQueue_FastPathXL2Backing: over a backing file, zero subclusters
+// still read as zeros on the fast path, and unallocated ones run the
+// synchronous path, which reads the backing file.
+func TestQueue_FastPathXL2Backing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 0 1M", base)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "-b", base, "-F", "qcow2", top)
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 4k", "-c", "write -z 8k 4k", top)
+	im, err := qcow2.Open(top, qcow2.Options{Opener: qcow2.Opener(uring.Opener(uring.Options{Direct: true}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.Readv(0, [][]byte{make([]byte, 512)}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	reqs := []*block.Req{
+		{Op: block.OpRead, Off: 0, Buf: make([]byte, 4096)},     // data
+		{Op: block.OpRead, Off: 8192, Buf: make([]byte, 4096)},  // zero subclusters
+		{Op: block.OpRead, Off: 16384, Buf: make([]byte, 4096)}, // unallocated: the backing file's
+	}
+	for _, r := range reqs {
+		for i := range r.Buf {
+			r.Buf[i] = 0xee
+		}
+	}
+	m0 := im.Metrics()
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*block.Req, len(reqs))
+	for n := 0; n < len(reqs); {
+		k, err := q.Wait(out[n:], len(reqs)-n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += k
+	}
+	for _, r := range reqs {
+		if r.Err != nil {
+			t.Fatalf("read at %#x: %v", r.Off, r.Err)
+		}
+	}
+	if m := im.Metrics().Sub(m0); m.QueueFast != 2 || m.QueueSlow != 1 {
+		t.Errorf("%d fast, %d slow (want 2, 1)", m.QueueFast, m.QueueSlow)
+	}
+	testkit.MustEqual(t, reqs[0].Buf, bytes.Repeat([]byte{1}, 4096), "data")
+	testkit.MustEqual(t, reqs[1].Buf, make([]byte, 4096), "zero subclusters over a backing file")
+	testkit.MustEqual(t, reqs[2].Buf, bytes.Repeat([]byte{7}, 4096), "unallocated subclusters over a backing file")
+}
