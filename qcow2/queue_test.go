@@ -58,22 +58,7 @@ func TestQueue_FastPath(t *testing.T) {
 	q := qq.(*Queue)
 	run := func(reqs ...*block.Req) {
 		t.Helper()
-		if err := q.Submit(reqs...); err != nil {
-			t.Fatal(err)
-		}
-		out := make([]*block.Req, len(reqs))
-		for n := 0; n < len(reqs); {
-			k, err := q.Wait(out[n:], len(reqs)-n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += k
-		}
-		for _, r := range out {
-			if r.Err != nil {
-				t.Fatalf("%v at %#x: %v", r.Op, r.Off, r.Err)
-			}
-		}
+		blocktest.MustComplete(t, q, reqs...)
 	}
 	before := im.Metrics()
 	w := pattern(4096, 9)

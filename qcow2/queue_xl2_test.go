@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
@@ -28,40 +29,10 @@ func TestQueue_FastPathXL2(t *testing.T) {
 		"-c", "write -P 2 64k 4k", // cluster 1: subclusters 0-1 allocated, the rest unallocated
 		"-c", "write -P 3 192k 64k", "-c", "write -z 200k 4k", // cluster 3: subclusters 4-5 zero
 		path)
-	im, err := qcow2.Open(path, qcow2.Options{Opener: qcow2.Opener(uring.Opener(uring.Options{Direct: true}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	// Warm the L2 slice: the owner only peeks at cached tables.
-	if err := im.Readv(0, [][]byte{make([]byte, 512)}); err != nil {
-		t.Fatal(err)
-	}
-	q, err := im.NewQueue(16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	im, q := openXL2Queue(t, path)
 	run := func(reqs ...*block.Req) (fast, slow int64) {
 		t.Helper()
-		m0 := im.Metrics()
-		if err := q.Submit(reqs...); err != nil {
-			t.Fatal(err)
-		}
-		out := make([]*block.Req, len(reqs))
-		for n := 0; n < len(reqs); {
-			k, err := q.Wait(out[n:], len(reqs)-n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += k
-		}
-		for _, r := range out {
-			if r.Err != nil {
-				t.Fatalf("%v at %#x: %v", r.Op, r.Off, r.Err)
-			}
-		}
-		m := im.Metrics().Sub(m0)
+		m := queuedPaths(t, im, q, reqs...)
 		return m.QueueFast, m.QueueSlow + m.QueueAlloc
 	}
 	rd := func(off, n int) *block.Req {
@@ -128,19 +99,7 @@ func TestQueue_FastPathXL2Backing(t *testing.T) {
 	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 0 1M", base)
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "-b", base, "-F", "qcow2", top)
 	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 4k", "-c", "write -z 8k 4k", top)
-	im, err := qcow2.Open(top, qcow2.Options{Opener: qcow2.Opener(uring.Opener(uring.Options{Direct: true}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	if err := im.Readv(0, [][]byte{make([]byte, 512)}); err != nil {
-		t.Fatal(err)
-	}
-	q, err := im.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	im, q := openXL2Queue(t, top)
 	reqs := []*block.Req{
 		{Op: block.OpRead, Off: 0, Buf: make([]byte, 4096)},     // data
 		{Op: block.OpRead, Off: 8192, Buf: make([]byte, 4096)},  // zero subclusters
@@ -151,27 +110,41 @@ func TestQueue_FastPathXL2Backing(t *testing.T) {
 			r.Buf[i] = 0xee
 		}
 	}
-	m0 := im.Metrics()
-	if err := q.Submit(reqs...); err != nil {
-		t.Fatal(err)
-	}
-	out := make([]*block.Req, len(reqs))
-	for n := 0; n < len(reqs); {
-		k, err := q.Wait(out[n:], len(reqs)-n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += k
-	}
-	for _, r := range reqs {
-		if r.Err != nil {
-			t.Fatalf("read at %#x: %v", r.Off, r.Err)
-		}
-	}
-	if m := im.Metrics().Sub(m0); m.QueueFast != 2 || m.QueueSlow != 1 {
+	if m := queuedPaths(t, im, q, reqs...); m.QueueFast != 2 || m.QueueSlow != 1 {
 		t.Errorf("%d fast, %d slow (want 2, 1)", m.QueueFast, m.QueueSlow)
 	}
 	testkit.MustEqual(t, reqs[0].Buf, bytes.Repeat([]byte{1}, 4096), "data")
 	testkit.MustEqual(t, reqs[1].Buf, make([]byte, 4096), "zero subclusters over a backing file")
 	testkit.MustEqual(t, reqs[2].Buf, bytes.Repeat([]byte{7}, 4096), "unallocated subclusters over a backing file")
+}
+
+// openXL2Queue opens the image at path over an O_DIRECT io_uring file,
+// reads its first sector (so the L2 slice is cached: the queue's owner
+// only peeks at cached tables) and opens a queue on it; both close at
+// the end of the test unless the test closes them first.
+func openXL2Queue(t *testing.T, path string) (*qcow2.Image, block.Queue) {
+	t.Helper()
+	im, err := qcow2.Open(path, qcow2.Options{Opener: qcow2.Opener(uring.Opener(uring.Options{Direct: true}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { im.Close() })
+	if err := im.Readv(0, [][]byte{make([]byte, 512)}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := im.NewQueue(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() }) // runs before the image's
+	return im, q
+}
+
+// queuedPaths runs reqs through q and returns the image's metrics over
+// them (which path each took).
+func queuedPaths(t *testing.T, im *qcow2.Image, q block.Queue, reqs ...*block.Req) qcow2.Metrics {
+	t.Helper()
+	m0 := im.Metrics()
+	blocktest.MustComplete(t, q, reqs...)
+	return im.Metrics().Sub(m0)
 }

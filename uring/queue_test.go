@@ -321,22 +321,7 @@ func TestQueue_Merge(t *testing.T) {
 			for i := range reqs {
 				reqs[i] = &block.Req{Op: op, Off: first + int64(i)*4096, Buf: bufs[i*4096 : (i+1)*4096]}
 			}
-			if err := q.Submit(reqs...); err != nil {
-				t.Fatal(err)
-			}
-			out := make([]*block.Req, len(reqs))
-			for n := 0; n < len(reqs); {
-				k, err := q.Wait(out[n:], len(reqs)-n)
-				if err != nil {
-					t.Fatal(err)
-				}
-				n += k
-			}
-			for _, r := range reqs {
-				if r.Err != nil {
-					t.Fatal(r.Err)
-				}
-			}
+			blocktest.MustComplete(t, q, reqs...)
 		}
 		before := f.Metrics()
 		run(block.OpWrite, buf, 0)
