@@ -114,25 +114,28 @@
 //	    takes the slow path, which loads the slice for the next request.
 //	Q15 Close refuses (ErrQueueOpen) while a queue is open: its writes
 //	    hold the gate and its device queue holds the device.
-//	Q16 A queue's allocator (queue_alloc.go) takes a queued write inside
-//	    one cluster that needs a new cluster, with every such write that
-//	    came in meanwhile, as one batch: it plans every cluster under one
-//	    hold of mu (registering each, Q7), writes each through a vector
-//	    queue of its own (one request per cluster, as far as the device's
-//	    limits on one request allow; the writes that need a copy or a
-//	    zeroing first run synchronously before), and links
-//	    every cluster under one hold of mu after all writes are back,
-//	    sealing each first (Q10): the synchronous allocation's steps and
-//	    order, a batch at a time. It never holds or takes mu with writes
-//	    in flight, since a holder of mu may wait for the device's write
-//	    locks, which its in-flight writes hold until it reaps them. A
-//	    write whose cluster is under another allocation, or was linked
+//	Q16 A queue's allocator (queue_alloc.go) takes a queued write
+//	    inside one cluster that needs a new cluster (with extended L2:
+//	    that touches a subcluster not allocated yet; the link sets its
+//	    bits, and the allocation is never ready for early writes),
+//	    with every such write that came in meanwhile, as one batch: it
+//	    plans every cluster under one hold of mu (registering each,
+//	    Q7), writes each through a vector queue of its own (one
+//	    request per cluster, as far as the device's limits on one
+//	    request allow; the writes that need a copy or a zeroing first
+//	    run synchronously before), and links every cluster under one
+//	    hold of mu after all writes are back, sealing each first
+//	    (Q10): the synchronous allocation's steps and order, a batch
+//	    at a time. It never holds or takes mu with writes in flight,
+//	    since a holder of mu may wait for the device's write locks,
+//	    which its in-flight writes hold until it reaps them. A write
+//	    whose cluster is under another allocation, or was linked
 //	    meanwhile, runs the synchronous path on a goroutine after the
 //	    batch, when the allocator holds nothing. If the vector queue
 //	    fails for good with writes in flight, those writes may still
 //	    land: their clusters are neither linked nor freed (leaked, and
-//	    their early writers fail), and the image refuses writes from then
-//	    on (ErrWritesLost).
+//	    their early writers fail), and the image refuses writes from
+//	    then on (ErrWritesLost).
 //	Q17 Buffers a queue's caller registers (RegisterBuffers,
 //	    queue_bufs.go) go to the device's queue at once and to the
 //	    allocator's before its next batch, when the allocator has nothing

@@ -356,6 +356,24 @@ func sweepWorkloads() []sweepWorkload {
 			r.queued(w(0, 4096, 7), w(524288, 4096, 8), w(589824+61440, 4096, 9))
 			return r.flush()
 		}},
+		{name: "queue-alloc-xl2", co: CreateOptions{ClusterSize: 65536, ExtendedL2: true}, backing: true, run: func(r *sweepRun) error {
+			// The allocator on extended L2 (Q16) over a backing file:
+			// a group of two whole-subcluster writes into a new
+			// cluster, a write of part of a subcluster (its rest copied
+			// from the backing file), and a second write into the first
+			// cluster (parked, then its own allocation in the same host
+			// cluster); then more subclusters of an allocated cluster.
+			w := func(off int64, n int, s byte) *block.Req {
+				return &block.Req{Op: block.OpWrite, Off: off, Buf: p(n, s)}
+			}
+			r.queued(w(0, 4096, 1), w(4096, 4096, 2), w(65536+700, 1000, 3), w(16384, 2048, 4))
+			if m := r.im.Metrics(); r.err == nil && (m.QueueAlloc != 4 || m.QueueSlow != 0) {
+				return fmt.Errorf("%d queued writes allocated, %d slow: want 4, 0", m.QueueAlloc, m.QueueSlow)
+			}
+			r.flush()
+			r.queued(w(32768, 8192, 5), w(65536+30000, 100, 6))
+			return r.flush()
+		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
 				r.write(i*4096*7, p(4096, byte(i+1)))
@@ -764,7 +782,7 @@ func TestFaultSweep_Alloc(t *testing.T) {
 // allocator (Q16), in batches.
 func TestFaultSweep_Queue(t *testing.T) {
 	t.Parallel()
-	runSweep(t, sweepByName("queue-alloc"))
+	runSweep(t, sweepByName("queue-alloc", "queue-alloc-xl2"))
 }
 
 // TestFaultSweep_COW: partial-cluster writes over backing data (v3, v2).

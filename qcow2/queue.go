@@ -12,10 +12,11 @@ import (
 // Queue is a block.Queue on an Image (block A1-A6): a request whose
 // guest range maps to one run of host data goes straight to a queue on
 // the image's device, translated; a write inside one cluster that needs
-// a new cluster goes to the queue's allocator (queue_alloc.go);
-// everything else (writes across clusters, backing files, compression,
-// encryption, extended L2, flush) runs the synchronous path on a
-// goroutine. The rules are Q14-Q16 in doc.go.
+// a new cluster (with extended L2: a subcluster allocated) goes to the
+// queue's allocator (queue_alloc.go); everything else (writes across
+// clusters, reads of backing files or compressed clusters, encryption,
+// flush) runs the synchronous path on a goroutine. The rules are
+// Q14-Q16 in doc.go.
 type Queue struct {
 	im     *Image
 	inner  block.Queue

@@ -7,6 +7,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/sched"
 )
 
 // This file holds a Queue's allocator (Q16): allocating writes, which the
@@ -67,6 +68,7 @@ type qjob struct {
 	g     []*block.Req
 	n     int64
 	p     allocation // p.reg != nil: planned (and registered)
+	x     xl2Alloc   // with extended L2: the subclusters p writes
 	w     fillWrite  // plain: the write that fills the cluster
 	plain bool
 	cowed bool
@@ -77,15 +79,15 @@ type qjob struct {
 	lost  bool  // its write may still land: the cluster is leaked
 }
 
-// allocates reports whether the group g goes to the allocator: plain
-// writes inside one cluster of an image without encryption or extended
-// L2 (their own write paths run synchronously) that needs a new cluster,
-// as far as the cached L2 slices tell (peekEntry; a miss or an
-// overwrite runs the synchronous path, so the allocator never waits
-// for a table load that is not its own work).
+// allocates reports whether the group g goes to the allocator: writes
+// inside one cluster of an image without encryption (its own write path
+// runs synchronously) that need a new cluster or, with extended L2, a
+// subcluster allocated, as far as the cached L2 slices tell (peekEntry,
+// peekXEntry; a miss or an overwrite runs the synchronous path, so the
+// allocator never waits for a table load that is not its own work).
 func (q *Queue) allocates(g []*block.Req) bool {
 	im := q.im
-	if im.crypt != nil || im.g.ExtendedL2 {
+	if im.crypt != nil {
 		return false
 	}
 	for _, r := range g {
@@ -97,7 +99,13 @@ func (q *Queue) allocates(g []*block.Req) bool {
 	if q.cluster(g[0]) != uint64(last.Off+int64(len(last.Buf))-1)>>im.g.ClusterBits {
 		return false
 	}
-	e, ok := im.peekEntry(guestOff(g[0].Off))
+	goff := guestOff(g[0].Off)
+	if im.g.ExtendedL2 {
+		e, bm, ok := im.peekXEntry(goff)
+		first, last := im.xsubRange(goff, groupLen(g))
+		return ok && !xallAllocated(e, bm, first, last)
+	}
+	e, ok := im.peekEntry(goff)
 	return ok && !(e.Type() == format.ClusterNormal && e.Copied())
 }
 
@@ -169,13 +177,23 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 	a.jobs = jobs
 
 	// Plan, under one hold of mu.
+	xl2 := im.g.ExtendedL2
 	im.mu.Lock()
 	for i := range jobs {
 		j := &jobs[i]
 		if j.err = im.checkWrite(j.g[0].Off, j.n); j.err != nil {
 			continue
 		}
-		p, blocker, err := im.beginAllocLocked(guestOff(j.g[0].Off))
+		var (
+			p       allocation
+			blocker *sched.Alloc[allocState]
+			err     error
+		)
+		if xl2 {
+			p, j.x, blocker, err = im.xbeginAllocLocked(guestOff(j.g[0].Off), j.n)
+		} else {
+			p, blocker, err = im.beginAllocLocked(guestOff(j.g[0].Off))
+		}
 		switch {
 		case blocker != nil:
 			blocker.Forget()
@@ -183,7 +201,7 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 		case err != nil:
 			j.err = err
 		case p.reg == nil:
-			j.sync = true // linked meanwhile: an overwrite
+			j.sync = true // linked (or its subclusters) meanwhile: an overwrite
 		default:
 			j.p = p
 			im.c.guestWrites.Add(1)
@@ -202,6 +220,15 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 			continue
 		}
 		v := groupVec(j.g)
+		if xl2 {
+			zero := im.xzeroAround(&j.p, &j.x, j.n)
+			if j.w, j.plain = im.xplainFill(&j.p, &j.x, v, j.n, zero); j.plain {
+				nplain++
+				continue
+			}
+			j.cowed, j.werr = im.xwriteWithCOW(&j.p, &j.x, v, j.n)
+			continue
+		}
 		zero := im.zeroAround(&j.p, j.n)
 		if j.w, j.plain = im.plainFill(&j.p, v, j.n, zero, false); j.plain {
 			nplain++
@@ -222,7 +249,7 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 		if j.p.reg == nil {
 			continue
 		}
-		if j.werr == nil {
+		if j.werr == nil && !xl2 { // xl2: never ready (xl2write.go)
 			j.p.st.ready.Store(true)
 		}
 		early[i] = j.p.st.seal()
@@ -239,6 +266,8 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 			j.p.st.finish(j.werr)
 			j.err = j.werr
 			lost = true
+		case xl2:
+			j.err = im.xcommitAllocLocked(&j.p, &j.x, j.cowed || j.w.cowed, j.werr, early[i])
 		default:
 			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, early[i])
 		}

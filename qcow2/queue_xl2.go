@@ -5,10 +5,11 @@ import "github.com/qring/qring/qcow2/format"
 // A Queue's fast path on images with extended L2 entries (Q14): a request
 // inside one cluster whose subclusters all have one state needs no
 // metadata change, so it goes to the device's queue as on other images
-// (a write: xallAllocated, the synchronous overwrite's own test).
-// Everything else (a request across clusters or subcluster states, a
-// write into a subcluster that is not allocated yet, compressed
-// clusters) runs the synchronous path.
+// (a write: xallAllocated, the synchronous overwrite's own test). A
+// write inside one cluster into a subcluster that is not allocated yet
+// goes to the queue's allocator (Q16, queue_alloc.go); everything else
+// (a request across clusters, a read across subcluster states or of a
+// compressed cluster) runs the synchronous path.
 
 // xpeekRun is peekRun for extended L2 images: ok when [off, off+n) lies
 // in one cluster and its subclusters have one type (SubclusterRangeType)

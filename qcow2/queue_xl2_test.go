@@ -18,7 +18,8 @@ import (
 // state take the fast path (reads of data, of zero and of unallocated
 // subclusters; writes into allocated ones); a read across subcluster
 // states and writes into unallocated or zero subclusters run the
-// synchronous path. qemu-io reads every byte back.
+// synchronous path; writes into unallocated or zero subclusters go to the
+// allocator (Q16). qemu-io reads every byte back.
 func TestQueue_FastPathXL2(t *testing.T) {
 	t.Parallel()
 	const cs, sc = 64 << 10, 2 << 10 // 32 subclusters of 2 KiB
@@ -30,10 +31,10 @@ func TestQueue_FastPathXL2(t *testing.T) {
 		"-c", "write -P 3 192k 64k", "-c", "write -z 200k 4k", // cluster 3: subclusters 4-5 zero
 		path)
 	im, q := openXL2Queue(t, path)
-	run := func(reqs ...*block.Req) (fast, slow int64) {
+	run := func(reqs ...*block.Req) (fast, slow, alloc int64) {
 		t.Helper()
 		m := queuedPaths(t, im, q, reqs...)
-		return m.QueueFast, m.QueueSlow + m.QueueAlloc
+		return m.QueueFast, m.QueueSlow, m.QueueAlloc
 	}
 	rd := func(off, n int) *block.Req {
 		return &block.Req{Op: block.OpRead, Off: int64(off), Buf: bytes.Repeat([]byte{0xee}, n)}
@@ -47,8 +48,8 @@ func TestQueue_FastPathXL2(t *testing.T) {
 		rd(3*cs+4096, 8192), // data then zeros: across subcluster states
 		rd(cs-2048, 4096),   // across clusters
 	}
-	if fast, slow := run(reads...); fast != 5 || slow != 2 {
-		t.Errorf("reads: %d fast, %d slow (want 5, 2)", fast, slow)
+	if fast, slow, alloc := run(reads...); fast != 5 || slow != 2 || alloc != 0 {
+		t.Errorf("reads: %d fast, %d slow, %d allocator (want 5, 2, 0)", fast, slow, alloc)
 	}
 	want := [][]byte{
 		bytes.Repeat([]byte{1}, 4096),
@@ -65,13 +66,13 @@ func TestQueue_FastPathXL2(t *testing.T) {
 	wr := func(off, n int, p byte) *block.Req {
 		return &block.Req{Op: block.OpWrite, Off: int64(off), Buf: bytes.Repeat([]byte{p}, n)}
 	}
-	if fast, slow := run(
+	if fast, slow, alloc := run(
 		wr(8192, 4096, 0x41),      // allocated subclusters
 		wr(cs+sc, sc, 0x42),       // allocated subcluster 1
 		wr(cs+8192, 4096, 0x43),   // unallocated subclusters
 		wr(3*cs+8192, 2048, 0x44), // a zero subcluster
-	); fast != 2 || slow != 2 {
-		t.Errorf("writes: %d fast, %d slow (want 2, 2)", fast, slow)
+	); fast != 2 || slow != 0 || alloc != 2 {
+		t.Errorf("writes: %d fast, %d slow, %d allocator (want 2, 0, 2)", fast, slow, alloc)
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -116,6 +117,62 @@ func TestQueue_FastPathXL2Backing(t *testing.T) {
 	testkit.MustEqual(t, reqs[0].Buf, bytes.Repeat([]byte{1}, 4096), "data")
 	testkit.MustEqual(t, reqs[1].Buf, make([]byte, 4096), "zero subclusters over a backing file")
 	testkit.MustEqual(t, reqs[2].Buf, bytes.Repeat([]byte{7}, 4096), "unallocated subclusters over a backing file")
+}
+
+// TestQueue_AllocXL2 (Q16 with extended L2): queued writes into
+// subclusters that are not allocated go to the queue's allocator, none to
+// the synchronous path: a new cluster over a backing file (the other
+// subclusters keep reading it), a write that is not whole subclusters
+// (its subcluster's rest copied from the backing file), a write into a
+// compressed cluster (the whole cluster copied), a group of two writes,
+// and a second write into a cluster the same Submit allocates (parked,
+// then an allocation of more subclusters in the same host cluster).
+// qemu-img check passes and qemu-io reads every byte back.
+func TestQueue_AllocXL2(t *testing.T) {
+	t.Parallel()
+	const cs = 64 << 10
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 0 1M", base)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", "-b", base, "-F", "qcow2", top)
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -c -P 5 256k 64k", top)
+	im, q := openXL2Queue(t, top)
+	// The L2 slice of every cluster written is cached (openXL2Queue read
+	// cluster 0; one slice covers them all), so the owner can route.
+	wr := func(off, n int, p byte) *block.Req {
+		return &block.Req{Op: block.OpWrite, Off: int64(off), Buf: bytes.Repeat([]byte{p}, n)}
+	}
+	reqs := []*block.Req{
+		wr(0, 4096, 0x11),         // new cluster, whole subclusters
+		wr(cs+100, 1000, 0x12),    // new cluster, part of a subcluster
+		wr(4*cs+4096, 4096, 0x13), // compressed cluster
+		wr(2*cs, 4096, 0x14),      // a group of two
+		wr(2*cs+4096, 4096, 0x15), //
+		wr(8192, 4096, 0x16),      // cluster 0 again: parked, then its own allocation
+	}
+	m := queuedPaths(t, im, q, reqs...)
+	if m.QueueAlloc != int64(len(reqs)) || m.QueueSlow != 0 || m.QueueFast != 0 {
+		t.Errorf("%d allocator, %d slow, %d fast (want %d, 0, 0)", m.QueueAlloc, m.QueueSlow, m.QueueFast, len(reqs))
+	}
+	if m.ClustersAllocated != 4 {
+		t.Errorf("%d clusters allocated, want 4 (cluster 0's second write reuses its host cluster)", m.ClustersAllocated)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustRun(t, "qemu-img", "check", top)
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2",
+		"-c", "read -P 0x11 0 4k", "-c", "read -P 7 4k 4k", "-c", "read -P 0x16 8k 4k", "-c", "read -P 7 12k 52k",
+		"-c", "read -P 7 64k 100", "-c", "read -P 0x12 65636 1000", "-c", "read -P 7 66636 64436",
+		"-c", "read -P 0x14 128k 4k", "-c", "read -P 0x15 132k 4k", "-c", "read -P 7 136k 56k",
+		"-c", "read -P 7 192k 64k",
+		"-c", "read -P 5 256k 4k", "-c", "read -P 0x13 260k 4k", "-c", "read -P 5 264k 56k",
+		"-c", "read -P 7 320k 704k",
+		top)
 }
 
 // openXL2Queue opens the image at path over an O_DIRECT io_uring file,

@@ -108,6 +108,14 @@ func (im *Image) xallocWrite(goff format.GuestOff, v [][]byte, n int64) (done bo
 func (im *Image) xbeginAlloc(goff format.GuestOff, n int64) (p allocation, x xl2Alloc, blocker *sched.Alloc[allocState], err error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	return im.xbeginAllocLocked(goff, n)
+}
+
+// xbeginAllocLocked is beginAllocLocked for extended L2 (a queue's
+// allocator plans a batch under one hold of mu with it): p.reg is nil
+// when the cluster is under another allocation (blocker) or every
+// subcluster the n bytes at goff touch turned out allocated.
+func (im *Image) xbeginAllocLocked(goff format.GuestOff, n int64) (p allocation, x xl2Alloc, blocker *sched.Alloc[allocState], err error) {
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		return allocation{}, x, blocker, nil
@@ -211,22 +219,17 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 	if im.crypt != nil {
 		return im.xwriteWithCOWCrypt(p, x, v, n)
 	}
+	zero := im.xzeroAround(p, x, n)
+	if w, ok := im.xplainFill(p, x, v, n, zero); ok {
+		return w.cowed, im.dev.Writev(w.off, w.vec)
+	}
 	g := &im.g
 	host := p.st.host
 	in, cstart, headLen, tailLen := x.span(g, p.goff, n)
-	if headLen == 0 && tailLen == 0 {
-		return false, im.dev.Writev(int64(g.HostFor(host, p.goff)), v)
-	}
-	zero := im.xreadsZero(p.old, x.bitmap, cstart, x.from, in) && im.xreadsZero(p.old, x.bitmap, cstart, in+uint64(n), x.to)
 	if zero {
-		if im.prealloc {
-			if p.fresh {
-				im.c.freshSkips.Add(1)
-				return false, im.dev.Writev(int64(g.HostFor(host, p.goff)), v)
-			}
-			if done, err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v); done {
-				return err == nil, err
-			}
+		// Preallocation on space that is not fresh (xplainFill).
+		if done, err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v); done {
+			return err == nil, err
 		}
 		return !p.fresh, im.dev.Writev(int64(host)+int64(x.from), im.padZeros(v, headLen, tailLen))
 	}
@@ -247,6 +250,44 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 	}
 	im.c.cowBytes.Add(int64(headLen + tailLen))
 	return true, im.dev.Writev(int64(host)+int64(x.from), vec)
+}
+
+// xzeroAround reports whether the COW range of x around the n guest
+// bytes at p.goff reads as zeros under the old entry.
+func (im *Image) xzeroAround(p *allocation, x *xl2Alloc, n int64) bool {
+	in, cstart, _, _ := x.span(&im.g, p.goff, n)
+	return im.xreadsZero(p.old, x.bitmap, cstart, x.from, in) &&
+		im.xreadsZero(p.old, x.bitmap, cstart, in+uint64(n), x.to)
+}
+
+// xplainFill is plainFill for extended L2: the one write that fills the
+// COW range [x.from, x.to) of p with the guest data when nothing needs
+// reading or zeroing first (zero: the range around the data reads as
+// zeros, xzeroAround): the data alone when there is no COW range or the
+// space is fresh, else (no preallocation) the data with zero buffers
+// around it. ok is false when the old contents must be read, or, with
+// preallocation on space that is not fresh, zeroed first. Unlike
+// plainFill it never marks the allocation ready: early writers would
+// not have their subclusters marked allocated by the link.
+func (im *Image) xplainFill(p *allocation, x *xl2Alloc, v [][]byte, n int64, zero bool) (w fillWrite, ok bool) {
+	if im.crypt != nil {
+		return fillWrite{}, false
+	}
+	g := &im.g
+	host := p.st.host
+	_, _, headLen, tailLen := x.span(g, p.goff, n)
+	switch {
+	case headLen == 0 && tailLen == 0:
+		return fillWrite{off: int64(g.HostFor(host, p.goff)), vec: v}, true
+	case !zero:
+		return fillWrite{}, false
+	case im.prealloc && p.fresh:
+		im.c.freshSkips.Add(1)
+		return fillWrite{off: int64(g.HostFor(host, p.goff)), vec: v}, true
+	case im.prealloc:
+		return fillWrite{}, false // zeroThenWrite
+	}
+	return fillWrite{off: int64(host) + int64(x.from), vec: im.padZeros(v, headLen, tailLen), cowed: !p.fresh}, true
 }
 
 // xreadsZero reports whether bytes [from, to) of the cluster at guest
