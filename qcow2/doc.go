@@ -135,7 +135,11 @@
 //	    fails for good with writes in flight, those writes may still
 //	    land: their clusters are neither linked nor freed (leaked, and
 //	    their early writers fail), and the image refuses writes from
-//	    then on (ErrWritesLost).
+//	    then on (ErrWritesLost). With extended L2 such a write may go
+//	    into a cluster that stays linked (subclusters of it not
+//	    allocated yet, and, when the write begins or ends inside an
+//	    allocated one, bytes of that one): a guest read of its range
+//	    may then see it land, as on a disk after a failed write.
 //	Q17 Buffers a queue's caller registers (RegisterBuffers,
 //	    queue_bufs.go) go to the device's queue at once and to the
 //	    allocator's before its next batch, when the allocator has nothing

@@ -367,6 +367,9 @@ func sweepWorkloads() []sweepWorkload {
 				return &block.Req{Op: block.OpWrite, Off: off, Buf: p(n, s)}
 			}
 			r.queued(w(0, 4096, 1), w(4096, 4096, 2), w(65536+700, 1000, 3), w(16384, 2048, 4))
+			// (A fault may make the allocator hand writes back to
+			// the synchronous path: TestQueue_AllocXL2 checks that it
+			// does not without one.)
 			if m := r.im.Metrics(); r.err == nil && (m.QueueAlloc != 4 || m.QueueSlow != 0) {
 				return fmt.Errorf("%d queued writes allocated, %d slow: want 4, 0", m.QueueAlloc, m.QueueSlow)
 			}

@@ -161,7 +161,8 @@ func (im *Image) Metrics() Metrics {
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
 		FillBytes: c.fillBytes.Load(), FillWaits: c.fillWaits.Load(), FillErrors: c.fillErrors.Load(),
 		QueueFast: c.queueFast.Load(), QueueAlloc: c.queueAlloc.Load(), QueueSlow: c.queueSlow.Load(),
-		Prealloc: im.pinfo,
+		QueueAllocSync: c.queueAllocSync.Load(),
+		Prealloc:       im.pinfo,
 	}
 	if im.l2c != nil {
 		lm := im.l2c.Metrics()

@@ -40,14 +40,17 @@ type Metrics struct {
 	FillBytes, FillWaits, FillErrors int64
 	// QueueFast are queued requests (Queue) that went straight to the
 	// device's queue; QueueAlloc those that went to its allocator (Q16);
-	// QueueSlow those that ran the synchronous path.
-	QueueFast, QueueAlloc, QueueSlow int64
-	MetaWrites                       int64 // direct metadata writes (header, L1, reftable)
-	Flushes                          int64
-	L2Hits                           int64
-	L2Misses                         int64
-	RefcntHits                       int64
-	RefcntMisses                     int64
+	// QueueSlow those that ran the synchronous path. QueueAllocSync are
+	// those of QueueAlloc that the allocator handed to the synchronous
+	// path (their cluster was under another allocation or linked
+	// meanwhile, or their group failed and ran again request by request).
+	QueueFast, QueueAlloc, QueueSlow, QueueAllocSync int64
+	MetaWrites                                       int64 // direct metadata writes (header, L1, reftable)
+	Flushes                                          int64
+	L2Hits                                           int64
+	L2Misses                                         int64
+	RefcntHits                                       int64
+	RefcntMisses                                     int64
 	// Prealloc is the preallocation strategy chosen at open (not a
 	// counter: Sub keeps the receiver's).
 	Prealloc PreallocInfo
@@ -91,7 +94,7 @@ type counters struct {
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
 	earlyWrites, reservations                                   atomic.Int64
 	fillBytes, fillWaits, fillErrors                            atomic.Int64
-	queueFast, queueAlloc, queueSlow                            atomic.Int64
+	queueFast, queueAlloc, queueSlow, queueAllocSync            atomic.Int64
 }
 
 // Sub returns m - o, field by field.
@@ -107,8 +110,9 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
 		FillBytes: m.FillBytes - o.FillBytes, FillWaits: m.FillWaits - o.FillWaits, FillErrors: m.FillErrors - o.FillErrors,
 		QueueFast: m.QueueFast - o.QueueFast, QueueAlloc: m.QueueAlloc - o.QueueAlloc, QueueSlow: m.QueueSlow - o.QueueSlow,
-		Prealloc: m.Prealloc,
-		L2Hits:   m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
+		QueueAllocSync: m.QueueAllocSync - o.QueueAllocSync,
+		Prealloc:       m.Prealloc,
+		L2Hits:         m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
 		RefcntHits: m.RefcntHits - o.RefcntHits, RefcntMisses: m.RefcntMisses - o.RefcntMisses,
 	}
 }
@@ -120,7 +124,7 @@ func (m Metrics) String() string {
 	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips, %d reservations ahead\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips, m.Reservations)
 	fmt.Fprintf(&b, "prealloc: %s; %d B filled ahead, %d fill waits, %d fill errors\n", m.Prealloc, m.FillBytes, m.FillWaits, m.FillErrors)
 	if m.QueueFast+m.QueueAlloc+m.QueueSlow > 0 {
-		fmt.Fprintf(&b, "queue: %d fast, %d allocated, %d slow\n", m.QueueFast, m.QueueAlloc, m.QueueSlow)
+		fmt.Fprintf(&b, "queue: %d fast, %d allocated (%d of them handed to the synchronous path), %d slow\n", m.QueueFast, m.QueueAlloc, m.QueueAllocSync, m.QueueSlow)
 	}
 	fmt.Fprintf(&b, "meta: %d direct writes, %d flushes; L2 cache %d hits %d misses; refcount cache %d hits %d misses\n", m.MetaWrites, m.Flushes, m.L2Hits, m.L2Misses, m.RefcntHits, m.RefcntMisses)
 	return b.String()

@@ -102,8 +102,8 @@ func (q *Queue) allocates(g []*block.Req) bool {
 	goff := guestOff(g[0].Off)
 	if im.g.ExtendedL2 {
 		e, bm, ok := im.peekXEntry(goff)
-		first, last := im.xsubRange(goff, groupLen(g))
-		return ok && !xallAllocated(e, bm, first, last)
+		a, b := im.xsubRange(goff, groupLen(g))
+		return ok && !xallAllocated(e, bm, a, b)
 	}
 	e, ok := im.peekEntry(goff)
 	return ok && !(e.Type() == format.ClusterNormal && e.Copied())
@@ -226,7 +226,7 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 				nplain++
 				continue
 			}
-			j.cowed, j.werr = im.xwriteWithCOW(&j.p, &j.x, v, j.n)
+			j.cowed, j.werr = im.xwriteWithCOWZero(&j.p, &j.x, v, j.n, zero)
 			continue
 		}
 		zero := im.zeroAround(&j.p, j.n)
@@ -294,6 +294,7 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 				im.c.guestBytesWritten.Add(-j.n)
 			}
 			g := j.g
+			im.c.queueAllocSync.Add(int64(len(g)))
 			q.slow.Go(func() {
 				runSync(im, g)
 				q.complete(g)

@@ -152,8 +152,8 @@ func TestQueue_AllocXL2(t *testing.T) {
 		wr(8192, 4096, 0x16),      // cluster 0 again: parked, then its own allocation
 	}
 	m := queuedPaths(t, im, q, reqs...)
-	if m.QueueAlloc != int64(len(reqs)) || m.QueueSlow != 0 || m.QueueFast != 0 {
-		t.Errorf("%d allocator, %d slow, %d fast (want %d, 0, 0)", m.QueueAlloc, m.QueueSlow, m.QueueFast, len(reqs))
+	if m.QueueAlloc != int64(len(reqs)) || m.QueueAllocSync != 0 || m.QueueSlow != 0 || m.QueueFast != 0 {
+		t.Errorf("%d allocator (%d of them handed back), %d slow, %d fast (want %d, 0, 0, 0)", m.QueueAlloc, m.QueueAllocSync, m.QueueSlow, m.QueueFast, len(reqs))
 	}
 	if m.ClustersAllocated != 4 {
 		t.Errorf("%d clusters allocated, want 4 (cluster 0's second write reuses its host cluster)", m.ClustersAllocated)

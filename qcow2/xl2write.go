@@ -219,7 +219,13 @@ func (im *Image) xwriteWithCOW(p *allocation, x *xl2Alloc, v [][]byte, n int64) 
 	if im.crypt != nil {
 		return im.xwriteWithCOWCrypt(p, x, v, n)
 	}
-	zero := im.xzeroAround(p, x, n)
+	return im.xwriteWithCOWZero(p, x, v, n, im.xzeroAround(p, x, n))
+}
+
+// xwriteWithCOWZero is xwriteWithCOW on an image without encryption when
+// the caller knows already whether the COW range around the data reads
+// as zeros (zero: xzeroAround).
+func (im *Image) xwriteWithCOWZero(p *allocation, x *xl2Alloc, v [][]byte, n int64, zero bool) (bool, error) {
 	if w, ok := im.xplainFill(p, x, v, n, zero); ok {
 		return w.cowed, im.dev.Writev(w.off, w.vec)
 	}
