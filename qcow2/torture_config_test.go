@@ -280,6 +280,7 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-tiny-q-hold",
 	"c64k-r16-v3-back-fz-q-unm",
 	"c16k-r16-v3-xl2-q-ub",
+	"c64k-r16-v3-xl2-back-q-mem", // the allocator on extended L2 (COW from the backing file), crash clones
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.

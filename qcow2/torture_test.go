@@ -85,6 +85,7 @@ var shortSample = []struct {
 	{5, "c64k-r16-v3-xl2-tiny-ud"},
 	{6, "c64k-r16-v3-q-ud"},
 	{6, "c4k-r16-v3-tiny-q-hold"},
+	{7, "c64k-r16-v3-xl2-back-q-mem"}, // the queue's allocator on extended L2, crash clones
 }
 
 func TestTorture(t *testing.T) {
