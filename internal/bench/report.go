@@ -116,7 +116,11 @@ func (r *Result) WriteSummary(w io.Writer) {
 		if r.Config.Queue {
 			fmt.Fprintf(w, "queue: one goroutine, %d requests ran their synchronous path", u.QueueSlow)
 			if m := r.Engine; m != nil {
-				fmt.Fprintf(w, "; engine: %d fast, %d allocated, %d slow", m.QueueFast, m.QueueAlloc, m.QueueSlow)
+				fmt.Fprintf(w, "; engine: %d fast, %d allocated", m.QueueFast, m.QueueAlloc)
+				if m.QueueAllocSync > 0 {
+					fmt.Fprintf(w, " (%d of them handed to the synchronous path)", m.QueueAllocSync)
+				}
+				fmt.Fprintf(w, ", %d slow", m.QueueSlow)
 			}
 			fmt.Fprintln(w)
 		}
