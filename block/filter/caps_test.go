@@ -173,7 +173,8 @@ func TestMirror_ZeroFlagsToTarget(t *testing.T) {
 	testkit.MustEqual(t, testkit.ReadAll(t, tgt), testkit.ReadAll(t, src), "target")
 }
 
-// TestCaps_Media: every layer reports its (primary) child's medium (FL1).
+// TestCaps_Media: every layer reports its (primary) child's medium (FL1),
+// except RAM when its writes reach another medium too.
 func TestCaps_Media(t *testing.T) {
 	for _, ly := range layers {
 		for _, m := range []block.Media{block.MediaUnknown, block.MediaRAM, block.MediaSSD, block.MediaHDD} {
@@ -192,10 +193,75 @@ func TestCaps_Media(t *testing.T) {
 				}
 				d := ly.build(t, kids)
 				defer d.Close()
-				if got := d.Caps().Media; got != m {
-					t.Fatalf("Media = %v, want %v", got, m)
+				want := m
+				if m == block.MediaRAM {
+					switch ly.name {
+					case "blkverify", "quorum":
+						want = block.MediaHDD - m // the second child's: writes reach it too
+					case "mirror-source":
+						want = block.MediaUnknown // the target's (a memdev without a medium)
+					}
+				}
+				if got := d.Caps().Media; got != want {
+					t.Fatalf("Media = %v, want %v", got, want)
 				}
 			})
+		}
+	}
+}
+
+// TestCaps_MediaRAMOnlyWhenEveryCopyIs: a layer whose writes reach several
+// devices reports RAM only when all of them are RAM (an engine streams
+// zeros ahead there, and every copy pays for them); otherwise its
+// primary's medium, or, for a RAM primary, the first other one's.
+func TestCaps_MediaRAMOnlyWhenEveryCopyIs(t *testing.T) {
+	ram, ssd, hdd := block.MediaRAM, block.MediaSSD, block.MediaHDD
+	dev := func(m block.Media) block.Device {
+		d := memdev.New(memdev.Options{Media: m})
+		d.Truncate(1 << 16)
+		return d
+	}
+	devs := func(ms []block.Media) []block.Device {
+		out := make([]block.Device, len(ms))
+		for i, m := range ms {
+			out[i] = dev(m)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		media []block.Media
+		want  block.Media
+	}{
+		{[]block.Media{ram, ram, ram}, ram},
+		{[]block.Media{ram, ram, ssd}, ssd},
+		{[]block.Media{ram, hdd, ssd}, hdd},
+		{[]block.Media{ssd, ram, ram}, ssd},
+		{[]block.Media{hdd, ssd, ram}, hdd},
+	} {
+		q, err := filter.NewQuorum(devs(tc.media), filter.QuorumOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := q.Caps().Media; got != tc.want {
+			t.Errorf("quorum over %v: Media = %v, want %v", tc.media, got, tc.want)
+		}
+		q.Close()
+		if got := filter.NewBlkverify(dev(tc.media[0]), dev(tc.media[2])).Caps().Media; got != filter.CapsOf(dev(tc.media[0]), dev(tc.media[2])).Media {
+			t.Errorf("blkverify over %v: Media = %v, not CapsOf's", tc.media, got)
+		}
+		m, err := filter.NewMirror(dev(tc.media[0]), dev(tc.media[2]), filter.MirrorOptions{Granularity: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := tc.media[0]
+		if want == ram {
+			want = tc.media[2]
+		}
+		if got := m.Caps().Media; got != want {
+			t.Errorf("mirror from %v to %v: Media = %v, want %v", tc.media[0], tc.media[2], got, want)
+		}
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

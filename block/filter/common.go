@@ -25,8 +25,9 @@ var (
 
 // CapsOf intersects the capabilities of devices that all receive a request
 // (FL1): flags every device supports, the largest alignments, the first
-// (primary) device's medium, Metered if any device is, and AllocWritten
-// and MergesWrites only if every device says so.
+// (primary) device's medium (but not RAM unless every device is RAM:
+// writesMedia), Metered if any device is, and AllocWritten and
+// MergesWrites only if every device says so.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1,
 		AllocWritten: len(devs) > 0, MergesWrites: len(devs) > 0}
@@ -39,6 +40,8 @@ func CapsOf(devs ...block.Device) block.Caps {
 		c.MemAlign = max(c.MemAlign, dc.MemAlign)
 		if i == 0 {
 			c.Media = dc.Media
+		} else {
+			c.Media = writesMedia(c.Media, dc.Media)
 		}
 		c.Metered = c.Metered || dc.Metered
 		c.AllocWritten = c.AllocWritten && dc.AllocWritten
@@ -51,6 +54,17 @@ func CapsOf(devs ...block.Device) block.Caps {
 		c.ZeroAlign = 0
 	}
 	return c
+}
+
+// writesMedia is the medium a layer reports when its writes reach a device
+// of medium primary and another of medium other (FL1): the primary's,
+// unless that is RAM and the other's is not. Engines stream zeros ahead
+// only on RAM, where that bandwidth is free; every copy pays for them.
+func writesMedia(primary, other block.Media) block.Media {
+	if primary == block.MediaRAM && other != block.MediaRAM {
+		return other
+	}
+	return primary
 }
 
 // CheckFlags reports whether a WriteZeroes of [off, off+n) with flags may

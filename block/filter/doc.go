@@ -20,7 +20,11 @@
 //	     (intersection); Align and MemAlign are the children's maximum.
 //	     Media is the child's, or the primary child's (blkverify's test
 //	     device, quorum's first child, mirror's source, copy-on-read's
-//	     top): what the layer's writes mostly cost. Metered is set if
+//	     top): what the layer's writes mostly cost; but a layer reports
+//	     RAM only when every child that receives its writes is RAM
+//	     (else the first other child's medium), since an engine streams
+//	     zeros ahead on RAM and every copy would pay for them (an SSD
+//	     mirror target in flash wear). Metered is set if
 //	     any child that receives writes is metered, or the layer itself
 //	     limits writes (throttle). AllocWritten (B9) and MergesWrites
 //	     (B10) are set only if every child that receives writes sets

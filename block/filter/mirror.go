@@ -372,13 +372,15 @@ func (m *Mirror) Truncate(int64) error {
 }
 
 // Caps are the source's: the target receives zeroing with the flags it
-// supports (see WriteZeroes), so it narrows nothing but alignment (FL1).
+// supports (see WriteZeroes), so it narrows nothing but alignment, and
+// the medium only when the source is RAM and the target is not (FL1).
 func (m *Mirror) Caps() block.Caps {
 	c := m.src.Caps()
 	tc := m.tgt.Caps()
 	c.Align = max(c.Align, tc.Align)
 	c.MemAlign = max(c.MemAlign, tc.MemAlign)
 	c.Metered = c.Metered || tc.Metered // writes go to both
+	c.Media = writesMedia(c.Media, tc.Media)
 	c.AllocWritten = c.AllocWritten && tc.AllocWritten
 	c.MergesWrites = c.MergesWrites && tc.MergesWrites
 	return c
