@@ -43,8 +43,9 @@ var layers = []layer{
 		return filter.NewThrottle(k[0], filter.ThrottleLimits{}, nil)
 	}},
 	{"mirror-source", 1, func(t *testing.T, k []block.Device) block.Device {
-		// Only the source decides the mirror's flags; the target is a
-		// full-featured memdev (with the B9/B10 hints).
+		// Only the source decides the mirror's flags (the target is a
+		// full-featured memdev with the B9/B10 hints), and its medium
+		// unless it is RAM (the target has none: unknown).
 		m, err := filter.NewMirror(k[0], memdev.New(memdev.Options{AllocWritten: true, MergesWrites: true}), filter.MirrorOptions{Granularity: 4096})
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +184,7 @@ func TestCaps_Media(t *testing.T) {
 				for i := range kids {
 					o := memdev.Options{}
 					if i == 0 {
-						o.Media = m // the others differ: only the primary counts
+						o.Media = m // the others differ: the primary counts, but for RAM
 					} else {
 						o.Media = block.MediaHDD - m
 					}
@@ -213,7 +214,8 @@ func TestCaps_Media(t *testing.T) {
 // TestCaps_MediaRAMOnlyWhenEveryCopyIs: a layer whose writes reach several
 // devices reports RAM only when all of them are RAM (an engine streams
 // zeros ahead there, and every copy pays for them); otherwise its
-// primary's medium, or, for a RAM primary, the first other one's.
+// primary's medium, or, for a RAM primary, that of the first device that
+// is not RAM.
 func TestCaps_MediaRAMOnlyWhenEveryCopyIs(t *testing.T) {
 	ram, ssd, hdd := block.MediaRAM, block.MediaSSD, block.MediaHDD
 	dev := func(m block.Media) block.Device {
@@ -246,16 +248,19 @@ func TestCaps_MediaRAMOnlyWhenEveryCopyIs(t *testing.T) {
 			t.Errorf("quorum over %v: Media = %v, want %v", tc.media, got, tc.want)
 		}
 		q.Close()
-		if got := filter.NewBlkverify(dev(tc.media[0]), dev(tc.media[2])).Caps().Media; got != filter.CapsOf(dev(tc.media[0]), dev(tc.media[2])).Media {
-			t.Errorf("blkverify over %v: Media = %v, not CapsOf's", tc.media, got)
-		}
-		m, err := filter.NewMirror(dev(tc.media[0]), dev(tc.media[2]), filter.MirrorOptions{Granularity: 4096})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Blkverify and mirror over the first and last of them.
 		want := tc.media[0]
 		if want == ram {
 			want = tc.media[2]
+		}
+		bv := filter.NewBlkverify(dev(tc.media[0]), dev(tc.media[2]))
+		if got := bv.Caps().Media; got != want {
+			t.Errorf("blkverify over %v and %v: Media = %v, want %v", tc.media[0], tc.media[2], got, want)
+		}
+		bv.Close()
+		m, err := filter.NewMirror(dev(tc.media[0]), dev(tc.media[2]), filter.MirrorOptions{Granularity: 4096})
+		if err != nil {
+			t.Fatal(err)
 		}
 		if got := m.Caps().Media; got != want {
 			t.Errorf("mirror from %v to %v: Media = %v, want %v", tc.media[0], tc.media[2], got, want)
@@ -338,6 +343,11 @@ func TestCaps_Hints(t *testing.T) {
 	hinted.Truncate(1 << 16)
 	if c := filter.CapsOf(hinted, filter.Failed{Err: block.ErrClosed}); !c.AllocWritten || !c.MergesWrites {
 		t.Errorf("a Failed child narrowed the hints: AllocWritten %v, MergesWrites %v", c.AllocWritten, c.MergesWrites)
+	}
+	ram := memdev.New(memdev.Options{Media: block.MediaRAM})
+	ram.Truncate(1 << 16)
+	if m := filter.CapsOf(filter.Failed{Err: block.ErrClosed}, ram, ram).Media; m != block.MediaRAM {
+		t.Errorf("a Failed child changed the medium of RAM children to %v", m)
 	}
 	// A raw layer at an offset the child cannot zero at refuses Allocate,
 	// so it cannot promise what Allocate leaves behind (B9).

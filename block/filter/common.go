@@ -26,21 +26,25 @@ var (
 // CapsOf intersects the capabilities of devices that all receive a request
 // (FL1): flags every device supports, the largest alignments, the first
 // (primary) device's medium (but not RAM unless every device is RAM:
-// writesMedia), Metered if any device is, and AllocWritten and
-// MergesWrites only if every device says so.
+// writesMedia; a Failed device takes no writes and has none), Metered if
+// any device is, and AllocWritten and MergesWrites only if every device
+// says so.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1,
 		AllocWritten: len(devs) > 0, MergesWrites: len(devs) > 0}
-	for i, d := range devs {
+	primary := true
+	for _, d := range devs {
 		dc := d.Caps()
 		c.ZeroFlags &= dc.ZeroFlags
 		c.ReqFlags &= dc.ReqFlags
 		c.Align = max(c.Align, dc.Align)
 		c.ZeroAlign = max(c.ZeroAlign, dc.ZeroAlign)
 		c.MemAlign = max(c.MemAlign, dc.MemAlign)
-		if i == 0 {
-			c.Media = dc.Media
-		} else {
+		switch _, failed := d.(Failed); {
+		case failed: // takes no writes: no medium
+		case primary:
+			c.Media, primary = dc.Media, false
+		default:
 			c.Media = writesMedia(c.Media, dc.Media)
 		}
 		c.Metered = c.Metered || dc.Metered
@@ -58,7 +62,8 @@ func CapsOf(devs ...block.Device) block.Caps {
 
 // writesMedia is the medium a layer reports when its writes reach a device
 // of medium primary and another of medium other (FL1): the primary's,
-// unless that is RAM and the other's is not. Engines stream zeros ahead
+// unless that is RAM and the other's is not (then the other's: the first
+// device that is not RAM decides). Engines stream zeros ahead
 // only on RAM, where that bandwidth is free; every copy pays for them.
 func writesMedia(primary, other block.Media) block.Media {
 	if primary == block.MediaRAM && other != block.MediaRAM {

@@ -22,7 +22,7 @@
 //	     device, quorum's first child, mirror's source, copy-on-read's
 //	     top): what the layer's writes mostly cost; but a layer reports
 //	     RAM only when every child that receives its writes is RAM
-//	     (else the first other child's medium), since an engine streams
+//	     (else the medium of the first child that is not RAM), since an engine streams
 //	     zeros ahead on RAM and every copy would pay for them (an SSD
 //	     mirror target in flash wear). Metered is set if
 //	     any child that receives writes is metered, or the layer itself
