@@ -121,11 +121,11 @@ type Cell struct {
 	VsBestFixed sum    `json:"time_x_best_fixed"`
 	BestFixed   string `json:"best_fixed,omitempty"`
 	// qbench (defaults) only: the fixed setting with the smallest median
-	// time over all repeats, and qbench's time ÷ that setting's, per
-	// repeat where both ran (paired: the two ran minutes apart at most).
-	// Unlike VsBestFixed, whose per-repeat minimum over several settings
-	// favours the fixed side by the noise alone, this compares two
-	// configurations.
+	// time over the repeats qbench ran in, and qbench's time ÷ that
+	// setting's, per repeat where both ran (paired: the two ran minutes
+	// apart at most). VsBestFixed's per-repeat minimum over several
+	// settings favours the fixed side by the noise of every repeat; the
+	// minimum of their medians favours it much less.
 	VsBestSetting sum    `json:"time_x_best_setting"`
 	BestSetting   string `json:"best_setting,omitempty"`
 }
@@ -330,23 +330,25 @@ func summarise(c *Cell, peers map[string]*Cell) {
 	c.VsBestFixed, c.VsBestSetting = sum(stats.Summarize(nil)), sum(stats.Summarize(nil))
 	if c.Tool == defaultTool {
 		c.VsBestFixed, c.BestFixed = vsBestFixed(c, peers)
-		if c.BestSetting = bestSetting(peers); c.BestSetting != "" {
+		if c.BestSetting = bestSetting(c, peers); c.BestSetting != "" {
 			c.VsBestSetting = ratio(c.BestSetting, t)
 		}
 	}
 }
 
 // bestSetting is the fixed-setting tool (fixedSetting) with the smallest
-// median time over its repeats; ties go to the first name.
-func bestSetting(peers map[string]*Cell) string {
+// median time over the repeats in which c ran too (so that the ratio is
+// taken over the repeats the choice was made on); ties go to the
+// alphabetically first name.
+func bestSetting(c *Cell, peers map[string]*Cell) string {
 	best, name := math.Inf(1), ""
 	for tool, p := range peers {
 		if !fixedSetting(tool) {
 			continue
 		}
 		var xs []float64
-		for _, r := range p.byRep {
-			if r.secs > 0 {
+		for rep, r := range p.byRep {
+			if _, ok := c.byRep[rep]; ok && r.secs > 0 {
 				xs = append(xs, r.secs)
 			}
 		}
@@ -547,7 +549,7 @@ func writeBestFixed(w io.Writer, blocks []*Block, toolList []string) {
 	fmt.Fprintln(w, "The default should be at least as fast as the best fixed setting within 5 % (≤ 1.05).",
 		"Best setting: the fixed setting with the smallest median time; qbench's time over its time per interleaved repeat, median (min–max).",
 		"Per-repeat minimum: qbench's time over the smallest time among the fixed settings that ran in each repeat, median (min–max), and the fastest fixed setting in the median repeat;",
-		"a minimum over several noisy settings favours the fixed side by the noise alone (identical configurations score above 1).")
+		"a minimum over several noisy settings in every repeat favours the fixed side by the noise alone (identical configurations score above 1); the minimum of their medians much less.")
 	fmt.Fprintln(w, "\n| file system | workload | qbench ÷ best setting | best setting | qbench ÷ per-repeat minimum | fastest in the median repeat |\n|---|---|---|---|---|---|")
 	for _, r := range rows {
 		fmt.Fprintln(w, r)
