@@ -175,6 +175,45 @@ func TestQueue_AllocXL2(t *testing.T) {
 		top)
 }
 
+// TestQueue_AllocXL2Reused: on an extended-L2 image whose freed clusters
+// still hold old data, a queued write of part of a subcluster into a new
+// cluster placed there zeroes the rest of its subcluster first (the
+// allocator's synchronous step, zeroThenWrite), so no old byte shows:
+// qemu-io reads zeros around the data.
+func TestQueue_AllocXL2Reused(t *testing.T) {
+	t.Parallel()
+	const cs = 64 << 10
+	path := filepath.Join(t.TempDir(), "reused.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=64k", path, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xaa 0 256k", path)
+	// Freed, with the old bytes left in the file (no hole punched).
+	testkit.MustRun(t, "qemu-io", "--image-opts", "-c", "discard 0 256k", "driver=qcow2,pass-discard-request=off,file.filename="+path)
+	im, q := openXL2Queue(t, path)
+	reqs := []*block.Req{
+		{Op: block.OpWrite, Off: 8*cs + 100, Buf: bytes.Repeat([]byte{0x31}, 1000)},  // part of subcluster 0
+		{Op: block.OpWrite, Off: 9*cs + 4096, Buf: bytes.Repeat([]byte{0x32}, 4096)}, // whole subclusters 2-3
+	}
+	m := queuedPaths(t, im, q, reqs...)
+	if m.QueueAlloc != 2 || m.QueueAllocSync != 0 || m.QueueSlow != 0 {
+		t.Errorf("%d allocator (%d handed back), %d slow: want 2, 0, 0", m.QueueAlloc, m.QueueAllocSync, m.QueueSlow)
+	}
+	if m.FreshSkips != 0 || m.Fallocates+m.ZeroPadBytes == 0 {
+		t.Errorf("%d fresh skips, %d fallocates, %d zero-pad bytes: want the clusters in freed space, zeroed around the partial write",
+			m.FreshSkips, m.Fallocates, m.ZeroPadBytes)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustRun(t, "qemu-img", "check", path)
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2",
+		"-c", "read -P 0 512k 100", "-c", "read -P 0x31 524388 1000", "-c", "read -P 0 525388 64436",
+		"-c", "read -P 0 576k 4k", "-c", "read -P 0x32 580k 4k", "-c", "read -P 0 584k 56k",
+		path) // subcluster 0 of 512k is allocated: its first and last bytes are read from the host
+}
+
 // openXL2Queue opens the image at path over an O_DIRECT io_uring file,
 // reads its first sector (so the L2 slice is cached: the queue's owner
 // only peeks at cached tables) and opens a queue on it; both close at
