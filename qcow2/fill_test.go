@@ -76,6 +76,13 @@ func TestFill_Resolve(t *testing.T) {
 		}
 		return r
 	}
+	quorum := func(kids ...block.Device) block.Device {
+		q, err := filter.NewQuorum(kids, filter.QuorumOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
 	cases := []struct {
 		name     string
 		dev      block.Device
@@ -97,6 +104,9 @@ func TestFill_Resolve(t *testing.T) {
 		{"raw-over-ssd", raw(mem(block.MediaSSD)), Options{PreallocSize: 8 << 20}, FillUnwritten, "auto: ssd", 8 << 20, true},
 		{"metered-ssd-auto", memdev.New(memdev.Options{Media: block.MediaSSD, Metered: true}), Options{}, FillUnwritten, "auto: metered", DefaultPreallocSize, true},
 		{"throttled-ram-auto", filter.NewThrottle(mem(block.MediaRAM), filter.ThrottleLimits{IOPSWrite: 1e6}, nil), Options{}, FillUnwritten, "auto: metered", DefaultPreallocSize, true},
+		// Zeros streamed ahead reach every copy: RAM only when all are.
+		{"blkverify-ram-over-ssd", filter.NewBlkverify(mem(block.MediaRAM), mem(block.MediaSSD)), Options{}, FillUnwritten, "auto: ssd", DefaultPreallocSize, true},
+		{"quorum-of-ram", quorum(mem(block.MediaRAM), mem(block.MediaRAM), mem(block.MediaRAM)), Options{}, FillZeroes, "auto: ram", DefaultPreallocSize, true},
 		{"metered-zeroes", memdev.New(memdev.Options{Media: block.MediaHDD, Metered: true}), Options{PreallocFill: FillZeroes}, FillZeroes, "prealloc-fill=zeroes", DefaultPreallocSize, true},
 		{"prealloc-off", mem(block.MediaRAM), Options{Prealloc: "off"}, "", "", 0, false},
 		{"no-reserve", mem(block.MediaRAM), Options{PreallocSize: -1, PreallocFill: FillZeroes}, "", "", 0, false},
