@@ -407,7 +407,10 @@ func TestKillClient(t *testing.T) {
 	sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 8M 1M", "-c", "flush", s.uri)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 4 {
-		cmd := exec.Command("fio", "--name=k", "--ioengine=nbd", "--uri="+s.uri, "--rw=randrw", "--bs=4k",
+		// --thread: the job runs in fio's own process, so killing it
+		// kills the client (a job process, in a session of its own,
+		// would outlive the test, blocked on its socket).
+		cmd := exec.Command("fio", "--name=k", "--thread", "--ioengine=nbd", "--uri="+s.uri, "--rw=randrw", "--bs=4k",
 			"--size=8M", "--iodepth=32", "--time_based", "--runtime=10")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
