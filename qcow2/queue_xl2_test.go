@@ -74,19 +74,11 @@ func TestQueue_FastPathXL2(t *testing.T) {
 	); fast != 2 || slow != 0 || alloc != 2 {
 		t.Errorf("writes: %d fast, %d slow, %d allocator (want 2, 0, 2)", fast, slow, alloc)
 	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	testkit.MustRun(t, "qemu-img", "check", path)
-	testkit.MustRun(t, "qemu-io", "-f", "qcow2",
-		"-c", "read -P 1 0 8k", "-c", "read -P 0x41 8k 4k", "-c", "read -P 1 12k 52k",
-		"-c", "read -P 2 64k 2k", "-c", "read -P 0x42 66k 2k", "-c", "read -P 0 68k 4k",
-		"-c", "read -P 0x43 72k 4k", "-c", "read -P 0 76k 116k",
-		"-c", "read -P 3 192k 8k", "-c", "read -P 0x44 200k 2k", "-c", "read -P 0 202k 2k", "-c", "read -P 3 204k 52k",
-		path)
+	closeCheckRead(t, q, im, path,
+		"read -P 1 0 8k", "read -P 0x41 8k 4k", "read -P 1 12k 52k",
+		"read -P 2 64k 2k", "read -P 0x42 66k 2k", "read -P 0 68k 4k",
+		"read -P 0x43 72k 4k", "read -P 0 76k 116k",
+		"read -P 3 192k 8k", "read -P 0x44 200k 2k", "read -P 0 202k 2k", "read -P 3 204k 52k")
 }
 
 // TestQueue_FastPathXL2Backing: over a backing file, zero subclusters
@@ -158,21 +150,13 @@ func TestQueue_AllocXL2(t *testing.T) {
 	if m.ClustersAllocated != 4 {
 		t.Errorf("%d clusters allocated, want 4 (cluster 0's second write reuses its host cluster)", m.ClustersAllocated)
 	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	testkit.MustRun(t, "qemu-img", "check", top)
-	testkit.MustRun(t, "qemu-io", "-f", "qcow2",
-		"-c", "read -P 0x11 0 4k", "-c", "read -P 7 4k 4k", "-c", "read -P 0x16 8k 4k", "-c", "read -P 7 12k 52k",
-		"-c", "read -P 7 64k 100", "-c", "read -P 0x12 65636 1000", "-c", "read -P 7 66636 64436",
-		"-c", "read -P 0x14 128k 4k", "-c", "read -P 0x15 132k 4k", "-c", "read -P 7 136k 56k",
-		"-c", "read -P 7 192k 64k",
-		"-c", "read -P 5 256k 4k", "-c", "read -P 0x13 260k 4k", "-c", "read -P 5 264k 56k",
-		"-c", "read -P 7 320k 704k",
-		top)
+	closeCheckRead(t, q, im, top,
+		"read -P 0x11 0 4k", "read -P 7 4k 4k", "read -P 0x16 8k 4k", "read -P 7 12k 52k",
+		"read -P 7 64k 100", "read -P 0x12 65636 1000", "read -P 7 66636 64436",
+		"read -P 0x14 128k 4k", "read -P 0x15 132k 4k", "read -P 7 136k 56k",
+		"read -P 7 192k 64k",
+		"read -P 5 256k 4k", "read -P 0x13 260k 4k", "read -P 5 264k 56k",
+		"read -P 7 320k 704k")
 }
 
 // TestQueue_AllocXL2Reused: on an extended-L2 image whose freed clusters
@@ -201,6 +185,17 @@ func TestQueue_AllocXL2Reused(t *testing.T) {
 		t.Errorf("%d fresh skips, %d fallocates, %d zero-pad bytes: want the clusters in freed space, zeroed around the partial write",
 			m.FreshSkips, m.Fallocates, m.ZeroPadBytes)
 	}
+	// Subcluster 0 of 512k is allocated: its bytes around the data are
+	// read from the host.
+	closeCheckRead(t, q, im, path,
+		"read -P 0 512k 100", "read -P 0x31 524388 1000", "read -P 0 525388 64436",
+		"read -P 0 576k 4k", "read -P 0x32 580k 4k", "read -P 0 584k 56k")
+}
+
+// closeCheckRead closes q and im, runs qemu-img check on path and reads
+// it back with qemu-io's commands cmds (e.g. "read -P 1 0 4k").
+func closeCheckRead(t *testing.T, q block.Queue, im *qcow2.Image, path string, cmds ...string) {
+	t.Helper()
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,10 +203,11 @@ func TestQueue_AllocXL2Reused(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.MustRun(t, "qemu-img", "check", path)
-	testkit.MustRun(t, "qemu-io", "-f", "qcow2",
-		"-c", "read -P 0 512k 100", "-c", "read -P 0x31 524388 1000", "-c", "read -P 0 525388 64436",
-		"-c", "read -P 0 576k 4k", "-c", "read -P 0x32 580k 4k", "-c", "read -P 0 584k 56k",
-		path) // subcluster 0 of 512k is allocated: its first and last bytes are read from the host
+	args := []string{"-f", "qcow2"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	testkit.MustRun(t, "qemu-io", append(args, path)...)
 }
 
 // openXL2Queue opens the image at path over an O_DIRECT io_uring file,
