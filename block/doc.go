@@ -49,10 +49,13 @@
 //
 //	A1  One owner. Submit, Wait, InFlight and Close are called by one
 //	    goroutine at a time; Wake by any.
-//	A2  Same meaning as the Device. A queued read, write or flush means
-//	    what Readv, Writev or Flush means (B1, B2, B6): a write Wait has
-//	    returned is seen by every later read, and a flush makes every
-//	    write returned before its Submit durable. Between Submit and the
+//	A2  Same meaning as the Device. A queued read, write, flush or
+//	    zeroing means what Readv, Writev, Flush or WriteZeroes means (B1-
+//	    B6), a queued discard what the device's Discard means (Discarder;
+//	    ErrNotSupported on a device without one): a write or zeroing Wait
+//	    has returned is seen by every later read, and a flush makes every
+//	    write and zeroing returned before its Submit durable. Requests in
+//	    flight together have no order among them. Between Submit and the
 //	    Wait that returns it, the Req and its buffer are the queue's.
 //	A3  The owner never blocks on another goroutine inside Submit: a lock
 //	    the fast path needs is tried, and a request that cannot have it
@@ -62,8 +65,9 @@
 //	    requests in flight, a method that waits for them: on a qcow2
 //	    image Discard, WriteZeroes, the snapshot operations, Close; on a
 //	    uring.File Truncate, a misaligned O_DIRECT write, a WriteZeroes
-//	    or ZeroThenWritev that extends the file, Close. (Drain first, or
-//	    call them from another goroutine.)
+//	    or ZeroThenWritev that extends the file, Close. (Queue the
+//	    zeroing or discard instead, drain first, or call them from
+//	    another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,
 //	    and completes through the same Wait.

@@ -10,9 +10,11 @@ import (
 type Op uint8
 
 const (
-	OpRead  Op = iota + 1 // fill Buf from Off
-	OpWrite               // write Buf at Off
-	OpFlush               // make writes completed before it durable (B6)
+	OpRead        Op = iota + 1 // fill Buf from Off
+	OpWrite                     // write Buf at Off
+	OpFlush                     // make writes completed before it durable (B6)
+	OpWriteZeroes               // WriteZeroes(Off, Len, Flags) (B3, B4)
+	OpDiscard                   // Discarder.Discard(Off, Len); ErrNotSupported without one
 )
 
 func (o Op) String() string {
@@ -23,19 +25,36 @@ func (o Op) String() string {
 		return "write"
 	case OpFlush:
 		return "flush"
+	case OpWriteZeroes:
+		return "write-zeroes"
+	case OpDiscard:
+		return "discard"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
-// Req is one request on a Queue. The caller fills Op, Off, Buf and User;
-// the queue sets Err when the request completes. From Submit until Wait
-// returns it, the request and its buffer belong to the queue (A2).
+// Req is one request on a Queue. The caller fills Op, Off, Buf (reads
+// and writes) or Len and Flags (zeroing, discard), and User; the queue
+// sets Err when the request completes. From Submit until Wait returns
+// it, the request and its buffer belong to the queue (A2).
 type Req struct {
-	Op   Op
-	Off  int64
-	Buf  []byte
-	User uint64 // the caller's tag, returned unchanged
-	Err  error  // the result, set at completion
+	Op    Op
+	Off   int64
+	Buf   []byte
+	Len   int64  // OpWriteZeroes, OpDiscard: the length of the range
+	Flags Flags  // OpWriteZeroes: Allocate, MayUnmap (Caps.ZeroFlags)
+	User  uint64 // the caller's tag, returned unchanged
+	Err   error  // the result, set at completion
+}
+
+// Discarder is an optional Device extension: Discard deallocates
+// [off, off+n) (a TRIM), after which the range reads as whatever the
+// device defines (a qcow2 image: zeros, or its backing file's bytes on a
+// version 2 image). Unlike WriteZeroes with MayUnmap it promises no
+// zeros, and a device may leave parts of the range as they were (qcow2:
+// partial clusters).
+type Discarder interface {
+	Discard(off, n int64) error
 }
 
 // Queue is an asynchronous request queue on a device, owned by one
@@ -134,6 +153,13 @@ func Do(d Device, r *Req) error {
 		return d.Writev(r.Off, v[:])
 	case OpFlush:
 		return d.Flush()
+	case OpWriteZeroes:
+		return d.WriteZeroes(r.Off, r.Len, r.Flags)
+	case OpDiscard:
+		if dd, ok := d.(Discarder); ok {
+			return dd.Discard(r.Off, r.Len)
+		}
+		return ErrNotSupported
 	}
 	return fmt.Errorf("block: bad queued op %v", r.Op)
 }

@@ -62,11 +62,8 @@ type StatusSource interface {
 }
 
 // Discarder is an optional capability of a device: Discard deallocates
-// [off, off+n) (TRIM); afterwards the range may read as anything the
-// device defines (for qcow2: zeros or the backing file).
-type Discarder interface {
-	Discard(off, n int64) error
-}
+// [off, off+n) (TRIM). It is block's (block.Discarder).
+type Discarder = block.Discarder
 
 // transmission flags of e for a connection that negotiated structured
 // replies or not (section "Transmission flags").

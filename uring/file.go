@@ -137,6 +137,14 @@ func (f *File) enter() error {
 // enterWrite checks a request that modifies [off, off+n), with zeroing
 // flags zflags (0 for a plain write), and enters the File like enter.
 func (f *File) enterWrite(off, n int64, zflags block.Flags) error {
+	if err := f.checkWrite(off, n, zflags); err != nil {
+		return err
+	}
+	return f.enter()
+}
+
+// checkWrite is enterWrite's check, without entering.
+func (f *File) checkWrite(off, n int64, zflags block.Flags) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
@@ -146,7 +154,7 @@ func (f *File) enterWrite(off, n int64, zflags block.Flags) error {
 	if f.readOnly {
 		return block.ErrReadOnly
 	}
-	return f.enter()
+	return nil
 }
 
 // Close implements block.Device: it waits for requests in flight (they

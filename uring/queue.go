@@ -277,6 +277,20 @@ func (q *Queue) start(req *block.Req) {
 		f.m.fsyncs.Add(1)
 		q.queue(req, fsyncSQE(f.fd), 0)
 		return
+	case block.OpWriteZeroes:
+		// fallocate, or zeros written when it is refused (U2): always
+		// the File's own method, on the slow path (A4).
+		if err := f.checkWrite(req.Off, req.Len, req.Flags); err != nil {
+			req.Err = err
+			q.ready = append(q.ready, req)
+			return
+		}
+		q.goSlow(req, 0)
+		return
+	case block.OpDiscard:
+		req.Err = block.ErrNotSupported // a File is no Discarder (block A2)
+		q.ready = append(q.ready, req)
+		return
 	case block.OpRead, block.OpWrite:
 	default:
 		req.Err = errors.New("uring: bad queued op " + req.Op.String())
@@ -652,6 +666,8 @@ func (q *Queue) goSlow(req *block.Req, done int) {
 			err = f.readv(off, bufs, int64(len(bufs[0])))
 		case block.OpWrite:
 			err = f.writev(off, bufs, int64(len(bufs[0])))
+		case block.OpWriteZeroes:
+			err = f.zeroes(req.Off, req.Len, req.Flags)
 		}
 		req.Err = err
 		q.done.Put(req)

@@ -46,6 +46,12 @@ func (f *File) WriteZeroes(off, n int64, flags block.Flags) error {
 		return err
 	}
 	defer f.life.RUnlock()
+	return f.zeroes(off, n, flags)
+}
+
+// zeroes is WriteZeroes on a File entered, or held open by a queue
+// (U12), with the range and flags checked (checkWrite).
+func (f *File) zeroes(off, n int64, flags block.Flags) error {
 	if n == 0 {
 		return nil
 	}

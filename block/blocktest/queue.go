@@ -20,17 +20,21 @@ type QueueConfig struct {
 	Depth int
 	// Ops is the number of requests of the model case (default 2000).
 	Ops int
-	// Check, if set, runs on the device after the model case (e.g. an
-	// engine's consistency check).
+	// Check, if set, runs on the device after the model and discard
+	// cases (e.g. an engine's consistency check).
 	Check func(t *testing.T, d block.Device)
+
+	open func(t *testing.T) block.Device // RunQueue's opener: the discard case's twin
 }
 
 // RunQueue checks the block.Queue that block.NewQueue opens on devices
 // from open against the Queue contract (block A1-A6), one subtest per
 // case:
 //
-//	model     random reads, writes and flushes at depth, aligned and not, some past
-//	          the end; every read matches a model, and so does the device after
+//	model     random reads, writes, zeroings and flushes at depth, aligned and not,
+//	          some past the end; every read matches a model, and so does the device after
+//	discard   queued writes, zeroings and discards leave the bytes and the results
+//	          that the same requests through Do leave on a twin device (A2)
 //	full      Submit past the depth is ErrQueueFull and starts nothing
 //	wake      a Wake makes the next Wait return; Wait's minimum is clamped
 //	beside    synchronous Device requests on other goroutines, misaligned ones too,
@@ -44,11 +48,13 @@ func RunQueue(t *testing.T, open func(t *testing.T) block.Device, c QueueConfig)
 	if c.Ops == 0 {
 		c.Ops = 2000
 	}
+	c.open = open
 	cases := []struct {
 		name string
 		fn   func(t *testing.T, d block.Device, c QueueConfig)
 	}{
 		{"model", queueModel},
+		{"discard", queueDiscard},
 		{"full", queueFull},
 		{"wake", queueWake},
 		{"beside", queueBeside},
@@ -63,12 +69,20 @@ func RunQueue(t *testing.T, open func(t *testing.T) block.Device, c QueueConfig)
 	}
 }
 
+// openQueue opens a queue on d that a failed test closes (a device
+// waits for its open queues to close: A6), so that the failure is
+// reported instead of hanging the device's own cleanup.
 func openQueue(t *testing.T, d block.Device, depth int) block.Queue {
 	t.Helper()
 	q, err := block.NewQueue(d, depth)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			q.Close()
+		}
+	})
 	return q
 }
 
@@ -96,6 +110,7 @@ func queueModel(t *testing.T, d block.Device, c QueueConfig) {
 	type pending struct {
 		off, n int64
 		want   []byte // for a read: the model's bytes at submit
+		old    []byte // for a zeroing with Allocate: the bytes it may leave (B3)
 	}
 	inflight := map[*block.Req]pending{}
 	busy := func(off, n int64) bool {
@@ -118,8 +133,13 @@ func queueModel(t *testing.T, d block.Device, c QueueConfig) {
 				t.Fatalf("Wait returned a request not in flight: %+v", *r)
 			}
 			delete(inflight, r)
+			if r.Op == block.OpWriteZeroes && r.Flags&block.Allocate != 0 && errors.Is(r.Err, block.ErrNotSupported) {
+				// Refused, having written nothing (B3).
+				copy(model[p.off:], p.old)
+				continue
+			}
 			if r.Err != nil {
-				t.Fatalf("%v at %#x+%#x: %v", r.Op, r.Off, len(r.Buf), r.Err)
+				t.Fatalf("%v at %#x+%#x (%v): %v", r.Op, r.Off, p.n, r.Flags, r.Err)
 			}
 			if r.Op == block.OpRead && !bytes.Equal(r.Buf, p.want) {
 				t.Fatalf("read at %#x+%#x differs from the model at byte %d", r.Off, len(r.Buf), firstDiff(r.Buf, p.want))
@@ -194,6 +214,17 @@ func queueModel(t *testing.T, d block.Device, c QueueConfig) {
 			r.Buf = block.AlignedBuf(int(n), mal)
 			fillRand(rng, r.Buf) // stale bytes the read must replace
 			p.want = bytes.Clone(model[off : off+n])
+		case k >= 17:
+			// Zeroing (A2): plain, unmapping, or efficient-or-refused.
+			r.Op, r.Len = block.OpWriteZeroes, n
+			switch rng.IntN(3) {
+			case 1:
+				r.Flags = block.MayUnmap & caps.ZeroFlags
+			case 2:
+				r.Flags = block.Allocate & caps.ZeroFlags
+				p.old = bytes.Clone(model[off : off+n])
+			}
+			clear(model[off : off+n])
 		default:
 			r.Op = block.OpWrite
 			r.Buf = block.AlignedBuf(int(n), mal)
@@ -265,6 +296,132 @@ func queueModel(t *testing.T, d block.Device, c QueueConfig) {
 		}
 		q.Close()
 	}
+	if c.Check != nil {
+		c.Check(t, d)
+	}
+}
+
+// queueDiscard runs random writes, zeroings and discards through a
+// queue on d and, one at a time in the order they go in, through Do on a
+// twin from the same opener. Requests in flight together never overlap,
+// so their order does not matter (A2): the two devices must end with the
+// same bytes, and each request must have the result Do gave its twin
+// (success, ErrNotSupported, or another error). On a device that is no
+// block.Discarder every discard is ErrNotSupported and changes nothing.
+func queueDiscard(t *testing.T, d block.Device, c QueueConfig) {
+	twin := c.open(t)
+	caps := d.Caps()
+	align := max(caps.Align, 1)
+	mal := max(caps.MemAlign, block.DefaultMemAlign)
+	span := queueSpan(c)
+	rng := rand.New(rand.NewPCG(uint64(c.Ops), 3))
+	// Written first, so that discards have data to drop.
+	init := block.AlignedBuf(int(span), mal)
+	fillRand(rng, init)
+	for _, dev := range []block.Device{d, twin} {
+		if err := block.WriteAt(dev, init, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, discards := d.(block.Discarder)
+	q := openQueue(t, d, c.Depth)
+	type pending struct {
+		off, n int64
+		want   error // Do's result on the twin
+	}
+	inflight := map[*block.Req]pending{}
+	busy := func(off, n int64) bool {
+		for _, p := range inflight {
+			if off < p.off+p.n && p.off < off+n {
+				return true
+			}
+		}
+		return false
+	}
+	out := make([]*block.Req, c.Depth)
+	var batch []*block.Req
+	var ops [4]int // by kind: write, zeroing, discard, discard that did something
+	reap := func(atLeast int) {
+		if len(batch) > 0 {
+			if err := q.Submit(batch...); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+		k, err := q.Wait(out, atLeast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out[:k] {
+			p := inflight[r]
+			delete(inflight, r)
+			same := (r.Err == nil) == (p.want == nil) &&
+				errors.Is(r.Err, block.ErrNotSupported) == errors.Is(p.want, block.ErrNotSupported)
+			if !same {
+				t.Fatalf("queued %v at %#x+%#x (%v): %v; through Do on the twin: %v", r.Op, p.off, p.n, r.Flags, r.Err, p.want)
+			}
+			if r.Op == block.OpDiscard && !discards && !errors.Is(r.Err, block.ErrNotSupported) {
+				t.Fatalf("a discard on a device that is no Discarder: %v, want ErrNotSupported", r.Err)
+			}
+			if r.Op == block.OpDiscard && r.Err == nil {
+				ops[3]++
+			}
+		}
+		clear(out)
+	}
+	for i := 0; i < c.Ops/4; i++ {
+		kind := rng.IntN(4)
+		var off, n int64
+		for {
+			n = align * (1 + rng.Int64N(span/align/16))
+			if kind == 0 {
+				n = align * (1 + rng.Int64N(16)) // small writes: overwrites and allocations beside the discards
+			}
+			off = align * rng.Int64N((span-n)/align)
+			if rng.IntN(8) == 0 && n > 1 {
+				off, n = off+1, n-1
+			}
+			if !busy(off, n) {
+				break
+			}
+			reap(1)
+		}
+		if len(inflight) == c.Depth {
+			reap(1)
+		}
+		r := &block.Req{Off: off, User: uint64(i)}
+		switch kind {
+		case 0:
+			r.Op = block.OpWrite
+			r.Buf = block.AlignedBuf(int(n), mal)
+			fillRand(rng, r.Buf)
+		case 1:
+			r.Op, r.Len = block.OpWriteZeroes, n
+			r.Flags = []block.Flags{0, block.MayUnmap, block.Allocate}[rng.IntN(3)] & caps.ZeroFlags
+		default:
+			r.Op, r.Len = block.OpDiscard, n
+			kind = 2
+		}
+		ops[kind]++
+		tr := *r
+		tr.Buf = bytes.Clone(r.Buf)
+		inflight[r] = pending{off: off, n: n, want: block.Do(twin, &tr)}
+		batch = append(batch, r)
+		if len(batch) >= 1+rng.IntN(6) {
+			reap(0)
+		}
+	}
+	for len(inflight) > 0 || len(batch) > 0 {
+		reap(len(inflight) + len(batch))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if discards && ops[3] == 0 {
+		t.Fatalf("no queued discard succeeded (%v)", ops)
+	}
+	want := readDev(t, twin, 0, span, mal)
+	expectDev(t, d, fmt.Sprintf("after %d writes, %d zeroings and %d discards, against the twin", ops[0], ops[1], ops[2]), 0, want, mal)
 	if c.Check != nil {
 		c.Check(t, d)
 	}
