@@ -274,7 +274,7 @@ var tortureMatrix = []string{
 	"c64k-r16-v3-xl2-mem",
 	"c128k-r16-v3-xl2-back-fz-uhd",
 	"c2m-r16-v3-xl2-tiny-ud",
-	// Queues (Q14): a stripe of queued reads and writes at depth beside
+	// Queues (Q14): a stripe of queued reads, writes, zeroings and discards at depth beside
 	// the synchronous goroutines' discards and allocations.
 	"c64k-r16-v3-q-ud",
 	"c4k-r16-v3-tiny-q-hold",

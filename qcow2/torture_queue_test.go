@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 
@@ -9,13 +10,15 @@ import (
 )
 
 // runQueued runs one batch goroutine's own stripe through a Queue of
-// depth 8 (configurations with the q token, Q14): reads and writes go in
-// as long as they overlap nothing in flight (overlapping requests in
-// flight have no order), each completed read must match the model and
-// each completed write must read back; zeroing and discards drain the
-// queue first, as an owner must before it calls a method that may wait
-// for the write gate (block A3), and then run synchronously. The model
-// takes a write when it completes, as for the synchronous goroutines.
+// depth 8 (configurations with the q token, Q14): reads, writes,
+// zeroings and discards go in as long as they overlap nothing in flight
+// (overlapping requests in flight have no order), each completed read
+// must match the model and each completed write or zeroing must read
+// back. Every other zeroing or discard instead drains the queue first,
+// as an owner must before it calls a method that may wait for the write
+// gate (block A3), and runs synchronously. The model takes a write,
+// zeroing or discard when it completes, as for the synchronous
+// goroutines.
 func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any), stopped func() bool,
 	syncZero func(string, top) bool, nops, ryw *atomic.Int64) {
 	const who, depth = "queue owner", 8
@@ -32,41 +35,53 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 	}()
 	inflight := map[*block.Req]top{}
 	out := make([]*block.Req, depth)
+	var got [depth]top
 	reap := func(atLeast int) bool {
 		k, err := q.Wait(out, atLeast)
 		if err != nil {
 			failf("%s: Wait: %v", who, err)
 			return false
 		}
-		for _, rq := range out[:k] {
-			o := inflight[rq]
+		// Every request Wait returned leaves inflight before any is
+		// checked: after a failure the deferred drain waits only for
+		// what the queue still has.
+		for i, rq := range out[:k] {
+			got[i] = inflight[rq]
 			delete(inflight, rq)
+		}
+		for i, rq := range out[:k] {
+			o := got[i]
 			if rq.Err != nil {
 				failf("%s: queued %v [%#x,+%#x): %v", who, rq.Op, o.off, o.n, rq.Err)
 				return false
 			}
 			mu.RLock()
-			if rq.Op == block.OpWrite {
+			switch rq.Op {
+			case block.OpWrite:
 				copy(r.model[o.off:], rq.Buf)
+			case block.OpWriteZeroes:
+				clear(r.model[o.off : o.off+o.n])
+			case block.OpDiscard:
+				r.discardModel(r.model, o.off, o.n)
 			}
-			want := r.model[o.off : o.off+o.n]
-			k := testkit.FirstDiff(rq.Buf, want)
+			want := bytes.Clone(r.model[o.off : o.off+o.n])
 			mu.RUnlock()
-			if k >= 0 {
-				failf("%s: queued read [%#x,+%#x) differs from the model at %#x", who, o.off, o.n, o.off+int64(k))
+			if rq.Op == block.OpRead {
+				if k := testkit.FirstDiff(rq.Buf, want); k >= 0 {
+					failf("%s: queued read [%#x,+%#x) differs from the model at %#x", who, o.off, o.n, o.off+int64(k))
+					return false
+				}
+				continue
+			}
+			got := make([]byte, o.n)
+			if _, err := im.ReadAt(got, o.off); err != nil {
+				failf("%s: read: %v", who, err)
 				return false
 			}
-			if rq.Op == block.OpWrite {
-				got := make([]byte, o.n)
-				if _, err := im.ReadAt(got, o.off); err != nil {
-					failf("%s: read: %v", who, err)
-					return false
-				}
-				ryw.Add(1)
-				if k := testkit.FirstDiff(got, rq.Buf); k >= 0 {
-					failf("%s: read-your-writes: queued write [%#x,+%#x) completed, the read after it differs at %#x", who, o.off, o.n, o.off+int64(k))
-					return false
-				}
+			ryw.Add(1)
+			if k := testkit.FirstDiff(got, want); k >= 0 {
+				failf("%s: read-your-writes: queued %v [%#x,+%#x) completed, the read after it differs at %#x", who, rq.Op, o.off, o.n, o.off+int64(k))
+				return false
 			}
 		}
 		clear(out)
@@ -130,9 +145,23 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 				return
 			}
 		case opZero, opDiscard:
-			if !drain() || !syncZero(who, o) {
-				return
+			if (k+int(o.off>>12))%2 == 0 { // the pattern has no seed here
+				if !drain() || !syncZero(who, o) {
+					return
+				}
+				continue
 			}
+			for busy(o) {
+				if !submit() || !reap(1) {
+					return
+				}
+			}
+			rq := &block.Req{Op: block.OpDiscard, Off: o.off, Len: o.n}
+			if o.kind == opZero {
+				rq.Op, rq.Flags = block.OpWriteZeroes, o.flags
+			}
+			inflight[rq] = o
+			batch = append(batch, rq)
 		}
 	}
 }
