@@ -50,8 +50,8 @@
 //	A1  One owner. Submit, Wait, InFlight and Close are called by one
 //	    goroutine at a time; Wake by any.
 //	A2  Same meaning as the Device. A queued read, write, flush or
-//	    zeroing means what Readv, Writev, Flush or WriteZeroes means (B1-
-//	    B6), a queued discard what the device's Discard means (Discarder;
+//	    zeroing means what Readv, Writev, Flush or WriteZeroes means
+//	    (B1-B6), a queued discard what the device's Discard means (Discarder;
 //	    ErrNotSupported on a device without one): a write or zeroing Wait
 //	    has returned is seen by every later read, and a flush makes every
 //	    write and zeroing returned before its Submit durable. Requests in
@@ -64,8 +64,8 @@
 //	    Wait while requests are in flight, and must not itself call, with
 //	    requests in flight, a method that waits for them: on a qcow2
 //	    image Discard, WriteZeroes, the snapshot operations, Close; on a
-//	    uring.File Truncate, a misaligned O_DIRECT write, a WriteZeroes
-//	    or ZeroThenWritev that extends the file, Close. (Queue the
+//	    uring.File Truncate, a misaligned O_DIRECT write or WriteZeroes,
+//	    a WriteZeroes or ZeroThenWritev that extends the file, Close. (Queue the
 //	    zeroing or discard instead, drain first, or call them from
 //	    another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the

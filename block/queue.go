@@ -34,7 +34,7 @@ func (o Op) String() string {
 }
 
 // Req is one request on a Queue. The caller fills Op, Off, Buf (reads
-// and writes) or Len and Flags (zeroing, discard), and User; the queue
+// and writes) or Len (zeroing, with Flags; discard), and User; the queue
 // sets Err when the request completes. From Submit until Wait returns
 // it, the request and its buffer belong to the queue (A2).
 type Req struct {
@@ -61,7 +61,7 @@ type Discarder interface {
 // goroutine at a time (A1 in the package doc): many requests go in with
 // one call and their completions come out in batches, with no goroutine
 // per request. Each request has the meaning the Device method of the
-// same kind has (B1, B2, B6).
+// same kind has (B1-B6; a discard: Discarder's).
 type Queue interface {
 	// Submit starts reqs. At most the queue's depth may be in flight;
 	// beyond that it fails with ErrQueueFull having started none of

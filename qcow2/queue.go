@@ -15,8 +15,8 @@ import (
 // a new cluster (with extended L2: a subcluster allocated) goes to the
 // queue's allocator (queue_alloc.go); everything else (writes across
 // clusters, reads of backing files or compressed clusters, encryption,
-// flush) runs the synchronous path on a goroutine. The rules are
-// Q14-Q16 in doc.go.
+// zeroings, discards, flushes) runs the synchronous path on a
+// goroutine. The rules are Q14-Q16 in doc.go.
 type Queue struct {
 	im     *Image
 	inner  block.Queue
@@ -59,8 +59,9 @@ type qslot struct {
 }
 
 var (
-	_ block.Queuer = (*Image)(nil)
-	_ block.Queue  = (*Queue)(nil)
+	_ block.Queuer    = (*Image)(nil)
+	_ block.Discarder = (*Image)(nil) // a queued discard (block A2) is Image.Discard
+	_ block.Queue     = (*Queue)(nil)
 )
 
 // ErrQueueOpen: Close was called while a Queue on the image is open.

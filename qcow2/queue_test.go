@@ -145,6 +145,60 @@ func TestQueue_OverwriteVsDiscard(t *testing.T) {
 	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
 }
 
+// TestQueue_OverwriteVsQueuedDiscard is TestQueue_OverwriteVsDiscard
+// with the discard on the same queue (block A2, A3): it runs on the slow
+// path and waits for the write gate while the owner goes on polling, so
+// it cannot complete, and the cluster cannot be reused, before the owner
+// has reaped the overwrite it waits for.
+func TestQueue_OverwriteVsQueuedDiscard(t *testing.T) {
+	const cs = 64 << 10
+	im, h, _ := holdImage(t, cs, Options{PreallocSize: -1})
+	mustWrite(t, im, pattern(cs, 7), 0)
+	mustWrite(t, im, pattern(cs, 8), cs)
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.arm(func(off, n int64) bool { return n == 4096 })
+	w := &block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: pattern(4096, 1)}
+	d := &block.Req{Op: block.OpDiscard, Off: cs, Len: cs}
+	if err := q.Submit(w, d); err != nil {
+		t.Fatal(err)
+	}
+	waitCh(t, h.arrived, "the queued overwrite")
+	if m := im.Metrics(); m.QueueFast != 1 {
+		t.Fatalf("the overwrite did not take the fast path: %+v", m)
+	}
+	other := pattern(cs, 9)
+	ch3 := make(chan error, 1)
+	go func() { _, err := im.WriteAt(other, 2*cs); ch3 <- err }()
+	peek(ch3, 300*time.Millisecond)
+	out := make([]*block.Req, 2)
+	if k, err := q.Wait(out, 0); err != nil || k != 0 {
+		t.Fatalf("a poll with the overwrite held returned %d requests (%v): the discard did not wait for it", k, err)
+	}
+	close(h.release)
+	for n := 0; n < 2; {
+		k, err := q.Wait(out[n:], 2-n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += k
+	}
+	if out[0] != w || out[1] != d || w.Err != nil || d.Err != nil {
+		t.Fatalf("completions %v (%v), %v (%v): want the overwrite, then the discard", out[0].Op, out[0].Err, out[1].Op, out[1].Err)
+	}
+	if err, ok := returned(ch3, 10*time.Second); !ok || err != nil {
+		t.Fatalf("the other write: %v (returned %v)", err, ok)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, readBack(t, im, cs, cs), make([]byte, cs), "the discarded cluster")
+	testkit.MustEqual(t, readBack(t, im, 2*cs, cs), other, "cluster written after the discard")
+	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
+}
+
 // TestQueue_ColdCache: the owner never loads an L2 slice (Q14): on a
 // freshly opened image the first queued read of a cluster misses the
 // cache and takes the slow path, which loads the slice; the next one is

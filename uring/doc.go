@@ -234,9 +234,11 @@
 //	    run through File's own readv/writev on a goroutine (A4);
 //	    -EAGAIN/-EINTR resubmit (R6). Flush is IORING_OP_FSYNC
 //	    (DATASYNC). A zeroing always runs File's own WriteZeroes path
-//	    on a goroutine (its fallocate may wait for eofGate, and a
-//	    refused one falls back to writes); a discard is ErrNotSupported
-//	    (a File is no block.Discarder).
+//	    on a goroutine: an extending fallocate waits for eofGate, and
+//	    without Allocate a refused fallocate, or the partial blocks at
+//	    the edges of an O_DIRECT range, become writes of zeros (a
+//	    read-modify-write under wmu). A discard is ErrNotSupported (a
+//	    File is no block.Discarder).
 //	U11 An eventfd read is always armed on the queue's ring (user_data
 //	    wakeTag); slow completions and Wake write the eventfd when the
 //	    owner has said it sleeps (an atomic flag set before its last

@@ -216,12 +216,26 @@ func queueModel(t *testing.T, d block.Device, c QueueConfig) {
 			p.want = bytes.Clone(model[off : off+n])
 		case k >= 17:
 			// Zeroing (A2): plain, unmapping, or efficient-or-refused.
-			r.Op, r.Len = block.OpWriteZeroes, n
+			r.Op = block.OpWriteZeroes
 			switch rng.IntN(3) {
 			case 1:
 				r.Flags = block.MayUnmap & caps.ZeroFlags
 			case 2:
 				r.Flags = block.Allocate & caps.ZeroFlags
+			}
+			// Half of them, and those with Allocate, on the zeroing
+			// alignment (whole clusters of an image), where they can
+			// be efficient, when nothing in flight overlaps.
+			if za := max(caps.ZeroAlign, align); (r.Flags&block.Allocate != 0 || rng.IntN(2) == 0) && 4*za <= span {
+				zn := za * (1 + rng.Int64N(4))
+				zoff := za * rng.Int64N((span-zn)/za+1)
+				if !busy(zoff, zn) {
+					off, n = zoff, zn
+					r.Off, p.off, p.n = off, off, n
+				}
+			}
+			r.Len = n
+			if r.Flags&block.Allocate != 0 {
 				p.old = bytes.Clone(model[off : off+n])
 			}
 			clear(model[off : off+n])
