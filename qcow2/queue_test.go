@@ -103,21 +103,7 @@ func TestQueue_FastPath(t *testing.T) {
 // the other guest cluster.
 func TestQueue_OverwriteVsDiscard(t *testing.T) {
 	const cs = 64 << 10
-	im, h, _ := holdImage(t, cs, Options{PreallocSize: -1})
-	mustWrite(t, im, pattern(cs, 7), 0)
-	mustWrite(t, im, pattern(cs, 8), cs)
-	q, err := im.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.arm(func(off, n int64) bool { return n == 4096 })
-	if err := q.Submit(&block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: pattern(4096, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	waitCh(t, h.arrived, "the queued overwrite")
-	if m := im.Metrics(); m.QueueFast != 1 {
-		t.Fatalf("the overwrite did not take the fast path: %+v", m)
-	}
+	im, h, q, _ := heldOverwrite(t, cs)
 	ch2 := make(chan error, 1)
 	go func() { ch2 <- im.Discard(cs, cs) }()
 	time.Sleep(50 * time.Millisecond)
@@ -145,6 +131,31 @@ func TestQueue_OverwriteVsDiscard(t *testing.T) {
 	testkit.MustEqual(t, readBack(t, im, 0, cs), pattern(cs, 7), "cluster 0")
 }
 
+// heldOverwrite writes clusters 0 and 1 of an image over a hold device,
+// opens a queue on it and submits a 4 KiB overwrite of cluster 1 (with
+// more, if given, in the same Submit); it returns once the overwrite
+// took the fast path and is held at the device.
+func heldOverwrite(t *testing.T, cs int64, more ...*block.Req) (*Image, *holdWrites, block.Queue, *block.Req) {
+	t.Helper()
+	im, h, _ := holdImage(t, int(cs), Options{PreallocSize: -1})
+	mustWrite(t, im, pattern(int(cs), 7), 0)
+	mustWrite(t, im, pattern(int(cs), 8), cs)
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.arm(func(off, n int64) bool { return n == 4096 })
+	w := &block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: pattern(4096, 1)}
+	if err := q.Submit(append([]*block.Req{w}, more...)...); err != nil {
+		t.Fatal(err)
+	}
+	waitCh(t, h.arrived, "the queued overwrite")
+	if m := im.Metrics(); m.QueueFast != 1 {
+		t.Fatalf("the overwrite did not take the fast path: %+v", m)
+	}
+	return im, h, q, w
+}
+
 // TestQueue_OverwriteVsQueuedDiscard is TestQueue_OverwriteVsDiscard
 // with the discard on the same queue (block A2, A3): it runs on the slow
 // path and waits for the write gate while the owner goes on polling, so
@@ -152,23 +163,8 @@ func TestQueue_OverwriteVsDiscard(t *testing.T) {
 // has reaped the overwrite it waits for.
 func TestQueue_OverwriteVsQueuedDiscard(t *testing.T) {
 	const cs = 64 << 10
-	im, h, _ := holdImage(t, cs, Options{PreallocSize: -1})
-	mustWrite(t, im, pattern(cs, 7), 0)
-	mustWrite(t, im, pattern(cs, 8), cs)
-	q, err := im.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.arm(func(off, n int64) bool { return n == 4096 })
-	w := &block.Req{Op: block.OpWrite, Off: cs + 4096, Buf: pattern(4096, 1)}
 	d := &block.Req{Op: block.OpDiscard, Off: cs, Len: cs}
-	if err := q.Submit(w, d); err != nil {
-		t.Fatal(err)
-	}
-	waitCh(t, h.arrived, "the queued overwrite")
-	if m := im.Metrics(); m.QueueFast != 1 {
-		t.Fatalf("the overwrite did not take the fast path: %+v", m)
-	}
+	im, h, q, w := heldOverwrite(t, cs, d)
 	other := pattern(cs, 9)
 	ch3 := make(chan error, 1)
 	go func() { _, err := im.WriteAt(other, 2*cs); ch3 <- err }()
