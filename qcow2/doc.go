@@ -114,35 +114,38 @@
 //	    takes the slow path, which loads the slice for the next request.
 //	Q15 Close refuses (ErrQueueOpen) while a queue is open: its writes
 //	    hold the gate and its device queue holds the device.
-//	Q16 A queue's allocator (queue_alloc.go) takes a queued write
-//	    inside one cluster that needs a new cluster (with extended L2:
-//	    that touches a subcluster not allocated yet; the link sets its
-//	    bits, and the allocation is never ready for early writes),
-//	    with every such write that came in meanwhile, as one batch: it
-//	    plans every cluster under one hold of mu (registering each,
-//	    Q7), writes each through a vector queue of its own (one
-//	    request per cluster, as far as the device's limits on one
-//	    request allow; the writes that need a copy or a zeroing first
-//	    run synchronously before), and links every cluster under one
-//	    hold of mu after all writes are back, sealing each first
-//	    (Q10): the synchronous allocation's steps and order, a batch
-//	    at a time. It never holds or takes mu with writes in flight,
-//	    since a holder of mu may wait for the device's write locks,
-//	    which its in-flight writes hold until it reaps them. A write
-//	    whose cluster is under another allocation, or was linked
-//	    meanwhile, runs the synchronous path on a goroutine after the
-//	    batch, when the allocator holds nothing. If the vector queue
-//	    fails for good with writes in flight, those writes may still
-//	    land: their clusters are neither linked nor freed (leaked, and
-//	    their early writers fail), and the image refuses writes from
-//	    then on (ErrWritesLost). With extended L2 such a write may go
-//	    into a cluster that stays linked (subclusters of it not
-//	    allocated yet, and, when the write begins or ends inside an
-//	    allocated one, bytes of that one): a guest read of its range
-//	    may then see it land, as on a disk after a failed write.
+//	Q16 A queue's allocator (queue_alloc.go, queue_allocw.go) takes a
+//	    queued write inside one cluster that needs a new cluster (with
+//	    extended L2: that touches a subcluster not allocated yet; the
+//	    link sets its bits, and the allocation is never ready for early
+//	    writes). Two goroutines of the queue run it. The planner takes
+//	    every such write that came in meanwhile as one batch: it plans
+//	    every cluster under one hold of mu (registering each, Q7), runs
+//	    the writes that need a copy or a zeroing first itself, and hands
+//	    the plain fills (one request per cluster, as far as the device's
+//	    limits on one request allow) to the writer, which sends them
+//	    through a vector queue of its own and hands each allocation back
+//	    as soon as its last write is reaped. The planner links what comes
+//	    back under one hold of mu, sealing each first (Q10): the
+//	    synchronous allocation's steps and order, with later batches
+//	    planned and written while earlier ones are in flight. Only the
+//	    writer has writes in flight on its queue, and it takes no lock
+//	    held for long and waits for nothing but its writes and hand-offs:
+//	    a holder of mu may wait for the device's write locks, which those
+//	    writes hold until they are reaped. A write whose cluster is under
+//	    another allocation, or was linked meanwhile, runs the synchronous
+//	    path on a goroutine. If the vector queue fails for good with
+//	    writes in flight, those writes may still land: their clusters
+//	    are neither linked nor freed (leaked, and their early writers
+//	    fail), and the image refuses writes from then on
+//	    (ErrWritesLost). With extended L2 such a write may go into a
+//	    cluster that stays linked (subclusters of it not allocated yet,
+//	    and, when the write begins or ends inside an allocated one, bytes
+//	    of that one): a guest read of its range may then see it land, as
+//	    on a disk after a failed write.
 //	Q17 Buffers a queue's caller registers (RegisterBuffers,
 //	    queue_bufs.go) go to the device's queue at once and to the
-//	    allocator's before its next batch, when the allocator has nothing
+//	    allocator's before the writer's next send, when it has nothing
 //	    in flight. Only requests that carry the caller's buffer as it is
 //	    gain from them: fast-path requests, and plain fills that are one
 //	    piece (a padded fill goes as one vector). A refusal by the

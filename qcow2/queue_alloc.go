@@ -1,9 +1,7 @@
 package qcow2
 
 import (
-	"errors"
 	"sync"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -11,59 +9,65 @@ import (
 )
 
 // This file holds a Queue's allocator (Q16): allocating writes, which the
-// owner cannot translate (Q14), go to one goroutine of the queue's own
-// instead of a goroutine each. It takes what has come in since its last
-// round as one batch and runs it in three phases:
+// owner cannot translate (Q14), go to two goroutines of the queue's own
+// instead of a goroutine each, a planner and a writer, so that new
+// clusters are planned and linked while earlier ones are being written:
 //
-//	plan   Image.mu once: register and plan every cluster (beginAllocLocked)
-//	write  no lock: the writes that need more than one plain write
-//	       (copy-on-write, zeroing first) run synchronously; then every
-//	       plain one (plainFill) goes to a device queue of the
-//	       allocator's own in one submission, and all are reaped
-//	link   seal each allocation, then Image.mu once: link every cluster
-//	       (commitAllocLocked)
+//	planner  takes what has come in since its last round as one batch;
+//	         plan: Image.mu once, register and plan every cluster
+//	         (beginAllocLocked); runs the writes that need more than one
+//	         plain write (copy-on-write, zeroing first) itself; hands every
+//	         plain one (plainFill) to the writer; and links what the
+//	         writer hands back: seal each allocation, then Image.mu once,
+//	         link every cluster (commitAllocLocked)
+//	writer   owns a device queue: submits what the planner hands it and
+//	         hands each allocation back as soon as its writes are reaped
 //
-// It never holds mu, or takes it, with writes in flight: a holder of mu
-// may wait for the file's write lock (uring U1), which an in-flight
-// O_DIRECT write holds until it is reaped, and only the allocator reaps
-// its writes. A request it cannot allocate this way (the cluster is
-// under someone else's allocation, or was linked meanwhile) runs the
-// synchronous path after the batch, when the allocator holds nothing.
+// The writer is the only goroutine with writes in flight on its queue,
+// and it never takes a lock that anyone holds for long, nor waits for
+// anything but its own writes and the planner's hand-offs: a holder of
+// mu may wait for the file's write lock (uring U1), which an in-flight
+// O_DIRECT write holds until it is reaped, and only the writer reaps its
+// writes. The planner takes mu and runs synchronous writes, but never
+// has a write of its own in flight. A request the planner cannot
+// allocate this way (the cluster is under another allocation, or was
+// linked meanwhile) runs the synchronous path on a goroutine of its own.
+//
+// Before the writer, one goroutine did all of it a batch at a time
+// (plan, write, reap every write, link): on a disk that served requests
+// one at a time well, the device stood idle a third of the time between
+// batches (perf/results/2026-11-30-alloc-pipeline).
 
-// qalloc is the allocator's shared state: allocWorkers goroutines take
-// batches from pending. mu guards pending and closeErr.
+// qalloc is the allocator's shared state; mu guards every field but
+// kick, wkick and started.
 type qalloc struct {
 	mu       sync.Mutex
 	pending  [][]*block.Req // groups (Q14: writes that follow each other in one cluster)
-	closeErr error          // from closing the workers' device queues
+	in       []*qjob        // planned plain fills, for the writer
+	back     []*qjob        // written (or failed), for the planner to link
+	sleep    block.Queue    // the writer's queue while it waits in it for its writes
+	stop     bool           // Close: the planner ends once the writer has no job of its
+	wstop    bool           // the writer ends (the planner's word, with no job left there)
+	closeErr error          // from closing the writer's device queue
 	bufs     [][]byte       // the caller's registered buffers (Q17)
 	bufGen   int            // bumped by each RegisterBuffers
-	kick     chan struct{}  // cap 1; closed to stop the workers
-	started  bool           // owner's: the workers run
+	kick     chan struct{}  // cap 1: the planner has work (or is to stop); never closed
+	wkick    chan struct{}  // cap 1: the writer has work (or is to stop)
+	started  bool           // owner's: the goroutines run
 }
 
-// allocWorkers is how many allocator goroutines a queue runs. Two let
-// one plan and link a batch while the other is in the kernel with its
-// writes (on a RAM disk the whole cost of a write into a new extent is
-// paid there, synchronously), but on ext4 over zram they cost 20-30 %
-// more CPU (the file system's locks) for the same time or 10 % less
-// (allocation-heavy, 4 interleaved runs): one it is.
-const allocWorkers = 1
-
-// allocWorker is one allocator goroutine's own state.
-type allocWorker struct {
-	inner block.Queue // its device queue, opened on first use
-	err   error       // from opening inner, or it failed: later writes fail with it
-	bufs  [][]byte    // the caller's buffers as of this batch (Q17) ...
-	gen   int         // ... their generation
-	regd  int         // the generation registered on inner
-	jobs  []qjob
-	order []int
-	reqs  []block.Req
-	out   []*block.Req
+// allocPlanner is the planner's own state.
+type allocPlanner struct {
+	free  []*qjob // jobs to reuse
+	jobs  []*qjob
+	link  []*qjob
+	batch [][]*block.Req
+	back  []*qjob
+	out   int // jobs handed to the writer and not back yet
 }
 
-// qjob is one group in an allocator batch.
+// qjob is one group: planned by the planner, written by it or by the
+// writer, then linked by the planner.
 type qjob struct {
 	g     []*block.Req
 	n     int64
@@ -74,9 +78,10 @@ type qjob struct {
 	cowed bool
 	werr  error // the data write
 	err   error // the outcome
-	sync  bool  // runs the synchronous path after the batch
-	sent  bool  // every write of it went to the device's queue
+	sync  bool  // runs the synchronous path
 	lost  bool  // its write may still land: the cluster is leaked
+	left  int   // the writer's: writes of it still in flight
+	early int   // from seal: early writes into the new cluster that succeeded
 }
 
 // allocates reports whether the group g goes to the allocator: writes
@@ -117,9 +122,9 @@ func (q *Queue) toAlloc(g []*block.Req) {
 	if !a.started {
 		a.started = true
 		a.kick = make(chan struct{}, 1)
-		for range allocWorkers {
-			q.slow.Go(q.allocLoop)
-		}
+		a.wkick = make(chan struct{}, 1)
+		q.slow.Go(q.allocLoop)
+		q.slow.Go(q.allocWriter)
 	}
 	a.mu.Lock()
 	a.pending = append(a.pending, g)
@@ -127,12 +132,18 @@ func (q *Queue) toAlloc(g []*block.Req) {
 	kick(a.kick)
 }
 
-// stopAlloc tells the allocator goroutines to end (Close, once no
-// request is in flight, before it waits for the queue's goroutines);
-// they close their device queues and leave the errors in closeErr.
+// stopAlloc tells the allocator's goroutines to end (Close, before it
+// waits for the queue's goroutines): the planner once every job it
+// handed the writer is back (even if Close gave up waiting for its
+// requests), then the writer, which closes its device queue and leaves
+// the error in closeErr. Neither channel is closed: the writer may still
+// be kicking the planner.
 func (q *Queue) stopAlloc() {
 	if a := &q.alloc; a.started {
-		close(a.kick)
+		a.mu.Lock()
+		a.stop = true
+		a.mu.Unlock()
+		kick(a.kick)
 	}
 }
 
@@ -143,44 +154,69 @@ func kick(c chan struct{}) {
 	}
 }
 
-// allocLoop is an allocator goroutine: each round takes every group that
-// came in since the last one as a batch, until the queue closes.
+// allocLoop is the planner: each round links what the writer handed
+// back, then plans every group that came in since the last one as a
+// batch, until the queue closes and the writer has no job of its; then
+// it stops the writer.
 func (q *Queue) allocLoop() {
 	a := &q.alloc
-	var w allocWorker
-	for range a.kick {
-		a.mu.Lock()
-		batch := a.pending
-		a.pending = nil
-		w.bufs, w.gen = a.bufs, a.bufGen
-		a.mu.Unlock()
-		if len(batch) > 0 {
-			q.allocBatch(&w, batch)
+	var p allocPlanner
+	for stop := false; !stop || p.out > 0; {
+		<-a.kick
+		for {
+			a.mu.Lock()
+			batch, back := a.pending, a.back
+			a.pending, a.back = p.batch[:0], p.back[:0]
+			stop = a.stop
+			a.mu.Unlock()
+			if len(batch) == 0 && len(back) == 0 {
+				p.batch, p.back = batch, back
+				break
+			}
+			if len(back) > 0 {
+				p.out -= len(back)
+				q.allocLink(back)
+				q.allocDone(&p, back)
+			}
+			if len(batch) > 0 {
+				q.allocBatch(&p, batch)
+			}
+			clear(batch)
+			clear(back)
+			p.batch, p.back = batch[:0], back[:0]
 		}
 	}
-	if w.inner != nil {
-		err := w.inner.Close()
-		a.mu.Lock()
-		a.closeErr = errors.Join(a.closeErr, err)
-		a.mu.Unlock()
+	a.mu.Lock()
+	a.wstop = true
+	s := a.sleep
+	a.mu.Unlock()
+	kick(a.wkick)
+	if s != nil {
+		s.Wake()
 	}
 }
 
-// allocBatch runs one batch of groups through the three phases and
-// completes their requests.
-func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
+// allocBatch plans one batch of groups, runs the writes that are not
+// plain fills, hands the plain ones to the writer, and links and
+// completes what does not wait for it.
+func (q *Queue) allocBatch(pl *allocPlanner, batch [][]*block.Req) {
 	im := q.im
-	jobs := a.jobs[:0]
+	jobs := pl.jobs[:0]
 	for _, g := range batch {
-		jobs = append(jobs, qjob{g: g, n: groupLen(g)})
+		var j *qjob
+		if n := len(pl.free); n > 0 {
+			j, pl.free = pl.free[n-1], pl.free[:n-1]
+		} else {
+			j = new(qjob)
+		}
+		*j = qjob{g: g, n: groupLen(g)}
+		jobs = append(jobs, j)
 	}
-	a.jobs = jobs
 
 	// Plan, under one hold of mu.
 	xl2 := im.g.ExtendedL2
 	im.mu.Lock()
-	for i := range jobs {
-		j := &jobs[i]
+	for _, j := range jobs {
 		if j.err = im.checkWrite(j.g[0].Off, j.n); j.err != nil {
 			continue
 		}
@@ -210,12 +246,12 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 	}
 	im.mu.Unlock()
 
-	// Write: the synchronous ways first, so nothing is in flight while
-	// they run (they may take the file's write lock), then the plain
-	// ones through the allocator's device queue.
+	// Write: the ways that take more than one plain write here (they may
+	// take the file's write lock; the writer reaps its own writes
+	// meanwhile), the plain ones through the writer.
+	link := pl.link[:0]
 	nplain := 0
-	for i := range jobs {
-		j := &jobs[i]
+	for _, j := range jobs {
 		if j.p.reg == nil {
 			continue
 		}
@@ -227,38 +263,67 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 				continue
 			}
 			j.cowed, j.werr = im.xwriteWithCOWZero(&j.p, &j.x, v, j.n, zero)
-			continue
+		} else {
+			zero := im.zeroAround(&j.p, j.n)
+			if j.w, j.plain = im.plainFill(&j.p, v, j.n, zero, false); j.plain {
+				nplain++
+				continue
+			}
+			j.cowed, j.werr = im.writeWithCOWZero(&j.p, v, j.n, zero)
 		}
-		zero := im.zeroAround(&j.p, j.n)
-		if j.w, j.plain = im.plainFill(&j.p, v, j.n, zero, false); j.plain {
-			nplain++
-			continue
-		}
-		j.cowed, j.werr = im.writeWithCOWZero(&j.p, v, j.n, zero)
+		link = append(link, j)
 	}
 	if nplain > 0 {
-		q.allocWrite(a, jobs)
+		a := &q.alloc
+		a.mu.Lock()
+		for _, j := range jobs {
+			if j.plain {
+				a.in = append(a.in, j)
+			}
+		}
+		pl.out += nplain
+		s := a.sleep
+		a.mu.Unlock()
+		kick(a.wkick)
+		if s != nil {
+			s.Wake()
+		}
+	}
+	if len(link) > 0 {
+		q.allocLink(link)
 	}
 
-	// Link: seal each allocation (Q10), then commit all under one hold
-	// of mu, then let the clusters go.
-	early := make([]int, len(jobs))
-	lost := false
-	for i := range jobs {
-		j := &jobs[i]
+	// Complete what is done here: what could not be allocated here, or
+	// failed, and what was linked above. Jobs the writer has are the
+	// writer's until it hands them back.
+	done := link
+	for _, j := range jobs {
 		if j.p.reg == nil {
-			continue
+			done = append(done, j)
 		}
+	}
+	q.allocDone(pl, done)
+	clear(jobs)
+	pl.jobs = jobs[:0]
+	clear(done)
+	pl.link = done[:0]
+}
+
+// allocLink links the written (or failed) allocations of jobs: seal
+// each (Q10), commit all under one hold of mu, then let the clusters go.
+func (q *Queue) allocLink(jobs []*qjob) {
+	im := q.im
+	xl2 := im.g.ExtendedL2
+	for _, j := range jobs {
 		if j.werr == nil && !xl2 { // xl2: never ready (xl2write.go)
 			j.p.st.ready.Store(true)
 		}
-		early[i] = j.p.st.seal()
+		j.early = j.p.st.seal()
 	}
+	lost := false
 	im.mu.Lock()
-	for i := range jobs {
-		j := &jobs[i]
+	for _, j := range jobs {
 		switch {
-		case j.p.reg == nil:
 		case j.lost:
 			// Its write may still land: neither linked (it could
 			// land over later data) nor given back (another cluster
@@ -267,26 +332,27 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 			j.err = j.werr
 			lost = true
 		case xl2:
-			j.err = im.xcommitAllocLocked(&j.p, &j.x, j.cowed || j.w.cowed, j.werr, early[i])
+			j.err = im.xcommitAllocLocked(&j.p, &j.x, j.cowed || j.w.cowed, j.werr, j.early)
 		default:
-			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, early[i])
+			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, j.early)
 		}
 	}
 	if lost {
 		im.loseWritesLocked()
 	}
 	im.mu.Unlock()
-	for i := range jobs {
-		if j := &jobs[i]; j.p.reg != nil {
-			im.allocs.Release(j.p.reg)
-		}
+	for _, j := range jobs {
+		im.allocs.Release(j.p.reg)
 	}
+}
 
-	// Complete what is done here; a group that could not be allocated
-	// here, or failed (then request by request, so each gets its own
-	// result), runs the synchronous path on a goroutine of its own.
-	for i := range jobs {
-		j := &jobs[i]
+// allocDone completes the requests of jobs (linked, or never planned)
+// and keeps the jobs for reuse. A group that could not be allocated
+// here, or failed (then request by request, so each gets its own
+// result), runs the synchronous path on a goroutine of its own.
+func (q *Queue) allocDone(pl *allocPlanner, jobs []*qjob) {
+	im := q.im
+	for _, j := range jobs {
 		if j.sync || (j.err != nil && len(j.g) > 1 && !j.lost) {
 			if j.p.reg != nil {
 				// Counted in the plan; runSync counts it again.
@@ -299,15 +365,18 @@ func (q *Queue) allocBatch(a *allocWorker, batch [][]*block.Req) {
 				runSync(im, g)
 				q.complete(g)
 			})
-			continue
+		} else {
+			for _, r := range j.g {
+				r.Err = j.err
+				q.done.Put(r)
+			}
 		}
-		for _, r := range j.g {
-			r.Err = j.err
-			q.done.Put(r)
-		}
+		*j = qjob{}
+		pl.free = append(pl.free, j)
 	}
-	clear(jobs)
-	q.wakeOwner()
+	if len(jobs) > 0 {
+		q.wakeOwner()
+	}
 }
 
 // complete hands the requests of g to the owner (A4, A5).
@@ -323,158 +392,6 @@ func (q *Queue) wakeOwner() {
 	q.signal()
 	q.inner.Wake()
 }
-
-// allocWrite sends the plain writes of jobs to the allocator's device
-// queue and reaps them all; each job gets its first error. A vector
-// queue that cannot be opened gives way to a GoQueue (the device's own
-// synchronous writes on goroutines).
-func (q *Queue) allocWrite(a *allocWorker, jobs []qjob) {
-	if a.inner == nil && a.err == nil {
-		inner, err := block.NewVecQueue(q.im.dev, allocDepth)
-		if err != nil {
-			gq, gerr := block.NewGoQueue(q.im.dev, allocDepth)
-			inner, err = gq, gerr
-			if gerr != nil {
-				inner = nil // not a nil *GoQueue in the interface
-			}
-		}
-		a.inner, a.err = inner, err
-		a.reqs = make([]block.Req, allocDepth)
-		a.out = make([]*block.Req, allocDepth)
-	}
-	if a.err == nil && a.regd != a.gen {
-		a.registerBufs()
-	}
-	if a.err != nil {
-		for i := range jobs {
-			if jobs[i].plain {
-				jobs[i].werr = a.err
-			}
-		}
-		return
-	}
-	q.allocSend(a, jobs)
-	// A job none of whose writes went out (the queue failed for good
-	// before) wrote nothing: it fails, and can be undone.
-	for i := range jobs {
-		if j := &jobs[i]; j.plain && !j.sent && j.werr == nil {
-			j.werr = a.err
-		}
-	}
-}
-
-// allocSend is allocWrite's submission and reaping.
-func (q *Queue) allocSend(a *allocWorker, jobs []qjob) {
-	free := make([]int, 0, allocDepth)
-	for i := allocDepth - 1; i >= 0; i-- {
-		free = append(free, i)
-	}
-	tries := 0
-	reap := func(min int) bool {
-		k, err := a.inner.Wait(a.out, min)
-		for _, ir := range a.out[:k] {
-			j := &jobs[ir.User>>32]
-			if ir.Err != nil && j.werr == nil {
-				j.werr = ir.Err
-			}
-			free = append(free, int(ir.User&0xffffffff))
-			*ir = block.Req{}
-		}
-		clear(a.out[:k])
-		if err == nil || k > 0 {
-			tries = 0
-			return true
-		}
-		if tries++; tries < 1000 {
-			time.Sleep(time.Millisecond)
-			return true
-		}
-		// The device's queue keeps failing with writes in flight: they
-		// may still land (lost: their clusters are neither linked nor
-		// freed, and the image takes no more writes).
-		for _, r := range a.reqs {
-			if r.Buf != nil {
-				j := &jobs[r.User>>32]
-				j.lost, j.werr = true, errors.Join(err, j.werr)
-			}
-		}
-		a.err = err // and the slots stay the queue's
-		return false
-	}
-	batch := make([]*block.Req, 0, allocDepth)
-	submit := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if err := a.inner.Submit(batch...); err != nil {
-			for _, ir := range batch {
-				j := &jobs[ir.User>>32]
-				if j.werr == nil {
-					j.werr = err
-				}
-				free = append(free, int(ir.User&0xffffffff))
-				a.reqs[ir.User&0xffffffff] = block.Req{}
-			}
-		}
-		batch = batch[:0]
-	}
-	// Each job's vector goes in one Submit, so it reaches the device as
-	// one request (block.VecQueuer), unless it is longer than the room
-	// left. Where the device does not merge adjacent writes (B10), the
-	// writes of different jobs must stay apart too: a job that starts
-	// where the one before it in the Submit ends waits for a later
-	// round of the same Submit.
-	merges := q.im.dcap.MergesWrites
-	order := a.order[:0]
-	for i := range jobs {
-		if jobs[i].plain {
-			order = append(order, i)
-		}
-	}
-	end := int64(-1)
-	for len(order) > 0 {
-		later := order[:0]
-		for _, i := range order {
-			j := &jobs[i]
-			if !merges && j.w.off == end {
-				later = append(later, i)
-				continue
-			}
-			if len(free) < len(j.w.vec) {
-				submit()
-			}
-			off := j.w.off
-			for _, b := range j.w.vec {
-				for len(free) == 0 {
-					submit()
-					if !reap(1) {
-						return
-					}
-				}
-				s := free[len(free)-1]
-				free = free[:len(free)-1]
-				a.reqs[s] = block.Req{Op: block.OpWrite, Off: off, Buf: b, User: uint64(i)<<32 | uint64(s)}
-				batch = append(batch, &a.reqs[s])
-				off += int64(len(b))
-			}
-			j.sent = true
-			end = off
-		}
-		if len(later) == len(order) {
-			submit() // the first of them continues the last job sent
-			end = -1
-		}
-		order = later
-	}
-	a.order = order
-	submit()
-	for a.inner.InFlight() > 0 && reap(a.inner.InFlight()) {
-	}
-}
-
-// allocDepth is the allocator's device queue depth: plain writes of a
-// batch beyond it wait for room.
-const allocDepth = 256
 
 func groupLen(g []*block.Req) int64 {
 	var n int64

@@ -30,11 +30,11 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 }
 
 // registerBufs registers the caller's buffers of this batch on the
-// allocator's device queue (allocator only, nothing in flight on it). A
+// allocator's device queue (its writer only, nothing in flight on it). A
 // refusal leaves them unregistered there: an optimisation only.
-func (a *allocWorker) registerBufs() {
-	a.regd = a.gen
-	if rb, ok := a.inner.(block.BufRegisterer); ok && a.inner.InFlight() == 0 {
-		_ = rb.RegisterBuffers(a.bufs...)
+func (w *allocWriter) registerBufs() {
+	w.regd = w.gen
+	if rb, ok := w.inner.(block.BufRegisterer); ok && w.inner.InFlight() == 0 {
+		_ = rb.RegisterBuffers(w.bufs...)
 	}
 }
