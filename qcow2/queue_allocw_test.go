@@ -1,12 +1,15 @@
 package qcow2
 
 import (
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // gatedVecDev is a memdev whose vector queue (the one a queue's
@@ -171,8 +174,8 @@ func gatedImage(t *testing.T) (*Image, *memdev.Dev, *heldWrites) {
 	return im, mem, g
 }
 
-// checkClean closes im and checks what it left on mem: no corruption,
-// no leak.
+// checkClean closes im and checks what it left on mem, with our Check
+// and with qemu-img check: no corruption, no leak.
 func checkClean(t *testing.T, im *Image, mem *memdev.Dev) {
 	t.Helper()
 	if err := im.Close(); err != nil {
@@ -185,6 +188,13 @@ func checkClean(t *testing.T, im *Image, mem *memdev.Dev) {
 	defer im2.Close()
 	if res, err := im2.Check(CheckOptions{}); err != nil || res.Corruptions != 0 || res.Leaks != 0 {
 		t.Fatalf("check: %+v %v", res, err)
+	}
+	p := filepath.Join(t.TempDir(), "q.qcow2")
+	if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := testkit.QemuCheckReport(p, testkit.QemuCheckResult.Clean); err != nil {
+		t.Errorf("qemu-img check: %v", err)
 	}
 }
 
