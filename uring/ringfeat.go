@@ -59,6 +59,11 @@ type ringFeat struct {
 var testNoFeat bool
 
 // setupFlags are the optional io_uring_setup flags to try first.
+// SINGLE_ISSUER with DEFER_TASKRUN is not among them: it refuses enters
+// from all threads but one, so every goroutine that enters a ring would
+// have to be locked to its thread (a queue's owner is the caller's), and
+// locking them cost far more than deferring task work saved
+// (perf/results/2026-11-30-defer-taskrun).
 func setupFlags() uint32 {
 	if testNoFeat {
 		return 0
