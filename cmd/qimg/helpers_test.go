@@ -103,6 +103,10 @@ func checkAll(t *testing.T, dir string) {
 		if err := testkit.QemuCheckReport(f, testkit.QemuCheckResult.Clean); err != nil {
 			t.Errorf("at the end of the test: %v", err)
 		}
+		// And our own Check, through qimg check (exit 0: clean).
+		if out, errOut, code := runQ(t, "check", "-U", f); code != 0 {
+			t.Errorf("at the end of the test: qimg check %s: exit %d\n%s%s", f, code, out, errOut)
+		}
 	}
 }
 

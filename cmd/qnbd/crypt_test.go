@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -25,4 +26,7 @@ func TestEncrypted(t *testing.T) {
 	sh(t, "qemu-io", "--object", "secret,id=sec0,data=abc", "--image-opts", opts,
 		"-c", "read -P 0x11 0 66536", "-c", "read -P 0x22 66536 3000", "-c", "read -P 0x11 69536 979040")
 	testkit.QemuCheckSecret(t, img, "abc")
+	if out := sh(t, filepath.Join(bin, "qimg"), "check", "--object", "secret,id=sec0,data=abc", "--image-opts", opts); !strings.Contains(out, "No errors were found") {
+		t.Fatalf("qimg check %s:\n%s", img, out)
+	}
 }

@@ -183,6 +183,10 @@ func check(t *testing.T, img string) {
 	if !strings.Contains(out, "No errors were found") {
 		t.Fatalf("qemu-img check %s:\n%s", img, out)
 	}
+	// And our own Check (qimg check exits non-zero on leaks too).
+	if out := sh(t, filepath.Join(bin, "qimg"), "check", img); !strings.Contains(out, "No errors were found") {
+		t.Fatalf("qimg check %s:\n%s", img, out)
+	}
 }
 
 // create makes a qcow2 image of size with qemu-img in a new shortDir and
