@@ -74,7 +74,10 @@ func TestConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { im.Close() })
+				t.Cleanup(func() {
+					im.Close()
+					checkLeft(t, path, o)
+				})
 				paths[im] = path
 				return im
 			}, blocktest.Config{
@@ -124,6 +127,9 @@ func memdevImages(co qcow2.CreateOptions, opts qcow2.Options, media block.Media)
 			if err := qcow2.CreateDevice(m, co); err != nil {
 				t.Fatal(err)
 			}
+			// Checked once closed; the crash and read-only views
+			// opened below close before it (cleanups run last first).
+			t.Cleanup(func() { checkLeftMem(t, m, opts) })
 			im := open(t, m, opts)
 			devs[im] = m
 			return im
