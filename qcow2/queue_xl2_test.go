@@ -202,7 +202,7 @@ func closeCheckRead(t *testing.T, q block.Queue, im *qcow2.Image, path string, c
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	testkit.MustRun(t, "qemu-img", "check", path)
+	checkLeft(t, path, qcow2.Options{})
 	args := []string{"-f", "qcow2"}
 	for _, c := range cmds {
 		args = append(args, "-c", c)
