@@ -73,9 +73,7 @@ func TestCompress_FreedHostNotReusedBeforeFlush(t *testing.T) {
 				if e.Offset() != host {
 					t.Errorf("freed host cluster %#x not reused after the flush (went to %#x)", host, e.Offset())
 				}
-				if err := im.Close(); err != nil {
-					t.Fatal(err)
-				}
+				checkClean(t, im, mem)
 				for _, h := range hosts {
 					if h == uint64(host) {
 						t.Errorf("freed host cluster %#x reused before a flush", host)

@@ -217,6 +217,7 @@ func TestCrypt_WrongKey(t *testing.T) {
 	if r, err := ro.Check(CheckOptions{}); err != nil || !r.Clean() {
 		t.Fatalf("check without key: %v %+v", err, r)
 	}
+	testkit.QemuCheckSecret(t, p, cryptPass)
 }
 
 // What the engine refuses on encrypted images, with clear errors.

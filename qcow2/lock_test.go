@@ -70,6 +70,7 @@ func TestLock_OpenAndCreate(t *testing.T) {
 	}
 	testkit.MustEqual(t, testkit.ReadAll(t, r)[:4096], data, "data after the refusals")
 	r.Close()
+	ownCheck(t, p)
 	testkit.QemuCheck(t, p)
 }
 

@@ -147,7 +147,7 @@ func TestQueue_RegisterBuffers(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	testkit.MustRun(t, "qemu-img", "check", path)
+	checkLeft(t, path, qcow2.Options{})
 	for i := range 2 * depth {
 		p := 0x41 + i
 		if i >= depth {

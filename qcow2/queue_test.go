@@ -237,4 +237,8 @@ func TestQueue_ColdCache(t *testing.T) {
 			t.Fatalf("after read %d: %d fast, %d slow; want %d, %d", i, m.QueueFast, m.QueueSlow, want.fast, want.slow)
 		}
 	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, im, mem)
 }

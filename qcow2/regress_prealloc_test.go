@@ -20,6 +20,7 @@ func TestRegress_PreallocReusedClusterReadsZero(t *testing.T) {
 			}
 			got := testkit.ReadAll(t, openReadOnly(t, p))
 			testkit.MustEqual(t, got, make([]byte, len(got)), "a preallocated image")
+			ownCheck(t, p)
 			testkit.QemuCheck(t, p)
 		})
 	}
