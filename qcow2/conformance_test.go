@@ -8,6 +8,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -76,7 +77,7 @@ func TestConformance(t *testing.T) {
 				}
 				t.Cleanup(func() {
 					im.Close()
-					checkLeft(t, path, o)
+					imgcheck.File(t, path, o)
 				})
 				paths[im] = path
 				return im
@@ -129,7 +130,7 @@ func memdevImages(co qcow2.CreateOptions, opts qcow2.Options, media block.Media)
 			}
 			// Checked once closed; the crash and read-only views
 			// opened below close before it (cleanups run last first).
-			t.Cleanup(func() { checkLeftMem(t, m, opts) })
+			t.Cleanup(func() { imgcheck.Mem(t, m, opts) })
 			im := open(t, m, opts)
 			devs[im] = m
 			return im

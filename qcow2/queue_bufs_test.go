@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -147,7 +148,7 @@ func TestQueue_RegisterBuffers(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkLeft(t, path, qcow2.Options{})
+	imgcheck.File(t, path, qcow2.Options{})
 	for i := range 2 * depth {
 		p := 0x41 + i
 		if i >= depth {

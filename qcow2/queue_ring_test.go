@@ -6,6 +6,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -37,7 +38,7 @@ func TestQueue_Ring(t *testing.T) {
 				}
 				t.Cleanup(func() {
 					im.Close()
-					checkLeft(t, path, qcow2.Options{})
+					imgcheck.File(t, path, qcow2.Options{})
 				})
 				paths[im] = path
 				return im
@@ -49,7 +50,7 @@ func TestQueue_Ring(t *testing.T) {
 				if err := im.Close(); err != nil {
 					t.Fatal(err)
 				}
-				checkLeft(t, paths[d], qcow2.Options{})
+				imgcheck.File(t, paths[d], qcow2.Options{})
 			}})
 		})
 	}

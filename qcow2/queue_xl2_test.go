@@ -9,6 +9,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -202,7 +203,7 @@ func closeCheckRead(t *testing.T, q block.Queue, im *qcow2.Image, path string, c
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkLeft(t, path, qcow2.Options{})
+	imgcheck.File(t, path, qcow2.Options{})
 	args := []string{"-f", "qcow2"}
 	for _, c := range cmds {
 		args = append(args, "-c", c)

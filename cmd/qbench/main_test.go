@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -352,7 +353,7 @@ func TestRun_QemuAcceptance(t *testing.T) {
 	if !strings.HasPrefix(out, "Sending 32768 write requests, 4096 bytes each, 64 in parallel (starting at offset 0, step size 4096)\nRun completed in ") {
 		t.Errorf("output:\n%s", out)
 	}
-	testkit.QemuCheck(t, p)
+	imgcheck.File(t, p, qcow2.Options{})
 	if out := testkit.MustRun(t, "qemu-io", "-c", "read -P 0xab 0 128M", "-c", "read -P 0 128M 1M", p); strings.Contains(out, "failed") {
 		t.Fatalf("qemu-io:\n%s", out)
 	}
@@ -383,6 +384,7 @@ func TestRun_FillAfterLastRequest(t *testing.T) {
 				if code != 0 {
 					t.Fatalf("exit %d: %s", code, errOut)
 				}
+				imgcheck.File(t, img, qcow2.Options{})
 				return out
 			}
 			out := run(false)
@@ -437,7 +439,7 @@ func TestRun_QueueQemuAcceptance(t *testing.T) {
 			t.Fatalf("qbench %v:\n%s", args, out)
 		}
 	}
-	testkit.QemuCheck(t, p)
+	imgcheck.File(t, p, qcow2.Options{})
 	out := testkit.MustRun(t, "qemu-io", "-c", "read -P 0xcd 0 64M", "-c", "read -P 0xab 64M 64M",
 		"-c", "read -P 0xef 256M 4k", "-c", "read -P 0 268439552 8k", "-c", "read -P 0xef 268447744 4k", "-c", "read -P 0 128M 128M", p)
 	if strings.Contains(out, "failed") || strings.Contains(out, "Pattern verification") {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -48,5 +48,5 @@ func TestRun_BlkverifyRandomWrites(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "mismatch") {
 		t.Fatalf("corrupted shadow: exit %d, stderr %q", code, errs)
 	}
-	testkit.QemuCheck(t, img)
+	imgcheck.File(t, img, qcow2.Options{})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -129,7 +130,12 @@ func testQcow2Metrics(t *testing.T, queue bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer im.Close()
+	defer func() {
+		if err := im.Close(); err != nil {
+			t.Error(err)
+		}
+		imgcheck.Mem(t, dev, qcow2.Options{})
+	}()
 	res, err := RunOn(&imgopen.Opened{Dev: im, Image: im}, Config{Count: 2048, Depth: 4, Write: true, Step: -1, Pattern: 1, Queue: queue})
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +361,7 @@ func TestRunOn_ClosedCountsFill(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
+	imgcheck.Mem(t, dev, qcow2.Options{})
 	closed := im.Metrics()
 	before := *res.Engine
 	res.Closed(im)

@@ -1,4 +1,8 @@
-package qcow2_test
+// Package imgcheck checks the qcow2 images tests leave behind, with our
+// Check and with qemu-img check: both must find them clean (no
+// corruption, no leak). It is for test packages outside qcow2 itself
+// (qcow2's own tests cannot import it: it imports qcow2).
+package imgcheck
 
 import (
 	"os"
@@ -10,10 +14,10 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// checkLeft checks the image a test left at path, closed: our Check and
-// qemu-img check, both clean (no corruption, no leak). o opens it (its
-// passphrase, its opener); secret is the passphrase for qemu-img, if any.
-func checkLeft(t *testing.T, path string, o qcow2.Options) {
+// File checks the closed image at path. o opens it (its opener, its
+// passphrase; it is opened read-only); a passphrase is also given to
+// qemu-img.
+func File(t testing.TB, path string, o qcow2.Options) {
 	t.Helper()
 	o.ReadOnly = true
 	im, err := qcow2.Open(path, o)
@@ -35,14 +39,14 @@ func checkLeft(t *testing.T, path string, o qcow2.Options) {
 	testkit.QemuCheck(t, path)
 }
 
-// checkLeftMem is checkLeft for an image on a memdev: its bytes are
-// written to a file first, for qemu-img.
-func checkLeftMem(t *testing.T, m *memdev.Dev, o qcow2.Options) {
+// Mem is File for an image on a memdev, closed: its bytes are written to
+// a file first, for qemu-img.
+func Mem(t testing.TB, m *memdev.Dev, o qcow2.Options) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "left.qcow2")
 	if err := os.WriteFile(p, m.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	o.Opener = nil
-	checkLeft(t, p, o)
+	File(t, p, o)
 }
