@@ -13,6 +13,7 @@ import (
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -265,7 +266,7 @@ func TestCopyOnRead_QCOW2Top(t *testing.T) {
 	if err := cor.Close(); err != nil {
 		t.Fatal(err)
 	}
-	testkit.QemuCheck(t, top)
+	imgcheck.File(t, top, qcow2.Options{})
 	alone, err := qcow2.Open(top, qcow2.Options{NoBacking: true, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +414,7 @@ func TestMirror_QCOW2Target(t *testing.T) {
 	if err := done.Close(); err != nil {
 		t.Fatal(err)
 	}
-	testkit.QemuCheck(t, path)
+	imgcheck.File(t, path, qcow2.Options{})
 }
 
 // fakeClock advances only when someone sleeps.
