@@ -31,6 +31,7 @@ func TestCrypt_CLIInterop(t *testing.T) {
 		"-c", "read -P 0x5a 1536 5000", "-c", "read -P 0x33 66536 3000", "-c", "read -P 0x44 120000 70000",
 		"-c", "read -P 0 0 1536", "-c", "read -P 0 69536 50464")
 	testkit.QemuCheckSecret(t, q, "abc")
+	mustQ(t, "check", "--object", secObj, "--image-opts", imageOpts(q))
 
 	w := filepath.Join(dir, "w.qcow2")
 	ours, theirs := mustQ(t, append(create, w, "1M")...), testkit.MustRun(t, "qemu-img", append(create, w+".q", "1M")...)
@@ -75,6 +76,7 @@ func TestCrypt_CLIInterop(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "compare", "--object", secObj, "--image-opts", imageOpts(c), "driver=raw,file.filename="+raw)
 	mustQ(t, "compare", "--object", secObj, "--image-opts", imageOpts(c), imageOpts(w))
 	testkit.QemuCheckSecret(t, c, "abc")
+	mustQ(t, "check", "--object", secObj, "--image-opts", imageOpts(c))
 
 	// A wrong secret: a clear error, and not a byte changed.
 	before, _ := os.ReadFile(w)
@@ -121,6 +123,7 @@ func TestCrypt_CLISnapshotResize(t *testing.T) {
 		t.Errorf("after resize:\n%s", out)
 	}
 	testkit.QemuCheckSecret(t, p, "abc")
+	mustQ(t, "check", "--object", secObj, "--image-opts", imageOpts(p))
 }
 
 // convert -c into an encrypted image is refused before anything is
