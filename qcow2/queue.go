@@ -380,7 +380,9 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 			q.flight -= n
 			return n, nil
 		}
-		if q.done.Len() > 0 {
+		// take may have sent parked writes in again, and those the
+		// device's queue refused (or that read zeros) are ready at once.
+		if q.done.Len() > 0 || len(q.ready) > 0 {
 			continue
 		}
 		if q.inner.InFlight() == 0 {
