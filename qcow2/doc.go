@@ -121,7 +121,11 @@
 //	    writes). Two goroutines of the queue run it. The planner takes
 //	    every such write that came in meanwhile as one batch: it plans
 //	    every cluster under one hold of mu (registering each, Q7), runs
-//	    the writes that need a copy or a zeroing first itself, and hands
+//	    the writes that need a copy or a zeroing first itself (only while
+//	    the writer has nothing in flight: those writes may wait for the
+//	    device's write lock, which the writer's writes hold until they
+//	    are reaped, and never are once lost; until then the batch and
+//	    those after it are held), and hands
 //	    the plain fills (one request per cluster, as far as the device's
 //	    limits on one request allow) to the writer, which sends them
 //	    through a vector queue of its own and hands each allocation back

@@ -16,7 +16,8 @@ import (
 //	planner  takes what has come in since its last round as one batch;
 //	         plan: Image.mu once, register and plan every cluster
 //	         (beginAllocLocked); runs the writes that need more than one
-//	         plain write (copy-on-write, zeroing first) itself; hands every
+//	         plain write (copy-on-write, zeroing first) itself, while the
+//	         writer has nothing in flight (allocHold); hands every
 //	         plain one (plainFill) to the writer; and links what the
 //	         writer hands back: seal each allocation, then Image.mu once,
 //	         link every cluster (commitAllocLocked)
@@ -63,7 +64,8 @@ type allocPlanner struct {
 	link  []*qjob
 	batch [][]*block.Req
 	back  []*qjob
-	out   int // jobs handed to the writer and not back yet
+	out   int     // jobs handed to the writer and not back yet
+	held  []*qjob // planned, waiting for the writer to have no job (allocHold)
 }
 
 // qjob is one group: planned by the planner, written by it or by the
@@ -75,6 +77,8 @@ type qjob struct {
 	x     xl2Alloc   // with extended L2: the subclusters p writes
 	w     fillWrite  // plain: the write that fills the cluster
 	plain bool
+	zero  bool     // the bytes around the data read as zeros (zeroAround)
+	v     [][]byte // the data, as one vector
 	cowed bool
 	werr  error // the data write
 	err   error // the outcome
@@ -161,7 +165,7 @@ func kick(c chan struct{}) {
 func (q *Queue) allocLoop() {
 	a := &q.alloc
 	var p allocPlanner
-	for stop := false; !stop || p.out > 0; {
+	for stop := false; !stop || p.out > 0 || len(p.held) > 0; {
 		<-a.kick
 		for {
 			a.mu.Lock()
@@ -177,6 +181,11 @@ func (q *Queue) allocLoop() {
 				p.out -= len(back)
 				q.allocLink(back)
 				q.allocDone(&p, back)
+			}
+			if p.out == 0 && len(p.held) > 0 {
+				held := p.held
+				p.held = nil
+				q.allocWrite(&p, held)
 			}
 			if len(batch) > 0 {
 				q.allocBatch(&p, batch)
@@ -246,30 +255,83 @@ func (q *Queue) allocBatch(pl *allocPlanner, batch [][]*block.Req) {
 	}
 	im.mu.Unlock()
 
-	// Write: the ways that take more than one plain write here (they may
-	// take the file's write lock; the writer reaps its own writes
-	// meanwhile), the plain ones through the writer.
-	link := pl.link[:0]
-	nplain := 0
+	// How each planned job is written: one plain write (the writer's),
+	// or more (the planner's own, below).
+	own := false
 	for _, j := range jobs {
 		if j.p.reg == nil {
 			continue
 		}
-		v := groupVec(j.g)
+		j.v = groupVec(j.g)
 		if xl2 {
-			zero := im.xzeroAround(&j.p, &j.x, j.n)
-			if j.w, j.plain = im.xplainFill(&j.p, &j.x, v, j.n, zero); j.plain {
-				nplain++
-				continue
-			}
-			j.cowed, j.werr = im.xwriteWithCOWZero(&j.p, &j.x, v, j.n, zero)
+			j.zero = im.xzeroAround(&j.p, &j.x, j.n)
+			j.w, j.plain = im.xplainFill(&j.p, &j.x, j.v, j.n, j.zero)
 		} else {
-			zero := im.zeroAround(&j.p, j.n)
-			if j.w, j.plain = im.plainFill(&j.p, v, j.n, zero, false); j.plain {
-				nplain++
-				continue
-			}
-			j.cowed, j.werr = im.writeWithCOWZero(&j.p, v, j.n, zero)
+			j.zero = im.zeroAround(&j.p, j.n)
+			j.w, j.plain = im.plainFill(&j.p, j.v, j.n, j.zero, false)
+		}
+		own = own || !j.plain
+	}
+	if own && pl.out > 0 || len(pl.held) > 0 {
+		q.allocHold(pl, jobs)
+		clear(jobs)
+		pl.jobs = jobs[:0]
+		return
+	}
+	q.allocWrite(pl, jobs)
+	clear(jobs)
+	pl.jobs = jobs[:0]
+}
+
+// allocHold keeps the planned jobs of a batch until the writer has no
+// job (allocLoop then writes them) and completes the others. The
+// planner's own writes may wait for the file's write lock, which the
+// writer's writes in flight hold until they are reaped (uring U10); if
+// the writer's queue fails for good, those writes are lost and never
+// reaped, and a planner waiting for the lock would wait for ever,
+// never linking what the writer hands back (found in review,
+// 2026-11-30). So the planner writes only while the writer has nothing
+// in flight, and later batches wait behind held jobs, so that a stream
+// of plain fills cannot keep it from ever writing.
+func (q *Queue) allocHold(pl *allocPlanner, jobs []*qjob) {
+	done := pl.link[:0]
+	for _, j := range jobs {
+		if j.p.reg == nil {
+			done = append(done, j)
+		} else {
+			pl.held = append(pl.held, j)
+		}
+	}
+	q.allocDone(pl, done)
+	clear(done)
+	pl.link = done[:0]
+}
+
+// allocWrite writes planned jobs (and completes those that were not
+// planned): the ways that take more than one plain write here, while
+// the writer has nothing in flight (allocHold), and the plain ones
+// through the writer; it links and completes what does not wait for the
+// writer. After the image lost writes (Q16), held jobs are not written:
+// they fail with ErrWritesLost.
+func (q *Queue) allocWrite(pl *allocPlanner, jobs []*qjob) {
+	im := q.im
+	xl2 := im.g.ExtendedL2
+	lost := im.state.Load()&stLost != 0
+	link := pl.link[:0]
+	nplain := 0
+	for _, j := range jobs {
+		switch {
+		case j.p.reg == nil:
+			continue
+		case lost:
+			j.werr, j.plain = ErrWritesLost, false
+		case j.plain:
+			nplain++
+			continue
+		case xl2:
+			j.cowed, j.werr = im.xwriteWithCOWZero(&j.p, &j.x, j.v, j.n, j.zero)
+		default:
+			j.cowed, j.werr = im.writeWithCOWZero(&j.p, j.v, j.n, j.zero)
 		}
 		link = append(link, j)
 	}
@@ -303,8 +365,6 @@ func (q *Queue) allocBatch(pl *allocPlanner, batch [][]*block.Req) {
 		}
 	}
 	q.allocDone(pl, done)
-	clear(jobs)
-	pl.jobs = jobs[:0]
 	clear(done)
 	pl.link = done[:0]
 }
