@@ -38,6 +38,9 @@ var deps = []depRow{
 	// Splits QEMU option strings ("a=1,,b"): the standard library.
 	{"internal/optstr", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
+	// Checks the images tests leave with our Check and qemu-img: for the
+	// tests of packages outside qcow2 (qcow2's own cannot import it).
+	{"internal/testkit/imgcheck", []string{"internal/testkit", "qcow2", "block/memdev"}},
 	{"internal/lint", nil},
 	// The NBD server serves any block device; its qcow2 adapter (block
 	// status from the engine's map) is a subpackage.
