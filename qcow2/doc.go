@@ -84,7 +84,11 @@
 //	    data cluster whose L2 entry a discard or zero-with-unmap removed
 //	    is freed only after every writer that entered the gate before
 //	    the change has left it, so no write lands in a cluster that was
-//	    freed and handed to someone else.
+//	    freed and handed to someone else. That includes a cluster a
+//	    zeroing kept first (ZeroAlloc: no sync then), whose writers found
+//	    it still Normal. Readers do not enter the gate: a read racing
+//	    with the discard of its range may see the cluster's next owner's
+//	    bytes (a known gap).
 //	Q13 Compressed clusters (compress_write.go, compress_free.go): a
 //	    compressed entry over bytes that are not its stream does not read
 //	    back as stale data but fails to decompress. So the stream is

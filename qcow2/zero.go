@@ -122,7 +122,10 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 		return nil
 	}
 	for _, e := range fr.es {
-		if e.Type() == format.ClusterNormal {
+		// A ZeroAlloc entry was Normal until a zeroing kept its cluster
+		// (zeroClusterLocked, without a sync): a writer that found it
+		// Normal may still be writing into it.
+		if t := e.Type(); t == format.ClusterNormal || t == format.ClusterZeroAlloc {
 			im.gate.sync() // Q12: lock-free writers of the old entries are done
 			break
 		}
