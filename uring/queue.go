@@ -192,10 +192,13 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 	}
 	// Take the eventfd read back first: before Linux 5.13 registering
 	// waits for the ring to be idle, which an armed read never is.
+	// rearm even when disarm fails: its kick may have completed the
+	// read already, and a read left unarmed loses every later wake-up
+	// (A5).
+	defer q.rearm()
 	if err := q.disarm(); err != nil {
 		return err
 	}
-	defer q.rearm()
 	iov := make([]unix.Iovec, 0, len(bufs)+1)
 	z := block.ZeroBuf()
 	all := append([][]byte{z}, bufs...)
@@ -228,10 +231,17 @@ func (q *Queue) disarm() error {
 		if err := q.enter(1, 0); err != nil {
 			return err
 		}
+		if testDisarmErr != nil {
+			return testDisarmErr
+		}
 		q.reap()
 	}
 	return nil
 }
+
+// testDisarmErr, when set by a test, is what disarm returns after its
+// enter, as a failed enter would (a fault injected there).
+var testDisarmErr error
 
 // rearm arms the eventfd read again after disarm.
 func (q *Queue) rearm() {
