@@ -123,8 +123,8 @@ func (im *Image) findFree(n uint64) (uint64, error) {
 		}
 		t.Lock()
 		for ; bi < g.RefblockEntries; bi, c = bi+1, c+1 {
-			if format.GetRefcount(t.Data, g.RefcountOrder, bi) != 0 || (len(im.compHeld) != 0 && im.compressHeld(c)) {
-				run = 0 // in use, or freed from a compressed entry (Q13)
+			if format.GetRefcount(t.Data, g.RefcountOrder, bi) != 0 || (len(im.held) != 0 && im.isHeld(c)) {
+				run = 0 // in use, or held (Q12, Q13)
 				continue
 			}
 			if run == 0 {

@@ -158,9 +158,10 @@ func (im *Image) commitAllocLocked(p *allocation, cowed bool, werr error, early 
 		return lerr
 	}
 	// Free what the entry pointed at before (Q3: modified and dirty
-	// first, then the refcount cache depends on the L2 cache).
+	// first, then the refcount cache depends on the L2 cache), held
+	// until readers that found the old entry are done (Q12).
 	if !p.reuse {
-		if ferr := im.freeEntryLocked(p.old); ferr != nil && werr == nil {
+		if ferr := im.freeEntryLocked(p.old, false); ferr != nil && werr == nil {
 			werr = ferr
 		}
 	}
@@ -202,12 +203,18 @@ func (im *Image) linkLocked(goff format.GuestOff, host format.HostOff, flushFirs
 	return nil
 }
 
-// freeEntryLocked drops the reference an old L2 entry held.
-func (im *Image) freeEntryLocked(e format.L2Entry) error {
+// freeEntryLocked drops the reference an old L2 entry held, after the
+// entry changed. synced: the data gate was synced since (Q12), so no
+// request still uses the cluster; else a cluster whose last reference
+// this was is held until the gate has passed (held.go).
+func (im *Image) freeEntryLocked(e format.L2Entry, synced bool) error {
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc:
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err
+		}
+		if !synced {
+			return im.freeHeldLocked(im.g.HostCluster(e.Offset()))
 		}
 		return im.freeClustersLocked(e.Offset(), 1)
 	case format.ClusterCompressed:

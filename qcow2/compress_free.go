@@ -8,9 +8,10 @@ import "github.com/qring/qring/qcow2/format"
 // bytes. A compressed entry over such bytes does not decompress at all:
 // the guest cluster fails to read. So a host cluster whose last
 // compressed reference was dropped is held out of allocation (findFree
-// skips it) until a flush has made the removal durable; flushLocked
-// releases the held clusters after the device flush. QEMU hands such a
-// cluster out at once.
+// skips it: held.go) until a flush has made the removal durable;
+// flushLocked releases the held clusters after the device flush (once
+// the data gate has passed too, Q12). QEMU hands such a cluster out at
+// once.
 
 // freeCompressedLocked drops the references of compressed entry e, one
 // per host cluster its stream touches; a host cluster whose refcount
@@ -28,27 +29,8 @@ func (im *Image) freeCompressedLocked(e format.L2Entry) error {
 			return err
 		}
 		if rc == 0 {
-			if im.compHeld == nil {
-				im.compHeld = make(map[uint64]struct{})
-			}
-			im.compHeld[c] = struct{}{}
+			im.holdLocked(c, true)
 		}
 	}
 	return nil
-}
-
-// compressHeld reports whether host cluster c is held by Q13.
-func (im *Image) compressHeld(c uint64) bool {
-	_, ok := im.compHeld[c]
-	return ok
-}
-
-// releaseCompressHeldLocked ends Q13's hold after a completed flush: the
-// L2 changes that dropped the held clusters are durable, and first-fit
-// finds them again.
-func (im *Image) releaseCompressHeldLocked() {
-	for c := range im.compHeld {
-		im.freeIdx = min(im.freeIdx, c)
-	}
-	clear(im.compHeld)
 }

@@ -79,25 +79,30 @@
 //	    filler and waits for pieces in flight before trimReserved
 //	    truncates the reserve. A failed fill write turns filling off (an
 //	    optimisation only).
-//	Q12 Freeing vs lock-free writers: a write on the overwrite path looks
-//	    its cluster up and writes it inside the write gate (gate.go); a
-//	    data cluster whose L2 entry a discard or zero-with-unmap removed
-//	    is freed only after every writer that entered the gate before
-//	    the change has left it, so no write lands in a cluster that was
-//	    freed and handed to someone else. That includes a cluster a
-//	    zeroing kept first (ZeroAlloc: no sync then), whose writers found
-//	    it still Normal. Readers do not enter the gate: a read racing
-//	    with the discard of its range may see the cluster's next owner's
-//	    bytes (a known gap).
+//	Q12 Freeing vs lock-free requests: a write on the overwrite path,
+//	    and a read, looks its cluster up and does its I/O inside the
+//	    data gate (gate.go); a data cluster whose L2 entry changed is
+//	    given out again only after every request that entered the gate
+//	    before the change has left it, so no write lands in a cluster
+//	    that was freed and handed to someone else, and no read returns
+//	    its next owner's bytes. A discard or zero-with-unmap waits for
+//	    them (sync) before it drops the references; that includes a
+//	    cluster a zeroing kept first (ZeroAlloc: no sync then), whose
+//	    writers found it still Normal. An allocation's commit, which
+//	    replaces a cluster under mu and may not wait, drops the
+//	    reference and holds a cluster that fell to 0 (held.go) with a
+//	    gate ticket: findFree skips it until the gate has passed the
+//	    ticket, which the next flush or sync checks without waiting.
 //	Q13 Compressed clusters (compress_write.go, compress_free.go): a
 //	    compressed entry over bytes that are not its stream does not read
 //	    back as stale data but fails to decompress. So the stream is
 //	    durable before the L2 entry that points at it (the L2 cache
 //	    depends on a flush, as Q2, besides Q1), and a host cluster whose
-//	    last compressed reference was dropped is not handed out again
-//	    (findFree skips it) until a completed flush has made the removal
-//	    durable: else a crash could leave the old entry pointing at the
-//	    new owner's bytes, or at the zeros of its COW.
+//	    last compressed reference was dropped is held (held.go: findFree
+//	    skips it) until a completed flush has made the removal durable,
+//	    and the data gate has passed (Q12): else a crash could leave the
+//	    old entry pointing at the new owner's bytes, or at the zeros of
+//	    its COW.
 //	Q14 Queues (queue.go, block A1-A6): a queued read whose range is one
 //	    run of host data, and a queued write inside one allocated COPIED
 //	    cluster with no allocation of that cluster in flight (with
@@ -105,11 +110,11 @@
 //	    it touches allocated; queue_xl2.go), go straight
 //	    to a queue on the device, translated, exactly as the synchronous
 //	    read and overwrite paths would send them; a read of zeros with
-//	    no backing file completes at once. A fast write holds the write
-//	    gate (Q12) from its lookup until the owner reaps it, so a freer
-//	    waits for it as for a synchronous writer (the owner only looks
-//	    up lock-free, and a freer holds nothing such a lookup waits for,
-//	    so that wait ends when the device completes the write).
+//	    no backing file completes at once. A fast read or write holds the
+//	    data gate (Q12) from its lookup until the owner reaps it, so a
+//	    freer waits for it as for a synchronous request (the owner only
+//	    looks up lock-free, and a freer holds nothing such a lookup
+//	    waits for, so that wait ends when the device completes it).
 //	    Allocating writes go to the queue's allocator (Q16); every other
 //	    request, and every flush, runs the synchronous path on a
 //	    goroutine (A4). The owner never blocks on I/O to look up: it only

@@ -7,54 +7,104 @@ import (
 	"time"
 )
 
-// writeGate orders lock-free writes into allocated clusters before the
-// freeing of those clusters (Q12). A writer on the overwrite path finds
-// its host cluster without Image.mu; if a discard frees that cluster and
-// another allocation reuses it while the write is in flight, the write
-// lands in someone else's data. So the overwrite path enters the gate
-// before it looks up the L2 entry and leaves it when its write is done,
-// and whoever frees a data cluster that such a writer may have found
-// first changes the entry, then waits (sync) for every writer that
-// entered before, then drops the refcount. A writer that enters after
-// the sync began sees the new entry.
+// dataGate orders lock-free data I/O into allocated clusters before the
+// freeing of those clusters (Q12). A writer on the overwrite path, or a
+// reader, finds its host cluster without Image.mu; if a discard frees
+// that cluster and another allocation reuses it while the I/O is in
+// flight, a write lands in someone else's data and a read returns it.
+// So both enter the gate before they look up the L2 entry and leave it
+// when their I/O is done, and whoever frees a data cluster that such a
+// request may have found first changes the entry, then waits (sync) for
+// every request that entered before, then drops the refcount. A request
+// that enters after the sync began sees the new entry.
+//
+// A freer that must not wait (it holds mu, or it may run on a queue's
+// owner, whose own requests hold tokens until it reaps them: block A3)
+// takes a ticket after changing the entry and gives the cluster out
+// only once passed(ticket) holds; poll moves the gate on without
+// waiting.
 //
 // It is an epoch scheme with two counters: entering costs two atomic
-// loads and one add on the writer's path, nothing is allocated, and only
-// the rare freer waits.
-type writeGate struct {
-	epoch  atomic.Uint32
-	_      [60]byte // keep the counters off the epoch's cache line
-	n      [2]atomic.Int64
-	syncMu sync.Mutex
+// loads and one add, nothing is allocated, and only the rare freer
+// waits. Requests of at most two epochs are ever in the gate, the
+// current one and the one before: the epoch moves on only once the one
+// before it has drained, since both share a counter.
+type dataGate struct {
+	epoch atomic.Uint32
+	_     [60]byte // keep the counters off the epoch's cache line
+	n     [2]atomic.Int64
+	// drained: every request that entered in an epoch before it has
+	// left. Written under syncMu.
+	drained atomic.Uint32
+	syncMu  sync.Mutex
 }
 
-// enter registers a writer and returns the token for exit.
-func (g *writeGate) enter() uint32 {
+// enter registers a request and returns the token for exit.
+func (g *dataGate) enter() uint32 {
 	for {
 		e := g.epoch.Load()
 		g.n[e&1].Add(1)
 		if g.epoch.Load() == e {
 			return e
 		}
-		// A sync flipped the epoch in between: register in the new one,
-		// so the sync never waits for a writer that looks up later.
+		// The epoch moved in between: register in the new one, so no
+		// freer ever waits for a request that looks up later.
 		g.n[e&1].Add(-1)
 	}
 }
 
-func (g *writeGate) exit(e uint32) { g.n[e&1].Add(-1) }
+func (g *dataGate) exit(e uint32) { g.n[e&1].Add(-1) }
 
-// sync returns once every writer that entered before the call has left.
-// Callers must not hold anything a writer in the gate may wait for.
-func (g *writeGate) sync() {
+// sync returns once every request that entered before the call has
+// left. Callers must not hold anything a request in the gate may wait
+// for.
+func (g *dataGate) sync() {
 	g.syncMu.Lock()
 	defer g.syncMu.Unlock()
-	e := g.epoch.Add(1) - 1
-	for spins := 0; g.n[e&1].Load() != 0; spins++ {
+	e := g.epoch.Load()
+	g.waitZero(&g.n[(e+1)&1]) // the epoch before e, left by poll
+	g.drained.Store(e)
+	g.epoch.Store(e + 1)
+	g.waitZero(&g.n[e&1])
+	g.drained.Store(e + 1)
+}
+
+func (g *dataGate) waitZero(n *atomic.Int64) {
+	for spins := 0; n.Load() != 0; spins++ {
 		if spins < 64 {
 			runtime.Gosched()
 		} else {
 			time.Sleep(20 * time.Microsecond)
 		}
+	}
+}
+
+// ticket is taken by a freer after it changed the entries it frees: the
+// clusters may be given out once passed(ticket).
+func (g *dataGate) ticket() uint32 { return g.epoch.Load() }
+
+// passed reports whether every request that may have found an entry
+// changed before ticket t was taken has left the gate.
+func (g *dataGate) passed(t uint32) bool { return int32(g.drained.Load()-t) > 0 }
+
+// poll moves the gate on as far as it can without waiting, so that
+// tickets up to the current epoch pass once their requests leave: it
+// never blocks (a sync in progress makes it a no-op).
+func (g *dataGate) poll() {
+	if !g.syncMu.TryLock() {
+		return
+	}
+	defer g.syncMu.Unlock()
+	// Twice: the first turn may find e's requests already gone, and
+	// then the second counts e drained too.
+	for range 2 {
+		e := g.epoch.Load()
+		if g.n[(e+1)&1].Load() != 0 { // the epoch before e is still in
+			return
+		}
+		g.drained.Store(e)
+		// A request that loaded e and registers after this store sees
+		// the new epoch and retries in it, so e's counter only falls.
+		g.epoch.Store(e + 1)
 	}
 }

@@ -57,9 +57,9 @@ type Image struct {
 	// compFree is where the next compressed stream may start, inside a
 	// host cluster that holds compressed data (0: none; compress_write.go).
 	compFree format.HostOff
-	// compHeld holds the host clusters freed from compressed entries
-	// since the last flush: not handed out again before it (Q13).
-	compHeld map[uint64]struct{}
+	// held: host clusters freed but not handed out again yet (Q12, Q13;
+	// held.go).
+	held map[uint64]heldCluster
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.
@@ -84,7 +84,7 @@ type Image struct {
 	// allocs registers the guest clusters under allocation (Q7), each
 	// with its allocation's state (inflight.go, Q10).
 	allocs sched.ClusterLocks[allocState]
-	gate   writeGate // lock-free overwrites vs freeing (Q12)
+	gate   dataGate // lock-free overwrites and reads vs freeing (Q12)
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
 	c         counters
@@ -258,7 +258,7 @@ func (im *Image) Close() error {
 		return block.ErrClosed
 	}
 	if im.queues.Load() > 0 {
-		// Q15: the queue's requests hold the write gate and the device.
+		// Q15: the queue's requests hold the data gate and the device.
 		im.mu.Unlock()
 		return ErrQueueOpen
 	}
@@ -344,7 +344,7 @@ func (im *Image) flushLocked() error {
 	if err := im.dev.Flush(); err != nil {
 		return err
 	}
-	im.releaseCompressHeldLocked() // Q13: the removals are durable
+	im.releaseHeldLocked(true) // Q13: the removals are durable
 	return nil
 }
 

@@ -54,7 +54,7 @@ type Queue struct {
 // qslot is one request on the device's queue.
 type qslot struct {
 	req  *block.Req
-	gate bool // holds the write gate (Q12) with token tok
+	gate bool // holds the data gate (Q12) with token tok
 	tok  uint32
 }
 
@@ -158,17 +158,23 @@ func (q *Queue) fast(r *block.Req) bool {
 		if block.CheckRange(r.Off, n) != nil || uint64(r.Off+n) > im.vsize.Load() {
 			return false
 		}
+		// As Readv: the lookup and the read inside the data gate (Q12);
+		// the token is given back when the read is reaped.
+		tok := im.gate.enter()
 		kind, host, ok := q.peekRun(r.Off, n)
 		switch {
 		case !ok:
+			im.gate.exit(tok)
 			return false
 		case kind == format.ClusterNormal:
-			q.send(r, host, false, 0)
+			q.send(r, host, true, tok)
 		case kind == format.ClusterZeroPlain || kind == format.ClusterZeroAlloc ||
 			(kind == format.ClusterUnallocated && im.backing == nil):
+			im.gate.exit(tok)
 			clear(r.Buf)
 			q.ready = append(q.ready, r)
 		default:
+			im.gate.exit(tok)
 			return false
 		}
 		im.c.guestReads.Add(1)
@@ -185,7 +191,7 @@ func (q *Queue) fast(r *block.Req) bool {
 			blocker.Forget()
 			return false
 		}
-		// As overwrite: the lookup and the write inside the write gate
+		// As overwrite: the lookup and the write inside the data gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
 		first, last := im.xsubRange(goff, n) // extended L2: the synchronous overwrite's test
@@ -253,7 +259,7 @@ func (q *Queue) send(r *block.Req, host format.HostOff, gate bool, tok uint32) {
 	q.batch = append(q.batch, ir)
 }
 
-// finish completes the translated request ir with err: the write gate's
+// finish completes the translated request ir with err: the data gate's
 // token goes back at once (Q12) and the guest request is ready.
 func (q *Queue) finish(ir *block.Req, err error) {
 	i := uint32(ir.User)
@@ -445,7 +451,7 @@ func (q *Queue) Close() error {
 		return block.ErrClosed
 	}
 	// Every request is waited for, even past an error: requests in
-	// flight hold buffers and locks (the write gate Q12, wmu U10).
+	// flight hold buffers and locks (the data gate Q12, wmu U10).
 	werr := block.Drain(q)
 	q.stopAlloc()
 	q.slow.Wait()

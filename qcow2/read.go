@@ -58,10 +58,17 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 	for done < n {
 		pos := off + done
 		// Extend the run over following clusters with the same kind of
-		// mapping and contiguous host offsets.
+		// mapping and contiguous host offsets. The lookup and the read
+		// of host data happen inside the data gate, so no discard frees
+		// the clusters under the read (Q12).
+		tok := im.gate.enter()
 		m, err := im.mapRun(guestOff(pos), uint64(n-done))
 		if err != nil {
+			im.gate.exit(tok)
 			return err
+		}
+		if m.kind != format.ClusterNormal && m.kind != format.ClusterCompressed {
+			im.gate.exit(tok) // no host data to read
 		}
 		chunk := int64(m.length)
 		v := bufs
@@ -72,7 +79,11 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 			*vp = sliceVec((*vp)[:0], bufs, done, chunk)
 			v = *vp
 		}
-		if err := im.readRun(m, guestOff(pos), v); err != nil {
+		err = im.readRun(m, guestOff(pos), v)
+		if m.kind == format.ClusterNormal || m.kind == format.ClusterCompressed {
+			im.gate.exit(tok)
+		}
+		if err != nil {
 			return err
 		}
 		done += chunk

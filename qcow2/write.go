@@ -117,7 +117,7 @@ func (im *Image) writeCluster(goff format.GuestOff, v [][]byte, n int64) error {
 
 // overwrite writes into the cluster of goff if it is allocated with
 // refcount 1 (COPIED); done is false when it is not and the caller must
-// allocate. The lookup and the write happen inside the write gate, so a
+// allocate. The lookup and the write happen inside the data gate, so a
 // discard never frees the cluster under the write (Q12). The cached
 // overlap check (Q9) keeps a hostile or damaged L2 entry from pointing
 // our write at metadata or far past the file.

@@ -13,7 +13,7 @@ import (
 //
 //   - in place (xoverwrite), when the cluster is allocated with COPIED
 //     and every subcluster the write touches is allocated: no lock, no
-//     metadata, inside the write gate (Q12), as overwrite;
+//     metadata, inside the data gate (Q12), as overwrite;
 //   - through an allocation (xallocWrite), registered per guest cluster
 //     (Q7) like allocWrite: a new host cluster when the cluster has
 //     none, is compressed or shared (QEMU handle_alloc), or the same host
@@ -374,7 +374,7 @@ func (im *Image) xcommitAllocLocked(p *allocation, x *xl2Alloc, cowed bool, werr
 		return lerr
 	}
 	if !p.reuse {
-		if ferr := im.freeEntryLocked(p.old); ferr != nil && werr == nil {
+		if ferr := im.freeEntryLocked(p.old, false); ferr != nil && werr == nil {
 			werr = ferr
 		}
 	}

@@ -101,8 +101,8 @@ func (im *Image) Discard(off, n int64) error {
 }
 
 // freeList collects the old entries of clusters whose L2 entries were
-// changed, to be freed once no writer can still be writing into them
-// (Q12). Batching makes one gate sync serve many clusters.
+// changed, to be freed once no request can still be writing into them
+// or reading them (Q12). Batching makes one gate sync serve many clusters.
 type freeList struct {
 	es []format.L2Entry
 }
@@ -115,18 +115,20 @@ func (fr *freeList) full() bool { return len(fr.es) >= freeBatch }
 // leaked (refcount too high), never freed under a writer.
 func (fr *freeList) release() { fr.es = fr.es[:0] }
 
-// freeAfterWriters waits until no write found any of the collected
-// clusters through its old entry, then drops their references.
+// freeAfterWriters waits until no request (write or read) that found
+// any of the collected clusters through its old entry is still in the
+// data gate, then drops their references. The sync also ends the hold
+// of clusters freed earlier without one (held.go).
 func (im *Image) freeAfterWriters(fr *freeList) error {
 	if len(fr.es) == 0 {
 		return nil
 	}
 	for _, e := range fr.es {
 		// A ZeroAlloc entry was Normal until a zeroing kept its cluster
-		// (zeroClusterLocked, without a sync): a writer that found it
-		// Normal may still be writing into it.
+		// (zeroClusterLocked, without a sync): a request that found it
+		// Normal may still be writing into it or reading it.
 		if t := e.Type(); t == format.ClusterNormal || t == format.ClusterZeroAlloc {
-			im.gate.sync() // Q12: lock-free writers of the old entries are done
+			im.gate.sync() // Q12: lock-free users of the old entries are done
 			break
 		}
 	}
@@ -140,10 +142,11 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 		return ErrReadOnly // leaked, never freed under a writer
 	}
 	for _, e := range fr.es {
-		if err := im.freeEntryLocked(e); err != nil {
+		if err := im.freeEntryLocked(e, true); err != nil {
 			return err
 		}
 	}
+	im.releaseHeldLocked(false)
 	return nil
 }
 

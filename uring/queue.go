@@ -720,7 +720,7 @@ func (q *Queue) Close() error {
 		return block.ErrClosed
 	}
 	// Every request is waited for, even past an error: requests in
-	// flight hold buffers and locks (the write gate Q12, wmu U10).
+	// flight hold buffers and locks (the data gate Q12, wmu U10).
 	werr := block.Drain(q)
 	q.slow.Wait()
 	if err := q.disarm(); err != nil {
