@@ -84,4 +84,6 @@ func TestCreate_RoundsSize(t *testing.T) {
 	if n, _ := im.Size(); n != 1024 {
 		t.Fatalf("size %d, want 1024", n)
 	}
+	ownCheck(t, p)
+	testkit.QemuCheck(t, p)
 }

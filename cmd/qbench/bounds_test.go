@@ -1,11 +1,14 @@
 package main
 
 import (
-	"github.com/qring/qring/internal/testkit"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/internal/testkit/imgcheck"
+	"github.com/qring/qring/qcow2"
 )
 
 // TestRun_OutOfBoundsRefused: a start offset at or past the end of the
@@ -39,6 +42,7 @@ func TestRun_OutOfBoundsRefused(t *testing.T) {
 			}
 		}
 	}
+	imgcheck.File(t, p, qcow2.Options{})
 }
 
 // TestRun_StepZero: -S 0 is a step of the request size, as in qemu-img
@@ -59,6 +63,7 @@ func TestRun_StepZero(t *testing.T) {
 			t.Errorf("qemu-img bench -S 0: %v\n%s", err, q)
 		}
 	}
+	imgcheck.File(t, p, qcow2.Options{})
 }
 
 // TestRun_FileChildWithoutDriver: --image-opts and json: specs whose file
@@ -77,6 +82,7 @@ func TestRun_FileChildWithoutDriver(t *testing.T) {
 			t.Errorf("%q: exit %d, %s", args, code, e)
 		}
 	}
+	imgcheck.File(t, p, qcow2.Options{})
 }
 
 // TestRun_Version: --version prints the version line and exits 0.

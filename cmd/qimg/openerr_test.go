@@ -42,7 +42,7 @@ func TestOpen_DirectoryAndEmptyFile(t *testing.T) {
 // io_uring fail where no ring can be set up (QEMU: "Unable to use
 // io_uring"), and the image is not touched; the default falls back.
 func TestIO_ExplicitRingUnavailable(t *testing.T) {
-	d := t.TempDir()
+	d := workDir(t)
 	p := filepath.Join(d, "a.qcow2")
 	mustQ(t, "create", "-q", "-f", "qcow2", p, "1M")
 	restore := imgopen.SimulateNoRing(errors.New("io_uring_setup: operation not permitted"))
