@@ -83,7 +83,17 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 // and reports like qemu-img check. With a repair mode it fixes what it may
 // and checks again.
 func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
-	im.mu.Lock()
+	if o.Repair != RepairNone {
+		// A cluster under allocation counts its reference before the
+		// link publishes it: repaired as a leak under the allocator, it
+		// would be handed out twice. So repairs wait for allocations in
+		// flight, as snapshot operations do.
+		if err := im.lockIdle(); err != nil {
+			return nil, ErrCheckBusy
+		}
+	} else {
+		im.mu.Lock()
+	}
 	defer im.mu.Unlock()
 	if im.closed {
 		return nil, fmt.Errorf("qcow2: check: %w", block.ErrClosed)
@@ -227,6 +237,19 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	c.inc(im.hdr.L1TableOffset, l1.size()*format.TableEntrySize, "L1 table")
 	if err := walk(l1.entries(), true); err != nil {
 		return nil, err
+	}
+	// Entries a discard changed and frees once the requests that may
+	// still use them are done (zero.go): their references still count.
+	for fr := range im.freeing {
+		for _, e := range fr.es {
+			switch e.Type() {
+			case format.ClusterNormal, format.ClusterZeroAlloc:
+				c.inc(e.Offset(), cs, "data cluster being freed")
+			case format.ClusterCompressed:
+				d := e.DecodeCompressed(g)
+				c.inc(d.Off, d.Size, "compressed cluster being freed")
+			}
+		}
 	}
 	// Snapshots.
 	if len(im.snapshots) > 0 {

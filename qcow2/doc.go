@@ -92,7 +92,14 @@
 //	    replaces a cluster under mu and may not wait, drops the
 //	    reference and holds a cluster that fell to 0 (held.go) with a
 //	    gate ticket: findFree skips it until the gate has passed the
-//	    ticket, which the next flush or sync checks without waiting.
+//	    ticket, which the next flush or sync checks without waiting. So
+//	    is an L2 table copied away from a stale non-COPIED L1 entry (a
+//	    lookup may have loaded that entry), and DeleteSnapshot syncs
+//	    before it drops the snapshot's references. Until a discard has
+//	    freed its old entries they keep their references: Check counts
+//	    them (Image.freeing), and a Check with repair waits for
+//	    allocations in flight (lockIdle), whose clusters are counted
+//	    before they are linked.
 //	Q13 Compressed clusters (compress_write.go, compress_free.go): a
 //	    compressed entry over bytes that are not its stream does not read
 //	    back as stale data but fails to decompress. So the stream is

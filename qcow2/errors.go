@@ -21,6 +21,9 @@ var (
 	// allocator gave up on writes its device still had in flight (Q16);
 	// reopen the image. It matches ErrReadOnly too.
 	ErrWritesLost error = writesLostError{}
+	// ErrCheckBusy: a Check with repair found allocating writes still
+	// running after waiting about a second for them.
+	ErrCheckBusy = errors.New("qcow2: allocating writes kept running, check with repair refused")
 	// ErrOutOfRange: a guest request past the virtual size.
 	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
 )

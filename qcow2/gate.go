@@ -24,23 +24,23 @@ import (
 // only once passed(ticket) holds; poll moves the gate on without
 // waiting.
 //
-// It is an epoch scheme with two counters: entering costs two atomic
+// It is an epoch scheme with two counters (64-bit epochs never wrap): entering costs two atomic
 // loads and one add, nothing is allocated, and only the rare freer
 // waits. Requests of at most two epochs are ever in the gate, the
 // current one and the one before: the epoch moves on only once the one
 // before it has drained, since both share a counter.
 type dataGate struct {
-	epoch atomic.Uint32
+	epoch atomic.Uint64
 	_     [60]byte // keep the counters off the epoch's cache line
 	n     [2]atomic.Int64
 	// drained: every request that entered in an epoch before it has
 	// left. Written under syncMu.
-	drained atomic.Uint32
+	drained atomic.Uint64
 	syncMu  sync.Mutex
 }
 
 // enter registers a request and returns the token for exit.
-func (g *dataGate) enter() uint32 {
+func (g *dataGate) enter() uint64 {
 	for {
 		e := g.epoch.Load()
 		g.n[e&1].Add(1)
@@ -53,7 +53,7 @@ func (g *dataGate) enter() uint32 {
 	}
 }
 
-func (g *dataGate) exit(e uint32) { g.n[e&1].Add(-1) }
+func (g *dataGate) exit(e uint64) { g.n[e&1].Add(-1) }
 
 // sync returns once every request that entered before the call has
 // left. Callers must not hold anything a request in the gate may wait
@@ -81,11 +81,11 @@ func (g *dataGate) waitZero(n *atomic.Int64) {
 
 // ticket is taken by a freer after it changed the entries it frees: the
 // clusters may be given out once passed(ticket).
-func (g *dataGate) ticket() uint32 { return g.epoch.Load() }
+func (g *dataGate) ticket() uint64 { return g.epoch.Load() }
 
 // passed reports whether every request that may have found an entry
 // changed before ticket t was taken has left the gate.
-func (g *dataGate) passed(t uint32) bool { return int32(g.drained.Load()-t) > 0 }
+func (g *dataGate) passed(t uint64) bool { return g.drained.Load() > t }
 
 // poll moves the gate on as far as it can without waiting, so that
 // tickets up to the current epoch pass once their requests leave: it

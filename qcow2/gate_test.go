@@ -89,9 +89,24 @@ func TestGate_Stress(t *testing.T) {
 			}
 		}()
 	}
+	// Another freer syncs meanwhile, so polls also meet syncs in
+	// progress (and find the epoch moved under them).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			g.sync()
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
 	type held struct {
 		o  *obj
-		tk uint32
+		tk uint64
 	}
 	var pending []held
 	deadline := time.Now().Add(300 * time.Millisecond)

@@ -13,7 +13,7 @@ package qcow2
 
 // heldCluster is why a held cluster is still held.
 type heldCluster struct {
-	ticket  uint32 // the data gate's ticket, taken after the entry changed
+	ticket  uint64 // the data gate's ticket, taken after the entry changed
 	flushed bool   // no flush is needed, or one has completed since (Q13)
 }
 

@@ -60,6 +60,9 @@ type Image struct {
 	// held: host clusters freed but not handed out again yet (Q12, Q13;
 	// held.go).
 	held map[uint64]heldCluster
+	// freeing: discards' lists of old entries not freed yet (zero.go);
+	// their references still count (Check).
+	freeing map[*freeList]struct{}
 	// vsize mirrors hdr.Size for lock-free readers.
 	vsize atomic.Uint64
 	// state mirrors closed/ro/corrupt for the lock-free data path.

@@ -216,7 +216,9 @@ func (im *Image) ensureL2Locked(o format.GuestOff) error {
 		if err := im.dev.Flush(); err != nil {
 			return err
 		}
-		if err := im.freeClustersLocked(old.Offset(), 1); err != nil {
+		// Held if that was its last reference: a lookup that loaded
+		// the old L1 entry lock-free may still read it (Q12).
+		if err := im.freeHeldLocked(im.g.HostCluster(old.Offset())); err != nil {
 			return err
 		}
 	}

@@ -21,7 +21,7 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 	if err := block.CheckRange(off, n); err != nil {
 		return Status{}, err
 	}
-	m, err := im.mapRun(guestOff(off), uint64(n))
+	m, err := im.mapRunGated(guestOff(off), uint64(n))
 	if err != nil {
 		return Status{}, err
 	}

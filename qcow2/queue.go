@@ -55,7 +55,7 @@ type Queue struct {
 type qslot struct {
 	req  *block.Req
 	gate bool // holds the data gate (Q12) with token tok
-	tok  uint32
+	tok  uint64
 }
 
 var (
@@ -250,7 +250,7 @@ func (q *Queue) peekRun(off, n int64) (kind format.ClusterType, host format.Host
 }
 
 // send queues r's translated request for the device's queue.
-func (q *Queue) send(r *block.Req, host format.HostOff, gate bool, tok uint32) {
+func (q *Queue) send(r *block.Req, host format.HostOff, gate bool, tok uint64) {
 	i := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	q.slots[i] = qslot{req: r, gate: gate, tok: tok}

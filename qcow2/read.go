@@ -147,6 +147,15 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	return r, nil
 }
 
+// mapRunGated is mapRun for a caller that reads no host data: inside
+// the data gate, so the L2 table its lookup found through the L1 is not
+// freed and reused under it (Q12).
+func (im *Image) mapRunGated(off format.GuestOff, maxLen uint64) (run, error) {
+	tok := im.gate.enter()
+	defer im.gate.exit(tok)
+	return im.mapRun(off, maxLen)
+}
+
 func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {
 	switch r.kind {
 	case format.ClusterNormal:
@@ -265,7 +274,7 @@ func (im *Image) IsZeroFast(off, n int64) bool {
 		return true
 	}
 	for n > 0 {
-		m, err := im.mapRun(guestOff(off), uint64(n))
+		m, err := im.mapRunGated(guestOff(off), uint64(n))
 		if err != nil {
 			return false
 		}

@@ -190,3 +190,139 @@ func hostOf(t *testing.T, im *Image, off int64) int64 {
 	}
 	return int64(e.Offset())
 }
+
+// Found in review of the change above: DeleteSnapshot dropped the
+// references of clusters only the snapshot kept without waiting for the
+// data gate. A read R found guest cluster 0 at H, shared with snapshot
+// s; a write copied cluster 0 elsewhere (H: refcount 2 -> 1, no hold);
+// deleting s took H to 0 under R, and the next allocation reused it.
+func TestRegress_SnapshotDeleteWaitsForReads(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	old := bytes.Repeat([]byte{0x11}, cs)
+	mustWrite(t, im, old, 0)
+	if _, err := im.CreateSnapshot("s"); err != nil {
+		t.Fatal(err)
+	}
+	host := hostOf(t, im, 0)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
+	buf := make([]byte, 4096)
+	rdone := async(func() error { _, err := im.ReadAt(buf, 0); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("R never reached the device")
+	}
+	mustWrite(t, im, bytes.Repeat([]byte{0x33}, 4096), 0) // copy-on-write: H 2 -> 1
+	d := async(func() error { return im.DeleteSnapshot("s") })
+	x := bytes.Repeat([]byte{0x22}, cs)
+	dBlocked := blocked(d, 300*time.Millisecond)
+	if !dBlocked {
+		t.Error("DeleteSnapshot freed H while R was still reading it")
+		for g := int64(5); g < 12; g++ {
+			mustWrite(t, im, x, g*cs) // one of them into H, before R reads
+		}
+	}
+	h.Release()
+	if err := <-rdone; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, old[:len(buf)]) {
+		t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
+	}
+	if dBlocked {
+		waitErr(t, d, "delete snapshot")
+	}
+	checkClean(t, im, r.mem)
+}
+
+// Found in the same review: Check with repair between a discard's entry
+// change and its free (the discard waiting in the gate for a read) saw
+// the cluster as leaked and set its refcount to 0; the cluster went to
+// guest cluster 5, and the discard then took it below its references.
+// Now Check counts the discard's pending entries.
+func TestRegress_CheckRepairDuringDiscardKeepsPendingFrees(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	old := bytes.Repeat([]byte{0x11}, cs)
+	mustWrite(t, im, old, 0)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	host := hostOf(t, im, 0)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
+	buf := make([]byte, 4096)
+	rdone := async(func() error { _, err := im.ReadAt(buf, 0); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("R never reached the device")
+	}
+	d := async(func() error { return im.Discard(0, cs) })
+	if !blocked(d, 200*time.Millisecond) {
+		t.Fatal("the discard did not wait for R")
+	}
+	res, err := im.Check(CheckOptions{Repair: RepairLeaks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Leaks != 0 || res.LeaksFixed != 0 || res.Corruptions != 0 {
+		t.Errorf("check during the discard: %d leaks (%d fixed), %d corruptions: %v", res.Leaks, res.LeaksFixed, res.Corruptions, res.Messages)
+	}
+	x := bytes.Repeat([]byte{0x22}, cs)
+	mustWrite(t, im, x, 5*cs)
+	if got := hostOf(t, im, 5*cs); got == host {
+		t.Error("guest cluster 5 was given the cluster the discard still owns")
+	}
+	h.Release()
+	if err := <-rdone; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, old[:len(buf)]) {
+		t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
+	}
+	waitErr(t, d, "discard")
+	if got := readBack(t, im, 5*cs, cs); !bytes.Equal(got, x) {
+		t.Fatalf("guest cluster 5 reads %#x, want 0x22", got[0])
+	}
+	checkClean(t, im, r.mem)
+}
+
+// Found in the same review: the copy of an L2 table whose L1 entry lacks
+// COPIED (a stale flag) freed the old table at once when its refcount
+// was 1, while a lookup that loaded the old L1 entry lock-free could
+// still read it. Now the table is held until the gate has passed.
+func TestRegress_CopiedL2TableHeldUntilGatePasses(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x11}, 4096), 0)
+	l1 := im.l1.Load()
+	table := l1.load(0).Offset()
+	im.mu.Lock()
+	l1.store(0, format.MakeL1(table, false)) // stale: refcount 1 without COPIED
+	im.mu.Unlock()
+	tok := im.gate.enter()                                 // a lookup that loaded the old L1 entry
+	mustWrite(t, im, bytes.Repeat([]byte{0x33}, 4096), cs) // copies the table
+	if got := im.l1.Load().load(0).Offset(); got == table {
+		t.Fatal("the table was not copied")
+	}
+	x := bytes.Repeat([]byte{0x22}, cs)
+	for _, g := range []int64{1, 5, 6, 7} { // 1: written above, after the copy
+		if g != 1 {
+			mustWrite(t, im, x, g*cs)
+		}
+		if hostOf(t, im, g*cs) == int64(table) {
+			t.Errorf("guest cluster %d was given the old L2 table while a lookup could still read it", g)
+		}
+	}
+	im.gate.exit(tok)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	im.mu.Lock()
+	n := len(im.held)
+	im.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d clusters still held after the lookup left and a flush", n)
+	}
+	checkClean(t, im, r.mem)
+}

@@ -284,6 +284,10 @@ func (im *Image) deleteSnapshotLocked(i int, sn format.Snapshot) error {
 	if err := im.writeSnapshotTableLocked(snaps); err != nil {
 		return err
 	}
+	// Q12: a read still in the data gate may have found a cluster that
+	// only the snapshot keeps now (the active tree replaced it since);
+	// it is done before the cluster can be given out.
+	im.gate.sync()
 	if err := im.adjustRefsLocked(snl1, -1); err != nil {
 		return err
 	}

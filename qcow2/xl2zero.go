@@ -40,7 +40,7 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap, discard bool, f
 		return err
 	}
 	if free {
-		fr.es = append(fr.es, e) // freed after the writers (Q12, Q3)
+		im.pendLocked(fr, e) // freed after the requests (Q12, Q3)
 	}
 	return nil
 }

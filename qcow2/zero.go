@@ -28,7 +28,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 		return block.ErrNotSupported
 	}
 	var fr freeList
-	defer fr.release()
+	defer im.release(&fr)
 	for n > 0 {
 		in := off % cs
 		chunk := min(cs-in, n)
@@ -83,7 +83,7 @@ func (im *Image) Discard(off, n int64) error {
 		end = (off + n + cs - 1) / cs
 	}
 	var fr freeList
-	defer fr.release()
+	defer im.release(&fr)
 	for c := first; c < end; c++ {
 		err := im.holdSectors(c*cs, cs, func() error {
 			return im.zeroCluster(guestOff(c*cs), true, true, &fr)
@@ -103,6 +103,9 @@ func (im *Image) Discard(off, n int64) error {
 // freeList collects the old entries of clusters whose L2 entries were
 // changed, to be freed once no request can still be writing into them
 // or reading them (Q12). Batching makes one gate sync serve many clusters.
+// Until then the entries still own their references: a list with
+// entries is registered in Image.freeing, so Check counts them and does
+// not repair them as leaks under the freer.
 type freeList struct {
 	es []format.L2Entry
 }
@@ -111,9 +114,34 @@ const freeBatch = 256
 
 func (fr *freeList) full() bool { return len(fr.es) >= freeBatch }
 
-// release is deferred by the owner: entries left on an error path are
-// leaked (refcount too high), never freed under a writer.
-func (fr *freeList) release() { fr.es = fr.es[:0] }
+// pendLocked adds the old entry e to fr (mu held).
+func (im *Image) pendLocked(fr *freeList, e format.L2Entry) {
+	if len(fr.es) == 0 {
+		if im.freeing == nil {
+			im.freeing = make(map[*freeList]struct{})
+		}
+		im.freeing[fr] = struct{}{}
+	}
+	fr.es = append(fr.es, e)
+}
+
+// releaseLocked empties fr (mu held): its entries were freed, or are
+// left leaked (refcount too high), never freed under a request.
+func (im *Image) releaseLocked(fr *freeList) {
+	delete(im.freeing, fr)
+	fr.es = fr.es[:0]
+}
+
+// release is deferred by the list's owner (without mu): entries left on
+// an error path are leaked.
+func (im *Image) release(fr *freeList) {
+	if len(fr.es) == 0 { // written only by this goroutine
+		return
+	}
+	im.mu.Lock()
+	im.releaseLocked(fr)
+	im.mu.Unlock()
+}
 
 // freeAfterWriters waits until no request (write or read) that found
 // any of the collected clusters through its old entry is still in the
@@ -134,7 +162,7 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	defer fr.release()
+	defer im.releaseLocked(fr)
 	if im.closed {
 		return block.ErrClosed
 	}
@@ -231,7 +259,7 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr
 	}
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc, format.ClusterCompressed:
-		fr.es = append(fr.es, e)
+		im.pendLocked(fr, e)
 	}
 	return nil
 }
