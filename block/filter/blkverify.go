@@ -28,6 +28,11 @@ func (e *MismatchError) Is(target error) bool { return target == ErrMismatch }
 // reference device and the results are compared; writes, zeroing, flush
 // and truncate go to both. Requests are serialised per range (FL3) so
 // overlapping writes cannot leave the two devices in different orders.
+//
+// It is no block.Discarder (FL8): QEMU's blkverify driver has no pdiscard,
+// and a discard leaves each device reading what it defines, which the
+// comparison of later reads would report as a mismatch. A discard, direct
+// or queued, is block.ErrNotSupported and reaches neither device.
 type Blkverify struct {
 	test, ref block.Device
 	lk        rangeLock

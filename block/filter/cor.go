@@ -30,7 +30,12 @@ type CORMetrics struct {
 
 // CopyOnRead is QEMU's copy-on-read filter: reads of ranges the top does
 // not allocate are read from the source and written into the top, so later
-// reads are local. Writes go to the top only.
+// reads are local. Writes go to the top only, and so do discards, as
+// QEMU's cor_co_pdiscard forwards them to its file (FL8): a discard holds
+// its range's lock like a write, so a copy in flight cannot write older
+// source data over it (FL5), and it is block.ErrNotSupported, having done
+// nothing, when the top is no block.Discarder. The source is never
+// discarded.
 //
 // With a nil source the unallocated ranges are read through the top
 // itself: a qcow2 top whose backing file is the source then just writes
@@ -42,7 +47,10 @@ type CopyOnRead struct {
 	M   CORMetrics
 }
 
-var _ block.Device = (*CopyOnRead)(nil)
+var (
+	_ block.Device    = (*CopyOnRead)(nil)
+	_ block.Discarder = (*CopyOnRead)(nil)
+)
 
 // NewCopyOnRead builds the filter. It owns top and src (FL4); src may be
 // nil (see CopyOnRead).
@@ -148,6 +156,24 @@ func (c *CopyOnRead) Writev(off int64, bufs [][]byte) error {
 
 func (c *CopyOnRead) WriteZeroes(off, n int64, flags block.Flags) error {
 	return c.lk.writeZeroes(c.Caps(), off, n, flags, func() error { return c.top.WriteZeroes(off, n, flags) })
+}
+
+// Discard deallocates [off, off+n) of the top (FL8). It holds the range
+// exclusively, as QEMU's discard waits for the serialising copy-on-read
+// requests it overlaps: a copy that read the source before the discard
+// writes back before it, never after (FL5). What the range then reads is
+// the top's affair: a qcow2 v3 top reads zeros there; a top that leaves it
+// unallocated has later reads copy it from the source again.
+func (c *CopyOnRead) Discard(off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	d, ok := c.top.(block.Discarder)
+	if !ok {
+		return block.ErrNotSupported
+	}
+	defer c.lk.lock(off, n, true)()
+	return d.Discard(off, n)
 }
 
 func (c *CopyOnRead) Flush() error              { return c.top.Flush() }

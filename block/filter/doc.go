@@ -11,7 +11,7 @@
 //
 // Every layer is a block.Device and keeps block's B1..B7 (package block's
 // doc.go; blocktest checks them). The invariants of the layers themselves
-// (code and tests cite them as FL1..FL7; mirror.go adds MR1..MR3):
+// (code and tests cite them as FL1..FL8; mirror.go adds MR1..MR3):
 //
 //	FL1  Flag inheritance: Caps() is computed from the children on every
 //	     call (a backend may drop Allocate at run time). A passthrough layer
@@ -44,14 +44,30 @@
 //	     done nothing (block's B5; copy-on-read's lock too).
 //	FL4  A layer owns its children: Close closes them (mirror's target
 //	     only until Complete hands it over).
-//	FL5  Copy-on-read and mirror never overwrite newer guest data with
-//	     older copied data: the copy of a range holds that range's lock
+//	FL5  Copy-on-read and mirror never overwrite newer guest data (a
+//	     write, zeroing or discard) with older copied data: the copy of a range holds that range's lock
 //	     and re-checks its state (allocation, dirty bit) under it.
 //	FL6  Errors are typed: ErrMismatch (blkverify, with the offset),
 //	     ErrQuorum (not enough children agreed or succeeded), ErrCompleted
-//	     (mirror after Complete), block.ErrRange (raw writes past the
-//	     window), block.ErrNotSupported (FL2).
+//	     (mirror after Complete), block.ErrRange (raw writes and
+//	     discards past the window), block.ErrNotSupported (FL2, FL8).
 //	FL7  Buffer ownership is block's: a layer keeps no reference to the
 //	     caller's buffers after a call returns; copies it needs (quorum
 //	     votes, blkverify reference reads) are its own.
+//	FL8  Discards (block.Discarder; a queued OpDiscard runs them, block's
+//	     A2) follow QEMU's driver of each layer. raw, throttle,
+//	     copy-on-read and mirror are Discarders and forward them: raw
+//	     checks the range against its window as a write (block.ErrRange
+//	     past a fixed one) and shifts it by its offset; throttle charges
+//	     it as a write of its length; copy-on-read sends it to its top
+//	     under its range lock (FL5: a copy in flight cannot put older
+//	     source bytes back over it); mirror discards its source and
+//	     marks the chunks dirty, so the copier brings the target to what
+//	     the source now reads (MR1..MR3). blkverify and quorum are no
+//	     Discarders: QEMU's drivers have no pdiscard. Go's method sets
+//	     make every *Raw a Discarder whatever its child, so a layer
+//	     whose child that must take the discard (raw's, throttle's,
+//	     copy-on-read's top, mirror's source) is no Discarder returns
+//	     block.ErrNotSupported having done nothing (block's B3); the
+//	     mirror's target need not be one.
 package filter

@@ -28,6 +28,7 @@ type MirrorMetrics struct {
 	TargetWrites   atomic.Int64 // guest writes sent to the target too
 	TargetFailures atomic.Int64 // guest writes the target refused (chunk redirtied)
 	DeferredWrites atomic.Int64 // guest writes into not-yet-copied chunks, left to the copier
+	Discards       atomic.Int64 // guest discards of the source, their chunks left to the copier
 }
 
 // Mirror is QEMU's drive-mirror as a filter: guest I/O goes to the source
@@ -37,7 +38,10 @@ type MirrorMetrics struct {
 // Design (MR1..MR3):
 //
 //	MR1  dirty[c] means the target's chunk c may differ from the source. All
-//	     chunks start dirty; the copier clears a chunk's bit before copying it.
+//	     chunks start dirty; the copier clears a chunk's bit before copying
+//	     it. Whatever may change the source without the same change on the
+//	     target (a deferred write, a failed target write, a source write
+//	     or discard that failed part-way, every discard) sets it again.
 //	MR2  A guest write holds the lock of its byte range; the copy of a
 //	     chunk holds the whole chunk, so the two exclude each other while
 //	     guest writes that do not overlap never wait for each other (B1),
@@ -45,9 +49,20 @@ type MirrorMetrics struct {
 //	     all its chunks are clean it writes the target too, otherwise it
 //	     marks them dirty and leaves them to the copier. So a chunk's copy
 //	     never races a guest write to it, and a clean chunk stays equal on
-//	     both sides (FL5).
-//	MR3  Converged (no dirty chunk) is stable: only a failed target write
-//	     can dirty a chunk again, and the copier then runs again.
+//	     both sides (FL5). A discard (FL8) holds its range the same way,
+//	     discards the source and marks its chunks dirty whatever their
+//	     state: what a discarded range reads is the device's affair (zeros,
+//	     a backing file's bytes, partial clusters left as they were), so a
+//	     discard on the target could leave it reading otherwise than the
+//	     source; the copier instead copies what the source now reads (zeros
+//	     as a zeroing with MayUnmap, which frees the target's space too).
+//	     This is QEMU's background mirror, whose dirty bitmap records the
+//	     discard (bdrv_mirror_top_pdiscard discards the source).
+//	MR3  Converged (no dirty chunk) is stable but for MR1's causes: a
+//	     failed target write or a discard dirties a chunk again, and the
+//	     copier then runs again. Complete waits again when one came between
+//	     its wait and its quiescing, so the target it hands over reads what
+//	     the source reads.
 //
 // The size is fixed while mirroring: writes past the source's size at
 // NewMirror fail with block.ErrRange and Truncate is not supported, as
@@ -71,7 +86,10 @@ type Mirror struct {
 	M MirrorMetrics
 }
 
-var _ block.Device = (*Mirror)(nil)
+var (
+	_ block.Device    = (*Mirror)(nil)
+	_ block.Discarder = (*Mirror)(nil)
+)
 
 // NewMirror starts mirroring src to tgt. The target is grown to the
 // source's size if it is smaller. The Mirror owns src, and tgt until
@@ -205,35 +223,44 @@ func (m *Mirror) Wait() error {
 // Complete waits for convergence, quiesces guest I/O, stops the job,
 // flushes the target and hands it to the caller, who now owns it (QEMU's
 // block-job-complete). Later requests to the Mirror fail with
-// ErrCompleted; Close then closes only the source.
+// ErrCompleted; Close then closes only the source. A guest request that
+// dirtied a chunk between the wait and the quiescing (a discard, a failed
+// target write) makes it wait again (MR3).
 func (m *Mirror) Complete() (block.Device, error) {
-	if err := m.Wait(); err != nil {
-		return nil, err
-	}
-	// The whole-device lock waits for in-flight guest requests, so none
-	// straddles the hand-over.
-	defer m.lk.lock(0, max(m.size, 1), true)()
-	m.mu.Lock()
-	if m.completed {
-		m.mu.Unlock()
-		return nil, ErrCompleted
-	}
-	if m.ndirty > 0 || m.err != nil { // a target write failed meanwhile
-		err := m.err
-		m.mu.Unlock()
-		if err == nil {
-			err = errors.New("filter: mirror: target diverged during completion")
+	for {
+		if err := m.Wait(); err != nil {
+			return nil, err
 		}
-		return nil, err
+		// The whole-device lock waits for in-flight guest requests, so
+		// none straddles the hand-over.
+		unlock := m.lk.lock(0, max(m.size, 1), true)
+		m.mu.Lock()
+		if m.completed {
+			m.mu.Unlock()
+			unlock()
+			return nil, ErrCompleted
+		}
+		if err := m.err; err != nil {
+			m.mu.Unlock()
+			unlock()
+			return nil, err
+		}
+		if m.ndirty > 0 {
+			m.mu.Unlock()
+			unlock()
+			continue
+		}
+		m.completed, m.stop = true, true
+		m.cond.Broadcast()
+		m.mu.Unlock()
+		<-m.done
+		err := m.tgt.Flush()
+		unlock()
+		if err != nil {
+			return nil, err
+		}
+		return m.tgt, nil
 	}
-	m.completed, m.stop = true, true
-	m.cond.Broadcast()
-	m.mu.Unlock()
-	<-m.done
-	if err := m.tgt.Flush(); err != nil {
-		return nil, err
-	}
-	return m.tgt, nil
 }
 
 func (m *Mirror) checkLive() error {
@@ -261,8 +288,9 @@ func (m *Mirror) chunks(off, n int64) (c0, c1 int) {
 }
 
 // guestWrite applies MR2: source first, then the target if every chunk is
-// clean, else redirty the chunks for the copier. flags are the request's
-// (NoWait: ErrBusy instead of waiting for an overlapping request, B5).
+// clean, else redirty the chunks for the copier; a nil tgt (a discard)
+// always leaves them to the copier. flags are the request's (NoWait:
+// ErrBusy instead of waiting for an overlapping request, B5).
 func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() error) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
@@ -283,7 +311,18 @@ func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() err
 		return err
 	}
 	if err := src(); err != nil {
+		// ErrNotSupported and ErrBusy promise nothing was done (B3,
+		// B5); any other failure may have changed part of the source
+		// (MR1).
+		if !errors.Is(err, block.ErrNotSupported) && !errors.Is(err, block.ErrBusy) {
+			m.redirty(c0, c1)
+		}
 		return err
+	}
+	if tgt == nil {
+		m.M.Discards.Add(1)
+		m.redirty(c0, c1)
+		return nil
 	}
 	m.mu.Lock()
 	clean := true
@@ -300,6 +339,12 @@ func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() err
 	} else {
 		m.M.DeferredWrites.Add(1)
 	}
+	m.redirty(c0, c1)
+	return nil
+}
+
+// redirty marks chunks [c0, c1) dirty and wakes the copier (MR1).
+func (m *Mirror) redirty(c0, c1 int) {
 	m.mu.Lock()
 	for c := c0; c < c1; c++ {
 		if !m.dirty[c] {
@@ -310,7 +355,6 @@ func (m *Mirror) guestWrite(off, n int64, flags block.Flags, src, tgt func() err
 	}
 	m.cond.Broadcast()
 	m.mu.Unlock()
-	return nil
 }
 
 func (m *Mirror) Readv(off int64, bufs [][]byte) error {
@@ -345,6 +389,30 @@ func (m *Mirror) WriteZeroes(off, n int64, flags block.Flags) error {
 			}
 			return err
 		})
+}
+
+// Discard discards [off, off+n) of the source and marks its chunks dirty,
+// so the copier brings the target to what the source then reads (MR2,
+// FL8): QEMU's mirror filter forwards a discard to its source and its dirty
+// bitmap records it for the target. The target need not be a Discarder.
+// Past the size it is block.ErrRange; on a source that is no
+// block.Discarder it is block.ErrNotSupported, and nothing is discarded
+// or dirtied.
+func (m *Mirror) Discard(off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if off+n > m.size {
+		return block.ErrRange
+	}
+	if err := m.checkLive(); err != nil {
+		return err
+	}
+	d, ok := m.src.(block.Discarder)
+	if !ok {
+		return block.ErrNotSupported
+	}
+	return m.guestWrite(off, n, 0, func() error { return d.Discard(off, n) }, nil)
 }
 
 // Flush flushes the source, and the target while it is mirrored so that

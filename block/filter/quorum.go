@@ -65,6 +65,11 @@ type QuorumMetrics struct {
 // concurrently and succeeds when Threshold of them do; every read reads all
 // children and returns the data at least Threshold of them agree on (the
 // largest such group). Failed children are reported and skipped.
+//
+// It is no block.Discarder (FL8): QEMU's quorum driver has no pdiscard (it
+// would leave the children reading what each defines, and the next read's
+// vote would fail). A discard, direct or queued, is block.ErrNotSupported
+// and reaches no child.
 type Quorum struct {
 	kids []block.Device
 	o    QuorumOptions

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"math"
 	"sync/atomic"
 
 	"github.com/qring/qring/block"
@@ -19,8 +20,12 @@ type RawOptions struct {
 // an offset/size window. Requests map 1:1 (a passthrough layer, FL1).
 //
 // With a fixed Size, the window never grows: reads past it fill zeros
-// (B2), writes and zeroing past it fail with block.ErrRange, and Truncate
-// is block.ErrNotSupported.
+// (B2), writes, zeroing and discards past it fail with block.ErrRange,
+// and Truncate is block.ErrNotSupported.
+//
+// Discard is QEMU's raw_co_pdiscard (FL8): checked against the window as
+// a write is, then passed to the child at Offset+off; block.ErrNotSupported,
+// having done nothing, when the child is no block.Discarder.
 //
 // After Close every method returns block.ErrClosed, including those a
 // fixed window answers without its child (B7).
@@ -30,7 +35,10 @@ type Raw struct {
 	closed atomic.Bool
 }
 
-var _ block.Device = (*Raw)(nil)
+var (
+	_ block.Device    = (*Raw)(nil)
+	_ block.Discarder = (*Raw)(nil)
+)
 
 // NewRaw wraps child. It owns child (FL4).
 func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
@@ -57,10 +65,14 @@ func (r *Raw) Size() (int64, error) {
 	return max(n-r.o.Offset, 0), nil
 }
 
-// inWindow checks a write of [off, off+n) against a fixed window.
+// inWindow checks a write (or discard) of [off, off+n) against a fixed
+// window, and that it does not overflow once shifted by the offset.
 func (r *Raw) inWindow(off, n int64) error {
 	if err := block.CheckRange(off, n); err != nil {
 		return err
+	}
+	if off+n > math.MaxInt64-r.o.Offset {
+		return block.ErrRange
 	}
 	if r.closed.Load() {
 		return block.ErrClosed
@@ -124,6 +136,23 @@ func (r *Raw) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, buf
 		return err
 	}
 	return block.ZeroThenWritev(r.child, r.o.Offset+zoff, zn, zflags, r.o.Offset+woff, bufs)
+}
+
+// Discard deallocates [off, off+n) of the window on the child (FL8): like
+// QEMU's raw driver, which checks a discard against its size option as a
+// write (raw_adjust_offset with is_write) and forwards it shifted by its
+// offset. Past a fixed window it is block.ErrRange, and on a child that is
+// no block.Discarder block.ErrNotSupported; either way nothing is
+// discarded.
+func (r *Raw) Discard(off, n int64) error {
+	if err := r.inWindow(off, n); err != nil {
+		return err
+	}
+	d, ok := r.child.(block.Discarder)
+	if !ok {
+		return block.ErrNotSupported
+	}
+	return d.Discard(r.o.Offset+off, n)
 }
 
 func (r *Raw) Flush() error {

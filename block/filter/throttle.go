@@ -74,7 +74,9 @@ func (b *bucket) take(cost float64, now time.Time) time.Duration {
 // throttle filter), e.g. to make a fast disk behave like an HDD in perf
 // runs. Reads and data writes are charged their bytes and one request;
 // zeroing is charged as one write request and no bytes (it moves no
-// data); flush is free. It is a passthrough layer for flags (FL1).
+// data); flush is free. A discard is charged as a write of its length,
+// one request and its bytes, as QEMU's throttle_co_pdiscard charges the
+// write bucket (FL8). It is a passthrough layer for flags (FL1).
 type Throttle struct {
 	child block.Device
 	clock Clock
@@ -87,7 +89,10 @@ type Throttle struct {
 	M                   ThrottleMetrics
 }
 
-var _ block.Device = (*Throttle)(nil)
+var (
+	_ block.Device    = (*Throttle)(nil)
+	_ block.Discarder = (*Throttle)(nil)
+)
 
 // NewThrottle wraps child (owned, FL4). clock nil means the wall clock.
 func NewThrottle(child block.Device, l ThrottleLimits, clock Clock) *Throttle {
@@ -167,6 +172,21 @@ func (t *Throttle) WriteZeroes(off, n int64, flags block.Flags) error {
 	}
 	t.wait(true, 0)
 	return t.child.WriteZeroes(off, n, flags)
+}
+
+// Discard waits for a write of n bytes to pass the limits and forwards the
+// discard to the child (FL8). On a child that is no block.Discarder it is
+// block.ErrNotSupported, charged nothing and forwarded nowhere.
+func (t *Throttle) Discard(off, n int64) error {
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	d, ok := t.child.(block.Discarder)
+	if !ok {
+		return block.ErrNotSupported
+	}
+	t.wait(true, n)
+	return d.Discard(off, n)
 }
 
 func (t *Throttle) Flush() error              { return t.child.Flush() }
