@@ -38,6 +38,15 @@ type allocatedNode struct {
 
 func (a allocatedNode) Allocated(off, n int64) (bool, int64, error) { return a.im.Allocated(off, n) }
 
+// Discard forwards to the node, so a copy-on-read stack discards into its
+// top image as QEMU's does (filter FL8).
+func (a allocatedNode) Discard(off, n int64) error {
+	if d, ok := a.Device.(block.Discarder); ok {
+		return d.Discard(off, n)
+	}
+	return block.ErrNotSupported
+}
+
 func (b *builder) cor(n *node) (block.Device, error) {
 	top, err := b.child(n, "file")
 	if err != nil {

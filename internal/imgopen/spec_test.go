@@ -2,8 +2,8 @@ package imgopen
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
-	"github.com/qring/qring/uring"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +14,7 @@ import (
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
 )
 
 func TestParseSpec_Table(t *testing.T) {
@@ -106,20 +107,24 @@ func TestOpenSpec_Drivers(t *testing.T) {
 	if err := qcow2.Create(top, qcow2.CreateOptions{BackingFile: a, BackingFormat: "qcow2"}); err != nil {
 		t.Fatal(err)
 	}
+	// discard: the stack forwards a discard to a qcow2 image, as QEMU's
+	// drivers do; else it is ErrNotSupported (a raw file, blkverify,
+	// quorum).
 	cases := []struct {
 		name, spec string
 		want       any
+		discard    bool
 	}{
-		{"qcow2", "driver=qcow2,file=" + a + ",l2-cache-size=1M", &qcow2.Image{}},
-		{"raw-window", "driver=raw,file=" + r + ",offset=1M,size=2M", &filter.Raw{}},
-		{"file", "driver=file,filename=" + r, nil},
-		{"blkverify", `json:{"driver":"blkverify","test":{"driver":"qcow2","file":"` + b + `"},"raw":{"driver":"raw","file":"` + r + `"}}`, &filter.Blkverify{}},
-		{"quorum", "driver=quorum,children=" + a + ":" + b + ":" + c + ",vote-threshold=2,rewrite-corrupted=on", &filter.Quorum{}},
-		{"quorum-dotted", "driver=quorum,children.0=" + a + ",children.1.driver=qcow2,children.1.file=" + b, &filter.Quorum{}},
-		{"copy-on-read", "driver=copy-on-read,file.driver=qcow2,file.file=" + top, &filter.CopyOnRead{}},
-		{"throttle", "driver=throttle,iops-total=100000,bps-total=1G,file=" + c, &filter.Throttle{}},
-		{"throttle-limits", `json:{"driver":"throttle","limits":{"iops-total":100000},"file":{"driver":"qcow2","file":{"driver":"file","filename":"` + c + `"}}}`, &filter.Throttle{}},
-		{"mirror", "driver=mirror,file=" + a + ",target=" + filepath.Join(dir, "m.raw") + ",granularity=64k", &filter.Mirror{}},
+		{"qcow2", "driver=qcow2,file=" + a + ",l2-cache-size=1M", &qcow2.Image{}, true},
+		{"raw-window", "driver=raw,file=" + r + ",offset=1M,size=3M", &filter.Raw{}, false},
+		{"file", "driver=file,filename=" + r, nil, false},
+		{"blkverify", `json:{"driver":"blkverify","test":{"driver":"qcow2","file":"` + b + `"},"raw":{"driver":"raw","file":"` + r + `"}}`, &filter.Blkverify{}, false},
+		{"quorum", "driver=quorum,children=" + a + ":" + b + ":" + c + ",vote-threshold=2,rewrite-corrupted=on", &filter.Quorum{}, false},
+		{"quorum-dotted", "driver=quorum,children.0=" + a + ",children.1.driver=qcow2,children.1.file=" + b, &filter.Quorum{}, false},
+		{"copy-on-read", "driver=copy-on-read,file.driver=qcow2,file.file=" + top, &filter.CopyOnRead{}, true},
+		{"throttle", "driver=throttle,iops-total=100000,bps-total=1G,file=" + c, &filter.Throttle{}, true},
+		{"throttle-limits", `json:{"driver":"throttle","limits":{"iops-total":100000},"file":{"driver":"qcow2","file":{"driver":"file","filename":"` + c + `"}}}`, &filter.Throttle{}, true},
+		{"mirror", "driver=mirror,file=" + a + ",target=" + filepath.Join(dir, "m.raw") + ",granularity=64k", &filter.Mirror{}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +143,31 @@ func TestOpenSpec_Drivers(t *testing.T) {
 			got := make([]byte, len(p))
 			if err := block.ReadAt(d, got, 64<<10); err != nil || !bytes.Equal(got, p) {
 				t.Fatalf("read back: %v", err)
+			}
+			// A whole cluster, written and then discarded.
+			const doff, dlen = 2 << 20, 64 << 10
+			if err := block.WriteAt(d, bytes.Repeat([]byte{0x77}, dlen), doff); err != nil {
+				t.Fatal(err)
+			}
+			dd, ok := d.(block.Discarder)
+			var err error
+			if ok {
+				err = dd.Discard(doff, dlen)
+			} else {
+				err = block.Do(d, &block.Req{Op: block.OpDiscard, Off: doff, Len: dlen})
+			}
+			if !tc.discard {
+				if !errors.Is(err, block.ErrNotSupported) {
+					t.Fatalf("discard: %v, want ErrNotSupported", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("discard: %v", err)
+			}
+			got = make([]byte, dlen)
+			if err := block.ReadAt(d, got, doff); err != nil || !bytes.Equal(got, make([]byte, dlen)) {
+				t.Fatalf("read after discard: %v (first byte %#x)", err, got[0])
 			}
 		})
 	}
