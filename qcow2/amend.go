@@ -30,6 +30,7 @@ func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
 			*im.hdr = old
 			return err
 		}
+		im.ver.Store(h.Version)
 		return im.dev.Flush()
 	})
 }
@@ -94,11 +95,6 @@ func (im *Image) SetVersion(v uint32) error {
 	if v != 2 && v != 3 {
 		return fmt.Errorf("%w: version %d", ErrUnsupported, v)
 	}
-	if v == 2 && im.Header().Version >= 3 {
-		if err := im.checkNoZeroClusters(); err != nil {
-			return err
-		}
-	}
 	return im.rewriteHeader(func(h *format.Header) error {
 		if h.Version == v {
 			return nil
@@ -122,7 +118,15 @@ func (im *Image) SetVersion(v uint32) error {
 			// that format.ParseHeader refuses.
 			return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
 		}
+		// Under mu, where zeroing changes entries: none can appear
+		// between the scan and the new version.
+		if err := im.checkNoZeroClustersLocked(); err != nil {
+			return err
+		}
 		h.Version = 2
+		// Lazy refcounts need version 3; the image is clean (no dirty
+		// bit, checked above), so refcounts are kept eagerly from now.
+		im.lazy = false
 		h.CompatibleFeatures, h.AutoclearFeatures = 0, 0
 		h.UnknownFields = nil
 		h.SetExtension(format.ExtFeatureNames, nil)
@@ -130,22 +134,19 @@ func (im *Image) SetVersion(v uint32) error {
 	})
 }
 
-// checkNoZeroClusters fails with ErrZeroClusters when an active L2 entry
-// is a zero cluster.
-func (im *Image) checkNoZeroClusters() error {
-	size, err := im.Size()
-	if err != nil {
-		return err
-	}
+// checkNoZeroClustersLocked fails with ErrZeroClusters when an active L2
+// entry is a zero cluster (mu held; the lookups take no lock).
+func (im *Image) checkNoZeroClustersLocked() error {
+	size := int64(im.hdr.Size)
 	for off := int64(0); off < size; {
-		st, err := im.BlockStatus(off, size-off)
+		m, err := im.mapRunGated(guestOff(off), uint64(size-off))
 		if err != nil {
 			return err
 		}
-		if st.Allocated && st.Zero {
-			return fmt.Errorf("%w at guest offset %d", ErrZeroClusters, st.Off)
+		if m.kind == format.ClusterZeroPlain || m.kind == format.ClusterZeroAlloc {
+			return fmt.Errorf("%w at guest offset %d", ErrZeroClusters, off)
 		}
-		off = st.Off + st.Len
+		off += int64(m.length)
 	}
 	return nil
 }

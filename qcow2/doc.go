@@ -94,8 +94,14 @@
 //	    gate ticket: findFree skips it until the gate has passed the
 //	    ticket, which the next flush or sync checks without waiting. So
 //	    is an L2 table copied away from a stale non-COPIED L1 entry (a
-//	    lookup may have loaded that entry), and DeleteSnapshot syncs
-//	    before it drops the snapshot's references. Until a discard has
+//	    lookup may have loaded that entry), and so are the clusters
+//	    whose last reference ApplySnapshot or DeleteSnapshot drops.
+//	    Nothing waits for the gate under mu (a queue's owner may wait
+//	    for mu while its requests hold tokens): CreateSnapshot, which
+//	    must let no overwrite that found COPIED land after it, pauses
+//	    the overwrite path and syncs before it takes mu
+//	    (pauseOverwrites); overwrites that come meanwhile wait, then
+//	    copy the shared cluster. Until a discard has
 //	    freed its old entries they keep their references: Check counts
 //	    them (Image.freeing), and a Check with repair waits for
 //	    allocations in flight (lockIdle), whose clusters are counted

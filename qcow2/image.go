@@ -63,8 +63,10 @@ type Image struct {
 	// freeing: discards' lists of old entries not freed yet (zero.go);
 	// their references still count (Check).
 	freeing map[*freeList]struct{}
-	// vsize mirrors hdr.Size for lock-free readers.
+	// vsize mirrors hdr.Size, and ver hdr.Version, for lock-free readers
+	// (hdr changes under mu).
 	vsize atomic.Uint64
+	ver   atomic.Uint32
 	// state mirrors closed/ro/corrupt for the lock-free data path.
 	state atomic.Uint32
 	// queues counts open Queues (Q15); raised under mu, so Close,
@@ -88,6 +90,10 @@ type Image struct {
 	// with its allocation's state (inflight.go, Q10).
 	allocs sched.ClusterLocks[allocState]
 	gate   dataGate // lock-free overwrites and reads vs freeing (Q12)
+	// snapPause, while CreateSnapshot runs, makes overwrites wait for
+	// it (pauseOverwrites); snapMu serialises those pauses.
+	snapPause atomic.Pointer[chan struct{}]
+	snapMu    sync.Mutex
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
 	c         counters

@@ -111,7 +111,7 @@ func (im *Image) xentry(o format.GuestOff) (format.L2Entry, uint64, error) {
 }
 
 func (im *Image) validEntry(e format.L2Entry) error {
-	if err := e.Validate(&im.g, im.hdr.Version); err != nil {
+	if err := e.Validate(&im.g, im.ver.Load()); err != nil {
 		return err
 	}
 	return nil

@@ -194,6 +194,10 @@ func (q *Queue) fast(r *block.Req) bool {
 		// As overwrite: the lookup and the write inside the data gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
+		if im.snapPause.Load() != nil { // the slow path waits (pausedForSnapshot)
+			im.gate.exit(tok)
+			return false
+		}
 		first, last := im.xsubRange(goff, n) // extended L2: the synchronous overwrite's test
 		e, bm, ok := im.peekXEntry(goff)
 		if !ok || e.Type() != format.ClusterNormal || !e.Copied() || im.overlapCheckData(e.Offset()) != nil ||

@@ -191,50 +191,6 @@ func hostOf(t *testing.T, im *Image, off int64) int64 {
 	return int64(e.Offset())
 }
 
-// Found in review of the change above: DeleteSnapshot dropped the
-// references of clusters only the snapshot kept without waiting for the
-// data gate. A read R found guest cluster 0 at H, shared with snapshot
-// s; a write copied cluster 0 elsewhere (H: refcount 2 -> 1, no hold);
-// deleting s took H to 0 under R, and the next allocation reused it.
-func TestRegress_SnapshotDeleteWaitsForReads(t *testing.T) {
-	const cs = 64 << 10
-	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
-	im := r.im
-	old := bytes.Repeat([]byte{0x11}, cs)
-	mustWrite(t, im, old, 0)
-	if _, err := im.CreateSnapshot("s"); err != nil {
-		t.Fatal(err)
-	}
-	host := hostOf(t, im, 0)
-	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
-	buf := make([]byte, 4096)
-	rdone := async(func() error { _, err := im.ReadAt(buf, 0); return err })
-	if !h.Wait(holdTimeout) {
-		t.Fatal("R never reached the device")
-	}
-	mustWrite(t, im, bytes.Repeat([]byte{0x33}, 4096), 0) // copy-on-write: H 2 -> 1
-	d := async(func() error { return im.DeleteSnapshot("s") })
-	x := bytes.Repeat([]byte{0x22}, cs)
-	dBlocked := blocked(d, 300*time.Millisecond)
-	if !dBlocked {
-		t.Error("DeleteSnapshot freed H while R was still reading it")
-		for g := int64(5); g < 12; g++ {
-			mustWrite(t, im, x, g*cs) // one of them into H, before R reads
-		}
-	}
-	h.Release()
-	if err := <-rdone; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(buf, old[:len(buf)]) {
-		t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
-	}
-	if dBlocked {
-		waitErr(t, d, "delete snapshot")
-	}
-	checkClean(t, im, r.mem)
-}
-
 // Found in the same review: Check with repair between a discard's entry
 // change and its free (the discard waiting in the gate for a read) saw
 // the cluster as leaked and set its refcount to 0; the cluster went to

@@ -24,8 +24,45 @@ import (
 // before they are published (Q1, Q4), and a reference is durably gone
 // before its refcount drops (Q3). Like QEMU, which drains the device
 // first, the operations run with no allocation in flight (lockIdle):
-// one holds mu throughout, so none starts, and lock-free overwrites that
-// found COPIED before it was cleared are waited for (gate.sync).
+// one holds mu throughout, so none starts. None waits for the data gate
+// under mu: CreateSnapshot pauses overwrites and syncs the gate before
+// it takes mu (pauseOverwrites), and clusters whose last reference
+// Apply or Delete drops are held until the gate passes (Q12).
+
+// pauseOverwrites stops the in-place overwrite path until the returned
+// function runs, and waits for the overwrites already in flight: an
+// overwrite that found COPIED before CreateSnapshot cleared it and landed
+// after would change the snapshot's cluster, and be lost to the active
+// image if a later write copied the cluster first. The wait (a gate sync)
+// happens before mu is taken: a queue's fast writes leave the gate only
+// when their owner reaps them, and the owner may be waiting for mu
+// (block A3). Overwrites that come meanwhile wait (pausedForSnapshot),
+// then take the allocating path, which copies the now shared cluster.
+func (im *Image) pauseOverwrites() (resume func()) {
+	im.snapMu.Lock()
+	ch := make(chan struct{})
+	im.snapPause.Store(&ch)
+	im.gate.sync()
+	return func() {
+		im.snapPause.Store(nil)
+		close(ch)
+		im.snapMu.Unlock()
+	}
+}
+
+// pausedForSnapshot is called by an overwrite right after it entered the
+// gate with token tok: while CreateSnapshot pauses overwrites it leaves
+// the gate, waits for the snapshot and reports true (the caller goes on
+// to the allocating path).
+func (im *Image) pausedForSnapshot(tok uint64) bool {
+	p := im.snapPause.Load()
+	if p == nil {
+		return false
+	}
+	im.gate.exit(tok)
+	<-*p
+	return true
+}
 
 // ErrNoSnapshot: no snapshot has the given ID or name.
 var ErrNoSnapshot = errors.New("qcow2: snapshot not found")
@@ -105,6 +142,7 @@ func (im *Image) withSnapshot(s string, fn func(i int, sn format.Snapshot) error
 // CreateSnapshot takes an internal snapshot named name of the current
 // disk state (qemu-img snapshot -c) and returns its table entry.
 func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
+	defer im.pauseOverwrites()()
 	if err := im.lockIdle(); err != nil {
 		return format.Snapshot{}, err
 	}
@@ -147,9 +185,6 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 			l1.store(uint64(i), format.MakeL1(e.Offset(), false))
 		}
 	}
-	// Q12-like: overwrites that found COPIED before it was cleared
-	// finish before the snapshot exists.
-	im.gate.sync()
 	if err := im.flushLocked(); err != nil {
 		return format.Snapshot{}, err
 	}
@@ -244,10 +279,10 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 	if err := im.dev.Flush(); err != nil {
 		return err
 	}
-	// Q12: writers that found the old entries are done before the old
-	// clusters' refcounts drop (Q3: the L1 no longer points at them,
-	// durably).
-	im.gate.sync()
+	// Q3: the L1 no longer points at the old tables, durably; requests
+	// that found the old entries may still be in the data gate, so
+	// clusters that fall to 0 are held until it passes (adjustRefLocked,
+	// Q12).
 	isNew := make(map[format.HostOff]bool, len(snl1))
 	for _, e := range snl1 {
 		isNew[e.Offset()] = true
@@ -284,10 +319,10 @@ func (im *Image) deleteSnapshotLocked(i int, sn format.Snapshot) error {
 	if err := im.writeSnapshotTableLocked(snaps); err != nil {
 		return err
 	}
-	// Q12: a read still in the data gate may have found a cluster that
-	// only the snapshot keeps now (the active tree replaced it since);
-	// it is done before the cluster can be given out.
-	im.gate.sync()
+	// A read still in the data gate may have found a cluster that only
+	// the snapshot keeps now (the active tree replaced it since): one
+	// that falls to 0 is held until the gate passes (adjustRefLocked,
+	// Q12).
 	if err := im.adjustRefsLocked(snl1, -1); err != nil {
 		return err
 	}
@@ -368,7 +403,7 @@ func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 				}
 			}
 		}
-		if err := im.updateRefcountLocked(g.HostCluster(l2off), addend); err != nil {
+		if err := im.adjustRefLocked(g.HostCluster(l2off), addend); err != nil {
 			return err
 		}
 	}
@@ -381,16 +416,29 @@ func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
 	g := &im.g
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc:
-		return im.updateRefcountLocked(g.HostCluster(e.Offset()), addend)
+		return im.adjustRefLocked(g.HostCluster(e.Offset()), addend)
 	case format.ClusterCompressed:
 		d := e.DecodeCompressed(g)
 		for c := g.HostCluster(d.Off); c <= g.HostCluster(d.Off+format.HostOff(d.Size)-1); c++ {
-			if err := im.updateRefcountLocked(c, addend); err != nil {
+			if err := im.adjustRefLocked(c, addend); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// adjustRefLocked adds addend to host cluster c's refcount. A reference
+// dropped is one the L1 or the snapshot table no longer holds, durably
+// (Q3), but a lookup that started before may still use the cluster: one
+// that falls to 0 is held until the data gate has passed (Q12, held.go),
+// so a snapshot operation never waits for the gate under mu (where a
+// queue's owner that calls the image could hold it up: block A3).
+func (im *Image) adjustRefLocked(c uint64, addend int64) error {
+	if addend < 0 {
+		return im.freeHeldLocked(c)
+	}
+	return im.updateRefcountLocked(c, addend)
 }
 
 // pinL2Slice pins the L2 slice at host offset off and reads its entries

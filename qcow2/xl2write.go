@@ -68,6 +68,9 @@ func xallAllocated(e format.L2Entry, bm uint64, first, last uint) bool {
 // subcluster is allocated in a COPIED cluster.
 func (im *Image) xoverwrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
 	tok := im.gate.enter()
+	if im.pausedForSnapshot(tok) {
+		return false, nil
+	}
 	e, bm, err := im.xentry(goff)
 	first, last := im.xsubRange(goff, n)
 	if err != nil || !xallAllocated(e, bm, first, last) {

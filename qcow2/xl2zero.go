@@ -72,7 +72,7 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 	scs := int64(im.g.SubclusterSize())
 	a := (off + scs - 1) / scs * scs
 	b := (off + n) / scs * scs
-	if uint64(off+n) == im.hdr.Size {
+	if uint64(off+n) == im.vsize.Load() {
 		b = off + n
 	}
 	if a >= b {

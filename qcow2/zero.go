@@ -21,7 +21,8 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if g.ExtendedL2 {
 		gran = int64(g.SubclusterSize())
 	}
-	if flags&block.Allocate != 0 && (im.hdr.Version < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hdr.Size)) {
+	// Lock-free: the version and size mirrors (Image.ver, vsize).
+	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.vsize.Load())) {
 		return block.ErrNotSupported
 	}
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
@@ -32,9 +33,9 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	for n > 0 {
 		in := off % cs
 		chunk := min(cs-in, n)
-		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.hdr.Size)
+		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.vsize.Load())
 		var err error
-		if whole && im.hdr.Version >= 3 {
+		if whole && im.ver.Load() >= 3 {
 			err = im.holdSectors(off, chunk, func() error {
 				return im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
 			})
@@ -79,7 +80,7 @@ func (im *Image) Discard(off, n int64) error {
 	cs := int64(im.g.ClusterSize)
 	first := (off + cs - 1) / cs
 	end := (off + n) / cs
-	if uint64(off+n) == im.hdr.Size {
+	if uint64(off+n) == im.vsize.Load() {
 		end = (off + n + cs - 1) / cs
 	}
 	var fr freeList

@@ -1,0 +1,296 @@
+package qcow2
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/holddev"
+)
+
+// Found in two reviews of the read gate (2026-11-30), each failing on the
+// code before its fix.
+
+// DeleteSnapshot dropped the references of clusters only the snapshot
+// kept without regard for the data gate. A read R found guest cluster 0
+// at H, shared with snapshot s; a write copied cluster 0 elsewhere (H:
+// refcount 2 -> 1, not held), deleting s took H to 0, and the next
+// allocation reused it under R. Now H is held until R has left.
+func TestRegress_SnapshotDeleteHoldsClustersUnderReads(t *testing.T) {
+	for _, queued := range []bool{false, true} {
+		name := "sync"
+		if queued {
+			name = "queued"
+		}
+		t.Run(name, func(t *testing.T) {
+			const cs = 64 << 10
+			r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+			im := r.im
+			old := bytes.Repeat([]byte{0x11}, cs)
+			mustWrite(t, im, old, 0)
+			if _, err := im.CreateSnapshot("s"); err != nil {
+				t.Fatal(err)
+			}
+			host := hostOf(t, im, 0)
+			h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
+			buf := make([]byte, 4096)
+			var q block.Queue
+			var rdone <-chan error
+			if queued {
+				var err error
+				if q, err = im.NewQueue(4); err != nil {
+					t.Fatal(err)
+				}
+				if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				rdone = async(func() error { _, err := im.ReadAt(buf, 0); return err })
+			}
+			if !h.Wait(holdTimeout) {
+				t.Fatal("R never reached the device")
+			}
+			mustWrite(t, im, bytes.Repeat([]byte{0x33}, cs), 0) // copy-on-write: H 2 -> 1
+			if err := im.DeleteSnapshot("s"); err != nil {      // H 1 -> 0
+				t.Fatal(err)
+			}
+			x := bytes.Repeat([]byte{0x22}, cs)
+			for g := int64(5); g < 9; g++ {
+				mustWrite(t, im, x, g*cs)
+				if hostOf(t, im, g*cs) == host {
+					t.Errorf("guest cluster %d was given H while R was still reading it", g)
+				}
+			}
+			h.Release()
+			if q != nil {
+				out := make([]*block.Req, 1)
+				if _, err := q.Wait(out, 1); err != nil || out[0].Err != nil {
+					t.Fatalf("R: %v %v", err, out[0].Err)
+				}
+				if err := q.Close(); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := <-rdone; err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf, old[:len(buf)]) {
+				t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
+			}
+			checkClean(t, im, r.mem)
+		})
+	}
+}
+
+// Check with repair counted a cluster under allocation (refcount taken,
+// not linked yet) as a leak and set its refcount to 0; the write then
+// linked it, and the next allocation got the same cluster. Now a repair
+// waits for allocations in flight.
+func TestRegress_CheckRepairWaitsForAllocations(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), cs) // the L2 table exists
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a := bytes.Repeat([]byte{0xaa}, cs)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: isData(a[:64])})
+	w := async(func() error { _, err := im.WriteAt(a, 0); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the write never reached the device")
+	}
+	c := async(func() error {
+		res, err := im.Check(CheckOptions{Repair: RepairLeaks})
+		if err == nil && (res.LeaksFixed != 0 || res.Corruptions != 0) {
+			t.Errorf("check -r leaks beside the write: %d leaks fixed, %d corruptions: %v", res.LeaksFixed, res.Corruptions, res.Messages)
+		}
+		return err
+	})
+	cBlocked := blocked(c, 100*time.Millisecond)
+	h.Release()
+	waitErr(t, w, "write")
+	if cBlocked {
+		waitErr(t, c, "check")
+	}
+	if !cBlocked {
+		t.Error("check -r did not wait for the allocation in flight")
+	}
+	b := bytes.Repeat([]byte{0xbb}, cs)
+	mustWrite(t, im, b, 7*cs)
+	if hostOf(t, im, 0) == hostOf(t, im, 7*cs) {
+		t.Errorf("guest clusters 0 and 7 share host cluster %#x", hostOf(t, im, 0))
+	}
+	if got := readBack(t, im, 0, cs); !bytes.Equal(got, a) {
+		t.Errorf("the acknowledged write to guest cluster 0 reads back %#x, want 0xaa", got[0])
+	}
+	checkClean(t, im, r.mem)
+}
+
+// SetVersion(2) scanned for zero clusters without mu, then rewrote the
+// header: a discard of a cluster the scan had passed left a v2 image
+// with a zero-flag entry, which no longer read. Now the scan runs under
+// mu with the header change.
+func TestRegress_DowngradeScanExcludesZeroing(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Size: 1 << 30}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
+	mustWrite(t, im, bytes.Repeat([]byte{0x02}, cs), 600<<20) // a second L2 table, B
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tableB := int64(im.l1.Load().load(im.g.L1Index(600 << 20)).Offset())
+	im.l2c.Invalidate()
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: tableB, End: tableB + cs})
+	sv := async(func() error { return im.SetVersion(2) })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the downgrade's scan never reached table B")
+	}
+	d := async(func() error { return im.Discard(0, cs) }) // cluster 0: scanned already
+	dBlocked := blocked(d, 200*time.Millisecond)          // it needs mu, which the scan holds
+	h.Release()
+	if dBlocked {
+		waitErr(t, d, "discard")
+	}
+	waitErr(t, sv, "downgrade")
+	if v := im.Header().Version; v != 2 {
+		t.Fatalf("version %d after the downgrade", v)
+	}
+	buf := make([]byte, 512)
+	if _, err := im.ReadAt(buf, 0); err != nil {
+		t.Fatalf("guest cluster 0 after the downgrade: %v", err)
+	}
+	checkClean(t, im, r.mem)
+}
+
+// A downgraded image with lazy refcounts kept allocating as lazy, and
+// marking it dirty failed (version 2 has no feature bits): every
+// allocating write failed until reopen.
+func TestRegress_DowngradeEndsLazyRefcounts(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs, LazyRefcounts: true}, Options{PreallocSize: -1})
+	im := r.im
+	if err := im.SetVersion(2); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, bytes.Repeat([]byte{0x44}, 4096), 0)
+	checkClean(t, im, r.mem)
+}
+
+// CreateSnapshot waited for the data gate under mu: a queue owner with a
+// request in flight that called the image (ReadAt takes mu for the size)
+// waited for mu, and the snapshot for the owner's request. Now the
+// snapshot syncs the gate before it takes mu.
+func TestRegress_SnapshotDoesNotHoldMuForQueueOwners(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
+		t.Fatal(err)
+	}
+	snap := async(func() error { _, err := im.CreateSnapshot("s"); return err })
+	if !blocked(snap, 100*time.Millisecond) {
+		t.Fatal("the snapshot did not wait for the owner's read")
+	}
+	// The owner, between Submit and Wait, asks the image for something.
+	own := async(func() error {
+		p := make([]byte, 512)
+		_, err := im.ReadAt(p, cs)
+		return err
+	})
+	dead := false
+	select {
+	case err := <-own:
+		if err != nil {
+			t.Fatalf("the owner's ReadAt: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		dead = true
+		t.Error("the owner's ReadAt waited for mu, held by CreateSnapshot waiting for the owner's own request")
+	}
+	out := make([]*block.Req, 1)
+	if _, err := q.Wait(out, 1); err != nil || out[0].Err != nil {
+		t.Fatalf("the queued read: %v %v", err, out[0].Err)
+	}
+	waitErr(t, snap, "snapshot")
+	if dead {
+		waitErr(t, own, "the owner's ReadAt")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, im, r.mem)
+}
+
+// WriteZeroes and Discard read the header's size and version without mu
+// while Truncate wrote them under it (go test -race finds it).
+func TestRegress_ZeroingReadsHeaderMirrors(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	done := async(func() error {
+		for range 50 {
+			if err := im.Discard(0, cs); err != nil {
+				return err
+			}
+			if err := im.WriteZeroes(cs, cs, block.MayUnmap); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i := range 50 {
+		if err := im.Truncate(int64(64<<20) + int64(i+1)*cs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitErr(t, done, "zeroing")
+	checkClean(t, im, r.mem)
+}
+
+// CreateSnapshot pauses overwrites: one in flight when it starts is
+// waited for, and one that comes meanwhile copies the now shared cluster
+// after it, so the snapshot keeps what the cluster held and the active
+// image what was written.
+func TestRegress_SnapshotPausesOverwrites(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	old := bytes.Repeat([]byte{0x11}, cs)
+	mustWrite(t, im, old, 0)
+	w1 := bytes.Repeat([]byte{0x55}, 4096)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write, Fn: isData(w1)})
+	wd := async(func() error { _, err := im.WriteAt(w1, 0); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the overwrite never reached the device")
+	}
+	snap := async(func() error { _, err := im.CreateSnapshot("s"); return err })
+	if !blocked(snap, 100*time.Millisecond) {
+		t.Fatal("CreateSnapshot did not wait for the overwrite in flight")
+	}
+	w2 := bytes.Repeat([]byte{0x66}, 4096)
+	wd2 := async(func() error { _, err := im.WriteAt(w2, 8192); return err })
+	h.Release()
+	waitErr(t, wd, "the first overwrite")
+	waitErr(t, snap, "snapshot")
+	waitErr(t, wd2, "the overwrite during the snapshot")
+	want := append(append(append([]byte(nil), w1...), old[4096:8192]...), w2...)
+	if got := readBack(t, im, 0, len(want)); !bytes.Equal(got, want) {
+		t.Fatal("the active image lost a write")
+	}
+	if err := im.ApplySnapshot("s"); err != nil {
+		t.Fatal(err)
+	}
+	want = append(append([]byte(nil), w1...), old[4096:]...)
+	if got := readBack(t, im, 0, cs); !bytes.Equal(got, want) {
+		t.Fatal("the snapshot does not hold the cluster as it was when taken")
+	}
+	checkClean(t, im, r.mem)
+}
