@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/sched"
 )
@@ -144,6 +145,12 @@ func (im *Image) finishAlloc(p *allocation, cowed bool, werr error) error {
 // put data there (early: early writes that succeeded). Either way it
 // tells the early writers the outcome (Q10).
 func (im *Image) commitAllocLocked(p *allocation, cowed bool, werr error, early int) error {
+	if im.closed {
+		// Close did not wait for this one (its caches are written
+		// back): not linked, not acknowledged.
+		p.st.finish(block.ErrClosed)
+		return block.ErrClosed
+	}
 	if werr != nil && early == 0 {
 		im.undoAllocLocked(p) // QEMU qcow2_alloc_cluster_abort
 		p.st.finish(werr)

@@ -142,6 +142,9 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
 
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	if im.closed { // as commitAllocLocked: not linked, not acknowledged
+		return block.ErrClosed
+	}
 	if werr == nil {
 		werr = im.linkCompressedLocked(goff, host, uint64(len(c)))
 	}

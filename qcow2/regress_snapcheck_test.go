@@ -294,3 +294,40 @@ func TestRegress_SnapshotPausesOverwrites(t *testing.T) {
 	}
 	checkClean(t, im, r.mem)
 }
+
+// Close did not wait for allocating writes running on other goroutines:
+// one that committed after Close had flushed linked its cluster into a
+// cache never written back, and was acknowledged, then lost. Now Close
+// waits for them, as QEMU drains first.
+func TestRegress_CloseWaitsForAllocatingWrites(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	a := bytes.Repeat([]byte{0xaa}, 4096)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: isData(a)})
+	w := async(func() error { _, err := im.WriteAt(a, 3*cs); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the write never reached the device")
+	}
+	c := async(im.Close)
+	cBlocked := blocked(c, 100*time.Millisecond)
+	if !cBlocked {
+		t.Error("Close did not wait for the allocating write")
+	}
+	h.Release()
+	werr := <-w
+	if cBlocked {
+		waitErr(t, c, "close")
+	}
+	r.im = nil
+	im2, err := OpenDevice(r.mem, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im2.Close()
+	got := readBack(t, im2, 3*cs, len(a))
+	if werr == nil && !bytes.Equal(got, a) {
+		t.Fatalf("an acknowledged write reads %#x after Close and reopen", got[0])
+	}
+	mustClean(t, im2)
+}

@@ -361,6 +361,10 @@ func (im *Image) xreadOld(buf []byte, e format.L2Entry, bm uint64, cstart format
 // the allocation bits of the subclusters written and clears their zero
 // bits (QEMU qcow2_alloc_cluster_link_l2).
 func (im *Image) xcommitAllocLocked(p *allocation, x *xl2Alloc, cowed bool, werr error, early int) error {
+	if im.closed { // as commitAllocLocked
+		p.st.finish(block.ErrClosed)
+		return block.ErrClosed
+	}
 	if werr != nil && early == 0 {
 		im.undoAllocLocked(p)
 		p.st.finish(werr)
