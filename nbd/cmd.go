@@ -97,13 +97,14 @@ func (c *conn) trim(r *request) error {
 	}
 	off, n := int64(r.off), int64(r.len)
 	if d, ok := c.exp.Dev.(Discarder); ok {
-		// TRIM is a hint (section "Request types"): a device that
-		// cannot discard this range has done what it could.
 		if err := d.Discard(off, n); !errors.Is(err, block.ErrNotSupported) {
 			return err
 		}
-		return nil
+		// A layer that forwards discards over a device that has none
+		// (a raw window over a file): unmap by zeroing, as below.
 	}
+	// TRIM is a hint (section "Request types"): a device that can do
+	// neither has done what it could.
 	if c.exp.Dev.Caps().ZeroFlags&block.MayUnmap != 0 {
 		err := c.exp.Dev.WriteZeroes(off, n, block.MayUnmap)
 		if !errors.Is(err, block.ErrNotSupported) {

@@ -534,3 +534,33 @@ func TestHandshakeLimit(t *testing.T) {
 		t.Fatalf("flush after the handshake limit: %d", code)
 	}
 }
+
+// notDiscarding is a layer that forwards discards to a device that has
+// none (filter.Raw over a file): Discard is ErrNotSupported.
+type notDiscarding struct{ block.Device }
+
+func (notDiscarding) Discard(off, n int64) error { return block.ErrNotSupported }
+
+// TestTrimFallsBackToUnmapZeroing: a TRIM on an export whose Discard is
+// ErrNotSupported unmaps by zeroing with MayUnmap, as on a device that is
+// no Discarder (it was ignored when filters became Discarders).
+func TestTrimFallsBackToUnmapZeroing(t *testing.T) {
+	mem := newMem(memdev.Options{})
+	if mem.Caps().ZeroFlags&block.MayUnmap == 0 {
+		t.Fatal("memdev without MayUnmap")
+	}
+	s := newTestServer(t, &Export{Dev: notDiscarding{mem}, Unmap: true})
+	c := dial(t, s)
+	c.connect("", false)
+	data := bytes.Repeat([]byte{0x5a}, 65536)
+	if code, _, _ := c.do(cmdWrite, 0, 0, uint32(len(data)), data); code != 0 {
+		t.Fatalf("write: %d", code)
+	}
+	if code, _, _ := c.do(cmdTrim, 0, 0, uint32(len(data)), nil); code != 0 {
+		t.Fatalf("trim: %d", code)
+	}
+	code, got, _ := c.do(cmdRead, 0, 0, uint32(len(data)), nil)
+	if code != 0 || !bytes.Equal(got, make([]byte, len(data))) {
+		t.Fatalf("after TRIM: code %d, the range still holds data", code)
+	}
+}
