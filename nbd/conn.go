@@ -80,9 +80,15 @@ func (c *conn) serve() {
 		if !quiet(err) {
 			c.srv.logf("nbd: %s: negotiation: %v", c.raw.RemoteAddr(), err)
 		}
+		if errors.Is(err, errAbort) {
+			c.closeTLS() // a clean end, as after NBD_CMD_DISC
+		}
 		return
 	}
 	c.raw.SetDeadline(time.Time{})
+	c.srv.mu.Lock()
+	c.srv.served++
+	c.srv.mu.Unlock()
 	if c.stopped.Load() {
 		c.raw.SetReadDeadline(time.Now()) // Shutdown came during the handshake
 	}
@@ -95,10 +101,31 @@ func (c *conn) serve() {
 	}
 	c.wmu.Lock()
 	if c.werr == nil {
-		c.w.Flush()
+		// The last replies, then over TLS the end of the session: the
+		// spec (section "TLS support") has the server shut TLS down,
+		// not just drop the socket, so the client sees a close_notify
+		// alert (and can tell the end from a truncation) after
+		// NBD_CMD_DISC. A client that does not read gets closeGrace.
+		c.raw.SetWriteDeadline(time.Now().Add(closeGrace))
+		if c.werr = c.w.Flush(); c.werr == nil {
+			c.closeTLS()
+		}
 	}
 	c.wmu.Unlock()
 }
+
+// closeTLS ends the TLS session, if there is one, with a close_notify
+// alert (bounded by closeGrace), and closes the socket.
+func (c *conn) closeTLS() {
+	if c.tls {
+		c.raw.SetWriteDeadline(time.Now().Add(closeGrace))
+		c.nc.Close()
+	}
+}
+
+// closeGrace bounds the writes that end a connection: the last buffered
+// replies and the TLS close_notify.
+const closeGrace = 5 * time.Second
 
 // quiet reports errors that are a normal end of a connection: the client
 // closed it, aborted, or the server is shutting down.
@@ -140,9 +167,15 @@ func (c *conn) transmit() error {
 			return nil
 		}
 		cerr := c.check(&r)
+		// n is the memory the request holds until its reply is sent:
+		// the payload of a READ or WRITE, the descriptors of a
+		// BLOCK_STATUS.
 		var n int64
-		if r.typ == cmdRead || r.typ == cmdWrite {
+		switch r.typ {
+		case cmdRead, cmdWrite:
 			n = int64(r.len)
+		case cmdBlockStatus:
+			n = c.statusCost(&r)
 		}
 		if r.typ == cmdWrite && r.len > MaxPayload {
 			// The payload cannot be taken in and skipping up to 4 GiB is

@@ -22,7 +22,7 @@
 //
 // Concurrency: the requests of one connection run concurrently on the
 // device (at most Server.MaxInFlight at a time and MaxInFlightBytes of
-// payload), and their replies may go out in any order, as section
+// payloads and block status replies), and their replies may go out in any order, as section
 // "Transmission" allows; the replies of one connection are written under
 // one lock, each reply whole. Several connections may share one export
 // (NBD_FLAG_CAN_MULTI_CONN when Export.MultiConn): FLUSH on any of them

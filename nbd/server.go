@@ -19,8 +19,10 @@ type Server struct {
 	// client upgraded).
 	TLS *tls.Config
 	// MaxInFlight bounds the requests of one connection running at once
-	// (default 64); MaxInFlightBytes their payloads (default 64 MiB, at
-	// least MaxPayload).
+	// (default 64); MaxInFlightBytes the memory they hold until their
+	// replies are sent: READ and WRITE payloads, and BLOCK_STATUS
+	// descriptors at their worst case (default 64 MiB, at least
+	// MaxPayload).
 	MaxInFlight      int
 	MaxInFlightBytes int64
 	// HandshakeLimit bounds the negotiation of a connection (default 10
@@ -37,14 +39,21 @@ type Server struct {
 	// Debugf, if set, receives a line per connection and per failed
 	// request.
 	Debugf func(format string, args ...any)
-	// OnClose, if set, is called after a connection ended with the number
-	// of connections still open.
-	OnClose func(open int)
+	// OnClose, if set, is called after a connection ended, with the
+	// number of connections still open and the number of connections
+	// that have entered the transmission phase since the server started
+	// (served). A connection that closed without negotiating (a port
+	// scan, a readiness probe, a client refused in the handshake) is not
+	// counted in served, as qemu-nbd does not count it as a client. Both
+	// numbers are taken at once, so the call that sees open == 0 sees
+	// every connection that negotiated.
+	OnClose func(open, served int)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closing   bool
+	served    int // connections that entered transmission
 	done      chan struct{}
 	wg        sync.WaitGroup
 	sem       chan struct{}
@@ -204,7 +213,7 @@ func (s *Server) run(c *conn) {
 	c.serve()
 	s.mu.Lock()
 	delete(s.conns, c)
-	open := len(s.conns)
+	open, served := len(s.conns), s.served
 	sem := s.sem
 	s.mu.Unlock()
 	if c.counted {
@@ -212,7 +221,7 @@ func (s *Server) run(c *conn) {
 	}
 	s.wg.Done()
 	if s.OnClose != nil {
-		s.OnClose(open)
+		s.OnClose(open, served)
 	}
 }
 

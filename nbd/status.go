@@ -11,18 +11,48 @@ func appendU32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32
 // the client asks again from where it ends.
 const maxDescriptors = 1 << 16
 
+// maxMerged bounds a descriptor merged from neighbouring extents, well
+// under the 32-bit length field.
+const maxMerged = 1<<32 - 1<<20
+
+// statusCost is what a BLOCK_STATUS reply to r may hold in memory: per
+// selected context a chunk header and up to maxDescriptors descriptors
+// of 8 bytes, no more than one per byte of the range, one with REQ_ONE;
+// counted twice, for the slack of a growing slice. The reader takes it
+// from the connection's budget like a READ's buffer (conn.transmit), so
+// a client that sends status requests without reading the replies stops
+// being read instead of growing the server's memory.
+func (c *conn) statusCost(r *request) int64 {
+	d := int64(min(r.len, maxDescriptors))
+	if r.flags&cmdFlagReqOne != 0 {
+		d = 1
+	}
+	return int64(len(c.meta)) * 2 * (20 + 4 + 8*d)
+}
+
 // blockStatus is NBD_CMD_BLOCK_STATUS: one NBD_REPLY_TYPE_BLOCK_STATUS
 // chunk per selected context, the last one with DONE. Each chunk is the
 // context id and (length, flags) descriptors; neighbouring extents with
 // the same flags in a context merge. With REQ_ONE each context gets one
-// descriptor. Descriptors never go past the request's range.
+// descriptor. Descriptors never go past the request's range. The chunks
+// are encoded as the extents come, so a reply holds no more than its
+// wire size (statusCost).
 func (c *conn) blockStatus(r *request) bool {
 	off, end := int64(r.off), int64(r.off)+int64(r.len)
-	type desc struct {
-		n     int64
-		flags uint32
+	type ctx struct {
+		b     []byte // the chunk: header, context id, descriptors
+		n     int64  // length of the last descriptor
+		flags uint32 // its flags
+		count int    // descriptors
 	}
-	ds := make([][]desc, len(c.meta))
+	cs := make([]ctx, len(c.meta))
+	for i, id := range c.meta {
+		var fl uint16
+		if i == len(c.meta)-1 {
+			fl = replyFlagDone
+		}
+		cs[i].b = appendU32(appendChunk(nil, fl, replyBlockStatus, r.cookie, 0), id)
+	}
 	one := r.flags&cmdFlagReqOne != 0
 	for pos := off; pos < end; {
 		e, err := c.extent(pos, end)
@@ -32,36 +62,28 @@ func (c *conn) blockStatus(r *request) bool {
 		}
 		full := false
 		for i, id := range c.meta {
+			x := &cs[i]
 			f := metaFlags(id, e)
-			if k := len(ds[i]); k > 0 && ds[i][k-1].flags == f && ds[i][k-1].n+e.Len <= 1<<32-1<<20 {
-				ds[i][k-1].n += e.Len
+			if x.count > 0 && x.flags == f && x.n+e.Len <= maxMerged {
+				x.n += e.Len
+				binary.BigEndian.PutUint32(x.b[len(x.b)-8:], uint32(x.n))
 			} else {
-				ds[i] = append(ds[i], desc{e.Len, f})
+				x.b = appendU32(appendU32(x.b, uint32(e.Len)), f)
+				x.n, x.flags = e.Len, f
+				x.count++
 			}
-			full = full || len(ds[i]) >= maxDescriptors
+			full = full || x.count >= maxDescriptors
 		}
 		pos += e.Len
 		if one || full {
 			break
 		}
 	}
-	parts := make([][]byte, 0, len(c.meta))
-	for i, id := range c.meta {
-		d := ds[i]
-		if one && len(d) > 1 {
-			d = d[:1]
-		}
-		var fl uint16
-		if i == len(c.meta)-1 {
-			fl = replyFlagDone
-		}
-		b := appendChunk(nil, fl, replyBlockStatus, r.cookie, 4+8*len(d))
-		b = appendU32(b, id)
-		for _, x := range d {
-			b = appendU32(b, uint32(x.n))
-			b = appendU32(b, x.flags)
-		}
-		parts = append(parts, b)
+	parts := make([][]byte, len(cs))
+	for i := range cs {
+		b := cs[i].b
+		binary.BigEndian.PutUint32(b[16:], uint32(len(b)-20)) // the chunk's length
+		parts[i] = b
 	}
 	c.send(parts...)
 	return true

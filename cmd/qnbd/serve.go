@@ -117,8 +117,13 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		}
 	}()
 	if !cfg.persistent {
-		srv.OnClose = func(open int) {
-			if open == 0 {
+		// A connection that never negotiated (nc -z, a port scan, a
+		// readiness probe) is no client: it neither stops a server
+		// that has served none yet nor counts as one (qemu-nbd's
+		// "nbd: Fix regression on resiliency to port scan"). Once a
+		// client was served, the server stops when nothing is open.
+		srv.OnClose = func(open, served int) {
+			if open == 0 && served > 0 {
 				quit("last client disconnected")
 			}
 		}
