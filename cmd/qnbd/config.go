@@ -4,7 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/secret"
@@ -43,6 +43,11 @@ func configure(f *flags) (*config, error) {
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {
 		if err := eo.Parse(s); err != nil {
+			if s != "" && s[0] >= '0' && s[0] <= '9' {
+				// No engine option starts with a digit: this is
+				// qemu-nbd's -o OFFSET.
+				return nil, fmt.Errorf("%w\n%s", err, offsetHint(s, c.path))
+			}
 			return nil, err
 		}
 	}
@@ -99,16 +104,22 @@ func configure(f *flags) (*config, error) {
 		c.network, c.addr = "tcp", fmt.Sprintf("%s:%d", bracket(f.get("bind", "0.0.0.0")), port)
 	}
 	cert, key := f.get("tls-cert", ""), f.get("tls-key", "")
-	if d := f.get("tls-creds", ""); d != "" {
+	if v := f.get("tls-creds", ""); v != "" {
 		if cert != "" || key != "" {
 			return nil, errors.New("--tls-creds and --tls-cert/--tls-key are mutually exclusive")
 		}
-		cert, key = filepath.Join(d, "server-cert.pem"), filepath.Join(d, "server-key.pem")
-	}
-	if (cert == "") != (key == "") {
+		tc, err := parseTLSCreds(v)
+		if err != nil {
+			return nil, err
+		}
+		if c.tls, err = tc.config(); err != nil {
+			return nil, err
+		}
+	} else if (cert == "") != (key == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if cert != "" {
+	} else if cert != "" {
+		// A bare certificate and key: clients are not authenticated
+		// (QEMU's verify-peer=off); --tls-creds has a CA to check them.
 		kp, err := tls.LoadX509KeyPair(cert, key)
 		if err != nil {
 			return nil, fmt.Errorf("TLS credentials: %w", err)
@@ -116,6 +127,17 @@ func configure(f *flags) (*config, error) {
 		c.tls = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 	}
 	return c, nil
+}
+
+// offsetHint tells a qemu-nbd user where its -o/--offset went: qnbd's
+// -o is --options, and an offset into the image is a raw layer over it,
+// as qemu-nbd builds one (the spec names the image's format: -f does
+// not go with --image-opts).
+func offsetHint(n, file string) string {
+	file = strings.ReplaceAll(file, ",", ",,")
+	return fmt.Sprintf("qnbd's -o is --options (qcow2 engine options), not qemu-nbd's -o/--offset; "+
+		"to export from an offset use --image-opts driver=raw,offset=%s,file.filename=%s "+
+		"(for a qcow2 image: driver=raw,offset=%[1]s,file.driver=qcow2,file.file.filename=%[2]s)", n, file)
 }
 
 // bracket puts an IPv6 address in brackets for host:port.

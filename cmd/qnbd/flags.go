@@ -25,7 +25,7 @@ var options = []option{
 	{'k', "socket", true, "listen on this Unix socket instead of TCP"},
 	{'r', "read-only", false, "export read-only"},
 	{'t', "persistent", false, "keep serving after the last client disconnected (the default)"},
-	{0, "once", false, "exit once the last client disconnected (qemu-nbd's default without -t)"},
+	{0, "once", false, "exit once the last client disconnected (qemu-nbd's default without -t); connections that never negotiate (port scans, probes) are no clients"},
 	{'e', "shared", true, "serve at most N clients at once (default 1; 0: no limit)"},
 	{'n', "nocache", false, "same as --cache=none"},
 	{0, "cache", true, "cache mode: none, writeback (default), writethrough, directsync, unsafe"},
@@ -38,9 +38,9 @@ var options = []option{
 	{0, "pid-file", true, "write the server's process id to this file"},
 	{0, "image-opts", false, "FILE is an image spec (driver=...,file=... or json:{...})"},
 	{0, "object", true, "secret,id=ID,data=...|file=...: a passphrase for encrypt.key-secret=ID, repeatable"},
-	{'o', "options", true, "qcow2 engine options (l2-cache-size=..., prealloc=...), repeatable"},
-	{0, "tls-creds", true, "directory with server-cert.pem and server-key.pem (QEMU's tls-creds-x509 dir=)"},
-	{0, "tls-cert", true, "TLS certificate (PEM); with --tls-key, makes TLS mandatory"},
+	{'o', "options", true, "qcow2 engine options (l2-cache-size=..., prealloc=...), repeatable; not qemu-nbd's --offset (--image-opts driver=raw,offset=N,...)"},
+	{0, "tls-creds", true, "DIR[,verify-peer=on|off]: TLS from QEMU's tls-creds-x509 dir= (server-cert.pem, server-key.pem, ca-cert.pem, optional ca-crl.pem); clients must present a certificate ca-cert.pem signs, unless verify-peer=off"},
+	{0, "tls-cert", true, "TLS certificate (PEM); with --tls-key, makes TLS mandatory (clients are not authenticated)"},
 	{0, "tls-key", true, "TLS private key (PEM)"},
 	{'v', "verbose", false, "log connections and failed requests"},
 	{'h', "help", false, "print this help and exit"},
@@ -97,6 +97,9 @@ func parseFlags(args []string) (*flags, error) {
 			name, val, hasVal := strings.Cut(a[2:], "=")
 			o := byLong[name]
 			if o == nil {
+				if name == "offset" {
+					return nil, fmt.Errorf("unrecognized option '--offset'\n%s", offsetHint("N", "FILE"))
+				}
 				return nil, fmt.Errorf("unrecognized option '--%s'", name)
 			}
 			if o.arg && !hasVal {

@@ -6,20 +6,34 @@
 //	     [-e N] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //	     [--detect-zeroes=off|on|unmap] [--fork] [--pid-file=FILE]
 //	     [--image-opts] [--object secret,id=ID,data=...] [-o ENGINE-OPTS] [--tls-cert=F --tls-key=F |
-//	     --tls-creds=DIR] [-v] FILE
+//	     --tls-creds=DIR[,verify-peer=off]] [-v] FILE
 //
 // Differences from qemu-nbd: there is no -c (kernel device) or -l
-// (snapshots); -o carries the engine's qcow2 options; TLS comes from a
-// certificate and key in PEM files (--tls-cert/--tls-key), or from a
-// directory laid out as QEMU's tls-creds-x509 dir= (server-cert.pem,
-// server-key.pem) given as --tls-creds=DIR, instead of a --object
-// (--object takes secrets only: the passphrases of encrypted images).
+// (snapshots); -o carries the engine's qcow2 options, not qemu-nbd's
+// -o/--offset (an offset is a raw layer: --image-opts
+// driver=raw,offset=N,file.filename=FILE); TLS comes from a directory
+// laid out as QEMU's tls-creds-x509 dir= given as --tls-creds=DIR, or
+// from a certificate and key in PEM files (--tls-cert/--tls-key),
+// instead of a --object (--object takes secrets only: the passphrases of
+// encrypted images).
+//
+// --tls-creds=DIR behaves as tls-creds-x509,endpoint=server,dir=DIR: the
+// server presents server-cert.pem (key server-key.pem) and, with
+// verify-peer=on (QEMU's default), refuses in the TLS handshake every
+// client that does not present a certificate the CAs of ca-cert.pem sign
+// (with, if the certificate names purposes, TLS client authentication
+// among them) and ca-crl.pem, if present, does not revoke.
+// --tls-creds=DIR,verify-peer=off accepts any client. --tls-cert and
+// --tls-key never authenticate clients.
 //
 // Unlike qemu-nbd, qnbd keeps serving after its last client disconnected
 // whether or not -t is given (clients often come one after another:
-// qemu-io, then nbdinfo); --once gives qemu-nbd's default. On
-// SIGTERM or SIGINT it stops accepting, lets the requests in flight
-// finish, flushes and closes the image.
+// qemu-io, then nbdinfo); --once gives qemu-nbd's default. As in qemu-nbd,
+// a connection that closes without negotiating (a port scan, nc -z, a
+// readiness probe) is no client; with --once the server exits when a
+// client was served and no connection is left. On SIGTERM or SIGINT it
+// stops accepting, lets the requests in flight finish, flushes and
+// closes the image.
 package main
 
 import (

@@ -2,16 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	crand "crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"github.com/qring/qring/internal/testkit"
-	"math/big"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -113,16 +106,9 @@ func start(t *testing.T, uri, addr string, args ...string) *server {
 		network = "unix"
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if network == "unix" {
-			// The socket file appears once the server listens; no probe
-			// connection, which would be a client (--once).
-			// (bind makes the file, listen follows at once: give it a
-			// moment).
-			if fi, err := os.Stat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-				time.Sleep(20 * time.Millisecond)
-				return s
-			}
-		} else if c, err := net.Dial(network, addr); err == nil {
+		// A probe connection that closes without negotiating is not a
+		// client, even for --once (TestOnceProbe).
+		if c, err := net.Dial(network, addr); err == nil {
 			c.Close()
 			return s
 		}
@@ -479,21 +465,25 @@ func TestFlags(t *testing.T) {
 	sh(t, "qemu-io", "-c", "read -P 2 4k 4k", img)
 }
 
-// TestNbdsh runs nbdsh_test.py: FUA, FAST_ZERO (fast success, fast
-// ENOTSUP), multi-conn flush visibility and BLOCK_STATUS edge cases.
-func TestNbdsh(t *testing.T) {
-	need(t, "qemu-img", "nbdsh")
-	// nbdsh runs the python3 on PATH, which must be the one
-	// python3-libnbd installed the module for: try the system's too.
-	var env []string
+// nbdshEnv is the environment nbdsh runs in, nil if it does not: nbdsh
+// runs the python3 on PATH, which must be the one python3-libnbd
+// installed the module for, so the system's is tried too.
+func nbdshEnv() []string {
 	for _, path := range []string{os.Getenv("PATH"), "/usr/bin:" + os.Getenv("PATH")} {
 		cmd := exec.Command("nbdsh", "-c", "pass")
 		cmd.Env = append(os.Environ(), "PATH="+path)
 		if cmd.Run() == nil {
-			env = cmd.Env
-			break
+			return cmd.Env
 		}
 	}
+	return nil
+}
+
+// TestNbdsh runs nbdsh_test.py: FUA, FAST_ZERO (fast success, fast
+// ENOTSUP), multi-conn flush visibility and BLOCK_STATUS edge cases.
+func TestNbdsh(t *testing.T) {
+	need(t, "qemu-img", "nbdsh")
+	env := nbdshEnv()
 	if env == nil {
 		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
 	}
@@ -514,59 +504,164 @@ func TestNbdsh(t *testing.T) {
 	check(t, img)
 }
 
-// writeCreds writes a self-signed certificate for localhost and
-// 127.0.0.1 in QEMU's tls-creds-x509 layout: server-cert.pem,
-// server-key.pem, and the same certificate as ca-cert.pem for clients.
-func writeCreds(t *testing.T, dir string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	for name, b := range map[string][]byte{"server-cert.pem": cert, "ca-cert.pem": cert,
-		"server-key.pem": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb})} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// TestTLS: --tls-creds makes TLS mandatory; libnbd (nbds://) and QEMU
-// (tls-creds-x509) connect with the CA certificate, a plain client is
-// refused.
+// TestTLS: --tls-creds makes TLS mandatory and, as QEMU's
+// tls-creds-x509 (verify-peer=on), requires a client certificate the CA
+// signs: libnbd (nbds://, tls-certificates=DIR) and QEMU (tls-creds-x509
+// endpoint=client) connect with one; a plain client, a client without a
+// certificate and one with a certificate from another CA are refused.
+// With verify-peer=off a client without a certificate connects.
 func TestTLS(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "nbdinfo")
 	dir, img := create(t, "4M")
-	pki := filepath.Join(dir, "pki")
-	os.Mkdir(pki, 0o700)
-	writeCreds(t, pki)
-	s := startTCP(t, "t", "--tls-creds", pki, img)
-	tlsURI := strings.Replace(s.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + pki
-	if out := sh(t, "nbdinfo", tlsURI); !strings.Contains(out, "with TLS") {
+	p := writePKI(t, dir)
+	s := startTCP(t, "t", "--tls-creds", p.server, img)
+	tlsURI := func(creds string) string {
+		return strings.Replace(s.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + creds
+	}
+	if out := sh(t, "nbdinfo", tlsURI(p.server)); !strings.Contains(out, "with TLS") {
 		t.Fatalf("nbdinfo over TLS:\n%s", out)
 	}
-	if out, err := exec.Command("nbdinfo", s.uri).CombinedOutput(); err == nil {
-		t.Fatalf("nbdinfo without TLS succeeded:\n%s", out)
+	// (GnuTLS does not send a certificate of a CA the server did not
+	// list: the client of p.other connects without one.
+	// TestTLSCredsVerifyPeer has a client that presents it.)
+	for what, uri := range map[string]string{"without TLS": s.uri, "without a client certificate": tlsURI(p.nocert),
+		"with a certificate of another CA": tlsURI(p.other)} {
+		if out, err := exec.Command("nbdinfo", uri).CombinedOutput(); err == nil {
+			t.Errorf("nbdinfo %s succeeded:\n%s", what, out)
+		}
 	}
 	host, port, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(s.uri, "nbd://"), "/t"))
-	sh(t, "qemu-io", "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+pki, "--image-opts",
-		fmt.Sprintf("driver=nbd,host=%s,port=%s,export=t,tls-creds=tls0", host, port),
-		"-c", "write -P 0x42 0 64k", "-c", "read -P 0x42 0 64k")
+	qemuIO := func(creds string, cmds ...string) *exec.Cmd {
+		args := []string{"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + creds, "--image-opts",
+			fmt.Sprintf("driver=nbd,host=%s,port=%s,export=t,tls-creds=tls0", host, port)}
+		for _, c := range cmds {
+			args = append(args, "-c", c)
+		}
+		return exec.Command("qemu-io", args...)
+	}
+	if out, err := qemuIO(p.server, "write -P 0x42 0 64k", "read -P 0x42 0 64k").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-io over TLS: %v\n%s", err, out)
+	}
+	// (QEMU itself will not present a certificate its own ca-cert.pem
+	// does not sign: p.other is libnbd's case only.)
+	if out, err := qemuIO(p.nocert, "read -P 0x42 0 64k").CombinedOutput(); err == nil {
+		t.Errorf("qemu-io without a client certificate succeeded:\n%s", out)
+	}
+	// libnbd's NBD_CMD_DISC (nbd_shutdown): the server ends the TLS
+	// session with close_notify, so GnuTLS does not report a
+	// truncation ("The TLS connection was non-properly terminated").
+	if env := nbdshEnv(); env != nil {
+		cmd := exec.Command("nbdsh", "-c", fmt.Sprintf(`
+h.set_uri_allow_local_file(True)
+h.set_debug(True)
+h.connect_uri(%q)
+assert h.get_tls_negotiated()
+h.shutdown()
+print("nbdsh: ok")`, tlsURI(p.server)))
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "nbdsh: ok") || strings.Contains(string(out), "non-properly terminated") {
+			t.Errorf("nbdsh over TLS: %v\n%s", err, out)
+		}
+	}
+	s.stop()
+	if !strings.Contains(s.stderr.String(), "certificate") {
+		t.Errorf("the refusals are not logged:\n%s", s.stderr.String())
+	}
+
+	// verify-peer=off: any client that speaks TLS.
+	s = startTCP(t, "t", "--tls-creds", p.server+",verify-peer=off", img)
+	if out := sh(t, "nbdinfo", tlsURI(p.nocert)); !strings.Contains(out, "with TLS") {
+		t.Fatalf("nbdinfo without a client certificate, verify-peer=off:\n%s", out)
+	}
+	if out, err := exec.Command("nbdinfo", s.uri).CombinedOutput(); err == nil {
+		t.Errorf("nbdinfo without TLS succeeded (verify-peer=off):\n%s", out)
+	}
 	s.stop()
 	check(t, img)
 	sh(t, "qemu-io", "-c", "read -P 0x42 0 64k", img)
+}
+
+// TestOffsetHint: qemu-nbd's -o is --offset; qnbd's is --options. A
+// number given to -o, or --offset, fails with a hint to the raw layer
+// that does what qemu-nbd's offset does.
+func TestOffsetHint(t *testing.T) {
+	q := filepath.Join(bin, "qnbd")
+	for _, args := range [][]string{{"-o", "1024", "img.qcow2"}, {"-o1024", "img.qcow2"}, {"--offset=1024", "img.qcow2"}} {
+		out, err := exec.Command(q, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "not qemu-nbd's -o/--offset") || !strings.Contains(string(out), "--image-opts driver=raw,offset=") {
+			t.Errorf("qnbd %q: %v\n%s", args, err, out)
+		}
+		if args[0] != "--offset=1024" && !strings.Contains(string(out), "driver=raw,offset=1024,file.filename=img.qcow2") {
+			t.Errorf("qnbd %q: the hint does not fill in the offset and the file:\n%s", args, out)
+		}
+	}
+	// Engine options keep their meaning and their plain errors.
+	if out, _ := exec.Command(q, "-o", "bogus=1", "img.qcow2").CombinedOutput(); strings.Contains(string(out), "offset") {
+		t.Errorf("qnbd -o bogus=1:\n%s", out)
+	}
+}
+
+// TestOnceProbe: with --once, connections that close without
+// negotiating (nc -z, a port scan, a readiness probe) do not stop the
+// server, over Unix or TCP; the first real client is served, and the
+// server exits once it left and nothing else is open.
+func TestOnceProbe(t *testing.T) {
+	need(t, "qemu-img", "qemu-io")
+	dir, img := create(t, "1M")
+	exited := func(s *server, d time.Duration) bool {
+		select {
+		case err := <-s.done:
+			if err != nil {
+				t.Fatalf("--once: %v\n%s", err, s.stderr.String())
+			}
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	for i, transport := range []string{"unix", "tcp"} {
+		var s *server // start itself probed the socket
+		if transport == "unix" {
+			s = startUnix(t, dir, "o", "--once", "-e", "2", img)
+		} else {
+			s = startTCP(t, "o", "--once", "-e", "2", img)
+		}
+		network, addr := "unix", filepath.Join(dir, "nbd.sock")
+		if transport == "tcp" {
+			network, addr = "tcp", strings.TrimSuffix(strings.TrimPrefix(s.uri, "nbd://"), "/o")
+		}
+		for range 3 {
+			if exited(s, 100*time.Millisecond) {
+				t.Fatalf("%s: --once: the server exited after a bare connect and close", transport)
+			}
+			c, err := net.Dial(network, addr)
+			if err != nil {
+				t.Fatalf("%s: probe: %v\n%s", transport, err, s.stderr.String())
+			}
+			c.Close()
+		}
+		if exited(s, 100*time.Millisecond) {
+			t.Fatalf("%s: --once: the server exited after a bare connect and close", transport)
+		}
+		// A probe still open when the client leaves keeps the server
+		// up until it closes too (-e 2: with one connection at a time
+		// the probe would hold the client off until the handshake
+		// limit dropped it).
+		probe, err := net.Dial(network, addr)
+		if err != nil {
+			t.Fatalf("%s: probe: %v\n%s", transport, err, s.stderr.String())
+		}
+		pat := fmt.Sprintf("%d", 0x31+i)
+		sh(t, "qemu-io", "-f", "raw", "-c", "write -P "+pat+" 0 4k", "-c", "read -P "+pat+" 0 4k", s.uri)
+		if exited(s, 100*time.Millisecond) {
+			t.Fatalf("%s: --once: the server exited with a connection open", transport)
+		}
+		probe.Close()
+		if !exited(s, 10*time.Second) {
+			t.Fatalf("%s: --once: still serving after the client left", transport)
+		}
+		check(t, img)
+		sh(t, "qemu-io", "-c", "read -P "+pat+" 0 4k", img)
+	}
 }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/qring/qring/internal/optstr"
+)
+
+// tlsCreds is --tls-creds=DIR[,verify-peer=on|off]: a directory laid out
+// as QEMU's tls-creds-x509 dir= for the server endpoint, and its
+// verify-peer property.
+type tlsCreds struct {
+	dir        string
+	verifyPeer bool
+}
+
+// parseTLSCreds reads the --tls-creds value: the directory (or dir=DIR),
+// then properties, comma-separated as in QEMU's --object (",," is a
+// comma in the directory's name). verify-peer defaults to on, as in
+// QEMU.
+func parseTLSCreds(s string) (tlsCreds, error) {
+	tc := tlsCreds{verifyPeer: true}
+	for i, e := range optstr.Split(s) {
+		k, v, ok := strings.Cut(e, "=")
+		switch {
+		case i == 0 && (!ok || k != "dir" && k != "verify-peer"):
+			tc.dir = e // a bare directory, which may contain '='
+		case k == "dir":
+			tc.dir = v
+		case k == "verify-peer":
+			switch v {
+			case "on", "yes", "true":
+				tc.verifyPeer = true
+			case "off", "no", "false":
+				tc.verifyPeer = false
+			default:
+				return tc, fmt.Errorf("--tls-creds: invalid verify-peer %q (on or off)", v)
+			}
+		default:
+			return tc, fmt.Errorf("--tls-creds: unknown property %q (DIR[,verify-peer=on|off])", e)
+		}
+	}
+	if tc.dir == "" {
+		return tc, errors.New("--tls-creds: no directory (DIR[,verify-peer=on|off])")
+	}
+	return tc, nil
+}
+
+// config builds the server's TLS configuration from the directory, as
+// QEMU's tls-creds-x509 does for endpoint=server: the certificate and
+// key from server-cert.pem and server-key.pem; with verify-peer (the
+// default) every client must present a certificate that the CAs of
+// ca-cert.pem sign and, if ca-crl.pem exists, that it does not revoke.
+// A client without one, or with one from another CA, fails the
+// handshake. With verify-peer=off any client is accepted (ca-cert.pem is
+// not needed then).
+func (tc tlsCreds) config() (*tls.Config, error) {
+	kp, err := tls.LoadX509KeyPair(filepath.Join(tc.dir, "server-cert.pem"), filepath.Join(tc.dir, "server-key.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("TLS credentials: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	if !tc.verifyPeer {
+		return cfg, nil
+	}
+	caPath := filepath.Join(tc.dir, "ca-cert.pem")
+	b, err := os.ReadFile(caPath)
+	if err != nil {
+		return nil, fmt.Errorf("TLS credentials: %w (verify-peer=on, the default, checks client certificates against it; --tls-creds=DIR,verify-peer=off accepts any client)", err)
+	}
+	var cas []*x509.Certificate
+	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("TLS credentials: %s: %w", caPath, err)
+		}
+		cas = append(cas, c)
+	}
+	if len(cas) == 0 {
+		return nil, fmt.Errorf("TLS credentials: %s: no certificate", caPath)
+	}
+	cfg.ClientCAs = x509.NewCertPool()
+	for _, c := range cas {
+		cfg.ClientCAs.AddCert(c)
+	}
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	crls, err := loadCRLs(filepath.Join(tc.dir, "ca-crl.pem"), cas)
+	if err != nil {
+		return nil, err
+	}
+	if len(crls) > 0 {
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return checkRevoked(cs.VerifiedChains, crls)
+		}
+	}
+	return cfg, nil
+}
+
+// loadCRLs reads the revocation lists of path, if it exists; each must be
+// signed by one of the CAs.
+func loadCRLs(path string, cas []*x509.Certificate) ([]*x509.RevocationList, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("TLS credentials: %w", err)
+	}
+	var out []*x509.RevocationList
+	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type != "X509 CRL" {
+			continue
+		}
+		rl, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("TLS credentials: %s: %w", path, err)
+		}
+		signed := false
+		for _, ca := range cas {
+			signed = signed || rl.CheckSignatureFrom(ca) == nil
+		}
+		if !signed {
+			return nil, fmt.Errorf("TLS credentials: %s: a revocation list no CA of ca-cert.pem signed", path)
+		}
+		out = append(out, rl)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("TLS credentials: %s: no revocation list", path)
+	}
+	return out, nil
+}
+
+// checkRevoked fails if a certificate of a verified chain is on a
+// revocation list of its issuer.
+func checkRevoked(chains [][]*x509.Certificate, crls []*x509.RevocationList) error {
+	for _, chain := range chains {
+		for _, c := range chain {
+			for _, rl := range crls {
+				if string(rl.RawIssuer) != string(c.RawIssuer) {
+					continue
+				}
+				for _, e := range rl.RevokedCertificateEntries {
+					if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+						return fmt.Errorf("certificate of %q has been revoked", c.Subject)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA is a certificate authority for the tests.
+type testCA struct {
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
+	pem    []byte
+	serial int64
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serial: 1}
+}
+
+// issue makes a certificate the CA signs, for a server (localhost and
+// 127.0.0.1) or a client, with the key usage and purpose QEMU's
+// credential checks want; it returns the certificate and key in PEM.
+func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.serial++
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ = x509.ParseCertificate(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), cert
+}
+
+// crl is a revocation list of the CA with the given certificates.
+func (ca *testCA) crl(t *testing.T, revoked ...*x509.Certificate) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(crand.Reader, tmpl, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+func writeFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testPKI is a set of credential directories in QEMU's tls-creds-x509
+// layout:
+//
+//	server  ca-cert.pem, server-cert.pem, server-key.pem, and a client
+//	        certificate of the same CA (client-cert.pem, client-key.pem):
+//	        qnbd's --tls-creds and a verified client's dir= at once
+//	nocert  ca-cert.pem only: a client that trusts the server but has
+//	        no certificate of its own
+//	other   ca-cert.pem and a client certificate from another CA
+type testPKI struct {
+	server, nocert, other string
+	ca                    *testCA
+	client                *x509.Certificate // the server dir's
+}
+
+func writePKI(t *testing.T, dir string) *testPKI {
+	t.Helper()
+	ca, other := newTestCA(t, "qnbd test CA"), newTestCA(t, "another CA")
+	p := &testPKI{server: filepath.Join(dir, "server"), nocert: filepath.Join(dir, "nocert"), other: filepath.Join(dir, "other"), ca: ca}
+	scert, skey, _ := ca.issue(t, "localhost", true)
+	ccert, ckey, client := ca.issue(t, "client", false)
+	p.client = client
+	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": ca.pem, "server-cert.pem": scert, "server-key.pem": skey,
+		"client-cert.pem": ccert, "client-key.pem": ckey})
+	writeFiles(t, p.nocert, map[string][]byte{"ca-cert.pem": ca.pem})
+	ocert, okey, _ := other.issue(t, "intruder", false)
+	writeFiles(t, p.other, map[string][]byte{"ca-cert.pem": ca.pem, "client-cert.pem": ocert, "client-key.pem": okey})
+	return p
+}
+
+// handshake runs a TLS handshake between the server configuration and a
+// client presenting the certificate of dir (if any) and returns the
+// server's verdict. The client reads after its handshake, so that a
+// refusal in TLS 1.3 (which the server sends after the client finished)
+// reaches it.
+func handshake(t *testing.T, cfg *tls.Config, caPEM []byte, clientDir string) error {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	ccfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if clientDir != "" {
+		kp, err := tls.LoadX509KeyPair(filepath.Join(clientDir, "client-cert.pem"), filepath.Join(clientDir, "client-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Present it even when the server asks for another CA's (a
+		// client picking by the server's list would send none).
+		ccfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			done <- err
+			return
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(nc, ccfg)
+		if err := tc.Handshake(); err != nil {
+			done <- err
+			return
+		}
+		_, err = tc.Read(make([]byte, 1)) // the server's byte, or its alert
+		done <- err
+	}()
+	nc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	sc := tls.Server(nc, cfg)
+	serr := sc.Handshake()
+	if serr == nil {
+		sc.Write([]byte{1})
+	}
+	sc.Close()
+	if cerr := <-done; (cerr == nil) != (serr == nil) {
+		t.Fatalf("server: %v; client: %v", serr, cerr)
+	}
+	return serr
+}
+
+// TestTLSCredsVerifyPeer: --tls-creds=DIR verifies clients as QEMU's
+// tls-creds-x509 does by default (verify-peer=on): a certificate the CA
+// of ca-cert.pem signs is accepted; none, one from another CA, or one
+// that ca-crl.pem revokes is refused. verify-peer=off accepts any
+// client, and then needs no ca-cert.pem.
+func TestTLSCredsVerifyPeer(t *testing.T) {
+	p := writePKI(t, t.TempDir())
+	cfgOf := func(v string) (*tls.Config, error) {
+		t.Helper()
+		f, err := parseFlags([]string{"--tls-creds", v, "img.qcow2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := configure(f)
+		if err != nil {
+			return nil, err
+		}
+		return c.tls, nil
+	}
+	cfg, err := cfgOf(p.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
+		t.Fatalf("--tls-creds=DIR: ClientAuth %v, ClientCAs %v", cfg.ClientAuth, cfg.ClientCAs)
+	}
+	for _, tc := range []struct {
+		name, dir, err string
+	}{{"verified client", p.server, ""}, {"no certificate", "", "didn't provide a certificate"}, {"another CA", p.other, "unknown authority"}} {
+		if err := handshake(t, cfg, p.ca.pem, tc.dir); (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: handshake: %v, want %q", tc.name, err, tc.err)
+		}
+	}
+	for _, v := range []string{p.server + ",verify-peer=off", "dir=" + p.server + ",verify-peer=no"} {
+		off, err := cfgOf(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{"", p.other, p.server} {
+			if err := handshake(t, off, p.ca.pem, dir); err != nil {
+				t.Errorf("%s: client %q refused: %v", v, dir, err)
+			}
+		}
+	}
+
+	// A revoked client certificate.
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": p.ca.crl(t, p.client)})
+	if cfg, err = cfgOf(p.server); err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, cfg, p.ca.pem, p.server); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("revoked client: %v", err)
+	}
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": p.ca.crl(t)}) // an empty list
+	if cfg, err = cfgOf(p.server); err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, cfg, p.ca.pem, p.server); err != nil {
+		t.Errorf("client not revoked: %v", err)
+	}
+
+	// Bad values; ca-cert.pem is needed unless verify-peer=off; a CRL
+	// must come from the CA.
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": newTestCA(t, "x").crl(t)})
+	if _, err := cfgOf(p.server); err == nil || !strings.Contains(err.Error(), "ca-crl.pem") {
+		t.Errorf("CRL of another CA: %v", err)
+	}
+	os.Remove(filepath.Join(p.server, "ca-crl.pem"))
+	os.Remove(filepath.Join(p.server, "ca-cert.pem"))
+	if _, err := cfgOf(p.server); err == nil || !strings.Contains(err.Error(), "verify-peer=off") {
+		t.Errorf("no ca-cert.pem: %v", err)
+	}
+	if _, err := cfgOf(p.server + ",verify-peer=off"); err != nil {
+		t.Errorf("no ca-cert.pem, verify-peer=off: %v", err)
+	}
+	for _, v := range []string{p.server + ",verify-peer=maybe", p.server + ",endpoint=client", "verify-peer=off"} {
+		if _, err := cfgOf(v); err == nil {
+			t.Errorf("--tls-creds=%s accepted", v)
+		}
+	}
+}
