@@ -68,6 +68,12 @@ func (im *Image) beginAlloc(goff format.GuestOff) (p allocation, blocker *sched.
 // beginAllocLocked is beginAlloc with mu held by the caller (the queue's
 // allocator plans a batch under one lock: queue_alloc.go).
 func (im *Image) beginAllocLocked(goff format.GuestOff) (p allocation, blocker *sched.Alloc[allocState], err error) {
+	if im.closed {
+		// A writer that passed its lock-free check before a Close (or
+		// waited out a CreateSnapshot that found the image closing):
+		// planning could dirty the header of a closed image.
+		return allocation{}, nil, block.ErrClosed
+	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		return allocation{}, blocker, nil

@@ -124,6 +124,10 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
 	copy(buf, c)
 
 	im.mu.Lock()
+	if im.closed { // as beginAllocLocked
+		im.mu.Unlock()
+		return block.ErrClosed
+	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
 		im.mu.Unlock()

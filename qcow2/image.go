@@ -149,7 +149,7 @@ func (im *Image) Size() (int64, error) {
 // ranges (ZeroAlign); guest requests need no alignment.
 func (im *Image) Caps() block.Caps {
 	c := block.Caps{Align: 1, MemAlign: 1, ZeroAlign: int64(im.g.ClusterSize)}
-	if im.hdr.Version >= 3 {
+	if im.ver.Load() >= 3 { // lock-free: the mirror
 		c.ZeroFlags = block.Allocate | block.MayUnmap
 	} else {
 		c.ZeroFlags = block.MayUnmap

@@ -64,15 +64,9 @@ func TestRegress_ReadRacingDiscardReadsItsOwnCluster(t *testing.T) {
 			}
 			h.Release()
 			if q != nil {
-				out := make([]*block.Req, 1)
-				if _, err := q.Wait(out, 1); err != nil || out[0].Err != nil {
-					t.Fatalf("R: %v %v", err, out[0].Err)
-				}
-				if err := q.Close(); err != nil {
-					t.Fatal(err)
-				}
-			} else if err := <-rdone; err != nil {
-				t.Fatal(err)
+				waitQueued(t, q, "R")
+			} else {
+				waitErr(t, rdone, "R")
 			}
 			if !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatalf("R of guest cluster 0 returned %#x, want 0x11: another guest cluster's bytes", buf[0])
@@ -147,9 +141,7 @@ func TestRegress_ReadOfReplacedClusterHeldUntilGatePasses(t *testing.T) {
 				t.Error("guest cluster 5 was given the old cluster while R was still reading it")
 			}
 			h.Release()
-			if err := <-rdone; err != nil {
-				t.Fatalf("R: %v", err)
-			}
+			waitErr(t, rdone, "R")
 			if !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatal("R of guest cluster 0 did not return its old bytes")
 			}
@@ -229,9 +221,7 @@ func TestRegress_CheckRepairDuringDiscardKeepsPendingFrees(t *testing.T) {
 		t.Error("guest cluster 5 was given the cluster the discard still owns")
 	}
 	h.Release()
-	if err := <-rdone; err != nil {
-		t.Fatal(err)
-	}
+	waitErr(t, rdone, "R")
 	if !bytes.Equal(buf, old[:len(buf)]) {
 		t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
 	}

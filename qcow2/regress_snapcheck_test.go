@@ -52,9 +52,10 @@ func TestRegress_SnapshotDeleteHoldsClustersUnderReads(t *testing.T) {
 				t.Fatal("R never reached the device")
 			}
 			mustWrite(t, im, bytes.Repeat([]byte{0x33}, cs), 0) // copy-on-write: H 2 -> 1
-			if err := im.DeleteSnapshot("s"); err != nil {      // H 1 -> 0
-				t.Fatal(err)
-			}
+			// H 1 -> 0. Bounded: a DeleteSnapshot that waited for the
+			// gate would wait for the queued read, which this goroutine
+			// (its owner) has not reaped.
+			waitErr(t, async(func() error { return im.DeleteSnapshot("s") }), "delete snapshot")
 			x := bytes.Repeat([]byte{0x22}, cs)
 			for g := int64(5); g < 9; g++ {
 				mustWrite(t, im, x, g*cs)
@@ -64,21 +65,31 @@ func TestRegress_SnapshotDeleteHoldsClustersUnderReads(t *testing.T) {
 			}
 			h.Release()
 			if q != nil {
-				out := make([]*block.Req, 1)
-				if _, err := q.Wait(out, 1); err != nil || out[0].Err != nil {
-					t.Fatalf("R: %v %v", err, out[0].Err)
-				}
-				if err := q.Close(); err != nil {
-					t.Fatal(err)
-				}
-			} else if err := <-rdone; err != nil {
-				t.Fatal(err)
+				waitQueued(t, q, "R")
+			} else {
+				waitErr(t, rdone, "R")
 			}
 			if !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
 			}
 			checkClean(t, im, r.mem)
 		})
+	}
+}
+
+// waitQueued reaps q's one request in flight, failing instead of hanging
+// if it does not come, then closes q.
+func waitQueued(t *testing.T, q block.Queue, what string) {
+	t.Helper()
+	waitErr(t, async(func() error {
+		out := make([]*block.Req, 1)
+		if _, err := q.Wait(out, 1); err != nil {
+			return err
+		}
+		return out[0].Err
+	}), what)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -215,16 +226,10 @@ func TestRegress_SnapshotDoesNotHoldMuForQueueOwners(t *testing.T) {
 		dead = true
 		t.Error("the owner's ReadAt waited for mu, held by CreateSnapshot waiting for the owner's own request")
 	}
-	out := make([]*block.Req, 1)
-	if _, err := q.Wait(out, 1); err != nil || out[0].Err != nil {
-		t.Fatalf("the queued read: %v %v", err, out[0].Err)
-	}
+	waitQueued(t, q, "the queued read")
 	waitErr(t, snap, "snapshot")
 	if dead {
 		waitErr(t, own, "the owner's ReadAt")
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
 	}
 	checkClean(t, im, r.mem)
 }
@@ -246,12 +251,22 @@ func TestRegress_ZeroingReadsHeaderMirrors(t *testing.T) {
 		}
 		return nil
 	})
+	caps := async(func() error { // Caps too (found in a third review)
+		for range 200 {
+			im.Caps()
+		}
+		return nil
+	})
 	for i := range 50 {
 		if err := im.Truncate(int64(64<<20) + int64(i+1)*cs); err != nil {
 			t.Fatal(err)
 		}
+		if err := im.SetLazyRefcounts(i%2 == 0); err != nil { // rewrites the header
+			t.Fatal(err)
+		}
 	}
 	waitErr(t, done, "zeroing")
+	waitErr(t, caps, "caps")
 	checkClean(t, im, r.mem)
 }
 
@@ -272,11 +287,19 @@ func TestRegress_SnapshotPausesOverwrites(t *testing.T) {
 		t.Fatal("the overwrite never reached the device")
 	}
 	snap := async(func() error { _, err := im.CreateSnapshot("s"); return err })
+	for deadline := time.Now().Add(holdTimeout); im.snapPause.Load() == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("CreateSnapshot never paused overwrites")
+		}
+	}
 	if !blocked(snap, 100*time.Millisecond) {
 		t.Fatal("CreateSnapshot did not wait for the overwrite in flight")
 	}
 	w2 := bytes.Repeat([]byte{0x66}, 4096)
 	wd2 := async(func() error { _, err := im.WriteAt(w2, 8192); return err })
+	if !blocked(wd2, 100*time.Millisecond) {
+		t.Fatal("an overwrite went ahead while the snapshot paused them")
+	}
 	h.Release()
 	waitErr(t, wd, "the first overwrite")
 	waitErr(t, snap, "snapshot")
@@ -315,7 +338,12 @@ func TestRegress_CloseWaitsForAllocatingWrites(t *testing.T) {
 		t.Error("Close did not wait for the allocating write")
 	}
 	h.Release()
-	werr := <-w
+	var werr error
+	select {
+	case werr = <-w:
+	case <-time.After(holdTimeout):
+		t.Fatal("the write never returned")
+	}
 	if cBlocked {
 		waitErr(t, c, "close")
 	}
@@ -328,6 +356,72 @@ func TestRegress_CloseWaitsForAllocatingWrites(t *testing.T) {
 	got := readBack(t, im2, 3*cs, len(a))
 	if werr == nil && !bytes.Equal(got, a) {
 		t.Fatalf("an acknowledged write reads %#x after Close and reopen", got[0])
+	}
+	mustClean(t, im2)
+}
+
+// From a third review. WriteZeroes read the version (3) lock-free, then
+// waited for mu while a downgrade held it; once on version 2 its zeroing
+// returned success having zeroed nothing. Now it writes zeros.
+func TestRegress_WriteZeroesRacingDowngradeZeroes(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Size: 1 << 30}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
+	mustWrite(t, im, bytes.Repeat([]byte{0x02}, cs), 600<<20) // a second L2 table, B
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tableB := int64(im.l1.Load().load(im.g.L1Index(600 << 20)).Offset())
+	im.l2c.Invalidate()
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: tableB, End: tableB + cs})
+	sv := async(func() error { return im.SetVersion(2) })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the downgrade's scan never reached table B")
+	}
+	z := async(func() error { return im.WriteZeroes(0, cs, 0) })
+	zBlocked := blocked(z, 200*time.Millisecond) // it read version 3 and waits for mu
+	h.Release()
+	waitErr(t, sv, "downgrade")
+	if zBlocked {
+		waitErr(t, z, "write zeroes")
+	}
+	if got := readBack(t, im, 0, cs); !bytes.Equal(got, make([]byte, cs)) {
+		t.Fatalf("WriteZeroes succeeded, but guest cluster 0 reads %#x", got[0])
+	}
+	checkClean(t, im, r.mem)
+}
+
+// A writer that passed its lock-free checks before Close planned its
+// allocation after it, and set the dirty bit of a cleanly closed image
+// with lazy refcounts. Now planning refuses once the image is closed.
+func TestRegress_NoPlanningAfterClose(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Size: 1 << 30, LazyRefcounts: true}, Options{PreallocSize: -1})
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0) // the dirty bit is set
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Flush})
+	c := async(im.Close)
+	if !h.Wait(holdTimeout) {
+		t.Fatal("Close never flushed")
+	}
+	w := async(func() error { _, err := im.WriteAt(bytes.Repeat([]byte{0x02}, 4096), 600<<20); return err })
+	blocked(w, 200*time.Millisecond) // it waits for mu, which Close holds
+	h.Release()
+	waitErr(t, c, "close")
+	select {
+	case <-w: // ErrClosed, or done before Close took mu
+	case <-time.After(holdTimeout):
+		t.Fatal("the write never returned")
+	}
+	r.im = nil
+	im2, err := OpenDevice(r.mem, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im2.Close()
+	if f := im2.Header().IncompatibleFeatures; f != 0 {
+		t.Fatalf("a cleanly closed image has incompatible features %#x (dirty)", f)
 	}
 	mustClean(t, im2)
 }

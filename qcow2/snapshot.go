@@ -74,13 +74,14 @@ var ErrSnapshotBusy = errors.New("qcow2: writes in flight, snapshot operation re
 // under mu, so none starts while it is held), waiting up to about a
 // second for those running to finish; on ErrSnapshotBusy mu is not held.
 func (im *Image) lockIdle() error {
-	for try := 0; ; try++ {
+	deadline := time.Now().Add(time.Second) // by the clock: sleeps overshoot
+	for {
 		im.mu.Lock()
 		if im.allocs.Metrics().InFlight == 0 {
 			return nil
 		}
 		im.mu.Unlock()
-		if try == 10000 {
+		if time.Now().After(deadline) {
 			return ErrSnapshotBusy
 		}
 		time.Sleep(100 * time.Microsecond)
@@ -142,6 +143,15 @@ func (im *Image) withSnapshot(s string, fn func(i int, sn format.Snapshot) error
 // CreateSnapshot takes an internal snapshot named name of the current
 // disk state (qemu-img snapshot -c) and returns its table entry.
 func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
+	// Refused at once, without pausing anyone, where it would be below.
+	switch st := im.state.Load(); {
+	case st&stClosed != 0:
+		return format.Snapshot{}, block.ErrClosed
+	case st&stLost != 0:
+		return format.Snapshot{}, ErrWritesLost
+	case st&stNoWrite != 0:
+		return format.Snapshot{}, ErrReadOnly
+	}
 	defer im.pauseOverwrites()()
 	if err := im.lockIdle(); err != nil {
 		return format.Snapshot{}, err

@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"errors"
+
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/sched"
@@ -39,6 +41,13 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 			err = im.holdSectors(off, chunk, func() error {
 				return im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
 			})
+			if errors.Is(err, errNoZeroClusters) {
+				// Downgraded meanwhile (SetVersion): as on version 2.
+				if flags&block.Allocate != 0 {
+					return block.ErrNotSupported
+				}
+				err = im.writeZeroBuf(off, chunk)
+			}
 		} else if g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
@@ -100,6 +109,10 @@ func (im *Image) Discard(off, n int64) error {
 	}
 	return im.freeAfterWriters(&fr)
 }
+
+// errNoZeroClusters: the image became version 2 (SetVersion) after
+// WriteZeroes chose zero clusters; it writes zeros instead.
+var errNoZeroClusters = errors.New("qcow2: no zero clusters on version 2")
 
 // freeList collects the old entries of clusters whose L2 entries were
 // changed, to be freed once no request can still be writing into them
@@ -230,7 +243,9 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr
 		// data.
 		ne = format.L2Entry(format.OflagZero)
 	case im.hdr.Version < 3:
-		return nil // unreachable for zero requests (partial path)
+		// A downgrade came between WriteZeroes' lock-free version
+		// check and here: no zero clusters any more.
+		return errNoZeroClusters
 	case !unmap && e.Type() == format.ClusterNormal && e.Copied():
 		ne = format.MakeL2(e.Offset(), true, true) // keep the allocation
 	case !unmap && e.Type() == format.ClusterZeroAlloc:
