@@ -100,8 +100,10 @@
 //	    for mu while its requests hold tokens): CreateSnapshot, which
 //	    must let no overwrite that found COPIED land after it, pauses
 //	    the overwrite path and syncs before it takes mu
-//	    (pauseOverwrites); overwrites that come meanwhile wait, then
-//	    copy the shared cluster. Until a discard has
+//	    (pauseOverwrites); overwrites that find a COPIED cluster
+//	    meanwhile wait, then copy the shared cluster (writes that
+//	    allocate never wait). The sync is bounded (ErrSnapshotBusy):
+//	    a queue's owner may be waiting in such an overwrite. Until a discard has
 //	    freed its old entries they keep their references: Check counts
 //	    them (Image.freeing), and a Check with repair waits for
 //	    allocations in flight (lockIdle), whose clusters are counted

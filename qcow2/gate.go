@@ -58,25 +58,44 @@ func (g *dataGate) exit(e uint64) { g.n[e&1].Add(-1) }
 // sync returns once every request that entered before the call has
 // left. Callers must not hold anything a request in the gate may wait
 // for.
-func (g *dataGate) sync() {
+func (g *dataGate) sync() { g.syncWithin(0) }
+
+// syncWithin is sync giving up after d (0: never), false then: the
+// epoch it moved on from may still hold requests, as after a poll, and
+// the next sync waits for them first.
+func (g *dataGate) syncWithin(d time.Duration) bool {
 	g.syncMu.Lock()
 	defer g.syncMu.Unlock()
+	var deadline time.Time
+	if d > 0 {
+		deadline = time.Now().Add(d)
+	}
 	e := g.epoch.Load()
-	g.waitZero(&g.n[(e+1)&1]) // the epoch before e, left by poll
+	if !g.waitZero(&g.n[(e+1)&1], deadline) { // the epoch before e, left by poll
+		return false
+	}
 	g.drained.Store(e)
 	g.epoch.Store(e + 1)
-	g.waitZero(&g.n[e&1])
+	if !g.waitZero(&g.n[e&1], deadline) {
+		return false
+	}
 	g.drained.Store(e + 1)
+	return true
 }
 
-func (g *dataGate) waitZero(n *atomic.Int64) {
+// waitZero waits for *n to reach 0, until deadline unless it is zero.
+func (g *dataGate) waitZero(n *atomic.Int64, deadline time.Time) bool {
 	for spins := 0; n.Load() != 0; spins++ {
 		if spins < 64 {
 			runtime.Gosched()
-		} else {
-			time.Sleep(20 * time.Microsecond)
+			continue
 		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Microsecond)
 	}
+	return true
 }
 
 // ticket is taken by a freer after it changed the entries it frees: the

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/cache"
@@ -94,6 +95,9 @@ type Image struct {
 	// it (pauseOverwrites); snapMu serialises those pauses.
 	snapPause atomic.Pointer[chan struct{}]
 	snapMu    sync.Mutex
+	// idleWait bounds lockIdle's and pauseOverwrites' waits (0: about a
+	// second); tests on loaded machines set it longer.
+	idleWait time.Duration
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
 	c         counters

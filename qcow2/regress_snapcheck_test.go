@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 
@@ -101,6 +102,7 @@ func TestRegress_CheckRepairWaitsForAllocations(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
 	im := r.im
+	im.idleWait = holdTimeout                            // a loaded runner must not time the wait out
 	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), cs) // the L2 table exists
 	if err := im.Flush(); err != nil {
 		t.Fatal(err)
@@ -197,6 +199,7 @@ func TestRegress_SnapshotDoesNotHoldMuForQueueOwners(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
 	im := r.im
+	im.idleWait = holdTimeout // a loaded runner must not time the snapshot out
 	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
 	q, err := im.NewQueue(4)
 	if err != nil {
@@ -278,6 +281,7 @@ func TestRegress_SnapshotPausesOverwrites(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
 	im := r.im
+	im.idleWait = holdTimeout // a loaded runner must not time the snapshot out
 	old := bytes.Repeat([]byte{0x11}, cs)
 	mustWrite(t, im, old, 0)
 	w1 := bytes.Repeat([]byte{0x55}, 4096)
@@ -326,6 +330,7 @@ func TestRegress_CloseWaitsForAllocatingWrites(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
 	im := r.im
+	im.idleWait = holdTimeout // a loaded runner must not time the wait out
 	a := bytes.Repeat([]byte{0xaa}, 4096)
 	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: isData(a)})
 	w := async(func() error { _, err := im.WriteAt(a, 3*cs); return err })
@@ -424,4 +429,56 @@ func TestRegress_NoPlanningAfterClose(t *testing.T) {
 		t.Fatalf("a cleanly closed image has incompatible features %#x (dirty)", f)
 	}
 	mustClean(t, im2)
+}
+
+// From a fourth review: a queue's owner with a fast read unreaped called
+// WriteAt while CreateSnapshot, on another goroutine, paused overwrites
+// and waited for the owner's read: each waited for the other for ever.
+// Now writes that allocate are never paused, and the snapshot's wait is
+// bounded: it fails with ErrSnapshotBusy and lets the overwrite go.
+func TestRegress_OwnerWriteBesideSnapshotPause(t *testing.T) {
+	const cs = 64 << 10
+	for _, tc := range []struct {
+		name string
+		off  int64 // the owner's write: into a COPIED cluster, or a new one
+	}{{"overwrite", cs}, {"allocating", 9 * cs}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+			im := r.im
+			mustWrite(t, im, bytes.Repeat([]byte{0x11}, 2*cs), 0)
+			if err := im.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			q, err := im.NewQueue(4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
+				t.Fatal(err)
+			}
+			snap := async(func() error { _, err := im.CreateSnapshot("s"); return err })
+			for deadline := time.Now().Add(holdTimeout); im.snapPause.Load() == nil; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("CreateSnapshot never paused overwrites")
+				}
+			}
+			// This goroutine, the queue's owner, writes synchronously.
+			w := bytes.Repeat([]byte{0x33}, 4096)
+			waitErr(t, async(func() error { _, err := im.WriteAt(w, tc.off); return err }), "the owner's write")
+			waitQueued(t, q, "R")
+			select {
+			case err := <-snap:
+				if err != nil && !errors.Is(err, ErrSnapshotBusy) {
+					t.Fatalf("snapshot: %v", err)
+				}
+			case <-time.After(holdTimeout):
+				t.Fatal("the snapshot never returned")
+			}
+			if got := readBack(t, im, tc.off, len(w)); !bytes.Equal(got, w) {
+				t.Fatal("the owner's write is lost")
+			}
+			checkClean(t, im, r.mem)
+		})
+	}
 }

@@ -38,22 +38,41 @@ import (
 // when their owner reaps them, and the owner may be waiting for mu
 // (block A3). Overwrites that come meanwhile wait (pausedForSnapshot),
 // then take the allocating path, which copies the now shared cluster.
-func (im *Image) pauseOverwrites() (resume func()) {
+//
+// The wait is bounded (idleWait, ErrSnapshotBusy): a queue's owner that
+// calls WriteAt with a request unreaped would otherwise wait for the
+// snapshot, and the snapshot for the owner.
+func (im *Image) pauseOverwrites() (resume func(), err error) {
 	im.snapMu.Lock()
 	ch := make(chan struct{})
 	im.snapPause.Store(&ch)
-	im.gate.sync()
-	return func() {
+	resume = func() {
 		im.snapPause.Store(nil)
 		close(ch)
 		im.snapMu.Unlock()
 	}
+	if !im.gate.syncWithin(im.idleWaitOr()) {
+		resume()
+		return nil, ErrSnapshotBusy
+	}
+	return resume, nil
 }
 
-// pausedForSnapshot is called by an overwrite right after it entered the
-// gate with token tok: while CreateSnapshot pauses overwrites it leaves
-// the gate, waits for the snapshot and reports true (the caller goes on
-// to the allocating path).
+// idleWaitOr is how long lockIdle and pauseOverwrites wait: about a
+// second (tests may set idleWait longer).
+func (im *Image) idleWaitOr() time.Duration {
+	if im.idleWait > 0 {
+		return im.idleWait
+	}
+	return time.Second
+}
+
+// pausedForSnapshot is called by an overwrite inside the gate (token
+// tok) once it found its cluster COPIED, before it writes: while
+// CreateSnapshot pauses overwrites it leaves the gate, waits for the
+// snapshot and reports true (the caller goes on to the allocating path,
+// which copies the cluster if the snapshot now shares it). Writes that
+// allocate are never paused.
 func (im *Image) pausedForSnapshot(tok uint64) bool {
 	p := im.snapPause.Load()
 	if p == nil {
@@ -74,7 +93,7 @@ var ErrSnapshotBusy = errors.New("qcow2: writes in flight, snapshot operation re
 // under mu, so none starts while it is held), waiting up to about a
 // second for those running to finish; on ErrSnapshotBusy mu is not held.
 func (im *Image) lockIdle() error {
-	deadline := time.Now().Add(time.Second) // by the clock: sleeps overshoot
+	deadline := time.Now().Add(im.idleWaitOr()) // by the clock: sleeps overshoot
 	for {
 		im.mu.Lock()
 		if im.allocs.Metrics().InFlight == 0 {
@@ -152,7 +171,11 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	case st&stNoWrite != 0:
 		return format.Snapshot{}, ErrReadOnly
 	}
-	defer im.pauseOverwrites()()
+	resume, err := im.pauseOverwrites()
+	if err != nil {
+		return format.Snapshot{}, err
+	}
+	defer resume()
 	if err := im.lockIdle(); err != nil {
 		return format.Snapshot{}, err
 	}

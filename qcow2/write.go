@@ -123,13 +123,13 @@ func (im *Image) writeCluster(goff format.GuestOff, v [][]byte, n int64) error {
 // our write at metadata or far past the file.
 func (im *Image) overwrite(goff format.GuestOff, v [][]byte) (done bool, err error) {
 	tok := im.gate.enter()
-	if im.pausedForSnapshot(tok) {
-		return false, nil
-	}
 	e, err := im.entry(goff)
 	if err != nil || e.Type() != format.ClusterNormal || !e.Copied() {
 		im.gate.exit(tok)
 		return err != nil, err
+	}
+	if im.pausedForSnapshot(tok) {
+		return false, nil
 	}
 	if err := im.overlapCheckData(e.Offset()); err != nil {
 		im.gate.exit(tok)

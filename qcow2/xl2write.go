@@ -68,14 +68,14 @@ func xallAllocated(e format.L2Entry, bm uint64, first, last uint) bool {
 // subcluster is allocated in a COPIED cluster.
 func (im *Image) xoverwrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
 	tok := im.gate.enter()
-	if im.pausedForSnapshot(tok) {
-		return false, nil
-	}
 	e, bm, err := im.xentry(goff)
 	first, last := im.xsubRange(goff, n)
 	if err != nil || !xallAllocated(e, bm, first, last) {
 		im.gate.exit(tok)
 		return err != nil, err
+	}
+	if im.pausedForSnapshot(tok) {
+		return false, nil
 	}
 	if err := im.overlapCheckData(e.Offset()); err != nil {
 		im.gate.exit(tok)
