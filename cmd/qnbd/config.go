@@ -104,6 +104,13 @@ func configure(f *flags) (*config, error) {
 		c.network, c.addr = "tcp", fmt.Sprintf("%s:%d", bracket(f.get("bind", "0.0.0.0")), port)
 	}
 	cert, key := f.get("tls-cert", ""), f.get("tls-key", "")
+	for _, k := range []string{"tls-creds", "tls-cert", "tls-key"} {
+		// Given but empty (an unset variable in a script) must not
+		// serve without TLS.
+		if f.has(k) && f.get(k, "") == "" {
+			return nil, fmt.Errorf("--%s: empty value", k)
+		}
+	}
 	if v := f.get("tls-creds", ""); v != "" {
 		if cert != "" || key != "" {
 			return nil, errors.New("--tls-creds and --tls-cert/--tls-key are mutually exclusive")

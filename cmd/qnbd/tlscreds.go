@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/qring/qring/internal/optstr"
 )
@@ -76,11 +78,12 @@ func (tc tlsCreds) config() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TLS credentials: %w (verify-peer=on, the default, checks client certificates against it; --tls-creds=DIR,verify-peer=off accepts any client)", err)
 	}
+	blks, err := pemBlocks(b, "CERTIFICATE", caPath)
+	if err != nil {
+		return nil, err
+	}
 	var cas []*x509.Certificate
-	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
+	for _, blk := range blks {
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
 			return nil, fmt.Errorf("TLS credentials: %s: %w", caPath, err)
@@ -101,10 +104,31 @@ func (tc tlsCreds) config() (*tls.Config, error) {
 	}
 	if len(crls) > 0 {
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			return checkRevoked(cs.VerifiedChains, crls)
+			return checkRevoked(cs.VerifiedChains, crls, time.Now())
 		}
 	}
 	return cfg, nil
+}
+
+// pemBlocks decodes every PEM block of b, which must all be of type
+// want. Go's pem.Decode skips a block it cannot decode (broken base64, a
+// missing END line) and goes on; here that, or a block of another type,
+// is an error, as GnuTLS (QEMU) refuses such a file: a damaged entry of
+// a revocation list must not let a revoked client in. Text around the
+// blocks (certtool and openssl print some) is allowed.
+func pemBlocks(b []byte, want, path string) ([]*pem.Block, error) {
+	var out []*pem.Block
+	begins := bytes.Count(b, []byte("-----BEGIN "))
+	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
+		if blk.Type != want {
+			return nil, fmt.Errorf("TLS credentials: %s: a %q block (want %q)", path, blk.Type, want)
+		}
+		out = append(out, blk)
+	}
+	if len(out) != begins {
+		return nil, fmt.Errorf("TLS credentials: %s: %d of its %d PEM blocks do not decode", path, begins-len(out), begins)
+	}
+	return out, nil
 }
 
 // loadCRLs reads the revocation lists of path, if it exists; each must be
@@ -117,11 +141,12 @@ func loadCRLs(path string, cas []*x509.Certificate) ([]*x509.RevocationList, err
 	if err != nil {
 		return nil, fmt.Errorf("TLS credentials: %w", err)
 	}
+	blks, err := pemBlocks(b, "X509 CRL", path)
+	if err != nil {
+		return nil, err
+	}
 	var out []*x509.RevocationList
-	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
-		if blk.Type != "X509 CRL" {
-			continue
-		}
+	for _, blk := range blks {
 		rl, err := x509.ParseRevocationList(blk.Bytes)
 		if err != nil {
 			return nil, fmt.Errorf("TLS credentials: %s: %w", path, err)
@@ -142,8 +167,15 @@ func loadCRLs(path string, cas []*x509.Certificate) ([]*x509.RevocationList, err
 }
 
 // checkRevoked fails if a certificate of a verified chain is on a
-// revocation list of its issuer.
-func checkRevoked(chains [][]*x509.Certificate, crls []*x509.RevocationList) error {
+// revocation list of its issuer, or if a list is past its next update
+// (GnuTLS then reports the revocation data superseded, and QEMU refuses
+// every client until the list is renewed).
+func checkRevoked(chains [][]*x509.Certificate, crls []*x509.RevocationList, now time.Time) error {
+	for _, rl := range crls {
+		if !rl.NextUpdate.IsZero() && now.After(rl.NextUpdate) {
+			return fmt.Errorf("the revocation list of %q expired at %v", rl.Issuer, rl.NextUpdate)
+		}
+	}
 	for _, chain := range chains {
 		for _, c := range chain {
 			for _, rl := range crls {

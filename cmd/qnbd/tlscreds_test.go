@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	crand "crypto/rand"
@@ -267,6 +268,77 @@ func TestTLSCredsVerifyPeer(t *testing.T) {
 	for _, v := range []string{p.server + ",verify-peer=maybe", p.server + ",endpoint=client", "verify-peer=off"} {
 		if _, err := cfgOf(v); err == nil {
 			t.Errorf("--tls-creds=%s accepted", v)
+		}
+	}
+}
+
+// Found in review of the above: files that could let a revoked or any
+// client in are refused, as GnuTLS (QEMU) refuses them.
+func TestTLSCredsFailClosed(t *testing.T) {
+	cfgOf := func(dir string) (*tls.Config, error) {
+		t.Helper()
+		f, err := parseFlags([]string{"--tls-creds", dir, "img.qcow2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := configure(f)
+		if err != nil {
+			return nil, err
+		}
+		return c.tls, nil
+	}
+	p := writePKI(t, t.TempDir())
+
+	// A damaged second CRL, the one revoking the client: pem.Decode
+	// skipped it and the client got in.
+	bad := p.ca.crl(t, p.client)
+	bad[bytes.IndexByte(bad, '\n')+10] = '!'
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": append(p.ca.crl(t), bad...)})
+	if cfg, err := cfgOf(p.server); err == nil {
+		t.Errorf("a damaged CRL block was accepted (the revoked client's handshake: %v)", handshake(t, cfg, p.ca.pem, p.server))
+	}
+	// A block of another type in a credentials file.
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": append(p.ca.crl(t), p.ca.pem...)})
+	if _, err := cfgOf(p.server); err == nil {
+		t.Error("a CERTIFICATE block in ca-crl.pem was accepted")
+	}
+	os.Remove(filepath.Join(p.server, "ca-crl.pem"))
+	ca := append(append([]byte(nil), p.ca.pem...), []byte("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")...)
+	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": ca})
+	if _, err := cfgOf(p.server); err == nil {
+		t.Error("a damaged block in ca-cert.pem was accepted")
+	}
+	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": p.ca.pem})
+
+	// A revocation list past its next update: QEMU refuses every client.
+	tmpl := &x509.RevocationList{Number: big.NewInt(7), ThisUpdate: time.Now().Add(-48 * time.Hour), NextUpdate: time.Now().Add(-24 * time.Hour)}
+	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.ca.cert, p.ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
+	cfg, err := cfgOf(p.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, cfg, p.ca.pem, p.server); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("a client against an expired revocation list: %v", err)
+	}
+}
+
+// --tls-creds (or --tls-cert/--tls-key) given with an empty value, as an
+// unset variable in a script gives, served without TLS.
+func TestTLSEmptyValueRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-creds=", "img.qcow2"}, {"--tls-creds", "", "img.qcow2"},
+		{"--tls-cert=", "--tls-key=", "img.qcow2"},
+	} {
+		f, err := parseFlags(args)
+		if err != nil {
+			continue
+		}
+		if c, err := configure(f); err == nil {
+			t.Errorf("%q accepted (TLS %v)", args, c.tls != nil)
 		}
 	}
 }
