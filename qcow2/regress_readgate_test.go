@@ -32,28 +32,7 @@ func TestRegress_ReadRacingDiscardReadsItsOwnCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := hostOf(t, im, 0)
-			h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
-			buf := make([]byte, 4096)
-			var q block.Queue
-			var rdone <-chan error
-			if queued {
-				var err error
-				if q, err = im.NewQueue(4); err != nil {
-					t.Fatal(err)
-				}
-				fast := im.c.queueFast.Load()
-				if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
-					t.Fatal(err)
-				}
-				if im.c.queueFast.Load() == fast {
-					t.Fatal("the queued read did not take the fast path")
-				}
-			} else {
-				rdone = async(func() error { _, err := im.ReadAt(buf, 0); return err })
-			}
-			if !h.Wait(holdTimeout) {
-				t.Fatal("R never reached the device")
-			}
+			finishR := startHeldRead(t, r, host, host+cs, queued)
 			// From another goroutine (block A3).
 			d := async(func() error { return im.Discard(0, cs) })
 			x := bytes.Repeat([]byte{0x22}, cs)
@@ -62,13 +41,7 @@ func TestRegress_ReadRacingDiscardReadsItsOwnCluster(t *testing.T) {
 				t.Error("the discard freed the cluster while R was still reading it")
 				mustWrite(t, im, x, 5*cs) // into the freed cluster, before R reads
 			}
-			h.Release()
-			if q != nil {
-				waitQueued(t, q, "R")
-			} else {
-				waitErr(t, rdone, "R")
-			}
-			if !bytes.Equal(buf, old[:len(buf)]) {
+			if buf := finishR(); !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatalf("R of guest cluster 0 returned %#x, want 0x11: another guest cluster's bytes", buf[0])
 			}
 			if dBlocked {
@@ -122,12 +95,7 @@ func TestRegress_ReadOfReplacedClusterHeldUntilGatePasses(t *testing.T) {
 			if err := im.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: lo, End: hi})
-			buf := make([]byte, 4096)
-			rdone := async(func() error { _, err := im.ReadAt(buf, 0); return err })
-			if !h.Wait(holdTimeout) {
-				t.Fatal("R never reached the device")
-			}
+			finishR := startHeldRead(t, r, lo, hi, false)
 			// Replace cluster 0 (its copy-on-write reads the old cluster
 			// past the hold), flush (Q13), and allocate cluster 5.
 			nw := bytes.Repeat([]byte{0x33}, 4096)
@@ -140,9 +108,7 @@ func TestRegress_ReadOfReplacedClusterHeldUntilGatePasses(t *testing.T) {
 			if got := hostOf(t, im, 5*cs); got <= lo && lo < got+cs {
 				t.Error("guest cluster 5 was given the old cluster while R was still reading it")
 			}
-			h.Release()
-			waitErr(t, rdone, "R")
-			if !bytes.Equal(buf, old[:len(buf)]) {
+			if buf := finishR(); !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatal("R of guest cluster 0 did not return its old bytes")
 			}
 			// The hold ends at the next flush once R has left.
@@ -198,12 +164,7 @@ func TestRegress_CheckRepairDuringDiscardKeepsPendingFrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := hostOf(t, im, 0)
-	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
-	buf := make([]byte, 4096)
-	rdone := async(func() error { _, err := im.ReadAt(buf, 0); return err })
-	if !h.Wait(holdTimeout) {
-		t.Fatal("R never reached the device")
-	}
+	finishR := startHeldRead(t, r, host, host+cs, false)
 	d := async(func() error { return im.Discard(0, cs) })
 	if !blocked(d, 200*time.Millisecond) {
 		t.Fatal("the discard did not wait for R")
@@ -220,9 +181,7 @@ func TestRegress_CheckRepairDuringDiscardKeepsPendingFrees(t *testing.T) {
 	if got := hostOf(t, im, 5*cs); got == host {
 		t.Error("guest cluster 5 was given the cluster the discard still owns")
 	}
-	h.Release()
-	waitErr(t, rdone, "R")
-	if !bytes.Equal(buf, old[:len(buf)]) {
+	if buf := finishR(); !bytes.Equal(buf, old[:len(buf)]) {
 		t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
 	}
 	waitErr(t, d, "discard")
@@ -271,4 +230,47 @@ func TestRegress_CopiedL2TableHeldUntilGatePasses(t *testing.T) {
 		t.Fatalf("%d clusters still held after the lookup left and a flush", n)
 	}
 	checkClean(t, im, r.mem)
+}
+
+// startHeldRead starts R, a 4 KiB read of guest offset 0, whose device
+// read the rig holds at host range [lo, hi): synchronous on a goroutine,
+// or queued on a new queue of the image (it must take the fast path,
+// where it holds a gate token until reaped). It returns once R reached
+// the device; finish releases it, waits for R (reaping it and closing
+// the queue) and returns what R read.
+func startHeldRead(t *testing.T, r *holdRig, lo, hi int64, queued bool) (finish func() []byte) {
+	t.Helper()
+	im := r.im
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: lo, End: hi})
+	buf := make([]byte, 4096)
+	var q block.Queue
+	var rdone <-chan error
+	if queued {
+		var err error
+		if q, err = im.NewQueue(4); err != nil {
+			t.Fatal(err)
+		}
+		fast := im.c.queueFast.Load()
+		if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
+			t.Fatal(err)
+		}
+		if im.c.queueFast.Load() == fast {
+			t.Fatal("the queued read did not take the fast path")
+		}
+	} else {
+		rdone = async(func() error { _, err := im.ReadAt(buf, 0); return err })
+	}
+	if !h.Wait(holdTimeout) {
+		t.Fatal("R never reached the device")
+	}
+	return func() []byte {
+		t.Helper()
+		h.Release()
+		if q != nil {
+			waitQueued(t, q, "R")
+		} else {
+			waitErr(t, rdone, "R")
+		}
+		return buf
+	}
 }

@@ -34,24 +34,7 @@ func TestRegress_SnapshotDeleteHoldsClustersUnderReads(t *testing.T) {
 				t.Fatal(err)
 			}
 			host := hostOf(t, im, 0)
-			h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: host, End: host + cs})
-			buf := make([]byte, 4096)
-			var q block.Queue
-			var rdone <-chan error
-			if queued {
-				var err error
-				if q, err = im.NewQueue(4); err != nil {
-					t.Fatal(err)
-				}
-				if err := q.Submit(&block.Req{Op: block.OpRead, Off: 0, Buf: buf}); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				rdone = async(func() error { _, err := im.ReadAt(buf, 0); return err })
-			}
-			if !h.Wait(holdTimeout) {
-				t.Fatal("R never reached the device")
-			}
+			finishR := startHeldRead(t, r, host, host+cs, queued)
 			mustWrite(t, im, bytes.Repeat([]byte{0x33}, cs), 0) // copy-on-write: H 2 -> 1
 			// H 1 -> 0. Bounded: a DeleteSnapshot that waited for the
 			// gate would wait for the queued read, which this goroutine
@@ -64,13 +47,7 @@ func TestRegress_SnapshotDeleteHoldsClustersUnderReads(t *testing.T) {
 					t.Errorf("guest cluster %d was given H while R was still reading it", g)
 				}
 			}
-			h.Release()
-			if q != nil {
-				waitQueued(t, q, "R")
-			} else {
-				waitErr(t, rdone, "R")
-			}
-			if !bytes.Equal(buf, old[:len(buf)]) {
+			if buf := finishR(); !bytes.Equal(buf, old[:len(buf)]) {
 				t.Fatalf("R of guest cluster 0 returned %#x, want 0x11", buf[0])
 			}
 			checkClean(t, im, r.mem)
@@ -148,18 +125,7 @@ func TestRegress_DowngradeScanExcludesZeroing(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Size: 1 << 30}, Options{PreallocSize: -1})
 	im := r.im
-	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
-	mustWrite(t, im, bytes.Repeat([]byte{0x02}, cs), 600<<20) // a second L2 table, B
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	tableB := int64(im.l1.Load().load(im.g.L1Index(600 << 20)).Offset())
-	im.l2c.Invalidate()
-	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: tableB, End: tableB + cs})
-	sv := async(func() error { return im.SetVersion(2) })
-	if !h.Wait(holdTimeout) {
-		t.Fatal("the downgrade's scan never reached table B")
-	}
+	h, sv := startHeldDowngrade(t, r, cs)
 	d := async(func() error { return im.Discard(0, cs) }) // cluster 0: scanned already
 	dBlocked := blocked(d, 200*time.Millisecond)          // it needs mu, which the scan holds
 	h.Release()
@@ -372,18 +338,7 @@ func TestRegress_WriteZeroesRacingDowngradeZeroes(t *testing.T) {
 	const cs = 64 << 10
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Size: 1 << 30}, Options{PreallocSize: -1})
 	im := r.im
-	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 0)
-	mustWrite(t, im, bytes.Repeat([]byte{0x02}, cs), 600<<20) // a second L2 table, B
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	tableB := int64(im.l1.Load().load(im.g.L1Index(600 << 20)).Offset())
-	im.l2c.Invalidate()
-	h := r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: tableB, End: tableB + cs})
-	sv := async(func() error { return im.SetVersion(2) })
-	if !h.Wait(holdTimeout) {
-		t.Fatal("the downgrade's scan never reached table B")
-	}
+	h, sv := startHeldDowngrade(t, r, cs)
 	z := async(func() error { return im.WriteZeroes(0, cs, 0) })
 	zBlocked := blocked(z, 200*time.Millisecond) // it read version 3 and waits for mu
 	h.Release()
@@ -481,4 +436,26 @@ func TestRegress_OwnerWriteBesideSnapshotPause(t *testing.T) {
 			checkClean(t, im, r.mem)
 		})
 	}
+}
+
+// startHeldDowngrade writes guest clusters 0 and one in a second L2
+// table, B, drops the L2 cache and starts SetVersion(2), whose scan for
+// zero clusters (under mu) the rig holds at table B, past cluster 0. It
+// returns once the scan is held: release h, then wait for sv.
+func startHeldDowngrade(t *testing.T, r *holdRig, cs int64) (h *holddev.Hold, sv <-chan error) {
+	t.Helper()
+	im := r.im
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, int(cs)), 0)
+	mustWrite(t, im, bytes.Repeat([]byte{0x02}, int(cs)), 600<<20)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tableB := int64(im.l1.Load().load(im.g.L1Index(600 << 20)).Offset())
+	im.l2c.Invalidate()
+	h = r.hd.Hold(holddev.Match{Kinds: holddev.Read, Off: tableB, End: tableB + cs})
+	sv = async(func() error { return im.SetVersion(2) })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the downgrade's scan never reached table B")
+	}
+	return h, sv
 }

@@ -197,18 +197,7 @@ func handshake(t *testing.T, cfg *tls.Config, caPEM []byte, clientDir string) er
 // client, and then needs no ca-cert.pem.
 func TestTLSCredsVerifyPeer(t *testing.T) {
 	p := writePKI(t, t.TempDir())
-	cfgOf := func(v string) (*tls.Config, error) {
-		t.Helper()
-		f, err := parseFlags([]string{"--tls-creds", v, "img.qcow2"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := configure(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.tls, nil
-	}
+	cfgOf := func(v string) (*tls.Config, error) { t.Helper(); return credsConfig(t, v) }
 	cfg, err := cfgOf(p.server)
 	if err != nil {
 		t.Fatal(err)
@@ -275,18 +264,7 @@ func TestTLSCredsVerifyPeer(t *testing.T) {
 // Found in review of the above: files that could let a revoked or any
 // client in are refused, as GnuTLS (QEMU) refuses them.
 func TestTLSCredsFailClosed(t *testing.T) {
-	cfgOf := func(dir string) (*tls.Config, error) {
-		t.Helper()
-		f, err := parseFlags([]string{"--tls-creds", dir, "img.qcow2"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := configure(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.tls, nil
-	}
+	cfgOf := func(dir string) (*tls.Config, error) { t.Helper(); return credsConfig(t, dir) }
 	p := writePKI(t, t.TempDir())
 
 	// A damaged second CRL, the one revoking the client: pem.Decode
@@ -341,4 +319,18 @@ func TestTLSEmptyValueRefused(t *testing.T) {
 			t.Errorf("%q accepted (TLS %v)", args, c.tls != nil)
 		}
 	}
+}
+
+// credsConfig is the TLS configuration qnbd builds from --tls-creds v.
+func credsConfig(t *testing.T, v string) (*tls.Config, error) {
+	t.Helper()
+	f, err := parseFlags([]string{"--tls-creds", v, "img.qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := configure(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.tls, nil
 }
