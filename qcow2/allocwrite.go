@@ -227,7 +227,7 @@ func (im *Image) freeEntryLocked(e format.L2Entry, synced bool) error {
 			return err
 		}
 		if !synced {
-			return im.freeHeldLocked(im.g.HostCluster(e.Offset()))
+			return im.freeHeldLocked(im.g.HostCluster(e.Offset()), false)
 		}
 		return im.freeClustersLocked(e.Offset(), 1)
 	case format.ClusterCompressed:

@@ -21,15 +21,8 @@ func (im *Image) freeCompressedLocked(e format.L2Entry) error {
 	g := &im.g
 	d := e.DecodeCompressed(g)
 	for c := g.HostCluster(d.Off); c <= g.HostCluster(d.Off+format.HostOff(d.Size)-1); c++ {
-		if err := im.updateRefcountLocked(c, -1); err != nil {
+		if err := im.freeHeldLocked(c, true); err != nil {
 			return err
-		}
-		rc, err := im.refcount(c)
-		if err != nil {
-			return err
-		}
-		if rc == 0 {
-			im.holdLocked(c, true)
 		}
 	}
 	return nil

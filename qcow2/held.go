@@ -34,8 +34,9 @@ func (im *Image) isHeld(c uint64) bool {
 
 // freeHeldLocked drops one reference to host cluster c, whose entry the
 // caller has changed without waiting for the data gate; if that was the
-// last one, c is held until the gate has passed (Q12).
-func (im *Image) freeHeldLocked(c uint64) error {
+// last one, c is held until the gate has passed (Q12), and with needFlush
+// (it held compressed data) until a flush has completed too (Q13).
+func (im *Image) freeHeldLocked(c uint64, needFlush bool) error {
 	if err := im.updateRefcountLocked(c, -1); err != nil {
 		return err
 	}
@@ -44,7 +45,7 @@ func (im *Image) freeHeldLocked(c uint64) error {
 		return err
 	}
 	if rc == 0 {
-		im.holdLocked(c, false)
+		im.holdLocked(c, needFlush)
 	}
 	return nil
 }

@@ -218,7 +218,7 @@ func (im *Image) ensureL2Locked(o format.GuestOff) error {
 		}
 		// Held if that was its last reference: a lookup that loaded
 		// the old L1 entry lock-free may still read it (Q12).
-		if err := im.freeHeldLocked(im.g.HostCluster(old.Offset())); err != nil {
+		if err := im.freeHeldLocked(im.g.HostCluster(old.Offset()), false); err != nil {
 			return err
 		}
 	}

@@ -469,7 +469,8 @@ func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
 // queue's owner that calls the image could hold it up: block A3).
 func (im *Image) adjustRefLocked(c uint64, addend int64) error {
 	if addend < 0 {
-		return im.freeHeldLocked(c)
+		// Removals durable already (Q3), so Q13 needs no more flush.
+		return im.freeHeldLocked(c, false)
 	}
 	return im.updateRefcountLocked(c, addend)
 }
