@@ -50,13 +50,19 @@ func (im *Image) growL1(n uint64) error {
 	im.event(EvL1Grow)
 	oldOff, oldSize := im.hdr.L1TableOffset, im.hdr.L1Size
 	im.hdr.L1TableOffset, im.hdr.L1Size = off, uint32(n)
-	if err := im.writeHeader(); err != nil {
-		im.hdr.L1TableOffset, im.hdr.L1Size = oldOff, oldSize
-		return abort(err)
+	err = im.writeHeader()
+	if err == nil {
+		err = im.dev.Flush()
 	}
-	if err := im.dev.Flush(); err != nil {
-		// The header may or may not point at the new table: keep both.
+	if err != nil {
+		// The header on the device may name either table now (a failed
+		// write may have landed, a failed flush may have kept it or
+		// not): keep both, identical but for the new empty entries, and
+		// change neither again, or the one the header names may miss a
+		// later link (TestRegress_GrowL1FlushFailureLosesNoWrites).
+		// Writes are refused until the image is reopened (Q16).
 		im.hdr.L1TableOffset, im.hdr.L1Size = oldOff, oldSize
+		im.loseWritesLocked()
 		return err
 	}
 	im.setL1(table, off)
