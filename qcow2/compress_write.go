@@ -43,6 +43,8 @@ var ErrNotCompressible = fmt.Errorf("%w: compressed write needs a whole unalloca
 // plain zero cluster): compression never overwrites anything.
 func (im *Image) WriteCompressed(off int64, p []byte) error {
 	n := int64(len(p))
+	tok := im.writers.enter() // Q18: before the size check
+	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil {
 		return err
 	}

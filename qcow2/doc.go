@@ -34,7 +34,10 @@
 //	Q4  New tables: a new L2 table or refcount block is written and
 //	    flushed before the L1 / refcount table entry that points at it;
 //	    a new refcount table is written and flushed before the header
-//	    points at it.
+//	    points at it. When the header write or its flush fails as a new
+//	    L1 table replaces the old, the header on the device may name
+//	    either: both are kept, and writes are refused until the image is
+//	    reopened (ErrWritesLost), so neither misses a later link.
 //	Q5  Zero before data: a zeroing of a cluster completes (or is linked
 //	    ahead in the same io_uring submission) before the guest data write
 //	    into it is issued.
@@ -181,6 +184,24 @@
 //	    the allocator's (each ring pins the pages again, against
 //	    RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK) leaves only that
 //	    one without them. Results are the same either way.
+//	Q18 Resizing (resize.go; Truncate, Shrink and ApplySnapshot hold
+//	    resizeMu): no guest byte lands past the virtual end, and a grown
+//	    range reads as zeros. Shrink cuts the size guests see (vsize)
+//	    first, then waits for every write that checked against the old
+//	    one: synchronous write calls hold Image.writers from before their
+//	    size check to their return; a queue's fast writes hold the data
+//	    gate and check the size again inside it; its allocator checks
+//	    under mu and registers its clusters (Q7), which the discard of
+//	    the clusters past the new end waits for. Both waits are bounded
+//	    (ErrResizeBusy, the size restored). The header changes last,
+//	    after a flush. A growth zeroes, before its header change and
+//	    behind a flush, what the new range would show that is not
+//	    zeros: the old end's cluster past the old end when it holds data
+//	    (a shrink cut through it: the bytes past the cut are not
+//	    zeroed under a racing write, nor by QEMU), once no allocation of
+//	    it is in flight, and the range a backing file reaches (zero
+//	    clusters; version 2 refuses, as QEMU). Guests still see the old
+//	    size meanwhile, so none writes there.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -68,6 +68,13 @@ type Image struct {
 	// (hdr changes under mu).
 	vsize atomic.Uint64
 	ver   atomic.Uint32
+	// writers holds every synchronous guest write call (Writev,
+	// WriteZeroes, Discard, WriteCompressed) from before its size check
+	// to its return, so a Shrink can wait for those that checked
+	// against the old size (Q18). resizeMu serialises Truncate, Shrink
+	// and ApplySnapshot.
+	writers  dataGate
+	resizeMu sync.Mutex
 	// state mirrors closed/ro/corrupt for the lock-free data path.
 	state atomic.Uint32
 	// queues counts open Queues (Q15); raised under mu, so Close,
@@ -365,25 +372,6 @@ func (im *Image) flushLocked() error {
 	}
 	im.releaseHeldLocked(true) // Q13: the removals are durable
 	return nil
-}
-
-// Truncate changes the virtual size. Growing past the L1 table grows it
-// (growL1); shrinking is not supported.
-func (im *Image) Truncate(size int64) error {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if err := im.writableLocked(); err != nil {
-		return err
-	}
-	if size < 0 || uint64(size) < im.hdr.Size {
-		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
-	}
-	if need := im.g.L1EntriesFor(uint64(size)); need > im.l1.Load().size() {
-		if err := im.growL1(need); err != nil {
-			return err
-		}
-	}
-	return im.setSizeLocked(uint64(size))
 }
 
 // writableLocked says why metadata may not be changed now, if it may not.

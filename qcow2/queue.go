@@ -194,7 +194,9 @@ func (q *Queue) fast(r *block.Req) bool {
 		// As overwrite: the lookup and the write inside the data gate
 		// (Q12); the token is given back when the write is reaped.
 		tok := im.gate.enter()
-		if im.snapPause.Load() != nil { // the slow path waits (pausedForSnapshot)
+		// The slow path waits (pausedForSnapshot), or refuses a write a
+		// Shrink cut off after the size check above (Q18).
+		if im.snapPause.Load() != nil || uint64(r.Off+n) > im.vsize.Load() {
 			im.gate.exit(tok)
 			return false
 		}

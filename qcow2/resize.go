@@ -1,23 +1,138 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
 )
 
+// This file changes the virtual size (Q18). A resize must not let a
+// write that checked its range against the old size land past the new
+// end (its bytes would come back when the image grew again), and a
+// growth must show zeros in the new range, whatever lay there. So:
+//
+//	Shrink    lowers the size guests see, then waits for the write
+//	          calls that checked against the old one (Image.writers) and
+//	          for the queue's fast writes (the data gate), discards the
+//	          clusters past the new end, and writes the header last.
+//	Truncate  grows the L1 table, zeroes what the new range would show
+//	          that is not zeros (the old end's cluster past the old end,
+//	          if it holds data; the range the backing file reaches), makes
+//	          that durable, and writes the header last.
+//
+// Both hold resizeMu, and so does ApplySnapshot, which sets the size too.
+
+// ErrResizeBusy: Shrink found guest writes still running about a second
+// after it cut the size (a queue's owner with requests unreaped calling
+// it, say); the size is left as it was.
+var ErrResizeBusy = errors.New("qcow2: writes in flight, resize refused")
+
+// Truncate grows the virtual size to size (qemu-img resize without
+// --shrink; a smaller size is ErrUnsupported: see Shrink). As QEMU, the
+// new range reads as zeros: where the backing file reaches past the old
+// end it becomes zero clusters, which version 2 lacks (ErrUnsupported
+// then, before anything changes).
+func (im *Image) Truncate(size int64) error {
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
+	return im.grow(size)
+}
+
+// grow is Truncate with resizeMu held.
+func (im *Image) grow(size int64) error {
+	im.mu.Lock()
+	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	cur := int64(im.hdr.Size)
+	if size < cur {
+		im.mu.Unlock()
+		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
+	}
+	overBacking := im.backing != nil && im.bsize > cur && size > cur
+	if overBacking && im.hdr.Version < 3 {
+		im.mu.Unlock()
+		return fmt.Errorf("%w: zeroing the grown range over the backing file needs zero clusters (version 3)", ErrUnsupported)
+	}
+	if need := im.g.L1EntriesFor(uint64(size)); need > im.l1.Load().size() {
+		if err := im.growL1(need); err != nil {
+			im.mu.Unlock()
+			return err
+		}
+	}
+	im.mu.Unlock()
+	// Guests still see cur, so none writes past it meanwhile: writes
+	// that checked against a larger size waited for the Shrink that cut
+	// it, and zeroRange's own writes are not checked.
+	end := cur
+	if overBacking {
+		end = size
+	} else if cs := int64(im.g.ClusterSize); cur%cs != 0 && size > cur {
+		data, err := im.clusterHoldsData(cur)
+		if err != nil {
+			return err
+		}
+		if data {
+			end = min(cur-cur%cs+cs, size)
+		}
+	}
+	if end == cur {
+		im.mu.Lock()
+		defer im.mu.Unlock()
+		if err := im.writableLocked(); err != nil {
+			return err
+		}
+		return im.setSizeLocked(uint64(size))
+	}
+	if err := im.zeroRange(cur, end-cur, block.MayUnmap, size); err != nil {
+		return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
+	}
+	// The zeros are durable before the size that shows them.
+	return im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) })
+}
+
+// clusterHoldsData reports whether the guest cluster of off may hold
+// bytes other than zeros, once no allocation of it is in flight (one a
+// queue planned before a Shrink may still be writing past the end).
+func (im *Image) clusterHoldsData(off int64) (bool, error) {
+	gc := im.g.GuestCluster(guestOff(off))
+	for {
+		im.mu.Lock()
+		reg, _, blocker := im.allocs.TryAcquire(gc, 1)
+		if reg == nil {
+			im.mu.Unlock()
+			blocker.Wait()
+			continue
+		}
+		e, err := im.entry(guestOff(off))
+		im.allocs.Release(reg)
+		im.mu.Unlock()
+		t := e.Type()
+		return t == format.ClusterNormal || t == format.ClusterCompressed, err
+	}
+}
+
 // Shrink reduces the virtual size to size (qemu-img resize --shrink); a
-// size at or above the current one is Truncate. The clusters wholly past
-// the new end are discarded first (they read as zeros should the image
-// grow again), the allocated tail of the last cluster is zeroed, and
-// only then, after a flush, does the header get the new size: a crash in
-// between leaves the old size with some data gone, never a table
-// pointing at freed clusters. The L1 table keeps its length.
+// size at or above the current one is Truncate. The allocated tail of
+// the last cluster is zeroed (for QEMU, which does not zero it when it
+// grows the image again), the size guests see is cut, writes that
+// checked against the old one are waited for, the clusters wholly past
+// the new end are discarded, and only then, after a flush, does the
+// header get the new size: a crash in between leaves the old size with
+// some data gone, never a table pointing at freed clusters. The L1 table
+// keeps its length.
 func (im *Image) Shrink(size int64) error {
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
 	cur, err := im.Size()
 	if err != nil {
 		return err
 	}
 	if size >= cur {
-		return im.Truncate(size)
+		return im.grow(size)
 	}
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrUnsupported, size)
@@ -35,10 +150,35 @@ func (im *Image) Shrink(size int64) error {
 			}
 		}
 	}
+	im.mu.Lock()
+	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	im.vsize.Store(uint64(size))
+	im.mu.Unlock()
+	restore := func() {
+		im.mu.Lock()
+		im.vsize.Store(im.hdr.Size)
+		im.mu.Unlock()
+	}
+	// Writes that passed their size check before the cut: synchronous
+	// ones hold the writers gate, a queue's fast ones the data gate (and
+	// check the size again inside it). A queue's allocator checks under
+	// mu and registers its clusters, which the discard waits for.
+	if !im.writers.syncWithin(im.idleWaitOr()) || !im.gate.syncWithin(im.idleWaitOr()) {
+		restore()
+		return ErrResizeBusy
+	}
 	if end < cur {
-		if err := im.Discard(end, cur-end); err != nil {
+		if err := im.discardClusters(end/cs, (cur+cs-1)/cs); err != nil {
+			restore()
 			return err
 		}
 	}
-	return im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) })
+	if err := im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) }); err != nil {
+		restore()
+		return err
+	}
+	return nil
 }

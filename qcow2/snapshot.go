@@ -259,6 +259,8 @@ func (im *Image) newSnapshotIDLocked() string {
 // ApplySnapshot reverts the disk to the snapshot with ID or name s
 // (qemu-img snapshot -a). The snapshot stays.
 func (im *Image) ApplySnapshot(s string) error {
+	im.resizeMu.Lock() // it sets the size too (Q18)
+	defer im.resizeMu.Unlock()
 	return im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
 		return im.applySnapshotLocked(sn)
 	})

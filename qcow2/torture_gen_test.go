@@ -25,9 +25,10 @@ const (
 	opGrow
 	opBatch
 	opCheck
+	opShrink
 )
 
-var tkindNames = [...]string{"write", "zero", "discard", "flush", "read", "reopen", "grow", "batch", "check"}
+var tkindNames = [...]string{"write", "zero", "discard", "flush", "read", "reopen", "grow", "batch", "check", "shrink"}
 
 func (k tkind) String() string { return tkindNames[k] }
 
@@ -50,6 +51,8 @@ func (o top) String() string {
 		return fmt.Sprintf("reopen variant %d", o.arg)
 	case opGrow:
 		return fmt.Sprintf("grow to %d", o.off)
+	case opShrink:
+		return fmt.Sprintf("shrink to %d", o.off)
 	case opBatch:
 		b := o.batch
 		return fmt.Sprintf("batch of %d goroutines, stripe %d over [%#x,+%#x), shared [%#x,+%#x)", b.g, b.stripe, b.base, b.span, b.sbase, b.sspan)
@@ -220,6 +223,14 @@ func genOps(seed uint64, p tgenParams) []top {
 			o.kind = opGrow
 			inc := []int64{512, 64 << 10, 1 << 20, 8 << 20}[r.IntN(4)]
 			size = min(size+inc*(1+r.Int64N(3)), p.maxSize)
+			o.off = size
+		case k < 845:
+			// Only the grown area goes: the other ops keep to p.size.
+			if size <= p.size {
+				continue
+			}
+			o.kind = opShrink
+			size = p.size + r.Int64N(size-p.size+1)&^511
 			o.off = size
 		case k < 900:
 			o.kind = opBatch

@@ -29,7 +29,7 @@ import (
 // "TORTURE-STATS {json}" line and summed by TestTortureLoop.
 type tstats struct {
 	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
-	Grows, GrowSkips, Skipped, Batches, BatchOps, Checks          int64
+	Grows, GrowSkips, Shrinks, Skipped, Batches, BatchOps, Checks int64
 	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
@@ -59,6 +59,7 @@ func (s *tstats) add(o *tstats) {
 	s.Reopens += o.Reopens
 	s.Grows += o.Grows
 	s.GrowSkips += o.GrowSkips
+	s.Shrinks += o.Shrinks
 	s.Skipped += o.Skipped
 	s.Batches += o.Batches
 	s.BatchOps += o.BatchOps
@@ -135,11 +136,11 @@ func (s *tstats) String() string {
 	for _, v := range s.Crash {
 		crash += v
 	}
-	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
+	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
-		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
+		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
@@ -616,6 +617,28 @@ func (r *trun) exec(i int, o top) {
 		r.cmu.Unlock()
 		if sz, _ := im.Size(); sz != o.off {
 			r.fatalf("op %d (%v): size %d after growth", i, o, sz)
+		}
+	case opShrink:
+		if o.off >= r.size {
+			return
+		}
+		// Until it returns, a crash may leave the old size with the
+		// range past the new end partly discarded (or its last cluster
+		// zeroed past the end): not compared.
+		r.touch(o.off, r.size-o.off)
+		if err := im.Shrink(o.off); err != nil {
+			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		r.st.Shrinks++
+		r.cmu.Lock()
+		r.model = r.model[:o.off]
+		r.flushed = r.flushed[:min(o.off, int64(len(r.flushed)))]
+		r.touched = r.touched[:(o.off+crashSector-1)/crashSector]
+		r.size = o.off
+		r.cmu.Unlock()
+		r.afterFlush() // Shrink flushes the image before the header
+		if sz, _ := im.Size(); sz != o.off {
+			r.fatalf("op %d (%v): size %d after shrink", i, o, sz)
 		}
 	case opBatch:
 		r.st.Batches++

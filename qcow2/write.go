@@ -38,6 +38,8 @@ func (im *Image) checkWrite(off, n int64) error {
 // Writev writes bufs at guest offset off.
 func (im *Image) Writev(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
+	tok := im.writers.enter() // Q18: before the size check
+	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil {
 		return err
 	}

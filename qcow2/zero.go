@@ -14,6 +14,8 @@ import (
 // (NO_FALLBACK) is honoured only where no zero buffers would be written:
 // v3 and cluster-aligned, else ErrNotSupported.
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
+	tok := im.writers.enter() // Q18: before the size check
+	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil {
 		return err
 	}
@@ -30,12 +32,20 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
 		return block.ErrNotSupported
 	}
+	return im.zeroRange(off, n, flags, int64(im.vsize.Load()))
+}
+
+// zeroRange is WriteZeroes' work on a range already checked, for a
+// virtual size of vend (a growth zeroes past the size guests see: Q18):
+// a last cluster that ends at vend is zeroed whole.
+func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
+	cs := int64(im.g.ClusterSize)
 	var fr freeList
 	defer im.release(&fr)
 	for n > 0 {
 		in := off % cs
 		chunk := min(cs-in, n)
-		whole := in == 0 && (chunk == cs || uint64(off+chunk) == im.vsize.Load())
+		whole := in == 0 && (chunk == cs || off+chunk == vend)
 		var err error
 		if whole && im.ver.Load() >= 3 {
 			err = im.holdSectors(off, chunk, func() error {
@@ -48,7 +58,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 				}
 				err = im.writeZeroBuf(off, chunk)
 			}
-		} else if g.ExtendedL2 {
+		} else if im.g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
@@ -83,15 +93,22 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 // otherwise; on v2 with a backing file they read the backing data, as in
 // QEMU). Partial clusters are left alone.
 func (im *Image) Discard(off, n int64) error {
+	tok := im.writers.enter() // Q18: before the size check
+	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil {
 		return err
 	}
 	cs := int64(im.g.ClusterSize)
-	first := (off + cs - 1) / cs
 	end := (off + n) / cs
 	if uint64(off+n) == im.vsize.Load() {
 		end = (off + n + cs - 1) / cs
 	}
+	return im.discardClusters((off+cs-1)/cs, end)
+}
+
+// discardClusters is Discard's work on the guest clusters [first, end).
+func (im *Image) discardClusters(first, end int64) error {
+	cs := int64(im.g.ClusterSize)
 	var fr freeList
 	defer im.release(&fr)
 	for c := first; c < end; c++ {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
@@ -133,8 +132,8 @@ func doResize(r *resizeRequest) error {
 
 // resizeQcow2 grows (Truncate) or shrinks (Shrink) a qcow2 image. As
 // QEMU, a grown image whose backing file reaches past the old end reads
-// zeros there, not the backing data: the new range becomes zero clusters
-// (v3; v2 cannot, and the resize fails as in QEMU).
+// zeros there, not the backing data: Truncate makes the new range zero
+// clusters (v3; v2 cannot, and the resize fails with QEMU's message).
 func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
@@ -153,15 +152,7 @@ func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 	if zero && im.Header().Version < 3 {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
 	}
-	if err := im.Truncate(size); err != nil {
-		return err
-	}
-	if zero {
-		if err := im.WriteZeroes(cur, size-cur, block.MayUnmap); err != nil {
-			return fmt.Errorf("Failed to zero out new clusters: %w", err)
-		}
-	}
-	return nil
+	return im.Truncate(size)
 }
 
 // trimFile cuts a closed qcow2 file after its last used cluster, as

@@ -1,0 +1,260 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/errordev"
+	"github.com/qring/qring/block/holddev"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// A write that passed its size check before a Shrink allocated a
+// cluster past the new end after the Shrink had discarded that range:
+// the data came back once the image grew again. Shrink now cuts the
+// size first and waits for the writes that checked against the old
+// one before it discards.
+func TestRegress_ShrinkWaitsForWritesPastTheNewEnd(t *testing.T) {
+	const cs = 64 << 10
+	const newSize = 32 << 20
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	a := bytes.Repeat([]byte{0xaa}, 4096)
+	b := bytes.Repeat([]byte{0xbb}, 4096)
+	// W covers the last cluster below the new end and the first past it;
+	// its first cluster's data write is held.
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: isData(a)})
+	w := async(func() error { _, err := im.WriteAt(append(append([]byte(nil), a...), b...), newSize-4096); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("W never reached the device")
+	}
+	s := async(func() error { return im.Shrink(newSize) })
+	sBlocked := blocked(s, 100*time.Millisecond)
+	h.Release()
+	if sBlocked {
+		waitErr(t, s, "shrink")
+	}
+	var werr error
+	select {
+	case werr = <-w:
+	case <-time.After(holdTimeout):
+		t.Fatal("W never returned")
+	}
+	if werr != nil && !errors.Is(werr, ErrOutOfRange) {
+		t.Fatalf("W: %v, want success or ErrOutOfRange", werr)
+	}
+	if n, _ := im.Size(); n != newSize {
+		t.Fatalf("size %d after shrink", n)
+	}
+	if err := im.Truncate(2 * newSize); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, im, newSize, 4096); !bytes.Equal(got, make([]byte, 4096)) {
+		t.Fatalf("past the shrunken end reads %#x after growing again, want zeros (W: %v)", got[0], werr)
+	}
+	if got := readBack(t, im, newSize-4096, 4096); werr == nil && !bytes.Equal(got, a) {
+		t.Fatalf("W's part below the new end reads %#x", got[0])
+	}
+	checkClean(t, im, r.mem)
+}
+
+// A write into the last cluster that crossed the new, unaligned end was
+// in flight when Shrink looked at that cluster (unallocated yet, so
+// nothing to zero); it landed past the end, and growing the image again
+// showed its bytes there. Growing now zeroes the old end's cluster past
+// the old end, as QEMU shows zeros in a grown range.
+func TestRegress_GrowZeroesTheOldTail(t *testing.T) {
+	const cs = 64 << 10
+	const newSize = 32<<20 + 2048
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	a := patternBuf(4096, 7)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: isData(a[:64])})
+	w := async(func() error { _, err := im.WriteAt(a, newSize-1024); return err })
+	if !h.Wait(holdTimeout) {
+		t.Fatal("W never reached the device")
+	}
+	s := async(func() error { return im.Shrink(newSize) })
+	sBlocked := blocked(s, 100*time.Millisecond)
+	h.Release()
+	if sBlocked {
+		waitErr(t, s, "shrink")
+	}
+	waitErr(t, w, "W")
+	if err := im.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, im, newSize, 3072); !bytes.Equal(got, make([]byte, 3072)) {
+		t.Fatalf("past the old end reads %#x after growing, want zeros", got[0])
+	}
+	if got := readBack(t, im, newSize-1024, 1024); !bytes.Equal(got, a[:1024]) {
+		t.Fatal("W's part below the end is lost")
+	}
+	checkClean(t, im, r.mem)
+}
+
+// Truncate grew an image whose backing file reaches past the old end
+// and the backing data showed through in the new range (the library;
+// qimg resize zeroed it after the header change). Growing zeroes that
+// range first, as QEMU does, and refuses on version 2.
+func TestRegress_GrowHidesBackingData(t *testing.T) {
+	const cs = 64 << 10
+	dir := testkit.Dir(t)
+	base := filepath.Join(dir, "base.raw")
+	bdata := bytes.Repeat([]byte{0xbd}, 8<<20)
+	if err := os.WriteFile(base, bdata, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, compat := range []string{"1.1", "0.10"} {
+		p := filepath.Join(dir, "top"+compat+".qcow2")
+		if err := Create(p, CreateOptions{Size: 2<<20 + 512, ClusterSize: cs, Compat: compat, BackingFile: base, BackingFormat: "raw"}); err != nil {
+			t.Fatal(err)
+		}
+		im, err := Open(p, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = im.Truncate(6 << 20)
+		if compat == "0.10" {
+			if !errors.Is(err, ErrUnsupported) {
+				t.Fatalf("v2: growing over backing data: %v, want ErrUnsupported", err)
+			}
+			if n, _ := im.Size(); n != 2<<20+512 {
+				t.Fatalf("v2: size %d after the refused growth", n)
+			}
+		} else {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readBack(t, im, 2<<20+512, 4<<20-512); !bytes.Equal(got, make([]byte, len(got))) {
+				t.Fatalf("the grown range reads the backing file's %#x", got[0])
+			}
+			if got := readBack(t, im, 0, 2<<20+512); !bytes.Equal(got, bdata[:2<<20+512]) {
+				t.Fatal("the old range no longer reads the backing data")
+			}
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ownCheck(t, p)
+		testkit.QemuCheck(t, p)
+	}
+}
+
+// growL1 pointed the header at the new L1 table, then the flush failed:
+// it kept the old table in memory (and on disk) and went on allocating
+// into it, while the header on disk might name the new one. When it did,
+// the L2 tables linked afterwards were lost on reopen, flushed writes
+// with them. Now the image refuses writes until it is reopened
+// (ErrWritesLost), with both tables kept, and either header is
+// consistent.
+func TestRegress_GrowL1FlushFailureLosesNoWrites(t *testing.T) {
+	const cs = 64 << 10
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, CreateOptions{Size: 1 << 30, ClusterSize: cs}); err != nil {
+		t.Fatal(err)
+	}
+	var armed, headerWritten atomic.Bool
+	ed := errordev.New(mem, errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
+		switch {
+		case !armed.Load():
+		case op == errordev.Write && off == 0:
+			headerWritten.Store(true)
+		case op == errordev.Flush && headerWritten.Load():
+			armed.Store(false)
+			return errordev.ErrInjectedEIO
+		}
+		return nil
+	}), errordev.Options{})
+	im, err := OpenDevice(ed, Options{PreallocSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := bytes.Repeat([]byte{0xaa}, 4096)
+	if _, err := im.WriteAt(a, 0); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if err := im.Truncate(1 << 40); err == nil {
+		t.Fatal("the growth succeeded despite the failed flush")
+	}
+	b := bytes.Repeat([]byte{0xbb}, 4096)
+	_, werr := im.WriteAt(b, 600<<20) // a new L2 table (L1 entry 1)
+	if werr == nil {
+		werr = im.Flush()
+	}
+	if werr != nil && !errors.Is(werr, ErrWritesLost) {
+		t.Fatalf("write after the failed growth: %v", werr)
+	}
+	im.Close()
+	im2, err := OpenDevice(mem, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im2.Close()
+	if got := readBack(t, im2, 0, 4096); !bytes.Equal(got, a) {
+		t.Fatal("the data written before the growth is lost")
+	}
+	if got := readBack(t, im2, 600<<20, 4096); werr == nil && !bytes.Equal(got, b) {
+		t.Fatalf("an acknowledged and flushed write reads %#x after reopen", got[0])
+	}
+	r, err := im2.Check(CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Corruptions > 0 {
+		t.Fatalf("corruptions after reopen: %v", r.Messages)
+	}
+}
+
+// Shrink waits for a queue's fast writes that checked the old size; a
+// queue's owner that calls it with one unreaped gets ErrResizeBusy after
+// about a second, the size unchanged, instead of waiting for itself.
+func TestShrinkFromQueueOwnerIsBounded(t *testing.T) {
+	const cs = 64 << 10
+	r := newHoldRig(t, CreateOptions{ClusterSize: cs}, Options{PreallocSize: -1})
+	im := r.im
+	im.idleWait = 200 * time.Millisecond
+	mustWrite(t, im, bytes.Repeat([]byte{0x01}, cs), 40<<20) // allocated: the fast path takes the overwrite
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := bytes.Repeat([]byte{0xaa}, 4096)
+	h := r.hd.Hold(holddev.Match{Kinds: holddev.Write, Fn: isData(a)})
+	fast := im.c.queueFast.Load()
+	if err := q.Submit(&block.Req{Op: block.OpWrite, Off: 40 << 20, Buf: a}); err != nil {
+		t.Fatal(err)
+	}
+	if im.c.queueFast.Load() == fast {
+		t.Fatal("the queued write did not take the fast path")
+	}
+	if !h.Wait(holdTimeout) {
+		t.Fatal("the queued write never reached the device")
+	}
+	if err := im.Shrink(32 << 20); !errors.Is(err, ErrResizeBusy) {
+		t.Fatalf("Shrink by the owner with a write unreaped: %v, want ErrResizeBusy", err)
+	}
+	if n, _ := im.Size(); n != 64<<20 {
+		t.Fatalf("size %d after the refused shrink", n)
+	}
+	h.Release()
+	waitQueued(t, q, "the queued write")
+	if err := im.Shrink(32 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, im, 40<<20, 4096); !bytes.Equal(got, make([]byte, 4096)) {
+		t.Fatalf("past the shrunken end reads %#x after growing again", got[0])
+	}
+	checkClean(t, im, r.mem)
+}
