@@ -35,9 +35,10 @@
 //	    flushed before the L1 / refcount table entry that points at it;
 //	    a new refcount table is written and flushed before the header
 //	    points at it. When the header write or its flush fails as a new
-//	    L1 table replaces the old, the header on the device may name
-//	    either: both are kept, and writes are refused until the image is
-//	    reopened (ErrWritesLost), so neither misses a later link.
+//	    L1 or refcount table replaces the old, the header on the device
+//	    may name either: both are kept, and writes are refused until the
+//	    image is reopened (ErrWritesLost), so neither misses a later
+//	    change.
 //	Q5  Zero before data: a zeroing of a cluster completes (or is linked
 //	    ahead in the same io_uring submission) before the guest data write
 //	    into it is issued.

@@ -19,8 +19,9 @@ var (
 	ErrReadOnly error = readOnlyError{}
 	// ErrWritesLost: the image refuses writes because a queue's
 	// allocator gave up on writes its device still had in flight (Q16),
-	// or a new L1 table's header update failed and the file may name
-	// either table (Q4); reopen the image. It matches ErrReadOnly too.
+	// or a new L1 or refcount table's header update failed and the file
+	// may name either table (Q4); reopen the image. It matches
+	// ErrReadOnly too.
 	ErrWritesLost error = writesLostError{}
 	// ErrCheckBusy: a Check with repair found allocating writes still
 	// running after waiting about a second for them.

@@ -110,12 +110,18 @@ func (im *Image) growReftable(need uint64) error {
 	oldOff, oldClusters := im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)
 	im.hdr.RefcountTableOffset = tableOff
 	im.hdr.RefcountTableClusters = uint32(tc)
-	if err := im.writeHeader(); err != nil {
+	err := im.writeHeader()
+	if err == nil {
+		err = im.dev.Flush()
+	}
+	if err != nil {
+		// The header on the device may name either table (Q4): the old
+		// one does not cover the new area, whose blocks only the new one
+		// names, so counting on in either would leave the other wrong.
+		// Keep both and refuse writes until the image is reopened.
 		im.hdr.RefcountTableOffset = oldOff
 		im.hdr.RefcountTableClusters = uint32(oldClusters)
-		return err
-	}
-	if err := im.dev.Flush(); err != nil {
+		im.loseWritesLocked()
 		return err
 	}
 	im.reftable = newTable
