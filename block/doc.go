@@ -63,11 +63,11 @@
 //	    waits for the owner to reap them, so the owner must keep calling
 //	    Wait while requests are in flight, and must not itself call, with
 //	    requests in flight, a method that waits for them: on a qcow2
-//	    image Discard, WriteZeroes, Shrink, CreateSnapshot, Close; on a
-//	    uring.File Truncate, a misaligned O_DIRECT write or WriteZeroes,
-//	    a WriteZeroes or ZeroThenWritev that extends the file, Close. (Queue the
-//	    zeroing or discard instead, drain first, or call them from
-//	    another goroutine.)
+//	    image Discard, WriteZeroes, Truncate, Shrink, CreateSnapshot,
+//	    Close; on a uring.File Truncate, a misaligned O_DIRECT write or
+//	    WriteZeroes, a WriteZeroes or ZeroThenWritev that extends the
+//	    file, Close. (Queue the zeroing or discard instead, drain first,
+//	    or call them from another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,
 //	    and completes through the same Wait.

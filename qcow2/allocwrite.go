@@ -68,11 +68,13 @@ func (im *Image) beginAlloc(goff format.GuestOff) (p allocation, blocker *sched.
 // beginAllocLocked is beginAlloc with mu held by the caller (the queue's
 // allocator plans a batch under one lock: queue_alloc.go).
 func (im *Image) beginAllocLocked(goff format.GuestOff) (p allocation, blocker *sched.Alloc[allocState], err error) {
-	if im.closed {
+	if err := im.writableLocked(); err != nil {
 		// A writer that passed its lock-free check before a Close (or
 		// waited out a CreateSnapshot that found the image closing):
-		// planning could dirty the header of a closed image.
-		return allocation{}, nil, block.ErrClosed
+		// planning could dirty the header of a closed image. Or before
+		// a table's header update failed (Q4): it could link a new L2
+		// table into an L1 table the file may not name.
+		return allocation{}, nil, err
 	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {

@@ -95,6 +95,9 @@ func (im *Image) SetVersion(v uint32) error {
 	if v != 2 && v != 3 {
 		return fmt.Errorf("%w: version %d", ErrUnsupported, v)
 	}
+	// Not while a growth writes zero clusters (Q18).
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
 	return im.rewriteHeader(func(h *format.Header) error {
 		if h.Version == v {
 			return nil
@@ -135,7 +138,9 @@ func (im *Image) SetVersion(v uint32) error {
 }
 
 // checkNoZeroClustersLocked fails with ErrZeroClusters when an active L2
-// entry is a zero cluster (mu held; the lookups take no lock).
+// entry is a zero cluster (mu held; the lookups take no lock), past the
+// virtual end too: a growth that failed before its header change leaves
+// zero clusters there (Q18), which a version 2 image must not have.
 func (im *Image) checkNoZeroClustersLocked() error {
 	size := int64(im.hdr.Size)
 	for off := int64(0); off < size; {
@@ -147,6 +152,26 @@ func (im *Image) checkNoZeroClustersLocked() error {
 			return fmt.Errorf("%w at guest offset %d", ErrZeroClusters, off)
 		}
 		off += int64(m.length)
+	}
+	// Past the end, entry by entry in the tables that exist there
+	// (mapRun reads zeros past the end without looking).
+	g := &im.g
+	cs := int64(g.ClusterSize)
+	l1 := im.l1.Load()
+	span := cs * int64(g.L2Entries)
+	for i := uint64(size / span); i < l1.size(); i++ {
+		if l1.load(i).Offset() == 0 {
+			continue
+		}
+		for off := max(int64(i)*span, (size+cs-1)/cs*cs); off < int64(i+1)*span; off += cs {
+			e, err := im.entry(guestOff(off))
+			if err != nil {
+				return err
+			}
+			if t := e.Type(); t == format.ClusterZeroPlain || t == format.ClusterZeroAlloc {
+				return fmt.Errorf("%w past the virtual end, at guest offset %d", ErrZeroClusters, off)
+			}
+		}
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 		return err
 	}
 	cs := int64(im.g.ClusterSize)
-	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.vsize.Load())) {
+	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.hsize.Load())) {
 		return ErrNotCompressible
 	}
 	src := p
@@ -126,9 +126,9 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
 	copy(buf, c)
 
 	im.mu.Lock()
-	if im.closed { // as beginAllocLocked
+	if err := im.writableLocked(); err != nil { // as beginAllocLocked
 		im.mu.Unlock()
-		return block.ErrClosed
+		return err
 	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {

@@ -185,24 +185,31 @@
 //	    the allocator's (each ring pins the pages again, against
 //	    RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK) leaves only that
 //	    one without them. Results are the same either way.
-//	Q18 Resizing (resize.go; Truncate, Shrink and ApplySnapshot hold
-//	    resizeMu): no guest byte lands past the virtual end, and a grown
-//	    range reads as zeros. Shrink cuts the size guests see (vsize)
-//	    first, then waits for every write that checked against the old
-//	    one: synchronous write calls hold Image.writers from before their
-//	    size check to their return; a queue's fast writes hold the data
-//	    gate and check the size again inside it; its allocator checks
-//	    under mu and registers its clusters (Q7), which the discard of
-//	    the clusters past the new end waits for. Both waits are bounded
-//	    (ErrResizeBusy, the size restored). The header changes last,
-//	    after a flush. A growth zeroes, before its header change and
-//	    behind a flush, what the new range would show that is not
-//	    zeros: the old end's cluster past the old end when it holds data
-//	    (a shrink cut through it: the bytes past the cut are not
-//	    zeroed under a racing write, nor by QEMU), once no allocation of
-//	    it is in flight, and the range a backing file reaches (zero
+//	Q18 Resizing (resize.go; Truncate, Shrink, ApplySnapshot,
+//	    CreateSnapshot and SetVersion hold resizeMu): no guest byte lands
+//	    past the virtual end, and a grown range reads as zeros. Shrink
+//	    cuts the size guests may address (vsize) first, then waits for
+//	    every write that checked against the old one: synchronous write
+//	    calls hold Image.writers from before their size check to their
+//	    return; a queue's fast writes hold the data gate and check the
+//	    size again inside it; its allocator checks under mu and
+//	    registers its clusters (Q7), which Shrink's own zeroing and
+//	    discard wait for. The waits are bounded (ErrResizeBusy), and a
+//	    refused Shrink has changed nothing: what treats the end of the
+//	    disk specially (a partial last cluster taken whole) goes by the
+//	    header's size (hsize), not the cut. Then the last cluster is
+//	    zeroed past the new end if it holds data, the clusters past it
+//	    become unallocated (QEMU's full discard: no zero flag past the
+//	    end), and the header changes last, after a flush; if that write
+//	    fails the image refuses writes, as in Q4. A growth zeroes, before
+//	    its header change and behind a flush, what the new range would
+//	    show that is not zeros: the old end's cluster past the old end
+//	    when it holds data (QEMU's shrink leaves it), once no allocation
+//	    of it is in flight, and the range a backing file reaches (zero
 //	    clusters; version 2 refuses, as QEMU). Guests still see the old
-//	    size meanwhile, so none writes there.
+//	    size meanwhile, so none writes there. Once writes are refused
+//	    (closed, corrupt, lost), no allocation or zeroing is planned,
+//	    even by a write that passed its lock-free check before.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

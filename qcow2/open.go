@@ -74,6 +74,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	}
 	im.initSpace(uint64(fsize))
 	im.vsize.Store(im.hdr.Size)
+	im.hsize.Store(im.hdr.Size)
 	im.ver.Store(im.hdr.Version)
 	im.syncState()
 	if err := im.initCaches(); err != nil {

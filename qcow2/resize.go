@@ -116,14 +116,17 @@ func (im *Image) clusterHoldsData(off int64) (bool, error) {
 }
 
 // Shrink reduces the virtual size to size (qemu-img resize --shrink); a
-// size at or above the current one is Truncate. The allocated tail of
-// the last cluster is zeroed (for QEMU, which does not zero it when it
-// grows the image again), the size guests see is cut, writes that
-// checked against the old one are waited for, the clusters wholly past
-// the new end are discarded, and only then, after a flush, does the
-// header get the new size: a crash in between leaves the old size with
-// some data gone, never a table pointing at freed clusters. The L1 table
-// keeps its length.
+// size at or above the current one is Truncate. It cuts the size guests
+// see, waits for the writes that checked against the old one (a
+// refusal, ErrResizeBusy, changes nothing), zeroes the last cluster
+// past the new end if it holds data (QEMU does not zero it when it
+// grows the image again), discards the clusters wholly past the new end
+// (unallocated: QEMU's full discard), and only then, after a flush,
+// writes the new size into the header. A crash or an I/O error before
+// the header leaves the old size with some data past the new end gone,
+// never a table pointing at freed clusters; a failed header write
+// leaves the image refusing writes (Q4: the file may hold either size).
+// The L1 table keeps its length.
 func (im *Image) Shrink(size int64) error {
 	im.resizeMu.Lock()
 	defer im.resizeMu.Unlock()
@@ -137,19 +140,6 @@ func (im *Image) Shrink(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrUnsupported, size)
 	}
-	cs := int64(im.g.ClusterSize)
-	end := min((size+cs-1)/cs*cs, cur)
-	if end > size {
-		st, err := im.BlockStatus(size-size%cs, cs)
-		if err != nil {
-			return err
-		}
-		if st.Allocated && !st.Zero {
-			if err := im.WriteZeroes(size, end-size, 0); err != nil {
-				return err
-			}
-		}
-	}
 	im.mu.Lock()
 	if err := im.writableLocked(); err != nil {
 		im.mu.Unlock()
@@ -157,27 +147,50 @@ func (im *Image) Shrink(size int64) error {
 	}
 	im.vsize.Store(uint64(size))
 	im.mu.Unlock()
-	restore := func() {
+	restore := func(err error) error {
 		im.mu.Lock()
 		im.vsize.Store(im.hdr.Size)
 		im.mu.Unlock()
+		return err
 	}
 	// Writes that passed their size check before the cut: synchronous
 	// ones hold the writers gate, a queue's fast ones the data gate (and
 	// check the size again inside it). A queue's allocator checks under
-	// mu and registers its clusters, which the discard waits for.
+	// mu and registers its clusters, which the zeroing and the discard
+	// wait for.
 	if !im.writers.syncWithin(im.idleWaitOr()) || !im.gate.syncWithin(im.idleWaitOr()) {
-		restore()
-		return ErrResizeBusy
+		return restore(ErrResizeBusy)
+	}
+	cs := int64(im.g.ClusterSize)
+	end := min((size+cs-1)/cs*cs, cur)
+	if end > size {
+		data, err := im.clusterHoldsData(size)
+		if err == nil && data {
+			err = im.zeroRange(size, end-size, 0, end)
+		}
+		if err != nil {
+			return restore(err)
+		}
 	}
 	if end < cur {
 		if err := im.discardClusters(end/cs, (cur+cs-1)/cs); err != nil {
-			restore()
-			return err
+			return restore(err)
 		}
 	}
-	if err := im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) }); err != nil {
-		restore()
+	if err := im.Flush(); err != nil {
+		return restore(err)
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		im.vsize.Store(im.hdr.Size)
+		return err
+	}
+	if err := im.setSizeLocked(uint64(size)); err != nil {
+		// The header on the device may hold either size: writes past
+		// the new end might be lost with it, and those below it are
+		// refused too until the image is reopened.
+		im.loseWritesLocked()
 		return err
 	}
 	return nil

@@ -171,6 +171,10 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	case st&stNoWrite != 0:
 		return format.Snapshot{}, ErrReadOnly
 	}
+	// Not in a Shrink's window, which would record the old size with
+	// the range past the new end half discarded (Q18).
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
 	resume, err := im.pauseOverwrites()
 	if err != nil {
 		return format.Snapshot{}, err

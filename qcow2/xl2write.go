@@ -119,8 +119,8 @@ func (im *Image) xbeginAlloc(goff format.GuestOff, n int64) (p allocation, x xl2
 // when the cluster is under another allocation (blocker) or every
 // subcluster the n bytes at goff touch turned out allocated.
 func (im *Image) xbeginAllocLocked(goff format.GuestOff, n int64) (p allocation, x xl2Alloc, blocker *sched.Alloc[allocState], err error) {
-	if im.closed { // as beginAllocLocked
-		return allocation{}, x, nil, block.ErrClosed
+	if err := im.writableLocked(); err != nil { // as beginAllocLocked
+		return allocation{}, x, nil, err
 	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {

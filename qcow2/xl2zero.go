@@ -21,7 +21,9 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap, discard bool, f
 	if err != nil {
 		return err
 	}
-	ne, nbm, free := xzeroEntry(e, bm, unmap, discard, im.backing != nil)
+	// Past the end (Shrink, Q18): unallocated, as zeroClusterLocked.
+	full := discard && uint64(goff) >= im.vsize.Load()
+	ne, nbm, free := xzeroEntry(e, bm, unmap, discard, full, im.backing != nil)
 	if ne == e && nbm == bm {
 		return nil
 	}
@@ -32,7 +34,7 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap, discard bool, f
 	if e, bm, err = im.xentry(goff); err != nil {
 		return err
 	}
-	ne, nbm, free = xzeroEntry(e, bm, unmap, discard, im.backing != nil)
+	ne, nbm, free = xzeroEntry(e, bm, unmap, discard, full, im.backing != nil)
 	if ne == e && nbm == bm {
 		return nil
 	}
@@ -49,9 +51,13 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap, discard bool, f
 // or discarded, and whether the old entry's cluster is to be freed.
 // Zeroing keeps the host cluster unless it is compressed or the request
 // may unmap; a discard drops it and makes the cluster read as zeros,
-// unless the cluster reads as zeros already without a backing file.
-func xzeroEntry(e format.L2Entry, bm uint64, unmap, discard, backing bool) (format.L2Entry, uint64, bool) {
+// unless the cluster reads as zeros already without a backing file; a
+// full discard leaves it unallocated.
+func xzeroEntry(e format.L2Entry, bm uint64, unmap, discard, full, backing bool) (format.L2Entry, uint64, bool) {
 	allocated := e.Offset() != 0 || e.Compressed()
+	if full {
+		return 0, 0, allocated
+	}
 	if discard {
 		if !backing && !allocated {
 			return e, bm, false
@@ -72,7 +78,7 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 	scs := int64(im.g.SubclusterSize())
 	a := (off + scs - 1) / scs * scs
 	b := (off + n) / scs * scs
-	if uint64(off+n) == im.vsize.Load() {
+	if uint64(off+n) == im.hsize.Load() {
 		b = off + n
 	}
 	if a >= b {
@@ -121,8 +127,8 @@ func (im *Image) xzeroSubclusters(goff format.GuestOff, n int64) (done bool, err
 func (im *Image) tryZeroSubclusters(goff format.GuestOff, n int64) (*sched.Alloc[allocState], bool, error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
-		return nil, false, block.ErrClosed
+	if err := im.writableLocked(); err != nil { // as beginAllocLocked
+		return nil, false, err
 	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {

@@ -25,14 +25,14 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if g.ExtendedL2 {
 		gran = int64(g.SubclusterSize())
 	}
-	// Lock-free: the version and size mirrors (Image.ver, vsize).
-	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.vsize.Load())) {
+	// Lock-free: the version and size mirrors (Image.ver, hsize).
+	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hsize.Load())) {
 		return block.ErrNotSupported
 	}
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
 		return block.ErrNotSupported
 	}
-	return im.zeroRange(off, n, flags, int64(im.vsize.Load()))
+	return im.zeroRange(off, n, flags, int64(im.hsize.Load()))
 }
 
 // zeroRange is WriteZeroes' work on a range already checked, for a
@@ -100,7 +100,7 @@ func (im *Image) Discard(off, n int64) error {
 	}
 	cs := int64(im.g.ClusterSize)
 	end := (off + n) / cs
-	if uint64(off+n) == im.vsize.Load() {
+	if uint64(off+n) == im.hsize.Load() {
 		end = (off + n + cs - 1) / cs
 	}
 	return im.discardClusters((off+cs-1)/cs, end)
@@ -194,11 +194,8 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	defer im.releaseLocked(fr)
-	if im.closed {
-		return block.ErrClosed
-	}
-	if im.ro || im.corrupt {
-		return ErrReadOnly // leaked, never freed under a writer
+	if err := im.writableLocked(); err != nil {
+		return err // leaked, never freed under a writer
 	}
 	for _, e := range fr.es {
 		if err := im.freeEntryLocked(e, true); err != nil {
@@ -229,8 +226,8 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap, discard bool, fr *free
 func (im *Image) tryZeroCluster(goff format.GuestOff, unmap, discard bool, fr *freeList) (*sched.Alloc[allocState], error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
-		return nil, block.ErrClosed
+	if err := im.writableLocked(); err != nil { // as beginAllocLocked
+		return nil, err
 	}
 	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
 	if reg == nil {
@@ -250,7 +247,10 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr
 	}
 	var ne format.L2Entry
 	switch {
-	case discard && im.hdr.Version < 3:
+	case discard && (im.hdr.Version < 3 || uint64(goff) >= im.vsize.Load()):
+		// Past the end (Shrink, Q18) nothing is read: unallocated, as
+		// QEMU's full discard, and no zero flag a downgrade would
+		// refuse. A growth zeroes what a backing file would show.
 		ne = 0
 	case discard && im.backing == nil && e.Type() == format.ClusterUnallocated:
 		return nil
