@@ -64,7 +64,7 @@
 //	    Wait while requests are in flight, and must not itself call, with
 //	    requests in flight, a method that waits for them: on a qcow2
 //	    image Discard, WriteZeroes, Truncate, Shrink, CreateSnapshot,
-//	    Close; on a uring.File Truncate, a misaligned O_DIRECT write or
+//	    ApplySnapshot, Close; on a uring.File Truncate, a misaligned O_DIRECT write or
 //	    WriteZeroes, a WriteZeroes or ZeroThenWritev that extends the
 //	    file, Close. (Queue the zeroing or discard instead, drain first,
 //	    or call them from another goroutine.)

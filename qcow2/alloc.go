@@ -274,6 +274,15 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	im.reftable[ri] = boff
 	if err := im.writeReftableEntry(ri); err != nil {
 		im.reftable[ri] = 0
+		if mayHaveLanded(err) {
+			// The media may name the block for this range while memory
+			// does not (Q4): refuse writes until the image is reopened.
+			im.loseWritesLocked(err)
+		} else if bri == ri {
+			// Counted only in itself: free again, and data may go there.
+			im.rbc.Discard(int64(boff))
+			im.meta.del(b)
+		}
 		return err
 	}
 	// Q1: increments in the new block count only once the entry is

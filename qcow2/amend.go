@@ -95,8 +95,13 @@ func (im *Image) SetVersion(v uint32) error {
 	if v != 2 && v != 3 {
 		return fmt.Errorf("%w: version %d", ErrUnsupported, v)
 	}
-	// Not while a growth writes zero clusters (Q18).
-	im.resizeMu.Lock()
+	// Not while a resize runs (Q18): a growth writes zero clusters past
+	// the end, which the downgrade drops. Refused rather than waited
+	// for: a Shrink may wait for a queue's owner, which may be the
+	// caller.
+	if !im.resizeMu.TryLock() {
+		return ErrResizeBusy
+	}
 	defer im.resizeMu.Unlock()
 	return im.rewriteHeader(func(h *format.Header) error {
 		if h.Version == v {
@@ -123,6 +128,9 @@ func (im *Image) SetVersion(v uint32) error {
 		}
 		// Under mu, where zeroing changes entries: none can appear
 		// between the scan and the new version.
+		if err := im.dropZeroClustersPastEndLocked(); err != nil {
+			return err
+		}
 		if err := im.checkNoZeroClustersLocked(); err != nil {
 			return err
 		}
@@ -138,9 +146,8 @@ func (im *Image) SetVersion(v uint32) error {
 }
 
 // checkNoZeroClustersLocked fails with ErrZeroClusters when an active L2
-// entry is a zero cluster (mu held; the lookups take no lock), past the
-// virtual end too: a growth that failed before its header change leaves
-// zero clusters there (Q18), which a version 2 image must not have.
+// entry inside the virtual size is a zero cluster (mu held; the lookups
+// take no lock).
 func (im *Image) checkNoZeroClustersLocked() error {
 	size := int64(im.hdr.Size)
 	for off := int64(0); off < size; {
@@ -153,12 +160,23 @@ func (im *Image) checkNoZeroClustersLocked() error {
 		}
 		off += int64(m.length)
 	}
-	// Past the end, entry by entry in the tables that exist there
-	// (mapRun reads zeros past the end without looking).
+	return nil
+}
+
+// dropZeroClustersPastEndLocked makes the zero clusters past the virtual
+// end unallocated (mu and resizeMu held), as a Shrink's full discard
+// would: a growth that failed before its header change leaves them
+// (Q18), and a version 2 image must not have them. Nothing reads there,
+// and no growth runs to need them.
+func (im *Image) dropZeroClustersPastEndLocked() error {
 	g := &im.g
 	cs := int64(g.ClusterSize)
+	size := int64(im.hdr.Size)
 	l1 := im.l1.Load()
 	span := cs * int64(g.L2Entries)
+	var fr freeList
+	defer im.releaseLocked(&fr)
+	dropped := false
 	for i := uint64(size / span); i < l1.size(); i++ {
 		if l1.load(i).Offset() == 0 {
 			continue
@@ -168,9 +186,33 @@ func (im *Image) checkNoZeroClustersLocked() error {
 			if err != nil {
 				return err
 			}
-			if t := e.Type(); t == format.ClusterZeroPlain || t == format.ClusterZeroAlloc {
-				return fmt.Errorf("%w past the virtual end, at guest offset %d", ErrZeroClusters, off)
+			if t := e.Type(); t != format.ClusterZeroPlain && t != format.ClusterZeroAlloc {
+				continue
 			}
+			reg, _, _ := im.allocs.TryAcquire(g.GuestCluster(guestOff(off)), 1)
+			if reg == nil { // an allocation past the end: none should be
+				return ErrResizeBusy
+			}
+			err = im.zeroClusterLocked(guestOff(off), true, discardFull, &fr)
+			im.allocs.Release(reg)
+			if err != nil {
+				return err
+			}
+			dropped = true
+		}
+	}
+	if !dropped {
+		return nil
+	}
+	// Durable before the header says version 2 (Q3 for what is freed).
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	// Zero clusters are read without their host cluster: nobody is
+	// reading these.
+	for _, e := range fr.es {
+		if err := im.freeEntryLocked(e, true); err != nil {
+			return err
 		}
 	}
 	return nil

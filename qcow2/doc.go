@@ -34,11 +34,16 @@
 //	Q4  New tables: a new L2 table or refcount block is written and
 //	    flushed before the L1 / refcount table entry that points at it;
 //	    a new refcount table is written and flushed before the header
-//	    points at it. When the header write or its flush fails as a new
-//	    L1 or refcount table replaces the old, the header on the device
-//	    may name either: both are kept, and writes are refused until the
-//	    image is reopened (ErrWritesLost), so neither misses a later
-//	    change.
+//	    points at it. A failed write may have reached the media (any
+//	    error but ENOSPC or EDQUOT, mayHaveLanded), and a failed flush
+//	    may have kept it or not: when that write points at a table (the
+//	    header naming a new L1 or refcount table, an L1 entry naming a
+//	    new L2 table, a refcount table entry naming a new block), the
+//	    media may name either the old or the new, so both are kept (the
+//	    new one leaks if unnamed) and writes are refused until the image
+//	    is reopened (ErrWritesLost, wrapping the failure): neither then
+//	    misses a later change, and no repair frees what the media may
+//	    name.
 //	Q5  Zero before data: a zeroing of a cluster completes (or is linked
 //	    ahead in the same io_uring submission) before the guest data write
 //	    into it is issued.
@@ -185,8 +190,10 @@
 //	    the allocator's (each ring pins the pages again, against
 //	    RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK) leaves only that
 //	    one without them. Results are the same either way.
-//	Q18 Resizing (resize.go; Truncate, Shrink, ApplySnapshot,
-//	    CreateSnapshot and SetVersion hold resizeMu): no guest byte lands
+//	Q18 Resizing (resize.go; Truncate, Shrink, ApplySnapshot and
+//	    CreateSnapshot hold resizeMu, SetVersion refuses while another
+//	    does, with ErrResizeBusy, and drops the zero clusters past the
+//	    end a failed growth left before it downgrades): no guest byte lands
 //	    past the virtual end, and a grown range reads as zeros. Shrink
 //	    cuts the size guests may address (vsize) first, then waits for
 //	    every write that checked against the old one: synchronous write
@@ -197,10 +204,12 @@
 //	    discard wait for. The waits are bounded (ErrResizeBusy), and a
 //	    refused Shrink has changed nothing: what treats the end of the
 //	    disk specially (a partial last cluster taken whole) goes by the
-//	    header's size (hsize), not the cut. Then the last cluster is
+//	    header's size (hsize), not the cut, and so does the lookup that
+//	    reads (an encrypted write's read-modify-write of the sector
+//	    across the cut). Then the last cluster is
 //	    zeroed past the new end if it holds data, the clusters past it
-//	    become unallocated (QEMU's full discard: no zero flag past the
-//	    end), and the header changes last, after a flush; if that write
+//	    become unallocated (QEMU's full discard, asked for by Shrink
+//	    only: no zero flag past the end), and the header changes last, after a flush; if that write
 //	    fails the image refuses writes, as in Q4. A growth zeroes, before
 //	    its header change and behind a flush, what the new range would
 //	    show that is not zeros: the old end's cluster past the old end

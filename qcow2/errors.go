@@ -3,6 +3,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -35,6 +36,18 @@ type readOnlyError struct{}
 func (readOnlyError) Error() string        { return "qcow2: image is read-only" }
 func (readOnlyError) Is(target error) bool { return target == block.ErrReadOnly }
 
+// lostError is ErrWritesLost with its cause (loseWritesLocked).
+type lostError struct{ cause error }
+
+func (e *lostError) Error() string {
+	if e.cause == nil {
+		return ErrWritesLost.Error()
+	}
+	return ErrWritesLost.Error() + " (after: " + e.cause.Error() + ")"
+}
+func (e *lostError) Is(target error) bool { return errors.Is(ErrWritesLost, target) }
+func (e *lostError) Unwrap() error        { return e.cause }
+
 type writesLostError struct{}
 
 func (writesLostError) Error() string {
@@ -53,4 +66,12 @@ func corruptf(field string, v uint64, f string, a ...any) error {
 
 func unsupportedf(field string, v uint64, f string, a ...any) error {
 	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(f, a...), Err: ErrUnsupported}
+}
+
+// mayHaveLanded reports whether a metadata write that failed with err
+// may still have reached the media: anything but running out of space
+// or quota, which the file system reports before it writes. A pointer
+// table's write that may have landed leaves the media ambiguous (Q4).
+func mayHaveLanded(err error) bool {
+	return !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT)
 }

@@ -91,7 +91,11 @@ type Image struct {
 	corrupt      bool
 	corruptCause error // what markCorrupt was told
 	writesLost   bool  // loseWritesLocked: writes refused (ErrWritesLost)
-	closed       bool
+	// lostErr is the error writes fail with once writesLost: it matches
+	// ErrWritesLost and the failure that caused it. Written under mu
+	// before state publishes stLost, read by whoever saw stLost.
+	lostErr error
+	closed  bool
 
 	// snapsPub is the snapshot list for lock-free readers once a
 	// snapshot operation changed it (snapshot.go).
@@ -387,7 +391,7 @@ func (im *Image) writableLocked() error {
 		return ErrReadOnly
 	}
 	if im.writesLost {
-		return ErrWritesLost
+		return im.lostErr
 	}
 	return nil
 }
@@ -416,7 +420,10 @@ const (
 
 // loseWritesLocked makes the image refuse writes from now on (Q16): a
 // queue's allocator gave up on writes in flight that may still land.
-func (im *Image) loseWritesLocked() {
+func (im *Image) loseWritesLocked(cause error) {
+	if !im.writesLost {
+		im.lostErr = &lostError{cause: cause}
+	}
 	im.writesLost = true
 	// No more reserving ahead either: extending the file would wait
 	// for the lost writes' hold on it (uring U3, U10).

@@ -62,7 +62,7 @@ func (im *Image) growL1(n uint64) error {
 		// later link (TestRegress_GrowL1FlushFailureLosesNoWrites).
 		// Writes are refused until the image is reopened (Q16).
 		im.hdr.L1TableOffset, im.hdr.L1Size = oldOff, oldSize
-		im.loseWritesLocked()
+		im.loseWritesLocked(err)
 		return err
 	}
 	im.setL1(table, off)

@@ -206,16 +206,20 @@ func (im *Image) ensureL2Locked(o format.GuestOff) error {
 	im.event(EvL2)
 	l1.store(l1i, format.MakeL1(off, true))
 	if err := im.writeL1Entry(l1i); err != nil {
-		// The write may have reached the media all the same: the table
-		// (empty, or the old one's copy, and durable) stays allocated
-		// and a metadata cluster, so no data goes there while an L1
-		// entry on the media may name it; it leaks until then
-		// (TestRegress_FailedL1EntryWriteKeepsTheTable). The next write
-		// of this L1 chunk makes the media agree with memory again.
 		l1.store(l1i, old)
+		if !mayHaveLanded(err) {
+			return im.abortL2(off, err)
+		}
+		// The write may have reached the media all the same (Q4): the
+		// table (empty, or the old one's copy, and durable) stays
+		// allocated, so no data goes there while an L1 entry on the
+		// media may name it (TestRegress_FailedL1EntryWriteKeepsTheTable),
+		// and the image refuses writes until it is reopened, so that no
+		// Check repair frees it as a leak meanwhile.
 		for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
 			im.l2c.Discard(int64(off) + int64(s))
 		}
+		im.loseWritesLocked(err)
 		return err
 	}
 	im.c.l2TablesAllocated.Add(1)

@@ -324,7 +324,7 @@ func (q *Queue) allocWrite(pl *allocPlanner, jobs []*qjob) {
 		case j.p.reg == nil:
 			continue
 		case lost:
-			j.werr, j.plain = ErrWritesLost, false
+			j.werr, j.plain = im.lostErr, false
 		case j.plain:
 			nplain++
 			continue
@@ -380,7 +380,7 @@ func (q *Queue) allocLink(jobs []*qjob) {
 		}
 		j.early = j.p.st.seal()
 	}
-	lost := false
+	var lost error
 	im.mu.Lock()
 	for _, j := range jobs {
 		switch {
@@ -390,15 +390,17 @@ func (q *Queue) allocLink(jobs []*qjob) {
 			// could be placed there). Early writers are told it failed.
 			j.p.st.finish(j.werr)
 			j.err = j.werr
-			lost = true
+			if lost == nil {
+				lost = j.werr
+			}
 		case xl2:
 			j.err = im.xcommitAllocLocked(&j.p, &j.x, j.cowed || j.w.cowed, j.werr, j.early)
 		default:
 			j.err = im.commitAllocLocked(&j.p, j.cowed || j.w.cowed, j.werr, j.early)
 		}
 	}
-	if lost {
-		im.loseWritesLocked()
+	if lost != nil {
+		im.loseWritesLocked(lost)
 	}
 	im.mu.Unlock()
 	for _, j := range jobs {

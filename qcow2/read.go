@@ -108,7 +108,10 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	if im.state.Load()&stClosed != 0 {
 		return run{}, block.ErrClosed
 	}
-	size := format.GuestOff(im.vsize.Load())
+	// The header's size, not a Shrink's cut (Q18): an encrypted write's
+	// read-modify-write of the sector across the cut must read it all,
+	// as the Shrink may yet be refused.
+	size := format.GuestOff(im.hsize.Load())
 	if off >= size {
 		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
 	}

@@ -90,8 +90,19 @@ func (im *Image) growReftable(need uint64) error {
 			return err
 		}
 	}
-	if err := im.rbc.Flush(); err != nil {
+	// Until the header names the new table, a failure leaves it unnamed:
+	// its blocks are dropped (memory treats their ranges as uncovered,
+	// so no role of theirs may stay to flag data allocated there), and
+	// the area's clusters counted in existing blocks leak.
+	undo := func(err error) error {
+		for _, bc := range newBlocks {
+			im.rbc.Discard(int64(g.HostClusterOff(bc)))
+			im.meta.del(bc)
+		}
 		return err
+	}
+	if err := im.rbc.Flush(); err != nil {
+		return undo(err)
 	}
 	// The new table, then the header (Q4).
 	tb := make([]byte, tc*cs)
@@ -101,10 +112,10 @@ func (im *Image) growReftable(need uint64) error {
 	buf := alignedCopy(tb, im.memAlign)
 	tableOff := g.HostClusterOff(a + k)
 	if err := im.writeMeta(buf, tableOff); err != nil {
-		return err
+		return undo(err)
 	}
 	if err := im.dev.Flush(); err != nil {
-		return err
+		return undo(err)
 	}
 	im.event(EvReftable)
 	oldOff, oldClusters := im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)
@@ -121,7 +132,7 @@ func (im *Image) growReftable(need uint64) error {
 		// Keep both and refuse writes until the image is reopened.
 		im.hdr.RefcountTableOffset = oldOff
 		im.hdr.RefcountTableClusters = uint32(oldClusters)
-		im.loseWritesLocked()
+		im.loseWritesLocked(err)
 		return err
 	}
 	im.reftable = newTable

@@ -70,13 +70,16 @@ func (im *Image) grow(size int64) error {
 	end := cur
 	if overBacking {
 		end = size
-	} else if cs := int64(im.g.ClusterSize); cur%cs != 0 && size > cur {
+	}
+	// The old end's cluster to its end, past the new size too: QEMU
+	// growing the image later would show what is left there.
+	if cs := int64(im.g.ClusterSize); cur%cs != 0 && size > cur && end < cur-cur%cs+cs {
 		data, err := im.clusterHoldsData(cur)
 		if err != nil {
 			return err
 		}
 		if data {
-			end = min(cur-cur%cs+cs, size)
+			end = cur - cur%cs + cs
 		}
 	}
 	if end == cur {
@@ -162,8 +165,10 @@ func (im *Image) Shrink(size int64) error {
 		return restore(ErrResizeBusy)
 	}
 	cs := int64(im.g.ClusterSize)
-	end := min((size+cs-1)/cs*cs, cur)
+	end := (size + cs - 1) / cs * cs
 	if end > size {
+		// To the cluster's end, past the old size too (bytes a QEMU
+		// shrink left there).
 		data, err := im.clusterHoldsData(size)
 		if err == nil && data {
 			err = im.zeroRange(size, end-size, 0, end)
@@ -173,7 +178,7 @@ func (im *Image) Shrink(size int64) error {
 		}
 	}
 	if end < cur {
-		if err := im.discardClusters(end/cs, (cur+cs-1)/cs); err != nil {
+		if err := im.discardClusters(end/cs, (cur+cs-1)/cs, discardFull); err != nil {
 			return restore(err)
 		}
 	}
@@ -190,7 +195,7 @@ func (im *Image) Shrink(size int64) error {
 		// The header on the device may hold either size: writes past
 		// the new end might be lost with it, and those below it are
 		// refused too until the image is reopened.
-		im.loseWritesLocked()
+		im.loseWritesLocked(err)
 		return err
 	}
 	return nil

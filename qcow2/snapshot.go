@@ -167,7 +167,7 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	case st&stClosed != 0:
 		return format.Snapshot{}, block.ErrClosed
 	case st&stLost != 0:
-		return format.Snapshot{}, ErrWritesLost
+		return format.Snapshot{}, im.lostErr
 	case st&stNoWrite != 0:
 		return format.Snapshot{}, ErrReadOnly
 	}

@@ -26,7 +26,7 @@ func (im *Image) checkWrite(off, n int64) error {
 	case st&stClosed != 0:
 		return block.ErrClosed
 	case st&stLost != 0:
-		return ErrWritesLost
+		return im.lostErr
 	case st&stNoWrite != 0:
 		return ErrReadOnly
 	case uint64(off+n) > im.vsize.Load():

@@ -16,13 +16,12 @@ import (
 
 // xzeroClusterLocked is zeroClusterLocked for extended L2 (mu held, the
 // guest cluster registered, Q7).
-func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
+func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardKind, fr *freeList) error {
 	e, bm, err := im.xentry(goff)
 	if err != nil {
 		return err
 	}
-	// Past the end (Shrink, Q18): unallocated, as zeroClusterLocked.
-	full := discard && uint64(goff) >= im.vsize.Load()
+	discard, full := d != noDiscard, d == discardFull
 	ne, nbm, free := xzeroEntry(e, bm, unmap, discard, full, im.backing != nil)
 	if ne == e && nbm == bm {
 		return nil

@@ -49,7 +49,7 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 		var err error
 		if whole && im.ver.Load() >= 3 {
 			err = im.holdSectors(off, chunk, func() error {
-				return im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, false, &fr)
+				return im.zeroCluster(guestOff(off), flags&block.MayUnmap != 0, noDiscard, &fr)
 			})
 			if errors.Is(err, errNoZeroClusters) {
 				// Downgraded meanwhile (SetVersion): as on version 2.
@@ -103,17 +103,31 @@ func (im *Image) Discard(off, n int64) error {
 	if uint64(off+n) == im.hsize.Load() {
 		end = (off + n + cs - 1) / cs
 	}
-	return im.discardClusters((off+cs-1)/cs, end)
+	return im.discardClusters((off+cs-1)/cs, end, discardZero)
 }
 
+// discardKind says whether zeroCluster discards, and how.
+type discardKind uint8
+
+const (
+	noDiscard   discardKind = iota // a zeroing (WriteZeroes)
+	discardZero                    // Discard: reads zeros (or, on v2, the backing file)
+	// discardFull: Shrink's, past the new end, where nothing is read:
+	// unallocated, as QEMU's full discard, and no zero flag that a
+	// downgrade would refuse (a growth zeroes what a backing file would
+	// show: Q18). Never inferred from the size (a Shrink may be
+	// refused, and its cut undone).
+	discardFull
+)
+
 // discardClusters is Discard's work on the guest clusters [first, end).
-func (im *Image) discardClusters(first, end int64) error {
+func (im *Image) discardClusters(first, end int64, d discardKind) error {
 	cs := int64(im.g.ClusterSize)
 	var fr freeList
 	defer im.release(&fr)
 	for c := first; c < end; c++ {
 		err := im.holdSectors(c*cs, cs, func() error {
-			return im.zeroCluster(guestOff(c*cs), true, true, &fr)
+			return im.zeroCluster(guestOff(c*cs), true, d, &fr)
 		})
 		if err != nil {
 			return err
@@ -210,7 +224,7 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 // discard without the need to hide backing data, an unallocated one).
 // The old entry, if it held a cluster, goes to fr: it is freed later,
 // after writers that found it without the lock are done (Q12).
-func (im *Image) zeroCluster(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
+func (im *Image) zeroCluster(goff format.GuestOff, unmap bool, discard discardKind, fr *freeList) error {
 	for {
 		blocker, err := im.tryZeroCluster(goff, unmap, discard, fr)
 		if blocker == nil {
@@ -223,7 +237,7 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap, discard bool, fr *free
 // tryZeroCluster registers the guest cluster of goff (Q7) and changes its entry
 // under mu, or returns the registration in its way, to wait for without
 // mu.
-func (im *Image) tryZeroCluster(goff format.GuestOff, unmap, discard bool, fr *freeList) (*sched.Alloc[allocState], error) {
+func (im *Image) tryZeroCluster(goff format.GuestOff, unmap bool, discard discardKind, fr *freeList) (*sched.Alloc[allocState], error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil { // as beginAllocLocked
@@ -237,20 +251,18 @@ func (im *Image) tryZeroCluster(goff format.GuestOff, unmap, discard bool, fr *f
 	return nil, im.zeroClusterLocked(goff, unmap, discard, fr)
 }
 
-func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap, discard bool, fr *freeList) error {
+func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKind, fr *freeList) error {
 	if im.g.ExtendedL2 {
-		return im.xzeroClusterLocked(goff, unmap, discard, fr)
+		return im.xzeroClusterLocked(goff, unmap, d, fr)
 	}
+	discard := d != noDiscard
 	e, err := im.entry(goff)
 	if err != nil {
 		return err
 	}
 	var ne format.L2Entry
 	switch {
-	case discard && (im.hdr.Version < 3 || uint64(goff) >= im.vsize.Load()):
-		// Past the end (Shrink, Q18) nothing is read: unallocated, as
-		// QEMU's full discard, and no zero flag a downgrade would
-		// refuse. A growth zeroes what a backing file would show.
+	case d == discardFull || (discard && im.hdr.Version < 3):
 		ne = 0
 	case discard && im.backing == nil && e.Type() == format.ClusterUnallocated:
 		return nil
