@@ -265,10 +265,22 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		im.rbc.Put(t)
 	}
 	im.meta.set(b, metaRefblock)
+	// Until the table names it, a failure leaves the block unnamed: one
+	// counted only in itself is free again (memory sees its range
+	// uncovered), so neither its role nor its cache entry may stay to
+	// flag data allocated there as an overlap; one counted elsewhere
+	// leaks.
+	undo := func(err error) error {
+		if bri == ri {
+			im.rbc.Discard(int64(boff))
+			im.meta.del(b)
+		}
+		return err
+	}
 	// Q4: the block (and the count of its own cluster) is durable before
 	// the table entry.
 	if err := im.rbc.Flush(); err != nil {
-		return err
+		return undo(err)
 	}
 	im.event(EvRefblock)
 	im.reftable[ri] = boff
@@ -278,12 +290,9 @@ func (im *Image) ensureRefblock(ri uint64) error {
 			// The media may name the block for this range while memory
 			// does not (Q4): refuse writes until the image is reopened.
 			im.loseWritesLocked(err)
-		} else if bri == ri {
-			// Counted only in itself: free again, and data may go there.
-			im.rbc.Discard(int64(boff))
-			im.meta.del(b)
+			return err
 		}
-		return err
+		return undo(err)
 	}
 	// Q1: increments in the new block count only once the entry is
 	// durable; links are ordered after refcount flushes, so flush now.

@@ -17,7 +17,19 @@ var ErrZeroClusters = errors.New("qcow2: the image has zero clusters")
 // header is left unchanged. The change is metadata only: the open image
 // keeps its backing device and write behaviour until it is reopened.
 func (im *Image) rewriteHeader(edit func(h *format.Header) error) error {
+	return im.rewriteHeaderAfter(nil, edit)
+}
+
+// rewriteHeaderAfter is rewriteHeader with prep run first under the
+// same hold of mu, before the header is copied: prep may change
+// metadata (and so the header: a refcount table growth), edit may not.
+func (im *Image) rewriteHeaderAfter(prep func() error, edit func(h *format.Header) error) error {
 	return im.flushedWritable(func() error {
+		if prep != nil {
+			if err := prep(); err != nil {
+				return err
+			}
+		}
 		old := *im.hdr
 		h := old
 		h.Extensions = append([]format.Extension(nil), old.Extensions...)
@@ -103,7 +115,11 @@ func (im *Image) SetVersion(v uint32) error {
 		return ErrResizeBusy
 	}
 	defer im.resizeMu.Unlock()
-	return im.rewriteHeader(func(h *format.Header) error {
+	var prep func() error
+	if v == 2 {
+		prep = im.prepareDowngradeLocked
+	}
+	return im.rewriteHeaderAfter(prep, func(h *format.Header) error {
 		if h.Version == v {
 			return nil
 		}
@@ -111,28 +127,6 @@ func (im *Image) SetVersion(v uint32) error {
 			h.Version = 3
 			h.SetExtension(format.ExtFeatureNames, format.FeatureNameTable())
 			return nil
-		}
-		switch {
-		case h.RefcountOrder != 4:
-			return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
-		case h.IncompatibleFeatures != 0:
-			return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures)
-		case h.CompressionType != 0:
-			return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type", ErrUnsupported)
-		case h.NbSnapshots != 0:
-			return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
-		case h.CryptMethod == format.CryptLUKS:
-			// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
-			// that format.ParseHeader refuses.
-			return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
-		}
-		// Under mu, where zeroing changes entries: none can appear
-		// between the scan and the new version.
-		if err := im.dropZeroClustersPastEndLocked(); err != nil {
-			return err
-		}
-		if err := im.checkNoZeroClustersLocked(); err != nil {
-			return err
 		}
 		h.Version = 2
 		// Lazy refcounts need version 3; the image is clean (no dirty
@@ -143,6 +137,36 @@ func (im *Image) SetVersion(v uint32) error {
 		h.SetExtension(format.ExtFeatureNames, nil)
 		return nil
 	})
+}
+
+// prepareDowngradeLocked refuses a downgrade to version 2 that cannot
+// be done, and only then drops the zero clusters past the end (mu and
+// resizeMu held): a refused downgrade changes nothing. Under mu, where
+// zeroing changes entries, none can appear between the scan and the new
+// version.
+func (im *Image) prepareDowngradeLocked() error {
+	h := im.hdr
+	if h.Version == 2 {
+		return nil
+	}
+	switch {
+	case h.RefcountOrder != 4:
+		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
+	case h.IncompatibleFeatures != 0:
+		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures)
+	case h.CompressionType != 0:
+		return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type", ErrUnsupported)
+	case h.NbSnapshots != 0:
+		return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
+	case h.CryptMethod == format.CryptLUKS:
+		// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
+		// that format.ParseHeader refuses.
+		return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
+	}
+	if err := im.checkNoZeroClustersLocked(); err != nil {
+		return err
+	}
+	return im.dropZeroClustersPastEndLocked()
 }
 
 // checkNoZeroClustersLocked fails with ErrZeroClusters when an active L2

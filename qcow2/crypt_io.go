@@ -52,13 +52,13 @@ func (im *Image) writevCrypt(off int64, bufs [][]byte, n int64) error {
 	head := make([]byte, sectorSize)
 	tail := head
 	if start < off || end-start == sectorSize {
-		if err := im.Readv(start, [][]byte{head}); err != nil {
+		if err := im.readvTo(start, [][]byte{head}, im.hsize.Load()); err != nil {
 			return err
 		}
 	}
 	if end-sectorSize != start && end > off+n {
 		tail = make([]byte, sectorSize)
-		if err := im.Readv(end-sectorSize, [][]byte{tail}); err != nil {
+		if err := im.readvTo(end-sectorSize, [][]byte{tail}, im.hsize.Load()); err != nil {
 			return err
 		}
 	}

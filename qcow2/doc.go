@@ -37,13 +37,15 @@
 //	    points at it. A failed write may have reached the media (any
 //	    error but ENOSPC or EDQUOT, mayHaveLanded), and a failed flush
 //	    may have kept it or not: when that write points at a table (the
-//	    header naming a new L1 or refcount table, an L1 entry naming a
-//	    new L2 table, a refcount table entry naming a new block), the
-//	    media may name either the old or the new, so both are kept (the
-//	    new one leaks if unnamed) and writes are refused until the image
-//	    is reopened (ErrWritesLost, wrapping the failure): neither then
-//	    misses a later change, and no repair frees what the media may
-//	    name.
+//	    header naming a new L1 or refcount table, or a new size; an L1
+//	    entry naming a new L2 table; the active L1 rewritten by a
+//	    snapshot operation; a refcount table entry naming a new block),
+//	    the media may name either the old or the new, so both are kept
+//	    (the new one leaks if unnamed) and writes are refused until the
+//	    image is reopened (ErrWritesLost, wrapping the failure): neither
+//	    then misses a later change, and no repair frees what the media
+//	    may name. A table that did not land and that a lock-free lookup
+//	    may have found is held (Q12), not freed.
 //	Q5  Zero before data: a zeroing of a cluster completes (or is linked
 //	    ahead in the same io_uring submission) before the guest data write
 //	    into it is issued.
@@ -191,34 +193,35 @@
 //	    RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK) leaves only that
 //	    one without them. Results are the same either way.
 //	Q18 Resizing (resize.go; Truncate, Shrink, ApplySnapshot and
-//	    CreateSnapshot hold resizeMu, SetVersion refuses while another
-//	    does, with ErrResizeBusy, and drops the zero clusters past the
-//	    end a failed growth left before it downgrades): no guest byte lands
-//	    past the virtual end, and a grown range reads as zeros. Shrink
-//	    cuts the size guests may address (vsize) first, then waits for
-//	    every write that checked against the old one: synchronous write
-//	    calls hold Image.writers from before their size check to their
-//	    return; a queue's fast writes hold the data gate and check the
-//	    size again inside it; its allocator checks under mu and
-//	    registers its clusters (Q7), which Shrink's own zeroing and
-//	    discard wait for. The waits are bounded (ErrResizeBusy), and a
-//	    refused Shrink has changed nothing: what treats the end of the
-//	    disk specially (a partial last cluster taken whole) goes by the
-//	    header's size (hsize), not the cut, and so does the lookup that
-//	    reads (an encrypted write's read-modify-write of the sector
-//	    across the cut). Then the last cluster is
-//	    zeroed past the new end if it holds data, the clusters past it
-//	    become unallocated (QEMU's full discard, asked for by Shrink
-//	    only: no zero flag past the end), and the header changes last, after a flush; if that write
-//	    fails the image refuses writes, as in Q4. A growth zeroes, before
-//	    its header change and behind a flush, what the new range would
-//	    show that is not zeros: the old end's cluster past the old end
-//	    when it holds data (QEMU's shrink leaves it), once no allocation
-//	    of it is in flight, and the range a backing file reaches (zero
-//	    clusters; version 2 refuses, as QEMU). Guests still see the old
-//	    size meanwhile, so none writes there. Once writes are refused
-//	    (closed, corrupt, lost), no allocation or zeroing is planned,
-//	    even by a write that passed its lock-free check before.
+//	    CreateSnapshot hold resizeMu; SetVersion refuses with
+//	    ErrResizeBusy while another does, and drops the zero clusters a
+//	    failed growth left past the end before it downgrades): no guest
+//	    byte lands past the virtual end, and a grown range reads as
+//	    zeros. Shrink cuts the size guests may address (vsize) first,
+//	    then waits for every write that checked against the old one:
+//	    synchronous write calls hold Image.writers from before their
+//	    size check to their return; a queue's fast writes hold the data
+//	    gate and check the size again inside it; its allocator checks
+//	    under mu and registers its clusters (Q7), which Shrink's own
+//	    zeroing and discard wait for. The waits are bounded
+//	    (ErrResizeBusy), and a refused Shrink has changed nothing: what
+//	    treats the end of the disk specially (a partial last cluster
+//	    taken whole) goes by the header's size (hsize), not the cut, and
+//	    so does an encrypted write's read-modify-write of the sector
+//	    across the cut. Then the last cluster is zeroed past the new end
+//	    if it holds data, the clusters past it become unallocated
+//	    (QEMU's full discard, asked for by Shrink only: no zero flag
+//	    past the end), and the header changes last, after a flush. A
+//	    growth zeroes, before its header change and behind a flush, what
+//	    the new range would show that is not zeros: the old end's
+//	    cluster past the old end when it holds data (QEMU's shrink
+//	    leaves it), once no allocation of it is in flight, and the range
+//	    a backing file reaches (zero clusters; version 2 refuses, as
+//	    QEMU). Guests still see the old size meanwhile, so none writes
+//	    there. A failed size change in the header refuses writes (Q4).
+//	    Once writes are refused (closed, corrupt, lost), no allocation
+//	    or zeroing is planned, even by a write that passed its lock-free
+//	    check before.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

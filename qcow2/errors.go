@@ -51,7 +51,7 @@ func (e *lostError) Unwrap() error        { return e.cause }
 type writesLostError struct{}
 
 func (writesLostError) Error() string {
-	return "qcow2: writes refused: the device may still complete writes it gave up on"
+	return "qcow2: writes refused until the image is reopened: the media may or may not hold writes that failed or were given up on"
 }
 func (writesLostError) Is(target error) bool {
 	return target == ErrReadOnly || target == block.ErrReadOnly
@@ -68,10 +68,13 @@ func unsupportedf(field string, v uint64, f string, a ...any) error {
 	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(f, a...), Err: ErrUnsupported}
 }
 
-// mayHaveLanded reports whether a metadata write that failed with err
-// may still have reached the media: anything but running out of space
-// or quota, which the file system reports before it writes. A pointer
-// table's write that may have landed leaves the media ambiguous (Q4).
+// mayHaveLanded reports whether a metadata write of one block (an L1 or
+// refcount table chunk of at most metaAlign bytes, which cannot land in
+// part) that failed with err may still have reached the media: anything
+// but running out of space or quota, which is reported before such a
+// write. Not for longer writes: a short write retried then refused for
+// space has landed in part. A pointer table's write that may have
+// landed leaves the media ambiguous (Q4).
 func mayHaveLanded(err error) bool {
 	return !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT)
 }

@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"errors"
+
 	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -208,7 +210,17 @@ func (im *Image) ensureL2Locked(o format.GuestOff) error {
 	if err := im.writeL1Entry(l1i); err != nil {
 		l1.store(l1i, old)
 		if !mayHaveLanded(err) {
-			return im.abortL2(off, err)
+			// A lock-free lookup may have loaded the new entry: the
+			// table is held until the data gate passes (Q12), not
+			// freed at once as before it was published.
+			for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
+				im.l2c.Discard(int64(off) + int64(s))
+			}
+			im.meta.del(g.HostCluster(off))
+			if ferr := im.freeHeldLocked(g.HostCluster(off), false); ferr != nil {
+				return errors.Join(err, ferr)
+			}
+			return err
 		}
 		// The write may have reached the media all the same (Q4): the
 		// table (empty, or the old one's copy, and durable) stays

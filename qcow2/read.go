@@ -42,6 +42,14 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 // Readv reads guest bytes at off into bufs. Bytes past the virtual size
 // read as zeros (B2).
 func (im *Image) Readv(off int64, bufs [][]byte) error {
+	return im.readvTo(off, bufs, im.vsize.Load())
+}
+
+// readvTo is Readv with bytes at or past size read as zeros: the size
+// guests may address (vsize), or, for an encrypted write's
+// read-modify-write of the sector across a Shrink's cut, the header's
+// (hsize: the Shrink may yet be refused, Q18).
+func (im *Image) readvTo(off int64, bufs [][]byte, size uint64) error {
 	n := block.VecLen(bufs)
 	if err := block.CheckRange(off, n); err != nil {
 		return err
@@ -62,7 +70,7 @@ func (im *Image) Readv(off int64, bufs [][]byte) error {
 		// of host data happen inside the data gate, so no discard frees
 		// the clusters under the read (Q12).
 		tok := im.gate.enter()
-		m, err := im.mapRun(guestOff(pos), uint64(n-done))
+		m, err := im.mapRun(guestOff(pos), uint64(n-done), format.GuestOff(size))
 		if err != nil {
 			im.gate.exit(tok)
 			return err
@@ -101,17 +109,14 @@ type run struct {
 
 // mapRun maps [off, off+max) starting at off: up to the end of the first
 // run of clusters of the same type (host-contiguous for normal ones), and
-// never past the virtual size (the rest reads as "unallocated past EOF").
-func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
+// never past size, the virtual size its caller goes by (the rest reads as
+// zeros, "past EOF").
+func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff) (run, error) {
 	g := &im.g
 	// Lock-free: entries are read atomically per table (see l2.go).
 	if im.state.Load()&stClosed != 0 {
 		return run{}, block.ErrClosed
 	}
-	// The header's size, not a Shrink's cut (Q18): an encrypted write's
-	// read-modify-write of the sector across the cut must read it all,
-	// as the Shrink may yet be refused.
-	size := format.GuestOff(im.hsize.Load())
 	if off >= size {
 		return run{kind: format.ClusterZeroPlain, length: maxLen}, nil
 	}
@@ -156,7 +161,7 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64) (run, error) {
 func (im *Image) mapRunGated(off format.GuestOff, maxLen uint64) (run, error) {
 	tok := im.gate.enter()
 	defer im.gate.exit(tok)
-	return im.mapRun(off, maxLen)
+	return im.mapRun(off, maxLen, format.GuestOff(im.vsize.Load()))
 }
 
 func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {

@@ -65,13 +65,24 @@ func (im *Image) growReftable(need uint64) error {
 	if err := im.markDirtyBit(); err != nil {
 		return err
 	}
+	// Until the header names the new table, a failure leaves it unnamed:
+	// its blocks are dropped (memory treats their ranges as uncovered,
+	// so no role of theirs may stay to flag data allocated there), and
+	// the area's clusters counted in existing blocks leak.
+	undo := func(err error) error {
+		for _, bc := range newBlocks {
+			im.rbc.Discard(int64(g.HostClusterOff(bc)))
+			im.meta.del(bc)
+		}
+		return err
+	}
 	// Count every area cluster: in a new block (in memory) or an existing
 	// one (through the cache).
 	blocks := map[uint64][]byte{}
 	for r, bc := range newBlocks {
 		t, err := im.rbc.GetEmpty(int64(g.HostClusterOff(bc)))
 		if err != nil {
-			return err
+			return undo(err)
 		}
 		blocks[r] = t.Data
 		im.meta.set(bc, metaRefblock)
@@ -87,19 +98,8 @@ func (im *Image) growReftable(need uint64) error {
 			continue
 		}
 		if err := im.updateRefcountLocked(c, 1); err != nil {
-			return err
+			return undo(err)
 		}
-	}
-	// Until the header names the new table, a failure leaves it unnamed:
-	// its blocks are dropped (memory treats their ranges as uncovered,
-	// so no role of theirs may stay to flag data allocated there), and
-	// the area's clusters counted in existing blocks leak.
-	undo := func(err error) error {
-		for _, bc := range newBlocks {
-			im.rbc.Discard(int64(g.HostClusterOff(bc)))
-			im.meta.del(bc)
-		}
-		return err
 	}
 	if err := im.rbc.Flush(); err != nil {
 		return undo(err)

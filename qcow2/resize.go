@@ -82,19 +82,26 @@ func (im *Image) grow(size int64) error {
 			end = cur - cur%cs + cs
 		}
 	}
-	if end == cur {
-		im.mu.Lock()
-		defer im.mu.Unlock()
-		if err := im.writableLocked(); err != nil {
-			return err
+	if end > cur {
+		if err := im.zeroRange(cur, end-cur, block.MayUnmap, size); err != nil {
+			return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
 		}
-		return im.setSizeLocked(uint64(size))
-	}
-	if err := im.zeroRange(cur, end-cur, block.MayUnmap, size); err != nil {
-		return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
 	}
 	// The zeros are durable before the size that shows them.
-	return im.flushedWritable(func() error { return im.setSizeLocked(uint64(size)) })
+	return im.flushedWritable(func() error { return im.commitSizeLocked(uint64(size)) })
+}
+
+// commitSizeLocked writes size into the header (setSizeLocked). If that
+// fails, the media may hold either size (Q4): what lies past the smaller
+// one may read otherwise after a reopen (a growth's zero clusters, which
+// a downgrade would drop; a shrink's discarded range), so the image
+// refuses writes until it is reopened.
+func (im *Image) commitSizeLocked(size uint64) error {
+	if err := im.setSizeLocked(size); err != nil {
+		im.loseWritesLocked(err)
+		return err
+	}
+	return nil
 }
 
 // clusterHoldsData reports whether the guest cluster of off may hold
@@ -191,12 +198,5 @@ func (im *Image) Shrink(size int64) error {
 		im.vsize.Store(im.hdr.Size)
 		return err
 	}
-	if err := im.setSizeLocked(uint64(size)); err != nil {
-		// The header on the device may hold either size: writes past
-		// the new end might be lost with it, and those below it are
-		// refused too until the image is reopened.
-		im.loseWritesLocked(err)
-		return err
-	}
-	return nil
+	return im.commitSizeLocked(uint64(size))
 }

@@ -389,7 +389,11 @@ func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, e
 	return out, nil
 }
 
-// writeActiveL1Locked writes the whole active L1 table from memory.
+// writeActiveL1Locked writes the whole active L1 table from memory. Its
+// callers changed the entries first: if the write fails, the media may
+// hold the old ones, the new ones or a mix, so the image refuses writes
+// until it is reopened (Q4), and no repair frees a table the media may
+// still name.
 func (im *Image) writeActiveL1Locked() error {
 	l1 := im.l1.Load()
 	cs := im.g.ClusterSize
@@ -400,7 +404,11 @@ func (im *Image) writeActiveL1Locked() error {
 	}
 	a := uint64(im.metaAlign)
 	wlen := min((l1.size()*format.TableEntrySize+a-1)/a*a, uint64(len(buf)))
-	return im.writeMeta(buf[:wlen], im.hdr.L1TableOffset)
+	if err := im.writeMeta(buf[:wlen], im.hdr.L1TableOffset); err != nil {
+		im.loseWritesLocked(err)
+		return err
+	}
+	return nil
 }
 
 // adjustRefsLocked adds addend (+1 or -1) to the refcount of every L2
