@@ -296,7 +296,10 @@ func (im *Image) ensureRefblock(ri uint64) error {
 	}
 	// Q1: increments in the new block count only once the entry is
 	// durable; links are ordered after refcount flushes, so flush now.
+	// If it fails, the media may not name the block memory counts in
+	// (Q4).
 	if err := im.dev.Flush(); err != nil {
+		im.loseWritesLocked(err)
 		return err
 	}
 	im.c.refblocksAllocated.Add(1)

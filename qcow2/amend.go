@@ -39,11 +39,18 @@ func (im *Image) rewriteHeaderAfter(prep func() error, edit func(h *format.Heade
 		}
 		*im.hdr = h
 		if err := im.writeHeader(); err != nil {
+			// The media may hold either header (Q4): a version 2 one
+			// with zero clusters written after, say.
 			*im.hdr = old
+			im.loseWritesLocked(err)
 			return err
 		}
 		im.ver.Store(h.Version)
-		return im.dev.Flush()
+		if err := im.dev.Flush(); err != nil {
+			im.loseWritesLocked(err)
+			return err
+		}
+		return nil
 	})
 }
 

@@ -36,10 +36,12 @@
 //	    a new refcount table is written and flushed before the header
 //	    points at it. A failed write may have reached the media (any
 //	    error but ENOSPC or EDQUOT, mayHaveLanded), and a failed flush
-//	    may have kept it or not: when that write points at a table (the
-//	    header naming a new L1 or refcount table, or a new size; an L1
-//	    entry naming a new L2 table; the active L1 rewritten by a
-//	    snapshot operation; a refcount table entry naming a new block),
+//	    may have kept it or not: when that write, or the flush after it,
+//	    fails and it points at a table (the header naming a new L1,
+//	    refcount or snapshot table, or with a new size or version; an
+//	    L1 entry naming a new L2 table or a copy; the active L1 rewritten
+//	    by a snapshot operation, unless it only sets COPIED flags; a
+//	    refcount table entry naming a new block),
 //	    the media may name either the old or the new, so both are kept
 //	    (the new one leaks if unnamed) and writes are refused until the
 //	    image is reopened (ErrWritesLost, wrapping the failure): neither

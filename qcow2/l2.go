@@ -237,8 +237,11 @@ func (im *Image) ensureL2Locked(o format.GuestOff) error {
 	im.c.l2TablesAllocated.Add(1)
 	if old.Offset() != 0 {
 		// Q3: the L1 no longer points at the old table; make that
-		// durable before its refcount drops.
+		// durable before its refcount drops. If the flush fails, the
+		// media may still name the old (shared) table while memory
+		// names the copy (Q4).
 		if err := im.dev.Flush(); err != nil {
+			im.loseWritesLocked(err)
 			return err
 		}
 		// Held if that was its last reference: a lookup that loaded

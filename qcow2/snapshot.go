@@ -225,7 +225,7 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	if err := im.flushLocked(); err != nil {
 		return format.Snapshot{}, err
 	}
-	if err := im.writeActiveL1Locked(); err != nil {
+	if err := im.writeActiveL1Locked(true); err != nil {
 		return format.Snapshot{}, err
 	}
 	now := time.Now()
@@ -312,10 +312,11 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 		}
 		l1.store(k, e)
 	}
-	if err := im.writeActiveL1Locked(); err != nil {
+	if err := im.writeActiveL1Locked(true); err != nil {
 		return err
 	}
 	if err := im.dev.Flush(); err != nil {
+		im.loseWritesLocked(err) // the media may name the old tables (Q4)
 		return err
 	}
 	// Q3: the L1 no longer points at the old tables, durably; requests
@@ -391,10 +392,11 @@ func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, e
 
 // writeActiveL1Locked writes the whole active L1 table from memory. Its
 // callers changed the entries first: if the write fails, the media may
-// hold the old ones, the new ones or a mix, so the image refuses writes
-// until it is reopened (Q4), and no repair frees a table the media may
-// still name.
-func (im *Image) writeActiveL1Locked() error {
+// hold the old ones, the new ones or a mix. With lose (the entries name
+// other tables, or lost COPIED) the image then refuses writes until it
+// is reopened (Q4), so no repair frees a table the media may still
+// name.
+func (im *Image) writeActiveL1Locked(lose bool) error {
 	l1 := im.l1.Load()
 	cs := im.g.ClusterSize
 	n := (l1.size()*format.TableEntrySize + cs - 1) / cs * cs
@@ -405,7 +407,9 @@ func (im *Image) writeActiveL1Locked() error {
 	a := uint64(im.metaAlign)
 	wlen := min((l1.size()*format.TableEntrySize+a-1)/a*a, uint64(len(buf)))
 	if err := im.writeMeta(buf[:wlen], im.hdr.L1TableOffset); err != nil {
-		im.loseWritesLocked(err)
+		if lose {
+			im.loseWritesLocked(err)
+		}
 		return err
 	}
 	return nil
@@ -584,7 +588,9 @@ func (im *Image) fixCopiedLocked() error {
 		}
 	}
 	if l1changed {
-		if err := im.writeActiveL1Locked(); err != nil {
+		// Only COPIED flags set: a media without them costs a copy
+		// on the next write, so a failure need not refuse writes.
+		if err := im.writeActiveL1Locked(false); err != nil {
 			return err
 		}
 	}
@@ -624,12 +630,15 @@ func (im *Image) writeSnapshotTableLocked(snaps []format.Snapshot) error {
 	}
 	im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = off, uint32(len(snaps))
 	if err := im.writeHeader(); err != nil {
+		// The media may name either table (Q4).
 		im.hdr.SnapshotsOffset, im.hdr.NbSnapshots = oldOff, oldN
+		im.loseWritesLocked(err)
 		return err
 	}
 	im.snapshots = snaps
 	im.snapsPub.Store(&snaps)
 	if err := im.dev.Flush(); err != nil {
+		im.loseWritesLocked(err) // as above
 		return err
 	}
 	if oldN > 0 && oldLen > 0 {
