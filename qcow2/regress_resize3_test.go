@@ -19,7 +19,7 @@ import (
 	"github.com/qring/qring/internal/testkit"
 )
 
-// R1: a Discard that passed its size check before a Shrink's cut runs
+// a Discard that passed its size check before a Shrink's cut runs
 // zeroClusterLocked in the window, where goff >= vsize makes it a "full"
 // discard (unallocated). The Shrink is then refused (ErrResizeBusy) and
 // restores the size: the discarded clusters, inside the size again, read
@@ -102,7 +102,7 @@ func TestRegress_RefusedShrinkDiscardStaysZero(t *testing.T) {
 	}
 }
 
-// R2: on a LUKS image, a partial-sector write that passed its size check
+// on a LUKS image, a partial-sector write that passed its size check
 // before a Shrink's cut does its read-modify-write through Readv, which
 // reads zeros past the cut size (mapRun uses vsize): it writes the zeros
 // back over bytes past the cut. The Shrink is then refused
@@ -129,7 +129,7 @@ func TestRegress_RefusedShrinkCryptRMWKeepsData(t *testing.T) {
 		t.Fatalf("status: %+v %v", st0, err)
 	}
 	hS := stC.HostOff + (S - C)
-	// W0: a whole-sector write of S (shared sector lock), held.
+	// the sector writer: a whole-sector write of S (shared sector lock), held.
 	h0 := r.hd.Hold(holddev.Match{Kinds: holddev.Write, Off: hS, End: hS + 512})
 	w0 := async(func() error { _, err := im.WriteAt(c[:512], S); return err })
 	if !h0.Wait(holdTimeout) {
@@ -142,7 +142,7 @@ func TestRegress_RefusedShrinkCryptRMWKeepsData(t *testing.T) {
 		t.Fatal("W2 never reached the device")
 	}
 	// W: a partial-sector write inside S below the new end: checks the
-	// size now, then waits for W0's sector lock.
+	// size now, then waits for the sector writer's sector lock.
 	e := bytes.Repeat([]byte{0xee}, 10)
 	w := async(func() error { _, err := im.WriteAt(e, S+10); return err })
 	if !blocked(w, 100*time.Millisecond) {
@@ -194,7 +194,7 @@ func (d *landsThenFailsRange) Writev(off int64, bufs [][]byte) error {
 	return err
 }
 
-// R3: the L1 entry write for a new L2 table T fails after landing
+// the L1 entry write for a new L2 table T fails after landing
 // (e9b1565 keeps T allocated for this reason). Memory still says the
 // entry is empty, so a Check with leak repair on the live image frees T;
 // the next allocation gets T for guest data; the flushed data is then
@@ -261,7 +261,7 @@ func TestRegress_FailedL1EntryThenRepairIsClean(t *testing.T) {
 	}
 }
 
-// R4 (now refused with ErrResizeBusy): SetVersion took resizeMu. A queue's owner with a fast read
+// (Now refused with ErrResizeBusy.) SetVersion took resizeMu. A queue's owner with a fast read
 // unreaped calls it (SetVersion is not in block A3's list of methods
 // that wait for the owner's requests) while a Shrink holds resizeMu and
 // waits, unbounded, in its discard's freeAfterWriters gate.sync for that

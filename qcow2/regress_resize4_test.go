@@ -39,7 +39,7 @@ func (d *landsThenFailsHdr) Writev(off int64, bufs [][]byte) error {
 	return err
 }
 
-// V1: a growth over a backing file whose header write failed after
+// a growth over a backing file whose header write failed after
 // landing: the media says the new size, memory the old one, and the grown
 // range holds the zero clusters that hide the backing file. A SetVersion(2)
 // that is then refused (a zero cluster inside the size) has already made
@@ -121,7 +121,7 @@ func TestRegress_DowngradeAfterLandedGrowKeepsZeros(t *testing.T) {
 	}
 }
 
-// V2: after a Shrink whose header write failed (writes refused, the size
+// after a Shrink whose header write failed (writes refused, the size
 // guests see cut, the header's size the old one), Readv past Size()
 // reads the backing file where the Shrink's full discard left the
 // clusters unallocated: B2 says zeros, and before 91b4895 (mapRun by
@@ -167,7 +167,7 @@ func TestRegress_ReadvPastSizeAfterFailedShrinkReadsZeros(t *testing.T) {
 	}
 }
 
-// V3: ensureRefblock's flush failure (before the refcount table entry)
+// ensureRefblock's flush failure (before the refcount table entry)
 // keeps the new block's role (metaRefblock) and its dirty cache entry;
 // memory still treats the range as uncovered, so the block's cluster is
 // free, and the next allocation in that range puts the new block (or
@@ -253,7 +253,7 @@ func (d *enospcL1Dev) Writev(off int64, bufs [][]byte) error {
 	return d.Device.Writev(off, bufs)
 }
 
-// V5: ensureL2Locked publishes the new L1 entry in memory before its
+// ensureL2Locked publishes the new L1 entry in memory before its
 // write; when that write fails with ENOSPC, 91b4895 frees the new table
 // at once (abortL2: freeClustersLocked, not held). A lock-free reader
 // that loaded the published entry inside the data gate (Q12) and then
@@ -331,7 +331,7 @@ func TestRegress_L1EntryENOSPCHoldsTableUnderReader(t *testing.T) {
 	}
 }
 
-// V6: ApplySnapshot's write of the active L1 table (a pointer-table
+// ApplySnapshot's write of the active L1 table (a pointer-table
 // write: it names the snapshot's L2 tables instead of the active ones)
 // fails: memory names the snapshot's tables, the media the old ones, and
 // writes are not refused. The old tables and their data, unreferenced in

@@ -67,7 +67,7 @@ func reopenR5(t *testing.T, mem *memdev.Dev) *Image {
 	return im2
 }
 
-// R5-1: ensureL2Locked's COW of a shared L2 table writes the L1 entry
+// ensureL2Locked's COW of a shared L2 table writes the L1 entry
 // naming the copy, then flushes (Q3) before dropping the old table; a
 // failed flush returns the error but neither refuses writes nor restores
 // the entry. Memory names the copy, the media (the write dropped with
@@ -107,7 +107,7 @@ func TestRegress_COWL1EntryFlushFailureKeepsAckedWrite(t *testing.T) {
 	}
 }
 
-// R5-2: ensureRefblock writes the refcount table entry naming a new
+// ensureRefblock writes the refcount table entry naming a new
 // block, then flushes; a failed flush returns the error with memory
 // naming the block, writes go on counting in it, and the media (the
 // entry dropped with the failed flush) does not name it: after a crash
@@ -173,7 +173,7 @@ func TestRegress_RefblockEntryFlushFailureIsClean(t *testing.T) {
 	}
 }
 
-// R5-3: ApplySnapshot writes the active L1 (now refusing writes if that
+// ApplySnapshot writes the active L1 (now refusing writes if that
 // write fails), then flushes; a failed flush returns the error without
 // refusing writes. As in TestRegress_FailedApplySnapshotL1WriteThenRepair,
 // a live Check repair then frees the old tables the media still names
@@ -226,7 +226,7 @@ func TestRegress_ApplySnapshotFlushFailureThenRepair(t *testing.T) {
 	}
 }
 
-// R5-4: SetVersion(2)'s header write lands, then fails: the header is
+// SetVersion(2)'s header write lands, then fails: the header is
 // restored in memory (version 3) and writes go on, with zero clusters
 // (a version 3 feature) allowed; the media says version 2. After a
 // reopen the image has zero clusters in a version 2 image.
@@ -281,7 +281,7 @@ func TestRegress_DowngradeHeaderLandedRefusesZeroClusters(t *testing.T) {
 	}
 }
 
-// R5-5: DeleteSnapshot's last step sets COPIED in the active L1 where a
+// DeleteSnapshot's last step sets COPIED in the active L1 where a
 // table's refcount fell back to 1 (fixCopiedLocked). If that write
 // fails (ENOSPC: nothing landed), the media lacks a COPIED flag memory
 // has, which only costs a copy on a later write; the snapshot is durably
@@ -320,7 +320,7 @@ func TestRegress_DeleteSnapshotCopiedFixFailureKeepsWrites(t *testing.T) {
 	}
 }
 
-// R5-6: CreateSnapshot's header write naming the new snapshot table
+// CreateSnapshot's header write naming the new snapshot table
 // (a pointer-table write, Q4) lands, then fails: memory restores the
 // header and keeps no snapshot, writes go on, and the snapshot's
 // references (counted, the L1 copy, the table) are leaks to a live
@@ -378,7 +378,7 @@ func TestRegress_CreateSnapshotHeaderLandedThenRepair(t *testing.T) {
 	}
 }
 
-// R5-7: DeleteSnapshot's header write naming the new snapshot table is
+// DeleteSnapshot's header write naming the new snapshot table is
 // acknowledged, the flush after it fails (and with it the write): memory
 // has dropped the snapshot, the media still names it, and writes go on;
 // the snapshot's clusters are leaks to a live repair, which frees them;
