@@ -449,62 +449,6 @@ func TestRegress_GrowAfterQemuShrinkZeroesTail(t *testing.T) {
 	}
 }
 
-// Sanity (expected to pass): TestRegress_GrowZeroesTheOldTail on LUKS
-// and extended L2 (a racing write leaves bytes past an unaligned cut).
-func TestRegress_GrowZeroesTheOldTailCryptXL2(t *testing.T) {
-	const cs = 64 << 10
-	const newSize = 32<<20 + 2048 + 512
-	for _, tc := range []struct {
-		name string
-		co   CreateOptions
-		o    Options
-	}{
-		{"luks", CreateOptions{ClusterSize: cs, Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("p"), Iterations: 1000}}, Options{PreallocSize: -1, Passphrase: []byte("p")}},
-		{"xl2", CreateOptions{ClusterSize: cs, ExtendedL2: true}, Options{PreallocSize: -1}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newHoldRig(t, tc.co, tc.o)
-			im := r.im
-			a := patternBuf(4096, 7)
-			fn := isData(a[:64])
-			if tc.name == "luks" {
-				fn = func(o holddev.Op) bool { return o.Len >= 4096 && o.Off > 1<<20 }
-			}
-			h := r.hd.Hold(holddev.Match{Kinds: holddev.Write | holddev.ZeroWrite, Fn: fn})
-			w := async(func() error { _, err := im.WriteAt(a, newSize-1024); return err })
-			if !h.Wait(holdTimeout) {
-				t.Fatal("W never reached the device")
-			}
-			s := async(func() error { return im.Shrink(newSize) })
-			sBlocked := blocked(s, 100*time.Millisecond)
-			h.Release()
-			if sBlocked {
-				waitErr(t, s, "shrink")
-			}
-			waitErr(t, w, "W")
-			if err := im.Truncate(64 << 20); err != nil {
-				t.Fatal(err)
-			}
-			if got := readBack(t, im, newSize, 3072); !bytes.Equal(got, make([]byte, 3072)) {
-				t.Fatalf("past the old end reads %#x after growing, want zeros", got[0])
-			}
-			if got := readBack(t, im, newSize-1024, 1024); !bytes.Equal(got, a[:1024]) {
-				t.Fatal("W's part below the end is lost")
-			}
-			if err := im.Close(); err != nil {
-				t.Fatal(err)
-			}
-			r.im = nil
-			im2, err := OpenDevice(r.mem, Options{ReadOnly: true, Passphrase: tc.o.Passphrase})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer im2.Close()
-			mustClean(t, im2)
-		})
-	}
-}
-
 // Sanity (expected to pass): a queued allocating write past the new end,
 // planned before the Shrink and held at the device: the discard waits
 // for its registration; growing again shows zeros.

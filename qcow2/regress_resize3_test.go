@@ -248,13 +248,7 @@ func TestRegress_FailedL1EntryThenRepairIsClean(t *testing.T) {
 	if got := readBack(t, im2, cs, cs); acked && !bytes.Equal(got, data) {
 		t.Fatal("flushed data lost")
 	}
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after a crash: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 	got := make([]byte, 4096)
 	if _, err := im2.ReadAt(got, 600<<20); err != nil || !bytes.Equal(got, make([]byte, 4096)) {
 		t.Fatalf("never-acknowledged range reads %#x (%v)", got[0], err)

@@ -397,13 +397,7 @@ func TestRegress_FailedApplySnapshotL1WriteThenRepair(t *testing.T) {
 		t.Fatalf("reopen after crash: %v", err)
 	}
 	defer im2.Close()
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after a crash: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 	for k := range acked {
 		if got := readBack(t, im2, 600<<20+k*cs, cs); !bytes.Equal(got, junk) {
 			t.Fatalf("acknowledged write %d lost", k)

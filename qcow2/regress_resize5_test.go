@@ -164,13 +164,7 @@ func TestRegress_RefblockEntryFlushFailureIsClean(t *testing.T) {
 	}
 	im2 := reopenR5(t, mem)
 	defer im2.Close()
-	r, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Corruptions > 0 {
-		t.Fatalf("after %d acknowledged, flushed writes and a reopen: %d corruptions: %v", acked, r.Corruptions, head(r.Messages, 4))
-	}
+	mustNoCorruption(t, im2)
 }
 
 // ApplySnapshot writes the active L1 (now refusing writes if that
@@ -217,13 +211,7 @@ func TestRegress_ApplySnapshotFlushFailureThenRepair(t *testing.T) {
 	}
 	im2 := reopenR5(t, mem)
 	defer im2.Close()
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after a crash: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 }
 
 // SetVersion(2)'s header write lands, then fails: the header is
@@ -265,13 +253,7 @@ func TestRegress_DowngradeHeaderLandedRefusesZeroClusters(t *testing.T) {
 	}
 	defer im2.Close()
 	t.Logf("reopened: version %d", im2.Header().Version)
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after reopen: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 	got := make([]byte, cs)
 	if _, err := im2.ReadAt(got, 0); err != nil {
 		t.Fatalf("read of the zeroed cluster: %v", err)
@@ -369,13 +351,7 @@ func TestRegress_CreateSnapshotHeaderLandedThenRepair(t *testing.T) {
 	im2 := reopenR5(t, mem)
 	defer im2.Close()
 	t.Logf("reopened: %d snapshots", len(im2.Snapshots()))
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after a crash: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 }
 
 // DeleteSnapshot's header write naming the new snapshot table is
@@ -423,11 +399,5 @@ func TestRegress_DeleteSnapshotHeaderFlushFailureThenRepair(t *testing.T) {
 	im2 := reopenR5(t, mem)
 	defer im2.Close()
 	t.Logf("reopened: %d snapshots", len(im2.Snapshots()))
-	res, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Corruptions > 0 {
-		t.Fatalf("after a crash: %d corruptions: %v", res.Corruptions, head(res.Messages, 5))
-	}
+	mustNoCorruption(t, im2)
 }
