@@ -132,9 +132,10 @@ func TestRegress_DowngradeScanExcludesZeroing(t *testing.T) {
 	if dBlocked {
 		waitErr(t, d, "discard")
 	}
-	waitErr(t, sv, "downgrade")
-	if v := im.Header().Version; v != 2 {
-		t.Fatalf("version %d after the downgrade", v)
+	if waitDowngrade(t, sv) {
+		if v := im.Header().Version; v != 2 {
+			t.Fatalf("version %d after the downgrade", v)
+		}
 	}
 	buf := make([]byte, 512)
 	if _, err := im.ReadAt(buf, 0); err != nil {
@@ -342,7 +343,7 @@ func TestRegress_WriteZeroesRacingDowngradeZeroes(t *testing.T) {
 	z := async(func() error { return im.WriteZeroes(0, cs, 0) })
 	zBlocked := blocked(z, 200*time.Millisecond) // it read version 3 and waits for mu
 	h.Release()
-	waitErr(t, sv, "downgrade")
+	waitDowngrade(t, sv)
 	if zBlocked {
 		waitErr(t, z, "write zeroes")
 	}
@@ -442,6 +443,24 @@ func TestRegress_OwnerWriteBesideSnapshotPause(t *testing.T) {
 // table, B, drops the L2 cache and starts SetVersion(2), whose scan for
 // zero clusters (under mu) the rig holds at table B, past cluster 0. It
 // returns once the scan is held: release h, then wait for sv.
+// waitDowngrade waits for startHeldDowngrade's SetVersion(2) and reports
+// whether it downgraded. It may refuse with ErrZeroClusters: with
+// -tags invariants the hold may catch the flush's own check reading
+// table B, before the scan, and the racing zeroing then comes first.
+func waitDowngrade(t *testing.T, sv <-chan error) bool {
+	t.Helper()
+	select {
+	case err := <-sv:
+		if err != nil && !errors.Is(err, ErrZeroClusters) {
+			t.Fatalf("downgrade: %v", err)
+		}
+		return err == nil
+	case <-time.After(holdTimeout):
+		t.Fatalf("downgrade: did not complete in %v (deadlock?)", holdTimeout)
+	}
+	return false
+}
+
 func startHeldDowngrade(t *testing.T, r *holdRig, cs int64) (h *holddev.Hold, sv <-chan error) {
 	t.Helper()
 	im := r.im

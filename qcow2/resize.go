@@ -15,18 +15,22 @@ import (
 //
 //	Shrink    lowers the size guests see, then waits for the write
 //	          calls that checked against the old one (Image.writers) and
-//	          for the queue's fast writes (the data gate), discards the
-//	          clusters past the new end, and writes the header last.
+//	          for the queue's fast writes (the data gate), zeroes the
+//	          last cluster past the new end, makes the clusters past it
+//	          unallocated, and writes the header last.
 //	Truncate  grows the L1 table, zeroes what the new range would show
 //	          that is not zeros (the old end's cluster past the old end,
 //	          if it holds data; the range the backing file reaches), makes
 //	          that durable, and writes the header last.
 //
-// Both hold resizeMu, and so does ApplySnapshot, which sets the size too.
+// A failed header write leaves the image refusing writes (Q4). Both
+// hold resizeMu, and so do ApplySnapshot (it sets the size too) and
+// CreateSnapshot (it records it); SetVersion refuses while one runs.
 
 // ErrResizeBusy: Shrink found guest writes still running about a second
 // after it cut the size (a queue's owner with requests unreaped calling
-// it, say); the size is left as it was.
+// it, say), and left the size as it was; or SetVersion found a resize
+// running.
 var ErrResizeBusy = errors.New("qcow2: writes in flight, resize refused")
 
 // Truncate grows the virtual size to size (qemu-img resize without
