@@ -64,17 +64,7 @@ func TestRegress_GrowL1FailureRefusesRacingWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	var armed, headerWritten atomic.Bool
-	ed := errordev.New(mem, errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		switch {
-		case !armed.Load():
-		case op == errordev.Write && off == 0:
-			headerWritten.Store(true)
-		case op == errordev.Flush && headerWritten.Load():
-			armed.Store(false)
-			return errordev.ErrInjectedEIO
-		}
-		return nil
-	}), errordev.Options{})
+	ed := errordev.New(mem, headerFlushFault(&armed, &headerWritten), errordev.Options{})
 	hd := holddev.New(ed, holddev.Options{NoClose: true})
 	im, err := OpenDevice(hd, Options{PreallocSize: -1})
 	if err != nil {
@@ -347,22 +337,6 @@ func TestRegress_RefusedShrinkIgnoresCutWindowDiscard(t *testing.T) {
 	}
 }
 
-// landsThenFails writes through, then reports failure, for the first
-// write at offset 0 once armed: "a failed write may have landed", as
-// growL1's fix assumes for the header.
-type landsThenFails struct {
-	block.Device
-	armed atomic.Bool
-}
-
-func (d *landsThenFails) Writev(off int64, bufs [][]byte) error {
-	err := d.Device.Writev(off, bufs)
-	if off == 0 && d.armed.CompareAndSwap(true, false) {
-		return errordev.ErrInjectedEIO
-	}
-	return err
-}
-
 // Shrink's header write fails after landing: the header on the device
 // names the new size, but Shrink restores the old size in memory and
 // writes past the new end are accepted and flushed; a crash then loses
@@ -373,7 +347,7 @@ func TestRegress_ShrinkHeaderWriteLandedRefusesWrites(t *testing.T) {
 	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: cs}); err != nil {
 		t.Fatal(err)
 	}
-	d := &landsThenFails{Device: mem}
+	d := newLandedFailDev(mem, 0, 1) // the header
 	im, err := OpenDevice(d, Options{PreallocSize: -1})
 	if err != nil {
 		t.Fatal(err)

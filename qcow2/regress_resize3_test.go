@@ -8,12 +8,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/holddev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
@@ -178,22 +176,6 @@ func TestRegress_RefusedShrinkCryptRMWKeepsData(t *testing.T) {
 	}
 }
 
-// landsThenFailsRange writes through, then reports failure, for the
-// first write that meets [off, end) once armed.
-type landsThenFailsRange struct {
-	block.Device
-	armed    atomic.Bool
-	off, end atomic.Int64
-}
-
-func (d *landsThenFailsRange) Writev(off int64, bufs [][]byte) error {
-	err := d.Device.Writev(off, bufs)
-	if off < d.end.Load() && d.off.Load() < off+block.VecLen(bufs) && d.armed.CompareAndSwap(true, false) {
-		return errordev.ErrInjectedEIO
-	}
-	return err
-}
-
 // the L1 entry write for a new L2 table T fails after landing
 // (e9b1565 keeps T allocated for this reason). Memory still says the
 // entry is empty, so a Check with leak repair on the live image frees T;
@@ -206,7 +188,7 @@ func TestRegress_FailedL1EntryThenRepairIsClean(t *testing.T) {
 	if err := CreateDevice(mem, CreateOptions{Size: 1 << 30, ClusterSize: cs}); err != nil {
 		t.Fatal(err)
 	}
-	d := &landsThenFailsRange{Device: mem}
+	d := &landedFailDev{Device: mem}
 	im, err := OpenDevice(d, Options{PreallocSize: -1})
 	if err != nil {
 		t.Fatal(err)

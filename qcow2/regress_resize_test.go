@@ -192,17 +192,7 @@ func TestRegress_GrowL1FlushFailureLosesNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var armed, headerWritten atomic.Bool
-	ed := errordev.New(mem, errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		switch {
-		case !armed.Load():
-		case op == errordev.Write && off == 0:
-			headerWritten.Store(true)
-		case op == errordev.Flush && headerWritten.Load():
-			armed.Store(false)
-			return errordev.ErrInjectedEIO
-		}
-		return nil
-	}), errordev.Options{})
+	ed := errordev.New(mem, headerFlushFault(&armed, &headerWritten), errordev.Options{})
 	im, err := OpenDevice(ed, Options{PreallocSize: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -295,17 +285,7 @@ func TestRegress_ReftableGrowthFlushFailureLosesNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	var armed, headerWritten atomic.Bool
-	ed := errordev.New(mem, errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		switch {
-		case !armed.Load():
-		case op == errordev.Write && off == 0:
-			headerWritten.Store(true)
-		case op == errordev.Flush && headerWritten.Load():
-			armed.Store(false)
-			return errordev.ErrInjectedEIO
-		}
-		return nil
-	}), errordev.Options{})
+	ed := errordev.New(mem, headerFlushFault(&armed, &headerWritten), errordev.Options{})
 	im, err := OpenDevice(ed, Options{PreallocSize: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -355,21 +335,45 @@ func TestRegress_ReftableGrowthFlushFailureLosesNoWrites(t *testing.T) {
 	mustNoCorruption(t, im2)
 }
 
-// landedFailDev fails (after passing it on) the first write into
-// [lo, hi) once armed: a write whose error does not mean it missed
-// the media.
+// landedFailDev writes through, then reports failure, for the first
+// write that meets [off, end) once armed: a write whose error does not
+// mean it missed the media (Q4).
 type landedFailDev struct {
 	block.Device
-	lo, hi int64
-	armed  atomic.Bool
+	armed    atomic.Bool
+	off, end atomic.Int64
+}
+
+func newLandedFailDev(d block.Device, off, end int64) *landedFailDev {
+	f := &landedFailDev{Device: d}
+	f.off.Store(off)
+	f.end.Store(end)
+	return f
 }
 
 func (d *landedFailDev) Writev(off int64, bufs [][]byte) error {
 	err := d.Device.Writev(off, bufs)
-	if err == nil && off >= d.lo && off < d.hi && d.armed.CompareAndSwap(true, false) {
+	if off < d.end.Load() && d.off.Load() < off+block.VecLen(bufs) && d.armed.CompareAndSwap(true, false) {
 		return errordev.ErrInjectedEIO
 	}
 	return err
+}
+
+// headerFlushFault fails the first flush after a header write once
+// armed (headerWritten: that write came): the header may or may not
+// have reached the media (Q4).
+func headerFlushFault(armed, headerWritten *atomic.Bool) errordev.Injector {
+	return errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
+		switch {
+		case !armed.Load():
+		case op == errordev.Write && off == 0:
+			headerWritten.Store(true)
+		case op == errordev.Flush && headerWritten.Load():
+			armed.Store(false)
+			return errordev.ErrInjectedEIO
+		}
+		return nil
+	})
 }
 
 // A failed L1 entry write for a new L2 table freed the table's cluster,
@@ -390,7 +394,7 @@ func TestRegress_FailedL1EntryWriteKeepsTheTable(t *testing.T) {
 	}
 	l1 := int64(im0.Header().L1TableOffset)
 	im0.Close()
-	d := &landedFailDev{Device: mem, lo: l1, hi: l1 + cs}
+	d := newLandedFailDev(mem, l1, l1+cs)
 	im, err := OpenDevice(d, Options{PreallocSize: -1})
 	if err != nil {
 		t.Fatal(err)
