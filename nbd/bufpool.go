@@ -73,9 +73,12 @@ func (b *budget) acquire(n int64) {
 	b.mu.Unlock()
 }
 
-func (b *budget) release(n int64) {
+func (b *budget) release(n int64) { b.releaseN(1, n) }
+
+// releaseN gives back k slots and n bytes at once.
+func (b *budget) releaseN(k int, n int64) {
 	b.mu.Lock()
-	b.slots++
+	b.slots += k
 	b.bytes += n
 	b.mu.Unlock()
 	b.cond.Broadcast()

@@ -139,7 +139,8 @@ func quiet(err error) bool {
 // transmit reads requests until the client disconnects (NBD_CMD_DISC:
 // the requests in flight still complete and get their replies, section
 // "Terminating the transmission phase") or the stream breaks. Each
-// request runs on one of MaxInFlight workers, within the budget; the
+// request runs within the budget, on the connection's device queue when
+// it takes it (queue.go), else on one of MaxInFlight workers; the
 // payload of a WRITE is read here, before the next header.
 func (c *conn) transmit() error {
 	// The workers take the requests in arrival order, so an old request
@@ -147,6 +148,10 @@ func (c *conn) transmit() error {
 	// goroutines started per request can be.
 	jobs := make(chan job, c.srv.maxInFlight())
 	defer close(jobs)
+	qp := c.openQueue()
+	if qp != nil {
+		defer qp.close()
+	}
 	for range c.srv.maxInFlight() {
 		go func() {
 			for j := range jobs {
@@ -206,6 +211,9 @@ func (c *conn) transmit() error {
 			}
 			c.replyErr(&r, cerr)
 			c.budget.release(n)
+			continue
+		}
+		if qp != nil && qp.take(&r, payload, n) {
 			continue
 		}
 		c.wg.Add(1)

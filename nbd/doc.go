@@ -24,7 +24,12 @@
 // device (at most Server.MaxInFlight at a time and MaxInFlightBytes of
 // payloads and block status replies), and their replies may go out in any order, as section
 // "Transmission" allows; the replies of one connection are written under
-// one lock, each reply whole. Several connections may share one export
+// one lock, each reply whole. On a device with a queue of its own
+// (block.Queuer: a qcow2 image, a uring.File), READ and WRITE go through
+// one block.Queue per connection, whose owner goroutine submits them,
+// reaps them and writes their replies in batches (queue.go); the other
+// requests, and every request on other devices, run on worker
+// goroutines. Several connections may share one export
 // (NBD_FLAG_CAN_MULTI_CONN when Export.MultiConn): FLUSH on any of them
 // calls the device's Flush, which covers every write completed before it
 // on any connection, as section "Transmission flags" asks of

@@ -44,11 +44,14 @@ const maxBatch = 8
 
 // simpleHeader is the 16-byte simple reply.
 func simpleHeader(cookie uint64, code uint32) []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint32(b[0:], magicSimple)
-	binary.BigEndian.PutUint32(b[4:], code)
-	binary.BigEndian.PutUint64(b[8:], cookie)
-	return b
+	return appendSimple(make([]byte, 0, 16), cookie, code)
+}
+
+// appendSimple appends a simple reply to b.
+func appendSimple(b []byte, cookie uint64, code uint32) []byte {
+	b = binary.BigEndian.AppendUint32(b, magicSimple)
+	b = binary.BigEndian.AppendUint32(b, code)
+	return binary.BigEndian.AppendUint64(b, cookie)
 }
 
 // appendChunk appends a 20-byte chunk header announcing n payload bytes.
