@@ -70,7 +70,9 @@
 //	    or call them from another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,
-//	    and completes through the same Wait.
+//	    and completes through the same Wait. A panic in those methods
+//	    fails that request with a *PanicError (Do); it does not end the
+//	    process, as it would on a goroutine the owner cannot see.
 //	A5  No lost wake-up: a slow completion or a Wake reaches an owner
 //	    blocked in Wait.
 //	A6  Lifetime. Close waits for every request in flight. A device never

@@ -142,8 +142,10 @@ func NewVecQueue(d Device, depth int) (Queue, error) {
 }
 
 // Do runs one request synchronously on d through its Device methods: the
-// reference meaning of a queued request, and the slow path of queues.
-func Do(d Device, r *Req) error {
+// reference meaning of a queued request, and the slow path of queues. A
+// panic in them becomes the request's error, a *PanicError (A4).
+func Do(d Device, r *Req) (err error) {
+	defer RecoverInto(&err)
 	var v [1][]byte
 	v[0] = r.Buf
 	switch r.Op {

@@ -42,5 +42,11 @@
 // (bad magic, a write longer than MaxPayload, a short read) closes the
 // connection after the requests already started have finished, so the
 // device never sees half a request. A panic in a request is recovered,
-// logged and answered with EIO.
+// logged and answered with EIO: on a worker by the worker, on the queued
+// path by the device's queue (block A4, *block.PanicError; a qcow2
+// image's allocator goroutines are the exception, qcow2 Q16). A panic in
+// the queued path itself (the device queue's Submit or Wait, or the
+// owner's own code) closes the connection; the owner then drains and
+// closes the queue if it still can, so the device's later requests do
+// not wait for its requests.
 package nbd

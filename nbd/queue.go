@@ -112,18 +112,8 @@ func (p *qpath) take(r *request, payload []byte, n int64) bool {
 		if r.len == 0 {
 			return false
 		}
-		if c.structured && c.status != nil && r.flags&cmdFlagDF == 0 {
-			// A sparse read: only one that is data throughout is a
-			// single OFFSET_DATA chunk; one with a hole is answered
-			// on a worker (conn.read), and so is one whose status
-			// fails (with the error).
-			for pos, end := int64(r.off), int64(r.off)+int64(r.len); pos < end; {
-				e, err := c.extent(pos, end)
-				if err != nil || e.Zero {
-					return false
-				}
-				pos += e.Len
-			}
+		if c.structured && c.status != nil && r.flags&cmdFlagDF == 0 && !c.allData(int64(r.off), int64(r.off)+int64(r.len)) {
+			return false
 		}
 		buf = getBuf(int(r.len))
 	case cmdWrite:
@@ -152,6 +142,30 @@ func (p *qpath) take(r *request, payload []byte, n int64) bool {
 	// request or this sees it waiting (no lost wake-up).
 	if p.waiting.Load() {
 		p.q.Wake()
+	}
+	return true
+}
+
+// allData reports whether [off, end) is data throughout, so that a
+// sparse read of it is a single OFFSET_DATA chunk. A read with a hole is
+// answered on a worker (conn.read), and so is one whose status fails or
+// panics: the worker looks again and answers with the error (a panic
+// there is recovered as any worker's). The reader pays for the lookup,
+// usually of a cached table; one that must load a table delays the
+// connection's next requests by that load, which the read then finds
+// cached.
+func (c *conn) allData(off, end int64) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	for pos := off; pos < end; {
+		e, err := c.extent(pos, end)
+		if err != nil || e.Zero {
+			return false
+		}
+		pos += e.Len
 	}
 	return true
 }
@@ -283,6 +297,9 @@ func (p *qpath) write(done []*block.Req) {
 		switch {
 		case req.Err != nil:
 			code := errno(req.Err)
+			if pe, ok := errors.AsType[*block.PanicError](req.Err); ok {
+				c.srv.logf("nbd: %s: %s [%d, +%d): internal error: %v\n%s", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, pe.Value, pe.Stack)
+			}
 			c.srv.debugf("nbd: %s: %s [%d, +%d): error %d: %v", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, code, req.Err)
 			_, c.werr = c.w.Write(simpleOrChunkErr(c, r, code, req.Err.Error()))
 		case r.typ == cmdWrite:
@@ -341,16 +358,39 @@ func (p *qpath) fail(err error) {
 	p.sink()
 }
 
-// abandon ends the queued path after a panic in the queue: it is logged
-// and the connection closes. The queue is left as it is (its state is
-// unknown), and so are the buffers of its requests; with the queue still
-// open, the device may refuse to close (qcow2.ErrQueueOpen).
+// abandon ends the queued path after a panic in it (the device queue's
+// Submit or Wait, or the owner's own code): it is logged and the
+// connection closes. The requests in flight still hold what the device
+// gives them (a qcow2 image's data gate, which its discards and Close
+// wait for), so the queue is drained and closed if it still can be; if
+// that panics too, the queue and its requests' buffers are left as they
+// are, and the device may refuse to close (qcow2.ErrQueueOpen).
 func (p *qpath) abandon(x any) {
 	c := p.c
 	c.srv.logf("nbd: %s: device queue: internal error: %v\n%s", c.raw.RemoteAddr(), x, debug.Stack())
 	c.raw.Close()
-	p.drop(false)
+	closed := p.closeAfterPanic()
+	p.drop(closed)
 	p.sink()
+}
+
+// closeAfterPanic drains and closes the queue, and reports whether it
+// did without a panic and with nothing left in flight.
+func (p *qpath) closeAfterPanic() (ok bool) {
+	defer func() {
+		if x := recover(); x != nil {
+			p.c.srv.logf("nbd: %s: device queue: closing after an internal error: %v", p.c.raw.RemoteAddr(), x)
+			ok = false
+		}
+	}()
+	if err := block.Drain(p.q); err != nil || p.q.InFlight() > 0 {
+		p.c.srv.logf("nbd: %s: device queue: %d requests lost after an internal error: %v", p.c.raw.RemoteAddr(), p.q.InFlight(), err)
+		return false
+	}
+	if err := p.q.Close(); err != nil {
+		p.c.srv.logf("nbd: %s: closing the device queue: %v", p.c.raw.RemoteAddr(), err)
+	}
+	return true
 }
 
 // drop forgets the requests in slots without replies, giving their

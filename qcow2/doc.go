@@ -183,7 +183,10 @@
 //	    cluster that stays linked (subclusters of it not allocated yet,
 //	    and, when the write begins or ends inside an allocated one, bytes
 //	    of that one): a guest read of its range may then see it land, as
-//	    on a disk after a failed write.
+//	    on a disk after a failed write. A panic on the slow path's
+//	    goroutines fails its request (block A4); one in the planner or
+//	    the writer is not recovered: it may come with mu held or an
+//	    allocation half planned, and it ends the process.
 //	Q17 Buffers a queue's caller registers (RegisterBuffers,
 //	    queue_bufs.go) go to the device's queue at once and to the
 //	    allocator's before the writer's next send, when it has nothing

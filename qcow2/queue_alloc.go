@@ -473,13 +473,14 @@ func groupVec(g []*block.Req) [][]byte {
 
 // runSync runs the group g through the image's synchronous methods: one
 // request, or the group as one vector and, if that fails, request by
-// request, so each gets its own result.
+// request, so each gets its own result. A panic fails the request it
+// happened in (block A4).
 func runSync(im *Image, g []*block.Req) {
 	if len(g) == 1 {
 		g[0].Err = block.Do(im, g[0])
 		return
 	}
-	if err := im.Writev(g[0].Off, groupVec(g)); err == nil {
+	if err := writevGroup(im, g); err == nil {
 		for _, r := range g {
 			r.Err = nil
 		}
@@ -488,4 +489,10 @@ func runSync(im *Image, g []*block.Req) {
 	for _, r := range g {
 		r.Err = block.Do(im, r)
 	}
+}
+
+// writevGroup writes the group g as one vector; a panic is its error.
+func writevGroup(im *Image, g []*block.Req) (err error) {
+	defer block.RecoverInto(&err)
+	return im.Writev(g[0].Off, groupVec(g))
 }
