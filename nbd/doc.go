@@ -26,8 +26,8 @@
 // "Transmission" allows; the replies of one connection are written under
 // one lock, each reply whole. On a device with a queue of its own
 // (block.Queuer: a qcow2 image, a uring.File), READ and WRITE go through
-// one block.Queue per connection, whose owner goroutine submits them,
-// reaps them and writes their replies in batches (queue.go); the other
+// one block.Queue per connection, whose owner goroutine submits and reaps
+// them in batches, and whose replier writes their replies (queue.go); the other
 // requests, and every request on other devices, run on worker
 // goroutines. Several connections may share one export
 // (NBD_FLAG_CAN_MULTI_CONN when Export.MultiConn): FLUSH on any of them
@@ -46,7 +46,9 @@
 // path by the device's queue (block A4, *block.PanicError; a qcow2
 // image's allocator goroutines are the exception, qcow2 Q16). A panic in
 // the queued path itself (the device queue's Submit or Wait, or the
-// owner's own code) closes the connection; the owner then drains and
-// closes the queue if it still can, so the device's later requests do
-// not wait for its requests.
+// owner's own code) closes the connection; the owner then drains the
+// queue, for at most 5 s, and closes it, so the device's later requests
+// do not wait for its requests. Requests a panic leaves counted and
+// never completed stay with the queue, which stays open: a qcow2 image
+// then refuses to close, and its discards wait for them.
 package nbd

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/qring/qring/block"
 )
@@ -13,17 +15,25 @@ import (
 // (block.Queuer: a qcow2 image, a uring.File on io_uring) a connection's
 // READ and WRITE requests do not each run the synchronous path on a
 // worker goroutine: they go to one block.Queue per connection, whose
-// owner goroutine submits them in batches, reaps their completions in
-// batches and writes their replies, one flush per batch, as qemu-nbd's
-// one thread with its AIO context does. Nothing runs per request, so a
-// request is handed from goroutine to goroutine once (reader to owner)
-// instead of three or four times (reader to worker, ring leader to
+// owner goroutine submits them in batches and reaps their completions in
+// batches, as qemu-nbd's one thread with its AIO context does; a replier
+// goroutine writes the replies of each reaped batch with one flush.
+// Nothing runs per request, so a request is handed from goroutine to
+// goroutine twice per batch (reader to owner, owner to replier) instead
+// of three or four times per request (reader to worker, ring leader to
 // waiter, reply lock, budget), and the requests of a connection do not
 // wait as runnable goroutines in the Go scheduler's run queues: with a
 // goroutine per request in flight, one whose P's thread the kernel had
 // preempted (a client on the same CPUs) waited there for milliseconds,
 // which made qnbd's p99.9 on random 4 KiB reads at QD64 2.5-4x
 // qemu-nbd's (ext4 over zram, 2 vCPUs).
+//
+// The owner never waits for the client: a client slow to read its
+// replies blocks the replier, while the owner goes on reaping (block A3),
+// so the requests it completed do not hold the device (a qcow2 image's
+// data gate, which TRIM and WRITE_ZEROES on every connection wait for).
+// What the client has not read is bounded by the budget, which a reply
+// gives back only once it is written.
 //
 // What the queue does not take runs on the workers as before: FLUSH,
 // TRIM, WRITE_ZEROES, BLOCK_STATUS, CACHE, a WRITE with FUA or one that
@@ -61,13 +71,24 @@ type qpath struct {
 	waiting atomic.Bool
 	free    chan *qreq // spent qreqs for the reader to reuse
 
+	// The owner hands the requests it reaped to the replier, which
+	// writes their replies: a client slow to read them (a full socket)
+	// must not keep the owner from reaping (block A3), since a request
+	// a qcow2 image's queue has completed holds the image's data gate
+	// until it is reaped, and discards and zeroings on every connection
+	// wait for that gate. rmu guards rlist and rstop.
+	rmu   sync.Mutex
+	rlist []*qreq
+	rstop bool          // the owner is done: reply to what is left, then end
+	rsig  chan struct{} // cap 1: rlist or rstop changed
+
 	// Owner only.
 	slots []*qreq // requests submitted, by slot; nil when free
 	avail []int   // free slots
 	live  int
 	batch []*block.Req
 	out   []*block.Req
-	hdr   []byte // reply headers of one batch
+	done  []*qreq // reaped, for the replier
 }
 
 // openQueue returns the connection's queued path, or nil when the
@@ -92,12 +113,14 @@ func (c *conn) openQueue() *qpath {
 		slots: make([]*qreq, depth),
 		avail: make([]int, depth),
 		out:   make([]*block.Req, depth),
+		rsig:  make(chan struct{}, 1),
 	}
 	for i := range p.avail {
 		p.avail[i] = depth - 1 - i
 	}
-	c.wg.Add(1) // the owner: it closes the queue before the device may close
+	c.wg.Add(2) // the owner (it closes the queue before the device may close) and the replier
 	go p.run()
+	go p.replier()
 	return p
 }
 
@@ -180,6 +203,7 @@ func (p *qpath) close() { close(p.in) }
 func (p *qpath) run() {
 	c := p.c
 	defer c.wg.Done()
+	defer p.stopReplier()
 	defer func() {
 		if x := recover(); x != nil {
 			p.abandon(x)
@@ -220,7 +244,7 @@ func (p *qpath) run() {
 		}
 		n, err := p.q.Wait(p.out, atLeast)
 		p.waiting.Store(false)
-		p.reply(p.out[:n])
+		p.handOff(p.out[:n])
 		clear(p.out[:n])
 		if err != nil {
 			p.fail(err)
@@ -254,65 +278,114 @@ func (p *qpath) submit() {
 		for _, req := range p.batch {
 			req.Err = fmt.Errorf("nbd: device queue: %w", err)
 		}
-		p.reply(p.batch)
+		p.handOff(p.batch)
 	}
 	clear(p.batch)
 	p.batch = p.batch[:0]
 }
 
-// reply answers the completed requests in one write under the
-// connection's lock, flushed once, then frees them.
-func (p *qpath) reply(done []*block.Req) {
+// handOff frees the slots of the reaped requests done and hands them
+// to the replier.
+func (p *qpath) handOff(done []*block.Req) {
 	if len(done) == 0 {
 		return
 	}
-	p.write(done)
 	for _, req := range done {
 		qr := p.slots[req.User]
 		p.slots[qr.slot] = nil
 		p.avail = append(p.avail, qr.slot)
 		p.live--
-		putBuf(qr.buf)
-		*qr = qreq{}
-		select {
-		case p.free <- qr:
-		default:
-		}
-		p.c.wg.Done()
+		p.done = append(p.done, qr)
+	}
+	p.rmu.Lock()
+	p.rlist = append(p.rlist, p.done...)
+	p.rmu.Unlock()
+	clear(p.done)
+	p.done = p.done[:0]
+	kick(p.rsig)
+}
+
+// stopReplier tells the replier that nothing more comes: it replies to
+// what it has, then ends.
+func (p *qpath) stopReplier() {
+	p.rmu.Lock()
+	p.rstop = true
+	p.rmu.Unlock()
+	kick(p.rsig)
+}
+
+// kick wakes the goroutine waiting on the cap-1 channel ch, if any.
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
-// write sends the replies of done and flushes them.
-func (p *qpath) write(done []*block.Req) {
+// replier writes the replies of what the owner hands it, a batch at a
+// time, until the owner stops it.
+func (p *qpath) replier() {
+	defer p.c.wg.Done()
+	var hdr []byte
+	var list []*qreq
+	for {
+		p.rmu.Lock()
+		list, p.rlist = p.rlist, list[:0]
+		stop := p.rstop
+		p.rmu.Unlock()
+		if len(list) == 0 {
+			if stop {
+				return
+			}
+			<-p.rsig
+			continue
+		}
+		hdr = p.write(list, hdr)
+		p.release(list)
+		clear(list)
+	}
+}
+
+// write sends the replies of done, in one write under the connection's
+// lock, flushed once; hdr is scratch space, returned for reuse. A panic
+// here (a bug) is logged and closes the connection; the requests are
+// still released.
+func (p *qpath) write(done []*qreq, hdr []byte) []byte {
 	c := p.c
 	c.writers.Add(1)
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	for _, req := range done {
+	defer func() {
+		if x := recover(); x != nil {
+			c.srv.logf("nbd: %s: replying: internal error: %v\n%s", c.raw.RemoteAddr(), x, debug.Stack())
+			c.werr = fmt.Errorf("nbd: internal error: %v", x)
+			c.raw.Close()
+		}
+		c.wmu.Unlock()
+	}()
+	for _, qr := range done {
 		if c.werr != nil {
 			break
 		}
-		qr := p.slots[req.User]
-		r := &qr.r
+		r, err := &qr.r, qr.req.Err
 		switch {
-		case req.Err != nil:
-			code := errno(req.Err)
-			if pe, ok := errors.AsType[*block.PanicError](req.Err); ok {
+		case err != nil:
+			code := errno(err)
+			if pe, ok := errors.AsType[*block.PanicError](err); ok {
 				c.srv.logf("nbd: %s: %s [%d, +%d): internal error: %v\n%s", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, pe.Value, pe.Stack)
 			}
-			c.srv.debugf("nbd: %s: %s [%d, +%d): error %d: %v", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, code, req.Err)
-			_, c.werr = c.w.Write(simpleOrChunkErr(c, r, code, req.Err.Error()))
+			c.srv.debugf("nbd: %s: %s [%d, +%d): error %d: %v", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, code, err)
+			_, c.werr = c.w.Write(simpleOrChunkErr(c, r, code, err.Error()))
 		case r.typ == cmdWrite:
-			p.hdr = appendSimple(p.hdr[:0], r.cookie, 0)
-			_, c.werr = c.w.Write(p.hdr)
+			hdr = appendSimple(hdr[:0], r.cookie, 0)
+			_, c.werr = c.w.Write(hdr)
 		default:
 			if c.structured {
-				p.hdr = appendChunk(p.hdr[:0], replyFlagDone, replyOffsetData, r.cookie, 8+len(qr.buf))
-				p.hdr = appendU64(p.hdr, r.off)
+				hdr = appendChunk(hdr[:0], replyFlagDone, replyOffsetData, r.cookie, 8+len(qr.buf))
+				hdr = appendU64(hdr, r.off)
 			} else {
-				p.hdr = appendSimple(p.hdr[:0], r.cookie, 0)
+				hdr = appendSimple(hdr[:0], r.cookie, 0)
 			}
-			if _, c.werr = c.w.Write(p.hdr); c.werr == nil {
+			if _, c.werr = c.w.Write(hdr); c.werr == nil {
 				_, c.werr = c.w.Write(qr.buf)
 			}
 		}
@@ -321,10 +394,13 @@ func (p *qpath) write(done []*block.Req) {
 	// next request as soon as it has a reply must not find the reader
 	// still waiting for the slot that reply held.
 	var bytes int64
-	for _, req := range done {
-		bytes += p.slots[req.User].n
+	for _, qr := range done {
+		bytes += qr.n
 	}
 	c.budget.releaseN(len(done), bytes)
+	for _, qr := range done {
+		qr.n = 0
+	}
 	c.writers.Add(-1)
 	if c.werr == nil {
 		c.werr = c.w.Flush()
@@ -332,6 +408,24 @@ func (p *qpath) write(done []*block.Req) {
 	}
 	if c.werr != nil {
 		c.raw.Close() // the client is gone: stop the reader too
+	}
+	return hdr
+}
+
+// release frees the replied requests done: their buffers, their budget
+// if write did not give it back, and the qreqs for the reader to reuse.
+func (p *qpath) release(done []*qreq) {
+	for _, qr := range done {
+		putBuf(qr.buf)
+		if qr.n > 0 {
+			p.c.budget.release(qr.n)
+		}
+		*qr = qreq{}
+		select {
+		case p.free <- qr:
+		default:
+		}
+		p.c.wg.Done()
 	}
 }
 
@@ -343,18 +437,7 @@ func (p *qpath) fail(err error) {
 	c := p.c
 	c.srv.logf("nbd: %s: device queue: %v", c.raw.RemoteAddr(), err)
 	c.raw.Close()
-	block.Drain(p.q) // its error is the one above, or one like it
-	if n := p.q.InFlight(); n > 0 {
-		// Requests the queue never gave back: their buffers stay
-		// theirs, and the queue stays open.
-		c.srv.logf("nbd: %s: device queue: %d requests lost", c.raw.RemoteAddr(), n)
-		p.drop(false)
-	} else {
-		p.drop(true)
-		if cerr := p.q.Close(); cerr != nil {
-			c.srv.logf("nbd: %s: closing the device queue: %v", c.raw.RemoteAddr(), cerr)
-		}
-	}
+	p.drop(p.closeQueue())
 	p.sink()
 }
 
@@ -362,35 +445,68 @@ func (p *qpath) fail(err error) {
 // Submit or Wait, or the owner's own code): it is logged and the
 // connection closes. The requests in flight still hold what the device
 // gives them (a qcow2 image's data gate, which its discards and Close
-// wait for), so the queue is drained and closed if it still can be; if
-// that panics too, the queue and its requests' buffers are left as they
-// are, and the device may refuse to close (qcow2.ErrQueueOpen).
+// wait for), so the queue is drained and closed if it still can be.
 func (p *qpath) abandon(x any) {
 	c := p.c
 	c.srv.logf("nbd: %s: device queue: internal error: %v\n%s", c.raw.RemoteAddr(), x, debug.Stack())
 	c.raw.Close()
-	closed := p.closeAfterPanic()
-	p.drop(closed)
+	p.drop(p.closeQueue())
 	p.sink()
 }
 
-// closeAfterPanic drains and closes the queue, and reports whether it
-// did without a panic and with nothing left in flight.
-func (p *qpath) closeAfterPanic() (ok bool) {
+// drainLimit bounds how long the end of a failed or abandoned queued
+// path waits for the queue's requests: one a panic left counted in
+// flight never completes, and must not keep the owner, and with it
+// Server.Shutdown, forever.
+var drainLimit = 5 * time.Second
+
+// closeQueue drains the queue for at most drainLimit, dropping the
+// completions, then closes it, and reports whether it did. When requests
+// stay in flight, or draining panics, the queue and those requests'
+// buffers are left as they are: the device may then refuse to close
+// (qcow2.ErrQueueOpen), and a qcow2 image's discards wait for the data
+// gate those requests hold.
+func (p *qpath) closeQueue() (ok bool) {
+	c := p.c
 	defer func() {
 		if x := recover(); x != nil {
-			p.c.srv.logf("nbd: %s: device queue: closing after an internal error: %v", p.c.raw.RemoteAddr(), x)
+			c.srv.logf("nbd: %s: device queue: draining: internal error: %v", c.raw.RemoteAddr(), x)
 			ok = false
 		}
 	}()
-	if err := block.Drain(p.q); err != nil || p.q.InFlight() > 0 {
-		p.c.srv.logf("nbd: %s: device queue: %d requests lost after an internal error: %v", p.c.raw.RemoteAddr(), p.q.InFlight(), err)
+	if n := drainFor(p.q, drainLimit); n > 0 {
+		c.srv.logf("nbd: %s: device queue: %d requests never came back; the queue stays open", c.raw.RemoteAddr(), n)
 		return false
 	}
 	if err := p.q.Close(); err != nil {
-		p.c.srv.logf("nbd: %s: closing the device queue: %v", p.c.raw.RemoteAddr(), err)
+		c.srv.logf("nbd: %s: closing the device queue: %v", c.raw.RemoteAddr(), err)
 	}
 	return true
+}
+
+// drainFor waits on q until nothing is in flight or d has passed,
+// dropping the completions and going on past Wait errors, and returns
+// how many requests are still in flight. A timer's Wake bounds the
+// last Wait.
+func drainFor(q block.Queue, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	var out []*block.Req
+	for q.InFlight() > 0 {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if len(out) < q.InFlight() {
+			out = make([]*block.Req, q.InFlight())
+		}
+		t := time.AfterFunc(left, q.Wake)
+		_, err := q.Wait(out, 1)
+		t.Stop()
+		if err != nil {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return q.InFlight()
 }
 
 // drop forgets the requests in slots without replies, giving their
