@@ -191,13 +191,22 @@ func (c *client) connect(name string, structured bool, contexts ...string) (int6
 
 func (c *client) request(typ, flags uint16, cookie, off uint64, n uint32, payload []byte) {
 	c.t.Helper()
+	if err := c.tryRequest(typ, flags, cookie, off, n, payload); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// tryRequest is request for a test in which the server may close the
+// connection: it returns the write's error.
+func (c *client) tryRequest(typ, flags uint16, cookie, off uint64, n uint32, payload []byte) error {
 	b := binary.BigEndian.AppendUint32(nil, magicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, cookie)
 	b = binary.BigEndian.AppendUint64(b, off)
 	b = binary.BigEndian.AppendUint32(b, n)
-	c.write(append(b, payload...))
+	_, err := c.nc.Write(append(b, payload...))
+	return err
 }
 
 // chunk is one reply: a simple reply is one chunk with done set.

@@ -47,8 +47,10 @@
 // image's allocator goroutines are the exception, qcow2 Q16). A panic in
 // the queued path itself (the device queue's Submit or Wait, or the
 // owner's own code) closes the connection; the owner then drains the
-// queue, for at most 5 s, and closes it, so the device's later requests
-// do not wait for its requests. Requests a panic leaves counted and
-// never completed stay with the queue, which stays open: a qcow2 image
-// then refuses to close, and its discards wait for them.
+// queue and closes it, so the device's later requests do not wait for
+// its requests. Requests still in flight after 5 s are left to a
+// goroutine that reaps them and closes the queue after the last, and the
+// connection ends. Requests a panic leaves counted and never completed
+// keep the queue open: a qcow2 image then refuses to close, and its
+// discards wait for them.
 package nbd

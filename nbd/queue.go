@@ -455,17 +455,19 @@ func (p *qpath) abandon(x any) {
 }
 
 // drainLimit bounds how long the end of a failed or abandoned queued
-// path waits for the queue's requests: one a panic left counted in
-// flight never completes, and must not keep the owner, and with it
-// Server.Shutdown, forever.
+// path waits for the queue's requests before the connection ends: a
+// request a panic left counted in flight never completes, and must not
+// keep the owner, and with it Server.Shutdown, forever.
 var drainLimit = 5 * time.Second
 
-// closeQueue drains the queue for at most drainLimit, dropping the
-// completions, then closes it, and reports whether it did. When requests
-// stay in flight, or draining panics, the queue and those requests'
-// buffers are left as they are: the device may then refuse to close
-// (qcow2.ErrQueueOpen), and a qcow2 image's discards wait for the data
-// gate those requests hold.
+// closeQueue drains the queue, dropping the completions, and closes it;
+// it reports whether it did. Requests still in flight after drainLimit
+// may only be slow: the queue then goes to a goroutine of its own
+// (finishQueue) that goes on reaping them, so that their hold on the
+// device (a qcow2 image's data gate, which its discards wait for) ends
+// when they complete, and closes the queue after the last. Until then
+// their buffers stay theirs and the device may refuse to close
+// (qcow2.ErrQueueOpen). A panic while draining leaves the queue as it is.
 func (p *qpath) closeQueue() (ok bool) {
 	c := p.c
 	defer func() {
@@ -475,13 +477,34 @@ func (p *qpath) closeQueue() (ok bool) {
 		}
 	}()
 	if n := drainFor(p.q, drainLimit); n > 0 {
-		c.srv.logf("nbd: %s: device queue: %d requests never came back; the queue stays open", c.raw.RemoteAddr(), n)
+		c.srv.logf("nbd: %s: device queue: %d requests still in flight after %v; it closes after the last", c.raw.RemoteAddr(), n, drainLimit)
+		go finishQueue(p.q, func(f string, a ...any) { c.srv.logf("nbd: %s: "+f, append([]any{c.raw.RemoteAddr()}, a...)...) })
 		return false
 	}
 	if err := p.q.Close(); err != nil {
 		c.srv.logf("nbd: %s: closing the device queue: %v", c.raw.RemoteAddr(), err)
 	}
 	return true
+}
+
+// finishQueue becomes the owner of q (block A1) after its connection
+// ended: it reaps q's requests as they complete, however long that
+// takes, and closes q after the last. One that never completes keeps it
+// waiting, and q open, for good.
+func finishQueue(q block.Queue, logf func(string, ...any)) {
+	defer func() {
+		if x := recover(); x != nil {
+			logf("device queue: draining: internal error: %v", x)
+		}
+	}()
+	err := block.Drain(q)
+	if n := q.InFlight(); n > 0 {
+		logf("device queue: %d requests lost: %v", n, err)
+		return
+	}
+	if err := q.Close(); err != nil {
+		logf("closing the device queue: %v", err)
+	}
 }
 
 // drainFor waits on q until nothing is in flight or d has passed,

@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -261,13 +260,7 @@ func TestQueueFailure(t *testing.T) {
 			go func() {
 				// Raw writes: the server closes the connection midway.
 				for i := range 50 {
-					b := binary.BigEndian.AppendUint32(nil, magicRequest)
-					b = binary.BigEndian.AppendUint16(b, 0)
-					b = binary.BigEndian.AppendUint16(b, cmdWrite)
-					b = binary.BigEndian.AppendUint64(b, uint64(i))
-					b = binary.BigEndian.AppendUint64(b, 0)
-					b = binary.BigEndian.AppendUint32(b, 512)
-					if _, err := c.nc.Write(append(b, make([]byte, 512)...)); err != nil {
+					if c.tryRequest(cmdWrite, 0, uint64(i), 0, 512, make([]byte, 512)) != nil {
 						return
 					}
 				}
