@@ -49,8 +49,9 @@
 // owner's own code) closes the connection; the owner then drains the
 // queue and closes it, so the device's later requests do not wait for
 // its requests. Requests still in flight after 5 s are left to a
-// goroutine that reaps them and closes the queue after the last, and the
-// connection ends. Requests a panic leaves counted and never completed
+// goroutine that reaps them and closes the queue after the last (the
+// connection ends; Server.Shutdown waits for that goroutine until its
+// context ends). Requests a panic leaves counted and never completed
 // keep the queue open: a qcow2 image then refuses to close, and its
 // discards wait for them.
 package nbd

@@ -465,9 +465,10 @@ var drainLimit = 5 * time.Second
 // may only be slow: the queue then goes to a goroutine of its own
 // (finishQueue) that goes on reaping them, so that their hold on the
 // device (a qcow2 image's data gate, which its discards wait for) ends
-// when they complete, and closes the queue after the last. Until then
-// their buffers stay theirs and the device may refuse to close
-// (qcow2.ErrQueueOpen). A panic while draining leaves the queue as it is.
+// when they complete, and closes the queue after the last; Shutdown
+// waits for it until its context ends. Until then their buffers stay
+// theirs and the device may refuse to close (qcow2.ErrQueueOpen). A
+// panic while draining leaves the queue as it is.
 func (p *qpath) closeQueue() (ok bool) {
 	c := p.c
 	defer func() {
@@ -477,8 +478,12 @@ func (p *qpath) closeQueue() (ok bool) {
 		}
 	}()
 	if n := drainFor(p.q, drainLimit); n > 0 {
-		c.srv.logf("nbd: %s: device queue: %d requests still in flight after %v; it closes after the last", c.raw.RemoteAddr(), n, drainLimit)
-		go finishQueue(p.q, func(f string, a ...any) { c.srv.logf("nbd: %s: "+f, append([]any{c.raw.RemoteAddr()}, a...)...) })
+		c.srv.logf("nbd: %s: device queue: %d requests still in flight after %v; reaping them in the background", c.raw.RemoteAddr(), n, drainLimit)
+		c.srv.draining.Add(1) // before the connection ends, so before Shutdown waits
+		go func() {
+			defer c.srv.draining.Done()
+			finishQueue(p.q, func(f string, a ...any) { c.srv.logf("nbd: %s: "+f, append([]any{c.raw.RemoteAddr()}, a...)...) })
+		}()
 		return false
 	}
 	if err := p.q.Close(); err != nil {

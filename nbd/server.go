@@ -56,6 +56,7 @@ type Server struct {
 	served    int // connections that entered transmission
 	done      chan struct{}
 	wg        sync.WaitGroup
+	draining  sync.WaitGroup // device queues failed connections left to finishQueue
 	sem       chan struct{}
 }
 
@@ -229,7 +230,11 @@ func (s *Server) run(c *conn) {
 // has started (their replies are sent), then closes the connections. If
 // ctx ends first, the sockets are closed at once; Shutdown still waits
 // for the device requests already running (they cannot be cancelled) so
-// that the caller may flush and close the device when it returns.
+// that the caller may flush and close the device when it returns. The
+// one exception: requests a connection's failed device queue still had
+// in flight when the connection ended (queue.go, finishQueue) are waited
+// for only until ctx ends, since such a queue may never give them back;
+// a device may then refuse to close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.init()
@@ -251,14 +256,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-idle:
-		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.raw.Close()
+		}
+		s.mu.Unlock()
+		<-idle
+	}
+	// Every connection has ended, so no finishQueue starts any more.
+	drained := make(chan struct{})
+	go func() {
+		s.draining.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
 	case <-ctx.Done():
 	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.raw.Close()
-	}
-	s.mu.Unlock()
-	<-idle
 	return ctx.Err()
 }
