@@ -12,13 +12,7 @@ import (
 
 func revImage(t *testing.T) (*memdev.Dev, *qcow2.Image) {
 	d := memdev.New(memdev.Options{})
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := createImage(t, d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536})
 	return d, img
 }
 

@@ -62,13 +62,7 @@ func TestQueueFailReapsSlowRequests(t *testing.T) {
 	defer func(d time.Duration) { drainLimit = d }(drainLimit)
 	drainLimit = 250 * time.Millisecond
 	d := &waitFailDev{Dev: memdev.New(memdev.Options{}), delay: time.Second}
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := createImage(t, d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536})
 	if err := block.WriteAt(img, pattern(1<<20, 4), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -117,13 +111,7 @@ func (c *panicWriteConn) Write(b []byte) (int, error) {
 func TestQueueReplierPanic(t *testing.T) {
 	base := runtime.NumGoroutine()
 	d := memdev.New(memdev.Options{})
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := createImage(t, d, qcow2.CreateOptions{Size: 8 << 20, ClusterSize: 65536})
 	var logs logSink
 	srv := &Server{Exports: []*Export{{Dev: img}}, Logf: logs.logf}
 	l, err := net.Listen("unix", t.TempDir()+"/s")

@@ -28,13 +28,7 @@ func TestQueuedFlushCoversWrites(t *testing.T) {
 	for seed := range uint64(6) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		d := memdev.New(memdev.Options{})
-		if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536}); err != nil {
-			t.Fatal(err)
-		}
-		im, err := qcow2.OpenDevice(d, qcow2.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		im := createImage(t, d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536})
 		srv := &Server{Exports: []*Export{{Dev: im}}, Logf: t.Logf}
 		s := serveTest(t, srv)
 		c := dial(t, s)
@@ -114,13 +108,7 @@ func TestQueuedFlushCoversWrites(t *testing.T) {
 func TestQueuedPipelinedReadAfterWrite(t *testing.T) {
 	for _, structured := range []bool{false, true} {
 		d := memdev.New(memdev.Options{})
-		if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536, ExtendedL2: structured}); err != nil {
-			t.Fatal(err)
-		}
-		im, err := qcow2.OpenDevice(d, qcow2.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		im := createImage(t, d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536, ExtendedL2: structured})
 		srv := &Server{Exports: []*Export{{Dev: im}}, Logf: t.Logf, MaxInFlight: 32}
 		s := serveTest(t, srv)
 		c := dial(t, s)

@@ -91,13 +91,7 @@ func TestQueuedPanicIsEIO(t *testing.T) {
 // gate or its queue), and qemu-img finds it clean.
 func TestQueuedQcow2PanicIsEIO(t *testing.T) {
 	d := &armedPanicDev{Dev: memdev.New(memdev.Options{})}
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := createImage(t, d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536})
 	want := pattern(8192, 3)
 	if err := block.WriteAt(im, want, 0); err != nil {
 		t.Fatal(err)
@@ -185,13 +179,7 @@ func (q *panicWaitQueue) Wait(out []*block.Req, atLeast int) (int, error) {
 // held, and the image closes (an open queue: ErrQueueOpen).
 func TestQueueAbandonReleasesQueue(t *testing.T) {
 	d := memdev.New(memdev.Options{})
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := createImage(t, d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536})
 	if err := block.WriteAt(img, pattern(testSize/2, 4), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -280,13 +268,7 @@ func TestQueueSubmitPanicUnderQcow2(t *testing.T) {
 	defer func(d time.Duration) { drainLimit = d }(drainLimit)
 	drainLimit = 200 * time.Millisecond
 	d := &submitPanicDev{Dev: memdev.New(memdev.Options{})}
-	if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := qcow2.OpenDevice(d, qcow2.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := createImage(t, d, qcow2.CreateOptions{Size: testSize, ClusterSize: 65536})
 	if err := block.WriteAt(img, pattern(testSize/2, 4), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -325,4 +307,17 @@ func serveNoCleanup(t testing.TB, s *Server) *testServer {
 	}
 	go s.Serve(l)
 	return &testServer{s, addr}
+}
+
+// createImage creates a qcow2 image on d and opens it.
+func createImage(t testing.TB, d block.Device, o qcow2.CreateOptions) *qcow2.Image {
+	t.Helper()
+	if err := qcow2.CreateDevice(d, o); err != nil {
+		t.Fatal(err)
+	}
+	im, err := qcow2.OpenDevice(d, qcow2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
 }

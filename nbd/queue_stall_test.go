@@ -26,13 +26,7 @@ func (w workersOnly) Discard(off, n int64) error { return w.Device.(Discarder).D
 func TestQueuedSlowClientBlocksNoOtherConnection(t *testing.T) {
 	for _, queued := range []bool{false, true} {
 		d := &slowReadDev{Dev: memdev.New(memdev.Options{})}
-		if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536}); err != nil {
-			t.Fatal(err)
-		}
-		img, err := qcow2.OpenDevice(d, qcow2.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := createImage(t, d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536})
 		if err := block.WriteAt(img, pattern(32<<20, 5), 0); err != nil {
 			t.Fatal(err)
 		}

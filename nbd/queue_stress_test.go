@@ -214,13 +214,7 @@ func TestQueuedMixedStress(t *testing.T) {
 	for _, structured := range []bool{false, true} {
 		base := runtime.NumGoroutine()
 		d := memdev.New(memdev.Options{})
-		if err := qcow2.CreateDevice(d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536}); err != nil {
-			t.Fatal(err)
-		}
-		img, err := qcow2.OpenDevice(d, qcow2.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		img := createImage(t, d, qcow2.CreateOptions{Size: revSize, ClusterSize: 65536})
 		srv := &Server{Exports: []*Export{{Dev: img, Unmap: true, MultiConn: true, DetectZeroes: DetectUnmap}}, Logf: t.Logf, MaxInFlight: 16, MaxInFlightBytes: 40 << 20}
 		s := serveNoCleanup(t, srv)
 		rounds := 150
