@@ -150,6 +150,10 @@ var (
 	ErrRange = errors.New("block: offset or length out of range")
 	// ErrReadOnly: a write to a read-only device.
 	ErrReadOnly = errors.New("block: device is read-only")
+	// ErrFlushFailed: an earlier Flush failed, and writes completed
+	// before it may be lost; every later Flush fails with it (B6) until
+	// the device is reopened.
+	ErrFlushFailed = errors.New("block: an earlier flush failed; writes before it may be lost")
 )
 
 // OpError wraps a device error with the operation and range.

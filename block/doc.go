@@ -25,7 +25,12 @@
 //	    Caps().ReqFlags has both; a device without them returns
 //	    ErrNotSupported (see Caps).
 //	B6  Flush makes every write that completed before Flush was called
-//	    durable. Nothing else is promised to survive a power cut.
+//	    durable. Nothing else is promised to survive a power cut. A Flush
+//	    that fails may have lost writes for good (Linux marks the pages
+//	    whose write-back failed clean, and the next fdatasync succeeds):
+//	    a device over such storage fails every later Flush too, with
+//	    ErrFlushFailed, until it is reopened, so that no later success
+//	    vouches for writes the failure lost.
 //	B7  After Close, every method returns an error matching os.ErrClosed.
 //	B8  A device that implements Locker takes image locks QEMU honours
 //	    (QEMU's file-posix lock bytes) and drops them at Close; one that

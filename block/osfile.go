@@ -1,9 +1,11 @@
 package block
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // OSFile is a portable Device over an *os.File using ReadAt/WriteAt. It
@@ -19,6 +21,7 @@ type OSFile struct {
 	readOnly bool
 	mu       sync.RWMutex // guards closed against in-flight calls
 	closed   bool
+	lost     atomic.Pointer[error] // the first failed fsync (B6)
 }
 
 var _ Device = (*OSFile)(nil)
@@ -120,7 +123,14 @@ func (o *OSFile) Flush() error {
 	if o.readOnly {
 		return nil
 	}
-	return o.f.Sync()
+	if first := o.lost.Load(); first != nil { // B6: failures stick
+		return &OpError{Op: "flush", Err: fmt.Errorf("%w (first failure: %w)", ErrFlushFailed, *first)}
+	}
+	if err := o.f.Sync(); err != nil {
+		o.lost.CompareAndSwap(nil, &err)
+		return err
+	}
+	return nil
 }
 
 func (o *OSFile) Size() (int64, error) {

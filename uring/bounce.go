@@ -131,11 +131,11 @@ func (f *File) rmwWrite(off int64, bufs [][]byte, total int64) error {
 	size := int64(-1)
 	if padEnd > end && padEnd > f.eof.Load() {
 		// eof is only a lower bound: ask the kernel.
-		var st unix.Stat_t
-		if err := unix.Fstat(f.fd, &st); err != nil {
+		n, err := f.fileSize()
+		if err != nil {
 			return &block.OpError{Op: "write", Off: off, Len: total, Err: err}
 		}
-		size = st.Size
+		size = n
 	}
 	c := vecCursor{bufs: bufs}
 	c.step(0)

@@ -258,6 +258,21 @@
 //	    transfer did not fully reach, and every request of an SQE that
 //	    failed, finishes on the slow path alone, so each result stays
 //	    exact. Options.NoMerge turns it off as it does R8.
+//	U14 Flush failures stick (block B6): the first failed fdatasync, from
+//	    Flush or a queue's flush, is kept, and every later flush fails
+//	    with block.ErrFlushFailed wrapping it, without a new fdatasync,
+//	    until the File is reopened. Linux marks the pages whose
+//	    write-back failed clean, so the next fdatasync would succeed with
+//	    those writes lost. QEMU's file-posix sticks only without
+//	    O_DIRECT; a File sticks either way, since a failed flush of a
+//	    direct file may have lost the drive's write cache or the
+//	    filesystem's metadata for our writes, which no later flush
+//	    rewrites.
+//	U15 A block device has the size lseek finds at Open (fstat says 0), for
+//	    Size, EOF (U3) and read-modify-writes: a fixed size, so every byte
+//	    lies inside it and none is fresh to the engine. Truncate up to that
+//	    size succeeds and changes nothing; past it, it fails, as QEMU's
+//	    host_device ("cannot grow device files").
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

@@ -24,6 +24,8 @@ type File struct {
 	align     int64
 	memAlign  int
 	zeroAlign int64 // Allocate zeroing alignment: filesystem block (U2)
+	blockDev  bool  // a block device, of devSize bytes (U15)
+	devSize   int64
 
 	// wmu orders writes on a Direct file against read-modify-writes (U1):
 	// every request that modifies the file (write, fallocate) holds it
@@ -60,6 +62,10 @@ type File struct {
 	// serialises size-extending zeroing against writes past eof.
 	eof     atomic.Int64
 	eofGate sync.RWMutex
+
+	// lostFlush is the first failed fdatasync's error (U14): once set,
+	// every flush fails.
+	lostFlush atomic.Pointer[error]
 
 	// lockMu orders Lock calls; lockPerm and lockShared are the image
 	// locks held (lock.go).
@@ -170,23 +176,6 @@ func (f *File) Close() error {
 	return errors.Join(f.io.close(), unix.Close(f.fd))
 }
 
-// Flush implements block.Device: fdatasync (IORING_FSYNC_DATASYNC).
-func (f *File) Flush() error {
-	if err := f.enter(); err != nil {
-		return err
-	}
-	defer f.life.RUnlock()
-	if f.readOnly {
-		return nil
-	}
-	f.m.fsyncs.Add(1)
-	err := f.io.fdatasync()
-	if err != nil && err != block.ErrClosed {
-		return &block.OpError{Op: "flush", Err: err}
-	}
-	return err
-}
-
 // Size implements block.Device.
 func (f *File) Size() (int64, error) {
 	if err := f.enter(); err != nil {
@@ -199,11 +188,11 @@ func (f *File) Size() (int64, error) {
 		f.wmu.RLock()
 		defer f.wmu.RUnlock()
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(f.fd, &st); err != nil {
+	n, err := f.fileSize()
+	if err != nil {
 		return 0, &block.OpError{Op: "size", Err: err}
 	}
-	return st.Size, nil
+	return n, nil
 }
 
 // Truncate implements block.Device. It holds the EOF gate exclusively: the
@@ -227,6 +216,9 @@ func (f *File) Truncate(size int64) error {
 	if f.direct {
 		f.wmu.Lock()
 		defer f.wmu.Unlock()
+	}
+	if f.blockDev {
+		return f.truncateDevice(size) // U15
 	}
 	if err := unix.Ftruncate(f.fd, size); err != nil {
 		return &block.OpError{Op: "truncate", Off: size, Err: err}

@@ -4,6 +4,7 @@ package uring
 
 import (
 	"fmt"
+	"io"
 	"os"
 
 	iosys "github.com/iceber/iouring-go/syscall"
@@ -71,7 +72,14 @@ func (f *File) probe() error {
 		return &os.PathError{Op: "fstat", Path: f.path, Err: err}
 	}
 	f.zeroAlign = probeZeroAlign(f.fd, &st, f.align)
-	f.eof.Store(st.Size)
+	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		n, err := unix.Seek(f.fd, 0, io.SeekEnd) // pread/pwrite only: the offset is free
+		if err != nil {
+			return &os.PathError{Op: "lseek", Path: f.path, Err: err}
+		}
+		f.blockDev, f.devSize = true, n
+	}
+	f.eof.Store(max(st.Size, f.devSize))
 	f.media, f.mediaWhy, f.metered = detectMedia(f.fd)
 	f.allocOK.Store(true)
 	f.zeroOK.Store(true)

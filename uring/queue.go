@@ -284,6 +284,10 @@ func (q *Queue) start(req *block.Req) {
 			q.ready = append(q.ready, req)
 			return
 		}
+		if req.Err = f.flushLost(); req.Err != nil { // U14
+			q.ready = append(q.ready, req)
+			return
+		}
 		f.m.fsyncs.Add(1)
 		q.queue(req, fsyncSQE(f.fd), 0)
 		return
@@ -626,12 +630,10 @@ func (q *Queue) finish(i uint32, res int32) {
 	s.req, s.locks = nil, 0
 	q.free = append(q.free, i)
 	switch {
+	case res < 0 && req.Op == block.OpFlush:
+		req.Err = q.f.flushFailed(unix.Errno(-res)) // U14
 	case res < 0:
-		op := "flush"
-		if req.Op != block.OpFlush {
-			op = req.Op.String()
-		}
-		req.Err = &block.OpError{Op: op, Off: req.Off, Len: int64(len(req.Buf)), Err: unix.Errno(-res)}
+		req.Err = &block.OpError{Op: req.Op.String(), Off: req.Off, Len: int64(len(req.Buf)), Err: unix.Errno(-res)}
 	case req.Op != block.OpFlush && int(res) < len(req.Buf):
 		// Short (or zero, past EOF): the File finishes the rest. A write
 		// resumes from the aligned offset before (as xfer: those bytes

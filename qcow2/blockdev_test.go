@@ -1,0 +1,66 @@
+package qcow2_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
+)
+
+// TestImageOnBlockDevice: an image created on a block device full of
+// old data (as QEMU's host_device: nothing there reads as zeros) keeps
+// every byte of the guest's scattered writes and reads zeros wherever
+// the guest wrote nothing, by qemu-img compare against a raw reference,
+// and passes qemu-img check; the device's size never changes.
+func TestImageOnBlockDevice(t *testing.T) {
+	testkit.NeedQemu(t)
+	const devSize, vsize = 48 << 20, 32 << 20
+	dev := testkit.LoopDevice(t, devSize, 2*devSize)
+	junk := make([]byte, devSize)
+	for i := range junk {
+		junk[i] = byte(rand.Uint32() | 1)
+	}
+	if err := os.WriteFile(dev, junk, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, direct := range []bool{true, false} {
+		opener := qcow2.Opener(uring.Opener(uring.Options{Direct: direct}))
+		if err := qcow2.Create(dev, qcow2.CreateOptions{Size: vsize, Opener: opener}); err != nil {
+			t.Fatal(err)
+		}
+		im, err := qcow2.Open(dev, qcow2.Options{Opener: opener})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := make([]byte, vsize)
+		buf := make([]byte, 4096)
+		for range 600 {
+			off := rand.Int64N(vsize/4096) * 4096
+			for i := range buf {
+				buf[i] = byte(rand.Uint32())
+			}
+			if err := im.Writev(off, [][]byte{buf}); err != nil {
+				t.Fatal(err)
+			}
+			copy(ref[off:], buf)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+		refPath := filepath.Join(t.TempDir(), "ref.raw")
+		if err := os.WriteFile(refPath, ref, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testkit.QemuCheck(t, dev)
+		if out, _, code := testkit.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", dev, refPath); code != 0 {
+			t.Fatalf("direct=%v: qemu-img compare: %s", direct, out)
+		}
+		if st, err := os.Stat(dev); err != nil || st.Mode()&os.ModeDevice == 0 {
+			t.Fatalf("%s is no longer a device: %v", dev, err)
+		}
+	}
+}

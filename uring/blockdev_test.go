@@ -1,0 +1,49 @@
+//go:build linux
+
+package uring
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestBlockDevice (U15): on a block device, Size is the device's size
+// (fstat says 0), a Truncate up to it changes nothing and a larger one
+// is refused, as QEMU's host_device; the last block reads and writes.
+func TestBlockDevice(t *testing.T) {
+	const size = 8 << 20
+	dev := testkit.LoopDevice(t, size, 2*size)
+	for _, c := range configs() {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := Open(dev, c.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if n, err := f.Size(); err != nil || n != size {
+				t.Fatalf("Size = %d, %v; want %d", n, err, size)
+			}
+			if err := f.Truncate(size / 2); err != nil {
+				t.Fatalf("Truncate below the device size: %v", err)
+			}
+			if err := f.Truncate(size + 4096); !errors.Is(err, errCannotGrow) {
+				t.Fatalf("Truncate past the device size: %v, want refused", err)
+			}
+			if n, err := f.Size(); err != nil || n != size {
+				t.Fatalf("Size after Truncate = %d, %v; want %d", n, err, size)
+			}
+			want := bytes.Repeat([]byte{0x5a}, 4096)
+			if err := f.Writev(size-4096, [][]byte{want}); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 8192)
+			if err := f.Readv(size-4096, [][]byte{got}); err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, got, append(want, make([]byte, 4096)...), "last block, then past the end (B2)")
+		})
+	}
+}
