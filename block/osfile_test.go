@@ -1,12 +1,15 @@
 package block_test
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestOSFile_Conformance runs the conformance kit on OSFile: no Allocate
@@ -34,4 +37,28 @@ func TestOSFile_Conformance(t *testing.T) {
 			return ro
 		},
 	})
+}
+
+// TestOSFile_FlushFailureSticks (B6): after an fsync that failed (a
+// device whose write-back fails, where the kernel's next fsync would
+// succeed with the writes lost), every later Flush fails.
+func TestOSFile_FlushFailureSticks(t *testing.T) {
+	dev := testkit.LoopDevice(t, 64<<20, 1<<20)
+	f, err := block.OpenOSFile(dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := bytes.Repeat([]byte{0xa5}, 4<<20)
+	if err := f.Writev(0, [][]byte{buf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Flush(); err == nil {
+		t.Fatal("flush of 4 MiB onto a device that keeps 1 MiB succeeded")
+	}
+	for range 2 {
+		if err := f.Flush(); !errors.Is(err, block.ErrFlushFailed) {
+			t.Fatalf("flush after a failed flush: %v, want ErrFlushFailed", err)
+		}
+	}
 }

@@ -246,3 +246,30 @@ func markdownHas(t *testing.T, title string, blocks []*Block, notes []string, wa
 		}
 	}
 }
+
+// TestBuild_MachineCPU: the machine's busy CPU is summarised and divided
+// per repeat by QEMU's best's, and the tables show it only when recorded.
+func TestBuild_MachineCPU(t *testing.T) {
+	withMachine := func(r Record, m float64) Record { r.MachineS = &m; return r }
+	recs := []Record{
+		withMachine(rec("ext4", "alloc", "qbench", "1", 1, 1, 1000), 1.5),
+		withMachine(rec("ext4", "alloc", "qemu-prealloc", "1", 1, 1, 1000), 3),
+		withMachine(rec("ext4", "alloc", "qbench", "2", 1, 1, 1000), 2),
+		withMachine(rec("ext4", "alloc", "qemu-prealloc", "2", 1, 1, 1000), 2),
+	}
+	blocks := Build(recs)
+	q := blocks[0].Cells[1]
+	if q.Tool != "qbench" || q.Machine.Median != 1.75 || q.MachineVsBest.Median != 0.75 {
+		t.Fatalf("%s: machine %+v, ÷ qemu-prealloc %+v; want median 1.75 and 0.75", q.Tool, q.Machine, q.MachineVsBest)
+	}
+	var md bytes.Buffer
+	WriteMarkdown(&md, "t", blocks, nil)
+	if !strings.Contains(md.String(), "machine CPU ÷ qemu-prealloc") {
+		t.Errorf("no machine CPU column:\n%s", md.String())
+	}
+	md.Reset()
+	WriteMarkdown(&md, "t", Build([]Record{rec("ext4", "alloc", "qbench", "1", 1, 1, 1000)}), nil)
+	if strings.Contains(md.String(), "machine CPU s |") {
+		t.Errorf("machine CPU column without a recorded figure:\n%s", md.String())
+	}
+}

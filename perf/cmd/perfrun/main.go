@@ -13,6 +13,7 @@
 //	    the bytes DEV was sent to write and read during the run, from its
 //	    stat counters; --sync DIR first runs sync -f DIR after CMD, so
 //	    the file system's delayed writes (journal, metadata) are counted.
+//	    Also the machine's busy CPU seconds while CMD ran (/proc/stat).
 //	perfrun machine [--dev NAME=DIR]...          machine info as JSON
 //	perfrun seed-table --in runs.jsonl --outdir DIR [--machine m.json] [--title T]
 //	perfrun vs-qemu    --in runs.jsonl --outdir DIR [--machine m.json]
@@ -44,6 +45,11 @@ type Record struct {
 	WallS   float64           `json:"wall_s"`  // the whole command
 	UserS   float64           `json:"user_s"`
 	SysS    float64           `json:"sys_s"`
+	// MachineS is the CPU seconds the whole machine spent busy while the
+	// command ran (/proc/stat, busy.go): its own CPU plus the kernel
+	// work it caused elsewhere, and anything else running; absent when
+	// /proc/stat cannot be read.
+	MachineS *float64 `json:"machine_s,omitempty"`
 	// ModelS is a latency-model run's sum of modelled costs (latdev).
 	ModelS float64 `json:"model_s,omitempty"`
 	// DevWriteB and DevReadB are the bytes the --blockdev device was
@@ -141,9 +147,14 @@ done:
 		}
 		st0 = readBlockStat(blockdev)
 	}
+	busy0, busyOK := machineBusy()
 	t0 := time.Now()
 	err := cmd.Run()
 	rec.WallS = time.Since(t0).Seconds()
+	if busy1, ok := machineBusy(); ok && busyOK {
+		m := busy1 - busy0
+		rec.MachineS = &m
+	}
 	if blockdev != "" {
 		if syncDir != "" {
 			syncFS(syncDir)

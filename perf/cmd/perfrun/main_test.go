@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestFioSeconds(t *testing.T) {
 	for _, tc := range []struct {
@@ -19,5 +22,20 @@ func TestFioSeconds(t *testing.T) {
 		if got != tc.want || ok != tc.ok || ok != (js != nil) {
 			t.Errorf("%s: fioSeconds = %v, %t (json %d bytes), want %v, %t", tc.name, got, ok, len(js), tc.want, tc.ok)
 		}
+	}
+}
+
+// TestMachineBusy: /proc/stat is read, and a goroutine spinning on a CPU
+// shows up in the machine's busy time.
+func TestMachineBusy(t *testing.T) {
+	b0, ok := machineBusy()
+	if !ok {
+		t.Fatal("/proc/stat not read")
+	}
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	b1, ok := machineBusy()
+	if !ok || b1-b0 < 0.1 {
+		t.Fatalf("busy %.2f s -> %.2f s over 0.3 s of spinning (ok %v)", b0, b1, ok)
 	}
 }
