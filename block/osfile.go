@@ -1,6 +1,7 @@
 package block
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,7 @@ type OSFile struct {
 	mu       sync.RWMutex // guards closed against in-flight calls
 	closed   bool
 	lost     atomic.Pointer[error] // the first failed fsync (B6)
+	syncMu   sync.Mutex            // serialises fsync
 }
 
 var _ Device = (*OSFile)(nil)
@@ -123,6 +125,10 @@ func (o *OSFile) Flush() error {
 	if o.readOnly {
 		return nil
 	}
+	// One fsync at a time: the kernel reports a write-back error to one
+	// of several concurrent calls, and a flush waiting here must see it.
+	o.syncMu.Lock()
+	defer o.syncMu.Unlock()
 	if first := o.lost.Load(); first != nil { // B6: failures stick
 		return &OpError{Op: "flush", Err: fmt.Errorf("%w (first failure: %w)", ErrFlushFailed, *first)}
 	}
@@ -138,18 +144,38 @@ func (o *OSFile) Size() (int64, error) {
 		return 0, err
 	}
 	defer o.mu.RUnlock()
+	return o.size()
+}
+
+// size is the file's size, or a block device's (whose stat says 0): the
+// end a seek finds, the offset being free since every request says its
+// own.
+func (o *OSFile) size() (int64, error) {
 	st, err := o.f.Stat()
 	if err != nil {
 		return 0, err
 	}
-	return st.Size(), nil
+	if st.Mode()&os.ModeDevice == 0 {
+		return st.Size(), nil
+	}
+	return o.f.Seek(0, io.SeekEnd)
 }
 
+// Truncate changes a file's size. A block device keeps its own, as
+// QEMU's host_device: a size up to it changes nothing, a larger one is
+// refused.
 func (o *OSFile) Truncate(size int64) error {
 	if err := o.enterWrite(size, 0); err != nil { // ErrRange if size < 0
 		return err
 	}
 	defer o.mu.RUnlock()
+	if st, err := o.f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		n, err := o.size()
+		if err == nil && size > n {
+			err = &OpError{Op: "truncate", Off: size, Err: errors.New("cannot grow a block device")}
+		}
+		return err
+	}
 	return o.f.Truncate(size)
 }
 

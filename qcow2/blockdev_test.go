@@ -36,6 +36,7 @@ func TestImageOnBlockDevice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { im.Close() }) // before the device is detached, on any exit
 		ref := make([]byte, vsize)
 		buf := make([]byte, 4096)
 		for range 600 {
@@ -63,4 +64,33 @@ func TestImageOnBlockDevice(t *testing.T) {
 			t.Fatalf("%s is no longer a device: %v", dev, err)
 		}
 	}
+}
+
+// TestCreateOnBlockDevice_DefaultOpener: the library's default device
+// (block.OSFile) sees a block device's size too, and a Create that fails
+// there leaves the node in place (it used to remove the path).
+func TestCreateOnBlockDevice_DefaultOpener(t *testing.T) {
+	testkit.NeedQemu(t)
+	dev := testkit.LoopDevice(t, 1<<20, 2<<20)
+	if err := qcow2.Create(dev, qcow2.CreateOptions{Size: 100 << 40}); err == nil {
+		t.Fatal("a 100 TiB image (a 1.6 MiB L1 table) on a 1 MiB device: created")
+	}
+	if _, err := os.Stat(dev); err != nil {
+		t.Fatalf("after a failed Create: %v", err)
+	}
+	if err := qcow2.Create(dev, qcow2.CreateOptions{Size: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := qcow2.Open(dev, qcow2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { im.Close() })
+	if err := im.Writev(1<<20, [][]byte{make([]byte, 4096)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, dev)
 }

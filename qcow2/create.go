@@ -74,7 +74,9 @@ func (o *CreateOptions) normalize() error {
 
 // Create makes a new qcow2 image at path. An existing file is
 // overwritten, but only once its write lock is held (lock.go): an image
-// another process uses is refused and left untouched.
+// another process uses is refused and left untouched. On a block device
+// the image has the device's size. A failed Create removes path only if
+// it created it.
 func Create(path string, o CreateOptions) error {
 	if err := o.normalize(); err != nil {
 		return err
@@ -114,7 +116,9 @@ func Create(path string, o CreateOptions) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
+		if created { // never a file that was there, nor a device node
+			os.Remove(path)
+		}
 		return err
 	}
 	if o.Preallocation != PreallocOff {

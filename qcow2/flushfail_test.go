@@ -38,6 +38,7 @@ func TestFlushFailureSticksThroughImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { im.Close() }) // before the device is detached, on any exit
 	buf := make([]byte, 4<<20)
 	for i := range buf {
 		buf[i] = byte(rand.Uint32() | 1)

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
 // TestBlockDevice (U15): on a block device, Size is the device's size
@@ -44,6 +46,21 @@ func TestBlockDevice(t *testing.T) {
 				t.Fatal(err)
 			}
 			testkit.MustEqual(t, got, append(want, make([]byte, 4096)...), "last block, then past the end (B2)")
+			// Zeroing past the end is ENOSPC, not a refused mode: the
+			// File still zeroes efficiently after it (U15, U2).
+			err = f.WriteZeroes(size-64<<10, 128<<10, block.Allocate)
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("zeroing past the device's end: %v, want ENOSPC", err)
+			}
+			if err := f.Writev(size, [][]byte{want}); !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("writing past the device's end: %v, want ENOSPC", err)
+			}
+			if f.Caps().ZeroFlags&block.Allocate == 0 {
+				t.Fatal("Allocate dropped from Caps after a zeroing past the end")
+			}
+			if err := f.WriteZeroes(0, 64<<10, block.Allocate); err != nil {
+				t.Fatalf("zeroing inside the device after one past its end: %v", err)
+			}
 		})
 	}
 }

@@ -232,8 +232,8 @@
 //	    must never block on them (A3); a Try that fails sends the request
 //	    the slow way. The rest, and the remainder of a short transfer,
 //	    run through File's own readv/writev on a goroutine (A4);
-//	    -EAGAIN/-EINTR resubmit (R6). Flush is IORING_OP_FSYNC
-//	    (DATASYNC). A zeroing always runs File's own WriteZeroes path
+//	    -EAGAIN/-EINTR resubmit (R6). A flush always runs File's own
+//	    Flush on a goroutine (U14: it may wait for another). A zeroing always runs File's own WriteZeroes path
 //	    on a goroutine: an extending fallocate waits for eofGate, and
 //	    without Allocate a refused fallocate, or the partial blocks at
 //	    the edges of an O_DIRECT range, become writes of zeros (a
@@ -261,7 +261,10 @@
 //	U14 Flush failures stick (block B6): the first failed fdatasync, from
 //	    Flush or a queue's flush, is kept, and every later flush fails
 //	    with block.ErrFlushFailed wrapping it, without a new fdatasync,
-//	    until the File is reopened. Linux marks the pages whose
+//	    until the File is reopened. fdatasync calls are serialised (as
+//	    QEMU serialises flushes): the kernel reports a write-back error
+//	    to one of several concurrent calls on a descriptor, and the
+//	    others would return success before the failure was recorded. Linux marks the pages whose
 //	    write-back failed clean, so the next fdatasync would succeed with
 //	    those writes lost. QEMU's file-posix sticks only without
 //	    O_DIRECT; a File sticks either way, since a failed flush of a
@@ -272,7 +275,9 @@
 //	    Size, EOF (U3) and read-modify-writes: a fixed size, so every byte
 //	    lies inside it and none is fresh to the engine. Truncate up to that
 //	    size succeeds and changes nothing; past it, it fails, as QEMU's
-//	    host_device ("cannot grow device files").
+//	    host_device ("cannot grow device files"). A write or zeroing
+//	    past the end fails with ENOSPC before reaching the kernel, whose
+//	    EINVAL from fallocate would read as a refused mode (U2).
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

@@ -64,8 +64,10 @@ type File struct {
 	eofGate sync.RWMutex
 
 	// lostFlush is the first failed fdatasync's error (U14): once set,
-	// every flush fails.
+	// every flush fails. flushMu serialises fdatasync calls, so that a
+	// flush waiting for another sees its failure.
 	lostFlush atomic.Pointer[error]
+	flushMu   sync.Mutex
 
 	// lockMu orders Lock calls; lockPerm and lockShared are the image
 	// locks held (lock.go).
@@ -160,7 +162,11 @@ func (f *File) checkWrite(off, n int64, zflags block.Flags) error {
 	if f.readOnly {
 		return block.ErrReadOnly
 	}
-	return nil
+	op := "write"
+	if zflags != 0 {
+		op = "write_zeroes"
+	}
+	return f.checkDevice(op, off, n)
 }
 
 // Close implements block.Device: it waits for requests in flight (they

@@ -13,9 +13,19 @@ func (f *File) Flush() error {
 		return err
 	}
 	defer f.life.RUnlock()
+	return f.flush()
+}
+
+// flush is Flush on a File entered, or held open by a queue (U12). One
+// fdatasync at a time (U14): the kernel reports a write-back error to
+// one of several concurrent calls, and the others would succeed before
+// the failure is recorded.
+func (f *File) flush() error {
 	if f.readOnly {
 		return nil
 	}
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
 	if err := f.flushLost(); err != nil {
 		return err
 	}
@@ -28,7 +38,8 @@ func (f *File) Flush() error {
 }
 
 // flushFailed records a failed fdatasync, the first one kept (U14), and
-// returns the error for the request that saw it.
+// returns the error for the request that saw it. Called with flushMu
+// held.
 func (f *File) flushFailed(errno error) error {
 	f.lostFlush.CompareAndSwap(nil, &errno)
 	return &block.OpError{Op: "flush", Err: errno}

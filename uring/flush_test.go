@@ -5,6 +5,7 @@ package uring
 import (
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -99,4 +100,34 @@ func queuedFlush(t *testing.T, f *File) error {
 		t.Fatalf("wait: %d, %v", n, err)
 	}
 	return out[0].Err
+}
+
+// TestConcurrentFlushesAllFail (U14): the kernel reports a write-back
+// error to one of several concurrent fdatasync calls; flushes are
+// serialised, so every flush that was running or waiting fails, through
+// the File and through queues.
+func TestConcurrentFlushesAllFail(t *testing.T) {
+	for _, c := range []config{{"ring", Options{Backend: Ring}}, {"threads", Options{Backend: Threads}}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := failedFlushFile(t, c.opt)
+			const n = 8
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					if i%2 == 0 {
+						errs[i] = f.Flush()
+					} else {
+						errs[i] = queuedFlush(t, f)
+					}
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if !errors.Is(err, unix.EIO) {
+					t.Errorf("flush %d of %d concurrent ones after lost writes: %v, want EIO", i, n, err)
+				}
+			}
+		})
+	}
 }

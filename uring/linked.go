@@ -15,6 +15,9 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 	if err := block.CheckRange(zoff, zn); err != nil {
 		return err
 	}
+	if err := f.checkDevice("write_zeroes", zoff, zn); err != nil {
+		return err
+	}
 	if err := f.enterWrite(woff, total, zflags); err != nil {
 		return err
 	}

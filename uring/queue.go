@@ -280,16 +280,10 @@ func (q *Queue) start(req *block.Req) {
 	n := int64(len(req.Buf))
 	switch req.Op {
 	case block.OpFlush:
-		if f.readOnly {
-			q.ready = append(q.ready, req)
-			return
-		}
-		if req.Err = f.flushLost(); req.Err != nil { // U14
-			q.ready = append(q.ready, req)
-			return
-		}
-		f.m.fsyncs.Add(1)
-		q.queue(req, fsyncSQE(f.fd), 0)
+		// File's own flush, on the slow path (A4): fdatasync calls are
+		// serialised and their failures stick (U14), so a flush may wait
+		// for another, which the owner must not.
+		q.goSlow(req, 0)
 		return
 	case block.OpWriteZeroes:
 		// fallocate, or zeros written when it is refused (U2): always
@@ -571,8 +565,6 @@ func (q *Queue) complete(ud uint64, res int32) {
 		q.f.m.eagain.Add(1)
 		var e sqe
 		switch {
-		case req.Op == block.OpFlush:
-			e = fsyncSQE(q.f.fd)
 		case len(s.riders) > 0:
 			e = vecSQE(req.Op == block.OpWrite, int32(q.f.fd), req.Off, s.iov)
 		default:
@@ -630,11 +622,9 @@ func (q *Queue) finish(i uint32, res int32) {
 	s.req, s.locks = nil, 0
 	q.free = append(q.free, i)
 	switch {
-	case res < 0 && req.Op == block.OpFlush:
-		req.Err = q.f.flushFailed(unix.Errno(-res)) // U14
 	case res < 0:
 		req.Err = &block.OpError{Op: req.Op.String(), Off: req.Off, Len: int64(len(req.Buf)), Err: unix.Errno(-res)}
-	case req.Op != block.OpFlush && int(res) < len(req.Buf):
+	case int(res) < len(req.Buf):
 		// Short (or zero, past EOF): the File finishes the rest. A write
 		// resumes from the aligned offset before (as xfer: those bytes
 		// are ours), so the rest needs no read-modify-write.
@@ -680,6 +670,8 @@ func (q *Queue) goSlow(req *block.Req, done int) {
 			err = f.writev(off, bufs, int64(len(bufs[0])))
 		case block.OpWriteZeroes:
 			err = f.zeroes(req.Off, req.Len, req.Flags)
+		case block.OpFlush:
+			err = f.flush()
 		}
 		req.Err = err
 		q.done.Put(req)

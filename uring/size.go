@@ -19,6 +19,17 @@ func (f *File) fileSize() (int64, error) {
 	return st.Size, nil
 }
 
+// checkDevice refuses a write or zeroing reaching past a block device's
+// end with ENOSPC (U15), before the kernel sees it: fallocate would say
+// EINVAL, which means "mode not supported" for every other file and
+// would turn zeroing off for good (U2).
+func (f *File) checkDevice(op string, off, n int64) error {
+	if f.blockDev && off+n > f.devSize {
+		return &block.OpError{Op: op, Off: off, Len: n, Err: unix.ENOSPC}
+	}
+	return nil
+}
+
 var errCannotGrow = errors.New("cannot grow a block device")
 
 // truncateDevice is Truncate on a block device, as QEMU's host_device:

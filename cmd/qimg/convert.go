@@ -143,7 +143,12 @@ func runConvert(e *env, args []string) int {
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
 	}
+	_, statErr := os.Stat(out)
+	created := os.IsNotExist(statErr) // a failure removes only what it made
 	if err := doCreate(req); err != nil {
+		if created {
+			os.Remove(out)
+		}
 		return e.errorf(1, "%s: %v", out, err)
 	}
 	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: o.get("t", ""),
@@ -160,7 +165,15 @@ func runConvert(e *env, args []string) int {
 	} else if o.has("c") {
 		err = convertCompressed(src, dst.Image, progress)
 	} else {
-		err = convertImage(src, dst.Dev, sparse, progress)
+		if ofmt == "raw" && isBlockDevice(out) {
+			// convertImage skips what reads as zeros in the source, so
+			// the output must read as zeros first; a device holds old
+			// data (QEMU: no zero-init on host_device).
+			err = dst.Dev.WriteZeroes(0, src.size, block.MayUnmap)
+		}
+		if err == nil {
+			err = convertImage(src, dst.Dev, sparse, progress)
+		}
 	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
@@ -169,7 +182,9 @@ func runConvert(e *env, args []string) int {
 		fmt.Fprintln(e.stdout)
 	}
 	if err != nil {
-		os.Remove(out)
+		if created {
+			os.Remove(out)
+		}
 		return e.errorf(1, "%v", err)
 	}
 	return 0
@@ -188,4 +203,10 @@ func progressPrinter(w io.Writer) func(done, total int64) {
 			last = pct
 		}
 	}
+}
+
+// isBlockDevice reports whether path is a block device.
+func isBlockDevice(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 }

@@ -123,7 +123,14 @@ func doResize(r *resizeRequest) error {
 	if err != nil || img.Image != nil {
 		return err
 	}
-	// Raw: the file is the image.
+	// Raw: the file is the image. A block device keeps its size (QEMU's
+	// host_device: an exact resize to another size is refused).
+	if isBlockDevice(r.path) {
+		if size != cur {
+			return errors.New("Cannot resize device files")
+		}
+		return nil
+	}
 	if err := os.Truncate(r.path, size); err != nil {
 		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
 	}
