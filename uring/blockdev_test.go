@@ -64,3 +64,54 @@ func TestBlockDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestBlockDeviceGrows (U15): a device grown while a File is open (an
+// LVM or loop resize) is seen: Size reports the new size and a write past
+// the old end lands, as QEMU's host_device reads its length each time.
+func TestBlockDeviceGrows(t *testing.T) {
+	dev := testkit.LoopDevice(t, 4<<20, 32<<20)
+	f, err := Open(dev, Options{Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	testkit.GrowLoopDevice(t, dev, 8<<20)
+	want := bytes.Repeat([]byte{0x3c}, 4096)
+	if err := f.Writev(5<<20, [][]byte{want}); err != nil {
+		t.Fatalf("write past the old end of a grown device: %v", err)
+	}
+	if n, err := f.Size(); err != nil || n != 8<<20 {
+		t.Fatalf("Size after growth = %d, %v; want %d", n, err, 8<<20)
+	}
+}
+
+// TestBlockDeviceMisalignedZeroing (U15, U2): a buffered zeroing that is
+// not whole sectors fallocates the sectors inside and writes zeros at the
+// edges; the kernel's EINVAL for a misaligned fallocate must not turn
+// hole punching off for the open.
+func TestBlockDeviceMisalignedZeroing(t *testing.T) {
+	const size = 8 << 20
+	dev := testkit.LoopDevice(t, size, 2*size)
+	f, err := Open(dev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	junk := bytes.Repeat([]byte{0xee}, 2<<20)
+	if err := f.Writev(0, [][]byte{junk}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteZeroes(100, 1<<20+1000, block.MayUnmap); err != nil {
+		t.Fatal(err)
+	}
+	if !f.punchOK.Load() || !f.zeroOK.Load() {
+		t.Fatalf("a misaligned zeroing turned fallocate off (punch %v, zero range %v)", f.punchOK.Load(), f.zeroOK.Load())
+	}
+	got := make([]byte, 2<<20)
+	if err := f.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(junk)
+	clear(want[100 : 100+1<<20+1000])
+	testkit.MustEqual(t, got, want, "after zeroing [100, +1 MiB+1000)")
+}

@@ -271,13 +271,17 @@
 //	    direct file may have lost the drive's write cache or the
 //	    filesystem's metadata for our writes, which no later flush
 //	    rewrites.
-//	U15 A block device has the size lseek finds at Open (fstat says 0), for
-//	    Size, EOF (U3) and read-modify-writes: a fixed size, so every byte
-//	    lies inside it and none is fresh to the engine. Truncate up to that
-//	    size succeeds and changes nothing; past it, it fails, as QEMU's
-//	    host_device ("cannot grow device files"). A write or zeroing
-//	    past the end fails with ENOSPC before reaching the kernel, whose
-//	    EINVAL from fallocate would read as a refused mode (U2).
+//	U15 A block device's size is what lseek finds (fstat says 0), asked
+//	    again by Size and before refusing a request past the end, so a
+//	    device grown under an open File is seen (QEMU's host_device reads
+//	    its length each time); every byte lies inside it and none is
+//	    fresh to the engine. Truncate up to that size succeeds and
+//	    changes nothing; past it, it fails, as QEMU's host_device
+//	    ("Cannot grow device files"). A write or zeroing past the end
+//	    fails with ENOSPC before reaching the kernel, and a zeroing that
+//	    is not whole logical sectors fallocates the sectors inside and
+//	    writes zeros at the edges: the kernel's EINVAL for either would
+//	    read as a refused mode (U2).
 //
 // io_uring availability is probed once per process (ProbeRing, sync.Once,
 // IORING_REGISTER_PROBE). With Backend Auto a File falls back to Threads

@@ -23,9 +23,9 @@ type File struct {
 	direct    bool
 	align     int64
 	memAlign  int
-	zeroAlign int64 // Allocate zeroing alignment: filesystem block (U2)
-	blockDev  bool  // a block device, of devSize bytes (U15)
-	devSize   int64
+	zeroAlign int64        // Allocate zeroing alignment: filesystem block (U2)
+	blockDev  bool         // a block device, of devSize bytes (U15)
+	devSize   atomic.Int64 // as last found: a device may grow (U15)
 
 	// wmu orders writes on a Direct file against read-modify-writes (U1):
 	// every request that modifies the file (write, fallocate) holds it

@@ -77,9 +77,10 @@ func (f *File) probe() error {
 		if err != nil {
 			return &os.PathError{Op: "lseek", Path: f.path, Err: err}
 		}
-		f.blockDev, f.devSize = true, n
+		f.blockDev = true
+		f.devSize.Store(n)
 	}
-	f.eof.Store(max(st.Size, f.devSize))
+	f.eof.Store(max(st.Size, f.devSize.Load()))
 	f.media, f.mediaWhy, f.metered = detectMedia(f.fd)
 	f.allocOK.Store(true)
 	f.zeroOK.Store(true)

@@ -154,8 +154,10 @@ func (f *File) unlockEOF(held bool) {
 // and ZERO_RANGE are never combined in one call. On a Direct file only
 // whole filesystem blocks are fallocated; partial ones at the edges get
 // zero buffers (U2): the filesystem would zero them in the page cache.
+// A block device takes whole logical sectors only (EINVAL otherwise,
+// which must not read as a refused mode), so it is split the same way.
 func (f *File) writeZeroes(off, n int64, flags block.Flags) error {
-	if f.direct && !block.Aligned(off, n, f.zeroAlign) {
+	if (f.direct || f.blockDev) && !block.Aligned(off, n, f.zeroAlign) {
 		s, e := alignUp(off, f.zeroAlign), alignDown(off+n, f.zeroAlign)
 		if s >= e {
 			return f.zeroBufs(off, n)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -83,4 +84,42 @@ func TestResizeRawBlockDevice(t *testing.T) {
 			t.Errorf("resize %v: qimg says %q, qemu-img %q", args, ours, qerr)
 		}
 	}
+}
+
+// TestCreateRawOnBlockDevice_ClearsOldFormat: create -f raw on a device
+// that held a qcow2 image zeroes the first sector, as qemu-img does, so
+// the device probes as raw and not as the old image.
+func TestCreateRawOnBlockDevice_ClearsOldFormat(t *testing.T) {
+	testkit.NeedQemu(t)
+	dev := junkDevice(t, 16<<20)
+	mustQ(t, "create", "-f", "qcow2", dev, "8M")
+	mustQ(t, "create", "-f", "raw", dev, "16M")
+	out := testkit.MustRun(t, "qemu-img", "info", dev)
+	if !strings.Contains(out, "file format: raw") {
+		t.Fatalf("after create -f raw over a qcow2 image, qemu-img info says:\n%s", out)
+	}
+}
+
+// TestConvertOddRawOntoBlockDevice: a raw source whose size is not whole
+// sectors, converted raw onto a device with old data, reads back with
+// zeros up to the end of its last sector, as qemu-img leaves it.
+func TestConvertOddRawOntoBlockDevice(t *testing.T) {
+	dir := qemuDir(t)
+	src := filepath.Join(dir, "odd.raw")
+	data := bytes.Repeat([]byte{0x42}, 1000)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := junkDevice(t, 1<<20)
+	mustQ(t, "convert", "-f", "raw", "-O", "raw", src, dev)
+	got := make([]byte, 1024)
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, got, append(data, make([]byte, 24)...), "the device's first sectors after the convert")
 }

@@ -169,7 +169,11 @@ func runConvert(e *env, args []string) int {
 			// convertImage skips what reads as zeros in the source, so
 			// the output must read as zeros first; a device holds old
 			// data (QEMU: no zero-init on host_device).
-			err = dst.Dev.WriteZeroes(0, src.size, block.MayUnmap)
+			// Whole sectors, as QEMU sees the image's end.
+			var n int64
+			if n, err = dst.Dev.Size(); err == nil {
+				err = dst.Dev.WriteZeroes(0, min(roundUp(src.size, 512), n), block.MayUnmap)
+			}
 		}
 		if err == nil {
 			err = convertImage(src, dst.Dev, sparse, progress)

@@ -213,6 +213,11 @@ func createRaw(path string, size int64) error {
 	if err == nil {
 		err = f.Truncate((size + 511) &^ 511)
 	}
+	if err == nil && isBlockDevice(path) {
+		// A device keeps its old bytes: zero the first sector, as
+		// qemu-img does, so no old format is found there.
+		err = f.WriteZeroes(0, min(size, 512), 0)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

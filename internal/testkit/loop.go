@@ -5,10 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // LoopDevice returns a loop block device of size bytes, backed by a
@@ -17,78 +18,118 @@ import (
 // back, so a buffered write succeeds, the fdatasync after it fails with
 // EIO, and the fdatasync after that succeeds with the data lost. It
 // needs root, tmpfs and loop devices; without them t skips (fails in CI,
-// Missing). At t's cleanup the device is detached and the tmpfs
-// unmounted; whatever still holds the device open must be closed by an
-// earlier cleanup (t.Cleanup runs last-registered first).
+// Missing).
+//
+// Nothing outlives the test process, even killed: the device is
+// attached with auto-clear and held open by the fixture (the kernel
+// detaches it at the last close), and the tmpfs is unmounted lazily as
+// soon as the device holds its file. At t's cleanup the fixture lets go
+// and waits for the detach; whatever else holds the device open must be
+// closed by an earlier cleanup (t.Cleanup runs last-registered first).
 func LoopDevice(t testing.TB, size, room int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (tmpfs mount and a loop device)")
 	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		Missing(t, "losetup not installed")
-	}
 	dir, err := os.MkdirTemp("", "qring-loop-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(dir) })
+	defer os.Remove(dir)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", room), "tmpfs", dir).CombinedOutput(); err != nil {
 		Missing(t, fmt.Sprintf("mount tmpfs: %v: %s", err, out))
 	}
-	t.Cleanup(func() { unmount(t, dir) })
-	back := filepath.Join(dir, "back")
-	f, err := os.Create(back)
-	if err == nil {
-		err = f.Truncate(size)
-		f.Close()
-	}
+	defer unix.Unmount(dir, unix.MNT_DETACH) // the loop device keeps the file
+	back, err := os.OpenFile(filepath.Join(dir, "back"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", back).CombinedOutput()
-	if err != nil {
-		Missing(t, fmt.Sprintf("losetup: %v: %s", err, out))
-	}
-	dev := strings.TrimSpace(string(out))
-	var st syscall.Stat_t
-	if err := syscall.Stat(dev, &st); err != nil {
+	if err := back.Truncate(size); err != nil {
+		back.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { detach(t, dev, st.Rdev) })
+	dev, lfd, err := attachLoop(back)
+	if err != nil {
+		back.Close()
+		Missing(t, fmt.Sprintf("loop device: %v", err))
+	}
+	loops.Store(dev, loopDev{fd: lfd, back: back})
+	t.Cleanup(func() {
+		loops.Delete(dev)
+		back.Close()
+		unix.Close(lfd) // the last close detaches it (auto-clear)
+		waitDetached(t, dev)
+	})
 	return dev
 }
 
-// detach detaches the loop device dev (device number rdev), making its
-// node again first if something removed it, and waits until the kernel
-// has let go of the backing file (a detach while the device is open
-// only happens at its last close).
-func detach(t testing.TB, dev string, rdev uint64) {
-	if _, err := os.Stat(dev); os.IsNotExist(err) {
-		if err := syscall.Mknod(dev, syscall.S_IFBLK|0o660, int(rdev)); err != nil {
-			t.Errorf("loop device %s was removed and cannot be made again: %v", dev, err)
-			return
+// GrowLoopDevice resizes a LoopDevice to size bytes, as an LVM or loop
+// resize grows a disk under a running program.
+func GrowLoopDevice(t testing.TB, dev string, size int64) {
+	t.Helper()
+	v, ok := loops.Load(dev)
+	if !ok {
+		t.Fatalf("%s is no LoopDevice of this test", dev)
+	}
+	l := v.(loopDev)
+	if err := l.back.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(l.fd), unix.LOOP_SET_CAPACITY, 0); e != 0 {
+		t.Fatalf("LOOP_SET_CAPACITY %s: %v", dev, e)
+	}
+}
+
+type loopDev struct {
+	fd   int
+	back *os.File
+}
+
+var loops sync.Map // device path -> loopDev
+
+// attachLoop attaches back to a free loop device with auto-clear
+// (LOOP_CONFIGURE) and returns the device's path and a descriptor that
+// keeps it attached.
+func attachLoop(back *os.File) (string, int, error) {
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, err
+	}
+	defer unix.Close(ctl)
+	for tries := 0; ; tries++ {
+		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", -1, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+		}
+		dev := fmt.Sprintf("/dev/loop%d", n)
+		if _, err := os.Stat(dev); os.IsNotExist(err) {
+			unix.Mknod(dev, unix.S_IFBLK|0o660, int(unix.Mkdev(7, uint32(n))))
+		}
+		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", -1, err
+		}
+		cfg := unix.LoopConfig{Fd: uint32(back.Fd())}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:], back.Name())
+		err = unix.IoctlLoopConfigure(fd, &cfg)
+		if err == nil {
+			return dev, fd, nil
+		}
+		unix.Close(fd)
+		if err != unix.EBUSY || tries == 20 { // EBUSY: another test took it first
+			return "", -1, fmt.Errorf("LOOP_CONFIGURE %s: %w", dev, err)
 		}
 	}
-	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-		t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		return
-	}
+}
+
+// waitDetached waits until the kernel has let go of dev's backing file.
+func waitDetached(t testing.TB, dev string) {
 	backing := filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(backing); os.IsNotExist(err) {
 			return
 		}
 	}
-	t.Errorf("%s still attached 5 s after losetup -d: something holds it open", dev)
-}
-
-// unmount unmounts dir, lazily if it is still busy.
-func unmount(t testing.TB, dir string) {
-	if err := exec.Command("umount", dir).Run(); err == nil {
-		return
-	}
-	if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-		t.Errorf("umount -l %s: %v: %s", dir, err, out)
-	}
+	t.Errorf("%s still attached 5 s after the test let go: something holds it open", dev)
 }
