@@ -9,7 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
-	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 )
 
 // TestOSFile_Conformance runs the conformance kit on OSFile: no Allocate
@@ -43,7 +43,7 @@ func TestOSFile_Conformance(t *testing.T) {
 // device whose write-back fails, where the kernel's next fsync would
 // succeed with the writes lost), every later Flush fails.
 func TestOSFile_FlushFailureSticks(t *testing.T) {
-	dev := testkit.LoopDevice(t, 64<<20, 1<<20)
+	dev := looptest.LoopDevice(t, 64<<20, 1<<20)
 	f, err := block.OpenOSFile(dev, false)
 	if err != nil {
 		t.Fatal(err)

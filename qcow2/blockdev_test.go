@@ -9,6 +9,7 @@ import (
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
+	"github.com/qring/qring/uring/looptest"
 )
 
 // TestImageOnBlockDevice: an image created on a block device full of
@@ -19,7 +20,7 @@ import (
 func TestImageOnBlockDevice(t *testing.T) {
 	testkit.NeedQemu(t)
 	const devSize, vsize = 48 << 20, 32 << 20
-	dev := testkit.LoopDevice(t, devSize, 2*devSize)
+	dev := looptest.LoopDevice(t, devSize, 2*devSize)
 	junk := make([]byte, devSize)
 	for i := range junk {
 		junk[i] = byte(rand.Uint32() | 1)
@@ -71,7 +72,7 @@ func TestImageOnBlockDevice(t *testing.T) {
 // there leaves the node in place (it used to remove the path).
 func TestCreateOnBlockDevice_DefaultOpener(t *testing.T) {
 	testkit.NeedQemu(t)
-	dev := testkit.LoopDevice(t, 1<<20, 2<<20)
+	dev := looptest.LoopDevice(t, 1<<20, 2<<20)
 	if err := qcow2.Create(dev, qcow2.CreateOptions{Size: 100 << 40}); err == nil {
 		t.Fatal("a 100 TiB image (a 1.6 MiB L1 table) on a 1 MiB device: created")
 	}

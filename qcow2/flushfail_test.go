@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
+	"github.com/qring/qring/uring/looptest"
 )
 
 // TestFlushFailureSticksThroughImage (block B6): an image on a buffered
@@ -19,7 +19,7 @@ import (
 // flushes and its Close, so that no acknowledged flush covers the lost
 // guest writes.
 func TestFlushFailureSticksThroughImage(t *testing.T) {
-	dev := testkit.LoopDevice(t, 64<<20, 1<<20)
+	dev := looptest.LoopDevice(t, 64<<20, 1<<20)
 	// The image is made in a file and copied onto the device, which
 	// cannot be truncated.
 	src := filepath.Join(t.TempDir(), "img.qcow2")

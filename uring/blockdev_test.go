@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,7 +18,7 @@ import (
 // is refused, as QEMU's host_device; the last block reads and writes.
 func TestBlockDevice(t *testing.T) {
 	const size = 8 << 20
-	dev := testkit.LoopDevice(t, size, 2*size)
+	dev := looptest.LoopDevice(t, size, 2*size)
 	for _, c := range configs() {
 		t.Run(c.name, func(t *testing.T) {
 			f, err := Open(dev, c.opt)
@@ -69,13 +70,13 @@ func TestBlockDevice(t *testing.T) {
 // LVM or loop resize) is seen: Size reports the new size and a write past
 // the old end lands, as QEMU's host_device reads its length each time.
 func TestBlockDeviceGrows(t *testing.T) {
-	dev := testkit.LoopDevice(t, 4<<20, 32<<20)
+	dev := looptest.LoopDevice(t, 4<<20, 32<<20)
 	f, err := Open(dev, Options{Direct: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	testkit.GrowLoopDevice(t, dev, 8<<20)
+	looptest.GrowLoopDevice(t, dev, 8<<20)
 	want := bytes.Repeat([]byte{0x3c}, 4096)
 	if err := f.Writev(5<<20, [][]byte{want}); err != nil {
 		t.Fatalf("write past the old end of a grown device: %v", err)
@@ -91,7 +92,7 @@ func TestBlockDeviceGrows(t *testing.T) {
 // hole punching off for the open.
 func TestBlockDeviceMisalignedZeroing(t *testing.T) {
 	const size = 8 << 20
-	dev := testkit.LoopDevice(t, size, 2*size)
+	dev := looptest.LoopDevice(t, size, 2*size)
 	f, err := Open(dev, Options{})
 	if err != nil {
 		t.Fatal(err)

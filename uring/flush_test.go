@@ -9,15 +9,15 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 	"golang.org/x/sys/unix"
 )
 
 // failedFlushFile opens, buffered, a device whose write-back fails
-// (testkit.LoopDevice with little room) and writes more data than it can keep.
+// (looptest.LoopDevice with little room) and writes more data than it can keep.
 func failedFlushFile(t *testing.T, o Options) *File {
 	t.Helper()
-	dev := testkit.LoopDevice(t, 64<<20, 1<<20)
+	dev := looptest.LoopDevice(t, 64<<20, 1<<20)
 	f, err := Open(dev, o)
 	if err != nil {
 		t.Fatal(err)

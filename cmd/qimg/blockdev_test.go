@@ -9,13 +9,14 @@ import (
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 )
 
 // junkDevice is a loop device of size bytes full of random data: a disk
 // with old data on it, which nothing may show through a new image.
 func junkDevice(t *testing.T, size int64) string {
 	t.Helper()
-	dev := testkit.LoopDevice(t, size, 2*size)
+	dev := looptest.LoopDevice(t, size, 2*size)
 	junk := make([]byte, size)
 	rand.Read(junk)
 	if err := os.WriteFile(dev, junk, 0); err != nil {
@@ -72,7 +73,7 @@ func TestConvertRawOntoBlockDevice(t *testing.T) {
 // is refused with qemu-img's message.
 func TestResizeRawBlockDevice(t *testing.T) {
 	testkit.NeedQemu(t)
-	dev := testkit.LoopDevice(t, 16<<20, 32<<20)
+	dev := looptest.LoopDevice(t, 16<<20, 32<<20)
 	for _, args := range [][]string{{"32M"}, {"16M"}, {"--shrink", "8M"}} {
 		qargs := append([]string{"resize", "-f", "raw", dev}, args...)
 		_, qerr, qcode := testkit.Run(t, "qemu-img", qargs...)

@@ -1,4 +1,7 @@
-package testkit
+// Package looptest makes loop block devices for tests: real devices,
+// including failing ones, without device-mapper. It lives under uring
+// because it talks to the kernel (ioctls on /dev/loop-control).
+package looptest
 
 import (
 	"fmt"
@@ -17,8 +20,8 @@ import (
 // disk: writes past room bytes of data fail when the kernel writes them
 // back, so a buffered write succeeds, the fdatasync after it fails with
 // EIO, and the fdatasync after that succeeds with the data lost. It
-// needs root, tmpfs and loop devices; without them t skips (fails in CI,
-// Missing).
+// needs root, tmpfs and loop devices; without them t skips (fails in CI:
+// CI=true, where .ci/run provides them).
 //
 // Nothing outlives the test process, even killed: the device is
 // attached with auto-clear and held open by the fixture (the kernel
@@ -37,7 +40,7 @@ func LoopDevice(t testing.TB, size, room int64) string {
 	}
 	defer os.Remove(dir)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", room), "tmpfs", dir).CombinedOutput(); err != nil {
-		Missing(t, fmt.Sprintf("mount tmpfs: %v: %s", err, out))
+		missing(t, fmt.Sprintf("mount tmpfs: %v: %s", err, out))
 	}
 	defer unix.Unmount(dir, unix.MNT_DETACH) // the loop device keeps the file
 	back, err := os.OpenFile(filepath.Join(dir, "back"), os.O_RDWR|os.O_CREATE, 0o600)
@@ -51,7 +54,7 @@ func LoopDevice(t testing.TB, size, room int64) string {
 	dev, lfd, err := attachLoop(back)
 	if err != nil {
 		back.Close()
-		Missing(t, fmt.Sprintf("loop device: %v", err))
+		missing(t, fmt.Sprintf("loop device: %v", err))
 	}
 	loops.Store(dev, loopDev{fd: lfd, back: back})
 	t.Cleanup(func() {
@@ -132,4 +135,15 @@ func waitDetached(t testing.TB, dev string) {
 		}
 	}
 	t.Errorf("%s still attached 5 s after the test let go: something holds it open", dev)
+}
+
+// missing skips t for a missing test dependency, or fails it in CI
+// (CI=true), as internal/testkit does for the tools it needs; this
+// package may not import testkit (it sits in the uring tree).
+func missing(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: .ci/run should have made this possible)", why)
+	}
+	t.Skip(why)
 }
