@@ -46,11 +46,13 @@ func (im *Image) openBacking() error {
 	return nil
 }
 
+// closeBacking closes a backing device the image opened. The field is
+// left as it is: reads that passed the closed check before Close read it
+// without a lock, and get the closed device's ErrClosed instead.
 func (im *Image) closeBacking() {
 	if im.ownBacking && im.backing != nil {
 		im.backing.Close()
 	}
-	im.backing = nil
 }
 
 // OpenFormat opens path as format fmt ("qcow2", "raw", or "" to probe).

@@ -50,6 +50,13 @@ type checker struct {
 	max   int
 	ref   []uint32 // computed references per host cluster
 	fsize uint64
+	// untrusted says why the stored refcounts cannot be repaired in
+	// place: a reference past the end of the file (its cluster's count
+	// is unknown here, and a leak repair would free it while it is in
+	// use), or a refcount block that something else also references
+	// (fixes written through it would land in that data). QEMU rebuilds
+	// the refcount structures then; Check refuses to repair.
+	untrusted string
 }
 
 func (c *checker) msg(f string, a ...any) {
@@ -70,6 +77,7 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 		if k >= uint64(len(c.ref)) {
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
 			c.r.Corruptions++
+			c.untrusted = "a reference past the end of the file"
 			return
 		}
 		if c.ref[k] < ^uint32(0) {
@@ -115,6 +123,7 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 		return r, err
 	}
 	r2.CorruptionsFixed, r2.LeaksFixed = fixedC, fixedL
+	r2.CheckErrors = max(r2.CheckErrors, r.CheckErrors) // a refused repair
 	r2.Messages = append(r.Messages, r2.Messages...)
 	if err := im.flushLocked(); err != nil {
 		return r2, err
@@ -273,6 +282,26 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			}
 			walk(l1, false)
 		}
+	}
+	// A refcount block anything else references is data or metadata
+	// too: its entries say nothing, and fixes written through it would
+	// overwrite what the other reference holds.
+	for i, b := range im.reftable {
+		if b == 0 || g.HostCluster(b) >= nclusters {
+			continue
+		}
+		if n := c.ref[g.HostCluster(b)]; n != 1 {
+			c.msg("ERROR refcount block %d refcount=%d", i, n)
+			r.Corruptions++
+			c.untrusted = fmt.Sprintf("refcount block %d is also referenced as something else", i)
+		}
+	}
+	if c.untrusted != "" && repair != RepairNone {
+		// qemu-img: "ERROR need to rebuild refcount structures", and
+		// with -r all it rebuilds them; Check changes nothing.
+		c.msg("ERROR need to rebuild refcount structures (%s); not repaired: rebuilding them is not implemented, the image is left as it was", c.untrusted)
+		r.CheckErrors++
+		repair = RepairNone
 	}
 	// Compare with the stored refcounts, over the file and every
 	// refcount block, one block at a time (a refcount block can hold 16M

@@ -281,10 +281,12 @@ func (im *Image) markCorrupt(cause error) error {
 // returns an error wrapping ErrCorrupt.
 func (im *Image) Close() error {
 	// As QEMU drains before it closes: allocating writes still running
-	// on other goroutines finish first (up to about a second; one that
-	// commits after the close fails with ErrClosed, unacknowledged). An
-	// open queue's are not waited for: Close refuses below (Q15).
-	if im.queues.Load() > 0 || im.lockIdle() != nil {
+	// on other goroutines finish first, and so do the frees of discards
+	// and zeroings (up to about a second; a write that commits after the
+	// close fails with ErrClosed, unacknowledged, and a free after it
+	// leaks). An open queue's are not waited for: Close refuses below
+	// (Q15).
+	if im.queues.Load() > 0 || im.lockQuiet(true) != nil {
 		im.mu.Lock()
 	}
 	if im.closed {

@@ -110,7 +110,7 @@ func TestRegress_RefusedShrinkCryptRMWKeepsData(t *testing.T) {
 	const cs = 64 << 10
 	const C = 32 << 20      // the cluster that holds the new end
 	const S = C + 4096      // the sector that holds the new end
-	const newSize = S + 300 // unaligned
+	const newSize = S + 512 // whole sectors: an unaligned size is refused (checkSectorSize)
 	r := newHoldRig(t, CreateOptions{ClusterSize: cs, Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("p"), Iterations: 1000}},
 		Options{PreallocSize: -1, Passphrase: []byte("p")})
 	im := r.im

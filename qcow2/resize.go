@@ -27,6 +27,16 @@ import (
 // hold resizeMu, and so do ApplySnapshot (it sets the size too) and
 // CreateSnapshot (it records it); SetVersion refuses while one runs.
 
+// checkSectorSize refuses a new virtual size that is not whole 512-byte
+// sectors, as QEMU's qcow2 ("The new size must be a multiple of 512"):
+// QEMU would see it rounded down, and never see the bytes past.
+func checkSectorSize(size int64) error {
+	if size%512 != 0 {
+		return fmt.Errorf("%w: size %d is not a multiple of 512", ErrUnsupported, size)
+	}
+	return nil
+}
+
 // ErrResizeBusy: Shrink found guest writes still running about a second
 // after it cut the size (a queue's owner with requests unreaped calling
 // it, say), and left the size as it was; or SetVersion found a resize
@@ -39,6 +49,9 @@ var ErrResizeBusy = errors.New("qcow2: writes in flight, resize refused")
 // end it becomes zero clusters, which version 2 lacks (ErrUnsupported
 // then, before anything changes).
 func (im *Image) Truncate(size int64) error {
+	if err := checkSectorSize(size); err != nil {
+		return err
+	}
 	im.resizeMu.Lock()
 	defer im.resizeMu.Unlock()
 	return im.grow(size)
@@ -142,6 +155,9 @@ func (im *Image) clusterHoldsData(off int64) (bool, error) {
 // leaves the image refusing writes (Q4: the file may hold either size).
 // The L1 table keeps its length.
 func (im *Image) Shrink(size int64) error {
+	if err := checkSectorSize(size); err != nil {
+		return err
+	}
 	im.resizeMu.Lock()
 	defer im.resizeMu.Unlock()
 	cur, err := im.Size()

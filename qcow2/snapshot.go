@@ -92,11 +92,19 @@ var ErrSnapshotBusy = errors.New("qcow2: writes in flight, snapshot operation re
 // lockIdle takes mu once no allocation is in flight (each registers
 // under mu, so none starts while it is held), waiting up to about a
 // second for those running to finish; on ErrSnapshotBusy mu is not held.
-func (im *Image) lockIdle() error {
+func (im *Image) lockIdle() error { return im.lockQuiet(false) }
+
+// lockQuiet is lockIdle that, with frees, also waits until no discard or
+// zeroing has old entries waiting to be freed (Image.freeing: pended
+// under mu with the L2 change). Close needs it: a close between the
+// change and the free leaks the clusters. Check and snapshots count
+// pending frees instead, and must not wait for a discard that waits in
+// the gate.
+func (im *Image) lockQuiet(frees bool) error {
 	deadline := time.Now().Add(im.idleWaitOr()) // by the clock: sleeps overshoot
 	for {
 		im.mu.Lock()
-		if im.allocs.Metrics().InFlight == 0 {
+		if im.allocs.Metrics().InFlight == 0 && (!frees || len(im.freeing) == 0) {
 			return nil
 		}
 		im.mu.Unlock()

@@ -40,7 +40,9 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
-	if err := im.checkWrite(off, n); err != nil {
+	if err := im.checkWrite(off, n); err != nil || n == 0 {
+		// Nothing to write: nothing allocated, linked or marked (an
+		// extended-L2 range of no bytes would mark every subcluster).
 		return err
 	}
 	im.c.guestWrites.Add(1)

@@ -16,7 +16,7 @@ import (
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
-	if err := im.checkWrite(off, n); err != nil {
+	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
 	g := &im.g
@@ -95,7 +95,7 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 func (im *Image) Discard(off, n int64) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
-	if err := im.checkWrite(off, n); err != nil {
+	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
 	cs := int64(im.g.ClusterSize)

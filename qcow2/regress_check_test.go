@@ -1,0 +1,92 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// checkRepairChangesNothing runs Check with each repair mode on a copy of
+// the damaged image at path and requires that it reports the damage,
+// refuses the repair ("need to rebuild refcount structures"), and leaves
+// every byte of the file as it was: the guest data that qemu-io wrote
+// reads back through QEMU afterwards.
+func checkRepairChangesNothing(t *testing.T, path string, readBack string) {
+	t.Helper()
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
+		p := filepath.Join(t.TempDir(), "copy.qcow2")
+		if err := os.WriteFile(p, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		im, err := Open(p, Options{Repair: true})
+		if err != nil {
+			t.Fatalf("open for repair: %v", err)
+		}
+		r, err := im.Check(CheckOptions{Repair: mode})
+		if cerr := im.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("repair mode %d: %v", mode, err)
+		}
+		if r.CheckErrors == 0 || r.LeaksFixed != 0 || r.CorruptionsFixed != 0 {
+			t.Errorf("repair mode %d: %d check errors, %d leaks fixed, %d corruptions fixed; want the repair refused: %v",
+				mode, r.CheckErrors, r.LeaksFixed, r.CorruptionsFixed, head(r.Messages, 5))
+		}
+		after, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The header's dirty bit and the file's length may not change
+		// either: the image is left exactly as it was.
+		if i := testkit.FirstDiff(after, orig); i >= 0 {
+			t.Errorf("repair mode %d changed the file at offset 0x%x (len %d -> %d)", mode, i, len(orig), len(after))
+		}
+		testkit.MustRun(t, "qemu-io", "-c", readBack, p)
+	}
+}
+
+// TestRegress_CheckRefuses_RefblockOnData: a refcount table entry that
+// names a data cluster. Repairing leaks through that "refcount block"
+// wrote refcounts into the guest's data (qemu-img refuses -r leaks and
+// rebuilds with -r all); Check must refuse and change nothing.
+func TestRegress_CheckRefuses_RefblockOnData(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "r.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := binary.BigEndian.Uint64(b[48:])         // refcount_table_offset
+	binary.BigEndian.PutUint64(b[rt+8:], 0x50000) // reftable[1] -> the first data cluster
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkRepairChangesNothing(t, p, "read -P 1 0 1M")
+}
+
+// TestRegress_CheckRefuses_ReferencesPastEOF: a truncated image whose
+// tables reference clusters past the end. A leak repair set the counts
+// of referenced clusters to 0, and the next allocation handed one of
+// them out again under its guest data; Check must refuse.
+func TestRegress_CheckRefuses_ReferencesPastEOF(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "g.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 4M", p)
+	// The first MiB of guest data (host 0x50000 on) stays in the file,
+	// the other three are cut off.
+	if err := os.Truncate(p, 0x50000+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	checkRepairChangesNothing(t, p, "read -P 1 0 1M")
+}
