@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -25,9 +26,13 @@ func (im *Image) openBacking() error {
 		if op == nil {
 			op = DefaultOpener
 		}
+		above, err := im.chainAbove(name)
+		if err != nil {
+			return err
+		}
 		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op,
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
-			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true})
+			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
 		if err != nil {
 			return fmt.Errorf("qcow2: opening backing file %q: %w", h.BackingFile, err)
 		}
@@ -49,6 +54,26 @@ func (im *Image) openBacking() error {
 // closeBacking closes a backing device the image opened. The field is
 // left as it is: reads that passed the closed check before Close read it
 // without a lock, and get the closed device's ErrClosed instead.
+// chainAbove is the chain of files above the backing file name: the
+// image's own and those above it. A name that is one of them is
+// ErrBackingLoop (os.SameFile: any path to the same file).
+func (im *Image) chainAbove(name string) ([]os.FileInfo, error) {
+	above := slices.Clip(im.opts.above)
+	if im.path != "" {
+		if fi, err := os.Stat(im.path); err == nil {
+			above = append(above, fi)
+		}
+	}
+	if fi, err := os.Stat(name); err == nil {
+		for _, a := range above {
+			if os.SameFile(a, fi) {
+				return nil, fmt.Errorf("%w: %q", ErrBackingLoop, im.hdr.BackingFile)
+			}
+		}
+	}
+	return above, nil
+}
+
 func (im *Image) closeBacking() {
 	if im.ownBacking && im.backing != nil {
 		im.backing.Close()

@@ -29,6 +29,9 @@ var (
 	ErrCheckBusy = errors.New("qcow2: allocating writes kept running, check with repair refused")
 	// ErrOutOfRange: a guest request past the virtual size.
 	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
+	// ErrBackingLoop: a backing chain names a file already in it (an
+	// image backed by itself, or A backed by B backed by A).
+	ErrBackingLoop = errors.New("qcow2: backing file creates an infinite loop")
 )
 
 type readOnlyError struct{}

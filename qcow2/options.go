@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,9 @@ type Options struct {
 	ForceShare bool
 	// asBacking: the image is opened as a backing file (locked as one).
 	asBacking bool
+	// above: the files of the images above this one in its backing
+	// chain, to refuse a chain that loops (ErrBackingLoop).
+	above []os.FileInfo
 	// Passphrase unlocks an encrypted (LUKS) image: the secret that
 	// QEMU's encrypt.key-secret names. Without it an encrypted image
 	// fails to open with ErrNoKey, and a wrong one with ErrWrongKey;

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -89,4 +90,31 @@ func TestRegress_CheckRefuses_ReferencesPastEOF(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRepairChangesNothing(t, p, "read -P 1 0 1M")
+}
+
+// TestRegress_BackingLoopRefused: an image backed by itself, or A backed
+// by B backed by A (under any name for the same file), fails to open
+// with ErrBackingLoop. Opening used to recurse until file descriptors ran
+// out, for minutes, with an error thousands of characters long.
+func TestRegress_BackingLoopRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	a, b, self := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2"), filepath.Join(dir, "self.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "16M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", b)
+	im, err := Open(b, Options{ReadOnly: true}) // a chain without a loop
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.Close()
+	testkit.MustRun(t, "qemu-img", "rebase", "-u", "-b", "./b.qcow2", "-F", "qcow2", a)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", self, "16M")
+	testkit.MustRun(t, "qemu-img", "rebase", "-u", "-b", "self.qcow2", "-F", "qcow2", self)
+	for _, p := range []string{a, b, self} {
+		if _, err := Open(p, Options{ReadOnly: true}); !errors.Is(err, ErrBackingLoop) {
+			t.Errorf("open %s: %v, want ErrBackingLoop", filepath.Base(p), err)
+		} else if len(err.Error()) > 300 {
+			t.Errorf("open %s: a %d-character error", filepath.Base(p), len(err.Error()))
+		}
+	}
 }

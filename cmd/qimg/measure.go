@@ -23,6 +23,7 @@ type measureTarget struct {
 	refcountOrder uint
 	v3            bool
 	fullPrealloc  bool  // preallocation=full or falloc
+	l2eSize       int64 // an L2 entry's bytes: 16 with extended_l2=on, else 8
 	backing       bool  // backing_file given
 	cryptBytes    int64 // the LUKS header area of encrypt.format=luks
 }
@@ -69,6 +70,10 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 		return nil, fmt.Errorf("Different refcount widths than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
 	}
 	t.fullPrealloc = co.Preallocation == qcow2.PreallocFull || co.Preallocation == qcow2.PreallocFalloc
+	t.l2eSize = 8
+	if co.ExtendedL2 {
+		t.l2eSize = 16
+	}
 	t.backing = co.BackingFile != ""
 	var err error
 	if t.cryptBytes, err = luksAreaBytes(&co); err != nil {
@@ -103,12 +108,12 @@ func refcountMetadataSize(clusters, clusterSize int64, refcountOrder uint) int64
 // qcow2PreallocSize is QEMU's qcow2_calc_prealloc_size: a fully
 // allocated image of size bytes (header, L2 and L1 tables, refcounts,
 // data).
-func qcow2PreallocSize(size, clusterSize int64, refcountOrder uint) int64 {
+func qcow2PreallocSize(size, clusterSize int64, refcountOrder uint, l2eSize int64) int64 {
 	aligned := roundUp(size, clusterSize)
 	meta := clusterSize // header
-	nl2e := roundUp(aligned/clusterSize, clusterSize/8)
-	meta += nl2e * 8
-	nl1e := roundUp(nl2e*8/clusterSize, clusterSize/8)
+	nl2e := roundUp(aligned/clusterSize, clusterSize/l2eSize)
+	meta += nl2e * l2eSize
+	nl1e := roundUp(nl2e*l2eSize/clusterSize, clusterSize/8)
 	meta += nl1e * 8
 	meta += refcountMetadataSize((meta+aligned)/clusterSize, clusterSize, refcountOrder)
 	return meta + aligned
@@ -124,7 +129,7 @@ const maxL1Bytes = 32 << 20
 func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measureInfo, error) {
 	cs := t.clusterSize
 	vs := roundUp(virtual, cs)
-	if divRoundUp(vs/cs, cs/8)*8 > maxL1Bytes {
+	if divRoundUp(vs/cs, cs/t.l2eSize)*8 > maxL1Bytes {
 		return nil, fmt.Errorf("The image size is too large (try using a larger cluster size)")
 	}
 	required := int64(0)
@@ -137,7 +142,7 @@ func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measu
 	if t.fullPrealloc {
 		required = vs
 	}
-	full := qcow2PreallocSize(vs, cs, t.refcountOrder)
+	full := qcow2PreallocSize(vs, cs, t.refcountOrder, t.l2eSize)
 	full += roundUp(t.cryptBytes, cs) // QEMU: luks_payload_size
 	m := &measureInfo{FullyAllocated: full, Required: full - vs + required}
 	if t.v3 && fromQcow2 {

@@ -120,13 +120,15 @@ func TestMeasureMatchesQemu(t *testing.T) {
 	for _, name := range []string{"empty", "data", "zero", "top", "comp", "v2", "lazy", "raw"} {
 		for _, o := range [][]string{{"-O", "qcow2"}, {"-O", "raw"}, {"-O", "qcow2", "--output=json"},
 			{"-O", "qcow2", "-o", "cluster_size=4k,compat=0.10"}, {"-O", "qcow2", "-o", "backing_file=x"},
-			{"-O", "qcow2", "-o", "preallocation=full,cluster_size=2M"}} {
+			{"-O", "qcow2", "-o", "preallocation=full,cluster_size=2M"},
+			{"-O", "qcow2", "-o", "extended_l2=on"}, {"-O", "qcow2", "-o", "extended_l2=on,cluster_size=128k,preallocation=full"}} {
 			cases = append(cases, append([]string{imgs[name]}, o...))
 		}
 	}
 	for _, s := range []string{"0", "1", "1G", "100T", "12345678"} {
 		cases = append(cases, []string{"--size", s, "-O", "qcow2"}, []string{"--size", s},
-			[]string{"--size", s, "-O", "qcow2", "-o", "cluster_size=512,refcount_bits=64", "--output=json"})
+			[]string{"--size", s, "-O", "qcow2", "-o", "cluster_size=512,refcount_bits=64", "--output=json"},
+			[]string{"--size", s, "-O", "qcow2", "-o", "extended_l2=on"})
 	}
 	cases = append(cases, []string{"--size", "1G", imgs["data"], "-O", "qcow2"}, []string{"-O", "qcow2"},
 		[]string{"--size", "1G", "-O", "qcow2", "-o", "cluster_size=3k"})
