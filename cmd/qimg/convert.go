@@ -12,12 +12,14 @@ import (
 
 // convertImage copies the guest contents of src to dst, skipping ranges
 // the map reports as zero and, within data, runs of zero bytes of at least
-// sparse bytes (qemu-img convert -S; 0 writes all data). dst must read as
-// zeros beforehand. progress, if set, is called with bytes done.
+// sparse bytes (qemu-img convert -S). With sparse 0 nothing is skipped:
+// every byte is written, zeros too, and the output is fully allocated
+// (as qemu-img). dst must read as zeros beforehand. progress, if set, is
+// called with bytes done.
 func convertImage(src *image, dst block.Device, sparse int64, progress func(done, total int64)) error {
 	buf := make([]byte, compareChunk)
 	for off := int64(0); off < src.size; {
-		if z := src.zm.zeroUntil(off); z > off {
+		if z := src.zm.zeroUntil(off); z > off && sparse > 0 {
 			off = min(z, src.size)
 			if progress != nil {
 				progress(off, src.size)
@@ -101,6 +103,9 @@ func runConvert(e *env, args []string) int {
 	if o.has("S") {
 		if sparse, err = parseSize(o.get("S", "")); err != nil {
 			return e.usageErr(err)
+		}
+		if sparse < 0 || sparse%512 != 0 || sparse > 16<<20 {
+			return e.errorf(1, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
 		}
 	}
 	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true,
