@@ -200,6 +200,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			if g.HostCluster(l2off) >= nclusters {
 				continue
 			}
+			prevData = 0 // as QEMU: contiguity within one L2 table
 			for s := uint64(0); s < cs; s += im.sliceSize {
 				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
@@ -232,8 +233,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 						if active && stats {
 							r.AllocatedClusters++
 							r.CompressedClusters++
-							r.FragmentedClusters++
-							prevData = 0
+							r.FragmentedClusters++ // and the next data cluster is judged against the last one
 						}
 					}
 				}
