@@ -112,6 +112,15 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 	if err != nil {
 		return err
 	}
+	// Past the old backing file's end the old view is zeros: where the
+	// new one differs, zeros are written as zeroing (zero clusters), as
+	// qemu-img does, not as data.
+	var osize int64
+	if ob := im.Backing(); ob != nil {
+		if osize, err = ob.Size(); err != nil {
+			return err
+		}
+	}
 	const chunk = 1 << 20
 	oldBuf, newBuf := make([]byte, chunk), make([]byte, chunk)
 	for off := int64(0); off < size; {
@@ -139,7 +148,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 					return err
 				}
 			}
-			if err := writeDiffering(im, off, ob, nbuf); err != nil {
+			if err := writeDiffering(im, off, ob, nbuf, off >= osize); err != nil {
 				return err
 			}
 		}
@@ -151,8 +160,9 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 }
 
 // writeDiffering writes the runs of 512-byte sectors where old differs
-// from cur (QEMU's compare_buffers granularity), with old's bytes.
-func writeDiffering(im *qcow2.Image, off int64, old, cur []byte) error {
+// from cur (QEMU's compare_buffers granularity), with old's bytes, or as
+// a zeroing when old is known to be all zeros (oldZero).
+func writeDiffering(im *qcow2.Image, off int64, old, cur []byte, oldZero bool) error {
 	const sector = 512
 	for i := 0; i < len(old); {
 		j := i
@@ -161,7 +171,13 @@ func writeDiffering(im *qcow2.Image, off int64, old, cur []byte) error {
 		}
 		j = min(j, len(old))
 		if j > i {
-			if err := im.Writev(off+int64(i), [][]byte{old[i:j]}); err != nil {
+			var err error
+			if oldZero {
+				err = im.WriteZeroes(off+int64(i), int64(j-i), 0)
+			} else {
+				err = im.Writev(off+int64(i), [][]byte{old[i:j]})
+			}
+			if err != nil {
 				return err
 			}
 			i = j

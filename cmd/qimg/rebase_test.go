@@ -120,3 +120,26 @@ func TestRebaseInterop(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "rebase", "-u", "-b", "b1.qcow2", "-F", "qcow2", o)
 	qimgIO(t, o, "read -P 1 0 64k", "read -P 9 64k 4k", "read -P 1 1M 3M")
 }
+
+// TestRebasePastOldBackingEndZeroes: where the overlay reaches past its
+// old backing file's end, the old view is zeros; rebasing onto a backing
+// file with data there writes zero clusters, as qemu-img, not clusters
+// of zero data (the overlay came out twice as large).
+func TestRebasePastOldBackingEndZeroes(t *testing.T) {
+	dir := qemuDir(t)
+	qemuImage(t, filepath.Join(dir, "old.qcow2"), "qcow2", "4M")
+	qemuImage(t, filepath.Join(dir, "new.qcow2"), "qcow2", "16M", "write -P 7 0 16M")
+	var tops [2]string
+	for i, name := range []string{"ours.qcow2", "theirs.qcow2"} {
+		tops[i] = qemuOverlay(t, filepath.Join(dir, name), "old.qcow2", "qcow2")
+		testkit.MustRun(t, "qemu-img", "resize", "-q", tops[i], "16M")
+	}
+	mustQ(t, "rebase", "-b", "new.qcow2", "-F", "qcow2", tops[0])
+	testkit.MustRun(t, "qemu-img", "rebase", "-b", "new.qcow2", "-F", "qcow2", tops[1])
+	a := testkit.MustRun(t, "qemu-img", "map", "--output=json", tops[0])
+	b := testkit.MustRun(t, "qemu-img", "map", "--output=json", tops[1])
+	if a != b {
+		t.Errorf("map after qimg rebase:\n%s\nafter qemu-img rebase:\n%s", a, b)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", tops[0], tops[1])
+}
