@@ -153,12 +153,10 @@ func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
 func runCompare(e *env, args []string) int {
 	o, err := getopt(args, "f:F:T:sqpU", "force-share", "object:", "image-opts")
 	if err != nil {
-		e.usageErr(err)
-		return 2
+		return e.usageErr(err) // exit 1, as qemu-img's usage errors
 	}
 	if len(o.args) != 2 {
-		e.usageErr(fmt.Errorf("expecting two image file names"))
-		return 2
+		return e.usageErr(fmt.Errorf("expecting two image file names"))
 	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
@@ -191,7 +189,11 @@ func runCompare(e *env, args []string) int {
 			say("Strict mode: Image size mismatch!\n")
 			return 1
 		}
-		say("Warning: Image size mismatch!\n")
+		// qemu-img warns once the common part matched, before it looks
+		// at the rest of the larger image.
+		if r.Identical || r.Offset >= min(imgs[0].size, imgs[1].size) {
+			say("Warning: Image size mismatch!\n")
+		}
 	}
 	if r.StatusMismatch {
 		say("Strict mode: Offset %d block status mismatch!\n", r.Offset)

@@ -52,6 +52,9 @@ func runSnapshot(e *env, args []string) int {
 // qemu-img's messages.
 func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 	im := img.Image
+	if im == nil && op == "l" {
+		return nil // a raw image lists no snapshots (qemu-img: nothing, exit 0)
+	}
 	if im == nil {
 		return errors.New("This operation is not supported by the image format")
 	}
