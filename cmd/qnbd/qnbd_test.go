@@ -55,13 +55,10 @@ func need(t *testing.T, tools ...string) {
 // sh runs a command and returns its stdout; failure fails the test.
 func sh(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out.String(), errb.String())
-	}
-	return out.String()
+	// testkit's runner retries what QEMU's tools fail for transiently
+	// on a loaded machine (a LUKS create's PBKDF2 benchmark, a lock a
+	// forked command still held), and fails t on a pattern mismatch.
+	return testkit.MustRun(t, name, args...)
 }
 
 // server is a running qnbd.
