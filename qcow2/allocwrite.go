@@ -110,6 +110,12 @@ func (im *Image) planAllocLocked(goff format.GuestOff) (p allocation, err error)
 	p = allocation{goff: goff, old: e, src: im.cowSourceOf(e)}
 	var host format.HostOff
 	if e.Type() == format.ClusterZeroAlloc && e.Copied() {
+		// Written in place, as an overwrite is (Q9): a hostile entry
+		// must not point the zeroing and the data at metadata or far
+		// past the file.
+		if err := im.overlapCheckData(e.Offset()); err != nil {
+			return allocation{}, im.markCorrupt(err)
+		}
 		host, p.reuse = e.Offset(), true
 	} else {
 		if host, p.fresh, err = im.allocClustersLocked(1); err != nil {

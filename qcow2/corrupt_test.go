@@ -147,6 +147,37 @@ func TestWrite_OverlapMarksCorrupt(t *testing.T) {
 	}
 }
 
+// A preallocated zero cluster is written in place, as an overwrite is:
+// a hostile entry pointing it at metadata or far past the file marks the
+// image corrupt instead of overwriting the metadata or growing the file
+// (found by FuzzOpenPatch: a 1 TiB allocation).
+func TestWrite_ZeroAllocOverlapMarksCorrupt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		host uint64
+	}{{"L1 table", 0x30000}, {"past the file", 1 << 40}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := freshImage(t, CreateOptions{})
+			// guest cluster 1's entry: a zero cluster, allocated at host.
+			binary.BigEndian.PutUint64(b[0x40008:], 1<<63|tc.host|format.OflagZero)
+			d := memdev.FromBytes(b, memdev.Options{})
+			im, err := OpenDevice(d, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := append([]byte(nil), d.Bytes()...)
+			if _, err = im.WriteAt([]byte{1, 2, 3}, 64<<10); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("write through the entry: %v", err)
+			}
+			after := d.Bytes()
+			if len(after) != len(before) || !bytes.Equal(after[0x10000:], before[0x10000:]) {
+				t.Fatalf("the write changed the image past its header (%d -> %d bytes)", len(before), len(after))
+			}
+			im.Close()
+		})
+	}
+}
+
 // Check reports leaks and corruptions like qemu-img, and repairs them.
 func TestCheck_LeaksAndRepair(t *testing.T) {
 	testkit.NeedQemu(t)
