@@ -59,6 +59,13 @@ type checker struct {
 	untrusted string
 }
 
+// distrust records why repairs are refused; the first reason stays.
+func (c *checker) distrust(why string) {
+	if c.untrusted == "" {
+		c.untrusted = why
+	}
+}
+
 func (c *checker) msg(f string, a ...any) {
 	if len(c.r.Messages) < c.max {
 		c.r.Messages = append(c.r.Messages, fmt.Sprintf(f, a...))
@@ -77,7 +84,7 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 		if k >= uint64(len(c.ref)) {
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
 			c.r.Corruptions++
-			c.untrusted = "a reference past the end of the file"
+			c.distrust("a reference past the end of the file")
 			return
 		}
 		if c.ref[k] < ^uint32(0) {
@@ -106,7 +113,9 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	if im.closed {
 		return nil, fmt.Errorf("qcow2: check: %w", block.ErrClosed)
 	}
-	if o.Repair != RepairNone && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {
+	// A damaged image is checked and its repair refused in the report
+	// (Q19).
+	if o.Repair != RepairNone && !im.damage.damaged() && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {
 		return nil, ErrReadOnly
 	}
 	r, err := im.checkLocked(o, o.Repair)
@@ -115,6 +124,9 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	}
 	if r.Leaks == 0 && r.Corruptions == 0 {
 		return r, im.clearCorruptBit(r, o.Repair)
+	}
+	if r.CorruptionsFixed == 0 && r.LeaksFixed == 0 {
+		return r, nil // nothing changed: nothing to check again (as qemu-img)
 	}
 	// Check again after repairing, and report what was fixed.
 	fixedC, fixedL := r.CorruptionsFixed, r.LeaksFixed
@@ -170,6 +182,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	c.inc(0, cs, "header")
 	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
 	c.checkCryptoArea()
+	c.reportDamage()
 	for i, b := range im.reftable {
 		if b == 0 {
 			continue
@@ -187,12 +200,18 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	perSlice := im.sliceSize / im.g.L2EntrySize
 	walk := func(l1 []format.L1Entry, active bool) error {
 		for i, le := range l1 {
-			if err := le.Validate(g); err != nil {
-				c.msg("ERROR L1 entry %d: %v", i, err)
+			l2off := le.Offset()
+			if uint64(le)&format.L1ReservedMask != 0 {
+				c.msg("ERROR found L1 entry with reserved bits set: %x", uint64(le))
 				r.Corruptions++
+				// As QEMU: the table's references still count.
+			}
+			if !g.Aligned(l2off) {
+				c.msg("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", uint64(l2off))
+				r.Corruptions++
+				c.distrust(fmt.Sprintf("L1 entry %d is not cluster aligned", i))
 				continue
 			}
-			l2off := le.Offset()
 			if l2off == 0 {
 				continue
 			}
@@ -293,13 +312,17 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if n := c.ref[g.HostCluster(b)]; n != 1 {
 			c.msg("ERROR refcount block %d refcount=%d", i, n)
 			r.Corruptions++
-			c.untrusted = fmt.Sprintf("refcount block %d is also referenced as something else", i)
+			c.distrust(fmt.Sprintf("refcount block %d is also referenced as something else", i))
 		}
 	}
 	if c.untrusted != "" && repair != RepairNone {
 		// qemu-img: "ERROR need to rebuild refcount structures", and
 		// with -r all it rebuilds them; Check changes nothing.
-		c.msg("ERROR need to rebuild refcount structures (%s); not repaired: rebuilding them is not implemented, the image is left as it was", c.untrusted)
+		if c.im.damage.damaged() {
+			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
+		} else {
+			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: rebuilding them is not implemented, the image is left as it was", c.untrusted)
+		}
 		r.CheckErrors++
 		repair = RepairNone
 	}
@@ -340,6 +363,12 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if ri < uint64(len(im.reftable)) {
 			b = im.reftable[ri]
 		}
+		if bad, ok := im.damage.badRefblocks[ri]; ok {
+			r.CheckErrors++
+			c.msg("ERROR cannot get the refcounts of clusters %d to %d: refcount block %d at 0x%x is not cluster aligned",
+				base, base+g.RefblockEntries-1, ri, uint64(bad))
+			continue
+		}
 		if b == 0 {
 			// No block: every stored refcount is 0.
 			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
@@ -366,6 +395,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		im.rbc.Put(t)
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
+	c.damageSeen()
 	if len(fixes) > 0 {
 		if err := im.applyFixes(fixes, nclusters); err != nil {
 			return r, err
@@ -419,7 +449,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 	for i := range l1.size() {
 		le := l1.load(i)
 		l2off := le.Offset()
-		if l2off == 0 || le.Validate(g) != nil || g.HostCluster(l2off) >= uint64(len(c.ref)) {
+		if l2off == 0 || le.Validate(g) != nil || g.HostCluster(l2off) >= uint64(len(c.ref)) || !im.refcountKnown(g.HostCluster(l2off), uint64(len(c.ref))) {
 			continue
 		}
 		rc, err := im.refcount(g.HostCluster(l2off))
@@ -452,7 +482,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 					continue
 				}
 				hc := g.HostCluster(e.Offset())
-				if hc >= uint64(len(c.ref)) {
+				if hc >= uint64(len(c.ref)) || !im.refcountKnown(hc, uint64(len(c.ref))) {
 					continue
 				}
 				rc, err := im.refcount(hc)

@@ -227,6 +227,14 @@
 //	    Once writes are refused (closed, corrupt, lost), no allocation
 //	    or zeroing is planned, even by a write that passed its lock-free
 //	    check before.
+//	Q19 Damaged tables (damage.go): a writable open refuses an image
+//	    whose L1 or refcount table entries are invalid, whose tables
+//	    overlap, or whose snapshot table does not parse. A read-only or
+//	    repairing open accepts it, as QEMU's does, so that check, info
+//	    and reads work: it then refuses every write (not even the
+//	    dirty-bit repair runs), a read through a damaged L1 entry fails
+//	    with ErrCorrupt, and Check reports the damage and repairs
+//	    nothing.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

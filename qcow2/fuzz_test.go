@@ -160,6 +160,7 @@ func fuzzOpenTimed(t *testing.T, b []byte) {
 // fuzzOpenOne runs the FuzzOpen property on one input; it reports with
 // t.Errorf only (it runs on its own goroutine).
 func fuzzOpenOne(t *testing.T, b []byte) {
+	fuzzOpenReadOnly(t, b)
 	mem := memdev.FromBytes(b, memdev.Options{})
 	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true})
 	if err != nil {
@@ -219,6 +220,35 @@ func fuzzOpenOne(t *testing.T, b []byte) {
 	}
 	wok("flush", im.Flush())
 	rd(0, 64<<10)
+}
+
+// fuzzOpenReadOnly opens a copy of b read-only, which lets damaged
+// tables by (Q19): reads and Check give typed errors at worst, and
+// nothing is written.
+func fuzzOpenReadOnly(t *testing.T, b []byte) {
+	mem := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
+	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true, ReadOnly: true})
+	if err != nil {
+		if !fuzzOK(err) {
+			t.Errorf("read-only open: untyped error %v", err)
+		}
+		return
+	}
+	if size, err := im.Size(); err == nil && size > 0 {
+		buf := make([]byte, min(size, 1<<20))
+		if _, err := im.ReadAt(buf, 0); err != nil && err != io.EOF && !fuzzOK(err) {
+			t.Errorf("read-only read: %v", err)
+		}
+	}
+	if _, err := im.Check(CheckOptions{MaxMessages: 10}); err != nil && !fuzzOK(err) {
+		t.Errorf("read-only check: %v", err)
+	}
+	if err := im.Close(); err != nil && !fuzzOK(err) {
+		t.Errorf("read-only close: %v", err)
+	}
+	if !bytes.Equal(mem.Bytes(), b) {
+		t.Errorf("a read-only open changed the image")
+	}
 }
 
 // FuzzOpenPatch is FuzzOpen with structured inputs: a valid seed image

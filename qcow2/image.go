@@ -89,8 +89,9 @@ type Image struct {
 	snapshots    []format.Snapshot
 	dirtySet     bool // dirty bit written (lazy refcounts)
 	corrupt      bool
-	corruptCause error // what markCorrupt was told
-	writesLost   bool  // loseWritesLocked: writes refused (ErrWritesLost)
+	corruptCause error      // what markCorrupt was told
+	damage       openDamage // what a lenient open let by (Q19); set at open only
+	writesLost   bool       // loseWritesLocked: writes refused (ErrWritesLost)
 	// lostErr is the error writes fail with once writesLost: it matches
 	// ErrWritesLost and the failure that caused it. Written under mu
 	// before state publishes stLost, read by whoever saw stLost.

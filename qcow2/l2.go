@@ -21,9 +21,13 @@ func (im *Image) l2slice(o format.GuestOff) (t *cache.Table, i uint64, err error
 	if l1i >= l1.size() {
 		return nil, 0, nil
 	}
-	l2off := l1.load(l1i).Offset()
+	le := l1.load(l1i)
+	l2off := le.Offset()
 	if l2off == 0 {
 		return nil, 0, nil
+	}
+	if err := im.damagedL1(l1i, le); err != nil {
+		return nil, 0, err
 	}
 	perSlice := im.sliceSize / g.L2EntrySize
 	l2i := g.L2Index(o)
@@ -53,9 +57,13 @@ func (im *Image) peekXEntry(o format.GuestOff) (e format.L2Entry, bm uint64, ok 
 	if l1i >= l1.size() {
 		return 0, 0, true
 	}
-	l2off := l1.load(l1i).Offset()
+	le := l1.load(l1i)
+	l2off := le.Offset()
 	if l2off == 0 {
 		return 0, 0, true
+	}
+	if im.damagedL1(l1i, le) != nil {
+		return 0, 0, false
 	}
 	perSlice := im.sliceSize / g.L2EntrySize
 	l2i := g.L2Index(o)

@@ -67,10 +67,16 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		return nil, err
 	}
 	if err := im.overlapCheckStatic(); err != nil {
-		return nil, err
+		if !lim.lenient {
+			return nil, err
+		}
+		im.damage.note(err, "") // Check sees the overlap in the refcounts
 	}
 	if err := im.loadSnapshots(lim); err != nil {
 		return nil, err
+	}
+	if im.damage.damaged() {
+		im.ro = true // even when opened for repair (Q19)
 	}
 	im.initSpace(uint64(fsize))
 	im.vsize.Store(im.hdr.Size)
@@ -222,7 +228,10 @@ func (im *Image) loadReftable(lim *fileLimit) error {
 	for i := range im.reftable {
 		v := format.ReftableAt(rt, uint64(i))
 		if err := format.ValidateReftableEntry(g, v); err != nil {
-			return err
+			if !lim.lenient {
+				return err
+			}
+			v = im.lenientReftableEntry(uint64(i), v, err)
 		}
 		if v != 0 && uint64(v) >= lim.end {
 			if err := lim.past(corruptf("refcount_table_entry", uint64(v), "refcount block %d past the end of the file", i)); err != nil {
@@ -248,7 +257,10 @@ func (im *Image) loadL1(lim *fileLimit) error {
 	for i := range l1.size() {
 		e := format.L1At(l1b, i)
 		if err := e.Validate(g); err != nil {
-			return err
+			if !lim.lenient {
+				return err
+			}
+			im.lenientL1Entry(e, err)
 		}
 		if off := e.Offset(); off != 0 && uint64(off) >= lim.end {
 			if err := lim.past(corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)); err != nil {
@@ -279,14 +291,26 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 	}
 	snaps, _, err := format.ParseSnapshots(sb, h.NbSnapshots)
 	if err != nil {
-		return err
+		if !lim.lenient {
+			return err
+		}
+		im.damage.note(err, fmt.Sprintf("ERROR snapshot table: %v", err))
+		return nil
 	}
+	kept := snaps[:0]
 	for _, s := range snaps {
 		if !im.g.Aligned(s.L1TableOffset) {
-			return corruptf("snapshot_l1_table_offset", uint64(s.L1TableOffset), "not cluster aligned")
+			err := corruptf("snapshot_l1_table_offset", uint64(s.L1TableOffset), "not cluster aligned")
+			if !lim.lenient {
+				return err
+			}
+			im.damage.note(err, fmt.Sprintf("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted",
+				s.ID, s.Name, uint64(s.L1TableOffset)))
+			continue
 		}
+		kept = append(kept, s)
 	}
-	im.snapshots = snaps
+	im.snapshots = kept
 	return nil
 }
 

@@ -118,3 +118,55 @@ func zeroRefcount(t *testing.T, path string) {
 		f.write(rb+int64(cl%perBlock)*2, []byte{0, 0})
 	})
 }
+
+// Images whose tables a writable open refuses (Q19): an L1 or refcount
+// table entry that is not cluster aligned or has reserved bits set, an
+// L2 table on a refcount block. check walks them and exits as qemu-img
+// does; -r all repairs nothing and leaves them as they were; reads work
+// where the damage is not, and through it succeed or fail as qemu-io's.
+func TestCheck_DamagedTablesMatchQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	l1 := func(f imageFile) int64 { return int64(f.u64(40)) }
+	rt := func(f imageFile) int64 { return int64(f.u64(48)) }
+	cases := []struct {
+		name string
+		edit func(f imageFile)
+	}{
+		{"unaligned L1 entry", func(f imageFile) { f.putU64(l1(f), f.u64(l1(f))+512) }},
+		{"L1 entry reserved bits", func(f imageFile) { f.putU64(l1(f), f.u64(l1(f))|2) }},
+		{"unaligned refcount block", func(f imageFile) { f.putU64(rt(f), f.u64(rt(f))+512) }},
+		{"refcount table entry reserved bits", func(f imageFile) { f.putU64(rt(f), f.u64(rt(f))|8) }},
+		{"L2 table on the refcount block", func(f imageFile) { f.putU64(l1(f), 1<<63|f.u64(rt(f))) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "d.qcow2") // damaged on purpose: no check at the end
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1G")
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 600M 64k", p)
+			damage(t, p, tc.edit)
+			before, _ := os.ReadFile(p)
+
+			_, qe, qcode := testkit.Run(t, "qemu-img", "check", p)
+			_, e, code := runQ(t, "check", p)
+			if code != qcode || code == 0 || code == 3 {
+				t.Fatalf("check: exit %d, qemu-img %d\n%s\nqemu-img:\n%s", code, qcode, e, qe)
+			}
+			if _, e, code = runQ(t, "check", "-r", "all", p); code != 1 || !strings.Contains(e, "damaged") {
+				t.Fatalf("check -r all: exit %d, want 1 (refused)\n%s", code, e)
+			}
+			mustQ(t, "info", p)
+			mustQ(t, "io", "-r", "-c", "read -P 2 600M 64k", p)
+			testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 2 600M 64k", p)
+			_, _, qcode = testkit.Run(t, "qemu-io", "-r", "-c", "read -P 1 0 64k", p)
+			if _, e, code = runQ(t, "io", "-r", "-c", "read -P 1 0 64k", p); code != qcode {
+				t.Fatalf("reading through the damage: exit %d, qemu-io %d\n%s", code, qcode, e)
+			}
+			if _, e, code = runQ(t, "io", "-c", "write 600M 4k", p); code == 0 {
+				t.Fatalf("write into the damaged image: exit 0\n%s", e)
+			}
+			if after, _ := os.ReadFile(p); string(after) != string(before) {
+				t.Fatal("the damaged image changed")
+			}
+		})
+	}
+}

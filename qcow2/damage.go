@@ -1,0 +1,117 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Damage an open let by (Q19). A writable open refuses an image whose
+// tables are damaged: an L1 or refcount table entry that is not cluster
+// aligned or has reserved bits set, tables that overlap, a snapshot
+// table that does not parse. QEMU opens such images and walks them in
+// qemu-img check, so a read-only or repairing open does too: it notes
+// the damage here, and then
+//   - the image is read-only, even when opened for repair: not even the
+//     dirty-bit repair or the autoclear rewrite runs;
+//   - a read through a damaged L1 entry fails with ErrCorrupt;
+//   - Check reports every piece as a corruption, and refuses to repair
+//     anything (its counts of the damaged parts are not to be trusted),
+//     so the image is left as it was.
+type openDamage struct {
+	first string   // the first damage seen; "" when none
+	msgs  []string // what only the open sees, reported by Check as corruptions
+	// badRefblocks are refcount table entries that are not cluster
+	// aligned, by index; the in-memory refcount table holds 0 there.
+	badRefblocks map[uint64]format.HostOff
+	// l1Unaligned says some active L1 entry is not cluster aligned:
+	// lookups check the entry they use (l2slice).
+	l1Unaligned bool
+}
+
+// note records damage; msg, if not "", is reported by Check.
+func (d *openDamage) note(err error, msg string) {
+	if d.first == "" {
+		d.first = err.Error()
+	}
+	if msg != "" {
+		d.msgs = append(d.msgs, msg)
+	}
+}
+
+// damaged reports whether the open let damage by.
+func (d *openDamage) damaged() bool { return d.first != "" }
+
+// lenientReftableEntry handles an invalid refcount table entry v at
+// index i for a lenient open: reserved bits are masked off (QEMU ignores
+// them), an unaligned block is remembered and left out. It returns the
+// entry to install.
+func (im *Image) lenientReftableEntry(i uint64, v format.HostOff, err error) format.HostOff {
+	d := &im.damage
+	if uint64(v)&format.RefTableReserved != 0 {
+		d.note(err, fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
+		v = format.HostOff(uint64(v) & format.RefTableOffMask)
+	}
+	if !im.g.Aligned(v) {
+		d.note(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
+		if d.badRefblocks == nil {
+			d.badRefblocks = make(map[uint64]format.HostOff)
+		}
+		d.badRefblocks[i] = v
+		return 0
+	}
+	return v
+}
+
+// lenientL1Entry handles an invalid active L1 entry for a lenient open:
+// it is installed as it is (Check reports it), and an unaligned one
+// makes lookups check what they use.
+func (im *Image) lenientL1Entry(e format.L1Entry, err error) {
+	im.damage.note(err, "")
+	if !im.g.Aligned(e.Offset()) {
+		im.damage.l1Unaligned = true
+	}
+}
+
+// damagedL1 is the error for a lookup through active L1 entry e, nil
+// when e may be used.
+func (im *Image) damagedL1(l1i uint64, e format.L1Entry) error {
+	if !im.damage.l1Unaligned || im.g.Aligned(e.Offset()) {
+		return nil
+	}
+	return corruptf("l1_entry", uint64(e), "L2 table %d offset not cluster aligned", l1i)
+}
+
+// reportDamage adds what the open let by to a check: each piece is a
+// corruption, and repairs are refused.
+func (c *checker) reportDamage() {
+	d := &c.im.damage
+	if !d.damaged() {
+		return
+	}
+	for _, m := range d.msgs {
+		c.msg("%s", m)
+		c.r.Corruptions++
+	}
+	c.distrust("the image's tables are damaged (" + d.first + ")")
+}
+
+// damageSeen makes sure a check of a damaged image reports a corruption
+// even where the walk found none: the open saw the damage.
+func (c *checker) damageSeen() {
+	if c.im.damage.damaged() && c.r.Corruptions == 0 {
+		c.msg("ERROR %s", c.im.damage.first)
+		c.r.Corruptions++
+	}
+}
+
+// refcountKnown reports whether host cluster hc's stored refcount can be
+// read: false when its refcount block's entry is damaged, or points
+// outside the image (at or past nclusters).
+func (im *Image) refcountKnown(hc, nclusters uint64) bool {
+	ri := hc >> im.g.RefblockBits
+	if _, bad := im.damage.badRefblocks[ri]; bad {
+		return false
+	}
+	return ri >= uint64(len(im.reftable)) || im.g.HostCluster(im.reftable[ri]) < nclusters
+}

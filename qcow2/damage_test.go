@@ -1,0 +1,150 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// damagedBase is a 1 GiB image with data in two L1 ranges (at 5000 and
+// at 600 MiB) and one snapshot, with lazy refcounts when lazy is set.
+func damagedBase(t *testing.T, lazy bool) []byte {
+	t.Helper()
+	d := memdev.New(memdev.Options{})
+	if err := CreateDevice(d, CreateOptions{Size: 1 << 30, LazyRefcounts: lazy}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, pattern(100000, 3), 5000)
+	mustWrite(t, im, pattern(4096, 4), 600<<20)
+	if _, err := im.CreateSnapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return d.Bytes()
+}
+
+// Tables a writable open refuses are let by a read-only or repairing
+// open (Q19): writes are refused, reads through an unaligned L1 entry
+// fail with ErrCorrupt (synchronous and queued), reads elsewhere work,
+// Check reports the damage, and a repair changes nothing, not even when
+// the image is dirty.
+func TestOpen_DamageLetByReadOnly(t *testing.T) {
+	be := binary.BigEndian
+	l1 := func(b []byte) uint64 { return be.Uint64(b[40:]) }
+	rt := func(b []byte) uint64 { return be.Uint64(b[48:]) }
+	snap := func(b []byte) uint64 { return be.Uint64(b[64:]) }
+	cases := []struct {
+		name     string
+		edit     func(b []byte)
+		readFail bool   // reading guest offset 5000 fails
+		msg      string // in Check's messages
+	}{
+		{"unaligned L1 entry", func(b []byte) { be.PutUint64(b[l1(b):], be.Uint64(b[l1(b):])+512) }, true,
+			"Table is not cluster aligned; L1 entry corrupted"},
+		{"L1 entry reserved bits", func(b []byte) { be.PutUint64(b[l1(b):], be.Uint64(b[l1(b):])|4) }, false,
+			"L1 entry with reserved bits set"},
+		{"unaligned refcount block", func(b []byte) { be.PutUint64(b[rt(b):], be.Uint64(b[rt(b):])+512) }, false,
+			"refcount table entry corrupted"},
+		{"refcount table entry reserved bits", func(b []byte) { be.PutUint64(b[rt(b):], be.Uint64(b[rt(b):])|8) }, false,
+			"refcount table entry 0 has reserved bits set"},
+		{"L2 table on the refcount table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|rt(b)) }, false,
+			"refcount="},
+		{"unaligned snapshot L1", func(b []byte) { be.PutUint64(b[snap(b):], be.Uint64(b[snap(b):])+512) }, false,
+			"snapshot table entry corrupted"},
+		{"snapshot table past its end", func(b []byte) { be.PutUint32(b[snap(b)+36:], 1<<30) }, false,
+			"ERROR snapshot table"},
+	}
+	for _, tc := range cases {
+		for _, lazy := range []bool{false, true} {
+			name := tc.name
+			if lazy {
+				name += ", dirty"
+			}
+			t.Run(name, func(t *testing.T) {
+				b := damagedBase(t, lazy)
+				tc.edit(b)
+				if lazy {
+					be.PutUint64(b[72:], be.Uint64(b[72:])|format.IncompatDirty)
+				}
+				orig := append([]byte(nil), b...)
+				if _, err := OpenDevice(memdev.FromBytes(append([]byte(nil), b...), memdev.Options{}), Options{}); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("writable open: %v, want ErrCorrupt", err)
+				}
+				for _, o := range []Options{{ReadOnly: true}, {Repair: true}} {
+					d := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
+					im, err := OpenDevice(d, o)
+					if err != nil {
+						t.Fatalf("open %+v: %v", o, err)
+					}
+					damagedChecks(t, im, tc.readFail, tc.msg, o.Repair)
+					if err := im.Close(); err != nil {
+						t.Fatalf("close: %v", err)
+					}
+					if !bytes.Equal(d.Bytes(), orig) {
+						t.Fatalf("open %+v changed the damaged image", o)
+					}
+				}
+			})
+		}
+	}
+}
+
+func damagedChecks(t *testing.T, im *Image, readFail bool, msg string, repair bool) {
+	t.Helper()
+	if !im.ReadOnly() {
+		t.Fatal("a damaged image opened writable")
+	}
+	if _, err := im.WriteAt([]byte{1}, 600<<20); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write: %v, want ErrReadOnly", err)
+	}
+	got := make([]byte, 4096)
+	if _, err := im.ReadAt(got, 600<<20); err != nil || !bytes.Equal(got, pattern(4096, 4)) {
+		t.Fatalf("read past the damage: %v", err)
+	}
+	_, err := im.ReadAt(got, 5000)
+	if readFail != (err != nil) || (readFail && !errors.Is(err, ErrCorrupt)) {
+		t.Fatalf("read through the damage: %v, want failure %v", err, readFail)
+	}
+	q, err := im.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &block.Req{Op: block.OpRead, Off: 4096, Buf: got}
+	if err := q.Submit(req); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*block.Req, 1)
+	if _, err := q.Wait(out, 1); err != nil {
+		t.Fatal(err)
+	}
+	if readFail != (req.Err != nil) {
+		t.Fatalf("queued read through the damage: %v, want failure %v", req.Err, readFail)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{})
+	if err != nil || r.Corruptions == 0 || !strings.Contains(strings.Join(r.Messages, "\n"), msg) {
+		t.Fatalf("check: %v %+v, want corruptions and %q", err, r, msg)
+	}
+	if !repair {
+		return
+	}
+	r, err = im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil || r.CheckErrors == 0 || r.CorruptionsFixed+r.LeaksFixed != 0 ||
+		!strings.Contains(strings.Join(r.Messages, "\n"), "not repaired") {
+		t.Fatalf("repair: %v %+v, want it refused", err, r)
+	}
+}
