@@ -85,6 +85,10 @@ type Caps struct {
 	// MergesWrites says adjacent writes in flight together may be merged
 	// into one host request (B10).
 	MergesWrites bool
+	// Fixed says the device's size is its own and never grows (a block
+	// device): nothing past the end exists to reserve or fill ahead, and
+	// no range is known to read as zeros. False when unknown.
+	Fixed bool
 }
 
 // Media is the kind of storage under a device.

@@ -16,7 +16,8 @@ import (
 // old data (as QEMU's host_device: nothing there reads as zeros) keeps
 // every byte of the guest's scattered writes and reads zeros wherever
 // the guest wrote nothing, by qemu-img compare against a raw reference,
-// and passes qemu-img check; the device's size never changes.
+// and passes qemu-img check; the device's size never changes, and no
+// reserve ahead is claimed (the device is Fixed).
 func TestImageOnBlockDevice(t *testing.T) {
 	testkit.NeedQemu(t)
 	const devSize, vsize = 48 << 20, 32 << 20
@@ -38,6 +39,9 @@ func TestImageOnBlockDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { im.Close() }) // before the device is detached, on any exit
+		if p := im.Metrics().Prealloc; p.Ahead != 0 {
+			t.Fatalf("direct=%v: prealloc %s on a block device, where nothing can be reserved", direct, p)
+		}
 		ref := make([]byte, vsize)
 		buf := make([]byte, 4096)
 		for range 600 {

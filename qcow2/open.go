@@ -116,11 +116,13 @@ func newImage(dev block.Device, path string, o Options) *Image {
 
 // choosePrealloc picks the preallocation strategy from the options and
 // the device: prealloc on or off, the reserve ahead and its alignment,
-// and the fill mode (PreallocInfo).
+// and the fill mode (PreallocInfo). A device of fixed size (a block
+// device) gets no reserve: its whole size lies below the high-water mark
+// from the open on, so nothing could ever be reserved or filled.
 func (im *Image) choosePrealloc() error {
 	o := &im.opts
 	im.prealloc = o.Prealloc != "off"
-	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 {
+	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 && !im.dcap.Fixed {
 		im.space.ahead, im.space.align = o.PreallocSize, o.PreallocAlign
 		if im.space.ahead == 0 {
 			im.space.ahead = DefaultPreallocSize

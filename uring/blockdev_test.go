@@ -29,6 +29,9 @@ func TestBlockDevice(t *testing.T) {
 			if n, err := f.Size(); err != nil || n != size {
 				t.Fatalf("Size = %d, %v; want %d", n, err, size)
 			}
+			if !f.Caps().Fixed {
+				t.Fatal("a block device's Caps do not say Fixed")
+			}
 			if err := f.Truncate(size / 2); err != nil {
 				t.Fatalf("Truncate below the device size: %v", err)
 			}

@@ -275,7 +275,7 @@
 //	    again by Size and before refusing a request past the end, so a
 //	    device grown under an open File is seen (QEMU's host_device reads
 //	    its length each time); every byte lies inside it and none is
-//	    fresh to the engine. Truncate up to that size succeeds and
+//	    fresh to the engine (Caps say Fixed: no reserve ahead). Truncate up to that size succeeds and
 //	    changes nothing; past it, it fails, as QEMU's host_device
 //	    ("Cannot grow device files"). A write or zeroing past the end
 //	    fails with ENOSPC before reaching the kernel, and a zeroing that

@@ -106,7 +106,7 @@ func (f *File) Fd() int { return f.fd }
 // Caps implements block.Device.
 func (f *File) Caps() block.Caps {
 	c := block.Caps{ZeroFlags: block.MayUnmap, Align: f.align, MemAlign: f.memAlign, ZeroAlign: f.zeroAlign,
-		Media: f.media, Metered: f.metered, MergesWrites: f.mergesWrites()}
+		Media: f.media, Metered: f.metered, MergesWrites: f.mergesWrites(), Fixed: f.blockDev}
 	if f.allocOK.Load() {
 		c.ZeroFlags |= block.Allocate
 		c.AllocWritten = f.wzOK.Load() // block B9

@@ -271,6 +271,28 @@ func TestCaps_MediaRAMOnlyWhenEveryCopyIs(t *testing.T) {
 	}
 }
 
+// TestCaps_Fixed: a layer over a child of fixed size (a block device)
+// has a fixed size too: nothing may be reserved past its end.
+func TestCaps_Fixed(t *testing.T) {
+	for _, ly := range layers {
+		for i := range ly.nkids {
+			t.Run(fmt.Sprintf("%s/child%d", ly.name, i), func(t *testing.T) {
+				kids := make([]block.Device, ly.nkids)
+				for k := range kids {
+					md := memdev.New(memdev.Options{Fixed: k == i})
+					md.Truncate(1 << 16)
+					kids[k] = md
+				}
+				d := ly.build(t, kids)
+				defer d.Close()
+				if !d.Caps().Fixed {
+					t.Fatal("not fixed over a fixed child")
+				}
+			})
+		}
+	}
+}
+
 // TestCaps_Metered: a layer is metered when a child that receives its
 // writes is, or when it limits writes itself (throttle).
 func TestCaps_Metered(t *testing.T) {

@@ -26,9 +26,9 @@ var (
 // CapsOf intersects the capabilities of devices that all receive a request
 // (FL1): flags every device supports, the largest alignments, the first
 // (primary) device's medium (but not RAM unless every device is RAM:
-// writesMedia; a Failed device takes no writes and has none), Metered if
-// any device is, and AllocWritten and MergesWrites only if every device
-// says so.
+// writesMedia; a Failed device takes no writes and has none), Metered and
+// Fixed if any device is, and AllocWritten and MergesWrites only if every
+// device says so.
 func CapsOf(devs ...block.Device) block.Caps {
 	c := block.Caps{ZeroFlags: ^block.Flags(0), ReqFlags: ^block.Flags(0), Align: 1, MemAlign: 1,
 		AllocWritten: len(devs) > 0, MergesWrites: len(devs) > 0}
@@ -48,6 +48,7 @@ func CapsOf(devs ...block.Device) block.Caps {
 			c.Media = writesMedia(c.Media, dc.Media)
 		}
 		c.Metered = c.Metered || dc.Metered
+		c.Fixed = c.Fixed || dc.Fixed
 		c.AllocWritten = c.AllocWritten && dc.AllocWritten
 		c.MergesWrites = c.MergesWrites && dc.MergesWrites
 	}

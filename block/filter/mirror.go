@@ -448,6 +448,7 @@ func (m *Mirror) Caps() block.Caps {
 	c.Align = max(c.Align, tc.Align)
 	c.MemAlign = max(c.MemAlign, tc.MemAlign)
 	c.Metered = c.Metered || tc.Metered // writes go to both
+	c.Fixed = c.Fixed || tc.Fixed
 	c.Media = writesMedia(c.Media, tc.Media)
 	c.AllocWritten = c.AllocWritten && tc.AllocWritten
 	c.MergesWrites = c.MergesWrites && tc.MergesWrites

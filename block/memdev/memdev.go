@@ -45,6 +45,8 @@ type Options struct {
 	Media block.Media
 	// Metered is the advertised Caps().Metered.
 	Metered bool
+	// Fixed is the advertised Caps().Fixed (the size still changes).
+	Fixed bool
 	// MergesWrites is the advertised Caps().MergesWrites (a hint, block
 	// B10: the device does not merge, tests use it to take the paths an
 	// engine takes over a merging device).
@@ -108,7 +110,7 @@ func New(o Options) *Dev {
 		a = 1
 	}
 	return &Dev{
-		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites, AllocWritten: o.AllocWritten},
+		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites, AllocWritten: o.AllocWritten, Fixed: o.Fixed},
 		onWrite: o.OnWrite,
 	}
 }
