@@ -22,6 +22,7 @@ type CheckOptions struct {
 	Repair RepairMode
 	// MaxMessages caps the detail lines kept (default 1000).
 	MaxMessages int
+	rebuilt     bool // the refcount structures were just rebuilt: never again
 }
 
 // CheckResult is qemu-img check's ImageCheck.
@@ -57,10 +58,23 @@ type checker struct {
 	// (fixes written through it would land in that data). QEMU rebuilds
 	// the refcount structures then; Check refuses to repair.
 	untrusted string
+	// fatal says a reason in untrusted is one a rebuild of the refcount
+	// structures would not cure (a reference past the end of the file,
+	// damaged tables): -r all refuses too. Otherwise -r all rebuilds
+	// them (rebuild.go).
+	fatal bool
 }
 
-// distrust records why repairs are refused; the first reason stays.
+// distrust records why repairs are refused, for good; the first reason
+// stays.
 func (c *checker) distrust(why string) {
+	c.distrustRefcounts(why)
+	c.fatal = true
+}
+
+// distrustRefcounts records why the stored refcounts cannot be repaired
+// in place, where rebuilding them would (-r all).
+func (c *checker) distrustRefcounts(why string) {
 	if c.untrusted == "" {
 		c.untrusted = why
 	}
@@ -190,6 +204,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if g.HostCluster(b) >= nclusters {
 			c.msg("ERROR refcount block %d is outside image", i)
 			r.Corruptions++
+			c.distrustRefcounts(fmt.Sprintf("refcount block %d is outside the image", i))
 			continue
 		}
 		c.inc(b, cs, "refcount block")
@@ -312,16 +327,22 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if n := c.ref[g.HostCluster(b)]; n != 1 {
 			c.msg("ERROR refcount block %d refcount=%d", i, n)
 			r.Corruptions++
-			c.distrust(fmt.Sprintf("refcount block %d is also referenced as something else", i))
+			c.distrustRefcounts(fmt.Sprintf("refcount block %d is also referenced as something else", i))
 		}
+	}
+	if c.untrusted != "" && repair == RepairAll && !c.fatal && !o.rebuilt {
+		return im.rebuildAndCheck(c, o)
 	}
 	if c.untrusted != "" && repair != RepairNone {
 		// qemu-img: "ERROR need to rebuild refcount structures", and
-		// with -r all it rebuilds them; Check changes nothing.
-		if c.im.damage.damaged() {
+		// with -r all it rebuilds them, as Check does when it can.
+		switch {
+		case c.im.damage.damaged():
 			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
-		} else {
-			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: rebuilding them is not implemented, the image is left as it was", c.untrusted)
+		case c.fatal:
+			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would free clusters still in use, the image is left as it was", c.untrusted)
+		default:
+			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: -r all rebuilds them, the image is left as it was", c.untrusted)
 		}
 		r.CheckErrors++
 		repair = RepairNone

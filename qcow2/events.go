@@ -15,9 +15,10 @@ const (
 	EvFill                        // a fill piece was written (from a fill worker, without Image.mu)
 	EvEarlyWrite                  // an early write (Q10) completed, before the cluster is linked
 	EvLink                        // a new data cluster was linked into its L2 table (in memory)
+	EvRebuild                     // rebuilt refcount structures were written (before the header points at them)
 )
 
-var eventNames = [...]string{"", "reserve", "refblock", "reftable", "l1-grow", "l2", "fill", "early-write", "link"}
+var eventNames = [...]string{"", "reserve", "refblock", "reftable", "l1-grow", "l2", "fill", "early-write", "link", "rebuild"}
 
 func (e Event) String() string {
 	if int(e) < len(eventNames) {

@@ -5,23 +5,24 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
 )
 
-// checkRepairChangesNothing runs Check with each repair mode on a copy of
-// the damaged image at path and requires that it reports the damage,
-// refuses the repair ("need to rebuild refcount structures"), and leaves
-// every byte of the file as it was: the guest data that qemu-io wrote
-// reads back through QEMU afterwards.
-func checkRepairChangesNothing(t *testing.T, path string, readBack string) {
+// checkRepairChangesNothing runs Check with each of the repair modes on
+// a copy of the damaged image at path and requires that it reports the
+// damage, refuses the repair ("need to rebuild refcount structures"),
+// and leaves every byte of the file as it was: the guest data that
+// qemu-io wrote reads back through QEMU afterwards.
+func checkRepairChangesNothing(t *testing.T, path string, readBack string, modes ...RepairMode) {
 	t.Helper()
 	orig, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
+	for _, mode := range modes {
 		p := filepath.Join(t.TempDir(), "copy.qcow2")
 		if err := os.WriteFile(p, orig, 0o644); err != nil {
 			t.Fatal(err)
@@ -56,8 +57,9 @@ func checkRepairChangesNothing(t *testing.T, path string, readBack string) {
 
 // TestRegress_CheckRefuses_RefblockOnData: a refcount table entry that
 // names a data cluster. Repairing leaks through that "refcount block"
-// wrote refcounts into the guest's data (qemu-img refuses -r leaks and
-// rebuilds with -r all); Check must refuse and change nothing.
+// wrote refcounts into the guest's data. As qemu-img, -r leaks refuses
+// and changes nothing, and -r all rebuilds the refcount structures
+// without touching the data: qemu-img check finds the result clean.
 func TestRegress_CheckRefuses_RefblockOnData(t *testing.T) {
 	testkit.NeedQemu(t)
 	p := filepath.Join(t.TempDir(), "r.qcow2")
@@ -72,7 +74,65 @@ func TestRegress_CheckRefuses_RefblockOnData(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	checkRepairChangesNothing(t, p, "read -P 1 0 1M")
+	checkRepairChangesNothing(t, p, "read -P 1 0 1M", RepairLeaks)
+	checkRebuildRepairs(t, p, "read -P 1 0 1M")
+}
+
+// TestCheck_RebuildsRefblockOutside: a refcount table entry past the end
+// of the file. -r leaks refuses; -r all rebuilds the refcount structures
+// without growing the file to the bogus block (qemu-img grows it).
+func TestCheck_RebuildsRefblockOutside(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "o.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := binary.BigEndian.Uint64(b[48:])
+	binary.BigEndian.PutUint64(b[rt+8:], 100<<20) // reftable[1] -> 100 MiB, past the end
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkRepairChangesNothing(t, p, "read -P 1 0 1M", RepairLeaks)
+	checkRebuildRepairs(t, p, "read -P 1 0 1M")
+}
+
+// checkRebuildRepairs repairs a copy of the image at path with -r all,
+// which must rebuild the refcount structures and leave an image that our
+// Check and qemu-img check find clean, with the guest data intact.
+func checkRebuildRepairs(t *testing.T, path string, readBack string) {
+	t.Helper()
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "rebuilt.qcow2")
+	if err := os.WriteFile(p, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p, Options{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !r.Clean() || r.CorruptionsFixed == 0 || !strings.Contains(strings.Join(r.Messages, "\n"), "Rebuilding refcount structure") {
+		t.Fatalf("-r all: %v, %d check errors, %d corruptions (%d fixed), %d leaks: %v",
+			err, r.CheckErrors, r.Corruptions, r.CorruptionsFixed, r.Leaks, head(r.Messages, 8))
+	}
+	testkit.QemuCheck(t, p)
+	testkit.MustRun(t, "qemu-io", "-c", readBack, p)
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > int64(len(orig))+4<<20 {
+		t.Fatalf("the rebuild grew the file from %d to %d bytes", len(orig), st.Size())
+	}
 }
 
 // TestRegress_CheckRefuses_ReferencesPastEOF: a truncated image whose
@@ -89,7 +149,7 @@ func TestRegress_CheckRefuses_ReferencesPastEOF(t *testing.T) {
 	if err := os.Truncate(p, 0x50000+1<<20); err != nil {
 		t.Fatal(err)
 	}
-	checkRepairChangesNothing(t, p, "read -P 1 0 1M")
+	checkRepairChangesNothing(t, p, "read -P 1 0 1M", RepairLeaks, RepairAll)
 }
 
 // TestRegress_BackingLoopRefused: an image backed by itself, or A backed

@@ -44,9 +44,10 @@ var commandNotes = map[string]string{
 		"the output's compression_type).\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
 		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
-	"check": "-r leaks|all changes nothing, and exits 1, where the refcount structures\n" +
-		"would need rebuilding or the image's tables are damaged (qemu-img rebuilds\n" +
-		"or repairs around the damage); the image is left as it was.\n",
+	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +
+		"qemu-img, but changes nothing (exit 1) where references lie past the end of\n" +
+		"the file or the image's tables are damaged (qemu-img rebuilds or repairs\n" +
+		"around the damage).\n",
 	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
 		"--output=json). --metrics adds the engine's cache and counters (qring only).\n",
 	"io": "-i io_uring fails where no ring can be set up (\"Unable to use io_uring\");\n" +

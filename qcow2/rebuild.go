@@ -1,0 +1,202 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Rebuilding the refcount structures (QEMU's rebuild_refcount_structure),
+// for a repair that cannot trust the stored refcounts: a refcount block
+// that something else also references, or one outside the image. Check
+// has counted every reference from the mapping (checker.ref); the old
+// refcount table and blocks are dropped from those counts, new blocks
+// and a new table holding them are written past everything in the file,
+// and the header switches to them after a flush (Q4):
+//   - a crash before the switch leaves the old structures in force, and
+//     the new ones as unreferenced clusters past the old end;
+//   - after it, the old structures are free space, referenced by nothing.
+// Nothing the old structures share with data or metadata is written, and
+// no cluster any table references is freed: Check refuses to rebuild
+// when a reference lies past the end of the file (checker.fatal).
+
+// rebuildAndCheck rebuilds the refcount structures from c's counts, then
+// checks (and repairs: COPIED flags) again against the new ones. Called
+// from checkLocked with mu held and nothing in flight (Check's lockIdle).
+func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, error) {
+	r := c.r
+	c.msg("Rebuilding refcount structure (%s)", c.untrusted)
+	if err := im.rebuildRefcountsLocked(c.ref); err != nil {
+		r.CheckErrors++
+		c.msg("ERROR rebuilding the refcount structures: %v", err)
+		return r, nil
+	}
+	o.rebuilt = true
+	r2, err := im.checkLocked(o, RepairAll)
+	if r2 == nil {
+		return r, err
+	}
+	// What the first pass found is fixed, unless the second finds it.
+	r2.CorruptionsFixed += max(r.Corruptions-r2.Corruptions, 0)
+	r2.LeaksFixed += max(r.Leaks-r2.Leaks, 0)
+	r2.CheckErrors += r.CheckErrors
+	r2.Messages = append(r.Messages, r2.Messages...)
+	return r2, err
+}
+
+// rebuildRefcountsLocked writes new refcount structures holding counts
+// (one per host cluster of the file, as Check counted them, the old
+// structures included) and switches the header to them.
+func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
+	g := &im.g
+	cs := g.ClusterSize
+	// Whatever the caches hold goes out first: nothing may be written
+	// back through an old block once the new ones are in force.
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	counts = append([]uint32(nil), counts...)
+	n := uint64(len(counts))
+	uncount := func(off format.HostOff, size uint64) {
+		for k := g.HostCluster(off); k <= g.HostCluster(off+format.HostOff(size)-1) && k < n; k++ {
+			if counts[k] > 0 {
+				counts[k]--
+			}
+		}
+	}
+	uncount(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs)
+	oldBlocks := make([]format.HostOff, 0, len(im.reftable))
+	for _, b := range im.reftable {
+		if b != 0 {
+			oldBlocks = append(oldBlocks, b)
+			if g.HostCluster(b) < n {
+				uncount(b, cs)
+			}
+		}
+	}
+	if max := maxRefcount(g.RefcountOrder); max < ^uint64(0) {
+		for k, v := range counts {
+			if uint64(v) > max {
+				return fmt.Errorf("%w: cluster %d has %d references, more than %d-bit refcounts hold", ErrUnsupported, k, v, 1<<g.RefcountOrder)
+			}
+		}
+	}
+	// The new structures go at a, past every cluster of the file and
+	// everything handed out (n covers the high-water mark: checkLocked).
+	a := n
+	used := map[uint64]bool{} // ranges with a nonzero count below a
+	for k, v := range counts {
+		if v != 0 {
+			r, _ := g.RefIndex(uint64(k))
+			used[r] = true
+		}
+	}
+	perTable := cs / format.TableEntrySize
+	var nb, nt uint64 // blocks and table clusters
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return fmt.Errorf("qcow2: refcount structure rebuild did not converge")
+		}
+		end := a + nb + nt
+		first, _ := g.RefIndex(a)
+		last, _ := g.RefIndex(end - 1)
+		if nb+nt == 0 {
+			last = first
+		}
+		k := last - first + 1
+		for r := range used {
+			if r < first {
+				k++
+			}
+		}
+		t := (last + 1 + perTable - 1) / perTable
+		if k == nb && t == nt {
+			break
+		}
+		nb, nt = k, t
+	}
+	if nt*cs > format.MaxReftableSize {
+		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+	}
+	end := a + nb + nt
+	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end)) // SP1, SP4
+	table := make([]format.HostOff, nt*perTable)
+	next := a
+	lastRange, _ := g.RefIndex(end - 1)
+	for r := uint64(0); r <= lastRange; r++ {
+		if first, _ := g.RefIndex(a); used[r] || r >= first {
+			table[r] = g.HostClusterOff(next)
+			next++
+		}
+	}
+	blk := make([]byte, cs)
+	for r, off := range table {
+		if off == 0 {
+			continue
+		}
+		clear(blk)
+		base := uint64(r) << g.RefblockBits
+		for i := uint64(0); i < g.RefblockEntries; i++ {
+			switch k := base + i; {
+			case k < n:
+				format.SetRefcount(blk, g.RefcountOrder, i, uint64(counts[k]))
+			case k < end:
+				format.SetRefcount(blk, g.RefcountOrder, i, 1) // the new structures
+			}
+		}
+		if err := im.writeMeta(alignedCopy(blk, im.memAlign), off); err != nil {
+			return err
+		}
+	}
+	tb := make([]byte, nt*cs)
+	for i, v := range table {
+		format.PutReftable(tb, uint64(i), v)
+	}
+	tableOff := g.HostClusterOff(a + nb)
+	if err := im.writeMeta(alignedCopy(tb, im.memAlign), tableOff); err != nil {
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.event(EvRebuild)
+	oldOff, oldClusters := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters
+	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = tableOff, uint32(nt)
+	err := im.writeHeader()
+	if err == nil {
+		err = im.dev.Flush()
+	}
+	if err != nil {
+		// The header on the device may name either structure (Q4).
+		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = oldOff, oldClusters
+		im.loseWritesLocked(err)
+		return err
+	}
+	// Memory follows the header: the old blocks are gone from the cache
+	// and lose their role (one that was really data is data again).
+	for _, b := range oldBlocks {
+		im.rbc.Discard(int64(b))
+		if im.meta.get(g.HostCluster(b)) == metaRefblock {
+			im.meta.del(g.HostCluster(b))
+		}
+	}
+	for _, off := range table {
+		if off != 0 {
+			im.meta.set(g.HostCluster(off), metaRefblock)
+		}
+	}
+	im.reftable = table
+	im.rtOff.Store(uint64(tableOff))
+	im.rtLen.Store(nt * cs)
+	im.freeIdx = 0
+	im.c.refblocksAllocated.Add(int64(nb))
+	return nil
+}
+
+// maxRefcount is the largest refcount 2^order-bit entries hold.
+func maxRefcount(order uint32) uint64 {
+	if order >= 6 {
+		return ^uint64(0)
+	}
+	return 1<<(uint64(1)<<order) - 1
+}
