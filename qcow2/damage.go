@@ -19,7 +19,7 @@ import (
 //     anything (its counts of the damaged parts are not to be trusted),
 //     so the image is left as it was.
 type openDamage struct {
-	first string   // the first damage seen; "" when none
+	first error    // the first damage seen; nil when none
 	msgs  []string // what only the open sees, reported by Check as corruptions
 	// badRefblocks are refcount table entries that are not cluster
 	// aligned, by index; the in-memory refcount table holds 0 there.
@@ -31,8 +31,8 @@ type openDamage struct {
 
 // note records damage; msg, if not "", is reported by Check.
 func (d *openDamage) note(err error, msg string) {
-	if d.first == "" {
-		d.first = err.Error()
+	if d.first == nil {
+		d.first = err
 	}
 	if msg != "" {
 		d.msgs = append(d.msgs, msg)
@@ -40,7 +40,15 @@ func (d *openDamage) note(err error, msg string) {
 }
 
 // damaged reports whether the open let damage by.
-func (d *openDamage) damaged() bool { return d.first != "" }
+func (d *openDamage) damaged() bool { return d.first != nil }
+
+// Damage reports the damage a read-only or repairing open let by (Q19),
+// as an ErrCorrupt error naming the first piece, or nil. Such an image is
+// read-only; a tool that would act on what it reads (commit empties the
+// image afterwards) may refuse it.
+func (im *Image) Damage() error {
+	return im.damage.first
+}
 
 // lenientReftableEntry handles an invalid refcount table entry v at
 // index i for a lenient open: reserved bits are masked off (QEMU ignores
@@ -93,14 +101,14 @@ func (c *checker) reportDamage() {
 		c.msg("%s", m)
 		c.r.Corruptions++
 	}
-	c.distrust("the image's tables are damaged (" + d.first + ")")
+	c.distrust(fmt.Sprintf("the image's tables are damaged (%v)", d.first))
 }
 
 // damageSeen makes sure a check of a damaged image reports a corruption
 // even where the walk found none: the open saw the damage.
 func (c *checker) damageSeen() {
 	if c.im.damage.damaged() && c.r.Corruptions == 0 {
-		c.msg("ERROR %s", c.im.damage.first)
+		c.msg("ERROR %v", c.im.damage.first)
 		c.r.Corruptions++
 	}
 }

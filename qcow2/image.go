@@ -51,10 +51,12 @@ type Image struct {
 	// and l1Off/l1Len mirror its place (overlap checks).
 	l1           atomic.Pointer[l1Table]
 	l1Off, l1Len atomic.Uint64
-	reftable     []format.HostOff // refcount block offsets (or 0)
-	l2c, rbc     *cache.Cache
-	sliceSize    uint64
-	freeIdx      uint64 // first-fit search start (cluster index)
+	// snapOff/snapLen mirror the snapshot table's place (overlap checks).
+	snapOff, snapLen atomic.Uint64
+	reftable         []format.HostOff // refcount block offsets (or 0)
+	l2c, rbc         *cache.Cache
+	sliceSize        uint64
+	freeIdx          uint64 // first-fit search start (cluster index)
 	// compFree is where the next compressed stream may start, inside a
 	// host cluster that holds compressed data (0: none; compress_write.go).
 	compFree format.HostOff

@@ -291,7 +291,7 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 	if err := block.ReadAt(im.dev, sb, int64(h.SnapshotsOffset)); err != nil {
 		return err
 	}
-	snaps, _, err := format.ParseSnapshots(sb, h.NbSnapshots)
+	snaps, tlen, err := format.ParseSnapshots(sb, h.NbSnapshots)
 	if err != nil {
 		if !lim.lenient {
 			return err
@@ -313,6 +313,8 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 		kept = append(kept, s)
 	}
 	im.snapshots = kept
+	im.snapOff.Store(uint64(h.SnapshotsOffset))
+	im.snapLen.Store(tlen)
 	return nil
 }
 

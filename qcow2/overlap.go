@@ -60,6 +60,8 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 		return "active L1 table"
 	case in(im.rtOff.Load(), im.rtLen.Load()):
 		return "refcount table"
+	case in(im.snapOff.Load(), im.snapLen.Load()):
+		return "snapshot table"
 	case im.cryptoAreaOverlap(off, n):
 		return "encryption header"
 	}

@@ -284,6 +284,13 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 	if sn.DiskSize != 0 && sn.DiskSize != im.hdr.Size {
 		return fmt.Errorf("%w: applying a snapshot of another disk size", ErrUnsupported)
 	}
+	snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
+	if err != nil {
+		return err
+	}
+	if err := im.checkSnapshotL2s(snl1); err != nil {
+		return err
+	}
 	if err := im.flushLocked(); err != nil {
 		return err
 	}
@@ -291,10 +298,6 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 		if err := im.growL1(uint64(sn.L1Size)); err != nil {
 			return err
 		}
-	}
-	snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
-	if err != nil {
-		return err
 	}
 	// The snapshot's tables become active: the overlap checks let their
 	// write-back through (their COPIED flags change below).
@@ -396,6 +399,30 @@ func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, e
 		}
 	}
 	return out, nil
+}
+
+// checkSnapshotL2s refuses, before anything changes, a snapshot whose L1
+// names an "L2 table" that is fixed metadata, a refcount block, or past
+// the end of the file (QEMU's overlap check on applying): made active,
+// the engine would write such a table back over what is really there.
+func (im *Image) checkSnapshotL2s(snl1 []format.L1Entry) error {
+	cs := im.g.ClusterSize
+	for i, e := range snl1 {
+		off := e.Offset()
+		if off == 0 {
+			continue
+		}
+		if uint64(off)+cs > im.space.hwm.Load() {
+			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d lies past the end of the file", i)
+		}
+		if what := im.staticOverlap(off, cs); what != "" {
+			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what)
+		}
+		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
+			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i)
+		}
+	}
+	return nil
 }
 
 // writeActiveL1Locked writes the whole active L1 table from memory. Its
@@ -645,6 +672,8 @@ func (im *Image) writeSnapshotTableLocked(snaps []format.Snapshot) error {
 	}
 	im.snapshots = snaps
 	im.snapsPub.Store(&snaps)
+	im.snapOff.Store(uint64(off))
+	im.snapLen.Store(uint64(len(b)))
 	if err := im.dev.Flush(); err != nil {
 		im.loseWritesLocked(err) // as above
 		return err

@@ -55,6 +55,12 @@ func doCommit(path, fmtName, cache string, keep bool, progress func(done, total 
 		top.Close()
 		return errNoBacking
 	}
+	if err := im.Damage(); err != nil {
+		// Opened read-only, a damaged image opens (Q19); committing
+		// it would empty it afterwards.
+		top.Close()
+		return err
+	}
 	h := im.Header()
 	if h.NbSnapshots > 0 && !keep {
 		top.Close()

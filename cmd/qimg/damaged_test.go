@@ -170,3 +170,29 @@ func TestCheck_DamagedTablesMatchQemu(t *testing.T) {
 		})
 	}
 }
+
+// commit on a top image whose tables are damaged: opened read-only, the
+// image now opens (Q19), but committing would empty it afterwards, so
+// commit refuses and neither file changes (found by review).
+func TestCommit_RefusesDamagedTop(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "64M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 3 0 64k", top)
+	damage(t, top, func(f imageFile) {
+		l1 := int64(f.u64(40))
+		f.putU64(l1, f.u64(l1)|2) // reserved bits in L1[0]
+	})
+	b0, _ := os.ReadFile(base)
+	t0, _ := os.ReadFile(top)
+	if _, e, code := runQ(t, "commit", top); code != 1 || !strings.Contains(e, "reserved bits") {
+		t.Fatalf("commit of a damaged top: exit %d\n%s", code, e)
+	}
+	b1, _ := os.ReadFile(base)
+	t1, _ := os.ReadFile(top)
+	if string(b0) != string(b1) || string(t0) != string(t1) {
+		t.Fatal("a refused commit changed the images")
+	}
+}
