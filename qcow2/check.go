@@ -386,8 +386,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				base, base+g.RefblockEntries-1, ri, uint64(bad))
 			continue
 		}
-		if b == 0 {
-			// No block: every stored refcount is 0.
+		if b == 0 || g.HostCluster(b) >= nclusters {
+			// No block, or one outside the image (reported above, and
+			// nothing there to read): every stored refcount is 0.
 			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
 				compare(k, 0)
 			}
