@@ -61,6 +61,8 @@ func TestOpen_DamageLetByReadOnly(t *testing.T) {
 			"refcount table entry 0 has reserved bits set"},
 		{"L2 table on the refcount table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|rt(b)) }, false,
 			"refcount="},
+		{"L2 table on the snapshot table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|snap(b)) }, false,
+			"reference=2"},
 		{"unaligned snapshot L1", func(b []byte) { be.PutUint64(b[snap(b):], be.Uint64(b[snap(b):])+512) }, false,
 			"snapshot table entry corrupted"},
 		{"snapshot table past its end", func(b []byte) { be.PutUint32(b[snap(b)+36:], 1<<30) }, false,

@@ -66,14 +66,16 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.loadL1(lim); err != nil {
 		return nil, err
 	}
+	// The snapshot table and the snapshots' L1 tables first: the overlap
+	// checks cover them too.
+	if err := im.loadSnapshots(lim); err != nil {
+		return nil, err
+	}
 	if err := im.overlapCheckStatic(); err != nil {
 		if !lim.lenient {
 			return nil, err
 		}
 		im.damage.note(err, "") // Check sees the overlap in the refcounts
-	}
-	if err := im.loadSnapshots(lim); err != nil {
-		return nil, err
 	}
 	if im.damage.damaged() {
 		im.ro = true // even when opened for repair (Q19)
