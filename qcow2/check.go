@@ -333,7 +333,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		// qemu-img: "ERROR need to rebuild refcount structures", and
 		// with -r all it rebuilds them, as Check does when it can.
 		switch {
-		case c.im.damage.damaged():
+		case c.im.damage.damaged() && c.fatal:
 			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
 		case c.fatal:
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would free clusters still in use, the image is left as it was", c.untrusted)

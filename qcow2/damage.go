@@ -17,10 +17,16 @@ import (
 //   - a read through a damaged L1 entry fails with ErrCorrupt;
 //   - Check reports every piece as a corruption, and refuses to repair
 //     anything (its counts of the damaged parts are not to be trusted),
-//     so the image is left as it was.
+//     so the image is left as it was; except where all the damage lies
+//     in the refcount structures (fatal is false) and the image was
+//     opened for repair: -r all rebuilds them (rebuild.go), and the
+//     image is writable afterwards (cureDamageLocked).
 type openDamage struct {
 	first error    // the first damage seen; nil when none
 	msgs  []string // what only the open sees, reported by Check as corruptions
+	// fatal says some of the damage is not in the refcount structures:
+	// rebuilding them (rebuild.go) would not cure it.
+	fatal bool
 	// badRefblocks are refcount table entries that are not cluster
 	// aligned, by index; the in-memory refcount table holds 0 there.
 	badRefblocks map[uint64]format.HostOff
@@ -29,8 +35,21 @@ type openDamage struct {
 	l1Unaligned bool
 }
 
-// note records damage; msg, if not "", is reported by Check.
+// note records damage that a rebuild of the refcount structures would
+// not cure; msg, if not "", is reported by Check.
 func (d *openDamage) note(err error, msg string) {
+	d.noteMsg(err, msg)
+	d.fatal = true
+}
+
+// noteRefcounts records damage, fatal unless refcounts says a rebuild of
+// the refcount structures cures it.
+func (d *openDamage) noteRefcounts(err error, refcounts bool) {
+	d.noteMsg(err, "")
+	d.fatal = d.fatal || !refcounts
+}
+
+func (d *openDamage) noteMsg(err error, msg string) {
 	if d.first == nil {
 		d.first = err
 	}
@@ -57,11 +76,11 @@ func (im *Image) Damage() error {
 func (im *Image) lenientReftableEntry(i uint64, v format.HostOff, err error) format.HostOff {
 	d := &im.damage
 	if uint64(v)&format.RefTableReserved != 0 {
-		d.note(err, fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
+		d.noteMsg(err, fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
 		v = format.HostOff(uint64(v) & format.RefTableOffMask)
 	}
 	if !im.g.Aligned(v) {
-		d.note(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
+		d.noteMsg(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
 		if d.badRefblocks == nil {
 			d.badRefblocks = make(map[uint64]format.HostOff)
 		}
@@ -101,7 +120,12 @@ func (c *checker) reportDamage() {
 		c.msg("%s", m)
 		c.r.Corruptions++
 	}
-	c.distrust(fmt.Sprintf("the image's tables are damaged (%v)", d.first))
+	why := fmt.Sprintf("the image's tables are damaged (%v)", d.first)
+	if d.fatal || c.im.opts.ReadOnly {
+		c.distrust(why)
+		return
+	}
+	c.distrustRefcounts(why) // a rebuild cures it (-r all)
 }
 
 // damageSeen makes sure a check of a damaged image reports a corruption

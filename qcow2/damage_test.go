@@ -50,23 +50,24 @@ func TestOpen_DamageLetByReadOnly(t *testing.T) {
 		edit     func(b []byte)
 		readFail bool   // reading guest offset 5000 fails
 		msg      string // in Check's messages
+		rebuilt  bool   // the damage is in the refcount structures: -r all rebuilds them
 	}{
 		{"unaligned L1 entry", func(b []byte) { be.PutUint64(b[l1(b):], be.Uint64(b[l1(b):])+512) }, true,
-			"Table is not cluster aligned; L1 entry corrupted"},
+			"Table is not cluster aligned; L1 entry corrupted", false},
 		{"L1 entry reserved bits", func(b []byte) { be.PutUint64(b[l1(b):], be.Uint64(b[l1(b):])|4) }, false,
-			"L1 entry with reserved bits set"},
+			"L1 entry with reserved bits set", false},
 		{"unaligned refcount block", func(b []byte) { be.PutUint64(b[rt(b):], be.Uint64(b[rt(b):])+512) }, false,
-			"refcount table entry corrupted"},
+			"refcount table entry corrupted", true},
 		{"refcount table entry reserved bits", func(b []byte) { be.PutUint64(b[rt(b):], be.Uint64(b[rt(b):])|8) }, false,
-			"refcount table entry 0 has reserved bits set"},
+			"refcount table entry 0 has reserved bits set", true},
 		{"L2 table on the refcount table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|rt(b)) }, false,
-			"refcount="},
+			"refcount=", true},
 		{"L2 table on the snapshot table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|snap(b)) }, false,
-			"reference=2"},
+			"reference=2", false},
 		{"unaligned snapshot L1", func(b []byte) { be.PutUint64(b[snap(b):], be.Uint64(b[snap(b):])+512) }, false,
-			"snapshot table entry corrupted"},
+			"snapshot table entry corrupted", false},
 		{"snapshot table past its end", func(b []byte) { be.PutUint32(b[snap(b)+36:], 1<<30) }, false,
-			"ERROR snapshot table"},
+			"ERROR snapshot table", false},
 	}
 	for _, tc := range cases {
 		for _, lazy := range []bool{false, true} {
@@ -90,7 +91,11 @@ func TestOpen_DamageLetByReadOnly(t *testing.T) {
 					if err != nil {
 						t.Fatalf("open %+v: %v", o, err)
 					}
-					damagedChecks(t, im, tc.readFail, tc.msg, o.Repair)
+					damagedChecks(t, im, tc.readFail, tc.msg, o.Repair && !tc.rebuilt)
+					if o.Repair && tc.rebuilt {
+						rebuiltChecks(t, im, d)
+						continue
+					}
 					if err := im.Close(); err != nil {
 						t.Fatalf("close: %v", err)
 					}
@@ -100,6 +105,39 @@ func TestOpen_DamageLetByReadOnly(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// rebuiltChecks repairs damage in the refcount structures with -r all:
+// the rebuild leaves the image clean, writable in the same open, not
+// dirty, and clean again after more writes and a reopen.
+func rebuiltChecks(t *testing.T, im *Image, d *memdev.Dev) {
+	t.Helper()
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil || !r.Clean() || r.CorruptionsFixed == 0 {
+		t.Fatalf("-r all: %v %+v", err, r)
+	}
+	if im.ReadOnly() {
+		t.Fatal("read-only after the rebuild")
+	}
+	mustWrite(t, im, pattern(200000, 8), 700<<20)
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if binary.BigEndian.Uint64(d.Bytes()[72:])&format.IncompatDirty != 0 {
+		t.Fatal("dirty after the rebuild and a close")
+	}
+	im, err = OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatalf("reopen writable: %v", err)
+	}
+	defer im.Close()
+	got := make([]byte, 200000)
+	if _, err := im.ReadAt(got, 700<<20); err != nil || !bytes.Equal(got, pattern(200000, 8)) {
+		t.Fatalf("read back: %v", err)
+	}
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check after: %v %+v", err, r)
 	}
 }
 

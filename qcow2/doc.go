@@ -236,7 +236,10 @@
 //	    and reads work: it then refuses every write (not even the
 //	    dirty-bit repair runs), a read through a damaged L1 entry fails
 //	    with ErrCorrupt, and Check reports the damage and repairs
-//	    nothing.
+//	    nothing, unless all of it lies in the refcount structures (their
+//	    table's entries, a table or block overlapping another table):
+//	    then -r all rebuilds them (rebuild.go) and the image is writable
+//	    again in the same open.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

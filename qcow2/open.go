@@ -71,11 +71,15 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.loadSnapshots(lim); err != nil {
 		return nil, err
 	}
-	if err := im.overlapCheckStatic(); err != nil {
+	err = im.overlapCheckStatic(func(err error, refcounts bool) error {
 		if !lim.lenient {
-			return nil, err
+			return err
 		}
-		im.damage.note(err, "") // Check sees the overlap in the refcounts
+		im.damage.noteRefcounts(err, refcounts) // Check sees it in the refcounts
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if im.damage.damaged() {
 		im.ro = true // even when opened for repair (Q19)

@@ -40,6 +40,13 @@ func (s *metaSet) del(c uint64) {
 	s.mu.Unlock()
 }
 
+// reset forgets every role.
+func (s *metaSet) reset() {
+	s.mu.Lock()
+	s.m = nil
+	s.mu.Unlock()
+}
+
 func (s *metaSet) get(c uint64) metaKind {
 	s.mu.RLock()
 	k := s.m[c]
@@ -74,22 +81,32 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 }
 
 // overlapCheckStatic runs at open: the tables we know must not overlap
-// each other, and the metadata set is built.
-func (im *Image) overlapCheckStatic() error {
+// each other, and the metadata set is built. Each overlap goes to bad,
+// with refcounts set when rebuilding the refcount structures cures it
+// (one side is the refcount table or a refcount block); bad's error, if
+// any, stops the check. A table that overlaps gets no role.
+func (im *Image) overlapCheckStatic(bad func(err error, refcounts bool) error) error {
 	cs := im.g.ClusterSize
 	l1 := im.l1.Load()
 	if what := im.staticOverlapExcept(im.hdr.L1TableOffset, l1.size()*format.TableEntrySize, "active L1 table"); what != "" {
-		return corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what)
+		if err := bad(corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what), what == "refcount table"); err != nil {
+			return err
+		}
 	}
 	if what := im.staticOverlapExcept(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table"); what != "" {
-		return corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what)
+		if err := bad(corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what), true); err != nil {
+			return err
+		}
 	}
 	for i, v := range im.reftable {
 		if v == 0 {
 			continue
 		}
 		if what := im.staticOverlap(v, cs); what != "" {
-			return corruptf("refcount_table_entry", uint64(v), "refcount block %d overlaps the %s", i, what)
+			if err := bad(corruptf("refcount_table_entry", uint64(v), "refcount block %d overlaps the %s", i, what), true); err != nil {
+				return err
+			}
+			continue
 		}
 		im.meta.set(im.g.HostCluster(v), metaRefblock)
 	}
@@ -100,10 +117,16 @@ func (im *Image) overlapCheckStatic() error {
 			continue
 		}
 		if what := im.staticOverlap(off, cs); what != "" {
-			return corruptf("l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what)
+			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what), what == "refcount table"); err != nil {
+				return err
+			}
+			continue
 		}
 		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
-			return corruptf("l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i)
+			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i), true); err != nil {
+				return err
+			}
+			continue
 		}
 		im.meta.set(im.g.HostCluster(off), metaL2)
 	}

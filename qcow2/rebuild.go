@@ -31,6 +31,11 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 		c.msg("ERROR rebuilding the refcount structures: %v", err)
 		return r, nil
 	}
+	if err := im.cureDamageLocked(); err != nil {
+		r.CheckErrors++
+		c.msg("ERROR after rebuilding the refcount structures: %v", err)
+		return r, nil
+	}
 	o.rebuilt = true
 	r2, err := im.checkLocked(o, RepairAll)
 	if r2 == nil {
@@ -160,18 +165,22 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 		return err
 	}
 	im.event(EvRebuild)
-	oldOff, oldClusters := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters
+	// The same header write clears the dirty bit: the new refcounts are
+	// exact (Q8), and a later lazy update sets it again (dirtySet).
+	oldOff, oldClusters, oldInc := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures
 	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = tableOff, uint32(nt)
+	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
 	err := im.writeHeader()
 	if err == nil {
 		err = im.dev.Flush()
 	}
 	if err != nil {
 		// The header on the device may name either structure (Q4).
-		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = oldOff, oldClusters
+		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures = oldOff, oldClusters, oldInc
 		im.loseWritesLocked(err)
 		return err
 	}
+	im.dirtySet = false
 	// Memory follows the header: the old blocks are gone from the cache
 	// and lose their role (one that was really data is data again).
 	for _, b := range oldBlocks {
@@ -190,6 +199,26 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	im.rtLen.Store(nt * cs)
 	im.freeIdx = 0
 	im.c.refblocksAllocated.Add(int64(nb))
+	return nil
+}
+
+// cureDamageLocked forgets damage the open let by that lay in the
+// refcount structures only (Q19), now that they are rebuilt: the open's
+// overlap checks run again, strictly, with the new structures, and pass,
+// and the image is writable again if it was opened so.
+func (im *Image) cureDamageLocked() error {
+	d := &im.damage
+	if !d.damaged() || d.fatal {
+		return nil
+	}
+	im.meta.reset()
+	if err := im.overlapCheckStatic(func(err error, _ bool) error { return err }); err != nil {
+		im.damage.noteRefcounts(err, false)
+		return err
+	}
+	im.damage = openDamage{}
+	im.ro = im.opts.ReadOnly
+	im.syncState()
 	return nil
 }
 
