@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/qring/qring/qcow2/format"
 )
@@ -11,10 +13,12 @@ import (
 // that something else also references, or one outside the image. Check
 // has counted every reference from the mapping (checker.ref); the old
 // refcount table and blocks are dropped from those counts, new blocks
-// and a new table holding them are written past everything in the file,
-// and the header switches to them after a flush (Q4):
+// and a new table holding them are written past everything in the file
+// (on a device of fixed size, in clusters nothing references that are
+// not old structures), and the header switches to them after a flush
+// (Q4):
 //   - a crash before the switch leaves the old structures in force, and
-//     the new ones as unreferenced clusters past the old end;
+//     the new ones as unreferenced clusters;
 //   - after it, the old structures are free space, referenced by nothing.
 // Nothing the old structures share with data or metadata is written, and
 // no cluster any table references is freed: Check refuses to rebuild
@@ -60,8 +64,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	if err := im.flushLocked(); err != nil {
 		return err
 	}
-	counts = append([]uint32(nil), counts...)
-	n := uint64(len(counts))
+	n := uint64(len(counts)) // counts is Check's, used by nobody after this
 	uncount := func(off format.HostOff, size uint64) {
 		for k := g.HostCluster(off); k <= g.HostCluster(off+format.HostOff(size)-1) && k < n; k++ {
 			if counts[k] > 0 {
@@ -86,70 +89,31 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 			}
 		}
 	}
-	// The new structures go at a, past every cluster of the file and
-	// everything handed out (n covers the high-water mark: checkLocked).
-	a := n
-	used := map[uint64]bool{} // ranges with a nonzero count below a
-	for k, v := range counts {
-		if v != 0 {
-			r, _ := g.RefIndex(uint64(k))
-			used[r] = true
-		}
-	}
-	perTable := cs / format.TableEntrySize
-	var nb, nt uint64 // blocks and table clusters
-	for iter := 0; ; iter++ {
-		if iter > 100 {
-			return fmt.Errorf("qcow2: refcount structure rebuild did not converge")
-		}
-		end := a + nb + nt
-		first, _ := g.RefIndex(a)
-		last, _ := g.RefIndex(end - 1)
-		if nb+nt == 0 {
-			last = first
-		}
-		k := last - first + 1
-		for r := range used {
-			if r < first {
-				k++
-			}
-		}
-		t := (last + 1 + perTable - 1) / perTable
-		if k == nb && t == nt {
-			break
-		}
-		nb, nt = k, t
-	}
-	if nt*cs > format.MaxReftableSize {
-		return fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+	a, nb, nt, ranges, err := im.placeRebuild(counts, oldBlocks)
+	if err != nil {
+		return err
 	}
 	end := a + nb + nt
 	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end)) // SP1, SP4
+	if end > n {
+		counts = append(counts, make([]uint32, end-n)...)
+	}
+	for k := a; k < end; k++ {
+		counts[k] = 1 // the new structures
+	}
+	perTable := cs / format.TableEntrySize
 	table := make([]format.HostOff, nt*perTable)
-	next := a
-	lastRange, _ := g.RefIndex(end - 1)
-	for r := uint64(0); r <= lastRange; r++ {
-		if first, _ := g.RefIndex(a); used[r] || r >= first {
-			table[r] = g.HostClusterOff(next)
-			next++
-		}
+	for i, r := range ranges {
+		table[r] = g.HostClusterOff(a + uint64(i))
 	}
 	blk := make([]byte, cs)
-	for r, off := range table {
-		if off == 0 {
-			continue
-		}
+	for _, r := range ranges {
 		clear(blk)
-		base := uint64(r) << g.RefblockBits
-		for i := uint64(0); i < g.RefblockEntries; i++ {
-			switch k := base + i; {
-			case k < n:
-				format.SetRefcount(blk, g.RefcountOrder, i, uint64(counts[k]))
-			case k < end:
-				format.SetRefcount(blk, g.RefcountOrder, i, 1) // the new structures
-			}
+		base := r << g.RefblockBits
+		for i := uint64(0); i < g.RefblockEntries && base+i < uint64(len(counts)); i++ {
+			format.SetRefcount(blk, g.RefcountOrder, i, uint64(counts[base+i]))
 		}
-		if err := im.writeMeta(alignedCopy(blk, im.memAlign), off); err != nil {
+		if err := im.writeMeta(alignedCopy(blk, im.memAlign), table[r]); err != nil {
 			return err
 		}
 	}
@@ -170,7 +134,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	oldOff, oldClusters, oldInc := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures
 	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = tableOff, uint32(nt)
 	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
-	err := im.writeHeader()
+	err = im.writeHeader()
 	if err == nil {
 		err = im.dev.Flush()
 	}
@@ -200,6 +164,76 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	im.freeIdx = 0
 	im.c.refblocksAllocated.Add(int64(nb))
 	return nil
+}
+
+// placeRebuild says where the rebuilt structures go: from cluster a, one
+// refcount block for each range in ranges (ascending), then nt clusters
+// of table, which covers every range. counts holds the new counts of the
+// clusters below len(counts). In a file they go past everything: the
+// file grows a little. A device of fixed size cannot grow: they go in the
+// first run of clusters that nothing references and no old structure
+// occupies (a crash before the header switch finds the old ones intact).
+func (im *Image) placeRebuild(counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
+	g := &im.g
+	cs := g.ClusterSize
+	n := uint64(len(counts))
+	perTable := cs / format.TableEntrySize
+	used := map[uint64]bool{} // ranges with a nonzero count
+	for k, v := range counts {
+		if v != 0 {
+			r, _ := g.RefIndex(uint64(k))
+			used[r] = true
+		}
+	}
+	find := func(size uint64) (uint64, bool) { return n, true }
+	if im.dcap.Fixed {
+		avoid := map[uint64]bool{}
+		rt := im.hdr.RefcountTableOffset
+		for k := g.HostCluster(rt); k < g.HostCluster(rt+format.HostOff(uint64(im.hdr.RefcountTableClusters)*cs)); k++ {
+			avoid[k] = true
+		}
+		for _, b := range oldBlocks {
+			avoid[g.HostCluster(b)] = true
+		}
+		find = func(size uint64) (uint64, bool) {
+			run := uint64(0)
+			for k := uint64(0); k < n; k++ {
+				if counts[k] != 0 || avoid[k] {
+					run = 0
+					continue
+				}
+				if run++; run == size {
+					return k + 1 - size, true
+				}
+			}
+			return 0, false
+		}
+	}
+	nb, nt = uint64(len(used)), 1
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return 0, 0, 0, nil, fmt.Errorf("qcow2: refcount structure rebuild did not converge")
+		}
+		var ok bool
+		if a, ok = find(nb + nt); !ok {
+			return 0, 0, 0, nil, fmt.Errorf("qcow2: no run of %d free clusters for the rebuilt refcount structures on a device of fixed size", nb+nt)
+		}
+		set := maps.Clone(used)
+		for k := a; k < a+nb+nt; k++ {
+			r, _ := g.RefIndex(k)
+			set[r] = true
+		}
+		ranges = slices.Sorted(maps.Keys(set))
+		k, t := uint64(len(ranges)), (ranges[len(ranges)-1]+1+perTable-1)/perTable
+		if k == nb && t == nt {
+			break
+		}
+		nb, nt = k, t
+	}
+	if nt*cs > format.MaxReftableSize {
+		return 0, 0, 0, nil, fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+	}
+	return a, nb, nt, ranges, nil
 }
 
 // cureDamageLocked forgets damage the open let by that lay in the

@@ -16,7 +16,7 @@ import (
 // refblockOnData is an image (64 MiB, 64 KiB clusters) with 1 MiB of
 // guest data at 0 whose refcount table's entry 1 names the first data
 // cluster: the refcount structures need a rebuild.
-func refblockOnData(t *testing.T) (*memdev.Dev, []byte) {
+func refblockOnData(t *testing.T, fixed bool) (*memdev.Dev, []byte) {
 	t.Helper()
 	d := memdev.New(memdev.Options{})
 	if err := CreateDevice(d, CreateOptions{Size: 64 << 20}); err != nil {
@@ -36,6 +36,11 @@ func refblockOnData(t *testing.T) (*memdev.Dev, []byte) {
 	l2 := binary.BigEndian.Uint64(b[binary.BigEndian.Uint64(b[40:]):]) & format.L1OffsetMask
 	first := binary.BigEndian.Uint64(b[l2:]) & format.L1OffsetMask // guest cluster 0's data
 	binary.BigEndian.PutUint64(b[rt+8:], first)
+	if fixed {
+		// A device of fixed size with room past the image: the rebuild
+		// must use the free clusters inside it.
+		return memdev.FromBytes(append(b, make([]byte, 1<<20)...), memdev.Options{Fixed: true}), data
+	}
 	return memdev.FromBytes(b, memdev.Options{}), data
 }
 
@@ -47,7 +52,14 @@ func refblockOnData(t *testing.T) (*memdev.Dev, []byte) {
 // to the new structures is one header write behind a flush (Q4).
 func TestRebuild_CrashClones(t *testing.T) {
 	testkit.NeedQemu(t)
-	mem, data := refblockOnData(t)
+	for _, fixed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "file", true: "fixed"}[fixed], func(t *testing.T) { rebuildCrashClones(t, fixed) })
+	}
+}
+
+func rebuildCrashClones(t *testing.T, fixed bool) {
+	mem, data := refblockOnData(t, fixed)
+	size0, _ := mem.Size()
 	before := checkMem(t, memdev.FromBytes(mem.Bytes(), memdev.Options{}))
 	if before.Corruptions == 0 {
 		t.Fatalf("the damaged image checks clean: %+v", before)
@@ -70,6 +82,9 @@ func TestRebuild_CrashClones(t *testing.T) {
 	}
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if n, _ := mem.Size(); fixed && n != size0 {
+		t.Fatalf("the device of fixed size went from %d to %d bytes", size0, n)
 	}
 	clones = append(clones, mem.CrashClone(rng, 0))
 	if len(clones) < 10 {
