@@ -67,14 +67,21 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 	t.Lock() // write-back may snapshot this block from another goroutine
 	v := format.GetRefcount(t.Data, im.g.RefcountOrder, bi)
 	nv := uint64(int64(v) + delta)
-	bad := (delta < 0 && uint64(-delta) > v) || (delta > 0 && (nv > im.g.RefcountMax || nv < v))
-	if !bad {
+	under := delta < 0 && uint64(-delta) > v
+	over := delta > 0 && (nv > im.g.RefcountMax || nv < v)
+	if !under && !over {
 		format.SetRefcount(t.Data, im.g.RefcountOrder, bi, nv)
 	}
 	t.Unlock()
-	if bad {
+	switch {
+	case under:
 		im.rbc.Put(t)
 		return im.markCorrupt(corruptf("refcount", c, "refcount %d of cluster %d %+d out of range", v, c, delta))
+	case over:
+		// A limit of the image's refcount width, not damage (QEMU's
+		// -ERANGE): nothing changed.
+		im.rbc.Put(t)
+		return fmt.Errorf("%w: cluster %d (refcount %d, at most %d)", errRefcountOverflow, c, v, im.g.RefcountMax)
 	}
 	im.rbc.MarkDirty(t)
 	im.rbc.Put(t)

@@ -34,6 +34,10 @@ var (
 	ErrBackingLoop = errors.New("qcow2: backing file creates an infinite loop")
 )
 
+// errRefcountOverflow: a refcount would exceed what the image's refcount
+// width holds (QEMU's -ERANGE); it matches ErrUnsupported.
+var errRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)
+
 type readOnlyError struct{}
 
 func (readOnlyError) Error() string        { return "qcow2: image is read-only" }

@@ -222,6 +222,9 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	// Count every L2 table and data cluster once more and clear COPIED
 	// (refcounts first: the L2 cache depends on the refcount cache).
 	if err := im.adjustRefsLocked(active, 1); err != nil {
+		if errors.Is(err, errRefcountOverflow) { // undone: nothing names the copy
+			im.freeClustersLocked(off, nclusters)
+		}
 		return format.Snapshot{}, err
 	}
 	l1 := im.l1.Load()
@@ -456,7 +459,61 @@ func (im *Image) writeActiveL1Locked(lose bool) error {
 // in the L2 entries, after the increments (the L2 cache depends on the
 // refcount cache); with addend < 0 it changes no entry (the tables may
 // be on their way out: fixCopiedLocked sets COPIED afterwards).
+//
+// An increment that overflows a refcount (narrow refcount_bits, a
+// compressed cluster many entries share) fails with errRefcountOverflow
+// after undoing the increments made before it and setting back the
+// COPIED flags it cleared: the image is as it was, not corrupt.
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
+	done := 0
+	err := im.walkRefsLocked(l1, addend, -1, &done)
+	if err == nil || addend < 0 || !errors.Is(err, errRefcountOverflow) {
+		return err
+	}
+	undone := 0
+	if uerr := im.walkRefsLocked(l1, -addend, done, &undone); uerr != nil {
+		return im.markCorrupt(fmt.Errorf("undoing refcount increments after %v: %w", err, uerr))
+	}
+	if uerr := im.fixCopiedLocked(); uerr != nil {
+		return uerr
+	}
+	return err
+}
+
+// walkRefsLocked is adjustRefsLocked's walk: it stops after limit
+// refcount changes (limit < 0: none), counting them in *n. Undoing
+// (addend < 0 with a limit) changes no entry and frees nothing: it takes
+// back increments of this walk.
+func (im *Image) walkRefsLocked(l1 []format.L1Entry, addend int64, limit int, n *int) error {
+	adjust := func(c uint64) error {
+		if *n == limit {
+			return errWalkDone
+		}
+		var err error
+		if limit >= 0 {
+			err = im.updateRefcountLocked(c, addend)
+		} else {
+			err = im.adjustRefLocked(c, addend)
+		}
+		if err == nil {
+			*n++
+		}
+		return err
+	}
+	err := im.walkRefTree(l1, addend, adjust)
+	if err == errWalkDone {
+		return nil
+	}
+	return err
+}
+
+// errWalkDone ends walkRefsLocked at its limit.
+var errWalkDone = errors.New("qcow2: walk done")
+
+// walkRefTree calls adjust for every L2 table of l1 and every cluster its
+// entries reference, in a fixed order; with addend > 0 it clears COPIED
+// in each slice after its entries' increments (Q1).
+func (im *Image) walkRefTree(l1 []format.L1Entry, addend int64, adjust func(c uint64) error) error {
 	g := &im.g
 	entries := make([]format.L2Entry, im.sliceSize/im.g.L2EntrySize)
 	for _, le := range l1 {
@@ -475,7 +532,7 @@ func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 				if e.Validate(g, im.hdr.Version) != nil {
 					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
 				}
-				if err := im.adjustEntryLocked(e, addend); err != nil {
+				if err := im.adjustEntryLocked(e, adjust); err != nil {
 					return err
 				}
 				copied = copied || e.Copied()
@@ -489,24 +546,23 @@ func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 				}
 			}
 		}
-		if err := im.adjustRefLocked(g.HostCluster(l2off), addend); err != nil {
+		if err := adjust(g.HostCluster(l2off)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// adjustEntryLocked adds addend to the refcount of the clusters of one
-// L2 entry.
-func (im *Image) adjustEntryLocked(e format.L2Entry, addend int64) error {
+// adjustEntryLocked calls adjust for the clusters of one L2 entry.
+func (im *Image) adjustEntryLocked(e format.L2Entry, adjust func(c uint64) error) error {
 	g := &im.g
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc:
-		return im.adjustRefLocked(g.HostCluster(e.Offset()), addend)
+		return adjust(g.HostCluster(e.Offset()))
 	case format.ClusterCompressed:
 		d := e.DecodeCompressed(g)
 		for c := g.HostCluster(d.Off); c <= g.HostCluster(d.Off+format.HostOff(d.Size)-1); c++ {
-			if err := im.adjustRefLocked(c, addend); err != nil {
+			if err := adjust(c); err != nil {
 				return err
 			}
 		}

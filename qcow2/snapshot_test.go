@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -249,4 +251,45 @@ func TestSnapshotZeroAndDiscardShared(t *testing.T) {
 	}
 	s.want(old, 0, "snapshot after zero and discard")
 	s.step()
+}
+
+// A snapshot whose increments overflow a refcount (2-bit refcounts, a
+// host cluster three compressed clusters share) fails with
+// ErrUnsupported, as QEMU's fails, and leaves the image as consistent as
+// it was: not marked corrupt, Check clean, data intact, writable (found
+// by review: the image was marked corrupt).
+func TestCreateSnapshot_RefcountOverflow(t *testing.T) {
+	im, d := memImage(t, CreateOptions{Size: 16 << 20, RefcountBits: 2}, Options{}, memdev.Options{})
+	mustWrite(t, im, pattern(1<<20, 2), 4<<20) // plain clusters before the compressed ones
+	small := bytes.Repeat([]byte("compress me "), 64<<10/12+1)[:64<<10]
+	for i := range 4 {
+		if err := im.WriteCompressed(int64(i)*64<<10, small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := im.CreateSnapshot("s"); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("snapshot: %v, want ErrUnsupported (refcount overflow)", err)
+	}
+	if im.ReadOnly() {
+		t.Fatal("a refused snapshot left the image read-only")
+	}
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check after the refused snapshot: %v %+v", err, r)
+	}
+	mustWrite(t, im, pattern(4096, 3), 8<<20)
+	for i := range 4 {
+		testkit.MustEqual(t, readBack(t, im, int64(i)*64<<10, 64<<10), small, "compressed cluster")
+	}
+	testkit.MustEqual(t, readBack(t, im, 4<<20, 1<<20), pattern(1<<20, 2), "plain clusters")
+	if len(im.Snapshots()) != 0 {
+		t.Fatal("a refused snapshot is listed")
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "overflow.qcow2")
+	if err := os.WriteFile(p, d.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, p)
 }
