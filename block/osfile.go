@@ -24,6 +24,7 @@ type OSFile struct {
 	closed   bool
 	lost     atomic.Pointer[error] // the first failed fsync (B6)
 	syncMu   sync.Mutex            // serialises fsync
+	fixed    bool                  // a block device: Caps say Fixed
 }
 
 var _ Device = (*OSFile)(nil)
@@ -38,7 +39,11 @@ func OpenOSFile(path string, readOnly bool) (*OSFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &OSFile{f: f, readOnly: readOnly}, nil
+	o := &OSFile{f: f, readOnly: readOnly}
+	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		o.fixed = true
+	}
+	return o, nil
 }
 
 // enter admits a request unless o is closed (B7); the request leaves
@@ -179,7 +184,7 @@ func (o *OSFile) Truncate(size int64) error {
 	return o.f.Truncate(size)
 }
 
-func (o *OSFile) Caps() Caps { return Caps{ZeroFlags: MayUnmap, Align: 1, MemAlign: 1} }
+func (o *OSFile) Caps() Caps { return Caps{ZeroFlags: MayUnmap, Align: 1, MemAlign: 1, Fixed: o.fixed} }
 
 func (o *OSFile) Close() error {
 	o.mu.Lock()

@@ -62,3 +62,29 @@ func TestOSFile_FlushFailureSticks(t *testing.T) {
 		}
 	}
 }
+
+// TestOSFile_FixedOnBlockDevice: a block device's Caps say Fixed (it
+// never grows: engines reserve nothing past its end), a file's do not.
+func TestOSFile_FixedOnBlockDevice(t *testing.T) {
+	dev := looptest.LoopDevice(t, 4<<20, 8<<20)
+	f, err := block.OpenOSFile(dev, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !f.Caps().Fixed {
+		t.Error("a block device's Caps do not say Fixed")
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := block.OpenOSFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.Caps().Fixed {
+		t.Error("a file's Caps say Fixed")
+	}
+}

@@ -101,9 +101,14 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			c.distrust("a reference past the end of the file")
 			return
 		}
-		if c.ref[k] < ^uint32(0) {
-			c.ref[k]++
+		if uint64(c.ref[k]) >= min(g.RefcountMax, uint64(^uint32(0))) {
+			// As QEMU: one more reference than the refcount width holds
+			// is a corruption, not counted (so no fix wants it).
+			c.msg("ERROR: overflow cluster offset=0x%x", uint64(g.HostClusterOff(k)))
+			c.r.Corruptions++
+			continue
 		}
+		c.ref[k]++
 	}
 }
 

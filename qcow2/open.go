@@ -336,22 +336,21 @@ func (im *Image) openWritable() error {
 // clearAutoclear drops the autoclear bits of features we do not maintain
 // and rewrites the header if any was set.
 func (im *Image) clearAutoclear() error {
-	h := im.hdr
-	rewrite := false
-	if unk := h.AutoclearFeatures &^ format.AutoclearKnown; unk != 0 {
-		h.AutoclearFeatures &^= unk
-		rewrite = true
-	}
-	// We do not maintain bitmaps: clear the consistency bit so that QEMU
-	// does not trust them (QEMU does the same for unknown users).
-	if h.AutoclearFeatures&format.AutoclearBitmaps != 0 {
-		h.AutoclearFeatures &^= format.AutoclearBitmaps
-		rewrite = true
-	}
-	if !rewrite {
+	if !dropAutoclear(im.hdr) {
 		return nil
 	}
 	return im.writeHeader()
+}
+
+// dropAutoclear clears in h the autoclear bits of features we do not
+// maintain, and reports whether any was set. We do not maintain bitmaps:
+// their consistency bit goes, so that QEMU does not trust them (QEMU does
+// the same for unknown users), and neither does anything that counts
+// their clusters (Check does not).
+func dropAutoclear(h *format.Header) bool {
+	old := h.AutoclearFeatures
+	h.AutoclearFeatures &^= ^uint64(format.AutoclearKnown) | format.AutoclearBitmaps
+	return h.AutoclearFeatures != old
 }
 
 // repairDirty rebuilds the refcounts of an image left dirty with lazy

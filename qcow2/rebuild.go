@@ -134,6 +134,10 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	oldOff, oldClusters, oldInc := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures
 	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = tableOff, uint32(nt)
 	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
+	// And the bitmaps' consistency bit: their clusters were not counted.
+	// A damaged image, read-only until now, never had it cleared.
+	oldAuto := im.hdr.AutoclearFeatures
+	dropAutoclear(im.hdr)
 	err = im.writeHeader()
 	if err == nil {
 		err = im.dev.Flush()
@@ -141,6 +145,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	if err != nil {
 		// The header on the device may name either structure (Q4).
 		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures = oldOff, oldClusters, oldInc
+		im.hdr.AutoclearFeatures = oldAuto
 		im.loseWritesLocked(err)
 		return err
 	}
@@ -195,10 +200,15 @@ func (im *Image) placeRebuild(counts []uint32, oldBlocks []format.HostOff) (a, n
 		for _, b := range oldBlocks {
 			avoid[g.HostCluster(b)] = true
 		}
+		dsize, err := im.dev.Size()
+		if err != nil {
+			return 0, 0, 0, nil, err
+		}
+		limit := min(n, uint64(dsize)/cs) // whole clusters inside the device
 		find = func(size uint64) (uint64, bool) {
 			run := uint64(0)
-			for k := uint64(0); k < n; k++ {
-				if counts[k] != 0 || avoid[k] {
+			for k := uint64(0); k < limit; k++ {
+				if counts[k] != 0 || avoid[k] || (len(im.held) != 0 && im.isHeld(k)) { // held: Q12
 					run = 0
 					continue
 				}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/block/memdev"
@@ -139,4 +140,55 @@ func checkMem(t *testing.T, d *memdev.Dev) *CheckResult {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestRebuild_FixedNoRoom: on a device of fixed size whose only free
+// space is one whole cluster and its partial last one (the rebuild needs
+// two), the rebuild finds no room and says so; it writes nothing past the device's end and changes nothing
+// (review: it placed a block there and failed with ENOSPC half-way).
+func TestRebuild_FixedNoRoom(t *testing.T) {
+	mem, _ := refblockOnData(t, false)
+	b := append(mem.Bytes(), make([]byte, 96<<10)...) // a cluster and a half more
+	d := memdev.FromBytes(b, memdev.Options{Fixed: true})
+	im, err := OpenDevice(d, Options{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil || r.CheckErrors == 0 || r.CorruptionsFixed != 0 ||
+		!strings.Contains(strings.Join(r.Messages, "\n"), "no run of") {
+		t.Fatalf("-r all: %v %+v, want the rebuild refused for want of room", err, r)
+	}
+	im.Close()
+	if got := d.Bytes(); len(got) != len(b) || !bytes.Equal(got[0x10000:], b[0x10000:]) {
+		t.Fatalf("the refused rebuild changed the device (%d -> %d bytes)", len(b), len(got))
+	}
+}
+
+// TestCheck_OverflowIsCorruption: a cluster referenced more often than
+// the refcount width holds is a corruption, as qemu-img reports it
+// ("ERROR: overflow cluster"), and -r all still repairs the rest (a
+// leak) instead of failing (review).
+func TestCheck_OverflowIsCorruption(t *testing.T) {
+	im, d := memImage(t, CreateOptions{Size: 4 << 20, RefcountBits: 1}, Options{}, memdev.Options{})
+	mustWrite(t, im, pattern(128<<10, 4), 0) // guest clusters 0 and 1
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := d.Bytes()
+	be := binary.BigEndian
+	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & format.L1OffsetMask
+	be.PutUint64(b[l2+16*8:], be.Uint64(b[l2:])) // entry 16 shares entry 0's cluster
+	leaked := be.Uint64(b[l2+8:]) & format.L1OffsetMask
+	be.PutUint64(b[l2+8:], 0) // entry 1's cluster leaks
+	im, err := OpenDevice(memdev.FromBytes(b, memdev.Options{}), Options{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	msgs := strings.Join(r.Messages, "\n")
+	if err != nil || r.LeaksFixed != 1 || r.Corruptions == 0 || !strings.Contains(msgs, "ERROR: overflow cluster") {
+		t.Fatalf("-r all: %v %+v, want the overflow reported and the leak (cluster at %#x) fixed", err, r, leaked)
+	}
 }
