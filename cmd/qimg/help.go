@@ -46,8 +46,8 @@ var commandNotes = map[string]string{
 		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
 	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +
 		"qemu-img, but changes nothing (exit 1) where references lie past the end of\n" +
-		"the file or the image's tables are damaged (qemu-img rebuilds or repairs\n" +
-		"around the damage).\n",
+		"the file or tables other than the refcount structures are damaged\n" +
+		"(qemu-img rebuilds or repairs around the damage).\n",
 	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
 		"--output=json). --metrics adds the engine's cache and counters (qring only).\n",
 	"io": "-i io_uring fails where no ring can be set up (\"Unable to use io_uring\");\n" +
