@@ -252,6 +252,16 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 					if err := e.Validate(g, im.hdr.Version); err != nil {
 						c.msg("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
 						r.Corruptions++
+						// As QEMU: the clusters it names still count
+						// (an unaligned offset counts both clusters it
+						// touches), so no repair frees them.
+						switch e.Type() {
+						case format.ClusterNormal, format.ClusterZeroAlloc:
+							c.inc(e.Offset(), cs, "data cluster of an invalid entry")
+						case format.ClusterCompressed:
+							d := e.DecodeCompressed(g)
+							c.inc(d.Off, d.Size, "compressed cluster of an invalid entry")
+						}
 						continue
 					}
 					im.checkBitmap(c, e, g.BitmapAt(t.Data, k), s/im.g.L2EntrySize+k, l2off)

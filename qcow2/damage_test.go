@@ -60,8 +60,12 @@ func TestOpen_DamageLetByReadOnly(t *testing.T) {
 			"refcount table entry corrupted", true},
 		{"refcount table entry reserved bits", func(b []byte) { be.PutUint64(b[rt(b):], be.Uint64(b[rt(b):])|8) }, false,
 			"refcount table entry 0 has reserved bits set", true},
+		// Either the L1 entry or the table may be the broken side: no
+		// rebuild (it would keep a garbage L2 table as it is).
 		{"L2 table on the refcount table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|rt(b)) }, false,
-			"refcount=", true},
+			"refcount=", false},
+		{"refcount block on the L1 table", func(b []byte) { be.PutUint64(b[rt(b):], l1(b)) }, false,
+			"refcount block 0", true},
 		{"L2 table on the snapshot table", func(b []byte) { be.PutUint64(b[l1(b):], 1<<63|snap(b)) }, false,
 			"reference=2", false},
 		{"unaligned snapshot L1", func(b []byte) { be.PutUint64(b[snap(b):], be.Uint64(b[snap(b):])+512) }, false,
@@ -274,5 +278,36 @@ func TestDamage_Reported(t *testing.T) {
 	defer im.Close()
 	if err := im.Damage(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not cluster aligned") {
 		t.Fatalf("Damage() = %v", err)
+	}
+}
+
+// A dirty image (lazy refcounts) whose refcounts a repair cannot fix (a
+// reference past the end of the file): the open's repair used to clear
+// the dirty bit anyway, so later opens trusted the stale refcounts
+// (found by a differential fuzz). Now a writable open fails, and an open
+// for repair keeps the bit and changes nothing.
+func TestOpen_DirtyUnrepairableKeepsBit(t *testing.T) {
+	be := binary.BigEndian
+	b := damagedBase(t, true)
+	be.PutUint64(b[72:], be.Uint64(b[72:])|format.IncompatDirty)
+	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & format.L1OffsetMask
+	be.PutUint64(b[l2+5*8:], 1<<63|1<<40) // guest cluster 5: data 1 TiB out
+	if _, err := OpenDevice(memdev.FromBytes(append([]byte(nil), b...), memdev.Options{}), Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("writable open: %v, want ErrCorrupt", err)
+	}
+	d := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
+	im, err := OpenDevice(d, Options{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil || r.CheckErrors == 0 {
+		t.Fatalf("-r all: %v %+v, want it refused", err, r)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Bytes(); be.Uint64(got[72:])&format.IncompatDirty == 0 || !bytes.Equal(got, b) {
+		t.Fatal("the refused repair changed the image or cleared its dirty bit")
 	}
 }

@@ -90,6 +90,9 @@ type Image struct {
 	rtOff, rtLen atomic.Uint64
 	snapshots    []format.Snapshot
 	dirtySet     bool // dirty bit written (lazy refcounts)
+	// dirtyKept: the image was dirty at open and its refcounts could not
+	// be repaired (repairDirty): the bit stays until a repair succeeds.
+	dirtyKept    bool
 	corrupt      bool
 	corruptCause error      // what markCorrupt was told
 	damage       openDamage // what a lenient open let by (Q19); set at open only
@@ -318,7 +321,7 @@ func (im *Image) Close() error {
 			// locks: a truncate would wait for them for ever.
 			err = im.trimReserved()
 		}
-		if err == nil && im.dirtySet {
+		if err == nil && im.dirtySet && !im.dirtyKept {
 			im.hdr.IncompatibleFeatures &^= format.IncompatDirty
 			if err = im.writeHeader(); err == nil {
 				err = im.dev.Flush()

@@ -354,14 +354,25 @@ func dropAutoclear(h *format.Header) bool {
 }
 
 // repairDirty rebuilds the refcounts of an image left dirty with lazy
-// refcounts (Q8) and clears the dirty bit durably.
+// refcounts (Q8) and clears the dirty bit durably. A repair that leaves
+// errors keeps the bit: the refcounts are still not to be trusted. The
+// open then fails, unless it is for repair (the caller's Check reports).
 func (im *Image) repairDirty() error {
 	h := im.hdr
 	if h.IncompatibleFeatures&format.IncompatDirty == 0 {
 		return nil
 	}
-	if _, err := im.Check(CheckOptions{Repair: RepairAll}); err != nil {
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
+	}
+	if r.CheckErrors > 0 || r.Corruptions > 0 {
+		im.dirtySet, im.dirtyKept = true, true // the bit stays, as it is on disk
+		if im.opts.Repair {
+			return nil
+		}
+		return fmt.Errorf("%w: the image is dirty and its refcounts could not be repaired (%d corruptions, %d check errors): run check -r all, or open it read-only",
+			ErrCorrupt, r.Corruptions, r.CheckErrors)
 	}
 	h.IncompatibleFeatures &^= format.IncompatDirty
 	if err := im.writeHeader(); err != nil {

@@ -82,19 +82,22 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 
 // overlapCheckStatic runs at open: the tables we know must not overlap
 // each other, and the metadata set is built. Each overlap goes to bad,
-// with refcounts set when rebuilding the refcount structures cures it
-// (one side is the refcount table or a refcount block); bad's error, if
-// any, stops the check. A table that overlaps gets no role.
+// with refcounts set when rebuilding the refcount structures cures it:
+// a refcount table entry naming a table the header names is the broken
+// side for sure. Where either side may be (two tables the header names,
+// an L1 entry and a refcount table entry naming one cluster), a rebuild
+// would keep whichever is garbage, so it is not offered. bad's error,
+// if any, stops the check. A table that overlaps gets no role.
 func (im *Image) overlapCheckStatic(bad func(err error, refcounts bool) error) error {
 	cs := im.g.ClusterSize
 	l1 := im.l1.Load()
 	if what := im.staticOverlapExcept(im.hdr.L1TableOffset, l1.size()*format.TableEntrySize, "active L1 table"); what != "" {
-		if err := bad(corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what), what == "refcount table"); err != nil {
+		if err := bad(corruptf("l1_table_offset", uint64(im.hdr.L1TableOffset), "L1 table overlaps the %s", what), false); err != nil {
 			return err
 		}
 	}
 	if what := im.staticOverlapExcept(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table"); what != "" {
-		if err := bad(corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what), true); err != nil {
+		if err := bad(corruptf("refcount_table_offset", uint64(im.hdr.RefcountTableOffset), "refcount table overlaps the %s", what), false); err != nil {
 			return err
 		}
 	}
@@ -117,13 +120,13 @@ func (im *Image) overlapCheckStatic(bad func(err error, refcounts bool) error) e
 			continue
 		}
 		if what := im.staticOverlap(off, cs); what != "" {
-			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what), what == "refcount table"); err != nil {
+			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what), false); err != nil {
 				return err
 			}
 			continue
 		}
 		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
-			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i), true); err != nil {
+			if err := bad(corruptf("l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i), false); err != nil {
 				return err
 			}
 			continue

@@ -149,7 +149,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 		im.loseWritesLocked(err)
 		return err
 	}
-	im.dirtySet = false
+	im.dirtySet, im.dirtyKept = false, false
 	// Memory follows the header: the old blocks are gone from the cache
 	// and lose their role (one that was really data is data again).
 	for _, b := range oldBlocks {
