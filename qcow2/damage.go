@@ -66,6 +66,8 @@ func (d *openDamage) damaged() bool { return d.first != nil }
 // read-only; a tool that would act on what it reads (commit empties the
 // image afterwards) may refuse it.
 func (im *Image) Damage() error {
+	im.mu.Lock() // a repair's rebuild may cure it (cureDamageLocked)
+	defer im.mu.Unlock()
 	return im.damage.first
 }
 

@@ -260,7 +260,9 @@ func (im *Image) cureDamageLocked() error {
 		im.damage.noteRefcounts(err, false)
 		return err
 	}
-	im.damage = openDamage{}
+	// Field by field: lock-free lookups read l1Unaligned (false here: L1
+	// damage is fatal).
+	d.first, d.msgs, d.badRefblocks = nil, nil, nil
 	im.ro = im.opts.ReadOnly
 	im.syncState()
 	return nil
