@@ -112,6 +112,18 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 	}
 }
 
+// incEntry counts the clusters L2 entry e names (a data cluster, or the
+// clusters a compressed one spans); why says whose entry it is.
+func (c *checker) incEntry(e format.L2Entry, why string) {
+	switch e.Type() {
+	case format.ClusterNormal, format.ClusterZeroAlloc:
+		c.inc(e.Offset(), c.im.g.ClusterSize, "data cluster "+why)
+	case format.ClusterCompressed:
+		d := e.DecodeCompressed(&c.im.g)
+		c.inc(d.Off, d.Size, "compressed cluster "+why)
+	}
+}
+
 // Check rebuilds the reference counts from the L1/L2 trees (active and
 // snapshots), compares them with the stored refcounts and COPIED flags,
 // and reports like qemu-img check. With a repair mode it fixes what it may
@@ -255,13 +267,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 						// As QEMU: the clusters it names still count
 						// (an unaligned offset counts both clusters it
 						// touches), so no repair frees them.
-						switch e.Type() {
-						case format.ClusterNormal, format.ClusterZeroAlloc:
-							c.inc(e.Offset(), cs, "data cluster of an invalid entry")
-						case format.ClusterCompressed:
-							d := e.DecodeCompressed(g)
-							c.inc(d.Off, d.Size, "compressed cluster of an invalid entry")
-						}
+						c.incEntry(e, "of an invalid entry")
 						continue
 					}
 					im.checkBitmap(c, e, g.BitmapAt(t.Data, k), s/im.g.L2EntrySize+k, l2off)
@@ -300,13 +306,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// still use them are done (zero.go): their references still count.
 	for fr := range im.freeing {
 		for _, e := range fr.es {
-			switch e.Type() {
-			case format.ClusterNormal, format.ClusterZeroAlloc:
-				c.inc(e.Offset(), cs, "data cluster being freed")
-			case format.ClusterCompressed:
-				d := e.DecodeCompressed(g)
-				c.inc(d.Off, d.Size, "compressed cluster being freed")
-			}
+			c.incEntry(e, "being freed")
 		}
 	}
 	// Snapshots.
