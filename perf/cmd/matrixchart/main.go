@@ -45,7 +45,7 @@ type Record struct {
 
 // The fixed orders of the matrix; names not listed sort after, as seen.
 var (
-	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-workers", "qbench-base", "limit", "limit-workers", "fio-floor"}
+	toolOrder = []string{"qemu-prealloc", "qemu", "qbench", "qbench-nomerge", "qbench-unwritten", "qbench-zeroes", "qbench-merge-unwritten", "qbench-workers", "qbench-base", "limit", "limit-workers", "fio-floor", "fio-fresh", "fio-zeros"}
 	wlOrder   = []string{"seed", "alloc", "scattered", "overwrite", "read"}
 	fsOrder   = []string{"ext4", "xfs", "disk"}
 )
@@ -81,6 +81,8 @@ var toolDesc = map[string]string{
 	"qbench-workers":         "qbench -t none --workers: DEPTH goroutines of synchronous requests (before the queue became the default), engine defaults",
 	"limit-workers":          "the limit with --workers: qbench -f raw -t none --workers -i io_uring-nomerge on the written raw file",
 	"fio-floor":              "fio (C, io_uring, one thread, registered file and buffers, zero buffers) on the limit's written raw file: what a C program costs on the device, the floor a user-space format layer cannot beat",
+	"fio-fresh":              "fio-floor's job on a fresh raw file fallocated to 4 GiB (unwritten extents): what a C program pays for first writes into space reserved ahead",
+	"fio-zeros":              "fio writing 4 GiB of zeros in 1 MiB requests over a fresh fallocated raw file, whatever the workload: what a C program pays to stream the zero fill",
 }
 
 var wlDesc = map[string]string{
