@@ -240,6 +240,11 @@
 //	    table's entries, a table or block overlapping another table):
 //	    then -r all rebuilds them (rebuild.go) and the image is writable
 //	    again in the same open.
+//	Q20 A read takes an L2 entry whose only defect is reserved bits with
+//	    those bits masked off, as QEMU's reads do (l2.go readableEntry);
+//	    Check reports the entry and counts its cluster, and writes,
+//	    zeroing and discards through it fail with ErrCorrupt. Every
+//	    other invalid entry fails the read.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -84,6 +84,29 @@ func (im *Image) peekXEntry(o format.GuestOff) (e format.L2Entry, bm uint64, ok 
 
 // entry returns the validated L2 entry of guest offset o.
 func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
+	e, err := im.rawEntry(o)
+	if err != nil {
+		return 0, err
+	}
+	if err := im.validEntry(e); err != nil {
+		return 0, err
+	}
+	return e, nil
+}
+
+// readEntry is entry for a lookup that only reads (mapRun): reserved
+// bits are masked off (readableEntry).
+func (im *Image) readEntry(o format.GuestOff) (format.L2Entry, error) {
+	e, err := im.rawEntry(o)
+	if err != nil {
+		return 0, err
+	}
+	return im.readableEntry(e)
+}
+
+// rawEntry is the L2 entry of guest offset o as stored, not validated
+// (0 where no L2 table exists).
+func (im *Image) rawEntry(o format.GuestOff) (format.L2Entry, error) {
 	t, i, err := im.l2slice(o)
 	if err != nil || t == nil {
 		return 0, err
@@ -92,9 +115,6 @@ func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
 	e := im.g.L2At(t.Data, i)
 	t.Unlock()
 	im.l2c.Put(t)
-	if err := im.validEntry(e); err != nil {
-		return 0, err
-	}
 	return e, nil
 }
 
@@ -102,6 +122,12 @@ func (im *Image) entry(o format.GuestOff) (format.L2Entry, error) {
 // first word and its subcluster bitmap (FM5: a bitmap QEMU's check calls
 // corrupt is an error here too). Without extended L2 the bitmap is 0.
 func (im *Image) xentry(o format.GuestOff) (format.L2Entry, uint64, error) {
+	return im.xentryFor(o, false)
+}
+
+// xentryFor is xentry; read is for a lookup that only reads (xmapRun):
+// reserved bits are masked off (readableEntry).
+func (im *Image) xentryFor(o format.GuestOff, read bool) (format.L2Entry, uint64, error) {
 	t, i, err := im.l2slice(o)
 	if err != nil || t == nil {
 		return 0, 0, err
@@ -111,7 +137,12 @@ func (im *Image) xentry(o format.GuestOff) (format.L2Entry, uint64, error) {
 	bm := im.g.BitmapAt(t.Data, i)
 	t.Unlock()
 	im.l2c.Put(t)
-	if err := im.validEntry(e); err != nil {
+	if read {
+		e, err = im.readableEntry(e)
+	} else {
+		err = im.validEntry(e)
+	}
+	if err != nil {
 		return 0, 0, err
 	}
 	if err := format.ValidateBitmap(e, bm); err != nil {
@@ -125,6 +156,21 @@ func (im *Image) validEntry(e format.L2Entry) error {
 		return err
 	}
 	return nil
+}
+
+// readableEntry is e as a read takes it (Q20): an entry whose only
+// defect is reserved bits is read with them masked off, as QEMU reads
+// it (its check reports the bits; writes through the entry stay
+// refused here); any other defect is validEntry's error.
+func (im *Image) readableEntry(e format.L2Entry) (format.L2Entry, error) {
+	err := im.validEntry(e)
+	if err == nil || e.Compressed() {
+		return e, err
+	}
+	if m := e &^ format.L2ReservedMask; m != e && im.validEntry(m) == nil {
+		return m, nil
+	}
+	return 0, err
 }
 
 // setEntry stores e as the L2 entry of guest offset o; the L2 table must

@@ -124,7 +124,7 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff
 	if g.ExtendedL2 {
 		return im.xmapRun(off, maxLen)
 	}
-	e, err := im.entry(off)
+	e, err := im.readEntry(off)
 	if err != nil {
 		return run{}, err
 	}
@@ -139,7 +139,7 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff
 	// Extend while the next cluster continues the run (at most 256
 	// clusters per lookup to bound the lock hold).
 	for k := 0; r.length < maxLen && k < 256; k++ {
-		ne, err := im.entry(off + format.GuestOff(r.length))
+		ne, err := im.readEntry(off + format.GuestOff(r.length))
 		if err != nil {
 			return run{}, err
 		}

@@ -42,7 +42,7 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	// At most 256 clusters per lookup, as mapRun.
 	for k := 0; r.length < maxLen && k < 256; k++ {
 		pos := off + format.GuestOff(r.length)
-		e, bm, err := im.xentry(pos)
+		e, bm, err := im.xentryFor(pos, true)
 		if err != nil {
 			return run{}, err
 		}
