@@ -57,10 +57,25 @@ func (im *Image) Truncate(size int64) error {
 	return im.grow(size)
 }
 
+// resizableLocked refuses to resize a version 2 image with snapshots, as
+// QEMU does: version 2 does not require a snapshot to record its disk
+// size, so a snapshot taken before could later be applied at the wrong
+// size (mu held).
+func (im *Image) resizableLocked() error {
+	if im.hdr.Version < 3 && len(im.snapshots) > 0 {
+		return fmt.Errorf("%w: resizing a version 2 image that has snapshots", ErrUnsupported)
+	}
+	return nil
+}
+
 // grow is Truncate with resizeMu held.
 func (im *Image) grow(size int64) error {
 	im.mu.Lock()
 	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	if err := im.resizableLocked(); err != nil {
 		im.mu.Unlock()
 		return err
 	}
@@ -160,6 +175,11 @@ func (im *Image) Shrink(size int64) error {
 	}
 	im.resizeMu.Lock()
 	defer im.resizeMu.Unlock()
+	return im.resize(size)
+}
+
+// resize is Shrink with resizeMu held (ApplySnapshot resizes too).
+func (im *Image) resize(size int64) error {
 	cur, err := im.Size()
 	if err != nil {
 		return err
@@ -172,6 +192,10 @@ func (im *Image) Shrink(size int64) error {
 	}
 	im.mu.Lock()
 	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return err
+	}
+	if err := im.resizableLocked(); err != nil {
 		im.mu.Unlock()
 		return err
 	}

@@ -272,10 +272,29 @@ func (im *Image) newSnapshotIDLocked() string {
 }
 
 // ApplySnapshot reverts the disk to the snapshot with ID or name s
-// (qemu-img snapshot -a). The snapshot stays.
+// (qemu-img snapshot -a). The snapshot stays. A snapshot of another
+// disk size is applied as QEMU applies it: the image is first resized to
+// the snapshot's size (Truncate or Shrink, durable on its own: a crash
+// after it leaves the resized image with its old contents), then its
+// tables are switched.
 func (im *Image) ApplySnapshot(s string) error {
 	im.resizeMu.Lock() // it sets the size too (Q18)
 	defer im.resizeMu.Unlock()
+	var size uint64
+	if err := im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
+		size = sn.DiskSize
+		return nil
+	}); err != nil {
+		return err
+	}
+	if size != 0 && size != im.vsize.Load() {
+		if err := checkSectorSize(int64(size)); err != nil {
+			return err
+		}
+		if err := im.resize(int64(size)); err != nil {
+			return fmt.Errorf("qcow2: resizing to the snapshot's disk size %d: %w", size, err)
+		}
+	}
 	return im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
 		return im.applySnapshotLocked(sn)
 	})

@@ -26,9 +26,19 @@ const (
 	opBatch
 	opCheck
 	opShrink
+	opSnap
 )
 
-var tkindNames = [...]string{"write", "zero", "discard", "flush", "read", "reopen", "grow", "batch", "check", "shrink"}
+var tkindNames = [...]string{"write", "zero", "discard", "flush", "read", "reopen", "grow", "batch", "check", "shrink", "snapshot"}
+
+// Snapshot actions (top.n of an opSnap).
+const (
+	snapCreate = iota
+	snapApply
+	snapDelete
+)
+
+var snapActionNames = [...]string{"create", "apply", "delete"}
 
 func (k tkind) String() string { return tkindNames[k] }
 
@@ -39,7 +49,7 @@ type top struct {
 	off, n int64
 	pat    uint64 // data pattern seed (writes)
 	flags  block.Flags
-	arg    int     // reopen: option variant
+	arg    int     // reopen: option variant; snapshot: which one (apply, delete)
 	batch  *tbatch // opBatch
 }
 
@@ -58,6 +68,8 @@ func (o top) String() string {
 		return fmt.Sprintf("batch of %d goroutines, stripe %d over [%#x,+%#x), shared [%#x,+%#x)", b.g, b.stripe, b.base, b.span, b.sbase, b.sspan)
 	case opZero:
 		return fmt.Sprintf("zero [%#x,+%#x) %v", o.off, o.n, o.flags)
+	case opSnap:
+		return fmt.Sprintf("snapshot %s (pick %d)", snapActionNames[o.n], o.arg)
 	}
 	return fmt.Sprintf("%s [%#x,+%#x)", o.kind, o.off, o.n)
 }
@@ -235,6 +247,10 @@ func genOps(seed uint64, p tgenParams) []top {
 		case k < 900:
 			o.kind = opBatch
 			o.batch = genBatch(r, p)
+		case k < 925:
+			o.kind = opSnap
+			o.n = []int64{snapCreate, snapCreate, snapApply, snapDelete}[r.IntN(4)]
+			o.arg = r.IntN(1 << 20)
 		default:
 			o.kind = opCheck
 		}

@@ -30,6 +30,7 @@ import (
 type tstats struct {
 	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
 	Grows, GrowSkips, Shrinks, Skipped, Batches, BatchOps, Checks int64
+	Snapshots, SnapApplies, SnapDeletes, SnapSkips                int64 // opSnap (torture_snap_test.go)
 	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
@@ -60,6 +61,10 @@ func (s *tstats) add(o *tstats) {
 	s.Grows += o.Grows
 	s.GrowSkips += o.GrowSkips
 	s.Shrinks += o.Shrinks
+	s.Snapshots += o.Snapshots
+	s.SnapApplies += o.SnapApplies
+	s.SnapDeletes += o.SnapDeletes
+	s.SnapSkips += o.SnapSkips
 	s.Skipped += o.Skipped
 	s.Batches += o.Batches
 	s.BatchOps += o.BatchOps
@@ -136,11 +141,11 @@ func (s *tstats) String() string {
 	for _, v := range s.Crash {
 		crash += v
 	}
-	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks)\n"+
+	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
-		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks,
+		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
@@ -188,6 +193,10 @@ type trun struct {
 	crashOff   bool
 	crashFails int
 	evMu       sync.Mutex
+
+	snaps  []tsnap // internal snapshots taken (torture_snap_test.go)
+	snapN  int
+	inSnap bool // a snapshot operation is running (under cmu)
 }
 
 // tortureKeepRoot is where case directories go (kept on failure).
@@ -627,6 +636,10 @@ func (r *trun) exec(i int, o top) {
 		// zeroed past the end): not compared.
 		r.touch(o.off, r.size-o.off)
 		if err := im.Shrink(o.off); err != nil {
+			if errors.Is(err, ErrUnsupported) && r.cfg.v2 && len(r.snaps) > 0 {
+				r.st.SnapSkips++ // QEMU does not resize v2 images with snapshots
+				return
+			}
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		r.st.Shrinks++
@@ -646,6 +659,8 @@ func (r *trun) exec(i int, o top) {
 		r.check(fmt.Sprintf("after batch op %d", i))
 	case opCheck:
 		r.check(fmt.Sprintf("op %d", i))
+	case opSnap:
+		r.snapshot(i, o)
 	}
 }
 
@@ -919,6 +934,7 @@ func (r *trun) finish() {
 			r.fatalf("qemu-img convert: %d bytes, want %d", len(got), r.size)
 		}
 		r.mustModel(got, 0, "qemu-img convert -O raw")
+		r.checkSnapshotsQemu(path)
 	}
 	if r.t.Failed() {
 		r.t.FailNow()
@@ -1004,6 +1020,17 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		return keep("reopen: %v", err)
 	}
 	res, err := im.Check(CheckOptions{})
+	copiedOnly := false
+	if err == nil && res.CheckErrors == 0 && res.Corruptions != 0 && r.inSnap && onlyCopied(res.Messages) {
+		// A crash inside a snapshot operation may leave COPIED out of
+		// step with the counts, as QEMU's ordering does
+		// (TestCrash_Snapshot): -r all repairs it in one pass.
+		copiedOnly = true
+		res, err = im.Check(CheckOptions{Repair: RepairAll})
+		if err == nil {
+			res, err = im.Check(CheckOptions{})
+		}
+	}
 	if err != nil || res.Corruptions != 0 || res.CheckErrors != 0 {
 		im.Close()
 		clone = memdev.FromBytes(before, memdev.Options{})
@@ -1052,7 +1079,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		// The clone as the power cut left it (dirty lazy images need
 		// our recovery first: qemu-img check would report their
 		// stale refcounts), then after our recovery.
-		if !r.cfg.lazy {
+		if !r.cfg.lazy && !copiedOnly {
 			os.WriteFile(p, before, 0o644)
 			if !r.qemuCheck(p, true, "crash clone at "+kind) {
 				clone = memdev.FromBytes(before, memdev.Options{})

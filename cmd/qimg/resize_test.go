@@ -181,3 +181,30 @@ func TestResizeInterop(t *testing.T) {
 	mustQ(t, "resize", "-f", "raw", "--shrink", p("r.raw"), "1536k")
 	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "read -P 5 0 1M", "-c", "read -P 0 1M 512k", p("r.raw"))
 }
+
+// A version 2 image with snapshots is not resized, as QEMU refuses it
+// (a version 2 snapshot need not record its disk size); version 3
+// images with snapshots are.
+func TestResize_SnapshotsByVersion(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := workDir(t)
+	for _, compat := range []string{"0.10", "1.1"} {
+		ours, theirs := filepath.Join(d, "ours"+compat), filepath.Join(d, "theirs"+compat)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat="+compat, ours, "1M")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 5 0 64k", ours)
+		testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", ours)
+		cp(t, ours, theirs)
+		for _, s := range [][]string{{"resize", "IMG", "2M"}, {"resize", "--shrink", "IMG", "512k"}, {"resize", "IMG", "512k"}} {
+			_, e1, c1 := runQ(t, replaceArg(s, "IMG", ours)...)
+			_, e2, c2 := testkit.Run(t, "qemu-img", replaceArg(s, "IMG", theirs)...)
+			if c1 != c2 || (compat == "0.10") != (c1 != 0) {
+				t.Errorf("compat %s %q: qimg exit %d %q; qemu-img exit %d %q", compat, s, c1, e1, c2, e2)
+			}
+		}
+		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+		testkit.QemuCheck(t, ours)
+		testkit.MustRun(t, "qemu-img", "snapshot", "-a", "s1", ours)
+		testkit.MustRun(t, "qemu-io", "-c", "read -P 5 0 64k", ours)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,4 +104,60 @@ func TestSnapshot_Errors(t *testing.T) {
 	if _, _, code := runQ(t, "snapshot", "-l", filepath.Join(filepath.Dir(img), "missing")); code != 1 {
 		t.Fatalf("missing file: exit %d", code)
 	}
+}
+
+// A snapshot of another disk size is applied as QEMU applies it: the
+// image takes the snapshot's size and contents. qimg and qemu-img run
+// the same steps on two copies (with a backing file, so that the grown
+// range must read as zeros, not as the backing file), and the results
+// compare equal and check clean.
+func TestSnapshot_ApplyOtherSize(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := t.TempDir()
+	base := filepath.Join(d, "base.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", base, "4M")
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 9 0 4M", base)
+	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", ours, "1M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 960k 64k", ours)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "small", ours)
+	testkit.MustRun(t, "qemu-img", "resize", "-q", ours, "3M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 3 2M 64k", "-c", "write -P 4 0 4k", ours)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "big", ours)
+	testkit.MustRun(t, "qemu-img", "resize", "-q", "--shrink", ours, "2M")
+	cp(t, ours, theirs)
+	for _, step := range [][]string{
+		{"snapshot", "-a", "small", "IMG"}, // 2M -> 1M
+		{"snapshot", "-a", "big", "IMG"},   // 1M -> 3M: [1M, 2M) zeros, not the backing file
+		{"snapshot", "-a", "small", "IMG"},
+	} {
+		_, e1, c1 := runQ(t, replaceArg(step, "IMG", ours)...)
+		_, e2, c2 := testkit.Run(t, "qemu-img", replaceArg(step, "IMG", theirs)...)
+		if c1 != 0 || c2 != 0 {
+			t.Fatalf("%q: qimg exit %d %q, qemu-img exit %d %q", step, c1, e1, c2, e2)
+		}
+		if a, b := virtualSize(t, ours), virtualSize(t, theirs); a != b {
+			t.Fatalf("%q: virtual size %d, qemu-img's %d", step, a, b)
+		}
+		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+		testkit.QemuCheck(t, ours)
+		if step[2] == "big" {
+			testkit.MustRun(t, "qemu-io", "-c", "read -P 4 0 4k", "-c", "read -P 2 960k 64k", "-c", "read -P 0 1M 1M", "-c", "read -P 3 2M 64k", ours)
+		}
+	}
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 64k", "-c", "read -P 2 960k 64k", ours)
+}
+
+// virtualSize is qemu-img info's virtual size of img.
+func virtualSize(t *testing.T, img string) int64 {
+	t.Helper()
+	out, _, _ := testkit.Run(t, "qemu-img", "info", "--output=json", img)
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("qemu-img info %s: %v\n%s", img, err, out)
+	}
+	return info.VirtualSize
 }
