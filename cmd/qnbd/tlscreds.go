@@ -93,21 +93,56 @@ func (tc tlsCreds) config() (*tls.Config, error) {
 	if len(cas) == 0 {
 		return nil, fmt.Errorf("TLS credentials: %s: no certificate", caPath)
 	}
-	cfg.ClientCAs = x509.NewCertPool()
+	roots := x509.NewCertPool()
 	for _, c := range cas {
-		cfg.ClientCAs.AddCert(c)
+		roots.AddCert(c)
 	}
-	cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	crls, err := loadCRLs(filepath.Join(tc.dir, "ca-crl.pem"), cas)
 	if err != nil {
 		return nil, err
 	}
-	if len(crls) > 0 {
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			return checkRevoked(cs.VerifiedChains, crls, time.Now())
-		}
+	// The client's certificate is verified here, not by crypto/tls
+	// (RequireAndVerifyClientCert with ClientCAs), so that the request
+	// for it names no CA. GnuTLS clients (QEMU, libnbd) pick the
+	// certificate to send from the CAs named and the request's
+	// signature algorithms, and in TLS 1.3 Go's request lists no
+	// PKCS#1 v1.5 algorithm (they are for certificates only there), so
+	// GnuTLS 3.7 found its RSA certificate, signed that way, unsuitable
+	// and sent none. Named no CA, GnuTLS sends its only certificate.
+	cfg.ClientAuth = tls.RequireAnyClientCert
+	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		return verifyClient(raw, roots, crls, time.Now())
 	}
 	return cfg, nil
+}
+
+// verifyClient verifies the client's certificate chain raw (leaf first)
+// as crypto/tls does for RequireAndVerifyClientCert: it must chain to
+// roots through the certificates the client sent, be valid now and be
+// meant for client authentication; and no certificate of the chain may
+// be revoked (checkRevoked).
+func verifyClient(raw [][]byte, roots *x509.CertPool, crls []*x509.RevocationList, now time.Time) error {
+	if len(raw) == 0 {
+		return errors.New("the client sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, b := range raw {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	chains, err := certs[0].Verify(opts)
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}
+	}
+	return checkRevoked(chains, crls, now)
 }
 
 // pemBlocks decodes every PEM block of b, which must all be of type

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	crand "crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -21,26 +23,42 @@ import (
 // testCA is a certificate authority for the tests.
 type testCA struct {
 	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
+	key    crypto.Signer
+	rsa    bool // RSA keys, signed with PKCS#1 v1.5 (certtool's and openssl's default); else ECDSA P-256
 	pem    []byte
 	serial int64
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+// newKey is a key of the CA's kind.
+func newKey(t *testing.T, useRSA bool) crypto.Signer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	var key crypto.Signer
+	var err error
+	if useRSA {
+		key, err = rsa.GenerateKey(crand.Reader, 2048)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key
+}
+
+func newTestCA(t *testing.T, name string) *testCA { return newTestCAKind(t, name, false) }
+
+func newTestCAKind(t *testing.T, name string, useRSA bool) *testCA {
+	t.Helper()
+	key := newKey(t, useRSA)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serial: 1}
+	return &testCA{cert: cert, key: key, rsa: useRSA, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serial: 1}
 }
 
 // issue makes a certificate the CA signs, for a server (localhost and
@@ -48,10 +66,7 @@ func newTestCA(t *testing.T, name string) *testCA {
 // credential checks want; it returns the certificate and key in PEM.
 func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t, ca.rsa)
 	ca.serial++
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -61,7 +76,10 @@ func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM
 		tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if ca.rsa {
+		tmpl.SignatureAlgorithm = x509.SHA256WithRSA
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +134,13 @@ type testPKI struct {
 	client                *x509.Certificate // the server dir's
 }
 
-func writePKI(t *testing.T, dir string) *testPKI {
+func writePKI(t *testing.T, dir string) *testPKI { return writePKIKind(t, dir, false) }
+
+// writePKIKind is writePKI with RSA keys and PKCS#1 v1.5 signatures if
+// useRSA.
+func writePKIKind(t *testing.T, dir string, useRSA bool) *testPKI {
 	t.Helper()
-	ca, other := newTestCA(t, "qnbd test CA"), newTestCA(t, "another CA")
+	ca, other := newTestCAKind(t, "qnbd test CA", useRSA), newTestCAKind(t, "another CA", useRSA)
 	p := &testPKI{server: filepath.Join(dir, "server"), nocert: filepath.Join(dir, "nocert"), other: filepath.Join(dir, "other"), ca: ca}
 	scert, skey, _ := ca.issue(t, "localhost", true)
 	ccert, ckey, client := ca.issue(t, "client", false)
@@ -202,8 +224,10 @@ func TestTLSCredsVerifyPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
-		t.Fatalf("--tls-creds=DIR: ClientAuth %v, ClientCAs %v", cfg.ClientAuth, cfg.ClientCAs)
+	// The certificate is required, and verified by qnbd (tlscreds.go:
+	// the request names no CA, for GnuTLS clients).
+	if cfg.ClientAuth != tls.RequireAnyClientCert || cfg.VerifyPeerCertificate == nil || cfg.ClientCAs != nil {
+		t.Fatalf("--tls-creds=DIR: ClientAuth %v, VerifyPeerCertificate set %v, ClientCAs %v", cfg.ClientAuth, cfg.VerifyPeerCertificate != nil, cfg.ClientCAs)
 	}
 	for _, tc := range []struct {
 		name, dir, err string
