@@ -245,6 +245,16 @@
 //	    Check reports the entry and counts its cluster, and writes,
 //	    zeroing and discards through it fail with ErrCorrupt. Every
 //	    other invalid entry fails the read.
+//	Q21 The host space of clusters a Discard or an unmapping WriteZeroes
+//	    frees goes back to the file system (zero.go punchFreed; QEMU's
+//	    pass-discard-request, off with Options.NoPassDiscard): after the
+//	    gate has passed, once the L2 changes that dropped them are
+//	    durable, and before the references drop; only for clusters the
+//	    freed entry is the last reference to, never compressed ones.
+//	    Nothing can read them through the old entries then, no table on
+//	    the media points at them, and nothing can allocate them yet.
+//	    Only on devices that zero efficiently, so a refused punch never
+//	    writes zeros.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

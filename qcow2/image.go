@@ -194,7 +194,8 @@ func (im *Image) Metrics() Metrics {
 		ZeroingRefused: c.zeroingRefused.Load(), FreshSkips: c.freshSkips.Load(), AllocWaits: c.allocWaits.Load(), EarlyWrites: c.earlyWrites.Load(), Reservations: c.reservations.Load(),
 		MetaWrites: c.metaWrites.Load(), Flushes: c.flushes.Load(),
 		FillBytes: c.fillBytes.Load(), FillWaits: c.fillWaits.Load(), FillErrors: c.fillErrors.Load(),
-		QueueFast: c.queueFast.Load(), QueueAlloc: c.queueAlloc.Load(), QueueSlow: c.queueSlow.Load(),
+		PunchedBytes: c.punchedBytes.Load(),
+		QueueFast:    c.queueFast.Load(), QueueAlloc: c.queueAlloc.Load(), QueueSlow: c.queueSlow.Load(),
 		QueueAllocSync: c.queueAllocSync.Load(),
 		Prealloc:       im.pinfo,
 	}

@@ -38,6 +38,9 @@ type Metrics struct {
 	// that waited for such a write of the same space; FillErrors is 1
 	// once a failed fill write turned filling off.
 	FillBytes, FillWaits, FillErrors int64
+	// PunchedBytes is host space given back to the file system after a
+	// Discard or an unmapping zeroing freed its clusters (Q21).
+	PunchedBytes int64
 	// QueueFast are queued requests (Queue) that went straight to the
 	// device's queue; QueueAlloc those that went to its allocator (Q16);
 	// QueueSlow those that ran the synchronous path. QueueAllocSync are
@@ -94,6 +97,7 @@ type counters struct {
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
 	earlyWrites, reservations                                   atomic.Int64
 	fillBytes, fillWaits, fillErrors                            atomic.Int64
+	punchedBytes                                                atomic.Int64
 	queueFast, queueAlloc, queueSlow, queueAllocSync            atomic.Int64
 }
 
@@ -109,7 +113,8 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites, Reservations: m.Reservations - o.Reservations,
 		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
 		FillBytes: m.FillBytes - o.FillBytes, FillWaits: m.FillWaits - o.FillWaits, FillErrors: m.FillErrors - o.FillErrors,
-		QueueFast: m.QueueFast - o.QueueFast, QueueAlloc: m.QueueAlloc - o.QueueAlloc, QueueSlow: m.QueueSlow - o.QueueSlow,
+		PunchedBytes: m.PunchedBytes - o.PunchedBytes,
+		QueueFast:    m.QueueFast - o.QueueFast, QueueAlloc: m.QueueAlloc - o.QueueAlloc, QueueSlow: m.QueueSlow - o.QueueSlow,
 		QueueAllocSync: m.QueueAllocSync - o.QueueAllocSync,
 		Prealloc:       m.Prealloc,
 		L2Hits:         m.L2Hits - o.L2Hits, L2Misses: m.L2Misses - o.L2Misses,
@@ -123,6 +128,9 @@ func (m Metrics) String() string {
 	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
 	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips, %d reservations ahead\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips, m.Reservations)
 	fmt.Fprintf(&b, "prealloc: %s; %d B filled ahead, %d fill waits, %d fill errors\n", m.Prealloc, m.FillBytes, m.FillWaits, m.FillErrors)
+	if m.PunchedBytes > 0 {
+		fmt.Fprintf(&b, "discard: %d B of freed clusters given back to the file system\n", m.PunchedBytes)
+	}
 	if m.QueueFast+m.QueueAlloc+m.QueueSlow > 0 {
 		fmt.Fprintf(&b, "queue: %d fast, %d allocated (%d of them handed to the synchronous path), %d slow\n", m.QueueFast, m.QueueAlloc, m.QueueAllocSync, m.QueueSlow)
 	}

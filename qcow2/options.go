@@ -124,6 +124,12 @@ type Options struct {
 	// allocation).
 	PreallocFill string
 
+	// NoPassDiscard keeps inside the image file the host space of the
+	// clusters a Discard or an unmapping WriteZeroes frees, for reuse
+	// (QEMU's pass-discard-request=off). By default it goes back to the
+	// file system (a hole is punched), as QEMU does with discard=unmap.
+	NoPassDiscard bool
+
 	// OnEvent, if set, is called at each boundary event (Event) of the
 	// engine, synchronously and possibly from several goroutines at once.
 	// It is for tests that crash a device at those moments; it must not
@@ -297,7 +303,8 @@ func (o *CreateOptions) Set(k, v string) error {
 // Set applies one open option by its QEMU-style name: l2-cache-size,
 // l2-cache-entry-size, refcount-cache-size, cache-clean-interval (seconds),
 // prealloc (on|off), prealloc-size, prealloc-align, prealloc-fill
-// (auto|zeroes|unwritten), read-only, repair.
+// (auto|zeroes|unwritten), pass-discard-request (on|off), read-only,
+// repair.
 func (o *Options) Set(k, v string) error {
 	switch strings.ReplaceAll(k, "_", "-") {
 	case "l2-cache-size":
@@ -352,6 +359,12 @@ func (o *Options) Set(k, v string) error {
 		default:
 			return fmt.Errorf("option prealloc-fill: invalid value %q (auto, zeroes, unwritten)", v)
 		}
+	case "pass-discard-request":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.NoPassDiscard = !b
 	case "read-only":
 		b, err := parseBool(k, v)
 		if err != nil {
@@ -385,7 +398,7 @@ func (o *Options) Parse(s string) error {
 }
 
 // OptionNames lists the open options Set accepts (for CLIs).
-var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "read-only", "repair"}
+var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "pass-discard-request", "read-only", "repair"}
 
 // CreateOptionNames lists the create options.
 var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "extended_l2"}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/block/tracedev"
 	"github.com/qring/qring/internal/testkit"
@@ -523,7 +524,8 @@ Q2: that write, a flush, then the L2 entry; Q1: refblock, flush, L2.`,
 		{
 			name: "free",
 			comment: `free: 64 KiB clusters, no backing: clusters 0 and 1 written and flushed, then Discard of cluster 1 and Flush.
-The L2 entry becomes a zero cluster; Q3: the L2 write, a flush, then the refblock decrement.`,
+The L2 entry becomes a zero cluster; Q3: the L2 write, a flush, then the refblock decrement. Q21: the freed
+host cluster is punched (zero MayUnmap) once the L2 change is durable, before its refcount drops.`,
 			run: func(t *testing.T) (*traceRig, []traceOp) {
 				r := newTraceRig(t, CreateOptions{Size: 64 * mi}, noAhead, memdev.Options{})
 				r.write(0, pattern(128*ki, 4))
@@ -539,6 +541,12 @@ The L2 entry becomes a zero cluster; Q3: the L2 write, a flush, then the refbloc
 				rb := lastBefore(ops, len(ops), func(o traceOp) bool { return o.isWrite("refblock") })
 				if l2 < 0 || rb < 0 || rb < l2 || !flushBetween(ops, l2, rb) {
 					t.Errorf("Q3: want L2 write, flush, refblock write; got L2 #%d refblock #%d\n%s", l2, rb, dump(ops))
+				}
+				punch := lastBefore(ops, len(ops), func(o traceOp) bool {
+					return o.e.Kind == tracedev.Zero && o.role == "data" && o.e.Flags&block.MayUnmap != 0
+				})
+				if punch < l2 || punch > rb || !flushBetween(ops, l2, punch) {
+					t.Errorf("Q21: want the freed cluster punched after the L2 write and a flush, and before the refblock write; got punch #%d L2 #%d refblock #%d\n%s", punch, l2, rb, dump(ops))
 				}
 			},
 		},

@@ -25,7 +25,10 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if g.ExtendedL2 {
 		gran = int64(g.SubclusterSize())
 	}
-	// Lock-free: the version and size mirrors (Image.ver, hsize).
+	// Lock-free: the version and size mirrors (Image.ver, hsize). (An
+	// unaligned edge that already reads as zeros would need no zero
+	// buffers either, but whether it does can depend on a write in
+	// flight beside it, and the answer must not.)
 	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hsize.Load())) {
 		return block.ErrNotSupported
 	}
@@ -40,7 +43,7 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 // a last cluster that ends at vend is zeroed whole.
 func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 	cs := int64(im.g.ClusterSize)
-	var fr freeList
+	fr := freeList{punch: flags&block.MayUnmap != 0}
 	defer im.release(&fr)
 	for n > 0 {
 		in := off % cs
@@ -58,6 +61,13 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 				}
 				err = im.writeZeroBuf(off, chunk)
 			}
+		} else if off+chunk <= int64(im.vsize.Load()) && im.IsZeroFast(off, chunk) {
+			// Already zeros (unallocated over no backing data, or a
+			// zero cluster): nothing to write, and no cluster to
+			// allocate for it, as QEMU finds. A write racing with
+			// this one on the same bytes is ordered before it.
+			// (Past the size guests see, a resize zeroes bytes that
+			// read as zeros only because they lie past it.)
 		} else if im.g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
@@ -123,7 +133,7 @@ const (
 // discardClusters is Discard's work on the guest clusters [first, end).
 func (im *Image) discardClusters(first, end int64, d discardKind) error {
 	cs := int64(im.g.ClusterSize)
-	var fr freeList
+	fr := freeList{punch: true}
 	defer im.release(&fr)
 	for c := first; c < end; c++ {
 		err := im.holdSectors(c*cs, cs, func() error {
@@ -152,7 +162,8 @@ var errNoZeroClusters = errors.New("qcow2: no zero clusters on version 2")
 // entries is registered in Image.freeing, so Check counts them and does
 // not repair them as leaks under the freer.
 type freeList struct {
-	es []format.L2Entry
+	es    []format.L2Entry
+	punch bool // the entries were dropped by a Discard or an unmapping zeroing: their space goes back to the host (punchFreed)
 }
 
 const freeBatch = 256
@@ -204,6 +215,9 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 			im.gate.sync() // Q12: lock-free users of the old entries are done
 			break
 		}
+	}
+	if fr.punch && !im.opts.NoPassDiscard {
+		im.punchFreed(fr)
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -307,4 +321,64 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 		im.pendLocked(fr, e)
 	}
 	return nil
+}
+
+// punchFreed gives the host space of fr's clusters back to the file
+// system (a hole, or the device's discard), as QEMU does for a discard
+// with pass-discard-request (Q21), before their references drop: only
+// clusters that fr's entry is the last reference to (refcount 1; not
+// compressed ones, whose host clusters hold others' data too). The gate
+// has passed, so no request reads or writes them through the old
+// entries, and fr still holds them, so no allocation takes them while
+// the hole is made; and the L2 tables without the entries are written
+// and flushed first, so no table on the media points into the hole,
+// even after a crash (an encrypted cluster would read as garbage). Only on
+// devices that zero efficiently (Caps: MayUnmap and Allocate), so that a
+// refused punch never becomes a stream of zeros; best effort, an error
+// leaves the space allocated as before.
+func (im *Image) punchFreed(fr *freeList) {
+	c := im.dev.Caps()
+	if c.ZeroFlags&(block.MayUnmap|block.Allocate) != block.MayUnmap|block.Allocate {
+		return
+	}
+	cs := format.HostOff(im.g.ClusterSize)
+	type hostRange struct{ off, end format.HostOff }
+	var rs []hostRange
+	im.mu.Lock()
+	if im.writableLocked() != nil {
+		im.mu.Unlock()
+		return
+	}
+	for _, e := range fr.es {
+		if t := e.Type(); t != format.ClusterNormal && t != format.ClusterZeroAlloc {
+			continue
+		}
+		if rc, err := im.refcount(im.g.HostCluster(e.Offset())); err != nil || rc != 1 {
+			continue
+		}
+		if k := len(rs) - 1; k >= 0 && rs[k].end == e.Offset() {
+			rs[k].end += cs
+		} else {
+			rs = append(rs, hostRange{e.Offset(), e.Offset() + cs})
+		}
+	}
+	// The L2 changes that dropped the entries are durable first: no
+	// table on the media points into a hole, even after a crash.
+	if len(rs) > 0 {
+		if err := im.l2c.Write(); err != nil {
+			im.mu.Unlock()
+			return
+		}
+		if err := im.dev.Flush(); err != nil {
+			im.mu.Unlock()
+			return
+		}
+	}
+	im.mu.Unlock()
+	for _, r := range rs {
+		if err := im.dev.WriteZeroes(int64(r.off), int64(r.end-r.off), block.MayUnmap); err != nil {
+			return
+		}
+		im.c.punchedBytes.Add(int64(r.end - r.off))
+	}
 }
