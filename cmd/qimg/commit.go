@@ -7,7 +7,6 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
-	"github.com/qring/qring/qcow2/format"
 )
 
 func runCommit(e *env, args []string) int {
@@ -39,11 +38,10 @@ var errNoBacking = errors.New("Image does not have a backing file")
 
 // doCommit writes what path allocates itself into its backing file
 // (data as data, zero clusters as zeros), then, unless keep (-d), empties
-// path as qemu-img 7.2 does, so that the chain reads the same. An image
-// is emptied by creating it anew with the same options and backing file
-// (the data is durable in the backing file by then); internal snapshots
-// would be lost that way, so an image with snapshots is only committed
-// with -d.
+// path as qemu-img 7.2 does, so that the chain reads the same: once the
+// data is durable in the backing file, every cluster of the image
+// becomes unallocated in place (Image.MakeEmpty); its header, features
+// and internal snapshots stay.
 func doCommit(path, fmtName, cache string, keep bool, progress func(done, total int64)) error {
 	top, err := openImage(imgopen.Spec{Path: path, Format: fmtName, Cache: cache, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
@@ -62,10 +60,6 @@ func doCommit(path, fmtName, cache string, keep bool, progress func(done, total 
 		return err
 	}
 	h := im.Header()
-	if h.NbSnapshots > 0 && !keep {
-		top.Close()
-		return errors.New("qimg cannot empty an image with internal snapshots: use -d")
-	}
 	bpath := pathCombine(path, h.BackingFile)
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache})
 	if err != nil {
@@ -73,7 +67,10 @@ func doCommit(path, fmtName, cache string, keep bool, progress func(done, total 
 		return err
 	}
 	err = commitInto(im, base, progress)
-	bfmt := base.Format()
+	if err == nil {
+		// Durable in the backing file before the image lets go of it.
+		err = base.Dev.Flush()
+	}
 	if cerr := base.Close(); err == nil {
 		err = cerr
 	}
@@ -83,7 +80,7 @@ func doCommit(path, fmtName, cache string, keep bool, progress func(done, total 
 	if err != nil || keep {
 		return err
 	}
-	return makeEmpty(path, h, bfmt)
+	return makeEmpty(imgopen.Spec{Path: path, Format: fmtName, Cache: cache, Opts: qcow2.Options{NoBacking: true}})
 }
 
 // commitInto copies the ranges im allocates into base, growing base to
@@ -141,25 +138,19 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, progress func(done, total
 	return base.Dev.Flush()
 }
 
-// makeEmpty recreates path as an empty overlay with h's options.
-func makeEmpty(path string, h format.Header, backingFmt string) error {
-	op, err := imgopen.Opener("writeback", "")
+// makeEmpty opens the committed image for writing and makes all of it
+// unallocated (QEMU's bdrv_make_empty after a commit).
+func makeEmpty(spec imgopen.Spec) error {
+	top, err := openImage(spec)
 	if err != nil {
 		return err
 	}
-	o := qcow2.CreateOptions{
-		Size: int64(h.Size), ClusterSize: int(h.ClusterSize()), Compat: "1.1",
-		RefcountBits: 1 << h.RefcountOrder, LazyRefcounts: h.CompatibleFeatures&format.CompatLazyRefcounts != 0,
-		BackingFile: h.BackingFile, BackingFormat: h.BackingFormat, Opener: op,
+	err = top.Image.MakeEmpty()
+	if cerr := top.Close(); err == nil {
+		err = cerr
 	}
-	if o.BackingFormat == "" {
-		o.BackingFormat = backingFmt
-	}
-	if h.Version < 3 {
-		o.Compat = "0.10"
-	}
-	if err := qcow2.Create(path, o); err != nil {
-		return fmt.Errorf("Could not empty %s: %w", path, err)
+	if err != nil {
+		return fmt.Errorf("Could not empty %s: %w", spec.Path, err)
 	}
 	return nil
 }
