@@ -269,6 +269,10 @@ func (im *Image) preallocate(mode string) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	reused := false
+	// The data clusters, in runs of host-contiguous ones: falloc and
+	// full reserve or write every one of them (metadata lies between).
+	type run struct{ off, end int64 }
+	var runs []run
 	for gc := uint64(0); gc < n; gc++ {
 		goff := g.GuestClusterOff(gc)
 		if err := im.ensureL2Locked(goff); err != nil {
@@ -289,6 +293,11 @@ func (im *Image) preallocate(mode string) error {
 				return err
 			}
 			reused = true
+		}
+		if k := len(runs) - 1; k >= 0 && runs[k].end == int64(host) {
+			runs[k].end += int64(g.ClusterSize)
+		} else {
+			runs = append(runs, run{int64(host), int64(host) + int64(g.ClusterSize)})
 		}
 		im.c.clustersAllocated.Add(1)
 		if err := im.l2c.SetDependency(im.rbc); err != nil {
@@ -314,23 +323,27 @@ func (im *Image) preallocate(mode string) error {
 			}
 		}
 	case PreallocFalloc, PreallocFull:
-		// Everything past the current end was never written (dirty
-		// tables are written back by the flush below, after this), so
-		// it can be zeroed wholesale; clusters below it are holes.
-		sz, err := im.dev.Size()
-		if err != nil {
-			return err
-		}
-		if sz >= end {
-			break
-		}
-		if mode == PreallocFalloc && im.dcap.ZeroFlags&block.Allocate != 0 {
-			if err := im.dev.WriteZeroes(sz, end-sz, block.Allocate); err == nil {
-				break
+		// Every data cluster gets its space, as QEMU's falloc
+		// (reserved: unwritten extents) and full (zeros written): none
+		// was written since open, and the tables between them are
+		// left alone (dirty ones are written back by the flush below).
+		// Space past the last one up to the end is reserved too.
+		if sz, err := im.dev.Size(); err == nil && sz < end {
+			if k := len(runs) - 1; k >= 0 && runs[k].end >= sz {
+				runs[k].end = max(runs[k].end, end)
+			} else {
+				runs = append(runs, run{sz, end})
 			}
 		}
-		if err := block.WriteZeroBuffers(im.dev, sz, end-sz); err != nil {
-			return err
+		for _, r := range runs {
+			if mode == PreallocFalloc && im.dcap.ZeroFlags&block.Allocate != 0 {
+				if err := im.dev.WriteZeroes(r.off, r.end-r.off, block.Allocate); err == nil {
+					continue
+				}
+			}
+			if err := block.WriteZeroBuffers(im.dev, r.off, r.end-r.off); err != nil {
+				return err
+			}
 		}
 	}
 	return im.flushLocked()

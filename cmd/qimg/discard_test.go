@@ -17,13 +17,7 @@ import (
 func TestIO_DiscardReturnsHostSpace(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := t.TempDir()
-	used := func(p string) int64 {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return blocks(fi) * 512
-	}
+	used := func(p string) int64 { return used(t, p) }
 	for _, cmd := range []string{"discard 0 32M", "write -z -u 0 32M"} {
 		ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", theirs, "64M")
