@@ -123,7 +123,10 @@ func resolveCreateSize(req *createRequest) error {
 	}
 	defer img.Close()
 	if o.BackingFormat == "" {
-		o.BackingFormat = img.Format()
+		// As qemu-img since 6.1: the format is not guessed into the
+		// header (a raw file holding an image header would be
+		// taken for that image).
+		return fmt.Errorf("Backing file specified without backing format\nDetected format of %s.", img.Format())
 	}
 	if !req.sizeSet {
 		if o.Size, err = img.Dev.Size(); err != nil {

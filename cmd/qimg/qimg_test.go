@@ -439,9 +439,19 @@ func TestCreate_BackingAndRaw(t *testing.T) {
 		t.Fatalf("raw create: %v %v", fi, err)
 	}
 	mustQ(t, "create", "-f", "qcow2", "-o", "backing_file=b.raw,backing_fmt=raw", p("o.qcow2"))
-	out := mustQ(t, "create", "-f", "qcow2", "-b", "o.qcow2", p("o2.qcow2"), "8M")
+	// As qemu-img (since 6.1): -b needs -F; the format is not guessed
+	// into the header, and nothing is created.
+	_, e1, c1 := runQ(t, "create", "-f", "qcow2", "-b", "o.qcow2", p("o2.qcow2"), "8M")
+	_, e2, c2 := testkit.Run(t, "qemu-img", "create", "-f", "qcow2", "-b", "o.qcow2", p("o3.qcow2"), "8M")
+	if c1 != 1 || c2 != 1 || !strings.Contains(e1, "Backing file specified without backing format") || !strings.Contains(e1, "Detected format of qcow2") {
+		t.Errorf("-b without -F: qimg exit %d %q, qemu-img exit %d %q", c1, e1, c2, e2)
+	}
+	if _, err := os.Stat(p("o2.qcow2")); err == nil {
+		t.Error("-b without -F created the image")
+	}
+	out := mustQ(t, "create", "-f", "qcow2", "-b", "o.qcow2", "-F", "qcow2", p("o2.qcow2"), "8M")
 	if !strings.Contains(out, "backing_file=o.qcow2 backing_fmt=qcow2") {
-		t.Errorf("probed backing format not shown: %q", out)
+		t.Errorf("backing format not shown: %q", out)
 	}
 	inf := decodeJSON(t, testkit.MustRun(t, "qemu-img", "info", "--output=json", p("o.qcow2")))
 	if inf["virtual-size"] != float64(3<<20) || inf["backing-filename-format"] != "raw" {
