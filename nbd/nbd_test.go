@@ -41,7 +41,8 @@ func TestNegotiation(t *testing.T) {
 		}
 	}
 	rs := c.opt(optList, nil)
-	if len(rs) != 2 || rs[0].typ != repServer || string(rs[0].data[4:]) != "disk" {
+	// The name's length, the name, then the description (qemu-nbd -D).
+	if len(rs) != 2 || rs[0].typ != repServer || string(rs[0].data[4:]) != "diska test disk" || binary.BigEndian.Uint32(rs[0].data) != 4 {
 		t.Fatalf("LIST: %+v", rs)
 	}
 	expect(c.opt(optList, []byte{1}), repErrInvalid)

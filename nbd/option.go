@@ -115,8 +115,11 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 			return false, c.optError(opt, repErrInvalid, "NBD_OPT_LIST takes no data")
 		}
 		for _, e := range c.srv.Exports {
+			// The name, then the optional description (as qemu-nbd
+			// sends its -D).
 			b := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
-			if err := c.optReply(opt, repServer, append(b, e.Name...)); err != nil {
+			b = append(append(b, e.Name...), e.Description...)
+			if err := c.optReply(opt, repServer, b); err != nil {
 				return false, err
 			}
 		}
