@@ -136,6 +136,7 @@ func (im *Image) SetVersion(v uint32) error {
 			return nil
 		}
 		h.Version = 2
+		h.CompressionType, h.IncompatibleFeatures = 0, h.IncompatibleFeatures&^format.IncompatCompression
 		// Lazy refcounts need version 3; the image is clean (no dirty
 		// bit, checked above), so refcounts are kept eagerly from now.
 		im.lazy = false
@@ -159,10 +160,8 @@ func (im *Image) prepareDowngradeLocked() error {
 	switch {
 	case h.RefcountOrder != 4:
 		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
-	case h.IncompatibleFeatures != 0:
-		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures)
-	case h.CompressionType != 0:
-		return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type", ErrUnsupported)
+	case h.IncompatibleFeatures&^format.IncompatCompression != 0:
+		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures&^format.IncompatCompression)
 	case h.NbSnapshots != 0:
 		return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
 	case h.CryptMethod == format.CryptLUKS:
@@ -173,7 +172,26 @@ func (im *Image) prepareDowngradeLocked() error {
 	if err := im.checkNoZeroClustersLocked(); err != nil {
 		return err
 	}
+	// zstd: as QEMU, the image becomes zlib (which version 2 implies)
+	// if nothing is compressed yet.
+	if h.CompressionType != 0 && im.hasCompressedLocked() {
+		return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type and existing compressed clusters", ErrUnsupported)
+	}
 	return im.dropZeroClustersPastEndLocked()
+}
+
+// hasCompressedLocked reports whether an active L2 entry is compressed,
+// or whether the scan failed (mu held; the lookups take no lock).
+func (im *Image) hasCompressedLocked() bool {
+	size := int64(im.hdr.Size)
+	for off := int64(0); off < size; {
+		m, err := im.mapRunGated(guestOff(off), uint64(size-off))
+		if err != nil || m.kind == format.ClusterCompressed {
+			return true
+		}
+		off += int64(m.length)
+	}
+	return false
 }
 
 // checkNoZeroClustersLocked fails with ErrZeroClusters when an active L2

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -144,7 +145,11 @@ func doAmend(r *amendRequest) error {
 		err = resizeQcow2(im, int64(h.Size), r.size)
 	}
 	if err == nil && newV < h.Version {
-		err = im.SetVersion(newV)
+		// The refusal the engine finds only by looking at the clusters
+		// (compressed ones in a zstd image) reads as qemu-img's.
+		if err = im.SetVersion(newV); errors.Is(err, qcow2.ErrUnsupported) {
+			err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
+		}
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -163,10 +168,8 @@ func checkAmend(h format.Header, newV uint32, lazy *bool) error {
 	switch {
 	case h.RefcountOrder != 4:
 		return errors.New("compat=0.10 requires refcount_bits=16")
-	case h.IncompatibleFeatures&^format.IncompatDirty != 0:
-		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^format.IncompatDirty)
-	case h.CompressionType != 0:
-		return errors.New("Cannot downgrade an image with zstd compression type")
+	case h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression) != 0:
+		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression))
 	case h.NbSnapshots != 0:
 		return errors.New("qimg cannot downgrade an image with internal snapshots")
 	}
