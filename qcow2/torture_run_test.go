@@ -454,6 +454,7 @@ var tortureVariants = []func(c tcfg, o *Options){
 	},
 	func(c tcfg, o *Options) { o.CacheCleanInterval = 2 * time.Millisecond },
 	func(c tcfg, o *Options) { o.Prealloc, o.PreallocSize = "", 0 },
+	func(c tcfg, o *Options) { o.NoPassDiscard = true }, // freed clusters keep their host space (Q21)
 }
 
 func (r *trun) reopen(arg int) {
