@@ -109,8 +109,16 @@ func (tc tlsCreds) config() (*tls.Config, error) {
 	// PKCS#1 v1.5 algorithm (they are for certificates only there), so
 	// GnuTLS 3.7 found its RSA certificate, signed that way, unsuitable
 	// and sent none. Named no CA, GnuTLS sends its only certificate.
+	// In VerifyConnection, which runs on resumed sessions too
+	// (VerifyPeerCertificate does not: a client holding a session
+	// ticket would skip the checks, the expired revocation list's
+	// among them; found by review).
 	cfg.ClientAuth = tls.RequireAnyClientCert
-	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, c := range cs.PeerCertificates {
+			raw[i] = c.Raw
+		}
 		return verifyClient(raw, roots, crls, time.Now())
 	}
 	return cfg, nil

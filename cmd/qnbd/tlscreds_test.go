@@ -226,8 +226,8 @@ func TestTLSCredsVerifyPeer(t *testing.T) {
 	}
 	// The certificate is required, and verified by qnbd (tlscreds.go:
 	// the request names no CA, for GnuTLS clients).
-	if cfg.ClientAuth != tls.RequireAnyClientCert || cfg.VerifyPeerCertificate == nil || cfg.ClientCAs != nil {
-		t.Fatalf("--tls-creds=DIR: ClientAuth %v, VerifyPeerCertificate set %v, ClientCAs %v", cfg.ClientAuth, cfg.VerifyPeerCertificate != nil, cfg.ClientCAs)
+	if cfg.ClientAuth != tls.RequireAnyClientCert || cfg.VerifyConnection == nil || cfg.ClientCAs != nil {
+		t.Fatalf("--tls-creds=DIR: ClientAuth %v, VerifyConnection set %v, ClientCAs %v", cfg.ClientAuth, cfg.VerifyConnection != nil, cfg.ClientCAs)
 	}
 	for _, tc := range []struct {
 		name, dir, err string
@@ -357,4 +357,74 @@ func credsConfig(t *testing.T, v string) (*tls.Config, error) {
 		return nil, err
 	}
 	return c.tls, nil
+}
+
+// A client resuming a TLS session is checked again (found by review: the
+// checks ran in VerifyPeerCertificate, which resumption skips, so a
+// client holding a ticket got in after the revocation list expired,
+// when every full handshake is refused).
+func TestTLSCredsResumedSessionChecked(t *testing.T) {
+	p := writePKI(t, t.TempDir())
+	tmpl := &x509.RevocationList{Number: big.NewInt(9), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(2 * time.Second)}
+	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.ca.cert, p.ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
+	cfg, err := credsConfig(t, p.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tls.LoadX509KeyPair(filepath.Join(p.server, "client-cert.pem"), filepath.Join(p.server, "client-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(p.ca.pem)
+	cache := tls.NewLRUClientSessionCache(4)
+	connect := func() (resumed bool, err error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		srv := make(chan error, 1)
+		go func() {
+			nc, err := l.Accept()
+			if err != nil {
+				srv <- err
+				return
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			sc := tls.Server(nc, cfg)
+			err = sc.Handshake()
+			if err == nil {
+				sc.Write([]byte{1})
+			}
+			srv <- err
+		}()
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := tls.Client(nc, &tls.Config{RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{kp}, ClientSessionCache: cache})
+		if err := tc.Handshake(); err == nil {
+			_, err = tc.Read(make([]byte, 1)) // the server's byte (and the TLS 1.3 ticket), or its alert
+			resumed = tc.ConnectionState().DidResume
+		}
+		return resumed, <-srv
+	}
+	if _, err := connect(); err != nil {
+		t.Fatalf("first handshake: %v", err)
+	}
+	if resumed, err := connect(); err != nil || !resumed {
+		t.Fatalf("second handshake: resumed %v, %v (the test needs a resumption)", resumed, err)
+	}
+	time.Sleep(time.Until(tmpl.NextUpdate) + 100*time.Millisecond)
+	if resumed, err := connect(); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("resumption after the revocation list expired: resumed %v, %v; want refused", resumed, err)
+	}
 }
