@@ -243,8 +243,10 @@
 //	Q20 A read takes an L2 entry whose only defect is reserved bits with
 //	    those bits masked off, as QEMU's reads do (l2.go readableEntry);
 //	    Check reports the entry and counts its cluster, and writes,
-//	    zeroing and discards through it fail with ErrCorrupt. Every
-//	    other invalid entry fails the read.
+//	    zeroing and discards through it fail with ErrCorrupt (a zeroing
+//	    of part of it that already reads as zeros writes nothing, as it
+//	    looks the way a read does). Every other invalid entry fails the
+//	    read.
 //	Q21 The host space of clusters a Discard or an unmapping WriteZeroes
 //	    frees goes back to the file system (zero.go punchFreed; QEMU's
 //	    pass-discard-request, off with Options.NoPassDiscard): after the

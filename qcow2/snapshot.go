@@ -283,7 +283,17 @@ func (im *Image) ApplySnapshot(s string) error {
 	var size uint64
 	if err := im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
 		size = sn.DiskSize
-		return nil
+		if size == 0 || size == im.hdr.Size {
+			return nil
+		}
+		// Its tables are checked before the resize, which a refusal
+		// found after it would leave behind (a refcount overflow
+		// still can, as in QEMU).
+		snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
+		if err != nil {
+			return err
+		}
+		return im.checkSnapshotL2s(snl1)
 	}); err != nil {
 		return err
 	}
@@ -442,6 +452,12 @@ func (im *Image) checkSnapshotL2s(snl1 []format.L1Entry) error {
 		}
 		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
 			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i)
+		}
+		// The snapshot references it, so it cannot be free: a free
+		// cluster may be anything next (a table moved away from it,
+		// say; found by review).
+		if rc, err := im.refcount(im.g.HostCluster(off)); err != nil || rc == 0 {
+			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d lies in a free cluster", i)
 		}
 	}
 	return nil
