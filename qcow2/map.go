@@ -64,14 +64,43 @@ type MapEntry struct {
 }
 
 // Map walks the backing chain like qemu-img map and returns merged
-// extents covering the whole virtual disk.
+// extents covering the whole virtual disk. Where QEMU would look at the
+// host file's holes (hostHoles), data in a hole shows as zero.
 func (im *Image) Map() ([]MapEntry, error) {
 	size, err := im.Size()
 	if err != nil {
 		return nil, err
 	}
+	m := mapper{holes: map[*Image]bool{}}
+	return mapExtents(size, func(off, n int64) (MapEntry, error) {
+		return m.statusChain(im, off, n, 0)
+	})
+}
+
+// MapRaw is Map for a raw device: data where the host stores bytes,
+// zeros in its holes (block.DataMapper), as qemu-img map shows a raw
+// file.
+func MapRaw(d block.Device) ([]MapEntry, error) {
+	size, err := d.Size()
+	if err != nil {
+		return nil, err
+	}
+	return mapExtents(size, func(off, n int64) (MapEntry, error) {
+		return rawStatus(d, off, n, 0)
+	})
+}
+
+// mapExtents covers [0, size) with the extents next returns, merging
+// neighbours that differ in nothing but their place, as qemu-img map
+// does.
+func mapExtents(size int64, next func(off, n int64) (MapEntry, error)) ([]MapEntry, error) {
 	var out []MapEntry
-	add := func(e MapEntry) {
+	for off := int64(0); off < size; {
+		e, err := next(off, size-off)
+		if err != nil {
+			return nil, err
+		}
+		off += e.Length
 		if k := len(out); k > 0 {
 			p := &out[k-1]
 			contig := (p.Offset == nil && e.Offset == nil) ||
@@ -79,36 +108,25 @@ func (im *Image) Map() ([]MapEntry, error) {
 			if p.Start+p.Length == e.Start && p.Depth == e.Depth && p.Present == e.Present &&
 				p.Zero == e.Zero && p.Data == e.Data && p.Compressed == e.Compressed && contig {
 				p.Length += e.Length
-				return
+				continue
 			}
 		}
 		out = append(out, e)
 	}
-	for off := int64(0); off < size; {
-		e, err := statusChain(im, off, size-off, 0)
-		if err != nil {
-			return nil, err
-		}
-		add(e)
-		off += e.Length
-	}
 	return out, nil
 }
 
+// mapper resolves extents through a chain for Map, remembering for each
+// image whether its host file's holes count (hostHoles).
+type mapper struct {
+	holes map[*Image]bool
+}
+
 // statusChain resolves one extent through the chain starting at d.
-func statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
+func (m *mapper) statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	im, ok := d.(*Image)
 	if !ok {
-		// A raw file: data where the file has bytes, zeros past its end.
-		sz, err := d.Size()
-		if err != nil {
-			return MapEntry{}, err
-		}
-		if off >= sz {
-			return MapEntry{Start: off, Length: n, Depth: depth, Zero: true}, nil
-		}
-		o := off
-		return MapEntry{Start: off, Length: min(n, sz-off), Depth: depth, Present: true, Data: true, Offset: &o}, nil
+		return rawStatus(d, off, n, depth)
 	}
 	s, err := im.BlockStatus(off, n)
 	if err != nil {
@@ -123,8 +141,47 @@ func statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
 			h := s.HostOff
 			e.Offset = &h
 		}
+		if e.Data && e.Offset != nil && m.hostHoles(im) {
+			hostRun(im.dev, &e)
+		}
 		return e, nil
 	}
-	e, err := statusChain(im.backing, off, min(s.Len, im.bsize-off), depth+1)
-	return e, err
+	return m.statusChain(im.backing, off, min(s.Len, im.bsize-off), depth+1)
+}
+
+// rawStatus is a raw file's extent: data where the host stores bytes,
+// zeros in holes (when the device can tell, block.DataMapper) and past
+// its end. Like QEMU's file driver, a hole keeps its offset.
+func rawStatus(d block.Device, off, n int64, depth int) (MapEntry, error) {
+	sz, err := d.Size()
+	if err != nil {
+		return MapEntry{}, err
+	}
+	if off >= sz {
+		return MapEntry{Start: off, Length: n, Depth: depth, Zero: true}, nil
+	}
+	o := off
+	e := MapEntry{Start: off, Length: min(n, sz-off), Depth: depth, Present: true, Data: true, Offset: &o}
+	hostRun(d, &e)
+	if e.Zero {
+		e.Data = false
+	}
+	return e, nil
+}
+
+// hostRun asks d, when it is a block.DataMapper, whether the host bytes
+// under e (at *e.Offset) are data or a hole, and cuts e to the run that
+// shares the first byte's state; a hole sets Zero. Errors are ignored:
+// this only refines what the image already says, as in QEMU.
+func hostRun(d block.Device, e *MapEntry) {
+	dm, ok := d.(block.DataMapper)
+	if !ok {
+		return
+	}
+	data, n, err := dm.DataRun(*e.Offset, e.Length)
+	if err != nil || n <= 0 {
+		return
+	}
+	e.Length = n
+	e.Zero = e.Zero || !data
 }

@@ -14,6 +14,13 @@ type RawOptions struct {
 	// Size fixes the window's size. 0: the window runs to the child's end
 	// and grows with it (writes past the end grow the child).
 	Size int64
+	// Sectors rounds the child's size up to a multiple of 512 before the
+	// offset is taken off, as QEMU's block layer counts a file's length
+	// in sectors: the bytes past the child's end read as zeros (B2), and
+	// a write there grows the child. Size then runs ahead of what was
+	// written, which the Device contract does not allow; the qemu-img
+	// compatible tools want it, for a raw file of an odd length.
+	Sectors bool
 }
 
 // Raw is QEMU's raw format driver: the child's bytes, optionally through
@@ -36,8 +43,9 @@ type Raw struct {
 }
 
 var (
-	_ block.Device    = (*Raw)(nil)
-	_ block.Discarder = (*Raw)(nil)
+	_ block.Device     = (*Raw)(nil)
+	_ block.Discarder  = (*Raw)(nil)
+	_ block.DataMapper = (*Raw)(nil)
 )
 
 // NewRaw wraps child. It owns child (FL4).
@@ -62,7 +70,42 @@ func (r *Raw) Size() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if r.o.Sectors {
+		n = (n + 511) &^ 511
+	}
 	return max(n-r.o.Offset, 0), nil
+}
+
+// DataRun implements block.DataMapper: the child's answer shifted by the
+// offset, cut at a fixed window's end (past it, a hole); data throughout
+// when the child cannot tell.
+func (r *Raw) DataRun(off, n int64) (bool, int64, error) {
+	if err := r.inWindow(off, 0); err != nil || n < 0 {
+		return false, 0, block.ErrRange
+	}
+	if r.o.Size > 0 {
+		if off >= r.o.Size {
+			return false, n, nil
+		}
+		n = min(n, r.o.Size-off)
+	}
+	dm, ok := r.child.(block.DataMapper)
+	if !ok {
+		return true, n, nil
+	}
+	return dm.DataRun(r.o.Offset+off, n)
+}
+
+// AllocatedSize implements block.DataMapper: the child's, or 0 when it
+// cannot tell.
+func (r *Raw) AllocatedSize() (int64, error) {
+	if r.closed.Load() {
+		return 0, block.ErrClosed
+	}
+	if dm, ok := r.child.(block.DataMapper); ok {
+		return dm.AllocatedSize()
+	}
+	return 0, nil
 }
 
 // inWindow checks a write (or discard) of [off, off+n) against a fixed

@@ -4,78 +4,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"syscall"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
-const (
-	seekData = 3 // SEEK_DATA
-	seekHole = 4 // SEEK_HOLE
-)
-
 // mapExtents returns qemu-img map's extents for an open image: the
-// engine's Map for qcow2, and data/hole runs (SEEK_DATA/SEEK_HOLE) of the
-// file for raw.
+// engine's Map for qcow2, and data/hole runs of the host file for raw.
 func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 	if img.Image != nil {
 		return img.Image.Map()
 	}
-	size, err := img.Dev.Size()
-	if err != nil {
-		return nil, err
-	}
-	return rawExtents(img.Dev, size), nil
-}
-
-type fder interface{ Fd() int }
-
-// rawExtents maps a raw file: data where SEEK_DATA finds it, holes as
-// zeros; without an fd (or without SEEK_DATA) the whole file is data.
-func rawExtents(dev block.Device, size int64) []qcow2.MapEntry {
-	entry := func(start, n int64, data bool) qcow2.MapEntry {
-		o := start
-		return qcow2.MapEntry{Start: start, Length: n, Present: true, Zero: !data, Data: data, Offset: &o}
-	}
-	all := []qcow2.MapEntry{entry(0, size, true)}
-	if size == 0 {
-		return nil
-	}
-	fd, ok := dev.(fder)
-	if !ok {
-		return all
-	}
-	f := fd.Fd()
-	var out []qcow2.MapEntry
-	for off := int64(0); off < size; {
-		d, err := seek(f, off, seekData)
-		if err != nil || d >= size {
-			d = size
-		}
-		if d > off {
-			out = append(out, entry(off, d-off, false))
-		}
-		if d >= size {
-			break
-		}
-		h, err := seek(f, d, seekHole)
-		if err != nil || h > size {
-			h = size
-		}
-		if h <= d {
-			return all
-		}
-		out = append(out, entry(d, h-d, true))
-		off = h
-	}
-	return out
-}
-
-// seek is lseek(2) on a descriptor we do not own.
-func seek(fd int, off int64, whence int) (int64, error) {
-	return syscall.Seek(fd, off, whence)
+	return qcow2.MapRaw(img.Dev)
 }
 
 // chainNames returns the file name of each layer of the backing chain,
@@ -135,6 +75,9 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 		if e.Offset == nil {
 			io.WriteString(w, b.String())
 			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+		}
+		if e.Zero { // data in a host hole (metadata preallocation)
+			continue
 		}
 		name := ""
 		if e.Depth < len(names) {

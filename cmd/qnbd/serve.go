@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/nbd/nbdqcow2"
@@ -77,8 +78,8 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
-	} else if f, ok := img.Dev.(interface{ Fd() int }); ok && !cfg.spec {
-		exp.Status = rawStatus{f.Fd()}
+	} else if dm, ok := img.Dev.(block.DataMapper); ok && !cfg.spec {
+		exp.Status = rawStatus{dm}
 	}
 	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
 	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,

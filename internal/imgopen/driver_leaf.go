@@ -120,6 +120,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.Sectors = true // QEMU's block layer counts a file's length in sectors
 	r, err := filter.NewRaw(child, o)
 	if err != nil {
 		child.Close()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
@@ -157,6 +158,9 @@ func Open(s Spec) (*Opened, error) {
 			return nil, err
 		}
 		file, _ := d.(*uring.File)
+		if d, err = sectorSized(d); err != nil {
+			return nil, err
+		}
 		return &Opened{Dev: d, File: file, fellBack: fellBack}, nil
 	}
 	return nil, fmt.Errorf("unknown format %q (qcow2, raw)", f)
@@ -175,4 +179,25 @@ func wrapFirst(op qcow2.Opener, path string, wrap func(block.Device) block.Devic
 		}
 		return d, err
 	}
+}
+
+// sectorSized is a raw device whose length is not a multiple of 512
+// behind a raw layer that rounds it up (filter.RawOptions.Sectors), as
+// qemu-img shows and serves such a file; other devices are left as they
+// are, with their fast paths.
+func sectorSized(d block.Device) (block.Device, error) {
+	n, err := d.Size()
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	if n%512 == 0 {
+		return d, nil
+	}
+	r, err := filter.NewRaw(d, filter.RawOptions{Sectors: true})
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return r, nil
 }
