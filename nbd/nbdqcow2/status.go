@@ -14,14 +14,15 @@ import (
 //
 // For "base:allocation" (what qemu-nbd reports): a range backed by data
 // in the layer that decides it (a data or compressed cluster, or a raw
-// backing file's bytes) is data; zero clusters, preallocated zero
+// backing file's bytes outside its host holes) is data; zero clusters, preallocated zero
 // clusters and ranges unallocated throughout the chain are
 // NBD_STATE_HOLE|NBD_STATE_ZERO. A range unallocated in the whole chain
 // over a backing file reads as zeros only when no backing layer has it.
 //
 // For "qemu:allocation-depth": 1 where the image itself allocates the
-// range (data or zero clusters), 2 and up where a backing layer does, 0
-// where none does.
+// range (data or zero clusters), 2 and up where a backing layer does
+// (past the end of a shorter backing layer, that layer, whose zeros the
+// range reads), 0 where none does.
 type Status struct{ Image *qcow2.Image }
 
 var _ nbd.StatusSource = Status{}
@@ -34,7 +35,9 @@ func (s Status) Extent(off, n int64) (nbd.Extent, error) {
 func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	im, ok := d.(*qcow2.Image)
 	if !ok {
-		// A raw layer: its bytes are data, past its end nothing is.
+		// A raw layer: its bytes are data, except in the host file's
+		// holes (block.DataMapper), which read as zeros; all of it is
+		// the layer's (allocation depth), as in qemu-nbd.
 		sz, err := d.Size()
 		if err != nil {
 			return nbd.Extent{}, err
@@ -42,7 +45,13 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 		if off >= sz {
 			return nbd.Extent{Len: n, Hole: true, Zero: true}, nil
 		}
-		return nbd.Extent{Len: min(n, sz-off), Depth: depth}, nil
+		e := nbd.Extent{Len: min(n, sz-off), Depth: depth}
+		if dm, ok := d.(block.DataMapper); ok {
+			if data, run, err := dm.DataRun(off, e.Len); err == nil && run > 0 {
+				e.Len, e.Hole, e.Zero = run, !data, !data
+			}
+		}
+		return e, nil
 	}
 	st, err := im.BlockStatus(off, n)
 	if err != nil {
@@ -60,8 +69,10 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 		return nbd.Extent{}, err
 	}
 	if off >= bs {
-		// Past the end of the backing file: reads as zeros.
-		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
+		// Past the end of the backing file: reads as zeros, which the
+		// short layer provides (qemu's block status counts them as
+		// allocated there: its depth).
+		return nbd.Extent{Len: st.Len, Hole: true, Zero: true, Depth: depth + 1}, nil
 	}
 	return extent(b, off, min(st.Len, bs-off), depth+1)
 }

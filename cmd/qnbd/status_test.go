@@ -1,0 +1,84 @@
+package main
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// startQemuNbd serves img read-only through qemu-nbd on a socket in dir
+// and returns its URI; the server stops with the test.
+func startQemuNbd(t *testing.T, dir, fmtName, img string) string {
+	t.Helper()
+	sock := filepath.Join(dir, "q.sock")
+	cmd := exec.Command("qemu-nbd", "-t", "-r", "-A", "-f", fmtName, "-k", sock, "-x", "q", img)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-nbd does not listen")
+		}
+	}
+	return "nbd+unix:///q?socket=" + sock
+}
+
+// TestStatus_LikeQemuNbd: what nbdinfo sees of the allocation
+// ("base:allocation" and "qemu:allocation-depth") and of the size is
+// the same through qnbd as through qemu-nbd: a chain over a raw base
+// shorter than the disk (the zeros past its end are the short layer's),
+// a raw file's and a raw backing file's holes (zeros, still the raw
+// layer's), and a raw file whose length is no multiple of 512 (served
+// rounded up).
+func TestStatus_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := shortDir(t)
+	p := func(name string) string { return filepath.Join(dir, name) }
+	sparse := func(name string, size int64, writes ...string) string {
+		if err := os.WriteFile(p(name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p(name), size); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range writes {
+			sh(t, "qemu-io", "-f", "raw", "-c", w, p(name))
+		}
+		return p(name)
+	}
+	sparse("short.raw", 1<<20, "write -P 1 64k 64k", "write -P 2 512k 4k")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "short.raw", "-F", "raw", p("mid.qcow2"), "4M")
+	sh(t, "qemu-io", "-c", "write -P 3 2M 64k", p("mid.qcow2"))
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", p("top.qcow2"))
+	sh(t, "qemu-io", "-c", "write -P 4 3M 64k", "-c", "write -z 128k 64k", p("top.qcow2"))
+	sparse("holes.raw", 4<<20, "write -P 5 1M 8k", "write -P 6 3M 1M")
+	if err := os.WriteFile(p("odd.raw"), make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ fmt, img string }{
+		{"qcow2", p("top.qcow2")},
+		{"raw", p("holes.raw")},
+		{"raw", p("odd.raw")},
+	} {
+		t.Run(filepath.Base(c.img), func(t *testing.T) {
+			sub := shortDir(t)
+			q := startQemuNbd(t, sub, c.fmt, c.img)
+			s := startUnix(t, sub, "disk", "-r", "-f", c.fmt, c.img)
+			defer s.stop()
+			for _, args := range [][]string{{"--size"}, {"--map"}, {"--map=qemu:allocation-depth"}} {
+				want := sh(t, "nbdinfo", append(args, q)...)
+				if got := sh(t, "nbdinfo", append(args, s.uri)...); got != want {
+					t.Errorf("nbdinfo %v:\nqnbd:\n%s\nqemu-nbd:\n%s", args, got, want)
+				}
+			}
+		})
+	}
+}
