@@ -7,11 +7,13 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/secret"
+	"github.com/qring/qring/qcow2"
 )
 
 func runIO(e *env, args []string) int {
@@ -171,7 +173,7 @@ func eachChunk(off, n int64, buf []byte, f func(off int64, b []byte) error) erro
 }
 
 func (s *ioSession) write(args []string) error {
-	o, err := cmdOpts(args, "P:zuqCcn", "c (compressed)", "n")
+	o, err := cmdOpts(args, "P:zuqCcn", "n")
 	if err != nil {
 		return err
 	}
@@ -192,7 +194,9 @@ func (s *ioSession) write(args []string) error {
 		if o.has("u") {
 			fl |= block.MayUnmap
 		}
-		err = s.Dev.WriteZeroes(off, n, fl)
+		err = s.Dev.WriteZeroes(off, n, fl) // -c does not apply, as in qemu-io
+	} else if o.has("c") {
+		err = s.writeCompressed(off, n, pat)
 	} else {
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
 		err = eachChunk(off, n, buf, func(off int64, b []byte) error {
@@ -204,6 +208,37 @@ func (s *ioSession) write(args []string) error {
 	}
 	if !o.has("q") {
 		s.report("wrote", off, n, start)
+	}
+	return nil
+}
+
+// writeCompressed is write -c: each cluster of [off, off+n) written
+// compressed (Image.WriteCompressed), as qemu-io's blk_pwrite_compressed
+// does. The range must start on a cluster and end on one or at the end
+// of the disk (EINVAL otherwise, before anything is written); a cluster
+// that is allocated already fails the write (qemu: EIO), the clusters
+// before it staying written.
+func (s *ioSession) writeCompressed(off, n int64, pat byte) error {
+	if s.Image == nil {
+		return fmt.Errorf("compressed writes: %w", syscall.ENOTSUP)
+	}
+	size, err := s.Image.Size()
+	if err != nil {
+		return err
+	}
+	h := s.Image.Header()
+	cs := int64(h.ClusterSize())
+	if off%cs != 0 || ((off+n)%cs != 0 && off+n != size) {
+		return syscall.EINVAL
+	}
+	buf := bytes.Repeat([]byte{pat}, int(cs))
+	for o := off; o < off+n; o += cs {
+		if err := s.Image.WriteCompressed(o, buf[:min(cs, off+n-o)]); err != nil {
+			if errors.Is(err, qcow2.ErrNotCompressible) {
+				return fmt.Errorf("%w (%v)", syscall.EIO, err)
+			}
+			return err
+		}
 	}
 	return nil
 }
