@@ -21,7 +21,11 @@ func runCommit(e *env, args []string) int {
 	if o.has("p") && !o.has("q") {
 		progress = progressPrinter(e.stdout)
 	}
-	err = doCommit(o.args[0], o.get("f", ""), o.get("t", ""), o.has("d"), progress)
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", "")})
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	err = doCommit(spec, o.has("d"), progress)
 	if progress != nil {
 		fmt.Fprintln(e.stdout)
 	}
@@ -36,15 +40,19 @@ func runCommit(e *env, args []string) int {
 
 var errNoBacking = errors.New("Image does not have a backing file")
 
-// doCommit writes what path allocates itself into its backing file
+// doCommit writes what the image of spec (a file, or --image-opts: a
+// LUKS overlay with its key) allocates itself into its backing file
 // (data as data, zero clusters as zeros), then, unless keep (-d), empties
 // path as qemu-img 7.2 does, so that the chain reads the same: once the
 // data is durable in the backing file, every cluster of the image
 // becomes unallocated in place (Image.MakeEmpty); its header, features
 // and internal snapshots stay.
-func doCommit(path, fmtName, cache string, keep bool, progress func(done, total int64)) error {
-	top, err := openImage(imgopen.Spec{Path: path, Format: fmtName, Cache: cache, ReadOnly: true,
-		Opts: qcow2.Options{NoBacking: true}})
+func doCommit(spec imgopen.Spec, keep bool, progress func(done, total int64)) error {
+	spec.Opts.NoBacking = true
+	ro := spec
+	ro.ReadOnly = true
+	path, cache := spec.Path, spec.Cache
+	top, err := openImage(ro)
 	if err != nil {
 		return err
 	}
@@ -80,7 +88,7 @@ func doCommit(path, fmtName, cache string, keep bool, progress func(done, total 
 	if err != nil || keep {
 		return err
 	}
-	return makeEmpty(imgopen.Spec{Path: path, Format: fmtName, Cache: cache, Opts: qcow2.Options{NoBacking: true}})
+	return makeEmpty(spec)
 }
 
 // commitInto copies the ranges im allocates into base, growing base to

@@ -143,3 +143,29 @@ func TestCrypt_ConvertCompressedRefused(t *testing.T) {
 		t.Error("the target was created")
 	}
 }
+
+// TestCrypt_CommitImageOpts: a LUKS overlay is committed into its plain
+// backing file with --object and --image-opts, as with qemu-img: the
+// base holds the overlay's data afterwards (read by qemu-io), and the
+// overlay, emptied, still reads the same through its key.
+func TestCrypt_CommitImageOpts(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	base, over := filepath.Join(d, "base.qcow2"), filepath.Join(d, "over.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", base)
+	mustQ(t, "create", "-q", "-f", "qcow2", "--object", secObj, "-b", base, "-F", "qcow2",
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", over, "1M")
+	sec := []string{"--object", secObj, "--image-opts", imageOpts(over)}
+	mustQ(t, append([]string{"io", "-c", "write -P 2 4096 70000"}, sec...)...)
+	if out := mustQ(t, append([]string{"commit"}, sec...)...); !strings.Contains(out, "Image committed.") {
+		t.Errorf("commit: %q", out)
+	}
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 4096", "-c", "read -P 2 4096 70000", "-c", "read -P 1 74096 974480", base)
+	testkit.MustRun(t, "qemu-io", append([]string{"-c", "read -P 2 4096 70000", "-c", "alloc 0 1M"}, sec...)...)
+	if out := testkit.MustRun(t, "qemu-io", append([]string{"-c", "alloc 0 1M"}, sec...)...); !strings.Contains(out, "0/1048576 bytes allocated") {
+		t.Errorf("overlay after commit:\n%s", out)
+	}
+	testkit.MustRun(t, "qemu-img", "check", base)
+	testkit.QemuCheckSecret(t, over, "abc")
+}
