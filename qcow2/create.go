@@ -192,12 +192,14 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if l1Entries*8 > format.MaxL1Bytes {
 		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, cs)
 	}
-	l1Clusters := max((l1Entries*8+cs-1)/cs, 1)
+	// An empty disk has an empty L1 and no cluster for it, as in QEMU
+	// (the offset still names where it would be).
+	nl1 := l1Clusters(l1Entries, cs)
 	// Metadata clusters: header, reftable (tc), refblocks (rb), L1. Solve
 	// for rb refblocks covering all of them.
 	var tc, rb uint64 = 1, 1
 	for {
-		total := 1 + tc + rb + l1Clusters
+		total := 1 + tc + rb + nl1
 		nrb := (total + g.RefblockEntries - 1) / g.RefblockEntries
 		ntc := (nrb*8 + cs - 1) / cs
 		if nrb == rb && ntc == tc {
@@ -205,7 +207,7 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		}
 		rb, tc = nrb, ntc
 	}
-	total := 1 + tc + rb + l1Clusters
+	total := 1 + tc + rb + nl1
 	if tc*cs > format.MaxReftableSize {
 		return fmt.Errorf("%w: refcount table too large", ErrUnsupported)
 	}

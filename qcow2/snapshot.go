@@ -204,20 +204,42 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	g := &im.g
 	cs := g.ClusterSize
 	active := im.l1.Load().entries()
-	// The snapshot's L1: a copy of the active one, in new clusters.
 	n := uint64(len(active))
-	nclusters := max(1, (n*format.TableEntrySize+cs-1)/cs)
-	off, _, err := im.allocClustersLocked(nclusters)
-	if err != nil {
-		return format.Snapshot{}, err
+	now := time.Now()
+	sn := format.Snapshot{
+		L1Size: uint32(n),
+		ID:     im.newSnapshotIDLocked(),
+		Name:   name,
+		// As qemu-img snapshot -c: no VM state, icount 0 (not -1: its
+		// zeroed SnapshotInfo; qemu-img snapshot -l shows 0).
+		ExtraData: format.SnapshotExtra(0, im.hdr.Size, 0),
+		DiskSize:  im.hdr.Size,
+		DateSec:   uint32(now.Unix()),
+		DateNsec:  uint32(now.Nanosecond() / 1000 * 1000), // QEMU: microseconds
 	}
-	buf := block.AlignedBuf(int(nclusters*cs), im.memAlign)
-	for i, e := range active {
-		format.PutL1(buf, uint64(i), format.MakeL1(e.Offset(), false))
+	snaps := append(append([]format.Snapshot(nil), im.snapshots...), sn)
+	// Refused before anything changes: a table that cannot be encoded
+	// (a name too long) would be found only after the refcounts rose.
+	if _, err := format.EncodeSnapshots(snaps); err != nil {
+		return format.Snapshot{}, fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
-	if err := im.writeMeta(buf, off); err != nil {
-		im.freeClustersLocked(off, nclusters)
-		return format.Snapshot{}, err
+	// The snapshot's L1: a copy of the active one, in new clusters (none
+	// for an empty L1, as in QEMU; the offset is then 0).
+	nclusters := l1Clusters(n, cs)
+	var off format.HostOff
+	if nclusters > 0 {
+		var err error
+		if off, _, err = im.allocClustersLocked(nclusters); err != nil {
+			return format.Snapshot{}, err
+		}
+		buf := block.AlignedBuf(int(nclusters*cs), im.memAlign)
+		for i, e := range active {
+			format.PutL1(buf, uint64(i), format.MakeL1(e.Offset(), false))
+		}
+		if err := im.writeMeta(buf, off); err != nil {
+			im.freeClustersLocked(off, nclusters)
+			return format.Snapshot{}, err
+		}
 	}
 	// Count every L2 table and data cluster once more and clear COPIED
 	// (refcounts first: the L2 cache depends on the refcount cache).
@@ -239,20 +261,8 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	if err := im.writeActiveL1Locked(true); err != nil {
 		return format.Snapshot{}, err
 	}
-	now := time.Now()
-	sn := format.Snapshot{
-		L1TableOffset: off,
-		L1Size:        uint32(n),
-		ID:            im.newSnapshotIDLocked(),
-		Name:          name,
-		DateSec:       uint32(now.Unix()),
-		DateNsec:      uint32(now.Nanosecond() / 1000 * 1000), // QEMU: microseconds
-		// As qemu-img snapshot -c: no VM state, icount 0 (not -1: its
-		// zeroed SnapshotInfo; qemu-img snapshot -l shows 0).
-		ExtraData: format.SnapshotExtra(0, im.hdr.Size, 0),
-		DiskSize:  im.hdr.Size,
-	}
-	snaps := append(append([]format.Snapshot(nil), im.snapshots...), sn)
+	sn.L1TableOffset = off
+	snaps[len(snaps)-1] = sn
 	if err := im.writeSnapshotTableLocked(snaps); err != nil {
 		return format.Snapshot{}, err
 	}
@@ -409,17 +419,29 @@ func (im *Image) deleteSnapshotLocked(i int, sn format.Snapshot) error {
 	if err := im.adjustRefsLocked(snl1, -1); err != nil {
 		return err
 	}
-	cs := im.g.ClusterSize
-	if err := im.freeClustersLocked(sn.L1TableOffset, max(1, (uint64(sn.L1Size)*format.TableEntrySize+cs-1)/cs)); err != nil {
-		return err
+	// Exactly the clusters the L1 covers, as Check counts them: none
+	// for an empty one, whatever its offset says.
+	if nc := l1Clusters(uint64(sn.L1Size), im.g.ClusterSize); nc > 0 {
+		if err := im.freeClustersLocked(sn.L1TableOffset, nc); err != nil {
+			return err
+		}
 	}
 	return im.fixCopiedLocked()
 }
 
+// l1Clusters is the number of clusters an L1 table of n entries covers
+// (0 for an empty one).
+func l1Clusters(n, cs uint64) uint64 {
+	return (n*format.TableEntrySize + cs - 1) / cs
+}
+
 // readL1Locked reads an L1 table of n entries at off.
 func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, error) {
+	if n == 0 {
+		return nil, nil
+	}
 	cs := im.g.ClusterSize
-	b := block.AlignedBuf(int(max(1, (uint64(n)*format.TableEntrySize+cs-1)/cs)*cs), im.memAlign)
+	b := block.AlignedBuf(int(l1Clusters(uint64(n), cs)*cs), im.memAlign)
 	if err := im.readAtLocked(b, off); err != nil {
 		return nil, fmt.Errorf("reading the snapshot L1 table: %w", err)
 	}
