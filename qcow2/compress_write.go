@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -60,18 +61,36 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 		src = make([]byte, cs)
 		copy(src, p)
 	}
-	out, err := compressCluster(im.hdr.CompressionType, src, int(cs))
-	if err != nil {
+	for {
+		// The type under mu: a downgrade may change it (zstd to zlib)
+		// while nothing compressed is linked yet.
+		im.mu.Lock()
+		ctype := im.hdr.CompressionType
+		im.mu.Unlock()
+		out, err := compressCluster(ctype, src, int(cs))
+		if err != nil {
+			return err
+		}
+		if out == nil {
+			// Does not shrink: a normal cluster (QEMU writes it
+			// uncompressed).
+			return im.Writev(off, [][]byte{p})
+		}
+		err = im.writeCompressed(guestOff(off), out, ctype)
+		if errors.Is(err, errCompressionChanged) {
+			continue // compressed again, with the image's new type
+		}
+		if err == nil {
+			im.c.guestWrites.Add(1)
+			im.c.guestBytesWritten.Add(n)
+		}
 		return err
 	}
-	if out == nil {
-		// Does not shrink: a normal cluster (QEMU writes it uncompressed).
-		return im.Writev(off, [][]byte{p})
-	}
-	im.c.guestWrites.Add(1)
-	im.c.guestBytesWritten.Add(n)
-	return im.writeCompressed(guestOff(off), out)
 }
+
+// errCompressionChanged: the image's compression type changed while a
+// stream compressed with the old one was being written; it is not linked.
+var errCompressionChanged = errors.New("qcow2: the compression type changed during a compressed write")
 
 // compressCluster compresses one cluster as QEMU does: raw deflate with a
 // 4 KiB window (QEMU's deflateInit2 with window bits -12; inflate with
@@ -119,7 +138,12 @@ var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 // goff: register the guest cluster (Q7), allocate bytes and make the L2
 // table writable under mu, write the stream without mu, then link under
 // mu (or give the bytes back).
-func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
+//
+// The stream is linked only if the image's compression type is still
+// ctype, the one it was compressed with: a downgrade from zstd may run
+// while it is written, finding nothing compressed yet
+// (errCompressionChanged, the bytes given back).
+func (im *Image) writeCompressed(goff format.GuestOff, c []byte, ctype uint8) error {
 	gran := im.compressGranularity()
 	size := (uint64(len(c)) + gran - 1) / gran * gran
 	buf := block.AlignedBuf(int(size), im.memAlign)
@@ -136,7 +160,7 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
 		blocker.Wait()
 		// Whatever the other writer did, the cluster is no longer ours
 		// to compress into unless it stayed unallocated: look again.
-		return im.writeCompressed(goff, c)
+		return im.writeCompressed(goff, c, ctype)
 	}
 	defer im.allocs.Release(reg)
 	host, err := im.planCompressedLocked(goff, size)
@@ -150,6 +174,9 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte) error {
 	defer im.mu.Unlock()
 	if im.closed { // as commitAllocLocked: not linked, not acknowledged
 		return block.ErrClosed
+	}
+	if werr == nil && im.hdr.CompressionType != ctype {
+		werr = errCompressionChanged
 	}
 	if werr == nil {
 		werr = im.linkCompressedLocked(goff, host, uint64(len(c)))
