@@ -98,7 +98,8 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 }
 
 // doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
-// (growing or shrinking, as qimg resize --shrink), then downgrade. A downgrade writes zero clusters out first (as QEMU's
+// (growing or shrinking, as qimg resize --shrink), then downgrade. A
+// downgrade writes zero clusters out first, after the resize (as QEMU's
 // qcow2_expand_zero_clusters, but as allocated zeros: data and check are
 // what QEMU gives, the allocation map is not) and closes the image so
 // that it is clean before its header loses the feature bits.
@@ -121,21 +122,7 @@ func doAmend(r *amendRequest) error {
 	if err == nil && r.size%512 != 0 {
 		err = errors.New("The new size must be a multiple of 512")
 	}
-	if err == nil && newV < h.Version {
-		err = expandZeroClusters(im)
-	}
-	if cerr := img.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	img, err = openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
-	if err != nil {
-		return err
-	}
-	im = img.Image
-	if newV > h.Version {
+	if err == nil && newV > h.Version {
 		err = im.SetVersion(newV)
 	}
 	if err == nil && r.lazy != nil {
@@ -145,11 +132,24 @@ func doAmend(r *amendRequest) error {
 		err = resizeQcow2(im, int64(h.Size), r.size)
 	}
 	if err == nil && newV < h.Version {
-		// The refusal the engine finds only by looking at the clusters
-		// (compressed ones in a zstd image) reads as qemu-img's.
-		if err = im.SetVersion(newV); errors.Is(err, qcow2.ErrUnsupported) {
-			err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
-		}
+		// After the resize, whose growth over a longer backing file
+		// writes zero clusters too.
+		err = expandZeroClusters(im)
+	}
+	if cerr := img.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || newV >= h.Version {
+		return err
+	}
+	img, err = openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
+	if err != nil {
+		return err
+	}
+	// The refusal the engine finds only by looking at the clusters
+	// (compressed ones in a zstd image) reads as qemu-img's.
+	if err = img.Image.SetVersion(newV); errors.Is(err, qcow2.ErrUnsupported) {
+		err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr

@@ -110,3 +110,24 @@ func TestAmendLazyWrites(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "check", a)
 	qimgIO(t, a, "read -P 5 0 3M", "read -P 6 3M 1M")
 }
+
+// TestAmend_DowngradeWithGrowOverBacking: compat=0.10 together with a
+// growth over a backing file that reaches past the old end. As qemu-img,
+// qimg grows (zero clusters over the backing range, which must read as
+// zeros) and then downgrades, writing those zeros out. It expanded the
+// zero clusters before the growth made new ones, so the downgrade was
+// refused after the image had been resized (found by review).
+func TestAmend_DowngradeWithGrowOverBacking(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	base, ov := filepath.Join(d, "base.qcow2"), filepath.Join(d, "ov.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "2M")
+	qio(t, base, "write -P 0x11 0 2M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", ov, "1M")
+	mustQ(t, "amend", "-o", "compat=0.10,size=2M", ov)
+	info := testkit.MustRun(t, "qemu-img", "info", ov)
+	if !strings.Contains(info, "virtual size: 2 MiB") || !strings.Contains(info, "compat: 0.10") {
+		t.Errorf("after amend:\n%s", info)
+	}
+	qio(t, ov, "read -P 0x11 0 1M", "read -P 0 1M 1M")
+}
