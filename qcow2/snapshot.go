@@ -291,11 +291,16 @@ func (im *Image) ApplySnapshot(s string) error {
 	im.resizeMu.Lock() // it sets the size too (Q18)
 	defer im.resizeMu.Unlock()
 	var size uint64
+	resize := false
 	if err := im.withSnapshot(s, func(_ int, sn format.Snapshot) error {
+		// Without a recorded size (extra data shorter than 16 bytes)
+		// the snapshot is of the current size, as QEMU reads it; a
+		// recorded 0 is a size like any other.
 		size = sn.DiskSize
-		if size == 0 || size == im.hdr.Size {
+		if !sn.HasDiskSize() || size == im.hdr.Size {
 			return nil
 		}
+		resize = true
 		// Its tables are checked before the resize, which a refusal
 		// found after it would leave behind (a refcount overflow
 		// still can, as in QEMU).
@@ -307,7 +312,7 @@ func (im *Image) ApplySnapshot(s string) error {
 	}); err != nil {
 		return err
 	}
-	if size != 0 && size != im.vsize.Load() {
+	if resize && size != im.vsize.Load() {
 		if err := checkSectorSize(int64(size)); err != nil {
 			return err
 		}
@@ -323,7 +328,7 @@ func (im *Image) ApplySnapshot(s string) error {
 // applySnapshotLocked is ApplySnapshot's work, under mu with no
 // allocation in flight.
 func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
-	if sn.DiskSize != 0 && sn.DiskSize != im.hdr.Size {
+	if sn.HasDiskSize() && sn.DiskSize != im.hdr.Size {
 		return fmt.Errorf("%w: applying a snapshot of another disk size", ErrUnsupported)
 	}
 	snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)

@@ -161,3 +161,29 @@ func virtualSize(t *testing.T, img string) int64 {
 	}
 	return info.VirtualSize
 }
+
+// TestSnapshot_ApplyOfEmptyDisk: a snapshot of a 0-byte disk records
+// size 0, and applying it after a growth makes the disk 0 bytes again,
+// as qemu-img does; 0 is a recorded size, not a missing one.
+func TestSnapshot_ApplyOfEmptyDisk(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	for _, tool := range []string{"qimg", "qemu-img"} {
+		p := filepath.Join(d, tool+".qcow2")
+		mustQ(t, "create", "-q", "-f", "qcow2", p, "0")
+		img := func(args ...string) {
+			if tool == "qimg" {
+				mustQ(t, args...)
+			} else {
+				testkit.MustRun(t, "qemu-img", args...)
+			}
+		}
+		img("snapshot", "-c", "s", p)
+		img("resize", "-q", p, "1M")
+		qio(t, p, "write -P 1 0 64k")
+		img("snapshot", "-a", "s", p)
+		if out := testkit.MustRun(t, "qemu-img", "info", p); !strings.Contains(out, "virtual size: 0 B (0 bytes)") {
+			t.Errorf("%s: after applying the snapshot of the empty disk:\n%s", tool, out)
+		}
+	}
+}

@@ -13,8 +13,13 @@ type Snapshot struct {
 	VMClockNsec   uint64
 	VMStateSize   uint32
 	ExtraData     []byte
-	DiskSize      uint64 // from extra data, when present
+	DiskSize      uint64 // from extra data, when present (HasDiskSize)
 }
+
+// HasDiskSize reports whether the entry records the disk size it was
+// taken at (extra data of 16 bytes or more); without it QEMU takes the
+// image's current size.
+func (s Snapshot) HasDiskSize() bool { return len(s.ExtraData) >= 16 }
 
 // ParseSnapshots decodes n entries from b (the snapshot table). It returns
 // the entries and the table's length in bytes, each entry padded to 8 as
