@@ -26,11 +26,15 @@ type Image struct {
 	bsize      int64 // backing device size
 	bzero      zeroProber
 
-	hdr  *format.Header
-	g    format.Geometry
-	ro   bool
-	opts Options
-	dcap block.Caps
+	hdr *format.Header
+	// hdrDisk is the start of cluster 0 as the media holds it, up to the
+	// end of what its header reads: what the next header rewrite must
+	// leave alone until its last write (FM6). Under mu, as hdr.
+	hdrDisk []byte
+	g       format.Geometry
+	ro      bool
+	opts    Options
+	dcap    block.Caps
 	// metaAlign is the alignment for direct metadata writes (L1 and
 	// reftable entries, header): the device's request alignment.
 	metaAlign int64
@@ -216,13 +220,27 @@ func (im *Image) CacheMetrics() (l2, refcount cache.Metrics) {
 // writeHeader rewrites cluster 0 from im.hdr (unknown fields and
 // extensions preserved, FM3). Caller holds mu or is single-threaded.
 func (im *Image) writeHeader() error {
-	b, err := im.hdr.Encode()
+	ws, err := format.PlanHeaderWrite(im.hdrDisk, im.hdr)
 	if err != nil {
 		return err
 	}
-	buf := block.AlignedBuf(len(b), im.memAlign)
-	copy(buf, b)
-	return im.writeMeta(buf, 0)
+	for i, w := range ws {
+		if i > 0 {
+			// A layout change (FM6): the bytes past the first sector
+			// the new header reads are durable before it is.
+			if err := im.dev.Flush(); err != nil {
+				return err
+			}
+		}
+		buf := block.AlignedBuf(len(w), im.memAlign)
+		copy(buf, w)
+		if err := im.writeMeta(buf, 0); err != nil {
+			return err
+		}
+	}
+	last := ws[len(ws)-1]
+	im.hdrDisk = append([]byte(nil), last[:min(uint64(len(last)), format.HeaderUsedEnd(im.hdr))]...)
+	return nil
 }
 
 // tableChunk returns the aligned chunk of an on-disk table of 8-byte

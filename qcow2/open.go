@@ -156,11 +156,13 @@ func (im *Image) readHeader(fsize int64) error {
 	if err := block.ReadAt(im.dev, hb, 0); err != nil {
 		return fmt.Errorf("qcow2: reading header: %w", err)
 	}
-	h, err := format.ParseHeader(hb[:min(int64(len(hb)), max(fsize, 0))])
+	hb = hb[:min(int64(len(hb)), max(fsize, 0))]
+	h, err := format.ParseHeader(hb)
 	if err != nil {
 		return err
 	}
 	im.hdr = h
+	im.hdrDisk = append([]byte(nil), hb[:min(uint64(len(hb)), format.HeaderUsedEnd(h))]...)
 	im.g = format.NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
 	return nil
 }

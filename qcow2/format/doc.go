@@ -4,7 +4,7 @@
 // uses no unsafe casts, and decodes big-endian fields at explicit offsets
 // (docs/interop/qcow2.rst in QEMU).
 //
-// Invariants (cited as FM1..FM5):
+// Invariants (cited as FM1..FM6):
 //
 //	FM1  Parse never panics and never allocates more than the caps below,
 //	     whatever the input: L1 <= 32 MiB, refcount table <= 8 MiB
@@ -22,4 +22,11 @@
 //	     (tables.go).
 //	FM5  Entry codecs reject reserved bits and misaligned offsets rather than
 //	     masking them away.
+//	FM6  A header rewrite planned by PlanHeaderWrite survives a power cut
+//	     that tears its writes into any subset of 512-byte sectors: only
+//	     the last write changes the first sector, and no write changes a
+//	     byte past it that the old header reads; a layout with that
+//	     property is chosen (the backing file name moved, the optional
+//	     feature name table dropped) where QEMU's own would not have it,
+//	     and QEMU's plain rewrite is used only where none fits.
 package format

@@ -429,7 +429,11 @@ func (h *Header) Encode() ([]byte, error) {
 	return nil, err
 }
 
-func (h *Header) encode() ([]byte, error) {
+func (h *Header) encode() ([]byte, error) { return h.encodeAt(0) }
+
+// encodeAt is encode with the backing file name at nameAt (0: right
+// after the extension list, where QEMU puts it; else no earlier).
+func (h *Header) encodeAt(nameAt uint64) ([]byte, error) {
 	cs := h.ClusterSize()
 	if cs == 0 || h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
 		return nil, unsupported("cluster_bits", uint64(h.ClusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)
@@ -537,6 +541,12 @@ func (h *Header) encode() ([]byte, error) {
 		n := uint64(len(h.BackingFile))
 		if n > MaxBackingName {
 			return nil, unsupported("backing_file_size", n, "backing file name longer than %d bytes", MaxBackingName)
+		}
+		if nameAt != 0 {
+			if nameAt < off {
+				return nil, unsupported("backing_file_offset", nameAt, "backing file name inside the extensions")
+			}
+			off = nameAt
 		}
 		if off+n > cs {
 			return nil, unsupported("backing_file_offset", off, "backing file name does not fit in the header cluster")
