@@ -399,6 +399,11 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 // DeleteSnapshot removes the snapshot with ID or name s (qemu-img
 // snapshot -d) and frees the clusters only it referenced.
 func (im *Image) DeleteSnapshot(s string) error {
+	// Not inside an ApplySnapshot, which lets mu go between its check,
+	// its resize and its switch of tables: deleting its snapshot there
+	// would leave the image resized and the apply refused.
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
 	return im.withSnapshot(s, im.deleteSnapshotLocked)
 }
 
