@@ -8,6 +8,7 @@ import (
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
 )
 
 // resizeRequest is a parsed qimg resize command line.
@@ -165,9 +166,22 @@ func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 // trimFile cuts a closed qcow2 file after its last used cluster, as
 // QEMU does after a shrink (the discarded clusters past the new end are
 // free but still take space). It does so only when Check finds the
-// image clean, so that nothing past the cut is referenced.
+// image clean, so that nothing past the cut is referenced, and holds
+// the image's write lock from before the check until after the cut, so
+// that no other process can open the image and allocate past the end
+// in between.
 func trimFile(path string) error {
-	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true, Opts: qcow2.Options{NoBacking: true}})
+	f, err := uring.Open(path, uring.Options{Backend: uring.Threads})
+	if err != nil {
+		return unwrapPathErr(err)
+	}
+	defer f.Close()
+	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false) // write and resize, shared with nobody
+	if err := qcow2.LockAs(f, path, perm, shared); err != nil {
+		return err
+	}
+	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true,
+		Opts: qcow2.Options{NoBacking: true, NoLock: true}}) // the lock is f's
 	if err != nil {
 		return err
 	}
@@ -178,9 +192,9 @@ func trimFile(path string) error {
 	if err != nil || !r.Clean() || r.ImageEndOffset <= 0 {
 		return err
 	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Size() <= r.ImageEndOffset {
+	size, err := f.Size()
+	if err != nil || size <= r.ImageEndOffset {
 		return err
 	}
-	return os.Truncate(path, r.ImageEndOffset)
+	return f.Truncate(r.ImageEndOffset)
 }
