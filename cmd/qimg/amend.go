@@ -13,6 +13,7 @@ import (
 // amendRequest is what qimg amend changes; nil fields stay as they are.
 type amendRequest struct {
 	path, format, cache string
+	spec                imgopen.Spec // the image: path, format and cache, or --image-opts
 	version             *uint32
 	lazy                *bool
 	size                int64 // 0: unchanged
@@ -30,6 +31,10 @@ func runAmend(e *env, args []string) int {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
 	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: o.get("t", "")}
+	if r.spec, err = o.imageSpec(r.path, imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	r.path, r.format = r.spec.Path, r.spec.Format
 	if r.format != "" && r.format != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", r.format)
 	}
@@ -104,7 +109,7 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 // what QEMU gives, the allocation map is not) and closes the image so
 // that it is clean before its header loses the feature bits.
 func doAmend(r *amendRequest) error {
-	img, err := openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
+	img, err := openImage(r.spec)
 	if err != nil {
 		return err
 	}
@@ -142,7 +147,7 @@ func doAmend(r *amendRequest) error {
 	if err != nil || newV >= h.Version {
 		return err
 	}
-	img, err = openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache})
+	img, err = openImage(r.spec)
 	if err != nil {
 		return err
 	}

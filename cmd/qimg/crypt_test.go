@@ -169,3 +169,30 @@ func TestCrypt_CommitImageOpts(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "check", base)
 	testkit.QemuCheckSecret(t, over, "abc")
 }
+
+// TestCrypt_AmendRebaseImageOpts: amend and rebase open a LUKS image
+// through --object and --image-opts, as qemu-img does (the option was
+// accepted and its argument taken for a file name).
+func TestCrypt_AmendRebaseImageOpts(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	base, base2, over := filepath.Join(d, "base.qcow2"), filepath.Join(d, "base2.qcow2"), filepath.Join(d, "over.qcow2")
+	for _, b := range []string{base, base2} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "1M")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", b)
+	}
+	mustQ(t, "create", "-q", "-f", "qcow2", "--object", secObj, "-b", base, "-F", "qcow2",
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", over, "1M")
+	sec := []string{"--object", secObj, "--image-opts", imageOpts(over)}
+	mustQ(t, append([]string{"io", "-c", "write -P 2 4096 4096"}, sec...)...)
+	mustQ(t, append([]string{"amend", "-o", "lazy_refcounts=on"}, sec...)...)
+	if out := testkit.MustRun(t, "qemu-img", "info", over); !strings.Contains(out, "lazy refcounts: true") {
+		t.Errorf("after amend:\n%s", out)
+	}
+	mustQ(t, append([]string{"rebase", "-u", "-b", base2, "-F", "qcow2"}, sec...)...)
+	if out := testkit.MustRun(t, "qemu-img", "info", over); !strings.Contains(out, "backing file: "+base2) {
+		t.Errorf("after rebase:\n%s", out)
+	}
+	testkit.MustRun(t, "qemu-io", append([]string{"-c", "read -P 1 0 4096", "-c", "read -P 2 4096 4096", "-c", "read -P 1 8192 1040384"}, sec...)...)
+	testkit.QemuCheckSecret(t, over, "abc")
+}

@@ -13,7 +13,8 @@ import (
 // rebaseRequest is a parsed qimg rebase command line.
 type rebaseRequest struct {
 	path, format string
-	backing      string // new backing file name as written into the header ("" removes it)
+	spec         imgopen.Spec // the image: path, format and cache, or --image-opts
+	backing      string       // new backing file name as written into the header ("" removes it)
 	backingFmt   string
 	unsafe       bool
 	cache        string
@@ -33,7 +34,10 @@ func runRebase(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
-	r.path = o.args[0]
+	if r.spec, err = o.imageSpec(o.args[0], imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	r.path, r.format = r.spec.Path, r.spec.Format
 	if o.has("p") && !o.has("q") {
 		r.progress = progressPrinter(e.stdout)
 	}
@@ -57,8 +61,9 @@ func doRebase(r *rebaseRequest) error {
 	if r.backingFmt != "" && r.backingFmt != "qcow2" && r.backingFmt != "raw" {
 		return fmt.Errorf("Could not open new backing file '%s': unknown file format '%s' (qcow2, raw)", r.backing, r.backingFmt)
 	}
-	img, err := openImage(imgopen.Spec{Path: r.path, Format: r.format, Cache: r.cache,
-		Opts: qcow2.Options{NoBacking: r.unsafe}})
+	spec := r.spec
+	spec.Opts.NoBacking = r.unsafe
+	img, err := openImage(spec)
 	if err != nil {
 		return err
 	}
