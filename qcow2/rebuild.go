@@ -30,7 +30,7 @@ import (
 func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, error) {
 	r := c.r
 	c.msg("Rebuilding refcount structure (%s)", c.untrusted)
-	if err := im.rebuildRefcountsLocked(c.ref); err != nil {
+	if err := im.rebuildRefcountsLocked(c.ref, im.g.RefcountOrder); err != nil {
 		r.CheckErrors++
 		c.msg("ERROR rebuilding the refcount structures: %v", err)
 		return r, nil
@@ -55,9 +55,13 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 
 // rebuildRefcountsLocked writes new refcount structures holding counts
 // (one per host cluster of the file, as Check counted them, the old
-// structures included) and switches the header to them.
-func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
-	g := &im.g
+// structures included) with refcounts of 1<<order bits, and switches the
+// header to them; the order changes in the same header write, in its
+// first sector (FM6), with the table.
+func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32) error {
+	og := &im.g // the old structures
+	ng := format.NewGeometry(og.ClusterBits, order, og.ExtendedL2)
+	g := &ng // the new ones
 	cs := g.ClusterSize
 	// Whatever the caches hold goes out first: nothing may be written
 	// back through an old block once the new ones are in force.
@@ -82,14 +86,14 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 			}
 		}
 	}
-	if max := maxRefcount(g.RefcountOrder); max < ^uint64(0) {
+	if max := maxRefcount(order); max < ^uint64(0) {
 		for k, v := range counts {
 			if uint64(v) > max {
 				return fmt.Errorf("%w: cluster %d has %d references, more than %d-bit refcounts hold", ErrUnsupported, k, v, 1<<g.RefcountOrder)
 			}
 		}
 	}
-	a, nb, nt, ranges, err := im.placeRebuild(counts, oldBlocks)
+	a, nb, nt, ranges, err := im.placeRebuild(g, counts, oldBlocks)
 	if err != nil {
 		return err
 	}
@@ -131,8 +135,8 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	im.event(EvRebuild)
 	// The same header write clears the dirty bit: the new refcounts are
 	// exact (Q8), and a later lazy update sets it again (dirtySet).
-	oldOff, oldClusters, oldInc := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures
-	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters = tableOff, uint32(nt)
+	oldOff, oldClusters, oldInc, oldOrder := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures, im.hdr.RefcountOrder
+	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.RefcountOrder = tableOff, uint32(nt), order
 	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
 	// And the bitmaps' consistency bit: their clusters were not counted.
 	// A damaged image, read-only until now, never had it cleared.
@@ -145,6 +149,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 	if err != nil {
 		// The header on the device may name either structure (Q4).
 		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures = oldOff, oldClusters, oldInc
+		im.hdr.RefcountOrder = oldOrder
 		im.hdr.AutoclearFeatures = oldAuto
 		im.loseWritesLocked(err)
 		return err
@@ -158,6 +163,10 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 			im.meta.del(g.HostCluster(b))
 		}
 	}
+	// The refcount fields of the geometry, which only code under mu
+	// reads (the cluster fields stay).
+	og.RefcountOrder, og.RefcountBits, og.RefblockBits = ng.RefcountOrder, ng.RefcountBits, ng.RefblockBits
+	og.RefblockEntries, og.RefcountMax = ng.RefblockEntries, ng.RefcountMax
 	for _, off := range table {
 		if off != 0 {
 			im.meta.set(g.HostCluster(off), metaRefblock)
@@ -178,8 +187,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32) error {
 // file grows a little. A device of fixed size cannot grow: they go in the
 // first run of clusters that nothing references and no old structure
 // occupies (a crash before the header switch finds the old ones intact).
-func (im *Image) placeRebuild(counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
-	g := &im.g
+func (im *Image) placeRebuild(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
 	cs := g.ClusterSize
 	n := uint64(len(counts))
 	perTable := cs / format.TableEntrySize
