@@ -106,10 +106,10 @@ func (im *Image) SetLazyRefcounts(on bool) error {
 // SetVersion changes the header version (2: compat=0.10, 3: compat=1.1),
 // as qemu-img amend -o compat= does. Upgrading only rewrites the header.
 // Downgrading needs 16-bit refcounts, no incompatible feature bits set
-// (a dirty image must be closed cleanly first), zlib compression, no
-// internal snapshots (their tables are not scanned for zero clusters)
-// and no zero clusters in the active tables (ErrZeroClusters: write
-// them out first); compatible and autoclear bits are dropped.
+// (a dirty image must be closed cleanly first), zlib compression, and
+// no zero clusters in the active tables nor in the snapshots'
+// (ErrZeroClusters: write them out first, ExpandSnapshotZeroClusters);
+// compatible and autoclear bits are dropped.
 func (im *Image) SetVersion(v uint32) error {
 	if v != 2 && v != 3 {
 		return fmt.Errorf("%w: version %d", ErrUnsupported, v)
@@ -162,14 +162,15 @@ func (im *Image) prepareDowngradeLocked() error {
 		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
 	case h.IncompatibleFeatures&^format.IncompatCompression != 0:
 		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures&^format.IncompatCompression)
-	case h.NbSnapshots != 0:
-		return fmt.Errorf("%w: downgrading an image with internal snapshots", ErrUnsupported)
 	case h.CryptMethod == format.CryptLUKS:
 		// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
 		// that format.ParseHeader refuses.
 		return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
 	}
 	if err := im.checkNoZeroClustersLocked(); err != nil {
+		return err
+	}
+	if err := im.checkSnapshotZeroClustersLocked(); err != nil {
 		return err
 	}
 	// zstd: as QEMU, the image becomes zlib (which version 2 implies)

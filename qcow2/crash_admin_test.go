@@ -25,6 +25,10 @@ type adminCase struct {
 	op        func(im *Image) error
 	allowZero func(off int64) bool // sectors that may read as zeros after a crash
 	qemu      bool
+	// copiedOK: a clone may miss COPIED flags where references just
+	// dropped to 1 (a snapshot's gone), as QEMU's own delete can leave
+	// them; a repair must then leave it clean.
+	copiedOK bool
 }
 
 func runAdminCrash(t *testing.T, c adminCase) {
@@ -104,6 +108,11 @@ func verifyAdminClone(t *testing.T, what string, d *memdev.Dev, c adminCase, bef
 	}
 	defer im.Close()
 	r, err := im.Check(CheckOptions{})
+	if err == nil && r.Corruptions != 0 && r.CheckErrors == 0 && c.copiedOK && onlyCopied(r.Messages) {
+		if r, err = im.Check(CheckOptions{Repair: RepairAll}); err == nil && r.Corruptions == r.CorruptionsFixed {
+			r, err = im.Check(CheckOptions{})
+		}
+	}
 	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
 		t.Errorf("%s: check: %v corruptions=%d errors=%d %v", what, err, r.Corruptions, r.CheckErrors, head(r.Messages, 6))
 		return false
@@ -223,6 +232,27 @@ func TestAdminCrashClones(t *testing.T) {
 			},
 			op:        func(im *Image) error { return im.ApplySnapshot("s") },
 			allowZero: func(off int64) bool { return off >= 1<<20 }, qemu: true},
+		{name: "refbits-narrow", co: CreateOptions{Size: mb, ClusterSize: 4096}, setup: fill,
+			op: func(im *Image) error { return im.SetRefcountBits(2) }, qemu: true},
+		{name: "refbits-wide", co: CreateOptions{Size: mb, ClusterSize: 512, RefcountBits: 1}, setup: fill,
+			op: func(im *Image) error { return im.SetRefcountBits(64) }, qemu: true},
+		{name: "expand-snap-zeros", co: CreateOptions{Size: mb, ClusterSize: 4096}, o: Options{Backing: backing()},
+			setup: func(t *testing.T, im *Image) {
+				writeAt(t, im, 0, pattern(64<<10, 1))
+				for _, z := range [][2]int64{{8 << 10, 0}, {16 << 10, 1}} { // preallocated, then plain zeros
+					if err := im.WriteZeroes(z[0], 8<<10, block.Flags(z[1])*block.MayUnmap); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := im.CreateSnapshot("s1"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := im.CreateSnapshot("s2"); err != nil { // the L2 table shared three ways
+					t.Fatal(err)
+				}
+				writeAt(t, im, 0, pattern(4096, 3)) // the active image copies it
+			},
+			op: func(im *Image) error { return im.ExpandSnapshotZeroClusters() }, copiedOK: true},
 		{name: "delete-snap", co: CreateOptions{Size: mb, ClusterSize: 4096},
 			setup: func(t *testing.T, im *Image) {
 				writeAt(t, im, 0, pattern(100<<10, 1))
@@ -243,7 +273,7 @@ func TestAdminCrashClones(t *testing.T) {
 		l.co.LazyRefcounts = true
 		l.qemu = false // a dirty lazy image: qemu-img check without -r reports refcount errors by design
 		extra = append(extra, l)
-		if c.co.ClusterSize >= 16<<10 || c.co.ClusterSize == 4096 {
+		if (c.co.ClusterSize >= 16<<10 || c.co.ClusterSize == 4096) && c.name != "expand-snap-zeros" { // version 2 has no extended L2
 			x := c
 			x.name += "-xl2"
 			x.co.ClusterSize = 16 << 10

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -16,7 +17,8 @@ type amendRequest struct {
 	spec                imgopen.Spec // the image: path, format and cache, or --image-opts
 	version             *uint32
 	lazy                *bool
-	size                int64 // 0: unchanged
+	refbits             *uint32 // refcount_bits
+	size                int64   // 0: unchanged
 }
 
 func runAmend(e *env, args []string) int {
@@ -48,10 +50,9 @@ func runAmend(e *env, args []string) int {
 }
 
 // parseAmendOptions reads the -o options qimg amend supports: compat,
-// lazy_refcounts and size. backing_file and backing_fmt are refused as
-// qemu-img 7.2 refuses them; the other options qemu-img amends
-// (refcount_bits, data_file, data_file_raw, encrypt.*) are refused by
-// name.
+// lazy_refcounts, refcount_bits and size. backing_file and backing_fmt
+// are refused as qemu-img 7.2 refuses them; the other options qemu-img
+// amends (data_file, data_file_raw, encrypt.*) are refused by name.
 func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
@@ -89,9 +90,19 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				r.size = n
 			case "backing_file", "backing_fmt":
 				return errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
-			case "refcount_bits", "data_file", "data_file_raw",
+			case "refcount_bits":
+				n, err := strconv.ParseUint(p[1], 10, 64)
+				if err != nil {
+					return fmt.Errorf("Parameter 'refcount_bits' expects a number")
+				}
+				if n == 0 || n > 64 || n&(n-1) != 0 {
+					return fmt.Errorf("Refcount width must be a power of two and may not exceed 64 bits")
+				}
+				v := uint32(n)
+				r.refbits = &v
+			case "data_file", "data_file_raw",
 				"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
-				return fmt.Errorf("qimg amend does not support option '%s' (only compat and lazy_refcounts)", p[0])
+				return fmt.Errorf("qimg amend does not support option '%s' (only compat, lazy_refcounts, refcount_bits and size)", p[0])
 			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
 				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", p[0])
 			default:
@@ -123,12 +134,17 @@ func doAmend(r *amendRequest) error {
 	if r.version != nil {
 		newV = *r.version
 	}
-	err = checkAmend(h, newV, r.lazy)
+	err = checkAmend(h, newV, r.lazy, r.refbits)
 	if err == nil && r.size%512 != 0 {
 		err = errors.New("The new size must be a multiple of 512")
 	}
 	if err == nil && newV > h.Version {
 		err = im.SetVersion(newV)
+	}
+	if err == nil && r.refbits != nil {
+		if err = im.SetRefcountBits(*r.refbits); errors.Is(err, qcow2.ErrUnsupported) {
+			err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
+		}
 	}
 	if err == nil && r.lazy != nil {
 		err = im.SetLazyRefcounts(*r.lazy)
@@ -140,6 +156,9 @@ func doAmend(r *amendRequest) error {
 		// After the resize, whose growth over a longer backing file
 		// writes zero clusters too.
 		err = expandZeroClusters(im)
+		if err == nil {
+			err = im.ExpandSnapshotZeroClusters()
+		}
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -163,20 +182,25 @@ func doAmend(r *amendRequest) error {
 }
 
 // checkAmend refuses, before anything is written, what QEMU refuses.
-func checkAmend(h format.Header, newV uint32, lazy *bool) error {
+func checkAmend(h format.Header, newV uint32, lazy *bool, refbits *uint32) error {
 	if lazy != nil && *lazy && newV < 3 {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
+	}
+	bits := uint32(1) << h.RefcountOrder
+	if refbits != nil && *refbits != bits {
+		if *refbits != 16 && newV < 3 {
+			return errors.New("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+		}
+		bits = *refbits
 	}
 	if newV >= h.Version {
 		return nil
 	}
 	switch {
-	case h.RefcountOrder != 4:
+	case bits != 16:
 		return errors.New("compat=0.10 requires refcount_bits=16")
 	case h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression) != 0:
 		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression))
-	case h.NbSnapshots != 0:
-		return errors.New("qimg cannot downgrade an image with internal snapshots")
 	}
 	return nil
 }
