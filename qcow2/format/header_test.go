@@ -658,7 +658,61 @@ func FuzzParseHeader(f *testing.F) {
 		if err != nil || !bytes.Equal(enc, enc2) {
 			t.Fatalf("Encode not stable: %v", err)
 		}
+		checkHeaderPlan(t, b, h)
 	})
+}
+
+// checkHeaderPlan rewrites the header of b (parsed as h) with another
+// backing file name and version, and checks the plan (FM6): every write
+// but the last keeps the first sector, no write changes a byte past it
+// that the old header reads, the last write parses as the new header
+// and every earlier one as the old.
+func checkHeaderPlan(t *testing.T, b []byte, _ *Header) {
+	t.Helper()
+	h, err := ParseHeader(b) // as on the media (Encode changed the caller's)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nh := *h
+	nh.Extensions = append([]Extension(nil), h.Extensions...)
+	if len(b) > 0 && b[len(b)-1]&1 != 0 && nh.Version == 2 {
+		nh.Version = 3
+	}
+	nh.BackingFile = strings.Repeat("n", int(b[0])*4+1)
+	if nh.BackingFormat == "" {
+		nh.BackingFormat = "qcow2"
+	}
+	ws, safe, err := planHeaderWrite(b, &nh)
+	if err != nil {
+		return // a header Encode refuses
+	}
+	if len(ws) == 0 {
+		t.Fatal("no writes")
+	}
+	last, err := ParseHeader(ws[len(ws)-1])
+	if err != nil || last.BackingFile != nh.BackingFile || last.Version != nh.Version {
+		t.Fatalf("last write: %v (backing %d bytes, version %d)", err, len(nh.BackingFile), nh.Version)
+	}
+	if !safe {
+		return
+	}
+	for i, w := range ws {
+		if i < len(ws)-1 {
+			if !bytes.Equal(w[:HeaderSector], b[:min(len(b), HeaderSector)]) && len(b) >= HeaderSector {
+				t.Fatalf("write %d of %d changes the first sector", i, len(ws))
+			}
+			if oh, err := ParseHeader(w); err != nil || oh.BackingFile != h.BackingFile {
+				t.Fatalf("write %d of %d: %v", i, len(ws), err)
+			}
+		}
+		for _, r := range headerUsed(h) {
+			for p := max(r.off, HeaderSector); p < r.end && p < uint64(len(b)) && p < uint64(len(w)); p++ {
+				if w[p] != b[p] {
+					t.Fatalf("write %d changes byte %d, which the old header reads", i, p)
+				}
+			}
+		}
+	}
 }
 
 func BenchmarkParseHeader(b *testing.B) {

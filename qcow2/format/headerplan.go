@@ -57,13 +57,20 @@ func inRanges(rs []byteRange, p uint64) bool {
 //
 // On success h is updated as Encode updates it, for the layout chosen.
 func PlanHeaderWrite(old []byte, h *Header) ([][]byte, error) {
+	ws, _, err := planHeaderWrite(old, h)
+	return ws, err
+}
+
+// planHeaderWrite is PlanHeaderWrite, saying whether the plan keeps FM6
+// (false: QEMU's plain rewrite).
+func planHeaderWrite(old []byte, h *Header) ([][]byte, bool, error) {
 	enc, err := h.Encode() // the plain rewrite, and the fallback
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	oh, err := ParseHeader(old)
 	if err != nil {
-		return [][]byte{enc}, nil // nothing known to keep
+		return [][]byte{enc}, false, nil // nothing known to keep
 	}
 	oldUsed := headerUsed(oh)
 	cs := uint64(len(enc))
@@ -75,10 +82,10 @@ func PlanHeaderWrite(old []byte, h *Header) ([][]byte, error) {
 		newUsed := headerUsed(nh)
 		if w, ok := mergeHeader(old, oldUsed, b, newUsed, cs); ok {
 			*h = *nh
-			return w, nil
+			return w, true, nil
 		}
 	}
-	return [][]byte{enc}, nil
+	return [][]byte{enc}, false, nil
 }
 
 // layouts lists the candidate encodings of h, in order of preference:
