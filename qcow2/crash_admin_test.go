@@ -149,7 +149,8 @@ func writeAt(t *testing.T, im *Image, off int64, b []byte) {
 // device op (with none, all or some of the unflushed writes kept): the
 // clone reopens clean but for leaks, reads as before or after, and
 // qemu-img check agrees. Lazy-refcount and extended-L2 variants run
-// outside -short and the race detector.
+// outside -short and the race detector (make test runs this test in its
+// pass without the race detector: one goroutine, many processes).
 func TestAdminCrashClones(t *testing.T) {
 	const mb = 1 << 20
 	fill := func(t *testing.T, im *Image) {
