@@ -49,7 +49,7 @@ type checker struct {
 	im    *Image
 	r     *CheckResult
 	max   int
-	ref   []uint32 // computed references per host cluster
+	ref   []uint32 // computed references per host cluster (past the width too)
 	fsize uint64
 	// untrusted says why the stored refcounts cannot be repaired in
 	// place: a reference past the end of the file (its cluster's count
@@ -101,14 +101,20 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			c.distrust("a reference past the end of the file")
 			return
 		}
-		if uint64(c.ref[k]) >= min(g.RefcountMax, uint64(^uint32(0))) {
+		if uint64(c.ref[k]) >= g.RefcountMax {
 			// As QEMU: one more reference than the refcount width holds
-			// is a corruption, not counted (so no fix wants it).
+			// is a corruption (and no fix asks for more than the width
+			// holds: compare). It is still counted: with 1-bit refcounts
+			// a refcount block that is also data must show 2, or it
+			// would pass for a refcount block only, fixes written
+			// through it would land in the data, and a rebuild would
+			// free the data cluster with the block.
 			c.msg("ERROR: overflow cluster offset=0x%x", uint64(g.HostClusterOff(k)))
 			c.r.Corruptions++
-			continue
 		}
-		c.ref[k]++
+		if c.ref[k] < ^uint32(0) {
+			c.ref[k]++
+		}
 	}
 }
 
@@ -309,7 +315,23 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.incEntry(e, "being freed")
 		}
 	}
-	// Snapshots.
+	// Snapshots. A version 3 entry must record its disk size (16 bytes
+	// of extra data at least): QEMU calls one without it incomplete and
+	// -r all rewrites it (fixIncompleteSnapshots).
+	var incomplete []int
+	if im.hdr.Version >= 3 {
+		for i, s := range im.snapshots {
+			if !s.HasDiskSize() {
+				verb := "ERROR"
+				if repair >= RepairAll {
+					verb = "Repairing"
+				}
+				c.msg("%s snapshot table entry %d is incomplete", verb, i)
+				r.Corruptions++
+				incomplete = append(incomplete, i)
+			}
+		}
+	}
 	if im.hdr.NbSnapshots > 0 {
 		// Its first cluster at least, when the open could not parse it
 		// (Q19): as QEMU, the table counts even where entries do not.
@@ -366,7 +388,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	compare := func(k, stored uint64) {
 		want := uint64(0)
 		if k < nclusters {
-			want = uint64(c.ref[k])
+			want = min(uint64(c.ref[k]), g.RefcountMax)
 		}
 		if stored > 0 || want > 0 {
 			highest = max(highest, k)
@@ -436,7 +458,20 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	// COPIED flags (Q6), against the stored (possibly repaired)
 	// refcounts.
-	if err := im.checkCopied(c, repair); err != nil {
+	if len(incomplete) > 0 && repair >= RepairAll && c.untrusted == "" {
+		if err := im.fixIncompleteSnapshots(incomplete); err != nil {
+			r.CheckErrors++
+			c.msg("ERROR rewriting the snapshot table: %v", err)
+		} else {
+			r.CorruptionsFixed += len(incomplete)
+		}
+	}
+	// With -r leaks, as QEMU's check_oflag_copied: only when the
+	// refcounts are now right, nothing else being wrong (the flags are
+	// set from them).
+	fixCopied := repair >= RepairAll || (repair == RepairLeaks && r.CheckErrors == 0 &&
+		r.Corruptions == 0 && r.Leaks == r.LeaksFixed)
+	if err := im.checkCopied(c, fixCopied); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -474,7 +509,26 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 	return nil
 }
 
-func (im *Image) checkCopied(c *checker, repair RepairMode) error {
+// fixIncompleteSnapshots rewrites the snapshot table with the entries
+// at idx completed: extra data recording the VM state size, the image's
+// current size as the disk size and no instruction count, what QEMU
+// assumes for them and writes back.
+func (im *Image) fixIncompleteSnapshots(idx []int) error {
+	snaps := append([]format.Snapshot(nil), im.snapshots...)
+	for _, i := range idx {
+		s := &snaps[i]
+		extra := format.SnapshotExtra(uint64(s.VMStateSize), im.hdr.Size, -1)
+		if len(s.ExtraData) >= 8 { // vm_state_size_large is there
+			copy(extra[:8], s.ExtraData)
+		}
+		s.ExtraData, s.DiskSize = extra, im.hdr.Size
+	}
+	return im.writeSnapshotTableLocked(snaps)
+}
+
+// checkCopied checks the COPIED flags of the active L1 and L2 entries
+// against the stored refcounts (Q6), and with fix sets them right.
+func (im *Image) checkCopied(c *checker, fix bool) error {
 	g := &im.g
 	r := c.r
 	l1 := im.l1.Load()
@@ -492,7 +546,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 		if (rc == 1) != le.Copied() {
 			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, uint64(le), rc)
 			r.Corruptions++
-			if repair >= RepairAll {
+			if fix {
 				l1.store(i, format.MakeL1(le.Offset(), rc == 1))
 				if err := im.writeL1Entry(i); err != nil {
 					return err
@@ -526,7 +580,7 @@ func (im *Image) checkCopied(c *checker, repair RepairMode) error {
 				if (rc == 1) != e.Copied() {
 					c.msg("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
 					r.Corruptions++
-					if repair >= RepairAll {
+					if fix {
 						ne := e &^ format.OflagCopied
 						if rc == 1 {
 							ne |= format.OflagCopied

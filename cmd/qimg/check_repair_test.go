@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestCheck_RepairsLikeQemu: damaged images that qimg check judged or
+// repaired otherwise than qemu-img 7.2 (found by a differential run):
+// the exit statuses of check, -r leaks and -r all match qemu-img's, the
+// repaired image passes qemu-img check, and the guest data reads as
+// before the repair.
+func TestCheck_RepairsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	cases := []struct {
+		name   string
+		create []string // qemu-img create -o
+		setup  func(t *testing.T, p string)
+		edit   func(f imageFile)
+		// exit statuses of check, check -r leaks, check -r all
+		check, leaks, all int
+	}{
+		{
+			// With 1-bit refcounts a refcount block that is also a data
+			// cluster counts 1 once the overflow is dropped: it passed
+			// for a refcount block, and -r leaks and -r all wrote
+			// refcount fixes into the guest's data.
+			name: "refcount block on data, 1-bit refcounts", create: []string{"cluster_size=4096,refcount_bits=1"},
+			setup: func(t *testing.T, p string) { qio(t, p, "write -P 0x11 0 64k") },
+			edit: func(f imageFile) {
+				l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+				data := f.u64(l2+8*4) & entryMask
+				f.putU64(int64(f.u64(48)), data)
+			},
+			check: 2, leaks: 1, all: 0,
+		},
+		{
+			// A snapshot whose count went missing: its references are
+			// leaks, and once -r leaks fixed them the COPIED flags are
+			// set right as well, as QEMU does when nothing else is
+			// wrong.
+			name: "snapshot count dropped", create: []string{"cluster_size=4096"},
+			setup: func(t *testing.T, p string) {
+				qio(t, p, "write -P 0x11 0 64k")
+				testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+			},
+			edit:  func(f imageFile) { f.write(60, []byte{0, 0, 0, 0}) },
+			check: 3, leaks: 0, all: 0,
+		},
+		{
+			// A version 3 snapshot entry without its disk size.
+			name: "snapshot entry incomplete", create: []string{"cluster_size=4096"},
+			setup: func(t *testing.T, p string) {
+				qio(t, p, "write -P 0x11 0 8k")
+				testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+			},
+			edit: func(f imageFile) {
+				so := int64(f.u64(64))
+				extra := int64(f.u32(so + 36))
+				n := int(binary.BigEndian.Uint16(f.read(so+12, 2))) + int(binary.BigEndian.Uint16(f.read(so+14, 2)))
+				idName := f.read(so+40+extra, n)
+				f.write(so+36, binary.BigEndian.AppendUint32(nil, 0))
+				f.write(so+40, idName)
+			},
+			check: 2, leaks: 2, all: 0,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := t.TempDir() // damaged on purpose: no check at the end
+			orig := filepath.Join(d, "orig.qcow2")
+			testkit.MustRun(t, "qemu-img", append(append([]string{"create", "-q", "-f", "qcow2"}, prefixO(tc.create)...), orig, "4M")...)
+			tc.setup(t, orig)
+			damage(t, orig, tc.edit)
+			for i, mode := range [][]string{nil, {"-r", "leaks"}, {"-r", "all"}} {
+				want := []int{tc.check, tc.leaks, tc.all}[i]
+				q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
+				copyFile(t, orig, q)
+				copyFile(t, orig, g)
+				_, qe, qcode := testkit.Run(t, "qemu-img", append(append([]string{"check"}, mode...), q)...)
+				_, e, code := runQ(t, append(append([]string{"check"}, mode...), g)...)
+				if qcode != want {
+					t.Fatalf("check %v: qemu-img exit %d, the test expects %d\n%s", mode, qcode, want, qe)
+				}
+				if code != qcode {
+					t.Errorf("check %v: exit %d, qemu-img %d\nqimg:\n%s\nqemu-img:\n%s", mode, code, qcode, e, qe)
+				}
+				if mode == nil {
+					continue
+				}
+				// A repair that succeeded leaves what qemu-img calls clean,
+				// with the guest's data as qemu-img's repair leaves it.
+				if code == 0 {
+					if out, _, c := testkit.Run(t, "qemu-img", "check", g); c != 0 {
+						t.Errorf("check %v: qemu-img check afterwards: exit %d\n%s", mode, c, out)
+					}
+				}
+				if out, _, c := testkit.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", q, g); c != 0 && qcode == 0 {
+					t.Errorf("check %v: guest data differs from qemu-img's repair: %s", mode, strings.TrimSpace(out))
+				}
+			}
+		})
+	}
+}
+
+// prefixO turns create options into -o arguments.
+func prefixO(opts []string) []string {
+	var a []string
+	for _, o := range opts {
+		a = append(a, "-o", o)
+	}
+	return a
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
