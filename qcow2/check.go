@@ -96,10 +96,17 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 	last := g.HostCluster(off + format.HostOff(n) - 1)
 	for k := first; k <= last; k++ {
 		if k >= uint64(len(c.ref)) {
-			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
-			c.r.Corruptions++
-			c.distrust("a reference past the end of the file")
-			return
+			// As QEMU: the last cluster may be cut short by the end of
+			// the file (reads past it are zeros); only a region that
+			// reaches a whole cluster or more past the end is an error.
+			if uint64(off)+n-min(c.fsize, uint64(off)+n) < g.ClusterSize {
+				c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
+			} else {
+				c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
+				c.r.Corruptions++
+				c.distrust("a reference past the end of the file")
+				return
+			}
 		}
 		if uint64(c.ref[k]) >= g.RefcountMax {
 			// As QEMU: one more reference than the refcount width holds
@@ -350,6 +357,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			walk(l1, false)
 		}
 	}
+	// References that end less than a cluster past the end of the file
+	// made room for themselves (inc).
+	nclusters = uint64(len(c.ref))
 	// A refcount block anything else references is data or metadata
 	// too: its entries say nothing, and fixes written through it would
 	// overwrite what the other reference holds.
