@@ -61,13 +61,23 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 				}
 				err = im.writeZeroBuf(off, chunk)
 			}
-		} else if off+chunk <= int64(im.vsize.Load()) && im.IsZeroFast(off, chunk) {
-			// Already zeros (unallocated over no backing data, or a
-			// zero cluster): nothing to write, and no cluster to
-			// allocate for it, as QEMU finds. A write racing with
-			// this one on the same bytes is ordered before it.
-			// (Past the size guests see, a resize zeroes bytes that
-			// read as zeros only because they lie past it.)
+		} else if !im.g.ExtendedL2 && im.ver.Load() >= 3 && off+chunk <= int64(im.vsize.Load()) {
+			// Part of a cluster: when the whole cluster reads as zeros
+			// here (a zero cluster, or unallocated over no data), it
+			// becomes a zero cluster, as QEMU's unaligned zero write
+			// does: no cluster of zeros to allocate, and zeros for good
+			// whatever the backing file holds later (a rebase). Else
+			// zero buffers. (Past the size guests see, a resize zeroes
+			// bytes that read as zeros only because they lie past it.)
+			done := false
+			err = im.holdSectors(off, chunk, func() error {
+				var e error
+				done, e = im.zeroIfReadsZero(guestOff(off), &fr)
+				return e
+			})
+			if err == nil && !done {
+				err = im.writeZeroBuf(off, chunk)
+			}
 		} else if im.g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
 		} else {
@@ -263,6 +273,59 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap bool, discard discardKi
 		}
 		blocker.Wait() // an allocation of the cluster is in flight (Q7)
 	}
+}
+
+// zeroIfReadsZero makes the guest cluster of goff a zero cluster if the
+// whole of it reads as zeros now, and reports whether it is one. It
+// decides with the cluster registered (Q7) and mu held: a write into
+// another part of the cluster, which must allocate it, is then either
+// linked already (the cluster holds data: false) or waits.
+func (im *Image) zeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, error) {
+	for {
+		done, blocker, err := im.tryZeroIfReadsZero(goff, fr)
+		if blocker == nil {
+			return done, err
+		}
+		blocker.Wait()
+	}
+}
+
+func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, *sched.Alloc[allocState], error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return false, nil, err
+	}
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
+	if reg == nil {
+		return false, blocker, nil
+	}
+	defer im.allocs.Release(reg)
+	e, err := im.entry(goff)
+	if err != nil {
+		return false, nil, err
+	}
+	switch e.Type() {
+	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
+		return true, nil, nil
+	case format.ClusterUnallocated:
+	default:
+		return false, nil, nil
+	}
+	cs := int64(im.g.ClusterSize)
+	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
+	if im.backing != nil && start < im.bsize {
+		if im.bzero == nil || !im.bzero.IsZeroFast(start, min(cs, im.bsize-start)) {
+			return false, nil, nil
+		}
+	}
+	if err := im.zeroClusterLocked(goff, false, noDiscard, fr); err != nil {
+		if errors.Is(err, errNoZeroClusters) { // downgraded meanwhile
+			return false, nil, nil
+		}
+		return false, nil, err
+	}
+	return true, nil, nil
 }
 
 // tryZeroCluster registers the guest cluster of goff (Q7) and changes its entry

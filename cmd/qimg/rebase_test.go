@@ -143,3 +143,37 @@ func TestRebasePastOldBackingEndZeroes(t *testing.T) {
 	}
 	testkit.MustRun(t, "qemu-img", "compare", tops[0], tops[1])
 }
+
+// TestRebase_SafeKeepsZerosOverNewData: a safe rebase masks the new
+// backing file's data where the old chain read zeros (an image without
+// a backing file; past the end of a shorter old one) by zero writes into
+// part of a cluster. Those make the cluster a zero cluster, as in QEMU;
+// they wrote nothing when the cluster read zeros already, and the new
+// backing file's data showed through (found by a differential fuzz).
+func TestRebase_SafeKeepsZerosOverNewData(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	p := func(n string) string { return filepath.Join(d, n) }
+	for _, tc := range []struct {
+		name, old, size, at string
+	}{
+		{"no old backing", "", "1M", "4096"},
+		{"past a shorter old backing", "1M", "4M", "2101248"},
+	} {
+		for _, f := range []string{"old.qcow2", "img.qcow2", "new.qcow2"} {
+			os.Remove(p(f))
+		}
+		if tc.old != "" {
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("old.qcow2"), tc.old)
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "old.qcow2", "-F", "qcow2", p("img.qcow2"), tc.size)
+		} else {
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("img.qcow2"), tc.size)
+		}
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("new.qcow2"), tc.size)
+		qio(t, p("new.qcow2"), "write -P 81 "+tc.at+" 4096")
+		mustQ(t, "rebase", "-f", "qcow2", "-b", "new.qcow2", "-F", "qcow2", p("img.qcow2"))
+		if out, _, _ := testkit.Run(t, "qemu-io", "-c", "read -P 0 "+tc.at+" 4096", p("img.qcow2")); strings.Contains(out, "fail") {
+			t.Errorf("%s: the new backing file's data shows through:\n%s", tc.name, out)
+		}
+	}
+}
