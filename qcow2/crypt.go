@@ -51,7 +51,7 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 		return nil
 	}
 	area := h.Crypto
-	n := area.Clusters(im.g) * im.g.ClusterSize
+	n := area.Clusters(&im.g) * im.g.ClusterSize
 	if err := lim.check("crypto_header", uint64(area.Offset), n); err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (im *Image) cryptoAreaOverlap(off, n uint64) bool {
 		return false
 	}
 	a := uint64(im.crypt.area.Offset)
-	l := im.crypt.area.Clusters(im.g) * im.g.ClusterSize
+	l := im.crypt.area.Clusters(&im.g) * im.g.ClusterSize
 	return off < a+l && a < off+n
 }
 
@@ -129,7 +129,7 @@ func (c *checker) checkCryptoArea() {
 		return
 	}
 	a := im.hdr.Crypto
-	c.inc(a.Offset, a.Clusters(im.g)*im.g.ClusterSize, "crypto header")
+	c.inc(a.Offset, a.Clusters(&im.g)*im.g.ClusterSize, "crypto header")
 }
 
 // cryptoAreaMeets names the fixed metadata the LUKS header area's n

@@ -148,7 +148,12 @@ func (im *Image) Header() format.Header {
 }
 
 // Geometry returns the image geometry.
-func (im *Image) Geometry() format.Geometry { return im.g }
+func (im *Image) Geometry() format.Geometry {
+	// Under mu: SetRefcountBits changes the refcount fields.
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.g
+}
 
 // ReadOnly reports whether writes are refused.
 func (im *Image) ReadOnly() bool {

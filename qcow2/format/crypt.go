@@ -24,7 +24,7 @@ type CryptoHeader struct {
 }
 
 // Clusters is the number of clusters the header area occupies.
-func (c CryptoHeader) Clusters(g Geometry) uint64 {
+func (c CryptoHeader) Clusters(g *Geometry) uint64 {
 	return (c.Length + g.ClusterMask) / g.ClusterSize
 }
 

@@ -25,8 +25,8 @@ func TestParseHeader_LUKS(t *testing.T) {
 	if h.CryptMethod != CryptLUKS || h.Crypto != want {
 		t.Fatalf("crypt_method %d, crypto header %+v, want %+v", h.CryptMethod, h.Crypto, want)
 	}
-	if n := h.Crypto.Clusters(h.Geometry()); n != 32 {
-		t.Fatalf("clusters %d", n)
+	if g := h.Geometry(); h.Crypto.Clusters(&g) != 32 {
+		t.Fatalf("clusters %d", h.Crypto.Clusters(&g))
 	}
 	enc, err := h.Encode()
 	if err != nil {
