@@ -31,6 +31,10 @@ type Image struct {
 	// end of what its header reads: what the next header rewrite must
 	// leave alone until its last write (FM6). Under mu, as hdr.
 	hdrDisk []byte
+	// hdrLost: a header write failed and may have landed, so hdrDisk
+	// is not known to be the media's; header writes are refused
+	// (errHeaderLost) until the image is reopened. Under mu.
+	hdrLost bool
 	g       format.Geometry
 	ro      bool
 	opts    Options
@@ -222,9 +226,16 @@ func (im *Image) CacheMetrics() (l2, refcount cache.Metrics) {
 	return im.l2c.Metrics(), im.rbc.Metrics()
 }
 
+// errHeaderLost: a header write failed earlier (Image.hdrLost).
+var errHeaderLost = errors.New("qcow2: a header write failed and may have landed: no header write until the image is reopened")
+
 // writeHeader rewrites cluster 0 from im.hdr (unknown fields and
-// extensions preserved, FM3). Caller holds mu or is single-threaded.
+// extensions preserved, FM3), as format.PlanHeaderWrite plans it (FM6).
+// Caller holds mu or is single-threaded.
 func (im *Image) writeHeader() error {
+	if im.hdrLost {
+		return errHeaderLost
+	}
 	ws, err := format.PlanHeaderWrite(im.hdrDisk, im.hdr)
 	if err != nil {
 		return err
@@ -234,12 +245,19 @@ func (im *Image) writeHeader() error {
 			// A layout change (FM6): the bytes past the first sector
 			// the new header reads are durable before it is.
 			if err := im.dev.Flush(); err != nil {
+				im.hdrLost = true
 				return err
 			}
 		}
 		buf := block.AlignedBuf(len(w), im.memAlign)
 		copy(buf, w)
 		if err := im.writeMeta(buf, 0); err != nil {
+			// It may have landed: the media holds the old header or
+			// the new one, and a plan against either could tear the
+			// other (FM6). No header write until the image is
+			// reopened; a dirty bit stays set, which the next open
+			// repairs.
+			im.hdrLost = true
 			return err
 		}
 	}
