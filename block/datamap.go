@@ -1,5 +1,10 @@
 package block
 
+import (
+	"errors"
+	"syscall"
+)
+
 // DataMapper is a device that can say which of its bytes the host stores
 // and which lie in holes (SEEK_DATA and SEEK_HOLE on a file): what QEMU's
 // file driver answers under block status, and what qemu-img map and
@@ -15,4 +20,47 @@ type DataMapper interface {
 	// AllocatedSize is the space the host has allocated to the device in
 	// bytes (st_blocks * 512 for a file).
 	AllocatedSize() (int64, error)
+}
+
+// lseek(2) whences for sparse files (Linux).
+const (
+	seekData = 3 // SEEK_DATA
+	seekHole = 4 // SEEK_HOLE
+)
+
+// SeekDataRun is DataRun for descriptor fd, with QEMU's file driver's
+// rules (find_allocation): only ENXIO means a hole (from off to the end
+// of the file, or the file shrank under us); any other failure, or an
+// answer lseek may not give, tells nothing, and the range is data.
+// Calling a hole data costs a reader some zeros; calling data a hole
+// would lose it. The descriptor's offset moves; callers that use pread
+// and pwrite do not mind.
+func SeekDataRun(fd int, off, n int64) (bool, int64) {
+	end := off + n
+	d, err := syscall.Seek(fd, off, seekData)
+	switch {
+	case errors.Is(err, syscall.ENXIO):
+		return false, n // a trailing hole
+	case err != nil || d < off:
+		return true, n // EIO, ESPIPE...: nothing learned
+	case d > off:
+		return false, min(d, end) - off
+	}
+	h, err := syscall.Seek(fd, off, seekHole)
+	switch {
+	case errors.Is(err, syscall.ENXIO):
+		return false, n // off is past the end now: the file shrank
+	case err != nil || h <= off:
+		return true, n // nothing learned, or a hole dug since
+	}
+	return true, min(h, end) - off
+}
+
+// statAllocated is st_blocks * 512 of descriptor fd.
+func statAllocated(fd int) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
 }

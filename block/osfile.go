@@ -195,3 +195,27 @@ func (o *OSFile) Close() error {
 	o.closed = true
 	return o.f.Close()
 }
+
+var _ DataMapper = (*OSFile)(nil)
+
+// DataRun implements DataMapper (SeekDataRun).
+func (o *OSFile) DataRun(off, n int64) (bool, int64, error) {
+	if off < 0 || n < 0 || off > off+n {
+		return false, 0, ErrRange
+	}
+	if err := o.enter(); err != nil {
+		return false, 0, err
+	}
+	defer o.mu.RUnlock()
+	data, run := SeekDataRun(int(o.f.Fd()), off, n)
+	return data, run, nil
+}
+
+// AllocatedSize implements DataMapper: st_blocks * 512.
+func (o *OSFile) AllocatedSize() (int64, error) {
+	if err := o.enter(); err != nil {
+		return 0, err
+	}
+	defer o.mu.RUnlock()
+	return statAllocated(int(o.f.Fd()))
+}

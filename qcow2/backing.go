@@ -45,6 +45,9 @@ func (im *Image) openBacking() error {
 			im.closeBacking()
 			return err
 		}
+		if _, ok := im.backing.(*Image); !ok {
+			n = sectorLen(n) // a raw file, as QEMU measures one
+		}
 		im.bsize = n
 		im.bzero, _ = im.backing.(zeroProber)
 	}
@@ -124,3 +127,11 @@ func Probe(path string) (string, error) {
 	}
 	return "raw", nil
 }
+
+// sectorLen is the length QEMU's block layer gives a raw file of n
+// bytes: whole 512-byte sectors, the last one's tail reading as zeros.
+func sectorLen(n int64) int64 { return (n + 511) &^ 511 }
+
+// RawLen is sectorLen for the packages that report a raw backing
+// file's allocation (the NBD server's qemu:allocation-depth).
+func RawLen(n int64) int64 { return sectorLen(n) }

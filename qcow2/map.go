@@ -157,6 +157,7 @@ func rawStatus(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	if err != nil {
 		return MapEntry{}, err
 	}
+	sz = sectorLen(sz)
 	if off >= sz {
 		return MapEntry{Start: off, Length: n, Depth: depth, Zero: true}, nil
 	}

@@ -1,8 +1,6 @@
 package uring
 
 import (
-	"errors"
-
 	"github.com/qring/qring/block"
 	"golang.org/x/sys/unix"
 )
@@ -28,30 +26,8 @@ func (f *File) DataRun(off, n int64) (bool, int64, error) {
 		f.wmu.RLock() // not while a read-modify-write pads the file (U1)
 		defer f.wmu.RUnlock()
 	}
-	data, run := dataRun(f.fd, off, n)
+	data, run := block.SeekDataRun(f.fd, off, n)
 	return data, run, nil
-}
-
-// dataRun is DataRun's lseek part on descriptor fd.
-func dataRun(fd int, off, n int64) (bool, int64) {
-	end := off + n
-	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		return false, n // a trailing hole
-	case err != nil || d < off:
-		return true, n // EIO, ESPIPE...: nothing learned
-	case d > off:
-		return false, min(d, end) - off
-	}
-	h, err := unix.Seek(fd, off, unix.SEEK_HOLE)
-	switch {
-	case errors.Is(err, unix.ENXIO):
-		return false, n // off is past the end now: the file shrank
-	case err != nil || h <= off:
-		return true, n // nothing learned, or a hole dug since
-	}
-	return true, min(h, end) - off
 }
 
 // AllocatedSize implements block.DataMapper: st_blocks * 512.

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qring/qring/block"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -70,8 +72,8 @@ func TestDataRun(t *testing.T) {
 	if _, err := unix.Seek(int(r.Fd()), 0, unix.SEEK_DATA); err != unix.ESPIPE {
 		t.Fatalf("lseek on a pipe: %v", err)
 	}
-	if data, n := dataRun(int(r.Fd()), 4096, mb); !data || n != mb {
-		t.Errorf("dataRun on a pipe = %v, %d; want data, %d", data, n, mb)
+	if data, n := block.SeekDataRun(int(r.Fd()), 4096, mb); !data || n != mb {
+		t.Errorf("SeekDataRun on a pipe = %v, %d; want data, %d", data, n, mb)
 	}
 	f.Close()
 	if _, _, err := f.DataRun(0, 1); err == nil {

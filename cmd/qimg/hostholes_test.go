@@ -36,8 +36,14 @@ func TestMap_HostHoles(t *testing.T) {
 	over := qemuOverlay(t, filepath.Join(dir, "over.qcow2"), "back.raw", "raw", "write -P 4 2M 64k")
 	// An ordinary image: a data cluster is data wherever the host put it.
 	plain := qemuImage(t, filepath.Join(dir, "plain.qcow2"), "qcow2", "4M", "write -P 5 0 4k")
+	// Over a raw file of an odd length, which QEMU counts in sectors.
+	if err := os.WriteFile(filepath.Join(dir, "odd.raw"), make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(dir, "odd.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "odd.raw", "-F", "raw", odd, "64k")
 
-	for _, img := range []string{meta, over, plain} {
+	for _, img := range []string{meta, over, plain, odd} {
 		ours, qemu := qimgAndQemu(t, "map", "--output=json", img)
 		if mapLikeQemu(ours) != qemu {
 			t.Errorf("map --output=json %s:\nqimg:\n%s\nqemu-img:\n%s", filepath.Base(img), ours, qemu)

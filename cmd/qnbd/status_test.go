@@ -63,10 +63,12 @@ func TestStatus_LikeQemuNbd(t *testing.T) {
 	if err := os.WriteFile(p("odd.raw"), make([]byte, 1000), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "odd.raw", "-F", "raw", p("odd.qcow2"), "64k")
 	for _, c := range []struct{ fmt, img string }{
 		{"qcow2", p("top.qcow2")},
 		{"raw", p("holes.raw")},
 		{"raw", p("odd.raw")},
+		{"qcow2", p("odd.qcow2")},
 	} {
 		t.Run(filepath.Base(c.img), func(t *testing.T) {
 			sub := shortDir(t)

@@ -42,6 +42,7 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 		if err != nil {
 			return nbd.Extent{}, err
 		}
+		sz = qcow2.RawLen(sz)
 		if off >= sz {
 			return nbd.Extent{Len: n, Hole: true, Zero: true}, nil
 		}
@@ -67,6 +68,9 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	bs, err := b.Size()
 	if err != nil {
 		return nbd.Extent{}, err
+	}
+	if _, ok := b.(*qcow2.Image); !ok {
+		bs = qcow2.RawLen(bs)
 	}
 	if off >= bs {
 		// Past the end of the backing file: reads as zeros, which the
