@@ -162,6 +162,20 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	if o.Repair != RepairNone && !im.damage.damaged() && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {
 		return nil, ErrReadOnly
 	}
+	r, err := im.checkRepairLocked(o)
+	if or := im.openRepair; or != nil && r != nil && o.Repair != RepairNone {
+		// The open repaired a dirty image already (repairDirty).
+		im.openRepair = nil
+		r.CorruptionsFixed += or.CorruptionsFixed
+		r.LeaksFixed += or.LeaksFixed
+		r.Messages = append(append([]string(nil), or.Messages...), r.Messages...)
+	}
+	return r, err
+}
+
+// checkRepairLocked is Check's work once it holds mu: check, repair in
+// mode o.Repair, and check again after a repair.
+func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 	r, err := im.checkLocked(o, o.Repair)
 	if err != nil || o.Repair == RepairNone {
 		return r, err

@@ -100,7 +100,11 @@ type Image struct {
 	dirtySet     bool // dirty bit written (lazy refcounts)
 	// dirtyKept: the image was dirty at open and its refcounts could not
 	// be repaired (repairDirty): the bit stays until a repair succeeds.
-	dirtyKept    bool
+	dirtyKept bool
+	// openRepair is what the open's repair of a dirty image fixed, when
+	// it was opened for repair: the first Check that repairs reports it
+	// with its own (qemu-img check -r shows those fixes). Under mu.
+	openRepair   *CheckResult
 	corrupt      bool
 	corruptCause error      // what markCorrupt was told
 	damage       openDamage // what a lenient open let by (Q19); set at open only

@@ -368,6 +368,9 @@ func (im *Image) repairDirty() error {
 	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
 	}
+	if im.opts.Repair && (r.CorruptionsFixed > 0 || r.LeaksFixed > 0) {
+		im.openRepair = r // the caller's Check reports it
+	}
 	if r.CheckErrors > 0 || r.Corruptions > 0 {
 		im.dirtySet, im.dirtyKept = true, true // the bit stays, as it is on disk
 		if im.opts.Repair {
