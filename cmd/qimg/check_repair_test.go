@@ -82,8 +82,8 @@ func TestCheck_RepairsLikeQemu(t *testing.T) {
 			for i, mode := range [][]string{nil, {"-r", "leaks"}, {"-r", "all"}} {
 				want := []int{tc.check, tc.leaks, tc.all}[i]
 				q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
-				copyFile(t, orig, q)
-				copyFile(t, orig, g)
+				cp(t, orig, q)
+				cp(t, orig, g)
 				_, qe, qcode := testkit.Run(t, "qemu-img", append(append([]string{"check"}, mode...), q)...)
 				_, e, code := runQ(t, append(append([]string{"check"}, mode...), g)...)
 				if qcode != want {
@@ -117,17 +117,6 @@ func prefixO(opts []string) []string {
 		a = append(a, "-o", o)
 	}
 	return a
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestCheck_TableJustPastTruncatedEnd: a file cut short so that a table
@@ -183,8 +172,8 @@ func TestCheck_DirtyLazyReportsOpenRepair(t *testing.T) {
 		return fmt.Sprint(v.Fixed)
 	}
 	q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
-	copyFile(t, orig, q)
-	copyFile(t, orig, g)
+	cp(t, orig, q)
+	cp(t, orig, g)
 	qout, _, qcode := testkit.Run(t, "qemu-img", "check", "-r", "all", "--output=json", q)
 	out, e, code := runQ(t, "check", "-r", "all", "--output=json", g)
 	if code != qcode || fixed(out) != fixed(qout) || fixed(out) == "0" {
@@ -192,7 +181,7 @@ func TestCheck_DirtyLazyReportsOpenRepair(t *testing.T) {
 	}
 	testkit.QemuCheck(t, g)
 	qio(t, g, "read -P 5 0 256k")
-	copyFile(t, orig, g)
+	cp(t, orig, g)
 	if out, e, code := runQ(t, "check", "-r", "leaks", "--output=json", g); code != 0 || fixed(out) == "0" {
 		t.Errorf("check -r leaks: exit %d, %s corruptions fixed\n%s", code, fixed(out), e)
 	}
