@@ -76,7 +76,7 @@ func TestCheck_RepairsLikeQemu(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := t.TempDir() // damaged on purpose: no check at the end
 			orig := filepath.Join(d, "orig.qcow2")
-			testkit.MustRun(t, "qemu-img", append(append([]string{"create", "-q", "-f", "qcow2"}, prefixO(tc.create)...), orig, "4M")...)
+			testkit.MustRun(t, "qemu-img", append(append([]string{"create", "-q", "-f", "qcow2"}, flagArgs("-o", tc.create)...), orig, "4M")...)
 			tc.setup(t, orig)
 			damage(t, orig, tc.edit)
 			for i, mode := range [][]string{nil, {"-r", "leaks"}, {"-r", "all"}} {
@@ -108,15 +108,6 @@ func TestCheck_RepairsLikeQemu(t *testing.T) {
 			}
 		})
 	}
-}
-
-// prefixO turns create options into -o arguments.
-func prefixO(opts []string) []string {
-	var a []string
-	for _, o := range opts {
-		a = append(a, "-o", o)
-	}
-	return a
 }
 
 // TestCheck_TableJustPastTruncatedEnd: a file cut short so that a table

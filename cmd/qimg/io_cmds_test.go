@@ -15,10 +15,13 @@ var timing = regexp.MustCompile(`(?m)^(.*), ([0-9]+) ops; .*$`)
 func normTiming(s string) string { return timing.ReplaceAllString(s, "$1, $2 ops; <timing>") }
 
 // ioArgs turns command lines into -c arguments.
-func ioArgs(cmds []string) []string {
+func ioArgs(cmds []string) []string { return flagArgs("-c", cmds) }
+
+// flagArgs puts flag before each of vals: -c CMD -c CMD, -o OPTS...
+func flagArgs(flag string, vals []string) []string {
 	var a []string
-	for _, c := range cmds {
-		a = append(a, "-c", c)
+	for _, v := range vals {
+		a = append(a, flag, v)
 	}
 	return a
 }
