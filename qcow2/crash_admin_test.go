@@ -144,7 +144,8 @@ func writeAt(t *testing.T, im *Image, off int64, b []byte) {
 }
 
 // TestAdminCrashClones: upgrade, downgrade, lazy refcounts on and off,
-// L1 growth, growth over a backing file, shrink, MakeEmpty, applying a
+// L1 growth, growth over a backing file, shrink, MakeEmpty (with a
+// snapshot too: it drops only the tables the active L1 owns), applying a
 // snapshot of another size and deleting one, each crashed at every
 // device op (with none, all or some of the unflushed writes kept): the
 // clone reopens clean but for leaks, reads as before or after, and
@@ -200,6 +201,15 @@ func TestAdminCrashClones(t *testing.T) {
 			op:        func(im *Image) error { return im.Shrink(700<<10 + 512) },
 			allowZero: func(off int64) bool { return off >= 700<<10+512 }, qemu: true},
 		{name: "makeempty", co: CreateOptions{Size: mb, ClusterSize: 4096}, setup: fill,
+			op: func(im *Image) error { return im.MakeEmpty() }, qemu: true},
+		{name: "makeempty-snapshot", co: CreateOptions{Size: 3 * mb, ClusterSize: 4096},
+			setup: func(t *testing.T, im *Image) {
+				fill(t, im)
+				if _, err := im.CreateSnapshot("s"); err != nil {
+					t.Fatal(err)
+				}
+				writeAt(t, im, 2*mb, pattern(64<<10, 3)) // a second table, the active L1's own
+			},
 			op: func(im *Image) error { return im.MakeEmpty() }, qemu: true},
 		{name: "makeempty-backing", co: CreateOptions{Size: mb, ClusterSize: 4096}, o: Options{Backing: backing()}, setup: fill,
 			op: func(im *Image) error { return im.MakeEmpty() }},

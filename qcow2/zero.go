@@ -126,23 +126,6 @@ func (im *Image) Discard(off, n int64) error {
 	return im.discardClusters((off+cs-1)/cs, end, discardZero)
 }
 
-// MakeEmpty makes every cluster of the disk unallocated, so that the
-// image reads its backing file's bytes everywhere again (QEMU's
-// bdrv_make_empty, which qemu-img commit runs on the image it
-// committed): unlike Discard, no zero clusters hide the backing file.
-// Internal snapshots keep their clusters; the host space only the disk
-// held goes back to the file system (Q21). The header and its features
-// (encryption, extended L2 entries, compression type) stay as they are.
-func (im *Image) MakeEmpty() error {
-	tok := im.writers.enter() // Q18: before the size check
-	defer im.writers.exit(tok)
-	if err := im.checkWrite(0, 0); err != nil {
-		return err
-	}
-	cs := int64(im.g.ClusterSize)
-	return im.discardClusters(0, (int64(im.hsize.Load())+cs-1)/cs, discardFull)
-}
-
 // discardKind says whether zeroCluster discards, and how.
 type discardKind uint8
 
