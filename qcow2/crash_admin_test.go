@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -161,6 +162,14 @@ func TestAdminCrashClones(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	zeros := func(t *testing.T, im *Image) { // preallocated, then plain zero clusters
+		writeAt(t, im, 0, pattern(64<<10, 1))
+		for _, z := range [][2]int64{{8 << 10, 0}, {16 << 10, 1}} {
+			if err := im.WriteZeroes(z[0], 8<<10, block.Flags(z[1])*block.MayUnmap); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	backing := func() block.Device {
 		b := make([]byte, 4*mb)
 		for i := range b {
@@ -202,6 +211,10 @@ func TestAdminCrashClones(t *testing.T) {
 			allowZero: func(off int64) bool { return off >= 700<<10+512 }, qemu: true},
 		{name: "makeempty", co: CreateOptions{Size: mb, ClusterSize: 4096}, setup: fill,
 			op: func(im *Image) error { return im.MakeEmpty() }, qemu: true},
+		{name: "expand-zero", co: CreateOptions{Size: mb, ClusterSize: 4096}, setup: zeros,
+			op: func(im *Image) error { return im.ExpandZeroClusters() }, qemu: true},
+		{name: "expand-zero-backing", co: CreateOptions{Size: mb, ClusterSize: 4096}, o: Options{Backing: backing()}, setup: zeros,
+			op: func(im *Image) error { return im.ExpandZeroClusters() }},
 		{name: "makeempty-snapshot", co: CreateOptions{Size: 3 * mb, ClusterSize: 4096},
 			setup: func(t *testing.T, im *Image) {
 				fill(t, im)
@@ -284,7 +297,7 @@ func TestAdminCrashClones(t *testing.T) {
 		l.co.LazyRefcounts = true
 		l.qemu = false // a dirty lazy image: qemu-img check without -r reports refcount errors by design
 		extra = append(extra, l)
-		if (c.co.ClusterSize >= 16<<10 || c.co.ClusterSize == 4096) && c.name != "expand-snap-zeros" { // version 2 has no extended L2
+		if (c.co.ClusterSize >= 16<<10 || c.co.ClusterSize == 4096) && !strings.HasPrefix(c.name, "expand") { // version 2 has no extended L2
 			x := c
 			x.name += "-xl2"
 			x.co.ClusterSize = 16 << 10

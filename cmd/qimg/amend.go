@@ -115,10 +115,9 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 
 // doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
 // (growing or shrinking, as qimg resize --shrink), then downgrade. A
-// downgrade writes zero clusters out first, after the resize (as QEMU's
-// qcow2_expand_zero_clusters, but as allocated zeros: data and check are
-// what QEMU gives, the allocation map is not) and closes the image so
-// that it is clean before its header loses the feature bits.
+// downgrade expands zero clusters first, after the resize (as QEMU's
+// qcow2_expand_zero_clusters) and closes the image so that it is clean
+// before its header loses the feature bits.
 func doAmend(r *amendRequest) error {
 	img, err := openImage(r.spec)
 	if err != nil {
@@ -155,7 +154,7 @@ func doAmend(r *amendRequest) error {
 	if err == nil && newV < h.Version {
 		// After the resize, whose growth over a longer backing file
 		// writes zero clusters too.
-		err = expandZeroClusters(im)
+		err = im.ExpandZeroClusters()
 		if err == nil {
 			err = im.ExpandSnapshotZeroClusters()
 		}
@@ -203,29 +202,4 @@ func checkAmend(h format.Header, newV uint32, lazy *bool, refbits *uint32) error
 		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression))
 	}
 	return nil
-}
-
-// expandZeroClusters writes zeros over every zero cluster of the active
-// tables, so that version 2 can represent the image.
-func expandZeroClusters(im *qcow2.Image) error {
-	size, err := im.Size()
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; {
-		st, err := im.BlockStatus(off, size-off)
-		if err != nil {
-			return err
-		}
-		end := st.Off + st.Len
-		if st.Allocated && st.Zero {
-			err = eachChunk(off, end-off, buf, func(o int64, b []byte) error { return im.Writev(o, [][]byte{b}) })
-			if err != nil {
-				return err
-			}
-		}
-		off = end
-	}
-	return im.Flush()
 }
