@@ -162,15 +162,32 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	if o.Repair != RepairNone && !im.damage.damaged() && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {
 		return nil, ErrReadOnly
 	}
-	r, err := im.checkRepairLocked(o)
-	if or := im.openRepair; or != nil && r != nil && o.Repair != RepairNone {
-		// The open repaired a dirty image already (repairDirty).
-		im.openRepair = nil
-		r.CorruptionsFixed += or.CorruptionsFixed
-		r.LeaksFixed += or.LeaksFixed
-		r.Messages = append(append([]string(nil), or.Messages...), r.Messages...)
+	return im.checkRepairLocked(o)
+}
+
+// markCleanAfterCheck clears the dirty bit of an image opened for repair
+// with it set (repairDirty left it to the caller's Check, as QEMU's
+// BDRV_O_CHECK does) once a Check with repair leaves no corruption and
+// no error (leaks may stay, as in QEMU's qcow2_co_check_locked): the
+// refcounts are right, and the image may be written again (Q8).
+func (im *Image) markCleanAfterCheck(r *CheckResult) error {
+	if !im.needRepair || r.Corruptions != 0 || r.CheckErrors != 0 {
+		return nil
 	}
-	return r, err
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
+	if err := im.writeHeader(); err != nil {
+		im.hdr.IncompatibleFeatures |= format.IncompatDirty
+		return err
+	}
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.needRepair, im.dirtySet, im.dirtyKept = false, false, false
+	im.syncState()
+	return nil
 }
 
 // checkRepairLocked is Check's work once it holds mu: check, repair in
@@ -184,7 +201,7 @@ func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 		return r, im.clearCorruptBit(r, o.Repair)
 	}
 	if r.CorruptionsFixed == 0 && r.LeaksFixed == 0 {
-		return r, nil // nothing changed: nothing to check again (as qemu-img)
+		return r, im.markCleanAfterCheck(r) // nothing changed: nothing to check again (as qemu-img)
 	}
 	// Check again after repairing, and report what was fixed.
 	fixedC, fixedL := r.CorruptionsFixed, r.LeaksFixed
@@ -202,8 +219,12 @@ func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 }
 
 // clearCorruptBit drops the corrupt bit once a full repair left the image
-// consistent.
+// consistent, and the dirty bit of an image opened for repair once its
+// refcounts are right (markCleanAfterCheck).
 func (im *Image) clearCorruptBit(r *CheckResult, mode RepairMode) error {
+	if err := im.markCleanAfterCheck(r); err != nil {
+		return err
+	}
 	if r.Corruptions != 0 || mode != RepairAll || im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
 		return nil
 	}
@@ -409,6 +430,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// entries: no per-entry cache lookups).
 	var highest uint64
 	var fixes []fix
+	inUseFree := false // a referenced cluster counted 0: QEMU's "rebuild"
 	compare := func(k, stored uint64) {
 		want := uint64(0)
 		if k < nclusters {
@@ -428,6 +450,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		case stored < want:
 			c.msg("ERROR cluster %d refcount=%d reference=%d", k, stored, want)
 			r.Corruptions++
+			inUseFree = inUseFree || stored == 0
 			if repair >= RepairAll {
 				fixes = append(fixes, fix{k, want})
 				r.CorruptionsFixed++
@@ -475,6 +498,15 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
 	c.damageSeen()
+	if inUseFree && repair == RepairLeaks {
+		// As qemu-img check -r leaks: a cluster in use that the
+		// refcounts call free needs the -r all repair (QEMU rebuilds
+		// the refcount structures then), and nothing is fixed before
+		// it (a leak fix could free what the missing counts hide).
+		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: -r all repairs them, the image is left as it was")
+		r.CheckErrors++
+		fixes, r.LeaksFixed, repair = nil, 0, RepairNone
+	}
 	if len(fixes) > 0 {
 		if err := im.applyFixes(fixes, nclusters); err != nil {
 			return r, err

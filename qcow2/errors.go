@@ -34,6 +34,11 @@ var (
 	ErrBackingLoop = errors.New("qcow2: backing file creates an infinite loop")
 )
 
+// errNeedsRepair: a write to a dirty image with lazy refcounts opened
+// for repair before a Check repaired it (repairDirty); it matches
+// ErrReadOnly.
+var errNeedsRepair = fmt.Errorf("%w: the image is dirty: its refcounts are repaired by Check first", ErrReadOnly)
+
 // errRefcountOverflow: a refcount would exceed what the image's refcount
 // width holds (QEMU's -ERANGE); it matches ErrUnsupported.
 var errRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)

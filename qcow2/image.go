@@ -101,10 +101,9 @@ type Image struct {
 	// dirtyKept: the image was dirty at open and its refcounts could not
 	// be repaired (repairDirty): the bit stays until a repair succeeds.
 	dirtyKept bool
-	// openRepair is what the open's repair of a dirty image fixed, when
-	// it was opened for repair: the first Check that repairs reports it
-	// with its own (qemu-img check -r shows those fixes). Under mu.
-	openRepair   *CheckResult
+	// needRepair: opened for repair with the dirty bit set, and not yet
+	// repaired by a Check (markCleanAfterCheck): nothing is written.
+	needRepair   bool
 	corrupt      bool
 	corruptCause error      // what markCorrupt was told
 	damage       openDamage // what a lenient open let by (Q19); set at open only
@@ -446,6 +445,9 @@ func (im *Image) writableLocked() error {
 	if im.ro || im.corrupt {
 		return ErrReadOnly
 	}
+	if im.needRepair {
+		return errNeedsRepair
+	}
 	if im.writesLost {
 		return im.lostErr
 	}
@@ -494,7 +496,7 @@ func (im *Image) syncState() {
 	if im.closed {
 		s |= stClosed
 	}
-	if im.ro || im.corrupt {
+	if im.ro || im.corrupt || im.needRepair {
 		s |= stNoWrite
 	}
 	if im.writesLost {

@@ -364,12 +364,18 @@ func (im *Image) repairDirty() error {
 	if h.IncompatibleFeatures&format.IncompatDirty == 0 {
 		return nil
 	}
+	if im.opts.Repair {
+		// Opened for check -r (QEMU's BDRV_O_CHECK): the caller's Check
+		// repairs and reports, in its mode (-r leaks refuses to fix a
+		// cluster in use counted 0, as qemu-img's does). Until then
+		// nothing is written: the refcounts are not to be trusted.
+		im.dirtySet, im.dirtyKept, im.needRepair = true, true, true
+		im.syncState()
+		return nil
+	}
 	r, err := im.Check(CheckOptions{Repair: RepairAll})
 	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
-	}
-	if im.opts.Repair && (r.CorruptionsFixed > 0 || r.LeaksFixed > 0) {
-		im.openRepair = r // the caller's Check reports it
 	}
 	if r.CheckErrors > 0 || r.Corruptions > 0 {
 		im.dirtySet, im.dirtyKept = true, true // the bit stays, as it is on disk

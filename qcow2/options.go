@@ -57,7 +57,9 @@ type CreateOptions struct {
 type Options struct {
 	ReadOnly bool
 	// Repair lets a corrupt image be opened read-write (for Check with
-	// repair), like QEMU's BDRV_O_CHECK.
+	// repair), like QEMU's BDRV_O_CHECK. A dirty image with lazy
+	// refcounts is not repaired by such an open: the caller's Check
+	// repairs it in its own mode, and writes are refused until then.
 	Repair bool
 	// Opener opens the image file (Open) and backing files.
 	Opener Opener
