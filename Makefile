@@ -24,7 +24,9 @@ test: lint test-race fuzz-short
 # Single-goroutine sweeps and QEMU interop gain nothing from the race
 # detector but take minutes under it: they run without it (TestCrash and
 # TestInterop_QEMUReads run under it in the invariants pass below).
-NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|$(ALLOCS)
+# TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
+# to the race detector.
+NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(ALLOCS)
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
 ALLOCS = TestAllocs_|_Allocs|_NoAllocs|TestRun_AllocsPerRequest
