@@ -1,8 +1,10 @@
 package qcow2
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/qring/qring/qcow2/format"
 )
@@ -153,10 +155,38 @@ func (im *Image) SetVersion(v uint32) error {
 // zeroing changes entries, none can appear between the scan and the new
 // version.
 func (im *Image) prepareDowngradeLocked() error {
-	h := im.hdr
-	if h.Version == 2 {
+	if im.hdr.Version == 2 {
 		return nil
 	}
+	if err := im.checkDowngradeLocked(); err != nil {
+		return err
+	}
+	if err := im.checkNoZeroClustersLocked(); err != nil {
+		return err
+	}
+	if err := im.checkSnapshotZeroClustersLocked(); err != nil {
+		return err
+	}
+	return im.dropZeroClustersPastEndLocked()
+}
+
+// CheckDowngrade reports whether SetVersion(2) would refuse for a reason
+// other than zero clusters (which ExpandZeroClusters and
+// ExpandSnapshotZeroClusters remove): callers check it before expanding
+// them, so that a refused downgrade changes nothing, as in QEMU.
+func (im *Image) CheckDowngrade() error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.hdr.Version == 2 {
+		return nil
+	}
+	return im.checkDowngradeLocked()
+}
+
+// checkDowngradeLocked: QEMU's refusals in qcow2_downgrade that do not
+// depend on zero clusters (mu held).
+func (im *Image) checkDowngradeLocked() error {
+	h := im.hdr
 	switch {
 	case h.RefcountOrder != 4:
 		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
@@ -167,18 +197,36 @@ func (im *Image) prepareDowngradeLocked() error {
 		// that format.ParseHeader refuses.
 		return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
 	}
-	if err := im.checkNoZeroClustersLocked(); err != nil {
-		return err
-	}
-	if err := im.checkSnapshotZeroClustersLocked(); err != nil {
-		return err
+	// As QEMU: a snapshot of another disk size (or a VM state past 4
+	// GiB) has fields a version 2 reader would not know to honour.
+	for _, sn := range im.snapshots {
+		if (sn.HasDiskSize() && sn.DiskSize != h.Size) || snapshotVMState(sn) > math.MaxUint32 {
+			return fmt.Errorf("%w: Internal snapshots prevent downgrade of image", ErrUnsupported)
+		}
 	}
 	// zstd: as QEMU, the image becomes zlib (which version 2 implies)
-	// if nothing is compressed yet.
-	if h.CompressionType != 0 && im.hasCompressedLocked() {
-		return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type and existing compressed clusters", ErrUnsupported)
+	// if nothing is compressed yet: in the active disk (QEMU looks only
+	// there) nor in a snapshot, whose zstd clusters a zlib image could
+	// no longer read (found by a differential fuzz: QEMU 7.2 loses them).
+	if h.CompressionType != 0 {
+		name, err := im.snapshotWithEntryLocked(func(e format.L2Entry) bool { return e.Type() == format.ClusterCompressed })
+		if err != nil {
+			return err
+		}
+		if name != "" || im.hasCompressedLocked() {
+			return fmt.Errorf("%w: Cannot downgrade an image with zstd compression type and existing compressed clusters", ErrUnsupported)
+		}
 	}
-	return im.dropZeroClustersPastEndLocked()
+	return nil
+}
+
+// snapshotVMState is the snapshot's VM state size: vm_state_size_large
+// from the extra data when it is there, else the 32-bit field.
+func snapshotVMState(sn format.Snapshot) uint64 {
+	if len(sn.ExtraData) >= 8 {
+		return binary.BigEndian.Uint64(sn.ExtraData)
+	}
+	return uint64(sn.VMStateSize)
 }
 
 // hasCompressedLocked reports whether an active L2 entry is compressed,

@@ -168,13 +168,24 @@ func (im *Image) ExpandSnapshotZeroClusters() error {
 // checkSnapshotZeroClustersLocked fails with ErrZeroClusters when an L2
 // table of an internal snapshot holds a zero cluster (mu held).
 func (im *Image) checkSnapshotZeroClustersLocked() error {
+	name, err := im.snapshotWithEntryLocked(format.L2Entry.Zero)
+	if err == nil && name != "" {
+		err = fmt.Errorf("%w in snapshot %q", ErrZeroClusters, name)
+	}
+	return err
+}
+
+// snapshotWithEntryLocked returns the name of the first internal
+// snapshot whose L2 tables hold an entry that match accepts, "" if none
+// does (mu held).
+func (im *Image) snapshotWithEntryLocked(match func(format.L2Entry) bool) (string, error) {
 	g := &im.g
 	entries := make([]format.L2Entry, im.sliceSize/g.L2EntrySize)
 	seen := map[format.HostOff]bool{}
 	for _, sn := range im.snapshots {
 		snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
 		if err != nil {
-			return err
+			return "", err
 		}
 		for _, le := range snl1 {
 			l2off := le.Offset()
@@ -185,16 +196,16 @@ func (im *Image) checkSnapshotZeroClustersLocked() error {
 			for s := uint64(0); s < g.ClusterSize; s += im.sliceSize {
 				t, err := im.pinL2Slice(int64(l2off)+int64(s), entries)
 				if err != nil {
-					return err
+					return "", err
 				}
 				im.l2c.Put(t)
 				for _, e := range entries {
-					if e.Zero() {
-						return fmt.Errorf("%w in snapshot %q", ErrZeroClusters, sn.Name)
+					if match(e) {
+						return sn.Name, nil
 					}
 				}
 			}
 		}
 	}
-	return nil
+	return "", nil
 }

@@ -153,8 +153,14 @@ func doAmend(r *amendRequest) error {
 	}
 	if err == nil && newV < h.Version {
 		// After the resize, whose growth over a longer backing file
-		// writes zero clusters too.
-		err = im.ExpandZeroClusters()
+		// writes zero clusters too; QEMU's refusals first, so that a
+		// refused downgrade changes nothing.
+		if err = im.CheckDowngrade(); errors.Is(err, qcow2.ErrUnsupported) {
+			err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
+		}
+		if err == nil {
+			err = im.ExpandZeroClusters()
+		}
 		if err == nil {
 			err = im.ExpandSnapshotZeroClusters()
 		}

@@ -275,3 +275,54 @@ func TestAmend_RefcountBits(t *testing.T) {
 		}
 	}
 }
+
+// TestAmend_DowngradeRefusals: compat=0.10 is refused, with the image
+// left as it was, when a snapshot records another disk size (as
+// qemu-img refuses: qimg downgraded, and neither tool could apply the
+// snapshot afterwards) and when a zstd image's compressed clusters are
+// only in a snapshot (qemu-img 7.2 downgrades it, and the snapshot's
+// clusters no longer decompress: qimg refuses). Both found by a
+// differential fuzz.
+func TestAmend_DowngradeRefusals(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	for _, c := range []struct {
+		name, create string
+		setup        func(t *testing.T, img string)
+		qemuRefuses  bool
+	}{
+		{"snapshot of another size", "cluster_size=64k", func(t *testing.T, img string) {
+			qio(t, img, "write -P 0x11 0 64k")
+			testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", img)
+			testkit.MustRun(t, "qemu-img", "resize", "-q", img, "4M")
+		}, true},
+		{"zstd clusters only in a snapshot", "compression_type=zstd", func(t *testing.T, img string) {
+			qio(t, img, "write -c -P 0x11 0 64k")
+			testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", img)
+			qio(t, img, "write -P 0x22 0 64k")
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := workDir(t)
+			ours, theirs := filepath.Join(d, "a.qcow2"), filepath.Join(d, "b.qcow2")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", c.create, ours, "2M")
+			c.setup(t, ours)
+			cp(t, ours, theirs)
+			before := mustReadFile(t, ours)
+			_, e, code := runQ(t, "amend", "-o", "compat=0.10", ours)
+			_, qe, qcode := testkit.Run(t, "qemu-img", "amend", "-o", "compat=0.10", theirs)
+			if code != 1 {
+				t.Errorf("qimg amend: exit %d, want 1\n%s", code, e)
+			}
+			if c.qemuRefuses && (qcode != code || firstWords(e, "qimg: amend: ") != firstWords(qe, "qemu-img: ")) {
+				t.Errorf("qimg exit %d %q; qemu-img exit %d %q", code, e, qcode, qe)
+			}
+			if !bytes.Equal(before, mustReadFile(t, ours)) {
+				t.Error("the refused downgrade changed the image")
+			}
+			testkit.QemuCheck(t, ours)
+			testkit.MustRun(t, "qemu-img", "snapshot", "-a", "s1", ours)
+			qio(t, ours, "read -P 0x11 0 64k")
+		})
+	}
+}
