@@ -60,6 +60,7 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzParseHeader \
 	./qcow2/format:FuzzL2Entry \
 	./qcow2/format:FuzzRefcountBlock \
+	./qcow2/format:FuzzBitmapDirectory \
 	./qcow2:FuzzOpen \
 	./crypto/luks:FuzzParseHeader \
 	./nbd:FuzzNegotiation \

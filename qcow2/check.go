@@ -392,6 +392,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			walk(l1, false)
 		}
 	}
+	c.countBitmaps()
 	// References that end less than a cluster past the end of the file
 	// made room for themselves (inc).
 	nclusters = uint64(len(c.ref))

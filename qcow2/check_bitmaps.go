@@ -1,0 +1,78 @@
+package qcow2
+
+import (
+	"encoding/binary"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// countBitmaps counts the clusters of the persistent dirty bitmaps while
+// their autoclear bit says they are valid, as qemu-img check does
+// (qcow2_check_bitmaps_refcounts): the directory, each bitmap table, and
+// each data cluster a table names. A writable open clears the bit (we
+// do not maintain bitmaps), after which QEMU no longer counts them
+// either. A directory or table that cannot be parsed is a corruption.
+func (c *checker) countBitmaps() {
+	im := c.im
+	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps == 0 {
+		return
+	}
+	var data []byte
+	for _, e := range im.hdr.Extensions {
+		if e.Type == format.ExtBitmaps {
+			data = e.Data
+		}
+	}
+	if data == nil {
+		return
+	}
+	bad := func(err error) {
+		c.msg("ERROR bitmaps: %v", err)
+		c.r.Corruptions++
+	}
+	ext, err := format.ParseBitmapsExt(data)
+	if err != nil {
+		bad(err)
+		return
+	}
+	c.inc(ext.DirOffset, ext.DirSize, "bitmap directory")
+	if uint64(ext.DirOffset) > c.fsize || ext.DirSize > c.fsize-uint64(ext.DirOffset) {
+		bad(corruptf("bitmap_directory", uint64(ext.DirOffset), "past the end of the file"))
+		return
+	}
+	dir := make([]byte, ext.DirSize)
+	if err := im.readAtLocked(dir, ext.DirOffset); err != nil {
+		c.r.CheckErrors++
+		c.msg("ERROR reading the bitmap directory: %v", err)
+		return
+	}
+	bms, err := format.ParseBitmapDirectory(dir, ext.N)
+	if err != nil {
+		bad(err)
+		return
+	}
+	for _, bm := range bms {
+		n := uint64(bm.TableSize) * format.TableEntrySize
+		c.inc(bm.TableOffset, n, "bitmap table")
+		if !im.g.Aligned(bm.TableOffset) || uint64(bm.TableOffset) > c.fsize || n > c.fsize-uint64(bm.TableOffset) {
+			bad(corruptf("bitmap_table", uint64(bm.TableOffset), "bitmap %q: table not aligned or past the end of the file", bm.Name))
+			continue
+		}
+		tb := make([]byte, n)
+		if err := im.readAtLocked(tb, bm.TableOffset); err != nil {
+			c.r.CheckErrors++
+			c.msg("ERROR reading the table of bitmap %q: %v", bm.Name, err)
+			continue
+		}
+		for i := uint64(0); i < uint64(bm.TableSize); i++ {
+			off, err := format.BitmapDataCluster(binary.BigEndian.Uint64(tb[i*8:]), &im.g)
+			if err != nil {
+				bad(err)
+				continue
+			}
+			if off != 0 {
+				c.inc(off, im.g.ClusterSize, "bitmap data")
+			}
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package format
+
+// Persistent dirty bitmaps (the bitmaps header extension). qring does
+// not maintain them: a writable open clears their autoclear bit, which
+// tells QEMU they are stale. While the bit is set their clusters are in
+// use, and Check counts them, as qemu-img does. The codecs here only
+// find those clusters.
+
+// MaxBitmapDirectory bounds the bitmap directory (QEMU's
+// QCOW2_MAX_BITMAP_DIRECTORY_SIZE, 64 KiB entries of up to 1 KiB).
+const MaxBitmapDirectory = 1024 * 65535
+
+// MaxBitmapTable bounds a bitmap table's entries (QEMU's
+// BME_MAX_TABLE_SIZE).
+const MaxBitmapTable = 0x8000000
+
+// BitmapsExt is the bitmaps header extension.
+type BitmapsExt struct {
+	N         uint32 // nb_bitmaps
+	DirSize   uint64 // bitmap_directory_size, bytes
+	DirOffset HostOff
+}
+
+// ParseBitmapsExt decodes the bitmaps extension's data.
+func ParseBitmapsExt(b []byte) (BitmapsExt, error) {
+	if len(b) < 24 {
+		return BitmapsExt{}, corrupt("bitmaps_extension", uint64(len(b)), "extension of %d bytes, want 24", len(b))
+	}
+	e := BitmapsExt{N: be.Uint32(b), DirSize: be.Uint64(b[8:]), DirOffset: HostOff(be.Uint64(b[16:]))}
+	switch {
+	case be.Uint32(b[4:]) != 0:
+		return e, corrupt("bitmaps_extension", 4, "reserved field is not zero")
+	case e.N == 0 || e.N > 65535:
+		return e, corrupt("bitmaps_extension", uint64(e.N), "%d bitmaps", e.N)
+	case e.DirSize == 0 || e.DirSize > MaxBitmapDirectory:
+		return e, corrupt("bitmaps_extension", e.DirSize, "bitmap directory of %d bytes", e.DirSize)
+	}
+	return e, nil
+}
+
+// BitmapEntry is the part of a bitmap directory entry that names
+// clusters: the bitmap table's offset and its number of entries.
+type BitmapEntry struct {
+	TableOffset HostOff
+	TableSize   uint32
+	Name        string
+}
+
+// ParseBitmapDirectory decodes n entries from the directory b.
+func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
+	var out []BitmapEntry
+	off := uint64(0)
+	for i := uint32(0); i < n; i++ {
+		if off+24 > uint64(len(b)) {
+			return nil, corrupt("bitmap_directory", off, "bitmap %d runs past the directory", i)
+		}
+		e := BitmapEntry{TableOffset: HostOff(be.Uint64(b[off:])), TableSize: be.Uint32(b[off+8:])}
+		nameLen := uint64(be.Uint16(b[off+18:]))
+		extra := uint64(be.Uint32(b[off+20:]))
+		end := off + 24 + extra + nameLen
+		if extra > 1024 || nameLen == 0 || end > uint64(len(b)) {
+			return nil, corrupt("bitmap_directory", off, "bitmap %d runs past the directory", i)
+		}
+		if e.TableSize > MaxBitmapTable {
+			return nil, corrupt("bitmap_directory", off, "bitmap %d: table of %d entries", i, e.TableSize)
+		}
+		e.Name = string(b[off+24+extra : end])
+		out = append(out, e)
+		off = (end + 7) &^ 7
+	}
+	return out, nil
+}
+
+// Bitmap table entries.
+const (
+	bmeOffsetMask   = 0x00fffffffffffe00
+	bmeReservedMask = 0xff000000000001fe
+)
+
+// BitmapDataCluster returns the data cluster a bitmap table entry names,
+// 0 for none (all zeros, or all ones with bit 0 set).
+func BitmapDataCluster(e uint64, g *Geometry) (HostOff, error) {
+	off := HostOff(e & bmeOffsetMask)
+	switch {
+	case e&bmeReservedMask != 0:
+		return 0, corrupt("bitmap_table_entry", e, "reserved bits set")
+	case off != 0 && !g.Aligned(off):
+		return 0, corrupt("bitmap_table_entry", e, "data cluster not aligned")
+	case off != 0 && e&1 != 0:
+		return 0, corrupt("bitmap_table_entry", e, "data cluster and all-ones flag")
+	}
+	return off, nil
+}
