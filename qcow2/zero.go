@@ -11,8 +11,11 @@ import (
 // WriteZeroes makes [off, off+n) read as zeros. On v3 images whole
 // clusters become zero clusters (freed with MayUnmap, kept preallocated
 // otherwise); partial clusters are written with zero buffers. Allocate
-// (NO_FALLBACK) is honoured only where no zero buffers would be written:
-// v3 and cluster-aligned, else ErrNotSupported.
+// (NO_FALLBACK) is honoured only where no zero buffers would be written,
+// else ErrNotSupported: v3, and cluster-aligned or (as QEMU) with each
+// unaligned edge in a cluster that reads as zeros already, which becomes
+// a zero cluster (no guest-visible change, so a refusal after one edge
+// changes nothing either).
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
@@ -25,17 +28,54 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	if g.ExtendedL2 {
 		gran = int64(g.SubclusterSize())
 	}
-	// Lock-free: the version and size mirrors (Image.ver, hsize). (An
-	// unaligned edge that already reads as zeros would need no zero
-	// buffers either, but whether it does can depend on a write in
-	// flight beside it, and the answer must not.)
-	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hsize.Load())) {
-		return block.ErrNotSupported
-	}
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
 		return block.ErrNotSupported
 	}
+	// Lock-free: the version and size mirrors (Image.ver, hsize).
+	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hsize.Load())) {
+		if im.ver.Load() < 3 || g.ExtendedL2 {
+			return block.ErrNotSupported
+		}
+		// Both edges before anything else: zeroRange decides again
+		// (a write beside may have come since) and refuses then.
+		if err := im.zeroEdgesIfZero(off, n); err != nil {
+			return err
+		}
+	}
 	return im.zeroRange(off, n, flags, int64(im.hsize.Load()))
+}
+
+// zeroEdgesIfZero makes the clusters of the unaligned edges of
+// [off, off+n) zero clusters if each reads as zeros (zeroIfReadsZero),
+// else ErrNotSupported.
+func (im *Image) zeroEdgesIfZero(off, n int64) error {
+	cs := int64(im.g.ClusterSize)
+	end := off + n
+	var edges []int64
+	if off%cs != 0 {
+		edges = append(edges, off)
+	}
+	if end%cs != 0 && uint64(end) != im.hsize.Load() && (len(edges) == 0 || (end-1)/cs != off/cs) {
+		edges = append(edges, end-1)
+	}
+	fr := freeList{}
+	defer im.release(&fr)
+	for _, e := range edges {
+		c := e / cs * cs
+		done := false
+		err := im.holdSectors(c, cs, func() error {
+			var err error
+			done, err = im.zeroIfReadsZero(guestOff(c), &fr)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !done {
+			return block.ErrNotSupported
+		}
+	}
+	return im.freeAfterWriters(&fr)
 }
 
 // zeroRange is WriteZeroes' work on a range already checked, for a
@@ -76,6 +116,9 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 				return e
 			})
 			if err == nil && !done {
+				if flags&block.Allocate != 0 {
+					return block.ErrNotSupported // never a fallback
+				}
 				err = im.writeZeroBuf(off, chunk)
 			}
 		} else if im.g.ExtendedL2 {
