@@ -158,7 +158,7 @@ func (im *Image) prepareDowngradeLocked() error {
 	if im.hdr.Version == 2 {
 		return nil
 	}
-	if err := im.checkDowngradeLocked(); err != nil {
+	if err := im.checkDowngradeLocked(0); err != nil {
 		return err
 	}
 	if err := im.checkNoZeroClustersLocked(); err != nil {
@@ -180,18 +180,28 @@ func (im *Image) CheckDowngrade() error {
 	if im.hdr.Version == 2 {
 		return nil
 	}
-	return im.checkDowngradeLocked()
+	// The dirty bit this open set (lazy refcounts; a growth that
+	// allocated) goes when the image is closed cleanly, as QEMU's
+	// downgrade marks the image clean first: SetVersion, on the image
+	// reopened, sees no such bit.
+	var own uint64
+	if im.dirtySet && !im.dirtyKept {
+		own = format.IncompatDirty
+	}
+	return im.checkDowngradeLocked(own)
 }
 
 // checkDowngradeLocked: QEMU's refusals in qcow2_downgrade that do not
-// depend on zero clusters (mu held).
-func (im *Image) checkDowngradeLocked() error {
+// depend on zero clusters (mu held); the incompatible bits in ignore do
+// not count.
+func (im *Image) checkDowngradeLocked(ignore uint64) error {
 	h := im.hdr
+	incompat := h.IncompatibleFeatures &^ (format.IncompatCompression | ignore)
 	switch {
 	case h.RefcountOrder != 4:
 		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
-	case h.IncompatibleFeatures&^format.IncompatCompression != 0:
-		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, h.IncompatibleFeatures&^format.IncompatCompression)
+	case incompat != 0:
+		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, incompat)
 	case h.CryptMethod == format.CryptLUKS:
 		// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
 		// that format.ParseHeader refuses.

@@ -166,7 +166,7 @@ func (im *Image) Geometry() format.Geometry {
 func (im *Image) ReadOnly() bool {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return im.ro || im.corrupt || im.writesLost
+	return im.ro || im.corrupt || im.writesLost || im.needRepair
 }
 
 // Backing returns the backing device, or nil.

@@ -51,6 +51,9 @@ func TestOpen_RepairDefersDirtyRepair(t *testing.T) {
 	if _, err := im.WriteAt(pattern(4096, 2), 8192); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write before the repair: %v", err)
 	}
+	if !im.ReadOnly() {
+		t.Error("ReadOnly() is false while writes are refused")
+	}
 	r, err := im.Check(CheckOptions{Repair: RepairLeaks})
 	if err != nil || r.CheckErrors == 0 || r.LeaksFixed != 0 || r.CorruptionsFixed != 0 {
 		t.Fatalf("-r leaks: %v %+v", err, r)
@@ -63,6 +66,9 @@ func TestOpen_RepairDefersDirtyRepair(t *testing.T) {
 	}
 	if binary.BigEndian.Uint64(d.Bytes()[72:])&format.IncompatDirty != 0 {
 		t.Error("the dirty bit stayed after -r all")
+	}
+	if im.ReadOnly() {
+		t.Error("ReadOnly() after the repair")
 	}
 	writeAt(t, im, 8192, pattern(4096, 2))
 	if err := im.Close(); err != nil {
