@@ -39,6 +39,10 @@ var (
 // ErrReadOnly.
 var errNeedsRepair = fmt.Errorf("%w: the image is dirty: its refcounts are repaired by Check first", ErrReadOnly)
 
+// errBitmapsKept: a guest write to an image with persistent bitmaps
+// opened for repair, which keeps them; it matches ErrReadOnly.
+var errBitmapsKept = fmt.Errorf("%w: opened for repair, the image keeps its persistent bitmaps: reopen it to write (which marks them stale)", ErrReadOnly)
+
 // errRefcountOverflow: a refcount would exceed what the image's refcount
 // width holds (QEMU's -ERANGE); it matches ErrUnsupported.
 var errRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)

@@ -103,7 +103,11 @@ type Image struct {
 	dirtyKept bool
 	// needRepair: opened for repair with the dirty bit set, and not yet
 	// repaired by a Check (markCleanAfterCheck): nothing is written.
-	needRepair   bool
+	needRepair bool
+	// bitmapsKept: opened for repair with valid persistent bitmaps,
+	// whose autoclear bit stays (clearAutoclear): guest writes, which
+	// would make them stale, are refused until the image is reopened.
+	bitmapsKept  bool
 	corrupt      bool
 	corruptCause error      // what markCorrupt was told
 	damage       openDamage // what a lenient open let by (Q19); set at open only
@@ -166,7 +170,7 @@ func (im *Image) Geometry() format.Geometry {
 func (im *Image) ReadOnly() bool {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return im.ro || im.corrupt || im.writesLost || im.needRepair
+	return im.ro || im.corrupt || im.writesLost || im.needRepair || im.bitmapsKept
 }
 
 // Backing returns the backing device, or nil.
@@ -448,6 +452,9 @@ func (im *Image) writableLocked() error {
 	if im.needRepair {
 		return errNeedsRepair
 	}
+	if im.bitmapsKept {
+		return errBitmapsKept
+	}
 	if im.writesLost {
 		return im.lostErr
 	}
@@ -496,7 +503,7 @@ func (im *Image) syncState() {
 	if im.closed {
 		s |= stClosed
 	}
-	if im.ro || im.corrupt || im.needRepair {
+	if im.ro || im.corrupt || im.needRepair || im.bitmapsKept {
 		s |= stNoWrite
 	}
 	if im.writesLost {

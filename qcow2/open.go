@@ -336,22 +336,35 @@ func (im *Image) openWritable() error {
 }
 
 // clearAutoclear drops the autoclear bits of features we do not maintain
-// and rewrites the header if any was set.
+// and rewrites the header if any was set. An open for repair keeps valid
+// bitmaps (as qemu-img check -r does: Check counts their clusters) and
+// refuses guest writes instead (bitmapsKept), which would make them
+// stale.
 func (im *Image) clearAutoclear() error {
-	if !dropAutoclear(im.hdr) {
+	if im.opts.Repair && im.hdr.AutoclearFeatures&format.AutoclearBitmaps != 0 {
+		im.bitmapsKept = true
+		im.syncState()
+	}
+	if !im.dropAutoclear() {
 		return nil
 	}
 	return im.writeHeader()
 }
 
-// dropAutoclear clears in h the autoclear bits of features we do not
-// maintain, and reports whether any was set. We do not maintain bitmaps:
-// their consistency bit goes, so that QEMU does not trust them (QEMU does
-// the same for unknown users), and neither does anything that counts
-// their clusters (Check does not).
-func dropAutoclear(h *format.Header) bool {
+// dropAutoclear clears in the header the autoclear bits of features we
+// do not maintain, and reports whether any was set. We do not maintain
+// bitmaps: their consistency bit goes, so that QEMU does not trust them
+// (QEMU does the same for unknown users), and then nothing counts their
+// clusters (Check counts them only while the bit is set), unless they
+// are kept (bitmapsKept).
+func (im *Image) dropAutoclear() bool {
+	h := im.hdr
 	old := h.AutoclearFeatures
-	h.AutoclearFeatures &^= ^uint64(format.AutoclearKnown) | format.AutoclearBitmaps
+	drop := ^uint64(format.AutoclearKnown) | format.AutoclearBitmaps
+	if im.bitmapsKept {
+		drop &^= format.AutoclearBitmaps
+	}
+	h.AutoclearFeatures &^= drop
 	return h.AutoclearFeatures != old
 }
 

@@ -141,7 +141,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32) error {
 	// And the bitmaps' consistency bit: their clusters were not counted.
 	// A damaged image, read-only until now, never had it cleared.
 	oldAuto := im.hdr.AutoclearFeatures
-	dropAutoclear(im.hdr)
+	im.dropAutoclear()
 	err = im.writeHeader()
 	if err == nil {
 		err = im.dev.Flush()

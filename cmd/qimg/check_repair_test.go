@@ -218,7 +218,8 @@ func mustReadFile(t *testing.T, p string) []byte {
 
 // TestCheck_CountsBitmaps: the clusters of valid persistent dirty
 // bitmaps are in use, for qimg check as for qemu-img's (qimg reported
-// them as leaks; found by a differential fuzz).
+// them as leaks; found by a differential fuzz), check -r keeps them, and
+// a write marks them stale (qring does not maintain them).
 func TestCheck_CountsBitmaps(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := t.TempDir()
@@ -238,5 +239,27 @@ func TestCheck_CountsBitmaps(t *testing.T) {
 	}
 	if code != 0 || !reflect.DeepEqual(a, b) {
 		t.Errorf("check: exit %d\n%s\n%s\nqemu-img:\n%s", code, out, e, qout)
+	}
+	// check -r keeps them valid, as qemu-img's does (the writable open
+	// marked them stale, and -r leaks then freed their clusters).
+	for _, mode := range []string{"leaks", "all"} {
+		g := filepath.Join(d, "g.qcow2")
+		cp(t, p, g)
+		if _, e, code := runQ(t, "check", "-r", mode, g); code != 0 {
+			t.Errorf("check -r %s: exit %d\n%s", mode, code, e)
+		}
+		out, qe, code := testkit.Run(t, "qemu-img", "check", g)
+		if code != 0 || qe != "" {
+			t.Errorf("check -r %s: qemu-img check afterwards: exit %d\n%s%s", mode, code, out, qe)
+		}
+		if info := testkit.MustRun(t, "qemu-img", "info", g); !strings.Contains(info, "name: b1") {
+			t.Errorf("check -r %s: the bitmaps are gone:\n%s", mode, info)
+		}
+	}
+	if _, e, code := runQ(t, "io", "-c", "write -P 1 2M 4k", p); code != 0 {
+		t.Fatalf("write: exit %d %s", code, e)
+	}
+	if _, qe, _ := testkit.Run(t, "qemu-img", "info", p); !strings.Contains(qe, "lacking bitmap support") {
+		t.Errorf("after a write the bitmaps are not marked stale: %q", qe)
 	}
 }
