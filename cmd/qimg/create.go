@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -16,6 +17,7 @@ type createRequest struct {
 	opts    qcow2.CreateOptions
 	given   map[string]bool // options set explicitly (qemu prints some only then)
 	sizeSet bool
+	unsafe  bool // -u: the backing file is not opened when size and format are given
 }
 
 func runCreate(e *env, args []string) int {
@@ -44,7 +46,7 @@ func runCreate(e *env, args []string) int {
 
 // parseCreate turns create's options and arguments into a request.
 func parseCreate(o *opts) (*createRequest, error) {
-	req := &createRequest{format: o.get("f", "qcow2"), given: map[string]bool{}}
+	req := &createRequest{format: o.get("f", "qcow2"), given: map[string]bool{}, unsafe: o.has("u")}
 	if req.format != "qcow2" && req.format != "raw" {
 		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", req.format)
 	}
@@ -108,18 +110,26 @@ func parseCreate(o *opts) (*createRequest, error) {
 	return req, nil
 }
 
-// resolveCreateSize fills the size and backing format from the backing
-// file when they were not given (as qemu-img create does).
+// resolveCreateSize checks the backing file as qemu-img create does (it
+// opens it unless -u, and refuses the image's own name) and fills the
+// size and backing format from it when they were not given.
 func resolveCreateSize(req *createRequest) error {
 	o := &req.opts
-	if o.BackingFile == "" || (req.sizeSet && o.BackingFormat != "") {
+	if o.BackingFile == "" {
+		return nil
+	}
+	if o.BackingFile == req.path {
+		// An image backed by itself opens nowhere.
+		return errors.New("Error: Trying to create an image with the same filename as the backing file")
+	}
+	if req.unsafe && req.sizeSet && o.BackingFormat != "" {
 		return nil
 	}
 	bpath := pathCombine(req.path, o.BackingFile)
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {
-		return err
+		return fmt.Errorf("%v\nCould not open backing image.", err)
 	}
 	defer img.Close()
 	if o.BackingFormat == "" {
