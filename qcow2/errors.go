@@ -29,6 +29,12 @@ var (
 	ErrCheckBusy = errors.New("qcow2: allocating writes kept running, check with repair refused")
 	// ErrOutOfRange: a guest request past the virtual size.
 	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
+	// ErrGrowNeedsZeroClusters: a version 2 image cannot grow past its
+	// last cluster over a longer backing file (QEMU's "Failed to zero
+	// out new clusters"): the new range must read zeros, and only zero
+	// clusters would hide the backing data there. It matches
+	// ErrUnsupported.
+	ErrGrowNeedsZeroClusters = fmt.Errorf("%w: zeroing the grown range over the backing file needs zero clusters (version 3)", ErrUnsupported)
 	// ErrBackingLoop: a backing chain names a file already in it (an
 	// image backed by itself, or A backed by B backed by A).
 	ErrBackingLoop = errors.New("qcow2: backing file creates an infinite loop")

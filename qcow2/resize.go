@@ -85,9 +85,11 @@ func (im *Image) grow(size int64) error {
 		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
 	}
 	overBacking := im.backing != nil && im.bsize > cur && size > cur
-	if overBacking && im.hdr.Version < 3 {
+	if cs := int64(im.g.ClusterSize); overBacking && im.hdr.Version < 3 && size > (cur+cs-1)/cs*cs {
+		// Inside the old end's cluster zero buffers do, as in QEMU;
+		// past it only zero clusters would.
 		im.mu.Unlock()
-		return fmt.Errorf("%w: zeroing the grown range over the backing file needs zero clusters (version 3)", ErrUnsupported)
+		return ErrGrowNeedsZeroClusters
 	}
 	if need := im.g.L1EntriesFor(uint64(size)); need > im.l1.Load().size() {
 		if err := im.growL1(need); err != nil {

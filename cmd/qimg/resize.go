@@ -141,7 +141,8 @@ func doResize(r *resizeRequest) error {
 // resizeQcow2 grows (Truncate) or shrinks (Shrink) a qcow2 image. As
 // QEMU, a grown image whose backing file reaches past the old end reads
 // zeros there, not the backing data: Truncate makes the new range zero
-// clusters (v3; v2 cannot, and the resize fails with QEMU's message).
+// clusters (v3; v2 cannot past the old end's cluster, and the resize
+// fails with QEMU's message).
 func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
@@ -149,18 +150,11 @@ func resizeQcow2(im *qcow2.Image, cur, size int64) error {
 	if size < cur {
 		return im.Shrink(size)
 	}
-	zero := false
-	if b := im.Backing(); b != nil && size > cur {
-		bsize, err := b.Size()
-		if err != nil {
-			return err
-		}
-		zero = bsize > cur
-	}
-	if zero && im.Header().Version < 3 {
+	err := im.Truncate(size)
+	if errors.Is(err, qcow2.ErrGrowNeedsZeroClusters) {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
 	}
-	return im.Truncate(size)
+	return err
 }
 
 // trimFile cuts a closed qcow2 file after its last used cluster, as

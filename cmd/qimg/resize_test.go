@@ -166,6 +166,18 @@ func TestResizeInterop(t *testing.T) {
 	if _, e, code := runQ(t, "resize", p("v2.qcow2"), "3M"); code != 1 || !strings.Contains(e, "Failed to zero out new clusters") {
 		t.Errorf("v2 overlay grow: exit %d %s", code, e)
 	}
+	// Inside the old end's cluster zero buffers do, and both grow
+	// (qimg refused; found by a differential fuzz).
+	for _, n := range []string{"v2a.qcow2", "v2b.qcow2"} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "b.qcow2", "-F", "qcow2", p(n), "1015808") // 1M - 32k
+	}
+	mustQ(t, "resize", p("v2a.qcow2"), "1M")
+	testkit.MustRun(t, "qemu-img", "resize", p("v2b.qcow2"), "1M")
+	qio(t, p("v2a.qcow2"), "read -P 7 0 1015808", "read -P 0 1015808 32k")
+	testkit.MustRun(t, "qemu-img", "compare", p("v2a.qcow2"), p("v2b.qcow2"))
+	if _, e, code := runQ(t, "resize", p("v2a.qcow2"), "2M"); code != 1 || !strings.Contains(e, "Failed to zero out new clusters") {
+		t.Errorf("v2 overlay grow past its last cluster: exit %d %s", code, e)
+	}
 
 	// qimg reads what qemu-img shrank and grew.
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("q2.qcow2"), "8M")
