@@ -106,7 +106,7 @@ func runCheck(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	repair := mode != qcow2.RepairNone
-	eo.NoBacking, eo.Repair = true, repair
+	eo.Repair = repair // the backing chain opens too, as qemu-img check's does
 	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""),
 		ReadOnly: !repair, Opts: eo})
 	if err != nil {

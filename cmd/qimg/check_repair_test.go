@@ -263,3 +263,28 @@ func TestCheck_CountsBitmaps(t *testing.T) {
 		t.Errorf("after a write the bitmaps are not marked stale: %q", qe)
 	}
 }
+
+// TestCheck_OpensTheBackingFile: check opens the backing chain, as
+// qemu-img check does: an overlay whose backing file is missing fails
+// to open (exit 1) where qimg said "No errors were found" (found by a
+// differential fuzz).
+func TestCheck_OpensTheBackingFile(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := t.TempDir() // a dangling backing file: no check at the end
+	b, o := filepath.Join(d, "b.qcow2"), filepath.Join(d, "o.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", o)
+	if _, e, code := runQ(t, "check", o); code != 0 {
+		t.Fatalf("check: exit %d %s", code, e)
+	}
+	if err := os.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range [][]string{nil, {"-r", "all"}} {
+		_, _, qcode := testkit.Run(t, "qemu-img", append(append([]string{"check"}, mode...), o)...)
+		_, e, code := runQ(t, append(append([]string{"check"}, mode...), o)...)
+		if code != qcode || code != 1 {
+			t.Errorf("check %v without the backing file: exit %d, qemu-img %d\n%s", mode, code, qcode, e)
+		}
+	}
+}
