@@ -432,6 +432,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	var highest uint64
 	var fixes []fix
 	inUseFree := false // a referenced cluster counted 0: QEMU's "rebuild"
+	// QEMU compares twice when it repairs: the second pass says
+	// "Repairing" for what it fixes, and repeats the rest.
+	type mismatch struct{ k, stored, want uint64 }
+	var mismatches []mismatch
 	compare := func(k, stored uint64) {
 		want := uint64(0)
 		if k < nclusters {
@@ -443,6 +447,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		switch {
 		case stored > want:
 			c.msg("Leaked cluster %d refcount=%d reference=%d", k, stored, want)
+			mismatches = append(mismatches, mismatch{k, stored, want})
 			r.Leaks++
 			if repair >= RepairLeaks {
 				fixes = append(fixes, fix{k, want})
@@ -450,6 +455,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			}
 		case stored < want:
 			c.msg("ERROR cluster %d refcount=%d reference=%d", k, stored, want)
+			mismatches = append(mismatches, mismatch{k, stored, want})
 			r.Corruptions++
 			inUseFree = inUseFree || stored == 0
 			if repair >= RepairAll {
@@ -510,6 +516,18 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: -r all repairs them, the image is left as it was")
 		r.CheckErrors++
 		fixes, r.LeaksFixed, repair = nil, 0, RepairNone
+	}
+	if repair != RepairNone && !inUseFree { // (QEMU rebuilds, or refuses, instead)
+		for _, m := range mismatches {
+			verb := "Leaked"
+			switch {
+			case m.stored > m.want && repair >= RepairLeaks, m.stored < m.want && repair >= RepairAll:
+				verb = "Repairing"
+			case m.stored < m.want:
+				verb = "ERROR"
+			}
+			c.msg("%s cluster %d refcount=%d reference=%d", verb, m.k, m.stored, m.want)
+		}
 	}
 	if len(fixes) > 0 {
 		if err := im.applyFixes(fixes, nclusters); err != nil {

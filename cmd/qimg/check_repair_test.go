@@ -288,3 +288,33 @@ func TestCheck_OpensTheBackingFile(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck_RepairMessagesLikeQemu: check -r leaks prints qemu-img's
+// lines: "Leaked cluster" from the check, then "Repairing cluster" for
+// each leak it fixes (qimg printed only the first).
+func TestCheck_RepairMessagesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := t.TempDir()
+	orig := filepath.Join(d, "orig.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", orig, "1M")
+	qio(t, orig, "write -P 1 0 8k", "write -P 2 512k 4k")
+	damage(t, orig, func(f imageFile) {
+		st, err := f.f.Stat()
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		f.write(st.Size()+4*4096-1, []byte{0}) // room for the leaked clusters
+		rb := int64(f.u64(int64(f.u64(48))))
+		for _, k := range []int64{1, 3} {
+			f.write(rb+(st.Size()/4096+k)*2, []byte{0, 1})
+		}
+	})
+	q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
+	cp(t, orig, q)
+	cp(t, orig, g)
+	_, qe, qcode := testkit.Run(t, "qemu-img", "check", "-r", "leaks", q)
+	_, e, code := runQ(t, "check", "-r", "leaks", g)
+	if code != qcode || e != qe || !strings.Contains(e, "Repairing cluster") {
+		t.Errorf("exit %d, qemu-img %d\nqimg:\n%s\nqemu-img:\n%s", code, qcode, e, qe)
+	}
+}
