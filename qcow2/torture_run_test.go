@@ -667,8 +667,12 @@ func (r *trun) exec(i int, o top) {
 
 // discardModel applies Discard's semantics: clusters wholly inside the
 // range (and the last, partial cluster when the range ends at the end of
-// the image) read as zeros, or as the backing file on v2.
+// the image) read as zeros; on v2 with a backing file nothing changes
+// (no zero clusters to hide it with, as in QEMU).
 func (r *trun) discardModel(model []byte, off, n int64) {
+	if r.cfg.v2 && r.bdata != nil {
+		return
+	}
 	cs := int64(r.cfg.cs)
 	first := (off + cs - 1) / cs
 	end := (off + n) / cs
@@ -678,9 +682,6 @@ func (r *trun) discardModel(model []byte, off, n int64) {
 	for c := first; c < end; c++ {
 		lo, hi := c*cs, min(c*cs+cs, int64(len(model)))
 		clear(model[lo:hi])
-		if r.cfg.v2 && r.bdata != nil && lo < int64(len(r.bdata)) {
-			copy(model[lo:hi], r.bdata[lo:])
-		}
 	}
 }
 

@@ -153,8 +153,9 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 
 // Discard frees the clusters wholly inside [off, off+n): they read as
 // zeros afterwards (zero clusters on v3 with a backing file, unallocated
-// otherwise; on v2 with a backing file they read the backing data, as in
-// QEMU). Partial clusters are left alone.
+// otherwise). On v2 with a backing file it leaves them, as QEMU does:
+// without zero clusters the backing file's stale data would show.
+// Partial clusters are left alone.
 func (im *Image) Discard(off, n int64) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
@@ -382,7 +383,14 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 	}
 	var ne format.L2Entry
 	switch {
-	case d == discardFull || (discard && im.hdr.Version < 3):
+	case d == discardFull:
+		ne = 0
+	case discard && im.hdr.Version < 3 && (im.backing != nil || im.hdr.BackingFile != ""):
+		// As QEMU (qcow2_co_pdiscard's ENOTSUP, which its block layer
+		// takes for done): without zero clusters the discard would
+		// show the backing file's stale data. Discards are advisory.
+		return nil
+	case discard && im.hdr.Version < 3:
 		ne = 0
 	case discard && im.backing == nil && e.Type() == format.ClusterUnallocated:
 		return nil

@@ -78,3 +78,23 @@ func TestIO_PartialZeroOfZerosAllocatesNothing(t *testing.T) {
 	}
 	testkit.QemuCheck(t, p)
 }
+
+// TestIO_DiscardV2OverlayKeepsData: a discard on a compat=0.10 overlay
+// does nothing, as QEMU's (it has no zero clusters to hide the backing
+// file with): qimg unallocated the clusters, and the backing file's
+// stale data showed (found by a differential fuzz).
+func TestIO_DiscardV2OverlayKeepsData(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	p := func(n string) string { return filepath.Join(d, n) }
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p("b.qcow2"), "1M")
+	qio(t, p("b.qcow2"), "write -P 0xaa 0 1M")
+	for _, n := range []string{"o.qcow2", "q.qcow2"} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "b.qcow2", "-F", "qcow2", p(n), "1M")
+		qio(t, p(n), "write -P 0x55 0 128k")
+	}
+	qimgIO(t, p("o.qcow2"), "discard 0 128k")
+	qio(t, p("q.qcow2"), "discard 0 128k")
+	qio(t, p("o.qcow2"), "read -P 0x55 0 128k")
+	testkit.MustRun(t, "qemu-img", "compare", p("o.qcow2"), p("q.qcow2"))
+}
