@@ -101,6 +101,13 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 				}
 				err = im.writeZeroBuf(off, chunk)
 			}
+		} else if whole && !im.hasBackingFile() {
+			// Version 2 without a backing file: unallocated reads as
+			// zeros, and a discard's unallocation is what QEMU's zero
+			// write leaves too (no zero clusters on version 2).
+			err = im.holdSectors(off, chunk, func() error {
+				return im.zeroCluster(guestOff(off), true, discardZero, &fr)
+			})
 		} else if !im.g.ExtendedL2 && im.ver.Load() >= 3 && off+chunk <= int64(im.vsize.Load()) {
 			// Part of a cluster: when the whole cluster reads as zeros
 			// here (a zero cluster, or unallocated over no data), it
@@ -385,7 +392,7 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 	switch {
 	case d == discardFull:
 		ne = 0
-	case discard && im.hdr.Version < 3 && (im.backing != nil || im.hdr.BackingFile != ""):
+	case discard && im.hdr.Version < 3 && im.hasBackingFileLocked():
 		// As QEMU (qcow2_co_pdiscard's ENOTSUP, which its block layer
 		// takes for done): without zero clusters the discard would
 		// show the backing file's stale data. Discards are advisory.
@@ -495,4 +502,14 @@ func (im *Image) punchFreed(fr *freeList) {
 		}
 		im.c.punchedBytes.Add(int64(r.end - r.off))
 	}
+}
+
+// hasBackingFileLocked reports whether the image has a backing file,
+// opened or only named in the header (mu held).
+func (im *Image) hasBackingFileLocked() bool { return im.backing != nil || im.hdr.BackingFile != "" }
+
+func (im *Image) hasBackingFile() bool {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.hasBackingFileLocked()
 }
