@@ -346,20 +346,22 @@ func (s *ioSession) discard(args []string) error {
 	return nil
 }
 
-// mapCmd is qemu-io's map: allocated / not allocated runs through the
-// whole chain.
+// mapCmd is qemu-io's map: the runs this image allocates and does not
+// (bdrv_is_allocated: a range only a backing file holds is not
+// allocated here).
 func (s *ioSession) mapCmd() error {
 	ext, err := mapExtents(s.Opened)
 	if err != nil {
 		return err
 	}
+	here := func(i int) bool { return ext[i].Present && ext[i].Depth == 0 }
 	for i := 0; i < len(ext); {
 		j, n := i, int64(0)
-		for ; j < len(ext) && ext[j].Present == ext[i].Present; j++ {
+		for ; j < len(ext) && here(j) == here(i); j++ {
 			n += ext[j].Length
 		}
 		state := "not"
-		if ext[i].Present {
+		if here(i) {
 			state = "   "
 		}
 		fmt.Fprintf(s.out, "%s (0x%x) bytes %s allocated at offset %s (0x%x)\n",

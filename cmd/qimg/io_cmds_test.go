@@ -163,3 +163,19 @@ func TestCmdOpts_Unsupported(t *testing.T) {
 		}
 	}
 }
+
+// TestIO_MapOverlayLikeQemu: io's map counts only what the image itself
+// allocates, as qemu-io's does (qimg counted what its backing file held
+// too; found by a differential fuzz).
+func TestIO_MapOverlayLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	b, o := filepath.Join(d, "b.qcow2"), filepath.Join(d, "o.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "1M")
+	qio(t, b, "write -P 1 0 512k")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", o)
+	qio(t, o, "write -P 2 0 64k", "write -z 128k 64k")
+	if got, want := qimgIO(t, o, "map"), qio(t, o, "map"); got != want {
+		t.Errorf("map:\n%s\nqemu-io:\n%s", got, want)
+	}
+}
