@@ -61,14 +61,16 @@ type Caps struct {
 	// Align is the request alignment in bytes for offsets and lengths on
 	// the efficient path (512 or 4096 for O_DIRECT files, 1 otherwise).
 	// Misaligned data requests still work, more slowly; a misaligned
-	// Allocate request is ErrNotSupported (B3).
+	// Allocate request is refused (ErrNotSupported) when its edges hold
+	// data (B3).
 	Align int64
 	// MemAlign is the buffer address alignment the fast path needs.
 	MemAlign int
 	// ZeroAlign, if larger than Align, is the alignment WriteZeroes with
 	// Allocate needs (e.g. the host filesystem's block size: zeroing a
 	// partial block goes through the page cache); a range not aligned to
-	// it is ErrNotSupported (B3). 0 means Align.
+	// it is ErrNotSupported unless what lies beside it lets the device
+	// zero it efficiently all the same (B3). 0 means Align.
 	ZeroAlign int64
 	// Media says what backs the device, as far as it can tell; engines
 	// use it to pick strategies whose cost depends on the medium (e.g.

@@ -18,7 +18,11 @@
 //	    with ErrNotSupported having written nothing. It never falls back to
 //	    writing zero buffers.
 //	    A range not aligned to Caps().Align, or to Caps().ZeroAlign when
-//	    that is set, is ErrNotSupported.
+//	    that is set, is ErrNotSupported unless the device can still zero
+//	    it efficiently because of what lies beside it (qcow2: each
+//	    partial cluster at its edges reads as zeros and becomes a zero
+//	    cluster); its outcome may then depend on requests beside it that
+//	    are in flight at the same time.
 //	B4  WriteZeroes without Allocate may fall back to writing zeros.
 //	B5  Serialising|NoWait returns ErrBusy, without side effects, instead of
 //	    waiting on an overlapping in-flight request, on a device whose

@@ -20,7 +20,7 @@
 //	B1_concurrent     concurrent overlapping writes are not torn below Caps().Align; disjoint ones all land
 //	B1_no_wait        with a write held in flight (Stall), disjoint reads, writes and zeroing complete
 //	B2_read_past_eof  reads past the end are zero-filled
-//	B3_allocate       Allocate zeroes, or is ErrNotSupported with nothing written; misaligned (Align, ZeroAlign) is ErrNotSupported
+//	B3_allocate       Allocate zeroes, or is ErrNotSupported with nothing written; misaligned (Align, ZeroAlign) beside data is ErrNotSupported
 //	B4_zeroes         WriteZeroes without Allocate zeroes any range, growing a growable device
 //	B5_serialising    Serialising|NoWait is ErrBusy against an in-flight overlapping request (or ErrNotSupported when Caps() lacks it)
 //	B6_flush          Flush succeeds; with Crash, what completed before it survives a power cut
@@ -626,7 +626,8 @@ func (k *kit) b2() {
 func (k *kit) allocAlign() int64 { return max(k.caps.Align, k.caps.ZeroAlign, k.c.AllocAlign, 1) }
 
 // b3: Allocate zeroes efficiently or fails with ErrNotSupported having
-// written nothing; a range not aligned is ErrNotSupported.
+// written nothing; a range not aligned, with data at its edges (the
+// region is random), is ErrNotSupported.
 func (k *kit) b3() {
 	al := k.allocAlign()
 	u := max(al, k.u)
