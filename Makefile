@@ -26,7 +26,15 @@ test: lint test-race fuzz-short
 # TestInterop_QEMUReads run under it in the invariants pass below).
 # TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
 # to the race detector.
-NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(ALLOCS)
+NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+# One guest writer (the filler's goroutines aside): TestFill_Modes keeps
+# the racing writers under the race detector, and TestFillAdapt_Torture
+# the judge's pauses under crash clones.
+ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads
+# cmd/qimg's comparisons with qemu-img, one command at a time: most of
+# their time is qemu-img's, and the engine's concurrency is tested in
+# ./qcow2.
+CLIQEMU = MatchesQemu|MatchQemu|TestAmend_RefcountBits
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
 ALLOCS = TestAllocs_|_Allocs|_NoAllocs|TestRun_AllocsPerRequest

@@ -148,6 +148,8 @@ func TestFillAdapt_Judge(t *testing.T) {
 // scattered writer (one write per new cluster, but jumping: it returns),
 // and never pauses with prealloc-fill=zeroes. Data reads back as the shadow before and after
 // close; the images check clean (ours, and qemu-img's on the file).
+// It judges one writer, so it runs without the race detector (the
+// Makefile's ONEWRITER); TestFillAdapt_Torture pauses under it.
 func TestFillAdapt_Workloads(t *testing.T) {
 	t.Parallel()
 	size := int64(128 << 20)

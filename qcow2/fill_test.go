@@ -266,16 +266,32 @@ var fillWorkloads = []fillWorkload{
 }
 
 // TestFill_Modes: the three prealloc-fill modes on a RAM memdev and a
-// real file, with sequential, random and concurrent writes: data reads
-// back as the shadow (before and after close), the images check clean
-// (ours and qemu-img's), and zeros were streamed ahead with zeroes (and
-// with auto on RAM) but not with unwritten.
+// real file, with writers that race with each other and with the filler
+// (fillWorkloads' concurrent): data reads back as the shadow (before and
+// after close), the images check clean (ours and qemu-img's), and zeros
+// were streamed ahead with zeroes (and with auto on RAM) but not with
+// unwritten. TestFill_ModesOneWriter runs the one-writer workloads.
 func TestFill_Modes(t *testing.T) {
 	t.Parallel()
+	testFillModes(t, true)
+}
+
+// TestFill_ModesOneWriter: TestFill_Modes with one writer (sequential,
+// random), whose only concurrency is the filler's: it runs without the
+// race detector (the Makefile's NORACE), TestFill_Modes with it.
+func TestFill_ModesOneWriter(t *testing.T) {
+	t.Parallel()
+	testFillModes(t, false)
+}
+
+func testFillModes(t *testing.T, concurrent bool) {
 	const size = 64 << 20
 	for _, dv := range fillDevs {
 		for _, mode := range []string{FillUnwritten, FillZeroes, FillAuto} {
 			for _, wl := range fillWorkloads {
+				if (wl.name == "concurrent") != concurrent {
+					continue
+				}
 				if mode == FillAuto && wl.name != "concurrent" {
 					continue // auto is one of the others: check the choice once
 				}
