@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"github.com/qring/qring/internal/testkit"
 	"math/rand/v2"
@@ -24,6 +25,12 @@ import (
 var bin string // directory with qnbd and qimg, built by TestMain
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// The fuzz targets call the parsers only; the fuzzer's workers
+		// run TestMain too, and would each build the binaries.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "qnbd-bin")
 	if err != nil {
 		panic(err)
@@ -45,6 +52,17 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// fuzzing reports whether go test runs a fuzz target (-test.fuzz) or is
+// one of its workers.
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 func need(t *testing.T, tools ...string) {

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzArgs: the argument parsers qimg runs before it touches a file
+// (getopt with convert's and create's option strings, and the size,
+// resize, pattern and repair arguments) return a value or an error for
+// any argument list, and never panic. The input is the arguments
+// joined by NUL bytes.
+func FuzzArgs(f *testing.F) {
+	for _, s := range []string{
+		"-O\x00qcow2\x00-S\x004k\x00a\x00b",
+		"-f\x00qcow2\x00-o\x00cluster_size=64k,,x\x00--object\x00secret,id=s,data=x\x00a\x001G",
+		"--\x00-x", "-", "--image-opts=", "-qpc", "-o", "--force-share=1",
+		"+1G", "-512", "0x10", "leaks", "all", "1.5M", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		args := strings.Split(s, "\x00")
+		for _, spec := range []struct {
+			shorts string
+			longs  []string
+		}{
+			{"f:O:o:pt:T:S:qUWm:c", []string{"force-share", "object:", "image-opts"}},
+			{"f:o:b:F:quU", []string{"object:"}},
+		} {
+			if o, err := getopt(args, spec.shorts, spec.longs...); err == nil && o == nil {
+				t.Fatalf("getopt(%q): nil options without an error", args)
+			}
+			getoptOutput(args, spec.shorts, spec.longs...)
+		}
+		for _, a := range args {
+			if v, err := parseSize(a); err == nil && v < 0 {
+				t.Fatalf("parseSize(%q) = %d", a, v)
+			}
+			if _, n, err := parseResizeSize(a); err == nil && n < 0 {
+				t.Fatalf("parseResizeSize(%q) = %d", a, n)
+			}
+			parsePattern(a)
+			parseRepair(a)
+		}
+	})
+}
