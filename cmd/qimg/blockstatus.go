@@ -12,51 +12,41 @@ const (
 	statusEOF       = 0x20 // BDRV_BLOCK_EOF
 )
 
-// blockStatus is the status qemu's bdrv_block_status_above (through the
-// whole backing chain) gives the extent e of a disk of size bytes: the
-// map's present, zero and data flags, whether a host offset is known, and
-// EOF when the extent reaches the end of the disk. qemu-img compare -s
-// compares the whole word, EOF included: an image whose last run of
-// unallocated clusters starts earlier than the other's mismatches there.
-func blockStatus(e qcow2.MapEntry, size int64) int {
-	s := 0
-	if e.Data {
-		s |= statusData
+// statusWord is the word of s as QEMU's bdrv_block_status_above
+// returns it.
+func statusWord(s qcow2.ChainStatus) int {
+	w := 0
+	for _, b := range []struct {
+		set bool
+		bit int
+	}{{s.Data, statusData}, {s.Zero, statusZero}, {s.OffsetValid, statusOffset},
+		{s.Allocated, statusAllocated}, {s.EOF, statusEOF}} {
+		if b.set {
+			w |= b.bit
+		}
 	}
-	if e.Zero {
-		s |= statusZero
-	}
-	if e.Offset != nil {
-		s |= statusOffset
-	}
-	if e.Present {
-		s |= statusAllocated
-	}
-	if e.Start+e.Length >= size {
-		s |= statusEOF
-	}
-	return s
+	return w
 }
 
-// firstStatusMismatch walks two maps of disks of size bytes together
-// (each run as long as both extents last, as qemu-img compare's chunks)
-// and returns the first offset where the block status differs.
-func firstStatusMismatch(x, y []qcow2.MapEntry, size int64) (int64, bool) {
-	i, j := 0, 0
+// firstStatusMismatch walks the block status of two disks of size bytes
+// together as qemu-img compare -s does: at each offset it asks both
+// (bdrv_block_status_above, whole chain), compares the two words, EOF
+// included, and moves on by the shorter of the two answers. It returns
+// the first offset where the words differ.
+func firstStatusMismatch(x, y *qcow2.StatusWalker, size int64) (int64, bool, error) {
 	for off := int64(0); off < size; {
-		for i < len(x) && x[i].Start+x[i].Length <= off {
-			i++
+		sx, err := x.Status(off, size-off)
+		if err != nil {
+			return 0, false, err
 		}
-		for j < len(y) && y[j].Start+y[j].Length <= off {
-			j++
+		sy, err := y.Status(off, size-off)
+		if err != nil {
+			return 0, false, err
 		}
-		if i == len(x) || j == len(y) {
-			return off, i < len(x) || j < len(y) // one map ends early
+		if statusWord(sx) != statusWord(sy) {
+			return off, true, nil
 		}
-		if blockStatus(x[i], size) != blockStatus(y[j], size) {
-			return off, true
-		}
-		off = min(x[i].Start+x[i].Length, y[j].Start+y[j].Length)
+		off += min(sx.Len, sy.Len)
 	}
-	return 0, false
+	return 0, false, nil
 }

@@ -48,6 +48,8 @@ type image struct {
 	dev  block.Device
 	size int64
 	zm   *zeroMap
+	// st answers block status queries as QEMU does (compare -s).
+	st *qcow2.StatusWalker
 }
 
 func loadImage(img *imgopen.Opened) (*image, error) {
@@ -59,7 +61,11 @@ func loadImage(img *imgopen.Opened) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}}, nil
+	var top block.Device = img.Dev
+	if img.Image != nil {
+		top = img.Image
+	}
+	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}, st: qcow2.NewStatusWalker(top)}, nil
 }
 
 // compareImages compares guest contents like qemu-img compare: the common
@@ -79,7 +85,11 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 	// (qemu-img checks the status of each chunk before its content).
 	statusAt, statusDiffers := int64(0), false
 	if strict {
-		statusAt, statusDiffers = firstStatusMismatch(a.zm.ext, b.zm.ext, common)
+		var err error
+		statusAt, statusDiffers, err = firstStatusMismatch(a.st, b.st, common)
+		if err != nil {
+			return r, err
+		}
 		if statusDiffers {
 			common = statusAt
 		}
