@@ -48,8 +48,12 @@ type image struct {
 	dev  block.Device
 	size int64
 	zm   *zeroMap
-	// st answers block status queries as QEMU does (compare -s).
+	// st answers block status queries as QEMU does (compare -s,
+	// convert).
 	st *qcow2.StatusWalker
+	// clusterSize is the qcow2 cluster size, 512 for raw: qemu-img
+	// convert rounds the source's status runs down to it.
+	clusterSize int64
 }
 
 func loadImage(img *imgopen.Opened) (*image, error) {
@@ -62,10 +66,11 @@ func loadImage(img *imgopen.Opened) (*image, error) {
 		return nil, err
 	}
 	var top block.Device = img.Dev
+	cs := int64(512)
 	if img.Image != nil {
-		top = img.Image
+		top, cs = img.Image, int64(img.Image.Geometry().ClusterSize)
 	}
-	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}, st: qcow2.NewStatusWalker(top)}, nil
+	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}, st: qcow2.NewStatusWalker(top), clusterSize: cs}, nil
 }
 
 // compareImages compares guest contents like qemu-img compare: the common

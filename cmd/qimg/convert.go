@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 
 	"github.com/qring/qring/block"
@@ -10,72 +12,168 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// convertImage copies the guest contents of src to dst, skipping ranges
-// the map reports as zero and, within data, runs of zero bytes of at least
-// sparse bytes (qemu-img convert -S). With sparse 0 nothing is skipped:
-// every byte is written, zeros too, and the output is fully allocated
-// (as qemu-img). dst must read as zeros beforehand. progress, if set, is
-// called with bytes done.
-func convertImage(src *image, dst block.Device, sparse int64, progress func(done, total int64)) error {
-	buf := make([]byte, compareChunk)
-	for off := int64(0); off < src.size; {
-		if z := src.zm.zeroUntil(off); z > off && sparse > 0 {
-			off = min(z, src.size)
-			if progress != nil {
-				progress(off, src.size)
+// convertBufSize is qemu-img convert's buffer (buf_sectors, 2 MiB): data
+// is read, searched for zeros and written in chunks of at most this much,
+// counted from the start of each run of one source block status.
+const convertBufSize = 2 << 20
+
+// convertImage copies the guest contents of src to dst the way qemu-img
+// convert does, so that the same areas of the output end up allocated:
+// it walks the source's block status (bdrv_block_status_above, runs
+// rounded down to the source's cluster size when longer); runs that read
+// as zeros are not written (dst must read as zeros beforehand), unless
+// sparse is 0; data runs are read in chunks of convertBufSize and written
+// except for the zeros qemu-img's is_allocated_sectors_min leaves out
+// (runs of at least sparse bytes, with ends aligned to the largest power
+// of two sectors in sparse, or to align, the output's request alignment,
+// if larger). With sparse 0 nothing is left out: every byte is written,
+// zeros too, and the output is fully allocated (as qemu-img). progress,
+// if set, is called with bytes done.
+func convertImage(src *image, dst block.Device, sparse, align int64, progress func(done, total int64)) error {
+	total := roundUp(src.size, 512)
+	srcAlign := src.clusterSize
+	minSec := sparse / 512
+	alignSec := max(pow2Floor(minSec), (align+511)/512)
+	buf := make([]byte, convertBufSize)
+	for off := int64(0); off < total; {
+		st, err := src.st.Status(off, total-off)
+		if err != nil {
+			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
+		}
+		n := min(roundUp(max(st.Len, 1), 512), total-off)
+		if tail := (off + n) % srcAlign; n > tail {
+			n -= tail
+		}
+		zero := st.Zero
+		for end := off + n; off < end; {
+			if zero && sparse > 0 {
+				off = end
+				if progress != nil {
+					progress(off, total)
+				}
+				continue
 			}
-			continue
-		}
-		n := min(int64(len(buf)), src.size-off)
-		p := buf[:n]
-		if err := src.dev.Readv(off, [][]byte{p}); err != nil {
-			return fmt.Errorf("error while reading at byte %d: %w", off, err)
-		}
-		if err := writeNonZero(dst, off, p, sparse); err != nil {
-			return fmt.Errorf("error while writing at byte %d: %w", off, err)
-		}
-		off += n
-		if progress != nil {
-			progress(off, src.size)
+			p := buf[:min(end-off, convertBufSize)]
+			if zero {
+				clear(p)
+			} else if err := readPadded(src, off, p); err != nil {
+				return fmt.Errorf("error while reading at byte %d: %w", off, err)
+			}
+			if err := writeChunk(dst, off, p, minSec, alignSec); err != nil {
+				return fmt.Errorf("error while writing at byte %d: %w", off, err)
+			}
+			off += int64(len(p))
+			if progress != nil {
+				progress(off, total)
+			}
 		}
 	}
 	return dst.Flush()
 }
 
-// writeNonZero writes p at off, leaving out aligned blocks of sparse bytes
-// that are all zero.
-func writeNonZero(dst block.Device, off int64, p []byte, sparse int64) error {
-	if sparse <= 0 {
+// readPadded reads p at off from src, with zeros for what lies past the
+// end of the source (the rest of its last sector).
+func readPadded(src *image, off int64, p []byte) error {
+	n := max(min(int64(len(p)), src.size-off), 0)
+	clear(p[n:])
+	if n == 0 {
+		return nil
+	}
+	return src.dev.Readv(off, [][]byte{p[:n]})
+}
+
+// writeChunk writes the chunk p (whole sectors) read at off, leaving out
+// the zeros qemu-img convert leaves out (is_allocated_sectors_min with
+// minSec and alignSec sectors; nothing with minSec 0).
+func writeChunk(dst block.Device, off int64, p []byte, minSec, alignSec int64) error {
+	if minSec == 0 {
 		return dst.Writev(off, [][]byte{p})
 	}
-	start := -1 // start of the pending data run in p
-	for i := 0; i < len(p); {
-		// Blocks aligned to sparse in guest offsets.
-		end := min(int64(len(p)), (off+int64(i))/sparse*sparse+sparse-off)
-		blk := p[i:end]
-		if isZero(blk) {
-			if start >= 0 {
-				if err := dst.Writev(off+int64(start), [][]byte{p[start:i]}); err != nil {
-					return err
-				}
-				start = -1
+	for len(p) > 0 {
+		n, data := allocatedSectorsMin(p, minSec, off/512, alignSec)
+		b := n * 512
+		if data {
+			if err := dst.Writev(off, [][]byte{p[:b]}); err != nil {
+				return err
 			}
-		} else if start < 0 {
-			start = i
 		}
-		i = int(end)
-	}
-	if start >= 0 {
-		return dst.Writev(off+int64(start), [][]byte{p[start:]})
+		off, p = off+b, p[b:]
 	}
 	return nil
 }
 
+// allocatedSectors is qemu-img's is_allocated_sectors for the sectors of
+// p, the first of which is sector: how many sectors from the first are
+// zero or data alike (data: not all zero), with the end of the run moved
+// to a multiple of alignSec sectors where the run stops inside p (a data
+// run's end up, a zero run's down; a zero run that would vanish counts as
+// data).
+func allocatedSectors(p []byte, sector, alignSec int64) (int64, bool) {
+	ns := int64(len(p)) / 512
+	if ns <= 0 {
+		return 0, false
+	}
+	zero := isZero(p[:512])
+	i := int64(1)
+	for i < ns && isZero(p[i*512:(i+1)*512]) == zero {
+		i++
+	}
+	if i == ns {
+		return i, !zero
+	}
+	if tail := (sector + i) & (alignSec - 1); tail != 0 {
+		if zero && i <= tail {
+			zero = false
+		}
+		if !zero {
+			i = min(i+alignSec-tail, ns)
+		} else {
+			i -= tail
+		}
+	}
+	return i, !zero
+}
+
+// allocatedSectorsMin is qemu-img's is_allocated_sectors_min: like
+// allocatedSectors, but a data run goes on over runs of zeros shorter
+// than minSec sectors, so that small holes do not split the writes.
+func allocatedSectorsMin(p []byte, minSec, sector, alignSec int64) (int64, bool) {
+	ns := int64(len(p)) / 512
+	minSec = min(minSec, ns)
+	n, data := allocatedSectors(p, sector, alignSec)
+	if !data {
+		return n, false
+	}
+	used, checked := n, n
+	for checked < ns {
+		k, d := allocatedSectors(p[checked*512:], sector+checked, alignSec)
+		checked += k
+		if d {
+			used = checked
+		} else if k >= minSec {
+			break
+		}
+	}
+	return used, true
+}
+
+// pow2Floor is the largest power of two not above n (0 for 0).
+func pow2Floor(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	return 1 << (bits.Len64(uint64(n)) - 1)
+}
+
+var zeroSector [512]byte
+
 func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroSector))
+		if !bytes.Equal(b[:n], zeroSector[:n]) {
 			return false
 		}
+		b = b[n:]
 	}
 	return true
 }
@@ -181,7 +279,11 @@ func runConvert(e *env, args []string) int {
 			}
 		}
 		if err == nil {
-			err = convertImage(src, dst.Dev, sparse, progress)
+			align := int64(1) // a qcow2 image's request alignment in QEMU
+			if dst.Image == nil {
+				align = dst.Dev.Caps().Align
+			}
+			err = convertImage(src, dst.Dev, sparse, align, progress)
 		}
 	}
 	if cerr := dst.Close(); err == nil {

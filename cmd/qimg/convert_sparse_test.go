@@ -31,3 +31,35 @@ func TestConvertSparseZeroFullyAllocates(t *testing.T) {
 		t.Errorf("-S 1000: exit %d (%s), qemu-img %d (%s)", code, ours, qcode, theirs)
 	}
 }
+
+// TestConvertSparseMapsLikeQemu: convert -S leaves out the zeros
+// qemu-img leaves out, so a raw output has its data and holes in the same
+// places: the source is copied run of block status by run (a data
+// cluster of 4 KiB alone is written alone, whatever -S), each run in
+// chunks searched for zeros as qemu-img's is_allocated_sectors_min does
+// (zero runs of at least -S, their ends aligned to the largest power of
+// two sectors in -S).
+func TestConvertSparseMapsLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	c4k := filepath.Join(dir, "c4k.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", c4k, "4M")
+	qemuIO(t, c4k, "qcow2", "write -P 1 0 4k", "write -P 2 20k 4k", "write -P 3 132k 4k", "write -P 3 140k 4k",
+		"write -P 4 1M 512", "write -P 5 2M 200k")
+	srcs := []string{c4k,
+		qemuImage(t, filepath.Join(dir, "islands.qcow2"), "qcow2", "4M", "write -P 1 0 4k", "write -P 2 100k 1k",
+			"write -P 3 200k 8k", "write -P 0 300k 64k", "write -P 4 1M 512", "write -P 4 1052k 512"),
+	}
+	for _, src := range srcs {
+		for _, s := range []string{"8k", "12k", "1M"} {
+			ours, theirs := filepath.Join(dir, "ours.raw"), filepath.Join(dir, "theirs.raw")
+			mustQ(t, "convert", "-S", s, "-O", "raw", src, ours)
+			testkit.MustRun(t, "qemu-img", "convert", "-S", s, "-O", "raw", src, theirs)
+			a := testkit.MustRun(t, "qemu-img", "map", "--output=json", "-f", "raw", ours)
+			b := testkit.MustRun(t, "qemu-img", "map", "--output=json", "-f", "raw", theirs)
+			if a != b {
+				t.Errorf("%s -S %s: qemu-img map of ours:\n%s\nof qemu-img's:\n%s", filepath.Base(src), s, a, b)
+			}
+			testkit.MustRun(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", ours, theirs)
+		}
+	}
+}
