@@ -266,7 +266,7 @@ func runConvert(e *env, args []string) int {
 	if o.has("c") && dst.Image == nil {
 		err = fmt.Errorf("Compression not supported for this file format")
 	} else if o.has("c") {
-		err = convertCompressed(src, dst.Image, progress)
+		err = convertCompressed(src, dst.Image, sparse, progress)
 	} else {
 		if ofmt == "raw" && isBlockDevice(out) {
 			// convertImage skips what reads as zeros in the source, so

@@ -9,9 +9,10 @@ import (
 // convertCompressed copies the guest contents of src into the new qcow2
 // image dst cluster by cluster, each written compressed (qemu-img convert
 // -c): clusters that read as zeros are left unallocated, as qemu-img
-// does, and clusters that do not shrink are written uncompressed by the
-// engine. progress, if set, is called with bytes done.
-func convertCompressed(src *image, dst *qcow2.Image, progress func(done, total int64)) error {
+// does, unless sparse is 0 (-S 0: every cluster is written compressed,
+// zeros too), and clusters that do not shrink are written uncompressed
+// by the engine. progress, if set, is called with bytes done.
+func convertCompressed(src *image, dst *qcow2.Image, sparse int64, progress func(done, total int64)) error {
 	cs := int64(dst.Geometry().ClusterSize)
 	buf := make([]byte, cs)
 	dsize, err := dst.Size()
@@ -23,14 +24,15 @@ func convertCompressed(src *image, dst *qcow2.Image, progress func(done, total i
 		if progress != nil {
 			progress(off, src.size)
 		}
-		if src.zm.zeroUntil(off) >= off+n {
-			continue
-		}
 		p := buf[:n]
-		if err := src.dev.Readv(off, [][]byte{p}); err != nil {
+		if src.zm.zeroUntil(off) >= off+n {
+			if sparse > 0 {
+				continue
+			}
+			clear(p)
+		} else if err := src.dev.Readv(off, [][]byte{p}); err != nil {
 			return fmt.Errorf("error while reading at byte %d: %w", off, err)
-		}
-		if isZero(p) {
+		} else if sparse > 0 && isZero(p) {
 			continue
 		}
 		// The last cluster is padded to the output's size (whole

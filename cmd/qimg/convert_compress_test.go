@@ -123,3 +123,22 @@ func equalMaps(a, b []mapEntry) bool {
 	}
 	return true
 }
+
+// TestConvertCompressedSparseZero: convert -c -S 0 writes every cluster
+// compressed, those that read as zeros too, as qemu-img does (it left
+// them unallocated, as without -S 0): qemu-img map of the output is
+// qemu-img's own.
+func TestConvertCompressedSparseZero(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "s.qcow2"), "qcow2", "2M", "write -P 1 0 4k", "write -P 0 256k 64k",
+		"write -P 2 1M 100k")
+	ours, theirs := filepath.Join(dir, "ours.qcow2"), filepath.Join(dir, "theirs.qcow2")
+	mustQ(t, "convert", "-c", "-S", "0", "-O", "qcow2", src, ours)
+	testkit.MustRun(t, "qemu-img", "convert", "-c", "-S", "0", "-O", "qcow2", src, theirs)
+	a := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+	b := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
+	if a != b {
+		t.Errorf("qemu-img map of ours:\n%s\nof qemu-img's:\n%s", a, b)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+}
