@@ -17,23 +17,43 @@ import (
 // counted from the start of each run of one source block status.
 const convertBufSize = 2 << 20
 
+// convertOut is the output of a convert.
+type convertOut struct {
+	dev block.Device
+	// align is the output's request alignment in bytes.
+	align int64
+	// zeroInit says the output reads as zeros already (an image convert
+	// created): the zeros convert leaves out are not written at all.
+	// Without it (convert -n: an existing image, which may hold old data)
+	// they are written with WriteZeroes (MayUnmap), as qemu-img does.
+	zeroInit bool
+}
+
+// leaveOut makes [off, off+n) of the output read as zeros where convert
+// leaves the source's zeros out.
+func (o convertOut) leaveOut(off, n int64) error {
+	if o.zeroInit || n == 0 {
+		return nil
+	}
+	return o.dev.WriteZeroes(off, n, block.MayUnmap)
+}
+
 // convertImage copies the guest contents of src to dst the way qemu-img
 // convert does, so that the same areas of the output end up allocated:
 // it walks the source's block status (bdrv_block_status_above, runs
 // rounded down to the source's cluster size when longer); runs that read
-// as zeros are not written (dst must read as zeros beforehand), unless
-// sparse is 0; data runs are read in chunks of convertBufSize and written
-// except for the zeros qemu-img's is_allocated_sectors_min leaves out
-// (runs of at least sparse bytes, with ends aligned to the largest power
-// of two sectors in sparse, or to align, the output's request alignment,
-// if larger). With sparse 0 nothing is left out: every byte is written,
-// zeros too, and the output is fully allocated (as qemu-img). progress,
-// if set, is called with bytes done.
-func convertImage(src *image, dst block.Device, sparse, align int64, progress func(done, total int64)) error {
+// as zeros are left out (dst.leaveOut), unless sparse is 0; data runs are
+// read in chunks of convertBufSize and written except for the zeros
+// qemu-img's is_allocated_sectors_min leaves out (runs of at least sparse
+// bytes, with ends aligned to the largest power of two sectors in sparse,
+// or to dst.align if larger). With sparse 0 nothing is left out: every
+// byte is written, zeros too, and the output is fully allocated (as
+// qemu-img). progress, if set, is called with bytes done.
+func convertImage(src *image, dst convertOut, sparse int64, progress func(done, total int64)) error {
 	total := roundUp(src.size, 512)
 	srcAlign := src.clusterSize
 	minSec := sparse / 512
-	alignSec := max(pow2Floor(minSec), (align+511)/512)
+	alignSec := max(pow2Floor(minSec), (dst.align+511)/512)
 	buf := make([]byte, convertBufSize)
 	for off := int64(0); off < total; {
 		st, err := src.st.Status(off, total-off)
@@ -47,6 +67,9 @@ func convertImage(src *image, dst block.Device, sparse, align int64, progress fu
 		zero := st.Zero
 		for end := off + n; off < end; {
 			if zero && sparse > 0 {
+				if err := dst.leaveOut(off, end-off); err != nil {
+					return fmt.Errorf("error while writing at byte %d: %w", off, err)
+				}
 				off = end
 				if progress != nil {
 					progress(off, total)
@@ -68,7 +91,7 @@ func convertImage(src *image, dst block.Device, sparse, align int64, progress fu
 			}
 		}
 	}
-	return dst.Flush()
+	return dst.dev.Flush()
 }
 
 // readPadded reads p at off from src, with zeros for what lies past the
@@ -85,17 +108,21 @@ func readPadded(src *image, off int64, p []byte) error {
 // writeChunk writes the chunk p (whole sectors) read at off, leaving out
 // the zeros qemu-img convert leaves out (is_allocated_sectors_min with
 // minSec and alignSec sectors; nothing with minSec 0).
-func writeChunk(dst block.Device, off int64, p []byte, minSec, alignSec int64) error {
+func writeChunk(dst convertOut, off int64, p []byte, minSec, alignSec int64) error {
 	if minSec == 0 {
-		return dst.Writev(off, [][]byte{p})
+		return dst.dev.Writev(off, [][]byte{p})
 	}
 	for len(p) > 0 {
 		n, data := allocatedSectorsMin(p, minSec, off/512, alignSec)
 		b := n * 512
+		var err error
 		if data {
-			if err := dst.Writev(off, [][]byte{p[:b]}); err != nil {
-				return err
-			}
+			err = dst.dev.Writev(off, [][]byte{p[:b]})
+		} else {
+			err = dst.leaveOut(off, b)
+		}
+		if err != nil {
+			return err
 		}
 		off, p = off+b, p[b:]
 	}
@@ -179,9 +206,14 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:c", "force-share", "object:", "image-opts")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cn", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	// -n: the output exists, and is written into (qemu-img's skip_create).
+	skipCreate := o.has("n")
+	if skipCreate && len(o.vals["o"]) > 0 {
+		return e.errorf(1, "-o has no effect when skipping image creation")
 	}
 	if code, done := e.answerOptionsHelp(o, o.get("O", "raw"), "unknown output format '%s' (raw, qcow2)"); done {
 		return code
@@ -194,7 +226,7 @@ func runConvert(e *env, args []string) int {
 	if ofmt != "raw" && ofmt != "qcow2" {
 		return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
 	}
-	if o.has("c") && ofmt != "qcow2" {
+	if o.has("c") && ofmt != "qcow2" && !skipCreate {
 		return e.errorf(1, "Compression not supported for this file format")
 	}
 	sparse := int64(4096)
@@ -247,8 +279,10 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%s: %v", out, err)
 	}
 	_, statErr := os.Stat(out)
-	created := os.IsNotExist(statErr) // a failure removes only what it made
-	if err := doCreate(req); err != nil {
+	created := os.IsNotExist(statErr) && !skipCreate // a failure removes only what it made
+	if skipCreate {
+		// Opened as it is, with -O's format.
+	} else if err := doCreate(req); err != nil {
 		if created {
 			os.Remove(out)
 		}
@@ -263,12 +297,21 @@ func runConvert(e *env, args []string) int {
 	if o.has("p") {
 		progress = progressPrinter(e.stdout)
 	}
+	// A new image reads as zeros, except a block device (QEMU: no
+	// zero-init on host_device); an existing one (-n) may hold anything.
+	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate} // a qcow2 image's alignment in QEMU
+	if dst.Image == nil {
+		cout.align = dst.Dev.Caps().Align
+	}
 	if o.has("c") && dst.Image == nil {
 		err = fmt.Errorf("Compression not supported for this file format")
-	} else if o.has("c") {
-		err = convertCompressed(src, dst.Image, sparse, progress)
 	} else {
-		if ofmt == "raw" && isBlockDevice(out) {
+		err = checkOutputSize(skipCreate, dst.Dev, src.size)
+	}
+	if err == nil && o.has("c") {
+		err = convertCompressed(src, dst.Image, cout, sparse, progress)
+	} else if err == nil {
+		if ofmt == "raw" && isBlockDevice(out) && !skipCreate {
 			// convertImage skips what reads as zeros in the source, so
 			// the output must read as zeros first; a device holds old
 			// data (QEMU: no zero-init on host_device).
@@ -279,11 +322,7 @@ func runConvert(e *env, args []string) int {
 			}
 		}
 		if err == nil {
-			align := int64(1) // a qcow2 image's request alignment in QEMU
-			if dst.Image == nil {
-				align = dst.Dev.Caps().Align
-			}
-			err = convertImage(src, dst.Dev, sparse, align, progress)
+			err = convertImage(src, cout, sparse, progress)
 		}
 	}
 	if cerr := dst.Close(); err == nil {
@@ -299,6 +338,23 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	return 0
+}
+
+// checkOutputSize refuses, with -n, an output smaller than the source
+// (both in whole sectors, as qemu-img compares them); a larger one is
+// written at its start and the rest is left as it is.
+func checkOutputSize(skipCreate bool, dst block.Device, size int64) error {
+	if !skipCreate {
+		return nil
+	}
+	n, err := dst.Size()
+	if err != nil {
+		return fmt.Errorf("unable to get output image length: %w", err)
+	}
+	if roundUp(n, 512) < roundUp(size, 512) {
+		return fmt.Errorf("output file is smaller than input file")
+	}
+	return nil
 }
 
 // progressPrinter prints qemu-img's "    (x.xx/100%)" lines.

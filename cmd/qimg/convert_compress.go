@@ -6,13 +6,14 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// convertCompressed copies the guest contents of src into the new qcow2
-// image dst cluster by cluster, each written compressed (qemu-img convert
-// -c): clusters that read as zeros are left unallocated, as qemu-img
-// does, unless sparse is 0 (-S 0: every cluster is written compressed,
-// zeros too), and clusters that do not shrink are written uncompressed
-// by the engine. progress, if set, is called with bytes done.
-func convertCompressed(src *image, dst *qcow2.Image, sparse int64, progress func(done, total int64)) error {
+// convertCompressed copies the guest contents of src into the qcow2
+// image dst (out's device) cluster by cluster, each written compressed
+// (qemu-img convert -c): clusters that read as zeros are left out
+// (out.leaveOut: unallocated in a new image), as qemu-img does, unless
+// sparse is 0 (-S 0: every cluster is written compressed, zeros too), and
+// clusters that do not shrink are written uncompressed by the engine.
+// progress, if set, is called with bytes done.
+func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int64, progress func(done, total int64)) error {
 	cs := int64(dst.Geometry().ClusterSize)
 	buf := make([]byte, cs)
 	dsize, err := dst.Size()
@@ -25,18 +26,27 @@ func convertCompressed(src *image, dst *qcow2.Image, sparse int64, progress func
 			progress(off, src.size)
 		}
 		p := buf[:n]
-		if src.zm.zeroUntil(off) >= off+n {
-			if sparse > 0 {
-				continue
+		zero := src.zm.zeroUntil(off) >= off+n
+		if !zero {
+			if err := src.dev.Readv(off, [][]byte{p}); err != nil {
+				return fmt.Errorf("error while reading at byte %d: %w", off, err)
 			}
+			zero = isZero(p)
+		} else {
 			clear(p)
-		} else if err := src.dev.Readv(off, [][]byte{p}); err != nil {
-			return fmt.Errorf("error while reading at byte %d: %w", off, err)
-		} else if sparse > 0 && isZero(p) {
+		}
+		if zero && sparse > 0 {
+			if err := out.leaveOut(off, n); err != nil {
+				return fmt.Errorf("error while writing at byte %d: %w", off, err)
+			}
 			continue
 		}
 		// The last cluster is padded to the output's size (whole
-		// sectors: the source may end inside one).
+		// sectors: the source may end inside one). A larger output
+		// (-n) cannot take a partial cluster compressed (QEMU: EINVAL).
+		if n < cs && roundUp(off+n, 512) < dsize {
+			return fmt.Errorf("error while writing at byte %d: Invalid argument", off)
+		}
 		if end := min(off+cs, dsize); end > off+n {
 			clear(buf[n : end-off])
 			p = buf[:end-off]

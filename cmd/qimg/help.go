@@ -41,7 +41,8 @@ var commandNotes = map[string]string{
 	"convert": "Output formats: raw (default) and qcow2; -o help lists the qcow2 options.\n" +
 		"An output that is the input (the same file under any name) or one of its\n" +
 		"backing files is refused. -c writes qcow2 clusters compressed (zlib or zstd,\n" +
-		"the output's compression_type).\n",
+		"the output's compression_type). -n writes into an existing output (opened\n" +
+		"with -O's format, at least as large as the input) instead of creating it.\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
 		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
 	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +
