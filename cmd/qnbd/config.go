@@ -87,6 +87,11 @@ func configure(f *flags) (*config, error) {
 	case "on":
 		c.detect = nbd.DetectOn
 	case "unmap":
+		// As qemu-nbd: unmapping zero writes needs unmapping allowed
+		// (qemu-nbd asks for --discard=unmap before it; any order here).
+		if !c.unmap {
+			return nil, errors.New("--detect-zeroes=unmap needs --discard=unmap")
+		}
 		c.detect = nbd.DetectUnmap
 	default:
 		return nil, fmt.Errorf("invalid detect-zeroes mode %q (off, on, unmap)", d)

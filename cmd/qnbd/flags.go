@@ -31,7 +31,7 @@ var options = []option{
 	{0, "cache", true, "cache mode: none, writeback (default), writethrough, directsync, unsafe"},
 	{0, "aio", true, "AIO mode: io_uring (default), native, threads"},
 	{0, "discard", true, "TRIM and unmapping zero writes: ignore (default) or unmap (on)"},
-	{0, "detect-zeroes", true, "turn zero writes into zeroing: off (default), on, unmap"},
+	{0, "detect-zeroes", true, "turn zero writes into zeroing: off (default), on, unmap (needs --discard=unmap)"},
 	{'A', "allocation-depth", false, "accepted for compatibility: qemu:allocation-depth is always offered"},
 	{0, "handshake-limit", true, "seconds a client may take to negotiate (default 10; 0: no limit)"},
 	{0, "fork", false, "fork off the server once it listens; the parent exits"},

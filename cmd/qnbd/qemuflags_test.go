@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFlagsRefusedLikeQemuNbd: option combinations qemu-nbd refuses at
+// start-up, qnbd refuses too: --detect-zeroes=unmap without
+// --discard=unmap (qemu-nbd: "setting detect-zeroes to unmap is not
+// allowed without setting discard operation to unmap"). The
+// combinations qemu-nbd accepts are accepted. When
+// qemu-nbd is installed it is asked too, so the cases stay the oracle's.
+func TestFlagsRefusedLikeQemuNbd(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--detect-zeroes=unmap"}, false},
+		{[]string{"--detect-zeroes=unmap", "--discard=ignore"}, false},
+		{[]string{"--discard=unmap", "--detect-zeroes=unmap"}, true},
+		{[]string{"--discard=on", "--detect-zeroes=unmap"}, true},
+		{[]string{"--detect-zeroes=on"}, true},
+	} {
+		f, err := parseFlags(append(c.args, "img.qcow2"))
+		if err == nil {
+			_, err = configure(f)
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("qnbd %.60q: error %v, want accepted %v", c.args, err, c.ok)
+		}
+		if c.ok {
+			continue
+		}
+		if _, err := exec.LookPath("qemu-nbd"); err != nil {
+			continue
+		}
+		// qemu-nbd refuses these before it opens the image: a missing
+		// one must not be what it complains about.
+		dir := shortDir(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, "qemu-nbd", append(c.args, "-k", filepath.Join(dir, "s"), filepath.Join(dir, "missing.qcow2"))...).CombinedOutput()
+		cancel()
+		if err == nil || strings.Contains(string(out), "missing.qcow2") {
+			t.Errorf("qemu-nbd %.60q does not refuse the options: %v\n%.300s", c.args, err, out)
+		}
+	}
+}
