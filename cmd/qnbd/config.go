@@ -12,6 +12,10 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
+// maxString is the longest string the NBD protocol allows (export names
+// and descriptions).
+const maxString = 4096
+
 // config is the validated command line.
 type config struct {
 	path        string
@@ -39,6 +43,16 @@ func configure(f *flags) (*config, error) {
 	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""),
 		persistent: !f.has("once"), fork: f.has("fork"), pidFile: f.get("pid-file", ""),
 		verbose: f.has("verbose")}
+	// The protocol's strings are at most 4096 bytes (section
+	// "Conventions"): no client could ask for a longer name, and
+	// NBD_OPT_LIST and NBD_INFO_DESCRIPTION would carry too long a
+	// string. qemu-nbd refuses them too.
+	if len(c.name) > maxString {
+		return nil, fmt.Errorf("export name too long (%d bytes, at most %d)", len(c.name), maxString)
+	}
+	if len(c.desc) > maxString {
+		return nil, fmt.Errorf("export description too long (%d bytes, at most %d)", len(c.desc), maxString)
+	}
 	c.spec = f.has("image-opts") || imgopen.IsSpec(c.path)
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {

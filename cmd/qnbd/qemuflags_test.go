@@ -12,10 +12,14 @@ import (
 // TestFlagsRefusedLikeQemuNbd: option combinations qemu-nbd refuses at
 // start-up, qnbd refuses too: --detect-zeroes=unmap without
 // --discard=unmap (qemu-nbd: "setting detect-zeroes to unmap is not
-// allowed without setting discard operation to unmap"). The
-// combinations qemu-nbd accepts are accepted. When
+// allowed without setting discard operation to unmap"), and an export
+// name or description longer than the 4096 bytes the protocol allows a
+// string (section "Conventions"; no client could ask for such a name,
+// and NBD_OPT_LIST and NBD_INFO_DESCRIPTION would carry too long a
+// string). The combinations qemu-nbd accepts are accepted. When
 // qemu-nbd is installed it is asked too, so the cases stay the oracle's.
 func TestFlagsRefusedLikeQemuNbd(t *testing.T) {
+	long := strings.Repeat("a", 4097)
 	for _, c := range []struct {
 		args []string
 		ok   bool
@@ -25,6 +29,9 @@ func TestFlagsRefusedLikeQemuNbd(t *testing.T) {
 		{[]string{"--discard=unmap", "--detect-zeroes=unmap"}, true},
 		{[]string{"--discard=on", "--detect-zeroes=unmap"}, true},
 		{[]string{"--detect-zeroes=on"}, true},
+		{[]string{"-x", long}, false},
+		{[]string{"-D", long}, false},
+		{[]string{"-x", long[:4096], "-D", long[:4096]}, true},
 	} {
 		f, err := parseFlags(append(c.args, "img.qcow2"))
 		if err == nil {
