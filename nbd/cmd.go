@@ -42,12 +42,13 @@ func allZero(p []byte) bool {
 	return true
 }
 
-// writeZeroes is NBD_CMD_WRITE_ZEROES. FAST_ZERO is the engine's
-// Allocate: zero efficiently or fail at once with ENOTSUP, never fall
-// back to writing zeros (section "Request types", NBD_CMD_FLAG_FAST_ZERO).
-// Without it the range may be unmapped unless NO_HOLE is set or the
-// export does not unmap, and a device that cannot zero gets zero buffers
-// written.
+// writeZeroes is NBD_CMD_WRITE_ZEROES. The range may be unmapped unless
+// NO_HOLE is set or the export does not unmap, with FAST_ZERO or not (as
+// qemu-nbd: BDRV_REQ_MAY_UNMAP goes with BDRV_REQ_NO_FALLBACK). FAST_ZERO
+// adds the engine's Allocate: zero efficiently or fail at once with
+// ENOTSUP, never fall back to writing zeros (section "Request types",
+// NBD_CMD_FLAG_FAST_ZERO). Without it a device that cannot zero gets
+// zero buffers written.
 func (c *conn) writeZeroes(r *request) error {
 	d := c.exp.Dev
 	off, n := int64(r.off), int64(r.len)
@@ -55,21 +56,21 @@ func (c *conn) writeZeroes(r *request) error {
 		return nil
 	}
 	caps := d.Caps()
+	var f block.Flags
+	if r.flags&cmdFlagNoHole == 0 && c.exp.Unmap {
+		f = block.MayUnmap & caps.ZeroFlags
+	}
 	if r.flags&cmdFlagFastZero != 0 {
 		// The spec asks that a refused fast zero leave the contents
 		// alone: Allocate never falls back to writing (block.Allocate).
 		if caps.ZeroFlags&block.Allocate == 0 {
 			return &reqError{errNotSup, "device cannot zero fast"}
 		}
-		err := d.WriteZeroes(off, n, block.Allocate)
+		err := d.WriteZeroes(off, n, block.Allocate|f)
 		if errors.Is(err, block.ErrNotSupported) {
 			return &reqError{errNotSup, err.Error()}
 		}
 		return err
-	}
-	var f block.Flags
-	if r.flags&cmdFlagNoHole == 0 && c.exp.Unmap {
-		f = block.MayUnmap & caps.ZeroFlags
 	}
 	err := d.WriteZeroes(off, n, f)
 	if !errors.Is(err, block.ErrNotSupported) {
