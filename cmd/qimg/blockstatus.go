@@ -1,6 +1,10 @@
 package main
 
-import "github.com/qring/qring/qcow2"
+import (
+	"fmt"
+
+	"github.com/qring/qring/qcow2"
+)
 
 // QEMU's block status bits (include/block/block-common.h), as
 // qemu-img compare -s compares them.
@@ -46,7 +50,12 @@ func firstStatusMismatch(x, y *qcow2.StatusWalker, size int64) (int64, bool, err
 		if statusWord(sx) != statusWord(sy) {
 			return off, true, nil
 		}
-		off += min(sx.Len, sy.Len)
+		step := min(sx.Len, sy.Len)
+		if step <= 0 {
+			// Never expected below both sizes; a hang is worse than an error.
+			return 0, false, fmt.Errorf("block status at %d gave no length", off)
+		}
+		off += step
 	}
 	return 0, false, nil
 }
