@@ -74,7 +74,14 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 			os.Remove(cfg.pidFile)
 		}
 	}()
-	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: img.Dev, ReadOnly: cfg.open.ReadOnly,
+	dev := img.Dev
+	if img.Image == nil && !cfg.spec && cfg.open.Format == "" && !cfg.open.ReadOnly {
+		// A raw image found by probing: as qemu-nbd, warn, and refuse
+		// writes that would make it probe as another format.
+		fmt.Fprintf(stderr, probedWarning, cfg.path)
+		dev = &probeGuard{Device: img.Dev}
+	}
+	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
