@@ -18,6 +18,7 @@ import (
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/nbd/nbdqcow2"
+	"github.com/qring/qring/qcow2"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish
@@ -59,6 +60,18 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	img, err := openImage(cfg)
 	if err != nil {
 		return err
+	}
+	if img.Image == nil && img.File != nil && !cfg.open.Opts.NoLock && !cfg.open.Opts.ForceShare {
+		// A raw image shares every permission, resize among them;
+		// an NBD export does not let others resize its image (qemu's
+		// nbd_export_create: the size was told to the clients), so
+		// qemu-img resize fails while qemu-nbd serves the image. (A
+		// qcow2 image shares no resize already.)
+		perm, shared := qcow2.LockPerms(qcow2.FormatRaw, cfg.open.ReadOnly, false, false)
+		if err := qcow2.LockAs(img.File, cfg.path, perm, shared&^block.PermResize); err != nil {
+			img.Close()
+			return err
+		}
 	}
 	pidWritten := false
 	defer func() {
