@@ -73,7 +73,7 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 			return err
 		}
 	}
-	pidWritten := false
+	var pidFile *os.File
 	defer func() {
 		if ferr := img.Dev.Flush(); ferr != nil && !cfg.open.ReadOnly {
 			err = errors.Join(err, fmt.Errorf("flush: %w", ferr))
@@ -83,8 +83,9 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		}
 		// The pid file goes last: whoever waits for it to vanish may
 		// open the image at once, so its lock must be released by then.
-		if pidWritten {
+		if pidFile != nil {
 			os.Remove(cfg.pidFile)
+			pidFile.Close() // and its lock
 		}
 	}()
 	dev := img.Dev
@@ -118,11 +119,10 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		defer os.Remove(cfg.addr)
 	}
 	if cfg.pidFile != "" {
-		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if pidFile, err = writePidFile(cfg.pidFile); err != nil {
 			l.Close()
 			return err
-		}
-		pidWritten = true // removed after the image is closed (above)
+		} // removed after the image is closed (above)
 	}
 
 	// Stop on a signal, or when the last client left (not persistent).
@@ -172,4 +172,39 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		logger.Printf("shutdown: %v (connections closed with requests in flight)", err)
 	}
 	return nil
+}
+
+// writePidFile writes this process's id to path and keeps the file open
+// and locked, as QEMU's qemu_write_pidfile does: a second server given
+// the same --pid-file fails ("Cannot lock pid file") instead of
+// overwriting it (the first would remove the second's pid file at its
+// exit). The lock is a POSIX record lock (lockf), which QEMU takes too.
+func writePidFile(path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("Cannot open pid file: %w", err)
+		}
+		lk := syscall.Flock_t{Type: syscall.F_WRLCK}
+		if err := syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("Cannot lock pid file: %w", err)
+		}
+		// The holder may have removed the file between our open and
+		// lock: then the lock is on a file no one else finds.
+		var a, b syscall.Stat_t
+		if syscall.Fstat(int(f.Fd()), &a) != nil || syscall.Stat(path, &b) != nil || a.Ino != b.Ino || a.Dev != b.Dev {
+			f.Close()
+			continue
+		}
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("Failed to write pid file: %w", err)
+		}
+		if _, err := f.WriteString(strconv.Itoa(os.Getpid()) + "\n"); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("Failed to write pid file: %w", err)
+		}
+		return f, nil
+	}
 }
