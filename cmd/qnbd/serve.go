@@ -99,7 +99,7 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
-	} else if dm, ok := img.Dev.(block.DataMapper); ok && !cfg.spec {
+	} else if dm, ok := img.Dev.(block.DataMapper); ok {
 		exp.Status = rawStatus{dm}
 	}
 	logger := log.New(stderr, "qnbd: ", log.LstdFlags)

@@ -9,12 +9,13 @@ import (
 	"time"
 )
 
-// startQemuNbd serves img read-only through qemu-nbd on a socket in dir
-// and returns its URI; the server stops with the test.
-func startQemuNbd(t *testing.T, dir, fmtName, img string) string {
+// startQemuNbd serves an image read-only through qemu-nbd on a socket in
+// dir and returns its URI; image is "-f FORMAT FILE", or a spec (with
+// --image-opts, or json:). The server stops with the test.
+func startQemuNbd(t *testing.T, dir string, image ...string) string {
 	t.Helper()
 	sock := filepath.Join(dir, "q.sock")
-	cmd := exec.Command("qemu-nbd", "-t", "-r", "-A", "-f", fmtName, "-k", sock, "-x", "q", img)
+	cmd := exec.Command("qemu-nbd", append([]string{"-t", "-r", "-A", "-k", sock, "-x", "q"}, image...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,8 @@ func startQemuNbd(t *testing.T, dir, fmtName, img string) string {
 // shorter than the disk (the zeros past its end are the short layer's),
 // a raw file's and a raw backing file's holes (zeros, still the raw
 // layer's), and a raw file whose length is no multiple of 512 (served
-// rounded up).
+// rounded up), also when given as an image spec, with or without a window
+// (a raw layer's offset and size).
 func TestStatus_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -64,16 +66,27 @@ func TestStatus_LikeQemuNbd(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "odd.raw", "-F", "raw", p("odd.qcow2"), "64k")
-	for _, c := range []struct{ fmt, img string }{
-		{"qcow2", p("top.qcow2")},
-		{"raw", p("holes.raw")},
-		{"raw", p("odd.raw")},
-		{"qcow2", p("odd.qcow2")},
+	for _, c := range []struct{ name, fmt, img string }{
+		{"top.qcow2", "qcow2", p("top.qcow2")},
+		{"holes.raw", "raw", p("holes.raw")},
+		{"odd.raw", "raw", p("odd.raw")},
+		{"odd.qcow2", "qcow2", p("odd.qcow2")},
+		{"spec", "", "driver=raw,file.driver=file,file.filename=" + p("holes.raw")},
+		{"spec-window", "", "driver=raw,offset=1048064,size=2097152,file.filename=" + p("holes.raw")},
+		{"spec-file", "", "driver=file,filename=" + p("holes.raw")},
+		{"json", "", `json:{"driver":"raw","file":{"driver":"file","filename":"` + p("holes.raw") + `"}}`},
 	} {
-		t.Run(filepath.Base(c.img), func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)
-			q := startQemuNbd(t, sub, c.fmt, c.img)
-			s := startUnix(t, sub, "disk", "-r", "-f", c.fmt, c.img)
+			image := []string{"-f", c.fmt, c.img}
+			if c.fmt == "" {
+				image = []string{"--image-opts", c.img}
+				if c.img[0] == 'j' {
+					image = image[1:]
+				}
+			}
+			q := startQemuNbd(t, sub, image...)
+			s := startUnix(t, sub, "disk", append([]string{"-r"}, image...)...)
 			defer s.stop()
 			for _, args := range [][]string{{"--size"}, {"--map"}, {"--map=qemu:allocation-depth"}} {
 				want := sh(t, "nbdinfo", append(args, q)...)
