@@ -74,10 +74,22 @@ func configure(f *flags) (*config, error) {
 	}
 	c.open = imgopen.Spec{Path: c.path, Format: f.get("format", ""), ReadOnly: f.has("read-only"),
 		Cache: cache, AIO: f.get("aio", ""), Opts: eo, Secrets: &secret.Store{}}
-	for _, o := range f.vals["object"] { // encrypted images (encrypt.key-secret)
-		if err := c.open.Secrets.Add(o); err != nil {
+	tlsObjs := map[string]tlsCreds{}     // --object tls-creds-x509, for --tls-creds=ID
+	for _, o := range f.vals["object"] { // else encrypted images' secrets (encrypt.key-secret)
+		id, tc, isTLS, err := tlsObject(o)
+		if err != nil {
 			return nil, err
 		}
+		if !isTLS {
+			if err := c.open.Secrets.Add(o); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if _, dup := tlsObjs[id]; dup {
+			return nil, fmt.Errorf("--object: duplicate id %q", id)
+		}
+		tlsObjs[id] = tc
 	}
 	if c.spec && f.has("format") {
 		return nil, errors.New("--image-opts and -f are mutually exclusive (the spec names the driver)")
@@ -134,9 +146,13 @@ func configure(f *flags) (*config, error) {
 		if cert != "" || key != "" {
 			return nil, errors.New("--tls-creds and --tls-cert/--tls-key are mutually exclusive")
 		}
-		tc, err := parseTLSCreds(v)
-		if err != nil {
-			return nil, err
+		// qemu-nbd's form, --tls-creds=ID of a --object
+		// tls-creds-x509; else DIR[,verify-peer=...].
+		tc, ok := tlsObjs[v]
+		if !ok {
+			if tc, err = parseTLSCreds(v); err != nil {
+				return nil, err
+			}
 		}
 		if c.tls, err = tc.config(); err != nil {
 			return nil, err

@@ -6,16 +6,18 @@
 //	     [-e N] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
 //	     [--detect-zeroes=off|on|unmap] [--fork] [--pid-file=FILE]
 //	     [--image-opts] [--object secret,id=ID,data=...] [-o ENGINE-OPTS] [--tls-cert=F --tls-key=F |
+//	     --object tls-creds-x509,id=ID,dir=DIR,endpoint=server --tls-creds=ID |
 //	     --tls-creds=DIR[,verify-peer=off]] [-v] FILE
 //
 // Differences from qemu-nbd: there is no -c (kernel device) or -l
 // (snapshots); -o carries the engine's qcow2 options, not qemu-nbd's
 // -o/--offset (an offset is a raw layer: --image-opts
-// driver=raw,offset=N,file.filename=FILE); TLS comes from a directory
-// laid out as QEMU's tls-creds-x509 dir= given as --tls-creds=DIR, or
-// from a certificate and key in PEM files (--tls-cert/--tls-key),
-// instead of a --object (--object takes secrets only: the passphrases of
-// encrypted images).
+// driver=raw,offset=N,file.filename=FILE). TLS comes, as in qemu-nbd,
+// from --object tls-creds-x509,id=ID,dir=DIR,endpoint=server with
+// --tls-creds=ID (the only other --object type is secret, the
+// passphrases of encrypted images), or from a directory laid out as
+// QEMU's tls-creds-x509 dir= given as --tls-creds=DIR, or from a
+// certificate and key in PEM files (--tls-cert/--tls-key).
 //
 // --tls-creds=DIR behaves as tls-creds-x509,endpoint=server,dir=DIR: the
 // server presents server-cert.pem (key server-key.pem) and, with

@@ -235,3 +235,62 @@ func checkRevoked(chains [][]*x509.Certificate, crls []*x509.RevocationList, now
 	}
 	return nil
 }
+
+// tlsObject reads a --object of QEMU's TLS types, as qemu-nbd takes
+// them: tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]
+// (or qom-type=tls-creds-x509,...), for --tls-creds=ID. ok is false when
+// the object is of another type (a secret). QEMU's other TLS credential
+// types (anonymous, PSK) are refused.
+func tlsObject(s string) (id string, tc tlsCreds, ok bool, err error) {
+	parts := optstr.Split(s)
+	typ := ""
+	if len(parts) > 0 {
+		typ = parts[0]
+		if k, v, kv := strings.Cut(typ, "="); kv {
+			if k != "qom-type" {
+				return "", tc, false, nil
+			}
+			typ = v
+		}
+		parts = parts[1:]
+	}
+	if !strings.HasPrefix(typ, "tls-creds") {
+		return "", tc, false, nil
+	}
+	if typ != "tls-creds-x509" {
+		return "", tc, true, fmt.Errorf("--object %s: only tls-creds-x509 TLS credentials are supported", typ)
+	}
+	tc.verifyPeer = true
+	endpoint := "client" // QEMU's default, refused below as qemu-nbd refuses it
+	for _, e := range parts {
+		k, v, _ := strings.Cut(e, "=")
+		switch k {
+		case "id":
+			id = v
+		case "dir":
+			tc.dir = v
+		case "endpoint":
+			endpoint = v
+		case "verify-peer":
+			switch v {
+			case "on", "yes", "true":
+				tc.verifyPeer = true
+			case "off", "no", "false":
+				tc.verifyPeer = false
+			default:
+				return "", tc, true, fmt.Errorf("--object tls-creds-x509: invalid verify-peer %q (on or off)", v)
+			}
+		default:
+			return "", tc, true, fmt.Errorf("--object tls-creds-x509: unsupported property %q (id, dir, endpoint, verify-peer)", k)
+		}
+	}
+	switch {
+	case id == "":
+		return "", tc, true, errors.New("--object tls-creds-x509: no id")
+	case tc.dir == "":
+		return "", tc, true, errors.New("--object tls-creds-x509: no dir")
+	case endpoint != "server":
+		return "", tc, true, errors.New("--object tls-creds-x509: Expected TLS credentials for a server endpoint (endpoint=server)")
+	}
+	return id, tc, true, nil
+}

@@ -11,9 +11,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -426,5 +428,42 @@ func TestTLSCredsResumedSessionChecked(t *testing.T) {
 	time.Sleep(time.Until(tmpl.NextUpdate) + 100*time.Millisecond)
 	if resumed, err := connect(); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("resumption after the revocation list expired: resumed %v, %v; want refused", resumed, err)
+	}
+}
+
+// TestTLSObject: qemu-nbd's TLS options, --object
+// tls-creds-x509,id=ID,dir=DIR,endpoint=server and --tls-creds=ID, serve
+// over TLS as --tls-creds=DIR does (verify-peer included); a client
+// endpoint, another credential type or an unknown property is refused at
+// start-up.
+func TestTLSObject(t *testing.T) {
+	need(t, "qemu-img", "nbdinfo")
+	dir, img := create(t, "1M")
+	p := writePKI(t, dir)
+	obj := "tls-creds-x509,id=tls0,endpoint=server,dir=" + p.server
+	s := startUnix(t, dir, "t", "--object", obj, "--tls-creds", "tls0", img)
+	tlsURI := func(creds string) string {
+		return strings.Replace(s.uri, "nbd+unix://", "nbds+unix://", 1) + "&tls-certificates=" + creds
+	}
+	if out := sh(t, "nbdinfo", tlsURI(p.server)); !strings.Contains(out, "with TLS") {
+		t.Fatalf("nbdinfo over TLS:\n%s", out)
+	}
+	for _, uri := range []string{s.uri, tlsURI(p.nocert)} {
+		if out, err := exec.Command("nbdinfo", uri).CombinedOutput(); err == nil {
+			t.Errorf("nbdinfo %s succeeded:\n%s", uri, out)
+		}
+	}
+	s.stop()
+	s = startUnix(t, dir, "t", "--object", obj+",verify-peer=off", "--tls-creds", "tls0", img)
+	if out := sh(t, "nbdinfo", tlsURI(p.nocert)); !strings.Contains(out, "with TLS") {
+		t.Fatalf("nbdinfo without a client certificate, verify-peer=off:\n%s", out)
+	}
+	s.stop()
+	for _, o := range []string{"tls-creds-x509,id=tls0,dir=" + p.server, "tls-creds-x509,id=tls0,endpoint=client,dir=" + p.server,
+		"tls-creds-psk,id=tls0,endpoint=server,dir=" + p.server, obj + ",priority=NORMAL"} {
+		var stderr bytes.Buffer
+		if code := run([]string{"--object", o, "--tls-creds", "tls0", "-k", filepath.Join(dir, "x.sock"), img}, io.Discard, &stderr); code != 1 {
+			t.Errorf("--object %s: exit %d\n%s", o, code, stderr.String())
+		}
 	}
 }
