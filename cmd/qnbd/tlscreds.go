@@ -38,12 +38,8 @@ func parseTLSCreds(s string) (tlsCreds, error) {
 		case k == "dir":
 			tc.dir = v
 		case k == "verify-peer":
-			switch v {
-			case "on", "yes", "true":
-				tc.verifyPeer = true
-			case "off", "no", "false":
-				tc.verifyPeer = false
-			default:
+			var ok bool
+			if tc.verifyPeer, ok = onOff(v); !ok {
 				return tc, fmt.Errorf("--tls-creds: invalid verify-peer %q (on or off)", v)
 			}
 		default:
@@ -272,12 +268,8 @@ func tlsObject(s string) (id string, tc tlsCreds, ok bool, err error) {
 		case "endpoint":
 			endpoint = v
 		case "verify-peer":
-			switch v {
-			case "on", "yes", "true":
-				tc.verifyPeer = true
-			case "off", "no", "false":
-				tc.verifyPeer = false
-			default:
+			var ok bool
+			if tc.verifyPeer, ok = onOff(v); !ok {
 				return "", tc, true, fmt.Errorf("--object tls-creds-x509: invalid verify-peer %q (on or off)", v)
 			}
 		default:
@@ -293,4 +285,16 @@ func tlsObject(s string) (id string, tc tlsCreds, ok bool, err error) {
 		return "", tc, true, errors.New("--object tls-creds-x509: Expected TLS credentials for a server endpoint (endpoint=server)")
 	}
 	return id, tc, true, nil
+}
+
+// onOff parses a QEMU boolean property (on/yes/true, off/no/false); ok
+// is false for anything else.
+func onOff(v string) (val, ok bool) {
+	switch v {
+	case "on", "yes", "true":
+		return true, true
+	case "off", "no", "false":
+		return false, true
+	}
+	return false, false
 }
