@@ -60,6 +60,9 @@ func (r *trun) writeAt(im *Image, b []byte, off int64) error {
 // TestTorture_Compressed runs the compressed configurations of
 // tortureMatrix on a short op sequence (seeded by -seed) and requires
 // that clusters were written compressed (in one of the first 8 seeds).
+// Under the race detector it runs the configuration with pausing devices
+// only (the others, crash clones of zlib images, took 54 s of its 68 s);
+// make test's pass without it runs them all.
 func TestTorture_Compressed(t *testing.T) {
 	t.Parallel()
 	sp := tgenParams{size: 8 << 20, maxSize: 16 << 20, ops: 150, batchOps: 15}
@@ -72,7 +75,7 @@ func TestTorture_Compressed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.comp == "" {
+		if cfg.comp == "" || raceEnabled && cfg.backend != "hold" {
 			continue
 		}
 		if cfg.String() != name {
