@@ -97,6 +97,7 @@ FUZZ_TARGETS = \
 	./internal/imgopen:FuzzParseSpec \
 	./internal/secret:FuzzParseObject \
 	./cmd/qimg:FuzzArgs \
+	./cmd/qimg:FuzzIOCommands@5000x \
 	./cmd/qnbd:FuzzParseFlags \
 	./cmd/qbench:FuzzParse
 
