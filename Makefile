@@ -92,6 +92,7 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzBitmapDirectory \
 	./qcow2/format:FuzzParseSnapshots \
 	./qcow2/format:FuzzEncodeSnapshots \
+	./qcow2/format:FuzzProbe \
 	./qcow2:FuzzOpen \
 	./qcow2:FuzzOpenPatch@3000x \
 	./qcow2:FuzzParseSize \

@@ -2,13 +2,11 @@ package qcow2
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/qcow2/format"
 )
 
 // openBacking opens the backing file the options or the header name
@@ -84,13 +82,15 @@ func (im *Image) closeBacking() {
 }
 
 // OpenFormat opens path as format fmt ("qcow2", "raw", or "" to probe).
-// A raw file is returned as the device itself.
+// A raw file is returned as the device itself; any other format, named
+// or probed, is a *FormatError.
 func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 	op := o.Opener
 	if op == nil {
 		op = DefaultOpener
 	}
-	if fmtName == "" {
+	probed := fmtName == ""
+	if probed {
 		var err error
 		fmtName, err = Probe(path)
 		if err != nil {
@@ -111,21 +111,7 @@ func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 		}
 		return d, nil
 	}
-	return nil, fmt.Errorf("%w: image format %q", ErrUnsupported, fmtName)
-}
-
-// Probe returns "qcow2" if path starts with the qcow2 magic, else "raw".
-func Probe(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	var b [4]byte
-	if n, _ := io.ReadFull(f, b[:]); n == 4 && format.HasMagic(b[:]) {
-		return "qcow2", nil
-	}
-	return "raw", nil
+	return nil, &FormatError{Format: fmtName, Probed: probed}
 }
 
 // sectorLen is the length QEMU's block layer gives a raw file of n

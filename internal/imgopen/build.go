@@ -117,6 +117,9 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		if drv, err = qcow2.Probe(f); err != nil {
 			return nil, err
 		}
+		if drv != "qcow2" && drv != "raw" {
+			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
+		}
 	}
 	open, ok := drivers[drv]
 	if !ok {

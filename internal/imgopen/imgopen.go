@@ -21,7 +21,7 @@ import (
 // Spec says how to open one image.
 type Spec struct {
 	Path     string
-	Format   string // "qcow2", "raw", or "" to probe
+	Format   string // "qcow2", "raw", or "" to probe (another format probed is a *qcow2.FormatError)
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
 	// writethrough, directsync, unsafe.
@@ -137,6 +137,9 @@ func Open(s Spec) (*Opened, error) {
 	if f == "" {
 		if f, err = qcow2.Probe(s.Path); err != nil {
 			return nil, err
+		}
+		if f != "qcow2" && f != "raw" {
+			return nil, &qcow2.FormatError{Format: f, Probed: true}
 		}
 	}
 	switch f {

@@ -1,10 +1,14 @@
 package imgopen
 
 import (
+	"encoding/binary"
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
 )
 
 // countWrites counts the writes that reach the device it wraps.
@@ -66,4 +70,37 @@ func TestOpen_Opened(t *testing.T) {
 	if _, err := Open(Spec{Path: filepath.Join(dir, "none"), Format: "vmdk"}); err == nil {
 		t.Error("Open of an unknown format succeeded")
 	}
+}
+
+// TestOpen_ProbedOtherFormat: a file that probes as a format other than
+// qcow2 and raw (here a VDI signature) is a probed *qcow2.FormatError
+// through Open and through a spec's bare file name, where it was opened
+// as raw; given as raw, by -f or by a raw driver node, it opens.
+func TestOpen_ProbedOtherFormat(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.img")
+	sig := binary.LittleEndian.AppendUint32(nil, 0xbeda107f)
+	if err := os.WriteFile(p, append(make([]byte, 64), sig...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probed := func(what string, err error) {
+		t.Helper()
+		var fe *qcow2.FormatError
+		if !errors.As(err, &fe) || fe.Format != "vdi" || !fe.Probed || !errors.Is(err, qcow2.ErrUnsupported) {
+			t.Errorf("%s: %v, want a probed vdi FormatError", what, err)
+		}
+	}
+	_, err := Open(Spec{Path: p, AIO: "threads"})
+	probed("Open", err)
+	_, err = OpenSpec("driver=quorum,vote-threshold=1,children="+p, Spec{AIO: "threads"})
+	probed("quorum child", err)
+	_, err = OpenSpec(`json:{"driver":"throttle","file":"`+p+`"}`, Spec{AIO: "threads"})
+	probed("throttle child", err)
+	o, err := Open(Spec{Path: p, Format: "raw", AIO: "threads"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	_, _, done := open(t, "driver=raw,file="+p)
+	done()
 }

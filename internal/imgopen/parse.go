@@ -20,7 +20,8 @@ import (
 // numeric components build lists (children.0.file=a.qcow2), ",," escapes a
 // comma, and a list of plain files may be written colon-separated
 // (children=a:b:c). A child given as a string is a file name whose format
-// is probed (qcow2 or raw); the "file" of qcow2/raw may be a file name or a
+// is probed (qcow2 or raw; a file QEMU would probe as another format is a
+// *qcow2.FormatError); the "file" of qcow2/raw may be a file name or a
 // node. The drivers and their keys are listed with the driver table,
 // drivers (build.go).
 //

@@ -1,6 +1,7 @@
 // Package format holds the pure qcow2 codecs: the header and its
 // extensions, feature bits, L1/L2/refcount entries, compressed-cluster
-// descriptors, the snapshot table, and the image geometry. It does no I/O,
+// descriptors, the snapshot table, and the image geometry; and Probe, the
+// format QEMU finds in any image's first sector. It does no I/O,
 // uses no unsafe casts, and decodes big-endian fields at explicit offsets
 // (docs/interop/qcow2.rst in QEMU).
 //

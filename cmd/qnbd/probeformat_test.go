@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestProbe_OtherFormatsRefused: an image of a format other than qcow2
+// and raw, without -f (or a bare file in a spec, whose format is probed
+// too), is refused at start: qemu-nbd would serve it as its format, and
+// qnbd served its bytes as a raw image. With -f raw it serves its bytes.
+func TestProbe_OtherFormatsRefused(t *testing.T) {
+	need(t, "qemu-img", "qemu-io")
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "s.sock")
+	for _, f := range []string{"vmdk", "vdi", "vhdx", "qed", "vpc", "qcow", "parallels"} {
+		p := filepath.Join(dir, "x."+f)
+		if o, e, code := testkit.Run(t, "qemu-img", "create", "-q", "-f", f, p, "1M"); code != 0 {
+			t.Logf("qemu-img cannot create %s here: %s%s", f, o, e)
+			continue
+		}
+		want := `image format "` + f + `" (probed) is not supported`
+		for _, args := range [][]string{{p}, {"-r", p}, {"--image-opts", "driver=quorum,vote-threshold=1,children=" + p}} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", sock}, args...)...).CombinedOutput()
+			timedOut := ctx.Err() != nil
+			cancel()
+			if err == nil || timedOut || !strings.Contains(string(out), want) {
+				t.Errorf("qnbd %q: %v\n%s", args, err, out)
+			}
+		}
+		s := startUnix(t, dir, "x", "-r", "-f", "raw", p)
+		got := filepath.Join(dir, f+".out")
+		sh(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", s.uri, got)
+		s.stop()
+		a, _ := os.ReadFile(got)
+		b, _ := os.ReadFile(p)
+		b = append(b, make([]byte, -len(b)&511)...)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s served with -f raw: %d bytes, not the file's %d", f, len(a), len(b))
+		}
+	}
+}
