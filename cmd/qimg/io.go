@@ -37,10 +37,12 @@ func runIO(e *env, args []string) int {
 	var img *imgopen.Opened
 	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
-		// the formats, so -f does not apply, nor do the -o engine options.
+		// the formats, so -f does not apply, nor do the -o engine options;
+		// -U does (its host files' locks).
 		var st *secret.Store
 		if st, err = o.secrets(); err == nil {
-			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st})
+			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
+				Opts: qcow2.Options{ForceShare: eo.ForceShare}})
 		}
 	} else {
 		img, err = openImage(s)

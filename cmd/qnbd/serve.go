@@ -18,19 +18,25 @@ import (
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/nbd/nbdqcow2"
-	"github.com/qring/qring/qcow2"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish
 // at shutdown before the sockets are closed under them.
 const shutdownGrace = 30 * time.Second
 
-// openImage opens the image as cfg says.
+// openImage opens the image as cfg says. A raw image's host file, or a
+// spec's, shares every permission but resize: an NBD export does not let
+// others resize its image (qemu's nbd_export_create: the size was told
+// to the clients), so qemu-img resize fails while qemu-nbd serves the
+// image. (A qcow2 image shares no resize already.)
 func openImage(cfg *config) (*imgopen.Opened, error) {
 	if cfg.spec {
-		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly, Secrets: cfg.open.Secrets})
+		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly,
+			Secrets: cfg.open.Secrets, UnshareResize: true})
 	}
-	return imgopen.Open(cfg.open)
+	s := cfg.open
+	s.UnshareResize = true
+	return imgopen.Open(s)
 }
 
 // listen opens the listening socket; a stale Unix socket file (no server
@@ -60,18 +66,6 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	img, err := openImage(cfg)
 	if err != nil {
 		return err
-	}
-	if img.Image == nil && img.File != nil && !cfg.open.Opts.NoLock && !cfg.open.Opts.ForceShare {
-		// A raw image shares every permission, resize among them;
-		// an NBD export does not let others resize its image (qemu's
-		// nbd_export_create: the size was told to the clients), so
-		// qemu-img resize fails while qemu-nbd serves the image. (A
-		// qcow2 image shares no resize already.)
-		perm, shared := qcow2.LockPerms(qcow2.FormatRaw, cfg.open.ReadOnly, false, false)
-		if err := qcow2.LockAs(img.File, cfg.path, perm, shared&^block.PermResize); err != nil {
-			img.Close()
-			return err
-		}
 	}
 	var pidFile *os.File
 	defer func() {

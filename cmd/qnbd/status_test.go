@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,21 +17,38 @@ import (
 func startQemuNbd(t *testing.T, dir string, image ...string) string {
 	t.Helper()
 	sock := filepath.Join(dir, "q.sock")
-	cmd := exec.Command("qemu-nbd", append([]string{"-t", "-r", "-A", "-k", sock, "-x", "q"}, image...)...)
+	serveQemuNbd(t, sock, append([]string{"-r", "-A", "-x", "q"}, image...)...)
+	return "nbd+unix:///q?socket=" + sock
+}
+
+// serveQemuNbd runs qemu-nbd -t -k sock args until it listens and returns
+// a function that stops it (the test's end stops it too).
+func serveQemuNbd(t *testing.T, sock string, args ...string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command("qemu-nbd", append([]string{"-t", "-k", sock}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stop = sync.OnceFunc(func() { cmd.Process.Kill(); <-done })
+	t.Cleanup(stop)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
-			break
+			return stop
+		}
+		select {
+		case <-done:
+			t.Fatalf("qemu-nbd %q exited:\n%s", args, stderr.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("qemu-nbd does not listen")
 		}
 	}
-	return "nbd+unix:///q?socket=" + sock
 }
 
 // TestStatus_LikeQemuNbd: what nbdinfo sees of the allocation

@@ -54,7 +54,9 @@ type builder struct {
 //
 // Drivers and their keys (unknown keys are an error):
 //
-//	file         filename (or file); cache, aio, read-only
+//	file         filename (or file); cache, aio, read-only; locking
+//	             (on, off, auto: image locks as Open takes them for a raw
+//	             image, or none)
 //	qcow2        file; read-only; every qcow2 open option (l2-cache-size,
 //	             prealloc, ...); backing=null (ignore the backing file)
 //	raw          file; offset, size (a fixed window; see filter.Raw)
@@ -157,8 +159,11 @@ func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 	return
 }
 
-// openFile opens a file with n's leaf settings (cache, aio, read-only).
-func (b *builder) openFile(name string, n *node) (block.Device, error) {
+// openFile opens a host file with n's leaf settings (cache, aio,
+// read-only) and takes its image locks as Open does for a raw image
+// (openRaw), unless the defaults' Opts.NoLock or noLock (locking=off)
+// says not to.
+func (b *builder) openFile(name string, n *node, noLock bool) (block.Device, error) {
 	cache, aio, ro, err := b.leaf(n)
 	if err != nil {
 		return nil, err
@@ -167,5 +172,7 @@ func (b *builder) openFile(name string, n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return op(name, ro)
+	o := b.def.Opts
+	o.NoLock = o.NoLock || noLock
+	return openRaw(name, op, ro, o, b.def.UnshareResize)
 }

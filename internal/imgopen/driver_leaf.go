@@ -25,7 +25,14 @@ func (b *builder) file(n *node) (block.Device, error) {
 	if name == "" {
 		return nil, fmt.Errorf("image spec: %s: no filename", n.path)
 	}
-	return b.openFile(name, n)
+	locking, err := n.str("locking", "auto")
+	if err != nil {
+		return nil, err
+	}
+	if locking != "on" && locking != "off" && locking != "auto" {
+		return nil, fmt.Errorf("image spec: %s: invalid locking %q (on, off, auto)", n.name("locking"), locking)
+	}
+	return b.openFile(name, n, locking == "off")
 }
 
 // imageDev is a qcow2 image opened on a device it must close too
@@ -115,7 +122,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	}
 	name, child, err := b.fileChild(n)
 	if err == nil && name != "" {
-		child, err = b.openFile(name, n)
+		child, err = b.openFile(name, n, false)
 	}
 	if err != nil {
 		return nil, err

@@ -38,6 +38,10 @@ type Spec struct {
 	// Secrets holds the --object secrets that encrypt.key-secret options
 	// of a spec name (OpenSpec, ImageOpts; encrypt.go).
 	Secrets *secret.Store
+	// UnshareResize: no one else may resize a raw image's host file while
+	// it is open (an NBD export's, whose clients were told its size); see
+	// openRaw. Opts.NoLock and Opts.ForceShare take precedence.
+	UnshareResize bool
 }
 
 // FileOptions maps cache and aio to uring options. An explicit io_uring
@@ -154,9 +158,7 @@ func Open(s Spec) (*Opened, error) {
 		file, _ := im.Device().(*uring.File)
 		return &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}, nil
 	case "raw":
-		// Through the engine's raw opener, which takes the image locks.
-		d, err := qcow2.OpenFormat(s.Path, "raw", qcow2.Options{Opener: op,
-			ReadOnly: s.ReadOnly || s.Opts.ReadOnly, NoLock: s.Opts.NoLock, ForceShare: s.Opts.ForceShare})
+		d, err := openRaw(s.Path, op, s.ReadOnly || s.Opts.ReadOnly, s.Opts, s.UnshareResize)
 		if err != nil {
 			return nil, err
 		}

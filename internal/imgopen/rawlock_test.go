@@ -1,0 +1,68 @@
+package imgopen
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+// TestOpenSpec_RawLocks: a spec's host file takes the image locks Open
+// takes for a raw file (it took none): writable, it holds write, so a
+// qcow2 writer of the same file (which shares no write) is refused;
+// read-only it holds only read, and with UnshareResize it keeps the
+// qcow2 writer (which needs resize) out too. locking=off and Opts.NoLock
+// take none; Opts.ForceShare is for read-only users only.
+func TestOpenSpec_RawLocks(t *testing.T) {
+	dir := t.TempDir()
+	p := mkQcow2(t, dir, "a.qcow2", 1<<20)
+	writer := func() error {
+		o, err := Open(Spec{Path: p, Format: "qcow2", AIO: "threads"})
+		if err == nil {
+			o.Close()
+		}
+		return err
+	}
+	for _, c := range []struct {
+		spec   string
+		def    Spec
+		locked bool
+	}{
+		{"driver=raw,file.filename=" + p, Spec{}, true},
+		{"driver=file,filename=" + p, Spec{}, true},
+		{`json:{"driver":"raw","offset":512,"file":{"driver":"file","filename":"` + p + `"}}`, Spec{}, true},
+		{"driver=raw,file=" + p, Spec{}, true},
+		{"driver=raw,file.filename=" + p, Spec{ReadOnly: true}, false},
+		{"driver=raw,file.filename=" + p, Spec{ReadOnly: true, UnshareResize: true}, true},
+		{"driver=raw,file.filename=" + p + ",file.locking=off", Spec{}, false},
+		{"driver=file,filename=" + p + ",locking=on", Spec{}, true},
+		{"driver=raw,file.filename=" + p, Spec{Opts: qcow2.Options{NoLock: true}}, false},
+		{"driver=raw,file.filename=" + p, Spec{ReadOnly: true, UnshareResize: true, Opts: qcow2.Options{ForceShare: true}}, false},
+	} {
+		c.def.AIO = "threads"
+		what := fmt.Sprintf("%s (read-only %v, unshare resize %v, no lock %v, force-share %v)",
+			c.spec, c.def.ReadOnly, c.def.UnshareResize, c.def.Opts.NoLock, c.def.Opts.ForceShare)
+		o, err := OpenSpec(c.spec, c.def)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		err = writer()
+		if locked := errors.Is(err, block.ErrLocked); locked != c.locked || (err != nil && !locked) {
+			t.Errorf("%s: a qcow2 writer beside it: %v", what, err)
+		}
+		if err := o.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer(); err != nil {
+			t.Errorf("%s: closed, still locked: %v", c.spec, err)
+		}
+	}
+	if _, err := OpenSpec("driver=raw,file.filename="+p, Spec{AIO: "threads", Opts: qcow2.Options{ForceShare: true}}); err == nil {
+		t.Error("force-share on a writable spec")
+	}
+	if _, err := OpenSpec("driver=file,filename="+p+",locking=maybe", Spec{AIO: "threads"}); err == nil {
+		t.Error("locking=maybe accepted")
+	}
+}
