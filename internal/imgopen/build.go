@@ -59,7 +59,8 @@ type builder struct {
 //	             image, or none)
 //	qcow2        file; read-only; every qcow2 open option (l2-cache-size,
 //	             prealloc, ...); backing=null (ignore the backing file)
-//	raw          file; offset, size (a fixed window; see filter.Raw)
+//	raw          file; offset, size (a fixed window; see filter.Raw):
+//	             within the file, size a multiple of 512 (checkWindow)
 //	blkverify    test, raw
 //	quorum       children, vote-threshold (default: majority),
 //	             rewrite-corrupted (bool). A child that cannot be opened is

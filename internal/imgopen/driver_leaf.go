@@ -128,12 +128,41 @@ func (b *builder) raw(n *node) (block.Device, error) {
 		return nil, err
 	}
 	o.Sectors = true // QEMU's block layer counts a file's length in sectors
+	if err := checkWindow(child, o); err != nil {
+		child.Close()
+		if n.path != "" {
+			return nil, fmt.Errorf("image spec: %s: %w", n.path, err)
+		}
+		return nil, fmt.Errorf("image spec: %w", err)
+	}
 	r, err := filter.NewRaw(child, o)
 	if err != nil {
 		child.Close()
 		return nil, err
 	}
 	return r, nil
+}
+
+// checkWindow refuses a raw window as QEMU 7.2's raw_apply_options does,
+// in its order, once the file is open: an offset past the file's end
+// (its length in whole sectors), a window past it, and a size that is
+// not a multiple of 512 (the last sector would be rounded up, reaching
+// out of the window). The messages are QEMU's, its double space too.
+func checkWindow(child block.Device, o filter.RawOptions) error {
+	n, err := child.Size()
+	if err != nil {
+		return err
+	}
+	n = qcow2.RawLen(n)
+	switch {
+	case o.Offset > n:
+		return fmt.Errorf("Offset (%d) cannot be greater than size of the containing file (%d)", o.Offset, n)
+	case o.Size > n-o.Offset:
+		return fmt.Errorf("The sum of offset (%d) and size (%d) has to be smaller or equal to the  actual size of the containing file (%d)", o.Offset, o.Size, n)
+	case o.Size%512 != 0:
+		return errors.New("Specified size is not multiple of 512")
+	}
+	return nil
 }
 
 // fileChild reads the "file" of qcow2 and raw: a file name (see fileName)
