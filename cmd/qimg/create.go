@@ -126,6 +126,13 @@ func resolveCreateSize(req *createRequest) error {
 		return nil
 	}
 	bpath := pathCombine(req.path, o.BackingFile)
+	if o.BackingFormat == "" {
+		// A backing file of another format: qemu-img opens it, then
+		// says what it found (below); qring cannot open it.
+		if f, err := qcow2.Probe(bpath); err == nil && f != "qcow2" && f != "raw" {
+			return fmt.Errorf("Backing file specified without backing format\nDetected format of %s.", f)
+		}
+	}
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {

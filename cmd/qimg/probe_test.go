@@ -39,6 +39,17 @@ func TestProbe_OtherFormatsRefused(t *testing.T) {
 		if _, err := os.Stat(out); err == nil {
 			t.Errorf("%s: convert created its target", f)
 		}
+		// As a backing file without -F: qemu-img's refusal, which names
+		// the format it detected.
+		_, qe, _ := testkit.Run(t, "qemu-img", "create", "-f", "qcow2", "-b", p, out, "1M")
+		detected := "Detected format of " + f + "."
+		if !strings.Contains(qe, detected) {
+			t.Fatalf("qemu-img create -b %s:\n%s", f, qe)
+		}
+		if _, e, code := runQ(t, "create", "-f", "qcow2", "-b", p, out, "1M"); code != 1 ||
+			!strings.Contains(e, "Backing file specified without backing format") || !strings.Contains(e, detected) {
+			t.Errorf("create -b %s without -F: exit %d\n%s\nqemu-img:\n%s", f, code, e, qe)
+		}
 		// -f raw: the file's bytes, as qemu-img -f raw reads them.
 		if got, want := mustQ(t, "info", "-f", "raw", p), testkit.MustRun(t, "qemu-img", "info", "-f", "raw", p); got != want {
 			t.Errorf("info -f raw %s:\n%s\nqemu-img:\n%s", f, got, want)
