@@ -68,9 +68,10 @@ type builder struct {
 //	             vote-threshold children opened.
 //	copy-on-read file (a qcow2 node: it must report allocation); source
 //	             (optional; default: read through the top's backing file)
-//	mirror       file (source), target (a file name, created raw if
-//	             missing, or a node), granularity, wait (default on: closing
-//	             waits for the copy to converge first)
+//	mirror       file (source), target (a file name, created raw if missing
+//	             and locked as a writable raw image, or a node),
+//	             granularity, wait (default on: closing waits for the
+//	             copy to converge first)
 //	throttle     file; iops-total, iops-read, iops-write, bps-total,
 //	             bps-read, bps-write (also as limits.*), burst (seconds)
 var drivers map[string]func(*builder, *node) (block.Device, error)

@@ -3,11 +3,11 @@ package imgopen
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
-	"github.com/qring/qring/uring"
 )
 
 // The drivers over replicas: blkverify compares two, quorum votes among
@@ -118,12 +118,20 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 
 // createRaw opens a mirror's target file name: a raw file, created if
 // missing (QEMU's drive-mirror mode=absolute-paths with format=raw), with
-// the default cache mode and AIO.
+// the default cache mode and AIO, and the image locks of a writable raw
+// image (openRaw), as QEMU takes them on a mirror's target: another
+// writer of a qcow2 image there is refused, both ways round.
 func (b *builder) createRaw(name string) (block.Device, error) {
-	fo, err := FileOptions(b.def.Cache, b.def.AIO, false)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	fo.Create = true
-	return uring.Open(name, fo)
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	op, err := Opener(b.def.Cache, b.def.AIO)
+	if err != nil {
+		return nil, err
+	}
+	return openRaw(name, op, false, b.def.Opts, false)
 }

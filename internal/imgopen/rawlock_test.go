@@ -3,6 +3,7 @@ package imgopen
 import (
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -64,5 +65,47 @@ func TestOpenSpec_RawLocks(t *testing.T) {
 	}
 	if _, err := OpenSpec("driver=file,filename="+p+",locking=maybe", Spec{AIO: "threads"}); err == nil {
 		t.Error("locking=maybe accepted")
+	}
+}
+
+// TestOpenSpec_MirrorTargetLocked: a mirror's target named by a file
+// name takes the locks of a writable raw image, as QEMU's mirror target
+// does: a qcow2 writer of the target file is refused while the mirror is
+// open, and the mirror is refused while the writer has it.
+func TestOpenSpec_MirrorTargetLocked(t *testing.T) {
+	dir := t.TempDir()
+	src := mkQcow2(t, dir, "src.qcow2", 1<<20)
+	tgt := mkQcow2(t, dir, "tgt.qcow2", 1<<20)
+	spec := "driver=mirror,file=" + src + ",target=" + tgt + ",wait=off"
+	o, err := OpenSpec(spec, Spec{AIO: "threads"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(Spec{Path: tgt, Format: "qcow2", AIO: "threads"})
+	if err == nil {
+		w.Close()
+	}
+	if !errors.Is(err, block.ErrLocked) {
+		t.Errorf("a qcow2 writer of the mirror's target: %v, want a lock error", err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The mirror copied the source's guest bytes over the target's
+	// header: a qcow2 image there again, for the writer.
+	if err := os.Remove(tgt); err != nil {
+		t.Fatal(err)
+	}
+	mkQcow2(t, dir, "tgt.qcow2", 1<<20)
+	w, err = Open(Spec{Path: tgt, Format: "qcow2", AIO: "threads"})
+	if err != nil {
+		t.Fatalf("the target once the mirror closed: %v", err)
+	}
+	defer w.Close()
+	if o, err := OpenSpec(spec, Spec{AIO: "threads"}); err == nil {
+		o.Close()
+		t.Error("a mirror onto a file a qcow2 writer has open")
+	} else if !errors.Is(err, block.ErrLocked) {
+		t.Errorf("a mirror onto a file a qcow2 writer has open: %v, want a lock error", err)
 	}
 }
