@@ -119,9 +119,9 @@ fuzz-short:
 	  xargs -P 2 -I PKG sh -c '$(GO) test -c -fuzz=. -o bin/fuzz/$$(basename PKG).test PKG'; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; ft=$(FUZZTIME); \
 	  case $$fn in *@*) case $$ft in *x) ft=$${fn##*@} ;; esac; fn=$${fn%%@*} ;; esac; \
-	  echo "fuzz $$pkg $$fn ($$ft)"; \
+	  echo "fuzz $$pkg $$fn ($$ft)"; ip=$$($(GO) list $$pkg) || exit 1; \
 	  (cd $$pkg && $(CURDIR)/bin/fuzz/$$(basename $$pkg).test -test.run '^$$' -test.fuzz "^$$fn$$" \
-	    -test.fuzztime $$ft -test.fuzzminimizetime $(FUZZMIN) -test.fuzzcachedir "$$cache/$$($(GO) list $$pkg)" \
+	    -test.fuzztime $$ft -test.fuzzminimizetime $(FUZZMIN) -test.fuzzcachedir "$$cache/$$ip" \
 	    -test.paniconexit0 -test.timeout 10m) || exit 1; done
 
 fuzz:
