@@ -45,6 +45,13 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 type builder struct {
 	def         Spec
 	beforeClose []func() error
+	// parentRO is the read-only setting of the qcow2 node whose children
+	// are being built: a child's read-only defaults to it (leaf), as QEMU
+	// passes read-only down to a node's children.
+	parentRO bool
+	// unlocked are the devices a file node opened with locking=off: a
+	// qcow2 node over one takes no locks either.
+	unlocked map[block.Device]bool
 }
 
 // drivers is the driver table: the open function of each driver name. A
@@ -149,7 +156,8 @@ func (b *builder) child(n *node, k string) (block.Device, error) {
 	return b.build(v, n.name(k))
 }
 
-// leaf reads the per-leaf settings (cache, aio, read-only) over defaults.
+// leaf reads the per-leaf settings (cache, aio, read-only) over defaults
+// (read-only: the spec's, or the parent qcow2 node's).
 func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 	if cache, err = n.str("cache", b.def.Cache); err != nil {
 		return
@@ -157,7 +165,7 @@ func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 	if aio, err = n.str("aio", b.def.AIO); err != nil {
 		return
 	}
-	ro, err = n.boolean("read-only", b.def.ReadOnly)
+	ro, err = n.boolean("read-only", b.def.ReadOnly || b.parentRO)
 	return
 }
 

@@ -32,7 +32,14 @@ func (b *builder) file(n *node) (block.Device, error) {
 	if locking != "on" && locking != "off" && locking != "auto" {
 		return nil, fmt.Errorf("image spec: %s: invalid locking %q (on, off, auto)", n.name("locking"), locking)
 	}
-	return b.openFile(name, n, locking == "off")
+	d, err := b.openFile(name, n, locking == "off")
+	if err == nil && locking == "off" {
+		if b.unlocked == nil {
+			b.unlocked = map[block.Device]bool{}
+		}
+		b.unlocked[d] = true
+	}
+	return d, err
 }
 
 // imageDev is a qcow2 image opened on a device it must close too
@@ -89,9 +96,15 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if o.Opener, err = Opener(cache, aio); err != nil {
 		return nil, err
 	}
+	prevRO := b.parentRO
+	b.parentRO = o.ReadOnly
 	name, dev, err := b.fileChild(n)
+	b.parentRO = prevRO
 	if err != nil {
 		return nil, err
+	}
+	if b.unlocked[dev] {
+		o.NoLock = true // file.locking=off
 	}
 	if name != "" {
 		if _, err := os.Stat(name); err != nil {
@@ -177,6 +190,30 @@ func (b *builder) fileChild(n *node) (name string, child block.Device, err error
 	}
 	child, err = b.build(fv, n.name("file"))
 	return "", child, err
+}
+
+// fileLocking takes a file node's locking key (on, off, auto) out of v,
+// for qemu-img's --image-opts, which names one file (fileName): noLock
+// is locking=off. v is returned as it is when it has no locking key.
+func fileLocking(v any) (rest any, noLock bool, err error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v, false, nil
+	}
+	l, ok := m["locking"]
+	if !ok {
+		return v, false, nil
+	}
+	if l != "on" && l != "off" && l != "auto" {
+		return nil, false, fmt.Errorf("image spec: file.locking: invalid %v (on, off, auto)", l)
+	}
+	c := make(map[string]any, len(m))
+	for k, x := range m {
+		if k != "locking" {
+			c[k] = x
+		}
+	}
+	return c, l == "off", nil
 }
 
 // fileName returns the file name of a "file" that is a string or a

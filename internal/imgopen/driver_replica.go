@@ -3,6 +3,7 @@ package imgopen
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 
@@ -121,17 +122,29 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 // the default cache mode and AIO, and the image locks of a writable raw
 // image (openRaw), as QEMU takes them on a mirror's target: another
 // writer of a qcow2 image there is refused, both ways round.
+//
+// A file it created is removed again when the open fails (a lock held
+// by another process, say).
 func (b *builder) createRaw(name string) (block.Device, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
 	op, err := Opener(b.def.Cache, b.def.AIO)
 	if err != nil {
 		return nil, err
 	}
-	return openRaw(name, op, false, b.def.Opts, false)
+	created := false
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	switch {
+	case err == nil:
+		created = true
+		err = f.Close()
+	case errors.Is(err, fs.ErrExist):
+		err = nil
+	}
+	var d block.Device
+	if err == nil {
+		d, err = openRaw(name, op, false, b.def.Opts, false)
+	}
+	if err != nil && created {
+		os.Remove(name)
+	}
+	return d, err
 }

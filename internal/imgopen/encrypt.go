@@ -57,11 +57,11 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 }
 
 // ImageOpts turns a qemu-img --image-opts argument for one image on a
-// plain file (driver=qcow2|raw, file.filename=PATH or file=PATH, the
-// qcow2 open options, encrypt.key-secret=ID, encrypt.format=luks) into a
-// Spec for Open: Path, Format, and the engine options in Opts (over
-// def's), the passphrase looked up in def.Secrets. Stacks of drivers
-// need OpenSpec.
+// plain file (driver=qcow2|raw, file.filename=PATH or file=PATH,
+// file.locking=on|off|auto, the qcow2 open options,
+// encrypt.key-secret=ID, encrypt.format=luks) into a Spec for Open:
+// Path, Format, and the engine options in Opts (over def's), the
+// passphrase looked up in def.Secrets. Stacks of drivers need OpenSpec.
 func ImageOpts(arg string, def Spec) (Spec, error) {
 	s := def
 	root, err := ParseSpec(arg)
@@ -80,6 +80,13 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	fv, err := n.need("file")
 	if err != nil {
 		return s, err
+	}
+	fv, noLock, err := fileLocking(fv)
+	if err != nil {
+		return s, err
+	}
+	if noLock {
+		s.Opts.NoLock = true
 	}
 	if s.Path = fileName(fv); s.Path == "" {
 		return s, fmt.Errorf("image spec: file: expected file.filename=PATH")
