@@ -125,6 +125,11 @@ func resolveCreateSize(req *createRequest) error {
 	if req.unsafe && req.sizeSet && o.BackingFormat != "" {
 		return nil
 	}
+	if req.unsafe && o.BackingFormat == "" {
+		// qemu-img -u does not open the backing file to say what it
+		// found, with or without a size.
+		return errors.New("Backing file specified without backing format")
+	}
 	bpath := pathCombine(req.path, o.BackingFile)
 	if o.BackingFormat == "" {
 		// A backing file of another format: qemu-img opens it, then

@@ -449,6 +449,19 @@ func TestCreate_BackingAndRaw(t *testing.T) {
 	if _, err := os.Stat(p("o2.qcow2")); err == nil {
 		t.Error("-b without -F created the image")
 	}
+	// With -u qemu-img does not open the backing file: the refusal alone,
+	// with or without a size, whatever the file is.
+	for _, b := range []string{"o.qcow2", "missing.qcow2"} {
+		for _, size := range [][]string{{"8M"}, nil} {
+			args := append([]string{"create", "-f", "qcow2", "-u", "-b", b, p("o2.qcow2")}, size...)
+			_, qe, qc := testkit.Run(t, "qemu-img", args...)
+			_, e, c := runQ(t, args...)
+			const want = "Backing file specified without backing format"
+			if c != qc || !strings.HasSuffix(strings.TrimSpace(e), want) || !strings.HasSuffix(strings.TrimSpace(qe), want) {
+				t.Errorf("%q: qimg exit %d %q, qemu-img exit %d %q", args, c, e, qc, qe)
+			}
+		}
+	}
 	out := mustQ(t, "create", "-f", "qcow2", "-b", "o.qcow2", "-F", "qcow2", p("o2.qcow2"), "8M")
 	if !strings.Contains(out, "backing_file=o.qcow2 backing_fmt=qcow2") {
 		t.Errorf("backing format not shown: %q", out)
