@@ -35,7 +35,7 @@ ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads
 # cmd/qimg's comparisons with qemu-img, one command at a time: most of
 # their time is qemu-img's, and the engine's concurrency is tested in
 # ./qcow2.
-CLIQEMU = MatchesQemu|MatchQemu|TestAmend_RefcountBits
+CLIQEMU = MatchesQemu|MatchQemu|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's
 # pausing configuration, a third of TestQueue_Conformance's operations);
