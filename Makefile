@@ -30,8 +30,9 @@ test: lint test-race fuzz-short
 NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
 # One guest writer (the filler's goroutines aside): TestFill_Modes keeps
 # the racing writers under the race detector, and TestFillAdapt_Torture
-# the judge's pauses under crash clones.
-ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads
+# the judge's pauses under crash clones; TestCompress_Concurrent keeps
+# compressed writes racing each other there.
+ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads|TestCompress_WriteRoundTrip$$
 # cmd/qimg's comparisons with qemu-img, one command at a time: most of
 # their time is qemu-img's, and the engine's concurrency is tested in
 # ./qcow2.
