@@ -293,7 +293,9 @@ func TestFillAdapt_Torture(t *testing.T) {
 		{1, "c512-r64-v3-ps256k-pa64k-fz-hold"},
 	}
 	if raceEnabled {
-		cases = cases[:2]
+		// The pausing device's case; make test's pass without the race
+		// detector runs them all (the Makefile's BOTHPASSES).
+		cases = cases[1:2]
 	}
 	for _, c := range cases {
 		cfg, err := parseTcfg(c.cfg)
