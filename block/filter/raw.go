@@ -59,6 +59,11 @@ func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
 // Unwrap returns the child.
 func (r *Raw) Unwrap() block.Device { return r.child }
 
+// Offset is where the window starts on the child: whoever reports the
+// child's allocation through the window (QEMU's raw driver passes block
+// status through, BDRV_BLOCK_RAW) shifts it by this much.
+func (r *Raw) Offset() int64 { return r.o.Offset }
+
 func (r *Raw) Size() (int64, error) {
 	if r.closed.Load() {
 		return 0, block.ErrClosed

@@ -93,6 +93,9 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
+	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
+		// A raw window over a qcow2 node: the node's status.
+		exp.Status = nbdqcow2.Node{Image: im, Offset: off}
 	} else if dm, ok := img.Dev.(block.DataMapper); ok {
 		exp.Status = rawStatus{dm}
 	}

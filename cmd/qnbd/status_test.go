@@ -58,7 +58,8 @@ func serveQemuNbd(t *testing.T, sock string, args ...string) (stop func()) {
 // a raw file's and a raw backing file's holes (zeros, still the raw
 // layer's), and a raw file whose length is no multiple of 512 (served
 // rounded up), also when given as an image spec, with or without a window
-// (a raw layer's offset and size).
+// (a raw layer's offset and size), and a raw node (with or without a
+// window, or two) over a qcow2 node.
 func TestStatus_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -94,6 +95,22 @@ func TestStatus_LikeQemuNbd(t *testing.T) {
 		{"spec-window", "", "driver=raw,offset=1048064,size=2097152,file.filename=" + p("holes.raw")},
 		{"spec-file", "", "driver=file,filename=" + p("holes.raw")},
 		{"json", "", `json:{"driver":"raw","file":{"driver":"file","filename":"` + p("holes.raw") + `"}}`},
+		// A raw node over a qcow2 node reports the node's own status,
+		// not its backing chain's, shifted by the window's offset: an
+		// unallocated run is a hole that reads as zeros only without a
+		// backing file or when it starts past the backing file's end
+		// (mid.qcow2's at 1M, odd.qcow2's at 1024, 1000 bytes in
+		// sectors), and has depth 0. (Offsets stay multiples of 512:
+		// qemu-nbd 7.2 spins on offset=1000 over odd.qcow2.)
+		{"spec-qcow2", "", "driver=raw,file.driver=qcow2,file.file.filename=" + p("top.qcow2")},
+		{"spec-qcow2-window", "", "driver=raw,offset=131072,size=3145728,file.driver=qcow2,file.file.filename=" + p("top.qcow2")},
+		{"spec-qcow2-short", "", "driver=raw,file.driver=qcow2,file.file.filename=" + p("mid.qcow2")},
+		{"spec-qcow2-past", "", "driver=raw,offset=1048576,file.driver=qcow2,file.file.filename=" + p("mid.qcow2")},
+		{"spec-qcow2-across", "", "driver=raw,offset=524288,size=1048576,file.driver=qcow2,file.file.filename=" + p("mid.qcow2")},
+		{"spec-qcow2-odd", "", "driver=raw,offset=1024,file.driver=qcow2,file.file.filename=" + p("odd.qcow2")},
+		{"json-qcow2-nobacking", "", `json:{"driver":"raw","offset":65536,"file":{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"` + p("top.qcow2") + `"}}}`},
+		{"spec-raw-raw-qcow2", "", "driver=raw,offset=65536,file.driver=raw,file.offset=65536,file.file.driver=qcow2,file.file.file.filename=" + p("top.qcow2")},
+		{"json-qcow2", "", `json:{"driver":"raw","offset":65536,"file":{"driver":"qcow2","file":{"driver":"file","filename":"` + p("top.qcow2") + `"}}}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)
