@@ -65,7 +65,7 @@ func listen(cfg *config) (net.Listener, error) {
 func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	img, err := openImage(cfg)
 	if err != nil {
-		return err
+		return &openError{image: cfg.path, err: err}
 	}
 	var pidFile *os.File
 	defer func() {
