@@ -40,9 +40,8 @@ CLIQEMU = MatchesQemu|MatchQemu|TestAmend_RefcountBits|TestRegress_CLI$$|TestCry
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of
-# TestQueue_Conformance's operations);
-# without it, all of them (45 s there against 3 minutes of the race
-# pass's, 2026-12-02).
+# TestQueue_Conformance's operations); without it, all of them (about
+# a minute there, against 3.5 minutes of the race pass's, 2026-12-02).
 BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
