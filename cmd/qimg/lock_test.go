@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,24 +15,12 @@ import (
 // of path, as /proc/locks shows it, so a test never races the holder.
 func waitLocked(t *testing.T, path string) {
 	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
-	ino := ":" + itoa(fi.Sys())
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		b, _ := os.ReadFile("/proc/locks")
-		for _, l := range strings.Split(string(b), "\n") {
-			// "1: OFDLCK ADVISORY  READ -1 fe:00:9977891 100 101"
-			f := strings.Fields(l)
-			if len(f) < 8 || !strings.HasSuffix(f[5], ino) {
-				continue
-			}
-			lo, _ := strconv.Atoi(f[6])
-			hi, _ := strconv.Atoi(f[7])
-			if lo <= 101 && 101 <= hi {
-				return
-			}
+		if testkit.HoldsLockByte(path, 101) {
+			return
 		}
 	}
 	t.Fatalf("nobody took the write lock of %s", path)

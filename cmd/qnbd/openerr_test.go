@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestOpenError_LikeQemuNbd: an image qnbd cannot open fails as it fails
@@ -113,8 +113,7 @@ func runServer(t *testing.T, server string, args ...string) (code int, stderr st
 // that opens first locks writers out, and qemu-io exits.
 func holdWriteLock(t *testing.T, path string) {
 	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
 	q := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 100000000", path)
@@ -126,20 +125,9 @@ func holdWriteLock(t *testing.T, path string) {
 	done := make(chan struct{})
 	go func() { q.Wait(); close(done) }()
 	t.Cleanup(func() { q.Process.Kill(); <-done })
-	ino := ":" + strconv.FormatUint(st.Ino, 10)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		b, _ := os.ReadFile("/proc/locks")
-		for _, l := range strings.Split(string(b), "\n") {
-			// "1: OFDLCK ADVISORY  WRITE -1 fe:00:9977891 101 101"
-			f := strings.Fields(l)
-			if len(f) < 8 || !strings.HasSuffix(f[5], ino) {
-				continue
-			}
-			lo, _ := strconv.Atoi(f[6])
-			hi, _ := strconv.Atoi(f[7])
-			if lo <= 101 && 101 <= hi {
-				return
-			}
+		if testkit.HoldsLockByte(path, 101) {
+			return
 		}
 		select {
 		case <-done:
