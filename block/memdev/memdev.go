@@ -16,9 +16,15 @@
 // one hold of mu (shared), so CrashClone (mu exclusive) sees every write
 // either applied and logged or not started; overlapping writes are applied
 // and logged in the same order, since both happen under the range lock.
+//
+// Memory: the contents are 4 KiB pages shared copy-on-write between the
+// device, its durable state and its crash clones (store.go), so a Flush
+// or a crash clone costs a table of pointers, not a copy of the bytes
+// (each copied all of the bytes before, a clone twice).
 package memdev
 
 import (
+	"crypto/sha256"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -83,8 +89,8 @@ type Dev struct {
 	// disjoint by the range lock); anything that replaces or resizes
 	// data holds it exclusively.
 	mu      sync.RWMutex
-	data    []byte
-	durable []byte
+	data    *store
+	durable *store
 	logMu   sync.Mutex // guards log (appended under mu shared)
 	log     []pending
 	closed  bool
@@ -110,6 +116,8 @@ func New(o Options) *Dev {
 		a = 1
 	}
 	return &Dev{
+		data:    newStore(),
+		durable: newStore(),
 		caps:    block.Caps{ZeroFlags: zf, ReqFlags: block.Serialising | block.NoWait, Align: a, MemAlign: 1, Media: o.Media, Metered: o.Metered, MergesWrites: o.MergesWrites, AllocWritten: o.AllocWritten, Fixed: o.Fixed},
 		onWrite: o.OnWrite,
 	}
@@ -118,24 +126,10 @@ func New(o Options) *Dev {
 // FromBytes returns a device holding a copy of b, all of it durable.
 func FromBytes(b []byte, o Options) *Dev {
 	d := New(o)
-	d.data = append([]byte(nil), b...)
-	d.durable = append([]byte(nil), b...)
+	d.data.resize(int64(len(b)))
+	d.data.writeAt(b, 0)
+	d.durable = d.data.snapshot()
 	return d
-}
-
-func grow(b []byte, n int64) []byte {
-	if int64(len(b)) >= n {
-		return b
-	}
-	if int64(cap(b)) >= n {
-		old := len(b)
-		b = b[:n]
-		clear(b[old:])
-		return b
-	}
-	nb := make([]byte, n, n+n/4)
-	copy(nb, b)
-	return nb
 }
 
 // isClosed is a fast check before taking the range lock; the
@@ -165,9 +159,10 @@ func (d *Dev) Readv(off int64, bufs [][]byte) error {
 	}
 	d.M.Reads.Add(1)
 	for _, b := range bufs {
-		k := 0
-		if off < int64(len(d.data)) {
-			k = copy(b, d.data[off:])
+		k := int64(0)
+		if off < d.data.size {
+			k = min(int64(len(b)), d.data.size-off)
+			d.data.readAt(b[:k], off)
 		}
 		clear(b[k:])
 		off += int64(len(b))
@@ -180,7 +175,7 @@ func (d *Dev) Readv(off int64, bufs [][]byte) error {
 // grow. The caller holds [off, off+n) in the range lock.
 func (d *Dev) apply(off, n int64, fn func() pending) error {
 	d.mu.RLock()
-	if off+n <= int64(len(d.data)) {
+	if off+n <= d.data.size {
 		defer d.mu.RUnlock()
 		if d.closed {
 			return block.ErrClosed
@@ -197,7 +192,7 @@ func (d *Dev) apply(off, n int64, fn func() pending) error {
 	if d.closed {
 		return block.ErrClosed
 	}
-	d.data = grow(d.data, off+n)
+	d.data.resize(max(d.data.size, off+n))
 	d.log = append(d.log, fn())
 	return nil
 }
@@ -250,9 +245,9 @@ func (d *Dev) Writev(off int64, bufs [][]byte) error {
 		d.M.BytesWritten.Add(n)
 		cp := make([]byte, 0, n)
 		for _, b := range bufs {
-			copy(d.data[off+int64(len(cp)):], b)
 			cp = append(cp, b...)
 		}
+		d.data.writeAt(cp, off)
 		return pending{off: off, data: cp, n: n}
 	})
 }
@@ -270,7 +265,7 @@ func (d *Dev) WriteZeroes(off, n int64, flags block.Flags) error {
 	return d.mutate(off, n, flags, func() pending {
 		d.M.Zeroes.Add(1)
 		d.M.BytesZeroed.Add(n)
-		clear(d.data[off : off+n])
+		d.data.zero(off, n)
 		return pending{off: off, n: n}
 	})
 }
@@ -282,27 +277,26 @@ func (d *Dev) Flush() error {
 		return block.ErrClosed
 	}
 	d.M.Flushes.Add(1)
-	for _, p := range d.log {
-		d.durable = applyTo(d.durable, p, p.n)
-	}
+	// data is durable with every logged operation applied in order
+	// (each is applied and logged under one hold of mu), so that is
+	// what durable becomes: a snapshot, sharing data's pages.
+	d.durable = d.data.snapshot()
 	d.log = d.log[:0]
 	return nil
 }
 
-func applyTo(b []byte, p pending, n int64) []byte {
+// applyTo applies the first n bytes of p (all of a truncation) to s.
+func applyTo(s *store, p pending, n int64) {
 	if p.trunc {
-		if p.off < int64(len(b)) {
-			return b[:p.off]
-		}
-		return grow(b, p.off)
+		s.resize(p.off)
+		return
 	}
-	b = grow(b, p.off+n)
+	s.resize(max(s.size, p.off+n))
 	if p.data == nil {
-		clear(b[p.off : p.off+n])
+		s.zero(p.off, n)
 	} else {
-		copy(b[p.off:], p.data[:n])
+		s.writeAt(p.data[:n], p.off)
 	}
-	return b
 }
 
 func (d *Dev) Size() (int64, error) {
@@ -311,7 +305,7 @@ func (d *Dev) Size() (int64, error) {
 	if d.closed {
 		return 0, block.ErrClosed
 	}
-	return int64(len(d.data)), nil
+	return d.data.size, nil
 }
 
 // Truncate resizes the device. It does not wait for requests in flight
@@ -327,11 +321,7 @@ func (d *Dev) Truncate(size int64) error {
 		return block.ErrClosed
 	}
 	d.M.Truncates.Add(1)
-	if size < int64(len(d.data)) {
-		d.data = d.data[:size] // grow clears it if it comes back
-	} else {
-		d.data = grow(d.data, size)
-	}
+	d.data.resize(size) // a later growth reads zeros past the cut
 	d.log = append(d.log, pending{off: size, trunc: true})
 	return nil
 }
@@ -352,7 +342,15 @@ func (d *Dev) Close() error {
 func (d *Dev) Bytes() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]byte(nil), d.data...)
+	return d.data.bytes()
+}
+
+// Sum returns the SHA-256 of the current contents (of what Bytes would
+// return), without copying them.
+func (d *Dev) Sum() [sha256.Size]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.data.sum()
 }
 
 // Unflushed is the number of operations not yet covered by a Flush.
@@ -373,7 +371,7 @@ func (d *Dev) CrashClone(rng *rand.Rand, keep float64) *Dev {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c := &Dev{caps: d.caps}
-	img := append([]byte(nil), d.durable...)
+	img := d.durable.snapshot()
 	for _, p := range d.log {
 		if rng.Float64() >= keep {
 			continue
@@ -382,10 +380,10 @@ func (d *Dev) CrashClone(rng *rand.Rand, keep float64) *Dev {
 		if !p.trunc && n > SectorSize && rng.IntN(4) == 0 {
 			n = int64(rng.IntN(int(n/SectorSize))) * SectorSize
 		}
-		img = applyTo(img, p, n)
+		applyTo(img, p, n)
 	}
 	c.data = img
-	c.durable = append([]byte(nil), img...)
+	c.durable = img.snapshot()
 	return c
 }
 
