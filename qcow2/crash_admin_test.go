@@ -76,8 +76,19 @@ func runAdminCrash(t *testing.T, c adminCase) {
 	dev.before = func() {}
 	pts = append(pts, pt{ops, mem.CrashClone(rng, 1)})
 	t.Logf("%s: %d device ops, %d clones", c.name, ops, len(pts))
-	bad := 0
+	// A clone with the same bytes as one already verified reads, checks
+	// and repairs the same way (verification is a function of the
+	// bytes): most ops between two flushes leave the keep-none clone
+	// unchanged.
+	seen := map[[32]byte]bool{}
+	bad, dups := 0, 0
 	for i, p := range pts {
+		sum := p.dev.Sum()
+		if seen[sum] {
+			dups++
+			continue
+		}
+		seen[sum] = true
 		what := fmt.Sprintf("%s clone %d (before op %d)", c.name, i, p.op)
 		ok := verifyAdminClone(t, what, p.dev, c, before, after)
 		if ok && c.qemu && testkit.HaveQemu() {
@@ -97,6 +108,7 @@ func runAdminCrash(t *testing.T, c adminCase) {
 			}
 		}
 	}
+	t.Logf("%s: %d clones had the bytes of one verified before", c.name, dups)
 }
 
 func verifyAdminClone(t *testing.T, what string, d *memdev.Dev, c adminCase, before, after []byte) bool {
