@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -92,9 +91,8 @@ func runAdminCrash(t *testing.T, c adminCase) {
 		what := fmt.Sprintf("%s clone %d (before op %d)", c.name, i, p.op)
 		ok := verifyAdminClone(t, what, p.dev, c, before, after)
 		if ok && c.qemu && testkit.HaveQemu() {
-			img := p.dev.Bytes()
 			path := filepath.Join(t.TempDir(), "c.qcow2")
-			if err := os.WriteFile(path, img, 0o644); err != nil {
+			if err := p.dev.WriteFile(path); err != nil {
 				t.Fatal(err)
 			}
 			if err := testkit.QemuCheckReport(path, testkit.QemuCheckResult.NoCorruption); err != nil {

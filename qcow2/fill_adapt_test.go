@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -207,7 +206,7 @@ func TestFillAdapt_Workloads(t *testing.T) {
 						t.Cleanup(func() { im2.Close() })
 						mustClean(t, im2)
 						p := filepath.Join(testkit.Dir(t), "adapt.qcow2")
-						if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+						if err := mem.WriteFile(p); err != nil {
 							t.Fatal(err)
 						}
 						testkit.QemuCheck(t, p)

@@ -3,7 +3,6 @@ package qcow2
 import (
 	"bytes"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -164,7 +163,7 @@ func TestMakeEmpty_ConcurrentWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := filepath.Join(testkit.Dir(t), "t.qcow2")
-	if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+	if err := mem.WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
 	ownCheck(t, p)

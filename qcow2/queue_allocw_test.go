@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -188,7 +187,7 @@ func checkClean(t *testing.T, im *Image, mem *memdev.Dev) {
 	defer im2.Close()
 	mustClean(t, im2)
 	p := filepath.Join(t.TempDir(), "q.qcow2")
-	if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+	if err := mem.WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
 	if err := testkit.QemuCheckReport(p, testkit.QemuCheckResult.Clean); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -119,7 +118,7 @@ func rebuildCrashClones(t *testing.T, fixed bool) {
 		}
 		if i%16 == 0 || i == len(clones)-1 {
 			p := filepath.Join(t.TempDir(), "clone.qcow2")
-			if err := os.WriteFile(p, c.Bytes(), 0o644); err != nil {
+			if err := c.WriteFile(p); err != nil {
 				t.Fatal(err)
 			}
 			testkit.QemuCheck(t, p)

@@ -3,7 +3,6 @@ package qcow2
 import (
 	"bytes"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,7 +73,7 @@ func TestSetRefcountBits(t *testing.T) {
 			im2.Close()
 			if testkit.HaveQemu() && (from == 16 || to == 16) {
 				p := filepath.Join(t.TempDir(), "r.qcow2")
-				if err := os.WriteFile(p, mem.Bytes(), 0o644); err != nil {
+				if err := mem.WriteFile(p); err != nil {
 					t.Fatal(err)
 				}
 				if err := testkit.QemuCheckReport(p, testkit.QemuCheckResult.Clean); err != nil {

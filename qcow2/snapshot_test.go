@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -288,7 +287,7 @@ func TestCreateSnapshot_RefcountOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "overflow.qcow2")
-	if err := os.WriteFile(p, d.Bytes(), 0o644); err != nil {
+	if err := d.WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
 	testkit.QemuCheck(t, p)

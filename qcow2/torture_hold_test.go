@@ -3,7 +3,6 @@ package qcow2
 import (
 	"bytes"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -80,7 +79,7 @@ func (r *holdRig) finish(want map[int64][]byte) {
 	}
 	if testkit.HaveQemu() {
 		p := testkit.Dir(t) + "/hold.qcow2"
-		if err := osWriteFile(p, r.mem.Bytes()); err != nil {
+		if err := r.mem.WriteFile(p); err != nil {
 			t.Fatal(err)
 		}
 		testkit.QemuCheck(t, p)
@@ -380,5 +379,3 @@ func hammer(t *testing.T, r *holdRig, h *holddev.Hold, g int) {
 	}
 	r.finish(want)
 }
-
-func osWriteFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }

@@ -272,7 +272,7 @@ func (r *trun) dump() string {
 		return r.path
 	}
 	p := filepath.Join(r.dir, "image.qcow2")
-	if err := os.WriteFile(p, r.mem.Bytes(), 0o644); err != nil {
+	if err := r.mem.WriteFile(p); err != nil {
 		r.t.Errorf("dump: %v", err)
 	}
 	return p
@@ -1005,11 +1005,11 @@ func (r *trun) maybeCrash(kind string) {
 func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	keep := func(why string, a ...any) bool {
 		p := filepath.Join(r.dir, fmt.Sprintf("crash-%s-%d.qcow2", kind, r.clones))
-		os.WriteFile(p, clone.Bytes(), 0o644)
+		clone.WriteFile(p)
 		r.t.Errorf("seed %d config %s: crash clone at %s #%d: %s (clone kept in %s)", r.seed, r.cfg, kind, r.clones, fmt.Sprintf(why, a...), p)
 		return false
 	}
-	before := clone.Bytes()
+	before := clone.Clone() // the clone as it crashed: opening it changes it
 	o := r.o
 	o.OnEvent = nil
 	o.Opener = nil
@@ -1018,7 +1018,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	}
 	im, err := OpenDevice(clone, o)
 	if err != nil {
-		clone = memdev.FromBytes(before, memdev.Options{})
+		clone = before
 		return keep("reopen: %v", err)
 	}
 	res, err := im.Check(CheckOptions{})
@@ -1038,7 +1038,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	}
 	if err != nil || res.Corruptions != 0 || res.CheckErrors != 0 {
 		im.Close()
-		clone = memdev.FromBytes(before, memdev.Options{})
+		clone = before
 		return keep("check: %v: %d corruptions, %d errors: %v", err, res.Corruptions, res.CheckErrors, head(res.Messages, 8))
 	}
 	sz, _ := im.Size()
@@ -1046,7 +1046,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	got := make([]byte, sz)
 	if err := block.ReadAt(im, got, 0); err != nil {
 		im.Close()
-		clone = memdev.FromBytes(before, memdev.Options{})
+		clone = before
 		return keep("read: %v", err)
 	}
 	for s := int64(0); s*crashSector < n; s++ {
@@ -1056,7 +1056,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		lo, hi := s*crashSector, min((s+1)*crashSector, n)
 		if k := testkit.FirstDiff(got[lo:hi], r.flushed[lo:hi]); k >= 0 {
 			im.Close()
-			clone = memdev.FromBytes(before, memdev.Options{})
+			clone = before
 			return keep("flushed data lost at guest offset %#x: got %#x want %#x", lo+int64(k), got[lo+int64(k)], r.flushed[lo+int64(k)])
 		}
 	}
@@ -1064,7 +1064,7 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		res, err = im.Check(CheckOptions{Repair: RepairLeaks})
 		if err != nil || !res.Clean() {
 			im.Close()
-			clone = memdev.FromBytes(before, memdev.Options{})
+			clone = before
 			return keep("leak repair: %v %+v", err, res)
 		}
 	}
@@ -1072,11 +1072,11 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	// (allocating ones too) must not damage what it holds.
 	if msg := postCrashWrites(im, got, r.crng); msg != "" {
 		im.Close()
-		clone = memdev.FromBytes(before, memdev.Options{})
+		clone = before
 		return keep("after recovery, %s", msg)
 	}
 	if err := im.Close(); err != nil {
-		clone = memdev.FromBytes(before, memdev.Options{})
+		clone = before
 		return keep("close after recovery: %v", err)
 	}
 	if withQemu && testkit.HaveQemu() {
@@ -1085,15 +1085,15 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		// our recovery first: qemu-img check would report their
 		// stale refcounts), then after our recovery.
 		if !r.cfg.lazy && !copiedOnly {
-			os.WriteFile(p, before, 0o644)
+			before.WriteFile(p)
 			if !r.qemuCheck(p, true, "crash clone at "+kind) {
-				clone = memdev.FromBytes(before, memdev.Options{})
+				clone = before
 				return keep("qemu-img check of the clone failed")
 			}
 		}
-		os.WriteFile(p, clone.Bytes(), 0o644)
+		clone.WriteFile(p)
 		if !r.qemuCheck(p, false, "crash clone at "+kind+" after recovery") {
-			clone = memdev.FromBytes(before, memdev.Options{})
+			clone = before
 			return keep("qemu-img check after recovery failed")
 		}
 		os.Remove(p)

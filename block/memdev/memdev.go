@@ -25,7 +25,9 @@ package memdev
 
 import (
 	"crypto/sha256"
+	"io"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -343,6 +345,51 @@ func (d *Dev) Bytes() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.data.bytes()
+}
+
+// WriteTo writes the current contents to w (io.WriterTo) through a
+// buffer of at most 1 MiB, where Bytes would copy all of them first.
+func (d *Dev) WriteTo(w io.Writer) (int64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	buf := make([]byte, min(d.data.size, 1<<20))
+	var off int64
+	for off < d.data.size {
+		b := buf[:min(int64(len(buf)), d.data.size-off)]
+		d.data.readAt(b, off)
+		n, err := w.Write(b)
+		off += int64(n)
+		if err != nil {
+			return off, err
+		}
+	}
+	return off, nil
+}
+
+// WriteFile writes the current contents to the file at path (created
+// or truncated, mode 0644): os.WriteFile(path, d.Bytes(), 0o644) without
+// the copy.
+func (d *Dev) WriteFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := d.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Clone returns an independent device with the current contents, all of
+// them durable (a crash clone that keeps every write whole); it shares
+// pages with d until either writes them.
+func (d *Dev) Clone() *Dev {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := &Dev{caps: d.caps, data: d.data.snapshot()}
+	c.durable = c.data.snapshot()
+	return c
 }
 
 // Sum returns the SHA-256 of the current contents (of what Bytes would

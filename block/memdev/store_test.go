@@ -77,3 +77,34 @@ func TestStore_LikeFlatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestDev_CloneAndWriteTo: a Clone reads as the device did and is not
+// changed by later writes to it (nor the reverse); WriteTo writes what
+// Bytes returns, past its 1 MiB buffer too.
+func TestDev_CloneAndWriteTo(t *testing.T) {
+	d := New(Options{})
+	b := make([]byte, 3<<20+1000)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12)
+	}
+	if err := d.Writev(0, [][]byte{b}); err != nil {
+		t.Fatal(err)
+	}
+	c := d.Clone()
+	if err := d.Writev(4096, [][]byte{make([]byte, 10000)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteZeroes(0, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(b)
+	clear(want[:100])
+	if !bytes.Equal(c.Bytes(), want) {
+		t.Fatal("clone changed by a write to its source, or lost its own")
+	}
+	clear(b[4096 : 4096+10000])
+	var out bytes.Buffer
+	if n, err := d.WriteTo(&out); err != nil || n != int64(len(b)) || !bytes.Equal(out.Bytes(), b) {
+		t.Fatalf("WriteTo: %d, %v, equal %v", n, err, bytes.Equal(out.Bytes(), b))
+	}
+}
