@@ -255,10 +255,14 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 			l1.store(uint64(i), format.MakeL1(e.Offset(), false))
 		}
 	}
-	if err := im.flushLocked(); err != nil {
+	// The L1 without COPIED goes to the media before the flush that
+	// makes the increments durable: if that flush fails, the media must
+	// not keep COPIED on tables now counted twice (a retried flush
+	// writes only the caches), while a flag lost only costs a copy.
+	if err := im.writeActiveL1Locked(true); err != nil {
 		return format.Snapshot{}, err
 	}
-	if err := im.writeActiveL1Locked(true); err != nil {
+	if err := im.flushLocked(); err != nil {
 		return format.Snapshot{}, err
 	}
 	sn.L1TableOffset = off
