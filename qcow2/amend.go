@@ -48,6 +48,7 @@ func (im *Image) rewriteHeaderAfter(prep func() error, edit func(h *format.Heade
 			return err
 		}
 		im.ver.Store(h.Version)
+		im.ctype.Store(uint32(h.CompressionType))
 		if err := im.dev.Flush(); err != nil {
 			im.loseWritesLocked(err)
 			return err

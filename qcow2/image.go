@@ -74,14 +74,16 @@ type Image struct {
 	// freeing: discards' lists of old entries not freed yet (zero.go);
 	// their references still count (Check).
 	freeing map[*freeList]struct{}
-	// hsize mirrors hdr.Size, and ver hdr.Version, for lock-free readers
-	// (hdr changes under mu). vsize is the size guests may address:
+	// hsize mirrors hdr.Size, ver hdr.Version, and ctype
+	// hdr.CompressionType, for lock-free readers (hdr changes under mu:
+	// every header write stores the whole of it). vsize is the size guests may address:
 	// hsize, but lower while a Shrink waits for writes before it changes
 	// the header (Q18). Range checks use vsize; what treats the end of
 	// the disk specially (a partial last cluster taken whole) uses
 	// hsize, so a refused Shrink leaves no trace.
 	hsize, vsize atomic.Uint64
 	ver          atomic.Uint32
+	ctype        atomic.Uint32
 	// writers holds every synchronous guest write call (Writev,
 	// WriteZeroes, Discard, WriteCompressed) from before its size check
 	// to its return, so a Shrink can wait for those that checked

@@ -88,6 +88,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	im.vsize.Store(im.hdr.Size)
 	im.hsize.Store(im.hdr.Size)
 	im.ver.Store(im.hdr.Version)
+	im.ctype.Store(uint32(im.hdr.CompressionType))
 	im.syncState()
 	if err := im.initCaches(); err != nil {
 		return nil, err

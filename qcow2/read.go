@@ -236,7 +236,8 @@ func (im *Image) readCompressed(buf []byte, e format.L2Entry) error {
 	if err := block.ReadAt(im.dev, src, int64(d.Off)); err != nil {
 		return err
 	}
-	switch im.hdr.CompressionType {
+	ctype := uint8(im.ctype.Load()) // lock-free: not the header's field
+	switch ctype {
 	case format.CompressionZlib:
 		r := flate.NewReader(bytes.NewReader(src))
 		k, err := io.ReadFull(r, buf)
@@ -252,7 +253,7 @@ func (im *Image) readCompressed(buf []byte, e format.L2Entry) error {
 			return corruptf("l2_entry", uint64(e), "bad zstd cluster (%d bytes): %v", len(out), err)
 		}
 	default:
-		return unsupportedf("compression_type", uint64(im.hdr.CompressionType), "unknown compression type")
+		return unsupportedf("compression_type", uint64(ctype), "unknown compression type")
 	}
 	return nil
 }
