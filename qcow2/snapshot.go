@@ -246,6 +246,12 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	if err := im.adjustRefsLocked(active, 1); err != nil {
 		if errors.Is(err, errRefcountOverflow) { // undone: nothing names the copy
 			im.freeClustersLocked(off, nclusters)
+		} else {
+			// Stopped half way: the tables counted so far are counted
+			// twice under L1 entries that still carry COPIED. Set the
+			// flags by the counts (best effort: a failure leaves only
+			// flags out of step, as a crash here would).
+			im.fixCopiedLocked()
 		}
 		return format.Snapshot{}, err
 	}
