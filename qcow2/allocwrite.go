@@ -170,7 +170,7 @@ func (im *Image) commitAllocLocked(p *allocation, cowed bool, werr error, early 
 		p.st.finish(werr)
 		return werr
 	}
-	lerr := im.linkLocked(p.goff, p.st.host, cowed || (p.fresh && im.lazy))
+	lerr := im.linkLocked(p.goff, p.st.host, cowed || im.lazy)
 	p.st.finish(lerr)
 	if lerr != nil {
 		// Nobody was told the data is there (every early writer got
@@ -201,8 +201,11 @@ func (im *Image) undoAllocLocked(p *allocation) {
 // cache), after the dependencies that make it safe on disk. flushFirst: the
 // cluster's bytes around the data were written into space that may hold
 // stale bytes (Q2), or with lazy refcounts nothing else orders the data
-// (which may extend the file) before the link, so a crash could leave
-// L2 entries pointing past the end of the file. Called with mu held.
+// before the link (no refcount dependency): a crash could leave the
+// entry pointing past the end of the file (fresh space), or at the
+// stale bytes of space that is not fresh, such as the bytes a zeroing
+// replaced in the cluster it kept (a ZeroAlloc entry, reused), though
+// that zeroing was flushed. Called with mu held.
 func (im *Image) linkLocked(goff format.GuestOff, host format.HostOff, flushFirst bool) error {
 	if im.linkFault != nil {
 		if err := im.linkFault(); err != nil {

@@ -26,7 +26,9 @@
 //	    request) into space that may hold stale bytes, they are durable
 //	    before the L2 entry (the L2 cache depends on a flush). Fresh space
 //	    past the high-water mark is a hole and reads as zeros, so it needs
-//	    neither zeroing nor the flush.
+//	    neither zeroing nor the flush. With lazy refcounts, where no
+//	    refcount dependency's flush orders the guest data before the
+//	    link, every link depends on a flush (allocwrite.go linkLocked).
 //	Q3  Freeing: the removal of the last reference is durable before the
 //	    refcount decrement (the refcount cache depends on the L2 cache).
 //	    Entries are modified and marked dirty before anything that may

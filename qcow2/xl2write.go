@@ -377,7 +377,7 @@ func (im *Image) xcommitAllocLocked(p *allocation, x *xl2Alloc, cowed bool, werr
 	a := g.SubIndex(x.from)
 	b := g.SubIndex(x.to-1) + 1
 	bm := (x.bitmap | format.SubAllocRange(a, b)) &^ format.SubZeroRange(a, b)
-	lerr := im.xlinkLocked(p.goff, p.st.host, bm, cowed || (p.fresh && im.lazy))
+	lerr := im.xlinkLocked(p.goff, p.st.host, bm, cowed || im.lazy) // as commitAllocLocked
 	p.st.finish(lerr)
 	if lerr != nil {
 		im.undoAllocLocked(p)
