@@ -57,7 +57,7 @@ func (im *Image) ExpandSnapshotZeroClusters() error {
 		n uint64
 	}
 	var drops []unref
-	backed := im.hdr.BackingFile != ""
+	backed := im.hasBackingFileLocked() // as ExpandZeroClusters
 	entries := make([]format.L2Entry, im.sliceSize/g.L2EntrySize)
 	for _, sn := range im.snapshots {
 		snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)

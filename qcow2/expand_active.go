@@ -26,7 +26,9 @@ func (im *Image) ExpandZeroClusters() error {
 		return fmt.Errorf("%w: expanding zero clusters with extended L2 entries", ErrUnsupported)
 	}
 	im.mu.Lock()
-	backed := im.hdr.BackingFile != ""
+	// What reads go by: a backing device given (Options.Backing) shows
+	// under unallocated clusters even when the header names none.
+	backed := im.hasBackingFileLocked()
 	im.mu.Unlock()
 	size, err := im.Size()
 	if err != nil {
