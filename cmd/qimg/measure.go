@@ -205,7 +205,18 @@ func runMeasure(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	} else {
-		if m, err = measureFile(t, o.args[0], o.get("f", ""), o.forceShare()); err != nil {
+		if o.has("l") {
+			// qemu-img measures the snapshot's contents; qimg has no
+			// read-only view of a snapshot, and must not measure the
+			// active layer instead.
+			return e.errorf(1, "-l (measuring a snapshot) is not supported by qimg measure")
+		}
+		spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), ReadOnly: true,
+			Opts: qcow2.Options{ForceShare: o.forceShare()}})
+		if err != nil {
+			return e.usageErr(err)
+		}
+		if m, err = measureFile(t, spec); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}
@@ -233,9 +244,8 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 }
 
 // measureFile measures the conversion of an existing image.
-func measureFile(t *measureTarget, path, format string, share bool) (*measureInfo, error) {
-	img, err := openImage(imgopen.Spec{Path: path, Format: format, ReadOnly: true,
-		Opts: qcow2.Options{ForceShare: share}})
+func measureFile(t *measureTarget, spec imgopen.Spec) (*measureInfo, error) {
+	img, err := openImage(spec)
 	if err != nil {
 		return nil, err
 	}
