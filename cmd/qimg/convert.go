@@ -206,12 +206,18 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cn", "force-share", "object:", "image-opts")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cn", "force-share", "object:", "image-opts", "target-is-zero")
 	if err != nil {
 		return e.usageErr(err)
 	}
 	// -n: the output exists, and is written into (qemu-img's skip_create).
 	skipCreate := o.has("n")
+	// --target-is-zero: the user says the existing output reads as
+	// zeros, so convert leaves the zeros out as it does in an image it
+	// created (qemu-img's has_zero_init).
+	if o.has("target-is-zero") && !skipCreate {
+		return e.errorf(1, "--target-is-zero requires use of -n flag")
+	}
 	if skipCreate && len(o.vals["o"]) > 0 {
 		return e.errorf(1, "-o has no effect when skipping image creation")
 	}
@@ -299,7 +305,7 @@ func runConvert(e *env, args []string) int {
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
-	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate} // a qcow2 image's alignment in QEMU
+	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate || o.has("target-is-zero")} // a qcow2 image's alignment in QEMU
 	if dst.Image == nil {
 		cout.align = dst.Dev.Caps().Align
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -35,5 +36,33 @@ func TestMeasure_ImageOptsAndSnapshot(t *testing.T) {
 		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
 			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
 		}
+	}
+}
+
+// TestConvert_TargetIsZero: convert --target-is-zero (with -n) leaves
+// the source's zeros out of the existing output as qemu-img does (qimg
+// refused the option), and is refused without -n with qemu-img's
+// message.
+func TestConvert_TargetIsZero(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 0 64k", "write -z 1M 1M", "write -P 2 3M 4k")
+	var outs []string
+	for _, name := range []string{"ours.qcow2", "theirs.qcow2"} {
+		// The old data shows where convert wrote zeros and where it did
+		// not: --target-is-zero means the user vouches for the zeros.
+		outs = append(outs, qemuImage(t, filepath.Join(dir, name), "qcow2", "4M", "write -P 9 0 4M"))
+	}
+	mustQ(t, "convert", "--target-is-zero", "-n", "-O", "qcow2", src, outs[0])
+	testkit.MustRun(t, "qemu-img", "convert", "--target-is-zero", "-n", "-O", "qcow2", src, outs[1])
+	testkit.MustRun(t, "qemu-img", "compare", outs[0], outs[1])
+	if a, b := testkit.MustRun(t, "qemu-img", "map", "--output=json", outs[0]), testkit.MustRun(t, "qemu-img", "map", "--output=json", outs[1]); a != b {
+		t.Errorf("maps differ:\nqimg's output:\n%s\nqemu-img's:\n%s", a, b)
+	}
+
+	args := []string{"convert", "--target-is-zero", "-O", "qcow2", src, filepath.Join(dir, "new.qcow2")}
+	_, errOut, code := runQ(t, args...)
+	_, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+	if code != qcode || strings.TrimPrefix(errOut, "qimg: convert: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+		t.Errorf("without -n: qimg exit %d %q; qemu-img exit %d %q", code, errOut, qcode, qerr)
 	}
 }
