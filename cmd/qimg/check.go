@@ -9,20 +9,21 @@ import (
 )
 
 // imageCheck is qemu's ImageCheck; the optional counters are omitted when
-// zero, as qemu-img does.
+// zero, as qemu-img does. The fields are in qemu-img's order (imageInfo's
+// comment).
 type imageCheck struct {
+	ImageEndOffset     int64  `json:"image-end-offset,omitempty"`
+	CompressedClusters int64  `json:"compressed-clusters,omitempty"`
+	TotalClusters      int64  `json:"total-clusters,omitempty"`
+	Corruptions        int    `json:"corruptions,omitempty"`
+	CorruptionsFixed   int    `json:"corruptions-fixed,omitempty"`
+	CheckErrors        int    `json:"check-errors"`
+	Leaks              int    `json:"leaks,omitempty"`
+	LeaksFixed         int    `json:"leaks-fixed,omitempty"`
+	AllocatedClusters  int64  `json:"allocated-clusters,omitempty"`
 	Filename           string `json:"filename"`
 	Format             string `json:"format"`
-	CheckErrors        int    `json:"check-errors"`
-	ImageEndOffset     int64  `json:"image-end-offset,omitempty"`
-	Corruptions        int    `json:"corruptions,omitempty"`
-	Leaks              int    `json:"leaks,omitempty"`
-	CorruptionsFixed   int    `json:"corruptions-fixed,omitempty"`
-	LeaksFixed         int    `json:"leaks-fixed,omitempty"`
-	TotalClusters      int64  `json:"total-clusters,omitempty"`
-	AllocatedClusters  int64  `json:"allocated-clusters,omitempty"`
 	FragmentedClusters int64  `json:"fragmented-clusters,omitempty"`
-	CompressedClusters int64  `json:"compressed-clusters,omitempty"`
 }
 
 func toImageCheck(path string, r *qcow2.CheckResult) *imageCheck {

@@ -14,7 +14,13 @@ import (
 )
 
 // imageInfo is qemu-img info's ImageInfo (the fields we fill).
+//
+// The fields are in the order qemu-img prints them: the order of its
+// QDict's hash buckets (qdict.c's tdb_hash of the key, modulo 512),
+// which is the same for every image.
 type imageInfo struct {
+	BackingFilenameFormat string          `json:"backing-filename-format,omitempty"`
+	Snapshots             []snapshotInfo  `json:"snapshots,omitempty"`
 	VirtualSize           int64           `json:"virtual-size"`
 	Filename              string          `json:"filename"`
 	ClusterSize           int64           `json:"cluster-size,omitempty"`
@@ -22,11 +28,9 @@ type imageInfo struct {
 	ActualSize            int64           `json:"actual-size"`
 	FormatSpecific        *formatSpecific `json:"format-specific,omitempty"`
 	FullBackingFilename   string          `json:"full-backing-filename,omitempty"`
-	BackingFilename       string          `json:"backing-filename,omitempty"`
-	BackingFilenameFormat string          `json:"backing-filename-format,omitempty"`
 	Encrypted             bool            `json:"encrypted,omitempty"`
+	BackingFilename       string          `json:"backing-filename,omitempty"`
 	DirtyFlag             bool            `json:"dirty-flag"`
-	Snapshots             []snapshotInfo  `json:"snapshots,omitempty"`
 
 	metrics func(io.Writer) // --metrics: prints the engine's metrics
 }

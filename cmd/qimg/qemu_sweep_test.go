@@ -66,3 +66,33 @@ func TestConvert_TargetIsZero(t *testing.T) {
 		t.Errorf("without -n: qimg exit %d %q; qemu-img exit %d %q", code, errOut, qcode, qerr)
 	}
 }
+
+// TestJSON_KeyOrderLikeQemu: info and check print their JSON objects
+// with the keys in qemu-img's order, so that the text is qemu-img's
+// (qimg printed a backing file's format and the snapshots, and check's
+// counters, elsewhere).
+func TestJSON_KeyOrderLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	base := qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "4M", "write -P 1 0 128k", "write -c -P 2 1M 64k")
+	top := qemuOverlay(t, filepath.Join(dir, "top.qcow2"), "base.qcow2", "qcow2", "write -P 3 64k 128k")
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", top)
+	leaky := filepath.Join(dir, "leaky.qcow2")
+	testkit.MustRun(t, "cp", base, leaky)
+	leakCluster(t, leaky)
+	for _, args := range [][]string{
+		{"info", "--output=json", top},
+		{"info", "--output=json", "--backing-chain", top},
+		{"check", "--output=json", base},
+	} {
+		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+		}
+	}
+	args := []string{"check", "--output=json", leaky}
+	ours, _, code := runQ(t, args...)
+	theirs, _, qcode := testkit.Run(t, "qemu-img", args...)
+	if ours != theirs || code != qcode {
+		t.Errorf("%q:\nqimg (exit %d):\n%s\nqemu-img (exit %d):\n%s", args, code, ours, qcode, theirs)
+	}
+	mustQ(t, "check", "-q", "-r", "leaks", leaky)
+}

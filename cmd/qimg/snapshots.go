@@ -12,15 +12,16 @@ import (
 )
 
 // snapshotInfo is QEMU's SnapshotInfo, as qemu-img info lists it.
+// Its fields are in qemu-img's order (imageInfo's comment).
 type snapshotInfo struct {
-	ID          string  `json:"id"`
+	Icount      *uint64 `json:"icount,omitempty"`
+	VMClockNsec int64   `json:"vm-clock-nsec"`
 	Name        string  `json:"name"`
-	VMStateSize int64   `json:"vm-state-size"`
 	DateSec     int64   `json:"date-sec"`
 	DateNsec    int64   `json:"date-nsec"`
 	VMClockSec  int64   `json:"vm-clock-sec"`
-	VMClockNsec int64   `json:"vm-clock-nsec"`
-	Icount      *uint64 `json:"icount,omitempty"`
+	ID          string  `json:"id"`
+	VMStateSize int64   `json:"vm-state-size"`
 }
 
 // snapshotEntryBound bounds the bytes one snapshot table entry may take
