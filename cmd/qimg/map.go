@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -16,6 +17,30 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 		return img.Image.Map()
 	}
 	return qcow2.MapRaw(img.Dev)
+}
+
+// clipExtents is qemu-img map --start-offset/--max-length: the extents
+// within [start, end), the first and last cut to it (a host offset moved
+// with the start). Nothing to map (start at or past end) is qemu-img's
+// one empty extent at start.
+func clipExtents(ext []qcow2.MapEntry, start, end int64) []qcow2.MapEntry {
+	if start >= end {
+		return []qcow2.MapEntry{{Start: start}}
+	}
+	var out []qcow2.MapEntry
+	for _, e := range ext {
+		s, t := max(e.Start, start), min(e.Start+e.Length, end)
+		if s >= t {
+			continue
+		}
+		if e.Offset != nil {
+			off := *e.Offset + s - e.Start
+			e.Offset = &off
+		}
+		e.Start, e.Length = s, t-s
+		out = append(out, e)
+	}
+	return out
 }
 
 // chainNames returns the file name of each layer of the backing chain,
@@ -90,9 +115,23 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 }
 
 func runMap(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:t:U", "force-share", "object:", "image-opts")
+	o, out, err := getoptOutput(args, "o:f:t:U", "force-share", "object:", "image-opts", "start-offset:", "max-length:")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	start, maxLen := int64(0), int64(math.MaxInt64)
+	for _, w := range []struct {
+		opt, name string
+		v         *int64
+	}{{"start-offset", "start offset", &start}, {"max-length", "max length", &maxLen}} {
+		if o.has(w.opt) {
+			n, err := qcow2.ParseSize(o.get(w.opt, ""))
+			if err != nil || n < 0 {
+				return e.errorf(1, "Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"+
+					"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", w.name)
+			}
+			*w.v = n
+		}
 	}
 	path, eo, err := oneImage(o)
 	if err != nil {
@@ -110,6 +149,13 @@ func runMap(e *env, args []string) int {
 	ext, err := mapExtents(img)
 	if err != nil {
 		return e.errorf(1, "%v", err)
+	}
+	if o.has("start-offset") || o.has("max-length") {
+		size, err := img.Dev.Size()
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		ext = clipExtents(ext, start, min(size, start+min(maxLen, math.MaxInt64-start)))
 	}
 	if out == "json" {
 		writeMapJSON(e.stdout, ext)

@@ -96,3 +96,36 @@ func TestJSON_KeyOrderLikeQemu(t *testing.T) {
 	}
 	mustQ(t, "check", "-q", "-r", "leaks", leaky)
 }
+
+// TestMap_WindowLikeQemu: map --start-offset and --max-length limit the
+// map to a window as qemu-img's do (qimg refused both options): the
+// extents are cut at its ends, and an empty window is one empty extent.
+func TestMap_WindowLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	base := qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -z 2M 1M", "write -c -P 2 4M 64k")
+	top := qemuOverlay(t, filepath.Join(dir, "top.qcow2"), "base.qcow2", "qcow2", "write -P 3 512k 1M")
+	raw := filepath.Join(dir, "top.raw")
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", top, raw)
+	for _, p := range []string{base, top, raw} {
+		for _, w := range [][]string{
+			{"--start-offset", "1M", "--max-length", "2M"},
+			{"--start-offset=1000", "--max-length=5000"},
+			{"--start-offset", "600k"},
+			{"--max-length", "1048577"},
+			{"--start-offset", "4M", "--max-length", "32k"},
+			{"--start-offset", "100M"},
+			{"--max-length", "0"},
+		} {
+			for _, out := range []string{"--output=json", "--output=human"} {
+				args := append([]string{"map", out}, append(w, p)...)
+				ours, _, code := runQ(t, args...)
+				theirs, _, qcode := testkit.Run(t, "qemu-img", args...)
+				// qimg's JSON has QEMU 8.2's "compressed" (writeMapJSON).
+				ours = strings.NewReplacer(`, "compressed": false`, "", `, "compressed": true`, "").Replace(ours)
+				if ours != theirs || code != qcode {
+					t.Errorf("%q:\nqimg (exit %d):\n%s\nqemu-img (exit %d):\n%s", args, code, ours, qcode, theirs)
+				}
+			}
+		}
+	}
+}
