@@ -76,6 +76,18 @@ func (w *StatusWalker) Status(off, n int64) (ChainStatus, error) {
 	return s, nil
 }
 
+// TopStatus is bdrv_block_status_above(d, backing of d, off, n): the
+// status of off in d's own layer only (as qemu-img convert -B asks it):
+// not Allocated where d leaves off to its backing file; where d has no
+// backing file, or off lies past its end, that reads as zeros.
+func (w *StatusWalker) TopStatus(off, n int64) (ChainStatus, error) {
+	size, err := w.m.qemuLen(w.d)
+	if err != nil {
+		return ChainStatus{}, err
+	}
+	return w.m.layerStatus(w.d, off, min(n, size-off))
+}
+
 // backingOf is the backing device of a qcow2 layer, nil for raw or the
 // bottom.
 func backingOf(d block.Device) block.Device {

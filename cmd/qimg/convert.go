@@ -27,6 +27,15 @@ type convertOut struct {
 	// Without it (convert -n: an existing image, which may hold old data)
 	// they are written with WriteZeroes (MayUnmap), as qemu-img does.
 	zeroInit bool
+	// backing says the output has a backing file that holds what the
+	// source's backing chain holds (convert -B): the source's own layer
+	// alone is copied, what it leaves to its backing file is left
+	// unallocated, and its zeros are written (qemu-img's
+	// target_has_backing). backingEnd is the size of a new output's
+	// backing file, past which the output reads as zeros anyway (-1:
+	// not known, an existing output).
+	backing    bool
+	backingEnd int64
 }
 
 // leaveOut makes [off, off+n) of the output read as zeros where convert
@@ -56,7 +65,15 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 	alignSec := max(pow2Floor(minSec), (dst.align+511)/512)
 	buf := make([]byte, convertBufSize)
 	for off := int64(0); off < total; {
-		st, err := src.st.Status(off, total-off)
+		q := total - off
+		if dst.backing && dst.backingEnd >= 0 && off < dst.backingEnd {
+			q = min(q, dst.backingEnd-off) // zeros differ past it
+		}
+		status := src.st.Status
+		if dst.backing {
+			status = src.st.TopStatus
+		}
+		st, err := status(off, q)
 		if err != nil {
 			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
@@ -65,6 +82,14 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 			n -= tail
 		}
 		zero := st.Zero
+		if dst.backing && (!st.Zero && !st.Data || st.Zero && dst.backingEnd >= 0 && off >= dst.backingEnd) {
+			// Left to the output's backing file (BLK_BACKING_FILE).
+			off += n
+			if progress != nil {
+				progress(off, total)
+			}
+			continue
+		}
 		for end := off + n; off < end; {
 			if zero && sparse > 0 {
 				if err := dst.leaveOut(off, end-off); err != nil {
@@ -206,7 +231,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cn", "force-share", "object:", "image-opts", "target-is-zero")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:", "force-share", "object:", "image-opts", "target-is-zero")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -269,7 +294,7 @@ func runConvert(e *env, args []string) int {
 			return e.usageErr(err)
 		}
 		for _, p := range kv {
-			if ofmt == "raw" || p[0] == "backing_file" || p[0] == "backing_fmt" || p[0] == "size" {
+			if ofmt == "raw" || p[0] == "size" {
 				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
 			}
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
@@ -278,6 +303,33 @@ func runConvert(e *env, args []string) int {
 		}
 	}
 	req.opts.Size = src.size
+	// -B and -F are -o backing_file and backing_fmt (qemu-img's
+	// add_old_style_options: they win over -o).
+	if b := o.get("B", ""); b != "" {
+		req.opts.BackingFile = b
+	}
+	if f := o.get("F", ""); f != "" {
+		req.opts.BackingFormat = f
+	}
+	hasBacking := req.opts.BackingFile != ""
+	if hasBacking && o.has("target-is-zero") {
+		// qemu-img 7.2 stops here too, but exits 0.
+		return e.errorf(1, "Cannot use --target-is-zero when the destination image has a backing file")
+	}
+	if hasBacking && !skipCreate {
+		if ofmt == "raw" {
+			return e.errorf(1, "Backing file not supported for file format 'raw'")
+		}
+		if req.opts.BackingFormat == "" {
+			return e.errorf(1, "Use of backing file requires explicit backing format")
+		}
+	}
+	if !hasBacking && req.opts.BackingFormat != "" && !skipCreate {
+		return e.errorf(1, "%s: error while converting %s: Backing format cannot be used without backing file", out, ofmt)
+	}
+	if hasBacking && o.has("c") {
+		return e.errorf(1, "compressed output (-c) over a backing file (-B) is not supported by qimg convert")
+	}
 	if o.has("c") && req.opts.Encrypt.Format != "" {
 		return e.errorf(1, "%s: compressed output (-c) of an encrypted image is not supported (QEMU would write the compressed clusters in the clear)", out)
 	}
@@ -305,7 +357,16 @@ func runConvert(e *env, args []string) int {
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
-	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate || o.has("target-is-zero")} // a qcow2 image's alignment in QEMU
+	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
+		backing: hasBacking, backingEnd: -1}
+	if hasBacking {
+		cout.zeroInit = false // zeros are written over the backing file's data
+		if b := backingDev(dst); b != nil && !skipCreate {
+			if cout.backingEnd, err = b.Size(); err != nil {
+				cout.backingEnd = -1 // an optimization only, as in qemu-img
+			}
+		}
+	}
 	if dst.Image == nil {
 		cout.align = dst.Dev.Caps().Align
 	}
@@ -376,6 +437,15 @@ func progressPrinter(w io.Writer) func(done, total int64) {
 			last = pct
 		}
 	}
+}
+
+// backingDev is the backing device of an opened qcow2 image, nil if it
+// has none.
+func backingDev(img *imgopen.Opened) block.Device {
+	if img.Image == nil {
+		return nil
+	}
+	return img.Image.Backing()
 }
 
 // isBlockDevice reports whether path is a block device.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,5 +129,78 @@ func TestMap_WindowLikeQemu(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestConvert_BackingLikeQemu: convert -B BACKING -F FMT (and -o
+// backing_file, backing_fmt) writes an output over BACKING that holds
+// only the source's own layer, as qemu-img's does (qimg refused the
+// options): what the source leaves to its backing file stays
+// unallocated, its zeros are written, and past the end of a shorter
+// backing file nothing is; with -n into an existing image too. The
+// refusals are qemu-img's.
+func TestConvert_BackingLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	qemuImage(t, filepath.Join(dir, "small.qcow2"), "qcow2", "2M", "write -P 4 0 2M")
+	var srcs []string
+	for _, compat := range []string{"1.1", "0.10"} {
+		p := filepath.Join(dir, "ov-"+compat+".qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat="+compat, "-b", "small.qcow2", "-F", "qcow2", p, "8M")
+		qemuIO(t, p, "qcow2", "write -z 0 64k", "write -P 5 1M 2M", "write -z 4M 1M", "write -P 0 6M 64k")
+		srcs = append(srcs, p)
+	}
+	sameOutputs := func(what, ours, theirs string) {
+		t.Helper()
+		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+		a := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+		b := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
+		if a != b {
+			t.Errorf("%s: maps differ:\nqimg's output:\n%s\nqemu-img's:\n%s", what, a, b)
+		}
+	}
+	n := 0
+	for _, src := range srcs {
+		for _, opts := range [][]string{
+			{"-B", "small.qcow2", "-F", "qcow2"},
+			{"-o", "backing_file=small.qcow2,backing_fmt=qcow2"},
+			{"-B", "small.qcow2", "-F", "qcow2", "-o", "compat=0.10"},
+			{"-B", "small.qcow2", "-F", "qcow2", "-S", "0"},
+			{"-B", "small.qcow2", "-F", "qcow2", "-o", "cluster_size=1M"},
+		} {
+			n++
+			ours, theirs := filepath.Join(dir, fmt.Sprintf("o%d.qcow2", n)), filepath.Join(dir, fmt.Sprintf("q%d.qcow2", n))
+			args := append([]string{"convert", "-O", "qcow2"}, opts...)
+			mustQ(t, append(args, src, ours)...)
+			testkit.MustRun(t, "qemu-img", append(args, src, theirs)...)
+			sameOutputs(fmt.Sprintf("%q", args), ours, theirs)
+			if info := testkit.MustRun(t, "qemu-img", "info", ours); !strings.Contains(info, "backing file: small.qcow2") {
+				t.Errorf("%q: the output has no backing file:\n%s", args, info)
+			}
+		}
+		// -n: into an existing image (full of old data) with -B.
+		n++
+		ours, theirs := filepath.Join(dir, fmt.Sprintf("o%d.qcow2", n)), filepath.Join(dir, fmt.Sprintf("q%d.qcow2", n))
+		for _, p := range []string{ours, theirs} {
+			qemuImage(t, p, "qcow2", "8M", "write -P 9 0 8M")
+		}
+		args := []string{"convert", "-n", "-O", "qcow2", "-B", "small.qcow2", "-F", "qcow2", src}
+		mustQ(t, append(args, ours)...)
+		testkit.MustRun(t, "qemu-img", append(args, theirs)...)
+		sameOutputs(fmt.Sprintf("%q", args), ours, theirs)
+	}
+
+	for _, opts := range [][]string{
+		{"-O", "qcow2", "-B", "small.qcow2"},
+		{"-O", "qcow2", "-F", "qcow2"},
+		{"-O", "raw", "-B", "small.qcow2", "-F", "qcow2"},
+	} {
+		out := filepath.Join(dir, "refused.qcow2")
+		args := append(append([]string{"convert"}, opts...), srcs[0], out)
+		_, errOut, code := runQ(t, args...)
+		_, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+		if code != qcode || strings.TrimPrefix(errOut, "qimg: convert: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+			t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", opts, code, errOut, qcode, qerr)
+		}
+		os.Remove(out)
 	}
 }
