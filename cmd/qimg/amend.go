@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,12 +23,24 @@ type amendRequest struct {
 }
 
 func runAmend(e *env, args []string) int {
-	o, err := getopt(args, "f:o:t:q", "object:", "image-opts", "force")
+	o, err := getopt(args, "f:o:t:qp", "object:", "image-opts", "force")
 	if err != nil {
 		return e.usageErr(err)
 	}
 	if !o.has("o") {
 		return e.usageErr(errors.New("Must specify options (-o)"))
+	}
+	// -p: qemu-img's progress, which ends with a new line whatever
+	// happens next; qimg prints the start and the end of the amendment.
+	var progress func(done, total int64)
+	if o.has("p") && !o.has("q") {
+		progress = progressPrinter(e.stdout)
+		defer fmt.Fprintln(e.stdout)
+	}
+	help := slices.ContainsFunc(o.vals["o"], isHelpOption)
+	if f := o.get("f", ""); f != "" && help {
+		// qemu-img answers for the format given, with or without a file.
+		return e.amendOptionsHelp(f)
 	}
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
@@ -37,14 +50,53 @@ func runAmend(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	r.path, r.format = r.spec.Path, r.spec.Format
+	if help {
+		// qemu-img opens the image to learn its format, then answers.
+		spec := r.spec
+		spec.ReadOnly = true
+		img, err := openImage(spec)
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		f := img.Format()
+		img.Close()
+		return e.amendOptionsHelp(f)
+	}
 	if r.format != "" && r.format != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", r.format)
 	}
 	if err := parseAmendOptions(r, o.vals["o"]); err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	if err := doAmend(r); err != nil {
+	if progress != nil {
+		progress(0, 1)
+	}
+	err = doAmend(r)
+	if progress != nil {
+		progress(1, 1)
+	}
+	if err != nil {
 		return e.errorf(1, "%v", err)
+	}
+	return 0
+}
+
+// amendOptionsHelp is qemu-img amend -o help: the options qimg amend
+// changes, in qemu-img's layout (qemu-img also lists backing_file and
+// backing_fmt, which it refuses, and data_file and encrypt.*, which qimg
+// does not amend).
+func (e *env) amendOptionsHelp(f string) int {
+	if f != "qcow2" {
+		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
+	}
+	fmt.Fprintf(e.stdout, "Amend options for '%s':\n", f)
+	for _, o := range []createOption{
+		{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
+		{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
+		{"refcount_bits", "num", "Width of a reference count entry in bits"},
+		{"size", "size", "Virtual disk size"},
+	} {
+		fmt.Fprintf(e.stdout, "  %-22s - %s\n", o.name+"=<"+o.typ+">", o.help)
 	}
 	return 0
 }

@@ -204,3 +204,54 @@ func TestConvert_BackingLikeQemu(t *testing.T) {
 		os.Remove(out)
 	}
 }
+
+// TestAmend_HelpAndProgressLikeQemu: amend -o help lists the amend
+// options in qemu-img's layout and exits 0 (qimg refused "help" as an
+// option), for the format given or the image's; a raw image is refused
+// as qemu-img refuses it. -p is accepted (qimg refused it) and prints
+// qemu-img's progress lines.
+func TestAmend_HelpAndProgressLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	img := qemuImage(t, filepath.Join(dir, "a.qcow2"), "qcow2", "4M", "write -P 1 0 64k")
+	raw := qemuImage(t, filepath.Join(dir, "a.raw"), "raw", "4M")
+	for _, args := range [][]string{
+		{"amend", "-o", "help", img},
+		{"amend", "-f", "qcow2", "-o", "help"},
+		{"amend", "-o", "?,compat=1.1", img},
+		{"amend", "-f", "raw", "-o", "help", raw},
+		{"amend", "-f", "raw", "-o", "help"},
+	} {
+		ours, errOut, code := runQ(t, args...)
+		theirs, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+		if code != qcode || strings.TrimPrefix(errOut, "qimg: amend: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+			t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", args, code, errOut, qcode, qerr)
+		}
+		// qimg lists the options it amends, each as qemu-img does.
+		if qcode == 0 {
+			lines := strings.SplitAfter(ours, "\n")
+			if len(lines) < 3 || lines[0] != "Amend options for 'qcow2':\n" {
+				t.Errorf("%q: qimg printed %q", args, ours)
+			}
+			for _, l := range lines {
+				if !strings.Contains(theirs, l) {
+					t.Errorf("%q: qimg's line %q is not qemu-img's:\n%s", args, l, theirs)
+				}
+			}
+		}
+	}
+	ours, theirs := filepath.Join(dir, "o.qcow2"), filepath.Join(dir, "q.qcow2")
+	testkit.MustRun(t, "cp", img, ours)
+	testkit.MustRun(t, "cp", img, theirs)
+	args := []string{"amend", "-p", "-o", "lazy_refcounts=on"}
+	if a, b := mustQ(t, append(args, ours)...), testkit.MustRun(t, "qemu-img", append(args, theirs)...); a != b {
+		t.Errorf("%q: qimg printed %q, qemu-img %q", args, a, b)
+	}
+	args = []string{"amend", "-p", "-q", "-o", "compat=0.10"}
+	if a, b := mustQ(t, append(args, ours)...), testkit.MustRun(t, "qemu-img", append(args, theirs)...); a != b {
+		t.Errorf("%q: qimg printed %q, qemu-img %q", args, a, b)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+	if a, b := testkit.MustRun(t, "qemu-img", "info", "-U", ours), testkit.MustRun(t, "qemu-img", "info", "-U", theirs); strings.ReplaceAll(a, "o.qcow2", "q.qcow2") != b {
+		t.Errorf("after amend:\nqimg's:\n%s\nqemu-img's:\n%s", a, b)
+	}
+}
