@@ -61,7 +61,7 @@ func init() {
 		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-T cache] FILE1 FILE2"},
 		"convert":  {runConvert, "[-f fmt] [-O raw|qcow2] [-o options | -n [--target-is-zero]] [-B backing_file -F backing_fmt] [-c] [-S size] [-p] [-t cache] [-T cache] IN OUT"},
 		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
-		"resize":   {runResize, "[-f fmt] [-q] [--shrink] FILE [+|-]SIZE"},
+		"resize":   {runResize, "[-f fmt] [--preallocation=off|falloc|full (raw only)] [-q] [--shrink] FILE [+|-]SIZE"},
 		"rebase":   {runRebase, "[-f fmt] [-t cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
 		"commit":   {runCommit, "[-f fmt] [-t cache] [-d] [-p] [-q] [--object ...] [--image-opts] FILE"},
 		"amend":    {runAmend, "[-f qcow2] [-t cache] [-p] [-q] -o help | -o compat=0.10|1.1,lazy_refcounts=on|off,refcount_bits=N,size=SIZE [--object ...] [--image-opts] FILE"},

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -253,5 +254,53 @@ func TestAmend_HelpAndProgressLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
 	if a, b := testkit.MustRun(t, "qemu-img", "info", "-U", ours), testkit.MustRun(t, "qemu-img", "info", "-U", theirs); strings.ReplaceAll(a, "o.qcow2", "q.qcow2") != b {
 		t.Errorf("after amend:\nqimg's:\n%s\nqemu-img's:\n%s", a, b)
+	}
+}
+
+// TestResize_PreallocationLikeQemu: resize --preallocation=falloc|full
+// grows a raw image with its new part allocated, as qemu-img does (qimg
+// refused every mode but off), and the refusals are qemu-img's: an
+// unknown mode, a size that does not grow, metadata for raw.
+func TestResize_PreallocationLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	for _, mode := range []string{"falloc", "full"} {
+		var files []string
+		for _, who := range []string{"ours", "theirs"} {
+			p := filepath.Join(dir, who+"-"+mode+".raw")
+			if err := os.WriteFile(p, []byte(strings.Repeat("x", 1000)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, p)
+		}
+		args := []string{"resize", "-f", "raw", "--preallocation=" + mode}
+		a := mustQ(t, append(args, files[0], "2M")...)
+		b := testkit.MustRun(t, "qemu-img", append(args, files[1], "2M")...)
+		if a != b {
+			t.Errorf("%s: qimg printed %q, qemu-img %q", mode, a, b)
+		}
+		x, err1 := os.ReadFile(files[0])
+		y, err2 := os.ReadFile(files[1])
+		if err1 != nil || err2 != nil || string(x) != string(y) {
+			t.Errorf("%s: the files differ (%v, %v)", mode, err1, err2)
+		}
+		var s1, s2 syscall.Stat_t
+		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks != s2.Blocks {
+			t.Errorf("%s: qimg's file has %d blocks, qemu-img's %d", mode, s1.Blocks, s2.Blocks)
+		}
+	}
+	raw := qemuImage(t, filepath.Join(dir, "r.raw"), "raw", "4M")
+	img := qemuImage(t, filepath.Join(dir, "q.qcow2"), "qcow2", "4M")
+	for _, args := range [][]string{
+		{"resize", "-f", "raw", "--preallocation=bogus", raw, "8M"},
+		{"resize", "-f", "raw", "--preallocation=metadata", raw, "8M"},
+		{"resize", "-f", "raw", "--preallocation=falloc", raw, "4M"},
+		{"resize", "-f", "raw", "--preallocation=full", "--shrink", raw, "2M"},
+		{"resize", "--preallocation=falloc", img, "2M"},
+	} {
+		ours, errOut, code := runQ(t, args...)
+		theirs, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+		if ours != theirs || code != qcode || strings.TrimPrefix(errOut, "qimg: resize: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+			t.Errorf("%q: qimg exit %d %q %q; qemu-img exit %d %q %q", args, code, ours, errOut, qcode, theirs, qerr)
+		}
 	}
 }

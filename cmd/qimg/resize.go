@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -18,6 +19,7 @@ type resizeRequest struct {
 	sign         byte          // '+', '-' or 0 (absolute)
 	n            int64
 	shrink       bool
+	prealloc     string // --preallocation: off, metadata, falloc or full
 }
 
 // parseResizeSize reads [+|-]SIZE.
@@ -57,10 +59,13 @@ func runResize(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting image file name and size"))
 	}
-	if p := o.get("preallocation", "off"); p != "off" {
-		return e.errorf(1, "preallocation=%s is not supported by qimg resize", p)
+	p := o.get("preallocation", "off")
+	switch p {
+	case "off", "metadata", "falloc", "full":
+	default:
+		return e.errorf(1, "Invalid preallocation mode '%s'", p)
 	}
-	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink")}
+	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p}
 	if o.has("image-opts") || o.has("object") {
 		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format})
 		if err != nil {
@@ -110,8 +115,14 @@ func doResize(r *resizeRequest) error {
 	switch {
 	case size <= 0:
 		err = errors.New("New image size must be positive")
+	case size <= cur && r.prealloc != "off":
+		err = errors.New("Preallocation can only be used for growing images")
 	case size < cur && !r.shrink:
 		err = errNeedShrink
+	case img.Image != nil && r.prealloc != "off" && size%512 == 0:
+		err = fmt.Errorf("preallocation=%s is not supported by qimg resize of a qcow2 image", r.prealloc)
+	case r.prealloc == "metadata":
+		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:
 		err = resizeQcow2(img.Image, cur, size)
 	}
@@ -132,10 +143,50 @@ func doResize(r *resizeRequest) error {
 		}
 		return nil
 	}
+	if r.prealloc != "off" {
+		return growRawPrealloc(r.path, size, r.prealloc)
+	}
 	if err := os.Truncate(r.path, size); err != nil {
 		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
 	}
 	return nil
+}
+
+// growRawPrealloc grows the raw file at path to size with its new part
+// allocated, as QEMU's file driver does: falloc reserves it
+// (fallocate), full writes zeros over it.
+func growRawPrealloc(path string, size int64, mode string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	cur := st.Size()
+	if cur >= size {
+		return nil
+	}
+	if mode == "falloc" {
+		if err := syscall.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
+			return fmt.Errorf("Could not preallocate new data: %w", err)
+		}
+		return nil
+	}
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("Could not resize file: %w", err)
+	}
+	zeros := make([]byte, 1<<20)
+	for off := cur; off < size; {
+		n := min(int64(len(zeros)), size-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return fmt.Errorf("Could not write zeros for preallocation: %w", err)
+		}
+		off += n
+	}
+	return f.Sync()
 }
 
 // resizeQcow2 grows (Truncate) or shrinks (Shrink) a qcow2 image. As
