@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
@@ -222,6 +223,18 @@ func doCreate(req *createRequest) error {
 	return nil
 }
 
+// allocateFirstBlock writes zeros over the start of a new raw file of
+// size bytes, as QEMU's file driver does when it grows an empty file
+// (allocate_first_block: 4 KiB, or one sector in a smaller file), so
+// that the file's first block is data, not a hole, in qemu-img's map.
+func allocateFirstBlock(f block.Device, size int64) error {
+	n := int64(4096)
+	if size < n {
+		n = 512
+	}
+	return f.Writev(0, [][]byte{make([]byte, n)})
+}
+
 // createRaw makes a raw image of size (rounded up to 512 bytes, as
 // qemu-img does). An existing file is emptied only once qimg holds its
 // write lock, so an image another process uses is left untouched.
@@ -237,6 +250,9 @@ func createRaw(path string, size int64) error {
 	}
 	if err == nil {
 		err = f.Truncate((size + 511) &^ 511)
+	}
+	if err == nil && size > 0 && !isBlockDevice(path) {
+		err = allocateFirstBlock(f, (size+511)&^511)
 	}
 	if err == nil && isBlockDevice(path) {
 		// A device keeps its old bytes: zero the first sector, as

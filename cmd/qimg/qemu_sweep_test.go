@@ -304,3 +304,40 @@ func TestResize_PreallocationLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestRaw_FirstBlockLikeQemu: a raw image qimg creates (create -f raw,
+// convert -O raw, resize of an empty file) has its first block
+// allocated, as QEMU's file driver allocates it, so that qemu-img map
+// and compare -s see the same file as qemu-img's (qimg's new raw files
+// were all hole).
+func TestRaw_FirstBlockLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 1M 4k")
+	type step struct {
+		name string
+		run  func(tool func(...string), out string)
+	}
+	for _, s := range []step{
+		{"create 4M", func(tool func(...string), out string) { tool("create", "-q", "-f", "raw", out, "4M") }},
+		{"create 1000", func(tool func(...string), out string) { tool("create", "-q", "-f", "raw", out, "1000") }},
+		{"convert", func(tool func(...string), out string) { tool("convert", "-O", "raw", src, out) }},
+		{"resize empty", func(tool func(...string), out string) {
+			if err := os.WriteFile(out, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tool("resize", "-q", "-f", "raw", out, "1M")
+		}},
+	} {
+		ours, theirs := filepath.Join(dir, "ours.raw"), filepath.Join(dir, "theirs.raw")
+		s.run(func(args ...string) { mustQ(t, args...) }, ours)
+		s.run(func(args ...string) { testkit.MustRun(t, "qemu-img", args...) }, theirs)
+		a := testkit.MustRun(t, "qemu-img", "map", "-f", "raw", "--output=json", ours)
+		b := testkit.MustRun(t, "qemu-img", "map", "-f", "raw", "--output=json", theirs)
+		if a != b {
+			t.Errorf("%s: qemu-img map of qimg's file:\n%s\nof qemu-img's:\n%s", s.name, a, b)
+		}
+		testkit.MustRun(t, "qemu-img", "compare", "-s", "-f", "raw", "-F", "raw", ours, theirs)
+		os.Remove(ours)
+		os.Remove(theirs)
+	}
+}

@@ -149,6 +149,23 @@ func doResize(r *resizeRequest) error {
 	if err := os.Truncate(r.path, size); err != nil {
 		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
 	}
+	if cur == 0 {
+		// An empty file grown: QEMU allocates its first block, as
+		// when it creates one (allocateFirstBlock).
+		f, err := os.OpenFile(r.path, os.O_WRONLY, 0)
+		if err != nil {
+			return unwrapPathErr(err)
+		}
+		n := int64(4096)
+		if size < n {
+			n = 512
+		}
+		_, err = f.WriteAt(make([]byte, n), 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
 	return nil
 }
 
