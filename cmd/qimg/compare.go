@@ -173,6 +173,13 @@ func runCompare(e *env, args []string) int {
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting two image file names"))
 	}
+	// -p: qemu-img's progress lines, which end with a new line whatever
+	// happens next; qimg prints the start and, if it gets there, the end.
+	var progress func(done, total int64)
+	if o.has("p") && !o.has("q") {
+		progress = progressPrinter(e.stdout)
+		defer fmt.Fprintln(e.stdout)
+	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
 		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: o.get("T", ""), ReadOnly: true,
@@ -189,9 +196,15 @@ func runCompare(e *env, args []string) int {
 			return e.errorf(2, "%v", err)
 		}
 	}
+	if progress != nil {
+		progress(0, 1)
+	}
 	r, err := compareImages(imgs[0], imgs[1], o.has("s"))
 	if err != nil {
 		return e.errorf(2, "%v", err)
+	}
+	if progress != nil && r.Identical && !r.StatusMismatch && !(r.SizeMismatch && o.has("s")) {
+		progress(1, 1)
 	}
 	quiet := o.has("q")
 	say := func(format string, a ...any) {
