@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -10,7 +11,7 @@ import (
 )
 
 func runCommit(e *env, args []string) int {
-	o, err := getopt(args, "f:t:dpqU", "object:", "image-opts", "force-share")
+	o, err := getopt(args, "f:t:b:dpqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -25,7 +26,13 @@ func runCommit(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	err = doCommit(spec, o.has("d"), progress)
+	if b := o.get("b", ""); o.has("b") {
+		// -b BASE: into BASE, which may lie deeper in the chain; it
+		// implies -d, as in qemu-img.
+		err = commitToBase(spec, b, progress)
+	} else {
+		err = doCommit(spec, o.has("d"), progress)
+	}
 	if progress != nil {
 		fmt.Fprintln(e.stdout)
 	}
@@ -161,4 +168,115 @@ func makeEmpty(spec imgopen.Spec) error {
 		return fmt.Errorf("Could not empty %s: %w", spec.Path, err)
 	}
 	return nil
+}
+
+// commitToBase is qemu-img commit -b BASE: what every image of the chain
+// above BASE allocates (the image of spec and the images between it and
+// BASE) goes into BASE, and those images stay as they are (-b implies
+// -d). BASE names an image of the chain as its overlay records it, or by
+// any path to the same file. The layers are committed from the one just
+// above BASE up to the top, so that what an upper layer holds wins, as
+// in the chain.
+func commitToBase(spec imgopen.Spec, base string, progress func(done, total int64)) error {
+	baseFi, statErr := os.Stat(base)
+	matches := func(recorded, path string) bool {
+		if recorded == base || path == base {
+			return true
+		}
+		fi, err := os.Stat(path)
+		return statErr == nil && err == nil && os.SameFile(fi, baseFi)
+	}
+	ro := spec
+	ro.ReadOnly, ro.Opts.NoBacking = true, true
+	var layers []*imgopen.Opened
+	defer func() {
+		for _, l := range layers {
+			l.Close()
+		}
+	}()
+	top, err := openImage(ro)
+	if err != nil {
+		return err
+	}
+	layers = append(layers, top)
+	if top.Image == nil || top.Image.Header().BackingFile == "" {
+		return errNoBacking
+	}
+	path := spec.Path
+	var baseSpec imgopen.Spec
+	for cur := top; ; {
+		if err := cur.Image.Damage(); err != nil {
+			return err
+		}
+		h := cur.Image.Header()
+		if h.BackingFile == "" {
+			return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
+		}
+		bpath := pathCombine(path, h.BackingFile)
+		if matches(h.BackingFile, bpath) {
+			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets}
+			break
+		}
+		next, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, ReadOnly: true,
+			Secrets: spec.Secrets, Opts: qcow2.Options{NoBacking: true}})
+		if err != nil {
+			return err
+		}
+		layers = append(layers, next)
+		if next.Image == nil {
+			return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
+		}
+		cur, path = next, bpath
+	}
+	b, err := openImage(baseSpec)
+	if err != nil {
+		return err
+	}
+	for i := len(layers) - 1; i >= 0 && err == nil; i-- {
+		if i+1 < len(layers) {
+			// Past the end of a shorter layer below, the chain reads
+			// zeros that layer supplies (QEMU counts them allocated
+			// above BASE and writes them): zeros first, then what
+			// this layer and the ones above hold.
+			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b)
+		}
+		var p func(done, total int64)
+		if i == 0 {
+			p = progress
+		}
+		if err == nil {
+			err = commitInto(layers[i].Image, b, p)
+		}
+	}
+	if err == nil {
+		err = b.Dev.Flush()
+	}
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// zerosPastShorterLayer writes zeros into base over the part of upper
+// that lies past the end of lower, the layer below it, growing base to
+// upper's size first if it is shorter.
+func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened) error {
+	lo, err := lower.Size()
+	if err != nil {
+		return err
+	}
+	hi, err := upper.Size()
+	if err != nil || lo >= hi {
+		return err
+	}
+	bsize, err := base.Dev.Size()
+	if err != nil {
+		return err
+	}
+	if bsize < hi {
+		if err := base.Dev.Truncate(hi); err != nil {
+			return fmt.Errorf("Could not resize the backing file: %w", err)
+		}
+	}
+	return base.Dev.WriteZeroes(lo, hi-lo, block.MayUnmap)
 }

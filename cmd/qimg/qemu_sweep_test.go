@@ -370,3 +370,53 @@ func TestCompare_ProgressLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCommit_BaseLikeQemu: commit -b BASE commits every layer above
+// BASE into it, BASE named as its overlay records it or by another path,
+// and leaves the layers above as they are (-b implies -d), as qemu-img
+// does (qimg refused -b); a BASE outside the chain is refused with
+// qemu-img's message.
+func TestCommit_BaseLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	chain := func(p string) (top string) {
+		qemuImage(t, filepath.Join(dir, p+"-b.qcow2"), "qcow2", "8M", "write -P 1 0 4M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", p+"-b.qcow2", "-F", "qcow2", filepath.Join(dir, p+"-m.qcow2"), "8M")
+		qemuIO(t, filepath.Join(dir, p+"-m.qcow2"), "qcow2", "write -P 2 1M 1M", "write -z 3M 64k", "write -z 5M 64k")
+		top = filepath.Join(dir, p+"-t.qcow2")
+		// The top is larger than the layer below it: past that
+		// layer's end the chain reads zeros, which go into BASE too.
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", p+"-m.qcow2", "-F", "qcow2", top, "10M")
+		qemuIO(t, top, "qcow2", "write -P 3 1536k 1M", "write -z 1M 64k", "write -P 4 9M 64k")
+		return top
+	}
+	for _, how := range []string{"recorded", "absolute"} {
+		o, q := chain("o"+how), chain("q"+how)
+		ob, qb := "o"+how+"-b.qcow2", "q"+how+"-b.qcow2"
+		if how == "absolute" {
+			ob, qb = filepath.Join(dir, ob), filepath.Join(dir, qb)
+		}
+		a := mustQ(t, "commit", "-b", ob, o)
+		b := testkit.MustRun(t, "qemu-img", "commit", "-b", qb, q)
+		if a != b {
+			t.Errorf("%s: qimg printed %q, qemu-img %q", how, a, b)
+		}
+		for _, l := range []string{"-t.qcow2", "-m.qcow2", "-b.qcow2"} {
+			ours, theirs := filepath.Join(dir, "o"+how+l), filepath.Join(dir, "q"+how+l)
+			testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+			mo := testkit.MustRun(t, "qemu-img", "map", "--output=json", "-f", "qcow2", ours)
+			mq := testkit.MustRun(t, "qemu-img", "map", "--output=json", "-f", "qcow2", theirs)
+			strip := regexp.MustCompile(`, "offset": [0-9]+`)
+			if l != "-m.qcow2" && strip.ReplaceAllString(mo, "") != strip.ReplaceAllString(mq, "") {
+				t.Errorf("%s %s: qimg's map:\n%s\nqemu-img's:\n%s", how, l, mo, mq)
+			}
+		}
+	}
+	top := chain("x")
+	for _, bad := range []string{"nosuch.qcow2", top} {
+		_, errOut, code := runQ(t, "commit", "-b", bad, top)
+		_, qerr, qcode := testkit.Run(t, "qemu-img", "commit", "-b", bad, top)
+		if code != qcode || strings.TrimPrefix(errOut, "qimg: commit: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+			t.Errorf("-b %s: qimg exit %d %q; qemu-img exit %d %q", bad, code, errOut, qcode, qerr)
+		}
+	}
+}
