@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -42,13 +43,52 @@ type formatSpecific struct {
 
 // qcow2Detail is ImageInfoSpecificQCow2.
 type qcow2Detail struct {
-	Compat          string    `json:"compat"`
-	CompressionType string    `json:"compression-type"`
-	LazyRefcounts   *bool     `json:"lazy-refcounts,omitempty"`
-	RefcountBits    int       `json:"refcount-bits"`
-	Encrypt         *luksInfo `json:"encrypt,omitempty"`
-	Corrupt         *bool     `json:"corrupt,omitempty"`
-	ExtendedL2      *bool     `json:"extended-l2,omitempty"`
+	Compat          string       `json:"compat"`
+	CompressionType string       `json:"compression-type"`
+	LazyRefcounts   *bool        `json:"lazy-refcounts,omitempty"`
+	Bitmaps         []bitmapInfo `json:"bitmaps,omitempty"`
+	RefcountBits    int          `json:"refcount-bits"`
+	Encrypt         *luksInfo    `json:"encrypt,omitempty"`
+	Corrupt         *bool        `json:"corrupt,omitempty"`
+	ExtendedL2      *bool        `json:"extended-l2,omitempty"`
+}
+
+// bitmapInfo is Qcow2BitmapInfo (keys in qemu-img's order, imageInfo's
+// comment).
+type bitmapInfo struct {
+	Flags       []string `json:"flags"`
+	Name        string   `json:"name"`
+	Granularity int64    `json:"granularity"`
+}
+
+// readBitmaps lists the persistent dirty bitmaps of an image as QEMU
+// loads them: none while the autoclear bit says a program without bitmap
+// support wrote the image since (QEMU then ignores them), and none if
+// the directory cannot be read.
+func readBitmaps(im *qcow2.Image) []format.BitmapEntry {
+	h := im.Header()
+	if h.AutoclearFeatures&format.AutoclearBitmaps == 0 {
+		return nil
+	}
+	for _, e := range h.Extensions {
+		if e.Type != format.ExtBitmaps {
+			continue
+		}
+		ext, err := format.ParseBitmapsExt(e.Data)
+		if err != nil {
+			return nil
+		}
+		dir := make([]byte, ext.DirSize)
+		if err := im.Device().Readv(int64(ext.DirOffset), [][]byte{dir}); err != nil {
+			return nil
+		}
+		bms, err := format.ParseBitmapDirectory(dir, ext.N)
+		if err != nil {
+			return nil
+		}
+		return bms
+	}
+	return nil
 }
 
 func qcow2Specific(h format.Header) *qcow2Detail {
@@ -70,6 +110,16 @@ func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
 	fmt.Fprintf(w, "%scompression type: %s\n", indent, d.CompressionType)
 	if d.LazyRefcounts != nil {
 		fmt.Fprintf(w, "%slazy refcounts: %t\n", indent, *d.LazyRefcounts)
+	}
+	if len(d.Bitmaps) > 0 {
+		fmt.Fprintf(w, "%sbitmaps:\n", indent)
+		for i, b := range d.Bitmaps {
+			fmt.Fprintf(w, "%s    [%d]:\n%s        flags:\n", indent, i, indent)
+			for j, f := range b.Flags {
+				fmt.Fprintf(w, "%s            [%d]: %s\n", indent, j, f)
+			}
+			fmt.Fprintf(w, "%s        name: %s\n%s        granularity: %d\n", indent, b.Name, indent, b.Granularity)
+		}
 	}
 	fmt.Fprintf(w, "%srefcount bits: %d\n", indent, d.RefcountBits)
 	if d.Encrypt != nil {
@@ -115,6 +165,16 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	if lh := im.EncryptionHeader(); lh != nil {
 		inf.FormatSpecific.Data.Encrypt = newLUKSInfo(lh)
 	}
+	for _, b := range readBitmaps(im) {
+		bi := bitmapInfo{Flags: []string{}, Name: b.Name, Granularity: int64(1) << b.GranularityBits}
+		if b.Flags&format.BitmapInUse != 0 {
+			bi.Flags = append(bi.Flags, "in-use")
+		}
+		if b.Flags&format.BitmapAuto != 0 {
+			bi.Flags = append(bi.Flags, "auto")
+		}
+		inf.FormatSpecific.Data.Bitmaps = append(inf.FormatSpecific.Data.Bitmaps, bi)
+	}
 	if h.BackingFile != "" {
 		inf.BackingFilename = h.BackingFile
 		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
@@ -156,11 +216,15 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	}
 }
 
+var emptyList = regexp.MustCompile(`(?m)^( *)(.*)\[\]`)
+
 func writeJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "    ")
 	if err != nil {
 		return err
 	}
+	// QEMU prints an empty list over two lines.
+	b = emptyList.ReplaceAll(b, []byte("$1$2[\n$1]"))
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // measureInfo is qemu-img measure's BlockMeasureInfo.
@@ -262,7 +263,25 @@ func measureFile(t *measureTarget, spec imgopen.Spec) (*measureInfo, error) {
 		return nil, err
 	}
 	v3 := img.Image != nil && img.Image.Header().Version >= 3
-	return measureSize(t, size, measureData(ext, size, t.clusterSize), v3)
+	m, err := measureSize(t, size, measureData(ext, size, t.clusterSize), v3)
+	if err == nil && m.Bitmaps != nil {
+		*m.Bitmaps = bitmapsSize(readBitmaps(img.Image), size, t.clusterSize)
+	}
+	return m, err
+}
+
+// bitmapsSize is what qcow2_measure reserves for the source's persistent
+// bitmaps in a target of cluster size cs: each bitmap whole (one bit
+// per granule of the disk), its table, and the directory.
+func bitmapsSize(bms []format.BitmapEntry, size, cs int64) int64 {
+	var total, dir int64
+	for _, b := range bms {
+		bits := (size + 1<<b.GranularityBits - 1) >> b.GranularityBits
+		clusters := ((bits+7)/8 + cs - 1) / cs
+		total += clusters*cs + roundUp(clusters*8, cs)
+		dir += roundUp(24+int64(len(b.Name)), 8)
+	}
+	return total + roundUp(dir, cs)
 }
 
 func writeMeasureHuman(w io.Writer, m *measureInfo) {

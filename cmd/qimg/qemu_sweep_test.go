@@ -420,3 +420,27 @@ func TestCommit_BaseLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestBitmaps_InfoMeasureLikeQemu: info lists an image's persistent
+// dirty bitmaps (flags, name, granularity) and measure counts the space
+// they need in the output, as qemu-img does (qimg showed none and
+// counted 0).
+func TestBitmaps_InfoMeasureLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	p := qemuImage(t, filepath.Join(dir, "bm.qcow2"), "qcow2", "1G", "write -P 1 0 64k")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "a-longer-bitmap-name")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "2M", "--disable", p, "off")
+	for _, args := range [][]string{
+		{"info", p},
+		{"info", "--output=json", p},
+		{"info", "--backing-chain", "--output=json", p},
+		{"measure", "-O", "qcow2", p},
+		{"measure", "--output=json", "-O", "qcow2", "-o", "cluster_size=4k", p},
+		{"measure", "-O", "qcow2", "-o", "cluster_size=2M", p},
+	} {
+		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+		}
+	}
+}

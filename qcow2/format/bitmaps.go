@@ -39,12 +39,21 @@ func ParseBitmapsExt(b []byte) (BitmapsExt, error) {
 }
 
 // BitmapEntry is the part of a bitmap directory entry that names
-// clusters: the bitmap table's offset and its number of entries.
+// clusters (the bitmap table's offset and its number of entries), with
+// what qemu-img info shows of a bitmap.
 type BitmapEntry struct {
-	TableOffset HostOff
-	TableSize   uint32
-	Name        string
+	TableOffset     HostOff
+	TableSize       uint32
+	Name            string
+	Flags           uint32 // BitmapInUse, BitmapAuto, ...
+	GranularityBits uint8
 }
+
+// Bitmap directory entry flags.
+const (
+	BitmapInUse = 1 << 0
+	BitmapAuto  = 1 << 1
+)
 
 // ParseBitmapDirectory decodes n entries from the directory b.
 func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
@@ -54,7 +63,8 @@ func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
 		if off+24 > uint64(len(b)) {
 			return nil, corrupt("bitmap_directory", off, "bitmap %d runs past the directory", i)
 		}
-		e := BitmapEntry{TableOffset: HostOff(be.Uint64(b[off:])), TableSize: be.Uint32(b[off+8:])}
+		e := BitmapEntry{TableOffset: HostOff(be.Uint64(b[off:])), TableSize: be.Uint32(b[off+8:]),
+			Flags: be.Uint32(b[off+12:]), GranularityBits: b[off+17]}
 		nameLen := uint64(be.Uint16(b[off+18:]))
 		extra := uint64(be.Uint32(b[off+20:]))
 		end := off + 24 + extra + nameLen
