@@ -36,6 +36,9 @@ type convertOut struct {
 	// not known, an existing output).
 	backing    bool
 	backingEnd int64
+	// copyRange is -C (copy offloading): qemu-img copies the source's
+	// data runs as they are, without looking for zeros in them.
+	copyRange bool
 }
 
 // leaveOut makes [off, off+n) of the output read as zeros where convert
@@ -107,7 +110,11 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 			} else if err := readPadded(src, off, p); err != nil {
 				return fmt.Errorf("error while reading at byte %d: %w", off, err)
 			}
-			if err := writeChunk(dst, off, p, minSec, alignSec); err != nil {
+			ms := minSec
+			if dst.copyRange && !zero {
+				ms = 0
+			}
+			if err := writeChunk(dst, off, p, ms, alignSec); err != nil {
 				return fmt.Errorf("error while writing at byte %d: %w", off, err)
 			}
 			off += int64(len(p))
@@ -231,7 +238,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:", "force-share", "object:", "image-opts", "target-is-zero")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:C", "force-share", "object:", "image-opts", "target-is-zero")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -242,6 +249,12 @@ func runConvert(e *env, args []string) int {
 	// created (qemu-img's has_zero_init).
 	if o.has("target-is-zero") && !skipCreate {
 		return e.errorf(1, "--target-is-zero requires use of -n flag")
+	}
+	if o.has("C") && o.has("c") {
+		return e.errorf(1, "Cannot enable copy offloading when -c is used")
+	}
+	if o.has("C") && o.has("S") {
+		return e.errorf(1, "Cannot enable copy offloading when -S is used")
 	}
 	if skipCreate && len(o.vals["o"]) > 0 {
 		return e.errorf(1, "-o has no effect when skipping image creation")
@@ -358,7 +371,7 @@ func runConvert(e *env, args []string) int {
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
 	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
-		backing: hasBacking, backingEnd: -1}
+		backing: hasBacking, backingEnd: -1, copyRange: o.has("C")}
 	if hasBacking {
 		cout.zeroInit = false // zeros are written over the backing file's data
 		if b := backingDev(dst); b != nil && !skipCreate {

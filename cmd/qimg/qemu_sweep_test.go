@@ -444,3 +444,39 @@ func TestBitmaps_InfoMeasureLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestConvert_CopyOffloadLikeQemu: convert -C (copy offloading) copies
+// the source's data as it is, zeros written as data included, as
+// qemu-img does (qimg refused -C), and is refused with -c and with -S as
+// qemu-img refuses it.
+func TestConvert_CopyOffloadLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -z 2M 64k", "write -P 0 6M 64k")
+	n := 0
+	for _, opts := range [][]string{{"-O", "qcow2"}, {"-O", "raw"}, {"-O", "qcow2", "-o", "cluster_size=4k"}} {
+		n++
+		ours, theirs := filepath.Join(dir, fmt.Sprintf("o%d", n)), filepath.Join(dir, fmt.Sprintf("q%d", n))
+		args := append([]string{"convert", "-C"}, opts...)
+		mustQ(t, append(args, src, ours)...)
+		testkit.MustRun(t, "qemu-img", append(args, src, theirs)...)
+		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+		strip := regexp.MustCompile(`, "offset": [0-9]+`)
+		a := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+		b := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
+		if opts[1] != "raw" { // a raw file's offsets are the guest's
+			a, b = strip.ReplaceAllString(a, ""), strip.ReplaceAllString(b, "")
+		}
+		if a != b {
+			t.Errorf("%q: qimg's map:\n%s\nqemu-img's:\n%s", args, a, b)
+		}
+	}
+	for _, opts := range [][]string{{"-C", "-c", "-O", "qcow2"}, {"-C", "-S", "0", "-O", "raw"}} {
+		out := filepath.Join(dir, "refused")
+		args := append(append([]string{"convert"}, opts...), src, out)
+		_, errOut, code := runQ(t, args...)
+		_, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+		if code != qcode || strings.TrimPrefix(errOut, "qimg: convert: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
+			t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", opts, code, errOut, qcode, qerr)
+		}
+	}
+}
