@@ -11,12 +11,18 @@ import (
 )
 
 func runCommit(e *env, args []string) int {
-	o, err := getopt(args, "f:t:b:dpqU", "object:", "image-opts", "force-share")
+	o, err := getopt(args, "f:t:b:r:dpqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
+	}
+	var rate int64
+	if o.has("r") {
+		if rate, err = parseRate(o.get("r", "")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
 	}
 	var progress func(done, total int64)
 	if o.has("p") && !o.has("q") {
@@ -29,9 +35,9 @@ func runCommit(e *env, args []string) int {
 	if b := o.get("b", ""); o.has("b") {
 		// -b BASE: into BASE, which may lie deeper in the chain; it
 		// implies -d, as in qemu-img.
-		err = commitToBase(spec, b, progress)
+		err = commitToBase(spec, b, rate, progress)
 	} else {
-		err = doCommit(spec, o.has("d"), progress)
+		err = doCommit(spec, o.has("d"), rate, progress)
 	}
 	if progress != nil {
 		fmt.Fprintln(e.stdout)
@@ -54,7 +60,7 @@ var errNoBacking = errors.New("Image does not have a backing file")
 // data is durable in the backing file, every cluster of the image
 // becomes unallocated in place (Image.MakeEmpty); its header, features
 // and internal snapshots stay.
-func doCommit(spec imgopen.Spec, keep bool, progress func(done, total int64)) error {
+func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, total int64)) error {
 	spec.Opts.NoBacking = true
 	ro := spec
 	ro.ReadOnly = true
@@ -81,6 +87,7 @@ func doCommit(spec imgopen.Spec, keep bool, progress func(done, total int64)) er
 		top.Close()
 		return err
 	}
+	base.Dev = withRateLimit(base.Dev, rate) // -r
 	err = commitInto(im, base, progress)
 	if err == nil {
 		// Durable in the backing file before the image lets go of it.
@@ -177,7 +184,7 @@ func makeEmpty(spec imgopen.Spec) error {
 // any path to the same file. The layers are committed from the one just
 // above BASE up to the top, so that what an upper layer holds wins, as
 // in the chain.
-func commitToBase(spec imgopen.Spec, base string, progress func(done, total int64)) error {
+func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done, total int64)) error {
 	baseFi, statErr := os.Stat(base)
 	matches := func(recorded, path string) bool {
 		if recorded == base || path == base {
@@ -232,6 +239,7 @@ func commitToBase(spec imgopen.Spec, base string, progress func(done, total int6
 	if err != nil {
 		return err
 	}
+	b.Dev = withRateLimit(b.Dev, rate) // -r
 	for i := len(layers) - 1; i >= 0 && err == nil; i-- {
 		if i+1 < len(layers) {
 			// Past the end of a shorter layer below, the chain reads

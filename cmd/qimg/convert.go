@@ -238,7 +238,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:C", "force-share", "object:", "image-opts", "target-is-zero")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:", "force-share", "object:", "image-opts", "target-is-zero")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -249,6 +249,12 @@ func runConvert(e *env, args []string) int {
 	// created (qemu-img's has_zero_init).
 	if o.has("target-is-zero") && !skipCreate {
 		return e.errorf(1, "--target-is-zero requires use of -n flag")
+	}
+	var rate int64
+	if o.has("r") {
+		if rate, err = parseRate(o.get("r", "")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
 	}
 	if o.has("C") && o.has("c") {
 		return e.errorf(1, "Cannot enable copy offloading when -c is used")
@@ -370,7 +376,7 @@ func runConvert(e *env, args []string) int {
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
-	cout := convertOut{dev: dst.Dev, align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
+	cout := convertOut{dev: withRateLimit(dst.Dev, rate), align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
 		backing: hasBacking, backingEnd: -1, copyRange: o.has("C")}
 	if hasBacking {
 		cout.zeroInit = false // zeros are written over the backing file's data

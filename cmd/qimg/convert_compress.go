@@ -51,6 +51,7 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 			clear(buf[n : end-off])
 			p = buf[:end-off]
 		}
+		paceCompressed(out.dev, int64(len(p)))
 		if err := dst.WriteCompressed(off, p); err != nil {
 			return fmt.Errorf("error while writing at byte %d: %w", off, err)
 		}

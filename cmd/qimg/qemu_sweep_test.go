@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -477,6 +478,44 @@ func TestConvert_CopyOffloadLikeQemu(t *testing.T) {
 		_, qerr, qcode := testkit.Run(t, "qemu-img", args...)
 		if code != qcode || strings.TrimPrefix(errOut, "qimg: convert: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
 			t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", opts, code, errOut, qcode, qerr)
+		}
+	}
+}
+
+// TestRateLimit_LikeQemu: convert -r and commit -r pace the writes to
+// RATE bytes per second, as qemu-img does (qimg refused -r); the output
+// is the same as without it, and a bad RATE is refused with qemu-img's
+// exit code.
+func TestRateLimit_LikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 0 256k", "write -P 2 1M 256k")
+	start := time.Now()
+	mustQ(t, "convert", "-r", "1M", "-O", "qcow2", src, filepath.Join(dir, "o.qcow2"))
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("convert -r 1M of 512 KiB took %v", d)
+	}
+	testkit.MustRun(t, "qemu-img", "convert", "-r", "1M", "-O", "qcow2", src, filepath.Join(dir, "q.qcow2"))
+	testkit.MustRun(t, "qemu-img", "compare", "-s", filepath.Join(dir, "o.qcow2"), filepath.Join(dir, "q.qcow2"))
+
+	top := qemuOverlay(t, filepath.Join(dir, "top.qcow2"), "src.qcow2", "qcow2", "write -P 3 2M 512k")
+	start = time.Now()
+	if out := mustQ(t, "commit", "-d", "-r", "1M", top); out != "Image committed.\n" {
+		t.Errorf("commit -r printed %q", out)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("commit -r 1M of 512 KiB took %v", d)
+	}
+	qemuIO(t, src, "qcow2", "read -P 3 2M 512k")
+
+	for _, args := range [][]string{
+		{"convert", "-r", "abc", "-O", "raw", src, filepath.Join(dir, "x.raw")},
+		{"convert", "-r", "-5", "-O", "raw", src, filepath.Join(dir, "x.raw")},
+		{"commit", "-r", "1x", top},
+	} {
+		_, _, code := runQ(t, args...)
+		_, _, qcode := testkit.Run(t, "qemu-img", args...)
+		if code != qcode {
+			t.Errorf("%q: qimg exit %d, qemu-img %d", args, code, qcode)
 		}
 	}
 }
