@@ -828,3 +828,37 @@ func (im *Image) snapshotTableLenLocked() (uint64, error) {
 	}
 	return uint64(len(b)), nil
 }
+
+// LoadSnapshotTemp makes a read-only image read as its internal
+// snapshot with ID id and name name (an empty one matches any), as
+// QEMU's bdrv_snapshot_load_tmp (qemu-img convert -l, measure -l): the
+// snapshot's L1 table replaces the active one in memory, for as long as
+// the image stays open; the disk size stays the image's, as in QEMU (a
+// snapshot's clusters past it are not seen, and what lies past its L1
+// table reads as unallocated). Nothing is written.
+func (im *Image) LoadSnapshotTemp(id, name string) error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if !im.ro {
+		return fmt.Errorf("%w: loading a snapshot temporarily needs a read-only image", ErrUnsupported)
+	}
+	if id == "" && name == "" {
+		return ErrNoSnapshot
+	}
+	for _, sn := range im.snapshots {
+		if (id != "" && sn.ID != id) || (name != "" && sn.Name != name) {
+			continue
+		}
+		snl1, err := im.readL1Locked(sn.L1TableOffset, sn.L1Size)
+		if err != nil {
+			return err
+		}
+		t := newL1Table(uint64(len(snl1)))
+		for k, e := range snl1 {
+			t.store(uint64(k), format.MakeL1(e.Offset(), false))
+		}
+		im.l1.Store(t)
+		return nil
+	}
+	return ErrNoSnapshot
+}

@@ -238,7 +238,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:", "force-share", "object:", "image-opts", "target-is-zero")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -249,6 +249,14 @@ func runConvert(e *env, args []string) int {
 	// created (qemu-img's has_zero_init).
 	if o.has("target-is-zero") && !skipCreate {
 		return e.errorf(1, "--target-is-zero requires use of -n flag")
+	}
+	var snap *snapshotParam
+	if o.has("l") {
+		p, err := parseSnapshotParam(o.get("l", ""))
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		snap = &p
 	}
 	var rate int64
 	if o.has("r") {
@@ -299,6 +307,11 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer simg.Close()
+	if snap != nil {
+		if err := loadSnapshot(simg, *snap); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	}
 	if err := refuseOverwrite(in, out, backingChain(in, simg)); err != nil {
 		return e.errorf(1, "%v", err)
 	}

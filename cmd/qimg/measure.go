@@ -206,18 +206,20 @@ func runMeasure(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	} else {
+		var snap *snapshotParam
 		if o.has("l") {
-			// qemu-img measures the snapshot's contents; qimg has no
-			// read-only view of a snapshot, and must not measure the
-			// active layer instead.
-			return e.errorf(1, "-l (measuring a snapshot) is not supported by qimg measure")
+			p, err := parseSnapshotParam(o.get("l", ""))
+			if err != nil {
+				return e.errorf(1, "%v", err)
+			}
+			snap = &p
 		}
 		spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})
 		if err != nil {
 			return e.usageErr(err)
 		}
-		if m, err = measureFile(t, spec); err != nil {
+		if m, err = measureFile(t, spec, snap); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}
@@ -245,12 +247,17 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 }
 
 // measureFile measures the conversion of an existing image.
-func measureFile(t *measureTarget, spec imgopen.Spec) (*measureInfo, error) {
+func measureFile(t *measureTarget, spec imgopen.Spec, snap *snapshotParam) (*measureInfo, error) {
 	img, err := openImage(spec)
 	if err != nil {
 		return nil, err
 	}
 	defer img.Close()
+	if snap != nil {
+		if err := loadSnapshot(img, *snap); err != nil {
+			return nil, err
+		}
+	}
 	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err

@@ -519,3 +519,60 @@ func TestRateLimit_LikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotParam_LikeQemu: convert -l and measure -l read an internal
+// snapshot (by ID or name, or snapshot.id=/snapshot.name=) as qemu-img
+// does, at the image's current size (qimg refused convert -l, and
+// measure -l measured the active layer, then refused); a missing
+// snapshot, an unknown key and a raw image are refused with qemu-img's
+// exit code.
+func TestSnapshotParam_LikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	p := qemuImage(t, filepath.Join(dir, "s.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -c -P 2 2M 64k", "write -z 3M 64k")
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "small", p)
+	testkit.MustRun(t, "qemu-img", "resize", "-q", p, "32M")
+	qemuIO(t, p, "qcow2", "write -P 3 512k 1M", "write -P 4 20M 1M")
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "big", p)
+	qemuIO(t, p, "qcow2", "write -P 5 0 4M")
+	strip := regexp.MustCompile(`, "offset": [0-9]+`)
+	n := 0
+	for _, l := range []string{"small", "2", "snapshot.name=big", "snapshot.id=1", "snapshot.id=2,snapshot.name=big"} {
+		for _, f := range []string{"qcow2", "raw"} {
+			n++
+			ours, theirs := filepath.Join(dir, fmt.Sprintf("o%d", n)), filepath.Join(dir, fmt.Sprintf("q%d", n))
+			args := []string{"convert", "-l", l, "-O", f, p}
+			mustQ(t, append(args, ours)...)
+			testkit.MustRun(t, "qemu-img", append(args, theirs)...)
+			testkit.MustRun(t, "qemu-img", "compare", "-f", f, "-F", f, ours, theirs)
+			a := strip.ReplaceAllString(testkit.MustRun(t, "qemu-img", "map", "-f", f, "--output=json", ours), "")
+			b := strip.ReplaceAllString(testkit.MustRun(t, "qemu-img", "map", "-f", f, "--output=json", theirs), "")
+			if a != b {
+				t.Errorf("%q: qimg's map:\n%s\nqemu-img's:\n%s", args, a, b)
+			}
+		}
+		for _, args := range [][]string{{"measure", "-O", "qcow2", "-l", l, p}, {"measure", "--output=json", "-l", l, p}} {
+			if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+				t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+			}
+		}
+	}
+	raw := qemuImage(t, filepath.Join(dir, "r.raw"), "raw", "1M")
+	for _, c := range []struct{ l, img string }{{"nosuch", p}, {"snapshot.id=1,snapshot.name=big", p}, {"snapshot.bogus=1", p}, {"small", raw}} {
+		for _, args := range [][]string{
+			{"convert", "-l", c.l, "-O", "raw", c.img, filepath.Join(dir, "refused.raw")},
+			{"measure", "-l", c.l, c.img},
+		} {
+			_, errOut, code := runQ(t, args...)
+			_, qerr, qcode := testkit.Run(t, "qemu-img", args...)
+			ours := strings.TrimPrefix(errOut, "qimg: "+args[0]+": ")
+			theirs := strings.ReplaceAll(strings.TrimPrefix(qerr, "qemu-img: "), "\nqemu-img: ", "; ")
+			if code != qcode || ours != theirs {
+				t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", args, code, errOut, qcode, qerr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "refused.raw")); err == nil {
+				t.Errorf("%q: the output was created", args)
+				os.Remove(filepath.Join(dir, "refused.raw"))
+			}
+		}
+	}
+}
