@@ -39,6 +39,17 @@ type convertOut struct {
 	// copyRange is -C (copy offloading): qemu-img copies the source's
 	// data runs as they are, without looking for zeros in them.
 	copyRange bool
+	// salvage (--salvage) turns what cannot be read into zeros, sector
+	// by sector, each reported through warn (nil: quiet), as qemu-img.
+	salvage bool
+	warn    func(format string, a ...any)
+}
+
+// salvaged reports a sector --salvage turned into zeros.
+func (o convertOut) salvaged(format string, a ...any) {
+	if o.warn != nil {
+		o.warn(format, a...)
+	}
 }
 
 // leaveOut makes [off, off+n) of the output read as zeros where convert
@@ -77,6 +88,12 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 			status = src.st.TopStatus
 		}
 		st, err := status(off, q)
+		if err != nil && dst.salvage {
+			// qemu-img narrows the query down to one sector, then
+			// reads that sector as data.
+			dst.salvaged("error while reading block status at offset %d: %v", off, err)
+			st, err = qcow2.ChainStatus{Len: 512, Data: true, Allocated: true}, nil
+		}
 		if err != nil {
 			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
@@ -107,7 +124,7 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 			p := buf[:min(end-off, convertBufSize)]
 			if zero {
 				clear(p)
-			} else if err := readPadded(src, off, p); err != nil {
+			} else if err := readSalvaging(src, dst, off, p); err != nil {
 				return fmt.Errorf("error while reading at byte %d: %w", off, err)
 			}
 			ms := minSec
@@ -124,6 +141,24 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 		}
 	}
 	return dst.dev.Flush()
+}
+
+// readSalvaging is readPadded, with --salvage's retry: on an error the
+// chunk is read again sector by sector, and a sector that cannot be read
+// reads as zeros (reported).
+func readSalvaging(src *image, dst convertOut, off int64, p []byte) error {
+	err := readPadded(src, off, p)
+	if err == nil || !dst.salvage {
+		return err
+	}
+	for i := 0; i < len(p); i += 512 {
+		q := p[i:min(i+512, len(p))]
+		if err := readPadded(src, off+int64(i), q); err != nil {
+			dst.salvaged("error while reading offset %d: %v", off+int64(i), err)
+			clear(q)
+		}
+	}
+	return nil
 }
 
 // readPadded reads p at off from src, with zeros for what lies past the
@@ -238,7 +273,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -390,7 +425,12 @@ func runConvert(e *env, args []string) int {
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
 	cout := convertOut{dev: withRateLimit(dst.Dev, rate), align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
-		backing: hasBacking, backingEnd: -1, copyRange: o.has("C")}
+		backing: hasBacking, backingEnd: -1, copyRange: o.has("C"), salvage: o.has("salvage")}
+	if !o.has("q") {
+		cout.warn = func(format string, a ...any) {
+			fmt.Fprintf(e.stderr, "qimg: convert: warning: "+format+"\n", a...)
+		}
+	}
 	if hasBacking {
 		cout.zeroInit = false // zeros are written over the backing file's data
 		if b := backingDev(dst); b != nil && !skipCreate {

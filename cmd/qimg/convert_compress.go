@@ -28,7 +28,7 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 		p := buf[:n]
 		zero := src.zm.zeroUntil(off) >= off+n
 		if !zero {
-			if err := src.dev.Readv(off, [][]byte{p}); err != nil {
+			if err := readSalvaging(src, out, off, p); err != nil {
 				return fmt.Errorf("error while reading at byte %d: %w", off, err)
 			}
 			zero = isZero(p)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -574,5 +575,44 @@ func TestSnapshotParam_LikeQemu(t *testing.T) {
 				os.Remove(filepath.Join(dir, "refused.raw"))
 			}
 		}
+	}
+}
+
+// TestConvert_SalvageLikeQemu: convert --salvage turns what cannot be
+// read into zeros, sector by sector, with a warning for each (none with
+// -q), and succeeds, as qemu-img does (qimg refused --salvage); without
+// it both tools fail.
+func TestConvert_SalvageLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t) // the damaged source is not for checkAll
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "1M", "write -c -P 7 0 64k", "write -P 8 64k 64k")
+	damage(t, src, func(f imageFile) {
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		e := f.u64(l2)
+		f.write(int64(e&(1<<54-1)), bytes.Repeat([]byte{0xff}, 64)) // the compressed bytes (64 KiB clusters)
+	})
+	warning := regexp.MustCompile(`(?m)^(?:qimg: convert|qemu-img): warning: (error while reading offset [0-9]+):.*$`)
+	for _, opts := range [][]string{{"-O", "raw"}, {"-O", "qcow2", "-c"}, {"-q", "-O", "raw"}} {
+		ours, theirs := filepath.Join(dir, "o"), filepath.Join(dir, "q")
+		args := append([]string{"convert", "--salvage"}, opts...)
+		_, errOut, code := runQ(t, append(args, src, ours)...)
+		_, qerr, qcode := testkit.Run(t, "qemu-img", append(args, src, theirs)...)
+		a, b := warning.FindAllStringSubmatch(errOut, -1), warning.FindAllStringSubmatch(qerr, -1)
+		same := len(a) == len(b)
+		for i := 0; same && i < len(a); i++ {
+			same = a[i][1] == b[i][1]
+		}
+		if code != 0 || qcode != 0 || !same || (opts[0] == "-q") != (len(a) == 0) {
+			t.Errorf("%q: qimg exit %d, %d warnings; qemu-img exit %d, %d warnings\n%.300s", args, code, len(a), qcode, len(b), errOut)
+			continue
+		}
+		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+		os.Remove(ours)
+		os.Remove(theirs)
+	}
+	_, _, code := runQ(t, "convert", "-O", "raw", src, filepath.Join(dir, "o"))
+	_, _, qcode := testkit.Run(t, "qemu-img", "convert", "-O", "raw", src, filepath.Join(dir, "q"))
+	if code != 1 || qcode != 1 {
+		t.Errorf("without --salvage: qimg exit %d, qemu-img %d", code, qcode)
 	}
 }
