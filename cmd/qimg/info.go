@@ -216,7 +216,9 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	}
 }
 
-var emptyList = regexp.MustCompile(`(?m)^( *)(.*)\[\]`)
+// emptyList finds an empty JSON list at the end of a line of
+// MarshalIndent's output (not "[]" inside a string).
+var emptyList = regexp.MustCompile(`(?m)^( *)(.*)\[\](,?)$`)
 
 func writeJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "    ")
@@ -224,7 +226,7 @@ func writeJSON(w io.Writer, v any) error {
 		return err
 	}
 	// QEMU prints an empty list over two lines.
-	b = emptyList.ReplaceAll(b, []byte("$1$2[\n$1]"))
+	b = emptyList.ReplaceAll(b, []byte("$1$2[\n$1]$3"))
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
 }

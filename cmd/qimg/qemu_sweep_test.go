@@ -433,7 +433,10 @@ func TestBitmaps_InfoMeasureLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
 	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "a-longer-bitmap-name")
 	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "2M", "--disable", p, "off")
+	odd := filepath.Join(dir, "odd[].qcow2") // "[]" in a string is no empty list
+	testkit.MustRun(t, "cp", p, odd)
 	for _, args := range [][]string{
+		{"info", "--output=json", odd},
 		{"info", p},
 		{"info", "--output=json", p},
 		{"info", "--backing-chain", "--output=json", p},
