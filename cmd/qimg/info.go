@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -221,14 +224,61 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 var emptyList = regexp.MustCompile(`(?m)^( *)(.*)\[\](,?)$`)
 
 func writeJSON(w io.Writer, v any) error {
-	b, err := json.MarshalIndent(v, "", "    ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // QEMU writes & < > as they are
+	enc.SetIndent("", "    ")
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
 	// QEMU prints an empty list over two lines.
-	b = emptyList.ReplaceAll(b, []byte("$1$2[\n$1]$3"))
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	b := emptyList.ReplaceAll(qemuJSONStrings(buf.Bytes()), []byte("$1$2[\n$1]$3"))
+	_, err := w.Write(b)
 	return err
+}
+
+// qemuJSONStrings rewrites the strings of encoding/json's output the way
+// QEMU's JSON writer escapes them: every character outside printable
+// ASCII as \uXXXX in upper-case hex (two UTF-16 halves past U+FFFF),
+// DEL included; \b, \f, \n, \r, \t, \" and \\ stay short.
+func qemuJSONStrings(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	in := false
+	for i := 0; i < len(b); {
+		c := b[i]
+		switch {
+		case !in:
+			in = c == '"'
+			out = append(out, c)
+			i++
+		case c == '"':
+			in = false
+			out = append(out, c)
+			i++
+		case c == '\\' && i+1 < len(b) && b[i+1] == 'u' && i+6 <= len(b):
+			out = append(out, '\\', 'u')
+			out = append(out, bytes.ToUpper(b[i+2:i+6])...)
+			i += 6
+		case c == '\\' && i+1 < len(b):
+			out = append(out, c, b[i+1])
+			i += 2
+		case c == 0x7f:
+			out = append(out, `\u007F`...)
+			i++
+		case c < 0x80:
+			out = append(out, c)
+			i++
+		default:
+			r, n := utf8.DecodeRune(b[i:])
+			if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+				out = fmt.Appendf(out, "\\u%04X\\u%04X", r1, r2)
+			} else {
+				out = fmt.Appendf(out, "\\u%04X", r)
+			}
+			i += n
+		}
+	}
+	return out
 }
 
 func runInfo(e *env, args []string) int {

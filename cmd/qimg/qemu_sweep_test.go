@@ -619,3 +619,19 @@ func TestConvert_SalvageLikeQemu(t *testing.T) {
 		t.Errorf("without --salvage: qimg exit %d, qemu-img %d", code, qcode)
 	}
 }
+
+// TestJSON_StringsLikeQemu: the strings of info's and check's JSON are
+// escaped as QEMU escapes them (qimg escaped & < > as \u0026..., wrote
+// other characters than ASCII as they are, and control characters in
+// lower-case hex).
+func TestJSON_StringsLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	for _, name := range []string{"a&b<c>.qcow2", "x\x7f\b\f\x1f\U0001F600\\u.qcow2", "u\u00e9\x01.qcow2", "q\"uo\te.qcow2", "inv\xff\xfe.qcow2"} {
+		p := qemuImage(t, filepath.Join(dir, name), "qcow2", "1M", "write 0 64k")
+		for _, args := range [][]string{{"info", "--output=json", p}, {"check", "--output=json", p}} {
+			if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+				t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+			}
+		}
+	}
+}
