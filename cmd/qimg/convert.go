@@ -361,7 +361,8 @@ func runConvert(e *env, args []string) int {
 			return e.usageErr(err)
 		}
 		for _, p := range kv {
-			if ofmt == "raw" || p[0] == "size" {
+			rawPrealloc := ofmt == "raw" && p[0] == "preallocation" && (p[1] == "off" || p[1] == "falloc" || p[1] == "full")
+			if (ofmt == "raw" && !rawPrealloc) || p[0] == "size" {
 				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
 			}
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {

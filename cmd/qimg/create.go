@@ -61,7 +61,7 @@ func parseCreate(o *opts) (*createRequest, error) {
 				if p[0] != "size" && p[0] != "preallocation" {
 					return nil, fmt.Errorf("invalid parameter '%s' for raw", p[0])
 				}
-				if p[0] == "preallocation" && p[1] != "off" {
+				if p[0] == "preallocation" && p[1] != "off" && p[1] != "falloc" && p[1] != "full" {
 					return nil, fmt.Errorf("raw preallocation=%s is not supported", p[1])
 				}
 			}
@@ -166,6 +166,9 @@ func formattingLine(req *createRequest) string {
 	fmt.Fprintf(&b, "Formatting '%s', fmt=%s ", req.path, req.format)
 	if req.format == "raw" {
 		fmt.Fprintf(&b, "size=%d", o.Size)
+		if req.given["preallocation"] {
+			fmt.Fprintf(&b, " preallocation=%s", o.Preallocation)
+		}
 		return b.String()
 	}
 	b.WriteString(encryptLine(req))
@@ -209,7 +212,7 @@ func onOff(b bool) string {
 // doCreate creates the image.
 func doCreate(req *createRequest) error {
 	if req.format == "raw" {
-		return createRaw(req.path, req.opts.Size)
+		return createRaw(req.path, req.opts.Size, req.opts.Preallocation)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {
@@ -238,7 +241,11 @@ func allocateFirstBlock(f block.Device, size int64) error {
 // createRaw makes a raw image of size (rounded up to 512 bytes, as
 // qemu-img does). An existing file is emptied only once qimg holds its
 // write lock, so an image another process uses is left untouched.
-func createRaw(path string, size int64) error {
+//
+// prealloc falloc or full allocates the whole file as QEMU's file driver
+// does (fallocate; zeros written); off (or "") leaves it sparse but for
+// its first block.
+func createRaw(path string, size int64, prealloc string) error {
 	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
 	if err != nil {
 		return unwrapPathErr(err)
@@ -252,7 +259,14 @@ func createRaw(path string, size int64) error {
 		err = f.Truncate((size + 511) &^ 511)
 	}
 	if err == nil && size > 0 && !isBlockDevice(path) {
-		err = allocateFirstBlock(f, (size+511)&^511)
+		if prealloc == "falloc" || prealloc == "full" {
+			err = f.Truncate(0)
+			if err == nil {
+				err = growRawPrealloc(path, (size+511)&^511, prealloc)
+			}
+		} else {
+			err = allocateFirstBlock(f, (size+511)&^511)
+		}
 	}
 	if err == nil && isBlockDevice(path) {
 		// A device keeps its old bytes: zero the first sector, as

@@ -108,7 +108,7 @@ var qcow2CreateOptions = []createOption{
 }
 
 var rawCreateOptions = []createOption{
-	{"preallocation", "str", "Preallocation mode (allowed values: off)"},
+	{"preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"},
 	{"size", "size", "Virtual disk size"},
 }
 
