@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -128,6 +130,13 @@ func runCheck(e *env, args []string) int {
 	}
 	for _, m := range r.Messages {
 		fmt.Fprintln(e.stderr, m)
+	}
+	if mode == qcow2.RepairLeaks && slices.ContainsFunc(r.Messages, func(m string) bool {
+		return strings.HasPrefix(m, "ERROR need to rebuild refcount structures")
+	}) {
+		// qemu-img check -r leaks stops there (qcow2_check_refcounts:
+		// -EIO), with no summary.
+		return e.errorf(1, "Check failed: Input/output error")
 	}
 	if out == "json" {
 		if err := writeJSON(e.stdout, toImageCheck(path, r)); err != nil {

@@ -674,3 +674,35 @@ func TestRaw_PreallocationLikeQemu(t *testing.T) {
 		os.Remove(theirs)
 	}
 }
+
+// TestCheck_LeaksNeedRebuildLikeQemu: check -r leaks on an image whose
+// refcount structures need a rebuild stops as qemu-img's does: exit 1,
+// "Check failed: Input/output error", and no summary on stdout (qimg
+// printed the summary, and "Check failed" alone); the image stays as
+// it was.
+func TestCheck_LeaksNeedRebuildLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t) // the images stay damaged
+	orig := qemuImage(t, filepath.Join(dir, "orig.qcow2"), "qcow2", "4M", "write -P 1 0 64k")
+	damage(t, orig, func(f imageFile) {
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		data := int64(f.u64(l2) & entryMask)
+		rb := int64(f.u64(int64(f.u64(48))) & entryMask)
+		f.write(rb+data/65536*2, []byte{0, 0}) // its refcount drops to 0
+	})
+	want := mustReadFile(t, orig)
+	for _, out := range []string{"--output=human", "--output=json"} {
+		ours, theirs := filepath.Join(dir, "o.qcow2"), filepath.Join(dir, "q.qcow2")
+		testkit.MustRun(t, "cp", orig, ours)
+		testkit.MustRun(t, "cp", orig, theirs)
+		o, errOut, code := runQ(t, "check", "-r", "leaks", out, ours)
+		q, qerr, qcode := testkit.Run(t, "qemu-img", "check", "-r", "leaks", out, theirs)
+		if code != qcode || o != q || !strings.HasSuffix(errOut, "qimg: check: Check failed: Input/output error\n") ||
+			!strings.HasSuffix(qerr, "qemu-img: Check failed: Input/output error\n") {
+			t.Errorf("%s: qimg exit %d, stdout %q, stderr %q; qemu-img exit %d, stdout %q, stderr %q", out, code, o, errOut, qcode, q, qerr)
+		}
+		if !bytes.Equal(mustReadFile(t, ours), want) {
+			t.Errorf("%s: check -r leaks changed the image", out)
+		}
+	}
+}
