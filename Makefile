@@ -35,8 +35,9 @@ NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|Test
 ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads|TestCompress_WriteRoundTrip$$
 # cmd/qimg's comparisons with qemu-img, one command at a time: most of
 # their time is qemu-img's, and the engine's concurrency is tested in
-# ./qcow2.
-CLIQEMU = MatchesQemu|MatchQemu|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$
+# ./qcow2. (Names ending in LikeQemu are all cmd/qimg's; qnbd's end in
+# LikeQemuNbd and stay under the race detector.)
+CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$|TestMeasure_ImageOptsAndSnapshot$$|TestConvert_TargetIsZero$$
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of
