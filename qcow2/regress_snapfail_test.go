@@ -54,24 +54,32 @@ func TestRegress_FailedCreateSnapshotLeavesNoCopiedL1(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	im2, err := OpenDevice(memdev.FromBytes(mem.Bytes(), memdev.Options{}), Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im2.Close()
-	r, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Corruptions != 0 || r.CheckErrors != 0 {
-		t.Fatalf("check after a failed CreateSnapshot: %d corruptions: %v", r.Corruptions, head(r.Messages, 8))
-	}
+	im2 := openCheckedAfterFailedSnapshot(t, mem)
 	if got := testkit.ReadAll(t, im2); !equalPrefix(got, pattern(3*cs, 1)) {
 		t.Fatal("data lost")
 	}
 	if len(im2.Snapshots()) != 0 {
 		t.Fatalf("snapshots %v after a failed create", im2.Snapshots())
 	}
+}
+
+// openCheckedAfterFailedSnapshot opens a copy of mem read-only and fails
+// the test unless our check finds it free of corruption and errors.
+func openCheckedAfterFailedSnapshot(t *testing.T, mem *memdev.Dev) *Image {
+	t.Helper()
+	im, err := OpenDevice(mem.Clone(), Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { im.Close() })
+	r, err := im.Check(CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Corruptions != 0 || r.CheckErrors != 0 {
+		t.Fatalf("check after a failed CreateSnapshot: %d corruptions: %v", r.Corruptions, head(r.Messages, 8))
+	}
+	return im
 }
 
 func equalPrefix(got, want []byte) bool {
@@ -131,18 +139,7 @@ func TestRegress_FailedSnapshotCountLeavesNoCopiedL1(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	im2, err := OpenDevice(memdev.FromBytes(mem.Bytes(), memdev.Options{}), Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im2.Close()
-	r, err := im2.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Corruptions != 0 || r.CheckErrors != 0 {
-		t.Fatalf("check after a failed CreateSnapshot: %d corruptions: %v", r.Corruptions, head(r.Messages, 8))
-	}
+	im2 := openCheckedAfterFailedSnapshot(t, mem)
 	got := testkit.ReadAll(t, im2)
 	for i := int64(0); i < 3; i++ {
 		if !equalPrefix(got[i*span:], pattern(cs, byte(i+1))) {
