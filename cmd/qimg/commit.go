@@ -88,7 +88,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, tota
 		return err
 	}
 	base.Dev = withRateLimit(base.Dev, rate) // -r
-	err = commitInto(im, base, progress)
+	err = commitInto(im, base, -1, progress)
 	if err == nil {
 		// Durable in the backing file before the image lets go of it.
 		err = base.Dev.Flush()
@@ -106,12 +106,16 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, tota
 }
 
 // commitInto copies the ranges im allocates into base, growing base to
-// im's size first if it is shorter (as QEMU's commit job). progress, if
-// set, is called with the bytes done.
-func commitInto(im *qcow2.Image, base *imgopen.Opened, progress func(done, total int64)) error {
+// im's size first if it is shorter (as QEMU's commit job); with limit >=
+// 0, only what lies below limit (the top's size for commit -b). progress,
+// if set, is called with the bytes done.
+func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress func(done, total int64)) error {
 	size, err := im.Size()
 	if err != nil {
 		return err
+	}
+	if limit >= 0 {
+		size = min(size, limit)
 	}
 	bsize, err := base.Dev.Size()
 	if err != nil {
@@ -240,20 +244,23 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 		return err
 	}
 	b.Dev = withRateLimit(b.Dev, rate) // -r
+	// QEMU's commit job copies the top's view: nothing past the top's
+	// end, which is as large as BASE grows.
+	topSize, err := top.Image.Size()
 	for i := len(layers) - 1; i >= 0 && err == nil; i-- {
 		if i+1 < len(layers) {
 			// Past the end of a shorter layer below, the chain reads
 			// zeros that layer supplies (QEMU counts them allocated
 			// above BASE and writes them): zeros first, then what
 			// this layer and the ones above hold.
-			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b)
+			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b, topSize)
 		}
 		var p func(done, total int64)
 		if i == 0 {
 			p = progress
 		}
 		if err == nil {
-			err = commitInto(layers[i].Image, b, p)
+			err = commitInto(layers[i].Image, b, topSize, p)
 		}
 	}
 	if err == nil {
@@ -266,15 +273,15 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 }
 
 // zerosPastShorterLayer writes zeros into base over the part of upper
-// that lies past the end of lower, the layer below it, growing base to
-// upper's size first if it is shorter.
-func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened) error {
+// that lies past the end of lower, the layer below it, and below limit,
+// growing base to that end first if it is shorter.
+func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened, limit int64) error {
 	lo, err := lower.Size()
 	if err != nil {
 		return err
 	}
 	hi, err := upper.Size()
-	if err != nil || lo >= hi {
+	if hi = min(hi, limit); err != nil || lo >= hi {
 		return err
 	}
 	bsize, err := base.Dev.Size()

@@ -709,3 +709,37 @@ func TestCheck_LeaksNeedRebuildLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCommit_BaseTopShorterThanLayer: commit -b copies only the top's
+// view, [0, top's size), into BASE, and grows BASE to the top's size at
+// most, as qemu-img's commit job: a layer between them that is larger
+// than the top had its data past the top's end written over BASE's, and
+// BASE grown to that layer's size.
+func TestCommit_BaseTopShorterThanLayer(t *testing.T) {
+	dir := qemuDir(t)
+	var bases []string
+	for _, p := range []string{"o", "q"} {
+		base := qemuImage(t, filepath.Join(dir, p+"-b.qcow2"), "qcow2", "10M", "write -P 1 0 10M")
+		mid := qemuOverlay(t, filepath.Join(dir, p+"-m.qcow2"), p+"-b.qcow2", "qcow2")
+		testkit.MustRun(t, "qemu-img", "resize", "-q", mid, "12M")
+		qemuIO(t, mid, "qcow2", "write -P 2 1M 64k", "write -P 2 6M 64k", "write -P 2 11M 64k")
+		top := filepath.Join(dir, p+"-t.qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", p+"-m.qcow2", "-F", "qcow2", top, "5M")
+		qemuIO(t, top, "qcow2", "write -P 3 2M 64k")
+		if p == "o" {
+			mustQ(t, "commit", "-b", base, top)
+		} else {
+			testkit.MustRun(t, "qemu-img", "commit", "-b", base, top)
+		}
+		bases = append(bases, base)
+	}
+	info := regexp.MustCompile(`virtual size: .*`)
+	ours := info.FindString(testkit.MustRun(t, "qemu-img", "info", bases[0]))
+	theirs := info.FindString(testkit.MustRun(t, "qemu-img", "info", bases[1]))
+	if ours != theirs {
+		t.Errorf("BASE's %s after qimg's commit, %s after qemu-img's", ours, theirs)
+	}
+	if _, _, code := testkit.Run(t, "qemu-img", "compare", "-s", bases[0], bases[1]); code != 0 {
+		t.Errorf("BASE differs from qemu-img's (the intermediate layer's data past the top's end went into it)")
+	}
+}
