@@ -839,7 +839,10 @@ func (im *Image) snapshotTableLenLocked() (uint64, error) {
 func (im *Image) LoadSnapshotTemp(id, name string) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if !im.ro {
+	if !im.ro || !im.opts.ReadOnly {
+		// Opened read-only, not only read-only for now: a damaged
+		// image opened for repair is read-only until a repair, which
+		// would take the snapshot's L1 for the active one.
 		return fmt.Errorf("%w: loading a snapshot temporarily needs a read-only image", ErrUnsupported)
 	}
 	if id == "" && name == "" {
