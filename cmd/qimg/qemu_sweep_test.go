@@ -743,3 +743,54 @@ func TestCommit_BaseTopShorterThanLayer(t *testing.T) {
 		t.Errorf("BASE differs from qemu-img's (the intermediate layer's data past the top's end went into it)")
 	}
 }
+
+// TestResize_RawUnderLock: resize of a raw file changes it while qimg
+// holds the image's write lock, as qemu-img does (qimg let go of the
+// lock first, then truncated the file, wrote the zeros of a full
+// preallocation and an empty file's first block: another process could
+// open the image in between and have its writes zeroed).
+func TestResize_RawUnderLock(t *testing.T) {
+	dir := testkit.Dir(t)
+	p := filepath.Join(dir, "r.raw")
+	if err := os.WriteFile(p, bytes.Repeat([]byte{7}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const size = 256 << 20
+	done := make(chan int)
+	go func() {
+		_, _, code := runQ(t, "resize", "-q", "-f", "raw", "--preallocation=full", p, fmt.Sprint(size))
+		done <- code
+	}()
+	seen := 0
+	for running := true; running; {
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("resize: exit %d", code)
+			}
+			running = false
+		default:
+			// Grown to its size and not yet allocated whole, the file is
+			// having its zeros written, before and after the look at the
+			// locks.
+			writing := func() bool {
+				var st syscall.Stat_t
+				return syscall.Stat(p, &st) == nil && st.Size == size && st.Blocks*512 < size
+			}
+			if writing() {
+				held := testkit.HoldsLockByte(p, 101)
+				if !writing() {
+					continue
+				}
+				if !held {
+					t.Fatal("resize wrote the raw file's new part without holding its write lock")
+				}
+				seen++
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if seen == 0 {
+		t.Skip("the resize was over before the file was seen at its new size")
+	}
+}

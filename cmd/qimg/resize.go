@@ -125,6 +125,12 @@ func doResize(r *resizeRequest) error {
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:
 		err = resizeQcow2(img.Image, cur, size)
+	default:
+		// Raw: resized while the open holds the image's lock, as in
+		// QEMU, so that no other process writes the file in between
+		// (the first block written over an empty file, the zeros of
+		// a full preallocation).
+		err = resizeRaw(r, cur, size)
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -132,9 +138,12 @@ func doResize(r *resizeRequest) error {
 	if err == nil && img.Image != nil && size < cur {
 		err = trimFile(r.path)
 	}
-	if err != nil || img.Image != nil {
-		return err
-	}
+	return err
+}
+
+// resizeRaw sets the size of the raw file of r, which doResize holds
+// open (and locked).
+func resizeRaw(r *resizeRequest, cur, size int64) error {
 	// Raw: the file is the image. A block device keeps its size (QEMU's
 	// host_device: an exact resize to another size is refused).
 	if isBlockDevice(r.path) {
