@@ -26,8 +26,8 @@ func TestMeasure_ImageOptsAndSnapshot(t *testing.T) {
 	qemuIO(t, sn, "qcow2", "write 8M 8M")
 	args := []string{"measure", "-O", "qcow2", "-l", "s1", sn}
 	theirs := testkit.MustRun(t, "qemu-img", args...)
-	if ours, _, code := runQ(t, args...); code == 0 && ours != theirs {
-		t.Errorf("%q: qimg printed other numbers than qemu-img:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+	if ours, errOut, code := runQ(t, args...); code != 0 || ours != theirs {
+		t.Errorf("%q: qimg (exit %d, %q) printed other numbers than qemu-img:\nqimg:\n%s\nqemu-img:\n%s", args, code, errOut, ours, theirs)
 	}
 
 	enc := filepath.Join(testkit.Dir(t), "enc.qcow2") // qemu-img check needs the key
