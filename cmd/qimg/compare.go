@@ -57,11 +57,21 @@ type image struct {
 }
 
 func loadImage(img *imgopen.Opened) (*image, error) {
-	size, err := img.Dev.Size()
-	if err != nil {
+	if _, err := img.Dev.Size(); err != nil {
 		return nil, err
 	}
 	ext, err := mapExtents(img)
+	if err != nil {
+		return nil, err
+	}
+	return newImage(img, ext)
+}
+
+// newImage is loadImage with the map ext, which may be nil (nothing
+// known to read as zeros): convert --salvage of an image whose map
+// cannot be read.
+func newImage(img *imgopen.Opened, ext []qcow2.MapEntry) (*image, error) {
+	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err
 	}

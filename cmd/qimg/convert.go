@@ -351,6 +351,13 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	src, err := loadImage(simg)
+	if err != nil && o.has("salvage") {
+		// --salvage: the map only lets a compressed output skip what
+		// is known to be zeros; without it, what the block status
+		// walk cannot read becomes zeros sector by sector, as in
+		// qemu-img.
+		src, err = newImage(simg, nil)
+	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

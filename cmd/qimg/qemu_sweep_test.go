@@ -794,3 +794,29 @@ func TestResize_RawUnderLock(t *testing.T) {
 		t.Skip("the resize was over before the file was seen at its new size")
 	}
 }
+
+// TestConvert_SalvageBlockStatus: convert --salvage of an image whose
+// block status cannot be read (an L1 entry naming an unaligned L2 table)
+// succeeds as qemu-img's does, the sectors it cannot tell about read as
+// zeros with a warning each (qimg mapped the whole image before
+// converting, and failed on the first error as without --salvage).
+func TestConvert_SalvageBlockStatus(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t) // the damaged source is not for checkAll
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "256k", "write -P 7 0 64k", "write -P 8 192k 64k")
+	damage(t, src, func(f imageFile) {
+		l1 := int64(f.u64(40))
+		f.putU64(l1, f.u64(l1)+512)
+	})
+	status := regexp.MustCompile(`(?m)^(?:qimg: convert|qemu-img): warning: error while reading block status at offset ([0-9]+):`)
+	ours, theirs := filepath.Join(dir, "o.raw"), filepath.Join(dir, "q.raw")
+	_, errOut, code := runQ(t, "convert", "--salvage", "-O", "raw", src, ours)
+	_, qerr, qcode := testkit.Run(t, "qemu-img", "convert", "--salvage", "-O", "raw", src, theirs)
+	if code != qcode {
+		t.Fatalf("qimg exit %d %.300q; qemu-img exit %d %.300q", code, errOut, qcode, qerr)
+	}
+	if a, b := len(status.FindAllString(errOut, -1)), len(status.FindAllString(qerr, -1)); a == 0 || b == 0 {
+		t.Errorf("block status warnings: qimg %d, qemu-img %d", a, b)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", ours, theirs)
+}
