@@ -214,6 +214,10 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 		return errNoBacking
 	}
 	path := spec.Path
+	var seen []os.FileInfo // the layers' files, to refuse a chain that loops
+	if fi, err := os.Stat(path); err == nil {
+		seen = append(seen, fi)
+	}
 	var baseSpec imgopen.Spec
 	for cur := top; ; {
 		if err := cur.Image.Damage(); err != nil {
@@ -227,6 +231,14 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 		if matches(h.BackingFile, bpath) {
 			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets}
 			break
+		}
+		if fi, err := os.Stat(bpath); err == nil {
+			for _, s := range seen {
+				if os.SameFile(fi, s) {
+					return fmt.Errorf("%w: %q", qcow2.ErrBackingLoop, h.BackingFile)
+				}
+			}
+			seen = append(seen, fi)
 		}
 		next, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, ReadOnly: true,
 			Secrets: spec.Secrets, Opts: qcow2.Options{NoBacking: true}})
