@@ -185,17 +185,27 @@ func makeEmpty(spec imgopen.Spec) error {
 // above BASE allocates (the image of spec and the images between it and
 // BASE) goes into BASE, and those images stay as they are (-b implies
 // -d). BASE names an image of the chain as its overlay records it, or by
-// any path to the same file. The layers are committed from the one just
+// any path to the same file (a relative one also from the overlay's
+// directory, as QEMU resolves it). The layers are committed from the one just
 // above BASE up to the top, so that what an upper layer holds wins, as
 // in the chain.
 func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done, total int64)) error {
 	baseFi, statErr := os.Stat(base)
-	matches := func(recorded, path string) bool {
+	matches := func(recorded, from, path string) bool {
 		if recorded == base || path == base {
 			return true
 		}
 		fi, err := os.Stat(path)
-		return statErr == nil && err == nil && os.SameFile(fi, baseFi)
+		if err != nil {
+			return false
+		}
+		if statErr == nil && os.SameFile(fi, baseFi) {
+			return true
+		}
+		// QEMU resolves a relative BASE against the directory of the
+		// overlay (bdrv_find_backing_image).
+		rel, err := os.Stat(pathCombine(from, base))
+		return err == nil && os.SameFile(fi, rel)
 	}
 	ro := spec
 	ro.ReadOnly, ro.Opts.NoBacking = true, true
@@ -228,7 +238,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 			return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
 		}
 		bpath := pathCombine(path, h.BackingFile)
-		if matches(h.BackingFile, bpath) {
+		if matches(h.BackingFile, path, bpath) {
 			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets}
 			break
 		}

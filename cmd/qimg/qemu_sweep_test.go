@@ -391,11 +391,16 @@ func TestCommit_BaseLikeQemu(t *testing.T) {
 		qemuIO(t, top, "qcow2", "write -P 3 1536k 1M", "write -z 1M 64k", "write -P 4 9M 64k")
 		return top
 	}
-	for _, how := range []string{"recorded", "absolute"} {
+	for _, how := range []string{"recorded", "absolute", "relative to the overlay"} {
 		o, q := chain("o"+how), chain("q"+how)
 		ob, qb := "o"+how+"-b.qcow2", "q"+how+"-b.qcow2"
-		if how == "absolute" {
+		switch how {
+		case "absolute":
 			ob, qb = filepath.Join(dir, ob), filepath.Join(dir, qb)
+		case "relative to the overlay":
+			// Another name than the recorded one, relative to the
+			// overlay's directory, as QEMU resolves it.
+			ob, qb = "./"+ob, "./"+qb
 		}
 		a := mustQ(t, "commit", "-b", ob, o)
 		b := testkit.MustRun(t, "qemu-img", "commit", "-b", qb, q)
