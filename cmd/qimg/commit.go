@@ -220,8 +220,8 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 		return err
 	}
 	layers = append(layers, top)
-	if top.Image == nil || top.Image.Header().BackingFile == "" {
-		return errNoBacking
+	if top.Image == nil {
+		return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
 	}
 	path := spec.Path
 	var seen []os.FileInfo // the layers' files, to refuse a chain that loops

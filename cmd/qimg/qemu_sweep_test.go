@@ -419,7 +419,9 @@ func TestCommit_BaseLikeQemu(t *testing.T) {
 		}
 	}
 	top := chain("x")
-	for _, bad := range []string{"nosuch.qcow2", top} {
+	lone := qemuImage(t, filepath.Join(dir, "lone.qcow2"), "qcow2", "1M") // no backing file
+	for _, c := range []struct{ bad, top string }{{"nosuch.qcow2", top}, {top, top}, {"nosuch.qcow2", lone}} {
+		bad, top := c.bad, c.top
 		_, errOut, code := runQ(t, "commit", "-b", bad, top)
 		_, qerr, qcode := testkit.Run(t, "qemu-img", "commit", "-b", bad, top)
 		if code != qcode || strings.TrimPrefix(errOut, "qimg: commit: ") != strings.TrimPrefix(qerr, "qemu-img: ") {
