@@ -157,6 +157,12 @@ func (im *Image) Check(o CheckOptions) (*CheckResult, error) {
 	if im.closed {
 		return nil, fmt.Errorf("qcow2: check: %w", block.ErrClosed)
 	}
+	if im.snapLoaded {
+		// The snapshot's L1 table stands in the active one's place: its
+		// references would be counted twice, the active layer's not at
+		// all.
+		return nil, fmt.Errorf("%w: check: a snapshot is loaded in place of the active layer (LoadSnapshotTemp)", ErrUnsupported)
+	}
 	// A damaged image is checked and its repair refused in the report
 	// (Q19).
 	if o.Repair != RepairNone && !im.damage.damaged() && (im.ro || im.writesLost || (im.corrupt && !im.opts.Repair)) {

@@ -119,6 +119,10 @@ type Image struct {
 	// before state publishes stLost, read by whoever saw stLost.
 	lostErr error
 	closed  bool
+	// snapLoaded: LoadSnapshotTemp put a snapshot's L1 table in the
+	// active one's place; Check, which takes the L1 for the active
+	// layer's, refuses from then on.
+	snapLoaded bool
 
 	// snapsPub is the snapshot list for lock-free readers once a
 	// snapshot operation changed it (snapshot.go).

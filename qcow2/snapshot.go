@@ -861,6 +861,7 @@ func (im *Image) LoadSnapshotTemp(id, name string) error {
 			t.store(uint64(k), format.MakeL1(e.Offset(), false))
 		}
 		im.l1.Store(t)
+		im.snapLoaded = true
 		return nil
 	}
 	return ErrNoSnapshot

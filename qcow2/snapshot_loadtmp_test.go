@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/qring/qring/block/memdev"
@@ -83,5 +84,40 @@ func TestLoadSnapshotTemp_RefusesRepairOpen(t *testing.T) {
 	}
 	if !bytes.Equal(rd.Bytes(), orig) {
 		t.Fatal("a refused LoadSnapshotTemp changed the file")
+	}
+}
+
+// After LoadSnapshotTemp, Check refuses instead of reporting the
+// snapshot's references as the active layer's (false corruption).
+func TestLoadSnapshotTemp_CheckRefuses(t *testing.T) {
+	d := memdev.New(memdev.Options{})
+	if err := CreateDevice(d, CreateOptions{Size: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, pattern(4096, 1), 0)
+	if _, err := im.CreateSnapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, pattern(4096, 2), 0) // the active layer copies the cluster
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	im, err = OpenDevice(d, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if r, err := im.Check(CheckOptions{}); err != nil || r.Corruptions != 0 {
+		t.Fatalf("check before the load: %v %+v", err, r)
+	}
+	if err := im.LoadSnapshotTemp("", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := im.Check(CheckOptions{}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("check after LoadSnapshotTemp: %v %+v, want ErrUnsupported", err, r)
 	}
 }
