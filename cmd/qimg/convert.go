@@ -285,13 +285,9 @@ func runConvert(e *env, args []string) int {
 	if o.has("target-is-zero") && !skipCreate {
 		return e.errorf(1, "--target-is-zero requires use of -n flag")
 	}
-	var snap *snapshotParam
-	if o.has("l") {
-		p, err := parseSnapshotParam(o.get("l", ""))
-		if err != nil {
-			return e.errorf(1, "%v", err)
-		}
-		snap = &p
+	snap, err := o.snapshotOpt()
+	if err != nil {
+		return e.errorf(1, "%v", err)
 	}
 	var rate int64
 	if o.has("r") {

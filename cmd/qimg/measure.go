@@ -206,13 +206,9 @@ func runMeasure(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	} else {
-		var snap *snapshotParam
-		if o.has("l") {
-			p, err := parseSnapshotParam(o.get("l", ""))
-			if err != nil {
-				return e.errorf(1, "%v", err)
-			}
-			snap = &p
+		snap, err := o.snapshotOpt()
+		if err != nil {
+			return e.errorf(1, "%v", err)
 		}
 		spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})

@@ -104,6 +104,18 @@ type snapshotParam struct {
 	either   bool // a bare ID_OR_NAME: by ID first, then by name
 }
 
+// snapshotOpt is -l's snapshot, nil when -l is not given.
+func (o *opts) snapshotOpt() (*snapshotParam, error) {
+	if !o.has("l") {
+		return nil, nil
+	}
+	p, err := parseSnapshotParam(o.get("l", ""))
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
 // parseSnapshotParam reads -l's argument, refusing keys other than
 // snapshot.id and snapshot.name with qemu-img's messages.
 func parseSnapshotParam(s string) (snapshotParam, error) {
