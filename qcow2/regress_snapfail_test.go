@@ -1,11 +1,14 @@
 package qcow2
 
 import (
+	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/invariants"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -98,7 +101,7 @@ func equalPrefix(got, want []byte) bool {
 // second L2 table): the tables counted so far were left counted twice
 // under L1 entries that kept COPIED, in memory and then on the media.
 // A count that stops half way now sets the flags by the counts
-// (fixCopiedLocked), as a refused one (a refcount overflow) did.
+// (copiedByCountsLocked) before any flush writes the raised counts.
 func TestRegress_FailedSnapshotCountLeavesNoCopiedL1(t *testing.T) {
 	const cs = 512 // an L2 table maps 64 clusters: several tables
 	mem := memdev.New(memdev.Options{})
@@ -125,12 +128,23 @@ func TestRegress_FailedSnapshotCountLeavesNoCopiedL1(t *testing.T) {
 	l2 := int64(im.l1.Load().load(1).Offset())
 	var fired atomic.Bool
 	ed.SetInjector(errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		if op == errordev.Read && off == l2 && fired.CompareAndSwap(false, true) {
+		// The count's read only: under -tags invariants a flush may
+		// check the image first and read the table itself.
+		if op == errordev.Read && off == l2 && strings.Contains(string(debug.Stack()), ").adjustRefsLocked(") &&
+			fired.CompareAndSwap(false, true) {
 			return errordev.ErrInjectedEIO
 		}
 		return nil
 	}))
-	if _, err := im.CreateSnapshot("s"); err == nil || !fired.Load() {
+	_, err = im.CreateSnapshot("s")
+	if err == nil && !fired.Load() && invariants.Enabled {
+		// A flush's invariant check read the table into the cache
+		// before the count: nothing left to fail (the passes without
+		// the tag run this case every time).
+		im.Close()
+		t.Skip("the invariants' check cached the table before the count")
+	}
+	if err == nil || !fired.Load() {
 		t.Fatalf("CreateSnapshot: %v (fault fired: %v), want the injected error", err, fired.Load())
 	}
 	if err := im.Flush(); err != nil {

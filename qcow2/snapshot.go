@@ -250,8 +250,9 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 			// Stopped half way: the tables counted so far are counted
 			// twice under L1 entries that still carry COPIED. Set the
 			// flags by the counts (best effort: a failure leaves only
-			// flags out of step, as a crash here would).
-			im.fixCopiedLocked()
+			// flags out of step, as a crash here would), before any
+			// flush writes the raised counts.
+			im.copiedByCountsLocked()
 		}
 		return format.Snapshot{}, err
 	}
@@ -702,6 +703,15 @@ func (im *Image) fixCopiedLocked() error {
 	if err := im.flushLocked(); err != nil {
 		return err
 	}
+	return im.copiedByCountsLocked()
+}
+
+// copiedByCountsLocked is fixCopiedLocked without its first flush, for
+// counts that only went up since the last one (a CreateSnapshot stopped
+// half way): every flag it sets is on a cluster whose count was 1 on
+// disk too, and the flags it clears must not wait for a flush that
+// would write the raised counts under them.
+func (im *Image) copiedByCountsLocked() error {
 	g := &im.g
 	l1 := im.l1.Load()
 	l1changed := false
