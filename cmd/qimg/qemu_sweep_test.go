@@ -568,7 +568,7 @@ func TestSnapshotParam_LikeQemu(t *testing.T) {
 		}
 	}
 	raw := qemuImage(t, filepath.Join(dir, "r.raw"), "raw", "1M")
-	for _, c := range []struct{ l, img string }{{"nosuch", p}, {"snapshot.id=1,snapshot.name=big", p}, {"snapshot.bogus=1", p}, {"small", raw}} {
+	for _, c := range []struct{ l, img string }{{"nosuch", p}, {"snapshot.id=1,snapshot.name=big", p}, {"snapshot.bogus=1", p}, {"small", raw}, {"snapshot.id=,snapshot.name=big", p}, {"snapshot.name=", p}} {
 		for _, args := range [][]string{
 			{"convert", "-l", c.l, "-O", "raw", c.img, filepath.Join(dir, "refused.raw")},
 			{"measure", "-l", c.l, c.img},

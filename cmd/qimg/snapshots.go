@@ -102,6 +102,9 @@ func writeSnapshotsHuman(w io.Writer, snaps []snapshotInfo) {
 type snapshotParam struct {
 	id, name string
 	either   bool // a bare ID_OR_NAME: by ID first, then by name
+	// emptyKey: snapshot.id= or snapshot.name= given empty, which in
+	// QEMU matches no snapshot (where the engine takes "" for any).
+	emptyKey bool
 }
 
 // snapshotOpt is -l's snapshot, nil when -l is not given.
@@ -131,8 +134,10 @@ func parseSnapshotParam(s string) (snapshotParam, error) {
 		switch o[0] {
 		case "snapshot.id":
 			p.id = o[1]
+			p.emptyKey = p.emptyKey || o[1] == ""
 		case "snapshot.name":
 			p.name = o[1]
+			p.emptyKey = p.emptyKey || o[1] == ""
 		default:
 			return p, fmt.Errorf("Invalid parameter '%s'\nFailed in parsing snapshot param '%s'", o[0], s)
 		}
@@ -146,7 +151,10 @@ func loadSnapshot(img *imgopen.Opened, p snapshotParam) error {
 	if img.Image == nil {
 		return fmt.Errorf("Failed to load snapshot: Block format '%s' used by device '' does not support temporarily loading internal snapshots", img.Format())
 	}
-	err := img.Image.LoadSnapshotTemp(p.id, p.name)
+	err := qcow2.ErrNoSnapshot
+	if !p.emptyKey {
+		err = img.Image.LoadSnapshotTemp(p.id, p.name)
+	}
 	if p.either && errors.Is(err, qcow2.ErrNoSnapshot) {
 		err = img.Image.LoadSnapshotTemp("", p.id)
 	}
