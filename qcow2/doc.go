@@ -56,7 +56,11 @@
 //	    ahead in the same io_uring submission) before the guest data write
 //	    into it is issued.
 //	Q6  COPIED == (refcount == 1) for every active L1 and standard L2
-//	    entry; compressed entries never carry COPIED.
+//	    entry; compressed entries never carry COPIED. A snapshot
+//	    operation sets the flags by the counts once its counts are
+//	    durable; if that fails, the flags stay owed and the next Flush
+//	    or Close with no allocation in flight sets them. A CreateSnapshot
+//	    that fails before its raised counts are durable takes them back.
 //	Q7  One allocation per guest cluster at a time (sched.ClusterLocks);
 //	    a new host cluster is reachable only by its allocator until it is
 //	    ready (Q10) and by nobody else's reads until the L2 link.

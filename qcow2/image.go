@@ -114,6 +114,7 @@ type Image struct {
 	corruptCause error      // what markCorrupt was told
 	damage       openDamage // what a lenient open let by (Q19); set at open only
 	writesLost   bool       // loseWritesLocked: writes refused (ErrWritesLost)
+	copiedOwed   bool       // COPIED not yet set by the counts (fixCopiedLocked)
 	// lostErr is the error writes fail with once writesLost: it matches
 	// ErrWritesLost and the failure that caused it. Written under mu
 	// before state publishes stLost, read by whoever saw stLost.
@@ -371,6 +372,9 @@ func (im *Image) Close() error {
 	}
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
+		if err == nil {
+			err = im.settleCopiedLocked()
+		}
 		if err == nil && !im.writesLost {
 			// After lost writes (Q16) the file may still hold their
 			// locks: a truncate would wait for them for ever.
@@ -413,7 +417,10 @@ func (im *Image) Flush() error {
 	if im.ro {
 		return nil
 	}
-	return im.flushLocked()
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	return im.settleCopiedLocked()
 }
 
 func (im *Image) flushLocked() error {

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -266,8 +267,14 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	// makes the increments durable: if that flush fails, the media must
 	// not keep COPIED on tables now counted twice (a retried flush
 	// writes only the caches), while a flag lost only costs a copy.
-	if err := im.writeActiveL1Locked(true); err != nil {
-		return format.Snapshot{}, err
+	if err := im.writeActiveL1Locked(false); err != nil {
+		// Nothing made the increments durable yet: taken back, the
+		// image is as it was (and keeps its writes), whatever part of
+		// the L1 reached the media (the flags are set again by the
+		// counts). Else a later flush would write them under an L1
+		// that may still carry COPIED.
+		im.freeClustersLocked(off, nclusters)
+		return format.Snapshot{}, im.undoIncrementsLocked(active, -1, err)
 	}
 	if err := im.flushLocked(); err != nil {
 		return format.Snapshot{}, err
@@ -548,14 +555,26 @@ func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	if err == nil || addend < 0 || !errors.Is(err, errRefcountOverflow) {
 		return err
 	}
+	return im.undoIncrementsLocked(l1, done, err)
+}
+
+// undoIncrementsLocked takes back the first done increments (done < 0:
+// all) of an adjustRefsLocked(l1, 1) whose result is not to be kept
+// because of cause, before any flush made them durable, and sets COPIED
+// by the counts again. It returns cause, or why the image could not be
+// put back (marked corrupt when the counts could not).
+func (im *Image) undoIncrementsLocked(l1 []format.L1Entry, done int, cause error) error {
+	if done < 0 {
+		done = math.MaxInt // the same walk over the same tables
+	}
 	undone := 0
-	if uerr := im.walkRefsLocked(l1, -addend, done, &undone); uerr != nil {
-		return im.markCorrupt(fmt.Errorf("undoing refcount increments after %v: %w", err, uerr))
+	if uerr := im.walkRefsLocked(l1, -1, done, &undone); uerr != nil {
+		return im.markCorrupt(fmt.Errorf("undoing refcount increments after %v: %w", cause, uerr))
 	}
 	if uerr := im.fixCopiedLocked(); uerr != nil {
 		return uerr
 	}
-	return err
+	return cause
 }
 
 // walkRefsLocked is adjustRefsLocked's walk: it stops after limit
@@ -699,9 +718,27 @@ func (im *Image) clearCopiedLocked(off int64) error {
 // fixCopiedLocked flushes the refcount changes made so far and then sets
 // COPIED in the active L1 and L2 entries exactly where the refcount is 1
 // (Q6), as QEMU's qcow2_update_snapshot_refcount with addend 0 does.
+//
+// Until one succeeds the flags are owed (Image.copiedOwed): a Flush or
+// Close that finds no allocation in flight sets them after its own
+// flush, so a one-off failure here does not leave them out of step on
+// the media for good.
 func (im *Image) fixCopiedLocked() error {
+	im.copiedOwed = true
 	if err := im.flushLocked(); err != nil {
 		return err
+	}
+	return im.copiedByCountsLocked()
+}
+
+// settleCopiedLocked sets the COPIED flags a failed fixCopiedLocked or
+// copiedByCountsLocked still owes, right after a successful flush (the
+// counts are durable) and only with no allocation in flight: one may
+// have linked an L2 table in the L1 in memory before writing the table,
+// and copiedByCountsLocked writes the whole L1.
+func (im *Image) settleCopiedLocked() error {
+	if !im.copiedOwed || im.allocs.Metrics().InFlight != 0 {
+		return nil
 	}
 	return im.copiedByCountsLocked()
 }
@@ -712,6 +749,7 @@ func (im *Image) fixCopiedLocked() error {
 // disk too, and the flags it clears must not wait for a flush that
 // would write the raised counts under them.
 func (im *Image) copiedByCountsLocked() error {
+	im.copiedOwed = true // until the flags below are durable
 	g := &im.g
 	l1 := im.l1.Load()
 	l1changed := false
@@ -772,7 +810,11 @@ func (im *Image) copiedByCountsLocked() error {
 			return err
 		}
 	}
-	return im.flushLocked()
+	if err := im.flushLocked(); err != nil {
+		return err
+	}
+	im.copiedOwed = false
+	return nil
 }
 
 // writeSnapshotTableLocked writes snaps as the new snapshot table into
