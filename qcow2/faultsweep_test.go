@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -162,6 +163,57 @@ func (r *sweepRun) flush() error {
 	}
 	copy(r.m.flushed, r.m.cur)
 	clear(r.m.dirty)
+	return nil
+}
+
+// compressed writes one cluster with WriteCompressed.
+func (r *sweepRun) compressed(off int64, b []byte) error {
+	if r.err != nil {
+		return r.err
+	}
+	n := int64(len(b))
+	r.m.mark(r.m.dirty, off, n)
+	if err := r.im.WriteCompressed(off, b); err != nil {
+		return r.fail("WriteCompressed", off, n, err)
+	}
+	copy(r.m.cur[off:], b)
+	return nil
+}
+
+// resize grows (Truncate) or shrinks (Shrink) the disk within the
+// model's size: the range past the smaller size reads as zeros after
+// either, and is unknown after a failure.
+func (r *sweepRun) resize(size int64) error {
+	if r.err != nil {
+		return r.err
+	}
+	cur, err := r.im.Size()
+	if err != nil {
+		return r.fail("Size", 0, 0, err)
+	}
+	lo := min(cur, size)
+	end := int64(len(r.m.cur))
+	r.m.mark(r.m.dirty, lo, end-lo)
+	if size < cur {
+		err = r.im.Shrink(size)
+	} else {
+		err = r.im.Truncate(size)
+	}
+	if err != nil {
+		return r.fail(fmt.Sprintf("resize(%d)", size), lo, end-lo, err)
+	}
+	clear(r.m.cur[lo:])
+	return nil
+}
+
+// amend runs an operation that changes no guest data.
+func (r *sweepRun) amend(what string, f func() error) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := f(); err != nil {
+		return r.fail(what, 0, 0, err)
+	}
 	return nil
 }
 
@@ -432,6 +484,49 @@ func sweepWorkloads() []sweepWorkload {
 			r.snapshot("delete", "b")
 			return r.flush()
 		}},
+		// Compressed clusters written, partly overwritten (a COW of a
+		// compressed cluster), discarded and written again.
+		{name: "compressed", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
+			r.compressed(0, bytes.Repeat([]byte("qring"), 820)[:4096])
+			r.compressed(4096, p(4096, 1)) // does not shrink: a normal cluster
+			r.compressed(2*4096, bytes.Repeat([]byte{7}, 4096))
+			r.flush()
+			r.write(100, p(300, 2))
+			r.discard(2*4096, 4096)
+			r.flush()
+			return r.compressed(2*4096, bytes.Repeat([]byte{9, 8}, 2048))
+		}},
+		// A shrink that discards data past the new end (its L2 tables
+		// too) and a grow that needs a longer L1 (an L2 table maps 2
+		// MiB here): the range past the old end reads as zeros.
+		{name: "resize", size: 8 << 20, co: CreateOptions{ClusterSize: 4096, Size: 2 << 20}, run: func(r *sweepRun) error {
+			r.resize(8 << 20)
+			r.write(0, p(4096, 1))
+			r.write(5<<20+100, p(9000, 2))
+			r.write(7<<20, p(4096, 3))
+			r.flush()
+			r.resize(4 << 20)
+			r.write(3<<20, p(4096, 4))
+			r.resize(8 << 20)
+			r.write(6<<20, p(100, 5))
+			return r.flush()
+		}},
+		// qemu-img amend's changes: refcount width (every refcount
+		// structure rewritten), lazy refcounts on and off, and a
+		// downgrade to version 2, between writes.
+		{name: "amend", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
+			r.write(0, p(3*4096, 1))
+			r.amend("SetRefcountBits(64)", func() error { return r.im.SetRefcountBits(64) })
+			r.write(5*4096, p(4096, 2))
+			r.amend("SetLazyRefcounts(true)", func() error { return r.im.SetLazyRefcounts(true) })
+			r.write(9*4096+7, p(5000, 3))
+			r.flush()
+			r.amend("SetLazyRefcounts(false)", func() error { return r.im.SetLazyRefcounts(false) })
+			r.amend("SetRefcountBits(16)", func() error { return r.im.SetRefcountBits(16) })
+			r.amend("SetVersion(2)", func() error { return r.im.SetVersion(2) })
+			r.write(4096, p(4096, 4))
+			return r.flush()
+		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
 				r.write(i*4096*7, p(4096, byte(i+1)))
@@ -612,7 +707,9 @@ func sweepRunOnce(t testing.TB, wl sweepWorkload, k sweepKind, at int64, rng *ra
 		size = sweepSize
 	}
 	co := wl.co
-	co.Size = size
+	if co.Size == 0 { // else the disk starts smaller than the model
+		co.Size = size
+	}
 	mem := memdev.New(memdev.Options{})
 	if err := CreateDevice(mem, co); err != nil {
 		t.Fatal(err)
@@ -786,6 +883,11 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 		t.Errorf("%s: check: %v corruptions=%d errors=%d %v", what, err, r.Corruptions, r.CheckErrors, head(r.Messages, 8))
 	}
 	got := testkit.ReadAll(t, im)
+	if n := len(m.flushed); len(got) < n {
+		// A disk smaller than the model (resize): past its end the
+		// model holds zeros, or the range is unknown.
+		got = append(got, make([]byte, n-len(got))...)
+	}
 	for s := int64(0); s < int64(len(m.dirty)); s++ {
 		if m.dirty[s] || m.failed[s] {
 			continue
@@ -866,6 +968,12 @@ func TestFaultSweep_COW(t *testing.T) {
 func TestFaultSweep_Snapshot(t *testing.T) {
 	t.Parallel()
 	runSweep(t, sweepByName("snapshot"))
+}
+
+// TestFaultSweep_Admin: compressed writes, resizes and amends.
+func TestFaultSweep_Admin(t *testing.T) {
+	t.Parallel()
+	runSweep(t, sweepByName("compressed", "resize", "amend"))
 }
 
 // TestFaultSweep_Zero: WriteZeroes with and without MayUnmap.
