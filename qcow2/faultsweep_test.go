@@ -206,6 +206,22 @@ func (r *sweepRun) resize(size int64) error {
 	return nil
 }
 
+// makeEmpty runs MakeEmpty: the disk reads its backing file (zeros
+// past its end) everywhere, or is unknown after a failure.
+func (r *sweepRun) makeEmpty() error {
+	if r.err != nil {
+		return r.err
+	}
+	n := int64(len(r.m.cur))
+	r.m.mark(r.m.dirty, 0, n)
+	if err := r.im.MakeEmpty(); err != nil {
+		return r.fail("MakeEmpty", 0, n, err)
+	}
+	clear(r.m.cur)
+	copy(r.m.cur, r.m.backing)
+	return nil
+}
+
 // amend runs an operation that changes no guest data.
 func (r *sweepRun) amend(what string, f func() error) error {
 	if r.err != nil {
@@ -526,6 +542,23 @@ func sweepWorkloads() []sweepWorkload {
 			r.amend("SetVersion(2)", func() error { return r.im.SetVersion(2) })
 			r.write(4096, p(4096, 4))
 			return r.flush()
+		}},
+		// Zero clusters over backing data and preallocated zero
+		// clusters expanded (the work of a downgrade), a snapshot
+		// sharing a table with them, then the disk made empty (what
+		// qemu-img commit leaves in the top image).
+		{name: "expand-empty", co: CreateOptions{ClusterSize: 4096}, backing: true, run: func(r *sweepRun) error {
+			r.write(0, p(4*4096, 1))
+			r.write(20*4096, p(4096, 2))
+			r.flush()
+			r.zero(4096, 2*4096, 0)
+			r.zero(10*4096, 4096, 0)
+			r.snapshot("create", "s")
+			r.zero(20*4096, 4096, 0)
+			r.amend("ExpandZeroClusters", func() error { return r.im.ExpandZeroClusters() })
+			r.write(11*4096+9, p(100, 3))
+			r.flush()
+			return r.makeEmpty()
 		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
@@ -973,7 +1006,7 @@ func TestFaultSweep_Snapshot(t *testing.T) {
 // TestFaultSweep_Admin: compressed writes, resizes and amends.
 func TestFaultSweep_Admin(t *testing.T) {
 	t.Parallel()
-	runSweep(t, sweepByName("compressed", "resize", "amend"))
+	runSweep(t, sweepByName("compressed", "resize", "amend", "expand-empty"))
 }
 
 // TestFaultSweep_Zero: WriteZeroes with and without MayUnmap.
