@@ -40,6 +40,9 @@ type CheckResult struct {
 	// Messages are the detail lines qemu-img prints on stderr
 	// ("Leaked cluster 5 refcount=1 reference=0", "ERROR ...").
 	Messages []string
+	// Err is the first I/O error that kept part of the check (or of its
+	// repair) from running; CheckErrors counts it with the others.
+	Err error
 }
 
 // Clean reports no corruption and no leaks.
@@ -63,6 +66,11 @@ type checker struct {
 	// damaged tables): -r all refuses too. Otherwise -r all rebuilds
 	// them (rebuild.go).
 	fatal bool
+	// unread: a table of references (an L2 table, a snapshot's L1
+	// table) could not be read, so the clusters it names look leaked or
+	// less used than they are: nothing is repaired (QEMU's check stops
+	// at the error).
+	unread bool
 }
 
 // distrust records why repairs are refused, for good; the first reason
@@ -77,6 +85,15 @@ func (c *checker) distrust(why string) {
 func (c *checker) distrustRefcounts(why string) {
 	if c.untrusted == "" {
 		c.untrusted = why
+	}
+}
+
+// ioError counts an I/O error that kept part of the check from running
+// and keeps the first (CheckResult.Err).
+func (c *checker) ioError(err error) {
+	c.r.CheckErrors++
+	if c.r.Err == nil {
+		c.r.Err = err
 	}
 }
 
@@ -217,6 +234,9 @@ func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 	}
 	r2.CorruptionsFixed, r2.LeaksFixed = fixedC, fixedL
 	r2.CheckErrors = max(r2.CheckErrors, r.CheckErrors) // a refused repair
+	if r.Err != nil {
+		r2.Err = r.Err
+	}
 	r2.Messages = append(r.Messages, r2.Messages...)
 	if err := im.flushLocked(); err != nil {
 		return r2, err
@@ -309,7 +329,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			for s := uint64(0); s < cs; s += im.sliceSize {
 				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
-					r.CheckErrors++
+					c.ioError(err)
+					c.unread = true
+					c.distrust(fmt.Sprintf("the L2 table at 0x%x could not be read", uint64(l2off)+s))
 					c.msg("ERROR reading L2 table at 0x%x: %v", uint64(l2off)+s, err)
 					break
 				}
@@ -388,7 +410,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.inc(s.L1TableOffset, uint64(s.L1Size)*format.TableEntrySize, "snapshot L1 table")
 			l1b := make([]byte, uint64(s.L1Size)*format.TableEntrySize)
 			if err := im.readAtLocked(l1b, s.L1TableOffset); err != nil {
-				r.CheckErrors++
+				c.ioError(err)
+				c.unread = true
+				c.distrust(fmt.Sprintf("the L1 table of snapshot %s could not be read", s.ID))
+				c.msg("ERROR reading the L1 table of snapshot %s at 0x%x: %v", s.ID, uint64(s.L1TableOffset), err)
 				continue
 			}
 			l1 := make([]format.L1Entry, s.L1Size)
@@ -422,6 +447,8 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		// qemu-img: "ERROR need to rebuild refcount structures", and
 		// with -r all it rebuilds them, as Check does when it can.
 		switch {
+		case c.unread:
+			c.msg("ERROR not repaired: a table of references could not be read (what it names would look unused); the image is left as it was")
 		case c.im.damage.damaged() && c.fatal:
 			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
 		case c.fatal:
@@ -493,7 +520,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		}
 		t, err := im.rbc.Get(int64(b))
 		if err != nil {
-			r.CheckErrors++
+			c.ioError(err)
 			c.msg("ERROR reading refcount block %d: %v", ri, err)
 			continue
 		}
@@ -545,7 +572,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// refcounts.
 	if len(incomplete) > 0 && repair >= RepairAll && c.untrusted == "" {
 		if err := im.fixIncompleteSnapshots(incomplete); err != nil {
-			r.CheckErrors++
+			c.ioError(err)
 			c.msg("ERROR rewriting the snapshot table: %v", err)
 		} else {
 			r.CorruptionsFixed += len(incomplete)

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/invariants"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // Fault sweeps (after pebble's errorfs; QEMU iotests 026/289): each workload is
@@ -316,6 +318,12 @@ type sweepWorkload struct {
 	o       Options
 	backing bool
 	run     func(r *sweepRun) error
+	// damage, if set, writes guest data and then damages the new
+	// image's metadata before the run; it returns the guest view. A
+	// failure in the run's repair (a Check with Repair) or in the open
+	// leaves the damage in place: the verification then repairs once
+	// more, and the repaired image must be clean.
+	damage func(t testing.TB, mem *memdev.Dev) []byte
 }
 
 func sweepWorkloads() []sweepWorkload {
@@ -560,6 +568,24 @@ func sweepWorkloads() []sweepWorkload {
 			r.flush()
 			return r.makeEmpty()
 		}},
+		// check -r all on leaked clusters, a COPIED flag set on a
+		// cluster counted twice and one missing on a cluster counted
+		// once, and a used cluster counted 0 (fixed in place, before
+		// anything may reuse it).
+		{name: "repair", co: CreateOptions{ClusterSize: 4096}, o: Options{Repair: true}, damage: sweepDamage, run: func(r *sweepRun) error {
+			r.amend("Check(RepairAll)", func() error {
+				res, err := r.im.Check(CheckOptions{Repair: RepairAll})
+				if err == nil && res.Err != nil {
+					err = res.Err // an I/O error stopped part of it
+				}
+				if err == nil && (res.Corruptions != 0 || res.Leaks != 0) {
+					err = fmt.Errorf("repair left %d corruptions, %d leaks: %v", res.Corruptions, res.Leaks, head(res.Messages, 4))
+				}
+				return err
+			})
+			r.write(12*4096, p(3*4096, 5)) // allocates: must not reuse a used cluster
+			return r.flush()
+		}},
 		{name: "flush-only", co: CreateOptions{ClusterSize: 4096}, run: func(r *sweepRun) error {
 			for i := int64(0); i < 3; i++ {
 				r.write(i*4096*7, p(4096, byte(i+1)))
@@ -568,6 +594,49 @@ func sweepWorkloads() []sweepWorkload {
 			return r.flush()
 		}},
 	}
+}
+
+// sweepDamage writes four data clusters into the image on mem and
+// then, in the metadata: counts guest cluster 0's data cluster twice
+// (a leak, and COPIED on a cluster counted twice), clears COPIED in
+// cluster 1's entry, counts cluster 2's data cluster 0, and leaks a
+// cluster past the data. It returns the guest view.
+func sweepDamage(t testing.TB, mem *memdev.Dev) []byte {
+	im, err := OpenDevice(mem, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(4*4096, 3)
+	mustWrite(t, im, data, 0)
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	hdr := make([]byte, 72)
+	mem.Readv(0, [][]byte{hdr})
+	u64 := func(off uint64) uint64 {
+		b := make([]byte, 8)
+		mem.Readv(int64(off), [][]byte{b})
+		return be.Uint64(b)
+	}
+	put := func(off uint64, b []byte) {
+		if err := mem.Writev(int64(off), [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l2 := u64(be.Uint64(hdr[40:])) & format.L1OffsetMask
+	rb := u64(be.Uint64(hdr[48:])) // refcount block 0 (16-bit counts)
+	ref := func(hostOff uint64, v uint16) {
+		put(rb+2*(hostOff/4096), []byte{byte(v >> 8), byte(v)})
+	}
+	d0 := u64(l2) & format.L2OffsetMask
+	ref(d0, 2)
+	e1 := u64(l2 + 8)
+	be.PutUint64(hdr[:8], e1&^format.OflagCopied)
+	put(l2+8, hdr[:8])
+	ref(u64(l2+16)&format.L2OffsetMask, 0)
+	ref(64*4096, 1)
+	return data
 }
 
 func sweepBacking(size int64) []byte {
@@ -757,6 +826,13 @@ func sweepRunOnce(t testing.TB, wl sweepWorkload, k sweepKind, at int64, rng *ra
 		o.Backing = memdev.FromBytes(bdata, memdev.Options{})
 	}
 	m := newSweepModel(size, bdata)
+	if wl.damage != nil {
+		copy(m.cur, wl.damage(t, mem))
+		copy(m.flushed, m.cur)
+		if err := mem.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var inj errordev.Injector
 	var ix *errordev.IndexInjector
 	var fo firedOp
@@ -881,21 +957,37 @@ func sweepRunOnce(t testing.TB, wl sweepWorkload, k sweepKind, at int64, rng *ra
 	// step with the counts, as QEMU's ordering does (verifySnapCrash);
 	// so may a disk that died there. A one-off fault may not: the
 	// retried Flush and the Close put the flags in step.
-	inSnap := r != nil && strings.Contains(r.op, "Snapshot")
-	// Reopen what a power cut would leave, and what the process left.
-	sweepVerify(t, what+" (crash clone)", crash, o, atCrash, false, inSnap, st)
-	if retried != nil {
-		sweepVerify(t, what+" (crash clone after retried flush)", retried, o, m, false, false, st)
+	var atCut, atEnd func([]string) bool // what may be repaired
+	if r != nil && strings.Contains(r.op, "Snapshot") {
+		atCut = onlyCopied
+		if k.sticky {
+			atEnd = onlyCopied
+		}
 	}
-	sweepVerify(t, what+" (current)", memdev.FromBytes(mem.Bytes(), memdev.Options{}), o, m, qemuCheck, inSnap && k.sticky, st)
+	if wl.damage != nil && (r == nil || strings.HasPrefix(r.op, "Check")) {
+		// The repair did not finish: the damage may remain.
+		any := func([]string) bool { return true }
+		atCut, atEnd = any, any
+	}
+	// Reopen what a power cut would leave, and what the process left.
+	sweepVerify(t, what+" (crash clone)", crash, o, atCut, atCrash, false, st)
+	if retried != nil {
+		retriedOK := atEnd
+		if wl.damage == nil {
+			retriedOK = nil
+		}
+		sweepVerify(t, what+" (crash clone after retried flush)", retried, o, retriedOK, m, false, st)
+	}
+	sweepVerify(t, what+" (current)", memdev.FromBytes(mem.Bytes(), memdev.Options{}), o, atEnd, m, qemuCheck, st)
 	return ed.Ops(), fired
 }
 
 // sweepVerify reopens dev writable (a dirty lazy-refcount image is
-// repaired), checks it and compares the guest data with the model. With
-// copiedOK, COPIED flags out of step are repaired (check -r all) instead
-// of failing the test, and the repaired image must be clean.
-func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweepModel, qemu, copiedOK bool, st *sweepStats) {
+// repaired), checks it and compares the guest data with the model.
+// Corruptions that repairable accepts (the check's messages; nil: none)
+// are repaired (check -r all) instead of failing the test, and the
+// repaired image must be clean.
+func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, repairable func([]string) bool, m *sweepModel, qemu bool, st *sweepStats) {
 	t.Helper()
 	st.mu.Lock()
 	st.reopens++
@@ -907,7 +999,7 @@ func sweepVerify(t testing.TB, what string, dev *memdev.Dev, o Options, m *sweep
 		return
 	}
 	r, err := im.Check(CheckOptions{})
-	if err == nil && copiedOK && r.CheckErrors == 0 && r.Corruptions != 0 && onlyCopied(r.Messages) {
+	if err == nil && repairable != nil && r.CheckErrors == 0 && r.Corruptions != 0 && repairable(r.Messages) {
 		if r, err = im.Check(CheckOptions{Repair: RepairAll}); err == nil {
 			r, err = im.Check(CheckOptions{})
 		}
@@ -1006,7 +1098,7 @@ func TestFaultSweep_Snapshot(t *testing.T) {
 // TestFaultSweep_Admin: compressed writes, resizes and amends.
 func TestFaultSweep_Admin(t *testing.T) {
 	t.Parallel()
-	runSweep(t, sweepByName("compressed", "resize", "amend", "expand-empty"))
+	runSweep(t, sweepByName("compressed", "resize", "amend", "expand-empty", "repair"))
 }
 
 // TestFaultSweep_Zero: WriteZeroes with and without MayUnmap.

@@ -31,12 +31,12 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 	r := c.r
 	c.msg("Rebuilding refcount structure (%s)", c.untrusted)
 	if err := im.rebuildRefcountsLocked(c.ref, im.g.RefcountOrder); err != nil {
-		r.CheckErrors++
+		c.ioError(err)
 		c.msg("ERROR rebuilding the refcount structures: %v", err)
 		return r, nil
 	}
 	if err := im.cureDamageLocked(); err != nil {
-		r.CheckErrors++
+		c.ioError(err)
 		c.msg("ERROR after rebuilding the refcount structures: %v", err)
 		return r, nil
 	}
@@ -49,6 +49,9 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 	r2.CorruptionsFixed += max(r.Corruptions-r2.Corruptions, 0)
 	r2.LeaksFixed += max(r.Leaks-r2.Leaks, 0)
 	r2.CheckErrors += r.CheckErrors
+	if r.Err != nil {
+		r2.Err = r.Err
+	}
 	r2.Messages = append(r.Messages, r2.Messages...)
 	return r2, err
 }
