@@ -59,11 +59,11 @@ func TestBlockDevice(t *testing.T) {
 			if err := f.Writev(size, [][]byte{want}); !errors.Is(err, unix.ENOSPC) {
 				t.Fatalf("writing past the device's end: %v, want ENOSPC", err)
 			}
-			if f.Caps().ZeroFlags&block.Allocate == 0 {
-				t.Fatal("Allocate dropped from Caps after a zeroing past the end")
-			}
-			if err := f.WriteZeroes(0, 64<<10, block.Allocate); err != nil {
+			if err := f.WriteZeroes(0, 64<<10, block.MayUnmap); err != nil {
 				t.Fatalf("zeroing inside the device after one past its end: %v", err)
+			}
+			if !f.punchOK.Load() {
+				t.Fatal("hole punching turned off by a zeroing past the end")
 			}
 		})
 	}
@@ -118,4 +118,45 @@ func TestBlockDeviceMisalignedZeroing(t *testing.T) {
 	want := bytes.Clone(junk)
 	clear(want[100 : 100+1<<20+1000])
 	testkit.MustEqual(t, got, want, "after zeroing [100, +1 MiB+1000)")
+}
+
+// TestBlockDeviceAllocateNoFallback (U15, U2, block B3): on a block
+// device whose WRITE ZEROES does not work (a loop device over tmpfs:
+// the loop driver advertises it, tmpfs refuses ZERO_RANGE, and the
+// kernel then writes zero pages), zeroing with Allocate, alone or linked
+// ahead of a write (U4), is refused with nothing written, instead of
+// succeeding through zero pages written by the kernel.
+func TestBlockDeviceAllocateNoFallback(t *testing.T) {
+	const size = 4 << 20
+	dev := looptest.LoopDevice(t, size, 2*size)
+	junk := bytes.Repeat([]byte{0xa7}, 1<<20)
+	for _, c := range configs() {
+		t.Run(c.name, func(t *testing.T) {
+			f, err := Open(dev, c.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Writev(0, [][]byte{junk}); err != nil {
+				t.Fatal(err)
+			}
+			err = f.WriteZeroes(0, 256<<10, block.Allocate)
+			if !errors.Is(err, block.ErrNotSupported) {
+				t.Fatalf("WriteZeroes Allocate on %s (zeroing %s): %v, want ErrNotSupported", dev, f.Zeroing(), err)
+			}
+			data := bytes.Repeat([]byte{0x11}, 4096)
+			err = f.ZeroThenWritev(256<<10, 256<<10, block.Allocate, 256<<10, [][]byte{data})
+			if !errors.Is(err, block.ErrNotSupported) {
+				t.Fatalf("ZeroThenWritev Allocate: %v, want ErrNotSupported", err)
+			}
+			if f.Caps().ZeroFlags&block.Allocate != 0 {
+				t.Fatal("Caps offer Allocate on a block device without efficient zeroing")
+			}
+			got := make([]byte, len(junk))
+			if err := f.Readv(0, [][]byte{got}); err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, got, junk, "after refused zeroings")
+		})
+	}
 }

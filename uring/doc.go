@@ -172,7 +172,8 @@
 //	    ZERO_RANGE; other errors are the request's. Either way, efficient
 //	    or refused: never zero buffers. File.Zeroing says which mode is in
 //	    use and why; Metrics count the WRITE_ZEROES calls and refusals.
-//	    The linked ZeroThenWritev (U4) always uses ZERO_RANGE.
+//	    The linked ZeroThenWritev (U4) uses ZERO_RANGE (WRITE_ZEROES on
+//	    a block device, where ZERO_RANGE may write zeros: U15).
 //	    ZeroAlign is the filesystem block (the larger of st_blksize and
 //	    statfs f_bsize, at most 64 KiB; a block device's logical sector),
 //	    never less than Align: filesystems zero
@@ -275,7 +276,15 @@
 //	    again by Size and before refusing a request past the end, so a
 //	    device grown under an open File is seen (QEMU's host_device reads
 //	    its length each time); every byte lies inside it and none is
-//	    fresh to the engine (Caps say Fixed: no reserve ahead). Truncate up to that size succeeds and
+//	    fresh to the engine (Caps say Fixed: no reserve ahead). Zeroing
+//	    with Allocate there is FALLOC_FL_WRITE_ZEROES where Open believes
+//	    it works (U2), else refused: a block device's ZERO_RANGE is a
+//	    WRITE ZEROES command that the kernel, where the device has none
+//	    or refuses it (a loop device over tmpfs clears its limit then),
+//	    turns into writes of zero pages without telling
+//	    (blkdev_issue_zeroout without BLKDEV_ZERO_NOFALLBACK); QEMU's
+//	    host_device refuses BDRV_REQ_NO_FALLBACK there too. The linked
+//	    ZeroThenWritev (U4) takes WRITE_ZEROES. Truncate up to that size succeeds and
 //	    changes nothing; past it, it fails, as QEMU's host_device
 //	    ("Cannot grow device files"). A write or zeroing past the end
 //	    fails with ENOSPC before reaching the kernel, and a zeroing that

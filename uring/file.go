@@ -48,7 +48,7 @@ type File struct {
 	closed atomic.Bool
 	done   chan struct{} // closed by Close: aborts waits for a slot
 
-	allocOK atomic.Bool // fallocate ZERO_RANGE has not been refused
+	allocOK atomic.Bool // Allocate zeroing works: ZERO_RANGE not refused (a block device: WRITE_ZEROES, U15)
 	zeroOK  atomic.Bool // same, for WriteZeroes without Allocate
 	punchOK atomic.Bool // PUNCH_HOLE|KEEP_SIZE has not been refused
 
@@ -123,6 +123,9 @@ func (f *File) Zeroing() string {
 		why = *p
 	}
 	switch {
+	case !f.allocOK.Load() && f.blockDev:
+		// U15: ZERO_RANGE on a block device may write zero pages.
+		return "none (block device without write-zeroes: " + why + ")"
 	case !f.allocOK.Load():
 		return "none (zero-range refused)"
 	case f.wzOK.Load():

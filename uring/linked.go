@@ -67,13 +67,18 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 		defer f.wmu.RUnlock()
 	}
 	f.m.fallocates.Add(1)
-	zres, wres, err := f.link.linked(unix.FALLOC_FL_ZERO_RANGE, zoff, zn, woff, bufs)
+	mode := f.allocMode()
+	zres, wres, err := f.link.linked(mode, zoff, zn, woff, bufs)
 	if err != nil {
 		return err
 	}
 	if zres < 0 {
 		// The linked write was cancelled (-ECANCELED): nothing written.
-		return f.zeroErr(unix.Errno(-zres), zoff, zn)
+		zerr := unix.Errno(-zres)
+		if mode == unix.FALLOC_FL_WRITE_ZEROES && refused(zerr) {
+			f.refuseWriteZeroes(zerr)
+		}
+		return f.zeroErr(zerr, zoff, zn)
 	}
 	f.bumpEOF(zend)
 	if wres < 0 {

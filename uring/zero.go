@@ -86,6 +86,14 @@ func (f *File) allocZero(off, n int64) error {
 // good and the same request goes on with ZERO_RANGE: zeroing is
 // idempotent, so whatever a refused call did is harmless. Never zero
 // buffers (block B3).
+//
+// A block device has no ZERO_RANGE of its own: the kernel turns it into
+// a WRITE ZEROES command and, where the device has none or refuses it
+// (a loop device over tmpfs), writes zero pages instead, silently
+// (blkdev_issue_zeroout without BLKDEV_ZERO_NOFALLBACK). Only
+// WRITE_ZEROES is efficient or refused there (U15), as QEMU's
+// host_device refuses BDRV_REQ_NO_FALLBACK without MAY_UNMAP; without it
+// the request is refused.
 func (f *File) allocFallocate(off, n int64) error {
 	if f.wzOK.Load() {
 		f.m.wzFallocates.Add(1)
@@ -95,8 +103,24 @@ func (f *File) allocFallocate(off, n int64) error {
 		}
 		f.m.wzRefused.Add(1)
 		f.refuseWriteZeroes(err)
+		if f.blockDev {
+			return err // refused: zeroErr drops Allocate
+		}
+	}
+	if f.blockDev {
+		return unix.EOPNOTSUPP // WRITE_ZEROES refused earlier
 	}
 	return f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+}
+
+// allocMode is the fallocate mode of the linked ZeroThenWritev (U4):
+// ZERO_RANGE, or WRITE_ZEROES on a block device, where ZERO_RANGE may
+// write zero pages (allocFallocate).
+func (f *File) allocMode() uint32 {
+	if f.blockDev {
+		return unix.FALLOC_FL_WRITE_ZEROES
+	}
+	return unix.FALLOC_FL_ZERO_RANGE
 }
 
 // refuseWriteZeroes remembers that FALLOC_FL_WRITE_ZEROES was refused
@@ -118,6 +142,9 @@ func (f *File) initZeroing(o Options) {
 	}
 	f.wzWhy.Store(&why)
 	f.wzOK.Store(ok)
+	if f.blockDev && !ok {
+		f.allocOK.Store(false) // no efficient zeroing there (allocFallocate)
+	}
 }
 
 func (f *File) zeroErr(err error, off, n int64) error {
