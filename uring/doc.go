@@ -244,7 +244,11 @@
 //	    wakeTag); slow completions and Wake write the eventfd when the
 //	    owner has said it sleeps (an atomic flag set before its last
 //	    check, so either the waker sees it or the owner sees the
-//	    completion: A5). Close takes the read back before the ring goes.
+//	    completion: A5). That completion is one CQE, so a Wait that
+//	    sleeps for more than one (a batch) would stay in the kernel after
+//	    a Wake until ring requests complete, however slow: such a sleep is
+//	    bounded (wakeBound, an IORING_ENTER_EXT_ARG timeout; without it,
+//	    it is for one CQE). Close takes the read back before the ring goes.
 //	U12 A queue holds File.life shared from NewQueue to its Close, so
 //	    File.Close waits for open queues (A6) and the slow path, which
 //	    runs inside that hold, never enters the File again.

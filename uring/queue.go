@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	iosys "github.com/iceber/iouring-go/syscall"
@@ -57,6 +58,12 @@ type Queue struct {
 	// noArm keeps reap from arming the eventfd read again
 	// (RegisterBuffers and Close take it back).
 	noArm bool
+	// waitArg bounds a wait for more than one completion (U11): the
+	// eventfd read's completion counts for one, so a Wake alone would
+	// not end it. waitTs is the timeout it points to.
+	waitArg getEventsArg
+	waitTs  unix.Timespec
+	extArg  bool // the kernel takes waitArg (IORING_FEAT_EXT_ARG)
 	// kickMu orders kicks (any goroutine) against closing the eventfd:
 	// a kick after Close would write to whatever file reuses the number.
 	kickMu    sync.Mutex
@@ -160,6 +167,9 @@ func (f *File) openQueue(depth int, merge bool) (*Queue, error) {
 	}
 	q := &Queue{f: f, r: r, depth: depth, efd: efd, efdBuf: make([]byte, 8),
 		slots: make([]qslot, depth), free: make([]uint32, depth), merge: merge}
+	q.extArg = r.features&featExtArg != 0
+	q.waitTs = unix.NsecToTimespec(int64(wakeBound))
+	q.waitArg.ts = uint64(uintptr(unsafe.Pointer(&q.waitTs)))
 	for i := range q.free {
 		q.free[i] = uint32(depth - 1 - i)
 	}
@@ -508,12 +518,49 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 		// complete (U11, A5).
 		// Merged requests share a CQE, so never more CQEs than there
 		// are request SQEs on the ring.
-		err := q.enter(uint32(max(1, min(atLeast-n-q.nslow, q.sqes))), 0)
+		err := q.sleep(uint32(max(1, min(atLeast-n-q.nslow, q.sqes))))
 		q.sleeping.Store(false)
 		if err != nil {
 			q.flight -= n
 			return n, err
 		}
+	}
+}
+
+// wakeBound is how long a Wake may wait for a Wait that sleeps for more
+// than one completion (U11, A5).
+const wakeBound = time.Millisecond
+
+// sleep submits what is filled and waits in the kernel for want
+// completions. A Wake completes the eventfd read, one completion: when
+// want is more, that alone would not end the wait, so the wait is
+// bounded by wakeBound (the owner looks at woken and sleeps again), or,
+// on a kernel without IORING_FEAT_EXT_ARG, is for one completion.
+func (q *Queue) sleep(want uint32) error {
+	if want <= 1 {
+		return q.enter(want, 0)
+	}
+	if !q.extArg {
+		return q.enter(1, 0)
+	}
+	q.publish()
+	for {
+		q.f.m.enters.Add(1)
+		n, err := enterArg(q.r.fd, q.toSub, want, iosys.IORING_ENTER_FLAGS_GETEVENTS|enterExtArg, &q.waitArg)
+		switch err {
+		case unix.EINTR:
+			continue
+		case nil, unix.ETIME:
+			// ETIME: the bound passed (the kernel reports it only
+			// when it submitted nothing).
+		case unix.EAGAIN, unix.EBUSY:
+			return nil
+		default:
+			return err
+		}
+		q.f.m.sqes.Add(uint64(n))
+		q.toSub -= uint32(n)
+		return nil
 	}
 }
 

@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
 // TestQueue: a File's own Queue keeps the Queue contract (block Q1-Q6)
@@ -347,5 +350,68 @@ func TestQueue_Merge(t *testing.T) {
 		if err := q.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestQueue_WakeEndsLongWait (U11, block A5): a Wake ends a Wait for
+// more than one request while the ring's requests are slow to complete.
+// The eventfd read a Wake completes is one completion, and the Wait slept
+// in the kernel for two: it stayed there until a request completed. The
+// slow requests are reads of a FIFO, which complete when it is written.
+func TestQueue_WakeEndsLongWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, Options{Backend: Ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed := func() { // completes the reads
+		w, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		w.Write(make([]byte, 16))
+		w.Close()
+	}
+	// Not adjacent: two SQEs, so the Wait sleeps for two completions.
+	reqs := []*block.Req{{Op: block.OpRead, Off: 0, Buf: make([]byte, 8)}, {Op: block.OpRead, Off: 4096, Buf: make([]byte, 8)}}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() {
+		out := make([]*block.Req, 2)
+		_, err := q.Wait(out, 2)
+		woke <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the owner sleeps in the kernel
+	q.Wake()
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Second):
+		t.Error("Wake did not end a Wait for two slow requests in 1 s")
+		feed()
+		<-woke
+	}
+	out := make([]*block.Req, 2)
+	for q.InFlight() > 0 {
+		feed()
+		if _, err := q.Wait(out, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
