@@ -122,7 +122,7 @@ func (f *File) bounceWrite(off int64, bufs [][]byte, total int64) error {
 // padded range. The caller holds wmu exclusively, so no other write or
 // fallocate is in flight: the bytes of the padding are written back as
 // they were. If the padded write grew the file past off+total, the size
-// is set back (to off+total, or the old size if larger).
+// is set back (to off+total, or the old size if larger), under padMu.
 func (f *File) rmwWrite(off int64, bufs [][]byte, total int64) error {
 	bb := f.getBounce()
 	defer f.putBounce(bb)
@@ -130,7 +130,10 @@ func (f *File) rmwWrite(off int64, bufs [][]byte, total int64) error {
 	padEnd := alignUp(end, f.align)
 	size := int64(-1)
 	if padEnd > end && padEnd > f.eof.Load() {
-		// eof is only a lower bound: ask the kernel.
+		// eof is only a lower bound: ask the kernel. Size and DataRun
+		// wait until the size is set back (padMu).
+		f.padMu.Lock()
+		defer f.padMu.Unlock()
 		n, err := f.fileSize()
 		if err != nil {
 			return &block.OpError{Op: "write", Off: off, Len: total, Err: err}

@@ -23,8 +23,8 @@ func (f *File) DataRun(off, n int64) (bool, int64, error) {
 	}
 	defer f.life.RUnlock()
 	if f.direct {
-		f.wmu.RLock() // not while a read-modify-write pads the file (U1)
-		defer f.wmu.RUnlock()
+		f.padMu.RLock() // not while a read-modify-write pads the file (U1)
+		defer f.padMu.RUnlock()
 	}
 	data, run := block.SeekDataRun(f.fd, off, n)
 	return data, run, nil

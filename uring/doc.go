@@ -143,8 +143,12 @@
 //	    read-modify-write of the padded range. wmu (RWMutex) orders them:
 //	    every write, fallocate and linked ZeroThenWritev holds it shared
 //	    for its duration (merged SQEs included: each request holds it
-//	    until its own share completed), and so does Size; a
-//	    read-modify-write and Truncate hold it exclusively. So nothing else
+//	    until its own share completed); a read-modify-write and Truncate
+//	    hold it exclusively. Size and DataRun must not see the file
+//	    padded past its end either, but take padMu, which only a
+//	    read-modify-write that may pad past the end holds, inside wmu:
+//	    on wmu they could queue behind a read-modify-write waiting for a
+//	    queue's writes, and block that queue's owner (U10, block A3). So nothing else
 //	    modifies the file meanwhile: the padding is written back as it
 //	    was, and ftruncate's zeroing of a partial block in the page cache
 //	    races no direct write. A misaligned write therefore waits for every

@@ -30,7 +30,13 @@ type File struct {
 	// wmu orders writes on a Direct file against read-modify-writes (U1):
 	// every request that modifies the file (write, fallocate) holds it
 	// shared, a misaligned write and Truncate hold it exclusively.
-	wmu    sync.RWMutex
+	wmu sync.RWMutex
+	// padMu is held exclusively by a read-modify-write (under wmu) while
+	// its padding may hold the file past its size, and shared by Size
+	// and DataRun, which must not see that size (U1). Not wmu: a queue's
+	// owner may ask them while its writes hold wmu shared and a
+	// read-modify-write waits for those (U10, block A3).
+	padMu  sync.RWMutex
 	bounce sync.Pool // *bounceBuf, for misaligned requests on a Direct file
 
 	media    block.Media // what stores the file (U9)
@@ -194,8 +200,8 @@ func (f *File) Size() (int64, error) {
 	if f.direct {
 		// Not while a read-modify-write has the file padded past its
 		// end (U1).
-		f.wmu.RLock()
-		defer f.wmu.RUnlock()
+		f.padMu.RLock()
+		defer f.padMu.RUnlock()
 	}
 	n, err := f.fileSize()
 	if err != nil {

@@ -415,3 +415,45 @@ func TestQueue_WakeEndsLongWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestQueue_SizeBesideRMW (U10, U1, block A3): the owner of a queue on an
+// O_DIRECT File may ask Size and DataRun while its writes are in flight
+// and a misaligned write (a read-modify-write, wmu exclusive) waits for
+// them. Both took wmu shared, queued behind that write: the owner
+// blocked, never reaped its writes, and the three waited for each other
+// for good.
+func TestQueue_SizeBesideRMW(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring, Direct: true})
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &block.Req{Op: block.OpWrite, Off: 0, Buf: pattern(3, 4096)}
+	if err := q.Submit(w); err != nil {
+		t.Fatal(err)
+	}
+	rmw := make(chan error, 1)
+	go func() { rmw <- f.Writev(8192+100, [][]byte{[]byte("misaligned")}) }()
+	time.Sleep(20 * time.Millisecond) // the read-modify-write waits for wmu
+	ok := testkit.Within(time.Second, func() {
+		if _, err := f.Size(); err != nil {
+			t.Error(err)
+		}
+		if _, _, err := f.DataRun(0, 4096); err != nil {
+			t.Error(err)
+		}
+	})
+	if !ok {
+		t.Error("Size or DataRun blocked the queue's owner behind a read-modify-write waiting for its writes")
+	}
+	out := make([]*block.Req, 1)
+	if k, err := q.Wait(out, 1); k != 1 || err != nil || w.Err != nil {
+		t.Fatalf("Wait: %d %v %v", k, err, w.Err)
+	}
+	if err := <-rmw; err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
