@@ -75,7 +75,10 @@
 //	    image Discard, WriteZeroes, Truncate, Shrink, CreateSnapshot,
 //	    ApplySnapshot, Close; on a uring.File Truncate, a misaligned O_DIRECT write or
 //	    WriteZeroes, a WriteZeroes or ZeroThenWritev that extends the
-//	    file, Close. (Queue the zeroing or discard instead, drain first,
+//	    file, Close, and while another goroutine may call one of those,
+//	    any write or zeroing on an O_DIRECT File or past the File's end
+//	    (its lock, taken shared, queues behind that call, which waits for
+//	    the queue). (Queue the zeroing or discard instead, drain first,
 //	    or call them from another goroutine.)
 //	A4  Slow path. A request the fast path does not take runs through the
 //	    device's synchronous methods on a goroutine, with all their rules,

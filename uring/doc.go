@@ -234,7 +234,9 @@
 //	    eofGate shared (U3) and raises eof when it completes whole. A
 //	    read-modify-write waiting for wmu, or an extending fallocate
 //	    waiting for eofGate, waits for this queue's writes, so the owner
-//	    must never block on them (A3); a Try that fails sends the request
+//	    must never block on them (A3), nor take them shared as a
+//	    synchronous File write does (a Go RWMutex queues a reader
+//	    behind a waiting writer); a Try that fails sends the request
 //	    the slow way. The rest, and the remainder of a short transfer,
 //	    run through File's own readv/writev on a goroutine (A4);
 //	    -EAGAIN/-EINTR resubmit (R6). A flush always runs File's own
