@@ -193,6 +193,9 @@
 //	    size. A write ending past it holds eofGate shared; a fallocate
 //	    ending past it holds eofGate exclusively, so a size-extending
 //	    fallocate never runs concurrently with a write past the old EOF.
+//	    Only such a request raises eof, under the gate: one inside eof
+//	    may race a Truncate (exclusive) that shrinks the file below its
+//	    end, and raising eof after it would leave eof past the size.
 //	U4  ZeroThenWritev with Allocate on the ring is one submission of
 //	    FALLOCATE linked (IOSQE_IO_LINK) to the write; if the fallocate
 //	    fails the kernel cancels the write (-ECANCELED) and the fallocate's

@@ -53,6 +53,7 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 	// only the write does.
 	zend, wend := zoff+zn, woff+total
 	eof := f.eof.Load()
+	gated := zend > eof || wend > eof // eof is raised only then (bumpEOF)
 	switch {
 	case zend > eof:
 		f.eofGate.Lock()
@@ -80,7 +81,9 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 		}
 		return f.zeroErr(zerr, zoff, zn)
 	}
-	f.bumpEOF(zend)
+	if gated {
+		f.bumpEOF(zend)
+	}
 	if wres < 0 {
 		return &block.OpError{Op: "write", Off: woff, Len: total, Err: unix.Errno(-wres)}
 	}
@@ -104,6 +107,8 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 			return err
 		}
 	}
-	f.bumpEOF(wend)
+	if gated {
+		f.bumpEOF(wend)
+	}
 	return nil
 }

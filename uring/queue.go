@@ -685,10 +685,11 @@ func (q *Queue) finish(i uint32, res int32) {
 	q.ready = append(q.ready, req)
 }
 
-// unlock releases the File's locks req held; a write that completed
-// whole first raises the known EOF to its end (U3), as File.writev does.
+// unlock releases the File's locks req held; a write past the known EOF
+// that completed whole first raises it to its end (U3), as File.writev
+// does.
 func (q *Queue) unlock(req *block.Req, locks qlocks, written bool) {
-	if written {
+	if written && locks&lockEOF != 0 { // under the gate only (U3, bumpEOF)
 		q.f.bumpEOF(req.Off + int64(len(req.Buf)))
 	}
 	if locks&lockWMU != 0 {

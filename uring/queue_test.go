@@ -457,3 +457,44 @@ func TestQueue_SizeBesideRMW(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestQueue_TruncateBesideWriteKeepsEOF (U3, U10): a write inside the
+// known EOF takes no EOF gate, so a Truncate below it may run while it
+// is in flight; raising eof to the write's end when it completed then
+// made eof larger than the file, and a later extending zeroing inside
+// that range took no gate (U3 lost for good). Only a gated write raises
+// eof.
+func TestQueue_TruncateBesideWriteKeepsEOF(t *testing.T) {
+	f := openTemp(t, Options{Backend: Ring})
+	if err := f.Writev(0, [][]byte{pattern(4, 16384)}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &block.Req{Op: block.OpWrite, Off: 0, Buf: pattern(5, 8192)}
+	if err := q.Submit(w); err != nil {
+		t.Fatal(err)
+	}
+	// The write is done in the kernel, not yet reaped: a Truncate (from
+	// another goroutine, as A3 asks) shrinks the file below its end.
+	time.Sleep(10 * time.Millisecond)
+	if err := f.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*block.Req, 1)
+	if k, err := q.Wait(out, 1); k != 1 || err != nil || w.Err != nil {
+		t.Fatalf("Wait: %d %v %v", k, err, w.Err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	size, err := f.Size()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eof := f.eof.Load(); eof > size {
+		t.Fatalf("known EOF %d past the file's size %d (U3: a lower bound)", eof, size)
+	}
+}

@@ -64,7 +64,8 @@ func (f *File) writev(off int64, bufs [][]byte, total int64) error {
 		return nil
 	}
 	end := off + total
-	if end > f.eof.Load() {
+	gated := end > f.eof.Load()
+	if gated {
 		f.eofGate.RLock()
 		defer f.eofGate.RUnlock()
 	}
@@ -91,10 +92,17 @@ func (f *File) writev(off int64, bufs [][]byte, total int64) error {
 	if err != nil {
 		return err
 	}
-	f.bumpEOF(end)
+	if gated {
+		f.bumpEOF(end)
+	}
 	return nil
 }
 
+// bumpEOF raises eof to end. Callers hold eofGate (shared or exclusive,
+// U3): an ungated request ended inside eof when it started, and a
+// Truncate may have shrunk the file below its end since; raising eof
+// then would make it more than the size. (A block device's size, which
+// never shrinks, is the exception: deviceSize.)
 func (f *File) bumpEOF(end int64) {
 	for {
 		cur := f.eof.Load()

@@ -71,7 +71,7 @@ func (f *File) allocZero(off, n int64) error {
 	}
 	held := f.lockEOF(off + n)
 	err := f.allocFallocate(off, n)
-	if err == nil {
+	if err == nil && held {
 		f.bumpEOF(off + n)
 	}
 	f.unlockEOF(held)
@@ -220,7 +220,7 @@ func (f *File) fallocZeroes(off, n int64, flags block.Flags) error {
 	if f.zeroOK.Load() {
 		held := f.lockEOF(off + n)
 		err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
-		if err == nil {
+		if err == nil && held {
 			f.bumpEOF(off + n)
 		}
 		f.unlockEOF(held)
