@@ -58,10 +58,12 @@
 //	    own request completes. So there is no completion goroutine and, for
 //	    the leader, no hand-off at all. Other waiters park on their slot
 //	    channel or on the leader token; while fewer than submitThreshold
-//	    SQEs are in the kernel (1: none) they first submit with a
+//	    data SQEs are in the kernel (1: none) they first submit with a
 //	    submit-only enter (one at a time, so concurrent arrivals batch),
 //	    otherwise they leave their SQE to the leader's next enter, which a
-//	    completion brings soon. Before blocking in the kernel again, a leader that woke
+//	    completion brings soon. Standalone fsyncs and fallocates
+//	    (ring.slow) are not counted: their completion may be a second
+//	    away, and requests left behind them would wait for it. Before blocking in the kernel again, a leader that woke
 //	    waiters yields (runtime.Gosched) so they run on its P and queue
 //	    their next requests first: that is what makes one enter carry many
 //	    SQEs at QD64.

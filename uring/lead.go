@@ -47,10 +47,12 @@ func (r *ring) wait(idx uint32, want int) error {
 			return err
 		}
 		// The leader may be asleep in the kernel waiting for unrelated
-		// completions. With several requests in the kernel one of them
-		// completes soon and the leader submits ours in its next enter,
-		// batched with others; with few, submit ourselves.
-		if r.inKernel() < submitThreshold {
+		// completions. With several data requests in the kernel one of
+		// them completes soon and the leader submits ours in its next
+		// enter, batched with others; with few, submit ourselves. Fsyncs
+		// and fallocates do not count: one may take a second, and a read
+		// left behind it waited for all of it.
+		if r.inKernel()-r.slow.Load() < submitThreshold {
 			r.submitPending()
 		}
 		for got < want {

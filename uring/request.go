@@ -35,11 +35,14 @@ func (r *ring) rw(write bool, fd int, off int64, bufs [][]byte, done <-chan stru
 }
 
 // simple runs one non-data SQE (fallocate, fsync) and returns its result.
+// It counts in r.slow meanwhile (R2).
 func (r *ring) simple(e sqe, done <-chan struct{}) (int32, error) {
 	idx, err := r.getSlot(done)
 	if err != nil {
 		return 0, err
 	}
+	r.slow.Add(1)
+	defer r.slow.Add(-1)
 	return r.one(idx, e, nil)
 }
 

@@ -59,6 +59,12 @@ type ring struct {
 	enterMu  sync.Mutex    // held by the leader: the only reaper
 	leaderCh chan struct{} // cap 1: "somebody please lead" token
 	waiting  atomic.Int32  // requests whose owners have not seen all results
+	// slow counts the standalone non-data SQEs (fsync, fallocate) from
+	// queueing until their owner has the result: they may take long in
+	// the kernel (an fdatasync of much dirty data: a second), so no
+	// completion of theirs is "soon" (R2, wait). A linked chain's
+	// fallocate zeroes one cluster ahead of its write and is not counted.
+	slow atomic.Int32
 
 	// SQ consumption (R7): every enter with to_submit > 0 computes it
 	// under subMu; the leader releases subMu before its submit+wait enter
