@@ -44,8 +44,9 @@
 //	    fails and it points at a table (the header naming a new L1,
 //	    refcount or snapshot table, or with a new size or version; an
 //	    L1 entry naming a new L2 table or a copy; the active L1 rewritten
-//	    by a snapshot operation, unless it only sets COPIED flags; a
-//	    refcount table entry naming a new block),
+//	    by a snapshot operation to name other tables, not one that only
+//	    changes COPIED flags and names the same; a refcount table entry
+//	    naming a new block),
 //	    the media may name either the old or the new, so both are kept
 //	    (the new one leaks if unnamed) and writes are refused until the
 //	    image is reopened (ErrWritesLost, wrapping the failure): neither

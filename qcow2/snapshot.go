@@ -735,9 +735,10 @@ func (im *Image) fixCopiedLocked() error {
 // copiedByCountsLocked still owes, right after a successful flush (the
 // counts are durable) and only with no allocation in flight: one may
 // have linked an L2 table in the L1 in memory before writing the table,
-// and copiedByCountsLocked writes the whole L1.
+// and copiedByCountsLocked writes the whole L1. Not after lost writes
+// either (Q4, Q16): the L1 in memory may name what never landed.
 func (im *Image) settleCopiedLocked() error {
-	if !im.copiedOwed || im.allocs.Metrics().InFlight != 0 {
+	if !im.copiedOwed || im.writesLost || im.allocs.Metrics().InFlight != 0 {
 		return nil
 	}
 	return im.copiedByCountsLocked()
