@@ -172,6 +172,11 @@ func (c *conn) transmit() error {
 			return nil
 		}
 		cerr := c.check(&r)
+		if cerr == nil && c.exp.WriteThrough && (r.typ == cmdWrite || r.typ == cmdWriteZeroes) {
+			// Flushed before the reply, on a worker (the queue takes
+			// no FUA write).
+			r.flags |= cmdFlagFUA
+		}
 		// n is the memory the request holds until its reply is sent:
 		// the payload of a READ or WRITE, the descriptors of a
 		// BLOCK_STATUS.

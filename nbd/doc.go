@@ -18,7 +18,8 @@
 //   - transmission: READ (with OFFSET_DATA/OFFSET_HOLE chunks once
 //     structured replies are negotiated, and DF), WRITE (FUA), FLUSH, TRIM,
 //     CACHE, WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE) and
-//     DISC (conn.go, request.go, reply.go).
+//     DISC (conn.go, request.go, reply.go); on an Export.WriteThrough
+//     export every WRITE and WRITE_ZEROES is taken as FUA.
 //
 // Concurrency: the requests of one connection run concurrently on the
 // device (at most Server.MaxInFlight at a time and MaxInFlightBytes of

@@ -30,6 +30,12 @@ type Export struct {
 	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: the device is shared
 	// by every connection and its Flush covers them all.
 	MultiConn bool
+	// WriteThrough flushes every WRITE and WRITE_ZEROES before its reply,
+	// as if the client had set NBD_CMD_FLAG_FUA: qemu's
+	// cache=writethrough and cache=directsync, whose block backend adds
+	// BDRV_REQ_FUA to every write (blk_co_pwritev_part), so that a write
+	// is durable once acknowledged, without NBD_CMD_FLUSH.
+	WriteThrough bool
 }
 
 // DetectZeroes is qemu's detect-zeroes setting.

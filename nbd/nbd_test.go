@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/qcow2"
 )
 
 const testSize = 1 << 20
@@ -515,6 +517,48 @@ func TestDetectZeroes(t *testing.T) {
 		zeroes, writes, flushes := e.dev.M.Zeroes.Load(), e.dev.M.Writes.Load(), e.dev.M.Flushes.Load()
 		if e.name == "" && (zeroes != 1 || writes != 1) || e.name == "plain" && (zeroes != 0 || writes != 2) || flushes != 1 {
 			t.Errorf("%q: %d zeroes, %d writes, %d flushes", e.name, zeroes, writes, flushes)
+		}
+	}
+}
+
+// TestWriteThrough: on a WriteThrough export (qnbd --cache=writethrough
+// or directsync) WRITE and WRITE_ZEROES without FUA are durable once
+// acknowledged, on the queued path of a qcow2 image and on the workers:
+// a crash right after the replies (no FLUSH) keeps them, data and the
+// metadata that maps it. Before, the cache mode only chose O_DIRECT and
+// such writes were lost with the server process.
+func TestWriteThrough(t *testing.T) {
+	d, img := revImage(t)
+	s := newTestServer(t, &Export{Dev: img, WriteThrough: true})
+	c := dial(t, s)
+	c.connect("", false)
+	p := pattern(70000, 9)
+	if code, _, _ := c.do(cmdWrite, 0, 1000, uint32(len(p)), p); code != 0 {
+		t.Fatalf("write: %d", code)
+	}
+	if code, _, _ := c.do(cmdWrite, 0, 1<<20, 5000, p[:5000]); code != 0 {
+		t.Fatalf("write: %d", code)
+	}
+	if code, _, _ := c.do(cmdWriteZeroes, 0, 30000, 2000, nil); code != 0 {
+		t.Fatalf("zeroes: %d", code)
+	}
+	clone := d.CrashClone(rand.New(rand.NewPCG(3, 4)), 0)
+	im2, err := qcow2.OpenDevice(clone, qcow2.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(p)
+	clear(want[29000:31000])
+	for _, w := range []struct {
+		off  int64
+		data []byte
+	}{{1000, want}, {1 << 20, p[:5000]}} {
+		got := make([]byte, len(w.data))
+		if err := block.ReadAt(im2, got, w.off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, w.data) {
+			t.Errorf("write at %d lost in a crash after its reply", w.off)
 		}
 	}
 }

@@ -480,6 +480,37 @@ func TestFlags(t *testing.T) {
 	sh(t, "qemu-io", "-c", "read -P 2 4k 4k", img)
 }
 
+// TestCacheWriteThrough: with --cache=writethrough or directsync, as
+// with qemu-nbd's, a write is flushed (data and the qcow2 metadata that
+// maps it) before it is acknowledged: a server killed right after the
+// reply, before any NBD_CMD_FLUSH, keeps it. qnbd took these modes for
+// writeback and none, and lost the writes with the process.
+func TestCacheWriteThrough(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "nbdsh")
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	for _, cache := range []string{"writethrough", "directsync"} {
+		t.Run(cache, func(t *testing.T) {
+			dir, img := create(t, "4M")
+			s := startUnix(t, dir, "w", "--cache="+cache, img)
+			cmd := exec.Command("nbdsh", "-u", s.uri, "-c", `
+h.pwrite(b"\x5a" * 65536, 1 << 20)
+h.zero(4096, 1 << 20)
+`)
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("nbdsh: %v\n%s", err, out)
+			}
+			s.cmd.Process.Kill()
+			<-s.done
+			check(t, img)
+			sh(t, "qemu-io", "-c", "read -P 0 1M 4k", "-c", "read -P 0x5a 1028k 60k", img)
+		})
+	}
+}
+
 // nbdshEnv is the environment nbdsh runs in, nil if it does not: nbdsh
 // runs the python3 on PATH, which must be the one python3-libnbd
 // installed the module for, so the system's is tried too.

@@ -89,8 +89,12 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		fmt.Fprintf(stderr, probedWarning, cfg.path)
 		dev = &probeGuard{Device: img.Dev}
 	}
+	// As qemu-nbd's writethrough and directsync caches: a write is
+	// flushed before it is acknowledged (for a qcow2 image the metadata
+	// that maps it too, which O_DIRECT alone does not write).
+	wt := cfg.open.Cache == "writethrough" || cfg.open.Cache == "directsync"
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
-		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1}
+		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
 	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
