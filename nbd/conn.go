@@ -53,10 +53,27 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 // stop interrupts the reader: the connection finishes the requests in
-// flight, replies to them and closes (Server.Shutdown).
+// flight, replies to them and closes (Server.Shutdown). A client that
+// does not read the replies gets stopGrace: a reply write blocked longer
+// fails and the connection closes, so it holds Shutdown no longer than
+// that (as qemu-nbd, which shuts its clients' sockets down at once),
+// rather than for the caller's whole context (qnbd: 30 s).
 func (c *conn) stop() {
 	c.stopped.Store(true)
 	c.raw.SetReadDeadline(time.Now())
+	c.raw.SetWriteDeadline(time.Now().Add(stopGrace)) // a write blocked now
+}
+
+// stopGrace is how long a reply write may block after stop.
+var stopGrace = closeGrace
+
+// boundWrite gives the reply about to be written, after stop, stopGrace
+// from now (stop's deadline counts from stop: a request that outlasts it
+// still gets its reply to a client that reads). Called with wmu held.
+func (c *conn) boundWrite() {
+	if c.stopped.Load() {
+		c.raw.SetWriteDeadline(time.Now().Add(stopGrace))
+	}
 }
 
 // serve runs the connection to its end. It never panics: a panic outside

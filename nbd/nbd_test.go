@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -490,6 +491,56 @@ func TestShutdown(t *testing.T) {
 	}
 	if !bytes.Equal(mem.Bytes()[:3], []byte{1, 2, 3}) {
 		t.Fatal("write lost")
+	}
+}
+
+// TestShutdownClientNotReading: a client that sends READs and never
+// reads the replies holds Shutdown for stopGrace, not for the caller's
+// whole context (qnbd's 30 s after SIGTERM), on the workers and on a
+// qcow2 image's queued path; the device requests have all completed. A
+// request that outlasts stopGrace still gets its reply.
+func TestShutdownClientNotReading(t *testing.T) {
+	defer func(g time.Duration) { stopGrace = g }(stopGrace)
+	stopGrace = 200 * time.Millisecond
+	_, img := revImage(t)
+	srv := &Server{Exports: []*Export{{Dev: newMem(memdev.Options{})}, {Name: "q", Dev: img}}, Logf: t.Logf}
+	s := serveNoCleanup(t, srv)
+	for _, name := range []string{"", "q"} {
+		c := dial(t, s)
+		c.connect(name, false)
+		for i := range uint64(200) {
+			c.request(cmdRead, 0, i, 0, 1<<20, nil)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the budgets fill, the sockets too
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after %v: %v", time.Since(start), err)
+	}
+	t.Logf("Shutdown took %v", time.Since(start))
+
+	// The grace bounds a blocked write, not the time since Shutdown: a
+	// request that outlasts it still gets its reply to a client that
+	// reads.
+	hold := make(chan struct{})
+	mem := newMem(memdev.Options{OnWrite: func(off, n int64) { <-hold }})
+	srv = &Server{Exports: []*Export{{Dev: mem}}, Logf: t.Logf}
+	s = serveNoCleanup(t, srv)
+	c := dial(t, s)
+	c.connect("", false)
+	c.request(cmdWrite, 0, 5, 0, 3, []byte{1, 2, 3})
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(t.Context()) }()
+	time.Sleep(3 * stopGrace)
+	close(hold)
+	if ch := c.readReply(0); ch.cookie != 5 || ch.err != 0 {
+		t.Fatalf("reply %+v", ch)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

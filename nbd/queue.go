@@ -362,6 +362,7 @@ func (p *qpath) write(done []*qreq, hdr []byte) []byte {
 		}
 		c.wmu.Unlock()
 	}()
+	c.boundWrite()
 	for _, qr := range done {
 		if c.werr != nil {
 			break

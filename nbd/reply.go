@@ -17,6 +17,7 @@ func (c *conn) send(parts ...[]byte) {
 	c.writers.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.boundWrite()
 	if c.werr == nil {
 		for _, p := range parts {
 			if _, err := c.w.Write(p); err != nil {

@@ -227,8 +227,9 @@ func (s *Server) run(c *conn) {
 }
 
 // Shutdown stops accepting, lets every connection finish the requests it
-// has started (their replies are sent), then closes the connections. If
-// ctx ends first, the sockets are closed at once; Shutdown still waits
+// has started (their replies are sent; a reply write that blocks for
+// stopGrace, to a client that does not read, closes its connection),
+// then closes the connections. If ctx ends first, the sockets are closed at once; Shutdown still waits
 // for the device requests already running (they cannot be cancelled) so
 // that the caller may flush and close the device when it returns. The
 // one exception: requests a connection's failed device queue still had
