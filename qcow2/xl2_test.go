@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -475,4 +476,30 @@ func TestXL2_ZeroAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.MustEqual(t, got, want, "cluster 0")
+}
+
+// TestXL2_ZeroAllocateRefusedFreesClusters: a fast zeroing (Allocate,
+// NBD's FAST_ZERO) with MayUnmap that zeroes whole clusters and is then
+// refused at a partial cluster it cannot zero without buffers (here a
+// compressed one) frees the clusters it unmapped before the refusal;
+// they were leaked (qemu-img check: leaked clusters, exit 3), as they
+// were when a concurrent write made an unaligned edge refuse on an image
+// without subclusters (qnbd under nbdcopy-like FAST_ZERO and writes).
+func TestXL2_ZeroAllocateRefusedFreesClusters(t *testing.T) {
+	const cs = 64 << 10
+	im, _ := testImage(t, CreateOptions{Size: 4 << 20, ClusterSize: cs, ExtendedL2: true}, Options{})
+	writeAt(t, im, 0, xl2Fill(2*cs, 7))
+	if err := im.WriteCompressed(2*cs, compressible(cs, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.WriteZeroes(0, 2*cs+4096, block.Allocate|block.MayUnmap); !errors.Is(err, block.ErrNotSupported) {
+		t.Fatalf("fast zeroing into a compressed cluster: %v, want ErrNotSupported", err)
+	}
+	res, err := im.Check(CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Leaks != 0 || res.Corruptions != 0 {
+		t.Errorf("after the refused zeroing: %d leaks, %d corruptions", res.Leaks, res.Corruptions)
+	}
 }

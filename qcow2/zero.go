@@ -97,9 +97,10 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 			if errors.Is(err, errNoZeroClusters) {
 				// Downgraded meanwhile (SetVersion): as on version 2.
 				if flags&block.Allocate != 0 {
-					return block.ErrNotSupported
+					err = block.ErrNotSupported
+				} else {
+					err = im.writeZeroBuf(off, chunk)
 				}
-				err = im.writeZeroBuf(off, chunk)
 			}
 		} else if whole && !im.hasBackingFile() {
 			// Version 2 without a backing file: unallocated reads as
@@ -124,9 +125,10 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 			})
 			if err == nil && !done {
 				if flags&block.Allocate != 0 {
-					return block.ErrNotSupported // never a fallback
+					err = block.ErrNotSupported // never a fallback
+				} else {
+					err = im.writeZeroBuf(off, chunk)
 				}
-				err = im.writeZeroBuf(off, chunk)
 			}
 		} else if im.g.ExtendedL2 {
 			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
@@ -135,6 +137,15 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 		}
 		if err == nil && fr.full() {
 			err = im.freeAfterWriters(&fr)
+		}
+		if errors.Is(err, block.ErrNotSupported) {
+			// A refused Allocate (an edge that a write beside filled
+			// since zeroEdgesIfZero, a compressed cluster): no I/O
+			// failed, and the clusters zeroed before it have their new
+			// entries; their old ones are freed, not leaked.
+			if ferr := im.freeAfterWriters(&fr); ferr != nil {
+				return ferr
+			}
 		}
 		if err != nil {
 			return err
