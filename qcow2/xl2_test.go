@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -480,19 +481,28 @@ func TestXL2_ZeroAllocate(t *testing.T) {
 
 // TestXL2_ZeroAllocateRefusedFreesClusters: a fast zeroing (Allocate,
 // NBD's FAST_ZERO) with MayUnmap that zeroes whole clusters and is then
-// refused at a partial cluster it cannot zero without buffers (here a
-// compressed one) frees the clusters it unmapped before the refusal;
-// they were leaked (qemu-img check: leaked clusters, exit 3), as they
-// were when a concurrent write made an unaligned edge refuse on an image
-// without subclusters (qnbd under nbdcopy-like FAST_ZERO and writes).
+// refused at a partial cluster it cannot zero without buffers frees the
+// clusters it unmapped before the refusal; they were leaked (qemu-img
+// check: leaked clusters, exit 3), as they were when a concurrent write
+// made an unaligned edge refuse on an image without subclusters (qnbd
+// under pipelined FAST_ZERO and writes). WriteZeroes refuses a
+// compressed edge before it changes anything (xedgeCompressed), so the
+// test calls zeroRange, as a cluster compressed since that check meets
+// it, and then checks that WriteZeroes' refusal leaves every byte as it
+// was (it zeroed the whole clusters before refusing).
 func TestXL2_ZeroAllocateRefusedFreesClusters(t *testing.T) {
 	const cs = 64 << 10
 	im, _ := testImage(t, CreateOptions{Size: 4 << 20, ClusterSize: cs, ExtendedL2: true}, Options{})
-	writeAt(t, im, 0, xl2Fill(2*cs, 7))
-	if err := im.WriteCompressed(2*cs, compressible(cs, 1)); err != nil {
-		t.Fatal(err)
+	// Two clusters of data, then a compressed one, at base.
+	setup := func(base int64) []byte {
+		writeAt(t, im, base, xl2Fill(2*cs, 7))
+		if err := im.WriteCompressed(base+2*cs, compressible(cs, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return readBack(t, im, base, 3*cs)
 	}
-	if err := im.WriteZeroes(0, 2*cs+4096, block.Allocate|block.MayUnmap); !errors.Is(err, block.ErrNotSupported) {
+	setup(0)
+	if err := im.zeroRange(0, 2*cs+4096, block.Allocate|block.MayUnmap, int64(im.hsize.Load())); !errors.Is(err, block.ErrNotSupported) {
 		t.Fatalf("fast zeroing into a compressed cluster: %v, want ErrNotSupported", err)
 	}
 	res, err := im.Check(CheckOptions{})
@@ -501,5 +511,15 @@ func TestXL2_ZeroAllocateRefusedFreesClusters(t *testing.T) {
 	}
 	if res.Leaks != 0 || res.Corruptions != 0 {
 		t.Errorf("after the refused zeroing: %d leaks, %d corruptions", res.Leaks, res.Corruptions)
+	}
+	const base = 4 * cs
+	before := setup(base)
+	for _, r := range []struct{ off, n int64 }{{base, 2*cs + 4096}, {base + 2*cs + 2048, 4096}, {base + cs + 2048, cs}} {
+		if err := im.WriteZeroes(r.off, r.n, block.Allocate|block.MayUnmap); !errors.Is(err, block.ErrNotSupported) {
+			t.Fatalf("WriteZeroes(%d, %d) into a compressed cluster: %v, want ErrNotSupported", r.off, r.n, err)
+		}
+	}
+	if !bytes.Equal(readBack(t, im, base, 3*cs), before) {
+		t.Error("a refused fast zeroing changed what the disk reads")
 	}
 }

@@ -42,7 +42,47 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 			return err
 		}
 	}
+	if flags&block.Allocate != 0 && g.ExtendedL2 {
+		// Before anything else, so that a refusal changes nothing.
+		if c, err := im.xedgeCompressed(off, n); err != nil || c {
+			if err == nil {
+				err = block.ErrNotSupported
+			}
+			return err
+		}
+	}
 	return im.zeroRange(off, n, flags, int64(im.hsize.Load()))
+}
+
+// xedgeCompressed reports whether a partial cluster at an edge of
+// [off, off+n) is compressed: xzeroPartial zeroes part of one only with
+// buffers, which Allocate refuses. (One compressed since is still
+// refused there, by zeroRange, which then frees what it had unmapped.)
+func (im *Image) xedgeCompressed(off, n int64) (bool, error) {
+	cs := int64(im.g.ClusterSize)
+	end := off + n
+	var edges []int64
+	if off%cs != 0 {
+		edges = append(edges, off)
+	}
+	if end%cs != 0 && uint64(end) != im.hsize.Load() {
+		edges = append(edges, end-1)
+	}
+	if len(edges) == 0 {
+		return false, nil
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, o := range edges {
+		e, _, err := im.xentry(guestOff(o))
+		if err != nil {
+			return false, err
+		}
+		if e.Compressed() {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // zeroEdgesIfZero makes the clusters of the unaligned edges of
