@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"sync"
 	"syscall"
 
@@ -60,9 +61,71 @@ func (g *probeGuard) Writev(off int64, bufs [][]byte) error {
 	return g.Device.Writev(off, bufs)
 }
 
-// Discard implements block.Discarder when the device does: a discarded
-// range reads as zeros on a raw file, which probe as raw.
+// WriteZeroes implements block.Device. Zeros can make the first 512
+// bytes probe as another format too (the newline ending a comment line
+// of a VMDK text descriptor, a LUKS header's version): a zeroing into
+// them is checked as a write of zeros is.
+func (g *probeGuard) WriteZeroes(off, n int64, f block.Flags) error {
+	if off >= probeLen || n <= 0 || off < 0 {
+		return g.Device.WriteZeroes(off, n, f)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ok, err := g.zeroedIsRaw(off, n); err != nil || !ok {
+		if err == nil {
+			err = &block.OpError{Op: "write zeroes", Off: off, Len: n, Err: syscall.EPERM}
+		}
+		return err
+	}
+	return g.Device.WriteZeroes(off, n, f)
+}
+
+// zeroedIsRaw reports whether the first 512 bytes still probe as raw
+// with [off, off+n) zeroed.
+func (g *probeGuard) zeroedIsRaw(off, n int64) (bool, error) {
+	head := make([]byte, probeLen)
+	if err := block.ReadAt(g.Device, head, 0); err != nil {
+		return false, err
+	}
+	clear(head[off:min(off+n, probeLen)])
+	return format.Probe(head, "") == "raw", nil
+}
+
+// Discard implements block.Discarder (ErrNotSupported when the device
+// is none: the server then unmaps by zeroing, WriteZeroes above). A
+// discarded range reads as zeros on a raw file: one that would make the
+// first 512 bytes probe as another format leaves them alone (TRIM is a
+// hint) and unmaps the rest.
 func (g *probeGuard) Discard(off, n int64) error {
+	if off >= probeLen || n <= 0 || off < 0 {
+		return g.discard(off, n)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ok, err := g.zeroedIsRaw(off, n); err != nil || ok {
+		if err != nil {
+			return err
+		}
+		return g.discard(off, n)
+	}
+	end := off + n
+	if end <= probeLen {
+		return nil
+	}
+	err := g.discard(probeLen, end-probeLen)
+	if errors.Is(err, block.ErrNotSupported) {
+		err = nil
+		if g.Device.Caps().ZeroFlags&block.MayUnmap != 0 {
+			if err = g.Device.WriteZeroes(probeLen, end-probeLen, block.MayUnmap); errors.Is(err, block.ErrNotSupported) {
+				err = nil
+			}
+		}
+	}
+	return err
+}
+
+// discard is the device's Discard, or ErrNotSupported.
+func (g *probeGuard) discard(off, n int64) error {
 	if d, ok := g.Device.(block.Discarder); ok {
 		return d.Discard(off, n)
 	}

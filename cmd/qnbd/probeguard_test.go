@@ -61,3 +61,50 @@ func TestProbedRawGuard(t *testing.T) {
 		t.Fatalf("the header written with -f raw is not there:\n%s", out)
 	}
 }
+
+// TestProbedRawGuardZeroes: zeros can make the first sector probe as
+// another format as well: here a VMDK text descriptor whose comment
+// line's newline becomes a zero, so that its "version=1" line counts.
+// WRITE_ZEROES there is refused as the write of the same zeros is, and
+// TRIM leaves the sector alone; both went through the guard, and the
+// next start without -f refused the image as vmdk.
+func TestProbedRawGuardZeroes(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "nbdcopy")
+	dir := shortDir(t)
+	img := filepath.Join(dir, "r.raw")
+	sh(t, "qemu-img", "create", "-f", "raw", img, "1M")
+	head := make([]byte, 512)
+	copy(head, "#c\nx\nversion=1\n") // raw: the line "x" ends the probe
+	sector := filepath.Join(dir, "h.bin")
+	if err := os.WriteFile(sector, head, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startUnix(t, dir, "r", "--discard=unmap", img)
+	sh(t, "nbdcopy", sector, s.uri)
+	if o, e, _ := testkit.Run(t, "qemu-io", "-f", "raw", "-c", "write -z 2 1", s.uri); !strings.Contains(o+e, "Operation not permitted") {
+		t.Errorf("the zero making the first sector a VMDK descriptor was written:\n%s%s", o, e)
+	}
+	sh(t, "qemu-io", "-f", "raw", "-c", "discard 2 1", "-c", "write -z 512 512", "-c", "write -z 0 512", "-c", "write -P 1 0 1", s.uri)
+	s.stop()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 1 || b[1] != 0 || b[2] != 0 {
+		t.Errorf("whole-sector zeroing and writes after it: % x", b[:4])
+	}
+	// Before the whole-sector zeroing the descriptor was intact: check
+	// it through a second server over a fresh copy.
+	copy(b, head)
+	if err := os.WriteFile(img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = startUnix(t, dir, "r", "--discard=unmap", img)
+	sh(t, "qemu-io", "-f", "raw", "-c", "discard 2 1", s.uri)
+	s.stop()
+	if b, err = os.ReadFile(img); err != nil || string(b[:16]) != string(head[:16]) {
+		t.Errorf("TRIM changed the first sector: %q %v", b[:16], err)
+	}
+	s = startUnix(t, dir, "r", img) // still probes as raw
+	s.stop()
+}
