@@ -5,6 +5,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -158,5 +159,53 @@ func TestBlockDeviceAllocateNoFallback(t *testing.T) {
 			}
 			testkit.MustEqual(t, got, junk, "after refused zeroings")
 		})
+	}
+}
+
+// TestBlockDeviceWriteZeroesRefusedLate (U15, U4, block B3): where Open
+// believed FALLOC_FL_WRITE_ZEROES and the device refuses it, zeroing
+// with Allocate, alone or linked ahead of a write, is refused with
+// nothing written (not ZERO_RANGE, which writes zero pages there; and
+// the kernel does not cancel a write linked after a refused fallocate).
+func TestBlockDeviceWriteZeroesRefusedLate(t *testing.T) {
+	const size = 4 << 20
+	dev := looptest.LoopDevice(t, size, 2*size)
+	junk := bytes.Repeat([]byte{0xa7}, 1<<20)
+	for _, c := range configs() {
+		for _, linked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/linked=%v", c.name, linked), func(t *testing.T) {
+				f, err := Open(dev, c.opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				// As Open sets them where it believes WRITE_ZEROES works
+				// (a loop device over tmpfs does not take it).
+				f.wzOK.Store(true)
+				f.allocOK.Store(true)
+				if err := f.Writev(0, [][]byte{junk}); err != nil {
+					t.Fatal(err)
+				}
+				if linked {
+					err = f.ZeroThenWritev(0, 256<<10, block.Allocate, 256<<10, [][]byte{bytes.Repeat([]byte{0x11}, 4096)})
+				} else {
+					err = f.WriteZeroes(0, 256<<10, block.Allocate)
+				}
+				if !errors.Is(err, block.ErrNotSupported) {
+					t.Fatalf("zeroing with Allocate refused by the device: %v (zeroing %s), want ErrNotSupported", err, f.Zeroing())
+				}
+				if f.Caps().ZeroFlags&block.Allocate != 0 || f.Caps().AllocWritten {
+					t.Fatal("Caps still offer Allocate after WRITE_ZEROES was refused")
+				}
+				if err := f.WriteZeroes(0, 256<<10, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
+					t.Fatalf("zeroing with Allocate after the refusal: %v, want ErrNotSupported", err)
+				}
+				got := make([]byte, len(junk))
+				if err := f.Readv(0, [][]byte{got}); err != nil {
+					t.Fatal(err)
+				}
+				testkit.MustEqual(t, got, junk, "after refused zeroings")
+			})
+		}
 	}
 }

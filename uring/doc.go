@@ -200,8 +200,12 @@
 //	    end, and raising eof after it would leave eof past the size.
 //	U4  ZeroThenWritev with Allocate on the ring is one submission of
 //	    FALLOCATE linked (IOSQE_IO_LINK) to the write; if the fallocate
-//	    fails the kernel cancels the write (-ECANCELED) and the fallocate's
-//	    error is returned, mapped as in U2.
+//	    fails its error is returned, mapped as in U2. The kernel does not
+//	    cancel the write then (IORING_OP_FALLOCATE does not fail its
+//	    link: Linux 6.18 runs the write), so the linked submission is
+//	    used only once an Allocate zeroing has succeeded on the File: the
+//	    first one (and a refused mode) runs as a zeroing then a write,
+//	    and a refusal writes nothing.
 //	U5  Close waits for requests in flight (they complete normally), makes
 //	    requests waiting for a ring slot fail with os.ErrClosed, then frees
 //	    the ring and the descriptor; later calls return os.ErrClosed.

@@ -57,6 +57,10 @@ type File struct {
 	allocOK atomic.Bool // Allocate zeroing works: ZERO_RANGE not refused (a block device: WRITE_ZEROES, U15)
 	zeroOK  atomic.Bool // same, for WriteZeroes without Allocate
 	punchOK atomic.Bool // PUNCH_HOLE|KEEP_SIZE has not been refused
+	// allocDone: an Allocate zeroing succeeded on this File, so the
+	// linked ZeroThenWritev may be used: the kernel does not cancel the
+	// write after a refused fallocate (U4).
+	allocDone atomic.Bool
 
 	// Allocate zeroing mode (U2): wzOK while FALLOC_FL_WRITE_ZEROES is
 	// believed to work (set at Open, cleared for good by a refusal);

@@ -558,3 +558,41 @@ func TestFile_ReadNotBehindSlowRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestFile_ZeroThenWritevRefusedWritesNothing (U4, block B3, ZeroWriter):
+// a first ZeroThenWritev with Allocate on a file whose filesystem refuses
+// ZERO_RANGE (tmpfs) is ErrNotSupported and writes nothing. On the ring
+// it was one linked submission, and the kernel does not cancel a write
+// linked after a failed IORING_OP_FALLOCATE: the data was written.
+func TestFile_ZeroThenWritevRefusedWritesNothing(t *testing.T) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &sfs); err != nil || sfs.Type != unix.TMPFS_MAGIC {
+		t.Skip("/dev/shm is not tmpfs")
+	}
+	for _, c := range configs() {
+		t.Run(c.name, func(t *testing.T) {
+			dir, err := os.MkdirTemp("/dev/shm", "uring-test")
+			if err != nil {
+				t.Skip(err)
+			}
+			defer os.RemoveAll(dir)
+			o := c.opt
+			o.Create = true
+			f, err := Open(filepath.Join(dir, "img"), o)
+			if err != nil {
+				t.Skip(err) // O_DIRECT on an old tmpfs
+			}
+			defer f.Close()
+			aa := pattern(7, 1<<17)
+			if err := f.Writev(0, [][]byte{aa}); err != nil {
+				t.Fatal(err)
+			}
+			data := pattern(8, 4096)
+			err = f.ZeroThenWritev(0, 1<<16, block.Allocate, 1<<16, [][]byte{data})
+			if !errors.Is(err, block.ErrNotSupported) {
+				t.Fatalf("ZeroThenWritev(Allocate) on tmpfs = %v, want ErrNotSupported", err)
+			}
+			testkit.MustEqual(t, readAll(t, f, 0, 1<<17), aa, "after a refused ZeroThenWritev")
+		})
+	}
+}

@@ -33,7 +33,13 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 	if !f.allocOK.Load() || !block.Aligned(zoff, zn, f.zeroAlign) {
 		return block.ErrNotSupported
 	}
-	fast := f.link != nil && total > 0 && len(bufs) <= maxIov &&
+	// Linked only once an Allocate zeroing has succeeded here (U4): the
+	// kernel does not cancel a write linked after a failed fallocate, so
+	// a first request refused that way would write its data and report
+	// ErrNotSupported. A success proves the linked mode too: ext4, where
+	// allocZero may take WRITE_ZEROES, has ZERO_RANGE wherever it has
+	// that (extent files), and a block device links WRITE_ZEROES itself.
+	fast := f.link != nil && f.allocDone.Load() && total > 0 && len(bufs) <= maxIov &&
 		(!f.direct || f.fast(woff, total, bufs)) &&
 		(len(bufs) != 1 || total <= maxRW)
 	if !fast {
@@ -74,7 +80,11 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 		return err
 	}
 	if zres < 0 {
-		// The linked write was cancelled (-ECANCELED): nothing written.
+		// The write ran all the same (wres >= 0) unless the kernel
+		// cancelled it (-ECANCELED): IORING_OP_FALLOCATE does not fail
+		// its link (U4). Only after an Allocate zeroing succeeded here,
+		// so this is a failure other than a refusal, or a mode refused
+		// late (a device that stopped taking WRITE_ZEROES).
 		zerr := unix.Errno(-zres)
 		if mode == unix.FALLOC_FL_WRITE_ZEROES && refused(zerr) {
 			f.refuseWriteZeroes(zerr)

@@ -79,7 +79,8 @@ func (r *ring) one(idx uint32, e sqe, d *span) (int32, error) {
 
 // linked submits fallocate(mode, zoff, zn) linked (IOSQE_IO_LINK) before a
 // write of bufs at woff, in one submission; the kernel starts the write only
-// after the fallocate succeeded and cancels it (-ECANCELED) otherwise.
+// after the fallocate completed, and does not cancel it when the fallocate
+// failed (IORING_OP_FALLOCATE does not fail its link: U4).
 // It returns both results; the write result is retried here on EAGAIN.
 func (r *ring) linked(fd int, mode uint32, zoff, zn int64, woff int64, bufs [][]byte, done <-chan struct{}) (zres, wres int32, err error) {
 	idx, err := r.getSlot(done)
@@ -97,7 +98,8 @@ func (r *ring) linked(fd int, mode uint32, zoff, zn int64, woff int64, bufs [][]
 	}
 	zres, wres = s.res[0].Load(), s.res[1].Load()
 	if again(zres) {
-		// Retry the whole chain: the write was cancelled.
+		// Retry the whole chain (the write may have run: the same
+		// bytes again, after the zeroing).
 		r.m.eagain.Add(1)
 		if err := r.run(idx, 0, e[:]); err != nil {
 			return 0, 0, err

@@ -71,8 +71,11 @@ func (f *File) allocZero(off, n int64) error {
 	}
 	held := f.lockEOF(off + n)
 	err := f.allocFallocate(off, n)
-	if err == nil && held {
-		f.bumpEOF(off + n)
+	if err == nil {
+		f.allocDone.Store(true) // the linked ZeroThenWritev may run (U4)
+		if held {
+			f.bumpEOF(off + n)
+		}
 	}
 	f.unlockEOF(held)
 	return f.zeroErr(err, off, n)
