@@ -261,9 +261,13 @@
 //	    check, so either the waker sees it or the owner sees the
 //	    completion: A5). That completion is one CQE, so a Wait that
 //	    sleeps for more than one (a batch) would stay in the kernel after
-//	    a Wake until ring requests complete, however slow: such a sleep is
-//	    bounded (wakeBound, an IORING_ENTER_EXT_ARG timeout; without it,
-//	    it is for one CQE). Close takes the read back before the ring goes.
+//	    a Wake until ring requests complete, however slow: the read is
+//	    linked to a pure timeout of zero (IORING_OP_TIMEOUT), which fires
+//	    when the read completes, and a timeout that fires ends every wait
+//	    in the kernel whatever its count (io_should_wake). A batch that
+//	    nobody wakes is still one enter, with no timer (without
+//	    IORING_OP_TIMEOUT, a Wait sleeps for one CQE). Close takes the
+//	    read and its timeout back before the ring goes.
 //	U12 A queue holds File.life shared from NewQueue to its Close, so
 //	    File.Close waits for open queues (A6) and the slow path, which
 //	    runs inside that hold, never enters the File again.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	iosys "github.com/iceber/iouring-go/syscall"
@@ -58,12 +57,15 @@ type Queue struct {
 	// noArm keeps reap from arming the eventfd read again
 	// (RegisterBuffers and Close take it back).
 	noArm bool
-	// waitArg bounds a wait for more than one completion (U11): the
-	// eventfd read's completion counts for one, so a Wake alone would
-	// not end it. waitTs is the timeout it points to.
-	waitArg getEventsArg
-	waitTs  unix.Timespec
-	extArg  bool // the kernel takes waitArg (IORING_FEAT_EXT_ARG)
+	// The eventfd read is linked to a timeout of zero (U11): when the
+	// read completes, the timeout fires at once, and a timeout that
+	// fires ends every wait in the kernel, however many completions it
+	// asked for. ntmo counts those timeouts not yet reaped; tmoTs is
+	// their (zero) timespec. Without IORING_OP_TIMEOUT (linkWake false)
+	// a wait is for one completion.
+	linkWake bool
+	ntmo     int
+	tmoTs    unix.Timespec
 	// kickMu orders kicks (any goroutine) against closing the eventfd:
 	// a kick after Close would write to whatever file reuses the number.
 	kickMu    sync.Mutex
@@ -105,6 +107,9 @@ type fixedBuf struct {
 
 // wakeTag is the user_data of the eventfd read (U11, A5).
 const wakeTag = ^uint64(0)
+
+// wakeTmoTag is the user_data of the timeout linked to it (U11).
+const wakeTmoTag = ^uint64(0) - 1
 
 var (
 	_ block.Queuer        = (*File)(nil)
@@ -167,9 +172,7 @@ func (f *File) openQueue(depth int, merge bool) (*Queue, error) {
 	}
 	q := &Queue{f: f, r: r, depth: depth, efd: efd, efdBuf: make([]byte, 8),
 		slots: make([]qslot, depth), free: make([]uint32, depth), merge: merge}
-	q.extArg = r.features&featExtArg != 0
-	q.waitTs = unix.NsecToTimespec(int64(wakeBound))
-	q.waitArg.ts = uint64(uintptr(unsafe.Pointer(&q.waitTs)))
+	q.linkWake = probeOps().Has(iosys.IORING_OP_TIMEOUT)
 	for i := range q.free {
 		q.free[i] = uint32(depth - 1 - i)
 	}
@@ -233,11 +236,14 @@ func (q *Queue) RegisterBuffers(bufs ...[]byte) error {
 }
 
 // disarm takes the eventfd read back (U11): it kicks the eventfd and
-// reaps until the read's completion came, without arming it again.
+// reaps until the completions of the read and of its timeout came,
+// without arming it again.
 func (q *Queue) disarm() error {
 	q.noArm = true
-	for q.armed {
-		q.kick()
+	for q.armed || q.ntmo > 0 {
+		if q.armed {
+			q.kick() // else only its timeout is left, about to fire
+		}
 		if err := q.enter(1, 0); err != nil {
 			return err
 		}
@@ -424,8 +430,9 @@ func (q *Queue) queue(req *block.Req, e sqe, locks qlocks) uint32 {
 }
 
 // push fills an SQE at the tail; enter publishes it (R1). The SQ holds
-// 2*(depth+1) entries and at most depth+1 SQEs are on the ring or
-// filled, so it never overflows (R4).
+// 2*(depth+1) entries and at most depth+3 SQEs are on the ring or
+// filled (one per request, the eventfd read and its timeout, and an
+// earlier timeout about to fire), so it never overflows (R4).
 func (q *Queue) push(e sqe, ud uint64) {
 	r := q.r
 	r.fill(r.tail, e, ud)
@@ -449,8 +456,17 @@ func (q *Queue) publish() {
 // arm queues the eventfd read (U11, A5).
 func (q *Queue) arm() {
 	e := sqe{op: iosys.IORING_OP_READ, fd: int32(q.efd), addr: uint64(uintptr(unsafe.Pointer(&q.efdBuf[0]))), len: 8}
+	if q.linkWake {
+		e.flags = iosys.IOSQE_FLAGS_IO_LINK
+	}
 	q.push(e, wakeTag)
 	q.armed = true
+	if q.linkWake {
+		// A pure timeout (count 0) of zero, started when the read
+		// completes: its firing ends the owner's wait (U11).
+		q.push(sqe{op: iosys.IORING_OP_TIMEOUT, fd: -1, addr: uint64(uintptr(unsafe.Pointer(&q.tmoTs))), len: 1}, wakeTmoTag)
+		q.ntmo++
+	}
 }
 
 // enter submits every filled SQE and, with wait > 0, waits for that
@@ -527,41 +543,15 @@ func (q *Queue) Wait(out []*block.Req, atLeast int) (int, error) {
 	}
 }
 
-// wakeBound is how long a Wake may wait for a Wait that sleeps for more
-// than one completion (U11, A5).
-const wakeBound = time.Millisecond
-
 // sleep submits what is filled and waits in the kernel for want
-// completions. A Wake completes the eventfd read, one completion: when
-// want is more, that alone would not end the wait, so the wait is
-// bounded by wakeBound (the owner looks at woken and sleeps again), or,
-// on a kernel without IORING_FEAT_EXT_ARG, is for one completion.
+// completions. A Wake completes the eventfd read, one completion; the
+// timeout linked to it ends a wait for more (arm). Without it the wait
+// is for one completion.
 func (q *Queue) sleep(want uint32) error {
-	if want <= 1 {
-		return q.enter(want, 0)
+	if want > 1 && !q.linkWake {
+		want = 1
 	}
-	if !q.extArg {
-		return q.enter(1, 0)
-	}
-	q.publish()
-	for {
-		q.f.m.enters.Add(1)
-		n, err := enterArg(q.r.fd, q.toSub, want, iosys.IORING_ENTER_FLAGS_GETEVENTS|enterExtArg, &q.waitArg)
-		switch err {
-		case unix.EINTR:
-			continue
-		case nil, unix.ETIME:
-			// ETIME: the bound passed (the kernel reports it only
-			// when it submitted nothing).
-		case unix.EAGAIN, unix.EBUSY:
-			return nil
-		default:
-			return err
-		}
-		q.f.m.sqes.Add(uint64(n))
-		q.toSub -= uint32(n)
-		return nil
-	}
+	return q.enter(want, 0)
 }
 
 // take moves completed requests (ring, then slow) into out.
@@ -603,6 +593,10 @@ func (q *Queue) reap() int {
 func (q *Queue) complete(ud uint64, res int32) {
 	if ud == wakeTag {
 		q.armed = false
+		return
+	}
+	if ud == wakeTmoTag {
+		q.ntmo--
 		return
 	}
 	i := uint32(ud)

@@ -498,3 +498,61 @@ func TestQueue_TruncateBesideWriteKeepsEOF(t *testing.T) {
 		t.Fatalf("known EOF %d past the file's size %d (U3: a lower bound)", eof, size)
 	}
 }
+
+// TestQueue_LongWaitNoPolling (U11): a Wait for a batch of slow requests
+// sleeps in one enter until they complete, and a Wake still ends it. A
+// Wait whose sleep was bounded (1 ms) to notice Wakes woke every
+// millisecond instead: dozens of enters in 60 ms, and batches on a busy
+// disk spread over several enters.
+func TestQueue_LongWaitNoPolling(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, Options{Backend: Ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(path, os.O_WRONLY, 0) // f holds the read end
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	reqs := []*block.Req{{Op: block.OpRead, Off: 0, Buf: make([]byte, 8)}, {Op: block.OpRead, Off: 4096, Buf: make([]byte, 8)}}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Metrics()
+	done := make(chan error, 1)
+	go func() {
+		out := make([]*block.Req, 2)
+		n := 0
+		for n < 2 {
+			k, err := q.Wait(out[n:], 2-n)
+			if err != nil {
+				done <- err
+				return
+			}
+			n += k
+		}
+		done <- nil
+	}()
+	time.Sleep(60 * time.Millisecond)
+	if _, err := w.Write(make([]byte, 16)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if m := f.Metrics().Sub(before); m.Enters > 4 {
+		t.Errorf("a Wait for two requests that took 60 ms made %d enters, want a few", m.Enters)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -17,9 +17,8 @@ import (
 // leader) submits everything queued and reaps for everybody (R2, R3 in
 // doc.go).
 type ring struct {
-	fd       int
-	feat     ringFeat // optional features the kernel accepted (R9)
-	features uint32   // IORING_FEAT_* bits of io_uring_setup
+	fd   int
+	feat ringFeat // optional features the kernel accepted (R9)
 
 	sqMem, cqMem, sqeMem []byte
 

@@ -33,7 +33,7 @@ func newRing(nslots int, m *counters) (*ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &ring{fd: fd, m: m, features: p.Features}
+	r := &ring{fd: fd, m: m}
 	r.feat.coop = p.Flags&iosys.IORING_SETUP_COOP_TASKRUN != 0
 	if err := r.mmap(&p); err != nil {
 		unix.Close(fd)

@@ -4,7 +4,6 @@ package uring
 
 import (
 	"runtime"
-	"unsafe"
 
 	iosys "github.com/iceber/iouring-go/syscall"
 	"golang.org/x/sys/unix"
@@ -97,36 +96,8 @@ func (r *ring) submitPending() {
 // enter is io_uring_enter without the allocating error wrapping of the
 // iceber helper (errors there would allocate on EINTR).
 func enter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
-	return enterArg(fd, toSubmit, minComplete, flags, nil)
-}
-
-// Extended enter arguments (IORING_ENTER_EXT_ARG, Linux 5.11,
-// IORING_FEAT_EXT_ARG): a timeout for the wait.
-const (
-	enterExtArg = 1 << 3 // IORING_ENTER_EXT_ARG
-	featExtArg  = 1 << 8 // IORING_FEAT_EXT_ARG
-)
-
-// getEventsArg is struct io_uring_getevents_arg.
-type getEventsArg struct {
-	sigmask   uint64
-	sigmaskSz uint32
-	minWait   uint32
-	ts        uint64 // *unix.Timespec
-}
-
-// enterArg is enter with an extended argument (flags must have
-// enterExtArg), or none when arg is nil.
-func enterArg(fd int, toSubmit, minComplete, flags uint32, arg *getEventsArg) (int, error) {
-	var n uintptr
-	var errno unix.Errno
-	if arg == nil {
-		n, _, errno = unix.Syscall6(iosys.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
-			uintptr(minComplete), uintptr(flags), 0, 0)
-	} else {
-		n, _, errno = unix.Syscall6(iosys.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
-			uintptr(minComplete), uintptr(flags), uintptr(unsafe.Pointer(arg)), unsafe.Sizeof(*arg))
-	}
+	n, _, errno := unix.Syscall6(iosys.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
+		uintptr(minComplete), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
