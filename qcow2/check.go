@@ -564,6 +564,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		}
 	}
 	if len(fixes) > 0 {
+		im.punchLeaked(fixes, c.fsize)
 		if err := im.applyFixes(fixes, nclusters); err != nil {
 			return r, err
 		}
@@ -592,6 +593,51 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 type fix struct {
 	c    uint64
 	want uint64
+}
+
+// punchLeaked gives the host space of the leaked clusters that fixes
+// free (a count repaired down to 0) back to the file system, as QEMU's
+// check does: its leak fixes drop the counts with QCOW2_DISCARD_ALWAYS,
+// so update_refcount discards every cluster whose count reaches 0
+// whatever the image's discard options. Nothing references them (the
+// tables in memory go to the media first, so no table there does
+// either, even after a crash) and, their counts not yet dropped,
+// nothing can allocate them while the hole is made (mu held, no
+// allocation in flight: Check's lockIdle). Only inside the file, and
+// only on devices that zero efficiently, as punchFreed; best effort: an
+// error leaves the space allocated, still leaked bytes but no longer
+// counted.
+func (im *Image) punchLeaked(fixes []fix, fsize uint64) {
+	if c := im.dev.Caps(); c.ZeroFlags&(block.MayUnmap|block.Allocate) != block.MayUnmap|block.Allocate {
+		return
+	}
+	cs := im.g.ClusterSize
+	type hostRange struct{ off, end uint64 }
+	var rs []hostRange
+	for _, f := range fixes {
+		off := uint64(im.g.HostClusterOff(f.c))
+		if f.want != 0 || off >= fsize {
+			continue
+		}
+		end := min(off+cs, fsize)
+		if k := len(rs) - 1; k >= 0 && rs[k].end == off {
+			rs[k].end = end
+		} else {
+			rs = append(rs, hostRange{off, end})
+		}
+	}
+	if len(rs) == 0 {
+		return
+	}
+	if im.l2c.Write() != nil || im.dev.Flush() != nil {
+		return
+	}
+	for _, r := range rs {
+		if err := im.dev.WriteZeroes(int64(r.off), int64(r.end-r.off), block.MayUnmap); err != nil {
+			return
+		}
+		im.c.punchedBytes.Add(int64(r.end - r.off))
+	}
 }
 
 func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestCheck_LeakPunchLikeQemu: check -r leaks and -r all give the host
+// space of the leaked clusters they free back to the file system, as
+// qemu-img's do (their fixes discard whatever the image's discard
+// options: QCOW2_DISCARD_ALWAYS), so the file has qemu-img's holes, and
+// its size stays (qimg freed the counts and left the bytes).
+func TestCheck_LeakPunchLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	for _, mode := range []string{"leaks", "all"} {
+		var files []string
+		for _, who := range []string{"ours", "theirs"} {
+			p := qemuImage(t, filepath.Join(dir, who+"-"+mode+".qcow2"), "qcow2", "4M",
+				"write -P 1 0 256k", "write -P 2 1M 64k", "write -P 3 2M 128k")
+			damage(t, p, func(f imageFile) {
+				l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+				f.write(l2, make([]byte, 4*8))      // guest clusters 0-3: leaked in the middle
+				f.write(l2+32*8, make([]byte, 2*8)) // 2M's two: at the end of the file
+			})
+			files = append(files, p)
+		}
+		args := []string{"check", "-r", mode}
+		o, e, code := runQ(t, append(args, files[0])...)
+		q, qe, qcode := testkit.Run(t, "qemu-img", append(args, files[1])...)
+		if o != q || e != qe || code != qcode {
+			t.Errorf("-r %s: qimg exit %d\n%s%s\nqemu-img exit %d\n%s%s", mode, code, o, e, qcode, q, qe)
+		}
+		mapArgs := []string{"map", "-f", "raw", "--output=json"}
+		a := testkit.MustRun(t, "qemu-img", append(mapArgs, files[0])...)
+		b := testkit.MustRun(t, "qemu-img", append(mapArgs, files[1])...)
+		if a != b {
+			t.Errorf("-r %s: the files' host maps differ:\nqimg's:\n%s\nqemu-img's:\n%s", mode, a, b)
+		}
+		var s1, s2 syscall.Stat_t
+		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks != s2.Blocks || s1.Size != s2.Size {
+			t.Errorf("-r %s: qimg's file has %d bytes in %d blocks, qemu-img's %d in %d", mode, s1.Size, s1.Blocks, s2.Size, s2.Blocks)
+		}
+		testkit.MustRun(t, "qemu-img", "compare", files[0], files[1])
+	}
+}
