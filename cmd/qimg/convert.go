@@ -384,8 +384,14 @@ func runConvert(e *env, args []string) int {
 	}
 	hasBacking := req.opts.BackingFile != ""
 	if hasBacking && o.has("target-is-zero") {
-		// qemu-img 7.2 stops here too, but exits 0.
-		return e.errorf(1, "Cannot use --target-is-zero when the destination image has a backing file")
+		// qemu-img 7.2 stops here with its message, but exits 0 (img_convert
+		// jumps to its end with ret still 0) and, with -p, shows the
+		// progress it began at 0% as done.
+		e.errorf(0, "Cannot use --target-is-zero when the destination image has a backing file")
+		if o.has("p") {
+			fmt.Fprint(e.stdout, "    (0.00/100%)\r    (100.00/100%)\r\n")
+		}
+		return 0
 	}
 	if hasBacking && !skipCreate {
 		if ofmt == "raw" {

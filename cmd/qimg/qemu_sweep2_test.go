@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -44,5 +47,34 @@ func TestCheck_LeakPunchLikeQemu(t *testing.T) {
 			t.Errorf("-r %s: qimg's file has %d bytes in %d blocks, qemu-img's %d in %d", mode, s1.Size, s1.Blocks, s2.Size, s2.Blocks)
 		}
 		testkit.MustRun(t, "qemu-img", "compare", files[0], files[1])
+	}
+}
+
+// TestConvert_TargetIsZeroBackingLikeQemu: convert -n --target-is-zero
+// with -B prints qemu-img 7.2's error and, as it does, exits 0 without
+// touching the output (with -p, its progress at 0% and 100%); qimg
+// exited 1.
+func TestConvert_TargetIsZeroBackingLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	base := qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "4M", "write -P 1 0 64k")
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 2 0 64k")
+	out := qemuOverlay(t, filepath.Join(dir, "out.qcow2"), "base.qcow2", "qcow2")
+	want := mustReadFile(t, out)
+	for _, args := range [][]string{
+		{"convert", "-n", "--target-is-zero", "-B", base, "-O", "qcow2", src, out},
+		{"convert", "-p", "-n", "--target-is-zero", "-B", base, "-F", "qcow2", "-O", "qcow2", src, out},
+		{"convert", "--target-is-zero", "-n", "-O", "qcow2", "-B", base, src, filepath.Join(dir, "none.qcow2")},
+	} {
+		o, e, code := runQ(t, args...)
+		q, qe, qcode := testkit.Run(t, "qemu-img", args...)
+		if o != q || code != qcode || strings.TrimPrefix(e, "qimg: convert: ") != strings.TrimPrefix(qe, "qemu-img: ") {
+			t.Errorf("%q: qimg exit %d %q %q; qemu-img exit %d %q %q", args, code, o, e, qcode, q, qe)
+		}
+	}
+	if !bytes.Equal(mustReadFile(t, out), want) {
+		t.Error("the output changed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none.qcow2")); !os.IsNotExist(err) {
+		t.Errorf("an output was created: %v", err)
 	}
 }
