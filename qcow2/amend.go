@@ -135,7 +135,9 @@ func (im *Image) SetVersion(v uint32) error {
 		}
 		if v == 3 {
 			h.Version = 3
-			h.SetExtension(format.ExtFeatureNames, format.FeatureNameTable())
+			if featureNamesFit(im.g.ClusterSize) {
+				h.SetExtension(format.ExtFeatureNames, format.FeatureNameTable())
+			}
 			return nil
 		}
 		h.Version = 2

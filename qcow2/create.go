@@ -192,22 +192,34 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if l1Entries*8 > format.MaxL1Bytes {
 		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, cs)
 	}
-	// An empty disk has an empty L1 and no cluster for it, as in QEMU
-	// (the offset still names where it would be).
+	// QEMU's layout (qemuCreateLayout) when its refcount blocks fit the
+	// one-cluster refcount table it starts with; otherwise all the
+	// refcount blocks ahead of the L1 table, the table as large as they
+	// need.
 	nl1 := l1Clusters(l1Entries, cs)
-	// Metadata clusters: header, reftable (tc), refblocks (rb), L1. Solve
-	// for rb refblocks covering all of them.
-	var tc, rb uint64 = 1, 1
-	for {
-		total := 1 + tc + rb + nl1
-		nrb := (total + g.RefblockEntries - 1) / g.RefblockEntries
-		ntc := (nrb*8 + cs - 1) / cs
-		if nrb == rb && ntc == tc {
-			break
+	tc := uint64(1)
+	l1Cluster := uint64(3)
+	blocks, total, ok := qemuCreateLayout(&g, nl1)
+	if !ok {
+		// Metadata clusters: header, reftable (tc), refblocks (rb), L1.
+		// Solve for rb refblocks covering all of them.
+		rb := uint64(1)
+		for {
+			total := 1 + tc + rb + nl1
+			nrb := (total + g.RefblockEntries - 1) / g.RefblockEntries
+			ntc := (nrb*8 + cs - 1) / cs
+			if nrb == rb && ntc == tc {
+				break
+			}
+			rb, tc = nrb, ntc
 		}
-		rb, tc = nrb, ntc
+		blocks = make([]uint64, rb)
+		for i := range blocks {
+			blocks[i] = 1 + tc + uint64(i)
+		}
+		l1Cluster = 1 + tc + rb
+		total = l1Cluster + nl1
 	}
-	total := 1 + tc + rb + nl1
 	if tc*cs > format.MaxReftableSize {
 		return fmt.Errorf("%w: refcount table too large", ErrUnsupported)
 	}
@@ -216,17 +228,28 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		ClusterBits:           cb,
 		Size:                  uint64(o.Size),
 		L1Size:                uint32(l1Entries),
-		L1TableOffset:         format.HostOff((1 + tc + rb) * cs),
 		RefcountTableOffset:   format.HostOff(cs),
 		RefcountTableClusters: uint32(tc),
 		RefcountOrder:         ro,
 		BackingFile:           o.BackingFile,
 		BackingFormat:         o.BackingFormat,
 	}
+	// An empty disk has an empty L1 table at offset 0, as in QEMU (its
+	// truncate to size 0 allocates none).
+	if l1Entries > 0 {
+		h.L1TableOffset = format.HostOff(l1Cluster * cs)
+	}
 	if o.Compat == "0.10" {
 		h.Version = 2
 	} else {
-		h.Extensions = []format.Extension{{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()}}
+		// QEMU's order: the backing format first (Encode writes it where
+		// the list names it), then the feature names.
+		if o.BackingFormat != "" {
+			h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtBackingFmt})
+		}
+		if featureNamesFit(cs) {
+			h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()})
+		}
 		if o.LazyRefcounts {
 			h.CompatibleFeatures |= format.CompatLazyRefcounts
 		}
@@ -244,12 +267,14 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	}
 	img := block.AlignedBuf(int(total*cs), block.DefaultMemAlign)
 	copy(img, hb)
-	for i := uint64(0); i < rb; i++ {
-		format.PutReftable(img[cs:], i, g.HostClusterOff(1+tc+i))
+	for i, b := range blocks {
+		if b != 0 {
+			format.PutReftable(img[cs:], uint64(i), g.HostClusterOff(b))
+		}
 	}
 	for k := uint64(0); k < total; k++ {
-		blk := img[(1+tc+k/g.RefblockEntries)*cs:]
-		format.SetRefcount(blk[:cs], ro, k%g.RefblockEntries, 1)
+		b := blocks[k>>g.RefblockBits]
+		format.SetRefcount(img[b*cs:(b+1)*cs], ro, k%g.RefblockEntries, 1)
 	}
 	if err := dev.Truncate(0); err != nil {
 		return err
@@ -257,10 +282,67 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if err := block.WriteAt(dev, img, 0); err != nil {
 		return err
 	}
+	// The file ends where QEMU's does: after the L1 table's last entry
+	// when nothing follows it (it writes the table, not its clusters).
+	if l1End := l1Cluster*cs + l1Entries*format.TableEntrySize; l1Cluster+nl1 == total && l1End < total*cs {
+		if err := dev.Truncate(int64(l1End)); err != nil {
+			return err
+		}
+	}
 	if err := dev.Flush(); err != nil {
 		return err
 	}
 	return o.addEncryption(dev)
+}
+
+// featureNamesFit says whether QEMU writes the feature name table in
+// the header of an image with clusters of cs bytes: not for 4 KiB and
+// below (qcow2_update_header), where the names would leave little room
+// for a backing file name.
+func featureNamesFit(cs uint64) bool { return cs > 4096 }
+
+// qemuCreateLayout places the metadata of a new image of nl1 L1 clusters
+// as QEMU's qcow2_co_create does: the header, the refcount table and
+// refcount block 0 in clusters 0-2, the L1 table from cluster 3 (its
+// truncate to the size allocates it), and each further refcount block
+// its clusters need at the first free cluster past everything, when the
+// first cluster it covers is counted (alloc_refcount_block; a block
+// that does not cover itself is counted first in the block that does,
+// placed next). blocks[i] is the cluster of refcount block i (0: none),
+// total the clusters in use, all of them from 0. ok is false when a
+// block would not fit the one-cluster refcount table (QEMU grows the
+// table then).
+func qemuCreateLayout(g *format.Geometry, nl1 uint64) (blocks []uint64, total uint64, ok bool) {
+	capacity := g.ClusterSize / format.TableEntrySize
+	total = 3 + nl1
+	n := min((total+g.RefblockEntries-1)>>g.RefblockBits, capacity)
+	blocks = make([]uint64, n, capacity)
+	blocks[0] = 2
+	var ensure func(i uint64) bool
+	ensure = func(i uint64) bool {
+		if i >= capacity {
+			return false
+		}
+		for uint64(len(blocks)) <= i {
+			blocks = append(blocks, 0)
+		}
+		if blocks[i] != 0 {
+			return true
+		}
+		b := total
+		total++
+		if b>>g.RefblockBits != i && !ensure(b>>g.RefblockBits) {
+			return false
+		}
+		blocks[i] = b
+		return true
+	}
+	for i := uint64(1); i<<g.RefblockBits < 3+nl1; i++ {
+		if !ensure(i) {
+			return nil, 0, false
+		}
+	}
+	return blocks, total, true
 }
 
 // preallocate allocates every guest cluster (qemu-img preallocation=

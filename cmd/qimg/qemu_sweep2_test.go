@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,5 +77,43 @@ func TestConvert_TargetIsZeroBackingLikeQemu(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "none.qcow2")); !os.IsNotExist(err) {
 		t.Errorf("an output was created: %v", err)
+	}
+}
+
+// TestCreate_LayoutLikeQemu: a new qcow2 image is qemu-img's, byte for
+// byte: the file ends after the L1 table's last entry (qimg padded it
+// to whole clusters: 256 KiB against qemu-img's 196624 bytes for 1G),
+// the refcount blocks the L1 table needs beyond the first follow it, an
+// empty image has its L1 table at offset 0, the feature name table is
+// left out with clusters of 4 KiB and less (also when amend upgrades
+// to compat=1.1), and the backing format extension comes first.
+func TestCreate_LayoutLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "1G")
+	for i, c := range []string{
+		"1G", "0", "1M", "100G",
+		"-o cluster_size=512 1M", "-o cluster_size=512 1G",
+		"-o refcount_bits=64,cluster_size=512 1G", "-o cluster_size=4k 100G",
+		"-o cluster_size=2M 1G", "-o refcount_bits=1 1G", "-o compat=0.10 1G",
+		"-o extended_l2=on,lazy_refcounts=on 1G",
+		"-b base.qcow2 -F qcow2", "-b base.qcow2 -F qcow2 -o cluster_size=4k",
+	} {
+		args := strings.Fields(c)
+		ours, theirs := filepath.Join(dir, fmt.Sprintf("o%d.qcow2", i)), filepath.Join(dir, fmt.Sprintf("q%d.qcow2", i))
+		mustQ(t, append([]string{"create", "-q", "-f", "qcow2", ours}, args...)...)
+		testkit.MustRun(t, "qemu-img", append([]string{"create", "-q", "-f", "qcow2", theirs}, args...)...)
+		a, b := mustReadFile(t, ours), mustReadFile(t, theirs)
+		if !bytes.Equal(a, b) {
+			t.Errorf("create %s: qimg's file (%d bytes) is not qemu-img's (%d bytes)", c, len(a), len(b))
+		}
+	}
+	ours, theirs := filepath.Join(dir, "amend-o.qcow2"), filepath.Join(dir, "amend-q.qcow2")
+	for _, p := range []string{ours, theirs} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10,cluster_size=4k", p, "64M")
+	}
+	mustQ(t, "amend", "-o", "compat=1.1", ours)
+	testkit.MustRun(t, "qemu-img", "amend", "-o", "compat=1.1", theirs)
+	if !bytes.Equal(mustReadFile(t, ours), mustReadFile(t, theirs)) {
+		t.Error("amend -o compat=1.1 (4 KiB clusters): qimg's file is not qemu-img's")
 	}
 }
