@@ -348,19 +348,32 @@ func qemuCreateLayout(g *format.Geometry, nl1 uint64) (blocks []uint64, total ui
 // preallocate allocates every guest cluster (qemu-img preallocation=
 // metadata/falloc/full) in host order.
 func (im *Image) preallocate(mode string) error {
-	g := &im.g
-	n := (im.hdr.Size + g.ClusterSize - 1) >> g.ClusterBits
 	im.mu.Lock()
 	defer im.mu.Unlock()
+	return im.preallocateLocked(mode, 0, im.hdr.Size)
+}
+
+// preallocateLocked allocates the guest clusters of [from, to) that
+// have no cluster yet (none of a new image; those a growth adds), each
+// in the mode of qemu-img preallocation= metadata, falloc or full, in
+// host order (mu held, no allocation in flight).
+func (im *Image) preallocateLocked(mode string, from, to uint64) error {
+	g := &im.g
+	n := (to + g.ClusterSize - 1) >> g.ClusterBits
 	reused := false
 	// The data clusters, in runs of host-contiguous ones: falloc and
 	// full reserve or write every one of them (metadata lies between).
 	type run struct{ off, end int64 }
 	var runs []run
-	for gc := uint64(0); gc < n; gc++ {
+	for gc := from >> g.ClusterBits; gc < n; gc++ {
 		goff := g.GuestClusterOff(gc)
 		if err := im.ensureL2Locked(goff); err != nil {
 			return err
+		}
+		if e, err := im.rawEntry(goff); err != nil {
+			return err
+		} else if e.Type() != format.ClusterUnallocated {
+			continue // the old end's cluster, allocated or zero
 		}
 		hwm := format.HostOff(im.space.hwm.Load())
 		host, _, err := im.allocClustersLocked(1)

@@ -57,6 +57,57 @@ func (im *Image) Truncate(size int64) error {
 	return im.grow(size)
 }
 
+// TruncatePrealloc is Truncate with the clusters of the grown range
+// allocated as qemu-img resize --preallocation=mode does (PreallocOff,
+// PreallocMetadata, PreallocFalloc or PreallocFull; as at Create), before
+// the new size shows them: their L2 entries, and with falloc their host
+// space reserved, with full zeros written there. An image with a backing
+// file or encrypted is refused (ErrUnsupported): the new range must read
+// as zeros, which a preallocated cluster does not give there (QEMU's
+// falloc and full show an encrypted image's new range as garbage), and
+// so is a size that does not grow.
+func (im *Image) TruncatePrealloc(size int64, mode string) error {
+	switch mode {
+	case PreallocOff, "":
+		return im.Truncate(size)
+	case PreallocMetadata, PreallocFalloc, PreallocFull:
+	default:
+		return fmt.Errorf("%w: preallocation %q", ErrUnsupported, mode)
+	}
+	if err := checkSectorSize(size); err != nil {
+		return err
+	}
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
+	im.mu.Lock()
+	switch {
+	case im.hasBackingFileLocked():
+		err := fmt.Errorf("%w: preallocation=%s over a backing file", ErrUnsupported, mode)
+		im.mu.Unlock()
+		return err
+	case im.crypt != nil || im.hdr.CryptMethod != 0:
+		err := fmt.Errorf("%w: preallocation=%s of an encrypted image", ErrUnsupported, mode)
+		im.mu.Unlock()
+		return err
+	case uint64(size) <= im.hdr.Size:
+		im.mu.Unlock()
+		return fmt.Errorf("%w: preallocation of a size that does not grow", ErrUnsupported)
+	}
+	if mode == PreallocMetadata && im.space.ahead != 0 {
+		// Metadata preallocation must not reserve the data's space, nor
+		// anything past the tables (Create opens without a reserve).
+		ahead := im.space.ahead
+		im.space.ahead = 0
+		defer func() {
+			im.mu.Lock()
+			im.space.ahead = ahead
+			im.mu.Unlock()
+		}()
+	}
+	im.mu.Unlock()
+	return im.growPrealloc(size, mode)
+}
+
 // resizableLocked refuses to resize a version 2 image with snapshots, as
 // QEMU does: version 2 does not require a snapshot to record its disk
 // size, so a snapshot taken before could later be applied at the wrong
@@ -69,7 +120,11 @@ func (im *Image) resizableLocked() error {
 }
 
 // grow is Truncate with resizeMu held.
-func (im *Image) grow(size int64) error {
+func (im *Image) grow(size int64) error { return im.growPrealloc(size, PreallocOff) }
+
+// growPrealloc is grow with the grown range preallocated in mode
+// (TruncatePrealloc).
+func (im *Image) growPrealloc(size int64, mode string) error {
 	im.mu.Lock()
 	if err := im.writableLocked(); err != nil {
 		im.mu.Unlock()
@@ -119,6 +174,25 @@ func (im *Image) grow(size int64) error {
 	if end > cur {
 		if err := im.zeroRange(cur, end-cur, block.MayUnmap, size); err != nil {
 			return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
+		}
+	}
+	if mode != PreallocOff && size > cur {
+		// Under the old size guests see, as the zeros above: no
+		// allocation of the old end's cluster is in flight (lockIdle).
+		if im.lockIdle() != nil {
+			return ErrResizeBusy
+		}
+		err := im.writableLocked()
+		if err == nil {
+			// From the end of the file on, as QEMU's preallocation
+			// places them (not in the clusters the L1 growth freed).
+			im.freeIdx = max(im.freeIdx, im.g.HostCluster(im.space.mark()))
+			err = im.preallocateLocked(mode, uint64(cur), uint64(size))
+			im.freeIdx = 0
+		}
+		im.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("qcow2: preallocating the grown range: %w", err)
 		}
 	}
 	// The zeros are durable before the size that shows them.

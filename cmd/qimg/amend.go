@@ -201,7 +201,7 @@ func doAmend(r *amendRequest) error {
 		err = im.SetLazyRefcounts(*r.lazy)
 	}
 	if err == nil && r.size != 0 {
-		err = resizeQcow2(im, int64(h.Size), r.size)
+		err = resizeQcow2(im, int64(h.Size), r.size, "off")
 	}
 	if err == nil && newV < h.Version {
 		// After the resize, whose growth over a longer backing file

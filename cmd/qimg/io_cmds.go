@@ -295,7 +295,7 @@ func (s *ioSession) truncate(args []string) error {
 	if err != nil {
 		return err
 	}
-	return resizeQcow2(s.Image, cur, size)
+	return resizeQcow2(s.Image, cur, size, "off")
 }
 
 // sleep waits for the given number of milliseconds.

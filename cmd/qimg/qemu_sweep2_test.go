@@ -117,3 +117,55 @@ func TestCreate_LayoutLikeQemu(t *testing.T) {
 		t.Error("amend -o compat=1.1 (4 KiB clusters): qimg's file is not qemu-img's")
 	}
 }
+
+// TestResize_PreallocQcow2LikeQemu: resize --preallocation=metadata,
+// falloc and full grow a qcow2 image with the new range's clusters
+// allocated, as qemu-img's do (qimg refused them): metadata gives
+// qemu-img's file byte for byte (L1 growth and an old end inside a
+// cluster included); falloc and full allocate every new cluster and
+// its host space, with the same contents and guest map (their host
+// offsets differ: QEMU moves the refcount table to the end of the file
+// first).
+func TestResize_PreallocQcow2LikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	for _, c := range []struct{ mode, opts, from, to string }{
+		{"metadata", "cluster_size=64k", "4M", "8M"},
+		{"metadata", "cluster_size=4k", "1000448", "3072000"},
+		{"falloc", "cluster_size=64k", "4M", "8M"},
+		{"full", "cluster_size=4k", "1000448", "3072000"},
+	} {
+		name := c.mode + "-" + c.opts + "-" + c.to
+		var files []string
+		for _, who := range []string{"ours", "theirs"} {
+			p := filepath.Join(dir, who+"-"+name+".qcow2")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", c.opts, p, c.from)
+			qemuIO(t, p, "qcow2", "write -P 1 0 64k")
+			files = append(files, p)
+		}
+		args := []string{"resize", "--preallocation=" + c.mode}
+		o, e, code := runQ(t, append(args, files[0], c.to)...)
+		q, qe, qcode := testkit.Run(t, "qemu-img", append(args, files[1], c.to)...)
+		if o != q || code != qcode || e != "" || qe != "" {
+			t.Errorf("%s: qimg exit %d %q %q; qemu-img exit %d %q %q", name, code, o, e, qcode, q, qe)
+			continue
+		}
+		if c.mode == "metadata" {
+			if !bytes.Equal(mustReadFile(t, files[0]), mustReadFile(t, files[1])) {
+				t.Errorf("%s: qimg's file is not qemu-img's", name)
+			}
+			continue
+		}
+		testkit.MustRun(t, "qemu-img", "compare", files[0], files[1])
+		a := guestMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", files[0]))
+		b := guestMap(t, testkit.MustRun(t, "qemu-img", "map", "--output=json", files[1]))
+		if a != b {
+			t.Errorf("%s: the guest maps differ:\nqimg's:\n%s\nqemu-img's:\n%s", name, a, b)
+		}
+		var s1, s2 syscall.Stat_t
+		// Every new cluster has its space: QEMU's file has one cluster
+		// more (the refcount table it moved).
+		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks*512 < s2.Blocks*512-64<<10 {
+			t.Errorf("%s: qimg's file has %d blocks, qemu-img's %d", name, s1.Blocks, s2.Blocks)
+		}
+	}
+}

@@ -119,12 +119,10 @@ func doResize(r *resizeRequest) error {
 		err = errors.New("Preallocation can only be used for growing images")
 	case size < cur && !r.shrink:
 		err = errNeedShrink
-	case img.Image != nil && r.prealloc != "off" && size%512 == 0:
-		err = fmt.Errorf("preallocation=%s is not supported by qimg resize of a qcow2 image", r.prealloc)
-	case r.prealloc == "metadata":
+	case img.Image == nil && r.prealloc == "metadata":
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:
-		err = resizeQcow2(img.Image, cur, size)
+		err = resizeQcow2(img.Image, cur, size, r.prealloc)
 	default:
 		// Raw: resized while the open holds the image's lock, as in
 		// QEMU, so that no other process writes the file in between
@@ -220,14 +218,19 @@ func growRawPrealloc(path string, size int64, mode string) error {
 // zeros there, not the backing data: Truncate makes the new range zero
 // clusters (v3; v2 cannot past the old end's cluster, and the resize
 // fails with QEMU's message).
-func resizeQcow2(im *qcow2.Image, cur, size int64) error {
+func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
 	}
 	if size < cur {
 		return im.Shrink(size)
 	}
-	err := im.Truncate(size)
+	if h := im.Header(); prealloc != "off" && (h.BackingFile != "" || h.CryptMethod != 0) {
+		// QEMU preallocates there too (and shows an encrypted image's
+		// new range as garbage with falloc and full).
+		return fmt.Errorf("preallocation=%s is not supported by qimg resize of a qcow2 image with a backing file or encryption", prealloc)
+	}
+	err := im.TruncatePrealloc(size, prealloc)
 	if errors.Is(err, qcow2.ErrGrowNeedsZeroClusters) {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
 	}
