@@ -20,6 +20,9 @@ type amendRequest struct {
 	lazy                *bool
 	refbits             *uint32 // refcount_bits
 	size                int64   // 0: unchanged
+	// backing_file and backing_fmt, when given: they must name what the
+	// image has (qemu-img 7.2 amends no backing file).
+	backingFile, backingFmt *string
 }
 
 func runAmend(e *env, args []string) int {
@@ -103,8 +106,9 @@ func (e *env) amendOptionsHelp(f string) int {
 
 // parseAmendOptions reads the -o options qimg amend supports: compat,
 // lazy_refcounts, refcount_bits and size. backing_file and backing_fmt
-// are refused as qemu-img 7.2 refuses them; the other options qemu-img
-// amends (data_file, data_file_raw, encrypt.*) are refused by name.
+// must name what the image has (doAmend), as qemu-img 7.2 changes no
+// backing file; the other options qemu-img amends (data_file,
+// data_file_raw, encrypt.*) are refused by name.
 func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
@@ -140,8 +144,12 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 					return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
 				}
 				r.size = n
-			case "backing_file", "backing_fmt":
-				return errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
+			case "backing_file":
+				v := p[1]
+				r.backingFile = &v
+			case "backing_fmt":
+				v := p[1]
+				r.backingFmt = &v
 			case "refcount_bits":
 				n, err := strconv.ParseUint(p[1], 10, 64)
 				if err != nil {
@@ -195,6 +203,14 @@ func doAmend(r *amendRequest) error {
 	if err == nil && r.refbits != nil {
 		if err = im.SetRefcountBits(*r.refbits); errors.Is(err, qcow2.ErrUnsupported) {
 			err = errors.New(strings.TrimPrefix(err.Error(), qcow2.ErrUnsupported.Error()+": "))
+		}
+	}
+	if err == nil && (r.backingFile != nil || r.backingFmt != nil) {
+		// As QEMU, after the upgrade and the refcount width: both must
+		// be what the image has (one left out is none), else nothing
+		// more changes.
+		if !sameName(r.backingFile, h.BackingFile) || !sameName(r.backingFmt, h.BackingFormat) {
+			err = errors.New("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.")
 		}
 	}
 	if err == nil && r.lazy != nil {
@@ -260,4 +276,14 @@ func checkAmend(h format.Header, newV uint32, lazy *bool, refbits *uint32) error
 		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression))
 	}
 	return nil
+}
+
+// sameName compares an option given or not (nil) with a header's name,
+// "" where there is none, as QEMU's g_strcmp0 compares them (an empty
+// name given is not no name).
+func sameName(given *string, have string) bool {
+	if given == nil {
+		return have == ""
+	}
+	return have != "" && *given == have
 }
