@@ -244,14 +244,16 @@ func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 	return r2, im.clearCorruptBit(r2, o.Repair)
 }
 
-// clearCorruptBit drops the corrupt bit once a full repair left the image
+// clearCorruptBit drops the corrupt bit once a repair left the image
 // consistent, and the dirty bit of an image opened for repair once its
 // refcounts are right (markCleanAfterCheck).
 func (im *Image) clearCorruptBit(r *CheckResult, mode RepairMode) error {
 	if err := im.markCleanAfterCheck(r); err != nil {
 		return err
 	}
-	if r.Corruptions != 0 || mode != RepairAll || im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
+	// As QEMU's qcow2_co_check_locked: after any repair (-r leaks too)
+	// that leaves no corruption and no error.
+	if r.Corruptions != 0 || r.CheckErrors != 0 || mode == RepairNone || im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
 		return nil
 	}
 	im.hdr.IncompatibleFeatures &^= format.IncompatCorrupt
@@ -542,6 +544,15 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
 	c.damageSeen()
+	if inUseFree && repair == RepairAll && !o.rebuilt {
+		// As qemu-img check -r all: a cluster in use that the
+		// refcounts call free makes QEMU rebuild the refcount
+		// structures (compare_refcounts' rebuild), nothing fixed in
+		// place before.
+		c.distrustRefcounts("referenced clusters have refcount 0")
+		return im.rebuildAndCheck(c, o)
+	}
+	skipCopied := false
 	if inUseFree && repair == RepairLeaks {
 		// As qemu-img check -r leaks: a cluster in use that the
 		// refcounts call free needs the -r all repair (QEMU rebuilds
@@ -550,6 +561,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: -r all repairs them, the image is left as it was")
 		r.CheckErrors++
 		fixes, r.LeaksFixed, repair = nil, 0, RepairNone
+		skipCopied = true // QEMU stops before check_oflag_copied
 	}
 	if repair != RepairNone && !inUseFree { // (QEMU rebuilds, or refuses, instead)
 		for _, m := range mismatches {
@@ -584,6 +596,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// set from them).
 	fixCopied := repair >= RepairAll || (repair == RepairLeaks && r.CheckErrors == 0 &&
 		r.Corruptions == 0 && r.Leaks == r.LeaksFixed)
+	if skipCopied {
+		return r, nil
+	}
 	if err := im.checkCopied(c, fixCopied); err != nil {
 		return r, err
 	}
@@ -691,6 +706,10 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 	r := c.r
 	l1 := im.l1.Load()
 	perSlice := im.sliceSize / im.g.L2EntrySize
+	verb := "ERROR" // as QEMU's check_oflag_copied
+	if fix {
+		verb = "Repairing"
+	}
 	for i := range l1.size() {
 		le := l1.load(i)
 		l2off := le.Offset()
@@ -702,7 +721,7 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 			return err
 		}
 		if (rc == 1) != le.Copied() {
-			c.msg("ERROR OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", i, uint64(le), rc)
+			c.msg("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", verb, i, uint64(le), rc)
 			r.Corruptions++
 			if fix {
 				l1.store(i, format.MakeL1(le.Offset(), rc == 1))
@@ -736,7 +755,7 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 					return err
 				}
 				if (rc == 1) != e.Copied() {
-					c.msg("ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
+					c.msg("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", verb, uint64(e), rc)
 					r.Corruptions++
 					if fix {
 						ne := e &^ format.OflagCopied

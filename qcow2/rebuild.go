@@ -180,6 +180,25 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32) error {
 	im.rtLen.Store(nt * cs)
 	im.freeIdx = 0
 	im.c.refblocksAllocated.Add(int64(nb))
+	// As QEMU, whose leak repair after its rebuild frees the old
+	// structures with QCOW2_DISCARD_ALWAYS: their space goes back to
+	// the file system, but for clusters something else references too.
+	// The header no longer names them, durably.
+	var old []fix
+	freed := func(off format.HostOff, size uint64) {
+		for k := g.HostCluster(off); k <= g.HostCluster(off+format.HostOff(size)-1) && k < n; k++ {
+			if counts[k] == 0 {
+				old = append(old, fix{k, 0})
+			}
+		}
+	}
+	freed(oldOff, uint64(oldClusters)*cs)
+	for _, b := range oldBlocks {
+		freed(b, cs)
+	}
+	if fsize, err := im.dev.Size(); err == nil {
+		im.punchLeaked(old, uint64(fsize))
+	}
 	return nil
 }
 

@@ -44,8 +44,11 @@ func TestCheck_LeakPunchLikeQemu(t *testing.T) {
 		if a != b {
 			t.Errorf("-r %s: the files' host maps differ:\nqimg's:\n%s\nqemu-img's:\n%s", mode, a, b)
 		}
+		// The block counts may differ by a file system block or so
+		// where the maps agree; unpunched, qimg's had 6 clusters more.
 		var s1, s2 syscall.Stat_t
-		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks != s2.Blocks || s1.Size != s2.Size {
+		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Size != s2.Size ||
+			(s1.Blocks-s2.Blocks)*512 > 64<<10 || (s2.Blocks-s1.Blocks)*512 > 64<<10 {
 			t.Errorf("-r %s: qimg's file has %d bytes in %d blocks, qemu-img's %d in %d", mode, s1.Size, s1.Blocks, s2.Size, s2.Blocks)
 		}
 		testkit.MustRun(t, "qemu-img", "compare", files[0], files[1])
