@@ -208,3 +208,59 @@ func TestAmend_BackingLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck_RepairLikeQemu: check -r repairs as qemu-img's do, to the
+// byte: a referenced cluster whose refcount is 0 makes -r all rebuild
+// the refcount structures (qimg fixed the count in place) and give the
+// old ones' space back; -r leaks then stops before the COPIED flags (qimg
+// reported them); a COPIED flag it sets says "Repairing" (qimg said
+// "ERROR"); and -r leaks clears the corrupt bit of an image it finds
+// consistent (qimg kept it).
+func TestCheck_RepairLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	l2Of := func(f imageFile) int64 { return int64(f.u64(int64(f.u64(40))) & entryMask) }
+	refOf := func(f imageFile, off int64) int64 { // its 16-bit refcount entry (refcount block 0)
+		return int64(f.u64(int64(f.u64(48)))&entryMask) + off/65536*2
+	}
+	for _, c := range []struct {
+		name string
+		fn   func(f imageFile)
+	}{
+		{"copied-l1", func(f imageFile) { l1 := int64(f.u64(40)); f.putU64(l1, f.u64(l1)&^(1<<63)) }},
+		{"copied-l2", func(f imageFile) { l2 := l2Of(f); f.putU64(l2, f.u64(l2)&^(1<<63)) }},
+		{"data-refcount-0", func(f imageFile) { f.write(refOf(f, int64(f.u64(l2Of(f))&entryMask)), []byte{0, 0}) }},
+		{"l2-refcount-0", func(f imageFile) { f.write(refOf(f, l2Of(f)), []byte{0, 0}) }},
+		{"corrupt-bit", func(f imageFile) { f.putU64(72, 2) }},
+	} {
+		for _, mode := range []string{"leaks", "all"} {
+			var files []string
+			for _, who := range []string{"ours", "theirs"} {
+				p := filepath.Join(dir, who+".qcow2")
+				os.Remove(p)
+				qemuImage(t, p, "qcow2", "4M", "write -P 1 0 256k")
+				damage(t, p, c.fn)
+				files = append(files, p)
+			}
+			o, e, code := runQ(t, "check", "-r", mode, files[0])
+			q, qe, qcode := testkit.Run(t, "qemu-img", "check", "-r", mode, files[1])
+			oflag := func(s string) (out []string) {
+				for _, l := range strings.Split(s, "\n") {
+					if strings.Contains(l, "OFLAG_COPIED") {
+						out = append(out, l)
+					}
+				}
+				return out
+			}
+			if o != q || code != qcode || fmt.Sprint(oflag(e)) != fmt.Sprint(oflag(qe)) {
+				t.Errorf("%s, -r %s: qimg exit %d\n%s%s\nqemu-img exit %d\n%s%s", c.name, mode, code, o, e, qcode, q, qe)
+			}
+			if !bytes.Equal(mustReadFile(t, files[0]), mustReadFile(t, files[1])) {
+				t.Errorf("%s, -r %s: qimg's file is not qemu-img's", c.name, mode)
+			}
+			if code != 0 { // left damaged, as qemu-img leaves it
+				os.Remove(files[0])
+				os.Remove(files[1])
+			}
+		}
+	}
+}
