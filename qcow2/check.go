@@ -67,7 +67,7 @@ type checker struct {
 	// them (rebuild.go).
 	fatal bool
 	// unread: a table of references (an L2 table, a snapshot's L1
-	// table) could not be read, so the clusters it names look leaked or
+	// table, the bitmap directory or a bitmap table) could not be read, so the clusters it names look leaked or
 	// less used than they are: nothing is repaired (QEMU's check stops
 	// at the error).
 	unread bool
@@ -95,6 +95,14 @@ func (c *checker) ioError(err error) {
 	if c.r.Err == nil {
 		c.r.Err = err
 	}
+}
+
+// unreadable records that a table of references could not be read
+// (why): an I/O error, and no repair from then on (unread).
+func (c *checker) unreadable(err error, why string) {
+	c.ioError(err)
+	c.unread = true
+	c.distrust(why)
 }
 
 func (c *checker) msg(f string, a ...any) {
@@ -331,9 +339,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			for s := uint64(0); s < cs; s += im.sliceSize {
 				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
-					c.ioError(err)
-					c.unread = true
-					c.distrust(fmt.Sprintf("the L2 table at 0x%x could not be read", uint64(l2off)+s))
+					c.unreadable(err, fmt.Sprintf("the L2 table at 0x%x could not be read", uint64(l2off)+s))
 					c.msg("ERROR reading L2 table at 0x%x: %v", uint64(l2off)+s, err)
 					break
 				}
@@ -412,9 +418,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.inc(s.L1TableOffset, uint64(s.L1Size)*format.TableEntrySize, "snapshot L1 table")
 			l1b := make([]byte, uint64(s.L1Size)*format.TableEntrySize)
 			if err := im.readAtLocked(l1b, s.L1TableOffset); err != nil {
-				c.ioError(err)
-				c.unread = true
-				c.distrust(fmt.Sprintf("the L1 table of snapshot %s could not be read", s.ID))
+				c.unreadable(err, fmt.Sprintf("the L1 table of snapshot %s could not be read", s.ID))
 				c.msg("ERROR reading the L1 table of snapshot %s at 0x%x: %v", s.ID, uint64(s.L1TableOffset), err)
 				continue
 			}

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/qring/qring/qcow2/format"
 )
@@ -42,7 +43,7 @@ func (c *checker) countBitmaps() {
 	}
 	dir := make([]byte, ext.DirSize)
 	if err := im.readAtLocked(dir, ext.DirOffset); err != nil {
-		c.r.CheckErrors++
+		c.unreadable(err, "the bitmap directory could not be read")
 		c.msg("ERROR reading the bitmap directory: %v", err)
 		return
 	}
@@ -60,7 +61,7 @@ func (c *checker) countBitmaps() {
 		}
 		tb := make([]byte, n)
 		if err := im.readAtLocked(tb, bm.TableOffset); err != nil {
-			c.r.CheckErrors++
+			c.unreadable(err, fmt.Sprintf("the table of bitmap %q could not be read", bm.Name))
 			c.msg("ERROR reading the table of bitmap %q: %v", bm.Name, err)
 			continue
 		}
