@@ -31,14 +31,21 @@ func (c *checker) countBitmaps() {
 		c.msg("ERROR bitmaps: %v", err)
 		c.r.Corruptions++
 	}
+	// A directory or table that cannot be parsed names clusters all the
+	// same, which would look leaked: nothing is repaired (QEMU's check
+	// fails there, -EINVAL).
+	badTable := func(err error) {
+		bad(err)
+		c.distrust("the bitmaps cannot be parsed")
+	}
 	ext, err := format.ParseBitmapsExt(data)
 	if err != nil {
-		bad(err)
+		badTable(err)
 		return
 	}
 	c.inc(ext.DirOffset, ext.DirSize, "bitmap directory")
 	if uint64(ext.DirOffset) > c.fsize || ext.DirSize > c.fsize-uint64(ext.DirOffset) {
-		bad(corruptf("bitmap_directory", uint64(ext.DirOffset), "past the end of the file"))
+		badTable(corruptf("bitmap_directory", uint64(ext.DirOffset), "past the end of the file"))
 		return
 	}
 	dir := make([]byte, ext.DirSize)
@@ -49,14 +56,14 @@ func (c *checker) countBitmaps() {
 	}
 	bms, err := format.ParseBitmapDirectory(dir, ext.N)
 	if err != nil {
-		bad(err)
+		badTable(err)
 		return
 	}
 	for _, bm := range bms {
 		n := uint64(bm.TableSize) * format.TableEntrySize
 		c.inc(bm.TableOffset, n, "bitmap table")
 		if !im.g.Aligned(bm.TableOffset) || uint64(bm.TableOffset) > c.fsize || n > c.fsize-uint64(bm.TableOffset) {
-			bad(corruptf("bitmap_table", uint64(bm.TableOffset), "bitmap %q: table not aligned or past the end of the file", bm.Name))
+			badTable(corruptf("bitmap_table", uint64(bm.TableOffset), "bitmap %q: table not aligned or past the end of the file", bm.Name))
 			continue
 		}
 		tb := make([]byte, n)
