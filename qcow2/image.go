@@ -115,6 +115,7 @@ type Image struct {
 	damage       openDamage // what a lenient open let by (Q19); set at open only
 	writesLost   bool       // loseWritesLocked: writes refused (ErrWritesLost)
 	copiedOwed   bool       // COPIED not yet set by the counts (fixCopiedLocked)
+	l1FlagsStale bool       // the active L1's COPIED flags in memory may not be on the media (copiedByCountsLocked)
 	// lostErr is the error writes fail with once writesLost: it matches
 	// ErrWritesLost and the failure that caused it. Written under mu
 	// before state publishes stLost, read by whoever saw stLost.

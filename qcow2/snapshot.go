@@ -804,12 +804,17 @@ func (im *Image) copiedByCountsLocked() error {
 			l1changed = true
 		}
 	}
-	if l1changed {
+	if l1changed || im.l1FlagsStale {
 		// Only COPIED flags set: a media without them costs a copy
-		// on the next write, so a failure need not refuse writes.
+		// on the next write, so a failure need not refuse writes. It
+		// leaves the flags in memory ahead of the media, which the
+		// next call must write even if it changes none
+		// (l1FlagsStale).
+		im.l1FlagsStale = true
 		if err := im.writeActiveL1Locked(false); err != nil {
 			return err
 		}
+		im.l1FlagsStale = false
 	}
 	if err := im.flushLocked(); err != nil {
 		return err
