@@ -529,8 +529,13 @@ func (im *Image) syncState() {
 // onlyMissingCopied reports whether every error Check reported is a
 // COPIED flag missing on a cluster whose refcount is 1 (an OFLAG_COPIED
 // message ends with the refcount; with refcount=1 the flag was clear).
+// A table that could not be read ("ERROR reading ...": a check error,
+// no corruption; a dead disk under a flush) is not one either way.
 func onlyMissingCopied(msgs []string) bool {
 	for _, m := range msgs {
+		if strings.HasPrefix(m, "ERROR reading ") {
+			continue
+		}
 		if strings.HasPrefix(m, "ERROR") && !(strings.HasPrefix(m, "ERROR OFLAG_COPIED") && strings.HasSuffix(m, " refcount=1")) {
 			return false
 		}
