@@ -3,10 +3,7 @@ package qcow2
 import (
 	"math/rand"
 	"path/filepath"
-	"runtime/debug"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -54,14 +51,7 @@ func TestSettleCopied_UnderLoad(t *testing.T) {
 		if _, err := im.CreateSnapshot("b"); err != nil {
 			t.Fatal(err)
 		}
-		var fired atomic.Bool
-		ed.SetInjector(errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-			if op == errordev.Flush && strings.Contains(string(debug.Stack()), ").fixCopiedLocked(") &&
-				fired.CompareAndSwap(false, true) {
-				return errordev.ErrInjectedEIO
-			}
-			return nil
-		}))
+		fired := failOnceIn(ed, errordev.Flush, -1, "fixCopiedLocked")
 		if err := im.DeleteSnapshot("a"); err == nil || !fired.Load() {
 			t.Fatalf("DeleteSnapshot: %v", err)
 		}

@@ -24,30 +24,12 @@ import (
 // a lost COPIED flag only costs a copy.
 func TestRegress_FailedCreateSnapshotLeavesNoCopiedL1(t *testing.T) {
 	const cs = 4096
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	ed := errordev.New(mem, nil, errordev.Options{})
-	im, err := OpenDevice(ed, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustWrite(t, im, pattern(3*cs, 1), 0)
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	mem, ed, im := snapFaultImage(t, false)
 	l2 := int64(im.l1.Load().load(0).Offset())
 	if l2 == 0 {
 		t.Fatal("no L2 table")
 	}
-	var fired atomic.Bool
-	ed.SetInjector(errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		if op == errordev.Write && off == l2 && fired.CompareAndSwap(false, true) {
-			return errordev.ErrInjectedEIO
-		}
-		return nil
-	}))
+	fired := failOnceIn(ed, errordev.Write, l2, "CreateSnapshot")
 	if _, err := im.CreateSnapshot("s"); err == nil || !fired.Load() {
 		t.Fatalf("CreateSnapshot: %v (fault fired: %v), want the injected error", err, fired.Load())
 	}
@@ -90,6 +72,75 @@ func openCheckedAfterFailedSnapshot(t *testing.T, mem *memdev.Dev) *Image {
 		t.Fatalf("check after a failed CreateSnapshot: %d corruptions: %v", r.Corruptions, head(r.Messages, 8))
 	}
 	return im
+}
+
+// failOnceIn makes the first device op of kind op at offset off (any
+// offset for off < 0) issued from inside the method in (its stack holds
+// ").in(") fail once with EIO; the flag says whether it did.
+func failOnceIn(ed *errordev.Dev, op errordev.Op, off int64, in string) *atomic.Bool {
+	var fired atomic.Bool
+	ed.SetInjector(errordev.InjectorFunc(func(o errordev.Op, at, n int64) error {
+		if o == op && (off < 0 || at == off) && !fired.Load() &&
+			strings.Contains(string(debug.Stack()), ")."+in+"(") && fired.CompareAndSwap(false, true) {
+			return errordev.ErrInjectedEIO
+		}
+		return nil
+	}))
+	return &fired
+}
+
+// snapFaultImage is a 1 MiB image of 4 KiB clusters in memory behind an
+// errordev (no fault yet), with pattern(3*cs, 1) at 0 and, with snap, a
+// snapshot "s" of it.
+func snapFaultImage(t *testing.T, snap bool) (*memdev.Dev, *errordev.Dev, *Image) {
+	t.Helper()
+	const cs = 4096
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	ed := errordev.New(mem, nil, errordev.Options{})
+	im, err := OpenDevice(ed, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, im, pattern(3*cs, 1), 0)
+	if snap {
+		if _, err := im.CreateSnapshot("s"); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return mem, ed, im
+}
+
+// deleteSnapshotFailingOnce deletes snapFaultImage's snapshot with the
+// fault failOnceIn sets up, which must fire and fail the delete; then a
+// retried Flush, and the image as a power cut would leave it after the
+// Flush, and after the Close, must pass both checks with its data.
+func deleteSnapshotFailingOnce(t *testing.T, op errordev.Op, l1Only bool, in string) {
+	t.Helper()
+	mem, ed, im := snapFaultImage(t, true)
+	off := int64(-1)
+	if l1Only {
+		off = int64(im.hdr.L1TableOffset)
+	}
+	fired := failOnceIn(ed, op, off, in)
+	if err := im.DeleteSnapshot("s"); err == nil || !fired.Load() {
+		t.Fatalf("DeleteSnapshot: %v (fault fired: %v), want the injected error", err, fired.Load())
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatalf("retried flush: %v", err)
+	}
+	im2 := openCheckedAfterFailedSnapshot(t, mem)
+	if got := testkit.ReadAll(t, im2); !equalPrefix(got, pattern(3*4096, 1)) {
+		t.Fatal("data lost")
+	}
+	if err := im.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	openCheckedAfterFailedSnapshot(t, mem)
 }
 
 func equalPrefix(got, want []byte) bool {

@@ -118,42 +118,5 @@ func TestRegress_CreateSnapshotTornActiveL1(t *testing.T) {
 // OFLAG_COPIED L2 cluster ... refcount=1, exit 2, for good). The L1 is
 // now written again until a write of it succeeds.
 func TestRegress_FailedCopiedL1WriteAfterDeleteSnapshot(t *testing.T) {
-	const cs = 4096
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	ed := errordev.New(mem, nil, errordev.Options{})
-	im, err := OpenDevice(ed, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustWrite(t, im, pattern(3*cs, 1), 0)
-	if _, err := im.CreateSnapshot("s"); err != nil {
-		t.Fatal(err)
-	}
-	l1 := int64(im.hdr.L1TableOffset)
-	var fired atomic.Bool
-	ed.SetInjector(errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
-		if op == errordev.Write && off == l1 && strings.Contains(string(debug.Stack()), ").copiedByCountsLocked(") &&
-			fired.CompareAndSwap(false, true) {
-			return errordev.ErrInjectedEIO
-		}
-		return nil
-	}))
-	if err := im.DeleteSnapshot("s"); err == nil || !fired.Load() {
-		t.Fatalf("DeleteSnapshot: %v (fault fired: %v), want the injected error", err, fired.Load())
-	}
-	if err := im.Flush(); err != nil {
-		t.Fatalf("retried flush: %v", err)
-	}
-	// Checked after the Flush, as a power cut would leave it.
-	im2 := openCheckedAfterFailedSnapshot(t, mem)
-	if got := testkit.ReadAll(t, im2); !equalPrefix(got, pattern(3*cs, 1)) {
-		t.Fatal("data lost")
-	}
-	if err := im.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	openCheckedAfterFailedSnapshot(t, mem)
+	deleteSnapshotFailingOnce(t, errordev.Write, true, "copiedByCountsLocked")
 }
