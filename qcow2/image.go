@@ -373,8 +373,11 @@ func (im *Image) Close() error {
 	}
 	if !im.ro && !im.corrupt {
 		err = im.flushLocked()
+		// Owed COPIED flags (Q6): their failure does not keep the
+		// reserve or the dirty bit as they are; it is reported last.
+		var serr error
 		if err == nil {
-			err = im.settleCopiedLocked()
+			serr = im.settleCopiedLocked()
 		}
 		if err == nil && !im.writesLost {
 			// After lost writes (Q16) the file may still hold their
@@ -387,6 +390,9 @@ func (im *Image) Close() error {
 				err = im.dev.Flush()
 				im.dirtySet = false
 			}
+		}
+		if err == nil {
+			err = serr
 		}
 	}
 	im.closed = true
@@ -421,7 +427,11 @@ func (im *Image) Flush() error {
 	if err := im.flushLocked(); err != nil {
 		return err
 	}
-	return im.settleCopiedLocked()
+	// The writes are durable: owed COPIED flags (Q6) are set by the
+	// way, and stay owed if that fails (a flag out of step costs a copy
+	// or a leak, never data), not failing the Flush.
+	im.settleCopiedLocked()
+	return nil
 }
 
 func (im *Image) flushLocked() error {

@@ -54,3 +54,31 @@ func TestRegress_FailedActiveL1WriteInCreateSnapshot(t *testing.T) {
 func TestRegress_FailedCopiedFixAfterDeleteSnapshot(t *testing.T) {
 	deleteSnapshotFailingOnce(t, errordev.Flush, false, "fixCopiedLocked")
 }
+
+// The writes a Flush covers are durable before it sets owed COPIED
+// flags: a failure there keeps the flags owed and does not fail the
+// Flush (it failed it, though every write was durable), and the Close
+// after it sets them.
+func TestRegress_FlushNotFailedBySettlingFlags(t *testing.T) {
+	mem, ed, im := snapFaultImage(t, true)
+	fired := failOnceIn(ed, errordev.Flush, -1, "fixCopiedLocked")
+	if err := im.DeleteSnapshot("s"); err == nil || !fired.Load() {
+		t.Fatalf("DeleteSnapshot: %v (fault fired: %v), want the injected error", err, fired.Load())
+	}
+	fired = failOnceIn(ed, errordev.Write, int64(im.hdr.L1TableOffset), "settleCopiedLocked")
+	if err := im.Flush(); err != nil || !fired.Load() {
+		t.Fatalf("flush: %v (settling failed: %v), want nil after a failed settling", err, fired.Load())
+	}
+	if !im.copiedOwed {
+		t.Fatal("flags not owed after a failed settling")
+	}
+	if err := im.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	openCheckedAfterFailedSnapshot(t, mem)
+	p := filepath.Join(testkit.Dir(t), "strict.qcow2")
+	if err := mem.WriteFile(p); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, p)
+}
