@@ -177,13 +177,18 @@ func TestFillAdapt_Workloads(t *testing.T) {
 			{"seq", FillAuto, [][3]int64{{0, size / 4, 4096}}, false, 0, 1, 0, false, false, 0},
 			{"alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false, false, 0},
 			{"alloc-then-seq", FillAuto, [][3]int64{{0, size / 2, 64 << 10}, {size / 2, size * 3 / 4, 4096}}, false, 1, 0, 0, false, false, 0},
-			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, false, false, 0},
-			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 2, 0, false, false, 0},
+			// Filling writers: how far the filler gets ahead of the
+			// writer depends on the CPU it gets (all of the 128 MiB
+			// alone; 55 MiB in a make test run beside other tests), so
+			// the floor only says it ran (the judge's verdict is the
+			// paused and pauses columns).
+			{"scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 8, 0, false, false, 0},
+			{"alloc-zeroes", FillZeroes, [][3]int64{{0, size, 64 << 10}}, false, 0, size / 8, 0, false, false, 0},
 			// Extended L2 allocates in xplanAllocLocked: the judge must
 			// hear of those allocations too, or it cannot tell the two
 			// sparse writers apart.
 			{"xl2-alloc", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, true, false, 0},
-			{"xl2-scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 2, 0, true, false, 0},
+			{"xl2-scattered", FillAuto, [][3]int64{{0, size, -4099 * 4096}}, false, 0, size / 8, 0, true, false, 0},
 			{"alloc-nomerge", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false, true, 0},
 			{"whole-clusters", FillAuto, [][3]int64{{0, size, 64 << 10}}, true, 1, 0, 4<<20 + window, false, false, 64 << 10},
 		} {
