@@ -224,6 +224,13 @@ func (im *Image) markCleanAfterCheck(r *CheckResult) error {
 // checkRepairLocked is Check's work once it holds mu: check, repair in
 // mode o.Repair, and check again after a repair.
 func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
+	if o.Repair != RepairNone {
+		// The flushes of a repair write a state known damaged until
+		// it ends (a rebuild's before its switch): the invariants'
+		// check at a flush must let it by.
+		im.repairing = true
+		defer func() { im.repairing = false }()
+	}
 	r, err := im.checkLocked(o, o.Repair)
 	if err != nil || o.Repair == RepairNone {
 		return r, err

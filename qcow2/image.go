@@ -115,6 +115,7 @@ type Image struct {
 	damage       openDamage // what a lenient open let by (Q19); set at open only
 	writesLost   bool       // loseWritesLocked: writes refused (ErrWritesLost)
 	copiedOwed   bool       // COPIED not yet set by the counts (fixCopiedLocked)
+	repairing    bool       // a Check with repair runs (checkRepairLocked)
 	l1FlagsStale bool       // the active L1's COPIED flags in memory may not be on the media (copiedByCountsLocked)
 	// lostErr is the error writes fail with once writesLost: it matches
 	// ErrWritesLost and the failure that caused it. Written under mu
@@ -438,7 +439,7 @@ func (im *Image) flushLocked() error {
 	im.c.flushes.Add(1)
 	// Not on an image opened for repair: the corruption there is the
 	// input's (a repair refused, say), not the engine's.
-	if invariants.Enabled && !im.opts.Repair && invariants.Sometimes(10) {
+	if invariants.Enabled && !im.opts.Repair && !im.repairing && invariants.Sometimes(10) {
 		// Refcounts never fall below references (Q1, Q3), and COPIED
 		// is never set on a cluster that is not exclusively owned. A
 		// COPIED flag missing on a cluster whose count just went back
