@@ -68,7 +68,10 @@
 //	Q8  Dirty bit: set durably before the first refcount update is left
 //	    unordered (lazy refcounts); cleared only after a full flush.
 //	Q9  Corruption found on a write path marks the image corrupt and
-//	    read-only instead of damaging it further (overlap checks).
+//	    read-only instead of damaging it further (overlap checks); so
+//	    does an L2 entry QEMU's lookups signal (a host offset that is
+//	    not cluster aligned, an invalid subcluster bitmap) met by a
+//	    read, write, zeroing, discard or block status (signal.go).
 //	Q10 Early writes (goal 3 of the QEMU series "qcow2: skip writing
 //	    zero buffers to empty COW areas", v11 cover letter, qemu-devel
 //	    2018-12/msg04342; QEMU left it as "TODO 1c"): once a new

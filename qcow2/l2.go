@@ -146,16 +146,24 @@ func (im *Image) xentryFor(o format.GuestOff, read bool) (format.L2Entry, uint64
 		return 0, 0, err
 	}
 	if err := format.ValidateBitmap(e, bm); err != nil {
+		if !e.Compressed() {
+			// A subcluster both allocated and zero, or allocated in
+			// an unallocated cluster: QEMU's "Invalid cluster entry".
+			err = &fatalEntryError{err}
+		}
 		return 0, 0, err
 	}
 	return e, bm, nil
 }
 
+// validEntry is e's Validate. A host offset that is not cluster aligned
+// is a fatalEntryError, as QEMU's lookups signal it.
 func (im *Image) validEntry(e format.L2Entry) error {
-	if err := e.Validate(&im.g, im.ver.Load()); err != nil {
-		return err
+	err := e.Validate(&im.g, im.ver.Load())
+	if err != nil && !e.Compressed() && !im.g.Aligned(e.Offset()) {
+		return &fatalEntryError{err}
 	}
-	return nil
+	return err
 }
 
 // readableEntry is e as a read takes it (Q20): an entry whose only

@@ -23,7 +23,7 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 	}
 	m, err := im.mapRunGated(guestOff(off), uint64(n))
 	if err != nil {
-		return Status{}, err
+		return Status{}, im.signal(err)
 	}
 	s := Status{Off: off, Len: int64(m.length), HostOff: -1}
 	switch m.kind {

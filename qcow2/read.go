@@ -42,7 +42,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 // Readv reads guest bytes at off into bufs. Bytes past the virtual size
 // read as zeros (B2).
 func (im *Image) Readv(off int64, bufs [][]byte) error {
-	return im.readvTo(off, bufs, im.vsize.Load())
+	return im.signal(im.readvTo(off, bufs, im.vsize.Load()))
 }
 
 // readvTo is Readv with bytes at or past size read as zeros: the size

@@ -37,6 +37,10 @@ func (im *Image) checkWrite(off, n int64) error {
 
 // Writev writes bufs at guest offset off.
 func (im *Image) Writev(off int64, bufs [][]byte) error {
+	return im.signal(im.writev(off, bufs))
+}
+
+func (im *Image) writev(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)

@@ -17,6 +17,10 @@ import (
 // a zero cluster (no guest-visible change, so a refusal after one edge
 // changes nothing either).
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
+	return im.signal(im.writeZeroes(off, n, flags))
+}
+
+func (im *Image) writeZeroes(off, n int64, flags block.Flags) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
@@ -215,6 +219,10 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 // without zero clusters the backing file's stale data would show.
 // Partial clusters are left alone.
 func (im *Image) Discard(off, n int64) error {
+	return im.signal(im.discard(off, n))
+}
+
+func (im *Image) discard(off, n int64) error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
