@@ -277,7 +277,12 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 		return format.Snapshot{}, im.undoIncrementsLocked(active, -1, err)
 	}
 	if err := im.flushLocked(); err != nil {
-		return format.Snapshot{}, err
+		// The same undo: whatever part of the raised counts reached
+		// the media is a leak until a flush writes the lowered ones,
+		// and the flags are set (or owed) only after that flush. No
+		// table names the snapshot's L1 yet.
+		im.freeClustersLocked(off, nclusters)
+		return format.Snapshot{}, im.undoIncrementsLocked(active, -1, err)
 	}
 	sn.L1TableOffset = off
 	snaps[len(snaps)-1] = sn
