@@ -17,8 +17,17 @@ func (e *fatalEntryError) Unwrap() error { return e.err }
 // discards and block status once they hold no gate token or writer
 // slot, so taking mu here waits for nothing that waits for them.
 func (im *Image) signal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return im.signalErr(err)
+}
+
+// signalErr is signal for an error (apart, so that the hot paths'
+// successful returns allocate nothing: fe escapes).
+func (im *Image) signalErr(err error) error {
 	var fe *fatalEntryError
-	if err == nil || !errors.As(err, &fe) {
+	if !errors.As(err, &fe) {
 		return err
 	}
 	im.mu.Lock()
