@@ -146,6 +146,7 @@ func (im *Image) SetVersion(v uint32) error {
 		// bit, checked above), so refcounts are kept eagerly from now.
 		im.lazy = false
 		h.CompatibleFeatures, h.AutoclearFeatures = 0, 0
+		im.stopBitmapsLocked() // Q22: version 2 has no bitmaps
 		h.UnknownFields = nil
 		h.SetExtension(format.ExtFeatureNames, nil)
 		return nil

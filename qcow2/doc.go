@@ -267,6 +267,22 @@
 //	    the media points at them, and nothing can allocate them yet.
 //	    Only on devices that zero efficiently, so a refused punch never
 //	    writes zeros.
+//	Q22 Persistent dirty bitmaps are maintained as QEMU maintains them
+//	    (bitmaps.go): a writable open sets IN_USE on every bitmap it
+//	    loads, durably, before the first write; every write, zeroing,
+//	    discard and compressed write sets its range's bits in the
+//	    enabled ones before it starts (a queue's, when submitted); Close,
+//	    after its flush, writes each changed bitmap to new clusters,
+//	    flushes, names them in the directory (still IN_USE), flushes,
+//	    frees the old ones and clears IN_USE. A bitmap on the media is
+//	    therefore IN_USE (stale for QEMU) or holds every write made
+//	    durable before it, whatever crashes or fails. What cannot be
+//	    maintained (unknown flags or types, extra data, a table of
+//	    another size, a cluster that is metadata, free or named twice)
+//	    makes the open clear the bitmaps' autoclear bit, as a program
+//	    without bitmap support does; a resize or a downgrade stops the
+//	    maintenance and leaves them IN_USE; an applied snapshot or
+//	    MakeEmpty dirties the whole disk. Options.NoBitmaps opts out.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -109,14 +109,20 @@ type Image struct {
 	// bitmapsKept: opened for repair with valid persistent bitmaps,
 	// whose autoclear bit stays (clearAutoclear): guest writes, which
 	// would make them stale, are refused until the image is reopened.
-	bitmapsKept  bool
-	corrupt      bool
-	corruptCause error      // what markCorrupt was told
-	damage       openDamage // what a lenient open let by (Q19); set at open only
-	writesLost   bool       // loseWritesLocked: writes refused (ErrWritesLost)
-	copiedOwed   bool       // COPIED not yet set by the counts (fixCopiedLocked)
-	repairing    bool       // a Check with repair runs (checkRepairLocked)
-	l1FlagsStale bool       // the active L1's COPIED flags in memory may not be on the media (copiedByCountsLocked)
+	bitmapsKept bool
+	// bitmaps are the persistent dirty bitmaps maintained while the
+	// image is open (Q22), nil when none is.
+	bitmaps atomic.Pointer[bitmapSet]
+	// bitmapsOpening: a writable open keeps the bitmaps' autoclear bit
+	// until loadBitmaps decides.
+	bitmapsOpening bool
+	corrupt        bool
+	corruptCause   error      // what markCorrupt was told
+	damage         openDamage // what a lenient open let by (Q19); set at open only
+	writesLost     bool       // loseWritesLocked: writes refused (ErrWritesLost)
+	copiedOwed     bool       // COPIED not yet set by the counts (fixCopiedLocked)
+	repairing      bool       // a Check with repair runs (checkRepairLocked)
+	l1FlagsStale   bool       // the active L1's COPIED flags in memory may not be on the media (copiedByCountsLocked)
 	// lostErr is the error writes fail with once writesLost: it matches
 	// ErrWritesLost and the failure that caused it. Written under mu
 	// before state publishes stLost, read by whoever saw stLost.
@@ -379,6 +385,13 @@ func (im *Image) Close() error {
 		var serr error
 		if err == nil {
 			serr = im.settleCopiedLocked()
+		}
+		if err == nil && !im.writesLost {
+			// Q22: after the flush, so the bitmaps cover every write
+			// it made durable; a failure leaves them IN_USE (stale).
+			if berr := im.storeBitmapsLocked(); berr != nil && serr == nil {
+				serr = fmt.Errorf("qcow2: storing the dirty bitmaps: %w", berr)
+			}
 		}
 		if err == nil && !im.writesLost {
 			// After lost writes (Q16) the file may still hold their

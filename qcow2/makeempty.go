@@ -23,6 +23,7 @@ func (im *Image) MakeEmpty() error {
 	if err := im.checkWrite(0, 0); err != nil {
 		return err
 	}
+	im.markDirty(0, int64(im.hsize.Load())) // Q22
 	cs := int64(im.g.ClusterSize)
 	if err := im.discardClusters(0, (int64(im.hsize.Load())+cs-1)/cs, discardFull); err != nil {
 		return err

@@ -330,10 +330,16 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 // openWritable applies the writable-open rules: clear unknown autoclear
 // bits, and rebuild refcounts of a dirty image before the first write.
 func (im *Image) openWritable() error {
-	if err := im.clearAutoclear(); err != nil {
+	im.bitmapsOpening = !im.opts.Repair && !im.opts.NoBitmaps
+	err := im.clearAutoclear()
+	im.bitmapsOpening = false
+	if err != nil {
 		return err
 	}
-	return im.repairDirty()
+	if err := im.repairDirty(); err != nil {
+		return err
+	}
+	return im.loadBitmaps()
 }
 
 // clearAutoclear drops the autoclear bits of features we do not maintain
@@ -362,10 +368,13 @@ func (im *Image) dropAutoclear() bool {
 	h := im.hdr
 	old := h.AutoclearFeatures
 	drop := ^uint64(format.AutoclearKnown) | format.AutoclearBitmaps
-	if im.bitmapsKept {
+	if im.bitmapsKept || im.bitmapsOpening {
 		drop &^= format.AutoclearBitmaps
 	}
 	h.AutoclearFeatures &^= drop
+	if h.AutoclearFeatures&format.AutoclearBitmaps == 0 {
+		im.bitmaps.Store(nil) // Q22: stale from here on
+	}
 	return h.AutoclearFeatures != old
 }
 

@@ -56,6 +56,10 @@ type CreateOptions struct {
 // Options tune an open image. The zero value is a sensible default.
 type Options struct {
 	ReadOnly bool
+	// NoBitmaps: a writable open does not maintain persistent dirty
+	// bitmaps (Q22) but marks them stale, clearing their autoclear bit,
+	// as QEMU expects of a program without bitmap support.
+	NoBitmaps bool
 	// Repair lets a corrupt image be opened read-write (for Check with
 	// repair), like QEMU's BDRV_O_CHECK. A dirty image with lazy
 	// refcounts is not repaired by such an open: the caller's Check

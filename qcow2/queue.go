@@ -105,6 +105,12 @@ func (q *Queue) Submit(reqs ...*block.Req) error {
 	q.flight += len(reqs)
 	for _, r := range reqs {
 		r.Err = nil
+		switch r.Op {
+		case block.OpWrite:
+			q.im.markDirty(r.Off, int64(len(r.Buf))) // Q22
+		case block.OpWriteZeroes, block.OpDiscard:
+			q.im.markDirty(r.Off, r.Len)
+		}
 	}
 	return q.route(reqs)
 }

@@ -205,6 +205,8 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 // a downgrade would drop; a shrink's discarded range), so the image
 // refuses writes until it is reopened.
 func (im *Image) commitSizeLocked(size uint64) error {
+	// Q22: bitmaps of the old size are not resized; stale from here.
+	im.stopBitmapsLocked()
 	if err := im.setSizeLocked(size); err != nil {
 		im.loseWritesLocked(err)
 		return err
@@ -277,6 +279,8 @@ func (im *Image) resize(size int64) error {
 	}
 	im.vsize.Store(uint64(size))
 	im.mu.Unlock()
+	// Q22: the cut range's contents change before the size does.
+	im.markDirty(size, cur-size)
 	restore := func(err error) error {
 		im.mu.Lock()
 		im.vsize.Store(im.hdr.Size)

@@ -393,6 +393,8 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 		}
 		l1.store(k, e)
 	}
+	// Q22: every guest byte may change.
+	im.markDirty(0, int64(im.hdr.Size))
 	if err := im.writeActiveL1Locked(true); err != nil {
 		return err
 	}

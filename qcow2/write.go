@@ -51,6 +51,7 @@ func (im *Image) writev(off int64, bufs [][]byte) error {
 	}
 	im.c.guestWrites.Add(1)
 	im.c.guestBytesWritten.Add(n)
+	im.markDirty(off, n) // Q22
 	if im.crypt != nil {
 		return im.writevCrypt(off, bufs, n)
 	}

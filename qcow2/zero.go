@@ -26,6 +26,7 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) error {
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
+	im.markDirty(off, n) // Q22
 	g := &im.g
 	cs := int64(g.ClusterSize)
 	gran := cs // granularity of zero entries (Allocate): clusters, or subclusters
@@ -228,6 +229,7 @@ func (im *Image) discard(off, n int64) error {
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
+	im.markDirty(off, n) // Q22: as QEMU, the range asked for
 	cs := int64(im.g.ClusterSize)
 	end := (off + n) / cs
 	if uint64(off+n) == im.hsize.Load() {

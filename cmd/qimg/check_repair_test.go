@@ -205,7 +205,7 @@ func mustReadFile(t *testing.T, p string) []byte {
 // TestCheck_CountsBitmaps: the clusters of valid persistent dirty
 // bitmaps are in use, for qimg check as for qemu-img's (qimg reported
 // them as leaks; found by a differential fuzz), check -r keeps them, and
-// a write marks them stale (qring does not maintain them).
+// a write keeps them valid, as qemu-io's does.
 func TestCheck_CountsBitmaps(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := t.TempDir()
@@ -242,12 +242,25 @@ func TestCheck_CountsBitmaps(t *testing.T) {
 			t.Errorf("check -r %s: the bitmaps are gone:\n%s", mode, info)
 		}
 	}
+	// A write keeps them, as qemu-io's does: maintained (qcow2 Q22).
+	theirs := filepath.Join(d, "theirs.qcow2")
+	cp(t, p, theirs)
+	qio(t, theirs, "write -P 1 2M 4k")
 	if _, e, code := runQ(t, "io", "-c", "write -P 1 2M 4k", p); code != 0 {
 		t.Fatalf("write: exit %d %s", code, e)
 	}
-	if _, qe, _ := testkit.Run(t, "qemu-img", "info", p); !strings.Contains(qe, "lacking bitmap support") {
-		t.Errorf("after a write the bitmaps are not marked stale: %q", qe)
+	qi, qe, _ := testkit.Run(t, "qemu-img", "info", p)
+	if strings.Contains(qe, "lacking bitmap support") {
+		t.Errorf("after a write the bitmaps are marked stale: %q", qe)
 	}
+	spec := func(info string) string {
+		_, after, _ := strings.Cut(info, "Format specific information:")
+		return after
+	}
+	if want := testkit.MustRun(t, "qemu-img", "info", theirs); spec(qi) != spec(want) {
+		t.Errorf("qemu-img info after a write:\n%s\nafter qemu-io's:\n%s", qi, want)
+	}
+	testkit.QemuCheck(t, p)
 }
 
 // TestCheck_OpensTheBackingFile: check opens the backing chain, as

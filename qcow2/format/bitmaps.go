@@ -1,10 +1,11 @@
 package format
 
-// Persistent dirty bitmaps (the bitmaps header extension). qring does
-// not maintain them: a writable open clears their autoclear bit, which
-// tells QEMU they are stale. While the bit is set their clusters are in
-// use, and Check counts them, as qemu-img does. The codecs here only
-// find those clusters.
+// Persistent dirty bitmaps (the bitmaps header extension). The engine
+// maintains the ones it can (qcow2/bitmaps.go) and otherwise clears their
+// autoclear bit, which tells QEMU they are stale. While the bit is set
+// their clusters are in use, and Check counts them, as qemu-img does.
+// The codecs here find those clusters and change an entry's table and
+// flags in place.
 
 // MaxBitmapDirectory bounds the bitmap directory (QEMU's
 // QCOW2_MAX_BITMAP_DIRECTORY_SIZE, 64 KiB entries of up to 1 KiB).
@@ -46,14 +47,47 @@ type BitmapEntry struct {
 	TableSize       uint32
 	Name            string
 	Flags           uint32 // BitmapInUse, BitmapAuto, ...
+	Type            uint8  // BitmapTypeDirty
 	GranularityBits uint8
+	ExtraDataSize   uint32
+	// At is the entry's byte offset in the directory (PutBitmapEntry).
+	At uint64
 }
 
 // Bitmap directory entry flags.
 const (
-	BitmapInUse = 1 << 0
-	BitmapAuto  = 1 << 1
+	BitmapInUse         = 1 << 0
+	BitmapAuto          = 1 << 1
+	BitmapExtraDataComp = 1 << 2
+	BitmapFlagsKnown    = BitmapInUse | BitmapAuto | BitmapExtraDataComp
 )
+
+// BitmapTypeDirty is the only bitmap type: dirty tracking.
+const BitmapTypeDirty = 1
+
+// Granularity bounds of a dirty-tracking bitmap (QEMU's
+// BME_MIN_GRANULARITY_BITS, BME_MAX_GRANULARITY_BITS).
+const (
+	MinBitmapGranularityBits = 9
+	MaxBitmapGranularityBits = 31
+)
+
+// BitmapTableSize is the number of table entries a bitmap of the given
+// granularity needs for a disk of size bytes with clusters of cs bytes:
+// one bit per granule, cs*8 bits per data cluster.
+func BitmapTableSize(size uint64, granBits uint8, cs uint64) uint64 {
+	g := uint64(1) << granBits
+	nbits := (size + g - 1) / g
+	return (nbits + cs*8 - 1) / (cs * 8)
+}
+
+// PutBitmapEntry writes e's table offset, table size and flags into the
+// directory dir at e.At, leaving the rest of the entry as it is.
+func PutBitmapEntry(dir []byte, e BitmapEntry) {
+	be.PutUint64(dir[e.At:], uint64(e.TableOffset))
+	be.PutUint32(dir[e.At+8:], e.TableSize)
+	be.PutUint32(dir[e.At+12:], e.Flags)
+}
 
 // ParseBitmapDirectory decodes n entries from the directory b.
 func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
@@ -64,9 +98,10 @@ func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
 			return nil, corrupt("bitmap_directory", off, "bitmap %d runs past the directory", i)
 		}
 		e := BitmapEntry{TableOffset: HostOff(be.Uint64(b[off:])), TableSize: be.Uint32(b[off+8:]),
-			Flags: be.Uint32(b[off+12:]), GranularityBits: b[off+17]}
+			Flags: be.Uint32(b[off+12:]), Type: b[off+16], GranularityBits: b[off+17],
+			ExtraDataSize: be.Uint32(b[off+20:]), At: off}
 		nameLen := uint64(be.Uint16(b[off+18:]))
-		extra := uint64(be.Uint32(b[off+20:]))
+		extra := uint64(e.ExtraDataSize)
 		end := off + 24 + extra + nameLen
 		if extra > 1024 || nameLen == 0 || end > uint64(len(b)) {
 			return nil, corrupt("bitmap_directory", off, "bitmap %d runs past the directory", i)
@@ -86,6 +121,10 @@ const (
 	bmeOffsetMask   = 0x00fffffffffffe00
 	bmeReservedMask = 0xff000000000001fe
 )
+
+// BitmapAllOnes is the table entry of a data cluster that reads as all
+// ones without a cluster.
+const BitmapAllOnes = 1
 
 // BitmapDataCluster returns the data cluster a bitmap table entry names,
 // 0 for none (all zeros, or all ones with bit 0 set).

@@ -112,3 +112,41 @@ func FuzzBitmapDirectory(f *testing.F) {
 		}
 	})
 }
+
+func TestBitmapTableSize(t *testing.T) {
+	for _, tc := range []struct {
+		size uint64
+		gran uint8
+		cs   uint64
+		want uint64
+	}{
+		{0, 16, 65536, 0},
+		{1, 16, 65536, 1},
+		{16 << 20, 16, 65536, 1},          // 256 bits
+		{65536 * 8 * 65536, 16, 65536, 1}, // exactly one cluster of bits
+		{65536*8*65536 + 1, 16, 65536, 2},
+		{1 << 40, 9, 512, 1 << 19}, // 2^31 bits in 4096-bit clusters
+	} {
+		if got := BitmapTableSize(tc.size, tc.gran, tc.cs); got != tc.want {
+			t.Errorf("BitmapTableSize(%d, %d, %d) = %d, want %d", tc.size, tc.gran, tc.cs, got, tc.want)
+		}
+	}
+}
+
+func TestPutBitmapEntry(t *testing.T) {
+	dir := bitmapDir(0x50000, 1, "a", "bb")
+	es, err := ParseBitmapDirectory(dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := es[1]
+	e.TableOffset, e.TableSize, e.Flags = 0x90000, 3, BitmapInUse|BitmapAuto
+	PutBitmapEntry(dir, e)
+	got, err := ParseBitmapDirectory(dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != es[0] || got[1] != e {
+		t.Fatalf("after PutBitmapEntry: %+v, want %+v and %+v", got, es[0], e)
+	}
+}

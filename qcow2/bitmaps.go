@@ -1,0 +1,371 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Persistent dirty bitmaps, maintained while the image is open (Q22), as
+// QEMU maintains them: a writable open loads every bitmap not already
+// in use, sets IN_USE on it in the directory and flushes before the
+// first write; every write, zeroing and discard sets the bits of its
+// range in the enabled (AUTO) bitmaps before it starts; Close, after its
+// flush, writes each changed bitmap to new clusters and clears IN_USE.
+// A crash while the image is open leaves the bitmaps IN_USE, which
+// QEMU takes for inconsistent: never a bitmap that claims to be valid
+// and misses a write. A bitmap already IN_USE at open stays as it is.
+//
+// Anything this code does not handle (an unknown flag or type, extra
+// data, a table of the wrong size, a cluster that is not the bitmap's
+// own) makes the open clear the bitmaps' autoclear bit instead, as
+// before: QEMU then ignores them, and their clusters leak. So do the
+// operations that would have to resize or rewrite them (dropBitmaps).
+
+// bitmapSet is the bitmaps of an open image, published for the
+// lock-free write paths (Image.bitmaps; nil when none is maintained).
+type bitmapSet struct {
+	ext  format.BitmapsExt
+	dir  []byte // the directory's clusters, as on the media but for IN_USE
+	bms  []*liveBitmap
+	size uint64 // the virtual size the bitmaps cover
+}
+
+// maintains reports whether set holds a bitmap to maintain.
+func (set *bitmapSet) maintains() bool {
+	if set == nil {
+		return false
+	}
+	for _, b := range set.bms {
+		if b.bits != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// liveBitmap is one bitmap of the directory.
+type liveBitmap struct {
+	e format.BitmapEntry
+	// bits is the bitmap, bit i of word w covering granule 64*w+i (the
+	// on-disk order read as little-endian words); nil for a bitmap left
+	// as it was found (IN_USE at open).
+	bits    []atomic.Uint64
+	nbits   uint64
+	enabled bool // AUTO: writes set bits
+	changed atomic.Bool
+	// own are the clusters of its table and data, given back once a new
+	// table replaced it.
+	own []format.HostOff
+}
+
+// markDirty sets the bits of [off, off+n) in every enabled bitmap.
+func (im *Image) markDirty(off, n int64) {
+	set := im.bitmaps.Load()
+	if set == nil || n <= 0 || off < 0 {
+		return
+	}
+	for _, b := range set.bms {
+		if b.enabled && b.bits != nil {
+			b.mark(uint64(off), uint64(n))
+		}
+	}
+}
+
+func (b *liveBitmap) mark(off, n uint64) {
+	g := uint(b.e.GranularityBits)
+	first, last := off>>g, (off+n-1)>>g
+	if first >= b.nbits {
+		return
+	}
+	last = min(last, b.nbits-1)
+	for w := first / 64; w <= last/64; w++ {
+		lo, hi := max(first, w*64)-w*64, min(last, w*64+63)-w*64
+		mask := ^uint64(0) >> (63 - (hi - lo)) << lo
+		if b.bits[w].Load()&mask != mask {
+			b.bits[w].Or(mask)
+		}
+	}
+	if !b.changed.Load() {
+		b.changed.Store(true)
+	}
+}
+
+// loadBitmaps starts maintaining the bitmaps of an image opened
+// writable, or clears their autoclear bit when it cannot (Q22).
+func (im *Image) loadBitmaps() error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps == 0 || im.bitmapsKept {
+		return nil
+	}
+	set, err := im.readBitmapsLocked()
+	if err == nil && !set.maintains() {
+		return nil // every bitmap IN_USE already: kept as it is
+	}
+	if err == nil {
+		err = im.writeBitmapDirLocked(set, func(b *liveBitmap) uint32 { return b.e.Flags | format.BitmapInUse })
+		if err == nil {
+			err = im.dev.Flush()
+		}
+		if err == nil {
+			im.bitmaps.Store(set)
+			return nil
+		}
+	}
+	// Not maintained: stale for QEMU, as before Q22 (the directory may
+	// hold IN_USE flags now, which says the same).
+	im.hdr.AutoclearFeatures &^= format.AutoclearBitmaps
+	return im.writeHeader()
+}
+
+// stopBitmapsLocked stops maintaining the bitmaps, for an operation
+// that would have to resize or rewrite them: they stay IN_USE on the
+// media, which QEMU takes for inconsistent (their clusters stay
+// counted), as after a crash.
+func (im *Image) stopBitmapsLocked() { im.bitmaps.Store(nil) }
+
+// readBitmapsLocked reads the directory and every bitmap not in use. An
+// error means the bitmaps cannot be maintained; a nil set that there is
+// nothing to maintain.
+func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
+	var data []byte
+	for _, e := range im.hdr.Extensions {
+		if e.Type == format.ExtBitmaps {
+			data = e.Data
+		}
+	}
+	if data == nil {
+		return nil, nil
+	}
+	g := &im.g
+	cs := g.ClusterSize
+	ext, err := format.ParseBitmapsExt(data)
+	if err != nil {
+		return nil, err
+	}
+	fsize, err := im.dev.Size()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[uint64]bool{}
+	// claim checks that [off, off+n) is clusters of the bitmaps' own:
+	// inside the file, counted, no other metadata, claimed once.
+	claim := func(off format.HostOff, n uint64) error {
+		if !g.Aligned(off) || uint64(off) > uint64(fsize) || n > uint64(fsize)-uint64(off) || n == 0 {
+			return corruptf("bitmaps", uint64(off), "cluster not aligned or past the end of the file")
+		}
+		if what := im.staticOverlap(off, n); what != "" {
+			return corruptf("bitmaps", uint64(off), "bitmap cluster overlaps the %s", what)
+		}
+		for c := g.HostCluster(off); c < g.HostCluster(off+format.HostOff(n+cs-1)); c++ {
+			if seen[c] || im.meta.get(c) != 0 {
+				return corruptf("bitmaps", c, "bitmap cluster %d used twice", c)
+			}
+			if rc, err := im.refcount(c); err != nil || rc == 0 {
+				return corruptf("bitmaps", c, "bitmap cluster %d is free", c)
+			}
+			seen[c] = true
+		}
+		return nil
+	}
+	if err := claim(ext.DirOffset, ext.DirSize); err != nil {
+		return nil, err
+	}
+	dirLen := (ext.DirSize + cs - 1) &^ (cs - 1)
+	dir := block.AlignedBuf(int(dirLen), im.memAlign)
+	if err := im.readAtLocked(dir, ext.DirOffset); err != nil {
+		return nil, err
+	}
+	entries, err := format.ParseBitmapDirectory(dir[:ext.DirSize], ext.N)
+	if err != nil {
+		return nil, err
+	}
+	set := &bitmapSet{ext: ext, dir: dir, size: im.hdr.Size}
+	for _, e := range entries {
+		b := &liveBitmap{e: e}
+		set.bms = append(set.bms, b)
+		if e.Flags&format.BitmapInUse != 0 {
+			continue // inconsistent already: kept as it is
+		}
+		switch {
+		case e.Type != format.BitmapTypeDirty, e.Flags&^format.BitmapFlagsKnown != 0, e.ExtraDataSize != 0,
+			e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits,
+			uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs):
+			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains", e.Name)
+		}
+		if err := im.loadBitmapLocked(b, set.size, claim); err != nil {
+			return nil, err
+		}
+	}
+	return set, nil
+}
+
+// loadBitmapLocked reads b's table and data into b.bits.
+func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.HostOff, uint64) error) error {
+	cs := im.g.ClusterSize
+	gran := uint64(1) << b.e.GranularityBits
+	b.nbits = (size + gran - 1) / gran
+	b.enabled = b.e.Flags&format.BitmapAuto != 0
+	nbytes := (b.nbits + 7) / 8
+	raw := make([]byte, (nbytes+7)&^7)
+	if b.e.TableSize > 0 {
+		tlen := uint64(b.e.TableSize) * format.TableEntrySize
+		if err := claim(b.e.TableOffset, tlen); err != nil {
+			return err
+		}
+		b.own = append(b.own, im.clustersOf(b.e.TableOffset, tlen)...)
+		tb := block.AlignedBuf(int((tlen+cs-1)&^(cs-1)), im.memAlign)
+		if err := im.readAtLocked(tb, b.e.TableOffset); err != nil {
+			return err
+		}
+		cbuf := block.AlignedBuf(int(cs), im.memAlign)
+		for i := uint64(0); i < uint64(b.e.TableSize); i++ {
+			te := binary.BigEndian.Uint64(tb[i*8:])
+			off, err := format.BitmapDataCluster(te, &im.g)
+			if err != nil {
+				return err
+			}
+			part := raw[min(i*cs, uint64(len(raw))):min((i+1)*cs, uint64(len(raw)))]
+			switch {
+			case off != 0:
+				if err := claim(off, cs); err != nil {
+					return err
+				}
+				b.own = append(b.own, off)
+				if err := im.readAtLocked(cbuf, off); err != nil {
+					return err
+				}
+				copy(part, cbuf)
+			case te&format.BitmapAllOnes != 0:
+				for k := range part {
+					part[k] = 0xff
+				}
+			}
+		}
+	}
+	b.bits = make([]atomic.Uint64, len(raw)/8)
+	for w := range b.bits {
+		b.bits[w].Store(binary.LittleEndian.Uint64(raw[w*8:]))
+	}
+	// Bits past the end of the disk stay as they were read: QEMU
+	// ignores them.
+	return nil
+}
+
+// clustersOf lists the clusters of [off, off+n).
+func (im *Image) clustersOf(off format.HostOff, n uint64) []format.HostOff {
+	var out []format.HostOff
+	for o := uint64(0); o < n; o += im.g.ClusterSize {
+		out = append(out, off+format.HostOff(o))
+	}
+	return out
+}
+
+// writeBitmapDirLocked writes the directory in place with each entry's
+// flags as flags says (and its table as b.e says), whole clusters. A
+// write torn between sectors leaves each 4-byte field old or new.
+func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) uint32) error {
+	for _, b := range set.bms {
+		e := b.e
+		if b.bits != nil {
+			e.Flags = flags(b)
+		}
+		format.PutBitmapEntry(set.dir, e)
+	}
+	return im.writeMeta(set.dir, set.ext.DirOffset)
+}
+
+// storeBitmapsLocked writes the maintained bitmaps back at Close, after
+// its flush (Q22): each changed bitmap goes to new clusters, which are
+// durable, with their counts, before the directory names them (still
+// IN_USE); its old clusters are freed once that is durable; then IN_USE
+// goes. A crash or a failure on the way leaves bitmaps IN_USE (stale
+// for QEMU) and clusters leaked, never a bitmap marked valid that
+// misses a write.
+func (im *Image) storeBitmapsLocked() error {
+	set := im.bitmaps.Load()
+	if set == nil {
+		return nil
+	}
+	im.bitmaps.Store(nil)
+	var olds []format.HostOff
+	moved := false
+	for _, b := range set.bms {
+		if b.bits == nil || !b.changed.Load() {
+			continue
+		}
+		off, err := im.writeBitmapLocked(b)
+		if err != nil {
+			return err
+		}
+		olds = append(olds, b.own...)
+		b.e.TableOffset = off
+		moved = true
+	}
+	inUse := func(b *liveBitmap) uint32 { return b.e.Flags | format.BitmapInUse }
+	if moved {
+		if err := im.flushLocked(); err != nil {
+			return err
+		}
+		if err := im.writeBitmapDirLocked(set, inUse); err != nil {
+			return err
+		}
+		if err := im.dev.Flush(); err != nil {
+			return err
+		}
+		for _, o := range olds {
+			if err := im.freeClustersLocked(o, 1); err != nil {
+				return err
+			}
+		}
+	}
+	if err := im.writeBitmapDirLocked(set, func(b *liveBitmap) uint32 { return b.e.Flags &^ format.BitmapInUse }); err != nil {
+		return err
+	}
+	return im.flushLocked()
+}
+
+// writeBitmapLocked writes b's bits to new clusters, a data cluster for
+// each part that is not all zeros, and returns its new table's offset.
+func (im *Image) writeBitmapLocked(b *liveBitmap) (format.HostOff, error) {
+	cs := im.g.ClusterSize
+	n := uint64(b.e.TableSize)
+	if n == 0 {
+		return 0, nil
+	}
+	raw := make([]byte, len(b.bits)*8)
+	for w := range b.bits {
+		binary.LittleEndian.PutUint64(raw[w*8:], b.bits[w].Load())
+	}
+	raw = raw[:(b.nbits+7)/8]
+	tlen := (n*format.TableEntrySize + cs - 1) &^ (cs - 1)
+	tb := block.AlignedBuf(int(tlen), im.memAlign)
+	cbuf := block.AlignedBuf(int(cs), im.memAlign)
+	for i := uint64(0); i < n; i++ {
+		part := raw[min(i*cs, uint64(len(raw))):min((i+1)*cs, uint64(len(raw)))]
+		if allZero(part) {
+			continue
+		}
+		off, _, err := im.allocClustersLocked(1)
+		if err != nil {
+			return 0, err
+		}
+		clear(cbuf)
+		copy(cbuf, part)
+		if err := im.writeMeta(cbuf, off); err != nil {
+			return 0, err
+		}
+		binary.BigEndian.PutUint64(tb[i*8:], uint64(off))
+	}
+	toff, _, err := im.allocClustersLocked(tlen / cs)
+	if err != nil {
+		return 0, err
+	}
+	if err := im.writeMeta(tb, toff); err != nil {
+		return 0, err
+	}
+	return toff, nil
+}

@@ -1,0 +1,409 @@
+package qcow2
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Persistent dirty bitmaps are maintained (Q22): the same writes, zero
+// writes and discards through qemu-io and through the engine leave the
+// same dirty bitmaps, as qemu-nbd exports them, the same flags in
+// qemu-img info, the same data, and an image qemu-img check passes
+// without a leak. Before, a writable open cleared the bitmaps' autoclear
+// bit: every bitmap was lost, and its clusters leaked.
+
+// bitmapImage is a 16 MiB qcow2 image made by qemu-img with three
+// bitmaps (b0: enabled, 64 KiB granules; b4k: enabled, 4 KiB; boff:
+// disabled) and two writes through qemu-io that dirtied the enabled
+// ones.
+func bitmapImage(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "bm.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "4096", p, "b4k")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "--disable", p, "boff")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 8M 4k", "-f", "qcow2", p)
+	return p
+}
+
+var bitmapNames = []string{"b0", "b4k", "boff"}
+
+// bitmapOps are the guest operations, as qemu-io commands and as engine
+// calls.
+var bitmapOps = []struct {
+	qemu string
+	do   func(im *Image) error
+}{
+	{"write -P 3 1049088 4096", func(im *Image) error { _, err := im.WriteAt(bytes.Repeat([]byte{3}, 4096), 1049088); return err }},
+	{"write -z 3M 128k", func(im *Image) error { return im.WriteZeroes(3<<20, 128<<10, 0) }},
+	{"discard 5M 64k", func(im *Image) error { return im.Discard(5<<20, 64<<10) }},
+	{"write -P 4 15790080 8192", func(im *Image) error { _, err := im.WriteAt(bytes.Repeat([]byte{4}, 8192), 15790080); return err }},
+	{"write -z 8196096 4096", func(im *Image) error { return im.WriteZeroes(8196096, 4096, 0) }},
+	{"write -c -P 5 12M 64k", func(im *Image) error { return im.WriteCompressed(12<<20, bytes.Repeat([]byte{5}, 64<<10)) }},
+}
+
+// dirtyMap is nbdinfo's map of the dirty bitmap name of the image at
+// path, exported read-only by qemu-nbd.
+func dirtyMap(t *testing.T, path, name string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	srv := exec.Command("qemu-nbd", "-r", "-f", "qcow2", "-B", name, "-k", sock, path)
+	var stderr bytes.Buffer
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("qemu-nbd -B %s %s did not start: %s", name, path, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, _, code := testkit.Run(t, "nbdinfo", "--map=qemu:dirty-bitmap:"+name, "nbd+unix:///?socket="+sock)
+	if code != 0 {
+		t.Fatalf("nbdinfo of bitmap %s of %s: exit %d (%s)", name, path, code, stderr.String())
+	}
+	return out
+}
+
+// qemuBitmaps is qemu-img info's bitmaps list of path (name, flags,
+// granularity), as JSON.
+func qemuBitmaps(t *testing.T, path string) string {
+	t.Helper()
+	var info struct {
+		FormatSpecific struct {
+			Data struct {
+				Bitmaps json.RawMessage `json:"bitmaps"`
+			} `json:"data"`
+		} `json:"format-specific"`
+	}
+	if err := json.Unmarshal([]byte(testkit.MustRun(t, "qemu-img", "info", "--output=json", path)), &info); err != nil {
+		t.Fatal(err)
+	}
+	return string(info.FormatSpecific.Data.Bitmaps)
+}
+
+func TestBitmaps_MaintainedLikeQemu(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	for _, queue := range []bool{false, true} {
+		name := "sync"
+		if queue {
+			name = "queue"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			base := bitmapImage(t, dir)
+			theirs, ours := filepath.Join(dir, "theirs.qcow2"), filepath.Join(dir, "ours.qcow2")
+			for _, p := range []string{theirs, ours} {
+				testkit.MustRun(t, "cp", base, p)
+			}
+			args := []string{"-d", "unmap"}
+			for _, op := range bitmapOps {
+				args = append(args, "-c", op.qemu)
+			}
+			testkit.MustRun(t, "qemu-io", append(args, "-f", "qcow2", theirs)...)
+			im, err := Open(ours, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := qemuBitmapsOpen(t, ours); !strings.Contains(got, "in-use") {
+				t.Errorf("bitmaps of the open image are not in use: %s", got)
+			}
+			for _, op := range bitmapOps {
+				if queue && strings.HasPrefix(op.qemu, "write -P") {
+					continue // below, through a queue
+				}
+				if err := op.do(im); err != nil {
+					t.Fatalf("%s: %v", op.qemu, err)
+				}
+			}
+			if queue {
+				q, err := im.NewQueue(4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				reqs := []*block.Req{
+					{Op: block.OpWrite, Off: 1049088, Buf: bytes.Repeat([]byte{3}, 4096)},
+					{Op: block.OpWrite, Off: 15790080, Buf: bytes.Repeat([]byte{4}, 8192)},
+				}
+				if err := q.Submit(reqs...); err != nil {
+					t.Fatal(err)
+				}
+				out := make([]*block.Req, 2)
+				for n := 0; n < 2; {
+					k, err := q.Wait(out, 1)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, r := range out[:k] {
+						if r.Err != nil {
+							t.Fatal(r.Err)
+						}
+					}
+					n += k
+				}
+				if err := q.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := im.Close(); err != nil {
+				t.Fatal(err)
+			}
+			testkit.QemuCheck(t, ours)
+			testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", theirs, ours)
+			if a, b := qemuBitmaps(t, theirs), qemuBitmaps(t, ours); a != b {
+				t.Errorf("qemu-img info bitmaps:\nqemu-io: %s\nours:    %s", a, b)
+			}
+			for _, n := range bitmapNames {
+				if a, b := dirtyMap(t, theirs, n), dirtyMap(t, ours, n); a != b {
+					t.Errorf("bitmap %s:\nqemu-io:\n%s\nours:\n%s", n, a, b)
+				}
+			}
+		})
+	}
+}
+
+// qemuBitmapsOpen is qemuBitmaps of an image another process holds open
+// (-U).
+func qemuBitmapsOpen(t *testing.T, path string) string {
+	t.Helper()
+	return testkit.MustRun(t, "qemu-img", "info", "-U", "--output=json", path)
+}
+
+// A crash at any device op of the Close that stores the bitmaps, or
+// before it, leaves each bitmap either IN_USE (stale for QEMU) or with
+// every write it must hold; qemu-img check finds no corruption.
+func TestBitmaps_CrashWhileStoring(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := t.TempDir()
+	base := bitmapImage(t, dir)
+	raw, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memdev.FromBytes(raw, memdev.Options{})
+	dev := &hookDev{Dev: mem, before: func() {}}
+	im, err := OpenDevice(dev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range bitmapOps {
+		if err := op.do(im); err != nil {
+			t.Fatalf("%s: %v", op.qemu, err)
+		}
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var clones []*memdev.Dev
+	dev.before = func() {
+		for _, keep := range []float64{0, 1, rng.Float64()} {
+			clones = append(clones, mem.CrashClone(rng, keep))
+		}
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dev.before = func() {}
+	clones = append(clones, mem.CrashClone(rng, 1))
+	// What every bitmap that claims to be valid must show: the image
+	// closed cleanly.
+	final := filepath.Join(dir, "final.qcow2")
+	if err := mem.WriteFile(final); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, n := range bitmapNames {
+		want[n] = dirtyMap(t, final, n)
+	}
+	if strings.Contains(qemuBitmaps(t, final), "in-use") {
+		t.Fatalf("bitmaps in use after Close: %s", qemuBitmaps(t, final))
+	}
+	seen := map[string]bool{}
+	valid := 0
+	for i, c := range clones {
+		b := c.Bytes()
+		if seen[string(b)] {
+			continue
+		}
+		seen[string(b)] = true
+		p := filepath.Join(dir, "clone.qcow2")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testkit.QemuCheckNoCorruption(t, p)
+		var info []struct {
+			Name  string   `json:"name"`
+			Flags []string `json:"flags"`
+		}
+		if err := json.Unmarshal([]byte(qemuBitmaps(t, p)), &info); err != nil {
+			t.Fatal(err)
+		}
+		for _, bm := range info {
+			if strings.Contains(strings.Join(bm.Flags, ","), "in-use") {
+				continue
+			}
+			valid++
+			if got := dirtyMap(t, p, bm.Name); got != want[bm.Name] {
+				t.Errorf("clone %d: bitmap %s claims to be valid:\n%s\nwant\n%s", i, bm.Name, got, want[bm.Name])
+			}
+		}
+	}
+	t.Logf("%d clones, %d distinct, %d valid bitmaps checked", len(clones), len(seen), valid)
+	if valid == 0 {
+		t.Fatal("no clone had a valid bitmap: the test proves nothing")
+	}
+}
+
+// Operations that would resize the bitmaps stop maintaining them: they
+// stay IN_USE, stale for QEMU, and their clusters stay counted.
+func TestBitmaps_ResizeLeavesThemInUse(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := bitmapImage(t, t.TempDir())
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Truncate(32 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{1}, 20<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := qemuBitmaps(t, p)
+	if strings.Count(got, "in-use") != 3 {
+		t.Fatalf("bitmaps after a resize: %s", got)
+	}
+	testkit.QemuCheck(t, p)
+}
+
+// Options.NoBitmaps: the bitmaps are marked stale (autoclear bit) as
+// before Q22, and qemu-img no longer shows them.
+func TestBitmaps_NoBitmapsOption(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := bitmapImage(t, t.TempDir())
+	im, err := Open(p, Options{NoBitmaps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := qemuBitmaps(t, p); got != "" && got != "null" {
+		t.Fatalf("bitmaps after NoBitmaps: %s", got)
+	}
+}
+
+// A bitmap already IN_USE at open (a crash left it) is kept as it is,
+// stale; the others are maintained.
+func TestBitmaps_InUseAtOpenKept(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	p := bitmapImage(t, dir)
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file as a crash now would leave it: every bitmap IN_USE.
+	crashed := filepath.Join(dir, "crashed.qcow2")
+	testkit.MustRun(t, "cp", p, crashed)
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := qemuBitmaps(t, crashed); strings.Count(got, "in-use") != 3 {
+		t.Fatalf("bitmaps of the open image: %s", got)
+	}
+	im, err = Open(crashed, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := qemuBitmaps(t, crashed); strings.Count(got, "in-use") != 3 {
+		t.Fatalf("stale bitmaps after a reopen: %s", got)
+	}
+	testkit.QemuCheck(t, crashed)
+}
+
+// A bitmap table that names the L1 table, or another bitmap's table, is
+// not maintained (nor freed at Close, which would free that cluster, or
+// free one twice): the open marks the bitmaps stale through their
+// autoclear bit instead.
+func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	for _, target := range []string{"L1 table", "another bitmap's table"} {
+		t.Run(target, func(t *testing.T) {
+			p := bitmapImage(t, t.TempDir())
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := format.ParseHeader(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ext format.BitmapsExt
+			for _, e := range h.Extensions {
+				if e.Type == format.ExtBitmaps {
+					if ext, err = format.ParseBitmapsExt(e.Data); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			dirb := raw[ext.DirOffset : uint64(ext.DirOffset)+ext.DirSize]
+			es, err := format.ParseBitmapDirectory(dirb, ext.N)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := es[0]
+			e.TableOffset = h.L1TableOffset
+			if target != "L1 table" {
+				e.TableOffset = es[1].TableOffset
+			}
+			format.PutBitmapEntry(dirb, e)
+			if err := os.WriteFile(p, raw, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			im, err := Open(p, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := im.WriteAt([]byte{7}, 4<<20); err != nil {
+				t.Fatal(err)
+			}
+			if err := im.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := qemuBitmaps(t, p); got != "" && got != "null" {
+				t.Fatalf("bitmaps still valid: %s", got)
+			}
+			testkit.QemuCheckNoCorruption(t, p)
+			testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 64k", "-c", "read -P 2 8M 4k", "-c", "read -P 7 4M 1", "-f", "qcow2", p)
+		})
+	}
+}
