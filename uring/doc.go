@@ -58,12 +58,19 @@
 //	    own request completes. So there is no completion goroutine and, for
 //	    the leader, no hand-off at all. Other waiters park on their slot
 //	    channel or on the leader token; while fewer than submitThreshold
-//	    data SQEs are in the kernel (1: none) they first submit with a
-//	    submit-only enter (one at a time, so concurrent arrivals batch),
-//	    otherwise they leave their SQE to the leader's next enter, which a
-//	    completion brings soon. Standalone fsyncs and fallocates
-//	    (ring.slow) are not counted: their completion may be a second
-//	    away, and requests left behind them would wait for it. Before blocking in the kernel again, a leader that woke
+//	    data SQEs are in the kernel (1: none), or while at most shallow
+//	    requests are outstanding and the leader is asleep in the kernel,
+//	    they first submit with a submit-only enter (one at a time, so
+//	    concurrent arrivals batch); otherwise they leave their SQE to the
+//	    leader's next enter, which a completion of one of the (more
+//	    than shallow) requests outstanding brings soon. Standalone fsyncs and
+//	    fallocates (ring.slow) are not counted: their completion may be a
+//	    second away, and requests left behind them would wait for it. At
+//	    low depth a data request's completion is a whole request's
+//	    latency away, and each request waited for the one before. The
+//	    leader raises ring.asleep before it computes to_submit and a
+//	    waiter loads it after queueing, so either the leader's enter
+//	    carries the waiter's SQE or the waiter submits it. Before blocking in the kernel again, a leader that woke
 //	    waiters yields (runtime.Gosched) so they run on its P and queue
 //	    their next requests first: that is what makes one enter carry many
 //	    SQEs at QD64.

@@ -14,16 +14,31 @@ import (
 // leader that submits and waits in one enter and reaps for everybody
 // (R2, R3). A merged SQE's result is split in merge.go.
 
-// submitThreshold: a waiter that is not the leader submits its own SQE
-// only while fewer than this many SQEs are in the kernel; otherwise a
-// completion is coming and the leader's next enter submits the batch.
-// Measured on a 2-vCPU VM, O_DIRECT 4 KiB writes at QD64: always
-// submitting gives ~1 SQE per enter; 8 gave 10-20 before merging (R8).
-// With merging one SQE may carry dozens of requests, and 8 made waiters
-// submit merged SQEs one at a time (2.5x the enters, seed run 3.4 s);
-// 1 (submit only when the kernel has nothing) gives 2.1 s there, and
-// random 4 KiB writes (no merges) measured the same with 1 or 8.
-const submitThreshold = 1
+// When a waiter that is not the leader submits its own SQE (R2), rather
+// than leave it to the leader's next enter, which only a completion
+// brings:
+//
+//   - while fewer than submitThreshold data SQEs are in the kernel (1:
+//     none; standalone fsyncs and fallocates are not counted: one may
+//     take a second). Measured on a 2-vCPU VM, O_DIRECT 4 KiB writes at
+//     QD64: always submitting gives ~1 SQE per enter; 8 gave 10-20
+//     before merging (R8). With merging one SQE may carry dozens of
+//     requests, and 8 made waiters submit merged SQEs one at a time
+//     (2.5x the enters, seed run 3.4 s); 1 gives 2.1 s there, and
+//     random 4 KiB writes (no merges) measured the same with 1 or 8.
+//   - while at most shallow requests are outstanding (ring.waiting, its
+//     own included) and the leader is asleep in the kernel: at low
+//     depth the completion the leader waits for may be a whole slow
+//     request away, and a request that arrived meanwhile waited for it
+//     (TestFile_NotBehindSlowDataRequest). Deeper, the first of the
+//     others to complete brings the leader's enter, and submitting
+//     whenever the leader sleeps measured up to 4x the enters at QD64
+//     (O_DIRECT 4 KiB writes on a virtio disk: 0.05 enters a request,
+//     0.2 with it; a loaded 2-vCPU VM blurs the figures).
+const (
+	submitThreshold = 1
+	shallow         = 4
+)
 
 // wait returns once slot idx has seen want CQEs. The caller becomes the
 // leader when it can: the leader submits all queued SQEs and waits in one
@@ -46,13 +61,12 @@ func (r *ring) wait(idx uint32, want int) error {
 			}
 			return err
 		}
-		// The leader may be asleep in the kernel waiting for unrelated
-		// completions. With several data requests in the kernel one of
-		// them completes soon and the leader submits ours in its next
-		// enter, batched with others; with few, submit ourselves. Fsyncs
-		// and fallocates do not count: one may take a second, and a read
-		// left behind it waited for all of it.
-		if r.inKernel()-r.slow.Load() < submitThreshold {
+		// See submitThreshold and shallow. Our SQE is queued (qTail)
+		// before we load asleep, and the leader raises asleep before it
+		// publishes and computes to_submit: either its enter carries our
+		// SQE or we see asleep and submit it.
+		if r.inKernel()-r.slow.Load() < submitThreshold ||
+			(r.waiting.Load() <= shallow && r.asleep.Load()) {
 			r.submitPending()
 		}
 		for got < want {
@@ -97,6 +111,7 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 		// Submit and wait in one enter. toSubmit must be exact (R7): take
 		// subMu to compute it, and tell submitters that head will reach
 		// leaderEnd once the kernel has consumed our batch.
+		r.asleep.Store(true) // before publish: see wait
 		r.subMu.Lock()
 		r.publish()
 		t := r.sqTail.Load()
@@ -108,6 +123,7 @@ func (r *ring) lead(s *slot, got *int, want int) error {
 		r.subMu.Unlock()
 		n, err := enter(r.fd, toSubmit, 1, iosys.IORING_ENTER_FLAGS_GETEVENTS)
 		r.leaderIn.Store(false)
+		r.asleep.Store(false)
 		r.m.enters.Add(1)
 		if n > 0 {
 			r.m.sqes.Add(uint64(n))

@@ -64,6 +64,10 @@ type ring struct {
 	// completion of theirs is "soon" (R2, wait). A linked chain's
 	// fallocate zeroes one cluster ahead of its write and is not counted.
 	slow atomic.Int32
+	// asleep: the leader is in its submit+wait enter, or about to be
+	// (raised before it computes to_submit, lowered when the enter
+	// returns). A waiter that sees it submits its own SQE (R2, wait).
+	asleep atomic.Bool
 
 	// SQ consumption (R7): every enter with to_submit > 0 computes it
 	// under subMu; the leader releases subMu before its submit+wait enter
