@@ -183,7 +183,10 @@
 //	    Options.NoWriteZeroes turns it off. The first refusal (as above)
 //	    turns it off for good and the same request goes on with
 //	    ZERO_RANGE; other errors are the request's. Either way, efficient
-//	    or refused: never zero buffers. File.Zeroing says which mode is in
+//	    or refused: never zero buffers. A refusal by the kernel is a
+//	    RefusedError (ErrNotSupported and the errno) naming the mode
+//	    refused: ZERO_RANGE, or WRITE_ZEROES on a block device (U15).
+//	    File.Zeroing says which mode is in
 //	    use and why; Metrics count the WRITE_ZEROES calls and refusals.
 //	    The linked ZeroThenWritev (U4) uses ZERO_RANGE (WRITE_ZEROES on
 //	    a block device, where ZERO_RANGE may write zeros: U15).

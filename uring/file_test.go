@@ -216,9 +216,11 @@ func TestFile_Allocate_Tmpfs(t *testing.T) {
 			if err := block.WriteAt(f, aa, 0); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.WriteZeroes(0, 1<<16, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
+			err = f.WriteZeroes(0, 1<<16, block.Allocate)
+			if !errors.Is(err, block.ErrNotSupported) {
 				t.Fatalf("WriteZeroes(Allocate) = %v", err)
 			}
+			mustRefuse(t, err, "ZERO_RANGE")
 			if f.Caps().ZeroFlags&block.Allocate != 0 {
 				t.Fatal("Allocate still advertised after refusal")
 			}

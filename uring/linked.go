@@ -89,7 +89,7 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 		if mode == unix.FALLOC_FL_WRITE_ZEROES && refused(zerr) {
 			f.refuseWriteZeroes(zerr)
 		}
-		return f.zeroErr(zerr, zoff, zn)
+		return f.zeroErr(zerr, mode, zoff, zn)
 	}
 	if gated {
 		f.bumpEOF(zend)

@@ -3,7 +3,6 @@
 package uring
 
 import (
-	"fmt"
 	"sync"
 
 	"github.com/qring/qring/block"
@@ -23,13 +22,6 @@ func (f *File) fallocate(mode uint32, off, n int64) error {
 		defer f.wmu.RUnlock()
 	}
 	return f.io.fallocate(mode, off, n)
-}
-
-// refused reports whether a fallocate error means "this mode is not
-// supported here" (QEMU's translate_err plus EINVAL, e.g. tmpfs ZERO_RANGE).
-func refused(err error) bool {
-	return err == unix.EOPNOTSUPP || err == unix.EINVAL || err == unix.ENOSYS ||
-		err == unix.ENOTTY || err == unix.ENODEV
 }
 
 func checkZeroFlags(flags block.Flags) error {
@@ -70,7 +62,7 @@ func (f *File) allocZero(off, n int64) error {
 		return block.ErrNotSupported
 	}
 	held := f.lockEOF(off + n)
-	err := f.allocFallocate(off, n)
+	mode, err := f.allocFallocate(off, n)
 	if err == nil {
 		f.allocDone.Store(true) // the linked ZeroThenWritev may run (U4)
 		if held {
@@ -78,7 +70,7 @@ func (f *File) allocZero(off, n int64) error {
 		}
 	}
 	f.unlockEOF(held)
-	return f.zeroErr(err, off, n)
+	return f.zeroErr(err, mode, off, n)
 }
 
 // allocFallocate zeroes [off, off+n) with space allocated (U2):
@@ -96,24 +88,25 @@ func (f *File) allocZero(off, n int64) error {
 // (blkdev_issue_zeroout without BLKDEV_ZERO_NOFALLBACK). Only
 // WRITE_ZEROES is efficient or refused there (U15), as QEMU's
 // host_device refuses BDRV_REQ_NO_FALLBACK without MAY_UNMAP; without it
-// the request is refused.
-func (f *File) allocFallocate(off, n int64) error {
+// the request is refused. It returns the mode of the last fallocate it
+// tried (or would have), for the error.
+func (f *File) allocFallocate(off, n int64) (uint32, error) {
 	if f.wzOK.Load() {
 		f.m.wzFallocates.Add(1)
 		err := f.fallocate(unix.FALLOC_FL_WRITE_ZEROES, off, n)
 		if err == nil || !refused(err) {
-			return err
+			return unix.FALLOC_FL_WRITE_ZEROES, err
 		}
 		f.m.wzRefused.Add(1)
 		f.refuseWriteZeroes(err)
 		if f.blockDev {
-			return err // refused: zeroErr drops Allocate
+			return unix.FALLOC_FL_WRITE_ZEROES, err // refused: zeroErr drops Allocate
 		}
 	}
 	if f.blockDev {
-		return unix.EOPNOTSUPP // WRITE_ZEROES refused earlier
+		return unix.FALLOC_FL_WRITE_ZEROES, unix.EOPNOTSUPP // refused earlier
 	}
-	return f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+	return unix.FALLOC_FL_ZERO_RANGE, f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
 }
 
 // allocMode is the fallocate mode of the linked ZeroThenWritev (U4):
@@ -150,7 +143,10 @@ func (f *File) initZeroing(o Options) {
 	}
 }
 
-func (f *File) zeroErr(err error, off, n int64) error {
+// zeroErr is the error of a zeroing with Allocate whose fallocate (mode)
+// returned err: a refusal drops Allocate from Caps and is a RefusedError
+// naming mode.
+func (f *File) zeroErr(err error, mode uint32, off, n int64) error {
 	switch {
 	case err == nil:
 		return nil
@@ -158,7 +154,7 @@ func (f *File) zeroErr(err error, off, n int64) error {
 		return err
 	case refused(err):
 		f.allocOK.Store(false)
-		return fmt.Errorf("uring: fallocate(ZERO_RANGE) refused: %w (%w)", block.ErrNotSupported, err)
+		return &RefusedError{Mode: modeName(mode), Err: err}
 	}
 	return &block.OpError{Op: "write_zeroes", Off: off, Len: n, Err: err}
 }
