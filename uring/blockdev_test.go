@@ -128,20 +128,11 @@ func TestBlockDeviceMisalignedZeroing(t *testing.T) {
 // ahead of a write (U4), is refused with nothing written, instead of
 // succeeding through zero pages written by the kernel.
 func TestBlockDeviceAllocateNoFallback(t *testing.T) {
-	const size = 4 << 20
-	dev := looptest.LoopDevice(t, size, 2*size)
-	junk := bytes.Repeat([]byte{0xa7}, 1<<20)
+	dev := junkDevice(t)
 	for _, c := range configs() {
 		t.Run(c.name, func(t *testing.T) {
-			f, err := Open(dev, c.opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if err := f.Writev(0, [][]byte{junk}); err != nil {
-				t.Fatal(err)
-			}
-			err = f.WriteZeroes(0, 256<<10, block.Allocate)
+			f := openJunk(t, dev, c.opt, nil)
+			err := f.WriteZeroes(0, 256<<10, block.Allocate)
 			if !errors.Is(err, block.ErrNotSupported) {
 				t.Fatalf("WriteZeroes Allocate on %s (zeroing %s): %v, want ErrNotSupported", dev, f.Zeroing(), err)
 			}
@@ -153,11 +144,7 @@ func TestBlockDeviceAllocateNoFallback(t *testing.T) {
 			if f.Caps().ZeroFlags&block.Allocate != 0 {
 				t.Fatal("Caps offer Allocate on a block device without efficient zeroing")
 			}
-			got := make([]byte, len(junk))
-			if err := f.Readv(0, [][]byte{got}); err != nil {
-				t.Fatal(err)
-			}
-			testkit.MustEqual(t, got, junk, "after refused zeroings")
+			mustJunk(t, f)
 		})
 	}
 }
@@ -168,24 +155,17 @@ func TestBlockDeviceAllocateNoFallback(t *testing.T) {
 // nothing written (not ZERO_RANGE, which writes zero pages there; and
 // the kernel does not cancel a write linked after a refused fallocate).
 func TestBlockDeviceWriteZeroesRefusedLate(t *testing.T) {
-	const size = 4 << 20
-	dev := looptest.LoopDevice(t, size, 2*size)
-	junk := bytes.Repeat([]byte{0xa7}, 1<<20)
+	dev := junkDevice(t)
 	for _, c := range configs() {
 		for _, linked := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/linked=%v", c.name, linked), func(t *testing.T) {
-				f, err := Open(dev, c.opt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				// As Open sets them where it believes WRITE_ZEROES works
-				// (a loop device over tmpfs does not take it).
-				f.wzOK.Store(true)
-				f.allocOK.Store(true)
-				if err := f.Writev(0, [][]byte{junk}); err != nil {
-					t.Fatal(err)
-				}
+				f := openJunk(t, dev, c.opt, func(f *File) {
+					// As Open sets them where it believes WRITE_ZEROES
+					// works (a loop device over tmpfs does not take it).
+					f.wzOK.Store(true)
+					f.allocOK.Store(true)
+				})
+				var err error
 				if linked {
 					err = f.ZeroThenWritev(0, 256<<10, block.Allocate, 256<<10, [][]byte{bytes.Repeat([]byte{0x11}, 4096)})
 				} else {
@@ -201,12 +181,49 @@ func TestBlockDeviceWriteZeroesRefusedLate(t *testing.T) {
 				if err := f.WriteZeroes(0, 256<<10, block.Allocate); !errors.Is(err, block.ErrNotSupported) {
 					t.Fatalf("zeroing with Allocate after the refusal: %v, want ErrNotSupported", err)
 				}
-				got := make([]byte, len(junk))
-				if err := f.Readv(0, [][]byte{got}); err != nil {
-					t.Fatal(err)
-				}
-				testkit.MustEqual(t, got, junk, "after refused zeroings")
+				mustJunk(t, f)
 			})
 		}
 	}
+}
+
+// junk is what the refused-zeroing tests write over the first MiB of
+// their device, and must read back unchanged.
+var junk = bytes.Repeat([]byte{0xa7}, 1<<20)
+
+// junkDevice is a 4 MiB loop device over tmpfs, whose WRITE ZEROES does
+// not work: the loop driver advertises it, tmpfs refuses ZERO_RANGE, and
+// the kernel then writes zero pages (U15).
+func junkDevice(t *testing.T) string {
+	const size = 4 << 20
+	return looptest.LoopDevice(t, size, 2*size)
+}
+
+// openJunk opens dev with o, lets set (if any) change the File as Open
+// might have, and writes junk at 0; the File closes with the (sub)test.
+func openJunk(t *testing.T, dev string, o Options, set func(*File)) *File {
+	t.Helper()
+	f, err := Open(dev, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if set != nil {
+		set(f)
+	}
+	if err := f.Writev(0, [][]byte{junk}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// mustJunk checks that the first MiB of f still reads as junk: the
+// refused zeroings wrote nothing (block B3).
+func mustJunk(t *testing.T, f *File) {
+	t.Helper()
+	got := make([]byte, len(junk))
+	if err := f.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, got, junk, "after refused zeroings")
 }

@@ -359,19 +359,7 @@ func TestQueue_Merge(t *testing.T) {
 // in the kernel for two: it stayed there until a request completed. The
 // slow requests are reads of a FIFO, which complete when it is written.
 func TestQueue_WakeEndsLongWait(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(path, Options{Backend: Ring})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	q, err := f.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, q, path := fifoQueue(t)
 	feed := func() { // completes the reads
 		w, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
@@ -380,11 +368,6 @@ func TestQueue_WakeEndsLongWait(t *testing.T) {
 		}
 		w.Write(make([]byte, 16))
 		w.Close()
-	}
-	// Not adjacent: two SQEs, so the Wait sleeps for two completions.
-	reqs := []*block.Req{{Op: block.OpRead, Off: 0, Buf: make([]byte, 8)}, {Op: block.OpRead, Off: 4096, Buf: make([]byte, 8)}}
-	if err := q.Submit(reqs...); err != nil {
-		t.Fatal(err)
 	}
 	woke := make(chan error, 1)
 	go func() {
@@ -505,28 +488,12 @@ func TestQueue_TruncateBesideWriteKeepsEOF(t *testing.T) {
 // millisecond instead: dozens of enters in 60 ms, and batches on a busy
 // disk spread over several enters.
 func TestQueue_LongWaitNoPolling(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fifo")
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(path, Options{Backend: Ring})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	q, err := f.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, q, path := fifoQueue(t)
 	w, err := os.OpenFile(path, os.O_WRONLY, 0) // f holds the read end
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	reqs := []*block.Req{{Op: block.OpRead, Off: 0, Buf: make([]byte, 8)}, {Op: block.OpRead, Off: 4096, Buf: make([]byte, 8)}}
-	if err := q.Submit(reqs...); err != nil {
-		t.Fatal(err)
-	}
 	before := f.Metrics()
 	done := make(chan error, 1)
 	go func() {
@@ -555,4 +522,30 @@ func TestQueue_LongWaitNoPolling(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fifoQueue opens a File (Backend Ring) on a new FIFO, at the returned
+// path, and a queue of depth 4 on it, and submits two reads of the FIFO:
+// slow requests, which complete only when the FIFO is written. Not
+// adjacent: two SQEs, so a Wait for both sleeps for two completions.
+func fifoQueue(t *testing.T) (*File, block.Queue, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, Options{Backend: Ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	q, err := f.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := []*block.Req{{Op: block.OpRead, Off: 0, Buf: make([]byte, 8)}, {Op: block.OpRead, Off: 4096, Buf: make([]byte, 8)}}
+	if err := q.Submit(reqs...); err != nil {
+		t.Fatal(err)
+	}
+	return f, q, path
 }
