@@ -208,6 +208,15 @@
 //	    Only such a request raises eof, under the gate: one inside eof
 //	    may race a Truncate (exclusive) that shrinks the file below its
 //	    end, and raising eof after it would leave eof past the size.
+//	    Such a request would then grow the file without the gate. On a
+//	    Direct file it looks at eof again once it holds wmu, which a
+//	    Truncate holds exclusively, and takes the gate after all if it
+//	    now ends past eof (eofgate.go, lockWMU; a queue's write with a
+//	    Try). A buffered file keeps that window: there the kernel
+//	    serialises a write and a fallocate on the inode lock (ext4,
+//	    XFS, tmpfs, NFS and FUSE take i_rwsem exclusively for both),
+//	    and the race the gate prevents is between direct writes, which
+//	    take it shared (XFS's IOLOCK).
 //	U4  ZeroThenWritev with Allocate on the ring is one submission of
 //	    FALLOCATE linked (IOSQE_IO_LINK) to the write; if the fallocate
 //	    fails its error is returned, mapped as in U2. The kernel does not

@@ -72,6 +72,10 @@ type File struct {
 	// serialises size-extending zeroing against writes past eof.
 	eof     atomic.Int64
 	eofGate sync.RWMutex
+	// testEOFLooked, set by tests before any request, runs when a
+	// request found itself inside eof and takes no gate: a test's
+	// Truncate there lands in the window lockWMU closes (U3).
+	testEOFLooked func()
 
 	// lostFlush is the first failed fdatasync's error (U14): once set,
 	// every flush fails. flushMu serialises fdatasync calls, so that a

@@ -58,21 +58,14 @@ func (f *File) zeroThenWriteLinked(zoff, zn, woff int64, bufs [][]byte, total in
 	// Gate (U3): exclusive if the fallocate extends the file, shared if
 	// only the write does.
 	zend, wend := zoff+zn, woff+total
-	eof := f.eof.Load()
-	gated := zend > eof || wend > eof // eof is raised only then (bumpEOF)
-	switch {
-	case zend > eof:
-		f.eofGate.Lock()
-		defer f.eofGate.Unlock()
-	case wend > eof:
-		f.eofGate.RLock()
-		defer f.eofGate.RUnlock()
-	}
+	g := f.takeGate(zend, wend)
 	if f.direct {
 		// Both SQEs modify the file: no read-modify-write meanwhile (U1).
-		f.wmu.RLock()
+		f.lockWMU(false, &g, zend, wend)
 		defer f.wmu.RUnlock()
 	}
+	defer f.unlockGate(g)
+	gated := g != noGate // eof is raised only then (bumpEOF)
 	f.m.fallocates.Add(1)
 	mode := f.allocMode()
 	zres, wres, err := f.link.linked(mode, zoff, zn, woff, bufs)

@@ -349,6 +349,8 @@ func (q *Queue) start(req *block.Req) {
 			return
 		}
 		locks |= lockEOF
+	} else if write && f.testEOFLooked != nil {
+		f.testEOFLooked()
 	}
 	if write && f.direct {
 		if !f.wmu.TryRLock() {
@@ -357,6 +359,17 @@ func (q *Queue) start(req *block.Req) {
 			return
 		}
 		locks |= lockWMU
+		// A Truncate may have shrunk the file below the write's end
+		// since eof was looked at; none can while wmu is held (U3,
+		// File.lockWMU). A Try: this goroutine holds wmu now.
+		if locks&lockEOF == 0 && req.Off+n > f.eof.Load() {
+			if !f.eofGate.TryRLock() {
+				q.unlock(req, locks, false)
+				q.goSlow(req, 0)
+				return
+			}
+			locks |= lockEOF
+		}
 	}
 	if q.ride(req, write, locks) {
 		return

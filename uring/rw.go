@@ -64,38 +64,32 @@ func (f *File) writev(off int64, bufs [][]byte, total int64) error {
 		return nil
 	}
 	end := off + total
-	gated := end > f.eof.Load()
-	if gated {
-		f.eofGate.RLock()
-		defer f.eofGate.RUnlock()
-	}
+	g := f.takeGate(0, end)
 	var err error
 	switch {
 	case !f.direct:
 		err = f.chunked(true, off, bufs)
 	case f.fast(off, total, bufs):
-		f.wmu.RLock()
+		f.lockWMU(false, &g, 0, end)
 		err = f.chunked(true, off, bufs)
 		f.wmu.RUnlock()
 	case block.Aligned(off, total, f.align):
 		f.m.misaligned.Add(1)
-		f.wmu.RLock()
+		f.lockWMU(false, &g, 0, end)
 		err = f.bounceWrite(off, bufs, total)
 		f.wmu.RUnlock()
 	default:
 		f.m.misaligned.Add(1)
 		f.m.rmw.Add(1)
-		f.wmu.Lock()
+		f.lockWMU(true, &g, 0, end)
 		err = f.rmwWrite(off, bufs, total)
 		f.wmu.Unlock()
 	}
-	if err != nil {
-		return err
-	}
-	if gated {
+	if err == nil && g != noGate {
 		f.bumpEOF(end)
 	}
-	return nil
+	f.unlockGate(g)
+	return err
 }
 
 // bumpEOF raises eof to end. Callers hold eofGate (shared or exclusive,

@@ -14,11 +14,17 @@ import (
 
 // fallocate runs fallocate(mode) on the backend. On a Direct file it
 // holds wmu shared: a read-modify-write must not rewrite zeroed bytes
-// with what it read before (U1).
-func (f *File) fallocate(mode uint32, off, n int64) error {
+// with what it read before (U1). A mode that may grow the file passes
+// the gate g it holds (takeGate), which lockWMU raises if a Truncate
+// shrank the file below off+n meanwhile (U3); KEEP_SIZE passes nil.
+func (f *File) fallocate(mode uint32, off, n int64, g *gate) error {
 	f.m.fallocates.Add(1)
 	if f.direct {
-		f.wmu.RLock()
+		if g != nil {
+			f.lockWMU(false, g, off+n, 0)
+		} else {
+			f.wmu.RLock()
+		}
 		defer f.wmu.RUnlock()
 	}
 	return f.io.fallocate(mode, off, n)
@@ -61,15 +67,15 @@ func (f *File) allocZero(off, n int64) error {
 	if !f.allocOK.Load() || !block.Aligned(off, n, f.zeroAlign) {
 		return block.ErrNotSupported
 	}
-	held := f.lockEOF(off + n)
-	mode, err := f.allocFallocate(off, n)
+	g := f.takeGate(off+n, 0)
+	mode, err := f.allocFallocate(off, n, &g)
 	if err == nil {
 		f.allocDone.Store(true) // the linked ZeroThenWritev may run (U4)
-		if held {
+		if g != noGate {
 			f.bumpEOF(off + n)
 		}
 	}
-	f.unlockEOF(held)
+	f.unlockGate(g)
 	return f.zeroErr(err, mode, off, n)
 }
 
@@ -90,10 +96,10 @@ func (f *File) allocZero(off, n int64) error {
 // host_device refuses BDRV_REQ_NO_FALLBACK without MAY_UNMAP; without it
 // the request is refused. It returns the mode of the last fallocate it
 // tried (or would have), for the error.
-func (f *File) allocFallocate(off, n int64) (uint32, error) {
+func (f *File) allocFallocate(off, n int64, g *gate) (uint32, error) {
 	if f.wzOK.Load() {
 		f.m.wzFallocates.Add(1)
-		err := f.fallocate(unix.FALLOC_FL_WRITE_ZEROES, off, n)
+		err := f.fallocate(unix.FALLOC_FL_WRITE_ZEROES, off, n, g)
 		if err == nil || !refused(err) {
 			return unix.FALLOC_FL_WRITE_ZEROES, err
 		}
@@ -106,7 +112,7 @@ func (f *File) allocFallocate(off, n int64) (uint32, error) {
 	if f.blockDev {
 		return unix.FALLOC_FL_WRITE_ZEROES, unix.EOPNOTSUPP // refused earlier
 	}
-	return unix.FALLOC_FL_ZERO_RANGE, f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
+	return unix.FALLOC_FL_ZERO_RANGE, f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n, g)
 }
 
 // allocMode is the fallocate mode of the linked ZeroThenWritev (U4):
@@ -159,22 +165,6 @@ func (f *File) zeroErr(err error, mode uint32, off, n int64) error {
 	return &block.OpError{Op: "write_zeroes", Off: off, Len: n, Err: err}
 }
 
-// lockEOF takes the EOF gate exclusively if [.., end) extends the file
-// and reports whether it did; pass the result to unlockEOF.
-func (f *File) lockEOF(end int64) bool {
-	if end > f.eof.Load() {
-		f.eofGate.Lock()
-		return true
-	}
-	return false
-}
-
-func (f *File) unlockEOF(held bool) {
-	if held {
-		f.eofGate.Unlock()
-	}
-}
-
 // writeZeroes is WriteZeroes without Allocate: PUNCH_HOLE|KEEP_SIZE (with
 // MayUnmap, inside EOF), else ZERO_RANGE, else zero buffers. PUNCH_HOLE
 // and ZERO_RANGE are never combined in one call. On a Direct file only
@@ -205,7 +195,7 @@ func alignUp(x, a int64) int64   { return alignDown(x+a-1, a) }
 // fallocZeroes is writeZeroes for a range it may fallocate.
 func (f *File) fallocZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.MayUnmap != 0 && f.punchOK.Load() && off+n <= f.eof.Load() {
-		err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		err := f.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n, nil)
 		if err == nil {
 			return nil
 		}
@@ -217,12 +207,12 @@ func (f *File) fallocZeroes(off, n int64, flags block.Flags) error {
 		}
 	}
 	if f.zeroOK.Load() {
-		held := f.lockEOF(off + n)
-		err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n)
-		if err == nil && held {
+		g := f.takeGate(off+n, 0)
+		err := f.fallocate(unix.FALLOC_FL_ZERO_RANGE, off, n, &g)
+		if err == nil && g != noGate {
 			f.bumpEOF(off + n)
 		}
-		f.unlockEOF(held)
+		f.unlockGate(g)
 		if err == nil || err == block.ErrClosed {
 			return err
 		}
