@@ -93,7 +93,13 @@
 //	    returns 0 is ENOSPC. On O_DIRECT a read that stops at an unaligned
 //	    offset has reached EOF (the rest reads as zeros), a write that does
 //	    resumes from the aligned offset before, and a remainder whose
-//	    buffer address is no longer aligned is bounced (U1).
+//	    buffer address is no longer aligned is bounced (U1). A vector
+//	    goes to the kernel in chunks of at most IOV_MAX buffers and
+//	    maxRW (1 GiB) bytes, cut between buffers or inside a first
+//	    buffer longer than that (nextChunk): the kernel moves at most
+//	    MAX_RW_COUNT (2 GiB - 4 KiB) a call, which on O_DIRECT with
+//	    sectors above 4 KiB (Linux 6.18 takes them, e.g. on a loop
+//	    device) is no whole sector, and the call failed with EINVAL.
 //	R7  Every to_submit is exact. The kernel consumes to_submit SQEs from
 //	    its head; if that count were stale (head moved by a concurrent
 //	    enter) it could end between the two SQEs of a linked pair, and the

@@ -106,17 +106,39 @@ func (f *File) bumpEOF(end int64) {
 	}
 }
 
-// chunked splits vectors longer than IOV_MAX.
+// chunked moves bufs one chunk (nextChunk) a call.
 func (f *File) chunked(write bool, off int64, bufs [][]byte) error {
-	for len(bufs) > maxIov {
-		c := bufs[:maxIov]
-		if err := f.xfer(write, off, c, block.VecLen(c)); err != nil {
+	for {
+		c, n, rest := nextChunk(bufs)
+		if err := f.xfer(write, off, c, n); err != nil || len(rest) == 0 {
 			return err
 		}
-		off += block.VecLen(c)
-		bufs = bufs[maxIov:]
+		off += n
+		bufs = rest
 	}
-	return f.xfer(write, off, bufs, block.VecLen(bufs))
+}
+
+// nextChunk splits the first chunk c, of n bytes, off bufs: at most
+// IOV_MAX buffers and maxRW bytes, cut between buffers, or inside a
+// first buffer longer than maxRW. The kernel moves at most MAX_RW_COUNT
+// (2 GiB - 4 KiB) a call and ends the rest short, and on O_DIRECT with
+// sectors above 4 KiB that is no whole sector: the call failed with
+// EINVAL. maxRW (1 GiB) is whole sectors, and a cut between buffers
+// leaves every buffer as aligned as it was (U1). Only the cut of one
+// long buffer allocates.
+func nextChunk(bufs [][]byte) (c [][]byte, n int64, rest [][]byte) {
+	k := 0
+	for k < len(bufs) && k < maxIov && n+int64(len(bufs[k])) <= maxRW {
+		n += int64(len(bufs[k]))
+		k++
+	}
+	if k > 0 || len(bufs) == 0 {
+		return bufs[:k], n, bufs[k:]
+	}
+	rest = make([][]byte, len(bufs))
+	copy(rest, bufs)
+	rest[0] = bufs[0][maxRW:]
+	return [][]byte{bufs[0][:maxRW]}, maxRW, rest
 }
 
 func opName(write bool) string {

@@ -66,6 +66,42 @@ func LoopDevice(t testing.TB, size, room int64) string {
 	return dev
 }
 
+// LoopFile returns a loop block device of size bytes over a sparse file
+// in dir, with logical sectors of sectorSize bytes and direct I/O to the
+// file (LO_FLAGS_DIRECT_IO, where the kernel takes it), so that large
+// tests cost disk, not memory. The same rules as LoopDevice apply.
+func LoopFile(t testing.TB, dir string, size int64, sectorSize uint32) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a loop device)")
+	}
+	back, err := os.CreateTemp(dir, "loop-back-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(back.Name()) // the device keeps it
+	if err := back.Truncate(size); err != nil {
+		back.Close()
+		t.Fatal(err)
+	}
+	dev, lfd, err := attachLoopWith(back, sectorSize, unix.LO_FLAGS_DIRECT_IO)
+	if err != nil {
+		dev, lfd, err = attachLoopWith(back, sectorSize, 0)
+	}
+	if err != nil {
+		back.Close()
+		missing(t, fmt.Sprintf("loop device with %d-byte sectors: %v", sectorSize, err))
+	}
+	loops.Store(dev, loopDev{fd: lfd, back: back})
+	t.Cleanup(func() {
+		loops.Delete(dev)
+		back.Close()
+		unix.Close(lfd)
+		waitDetached(t, dev)
+	})
+	return dev
+}
+
 // GrowLoopDevice resizes a LoopDevice to size bytes, as an LVM or loop
 // resize grows a disk under a running program.
 func GrowLoopDevice(t testing.TB, dev string, size int64) {
@@ -94,6 +130,12 @@ var loops sync.Map // device path -> loopDev
 // (LOOP_CONFIGURE) and returns the device's path and a descriptor that
 // keeps it attached.
 func attachLoop(back *os.File) (string, int, error) {
+	return attachLoopWith(back, 0, 0)
+}
+
+// attachLoopWith is attachLoop with a logical sector size (0: the
+// kernel's default, 512) and more flags.
+func attachLoopWith(back *os.File, sectorSize, flags uint32) (string, int, error) {
 	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", -1, err
@@ -112,8 +154,8 @@ func attachLoop(back *os.File) (string, int, error) {
 		if err != nil {
 			return "", -1, err
 		}
-		cfg := unix.LoopConfig{Fd: uint32(back.Fd())}
-		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		cfg := unix.LoopConfig{Fd: uint32(back.Fd()), Size: sectorSize}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR | flags
 		copy(cfg.Info.File_name[:], back.Name())
 		err = unix.IoctlLoopConfigure(fd, &cfg)
 		if err == nil {
