@@ -9,13 +9,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
-	iosys "github.com/iceber/iouring-go/syscall"
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
 	"golang.org/x/sys/unix"
@@ -516,48 +513,6 @@ func TestFile_SmallRing(t *testing.T) {
 	wg.Wait()
 	if m := f.Metrics(); m.CQOverflows != 0 || m.CQEs != m.SQEs {
 		t.Fatalf("%v", m)
-	}
-}
-
-// TestFile_ReadNotBehindSlowRequest (R2): a read that arrives while the
-// only request in the kernel is a slow non-data one (an fdatasync of
-// much dirty data, a fallocate in io-wq: here a 500 ms IORING_OP_TIMEOUT
-// stands in for them) is submitted at once. It was left for the leader's
-// next enter, which only that request's completion brings: reads waited
-// for the whole flush (85 ms behind an fdatasync of 256 MiB on ext4 over
-// zram, 0.1 ms with Backend Threads).
-func TestFile_ReadNotBehindSlowRequest(t *testing.T) {
-	for _, c := range configs()[:2] { // ring, ring-direct
-		t.Run(c.name, func(t *testing.T) {
-			f := openTemp(t, c.opt)
-			want := pattern(6, 4096)
-			if err := f.Writev(0, [][]byte{want}); err != nil {
-				t.Fatal(err)
-			}
-			r := f.io.(*ringIO).r
-			ts := unix.NsecToTimespec(int64(500 * time.Millisecond))
-			slow := sqe{op: iosys.IORING_OP_TIMEOUT, fd: -1, addr: uint64(uintptr(unsafe.Pointer(&ts))), len: 1}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				r.simple(slow, nil)
-			}()
-			for end := time.Now().Add(time.Second); r.inKernel() < 1 && time.Now().Before(end); {
-				time.Sleep(time.Millisecond)
-			}
-			got := make([]byte, 4096)
-			start := time.Now()
-			if err := f.Readv(0, [][]byte{got}); err != nil {
-				t.Fatal(err)
-			}
-			took := time.Since(start)
-			<-done
-			runtime.KeepAlive(&ts)
-			testkit.MustEqual(t, got, want, "read")
-			if took > 200*time.Millisecond {
-				t.Fatalf("a 4 KiB read took %v behind a slow non-data request", took)
-			}
-		})
 	}
 }
 

@@ -30,11 +30,12 @@ import (
 //     own included) and the leader is asleep in the kernel: at low
 //     depth the completion the leader waits for may be a whole slow
 //     request away, and a request that arrived meanwhile waited for it
-//     (TestFile_NotBehindSlowDataRequest). Deeper, the first of the
-//     others to complete brings the leader's enter, and submitting
-//     whenever the leader sleeps measured up to 4x the enters at QD64
-//     (O_DIRECT 4 KiB writes on a virtio disk: 0.05 enters a request,
-//     0.2 with it; a loaded 2-vCPU VM blurs the figures).
+//     (TestFile_NotBehindSlowRequest). Deeper, the first of the others
+//     to complete brings the leader's enter, and submitting whenever
+//     the leader sleeps measured up to 4x the enters at QD64 in a quiet
+//     run (O_DIRECT 4 KiB writes on a virtio disk: 0.05 enters a
+//     request, 0.2 with it); on a loaded 2-vCPU VM the two were within
+//     noise of each other.
 const (
 	submitThreshold = 1
 	shallow         = 4
