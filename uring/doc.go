@@ -13,7 +13,7 @@
 // internal backend interface (backend.go): one call, one request to the
 // kernel.
 //
-//	File (file.go, open.go, rw.go, zero.go, linked.go, bounce.go)
+//	File (file.go, open.go, rw.go, eofgate.go, zero.go, refused.go, linked.go, bounce.go)
 //	  │ backend: rw, fallocate, fdatasync, close; linker: linked (U4)
 //	  ├─► ringIO  (ring_io.go)   Backend Ring
 //	  ├─► syncIO  (sync_io.go)   Backend Threads: pread/pwrite(v), fallocate(2)
