@@ -177,7 +177,10 @@ func TestRequests(t *testing.T) {
 				{"bad flags", cmdRead, cmdFlagReqOne, 0, 1, nil, errInval},
 				{"unknown flag", cmdWrite, 1 << 9, 0, 1, []byte{1}, errInval},
 				{"oversized read", cmdRead, 0, 0, MaxPayload + 1, nil, errInval},
-				{"flush with range", cmdFlush, 0, 0, 1, nil, errInval},
+				// Reserved fields, ignored as qemu-nbd 7.2 does.
+				{"flush with range", cmdFlush, 0, 0, 1, nil, 0},
+				{"flush with offset", cmdFlush, 0, 1 << 40, 0, nil, 0},
+				{"flush with both", cmdFlush, 0, 4096, 4096, nil, 0},
 				{"flush", cmdFlush, 0, 0, 0, nil, 0},
 				{"cache", cmdCache, 0, 0, 4096, nil, 0},
 				{"status without contexts", cmdBlockStatus, 0, 0, 4096, nil, errInval},
