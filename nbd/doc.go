@@ -36,10 +36,22 @@
 // on any connection, as section "Transmission flags" asks of
 // NBD_FLAG_CAN_MULTI_CONN.
 //
-// Robustness: a request the server cannot act on gets an NBD error
-// (EINVAL for a bad range, flag or command, ENOSPC for a write past the
-// end, EPERM for a write to a read-only export, ENOTSUP when FAST_ZERO
-// cannot be honoured, EIO otherwise); a stream that is not the protocol
+// Errors: a request the server cannot act on gets an NBD error (section
+// "Error values"): EPERM for WRITE, WRITE_ZEROES or TRIM on a read-only
+// export; for a range that leaves the export, ENOSPC for WRITE and
+// WRITE_ZEROES and EINVAL for READ, TRIM, CACHE and BLOCK_STATUS, as
+// the spec says a server SHOULD for each (CACHE is unspecified); EINVAL
+// for an unknown command or flag and for a payload over MaxPayload;
+// ENOTSUP when FAST_ZERO cannot be honoured; EIO otherwise. qemu-nbd
+// 7.2 answers EINVAL to every request refused before it runs, a write
+// past the end included (its nbd_trip replies EINVAL whatever the
+// check said); a client that tells the two apart sees the spec's
+// answer here. FLUSH's offset and length are reserved and ignored, as
+// by qemu-nbd. Once structured replies are negotiated, READ and
+// BLOCK_STATUS errors are error chunks with a message, the others
+// simple replies (the spec allows either; qemu-nbd sends chunks).
+//
+// Robustness: a stream that is not the protocol
 // (bad magic, a write longer than MaxPayload, a short read) closes the
 // connection after the requests already started have finished, so the
 // device never sees half a request. A panic in a request is recovered,

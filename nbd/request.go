@@ -79,9 +79,10 @@ func validFlags(t uint16) uint16 {
 // check validates a request against the export before any device call
 // (sections "Request types" and "Error values"): the type and flags must
 // be known, writes need a writable export (EPERM), the range must lie
-// inside the export (ENOSPC for writes, as the spec suggests, EINVAL for
-// the rest), and payloads must fit MaxPayload (EINVAL, the spec's
-// "Size constraints" answer for a request over the maximum).
+// inside the export (ENOSPC for WRITE and WRITE_ZEROES, EINVAL for the
+// rest: the spec's SHOULD for each, doc.go "Errors"), and payloads must
+// fit MaxPayload (EINVAL, the spec's "Size constraints" answer for a
+// request over the maximum).
 func (c *conn) check(r *request) error {
 	switch r.typ {
 	case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdCache, cmdWriteZeroes, cmdBlockStatus:
