@@ -2,6 +2,8 @@ package nbd
 
 import (
 	"bufio"
+	"bytes"
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +18,14 @@ import (
 // conn is one client connection: negotiation, then the transmission
 // phase (section "Transmission").
 type conn struct {
-	srv     *Server
-	counted bool     // holds a token of Server.sem
-	raw     net.Conn // the socket: deadlines and Close
-	nc      net.Conn // raw, or the TLS connection over it
-	r       *bufio.Reader
-	w       *bufio.Writer
+	srv         *Server
+	counted     bool          // holds a token of Server.sem
+	negotiating *list.Element // in Server.negotiating; guarded by Server.mu
+	evicted     bool          // closed for MaxHandshakes; guarded by Server.mu
+	raw         net.Conn      // the socket: deadlines and Close
+	nc          net.Conn      // raw, or the TLS connection over it
+	r           *bufio.Reader
+	w           *bufio.Writer
 
 	// Negotiated state.
 	noZeroes   bool
@@ -43,13 +47,35 @@ type conn struct {
 	stopped   atomic.Bool // stop was called
 }
 
+// A connection negotiates with small buffers and gets the large ones of
+// the transmission phase when it enters it (transmitting): until then it
+// costs a few KiB, however many connect and sit idle (MaxHandshakes).
+const (
+	negotiateBuf = 1 << 10
+	transmitBuf  = 64 << 10
+)
+
 func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
 		srv: s, raw: nc, nc: nc,
-		r:      bufio.NewReaderSize(nc, 64<<10),
-		w:      bufio.NewWriterSize(nc, 64<<10),
-		budget: newBudget(s.maxInFlight(), s.maxInFlightBytes()),
+		r: bufio.NewReaderSize(nc, negotiateBuf),
+		w: bufio.NewWriterSize(nc, negotiateBuf),
 	}
+}
+
+// transmitting gives the connection its transmission-phase buffers and
+// budget. The negotiation's replies are all flushed; what the client
+// sent after its last option (requests it did not wait to send) stays
+// first in line.
+func (c *conn) transmitting() {
+	var rd io.Reader = c.nc
+	if n := c.r.Buffered(); n > 0 {
+		ahead, _ := c.r.Peek(n)
+		rd = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), c.nc)
+	}
+	c.r = bufio.NewReaderSize(rd, transmitBuf)
+	c.w = bufio.NewWriterSize(c.nc, transmitBuf)
+	c.budget = newBudget(c.srv.maxInFlight(), c.srv.maxInFlightBytes())
 }
 
 // stop interrupts the reader: the connection finishes the requests in
@@ -93,7 +119,11 @@ func (c *conn) serve() {
 	if l := c.srv.handshakeLimit(); l > 0 {
 		c.raw.SetDeadline(time.Now().Add(l))
 	}
-	if err := c.negotiate(); err != nil {
+	err := c.negotiate()
+	if !c.srv.leaveHandshake(c) {
+		return // closed for MaxHandshakes; Server logged it
+	}
+	if err != nil {
 		if !quiet(err) {
 			c.srv.logf("nbd: %s: negotiation: %v", c.raw.RemoteAddr(), err)
 		}
@@ -103,6 +133,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.raw.SetDeadline(time.Time{})
+	c.transmitting()
 	c.srv.mu.Lock()
 	c.srv.served++
 	c.srv.mu.Unlock()
@@ -111,7 +142,7 @@ func (c *conn) serve() {
 	}
 	c.status = c.exp.status()
 	c.srv.debugf("nbd: %s: export %q, size %d, structured %v, contexts %v", c.raw.RemoteAddr(), c.exp.Name, c.size, c.structured, c.meta)
-	err := c.transmit()
+	err = c.transmit()
 	c.wg.Wait()
 	if err != nil && !quiet(err) {
 		c.srv.logf("nbd: %s: %v", c.raw.RemoteAddr(), err)

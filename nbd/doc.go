@@ -51,7 +51,13 @@
 // BLOCK_STATUS errors are error chunks with a message, the others
 // simple replies (the spec allows either; qemu-nbd sends chunks).
 //
-// Robustness: a stream that is not the protocol
+// Robustness: a connection that has not negotiated costs a few KiB
+// (1 KiB buffers; the 64 KiB ones and the request budget come with the
+// transmission phase, and option data is taken in as it arrives), for
+// at most Server.HandshakeLimit, and at most Server.MaxHandshakes
+// connections negotiate at once: one more closes the one negotiating
+// longest, so idle connections neither grow the memory nor lock
+// clients out. A stream that is not the protocol
 // (bad magic, a write longer than MaxPayload, a short read) closes the
 // connection after the requests already started have finished, so the
 // device never sees half a request. A panic in a request is recovered,

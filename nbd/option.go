@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -77,11 +78,16 @@ func (c *conn) negotiate() error {
 			}
 			continue
 		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(c.r, data); err != nil {
+		// The data is taken in as it arrives: a client that announces
+		// 64 KiB and sends nothing costs nothing.
+		var data bytes.Buffer
+		if _, err := io.CopyN(&data, c.r, int64(n)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
 			return err
 		}
-		done, err := c.option(opt, data)
+		done, err := c.option(opt, data.Bytes())
 		if err != nil || done {
 			return err
 		}
@@ -341,7 +347,7 @@ func (c *conn) optStartTLS(data []byte) error {
 		return err
 	}
 	c.nc, c.tls = tc, true
-	c.r = bufio.NewReaderSize(tc, 64<<10)
-	c.w = bufio.NewWriterSize(tc, 64<<10)
+	c.r = bufio.NewReaderSize(tc, negotiateBuf)
+	c.w = bufio.NewWriterSize(tc, negotiateBuf)
 	return nil
 }

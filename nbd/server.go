@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +30,16 @@ type Server struct {
 	// s, as qemu-nbd's --handshake-limit); a client that has not entered
 	// the transmission phase by then is disconnected. Negative: no limit.
 	HandshakeLimit time.Duration
+	// MaxHandshakes bounds the connections negotiating at once (default
+	// 128; negative: no bound). A connection costs a few KiB until it
+	// enters the transmission phase (its large buffers come then), and
+	// at most HandshakeLimit; when one more arrives with MaxHandshakes
+	// negotiating, the one that has been negotiating longest is closed
+	// (logged, at most a line a second), so that a flood of connections
+	// that never negotiate neither grows the server's memory nor locks
+	// clients out: a client's negotiation takes a few round trips and
+	// is the newest. qemu-nbd has no such bound.
+	MaxHandshakes int
 	// MaxConns bounds the connections served at once; 0 means no bound.
 	// When reached, Serve stops accepting until one ends, so further
 	// clients wait in the listen queue (qemu-nbd's --shared).
@@ -58,6 +69,10 @@ type Server struct {
 	wg        sync.WaitGroup
 	draining  sync.WaitGroup // device queues failed connections left to finishQueue
 	sem       chan struct{}
+
+	negotiating list.List // *conn, oldest first
+	evicted     int       // connections closed for MaxHandshakes since the last log line
+	evictLog    time.Time // when that line was written
 }
 
 // ErrServerClosed is what Serve returns after Shutdown.
@@ -87,6 +102,13 @@ func (s *Server) handshakeLimit() time.Duration {
 		return 10 * time.Second
 	}
 	return s.HandshakeLimit
+}
+
+func (s *Server) maxHandshakes() int {
+	if s.MaxHandshakes == 0 {
+		return 128
+	}
+	return s.MaxHandshakes
 }
 
 func (s *Server) maxInFlightBytes() int64 {
@@ -207,7 +229,39 @@ func (s *Server) track(nc net.Conn, counted bool) (*conn, bool) {
 	c.counted = counted
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
+	s.enterHandshake(c)
 	return c, true
+}
+
+// enterHandshake counts c among the connections negotiating; if that
+// makes one too many, the oldest of them is closed (MaxHandshakes).
+// Called with s.mu held.
+func (s *Server) enterHandshake(c *conn) {
+	c.negotiating = s.negotiating.PushBack(c)
+	if limit := s.maxHandshakes(); limit < 0 || s.negotiating.Len() <= limit {
+		return
+	}
+	old := s.negotiating.Remove(s.negotiating.Front()).(*conn)
+	old.negotiating = nil
+	old.evicted = true
+	old.raw.Close()
+	s.evicted++
+	if now := time.Now(); now.Sub(s.evictLog) >= time.Second {
+		s.logf("nbd: %d connections negotiating (MaxHandshakes): closed %d that negotiated longest, the last %s", s.negotiating.Len(), s.evicted, old.raw.RemoteAddr())
+		s.evicted, s.evictLog = 0, now
+	}
+}
+
+// leaveHandshake takes c out of the connections negotiating, when its
+// negotiation ended; false if it was closed for MaxHandshakes meanwhile.
+func (s *Server) leaveHandshake(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.negotiating != nil {
+		s.negotiating.Remove(c.negotiating)
+		c.negotiating = nil
+	}
+	return !c.evicted
 }
 
 func (s *Server) run(c *conn) {
