@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -63,6 +62,31 @@ func listen(cfg *config) (net.Listener, error) {
 // client left; then it flushes and closes the image. ready, if not nil,
 // is called once the socket listens.
 func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
+	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
+	// Stop on a signal, or when the last client left (not persistent);
+	// a signal during the shutdown forces it, one more exits (stop.go).
+	// Signals are caught until serve returns, the image's final flush
+	// and close included: deferred before them, so undone after them
+	// (a signal there used to kill the process with the default action,
+	// in the middle of the close).
+	st := newStopper(logger.Printf)
+	sigs := make(chan os.Signal, 3)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigDone := make(chan struct{})
+	defer func() {
+		signal.Stop(sigs)
+		close(sigDone)
+	}()
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				st.signal(s)
+			case <-sigDone:
+				return
+			}
+		}
+	}()
 	img, err := openImage(cfg)
 	if err != nil {
 		return &openError{image: cfg.path, err: err}
@@ -103,7 +127,6 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	} else if dm, ok := img.Dev.(block.DataMapper); ok {
 		exp.Status = rawStatus{dm}
 	}
-	logger := log.New(stderr, "qnbd: ", log.LstdFlags)
 	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,
 		HandshakeLimit: time.Duration(cfg.handshake) * time.Second}
 	if cfg.handshake == 0 {
@@ -126,18 +149,7 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		} // removed after the image is closed (above)
 	}
 
-	// Stop on a signal, or when the last client left (not persistent).
-	stop := make(chan string, 1)
-	var once sync.Once
-	quit := func(why string) { once.Do(func() { stop <- why }) }
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	go func() {
-		if s, ok := <-sigs; ok {
-			quit(s.String())
-		}
-	}()
+	quit := st.quit
 	if !cfg.persistent {
 		// A connection that never negotiated (nc -z, a port scan, a
 		// readiness probe) is no client: it neither stops a server
@@ -160,14 +172,15 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	}
 	var why string
 	select {
-	case why = <-stop:
+	case why = <-st.stop:
 	case err := <-served:
 		why = fmt.Sprintf("accept: %v", err)
+		quit(why) // a signal from now on forces the shutdown
 	}
 	if cfg.verbose {
 		logger.Printf("shutting down: %s", why)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	ctx, cancel := context.WithTimeout(st.force, shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		logger.Printf("shutdown: %v (connections closed with requests in flight)", err)
