@@ -330,9 +330,12 @@ func (c *conn) run(r request, payload []byte, n int64) {
 	c.replyOK(&r)
 }
 
-// simpleOrChunkErr is the error reply for r in the form its command needs.
+// simpleOrChunkErr is the error reply for r: an error chunk with msg
+// once structured replies are negotiated (READ and BLOCK_STATUS need one;
+// for the others the spec allows a simple reply, but the chunk carries
+// the message, as qemu-nbd's do), else a simple reply.
 func simpleOrChunkErr(c *conn, r *request, code uint32, msg string) []byte {
-	if c.structured && (r.typ == cmdRead || r.typ == cmdBlockStatus) {
+	if c.structured {
 		return errorChunk(r.cookie, code, msg)
 	}
 	return simpleHeader(r.cookie, code)

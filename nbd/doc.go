@@ -10,7 +10,8 @@
 //   - handshake: fixed newstyle negotiation only ("Fixed newstyle
 //     negotiation"), with NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
 //     Server.TLS is set, which then requires it), INFO, GO,
-//     STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (option.go);
+//     STRUCTURED_REPLY, LIST_META_CONTEXT (also before STRUCTURED_REPLY,
+//     as qemu-nbd) and SET_META_CONTEXT (option.go);
 //     any other option is NBD_REP_ERR_UNSUP, a malformed one
 //     NBD_REP_ERR_INVALID, an oversized one NBD_REP_ERR_TOO_BIG;
 //   - metadata contexts "base:allocation" and "qemu:allocation-depth"
@@ -47,9 +48,9 @@
 // past the end included (its nbd_trip replies EINVAL whatever the
 // check said); a client that tells the two apart sees the spec's
 // answer here. FLUSH's offset and length are reserved and ignored, as
-// by qemu-nbd. Once structured replies are negotiated, READ and
-// BLOCK_STATUS errors are error chunks with a message, the others
-// simple replies (the spec allows either; qemu-nbd sends chunks).
+// by qemu-nbd. Once structured replies are negotiated, every error is
+// an error chunk with a message, as qemu-nbd sends (for commands other
+// than READ and BLOCK_STATUS the spec allows a simple reply too).
 //
 // Robustness: a connection that has not negotiated costs a few KiB
 // (1 KiB buffers; the 64 KiB ones and the request budget come with the

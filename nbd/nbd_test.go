@@ -56,6 +56,11 @@ func TestNegotiation(t *testing.T) {
 	expect(c.opt(optPeekExport, nil), repErrUnsup)
 	expect(c.opt(optGo, make([]byte, maxOptionLen+1)), repErrTooBig)
 	expect(c.opt(optSetMetaContext, metaData("disk", "base:allocation")), repErrInvalid)
+	// LIST needs no structured replies (the spec's MAY refuse; qemu-nbd
+	// answers).
+	if rs := c.opt(optListMetaContext, metaData("disk")); len(rs) != 3 || rs[2].typ != repAck {
+		t.Fatalf("LIST_META_CONTEXT before STRUCTURED_REPLY: %+v", rs)
+	}
 	expect(c.opt(optStartTLS, nil), repErrPolicy)
 	expect(c.opt(optStructuredReply, nil), repAck)
 	expect(c.opt(optStructuredReply, nil), repErrInvalid)

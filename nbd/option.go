@@ -280,10 +280,11 @@ func (c *conn) enter(e *Export, size int64) error {
 // optMeta answers LIST_META_CONTEXT and SET_META_CONTEXT (section
 // "Metadata querying"): one NBD_REP_META_CONTEXT per context selected,
 // then an ACK. SET needs structured replies negotiated first and replaces
-// the previous selection.
+// the previous selection. LIST does not: the spec lets a server refuse
+// it then (MAY), qemu-nbd answers it, and so does this server.
 func (c *conn) optMeta(opt uint32, data []byte) error {
 	set := opt == optSetMetaContext
-	if !c.structured {
+	if set && !c.structured {
 		return c.optError(opt, repErrInvalid, "structured replies not negotiated")
 	}
 	r, ok := parseMetaRequest(data)

@@ -4,9 +4,9 @@ import "encoding/binary"
 
 // Replies. Every request gets exactly one reply (one call of send): a
 // simple reply (section "Simple reply message"), or once structured
-// replies are negotiated, for READ and BLOCK_STATUS, a series of chunks
-// the last of which has NBD_REPLY_FLAG_DONE (section "Structured reply
-// chunk message"). A reply goes out whole under the connection's write
+// replies are negotiated, for READ and BLOCK_STATUS and for every error,
+// a series of chunks the last of which has NBD_REPLY_FLAG_DONE (section
+// "Structured reply chunk message"). A reply goes out whole under the connection's write
 // lock, so replies of concurrent requests never interleave.
 
 // send writes the parts of one reply. The buffered writer is flushed
@@ -76,16 +76,13 @@ func errorChunk(cookie uint64, code uint32, msg string) []byte {
 	return append(b, msg...)
 }
 
-// replyErr answers r with err: a simple reply, or an error chunk for the
-// commands that must use structured replies.
+// replyErr answers r with err: a simple reply, or once structured
+// replies are negotiated an error chunk, whose message tells the client
+// what went wrong (qemu-nbd does the same).
 func (c *conn) replyErr(r *request, err error) {
 	code := codeOf(err)
 	c.srv.debugf("nbd: %s: %s [%d, +%d): error %d: %v", c.raw.RemoteAddr(), cmdName(r.typ), r.off, r.len, code, err)
-	if c.structured && (r.typ == cmdRead || r.typ == cmdBlockStatus) {
-		c.send(errorChunk(r.cookie, code, err.Error()))
-		return
-	}
-	c.send(simpleHeader(r.cookie, code))
+	c.send(simpleOrChunkErr(c, r, code, err.Error()))
 }
 
 // replyOK answers r with success and no data.
