@@ -143,3 +143,32 @@ func negotiatingCount(s *Server) int {
 	defer s.mu.Unlock()
 	return s.negotiating.Len()
 }
+
+// sizePanicDev panics when asked its size, in the negotiation.
+type sizePanicDev struct{ *memdev.Dev }
+
+func (sizePanicDev) Size() (int64, error) { panic("size boom") }
+
+// TestNegotiationPanicLeavesBound: a connection whose negotiation
+// panicked (recovered and logged by serve) no longer counts among those
+// negotiating, so panics cannot use up MaxHandshakes.
+func TestNegotiationPanicLeavesBound(t *testing.T) {
+	var log logSink
+	s := serveTest(t, &Server{Exports: []*Export{{Dev: sizePanicDev{newMem(memdev.Options{})}}}, Logf: log.logf})
+	for range 3 {
+		c := dial(t, s)
+		c.greet()
+		c.sendOpt(optGo, infoData(""))
+		if !c.closed() {
+			t.Fatal("connection open after a panic in the negotiation")
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); negotiatingCount(s.Server) != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still counted as negotiating", negotiatingCount(s.Server))
+		}
+	}
+	if !log.has("size boom") {
+		t.Error("the panic was not logged")
+	}
+}

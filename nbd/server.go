@@ -267,6 +267,10 @@ func (s *Server) leaveHandshake(c *conn) bool {
 func (s *Server) run(c *conn) {
 	c.serve()
 	s.mu.Lock()
+	if c.negotiating != nil { // a panic in the negotiation (serve recovered it)
+		s.negotiating.Remove(c.negotiating)
+		c.negotiating = nil
+	}
 	delete(s.conns, c)
 	open, served := len(s.conns), s.served
 	sem := s.sem
