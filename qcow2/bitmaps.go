@@ -54,7 +54,7 @@ type liveBitmap struct {
 	// as it was found (IN_USE at open).
 	bits    []atomic.Uint64
 	nbits   uint64
-	enabled bool // AUTO: writes set bits
+	enabled atomic.Bool // AUTO: writes set bits
 	changed atomic.Bool
 	// own are the clusters of its table and data, given back once a new
 	// table replaced it.
@@ -68,7 +68,7 @@ func (im *Image) markDirty(off, n int64) {
 		return
 	}
 	for _, b := range set.bms {
-		if b.enabled && b.bits != nil {
+		if b.bits != nil && b.enabled.Load() {
 			b.mark(uint64(off), uint64(n))
 		}
 	}
@@ -184,31 +184,42 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 		return nil, err
 	}
 	set := &bitmapSet{ext: ext, dir: dir, size: im.hdr.Size}
+	names := map[string]bool{}
 	for _, e := range entries {
+		if names[e.Name] {
+			return nil, unsupportedf("bitmaps", uint64(e.At), "two bitmaps named %q", e.Name)
+		}
+		names[e.Name] = true
 		b := &liveBitmap{e: e}
 		set.bms = append(set.bms, b)
-		if e.Flags&format.BitmapInUse != 0 {
-			continue // inconsistent already: kept as it is
-		}
 		switch {
 		case e.Type != format.BitmapTypeDirty, e.Flags&^format.BitmapFlagsKnown != 0, e.ExtraDataSize != 0,
 			e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits,
 			uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs):
 			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains", e.Name)
 		}
-		if err := im.loadBitmapLocked(b, set.size, claim); err != nil {
+		if e.Flags&format.BitmapInUse != 0 {
+			// Inconsistent already: kept as it is, its clusters
+			// claimed (a RemoveBitmap frees them).
+			if err := im.loadBitmapLocked(b, set.size, claim, false); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := im.loadBitmapLocked(b, set.size, claim, true); err != nil {
 			return nil, err
 		}
 	}
 	return set, nil
 }
 
-// loadBitmapLocked reads b's table and data into b.bits.
-func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.HostOff, uint64) error) error {
+// loadBitmapLocked claims b's table and data clusters (b.own) and, with
+// bits, reads them into b.bits.
+func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.HostOff, uint64) error, bits bool) error {
 	cs := im.g.ClusterSize
 	gran := uint64(1) << b.e.GranularityBits
 	b.nbits = (size + gran - 1) / gran
-	b.enabled = b.e.Flags&format.BitmapAuto != 0
+	b.enabled.Store(b.e.Flags&format.BitmapAuto != 0)
 	nbytes := (b.nbits + 7) / 8
 	raw := make([]byte, (nbytes+7)&^7)
 	if b.e.TableSize > 0 {
@@ -235,6 +246,9 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 					return err
 				}
 				b.own = append(b.own, off)
+				if !bits {
+					continue
+				}
 				if err := im.readAtLocked(cbuf, off); err != nil {
 					return err
 				}
@@ -245,6 +259,9 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 				}
 			}
 		}
+	}
+	if !bits {
+		return nil
 	}
 	b.bits = make([]atomic.Uint64, len(raw)/8)
 	for w := range b.bits {

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
@@ -55,33 +53,8 @@ var bitmapOps = []struct {
 	{"write -c -P 5 12M 64k", func(im *Image) error { return im.WriteCompressed(12<<20, bytes.Repeat([]byte{5}, 64<<10)) }},
 }
 
-// dirtyMap is nbdinfo's map of the dirty bitmap name of the image at
-// path, exported read-only by qemu-nbd.
-func dirtyMap(t *testing.T, path, name string) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "nbd.sock")
-	srv := exec.Command("qemu-nbd", "-r", "-f", "qcow2", "-B", name, "-k", sock, path)
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 500 {
-			t.Fatalf("qemu-nbd -B %s %s did not start: %s", name, path, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	out, _, code := testkit.Run(t, "nbdinfo", "--map=qemu:dirty-bitmap:"+name, "nbd+unix:///?socket="+sock)
-	if code != 0 {
-		t.Fatalf("nbdinfo of bitmap %s of %s: exit %d (%s)", name, path, code, stderr.String())
-	}
-	return out
-}
+// dirtyMap is testkit.DirtyMap.
+func dirtyMap(t *testing.T, path, name string) string { return testkit.DirtyMap(t, path, name) }
 
 // qemuBitmaps is qemu-img info's bitmaps list of path (name, flags,
 // granularity), as JSON.
@@ -406,4 +379,69 @@ func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
 			testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 64k", "-c", "read -P 2 8M 4k", "-c", "read -P 7 4M 1", "-f", "qcow2", p)
 		})
 	}
+}
+
+// AddBitmap and RemoveBitmap write a new directory: a crash at any of
+// their device ops leaves the old bitmaps or the new ones, never
+// corruption.
+func TestBitmaps_CrashWhileEditing(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	raw, err := os.ReadFile(bitmapImage(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memdev.FromBytes(raw, memdev.Options{})
+	dev := &hookDev{Dev: mem, before: func() {}}
+	im, err := OpenDevice(dev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{9}, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	var clones []*memdev.Dev
+	dev.before = func() {
+		for _, keep := range []float64{0, 1, rng.Float64()} {
+			clones = append(clones, mem.CrashClone(rng, keep))
+		}
+	}
+	if err := im.AddBitmap("new", 4096, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.RemoveBitmap("b4k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dev.before = func() {}
+	clones = append(clones, mem.CrashClone(rng, 1))
+	seen := map[string]bool{}
+	for _, c := range clones {
+		b := c.Bytes()
+		if seen[string(b)] {
+			continue
+		}
+		seen[string(b)] = true
+		p := filepath.Join(dir, "clone.qcow2")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testkit.QemuCheckNoCorruption(t, p)
+	}
+	final := filepath.Join(dir, "final.qcow2")
+	if err := mem.WriteFile(final); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, final)
+	got := qemuBitmaps(t, final)
+	if !strings.Contains(got, `"new"`) || strings.Contains(got, `"b4k"`) || strings.Contains(got, "in-use") {
+		t.Fatalf("bitmaps after add and remove: %s", got)
+	}
+	t.Logf("%d clones, %d distinct", len(clones), len(seen))
 }
