@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// bitmapOp is one operation of qemu-img bitmap, in command-line order.
+type bitmapOp struct {
+	name string // add, remove, clear, enable, disable, merge
+	src  string // merge: the source bitmap
+}
+
+// bitmapOps lists the operations of args in their order (getopt keeps
+// only each option's values).
+func bitmapOps(args []string) []bitmapOp {
+	var ops []bitmapOp
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		switch a {
+		case "--add", "--remove", "--clear", "--enable", "--disable":
+			ops = append(ops, bitmapOp{name: a[2:]})
+		case "--merge":
+			if i+1 < len(args) {
+				ops = append(ops, bitmapOp{name: "merge", src: args[i+1]})
+				i++
+			}
+		default:
+			if v, ok := strings.CutPrefix(a, "--merge="); ok {
+				ops = append(ops, bitmapOp{name: "merge", src: v})
+			} else if a == "-b" || a == "-F" || a == "-f" || a == "-g" || a == "--object" {
+				i++ // its value is no operation
+			}
+		}
+	}
+	return ops
+}
+
+// runBitmap is qemu-img bitmap: operations on a persistent dirty bitmap,
+// applied in order (qcow2 Q22 maintains the bitmaps while the image is
+// open; Close stores them).
+func runBitmap(e *env, args []string) int {
+	o, err := getopt(args, "b:F:f:g:", "add", "remove", "clear", "enable", "disable", "merge:", "object:", "image-opts")
+	if err != nil {
+		return e.usageErr(err)
+	}
+	ops := bitmapOps(args)
+	switch {
+	case len(ops) == 0:
+		return e.errorf(1, "Need at least one of --add, --remove, --clear, --enable, --disable, or --merge")
+	case o.has("g") && !o.has("add"):
+		return e.errorf(1, "granularity only supported with --add")
+	case o.has("b") && !o.has("merge"):
+		return e.errorf(1, "Merge bitmap source file only supported with --merge")
+	case o.has("F") && !o.has("b"):
+		return e.errorf(1, "--merge -F requires -b")
+	case len(o.args) != 2:
+		return e.errorf(1, "Expecting filename and bitmap name")
+	}
+	gran := uint64(64 << 10)
+	if o.has("g") {
+		g, err := qcow2.ParseSize(o.get("g", ""))
+		if err != nil || g <= 0 {
+			return e.errorf(1, "Invalid granularity specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+		gran = uint64(g)
+	}
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", "")})
+	if err != nil {
+		return e.usageErr(err)
+	}
+	img, err := openImage(spec)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	name := o.args[1]
+	err = doBitmaps(img, ops, name, gran, o.get("b", ""), o.get("F", ""))
+	if cerr := img.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	return 0
+}
+
+// doBitmaps runs ops on bitmap name of img, stopping at the first
+// failure, with qemu-img's messages.
+func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, srcFile, srcFmt string) error {
+	im := img.Image
+	for _, op := range ops {
+		var err error
+		switch {
+		case im == nil:
+			err = errors.New("Can't store persistent bitmaps: Operation not supported")
+		case op.name == "add":
+			err = im.AddBitmap(name, gran, true)
+		case op.name == "remove":
+			err = im.RemoveBitmap(name)
+		case op.name == "clear":
+			err = im.ClearBitmap(name)
+		case op.name == "enable", op.name == "disable":
+			err = im.EnableBitmap(name, op.name == "enable")
+		case op.name == "merge":
+			err = mergeBitmap(im, name, op.src, srcFile, srcFmt)
+		}
+		if err != nil {
+			return fmt.Errorf("Operation %s on bitmap %s failed: %s", op.name, name, bitmapErrText(err))
+		}
+	}
+	return nil
+}
+
+// mergeBitmap merges bitmap src of srcFile (of im itself when empty)
+// into bitmap dst of im.
+func mergeBitmap(im *qcow2.Image, dst, src, srcFile, srcFmt string) error {
+	if srcFile == "" {
+		return im.MergeBitmap(dst, im, src)
+	}
+	s, err := openImage(imgopen.Spec{Path: srcFile, Format: srcFmt, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if s.Image == nil {
+		return fmt.Errorf("Dirty bitmap '%s' not found", src)
+	}
+	return im.MergeBitmap(dst, s.Image, src)
+}
+
+// bitmapErrText is err as qemu-img words it: without our package
+// prefixes.
+func bitmapErrText(err error) string {
+	switch {
+	case errors.Is(err, qcow2.ErrNoBitmap):
+		_, name, _ := strings.Cut(err.Error(), qcow2.ErrNoBitmap.Error()+": ")
+		return fmt.Sprintf("Dirty bitmap %s not found", name)
+	case errors.Is(err, qcow2.ErrUnsupported):
+		_, msg, ok := strings.Cut(err.Error(), qcow2.ErrUnsupported.Error()+": ")
+		if ok {
+			return msg
+		}
+	}
+	return err.Error()
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// qimg bitmap against qemu-img bitmap: the same commands on two copies
+// of an image, with writes between them (qemu-io on QEMU's copy, qimg io
+// on ours), give the same exit codes and messages, the same bitmaps in
+// qemu-img info, the same dirty maps through qemu-nbd, and an image
+// qemu-img check passes.
+func TestBitmap_LikeQemu(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := workDir(t)
+	theirs, ours := filepath.Join(dir, "theirs.qcow2"), filepath.Join(dir, "ours.qcow2")
+	src := filepath.Join(dir, "src.qcow2")
+	for _, p := range []string{theirs, ours, src} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	}
+	// A source image for --merge -b, with a bitmap QEMU dirtied.
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "4k", src, "s")
+	testkit.MustRun(t, "qemu-io", "-c", "write 6M 12k", "-f", "qcow2", src)
+	const F = "FILE"
+	steps := [][]string{
+		{"--add", F, "a"},
+		{"--add", F, "a"},
+		{"--add", "-g", "4k", "--disable", F, "b"},
+		{"write 1M 4k"},
+		{"--remove", F, "nope"},
+		{"--clear", "--enable", F, "nope"},
+		{"--merge", "a", F, "b"},
+		{"write 3M 64k"},
+		{"--enable", F, "b"},
+		{"write 5M 512"},
+		{"--clear", F, "a"},
+		{"write 9M 128k"},
+		{"--add", "--disable", F, "c"},
+		{"--merge", "s", "-b", src, "-F", "qcow2", F, "c"},
+		{"--add", F, "d"},
+		{"--remove", F, "d"},
+		{"-g", "4k", "--remove", F, "a"},
+		{"-b", src, "--add", F, "e"},
+		{"--add", F},
+		{F, "a"},
+		{"--add", "-g", "1000", F, "x"},
+		{"--disable", "--merge", "nope", F, "a"},
+		{"write 15M 8k"},
+	}
+	for _, st := range steps {
+		if w, ok := strings.CutPrefix(st[0], "write "); ok {
+			testkit.MustRun(t, "qemu-io", "-c", "write "+w, "-f", "qcow2", theirs)
+			mustQ(t, "io", "-c", "write "+w, ours)
+			continue
+		}
+		args := func(p string) []string {
+			a := append([]string{"bitmap"}, st...)
+			for i := range a {
+				if a[i] == F {
+					a[i] = p
+				}
+			}
+			return a
+		}
+		_, qerr, qcode := testkit.Run(t, "qemu-img", args(theirs)...)
+		_, oerr, ocode := runQ(t, args(ours)...)
+		qmsg := strings.ReplaceAll(strings.TrimPrefix(qerr, "qemu-img: "), theirs, F)
+		omsg := strings.ReplaceAll(strings.TrimPrefix(oerr, "qimg: bitmap: "), ours, F)
+		if qcode != ocode || qmsg != omsg {
+			t.Errorf("bitmap %q:\nqemu-img: exit %d %q\nqimg:     exit %d %q", st, qcode, qmsg, ocode, omsg)
+		}
+	}
+	testkit.QemuCheck(t, ours)
+	spec := func(p string) string {
+		_, after, _ := strings.Cut(testkit.MustRun(t, "qemu-img", "info", p), "Format specific information:")
+		return after
+	}
+	if a, b := spec(theirs), spec(ours); a != b {
+		t.Fatalf("qemu-img info:\nqemu-img bitmap:%s\nqimg bitmap:%s", a, b)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if a, b := testkit.DirtyMap(t, theirs, n), testkit.DirtyMap(t, ours, n); a != b {
+			t.Errorf("bitmap %s:\nqemu-img:\n%s\nqimg:\n%s", n, a, b)
+		}
+	}
+}
