@@ -3,6 +3,7 @@ package qcow2
 import (
 	"fmt"
 
+	"github.com/qring/qring/cache"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -78,28 +79,37 @@ func (im *Image) growReftable(need uint64) error {
 	}
 	// Count every area cluster: in a new block (in memory) or an existing
 	// one (through the cache).
-	blocks := map[uint64][]byte{}
+	blocks := map[uint64]*cache.Table{}
 	for r, bc := range newBlocks {
 		t, err := im.rbc.GetEmpty(int64(g.HostClusterOff(bc)))
 		if err != nil {
 			return undo(err)
 		}
-		blocks[r] = t.Data
+		blocks[r] = t
 		im.meta.set(bc, metaRefblock)
-		im.rbc.MarkDirty(t)
 		defer im.rbc.Put(t)
 	}
 	for c := a; c < end; c++ {
 		r, bi := g.RefIndex(c)
-		if d, ok := blocks[r]; ok {
-			// Not reachable by any other goroutine until the table
-			// points at it.
-			format.SetRefcount(d, g.RefcountOrder, bi, 1)
+		if t, ok := blocks[r]; ok {
+			// No lookup reaches the block until the table points at
+			// it, but a write-back of the refcount cache (an L2
+			// eviction's dependency flush) may run meanwhile: set the
+			// counts under the table's lock, and mark the blocks dirty
+			// only once they are complete (cache: modify, then
+			// MarkDirty), so that none is written and marked clean
+			// half filled.
+			t.Lock()
+			format.SetRefcount(t.Data, g.RefcountOrder, bi, 1)
+			t.Unlock()
 			continue
 		}
 		if err := im.updateRefcountLocked(c, 1); err != nil {
 			return undo(err)
 		}
+	}
+	for _, t := range blocks {
+		im.rbc.MarkDirty(t)
 	}
 	if err := im.rbc.Flush(); err != nil {
 		return undo(err)
