@@ -92,12 +92,15 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 		if im.compFree != 0 && im.g.HostCluster(im.compFree) == c {
 			im.compFree = 0 // the cluster may be handed out whole now
 		}
-		// Any cached table in the freed cluster is gone.
-		im.meta.del(c)
+		// Any cached table in the freed cluster is gone. Discard first:
+		// it waits for a write-back in flight (an eviction from a
+		// lock-free lookup), whose overlap check must still find the
+		// role; once discarded, nothing writes the table.
 		off := im.g.HostClusterOff(c)
 		for s := uint64(0); s < im.g.ClusterSize; s += im.sliceSize {
 			im.l2c.Discard(int64(off) + int64(s))
 		}
+		im.meta.del(c)
 	}
 	return nil
 }
@@ -250,6 +253,10 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		if err != nil {
 			return err
 		}
+		// The role before the block is dirty: a write-back of the
+		// refcount cache (an L2 eviction's dependency flush) may run
+		// from now on, and its overlap check wants the role.
+		im.meta.set(b, metaRefblock)
 		t.Lock()
 		format.SetRefcount(t.Data, im.g.RefcountOrder, bbi, 1)
 		t.Unlock()
@@ -268,10 +275,10 @@ func (im *Image) ensureRefblock(ri uint64) error {
 		if err != nil {
 			return err
 		}
+		im.meta.set(b, metaRefblock) // as above
 		im.rbc.MarkDirty(t)
 		im.rbc.Put(t)
 	}
-	im.meta.set(b, metaRefblock)
 	// Until the table names it, a failure leaves the block unnamed: one
 	// counted only in itself is free again (memory sees its range
 	// uncovered), so neither its role nor its cache entry may stay to
