@@ -66,6 +66,7 @@ func init() {
 		"commit":   {runCommit, "[-f fmt] [-t cache] [-b base] [-r rate] [-d] [-p] [-q] [--object ...] [--image-opts] FILE"},
 		"amend":    {runAmend, "[-f qcow2] [-t cache] [-p] [-q] -o help | -o compat=0.10|1.1,lazy_refcounts=on|off,refcount_bits=N,size=SIZE [--object ...] [--image-opts] FILE"},
 		"measure":  {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [--object ...] [--image-opts] [-f fmt] [-l snapshot_param] FILE)"},
+		"dd":       {runDD, "[--image-opts] [-U] [-f fmt] [-O raw|qcow2] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output"},
 		"bitmap":   {runBitmap, "(--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object ...] [--image-opts | -f fmt] FILE BITMAP"},
 		"snapshot": {runSnapshot, "[-f fmt] [-q] [-U] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
 	}
