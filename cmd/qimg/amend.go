@@ -48,7 +48,13 @@ func runAmend(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
-	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: o.get("t", "")}
+	// -t: only direct matters (QEMU amends below its block backend,
+	// where writethrough does not flush).
+	cache, err := o.cacheOpt(false)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: cache.imgopen()}
 	if r.spec, err = o.imageSpec(r.path, imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
 		return e.errorf(1, "%v", err)
 	}

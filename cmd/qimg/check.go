@@ -110,7 +110,11 @@ func runCheck(e *env, args []string) int {
 	}
 	repair := mode != qcow2.RepairNone
 	eo.Repair = repair // the backing chain opens too, as qemu-img check's does
-	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""),
+	cache, err := o.cacheOpt(true)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: cache.imgopen(),
 		ReadOnly: !repair, Opts: eo})
 	if err != nil {
 		return e.usageErr(err)

@@ -28,7 +28,15 @@ func runCommit(e *env, args []string) int {
 	if o.has("p") && !o.has("q") {
 		progress = progressPrinter(e.stdout)
 	}
-	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", "")})
+	// -t: direct (none, directsync) reaches the base too, as QEMU's
+	// backing nodes inherit it; writethrough does not flush the commit's
+	// writes (QEMU's commit job writes through a block backend of its
+	// own, which has a write cache).
+	cache, err := o.cacheOpt(false)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), Cache: cache.imgopen()})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

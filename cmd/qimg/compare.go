@@ -190,9 +190,13 @@ func runCompare(e *env, args []string) int {
 		progress = progressPrinter(e.stdout)
 		defer fmt.Fprintln(e.stdout)
 	}
+	cache, err := o.cacheOpt(true)
+	if err != nil {
+		return e.errorf(2, "%v", err)
+	}
 	var imgs [2]*image
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
-		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: o.get("T", ""), ReadOnly: true,
+		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: cache.imgopen(), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})
 		if err != nil {
 			return e.usageErr(err)

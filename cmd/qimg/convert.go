@@ -43,6 +43,10 @@ type convertOut struct {
 	// by sector, each reported through warn (nil: quiet), as qemu-img.
 	salvage bool
 	warn    func(format string, a ...any)
+	// writethrough (-t writethrough or directsync): dev flushes each
+	// write itself; a compressed write, made around it, is flushed
+	// after it.
+	writethrough bool
 }
 
 // salvaged reports a sector --salvage turned into zeros.
@@ -327,7 +331,17 @@ func runConvert(e *env, args []string) int {
 			return e.errorf(1, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
 		}
 	}
-	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("T", ""), ReadOnly: true,
+	// qemu-img reads -T, then -t (which it reads only after creating the
+	// output: qimg refuses it before).
+	srcCache, err := o.cacheOpt(true)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	cache, err := o.cacheOpt(false)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: srcCache.imgopen(), ReadOnly: true,
 		Opts: qcow2.Options{ForceShare: o.forceShare()}})
 	if err != nil {
 		return e.usageErr(err)
@@ -423,7 +437,7 @@ func runConvert(e *env, args []string) int {
 		}
 		return e.errorf(1, "%s: %v", out, err)
 	}
-	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: o.get("t", ""),
+	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(),
 		Opts: qcow2.Options{Passphrase: req.opts.Encrypt.Passphrase}})
 	if err != nil {
 		return e.errorf(1, "%v", err)
@@ -434,7 +448,7 @@ func runConvert(e *env, args []string) int {
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
-	cout := convertOut{dev: withRateLimit(dst.Dev, rate), align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
+	cout := convertOut{dev: withRateLimit(withCache(dst.Dev, cache), rate), writethrough: cache.writethrough, align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
 		backing: hasBacking, backingEnd: -1, copyRange: o.has("C"), salvage: o.has("salvage")}
 	if !o.has("q") {
 		cout.warn = func(format string, a ...any) {

@@ -52,7 +52,11 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 			p = buf[:end-off]
 		}
 		paceCompressed(out.dev, int64(len(p)))
-		if err := dst.WriteCompressed(off, p); err != nil {
+		err := dst.WriteCompressed(off, p)
+		if err == nil && out.writethrough {
+			err = out.dev.Flush() // dst's, through the device
+		}
+		if err != nil {
 			return fmt.Errorf("error while writing at byte %d: %w", off, err)
 		}
 	}

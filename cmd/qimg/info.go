@@ -291,7 +291,12 @@ func runInfo(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	eo.NoBacking, eo.NoKey = true, true // info reads no data (QEMU's needs no key either)
-	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", ""),
+	// -t: a qimg extension (qemu-img has none here), read as convert's.
+	cache, err := o.cacheOpt(false)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: cache.imgopen(),
 		AIO: o.get("i", ""), ReadOnly: true, Opts: eo})
 	if err != nil {
 		return e.usageErr(err)

@@ -29,6 +29,11 @@ func runIO(e *env, args []string) int {
 		return e.usageErr(fmt.Errorf("expected exactly one image file"))
 	}
 	cache := o.get("t", o.get("cache", "writeback"))
+	mode, ok := cacheModes[cache]
+	if !ok {
+		return e.errorf(1, "%v", &CacheError{Mode: cache})
+	}
+	cache = mode.imgopen()
 	if o.has("n") || o.has("nocache") {
 		cache = "none"
 	}
@@ -50,6 +55,7 @@ func runIO(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
 	sess := &ioSession{Opened: img, out: e.stdout}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {

@@ -62,7 +62,7 @@ func init() {
 		"convert":  {runConvert, "[-f fmt] [-O raw|qcow2] [-o options | -n [--target-is-zero]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [-p] [-t cache] [-T cache] IN OUT"},
 		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
 		"resize":   {runResize, "[-f fmt] [--preallocation=off|falloc|full (raw only)] [-q] [--shrink] FILE [+|-]SIZE"},
-		"rebase":   {runRebase, "[-f fmt] [-t cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
+		"rebase":   {runRebase, "[-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
 		"commit":   {runCommit, "[-f fmt] [-t cache] [-b base] [-r rate] [-d] [-p] [-q] [--object ...] [--image-opts] FILE"},
 		"amend":    {runAmend, "[-f qcow2] [-t cache] [-p] [-q] -o help | -o compat=0.10|1.1,lazy_refcounts=on|off,refcount_bits=N,size=SIZE [--object ...] [--image-opts] FILE"},
 		"measure":  {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [--object ...] [--image-opts] [-f fmt] [-l snapshot_param] FILE)"},

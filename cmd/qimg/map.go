@@ -137,7 +137,12 @@ func runMap(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: o.get("t", ""), ReadOnly: true, Opts: eo})
+	// -t: a qimg extension (qemu-img has none here), read as convert's.
+	cache, err := o.cacheOpt(false)
+	if err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	spec, err := o.imageSpec(path, imgopen.Spec{Format: o.get("f", ""), Cache: cache.imgopen(), ReadOnly: true, Opts: eo})
 	if err != nil {
 		return e.usageErr(err)
 	}

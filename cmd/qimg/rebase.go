@@ -17,7 +17,8 @@ type rebaseRequest struct {
 	backing      string       // new backing file name as written into the header ("" removes it)
 	backingFmt   string
 	unsafe       bool
-	cache        string
+	cache        cacheMode               // -t: the image's
+	srcCache     cacheMode               // -T: the new backing file's
 	progress     func(done, total int64) // -p, or nil
 }
 
@@ -27,14 +28,20 @@ func runRebase(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	r := &rebaseRequest{format: o.get("f", ""), backing: o.get("b", ""), backingFmt: o.get("F", ""),
-		unsafe: o.has("u"), cache: o.get("t", "")}
+		unsafe: o.has("u")}
 	if !r.unsafe && !o.has("b") {
 		return e.usageErr(errors.New("Must specify backing file (-b) or use unsafe mode (-u)"))
 	}
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
-	if r.spec, err = o.imageSpec(o.args[0], imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
+	if r.cache, err = o.cacheOpt(false); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	if r.srcCache, err = o.cacheOpt(true); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	if r.spec, err = o.imageSpec(o.args[0], imgopen.Spec{Format: r.format, Cache: r.cache.imgopen()}); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	r.path, r.format = r.spec.Path, r.spec.Format
@@ -103,7 +110,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 	var nsize int64
 	if r.backing != "" {
 		p := pathCombine(r.path, r.backing)
-		nimg, err := openImage(imgopen.Spec{Path: p, Format: r.backingFmt, ReadOnly: true})
+		nimg, err := openImage(imgopen.Spec{Path: p, Format: r.backingFmt, Cache: r.srcCache.imgopen(), ReadOnly: true})
 		if err != nil {
 			return fmt.Errorf("Could not open new backing file '%s': %w", r.backing, errors.Unwrap(err))
 		}
@@ -126,6 +133,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 			return err
 		}
 	}
+	w := withCache(im, r.cache) // the writes: flushed each in writethrough
 	const chunk = 1 << 20
 	oldBuf, newBuf := make([]byte, chunk), make([]byte, chunk)
 	for off := int64(0); off < size; {
@@ -153,7 +161,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 					return err
 				}
 			}
-			if err := writeDiffering(im, off, ob, nbuf, off >= osize); err != nil {
+			if err := writeDiffering(w, off, ob, nbuf, off >= osize); err != nil {
 				return err
 			}
 		}
@@ -167,7 +175,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 // writeDiffering writes the runs of 512-byte sectors where old differs
 // from cur (QEMU's compare_buffers granularity), with old's bytes, or as
 // a zeroing when old is known to be all zeros (oldZero).
-func writeDiffering(im *qcow2.Image, off int64, old, cur []byte, oldZero bool) error {
+func writeDiffering(im block.Device, off int64, old, cur []byte, oldZero bool) error {
 	const sector = 512
 	for i := 0; i < len(old); {
 		j := i

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"github.com/qring/qring/block"
+)
+
+// cacheMode is a cache mode of qemu-img's -t (the image written) and -T
+// (the images read) options, as QEMU's bdrv_parse_cache_mode reads it.
+//
+//	none, off    O_DIRECT host files
+//	directsync   O_DIRECT, and writethrough
+//	writeback    the default (convert's is unsafe)
+//	writethrough each write is flushed before it completes
+//	unsafe       QEMU skips the host flushes; qimg keeps them (a mode
+//	             that promises less may do more: it is writeback here)
+type cacheMode struct {
+	direct       bool
+	writethrough bool
+}
+
+// cacheModes are the modes QEMU knows, by name.
+var cacheModes = map[string]cacheMode{
+	"none":         {direct: true},
+	"off":          {direct: true},
+	"directsync":   {direct: true, writethrough: true},
+	"writeback":    {},
+	"writethrough": {writethrough: true},
+	"unsafe":       {},
+}
+
+// CacheError is a -t or -T value that names no cache mode.
+type CacheError struct {
+	Source bool // -T (the images read), else -t
+	Mode   string
+}
+
+func (e *CacheError) Error() string {
+	if e.Source {
+		return "Invalid source cache option: " + e.Mode
+	}
+	return "Invalid cache option: " + e.Mode
+}
+
+// cacheOpt parses -t (source false) or -T (source true); absent, it is
+// writeback.
+func (o *opts) cacheOpt(source bool) (cacheMode, error) {
+	k := "t"
+	if source {
+		k = "T"
+	}
+	s := o.get(k, "writeback")
+	m, ok := cacheModes[s]
+	if !ok {
+		return m, &CacheError{Source: source, Mode: s}
+	}
+	return m, nil
+}
+
+// imgopen is the mode as imgopen.Spec.Cache names it: what the host
+// file's opening depends on.
+func (m cacheMode) imgopen() string {
+	if m.direct {
+		return "none"
+	}
+	return "writeback"
+}
+
+// writeThrough is a device, or image, in writethrough mode: each write
+// (of data or of zeros) is flushed before it completes, as QEMU's block
+// backend without a write cache does (blk_co_pwritev_part). Discards are
+// not flushed, as in QEMU.
+type writeThrough struct {
+	block.Device
+}
+
+// testHookCacheDev, if set, stands in front of every device withCache
+// puts in a mode (tests count its writes and flushes).
+var testHookCacheDev func(block.Device) block.Device
+
+// withCache puts d in mode m: writethrough wraps it, other modes leave it
+// as it is (their host files were opened for them).
+func withCache(d block.Device, m cacheMode) block.Device {
+	if testHookCacheDev != nil {
+		d = testHookCacheDev(d)
+	}
+	if !m.writethrough {
+		return d
+	}
+	return writeThrough{d}
+}
+
+func (w writeThrough) Writev(off int64, bufs [][]byte) error {
+	if err := w.Device.Writev(off, bufs); err != nil {
+		return err
+	}
+	return w.Device.Flush()
+}
+
+func (w writeThrough) WriteZeroes(off, n int64, flags block.Flags) error {
+	if err := w.Device.WriteZeroes(off, n, flags); err != nil {
+		return err
+	}
+	return w.Device.Flush()
+}
