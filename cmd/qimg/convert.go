@@ -67,21 +67,90 @@ func (o convertOut) leaveOut(off, n int64) error {
 
 // convertImage copies the guest contents of src to dst the way qemu-img
 // convert does, so that the same areas of the output end up allocated:
-// it walks the source's block status (bdrv_block_status_above, runs
-// rounded down to the source's cluster size when longer); runs that read
-// as zeros are left out (dst.leaveOut), unless sparse is 0; data runs are
+// it walks the source's block status (walkConvert); runs that read as
+// zeros are left out (dst.leaveOut), unless sparse is 0; data runs are
 // read in chunks of convertBufSize and written except for the zeros
 // qemu-img's is_allocated_sectors_min leaves out (runs of at least sparse
 // bytes, with ends aligned to the largest power of two sectors in sparse,
 // or to dst.align if larger). With sparse 0 nothing is left out: every
 // byte is written, zeros too, and the output is fully allocated (as
-// qemu-img). progress, if set, is called with bytes done.
+// qemu-img). progress, if set, is called as qemu-img's is: with the bytes
+// of the chunks copied so far, before each is read, out of all it will
+// copy (a first walk counts them), and not for what is left out.
 func convertImage(src *image, dst convertOut, sparse int64, progress func(done, total int64)) error {
-	total := roundUp(src.size, 512)
-	srcAlign := src.clusterSize
 	minSec := sparse / 512
 	alignSec := max(pow2Floor(minSec), (dst.align+511)/512)
+	var total, done int64 // qemu-img's allocated_sectors and allocated_done, in bytes
+	if progress != nil {
+		if err := walkConvert(src, dst, sparse, func(s convertStep) error {
+			if s.kind == stepCopy {
+				total += s.n
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	buf := make([]byte, convertBufSize)
+	err := walkConvert(src, dst, sparse, func(s convertStep) error {
+		switch s.kind {
+		case stepBacking:
+			return nil
+		case stepLeaveOut:
+			if err := dst.leaveOut(s.off, s.n); err != nil {
+				return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+			}
+			return nil
+		}
+		if progress != nil {
+			done += s.n
+			progress(done, total)
+		}
+		p := buf[:s.n]
+		if s.zero {
+			clear(p)
+		} else if err := readSalvaging(src, dst, s.off, p); err != nil {
+			return fmt.Errorf("error while reading at byte %d: %w", s.off, err)
+		}
+		ms := minSec
+		if dst.copyRange && !s.zero {
+			ms = 0
+		}
+		if err := writeChunk(dst, s.off, p, ms, alignSec); err != nil {
+			return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return dst.dev.Flush()
+}
+
+// stepKind says what convert does with a step of its walk.
+type stepKind int
+
+const (
+	stepCopy     stepKind = iota // read (unless zero) and written
+	stepLeaveOut                 // zeros left out (dst.leaveOut)
+	stepBacking                  // left to the output's backing file
+)
+
+// convertStep is one step of convert's walk: n bytes at off.
+type convertStep struct {
+	off, n int64
+	kind   stepKind
+	zero   bool // a copy of zeros (sparse 0): written without reading
+}
+
+// walkConvert calls fn with each step of qemu-img convert's walk over
+// src (convert_iteration_sectors): the source's block status
+// (bdrv_block_status_above; runs rounded down to the source's cluster
+// size when longer), a copy being cut into chunks of convertBufSize
+// counted from the start of its run. It stops at fn's first error.
+func walkConvert(src *image, dst convertOut, sparse int64, fn func(convertStep) error) error {
+	total := roundUp(src.size, 512)
+	srcAlign := src.clusterSize
 	for off := int64(0); off < total; {
 		q := total - off
 		if dst.backing && dst.backingEnd >= 0 && off < dst.backingEnd {
@@ -105,46 +174,30 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 		if tail := (off + n) % srcAlign; n > tail {
 			n -= tail
 		}
-		zero := st.Zero
 		if dst.backing && (!st.Zero && !st.Data || st.Zero && dst.backingEnd >= 0 && off >= dst.backingEnd) {
 			// Left to the output's backing file (BLK_BACKING_FILE).
-			off += n
-			if progress != nil {
-				progress(off, total)
+			if err := fn(convertStep{off: off, n: n, kind: stepBacking}); err != nil {
+				return err
 			}
+			off += n
+			continue
+		}
+		if st.Zero && sparse > 0 {
+			if err := fn(convertStep{off: off, n: n, kind: stepLeaveOut}); err != nil {
+				return err
+			}
+			off += n
 			continue
 		}
 		for end := off + n; off < end; {
-			if zero && sparse > 0 {
-				if err := dst.leaveOut(off, end-off); err != nil {
-					return fmt.Errorf("error while writing at byte %d: %w", off, err)
-				}
-				off = end
-				if progress != nil {
-					progress(off, total)
-				}
-				continue
+			c := min(end-off, convertBufSize)
+			if err := fn(convertStep{off: off, n: c, kind: stepCopy, zero: st.Zero}); err != nil {
+				return err
 			}
-			p := buf[:min(end-off, convertBufSize)]
-			if zero {
-				clear(p)
-			} else if err := readSalvaging(src, dst, off, p); err != nil {
-				return fmt.Errorf("error while reading at byte %d: %w", off, err)
-			}
-			ms := minSec
-			if dst.copyRange && !zero {
-				ms = 0
-			}
-			if err := writeChunk(dst, off, p, ms, alignSec); err != nil {
-				return fmt.Errorf("error while writing at byte %d: %w", off, err)
-			}
-			off += int64(len(p))
-			if progress != nil {
-				progress(off, total)
-			}
+			off += c
 		}
 	}
-	return dst.dev.Flush()
+	return nil
 }
 
 // readSalvaging is readPadded, with --salvage's retry: on an error the
@@ -319,9 +372,6 @@ func runConvert(e *env, args []string) int {
 	if ofmt != "raw" && ofmt != "qcow2" {
 		return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
 	}
-	if o.has("c") && ofmt != "qcow2" && !skipCreate {
-		return e.errorf(1, "Compression not supported for this file format")
-	}
 	sparse := int64(4096)
 	if o.has("S") {
 		if sparse, err = parseSize(o.get("S", "")); err != nil {
@@ -340,6 +390,14 @@ func runConvert(e *env, args []string) int {
 	cache, err := o.cacheOpt(false)
 	if err != nil {
 		return e.errorf(1, "%v", err)
+	}
+	// -p: from here on, qemu-img prints its 0% first and a new line
+	// last, whatever happens.
+	var progress func(done, total int64)
+	if o.has("p") && !o.has("q") {
+		progress = progressPrinter(e.stdout)
+		progress(0, 1)
+		defer fmt.Fprintln(e.stdout)
 	}
 	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: srcCache.imgopen(), ReadOnly: true,
 		Opts: qcow2.Options{ForceShare: o.forceShare()}})
@@ -387,6 +445,9 @@ func runConvert(e *env, args []string) int {
 			}
 		}
 	}
+	if o.has("c") && ofmt != "qcow2" && !skipCreate {
+		return e.errorf(1, "Compression not supported for this file format")
+	}
 	req.opts.Size = src.size
 	// -B and -F are -o backing_file and backing_fmt (qemu-img's
 	// add_old_style_options: they win over -o).
@@ -402,8 +463,8 @@ func runConvert(e *env, args []string) int {
 		// jumps to its end with ret still 0) and, with -p, shows the
 		// progress it began at 0% as done.
 		e.errorf(0, "Cannot use --target-is-zero when the destination image has a backing file")
-		if o.has("p") {
-			fmt.Fprint(e.stdout, "    (0.00/100%)\r    (100.00/100%)\r\n")
+		if progress != nil {
+			progress(1, 1)
 		}
 		return 0
 	}
@@ -441,10 +502,6 @@ func runConvert(e *env, args []string) int {
 		Opts: qcow2.Options{Passphrase: req.opts.Encrypt.Passphrase}})
 	if err != nil {
 		return e.errorf(1, "%v", err)
-	}
-	var progress func(done, total int64)
-	if o.has("p") {
-		progress = progressPrinter(e.stdout)
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
@@ -491,8 +548,8 @@ func runConvert(e *env, args []string) int {
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
-	if progress != nil {
-		fmt.Fprintln(e.stdout)
+	if progress != nil && err == nil {
+		progress(1, 1) // qemu-img's 100% at the end, printed again
 	}
 	if err != nil {
 		if created {
@@ -520,17 +577,22 @@ func checkOutputSize(skipCreate bool, dst block.Device, size int64) error {
 	return nil
 }
 
-// progressPrinter prints qemu-img's "    (x.xx/100%)" lines.
+// progressPrinter prints qemu-img's "    (x.xx/100%)" lines for done
+// out of total, as QEMU's qemu_progress_print does with a min_skip of 1
+// (in C floats): a line when the progress moved on by more than 1% since
+// the last one printed, and one each time it is at 0% or 100%. It never
+// goes back.
 func progressPrinter(w io.Writer) func(done, total int64) {
-	last := -1.0
+	var cur, last float32
 	return func(done, total int64) {
-		pct := 100.0
+		pct := float32(100)
 		if total > 0 {
-			pct = float64(done) * 100 / float64(total)
+			pct = float32(100.0 * float64(done) / float64(total))
 		}
-		if pct-last >= 1 || (pct == 100 && last != 100) {
-			fmt.Fprintf(w, "    (%.2f/100%%)\r", pct)
-			last = pct
+		cur = max(cur, pct)
+		if cur > last+1 || cur == 100 || cur == 0 {
+			last = cur
+			fmt.Fprintf(w, "    (%3.2f/100%%)\r", float64(cur))
 		}
 	}
 }

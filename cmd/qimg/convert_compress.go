@@ -20,10 +20,21 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 	if err != nil {
 		return err
 	}
+	// -p counts what qemu-img's does: the clusters the block status
+	// does not show as zeros (all with -S 0), each before it is read.
+	leftOut := func(zm *zeroMap, off, n int64) bool { return sparse > 0 && zm.zeroUntil(off) >= off+n }
+	var total, done int64
+	pre := *src.zm // a cursor of its own: zeroUntil does not go back
+	for off := int64(0); progress != nil && off < src.size; off += cs {
+		if n := min(cs, src.size-off); !leftOut(&pre, off, n) {
+			total += n
+		}
+	}
 	for off := int64(0); off < src.size; off += cs {
 		n := min(cs, src.size-off)
-		if progress != nil {
-			progress(off, src.size)
+		if progress != nil && !leftOut(src.zm, off, n) {
+			done += n
+			progress(done, total)
 		}
 		p := buf[:n]
 		zero := src.zm.zeroUntil(off) >= off+n
@@ -59,9 +70,6 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 		if err != nil {
 			return fmt.Errorf("error while writing at byte %d: %w", off, err)
 		}
-	}
-	if progress != nil {
-		progress(src.size, src.size)
 	}
 	return dst.Flush()
 }
