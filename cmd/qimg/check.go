@@ -92,7 +92,7 @@ func parseRepair(s string) (qcow2.RepairMode, error) {
 	case "all":
 		return qcow2.RepairAll, nil
 	}
-	return 0, fmt.Errorf("invalid repair option '%s' (leaks, all)", s)
+	return 0, fmt.Errorf("Unknown option value for -r (expecting 'leaks' or 'all'): %s", s)
 }
 
 func runCheck(e *env, args []string) int {

@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/bits"
 	"os"
+	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -364,13 +364,19 @@ func runConvert(e *env, args []string) int {
 	if code, done := e.answerOptionsHelp(o, o.get("O", "raw"), "unknown output format '%s' (raw, qcow2)"); done {
 		return code
 	}
+	if len(o.args) < 2 {
+		return e.errorf(1, "Must specify image file name")
+	}
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))
 	}
 	in, out := o.args[0], o.args[1]
 	ofmt := o.get("O", "raw")
 	if ofmt != "raw" && ofmt != "qcow2" {
-		return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
+		if slices.Contains(qemuFormats, ofmt) {
+			return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
+		}
+		return e.errorf(1, "Unknown file format '%s'", ofmt)
 	}
 	sparse := int64(4096)
 	if o.has("S") {
@@ -441,7 +447,7 @@ func runConvert(e *env, args []string) int {
 				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
 			}
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
-				return e.usageErr(err)
+				return e.errorf(1, "%v", err)
 			}
 		}
 	}
@@ -575,26 +581,6 @@ func checkOutputSize(skipCreate bool, dst block.Device, size int64) error {
 		return fmt.Errorf("output file is smaller than input file")
 	}
 	return nil
-}
-
-// progressPrinter prints qemu-img's "    (x.xx/100%)" lines for done
-// out of total, as QEMU's qemu_progress_print does with a min_skip of 1
-// (in C floats): a line when the progress moved on by more than 1% since
-// the last one printed, and one each time it is at 0% or 100%. It never
-// goes back.
-func progressPrinter(w io.Writer) func(done, total int64) {
-	var cur, last float32
-	return func(done, total int64) {
-		pct := float32(100)
-		if total > 0 {
-			pct = float32(100.0 * float64(done) / float64(total))
-		}
-		cur = max(cur, pct)
-		if cur > last+1 || cur == 100 || cur == 0 {
-			last = cur
-			fmt.Fprintf(w, "    (%3.2f/100%%)\r", float64(cur))
-		}
-	}
 }
 
 // backingDev is the backing device of an opened qcow2 image, nil if it

@@ -29,9 +29,16 @@ func runCreate(e *env, args []string) int {
 	if code, done := e.answerOptionsHelp(o, o.get("f", "qcow2"), "unknown file format '%s' (qcow2, raw)"); done {
 		return code
 	}
-	req, err := parseCreate(o)
+	req, err := parseCreateArgs(o)
 	if err != nil {
-		return e.usageErr(err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return e.usageErr(ue.error)
+		}
+		return e.errorf(1, "%v", err)
+	}
+	if err := parseCreate(o, req); err != nil {
+		return e.errorf(1, "%s: %v", req.path, err)
 	}
 	if err := resolveCreateSize(req); err != nil {
 		return e.errorf(1, "%s: %v", req.path, err)
@@ -39,34 +46,67 @@ func runCreate(e *env, args []string) int {
 	if !o.has("q") {
 		fmt.Fprintln(e.stdout, formattingLine(req))
 	}
-	if err := doCreate(req); err != nil {
+	if req.format == "qcow2" {
+		err = checkQcow2Create(&req.opts)
+	}
+	if err == nil {
+		err = doCreate(req)
+	}
+	if err != nil {
 		return e.errorf(1, "%s: %v", req.path, err)
 	}
 	return 0
 }
 
-// parseCreate turns create's options and arguments into a request.
-func parseCreate(o *opts) (*createRequest, error) {
+// usageError is a command-line error that the usage line follows.
+type usageError struct{ error }
+
+// parseCreateArgs reads create's file name and size, as qemu-img does
+// before anything else (its messages).
+func parseCreateArgs(o *opts) (*createRequest, error) {
 	req := &createRequest{format: o.get("f", "qcow2"), given: map[string]bool{}, unsafe: o.has("u")}
+	switch len(o.args) {
+	case 0:
+		return nil, usageError{errors.New("Expecting image file name")}
+	case 1:
+	case 2:
+		n, err := cvtnum("image size", o.args[1])
+		if err != nil {
+			return nil, err
+		}
+		req.opts.Size, req.sizeSet = n, true
+	default:
+		return nil, usageError{fmt.Errorf("Unexpected argument: %s", o.args[2])}
+	}
+	req.path = o.args[0]
+	return req, nil
+}
+
+// parseCreate reads create's format and options into req (errors in
+// qemu-img's words, which it prints after the file name).
+func parseCreate(o *opts, req *createRequest) error {
 	if req.format != "qcow2" && req.format != "raw" {
-		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", req.format)
+		return fmt.Errorf("Unknown file format '%s'", req.format)
 	}
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, p := range kv {
 			if req.format == "raw" {
-				if p[0] != "size" && p[0] != "preallocation" {
-					return nil, fmt.Errorf("invalid parameter '%s' for raw", p[0])
+				if _, err := checkOptionType(rawCreateOptions, p[0], p[1]); err != nil {
+					return err
+				}
+				if p[0] == "preallocation" && p[1] == "metadata" {
+					return fmt.Errorf("Unsupported preallocation mode: %s", p[1])
 				}
 				if p[0] == "preallocation" && p[1] != "off" && p[1] != "falloc" && p[1] != "full" {
-					return nil, fmt.Errorf("raw preallocation=%s is not supported", p[1])
+					return fmt.Errorf("invalid parameter value: %s", p[1])
 				}
 			}
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
-				return nil, err
+				return err
 			}
 			req.given[p[0]] = true
 			if p[0] == "size" {
@@ -83,32 +123,18 @@ func parseCreate(o *opts) (*createRequest, error) {
 		req.given["backing_fmt"] = true
 	}
 	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "qcow2" && req.opts.BackingFormat != "raw" {
-		return nil, fmt.Errorf("unknown backing format '%s' (qcow2, raw)", req.opts.BackingFormat)
+		return fmt.Errorf("unknown backing format '%s' (qcow2, raw)", req.opts.BackingFormat)
 	}
-	switch len(o.args) {
-	case 0:
-		return nil, fmt.Errorf("expecting image file name")
-	case 1:
-	case 2:
-		n, err := parseSize(o.args[1])
-		if err != nil {
-			return nil, fmt.Errorf("invalid image size specified: %q (use k, M, G, T suffixes)", o.args[1])
-		}
-		req.opts.Size, req.sizeSet = n, true
-	default:
-		return nil, fmt.Errorf("unexpected argument '%s'", o.args[2])
-	}
-	req.path = o.args[0]
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
-		return nil, err
+		return err
 	}
 	if req.format == "raw" && req.opts.BackingFile != "" {
-		return nil, fmt.Errorf("raw images do not support backing files")
+		return fmt.Errorf("Backing file not supported for file format 'raw'")
 	}
 	if !req.sizeSet && req.opts.BackingFile == "" {
-		return nil, fmt.Errorf("image creation needs a size parameter")
+		return fmt.Errorf("Image creation needs a size parameter")
 	}
-	return req, nil
+	return nil
 }
 
 // resolveCreateSize checks the backing file as qemu-img create does (it
@@ -142,6 +168,12 @@ func resolveCreateSize(req *createRequest) error {
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {
+		// QEMU opens the backing file without its own "Could not open"
+		// around the file driver's.
+		var oe *OpenError
+		if errors.As(err, &oe) && errors.As(oe.Err, new(*OpenError)) {
+			err = oe.Err
+		}
 		return fmt.Errorf("%v\nCould not open backing image.", err)
 	}
 	defer img.Close()

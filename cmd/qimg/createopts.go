@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
 
 	"github.com/qring/qring/qcow2"
 )
@@ -10,6 +14,87 @@ import (
 // or zstd; extended_l2 (on, off) creates images with subclusters or
 // without.
 func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
+	v, err := checkOptionType(qcow2CreateOptions, k, v)
+	if err != nil {
+		return err
+	}
+	if err := setQcow2Option(o, k, v); err != nil {
+		if q, ok := qemuParamNames[k]; ok {
+			// QEMU's words for a value its enum does not have.
+			return fmt.Errorf("Parameter '%s' does not accept value '%s'", q, v)
+		}
+		return err
+	}
+	return nil
+}
+
+// qemuParamNames are the names QEMU's qcow2 driver gives the create
+// options whose values are enums when it refuses a value.
+var qemuParamNames = map[string]string{
+	"compat":              "version",
+	"preallocation":       "preallocation",
+	"compression_type":    "compression-type",
+	"encrypt.format":      "format",
+	"encrypt.cipher-alg":  "cipher-alg",
+	"encrypt.cipher-mode": "cipher-mode",
+	"encrypt.ivgen-alg":   "ivgen-alg",
+	"encrypt.hash-alg":    "hash-alg",
+}
+
+// errSizeParam is the rest of QEMU's message for a size option that does
+// not parse.
+const errSizeParam = "expects a non-negative number below 2^64\n" +
+	"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
+	"and exabytes, respectively."
+
+// checkOptionType checks -o k=v against the type of option k in opts, as
+// QEMU's option parser does before a driver sees them, with its messages:
+// an option not in opts, a size, number or bool that does not parse. It
+// returns v, a bool spelt as QEMU accepts it (y, n) as on or off.
+func checkOptionType(opts []createOption, k, v string) (string, error) {
+	i := slices.IndexFunc(opts, func(c createOption) bool { return c.name == k })
+	if i < 0 {
+		return v, fmt.Errorf("Invalid parameter '%s'", k)
+	}
+	switch opts[i].typ {
+	case "size":
+		if _, err := qcow2.ParseSize(v); err != nil {
+			return v, fmt.Errorf("Parameter '%s' %s", k, errSizeParam)
+		}
+	case "num":
+		if _, err := strconv.ParseUint(v, 0, 64); err != nil {
+			return v, fmt.Errorf("Parameter '%s' expects a number", k)
+		}
+	case "bool (on/off)":
+		switch v {
+		case "on", "yes", "true", "y":
+			return "on", nil
+		case "off", "no", "false", "n":
+			return "off", nil
+		}
+		return v, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", k)
+	}
+	return v, nil
+}
+
+// checkQcow2Create refuses what QEMU's qcow2 driver refuses when it
+// creates the image (after qemu-img create printed its Formatting line),
+// with its messages.
+func checkQcow2Create(o *qcow2.CreateOptions) error {
+	if cs := o.ClusterSize; cs != 0 && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
+		return errors.New("Cluster size must be a power of two between 512 and 2048k")
+	}
+	if rb := o.RefcountBits; rb != 0 && (bits.OnesCount(uint(rb)) != 1 || rb > 64) {
+		return errors.New("Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	if o.LazyRefcounts && o.Compat == "0.10" {
+		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	}
+	return nil
+}
+
+// setQcow2Option sets one qcow2 create option whose type checked.
+func setQcow2Option(o *qcow2.CreateOptions, k, v string) error {
 	switch k {
 	case "compression_type":
 		switch v {

@@ -197,9 +197,9 @@ func runMeasure(e *env, args []string) int {
 	}
 	var m *measureInfo
 	if o.has("size") {
-		n, err := parseSize(o.get("size", ""))
+		n, err := cvtnum("image size", o.get("size", ""))
 		if err != nil {
-			return e.errorf(1, "Invalid image size specified. You may use k, M, G, T, P or E suffixes for")
+			return e.errorf(1, "%v", err)
 		}
 		m, err = measureSize(t, n, -1, false)
 		if err != nil {

@@ -30,7 +30,7 @@ func parseResizeSize(s string) (sign byte, n int64, err error) {
 	n, err = qcow2.ParseSize(s)
 	if err != nil || n < 0 {
 		return 0, 0, errors.New("Parameter 'size' expects a non-negative number below 2^64\n" +
-			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- and exabytes, respectively.")
+			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
 	}
 	return sign, n, nil
 }

@@ -30,7 +30,8 @@ func (o *opts) get(k, def string) string {
 }
 
 // getopt parses args like GNU getopt_long with permutation: options may
-// come before or after positional arguments; "--" ends options. shorts is
+// come before or after positional arguments; "--" ends options. Its
+// errors are qemu-img's (which names the whole word: '-qZ'). shorts is
 // a getopt string ("f:pq": f takes a value); longs lists long options, a
 // trailing ':' meaning a value ("output:").
 func getopt(args []string, shorts string, longs ...string) (*opts, error) {
@@ -58,11 +59,11 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 			name, val, hasVal := strings.Cut(a[2:], "=")
 			need, ok := longArg[name]
 			if !ok {
-				return nil, fmt.Errorf("unknown option '--%s'", name)
+				return nil, fmt.Errorf("unrecognized option '%s'", a)
 			}
 			if need && !hasVal {
 				if i+1 >= len(args) {
-					return nil, fmt.Errorf("option '--%s' requires an argument", name)
+					return nil, fmt.Errorf("missing argument for option '%s'", a)
 				}
 				i++
 				val = args[i]
@@ -75,7 +76,7 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 				c := a[j]
 				need, ok := shortArg[c]
 				if !ok {
-					return nil, fmt.Errorf("unknown option '-%c'", c)
+					return nil, fmt.Errorf("unrecognized option '%s'", a)
 				}
 				if !need {
 					o.vals[string(c)] = append(o.vals[string(c)], "")
@@ -84,7 +85,7 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 				val := a[j+1:]
 				if val == "" {
 					if i+1 >= len(args) {
-						return nil, fmt.Errorf("option '-%c' requires an argument", c)
+						return nil, fmt.Errorf("missing argument for option '%s'", a)
 					}
 					i++
 					val = args[i]
@@ -118,6 +119,17 @@ func parseSize(s string) (int64, error) {
 	n, err := qcow2.ParseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("invalid size or offset %q", s)
+	}
+	return n, nil
+}
+
+// cvtnum is qemu-img's cvtnum: s as a size, or qemu-img's two-line
+// message naming what it is (what: "image size").
+func cvtnum(what, s string) (int64, error) {
+	n, err := qcow2.ParseSize(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"+
+			"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", what)
 	}
 	return n, nil
 }
@@ -162,17 +174,26 @@ func cvtstr(v float64) string {
 }
 
 // openImage opens an image with the io_uring backend (imgopen), with
-// qemu-img's messages; Image is nil for raw images.
+// qemu-img's messages (an *OpenError); Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" {
-		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", s.Format)
+		return nil, &OpenError{Path: s.Path, Err: formatError(s.Format)}
 	}
 	if _, err := os.Stat(s.Path); err != nil {
-		return nil, fmt.Errorf("could not open '%s': %w", s.Path, unwrapPathErr(err))
+		if oe := hostOpenError(s.Path, err); oe != nil {
+			return nil, &OpenError{Path: s.Path, Err: oe}
+		}
+		return nil, &OpenError{Path: s.Path, Err: err}
+	}
+	if s.Format == "qcow2" && !hasQcow2Magic(s.Path) {
+		return nil, &OpenError{Path: s.Path, Err: errNotQcow2}
 	}
 	img, err := imgopen.Open(s)
 	if err != nil {
-		return nil, fmt.Errorf("could not open '%s': %w", s.Path, err)
+		if oe := hostOpenError(s.Path, err); oe != nil {
+			err = oe
+		}
+		return nil, &OpenError{Path: s.Path, Err: err}
 	}
 	return img, nil
 }
@@ -201,7 +222,7 @@ func pathCombine(base, name string) string {
 // engine options of its -o flags.
 func oneImage(o *opts) (string, qcow2.Options, error) {
 	if len(o.args) != 1 {
-		return "", qcow2.Options{}, fmt.Errorf("expecting one image file name")
+		return "", qcow2.Options{}, fmt.Errorf("Expecting one image file name")
 	}
 	eo, err := engineOpts(o)
 	return o.args[0], eo, err

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"syscall"
+	"unicode"
+	"unicode/utf8"
+)
+
+// OpenError is an image that could not be opened, worded as qemu-img
+// words it: "Could not open 'PATH': ERR". A host file that could not be
+// opened nests a second one, as QEMU's file driver adds its own ("Could
+// not open 'x': Could not open 'x': No such file or directory").
+type OpenError struct {
+	Path string
+	Err  error
+}
+
+func (e *OpenError) Error() string { return fmt.Sprintf("Could not open '%s': %v", e.Path, e.Err) }
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// errNotQcow2 is what QEMU's qcow2 driver says of a file without the
+// qcow2 magic that -f qcow2 names.
+var errNotQcow2 = errors.New("Image is not in qcow2 format")
+
+// qemuFormats are the format drivers of qemu-img 7.2 ("Supported formats"
+// of qemu-img --help): -f with another name is an unknown driver, with
+// one of these other than qcow2 and raw a format qimg does not support.
+var qemuFormats = []string{"blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
+	"copy-before-write", "copy-on-read", "dmg", "file", "ftp", "ftps", "gluster", "host_cdrom",
+	"host_device", "http", "https", "iscsi", "iser", "luks", "nbd", "nfs", "null-aio", "null-co",
+	"nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
+	"replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat"}
+
+// formatError is -f FORMAT naming another format than qcow2 and raw.
+func formatError(format string) error {
+	if slices.Contains(qemuFormats, format) {
+		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw)", format)
+	}
+	return fmt.Errorf("Unknown driver '%s'", format)
+}
+
+// hostOpenError is err, an error opening the host file at path, as
+// QEMU's file driver words it, or nil if err is not one (another file's
+// error, a backing file's, keeps its own words).
+func hostOpenError(path string, err error) error {
+	var pe *os.PathError
+	if !errors.As(err, &pe) || pe.Path != path {
+		return nil
+	}
+	return &OpenError{Path: path, Err: cError(pe.Err)}
+}
+
+// cError is err as C's strerror words an errno ("No such file or
+// directory"); other errors as they are.
+func cError(err error) error {
+	var en syscall.Errno
+	if !errors.As(err, &en) {
+		return err
+	}
+	return &capitalized{err: en}
+}
+
+// capitalized is an error whose text starts with a capital letter.
+type capitalized struct{ err error }
+
+func (c *capitalized) Error() string {
+	s := c.err.Error()
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[n:]
+}
+
+func (c *capitalized) Unwrap() error { return c.err }
+
+// hasQcow2Magic reports whether the file at path starts with the qcow2
+// magic; a file that cannot be read is given the benefit of the doubt
+// (opening it reports why).
+func hasQcow2Magic(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(f, b); err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return true
+	}
+	return string(b) == "QFI\xfb"
+}
