@@ -54,3 +54,43 @@ func TestConvert_ProgressLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestRebase_ProgressLikeQemu: rebase -p prints qemu-img's progress
+// lines: 0% once the command line is read (then a new line whatever
+// happens), 100 / (size / 2 MiB) percent more after each stretch of up
+// to 2 MiB that the image leaves to its backing file (cut where its
+// allocation changes or a backing file ends), a line when that moved on
+// by more than 2%, never past 100%, and 100% when rebased (with -u too).
+// qimg printed the share of the virtual size after each 1 MiB, in steps
+// of 1%, and nothing on an error.
+func TestRebase_ProgressLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	fix := testkit.Dir(t)                               // each run starts from copies of these
+	for _, size := range []string{"5M", "7M", "128M"} { // 128M: steps of 1.5625%, one line in two
+		qemuImage(t, filepath.Join(fix, "b.qcow2"), "qcow2", size, "write -P 1 0 1M", "write -P 2 3M 1M")
+		qemuOverlay(t, filepath.Join(fix, "t.qcow2"), "b.qcow2", "qcow2", "write -P 3 512k 1M", "write -z 4M 64k")
+		qemuImage(t, filepath.Join(fix, "n.qcow2"), "qcow2", "3M", "write -P 5 0 2M")
+		for _, extra := range [][]string{nil, {"-u"}, {"-b", "missing.qcow2"}} {
+			var outs [2]string
+			var codes [2]int
+			for i, who := range []string{"qimg", "qemu-img"} {
+				for _, f := range []string{"b.qcow2", "t.qcow2", "n.qcow2"} {
+					if err := os.WriteFile(filepath.Join(dir, f), mustReadFile(t, filepath.Join(fix, f)), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				args := append([]string{"rebase", "-p", "-F", "qcow2", "-b", "n.qcow2"}, extra...)
+				args = append(args, filepath.Join(dir, "t.qcow2"))
+				if who == "qimg" {
+					outs[i], _, codes[i] = runQ(t, args...)
+				} else {
+					outs[i], _, codes[i] = testkit.Run(t, "qemu-img", args...)
+				}
+			}
+			if outs[0] != outs[1] || codes[0] != codes[1] {
+				t.Errorf("%s %q:\nqimg (exit %d): %s\nqemu-img (exit %d): %s", size, extra, codes[0],
+					strings.ReplaceAll(outs[0], "\r", " "), codes[1], strings.ReplaceAll(outs[1], "\r", " "))
+			}
+		}
+	}
+}

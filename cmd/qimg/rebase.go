@@ -17,9 +17,9 @@ type rebaseRequest struct {
 	backing      string       // new backing file name as written into the header ("" removes it)
 	backingFmt   string
 	unsafe       bool
-	cache        cacheMode               // -t: the image's
-	srcCache     cacheMode               // -T: the new backing file's
-	progress     func(done, total int64) // -p, or nil
+	cache        cacheMode     // -t: the image's
+	srcCache     cacheMode     // -T: the new backing file's
+	progress     *qemuProgress // -p, or nil
 }
 
 func runRebase(e *env, args []string) int {
@@ -35,6 +35,13 @@ func runRebase(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
+	// -p: from here on, qemu-img prints its 0% first and a new line
+	// last, whatever happens; 100% once rebased.
+	if o.has("p") && !o.has("q") {
+		r.progress = &qemuProgress{w: e.stdout, minSkip: 2}
+		r.progress.print(0, 100)
+		defer fmt.Fprintln(e.stdout)
+	}
 	if r.cache, err = o.cacheOpt(false); err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -45,15 +52,11 @@ func runRebase(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	r.path, r.format = r.spec.Path, r.spec.Format
-	if o.has("p") && !o.has("q") {
-		r.progress = progressPrinter(e.stdout)
-	}
-	err = doRebase(r)
-	if r.progress != nil {
-		fmt.Fprintln(e.stdout)
-	}
-	if err != nil {
+	if err := doRebase(r); err != nil {
 		return e.errorf(1, "%v", err)
+	}
+	if r.progress != nil {
+		r.progress.print(100, 0)
 	}
 	return 0
 }
@@ -134,40 +137,51 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 		}
 	}
 	w := withCache(im, r.cache) // the writes: flushed each in writethrough
-	const chunk = 1 << 20
-	oldBuf, newBuf := make([]byte, chunk), make([]byte, chunk)
+	// qemu-img's walk: up to 2 MiB at a time, cut where the image's own
+	// allocation changes (bdrv_is_allocated, QEMU's status lengths);
+	// -p moves on by 100 / (size / 2 MiB) percent after each stretch
+	// the image leaves to its backing file.
+	const ioBuf = 2 << 20
+	var step float32
+	if size != 0 {
+		step = float32(100) / float32(size/min(size, ioBuf))
+	}
+	sw := qcow2.NewStatusWalker(im)
+	oldBuf, newBuf := make([]byte, ioBuf), make([]byte, ioBuf)
 	for off := int64(0); off < size; {
-		if r.progress != nil {
-			r.progress(off, size)
-		}
-		st, err := im.BlockStatus(off, size-off)
+		st, err := sw.TopStatus(off, min(ioBuf, size-off))
 		if err != nil {
 			return err
 		}
-		end := st.Off + st.Len
+		n := min(max(st.Len, 1), ioBuf, size-off)
 		if st.Allocated {
-			off = end
+			off += n
 			continue
 		}
-		for ; off < end; off += min(chunk, end-off) {
-			n := min(chunk, end-off)
-			ob, nbuf := oldBuf[:n], newBuf[:n]
-			if err := im.Readv(off, [][]byte{ob}); err != nil {
-				return err
-			}
-			clear(nbuf)
-			if nb != nil && off < nsize {
-				if err := nb.Readv(off, [][]byte{nbuf[:min(n, nsize-off)]}); err != nil {
-					return err
-				}
-			}
-			if err := writeDiffering(w, off, ob, nbuf, off >= osize); err != nil {
+		// As qemu-img, a read stops at the end of either backing file.
+		if off < osize {
+			n = min(n, osize-off)
+		}
+		if nb != nil && off < nsize {
+			n = min(n, nsize-off)
+		}
+		ob, nbuf := oldBuf[:n], newBuf[:n]
+		if err := im.Readv(off, [][]byte{ob}); err != nil {
+			return err
+		}
+		clear(nbuf)
+		if nb != nil && off < nsize {
+			if err := nb.Readv(off, [][]byte{nbuf}); err != nil {
 				return err
 			}
 		}
-	}
-	if r.progress != nil {
-		r.progress(size, size)
+		if err := writeDiffering(w, off, ob, nbuf, off >= osize); err != nil {
+			return err
+		}
+		off += n
+		if r.progress != nil {
+			r.progress.print(step, 100)
+		}
 	}
 	return im.Flush()
 }
