@@ -29,8 +29,11 @@ import (
 // from checkLocked with mu held and nothing in flight (Check's lockIdle).
 func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, error) {
 	r := c.r
-	c.msg("Rebuilding refcount structure (%s)", c.untrusted)
-	if err := im.rebuildRefcountsLocked(c.ref, im.g.RefcountOrder); err != nil {
+	// As qemu-img's words: why is c.untrusted, reported before.
+	c.msg("Rebuilding refcount structure")
+	// The old structures stay counted: the check after the switch frees
+	// them as leaks, with qemu-img's "Repairing cluster" lines.
+	if err := im.rebuildRefcountsLocked(c.ref, im.g.RefcountOrder, true); err != nil {
 		c.ioError(err)
 		c.msg("ERROR rebuilding the refcount structures: %v", err)
 		return r, nil
@@ -45,6 +48,10 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 	if r2 == nil {
 		return r, err
 	}
+	// The old structures' leaks the second pass fixed are not reported,
+	// as in QEMU (it restores its result after that pass).
+	r2.Leaks -= min(r2.Leaks, r2.LeaksFixed)
+	r2.LeaksFixed = 0
 	// What the first pass found is fixed, unless the second finds it.
 	r2.CorruptionsFixed += max(r.Corruptions-r2.Corruptions, 0)
 	r2.LeaksFixed += max(r.Leaks-r2.Leaks, 0)
@@ -60,8 +67,10 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 // (one per host cluster of the file, as Check counted them, the old
 // structures included) with refcounts of 1<<order bits, and switches the
 // header to them; the order changes in the same header write, in its
-// first sector (FM6), with the table.
-func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32) error {
+// first sector (FM6), with the table. The old structures' clusters are
+// counted free in the new ones, but with keepOld those only they used,
+// which stay counted 1, for a leak repair to free.
+func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, keepOld bool) error {
 	og := &im.g // the old structures
 	ng := format.NewGeometry(og.ClusterBits, order, og.ExtendedL2)
 	g := &ng // the new ones
@@ -74,7 +83,12 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32) error {
 	n := uint64(len(counts)) // counts is Check's, used by nobody after this
 	uncount := func(off format.HostOff, size uint64) {
 		for k := g.HostCluster(off); k <= g.HostCluster(off+format.HostOff(size)-1) && k < n; k++ {
-			if counts[k] > 0 {
+			// keepOld leaves the count of a cluster only the old
+			// structures used (a leak, for the repair after the
+			// switch); one that something else uses too (a damaged
+			// block over data) drops to its other uses, or a crash
+			// before that repair would leave COPIED on a count of 2.
+			if counts[k] > 1 || (counts[k] == 1 && !keepOld) {
 				counts[k]--
 			}
 		}

@@ -50,7 +50,7 @@ func (im *Image) SetRefcountBits(n uint32) error {
 	if err != nil {
 		return err
 	}
-	return im.rebuildRefcountsLocked(counts, order)
+	return im.rebuildRefcountsLocked(counts, order, false)
 }
 
 // storedRefcountsLocked reads every stored refcount of the file (and of
