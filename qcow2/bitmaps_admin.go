@@ -29,9 +29,19 @@ type BitmapInfo struct {
 	InUse       bool // IN_USE when the image was opened: inconsistent
 }
 
-// Bitmaps lists the maintained bitmaps of an image opened writable.
+// Bitmaps lists the image's persistent dirty bitmaps: the maintained
+// ones of an image opened writable, or those on the media of one opened
+// read-only (none where the autoclear bit says they are stale, or where
+// they cannot be read as this engine maintains them).
 func (im *Image) Bitmaps() []BitmapInfo {
 	set := im.bitmaps.Load()
+	if set == nil {
+		im.mu.Lock()
+		if im.ro && im.hdr.AutoclearFeatures&format.AutoclearBitmaps != 0 {
+			set, _ = im.readBitmapsLocked()
+		}
+		im.mu.Unlock()
+	}
 	if set == nil {
 		return nil
 	}

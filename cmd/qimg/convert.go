@@ -330,9 +330,13 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage")
+	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage",
+		"bitmaps", "skip-broken-bitmaps")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	if o.has("skip-broken-bitmaps") && !o.has("bitmaps") {
+		return e.errorf(1, "Use of --skip-broken-bitmaps requires --bitmaps")
 	}
 	// -n: the output exists, and is written into (qemu-img's skip_create).
 	skipCreate := o.has("n")
@@ -416,6 +420,12 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer simg.Close()
+	var bitmaps []qcow2.BitmapInfo
+	if o.has("bitmaps") {
+		if bitmaps, err = convertBitmapsCheck(simg, o.has("skip-broken-bitmaps")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	}
 	if snap != nil {
 		if err := loadSnapshot(simg, *snap); err != nil {
 			return e.errorf(1, "%v", err)
@@ -529,7 +539,9 @@ func runConvert(e *env, args []string) int {
 	if dst.Image == nil {
 		cout.align = dst.Dev.Caps().Align
 	}
-	if o.has("c") && dst.Image == nil {
+	if o.has("bitmaps") && dst.Image == nil {
+		err = fmt.Errorf("Format driver '%s' does not support bitmaps", ofmt)
+	} else if o.has("c") && dst.Image == nil {
 		err = fmt.Errorf("Compression not supported for this file format")
 	} else {
 		err = checkOutputSize(skipCreate, dst.Dev, src.size)
@@ -550,6 +562,10 @@ func runConvert(e *env, args []string) int {
 		if err == nil {
 			err = convertImage(src, cout, sparse, progress)
 		}
+	}
+	if err == nil && o.has("bitmaps") {
+		// After the copy, as qemu-img: its writes must not dirty them.
+		err = convertBitmaps(simg.Image, dst.Image, bitmaps, cout.warn)
 	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
