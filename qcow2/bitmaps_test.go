@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/json"
+	"iter"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -166,37 +167,16 @@ func qemuBitmapsOpen(t *testing.T, path string) string {
 func TestBitmaps_CrashWhileStoring(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := t.TempDir()
-	base := bitmapImage(t, dir)
-	raw, err := os.ReadFile(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := memdev.FromBytes(raw, memdev.Options{})
-	dev := &hookDev{Dev: mem, before: func() {}}
-	im, err := OpenDevice(dev, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, op := range bitmapOps {
-		if err := op.do(im); err != nil {
-			t.Fatalf("%s: %v", op.qemu, err)
-		}
-	}
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(3, 3))
-	var clones []*memdev.Dev
-	dev.before = func() {
-		for _, keep := range []float64{0, 1, rng.Float64()} {
-			clones = append(clones, mem.CrashClone(rng, keep))
-		}
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	dev.before = func() {}
-	clones = append(clones, mem.CrashClone(rng, 1))
+	mem, clones := bitmapCrashClones(t, dir, 3,
+		func(im *Image) error {
+			for _, op := range bitmapOps {
+				if err := op.do(im); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		func(im *Image) error { return nil })
 	// What every bitmap that claims to be valid must show: the image
 	// closed cleanly.
 	final := filepath.Join(dir, "final.qcow2")
@@ -210,18 +190,8 @@ func TestBitmaps_CrashWhileStoring(t *testing.T) {
 	if strings.Contains(qemuBitmaps(t, final), "in-use") {
 		t.Fatalf("bitmaps in use after Close: %s", qemuBitmaps(t, final))
 	}
-	seen := map[string]bool{}
 	valid := 0
-	for i, c := range clones {
-		b := c.Bytes()
-		if seen[string(b)] {
-			continue
-		}
-		seen[string(b)] = true
-		p := filepath.Join(dir, "clone.qcow2")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	for i, p := range distinctClones(t, dir, clones) {
 		testkit.QemuCheckNoCorruption(t, p)
 		var info []struct {
 			Name  string   `json:"name"`
@@ -240,7 +210,7 @@ func TestBitmaps_CrashWhileStoring(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d clones, %d distinct, %d valid bitmaps checked", len(clones), len(seen), valid)
+	t.Logf("%d clones, %d valid bitmaps checked", len(clones), valid)
 	if valid == 0 {
 		t.Fatal("no clone had a valid bitmap: the test proves nothing")
 	}
@@ -387,51 +357,15 @@ func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
 func TestBitmaps_CrashWhileEditing(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
-	raw, err := os.ReadFile(bitmapImage(t, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := memdev.FromBytes(raw, memdev.Options{})
-	dev := &hookDev{Dev: mem, before: func() {}}
-	im, err := OpenDevice(dev, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := im.WriteAt([]byte{9}, 2<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(5, 5))
-	var clones []*memdev.Dev
-	dev.before = func() {
-		for _, keep := range []float64{0, 1, rng.Float64()} {
-			clones = append(clones, mem.CrashClone(rng, keep))
-		}
-	}
-	if err := im.AddBitmap("new", 4096, true); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.RemoveBitmap("b4k"); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	dev.before = func() {}
-	clones = append(clones, mem.CrashClone(rng, 1))
-	seen := map[string]bool{}
-	for _, c := range clones {
-		b := c.Bytes()
-		if seen[string(b)] {
-			continue
-		}
-		seen[string(b)] = true
-		p := filepath.Join(dir, "clone.qcow2")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	mem, clones := bitmapCrashClones(t, dir, 5,
+		func(im *Image) error { _, err := im.WriteAt([]byte{9}, 2<<20); return err },
+		func(im *Image) error {
+			if err := im.AddBitmap("new", 4096, true); err != nil {
+				return err
+			}
+			return im.RemoveBitmap("b4k")
+		})
+	for _, p := range distinctClones(t, dir, clones) {
 		testkit.QemuCheckNoCorruption(t, p)
 	}
 	final := filepath.Join(dir, "final.qcow2")
@@ -443,5 +377,66 @@ func TestBitmaps_CrashWhileEditing(t *testing.T) {
 	if !strings.Contains(got, `"new"`) || strings.Contains(got, `"b4k"`) || strings.Contains(got, "in-use") {
 		t.Fatalf("bitmaps after add and remove: %s", got)
 	}
-	t.Logf("%d clones, %d distinct", len(clones), len(seen))
+}
+
+// bitmapCrashClones opens bitmapImage's image in memory, runs setup and
+// a Flush, then op and Close with crash clones (none, all and some of
+// the unflushed writes kept) before each device op of those two, and
+// one after; it returns the device and the clones.
+func bitmapCrashClones(t *testing.T, dir string, seed uint64, setup, op func(*Image) error) (*memdev.Dev, []*memdev.Dev) {
+	t.Helper()
+	raw, err := os.ReadFile(bitmapImage(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memdev.FromBytes(raw, memdev.Options{})
+	dev := &hookDev{Dev: mem, before: func() {}}
+	im, err := OpenDevice(dev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setup(im); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	var clones []*memdev.Dev
+	dev.before = func() {
+		for _, keep := range []float64{0, 1, rng.Float64()} {
+			clones = append(clones, mem.CrashClone(rng, keep))
+		}
+	}
+	if err := op(im); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dev.before = func() {}
+	return mem, append(clones, mem.CrashClone(rng, 1))
+}
+
+// distinctClones writes each clone with bytes no earlier one had to a
+// file in dir (one name, rewritten: use it before the next) and yields
+// its index and path.
+func distinctClones(t *testing.T, dir string, clones []*memdev.Dev) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		seen := map[string]bool{}
+		p := filepath.Join(dir, "clone.qcow2")
+		for i, c := range clones {
+			b := c.Bytes()
+			if seen[string(b)] {
+				continue
+			}
+			seen[string(b)] = true
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if !yield(i, p) {
+				return
+			}
+		}
+	}
 }
