@@ -64,13 +64,16 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 }
 
 // rebuildRefcountsLocked writes new refcount structures holding counts
-// (one per host cluster of the file, as Check counted them, the old
-// structures included) with refcounts of 1<<order bits, and switches the
-// header to them; the order changes in the same header write, in its
-// first sector (FM6), with the table. The old structures' clusters are
-// counted free in the new ones, but with keepOld those only they used,
-// which stay counted 1, for a leak repair to free.
-func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, keepOld bool) error {
+// (one per host cluster of the file, the old structures included) with
+// refcounts of 1<<order bits, and switches the header to them; the order
+// changes in the same header write, in its first sector (FM6), with the
+// table. The old structures' clusters are counted free in the new ones.
+// With check, counts are a Check's: those only the old structures used
+// stay counted 1, for its leak repair to free, and the bitmaps' autoclear
+// bit goes. Without, they are the stored refcounts (SetRefcountBits),
+// which count the bitmaps' clusters: the bitmaps stay (Q22).
+func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check bool) error {
+	keepOld := check
 	og := &im.g // the old structures
 	ng := format.NewGeometry(og.ClusterBits, order, og.ExtendedL2)
 	g := &ng // the new ones
@@ -155,10 +158,13 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, keepOld b
 	oldOff, oldClusters, oldInc, oldOrder := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures, im.hdr.RefcountOrder
 	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.RefcountOrder = tableOff, uint32(nt), order
 	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
-	// And the bitmaps' consistency bit: their clusters were not counted.
-	// A damaged image, read-only until now, never had it cleared.
+	// And, after a Check, the bitmaps' consistency bit: their clusters
+	// may not have been counted. A damaged image, read-only until now,
+	// never had it cleared.
 	oldAuto := im.hdr.AutoclearFeatures
-	im.dropAutoclear()
+	if check {
+		im.dropAutoclear()
+	}
 	err = im.writeHeader()
 	if err == nil {
 		err = im.dev.Flush()

@@ -87,3 +87,29 @@ func TestBitmap_LikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// amend keeps the bitmaps valid, as qemu-img amend does: a refcount
+// width change rewrote the refcount structures and cleared the bitmaps'
+// autoclear bit (qemu-img then warned that they are inconsistent, and
+// their clusters leaked).
+func TestAmend_KeepsBitmapsLikeQemu(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := workDir(t)
+	for _, opts := range []string{"refcount_bits=8", "lazy_refcounts=on"} {
+		theirs, ours := filepath.Join(dir, "theirs.qcow2"), filepath.Join(dir, "ours.qcow2")
+		for _, p := range []string{theirs, ours} {
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+			testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "4k", p, "b0")
+			testkit.MustRun(t, "qemu-io", "-c", "write 1M 4k", "-c", "write 7M 64k", "-f", "qcow2", p)
+		}
+		testkit.MustRun(t, "qemu-img", "amend", "-o", opts, theirs)
+		mustQ(t, "amend", "-o", opts, ours)
+		testkit.QemuCheck(t, ours)
+		if a, b := qemuBitmapsOf(t, theirs), qemuBitmapsOf(t, ours); a != b || !strings.Contains(b, "name: b0") {
+			t.Errorf("%s: bitmaps:\nqemu-img's: %s\nqimg's:     %s", opts, a, b)
+		}
+		if a, b := testkit.DirtyMap(t, theirs, "b0"), testkit.DirtyMap(t, ours, "b0"); a != b {
+			t.Errorf("%s: bitmap b0:\nqemu-img's:\n%s\nqimg's:\n%s", opts, a, b)
+		}
+	}
+}
