@@ -141,8 +141,12 @@ func (im *Image) AddBitmap(name string, granularity uint64, enabled bool) error 
 	}
 	next := set.with(append(append([]*liveBitmap(nil), set.bms...), b))
 	if err := im.writeNewDirLocked(set, next); err != nil {
-		for _, o := range b.own {
-			im.freeClustersLocked(o, 1)
+		if !im.writesLost {
+			// Nothing names the table: the header write was not tried
+			// (after it, the media may name it, and writes are lost).
+			for _, o := range b.own {
+				im.freeClustersLocked(o, 1)
+			}
 		}
 		return err
 	}
