@@ -98,7 +98,17 @@ func (b *liveBitmap) mark(off, n uint64) {
 func (im *Image) loadBitmaps() error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps == 0 || im.bitmapsKept {
+	if im.bitmapsKept {
+		return nil
+	}
+	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps == 0 {
+		// clearAutoclear may just have marked them stale (NoBitmaps):
+		// that is durable before the first write, or a crash could keep
+		// a write and lose the header, leaving bitmaps that claim to be
+		// valid and miss it (QEMU's update_header_sync flushes too).
+		if im.bitmapsExt() != nil {
+			return im.dev.Flush()
+		}
 		return nil
 	}
 	set, err := im.readBitmapsLocked()
@@ -118,7 +128,22 @@ func (im *Image) loadBitmaps() error {
 	// Not maintained: stale for QEMU, as before Q22 (the directory may
 	// hold IN_USE flags now, which says the same).
 	im.hdr.AutoclearFeatures &^= format.AutoclearBitmaps
-	return im.writeHeader()
+	if err := im.writeHeader(); err != nil {
+		return err
+	}
+	// Durable before the first write, as above.
+	return im.dev.Flush()
+}
+
+// bitmapsExt is the bitmaps header extension's data, nil without one.
+func (im *Image) bitmapsExt() []byte {
+	var data []byte
+	for _, e := range im.hdr.Extensions {
+		if e.Type == format.ExtBitmaps {
+			data = e.Data
+		}
+	}
+	return data
 }
 
 // stopBitmapsLocked stops maintaining the bitmaps, for an operation
@@ -131,12 +156,7 @@ func (im *Image) stopBitmapsLocked() { im.bitmaps.Store(nil) }
 // error means the bitmaps cannot be maintained; a nil set that there is
 // nothing to maintain.
 func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
-	var data []byte
-	for _, e := range im.hdr.Extensions {
-		if e.Type == format.ExtBitmaps {
-			data = e.Data
-		}
-	}
+	data := im.bitmapsExt()
 	if data == nil {
 		return nil, nil
 	}
