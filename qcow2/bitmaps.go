@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"sync/atomic"
 
 	"github.com/qring/qring/block"
@@ -23,6 +24,10 @@ import (
 // own) makes the open clear the bitmaps' autoclear bit instead, as
 // before: QEMU then ignores them, and their clusters leak. So do the
 // operations that would have to resize or rewrite them (dropBitmaps).
+
+// errBitmapWritersBusy: Close found guest writes that did not leave,
+// and left the bitmaps IN_USE.
+var errBitmapWritersBusy = errors.New("qcow2: guest writes still in flight at Close: dirty bitmaps left in use")
 
 // bitmapSet is the bitmaps of an open image, published for the
 // lock-free write paths (Image.bitmaps; nil when none is maintained).
@@ -328,6 +333,16 @@ func (im *Image) storeBitmapsLocked() error {
 		return nil
 	}
 	im.bitmaps.Store(nil)
+	// No guest write may land once the bits are taken, or a bitmap
+	// stored as valid misses it: an overwrite in place takes no lock
+	// (Close only drained allocations). New writes are refused (Close
+	// sets closed next) and those in flight, which marked before they
+	// started, are waited for (the writers gate, Q18); if they do not
+	// leave, the bitmaps stay IN_USE.
+	im.state.Store(im.state.Load() | stNoWrite)
+	if !im.writers.syncWithin(im.idleWaitOr()) {
+		return errBitmapWritersBusy
+	}
 	var olds []format.HostOff
 	moved := false
 	for _, b := range set.bms {
