@@ -29,6 +29,16 @@ import (
 // and left the bitmaps IN_USE.
 var errBitmapWritersBusy = errors.New("qcow2: guest writes still in flight at Close: dirty bitmaps left in use")
 
+// QEMU's bounds on a bitmap (BME_MAX_TABLE_SIZE, BME_MAX_PHYS_SIZE):
+// its table's entries, and the bytes of its data clusters, which the
+// engine holds in memory. QEMU refuses to open an image with a bitmap
+// past them; the engine does not maintain it (and so does not allocate
+// what a hostile entry asks for).
+const (
+	maxBitmapTable = 0x8000000
+	maxBitmapPhys  = 0x20000000
+)
+
 // bitmapSet is the bitmaps of an open image, published for the
 // lock-free write paths (Image.bitmaps; nil when none is maintained).
 type bitmapSet struct {
@@ -220,7 +230,8 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 		switch {
 		case e.Type != format.BitmapTypeDirty, e.Flags&^format.BitmapFlagsKnown != 0, e.ExtraDataSize != 0,
 			e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits,
-			uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs):
+			uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs),
+			uint64(e.TableSize) > maxBitmapTable, uint64(e.TableSize)*cs > maxBitmapPhys:
 			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains", e.Name)
 		}
 		if e.Flags&format.BitmapInUse != 0 {
@@ -239,14 +250,18 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 }
 
 // loadBitmapLocked claims b's table and data clusters (b.own) and, with
-// bits, reads them into b.bits.
+// bits, reads them into b.bits, one cluster at a time (no second copy
+// of a bitmap of up to maxBitmapPhys bytes).
 func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.HostOff, uint64) error, bits bool) error {
 	cs := im.g.ClusterSize
 	gran := uint64(1) << b.e.GranularityBits
 	b.nbits = (size + gran - 1) / gran
 	b.enabled.Store(b.e.Flags&format.BitmapAuto != 0)
-	nbytes := (b.nbits + 7) / 8
-	raw := make([]byte, (nbytes+7)&^7)
+	words := ((b.nbits+7)/8 + 7) / 8
+	var loaded []atomic.Uint64
+	if bits {
+		loaded = make([]atomic.Uint64, words)
+	}
 	if b.e.TableSize > 0 {
 		tlen := uint64(b.e.TableSize) * format.TableEntrySize
 		if err := claim(b.e.TableOffset, tlen); err != nil {
@@ -258,13 +273,17 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 			return err
 		}
 		cbuf := block.AlignedBuf(int(cs), im.memAlign)
+		wpc := cs / 8 // words per data cluster
 		for i := uint64(0); i < uint64(b.e.TableSize); i++ {
 			te := binary.BigEndian.Uint64(tb[i*8:])
 			off, err := format.BitmapDataCluster(te, &im.g)
 			if err != nil {
 				return err
 			}
-			part := raw[min(i*cs, uint64(len(raw))):min((i+1)*cs, uint64(len(raw)))]
+			var part []atomic.Uint64
+			if bits {
+				part = loaded[min(i*wpc, words):min((i+1)*wpc, words)]
+			}
 			switch {
 			case off != 0:
 				if err := claim(off, cs); err != nil {
@@ -277,21 +296,17 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 				if err := im.readAtLocked(cbuf, off); err != nil {
 					return err
 				}
-				copy(part, cbuf)
+				for w := range part {
+					part[w].Store(binary.LittleEndian.Uint64(cbuf[w*8:]))
+				}
 			case te&format.BitmapAllOnes != 0:
-				for k := range part {
-					part[k] = 0xff
+				for w := range part {
+					part[w].Store(^uint64(0))
 				}
 			}
 		}
 	}
-	if !bits {
-		return nil
-	}
-	b.bits = make([]atomic.Uint64, len(raw)/8)
-	for w := range b.bits {
-		b.bits[w].Store(binary.LittleEndian.Uint64(raw[w*8:]))
-	}
+	b.bits = loaded
 	// Bits past the end of the disk stay as they were read: QEMU
 	// ignores them.
 	return nil

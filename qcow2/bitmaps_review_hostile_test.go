@@ -1,0 +1,67 @@
+package qcow2
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// A bitmap past QEMU's bounds (here 514 MiB of bitmap: a 2 TiB + 8 GiB
+// disk in 512-byte granules), which QEMU refuses to open, is not
+// maintained: the engine allocated it whole (twice) and stored it back,
+// and qemu-img still could not open the image. Now it is marked stale.
+func TestBitmapsReview_BitmapPastQemuBounds(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := filepath.Join(t.TempDir(), "big.qcow2")
+	const size = 2<<40 + 8<<30
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", p, fmt.Sprint(size))
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "65536", p, "b")
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchBitmapEntry(t, raw, "b", func(e *format.BitmapEntry) {
+		e.TableSize = uint32(format.BitmapTableSize(size, 9, 2<<20))
+		e.GranularityBits = 9
+	})
+	// PutBitmapEntry writes the table and flags only: the granularity
+	// byte by hand.
+	h, err := format.ParseHeader(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range h.Extensions {
+		if x.Type == format.ExtBitmaps {
+			ext, err := format.ParseBitmapsExt(x.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw[uint64(ext.DirOffset)+17] = 9
+		}
+	}
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := testkit.Run(t, "qemu-img", "info", p); code == 0 {
+		t.Fatal("qemu-img opens the image: the test proves nothing")
+	}
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{7}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Stale bitmaps' clusters leak, as before Q22.
+	testkit.QemuCheckNoCorruption(t, p)
+	if got := qemuBitmaps(t, p); got != "" && got != "null" {
+		t.Fatalf("bitmaps still valid: %s", got)
+	}
+}
