@@ -65,3 +65,41 @@ func TestBitmapsReview_BitmapPastQemuBounds(t *testing.T) {
 		t.Fatalf("bitmaps still valid: %s", got)
 	}
 }
+
+// An IN_USE bitmap whose table is a valid bitmap's (a foreign or
+// damaged image: qemu-img check counts that cluster twice) makes the
+// open mark the bitmaps stale: the Close that moved the valid bitmap
+// freed the cluster the IN_USE one still names, which the next
+// allocation hands to guest data, and a later qemu-img bitmap --remove
+// of the IN_USE bitmap frees the guest's cluster.
+func TestBitmapsReview_InUseSharesValidTable(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := bitmapImage(t, t.TempDir())
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b0 format.BitmapEntry
+	patchBitmapEntry(t, raw, "b0", func(e *format.BitmapEntry) { b0 = *e })
+	patchBitmapEntry(t, raw, "boff", func(e *format.BitmapEntry) {
+		e.TableOffset, e.TableSize = b0.TableOffset, b0.TableSize
+		e.Flags |= format.BitmapInUse
+	})
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{7}, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheckNoCorruption(t, p)
+	if got := qemuBitmaps(t, p); got != "" && got != "null" {
+		t.Fatalf("bitmaps still valid: %s", got)
+	}
+}
