@@ -272,15 +272,19 @@
 //	    loads, durably, before the first write; every write, zeroing,
 //	    discard and compressed write sets its range's bits in the
 //	    enabled ones before it starts (a queue's, when submitted); Close,
-//	    after its flush, writes each changed bitmap to new clusters,
+//	    after its flush, refuses new writes and waits for those in
+//	    flight (else leaves the bitmaps IN_USE), writes each changed
+//	    bitmap to new clusters,
 //	    flushes, names them in the directory (still IN_USE), flushes,
 //	    frees the old ones and clears IN_USE. A bitmap on the media is
 //	    therefore IN_USE (stale for QEMU) or holds every write made
 //	    durable before it, whatever crashes or fails. What cannot be
 //	    maintained (unknown flags or types, extra data, a table of
-//	    another size, a cluster that is metadata, free or named twice)
-//	    makes the open clear the bitmaps' autoclear bit, as a program
-//	    without bitmap support does; a resize or a downgrade stops the
+//	    another size or past QEMU's bounds, a cluster that is metadata,
+//	    free or named twice, by any bitmap, IN_USE ones included) makes
+//	    the open clear the bitmaps' autoclear bit, durably before the
+//	    first write, as a program without bitmap support does; a resize
+//	    or a downgrade stops the
 //	    maintenance and leaves them IN_USE; an applied snapshot or
 //	    MakeEmpty dirties the whole disk. Options.NoBitmaps opts out.
 //
