@@ -119,17 +119,29 @@ func (c *conn) trim(r *request) error {
 // StatusSource, checked: a source that answers nothing or too much is
 // clamped, so a bad source cannot loop the server or overrun a reply.
 func (c *conn) extent(off, end int64) (Extent, error) {
-	if c.status == nil {
-		return Extent{Len: end - off, Depth: 1}, nil
+	e := Extent{Len: end - off, Depth: 1}
+	if c.status != nil {
+		var err error
+		if e, err = c.status.Extent(off, end-off); err != nil {
+			return e, err
+		}
+		if e.Len <= 0 {
+			return e, fmt.Errorf("nbd: block status at %d: empty extent", off)
+		}
+		e.Len = min(e.Len, end-off)
 	}
-	e, err := c.status.Extent(off, end-off)
-	if err != nil {
-		return e, err
+	if c.dirty != nil {
+		// The dirty bitmap's context: the extent ends where either
+		// state changes.
+		dirty, n, err := c.dirty.DirtyRun(off, e.Len)
+		if err != nil {
+			return e, err
+		}
+		if n <= 0 {
+			return e, fmt.Errorf("nbd: dirty bitmap at %d: empty run", off)
+		}
+		e.Len, e.Dirty = min(e.Len, n), dirty
 	}
-	if e.Len <= 0 {
-		return e, fmt.Errorf("nbd: block status at %d: empty extent", off)
-	}
-	e.Len = min(e.Len, end-off)
 	return e, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +37,7 @@ type conn struct {
 	exp        *Export
 	size       int64
 	status     StatusSource
+	dirty      DirtySource // the export's bitmap, when its context is selected
 
 	// Transmission.
 	wmu       sync.Mutex     // guards w and werr
@@ -141,6 +143,9 @@ func (c *conn) serve() {
 		c.raw.SetReadDeadline(time.Now()) // Shutdown came during the handshake
 	}
 	c.status = c.exp.status()
+	if c.exp.BitmapSource != nil && slices.Contains(c.meta, metaDirtyBitmap) {
+		c.dirty = c.exp.BitmapSource
+	}
 	c.srv.debugf("nbd: %s: export %q, size %d, structured %v, contexts %v", c.raw.RemoteAddr(), c.exp.Name, c.size, c.structured, c.meta)
 	err = c.transmit()
 	c.wg.Wait()

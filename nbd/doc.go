@@ -15,7 +15,9 @@
 //     any other option is NBD_REP_ERR_UNSUP, a malformed one
 //     NBD_REP_ERR_INVALID, an oversized one NBD_REP_ERR_TOO_BIG;
 //   - metadata contexts "base:allocation" and "qemu:allocation-depth"
-//     (meta.go), answered from the export's StatusSource;
+//     (meta.go), answered from the export's StatusSource, and
+//     "qemu:dirty-bitmap:NAME" for an export with a Bitmap, from its
+//     BitmapSource;
 //   - transmission: READ (with OFFSET_DATA/OFFSET_HOLE chunks once
 //     structured replies are negotiated, and DF), WRITE (FUA), FLUSH, TRIM,
 //     CACHE, WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE) and

@@ -19,6 +19,11 @@ type Export struct {
 	// metadata contexts. Nil means Dev if Dev is a StatusSource, else
 	// everything reads as allocated data at depth 1.
 	Status StatusSource
+	// Bitmap, with BitmapSource, offers the metadata context
+	// "qemu:dirty-bitmap:"+Bitmap (qemu-nbd -B): a persistent dirty
+	// bitmap of the image, flag 1 where dirty.
+	Bitmap       string
+	BitmapSource DirtySource
 	// Unmap lets TRIM discard and WRITE_ZEROES without NO_HOLE punch
 	// holes (qemu-nbd's --discard=unmap); without it TRIM succeeds
 	// without doing anything and WRITE_ZEROES writes zeros in place, as
@@ -59,6 +64,9 @@ type Extent struct {
 	// 0 none (unallocated throughout), 1 the image itself, 2 and up its
 	// backing files ("qemu:allocation-depth").
 	Depth int
+	// Dirty: set in the export's dirty bitmap (its metadata context;
+	// conn.extent fills it in).
+	Dirty bool
 }
 
 // StatusSource is an optional capability of an export: it describes
@@ -66,6 +74,13 @@ type Extent struct {
 // and n inside the device.
 type StatusSource interface {
 	Extent(off, n int64) (Extent, error)
+}
+
+// DirtySource reports a dirty bitmap: whether off is dirty, and the
+// length of the run of that state from off, at most n (off and n inside
+// the device).
+type DirtySource interface {
+	DirtyRun(off, n int64) (dirty bool, length int64, err error)
 }
 
 // Discarder is an optional capability of a device: Discard deallocates

@@ -10,6 +10,7 @@ import (
 const (
 	metaBaseAllocation = 1 // "base:allocation"
 	metaAllocDepth     = 2 // "qemu:allocation-depth"
+	metaDirtyBitmap    = 3 // "qemu:dirty-bitmap:" + Export.Bitmap
 )
 
 type metaContext struct {
@@ -22,13 +23,23 @@ var metaContexts = []metaContext{
 	{metaAllocDepth, "qemu:allocation-depth"},
 }
 
-// metaMatch returns the contexts a query selects. For LIST a query
-// "namespace:" (a namespace with an empty leaf) lists the whole namespace;
-// SET only selects by exact name. Unknown names select nothing (the spec
-// says the server then just does not reply with a context for them).
-func metaMatch(q string, list bool) []metaContext {
+// contexts are the metadata contexts export e offers: metaContexts, and
+// its dirty bitmap's when it has one.
+func (e *Export) contexts() []metaContext {
+	if e.Bitmap == "" || e.BitmapSource == nil {
+		return metaContexts
+	}
+	return append(append([]metaContext(nil), metaContexts...), metaContext{metaDirtyBitmap, "qemu:dirty-bitmap:" + e.Bitmap})
+}
+
+// metaMatch returns the contexts of all that a query selects. For LIST a
+// query "namespace:" (a namespace with an empty leaf) lists the whole
+// namespace; SET only selects by exact name. Unknown names select nothing
+// (the spec says the server then just does not reply with a context for
+// them).
+func metaMatch(all []metaContext, q string, list bool) []metaContext {
 	var out []metaContext
-	for _, m := range metaContexts {
+	for _, m := range all {
 		if m.name == q {
 			out = append(out, m)
 			continue
@@ -92,8 +103,14 @@ func takeString32(b []byte) (string, []byte, bool) {
 // NBD_STATE_HOLE and NBD_STATE_ZERO bits, or the depth for
 // qemu:allocation-depth.
 func metaFlags(id uint32, e Extent) uint32 {
-	if id == metaAllocDepth {
+	switch id {
+	case metaAllocDepth:
 		return uint32(e.Depth)
+	case metaDirtyBitmap:
+		if e.Dirty {
+			return 1
+		}
+		return 0
 	}
 	var f uint32
 	if e.Hole {

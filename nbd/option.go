@@ -291,15 +291,17 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 	if !ok {
 		return c.optError(opt, repErrInvalid, "malformed meta context request")
 	}
-	if c.export(r.export) == nil {
+	exp := c.export(r.export)
+	if exp == nil {
 		return c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", r.export))
 	}
+	all := exp.contexts()
 	var sel []metaContext
 	if !set && len(r.queries) == 0 {
-		sel = metaContexts
+		sel = all
 	}
 	for _, q := range r.queries {
-		for _, m := range metaMatch(q, !set) {
+		for _, m := range metaMatch(all, q, !set) {
 			dup := false
 			for _, s := range sel {
 				dup = dup || s.id == m.id

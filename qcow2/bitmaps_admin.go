@@ -381,3 +381,72 @@ func appendBitmapEntry(dir []byte, e format.BitmapEntry) []byte {
 	}
 	return dir
 }
+
+// bitmapForRead is bitmap name as DirtyRun reads it: the maintained one,
+// or on an image opened read-only the one on the media, read once.
+func (im *Image) bitmapForRead(name string) (*liveBitmap, error) {
+	set := im.bitmaps.Load()
+	if set == nil {
+		set = im.roBitmaps.Load()
+	}
+	if set == nil {
+		im.mu.Lock()
+		if im.ro && im.hdr.AutoclearFeatures&format.AutoclearBitmaps != 0 {
+			if s, err := im.readBitmapsLocked(); err == nil && s != nil {
+				im.roBitmaps.Store(s)
+				set = s
+			}
+		}
+		im.mu.Unlock()
+	}
+	if set == nil {
+		return nil, fmt.Errorf("%w: '%s'", ErrNoBitmap, name)
+	}
+	return set.findUsable(name)
+}
+
+// BitmapUsable says why bitmap name cannot be read (DirtyRun): ErrNoBitmap,
+// or ErrUnsupported for one that is inconsistent (IN_USE when opened).
+func (im *Image) BitmapUsable(name string) error {
+	_, err := im.bitmapForRead(name)
+	return err
+}
+
+// DirtyRun reports whether guest offset off is dirty in bitmap name, and
+// the length of the run of that state from off, at most n (off and n
+// inside the disk): a maintained bitmap as it is now, a read-only
+// image's as on the media.
+func (im *Image) DirtyRun(name string, off, n int64) (bool, int64, error) {
+	b, err := im.bitmapForRead(name)
+	if err != nil {
+		return false, 0, err
+	}
+	if off < 0 || n <= 0 {
+		return false, 0, fmt.Errorf("%w: dirty run at %d of %d bytes", ErrUnsupported, off, n)
+	}
+	g := uint(b.e.GranularityBits)
+	first := uint64(off) >> g
+	if first >= b.nbits {
+		return false, n, nil // past the bitmap: clean
+	}
+	bit := func(i uint64) bool { return b.bits[i/64].Load()>>(i%64)&1 != 0 }
+	dirty := bit(first)
+	last := min((uint64(off)+uint64(n)-1)>>g, b.nbits-1)
+	i := first + 1
+	for i <= last && bit(i) == dirty {
+		if i%64 == 0 && i+63 <= last {
+			// A whole word of the same state at once.
+			w, want := b.bits[i/64].Load(), uint64(0)
+			if dirty {
+				want = ^uint64(0)
+			}
+			if w == want {
+				i += 64
+				continue
+			}
+		}
+		i++
+	}
+	end := min(int64(i<<g), off+n)
+	return dirty, end - off, nil
+}

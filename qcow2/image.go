@@ -113,6 +113,9 @@ type Image struct {
 	// bitmaps are the persistent dirty bitmaps maintained while the
 	// image is open (Q22), nil when none is.
 	bitmaps atomic.Pointer[bitmapSet]
+	// roBitmaps are the bitmaps of an image opened read-only, read from
+	// the media once (DirtyRun).
+	roBitmaps atomic.Pointer[bitmapSet]
 	// bitmapsOpening: a writable open keeps the bitmaps' autoclear bit
 	// until loadBitmaps decides.
 	bitmapsOpening bool

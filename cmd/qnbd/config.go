@@ -22,6 +22,7 @@ type config struct {
 	spec        bool // path is an image spec (--image-opts, json:, driver=)
 	open        imgopen.Spec
 	name, desc  string
+	bitmap      string // -B: a dirty bitmap to offer
 	network     string // "unix" or "tcp"
 	addr        string
 	persistent  bool
@@ -40,7 +41,7 @@ func configure(f *flags) (*config, error) {
 	if len(f.args) != 1 {
 		return nil, errors.New("expected exactly one image file (try 'qnbd --help')")
 	}
-	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""),
+	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""), bitmap: f.get("bitmap", ""),
 		persistent: !f.has("once"), fork: f.has("fork"), pidFile: f.get("pid-file", ""),
 		verbose: f.has("verbose")}
 	// The protocol's strings are at most 4096 bytes (section

@@ -17,6 +17,7 @@ import (
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/nbd/nbdqcow2"
+	"github.com/qring/qring/qcow2"
 )
 
 // shutdownGrace bounds how long in-flight requests may take to finish
@@ -119,6 +120,19 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	wt := cfg.open.Cache == "writethrough" || cfg.open.Cache == "directsync"
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt}
+	if cfg.bitmap != "" {
+		// As qemu-nbd -B: the image's own bitmap, usable, or no export.
+		if img.Image == nil {
+			return fmt.Errorf("Bitmap '%s' is not found", cfg.bitmap)
+		}
+		if err := img.Image.BitmapUsable(cfg.bitmap); err != nil {
+			if errors.Is(err, qcow2.ErrNoBitmap) {
+				return fmt.Errorf("Bitmap '%s' is not found", cfg.bitmap)
+			}
+			return fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", cfg.bitmap)
+		}
+		exp.Bitmap, exp.BitmapSource = cfg.bitmap, dirtyBitmap{img.Image, cfg.bitmap}
+	}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
 	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
@@ -221,4 +235,14 @@ func writePidFile(path string) (*os.File, error) {
 		}
 		return f, nil
 	}
+}
+
+// dirtyBitmap is an image's dirty bitmap as an export's metadata context.
+type dirtyBitmap struct {
+	im   *qcow2.Image
+	name string
+}
+
+func (d dirtyBitmap) DirtyRun(off, n int64) (bool, int64, error) {
+	return d.im.DirtyRun(d.name, off, n)
 }
