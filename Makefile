@@ -27,7 +27,12 @@ test: lint test-race fuzz-short
 # the invariants alone).
 # TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
 # to the race detector.
-NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+# The dirty bitmaps' crash clones and fault sweeps, one writer each,
+# mostly qemu-img and qemu-nbd runs (their concurrent tests,
+# TestBitmapsReview_WritersRacingClose and TestCacheReview_CrashConcurrent,
+# stay under the race detector).
+BITMAPS = TestBitmaps_Crash|TestBitmapsReview_(FaultAtEvery|CrashStoring)|TestCacheReview_FaultSweep
 # One guest writer (the filler's goroutines aside): TestFill_Modes keeps
 # the racing writers under the race detector, and TestFillAdapt_Torture
 # the judge's pauses under crash clones; TestCompress_Concurrent keeps
