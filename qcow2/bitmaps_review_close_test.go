@@ -10,7 +10,6 @@ import (
 
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
-	"github.com/qring/qring/qcow2/format"
 )
 
 // onWriteDev runs at once, on its own goroutine, when a write reaches
@@ -56,18 +55,7 @@ func cleanBitmapImage(t *testing.T) []byte {
 func TestBitmapsReview_WriteRacingCloseStore(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	raw := cleanBitmapImage(t)
-	h, err := format.ParseHeader(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ext format.BitmapsExt
-	for _, e := range h.Extensions {
-		if e.Type == format.ExtBitmaps {
-			if ext, err = format.ParseBitmapsExt(e.Data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	_, ext := bitmapsExtOf(t, raw)
 	mem := memdev.FromBytes(raw, memdev.Options{})
 	dev := &onWriteDev{Dev: mem, at: int64(ext.DirOffset)}
 	im, err := OpenDevice(dev, Options{})

@@ -130,18 +130,7 @@ func TestBitmapsReview_StaleDurableBeforeFirstWrite(t *testing.T) {
 // image raw (its table offset, size and flags).
 func patchBitmapEntry(t *testing.T, raw []byte, name string, fn func(*format.BitmapEntry)) {
 	t.Helper()
-	h, err := format.ParseHeader(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ext format.BitmapsExt
-	for _, e := range h.Extensions {
-		if e.Type == format.ExtBitmaps {
-			if ext, err = format.ParseBitmapsExt(e.Data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	_, ext := bitmapsExtOf(t, raw)
 	dirb := raw[ext.DirOffset : uint64(ext.DirOffset)+ext.DirSize]
 	es, err := format.ParseBitmapDirectory(dirb, ext.N)
 	if err != nil {
@@ -155,4 +144,23 @@ func patchBitmapEntry(t *testing.T, raw []byte, name string, fn func(*format.Bit
 		}
 	}
 	t.Fatalf("no bitmap %s", name)
+}
+
+// bitmapsExtOf is the header of the image raw and its bitmaps
+// extension.
+func bitmapsExtOf(t *testing.T, raw []byte) (*format.Header, format.BitmapsExt) {
+	t.Helper()
+	h, err := format.ParseHeader(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ext format.BitmapsExt
+	for _, e := range h.Extensions {
+		if e.Type == format.ExtBitmaps {
+			if ext, err = format.ParseBitmapsExt(e.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return h, ext
 }

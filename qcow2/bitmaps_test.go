@@ -306,29 +306,12 @@ func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h, err := format.ParseHeader(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ext format.BitmapsExt
-			for _, e := range h.Extensions {
-				if e.Type == format.ExtBitmaps {
-					if ext, err = format.ParseBitmapsExt(e.Data); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			dirb := raw[ext.DirOffset : uint64(ext.DirOffset)+ext.DirSize]
-			es, err := format.ParseBitmapDirectory(dirb, ext.N)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := es[0]
-			e.TableOffset = h.L1TableOffset
+			h, _ := bitmapsExtOf(t, raw)
+			off := h.L1TableOffset
 			if target != "L1 table" {
-				e.TableOffset = es[1].TableOffset
+				patchBitmapEntry(t, raw, "b4k", func(e *format.BitmapEntry) { off = e.TableOffset })
 			}
-			format.PutBitmapEntry(dirb, e)
+			patchBitmapEntry(t, raw, "b0", func(e *format.BitmapEntry) { e.TableOffset = off })
 			if err := os.WriteFile(p, raw, 0o644); err != nil {
 				t.Fatal(err)
 			}
