@@ -85,19 +85,7 @@ func TestBitmapsReview_InUseSharesValidTable(t *testing.T) {
 		e.TableOffset, e.TableSize = b0.TableOffset, b0.TableSize
 		e.Flags |= format.BitmapInUse
 	})
-	if err := os.WriteFile(p, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	im, err := Open(p, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := im.WriteAt([]byte{7}, 4<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeByteThroughEngine(t, p, raw)
 	testkit.QemuCheckNoCorruption(t, p)
 	if got := qemuBitmaps(t, p); got != "" && got != "null" {
 		t.Fatalf("bitmaps still valid: %s", got)

@@ -312,19 +312,7 @@ func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
 				patchBitmapEntry(t, raw, "b4k", func(e *format.BitmapEntry) { off = e.TableOffset })
 			}
 			patchBitmapEntry(t, raw, "b0", func(e *format.BitmapEntry) { e.TableOffset = off })
-			if err := os.WriteFile(p, raw, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			im, err := Open(p, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := im.WriteAt([]byte{7}, 4<<20); err != nil {
-				t.Fatal(err)
-			}
-			if err := im.Close(); err != nil {
-				t.Fatal(err)
-			}
+			writeByteThroughEngine(t, p, raw)
 			if got := qemuBitmaps(t, p); got != "" && got != "null" {
 				t.Fatalf("bitmaps still valid: %s", got)
 			}
@@ -421,5 +409,25 @@ func distinctClones(t *testing.T, dir string, clones []*memdev.Dev) iter.Seq2[in
 				return
 			}
 		}
+	}
+}
+
+// writeByteThroughEngine writes raw to p, opens it writable, writes the
+// byte 7 at 4 MiB (a change the enabled bitmaps must show) and closes
+// it.
+func writeByteThroughEngine(t *testing.T, p string, raw []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt([]byte{7}, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
