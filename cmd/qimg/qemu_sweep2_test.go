@@ -167,8 +167,10 @@ func TestResize_PreallocQcow2LikeQemu(t *testing.T) {
 		}
 		var s1, s2 syscall.Stat_t
 		// Every new cluster has its space: QEMU's file has one cluster
-		// more (the refcount table it moved).
-		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks*512 < s2.Blocks*512-64<<10 {
+		// more (the refcount table it moved), and the file system may
+		// give either a few blocks more (68 KiB more for QEMU's in one
+		// clean-clone CI run, 64 KiB in others): two clusters of slack.
+		if syscall.Stat(files[0], &s1) != nil || syscall.Stat(files[1], &s2) != nil || s1.Blocks*512 < s2.Blocks*512-128<<10 {
 			t.Errorf("%s: qimg's file has %d blocks, qemu-img's %d", name, s1.Blocks, s2.Blocks)
 		}
 	}
