@@ -22,8 +22,10 @@ import (
 // Anything this code does not handle (an unknown flag or type, extra
 // data, a table of the wrong size, a cluster that is not the bitmap's
 // own) makes the open clear the bitmaps' autoclear bit instead, as
-// before: QEMU then ignores them, and their clusters leak. So do the
-// operations that would have to resize or rewrite them (dropBitmaps).
+// before: QEMU then ignores them, and their clusters leak. A resize
+// resizes them (bitmaps_resize.go); a downgrade to version 2, or a size
+// change whose header write failed, stops maintaining them
+// (stopBitmapsLocked).
 
 // errBitmapWritersBusy: Close found guest writes that did not leave,
 // and left the bitmaps IN_USE.
@@ -54,7 +56,7 @@ func (set *bitmapSet) maintains() bool {
 		return false
 	}
 	for _, b := range set.bms {
-		if b.bits != nil {
+		if b.consistent() {
 			return true
 		}
 	}
@@ -64,11 +66,10 @@ func (set *bitmapSet) maintains() bool {
 // liveBitmap is one bitmap of the directory.
 type liveBitmap struct {
 	e format.BitmapEntry
-	// bits is the bitmap, bit i of word w covering granule 64*w+i (the
-	// on-disk order read as little-endian words); nil for a bitmap left
-	// as it was found (IN_USE at open).
-	bits    []atomic.Uint64
-	nbits   uint64
+	// bits is the bitmap at the disk's size, nil for a bitmap left as
+	// it was found (IN_USE at open). A resize replaces it by one that
+	// shares its words (bitWords).
+	bits    atomic.Pointer[bitWords]
 	enabled atomic.Bool // AUTO: writes set bits
 	changed atomic.Bool
 	// own are the clusters of its table and data, given back once a new
@@ -83,26 +84,27 @@ func (im *Image) markDirty(off, n int64) {
 		return
 	}
 	for _, b := range set.bms {
-		if b.bits != nil && b.enabled.Load() {
+		if b.enabled.Load() {
 			b.mark(uint64(off), uint64(n))
 		}
 	}
 }
 
+// consistent reports whether b is maintained (not IN_USE at open).
+func (b *liveBitmap) consistent() bool { return b.bits.Load() != nil }
+
+// mark sets the bits of the granules [off, off+n) touches (n > 0).
 func (b *liveBitmap) mark(off, n uint64) {
-	g := uint(b.e.GranularityBits)
-	first, last := off>>g, (off+n-1)>>g
-	if first >= b.nbits {
+	v := b.bits.Load()
+	if v == nil {
 		return
 	}
-	last = min(last, b.nbits-1)
-	for w := first / 64; w <= last/64; w++ {
-		lo, hi := max(first, w*64)-w*64, min(last, w*64+63)-w*64
-		mask := ^uint64(0) >> (63 - (hi - lo)) << lo
-		if b.bits[w].Load()&mask != mask {
-			b.bits[w].Or(mask)
-		}
+	g := uint(b.e.GranularityBits)
+	first, last := off>>g, (off+n-1)>>g
+	if first >= v.nbits {
+		return
 	}
+	v.mark(first, min(last, v.nbits-1))
 	if !b.changed.Load() {
 		b.changed.Store(true)
 	}
@@ -128,7 +130,12 @@ func (im *Image) loadBitmaps() error {
 	}
 	set, err := im.readBitmapsLocked()
 	if err == nil && !set.maintains() {
-		return nil // every bitmap IN_USE already: kept as it is
+		// Every bitmap IN_USE already: kept as it is, nothing to write;
+		// the set is still what RemoveBitmap and AddBitmap edit.
+		if set != nil {
+			im.bitmaps.Store(set)
+		}
+		return nil
 	}
 	if err == nil {
 		err = im.writeBitmapDirLocked(set, func(b *liveBitmap) uint32 { return b.e.Flags | format.BitmapInUse })
@@ -161,8 +168,8 @@ func (im *Image) bitmapsExt() []byte {
 	return data
 }
 
-// stopBitmapsLocked stops maintaining the bitmaps, for an operation
-// that would have to resize or rewrite them: they stay IN_USE on the
+// stopBitmapsLocked stops maintaining the bitmaps, for a downgrade
+// (version 2 has none) or a failed size change: they stay IN_USE on the
 // media, which QEMU takes for inconsistent (their clusters stay
 // counted), as after a crash.
 func (im *Image) stopBitmapsLocked() { im.bitmaps.Store(nil) }
@@ -230,13 +237,15 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 		switch {
 		case e.Type != format.BitmapTypeDirty, e.Flags&^format.BitmapFlagsKnown != 0, e.ExtraDataSize != 0,
 			e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits,
-			uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs),
+			e.Flags&format.BitmapInUse == 0 && uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs),
 			uint64(e.TableSize) > maxBitmapTable, uint64(e.TableSize)*cs > maxBitmapPhys:
 			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains", e.Name)
 		}
 		if e.Flags&format.BitmapInUse != 0 {
 			// Inconsistent already: kept as it is, its clusters
-			// claimed (a RemoveBitmap frees them).
+			// claimed (a RemoveBitmap frees them). Its table may be
+			// of another disk size (a crash after a resize): QEMU
+			// checks that only for the bitmaps it loads.
 			if err := im.loadBitmapLocked(b, set.size, claim, false); err != nil {
 				return nil, err
 			}
@@ -255,12 +264,10 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.HostOff, uint64) error, bits bool) error {
 	cs := im.g.ClusterSize
 	gran := uint64(1) << b.e.GranularityBits
-	b.nbits = (size + gran - 1) / gran
 	b.enabled.Store(b.e.Flags&format.BitmapAuto != 0)
-	words := ((b.nbits+7)/8 + 7) / 8
-	var loaded []atomic.Uint64
+	var loaded *bitWords
 	if bits {
-		loaded = make([]atomic.Uint64, words)
+		loaded = newBitWords((size + gran - 1) / gran)
 	}
 	if b.e.TableSize > 0 {
 		tlen := uint64(b.e.TableSize) * format.TableEntrySize
@@ -280,9 +287,9 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 			if err != nil {
 				return err
 			}
-			var part []atomic.Uint64
+			var lo, hi uint64 // its words
 			if bits {
-				part = loaded[min(i*wpc, words):min((i+1)*wpc, words)]
+				lo, hi = min(i*wpc, loaded.nwords()), min((i+1)*wpc, loaded.nwords())
 			}
 			switch {
 			case off != 0:
@@ -296,19 +303,22 @@ func (im *Image) loadBitmapLocked(b *liveBitmap, size uint64, claim func(format.
 				if err := im.readAtLocked(cbuf, off); err != nil {
 					return err
 				}
-				for w := range part {
-					part[w].Store(binary.LittleEndian.Uint64(cbuf[w*8:]))
+				for w := lo; w < hi; w++ {
+					loaded.word(w).Store(binary.LittleEndian.Uint64(cbuf[(w-lo)*8:]))
 				}
 			case te&format.BitmapAllOnes != 0:
-				for w := range part {
-					part[w].Store(^uint64(0))
+				for w := lo; w < hi; w++ {
+					loaded.word(w).Store(^uint64(0))
 				}
 			}
 		}
 	}
-	b.bits = loaded
-	// Bits past the end of the disk stay as they were read: QEMU
-	// ignores them.
+	if loaded != nil {
+		// Bits past the end of the disk, which QEMU ignores, are
+		// dropped: a growth would show them.
+		loaded.clearFrom(loaded.nbits)
+		b.bits.Store(loaded)
+	}
 	return nil
 }
 
@@ -327,7 +337,7 @@ func (im *Image) clustersOf(off format.HostOff, n uint64) []format.HostOff {
 func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) uint32) error {
 	for _, b := range set.bms {
 		e := b.e
-		if b.bits != nil {
+		if b.consistent() {
 			e.Flags = flags(b)
 		}
 		format.PutBitmapEntry(set.dir, e)
@@ -344,8 +354,8 @@ func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) ui
 // misses a write.
 func (im *Image) storeBitmapsLocked() error {
 	set := im.bitmaps.Load()
-	if set == nil {
-		return nil
+	if !set.maintains() {
+		return nil // none, or only bitmaps kept IN_USE: nothing to store
 	}
 	im.bitmaps.Store(nil)
 	// No guest write may land once the bits are taken, or a bitmap
@@ -361,7 +371,7 @@ func (im *Image) storeBitmapsLocked() error {
 	var olds []format.HostOff
 	moved := false
 	for _, b := range set.bms {
-		if b.bits == nil || !b.changed.Load() {
+		if !b.consistent() || !b.changed.Load() {
 			continue
 		}
 		off, err := im.writeBitmapLocked(b)
@@ -403,25 +413,20 @@ func (im *Image) writeBitmapLocked(b *liveBitmap) (format.HostOff, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	raw := make([]byte, len(b.bits)*8)
-	for w := range b.bits {
-		binary.LittleEndian.PutUint64(raw[w*8:], b.bits[w].Load())
-	}
-	raw = raw[:(b.nbits+7)/8]
+	v := b.bits.Load()
 	tlen := (n*format.TableEntrySize + cs - 1) &^ (cs - 1)
 	tb := block.AlignedBuf(int(tlen), im.memAlign)
 	cbuf := block.AlignedBuf(int(cs), im.memAlign)
 	for i := uint64(0); i < n; i++ {
-		part := raw[min(i*cs, uint64(len(raw))):min((i+1)*cs, uint64(len(raw)))]
-		if allZero(part) {
+		// One cluster of the bitmap at a time (no copy of it all).
+		v.bytesAt(cbuf, i*cs)
+		if allZero(cbuf) {
 			continue
 		}
 		off, _, err := im.allocClustersLocked(1)
 		if err != nil {
 			return 0, err
 		}
-		clear(cbuf)
-		copy(cbuf, part)
 		if err := im.writeMeta(cbuf, off); err != nil {
 			return 0, err
 		}

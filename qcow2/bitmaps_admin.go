@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -48,7 +47,7 @@ func (im *Image) Bitmaps() []BitmapInfo {
 	var out []BitmapInfo
 	for _, b := range set.bms {
 		out = append(out, BitmapInfo{Name: b.e.Name, Granularity: 1 << b.e.GranularityBits,
-			Enabled: b.e.Flags&format.BitmapAuto != 0, InUse: b.bits == nil})
+			Enabled: b.e.Flags&format.BitmapAuto != 0, InUse: !b.consistent()})
 	}
 	return out
 }
@@ -66,7 +65,7 @@ func (im *Image) editBitmapsLocked() (*bitmapSet, error) {
 		return set, nil
 	}
 	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps != 0 {
-		return nil, fmt.Errorf("%w: the image's dirty bitmaps are not maintained (a resize or an unsupported bitmap)", ErrUnsupported)
+		return nil, fmt.Errorf("%w: the image's dirty bitmaps are not maintained (an unsupported bitmap, a downgrade or a failed resize)", ErrUnsupported)
 	}
 	return &bitmapSet{size: im.hdr.Size}, nil
 }
@@ -86,7 +85,7 @@ func (set *bitmapSet) findUsable(name string) (*liveBitmap, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: '%s'", ErrNoBitmap, name)
 	}
-	if b.bits == nil {
+	if !b.consistent() {
 		return nil, fmt.Errorf("%w: Bitmap '%s' is inconsistent and cannot be used", ErrUnsupported, name)
 	}
 	return b, nil
@@ -123,8 +122,7 @@ func (im *Image) AddBitmap(name string, granularity uint64, enabled bool) error 
 	}
 	b := &liveBitmap{e: format.BitmapEntry{TableSize: uint32(n), Name: name, Flags: flags,
 		Type: format.BitmapTypeDirty, GranularityBits: gbits}}
-	b.nbits = (set.size + granularity - 1) / granularity
-	b.bits = make([]atomic.Uint64, (b.nbits+63)/64)
+	b.bits.Store(newBitWords((set.size + granularity - 1) / granularity))
 	b.enabled.Store(enabled)
 	if n > 0 {
 		tlen := (n*format.TableEntrySize + cs - 1) &^ (cs - 1)
@@ -182,8 +180,9 @@ func (im *Image) RemoveBitmap(name string) error {
 // ClearBitmap clears every bit of a bitmap.
 func (im *Image) ClearBitmap(name string) error {
 	return im.editBitmap(name, func(b *liveBitmap) error {
-		for w := range b.bits {
-			b.bits[w].Store(0)
+		v := b.bits.Load()
+		for w := range v.nwords() {
+			v.word(w).Store(0)
 		}
 		b.changed.Store(true)
 		return nil
@@ -251,9 +250,10 @@ func (im *Image) editBitmap(name string, fn func(*liveBitmap) error) error {
 
 // snapshot copies the bits.
 func (b *liveBitmap) snapshot() []uint64 {
-	out := make([]uint64, len(b.bits))
-	for w := range b.bits {
-		out[w] = b.bits[w].Load()
+	v := b.bits.Load()
+	out := make([]uint64, v.nwords())
+	for w := range out {
+		out[w] = v.word(uint64(w)).Load()
 	}
 	return out
 }
@@ -424,19 +424,20 @@ func (im *Image) DirtyRun(name string, off, n int64) (bool, int64, error) {
 	if off < 0 || n <= 0 {
 		return false, 0, fmt.Errorf("%w: dirty run at %d of %d bytes", ErrUnsupported, off, n)
 	}
+	v := b.bits.Load()
 	g := uint(b.e.GranularityBits)
 	first := uint64(off) >> g
-	if first >= b.nbits {
+	if first >= v.nbits {
 		return false, n, nil // past the bitmap: clean
 	}
-	bit := func(i uint64) bool { return b.bits[i/64].Load()>>(i%64)&1 != 0 }
+	bit := v.bit
 	dirty := bit(first)
-	last := min((uint64(off)+uint64(n)-1)>>g, b.nbits-1)
+	last := min((uint64(off)+uint64(n)-1)>>g, v.nbits-1)
 	i := first + 1
 	for i <= last && bit(i) == dirty {
 		if i%64 == 0 && i+63 <= last {
 			// A whole word of the same state at once.
-			w, want := b.bits[i/64].Load(), uint64(0)
+			w, want := v.word(i/64).Load(), uint64(0)
 			if dirty {
 				want = ^uint64(0)
 			}

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block/memdev"
@@ -20,8 +19,9 @@ func TestBitmapsReview_MarkMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, gb := range []uint8{9, 12, 16, 31} {
 		for _, nbits := range []uint64{1, 63, 64, 65, 127, 128, 129, 1000} {
-			b := &liveBitmap{e: format.BitmapEntry{GranularityBits: gb}, nbits: nbits,
-				bits: make([]atomic.Uint64, (nbits+63)/64)}
+			b := &liveBitmap{e: format.BitmapEntry{GranularityBits: gb}}
+			v := newBitWords(nbits)
+			b.bits.Store(v)
 			want := make([]bool, nbits)
 			gran := uint64(1) << gb
 			for range 40 {
@@ -35,14 +35,14 @@ func TestBitmapsReview_MarkMatchesNaive(t *testing.T) {
 					want[i] = true
 				}
 				for i := range nbits {
-					got := b.bits[i/64].Load()&(1<<(i%64)) != 0
+					got := v.bit(i)
 					if got != want[i] {
 						t.Fatalf("gran 2^%d nbits %d: after mark(%d, %d) bit %d = %v, want %v", gb, nbits, off, n, i, got, want[i])
 					}
 				}
-				for w := range b.bits {
-					if v := b.bits[w].Load(); uint64(w)*64+64 > nbits && v>>(nbits-uint64(w)*64) != 0 && nbits > uint64(w)*64 {
-						t.Fatalf("gran 2^%d nbits %d: bits past the end set: word %d = %#x", gb, nbits, w, v)
+				for w := range uint64(len(v.chunks)) * bitChunkWords {
+					if x := v.word(w).Load(); w*64+64 > nbits && (nbits <= w*64 || x>>(nbits-w*64) != 0) && x != 0 {
+						t.Fatalf("gran 2^%d nbits %d: bits past the end set: word %d = %#x", gb, nbits, w, x)
 					}
 				}
 			}

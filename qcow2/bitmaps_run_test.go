@@ -38,7 +38,7 @@ func TestBitmaps_DirtyRunMatchesNaive(t *testing.T) {
 		t.Fatal(err)
 	}
 	naive := func(off, n int64) (bool, int64) {
-		bit := func(p int64) bool { g := uint64(p / gran); return b.bits[g/64].Load()>>(g%64)&1 != 0 }
+		bit := func(p int64) bool { g := uint64(p / gran); return b.bits.Load().bit(g) }
 		d := bit(off)
 		end := (off/gran + 1) * gran
 		for end < off+n && bit(end) == d {

@@ -216,31 +216,6 @@ func TestBitmaps_CrashWhileStoring(t *testing.T) {
 	}
 }
 
-// Operations that would resize the bitmaps stop maintaining them: they
-// stay IN_USE, stale for QEMU, and their clusters stay counted.
-func TestBitmaps_ResizeLeavesThemInUse(t *testing.T) {
-	testkit.NeedTools(t, "qemu-img", "qemu-io")
-	p := bitmapImage(t, t.TempDir())
-	im, err := Open(p, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Truncate(32 << 20); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := im.WriteAt([]byte{1}, 20<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	got := qemuBitmaps(t, p)
-	if strings.Count(got, "in-use") != 3 {
-		t.Fatalf("bitmaps after a resize: %s", got)
-	}
-	testkit.QemuCheck(t, p)
-}
-
 // Options.NoBitmaps: the bitmaps are marked stale (autoclear bit) as
 // before Q22, and qemu-img no longer shows them.
 func TestBitmaps_NoBitmapsOption(t *testing.T) {

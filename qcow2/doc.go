@@ -279,14 +279,18 @@
 //	    frees the old ones and clears IN_USE. A bitmap on the media is
 //	    therefore IN_USE (stale for QEMU) or holds every write made
 //	    durable before it, whatever crashes or fails. What cannot be
-//	    maintained (unknown flags or types, extra data, a table of
-//	    another size or past QEMU's bounds, a cluster that is metadata,
-//	    free or named twice, by any bitmap, IN_USE ones included) makes
-//	    the open clear the bitmaps' autoclear bit, durably before the
-//	    first write, as a program without bitmap support does; a resize
-//	    or a downgrade stops the
-//	    maintenance and leaves them IN_USE; an applied snapshot or
-//	    MakeEmpty dirties the whole disk. Options.NoBitmaps opts out.
+//	    maintained (unknown flags or types, extra data, a table past
+//	    QEMU's bounds, a cluster that is metadata, free or named twice,
+//	    by any bitmap, IN_USE ones included; a table of another size in
+//	    a bitmap not IN_USE) makes the open clear the bitmaps' autoclear
+//	    bit, durably before the first write, as a program without bitmap
+//	    support does. A resize resizes them before guests see the new
+//	    size (bitmaps_resize.go; bits in shared chunks, bitmap_words.go,
+//	    so none set meanwhile is lost), and is refused while one is
+//	    inconsistent, as in QEMU; a downgrade, or a size change whose
+//	    header write failed, stops the maintenance and leaves them
+//	    IN_USE; an applied snapshot or MakeEmpty dirties the whole disk.
+//	    Options.NoBitmaps opts out.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

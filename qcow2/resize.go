@@ -139,6 +139,12 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 		im.mu.Unlock()
 		return fmt.Errorf("%w: shrinking an image", ErrUnsupported)
 	}
+	if size != cur {
+		if err := im.bitmapsResizableLocked(uint64(size)); err != nil {
+			im.mu.Unlock()
+			return err
+		}
+	}
 	overBacking := im.backing != nil && im.bsize > cur && size > cur
 	if cs := int64(im.g.ClusterSize); overBacking && im.hdr.Version < 3 && size > (cur+cs-1)/cs*cs {
 		// Inside the old end's cluster zero buffers do, as in QEMU;
@@ -205,9 +211,11 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 // a downgrade would drop; a shrink's discarded range), so the image
 // refuses writes until it is reopened.
 func (im *Image) commitSizeLocked(size uint64) error {
-	// Q22: bitmaps of the old size are not resized; stale from here.
-	im.stopBitmapsLocked()
+	// Q22: the bitmaps take the new size before guests do.
+	im.resizeBitmapsLocked(size)
 	if err := im.setSizeLocked(size); err != nil {
+		// The media may hold either size: the bitmaps are left IN_USE.
+		im.stopBitmapsLocked()
 		im.loseWritesLocked(err)
 		return err
 	}
@@ -277,11 +285,18 @@ func (im *Image) resize(size int64) error {
 		im.mu.Unlock()
 		return err
 	}
+	if err := im.bitmapsResizableLocked(uint64(size)); err != nil {
+		im.mu.Unlock()
+		return err
+	}
 	im.vsize.Store(uint64(size))
 	im.mu.Unlock()
-	// Q22: the cut range's contents change before the size does.
-	im.markDirty(size, cur-size)
+	// Q22: the zeroing and the discard below change the cut range,
+	// which the bitmaps drop if the shrink goes through (as QEMU's,
+	// which marks nothing); if it fails, the range is the guests' again,
+	// with its bits set before they see it.
 	restore := func(err error) error {
+		im.markDirty(size, cur-size)
 		im.mu.Lock()
 		im.vsize.Store(im.hdr.Size)
 		im.mu.Unlock()
@@ -319,6 +334,7 @@ func (im *Image) resize(size int64) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
+		im.markDirty(size, cur-size)
 		im.vsize.Store(im.hdr.Size)
 		return err
 	}

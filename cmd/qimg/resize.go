@@ -223,16 +223,24 @@ func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
 		return errors.New("The new size must be a multiple of 512")
 	}
 	if size < cur {
-		return im.Shrink(size)
+		return resizeErr(im.Shrink(size))
 	}
 	if h := im.Header(); prealloc != "off" && (h.BackingFile != "" || h.CryptMethod != 0) {
 		// QEMU preallocates there too (and shows an encrypted image's
 		// new range as garbage with falloc and full).
 		return fmt.Errorf("preallocation=%s is not supported by qimg resize of a qcow2 image with a backing file or encryption", prealloc)
 	}
-	err := im.TruncatePrealloc(size, prealloc)
-	if errors.Is(err, qcow2.ErrGrowNeedsZeroClusters) {
+	return resizeErr(im.TruncatePrealloc(size, prealloc))
+}
+
+// resizeErr is err as qemu-img resize words it.
+func resizeErr(err error) error {
+	var bi *qcow2.BitmapInconsistentError
+	switch {
+	case errors.Is(err, qcow2.ErrGrowNeedsZeroClusters):
 		return errors.New("Failed to zero out new clusters: Operation not supported")
+	case errors.As(err, &bi):
+		return errors.New(bi.Error() + "; Try block-dirty-bitmap-remove to delete this bitmap from disk")
 	}
 	return err
 }
