@@ -29,6 +29,7 @@ type tcfg struct {
 	luks    bool   // LUKS encrypted (crypt.go)
 	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
 	queue   bool   // one batch goroutine's stripe goes through a Queue (Q14)
+	bm      bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
 	backend string // see tortureBackends
 }
 
@@ -115,6 +116,9 @@ func (c tcfg) String() string {
 	if c.queue {
 		t = append(t, "q")
 	}
+	if c.bm {
+		t = append(t, "bm")
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -134,6 +138,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"tiny": func(c *tcfg) { c.tiny = true },
 	"luks": func(c *tcfg) { c.luks = true },
 	"q":    func(c *tcfg) { c.queue = true },
+	"bm":   func(c *tcfg) { c.bm = true },
 }
 
 func parseTcfg(name string) (tcfg, error) {
@@ -190,6 +195,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compression_type=zstd needs compat 1.1")
 	case c.luks && c.comp != "":
 		return fmt.Errorf("compressed writes are refused on encrypted images")
+	case c.bm && c.v2:
+		return fmt.Errorf("persistent bitmaps need compat 1.1")
 	}
 	return nil
 }
@@ -281,6 +288,11 @@ var tortureMatrix = []string{
 	"c64k-r16-v3-back-fz-q-unm",
 	"c16k-r16-v3-xl2-q-ub",
 	"c64k-r16-v3-xl2-back-q-mem", // the allocator on extended L2 (COW from the backing file), crash clones
+	// A persistent dirty bitmap (Q22) through writes, resizes, snapshots and queues.
+	"c64k-r16-v3-bm-hold",
+	"c512-r16-v3-back-q-bm-mem", // bitmap tables over many small clusters
+	"c4k-r16-v3-fz-q-bm-ud",
+	"c64k-r16-v3-luks-bm-ub",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -317,6 +329,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
 		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
 		c.queue = r.IntN(3) == 0
+		c.bm = r.IntN(3) == 0 && !c.v2
 		if c.valid() == nil {
 			return c
 		}

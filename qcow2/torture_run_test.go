@@ -194,6 +194,8 @@ type trun struct {
 	crashFails int
 	evMu       sync.Mutex
 
+	bmBase []byte // the contents when the bitmap was last cleared (torture_bitmap_test.go)
+
 	snaps  []tsnap // internal snapshots taken (torture_snap_test.go)
 	snapN  int
 	inSnap bool // a snapshot operation is running (under cmu)
@@ -338,6 +340,9 @@ func (r *trun) setup() {
 		}
 	}
 	r.open(r.base)
+	if cfg.bm {
+		r.bmStart()
+	}
 }
 
 // delay is holddev's jitter during concurrent phases: most ops pass at
@@ -466,6 +471,9 @@ func (r *trun) reopen(arg int) {
 		tortureVariants[arg%len(tortureVariants)](r.cfg, &o)
 	}
 	r.open(o)
+	if r.cfg.bm {
+		r.bmRestart()
+	}
 	r.compareAll("after reopen")
 }
 
@@ -483,6 +491,9 @@ func (r *trun) closedChecks(what string, withQemu bool) {
 		r.fatalf("%s: closed image not clean: %d corruptions, %d leaks, %d errors: %v", what, res.Corruptions, res.Leaks, res.CheckErrors, head(res.Messages, 10))
 	}
 	got := testkit.ReadAll(r.t, im)
+	if r.cfg.bm {
+		r.bmVerify(im, what)
+	}
 	im.Close()
 	r.mustModel(got, 0, what+": reopened contents")
 	if withQemu || !r.cfg.memBacked() {
@@ -646,6 +657,7 @@ func (r *trun) exec(i int, o top) {
 		r.st.Shrinks++
 		r.cmu.Lock()
 		r.model = r.model[:o.off]
+		r.bmCut(o.off)
 		r.flushed = r.flushed[:min(o.off, int64(len(r.flushed)))]
 		r.touched = r.touched[:(o.off+crashSector-1)/crashSector]
 		r.size = o.off

@@ -150,6 +150,7 @@ func (r *trun) resizeModel(size int64) {
 	defer r.cmu.Unlock()
 	if size < r.size {
 		r.model = r.model[:size]
+		r.bmCut(size)
 	} else {
 		r.model = append(r.model, make([]byte, size-r.size)...)
 	}

@@ -78,7 +78,7 @@ var shortSample = []struct {
 	cfg  string
 	race bool
 }{
-	{1, "c64k-r16-v3-hold", false},
+	{1, "c64k-r16-v3-bm-hold", false},
 	{1, "c512-r64-v3-mem", false},
 	{2, "c512-r64-v3-ps4m-pa8m-fu-mem", false},
 	{2, "c4k-r16-v2-back-hold", true},
@@ -89,7 +89,7 @@ var shortSample = []struct {
 	{5, "c16k-r16-v3-xl2-back-hold", false},
 	{5, "c64k-r16-v3-xl2-tiny-ud", false},
 	{6, "c64k-r16-v3-q-ud", false},
-	{6, "c4k-r16-v3-tiny-q-hold", true},
+	{6, "c4k-r16-v3-tiny-q-bm-hold", true},  // and a dirty bitmap (Q22)
 	{7, "c64k-r16-v3-xl2-back-q-mem", true}, // the queue's allocator on extended L2, crash clones
 }
 
