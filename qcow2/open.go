@@ -330,13 +330,16 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 // openWritable applies the writable-open rules: clear unknown autoclear
 // bits, and rebuild refcounts of a dirty image before the first write.
 func (im *Image) openWritable() error {
+	// The bitmaps' autoclear bit stays through the repair of a dirty
+	// image too: its Check counts their clusters, and fails the open
+	// if it cannot (QEMU's open repairs it the same way and keeps them).
 	im.bitmapsOpening = !im.opts.Repair && !im.opts.NoBitmaps
 	err := im.clearAutoclear()
+	if err == nil {
+		err = im.repairDirty()
+	}
 	im.bitmapsOpening = false
 	if err != nil {
-		return err
-	}
-	if err := im.repairDirty(); err != nil {
 		return err
 	}
 	return im.loadBitmaps()
