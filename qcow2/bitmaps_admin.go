@@ -220,6 +220,11 @@ func (im *Image) MergeBitmap(dst string, src *Image, srcName string) error {
 				return err
 			}
 			sg, sbits = s.e.GranularityBits, s.snapshot()
+		} else if ss, ds := src.vsize.Load(), im.vsize.Load(); ss != ds {
+			// As QEMU (hbitmap_can_merge): granules of other sizes
+			// merge, disks of other sizes do not.
+			return fmt.Errorf("%w: Bitmaps are of different sizes (destination size is %d, source size is %d) and can't be merged",
+				ErrUnsupported, ds, ss)
 		}
 		gran := uint64(1) << sg
 		for w, v := range sbits {

@@ -76,3 +76,26 @@ func bitmapsOf(info string) string {
 	}
 	return string(v.FormatSpecific.Data.Bitmaps)
 }
+
+// bitmap --merge from an image of another disk size is refused as
+// qemu-img refuses it (granules of other sizes merge); before, qimg
+// merged what fitted.
+func TestBitmap_MergeOtherSizeLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	src := filepath.Join(dir, "src.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "8M")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "4k", src, "s")
+	var files []string
+	for _, who := range []string{"ours", "theirs"} {
+		p := filepath.Join(dir, who+".qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+		testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "d")
+		files = append(files, p)
+	}
+	args := []string{"bitmap", "--merge", "s", "-b", src, "-F", "qcow2"}
+	o, e, code := runQ(t, append(args, files[0], "d")...)
+	q, qe, qcode := testkit.Run(t, "qemu-img", append(args, files[1], "d")...)
+	if o != q || ourMessage(e) != qemuMessage(qe) || code != qcode || code == 0 {
+		t.Errorf("qimg exit %d %q %q; qemu-img exit %d %q %q", code, o, e, qcode, q, qe)
+	}
+}
