@@ -86,7 +86,7 @@ func (set *bitmapSet) findUsable(name string) (*liveBitmap, error) {
 		return nil, fmt.Errorf("%w: '%s'", ErrNoBitmap, name)
 	}
 	if !b.consistent() {
-		return nil, fmt.Errorf("%w: Bitmap '%s' is inconsistent and cannot be used", ErrUnsupported, name)
+		return nil, &BitmapInconsistentError{Name: name}
 	}
 	return b, nil
 }

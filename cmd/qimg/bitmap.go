@@ -135,9 +135,22 @@ func mergeBitmap(im *qcow2.Image, dst, src, srcFile, srcFmt string) error {
 	return im.MergeBitmap(dst, s.Image, src)
 }
 
+// inconsistentText is qemu-img's message, with its hint, for an
+// operation refused because a bitmap is inconsistent.
+func inconsistentText(err error) (string, bool) {
+	var bi *qcow2.BitmapInconsistentError
+	if !errors.As(err, &bi) {
+		return "", false
+	}
+	return bi.Error() + "; Try block-dirty-bitmap-remove to delete this bitmap from disk", true
+}
+
 // bitmapErrText is err as qemu-img words it: without our package
 // prefixes.
 func bitmapErrText(err error) string {
+	if msg, ok := inconsistentText(err); ok {
+		return msg
+	}
 	switch {
 	case errors.Is(err, qcow2.ErrNoBitmap):
 		_, name, _ := strings.Cut(err.Error(), qcow2.ErrNoBitmap.Error()+": ")

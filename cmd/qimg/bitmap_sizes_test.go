@@ -2,13 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
-	"github.com/qring/qring/qcow2"
 )
 
 // resize of an image with persistent bitmaps: qemu-img resizes them
@@ -40,20 +38,8 @@ func TestResize_BitmapsLikeQemu(t *testing.T) {
 			t.Fatalf("after %v: qimg's info\n%s\nqemu-img's\n%s", args, a, b)
 		}
 	}
-	// An IN_USE bitmap, as a writer that did not close leaves it: the
-	// file as it is while the engine holds it open.
 	for _, p := range files {
-		im, err := qcow2.Open(p, qcow2.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw := mustReadFile(t, p)
-		if err := im.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		leaveInUse(t, p)
 	}
 	_, e, code := runQ(t, "resize", "-f", "qcow2", files[0], "8M")
 	_, qe, qcode := testkit.Run(t, "qemu-img", "resize", "-f", "qcow2", files[1], "8M")

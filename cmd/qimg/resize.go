@@ -235,12 +235,11 @@ func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
 
 // resizeErr is err as qemu-img resize words it.
 func resizeErr(err error) error {
-	var bi *qcow2.BitmapInconsistentError
-	switch {
-	case errors.Is(err, qcow2.ErrGrowNeedsZeroClusters):
+	if msg, ok := inconsistentText(err); ok {
+		return errors.New(msg)
+	}
+	if errors.Is(err, qcow2.ErrGrowNeedsZeroClusters) {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
-	case errors.As(err, &bi):
-		return errors.New(bi.Error() + "; Try block-dirty-bitmap-remove to delete this bitmap from disk")
 	}
 	return err
 }
