@@ -11,9 +11,15 @@
 //     negotiation"), with NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
 //     Server.TLS is set, which then requires it), INFO, GO,
 //     STRUCTURED_REPLY, LIST_META_CONTEXT (also before STRUCTURED_REPLY,
-//     as qemu-nbd) and SET_META_CONTEXT (option.go);
-//     any other option is NBD_REP_ERR_UNSUP, a malformed one
-//     NBD_REP_ERR_INVALID, an oversized one NBD_REP_ERR_TOO_BIG;
+//     as qemu-nbd) and SET_META_CONTEXT (option.go), answered as
+//     qemu-nbd 7.2 answers them (the replies, their order and the
+//     metadata context ids; qemunbd_test.go compares); any other
+//     option is NBD_REP_ERR_UNSUP, a malformed one NBD_REP_ERR_INVALID
+//     (also data past a metadata request's last query, which qemu-nbd
+//     takes for the next option); an option's data is read as it is
+//     parsed (optdata.go), never held whole, so any length up to
+//     MaxPayload is answered, as by qemu-nbd, and more closes the
+//     connection;
 //   - metadata contexts "base:allocation" and "qemu:allocation-depth"
 //     (meta.go), answered from the export's StatusSource, and
 //     "qemu:dirty-bitmap:NAME" for an export with a Bitmap, from its

@@ -7,8 +7,9 @@ type Export struct {
 	// Name is what a client asks for in NBD_OPT_GO / EXPORT_NAME ("" is
 	// the default export).
 	Name string
-	// Description is sent as NBD_INFO_DESCRIPTION when asked for, and
-	// after the name in NBD_OPT_LIST's reply.
+	// Description, if not empty, is sent as NBD_INFO_DESCRIPTION in
+	// every NBD_OPT_INFO and GO reply, asked for or not (as qemu-nbd
+	// sends its -D), and after the name in NBD_OPT_LIST's reply.
 	Description string
 	// Dev is the device; it must be safe for concurrent use.
 	Dev block.Device

@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -61,42 +60,35 @@ func (c *conn) negotiate() error {
 		}
 		opt := binary.BigEndian.Uint32(h[8:])
 		n := binary.BigEndian.Uint32(h[12:])
-		if n > maxOptionLen {
-			// Skip what we will not read, within reason: a client
-			// announcing gigabytes is not worth waiting for.
-			if n > 16<<20 {
-				return fmt.Errorf("nbd: option %d of %d bytes", opt, n)
-			}
-			if _, err := io.CopyN(io.Discard, c.r, int64(n)); err != nil {
-				return err
-			}
-			if opt == optExportName {
-				return errors.New("nbd: export name too long")
-			}
-			if err := c.optReply(opt, repErrTooBig, nil); err != nil {
-				return err
-			}
-			continue
+		if n > MaxPayload {
+			// As qemu-nbd (NBD_MAX_BUFFER_SIZE): a client announcing
+			// more is not worth reading.
+			return fmt.Errorf("nbd: option %d of %d bytes", opt, n)
 		}
-		// The data is taken in as it arrives: a client that announces
-		// 64 KiB and sends nothing costs nothing.
-		var data bytes.Buffer
-		if _, err := io.CopyN(&data, c.r, int64(n)); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
+		// The data is read as the option's handler parses it, so a
+		// client that announces 32 MiB and sends nothing costs nothing.
+		d := &optData{r: c.r, left: n}
+		done, err := c.option(opt, d)
+		var inv *optInvalid
+		if errors.As(err, &inv) {
+			err = c.optInvalid(opt, d, inv.msg)
 		}
-		done, err := c.option(opt, data.Bytes())
 		if err != nil || done {
 			return err
+		}
+		if d.left != 0 {
+			// Every handler reads its option whole or answers it
+			// with optInvalid.
+			return fmt.Errorf("nbd: option %d: %d bytes left unread", opt, d.left)
 		}
 	}
 	return errors.New("nbd: too many options")
 }
 
 // option handles one option; done means the transmission phase begins.
-func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
+// The handler reads the option's data whole before it replies (the rest
+// of it dropped), and an optInvalid error is answered by negotiate.
+func (c *conn) option(opt uint32, d *optData) (done bool, err error) {
 	if c.srv.TLS != nil && !c.tls {
 		// Section "TLS support": before STARTTLS only ABORT and STARTTLS
 		// itself are allowed; EXPORT_NAME cannot be refused but by
@@ -106,19 +98,20 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 		case optExportName:
 			return false, errors.New("nbd: NBD_OPT_EXPORT_NAME before TLS")
 		default:
-			return false, c.optError(opt, repErrTLSReqd, "TLS is required")
+			return false, c.optDrop(opt, d, repErrTLSReqd, "TLS is required")
 		}
 	}
 	switch opt {
 	case optExportName:
-		return c.optExportName(data)
+		return c.optExportName(d)
 	case optAbort:
-		// The spec says the server SHOULD acknowledge, then close.
+		// The spec says the server MUST acknowledge (and SHOULD ignore
+		// any data), then close.
 		c.optReply(opt, repAck, nil)
 		return false, errAbort
 	case optList:
-		if len(data) != 0 {
-			return false, c.optError(opt, repErrInvalid, "NBD_OPT_LIST takes no data")
+		if err := d.empty("NBD_OPT_LIST"); err != nil {
+			return false, err
 		}
 		for _, e := range c.srv.Exports {
 			// The name, then the optional description (as qemu-nbd
@@ -131,12 +124,15 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 		}
 		return false, c.optReply(opt, repAck, nil)
 	case optStartTLS:
-		return false, c.optStartTLS(data)
+		if err := d.empty("NBD_OPT_STARTTLS"); err != nil {
+			return false, err
+		}
+		return false, c.optStartTLS()
 	case optInfo, optGo:
-		return c.optInfo(opt, data)
+		return c.optInfo(opt, d)
 	case optStructuredReply:
-		if len(data) != 0 {
-			return false, c.optError(opt, repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data")
+		if err := d.empty("NBD_OPT_STRUCTURED_REPLY"); err != nil {
+			return false, err
 		}
 		if c.structured {
 			return false, c.optError(opt, repErrInvalid, "structured replies already negotiated")
@@ -144,9 +140,24 @@ func (c *conn) option(opt uint32, data []byte) (done bool, err error) {
 		c.structured = true
 		return false, c.optReply(opt, repAck, nil)
 	case optListMetaContext, optSetMetaContext:
-		return false, c.optMeta(opt, data)
+		return false, c.optMeta(opt, d)
 	}
-	return false, c.optError(opt, repErrUnsup, fmt.Sprintf("option %d not supported", opt))
+	return false, c.optDrop(opt, d, repErrUnsup, fmt.Sprintf("option %d not supported", opt))
+}
+
+// optDrop drops the rest of the option's data and sends an error reply
+// (qemu-nbd's nbd_opt_drop).
+func (c *conn) optDrop(opt uint32, d *optData, typ uint32, msg string) error {
+	if err := d.drop(); err != nil {
+		return err
+	}
+	return c.optError(opt, typ, msg)
+}
+
+// optInvalid answers an option whose data does not parse: the rest is
+// dropped, the reply is NBD_REP_ERR_INVALID.
+func (c *conn) optInvalid(opt uint32, d *optData, msg string) error {
+	return c.optDrop(opt, d, repErrInvalid, msg)
 }
 
 // optReply sends one option reply (section "Option reply types").
@@ -182,16 +193,23 @@ func (c *conn) export(name string) *Export {
 // optExportName is the old way to enter transmission: no way to refuse
 // but closing, and the reply is the export's size and flags (section
 // "Option types", NBD_OPT_EXPORT_NAME).
-func (c *conn) optExportName(data []byte) (bool, error) {
-	e := c.export(string(data))
+func (c *conn) optExportName(d *optData) (bool, error) {
+	if d.left > maxString {
+		return false, fmt.Errorf("nbd: export name of %d bytes", d.left)
+	}
+	b := make([]byte, d.left)
+	if err := d.read(b); err != nil {
+		return false, err
+	}
+	e := c.export(string(b))
 	if e == nil {
-		return false, fmt.Errorf("nbd: unknown export %q", data)
+		return false, fmt.Errorf("nbd: unknown export %q", b)
 	}
 	size, err := e.Dev.Size()
 	if err != nil {
 		return false, err
 	}
-	b := binary.BigEndian.AppendUint64(nil, uint64(size))
+	b = binary.BigEndian.AppendUint64(b[:0], uint64(size))
 	b = binary.BigEndian.AppendUint16(b, e.flags(c.structured))
 	if !c.noZeroes {
 		b = append(b, make([]byte, 124)...)
@@ -203,19 +221,32 @@ func (c *conn) optExportName(data []byte) (bool, error) {
 	return true, c.enter(e, size)
 }
 
-// optInfo answers NBD_OPT_INFO and NBD_OPT_GO: the export's size and
-// flags, its name and description when asked for, and its block sizes
-// (section "Size constraints": minimum 1, preferred 4 KiB, maximum
-// MaxPayload). GO then enters transmission.
-func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
-	name, rest, ok := takeString32(data)
-	if !ok || len(rest) < 2 {
-		return false, c.optError(opt, repErrInvalid, "malformed info request")
+// optInfo answers NBD_OPT_INFO and NBD_OPT_GO as qemu-nbd 7.2 does
+// (nbd_negotiate_handle_info), in its order: the export's name when
+// asked for, its description whenever it has one (qemu-nbd sends -D
+// unasked; the spec lets a server send any information), its block
+// sizes (section "Size constraints": minimum 1, preferred 4 KiB,
+// maximum MaxPayload), then its size and flags. GO then enters
+// transmission.
+func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
+	name, err := d.name()
+	if err != nil {
+		return false, err
 	}
-	nreq := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) != 2*nreq {
-		return false, c.optError(opt, repErrInvalid, "malformed info request list")
+	nreq, err := d.u16()
+	if err != nil {
+		return false, err
+	}
+	var wantName bool
+	for range nreq {
+		r, err := d.u16()
+		if err != nil {
+			return false, err
+		}
+		wantName = wantName || r == infoName
+	}
+	if err := d.empty("info request"); err != nil {
+		return false, err
 	}
 	e := c.export(name)
 	if e == nil {
@@ -225,36 +256,27 @@ func (c *conn) optInfo(opt uint32, data []byte) (bool, error) {
 	if err != nil {
 		return false, c.optError(opt, repErrShutdown, err.Error())
 	}
-	var wantName, wantDesc bool
-	for i := range nreq {
-		switch binary.BigEndian.Uint16(rest[2*i:]) {
-		case infoName:
-			wantName = true
-		case infoDescription:
-			wantDesc = true
-		}
-	}
 	info := func(b []byte) error { return c.optReply(opt, repInfo, b) }
-	b := binary.BigEndian.AppendUint16(nil, infoExport)
-	b = binary.BigEndian.AppendUint64(b, uint64(size))
-	b = binary.BigEndian.AppendUint16(b, e.flags(c.structured))
-	if err := info(b); err != nil {
-		return false, err
-	}
 	if wantName {
 		if err := info(append(binary.BigEndian.AppendUint16(nil, infoName), e.Name...)); err != nil {
 			return false, err
 		}
 	}
-	if wantDesc && e.Description != "" {
+	if e.Description != "" {
 		if err := info(append(binary.BigEndian.AppendUint16(nil, infoDescription), e.Description...)); err != nil {
 			return false, err
 		}
 	}
-	b = binary.BigEndian.AppendUint16(nil, infoBlockSize)
+	b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
 	b = binary.BigEndian.AppendUint32(b, 1)
 	b = binary.BigEndian.AppendUint32(b, 4096)
 	b = binary.BigEndian.AppendUint32(b, MaxPayload)
+	if err := info(b); err != nil {
+		return false, err
+	}
+	b = binary.BigEndian.AppendUint16(b[:0], infoExport)
+	b = binary.BigEndian.AppendUint64(b, uint64(size))
+	b = binary.BigEndian.AppendUint16(b, e.flags(c.structured))
 	if err := info(b); err != nil {
 		return false, err
 	}
@@ -278,45 +300,78 @@ func (c *conn) enter(e *Export, size int64) error {
 }
 
 // optMeta answers LIST_META_CONTEXT and SET_META_CONTEXT (section
-// "Metadata querying"): one NBD_REP_META_CONTEXT per context selected,
-// then an ACK. SET needs structured replies negotiated first and replaces
-// the previous selection. LIST does not: the spec lets a server refuse
-// it then (MAY), qemu-nbd answers it, and so does this server.
-func (c *conn) optMeta(opt uint32, data []byte) error {
+// "Metadata querying") as qemu-nbd 7.2 does
+// (nbd_negotiate_meta_queries): one NBD_REP_META_CONTEXT per context
+// selected, in the server's order (base:allocation,
+// qemu:allocation-depth, the dirty bitmap) whatever the order and
+// repetitions of the queries, then an ACK. LIST's replies carry context
+// id 0 (the spec: reserved, SHOULD be zero). A query longer than a
+// string may be (maxString) selects nothing and is skipped, as by
+// qemu-nbd; a NUL in a query or the export name, or data past the last
+// query, is NBD_REP_ERR_INVALID (qemu-nbd 7.2 takes such trailing data
+// for the start of the next option, and aborts on its assertion).
+//
+// SET needs structured replies negotiated first and replaces the
+// previous selection, also when it fails (the spec: "including when
+// this command fails"; qemu-nbd clears it first too). LIST does not:
+// the spec lets a server refuse it then (MAY), qemu-nbd answers it, and
+// so does this server.
+func (c *conn) optMeta(opt uint32, d *optData) error {
 	set := opt == optSetMetaContext
 	if set && !c.structured {
-		return c.optError(opt, repErrInvalid, "structured replies not negotiated")
-	}
-	r, ok := parseMetaRequest(data)
-	if !ok {
-		return c.optError(opt, repErrInvalid, "malformed meta context request")
-	}
-	exp := c.export(r.export)
-	if exp == nil {
-		return c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", r.export))
-	}
-	all := exp.contexts()
-	var sel []metaContext
-	if !set && len(r.queries) == 0 {
-		sel = all
-	}
-	for _, q := range r.queries {
-		for _, m := range metaMatch(all, q, !set) {
-			dup := false
-			for _, s := range sel {
-				dup = dup || s.id == m.id
-			}
-			if !dup {
-				sel = append(sel, m)
-			}
-		}
+		return invalidf("structured replies not negotiated")
 	}
 	if set {
-		c.meta = c.meta[:0]
-		c.metaExport = r.export
+		c.meta, c.metaExport = c.meta[:0], ""
 	}
-	for _, m := range sel {
-		b := binary.BigEndian.AppendUint32(nil, m.id)
+	name, err := d.name()
+	if err != nil {
+		return err
+	}
+	exp := c.export(name)
+	if exp == nil {
+		return c.optDrop(opt, d, repErrUnknown, fmt.Sprintf("unknown export %q", name))
+	}
+	all := exp.contexts()
+	chosen := make([]bool, len(all))
+	n, err := d.u32()
+	if err != nil {
+		return err
+	}
+	if !set && n == 0 {
+		for i := range chosen {
+			chosen[i] = true
+		}
+	}
+	for range n {
+		qn, err := d.u32()
+		if err != nil {
+			return err
+		}
+		if qn > maxString {
+			if err := d.skip(qn); err != nil {
+				return err
+			}
+			continue
+		}
+		q, err := d.text(qn)
+		if err != nil {
+			return err
+		}
+		metaMatch(all, q, !set, chosen)
+	}
+	if err := d.empty("meta context request"); err != nil {
+		return err
+	}
+	for i, m := range all {
+		if !chosen[i] {
+			continue
+		}
+		id := m.id
+		if !set {
+			id = 0
+		}
+		b := binary.BigEndian.AppendUint32(nil, id)
 		if err := c.optReply(opt, repMetaContext, append(b, m.name...)); err != nil {
 			return err
 		}
@@ -324,20 +379,20 @@ func (c *conn) optMeta(opt uint32, data []byte) error {
 			c.meta = append(c.meta, m.id)
 		}
 	}
+	if set {
+		c.metaExport = name
+	}
 	return c.optReply(opt, repAck, nil)
 }
 
 // optStartTLS upgrades the connection (section "TLS support"): ACK in
 // clear, then the TLS handshake, then negotiation goes on encrypted.
-func (c *conn) optStartTLS(data []byte) error {
+func (c *conn) optStartTLS() error {
 	if c.srv.TLS == nil {
 		return c.optError(optStartTLS, repErrPolicy, "TLS not configured")
 	}
 	if c.tls {
 		return c.optError(optStartTLS, repErrInvalid, "TLS already negotiated")
-	}
-	if len(data) != 0 {
-		return c.optError(optStartTLS, repErrInvalid, "NBD_OPT_STARTTLS takes no data")
 	}
 	if err := c.optReply(optStartTLS, repAck, nil); err != nil {
 		return err

@@ -137,10 +137,6 @@ const (
 	// qemu-nbd accepts: 32 MiB), advertised as the maximum block size
 	// (section "Size constraints").
 	MaxPayload = 32 << 20
-	// maxOptionLen bounds an option's data; longer is NBD_REP_ERR_TOO_BIG
-	// and the data is skipped (section "Option reply types":
-	// NBD_REP_ERR_TOO_BIG, the request is too large to process).
-	maxOptionLen = 64 << 10
 	// maxOptions bounds how many options a client may send before the
 	// transmission phase, so a client cannot keep a connection in
 	// negotiation forever.
