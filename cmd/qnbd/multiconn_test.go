@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// exportFlags is what nbdinfo --json says of an export's flags.
+type exportFlags struct {
+	MultiConn bool   `json:"can_multi_conn"`
+	ReadOnly  bool   `json:"is_read_only"`
+	Trim      bool   `json:"can_trim"`
+	Zero      bool   `json:"can_zero"`
+	FastZero  bool   `json:"can_fast_zero"`
+	Cache     bool   `json:"can_cache"`
+	DF        bool   `json:"can_df"`
+	FUA       bool   `json:"can_fua"`
+	Flush     bool   `json:"can_flush"`
+	MinBlock  int    `json:"block_size_minimum"`
+	PrefBlock int    `json:"block_size_preferred"`
+	MaxBlock  int    `json:"block_size_maximum"`
+	Desc      string `json:"description"`
+}
+
+func nbdinfoFlags(t *testing.T, uri string) exportFlags {
+	t.Helper()
+	var info struct{ Exports []exportFlags }
+	if err := json.Unmarshal([]byte(sh(t, "nbdinfo", "--json", uri)), &info); err != nil || len(info.Exports) != 1 {
+		t.Fatalf("nbdinfo --json %s: %v %+v", uri, err, info)
+	}
+	return info.Exports[0]
+}
+
+// TestMultiConnFlags_LikeQemuNbd: NBD_FLAG_CAN_MULTI_CONN, and the other
+// flags nbdinfo shows, as qemu-nbd 7.2 advertises them: multi-conn
+// whenever more than one client may connect (-e N, N != 1; -e 0 is no
+// limit), read-only or writable, and not with -e 1 (the default), not
+// even read-only (qemu 7.1's "nbd/server: Allow MULTI_CONN for shared
+// writable exports" made it depend on the connection limit alone).
+func TestMultiConnFlags_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-nbd", "nbdinfo")
+	dir, img := create(t, "4M")
+	configs := [][]string{{"-e", "2"}, {"-r"}, {"-r", "-e", "0"}, {}, {"-e", "0"}, {"-r", "-e", "3"}}
+	if testing.Short() {
+		configs = configs[:3]
+	}
+	for _, args := range configs {
+		qsock := filepath.Join(dir, "q.sock")
+		stop := serveQemuNbd(t, qsock, append([]string{"-f", "qcow2", "-D", "d"}, append(args, img)...)...)
+		want := nbdinfoFlags(t, "nbd+unix:///?socket="+qsock)
+		stop()
+		s := startUnix(t, dir, "", append([]string{"-f", "qcow2", "-D", "d"}, append(args, img)...)...)
+		got := nbdinfoFlags(t, s.uri)
+		s.stop()
+		if got != want {
+			t.Errorf("%q: qnbd %+v\nqemu-nbd %+v", args, got, want)
+		}
+	}
+}
+
+// TestSharedLimit_LikeQemuNbd: with -e N, the client after the N-th
+// is neither refused nor served: as with qemu-nbd, which stops
+// accepting, its connection waits in the listen queue without a
+// greeting until a client leaves, and is then served.
+func TestSharedLimit_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-nbd")
+	dir, img := create(t, "4M")
+	for _, n := range []int{1, 2} {
+		for _, server := range []string{"qemu-nbd", "qnbd"} {
+			sharedLimit(t, server, n, img, filepath.Join(dir, "e.sock"))
+		}
+	}
+}
+
+// sharedLimit serves img with server -e n and checks that client n+1
+// waits for one of the n before it to leave.
+func sharedLimit(t *testing.T, server string, n int, img, sock string) {
+	args := []string{"-f", "qcow2", "-e", fmt.Sprint(n), img}
+	if server == "qemu-nbd" {
+		defer serveQemuNbd(t, sock, args...)()
+	} else {
+		defer start(t, "", sock, append([]string{"-k", sock}, args...)...).stop()
+	}
+	var held []net.Conn
+	for range n {
+		nc, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		rawGo(t, nc)
+		held = append(held, nc)
+	}
+	extra, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("%s -e %d: client %d not even queued: %v", server, n, n+1, err)
+	}
+	defer extra.Close()
+	var g [18]byte
+	extra.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := io.ReadFull(extra, g[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s -e %d: client %d got a greeting or an end (%v) while %d clients are connected", server, n, n+1, err, n)
+	}
+	held[0].Close()
+	extra.SetDeadline(time.Now().Add(10 * time.Second))
+	rawGo(t, extra)
+}
+
+// TestMultiConnCoherence runs multiconn_test.py: through four
+// connections of one multi-conn export (-e 4), a read on any connection
+// sees what another wrote (one request at a time, and with writes in
+// flight on all of them), and a FLUSH on one makes the writes of the
+// others durable: the server killed (SIGKILL) right after it leaves an
+// image with no corruption and those contents.
+func TestMultiConnCoherence(t *testing.T) {
+	need(t, "qemu-img", "nbdsh")
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	dir, img := create(t, "8M")
+	s := startUnix(t, dir, "m", "-e", "4", "--discard=unmap", img)
+	script, err := filepath.Abs("multiconn_test.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(dir, "want.raw")
+	n := "200"
+	if testing.Short() {
+		n = "60"
+	}
+	cmd := exec.Command("nbdsh", "-c", fmt.Sprintf("exec(open(%q).read())", script))
+	cmd.Env = append(env, "URI="+s.uri, "OUT="+want, "N="+n)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nbdsh: ok") {
+		t.Fatalf("nbdsh: %v\n%s", err, out)
+	}
+	s.cmd.Process.Kill()
+	<-s.done
+	testkit.QemuCheckNoCorruption(t, img)
+	got := filepath.Join(dir, "got.raw")
+	sh(t, "qemu-img", "convert", "-O", "raw", img, got)
+	sh(t, "cmp", want, got)
+}
