@@ -56,7 +56,8 @@
 // past the end included (its nbd_trip replies EINVAL whatever the
 // check said); a client that tells the two apart sees the spec's
 // answer here. FLUSH's offset and length are reserved and ignored, as
-// by qemu-nbd. Once structured replies are negotiated, every error is
+// by qemu-nbd, unless they leave the export: EINVAL then, as qemu-nbd's
+// range check answers. Once structured replies are negotiated, every error is
 // an error chunk with a message, as qemu-nbd sends (for commands other
 // than READ and BLOCK_STATUS the spec allows a simple reply too).
 //

@@ -185,9 +185,12 @@ func TestRequests(t *testing.T) {
 				{"bad flags", cmdRead, cmdFlagReqOne, 0, 1, nil, errInval},
 				{"unknown flag", cmdWrite, 1 << 9, 0, 1, []byte{1}, errInval},
 				{"oversized read", cmdRead, 0, 0, MaxPayload + 1, nil, errInval},
-				// Reserved fields, ignored as qemu-nbd 7.2 does.
+				// Reserved fields, ignored as qemu-nbd 7.2 does
+				// within the export; past its end EINVAL, as
+				// qemu-nbd's range check (TestRequestsLikeQemuNbd).
 				{"flush with range", cmdFlush, 0, 0, 1, nil, 0},
-				{"flush with offset", cmdFlush, 0, 1 << 40, 0, nil, 0},
+				{"flush with offset", cmdFlush, 0, 1 << 40, 0, nil, errInval},
+				{"flush past the end", cmdFlush, 0, testSize - 1, 2, nil, errInval},
 				{"flush with both", cmdFlush, 0, 4096, 4096, nil, 0},
 				{"flush", cmdFlush, 0, 0, 0, nil, 0},
 				{"cache", cmdCache, 0, 0, 4096, nil, 0},

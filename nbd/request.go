@@ -99,15 +99,13 @@ func (c *conn) check(r *request) error {
 	if write && c.exp.ReadOnly {
 		return &reqError{errPerm, cmdName(r.typ) + " on a read-only export"}
 	}
-	if r.typ == cmdFlush {
-		// Offset and length are reserved, zero from a client that
-		// follows the spec; qemu-nbd ignores them, and so does this
-		// server: a flush covers the whole export whatever they say.
-		return nil
-	}
 	if (r.typ == cmdRead || r.typ == cmdWrite) && r.len > MaxPayload {
 		return einval(fmt.Sprintf("%s of %d bytes: larger than %d", cmdName(r.typ), r.len, MaxPayload))
 	}
+	// FLUSH's offset and length are reserved, zero from a client that
+	// follows the spec; a flush covers the whole export whatever they
+	// say, but a range that leaves the export is EINVAL, as qemu-nbd
+	// 7.2 checks every request's range (nbd_co_receive_request).
 	if r.off > uint64(c.size) || uint64(r.len) > uint64(c.size)-r.off {
 		if r.typ == cmdWrite || r.typ == cmdWriteZeroes {
 			return &reqError{errNoSpc, fmt.Sprintf("%s [%d, +%d) past the end (%d)", cmdName(r.typ), r.off, r.len, c.size)}
