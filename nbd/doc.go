@@ -9,7 +9,10 @@
 //
 //   - handshake: fixed newstyle negotiation only ("Fixed newstyle
 //     negotiation"), with NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
-//     Server.TLS is set, which then requires it), INFO, GO,
+//     Server.TLS is set, which then requires it: every option before it
+//     but ABORT is NBD_REP_ERR_TLS_REQD, EXPORT_NAME closes, as with
+//     qemu-nbd; ABORT is acknowledged, as the spec says, where qemu-nbd
+//     answers TLS_REQD), INFO, GO,
 //     STRUCTURED_REPLY, LIST_META_CONTEXT (also before STRUCTURED_REPLY,
 //     as qemu-nbd) and SET_META_CONTEXT (option.go), answered as
 //     qemu-nbd 7.2 answers them (the replies, their order and the

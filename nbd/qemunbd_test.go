@@ -239,3 +239,37 @@ func TestRequestsLikeQemuNbd(t *testing.T) {
 		}
 	}
 }
+
+// TestEndsLikeQemuNbd: the options that end a negotiation end it as with
+// qemu-nbd 7.2: NBD_OPT_EXPORT_NAME of an unknown export, or of a name
+// longer than a string may be, closes the connection (there is no way
+// to refuse it); NBD_OPT_ABORT is acknowledged, then the connection
+// closes; EXPORT_NAME of the export answers its size and flags.
+func TestEndsLikeQemuNbd(t *testing.T) {
+	q := startQemuNbd(t, "-x", "disk")
+	s := newTestServer(t, &Export{Name: "disk", Dev: newMem(memdev.Options{}), MultiConn: true})
+	for i, srv := range []*testServer{q, s} {
+		who := []string{"qemu-nbd", "qnbd"}[i]
+		for _, name := range []string{"nope", strings.Repeat("d", maxString+1)} {
+			c := dial(t, srv)
+			c.greet()
+			c.sendOpt(optExportName, []byte(name))
+			if !c.closed() {
+				t.Errorf("%s: EXPORT_NAME of %d bytes unknown: connection open", who, len(name))
+			}
+		}
+		c := dial(t, srv)
+		c.greet()
+		if rs := c.opt(optAbort, []byte("ignored")); replies(rs) != "ack" || !c.closed() {
+			t.Errorf("%s: ABORT: %s, then not closed", who, replies(rs))
+		}
+		c = dial(t, srv)
+		c.greet()
+		c.sendOpt(optExportName, []byte("disk"))
+		var b [10]byte
+		c.read(b[:])
+		if binary.BigEndian.Uint64(b[:]) != testSize || binary.BigEndian.Uint16(b[8:]) != FlagHasFlags|FlagSendFlush|FlagSendFUA|FlagSendTrim|FlagSendWriteZeroes|FlagSendFastZero|FlagCanMultiConn|FlagSendCache {
+			t.Errorf("%s: EXPORT_NAME: % x", who, b)
+		}
+	}
+}
