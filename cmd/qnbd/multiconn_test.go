@@ -154,3 +154,44 @@ func TestMultiConnCoherence(t *testing.T) {
 	sh(t, "qemu-img", "convert", "-O", "raw", img, got)
 	sh(t, "cmp", want, got)
 }
+
+// TestBlockSizes_LikeQemuNbd: the block sizes qnbd advertises
+// (NBD_INFO_BLOCK_SIZE, which nbdinfo asks for) are qemu-nbd 7.2's for a
+// qcow2 image, a raw one and one opened with O_DIRECT: minimum 1,
+// preferred 4 KiB, maximum 32 MiB. One difference is kept: for a raw
+// image whose format was probed qemu-nbd's minimum is 512 (its raw
+// driver then rewrites sub-sector writes whole, to guard the first
+// sector), qnbd's stays 1: its probe guard checks writes of any size.
+func TestBlockSizes_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-nbd", "nbdinfo")
+	dir, img := create(t, "4M")
+	raw := filepath.Join(dir, "disk.raw")
+	sh(t, "qemu-img", "create", "-f", "raw", raw, "4M")
+	for _, c := range []struct {
+		args     []string
+		qemuMin  int
+		probeRaw bool
+	}{
+		{args: []string{"-f", "raw", raw}, qemuMin: 1},
+		{args: []string{"-f", "raw", "--cache=none", raw}, qemuMin: 1},
+		{args: []string{"-f", "qcow2", "--cache=none", img}, qemuMin: 1},
+		{args: []string{raw}, qemuMin: 512, probeRaw: true},
+	} {
+		qsock := filepath.Join(dir, "q.sock")
+		stop := serveQemuNbd(t, qsock, c.args...)
+		want := nbdinfoFlags(t, "nbd+unix:///?socket="+qsock)
+		stop()
+		s := startUnix(t, dir, "", c.args...)
+		got := nbdinfoFlags(t, s.uri)
+		s.stop()
+		if want.MinBlock != c.qemuMin {
+			t.Errorf("%q: qemu-nbd's minimum block size %d, expected %d", c.args, want.MinBlock, c.qemuMin)
+		}
+		if c.probeRaw {
+			want.MinBlock = 1
+		}
+		if got != want {
+			t.Errorf("%q: qnbd %+v\nqemu-nbd %+v", c.args, got, want)
+		}
+	}
+}
