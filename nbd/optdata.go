@@ -13,9 +13,8 @@ import (
 // connection field by field as its handler asks for it, as qemu-nbd
 // reads it (nbd_opt_read): no option is held whole, so one of many
 // metadata queries costs no more memory than a short one, and the
-// server takes an option of any length up to MaxPayload, as qemu-nbd
-// does (NBD_MAX_BUFFER_SIZE), where it used to refuse more than 64 KiB
-// with NBD_REP_ERR_TOO_BIG.
+// server answers an option of any length up to MaxPayload, as qemu-nbd
+// does (NBD_MAX_BUFFER_SIZE), rather than NBD_REP_ERR_TOO_BIG.
 type optData struct {
 	r    *bufio.Reader
 	left uint32 // bytes of the option not read yet
