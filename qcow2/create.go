@@ -108,8 +108,18 @@ func Create(path string, o CreateOptions) error {
 		}
 		return err
 	}
+	// Preallocation lays the image out as qemu-img does
+	// (createPreallocated) on a regular file; on a block device, or
+	// with encryption (whose header QEMU allocates first), the engine
+	// preallocates below.
+	direct := o.Preallocation != PreallocOff && o.Encrypt.Format == "" && isRegular(path)
 	err = dev.Truncate(0)
-	if err == nil {
+	if err == nil && direct {
+		g := o.geometry()
+		if err = o.checkL1(&g); err == nil {
+			err = createPreallocated(dev, &o, &g)
+		}
+	} else if err == nil {
 		err = CreateDevice(dev, o)
 	}
 	if cerr := dev.Close(); err == nil {
@@ -121,7 +131,7 @@ func Create(path string, o CreateOptions) error {
 		}
 		return err
 	}
-	if o.Preallocation != PreallocOff {
+	if o.Preallocation != PreallocOff && !direct {
 		// preallocate places every cluster itself: zeros streamed
 		// ahead of it would only compete with it, and metadata
 		// preallocation must not reserve the data's space at all.
@@ -140,6 +150,11 @@ func Create(path string, o CreateOptions) error {
 		return err
 	}
 	return nil
+}
+
+func isRegular(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // resolveBacking probes the backing file's format and takes its size
@@ -178,19 +193,11 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if err := o.normalize(); err != nil {
 		return err
 	}
-	cb := uint32(0)
-	for 1<<cb < o.ClusterSize {
-		cb++
-	}
-	ro := uint32(0)
-	for 1<<ro < o.RefcountBits {
-		ro++
-	}
-	g := format.NewGeometry(cb, ro, o.ExtendedL2)
-	cs := g.ClusterSize
+	g := o.geometry()
+	cs, ro := g.ClusterSize, g.RefcountOrder
 	l1Entries := g.L1EntriesFor(uint64(o.Size))
-	if l1Entries*8 > format.MaxL1Bytes {
-		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, cs)
+	if err := o.checkL1(&g); err != nil {
+		return err
 	}
 	// QEMU's layout (qemuCreateLayout) when its refcount blocks fit the
 	// one-cluster refcount table it starts with; otherwise all the
@@ -223,43 +230,13 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if tc*cs > format.MaxReftableSize {
 		return fmt.Errorf("%w: refcount table too large", ErrUnsupported)
 	}
-	h := &format.Header{
-		Version:               3,
-		ClusterBits:           cb,
-		Size:                  uint64(o.Size),
-		L1Size:                uint32(l1Entries),
-		RefcountTableOffset:   format.HostOff(cs),
-		RefcountTableClusters: uint32(tc),
-		RefcountOrder:         ro,
-		BackingFile:           o.BackingFile,
-		BackingFormat:         o.BackingFormat,
-	}
+	h := o.header(&g, l1Entries)
+	h.RefcountTableOffset = format.HostOff(cs)
+	h.RefcountTableClusters = uint32(tc)
 	// An empty disk has an empty L1 table at offset 0, as in QEMU (its
 	// truncate to size 0 allocates none).
 	if l1Entries > 0 {
 		h.L1TableOffset = format.HostOff(l1Cluster * cs)
-	}
-	if o.Compat == "0.10" {
-		h.Version = 2
-	} else {
-		// QEMU's order: the backing format first (Encode writes it where
-		// the list names it), then the feature names.
-		if o.BackingFormat != "" {
-			h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtBackingFmt})
-		}
-		if featureNamesFit(cs) {
-			h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()})
-		}
-		if o.LazyRefcounts {
-			h.CompatibleFeatures |= format.CompatLazyRefcounts
-		}
-		if o.CompressionType == "zstd" {
-			h.CompressionType = format.CompressionZstd
-			h.IncompatibleFeatures |= format.IncompatCompression
-		}
-		if o.ExtendedL2 {
-			h.IncompatibleFeatures |= format.IncompatExtendedL2
-		}
 	}
 	hb, err := h.Encode()
 	if err != nil {
@@ -293,6 +270,64 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		return err
 	}
 	return o.addEncryption(dev)
+}
+
+// header is the header of a new image with l1Entries L1 entries, its
+// tables' offsets left to the caller.
+func (o *CreateOptions) header(g *format.Geometry, l1Entries uint64) *format.Header {
+	h := &format.Header{
+		Version:       3,
+		ClusterBits:   g.ClusterBits,
+		Size:          uint64(o.Size),
+		L1Size:        uint32(l1Entries),
+		RefcountOrder: g.RefcountOrder,
+		BackingFile:   o.BackingFile,
+		BackingFormat: o.BackingFormat,
+	}
+	if o.Compat == "0.10" {
+		h.Version = 2
+		return h
+	}
+	// QEMU's order: the backing format first (Encode writes it where
+	// the list names it), then the feature names.
+	if o.BackingFormat != "" {
+		h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtBackingFmt})
+	}
+	if featureNamesFit(g.ClusterSize) {
+		h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()})
+	}
+	if o.LazyRefcounts {
+		h.CompatibleFeatures |= format.CompatLazyRefcounts
+	}
+	if o.CompressionType == "zstd" {
+		h.CompressionType = format.CompressionZstd
+		h.IncompatibleFeatures |= format.IncompatCompression
+	}
+	if o.ExtendedL2 {
+		h.IncompatibleFeatures |= format.IncompatExtendedL2
+	}
+	return h
+}
+
+// geometry is the new image's geometry (o normalized).
+func (o *CreateOptions) geometry() format.Geometry {
+	cb := uint32(0)
+	for 1<<cb < o.ClusterSize {
+		cb++
+	}
+	ro := uint32(0)
+	for 1<<ro < o.RefcountBits {
+		ro++
+	}
+	return format.NewGeometry(cb, ro, o.ExtendedL2)
+}
+
+// checkL1 refuses a size whose L1 table QEMU would not open.
+func (o *CreateOptions) checkL1(g *format.Geometry) error {
+	if g.L1EntriesFor(uint64(o.Size))*format.TableEntrySize > format.MaxL1Bytes {
+		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, g.ClusterSize)
+	}
+	return nil
 }
 
 // featureNamesFit says whether QEMU writes the feature name table in
