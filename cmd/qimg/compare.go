@@ -183,11 +183,11 @@ func runCompare(e *env, args []string) int {
 	if len(o.args) != 2 {
 		return e.usageErr(fmt.Errorf("expecting two image file names"))
 	}
-	// -p: qemu-img's progress lines, which end with a new line whatever
-	// happens next; qimg prints the start and, if it gets there, the end.
-	var progress func(done, total int64)
+	// -p: qemu-img's progress lines (min_skip 2), which end with a new
+	// line whatever happens next.
+	var progress *qemuProgress
 	if o.has("p") && !o.has("q") {
-		progress = progressPrinter(e.stdout)
+		progress = &qemuProgress{w: e.stdout, minSkip: 2}
 		defer fmt.Fprintln(e.stdout)
 	}
 	cache, err := o.cacheOpt(true)
@@ -210,15 +210,14 @@ func runCompare(e *env, args []string) int {
 			return e.errorf(2, "%v", err)
 		}
 	}
+	var steps *compareProgress
 	if progress != nil {
-		progress(0, 1)
+		progress.print(0, 100)
+		steps = newCompareProgress(progress, imgs[0], imgs[1])
 	}
 	r, err := compareImages(imgs[0], imgs[1], o.has("s"))
 	if err != nil {
 		return e.errorf(2, "%v", err)
-	}
-	if progress != nil && r.Identical && !r.StatusMismatch && !(r.SizeMismatch && o.has("s")) {
-		progress(1, 1)
 	}
 	quiet := o.has("q")
 	say := func(format string, a ...any) {
@@ -226,15 +225,36 @@ func runCompare(e *env, args []string) int {
 			fmt.Fprintf(e.stdout, format, a...)
 		}
 	}
-	if r.SizeMismatch {
-		if o.has("s") {
-			say("Strict mode: Image size mismatch!\n")
-			return 1
+	if r.SizeMismatch && o.has("s") {
+		say("Strict mode: Image size mismatch!\n")
+		return 1
+	}
+	// The part both images have, then (qemu-img warns once it matched)
+	// the rest of the larger one, the progress lines between.
+	common := min(imgs[0].size, imgs[1].size)
+	commonOK := r.Identical || (!r.StatusMismatch && r.Offset >= common)
+	if steps != nil {
+		stop := common
+		if !commonOK {
+			stop = r.Offset
 		}
-		// qemu-img warns once the common part matched, before it looks
-		// at the rest of the larger image.
-		if r.Identical || r.Offset >= min(imgs[0].size, imgs[1].size) {
-			say("Warning: Image size mismatch!\n")
+		if err := steps.common(imgs[0], imgs[1], stop); err != nil {
+			return e.errorf(3, "%v", err)
+		}
+	}
+	if r.SizeMismatch && commonOK {
+		say("Warning: Image size mismatch!\n")
+		if steps != nil {
+			big, stop := imgs[0], r.Offset
+			if imgs[1].size > big.size {
+				big = imgs[1]
+			}
+			if r.Identical {
+				stop = big.size
+			}
+			if err := steps.tail(big, common, stop); err != nil {
+				return e.errorf(3, "%v", err)
+			}
 		}
 	}
 	if r.StatusMismatch {
