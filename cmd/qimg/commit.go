@@ -24,9 +24,9 @@ func runCommit(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	}
-	var progress func(done, total int64)
+	var progress *commitProgress
 	if o.has("p") && !o.has("q") {
-		progress = progressPrinter(e.stdout)
+		progress = newCommitProgress(e.stdout)
 	}
 	// -t: direct (none, directsync) reaches the base too, as QEMU's
 	// backing nodes inherit it; writethrough does not flush the commit's
@@ -47,9 +47,10 @@ func runCommit(e *env, args []string) int {
 	} else {
 		err = doCommit(spec, o.has("d"), rate, progress)
 	}
-	if progress != nil {
-		fmt.Fprintln(e.stdout)
+	if err == nil {
+		progress.done()
 	}
+	progress.end()
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -68,7 +69,7 @@ var errNoBacking = errors.New("Image does not have a backing file")
 // data is durable in the backing file, every cluster of the image
 // becomes unallocated in place (Image.MakeEmpty); its header, features
 // and internal snapshots stay.
-func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, total int64)) error {
+func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress) error {
 	spec.Opts.NoBacking = true
 	ro := spec
 	ro.ReadOnly = true
@@ -77,6 +78,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, tota
 	if err != nil {
 		return err
 	}
+	progress.start()
 	im := top.Image
 	if im == nil || im.Header().BackingFile == "" {
 		top.Close()
@@ -96,7 +98,14 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, tota
 		return err
 	}
 	base.Dev = withRateLimit(base.Dev, rate) // -r
-	err = commitInto(im, base, -1, progress)
+	if size, serr := im.Size(); serr != nil {
+		err = serr
+	} else {
+		err = progress.scan([]*qcow2.Image{im}, size, nil)
+	}
+	if err == nil {
+		err = commitInto(im, base, -1, progress)
+	}
 	if err == nil {
 		// Durable in the backing file before the image lets go of it.
 		err = base.Dev.Flush()
@@ -116,8 +125,8 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress func(done, tota
 // commitInto copies the ranges im allocates into base, growing base to
 // im's size first if it is shorter (as QEMU's commit job); with limit >=
 // 0, only what lies below limit (the top's size for commit -b). progress,
-// if set, is called with the bytes done.
-func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress func(done, total int64)) error {
+// if set, is told the position reached after each chunk.
+func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress *commitProgress) error {
 	size, err := im.Size()
 	if err != nil {
 		return err
@@ -137,9 +146,6 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress fun
 	const chunk = 1 << 20
 	buf := make([]byte, chunk)
 	for off := int64(0); off < size; {
-		if progress != nil {
-			progress(off, size)
-		}
 		st, err := im.BlockStatus(off, size-off)
 		if err != nil {
 			return err
@@ -158,16 +164,20 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress fun
 				if err := im.Readv(o, [][]byte{b}); err != nil {
 					return err
 				}
-				return base.Dev.Writev(o, [][]byte{b})
+				if err := base.Dev.Writev(o, [][]byte{b}); err != nil {
+					return err
+				}
+				progress.copied(o, o+int64(len(b)))
+				return nil
 			})
 		}
 		if err != nil {
 			return err
 		}
+		if st.Allocated && st.Zero {
+			progress.copied(off, end)
+		}
 		off = end
-	}
-	if progress != nil {
-		progress(size, size)
 	}
 	return base.Dev.Flush()
 }
@@ -197,7 +207,7 @@ func makeEmpty(spec imgopen.Spec) error {
 // directory, as QEMU resolves it). The layers are committed from the one just
 // above BASE up to the top, so that what an upper layer holds wins, as
 // in the chain.
-func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done, total int64)) error {
+func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitProgress) error {
 	baseFi, statErr := os.Stat(base)
 	matches := func(recorded, from, path string) bool {
 		if recorded == base || path == base {
@@ -227,6 +237,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 	if err != nil {
 		return err
 	}
+	progress.start()
 	layers = append(layers, top)
 	if top.Image == nil {
 		return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
@@ -277,20 +288,19 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 	// QEMU's commit job copies the top's view: nothing past the top's
 	// end, which is as large as BASE grows.
 	topSize, err := top.Image.Size()
+	if err == nil {
+		err = scanAbove(progress, layers, topSize)
+	}
 	for i := len(layers) - 1; i >= 0 && err == nil; i-- {
 		if i+1 < len(layers) {
 			// Past the end of a shorter layer below, the chain reads
 			// zeros that layer supplies (QEMU counts them allocated
 			// above BASE and writes them): zeros first, then what
 			// this layer and the ones above hold.
-			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b, topSize)
-		}
-		var p func(done, total int64)
-		if i == 0 {
-			p = progress
+			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b, topSize, progress)
 		}
 		if err == nil {
-			err = commitInto(layers[i].Image, b, topSize, p)
+			err = commitInto(layers[i].Image, b, topSize, progress)
 		}
 	}
 	if err == nil {
@@ -302,10 +312,38 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress func(done
 	return err
 }
 
+// scanAbove is progress.scan over the layers above BASE (top first),
+// what they allocate and what lies past the end of a shorter layer below
+// one of them, below limit.
+func scanAbove(progress *commitProgress, layers []*imgopen.Opened, limit int64) error {
+	if progress == nil {
+		return nil
+	}
+	var ims []*qcow2.Image
+	var extra []span
+	for i, l := range layers {
+		ims = append(ims, l.Image)
+		if i+1 < len(layers) {
+			lo, err := layers[i+1].Image.Size()
+			if err != nil {
+				return err
+			}
+			hi, err := l.Image.Size()
+			if err != nil {
+				return err
+			}
+			if hi = min(hi, limit); lo < hi {
+				extra = append(extra, span{lo, hi})
+			}
+		}
+	}
+	return progress.scan(ims, limit, extra)
+}
+
 // zerosPastShorterLayer writes zeros into base over the part of upper
 // that lies past the end of lower, the layer below it, and below limit,
 // growing base to that end first if it is shorter.
-func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened, limit int64) error {
+func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened, limit int64, progress *commitProgress) error {
 	lo, err := lower.Size()
 	if err != nil {
 		return err
@@ -323,5 +361,9 @@ func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened, limi
 			return fmt.Errorf("Could not resize the backing file: %w", err)
 		}
 	}
-	return base.Dev.WriteZeroes(lo, hi-lo, block.MayUnmap)
+	if err := base.Dev.WriteZeroes(lo, hi-lo, block.MayUnmap); err != nil {
+		return err
+	}
+	progress.copied(lo, hi)
+	return nil
 }
