@@ -58,6 +58,7 @@ func runAmend(e *env, args []string) int {
 	if r.spec, err = o.imageSpec(r.path, imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	r.spec.WrapFile = cache.wrapFile()
 	r.path, r.format = r.spec.Path, r.spec.Format
 	if help {
 		// qemu-img opens the image to learn its format, then answers.

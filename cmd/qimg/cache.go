@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/uring"
 )
 
 // cacheMode is a cache mode of qemu-img's -t (the image written) and -T
@@ -11,11 +12,15 @@ import (
 //	directsync   O_DIRECT, and writethrough
 //	writeback    the default (convert's is unsafe)
 //	writethrough each write is flushed before it completes
-//	unsafe       QEMU skips the host flushes; qimg keeps them (a mode
-//	             that promises less may do more: it is writeback here)
+//	unsafe       writeback without host flushes (QEMU's BDRV_O_NO_FLUSH):
+//	             nothing is durable before the OS writes it back, and a
+//	             host crash or power cut may leave the image corrupt; a
+//	             crash of qimg alone does not (its writes are in the
+//	             host's page cache, in order)
 type cacheMode struct {
 	direct       bool
 	writethrough bool
+	noFlush      bool
 }
 
 // cacheModes are the modes QEMU knows, by name.
@@ -25,7 +30,7 @@ var cacheModes = map[string]cacheMode{
 	"directsync":   {direct: true, writethrough: true},
 	"writeback":    {},
 	"writethrough": {writethrough: true},
-	"unsafe":       {},
+	"unsafe":       {noFlush: true},
 }
 
 // CacheError is a -t or -T value that names no cache mode.
@@ -64,6 +69,45 @@ func (m cacheMode) imgopen() string {
 	}
 	return "writeback"
 }
+
+// testHookFileDev, if set, stands in front of the host file of every
+// image a writing command opens with its -t mode (tests count the
+// flushes that reach the file).
+var testHookFileDev func(block.Device) block.Device
+
+// wrapFile is imgopen.Spec.WrapFile for the image a command writes in
+// mode m: in unsafe, the host file's flushes do nothing.
+func (m cacheMode) wrapFile() func(block.Device) block.Device {
+	if !m.noFlush && testHookFileDev == nil {
+		return nil
+	}
+	return func(d block.Device) block.Device {
+		if testHookFileDev != nil {
+			d = testHookFileDev(d)
+		}
+		if m.noFlush {
+			d = noFlushes(d)
+		}
+		return d
+	}
+}
+
+// noFlushes is d with Flush doing nothing. A host file keeps its other
+// methods (its locks, its queues, its data map).
+func noFlushes(d block.Device) block.Device {
+	if f, ok := d.(*uring.File); ok {
+		return noFlushFile{f}
+	}
+	return noFlushDevice{d}
+}
+
+type noFlushFile struct{ *uring.File }
+
+func (noFlushFile) Flush() error { return nil }
+
+type noFlushDevice struct{ block.Device }
+
+func (noFlushDevice) Flush() error { return nil }
 
 // writeThrough is a device, or image, in writethrough mode: each write
 // (of data or of zeros) is flushed before it completes, as QEMU's block

@@ -40,6 +40,7 @@ func runCommit(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	spec.WrapFile = cache.wrapFile() // unsafe: the base's and the top's
 	if b := o.get("b", ""); o.has("b") {
 		// -b BASE: into BASE, which may lie deeper in the chain; it
 		// implies -d, as in qemu-img.
@@ -92,7 +93,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	}
 	h := im.Header()
 	bpath := pathCombine(path, h.BackingFile)
-	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache})
+	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile})
 	if err != nil {
 		top.Close()
 		return err
@@ -258,7 +259,8 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 		}
 		bpath := pathCombine(path, h.BackingFile)
 		if matches(h.BackingFile, path, bpath) {
-			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets}
+			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets,
+				WrapFile: spec.WrapFile}
 			break
 		}
 		if fi, err := os.Stat(bpath); err == nil {

@@ -514,7 +514,7 @@ func runConvert(e *env, args []string) int {
 		}
 		return e.errorf(1, "%s: %v", out, err)
 	}
-	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(),
+	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile(),
 		Opts: qcow2.Options{Passphrase: req.opts.Encrypt.Passphrase}})
 	if err != nil {
 		return e.errorf(1, "%v", err)

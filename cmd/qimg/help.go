@@ -44,8 +44,8 @@ var commandNotes = map[string]string{
 		"the output's compression_type). -n writes into an existing output (opened\n" +
 		"with -O's format, at least as large as the input) instead of creating it.\n" +
 		"-B (over a backing file) cannot be combined with -c.\n" +
-		"-t unsafe (qemu-img's default for convert) is writeback here, and so is the\n" +
-		"default: the output is flushed when convert ends.\n",
+		"-t unsafe skips the host flushes, as qemu-img's does; the default (qemu-img's\n" +
+		"is unsafe) is writeback here: the output is flushed when convert ends.\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
 		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
 	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +

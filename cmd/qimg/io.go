@@ -38,7 +38,7 @@ func runIO(e *env, args []string) int {
 		cache = "none"
 	}
 	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
-		AIO: o.get("i", ""), ReadOnly: o.has("r") || o.has("read-only"), Opts: eo}
+		AIO: o.get("i", ""), ReadOnly: o.has("r") || o.has("read-only"), Opts: eo, WrapFile: mode.wrapFile()}
 	var img *imgopen.Opened
 	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names

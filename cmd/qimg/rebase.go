@@ -51,6 +51,7 @@ func runRebase(e *env, args []string) int {
 	if r.spec, err = o.imageSpec(o.args[0], imgopen.Spec{Format: r.format, Cache: r.cache.imgopen()}); err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	r.spec.WrapFile = r.cache.wrapFile()
 	r.path, r.format = r.spec.Path, r.spec.Format
 	if err := doRebase(r); err != nil {
 		return e.errorf(1, "%v", err)
