@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
-	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -365,7 +364,7 @@ func runConvert(e *env, args []string) int {
 	if skipCreate && len(o.vals["o"]) > 0 {
 		return e.errorf(1, "-o has no effect when skipping image creation")
 	}
-	if code, done := e.answerOptionsHelp(o, o.get("O", "raw"), "unknown output format '%s' (raw, qcow2)"); done {
+	if code, done := e.answerOptionsHelp(o, o.get("O", "raw")); done {
 		return code
 	}
 	if len(o.args) < 2 {
@@ -377,10 +376,7 @@ func runConvert(e *env, args []string) int {
 	in, out := o.args[0], o.args[1]
 	ofmt := o.get("O", "raw")
 	if ofmt != "raw" && ofmt != "qcow2" {
-		if slices.Contains(qemuFormats, ofmt) {
-			return e.usageErr(fmt.Errorf("unknown output format '%s' (raw, qcow2)", ofmt))
-		}
-		return e.errorf(1, "Unknown file format '%s'", ofmt)
+		return e.errorf(1, "%v", outFormatError(ofmt))
 	}
 	sparse := int64(4096)
 	if o.has("S") {

@@ -26,7 +26,7 @@ func runCreate(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if code, done := e.answerOptionsHelp(o, o.get("f", "qcow2"), "unknown file format '%s' (qcow2, raw)"); done {
+	if code, done := e.answerOptionsHelp(o, o.get("f", "qcow2")); done {
 		return code
 	}
 	req, err := parseCreateArgs(o)
@@ -86,7 +86,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 // qemu-img's words, which it prints after the file name).
 func parseCreate(o *opts, req *createRequest) error {
 	if req.format != "qcow2" && req.format != "raw" {
-		return fmt.Errorf("Unknown file format '%s'", req.format)
+		return outFormatError(req.format)
 	}
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
@@ -123,7 +123,7 @@ func parseCreate(o *opts, req *createRequest) error {
 		req.given["backing_fmt"] = true
 	}
 	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "qcow2" && req.opts.BackingFormat != "raw" {
-		return fmt.Errorf("unknown backing format '%s' (qcow2, raw)", req.opts.BackingFormat)
+		return backingFormatError(req.opts.BackingFormat)
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return err

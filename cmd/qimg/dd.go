@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -80,7 +81,10 @@ func runDD(e *env, args []string) int {
 	}
 	outFmt := o.get("O", "raw")
 	if outFmt != "raw" && outFmt != "qcow2" {
-		return e.errorf(1, "Unknown file format '%s' (qcow2, raw)", outFmt)
+		if !slices.Contains(qemuFormats, outFmt) {
+			return e.errorf(1, "Unknown file format") // qemu-img dd names none
+		}
+		return e.errorf(1, "%v", outFormatError(outFmt))
 	}
 	spec, err := o.imageSpec(a.in, imgopen.Spec{Format: o.get("f", ""), ReadOnly: true, Opts: qcow2.Options{ForceShare: o.forceShare()}})
 	if err != nil {

@@ -75,12 +75,12 @@ func isHelpOption(o string) bool {
 // a format other than qcow2 and raw with the usage error unknown (a
 // format string for f). done reports whether -o asked, and code is then
 // the exit code.
-func (e *env) answerOptionsHelp(o *opts, f, unknown string) (code int, done bool) {
+func (e *env) answerOptionsHelp(o *opts, f string) (code int, done bool) {
 	if !slices.ContainsFunc(o.vals["o"], isHelpOption) {
 		return 0, false
 	}
 	if f != "qcow2" && f != "raw" {
-		return e.usageErr(fmt.Errorf(unknown, f)), true
+		return e.errorf(1, "%v", outFormatError(f)), true
 	}
 	createOptionsHelp(e.stdout, f)
 	return 0, true

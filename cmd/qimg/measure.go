@@ -32,7 +32,7 @@ type measureTarget struct {
 func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
 	t := &measureTarget{format: format}
 	if format != "raw" && format != "qcow2" {
-		return nil, fmt.Errorf("unknown file format '%s' (qcow2, raw)", format)
+		return nil, outFormatError(format)
 	}
 	var co qcow2.CreateOptions
 	for _, s := range optStrs {

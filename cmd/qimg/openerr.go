@@ -44,6 +44,24 @@ func formatError(format string) error {
 	return fmt.Errorf("Unknown driver '%s'", format)
 }
 
+// outFormatError is an image format to write (create -f, convert and dd
+// -O, measure -O) other than qcow2 and raw, in qemu-img's words: a name
+// it does not know is an "Unknown file format"; one it knows (vmdk,
+// vpc...) is refused as qemu-img refuses a format driver it cannot
+// create images with.
+func outFormatError(format string) error {
+	if slices.Contains(qemuFormats, format) {
+		return fmt.Errorf("Format driver '%s' is not supported by qimg (qcow2, raw)", format)
+	}
+	return fmt.Errorf("Unknown file format '%s'", format)
+}
+
+// backingFormatError is a backing format (-F) other than qcow2 and raw,
+// as qemu-img's failure to open the backing file words it.
+func backingFormatError(format string) error {
+	return fmt.Errorf("%w\nCould not open backing image.", formatError(format))
+}
+
 // hostOpenError is err, an error opening the host file at path, as
 // QEMU's file driver words it, or nil if err is not one (another file's
 // error, a backing file's, keeps its own words).
