@@ -11,9 +11,10 @@ import (
 // the same file length, the same bytes in every cluster, except that a
 // data cluster of a metadata image that QEMU puts over a refcount table
 // it freed reads as zeros here (QEMU's reads the old table's bytes).
-// Everything but the header is written and flushed first, so that a
-// crash leaves a file without a qcow2 header, never an image whose
-// tables are missing.
+// Everything but the header is written and flushed first (the tables
+// before what points at them, Q4, and the zeros of a data cluster before
+// its link, Q2, all at once), so that a crash leaves a file without a
+// qcow2 header, never an image whose tables are missing.
 func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) error {
 	p, err := planPrealloc(g, uint64(o.Size), o.Preallocation)
 	if err != nil {
