@@ -29,13 +29,13 @@ func TestCreate_PreallocLayoutLikeQemu(t *testing.T) {
 	dir := qemuDir(t)
 	cases := []struct{ mode, opts, size string }{
 		{"metadata", "", "1000448"},                             // a partial last cluster
-		{"metadata", "cluster_size=4k", "24M"},                  // refcount blocks 1-3
+		{"metadata", "cluster_size=4k", "12M"},                  // refcount block 1
 		{"metadata", "cluster_size=512,refcount_bits=64", "3M"}, // the refcount table grows
 		{"metadata", "cluster_size=2M", "5M"},
 		{"metadata", "extended_l2=on", "1000448"}, // a partial last subcluster
-		{"falloc", "", "24M"},
+		{"falloc", "", "5M"},
 		{"falloc", "cluster_size=512", "1M"},
-		{"falloc", "cluster_size=4k,refcount_bits=1", "5M"},
+		{"falloc", "cluster_size=4k,refcount_bits=1", "3M"},
 		{"falloc", "", "0"},
 		{"full", "compat=0.10", "1000448"},
 	}
