@@ -153,6 +153,9 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 // incEntry counts the clusters L2 entry e names (a data cluster, or the
 // clusters a compressed one spans); why says whose entry it is.
 func (c *checker) incEntry(e format.L2Entry, why string) {
+	if c.im.df.ext {
+		return // in the data file, not refcounted (DF3)
+	}
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc:
 		c.inc(e.Offset(), c.im.g.ClusterSize, "data cluster "+why)
@@ -318,7 +321,11 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		c.inc(b, cs, "refcount block")
 	}
 	// Active tree.
-	var prevData format.HostOff
+	// nextData is where the next data cluster of the L2 table must lie
+	// not to count as fragmented, 0 before its first (QEMU's
+	// next_contiguous_offset: a first cluster at host offset 0, in a
+	// data file, still sets it).
+	var nextData format.HostOff
 	stats := true
 	perSlice := im.sliceSize / im.g.L2EntrySize
 	walk := func(l1 []format.L1Entry, active bool) error {
@@ -342,7 +349,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			if g.HostCluster(l2off) >= nclusters {
 				continue
 			}
-			prevData = 0 // as QEMU: contiguity within one L2 table
+			nextData = 0 // as QEMU: contiguity within one L2 table
 			for s := uint64(0); s < cs; s += im.sliceSize {
 				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
@@ -362,16 +369,25 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 						continue
 					}
 					im.checkBitmap(c, e, g.BitmapAt(t.Data, k), s/im.g.L2EntrySize+k, l2off)
-					switch e.Type() {
+					if e.Compressed() && im.df.ext {
+						// As QEMU: counted nowhere (its stream would be
+						// read from the data file).
+						c.msg("ERROR compressed cluster %d with data file, entry=0x%x", s/im.g.L2EntrySize+k, uint64(e))
+						r.Corruptions++
+						continue
+					}
+					switch im.kindOf(e) { // DF2
 					case format.ClusterNormal, format.ClusterZeroAlloc:
 						off := e.Offset()
-						c.inc(off, cs, "data cluster")
+						if !im.df.ext { // data file clusters are not refcounted (DF3)
+							c.inc(off, cs, "data cluster")
+						}
 						if active && stats {
 							r.AllocatedClusters++
-							if prevData != 0 && off != prevData+format.HostOff(cs) {
+							if nextData != 0 && off != nextData {
 								r.FragmentedClusters++
 							}
-							prevData = off
+							nextData = off + format.HostOff(cs)
 						}
 					case format.ClusterCompressed:
 						d := e.DecodeCompressed(g)
@@ -758,18 +774,17 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 				if e.Validate(g, im.hdr.Version) != nil {
 					continue
 				}
-				ty := e.Type()
+				ty := im.kindOf(e) // DF2
 				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
 					continue
 				}
-				hc := g.HostCluster(e.Offset())
-				if hc >= uint64(len(c.ref)) || !im.refcountKnown(hc, uint64(len(c.ref))) {
-					continue
-				}
-				rc, err := im.refcount(hc)
+				rc, err := im.dataRefcount(c, e)
 				if err != nil {
 					im.l2c.Put(t)
 					return err
+				}
+				if rc < 0 {
+					continue
 				}
 				if (rc == 1) != e.Copied() {
 					c.msg("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", verb, uint64(e), rc)

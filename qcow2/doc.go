@@ -292,6 +292,38 @@
 //	    IN_USE; an applied snapshot or MakeEmpty dirties the whole disk.
 //	    Options.NoBitmaps opts out.
 //
+// External data files (datafile.go; QEMU's data_file, incompatible bit
+// 2, and data_file_raw, autoclear bit 1):
+//
+//	DF1 The image file keeps the metadata; guest cluster data lives in
+//	    the data file at its guest offset. The data file is the device
+//	    Options.DataDevice gives, else the header extension's name,
+//	    opened as it is (QEMU 7.2 resolves it against the working
+//	    directory, not the image's). An image with the bit and no name
+//	    fails to open (ErrDataFileRequired), so does one with the raw
+//	    bit without the bit (ErrDataFileRawAlone) and a missing file
+//	    (DataFileOpenError); the extension without the bit is ignored.
+//	    Options.NoDataFile opens the metadata only, as QEMU's
+//	    BDRV_O_NO_IO (qemu-img info): data reads fail (ErrNoDataFile).
+//	    Reads of data, and Map's look at host holes, go to the data
+//	    file; bytes past its end read as zeros.
+//	DF2 An entry with host offset 0 and COPIED (not zero, not
+//	    compressed) is allocated at host offset 0 (QEMU's
+//	    qcow2_get_cluster_type: the data file's clusters always carry
+//	    COPIED). A lookup that finds a compressed entry, or an
+//	    allocated one whose host offset is not its guest cluster's
+//	    offset, fails as QEMU's qcow2_get_host_offset does: a
+//	    fatalEntryError (Q9).
+//	DF3 Data clusters are not refcounted: Check counts none of them
+//	    (no leak, no overlap with the image file's clusters), expects
+//	    COPIED on every allocated entry (their implicit refcount is 1),
+//	    and reports a compressed entry (QEMU's check_refcounts_l2).
+//	DF4 Writes are not implemented yet: a writable open is refused
+//	    (ErrUnsupported) before anything is written, and so is an
+//	    encrypted image with a data file. A Queue sends every request
+//	    of such an image down the synchronous path (its fast path
+//	    addresses the image's own device).
+//
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes
 // space through takeSpace):

@@ -25,6 +25,7 @@ type Image struct {
 	ownBacking bool
 	bsize      int64 // backing device size
 	bzero      zeroProber
+	df         dataFile // the external data file (datafile.go), set at open
 
 	hdr *format.Header
 	// hdrDisk is the start of cluster 0 as the media holds it, up to the
@@ -417,6 +418,9 @@ func (im *Image) Close() error {
 	im.mu.Unlock()
 	im.closeCaches()
 	im.closeBacking()
+	if cerr := im.closeDataFile(); err == nil {
+		err = cerr
+	}
 	if im.ownDev {
 		if cerr := im.dev.Close(); err == nil {
 			err = cerr

@@ -76,7 +76,7 @@ func (im *Image) peekXEntry(o format.GuestOff) (e format.L2Entry, bm uint64, ok 
 	bm = g.BitmapAt(t.Data, l2i%perSlice)
 	t.Unlock()
 	im.l2c.Put(t)
-	if im.validEntry(e) != nil || format.ValidateBitmap(e, bm) != nil {
+	if im.validEntry(e) != nil || format.ValidateBitmapIn(e, bm, im.df.ext) != nil {
 		return 0, 0, false
 	}
 	return e, bm, true
@@ -101,7 +101,10 @@ func (im *Image) readEntry(o format.GuestOff) (format.L2Entry, error) {
 	if err != nil {
 		return 0, err
 	}
-	return im.readableEntry(e)
+	if e, err = im.readableEntry(e); err != nil {
+		return 0, err
+	}
+	return e, im.checkExternal(o, e)
 }
 
 // rawEntry is the L2 entry of guest offset o as stored, not validated
@@ -142,10 +145,13 @@ func (im *Image) xentryFor(o format.GuestOff, read bool) (format.L2Entry, uint64
 	} else {
 		err = im.validEntry(e)
 	}
+	if err == nil {
+		err = im.checkExternal(o, e)
+	}
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := format.ValidateBitmap(e, bm); err != nil {
+	if err := format.ValidateBitmapIn(e, bm, im.df.ext); err != nil {
 		if !e.Compressed() {
 			// A subcluster both allocated and zero, or allocated in
 			// an unallocated cluster: QEMU's "Invalid cluster entry".

@@ -142,7 +142,9 @@ func (m *mapper) statusChain(d block.Device, off, n int64, depth int) (MapEntry,
 			e.Offset = &h
 		}
 		if e.Data && e.Offset != nil && m.hostHoles(im) {
-			hostRun(im.dev, &e)
+			if d, err := im.dataDev(); err == nil { // DF1: the data file's holes
+				hostRun(d, &e)
+			}
 		}
 		return e, nil
 	}

@@ -93,14 +93,20 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.initCaches(); err != nil {
 		return nil, err
 	}
+	if err := im.openDataFile(); err != nil {
+		im.closeCaches()
+		return nil, err
+	}
 	if err := im.openBacking(); err != nil {
 		im.closeCaches()
+		im.closeDataFile()
 		return nil, err
 	}
 	if !im.ro {
 		if err := im.openWritable(); err != nil {
 			im.closeCaches()
 			im.closeBacking()
+			im.closeDataFile()
 			return nil, err
 		}
 	}
@@ -175,8 +181,11 @@ func (im *Image) checkFeatures() error {
 	switch {
 	case h.CryptMethod == format.CryptAES:
 		return unsupportedf("crypt_method", uint64(h.CryptMethod), "legacy AES-CBC encrypted images are not supported")
-	case h.IncompatibleFeatures&format.IncompatDataFile != 0:
-		return unsupportedf("incompatible_features", format.IncompatDataFile, "external data files are not supported")
+	case h.IncompatibleFeatures&format.IncompatDataFile != 0 && !im.ro:
+		// DF4: until writes keep DF2 and DF3, only read-only opens.
+		return unsupportedf("incompatible_features", format.IncompatDataFile, "writing to an image with an external data file is not supported (open it read-only)")
+	case h.IncompatibleFeatures&format.IncompatDataFile != 0 && h.CryptMethod != format.CryptNone:
+		return unsupportedf("crypt_method", uint64(h.CryptMethod), "encrypted images with an external data file are not supported")
 	}
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)

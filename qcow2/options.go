@@ -90,6 +90,15 @@ type Options struct {
 	// fails to open with ErrNoKey, and a wrong one with ErrWrongKey;
 	// neither writes anything.
 	Passphrase []byte
+	// DataDevice, if set, is the external data file (QEMU's data-file
+	// option) instead of the one the header names; the Image does not
+	// close it. An image without the external data file bit refuses it
+	// (ErrDataFileNotExpected).
+	DataDevice block.Device
+	// NoDataFile opens an image with an external data file for its
+	// metadata only, without opening the data file (qemu-img info's
+	// BDRV_O_NO_IO): reading its data fails with ErrNoDataFile.
+	NoDataFile bool
 	// NoKey opens an encrypted image without its passphrase for its
 	// metadata only (qemu-img info does the same): reading or
 	// writing its data fails with ErrNoKey.

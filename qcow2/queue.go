@@ -156,7 +156,8 @@ func (q *Queue) route(reqs []*block.Req) error {
 func (q *Queue) fast(r *block.Req) bool {
 	im := q.im
 	n := int64(len(r.Buf))
-	if im.crypt != nil || n == 0 || im.state.Load()&stClosed != 0 {
+	// An external data file's reads take the slow path (DF4).
+	if im.crypt != nil || im.df.ext || n == 0 || im.state.Load()&stClosed != 0 {
 		return false
 	}
 	switch r.Op {

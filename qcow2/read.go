@@ -128,7 +128,7 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff
 	if err != nil {
 		return run{}, err
 	}
-	r := run{kind: e.Type(), entry: e}
+	r := run{kind: im.kindOf(e), entry: e} // DF2
 	if r.kind == format.ClusterNormal || r.kind == format.ClusterZeroAlloc {
 		r.host = g.HostFor(e.Offset(), off)
 	}
@@ -143,7 +143,7 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff
 		if err != nil {
 			return run{}, err
 		}
-		nk := ne.Type()
+		nk := im.kindOf(ne)
 		if nk != r.kind {
 			break
 		}
@@ -170,7 +170,7 @@ func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {
 		if im.crypt != nil {
 			return im.readDecrypt(r.host, v)
 		}
-		return im.dev.Readv(int64(r.host), v)
+		return im.readData(r.host, v) // DF1: from the data file if there is one
 	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
 		zeroVec(v)
 		return nil

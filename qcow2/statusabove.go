@@ -168,7 +168,9 @@ func (m *mapper) qcow2Status(im *Image, off, n int64) (ChainStatus, error) {
 		// Metadata preallocation: the host file's holes read as zeros
 		// (BDRV_BLOCK_RECURSE; QEMU 7.2.22 does not return that bit).
 		e := MapEntry{Length: s.Len, Offset: &st.HostOff}
-		hostRun(im.dev, &e)
+		if d, err := im.dataDev(); err == nil { // DF1: the data file's holes
+			hostRun(d, &e)
+		}
 		s.Len, s.Zero = e.Length, e.Zero
 	}
 	return s, nil

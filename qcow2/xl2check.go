@@ -15,7 +15,7 @@ func (im *Image) checkBitmap(c *checker, e format.L2Entry, bitmap uint64, index 
 	if !im.g.ExtendedL2 {
 		return
 	}
-	if format.ValidateBitmap(e, bitmap) == nil {
+	if format.ValidateBitmapIn(e, bitmap, im.df.ext) == nil { // DF2
 		return
 	}
 	// qemu-img check's messages.

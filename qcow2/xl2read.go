@@ -49,7 +49,7 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 		in := g.InCluster(pos)
 		sc := g.SubIndex(in)
 		for sc < format.SubclustersPerCluster && r.length < maxLen {
-			t, cnt := format.SubclusterRangeType(e, bm, sc)
+			t, cnt := format.SubclusterRangeTypeIn(e, bm, sc, im.df.ext)
 			if t == format.SubInvalid {
 				return run{}, corruptf("l2_bitmap", bm, "invalid subcluster %d of L2 entry %#x", sc, uint64(e))
 			}

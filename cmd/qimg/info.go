@@ -51,7 +51,9 @@ type qcow2Detail struct {
 	LazyRefcounts   *bool        `json:"lazy-refcounts,omitempty"`
 	Bitmaps         []bitmapInfo `json:"bitmaps,omitempty"`
 	RefcountBits    int          `json:"refcount-bits"`
+	DataFile        *string      `json:"data-file,omitempty"` // the header extension's name
 	Encrypt         *luksInfo    `json:"encrypt,omitempty"`
+	DataFileRaw     *bool        `json:"data-file-raw,omitempty"` // with the external data file bit
 	Corrupt         *bool        `json:"corrupt,omitempty"`
 	ExtendedL2      *bool        `json:"extended-l2,omitempty"`
 }
@@ -105,6 +107,7 @@ func qcow2Specific(h format.Header) *qcow2Detail {
 		ext := h.ExtendedL2()
 		d.Compat, d.LazyRefcounts, d.Corrupt, d.ExtendedL2 = "1.1", &lazy, &corrupt, &ext
 	}
+	dataFileSpecific(d, h)
 	return d
 }
 
@@ -125,8 +128,14 @@ func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
 		}
 	}
 	fmt.Fprintf(w, "%srefcount bits: %d\n", indent, d.RefcountBits)
+	if d.DataFile != nil {
+		fmt.Fprintf(w, "%sdata file: %s\n", indent, *d.DataFile)
+	}
 	if d.Encrypt != nil {
 		writeLUKSHuman(w, d.Encrypt, indent)
+	}
+	if d.DataFileRaw != nil {
+		fmt.Fprintf(w, "%sdata file raw: %t\n", indent, *d.DataFileRaw)
 	}
 	if d.Corrupt != nil {
 		fmt.Fprintf(w, "%scorrupt: %t\n", indent, *d.Corrupt)
@@ -290,7 +299,9 @@ func runInfo(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	eo.NoBacking, eo.NoKey = true, true // info reads no data (QEMU's needs no key either)
+	// info reads no data: QEMU's needs no key, and opens no data file
+	// (BDRV_O_NO_IO).
+	eo.NoBacking, eo.NoKey, eo.NoDataFile = true, true, true
 	// -t: a qimg extension (qemu-img has none here), read as convert's.
 	cache, err := o.cacheOpt(false)
 	if err != nil {

@@ -46,18 +46,28 @@ func clipExtents(ext []qcow2.MapEntry, start, end int64) []qcow2.MapEntry {
 // chainNames returns the file name of each layer of the backing chain,
 // as qemu prints them (backing names combined with the overlay's path).
 func chainNames(path string, im *qcow2.Image) []string {
-	names := []string{path}
+	names := []string{dataName(path, im)}
 	for cur := im; cur != nil; {
 		h := cur.Header()
 		if h.BackingFile == "" {
 			break
 		}
 		path = pathCombine(path, h.BackingFile)
-		names = append(names, path)
 		next, _ := cur.Backing().(*qcow2.Image)
+		names = append(names, dataName(path, next))
 		cur = next
 	}
 	return names
+}
+
+// dataName is the file a layer's data lives in, as qemu-img map names
+// it: the external data file's name (as it was opened), else the
+// layer's own path.
+func dataName(path string, im *qcow2.Image) string {
+	if im != nil && im.HasDataFile() && im.DataFileName() != "" {
+		return im.DataFileName()
+	}
+	return path
 }
 
 // writeMapJSON prints the extents like qemu-img map --output=json (8.2

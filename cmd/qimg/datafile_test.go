@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// External data files (qcow2 DF1-DF4): images qemu-img makes with
+// data_file, through qimg's readers, line for line with qemu-img's.
+
+// dataFileQemuImage creates name in dir with an external data file
+// (absolute: QEMU opens a relative name against the working directory)
+// and runs the qemu-io commands on it.
+func dataFileQemuImage(t *testing.T, dir, name, opts string, cmds ...string) string {
+	t.Helper()
+	p := filepath.Join(dir, name+".qcow2")
+	o := "data_file=" + filepath.Join(dir, name+".data")
+	if opts != "" {
+		o += "," + opts
+	}
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, p, "4M")
+	qemuIO(t, p, "qcow2", cmds...)
+	return p
+}
+
+func TestDataFile_ReadersLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	imgs := []string{
+		dataFileQemuImage(t, dir, "plain", "", "write -P 0x11 0 64k", "write -P 0x12 1M 1M",
+			"write -P 0x13 100k 4k", "discard 1536k 64k", "write -z 2M 128k"),
+		dataFileQemuImage(t, dir, "raw", "data_file_raw=on", "write -P 0x21 1M 64k", "write -z 2M 64k", "discard 3M 64k"),
+	}
+	for _, p := range imgs {
+		for _, args := range [][]string{
+			{"info", p}, {"info", "--output=json", p}, {"map", p}, {"check", p}, {"check", "--output=json", p},
+		} {
+			if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+				t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+			}
+		}
+		// qimg's JSON map has qemu-img 8.2's "compressed" key.
+		ours, theirs := qimgAndQemu(t, "map", "--output=json", p)
+		if strings.ReplaceAll(ours, `, "compressed": false`, "") != theirs {
+			t.Errorf("map --output=json %s:\nqimg:\n%s\nqemu-img:\n%s", p, ours, theirs)
+		}
+		ourRaw, theirRaw := filepath.Join(dir, "ours.raw"), filepath.Join(dir, "theirs.raw")
+		mustQ(t, "convert", "-O", "raw", p, ourRaw)
+		testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, theirRaw)
+		a, _ := os.ReadFile(ourRaw)
+		b, _ := os.ReadFile(theirRaw)
+		if !bytes.Equal(a, b) {
+			t.Errorf("convert -O raw %s differs from qemu-img's", p)
+		}
+		mustQ(t, "compare", p, theirRaw)
+		// A convert of it to a plain qcow2 image reads the data file.
+		out := filepath.Join(dir, "plain-copy.qcow2")
+		mustQ(t, "convert", "-O", "qcow2", p, out)
+		testkit.MustRun(t, "qemu-img", "compare", p, out)
+	}
+}
+
+// TestDataFile_OpenErrorsLikeQemu: the images QEMU refuses to open for
+// I/O are refused with its words, info (which opens no data file) shows
+// them, and a writable open is refused without a change.
+func TestDataFile_OpenErrorsLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	bad := testkit.Dir(t) // images qemu-img check cannot open either
+	missing := dataFileQemuImage(t, bad, "missing", "", "write -P 0x11 0 64k")
+	if err := os.Remove(filepath.Join(bad, "missing.data")); err != nil {
+		t.Fatal(err)
+	}
+	noName := dataFileQemuImage(t, bad, "noname", "", "write -P 0x11 0 64k")
+	testkit.MustRun(t, "qemu-img", "amend", "-o", "data_file=", noName)
+	for _, p := range []string{missing, noName} {
+		for _, args := range [][]string{{"map", p}, {"check", p}, {"compare", p, p}} {
+			_, stderr, code := runQ(t, args...)
+			_, qstderr, qcode := testkit.Run(t, "qemu-img", args...)
+			want := strings.TrimPrefix(strings.TrimSpace(qstderr), "qemu-img: ")
+			if code == 0 || qcode == 0 || !strings.Contains(stderr, want) {
+				t.Errorf("%q: qimg exit %d %q; qemu-img exit %d %q", args, code, stderr, qcode, qstderr)
+			}
+		}
+		if ours, theirs := qimgAndQemu(t, "info", p); ours != theirs {
+			t.Errorf("info %s:\nqimg:\n%s\nqemu-img:\n%s", p, ours, theirs)
+		}
+	}
+	ok := dataFileQemuImage(t, dir, "ok", "", "write -P 0x11 0 64k")
+	before, _ := os.ReadFile(ok)
+	for _, args := range [][]string{{"io", "-c", "write 0 4k", ok}, {"check", "-r", "all", ok}, {"resize", ok, "8M"}} {
+		if _, stderr, code := runQ(t, args...); code == 0 || !strings.Contains(stderr, "external data file") {
+			t.Errorf("%q: exit %d %q, want a refusal", args, code, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(ok); !bytes.Equal(before, after) {
+		t.Error("a refused writable open changed the image")
+	}
+}
