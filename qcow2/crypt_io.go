@@ -183,7 +183,7 @@ func (im *Image) readDecrypt(host format.HostOff, v [][]byte) error {
 		a := pos &^ (sectorSize - 1)
 		l := min(uint64(len(buf)), (end+sectorSize-1)&^(sectorSize-1)-a)
 		b := buf[:l]
-		if err := block.ReadAt(im.dev, b, int64(a)); err != nil {
+		if err := im.readCrypted(format.HostOff(a), b); err != nil {
 			return err
 		}
 		if err := c.DecryptSectors(b, a/sectorSize); err != nil {

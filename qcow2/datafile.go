@@ -253,3 +253,13 @@ func (im *Image) dataRefcount(c *checker, e format.L2Entry) (int64, error) {
 	rc, err := im.refcount(hc)
 	return int64(rc), err
 }
+
+// readCrypted reads the encrypted sectors at host into b: from the data
+// file if there is one (DF1; its sectors are numbered by their offset
+// there, which is the guest's), else from the image's device.
+func (im *Image) readCrypted(host format.HostOff, b []byte) error {
+	if !im.df.ext {
+		return block.ReadAt(im.dev, b, int64(host))
+	}
+	return im.readData(host, [][]byte{b})
+}

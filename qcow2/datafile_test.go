@@ -72,7 +72,7 @@ func dfMapString(m []MapEntry) string {
 	return b.String()
 }
 
-func TestDataFile_ReadsLikeQemu(t *testing.T) {
+func TestDataFile_ReadsQemuImages(t *testing.T) {
 	testkit.NeedQemu(t)
 	cases := []struct {
 		name, opts string
@@ -356,4 +356,58 @@ func TestDataFile_BadEntries(t *testing.T) {
 			t.Fatalf("read: %v, want ErrCorrupt", err)
 		}
 	})
+}
+
+// TestDataFile_Encrypted: a LUKS image with a data file (QEMU allows
+// it) decrypts its data from the data file, its sectors numbered by
+// their offset there. The image is ours (qemu-img create would take
+// seconds to derive its keys) with the bit and the name set before
+// qemu-io writes it.
+func TestDataFile_Encrypted(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	img, data := filepath.Join(dir, "e.qcow2"), filepath.Join(dir, "e.raw")
+	if err := Create(img, CreateOptions{Size: 4 << 20,
+		Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("pw"), Iterations: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := format.ParseHeader(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.IncompatibleFeatures |= format.IncompatDataFile
+	h.DataFile = data
+	enc, err := h.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchImage(t, img, 0, enc)
+	if err := os.WriteFile(data, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(data, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustRun(t, "qemu-io", append(testkit.QemuSecretArgs(img, "pw"),
+		"-c", "write -P 0x11 0 64k", "-c", "write -P 0x22 1M 100k", "-c", "write -z 2M 64k", "-c", "write -P 0x33 3M 700")...)
+	testkit.QemuCheckSecret(t, img, "pw")
+	raw := filepath.Join(dir, "want.raw")
+	testkit.MustRun(t, "qemu-img", append(append([]string{"convert"}, testkit.QemuSecretArgs(img, "pw")...), "-O", "raw", raw)...)
+	want, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(img, Options{ReadOnly: true, Passphrase: []byte("pw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	testkit.MustEqual(t, testkit.ReadAll(t, im), want, "qring vs qemu-img convert")
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check: %v %+v", err, r)
+	}
 }

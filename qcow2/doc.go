@@ -305,8 +305,10 @@
 //	    (DataFileOpenError); the extension without the bit is ignored.
 //	    Options.NoDataFile opens the metadata only, as QEMU's
 //	    BDRV_O_NO_IO (qemu-img info): data reads fail (ErrNoDataFile).
-//	    Reads of data, and Map's look at host holes, go to the data
-//	    file; bytes past its end read as zeros.
+//	    Reads of data (encrypted ones too: the sectors are numbered by
+//	    their offset in the data file, the guest's), and Map's look at
+//	    host holes, go to the data file; bytes past its end read as
+//	    zeros.
 //	DF2 An entry with host offset 0 and COPIED (not zero, not
 //	    compressed) is allocated at host offset 0 (QEMU's
 //	    qcow2_get_cluster_type: the data file's clusters always carry
@@ -319,8 +321,7 @@
 //	    COPIED on every allocated entry (their implicit refcount is 1),
 //	    and reports a compressed entry (QEMU's check_refcounts_l2).
 //	DF4 Writes are not implemented yet: a writable open is refused
-//	    (ErrUnsupported) before anything is written, and so is an
-//	    encrypted image with a data file. A Queue sends every request
+//	    (ErrUnsupported) before anything is written. A Queue sends every request
 //	    of such an image down the synchronous path (its fast path
 //	    addresses the image's own device).
 //

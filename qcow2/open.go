@@ -184,8 +184,6 @@ func (im *Image) checkFeatures() error {
 	case h.IncompatibleFeatures&format.IncompatDataFile != 0 && !im.ro:
 		// DF4: until writes keep DF2 and DF3, only read-only opens.
 		return unsupportedf("incompatible_features", format.IncompatDataFile, "writing to an image with an external data file is not supported (open it read-only)")
-	case h.IncompatibleFeatures&format.IncompatDataFile != 0 && h.CryptMethod != format.CryptNone:
-		return unsupportedf("crypt_method", uint64(h.CryptMethod), "encrypted images with an external data file are not supported")
 	}
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)
