@@ -132,11 +132,7 @@ func (im *Image) openDataFile() error {
 		if err != nil {
 			return &DataFileOpenError{Name: h.DataFile, Err: err}
 		}
-		// Locked as the image's own file: QEMU locks the data file's
-		// node as it locks the image's.
-		o := im.opts
-		o.ReadOnly = im.ro
-		if err := lockDevice(d, h.DataFile, FormatQcow2, o); err != nil {
+		if err := im.lockDataFile(d, h.DataFile); err != nil {
 			d.Close()
 			return err
 		}
@@ -262,4 +258,21 @@ func (im *Image) readCrypted(host format.HostOff, b []byte) error {
 		return block.ReadAt(im.dev, b, int64(host))
 	}
 	return im.readData(host, [][]byte{b})
+}
+
+// lockDataFile takes the locks QEMU 7.2 takes on a data file (measured
+// in /proc/locks beside qemu-nbd): the image's permissions (read, and
+// write and resize when writable), sharing everything but resize, even
+// read-only (a reader of the image does not share writes of its own
+// file); with force-share, read-only, everything.
+func (im *Image) lockDataFile(d block.Device, name string) error {
+	l, ok := d.(block.Locker)
+	if im.opts.NoLock || !ok {
+		return nil
+	}
+	perm, shared := LockPerms(FormatQcow2, im.ro, im.opts.ForceShare, false)
+	if !(im.opts.ForceShare && im.ro) {
+		shared = block.PermAll &^ block.PermResize
+	}
+	return LockAs(l, name, perm, shared)
 }

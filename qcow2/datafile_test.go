@@ -16,6 +16,7 @@ import (
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/uring"
 )
 
 // External data files (DF1-DF4): images qemu-img creates with
@@ -410,4 +411,27 @@ func TestDataFile_Encrypted(t *testing.T) {
 	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
 		t.Fatalf("check: %v %+v", err, r)
 	}
+}
+
+// TestDataFile_Locks: the data file is locked as QEMU 7.2 locks it
+// (measured beside qemu-nbd): read (100) held, resize (203) not shared,
+// writes shared (no 201) even by a reader; and a writer of the data file
+// does not keep a reader of the image out.
+func TestDataFile_Locks(t *testing.T) {
+	testkit.NeedQemu(t)
+	img, data := dataFileImage(t, "", "1M", "write -P 0x11 0 64k")
+	im, err := Open(img, Options{ReadOnly: true, Opener: uring.Opener(uring.Options{Backend: uring.Threads})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	for _, b := range []struct {
+		byte int64
+		held bool
+	}{{100, true}, {101, false}, {201, false}, {203, true}} {
+		if got := testkit.HoldsLockByte(data, b.byte); got != b.held {
+			t.Errorf("lock byte %d of the data file held: %t, want %t", b.byte, got, b.held)
+		}
+	}
+	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 512k 4k", data)
 }

@@ -303,6 +303,8 @@
 //	    fails to open (ErrDataFileRequired), so does one with the raw
 //	    bit without the bit (ErrDataFileRawAlone) and a missing file
 //	    (DataFileOpenError); the extension without the bit is ignored.
+//	    It is locked as QEMU 7.2 locks it: the image's permissions,
+//	    sharing all but resize (a reader shares writes).
 //	    Options.NoDataFile opens the metadata only, as QEMU's
 //	    BDRV_O_NO_IO (qemu-img info): data reads fail (ErrNoDataFile).
 //	    Reads of data (encrypted ones too: the sectors are numbered by
