@@ -20,19 +20,28 @@ import (
 // valid raw image of the disk.
 
 var (
+	// ErrDataFile is matched (errors.Is) by every error about an
+	// external data file below, DataFileOpenError included.
+	ErrDataFile = errors.New("qcow2: external data file")
 	// ErrDataFileRequired: the image has the external data file bit but
 	// names no data file, and none was given (Options.DataDevice).
-	ErrDataFileRequired = errors.New("'data-file' is required for this image")
+	ErrDataFileRequired error = &dataFileErr{"'data-file' is required for this image"}
 	// ErrDataFileNotExpected: Options.DataDevice was given for an image
 	// without the external data file bit.
-	ErrDataFileNotExpected = errors.New("'data-file' can only be set for images with an external data file")
+	ErrDataFileNotExpected error = &dataFileErr{"'data-file' can only be set for images with an external data file"}
 	// ErrDataFileRawAlone: the raw external data bit without the
 	// external data file bit.
-	ErrDataFileRawAlone = errors.New("data-file-raw requires a data file")
+	ErrDataFileRawAlone error = &dataFileErr{"data-file-raw requires a data file"}
 	// ErrNoDataFile: the image was opened without its data file
 	// (Options.NoDataFile, for its metadata only), and a read needed it.
-	ErrNoDataFile = errors.New("qcow2: the external data file is not open (opened for metadata only)")
+	ErrNoDataFile error = &dataFileErr{"qcow2: the external data file is not open (opened for metadata only)"}
 )
+
+// dataFileErr is an error of the ErrDataFile family in QEMU's words.
+type dataFileErr struct{ msg string }
+
+func (e *dataFileErr) Error() string        { return e.msg }
+func (e *dataFileErr) Is(target error) bool { return target == ErrDataFile }
 
 // DataFileOpenError is a data file that could not be opened, worded as
 // QEMU words it: "Could not open 'NAME': No such file or directory".
@@ -46,6 +55,9 @@ func (e *DataFileOpenError) Error() string {
 }
 
 func (e *DataFileOpenError) Unwrap() error { return e.Err }
+
+// Is makes a DataFileOpenError match ErrDataFile.
+func (e *DataFileOpenError) Is(target error) bool { return target == ErrDataFile }
 
 // strerror is err as C's strerror words an errno; other errors as they
 // are.

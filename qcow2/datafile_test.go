@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -434,4 +435,29 @@ func TestDataFile_Locks(t *testing.T) {
 		}
 	}
 	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 0x22 512k 4k", data)
+}
+
+// fuzzDataFileSeed is the image file of an image with an external data
+// file (nil without qemu-img), for FuzzOpen: its data file is whatever
+// fuzzDataOpener gives.
+func fuzzDataFileSeed(tb testing.TB) []byte {
+	if !testkit.HaveQemu() {
+		return nil
+	}
+	dir := tb.TempDir()
+	img := filepath.Join(dir, "m.qcow2")
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,data_file=" + filepath.Join(dir, "d"), img, "1M"},
+		{"qemu-io", "-c", "write -P 0x11 0 8k", "-c", "write -z 64k 8k", "-c", "write -P 0x12 300k 5000", img},
+	} {
+		if b, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			tb.Logf("%s: %v\n%s", c[0], err, b)
+			return nil
+		}
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }

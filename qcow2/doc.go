@@ -303,6 +303,7 @@
 //	    fails to open (ErrDataFileRequired), so does one with the raw
 //	    bit without the bit (ErrDataFileRawAlone) and a missing file
 //	    (DataFileOpenError); the extension without the bit is ignored.
+//	    Every such error matches ErrDataFile.
 //	    It is locked as QEMU 7.2 locks it: the image's permissions,
 //	    sharing all but resize (a reader shares writes).
 //	    Options.NoDataFile opens the metadata only, as QEMU's

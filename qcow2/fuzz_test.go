@@ -109,6 +109,9 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 			seeds = append(seeds, b)
 		}
 	}
+	if b := fuzzDataFileSeed(tb); b != nil {
+		seeds = append(seeds, b)
+	}
 	return seeds
 }
 
@@ -118,12 +121,22 @@ func fuzzOK(err error, more ...error) bool {
 	if err == nil {
 		return true
 	}
-	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported, ErrNoKey}, more...) {
+	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported, ErrNoKey, ErrDataFile}, more...) {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
 	return false
+}
+
+// fuzzDataOpener opens the external data file an input names (DF1): a
+// device in memory whatever the name, never a file of the host.
+func fuzzDataOpener(string, bool) (block.Device, error) {
+	d := memdev.New(memdev.Options{})
+	if err := d.Truncate(1 << 20); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 func FuzzOpen(f *testing.F) {
@@ -162,7 +175,7 @@ func fuzzOpenTimed(t *testing.T, b []byte) {
 func fuzzOpenOne(t *testing.T, b []byte) {
 	fuzzOpenReadOnly(t, b)
 	mem := memdev.FromBytes(b, memdev.Options{})
-	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true})
+	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true, Opener: fuzzDataOpener})
 	if err != nil {
 		if im != nil {
 			t.Errorf("image and error %v", err)
@@ -227,7 +240,7 @@ func fuzzOpenOne(t *testing.T, b []byte) {
 // nothing is written.
 func fuzzOpenReadOnly(t *testing.T, b []byte) {
 	mem := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
-	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true, ReadOnly: true})
+	im, err := OpenDevice(mem, Options{NoBacking: true, NoKey: true, ReadOnly: true, Opener: fuzzDataOpener})
 	if err != nil {
 		if !fuzzOK(err) {
 			t.Errorf("read-only open: untyped error %v", err)
