@@ -461,3 +461,27 @@ func fuzzDataFileSeed(tb testing.TB) []byte {
 	}
 	return b
 }
+
+// TestDataFile_AsBacking: an image with a data file under a writable
+// overlay: the overlay's COW copies the base's data from its data file,
+// and both images stay as QEMU reads them.
+func TestDataFile_AsBacking(t *testing.T) {
+	testkit.NeedQemu(t)
+	base, _ := dataFileImage(t, "", "2M", "write -P 0x11 0 128k", "write -P 0x12 1M 64k")
+	top := filepath.Join(filepath.Dir(base), "top.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+	im, err := Open(top, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt(pattern(1000, 3), 70000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt(pattern(4096, 4), 1<<20+512); err != nil {
+		t.Fatal(err)
+	}
+	closeCheck(t, im, top)
+	testkit.QemuCheck(t, top)
+	testkit.QemuCheck(t, base)
+	compareWithQEMU(t, top)
+}
