@@ -278,12 +278,19 @@ func (im *Image) readCrypted(host format.HostOff, b []byte) error {
 // read-only (a reader of the image does not share writes of its own
 // file); with force-share, read-only, everything.
 func (im *Image) lockDataFile(d block.Device, name string) error {
+	return LockDataFile(d, name, im.ro, im.opts)
+}
+
+// LockDataFile takes on d, the data file name of an image opened
+// read-only or not with options o, the locks QEMU 7.2 takes on a data
+// file (for a caller that opens it itself: Options.DataDevice).
+func LockDataFile(d block.Device, name string, readOnly bool, o Options) error {
 	l, ok := d.(block.Locker)
-	if im.opts.NoLock || !ok {
+	if o.NoLock || !ok {
 		return nil
 	}
-	perm, shared := LockPerms(FormatQcow2, im.ro, im.opts.ForceShare, false)
-	if !(im.opts.ForceShare && im.ro) {
+	perm, shared := LockPerms(FormatQcow2, readOnly, o.ForceShare, false)
+	if !(o.ForceShare && readOnly) {
 		shared = block.PermAll &^ block.PermResize
 	}
 	return LockAs(l, name, perm, shared)

@@ -100,3 +100,24 @@ func TestDataFile_OpenErrorsLikeQemu(t *testing.T) {
 		t.Error("a refused writable open changed the image")
 	}
 }
+
+// TestDataFile_ImageOptsLikeQemu: --image-opts data-file.filename=PATH
+// reads a data file moved away from the name the header keeps, as
+// qemu-img does.
+func TestDataFile_ImageOptsLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	p := dataFileQemuImage(t, dir, "m", "", "write -P 0x11 0 64k", "write -P 0x12 1M 100k")
+	moved := filepath.Join(dir, "moved.data")
+	if err := os.Rename(filepath.Join(dir, "m.data"), moved); err != nil {
+		t.Fatal(err)
+	}
+	spec := "driver=qcow2,file.filename=" + p + ",data-file.filename=" + moved
+	for _, args := range [][]string{{"map", "--image-opts", spec}, {"check", "--image-opts", spec}, {"compare", "--image-opts", spec, spec}} {
+		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {
+			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", args, ours, theirs)
+		}
+	}
+	if err := os.Rename(moved, filepath.Join(dir, "m.data")); err != nil { // for the end's checks
+		t.Fatal(err)
+	}
+}

@@ -176,7 +176,11 @@ func runMap(e *env, args []string) int {
 		writeMapJSON(e.stdout, ext)
 		return 0
 	}
-	if err := writeMapHuman(e.stdout, ext, chainNames(path, img.Image)); err != nil {
+	names := chainNames(path, img.Image)
+	if spec.DataFile != "" {
+		names[0] = spec.DataFile // the data file --image-opts gave (data-file.filename)
+	}
+	if err := writeMapHuman(e.stdout, ext, names); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	return 0

@@ -43,13 +43,23 @@ func (b *builder) file(n *node) (block.Device, error) {
 }
 
 // imageDev is a qcow2 image opened on a device it must close too
-// (qcow2.OpenDevice leaves the device open).
+// (qcow2.OpenDevice leaves the device open), or with a data file device
+// it must close (qcow2.Options.DataDevice; either may be nil).
 type imageDev struct {
 	*qcow2.Image
-	dev block.Device
+	dev  block.Device
+	data block.Device
 }
 
-func (d imageDev) Close() error { return errors.Join(d.Image.Close(), d.dev.Close()) }
+func (d imageDev) Close() error {
+	err := d.Image.Close()
+	for _, c := range []block.Device{d.dev, d.data} {
+		if c != nil {
+			err = errors.Join(err, c.Close())
+		}
+	}
+	return err
+}
 
 // imageOf returns the image of a device the qcow2 driver returned, nil
 // for any other device.
@@ -106,22 +116,41 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if b.unlocked[dev] {
 		o.NoLock = true // file.locking=off
 	}
+	data, err := b.dataFileChild(n, o.ReadOnly)
+	if err != nil {
+		if dev != nil {
+			dev.Close()
+		}
+		return nil, err
+	}
+	o.DataDevice = data
+	closeData := func() {
+		if data != nil {
+			data.Close()
+		}
+	}
 	if name != "" {
 		if _, err := os.Stat(name); err != nil {
+			closeData()
 			return nil, err
 		}
 		im, err := qcow2.Open(name, o)
 		if err != nil {
+			closeData()
 			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if data != nil {
+			return imageDev{Image: im, data: data}, nil
 		}
 		return im, nil
 	}
 	im, err := qcow2.OpenDevice(dev, o)
 	if err != nil {
 		dev.Close()
+		closeData()
 		return nil, err
 	}
-	return imageDev{im, dev}, nil
+	return imageDev{Image: im, dev: dev, data: data}, nil
 }
 
 func (b *builder) raw(n *node) (block.Device, error) {

@@ -104,6 +104,9 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 				return s, fmt.Errorf("image spec: %s: %w", k, err)
 			}
 		}
+		if err := dataFileOpt(n, &s); err != nil {
+			return s, err
+		}
 		if v, ok := n.get("encrypt"); ok {
 			m, ok := v.(map[string]any)
 			if !ok {

@@ -9,6 +9,7 @@
 package imgopen
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/qring/qring/block"
@@ -42,6 +43,10 @@ type Spec struct {
 	// it is open (an NBD export's, whose clients were told its size); see
 	// openRaw. Opts.NoLock and Opts.ForceShare take precedence.
 	UnshareResize bool
+	// DataFile, for a qcow2 image, is the external data file to use in
+	// place of the one its header names (QEMU's data-file.filename;
+	// qcow2 DF1), opened and locked here. Open only.
+	DataFile string
 }
 
 // FileOptions maps cache and aio to uring options. An explicit io_uring
@@ -151,12 +156,24 @@ func Open(s Spec) (*Opened, error) {
 		o := s.Opts
 		o.Opener = op
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
-		im, err := qcow2.Open(s.Path, o)
+		data, err := openDataFile(s.DataFile, op, o)
 		if err != nil {
 			return nil, err
 		}
+		o.DataDevice = data
+		im, err := qcow2.Open(s.Path, o)
+		if err != nil {
+			if data != nil {
+				data.Close()
+			}
+			return nil, err
+		}
 		file, _ := im.Device().(*uring.File)
-		return &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}, nil
+		opened := &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}
+		if data != nil {
+			opened.close = func() error { return errors.Join(im.Close(), data.Close()) }
+		}
+		return opened, nil
 	case "raw":
 		d, err := openRaw(s.Path, op, s.ReadOnly || s.Opts.ReadOnly, s.Opts, s.UnshareResize)
 		if err != nil {
