@@ -3,7 +3,6 @@ package qcow2
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"unicode"
@@ -44,14 +43,20 @@ func (e *dataFileErr) Error() string        { return e.msg }
 func (e *dataFileErr) Is(target error) bool { return target == ErrDataFile }
 
 // DataFileOpenError is a data file that could not be opened, worded as
-// QEMU words it: "Could not open 'NAME': No such file or directory".
+// QEMU words it: an error of the system as its file driver words it,
+// "Could not open 'NAME': No such file or directory"; any other (the
+// opener's refusal of a directory, say) as it is.
 type DataFileOpenError struct {
 	Name string
 	Err  error
 }
 
 func (e *DataFileOpenError) Error() string {
-	return fmt.Sprintf("Could not open '%s': %s", e.Name, strerror(e.Err))
+	var en syscall.Errno
+	if !errors.As(e.Err, &en) {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("Could not open '%s': %s", e.Name, strerror(en))
 }
 
 func (e *DataFileOpenError) Unwrap() error { return e.Err }
@@ -59,17 +64,8 @@ func (e *DataFileOpenError) Unwrap() error { return e.Err }
 // Is makes a DataFileOpenError match ErrDataFile.
 func (e *DataFileOpenError) Is(target error) bool { return target == ErrDataFile }
 
-// strerror is err as C's strerror words an errno; other errors as they
-// are.
-func strerror(err error) string {
-	var en syscall.Errno
-	if !errors.As(err, &en) {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return pe.Err.Error()
-		}
-		return err.Error()
-	}
+// strerror is en as C's strerror words it (capitalized).
+func strerror(en syscall.Errno) string {
 	s := en.Error()
 	r, n := utf8.DecodeRuneInString(s)
 	return string(unicode.ToUpper(r)) + s[n:]

@@ -485,3 +485,22 @@ func TestDataFile_AsBacking(t *testing.T) {
 	testkit.QemuCheck(t, base)
 	compareWithQEMU(t, top)
 }
+
+// TestDataFile_NotAFile: an opener's refusal of the named data file (a
+// directory, for qimg's) is said as the opener says it, as QEMU's file
+// driver says "'file' driver requires 'X' to be a regular file" alone.
+func TestDataFile_NotAFile(t *testing.T) {
+	testkit.NeedQemu(t)
+	img, _ := dataFileImage(t, "", "1M", "write -P 0x11 0 64k")
+	refusal := errors.New("'file' driver requires 'd.raw' to be a regular file")
+	op := func(p string, ro bool) (block.Device, error) {
+		if p != img {
+			return nil, refusal
+		}
+		return DefaultOpener(p, ro)
+	}
+	_, err := Open(img, Options{ReadOnly: true, Opener: op})
+	if !errors.Is(err, refusal) || !errors.Is(err, ErrDataFile) || err.Error() != refusal.Error() {
+		t.Fatalf("open: %v, want %v", err, refusal)
+	}
+}

@@ -76,7 +76,9 @@ func TestDataFile_OpenErrorsLikeQemu(t *testing.T) {
 	}
 	noName := dataFileQemuImage(t, bad, "noname", "", "write -P 0x11 0 64k")
 	testkit.MustRun(t, "qemu-img", "amend", "-o", "data_file=", noName)
-	for _, p := range []string{missing, noName} {
+	notFile := dataFileQemuImage(t, bad, "notfile", "", "write -P 0x11 0 64k")
+	testkit.MustRun(t, "qemu-img", "amend", "-o", "data_file="+bad, notFile) // a directory
+	for _, p := range []string{missing, noName, notFile} {
 		for _, args := range [][]string{{"map", p}, {"check", p}, {"compare", p, p}} {
 			_, stderr, code := runQ(t, args...)
 			_, qstderr, qcode := testkit.Run(t, "qemu-img", args...)
