@@ -1,12 +1,7 @@
 package qcow2
 
 import (
-	"errors"
-	"fmt"
 	"sync/atomic"
-	"syscall"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -17,59 +12,6 @@ import (
 // the data file at the same offset, is not refcounted and is linked with
 // COPIED. With data_file_raw (autoclear bit 1) the data file is also a
 // valid raw image of the disk.
-
-var (
-	// ErrDataFile is matched (errors.Is) by every error about an
-	// external data file below, DataFileOpenError included.
-	ErrDataFile = errors.New("qcow2: external data file")
-	// ErrDataFileRequired: the image has the external data file bit but
-	// names no data file, and none was given (Options.DataDevice).
-	ErrDataFileRequired error = &dataFileErr{"'data-file' is required for this image"}
-	// ErrDataFileNotExpected: Options.DataDevice was given for an image
-	// without the external data file bit.
-	ErrDataFileNotExpected error = &dataFileErr{"'data-file' can only be set for images with an external data file"}
-	// ErrDataFileRawAlone: the raw external data bit without the
-	// external data file bit.
-	ErrDataFileRawAlone error = &dataFileErr{"data-file-raw requires a data file"}
-	// ErrNoDataFile: the image was opened without its data file
-	// (Options.NoDataFile, for its metadata only), and a read needed it.
-	ErrNoDataFile error = &dataFileErr{"qcow2: the external data file is not open (opened for metadata only)"}
-)
-
-// dataFileErr is an error of the ErrDataFile family in QEMU's words.
-type dataFileErr struct{ msg string }
-
-func (e *dataFileErr) Error() string        { return e.msg }
-func (e *dataFileErr) Is(target error) bool { return target == ErrDataFile }
-
-// DataFileOpenError is a data file that could not be opened, worded as
-// QEMU words it: an error of the system as its file driver words it,
-// "Could not open 'NAME': No such file or directory"; any other (the
-// opener's refusal of a directory, say) as it is.
-type DataFileOpenError struct {
-	Name string
-	Err  error
-}
-
-func (e *DataFileOpenError) Error() string {
-	var en syscall.Errno
-	if !errors.As(e.Err, &en) {
-		return e.Err.Error()
-	}
-	return fmt.Sprintf("Could not open '%s': %s", e.Name, strerror(en))
-}
-
-func (e *DataFileOpenError) Unwrap() error { return e.Err }
-
-// Is makes a DataFileOpenError match ErrDataFile.
-func (e *DataFileOpenError) Is(target error) bool { return target == ErrDataFile }
-
-// strerror is en as C's strerror words it (capitalized).
-func strerror(en syscall.Errno) string {
-	s := en.Error()
-	r, n := utf8.DecodeRuneInString(s)
-	return string(unicode.ToUpper(r)) + s[n:]
-}
 
 // dataFile is an image's external data file.
 type dataFile struct {
