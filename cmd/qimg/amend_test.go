@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"github.com/qring/qring/internal/testkit"
 	"os"
@@ -17,7 +18,10 @@ func TestAmendMatchesQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	t.Parallel()
 	ours, theirs := workDir(t), workDir(t)
-	for _, d := range []string{ours, theirs} {
+	// The images are made once, by QEMU, and copied: both tools start
+	// from the same bytes (o's backing name is relative).
+	{
+		d := ours
 		a, b := filepath.Join(d, "a.qcow2"), filepath.Join(d, "b.qcow2")
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "1M")
 		qio(t, a, "write -P 1 0 128k", "write -z 256k 64k", "write -z -u 512k 64k")
@@ -31,6 +35,9 @@ func TestAmendMatchesQemu(t *testing.T) {
 		qio(t, z, "write -P 4 0 64k")
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", zc, "1M")
 		qio(t, zc, "write -c -P 5 0 64k")
+		for _, n := range []string{"a.qcow2", "b.qcow2", "o.qcow2", "z.qcow2", "zc.qcow2"} {
+			cp(t, filepath.Join(ours, n), filepath.Join(theirs, n))
+		}
 	}
 	steps := [][]string{
 		{"-o", "compat=0.10", "a.qcow2"},
@@ -67,6 +74,30 @@ func TestAmendMatchesQemu(t *testing.T) {
 		}
 		return out
 	}
+	// After each step an image is verified again only if its bytes, or
+	// those of an image its reads can reach (o is over a, a is over b
+	// after the backing_file steps), changed in either directory since
+	// its last verification: the same bytes would give the same answers
+	// (a step refused or amending another image changes nothing; a
+	// step that wrote an image it should not have is still caught).
+	// (The test ran 745 QEMU commands before, 190 now.)
+	reach := map[string][]string{
+		"a.qcow2":  {"a.qcow2", "b.qcow2"},
+		"b.qcow2":  {"b.qcow2"},
+		"o.qcow2":  {"o.qcow2", "a.qcow2", "b.qcow2"},
+		"z.qcow2":  {"z.qcow2"},
+		"zc.qcow2": {"zc.qcow2"},
+	}
+	state := func(n string) string {
+		h := sha256.New()
+		for _, d := range []string{ours, theirs} {
+			for _, m := range reach[n] {
+				h.Write(mustReadFile(t, filepath.Join(d, m)))
+			}
+		}
+		return string(h.Sum(nil))
+	}
+	verified := map[string]string{}
 	for _, s := range steps {
 		o1, e1, c1 := runQ(t, abs(ours, s)...)
 		o2, e2, c2 := testkit.Run(t, "qemu-img", abs(theirs, s)...)
@@ -74,6 +105,11 @@ func TestAmendMatchesQemu(t *testing.T) {
 			t.Errorf("amend %q: qimg exit %d %q %q; qemu-img exit %d %q %q", s, c1, o1, e1, c2, o2, e2)
 		}
 		for _, n := range []string{"a.qcow2", "b.qcow2", "o.qcow2", "z.qcow2", "zc.qcow2"} {
+			st := state(n)
+			if verified[n] == st {
+				continue
+			}
+			verified[n] = st
 			a, b := filepath.Join(ours, n), filepath.Join(theirs, n)
 			testkit.MustRun(t, "qemu-img", "check", a)
 			testkit.MustRun(t, "qemu-img", "compare", a, b)
