@@ -47,9 +47,13 @@ func TestCommitMatchesQemu(t *testing.T) {
 		{"extended_l2=on,cluster_size=64k", false, nil},
 		{"compression_type=zstd", false, nil},
 	} {
+		// QEMU builds the chain once; both tools commit copies of it
+		// (the overlay's backing name is relative).
 		ours, theirs := workDir(t), workDir(t)
 		commitFixture(t, ours, c.opts, c.short)
-		commitFixture(t, theirs, c.opts, c.short)
+		for _, n := range []string{"b.qcow2", "o.qcow2"} {
+			cp(t, filepath.Join(ours, n), filepath.Join(theirs, n))
+		}
 		args := func(d string) []string {
 			return append(append([]string{"commit"}, c.args...), filepath.Join(d, "o.qcow2"))
 		}
@@ -58,9 +62,10 @@ func TestCommitMatchesQemu(t *testing.T) {
 		if o1 != o2 {
 			t.Errorf("%+v: output %q, qemu-img %q", c, o1, o2)
 		}
+		// Both images in both directories pass qemu-img check and
+		// qimg check at the end (workDir).
 		for _, n := range []string{"b.qcow2", "o.qcow2"} {
 			a, b := filepath.Join(ours, n), filepath.Join(theirs, n)
-			testkit.MustRun(t, "qemu-img", "check", a)
 			testkit.MustRun(t, "qemu-img", "compare", a, b)
 			// Where the data lands in the base differs with the
 			// allocation order: compare the guest-side columns.
