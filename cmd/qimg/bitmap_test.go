@@ -15,6 +15,7 @@ import (
 // qemu-img check passes.
 func TestBitmap_LikeQemu(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	t.Parallel()
 	dir := workDir(t)
 	theirs, ours := filepath.Join(dir, "theirs.qcow2"), filepath.Join(dir, "ours.qcow2")
 	src := filepath.Join(dir, "src.qcow2")
@@ -94,6 +95,7 @@ func TestBitmap_LikeQemu(t *testing.T) {
 // their clusters leaked).
 func TestAmend_KeepsBitmapsLikeQemu(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	t.Parallel()
 	dir := workDir(t)
 	for _, opts := range []string{"refcount_bits=8", "lazy_refcounts=on"} {
 		theirs, ours := filepath.Join(dir, "theirs.qcow2"), filepath.Join(dir, "ours.qcow2")

@@ -17,6 +17,7 @@ import (
 // opened or created (qimg said "could not open ...: invalid cache mode",
 // and rebase ignored -T).
 func TestCacheOptions_LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	base := qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "1M", "write -P 1 0 64k")
 	img := qemuOverlay(t, filepath.Join(dir, "img.qcow2"), "base.qcow2", "qcow2", "write -P 2 64k 64k")

@@ -21,6 +21,7 @@ import (
 // before the repair.
 func TestCheck_RepairsLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	cases := []struct {
 		name   string
 		create []string // qemu-img create -o

@@ -12,6 +12,7 @@ import (
 // with the same line and exit code on every pair of a set of images,
 // qcow2 with and without backing files and raw.
 func TestCompare_StrictMatchesQemu(t *testing.T) {
+	t.Parallel()
 	d := qemuDir(t)
 	imgs := map[string][]string{ // name: qemu-io commands
 		"empty":    nil,

@@ -16,6 +16,7 @@ import (
 // output has already, and --skip-broken-bitmaps' warning.
 func TestConvert_BitmapsLikeQemu(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	t.Parallel()
 	dir := qemuDir(t)
 	src := filepath.Join(dir, "src.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "16M")

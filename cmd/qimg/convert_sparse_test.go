@@ -40,6 +40,7 @@ func TestConvertSparseZeroFullyAllocates(t *testing.T) {
 // (zero runs of at least -S, their ends aligned to the largest power of
 // two sectors in -S).
 func TestConvertSparseMapsLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	c4k := filepath.Join(dir, "c4k.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", c4k, "4M")

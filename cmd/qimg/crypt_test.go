@@ -21,6 +21,7 @@ func imageOpts(p string) string { return "driver=qcow2,encrypt.key-secret=sec0,f
 // --object and --image-opts as qemu-img does.
 func TestCrypt_CLIInterop(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	dir := testkit.Dir(t)
 	q := filepath.Join(dir, "q.qcow2")
 	create := []string{"create", "-f", "qcow2", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10"}
@@ -93,6 +94,7 @@ func TestCrypt_CLIInterop(t *testing.T) {
 // measure counts the LUKS header area as qemu-img does.
 func TestCrypt_Measure(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	for _, o := range []string{"", ",cluster_size=4k", ",encrypt.cipher-alg=aes-128"} {
 		args := []string{"measure", "-O", "qcow2", "--size", "1G", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10" + o}
 		if ours, theirs := qimgAndQemu(t, args...); ours != theirs {

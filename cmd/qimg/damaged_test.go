@@ -129,6 +129,7 @@ func zeroRefcount(t *testing.T, path string) {
 // image as it was.
 func TestCheck_DamagedTablesMatchQemu(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	l1 := func(f imageFile) int64 { return int64(f.u64(40)) }
 	rt := func(f imageFile) int64 { return int64(f.u64(48)) }
 	cases := []struct {
@@ -219,6 +220,7 @@ func TestCommit_RefusesDamagedTop(t *testing.T) {
 // image clean and the guest data reads back through qemu-io.
 func TestCheck_RebuildMatchesQemu(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	rt := func(f imageFile) int64 { return int64(f.u64(48)) }
 	cases := []struct {
 		name string

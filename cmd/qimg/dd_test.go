@@ -14,6 +14,7 @@ import (
 // code, the same messages and the same output (bytes for raw; contents,
 // size and allocation for qcow2).
 func TestDD_LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	in := qemuImage(t, filepath.Join(dir, "in.qcow2"), "qcow2", "1M",
 		"write -P 7 0 256k", "write -P 9 512k 4k", "write -P 3 1020k 4k")

@@ -22,6 +22,7 @@ import (
 // 'qemu-img --help'" line, and reads a message of several lines as qimg
 // prints it, joined with "; ".
 func TestErrors_LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	a := qemuImage(t, filepath.Join(dir, "a.qcow2"), "qcow2", "4M", "write -P 1 0 64k")
 	raw := qemuImage(t, filepath.Join(dir, "r.raw"), "raw", "1M")

@@ -18,6 +18,7 @@ import (
 // after each chunk and zeros too, printed steps of 1% or more, no 0%, and
 // printed with -q.
 func TestConvert_ProgressLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "16M",
 		"write -P 1 0 1M", "write -P 2 3M 3M", "write -z 8M 1M", "write -P 3 10M 64k", "write -P 4 12M 4k")
@@ -64,6 +65,7 @@ func TestConvert_ProgressLikeQemu(t *testing.T) {
 // qimg printed the share of the virtual size after each 1 MiB, in steps
 // of 1%, and nothing on an error.
 func TestRebase_ProgressLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	fix := testkit.Dir(t)                               // each run starts from copies of these
 	for _, size := range []string{"5M", "7M", "128M"} { // 128M: steps of 1.5625%, one line in two

@@ -19,6 +19,7 @@ import (
 // options: QCOW2_DISCARD_ALWAYS), so the file has qemu-img's holes, and
 // its size stays (qimg freed the counts and left the bytes).
 func TestCheck_LeakPunchLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	for _, mode := range []string{"leaks", "all"} {
 		var files []string
@@ -92,6 +93,7 @@ func TestConvert_TargetIsZeroBackingLikeQemu(t *testing.T) {
 // left out with clusters of 4 KiB and less (also when amend upgrades
 // to compat=1.1), and the backing format extension comes first.
 func TestCreate_LayoutLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "1G")
 	for i, c := range []string{
@@ -131,6 +133,7 @@ func TestCreate_LayoutLikeQemu(t *testing.T) {
 // offsets differ: QEMU moves the refcount table to the end of the file
 // first).
 func TestResize_PreallocQcow2LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	for _, c := range []struct{ mode, opts, from, to string }{
 		{"metadata", "cluster_size=64k", "4M", "8M"},
@@ -182,6 +185,7 @@ func TestResize_PreallocQcow2LikeQemu(t *testing.T) {
 // anything else (one left out, another name) fails after what QEMU
 // changes first (the refcount width), as qemu-img's.
 func TestAmend_BackingLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "4M", "write -P 1 0 64k")
 	info := regexp.MustCompile(`(?m)^.*"(filename|actual-size)".*\n`)
@@ -219,6 +223,7 @@ func TestAmend_BackingLikeQemu(t *testing.T) {
 // "ERROR"); and -r leaks clears the corrupt bit of an image it finds
 // consistent (qimg kept it).
 func TestCheck_RepairLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	l2Of := func(f imageFile) int64 { return int64(f.u64(int64(f.u64(40))) & entryMask) }
 	refOf := func(f imageFile, off int64) int64 { // its 16-bit refcount entry (refcount block 0)

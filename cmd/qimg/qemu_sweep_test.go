@@ -20,6 +20,7 @@ import (
 // layer in the snapshot's stead (qimg ignored -l and printed the active
 // layer's numbers).
 func TestMeasure_ImageOptsAndSnapshot(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	sn := qemuImage(t, filepath.Join(dir, "sn.qcow2"), "qcow2", "64M", "write 0 1M")
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", sn)
@@ -50,6 +51,7 @@ func TestMeasure_ImageOptsAndSnapshot(t *testing.T) {
 // refused the option), and is refused without -n with qemu-img's
 // message.
 func TestConvert_TargetIsZero(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 0 64k", "write -z 1M 1M", "write -P 2 3M 4k")
 	var outs []string
@@ -107,6 +109,7 @@ func TestJSON_KeyOrderLikeQemu(t *testing.T) {
 // map to a window as qemu-img's do (qimg refused both options): the
 // extents are cut at its ends, and an empty window is one empty extent.
 func TestMap_WindowLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	base := qemuImage(t, filepath.Join(dir, "base.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -z 2M 1M", "write -c -P 2 4M 64k")
 	top := qemuOverlay(t, filepath.Join(dir, "top.qcow2"), "base.qcow2", "qcow2", "write -P 3 512k 1M")
@@ -144,6 +147,7 @@ func TestMap_WindowLikeQemu(t *testing.T) {
 // backing file nothing is; with -n into an existing image too. The
 // refusals are qemu-img's.
 func TestConvert_BackingLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	qemuImage(t, filepath.Join(dir, "small.qcow2"), "qcow2", "2M", "write -P 4 0 2M")
 	var srcs []string
@@ -350,6 +354,7 @@ func TestRaw_FirstBlockLikeQemu(t *testing.T) {
 // lines after the first depend on how each tool walks the images, so
 // they are left out of the comparison.
 func TestCompare_ProgressLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	a := qemuImage(t, filepath.Join(dir, "a.qcow2"), "qcow2", "4M", "write -P 1 0 1M")
 	b := qemuImage(t, filepath.Join(dir, "b.qcow2"), "qcow2", "4M", "write -P 1 0 1M")
@@ -379,6 +384,7 @@ func TestCompare_ProgressLikeQemu(t *testing.T) {
 // does (qimg refused -b); a BASE outside the chain is refused with
 // qemu-img's message.
 func TestCommit_BaseLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	chain := func(p string) (top string) {
 		qemuImage(t, filepath.Join(dir, p+"-b.qcow2"), "qcow2", "8M", "write -P 1 0 4M")
@@ -435,6 +441,7 @@ func TestCommit_BaseLikeQemu(t *testing.T) {
 // they need in the output, as qemu-img does (qimg showed none and
 // counted 0).
 func TestBitmaps_InfoMeasureLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	p := qemuImage(t, filepath.Join(dir, "bm.qcow2"), "qcow2", "1G", "write -P 1 0 64k")
 	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
@@ -462,6 +469,7 @@ func TestBitmaps_InfoMeasureLikeQemu(t *testing.T) {
 // qemu-img does (qimg refused -C), and is refused with -c and with -S as
 // qemu-img refuses it.
 func TestConvert_CopyOffloadLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -z 2M 64k", "write -P 0 6M 64k")
 	n := 0
@@ -498,6 +506,7 @@ func TestConvert_CopyOffloadLikeQemu(t *testing.T) {
 // is the same as without it, and a bad RATE is refused with qemu-img's
 // exit code.
 func TestRateLimit_LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 0 256k", "write -P 2 1M 256k")
 	start := time.Now()
@@ -538,6 +547,7 @@ func TestRateLimit_LikeQemu(t *testing.T) {
 // snapshot, an unknown key and a raw image are refused with qemu-img's
 // exit code.
 func TestSnapshotParam_LikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	p := qemuImage(t, filepath.Join(dir, "s.qcow2"), "qcow2", "8M", "write -P 1 0 1M", "write -c -P 2 2M 64k", "write -z 3M 64k")
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "small", p)
@@ -594,6 +604,7 @@ func TestSnapshotParam_LikeQemu(t *testing.T) {
 // it both tools fail.
 func TestConvert_SalvageLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
+	t.Parallel()
 	dir := testkit.Dir(t) // the damaged source is not for checkAll
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "1M", "write -c -P 7 0 64k", "write -P 8 64k 64k")
 	damage(t, src, func(f imageFile) {
@@ -635,6 +646,7 @@ func TestConvert_SalvageLikeQemu(t *testing.T) {
 // other characters than ASCII as they are, and control characters in
 // lower-case hex).
 func TestJSON_StringsLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	for _, name := range []string{"a&b<c>.qcow2", "x\x7f\b\f\x1f\U0001F600\\u.qcow2", "u\u00e9\x01.qcow2", "q\"uo\te.qcow2", "inv\xff\xfe.qcow2"} {
 		p := qemuImage(t, filepath.Join(dir, name), "qcow2", "1M", "write 0 64k")
@@ -651,6 +663,7 @@ func TestJSON_StringsLikeQemu(t *testing.T) {
 // file is allocated whole; create's "Formatting" line names the mode
 // when it is given, off too, as qemu-img's does.
 func TestRaw_PreallocationLikeQemu(t *testing.T) {
+	t.Parallel()
 	dir := qemuDir(t)
 	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "4M", "write -P 1 0 1M", "write -P 0 2M 64k")
 	blocks := func(p string) int64 {
