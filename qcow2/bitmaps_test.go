@@ -140,17 +140,25 @@ func TestBitmaps_MaintainedLikeQemu(t *testing.T) {
 			if err := im.Close(); err != nil {
 				t.Fatal(err)
 			}
-			testkit.QemuCheck(t, ours)
-			testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", theirs, ours)
-			if a, b := qemuBitmaps(t, theirs), qemuBitmaps(t, ours); a != b {
-				t.Errorf("qemu-img info bitmaps:\nqemu-io: %s\nours:    %s", a, b)
-			}
-			for _, n := range bitmapNames {
-				if a, b := dirtyMap(t, theirs, n), dirtyMap(t, ours, n); a != b {
-					t.Errorf("bitmap %s:\nqemu-io:\n%s\nours:\n%s", n, a, b)
-				}
-			}
+			sameBitmapsAsQemu(t, theirs, ours, bitmapNames...)
 		})
+	}
+}
+
+// sameBitmapsAsQemu checks that ours passes qemu-img check and holds
+// theirs's data, bitmaps (qemu-img info) and, for each name, dirty map
+// (qemu-nbd -B).
+func sameBitmapsAsQemu(t *testing.T, theirs, ours string, names ...string) {
+	t.Helper()
+	testkit.QemuCheck(t, ours)
+	testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", theirs, ours)
+	if a, b := qemuBitmaps(t, theirs), qemuBitmaps(t, ours); a != b {
+		t.Errorf("qemu-img info bitmaps:\nQEMU's: %s\nours:   %s", a, b)
+	}
+	for _, n := range names {
+		if a, b := dirtyMap(t, theirs, n), dirtyMap(t, ours, n); a != b {
+			t.Errorf("bitmap %s:\nQEMU's:\n%s\nours:\n%s", n, a, b)
+		}
 	}
 }
 
