@@ -83,19 +83,7 @@ func qemuMapDepth(t *testing.T, img string) string {
 // would count as that client).
 func startQemuNbdOnce(t *testing.T, sock string, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, done: make(chan error, 1)}
-	s.cmd = exec.Command("qemu-nbd", append([]string{"-k", sock}, args...)...)
-	s.cmd.Stderr = &s.stderr
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.done <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-	})
+	s := spawn(t, exec.Command("qemu-nbd", append([]string{"-k", sock}, args...)...))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			return s

@@ -99,12 +99,11 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-// start runs qnbd with args and waits until addr (a socket path or a
-// host:port) accepts connections.
-func start(t *testing.T, uri, addr string, args ...string) *server {
+// spawn starts cmd as a server, killed at the test's end if it is
+// still running; its exit goes to done.
+func spawn(t *testing.T, cmd *exec.Cmd) *server {
 	t.Helper()
-	s := &server{t: t, uri: uri, done: make(chan error, 1)}
-	s.cmd = exec.Command(filepath.Join(bin, "qnbd"), args...)
+	s := &server{t: t, cmd: cmd, done: make(chan error, 1)}
 	s.cmd.Stderr = &s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -116,6 +115,15 @@ func start(t *testing.T, uri, addr string, args ...string) *server {
 			<-s.done
 		}
 	})
+	return s
+}
+
+// start runs qnbd with args and waits until addr (a socket path or a
+// host:port) accepts connections.
+func start(t *testing.T, uri, addr string, args ...string) *server {
+	t.Helper()
+	s := spawn(t, exec.Command(filepath.Join(bin, "qnbd"), args...))
+	s.uri = uri
 	network := "tcp"
 	if strings.HasPrefix(addr, "/") {
 		network = "unix"
