@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/bits"
 	"os"
@@ -76,22 +77,17 @@ func (o convertOut) leaveOut(off, n int64) error {
 // qemu-img). progress, if set, is called as qemu-img's is: with the bytes
 // of the chunks copied so far, before each is read, out of all it will
 // copy (a first walk counts them), and not for what is left out.
-func convertImage(src *image, dst convertOut, sparse int64, progress func(done, total int64)) error {
+func convertImage(src *convertSrc, dst convertOut, sparse int64, progress func(done, total int64)) error {
 	minSec := sparse / 512
 	alignSec := max(pow2Floor(minSec), (dst.align+511)/512)
-	var total, done int64 // qemu-img's allocated_sectors and allocated_done, in bytes
-	if progress != nil {
-		if err := walkConvert(src, dst, sparse, func(s convertStep) error {
-			if s.kind == stepCopy {
-				total += s.n
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
+	w := convertWalk{src: src, dst: dst, sparse: sparse, buf: convertBufSize}
+	total, err := w.copyBytes(progress != nil)
+	if err != nil {
+		return err
 	}
+	var done int64 // qemu-img's allocated_done, in bytes
 	buf := make([]byte, convertBufSize)
-	err := walkConvert(src, dst, sparse, func(s convertStep) error {
+	err = w.walk(func(s convertStep) error {
 		switch s.kind {
 		case stepBacking:
 			return nil
@@ -108,7 +104,7 @@ func convertImage(src *image, dst convertOut, sparse int64, progress func(done, 
 		p := buf[:s.n]
 		if s.zero {
 			clear(p)
-		} else if err := readSalvaging(src, dst, s.off, p); err != nil {
+		} else if err := readSrc(src, dst, s.off, p); err != nil {
 			return fmt.Errorf("error while reading at byte %d: %w", s.off, err)
 		}
 		ms := minSec
@@ -142,59 +138,123 @@ type convertStep struct {
 	zero   bool // a copy of zeros (sparse 0): written without reading
 }
 
-// walkConvert calls fn with each step of qemu-img convert's walk over
-// src (convert_iteration_sectors): the source's block status
-// (bdrv_block_status_above; runs rounded down to the source's cluster
-// size when longer), a copy being cut into chunks of convertBufSize
-// counted from the start of its run. It stops at fn's first error.
-func walkConvert(src *image, dst convertOut, sparse int64, fn func(convertStep) error) error {
+// blockKind is qemu-img convert's ImgConvertBlockStatus of a run.
+type blockKind int
+
+const (
+	blkData    blockKind = iota // BLK_DATA: read and written
+	blkZero                     // BLK_ZERO: reads as zeros
+	blkBacking                  // BLK_BACKING_FILE: left to the output's backing file
+)
+
+// convertWalk is qemu-img convert's walk over its input
+// (convert_iteration_sectors), one step per iteration: the block status
+// of the part of src under the step (bdrv_block_status_above, asked for
+// at most up to the part's end; runs rounded down to the part's cluster
+// size, counted from the part's start, when longer), a data run cut into
+// chunks of buf bytes counted from the start of its run, and, for a
+// compressed output (cluster > 0), whole output clusters: a run shorter
+// than one is read and written as data, a longer one is rounded down to
+// them.
+type convertWalk struct {
+	src     *convertSrc
+	dst     convertOut
+	sparse  int64
+	buf     int64 // qemu-img's buf_sectors, in bytes
+	cluster int64 // a compressed output's cluster size (0: not compressed)
+}
+
+// copyBytes is what the walk copies (qemu-img's allocated_sectors, in
+// bytes: -p's total), 0 unless count is set.
+func (w convertWalk) copyBytes(count bool) (int64, error) {
+	var total int64
+	if !count {
+		return 0, nil
+	}
+	err := w.walk(func(s convertStep) error {
+		if s.kind == stepCopy {
+			total += s.n
+		}
+		return nil
+	})
+	return total, err
+}
+
+// walk calls fn with each step. It stops at fn's first error.
+func (w convertWalk) walk(fn func(convertStep) error) error {
+	src, dst := w.src, w.dst
 	total := roundUp(src.size, 512)
-	srcAlign := src.clusterSize
+	var next int64 // qemu-img's sector_next_status, in bytes
+	kind := blkData
 	for off := int64(0); off < total; {
-		q := total - off
-		if dst.backing && dst.backingEnd >= 0 && off < dst.backingEnd {
-			q = min(q, dst.backingEnd-off) // zeros differ past it
-		}
-		status := src.st.Status
-		if dst.backing {
-			status = src.st.TopStatus
-		}
-		st, err := status(off, q)
-		if err != nil && dst.salvage {
-			// qemu-img narrows the query down to one sector, then
-			// reads that sector as data.
-			dst.salvaged("error while reading block status at offset %d: %v", off, err)
-			st, err = qcow2.ChainStatus{Len: 512, Data: true, Allocated: true}, nil
-		}
-		if err != nil {
-			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
-		}
-		n := min(roundUp(max(st.Len, 1), 512), total-off)
-		if tail := (off + n) % srcAlign; n > tail {
-			n -= tail
-		}
-		if dst.backing && (!st.Zero && !st.Data || st.Zero && dst.backingEnd >= 0 && off >= dst.backingEnd) {
-			// Left to the output's backing file (BLK_BACKING_FILE).
-			if err := fn(convertStep{off: off, n: n, kind: stepBacking}); err != nil {
-				return err
+		i := src.part(off)
+		p, local := src.parts[i], off-src.start[i]
+		n := total - off
+		postBackingZero := false
+		if dst.backing && dst.backingEnd >= 0 {
+			if off >= dst.backingEnd {
+				postBackingZero = true
+			} else {
+				n = min(n, dst.backingEnd-off) // zeros differ past it
 			}
-			off += n
-			continue
 		}
-		if st.Zero && sparse > 0 {
-			if err := fn(convertStep{off: off, n: n, kind: stepLeaveOut}); err != nil {
-				return err
+		if next <= off {
+			status := p.st.Status
+			if dst.backing {
+				status = p.st.TopStatus
 			}
-			off += n
-			continue
-		}
-		for end := off + n; off < end; {
-			c := min(end-off, convertBufSize)
-			if err := fn(convertStep{off: off, n: c, kind: stepCopy, zero: st.Zero}); err != nil {
-				return err
+			st, err := status(local, n)
+			if err != nil && dst.salvage {
+				// qemu-img narrows the query down to one sector, then
+				// reads that sector as data.
+				dst.salvaged("error while reading block status at offset %d: %v", local, err)
+				st, err = qcow2.ChainStatus{Len: 512, Data: true, Allocated: true}, nil
 			}
-			off += c
+			if err != nil {
+				return fmt.Errorf("error while reading block status at offset %d: %w", local, err)
+			}
+			n = roundUp(max(st.Len, 1), 512)
+			if tail := (local + n) % p.clusterSize; n > tail {
+				n -= tail
+			}
+			switch {
+			case st.Zero && postBackingZero:
+				kind = blkBacking
+			case st.Zero:
+				kind = blkZero
+			case st.Data || !dst.backing:
+				kind = blkData
+			default:
+				kind = blkBacking // unallocated in the source's own layer
+			}
+			next = off + n
 		}
+		n = min(n, next-off)
+		if kind == blkData {
+			n = min(n, w.buf)
+		}
+		if w.cluster > 0 {
+			// Whole clusters: a shorter run is taken as data (and
+			// stays so until the next status query, as in qemu-img).
+			if n < w.cluster {
+				n, kind = min(w.cluster, total-off), blkData
+			} else {
+				n -= n % w.cluster
+			}
+		}
+		s := convertStep{off: off, n: n}
+		switch {
+		case kind == blkBacking:
+			s.kind = stepBacking
+		case kind == blkZero && w.sparse > 0:
+			s.kind = stepLeaveOut
+		case kind == blkZero:
+			s.n, s.zero = min(n, w.buf), true
+		}
+		if err := fn(s); err != nil {
+			return err
+		}
+		off += s.n
 	}
 	return nil
 }
@@ -330,7 +390,7 @@ func isZero(b []byte) bool {
 
 func runConvert(e *env, args []string) int {
 	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage",
-		"bitmaps", "skip-broken-bitmaps")
+		"bitmaps", "skip-broken-bitmaps", "target-image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -361,6 +421,16 @@ func runConvert(e *env, args []string) int {
 	if o.has("C") && o.has("S") {
 		return e.errorf(1, "Cannot enable copy offloading when -S is used")
 	}
+	if o.has("C") && o.has("salvage") {
+		return e.errorf(1, "Cannot use copy offloading in salvaging mode")
+	}
+	// --target-image-opts: the output is an option string, as
+	// --image-opts makes the inputs; qemu-img takes it only for an
+	// existing output.
+	tgtOpts := o.has("target-image-opts")
+	if tgtOpts && !skipCreate {
+		return e.errorf(1, "--target-image-opts requires use of -n flag")
+	}
 	if skipCreate && len(o.vals["o"]) > 0 {
 		return e.errorf(1, "-o has no effect when skipping image creation")
 	}
@@ -370,12 +440,10 @@ func runConvert(e *env, args []string) int {
 	if len(o.args) < 2 {
 		return e.errorf(1, "Must specify image file name")
 	}
-	if len(o.args) != 2 {
-		return e.usageErr(fmt.Errorf("expecting one input and one output file name"))
-	}
-	in, out := o.args[0], o.args[1]
+	// Several inputs are written one after another (convertSrc).
+	ins, out := o.args[:len(o.args)-1], o.args[len(o.args)-1]
 	ofmt := o.get("O", "raw")
-	if ofmt != "raw" && ofmt != "qcow2" {
+	if ofmt != "raw" && ofmt != "qcow2" && !tgtOpts {
 		return e.errorf(1, "%v", outFormatError(ofmt))
 	}
 	sparse := int64(4096)
@@ -405,42 +473,81 @@ func runConvert(e *env, args []string) int {
 		progress(0, 1)
 		defer fmt.Fprintln(e.stdout)
 	}
-	sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: srcCache.imgopen(), ReadOnly: true,
-		Opts: qcow2.Options{ForceShare: o.forceShare()}})
-	if err != nil {
-		return e.usageErr(err)
+	if o.has("image-opts") && o.has("f") {
+		return e.errorf(1, "--image-opts and --format are mutually exclusive")
 	}
-	in = sspec.Path
-	simg, err := openImage(sspec)
-	if err != nil {
-		return e.errorf(1, "%v", err)
-	}
-	defer simg.Close()
-	var bitmaps []qcow2.BitmapInfo
-	if o.has("bitmaps") {
-		if bitmaps, err = convertBitmapsCheck(simg, o.has("skip-broken-bitmaps")); err != nil {
-			return e.errorf(1, "%v", err)
+	var sources openedSources
+	defer func() { sources.Close() }()
+	paths := make([]string, len(ins))
+	for i, in := range ins {
+		sspec, err := o.imageSpec(in, imgopen.Spec{Format: o.get("f", ""), Cache: srcCache.imgopen(), ReadOnly: true,
+			Opts: qcow2.Options{ForceShare: o.forceShare()}})
+		if err != nil {
+			return e.usageErr(err)
 		}
+		paths[i] = sspec.Path
+		simg, err := openImage(sspec)
+		if err != nil {
+			return e.errorf(1, "%v", specOpenError(o.has("image-opts"), in, err))
+		}
+		sources = append(sources, simg)
 	}
+	simg := sources[0]
 	if snap != nil {
+		// qemu-img loads snapshot.id=/snapshot.name= into the first
+		// input alone, and refuses a bare name with several.
+		if len(sources) > 1 && snap.either {
+			return e.errorf(1, "No support for concatenating multiple snapshot")
+		}
 		if err := loadSnapshot(simg, *snap); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}
-	if err := refuseOverwrite(in, out, backingChain(in, simg)); err != nil {
-		return e.errorf(1, "%v", err)
+	var bitmaps []qcow2.BitmapInfo
+	if o.has("bitmaps") {
+		if len(sources) > 1 {
+			return e.errorf(1, "Copying bitmaps only possible with single source")
+		}
+		if bitmaps, err = convertBitmapsCheck(simg, o.has("skip-broken-bitmaps")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
 	}
-	src, err := loadImage(simg)
-	if err != nil && o.has("salvage") {
-		// --salvage: the map only lets a compressed output skip what
-		// is known to be zeros; without it, what the block status
-		// walk cannot read becomes zeros sector by sector, as in
-		// qemu-img.
-		src, err = newImage(simg, nil)
+	// The output: a file name, or with --target-image-opts an option
+	// string naming it (with -n only, so never created here).
+	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile()}
+	if tgtOpts {
+		if o.has("O") {
+			return e.errorf(1, "--image-opts and --format are mutually exclusive")
+		}
+		st, err := o.secrets()
+		if err != nil {
+			return e.usageErr(err)
+		}
+		dspec.Format, dspec.Secrets = "", st
+		if dspec, err = imgopen.ImageOpts(out, dspec); err != nil {
+			return e.usageErr(err)
+		}
+		out, ofmt = dspec.Path, dspec.Format
 	}
-	if err != nil {
-		return e.errorf(1, "%v", err)
+	var parts []*image
+	for i, simg := range sources {
+		if err := refuseOverwrite(paths[i], out, backingChain(paths[i], simg)); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		p, err := loadImage(simg)
+		if err != nil && o.has("salvage") {
+			// --salvage: the map only lets a compressed output skip
+			// what is known to be zeros; without it, what the block
+			// status walk cannot read becomes zeros sector by
+			// sector, as in qemu-img.
+			p, err = newImage(simg, nil)
+		}
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		parts = append(parts, p)
 	}
+	src := newConvertSrc(parts)
 	req := &createRequest{path: out, format: ofmt, given: map[string]bool{}}
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
@@ -480,25 +587,26 @@ func runConvert(e *env, args []string) int {
 		}
 		return 0
 	}
-	if hasBacking && !skipCreate {
-		if ofmt == "raw" {
-			return e.errorf(1, "Backing file not supported for file format 'raw'")
-		}
-		if req.opts.BackingFormat == "" {
-			return e.errorf(1, "Use of backing file requires explicit backing format")
-		}
+	if hasBacking && !skipCreate && ofmt == "raw" {
+		return e.errorf(1, "Backing file not supported for file format 'raw'")
+	}
+	if hasBacking && len(parts) > 1 {
+		return e.errorf(1, "Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	if hasBacking && !skipCreate && req.opts.BackingFormat == "" {
+		return e.errorf(1, "Use of backing file requires explicit backing format")
 	}
 	if !hasBacking && req.opts.BackingFormat != "" && !skipCreate {
 		return e.errorf(1, "%s: error while converting %s: Backing format cannot be used without backing file", out, ofmt)
-	}
-	if hasBacking && o.has("c") {
-		return e.errorf(1, "compressed output (-c) over a backing file (-B) is not supported by qimg convert")
 	}
 	if o.has("c") && req.opts.Encrypt.Format != "" {
 		return e.errorf(1, "%s: compressed output (-c) of an encrypted image is not supported (QEMU would write the compressed clusters in the clear)", out)
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
+	}
+	if p := req.opts.Encrypt.Passphrase; p != nil {
+		dspec.Opts.Passphrase = p // a new encrypted output's (-o encrypt.*)
 	}
 	_, statErr := os.Stat(out)
 	created := os.IsNotExist(statErr) && !skipCreate // a failure removes only what it made
@@ -510,10 +618,9 @@ func runConvert(e *env, args []string) int {
 		}
 		return e.errorf(1, "%s: %v", out, err)
 	}
-	dst, err := openImage(imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile(),
-		Opts: qcow2.Options{Passphrase: req.opts.Encrypt.Passphrase}})
+	dst, err := openImage(dspec)
 	if err != nil {
-		return e.errorf(1, "%v", err)
+		return e.errorf(1, "%v", specOpenError(tgtOpts, o.args[len(o.args)-1], err))
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
@@ -608,4 +715,15 @@ func backingDev(img *imgopen.Opened) block.Device {
 func isBlockDevice(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+}
+
+// specOpenError is err, an image that could not be opened, named as
+// qemu-img names it: by the option string arg when it was given as one
+// (--image-opts, --target-image-opts), by its file name otherwise.
+func specOpenError(isSpec bool, arg string, err error) error {
+	var oe *OpenError
+	if !isSpec || !errors.As(err, &oe) {
+		return err
+	}
+	return &OpenError{Path: arg, Err: oe.Err}
 }

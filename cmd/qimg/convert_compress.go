@@ -8,54 +8,60 @@ import (
 
 // convertCompressed copies the guest contents of src into the qcow2
 // image dst (out's device) cluster by cluster, each written compressed
-// (qemu-img convert -c): clusters that read as zeros are left out
-// (out.leaveOut: unallocated in a new image), as qemu-img does, unless
-// sparse is 0 (-S 0: every cluster is written compressed, zeros too), and
-// clusters that do not shrink are written uncompressed by the engine.
-// progress, if set, is called with bytes done.
-func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int64, progress func(done, total int64)) error {
+// (qemu-img convert -c), along qemu-img's walk for a compressed output
+// (convertWalk with dst's cluster size): clusters that read as zeros are
+// left out (out.leaveOut: unallocated in a new image, zero clusters over
+// a backing file), as qemu-img does, unless sparse is 0 (-S 0: every
+// cluster is written compressed, zeros too); with a backing file (-B)
+// the clusters the source leaves to its own backing file are left to the
+// output's (whole clusters only: a cluster the source has partly is read
+// through its chain and written whole); clusters that do not shrink are
+// written uncompressed by the engine. progress, if set, is called with
+// bytes done.
+func convertCompressed(src *convertSrc, dst *qcow2.Image, out convertOut, sparse int64, progress func(done, total int64)) error {
 	cs := int64(dst.Geometry().ClusterSize)
 	buf := make([]byte, cs)
 	dsize, err := dst.Size()
 	if err != nil {
 		return err
 	}
-	// -p counts what qemu-img's does: the clusters the block status
-	// does not show as zeros (all with -S 0), each before it is read.
-	leftOut := func(zm *zeroMap, off, n int64) bool { return sparse > 0 && zm.zeroUntil(off) >= off+n }
-	var total, done int64
-	pre := *src.zm // a cursor of its own: zeroUntil does not go back
-	for off := int64(0); progress != nil && off < src.size; off += cs {
-		if n := min(cs, src.size-off); !leftOut(&pre, off, n) {
-			total += n
-		}
+	w := convertWalk{src: src, dst: out, sparse: sparse, buf: cs, cluster: cs}
+	total, err := w.copyBytes(progress != nil)
+	if err != nil {
+		return err
 	}
-	for off := int64(0); off < src.size; off += cs {
-		n := min(cs, src.size-off)
-		if progress != nil && !leftOut(src.zm, off, n) {
-			done += n
+	var done int64
+	err = w.walk(func(s convertStep) error {
+		switch s.kind {
+		case stepBacking:
+			return nil
+		case stepLeaveOut:
+			if err := out.leaveOut(s.off, s.n); err != nil {
+				return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+			}
+			return nil
+		}
+		if progress != nil {
+			done += s.n
 			progress(done, total)
 		}
+		off, n := s.off, s.n
 		p := buf[:n]
-		zero := src.zm.zeroUntil(off) >= off+n
-		if !zero {
-			if err := readSalvaging(src, out, off, p); err != nil {
-				return fmt.Errorf("error while reading at byte %d: %w", off, err)
-			}
-			zero = isZero(p)
-		} else {
+		if s.zero {
 			clear(p)
+		} else if err := readSrc(src, out, off, p); err != nil {
+			return fmt.Errorf("error while reading at byte %d: %w", off, err)
 		}
-		if zero && sparse > 0 {
+		if sparse > 0 && isZero(p) {
 			if err := out.leaveOut(off, n); err != nil {
 				return fmt.Errorf("error while writing at byte %d: %w", off, err)
 			}
-			continue
+			return nil
 		}
 		// The last cluster is padded to the output's size (whole
 		// sectors: the source may end inside one). A larger output
 		// (-n) cannot take a partial cluster compressed (QEMU: EINVAL).
-		if n < cs && roundUp(off+n, 512) < dsize {
+		if n < cs && off+n < dsize {
 			return fmt.Errorf("error while writing at byte %d: Invalid argument", off)
 		}
 		if end := min(off+cs, dsize); end > off+n {
@@ -70,6 +76,10 @@ func convertCompressed(src *image, dst *qcow2.Image, out convertOut, sparse int6
 		if err != nil {
 			return fmt.Errorf("error while writing at byte %d: %w", off, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return dst.Flush()
 }

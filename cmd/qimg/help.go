@@ -43,7 +43,9 @@ var commandNotes = map[string]string{
 		"backing files is refused. -c writes qcow2 clusters compressed (zlib or zstd,\n" +
 		"the output's compression_type). -n writes into an existing output (opened\n" +
 		"with -O's format, at least as large as the input) instead of creating it.\n" +
-		"-B (over a backing file) cannot be combined with -c.\n" +
+		"Several inputs are written one after another into one output (their sizes\n" +
+		"in whole sectors add up). --target-image-opts (with -n) takes the output as\n" +
+		"an option string, as --image-opts takes the inputs.\n" +
 		"-t unsafe skips the host flushes, as qemu-img's does; the default (qemu-img's\n" +
 		"is unsafe) is writeback here: the output is flushed when convert ends.\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +

@@ -59,7 +59,7 @@ func init() {
 		"check":    {runCheck, "[-f fmt] [-r leaks|all] [--output=human|json] [-T cache] FILE"},
 		"map":      {runMap, "[-f fmt] [--start-offset=OFFSET] [--max-length=LEN] [--output=human|json] FILE"},
 		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-p] [-q] [-T cache] FILE1 FILE2"},
-		"convert":  {runConvert, "[-f fmt] [-O raw|qcow2] [-o options | -n [--target-is-zero]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [--bitmaps [--skip-broken-bitmaps]] [-p] [-t cache] [-T cache] IN OUT"},
+		"convert":  {runConvert, "[--object ...] [--image-opts | -f fmt] [-O raw|qcow2] [-o options | -n [--target-is-zero] [--target-image-opts]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [--bitmaps [--skip-broken-bitmaps]] [-p] [-t cache] [-T cache] IN [IN...] OUT"},
 		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-r] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
 		"resize":   {runResize, "[-f fmt] [--preallocation=off|falloc|full (raw only)] [-q] [--shrink] FILE [+|-]SIZE"},
 		"rebase":   {runRebase, "[-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
