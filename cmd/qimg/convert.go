@@ -599,8 +599,12 @@ func runConvert(e *env, args []string) int {
 	if !hasBacking && req.opts.BackingFormat != "" && !skipCreate {
 		return e.errorf(1, "%s: error while converting %s: Backing format cannot be used without backing file", out, ofmt)
 	}
+	// qemu-img's checks of a compressed output's create options.
 	if o.has("c") && req.opts.Encrypt.Format != "" {
-		return e.errorf(1, "%s: compressed output (-c) of an encrypted image is not supported (QEMU would write the compressed clusters in the clear)", out)
+		return e.errorf(1, "Compression and encryption not supported at the same time")
+	}
+	if o.has("c") && req.opts.Preallocation != "" && req.opts.Preallocation != qcow2.PreallocOff {
+		return e.errorf(1, "Compression and preallocation not supported at the same time")
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
