@@ -15,6 +15,7 @@ func FuzzArgs(f *testing.F) {
 		"-O\x00qcow2\x00-S\x004k\x00a\x00b",
 		"-f\x00qcow2\x00-o\x00cluster_size=64k,,x\x00--object\x00secret,id=s,data=x\x00a\x001G",
 		"--\x00-x", "-", "--image-opts=", "-qpc", "-o", "--force-share=1",
+		"-n\x00--target-image-opts\x00a\x00b\x00driver=qcow2,file.filename=c", "-cB\x00x\x00a\x00b",
 		"+1G", "-512", "0x10", "leaks", "all", "1.5M", "",
 	} {
 		f.Add(s)
@@ -25,7 +26,8 @@ func FuzzArgs(f *testing.F) {
 			shorts string
 			longs  []string
 		}{
-			{"f:O:o:pt:T:S:qUWm:c", []string{"force-share", "object:", "image-opts"}},
+			{"f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", []string{"force-share", "object:", "image-opts", "target-is-zero", "salvage",
+				"bitmaps", "skip-broken-bitmaps", "target-image-opts"}},
 			{"f:o:b:F:quU", []string{"object:"}},
 		} {
 			if o, err := getopt(args, spec.shorts, spec.longs...); err == nil && o == nil {

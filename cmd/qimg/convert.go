@@ -399,12 +399,6 @@ func runConvert(e *env, args []string) int {
 	}
 	// -n: the output exists, and is written into (qemu-img's skip_create).
 	skipCreate := o.has("n")
-	// --target-is-zero: the user says the existing output reads as
-	// zeros, so convert leaves the zeros out as it does in an image it
-	// created (qemu-img's has_zero_init).
-	if o.has("target-is-zero") && !skipCreate {
-		return e.errorf(1, "--target-is-zero requires use of -n flag")
-	}
 	snap, err := o.snapshotOpt()
 	if err != nil {
 		return e.errorf(1, "%v", err)
@@ -433,6 +427,12 @@ func runConvert(e *env, args []string) int {
 	}
 	if skipCreate && len(o.vals["o"]) > 0 {
 		return e.errorf(1, "-o has no effect when skipping image creation")
+	}
+	// --target-is-zero: the user says the existing output reads as
+	// zeros, so convert leaves the zeros out as it does in an image it
+	// created (qemu-img's has_zero_init).
+	if o.has("target-is-zero") && !skipCreate {
+		return e.errorf(1, "--target-is-zero requires use of -n flag")
 	}
 	if code, done := e.answerOptionsHelp(o, o.get("O", "raw")); done {
 		return code
@@ -503,15 +503,6 @@ func runConvert(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 	}
-	var bitmaps []qcow2.BitmapInfo
-	if o.has("bitmaps") {
-		if len(sources) > 1 {
-			return e.errorf(1, "Copying bitmaps only possible with single source")
-		}
-		if bitmaps, err = convertBitmapsCheck(simg, o.has("skip-broken-bitmaps")); err != nil {
-			return e.errorf(1, "%v", err)
-		}
-	}
 	// The output: a file name, or with --target-image-opts an option
 	// string naming it (with -n only, so never created here).
 	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile()}
@@ -549,23 +540,42 @@ func runConvert(e *env, args []string) int {
 	}
 	src := newConvertSrc(parts)
 	req := &createRequest{path: out, format: ofmt, given: map[string]bool{}}
+	var rawPreallocErr error
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
 			return e.usageErr(err)
 		}
 		for _, p := range kv {
-			rawPrealloc := ofmt == "raw" && p[0] == "preallocation" && (p[1] == "off" || p[1] == "falloc" || p[1] == "full")
-			if (ofmt == "raw" && !rawPrealloc) || p[0] == "size" {
-				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", p[0], ofmt))
+			k, v := p[0], p[1]
+			if ofmt == "raw" && (k == "nocow" || k == "extent_size_hint") {
+				// QEMU's file driver takes them; qimg does not.
+				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", k, ofmt))
 			}
-			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
+			if ofmt == "raw" {
+				if _, err := checkOptionType(rawCreateOptions, k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+			}
+			if k == "size" {
+				// Checked, then set from the inputs (as qemu-img).
+				if _, err := checkOptionType(qcow2CreateOptions, k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+				continue
+			}
+			if ofmt == "raw" && k == "preallocation" && v != "off" && v != "falloc" && v != "full" {
+				// Refused when the file driver creates the output.
+				rawPreallocErr = fmt.Errorf("invalid parameter value: %s", v)
+				if v == "metadata" {
+					rawPreallocErr = fmt.Errorf("Unsupported preallocation mode: %s", v)
+				}
+				continue
+			}
+			if err := setCreateOption(&req.opts, k, v); err != nil {
 				return e.errorf(1, "%v", err)
 			}
 		}
-	}
-	if o.has("c") && ofmt != "qcow2" && !skipCreate {
-		return e.errorf(1, "Compression not supported for this file format")
 	}
 	req.opts.Size = src.size
 	// -B and -F are -o backing_file and backing_fmt (qemu-img's
@@ -596,15 +606,30 @@ func runConvert(e *env, args []string) int {
 	if hasBacking && !skipCreate && req.opts.BackingFormat == "" {
 		return e.errorf(1, "Use of backing file requires explicit backing format")
 	}
-	if !hasBacking && req.opts.BackingFormat != "" && !skipCreate {
-		return e.errorf(1, "%s: error while converting %s: Backing format cannot be used without backing file", out, ofmt)
-	}
 	// qemu-img's checks of a compressed output's create options.
+	if o.has("c") && ofmt != "qcow2" && !skipCreate {
+		return e.errorf(1, "Compression not supported for this file format")
+	}
 	if o.has("c") && req.opts.Encrypt.Format != "" {
 		return e.errorf(1, "Compression and encryption not supported at the same time")
 	}
-	if o.has("c") && req.opts.Preallocation != "" && req.opts.Preallocation != qcow2.PreallocOff {
+	if o.has("c") && (rawPreallocErr != nil || req.opts.Preallocation != "" && req.opts.Preallocation != qcow2.PreallocOff) {
 		return e.errorf(1, "Compression and preallocation not supported at the same time")
+	}
+	var bitmaps []qcow2.BitmapInfo
+	if o.has("bitmaps") {
+		if len(parts) > 1 {
+			return e.errorf(1, "Copying bitmaps only possible with single source")
+		}
+		if bitmaps, err = convertBitmapsCheck(simg, o.has("skip-broken-bitmaps")); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	}
+	if !hasBacking && req.opts.BackingFormat != "" && !skipCreate {
+		return e.errorf(1, "%s: error while converting %s: Backing format cannot be used without backing file", out, ofmt)
+	}
+	if rawPreallocErr != nil && !skipCreate {
+		return e.errorf(1, "%s: error while converting %s: %v", out, ofmt, rawPreallocErr)
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return e.errorf(1, "%s: %v", out, err)
