@@ -15,7 +15,8 @@ import (
 // read through its chain and written whole. Over the source's own
 // backing file the output reads as the source; over another one, shorter
 // than the source, what the source leaves to its backing file reads as
-// that one (zeros past its end are left out). And with -S 0. Ours and
+// that one (zeros past its end are left out). With -S 0, and with -n into
+// an existing overlay of the backing file. Ours and
 // qemu-img's outputs have the same contents and the same map, byte for
 // byte, and pass qemu-img check (qemuDir).
 func TestConvert_CompressBackingLikeQemu(t *testing.T) {
@@ -47,12 +48,31 @@ func TestConvert_CompressBackingLikeQemu(t *testing.T) {
 				if out, _, code := testkit.Run(t, "qemu-img", "compare", src, ours); back == "base.qcow2" && code != 0 {
 					t.Errorf("%s: qemu-img compare with the source: exit %d: %s", what, code, out)
 				}
-				a := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
-				b := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
-				if a != b {
-					t.Errorf("%s: map of ours:\n%s\nof qemu-img's:\n%s", what, a, b)
-				}
+				sameMap(t, what, ours, theirs)
 			}
 		}
+	}
+	// -n: into an existing overlay of the backing file.
+	ours := qemuOverlay(t, filepath.Join(d, "n-ours.qcow2"), "base.qcow2", "qcow2")
+	theirs := qemuOverlay(t, filepath.Join(d, "n-theirs.qcow2"), "base.qcow2", "qcow2")
+	testkit.MustRun(t, "qemu-img", "resize", "-q", ours, "2M")
+	testkit.MustRun(t, "qemu-img", "resize", "-q", theirs, "2M")
+	args := []string{"convert", "-n", "-O", "qcow2", "-c", "-B", "base.qcow2", top4}
+	mustQ(t, append(args, ours)...)
+	testkit.MustRun(t, "qemu-img", append(args, theirs)...)
+	if out, _, code := testkit.Run(t, "qemu-img", "compare", top4, ours); code != 0 {
+		t.Errorf("-n: qemu-img compare with the source: exit %d: %s", code, out)
+	}
+	sameMap(t, "-n", ours, theirs)
+}
+
+// sameMap fails t unless qemu-img map --output=json of the qcow2 images
+// ours and theirs is the same, byte for byte.
+func sameMap(t *testing.T, what, ours, theirs string) {
+	t.Helper()
+	a := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+	b := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
+	if a != b {
+		t.Errorf("%s: map of ours:\n%s\nof qemu-img's:\n%s", what, a, b)
 	}
 }
