@@ -257,9 +257,6 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if o.has("skip-broken-bitmaps") && !o.has("bitmaps") {
-		return e.errorf(1, "Use of --skip-broken-bitmaps requires --bitmaps")
-	}
 	// -n: the output exists, and is written into (qemu-img's skip_create).
 	skipCreate := o.has("n")
 	snap, err := o.snapshotOpt()
@@ -271,6 +268,20 @@ func runConvert(e *env, args []string) int {
 		if rate, err = parseRate(o.get("r", "")); err != nil {
 			return e.errorf(1, "%v", err)
 		}
+	}
+	// -S, as qemu-img reads it with the options (each given, before
+	// the checks below).
+	sparse := int64(4096)
+	for _, v := range o.vals["S"] {
+		if sparse, err = cvtnum("buffer size for sparse output", v); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		if sparse%512 != 0 || sparse > 16<<20 {
+			return e.errorf(1, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
+		}
+	}
+	if o.has("skip-broken-bitmaps") && !o.has("bitmaps") {
+		return e.errorf(1, "Use of --skip-broken-bitmaps requires --bitmaps")
 	}
 	if o.has("C") && o.has("c") {
 		return e.errorf(1, "Cannot enable copy offloading when -c is used")
@@ -308,15 +319,6 @@ func runConvert(e *env, args []string) int {
 	ofmt := o.get("O", "raw")
 	if ofmt != "raw" && ofmt != "qcow2" && !tgtOpts {
 		return e.errorf(1, "%v", outFormatError(ofmt))
-	}
-	sparse := int64(4096)
-	if o.has("S") {
-		if sparse, err = parseSize(o.get("S", "")); err != nil {
-			return e.usageErr(err)
-		}
-		if sparse < 0 || sparse%512 != 0 || sparse > 16<<20 {
-			return e.errorf(1, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
-		}
 	}
 	// qemu-img reads -T, then -t (which it reads only after creating the
 	// output: qimg refuses it before).

@@ -15,8 +15,8 @@ import (
 var convertSweepFlags = [][]string{
 	{"-n"}, {"-c"}, {"-C"}, {"-S", "0"}, {"--salvage"}, {"--target-image-opts"}, {"--target-is-zero"},
 	{"-B", "BASE", "-F", "qcow2"}, {"-B", "BASE"}, {"--bitmaps"}, {"--skip-broken-bitmaps"}, {"-l", "s1"},
-	{"-l", "snapshot.id=1"}, {"-O", "raw"}, {"-O", "qcow2"}, {"-o", "cluster_size=4k"}, {"-p"}, {"-q"},
-	{"--image-opts"}, {"-f", "qcow2"}, {"-o", "preallocation=full"},
+	{"-l", "snapshot.id=1"}, {"-O", "raw"}, {"-O", "qcow2"}, {"-o", "cluster_size=4k"},
+	{"--image-opts"}, {"-f", "qcow2"}, {"-o", "preallocation=full"}, {"-S", "3"}, {"-S", "abc"},
 }
 
 // TestConvert_ArgSweepLikeQemu: every pair of convert's options, with
