@@ -88,7 +88,8 @@ func sameImages(t *testing.T, what, fmt, ours, theirs string) {
 // after another, each from the end of the whole sectors of the ones
 // before it, as qemu-img 7.2 does: into a new qcow2 or raw output, with
 // -S 0, compressed (-c, clusters spanning two inputs), into an existing
-// output (-n, which holds old data) and with -p, whose progress lines are
+// output (-n, which holds old data; --target-is-zero into a zero one)
+// and with -p, whose progress lines are
 // qemu-img's. Ours and qemu-img's outputs compare identical, have the
 // same map and pass qemu-img check (qemuDir).
 func TestConvert_ConcatLikeQemu(t *testing.T) {
@@ -134,6 +135,13 @@ func TestConvert_ConcatLikeQemu(t *testing.T) {
 		testkit.MustRun(t, "qemu-img", append(args, theirs)...)
 		sameImages(t, "-n -O "+fmt, fmt, ours, theirs)
 	}
+	// -n --target-is-zero: into a new (zero) output, the zeros left out.
+	ours := qemuImage(t, filepath.Join(d, "z-ours.qcow2"), "qcow2", "4M")
+	theirs := qemuImage(t, filepath.Join(d, "z-theirs.qcow2"), "qcow2", "4M")
+	args := append([]string{"convert", "-n", "--target-is-zero", "-O", "qcow2"}, ins...)
+	mustQ(t, append(args, ours)...)
+	testkit.MustRun(t, "qemu-img", append(args, theirs)...)
+	sameImages(t, "-n --target-is-zero", "qcow2", ours, theirs)
 }
 
 // TestConvert_ConcatErrorsLikeQemu: what qemu-img 7.2 refuses with
