@@ -183,9 +183,13 @@ type trun struct {
 	dumped  bool
 
 	// Crash clones (memdev backends): what a crash may not lose.
-	cmu        sync.Mutex
-	flushed    []byte // guest view at the last completed Flush
-	touched    []bool // sectors written since (any value allowed after a crash)
+	cmu     sync.Mutex
+	flushed []byte // guest view at the last completed Flush
+	touched []bool // sectors a concurrent phase or an admin op wrote since (any value allowed after a crash)
+	// held: for a sector the sequential ops wrote since the flush, every
+	// value they gave it (torture_held_test.go): a crash may show any of
+	// them, or the flushed one, byte by byte, never bytes it never held.
+	held       map[int64][][]byte
 	crng       *rand.Rand
 	seen       map[string]int
 	perKind    int // crash clones per kind
@@ -233,7 +237,7 @@ func runTorture(t *testing.T, seed uint64, cfg tcfg, p tgenParams, crashPerKind 
 	r := &trun{t: t, cfg: cfg, seed: seed, p: p, dir: dir, st: newTstats(), perKind: crashPerKind,
 		rng:  rand.New(rand.NewPCG(seed, 3)),
 		crng: rand.New(rand.NewPCG(seed, 4)),
-		seen: map[string]int{}}
+		seen: map[string]int{}, held: map[int64][][]byte{}}
 	r.st.Cases = 1
 	t.Cleanup(func() {
 		if r.im != nil {
@@ -441,6 +445,7 @@ func (r *trun) afterFlush() {
 	r.cmu.Lock()
 	r.flushed = append(r.flushed[:0], r.model...)
 	clear(r.touched)
+	clear(r.held)
 	r.cmu.Unlock()
 }
 
@@ -582,21 +587,28 @@ func (r *trun) exec(i int, o top) {
 		r.st.Writes++
 		b := make([]byte, o.n)
 		r.fillWrite(b, o.pat)
-		r.touch(o.off, o.n)
+		r.expect(o.off, o.n, func(w []byte, at int64) { copy(w[o.off-at:], b) })
 		if err := r.writeAt(im, b, o.off); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		copy(r.model[o.off:], b)
 	case opZero:
 		r.st.Zeroes++
-		r.touch(o.off, o.n)
+		r.expect(o.off, o.n, func(w []byte, at int64) { clear(w[o.off-at : o.off-at+o.n]) })
 		if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		clear(r.model[o.off : o.off+o.n])
 	case opDiscard:
 		r.st.Discards++
-		r.touch(o.off, o.n)
+		r.expect(o.off, o.n, func(w []byte, at int64) {
+			if lo, hi, ok := r.discarded(o.off, o.n); ok {
+				lo, hi = max(lo, at), min(hi, at+int64(len(w)))
+				if lo < hi {
+					clear(w[lo-at : hi-at])
+				}
+			}
+		})
 		if err := im.Discard(o.off, o.n); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
@@ -682,8 +694,16 @@ func (r *trun) exec(i int, o top) {
 // the image) read as zeros; on v2 with a backing file nothing changes
 // (no zero clusters to hide it with, as in QEMU).
 func (r *trun) discardModel(model []byte, off, n int64) {
+	if lo, hi, ok := r.discarded(off, n); ok {
+		clear(model[lo:min(hi, int64(len(model)))])
+	}
+}
+
+// discarded is the range a Discard of [off, off+n) makes read as zeros
+// (discardModel), if any.
+func (r *trun) discarded(off, n int64) (lo, hi int64, ok bool) {
 	if r.cfg.v2 && r.bdata != nil {
-		return
+		return 0, 0, false
 	}
 	cs := int64(r.cfg.cs)
 	first := (off + cs - 1) / cs
@@ -691,10 +711,10 @@ func (r *trun) discardModel(model []byte, off, n int64) {
 	if off+n == r.size {
 		end = (off + n + cs - 1) / cs
 	}
-	for c := first; c < end; c++ {
-		lo, hi := c*cs, min(c*cs+cs, int64(len(model)))
-		clear(model[lo:hi])
+	if first >= end {
+		return 0, 0, false
 	}
+	return first * cs, min(end*cs, r.size), true
 }
 
 // runBatch runs a concurrent phase (tbatch).
@@ -1066,10 +1086,20 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 			continue
 		}
 		lo, hi := s*crashSector, min((s+1)*crashSector, n)
-		if k := testkit.FirstDiff(got[lo:hi], r.flushed[lo:hi]); k >= 0 {
+		k := testkit.FirstDiff(got[lo:hi], r.flushed[lo:hi])
+		if k < 0 {
+			continue
+		}
+		vals, wrote := r.held[s]
+		if !wrote {
 			im.Close()
 			clone = before
 			return keep("flushed data lost at guest offset %#x: got %#x want %#x", lo+int64(k), got[lo+int64(k)], r.flushed[lo+int64(k)])
+		}
+		if k := neverHeld(got[lo:hi], r.flushed[lo:hi], vals); k >= 0 {
+			im.Close()
+			clone = before
+			return keep("unflushed sector at guest offset %#x holds a byte it never held since the flush: got %#x at %#x (flushed %#x, %d later values)", lo, got[lo+int64(k)], lo+int64(k), r.flushed[lo+int64(k)], len(vals))
 		}
 	}
 	if res.Leaks > 0 {
