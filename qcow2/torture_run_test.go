@@ -601,14 +601,7 @@ func (r *trun) exec(i int, o top) {
 		clear(r.model[o.off : o.off+o.n])
 	case opDiscard:
 		r.st.Discards++
-		r.expect(o.off, o.n, func(w []byte, at int64) {
-			if lo, hi, ok := r.discarded(o.off, o.n); ok {
-				lo, hi = max(lo, at), min(hi, at+int64(len(w)))
-				if lo < hi {
-					clear(w[lo-at : hi-at])
-				}
-			}
-		})
+		r.expect(o.off, o.n, func(w []byte, at int64) { r.discardIn(w, at, o.off, o.n) })
 		if err := im.Discard(o.off, o.n); err != nil {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
@@ -723,8 +716,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		r.st.Skipped++
 		return
 	}
-	r.touch(b.base, b.span)
-	r.touch(b.sbase, b.sspan)
+	r.expectBatch(b)
 	r.jitter.Store(true)
 	defer r.jitter.Store(false)
 	im := r.im
