@@ -1,0 +1,263 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// Review 46 (crash consistency of fresh space, SP1-SP3, Q2, Q11): the
+// crash tests elsewhere check that flushed data reads back; these check
+// the sectors written since the last flush too. After a crash each of
+// them must read as one of the values it held since that flush (the
+// flushed one or a later write's, zeroing's or discard's), never bytes
+// it never held: stale bytes of a reused host cluster, zeros of fresh
+// space where a backing file's data was (or was written), or another
+// cluster's data. Every write carries bytes unique to it and its guest
+// offset, so no stale content can pass for an allowed one. Then each
+// reopened clone goes on writing (the high-water mark, reserve and fill
+// recomputed from the clone) and must read back exactly.
+
+// r46Hist is the set of values each guest sector held since the last
+// flush, as hashes (the first is the flushed value).
+type r46Hist [][]uint64
+
+var r46Seed = maphash.MakeSeed()
+
+func r46Hash(b []byte) uint64 { return maphash.Bytes(r46Seed, b) }
+
+// r46Data is n bytes for a write at guest offset off: every 8-byte word
+// names the write (id) and its own guest offset.
+func r46Data(id uint64, off int64, n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], id<<40|uint64(off+int64(i))>>3)
+	}
+	return b
+}
+
+type r46Point struct {
+	dev  *memdev.Dev
+	hist r46Hist
+}
+
+type r46Recorder struct {
+	dev   *hookDev
+	model []byte
+	hist  r46Hist
+	pts   []r46Point
+}
+
+// note records, before an op changes [off, off+n) of the model, the new
+// values its sectors may hold (under the hook's lock: crash clones are
+// taken there, from the filler's goroutines too).
+func (r *r46Recorder) note(off, n int64, after []byte) {
+	r.dev.mu.Lock()
+	defer r.dev.mu.Unlock()
+	for s := off / crashSector; s < (off+n+crashSector-1)/crashSector; s++ {
+		lo := s * crashSector
+		sec := append([]byte(nil), r.model[lo:lo+crashSector]...)
+		for i := max(lo, off); i < min(lo+crashSector, off+n); i++ {
+			sec[i-lo] = after[i-off]
+		}
+		r.hist[s] = append(r.hist[s], r46Hash(sec))
+	}
+}
+
+func (r *r46Recorder) flushed() {
+	r.dev.mu.Lock()
+	defer r.dev.mu.Unlock()
+	for s := range r.hist {
+		lo := int64(s) * crashSector
+		r.hist[s] = []uint64{r46Hash(r.model[lo : lo+crashSector])}
+	}
+}
+
+type r46Case struct {
+	name    string
+	co      CreateOptions
+	o       Options
+	backing bool
+}
+
+var r46Cases = []r46Case{
+	{"default", CreateOptions{ClusterSize: 4096}, Options{}, false},
+	{"prealloc-off", CreateOptions{ClusterSize: 4096}, Options{Prealloc: "off"}, false},
+	{"backing", CreateOptions{ClusterSize: 4096}, Options{}, true},
+	{"backing-fill", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, true},
+	{"fill-zeroes", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
+	{"fill-c64k", CreateOptions{}, Options{PreallocFill: FillZeroes, PreallocSize: 4 << 20}, false},
+	{"lazy", CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, Options{}, false},
+	{"lazy-backing", CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, Options{}, true},
+	{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true},
+	{"c512-r64", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false},
+}
+
+const r46Size = 2 << 20
+
+// TestReview46_CrashUnflushedOldOrNew: after a crash, every sector reads
+// one of the values it held since the last flush, and the reopened clone
+// takes new writes (reserve and fill included) and reads them back.
+func TestReview46_CrashUnflushedOldOrNew(t *testing.T) {
+	t.Parallel()
+	points := crashPoints(40, 12)
+	for _, tc := range r46Cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			seed := testkit.Rand(t).Uint64()
+			o := tc.o
+			var bdata []byte
+			if tc.backing {
+				bdata = r46Data(1, 0, r46Size)
+				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
+			}
+			nops := len(r46Workload(t, seed, tc.co, o, bdata, func(int) bool { return false }))
+			step := max(1, nops/points)
+			pts := r46Workload(t, seed, tc.co, o, bdata, func(i int) bool { return i%step == 0 })
+			bad := 0
+			for k, p := range pts {
+				if p.dev == nil {
+					continue
+				}
+				if !r46Verify(t, k, p, o, seed) {
+					if bad++; bad > 3 {
+						t.Fatalf("too many failing crash points")
+					}
+				}
+			}
+		})
+	}
+}
+
+func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
+	rng := rand.New(rand.NewPCG(seed, 46))
+	co.Size = r46Size
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, co); err != nil {
+		t.Fatal(err)
+	}
+	r := &r46Recorder{dev: &hookDev{Dev: mem}, model: make([]byte, r46Size), hist: make(r46Hist, r46Size/crashSector)}
+	if bdata != nil {
+		copy(r.model, bdata)
+	}
+	crng := rand.New(rand.NewPCG(seed, 47))
+	r.dev.before = func() {
+		var p r46Point
+		if want(len(r.pts)) {
+			p = r46Point{dev: mem.CrashClone(crng, crng.Float64()), hist: append(r46Hist(nil), r.hist...)}
+		}
+		r.pts = append(r.pts, p)
+	}
+	r.flushed()
+	im, err := OpenDevice(r.dev, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := int64(im.Geometry().ClusterSize)
+	const sec = crashSector
+	id := uint64(2)
+	for i := 0; i < 140; i++ {
+		switch op := rng.IntN(100); {
+		case op < 62:
+			n := (1 + rng.Int64N(24)) * sec
+			off := rng.Int64N((r46Size-n)/sec) * sec
+			if i < 50 { // allocating writes in guest order, then anywhere
+				off = (int64(i) * 2 * cs) % (r46Size - n) / sec * sec
+			}
+			b := r46Data(id, off, int(n))
+			id++
+			r.note(off, n, b)
+			if _, err := im.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(r.model[off:], b)
+		case op < 72:
+			n := (1 + rng.Int64N(3*cs/sec)) * sec
+			off := rng.Int64N((r46Size-n)/sec) * sec
+			r.note(off, n, make([]byte, n))
+			if err := im.WriteZeroes(off, n, block.Flags(rng.IntN(2))*block.MayUnmap); err != nil {
+				t.Fatal(err)
+			}
+			clear(r.model[off : off+n])
+		case op < 82:
+			c := rng.Int64N(r46Size/cs - 2)
+			r.note(c*cs, 2*cs, make([]byte, 2*cs))
+			if err := im.Discard(c*cs, 2*cs); err != nil {
+				t.Fatal(err)
+			}
+			clear(r.model[c*cs : (c+2)*cs])
+		default:
+			if err := im.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			r.flushed()
+		}
+	}
+	im.waitFillIdle()
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return r.pts
+}
+
+// r46Verify reopens crash point k: it must check clean (leaks allowed),
+// every sector must read a value it held since the last flush, and new
+// writes on it must read back.
+func r46Verify(t *testing.T, k int, p r46Point, o Options, seed uint64) bool {
+	t.Helper()
+	im, ok := reopenCrash(t, k, p.dev, o)
+	if im == nil {
+		return ok
+	}
+	defer im.Close()
+	r, err := im.Check(CheckOptions{})
+	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
+		t.Errorf("crash point %d: check: %v corruptions=%d errors=%d %v", k, err, r.Corruptions, r.CheckErrors, head(r.Messages, 5))
+		return false
+	}
+	got := testkit.ReadAll(t, im)
+	for s := range p.hist {
+		lo := int64(s) * crashSector
+		h := r46Hash(got[lo : lo+crashSector])
+		found := false
+		for _, v := range p.hist[s] {
+			found = found || v == h
+		}
+		if !found {
+			t.Errorf("crash point %d: sector at %d reads a value it never held since the last flush (of %d allowed): % x", k, lo, len(p.hist[s]), got[lo:lo+32])
+			return false
+		}
+	}
+	// Go on writing on the clone: new clusters and overwrites, the
+	// reserve and the fill start again from the clone's size.
+	rng := rand.New(rand.NewPCG(seed, uint64(k)))
+	for i := 0; i < 24; i++ {
+		n := (1 + rng.Int64N(16)) * crashSector
+		off := rng.Int64N((r46Size-n)/crashSector) * crashSector
+		b := r46Data(uint64(1<<20+i), off, int(n))
+		if _, err := im.WriteAt(b, off); err != nil {
+			t.Errorf("crash point %d: write after reopen: %v", k, err)
+			return false
+		}
+		copy(got[off:], b)
+	}
+	im.waitFillIdle()
+	if err := im.Flush(); err != nil {
+		t.Errorf("crash point %d: flush after reopen: %v", k, err)
+		return false
+	}
+	if i := testkit.FirstDiff(testkit.ReadAll(t, im), got); i >= 0 {
+		t.Errorf("crash point %d: after writes on the reopened clone: differs at %d", k, i)
+		return false
+	}
+	if r, err := im.Check(CheckOptions{}); err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
+		t.Errorf("crash point %d: check after writes: %v %v", k, err, head(r.Messages, 5))
+		return false
+	}
+	return true
+}
