@@ -239,9 +239,16 @@ func (im *Image) xwriteWithCOWZero(p *allocation, x *xl2Alloc, v [][]byte, n int
 	host := p.st.host
 	in, cstart, headLen, tailLen := x.span(g, p.goff, n)
 	if zero {
-		// Preallocation on space that is not fresh (xplainFill).
-		if done, err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v); done {
-			return err == nil, err
+		// Preallocation on space that is not fresh (xplainFill). Not
+		// in a kept cluster: its data may run over allocated
+		// subclusters, which reads and a crash would see as zeros
+		// between the zeroing and the data (review 46); the zeros go
+		// around the data in one write there, at most a subcluster
+		// at each end.
+		if !x.keep {
+			if done, err := im.zeroThenWrite(host+format.HostOff(x.from), x.to-x.from, g.HostFor(host, p.goff), v); done {
+				return err == nil, err
+			}
 		}
 		return !p.fresh, im.dev.Writev(int64(host)+int64(x.from), im.padZeros(v, headLen, tailLen))
 	}
