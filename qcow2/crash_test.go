@@ -1,8 +1,10 @@
 package qcow2
 
 import (
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -54,7 +56,11 @@ const crashSector = 512
 type crashPoint struct {
 	dev     *memdev.Dev
 	flushed []byte // guest view at the last completed Flush
-	touched []bool // sectors written since then (unknown after a crash)
+	touched []bool // sectors written since then that may hold anything after a crash
+	// held: every value the recorder's writes and discards gave a
+	// sector since then; after a crash each of its bytes reads one of
+	// them or the flushed one (old or new, torture_held_test.go).
+	held map[int64][][]byte
 }
 
 // crashRecorder runs a workload's ops on an image over its device and
@@ -67,6 +73,7 @@ type crashRecorder struct {
 	model   []byte // guest view after the ops so far
 	flush   []byte // guest view at the last completed Flush
 	touched []bool
+	held    map[int64][][]byte // see crashPoint
 	pts     []crashPoint
 }
 
@@ -85,6 +92,7 @@ func openCrashRecorder(t *testing.T, seed uint64, co CreateOptions, o Options, m
 		model:   model,
 		flush:   append([]byte(nil), model...),
 		touched: make([]bool, int64(len(model))/crashSector),
+		held:    map[int64][][]byte{},
 	}
 	crng := rand.New(rand.NewPCG(seed, 1))
 	r.dev.before = func() {
@@ -94,6 +102,7 @@ func openCrashRecorder(t *testing.T, seed uint64, co CreateOptions, o Options, m
 				dev:     mem.CrashClone(crng, crng.Float64()),
 				flushed: append([]byte(nil), r.flush...),
 				touched: append([]bool(nil), r.touched...),
+				held:    maps.Clone(r.held),
 			}
 		}
 		r.pts = append(r.pts, p)
@@ -132,9 +141,25 @@ func (r *crashRecorder) touch(off, n int64) {
 	}
 }
 
+// expect records the value each sector of [off, off+n) will hold once
+// the op about to run has applied (apply turns w, a copy of the model's
+// bytes from at, into it), before any of its requests can reach the
+// device.
+func (r *crashRecorder) expect(off, n int64, apply func(w []byte, at int64)) {
+	r.dev.mu.Lock()
+	defer r.dev.mu.Unlock()
+	at := off / crashSector * crashSector
+	end := min((off+n+crashSector-1)/crashSector*crashSector, int64(len(r.model)))
+	w := slices.Clone(r.model[at:end])
+	apply(w, at)
+	for p := at; p < end; p += crashSector {
+		r.held[p/crashSector] = append(r.held[p/crashSector], w[p-at:min(p-at+crashSector, end-at)])
+	}
+}
+
 func (r *crashRecorder) write(t *testing.T, im *Image, off int64, b []byte) {
 	t.Helper()
-	r.touch(off, int64(len(b)))
+	r.expect(off, int64(len(b)), func(w []byte, at int64) { copy(w[off-at:], b) })
 	if _, err := im.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +168,7 @@ func (r *crashRecorder) write(t *testing.T, im *Image, off int64, b []byte) {
 
 func (r *crashRecorder) discard(t *testing.T, im *Image, off, n int64) {
 	t.Helper()
-	r.touch(off, n)
+	r.expect(off, n, func(w []byte, at int64) { clear(w[off-at : off-at+n]) })
 	if err := im.Discard(off, n); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +183,7 @@ func (r *crashRecorder) flushImage(t *testing.T, im *Image) {
 	r.dev.mu.Lock()
 	copy(r.flush, r.model)
 	clear(r.touched)
+	clear(r.held)
 	r.dev.mu.Unlock()
 }
 
@@ -324,8 +350,17 @@ func verifyCrash(t *testing.T, k int, p crashPoint, o Options, size int64) bool 
 			continue
 		}
 		lo, hi := s*crashSector, (s+1)*crashSector
-		if i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
+		i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi])
+		if i < 0 {
+			continue
+		}
+		vals, wrote := p.held[s]
+		if !wrote {
 			t.Errorf("crash point %d: flushed data lost at offset %d", k, lo+int64(i))
+			return false
+		}
+		if i := neverHeld(got[lo:hi], p.flushed[lo:hi], vals); i >= 0 {
+			t.Errorf("crash point %d: unflushed sector at offset %d holds a byte it never held since the flush: got %#x at %d (flushed %#x)", k, lo, got[lo+int64(i)], lo+int64(i), p.flushed[lo+int64(i)])
 			return false
 		}
 	}
