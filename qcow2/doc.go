@@ -356,5 +356,9 @@
 // held throughout). allocwrite.go follows one allocation this way.
 //
 // After a crash at any point: leaks are allowed, corruption never, and
-// data written before a completed Flush reads back.
+// data written before a completed Flush reads back. A write no completed
+// Flush covers may be lost, wholly or in part, but only lost: each byte
+// reads a value it held since that Flush (old or new), never stale bytes
+// of reused space or zeros where data was (torture_held_test.go checks
+// it at every crash clone).
 package qcow2
