@@ -56,6 +56,7 @@ func TestBitmapsReview_MarkMatchesNaive(t *testing.T) {
 // claims to be valid misses it. QEMU flushes its IN_USE update before
 // it lets a write in (update_header_sync).
 func TestBitmapsReview_StaleDurableBeforeFirstWrite(t *testing.T) {
+	t.Parallel()
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	for _, tc := range []struct {
 		name string

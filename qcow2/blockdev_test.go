@@ -20,6 +20,7 @@ import (
 // and passes qemu-img check; the device's size never changes, and no
 // reserve ahead is claimed (the device is Fixed).
 func TestImageOnBlockDevice(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	const devSize, vsize = 48 << 20, 32 << 20
 	dev := looptest.LoopDevice(t, devSize, 2*devSize)

@@ -134,6 +134,7 @@ func TestCrypt_QEMUReadsWhatWeWrite(t *testing.T) {
 // us; we write into it (in place, COW from QEMU's clusters, misaligned)
 // and qemu-io reads that back.
 func TestCrypt_WeReadWhatQEMUWrites(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	p := filepath.Join(testkit.Dir(t), "q.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", "secret,id=sec0,data="+cryptPass,

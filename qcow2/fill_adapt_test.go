@@ -47,6 +47,7 @@ func adaptPhaseN(t *testing.T, im *Image, shadow []byte, from, to, step, n int64
 // cluster) is not paused (fill_adapt.go says why), and every write reads
 // back.
 func TestFillAdapt_AutoFills(t *testing.T) {
+	t.Parallel()
 	const size = 64 << 20
 	im, _ := memImage(t, CreateOptions{Size: size}, Options{}, memdev.Options{Media: block.MediaRAM, MergesWrites: true})
 	f := &im.space.fill

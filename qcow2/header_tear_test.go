@@ -92,6 +92,7 @@ func tornStates(start []byte, ws [][]byte) [][]byte {
 // torn write keep the new first sector over the old name, so that QEMU
 // read the image without its backing file (found by review).
 func TestHeaderRewriteTornAnywhere(t *testing.T) {
+	t.Parallel()
 	// Past the first sector, in directories (a path component has at
 	// most 255 bytes).
 	long := strings.Repeat("a-much-longer-backing-file-dir/", 18) + "b"

@@ -129,6 +129,7 @@ func TestInterop_BackingCOW(t *testing.T) {
 
 // Images QEMU writes read back identically through qring.
 func TestInterop_WeReadWhatQEMUWrites(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	cases := []struct {
 		name   string

@@ -15,6 +15,7 @@ import (
 // closes, and the file reopens with no corruption (leaks allowed) and
 // reads as the open image did.
 func TestFaultSweep_MakeEmpty(t *testing.T) {
+	t.Parallel()
 	const size = 16 << 20
 	for _, npd := range []bool{false, true} {
 		for _, ferr := range []error{errordev.ErrInjectedEIO, errordev.ErrInjectedENOSPC} {

@@ -37,6 +37,7 @@ func mkOther(t *testing.T, dir, f string) (string, bool) {
 // a format is a FormatError (it is not read as raw, as it was), and
 // with format raw it is its bytes.
 func TestProbe_QemuImgFormats(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
 	for f := range otherFormats {

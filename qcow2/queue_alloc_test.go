@@ -43,6 +43,7 @@ func (q *brokenQueue) Close() error                        { return nil }
 // of a cluster that is allocated already (the same host cluster): they
 // stay unallocated.
 func TestQueue_AllocLost(t *testing.T) {
+	t.Parallel()
 	const cs = 64 << 10
 	for _, xl2 := range []bool{false, true} {
 		name := "plain"

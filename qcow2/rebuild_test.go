@@ -51,6 +51,7 @@ func refblockOnData(t *testing.T, fixed bool) (*memdev.Dev, []byte) {
 // intact, and that a second -r all repairs to a clean image: the switch
 // to the new structures is one header write behind a flush (Q4).
 func TestRebuild_CrashClones(t *testing.T) {
+	t.Parallel()
 	testkit.NeedQemu(t)
 	for _, fixed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "file", true: "fixed"}[fixed], func(t *testing.T) { rebuildCrashClones(t, fixed) })

@@ -21,6 +21,7 @@ import (
 // check, and the data against a model). A review probe of ed23dbf's
 // settleCopiedLocked; it passed.
 func TestSettleCopied_UnderLoad(t *testing.T) {
+	t.Parallel()
 	const per = 16 // clusters per worker
 	const workers = 4
 	for round := 0; round < 6; round++ {
