@@ -82,6 +82,7 @@ func TestTorture_Compressed(t *testing.T) {
 			t.Errorf("config %q parses back as %q", name, cfg)
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // its own image and devices, as TestTorture's cases
 			// A short sequence may cover no whole unallocated cluster
 			// (64 KiB clusters, writes of at most 3): the next seeds
 			// run too, until one wrote compressed, up to 8 of them.

@@ -271,6 +271,12 @@ var fillWorkloads = []fillWorkload{
 // after close), the images check clean (ours and qemu-img's), and zeros
 // were streamed ahead with zeroes (and with auto on RAM) but not with
 // unwritten. TestFill_ModesOneWriter runs the one-writer workloads.
+// Under the race detector auto is left out: it resolves at open to
+// zeroes or unwritten (resolveFill; the judge is off outside its own
+// tests), so its writers race with the same filler, or none, as the
+// mode it chose, and the choice is one goroutine's; make test's pass
+// without the race detector runs all six (the Makefile's BOTHPASSES;
+// auto was 9 s of the 28 s under it, 2026-12-02).
 func TestFill_Modes(t *testing.T) {
 	t.Parallel()
 	testFillModes(t, true)
@@ -295,7 +301,11 @@ func testFillModes(t *testing.T, concurrent bool) {
 				if mode == FillAuto && wl.name != "concurrent" {
 					continue // auto is one of the others: check the choice once
 				}
+				if mode == FillAuto && raceEnabled {
+					continue // see TestFill_Modes
+				}
 				t.Run(dv.name+"/"+mode+"/"+wl.name, func(t *testing.T) {
+					t.Parallel() // its own image; two at a time pack better than one long test
 					rng := testkit.Rand(t)
 					im, reopen := dv.open(t, CreateOptions{Size: size}, Options{PreallocFill: mode})
 					want, _, _ := resolveFill(mode, im.dcap)

@@ -41,6 +41,7 @@ func TestQueue_Conformance(t *testing.T) {
 			Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("q"), Iterations: 1000}}, Options{Passphrase: []byte("q")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // its own images; four parts pack better than one long test
 			blocktest.RunQueue(t, func(t *testing.T) block.Device {
 				im, _ := memImage(t, tc.co, tc.o, memdev.Options{Media: block.MediaRAM})
 				return im

@@ -142,13 +142,17 @@ func TestTorture(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Run(fmt.Sprintf("s%d-%s", c.seed, cfg), func(t *testing.T) {
+			// Each case has its own image and devices: in parallel
+			// they pack beside the package's other parallel tests
+			// (one after the other, they ran last and alone).
+			t.Parallel()
 			st := runTorture(t, c.seed, cfg, sp, 1)
 			mu.Lock()
 			total.add(st)
 			mu.Unlock()
 		})
 	}
-	t.Logf("torture sample: %v", total)
+	t.Cleanup(func() { t.Logf("torture sample: %v", total) }) // after the parallel cases
 }
 
 func tolerate(class string) bool {
