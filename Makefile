@@ -46,10 +46,11 @@ CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|TestAmend_RefcountBits|TestRegress_CL
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of
-# TestQueue_Conformance's operations, TestFill_Modes's modes but auto);
-# without it, all of them (about a minute there, against 3.5 minutes of
-# the race pass's, 2026-12-02).
-BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$
+# TestQueue_Conformance's operations, TestFill_Modes's modes but auto,
+# two of TestQueue_AllocStress's four configurations); without it, all
+# of them (about a minute there, against 3.5 minutes of the race pass's,
+# 2026-12-02).
+BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
 ALLOCS = TestAllocs_|_Allocs|_NoAllocs|TestRun_AllocsPerRequest
