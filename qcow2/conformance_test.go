@@ -36,6 +36,7 @@ func TestConformance(t *testing.T) {
 
 	for _, media := range []block.Media{block.MediaUnknown, block.MediaRAM} {
 		t.Run("memdev-"+media.String(), func(t *testing.T) {
+			t.Parallel() // each device its own images: the cases pack beside other parallel tests
 			open, cfg := memdevImages(qcow2.CreateOptions{Size: size, ClusterSize: cluster}, opts, media)
 			run(t, open, cfg)
 		})
@@ -46,6 +47,7 @@ func TestConformance(t *testing.T) {
 	// wait for each other), crash and read-only views, all through the
 	// cipher.
 	t.Run("memdev-luks", func(t *testing.T) {
+		t.Parallel()
 		pass := []byte("conformance")
 		co := qcow2.CreateOptions{Size: size, ClusterSize: cluster,
 			Encrypt: qcow2.EncryptOptions{Format: "luks", Passphrase: pass, Iterations: 1000}}
@@ -63,6 +65,7 @@ func TestConformance(t *testing.T) {
 		{"file-uring-direct", qcow2.Opener(uring.Opener(uring.Options{Direct: true}))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			paths := map[block.Device]string{}
 			o := opts
 			o.Opener = tc.opener

@@ -23,6 +23,7 @@ func TestQueue_Ring(t *testing.T) {
 			name = "direct"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // its own files and ring
 			opener := qcow2.Opener(uring.Opener(uring.Options{Direct: direct}))
 			co := qcow2.CreateOptions{Size: 16 << 20, ClusterSize: 64 << 10, Opener: opener}
 			o := qcow2.Options{Opener: opener, PreallocSize: 2 << 20, PreallocAlign: 1 << 20}
