@@ -94,6 +94,7 @@ func TestBitmapsReview_WriteRacingCloseStore(t *testing.T) {
 // image closes: every granule whose data differs afterwards is dirty in
 // a bitmap that claims to be valid.
 func TestBitmapsReview_WritersRacingClose(t *testing.T) {
+	t.Parallel()
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	raw := cleanBitmapImage(t)
 	rounds := 6

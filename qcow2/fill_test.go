@@ -471,6 +471,7 @@ func (d failFillDev) Writev(off int64, bufs [][]byte) error {
 // TestFill_ErrorStopsFilling: a failed zero write turns filling off and
 // nothing else: writes go on into the (unwritten) reserve.
 func TestFill_ErrorStopsFilling(t *testing.T) {
+	t.Parallel()
 	mem := memdev.New(memdev.Options{Media: block.MediaSSD})
 	if err := CreateDevice(mem, CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 // falls, Metrics().PunchedBytes counts it); pass-discard-request=off
 // keeps it. Both images read back zeros and check clean with qemu-img.
 func TestPunch_FreedClusters(t *testing.T) {
+	t.Parallel()
 	for _, pass := range []bool{true, false} {
 		for _, unmapZero := range []bool{false, true} {
 			p := filepath.Join(t.TempDir(), "p.qcow2")
