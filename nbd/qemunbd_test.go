@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,7 +36,11 @@ func startQemuNbd(t *testing.T, args ...string) *testServer {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
+		// Connected, not merely bound (the socket's file exists a
+		// moment before qemu-nbd listens); -t keeps it serving after
+		// this probe.
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if i == 1000 {

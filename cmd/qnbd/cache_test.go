@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +42,19 @@ func TestCacheCommand_UnlikeQemuNbd(t *testing.T) {
 		} else {
 			s = start(t, "", sock, "-k", sock, "--once", "-f", "qcow2", ov)
 		}
-		cmd := exec.Command("nbdsh", "-u", "nbd+unix:///?socket="+sock, "-c", "h.cache(65536, 0)\nassert h.pread(4096, 0) == b'\\x07' * 4096")
-		cmd.Env = env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: nbdsh: %v\n%s", srv, err, out)
+		for i := 0; ; i++ {
+			cmd := exec.Command("nbdsh", "-u", "nbd+unix:///?socket="+sock, "-c", "h.cache(65536, 0)\nassert h.pread(4096, 0) == b'\\x07' * 4096")
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				break
+			}
+			// Refused between qemu-nbd's bind and its listen
+			// (startQemuNbdOnce): no client yet, try again.
+			if i == 500 || !strings.Contains(string(out), "Connection refused") {
+				t.Fatalf("%s: nbdsh: %v\n%s", srv, err, out)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 		if err := <-s.done; err != nil {
 			t.Fatalf("%s: %v\n%s", srv, err, s.stderr.String())
@@ -79,8 +89,9 @@ func qemuMapDepth(t *testing.T, img string) string {
 }
 
 // startQemuNbdOnce runs qemu-nbd -k sock args, which exits once its
-// client left, and waits until it listens (without connecting, which
-// would count as that client).
+// client left, and waits until its socket exists (without connecting,
+// which would count as that client). The file exists from its bind, a
+// moment before its listen: the client retries a refused connection.
 func startQemuNbdOnce(t *testing.T, sock string, args ...string) *server {
 	t.Helper()
 	s := spawn(t, exec.Command("qemu-nbd", append([]string{"-k", sock}, args...)...))
