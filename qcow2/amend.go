@@ -204,6 +204,8 @@ func (im *Image) checkDowngradeLocked(ignore uint64) error {
 	switch {
 	case h.RefcountOrder != 4:
 		return fmt.Errorf("%w: compat=0.10 requires refcount_bits=16", ErrUnsupported)
+	case h.IncompatibleFeatures&format.IncompatDataFile != 0: // DF6
+		return fmt.Errorf("%w: Cannot downgrade an image with a data file", ErrUnsupported)
 	case incompat != 0:
 		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, incompat)
 	case h.CryptMethod == format.CryptLUKS:

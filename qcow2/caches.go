@@ -34,7 +34,7 @@ func (im *Image) initCaches() error {
 	im.sliceSize = entry
 	var err error
 	im.l2c, err = cache.New(im.dev, cache.Config{Name: "l2", TableSize: int(entry), MaxBytes: l2size,
-		MemAlign: im.memAlign, CleanInterval: im.opts.CacheCleanInterval, Before: im.overlapCheckL2Write})
+		MemAlign: im.memAlign, CleanInterval: im.opts.CacheCleanInterval, Before: im.dfBeforeL2Write}) // DF5, Q9
 	if err != nil {
 		return err
 	}

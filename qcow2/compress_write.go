@@ -52,6 +52,9 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 	if err := im.refuseEncrypted("compressed writes (QEMU writes them in the clear)"); err != nil {
 		return err
 	}
+	if err := im.refuseDataFile("compressed writes"); err != nil { // DF6
+		return err
+	}
 	im.markDirty(off, n) // Q22
 	cs := int64(im.g.ClusterSize)
 	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.hsize.Load())) {

@@ -1,13 +1,14 @@
 package qcow2
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 )
 
-// External data files (QEMU's data_file, incompatible bit 2; DF1-DF4 in
+// External data files (QEMU's data_file, incompatible bit 2; DF1-DF6 in
 // doc.go). The image file keeps the metadata; guest cluster k lives in
 // the data file at the same offset, is not refcounted and is linked with
 // COPIED. With data_file_raw (autoclear bit 1) the data file is also a
@@ -29,6 +30,11 @@ type dataFile struct {
 	// size is dev's size as last measured: reads past it are zeros, as
 	// QEMU's file driver reads past the end of a file.
 	size atomic.Int64
+	// unflushed: data was written for a link (datafile_write.go) since
+	// the data file's last flush, which the L2 cache's next write-back
+	// does first (DF5); flushMu serialises those flushes.
+	unflushed atomic.Bool
+	flushMu   sync.Mutex
 }
 
 // HasDataFile reports whether the image stores its guest data in an

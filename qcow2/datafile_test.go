@@ -127,12 +127,12 @@ func TestDataFile_ReadsQemuImages(t *testing.T) {
 	}
 }
 
-// TestDataFile_WritableOpenRefused: until writes keep DF2 and DF3, a
-// writable open (a repairing one too) is refused with ErrUnsupported,
-// and neither file changes.
+// TestDataFile_WritableOpenRefused: writes to an extended L2 image with
+// a data file are not implemented (DF4): a writable open (a repairing
+// one too) is refused with ErrUnsupported, and neither file changes.
 func TestDataFile_WritableOpenRefused(t *testing.T) {
 	testkit.NeedQemu(t)
-	img, data := dataFileImage(t, "", "1M", "write -P 0x11 0 64k")
+	img, data := dataFileImage(t, "extended_l2=on", "1M", "write -P 0x11 0 64k")
 	before, _ := os.ReadFile(img)
 	dbefore, _ := os.ReadFile(data)
 	for _, o := range []Options{{}, {Repair: true}} {

@@ -323,10 +323,36 @@
 //	    (no leak, no overlap with the image file's clusters), expects
 //	    COPIED on every allocated entry (their implicit refcount is 1),
 //	    and reports a compressed entry (QEMU's check_refcounts_l2).
-//	DF4 Writes are not implemented yet: a writable open is refused
-//	    (ErrUnsupported) before anything is written. A Queue sends every request
-//	    of such an image down the synchronous path (its fast path
-//	    addresses the image's own device).
+//	DF4 Writes (datafile_write.go) put guest data in the data file at
+//	    its guest offset: a write into an allocated cluster goes there
+//	    directly; a first write into a cluster registers it (Q7), writes
+//	    the whole cluster (the data and, around it, zeros or the backing
+//	    file's bytes: the data file may hold stale bytes there, and
+//	    QEMU's COW writes the whole cluster too, the last one past the
+//	    disk's end included) and links it with COPIED. No host space is
+//	    taken and no refcount changes (DF3): the image file's space rules
+//	    (SP*, the reserve, fill, fresh space) and early writes (Q10) do
+//	    not apply; a zeroing or discard that drops an entry frees
+//	    nothing. A Queue sends every request of such an image down the
+//	    synchronous path (its fast path and its allocator address the
+//	    image's own device). A writable open of an encrypted or
+//	    extended L2 image with a data file is still refused
+//	    (ErrUnsupported) before anything is written.
+//	DF5 The data a new L2 entry links is durable before the entry: the
+//	    write that fills the cluster completes before the link, and the
+//	    L2 cache's write-back flushes the data file first when such a
+//	    write came since its last flush (as QEMU flushes the data file
+//	    before the image file's metadata). Flush and Close flush the data
+//	    file before the metadata's write-back.
+//	DF6 As QEMU 7.2: with data_file_raw, a zero write zeroes the data
+//	    file's range before the entries change (qcow2_subcluster_zeroize;
+//	    a discard leaves the data file alone); a resize grows or shrinks
+//	    the data file with the disk (before the header shows a larger
+//	    size, after it shows a smaller one) and, raw, links the grown
+//	    range's clusters in place (QEMU's metadata preallocation);
+//	    compressed writes, internal snapshots and a downgrade to
+//	    version 2 are refused (ErrUnsupported), and so, here, is a
+//	    resize with preallocation.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -471,6 +471,11 @@ func (im *Image) flushLocked() error {
 			}
 		}
 	}
+	// The data file first: overwrites there are durable too, and the
+	// links the L2 write-back makes find their data flushed (DF5).
+	if err := im.dfFlush(); err != nil {
+		return err
+	}
 	// L2 first: its dependency writes refcounts ahead of links (Q1);
 	// refcount decrements that depend on L2 go after (Q3).
 	if err := im.l2c.Write(); err != nil {

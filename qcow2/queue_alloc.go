@@ -96,7 +96,7 @@ type qjob struct {
 // allocator never waits for a table load that is not its own work).
 func (q *Queue) allocates(g []*block.Req) bool {
 	im := q.im
-	if im.crypt != nil {
+	if im.crypt != nil || im.df.ext { // a data file's writes: the synchronous path (DF4)
 		return false
 	}
 	for _, r := range g {

@@ -81,6 +81,12 @@ func (im *Image) TruncatePrealloc(size int64, mode string) error {
 	defer im.resizeMu.Unlock()
 	im.mu.Lock()
 	switch {
+	case im.df.ext:
+		// DF6: preallocating a data file's clusters is not done here
+		// (QEMU's metadata, falloc and full modes on the data file).
+		err := fmt.Errorf("%w: preallocation=%s of an image with an external data file", ErrUnsupported, mode)
+		im.mu.Unlock()
+		return err
 	case im.hasBackingFileLocked():
 		err := fmt.Errorf("%w: preallocation=%s over a backing file", ErrUnsupported, mode)
 		im.mu.Unlock()
@@ -199,6 +205,12 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 		im.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("qcow2: preallocating the grown range: %w", err)
+		}
+	}
+	if size > cur {
+		// DF6: the data file grows with the disk (raw: linked too).
+		if err := im.dfResize(cur, size); err != nil {
+			return fmt.Errorf("qcow2: resizing the data file: %w", err)
 		}
 	}
 	// The zeros are durable before the size that shows them.
@@ -338,5 +350,8 @@ func (im *Image) resize(size int64) error {
 		im.vsize.Store(im.hdr.Size)
 		return err
 	}
-	return im.commitSizeLocked(uint64(size))
+	if err := im.commitSizeLocked(uint64(size)); err != nil {
+		return err
+	}
+	return im.dfShrunk(size) // DF6: the data file shrinks with the disk
 }

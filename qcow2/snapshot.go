@@ -180,6 +180,9 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	case st&stNoWrite != 0:
 		return format.Snapshot{}, ErrReadOnly
 	}
+	if err := im.refuseDataFile("internal snapshots"); err != nil { // DF6
+		return format.Snapshot{}, err
+	}
 	// Not in a Shrink's window, which would record the old size with
 	// the range past the new end half discarded (Q18).
 	im.resizeMu.Lock()

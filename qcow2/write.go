@@ -88,6 +88,9 @@ func (im *Image) writeClusters(off int64, bufs [][]byte, n int64) error {
 // (allocWrite). A way that finds the cluster changed under it reports
 // done=false, and the loop looks again.
 func (im *Image) writeCluster(goff format.GuestOff, v [][]byte, n int64) error {
+	if im.df.ext {
+		return im.dfWriteCluster(goff, v, n) // DF4
+	}
 	gc := im.g.GuestCluster(goff) // what ClusterLocks registers
 	waited := false
 	for {

@@ -56,6 +56,9 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) error {
 			return err
 		}
 	}
+	if err := im.dfZeroRaw(off, n, flags); err != nil { // DF6
+		return err
+	}
 	return im.zeroRange(off, n, flags, int64(im.hsize.Load()))
 }
 
@@ -400,7 +403,7 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, *
 	if err != nil {
 		return false, nil, err
 	}
-	switch e.Type() {
+	switch im.kindOf(e) { // DF2: a data file's cluster at 0 is allocated
 	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
 		return true, nil, nil
 	case format.ClusterUnallocated:
@@ -460,7 +463,7 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 		return nil
 	case discard && im.hdr.Version < 3:
 		ne = 0
-	case discard && im.backing == nil && e.Type() == format.ClusterUnallocated:
+	case discard && im.backing == nil && im.kindOf(e) == format.ClusterUnallocated:
 		return nil
 	case discard:
 		// As QEMU (full_discard=false): a discarded allocated cluster
@@ -471,7 +474,7 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 		// A downgrade came between WriteZeroes' lock-free version
 		// check and here: no zero clusters any more.
 		return errNoZeroClusters
-	case !unmap && e.Type() == format.ClusterNormal && e.Copied():
+	case !unmap && im.kindOf(e) == format.ClusterNormal && e.Copied(): // DF2
 		ne = format.MakeL2(e.Offset(), true, true) // keep the allocation
 	case !unmap && e.Type() == format.ClusterZeroAlloc:
 		return nil
@@ -481,10 +484,10 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 	if ne == e {
 		return nil
 	}
-	if e.Type() == format.ClusterUnallocated && ne == 0 {
+	if im.kindOf(e) == format.ClusterUnallocated && ne == 0 {
 		return nil
 	}
-	if ne != 0 || e.Type() != format.ClusterUnallocated {
+	if ne != 0 || im.kindOf(e) != format.ClusterUnallocated {
 		if err := im.ensureL2Locked(goff); err != nil {
 			return err
 		}
@@ -495,8 +498,8 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 	if err := im.setEntry(goff, ne); err != nil {
 		return err
 	}
-	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc {
-		return nil
+	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc || im.df.ext {
+		return nil // kept, or in a data file: not refcounted (DF3)
 	}
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc, format.ClusterCompressed:

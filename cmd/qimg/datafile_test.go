@@ -66,7 +66,9 @@ func TestDataFile_ReadersLikeQemu(t *testing.T) {
 
 // TestDataFile_OpenErrorsLikeQemu: the images QEMU refuses to open for
 // I/O are refused with its words, info (which opens no data file) shows
-// them, and a writable open is refused without a change.
+// them; a writable open of an extended L2 one (not written yet, qcow2
+// DF4) is refused without a change, and a plain one is written as
+// qemu-io and qemu-img resize write it.
 func TestDataFile_OpenErrorsLikeQemu(t *testing.T) {
 	dir := qemuDir(t)
 	bad := testkit.Dir(t) // images qemu-img check cannot open either
@@ -91,16 +93,39 @@ func TestDataFile_OpenErrorsLikeQemu(t *testing.T) {
 			t.Errorf("info %s:\nqimg:\n%s\nqemu-img:\n%s", p, ours, theirs)
 		}
 	}
-	ok := dataFileQemuImage(t, dir, "ok", "", "write -P 0x11 0 64k")
-	before, _ := os.ReadFile(ok)
-	for _, args := range [][]string{{"io", "-c", "write 0 4k", ok}, {"check", "-r", "all", ok}, {"resize", ok, "8M"}} {
+	xl2 := dataFileQemuImage(t, dir, "xl2", "extended_l2=on", "write -P 0x11 0 64k")
+	before, _ := os.ReadFile(xl2)
+	for _, args := range [][]string{{"io", "-c", "write 0 4k", xl2}, {"check", "-r", "all", xl2}, {"resize", xl2, "8M"}} {
 		if _, stderr, code := runQ(t, args...); code == 0 || !strings.Contains(stderr, "external data file") {
 			t.Errorf("%q: exit %d %q, want a refusal", args, code, stderr)
 		}
 	}
-	if after, _ := os.ReadFile(ok); !bytes.Equal(before, after) {
+	if after, _ := os.ReadFile(xl2); !bytes.Equal(before, after) {
 		t.Error("a refused writable open changed the image")
 	}
+	ours := dataFileQemuImage(t, dir, "ours", "", "write -P 0x11 0 64k")
+	theirs := dataFileQemuImage(t, dir, "theirs", "", "write -P 0x11 0 64k")
+	mustQ(t, "io", "-c", "write -P 0x22 60k 8k", ours)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x22 60k 8k", theirs)
+	mustQ(t, "check", "-r", "all", ours)
+	mustQ(t, "resize", ours, "8M")
+	testkit.MustRun(t, "qemu-img", "resize", theirs, "8M")
+	testkit.MustRun(t, "qemu-img", "check", ours)
+	testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+	if ours, theirs := qemuImgMap(t, ours), qemuImgMap(t, theirs); ours != theirs {
+		t.Errorf("map after the writes:\nours:\n%s\nQEMU's:\n%s", ours, theirs)
+	}
+	for _, p := range []string{ours, theirs} {
+		if fi, err := os.Stat(strings.TrimSuffix(p, ".qcow2") + ".data"); err != nil || fi.Size() != 8<<20 {
+			t.Errorf("%s: data file %v, want 8 MiB", p, err)
+		}
+	}
+}
+
+// qemuImgMap is qemu-img map's JSON of path.
+func qemuImgMap(t *testing.T, path string) string {
+	t.Helper()
+	return testkit.MustRun(t, "qemu-img", "map", "--output=json", path)
 }
 
 // TestDataFile_ImageOptsLikeQemu: --image-opts data-file.filename=PATH

@@ -1,0 +1,337 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Writes to an image with an external data file (DF4-DF6 in doc.go). A
+// guest cluster's data lives in the data file at its guest offset, so
+// an allocation takes no host space and no refcount (DF3): none of the
+// image file's space rules (space.go, fill.go, the reserve) and none of
+// the early writes (Q10) are involved. The path is synchronous and
+// simple: a write into an allocated cluster goes straight to the data
+// file; a first write into a cluster registers it (Q7), writes the
+// whole cluster (the guest data and, around it, zeros or the backing
+// file's bytes, as QEMU's COW does: the data file's bytes there may be
+// stale) and links it with COPIED once that write is complete. The link
+// reaches the media only after the data file is flushed (DF5).
+
+// dfWriteCluster is writeCluster for an image with a data file: n bytes
+// of v at goff, inside one cluster.
+func (im *Image) dfWriteCluster(goff format.GuestOff, v [][]byte, n int64) error {
+	gc := im.g.GuestCluster(goff)
+	for {
+		if im.state.Load()&stClosed != 0 {
+			return block.ErrClosed
+		}
+		if blocker, _ := im.allocs.Conflict(gc, 1); blocker != nil {
+			blocker.Wait() // no early writes (DF4): wait for the link
+			continue
+		}
+		if done, err := im.dfOverwrite(goff, v); done {
+			return err
+		}
+		if done, err := im.dfAllocWrite(goff, v, n); done {
+			return err
+		}
+	}
+}
+
+// dfOverwrite writes into the cluster of goff if it is allocated (every
+// allocated cluster of a data file carries COPIED, DF2); done is false
+// when it is not. The lookup and the write are inside the data gate, as
+// overwrite's (Q12).
+func (im *Image) dfOverwrite(goff format.GuestOff, v [][]byte) (done bool, err error) {
+	tok := im.gate.enter()
+	e, err := im.entry(goff)
+	if err != nil || im.kindOf(e) != format.ClusterNormal {
+		im.gate.exit(tok)
+		return err != nil, err
+	}
+	if err := im.checkExternal(goff, e); err != nil { // DF2
+		im.gate.exit(tok)
+		return true, err
+	}
+	if im.pausedForSnapshot(tok) {
+		return false, nil
+	}
+	err = im.dfWritev(im.g.HostFor(e.Offset(), goff), v)
+	im.gate.exit(tok)
+	return true, err
+}
+
+// dfAllocWrite writes n bytes of v at goff into the guest cluster's own
+// place in the data file and links it (DF4). done is false when the
+// cluster was registered by someone else (it waited) or is allocated
+// already: the caller looks again.
+func (im *Image) dfAllocWrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
+	g := &im.g
+	cstart := goff - format.GuestOff(g.InCluster(goff))
+	im.mu.Lock()
+	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return true, err
+	}
+	reg, _, blocker := im.allocs.TryAcquire(g.GuestCluster(goff), 1)
+	if reg == nil {
+		im.mu.Unlock()
+		blocker.Wait()
+		return false, nil
+	}
+	defer im.allocs.Release(reg)
+	old, err := im.dfPlanLocked(goff)
+	im.mu.Unlock()
+	if err != nil || old == nil {
+		return err != nil, err
+	}
+	if err := im.dfFillCluster(cstart, *old, goff, v, n); err != nil {
+		// Nothing links the bytes written: the cluster reads as before.
+		return true, err
+	}
+	im.df.unflushed.Store(true) // DF5: after the write completed
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.closed {
+		return true, block.ErrClosed
+	}
+	if err := im.writableLocked(); err != nil {
+		return true, err
+	}
+	if im.linkFault != nil {
+		if err := im.linkFault(); err != nil {
+			return true, err
+		}
+	}
+	// No refcount to order before the link (DF3); the L2 cache's
+	// write-back flushes the data file first (DF5, dfBeforeL2Write).
+	if err := im.setEntry(goff, format.MakeL2(format.HostOff(cstart), true, false)); err != nil {
+		return true, err
+	}
+	im.c.clustersAllocated.Add(1)
+	im.event(EvLink)
+	return true, nil
+}
+
+// dfPlanLocked looks the cluster of goff up again under mu and makes its
+// L2 table writable. It returns the entry to replace, nil when the
+// cluster is allocated (overwrite it).
+func (im *Image) dfPlanLocked(goff format.GuestOff) (*format.L2Entry, error) {
+	e, err := im.entry(goff)
+	if err != nil || im.kindOf(e) == format.ClusterNormal {
+		return nil, err
+	}
+	if err := im.ensureL2Locked(goff); err != nil {
+		return nil, err
+	}
+	if e, err = im.entry(goff); err != nil {
+		return nil, err
+	}
+	if err := im.checkExternal(goff, e); err != nil { // DF2
+		return nil, err
+	}
+	if im.kindOf(e) == format.ClusterNormal {
+		return nil, nil
+	}
+	return &e, nil
+}
+
+// dfFillCluster writes the cluster starting at cstart whole: n bytes of
+// v at goff and, around them, what the cluster read as before (zeros,
+// or the backing file's bytes when it was unallocated), as QEMU's COW
+// into a data file does (the data file may hold stale bytes there).
+func (im *Image) dfFillCluster(cstart format.GuestOff, old format.L2Entry, goff format.GuestOff, v [][]byte, n int64) error {
+	g := &im.g
+	cs := g.ClusterSize
+	head := g.InCluster(goff)
+	tail := cs - head - uint64(n)
+	if head == 0 && tail == 0 {
+		return im.dfWritev(format.HostOff(cstart), v)
+	}
+	src := cowZero
+	if im.kindOf(old) == format.ClusterUnallocated && im.backing != nil {
+		src = cowBacking
+	}
+	if src == cowZero || im.backingZero(cstart, head, goff+format.GuestOff(n), tail) {
+		im.c.zeroPadBytes.Add(int64(head + tail))
+		return im.dfWritev(format.HostOff(cstart), im.padZeros(v, head, tail))
+	}
+	buf := block.AlignedBuf(int(cs), im.memAlign)
+	if err := im.readCOW(buf, cstart, old, cowBacking, head, tail); err != nil {
+		return err
+	}
+	vec := make([][]byte, 0, len(v)+2)
+	if head > 0 {
+		vec = append(vec, buf[:head])
+	}
+	vec = append(vec, v...)
+	if tail > 0 {
+		vec = append(vec, buf[cs-tail:])
+	}
+	im.c.cowBytes.Add(int64(head + tail))
+	return im.dfWritev(format.HostOff(cstart), vec)
+}
+
+// dfWritev writes v at host offset host of the data file.
+func (im *Image) dfWritev(host format.HostOff, v [][]byte) error {
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	return d.Writev(int64(host), v)
+}
+
+// dfBeforeL2Write is the L2 cache's write-back hook: on an image with a
+// data file, the data file is flushed first if data was written for a
+// link since its last flush (DF5: the data a new entry links is durable
+// before the entry), then the overlap check (Q9). The lock makes a
+// write-back that finds nothing to flush wait for a flush in progress,
+// which may cover its data.
+func (im *Image) dfBeforeL2Write(off int64, data []byte) error {
+	if im.df.ext {
+		if err := im.dfFlushIfNeeded(); err != nil {
+			return err
+		}
+	}
+	return im.overlapCheckL2Write(off, data)
+}
+
+// dfFlushIfNeeded flushes the data file if a write for a link came since
+// its last flush.
+func (im *Image) dfFlushIfNeeded() error {
+	im.df.flushMu.Lock()
+	defer im.df.flushMu.Unlock()
+	if !im.df.unflushed.Swap(false) {
+		return nil
+	}
+	if err := im.df.dev.Flush(); err != nil {
+		im.df.unflushed.Store(true)
+		return err
+	}
+	return nil
+}
+
+// dfFlush flushes the data file (an image's Flush: overwrites are
+// durable too, B6).
+func (im *Image) dfFlush() error {
+	if !im.df.ext || im.df.dev == nil {
+		return nil
+	}
+	im.df.flushMu.Lock()
+	defer im.df.flushMu.Unlock()
+	im.df.unflushed.Store(false)
+	if err := im.df.dev.Flush(); err != nil {
+		im.df.unflushed.Store(true)
+		return err
+	}
+	return nil
+}
+
+// dfZeroRaw zeroes [off, off+n) of a raw data file (data_file_raw)
+// before the L2 entries change, as QEMU's qcow2_subcluster_zeroize does
+// (DF6): the data file stays the disk's raw image.
+func (im *Image) dfZeroRaw(off, n int64, flags block.Flags) error {
+	if !im.df.raw || !im.df.ext {
+		return nil
+	}
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	return d.WriteZeroes(off, n, flags&(block.MayUnmap|block.Allocate))
+}
+
+// refuseDataFile is the error of what QEMU 7.2 refuses on an image with
+// an external data file (DF6): compressed writes and internal snapshots
+// (ENOTSUP, "Operation not supported").
+func (im *Image) refuseDataFile(what string) error {
+	if !im.df.ext {
+		return nil
+	}
+	return fmt.Errorf("%w: %s on an image with an external data file", ErrUnsupported, what)
+}
+
+// dfResize gives the data file the disk's new size, as QEMU 7.2's
+// qcow2_co_truncate does (it grows and shrinks it with the image), and
+// with data_file_raw links the grown range's clusters at their own
+// offsets, as QEMU preallocates its metadata (DF6): every cluster of a
+// raw data file is allocated. Called after the L1 table covers size
+// and before the header shows it (a grown data file reads as zeros).
+func (im *Image) dfResize(cur, size int64) error {
+	if !im.df.ext {
+		return nil
+	}
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	if size > cur {
+		if err := d.Truncate(size); err != nil {
+			return err
+		}
+		im.df.size.Store(size)
+		if im.df.raw {
+			return im.dfLinkRange(cur, size)
+		}
+	}
+	return nil
+}
+
+// dfShrunk cuts the data file to the disk's new size once the header
+// shows it (nothing names the range past it any more).
+func (im *Image) dfShrunk(size int64) error {
+	if !im.df.ext {
+		return nil
+	}
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	if err := d.Truncate(size); err != nil {
+		return err
+	}
+	im.df.size.Store(size)
+	return nil
+}
+
+// dfLinkRange links every unallocated cluster of [from, to) at its own
+// offset in the data file (data_file_raw's metadata preallocation): the
+// data file's bytes are the disk's there already. The entries are
+// durable before the caller's header update (its flush).
+func (im *Image) dfLinkRange(from, to int64) error {
+	cs := int64(im.g.ClusterSize)
+	for c := from / cs * cs; c < to; c += cs {
+		goff := guestOff(c)
+		if err := im.dfLinkCluster(goff); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dfLinkCluster links the unallocated cluster of goff in place, with
+// the cluster registered (Q7) and mu held.
+func (im *Image) dfLinkCluster(goff format.GuestOff) error {
+	for {
+		im.mu.Lock()
+		if err := im.writableLocked(); err != nil {
+			im.mu.Unlock()
+			return err
+		}
+		reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
+		if reg == nil {
+			im.mu.Unlock()
+			blocker.Wait()
+			continue
+		}
+		old, err := im.dfPlanLocked(goff)
+		if err == nil && old != nil && im.kindOf(*old) == format.ClusterUnallocated {
+			err = im.setEntry(goff, format.MakeL2(format.HostOff(goff), true, false))
+		}
+		im.allocs.Release(reg)
+		im.mu.Unlock()
+		return err
+	}
+}

@@ -1,0 +1,550 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Writes to images with an external data file (DF4-DF6): crash clones
+// of both devices taken at the same moment, and QEMU reading what we
+// write (and us writing what QEMU wrote).
+
+// dfMemImage creates an image of co on a new memdev whose header has
+// the external data file bit (and raw, data_file_raw), naming "d.raw",
+// and returns it with an empty data memdev of the disk's size. With raw
+// every cluster is linked in place, as QEMU's create preallocates the
+// metadata of a raw data file.
+func dfMemImage(t *testing.T, co CreateOptions, raw bool) (img, data *memdev.Dev) {
+	t.Helper()
+	img = memdev.New(memdev.Options{})
+	if err := CreateDevice(img, co); err != nil {
+		t.Fatal(err)
+	}
+	hb := make([]byte, 4096)
+	if err := block.ReadAt(img, hb, 0); err != nil {
+		t.Fatal(err)
+	}
+	h, err := format.ParseHeader(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.IncompatibleFeatures |= format.IncompatDataFile
+	h.DataFile = "d.raw"
+	enc, err := h.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Writev(0, [][]byte{enc}); err != nil {
+		t.Fatal(err)
+	}
+	data = memdev.New(memdev.Options{})
+	if err := data.Truncate(co.Size); err != nil {
+		t.Fatal(err)
+	}
+	if raw {
+		im, err := OpenDevice(img, Options{DataDevice: data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := im.dfLinkRange(0, co.Size); err != nil {
+			t.Fatal(err)
+		}
+		im.mu.Lock()
+		im.hdr.AutoclearFeatures |= format.AutoclearDataFileRaw
+		err = im.writeHeader()
+		im.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return img, data
+}
+
+// pairHook serialises the mutating ops of an image's two devices and
+// calls before() ahead of each: a crash clone taken there clones both
+// at the same moment.
+type pairHook struct {
+	mu     sync.Mutex
+	before func()
+}
+
+type pairDev struct {
+	*memdev.Dev
+	h *pairHook
+}
+
+func (d *pairDev) hook() func() {
+	d.h.mu.Lock()
+	d.h.before()
+	return d.h.mu.Unlock
+}
+
+func (d *pairDev) Writev(off int64, b [][]byte) error {
+	defer d.hook()()
+	return d.Dev.Writev(off, b)
+}
+
+func (d *pairDev) WriteZeroes(off, n int64, f block.Flags) error {
+	defer d.hook()()
+	return d.Dev.WriteZeroes(off, n, f)
+}
+
+func (d *pairDev) Flush() error {
+	defer d.hook()()
+	return d.Dev.Flush()
+}
+
+func (d *pairDev) Truncate(n int64) error {
+	defer d.hook()()
+	return d.Dev.Truncate(n)
+}
+
+func (d *pairDev) Close() error { return nil }
+
+// dfCrashPoint is a crash clone of both devices and what the guest may
+// rely on there.
+type dfCrashPoint struct {
+	img, data *memdev.Dev
+	flushed   []byte
+	touched   []bool
+}
+
+// TestDataFile_CrashClones crashes a workload of writes (first and
+// partial ones), zero writes, discards and flushes at every device op of
+// either file, cloning the image and the data file at the same moment:
+// each clone pair opens, checks without corruption (leaks allowed) and
+// reads back every sector flushed and not written since. A small L2
+// cache writes entries back between flushes, so a link that reached the
+// media before its data (DF5) shows as a cluster's untouched sectors
+// reading stale bytes (a discarded cluster's, or zeros where the
+// backing file has data).
+func TestDataFile_CrashClones(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		raw     bool
+		backing bool
+	}{{"plain", false, false}, {"raw", true, false}, {"backing", false, true}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			seed := testkit.Rand(t).Uint64()
+			o := Options{L2CacheSize: 1024, L2CacheEntrySize: 512}
+			if tc.backing {
+				bdata := make([]byte, dfCrashSize)
+				for i := range bdata {
+					bdata[i] = byte(i/512) | 1
+				}
+				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
+			}
+			nops := len(dfCrashWorkload(t, seed, tc.raw, o, func(int) bool { return false }))
+			step := max(1, nops/crashPoints(120, 40))
+			pts := dfCrashWorkload(t, seed, tc.raw, o, func(i int) bool { return i%step == 0 })
+			tried, bad := 0, 0
+			for k, p := range pts {
+				if p.img == nil {
+					continue
+				}
+				tried++
+				if !dfVerifyCrash(t, k, p, o) {
+					if bad++; bad > 3 {
+						t.Fatal("too many failing crash points")
+					}
+				}
+			}
+			t.Logf("%d device ops, %d crash points tried", nops, tried)
+		})
+	}
+}
+
+const dfCrashSize = 1 << 20
+
+// dfCrashWorkload runs a seeded workload on a data file image and
+// returns one point per mutating device op of either file, with clones
+// where want(i).
+func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(int) bool) []dfCrashPoint {
+	t.Helper()
+	co := CreateOptions{Size: dfCrashSize, ClusterSize: 4096}
+	imgMem, dataMem := dfMemImage(t, co, raw)
+	var model []byte
+	if o.Backing != nil && !raw {
+		model = make([]byte, dfCrashSize)
+		if err := block.ReadAt(o.Backing, model, 0); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		model = make([]byte, dfCrashSize)
+	}
+	flushed := append([]byte(nil), model...)
+	touched := make([]bool, dfCrashSize/crashSector)
+	var pts []dfCrashPoint
+	h := &pairHook{}
+	crng := rand.New(rand.NewPCG(seed, 1))
+	h.before = func() {
+		var p dfCrashPoint
+		if want(len(pts)) {
+			p = dfCrashPoint{
+				img:     imgMem.CrashClone(crng, crng.Float64()),
+				data:    dataMem.CrashClone(crng, crng.Float64()),
+				flushed: append([]byte(nil), flushed...),
+				touched: append([]bool(nil), touched...),
+			}
+		}
+		pts = append(pts, p)
+	}
+	io := o
+	io.DataDevice = &pairDev{dataMem, h}
+	im, err := OpenDevice(&pairDev{imgMem, h}, io)
+	if err != nil {
+		t.Fatal(err)
+	}
+	touch := func(off, n int64) {
+		h.mu.Lock()
+		for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
+			touched[s] = true
+		}
+		h.mu.Unlock()
+	}
+	rng := rand.New(rand.NewPCG(seed, 2))
+	cs := int64(co.ClusterSize)
+	for op := 0; op < 120; op++ {
+		switch r := rng.IntN(20); {
+		case r < 11:
+			// A write: sector aligned, inside a cluster or across two.
+			off := rng.Int64N(dfCrashSize/crashSector) * crashSector
+			n := min(int64(1+rng.IntN(int(2*cs/crashSector)))*crashSector, dfCrashSize-off)
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(op + 1)
+			}
+			touch(off, n)
+			if _, err := im.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[off:], b)
+		case r < 14:
+			off := rng.Int64N(dfCrashSize/crashSector) * crashSector
+			n := min(int64(1+rng.IntN(int(3*cs/crashSector)))*crashSector, dfCrashSize-off)
+			var f block.Flags
+			if rng.IntN(2) == 0 {
+				f = block.MayUnmap
+			}
+			touch(off, n)
+			if err := im.WriteZeroes(off, n, f); err != nil {
+				t.Fatal(err)
+			}
+			clear(model[off : off+n])
+		case r < 17:
+			// Whole clusters: a discard reads as zeros after (v3).
+			c := rng.Int64N(dfCrashSize / cs)
+			n := min(int64(1+rng.IntN(3))*cs, dfCrashSize-c*cs)
+			touch(c*cs, n)
+			if err := im.Discard(c*cs, n); err != nil {
+				t.Fatal(err)
+			}
+			clear(model[c*cs : c*cs+n])
+		default:
+			if err := im.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			h.mu.Lock()
+			copy(flushed, model)
+			clear(touched)
+			h.mu.Unlock()
+		}
+	}
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "the image before the close")
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return pts
+}
+
+// dfVerifyCrash opens crash point k's clones: no corruption, and every
+// sector flushed and untouched since reads as flushed.
+func dfVerifyCrash(t *testing.T, k int, p dfCrashPoint, o Options) bool {
+	t.Helper()
+	o.DataDevice = p.data
+	o.L2CacheSize, o.L2CacheEntrySize = 0, 0
+	im, err := OpenDevice(p.img, o)
+	if err != nil {
+		t.Errorf("crash point %d: reopen: %v", k, err)
+		return false
+	}
+	defer im.Close()
+	r, err := im.Check(CheckOptions{})
+	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
+		t.Errorf("crash point %d: check: %v corruptions=%d errors=%d %v", k, err, r.Corruptions, r.CheckErrors, head(r.Messages, 5))
+		return false
+	}
+	got := testkit.ReadAll(t, im)
+	for s := range p.touched {
+		if p.touched[s] {
+			continue
+		}
+		lo, hi := int64(s)*crashSector, int64(s+1)*crashSector
+		if i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
+			t.Errorf("crash point %d: flushed data lost at offset %d", k, lo+int64(i))
+			return false
+		}
+	}
+	if r.Leaks > 0 {
+		if r, err = im.Check(CheckOptions{Repair: RepairLeaks}); err != nil || !r.Clean() {
+			t.Errorf("crash point %d: leak repair: %v %+v", k, err, r)
+			return false
+		}
+	}
+	return true
+}
+
+// TestDataFile_Refusals: what QEMU 7.2 refuses on an image with a data
+// file (compressed writes, internal snapshots, a downgrade) is refused
+// with ErrUnsupported, and so is a resize with preallocation (DF6).
+func TestDataFile_Refusals(t *testing.T) {
+	t.Parallel()
+	img, data := dfMemImage(t, CreateOptions{Size: 1 << 20, ClusterSize: 4096}, false)
+	im, err := OpenDevice(img, Options{DataDevice: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.WriteCompressed(0, make([]byte, 4096)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("compressed write: %v", err)
+	}
+	if _, err := im.CreateSnapshot("s"); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("snapshot: %v", err)
+	}
+	if err := im.SetVersion(2); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("downgrade: %v", err)
+	}
+	if err := im.TruncatePrealloc(2<<20, PreallocMetadata); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("resize with preallocation: %v", err)
+	}
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check: %v %+v", err, r)
+	}
+}
+
+// dfOp is one guest operation of TestDataFile_WritesLikeQemu, applied to
+// our image and to the model.
+type dfOp struct {
+	kind   byte // 'w' write, 'z' zero write, 'u' zero write with unmap, 'd' discard
+	off, n int64
+}
+
+var dfOps = []dfOp{
+	{'w', 0, 512},              // the first cluster: offset 0 in the data file (DF2)
+	{'w', 70 << 10, 1000},      // a partial first write
+	{'w', 128 << 10, 64 << 10}, // a whole cluster
+	{'w', 60 << 10, 200 << 10}, // across clusters, allocated and not
+	{'z', 300 << 10, 64 << 10},
+	{'u', 384 << 10, 128 << 10},
+	{'z', 1 << 10, 2 << 10}, // part of an allocated cluster
+	{'d', 128 << 10, 64 << 10},
+	{'w', 130 << 10, 4 << 10}, // into the discarded cluster again
+	{'d', 0, 64 << 10},
+	{'w', 8 << 10, 512},
+	{'w', 1<<20 - 700, 700}, // the last cluster, partial
+}
+
+// applyDfOps runs ops on im and on model.
+func applyDfOps(t *testing.T, im *Image, model []byte, ops []dfOp) {
+	t.Helper()
+	for i, op := range ops {
+		var err error
+		switch op.kind {
+		case 'w':
+			b := bytes.Repeat([]byte{byte(0x40 + i)}, int(op.n))
+			_, err = im.WriteAt(b, op.off)
+			copy(model[op.off:], b)
+		case 'z', 'u':
+			f := block.Flags(0)
+			if op.kind == 'u' {
+				f = block.MayUnmap
+			}
+			err = im.WriteZeroes(op.off, op.n, f)
+			clear(model[op.off : op.off+op.n])
+		case 'd':
+			err = im.Discard(op.off, op.n)
+			clear(model[op.off : op.off+op.n])
+		}
+		if err != nil {
+			t.Fatalf("op %d %c: %v", i, op.kind, err)
+		}
+	}
+}
+
+// TestDataFile_WritesLikeQemu: images qemu-img creates with a data file
+// (raw or not, over a backing file, written by qemu-io first) are
+// written by us, pass qemu-img check and read back through qemu-img
+// convert as our model says; a raw data file is the disk's raw image
+// (before any discard, which QEMU leaves in it too); and qemu-io reads
+// and writes them after us.
+func TestDataFile_WritesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	cases := []struct {
+		name, opts string
+		backing    bool
+		io         []string
+	}{
+		{"plain", "", false, nil},
+		{"raw", "data_file_raw=on", false, nil},
+		{"qemu-written", "", false, []string{"write -P 0x11 0 100k", "write -z 256k 64k", "write -P 0x12 900k 5000"}},
+		{"raw-qemu-written", "data_file_raw=on", false, []string{"write -P 0x11 0 100k", "discard 192k 64k"}},
+		{"backing", "", true, nil},
+		{"c4k", "cluster_size=4096", false, []string{"write -P 0x13 4k 9k"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var img, data string
+			if tc.backing {
+				dir := testkit.Dir(t)
+				base := filepath.Join(dir, "base.qcow2")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+				testkit.MustRun(t, "qemu-io", "-c", "write -P 0x21 0 1M", base)
+				img, data = filepath.Join(dir, "m.qcow2"), filepath.Join(dir, "d.raw")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+data, "-b", base, "-F", "qcow2", img, "1M")
+			} else {
+				img, data = dataFileImage(t, tc.opts, "1M", tc.io...)
+			}
+			model := qemuRaw(t, img)
+			im, err := Open(img, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			applyDfOps(t, im, model, dfOps[:len(dfOps)-3])
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back before discards")
+			if tc.opts == "data_file_raw=on" && tc.io == nil {
+				raw, err := os.ReadFile(data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				testkit.MustEqual(t, raw, model, "the raw data file before discards")
+			}
+			applyDfOps(t, im, model, dfOps[len(dfOps)-3:])
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back")
+			if err := im.Close(); err != nil {
+				t.Fatal(err)
+			}
+			testkit.QemuCheck(t, img)
+			testkit.MustEqual(t, qemuRaw(t, img), model, "qemu-img convert")
+			dataFileSameMap(t, img)
+			// QEMU writes after us, and we read what it wrote.
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 0x55 32k 64k", "-c", "write -z 900k 4k", img)
+			copy(model[32<<10:], bytes.Repeat([]byte{0x55}, 64<<10))
+			clear(model[900<<10 : 904<<10])
+			ro := openReadOnly(t, img)
+			testkit.MustEqual(t, testkit.ReadAll(t, ro), model, "our read of QEMU's writes")
+			ro.Close()
+		})
+	}
+}
+
+// TestDataFile_ResizeLikeQemu: a resize grows and shrinks the data file
+// with the disk, and a raw data file's grown range is linked in place,
+// as qemu-img resize does (DF6).
+func TestDataFile_ResizeLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, opts := range []string{"", "data_file_raw=on"} {
+		img, data := dataFileImage(t, opts, "1M", "write -P 0x11 0 1M")
+		twin, twinData := dataFileImage(t, opts, "1M", "write -P 0x11 0 1M")
+		testkit.MustRun(t, "qemu-img", "resize", "-q", twin, "3M")
+		testkit.MustRun(t, "qemu-img", "resize", "-q", "--shrink", twin, "2101248")
+		im, err := Open(img, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Truncate(3 << 20); err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Shrink(2<<20 + 4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+		testkit.QemuCheck(t, img)
+		fi, err := os.Stat(data)
+		tfi, terr := os.Stat(twinData)
+		if err != nil || terr != nil || fi.Size() != tfi.Size() {
+			t.Fatalf("%q: data file size %v %v, QEMU's %v %v", opts, fi.Size(), err, tfi.Size(), terr)
+		}
+		want := make([]byte, 2<<20+4096)
+		copy(want, bytes.Repeat([]byte{0x11}, 1<<20))
+		testkit.MustEqual(t, qemuRaw(t, img), want, "qemu-img convert after the resizes")
+		dataFileSameMap(t, img)
+		if a, b := qemuMap(t, img), qemuMap(t, twin); !reflect.DeepEqual(a, b) {
+			t.Fatalf("%q: map %v, QEMU's resize gives %v", opts, a, b)
+		}
+	}
+}
+
+// TestDataFile_LinkAfterData: an L2 write-back between a first write
+// and the next Flush (an eviction, say) flushes the data file first
+// (DF5): a crash that keeps the image file's writes and loses every
+// unflushed write of the data file then leaves no entry linking a
+// cluster whose bytes did not land. The cluster's bytes around the
+// guest data come from the backing file, so a lost fill reads as zeros
+// where the backing file has data.
+func TestDataFile_LinkAfterData(t *testing.T) {
+	t.Parallel()
+	const size = 256 << 10
+	bdata := bytes.Repeat([]byte{0x5a}, size)
+	img, data := dfMemImage(t, CreateOptions{Size: size, ClusterSize: 4096}, false)
+	im, err := OpenDevice(img, Options{DataDevice: data, Backing: memdev.FromBytes(bdata, memdev.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt(bytes.Repeat([]byte{0x11}, 512), 8192+1024); err != nil {
+		t.Fatal(err)
+	}
+	// The L2 write-back an eviction does, and the image file's flush
+	// (another table's Q4 flush, say).
+	im.mu.Lock()
+	err = im.l2c.Write()
+	if err == nil {
+		err = im.dev.Flush()
+	}
+	im.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	cimg, cdata := img.CrashClone(rng, 1), data.CrashClone(rng, 0)
+	re, err := OpenDevice(cimg, Options{DataDevice: cdata, Backing: memdev.FromBytes(bdata, memdev.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	got := make([]byte, 4096)
+	if _, err := re.ReadAt(got, 8192); err != nil {
+		t.Fatal(err)
+	}
+	// The image file kept everything: the entry is there, and so must
+	// the whole cluster be.
+	want := bytes.Repeat([]byte{0x5a}, 4096)
+	copy(want[1024:], bytes.Repeat([]byte{0x11}, 512))
+	testkit.MustEqual(t, got, want, "the cluster after the crash")
+}
