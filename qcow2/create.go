@@ -64,6 +64,9 @@ func (o *CreateOptions) normalize() error {
 	if err := o.normalizeEncrypt(); err != nil {
 		return err
 	}
+	if err := o.normalizeDataFile(); err != nil {
+		return err
+	}
 	// Sizes are whole 512-byte sectors, rounded up as qemu-img does.
 	o.Size = (o.Size + 511) &^ 511
 	if o.Size < 0 || o.Size > format.MaxVirtualSize {
@@ -87,6 +90,12 @@ func Create(path string, o CreateOptions) error {
 	}
 	if err := o.resolveBacking(path, op); err != nil {
 		return err
+	}
+	if o.DataFile != "" {
+		// Before the image, as QEMU creates it (DF1).
+		if err := createDataFile(o.DataFile, o.Size, o.Preallocation, op); err != nil {
+			return err
+		}
 	}
 	_, statErr := os.Stat(path)
 	created := os.IsNotExist(statErr)
@@ -112,7 +121,7 @@ func Create(path string, o CreateOptions) error {
 	// (createPreallocated) on a regular file; on a block device, or
 	// with encryption (whose header QEMU allocates first), the engine
 	// preallocates below.
-	direct := o.Preallocation != PreallocOff && o.Encrypt.Format == "" && isRegular(path)
+	direct := o.Preallocation != PreallocOff && o.Encrypt.Format == "" && o.DataFile == "" && isRegular(path)
 	err = dev.Truncate(0)
 	if err == nil && direct {
 		g := o.geometry()
@@ -130,6 +139,9 @@ func Create(path string, o CreateOptions) error {
 			os.Remove(path)
 		}
 		return err
+	}
+	if o.DataFile != "" {
+		return linkDataFileClusters(path, &o, op)
 	}
 	if o.Preallocation != PreallocOff && !direct {
 		// preallocate places every cluster itself: zeros streamed
@@ -292,6 +304,14 @@ func (o *CreateOptions) header(g *format.Geometry, l1Entries uint64) *format.Hea
 	// the list names it), then the feature names.
 	if o.BackingFormat != "" {
 		h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtBackingFmt})
+	}
+	if o.DataFile != "" { // DF1: after the backing format, as QEMU
+		h.DataFile = o.DataFile
+		h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtDataFile})
+		h.IncompatibleFeatures |= format.IncompatDataFile
+		if o.DataFileRaw {
+			h.AutoclearFeatures |= format.AutoclearDataFileRaw
+		}
 	}
 	if featureNamesFit(g.ClusterSize) {
 		h.Extensions = append(h.Extensions, format.Extension{Type: format.ExtFeatureNames, Data: format.FeatureNameTable()})

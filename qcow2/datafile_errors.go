@@ -56,6 +56,27 @@ func (e *DataFileOpenError) Unwrap() error { return e.Err }
 // Is makes a DataFileOpenError match ErrDataFile.
 func (e *DataFileOpenError) Is(target error) bool { return target == ErrDataFile }
 
+// DataFileCreateError is a data file that Create could not create,
+// worded as QEMU words it: "Could not create 'NAME': No such file or
+// directory" for an error of the system, any other as it is.
+type DataFileCreateError struct {
+	Name string
+	Err  error
+}
+
+func (e *DataFileCreateError) Error() string {
+	var en syscall.Errno
+	if !errors.As(e.Err, &en) {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("Could not create '%s': %s", e.Name, strerror(en))
+}
+
+func (e *DataFileCreateError) Unwrap() error { return e.Err }
+
+// Is makes a DataFileCreateError match ErrDataFile.
+func (e *DataFileCreateError) Is(target error) bool { return target == ErrDataFile }
+
 // strerror is en as C's strerror words it (capitalized).
 func strerror(en syscall.Errno) string {
 	s := en.Error()

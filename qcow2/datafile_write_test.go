@@ -13,39 +13,21 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
-	"github.com/qring/qring/qcow2/format"
 )
 
 // Writes to images with an external data file (DF4-DF6): crash clones
 // of both devices taken at the same moment, and QEMU reading what we
 // write (and us writing what QEMU wrote).
 
-// dfMemImage creates an image of co on a new memdev whose header has
-// the external data file bit (and raw, data_file_raw), naming "d.raw",
-// and returns it with an empty data memdev of the disk's size. With raw
-// every cluster is linked in place, as QEMU's create preallocates the
-// metadata of a raw data file.
+// dfMemImage creates an image of co on a new memdev with an external
+// data file named "d.raw" (raw: data_file_raw) and returns it with an
+// empty data memdev of the disk's size. With raw every cluster is linked
+// in place, as Create does (QEMU's metadata preallocation).
 func dfMemImage(t *testing.T, co CreateOptions, raw bool) (img, data *memdev.Dev) {
 	t.Helper()
 	img = memdev.New(memdev.Options{})
+	co.DataFile, co.DataFileRaw = "d.raw", raw
 	if err := CreateDevice(img, co); err != nil {
-		t.Fatal(err)
-	}
-	hb := make([]byte, 4096)
-	if err := block.ReadAt(img, hb, 0); err != nil {
-		t.Fatal(err)
-	}
-	h, err := format.ParseHeader(hb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.IncompatibleFeatures |= format.IncompatDataFile
-	h.DataFile = "d.raw"
-	enc, err := h.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := img.Writev(0, [][]byte{enc}); err != nil {
 		t.Fatal(err)
 	}
 	data = memdev.New(memdev.Options{})
@@ -58,13 +40,6 @@ func dfMemImage(t *testing.T, co CreateOptions, raw bool) (img, data *memdev.Dev
 			t.Fatal(err)
 		}
 		if err := im.dfLinkRange(0, co.Size); err != nil {
-			t.Fatal(err)
-		}
-		im.mu.Lock()
-		im.hdr.AutoclearFeatures |= format.AutoclearDataFileRaw
-		err = im.writeHeader()
-		im.mu.Unlock()
-		if err != nil {
 			t.Fatal(err)
 		}
 		if err := im.Close(); err != nil {
@@ -547,4 +522,19 @@ func TestDataFile_LinkAfterData(t *testing.T) {
 	want := bytes.Repeat([]byte{0x5a}, 4096)
 	copy(want[1024:], bytes.Repeat([]byte{0x11}, 512))
 	testkit.MustEqual(t, got, want, "the cluster after the crash")
+}
+
+// TestDataFile_CreateRefusals: the data_file options QEMU 7.2 refuses
+// are refused before anything is created (ErrUnsupported).
+func TestDataFile_CreateRefusals(t *testing.T) {
+	t.Parallel()
+	for _, co := range []CreateOptions{
+		{Size: 1 << 20, DataFileRaw: true},
+		{Size: 1 << 20, DataFile: "d.raw", Compat: "0.10"},
+		{Size: 1 << 20, DataFile: "d.raw", DataFileRaw: true, BackingFile: "b.qcow2", BackingFormat: "qcow2"},
+	} {
+		if err := CreateDevice(memdev.New(memdev.Options{}), co); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("%+v: %v, want ErrUnsupported", co, err)
+		}
+	}
 }

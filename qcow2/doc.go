@@ -303,7 +303,9 @@
 //	    fails to open (ErrDataFileRequired), so does one with the raw
 //	    bit without the bit (ErrDataFileRawAlone) and a missing file
 //	    (DataFileOpenError); the extension without the bit is ignored.
-//	    Every such error matches ErrDataFile.
+//	    Every such error matches ErrDataFile. Create makes the data file
+//	    and links every cluster in place with data_file_raw or any
+//	    preallocation, as qemu-img create 7.2 (create_datafile.go).
 //	    It is locked as QEMU 7.2 locks it: the image's permissions,
 //	    sharing all but resize (a reader shares writes).
 //	    Options.NoDataFile opens the metadata only, as QEMU's

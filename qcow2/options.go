@@ -51,6 +51,16 @@ type CreateOptions struct {
 	// Encrypt makes a LUKS-encrypted image (qemu-img's encrypt.*
 	// options; crypt_create.go).
 	Encrypt EncryptOptions
+	// DataFile names an external data file (qemu-img's data_file: the
+	// guest data there, the image file keeps the metadata; DF1). Create
+	// creates it, a raw file of the disk's size, by this name as it is
+	// (relative to the working directory, as QEMU 7.2); CreateDevice
+	// only writes the name and the bit. Needs compat 1.1.
+	DataFile string
+	// DataFileRaw is data_file_raw: the data file stays a valid raw
+	// image of the disk (autoclear bit 1). Create links every cluster
+	// in place, as QEMU's metadata preallocation does; no backing file.
+	DataFileRaw bool
 }
 
 // Options tune an open image. The zero value is a sensible default.
@@ -309,6 +319,14 @@ func (o *CreateOptions) Set(k, v string) error {
 		o.BackingFile = v
 	case "backing_fmt":
 		o.BackingFormat = v
+	case "data_file":
+		o.DataFile = v
+	case "data_file_raw":
+		b, err := parseBool(k, v)
+		if err != nil {
+			return err
+		}
+		o.DataFileRaw = b
 	default:
 		return fmt.Errorf("unknown qcow2 create option %q", k)
 	}

@@ -48,6 +48,9 @@ func runCreate(e *env, args []string) int {
 	}
 	if req.format == "qcow2" {
 		err = checkQcow2Create(&req.opts)
+		if err == nil {
+			err = checkDataFileGiven(req)
+		}
 	}
 	if err == nil {
 		err = doCreate(req)
@@ -217,14 +220,20 @@ func formattingLine(req *createRequest) string {
 		ct = "zlib"
 	}
 	fmt.Fprintf(&b, "compression_type=%s size=%d ", ct, o.Size)
+	if req.given["compat"] {
+		fmt.Fprintf(&b, "compat=%s ", o.Compat)
+	}
 	if o.BackingFile != "" {
 		fmt.Fprintf(&b, "backing_file=%s ", o.BackingFile)
 	}
 	if o.BackingFormat != "" {
 		fmt.Fprintf(&b, "backing_fmt=%s ", o.BackingFormat)
 	}
-	if req.given["compat"] {
-		fmt.Fprintf(&b, "compat=%s ", o.Compat)
+	if req.given["data_file"] {
+		fmt.Fprintf(&b, "data_file=%s ", o.DataFile)
+	}
+	if req.given["data_file_raw"] {
+		fmt.Fprintf(&b, "data_file_raw=%s ", onOff(o.DataFileRaw))
 	}
 	rb := o.RefcountBits
 	if rb == 0 {
@@ -253,6 +262,10 @@ func doCreate(req *createRequest) error {
 	o := req.opts
 	o.Opener = op
 	if err := qcow2.Create(req.path, o); err != nil {
+		var de *qcow2.DataFileCreateError
+		if errors.As(err, &de) {
+			return de // QEMU's words, with the data file's name
+		}
 		return unwrapPathErr(err)
 	}
 	return nil

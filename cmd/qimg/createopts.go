@@ -90,7 +90,7 @@ func checkQcow2Create(o *qcow2.CreateOptions) error {
 	if o.LazyRefcounts && o.Compat == "0.10" {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
 	}
-	return nil
+	return checkDataFileCreate(o)
 }
 
 // setQcow2Option sets one qcow2 create option whose type checked.

@@ -97,6 +97,8 @@ var qcow2CreateOptions = []createOption{
 	{"cluster_size", "size", "qcow2 cluster size (512 to 2M, a power of two; default 64k)"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]; default 1.1)"},
 	{"compression_type", "str", "Compression method used for image cluster compression (zlib or zstd)"},
+	{"data_file", "str", "File name of an external data file"},
+	{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
 	{"encrypt.cipher-alg", "str", "Name of encryption cipher algorithm (aes-128, aes-192, aes-256)"},
 	{"encrypt.cipher-mode", "str", "Name of encryption cipher mode (xts)"},
 	{"encrypt.format", "str", "Encrypt the image, format choices: 'aes', 'luks' ('aes' is refused)"},

@@ -1,0 +1,128 @@
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/qring/qring/block"
+)
+
+// Images with an external data file at Create (QEMU 7.2's qcow2_co_create
+// with data_file and data_file_raw; DF1, DF6).
+
+// normalizeDataFile refuses what QEMU refuses of data_file and
+// data_file_raw, in its words.
+func (o *CreateOptions) normalizeDataFile() error {
+	switch {
+	case o.DataFileRaw && o.DataFile == "":
+		return fmt.Errorf("%w: data-file-raw requires data-file", ErrUnsupported)
+	case o.DataFile != "" && o.Compat == "0.10":
+		return fmt.Errorf("%w: External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)", ErrUnsupported)
+	case o.DataFileRaw && o.BackingFile != "":
+		return fmt.Errorf("%w: Backing file and data-file-raw cannot be used at the same time", ErrUnsupported)
+	}
+	return nil
+}
+
+// createDataFile creates the data file name (as it is: relative to the
+// working directory) as QEMU's file driver creates a raw image: emptied
+// once its write lock is held, then size bytes that read as zeros, its
+// first block written (allocate_first_block); falloc reserves the
+// space, full writes zeros over it.
+func createDataFile(name string, size int64, prealloc string, op Opener) error {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return &DataFileCreateError{Name: name, Err: err}
+	}
+	f.Close()
+	d, err := op(name, false)
+	if err != nil {
+		return &DataFileCreateError{Name: name, Err: err}
+	}
+	err = lockDevice(d, name, FormatRaw, Options{})
+	if err == nil {
+		err = d.Truncate(0)
+	}
+	if err == nil {
+		err = d.Truncate(size)
+	}
+	if err == nil && size > 0 {
+		switch prealloc {
+		case PreallocFull:
+			err = d.WriteZeroes(0, size, 0)
+			if errors.Is(err, block.ErrNotSupported) {
+				err = writeZeroBufs(d, size)
+			}
+		case PreallocFalloc:
+			err = d.WriteZeroes(0, size, block.Allocate)
+			if errors.Is(err, block.ErrNotSupported) {
+				err = writeZeroBufs(d, size)
+			}
+		default:
+			err = d.Writev(0, [][]byte{make([]byte, min(size, 4096))})
+		}
+	}
+	if err == nil {
+		err = d.Flush()
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeZeroBufs writes zero buffers over the first n bytes of d.
+func writeZeroBufs(d block.Device, n int64) error {
+	zb := block.ZeroBuf()
+	for off := int64(0); off < n; {
+		k := min(int64(len(zb)), n-off)
+		if err := d.Writev(off, [][]byte{zb[:k]}); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
+// linkDataFileClusters links every cluster of the new image at path in
+// place when the data file is raw or preallocated (QEMU's metadata
+// preallocation, which data_file_raw implies): the data file's bytes are
+// the disk's.
+func linkDataFileClusters(path string, o *CreateOptions, op Opener) error {
+	if !o.DataFileRaw && o.Preallocation == PreallocOff {
+		return nil
+	}
+	im, err := Open(path, Options{Opener: op, PreallocSize: -1})
+	if err != nil {
+		return err
+	}
+	err = im.dfLinkRange(0, o.Size)
+	if err == nil {
+		// As QEMU's preallocation: the data file reaches the end of
+		// the last cluster linked.
+		cs := int64(im.g.ClusterSize)
+		err = im.dfGrow((o.Size + cs - 1) / cs * cs)
+	}
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// dfGrow grows the data file to at least end bytes.
+func (im *Image) dfGrow(end int64) error {
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	n, err := d.Size()
+	if err != nil || n >= end {
+		return err
+	}
+	if err := d.Truncate(end); err != nil {
+		return err
+	}
+	im.df.size.Store(end)
+	return nil
+}
