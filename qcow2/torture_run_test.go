@@ -168,6 +168,7 @@ type trun struct {
 	mem *memdev.Dev
 	hd  *holddev.Dev
 	dev block.Device
+	df  tdataFile // df: the external data file (torture_datafile_test.go)
 	// file backends
 	path    string
 	filesMu sync.Mutex
@@ -281,6 +282,7 @@ func (r *trun) dump() string {
 	if err := r.mem.WriteFile(p); err != nil {
 		r.t.Errorf("dump: %v", err)
 	}
+	r.dfDump(r.df.mem)
 	return p
 }
 
@@ -289,6 +291,7 @@ func (r *trun) setup() {
 	r.size = r.p.size
 	r.model = make([]byte, r.size)
 	co := cfg.createOptions(r.size)
+	r.dfCreateOptions(&co)
 	if cfg.backing {
 		r.bdata = make([]byte, r.size/2+12345) // shorter than the image
 		fillPattern(r.bdata, r.seed^0xbacc)
@@ -329,8 +332,9 @@ func (r *trun) setup() {
 		if cfg.backend == "hold" {
 			ho.Delay = r.delay
 		}
-		r.hd = holddev.New(r.mem, ho)
+		r.hd = holddev.New(r.dfImageDev(), ho)
 		r.dev = r.hd
+		r.dfSetupMem(ho)
 		if cfg.backend == "lat" {
 			m := latdev.Distributed().Scaled(0.01) // 5 µs per op: c512 reads are many ops
 			m.Parallel = 8
@@ -385,6 +389,7 @@ func (r *trun) open(o Options) {
 		if r.bdev != nil {
 			o.Backing = r.bdev
 		}
+		o.DataDevice = r.df.dev
 		r.im, err = OpenDevice(r.dev, o)
 	} else {
 		o.Opener = r.opener
@@ -422,6 +427,7 @@ func (r *trun) reopenRO() *Image {
 		if r.bdev != nil {
 			o.Backing = r.bdev
 		}
+		o.DataDevice = r.df.dev
 		im, err = OpenDevice(r.dev, o)
 	} else {
 		o.Opener = uring.Opener(uring.Options{})
@@ -1011,7 +1017,7 @@ func (r *trun) maybeCrash(kind string) {
 	if n > 0 && r.crng.IntN(p) != 0 {
 		return
 	}
-	clone := r.mem.CrashClone(r.crng, r.crng.Float64())
+	clone := r.dfCrashClone() // df: the data file's too, at the same moment
 	r.clones++
 	withQemu := taken == 0 || r.crng.IntN(4) == 0
 	if !r.verifyClone(kind, clone, withQemu) {
@@ -1039,6 +1045,11 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 	o.Opener = nil
 	if r.bdev != nil {
 		o.Backing = r.bdev
+	}
+	var dbefore *memdev.Dev
+	if r.df.clone != nil {
+		dbefore = r.df.clone.Clone()
+		o.DataDevice = r.df.clone
 	}
 	im, err := OpenDevice(clone, o)
 	if err != nil {
@@ -1120,12 +1131,14 @@ func (r *trun) verifyClone(kind string, clone *memdev.Dev, withQemu bool) bool {
 		// stale refcounts), then after our recovery.
 		if !r.cfg.lazy && !copiedOnly {
 			before.WriteFile(p)
+			r.dfDump(dbefore)
 			if !r.qemuCheck(p, true, "crash clone at "+kind) {
 				clone = before
 				return keep("qemu-img check of the clone failed")
 			}
 		}
 		clone.WriteFile(p)
+		r.dfDump(r.df.clone)
 		if !r.qemuCheck(p, false, "crash clone at "+kind+" after recovery") {
 			clone = before
 			return keep("qemu-img check after recovery failed")
