@@ -85,6 +85,12 @@ func (im *Image) writeHost(host format.HostOff, v [][]byte) error {
 // writeEncrypted encrypts v (whole sectors at a sector-aligned host
 // offset) through a bounce buffer and writes it at host.
 func (im *Image) writeEncrypted(host format.HostOff, v [][]byte) error {
+	return im.writeEncryptedTo(im.dev, host, v)
+}
+
+// writeEncryptedTo is writeEncrypted onto d (the image's device, or its
+// external data file: DF1, sectors numbered by their offset there).
+func (im *Image) writeEncryptedTo(d block.Device, host format.HostOff, v [][]byte) error {
 	c := im.crypt.cipher
 	if c == nil {
 		return ErrNoKey
@@ -107,7 +113,7 @@ func (im *Image) writeEncrypted(host format.HostOff, v [][]byte) error {
 		if err := c.EncryptSectors(b, at/sectorSize); err != nil {
 			return err
 		}
-		if err := block.WriteAt(im.dev, b, int64(at)); err != nil {
+		if err := block.WriteAt(d, b, int64(at)); err != nil {
 			return err
 		}
 		done += k

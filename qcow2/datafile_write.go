@@ -174,11 +174,16 @@ func (im *Image) dfFillCluster(cstart format.GuestOff, old format.L2Entry, goff 
 	return im.dfWritev(format.HostOff(cstart), vec)
 }
 
-// dfWritev writes v at host offset host of the data file.
+// dfWritev writes v at host offset host of the data file, encrypted
+// when the image is (whole sectors, numbered by their offset in the data
+// file, as QEMU does and readCrypted reads them: DF1).
 func (im *Image) dfWritev(host format.HostOff, v [][]byte) error {
 	d, err := im.dataDev()
 	if err != nil {
 		return err
+	}
+	if im.crypt != nil {
+		return im.writeEncryptedTo(d, host, v)
 	}
 	return d.Writev(int64(host), v)
 }

@@ -337,9 +337,10 @@
 //	    not apply; a zeroing or discard that drops an entry frees
 //	    nothing. A Queue sends every request of such an image down the
 //	    synchronous path (its fast path and its allocator address the
-//	    image's own device). A writable open of an encrypted or
-//	    extended L2 image with a data file is still refused
-//	    (ErrUnsupported) before anything is written.
+//	    image's own device). An encrypted image's data goes there as
+//	    ciphertext, sectors numbered by their data file offset (DF1). A
+//	    writable open of an extended L2 image with a data file is still
+//	    refused (ErrUnsupported) before anything is written.
 //	DF5 The data a new L2 entry links is durable before the entry: the
 //	    write that fills the cluster completes before the link, and the
 //	    L2 cache's write-back flushes the data file first when such a
