@@ -150,7 +150,7 @@ func (o *CreateOptions) addEncryption(dev block.Device) error {
 	if err != nil {
 		return fmt.Errorf("qcow2: creating the LUKS header: %w", err)
 	}
-	im, err := OpenDevice(dev, Options{NoLock: true, NoBacking: true, PreallocSize: -1, PreallocFill: FillUnwritten})
+	im, err := OpenDevice(dev, Options{NoLock: true, NoBacking: true, NoDataFile: true, PreallocSize: -1, PreallocFill: FillUnwritten}) // metadata only (DF1)
 	if err != nil {
 		return err
 	}

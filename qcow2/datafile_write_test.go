@@ -590,3 +590,27 @@ func mustReadFile(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestDataFile_CreateDeviceEncrypted: CreateDevice of a LUKS image with
+// a data file (only named: the caller has the device) lays out the LUKS
+// header without opening the data file, and the image is then written
+// and read back through its data device.
+func TestDataFile_CreateDeviceEncrypted(t *testing.T) {
+	t.Parallel()
+	img, data := memdev.New(memdev.Options{}), memdev.New(memdev.Options{})
+	if err := CreateDevice(img, CreateOptions{Size: 1 << 20, ClusterSize: 4096, DataFile: "nowhere/d.raw",
+		Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("pw"), Iterations: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(img, Options{DataDevice: data, Passphrase: []byte("pw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	model := make([]byte, 1<<20)
+	applyDfOps(t, im, model, dfOps)
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back")
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check: %v %+v", err, r)
+	}
+}
