@@ -260,11 +260,14 @@ func (im *Image) refuseDataFile(what string) error {
 
 // dfResize gives the data file the disk's new size, as QEMU 7.2's
 // qcow2_co_truncate does (it grows and shrinks it with the image), and
-// with data_file_raw links the grown range's clusters at their own
-// offsets, as QEMU preallocates its metadata (DF6): every cluster of a
-// raw data file is allocated. Called after the L1 table covers size
-// and before the header shows it (a grown data file reads as zeros).
-func (im *Image) dfResize(cur, size int64) error {
+// with data_file_raw or a preallocation (prealloc: any mode but off; QEMU
+// 7.2 allocates no data file space for falloc and full either) links the
+// grown range's clusters at their own offsets, the data file reaching
+// the last one's end, as QEMU preallocates metadata (DF6): every
+// cluster of a raw data file is allocated. Called after the L1 table
+// covers size and before the header shows it (a grown data file reads
+// as zeros).
+func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 	if !im.df.ext {
 		return nil
 	}
@@ -277,8 +280,12 @@ func (im *Image) dfResize(cur, size int64) error {
 			return err
 		}
 		im.df.size.Store(size)
-		if im.df.raw {
-			return im.dfLinkRange(cur, size)
+		if im.df.raw || prealloc {
+			if err := im.dfLinkRange(cur, size); err != nil {
+				return err
+			}
+			cs := int64(im.g.ClusterSize)
+			return im.dfGrow((size + cs - 1) / cs * cs)
 		}
 	}
 	return nil

@@ -292,7 +292,7 @@ func dfVerifyCrash(t *testing.T, k int, p dfCrashPoint, o Options) bool {
 
 // TestDataFile_Refusals: what QEMU 7.2 refuses on an image with a data
 // file (compressed writes, internal snapshots, a downgrade) is refused
-// with ErrUnsupported, and so is a resize with preallocation (DF6).
+// with ErrUnsupported (DF6).
 func TestDataFile_Refusals(t *testing.T) {
 	t.Parallel()
 	img, data := dfMemImage(t, CreateOptions{Size: 1 << 20, ClusterSize: 4096}, false)
@@ -309,9 +309,6 @@ func TestDataFile_Refusals(t *testing.T) {
 	}
 	if err := im.SetVersion(2); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("downgrade: %v", err)
-	}
-	if err := im.TruncatePrealloc(2<<20, PreallocMetadata); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("resize with preallocation: %v", err)
 	}
 	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
 		t.Fatalf("check: %v %+v", err, r)
@@ -435,20 +432,42 @@ func TestDataFile_WritesLikeQemu(t *testing.T) {
 }
 
 // TestDataFile_ResizeLikeQemu: a resize grows and shrinks the data file
-// with the disk, and a raw data file's grown range is linked in place,
-// as qemu-img resize does (DF6).
+// with the disk, and a raw data file's grown range, or one grown with a
+// preallocation, is linked in place (the data file reaching the last
+// cluster's end), as qemu-img resize does (DF6).
 func TestDataFile_ResizeLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
-	for _, opts := range []string{"", "data_file_raw=on"} {
+	for _, c := range []struct{ opts, prealloc string }{
+		{"", ""}, {"data_file_raw=on", ""}, {"", PreallocMetadata}, {"", PreallocFull}, {"data_file_raw=on", PreallocFalloc},
+	} {
+		opts := c.opts
 		img, data := dataFileImage(t, opts, "1M", "write -P 0x11 0 1M")
 		twin, twinData := dataFileImage(t, opts, "1M", "write -P 0x11 0 1M")
-		testkit.MustRun(t, "qemu-img", "resize", "-q", twin, "3M")
-		testkit.MustRun(t, "qemu-img", "resize", "-q", "--shrink", twin, "2101248")
+		grow := []string{"resize", "-q", twin, "3000320"}
+		if c.prealloc != "" {
+			grow = append(grow[:2], "--preallocation="+c.prealloc, twin, "3000320")
+		}
+		testkit.MustRun(t, "qemu-img", grow...)
 		im, err := Open(img, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := im.Truncate(3 << 20); err != nil {
+		if err := im.TruncatePrealloc(3000320, c.prealloc); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(data)
+		tfi, terr := os.Stat(twinData)
+		if err != nil || terr != nil || fi.Size() != tfi.Size() {
+			t.Fatalf("%+v: grown data file size %v %v, QEMU's %v %v", c, fi.Size(), err, tfi.Size(), terr)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := qemuMap(t, img), qemuMap(t, twin); !reflect.DeepEqual(a, b) {
+			t.Fatalf("%+v: map after the growth %v, QEMU's %v", c, a, b)
+		}
+		testkit.MustRun(t, "qemu-img", "resize", "-q", "--shrink", twin, "2101248")
+		if im, err = Open(img, Options{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := im.Shrink(2<<20 + 4096); err != nil {
@@ -458,8 +477,8 @@ func TestDataFile_ResizeLikeQemu(t *testing.T) {
 			t.Fatal(err)
 		}
 		testkit.QemuCheck(t, img)
-		fi, err := os.Stat(data)
-		tfi, terr := os.Stat(twinData)
+		fi, err = os.Stat(data)
+		tfi, terr = os.Stat(twinData)
 		if err != nil || terr != nil || fi.Size() != tfi.Size() {
 			t.Fatalf("%q: data file size %v %v, QEMU's %v %v", opts, fi.Size(), err, tfi.Size(), terr)
 		}

@@ -352,10 +352,11 @@
 //	    a discard leaves the data file alone); a resize grows or shrinks
 //	    the data file with the disk (before the header shows a larger
 //	    size, after it shows a smaller one) and, raw, links the grown
-//	    range's clusters in place (QEMU's metadata preallocation);
-//	    compressed writes, internal snapshots and a downgrade to
-//	    version 2 are refused (ErrUnsupported), and so, here, is a
-//	    resize with preallocation.
+//	    range's clusters in place (QEMU's metadata preallocation, which
+//	    a resize with any preallocation mode does too: QEMU 7.2 gives
+//	    falloc and full no data file space); compressed writes, internal
+//	    snapshots and a downgrade to version 2 are refused
+//	    (ErrUnsupported).
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

@@ -81,12 +81,6 @@ func (im *Image) TruncatePrealloc(size int64, mode string) error {
 	defer im.resizeMu.Unlock()
 	im.mu.Lock()
 	switch {
-	case im.df.ext:
-		// DF6: preallocating a data file's clusters is not done here
-		// (QEMU's metadata, falloc and full modes on the data file).
-		err := fmt.Errorf("%w: preallocation=%s of an image with an external data file", ErrUnsupported, mode)
-		im.mu.Unlock()
-		return err
 	case im.hasBackingFileLocked():
 		err := fmt.Errorf("%w: preallocation=%s over a backing file", ErrUnsupported, mode)
 		im.mu.Unlock()
@@ -188,7 +182,7 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 			return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
 		}
 	}
-	if mode != PreallocOff && size > cur {
+	if mode != PreallocOff && size > cur && !im.df.ext { // a data file's: dfResize (DF6)
 		// Under the old size guests see, as the zeros above: no
 		// allocation of the old end's cluster is in flight (lockIdle).
 		if im.lockIdle() != nil {
@@ -209,7 +203,7 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 	}
 	if size > cur {
 		// DF6: the data file grows with the disk (raw: linked too).
-		if err := im.dfResize(cur, size); err != nil {
+		if err := im.dfResize(cur, size, mode != PreallocOff); err != nil {
 			return fmt.Errorf("qcow2: resizing the data file: %w", err)
 		}
 	}
