@@ -268,27 +268,47 @@ func (im *Image) refuseDataFile(what string) error {
 // covers size and before the header shows it (a grown data file reads
 // as zeros).
 func (im *Image) dfResize(cur, size int64, prealloc bool) error {
-	if !im.df.ext {
+	if !im.df.ext || size <= cur {
 		return nil
 	}
+	// To size exactly, as QEMU: a data file longer than the disk (a
+	// last cluster written whole) is cut there.
 	d, err := im.dataDev()
 	if err != nil {
 		return err
 	}
-	if size > cur {
-		if err := d.Truncate(size); err != nil {
+	if err := d.Truncate(size); err != nil {
+		return err
+	}
+	im.df.size.Store(size)
+	if !im.df.raw && !prealloc {
+		return nil
+	}
+	cs := int64(im.g.ClusterSize)
+	from := cur
+	if in := cur % cs; in != 0 {
+		// The old end's cluster, if not allocated, is allocated as
+		// QEMU's preallocation does: written whole (zeros around the
+		// zeros past the old end), its data file bytes may be stale.
+		e, err := im.entry(guestOff(cur))
+		if err != nil {
 			return err
 		}
-		im.df.size.Store(size)
-		if im.df.raw || prealloc {
-			if err := im.dfLinkRange(cur, size); err != nil {
+		if im.kindOf(e) != format.ClusterNormal {
+			vp := getVec()
+			*vp = appendZeros((*vp)[:0], block.ZeroBuf(), uint64(cs-in))
+			err = im.dfWriteCluster(guestOff(cur), *vp, cs-in)
+			putVec(vp)
+			if err != nil {
 				return err
 			}
-			cs := int64(im.g.ClusterSize)
-			return im.dfGrow((size + cs - 1) / cs * cs)
 		}
+		from = cur - in + cs
 	}
-	return nil
+	if err := im.dfLinkRange(from, size); err != nil {
+		return err
+	}
+	return im.dfGrow((size + cs - 1) / cs * cs)
 }
 
 // dfShrunk cuts the data file to the disk's new size once the header

@@ -633,3 +633,45 @@ func TestDataFile_CreateDeviceEncrypted(t *testing.T) {
 		t.Fatalf("check: %v %+v", err, r)
 	}
 }
+
+// TestDataFile_ResizePartialLikeQemu: a growth with preallocation from a
+// size inside a cluster allocates that cluster as QEMU does, written
+// whole: its data file bytes (left by a discard) do not show.
+func TestDataFile_ResizePartialLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	io := []string{"write -P 0x22 983040 17408", "discard 983040 17408"}
+	img, _ := dataFileImage(t, "", "1000448", io...)
+	twin, _ := dataFileImage(t, "", "1000448", io...)
+	testkit.MustRun(t, "qemu-img", "resize", "-q", "--preallocation=metadata", twin, "2M")
+	im, err := Open(img, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.TruncatePrealloc(2<<20, PreallocMetadata); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, img)
+	testkit.MustEqual(t, qemuRaw(t, img), make([]byte, 2<<20), "qemu-img convert")
+	if a, b := qemuMap(t, img), qemuMap(t, twin); !reflect.DeepEqual(a, b) {
+		t.Fatalf("map %v, QEMU's %v", a, b)
+	}
+	// A growth inside the last cluster, which a write made the data
+	// file hold whole: QEMU truncates the data file to the new size.
+	img, data := dataFileImage(t, "", "100k", "write -P 1 70k 1k")
+	if im, err = Open(img, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Truncate(110 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(data); err != nil || fi.Size() != 110<<10 {
+		t.Fatalf("data file %v, want 110 KiB as qemu-img resize leaves it", err)
+	}
+	testkit.QemuCheck(t, img)
+}
