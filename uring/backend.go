@@ -32,7 +32,7 @@ type backend interface {
 // submission (U4): the ring, when it has IORING_OP_FALLOCATE.
 type linker interface {
 	// linked returns the fallocate's and the write's results (bytes, or
-	// -errno); the write may run even if the fallocate failed (U4). len(bufs) <= maxIov and, for one buffer, its length <= maxRW.
+	// -errno); the write may run even if the fallocate failed (U4). len(bufs) <= maxIov and their total <= maxRW (R6).
 	linked(mode uint32, zoff, zn, woff int64, bufs [][]byte) (zres, wres int32, err error)
 }
 

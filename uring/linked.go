@@ -39,9 +39,12 @@ func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bu
 	// ErrNotSupported. A success proves the linked mode too: ext4, where
 	// allocZero may take WRITE_ZEROES, has ZERO_RANGE wherever it has
 	// that (extent files), and a block device links WRITE_ZEROES itself.
+	// One SQE only for what chunked would send in one call (R6): at
+	// most IOV_MAX buffers and maxRW bytes. A longer vector in one
+	// writev moves at most MAX_RW_COUNT, which on O_DIRECT with sectors
+	// above 4 KiB is no whole sector: EINVAL.
 	fast := f.link != nil && f.allocDone.Load() && total > 0 && len(bufs) <= maxIov &&
-		(!f.direct || f.fast(woff, total, bufs)) &&
-		(len(bufs) != 1 || total <= maxRW)
+		total <= maxRW && (!f.direct || f.fast(woff, total, bufs))
 	if !fast {
 		if err := f.allocZero(zoff, zn); err != nil {
 			return err
