@@ -110,3 +110,85 @@ func TestReview46_LinkedBigVectorLargeSector(t *testing.T) {
 		}
 	}
 }
+
+// TestReview46_BounceOver2GiB (U1, R6): more than 2 GiB through the
+// O_DIRECT bounce path in one call each: a write from unaligned buffers
+// (aligned offset: bounceWrite), a write at an unaligned offset ending at
+// an unaligned EOF (rmwWrite, which pads past the end and sets the size
+// back), and a read at an unaligned offset into unaligned buffers
+// (bounceRead). The writes repeat one 64 MiB buffer; the read needs
+// 2.1 GiB of memory.
+func TestReview46_BounceOver2GiB(t *testing.T) {
+	bigEnv(t)
+	const bufLen, nBufs = 64 << 20, 34 // 2176 MiB
+	f := openTemp(t, Options{Backend: Ring, Direct: true})
+	a := f.Caps().Align
+	src := pattern(48, bufLen+1)
+	buf := src[1:] // unaligned in memory
+	bufs := make([][]byte, nBufs)
+	for i := range bufs {
+		bufs[i] = buf
+	}
+	total := int64(nBufs) * bufLen
+	check := func(off int64) {
+		t.Helper()
+		got := block.AlignedBuf(bufLen, block.DefaultMemAlign)
+		for i := range int64(nBufs) {
+			if err := block.ReadAt(f, got, off+i*bufLen); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, buf) {
+				t.Fatalf("buffer %d at %d reads back wrong", i, off)
+			}
+		}
+	}
+	// Aligned offset and length, unaligned buffers.
+	before := f.Metrics()
+	if err := f.Writev(a, bufs); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.Metrics().Sub(before); m.Misaligned == 0 || m.RMW != 0 {
+		t.Fatalf("the write did not bounce without read-modify-write: %v", m)
+	}
+	check(a)
+	// Unaligned offset, growing the file to an unaligned end.
+	off := 3*a + 1
+	before = f.Metrics()
+	if err := f.Writev(off, bufs); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.Metrics().Sub(before); m.RMW == 0 {
+		t.Fatalf("the write was no read-modify-write: %v", m)
+	}
+	if sz, err := f.Size(); err != nil || sz != off+total {
+		t.Fatalf("Size %d, %v; want %d", sz, err, off+total)
+	}
+	head := make([]byte, 2*a+1)
+	if err := block.ReadAt(f, head, a); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(head, buf[:2*a+1]) {
+		t.Fatal("the bytes before the read-modify-write changed")
+	}
+	// Unaligned offset and buffers, past EOF at the end (zeros, B2).
+	rd := make([][]byte, nBufs+1)
+	mem := make([]byte, total+a+int64(len(rd))) // one byte before each buffer: unaligned
+	for i := range rd {
+		n := int64(bufLen)
+		if i == nBufs {
+			n = a
+		}
+		rd[i], mem = mem[1:1+n], mem[1+n:]
+	}
+	if err := f.Readv(off, rd); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nBufs {
+		if !bytes.Equal(rd[i], buf) {
+			t.Fatalf("read buffer %d wrong", i)
+		}
+	}
+	if !bytes.Equal(rd[nBufs], make([]byte, a)) {
+		t.Fatal("bytes past EOF are not zeros")
+	}
+}
