@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/uring/looptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -149,5 +150,50 @@ func TestReview46_QueueMergedENOSPC(t *testing.T) {
 			}
 			checkNoSpace(t, f, errs, want, bs)
 		})
+	}
+}
+
+// TestReview46_MergedFullDevice (R8, U6): merged O_DIRECT writes to a
+// block device whose backing store fills up mid-batch (a loop device over
+// a tmpfs with little room): every request that succeeded reads back,
+// every one that failed names the errno (ENOSPC or EIO), and none
+// reports success for bytes that did not land.
+func TestReview46_MergedFullDevice(t *testing.T) {
+	const n, bs = 16, 128 << 10 // two merged SQEs of 1 MiB
+	dev := looptest.LoopDevice(t, 64<<20, 1<<20)
+	f, err := Open(dev, Options{Backend: Ring, Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := pattern(49, n*bs)
+	before := f.Metrics()
+	errs := batch(t, f, n, func(i int) error {
+		return block.WriteAt(f, want[i*bs:(i+1)*bs], int64(i*bs))
+	})
+	m := f.Metrics().Sub(before)
+	t.Logf("%v", m)
+	if m.Merged == 0 {
+		t.Fatalf("nothing merged: %v", m)
+	}
+	ok := 0
+	for i, err := range errs {
+		if err != nil {
+			if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EIO) {
+				t.Errorf("request %d: %v, want ENOSPC or EIO", i, err)
+			}
+			continue
+		}
+		ok++
+		got := block.AlignedBuf(bs, block.DefaultMemAlign)
+		if err := block.ReadAt(f, got, int64(i*bs)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[i*bs:(i+1)*bs]) {
+			t.Errorf("request %d succeeded but its bytes read back wrong", i)
+		}
+	}
+	if ok == 0 || ok == n {
+		t.Fatalf("%d of %d writes succeeded: the device did not fill up mid-batch", ok, n)
 	}
 }
