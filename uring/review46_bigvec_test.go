@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -34,7 +35,7 @@ func xfsLargeSector(t *testing.T, size int64, sector uint32) string {
 		t.Skip("mkfs.xfs not installed")
 	}
 	dev := looptest.LoopFile(t, t.TempDir(), size, sector)
-	s := itoa(int64(sector))
+	s := strconv.Itoa(int(sector))
 	if out, err := exec.Command("mkfs.xfs", "-q", "-f", "-b", "size="+s, "-s", "size="+s, dev).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.xfs with %d-byte sectors: %v: %s", sector, err, out)
 	}
@@ -53,15 +54,6 @@ func xfsLargeSector(t *testing.T, size int64, sector uint32) string {
 		os.Remove(dir)
 	})
 	return dir
-}
-
-func itoa(n int64) string { return string(appendInt(nil, n)) }
-
-func appendInt(b []byte, n int64) []byte {
-	if n >= 10 {
-		b = appendInt(b, n/10)
-	}
-	return append(b, byte('0'+n%10))
 }
 
 // TestReview46_LinkedBigVectorLargeSector (U4, R6): ZeroThenWritev with
