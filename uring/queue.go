@@ -332,6 +332,15 @@ func (q *Queue) start(req *block.Req) {
 		q.ready = append(q.ready, req)
 		return
 	}
+	if write {
+		// As Writev (U15, A2): a write crossing a block device's end
+		// fails before the kernel, which would write the part inside.
+		if err := f.checkDevice("write", req.Off, n); err != nil {
+			req.Err = err
+			q.ready = append(q.ready, req)
+			return
+		}
+	}
 	if n == 0 {
 		q.ready = append(q.ready, req)
 		return
