@@ -230,7 +230,9 @@
 //	    link: Linux 6.18 runs the write), so the linked submission is
 //	    used only once an Allocate zeroing has succeeded on the File: the
 //	    first one (and a refused mode) runs as a zeroing then a write,
-//	    and a refusal writes nothing.
+//	    and a refusal writes nothing. Only a write that chunked would
+//	    send in one call is linked (at most IOV_MAX buffers and maxRW
+//	    bytes, R6); a longer one is a zeroing then a chunked write.
 //	U5  Close waits for requests in flight (they complete normally), makes
 //	    requests waiting for a ring slot fail with os.ErrClosed, then frees
 //	    the ring and the descriptor; later calls return os.ErrClosed.
