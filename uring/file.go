@@ -159,13 +159,19 @@ func (f *File) enter() error {
 	return nil
 }
 
-// enterWrite checks a request that modifies [off, off+n), with zeroing
-// flags zflags (0 for a plain write), and enters the File like enter.
+// enterWrite enters the File like enter and checks a request that
+// modifies [off, off+n), with zeroing flags zflags (0 for a plain write).
+// Entered first: a closed File says only os.ErrClosed (block B7), and
+// checkDevice must not lseek a descriptor Close gave back (U5).
 func (f *File) enterWrite(off, n int64, zflags block.Flags) error {
-	if err := f.checkWrite(off, n, zflags); err != nil {
+	if err := f.enter(); err != nil {
 		return err
 	}
-	return f.enter()
+	if err := f.checkWrite(off, n, zflags); err != nil {
+		f.life.RUnlock()
+		return err
+	}
+	return nil
 }
 
 // checkWrite is enterWrite's check, without entering.
@@ -224,16 +230,16 @@ func (f *File) Size() (int64, error) {
 // filesystem block zeroes the rest of that block in the page cache, which
 // must not race a direct write to the same block.
 func (f *File) Truncate(size int64) error {
+	if err := f.enter(); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
 	if size < 0 {
 		return block.ErrRange
 	}
 	if f.readOnly {
 		return block.ErrReadOnly
 	}
-	if err := f.enter(); err != nil {
-		return err
-	}
-	defer f.life.RUnlock()
 	f.eofGate.Lock()
 	defer f.eofGate.Unlock()
 	if f.direct {

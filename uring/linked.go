@@ -12,16 +12,16 @@ import (
 // otherwise they run one after the other.
 func (f *File) ZeroThenWritev(zoff, zn int64, zflags block.Flags, woff int64, bufs [][]byte) error {
 	total := block.VecLen(bufs)
+	if err := f.enterWrite(woff, total, zflags); err != nil {
+		return err
+	}
+	defer f.life.RUnlock()
 	if err := block.CheckRange(zoff, zn); err != nil {
 		return err
 	}
 	if err := f.checkDevice("write_zeroes", zoff, zn); err != nil {
 		return err
 	}
-	if err := f.enterWrite(woff, total, zflags); err != nil {
-		return err
-	}
-	defer f.life.RUnlock()
 	if zflags&block.Allocate == 0 || zn == 0 {
 		if zn > 0 {
 			if err := f.writeZeroes(zoff, zn, zflags); err != nil {
