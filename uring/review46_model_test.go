@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/uring/looptest"
+	"golang.org/x/sys/unix"
 )
 
 // TestReview46_SequentialModel (U1-U4, B2-B4): one goroutine runs random
@@ -28,16 +30,23 @@ func TestReview46_SequentialModel(t *testing.T) {
 		dir  func(t *testing.T) string
 	}{
 		{"tempdir", func(t *testing.T) string { return t.TempDir() }},
-		{"tmpfs", func(t *testing.T) string { return smallTmpfs(t, 64<<20) }}, // no ZERO_RANGE
-		{"xfs", func(t *testing.T) string { return xfsLargeSector(t, 300<<20, 4096) }},
-		{"xfs-8k", func(t *testing.T) string { return xfsLargeSector(t, 300<<20, 8192) }}, // Align 8 KiB // reflink, unwritten extents
+		{"tmpfs", func(t *testing.T) string { return smallTmpfs(t, 64<<20) }},             // no ZERO_RANGE
+		{"xfs", func(t *testing.T) string { return xfsLargeSector(t, 300<<20, 4096) }},    // unwritten extents
+		{"xfs-8k", func(t *testing.T) string { return xfsLargeSector(t, 300<<20, 8192) }}, // Align 8 KiB
+		{"blockdev", nil}, // 64 KiB: writes past its end fail (U15)
 	}
 	for _, fs := range fss {
 		for _, c := range configs() {
 			t.Run(fs.name+"/"+c.name, func(t *testing.T) {
 				o := c.opt
-				o.Create = true
-				f, err := Open(filepath.Join(fs.dir(t), "img"), o)
+				path := ""
+				if fs.dir == nil {
+					path = looptest.LoopDevice(t, 64<<10, 4<<20)
+				} else {
+					o.Create = true
+					path = filepath.Join(fs.dir(t), "img")
+				}
+				f, err := Open(path, o)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -54,6 +63,18 @@ func testModel(t *testing.T, f *File, ops int) {
 		{
 			r := rand.New(rand.NewPCG(46, uint64(len(t.Name()))))
 			var model []byte
+			fixed := f.Caps().Fixed // a block device: its size (U15)
+			if fixed {
+				sz, err := f.Size()
+				if err != nil {
+					t.Fatal(err)
+				}
+				model = readAll(t, f, 0, int(sz))
+			}
+			// past: on a block device, a write or zeroing ending past
+			// the end fails with ENOSPC having written nothing (U15).
+			past := func(end int64) bool { return fixed && end > int64(len(model)) }
+			var wantNoSpace bool
 			grow := func(end int64) {
 				if end > int64(len(model)) {
 					model = append(model, make([]byte, end-int64(len(model)))...)
@@ -74,18 +95,27 @@ func testModel(t *testing.T, f *File, ops int) {
 					what = "write"
 					b := randBytes(r, n, r.IntN(3) == 0)
 					err = block.WriteAt(f, b, off)
+					if wantNoSpace = past(off + n); wantNoSpace {
+						break
+					}
 					grow(off + n)
 					copy(model[off:], b)
 				case k < 6:
 					flags := []block.Flags{0, block.MayUnmap}[r.IntN(2)]
 					what = fmt.Sprintf("zeroes(%v)", flags)
 					err = f.WriteZeroes(off, n, flags)
+					if wantNoSpace = past(off + n); wantNoSpace {
+						break
+					}
 					grow(off + n)
 					clear(model[off : off+n])
 				case k < 7:
 					what = "zeroes(Allocate)"
 					off, n = alignDown(off, za), alignUp(n, za)
 					err = f.WriteZeroes(off, n, block.Allocate)
+					if wantNoSpace = past(off + n); wantNoSpace {
+						break
+					}
 					if errors.Is(err, block.ErrNotSupported) {
 						err = nil // nothing written (B3)
 						break
@@ -98,6 +128,9 @@ func testModel(t *testing.T, f *File, ops int) {
 					woff := off + r.Int64N(n)
 					b := randBytes(r, 1+r.Int64N(off+n-woff), r.IntN(3) == 0)
 					err = f.ZeroThenWritev(off, n, block.Allocate, woff, [][]byte{b})
+					if wantNoSpace = past(max(off+n, woff+int64(len(b)))); wantNoSpace {
+						break
+					}
 					if errors.Is(err, block.ErrNotSupported) {
 						err = nil // nothing written (B3)
 						break
@@ -109,6 +142,17 @@ func testModel(t *testing.T, f *File, ops int) {
 					sz := r.Int64N(span + 8192)
 					what = fmt.Sprintf("truncate(%d)", sz)
 					err = f.Truncate(sz)
+					if fixed {
+						// Up to the device's size: nothing changes;
+						// past it: refused (U15).
+						if sz > int64(len(model)) {
+							if err == nil {
+								t.Fatalf("op %d: %s of a block device succeeded", i, what)
+							}
+							err = nil
+						}
+						break
+					}
 					if sz < int64(len(model)) {
 						model = model[:sz]
 					} else {
@@ -126,6 +170,12 @@ func testModel(t *testing.T, f *File, ops int) {
 							t.Fatalf("op %d: read [%d,+%d) wrong", i, off, n)
 						}
 					}
+				}
+				if wantNoSpace {
+					if !errors.Is(err, unix.ENOSPC) {
+						t.Fatalf("op %d: %s [%d,+%d) past the device's end: %v, want ENOSPC", i, what, off, n, err)
+					}
+					err, wantNoSpace = nil, false
 				}
 				if err != nil {
 					t.Fatalf("op %d: %s [%d,+%d): %v", i, what, off, n, err)
