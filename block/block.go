@@ -231,9 +231,13 @@ var _ io.ReaderAt = ReaderAt{}
 // ZeroWriter is an optional Device extension for the seed's fast path: zero
 // [zoff, zoff+zn) with zflags, then write bufs at woff, ordered by the
 // device (on io_uring: one submission, the fallocate linked before the write
-// with IOSQE_IO_LINK). If the zeroing fails, the write is not performed and
-// the zeroing error is returned, so ErrNotSupported and ErrBusy let the
-// caller fall back to writing zero buffers.
+// with IOSQE_IO_LINK). If the zeroing fails, its error is returned, and
+// the write may have been performed or not (the kernel runs a linked
+// write after a failed fallocate): the write's range then holds what a
+// failed write leaves, old or new bytes. So a caller writes only where a
+// failure leaves nothing it relies on (qcow2: a cluster being allocated,
+// linked only after success), and on ErrNotSupported or ErrBusy falls
+// back to writing zero buffers and the data again.
 type ZeroWriter interface {
 	ZeroThenWritev(zoff, zn int64, zflags Flags, woff int64, bufs [][]byte) error
 }
