@@ -98,6 +98,7 @@ var r46Cases = []r46Case{
 	{"lazy", CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, Options{}, false},
 	{"lazy-backing", CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, Options{}, true},
 	{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true},
+	{"xl2-fill", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
 	{"c512-r64", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false},
 }
 
