@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/maphash"
 	"math/rand/v2"
 	"testing"
@@ -188,7 +189,28 @@ func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata [
 				t.Fatal(err)
 			}
 			clear(r.model[off : off+n])
-		case op < 85 && op >= 82 && i > 50:
+		case op < 88 && op >= 85:
+			// A compressed cluster (Q13) where the guest cluster is
+			// free, or a snapshot taken or deleted (COW of shared
+			// clusters, clusters freed and reused).
+			if op == 85 {
+				off := rng.Int64N(r46Size/cs) * cs
+				b := r46Data(id, off, int(cs))
+				id++
+				r.note(off, cs, b)
+				if err := im.WriteCompressed(off, b); err == nil {
+					copy(r.model[off:], b)
+				} else if !errors.Is(err, ErrNotCompressible) {
+					t.Fatal(err)
+				}
+			} else if len(im.Snapshots()) == 0 {
+				if _, err := im.CreateSnapshot("r46"); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := im.DeleteSnapshot("r46"); err != nil {
+				t.Fatal(err)
+			}
+		case op < 85 && op >= 82 && i > 50 && len(im.Snapshots()) == 0:
 			// Shrink then grow back (Q18): the cut range reads as zeros
 			// after, whatever lay there (data, backing file).
 			cut := r46Size/2 + rng.Int64N(r46Size/2/sec)*sec
@@ -243,6 +265,14 @@ func r46Verify(t *testing.T, k int, p r46Point, o Options, seed uint64) bool {
 	}
 	defer im.Close()
 	r, err := im.Check(CheckOptions{})
+	if err == nil && r.CheckErrors == 0 && r.Corruptions != 0 && onlyCopied(r.Messages) {
+		// A crash inside a snapshot's create or delete may leave COPIED
+		// out of step with the counts, as in QEMU (verifySnapCrash says
+		// more); -r all repairs it.
+		if r, err = im.Check(CheckOptions{Repair: RepairAll}); err == nil {
+			r, err = im.Check(CheckOptions{})
+		}
+	}
 	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
 		t.Errorf("crash point %d: check: %v corruptions=%d errors=%d %v", k, err, r.Corruptions, r.CheckErrors, head(r.Messages, 5))
 		return false

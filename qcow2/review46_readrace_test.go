@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -74,6 +75,8 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		before, after []byte // the guest bytes of [lo, hi) before and after the op
 		readers       sync.WaitGroup
 		reads         int
+		opReads       int // racing reads of the op in flight
+		waited        int // reads the op went on without
 	)
 	check := func(got []byte, rlo int64) {
 		for s := int64(0); s < int64(len(got)); s += crashSector {
@@ -88,10 +91,11 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 	dev := &r46RaceDev{Dev: mem}
 	dev.hook = func() {
 		mu.Lock()
-		if !armed {
+		if !armed || opReads >= 16 { // the first device ops of each op
 			mu.Unlock()
 			return
 		}
+		opReads++
 		rlo, rhi := lo, hi
 		mu.Unlock()
 		done := make(chan struct{})
@@ -111,7 +115,13 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		}()
 		select {
 		case <-done:
-		case <-time.After(50 * time.Millisecond): // it waits for this op: check it after
+		case <-time.After(50 * time.Millisecond):
+			// It waits for this op (a table the op holds): it is
+			// checked when it ends, and no more reads race this op.
+			mu.Lock()
+			waited++
+			opReads = 16
+			mu.Unlock()
 		}
 	}
 	var err error
@@ -128,7 +138,7 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		before = append([]byte(nil), model[lo:hi]...)
 		after = append([]byte(nil), before...)
 		copy(after[off-lo:], after0)
-		armed = true
+		armed, opReads = true, 0
 		mu.Unlock()
 		if err := do(); err != nil {
 			t.Fatal(err)
@@ -158,6 +168,33 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		case k < 85:
 			c := rng.Int64N(r46Size/cs - 2)
 			op(c*cs, 2*cs, make([]byte, 2*cs), func() error { return im.Discard(c*cs, 2*cs) })
+		case k < 88:
+			// A compressed cluster where the guest cluster is free.
+			off := rng.Int64N(r46Size/cs) * cs
+			b := r46Data(id, off, int(cs))
+			id++
+			written := true
+			op(off, cs, b, func() error {
+				err := im.WriteCompressed(off, b)
+				if errors.Is(err, ErrNotCompressible) {
+					written, err = false, nil
+				}
+				return err
+			})
+			if !written {
+				copy(model[off:], before)
+			}
+		case k < 91:
+			// A snapshot taken or deleted: reads of a window of the
+			// disk between its device ops see it unchanged.
+			off := rng.Int64N(r46Size/cs-4) * cs
+			op(off, 4*cs, model[off:off+4*cs], func() error {
+				if len(im.Snapshots()) == 0 {
+					_, err := im.CreateSnapshot("r46")
+					return err
+				}
+				return im.DeleteSnapshot("r46")
+			})
 		default:
 			if err := im.Flush(); err != nil {
 				t.Fatal(err)
@@ -168,5 +205,5 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 	if i := testkit.FirstDiff(testkit.ReadAll(t, im), model); i >= 0 {
 		t.Fatalf("the image differs from the model at %d", i)
 	}
-	t.Logf("%d racing reads", reads)
+	t.Logf("%d racing reads, %d waited for the op", reads, waited)
 }
