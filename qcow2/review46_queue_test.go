@@ -28,6 +28,8 @@ func TestReview46_QueueCrashUnflushedOldOrNew(t *testing.T) {
 		{"lazy-backing", CreateOptions{ClusterSize: 4096, LazyRefcounts: true}, Options{}, true},
 		{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true},
 		{"prealloc-off", CreateOptions{ClusterSize: 4096}, Options{Prealloc: "off"}, false},
+		{"fill-c64k", CreateOptions{}, Options{PreallocFill: FillZeroes, PreallocSize: 4 << 20}, false},
+		{"xl2-fill", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,6 +210,9 @@ func r46QueueWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, bd
 	}
 	if err := bq.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if m := im.Metrics(); m.QueueFast == 0 || m.QueueAlloc == 0 {
+		t.Fatalf("the queue's fast path or allocator took nothing: %+v", m)
 	}
 	if i := testkit.FirstDiff(testkit.ReadAll(t, im), r.model); i >= 0 {
 		t.Fatalf("the image differs from the model at %d", i)
