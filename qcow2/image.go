@@ -132,6 +132,7 @@ type Image struct {
 	// before state publishes stLost, read by whoever saw stLost.
 	lostErr error
 	closed  bool
+	closing bool // Close has begun: writes are refused (stClosed)
 	// snapLoaded: LoadSnapshotTemp put a snapshot's L1 table in the
 	// active one's place; Check, which takes the L1 for the active
 	// layer's, refuses from then on.
@@ -356,10 +357,10 @@ func (im *Image) markCorrupt(cause error) error {
 func (im *Image) Close() error {
 	// As QEMU drains before it closes: allocating writes still running
 	// on other goroutines finish first, and so do the frees of discards
-	// and zeroings (up to about a second; a write that commits after the
-	// close fails with ErrClosed, unacknowledged, and a free after it
-	// leaks). An open queue's are not waited for: Close refuses below
-	// (Q15).
+	// and zeroings, and then writes in place (up to about a second each;
+	// a write that commits, or lands in place, after that fails with
+	// ErrClosed, unacknowledged, and a free after it leaks). An open
+	// queue's are not waited for: Close refuses below (Q15).
 	if im.queues.Load() > 0 || im.lockQuiet(true) != nil {
 		im.mu.Lock()
 	}
@@ -372,6 +373,14 @@ func (im *Image) Close() error {
 		im.mu.Unlock()
 		return ErrQueueOpen
 	}
+	// Writes in place take no lock, and lockQuiet drains allocations
+	// only: refuse new writes, wait for those in flight (the writers
+	// gate, Q18; bounded, as storeBitmapsLocked's wait), and fail one
+	// that outlasts the wait (writev), so that no write is acknowledged
+	// after the flush below without being durable (review 46).
+	im.closing = true
+	im.syncState()
+	im.writers.syncWithin(im.idleWaitOr())
 	// Q11: no zeros are written after Close, nor while trimReserved
 	// truncates the reserve. Workers never take mu, so this cannot
 	// deadlock.
@@ -550,7 +559,7 @@ func (im *Image) loseWritesLocked(cause error) {
 // with mu held (or before the image is shared).
 func (im *Image) syncState() {
 	var s uint32
-	if im.closed {
+	if im.closed || im.closing {
 		s |= stClosed
 	}
 	if im.ro || im.corrupt || im.needRepair || im.bitmapsKept {

@@ -40,10 +40,17 @@ func (im *Image) Writev(off int64, bufs [][]byte) error {
 	return im.signal(im.writev(off, bufs))
 }
 
-func (im *Image) writev(off int64, bufs [][]byte) error {
+func (im *Image) writev(off int64, bufs [][]byte) (err error) {
 	n := block.VecLen(bufs)
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
+	defer func() {
+		// Close began meanwhile and may have flushed before this write
+		// landed: it is not acknowledged (review 46).
+		if err == nil && im.state.Load()&stClosed != 0 {
+			err = block.ErrClosed
+		}
+	}()
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		// Nothing to write: nothing allocated, linked or marked (an
 		// extended-L2 range of no bytes would mark every subcluster).

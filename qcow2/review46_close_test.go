@@ -1,0 +1,104 @@
+package qcow2
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+)
+
+// r46StallDev holds the first Writev at off until release is closed,
+// telling stalled when it is held.
+type r46StallDev struct {
+	*memdev.Dev
+	off     int64
+	stalled chan struct{}
+	release chan struct{}
+}
+
+func (d *r46StallDev) Writev(off int64, b [][]byte) error {
+	if off == d.off && d.stalled != nil {
+		s := d.stalled
+		d.stalled = nil
+		close(s)
+		<-d.release
+	}
+	return d.Dev.Writev(off, b)
+}
+
+// TestReview46_CloseWaitsForOverwrites: a write into an allocated cluster
+// (the lock-free overwrite path) in flight when Close starts is either
+// waited for by Close, and then durable after it, or refused; it is never
+// acknowledged after Close's last flush, which would leave a write the
+// caller was told succeeded out of the image after a power cut (QEMU
+// drains every request before it closes). The write is held in the
+// device past Close's wait for writers: Close returns, and the write must
+// fail. (Should Close wait for it for ever, the write is let go after a
+// while and the test passes.)
+func TestReview46_CloseWaitsForOverwrites(t *testing.T) {
+	t.Parallel()
+	mem := memdev.New(memdev.Options{})
+	d := &r46StallDev{Dev: mem, off: -1}
+	if err := CreateDevice(d, CreateOptions{Size: 1 << 20, ClusterSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.idleWait = 100 * time.Millisecond // how long Close waits for writers
+	old := r46Data(2, 0, 4096)
+	if _, err := im.WriteAt(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := im.entry(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.off = int64(e.Offset())
+	d.stalled, d.release = make(chan struct{}), make(chan struct{})
+	stalled := d.stalled
+	nw := r46Data(3, 0, 4096)
+	werr := make(chan error, 1)
+	go func() { _, err := im.WriteAt(nw, 0); werr <- err }()
+	<-stalled
+	cerr := make(chan error, 1)
+	go func() { cerr <- im.Close() }()
+	select {
+	case err := <-cerr:
+		// Close did not wait for the write.
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		close(d.release)
+		if err := <-werr; err == nil {
+			crash := mem.CrashClone(rand.New(rand.NewPCG(46, 2)), 0) // what a power cut now leaves
+			cim, err := OpenDevice(crash, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cim.Close()
+			got := make([]byte, 4096)
+			if _, err := cim.ReadAt(got, 0); err != nil {
+				t.Fatal(err)
+			}
+			if testkit.FirstDiff(got, nw) >= 0 {
+				t.Fatalf("a write acknowledged after Close returned is not durable (the image still holds the old bytes: %v)", testkit.FirstDiff(got, old) < 0)
+			}
+		}
+	case <-time.After(2 * time.Second):
+		// Close waits for the write: let it go.
+		close(d.release)
+		if err := <-werr; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if err := <-cerr; err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+}
