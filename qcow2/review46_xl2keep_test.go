@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -77,6 +79,23 @@ func TestReview46_XL2KeepZeroingCrash(t *testing.T) {
 	h.mu.Lock()
 	h.before = func() {}
 	h.mu.Unlock()
+	got := make([]byte, 32<<10)
+	if _, err := im.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if i := testkit.FirstDiff(got[r46KeepOff:], nw); i >= 0 || testkit.FirstDiff(got[:r46KeepOff], old[:r46KeepOff]) >= 0 {
+		t.Fatalf("the cluster does not read back after the write (first difference in the write at %d)", i)
+	}
+	checkClean(t, im, mem)                               // our Check and qemu-img check
+	if _, err := exec.LookPath("qemu-img"); err == nil { // QEMU reads what we read
+		p := filepath.Join(t.TempDir(), "keep.qcow2")
+		if err := mem.WriteFile(p); err != nil {
+			t.Fatal(err)
+		}
+		if i := testkit.FirstDiff(qemuRaw(t, p)[:32<<10], got); i >= 0 {
+			t.Fatalf("qemu-img convert reads the cluster otherwise at %d", i)
+		}
+	}
 	for k, c := range clones {
 		cim, err := OpenDevice(c, Options{ReadOnly: true})
 		if err != nil {
@@ -144,4 +163,5 @@ func TestReview46_XL2KeepZeroingRead(t *testing.T) {
 	if i := testkit.FirstDiff(got, old[16<<10:]); i >= 0 {
 		t.Fatalf("a read racing the write saw bytes the disk never held at %d: % x (old % x)", 16<<10+i, got[i:i+16], old[16<<10+i:16<<10+i+16])
 	}
+	checkClean(t, im, d.Dev)
 }
