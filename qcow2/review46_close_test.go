@@ -39,6 +39,20 @@ func (d *r46StallDev) Writev(off int64, b [][]byte) error {
 // while and the test passes.)
 func TestReview46_CloseWaitsForOverwrites(t *testing.T) {
 	t.Parallel()
+	t.Run("write", func(t *testing.T) {
+		t.Parallel()
+		r46CloseRacing(t, func(im *Image, nw []byte) error { _, err := im.WriteAt(nw, 0); return err }, r46Data(3, 0, 4096))
+	})
+	t.Run("zeroes", func(t *testing.T) { // a partial cluster: zero buffers in place
+		t.Parallel()
+		r46CloseRacing(t, func(im *Image, nw []byte) error { return im.WriteZeroes(0, 512, 0) }, append(make([]byte, 512), r46Data(2, 0, 4096)[512:]...))
+	})
+}
+
+// r46CloseRacing runs write (which must leave cluster 0 as nw) into an
+// allocated cluster, holds its data in the device, and closes the image
+// meanwhile.
+func r46CloseRacing(t *testing.T, write func(im *Image, nw []byte) error, nw []byte) {
 	mem := memdev.New(memdev.Options{})
 	d := &r46StallDev{Dev: mem, off: -1}
 	if err := CreateDevice(d, CreateOptions{Size: 1 << 20, ClusterSize: 4096}); err != nil {
@@ -63,9 +77,8 @@ func TestReview46_CloseWaitsForOverwrites(t *testing.T) {
 	d.off = int64(e.Offset())
 	d.stalled, d.release = make(chan struct{}), make(chan struct{})
 	stalled := d.stalled
-	nw := r46Data(3, 0, 4096)
 	werr := make(chan error, 1)
-	go func() { _, err := im.WriteAt(nw, 0); werr <- err }()
+	go func() { werr <- write(im, nw) }()
 	<-stalled
 	cerr := make(chan error, 1)
 	go func() { cerr <- im.Close() }()

@@ -20,9 +20,16 @@ func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	return im.signal(im.writeZeroes(off, n, flags))
 }
 
-func (im *Image) writeZeroes(off, n int64, flags block.Flags) error {
+func (im *Image) writeZeroes(off, n int64, flags block.Flags) (err error) {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
+	defer func() {
+		// As writev: zero buffers in place may land after Close's
+		// flush (review 46).
+		if err == nil && im.state.Load()&stClosed != 0 {
+			err = block.ErrClosed
+		}
+	}()
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
