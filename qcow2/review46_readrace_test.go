@@ -149,7 +149,11 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		readers.Wait()
 		copy(model[off:], after0)
 	}
-	for i := 0; i < 160 && !t.Failed(); i++ {
+	ops := 160
+	if raceEnabled {
+		ops = 80
+	}
+	for i := 0; i < ops && !t.Failed(); i++ {
 		switch k := rng.IntN(100); {
 		case k < 60:
 			n := (1 + rng.Int64N(3*cs/sec)) * sec
