@@ -133,6 +133,10 @@ type Image struct {
 	lostErr error
 	closed  bool
 	closing bool // Close has begun: writes are refused (stClosed)
+	// closeUnwaited: Close's wait for the writes in flight ran out, and
+	// its flush may come before one of them lands: such a write fails
+	// with ErrClosed instead of being acknowledged (writev, writeZeroes).
+	closeUnwaited atomic.Bool
 	// snapLoaded: LoadSnapshotTemp put a snapshot's L1 table in the
 	// active one's place; Check, which takes the L1 for the active
 	// layer's, refuses from then on.
@@ -377,10 +381,13 @@ func (im *Image) Close() error {
 	// only: refuse new writes, wait for those in flight (the writers
 	// gate, Q18; bounded, as storeBitmapsLocked's wait), and fail one
 	// that outlasts the wait (writev), so that no write is acknowledged
-	// after the flush below without being durable (review 46).
+	// after the flush below without being durable (review 46). One the
+	// wait covered completes as it would have: the flush covers it.
 	im.closing = true
 	im.syncState()
-	im.writers.syncWithin(im.idleWaitOr())
+	if !im.writers.syncWithin(im.idleWaitOr()) {
+		im.closeUnwaited.Store(true)
+	}
 	// Q11: no zeros are written after Close, nor while trimReserved
 	// truncates the reserve. Workers never take mu, so this cannot
 	// deadlock.

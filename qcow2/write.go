@@ -45,9 +45,12 @@ func (im *Image) writev(off int64, bufs [][]byte) (err error) {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
 	defer func() {
-		// Close began meanwhile and may have flushed before this write
-		// landed: it is not acknowledged (review 46).
-		if err == nil && im.state.Load()&stClosed != 0 {
+		// Close's wait for writers ran out before this write landed,
+		// and its flush may have come first: it is not acknowledged
+		// (review 46). This load comes after the write's device
+		// requests completed, so if it finds the flag unset, Close's
+		// store, and the flush after it, come later and cover them.
+		if err == nil && im.closeUnwaited.Load() {
 			err = block.ErrClosed
 		}
 	}()

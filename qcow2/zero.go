@@ -26,7 +26,7 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) (err error) {
 	defer func() {
 		// As writev: zero buffers in place may land after Close's
 		// flush (review 46).
-		if err == nil && im.state.Load()&stClosed != 0 {
+		if err == nil && im.closeUnwaited.Load() {
 			err = block.ErrClosed
 		}
 	}()
