@@ -110,8 +110,19 @@ const r46Size = 2 << 20
 // takes new writes (reserve and fill included) and reads them back.
 func TestReview46_CrashUnflushedOldOrNew(t *testing.T) {
 	t.Parallel()
-	points := crashPoints(40, 12)
-	for _, tc := range r46Cases {
+	r46RunCrashCases(t, r46Cases, crashPoints(40, 12), r46Workload)
+}
+
+// r46WorkloadFunc runs a review workload on a new image, cloning the
+// device before the device ops want picks.
+type r46WorkloadFunc func(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point
+
+// r46RunCrashCases runs workload for each case twice, to count its device
+// ops and then with about points crash clones spread over them, and
+// verifies each clone (r46Verify), failing after more than three bad
+// ones.
+func r46RunCrashCases(t *testing.T, cases []r46Case, points int, workload r46WorkloadFunc) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			seed := testkit.Rand(t).Uint64()
@@ -121,9 +132,9 @@ func TestReview46_CrashUnflushedOldOrNew(t *testing.T) {
 				bdata = r46Data(1, 0, r46Size)
 				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
 			}
-			nops := len(r46Workload(t, seed, tc.co, o, bdata, func(int) bool { return false }))
+			nops := len(workload(t, seed, tc.co, o, bdata, func(int) bool { return false }))
 			step := max(1, nops/points)
-			pts := r46Workload(t, seed, tc.co, o, bdata, func(i int) bool { return i%step == 0 })
+			pts := workload(t, seed, tc.co, o, bdata, func(i int) bool { return i%step == 0 })
 			bad := 0
 			for k, p := range pts {
 				if p.dev == nil {
@@ -139,10 +150,13 @@ func TestReview46_CrashUnflushedOldOrNew(t *testing.T) {
 	}
 }
 
-func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
-	rng := rand.New(rand.NewPCG(seed, 46))
+// newR46Recorder creates an image with co (at r46Size) on mem, and a
+// recorder over it whose model starts as bdata (or zeros) and which
+// clones mem before each device op want picks (stream seeds the
+// clones' random choices).
+func newR46Recorder(t *testing.T, mem *memdev.Dev, seed, stream uint64, co CreateOptions, bdata []byte, want func(int) bool) *r46Recorder {
+	t.Helper()
 	co.Size = r46Size
-	mem := memdev.New(memdev.Options{})
 	if err := CreateDevice(mem, co); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +164,7 @@ func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata [
 	if bdata != nil {
 		copy(r.model, bdata)
 	}
-	crng := rand.New(rand.NewPCG(seed, 47))
+	crng := rand.New(rand.NewPCG(seed, stream))
 	r.dev.before = func() {
 		var p r46Point
 		if want(len(r.pts)) {
@@ -158,6 +172,12 @@ func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata [
 		}
 		r.pts = append(r.pts, p)
 	}
+	return r
+}
+
+func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
+	rng := rand.New(rand.NewPCG(seed, 46))
+	r := newR46Recorder(t, memdev.New(memdev.Options{}), seed, 47, co, bdata, want)
 	r.flushed()
 	im, err := OpenDevice(r.dev, o)
 	if err != nil {

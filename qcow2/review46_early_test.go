@@ -28,37 +28,11 @@ func TestReview46_CrashConcurrentWritersOldOrNew(t *testing.T) {
 		{"prealloc-off", CreateOptions{ClusterSize: 4096}, Options{Prealloc: "off"}, false},
 		{"xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}, Options{}, false},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			seed := testkit.Rand(t).Uint64()
-			o := tc.o
-			var bdata []byte
-			if tc.backing {
-				bdata = r46Data(1, 0, r46Size)
-				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			}
-			nops := len(r46ConcurrentWorkload(t, seed, tc.co, o, bdata, func(int) bool { return false }))
-			step := max(1, nops/points)
-			pts := r46ConcurrentWorkload(t, seed, tc.co, o, bdata, func(i int) bool { return i%step == 0 })
-			bad := 0
-			for k, p := range pts {
-				if p.dev == nil {
-					continue
-				}
-				if !r46Verify(t, k, p, o, seed) {
-					if bad++; bad > 3 {
-						t.Fatalf("too many failing crash points")
-					}
-				}
-			}
-		})
-	}
+	r46RunCrashCases(t, cases, points, r46ConcurrentWorkload)
 }
 
 func r46ConcurrentWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
 	rng := rand.New(rand.NewPCG(seed, 51))
-	co.Size = r46Size
 	// Each device write yields, so that the other writers reach a
 	// cluster while its allocation is in flight.
 	mem := memdev.New(memdev.Options{OnWrite: func(int64, int64) {
@@ -66,21 +40,7 @@ func r46ConcurrentWorkload(t *testing.T, seed uint64, co CreateOptions, o Option
 			runtime.Gosched()
 		}
 	}})
-	if err := CreateDevice(mem, co); err != nil {
-		t.Fatal(err)
-	}
-	r := &r46Recorder{dev: &hookDev{Dev: mem}, model: make([]byte, r46Size), hist: make(r46Hist, r46Size/crashSector)}
-	if bdata != nil {
-		copy(r.model, bdata)
-	}
-	crng := rand.New(rand.NewPCG(seed, 52))
-	r.dev.before = func() {
-		var p r46Point
-		if want(len(r.pts)) {
-			p = r46Point{dev: mem.CrashClone(crng, crng.Float64()), hist: append(r46Hist(nil), r.hist...)}
-		}
-		r.pts = append(r.pts, p)
-	}
+	r := newR46Recorder(t, mem, seed, 52, co, bdata, want)
 	r.flushed()
 	im, err := OpenDevice(r.dev, o)
 	if err != nil {

@@ -31,53 +31,12 @@ func TestReview46_QueueCrashUnflushedOldOrNew(t *testing.T) {
 		{"fill-c64k", CreateOptions{}, Options{PreallocFill: FillZeroes, PreallocSize: 4 << 20}, false},
 		{"xl2-fill", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			seed := testkit.Rand(t).Uint64()
-			o := tc.o
-			var bdata []byte
-			if tc.backing {
-				bdata = r46Data(1, 0, r46Size)
-				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			}
-			nops := len(r46QueueWorkload(t, seed, tc.co, o, bdata, func(int) bool { return false }))
-			step := max(1, nops/points)
-			pts := r46QueueWorkload(t, seed, tc.co, o, bdata, func(i int) bool { return i%step == 0 })
-			bad := 0
-			for k, p := range pts {
-				if p.dev == nil {
-					continue
-				}
-				if !r46Verify(t, k, p, o, seed) {
-					if bad++; bad > 3 {
-						t.Fatalf("too many failing crash points")
-					}
-				}
-			}
-		})
-	}
+	r46RunCrashCases(t, cases, points, r46QueueWorkload)
 }
 
 func r46QueueWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
 	rng := rand.New(rand.NewPCG(seed, 48))
-	co.Size = r46Size
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, co); err != nil {
-		t.Fatal(err)
-	}
-	r := &r46Recorder{dev: &hookDev{Dev: mem}, model: make([]byte, r46Size), hist: make(r46Hist, r46Size/crashSector)}
-	if bdata != nil {
-		copy(r.model, bdata)
-	}
-	crng := rand.New(rand.NewPCG(seed, 49))
-	r.dev.before = func() {
-		var p r46Point
-		if want(len(r.pts)) {
-			p = r46Point{dev: mem.CrashClone(crng, crng.Float64()), hist: append(r46Hist(nil), r.hist...)}
-		}
-		r.pts = append(r.pts, p)
-	}
+	r := newR46Recorder(t, memdev.New(memdev.Options{}), seed, 49, co, bdata, want)
 	r.flushed()
 	im, err := OpenDevice(r.dev, o)
 	if err != nil {
