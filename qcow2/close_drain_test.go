@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -27,28 +26,7 @@ func TestClose_WaitedWritesSucceed(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			mem := memdev.New(memdev.Options{})
-			d := &r46StallDev{Dev: mem, off: -1}
-			if err := CreateDevice(d, CreateOptions{Size: 1 << 20, ClusterSize: 4096}); err != nil {
-				t.Fatal(err)
-			}
-			im, err := OpenDevice(d, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			im.idleWait = time.Hour
-			if _, err := im.WriteAt(r46Data(2, 0, 4096), 0); err != nil {
-				t.Fatal(err)
-			}
-			if err := im.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			e, err := im.entry(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d.off = int64(e.Offset())
-			d.stalled, d.release = make(chan struct{}), make(chan struct{})
+			mem, d, im := r46StalledOverwrite(t, time.Hour)
 			stalled := d.stalled
 			werr := make(chan error, 1)
 			go func() { werr <- c.write(im) }()

@@ -53,29 +53,8 @@ func TestReview46_CloseWaitsForOverwrites(t *testing.T) {
 // allocated cluster, holds its data in the device, and closes the image
 // meanwhile.
 func r46CloseRacing(t *testing.T, write func(im *Image, nw []byte) error, nw []byte) {
-	mem := memdev.New(memdev.Options{})
-	d := &r46StallDev{Dev: mem, off: -1}
-	if err := CreateDevice(d, CreateOptions{Size: 1 << 20, ClusterSize: 4096}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(d, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	im.idleWait = 100 * time.Millisecond // how long Close waits for writers
+	mem, d, im := r46StalledOverwrite(t, 100*time.Millisecond)
 	old := r46Data(2, 0, 4096)
-	if _, err := im.WriteAt(old, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	e, err := im.entry(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.off = int64(e.Offset())
-	d.stalled, d.release = make(chan struct{}), make(chan struct{})
 	stalled := d.stalled
 	werr := make(chan error, 1)
 	go func() { werr <- write(im, nw) }()
@@ -114,4 +93,35 @@ func r46CloseRacing(t *testing.T, write func(im *Image, nw []byte) error, nw []b
 			t.Fatalf("close: %v", err)
 		}
 	}
+}
+
+// r46StalledOverwrite opens a new 1 MiB image of 4 KiB clusters whose
+// Close waits up to idleWait for writers, writes r46Data(2, 0, 4096) at
+// 0 and flushes, and arms d to hold the next device write into that
+// cluster (d.stalled is closed when it is held, d.release lets it go).
+func r46StalledOverwrite(t *testing.T, idleWait time.Duration) (*memdev.Dev, *r46StallDev, *Image) {
+	t.Helper()
+	mem := memdev.New(memdev.Options{})
+	d := &r46StallDev{Dev: mem, off: -1}
+	if err := CreateDevice(d, CreateOptions{Size: 1 << 20, ClusterSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.idleWait = idleWait // how long Close waits for writers
+	if _, err := im.WriteAt(r46Data(2, 0, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := im.entry(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.off = int64(e.Offset())
+	d.stalled, d.release = make(chan struct{}), make(chan struct{})
+	return mem, d, im
 }
