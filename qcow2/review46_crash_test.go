@@ -346,3 +346,24 @@ func r46Verify(t *testing.T, k int, p r46Point, o Options, seed uint64) bool {
 	}
 	return true
 }
+
+// r46NewImage creates tc's image (r46Size) on a new memdev, and returns
+// it with the options to open it (tc's, with a backing file of
+// r46Data(1, ...) when tc has one) and the guest view it starts with.
+func r46NewImage(t *testing.T, tc r46Case) (*memdev.Dev, Options, []byte) {
+	t.Helper()
+	o := tc.o
+	model := make([]byte, r46Size)
+	if tc.backing {
+		bdata := r46Data(1, 0, r46Size)
+		copy(model, bdata)
+		o.Backing = memdev.FromBytes(bdata, memdev.Options{})
+	}
+	co := tc.co
+	co.Size = r46Size
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, co); err != nil {
+		t.Fatal(err)
+	}
+	return mem, o, model
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/errordev"
-	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -30,19 +29,7 @@ func TestReview46_FailedZeroingsNoStale(t *testing.T) {
 			t.Parallel()
 			seed := testkit.Rand(t).Uint64()
 			rng := rand.New(rand.NewPCG(seed, 53))
-			o := tc.o
-			model := make([]byte, r46Size)
-			if tc.backing {
-				bdata := r46Data(1, 0, r46Size)
-				copy(model, bdata)
-				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-			}
-			co := tc.co
-			co.Size = r46Size
-			mem := memdev.New(memdev.Options{})
-			if err := CreateDevice(mem, co); err != nil {
-				t.Fatal(err)
-			}
+			mem, o, model := r46NewImage(t, tc)
 			ed := errordev.New(mem, nil, errordev.Options{})
 			im, err := OpenDevice(ed, o)
 			if err != nil {

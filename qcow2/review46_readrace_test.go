@@ -53,19 +53,7 @@ func (d *r46RaceDev) Close() error { return nil }
 func r46ReadRace(t *testing.T, tc r46Case) {
 	seed := testkit.Rand(t).Uint64()
 	rng := rand.New(rand.NewPCG(seed, 50))
-	o := tc.o
-	model := make([]byte, r46Size)
-	if tc.backing {
-		bdata := r46Data(1, 0, r46Size)
-		copy(model, bdata)
-		o.Backing = memdev.FromBytes(bdata, memdev.Options{})
-	}
-	co := tc.co
-	co.Size = r46Size
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, co); err != nil {
-		t.Fatal(err)
-	}
+	mem, o, model := r46NewImage(t, tc)
 	var (
 		mu            sync.Mutex
 		im            *Image
