@@ -62,9 +62,21 @@ func (im *Image) writeWithCOWZero(p *allocation, v [][]byte, n int64, zero bool)
 	}
 	// Copy-on-write: read the head and tail, write them with the data in
 	// one vector (QEMU ee22a9d869).
+	vec, err := im.cowVec(cstart, old, src, headLen, tailLen, v)
+	if err != nil {
+		return false, err
+	}
+	return true, im.dev.Writev(int64(host), vec)
+}
+
+// cowVec reads the head and tail of the cluster at cstart from src
+// (readCOW) and returns the vector that writes the cluster whole: them
+// around v.
+func (im *Image) cowVec(cstart format.GuestOff, old format.L2Entry, src cowSource, headLen, tailLen uint64, v [][]byte) ([][]byte, error) {
+	cs := im.g.ClusterSize
 	buf := block.AlignedBuf(int(cs), im.memAlign)
 	if err := im.readCOW(buf, cstart, old, src, headLen, tailLen); err != nil {
-		return false, err
+		return nil, err
 	}
 	vec := make([][]byte, 0, len(v)+2)
 	if headLen > 0 {
@@ -75,7 +87,7 @@ func (im *Image) writeWithCOWZero(p *allocation, v [][]byte, n int64, zero bool)
 		vec = append(vec, buf[cs-tailLen:])
 	}
 	im.c.cowBytes.Add(int64(headLen + tailLen))
-	return true, im.dev.Writev(int64(host), vec)
+	return vec, nil
 }
 
 // fillWrite is one vectored write that fills a new cluster: the guest

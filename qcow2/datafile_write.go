@@ -158,19 +158,10 @@ func (im *Image) dfFillCluster(cstart format.GuestOff, old format.L2Entry, goff 
 		im.c.zeroPadBytes.Add(int64(head + tail))
 		return im.dfWritev(format.HostOff(cstart), im.padZeros(v, head, tail))
 	}
-	buf := block.AlignedBuf(int(cs), im.memAlign)
-	if err := im.readCOW(buf, cstart, old, cowBacking, head, tail); err != nil {
+	vec, err := im.cowVec(cstart, old, cowBacking, head, tail, v)
+	if err != nil {
 		return err
 	}
-	vec := make([][]byte, 0, len(v)+2)
-	if head > 0 {
-		vec = append(vec, buf[:head])
-	}
-	vec = append(vec, v...)
-	if tail > 0 {
-		vec = append(vec, buf[cs-tail:])
-	}
-	im.c.cowBytes.Add(int64(head + tail))
 	return im.dfWritev(format.HostOff(cstart), vec)
 }
 
