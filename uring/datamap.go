@@ -15,13 +15,13 @@ var _ block.DataMapper = (*File)(nil)
 // is data. Calling a hole data costs a reader some zeros; calling data a
 // hole would lose it. A block device is data up to its end.
 func (f *File) DataRun(off, n int64) (bool, int64, error) {
-	if off < 0 || n < 0 || off > off+n {
-		return false, 0, block.ErrRange
-	}
-	if err := f.enter(); err != nil {
+	if err := f.enter(); err != nil { // closed first (B7)
 		return false, 0, err
 	}
 	defer f.life.RUnlock()
+	if off < 0 || n < 0 || off > off+n {
+		return false, 0, block.ErrRange
+	}
 	if f.direct {
 		f.padMu.RLock() // not while a read-modify-write pads the file (U1)
 		defer f.padMu.RUnlock()

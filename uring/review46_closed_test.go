@@ -33,10 +33,15 @@ func TestReview46_ClosedChecksNothingFirst(t *testing.T) {
 		}
 		b := make([]byte, 4096)
 		for name, err := range map[string]error{
-			"Writev":         block.WriteAt(f, b, 0),
-			"WriteZeroes":    f.WriteZeroes(0, 4096, 0),
-			"Truncate":       f.Truncate(4096),
-			"ZeroThenWritev": f.ZeroThenWritev(0, 4096, 0, 0, [][]byte{b}),
+			"Writev":           block.WriteAt(f, b, 0),
+			"WriteZeroes":      f.WriteZeroes(0, 4096, 0),
+			"Truncate":         f.Truncate(4096),
+			"ZeroThenWritev":   f.ZeroThenWritev(0, 4096, 0, 0, [][]byte{b}),
+			"Readv(bad range)": f.Readv(-1, [][]byte{b}),
+			"DataRun(bad range)": func() error {
+				_, _, err := f.DataRun(-1, 4096)
+				return err
+			}(),
 		} {
 			if !errors.Is(err, os.ErrClosed) {
 				t.Errorf("%s after Close = %v, want os.ErrClosed (B7)", name, err)

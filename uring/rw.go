@@ -12,14 +12,14 @@ import (
 
 // Readv implements block.Device.
 func (f *File) Readv(off int64, bufs [][]byte) error {
+	if err := f.enter(); err != nil { // closed first (B7)
+		return err
+	}
+	defer f.life.RUnlock()
 	total := block.VecLen(bufs)
 	if err := block.CheckRange(off, total); err != nil {
 		return err
 	}
-	if err := f.enter(); err != nil {
-		return err
-	}
-	defer f.life.RUnlock()
 	return f.readv(off, bufs, total)
 }
 
