@@ -90,7 +90,7 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 			im.freeIdx = c
 		}
 		if im.compFree != 0 && im.g.HostCluster(im.compFree) == c {
-			im.compFree = 0 // the cluster may be handed out whole now
+			im.compFree = 0 // the cluster may be handed out whole now (Q13)
 		}
 		// Any cached table in the freed cluster is gone. Discard first:
 		// it waits for a write-back in flight (an eviction from a

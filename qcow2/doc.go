@@ -142,7 +142,13 @@
 //	    skips it) until a completed flush has made the removal durable,
 //	    and the data gate has passed (Q12): else a crash could leave the
 //	    old entry pointing at the new owner's bytes, or at the zeros of
-//	    its COW.
+//	    its COW. A stream is appended into a partly filled host cluster
+//	    (Image.compFree) only while that cluster holds compressed
+//	    streams: every path that can leave it free resets compFree (a
+//	    refcount falling to 0, updateRefcountLocked; a rebuild of the
+//	    refcount structures, which frees leaked clusters without it), so
+//	    no stream lands in a cluster handed out whole meanwhile, whose
+//	    refcount alone would not tell.
 //	Q14 Queues (queue.go, block A1-A6): a queued read whose range is one
 //	    run of host data, and a queued write inside one allocated COPIED
 //	    cluster with no allocation of that cluster in flight (with

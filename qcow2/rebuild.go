@@ -199,6 +199,9 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	im.rtOff.Store(uint64(tableOff))
 	im.rtLen.Store(nt * cs)
 	im.freeIdx = 0
+	// A cluster compFree points into may be free in the new counts
+	// (only a leaked reference kept it): no stream appends there (Q13).
+	im.compFree = 0
 	im.c.refblocksAllocated.Add(int64(nb))
 	// As QEMU, whose leak repair after its rebuild frees the old
 	// structures with QCOW2_DISCARD_ALWAYS: their space goes back to
