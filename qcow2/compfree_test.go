@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/qring/qring/block/memdev"
@@ -22,7 +23,12 @@ const compFreeCS = 4096
 // compFreeImage is a 1 MiB zlib image on a memdev with 4 KiB clusters.
 func compFreeImage(t *testing.T) (*Image, *memdev.Dev) {
 	t.Helper()
-	mem := memdev.New(memdev.Options{})
+	return compFreeImageOn(t, memdev.Options{})
+}
+
+func compFreeImageOn(t *testing.T, o memdev.Options) (*Image, *memdev.Dev) {
+	t.Helper()
+	mem := memdev.New(o)
 	if err := CreateDevice(mem, CreateOptions{Size: 1 << 20, ClusterSize: compFreeCS, CompressionType: "zlib"}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +223,41 @@ func TestCompFree_RebuildFreesStreamCluster(t *testing.T) {
 		t.Fatalf("repair: %+v", r)
 	}
 	compFreeFinish(t, im, mem, m, c)
+}
+
+// Hypothesis: as above on a device of fixed size, where the rebuilt
+// structures go into the first run of unreferenced clusters: the cluster
+// only a leaked reference kept, compFree's, took a new refcount block,
+// and the next compressed stream was appended over the refcounts.
+func TestCompFree_RebuildFixedFreesStreamCluster(t *testing.T) {
+	t.Parallel()
+	im, mem := compFreeImageOn(t, memdev.Options{Fixed: true})
+	m := compFreeModel{}
+	m.normal(t, im, 1, 2)
+	m.compressed(t, im, 0, 1)
+	c := compFreeHost(t, im, 0)
+	m.normal(t, im, 2, 3)
+	if d := compFreeHost(t, im, 2); d != c+1 {
+		t.Fatalf("guest cluster 2 at host cluster %d, not right after the stream's %d", d, c)
+	}
+	addRef(t, im, c, +1) // leaked
+	m.discard(t, im, 0)
+	m.discard(t, im, 2)
+	if err := im.Flush(); err != nil { // releases c+1 (Q12)
+		t.Fatal(err)
+	}
+	addRef(t, im, compFreeHost(t, im, 1), -1) // in use, counted free
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Clean() {
+		t.Fatalf("repair: %+v", r)
+	}
+	if !slices.Contains(im.reftable, im.g.HostClusterOff(c)) {
+		t.Fatalf("the rebuilt refcount block is not at host cluster %d (table %v)", c, im.reftable)
+	}
+	compFreeFinish(t, im, mem, m, 0)
 }
 
 // Hypothesis: a snapshot delete drops the last reference of the stream
