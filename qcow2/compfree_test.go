@@ -346,3 +346,70 @@ func TestCompFree_RefcountBitsKeepsStreamCluster(t *testing.T) {
 		})
 	}
 }
+
+// Hypothesis: applying a snapshot drops the active image's references,
+// the last one of the stream cluster compFree points into among them.
+// Refuted: ApplySnapshot frees through updateRefcountLocked.
+func TestCompFree_ApplySnapshotFreesStreamCluster(t *testing.T) {
+	t.Parallel()
+	im, mem := compFreeImage(t)
+	m := compFreeModel{}
+	m.normal(t, im, 1, 2)
+	if _, err := im.CreateSnapshot("s"); err != nil {
+		t.Fatal(err)
+	}
+	m.compressed(t, im, 0, 1)
+	c := compFreeHost(t, im, 0)
+	if err := im.ApplySnapshot("s"); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, 0)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	compFreeFinish(t, im, mem, m, c)
+}
+
+// Hypothesis: the repair a writable open runs on a dirty image with lazy
+// refcounts (a Check -r all) frees or moves stream clusters with a
+// compFree kept. Refuted: compFree lives in memory only and starts at 0
+// with each open, before that repair.
+func TestCompFree_DirtyLazyReopen(t *testing.T) {
+	t.Parallel()
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, CreateOptions{Size: 1 << 20, ClusterSize: compFreeCS, CompressionType: "zlib", LazyRefcounts: true}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(mem, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := compFreeModel{}
+	m.compressed(t, im, 0, 1)
+	m.compressed(t, im, 1, 2)
+	m.normal(t, im, 2, 3)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !im.dirtySet {
+		t.Fatal("the dirty bit is not set")
+	}
+	clone := mem.Clone() // as after a crash: dirty, refcounts maybe stale
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	im2, err := OpenDevice(clone, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im2.compFree != 0 {
+		t.Fatalf("compFree %#x after the open's repair", im2.compFree)
+	}
+	m.compressed(t, im2, 3, 4)
+	m.discard(t, im2, 0)
+	m.discard(t, im2, 1)
+	if err := im2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	compFreeFinish(t, im2, clone, m, 0)
+}
