@@ -85,7 +85,7 @@ func TestConvert_ArgSweepLikeQemu(t *testing.T) {
 				_, qe, qcode := testkit.Run(t, "qemu-img", append([]string{"convert"}, args...)...)
 				_, qerr := os.Stat(out)
 				fresh()
-				_, e, code := runQ(t, append([]string{"convert"}, args...)...)
+				_, e, code := runQLocked(t, append([]string{"convert"}, args...)...)
 				_, err := os.Stat(out)
 				if code != qcode || (qcode != 0 && ourMessage(e) != qemuMessage(qe)) {
 					t.Errorf("%s: exit %d %q; qemu-img: exit %d %q", what, code, ourMessage(e), qcode, qemuMessage(qe))

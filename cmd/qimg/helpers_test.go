@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -16,6 +17,23 @@ func runQ(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	var o, e bytes.Buffer
 	code = run(args, &o, &e)
 	return o.String(), e.String(), code
+}
+
+// runQLocked is runQ run again, a few times, while it is refused with a
+// lock error: qimg runs in the test's process, and a command another
+// test forks at the moment an earlier run closed the image holds a copy
+// of its descriptor, and so its lock, until it execs (uring's lock.go;
+// testkit.Run retries QEMU's tools likewise). For tests whose subject is
+// not locking.
+func runQLocked(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		stdout, stderr, code = runQ(t, args...)
+		if code == 0 || i == 3 || !strings.Contains(stderr, "Is another process using the image") {
+			return stdout, stderr, code
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // mustQ runs qimg and fails the test on a non-zero exit.
