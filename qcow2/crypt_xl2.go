@@ -59,7 +59,7 @@ func (im *Image) xreadOldCrypt(buf []byte, e format.L2Entry, bm uint64, cstart f
 	}
 	g := &im.g
 	for from < to {
-		t, cnt := format.SubclusterRangeType(e, bm, g.SubIndex(from))
+		t, cnt := im.subRangeType(e, bm, g.SubIndex(from))
 		end := min(to, uint64(g.SubIndex(from)+cnt)<<g.SubclusterBits())
 		if t == format.SubNormal {
 			if err := im.crypt.cipher.DecryptSectors(buf[from:end], (uint64(e.Offset())+from)/sectorSize); err != nil {

@@ -31,6 +31,15 @@ func (im *Image) dfWriteCluster(goff format.GuestOff, v [][]byte, n int64) error
 			blocker.Wait() // no early writes (DF4): wait for the link
 			continue
 		}
+		if im.g.ExtendedL2 { // subclusters: datafile_xl2.go
+			if done, err := im.dfxOverwrite(goff, v, n); done {
+				return err
+			}
+			if done, err := im.dfxAllocWrite(goff, v, n); done {
+				return err
+			}
+			continue
+		}
 		if done, err := im.dfOverwrite(goff, v); done {
 			return err
 		}

@@ -181,9 +181,6 @@ func (im *Image) checkFeatures() error {
 	switch {
 	case h.CryptMethod == format.CryptAES:
 		return unsupportedf("crypt_method", uint64(h.CryptMethod), "legacy AES-CBC encrypted images are not supported")
-	case h.IncompatibleFeatures&format.IncompatDataFile != 0 && !im.ro && h.ExtendedL2():
-		// DF4: writes to a data file cover standard L2 entries.
-		return unsupportedf("incompatible_features", format.IncompatDataFile, "writing to an extended L2 image with an external data file is not supported (open it read-only)")
 	}
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)

@@ -60,8 +60,15 @@ func (im *Image) xsubRange(goff format.GuestOff, n int64) (first, last uint) {
 // whose subclusters [first, last] are all allocated: a write there needs
 // no metadata change.
 func xallAllocated(e format.L2Entry, bm uint64, first, last uint) bool {
+	return xallAllocatedIn(e, bm, first, last, false)
+}
+
+// xallAllocatedIn is xallAllocated in an image with an external data
+// file when external (DF2: an entry allocated at host offset 0 is
+// normal).
+func xallAllocatedIn(e format.L2Entry, bm uint64, first, last uint, external bool) bool {
 	want := format.SubAllocRange(first, last+1)
-	return e.Type() == format.ClusterNormal && e.Copied() && bm&want == want
+	return e.TypeIn(external) == format.ClusterNormal && e.Copied() && bm&want == want
 }
 
 // xoverwrite is overwrite for extended L2: in place when every touched
@@ -70,7 +77,7 @@ func (im *Image) xoverwrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 	tok := im.gate.enter()
 	e, bm, err := im.xentry(goff)
 	first, last := im.xsubRange(goff, n)
-	if err != nil || !xallAllocated(e, bm, first, last) {
+	if err != nil || !xallAllocatedIn(e, bm, first, last, im.df.ext) {
 		im.gate.exit(tok)
 		return err != nil, err
 	}
@@ -141,7 +148,7 @@ func (im *Image) xbeginAllocLocked(goff format.GuestOff, n int64) (p allocation,
 func (im *Image) xplanAllocLocked(goff format.GuestOff, n int64) (p allocation, x xl2Alloc, err error) {
 	first, last := im.xsubRange(goff, n)
 	e, bm, err := im.xentry(goff)
-	if err != nil || xallAllocated(e, bm, first, last) {
+	if err != nil || xallAllocatedIn(e, bm, first, last, im.df.ext) {
 		return allocation{}, x, err
 	}
 	if err := im.ensureL2Locked(goff); err != nil {
@@ -150,7 +157,7 @@ func (im *Image) xplanAllocLocked(goff format.GuestOff, n int64) (p allocation, 
 	if e, bm, err = im.xentry(goff); err != nil {
 		return allocation{}, x, err
 	}
-	x = xl2Alloc{bitmap: bm, keep: e.Type() == format.ClusterNormal && e.Copied()}
+	x = xl2Alloc{bitmap: bm, keep: im.kindOf(e) == format.ClusterNormal && e.Copied()}
 	in := im.g.InCluster(goff)
 	x.from, x.to = im.xcowRange(e, bm, in, in+uint64(n), x.keep)
 	p = allocation{goff: goff, old: e}
@@ -186,8 +193,9 @@ func (im *Image) xcowRange(e format.L2Entry, bm uint64, start, end uint64, keep 
 	cs := g.ClusterSize
 	first, last := g.SubIndex(start), g.SubIndex(end-1)
 	alloc := uint32(bm)
-	t0 := format.SubclusterTypeOf(e, bm, first)
-	t1 := format.SubclusterTypeOf(e, bm, last)
+	t0, _ := im.subRangeType(e, bm, first)
+	t1, _ := im.subRangeType(e, bm, last)
+	allocated := e.Offset() != 0 || e.AllocatedAtZero(im.df.ext) // DF2
 	switch {
 	case keep && t0 == format.SubNormal:
 		from = start
@@ -195,7 +203,7 @@ func (im *Image) xcowRange(e format.L2Entry, bm uint64, start, end uint64, keep 
 		from = uint64(first) << sb
 	case t0 == format.SubCompressed:
 		from = 0
-	case e.Offset() != 0:
+	case allocated:
 		from = uint64(min(first, uint(bits.TrailingZeros32(alloc)))) << sb
 	default:
 		from = uint64(first) << sb
@@ -207,7 +215,7 @@ func (im *Image) xcowRange(e format.L2Entry, bm uint64, start, end uint64, keep 
 		to = (end + scs - 1) &^ (scs - 1)
 	case t1 == format.SubCompressed:
 		to = cs
-	case e.Offset() != 0:
+	case allocated:
 		to = cs - uint64(min(format.SubclustersPerCluster-1-last, uint(bits.LeadingZeros32(alloc))))<<sb
 	default:
 		to = (end + scs - 1) &^ (scs - 1)
@@ -315,7 +323,7 @@ func (im *Image) xplainFill(p *allocation, x *xl2Alloc, v [][]byte, n int64, zer
 func (im *Image) xreadsZero(e format.L2Entry, bm uint64, cstart format.GuestOff, from, to uint64) bool {
 	g := &im.g
 	for from < to {
-		t, cnt := format.SubclusterRangeType(e, bm, g.SubIndex(from))
+		t, cnt := im.subRangeType(e, bm, g.SubIndex(from))
 		end := min(to, uint64(g.SubIndex(from)+cnt)<<g.SubclusterBits())
 		switch t {
 		case format.SubZeroPlain, format.SubZeroAlloc:
@@ -338,11 +346,11 @@ func (im *Image) xreadsZero(e format.L2Entry, bm uint64, cstart format.GuestOff,
 func (im *Image) xreadOld(buf []byte, e format.L2Entry, bm uint64, cstart format.GuestOff, from, to uint64) error {
 	g := &im.g
 	for from < to {
-		t, cnt := format.SubclusterRangeType(e, bm, g.SubIndex(from))
+		t, cnt := im.subRangeType(e, bm, g.SubIndex(from))
 		end := min(to, uint64(g.SubIndex(from)+cnt)<<g.SubclusterBits())
 		switch t {
 		case format.SubNormal:
-			if err := block.ReadAt(im.dev, buf[from:end], int64(e.Offset())+int64(from)); err != nil {
+			if err := im.xreadHost(buf[from:end], e.Offset()+format.HostOff(from)); err != nil {
 				return err
 			}
 		case format.SubZeroPlain, format.SubZeroAlloc:
@@ -365,6 +373,21 @@ func (im *Image) xreadOld(buf []byte, e format.L2Entry, bm uint64, cstart format
 		from = end
 	}
 	return nil
+}
+
+// subRangeType is format.SubclusterRangeType in this image (DF2: with a
+// data file, an entry allocated at host offset 0 is allocated).
+func (im *Image) subRangeType(e format.L2Entry, bm uint64, first uint) (format.SubclusterType, uint) {
+	return format.SubclusterRangeTypeIn(e, bm, first, im.df.ext)
+}
+
+// xreadHost reads the host bytes of allocated subclusters at host: from
+// the image's device, or from the data file (DF1).
+func (im *Image) xreadHost(b []byte, host format.HostOff) error {
+	if im.df.ext {
+		return im.readData(host, [][]byte{b})
+	}
+	return block.ReadAt(im.dev, b, int64(host))
 }
 
 // xcommitAllocLocked is commitAllocLocked for extended L2: the link sets

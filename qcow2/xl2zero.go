@@ -22,7 +22,7 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 		return err
 	}
 	discard, full := d != noDiscard, d == discardFull
-	ne, nbm, free := xzeroEntry(e, bm, unmap, discard, full, im.backing != nil)
+	ne, nbm, _ := xzeroEntry(e, bm, im.df.ext, unmap, discard, full, im.backing != nil)
 	if ne == e && nbm == bm {
 		return nil
 	}
@@ -33,14 +33,14 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 	if e, bm, err = im.xentry(goff); err != nil {
 		return err
 	}
-	ne, nbm, free = xzeroEntry(e, bm, unmap, discard, full, im.backing != nil)
+	ne, nbm, free := xzeroEntry(e, bm, im.df.ext, unmap, discard, full, im.backing != nil)
 	if ne == e && nbm == bm {
 		return nil
 	}
 	if err := im.setXEntry(goff, ne, nbm); err != nil {
 		return err
 	}
-	if free {
+	if free && !im.df.ext { // a data file's clusters are not refcounted (DF3)
 		im.pendLocked(fr, e) // freed after the requests (Q12, Q3)
 	}
 	return nil
@@ -51,9 +51,10 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 // Zeroing keeps the host cluster unless it is compressed or the request
 // may unmap; a discard drops it and makes the cluster read as zeros,
 // unless the cluster reads as zeros already without a backing file; a
-// full discard leaves it unallocated.
-func xzeroEntry(e format.L2Entry, bm uint64, unmap, discard, full, backing bool) (format.L2Entry, uint64, bool) {
-	allocated := e.Offset() != 0 || e.Compressed()
+// full discard leaves it unallocated. external: the image has a data
+// file (DF2: an entry allocated at host offset 0 is allocated).
+func xzeroEntry(e format.L2Entry, bm uint64, external, unmap, discard, full, backing bool) (format.L2Entry, uint64, bool) {
+	allocated := e.Offset() != 0 || e.Compressed() || e.AllocatedAtZero(external)
 	if full {
 		return 0, 0, allocated
 	}

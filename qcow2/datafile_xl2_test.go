@@ -1,0 +1,152 @@
+package qcow2
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// Writes to extended-L2 images with an external data file (DF4,
+// datafile_xl2.go), with QEMU as the oracle: qemu-io applies the same
+// operations to a twin image, and every L2 entry and subcluster bitmap
+// must come out as QEMU's.
+
+// dfxOps exercise subclusters (64 KiB clusters: 2 KiB subclusters).
+var dfxOps = []dfOp{
+	{'w', 0, 512},               // cluster 0: host offset 0 with COPIED (DF2), COW of a partial subcluster
+	{'w', 70 << 10, 1000},       // a partial first write: one subcluster allocated
+	{'w', 72<<10 + 100, 3000},   // unallocated subclusters of an allocated cluster, partial at both ends
+	{'w', 70<<10 + 200, 300},    // in place, inside an allocated subcluster
+	{'w', 128 << 10, 64 << 10},  // a whole cluster
+	{'w', 60 << 10, 200 << 10},  // across clusters, allocated and not
+	{'z', 300 << 10, 64 << 10},  // whole subclusters, across two clusters
+	{'u', 384 << 10, 128 << 10}, // whole clusters, unmapped
+	{'z', 4 << 10, 4 << 10},     // whole subclusters of an allocated cluster
+	{'w', 5 << 10, 1024},        // into a zero subcluster of an allocated cluster
+	{'d', 128 << 10, 64 << 10},
+	{'w', 130 << 10, 4 << 10}, // into the discarded cluster again
+	{'d', 0, 64 << 10},
+	{'w', 8 << 10, 512},
+	{'w', 1<<20 - 700, 700}, // the last cluster, partial
+}
+
+// qemuIoCmds is ops as qemu-io commands, with applyDfOps' patterns.
+func qemuIoCmds(ops []dfOp) []string {
+	var c []string
+	for i, op := range ops {
+		switch op.kind {
+		case 'w':
+			c = append(c, fmt.Sprintf("write -P %#x %d %d", 0x40+i, op.off, op.n))
+		case 'z':
+			c = append(c, fmt.Sprintf("write -z %d %d", op.off, op.n))
+		case 'u':
+			c = append(c, fmt.Sprintf("write -z -u %d %d", op.off, op.n))
+		case 'd':
+			c = append(c, fmt.Sprintf("discard %d %d", op.off, op.n))
+		}
+	}
+	return c
+}
+
+// sameL2 compares every L2 entry and bitmap of the images at a and b.
+func sameL2(t *testing.T, a, b string, size int64) {
+	t.Helper()
+	ia, ib := openReadOnly(t, a), openReadOnly(t, b)
+	cs := int64(ia.g.ClusterSize)
+	for off := int64(0); off < size; off += cs {
+		ea, ba, erra := ia.xentry(format.GuestOff(off))
+		eb, bb, errb := ib.xentry(format.GuestOff(off))
+		if erra != nil || errb != nil || ea != eb || ba != bb {
+			t.Errorf("cluster at %#x: ours %#x/%#x (%v), QEMU's %#x/%#x (%v)", off, uint64(ea), ba, erra, uint64(eb), bb, errb)
+		}
+	}
+}
+
+// TestDataFileXL2_WritesLikeQemu: extended-L2 images with a data file
+// (raw or not, over a backing file, written by qemu-io first) written by
+// us end with QEMU's L2 entries and bitmaps (qemu-io applying the same
+// operations to a twin), pass qemu-img check, read back through
+// qemu-img convert as our model says and map as QEMU maps them; a raw
+// data file is the disk's raw image (before any discard); and qemu-io
+// writes on after us.
+func TestDataFileXL2_WritesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	cases := []struct {
+		name, opts string
+		backing    bool
+		io         []string
+	}{
+		{"plain", "", false, nil},
+		{"raw", "data_file_raw=on", false, nil},
+		{"qemu-written", "", false, []string{"write -P 0x11 0 100k", "write -z 256k 64k", "write -P 0x12 900k 5000", "write -P 0x13 520k 1k"}},
+		{"raw-qemu-written", "data_file_raw=on", false, []string{"write -P 0x11 0 100k", "discard 192k 64k"}},
+		{"backing", "", true, nil},
+		{"c16k", "cluster_size=16384", false, []string{"write -P 0x13 4k 9k"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			opts := "extended_l2=on"
+			if tc.opts != "" {
+				opts += "," + tc.opts
+			}
+			mk := func() (img, data string) {
+				if !tc.backing {
+					return dataFileImage(t, opts, "1M", tc.io...)
+				}
+				dir := testkit.Dir(t)
+				base := filepath.Join(dir, "base.qcow2")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "1M")
+				testkit.MustRun(t, "qemu-io", "-c", "write -P 0x21 0 1M", base)
+				img, data = filepath.Join(dir, "m.qcow2"), filepath.Join(dir, "d.raw")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts+",data_file="+data, "-b", base, "-F", "qcow2", img, "1M")
+				return img, data
+			}
+			img, data := mk()
+			twin, _ := mk()
+			model := qemuRaw(t, img)
+			im, err := Open(img, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 10 // the first discard
+			applyDfOps(t, im, model, dfxOps[:n])
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back before discards")
+			if tc.opts == "data_file_raw=on" && tc.io == nil {
+				testkit.MustEqual(t, mustReadFile(t, data), model, "the raw data file before discards")
+			}
+			applyDfOps(t, im, model, dfxOps[n:])
+			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back")
+			if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+				t.Fatalf("check: %v %+v", err, r)
+			}
+			if err := im.Close(); err != nil {
+				t.Fatal(err)
+			}
+			testkit.QemuCheck(t, img)
+			testkit.MustEqual(t, qemuRaw(t, img), model, "qemu-img convert")
+			dataFileSameMap(t, img)
+			testkit.MustRun(t, "qemu-io", append(prefixC(append(qemuIoCmds(dfxOps[:n]), qemuIoCmds(dfxOps[n:])...)), twin)...)
+			testkit.MustEqual(t, qemuRaw(t, twin), model, "QEMU's twin")
+			sameL2(t, img, twin, 1<<20)
+			// QEMU writes after us, and we read what it wrote.
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 0x55 33k 64k", "-c", "write -z 900k 4k", img)
+			copy(model[33<<10:], bytes.Repeat([]byte{0x55}, 64<<10))
+			clear(model[900<<10 : 904<<10])
+			ro := openReadOnly(t, img)
+			testkit.MustEqual(t, testkit.ReadAll(t, ro), model, "our read of QEMU's writes")
+		})
+	}
+}
+
+func prefixC(cmds []string) []string {
+	var a []string
+	for _, c := range cmds {
+		a = append(a, "-c", c)
+	}
+	return a
+}
