@@ -99,6 +99,7 @@ type dfCrashPoint struct {
 	img, data *memdev.Dev
 	flushed   []byte
 	touched   []bool
+	held      [][][]byte // per touched sector: the values it was given since the flush
 }
 
 // TestDataFile_CrashClones crashes a workload of writes (first and
@@ -117,12 +118,23 @@ func TestDataFile_CrashClones(t *testing.T) {
 		name    string
 		raw     bool
 		backing bool
-	}{{"plain", false, false}, {"raw", true, false}, {"backing", false, true}}
+		xl2     bool
+	}{{"plain", false, false, false}, {"raw", true, false, false}, {"backing", false, true, false},
+		{"xl2", false, false, true}, {"xl2-raw", true, false, true}, {"xl2-backing", false, true, true}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			seed := testkit.Rand(t).Uint64()
 			o := Options{L2CacheSize: 1024, L2CacheEntrySize: 512}
+			// 1 KiB clusters: 8 L2 tables, so new ones write the cache
+			// back. Extended L2 (16 KiB clusters and up: 512-byte
+			// subclusters) has one table; a cache of one 512-byte
+			// slice (32 entries) of its 2 writes back on evictions.
+			co := CreateOptions{Size: dfCrashSize, ClusterSize: 1024}
+			if tc.xl2 {
+				co = CreateOptions{Size: dfCrashSize, ClusterSize: 16 << 10, ExtendedL2: true}
+				o.L2CacheSize, o.L2CacheEntrySize = 512, 512
+			}
 			if tc.backing {
 				bdata := make([]byte, dfCrashSize)
 				for i := range bdata {
@@ -130,9 +142,9 @@ func TestDataFile_CrashClones(t *testing.T) {
 				}
 				o.Backing = memdev.FromBytes(bdata, memdev.Options{})
 			}
-			nops := len(dfCrashWorkload(t, seed, tc.raw, o, func(int) bool { return false }))
+			nops := len(dfCrashWorkload(t, seed, co, tc.raw, o, func(int) bool { return false }))
 			step := max(1, nops/crashPoints(120, 40))
-			pts := dfCrashWorkload(t, seed, tc.raw, o, func(i int) bool { return i%step == 0 })
+			pts := dfCrashWorkload(t, seed, co, tc.raw, o, func(i int) bool { return i%step == 0 })
 			tried, bad := 0, 0
 			for k, p := range pts {
 				if p.img == nil {
@@ -155,9 +167,8 @@ const dfCrashSize = 1 << 20
 // dfCrashWorkload runs a seeded workload on a data file image and
 // returns one point per mutating device op of either file, with clones
 // where want(i).
-func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(int) bool) []dfCrashPoint {
+func dfCrashWorkload(t *testing.T, seed uint64, co CreateOptions, raw bool, o Options, want func(int) bool) []dfCrashPoint {
 	t.Helper()
-	co := CreateOptions{Size: dfCrashSize, ClusterSize: 1024} // 8 L2 tables: new ones write the cache back
 	imgMem, dataMem := dfMemImage(t, co, raw)
 	var model []byte
 	if o.Backing != nil && !raw {
@@ -170,6 +181,7 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 	}
 	flushed := append([]byte(nil), model...)
 	touched := make([]bool, dfCrashSize/crashSector)
+	held := make([][][]byte, dfCrashSize/crashSector)
 	var pts []dfCrashPoint
 	h := &pairHook{}
 	crng := rand.New(rand.NewPCG(seed, 1))
@@ -181,6 +193,10 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 				data:    dataMem.CrashClone(crng, crng.Float64()),
 				flushed: append([]byte(nil), flushed...),
 				touched: append([]bool(nil), touched...),
+				held:    make([][][]byte, len(held)),
+			}
+			for s := range held {
+				p.held[s] = append([][]byte(nil), held[s]...)
 			}
 		}
 		pts = append(pts, p)
@@ -191,12 +207,24 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 	if err != nil {
 		t.Fatal(err)
 	}
-	touch := func(off, n int64) {
+	// touch records, before an op runs, the value each sector it
+	// changes will hold (the model with apply done): a crash may show
+	// any value a sector held since the last flush (old or new).
+	touch := func(off, n int64, apply func(w []byte, at int64)) {
+		at := off / crashSector * crashSector
+		end := (off + n + crashSector - 1) / crashSector * crashSector
+		w := append([]byte(nil), model[at:end]...)
+		apply(w, at)
 		h.mu.Lock()
 		for s := off / crashSector; s <= (off+n-1)/crashSector; s++ {
 			touched[s] = true
+			p := s*crashSector - at
+			held[s] = append(held[s], w[p:p+crashSector])
 		}
 		h.mu.Unlock()
+	}
+	zeros := func(off, n int64) func([]byte, int64) {
+		return func(w []byte, at int64) { clear(w[off-at : off-at+n]) }
 	}
 	rng := rand.New(rand.NewPCG(seed, 2))
 	cs := int64(co.ClusterSize)
@@ -210,7 +238,7 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 			for i := range b {
 				b[i] = byte(op + 1)
 			}
-			touch(off, n)
+			touch(off, n, func(w []byte, at int64) { copy(w[off-at:], b) })
 			if _, err := im.WriteAt(b, off); err != nil {
 				t.Fatal(err)
 			}
@@ -222,7 +250,7 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 			if rng.IntN(2) == 0 {
 				f = block.MayUnmap
 			}
-			touch(off, n)
+			touch(off, n, zeros(off, n))
 			if err := im.WriteZeroes(off, n, f); err != nil {
 				t.Fatal(err)
 			}
@@ -231,7 +259,7 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 			// Whole clusters: a discard reads as zeros after (v3).
 			c := rng.Int64N(dfCrashSize / cs)
 			n := min(int64(1+rng.IntN(3))*cs, dfCrashSize-c*cs)
-			touch(c*cs, n)
+			touch(c*cs, n, zeros(c*cs, n))
 			if err := im.Discard(c*cs, n); err != nil {
 				t.Fatal(err)
 			}
@@ -243,6 +271,7 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 			h.mu.Lock()
 			copy(flushed, model)
 			clear(touched)
+			clear(held)
 			h.mu.Unlock()
 		}
 	}
@@ -253,8 +282,9 @@ func dfCrashWorkload(t *testing.T, seed uint64, raw bool, o Options, want func(i
 	return pts
 }
 
-// dfVerifyCrash opens crash point k's clones: no corruption, and every
-// sector flushed and untouched since reads as flushed.
+// dfVerifyCrash opens crash point k's clones: no corruption, every
+// sector flushed and untouched since reads as flushed, and every byte of
+// a touched one reads a value it held since the flush (old or new).
 func dfVerifyCrash(t *testing.T, k int, p dfCrashPoint, o Options) bool {
 	t.Helper()
 	o.DataDevice = p.data
@@ -272,10 +302,14 @@ func dfVerifyCrash(t *testing.T, k int, p dfCrashPoint, o Options) bool {
 	}
 	got := testkit.ReadAll(t, im)
 	for s := range p.touched {
+		lo, hi := int64(s)*crashSector, int64(s+1)*crashSector
 		if p.touched[s] {
+			if i := neverHeld(got[lo:hi], p.flushed[lo:hi], p.held[s]); i >= 0 {
+				t.Errorf("crash point %d: offset %d reads %#x, a value it never held since the flush", k, lo+int64(i), got[lo+int64(i)])
+				return false
+			}
 			continue
 		}
-		lo, hi := int64(s)*crashSector, int64(s+1)*crashSector
 		if i := testkit.FirstDiff(got[lo:hi], p.flushed[lo:hi]); i >= 0 {
 			t.Errorf("crash point %d: flushed data lost at offset %d", k, lo+int64(i))
 			return false

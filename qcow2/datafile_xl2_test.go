@@ -3,9 +3,11 @@ package qcow2
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
+	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -149,4 +151,60 @@ func prefixC(cmds []string) []string {
 		a = append(a, "-c", c)
 	}
 	return a
+}
+
+// TestDataFileXL2_LinkAfterData is TestDataFile_LinkAfterData for
+// subclusters (DF5): a first write into a cluster, and then a write into
+// unallocated subclusters of the allocated cluster (only its bitmap
+// changes), each followed by an L2 write-back and the image file's
+// flush (an eviction, another table's Q4 flush). A crash that keeps the
+// image file's writes and loses every unflushed write of the data file
+// must find the data linked, as the data file was flushed first. The
+// subclusters' bytes around the guest data come from the backing file,
+// so a lost write reads as zeros where it has data.
+func TestDataFileXL2_LinkAfterData(t *testing.T) {
+	t.Parallel()
+	const size = 256 << 10
+	bdata := bytes.Repeat([]byte{0x5a}, size)
+	img, data := dfMemImage(t, CreateOptions{Size: size, ClusterSize: 16 << 10, ExtendedL2: true}, false)
+	im, err := OpenDevice(img, Options{DataDevice: data, Backing: memdev.FromBytes(bdata, memdev.Options{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	want := append([]byte(nil), bdata...)
+	for i, w := range []struct{ off, n int64 }{
+		{32<<10 + 1100, 300}, // a first write: a partial subcluster
+		{32<<10 + 5000, 700}, // unallocated subclusters of the allocated cluster
+	} {
+		if err := im.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.Repeat([]byte{byte(0x11 + i)}, int(w.n))
+		if _, err := im.WriteAt(b, w.off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[w.off:], b)
+		im.mu.Lock()
+		err = im.l2c.Write()
+		if err == nil {
+			err = im.dev.Flush()
+		}
+		im.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		cimg, cdata := img.CrashClone(rng, 1), data.CrashClone(rng, 0)
+		re, err := OpenDevice(cimg, Options{DataDevice: cdata, Backing: memdev.FromBytes(bdata, memdev.Options{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, bm, err := re.xentry(format.GuestOff(w.off))
+		if err != nil || e.Offset() != 32<<10 || bm&format.SubAlloc(uint(w.off%(16<<10)/512)) == 0 {
+			t.Fatalf("write %d: the entry %#x/%#x (%v) does not link it", i, uint64(e), bm, err)
+		}
+		testkit.MustEqual(t, testkit.ReadAll(t, re), want, fmt.Sprintf("after write %d and a crash", i))
+		re.Close()
+	}
 }
