@@ -202,10 +202,9 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compressed writes are refused on encrypted images")
 	case c.bm && c.v2:
 		return fmt.Errorf("persistent bitmaps need compat 1.1")
-	case c.df && (c.v2 || c.xl2 || c.meta || c.comp != ""):
-		// QEMU refuses v2 and compression; writes to extended L2 ones
-		// are not implemented (DF4).
-		return fmt.Errorf("an external data file needs compat 1.1, and no extended L2, preallocation or compression")
+	case c.df && (c.v2 || c.meta || c.comp != ""):
+		// QEMU refuses v2 and compression.
+		return fmt.Errorf("an external data file needs compat 1.1, and no preallocation or compression")
 	}
 	return nil
 }
@@ -309,6 +308,9 @@ var tortureMatrix = []string{
 	"c64k-r16-v3-q-bm-df-mem",
 	"c16k-r16-v3-back-df-ud",
 	"c4k-r16-v3-back-luks-df-hold", // ciphertext in the data file, encrypted COW
+	"c16k-r16-v3-xl2-back-df-hold", // subclusters in a data file (datafile_xl2.go)
+	"c64k-r16-v3-xl2-df-mem",
+	"c64k-r16-v3-xl2-back-luks-df-mem", // encrypted subcluster COW into a data file
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -346,7 +348,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
 		c.queue = r.IntN(3) == 0
 		c.bm = r.IntN(3) == 0 && !c.v2
-		c.df = r.IntN(6) == 0 && !c.v2 && !c.xl2 && !c.meta
+		c.df = r.IntN(6) == 0 && !c.v2 && !c.meta
 		if c.valid() == nil {
 			return c
 		}

@@ -89,9 +89,10 @@ var shortSample = []struct {
 	{5, "c16k-r16-v3-xl2-back-hold", false},
 	{5, "c64k-r16-v3-xl2-tiny-ud", false},
 	{6, "c64k-r16-v3-q-ud", false},
-	{6, "c4k-r16-v3-tiny-q-bm-hold", true},    // and a dirty bitmap (Q22)
-	{7, "c64k-r16-v3-xl2-back-q-mem", true},   // the queue's allocator on extended L2, crash clones
-	{8, "c4k-r16-v3-back-tiny-df-mem", false}, // an external data file: both devices cloned at once
+	{6, "c4k-r16-v3-tiny-q-bm-hold", true},     // and a dirty bitmap (Q22)
+	{7, "c64k-r16-v3-xl2-back-q-mem", true},    // the queue's allocator on extended L2, crash clones
+	{8, "c4k-r16-v3-back-tiny-df-mem", false},  // an external data file: both devices cloned at once
+	{9, "c16k-r16-v3-xl2-back-df-hold", false}, // subclusters in a data file (datafile_xl2.go)
 }
 
 func TestTorture(t *testing.T) {
