@@ -294,7 +294,14 @@ func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 		if err != nil {
 			return err
 		}
-		if im.kindOf(e) != format.ClusterNormal {
+		if im.kindOf(e) != format.ClusterNormal && im.g.ExtendedL2 {
+			// QEMU 7.2's preallocation with subclusters links the
+			// cluster and leaves its bitmap as it was: nothing is
+			// written.
+			if err := im.dfLinkCluster(guestOff(cur - in)); err != nil {
+				return err
+			}
+		} else if im.kindOf(e) != format.ClusterNormal {
 			vp := getVec()
 			*vp = appendZeros((*vp)[:0], block.ZeroBuf(), uint64(cs-in))
 			err = im.dfWriteCluster(guestOff(cur), *vp, cs-in)
@@ -308,7 +315,14 @@ func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 	if err := im.dfLinkRange(from, size); err != nil {
 		return err
 	}
-	return im.dfGrow((size + cs - 1) / cs * cs)
+	// QEMU's preallocation writes the last cluster's COW end: the data
+	// file reaches the cluster's end, or with subclusters the last
+	// subcluster's (measured with qemu-img resize 7.2).
+	gran := cs
+	if im.g.ExtendedL2 {
+		gran = int64(im.g.SubclusterSize())
+	}
+	return im.dfGrow((size + gran - 1) / gran * gran)
 }
 
 // dfShrunk cuts the data file to the disk's new size once the header
@@ -330,7 +344,10 @@ func (im *Image) dfShrunk(size int64) error {
 
 // dfLinkRange links every unallocated cluster of [from, to) at its own
 // offset in the data file (data_file_raw's metadata preallocation): the
-// data file's bytes are the disk's there already. The entries are
+// data file's bytes are the disk's there already. With extended L2 the
+// bitmap stays as it was, as QEMU 7.2 leaves it (a preallocation's link
+// sets no allocation bits: such a cluster reads as zeros, whatever a
+// raw data file holds). The entries are
 // durable before the caller's header update (its flush).
 func (im *Image) dfLinkRange(from, to int64) error {
 	cs := int64(im.g.ClusterSize)
@@ -360,7 +377,8 @@ func (im *Image) dfLinkCluster(goff format.GuestOff) error {
 		}
 		old, err := im.dfPlanLocked(goff)
 		if err == nil && old != nil && im.kindOf(*old) == format.ClusterUnallocated {
-			err = im.setEntry(goff, format.MakeL2(format.HostOff(goff), true, false))
+			cl := goff - format.GuestOff(im.g.InCluster(goff)) // its own place (DF2)
+			err = im.setEntry(goff, format.MakeL2(format.HostOff(cl), true, false))
 		}
 		im.allocs.Release(reg)
 		im.mu.Unlock()

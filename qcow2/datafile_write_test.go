@@ -473,6 +473,7 @@ func TestDataFile_ResizeLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	for _, c := range []struct{ opts, prealloc string }{
 		{"", ""}, {"data_file_raw=on", ""}, {"", PreallocMetadata}, {"", PreallocFull}, {"data_file_raw=on", PreallocFalloc},
+		{"extended_l2=on", ""}, {"extended_l2=on,data_file_raw=on", ""}, {"extended_l2=on", PreallocMetadata},
 	} {
 		opts := c.opts
 		img, data := dataFileImage(t, opts, "1M", "write -P 0x11 0 1M")
@@ -674,8 +675,35 @@ func TestDataFile_CreateDeviceEncrypted(t *testing.T) {
 func TestDataFile_ResizePartialLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	io := []string{"write -P 0x22 983040 17408", "discard 983040 17408"}
-	img, _ := dataFileImage(t, "", "1000448", io...)
-	twin, _ := dataFileImage(t, "", "1000448", io...)
+	for _, opts := range []string{"", "extended_l2=on"} {
+		dfResizePartial(t, opts, io)
+	}
+	// A growth inside the last cluster, which a write made the data
+	// file hold whole: QEMU truncates the data file to the new size.
+	img, data := dataFileImage(t, "", "100k", "write -P 1 70k 1k")
+	im, err := Open(img, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Truncate(110 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(data); err != nil || fi.Size() != 110<<10 {
+		t.Fatalf("data file %v, want 110 KiB as qemu-img resize leaves it", err)
+	}
+	testkit.QemuCheck(t, img)
+}
+
+// dfResizePartial is TestDataFile_ResizePartialLikeQemu's growth with
+// preallocation on an image created with opts and written by io: the
+// map and the data file's size as qemu-img resize leaves its twin.
+func dfResizePartial(t *testing.T, opts string, io []string) {
+	t.Helper()
+	img, data := dataFileImage(t, opts, "1000448", io...)
+	twin, twinData := dataFileImage(t, opts, "1000448", io...)
 	testkit.MustRun(t, "qemu-img", "resize", "-q", "--preallocation=metadata", twin, "2M")
 	im, err := Open(img, Options{})
 	if err != nil {
@@ -690,22 +718,12 @@ func TestDataFile_ResizePartialLikeQemu(t *testing.T) {
 	testkit.QemuCheck(t, img)
 	testkit.MustEqual(t, qemuRaw(t, img), make([]byte, 2<<20), "qemu-img convert")
 	if a, b := qemuMap(t, img), qemuMap(t, twin); !reflect.DeepEqual(a, b) {
-		t.Fatalf("map %v, QEMU's %v", a, b)
+		t.Fatalf("%q: map %v, QEMU's %v", opts, a, b)
 	}
-	// A growth inside the last cluster, which a write made the data
-	// file hold whole: QEMU truncates the data file to the new size.
-	img, data := dataFileImage(t, "", "100k", "write -P 1 70k 1k")
-	if im, err = Open(img, Options{}); err != nil {
-		t.Fatal(err)
+	if a, b := mustReadFile(t, data), mustReadFile(t, twinData); len(a) != len(b) {
+		t.Fatalf("%q: data file of %d bytes, QEMU's %d", opts, len(a), len(b))
 	}
-	if err := im.Truncate(110 << 10); err != nil {
-		t.Fatal(err)
+	if opts != "" {
+		sameL2(t, img, twin, 2<<20)
 	}
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(data); err != nil || fi.Size() != 110<<10 {
-		t.Fatalf("data file %v, want 110 KiB as qemu-img resize leaves it", err)
-	}
-	testkit.QemuCheck(t, img)
 }
