@@ -99,10 +99,7 @@ func linkDataFileClusters(path string, o *CreateOptions, op Opener) error {
 	}
 	err = im.dfLinkRange(0, o.Size)
 	if err == nil {
-		// As QEMU's preallocation: the data file reaches the end of
-		// the last cluster linked.
-		cs := int64(im.g.ClusterSize)
-		err = im.dfGrow((o.Size + cs - 1) / cs * cs)
+		err = im.dfGrow(im.dfPreallocEnd(o.Size))
 	}
 	if cerr := im.Close(); err == nil {
 		err = cerr

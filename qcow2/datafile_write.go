@@ -315,14 +315,19 @@ func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 	if err := im.dfLinkRange(from, size); err != nil {
 		return err
 	}
-	// QEMU's preallocation writes the last cluster's COW end: the data
-	// file reaches the cluster's end, or with subclusters the last
-	// subcluster's (measured with qemu-img resize 7.2).
-	gran := cs
+	return im.dfGrow(im.dfPreallocEnd(size))
+}
+
+// dfPreallocEnd is where QEMU 7.2's preallocation of a disk of size
+// bytes leaves the data file: it writes the last cluster's COW end, so
+// the data file reaches that cluster's end, or with subclusters the
+// last subcluster's (measured with qemu-img create and resize).
+func (im *Image) dfPreallocEnd(size int64) int64 {
+	gran := int64(im.g.ClusterSize)
 	if im.g.ExtendedL2 {
 		gran = int64(im.g.SubclusterSize())
 	}
-	return im.dfGrow((size + gran - 1) / gran * gran)
+	return (size + gran - 1) / gran * gran
 }
 
 // dfShrunk cuts the data file to the disk's new size once the header

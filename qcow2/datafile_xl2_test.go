@@ -208,3 +208,35 @@ func TestDataFileXL2_LinkAfterData(t *testing.T) {
 		re.Close()
 	}
 }
+
+// TestDataFileXL2_CreateLikeQemu: an extended-L2 image with a raw data
+// file, or a preallocated one, is created as qemu-img create 7.2 creates
+// it: every cluster linked in place with its bitmap clear, and the data
+// file reaching the last subcluster's end (not the cluster's).
+func TestDataFileXL2_CreateLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, c := range []struct {
+		opts string
+		co   CreateOptions
+		size int64
+	}{
+		{"extended_l2=on,data_file_raw=on", CreateOptions{ExtendedL2: true, DataFileRaw: true}, 1000448},
+		{"extended_l2=on,preallocation=metadata", CreateOptions{ExtendedL2: true, Preallocation: PreallocMetadata}, 1000448},
+		{"extended_l2=on,data_file_raw=on", CreateOptions{ExtendedL2: true, DataFileRaw: true}, 1 << 20},
+	} {
+		twin, twinData := dataFileImage(t, c.opts, fmt.Sprint(c.size))
+		dir := testkit.Dir(t)
+		img, data := filepath.Join(dir, "m.qcow2"), filepath.Join(dir, "d.raw")
+		co := c.co
+		co.Size, co.DataFile = c.size, data
+		if err := Create(img, co); err != nil {
+			t.Fatalf("%s: %v", c.opts, err)
+		}
+		testkit.QemuCheck(t, img)
+		if a, b := len(mustReadFile(t, data)), len(mustReadFile(t, twinData)); a != b {
+			t.Errorf("%s %d: data file of %d bytes, QEMU's %d", c.opts, c.size, a, b)
+		}
+		sameL2(t, img, twin, c.size)
+		dataFileSameMap(t, img)
+	}
+}

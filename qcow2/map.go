@@ -42,9 +42,10 @@ func (im *Image) BlockStatus(off, n int64) (Status, error) {
 		s.Allocated, s.Data, s.Compressed = true, true, true
 	case format.ClusterUnallocated:
 		s.Zero = im.backing == nil
-		if m.host != 0 {
+		if m.host != 0 || m.entry.AllocatedAtZero(im.df.ext) {
 			// Extended L2: an unallocated subcluster of an allocated
-			// cluster keeps its offset (QEMU's block status).
+			// cluster keeps its offset (QEMU's block status), 0 in
+			// guest cluster 0 of a data file (DF2).
 			s.HostOff = int64(m.host)
 		}
 	}
