@@ -344,11 +344,22 @@
 //	    nothing. A Queue sends every request of such an image down the
 //	    synchronous path (its fast path and its allocator address the
 //	    image's own device). An encrypted image's data goes there as
-//	    ciphertext, sectors numbered by their data file offset (DF1). A
-//	    writable open of an extended L2 image with a data file is still
-//	    refused (ErrUnsupported) before anything is written.
-//	DF5 The data a new L2 entry links is durable before the entry: the
-//	    write that fills the cluster completes before the link, and the
+//	    ciphertext, sectors numbered by their data file offset (DF1).
+//	    With extended L2 (datafile_xl2.go) the cluster's place is the
+//	    same, but only the bytes QEMU 7.2's calculate_l2_meta names are
+//	    written: the guest data and the COW of the partial subclusters
+//	    at its ends (from the backing file or zeros, through the old
+//	    entry); a first write and a write into unallocated subclusters
+//	    of an allocated cluster link by setting the written
+//	    subclusters' allocation bits (clearing their zero bits), and a
+//	    write into allocated subclusters goes in place. Zero writes and
+//	    discards set zero bits and drop entries as without a data file
+//	    (xl2zero.go), freeing nothing; a preallocation (Create, a
+//	    resize) links clusters with their bitmap as it was, as QEMU
+//	    does, and the data file reaches the last subcluster's end.
+//	DF5 The data a new L2 entry links is durable before the entry (a
+//	    subcluster's allocation bit too): the write that fills the
+//	    cluster or subclusters completes before the link, and the
 //	    L2 cache's write-back flushes the data file first when such a
 //	    write came since its last flush (as QEMU flushes the data file
 //	    before the image file's metadata). Flush and Close flush the data
