@@ -29,6 +29,7 @@ var dfxOps = []dfOp{
 	{'u', 384 << 10, 128 << 10}, // whole clusters, unmapped
 	{'z', 4 << 10, 4 << 10},     // whole subclusters of an allocated cluster
 	{'w', 5 << 10, 1024},        // into a zero subcluster of an allocated cluster
+	{'z', 1 << 10, 2 << 10},     // partial subclusters: zero buffers, or a zero subcluster where the rest reads as zeros
 	{'d', 128 << 10, 64 << 10},
 	{'w', 130 << 10, 4 << 10}, // into the discarded cluster again
 	{'d', 0, 64 << 10},
@@ -115,7 +116,7 @@ func TestDataFileXL2_WritesLikeQemu(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := 10 // the first discard
+			n := 11 // the first discard
 			applyDfOps(t, im, model, dfxOps[:n])
 			testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back before discards")
 			if tc.opts == "data_file_raw=on" && tc.io == nil {
@@ -239,4 +240,48 @@ func TestDataFileXL2_CreateLikeQemu(t *testing.T) {
 		sameL2(t, img, twin, c.size)
 		dataFileSameMap(t, img)
 	}
+}
+
+// TestDataFileXL2_EncryptedWritesLikeQemu is
+// TestDataFile_EncryptedWritesLikeQemu on extended L2: the COW of
+// partial subclusters is encrypted with the data file's sector numbers,
+// over a backing-less image and its zero subclusters; QEMU checks the
+// image, reads it as our model says, and writes on after us.
+func TestDataFileXL2_EncryptedWritesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	img, data := filepath.Join(dir, "e.qcow2"), filepath.Join(dir, "e.raw")
+	if err := Create(img, CreateOptions{Size: 1 << 20, DataFile: data, ExtendedL2: true,
+		Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte("pw"), Iterations: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(img, Options{Passphrase: []byte("pw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := make([]byte, 1<<20)
+	ops := append([]dfOp{{'w', 100, 300}, {'w', 70<<10 + 7, 5000}}, dfxOps...)
+	applyDfOps(t, im, model, ops)
+	testkit.MustEqual(t, testkit.ReadAll(t, im), model, "our read-back")
+	if r, err := im.Check(CheckOptions{}); err != nil || !r.Clean() {
+		t.Fatalf("check: %v %+v", err, r)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if raw := mustReadFile(t, data); bytes.Contains(raw, bytes.Repeat([]byte{0x43}, 512)) {
+		t.Fatal("the data file holds plaintext")
+	}
+	testkit.QemuCheckSecret(t, img, "pw")
+	conv := filepath.Join(dir, "conv.raw")
+	testkit.MustRun(t, "qemu-img", append(append([]string{"convert"}, testkit.QemuSecretArgs(img, "pw")...), "-O", "raw", conv)...)
+	testkit.MustEqual(t, mustReadFile(t, conv), model, "qemu-img convert")
+	testkit.MustRun(t, "qemu-io", append(testkit.QemuSecretArgs(img, "pw"), "-c", "write -P 0x66 3000 70k")...)
+	copy(model[3000:], bytes.Repeat([]byte{0x66}, 70<<10))
+	ro, err := Open(img, Options{ReadOnly: true, Passphrase: []byte("pw")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	testkit.MustEqual(t, testkit.ReadAll(t, ro), model, "our read of QEMU's write")
 }
