@@ -5,6 +5,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/sched"
 )
 
 // Writes to an image with an external data file (DF4-DF6 in doc.go). A
@@ -79,16 +80,9 @@ func (im *Image) dfOverwrite(goff format.GuestOff, v [][]byte) (done bool, err e
 func (im *Image) dfAllocWrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
 	g := &im.g
 	cstart := goff - format.GuestOff(g.InCluster(goff))
-	im.mu.Lock()
-	if err := im.writableLocked(); err != nil {
-		im.mu.Unlock()
-		return true, err
-	}
-	reg, _, blocker := im.allocs.TryAcquire(g.GuestCluster(goff), 1)
+	reg, done, err := im.dfAcquire(goff)
 	if reg == nil {
-		im.mu.Unlock()
-		blocker.Wait()
-		return false, nil
+		return done, err
 	}
 	defer im.allocs.Release(reg)
 	old, err := im.dfPlanLocked(goff)
@@ -122,6 +116,26 @@ func (im *Image) dfAllocWrite(goff format.GuestOff, v [][]byte, n int64) (done b
 	im.c.clustersAllocated.Add(1)
 	im.event(EvLink)
 	return true, nil
+}
+
+// dfAcquire registers the guest cluster of goff for a data file
+// allocation (Q7) and returns with mu held. With no registration it
+// returns with mu released: done and err when the image is not
+// writable, !done when another allocation held the cluster (waited for:
+// the caller looks again).
+func (im *Image) dfAcquire(goff format.GuestOff) (reg *sched.Alloc[allocState], done bool, err error) {
+	im.mu.Lock()
+	if err := im.writableLocked(); err != nil {
+		im.mu.Unlock()
+		return nil, true, err
+	}
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
+	if reg == nil {
+		im.mu.Unlock()
+		blocker.Wait()
+		return nil, false, nil
+	}
+	return reg, false, nil
 }
 
 // dfPlanLocked looks the cluster of goff up again under mu and makes its

@@ -45,16 +45,9 @@ func (im *Image) dfxOverwrite(goff format.GuestOff, v [][]byte, n int64) (done b
 func (im *Image) dfxAllocWrite(goff format.GuestOff, v [][]byte, n int64) (done bool, err error) {
 	g := &im.g
 	cstart := goff - format.GuestOff(g.InCluster(goff))
-	im.mu.Lock()
-	if err := im.writableLocked(); err != nil {
-		im.mu.Unlock()
-		return true, err
-	}
-	reg, _, blocker := im.allocs.TryAcquire(g.GuestCluster(goff), 1)
+	reg, done, err := im.dfAcquire(goff)
 	if reg == nil {
-		im.mu.Unlock()
-		blocker.Wait()
-		return false, nil
+		return done, err
 	}
 	defer im.allocs.Release(reg)
 	x, old, ok, err := im.dfxPlanLocked(goff, n)
