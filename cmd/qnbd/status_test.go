@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -35,10 +36,20 @@ func serveQemuNbd(t *testing.T, sock string, args ...string) (stop func()) {
 	go func() { cmd.Wait(); close(done) }()
 	stop = sync.OnceFunc(func() { cmd.Process.Kill(); <-done })
 	t.Cleanup(stop)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	// qemu-nbd listens before it opens the image: a connection is
+	// accepted (queued) while it has no export yet and holds no lock.
+	// Its greeting comes only once the export exists; -t keeps it
+	// serving after this probe leaves.
+	deadline := time.Now().Add(10 * time.Second)
+	for ; ; time.Sleep(10 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
+			c.SetReadDeadline(deadline)
+			magic := make([]byte, 8)
+			_, err := io.ReadFull(c, magic)
 			c.Close()
-			return stop
+			if err == nil && string(magic) == "NBDMAGIC" {
+				return stop
+			}
 		}
 		select {
 		case <-done:
