@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -338,6 +339,7 @@ func (r *trun) setup() {
 		if cfg.backend == "lat" {
 			m := latdev.Distributed().Scaled(0.01) // 5 µs per op: c512 reads are many ops
 			m.Parallel = 8
+			m.Sleep = spinSleep
 			r.dev = latdev.New(r.hd, m)
 		}
 	} else {
@@ -1193,4 +1195,19 @@ func postCrashWrites(im *Image, model []byte, rng *rand.Rand) string {
 		return fmt.Sprintf("8 writes and a flush: check: %v %d corruptions, %d leaks, %d errors: %v", err, res.Corruptions, res.Leaks, res.CheckErrors, head(res.Messages, 5))
 	}
 	return ""
+}
+
+// spinSleep waits out latdev's scaled costs (a few µs) by yielding
+// rather than sleeping: a timer rounds a 5 µs sleep up to about half a
+// millisecond here, which made a c512 case with a backing file (many
+// small reads) run for nine minutes, past the loop's case timeout.
+// Costs of a fifth of a millisecond and more still sleep.
+func spinSleep(d time.Duration) {
+	if d >= 200*time.Microsecond {
+		time.Sleep(d)
+		return
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		runtime.Gosched()
+	}
 }
