@@ -130,6 +130,7 @@ FUZZ_TARGETS = \
 	./internal/optstr:FuzzSplit \
 	./internal/imgopen:FuzzParseSpec \
 	./internal/secret:FuzzParseObject \
+	./internal/protocol:FuzzPath@20000x \
 	./cmd/qimg:FuzzArgs \
 	./cmd/qimg:FuzzIOCommands@5000x \
 	./cmd/qnbd:FuzzParseFlags \

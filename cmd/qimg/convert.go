@@ -9,6 +9,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -370,6 +371,25 @@ func runConvert(e *env, args []string) int {
 	}
 	// The output: a file name, or with --target-image-opts an option
 	// string naming it (with -n only, so never created here).
+	outFile, outErr := out, error(nil)
+	if !tgtOpts {
+		// A protocol prefix, as qemu-img reads it (protocol.Path):
+		// refused here when qemu-img refuses it before the output's
+		// options, else when the output is created or opened.
+		f, err := protocol.Path(out, !skipCreate)
+		var pe *protocol.Error
+		switch {
+		case err != nil && skipCreate:
+			return e.errorf(1, "Could not open '%s': %v", out, err)
+		case errors.As(err, &pe) && pe.Early():
+			return e.errorf(1, "%v", err)
+		case err != nil:
+			outErr = err
+		default:
+			outFile = f
+		}
+	}
+	// openImage strips a "file:" prefix from Path.
 	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile()}
 	if tgtOpts {
 		if o.has("O") {
@@ -383,11 +403,11 @@ func runConvert(e *env, args []string) int {
 		if dspec, err = imgopen.ImageOpts(out, dspec); err != nil {
 			return e.usageErr(err)
 		}
-		out, ofmt = dspec.Path, dspec.Format
+		out, outFile, ofmt = dspec.Path, dspec.Path, dspec.Format
 	}
 	var parts []*image
 	for i, simg := range sources {
-		if err := refuseOverwrite(paths[i], out, backingChain(paths[i], simg)); err != nil {
+		if err := refuseOverwrite(paths[i], outFile, backingChain(paths[i], simg)); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 		p, err := loadImage(simg)
@@ -404,7 +424,7 @@ func runConvert(e *env, args []string) int {
 		parts = append(parts, p)
 	}
 	src := newConvertSrc(parts)
-	req := &createRequest{path: out, format: ofmt, given: map[string]bool{}}
+	req := &createRequest{path: out, file: outFile, late: outErr, format: ofmt, given: map[string]bool{}}
 	var rawPreallocErr error
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
@@ -502,15 +522,15 @@ func runConvert(e *env, args []string) int {
 	if p := req.opts.Encrypt.Passphrase; p != nil {
 		dspec.Opts.Passphrase = p // a new encrypted output's (-o encrypt.*)
 	}
-	_, statErr := os.Stat(out)
+	_, statErr := os.Stat(outFile)
 	created := os.IsNotExist(statErr) && !skipCreate // a failure removes only what it made
 	if skipCreate {
 		// Opened as it is, with -O's format.
 	} else if err := doCreate(req); err != nil {
 		if created {
-			os.Remove(out)
+			os.Remove(outFile)
 		}
-		return e.errorf(1, "%s: %v", out, err)
+		return e.errorf(1, "%s: error while converting %s: %v", out, ofmt, err)
 	}
 	dst, err := openImage(dspec)
 	if err != nil {
@@ -572,7 +592,7 @@ func runConvert(e *env, args []string) int {
 	}
 	if err != nil {
 		if created {
-			os.Remove(out)
+			os.Remove(outFile)
 		}
 		return e.errorf(1, "%v", err)
 	}

@@ -3,17 +3,21 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
 
 // createRequest is a parsed qimg create command line.
 type createRequest struct {
-	path    string
+	path    string // as given: messages and the "Formatting" line say it
+	file    string // the host file it stands for (protocol.Path)
+	late    error  // a protocol qemu-img refuses only after "Formatting"
 	format  string
 	opts    qcow2.CreateOptions
 	given   map[string]bool // options set explicitly (qemu prints some only then)
@@ -81,7 +85,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 	default:
 		return nil, usageError{fmt.Errorf("Unexpected argument: %s", o.args[2])}
 	}
-	req.path = o.args[0]
+	req.path, req.file = o.args[0], o.args[0]
 	return req, nil
 }
 
@@ -90,6 +94,9 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 func parseCreate(o *opts, req *createRequest) error {
 	if req.format != "qcow2" && req.format != "raw" {
 		return outFormatError(req.format)
+	}
+	if err := req.resolveFile(); err != nil {
+		return err
 	}
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
@@ -160,7 +167,7 @@ func resolveCreateSize(req *createRequest) error {
 		// found, with or without a size.
 		return errors.New("Backing file specified without backing format")
 	}
-	bpath := pathCombine(req.path, o.BackingFile)
+	bpath := pathCombine(req.file, o.BackingFile)
 	if o.BackingFormat == "" {
 		// A backing file of another format: qemu-img opens it, then
 		// says what it found (below); qring cannot open it.
@@ -250,10 +257,30 @@ func onOff(b bool) string {
 	return "off"
 }
 
+// resolveFile reads the file name as qemu-img does (protocol.Path): a
+// protocol it refuses before printing "Formatting" fails here, one it
+// refuses only when it creates is kept for doCreate.
+func (req *createRequest) resolveFile() error {
+	f, err := protocol.Path(req.path, true)
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe) && !pe.Early():
+		req.late = err
+	case err != nil:
+		return err
+	default:
+		req.file = f
+	}
+	return nil
+}
+
 // doCreate creates the image.
 func doCreate(req *createRequest) error {
+	if req.late != nil {
+		return req.late
+	}
 	if req.format == "raw" {
-		return createRaw(req.path, req.opts.Size, req.opts.Preallocation)
+		return createRaw(req.file, req.opts.Size, req.opts.Preallocation)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {
@@ -261,14 +288,24 @@ func doCreate(req *createRequest) error {
 	}
 	o := req.opts
 	o.Opener = op
-	if err := qcow2.Create(req.path, o); err != nil {
+	if err := qcow2.Create(req.file, o); err != nil {
 		var de *qcow2.DataFileCreateError
 		if errors.As(err, &de) {
 			return de // QEMU's words, with the data file's name
 		}
-		return unwrapPathErr(err)
+		return createErr(req.file, err)
 	}
 	return nil
+}
+
+// createErr is the file driver's refusal to create path, in QEMU's words
+// ("Could not create 'FILE': No such file or directory").
+func createErr(path string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("Could not create '%s': %w", path, &capitalized{err: pe.Err})
+	}
+	return err
 }
 
 // allocateFirstBlock writes zeros over the start of a new raw file of
@@ -293,7 +330,7 @@ func allocateFirstBlock(f block.Device, size int64) error {
 func createRaw(path string, size int64, prealloc string) error {
 	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
 	if err != nil {
-		return unwrapPathErr(err)
+		return createErr(path, err)
 	}
 	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false) // write and resize, shared with nobody
 	err = qcow2.LockAs(f, path, perm, shared)

@@ -110,11 +110,14 @@ func runDD(e *env, args []string) int {
 	} else {
 		outSize = size - pos
 	}
-	req := &createRequest{path: a.out, format: outFmt, opts: qcow2.CreateOptions{Size: outSize}, given: map[string]bool{}}
+	req := &createRequest{path: a.out, file: a.out, format: outFmt, opts: qcow2.CreateOptions{Size: outSize}, given: map[string]bool{}}
+	if err := req.resolveFile(); err != nil {
+		return e.errorf(1, "%v", err) // as qemu-img dd: without the name
+	}
 	if err := doCreate(req); err != nil {
 		return e.errorf(1, "%s: error while creating output image: %v", a.out, err)
 	}
-	out, err := openImage(imgopen.Spec{Path: a.out, Format: outFmt})
+	out, err := openImage(imgopen.Spec{Path: req.file, Format: outFmt})
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -159,6 +160,9 @@ func diskUsage(path string) int64 {
 
 // collectInfo gathers qemu-img info's fields for an open image.
 func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, error) {
+	if p, err := protocol.Path(path, false); err == nil {
+		path = p // "file:x" is x, as QEMU names it
+	}
 	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
 	im := img.Image
 	if im == nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -176,24 +177,30 @@ func cvtstr(v float64) string {
 // openImage opens an image with the io_uring backend (imgopen), with
 // qemu-img's messages (an *OpenError); Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
+	name := s.Path // as given: the outer "Could not open" names it
+	path, err := protocol.Path(name, false)
+	if err != nil {
+		return nil, &OpenError{Path: name, Err: err}
+	}
+	s.Path = path
 	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" {
-		return nil, &OpenError{Path: s.Path, Err: formatError(s.Format)}
+		return nil, &OpenError{Path: name, Err: formatError(s.Format)}
 	}
 	if _, err := os.Stat(s.Path); err != nil {
 		if oe := hostOpenError(s.Path, err); oe != nil {
-			return nil, &OpenError{Path: s.Path, Err: oe}
+			return nil, &OpenError{Path: name, Err: oe}
 		}
-		return nil, &OpenError{Path: s.Path, Err: err}
+		return nil, &OpenError{Path: name, Err: err}
 	}
 	if s.Format == "qcow2" && !hasQcow2Magic(s.Path) {
-		return nil, &OpenError{Path: s.Path, Err: errNotQcow2}
+		return nil, &OpenError{Path: name, Err: errNotQcow2}
 	}
 	img, err := imgopen.Open(s)
 	if err != nil {
 		if oe := hostOpenError(s.Path, err); oe != nil {
 			err = oe
 		}
-		return nil, &OpenError{Path: s.Path, Err: err}
+		return nil, &OpenError{Path: name, Err: err}
 	}
 	return img, nil
 }

@@ -37,6 +37,8 @@ var deps = []depRow{
 	{"internal/invariants", nil},
 	// Splits QEMU option strings ("a=1,,b"): the standard library.
 	{"internal/optstr", nil},
+	// Reads "PROTOCOL:name" file names as QEMU does: the standard library.
+	{"internal/protocol", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
 	// Checks the images tests leave with our Check and qemu-img: for the
 	// tests of packages outside qcow2 (qcow2's own cannot import it).
