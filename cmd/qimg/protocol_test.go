@@ -150,3 +150,32 @@ func lastLine(s string) string {
 	lines := strings.SplitAfter(strings.TrimSuffix(s, "\n"), "\n")
 	return lines[len(lines)-1] + "\n"
 }
+
+// TestImageOptsOpenErrors_LikeQemu: an --image-opts string that parses
+// but names an option its node's driver does not take, or a driver
+// nobody has, fails as qemu-img's open fails ("Could not open 'SPEC':
+// Block format 'qcow2' does not support the option 'a'", "Block protocol
+// 'file' doesn't support...", "Unknown driver 'x'"), with its exit code
+// and no usage line. qimg said "image spec: unknown option(s)..." with
+// the usage line.
+func TestImageOptsOpenErrors_LikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	for _, spec := range []string{
+		"driver=qcow2,file.filename=" + img + ",a=1,b=2",
+		"driver=raw,file.filename=" + img + ",bogus=1",
+		"driver=qcow2,file.filename=" + img + ",file.bogus=1",
+		"driver=qcow2,file.driver=nope,file.filename=" + img,
+		"driver=nope,file.filename=" + img,
+	} {
+		for _, cmd := range []string{"info", "check", "map"} {
+			_, e, code := runQ(t, cmd, "--image-opts", spec)
+			_, qe, qcode := testkit.Run(t, "qemu-img", cmd, "--image-opts", spec)
+			if e = asQemu(e); code != qcode || e != qe {
+				t.Errorf("%s %q: exit %d %q; qemu-img: exit %d %q", cmd, spec, code, e, qcode, qe)
+			}
+		}
+	}
+}

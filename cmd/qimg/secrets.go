@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -39,7 +40,24 @@ func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
 		def.Path = arg
 		return def, nil
 	}
-	return imgopen.ImageOpts(arg, def)
+	s, err := imgopen.ImageOpts(arg, def)
+	return s, specError(arg, err)
+}
+
+// specError is an --image-opts error that qemu-img reports when it opens
+// the image ("Could not open 'SPEC': Block format 'qcow2' does not
+// support the option 'x'", "Unknown driver 'x'"), as an *OpenError (no
+// usage line); others, the option string's syntax, stay usage errors.
+func specError(arg string, err error) error {
+	var oe *imgopen.OptionError
+	var de *imgopen.DriverError
+	switch {
+	case errors.As(err, &oe):
+		return &OpenError{Path: arg, Err: oe}
+	case errors.As(err, &de):
+		return &OpenError{Path: arg, Err: formatError(de.Name)}
+	}
+	return err
 }
 
 // resolveEncrypt fills the passphrase of create's encrypt.key-secret

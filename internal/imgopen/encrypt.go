@@ -2,6 +2,7 @@ package imgopen
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
@@ -74,7 +75,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		return s, err
 	}
 	if drv != "qcow2" && drv != "raw" {
-		return s, fmt.Errorf("image spec: driver %q: qemu-img's --image-opts takes qcow2 or raw here", drv)
+		return s, &DriverError{Name: drv}
 	}
 	s.Format = drv
 	fv, err := n.need("file")
@@ -87,6 +88,9 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	}
 	if noLock {
 		s.Opts.NoLock = true
+	}
+	if err := fileNodeKeys(fv); err != nil {
+		return s, err
 	}
 	if s.Path = fileName(fv); s.Path == "" {
 		return s, fmt.Errorf("image spec: file: expected file.filename=PATH")
@@ -118,4 +122,28 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		}
 	}
 	return s, n.done()
+}
+
+// fileNodeKeys refuses, as QEMU's open does, a file node naming another
+// driver than file or an option the file driver here does not take
+// (filename and locking only).
+func fileNodeKeys(v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	if d, ok := m["driver"].(string); ok && d != "file" {
+		return &DriverError{Name: d}
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "driver" && k != "filename" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	return &OptionError{Driver: "file", Option: keys[0], Protocol: true}
 }

@@ -54,3 +54,26 @@ func SimulateNoRing(err error) (restore func()) {
 	probeRing = func() error { return err }
 	return func() { probeRing = old }
 }
+
+// OptionError is a spec option the node's driver does not take, in
+// QEMU's words (bdrv_open_inherit): a format's "does not support", a
+// protocol's (the file node) "doesn't support". It is an error of the
+// open, not of the command line: qimg prints it as "Could not open".
+type OptionError struct {
+	Driver, Option string
+	Protocol       bool
+}
+
+func (e *OptionError) Error() string {
+	if e.Protocol {
+		return fmt.Sprintf("Block protocol '%s' doesn't support the option '%s'", e.Driver, e.Option)
+	}
+	return fmt.Sprintf("Block format '%s' does not support the option '%s'", e.Driver, e.Option)
+}
+
+// DriverError is an --image-opts node naming a driver qring does not
+// have: QEMU says "Unknown driver" for a name it does not know either;
+// the CLIs say which of QEMU's drivers they lack.
+type DriverError struct{ Name string }
+
+func (e *DriverError) Error() string { return fmt.Sprintf("Unknown driver '%s'", e.Name) }

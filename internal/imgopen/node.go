@@ -116,11 +116,12 @@ func (n *node) done() error {
 			extra = append(extra, n.name(k))
 		}
 	}
-	if len(extra) > 0 {
-		sort.Strings(extra)
-		return fmt.Errorf("image spec: unknown option(s) %s for driver %v", strings.Join(extra, ", "), n.m["driver"])
+	if len(extra) == 0 {
+		return nil
 	}
-	return nil
+	// QEMU names one: the first, here in sorted order.
+	sort.Strings(extra)
+	return &OptionError{Driver: fmt.Sprint(n.m["driver"]), Option: strings.TrimPrefix(extra[0], n.name(""))}
 }
 
 // list returns k as a list: a JSON array, a node with keys 0..n-1, or a
