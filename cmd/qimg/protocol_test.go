@@ -179,3 +179,25 @@ func TestImageOptsOpenErrors_LikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestImageOptsLenient_LikeQemu: qemu-img's --image-opts probes the
+// format when driver= is left out, and takes a repeated key at its last
+// value; qimg refused both ("no driver= key", "duplicate key").
+func TestImageOptsLenient_LikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	for _, spec := range []string{
+		"file.filename=" + img,
+		"file.filename=" + img + ",l2-cache-size=1M",
+		"driver=qcow2,file.filename=" + img + ",driver=raw",
+		"driver=raw,file.filename=/nonexistent,file.filename=" + img,
+	} {
+		o, e, code := runQ(t, "info", "--output=json", "--image-opts", spec)
+		qo, qe, qcode := testkit.Run(t, "qemu-img", "info", "--output=json", "--image-opts", spec)
+		if code != qcode || o != qo || asQemu(e) != qe {
+			t.Errorf("%q: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", spec, code, o, e, qcode, qo, qe)
+		}
+	}
+}

@@ -65,7 +65,7 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 // passphrase looked up in def.Secrets. Stacks of drivers need OpenSpec.
 func ImageOpts(arg string, def Spec) (Spec, error) {
 	s := def
-	root, err := ParseSpec(arg)
+	root, err := parseSpec(arg, true)
 	if err != nil {
 		return s, err
 	}
@@ -74,9 +74,10 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if err != nil {
 		return s, err
 	}
-	if drv != "qcow2" && drv != "raw" {
+	if drv != "" && drv != "qcow2" && drv != "raw" {
 		return s, &DriverError{Name: drv}
 	}
+	// Without driver=, the format is probed, as QEMU probes it.
 	s.Format = drv
 	fv, err := n.need("file")
 	if err != nil {
@@ -94,6 +95,14 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	}
 	if s.Path = fileName(fv); s.Path == "" {
 		return s, fmt.Errorf("image spec: file: expected file.filename=PATH")
+	}
+	if drv == "" {
+		// Probed now, so that the format's options below apply; a
+		// file that cannot be probed fails when it is opened.
+		if f, err := qcow2.Probe(s.Path); err == nil && (f == "qcow2" || f == "raw") {
+			drv, s.Format = f, f
+			n.m["driver"], n.used["driver"] = f, true // for done's message
+		}
 	}
 	if drv == "qcow2" {
 		for _, k := range qcow2.OptionNames {

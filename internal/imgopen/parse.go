@@ -36,6 +36,20 @@ func IsSpec(s string) bool {
 // ParseSpec parses a "json:{...}" spec or a key=value spec into a tree of
 // map[string]any nodes (values: string, bool, json.Number, []any, nil).
 func ParseSpec(spec string) (map[string]any, error) {
+	root, err := parseSpec(spec, false)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := root["driver"]; !ok {
+		return nil, errors.New("image spec: no driver= key")
+	}
+	return root, nil
+}
+
+// parseSpec is ParseSpec without its demand for a driver; lastWins takes
+// a key=value string's repeated key at its last value, as QEMU's
+// --image-opts does (qemu_opts_to_qdict), where a stack spec refuses it.
+func parseSpec(spec string, lastWins bool) (map[string]any, error) {
 	if js, ok := strings.CutPrefix(spec, "json:"); ok {
 		d := json.NewDecoder(strings.NewReader(js))
 		d.UseNumber()
@@ -61,7 +75,10 @@ func ParseSpec(spec string) (map[string]any, error) {
 				return nil, fmt.Errorf("image spec: bad key %q", kv[0])
 			}
 			if i == len(parts)-1 {
-				if _, dup := m[p]; dup {
+				if _, dup := m[p].(map[string]any); dup {
+					return nil, fmt.Errorf("image spec: key %q is both a value and a node", kv[0])
+				}
+				if _, dup := m[p]; dup && !lastWins {
 					return nil, fmt.Errorf("image spec: duplicate key %q", kv[0])
 				}
 				m[p] = kv[1]
@@ -77,9 +94,6 @@ func ParseSpec(spec string) (map[string]any, error) {
 			}
 			m = sub
 		}
-	}
-	if _, ok := root["driver"]; !ok {
-		return nil, errors.New("image spec: no driver= key")
 	}
 	return root, nil
 }
