@@ -362,10 +362,10 @@ func runConvert(e *env, args []string) int {
 	if snap != nil {
 		// qemu-img loads snapshot.id=/snapshot.name= into the first
 		// input alone, and refuses a bare name with several.
-		if len(sources) > 1 && snap.either {
+		if len(sources) > 1 && snap.Either {
 			return e.errorf(1, "No support for concatenating multiple snapshot")
 		}
-		if err := loadSnapshot(simg, *snap); err != nil {
+		if err := simg.LoadSnapshot(*snap); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}

@@ -243,14 +243,14 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 }
 
 // measureFile measures the conversion of an existing image.
-func measureFile(t *measureTarget, spec imgopen.Spec, snap *snapshotParam) (*measureInfo, error) {
+func measureFile(t *measureTarget, spec imgopen.Spec, snap *imgopen.SnapshotParam) (*measureInfo, error) {
 	img, err := openImage(spec)
 	if err != nil {
 		return nil, err
 	}
 	defer img.Close()
 	if snap != nil {
-		if err := loadSnapshot(img, *snap); err != nil {
+		if err := img.LoadSnapshot(*snap); err != nil {
 			return nil, err
 		}
 	}

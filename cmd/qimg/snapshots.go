@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/qring/qring/block"
@@ -96,73 +94,15 @@ func writeSnapshotsHuman(w io.Writer, snaps []snapshotInfo) {
 	}
 }
 
-// snapshotParam is qemu-img's -l SNAPSHOT (convert, measure):
-// "snapshot.id=ID,snapshot.name=NAME" (either or both), or an ID or a
-// name.
-type snapshotParam struct {
-	id, name string
-	either   bool // a bare ID_OR_NAME: by ID first, then by name
-	// emptyKey: snapshot.id= or snapshot.name= given empty, which in
-	// QEMU matches no snapshot (where the engine takes "" for any).
-	emptyKey bool
-}
-
-// snapshotOpt is -l's snapshot, nil when -l is not given.
-func (o *opts) snapshotOpt() (*snapshotParam, error) {
+// snapshotOpt is -l's snapshot (imgopen.SnapshotParam), nil when -l is
+// not given.
+func (o *opts) snapshotOpt() (*imgopen.SnapshotParam, error) {
 	if !o.has("l") {
 		return nil, nil
 	}
-	p, err := parseSnapshotParam(o.get("l", ""))
+	p, err := imgopen.ParseSnapshotParam(o.get("l", ""))
 	if err != nil {
 		return nil, err
 	}
 	return &p, nil
-}
-
-// parseSnapshotParam reads -l's argument, refusing keys other than
-// snapshot.id and snapshot.name with qemu-img's messages.
-func parseSnapshotParam(s string) (snapshotParam, error) {
-	if !strings.HasPrefix(s, "snapshot.") {
-		return snapshotParam{id: s, either: true}, nil
-	}
-	var p snapshotParam
-	kv, err := qcow2.SplitOptions(s)
-	if err != nil {
-		return p, fmt.Errorf("%v\nFailed in parsing snapshot param '%s'", err, s)
-	}
-	for _, o := range kv {
-		switch o[0] {
-		case "snapshot.id":
-			p.id = o[1]
-			p.emptyKey = p.emptyKey || o[1] == ""
-		case "snapshot.name":
-			p.name = o[1]
-			p.emptyKey = p.emptyKey || o[1] == ""
-		default:
-			return p, fmt.Errorf("Invalid parameter '%s'\nFailed in parsing snapshot param '%s'", o[0], s)
-		}
-	}
-	return p, nil
-}
-
-// loadSnapshot makes the read-only image img read as the snapshot p
-// (QEMU's bdrv_snapshot_load_tmp_by_id_or_name).
-func loadSnapshot(img *imgopen.Opened, p snapshotParam) error {
-	if img.Image == nil {
-		return fmt.Errorf("Failed to load snapshot: Block format '%s' used by device '' does not support temporarily loading internal snapshots", img.Format())
-	}
-	err := qcow2.ErrNoSnapshot
-	if !p.emptyKey {
-		err = img.Image.LoadSnapshotTemp(p.id, p.name)
-	}
-	if p.either && errors.Is(err, qcow2.ErrNoSnapshot) {
-		err = img.Image.LoadSnapshotTemp("", p.id)
-	}
-	if errors.Is(err, qcow2.ErrNoSnapshot) {
-		return errors.New("Failed to load snapshot: Can't find snapshot")
-	}
-	if err != nil {
-		return fmt.Errorf("Failed to load snapshot: %w", err)
-	}
-	return nil
 }
