@@ -22,8 +22,10 @@ type config struct {
 	spec        bool // path is an image spec (--image-opts, json:, driver=)
 	open        imgopen.Spec
 	name, desc  string
-	bitmap      string // -B: a dirty bitmap to offer
-	network     string // "unix" or "tcp"
+	bitmap      string                 // -B: a dirty bitmap to offer
+	overlay     bool                   // -s: serve a temporary overlay (snapshot.go)
+	snapshot    *imgopen.SnapshotParam // -l: serve an internal snapshot
+	network     string                 // "unix" or "tcp"
 	addr        string
 	persistent  bool
 	shared      int
@@ -75,6 +77,15 @@ func configure(f *flags) (*config, error) {
 	}
 	c.open = imgopen.Spec{Path: c.path, Format: f.get("format", ""), ReadOnly: f.has("read-only"),
 		Cache: cache, AIO: f.get("aio", ""), Opts: eo, Secrets: &secret.Store{}}
+	c.overlay = f.has("snapshot")
+	if f.has("load-snapshot") {
+		p, err := imgopen.ParseSnapshotParam(f.get("load-snapshot", ""))
+		if err != nil {
+			return nil, err
+		}
+		c.snapshot = &p
+		c.open.ReadOnly = true // as qemu-nbd: -l exports read-only
+	}
 	tlsObjs := map[string]tlsCreds{}     // --object tls-creds-x509, for --tls-creds=ID
 	for _, o := range f.vals["object"] { // else encrypted images' secrets (encrypt.key-secret)
 		id, tc, isTLS, err := tlsObject(o)

@@ -4,13 +4,14 @@
 //
 //	qnbd [-f qcow2|raw] [-x NAME] [-k SOCKET | -b ADDR -p PORT] [-r] [-t]
 //	     [-e N] [--cache=MODE] [--aio=MODE] [--discard=ignore|unmap]
-//	     [--detect-zeroes=off|on|unmap] [--fork] [--pid-file=FILE]
+//	     [--detect-zeroes=off|on|unmap] [-s] [-l SNAPSHOT] [--fork] [--pid-file=FILE]
 //	     [--image-opts] [--object secret,id=ID,data=...] [-o ENGINE-OPTS] [--tls-cert=F --tls-key=F |
 //	     --object tls-creds-x509,id=ID,dir=DIR,endpoint=server --tls-creds=ID |
 //	     --tls-creds=DIR[,verify-peer=off]] [-v] FILE
 //
-// Differences from qemu-nbd: there is no -c (kernel device) or -l
-// (snapshots); -o carries the engine's qcow2 options, not qemu-nbd's
+// -s serves a temporary overlay and -l an internal snapshot, as
+// qemu-nbd's (snapshot.go). Differences from qemu-nbd: there is no -c
+// (kernel device); -s takes a file, not an image spec; -o carries the engine's qcow2 options, not qemu-nbd's
 // -o/--offset (an offset is a raw layer: --image-opts
 // driver=raw,offset=N,file.filename=FILE). TLS comes, as in qemu-nbd,
 // from --object tls-creds-x509,id=ID,dir=DIR,endpoint=server with

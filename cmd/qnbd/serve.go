@@ -30,6 +30,22 @@ const shutdownGrace = 30 * time.Second
 // to the clients), so qemu-img resize fails while qemu-nbd serves the
 // image. (A qcow2 image shares no resize already.)
 func openImage(cfg *config) (*imgopen.Opened, error) {
+	img, err := openView(cfg)
+	if err != nil || cfg.snapshot == nil {
+		return img, err
+	}
+	if err := img.LoadSnapshot(*cfg.snapshot); err != nil {
+		img.Close()
+		return nil, &loadError{err}
+	}
+	return img, nil
+}
+
+// openView opens the image, or with -s its temporary overlay.
+func openView(cfg *config) (*imgopen.Opened, error) {
+	if cfg.overlay {
+		return openOverlay(cfg)
+	}
 	if cfg.spec {
 		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly,
 			Secrets: cfg.open.Secrets, UnshareResize: true})
@@ -89,6 +105,10 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		}
 	}()
 	img, err := openImage(cfg)
+	var le *loadError
+	if errors.As(err, &le) {
+		return le
+	}
 	if err != nil {
 		return &openError{image: cfg.path, err: err}
 	}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// TestSnapshotOptions_LikeQemuNbd: -s serves a temporary overlay (writes
+// land there, the image is never written, and nothing is left in
+// $TMPDIR, even while serving: the overlay is unlinked once open), and
+// -l serves an internal snapshot read-only (by name, by ID, as
+// snapshot.name=), through qnbd as through qemu-nbd: what a client reads
+// and whether its writes are refused, what qemu-img can do with the
+// image meanwhile, and the image afterwards.
+func TestSnapshotOptions_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir := shortDir(t)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmp) // both servers' overlays go there
+	img := filepath.Join(dir, "a.qcow2")
+	sock := filepath.Join(dir, "s.sock")
+	uri := "nbd+unix:///?socket=" + sock
+	fresh := func() {
+		sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+		sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k", img)
+		sh(t, "qemu-img", "snapshot", "-c", "sn1", img)
+		sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 64k", img)
+	}
+	// What a client and qemu-img see while one server serves args.
+	probe := func(args []string) []int {
+		var codes []int
+		run := func(name string, a ...string) {
+			o, e, code := testkit.Run(t, name, a...)
+			if strings.Contains(o+e, "Pattern verification failed") {
+				code = 99
+			}
+			codes = append(codes, code)
+		}
+		if args[0] == "-s" {
+			run("qemu-io", "-f", "raw", "-c", "write -P 0x44 0 4k", uri)
+			run("qemu-io", "-f", "raw", "-c", "read -P 0x44 0 4k", "-c", "read -P 0x33 4k 60k", uri)
+		} else {
+			run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 0 64k", uri)
+			run("qemu-io", "-f", "raw", "-c", "write -P 0x44 0 4k", uri)
+		}
+		run("qemu-img", "info", img)
+		run("qemu-io", "-f", "qcow2", "-c", "write -P 0x55 64k 4k", img)
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			codes = append(codes, 100+len(ents)) // an overlay left visible
+		}
+		return codes
+	}
+	for _, args := range [][]string{
+		{"-s", "-f", "qcow2", img},
+		{"-l", "sn1", "-f", "qcow2", img},
+		{"-l", "1", "-f", "qcow2", img},
+		{"-l", "snapshot.name=sn1", "-f", "qcow2", img},
+	} {
+		fresh()
+		stop := serveQemuNbd(t, sock, args...)
+		want := probe(args)
+		stop()
+		wantImg := sh(t, "qemu-img", "map", "--output=json", img)
+
+		fresh()
+		s := start(t, uri, sock, append([]string{"-k", sock}, args...)...)
+		got := probe(args)
+		s.stop()
+		gotImg := sh(t, "qemu-img", "map", "--output=json", img)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%q: qnbd exits %v, qemu-nbd %v", args, got, want)
+		}
+		if gotImg != wantImg {
+			t.Errorf("%q: image afterwards\n%s\nqemu-nbd's\n%s", args, gotImg, wantImg)
+		}
+		sh(t, "qemu-io", "-f", "qcow2", "-c", "read -P 0x33 0 64k", img) // never written through the export
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			t.Errorf("%q: left in TMPDIR: %v", args, ents)
+		}
+	}
+}
