@@ -110,7 +110,11 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		return le
 	}
 	if err != nil {
-		return &openError{image: cfg.path, err: err}
+		format := cfg.open.Format
+		if cfg.spec {
+			format = ""
+		}
+		return &openError{image: cfg.path, format: format, err: err}
 	}
 	var pidFile *os.File
 	defer func() {

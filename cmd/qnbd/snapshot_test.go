@@ -87,3 +87,32 @@ func TestSnapshotOptions_LikeQemuNbd(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenErrors_LikeQemuNbd: an image that cannot be opened fails with
+// qemu-nbd's words and exit code: a missing file or directory (the file
+// driver's "Could not open 'x': No such file or directory"), and under
+// -f qcow2 a file that is no qcow2 image ("Image is not in qcow2
+// format"), also with -s. qnbd printed Go's "open x: no such file or
+// directory" and the engine's "image is corrupt: magic = ...".
+func TestOpenErrors_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-nbd")
+	dir := shortDir(t)
+	notQcow2 := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notQcow2, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "x.sock")
+	for _, args := range [][]string{
+		{filepath.Join(dir, "missing")},
+		{"-f", "raw", filepath.Join(dir, "no", "x")},
+		{"-f", "qcow2", notQcow2},
+		{"-s", "-f", "qcow2", filepath.Join(dir, "missing")},
+	} {
+		args = append([]string{"-k", sock}, args...)
+		_, qe, qcode := testkit.Run(t, "qemu-nbd", args...)
+		_, e, code := testkit.Run(t, filepath.Join(bin, "qnbd"), args...)
+		if e = "qemu-nbd: " + strings.TrimPrefix(e, "qnbd: "); code != qcode || e != qe {
+			t.Errorf("%q: exit %d %q; qemu-nbd: exit %d %q", args, code, e, qcode, qe)
+		}
+	}
+}
