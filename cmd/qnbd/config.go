@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/qcow2"
@@ -75,7 +76,16 @@ func configure(f *flags) (*config, error) {
 	if _, err := imgopen.FileOptions(cache, f.get("aio", ""), false); err != nil {
 		return nil, err
 	}
-	c.open = imgopen.Spec{Path: c.path, Format: f.get("format", ""), ReadOnly: f.has("read-only"),
+	host := c.path
+	if !c.spec {
+		// "file:x" is x; another protocol is refused (protocol.Path).
+		p, err := protocol.Path(c.path, false)
+		if err != nil {
+			return nil, &openError{image: c.path, err: err}
+		}
+		host = p
+	}
+	c.open = imgopen.Spec{Path: host, Format: f.get("format", ""), ReadOnly: f.has("read-only"),
 		Cache: cache, AIO: f.get("aio", ""), Opts: eo, Secrets: &secret.Store{}}
 	c.overlay = f.has("snapshot")
 	if f.has("load-snapshot") {

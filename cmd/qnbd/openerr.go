@@ -16,13 +16,14 @@ import (
 // key, a file that is no qcow2 image), and a script starting several
 // servers, or whoever reads its log, must see which image it was.
 type openError struct {
-	image  string
+	image  string // as given
+	host   string // its host file ("file:x" is x; none for a spec)
 	format string // -f's (none for a spec)
 	err    error
 }
 
 func (e *openError) Error() string {
-	return fmt.Sprintf("Failed to blk_new_open '%s': %v", e.image, qemuReason(e.image, e.format, e.err))
+	return fmt.Sprintf("Failed to blk_new_open '%s': %v", e.image, qemuReason(e.host, e.format, e.err))
 }
 
 func (e *openError) Unwrap() error { return e.err }
@@ -32,14 +33,14 @@ func (e *openError) Unwrap() error { return e.err }
 // directory", the file driver's) and, under -f qcow2, a file without the
 // qcow2 magic ("Image is not in qcow2 format", the qcow2 driver's).
 // Others keep the engine's words.
-func qemuReason(image, format string, err error) string {
+func qemuReason(host, format string, err error) string {
 	var pe *os.PathError
-	if errors.As(err, &pe) && pe.Op == "open" && pe.Path == image { // the image's own file, not a backing file
+	if errors.As(err, &pe) && pe.Op == "open" && host != "" && pe.Path == host { // the image's own file, not a backing file
 		s := pe.Err.Error()
 		return fmt.Sprintf("Could not open '%s': %s%s", pe.Path, strings.ToUpper(s[:1]), s[1:])
 	}
-	if format == "qcow2" {
-		if b, rerr := readHead(image); rerr == nil && !bytes.HasPrefix(b, []byte("QFI\xfb")) {
+	if format == "qcow2" && host != "" {
+		if b, rerr := readHead(host); rerr == nil && !bytes.HasPrefix(b, []byte("QFI\xfb")) {
 			return "Image is not in qcow2 format"
 		}
 	}

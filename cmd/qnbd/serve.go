@@ -110,11 +110,11 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		return le
 	}
 	if err != nil {
-		format := cfg.open.Format
-		if cfg.spec {
-			format = ""
+		e := &openError{image: cfg.path, err: err}
+		if !cfg.spec {
+			e.host, e.format = cfg.open.Path, cfg.open.Format
 		}
-		return &openError{image: cfg.path, format: format, err: err}
+		return e
 	}
 	var pidFile *os.File
 	defer func() {

@@ -43,7 +43,7 @@ func openOverlay(cfg *config) (*imgopen.Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	backing, err := filepath.Abs(cfg.path)
+	backing, err := filepath.Abs(cfg.open.Path)
 	if err != nil {
 		return nil, err
 	}

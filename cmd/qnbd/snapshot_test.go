@@ -116,3 +116,31 @@ func TestOpenErrors_LikeQemuNbd(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolNames_LikeQemuNbd: "file:X" serves X, as qemu-nbd does; an
+// unknown protocol is refused in its words; one qring has no driver for
+// (nbd:) is refused with qemu-nbd's exit code and preamble.
+func TestProtocolNames_LikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir := shortDir(t)
+	img := filepath.Join(dir, "a.qcow2")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 4k", img)
+	sock := filepath.Join(dir, "s.sock")
+	s := start(t, "nbd+unix:///?socket="+sock, sock, "-k", sock, "-f", "qcow2", "file:"+img)
+	sh(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0x5a 0 4k", "nbd+unix:///?socket="+sock)
+	s.stop()
+	for _, name := range []string{"foo:" + img, "nbd:" + dir + "/x", "file:" + dir + "/missing"} {
+		args := []string{"-k", sock, name}
+		_, qe, qcode := testkit.Run(t, "qemu-nbd", args...)
+		_, e, code := testkit.Run(t, filepath.Join(bin, "qnbd"), args...)
+		e = "qemu-nbd: " + strings.TrimPrefix(e, "qnbd: ")
+		if strings.HasPrefix(name, "nbd:") { // the driver's own reason
+			w := "qemu-nbd: Failed to blk_new_open '" + name + "': "
+			e, qe = e[:min(len(e), len(w))], qe[:min(len(qe), len(w))]
+		}
+		if code != qcode || e != qe {
+			t.Errorf("%q: exit %d %q; qemu-nbd: exit %d %q", args, code, e, qcode, qe)
+		}
+	}
+}

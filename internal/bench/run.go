@@ -13,6 +13,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -138,6 +139,11 @@ func createImage(path, format string, c qcow2.CreateOptions) error {
 // openImage opens path for the run (read-only for a read test) and
 // records the probed format in cfg.
 func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
+	name := path
+	path, err := protocol.Path(path, false) // "file:x" is x, as for qemu-img bench
+	if err != nil {
+		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ var deps = []depRow{
 	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
 	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret"}},
-	{"internal/bench", []string{"internal/imgopen", "qcow2/...", "uring/...", "block/..."}},
+	{"internal/bench", []string{"internal/imgopen", "internal/protocol", "qcow2/...", "uring/...", "block/..."}},
 	// The binaries and the performance tools sit on top of everything.
 	{"cmd/...", []string{"*"}},
 	{"perf/...", []string{"*"}},
