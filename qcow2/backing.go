@@ -32,7 +32,7 @@ func (im *Image) openBacking() error {
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
 			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
 		if err != nil {
-			return fmt.Errorf("qcow2: opening backing file %q: %w", h.BackingFile, err)
+			return &BackingError{File: h.BackingFile, Err: err}
 		}
 		im.backing = d
 		im.ownBacking = true
