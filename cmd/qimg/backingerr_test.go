@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -25,7 +26,7 @@ func TestBackingOpenError_LikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-u", "-f", "qcow2", "-b", filepath.Join(d, "gone.qcow2"), "-F", "qcow2", ov, "1M")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-u", "-f", "qcow2", "-b", "ov.qcow2", "-F", "qcow2", ov2, "1M")
 	for _, img := range []string{ov, ov2} {
-		for _, args := range [][]string{{"convert", "-O", "raw", img, filepath.Join(d, "out.raw")}, {"compare", img, img}, {"map", img}} {
+		for _, args := range [][]string{{"convert", "-O", "raw", img, filepath.Join(d, "out.raw")}, {"compare", img, img}, {"map", img}, {"commit", img}} {
 			_, e, code := runQ(t, args...)
 			_, qe, qcode := testkit.Run(t, "qemu-img", args...)
 			if e = asQemu(e); code != qcode || e != qe {
@@ -33,4 +34,45 @@ func TestBackingOpenError_LikeQemu(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBitmapWithoutBacking_LikeQemu: qemu-img bitmap opens the image
+// without its backing file (its bitmaps are its own), so a missing
+// backing file does not stop it; qimg refused to open the image.
+func TestBitmapWithoutBacking_LikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	t.Cleanup(func() {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(d, "gone.qcow2"), "1M")
+	})
+	for _, img := range []string{filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-u", "-f", "qcow2", "-b", filepath.Join(d, "gone.qcow2"), "-F", "qcow2", img, "1M")
+	}
+	for _, args := range [][]string{{"--add", "-g", "128k", "b0"}, {"--disable", "b0"}, {"--remove", "b0"}} {
+		_, e, code := runQ(t, append(append([]string{"bitmap"}, args[:len(args)-1]...), filepath.Join(d, "ours.qcow2"), args[len(args)-1])...)
+		_, qe, qcode := testkit.Run(t, "qemu-img", append(append([]string{"bitmap"}, args[:len(args)-1]...), filepath.Join(d, "theirs.qcow2"), args[len(args)-1])...)
+		if code != qcode || asQemu(e) != qe {
+			t.Errorf("bitmap %q: exit %d %q; qemu-img: exit %d %q", args, code, e, qcode, qe)
+		}
+		if code != 0 {
+			continue
+		}
+		got, _, _ := testkit.Run(t, "qemu-img", "info", "-U", filepath.Join(d, "ours.qcow2"))
+		want, _, _ := testkit.Run(t, "qemu-img", "info", "-U", filepath.Join(d, "theirs.qcow2"))
+		// Where the clusters land (the disk size) is each engine's.
+		if dropLine(strings.ReplaceAll(got, "ours", "theirs"), "disk size:") != dropLine(want, "disk size:") {
+			t.Errorf("bitmap %q: qemu-img info\n%s\nafter qemu-img's\n%s", args, got, want)
+		}
+	}
+}
+
+// dropLine is s without its lines that start with prefix.
+func dropLine(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

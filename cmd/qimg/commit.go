@@ -96,6 +96,12 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile})
 	if err != nil {
 		top.Close()
+		// As qemu-img, which opens the chain with the image: the
+		// image's open failed on its backing file.
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			err = &OpenError{Path: path, Err: fmt.Errorf("Could not open backing file: %w", oe.Err)}
+		}
 		return err
 	}
 	base.Dev = withRateLimit(base.Dev, rate) // -r
