@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -342,10 +343,14 @@ func (o *CreateOptions) geometry() format.Geometry {
 	return format.NewGeometry(cb, ro, o.ExtendedL2)
 }
 
+// ErrSizeTooLarge is a virtual size whose L1 table QEMU would not open
+// at the cluster size asked for (it wraps ErrUnsupported too).
+var ErrSizeTooLarge = errors.New("virtual size too large for the cluster size")
+
 // checkL1 refuses a size whose L1 table QEMU would not open.
 func (o *CreateOptions) checkL1(g *format.Geometry) error {
 	if g.L1EntriesFor(uint64(o.Size))*format.TableEntrySize > format.MaxL1Bytes {
-		return fmt.Errorf("%w: virtual size too large for cluster size %d", ErrUnsupported, g.ClusterSize)
+		return fmt.Errorf("%w: %w (%d bytes)", ErrUnsupported, ErrSizeTooLarge, g.ClusterSize)
 	}
 	return nil
 }

@@ -15,9 +15,10 @@ import (
 
 // createRequest is a parsed qimg create command line.
 type createRequest struct {
-	path    string // as given: messages and the "Formatting" line say it
-	file    string // the host file it stands for (protocol.Path)
-	late    error  // a protocol qemu-img refuses only after "Formatting"
+	path    string            // as given: messages and the "Formatting" line say it
+	file    string            // the host file it stands for (protocol.Path)
+	late    error             // what qemu-img refuses only after "Formatting"
+	shown   map[string]string // values refused late, as "Formatting" shows them
 	format  string
 	opts    qcow2.CreateOptions
 	given   map[string]bool // options set explicitly (qemu prints some only then)
@@ -116,7 +117,17 @@ func parseCreate(o *opts, req *createRequest) error {
 				}
 			}
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
-				return err
+				var ee *enumError
+				if !errors.As(err, &ee) {
+					return err
+				}
+				if req.late == nil {
+					req.late = err // after "Formatting", as qemu-img
+				}
+				if req.shown == nil {
+					req.shown = map[string]string{}
+				}
+				req.shown[p[0]] = p[1]
 			}
 			req.given[p[0]] = true
 			if p[0] == "size" {
@@ -220,15 +231,15 @@ func formattingLine(req *createRequest) string {
 	}
 	fmt.Fprintf(&b, "cluster_size=%d extended_l2=%s ", cs, onOff(o.ExtendedL2))
 	if req.given["preallocation"] {
-		fmt.Fprintf(&b, "preallocation=%s ", o.Preallocation)
+		fmt.Fprintf(&b, "preallocation=%s ", req.show("preallocation", o.Preallocation))
 	}
-	ct := o.CompressionType
+	ct := req.show("compression_type", o.CompressionType)
 	if ct == "" {
 		ct = "zlib"
 	}
 	fmt.Fprintf(&b, "compression_type=%s size=%d ", ct, o.Size)
 	if req.given["compat"] {
-		fmt.Fprintf(&b, "compat=%s ", o.Compat)
+		fmt.Fprintf(&b, "compat=%s ", req.show("compat", o.Compat))
 	}
 	if o.BackingFile != "" {
 		fmt.Fprintf(&b, "backing_file=%s ", o.BackingFile)
@@ -248,6 +259,15 @@ func formattingLine(req *createRequest) string {
 	}
 	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", onOff(o.LazyRefcounts), rb)
 	return b.String()
+}
+
+// show is option k's value v as the "Formatting" line shows it: as
+// given, when it was refused for qemu-img to refuse later.
+func (req *createRequest) show(k, v string) string {
+	if s, ok := req.shown[k]; ok {
+		return s
+	}
+	return v
 }
 
 func onOff(b bool) string {
@@ -292,6 +312,9 @@ func doCreate(req *createRequest) error {
 		var de *qcow2.DataFileCreateError
 		if errors.As(err, &de) {
 			return de // QEMU's words, with the data file's name
+		}
+		if errors.Is(err, qcow2.ErrSizeTooLarge) {
+			return errors.New("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
 		}
 		return createErr(req.file, err)
 	}

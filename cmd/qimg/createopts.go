@@ -20,12 +20,20 @@ func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 	}
 	if err := setQcow2Option(o, k, v); err != nil {
 		if q, ok := qemuParamNames[k]; ok {
-			// QEMU's words for a value its enum does not have.
-			return fmt.Errorf("Parameter '%s' does not accept value '%s'", q, v)
+			return &enumError{param: q, value: v}
 		}
 		return err
 	}
 	return nil
+}
+
+// enumError is a value an enum option does not have, in QEMU's words.
+// qemu-img create refuses it only when the driver creates the image,
+// after its "Formatting" line (the option parser takes any string).
+type enumError struct{ param, value string }
+
+func (e *enumError) Error() string {
+	return fmt.Sprintf("Parameter '%s' does not accept value '%s'", e.param, e.value)
 }
 
 // qemuParamNames are the names QEMU's qcow2 driver gives the create

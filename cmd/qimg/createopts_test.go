@@ -50,8 +50,10 @@ func TestCreate_EchoedOptions(t *testing.T) {
 		out, e, code := runQ(t, "create", "-f", "qcow2", "-o", o, p, "1M")
 		name, _, _ := strings.Cut(o, "=")
 		name = strings.ReplaceAll(name, "compression_type", "compression-type") // QEMU's name for it
-		if code != 1 || out != "" || !strings.Contains(e, name) {
-			t.Errorf("create -o %s: exit %d, stdout %q, stderr %q; want 1, nothing echoed, a message naming %s", o, code, out, e, name)
+		// A bool that does not parse is refused before the echo; an
+		// enum's unknown value after it (qemu-img's driver refuses it).
+		if echoed := strings.HasPrefix(out, "Formatting"); code != 1 || echoed != (name == "compression-type") || !strings.Contains(e, name) {
+			t.Errorf("create -o %s: exit %d, stdout %q, stderr %q; want 1, echoed only for an enum, a message naming %s", o, code, out, e, name)
 		}
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("create -o %s left %s behind", o, p)

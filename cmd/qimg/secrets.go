@@ -91,7 +91,7 @@ func encryptLine(req *createRequest) string {
 			"encrypt.cipher-alg": e.CipherAlg, "encrypt.cipher-mode": e.CipherMode,
 			"encrypt.hash-alg": e.HashAlg, "encrypt.ivgen-alg": e.IVGenAlg,
 			"encrypt.iter-time": fmt.Sprint(e.IterTime.Milliseconds())}[k]
-		fmt.Fprintf(&b, "%s=%s ", k, v)
+		fmt.Fprintf(&b, "%s=%s ", k, req.show(k, v))
 	}
 	return b.String()
 }
