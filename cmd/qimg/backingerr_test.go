@@ -76,3 +76,19 @@ func dropLine(s, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRebaseMissingNewBacking_LikeQemu: a safe rebase onto a new backing
+// file that does not exist, without -F, fails on opening it, as
+// qemu-img's does, not on the missing -F.
+func TestRebaseMissingNewBacking_LikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	for _, n := range []string{"ours.qcow2", "theirs.qcow2"} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(d, n), "1M")
+	}
+	_, e, code := runQ(t, "rebase", "-b", "missing.qcow2", filepath.Join(d, "ours.qcow2"))
+	_, qe, qcode := testkit.Run(t, "qemu-img", "rebase", "-b", "missing.qcow2", filepath.Join(d, "theirs.qcow2"))
+	if code != qcode || asQemu(e) != qe {
+		t.Errorf("exit %d %q; qemu-img: exit %d %q", code, e, qcode, qe)
+	}
+}

@@ -94,6 +94,16 @@ func rebaseOpen(img *imgopen.Opened, r *rebaseRequest) error {
 		return changeErr(errors.New("Operation not supported"))
 	}
 	if r.backing != "" && r.backingFmt == "" {
+		// qemu-img opens the new backing file (probing it) before it
+		// copies and finds -F missing: a file that does not open is
+		// the first error there too.
+		if !r.unsafe {
+			nimg, err := openImage(imgopen.Spec{Path: pathCombine(r.path, r.backing), Cache: r.srcCache.imgopen(), ReadOnly: true})
+			if err != nil {
+				return fmt.Errorf("Could not open new backing file '%s': %w", r.backing, errors.Unwrap(err))
+			}
+			nimg.Close()
+		}
 		return changeErr(errors.New("backing format must be specified"))
 	}
 	if !r.unsafe {
