@@ -407,7 +407,8 @@ func runConvert(e *env, args []string) int {
 	}
 	var parts []*image
 	for i, simg := range sources {
-		if err := refuseOverwrite(paths[i], outFile, backingChain(paths[i], simg)); err != nil {
+		in := hostPath(paths[i])
+		if err := refuseOverwrite(in, outFile, backingChain(in, simg)); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 		p, err := loadImage(simg)

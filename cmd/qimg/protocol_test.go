@@ -201,3 +201,17 @@ func TestImageOptsLenient_LikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolSameFile: "file:X" as the input of a convert to X is X:
+// the output is refused as the input, and X keeps its data.
+func TestProtocolSameFile(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 0 4k", img)
+	if _, e, code := runQ(t, "convert", "-O", "qcow2", "file:"+img, img); code == 0 {
+		t.Errorf("convert file:X X: exit 0 %q", e)
+	}
+	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "read -P 7 0 4k", img)
+}

@@ -227,6 +227,15 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	return img, nil
 }
 
+// hostPath is the host file an image name stands for ("file:x" is x),
+// or the name itself when it names none.
+func hostPath(name string) string {
+	if p, err := protocol.Path(name, false); err == nil {
+		return p
+	}
+	return name
+}
+
 func unwrapPathErr(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
