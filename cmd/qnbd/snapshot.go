@@ -65,9 +65,9 @@ func openOverlay(cfg *config) (*imgopen.Opened, error) {
 	if err := qcow2.Create(tmp, qcow2.CreateOptions{Size: size, BackingFile: backing, BackingFormat: format, Opener: op}); err != nil {
 		return nil, fmt.Errorf("Could not create temporary overlay '%s': %w", tmp, err)
 	}
-	os := cfg.open
-	os.Path, os.Format = tmp, "qcow2"
-	return imgopen.Open(os)
+	ov := cfg.open
+	ov.Path, ov.Format = tmp, "qcow2"
+	return imgopen.Open(ov)
 }
 
 // loadError is -l's failure, which qemu-nbd reports as it is (not as a
