@@ -36,8 +36,8 @@ func FuzzArgs(f *testing.F) {
 			getoptOutput(args, spec.shorts, spec.longs...)
 		}
 		for _, a := range args {
-			if v, err := parseSize(a); err == nil && v < 0 {
-				t.Fatalf("parseSize(%q) = %d", a, v)
+			if v, err := ioNum(a); err == nil && v < 0 {
+				t.Fatalf("ioNum(%q) = %d", a, v)
 			}
 			if _, n, err := parseResizeSize(a); err == nil && n < 0 {
 				t.Fatalf("parseResizeSize(%q) = %d", a, n)

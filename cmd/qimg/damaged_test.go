@@ -348,8 +348,8 @@ func TestIO_L2ReservedBitsReadAsQemu(t *testing.T) {
 			testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 7 0 64k", p)
 			mustQ(t, "io", "-r", "-c", "read -P 7 0 64k", "-c", "read -P 8 64k 64k", p)
 			mustQ(t, "io", "-c", "read -P 7 0 64k", "-c", "read -P 8 64k 64k", p) // a writable open reads it too
-			if _, e, code = runQ(t, "io", "-c", "write 0 4k", p); code == 0 || !strings.Contains(e, "reserved bits") {
-				t.Fatalf("write through the entry: exit %d\n%s", code, e)
+			if o, e, code := runQ(t, "io", "-c", "write 0 4k", p); code == 0 || !strings.Contains(o+e, "reserved bits") {
+				t.Fatalf("write through the entry: exit %d\n%s%s", code, o, e)
 			}
 			if after, _ := os.ReadFile(p); string(after) != string(before) {
 				t.Fatal("the damaged image changed")

@@ -60,7 +60,7 @@ func runIO(e *env, args []string) int {
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if err := sess.exec(c); err != nil {
-			e.errorf(1, "%v", err)
+			reportIOError(e, e.stdout, err) // as qemu-io (io_errors.go)
 			code = 1
 		}
 	}
@@ -104,11 +104,11 @@ func (s *ioSession) exec(line string) error {
 	default:
 		var ok bool
 		if ok, err = s.execMore(name, args); !ok {
-			return fmt.Errorf("command %q not found", name)
+			return &notFoundError{name: name}
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return &cmdError{name: name, err: err}
 	}
 	return nil
 }
@@ -118,11 +118,11 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 	if len(args) != 2 {
 		return 0, 0, fmt.Errorf("expected OFFSET LENGTH, got %d arguments", len(args))
 	}
-	off, err := parseSize(args[0])
+	off, err := ioNum(args[0])
 	if err != nil {
 		return 0, 0, err
 	}
-	n, err := parseSize(args[1])
+	n, err := ioNum(args[1])
 	if err != nil {
 		return 0, 0, err
 	}
@@ -131,7 +131,7 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 		return 0, 0, err
 	}
 	if off+n > size || off+n < off {
-		return 0, 0, fmt.Errorf("request [%d, %d) is past the end of the image (%d bytes)", off, off+n, size)
+		return 0, 0, fmt.Errorf("request [%d, %d) is %w (%d bytes)", off, off+n, errPastEnd, size)
 	}
 	return off, n, nil
 }
@@ -139,7 +139,7 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 func parsePattern(s string) (byte, error) {
 	v, err := strconv.ParseInt(s, 0, 64)
 	if err != nil || v < 0 || v > 255 {
-		return 0, fmt.Errorf("invalid pattern %q", s)
+		return 0, &patternError{arg: s}
 	}
 	return byte(v), nil
 }

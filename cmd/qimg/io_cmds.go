@@ -66,11 +66,11 @@ func (s *ioSession) execMore(name string, args []string) (ok bool, err error) {
 	if len(args) < c.min || (c.max >= 0 && len(args) > c.max) {
 		switch {
 		case c.max < 0:
-			return true, fmt.Errorf("bad argument count %d to %s, expected at least %d arguments", len(args), name, c.min)
+			return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected at least %d arguments", len(args), name, c.min))
 		case c.min == c.max:
-			return true, fmt.Errorf("bad argument count %d to %s, expected %d arguments", len(args), name, c.min)
+			return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected %d arguments", len(args), name, c.min))
 		}
-		return true, fmt.Errorf("bad argument count %d to %s, expected between %d and %d arguments", len(args), name, c.min, c.max)
+		return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected between %d and %d arguments", len(args), name, c.min, c.max))
 	}
 	return true, c.run(s, args)
 }
@@ -80,11 +80,11 @@ func (s *ioSession) vecArgs(args []string) (off int64, lens []int64, total int64
 	if len(args) < 2 {
 		return 0, nil, 0, fmt.Errorf("expected OFFSET LENGTH [LENGTH...], got %d arguments", len(args))
 	}
-	if off, err = parseSize(args[0]); err != nil {
+	if off, err = ioNum(args[0]); err != nil {
 		return 0, nil, 0, err
 	}
 	for _, a := range args[1:] {
-		n, err := parseSize(a)
+		n, err := ioNum(a)
 		if err != nil {
 			return 0, nil, 0, err
 		}
@@ -235,13 +235,13 @@ func (s *ioSession) length([]string) error {
 // layer allocates (data or zero clusters; a raw file allocates all of
 // itself).
 func (s *ioSession) alloc(args []string) error {
-	off, err := parseSize(args[0])
+	off, err := ioNum(args[0])
 	if err != nil {
 		return err
 	}
 	count := int64(512)
 	if len(args) == 2 {
-		if count, err = parseSize(args[1]); err != nil {
+		if count, err = ioNum(args[1]); err != nil {
 			return err
 		}
 	}
@@ -284,7 +284,7 @@ func (s *ioSession) truncate(args []string) error {
 	if len(o.args) != 1 {
 		return fmt.Errorf("expected one offset, got %d arguments", len(o.args))
 	}
-	size, err := parseSize(o.args[0])
+	size, err := ioNum(o.args[0])
 	if err != nil {
 		return err
 	}
@@ -302,8 +302,7 @@ func (s *ioSession) truncate(args []string) error {
 func (s *ioSession) sleep(args []string) error {
 	ms, err := strconv.ParseInt(args[0], 10, 64)
 	if err != nil || ms < 0 {
-		fmt.Fprintf(s.out, "%s is not a valid number\n", args[0]) // on stdout, as qemu-io
-		return fmt.Errorf("%s is not a valid number", args[0])
+		return fmt.Errorf("%s is not a valid number", args[0]) // on stdout, as qemu-io (io_errors.go)
 	}
 	time.Sleep(time.Duration(ms) * time.Millisecond)
 	return nil
@@ -325,5 +324,5 @@ func (s *ioSession) help(args []string) error {
 		}
 	}
 	fmt.Fprintf(s.out, "command %s not found\n", name) // on stdout, as qemu-io
-	return fmt.Errorf("command %s not found", name)
+	return errReported
 }

@@ -80,7 +80,7 @@ func fuzzableIOLine(line string) bool {
 		}
 	case "truncate":
 		for _, a := range f[1:] {
-			if n, err := parseSize(a); err == nil && n > 16<<20 {
+			if n, err := ioNum(a); err == nil && n > 16<<20 {
 				return false
 			}
 		}

@@ -534,7 +534,7 @@ func TestIO_PatternMismatch(t *testing.T) {
 	if !strings.Contains(out, "read 4096/4096 bytes at offset 0") {
 		t.Errorf("later commands did not run: %s", out)
 	}
-	if n := strings.Count(errOut, "\n"); n != 1 || !strings.HasPrefix(errOut, "qimg: io: ") {
+	if errOut != "" { // qemu-io's mismatch line is on stdout, and nothing on stderr
 		t.Errorf("stderr: %q", errOut)
 	}
 }
@@ -562,10 +562,6 @@ func TestErrors(t *testing.T) {
 		{"bad-output", []string{"info", "--output=xml", p}},
 		{"bad-repair", []string{"check", "-r", "some", p}},
 		{"bad-format", []string{"info", "-f", "vmdk", p}},
-		{"io-pattern-mismatch", []string{"io", p, "-c", "read -P 0x5a 0 512"}},
-		{"io-unknown-command", []string{"io", p, "-c", "frob 0 1"}},
-		{"io-bad-offset", []string{"io", p, "-c", "write 12Q 1"}},
-		{"io-past-end", []string{"io", p, "-c", "write 1M 1"}},
 		{"io-no-file", []string{"io", "-c", "flush"}},
 		{"compare-one-file", []string{"compare", p}},
 		{"convert-bad-format", []string{"convert", "-O", "vmdk", p, filepath.Join(d, "o.vmdk")}},

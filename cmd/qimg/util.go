@@ -115,15 +115,6 @@ func getoptOutput(args []string, shorts string, longs ...string) (*opts, string,
 	return o, f, nil
 }
 
-// parseSize is qcow2.ParseSize with qemu's wording on errors.
-func parseSize(s string) (int64, error) {
-	n, err := qcow2.ParseSize(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size or offset %q", s)
-	}
-	return n, nil
-}
-
 // cvtnum is qemu-img's cvtnum: s as a size, or qemu-img's two-line
 // message naming what it is (what: "image size").
 func cvtnum(what, s string) (int64, error) {

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+// How qimg io reports a command that failed: as qemu-io does, so that
+// scripts reading qemu-io's output read qimg's. qemu-io prints on stdout,
+// with no program name: "read failed: Input/output error" for a request
+// the block layer refused (a range past the end is EIO there), "Parsing
+// error: ..." for a number it cannot read, "300 is not a valid pattern
+// byte", its own usage complaints as they are; on stderr only `command
+// "x" not found`. A pattern mismatch prints its line with the read's
+// result and nothing more. The exit code is 1 either way. Errors the
+// engine words itself (no errno under them) keep their words after
+// "CMD failed: ".
+
+// cmdError is a qemu-io command that failed.
+type cmdError struct {
+	name string
+	err  error
+}
+
+func (e *cmdError) Error() string { return e.name + ": " + e.err.Error() }
+func (e *cmdError) Unwrap() error { return e.err }
+
+// notFoundError is a command qemu-io does not have.
+type notFoundError struct{ name string }
+
+func (e *notFoundError) Error() string { return fmt.Sprintf("command %q not found", e.name) }
+
+// argCountError is a command given too few or too many arguments,
+// which qemu-io reports on stderr, as it is.
+type argCountError string
+
+func (e argCountError) Error() string { return string(e) }
+
+// parseError is a number qemu-io's cvtnum cannot read.
+type parseError struct{ arg string }
+
+func (e *parseError) Error() string {
+	return "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- " + e.arg
+}
+
+// patternError is a -P byte qemu-io refuses.
+type patternError struct{ arg string }
+
+func (e *patternError) Error() string { return e.arg + " is not a valid pattern byte" }
+
+// errPastEnd is a request past the end of the image: EIO, as QEMU's
+// block layer refuses it.
+var errPastEnd = fmt.Errorf("past the end of the image: %w", syscall.EIO)
+
+// errReported is a failure whose message the command printed itself.
+var errReported = errors.New("reported")
+
+// ioNum is qemu-io's cvtnum: a size or offset, or a parseError.
+func ioNum(s string) (int64, error) {
+	n, err := qcow2.ParseSize(s)
+	if err != nil || n < 0 {
+		return 0, &parseError{arg: s}
+	}
+	return n, nil
+}
+
+// ioVerbs are qemu-io's names of the commands whose aliases qimg takes.
+var ioVerbs = map[string]string{"r": "read", "w": "write", "d": "discard", "f": "flush"}
+
+// reportIOError prints err, from a command, where and as qemu-io would:
+// most on stdout without a prefix; on stderr, with qimg's prefix where
+// qemu-io's error_report adds its own, a write to a read-only image
+// ("Block node is read-only") and a failed truncate.
+func reportIOError(e *env, stdout io.Writer, err error) {
+	var nf *notFoundError
+	var ce *cmdError
+	var ac argCountError
+	switch {
+	case errors.As(err, &nf):
+		fmt.Fprintln(e.stderr, nf.Error())
+	case errors.As(err, &ac):
+		fmt.Fprintln(e.stderr, string(ac))
+	case errors.Is(err, errPattern), errors.Is(err, errReported):
+		// Its line went to stdout already (a pattern mismatch's with
+		// the read's result).
+	case errors.Is(err, qcow2.ErrReadOnly), errors.Is(err, block.ErrReadOnly):
+		e.errorf(1, "Block node is read-only")
+	case errors.As(err, &ce) && ce.name == "truncate":
+		e.errorf(1, "%v", ce.err)
+	case errors.As(err, &ce):
+		fmt.Fprintln(stdout, ioErrorText(ce))
+	default:
+		fmt.Fprintln(stdout, err)
+	}
+}
+
+// ioErrorText is qemu-io's line for a failed command: "VERB failed:
+// REASON" for a request that failed (an errno, as strerror words it, a
+// range past the end, a device or engine refusal), else the complaint
+// about the command line itself, as it is.
+func ioErrorText(ce *cmdError) string {
+	verb := ce.name
+	if v, ok := ioVerbs[verb]; ok {
+		verb = v
+	}
+	var en syscall.Errno
+	var oe *block.OpError
+	switch {
+	case errors.Is(ce.err, errPastEnd):
+		return verb + " failed: Input/output error"
+	case errors.As(ce.err, &en):
+		return verb + " failed: " + (&capitalized{err: en}).Error()
+	case errors.As(ce.err, &oe) || ioRefusal(ce.err):
+		return verb + " failed: " + ce.err.Error()
+	}
+	return ce.err.Error()
+}
+
+// ioRefusal reports whether err is the device's or the engine's refusal
+// of a request (not a complaint about the command line).
+func ioRefusal(err error) bool {
+	for _, e := range []error{block.ErrReadOnly, block.ErrRange, block.ErrNotSupported, block.ErrClosed,
+		block.ErrFlushFailed, block.ErrBusy, qcow2.ErrOutOfRange, qcow2.ErrNotCompressible, qcow2.ErrCorrupt,
+		qcow2.ErrUnsupported, qcow2.ErrReadOnly, qcow2.ErrNoKey, qcow2.ErrDataFile} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
