@@ -111,8 +111,7 @@ func listDir(t *testing.T, d string) string {
 func TestProtocolOpen_LikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := workDir(t)
-	img := filepath.Join(d, "a.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "1M")
 	for _, name := range []string{"file:" + img, "foo:" + img, "nbd:" + d + "/n", "http:" + d + "/h"} {
 		for _, c := range [][]string{{"info"}, {"info", "--output=json"}, {"check"}, {"map"}} {
 			args := append(append([]string{}, c...), name)
@@ -161,8 +160,7 @@ func lastLine(s string) string {
 func TestImageOptsOpenErrors_LikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := workDir(t)
-	img := filepath.Join(d, "a.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "1M")
 	for _, spec := range []string{
 		"driver=qcow2,file.filename=" + img + ",a=1,b=2",
 		"driver=raw,file.filename=" + img + ",bogus=1",
@@ -186,8 +184,7 @@ func TestImageOptsOpenErrors_LikeQemu(t *testing.T) {
 func TestImageOptsLenient_LikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := workDir(t)
-	img := filepath.Join(d, "a.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "1M")
 	for _, spec := range []string{
 		"file.filename=" + img,
 		"file.filename=" + img + ",l2-cache-size=1M",
@@ -207,8 +204,7 @@ func TestImageOptsLenient_LikeQemu(t *testing.T) {
 func TestProtocolSameFile(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := workDir(t)
-	img := filepath.Join(d, "a.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "1M")
 	testkit.MustRun(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 0 4k", img)
 	if _, e, code := runQ(t, "convert", "-O", "qcow2", "file:"+img, img); code == 0 {
 		t.Errorf("convert file:X X: exit 0 %q", e)
