@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"syscall"
 
 	"github.com/qring/qring/qcow2/format"
 )
@@ -79,11 +80,20 @@ func (im *Image) SetBacking(name, fmtName string) error {
 	return im.rewriteHeader(func(h *format.Header) error {
 		if name == "" {
 			fmtName = ""
+		} else if h.AutoclearFeatures&format.AutoclearDataFileRaw != 0 {
+			// A raw data file is the guest disk itself: nothing may
+			// show through from below (DF1). QEMU refuses with EINVAL.
+			return ErrBackingRawDataFile
 		}
 		h.BackingFile, h.BackingFormat = name, fmtName
 		return nil
 	})
 }
+
+// ErrBackingRawDataFile is a backing file asked of an image whose data
+// file is raw (data_file_raw), as QEMU's qcow2_change_backing_file
+// refuses it (EINVAL).
+var ErrBackingRawDataFile = fmt.Errorf("a backing file with a raw data file: %w", syscall.EINVAL)
 
 // SetLazyRefcounts sets or clears the lazy_refcounts compatible feature
 // (qemu-img amend -o lazy_refcounts=). The bit takes effect at the next

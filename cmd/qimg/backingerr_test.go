@@ -92,3 +92,28 @@ func TestRebaseMissingNewBacking_LikeQemu(t *testing.T) {
 		t.Errorf("exit %d %q; qemu-img: exit %d %q", code, e, qcode, qe)
 	}
 }
+
+// TestRebaseRawDataFile_LikeQemu: an image whose data file is raw takes
+// no backing file: rebase, safe or -u, fails as qemu-img's does ("Could
+// not change the backing file to 'B': Invalid argument") and leaves the
+// header as it was. qimg wrote the backing file in, making an image
+// QEMU considers invalid.
+func TestRebaseRawDataFile_LikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	base := qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "1M")
+	for _, mode := range [][]string{{"-u"}, nil} {
+		for _, n := range []string{"ours", "theirs"} {
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, n+".data")+",data_file_raw=on", filepath.Join(d, n+".qcow2"), "1M")
+		}
+		args := append(append([]string{"rebase"}, mode...), "-b", base, "-F", "qcow2")
+		_, e, code := runQ(t, append(args, filepath.Join(d, "ours.qcow2"))...)
+		_, qe, qcode := testkit.Run(t, "qemu-img", append(args, filepath.Join(d, "theirs.qcow2"))...)
+		if code != qcode || asQemu(e) != qe {
+			t.Errorf("rebase %q: exit %d %q; qemu-img: exit %d %q", mode, code, e, qcode, qe)
+		}
+		if info := testkit.MustRun(t, "qemu-img", "info", filepath.Join(d, "ours.qcow2")); strings.Contains(info, "backing file") {
+			t.Errorf("rebase %q wrote a backing file:\n%s", mode, info)
+		}
+	}
+}

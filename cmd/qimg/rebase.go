@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -112,6 +113,9 @@ func rebaseOpen(img *imgopen.Opened, r *rebaseRequest) error {
 		}
 	}
 	if err := img.Image.SetBacking(r.backing, r.backingFmt); err != nil {
+		if errors.Is(err, syscall.EINVAL) {
+			err = cError(syscall.EINVAL) // qemu-img says only "Invalid argument"
+		}
 		return changeErr(err)
 	}
 	return nil
