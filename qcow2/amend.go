@@ -341,3 +341,35 @@ func (im *Image) dropZeroClustersPastEndLocked() error {
 	}
 	return nil
 }
+
+// SetDataFile records name as the image's external data file (the
+// header's data file name extension; "" leaves none, as QEMU does), for
+// the next open: the data file open now stays in use (DF1). It is
+// qemu-img amend -o data_file=, and fails with ErrSetDataFileName on an image
+// without an external data file.
+func (im *Image) SetDataFile(name string) error {
+	return im.rewriteHeader(func(h *format.Header) error {
+		if h.IncompatibleFeatures&format.IncompatDataFile == 0 {
+			return ErrSetDataFileName
+		}
+		h.DataFile = name
+		return nil
+	})
+}
+
+// SetDataFileRaw sets or clears data_file_raw (qemu-img amend -o
+// data_file_raw=): clearing it is always allowed (the data file then
+// stops being promised as a raw image of the guest disk); setting it on
+// an image whose data file is not raw is ErrSetDataFileRaw, as in QEMU.
+func (im *Image) SetDataFileRaw(on bool) error {
+	return im.rewriteHeader(func(h *format.Header) error {
+		raw := h.AutoclearFeatures&format.AutoclearDataFileRaw != 0
+		switch {
+		case on && !raw:
+			return ErrSetDataFileRaw
+		case !on:
+			h.AutoclearFeatures &^= format.AutoclearDataFileRaw
+		}
+		return nil
+	})
+}

@@ -26,6 +26,13 @@ var (
 	// ErrNoDataFile: the image was opened without its data file
 	// (Options.NoDataFile, for its metadata only), and a read needed it.
 	ErrNoDataFile error = &dataFileErr{"qcow2: the external data file is not open (opened for metadata only)"}
+	// ErrSetDataFileName: a data file name asked of an image without an
+	// external data file (SetDataFile; qemu-img amend -o data_file=).
+	ErrSetDataFileName error = &dataFileErr{"data-file can only be set for images that use an external data file"}
+	// ErrSetDataFileRaw: data_file_raw asked of an image whose data file
+	// is not raw (SetDataFileRaw): its clusters need not lie at their
+	// guest offsets.
+	ErrSetDataFileRaw error = &dataFileErr{"data-file-raw cannot be set on existing images"}
 )
 
 // dataFileErr is an error of the ErrDataFile family in QEMU's words.

@@ -23,6 +23,8 @@ type amendRequest struct {
 	// backing_file and backing_fmt, when given: they must name what the
 	// image has (qemu-img 7.2 amends no backing file).
 	backingFile, backingFmt *string
+	dataFile                *string // data_file: the external data file's new name
+	dataFileRaw             *bool   // data_file_raw: may only be cleared
 }
 
 func runAmend(e *env, args []string) int {
@@ -93,8 +95,8 @@ func runAmend(e *env, args []string) int {
 
 // amendOptionsHelp is qemu-img amend -o help: the options qimg amend
 // changes, in qemu-img's layout (qemu-img also lists backing_file and
-// backing_fmt, which it refuses, and data_file and encrypt.*, which qimg
-// does not amend).
+// backing_fmt, which it refuses, and encrypt.*, which qimg does not
+// amend).
 func (e *env) amendOptionsHelp(f string) int {
 	if f != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
@@ -102,6 +104,8 @@ func (e *env) amendOptionsHelp(f string) int {
 	fmt.Fprintf(e.stdout, "Amend options for '%s':\n", f)
 	for _, o := range []createOption{
 		{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
+		{"data_file", "str", "File name of an external data file"},
+		{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
 		{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 		{"refcount_bits", "num", "Width of a reference count entry in bits"},
 		{"size", "size", "Virtual disk size"},
@@ -112,10 +116,10 @@ func (e *env) amendOptionsHelp(f string) int {
 }
 
 // parseAmendOptions reads the -o options qimg amend supports: compat,
-// lazy_refcounts, refcount_bits and size. backing_file and backing_fmt
-// must name what the image has (doAmend), as qemu-img 7.2 changes no
-// backing file; the other options qemu-img amends (data_file,
-// data_file_raw, encrypt.*) are refused by name.
+// data_file, data_file_raw, lazy_refcounts, refcount_bits and size.
+// backing_file and backing_fmt must name what the image has (doAmend),
+// as qemu-img 7.2 changes no backing file; the other options qemu-img
+// amends (encrypt.*) are refused by name.
 func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
@@ -167,9 +171,21 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				}
 				v := uint32(n)
 				r.refbits = &v
-			case "data_file", "data_file_raw",
-				"encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
-				return fmt.Errorf("qimg amend does not support option '%s' (only compat, lazy_refcounts, refcount_bits and size)", p[0])
+			case "data_file":
+				v := p[1]
+				r.dataFile = &v
+			case "data_file_raw":
+				var b bool
+				switch p[1] {
+				case "on":
+					b = true
+				case "off":
+				default:
+					return fmt.Errorf("Parameter 'data_file_raw' expects 'on' or 'off'")
+				}
+				r.dataFileRaw = &b
+			case "encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
+				return fmt.Errorf("qimg amend does not support option '%s' (only compat, data_file, data_file_raw, lazy_refcounts, refcount_bits and size)", p[0])
 			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
 				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", p[0])
 			default:
@@ -201,6 +217,11 @@ func doAmend(r *amendRequest) error {
 		newV = *r.version
 	}
 	err = checkAmend(h, newV, r.lazy, r.refbits)
+	if err == nil {
+		// QEMU refuses these while it reads the options, before it
+		// changes anything.
+		err = checkAmendDataFile(&h, r)
+	}
 	if err == nil && r.size%512 != 0 {
 		err = errors.New("The new size must be a multiple of 512")
 	}
@@ -225,6 +246,12 @@ func doAmend(r *amendRequest) error {
 	}
 	if err == nil && r.size != 0 {
 		err = resizeQcow2(im, int64(h.Size), r.size, "off")
+	}
+	if err == nil && r.dataFile != nil {
+		err = im.SetDataFile(*r.dataFile)
+	}
+	if err == nil && r.dataFileRaw != nil {
+		err = im.SetDataFileRaw(*r.dataFileRaw)
 	}
 	if err == nil && newV < h.Version {
 		// After the resize, whose growth over a longer backing file
@@ -293,4 +320,17 @@ func sameName(given *string, have string) bool {
 		return have == ""
 	}
 	return have != "" && *given == have
+}
+
+// checkAmendDataFile refuses data_file on an image without an external
+// data file and data_file_raw=on on one whose data file is not raw, in
+// QEMU's words (qcow2.SetDataFile, SetDataFileRaw say the same later).
+func checkAmendDataFile(h *format.Header, r *amendRequest) error {
+	if r.dataFile != nil && h.IncompatibleFeatures&format.IncompatDataFile == 0 {
+		return qcow2.ErrSetDataFileName
+	}
+	if r.dataFileRaw != nil && *r.dataFileRaw && h.AutoclearFeatures&format.AutoclearDataFileRaw == 0 {
+		return qcow2.ErrSetDataFileRaw
+	}
+	return nil
 }
