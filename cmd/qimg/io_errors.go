@@ -15,8 +15,10 @@ import (
 // with no program name: "read failed: Input/output error" for a request
 // the block layer refused (a range past the end is EIO there), "Parsing
 // error: ..." for a number it cannot read, "300 is not a valid pattern
-// byte", its own usage complaints as they are; on stderr only `command
-// "x" not found`. A pattern mismatch prints its line with the read's
+// byte", its own usage complaints as they are; on stderr `command "x"
+// not found` and wrong argument counts as they are, and, with its
+// "qemu-io: " (qimg's "qimg: io: "), a write to a read-only image and a
+// failed truncate. A pattern mismatch prints its line with the read's
 // result and nothing more. The exit code is 1 either way. Errors the
 // engine words itself (no errno under them) keep their words after
 // "CMD failed: ".
