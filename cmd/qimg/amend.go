@@ -140,15 +140,9 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				}
 				r.version = &v
 			case "lazy_refcounts":
-				var b bool
-				switch p[1] {
-				case "on":
-					b = true
-				case "off":
-				default:
-					return fmt.Errorf("Parameter 'lazy_refcounts' expects 'on' or 'off'")
+				if r.lazy, err = amendBool(p[0], p[1]); err != nil {
+					return err
 				}
-				r.lazy = &b
 			case "size":
 				n, err := qcow2.ParseSize(p[1])
 				if err != nil || n <= 0 {
@@ -175,15 +169,9 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				v := p[1]
 				r.dataFile = &v
 			case "data_file_raw":
-				var b bool
-				switch p[1] {
-				case "on":
-					b = true
-				case "off":
-				default:
-					return fmt.Errorf("Parameter 'data_file_raw' expects 'on' or 'off'")
+				if r.dataFileRaw, err = amendBool(p[0], p[1]); err != nil {
+					return err
 				}
-				r.dataFileRaw = &b
 			case "encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
 				return fmt.Errorf("qimg amend does not support option '%s' (only compat, data_file, data_file_raw, lazy_refcounts, refcount_bits and size)", p[0])
 			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
@@ -194,6 +182,20 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 		}
 	}
 	return nil
+}
+
+// amendBool reads a bool amend option (on or off only, as qemu-img
+// amend takes it).
+func amendBool(name, v string) (*bool, error) {
+	var b bool
+	switch v {
+	case "on":
+		b = true
+	case "off":
+	default:
+		return nil, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", name)
+	}
+	return &b, nil
 }
 
 // doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
