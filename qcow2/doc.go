@@ -341,7 +341,7 @@
 //	    taken and no refcount changes (DF3): the image file's space rules
 //	    (SP*, the reserve, fill, fresh space) and early writes (Q10) do
 //	    not apply; a zeroing or discard that drops an entry frees
-//	    nothing. A Queue sends every request of such an image down the
+//	    nothing in the image file (DF7 punches the data file). A Queue sends every request of such an image down the
 //	    synchronous path (its fast path and its allocator address the
 //	    image's own device). An encrypted image's data goes there as
 //	    ciphertext, sectors numbered by their data file offset (DF1).
@@ -365,8 +365,8 @@
 //	    before the image file's metadata). Flush and Close flush the data
 //	    file before the metadata's write-back.
 //	DF6 As QEMU 7.2: with data_file_raw, a zero write zeroes the data
-//	    file's range before the entries change (qcow2_subcluster_zeroize;
-//	    a discard leaves the data file alone); a resize grows or shrinks
+//	    file's range before the entries change (qcow2_subcluster_zeroize);
+//	    a resize grows or shrinks
 //	    the data file with the disk (before the header shows a larger
 //	    size, after it shows a smaller one) and, raw, links the grown
 //	    range's clusters in place (QEMU's metadata preallocation, which
@@ -374,6 +374,21 @@
 //	    falloc and full no data file space); compressed writes, internal
 //	    snapshots and a downgrade to version 2 are refused
 //	    (ErrUnsupported).
+//	DF7 As QEMU 7.2 with pass-discard-request (qcow2_free_any_cluster): a
+//	    Discard or an unmapping WriteZeroes that drops a cluster's
+//	    allocation (a normal or zero-allocated entry, raw or not, extended
+//	    L2 or not) punches the cluster's range of the data file
+//	    (datafile_discard.go), unless Options.NoPassDiscard. Like the
+//	    image file's punches (Q21): after the gate has passed (no request
+//	    uses the old entries), after the tables without the entries are
+//	    written and the image file flushed (no table on the media points
+//	    into a hole: an encrypted cluster would read as garbage), only on
+//	    a data file that zeroes efficiently, best effort. Adjacent
+//	    clusters make one hole (QEMU discards a cluster at a time, so its
+//	    512-byte clusters free no file system block). Each run is
+//	    registered (Q7) while its hole is made, and a cluster linked again
+//	    since its drop (a first write won the race) is left out: a hole
+//	    never lands under a link.
 //
 // Host space (space.go owns it; every allocator of data clusters, L2
 // tables, refcount blocks, a new refcount table or a new L1 table takes

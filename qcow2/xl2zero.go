@@ -40,7 +40,10 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 	if err := im.setXEntry(goff, ne, nbm); err != nil {
 		return err
 	}
-	if free && !im.df.ext { // a data file's clusters are not refcounted (DF3)
+	switch {
+	case im.df.ext: // a data file's clusters are not refcounted (DF3)
+		im.dfDroppedLocked(fr, goff, e, ne) // a hole to punch (DF7)
+	case free:
 		im.pendLocked(fr, e) // freed after the requests (Q12, Q3)
 	}
 	return nil

@@ -295,12 +295,13 @@ var errNoZeroClusters = errors.New("qcow2: no zero clusters on version 2")
 // not repair them as leaks under the freer.
 type freeList struct {
 	es    []format.L2Entry
-	punch bool // the entries were dropped by a Discard or an unmapping zeroing: their space goes back to the host (punchFreed)
+	df    []format.GuestOff // clusters that lost their data file allocation (DF7): nothing to free, a hole to punch
+	punch bool              // the entries were dropped by a Discard or an unmapping zeroing: their space goes back to the host (punchFreed, dfPunch)
 }
 
 const freeBatch = 256
 
-func (fr *freeList) full() bool { return len(fr.es) >= freeBatch }
+func (fr *freeList) full() bool { return len(fr.es)+len(fr.df) >= freeBatch }
 
 // pendLocked adds the old entry e to fr (mu held).
 func (im *Image) pendLocked(fr *freeList, e format.L2Entry) {
@@ -336,17 +337,31 @@ func (im *Image) release(fr *freeList) {
 // data gate, then drops their references. The sync also ends the hold
 // of clusters freed earlier without one (held.go).
 func (im *Image) freeAfterWriters(fr *freeList) error {
-	if len(fr.es) == 0 {
+	if len(fr.es) == 0 && len(fr.df) == 0 {
 		return nil
 	}
+	synced := false
 	for _, e := range fr.es {
 		// A ZeroAlloc entry was Normal until a zeroing kept its cluster
 		// (zeroClusterLocked, without a sync): a request that found it
 		// Normal may still be writing into it or reading it.
 		if t := e.Type(); t == format.ClusterNormal || t == format.ClusterZeroAlloc {
 			im.gate.sync() // Q12: lock-free users of the old entries are done
+			synced = true
 			break
 		}
+	}
+	if len(fr.df) > 0 {
+		if fr.punch && !im.opts.NoPassDiscard {
+			if !synced {
+				im.gate.sync() // Q12, as above: before the holes
+			}
+			im.dfPunch(fr) // DF7
+		}
+		fr.df = fr.df[:0]
+	}
+	if len(fr.es) == 0 {
+		return nil
 	}
 	if fr.punch && !im.opts.NoPassDiscard {
 		im.punchFreed(fr)
@@ -505,8 +520,12 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 	if err := im.setEntry(goff, ne); err != nil {
 		return err
 	}
-	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc || im.df.ext {
-		return nil // kept, or in a data file: not refcounted (DF3)
+	if im.df.ext {
+		im.dfDroppedLocked(fr, goff, e, ne) // not refcounted (DF3), a hole to punch (DF7)
+		return nil
+	}
+	if format.L2Entry(ne).Type() == format.ClusterZeroAlloc {
+		return nil // kept
 	}
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc, format.ClusterCompressed:
