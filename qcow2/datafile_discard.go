@@ -54,15 +54,7 @@ func (im *Image) dfPunch(fr *freeList) {
 	slices.Sort(fr.df)
 	fr.df = slices.Compact(fr.df)
 	im.mu.Lock()
-	if im.writableLocked() != nil {
-		im.mu.Unlock()
-		return
-	}
-	if err := im.l2c.Write(); err != nil {
-		im.mu.Unlock()
-		return
-	}
-	if err := im.dev.Flush(); err != nil {
+	if im.writableLocked() != nil || im.tablesDurableLocked() != nil {
 		im.mu.Unlock()
 		return
 	}

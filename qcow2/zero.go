@@ -573,17 +573,9 @@ func (im *Image) punchFreed(fr *freeList) {
 			rs = append(rs, hostRange{e.Offset(), e.Offset() + cs})
 		}
 	}
-	// The L2 changes that dropped the entries are durable first: no
-	// table on the media points into a hole, even after a crash.
-	if len(rs) > 0 {
-		if err := im.l2c.Write(); err != nil {
-			im.mu.Unlock()
-			return
-		}
-		if err := im.dev.Flush(); err != nil {
-			im.mu.Unlock()
-			return
-		}
+	if len(rs) > 0 && im.tablesDurableLocked() != nil {
+		im.mu.Unlock()
+		return
 	}
 	im.mu.Unlock()
 	for _, r := range rs {
@@ -592,6 +584,17 @@ func (im *Image) punchFreed(fr *freeList) {
 		}
 		im.c.punchedBytes.Add(int64(r.end - r.off))
 	}
+}
+
+// tablesDurableLocked writes the L2 tables and flushes the image file
+// before a hole is punched (mu held): the L2 changes that dropped the
+// entries are durable first, so no table on the media points into a
+// hole, even after a crash.
+func (im *Image) tablesDurableLocked() error {
+	if err := im.l2c.Write(); err != nil {
+		return err
+	}
+	return im.dev.Flush()
 }
 
 // hasBackingFileLocked reports whether the image has a backing file,
