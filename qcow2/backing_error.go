@@ -26,7 +26,7 @@ func (e *BackingError) Error() string {
 		r, n := utf8.DecodeRuneInString(s)
 		return fmt.Sprintf("Could not open backing file: Could not open '%s': %c%s", pe.Path, unicode.ToUpper(r), s[n:])
 	}
-	return "Could not open backing file: " + e.Err.Error()
+	return "Could not open backing file: " + QemuText(e.Err)
 }
 
 func (e *BackingError) Unwrap() error { return e.Err }

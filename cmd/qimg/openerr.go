@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/qring/qring/qcow2"
 )
 
 // OpenError is an image that could not be opened, worded as qemu-img
@@ -20,7 +22,9 @@ type OpenError struct {
 	Err  error
 }
 
-func (e *OpenError) Error() string { return fmt.Sprintf("Could not open '%s': %v", e.Path, e.Err) }
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("Could not open '%s': %s", e.Path, qcow2.QemuText(e.Err))
+}
 func (e *OpenError) Unwrap() error { return e.Err }
 
 // errNotQcow2 is what QEMU's qcow2 driver says of a file without the

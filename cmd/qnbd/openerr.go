@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/qring/qring/qcow2"
 )
 
 // openError is a failure to open the image. As qemu-nbd does
@@ -44,7 +46,7 @@ func qemuReason(host, format string, err error) string {
 			return "Image is not in qcow2 format"
 		}
 	}
-	return err.Error()
+	return qcow2.QemuText(err)
 }
 
 // readHead reads the first bytes of a file.

@@ -5,7 +5,7 @@
 // uses no unsafe casts, and decodes big-endian fields at explicit offsets
 // (docs/interop/qcow2.rst in QEMU).
 //
-// Invariants (cited as FM1..FM6):
+// Invariants (cited as FM1..FM7):
 //
 //	FM1  Parse never panics and never allocates more than the caps below,
 //	     whatever the input: L1 <= 32 MiB, refcount table <= 8 MiB
@@ -30,4 +30,11 @@
 //	     property is chosen (the backing file name moved, the optional
 //	     feature name table dropped) where QEMU's own would not have it,
 //	     and QEMU's plain rewrite is used only where none fits.
+//	FM7  ParseHeader makes the checks QEMU 7.2's qcow2_do_open makes in
+//	     QEMU's order, reading a short file's missing header bytes as
+//	     zeros as QEMU does, so that of several faults it names the one
+//	     QEMU names; their FieldErrors carry QEMU's message (Qemu,
+//	     QemuText), which qemu-img-like tools print. Checks of ours that
+//	     QEMU does not make come after the QEMU check they refine and
+//	     carry no QEMU message.
 package format

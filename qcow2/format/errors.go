@@ -19,6 +19,9 @@ type FieldError struct {
 	Value uint64
 	Msg   string
 	Err   error // ErrCorrupt or ErrUnsupported
+	// Qemu is QEMU 7.2's message for the same fault, where QEMU makes
+	// the same check (FM7): tools that speak as qemu-img print it.
+	Qemu string
 }
 
 func (e *FieldError) Error() string {
@@ -33,4 +36,22 @@ func corrupt(field string, v uint64, format string, a ...any) error {
 
 func unsupported(field string, v uint64, format string, a ...any) error {
 	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(format, a...), Err: ErrUnsupported}
+}
+
+func corruptQ(field string, v uint64, qemu, format string, a ...any) error {
+	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(format, a...), Err: ErrCorrupt, Qemu: qemu}
+}
+
+func unsupportedQ(field string, v uint64, qemu, format string, a ...any) error {
+	return &FieldError{Field: field, Value: v, Msg: fmt.Sprintf(format, a...), Err: ErrUnsupported, Qemu: qemu}
+}
+
+// QemuText is err's text as QEMU words it: the QEMU message of the
+// FieldError in it where there is one, else err's own text.
+func QemuText(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) && fe.Qemu != "" {
+		return fe.Qemu
+	}
+	return err.Error()
 }

@@ -138,152 +138,152 @@ func FeatureName(exts []Extension, typ, bit uint8) string {
 // ParseHeader decodes the header at the start of b, which should hold all
 // of cluster 0 (or the whole file if shorter). It validates every field
 // that can be checked without the file size (FM1, FM2); the engine checks
-// offsets against the file.
+// offsets against the file. The checks QEMU 7.2's qcow2_do_open makes
+// too come in its order, and their errors carry its words (FM7), so the
+// first fault of a header with several is the one QEMU names; ours that
+// QEMU does not make follow the QEMU check they refine.
 func ParseHeader(b []byte) (*Header, error) {
-	if len(b) < V2HeaderLen {
-		return nil, corrupt("header", uint64(len(b)), "file too short for a qcow2 header")
-	}
-	if m := be.Uint32(b[0:]); m != Magic {
-		return nil, corrupt("magic", uint64(m), "not a qcow2 image")
+	// QEMU reads the fixed header with bytes past a short file as zeros:
+	// a version, cluster size or header length of 0 then fails below.
+	var fixed [V3HeaderLen]byte
+	copy(fixed[:], b)
+	f := fixed[:]
+	if m := be.Uint32(f[0:]); m != Magic {
+		return nil, corruptQ("magic", uint64(m), "Image is not in qcow2 format", "not a qcow2 image")
 	}
 	h := &Header{
-		Version:               be.Uint32(b[4:]),
-		BackingFileOffset:     be.Uint64(b[8:]),
-		BackingFileSize:       be.Uint32(b[16:]),
-		ClusterBits:           be.Uint32(b[20:]),
-		Size:                  be.Uint64(b[24:]),
-		CryptMethod:           be.Uint32(b[32:]),
-		L1Size:                be.Uint32(b[36:]),
-		L1TableOffset:         HostOff(be.Uint64(b[40:])),
-		RefcountTableOffset:   HostOff(be.Uint64(b[48:])),
-		RefcountTableClusters: be.Uint32(b[56:]),
-		NbSnapshots:           be.Uint32(b[60:]),
-		SnapshotsOffset:       HostOff(be.Uint64(b[64:])),
+		Version:               be.Uint32(f[4:]),
+		BackingFileOffset:     be.Uint64(f[8:]),
+		BackingFileSize:       be.Uint32(f[16:]),
+		ClusterBits:           be.Uint32(f[20:]),
+		Size:                  be.Uint64(f[24:]),
+		CryptMethod:           be.Uint32(f[32:]),
+		L1Size:                be.Uint32(f[36:]),
+		L1TableOffset:         HostOff(be.Uint64(f[40:])),
+		RefcountTableOffset:   HostOff(be.Uint64(f[48:])),
+		RefcountTableClusters: be.Uint32(f[56:]),
+		NbSnapshots:           be.Uint32(f[60:]),
+		SnapshotsOffset:       HostOff(be.Uint64(f[64:])),
 	}
 	switch h.Version {
 	case 2:
 		h.RefcountOrder = 4
 		h.HeaderLength = V2HeaderLen
 	case 3:
-		if len(b) < V3HeaderLen {
-			return nil, corrupt("header_length", uint64(len(b)), "file too short for a v3 header")
-		}
-		h.IncompatibleFeatures = be.Uint64(b[72:])
-		h.CompatibleFeatures = be.Uint64(b[80:])
-		h.AutoclearFeatures = be.Uint64(b[88:])
-		h.RefcountOrder = be.Uint32(b[96:])
-		h.HeaderLength = be.Uint32(b[100:])
-		if h.HeaderLength < V3HeaderLen || h.HeaderLength%8 != 0 {
-			return nil, corrupt("header_length", uint64(h.HeaderLength), "must be >= 104 and a multiple of 8")
-		}
+		h.IncompatibleFeatures = be.Uint64(f[72:])
+		h.CompatibleFeatures = be.Uint64(f[80:])
+		h.AutoclearFeatures = be.Uint64(f[88:])
+		h.RefcountOrder = be.Uint32(f[96:])
+		h.HeaderLength = be.Uint32(f[100:])
 	default:
-		return nil, unsupported("version", uint64(h.Version), "only versions 2 and 3 exist")
+		return nil, unsupportedQ("version", uint64(h.Version), fmt.Sprintf("Unsupported qcow2 version %d", h.Version), "only versions 2 and 3 exist")
 	}
 	if h.ClusterBits < MinClusterBits || h.ClusterBits > MaxClusterBits {
-		return nil, unsupported("cluster_bits", uint64(h.ClusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)
+		return nil, unsupportedQ("cluster_bits", uint64(h.ClusterBits), fmt.Sprintf("Unsupported cluster size: 2^%d", h.ClusterBits),
+			"must be in [%d, %d]", MinClusterBits, MaxClusterBits)
+	}
+	if h.HeaderLength < V3HeaderLen && h.Version == 3 {
+		return nil, corruptQ("header_length", uint64(h.HeaderLength), "qcow2 header too short", "must be >= 104")
 	}
 	cs := h.ClusterSize()
 	if uint64(h.HeaderLength) > cs {
-		return nil, corrupt("header_length", uint64(h.HeaderLength), "larger than a cluster")
+		return nil, corruptQ("header_length", uint64(h.HeaderLength), "qcow2 header exceeds cluster size", "larger than a cluster")
+	}
+	if h.HeaderLength%8 != 0 {
+		return nil, corrupt("header_length", uint64(h.HeaderLength), "not a multiple of 8")
 	}
 	if uint64(len(b)) < uint64(h.HeaderLength) {
 		return nil, corrupt("header_length", uint64(h.HeaderLength), "past the end of the file")
 	}
-	if h.Version == 3 {
-		if h.HeaderLength > V3HeaderLen {
-			h.CompressionType = b[V3HeaderLen]
-			// Bytes 105..111 are padding QEMU writes as zeros; keep
-			// whatever lies past them verbatim (FM3).
-			if h.HeaderLength > QEMUHeaderLen {
-				h.UnknownFields = append([]byte(nil), b[QEMUHeaderLen:h.HeaderLength]...)
-			}
+	if h.Version == 3 && h.HeaderLength > V3HeaderLen {
+		h.CompressionType = b[V3HeaderLen]
+		// Bytes 105..111 are padding QEMU writes as zeros; keep
+		// whatever lies past them verbatim (FM3).
+		if h.HeaderLength > QEMUHeaderLen {
+			h.UnknownFields = append([]byte(nil), b[QEMUHeaderLen:h.HeaderLength]...)
 		}
+	}
+	if h.BackingFileOffset > cs {
+		return nil, corruptQ("backing_file_offset", h.BackingFileOffset, "Invalid backing file offset", "past the header cluster")
 	}
 	if h.BackingFileOffset != 0 && h.BackingFileOffset < uint64(h.HeaderLength) {
 		return nil, corrupt("backing_file_offset", h.BackingFileOffset, "backing file name overlaps the header")
 	}
-	if unk := h.IncompatibleFeatures &^ IncompatKnown; unk != 0 {
-		// The feature name table is parsed below; parse it now (once,
-		// best effort) to name the bits in the message.
-		exts, _ := parseExtensions(h, b)
-		var names []string
-		for i := 0; i < 64; i++ {
-			if unk&(1<<i) != 0 {
-				n := FeatureName(exts, 0, uint8(i))
-				if n == "" {
-					n = "unknown"
-				}
-				names = append(names, fmt.Sprintf("bit %d (%s)", i, n))
-			}
-		}
-		return nil, unsupported("incompatible_features", unk, "unknown incompatible feature %s", strings.Join(names, ", "))
-	}
 	if h.CompressionType > CompressionZstd {
-		// QEMU: "unknown compression type", -ENOTSUP.
-		return nil, unsupported("compression_type", uint64(h.CompressionType), "unknown compression type")
+		return nil, unsupportedQ("compression_type", uint64(h.CompressionType),
+			fmt.Sprintf("qcow2: unknown compression type: %d", h.CompressionType), "unknown compression type")
 	}
 	if h.IncompatibleFeatures&IncompatCompression != 0 {
 		if h.CompressionType != CompressionZstd {
-			return nil, corrupt("compression_type", uint64(h.CompressionType), "compression type bit set but type is not zstd")
+			return nil, corruptQ("compression_type", uint64(h.CompressionType),
+				"qcow2: Compression type incompatible feature bit must not be set", "compression type bit set but type is not zstd")
 		}
 	} else if h.CompressionType != CompressionZlib {
-		return nil, corrupt("compression_type", uint64(h.CompressionType), "non-zlib compression without the compression type bit")
+		return nil, corruptQ("compression_type", uint64(h.CompressionType),
+			"qcow2: Compression type incompatible feature bit must be set", "non-zlib compression without the compression type bit")
 	}
-	if h.RefcountOrder > 6 {
-		return nil, unsupported("refcount_order", uint64(h.RefcountOrder), "must be <= 6")
+	if unk := h.IncompatibleFeatures &^ IncompatKnown; unk != 0 {
+		return nil, unknownIncompat(h, b, unk)
 	}
 	if h.ExtendedL2() && h.ClusterBits < 14 {
-		return nil, corrupt("cluster_bits", uint64(h.ClusterBits), "extended L2 needs clusters of at least 16 KiB")
+		return nil, corruptQ("cluster_bits", uint64(h.ClusterBits), fmt.Sprintf("Unsupported subcluster size: %d", cs/SubclustersPerCluster),
+			"extended L2 needs clusters of at least 16 KiB")
 	}
-	if h.Size > MaxVirtualSize {
-		return nil, unsupported("size", h.Size, "virtual size too large")
+	if h.RefcountOrder > 6 {
+		return nil, unsupportedQ("refcount_order", uint64(h.RefcountOrder),
+			"Reference count entry width too large; may not exceed 64 bits", "must be <= 6")
 	}
-	if h.CryptMethod > CryptLUKS {
-		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "unknown encryption method")
+	if h.RefcountTableClusters == 0 {
+		return nil, corruptQ("refcount_table_clusters", 0, "Image does not contain a reference count table", "no refcount table")
 	}
-	if h.CryptMethod == CryptLUKS && h.Version < 3 {
-		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
+	if uint64(h.RefcountTableClusters)*cs > MaxReftableSize {
+		return nil, unsupportedQ("refcount_table_clusters", uint64(h.RefcountTableClusters), "Reference count table too large",
+			"refcount table larger than %d bytes", MaxReftableSize)
+	}
+	if !clusterAligned(h, h.RefcountTableOffset) || uint64(h.RefcountTableOffset) > maxOffset-uint64(h.RefcountTableClusters)*cs {
+		return nil, corruptQ("refcount_table_offset", uint64(h.RefcountTableOffset), "Reference count table offset invalid",
+			"not cluster aligned or ends past 2^63")
+	}
+	if h.RefcountTableOffset == 0 {
+		return nil, corrupt("refcount_table_offset", 0, "refcount table in the header cluster")
+	}
+	if h.NbSnapshots > MaxSnapshots {
+		return nil, corruptQ("nb_snapshots", uint64(h.NbSnapshots), "Snapshot table too large", "more than %d snapshots", MaxSnapshots)
+	}
+	// 40 bytes is the fixed part of a snapshot entry.
+	if !clusterAligned(h, h.SnapshotsOffset) || uint64(h.SnapshotsOffset) > maxOffset-uint64(h.NbSnapshots)*40 {
+		return nil, corruptQ("snapshots_offset", uint64(h.SnapshotsOffset), "Snapshot table offset invalid",
+			"not cluster aligned or the snapshot table ends past 2^63")
+	}
+	if h.NbSnapshots > 0 && h.SnapshotsOffset == 0 {
+		return nil, corrupt("snapshots_offset", 0, "snapshot table in the header cluster")
 	}
 	// L1: cap and coverage (FM1).
 	if uint64(h.L1Size)*8 > MaxL1Bytes {
-		return nil, unsupported("l1_size", uint64(h.L1Size), "L1 table larger than %d bytes", MaxL1Bytes)
+		return nil, unsupportedQ("l1_size", uint64(h.L1Size), "Active L1 table too large", "L1 table larger than %d bytes", MaxL1Bytes)
 	}
 	g := NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
-	if need := g.L1EntriesFor(h.Size); uint64(h.L1Size) < need {
-		return nil, corrupt("l1_size", uint64(h.L1Size), "too small for virtual size %d (need %d)", h.Size, need)
+	if h.Size > MaxVirtualSize || g.L1EntriesFor(h.Size) > 1<<31-1 {
+		return nil, unsupportedQ("size", h.Size, "Image is too big", "virtual size too large")
 	}
 	// As QEMU's qcow2_validate_table: aligned even when empty, and the
 	// table must end below INT64_MAX.
-	if !g.Aligned(h.L1TableOffset) {
-		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "not cluster aligned")
+	if !g.Aligned(h.L1TableOffset) || uint64(h.L1TableOffset) > maxOffset-uint64(h.L1Size)*8 {
+		return nil, corruptQ("l1_table_offset", uint64(h.L1TableOffset), "Active L1 table offset invalid",
+			"not cluster aligned or ends past 2^63")
 	}
-	if uint64(h.L1TableOffset) > maxOffset-uint64(h.L1Size)*8 {
-		return nil, corrupt("l1_table_offset", uint64(h.L1TableOffset), "L1 table ends past 2^63")
+	if need := g.L1EntriesFor(h.Size); uint64(h.L1Size) < need {
+		return nil, corruptQ("l1_size", uint64(h.L1Size), "L1 table is too small", "too small for virtual size %d (need %d)", h.Size, need)
 	}
 	if h.L1TableOffset == 0 && h.L1Size > 0 {
 		return nil, corrupt("l1_table_offset", 0, "L1 table in the header cluster")
 	}
-	if uint64(h.RefcountTableClusters)*cs > MaxReftableSize {
-		return nil, unsupported("refcount_table_clusters", uint64(h.RefcountTableClusters), "refcount table larger than %d bytes", MaxReftableSize)
+	if h.CryptMethod > CryptLUKS {
+		return nil, corruptQ("crypt_method", uint64(h.CryptMethod), fmt.Sprintf("Unsupported encryption method %d", h.CryptMethod),
+			"unknown encryption method")
 	}
-	if h.RefcountTableClusters == 0 {
-		return nil, corrupt("refcount_table_clusters", 0, "no refcount table")
-	}
-	if !g.Aligned(h.RefcountTableOffset) || h.RefcountTableOffset == 0 {
-		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "not cluster aligned or in the header cluster")
-	}
-	if uint64(h.RefcountTableOffset) > maxOffset-uint64(h.RefcountTableClusters)*cs {
-		return nil, corrupt("refcount_table_offset", uint64(h.RefcountTableOffset), "refcount table ends past 2^63")
-	}
-	if h.NbSnapshots > MaxSnapshots {
-		return nil, corrupt("nb_snapshots", uint64(h.NbSnapshots), "more than %d snapshots", MaxSnapshots)
-	}
-	if !g.Aligned(h.SnapshotsOffset) || (h.NbSnapshots > 0 && h.SnapshotsOffset == 0) {
-		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "not cluster aligned or in the header cluster")
-	}
-	// 40 bytes is the fixed part of a snapshot entry.
-	if uint64(h.SnapshotsOffset) > maxOffset-uint64(h.NbSnapshots)*40 {
-		return nil, corrupt("snapshots_offset", uint64(h.SnapshotsOffset), "snapshot table ends past 2^63")
+	if h.CryptMethod == CryptLUKS && h.Version < 3 {
+		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
 	}
 	exts, err := parseExtensions(h, b)
 	if err != nil {
@@ -302,8 +302,11 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, err
 	}
 	if h.BackingFileOffset != 0 {
-		if h.BackingFileSize > MaxBackingName || h.BackingFileSize == 0 {
-			return nil, corrupt("backing_file_size", uint64(h.BackingFileSize), "must be in [1, %d]", MaxBackingName)
+		if h.BackingFileSize > MaxBackingName {
+			return nil, corruptQ("backing_file_size", uint64(h.BackingFileSize), "Backing file name too long", "more than %d bytes", MaxBackingName)
+		}
+		if h.BackingFileSize == 0 {
+			return nil, corrupt("backing_file_size", 0, "empty backing file name")
 		}
 		end := h.BackingFileOffset + uint64(h.BackingFileSize)
 		if h.BackingFileOffset >= cs || end > cs || end > uint64(len(b)) {
@@ -312,6 +315,51 @@ func ParseHeader(b []byte) (*Header, error) {
 		h.BackingFile = string(b[h.BackingFileOffset:end])
 	}
 	return h, nil
+}
+
+// clusterAligned reports whether o starts a cluster of h (checked before
+// h's geometry is known good: it needs the cluster size only).
+func clusterAligned(h *Header, o HostOff) bool { return uint64(o)&(h.ClusterSize()-1) == 0 }
+
+// unknownIncompat is the error of incompatible feature bits this engine
+// does not know, unk: QEMU's report_unsupported_feature names the bits
+// the image's feature name table names, in the table's order, then the
+// rest as one hexadecimal mask.
+func unknownIncompat(h *Header, b []byte, unk uint64) error {
+	// The feature name table is parsed below; parse it now (once, best
+	// effort) to name the bits.
+	exts, _ := parseExtensions(h, b)
+	var ours, qemu []string
+	for i := 0; i < 64; i++ {
+		if unk&(1<<i) != 0 {
+			n := FeatureName(exts, 0, uint8(i))
+			if n == "" {
+				n = "unknown"
+			}
+			ours = append(ours, fmt.Sprintf("bit %d (%s)", i, n))
+		}
+	}
+	rest := unk
+	for _, e := range exts {
+		if e.Type != ExtFeatureNames {
+			continue
+		}
+		for i := 0; i+48 <= len(e.Data); i += 48 {
+			name := strings.TrimRight(string(e.Data[i+2:i+48]), "\x00")
+			if name == "" {
+				break // QEMU's table ends at an empty name
+			}
+			if bit := e.Data[i+1]; e.Data[i] == 0 && bit < 64 && rest&(1<<bit) != 0 {
+				qemu = append(qemu, name)
+				rest &^= 1 << bit
+			}
+		}
+	}
+	if rest != 0 {
+		qemu = append(qemu, fmt.Sprintf("Unknown incompatible feature: %x", rest))
+	}
+	return unsupportedQ("incompatible_features", unk, "Unsupported qcow2 feature(s): "+strings.Join(qemu, ", "),
+		"unknown incompatible feature %s", strings.Join(ours, ", "))
 }
 
 // parseExtensions reads the extension list after the header (v3; v2

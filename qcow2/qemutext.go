@@ -1,0 +1,20 @@
+package qcow2
+
+import (
+	"errors"
+
+	"github.com/qring/qring/qcow2/format"
+)
+
+// QemuText is an open's error err as QEMU 7.2 words it, for tools that
+// speak as qemu-img and qemu-nbd: a hostile header's fault in QEMU's
+// message (format FM7), a backing file's failure with QEMU's prefix
+// (BackingError, which words its own reason so); other errors keep
+// their own text.
+func QemuText(err error) string {
+	var be *BackingError
+	if errors.As(err, &be) {
+		return err.Error()
+	}
+	return format.QemuText(err)
+}
