@@ -5,20 +5,23 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/protocol"
 )
 
 // openBacking opens the backing file the options or the header name
-// (relative names against the image's directory) and records its size.
+// (backingPath: relative names against the image's directory, a
+// protocol prefix as QEMU reads it) and records its size.
 func (im *Image) openBacking() error {
 	h := im.hdr
 	if im.opts.Backing != nil {
 		im.backing = im.opts.Backing
 	} else if h.BackingFile != "" && !im.opts.NoBacking {
-		name := h.BackingFile
-		if !filepath.IsAbs(name) && im.path != "" {
-			name = filepath.Join(filepath.Dir(im.path), name)
+		name, err := backingPath(h.BackingFile, im.path)
+		if err != nil {
+			return &BackingError{File: h.BackingFile, Err: err}
 		}
 		op := im.opts.Opener
 		if op == nil {
@@ -50,6 +53,25 @@ func (im *Image) openBacking() error {
 		im.bzero, _ = im.backing.(zeroProber)
 	}
 	return nil
+}
+
+// backingPath is the host file a header's backing file name stands for,
+// as QEMU 7.2 reads it (bdrv_make_absolute_filename, then
+// bdrv_find_protocol): a name with a protocol prefix (internal/protocol:
+// "file:" stripped, other protocols refused) is taken as it is, relative
+// to the working directory; any other relative name is relative to the
+// image's directory (image, a host path).
+func backingPath(name, image string) (string, error) {
+	if strings.HasPrefix(name, "json:") {
+		// A JSON spec: QEMU's pseudo-protocol, which only the tools'
+		// spec parser reads.
+		return "", fmt.Errorf("a json: backing file name is not supported: %q", name)
+	}
+	p, err := protocol.Path(name, false)
+	if err != nil || protocol.HasPrefix(name) || filepath.IsAbs(p) || image == "" {
+		return p, err
+	}
+	return filepath.Join(filepath.Dir(image), p), nil
 }
 
 // closeBacking closes a backing device the image opened. The field is

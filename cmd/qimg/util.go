@@ -235,10 +235,11 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// pathCombine is QEMU's path_combine: a relative backing name is taken
-// relative to the directory part of the image's name, textually.
+// pathCombine is QEMU's bdrv_make_absolute_filename: a relative backing
+// name is taken relative to the directory part of the image's name,
+// textually; an absolute one, or one with a protocol prefix, as it is.
 func pathCombine(base, name string) string {
-	if name == "" || strings.HasPrefix(name, "/") {
+	if name == "" || strings.HasPrefix(name, "/") || protocol.HasPrefix(name) {
 		return name
 	}
 	if i := strings.LastIndexByte(base, '/'); i >= 0 {

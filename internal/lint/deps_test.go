@@ -19,9 +19,9 @@ type depRow struct {
 var deps = []depRow{
 	// The pure format layer: codecs over byte slices, nothing else.
 	{"qcow2/format", nil},
-	{"qcow2", []string{"qcow2/format", "cache", "sched", "block", "crypto/luks"}},
+	{"qcow2", []string{"qcow2/format", "cache", "sched", "block", "crypto/luks", "internal/protocol"}},
 	// Room for the engine's own subpackages, under the same arrows.
-	{"qcow2/...", []string{"qcow2/...", "cache", "sched", "block", "crypto/luks"}},
+	{"qcow2/...", []string{"qcow2/...", "cache", "sched", "block", "crypto/luks", "internal/protocol"}},
 	{"sched", []string{"block"}},
 	{"cache", []string{"block"}},
 	// The device seam and the devices and filters over it.

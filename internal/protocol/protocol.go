@@ -134,6 +134,14 @@ func Path(name string, create bool) (string, error) {
 	return "", e
 }
 
+// HasPrefix reports whether name starts with a protocol prefix, as
+// QEMU's path_has_protocol reads it: a colon before any slash. Such a
+// name is never taken relative to another file's directory.
+func HasPrefix(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
+}
+
 // isDevice is QEMU's find_hdev_driver: a host device is one whatever
 // its name (udev names hold colons).
 func isDevice(name string) bool {
