@@ -255,8 +255,9 @@ func TestRunOn_CacheModesFlush(t *testing.T) {
 // writes larger than a cluster) and counts the bytes they wrote.
 type slowFill struct {
 	block.Device
-	delay  time.Duration
-	filled atomic.Int64
+	delay   time.Duration
+	started atomic.Int64 // fill pieces begun
+	filled  atomic.Int64
 }
 
 func (d *slowFill) Writev(off int64, b [][]byte) error {
@@ -267,6 +268,7 @@ func (d *slowFill) Writev(off int64, b [][]byte) error {
 	if n <= SeedClusterSize {
 		return d.Device.Writev(off, b)
 	}
+	d.started.Add(1)
 	time.Sleep(d.delay)
 	err := d.Device.Writev(off, b)
 	if err == nil {
@@ -357,6 +359,11 @@ func TestRunOn_ClosedCountsFill(t *testing.T) {
 	}
 	if b, _ := res.MarshalJSON(); bytes.Contains(b, []byte("fill_bytes_after_last_request")) {
 		t.Errorf("fill after the last request reported before Close: %s", b)
+	}
+	// On a loaded machine the 64 requests can end before the filler
+	// has begun its first piece (once: nothing filled at all).
+	for deadline := time.Now().Add(10 * time.Second); host.started.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
