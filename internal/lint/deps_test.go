@@ -24,6 +24,10 @@ var deps = []depRow{
 	{"qcow2/...", []string{"qcow2/...", "cache", "sched", "block", "crypto/luks", "internal/protocol"}},
 	{"sched", []string{"block"}},
 	{"cache", []string{"block"}},
+	// VHD images (QEMU's vpc format): pure codecs, and a read-only
+	// device over them.
+	{"vhd/format", nil},
+	{"vhd", []string{"vhd/format", "block"}},
 	// The device seam and the devices and filters over it.
 	{"block", nil},
 	{"block/...", []string{"block/..."}},
@@ -49,7 +53,7 @@ var deps = []depRow{
 	{"nbd", []string{"block"}},
 	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
-	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret"}},
+	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/..."}},
 	{"internal/bench", []string{"internal/imgopen", "internal/protocol", "qcow2/...", "uring/...", "block/..."}},
 	// The binaries and the performance tools sit on top of everything.
 	{"cmd/...", []string{"*"}},
