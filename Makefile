@@ -125,6 +125,8 @@ FUZZ_TARGETS = \
 	./qcow2:FuzzOpenPatch@3000x \
 	./qcow2:FuzzParseSize \
 	./crypto/luks:FuzzParseHeader \
+	./vhd/format:FuzzParse \
+	./vhd:FuzzOpen@5000x \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests \
 	./internal/optstr:FuzzSplit \
