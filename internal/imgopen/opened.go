@@ -4,6 +4,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
+	"github.com/qring/qring/vhd"
 )
 
 // Opened is an open image or driver stack: what Open and OpenSpec return.
@@ -18,6 +19,9 @@ type Opened struct {
 	// backend's name and counters: set by Open (nil when Spec.WrapFile
 	// stands in front of it), nil for a driver stack.
 	File *uring.File
+	// VHD is Dev as a VHD image (QEMU's "vpc" format, read-only) when
+	// the image is one, else nil.
+	VHD *vhd.Disk
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
@@ -41,10 +45,13 @@ func (o *Opened) Backend() (name, reason string) {
 }
 
 // Format names the format as the commands report it: "qcow2" when Image
-// is set, else "raw".
+// is set, "vpc" when VHD is, else "raw".
 func (o *Opened) Format() string {
 	if o.Image != nil {
 		return "qcow2"
+	}
+	if o.VHD != nil {
+		return "vpc"
 	}
 	return "raw"
 }
