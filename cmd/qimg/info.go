@@ -164,6 +164,10 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 		path = p // "file:x" is x, as QEMU names it
 	}
 	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
+	if img.VHD != nil {
+		// vpc_get_info: a dynamic disk's block size, none for fixed.
+		inf.ClusterSize = img.VHD.BlockSize()
+	}
 	im := img.Image
 	if im == nil {
 		return inf, nil

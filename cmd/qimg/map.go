@@ -8,13 +8,18 @@ import (
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/vhd"
 )
 
 // mapExtents returns qemu-img map's extents for an open image: the
-// engine's Map for qcow2, and data/hole runs of the host file for raw.
+// engine's Map for qcow2, the VHD's blocks for vpc (vhd's VD5), and
+// data/hole runs of the host file for raw.
 func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 	if img.Image != nil {
 		return img.Image.Map()
+	}
+	if img.VHD != nil {
+		return vhdExtents(img.VHD)
 	}
 	return qcow2.MapRaw(img.Dev)
 }
@@ -184,4 +189,22 @@ func runMap(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	return 0
+}
+
+// vhdExtents is a VHD image's map as qemu-img map shows it: one layer,
+// every byte present.
+func vhdExtents(d *vhd.Disk) ([]qcow2.MapEntry, error) {
+	ext, err := d.Map()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]qcow2.MapEntry, len(ext))
+	for i, e := range ext {
+		out[i] = qcow2.MapEntry{Start: e.Start, Length: e.Length, Present: true, Zero: e.Zero, Data: e.Data}
+		if e.Offset >= 0 {
+			off := e.Offset
+			out[i].Offset = &off
+		}
+	}
+	return out, nil
 }

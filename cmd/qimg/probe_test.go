@@ -10,8 +10,9 @@ import (
 	"github.com/qring/qring/internal/testkit"
 )
 
-// probedFormats are formats qemu-img creates and QEMU probes by content.
-var probedFormats = []string{"vmdk", "vdi", "vhdx", "qed", "vpc", "qcow", "parallels"}
+// probedFormats are formats qemu-img creates and QEMU probes by content,
+// and qimg does not open (vpc, which it reads, is vpc_test.go's).
+var probedFormats = []string{"vmdk", "vdi", "vhdx", "qed", "qcow", "parallels"}
 
 // TestProbe_OtherFormatsRefused: an image of a format other than qcow2
 // and raw, given without -f, is refused by info, check and convert
