@@ -64,23 +64,21 @@ func (d *Disk) Map() ([]Extent, error) {
 	return out, nil
 }
 
-// DataRun implements block.DataMapper in guest offsets, for the users of
-// raw devices' holes (qimg convert and compare, qnbd's block status): an
-// unallocated block is a hole, an allocated block data, a fixed disk's
-// bytes the file's (VD5). Past the size it is a hole.
-func (d *Disk) DataRun(off, n int64) (bool, int64, error) {
+// Status is the status of the disk at off: an extent of at most n
+// bytes, unallocated blocks in a row as one (VD5). Past the size it is
+// zero, not data, with no offset, for n bytes; so is an unallocated run
+// that reaches the size.
+func (d *Disk) Status(off, n int64) (Extent, error) {
 	if d.closed.Load() {
-		return false, 0, block.ErrClosed
+		return Extent{}, block.ErrClosed
 	}
 	if err := block.CheckRange(off, n); err != nil {
-		return false, 0, err
+		return Extent{}, err
 	}
 	if off >= d.size {
-		return false, n, nil
+		return Extent{Start: off, Length: n, Zero: true, Offset: -1}, nil
 	}
 	e := d.status(off, n)
-	data := e.Data && !e.Zero
-	// Unallocated blocks in a row are one hole.
 	for e.Offset < 0 && off+e.Length < min(d.size, off+n) {
 		nx := d.status(off+e.Length, n-e.Length)
 		if nx.Offset >= 0 {
@@ -91,7 +89,18 @@ func (d *Disk) DataRun(off, n int64) (bool, int64, error) {
 	if e.Offset < 0 && off+e.Length >= d.size {
 		e.Length = n // a hole that runs to the end
 	}
-	return data, e.Length, nil
+	return e, nil
+}
+
+// DataRun implements block.DataMapper in guest offsets, for the users of
+// raw devices' holes (qimg convert and compare): a run is data where
+// Status says data that is not zero (VD5).
+func (d *Disk) DataRun(off, n int64) (bool, int64, error) {
+	e, err := d.Status(off, n)
+	if err != nil {
+		return false, 0, err
+	}
+	return e.Data && !e.Zero, e.Length, nil
 }
 
 // AllocatedSize implements block.DataMapper: the file's.
