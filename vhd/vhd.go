@@ -90,9 +90,11 @@ func Open(file block.Device, o Options) (*Disk, error) {
 // loadDynamic reads the dynamic header and the BAT, and checks that
 // every allocated block lies within the file (VD3).
 func (d *Disk) loadDynamic(fileLen int64) error {
-	buf := make([]byte, format.FooterSize)
+	buf := make([]byte, format.DynHeaderSize)
+	// A read QEMU's block layer cannot make fails as it fails there; one
+	// past the end of the file reads zeros (B2): no magic.
 	off := d.footer.DataOffset
-	if off > 1<<62 || block.ReadAt(d.file, buf, int64(off)) != nil {
+	if format.ReadFails(off, format.DynHeaderSize) || block.ReadAt(d.file, buf, int64(off)) != nil {
 		return &format.Error{Msg: "Error reading dynamic VHD header", Err: format.ErrCorrupt}
 	}
 	h, err := format.ParseDynHeader(buf)

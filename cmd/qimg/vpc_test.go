@@ -152,6 +152,22 @@ func TestVPC_HostileLikeQemu(t *testing.T) {
 			return b
 		},
 		"BAT offset past EOF": func(b []byte) []byte { binary.BigEndian.PutUint64(b[512+16:], 1<<62); return b },
+		"BAT offset unreadable": func(b []byte) []byte {
+			binary.BigEndian.PutUint64(b[512+16:], ^uint64(0))
+			return b
+		},
+		// The dynamic header (1024 bytes) ends at QEMU's BDRV_MAX_LENGTH,
+		// then a byte past it.
+		"header at the limit": func(b []byte) []byte {
+			binary.BigEndian.PutUint64(b[16:], 1<<63-1<<30-1024)
+			footerSum(b)
+			return b
+		},
+		"header past the limit": func(b []byte) []byte {
+			binary.BigEndian.PutUint64(b[16:], 1<<63-1<<30-1023)
+			footerSum(b)
+			return b
+		},
 		"block size":          func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+32:], 1000); return b },
 		"header magic":        func(b []byte) []byte { copy(b[512:], "xxxxxxxx"); return b },
 		"header offset": func(b []byte) []byte {

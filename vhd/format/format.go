@@ -5,13 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Sizes and limits (block/vpc.c).
 const (
-	// FooterSize is the size of the footer, and of the part of the
-	// dynamic header QEMU reads (HEADER_SIZE).
+	// FooterSize is the size of the footer (HEADER_SIZE).
 	FooterSize = 512
+	// DynHeaderSize is the size of the dynamic disk header, which QEMU
+	// reads whole (sizeof(VHDDynDiskHeader)).
+	DynHeaderSize = 1024
 	// SectorSize is the VHD sector.
 	SectorSize = 512
 	// MaxSectors is QEMU's VHD_MAX_SECTORS: 2040 GiB.
@@ -178,7 +181,7 @@ type DynHeader struct {
 }
 
 // ParseDynHeader decodes the dynamic disk header in b (at least
-// FooterSize bytes, as QEMU reads it).
+// FooterSize bytes: the fields past them are not used).
 func ParseDynHeader(b []byte) (DynHeader, error) {
 	var h DynHeader
 	if len(b) < FooterSize || !bytes.HasPrefix(b, HeaderCookie) {
@@ -237,6 +240,9 @@ func CheckDynamic(h DynHeader, sectors, fileLen int64) (Layout, error) {
 	// QEMU reads the whole table (zeros past the end of the file) and
 	// then refuses a table that ends past the file: refused here before
 	// anything is read or allocated.
+	if ReadFails(h.TableOffset, l.Entries*4) {
+		return Layout{}, corrupt("Error reading pagetable")
+	}
 	if h.TableOffset > uint64(fileLen) {
 		return Layout{}, ErrTruncated()
 	}
@@ -246,6 +252,17 @@ func CheckDynamic(h DynHeader, sectors, fileLen int64) (Layout, error) {
 		return Layout{}, ErrTruncated()
 	}
 	return l, nil
+}
+
+// maxLength is QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned down to 1 GiB.
+// Its block layer fails a read that would end past it.
+const maxLength = math.MaxInt64 &^ (1<<30 - 1)
+
+// ReadFails reports whether QEMU fails to read n bytes (0 <= n < 2^32)
+// at off: they end past maxLength (bdrv_check_qiov_request). Reads short
+// of it but past the end of the file read zeros.
+func ReadFails(off uint64, n int64) bool {
+	return off > maxLength || uint64(n) > maxLength-off
 }
 
 // ErrTruncated is QEMU's refusal of an image whose BAT, or a block it
