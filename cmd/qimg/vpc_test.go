@@ -168,8 +168,8 @@ func TestVPC_HostileLikeQemu(t *testing.T) {
 			footerSum(b)
 			return b
 		},
-		"block size":          func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+32:], 1000); return b },
-		"header magic":        func(b []byte) []byte { copy(b[512:], "xxxxxxxx"); return b },
+		"block size":   func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+32:], 1000); return b },
+		"header magic": func(b []byte) []byte { copy(b[512:], "xxxxxxxx"); return b },
 		"header offset": func(b []byte) []byte {
 			binary.BigEndian.PutUint64(b[16:], ^uint64(0))
 			footerSum(b)
