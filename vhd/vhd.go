@@ -76,7 +76,7 @@ func Open(file block.Device, o Options) (*Disk, error) {
 		return nil, err
 	}
 	if f.Type == format.TypeDifferencing {
-		return nil, &format.Error{Msg: "differencing VHD images are not supported by qimg (fixed and dynamic are)", Err: format.ErrUnsupported}
+		return nil, &format.Error{Msg: "differencing VHD images are not supported by qring (fixed and dynamic are)", Err: format.ErrUnsupported}
 	}
 	d := &Disk{file: file, footer: f, size: sectors * format.SectorSize, fixed: f.Type == format.TypeFixed, dynamic: dynamic}
 	if dynamic {
