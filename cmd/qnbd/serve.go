@@ -47,12 +47,19 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 		return openOverlay(cfg)
 	}
 	if cfg.spec {
-		return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly,
-			Secrets: cfg.open.Secrets, UnshareResize: true})
+		return openSpec(cfg, false)
 	}
 	s := cfg.open
 	s.UnshareResize = true
 	return imgopen.Open(s)
+}
+
+// openSpec opens the image spec cfg names, the export itself (a
+// resize of it not shared), or with base the read-only backing node of
+// -s's overlay.
+func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
+	return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly || base,
+		Secrets: cfg.open.Secrets, UnshareResize: !base})
 }
 
 // listen opens the listening socket; a stale Unix socket file (no server

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +26,7 @@ import (
 // opened as cfg says (its backing file read-only).
 func openOverlay(cfg *config) (*imgopen.Opened, error) {
 	if cfg.spec {
-		return nil, errors.New("-s with an image spec (--image-opts, json:, driver=) is not supported: give the file and -f")
+		return openSpecOverlay(cfg)
 	}
 	bs := cfg.open
 	bs.ReadOnly = true
@@ -47,27 +46,70 @@ func openOverlay(cfg *config) (*imgopen.Opened, error) {
 	if err != nil {
 		return nil, err
 	}
+	tmp, err := createOverlay(size, backing, format)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp) // open, it lives on until qnbd closes it
+	ov := cfg.open
+	ov.Path, ov.Format = tmp, "qcow2"
+	return imgopen.Open(ov)
+}
+
+// openSpecOverlay is -s over an image spec: the spec opened read-only is
+// the overlay's backing device in memory, as QEMU's temporary snapshot
+// sets its backing node (the overlay's header names none).
+func openSpecOverlay(cfg *config) (*imgopen.Opened, error) {
+	base, err := openSpec(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	size, err := base.Dev.Size()
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
+	tmp, err := createOverlay(size, "", "")
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
+	defer os.Remove(tmp) // open, it lives on until qnbd closes it
+	ov := cfg.open
+	ov.Path = tmp
+	img, err := imgopen.OpenOverlay(ov, base)
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+// createOverlay creates the temporary overlay file of -s, of the image's
+// size over backing (none: ""), and returns its name.
+func createOverlay(size int64, backing, format string) (string, error) {
 	dir := os.Getenv("TMPDIR")
 	if dir == "" {
 		dir = "/var/tmp"
 	}
 	f, err := os.CreateTemp(dir, "vl.")
 	if err != nil {
-		return nil, fmt.Errorf("Could not get temporary filename: %w", err)
+		return "", fmt.Errorf("Could not get temporary filename: %w", err)
 	}
 	tmp := f.Name()
 	f.Close()
-	defer os.Remove(tmp) // open, it lives on until qnbd closes it
 	op, err := imgopen.Opener("writeback", "")
+	if err == nil {
+		err = qcow2.Create(tmp, qcow2.CreateOptions{Size: size, BackingFile: backing, BackingFormat: format, Opener: op})
+		if err != nil {
+			err = fmt.Errorf("Could not create temporary overlay '%s': %w", tmp, err)
+		}
+	}
 	if err != nil {
-		return nil, err
+		os.Remove(tmp)
+		return "", err
 	}
-	if err := qcow2.Create(tmp, qcow2.CreateOptions{Size: size, BackingFile: backing, BackingFormat: format, Opener: op}); err != nil {
-		return nil, fmt.Errorf("Could not create temporary overlay '%s': %w", tmp, err)
-	}
-	ov := cfg.open
-	ov.Path, ov.Format = tmp, "qcow2"
-	return imgopen.Open(ov)
+	return tmp, nil
 }
 
 // loadError is -l's failure, which qemu-nbd reports as it is (not as a

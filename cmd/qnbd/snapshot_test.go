@@ -12,7 +12,8 @@ import (
 
 // TestSnapshotOptions_LikeQemuNbd: -s serves a temporary overlay (writes
 // land there, the image is never written, and nothing is left in
-// $TMPDIR, even while serving: the overlay is unlinked once open), and
+// $TMPDIR, even while serving: the overlay is unlinked once open; over
+// a file or an image spec), and
 // -l serves an internal snapshot read-only (by name, by ID, as
 // snapshot.name=), through qnbd as through qemu-nbd: what a client reads
 // and whether its writes are refused, what qemu-img can do with the
@@ -60,6 +61,10 @@ func TestSnapshotOptions_LikeQemuNbd(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"-s", "-f", "qcow2", img},
+		// Over an image spec: the overlay's backing node is the
+		// spec's, set in memory.
+		{"-s", "--image-opts", "driver=qcow2,file.driver=file,file.filename=" + img},
+		{"-s", `json:{"driver":"qcow2","file":{"driver":"file","filename":"` + img + `"}}`},
 		{"-l", "sn1", "-f", "qcow2", img},
 		{"-l", "1", "-f", "qcow2", img},
 		{"-l", "snapshot.name=sn1", "-f", "qcow2", img},
