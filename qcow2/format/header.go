@@ -263,8 +263,14 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, unsupportedQ("l1_size", uint64(h.L1Size), "Active L1 table too large", "L1 table larger than %d bytes", MaxL1Bytes)
 	}
 	g := NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())
-	if h.Size > MaxVirtualSize || g.L1EntriesFor(h.Size) > 1<<31-1 {
-		return nil, unsupportedQ("size", h.Size, "Image is too big", "virtual size too large")
+	// QEMU's size_to_l1 > INT_MAX (rounded up without overflowing near
+	// 2^64).
+	per := g.ClusterSize * g.L2Entries
+	if l1 := h.Size/per + min(h.Size%per, 1); l1 > 1<<31-1 {
+		return nil, unsupportedQ("size", h.Size, "Image is too big", "needs more than 2^31-1 L1 entries")
+	}
+	if h.Size > MaxVirtualSize {
+		return nil, unsupported("size", h.Size, "virtual size too large")
 	}
 	// As QEMU's qcow2_validate_table: aligned even when empty, and the
 	// table must end below INT64_MAX.
