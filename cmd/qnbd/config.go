@@ -97,7 +97,17 @@ func configure(f *flags) (*config, error) {
 		c.open.ReadOnly = true // as qemu-nbd: -l exports read-only
 	}
 	tlsObjs := map[string]tlsCreds{}     // --object tls-creds-x509, for --tls-creds=ID
+	authz := map[string]string{}         // --object authz-simple: identities, for --tls-authz=ID
 	for _, o := range f.vals["object"] { // else encrypted images' secrets (encrypt.key-secret)
+		if id, identity, isAuthz, err := authzObject(o); err != nil {
+			return nil, err
+		} else if isAuthz {
+			if _, dup := authz[id]; dup {
+				return nil, fmt.Errorf("--object: duplicate id %q", id)
+			}
+			authz[id] = identity
+			continue
+		}
 		id, tc, isTLS, err := tlsObject(o)
 		if err != nil {
 			return nil, err
@@ -164,6 +174,9 @@ func configure(f *flags) (*config, error) {
 			return nil, fmt.Errorf("--%s: empty value", k)
 		}
 	}
+	if f.has("tls-authz") && f.get("tls-creds", "") == "" {
+		return nil, errors.New("--tls-authz is not permitted without --tls-creds")
+	}
 	if v := f.get("tls-creds", ""); v != "" {
 		if cert != "" || key != "" {
 			return nil, errors.New("--tls-creds and --tls-cert/--tls-key are mutually exclusive")
@@ -175,6 +188,19 @@ func configure(f *flags) (*config, error) {
 			if tc, err = parseTLSCreds(v); err != nil {
 				return nil, err
 			}
+		}
+		if f.has("tls-authz") {
+			id := f.get("tls-authz", "")
+			identity, ok := authz[id]
+			if !ok {
+				return nil, fmt.Errorf("--tls-authz: no --object authz-simple with id %q", id)
+			}
+			if !tc.verifyPeer {
+				// QEMU checks no authorization without verify-peer:
+				// refused rather than serving every client.
+				return nil, errors.New("--tls-authz needs the TLS credentials' verify-peer=on (clients' certificates checked)")
+			}
+			tc.authz = &identity
 		}
 		if c.tls, err = tc.config(); err != nil {
 			return nil, err

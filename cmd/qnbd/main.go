@@ -11,12 +11,13 @@
 //
 // -s serves a temporary overlay and -l an internal snapshot, as
 // qemu-nbd's (snapshot.go). Differences from qemu-nbd: there is no -c
-// (kernel device); -s takes a file, not an image spec; -o carries the engine's qcow2 options, not qemu-nbd's
+// (kernel device); -o carries the engine's qcow2 options, not qemu-nbd's
 // -o/--offset (an offset is a raw layer: --image-opts
 // driver=raw,offset=N,file.filename=FILE). TLS comes, as in qemu-nbd,
 // from --object tls-creds-x509,id=ID,dir=DIR,endpoint=server with
-// --tls-creds=ID (the only other --object type is secret, the
-// passphrases of encrypted images), or from a directory laid out as
+// --tls-creds=ID (the other --object types are secret, the passphrases
+// of encrypted images, and authz-simple, the client --tls-authz=ID lets
+// in: tlsauthz.go), or from a directory laid out as
 // QEMU's tls-creds-x509 dir= given as --tls-creds=DIR, or from a
 // certificate and key in PEM files (--tls-cert/--tls-key).
 //

@@ -22,6 +22,7 @@ import (
 type tlsCreds struct {
 	dir        string
 	verifyPeer bool
+	authz      *string // --tls-authz's identity (tlsauthz.go), if any
 }
 
 // parseTLSCreds reads the --tls-creds value: the directory (or dir=DIR),
@@ -115,7 +116,13 @@ func (tc tlsCreds) config() (*tls.Config, error) {
 		for i, c := range cs.PeerCertificates {
 			raw[i] = c.Raw
 		}
-		return verifyClient(raw, roots, crls, time.Now())
+		if err := verifyClient(raw, roots, crls, time.Now()); err != nil {
+			return err
+		}
+		if tc.authz != nil {
+			return authzCheck(cs.PeerCertificates[0], *tc.authz)
+		}
+		return nil
 	}
 	return cfg, nil
 }

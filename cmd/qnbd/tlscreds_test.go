@@ -68,9 +68,15 @@ func newTestCAKind(t *testing.T, name string, useRSA bool) *testCA {
 // credential checks want; it returns the certificate and key in PEM.
 func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
 	t.Helper()
+	return ca.issueSubject(t, pkix.Name{CommonName: name}, server)
+}
+
+// issueSubject is issue for a certificate of subject subj.
+func (ca *testCA) issueSubject(t *testing.T, subj pkix.Name, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	t.Helper()
 	key := newKey(t, ca.rsa)
 	ca.serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: pkix.Name{CommonName: name},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: subj,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
