@@ -129,6 +129,7 @@ FUZZ_TARGETS = \
 	./vhd:FuzzOpen@5000x \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests \
+	./nbd:FuzzListExports \
 	./internal/optstr:FuzzSplit \
 	./internal/imgopen:FuzzParseSpec \
 	./internal/secret:FuzzParseObject \

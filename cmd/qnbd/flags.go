@@ -24,6 +24,7 @@ var options = []option{
 	{'b', "bind", true, "address to listen on (default 0.0.0.0)"},
 	{'k', "socket", true, "listen on this Unix socket instead of TCP"},
 	{'r', "read-only", false, "export read-only"},
+	{'L', "list", false, "list the exports of the server at -k SOCKET or -b HOST (default localhost) -p PORT, as qemu-nbd -L, and exit (no TLS)"},
 	{'t', "persistent", false, "keep serving after the last client disconnected (the default)"},
 	{0, "once", false, "exit once the last client disconnected (qemu-nbd's default without -t); connections that never negotiate (port scans, probes) are no clients"},
 	{'e', "shared", true, "serve at most N clients at once (default 1; 0: no limit)"},

@@ -83,6 +83,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintln(stdout, version)
 		return 0
 	}
+	if f.has("list") {
+		return listExports(f, stdout, stderr)
+	}
 	cfg, err := configure(f)
 	if err != nil {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
