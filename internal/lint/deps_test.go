@@ -28,6 +28,9 @@ var deps = []depRow{
 	// device over them.
 	{"vhd/format", nil},
 	{"vhd", []string{"vhd/format", "block"}},
+	// VMDK images: pure codecs, and a read-only device over them.
+	{"vmdk/format", nil},
+	{"vmdk", []string{"vmdk/format", "block"}},
 	// The device seam and the devices and filters over it.
 	{"block", nil},
 	{"block/...", []string{"block/..."}},
@@ -53,7 +56,7 @@ var deps = []depRow{
 	{"nbd", []string{"block"}},
 	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
-	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/..."}},
+	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/...", "vmdk/..."}},
 	{"internal/bench", []string{"internal/imgopen", "internal/protocol", "qcow2/...", "uring/...", "block/..."}},
 	// The binaries and the performance tools sit on top of everything.
 	{"cmd/...", []string{"*"}},
