@@ -127,6 +127,10 @@ FUZZ_TARGETS = \
 	./crypto/luks:FuzzParseHeader \
 	./vhd/format:FuzzParse \
 	./vhd:FuzzOpen@5000x \
+	./vmdk/format:FuzzParse \
+	./vmdk/format:FuzzDescriptor \
+	./vmdk/format:FuzzMarker \
+	./vmdk:FuzzOpen@3000x \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests \
 	./nbd:FuzzListExports \

@@ -1,0 +1,40 @@
+// Package vmdk reads VMDK images (QEMU's "vmdk" format) as a read-only
+// block.Device, the way QEMU 7.2's block/vmdk.c reads them. The on-disk
+// codecs are in vmdk/format; this package does the I/O.
+//
+// An image is a list of extents laid end to end. A monolithicSparse or
+// streamOptimized image is one hosted sparse extent ("KDMV") with its
+// descriptor embedded; monolithicFlat, twoGbMaxExtentSparse and
+// twoGbMaxExtentFlat images are a text descriptor naming extent files
+// (relative names resolve against the descriptor's directory, as QEMU
+// resolves them). A flat extent is a window of its file; a sparse one
+// maps grains through its grain directory and tables. vmfs, vmfsSparse,
+// seSparse, VMDK3 (COWD) extents and images with a parent are refused
+// (format.ErrUnsupported).
+//
+// Invariants (cited as KD1..KD5; block's B1..B10 hold too):
+//
+//	KD1  Read-only: Writev, WriteZeroes and Truncate fail with
+//	     block.ErrReadOnly and change nothing; Flush has nothing to do.
+//	KD2  Open reads the descriptor, each extent's header and grain
+//	     directory once; after that the Disk's state never changes, so
+//	     requests need no lock (B1). Grain tables are read per request
+//	     (4 bytes per grain), never cached.
+//	KD3  Every offset read from a file is checked against that file's
+//	     length before use: a grain directory must lie within its file
+//	     (Open refuses it otherwise) and is bounded by the file's length
+//	     before it is allocated; a grain table entry or a grain that
+//	     points past the end of its file fails the read that needs it.
+//	     A compressed grain is inflated as a stream, bounded by the grain
+//	     size (vmdk/format's KF5), so no allocation is sized by the image.
+//	KD4  Reads match QEMU's: an unallocated or zeroed grain reads as
+//	     zeros, an allocated one from its file (a compressed one
+//	     inflated), a flat extent from its file at its offset (zeros past
+//	     the file's end); bytes past the virtual size read as zeros (B2).
+//	KD5  Block status matches QEMU's vmdk_co_block_status: an
+//	     unallocated grain is neither present nor data (and reads as
+//	     zeros); a zeroed grain is present and zero; an allocated grain is
+//	     data at its host offset, a compressed one data with no offset; a
+//	     flat extent is its file's own data and holes at the same offsets
+//	     (BDRV_BLOCK_RECURSE), one extent at a time.
+package vmdk

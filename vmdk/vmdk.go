@@ -1,0 +1,530 @@
+package vmdk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/vmdk/format"
+)
+
+// Options configure Open.
+type Options struct {
+	// Name is the image's path as given: extent names resolve against
+	// its directory, and QEMU's messages name it.
+	Name string
+	// OpenExtent opens a descriptor's extent file read-only; nil refuses
+	// descriptor files.
+	OpenExtent func(path string) (block.Device, error)
+}
+
+// extent is one extent of the image (KD2: fixed after Open).
+type extent struct {
+	file    block.Device
+	own     bool   // opened by Open: closed by Close
+	name    string // as QEMU names it (info, map)
+	typ     string // the descriptor's type, "" for a monolithic image
+	start   int64  // guest byte where it starts
+	size    int64  // bytes
+	fileLen int64
+	flat    bool
+	flatOff int64 // bytes
+	layout  format.Layout
+	gd      []uint32 // KD3: only the entries within the file
+}
+
+// Disk is an open VMDK image: a read-only block.Device (KD1).
+type Disk struct {
+	file       block.Device
+	extents    []extent
+	size       int64
+	createType string
+	cid, pcid  uint32
+	closed     atomic.Bool
+}
+
+var (
+	_ block.Device     = (*Disk)(nil)
+	_ block.DataMapper = (*Disk)(nil)
+)
+
+// fileLength is a file's length in bytes, rounded up to a sector as
+// QEMU counts it (bdrv_nb_sectors).
+func fileLength(f block.Device) (int64, error) {
+	n, err := f.Size()
+	if err != nil {
+		return 0, err
+	}
+	return (n + format.SectorSize - 1) &^ (format.SectorSize - 1), nil
+}
+
+// readDesc is vmdk_read_desc: at most format.MaxDescFile bytes at off.
+func readDesc(f block.Device, off int64) ([]byte, error) {
+	n, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	if n < 4 {
+		return nil, &format.Error{Msg: "File is too small, not a valid image", Err: format.ErrCorrupt}
+	}
+	buf := make([]byte, min(n, format.MaxDescFile))
+	if err := block.ReadAt(f, buf, off); err != nil {
+		return nil, fmt.Errorf("Could not read from file: %w", err)
+	}
+	return buf, nil
+}
+
+// Open reads the VMDK image in file as QEMU's vmdk_open does, in its
+// order and words where it refuses the same image (format's KF2). The
+// Disk owns file from then on; on error file is left to the caller.
+func Open(file block.Device, o Options) (*Disk, error) {
+	buf, err := readDesc(file, 0)
+	if err != nil {
+		return nil, err
+	}
+	d := &Disk{file: file}
+	ok := false
+	defer func() {
+		if !ok {
+			d.closeExtents()
+		}
+	}()
+	var desc format.Descriptor
+	if string(buf[:4]) == string(format.MagicVMDK4) || string(buf[:4]) == string(format.MagicVMDK3) {
+		d.createType = "monolithicSparse"
+		if err := d.addSparse(file, o.Name, "", false); err != nil {
+			return nil, err
+		}
+		// The embedded descriptor, where QEMU looks for it (sector 1).
+		db := make([]byte, format.DescSize)
+		if err := block.ReadAt(file, db, format.SectorSize); err != nil {
+			return nil, err
+		}
+		desc = format.ParseDescriptor(string(db))
+	} else {
+		desc = format.ParseDescriptor(string(buf))
+		if err := d.openDescFile(desc, o); err != nil {
+			return nil, err
+		}
+	}
+	if desc.ParentHint != "" {
+		return nil, format.Unsupported("VMDK images with a parent (parentFileNameHint %q) are not supported by qring", desc.ParentHint)
+	}
+	if !desc.HasCID || !desc.HasParentCID {
+		// QEMU's vmdk_read_cid fails with EINVAL and no message of its
+		// own: the block layer's then names the file.
+		return nil, &format.Error{Msg: fmt.Sprintf("Could not open '%s': Invalid argument", o.Name), Err: format.ErrCorrupt}
+	}
+	d.cid, d.pcid = desc.CID, desc.ParentCID
+	if len(d.extents) == 0 {
+		return nil, &format.Error{Msg: "Invalid argument: the descriptor names no extent", Err: format.ErrCorrupt}
+	}
+	ok = true
+	return d, nil
+}
+
+// openDescFile is vmdk_open_desc_file and vmdk_parse_extents.
+func (d *Disk) openDescFile(desc format.Descriptor, o Options) error {
+	if !desc.HasCreateType {
+		return &format.Error{Msg: "invalid VMDK image descriptor", Err: format.ErrCorrupt}
+	}
+	switch ct := desc.CreateType; ct {
+	case "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat":
+	case "vmfs", "vmfsSparse", "seSparse":
+		return format.Unsupported("VMDK create type '%s' is not supported by qring (monolithicSparse, streamOptimized, monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat are)", ct)
+	default:
+		return &format.Error{Msg: fmt.Sprintf("Unsupported image type '%s'", ct), Err: format.ErrUnsupported}
+	}
+	d.createType = desc.CreateType
+	if desc.Invalid != "" {
+		return &format.Error{Msg: "Invalid extent line: " + desc.Invalid, Err: format.ErrCorrupt}
+	}
+	if o.OpenExtent == nil && len(desc.Extents) > 0 {
+		return format.Unsupported("VMDK descriptor files need their extent files, which this caller cannot open")
+	}
+	dir := ""
+	if i := strings.LastIndexByte(o.Name, '/'); i >= 0 {
+		dir = o.Name[:i+1]
+	}
+	for _, e := range desc.Extents {
+		switch e.Type {
+		case "VMFS", "VMFSSPARSE", "SESPARSE":
+			return format.Unsupported("VMDK %s extents are not supported by qring (FLAT and SPARSE are)", e.Type)
+		}
+		path := e.File
+		if !filepath.IsAbs(path) {
+			path = dir + path
+		}
+		f, err := o.OpenExtent(path)
+		if err != nil {
+			return err
+		}
+		if e.Type == "FLAT" {
+			n, err := f.Size()
+			if err != nil {
+				f.Close()
+				return err
+			}
+			if e.Sectors > 1<<54 || e.Offset > 1<<54 {
+				f.Close()
+				return &format.Error{Msg: "Image size too large", Err: format.ErrTooLarge}
+			}
+			d.add(extent{file: f, own: true, name: path, typ: e.Type, size: e.Sectors * format.SectorSize,
+				fileLen: n, flat: true, flatOff: e.Offset * format.SectorSize})
+			continue
+		}
+		if err := d.addSparse(f, path, e.Type, true); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return d.checkSize()
+}
+
+func (d *Disk) add(e extent) {
+	e.start = d.size
+	d.size += e.size
+	d.extents = append(d.extents, e)
+}
+
+// checkSize refuses a total size past what QEMU's block layer accepts.
+func (d *Disk) checkSize() error {
+	if d.size < 0 || d.size > 1<<63-1<<30 {
+		return &format.Error{Msg: "Image size too large", Err: format.ErrTooLarge}
+	}
+	return nil
+}
+
+// addSparse is vmdk_open_vmdk4 and vmdk_init_tables (KD3).
+func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
+	fileLen, err := fileLength(f)
+	if err != nil {
+		return err
+	}
+	buf, err := readDesc(f, 0)
+	if err != nil {
+		return err
+	}
+	if len(buf) < format.HeaderSize {
+		buf = append(buf, make([]byte, format.HeaderSize-len(buf))...)
+	}
+	h, err := format.ParseHeader(buf)
+	if err != nil {
+		return err
+	}
+	if h.Capacity == 0 && h.DescOffset != 0 {
+		return format.Unsupported("VMDK sparse extents with a descriptor of their own and no capacity are not supported by qring")
+	}
+	if h.GDOffset == format.GDAtEnd {
+		if fileLen < format.FooterSpan {
+			return &format.Error{Msg: "Invalid footer", Err: format.ErrCorrupt}
+		}
+		fb := make([]byte, format.FooterSpan)
+		if err := block.ReadAt(f, fb, fileLen-format.FooterSpan); err != nil {
+			return fmt.Errorf("Failed to read footer: %w", err)
+		}
+		if h, err = format.ParseFooter(fb); err != nil {
+			return err
+		}
+	}
+	l, err := h.Layout(fileLen / format.SectorSize)
+	if err != nil {
+		return err
+	}
+	if l.Compressed {
+		d.createType = "streamOptimized"
+	}
+	// The grain directory lies within the file, and only that much is
+	// allocated (KD3).
+	if l.GDOffset+4*l.L1Size > fileLen {
+		return &format.Error{Msg: fmt.Sprintf("Could not read l1 table from extent '%s': grain directory past the end of the file", name), Err: format.ErrCorrupt}
+	}
+	gdb := make([]byte, 4*l.L1Size)
+	if err := block.ReadAt(f, gdb, l.GDOffset); err != nil {
+		return fmt.Errorf("Could not read l1 table from extent '%s': %w", name, err)
+	}
+	gd := make([]uint32, l.L1Size)
+	for i := range gd {
+		gd[i] = format.Entry(gdb, i)
+	}
+	d.add(extent{file: f, own: own, name: name, typ: typ, size: l.Sectors * format.SectorSize,
+		fileLen: fileLen, layout: l, gd: gd})
+	return d.checkSize()
+}
+
+// grain kinds of a sparse lookup (KD5).
+const (
+	unalloc = iota
+	zeroed
+	allocated
+)
+
+// errPastEOF is a table or grain past the end of its file (KD3).
+var errPastEOF = errors.New("vmdk: grain table or grain past the end of the file")
+
+// lookup maps guest offset off (within extent e) to its grain: kind,
+// the grain's host offset, and how many bytes from off (at most n) the
+// grain covers.
+func (e *extent) lookup(off, n int64) (kind int, host int64, k int64, err error) {
+	rel := off - e.start
+	n = min(n, e.size-rel)
+	if e.flat {
+		return allocated, e.flatOff + rel, n, nil
+	}
+	gb := e.layout.GrainBytes()
+	k = min(n, gb-rel%gb)
+	l1, l2, ok := e.layout.Index(rel)
+	if !ok {
+		return 0, 0, k, fmt.Errorf("vmdk: offset %d past the grain directory: %w", off, block.ErrRange)
+	}
+	gt := int64(e.gd[l1])
+	if gt == 0 {
+		// The whole table's span is unallocated.
+		span := e.layout.L1EntrySecs * format.SectorSize
+		return unalloc, 0, min(n, span-rel%span), nil
+	}
+	at := gt*format.SectorSize + 4*l2
+	if at+4 > e.fileLen {
+		return 0, 0, k, errPastEOF
+	}
+	var b [4]byte
+	if err := block.ReadAt(e.file, b[:], at); err != nil {
+		return 0, 0, k, err
+	}
+	g := int64(format.Entry(b[:], 0))
+	switch {
+	case g == 0:
+		return unalloc, 0, k, nil
+	case g == format.GTEZeroed && e.layout.ZeroGrain:
+		return zeroed, 0, k, nil
+	}
+	host = g * format.SectorSize
+	if host >= e.fileLen {
+		return 0, 0, k, errPastEOF
+	}
+	if !e.layout.Compressed {
+		host += rel % gb
+	}
+	return allocated, host, k, nil
+}
+
+// find is the extent holding guest offset off (< size).
+func (d *Disk) find(off int64) *extent {
+	lo, hi := 0, len(d.extents)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if e := &d.extents[m]; off >= e.start+e.size {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return &d.extents[lo]
+}
+
+// readCompressed inflates the part of a compressed grain at host that
+// dst covers, from byte skip of the grain (format's KF5).
+func (e *extent) readCompressed(host, skip int64, dst []byte) error {
+	gb := e.layout.GrainBytes()
+	src, size := host, 2*gb
+	if e.layout.Marker {
+		var mb [format.MarkerSize]byte
+		if err := block.ReadAt(e.file, mb[:], host); err != nil {
+			return err
+		}
+		m, err := format.ParseMarker(mb[:], gb)
+		if err != nil {
+			return err
+		}
+		src, size = host+format.MarkerSize, int64(m.Size)
+	}
+	if src+size > e.fileLen {
+		if e.layout.Marker {
+			return errPastEOF
+		}
+		size = e.fileLen - src
+	}
+	r := io.NewSectionReader(block.ReaderAt{D: e.file}, src, size)
+	return format.Inflate(r, gb, skip, dst)
+}
+
+// Readv implements block.Device (KD4). The Disk's state is fixed since
+// Open, so reads take no lock (KD2).
+func (d *Disk) Readv(off int64, bufs [][]byte) error {
+	if d.closed.Load() {
+		return block.ErrClosed
+	}
+	total := block.VecLen(bufs)
+	if err := block.CheckRange(off, total); err != nil {
+		return err
+	}
+	var sub [][]byte
+	bi, bo := 0, 0
+	for done := int64(0); done < total; {
+		pos := off + done
+		kind, host, n := unalloc, int64(0), total-done
+		var e *extent
+		if pos < d.size {
+			e = d.find(pos)
+			var err error
+			if kind, host, n, err = e.lookup(pos, n); err != nil {
+				return err
+			}
+		}
+		sub = sub[:0]
+		for rem := n; rem > 0; {
+			b := bufs[bi][bo:]
+			if int64(len(b)) > rem {
+				b = b[:rem]
+			}
+			sub = append(sub, b)
+			rem -= int64(len(b))
+			bo += len(b)
+			if bo == len(bufs[bi]) {
+				bi, bo = bi+1, 0
+			}
+		}
+		switch {
+		case kind != allocated:
+			for _, b := range sub {
+				clear(b)
+			}
+		case e.layout.Compressed && !e.flat:
+			skip := (pos - e.start) % e.layout.GrainBytes()
+			tmp := sub[0]
+			if len(sub) > 1 {
+				tmp = make([]byte, n)
+			}
+			if err := e.readCompressed(host, skip, tmp); err != nil {
+				return err
+			}
+			if len(sub) > 1 {
+				for i, p := 0, 0; i < len(sub); i++ {
+					p += copy(sub[i], tmp[p:])
+				}
+			}
+		default:
+			if err := e.file.Readv(host, sub); err != nil {
+				return err
+			}
+		}
+		done += n
+	}
+	return nil
+}
+
+// CreateType is the image's create type as qemu-img info shows it.
+func (d *Disk) CreateType() string { return d.createType }
+
+// CID and ParentCID are the descriptor's content IDs.
+func (d *Disk) CID() uint32       { return d.cid }
+func (d *Disk) ParentCID() uint32 { return d.pcid }
+
+// ExtentInfo is one extent as qemu-img info shows it.
+type ExtentInfo struct {
+	Filename    string
+	Format      string // the descriptor's type, "" for a monolithic image
+	VirtualSize int64
+	ClusterSize int64 // 0 for a flat extent
+	Compressed  bool
+}
+
+// Extents lists the image's extents for qemu-img info.
+func (d *Disk) Extents() []ExtentInfo {
+	out := make([]ExtentInfo, len(d.extents))
+	for i, e := range d.extents {
+		out[i] = ExtentInfo{Filename: e.name, Format: e.typ, VirtualSize: e.size, Compressed: e.layout.Compressed}
+		if !e.flat {
+			out[i].ClusterSize = e.layout.GrainBytes()
+		}
+	}
+	return out
+}
+
+// ClusterSize is qemu-img info's cluster_size (vmdk_co_get_info): the
+// first extent's grain when every extent is of its kind, else 0.
+func (d *Disk) ClusterSize() int64 {
+	f := d.extents[0]
+	for _, e := range d.extents[1:] {
+		if e.flat != f.flat || e.layout.Compressed != f.layout.Compressed ||
+			(!f.flat && e.layout.GrainSectors != f.layout.GrainSectors) {
+			return 0
+		}
+	}
+	if f.flat {
+		return 0
+	}
+	return f.layout.GrainBytes()
+}
+
+// ExtentFiles are the names of the extent files other than the image
+// file itself (qemu-img info's disk size adds theirs).
+func (d *Disk) ExtentFiles() []string {
+	var out []string
+	for _, e := range d.extents {
+		if e.own {
+			out = append(out, e.name)
+		}
+	}
+	return out
+}
+
+// Writev implements block.Device: refused (KD1).
+func (d *Disk) Writev(off int64, bufs [][]byte) error { return d.readOnly() }
+
+// WriteZeroes implements block.Device: refused (KD1).
+func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error { return d.readOnly() }
+
+// Truncate implements block.Device: refused (KD1).
+func (d *Disk) Truncate(size int64) error { return d.readOnly() }
+
+func (d *Disk) readOnly() error {
+	if d.closed.Load() {
+		return block.ErrClosed
+	}
+	return fmt.Errorf("vmdk: %w (qring reads VMDK images only)", block.ErrReadOnly)
+}
+
+// Flush implements block.Device: nothing is ever written (KD1).
+func (d *Disk) Flush() error {
+	if d.closed.Load() {
+		return block.ErrClosed
+	}
+	return nil
+}
+
+// Size implements block.Device: the extents' sizes added.
+func (d *Disk) Size() (int64, error) {
+	if d.closed.Load() {
+		return 0, block.ErrClosed
+	}
+	return d.size, nil
+}
+
+// Caps implements block.Device: no zeroing flags (KD1).
+func (d *Disk) Caps() block.Caps {
+	c := d.file.Caps()
+	return block.Caps{Align: 1, MemAlign: 1, Media: c.Media, Fixed: true}
+}
+
+func (d *Disk) closeExtents() {
+	for _, e := range d.extents {
+		if e.own {
+			e.file.Close()
+		}
+	}
+}
+
+// Close implements block.Device: it closes the file and the extent
+// files it opened.
+func (d *Disk) Close() error {
+	if d.closed.Swap(true) {
+		return block.ErrClosed
+	}
+	d.closeExtents()
+	return d.file.Close()
+}

@@ -1,0 +1,210 @@
+package vmdk
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/vmdk/format"
+)
+
+const testDesc = "# Disk DescriptorFile\nversion=1\nCID=0000002a\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n"
+
+// sparse builds a hosted sparse extent as qemu-img lays one out: header,
+// descriptor at sector 1, one grain directory sector at 21, one grain
+// table at 22 (512 entries of 64 KiB grains: 32 MiB), grains from 128.
+// grains maps a grain number to its 64 KiB (or, compressed, to its
+// bytes deflated behind a marker). Entry 1 with zeroGrain is a zeroed
+// grain.
+func sparse(t testing.TB, capacity int64, flags uint32, compressed bool, grains map[int][]byte, zeroedGrains ...int) []byte {
+	t.Helper()
+	return sparseG(t, 128, capacity, flags, compressed, grains, zeroedGrains...)
+}
+
+// sparseG is sparse with grains of grainSecs sectors; small ones get a
+// compact layout (16-entry tables, directory at sector 2, table at 3,
+// grains from 4): small fuzz seeds.
+func sparseG(t testing.TB, grainSecs int, capacity int64, flags uint32, compressed bool, grains map[int][]byte, zeroedGrains ...int) []byte {
+	t.Helper()
+	grainOff, gtes, gdSec, gtSec := 128, 512, 21, 22
+	if grainSecs < 128 {
+		grainOff, gtes, gdSec, gtSec = 4, 16, 2, 3
+	}
+	img := make([]byte, grainOff*512)
+	copy(img, "KDMV")
+	le := binary.LittleEndian
+	le.PutUint32(img[4:], 1)
+	le.PutUint32(img[8:], flags)
+	le.PutUint64(img[12:], uint64(capacity/512))
+	le.PutUint64(img[20:], uint64(grainSecs))
+	le.PutUint64(img[28:], 1)
+	le.PutUint64(img[36:], 1)
+	le.PutUint32(img[44:], uint32(gtes))
+	le.PutUint64(img[56:], uint64(gdSec))
+	le.PutUint64(img[64:], uint64(grainOff))
+	if compressed {
+		le.PutUint16(img[77:], format.CompressDeflate)
+	}
+	copy(img[512:], testDesc)
+	le.PutUint32(img[gdSec*512:], uint32(gtSec))
+	for _, g := range zeroedGrains {
+		le.PutUint32(img[gtSec*512+4*g:], format.GTEZeroed)
+	}
+	for g := 0; g < gtes; g++ {
+		data, ok := grains[g]
+		if !ok {
+			continue
+		}
+		le.PutUint32(img[gtSec*512+4*g:], uint32(len(img)/512))
+		if compressed {
+			var z bytes.Buffer
+			w := zlib.NewWriter(&z)
+			w.Write(data)
+			w.Close()
+			m := make([]byte, format.MarkerSize)
+			le.PutUint64(m, uint64(g*grainSecs))
+			le.PutUint32(m[8:], uint32(z.Len()))
+			data = append(m, z.Bytes()...)
+			data = append(data, make([]byte, (512-len(data)%512)%512)...)
+		}
+		img = append(img, data...)
+	}
+	return img
+}
+
+func open(t testing.TB, b []byte) (*Disk, error) {
+	t.Helper()
+	return Open(memdev.FromBytes(b, memdev.Options{}), Options{Name: "t.vmdk"})
+}
+
+func TestDisk_Reads(t *testing.T) {
+	g1 := bytes.Repeat([]byte{0x5a}, 64<<10)
+	g3 := bytes.Repeat([]byte{7}, 64<<10)
+	for _, compressed := range []bool{false, true} {
+		flags := uint32(format.FlagZeroGrain)
+		if compressed {
+			flags |= format.FlagMarker
+		}
+		d, err := open(t, sparse(t, 10<<20, flags, compressed, map[int][]byte{1: g1, 3: g3}, 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, _ := d.Size()
+		if size != 10<<20 || d.ClusterSize() != 64<<10 || d.CID() != 42 || d.ParentCID() != 0xffffffff {
+			t.Fatalf("size %d cluster %d cid %x", size, d.ClusterSize(), d.CID())
+		}
+		want := map[bool]string{false: "monolithicSparse", true: "streamOptimized"}[compressed]
+		if d.CreateType() != want {
+			t.Fatalf("create type %q", d.CreateType())
+		}
+		// A vector read across unallocated, allocated, zeroed and
+		// allocated grains, split inside a grain (KD4), and past the end (B2).
+		a, b := make([]byte, 100<<10), make([]byte, 156<<10)
+		if err := d.Readv(32<<10, [][]byte{a, b}); err != nil {
+			t.Fatal(err)
+		}
+		got := append(a, b...)
+		exp := append(append(append(append(make([]byte, 32<<10), g1...), make([]byte, 64<<10)...), g3...), make([]byte, 32<<10)...)
+		if !bytes.Equal(got, exp) {
+			t.Fatalf("compressed %v: read differs", compressed)
+		}
+		tail := bytes.Repeat([]byte{1}, 4096)
+		if err := d.Readv(10<<20-512, [][]byte{tail}); err != nil || !bytes.Equal(tail, make([]byte, 4096)) {
+			t.Fatalf("past the end: %v", err)
+		}
+		// KD5: map.
+		m, err := d.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) != 5 || m[0].Present || !m[1].Data || m[1].Compressed != compressed || !m[2].Present || !m[2].Zero || m[2].Data || !m[3].Data || m[4].Present {
+			t.Fatalf("map %+v", m)
+		}
+		if !compressed && (m[1].Offset != 128*512 || m[3].Offset != 256*512) {
+			t.Fatalf("offsets %+v", m)
+		}
+		// KD1.
+		if err := d.Writev(0, [][]byte{make([]byte, 512)}); !errors.Is(err, block.ErrReadOnly) {
+			t.Fatal(err)
+		}
+		d.Close()
+	}
+}
+
+func TestDisk_Hostile(t *testing.T) {
+	good := sparse(t, 10<<20, 0, false, map[int][]byte{0: make([]byte, 64<<10)})
+	le := binary.LittleEndian
+	for name, c := range map[string]struct {
+		edit    func([]byte) []byte
+		openErr bool
+	}{
+		"tiny":           {func(b []byte) []byte { return b[:3] }, true},
+		"truncated":      {func(b []byte) []byte { return b[:1000] }, true},
+		"gd past EOF":    {func(b []byte) []byte { le.PutUint64(b[56:], 1<<40); return b }, true},
+		"gd at the end":  {func(b []byte) []byte { le.PutUint64(b[56:], uint64(len(b)/512)); return b }, true},
+		"huge capacity":  {func(b []byte) []byte { le.PutUint64(b[12:], 1<<62); return b }, true},
+		"bad version":    {func(b []byte) []byte { le.PutUint32(b[4:], 9); return b }, true},
+		"bad magic":      {func(b []byte) []byte { copy(b, "KDMW"); return b }, true},
+		"no CID":         {func(b []byte) []byte { copy(b[512:], bytes.Repeat([]byte{'#'}, 100)); return b }, true},
+		"parent":         {func(b []byte) []byte { copy(b[512+len(testDesc):], "parentFileNameHint=\"x\"\n"); return b }, true},
+		"gt past EOF":    {func(b []byte) []byte { le.PutUint32(b[21*512:], 1<<30); return b }, false},
+		"grain past EOF": {func(b []byte) []byte { le.PutUint32(b[22*512:], 1<<30); return b }, false},
+	} {
+		d, err := open(t, c.edit(append([]byte(nil), good...)))
+		var fe *format.Error
+		if c.openErr {
+			if err == nil || !errors.As(err, &fe) {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := d.Readv(0, [][]byte{make([]byte, 4096)}); err == nil {
+			t.Errorf("%s: read", name)
+		}
+		if _, err := d.Map(); err == nil {
+			t.Errorf("%s: map", name)
+		}
+		d.Close()
+	}
+	// A damaged compressed grain fails its read.
+	z := sparse(t, 10<<20, format.FlagMarker, true, map[int][]byte{0: bytes.Repeat([]byte{3}, 64<<10)})
+	z[128*512+20] ^= 0xff
+	d, err := open(t, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Readv(0, [][]byte{make([]byte, 512)}); err == nil {
+		t.Error("corrupt compressed grain read")
+	}
+	d.Close()
+}
+
+// FuzzOpen opens arbitrary bytes as an image and reads and maps it:
+// never a panic (KD3).
+func FuzzOpen(f *testing.F) {
+	f.Add(sparseG(f, 1, 8<<10, format.FlagZeroGrain, false, map[int][]byte{1: bytes.Repeat([]byte{1}, 512)}, 2))
+	f.Add(sparseG(f, 1, 8<<10, format.FlagMarker, true, map[int][]byte{0: bytes.Repeat([]byte{1}, 512)}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := open(t, b)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		size, _ := d.Size()
+		// Small requests: a grain can be one sector, a lookup each.
+		d.Readv(0, [][]byte{make([]byte, min(size, 64<<10))})
+		d.Readv(size/2, [][]byte{make([]byte, 4096)})
+		d.Status(0, min(size, 1<<20))
+		d.Status(size/3, 1<<20)
+		if size <= 1<<20 {
+			d.Map()
+		}
+	})
+}
