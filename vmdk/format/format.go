@@ -86,18 +86,17 @@ func Unsupported(format string, a ...any) error {
 // Header is a hosted sparse extent's header (VMDK4Header after the
 // magic), fields as stored.
 type Header struct {
-	Version       uint32
-	Flags         uint32
-	Capacity      uint64 // sectors
-	Granularity   uint64 // sectors per grain
-	DescOffset    uint64 // sectors
-	DescSize      uint64 // sectors
-	GTEs          uint32 // entries per grain table
-	RGDOffset     uint64 // sectors
-	GDOffset      uint64 // sectors
-	GrainOffset   uint64 // sectors
-	CompressAlgo  uint16
-	footerChecked bool
+	Version      uint32
+	Flags        uint32
+	Capacity     uint64 // sectors
+	Granularity  uint64 // sectors per grain
+	DescOffset   uint64 // sectors
+	DescSize     uint64 // sectors
+	GTEs         uint32 // entries per grain table
+	RGDOffset    uint64 // sectors
+	GDOffset     uint64 // sectors
+	GrainOffset  uint64 // sectors
+	CompressAlgo uint16
 }
 
 // HasMagic reports whether b starts with "KDMV".
@@ -146,7 +145,6 @@ func ParseFooter(b []byte) (Header, error) {
 		return Header{}, corrupt("Invalid footer")
 	}
 	h, err := ParseHeader(hd)
-	h.footerChecked = true
 	return h, err
 }
 
@@ -413,7 +411,9 @@ func hexVal(c byte) int {
 	return -1
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' }
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
 
 func skipSpace(s string) string {
 	for s != "" && isSpace(s[0]) {
