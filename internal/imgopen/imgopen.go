@@ -22,7 +22,7 @@ import (
 // Spec says how to open one image.
 type Spec struct {
 	Path     string
-	Format   string // "qcow2", "raw", "vpc" (read-only: vhd.go), or "" to probe (another format probed is a *qcow2.FormatError)
+	Format   string // "qcow2", "raw", "vpc" (read-only: vhd.go), "vmdk" (read-only: vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
 	// writethrough, directsync, unsafe.
@@ -147,7 +147,7 @@ func Open(s Spec) (*Opened, error) {
 		if f, err = qcow2.Probe(s.Path); err != nil {
 			return nil, err
 		}
-		if f != "qcow2" && f != "raw" && f != "vpc" {
+		if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" {
 			return nil, &qcow2.FormatError{Format: f, Probed: true}
 		}
 	}
@@ -186,8 +186,10 @@ func Open(s Spec) (*Opened, error) {
 		return &Opened{Dev: d, File: file, fellBack: fellBack}, nil
 	case "vpc":
 		return openVPC(s, op, fellBack)
+	case "vmdk":
+		return openVMDK(s, op, fellBack)
 	}
-	return nil, fmt.Errorf("unknown format %q (qcow2, raw, vpc)", f)
+	return nil, fmt.Errorf("unknown format %q (qcow2, raw, vpc, vmdk)", f)
 }
 
 // wrapFirst is op with wrap in front of the first device it opens for

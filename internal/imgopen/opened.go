@@ -5,6 +5,7 @@ import (
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/vhd"
+	"github.com/qring/qring/vmdk"
 )
 
 // Opened is an open image or driver stack: what Open and OpenSpec return.
@@ -22,6 +23,9 @@ type Opened struct {
 	// VHD is Dev as a VHD image (QEMU's "vpc" format, read-only) when
 	// the image is one, else nil.
 	VHD *vhd.Disk
+	// VMDK is Dev as a VMDK image (read-only) when the image is one,
+	// else nil.
+	VMDK *vmdk.Disk
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
@@ -45,13 +49,16 @@ func (o *Opened) Backend() (name, reason string) {
 }
 
 // Format names the format as the commands report it: "qcow2" when Image
-// is set, "vpc" when VHD is, else "raw".
+// is set, "vpc" when VHD is, "vmdk" when VMDK is, else "raw".
 func (o *Opened) Format() string {
 	if o.Image != nil {
 		return "qcow2"
 	}
 	if o.VHD != nil {
 		return "vpc"
+	}
+	if o.VMDK != nil {
+		return "vmdk"
 	}
 	return "raw"
 }
