@@ -2,6 +2,10 @@ package imgopen
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2"
@@ -28,7 +32,11 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 		if err := checkFileType(p); err != nil {
 			return nil, err
 		}
-		return op(p, true)
+		d, err := op(p, true)
+		if err != nil {
+			return nil, extentOpenError(p, err)
+		}
+		return d, nil
 	}})
 	if err != nil {
 		f.Close()
@@ -36,4 +44,20 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	}
 	file, _ := f.(*uring.File)
 	return &Opened{Dev: d, VMDK: d, File: file, fellBack: fellBack}, nil
+}
+
+// extentOpenError is a failure to open an extent file in QEMU's words
+// (its file driver's, under bdrv_open_child).
+func extentOpenError(path string, err error) error {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("Could not open '%s': No such file or directory", path)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("Could not open '%s': Permission denied", path)
+	case errors.As(err, &errno):
+		msg := errno.Error()
+		return fmt.Errorf("Could not open '%s': %s", path, strings.ToUpper(msg[:1])+msg[1:])
+	}
+	return err
 }
