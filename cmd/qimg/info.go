@@ -42,7 +42,22 @@ type imageInfo struct {
 
 type formatSpecific struct {
 	Type string       `json:"type"`
-	Data *qcow2Detail `json:"data"`
+	Data *qcow2Detail `json:"-"`
+	// VMDK is the vmdk driver's data (ImageInfoSpecificVmdk) when Type
+	// is "vmdk"; Data is qcow2's.
+	VMDK *vmdkDetail `json:"-"`
+}
+
+// MarshalJSON writes {"type", "data"} with the detail of the type.
+func (f *formatSpecific) MarshalJSON() ([]byte, error) {
+	var data any = f.Data
+	if f.VMDK != nil {
+		data = f.VMDK
+	}
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		Data any    `json:"data"`
+	}{f.Type, data})
 }
 
 // qcow2Detail is ImageInfoSpecificQCow2.
@@ -168,6 +183,9 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 		// vpc_get_info: a dynamic disk's block size, none for fixed.
 		inf.ClusterSize = img.VHD.BlockSize()
 	}
+	if img.VMDK != nil {
+		vmdkInfo(inf, path, img.VMDK)
+	}
 	im := img.Image
 	if im == nil {
 		return inf, nil
@@ -232,7 +250,11 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	}
 	if inf.FormatSpecific != nil {
 		fmt.Fprintln(w, "Format specific information:")
-		writeSpecificHuman(w, inf.FormatSpecific.Data, "    ")
+		if inf.FormatSpecific.VMDK != nil {
+			writeVMDKHuman(w, inf.FormatSpecific.VMDK, "    ")
+		} else {
+			writeSpecificHuman(w, inf.FormatSpecific.Data, "    ")
+		}
 	}
 }
 

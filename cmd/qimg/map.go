@@ -9,6 +9,7 @@ import (
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
+	"github.com/qring/qring/vmdk"
 )
 
 // mapExtents returns qemu-img map's extents for an open image: the
@@ -20,6 +21,10 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 	}
 	if img.VHD != nil {
 		return vhdExtents(img.VHD)
+	}
+	if img.VMDK != nil {
+		ext, _, err := vmdkExtents(img.VMDK, false)
+		return ext, err
 	}
 	return qcow2.MapRaw(img.Dev)
 }
@@ -182,6 +187,17 @@ func runMap(e *env, args []string) int {
 		return 0
 	}
 	names := chainNames(path, img.Image)
+	if img.VMDK != nil {
+		// Each extent's file is named (vmdk's KD5): the human table gets
+		// entries whose Depth indexes the file names.
+		if ext, names, err = vmdkExtents(img.VMDK, true); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		if o.has("start-offset") || o.has("max-length") {
+			size, _ := img.Dev.Size()
+			ext = clipExtents(ext, start, min(size, start+min(maxLen, math.MaxInt64-start)))
+		}
+	}
 	if spec.DataFile != "" {
 		names[0] = spec.DataFile // the data file --image-opts gave (data-file.filename)
 	}
@@ -207,4 +223,33 @@ func vhdExtents(d *vhd.Disk) ([]qcow2.MapEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// vmdkExtents is a VMDK image's map as qemu-img map shows it (vmdk's
+// KD5): one layer. names lists the files the extents' offsets lie in;
+// with byFile (for the human table only) each entry's Depth is its
+// file's index in names, else 0.
+func vmdkExtents(d *vmdk.Disk, byFile bool) ([]qcow2.MapEntry, []string, error) {
+	ext, err := d.Map()
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]qcow2.MapEntry, len(ext))
+	var names []string
+	idx := map[string]int{}
+	for i, e := range ext {
+		out[i] = qcow2.MapEntry{Start: e.Start, Length: e.Length, Present: e.Present, Zero: e.Zero, Data: e.Data, Compressed: e.Compressed}
+		if e.Offset >= 0 {
+			off := e.Offset
+			out[i].Offset = &off
+			if _, ok := idx[e.File]; !ok {
+				idx[e.File] = len(names)
+				names = append(names, e.File)
+			}
+			if byFile {
+				out[i].Depth = idx[e.File]
+			}
+		}
+	}
+	return out, names, nil
 }

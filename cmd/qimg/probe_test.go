@@ -11,8 +11,8 @@ import (
 )
 
 // probedFormats are formats qemu-img creates and QEMU probes by content,
-// and qimg does not open (vpc, which it reads, is vpc_test.go's).
-var probedFormats = []string{"vmdk", "vdi", "vhdx", "qed", "qcow", "parallels"}
+// and qimg does not open (vpc and vmdk, which it reads, are vpc_test.go's and vmdk_test.go's).
+var probedFormats = []string{"vdi", "vhdx", "qed", "qcow", "parallels"}
 
 // TestProbe_OtherFormatsRefused: an image of a format other than qcow2
 // and raw, given without -f, is refused by info, check and convert

@@ -196,7 +196,7 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 		return nil, &OpenError{Path: name, Err: err}
 	}
 	s.Path = path
-	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" && s.Format != "vpc" {
+	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" && s.Format != "vpc" && s.Format != "vmdk" {
 		return nil, &OpenError{Path: name, Err: formatError(s.Format)}
 	}
 	if _, err := os.Stat(s.Path); err != nil {

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// vmdkImages creates VMDK images with qemu-img (each subformat qimg
+// reads, sizes with and without whole grains, a zeroed-grain image, a
+// two-extent image) and fills them with qemu-io; streamOptimized ones
+// also by qemu-img convert from a raw file with data. It returns name ->
+// path, and which are big (left out of the raw comparisons).
+func vmdkImages(t *testing.T, dir string) (paths map[string]string, big map[string]bool) {
+	t.Helper()
+	paths, big = map[string]string{}, map[string]bool{}
+	fill := map[string][]string{
+		"1M":       {"write -P 0x5a 0 64k", "write -P 7 512k 512"},
+		"100M":     {"write -P 0x5a 0 64k", "write -P 7 3M 512", "write -P 9 50M 1M", "write -P 3 99M 512"},
+		"1000001k": {"write -P 0x5a 0 64k", "write -P 7 3M 512", "write -P 2 976M 512", "write -P 4 1000000k 1k"},
+	}
+	for size, cmds := range fill {
+		for _, sub := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"} {
+			name := sub + "-" + size
+			p := filepath.Join(dir, name+".vmdk")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, size)
+			qemuIO(t, p, "vmdk", cmds...)
+			paths[name] = p
+		}
+	}
+	// More than one extent: a 2 GiB extent and the rest.
+	for _, sub := range []string{"twoGbMaxExtentSparse", "twoGbMaxExtentFlat"} {
+		p := filepath.Join(dir, sub+"-2049M.vmdk")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, "2049M")
+		qemuIO(t, p, "vmdk", "write -P 0x5a 0 64k", "write -P 7 2047M 2M", "write -P 9 1000001k 512")
+		paths[sub+"-2049M"], big[sub+"-2049M"] = p, true
+	}
+	// Zeroed grains (zeroed_grain=on, write -z).
+	p := filepath.Join(dir, "zeroed.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", p, "10M")
+	qemuIO(t, p, "vmdk", "write -P 1 0 1M", "write -z 64k 128k", "write -z 5M 64k")
+	paths["zeroed"] = p
+	// streamOptimized: written by qemu-io (whole grains, in order), and
+	// converted from a raw file with data and holes.
+	p = filepath.Join(dir, "stream.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", p, "5M")
+	qemuIO(t, p, "vmdk", "write -P 0x5a 0 64k", "write -P 7 1M 64k", "write -P 8 2M 128k")
+	paths["stream"] = p
+	raw := filepath.Join(dir, "src.raw")
+	data := make([]byte, 7<<20+512)
+	for i := range data[:3<<20] {
+		data[i] = byte(i*7 + i>>9)
+	}
+	copy(data[6<<20:], "hello")
+	copy(data[7<<20:], "tail")
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p = filepath.Join(dir, "stream-converted.vmdk")
+	testkit.MustRun(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, p)
+	paths["stream-converted"] = p
+	os.Remove(raw)
+	return paths, big
+}
+
+// sameRun: qimg and qemu-img, given args, exit alike, print the same
+// standard output and, on failure, the same message.
+func sameRun(t *testing.T, args ...string) {
+	t.Helper()
+	o, e, code := runQ(t, args...)
+	qo, qe, qcode := testkit.Run(t, "qemu-img", args...)
+	_, em, _ := strings.Cut(e, ": ")
+	_, qem, _ := strings.Cut(qe, ": ")
+	if args[0] == "map" {
+		_, em, _ = strings.Cut(em, ": ") // "qimg: map: ..."
+	}
+	if o != qo || (code == 0) != (qcode == 0) || em != qem {
+		t.Errorf("%q: exit %d, %q\n%s\nqemu-img: exit %d, %q\n%s", args, code, e, o, qcode, qe, qo)
+	}
+}
+
+// TestVMDK_InfoMapCompareLikeQemu: qimg info, map and compare of VMDK
+// images agree with qemu-img's, with -f vmdk and probed: info line for
+// line, its vmdk block included.
+func TestVMDK_InfoMapCompareLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	paths, _ := vmdkImages(t, workDir(t))
+	for name, p := range paths {
+		t.Run(name, func(t *testing.T) {
+			for _, a := range [][]string{{"-f", "vmdk", p}, {p}} {
+				if h, q := qimgAndQemu(t, append([]string{"info"}, a...)...); h != q {
+					t.Errorf("info %q differs:\nours:\n%s\nqemu-img:\n%s", a, h, q)
+				}
+				oj, qj := qimgAndQemu(t, append([]string{"info", "--output=json"}, a...)...)
+				if ours, qemu := decodeJSON(t, oj), decodeJSON(t, qj); !reflect.DeepEqual(ours, qemu) {
+					t.Errorf("info --output=json %q differs:\nours:\n%s\nqemu-img:\n%s", a, oj, qj)
+				}
+				oj, qj = qimgAndQemu(t, append([]string{"map", "--output=json"}, a...)...)
+				if om, qm := decodeMap(t, oj), decodeMap(t, qj); !reflect.DeepEqual(om, qm) {
+					t.Errorf("map %q differs\nours: %s\nqemu: %s", a, oj, qj)
+				}
+				sameRun(t, append([]string{"map"}, a...)...)
+			}
+			sameRun(t, "map", "--start-offset=1M", "--max-length=3M", p)
+			if h, q := qimgAndQemu(t, "compare", "-f", "vmdk", "-F", "vmdk", p, p); h != q {
+				t.Errorf("compare differs:\nours:\n%s\nqemu-img:\n%s", h, q)
+			}
+		})
+	}
+}
+
+// TestVMDK_ConvertLikeQemu: qimg convert -f vmdk -O raw writes the bytes
+// qemu-img convert writes, and -O qcow2 (probed) an image qemu-img check
+// passes and qemu-img compare finds identical to the VMDK.
+func TestVMDK_ConvertLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	dir := workDir(t)
+	paths, big := vmdkImages(t, dir)
+	for name, p := range paths {
+		t.Run(name, func(t *testing.T) {
+			if !big[name] {
+				ours, theirs := filepath.Join(dir, name+".raw"), filepath.Join(dir, name+".qemu.raw")
+				mustQ(t, "convert", "-f", "vmdk", "-O", "raw", p, ours)
+				testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, theirs)
+				a, _ := os.ReadFile(ours)
+				b, _ := os.ReadFile(theirs)
+				if len(a) == 0 || !bytes.Equal(a, b) {
+					t.Errorf("convert -O raw: %d bytes, qemu-img's %d, equal %v", len(a), len(b), bytes.Equal(a, b))
+				}
+				os.Remove(ours)
+				os.Remove(theirs)
+			}
+			q := filepath.Join(dir, name+".qcow2")
+			mustQ(t, "convert", "-O", "qcow2", p, q)
+			testkit.QemuCheck(t, q)
+			testkit.MustRun(t, "qemu-img", "compare", "-f", "vmdk", "-F", "qcow2", p, q)
+			mustQ(t, "compare", "-f", "vmdk", "-F", "qcow2", p, q)
+		})
+	}
+}
+
+// TestVMDK_HostileLikeQemu: damaged VMDK images are refused by qimg with
+// qemu-img's words where qemu-img refuses them too, and with a clear
+// error of qring's where QEMU would read on (a grain directory past the
+// end of the file); never a panic, a hang or an allocation sized by the
+// image (vmdk's KD3).
+func TestVMDK_HostileLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	dir := testkit.Dir(t)
+	good := filepath.Join(dir, "good.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", good, "100M")
+	qemuIO(t, good, "vmdk", "write -P 1 0 512")
+	src, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	// Refused by both, in QEMU's words.
+	for name, edit := range map[string]func([]byte) []byte{
+		"tiny":        func(b []byte) []byte { return b[:3] },
+		"truncated":   func(b []byte) []byte { return b[:1000] },
+		"bad version": func(b []byte) []byte { le.PutUint32(b[4:], 4); return b },
+		"big gt":      func(b []byte) []byte { le.PutUint32(b[44:], 513); return b },
+		"zero grain":  func(b []byte) []byte { le.PutUint64(b[20:], 0); return b },
+		"huge grain":  func(b []byte) []byte { le.PutUint64(b[20:], 0x200001); le.PutUint32(b[44:], 1); return b },
+		"huge capacity": func(b []byte) []byte {
+			le.PutUint64(b[12:], 40<<20)
+			le.PutUint64(b[20:], 1)
+			le.PutUint32(b[44:], 1)
+			return b
+		},
+		"grain offset":   func(b []byte) []byte { le.PutUint64(b[64:], 1<<40); return b },
+		"no create type": func(b []byte) []byte { return []byte("version=1\nCID=1\nparentCID=ffffffff\n") },
+		"bad type":       func(b []byte) []byte { return []byte("version=1\ncreateType=\"custom\"\n") },
+		"bad extent":     func(b []byte) []byte { return []byte("version=1\ncreateType=\"monolithicFlat\"\nRW 20 FLAT \"x\"\n") },
+		"missing extent": func(b []byte) []byte {
+			return []byte("version=1\ncreateType=\"monolithicFlat\"\nRW 20 FLAT \"nonexistent\" 0\n")
+		},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".vmdk")
+		if err := os.WriteFile(p, edit(append([]byte(nil), src...)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, qe, qcode := testkit.Run(t, "qemu-img", "info", "-f", "vmdk", p)
+		_, e, code := runQ(t, "info", "-f", "vmdk", p)
+		_, want, _ := strings.Cut(qe, "Could not open")
+		_, got, _ := strings.Cut(e, "Could not open")
+		if code != 1 || qcode != 1 || got != want || want == "" {
+			t.Errorf("%s: exit %d, %q; qemu-img exit %d, %q", name, code, e, qcode, qe)
+		}
+	}
+	// Refused by qimg with its own words: what it does not read, and
+	// tables and grains that lie past the end of the file.
+	for name, c := range map[string]struct {
+		edit func([]byte) []byte
+		want string
+	}{
+		"gd past EOF": {func(b []byte) []byte { le.PutUint64(b[56:], 1<<30); return b }, "grain directory past the end of the file"},
+		"COWD":        {func(b []byte) []byte { copy(b, "COWD"); return b }, "not supported by qring"},
+		"vmfs":        {func(b []byte) []byte { return []byte("version=1\ncreateType=\"vmfs\"\nRW 20 VMFS \"x\"\n") }, "not supported by qring"},
+		"parent":      {func(b []byte) []byte { copy(b[512+200:], "parentFileNameHint=\"base.vmdk\"\n"); return b }, "not supported by qring"},
+		"gt past EOF": {func(b []byte) []byte { le.PutUint32(b[le.Uint64(b[56:])*512:], 1<<30); return b }, "past the end of the file"},
+		"grain past EOF": {func(b []byte) []byte {
+			gt := int64(le.Uint32(b[le.Uint64(b[56:])*512:])) * 512
+			le.PutUint32(b[gt:], 1<<30)
+			return b
+		}, "past the end of the file"},
+		// QEMU fails an assertion (vmdk_get_info: s->num_extents).
+		"no extent": {func(b []byte) []byte {
+			return []byte("version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n")
+		}, "names no extent"},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".vmdk")
+		if err := os.WriteFile(p, c.edit(append([]byte(nil), src...)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, e, code := runQ(t, "convert", "-f", "vmdk", "-O", "raw", p, filepath.Join(dir, "out.raw"))
+		if code != 1 || !strings.Contains(e, c.want) {
+			t.Errorf("%s: exit %d, %q", name, code, e)
+		}
+	}
+	// A corrupt compressed grain fails the read, as in QEMU.
+	p := filepath.Join(dir, "stream.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", p, "1M")
+	qemuIO(t, p, "vmdk", "write -P 3 0 64k")
+	b, _ := os.ReadFile(p)
+	// The first grain's marker is at the header's grain offset.
+	off := int(le.Uint64(b[64:])) * 512
+	b[off+12+10] ^= 0xff
+	os.WriteFile(p, b, 0o644)
+	_, _, qcode := testkit.Run(t, "qemu-img", "convert", "-O", "raw", p, filepath.Join(dir, "q.raw"))
+	_, e, code := runQ(t, "convert", "-O", "raw", p, filepath.Join(dir, "o.raw"))
+	if code != 1 || qcode != 1 || !strings.Contains(e, "compressed grain") {
+		t.Errorf("corrupt grain: exit %d, %q; qemu-img exit %d", code, e, qcode)
+	}
+}
+
+// TestVMDK_WritesRefused: a VMDK image is read-only in qimg; convert -O
+// vmdk stays refused as a format qimg does not write.
+func TestVMDK_WritesRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	p := filepath.Join(dir, "a.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", p, "1M")
+	before, _ := os.ReadFile(p)
+	if _, e, code := runQ(t, "io", "-f", "vmdk", "-c", "write 0 512", p); code == 0 || !strings.Contains(e, "read-only") {
+		t.Errorf("io write: exit %d, %s", code, e)
+	}
+	if _, e, code := runQ(t, "convert", "-O", "vmdk", p, filepath.Join(dir, "b.vmdk")); code == 0 ||
+		!strings.Contains(e, "Format driver 'vmdk' is not supported by qimg") {
+		t.Errorf("convert -O vmdk: exit %d, %s", code, e)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Error("the image changed")
+	}
+}
