@@ -168,6 +168,8 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
 	} else if img.VHD != nil {
 		exp.Status = vhdStatus{img.VHD}
+	} else if img.VMDK != nil {
+		exp.Status = vmdkStatus{img.VMDK}
 	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
 		// A raw window over a qcow2 node: the node's status.
 		exp.Status = nbdqcow2.Node{Image: im, Offset: off}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestVMDK_ServeLikeQemuNbd: VMDK images (monolithicSparse probed and
+// -f vmdk, streamOptimized, monolithicFlat, twoGbMaxExtentSparse, and
+// zeroed grains) served read-only by qnbd show nbdinfo the size and the
+// allocation qemu-nbd shows, and read the bytes qemu-nbd reads.
+func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := shortDir(t)
+	for _, sub := range []string{"monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse"} {
+		p := filepath.Join(dir, sub+".vmdk")
+		sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, "10M")
+		sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 0 64k", "-c", "write -P 7 3M 64k", "-c", "write -P 9 6M 1M", p)
+	}
+	z := filepath.Join(dir, "zeroed.vmdk")
+	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", z, "10M")
+	sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 1 0 1M", "-c", "write -z 64k 128k", z)
+	for _, c := range []struct {
+		name  string
+		image []string
+	}{
+		{"sparse", []string{"-f", "vmdk", filepath.Join(dir, "monolithicSparse.vmdk")}},
+		{"sparse-probed", []string{filepath.Join(dir, "monolithicSparse.vmdk")}},
+		{"stream", []string{"-f", "vmdk", filepath.Join(dir, "streamOptimized.vmdk")}},
+		{"flat", []string{"-f", "vmdk", filepath.Join(dir, "monolithicFlat.vmdk")}},
+		{"split-sparse", []string{filepath.Join(dir, "twoGbMaxExtentSparse.vmdk")}},
+		{"zeroed", []string{"-f", "vmdk", z}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sub := shortDir(t)
+			q := startQemuNbd(t, sub, c.image...)
+			s := startUnix(t, sub, "disk", append([]string{"-r"}, c.image...)...)
+			defer s.stop()
+			for _, args := range [][]string{{"--size"}, {"--map"}} {
+				want := sh(t, "nbdinfo", append(args, q)...)
+				if got := sh(t, "nbdinfo", append(args, s.uri)...); got != want {
+					t.Errorf("nbdinfo %v:\nqnbd:\n%s\nqemu-nbd:\n%s", args, got, want)
+				}
+			}
+			ours, theirs := filepath.Join(sub, "ours.raw"), filepath.Join(sub, "theirs.raw")
+			sh(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", s.uri, ours)
+			sh(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", q, theirs)
+			a, _ := os.ReadFile(ours)
+			b, _ := os.ReadFile(theirs)
+			if len(a) == 0 || !bytes.Equal(a, b) {
+				t.Errorf("read %d bytes through qnbd, %d through qemu-nbd, equal %v", len(a), len(b), bytes.Equal(a, b))
+			}
+		})
+	}
+	// Without -r: refused at start, qring reads VMDK images only.
+	p := filepath.Join(dir, "monolithicSparse.vmdk")
+	for _, args := range [][]string{{"-f", "vmdk", p}, {p}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", filepath.Join(dir, "w.sock")}, args...)...).CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if err == nil || timedOut || !strings.Contains(string(out), "read-only") {
+			t.Errorf("qnbd %q: %v\n%s", args, err, out)
+		}
+	}
+}
