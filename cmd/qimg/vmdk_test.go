@@ -66,6 +66,23 @@ func vmdkImages(t *testing.T, dir string) (paths map[string]string, big map[stri
 	testkit.MustRun(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, p)
 	paths["stream-converted"] = p
 	os.Remove(raw)
+	// The layout VMware writes: the header's gd_offset is GD_AT_END, and
+	// a footer (marker, header, end-of-stream marker) ends the file.
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := append([]byte(nil), b[:512]...)
+	binary.LittleEndian.PutUint64(b[56:], ^uint64(0))
+	foot := make([]byte, 1536)
+	binary.LittleEndian.PutUint64(foot, 1)
+	binary.LittleEndian.PutUint32(foot[12:], 3) // MARKER_FOOTER
+	copy(foot[512:], hdr)
+	p = filepath.Join(dir, "stream-footer.vmdk")
+	if err := os.WriteFile(p, append(b, foot...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	paths["stream-footer"] = p
 	return paths, big
 }
 
@@ -182,6 +199,7 @@ func TestVMDK_HostileLikeQemu(t *testing.T) {
 		"no create type": func(b []byte) []byte { return []byte("version=1\nCID=1\nparentCID=ffffffff\n") },
 		"bad type":       func(b []byte) []byte { return []byte("version=1\ncreateType=\"custom\"\n") },
 		"bad extent":     func(b []byte) []byte { return []byte("version=1\ncreateType=\"monolithicFlat\"\nRW 20 FLAT \"x\"\n") },
+		"bad footer":     func(b []byte) []byte { le.PutUint64(b[56:], ^uint64(0)); return b },
 		"missing extent": func(b []byte) []byte {
 			return []byte("version=1\ncreateType=\"monolithicFlat\"\nRW 20 FLAT \"nonexistent\" 0\n")
 		},
