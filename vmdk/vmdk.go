@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -173,8 +174,11 @@ func (d *Disk) openDescFile(desc format.Descriptor, o Options) error {
 				f.Close()
 				return &format.Error{Msg: "Image size too large", Err: format.ErrTooLarge}
 			}
-			d.add(extent{file: f, own: true, name: path, typ: e.Type, size: e.Sectors * format.SectorSize,
-				fileLen: n, flat: true, flatOff: e.Offset * format.SectorSize})
+			if err := d.add(extent{file: f, own: true, name: path, typ: e.Type, size: e.Sectors * format.SectorSize,
+				fileLen: n, flat: true, flatOff: e.Offset * format.SectorSize}); err != nil {
+				f.Close()
+				return err
+			}
 			continue
 		}
 		if err := d.addSparse(f, path, e.Type, true); err != nil {
@@ -182,22 +186,23 @@ func (d *Disk) openDescFile(desc format.Descriptor, o Options) error {
 			return err
 		}
 	}
-	return d.checkSize()
+	return nil
 }
 
-func (d *Disk) add(e extent) {
+// add appends e after the extents so far; the total size is checked at
+// each step, so no sum of sizes overflows.
+func (d *Disk) add(e extent) error {
+	if e.size < 0 || e.size > maxSize-d.size {
+		return &format.Error{Msg: "Image size too large", Err: format.ErrTooLarge}
+	}
 	e.start = d.size
 	d.size += e.size
 	d.extents = append(d.extents, e)
-}
-
-// checkSize refuses a total size past what QEMU's block layer accepts.
-func (d *Disk) checkSize() error {
-	if d.size < 0 || d.size > 1<<63-1<<30 {
-		return &format.Error{Msg: "Image size too large", Err: format.ErrTooLarge}
-	}
 	return nil
 }
+
+// maxSize is QEMU's BDRV_MAX_LENGTH: no image is larger.
+const maxSize = 1<<63 - 1<<30
 
 // addSparse is vmdk_open_vmdk4 and vmdk_init_tables (KD3).
 func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
@@ -251,9 +256,8 @@ func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
 	for i := range gd {
 		gd[i] = format.Entry(gdb, i)
 	}
-	d.add(extent{file: f, own: own, name: name, typ: typ, size: l.Sectors * format.SectorSize,
+	return d.add(extent{file: f, own: own, name: name, typ: typ, size: l.Sectors * format.SectorSize,
 		fileLen: fileLen, layout: l, gd: gd})
-	return d.checkSize()
 }
 
 // grain kinds of a sparse lookup (KD5).
@@ -349,7 +353,7 @@ func (e *extent) readCompressed(host, skip int64, dst []byte) error {
 		size = e.fileLen - src
 	}
 	r := io.NewSectionReader(block.ReaderAt{D: e.file}, src, size)
-	return format.Inflate(r, gb, skip, dst)
+	return format.Inflate(bufio.NewReaderSize(r, int(min(size, 64<<10))), gb, skip, dst)
 }
 
 // Readv implements block.Device (KD4). The Disk's state is fixed since

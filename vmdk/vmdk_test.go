@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -207,4 +208,51 @@ func FuzzOpen(f *testing.F) {
 			d.Map()
 		}
 	})
+}
+
+// TestDisk_Descriptor: a descriptor file's extents, flat and sparse, are
+// laid end to end, their names resolved against the descriptor's
+// directory; sizes that would overflow are refused, not wrapped.
+func TestDisk_Descriptor(t *testing.T) {
+	a := bytes.Repeat([]byte{0xa}, 4096)
+	sp := sparse(t, 1<<20, 0, false, map[int][]byte{0: bytes.Repeat([]byte{0xb}, 64<<10)})
+	files := map[string][]byte{"/d/a-flat.vmdk": append(make([]byte, 512), a...), "/abs/s.vmdk": sp}
+	var opened []string
+	openExt := func(p string) (block.Device, error) {
+		opened = append(opened, p)
+		b, ok := files[p]
+		if !ok {
+			return nil, errors.New("no such file")
+		}
+		return memdev.FromBytes(b, memdev.Options{}), nil
+	}
+	desc := "version=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n" +
+		"RW 8 FLAT \"a-flat.vmdk\" 1\nRW 2048 SPARSE \"/abs/s.vmdk\"\n"
+	d, err := Open(memdev.FromBytes([]byte(desc), memdev.Options{}), Options{Name: "/d/x.vmdk", OpenExtent: openExt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	size, _ := d.Size()
+	if size != 4096+1<<20 || d.CID() != 0xfffffffe || d.CreateType() != "twoGbMaxExtentSparse" || d.ClusterSize() != 0 ||
+		len(opened) != 2 || opened[0] != "/d/a-flat.vmdk" {
+		t.Fatalf("size %d cid %x type %s cluster %d opened %q", size, d.CID(), d.CreateType(), d.ClusterSize(), opened)
+	}
+	got := make([]byte, 8192)
+	if err := d.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:4096], a) || !bytes.Equal(got[4096:], bytes.Repeat([]byte{0xb}, 4096)) {
+		t.Fatal("read across the extents differs")
+	}
+	ext := d.Extents()
+	if len(ext) != 2 || ext[0].Format != "FLAT" || ext[0].ClusterSize != 0 || ext[1].ClusterSize != 64<<10 || ext[1].Filename != "/abs/s.vmdk" {
+		t.Fatalf("%+v", ext)
+	}
+	// Four extents of 2^52 sectors: their sum overflows int64.
+	big := "version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n" +
+		strings.Repeat("RW 4503599627370496 FLAT \"a-flat.vmdk\" 0\n", 4)
+	if _, err := Open(memdev.FromBytes([]byte(big), memdev.Options{}), Options{Name: "/d/x.vmdk", OpenExtent: openExt}); !errors.Is(err, format.ErrTooLarge) {
+		t.Fatalf("overflow: %v", err)
+	}
 }
