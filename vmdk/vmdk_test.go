@@ -256,3 +256,27 @@ func TestDisk_Descriptor(t *testing.T) {
 		t.Fatalf("overflow: %v", err)
 	}
 }
+
+// TestDisk_Check: QEMU's vmdk_co_check verdicts: a good image passes, a
+// grain past the end of the file is its ERROR line.
+func TestDisk_Check(t *testing.T) {
+	good := sparse(t, 10<<20, format.FlagZeroGrain, false, map[int][]byte{0: make([]byte, 64<<10)}, 1)
+	d, err := open(t, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	bad := append([]byte(nil), good...)
+	binary.LittleEndian.PutUint32(bad[22*512+4*3:], 1<<20)
+	if d, err = open(t, bad); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var ce *CheckError
+	if err := d.Check(); !errors.As(err, &ce) || ce.Line != "ERROR: cluster offset for sector 384 points after EOF" || ce.Errno != "Invalid argument" {
+		t.Fatalf("%v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/vmdk"
 )
 
 // imageCheck is qemu's ImageCheck; the optional counters are omitted when
@@ -121,10 +123,17 @@ func runCheck(e *env, args []string) int {
 	}
 	path = spec.Path
 	img, err := openImage(spec)
+	if errors.Is(err, imgopen.ErrVMDKReadOnly) && repair {
+		// vmdk_co_check repairs nothing (-ENOTSUP).
+		return e.errorf(63, "This image format does not support checks")
+	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	defer img.Close()
+	if img.VMDK != nil {
+		return e.checkVMDK(img, path, out, o.has("q"))
+	}
 	if img.Image == nil {
 		return e.errorf(63, "This image format does not support checks")
 	}
@@ -156,4 +165,28 @@ func runCheck(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	return checkExitCode(r)
+}
+
+// checkVMDK is qemu-img check of a VMDK image (vmdk_co_check): no
+// errors, or the ERROR line and "Check failed" with its errno's text.
+func (e *env) checkVMDK(img *imgopen.Opened, path, out string, quiet bool) int {
+	if err := img.VMDK.Check(); err != nil {
+		var ce *vmdk.CheckError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(e.stderr, ce.Line)
+			return e.errorf(1, "Check failed: %s", ce.Errno)
+		}
+		return e.errorf(1, "Check failed: %v", err)
+	}
+	r := &qcow2.CheckResult{}
+	if out == "json" {
+		c := toImageCheck(path, r)
+		c.Format = "vmdk"
+		if err := writeJSON(e.stdout, c); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	} else if !quiet {
+		writeCheckHuman(e.stdout, r)
+	}
+	return 0
 }
