@@ -27,6 +27,9 @@
 //	     points past the end of its file fails the read that needs it.
 //	     A compressed grain is inflated as a stream, bounded by the grain
 //	     size (vmdk/format's KF5), so no allocation is sized by the image.
+//	     Check, qemu-img check's walk, reads a table past the end of its
+//	     file as zeros, as QEMU's vmdk_co_check does, and reports a grain
+//	     past the end in its words.
 //	KD4  Reads match QEMU's: an unallocated or zeroed grain reads as
 //	     zeros, an allocated one from its file (a compressed one
 //	     inflated), a flat extent from its file at its offset (zeros past
