@@ -33,6 +33,9 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		"create -f bogus $N 1M", "create -f bogus -o help", "convert -O bogus $A $N", "convert -O bogus -o help",
 		"measure -O bogus --size 1M", "dd -O bogus if=$A of=$N", "create -f qcow2 -b $A -F bogus $N",
 		"info -f bogus $A",
+		// qimg reads VMDK images: a qcow2 one given as vmdk is refused in
+		// the vmdk driver's words.
+		"info -f vmdk $A", "convert -f vmdk -O qcow2 $A $N",
 	} {
 		args := subst(c)
 		os.Remove(n)
@@ -51,8 +54,8 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		"dd -O vmdk if=$A of=$N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
 		"measure -O vdi --size 1M":         "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
 		"create -f qcow2 -b $A -F vmdk $N": "$N: Driver 'vmdk' is not supported by qimg (qcow2, raw); Could not open backing image.",
-		"info -f vmdk $A":                  "Could not open '$A': Driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"convert -f vmdk -O qcow2 $A $N":   "Could not open '$A': Driver 'vmdk' is not supported by qimg (qcow2, raw)",
+		"info -f vdi $A":                   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
+		"convert -f vdi -O qcow2 $A $N":    "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
 		"amend -f vmdk -o size=2M $A":      "Format driver 'vmdk' does not support option amendment",
 	} {
 		os.Remove(n)

@@ -21,8 +21,9 @@ import (
 // missing file (also probed, or named by a spec or json:), a file of
 // another format than -f says, a directory, an image another process
 // writes (locked), an encrypted image without its key. A probed vmdk,
-// which qemu-nbd serves, qnbd refuses (TestProbe_OtherFormatsRefused):
-// its refusal names the file the same way.
+// which qemu-nbd serves read-write, qnbd refuses without -r (it reads
+// VMDK images only: vmdk_test.go): its refusal names the file the same
+// way.
 func TestOpenError_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd")
 	dir := shortDir(t)
