@@ -45,6 +45,7 @@ type Disk struct {
 	size       int64
 	createType string
 	cid, pcid  uint32
+	gdEntries  int64 // all the extents' grain directory entries (KD3)
 	closed     atomic.Bool
 }
 
@@ -105,12 +106,14 @@ func Open(file block.Device, o Options) (*Disk, error) {
 		if err := block.ReadAt(file, db, format.SectorSize); err != nil {
 			return nil, err
 		}
-		desc = format.ParseDescriptor(string(db))
+		desc = format.ParseDescriptor(string(db[:format.DescSize-1]))
 	} else {
-		desc = format.ParseDescriptor(string(buf))
-		if err := d.openDescFile(desc, o); err != nil {
+		if err := d.openDescFile(format.ParseDescriptor(string(buf)), o); err != nil {
 			return nil, err
 		}
+		// QEMU looks for the CIDs and a parent in the first DESC_SIZE
+		// bytes only (vmdk_read_cid, vmdk_parent_open).
+		desc = format.ParseDescriptor(string(buf[:min(len(buf), format.DescSize-1)]))
 	}
 	if desc.ParentHint != "" {
 		return nil, format.Unsupported("VMDK images with a parent (parentFileNameHint %q) are not supported by qring", desc.ParentHint)
@@ -244,9 +247,14 @@ func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
 		d.createType = "streamOptimized"
 	}
 	// The grain directory lies within the file, and only that much is
-	// allocated (KD3).
+	// allocated (KD3); all the extents' directories together hold no
+	// more entries than QEMU allows one (a descriptor may name one
+	// file many times).
 	if l.GDOffset+4*l.L1Size > fileLen {
 		return &format.Error{Msg: fmt.Sprintf("Could not read l1 table from extent '%s': grain directory past the end of the file", name), Err: format.ErrCorrupt}
+	}
+	if d.gdEntries += l.L1Size; d.gdEntries > format.MaxL1Size {
+		return &format.Error{Msg: "L1 size too big", Err: format.ErrTooLarge}
 	}
 	gdb := make([]byte, 4*l.L1Size)
 	if err := block.ReadAt(f, gdb, l.GDOffset); err != nil {

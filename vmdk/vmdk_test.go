@@ -280,3 +280,29 @@ func TestDisk_Check(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestDisk_DescriptorBounds: the CIDs are read from the descriptor's
+// first DESC_SIZE bytes, as QEMU reads them; extents naming one sparse
+// file many times hold no more directory entries than QEMU allows one.
+func TestDisk_DescriptorBounds(t *testing.T) {
+	sp := sparseG(t, 1, 3<<20, 0, false, nil) // 6144 grains: 384 directory entries
+	openExt := func(p string) (block.Device, error) { return memdev.FromBytes(sp, memdev.Options{}), nil }
+	late := "version=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"a\" 0\n" + strings.Repeat("#", format.DescSize) + "\nCID=1\nparentCID=2\n"
+	if _, err := Open(memdev.FromBytes([]byte(late), memdev.Options{}), Options{Name: "x", OpenExtent: openExt}); err == nil ||
+		!strings.Contains(err.Error(), "Invalid argument") {
+		t.Fatalf("late CID: %v", err)
+	}
+	// A 64 KiB file whose directory (at 0) has 16 Ki entries.
+	big := append(append([]byte(nil), sp[:512]...), make([]byte, 64<<10-512)...)
+	binary.LittleEndian.PutUint64(big[56:], 0)
+	binary.LittleEndian.PutUint64(big[12:], 16<<10*16)
+	binary.LittleEndian.PutUint64(big[64:], 1)
+	shared := memdev.FromBytes(big, memdev.Options{})
+	openBig := func(p string) (block.Device, error) { return shared, nil }
+	n := format.MaxL1Size/(16<<10) + 1
+	many := "version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n" + strings.Repeat("RW 1 SPARSE \"s\"\n", n)
+	_, err := Open(memdev.FromBytes([]byte(many), memdev.Options{}), Options{Name: "x", OpenExtent: openBig})
+	if !errors.Is(err, format.ErrTooLarge) {
+		t.Fatalf("many extents: %v", err)
+	}
+}
