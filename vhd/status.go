@@ -44,7 +44,7 @@ func (d *Disk) status(off, n int64) Extent {
 // their host offsets, if any, are contiguous), as qemu-img map merges
 // them (VD5).
 func (d *Disk) Map() ([]Extent, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return nil, block.ErrClosed
 	}
 	var out []Extent
@@ -69,7 +69,7 @@ func (d *Disk) Map() ([]Extent, error) {
 // zero, not data, with no offset, for n bytes; so is an unallocated run
 // that reaches the size.
 func (d *Disk) Status(off, n int64) (Extent, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return Extent{}, block.ErrClosed
 	}
 	if err := block.CheckRange(off, n); err != nil {

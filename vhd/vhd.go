@@ -3,7 +3,6 @@ package vhd
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/vhd/format"
@@ -26,10 +25,10 @@ type Disk struct {
 	fixed  bool  // reads pass through to the file
 	// dynamic is set when the image has a dynamic header (the footer
 	// copy at offset 0): its Layout and BAT are then loaded.
-	dynamic bool
-	layout  format.Layout
-	bat     []uint32 // the entries covering the virtual size (VD3)
-	closed  atomic.Bool
+	dynamic        bool
+	layout         format.Layout
+	bat            []uint32 // the entries covering the virtual size (VD3)
+	block.ReadOnly          // writes refused (VD1)
 }
 
 var (
@@ -78,7 +77,8 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if f.Type == format.TypeDifferencing {
 		return nil, &format.Error{Msg: "differencing VHD images are not supported by qring (fixed and dynamic are)", Err: format.ErrUnsupported}
 	}
-	d := &Disk{file: file, footer: f, size: sectors * format.SectorSize, fixed: f.Type == format.TypeFixed, dynamic: dynamic}
+	d := &Disk{file: file, footer: f, size: sectors * format.SectorSize, fixed: f.Type == format.TypeFixed, dynamic: dynamic,
+		ReadOnly: block.ReadOnly{Why: "vpc (qring reads VHD images only)"}}
 	if dynamic {
 		if err := d.loadDynamic(fileLen); err != nil {
 			return nil, err
@@ -181,7 +181,7 @@ func (d *Disk) hostOff(off, n int64) (int64, int64) {
 // Readv implements block.Device (VD4). The Disk's state is fixed since
 // Open, so reads take no lock (VD2).
 func (d *Disk) Readv(off int64, bufs [][]byte) error {
-	if d.closed.Load() {
+	if d.Closed() {
 		return block.ErrClosed
 	}
 	total := block.VecLen(bufs)
@@ -217,33 +217,9 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	return nil
 }
 
-// Writev implements block.Device: refused (VD1).
-func (d *Disk) Writev(off int64, bufs [][]byte) error { return d.readOnly() }
-
-// WriteZeroes implements block.Device: refused (VD1).
-func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error { return d.readOnly() }
-
-// Truncate implements block.Device: refused (VD1).
-func (d *Disk) Truncate(size int64) error { return d.readOnly() }
-
-func (d *Disk) readOnly() error {
-	if d.closed.Load() {
-		return block.ErrClosed
-	}
-	return fmt.Errorf("vpc: %w (qring reads VHD images only)", block.ErrReadOnly)
-}
-
-// Flush implements block.Device: nothing is ever written (VD1).
-func (d *Disk) Flush() error {
-	if d.closed.Load() {
-		return block.ErrClosed
-	}
-	return nil
-}
-
 // Size implements block.Device: the virtual size (format's VF4).
 func (d *Disk) Size() (int64, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return 0, block.ErrClosed
 	}
 	return d.size, nil
@@ -257,7 +233,7 @@ func (d *Disk) Caps() block.Caps {
 
 // Close implements block.Device: it closes the file.
 func (d *Disk) Close() error {
-	if d.closed.Swap(true) {
+	if d.MarkClosed() {
 		return block.ErrClosed
 	}
 	return d.file.Close()

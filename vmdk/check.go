@@ -23,7 +23,7 @@ func (e *CheckError) Error() string { return e.Line + ": " + e.Errno }
 // tables as QEMU does, a table past the end of the file as zeros
 // (unallocated grains), where reads fail instead (KD3). nil: no errors.
 func (d *Disk) Check() error {
-	if d.closed.Load() {
+	if d.Closed() {
 		return block.ErrClosed
 	}
 	total := d.size / format.SectorSize

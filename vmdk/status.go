@@ -55,7 +55,7 @@ func (d *Disk) status(off, n int64) (Extent, error) {
 // their host offsets, if any, are contiguous in one file), as qemu-img
 // map merges them (KD5).
 func (d *Disk) Map() ([]Extent, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return nil, block.ErrClosed
 	}
 	var out []Extent
@@ -86,7 +86,7 @@ const maxMerge = 1 << 14
 // the size it is zero, not data, for n bytes; so is an unallocated run
 // that reaches the size.
 func (d *Disk) Status(off, n int64) (Extent, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return Extent{}, block.ErrClosed
 	}
 	if err := block.CheckRange(off, n); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/vmdk/format"
@@ -40,13 +39,13 @@ type extent struct {
 
 // Disk is an open VMDK image: a read-only block.Device (KD1).
 type Disk struct {
-	file       block.Device
-	extents    []extent
-	size       int64
-	createType string
-	cid, pcid  uint32
-	gdEntries  int64 // all the extents' grain directory entries (KD3)
-	closed     atomic.Bool
+	file           block.Device
+	extents        []extent
+	size           int64
+	createType     string
+	cid, pcid      uint32
+	gdEntries      int64 // all the extents' grain directory entries (KD3)
+	block.ReadOnly       // writes refused (KD1)
 }
 
 var (
@@ -88,7 +87,7 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Disk{file: file}
+	d := &Disk{file: file, ReadOnly: block.ReadOnly{Why: "vmdk (qring reads VMDK images only)"}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -367,7 +366,7 @@ func (e *extent) readCompressed(host, skip int64, dst []byte) error {
 // Readv implements block.Device (KD4). The Disk's state is fixed since
 // Open, so reads take no lock (KD2).
 func (d *Disk) Readv(off int64, bufs [][]byte) error {
-	if d.closed.Load() {
+	if d.Closed() {
 		return block.ErrClosed
 	}
 	total := block.VecLen(bufs)
@@ -485,33 +484,9 @@ func (d *Disk) ExtentFiles() []string {
 	return out
 }
 
-// Writev implements block.Device: refused (KD1).
-func (d *Disk) Writev(off int64, bufs [][]byte) error { return d.readOnly() }
-
-// WriteZeroes implements block.Device: refused (KD1).
-func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error { return d.readOnly() }
-
-// Truncate implements block.Device: refused (KD1).
-func (d *Disk) Truncate(size int64) error { return d.readOnly() }
-
-func (d *Disk) readOnly() error {
-	if d.closed.Load() {
-		return block.ErrClosed
-	}
-	return fmt.Errorf("vmdk: %w (qring reads VMDK images only)", block.ErrReadOnly)
-}
-
-// Flush implements block.Device: nothing is ever written (KD1).
-func (d *Disk) Flush() error {
-	if d.closed.Load() {
-		return block.ErrClosed
-	}
-	return nil
-}
-
 // Size implements block.Device: the extents' sizes added.
 func (d *Disk) Size() (int64, error) {
-	if d.closed.Load() {
+	if d.Closed() {
 		return 0, block.ErrClosed
 	}
 	return d.size, nil
@@ -534,7 +509,7 @@ func (d *Disk) closeExtents() {
 // Close implements block.Device: it closes the file and the extent
 // files it opened.
 func (d *Disk) Close() error {
-	if d.closed.Swap(true) {
+	if d.MarkClosed() {
 		return block.ErrClosed
 	}
 	d.closeExtents()
