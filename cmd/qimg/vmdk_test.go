@@ -144,23 +144,7 @@ func TestVMDK_ConvertLikeQemu(t *testing.T) {
 	paths, big := vmdkImages(t, dir)
 	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
-			if !big[name] {
-				ours, theirs := filepath.Join(dir, name+".raw"), filepath.Join(dir, name+".qemu.raw")
-				mustQ(t, "convert", "-f", "vmdk", "-O", "raw", p, ours)
-				testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, theirs)
-				a, _ := os.ReadFile(ours)
-				b, _ := os.ReadFile(theirs)
-				if len(a) == 0 || !bytes.Equal(a, b) {
-					t.Errorf("convert -O raw: %d bytes, qemu-img's %d, equal %v", len(a), len(b), bytes.Equal(a, b))
-				}
-				os.Remove(ours)
-				os.Remove(theirs)
-			}
-			q := filepath.Join(dir, name+".qcow2")
-			mustQ(t, "convert", "-O", "qcow2", p, q)
-			testkit.QemuCheck(t, q)
-			testkit.MustRun(t, "qemu-img", "compare", "-f", "vmdk", "-F", "qcow2", p, q)
-			mustQ(t, "compare", "-f", "vmdk", "-F", "qcow2", p, q)
+			convertLikeQemu(t, dir, name, p, "vmdk", !big[name], true)
 		})
 	}
 }
