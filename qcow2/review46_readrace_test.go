@@ -85,9 +85,12 @@ func r46ReadRace(t *testing.T, tc r46Case) {
 		}
 		opReads++
 		rlo, rhi := lo, hi
+		// Added under mu: the filler's device ops call the hook on their
+		// own goroutine, and an Add after op has seen armed go false
+		// would race its readers.Wait.
+		readers.Add(1)
 		mu.Unlock()
 		done := make(chan struct{})
-		readers.Add(1)
 		go func() {
 			defer readers.Done()
 			defer close(done)
