@@ -47,10 +47,13 @@ CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|TestAmend_RefcountBits|TestRegress_CL
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of
 # TestQueue_Conformance's operations, TestFill_Modes's modes but auto,
-# two of TestQueue_AllocStress's four configurations); without it, all
+# two of TestQueue_AllocStress's four configurations, TestCache_StressOrdering's
+# 400 operations a worker instead of 3000); without it, all
 # of them (about a minute there, against 3.5 minutes of the race pass's,
-# 2026-12-02).
-BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$
+# 2026-12-02). TestCache_StressOrdering failed one run in four at full
+# size, for a flaw of its model, while its race-pass sample passed
+# (2026-12-03): a test's full size must run somewhere.
+BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$|TestCache_StressOrdering$$
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
 ALLOCS = TestAllocs_|_Allocs|_NoAllocs|TestRun_AllocsPerRequest
