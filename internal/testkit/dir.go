@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,6 +40,7 @@ func KeepDir(t testing.TB, root, prefix string) string {
 			t.Logf("test failed: its files are kept in %s", dir)
 			return
 		}
+		auditHook(dir)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("removing %s: %v", dir, err)
 		}
@@ -77,4 +79,12 @@ func dirName(name string) string {
 		}
 	}
 	return strings.TrimLeft(string(s[:min(len(s), 64)]), ".")
+}
+
+// auditHook hands dir to the image audit's checker before its removal
+// when make audit-images runs the tests (internal/testkit/audit).
+func auditHook(dir string) {
+	if cmd := os.Getenv("QRING_AUDIT_CMD"); cmd != "" {
+		exec.Command(cmd, dir).Run()
+	}
 }
