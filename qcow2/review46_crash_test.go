@@ -73,6 +73,14 @@ func (r *r46Recorder) note(off, n int64, after []byte) {
 	}
 }
 
+// setWhat names the op under way for the crash points taken during it,
+// under the hook's lock (the filler's goroutines read it there).
+func (r *r46Recorder) setWhat(what string) {
+	r.dev.mu.Lock()
+	r.what = what
+	r.dev.mu.Unlock()
+}
+
 func (r *r46Recorder) flushed() {
 	r.dev.mu.Lock()
 	defer r.dev.mu.Unlock()
@@ -243,15 +251,15 @@ func r46Workload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata [
 				// (qcow2_co_truncate: discard, then the header).
 				r.note(cut, r46Size-cut, bdata[cut:])
 			}
-			r.what = "shrink"
+			r.setWhat("shrink")
 			if err := im.Shrink(cut); err != nil {
 				t.Fatal(err)
 			}
-			r.what = "grow"
+			r.setWhat("grow")
 			if err := im.Truncate(r46Size); err != nil {
 				t.Fatal(err)
 			}
-			r.what = ""
+			r.setWhat("")
 			clear(r.model[cut:])
 		case op < 82:
 			c := rng.Int64N(r46Size/cs - 2)

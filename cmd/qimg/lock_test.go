@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,11 +77,16 @@ func TestLock_QimgHoldsImage(t *testing.T) {
 	mustQ(t, "create", "-q", "-f", "qcow2", base, "1M")
 	mustQ(t, "io", "-c", "write -P 0x33 0 64k", base)
 	mustQ(t, "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", img)
+	// qimg holds the image until the test lets its first line out: its
+	// stdout blocks (a timed "sleep" could end while qemu-io starts).
+	hold := &heldWriter{release: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runQ(t, "io", "-c", "sleep 3000", img)
+		var e bytes.Buffer
+		run([]string{"io", "-c", "read 0 4k", img}, hold, &e)
 	}()
+	defer func() { hold.let(); <-done }()
 	waitLocked(t, img)
 	o, e, code := testkit.Run(t, "qemu-io", "-c", "write 0 4k", img)
 	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
@@ -93,10 +100,24 @@ func TestLock_QimgHoldsImage(t *testing.T) {
 	// But it may read it, and with -U the image itself.
 	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x33 0 4k", base)
 	testkit.MustRun(t, "qemu-img", "info", "-U", img)
+	hold.let()
 	<-done
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x44 0 4k", img)
 	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x44 0 4k", "-c", "read -P 0x33 4k 60k", img)
 }
+
+// heldWriter blocks every write until let is called.
+type heldWriter struct {
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *heldWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return len(b), nil
+}
+
+func (w *heldWriter) let() { w.once.Do(func() { close(w.release) }) }
 
 // preallocation=metadata reserves no data space (qemu-img: 324 KiB for
 // 1 GiB), and sizes round up to whole sectors as qemu-img's do.
