@@ -282,7 +282,7 @@ func TestRegress_SetVersionFromQueueOwnerBesideShrink(t *testing.T) {
 	dead := false
 	select {
 	case svErr = <-sv:
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second):
 		dead = true
 	}
 	// Unblock from here (as the owner would once SetVersion returned).

@@ -192,7 +192,7 @@ func TestRegress_SnapshotDoesNotHoldMuForQueueOwners(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the owner's ReadAt: %v", err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(10 * time.Second):
 		dead = true
 		t.Error("the owner's ReadAt waited for mu, held by CreateSnapshot waiting for the owner's own request")
 	}

@@ -382,8 +382,8 @@ func TestQueue_WakeEndsLongWait(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(time.Second):
-		t.Error("Wake did not end a Wait for two slow requests in 1 s")
+	case <-time.After(10 * time.Second):
+		t.Error("Wake did not end a Wait for two slow requests in 10 s")
 		feed()
 		<-woke
 	}
