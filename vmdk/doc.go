@@ -8,11 +8,12 @@
 // twoGbMaxExtentFlat images are a text descriptor naming extent files
 // (relative names resolve against the descriptor's directory, as QEMU
 // resolves them). A flat extent is a window of its file; a sparse one
-// maps grains through its grain directory and tables. vmfs, vmfsSparse,
-// seSparse, VMDK3 (COWD) extents and images with a parent are refused
-// (format.ErrUnsupported).
+// maps grains through its grain directory and tables. An image may
+// have a parent (parentFileNameHint: a VMware snapshot's base), another
+// VMDK image under it. vmfs, vmfsSparse, seSparse and VMDK3 (COWD)
+// extents are refused (format.ErrUnsupported).
 //
-// Invariants (cited as KD1..KD5; block's B1..B10 hold too):
+// Invariants (cited as KD1..KD6; block's B1..B10 hold too):
 //
 //	KD1  Read-only: Writev, WriteZeroes and Truncate fail with
 //	     block.ErrReadOnly and change nothing; Flush has nothing to do.
@@ -40,4 +41,18 @@
 //	     data at its host offset, a compressed one data with no offset; a
 //	     flat extent is its file's own data and holes at the same offsets
 //	     (BDRV_BLOCK_RECURSE), one extent at a time.
+//	KD6  A parent, as QEMU 7.2 reads one (vmdk_parent_open,
+//	     vmdk_co_preadv, vmdk_is_cid_valid): the hint names it, relative
+//	     to the image's directory; it is opened read-only as a VMDK
+//	     image, with its own parent, by the caller (Options.OpenParent),
+//	     and closed with the image. An unallocated grain reads from the
+//	     parent (zeros past its end); a zeroed grain reads as zeros. A
+//	     read that needs the parent fails with ErrParentCID when the
+//	     parent's CID is not the image's parentCID; status, map and check
+//	     never need it to match. Status through the chain (StatusAbove,
+//	     Map, DataRun) takes an unallocated run's status from the parent,
+//	     one layer deeper. Past the parent's end a run reads as zeros:
+//	     Map shows it unallocated in this layer (qemu-img map), while
+//	     StatusAbove has it zero and allocated in the parent (qemu-nbd's
+//	     qemu:allocation-depth). State is fixed after Open as in KD2.
 package vmdk

@@ -14,6 +14,10 @@ type Extent struct {
 	Offset int64
 	// File is the name of the file Offset lies in ("" with no offset).
 	File string
+	// Depth is the layer of the parent chain the status comes from: 0
+	// the image itself, 1 its parent... (KD6). A run unallocated in
+	// every layer has the bottom layer's depth, as qemu-img map shows.
+	Depth int
 }
 
 // fileRun is the file's data/hole run at off (at most n bytes): data,
@@ -50,17 +54,31 @@ func (d *Disk) status(off, n int64) (Extent, error) {
 	return Extent{Start: off, Length: k, Present: true, Data: true, Offset: host, File: e.name}, nil
 }
 
-// Map returns qemu-img map's extents of the whole disk: runs of one
-// status, neighbours merged where nothing but their place differs (and
-// their host offsets, if any, are contiguous in one file), as qemu-img
-// map merges them (KD5).
+// statusAbove is status through the parent chain as qemu-img map walks
+// it (KD6): a run unallocated here has the parent's status, one layer
+// deeper; one past the parent's end stays this layer's unallocated zeros
+// (QEMU's bdrv_co_block_status adds ZERO there, and map stops).
+func (d *Disk) statusAbove(off, n int64) (Extent, error) {
+	e, err := d.status(off, n)
+	if err != nil || e.Present || d.parent == nil || off >= d.parent.size {
+		return e, err
+	}
+	pe, err := d.parent.statusAbove(off, min(e.Length, d.parent.size-off))
+	pe.Depth++
+	return pe, err
+}
+
+// Map returns qemu-img map's extents of the whole disk, through its
+// parent chain (KD6): runs of one status, neighbours merged where
+// nothing but their place differs (and their host offsets, if any, are
+// contiguous in one file), as qemu-img map merges them (KD5).
 func (d *Disk) Map() ([]Extent, error) {
 	if d.Closed() {
 		return nil, block.ErrClosed
 	}
 	var out []Extent
 	for off := int64(0); off < d.size; {
-		e, err := d.status(off, d.size-off)
+		e, err := d.statusAbove(off, d.size-off)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +86,7 @@ func (d *Disk) Map() ([]Extent, error) {
 		if k := len(out); k > 0 {
 			p := &out[k-1]
 			contig := (p.Offset < 0 && e.Offset < 0) || (p.Offset >= 0 && e.Offset == p.Offset+p.Length && p.File == e.File)
-			if p.Present == e.Present && p.Zero == e.Zero && p.Data == e.Data && p.Compressed == e.Compressed && contig {
+			if p.Present == e.Present && p.Zero == e.Zero && p.Data == e.Data && p.Compressed == e.Compressed && p.Depth == e.Depth && contig {
 				p.Length += e.Length
 				continue
 			}
@@ -114,11 +132,30 @@ func (d *Disk) Status(off, n int64) (Extent, error) {
 	return e, nil
 }
 
+// StatusAbove is Status through the parent chain as QEMU's
+// bdrv_block_status_above gives it (qemu-nbd's block status, KD6): a
+// run that Status finds unallocated gets the parent's status (Depth 1
+// and up); past the parent's end it is zero and allocated in the parent
+// (Present, Depth 1), as QEMU treats a short backing file.
+func (d *Disk) StatusAbove(off, n int64) (Extent, error) {
+	e, err := d.Status(off, n)
+	if err != nil || e.Present || d.parent == nil || off >= d.size {
+		return e, err
+	}
+	k := min(e.Length, d.size-off)
+	if off >= d.parent.size {
+		return Extent{Start: off, Length: k, Present: true, Zero: true, Offset: -1, Depth: 1}, nil
+	}
+	pe, err := d.parent.StatusAbove(off, min(k, d.parent.size-off))
+	pe.Depth++
+	return pe, err
+}
+
 // DataRun implements block.DataMapper in guest offsets, for the users of
 // raw devices' holes (qimg convert and compare): a run is data where
-// Status says data that is not zero (KD5).
+// StatusAbove says data that is not zero (KD5, KD6).
 func (d *Disk) DataRun(off, n int64) (bool, int64, error) {
-	e, err := d.Status(off, n)
+	e, err := d.StatusAbove(off, n)
 	if err != nil {
 		return false, 0, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/vmdk/format"
@@ -20,6 +21,14 @@ type Options struct {
 	// OpenExtent opens a descriptor's extent file read-only; nil refuses
 	// descriptor files.
 	OpenExtent func(path string) (block.Device, error)
+	// OpenParent opens the image a parentFileNameHint names (path: the
+	// hint, a relative one against Name's directory) as a VMDK image,
+	// read-only (KD6); nil refuses images with a parent.
+	OpenParent func(path string) (*Disk, error)
+	// NoParent opens an image with a parent without it, as qemu-img
+	// info does (BDRV_O_NO_BACKING): its unallocated grains read as
+	// zeros.
+	NoParent bool
 }
 
 // extent is one extent of the image (KD2: fixed after Open).
@@ -46,6 +55,11 @@ type Disk struct {
 	cid, pcid      uint32
 	gdEntries      int64 // all the extents' grain directory entries (KD3)
 	block.ReadOnly       // writes refused (KD1)
+
+	parentHint string // parentFileNameHint, "" for none (KD6)
+	parentPath string // the hint resolved against the image's directory
+	parent     *Disk  // nil without a parent or with NoParent
+	cidValid   bool   // the parent's CID is this image's parentCID (KD6)
 }
 
 var (
@@ -114,10 +128,7 @@ func Open(file block.Device, o Options) (*Disk, error) {
 		// bytes only (vmdk_read_cid, vmdk_parent_open).
 		desc = format.ParseDescriptor(string(buf[:min(len(buf), format.DescSize-1)]))
 	}
-	if desc.ParentHint != "" {
-		return nil, format.Unsupported("VMDK images with a parent (parentFileNameHint %q) are not supported by qring", desc.ParentHint)
-	}
-	if !desc.HasCID || !desc.HasParentCID {
+	if desc.ParentHintOpen || !desc.HasCID || !desc.HasParentCID {
 		// QEMU's vmdk_read_cid fails with EINVAL and no message of its
 		// own: the block layer's then names the file.
 		return nil, &format.Error{Msg: fmt.Sprintf("Could not open '%s': Invalid argument", o.Name), Err: format.ErrCorrupt}
@@ -126,9 +137,47 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if len(d.extents) == 0 {
 		return nil, &format.Error{Msg: "Invalid argument: the descriptor names no extent", Err: format.ErrCorrupt}
 	}
+	if err := d.openParent(desc.ParentHint, o); err != nil {
+		return nil, err
+	}
 	ok = true
 	return d, nil
 }
+
+// openParent opens the parent hint names (KD6), unless there is none or
+// o says not to.
+func (d *Disk) openParent(hint string, o Options) error {
+	if hint == "" {
+		return nil
+	}
+	d.parentHint, d.parentPath = hint, hint
+	if i := strings.LastIndexByte(o.Name, '/'); i >= 0 && !filepath.IsAbs(hint) {
+		d.parentPath = o.Name[:i+1] + hint // as extent names resolve
+	}
+	if o.NoParent {
+		return nil
+	}
+	if o.OpenParent == nil {
+		return format.Unsupported("VMDK images with a parent (parentFileNameHint %q) need it opened, which this caller cannot do", hint)
+	}
+	p, err := o.OpenParent(d.parentPath)
+	if err != nil {
+		return err
+	}
+	d.parent, d.cidValid = p, p.cid == d.pcid
+	return nil
+}
+
+// ErrParentCID fails a read that needs the parent when the parent's CID
+// is not the image's parentCID: the parent changed since the image was
+// made from it, as QEMU's vmdk_is_cid_valid finds (KD6). Its text is
+// strerror(EINVAL), which QEMU's tools print.
+var ErrParentCID error = parentCIDError{}
+
+type parentCIDError struct{}
+
+func (parentCIDError) Error() string { return "Invalid argument" }
+func (parentCIDError) Unwrap() error { return syscall.EINVAL }
 
 // openDescFile is vmdk_open_desc_file and vmdk_parse_extents.
 func (d *Disk) openDescFile(desc format.Descriptor, o Options) error {
@@ -400,6 +449,10 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 			}
 		}
 		switch {
+		case kind == unalloc && d.parent != nil:
+			if err := d.readParent(pos, sub); err != nil {
+				return err
+			}
 		case kind != allocated:
 			for _, b := range sub {
 				clear(b)
@@ -427,6 +480,44 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	}
 	return nil
 }
+
+// readParent reads an unallocated run at off from the parent (KD6):
+// zeros past the parent's end.
+func (d *Disk) readParent(off int64, sub [][]byte) error {
+	if !d.cidValid {
+		return ErrParentCID
+	}
+	in := max(0, d.parent.size-off)
+	var head [][]byte
+	for _, b := range sub {
+		if in == 0 {
+			clear(b)
+			continue
+		}
+		if int64(len(b)) > in {
+			head = append(head, b[:in])
+			clear(b[in:])
+			in = 0
+			continue
+		}
+		head = append(head, b)
+		in -= int64(len(b))
+	}
+	if len(head) == 0 {
+		return nil
+	}
+	return d.parent.Readv(off, head)
+}
+
+// Parent is the open parent image, nil when there is none or it was
+// not opened (NoParent).
+func (d *Disk) Parent() *Disk { return d.parent }
+
+// ParentHint is parentFileNameHint as the descriptor gives it, and
+// ParentPath the file it names: qemu-img info's backing file and its
+// full name. Both are "" without a parent.
+func (d *Disk) ParentHint() string { return d.parentHint }
+func (d *Disk) ParentPath() string { return d.parentPath }
 
 // CreateType is the image's create type as qemu-img info shows it.
 func (d *Disk) CreateType() string { return d.createType }
@@ -503,6 +594,9 @@ func (d *Disk) closeExtents() {
 		if e.own {
 			e.file.Close()
 		}
+	}
+	if d.parent != nil {
+		d.parent.Close()
 	}
 }
 

@@ -143,17 +143,18 @@ func TestDisk_Hostile(t *testing.T) {
 		edit    func([]byte) []byte
 		openErr bool
 	}{
-		"tiny":           {func(b []byte) []byte { return b[:3] }, true},
-		"truncated":      {func(b []byte) []byte { return b[:1000] }, true},
-		"gd past EOF":    {func(b []byte) []byte { le.PutUint64(b[56:], 1<<40); return b }, true},
-		"gd at the end":  {func(b []byte) []byte { le.PutUint64(b[56:], uint64(len(b)/512)); return b }, true},
-		"huge capacity":  {func(b []byte) []byte { le.PutUint64(b[12:], 1<<62); return b }, true},
-		"bad version":    {func(b []byte) []byte { le.PutUint32(b[4:], 9); return b }, true},
-		"bad magic":      {func(b []byte) []byte { copy(b, "KDMW"); return b }, true},
-		"no CID":         {func(b []byte) []byte { copy(b[512:], bytes.Repeat([]byte{'#'}, 100)); return b }, true},
-		"parent":         {func(b []byte) []byte { copy(b[512+len(testDesc):], "parentFileNameHint=\"x\"\n"); return b }, true},
-		"gt past EOF":    {func(b []byte) []byte { le.PutUint32(b[21*512:], 1<<30); return b }, false},
-		"grain past EOF": {func(b []byte) []byte { le.PutUint32(b[22*512:], 1<<30); return b }, false},
+		"tiny":              {func(b []byte) []byte { return b[:3] }, true},
+		"truncated":         {func(b []byte) []byte { return b[:1000] }, true},
+		"gd past EOF":       {func(b []byte) []byte { le.PutUint64(b[56:], 1<<40); return b }, true},
+		"gd at the end":     {func(b []byte) []byte { le.PutUint64(b[56:], uint64(len(b)/512)); return b }, true},
+		"huge capacity":     {func(b []byte) []byte { le.PutUint64(b[12:], 1<<62); return b }, true},
+		"bad version":       {func(b []byte) []byte { le.PutUint32(b[4:], 9); return b }, true},
+		"bad magic":         {func(b []byte) []byte { copy(b, "KDMW"); return b }, true},
+		"no CID":            {func(b []byte) []byte { copy(b[512:], bytes.Repeat([]byte{'#'}, 100)); return b }, true},
+		"parent, no opener": {func(b []byte) []byte { copy(b[512+len(testDesc):], "parentFileNameHint=\"x\"\n"); return b }, true},
+		"open parent hint":  {func(b []byte) []byte { copy(b[512+len(testDesc):], "parentFileNameHint=\"x\n"); return b }, true},
+		"gt past EOF":       {func(b []byte) []byte { le.PutUint32(b[21*512:], 1<<30); return b }, false},
+		"grain past EOF":    {func(b []byte) []byte { le.PutUint32(b[22*512:], 1<<30); return b }, false},
 	} {
 		d, err := open(t, c.edit(append([]byte(nil), good...)))
 		var fe *format.Error

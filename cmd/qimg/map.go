@@ -226,9 +226,9 @@ func vhdExtents(d *vhd.Disk) ([]qcow2.MapEntry, error) {
 }
 
 // vmdkExtents is a VMDK image's map as qemu-img map shows it (vmdk's
-// KD5): one layer. names lists the files the extents' offsets lie in;
-// with byFile (for the human table only) each entry's Depth is its
-// file's index in names, else 0.
+// KD5), through its parent chain (KD6). names lists the files the
+// extents' offsets lie in; with byFile (for the human table only) each
+// entry's Depth is its file's index in names, else its layer.
 func vmdkExtents(d *vmdk.Disk, byFile bool) ([]qcow2.MapEntry, []string, error) {
 	ext, err := d.Map()
 	if err != nil {
@@ -238,7 +238,7 @@ func vmdkExtents(d *vmdk.Disk, byFile bool) ([]qcow2.MapEntry, []string, error) 
 	var names []string
 	idx := map[string]int{}
 	for i, e := range ext {
-		out[i] = qcow2.MapEntry{Start: e.Start, Length: e.Length, Present: e.Present, Zero: e.Zero, Data: e.Data, Compressed: e.Compressed}
+		out[i] = qcow2.MapEntry{Start: e.Start, Length: e.Length, Present: e.Present, Zero: e.Zero, Data: e.Data, Compressed: e.Compressed, Depth: e.Depth}
 		if e.Offset >= 0 {
 			off := e.Offset
 			out[i].Offset = &off

@@ -210,7 +210,6 @@ func TestVMDK_HostileLikeQemu(t *testing.T) {
 		"gd past EOF": {func(b []byte) []byte { le.PutUint64(b[56:], 1<<30); return b }, "grain directory past the end of the file"},
 		"COWD":        {func(b []byte) []byte { copy(b, "COWD"); return b }, "not supported by qring"},
 		"vmfs":        {func(b []byte) []byte { return []byte("version=1\ncreateType=\"vmfs\"\nRW 20 VMFS \"x\"\n") }, "not supported by qring"},
-		"parent":      {func(b []byte) []byte { copy(b[512+200:], "parentFileNameHint=\"base.vmdk\"\n"); return b }, "not supported by qring"},
 		"gt past EOF": {func(b []byte) []byte { le.PutUint32(b[le.Uint64(b[56:])*512:], 1<<30); return b }, "past the end of the file"},
 		"grain past EOF": {func(b []byte) []byte {
 			gt := int64(le.Uint32(b[le.Uint64(b[56:])*512:])) * 512

@@ -49,6 +49,12 @@ func vmdkInfo(inf *imageInfo, path string, d *vmdk.Disk) {
 		v.Extents = append(v.Extents, x)
 	}
 	inf.FormatSpecific = &formatSpecific{Type: "vmdk", VMDK: v}
+	if h := d.ParentHint(); h != "" {
+		// vmdk_parent_open: the hint, and vmdk as its format.
+		inf.BackingFilename = h
+		inf.FullBackingFilename = pathCombine(path, h)
+		inf.BackingFilenameFormat = "vmdk"
+	}
 }
 
 // writeVMDKHuman prints the vmdk block of qemu-img info.

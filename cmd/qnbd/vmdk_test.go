@@ -12,9 +12,10 @@ import (
 )
 
 // TestVMDK_ServeLikeQemuNbd: VMDK images (monolithicSparse probed and
-// -f vmdk, streamOptimized, monolithicFlat, twoGbMaxExtentSparse, and
-// zeroed grains) served read-only by qnbd show nbdinfo the size and the
-// allocation qemu-nbd shows, and read the bytes qemu-nbd reads.
+// -f vmdk, streamOptimized, monolithicFlat, twoGbMaxExtentSparse, zeroed
+// grains, and an image over a parent that is smaller than it) served
+// read-only by qnbd show nbdinfo the size, the allocation and the
+// allocation depth qemu-nbd shows, and read the bytes qemu-nbd reads.
 func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -26,6 +27,10 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	z := filepath.Join(dir, "zeroed.vmdk")
 	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", z, "10M")
 	sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 1 0 1M", "-c", "write -z 64k 128k", z)
+	// A snapshot over the monolithicSparse image, larger than it.
+	top := filepath.Join(dir, "top.vmdk")
+	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", "monolithicSparse.vmdk", "-F", "vmdk", top, "12M")
+	sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x33 32k 64k", "-c", "write -P 0x44 11M 64k", top)
 	for _, c := range []struct {
 		name  string
 		image []string
@@ -36,13 +41,14 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 		{"flat", []string{"-f", "vmdk", filepath.Join(dir, "monolithicFlat.vmdk")}},
 		{"split-sparse", []string{filepath.Join(dir, "twoGbMaxExtentSparse.vmdk")}},
 		{"zeroed", []string{"-f", "vmdk", z}},
+		{"parent", []string{"-f", "vmdk", top}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)
 			q := startQemuNbd(t, sub, c.image...)
 			s := startUnix(t, sub, "disk", append([]string{"-r"}, c.image...)...)
 			defer s.stop()
-			for _, args := range [][]string{{"--size"}, {"--map"}} {
+			for _, args := range [][]string{{"--size"}, {"--map"}, {"--map=qemu:allocation-depth"}} {
 				want := sh(t, "nbdinfo", append(args, q)...)
 				if got := sh(t, "nbdinfo", append(args, s.uri)...); got != want {
 					t.Errorf("nbdinfo %v:\nqnbd:\n%s\nqemu-nbd:\n%s", args, got, want)

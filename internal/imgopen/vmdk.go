@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -28,22 +30,72 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := vmdk.Open(f, vmdk.Options{Name: s.Path, OpenExtent: func(p string) (block.Device, error) {
-		if err := checkFileType(p); err != nil {
-			return nil, err
-		}
-		d, err := op(p, true)
-		if err != nil {
-			return nil, extentOpenError(p, err)
-		}
-		return d, nil
-	}})
+	d, err := openVMDKFile(f, s.Path, op, s.Opts.NoBacking, nil)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	file, _ := f.(*uring.File)
 	return &Opened{Dev: d, VMDK: d, File: file, fellBack: fellBack}, nil
+}
+
+// ErrVMDKParentLoop is a VMDK parent chain that comes back to an image
+// in it. QEMU 7.2 opens such a chain until it runs out of file
+// descriptors.
+var ErrVMDKParentLoop = errors.New("the VMDK parent chain loops back to an image in it")
+
+// openVMDKFile opens the VMDK image in f (named path), its extent files
+// and, unless noParent, its parent chain, each read-only (vmdk's KD6);
+// above are the files of the images above it. On error f is left to
+// the caller.
+func openVMDKFile(f block.Device, path string, op qcow2.Opener, noParent bool, above []os.FileInfo) (*vmdk.Disk, error) {
+	if fi, err := os.Stat(path); err == nil {
+		above = append(slices.Clip(above), fi)
+	}
+	return vmdk.Open(f, vmdk.Options{Name: path, NoParent: noParent,
+		OpenExtent: func(p string) (block.Device, error) {
+			if err := checkFileType(p); err != nil {
+				return nil, err
+			}
+			d, err := op(p, true)
+			if err != nil {
+				return nil, extentOpenError(p, err)
+			}
+			return d, nil
+		},
+		OpenParent: func(p string) (*vmdk.Disk, error) {
+			d, err := openVMDKParent(p, op, above)
+			if err != nil {
+				// As the block layer words it (bdrv_open_backing_file).
+				return nil, &qcow2.BackingError{File: p, Err: err}
+			}
+			return d, nil
+		}})
+}
+
+// openVMDKParent opens the parent at path as a VMDK image (QEMU's
+// vmdk_parent_open names its format), with its own parent.
+func openVMDKParent(path string, op qcow2.Opener, above []os.FileInfo) (*vmdk.Disk, error) {
+	if fi, err := os.Stat(path); err == nil {
+		for _, a := range above {
+			if os.SameFile(a, fi) {
+				return nil, fmt.Errorf("%w: %q", ErrVMDKParentLoop, path)
+			}
+		}
+	}
+	if err := checkFileType(path); err != nil {
+		return nil, err
+	}
+	f, err := op(path, true)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openVMDKFile(f, path, op, false, above)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 // extentOpenError is a failure to open an extent file in QEMU's words

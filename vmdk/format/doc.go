@@ -20,11 +20,13 @@
 //	     vmdk_parse_extents, vmdk_add_extent), wrapping ErrCorrupt (a
 //	     damaged image), ErrTooLarge (QEMU's EFBIG) or ErrUnsupported (a
 //	     valid image, or one QEMU opens, that qring does not read:
-//	     COWD, vmfs, seSparse, a parent).
+//	     COWD, vmfs, seSparse).
 //	KF3  The descriptor is read as QEMU reads it: createType is the text
 //	     between `createType="` and the next quote, CID and parentCID
 //	     are hexadecimal after the first occurrence of their name (C's
-//	     strstr and sscanf "%x"), and an extent line is what
+//	     strstr and sscanf "%x"), parentFileNameHint's value starts two
+//	     bytes after its name and ends at the next quote (an empty one
+//	     names no parent), and an extent line is what
 //	     sscanf("%10s %lld %10s \"%511[^\n\r\"]\" %lld") matches; lines
 //	     whose access is not RW, whose size is not positive or whose type
 //	     is unknown are skipped, as QEMU skips them.

@@ -289,9 +289,15 @@ type Descriptor struct {
 	ParentCID     uint32
 	HasCID        bool
 	HasParentCID  bool
-	// ParentHint is parentFileNameHint's value, "" when absent.
+	// ParentHint is parentFileNameHint's value: the text from two bytes
+	// past the key to the next double quote, as vmdk_parent_open takes
+	// it; "" when the key is absent or the value empty (QEMU opens no
+	// parent then).
 	ParentHint string
-	Extents    []ExtentLine
+	// ParentHintOpen is a parentFileNameHint with no double quote after
+	// it: QEMU refuses the image (EINVAL).
+	ParentHintOpen bool
+	Extents        []ExtentLine
 	// Invalid is the first extent line QEMU refuses ("Invalid extent
 	// line: ..."), "" when none.
 	Invalid string
@@ -333,13 +339,10 @@ func ParseDescriptor(text string) Descriptor {
 	d.ParentCID, d.HasParentCID = scanCID(text, "parentCID")
 	if i := strings.Index(text, "parentFileNameHint"); i >= 0 {
 		p := min(i+len("parentFileNameHint")+2, len(text))
-		hint := text[p:]
-		if j := strings.IndexByte(hint, '"'); j >= 0 {
-			hint = hint[:j]
-		}
-		d.ParentHint = hint
-		if d.ParentHint == "" {
-			d.ParentHint = "?"
+		if j := strings.IndexByte(text[p:], '"'); j >= 0 {
+			d.ParentHint = text[p : p+j]
+		} else {
+			d.ParentHintOpen = true
 		}
 	}
 	for p := 0; p < len(text); {

@@ -134,8 +134,17 @@ func TestParseDescriptor(t *testing.T) {
 			t.Errorf("%q: %+v", line, d)
 		}
 	}
-	if d := ParseDescriptor(`parentFileNameHint="base.vmdk"` + "\nCID=1\n"); d.ParentHint != "base.vmdk" || d.HasCreateType {
-		t.Errorf("%+v", d)
+	for text, want := range map[string]Descriptor{
+		`parentFileNameHint="base.vmdk"` + "\nCID=1\n": {ParentHint: "base.vmdk", CID: 1, HasCID: true},
+		`parentFileNameHint=""`:                        {},
+		`parentFileNameHint=base.vmdk` + "\nx=\"y\"":   {ParentHint: "ase.vmdk\nx="}, // two bytes skipped, to the next quote
+		`parentFileNameHint="base.vmdk`:                {ParentHintOpen: true},
+		`parentFileNameHint`:                           {ParentHintOpen: true},
+	} {
+		d := ParseDescriptor(text)
+		if d.ParentHint != want.ParentHint || d.ParentHintOpen != want.ParentHintOpen || d.CID != want.CID || d.HasCID != want.HasCID || d.HasCreateType {
+			t.Errorf("%q: %+v, want %+v", text, d, want)
+		}
 	}
 }
 
