@@ -17,15 +17,22 @@ import (
 // of path, as /proc/locks shows it, so a test never races the holder.
 func waitLocked(t *testing.T, path string) {
 	t.Helper()
+	waitLockByte(t, path, 101)
+}
+
+// waitLockByte waits until some process holds lock byte b of path (100:
+// read permission, 101: write).
+func waitLockByte(t *testing.T, path string, b int64) {
+	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if testkit.HoldsLockByte(path, 101) {
+		if testkit.HoldsLockByte(path, b) {
 			return
 		}
 	}
-	t.Fatalf("nobody took the write lock of %s", path)
+	t.Fatalf("nobody took lock byte %d of %s", b, path)
 }
 
 // The issue's acceptance: qemu-io and qimg refuse to write an image the
@@ -150,5 +157,66 @@ func TestCreate_MetadataPreallocSmall(t *testing.T) {
 		if out := testkit.MustRun(t, "qemu-img", "info", odd); !strings.Contains(out, "(1024 bytes)") {
 			t.Fatalf("qemu-img reads another size:\n%s", out)
 		}
+	}
+}
+
+// TestLock_VMDKAndVHDLikeQemu: qimg locks the files of a VMDK image (its
+// descriptor, its extent files, its parent chain) and of a VHD image as
+// qemu-img locks them when it reads one: it reads none that a QEMU
+// writer holds (unless -U), and while it reads, QEMU writes none of them
+// but may read them all.
+func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	base, top, vhd := filepath.Join(d, "base.vmdk"), filepath.Join(d, "top.vmdk"), filepath.Join(d, "d.vhd")
+	extent := filepath.Join(d, "top-s001.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", "base.vmdk", "-F", "vmdk", top)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", vhd, "1M")
+	out := filepath.Join(d, "out.raw")
+
+	// A QEMU writer on each file: qimg, as qemu-img, reads nothing.
+	for _, c := range []struct {
+		held, fmt string
+		args      []string
+	}{
+		{base, "vmdk", []string{"convert", "-O", "raw", top, out}},  // the parent
+		{extent, "raw", []string{"convert", "-O", "raw", top, out}}, // QEMU opens an extent file alone only as raw
+		{top, "vmdk", []string{"map", top}},
+		{vhd, "vpc", []string{"map", "-f", "vpc", vhd}},
+	} {
+		q := exec.Command("qemu-io", "-f", c.fmt, "-c", "sleep 100000", c.held)
+		if err := q.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitLockByte(t, c.held, 100)
+		_, e, code := runQ(t, c.args...)
+		_, qe, qcode := testkit.Run(t, "qemu-img", c.args...)
+		const msg = `Failed to get shared "write" lock`
+		if code != 1 || qcode != 1 || !strings.Contains(e, msg) || !strings.Contains(qe, msg) || !strings.Contains(e, "["+c.held+"]") {
+			t.Errorf("%q beside a writer of %s: exit %d %q; qemu-img: exit %d %q", c.args, c.held, code, e, qcode, qe)
+		}
+		// -U shares the writer's write.
+		if _, e, code := runQ(t, append([]string{c.args[0], "-U"}, c.args[1:]...)...); code != 0 {
+			t.Errorf("%q -U beside a writer of %s: exit %d %q", c.args, c.held, code, e)
+		}
+		q.Process.Kill()
+		q.Wait()
+	}
+
+	// qimg reading the snapshot: QEMU writes none of its files, reads all.
+	hold := &heldWriter{release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var e bytes.Buffer
+		run([]string{"io", "-r", "-c", "read 0 4k", top}, hold, &e)
+	}()
+	defer func() { hold.let(); <-done }()
+	waitLockByte(t, base, 100) // the last file the open locks
+	for p, f := range map[string]string{top: "vmdk", extent: "raw", base: "vmdk"} {
+		if o, e, code := testkit.Run(t, "qemu-io", "-f", f, "-c", "write 0 512", p); code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
+			t.Errorf("qemu-io wrote %s beside qimg reading %s: exit %d\n%s%s", p, top, code, o, e)
+		}
+		testkit.MustRun(t, "qemu-io", "-f", f, "-r", "-c", "read 0 512", p)
 	}
 }

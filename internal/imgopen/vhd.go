@@ -23,6 +23,10 @@ func openVPC(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := lockFormatFile(f, s.Path, "vpc", s.Opts); err != nil {
+		f.Close()
+		return nil, err
+	}
 	d, err := vhd.Open(f, vhd.Options{Name: s.Path})
 	if err != nil {
 		f.Close()

@@ -30,7 +30,11 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := openVMDKFile(f, s.Path, op, s.Opts.NoBacking, nil)
+	if err := lockFormatFile(f, s.Path, "vmdk", s.Opts); err != nil {
+		f.Close()
+		return nil, err
+	}
+	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -45,10 +49,11 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 var ErrVMDKParentLoop = errors.New("the VMDK parent chain loops back to an image in it")
 
 // openVMDKFile opens the VMDK image in f (named path), its extent files
-// and, unless noParent, its parent chain, each read-only (vmdk's KD6);
-// above are the files of the images above it. On error f is left to
-// the caller.
-func openVMDKFile(f block.Device, path string, op qcow2.Opener, noParent bool, above []os.FileInfo) (*vmdk.Disk, error) {
+// and, unless noParent, its parent chain, each read-only (vmdk's KD6)
+// and locked as QEMU locks them (lockFormatFile, with o's NoLock and
+// ForceShare); above are the files of the images above it. On error f
+// is left to the caller.
+func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options, noParent bool, above []os.FileInfo) (*vmdk.Disk, error) {
 	if fi, err := os.Stat(path); err == nil {
 		above = append(slices.Clip(above), fi)
 	}
@@ -61,10 +66,14 @@ func openVMDKFile(f block.Device, path string, op qcow2.Opener, noParent bool, a
 			if err != nil {
 				return nil, extentOpenError(p, err)
 			}
+			if err := lockFormatFile(d, p, "vmdk", o); err != nil {
+				d.Close()
+				return nil, err
+			}
 			return d, nil
 		},
 		OpenParent: func(p string) (*vmdk.Disk, error) {
-			d, err := openVMDKParent(p, op, above)
+			d, err := openVMDKParent(p, op, o, above)
 			if err != nil {
 				// As the block layer words it (bdrv_open_backing_file).
 				return nil, &qcow2.BackingError{File: p, Err: err}
@@ -75,7 +84,7 @@ func openVMDKFile(f block.Device, path string, op qcow2.Opener, noParent bool, a
 
 // openVMDKParent opens the parent at path as a VMDK image (QEMU's
 // vmdk_parent_open names its format), with its own parent.
-func openVMDKParent(path string, op qcow2.Opener, above []os.FileInfo) (*vmdk.Disk, error) {
+func openVMDKParent(path string, op qcow2.Opener, o qcow2.Options, above []os.FileInfo) (*vmdk.Disk, error) {
 	if fi, err := os.Stat(path); err == nil {
 		for _, a := range above {
 			if os.SameFile(a, fi) {
@@ -90,7 +99,11 @@ func openVMDKParent(path string, op qcow2.Opener, above []os.FileInfo) (*vmdk.Di
 	if err != nil {
 		return nil, err
 	}
-	d, err := openVMDKFile(f, path, op, false, above)
+	if err := lockFormatFile(f, path, "vmdk", o); err != nil {
+		f.Close()
+		return nil, err
+	}
+	d, err := openVMDKFile(f, path, op, o, false, above)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -112,4 +125,18 @@ func extentOpenError(path string, err error) error {
 		return fmt.Errorf("Could not open '%s': %s", path, strings.ToUpper(msg[:1])+msg[1:])
 	}
 	return err
+}
+
+// lockFormatFile takes on a file of a read-only VHD or VMDK image (its
+// own file, an extent file, a parent's) the locks QEMU 7.2's read-only
+// format nodes take on theirs, as /proc/locks shows them beside qemu-io
+// -r: read held, write and resize not shared; with force-share (-U) all
+// shared; none with NoLock, or on a device that cannot lock.
+func lockFormatFile(d block.Device, path, format string, o qcow2.Options) error {
+	l, ok := d.(block.Locker)
+	if o.NoLock || !ok {
+		return nil
+	}
+	perm, shared := qcow2.LockPerms(format, true, o.ForceShare, false)
+	return qcow2.LockAs(l, path, perm, shared)
 }
