@@ -31,7 +31,7 @@ func (im *Image) openBacking() error {
 		if err != nil {
 			return err
 		}
-		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op,
+		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: im.opts.OpenBacking,
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
 			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
 		if err != nil {
@@ -46,7 +46,8 @@ func (im *Image) openBacking() error {
 			im.closeBacking()
 			return err
 		}
-		if _, ok := im.backing.(*Image); !ok {
+		_, isImage := im.backing.(*Image)
+		if _, isLayer := im.backing.(Layer); !isImage && !isLayer {
 			n = sectorLen(n) // a raw file, as QEMU measures one
 		}
 		im.bsize = n
@@ -132,6 +133,11 @@ func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 			return nil, err
 		}
 		return d, nil
+	}
+	if o.OpenBacking != nil && o.asBacking {
+		// Another format under a qcow2 image (Q23).
+		return o.OpenBacking(path, fmtName, Options{ReadOnly: true, Opener: op, OpenBacking: o.OpenBacking,
+			NoLock: o.NoLock, ForceShare: o.ForceShare})
 	}
 	return nil, &FormatError{Format: fmtName, Probed: probed}
 }

@@ -187,7 +187,7 @@ func (o *CreateOptions) resolveBacking(path string, op Opener) error {
 		}
 	}
 	if o.Size == 0 {
-		bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op, asBacking: true})
+		bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: o.OpenBacking, asBacking: true})
 		if err != nil {
 			return fmt.Errorf("qcow2: backing file: %w", err)
 		}

@@ -297,6 +297,14 @@
 //	    header write failed, stops the maintenance and leaves them
 //	    IN_USE; an applied snapshot or MakeEmpty dirties the whole disk.
 //	    Options.NoBitmaps opts out.
+//	Q23 A backing file of another format (a VMDK or VHD image; QEMU's
+//	    `-F vmdk`, `-F vpc`) is opened by the caller's
+//	    Options.OpenBacking, read-only, as a Layer (layer.go): the engine
+//	    reads it as any backing device, never writes it, and walks block
+//	    status through it by its own LayerStatus and LayerBacking (map,
+//	    StatusWalker, the NBD server's allocation), as QEMU's block layer
+//	    walks a chain through that driver. Without OpenBacking such a
+//	    backing file is a *FormatError, as before.
 //
 // External data files (datafile.go; QEMU's data_file, incompatible bit
 // 2, and data_file_raw, autoclear bit 1):

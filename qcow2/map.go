@@ -62,6 +62,10 @@ type MapEntry struct {
 	Data       bool   `json:"data"`
 	Compressed bool   `json:"compressed"`
 	Offset     *int64 `json:"offset,omitempty"`
+	// File names the file Offset lies in when a Layer says it (a VMDK
+	// extent file); "" means the layer's own file, which the caller
+	// names by Depth.
+	File string `json:"-"`
 }
 
 // Map walks the backing chain like qemu-img map and returns merged
@@ -125,6 +129,9 @@ type mapper struct {
 
 // statusChain resolves one extent through the chain starting at d.
 func (m *mapper) statusChain(d block.Device, off, n int64, depth int) (MapEntry, error) {
+	if l, ok := d.(Layer); ok {
+		return m.layerChain(l, off, n, depth)
+	}
 	im, ok := d.(*Image)
 	if !ok {
 		return rawStatus(d, off, n, depth)
@@ -150,6 +157,39 @@ func (m *mapper) statusChain(d block.Device, off, n int64, depth int) (MapEntry,
 		return e, nil
 	}
 	return m.statusChain(im.backing, off, min(s.Len, im.bsize-off), depth+1)
+}
+
+// layerChain is statusChain for a Layer (Q23): its own status where it
+// decides the contents, has nothing below or off lies past the end of
+// what is below, else the layer below's.
+func (m *mapper) layerChain(l Layer, off, n int64, depth int) (MapEntry, error) {
+	size, err := l.Size()
+	if err != nil {
+		return MapEntry{}, err
+	}
+	if off >= size {
+		return MapEntry{Start: off, Length: n, Depth: depth, Zero: true}, nil
+	}
+	s, err := l.LayerStatus(off, min(n, size-off))
+	if err != nil {
+		return MapEntry{}, err
+	}
+	b := l.LayerBacking()
+	bsize := int64(0)
+	if b != nil {
+		if bsize, err = b.Size(); err != nil {
+			return MapEntry{}, err
+		}
+	}
+	if s.Allocated || b == nil || off >= bsize {
+		e := MapEntry{Start: off, Length: s.Len, Depth: depth, Present: s.Allocated, Zero: s.Zero || !s.Allocated, Data: s.Data, File: s.File}
+		if s.Offset >= 0 {
+			h := s.Offset
+			e.Offset = &h
+		}
+		return e, nil
+	}
+	return m.statusChain(b, off, min(s.Len, bsize-off), depth+1)
 }
 
 // rawStatus is a raw file's extent: data where the host stores bytes,

@@ -48,6 +48,9 @@ type CreateOptions struct {
 	// Opener opens the new file and the backing file (default
 	// DefaultOpener). The new file is created (truncated) before.
 	Opener Opener
+	// OpenBacking opens a backing file of another format to take its
+	// size when Size is 0 (Options.OpenBacking, Q23).
+	OpenBacking BackingOpener
 	// Encrypt makes a LUKS-encrypted image (qemu-img's encrypt.*
 	// options; crypt_create.go).
 	Encrypt EncryptOptions
@@ -79,6 +82,9 @@ type Options struct {
 	Opener Opener
 	// NoBacking ignores the backing file (unallocated reads as zeros).
 	NoBacking bool
+	// OpenBacking opens backing files of formats other than qcow2 and
+	// raw (VMDK, VHD: a Layer, Q23); nil refuses them (*FormatError).
+	OpenBacking BackingOpener
 	// Backing, if set, is used as the backing device instead of opening
 	// the header's backing file. The Image does not close it.
 	Backing block.Device

@@ -88,11 +88,14 @@ func (w *StatusWalker) TopStatus(off, n int64) (ChainStatus, error) {
 	return w.m.layerStatus(w.d, off, min(n, size-off))
 }
 
-// backingOf is the backing device of a qcow2 layer, nil for raw or the
-// bottom.
+// backingOf is the backing device of a qcow2 layer or a Layer, nil for
+// raw or the bottom.
 func backingOf(d block.Device) block.Device {
 	if im, ok := d.(*Image); ok && im.backing != nil {
 		return im.backing
+	}
+	if l, ok := d.(Layer); ok {
+		return l.LayerBacking()
 	}
 	return nil
 }
@@ -100,7 +103,8 @@ func backingOf(d block.Device) block.Device {
 // qemuLen is the size QEMU gives a layer: whole sectors for a raw file.
 func (m *mapper) qemuLen(d block.Device) (int64, error) {
 	n, err := d.Size()
-	if _, ok := d.(*Image); !ok {
+	_, isImage := d.(*Image)
+	if _, isLayer := d.(Layer); !isImage && !isLayer {
 		n = sectorLen(n)
 	}
 	return n, err
@@ -120,6 +124,10 @@ func (m *mapper) layerStatus(d block.Device, off, n int64) (ChainStatus, error) 
 	var s ChainStatus
 	if im, ok := d.(*Image); ok {
 		s, err = m.qcow2Status(im, off, n)
+	} else if l, ok := d.(Layer); ok {
+		var ls LayerStatus
+		ls, err = l.LayerStatus(off, n)
+		s = ChainStatus{Len: ls.Len, Data: ls.Data, Zero: ls.Zero, Allocated: ls.Allocated, OffsetValid: ls.Offset >= 0}
 	} else {
 		var e MapEntry
 		e, err = rawStatus(d, off, n, 0)

@@ -143,7 +143,9 @@ func parseCreate(o *opts, req *createRequest) error {
 		req.opts.BackingFormat = f
 		req.given["backing_fmt"] = true
 	}
-	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "qcow2" && req.opts.BackingFormat != "raw" {
+	switch req.opts.BackingFormat {
+	case "", "qcow2", "raw", "vmdk", "vpc": // vmdk and vpc read-only (qcow2's Q23)
+	default:
 		return backingFormatError(req.opts.BackingFormat)
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
@@ -189,10 +191,11 @@ func resolveCreateSize(req *createRequest) error {
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
 		Opts: qcow2.Options{NoBacking: true}})
 	if err != nil {
-		// QEMU opens the backing file without its own "Could not open"
-		// around the file driver's.
+		// QEMU opens the backing file without qemu-img's "Could not
+		// open" around the file driver's (which has its own) or the
+		// format driver's ("Image is not in qcow2 format").
 		var oe *OpenError
-		if errors.As(err, &oe) && errors.As(oe.Err, new(*OpenError)) {
+		if errors.As(err, &oe) {
 			err = oe.Err
 		}
 		return fmt.Errorf("%v\nCould not open backing image.", err)

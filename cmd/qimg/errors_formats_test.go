@@ -35,7 +35,7 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		"info -f bogus $A",
 		// qimg reads VMDK images: a qcow2 one given as vmdk is refused in
 		// the vmdk driver's words.
-		"info -f vmdk $A", "convert -f vmdk -O qcow2 $A $N",
+		"info -f vmdk $A", "convert -f vmdk -O qcow2 $A $N", "create -f qcow2 -b $A -F vmdk $N", "create -f qcow2 -b $A -F vpc $N",
 	} {
 		args := subst(c)
 		os.Remove(n)
@@ -48,15 +48,15 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		}
 	}
 	for c, want := range map[string]string{
-		"create -f vmdk $N 1M":             "$N: Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"create -f vpc -o help":            "Format driver 'vpc' is not supported by qimg (qcow2, raw)",
-		"convert -O vmdk $A $N":            "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"dd -O vmdk if=$A of=$N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"measure -O vdi --size 1M":         "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"create -f qcow2 -b $A -F vmdk $N": "$N: Driver 'vmdk' is not supported by qimg (qcow2, raw); Could not open backing image.",
-		"info -f vdi $A":                   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"convert -f vdi -O qcow2 $A $N":    "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"amend -f vmdk -o size=2M $A":      "Format driver 'vmdk' does not support option amendment",
+		"create -f vmdk $N 1M":            "$N: Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
+		"create -f vpc -o help":           "Format driver 'vpc' is not supported by qimg (qcow2, raw)",
+		"convert -O vmdk $A $N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
+		"dd -O vmdk if=$A of=$N":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
+		"measure -O vdi --size 1M":        "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
+		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw); Could not open backing image.",
+		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
+		"convert -f vdi -O qcow2 $A $N":   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
+		"amend -f vmdk -o size=2M $A":     "Format driver 'vmdk' does not support option amendment",
 	} {
 		os.Remove(n)
 		_, e, code := runQ(t, subst(c)...)

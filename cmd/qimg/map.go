@@ -124,8 +124,8 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 		if e.Zero { // data in a host hole (metadata preallocation)
 			continue
 		}
-		name := ""
-		if e.Depth < len(names) {
+		name := e.File // a VMDK extent file, under a qcow2 image
+		if name == "" && e.Depth < len(names) {
 			name = names[e.Depth]
 		}
 		fmt.Fprintf(&b, "%-16s%-16s%-16s%s\n", cHex(e.Start), cHex(e.Length), cHex(*e.Offset), name)

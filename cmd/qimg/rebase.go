@@ -70,8 +70,10 @@ func runRebase(e *env, args []string) int {
 // header. Unlike qemu-img 7.2, a missing -F is refused before anything
 // is copied, not after.
 func doRebase(r *rebaseRequest) error {
-	if r.backingFmt != "" && r.backingFmt != "qcow2" && r.backingFmt != "raw" {
-		return fmt.Errorf("Could not open new backing file '%s': unknown file format '%s' (qcow2, raw)", r.backing, r.backingFmt)
+	switch r.backingFmt {
+	case "", "qcow2", "raw", "vmdk", "vpc": // vmdk and vpc read-only, as a qcow2 image's backing file (Q23)
+	default:
+		return fmt.Errorf("Could not open new backing file '%s': unknown file format '%s' (qcow2, raw, vmdk, vpc)", r.backing, r.backingFmt)
 	}
 	spec := r.spec
 	spec.Opts.NoBacking = r.unsafe

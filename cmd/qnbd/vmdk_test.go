@@ -13,7 +13,8 @@ import (
 
 // TestVMDK_ServeLikeQemuNbd: VMDK images (monolithicSparse probed and
 // -f vmdk, streamOptimized, monolithicFlat, twoGbMaxExtentSparse, zeroed
-// grains, and an image over a parent that is smaller than it) served
+// grains, an image over a parent that is smaller than it, and a qcow2
+// image over that one) served
 // read-only by qnbd show nbdinfo the size, the allocation and the
 // allocation depth qemu-nbd shows, and read the bytes qemu-nbd reads.
 func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
@@ -31,6 +32,10 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	top := filepath.Join(dir, "top.vmdk")
 	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", "monolithicSparse.vmdk", "-F", "vmdk", top, "12M")
 	sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x33 32k 64k", "-c", "write -P 0x44 11M 64k", top)
+	// A qcow2 image over that snapshot (qcow2's Q23), larger again.
+	over := filepath.Join(dir, "over.qcow2")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "top.vmdk", "-F", "vmdk", over, "14M")
+	sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 1M 64k", "-c", "write -z 3M 64k", over)
 	for _, c := range []struct {
 		name  string
 		image []string
@@ -42,6 +47,7 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 		{"split-sparse", []string{filepath.Join(dir, "twoGbMaxExtentSparse.vmdk")}},
 		{"zeroed", []string{"-f", "vmdk", z}},
 		{"parent", []string{"-f", "vmdk", top}},
+		{"qcow2-over-vmdk", []string{"-f", "qcow2", over}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)

@@ -106,6 +106,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if o.Opener, err = Opener(cache, aio); err != nil {
 		return nil, err
 	}
+	o.OpenBacking = openLayer
 	prevRO := b.parentRO
 	b.parentRO = o.ReadOnly
 	name, dev, err := b.fileChild(n)

@@ -155,6 +155,7 @@ func Open(s Spec) (*Opened, error) {
 	case "qcow2":
 		o := s.Opts
 		o.Opener = op
+		o.OpenBacking = openLayer
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
 		data, err := openDataFile(s.DataFile, op, o)
 		if err != nil {

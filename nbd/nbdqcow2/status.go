@@ -33,6 +33,9 @@ func (s Status) Extent(off, n int64) (nbd.Extent, error) {
 }
 
 func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
+	if l, ok := d.(qcow2.Layer); ok {
+		return layerExtent(l, off, n, depth)
+	}
 	im, ok := d.(*qcow2.Image)
 	if !ok {
 		// A raw layer: its bytes are data, except in the host file's
@@ -76,6 +79,39 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 		// Past the end of the backing file: reads as zeros, which the
 		// short layer provides (qemu's block status counts them as
 		// allocated there: its depth).
+		return nbd.Extent{Len: st.Len, Hole: true, Zero: true, Depth: depth + 1}, nil
+	}
+	return extent(b, off, min(st.Len, bs-off), depth+1)
+}
+
+// layerExtent is extent for a backing layer of another format (a VMDK
+// or VHD image, qcow2's Layer): its own status where it decides the
+// contents, else the layer below's; past the end of a shorter layer
+// below, zeros that layer provides (its depth).
+func layerExtent(l qcow2.Layer, off, n int64, depth int) (nbd.Extent, error) {
+	sz, err := l.Size()
+	if err != nil {
+		return nbd.Extent{}, err
+	}
+	if off >= sz {
+		return nbd.Extent{Len: n, Hole: true, Zero: true}, nil
+	}
+	st, err := l.LayerStatus(off, min(n, sz-off))
+	if err != nil {
+		return nbd.Extent{}, err
+	}
+	if st.Allocated {
+		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: depth}, nil
+	}
+	b := l.LayerBacking()
+	if b == nil {
+		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
+	}
+	bs, err := b.Size()
+	if err != nil {
+		return nbd.Extent{}, err
+	}
+	if off >= bs {
 		return nbd.Extent{Len: st.Len, Hole: true, Zero: true, Depth: depth + 1}, nil
 	}
 	return extent(b, off, min(st.Len, bs-off), depth+1)
