@@ -111,7 +111,7 @@ func mapExtents(size int64, next func(off, n int64) (MapEntry, error)) ([]MapEnt
 			contig := (p.Offset == nil && e.Offset == nil) ||
 				(p.Offset != nil && e.Offset != nil && *p.Offset+p.Length == *e.Offset)
 			if p.Start+p.Length == e.Start && p.Depth == e.Depth && p.Present == e.Present &&
-				p.Zero == e.Zero && p.Data == e.Data && p.Compressed == e.Compressed && contig {
+				p.Zero == e.Zero && p.Data == e.Data && p.Compressed == e.Compressed && p.File == e.File && contig {
 				p.Length += e.Length
 				continue
 			}
