@@ -2,11 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
-	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -53,21 +49,7 @@ func TestBackingVMDKAndVHD_LikeQemu(t *testing.T) {
 	}
 	for name, p := range over {
 		t.Run(name, func(t *testing.T) {
-			for _, a := range [][]string{{p}, {"--backing-chain", p}} {
-				if h, q := qimgAndQemu(t, append([]string{"info"}, a...)...); h != q {
-					t.Errorf("info %q differs:\nours:\n%s\nqemu-img:\n%s", a, h, q)
-				}
-				oj, qj := qimgAndQemu(t, append([]string{"info", "--output=json"}, a...)...)
-				var ours, qemu any
-				if err := errors.Join(json.Unmarshal([]byte(oj), &ours), json.Unmarshal([]byte(qj), &qemu)); err != nil || !reflect.DeepEqual(ours, qemu) {
-					t.Errorf("info --output=json %q differs:\nours:\n%s\nqemu-img:\n%s", a, oj, qj)
-				}
-			}
-			oj, qj := qimgAndQemu(t, "map", "--output=json", p)
-			if om, qm := decodeMap(t, oj), decodeMap(t, qj); !reflect.DeepEqual(om, qm) {
-				t.Errorf("map differs\nours: %s\nqemu: %s", oj, qj)
-			}
-			sameRun(t, "map", p)
+			infoMapLikeQemu(t, p, []string{p}, []string{"--backing-chain", p})
 			sameRun(t, "check", p)
 			b := top
 			if strings.Contains(name, "vhd") {
@@ -78,9 +60,8 @@ func TestBackingVMDKAndVHD_LikeQemu(t *testing.T) {
 
 			// A write into part of a cluster the backing file has data in.
 			ours, theirs := filepath.Join(dir, name+"-w.qcow2"), filepath.Join(dir, name+"-wq.qcow2")
-			for _, c := range []string{ours, theirs} {
-				testkit.MustRun(t, "cp", p, c)
-			}
+			cp(t, p, ours)
+			cp(t, p, theirs)
 			mustQ(t, "io", "-c", "write -P 0x55 520k 8k", "-c", "write -P 0x56 2052k 4k", ours)
 			qemuIO(t, theirs, "qcow2", "write -P 0x55 520k 8k", "write -P 0x56 2052k 4k")
 			testkit.QemuCheck(t, ours)
@@ -94,7 +75,7 @@ func TestBackingVMDKAndVHD_LikeQemu(t *testing.T) {
 		ours, theirs := filepath.Join(dir, "c-"+c[1]+".qcow2"), filepath.Join(dir, "c-"+c[1]+"-q.qcow2")
 		mustQ(t, "create", "-q", "-f", "qcow2", "-b", c[0], "-F", c[1], ours)
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", c[0], "-F", c[1], theirs)
-		if !bytes.Equal(readFile(t, ours), readFile(t, theirs)) {
+		if !bytes.Equal(mustRead(t, ours), mustRead(t, theirs)) {
 			t.Errorf("create -b %s -F %s: not qemu-img's image", c[0], c[1])
 		}
 	}
@@ -102,9 +83,8 @@ func TestBackingVMDKAndVHD_LikeQemu(t *testing.T) {
 	// rebase onto a VMDK image, as qemu-img's (safe mode: what differs
 	// is copied in).
 	ours, theirs := filepath.Join(dir, "rebase.qcow2"), filepath.Join(dir, "rebase-q.qcow2")
-	for _, c := range []string{ours, theirs} {
-		testkit.MustRun(t, "cp", over["over-vmdk"], c)
-	}
+	cp(t, over["over-vmdk"], ours)
+	cp(t, over["over-vmdk"], theirs)
 	mustQ(t, "rebase", "-b", "base.vmdk", "-F", "vmdk", ours)
 	testkit.MustRun(t, "qemu-img", "rebase", "-b", "base.vmdk", "-F", "vmdk", theirs)
 	testkit.QemuCheck(t, ours)
@@ -116,22 +96,13 @@ func TestBackingVMDKAndVHD_LikeQemu(t *testing.T) {
 	// commit into the VMDK image: refused (qring writes no VMDK image),
 	// and nothing changes.
 	p := over["over-vmdk"]
-	before := [][]byte{readFile(t, p), readFile(t, top), readFile(t, filepath.Join(dir, "top-s001.vmdk"))}
+	before := [][]byte{mustRead(t, p), mustRead(t, top), mustRead(t, filepath.Join(dir, "top-s001.vmdk"))}
 	if _, e, code := runQ(t, "commit", p); code != 1 || !strings.Contains(e, "read-only") {
 		t.Errorf("commit into a VMDK image: exit %d %q", code, e)
 	}
 	for i, f := range []string{p, top, filepath.Join(dir, "top-s001.vmdk")} {
-		if !bytes.Equal(readFile(t, f), before[i]) {
+		if !bytes.Equal(mustRead(t, f), before[i]) {
 			t.Errorf("a refused commit changed %s", f)
 		}
 	}
-}
-
-func readFile(t *testing.T, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -60,21 +60,7 @@ func TestVMDK_ParentLikeQemu(t *testing.T) {
 	dir := workDir(t)
 	for name, p := range vmdkChains(t, dir) {
 		t.Run(strings.ReplaceAll(name, "/", "-"), func(t *testing.T) {
-			for _, a := range [][]string{{"-f", "vmdk", p}, {p}, {"--backing-chain", p}} {
-				if h, q := qimgAndQemu(t, append([]string{"info"}, a...)...); h != q {
-					t.Errorf("info %q differs:\nours:\n%s\nqemu-img:\n%s", a, h, q)
-				}
-				oj, qj := qimgAndQemu(t, append([]string{"info", "--output=json"}, a...)...)
-				var ours, qemu any // an object, or with --backing-chain a list
-				if err := errors.Join(json.Unmarshal([]byte(oj), &ours), json.Unmarshal([]byte(qj), &qemu)); err != nil || !reflect.DeepEqual(ours, qemu) {
-					t.Errorf("info --output=json %q differs:\nours:\n%s\nqemu-img:\n%s", a, oj, qj)
-				}
-			}
-			oj, qj := qimgAndQemu(t, "map", "--output=json", p)
-			if om, qm := decodeMap(t, oj), decodeMap(t, qj); !reflect.DeepEqual(om, qm) {
-				t.Errorf("map differs\nours: %s\nqemu: %s", oj, qj)
-			}
-			sameRun(t, "map", p)
+			infoMapLikeQemu(t, p, []string{"-f", "vmdk", p}, []string{p}, []string{"--backing-chain", p})
 			sameRun(t, "map", "--start-offset=1M", "--max-length=2M", p)
 			sameRun(t, "check", p)
 			convertLikeQemu(t, filepath.Dir(p), filepath.Base(name), p, "vmdk", true, true)
@@ -171,4 +157,25 @@ func setVMDKParentHint(t *testing.T, p, hint string) {
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// infoMapLikeQemu: qimg info (human and JSON) with each of the argument
+// lists, and map of p (human and JSON), print what qemu-img prints.
+func infoMapLikeQemu(t *testing.T, p string, infoArgs ...[]string) {
+	t.Helper()
+	for _, a := range infoArgs {
+		if h, q := qimgAndQemu(t, append([]string{"info"}, a...)...); h != q {
+			t.Errorf("info %q differs:\nours:\n%s\nqemu-img:\n%s", a, h, q)
+		}
+		oj, qj := qimgAndQemu(t, append([]string{"info", "--output=json"}, a...)...)
+		var ours, qemu any // an object, or with --backing-chain a list
+		if err := errors.Join(json.Unmarshal([]byte(oj), &ours), json.Unmarshal([]byte(qj), &qemu)); err != nil || !reflect.DeepEqual(ours, qemu) {
+			t.Errorf("info --output=json %q differs:\nours:\n%s\nqemu-img:\n%s", a, oj, qj)
+		}
+	}
+	oj, qj := qimgAndQemu(t, "map", "--output=json", p)
+	if om, qm := decodeMap(t, oj), decodeMap(t, qj); !reflect.DeepEqual(om, qm) {
+		t.Errorf("map differs\nours: %s\nqemu: %s", oj, qj)
+	}
+	sameRun(t, "map", p)
 }
