@@ -64,24 +64,30 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	if st.Allocated {
 		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: depth}, nil
 	}
-	b := im.Backing()
+	return below(im.Backing(), off, st.Len, depth)
+}
+
+// below is the extent of [off, off+n), unallocated in the layer at depth,
+// from b, the layer below it (nil: none).
+func below(b block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	if b == nil {
-		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
+		return nbd.Extent{Len: n, Hole: true, Zero: true}, nil
 	}
 	bs, err := b.Size()
 	if err != nil {
 		return nbd.Extent{}, err
 	}
-	if _, ok := b.(*qcow2.Image); !ok {
+	_, isImage := b.(*qcow2.Image)
+	if _, isLayer := b.(qcow2.Layer); !isImage && !isLayer {
 		bs = qcow2.RawLen(bs)
 	}
 	if off >= bs {
 		// Past the end of the backing file: reads as zeros, which the
 		// short layer provides (qemu's block status counts them as
 		// allocated there: its depth).
-		return nbd.Extent{Len: st.Len, Hole: true, Zero: true, Depth: depth + 1}, nil
+		return nbd.Extent{Len: n, Hole: true, Zero: true, Depth: depth + 1}, nil
 	}
-	return extent(b, off, min(st.Len, bs-off), depth+1)
+	return extent(b, off, min(n, bs-off), depth+1)
 }
 
 // layerExtent is extent for a backing layer of another format (a VMDK
@@ -103,16 +109,5 @@ func layerExtent(l qcow2.Layer, off, n int64, depth int) (nbd.Extent, error) {
 	if st.Allocated {
 		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: depth}, nil
 	}
-	b := l.LayerBacking()
-	if b == nil {
-		return nbd.Extent{Len: st.Len, Hole: true, Zero: true}, nil
-	}
-	bs, err := b.Size()
-	if err != nil {
-		return nbd.Extent{}, err
-	}
-	if off >= bs {
-		return nbd.Extent{Len: st.Len, Hole: true, Zero: true, Depth: depth + 1}, nil
-	}
-	return extent(b, off, min(st.Len, bs-off), depth+1)
+	return below(l.LayerBacking(), off, st.Len, depth)
 }
