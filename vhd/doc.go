@@ -1,7 +1,7 @@
-// Package vhd reads VHD images (QEMU's "vpc" format: fixed and dynamic
-// disks) as a read-only block.Device over the image file, the way QEMU
-// 7.2's block/vpc.c reads them. The on-disk codecs are in vhd/format;
-// this package does the I/O.
+// Package vhd reads and writes VHD images (QEMU's "vpc" format: fixed
+// and dynamic disks) as a block.Device over the image file, the way QEMU
+// 7.2's block/vpc.c does, and creates them as it does (Create). The
+// on-disk codecs are in vhd/format; this package does the I/O.
 //
 // A fixed disk is the file's first Size bytes (the footer follows them).
 // A dynamic disk maps each block of BlockSize guest bytes through its
@@ -9,14 +9,16 @@
 // the file after its sector bitmap. A differencing disk is refused
 // (format.ErrUnsupported).
 //
-// Invariants (cited as VD1..VD5; block's B1..B10 hold too):
+// Invariants (cited as VD1..VD10; block's B1..B10 hold too):
 //
-//	VD1  Read-only: Writev, WriteZeroes and Truncate fail with
-//	     block.ErrReadOnly and change nothing; Flush has nothing to do.
+//	VD1  Opened without Options.Writable, a Disk is read-only: Writev,
+//	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
+//	     nothing; Flush has nothing to do.
 //	VD2  Open reads the footer, the dynamic header and the BAT once;
-//	     after that the Disk's state never changes, so requests need no
-//	     lock (B1), and a read touches only the file's bytes the BAT
-//	     maps for it.
+//	     after that only a writable Disk's allocations change its state
+//	     (an entry goes from Unallocated to a block, once, VD7), so reads
+//	     need no lock (B1), and a read touches only the file's bytes the
+//	     BAT maps for it.
 //	VD3  Every offset read from the file was checked at Open to lie
 //	     within the file as QEMU measures it (its length rounded up to a
 //	     sector): the BAT, and each allocated block with its bitmap
@@ -32,4 +34,36 @@
 //	     data at its host offset, one block at a time (its bitmap
 //	     separates it from the next); a fixed disk is the file's own
 //	     data and holes at the same offsets (BDRV_BLOCK_RECURSE).
+//	VD6  Writable (Options.Writable), a fixed disk writes through to the
+//	     file at the same offsets; a dynamic disk with blocks of 4 KiB or
+//	     more writes into its blocks (others are refused at Open with
+//	     format.ErrUnsupported; so is, with format.ErrCorrupt, one whose
+//	     blocks overlap each other or its metadata). Writes past the virtual size fail with
+//	     ErrOutOfRange; Truncate fails with block.ErrNotSupported (QEMU's
+//	     vpc cannot resize). WriteZeroes leaves unallocated blocks as
+//	     they are (they read as zeros) and zeroes allocated ranges in the
+//	     file; Allocate is refused on a dynamic disk.
+//	VD7  A new block is given the space at free, which starts past every
+//	     block the table maps and past the file's end (but for a footer
+//	     there, which the block's bitmap overwrites): its unwritten bytes
+//	     read as zeros, whatever a crash left in the file. Its bitmap is
+//	     written (every sector present, as QEMU writes it) before its
+//	     entry is stored in memory, so a write into the block waits for
+//	     the bitmap and a Flush after the write covers it; a block that
+//	     was already allocated has its bitmap rewritten the same way
+//	     before the first write into it. The end footer is written at free
+//	     under the lock that hands out space, so no bitmap lands under it.
+//	VD8  The BAT on disk never maps a block the file does not reach: a
+//	     Flush writes the footer past every block given space, flushes,
+//	     and only then writes the entries of the blocks allocated since
+//	     the last Flush (those whose bitmaps were written before it
+//	     began) and flushes again. A crash before that leaves the blocks
+//	     leaked (unmapped space in the file), never a table that maps
+//	     past the file's end or onto bytes another block holds.
+//	VD9  Close flushes a writable Disk (as QEMU closes an image).
+//	VD10 Create lays a new image out as QEMU 7.2's vpc_co_create: the
+//	     size and geometry of format.NewPlan, a dynamic disk's footer copy
+//	     at 0, dynamic header at 512, an empty BAT at 1536 (2 MiB blocks)
+//	     and the footer after it; a fixed disk's Size bytes then its
+//	     footer. Only the timestamp and the UUID differ from QEMU's.
 package vhd

@@ -3,6 +3,7 @@ package vhd
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/vhd/format"
@@ -15,9 +16,13 @@ type Options struct {
 	Name string
 	// SizeCalc is QEMU's force_size_calc (format.SizeCalc).
 	SizeCalc format.SizeCalc
+	// Writable opens the image for writing (VD6); the file must be
+	// writable. Without it the Disk is read-only (VD1).
+	Writable bool
 }
 
-// Disk is an open VHD image: a read-only block.Device (VD1).
+// Disk is an open VHD image: a block.Device, read-only (VD1) unless
+// opened Writable (VD6).
 type Disk struct {
 	file   block.Device
 	footer format.Footer
@@ -25,10 +30,13 @@ type Disk struct {
 	fixed  bool  // reads pass through to the file
 	// dynamic is set when the image has a dynamic header (the footer
 	// copy at offset 0): its Layout and BAT are then loaded.
-	dynamic        bool
-	layout         format.Layout
-	bat            []uint32 // the entries covering the virtual size (VD3)
-	block.ReadOnly          // writes refused (VD1)
+	dynamic bool
+	layout  format.Layout
+	// bat holds the entries covering the virtual size (VD3); a writable
+	// Disk stores a new block's entry once its bitmap is written (VD7).
+	bat            []atomic.Uint32
+	w              *writer // nil unless Writable (write.go)
+	block.ReadOnly         // writes refused (VD1) unless w is set
 }
 
 var (
@@ -78,9 +86,15 @@ func Open(file block.Device, o Options) (*Disk, error) {
 		return nil, &format.Error{Msg: "differencing VHD images are not supported by qring (fixed and dynamic are)", Err: format.ErrUnsupported}
 	}
 	d := &Disk{file: file, footer: f, size: sectors * format.SectorSize, fixed: f.Type == format.TypeFixed, dynamic: dynamic,
-		ReadOnly: block.ReadOnly{Why: "vpc (qring reads VHD images only)"}}
+		ReadOnly: block.ReadOnly{Why: "vpc (opened read-only)"}}
+	var free int64
 	if dynamic {
-		if err := d.loadDynamic(fileLen); err != nil {
+		if free, err = d.loadDynamic(fileLen); err != nil {
+			return nil, err
+		}
+	}
+	if o.Writable {
+		if err := d.openWriter(n, free); err != nil {
 			return nil, err
 		}
 	}
@@ -88,40 +102,41 @@ func Open(file block.Device, o Options) (*Disk, error) {
 }
 
 // loadDynamic reads the dynamic header and the BAT, and checks that
-// every allocated block lies within the file (VD3).
-func (d *Disk) loadDynamic(fileLen int64) error {
+// every allocated block lies within the file (VD3). It returns where
+// the last block ends (QEMU's free_data_block_offset).
+func (d *Disk) loadDynamic(fileLen int64) (int64, error) {
 	buf := make([]byte, format.DynHeaderSize)
 	// A read QEMU's block layer cannot make fails as it fails there; one
 	// past the end of the file reads zeros (B2): no magic.
 	off := d.footer.DataOffset
 	if format.ReadFails(off, format.DynHeaderSize) || block.ReadAt(d.file, buf, int64(off)) != nil {
-		return &format.Error{Msg: "Error reading dynamic VHD header", Err: format.ErrCorrupt}
+		return 0, &format.Error{Msg: "Error reading dynamic VHD header", Err: format.ErrCorrupt}
 	}
 	h, err := format.ParseDynHeader(buf)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	l, err := format.CheckDynamic(h, d.size/format.SectorSize, fileLen)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	d.layout = l
 	// The whole table is read, a chunk at a time, for QEMU's
 	// free_data_block_offset; only the entries that map guest bytes
 	// are kept (VD3: Need <= Entries, and the table lies in the file).
-	d.bat = make([]uint32, l.Need)
+	d.bat = make([]atomic.Uint32, l.Need)
 	free := l.TableEnd
 	chunk := make([]byte, min(batChunk, l.Entries*4))
 	for i := int64(0); i < l.Entries; {
 		k := min(int64(len(chunk))/4, l.Entries-i)
 		b := chunk[:4*k]
 		if err := block.ReadAt(d.file, b, l.TableOffset+4*i); err != nil {
-			return &format.Error{Msg: "Error reading pagetable", Err: format.ErrCorrupt}
+			return 0, &format.Error{Msg: "Error reading pagetable", Err: format.ErrCorrupt}
 		}
 		for j := range int(k) {
 			e := format.BATEntry(b, j)
 			if i+int64(j) < l.Need {
-				d.bat[i+int64(j)] = e
+				d.bat[i+int64(j)].Store(e)
 			}
 			if e != format.Unallocated {
 				free = max(free, l.BlockEnd(e))
@@ -130,9 +145,9 @@ func (d *Disk) loadDynamic(fileLen int64) error {
 		i += k
 	}
 	if free > fileLen {
-		return format.ErrTruncated()
+		return 0, format.ErrTruncated()
 	}
-	return nil
+	return free, nil
 }
 
 // Footer is the image's footer.
@@ -172,14 +187,18 @@ func (d *Disk) hostOff(off, n int64) (int64, int64) {
 	}
 	bi, in := off/d.layout.BlockSize, off%d.layout.BlockSize
 	n = min(n, d.layout.BlockSize-in)
-	if bi >= int64(len(d.bat)) || d.bat[bi] == format.Unallocated {
+	if bi >= int64(len(d.bat)) {
 		return -1, n
 	}
-	return d.layout.DataOffset(d.bat[bi], in), n
+	e := d.bat[bi].Load()
+	if e == format.Unallocated {
+		return -1, n
+	}
+	return d.layout.DataOffset(e, in), n
 }
 
-// Readv implements block.Device (VD4). The Disk's state is fixed since
-// Open, so reads take no lock (VD2).
+// Readv implements block.Device (VD4). Reads take no lock: a block's
+// entry, once set, never changes (VD2, VD7).
 func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	if d.Closed() {
 		return block.ErrClosed
@@ -188,23 +207,10 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	if err := block.CheckRange(off, total); err != nil {
 		return err
 	}
-	var sub [][]byte
-	bi, bo := 0, 0 // position in bufs
+	var c cursor
 	for done := int64(0); done < total; {
 		host, n := d.hostOff(off+done, total-done)
-		sub = sub[:0]
-		for rem := n; rem > 0; {
-			b := bufs[bi][bo:]
-			if int64(len(b)) > rem {
-				b = b[:rem]
-			}
-			sub = append(sub, b)
-			rem -= int64(len(b))
-			bo += len(b)
-			if bo == len(bufs[bi]) {
-				bi, bo = bi+1, 0
-			}
-		}
+		sub := c.next(bufs, n)
 		if host < 0 {
 			for _, b := range sub {
 				clear(b)
@@ -225,16 +231,28 @@ func (d *Disk) Size() (int64, error) {
 	return d.size, nil
 }
 
-// Caps implements block.Device: no zeroing flags (VD1).
+// Caps implements block.Device: no zeroing flags (VD1); a writable
+// fixed disk's are the file's, a dynamic one's MayUnmap only (VD6).
 func (d *Disk) Caps() block.Caps {
 	c := d.file.Caps()
-	return block.Caps{Align: 1, MemAlign: 1, Media: c.Media, Fixed: true}
+	out := block.Caps{Align: 1, MemAlign: 1, Media: c.Media, Fixed: true}
+	switch {
+	case d.w != nil && d.fixed:
+		out.ZeroFlags = c.ZeroFlags &^ (block.Serialising | block.NoWait)
+	case d.w != nil:
+		out.ZeroFlags = block.MayUnmap
+	}
+	return out
 }
 
 // Close implements block.Device: it closes the file.
 func (d *Disk) Close() error {
+	if d.Closed() {
+		return block.ErrClosed
+	}
+	err := d.closeWriter()
 	if d.MarkClosed() {
 		return block.ErrClosed
 	}
-	return d.file.Close()
+	return errors.Join(err, d.file.Close())
 }

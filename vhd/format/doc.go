@@ -2,8 +2,10 @@
 // "vpc" driver, block/vpc.c; Microsoft's "Virtual Hard Disk Image Format
 // Specification", October 2006): the 512-byte footer, the dynamic disk
 // header, block allocation table (BAT) entries and per-block sector
-// bitmaps, and the virtual size QEMU 7.2 gives an image. It does no I/O:
-// the device in package vhd reads the bytes and hands them here.
+// bitmaps, and the virtual size QEMU 7.2 gives an image; and, for new
+// images (create.go), the size, geometry, footer and dynamic header QEMU
+// 7.2's vpc_co_create writes. It does no I/O: the device in package vhd
+// reads and writes the bytes and hands them here.
 //
 // All fields are big-endian, decoded at explicit offsets.
 //

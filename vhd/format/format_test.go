@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 )
 
 // footer builds a checksummed footer as qemu-img create -f vpc writes it
@@ -196,4 +197,41 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("layout %+v for file of %d, %d sectors", l, fileLen, sectors)
 		}
 	})
+}
+
+// TestNewPlan_Encode: a new image's plan is QEMU's (100M rounds up to
+// 1004 x 12 x 17 sectors; force_size keeps the size under the largest
+// geometry), and what Encode writes, Parse reads back.
+func TestNewPlan_Encode(t *testing.T) {
+	p, err := NewPlan(100<<20, false)
+	if err != nil || p.Size != 104865792 || p.Geometry != (Geometry{1004, 12, 17}) {
+		t.Fatalf("NewPlan(100M) = %+v, %v", p, err)
+	}
+	p, err = NewPlan(100<<20+1, true)
+	if err != nil || p.Size != 100<<20+512 || p.Geometry.Sectors() != MaxGeometry {
+		t.Fatalf("NewPlan(100M+1, force) = %+v, %v", p, err)
+	}
+	if _, err := NewPlan(2041<<30, false); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("NewPlan(2041G): %v", err)
+	}
+	f := NewFooter(p, true, true, time.Unix(timestampBase+5, 0), [16]byte{1, 2})
+	got, err := ParseFooter(f.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Checksum = got.Checksum
+	if got != f || got.Timestamp != 5 || got.CreatorApp != [4]byte{'q', 'e', 'm', '2'} {
+		t.Fatalf("footer round trip: %+v, want %+v", got, f)
+	}
+	if n, _ := got.Sectors(SizeAuto); n*SectorSize != p.Size {
+		t.Fatalf("a forced size reads back as %d sectors", n)
+	}
+	h := NewDynHeader(p.Size)
+	hb, err := ParseDynHeader(h.Encode())
+	if err != nil || hb.MaxTableEntries != 51 || hb.TableOffset != NewTableOffset || hb.BlockSize != NewBlockSize {
+		t.Fatalf("dynamic header round trip: %+v, %v", hb, err)
+	}
+	if Checksum(h.Encode(), 36) != hb.Checksum {
+		t.Fatal("dynamic header checksum")
+	}
 }
