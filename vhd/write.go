@@ -15,6 +15,15 @@ import (
 // ErrOutOfRange is a write past the virtual size (QEMU refuses it too).
 var ErrOutOfRange = fmt.Errorf("vhd: write past the end of the disk: %w", block.ErrRange)
 
+// ErrNoResize is Truncate's refusal, in QEMU's words; it matches
+// block.ErrNotSupported.
+var ErrNoResize error = noResize{}
+
+type noResize struct{}
+
+func (noResize) Error() string { return "Image format driver does not support resize" }
+func (noResize) Unwrap() error { return block.ErrNotSupported }
+
 // writer is what a writable Disk keeps besides the read-only state
 // (VD6-VD9). A fixed disk needs none of it but the flag.
 type writer struct {
@@ -266,7 +275,7 @@ func (d *Disk) Truncate(size int64) error {
 	if d.Closed() {
 		return block.ErrClosed
 	}
-	return fmt.Errorf("Image format driver does not support resize: %w", block.ErrNotSupported)
+	return ErrNoResize
 }
 
 // Flush implements block.Device (B6, VD8): the blocks allocated since
