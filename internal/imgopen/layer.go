@@ -25,7 +25,7 @@ func openLayer(path, format string, o qcow2.Options) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFormatFile(f, path, format, o); err != nil {
+	if err := lockFormatFile(f, path, format, true, o); err != nil {
 		f.Close()
 		return nil, err
 	}

@@ -20,7 +20,7 @@ type Opened struct {
 	// backend's name and counters: set by Open (nil when Spec.WrapFile
 	// stands in front of it), nil for a driver stack.
 	File *uring.File
-	// VHD is Dev as a VHD image (QEMU's "vpc" format, read-only) when
+	// VHD is Dev as a VHD image (QEMU's "vpc" format) when
 	// the image is one, else nil.
 	VHD *vhd.Disk
 	// VMDK is Dev as a VMDK image (read-only) when the image is one,

@@ -7,12 +7,14 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2"
 )
 
 // TestOpen_VPC: a VHD image opens read-only as "vpc", with -f vpc and
 // probed (the "conectix" cookie at offset 0 of a dynamic disk); a fixed
-// disk has no cookie there and probes as raw, as in QEMU. Opening one
-// for writing is refused before anything is opened (vhd's VD1).
+// disk has no cookie there and probes as raw, as in QEMU. Opened
+// read-only it refuses writes (vhd's VD1); opened for writing it takes
+// them (VD6), and force-share is refused there as for qcow2.
 func TestOpen_VPC(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := t.TempDir()
@@ -42,7 +44,17 @@ func TestOpen_VPC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := Open(Spec{Path: dyn, AIO: "threads"}); !errors.Is(err, ErrVPCReadOnly) {
-		t.Errorf("read-write open: %v", err)
+	o, err := Open(Spec{Path: dyn, AIO: "threads"})
+	if err != nil {
+		t.Fatalf("read-write open: %v", err)
+	}
+	if err := o.Dev.Writev(0, [][]byte{{1}}); err != nil {
+		t.Errorf("write: %v", err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Spec{Path: dyn, AIO: "threads", Opts: qcow2.Options{ForceShare: true}}); !errors.Is(err, qcow2.ErrForceShareWritable) {
+		t.Errorf("read-write open with force-share: %v", err)
 	}
 }

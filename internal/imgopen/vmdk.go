@@ -30,7 +30,7 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFormatFile(f, s.Path, "vmdk", s.Opts); err != nil {
+	if err := lockFormatFile(f, s.Path, "vmdk", true, s.Opts); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -66,7 +66,7 @@ func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options,
 			if err != nil {
 				return nil, extentOpenError(p, err)
 			}
-			if err := lockFormatFile(d, p, "vmdk", o); err != nil {
+			if err := lockFormatFile(d, p, "vmdk", true, o); err != nil {
 				d.Close()
 				return nil, err
 			}
@@ -99,7 +99,7 @@ func openVMDKParent(path string, op qcow2.Opener, o qcow2.Options, above []os.Fi
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFormatFile(f, path, "vmdk", o); err != nil {
+	if err := lockFormatFile(f, path, "vmdk", true, o); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -127,16 +127,20 @@ func extentOpenError(path string, err error) error {
 	return err
 }
 
-// lockFormatFile takes on a file of a read-only VHD or VMDK image (its
-// own file, an extent file, a parent's) the locks QEMU 7.2's read-only
-// format nodes take on theirs, as /proc/locks shows them beside qemu-io
-// -r: read held, write and resize not shared; with force-share (-U) all
-// shared; none with NoLock, or on a device that cannot lock.
-func lockFormatFile(d block.Device, path, format string, o qcow2.Options) error {
+// lockFormatFile takes on a file of a VHD or VMDK image (its own file,
+// an extent file, a parent's) the locks QEMU 7.2's format nodes take on
+// theirs, as /proc/locks shows them beside qemu-io: read-only, read held,
+// write and resize not shared; writable (VHD only), write and resize
+// held too; with force-share (-U, read-only only) all shared; none with
+// NoLock, or on a device that cannot lock.
+func lockFormatFile(d block.Device, path, format string, readOnly bool, o qcow2.Options) error {
+	if o.ForceShare && !readOnly {
+		return qcow2.ErrForceShareWritable
+	}
 	l, ok := d.(block.Locker)
 	if o.NoLock || !ok {
 		return nil
 	}
-	perm, shared := qcow2.LockPerms(format, true, o.ForceShare, false)
+	perm, shared := qcow2.LockPerms(format, readOnly, o.ForceShare, false)
 	return qcow2.LockAs(l, path, perm, shared)
 }
