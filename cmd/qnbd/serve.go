@@ -139,7 +139,7 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		}
 	}()
 	dev := img.Dev
-	if img.Image == nil && !cfg.spec && cfg.open.Format == "" && !cfg.open.ReadOnly {
+	if img.Format() == "raw" && !cfg.spec && cfg.open.Format == "" && !cfg.open.ReadOnly {
 		// A raw image found by probing: as qemu-nbd, warn, and refuse
 		// writes that would make it probe as another format.
 		fmt.Fprintf(stderr, probedWarning, cfg.path)
