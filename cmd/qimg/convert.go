@@ -318,7 +318,7 @@ func runConvert(e *env, args []string) int {
 	// Several inputs are written one after another (convertSrc).
 	ins, out := o.args[:len(o.args)-1], o.args[len(o.args)-1]
 	ofmt := o.get("O", "raw")
-	if ofmt != "raw" && ofmt != "qcow2" && !tgtOpts {
+	if ofmt != "raw" && ofmt != "qcow2" && ofmt != "vpc" && !tgtOpts {
 		return e.errorf(1, "%v", outFormatError(ofmt))
 	}
 	// qemu-img reads -T, then -t (which it reads only after creating the
@@ -443,6 +443,12 @@ func runConvert(e *env, args []string) int {
 					return e.errorf(1, "%v", err)
 				}
 			}
+			if ofmt == "vpc" && k != "size" {
+				if err := req.setVPCOption(k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+				continue
+			}
 			if k == "size" {
 				// Checked, then set from the inputs (as qemu-img).
 				if _, err := checkOptionType(qcow2CreateOptions, k, v); err != nil {
@@ -483,8 +489,8 @@ func runConvert(e *env, args []string) int {
 		}
 		return 0
 	}
-	if hasBacking && !skipCreate && ofmt == "raw" {
-		return e.errorf(1, "Backing file not supported for file format 'raw'")
+	if hasBacking && !skipCreate && (ofmt == "raw" || ofmt == "vpc") {
+		return e.errorf(1, "Backing file not supported for file format '%s'", ofmt)
 	}
 	if hasBacking && len(parts) > 1 {
 		return e.errorf(1, "Having a backing file for the target makes no sense when concatenating multiple input images")

@@ -24,6 +24,14 @@ type createRequest struct {
 	given   map[string]bool // options set explicitly (qemu prints some only then)
 	sizeSet bool
 	unsafe  bool // -u: the backing file is not opened when size and format are given
+	vpc     vpcCreate
+}
+
+// vpcCreate are a VHD image's create options (-f vpc).
+type vpcCreate struct {
+	subformat string // as given: "" (dynamic), "dynamic" or "fixed"
+	forceSize string // as given ("" when not); forced when on
+	forced    bool
 }
 
 func runCreate(e *env, args []string) int {
@@ -93,7 +101,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 // parseCreate reads create's format and options into req (errors in
 // qemu-img's words, which it prints after the file name).
 func parseCreate(o *opts, req *createRequest) error {
-	if req.format != "qcow2" && req.format != "raw" {
+	if req.format != "qcow2" && req.format != "raw" && req.format != "vpc" {
 		return outFormatError(req.format)
 	}
 	if err := req.resolveFile(); err != nil {
@@ -105,6 +113,12 @@ func parseCreate(o *opts, req *createRequest) error {
 			return err
 		}
 		for _, p := range kv {
+			if req.format == "vpc" {
+				if err := req.setVPCOption(p[0], p[1]); err != nil {
+					return err
+				}
+				continue
+			}
 			if req.format == "raw" {
 				if _, err := checkOptionType(rawCreateOptions, p[0], p[1]); err != nil {
 					return err
@@ -151,8 +165,8 @@ func parseCreate(o *opts, req *createRequest) error {
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return err
 	}
-	if req.format == "raw" && req.opts.BackingFile != "" {
-		return fmt.Errorf("Backing file not supported for file format 'raw'")
+	if (req.format == "raw" || req.format == "vpc") && req.opts.BackingFile != "" {
+		return fmt.Errorf("Backing file not supported for file format '%s'", req.format)
 	}
 	if !req.sizeSet && req.opts.BackingFile == "" {
 		return fmt.Errorf("Image creation needs a size parameter")
@@ -220,10 +234,20 @@ func formattingLine(req *createRequest) string {
 	o := req.opts
 	var b strings.Builder
 	fmt.Fprintf(&b, "Formatting '%s', fmt=%s ", req.path, req.format)
-	if req.format == "raw" {
+	switch req.format {
+	case "raw":
 		fmt.Fprintf(&b, "size=%d", o.Size)
 		if req.given["preallocation"] {
 			fmt.Fprintf(&b, " preallocation=%s", o.Preallocation)
+		}
+		return b.String()
+	case "vpc":
+		fmt.Fprintf(&b, "size=%d", o.Size)
+		if req.given["subformat"] {
+			fmt.Fprintf(&b, " subformat=%s", req.vpc.subformat)
+		}
+		if req.given["force_size"] {
+			fmt.Fprintf(&b, " force_size=%s", req.vpc.forceSize)
 		}
 		return b.String()
 	}
@@ -302,8 +326,11 @@ func doCreate(req *createRequest) error {
 	if req.late != nil {
 		return req.late
 	}
-	if req.format == "raw" {
+	switch req.format {
+	case "raw":
 		return createRaw(req.file, req.opts.Size, req.opts.Preallocation)
+	case "vpc":
+		return createVPC(req.file, req.opts.Size, req.vpc)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 // TestErrors_FormatsLikeQemu: a format name qemu-img does not know is
 // refused with qemu-img's words and exit code wherever it names one (the
 // image to write, a measure target, dd's output, -o help, a backing
-// format); a format qemu-img knows and qimg does not (vmdk, vpc) is
+// format); a format qemu-img knows and qimg does not write (vmdk) is
 // refused with exit 1, nothing created, in the words qemu-img refuses a
 // format driver it cannot create images with. qimg said "unknown file
 // format 'F' (qcow2, raw)" with a usage line (create -o help, convert
@@ -48,14 +48,14 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		}
 	}
 	for c, want := range map[string]string{
-		"create -f vmdk $N 1M":            "$N: Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"create -f vpc -o help":           "Format driver 'vpc' is not supported by qimg (qcow2, raw)",
-		"convert -O vmdk $A $N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
-		"dd -O vmdk if=$A of=$N":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw)",
+		"create -f vmdk $N 1M":            "$N: Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
+		"create -f vmdk -o help":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
+		"convert -O vmdk $A $N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
+		"dd -O vmdk if=$A of=$N":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
 		"measure -O vdi --size 1M":        "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw); Could not open backing image.",
-		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"convert -f vdi -O qcow2 $A $N":   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw)",
+		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk); Could not open backing image.",
+		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"convert -f vdi -O qcow2 $A $N":   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
 		"amend -f vmdk -o size=2M $A":     "Format driver 'vmdk' does not support option amendment",
 	} {
 		os.Remove(n)

@@ -81,7 +81,7 @@ func (e *env) answerOptionsHelp(o *opts, f string) (code int, done bool) {
 	if !slices.ContainsFunc(o.vals["o"], isHelpOption) {
 		return 0, false
 	}
-	if f != "qcow2" && f != "raw" {
+	if f != "qcow2" && f != "raw" && f != "vpc" {
 		return e.errorf(1, "%v", outFormatError(f)), true
 	}
 	createOptionsHelp(e.stdout, f)
@@ -113,6 +113,12 @@ var qcow2CreateOptions = []createOption{
 	{"size", "size", "Virtual disk size"},
 }
 
+var vpcCreateOptions = []createOption{
+	{"force_size", "bool (on/off)", "Force disk size calculation to use the actual size specified, rather than using the nearest CHS-based calculation"},
+	{"size", "size", "Virtual disk size"},
+	{"subformat", "str", "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} "},
+}
+
 var rawCreateOptions = []createOption{
 	{"preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"},
 	{"size", "size", "Virtual disk size"},
@@ -122,8 +128,11 @@ var rawCreateOptions = []createOption{
 // meaning, in qemu-img's layout.
 func createOptionsHelp(w io.Writer, format string) {
 	opts := qcow2CreateOptions
-	if format == "raw" {
+	switch format {
+	case "raw":
 		opts = rawCreateOptions
+	case "vpc":
+		opts = vpcCreateOptions
 	}
 	fmt.Fprintf(w, "Supported %s options:\n", format)
 	for _, o := range opts {

@@ -164,7 +164,8 @@ func TestCreate_MetadataPreallocSmall(t *testing.T) {
 // descriptor, its extent files, its parent chain) and of a VHD image as
 // qemu-img locks them when it reads one: it reads none that a QEMU
 // writer holds (unless -U), and while it reads, QEMU writes none of them
-// but may read them all.
+// but may read them all. While it writes a VHD image, QEMU reads it only
+// with -U.
 func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 	d := qemuDir(t)
 	base, top, vhd := filepath.Join(d, "base.vmdk"), filepath.Join(d, "top.vmdk"), filepath.Join(d, "d.vhd")
@@ -219,4 +220,22 @@ func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 		}
 		testkit.MustRun(t, "qemu-io", "-f", f, "-r", "-c", "read 0 512", p)
 	}
+	hold.let()
+	<-done
+
+	// qimg writing the VHD image: as beside a QEMU writer, QEMU neither
+	// writes nor reads it but with -U.
+	whold := &heldWriter{release: make(chan struct{})}
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		var e bytes.Buffer
+		run([]string{"io", "-f", "vpc", "-c", "write 0 4k", vhd}, whold, &e)
+	}()
+	defer func() { whold.let(); <-wdone }()
+	waitLockByte(t, vhd, 101) // write held
+	if o, e, code := testkit.Run(t, "qemu-io", "-f", "vpc", "-r", "-c", "read 0 512", vhd); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+		t.Errorf("qemu-io read %s beside qimg writing it: exit %d\n%s%s", vhd, code, o, e)
+	}
+	testkit.MustRun(t, "qemu-io", "-f", "vpc", "-U", "-r", "-c", "read 0 512", vhd)
 }

@@ -31,8 +31,11 @@ type measureTarget struct {
 
 func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
 	t := &measureTarget{format: format}
+	if format == "vpc" {
+		return nil, fmt.Errorf("Block driver 'vpc' does not support size measurement")
+	}
 	if format != "raw" && format != "qcow2" {
-		return nil, outFormatError(format)
+		return nil, outFormatErrorOf(format, "qcow2, raw")
 	}
 	var co qcow2.CreateOptions
 	for _, s := range optStrs {

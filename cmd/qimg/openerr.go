@@ -43,19 +43,23 @@ var qemuFormats = []string{"blkdebug", "blklogwrites", "blkverify", "bochs", "cl
 // formatError is -f FORMAT naming another format than qcow2 and raw.
 func formatError(format string) error {
 	if slices.Contains(qemuFormats, format) {
-		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw)", format)
+		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw, vpc, vmdk)", format)
 	}
 	return fmt.Errorf("Unknown driver '%s'", format)
 }
 
 // outFormatError is an image format to write (create -f, convert and dd
-// -O, measure -O) other than qcow2 and raw, in qemu-img's words: a name
-// it does not know is an "Unknown file format"; one it knows (vmdk,
-// vpc...) is refused as qemu-img refuses a format driver it cannot
-// create images with.
-func outFormatError(format string) error {
+// -O) other than qcow2, raw and vpc, in qemu-img's words: a name it does
+// not know is an "Unknown file format"; one it knows (vmdk, vdi...) is
+// refused as qemu-img refuses a format driver it cannot create images
+// with.
+func outFormatError(format string) error { return outFormatErrorOf(format, "qcow2, raw, vpc") }
+
+// outFormatErrorOf is outFormatError for a command that writes the
+// formats listed in supported.
+func outFormatErrorOf(format, supported string) error {
 	if slices.Contains(qemuFormats, format) {
-		return fmt.Errorf("Format driver '%s' is not supported by qimg (qcow2, raw)", format)
+		return fmt.Errorf("Format driver '%s' is not supported by qimg (%s)", format, supported)
 	}
 	return fmt.Errorf("Unknown file format '%s'", format)
 }

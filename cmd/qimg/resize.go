@@ -119,6 +119,9 @@ func doResize(r *resizeRequest) error {
 		err = errors.New("Preallocation can only be used for growing images")
 	case size < cur && !r.shrink:
 		err = errNeedShrink
+	case img.VHD != nil || img.VMDK != nil:
+		// Their drivers cannot resize (QEMU's vpc and vmdk neither).
+		err = errors.New("Image format driver does not support resize")
 	case img.Image == nil && r.prealloc == "metadata":
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:

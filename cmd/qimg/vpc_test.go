@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -177,24 +179,148 @@ func TestVPC_HostileLikeQemu(t *testing.T) {
 	}
 }
 
-// TestVPC_WritesRefused: a VHD image is read-only in qimg; qemu-img
-// convert -O vpc stays refused as a format qimg does not write.
-func TestVPC_WritesRefused(t *testing.T) {
+// vpcMap is qemu-img map's JSON of a VHD image without host offsets
+// (they follow the order blocks were written in).
+func vpcMap(t *testing.T, p string) string {
+	t.Helper()
+	return regexp.MustCompile(`, "offset": \d+`).ReplaceAllString(testkit.MustRun(t, "qemu-img", "map", "-f", "vpc", "--output=json", p), "")
+}
+
+// sameVPC checks that qemu-img reads the VHD images ours and theirs
+// alike, and maps them alike (but for host offsets).
+func sameVPC(t *testing.T, what, ours, theirs string) {
+	t.Helper()
+	if o, e, code := testkit.Run(t, "qemu-img", "compare", "-f", "vpc", "-F", "vpc", ours, theirs); code != 0 {
+		t.Errorf("%s: qemu-img compare: exit %d\n%s%s", what, code, o, e)
+	}
+	if a, b := vpcMap(t, ours), vpcMap(t, theirs); a != b {
+		t.Errorf("%s: qemu-img map:\nours:\n%s\nqemu-img's:\n%s", what, a, b)
+	}
+}
+
+// TestVPC_CreateLikeQemu: qimg create -f vpc prints qemu-img's lines and
+// errors for the vpc options (sizes rounded to a geometry, subformats,
+// force_size, refused values and sizes), and the images it makes are
+// qemu-img's (vhd's VD10, checked byte for byte there).
+func TestVPC_CreateLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
-	p := filepath.Join(dir, "a.vhd")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", p, "1M")
-	before, _ := os.ReadFile(p)
-	if _, e, code := runQ(t, "io", "-f", "vpc", "-c", "write 0 512", p); code == 0 || !strings.Contains(e, "read-only") {
-		t.Errorf("io write: exit %d, %s", code, e)
+	for i, args := range [][]string{
+		{"-o", "force_size=on,subformat=fixed", "1M"}, {"-o", "force_size=yes", "1M"}, {"-o", "force_size=bad", "1M"},
+		{"-o", "cluster_size=64k", "1M"}, {"-b", "base.qcow2", "-F", "qcow2", "1M"}, {}, {"-o", "subformat=dynamic", "1M"},
+		{"-o", "size=2M"}, {"1.5k"}, {"-o", "subformat=bad", "1M"}, {"3T"}, {"-q", "100M"}, {"-o", "subformat=fixed", "3M"},
+	} {
+		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vhd", i)), filepath.Join(dir, fmt.Sprintf("o%d.vhd", i))
+		withPath := func(p string) []string {
+			a := append([]string{"create", "-f", "vpc"}, args...)
+			k := len(a)
+			if k > 3 && !strings.HasPrefix(a[k-1], "-") && !strings.Contains(a[k-1], "=") && a[k-2] != "-o" && a[k-2] != "-F" {
+				k-- // the size comes after the file name
+			}
+			return append(append(append([]string(nil), a[:k]...), p), a[k:]...)
+		}
+		qo, qe, qcode := testkit.Run(t, "qemu-img", withPath(q)...)
+		oo, oe, ocode := runQ(t, withPath(o)...)
+		norm := func(s, p string) string {
+			s = strings.ReplaceAll(s, p, "IMG")
+			s = strings.ReplaceAll(s, "qimg: create: ", "")
+			return strings.ReplaceAll(s, "qemu-img: ", "")
+		}
+		if norm(oo, o) != norm(qo, q) || norm(oe, o) != norm(qe, q) || ocode != qcode {
+			t.Errorf("create %q: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", args, ocode, oo, oe, qcode, qo, qe)
+		}
+		if qcode == 0 {
+			sameVPC(t, fmt.Sprint(args), o, q)
+			infoMapLikeQemu(t, o, []string{"-f", "vpc", o})
+		}
 	}
-	if _, e, code := runQ(t, "convert", "-O", "vpc", p, filepath.Join(dir, "b.vhd")); code == 0 ||
-		!strings.Contains(e, "Format driver 'vpc' is not supported by qimg") {
-		t.Errorf("convert -O vpc: exit %d, %s", code, e)
+}
+
+// TestVPC_WritesLikeQemu: a VHD image is writable in qimg as in
+// qemu-img: qimg io's writes leave the bytes qemu-io's leave (and the
+// blocks, but for zeros written into unallocated ones, which qemu-io
+// allocates and qimg does not); convert and dd -O vpc write the images
+// qemu-img writes (dynamic, fixed, force_size), commit writes into a
+// VHD base as qemu-img does; resize, -c and backing files are refused
+// in its words, leaving the image as it was.
+func TestVPC_WritesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	src := filepath.Join(dir, "s.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "100M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 5M 3M", "-c", "write -z 20M 4M",
+		"-c", "write -P 3 99M 1M", src)
+	for _, o := range [][]string{nil, {"-o", "subformat=fixed"}, {"-o", "force_size=on"}} {
+		ours, theirs := filepath.Join(dir, "o.vhd"), filepath.Join(dir, "q.vhd")
+		os.Remove(ours)
+		os.Remove(theirs)
+		mustQ(t, append(append([]string{"convert", "-O", "vpc"}, o...), src, ours)...)
+		testkit.MustRun(t, "qemu-img", append(append([]string{"convert", "-O", "vpc"}, o...), src, theirs)...)
+		sameVPC(t, fmt.Sprintf("convert %q", o), ours, theirs)
+		infoMapLikeQemu(t, ours, []string{"-f", "vpc", ours})
+		if o == nil {
+			// dd -O vpc: qemu-img dd's image (every block written).
+			dd, qdd := filepath.Join(dir, "dd.vhd"), filepath.Join(dir, "qdd.vhd")
+			mustQ(t, "dd", "-O", "vpc", "bs=1M", "if="+src, "of="+dd)
+			testkit.MustRun(t, "qemu-img", "dd", "-O", "vpc", "bs=1M", "if="+src, "of="+qdd)
+			sameVPC(t, "dd", dd, qdd)
+		}
 	}
-	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
-		t.Error("the image changed")
+	// io: the same commands through qimg io and qemu-io.
+	ours, theirs := filepath.Join(dir, "io-o.vhd"), filepath.Join(dir, "io-q.vhd")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", theirs, "20M")
+	cp(t, theirs, ours)
+	cmds := []string{"-c", "write -P 0x11 4k 4k", "-c", "writev -P 0x22 2M 4k 8k", "-c", "write -P 0x33 3145216 1k",
+		"-c", "write -z 5k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
+	oo, oe, code := runQ(t, append(append([]string{"io", "-f", "vpc"}, cmds...), ours)...)
+	qo := testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vpc"}, cmds...), theirs)...)
+	if code != 0 || timing.ReplaceAllString(oo, "$1, $2 ops") != timing.ReplaceAllString(qo, "$1, $2 ops") {
+		t.Errorf("io: exit %d\n%s%s\nqemu-io:\n%s", code, oo, oe, qo)
 	}
+	sameVPC(t, "io", ours, theirs)
+	// Refusals, as qemu-img's, the image unchanged.
+	before, _ := os.ReadFile(ours)
+	for _, args := range [][]string{
+		{"resize", "-f", "vpc", ours, "40M"},
+		{"convert", "-O", "vpc", "-B", src, src, filepath.Join(dir, "b.vhd")},
+		{"convert", "-c", "-O", "vpc", src, filepath.Join(dir, "c.vhd")},
+		{"measure", "-O", "vpc", "--size", "1M"},
+		{"io", "-f", "vpc", "-c", "truncate 40M", ours},
+	} {
+		qargs := append([]string(nil), args...)
+		tool := "qemu-img"
+		if args[0] == "io" {
+			tool, qargs = "qemu-io", qargs[1:]
+		}
+		for i, a := range qargs {
+			if a == ours {
+				qargs[i] = theirs
+			}
+		}
+		qo, qe, qcode := testkit.Run(t, tool, qargs...)
+		oo, e, code := runQ(t, args...)
+		want := strings.TrimPrefix(strings.TrimSpace(qe+qo), tool+": ")
+		if code != qcode || want == "" || !strings.Contains(e+oo, want) {
+			t.Errorf("%q: exit %d, %q; %s: exit %d, %q", args, code, e+oo, tool, qcode, want)
+		}
+	}
+	if after, _ := os.ReadFile(ours); !bytes.Equal(before, after) {
+		t.Error("a refused command changed the image")
+	}
+	// commit into a VHD base.
+	for _, who := range []string{"o", "q"} {
+		base, top := filepath.Join(dir, "cb-"+who+".vhd"), filepath.Join(dir, "ct-"+who+".qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", base, "10M")
+		testkit.MustRun(t, "qemu-io", "-f", "vpc", "-c", "write -P 1 0 1M", base)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "vpc", top)
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 2 512k 1M", "-c", "write -P 3 6M 64k", top)
+		if who == "o" {
+			mustQ(t, "commit", top)
+		} else {
+			testkit.MustRun(t, "qemu-img", "commit", top)
+		}
+	}
+	sameVPC(t, "commit", filepath.Join(dir, "cb-o.vhd"), filepath.Join(dir, "cb-q.vhd"))
 }
 
 // convertLikeQemu: qimg convert -f format -O raw writes the bytes
