@@ -38,7 +38,8 @@
 //	     file at the same offsets; a dynamic disk with blocks of 4 KiB or
 //	     more writes into its blocks (others are refused at Open with
 //	     format.ErrUnsupported; so is, with format.ErrCorrupt, one whose
-//	     blocks overlap each other or its metadata). Writes past the virtual size fail with
+//	     blocks overlap each other or its metadata, and a fixed disk
+//	     whose footer lies inside its bytes). Writes past the virtual size fail with
 //	     ErrOutOfRange; Truncate fails with block.ErrNotSupported (QEMU's
 //	     vpc cannot resize). WriteZeroes leaves unallocated blocks as
 //	     they are (they read as zeros) and zeroes allocated ranges in the

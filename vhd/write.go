@@ -66,6 +66,12 @@ func (d *Disk) openWriter(rawLen, free int64) error {
 	d.w = w
 	d.ReadOnly.Why = ""
 	if d.fixed {
+		// The footer must lie past the disk's bytes, or a write would
+		// overwrite it (a truncated file, a footer that lies about the
+		// size).
+		if end := (rawLen+format.SectorSize-1)&^(format.SectorSize-1) - format.FooterSize; end < d.size {
+			return &format.Error{Msg: fmt.Sprintf("vhd: the footer at %d lies inside the disk's %d bytes: the image can only be opened read-only", end, d.size), Err: format.ErrCorrupt}
+		}
 		return nil
 	}
 	if !d.dynamic || d.layout.BitmapSize == 0 {

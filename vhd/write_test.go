@@ -387,3 +387,25 @@ func TestWrite_OverlapRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestWrite_FixedFooterInside: a fixed disk whose footer lies inside the
+// disk's bytes (a truncated file) opens read-only but not writable: a
+// write would overwrite the footer.
+func TestWrite_FixedFooterInside(t *testing.T) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{Size: 1 << 20, Fixed: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := m.Bytes()
+	foot := b[len(b)-512:]
+	cut := append(bytes.Clone(b[:len(b)-4096]), foot...) // 3.5 KiB short of the size
+	if _, err := Open(memdev.FromBytes(cut, memdev.Options{}), Options{}); err != nil {
+		t.Fatalf("read-only open: %v", err)
+	}
+	if _, err := Open(memdev.FromBytes(cut, memdev.Options{}), Options{Writable: true}); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("writable open: %v", err)
+	}
+	if _, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{Writable: true}); err != nil {
+		t.Errorf("writable open of the whole image: %v", err)
+	}
+}
