@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -108,7 +109,7 @@ func TestWrite_QemuReads(t *testing.T) {
 					}
 				}
 				// The blocks written, not block 3 (zeroed only).
-				if want := []int64{0, 1, 2, 4, (size - 1) >> 21}; !equalInts(blocks, want) {
+				if want := []int64{0, 1, 2, 4, (size - 1) >> 21}; !slices.Equal(blocks, want) {
 					t.Errorf("qemu-img map: blocks %v allocated, want %v", blocks, want)
 				}
 			}
@@ -132,18 +133,6 @@ func TestWrite_QemuReads(t *testing.T) {
 			testkit.MustEqual(t, q, model, "qemu-img's read, last")
 		})
 	}
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // newMem is a new dynamic (or fixed) image of size bytes on a memdev,
