@@ -271,7 +271,7 @@ func TestVPC_WritesLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", theirs, "20M")
 	cp(t, theirs, ours)
 	cmds := []string{"-c", "write -P 0x11 4k 4k", "-c", "writev -P 0x22 2M 4k 8k", "-c", "write -P 0x33 3145216 1k",
-		"-c", "write -z 5k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
+		"-c", "write -z 5k 1k", "-c", "discard 4k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
 	oo, oe, code := runQ(t, append(append([]string{"io", "-f", "vpc"}, cmds...), ours)...)
 	qo := testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vpc"}, cmds...), theirs)...)
 	if code != 0 || timing.ReplaceAllString(oo, "$1, $2 ops") != timing.ReplaceAllString(qo, "$1, $2 ops") {
