@@ -42,6 +42,7 @@ type Disk struct {
 var (
 	_ block.Device     = (*Disk)(nil)
 	_ block.DataMapper = (*Disk)(nil)
+	_ block.Discarder  = (*Disk)(nil)
 )
 
 // batChunk is how much of the BAT Open reads at a time.

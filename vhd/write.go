@@ -273,6 +273,15 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	return nil
 }
 
+// Discard implements block.Discarder as QEMU's vpc driver, which has no
+// discard: the bytes stay (a discard is a hint).
+func (d *Disk) Discard(off, n int64) error {
+	if d.w == nil {
+		return d.ReadOnly.WriteZeroes(off, n, 0)
+	}
+	return d.checkWrite(off, n)
+}
+
 // Truncate implements block.Device: QEMU's vpc driver cannot resize.
 func (d *Disk) Truncate(size int64) error {
 	if d.w == nil {

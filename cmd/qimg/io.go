@@ -344,7 +344,7 @@ func (s *ioSession) discard(args []string) error {
 	case s.Image != nil:
 		err = s.Image.Discard(off, n)
 	case s.VHD != nil:
-		// QEMU's vpc driver has no discard: the bytes stay.
+		err = s.VHD.Discard(off, n) // QEMU's vpc: the bytes stay
 	default:
 		err = s.Dev.WriteZeroes(off, n, block.MayUnmap)
 	}
