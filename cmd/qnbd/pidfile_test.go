@@ -23,7 +23,17 @@ func TestPidFileLocked(t *testing.T) {
 	pidf := filepath.Join(dir, "pid")
 	s := startUnix(t, dir, "a", "--pid-file", pidf, img)
 	want := fmt.Sprintf("%d\n", s.cmd.Process.Pid)
-	if b, err := os.ReadFile(pidf); err != nil || string(b) != want {
+	// The socket accepts (in the kernel's backlog) as soon as it listens,
+	// which is just before the pid file is written: wait for the file,
+	// as a user of --pid-file does.
+	var b []byte
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err = os.ReadFile(pidf); (err == nil && string(b) == want) || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil || string(b) != want {
 		t.Fatalf("pid file: %q, %v; want %q", b, err, want)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
