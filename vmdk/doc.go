@@ -1,6 +1,8 @@
-// Package vmdk reads VMDK images (QEMU's "vmdk" format) as a read-only
-// block.Device, the way QEMU 7.2's block/vmdk.c reads them. The on-disk
-// codecs are in vmdk/format; this package does the I/O.
+// Package vmdk reads VMDK images (QEMU's "vmdk" format) as a
+// block.Device, the way QEMU 7.2's block/vmdk.c reads them, writes
+// monolithicSparse ones, and creates them as qemu-img create -f vmdk
+// does. The on-disk codecs are in vmdk/format; this package does the
+// I/O.
 //
 // An image is a list of extents laid end to end. A monolithicSparse or
 // streamOptimized image is one hosted sparse extent ("KDMV") with its
@@ -13,14 +15,15 @@
 // VMDK image under it. vmfs, vmfsSparse, seSparse and VMDK3 (COWD)
 // extents are refused (format.ErrUnsupported).
 //
-// Invariants (cited as KD1..KD6; block's B1..B10 hold too):
+// Invariants (cited as KD1..KD11; block's B1..B10 hold too):
 //
-//	KD1  Read-only: Writev, WriteZeroes and Truncate fail with
-//	     block.ErrReadOnly and change nothing; Flush has nothing to do.
+//	KD1  Opened without Options.Writable, a Disk is read-only: Writev,
+//	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
+//	     nothing; Flush has nothing to do.
 //	KD2  Open reads the descriptor, each extent's header and grain
-//	     directory once; after that the Disk's state never changes, so
-//	     requests need no lock (B1). Grain tables are read per request
-//	     (4 bytes per grain), never cached.
+//	     directory once; after that a read-only Disk's state never
+//	     changes, so requests need no lock (B1). Its grain tables are
+//	     read per request (4 bytes per grain), never cached.
 //	KD3  Every offset read from a file is checked against that file's
 //	     length before use: a grain directory must lie within its file
 //	     (Open refuses it otherwise) and is bounded by the file's length
@@ -55,4 +58,41 @@
 //	     Map shows it unallocated in this layer (qemu-img map), while
 //	     StatusAbove has it zero and allocated in the parent (qemu-nbd's
 //	     qemu:allocation-depth). State is fixed after Open as in KD2.
+//	KD7  Create lays a new monolithicSparse image out byte for byte as
+//	     QEMU 7.2's qemu-img create -f vmdk does (format's KF6), given
+//	     the same CID: header, the redundant grain directory and its
+//	     tables, the grain directory and its tables, the descriptor in
+//	     sectors 1-20, the file ending where the first grain would go.
+//	KD8  Only a monolithicSparse image opens writable: one sparse,
+//	     uncompressed extent in the image file, no parent, every grain
+//	     table (of both directories) allocated and inside the file, every
+//	     grain inside the file, and no grain or table overlapping
+//	     another or the header, descriptor or directories (QEMU writes
+//	     into such images all the same; reading them is safe). Anything
+//	     else is refused (format.ErrUnsupported or ErrCorrupt) and left
+//	     as it was. A writable Disk holds every grain table entry in
+//	     memory (4 bytes per grain); reads and writes use that copy.
+//	KD9  A new grain goes at free, which starts past everything the file
+//	     holds at Open (rounded up to a grain, as QEMU rounds) and only
+//	     grows, so a new grain reads as zeros where nothing was written
+//	     into it, whatever a crash leaked there before; its entry is set
+//	     in memory under the writer's lock, before the data is written,
+//	     so writers into one new grain share it and a read sees zeros
+//	     or what was written. Writes into allocated grains go to the
+//	     file in place. Zeros into an unallocated or zeroed grain leave
+//	     it so (QEMU allocates it); Discard keeps the bytes, as QEMU's
+//	     vmdk has no discard.
+//	KD10 Flush makes the entries of the grains allocated since the last
+//	     Flush durable only after the file reaches past every one of
+//	     them (grown under the writer's lock, so no write in flight is
+//	     cut short) and their bytes are durable, then writes them into
+//	     both directories' tables and flushes again: the table never
+//	     maps a grain past the end of the file or one whose bytes could
+//	     be lost. After a crash: leaked grains, never a wrong one.
+//	KD11 The first write or zeroing of allocated bytes after Open gives
+//	     the image a new CID first, as QEMU's vmdk_pwritev does after
+//	     it (an image made on top of this one then refuses to read
+//	     through it): a random one whose hexadecimal form is as long as
+//	     the old, so only those bytes of the descriptor change, written
+//	     in place and flushed before the write is issued.
 package vmdk

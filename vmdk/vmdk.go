@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/qring/qring/block"
@@ -29,6 +30,9 @@ type Options struct {
 	// info does (BDRV_O_NO_BACKING): its unallocated grains read as
 	// zeros.
 	NoParent bool
+	// Writable opens a monolithicSparse image for writing (KD8); the
+	// file must be writable.
+	Writable bool
 }
 
 // extent is one extent of the image (KD2: fixed after Open).
@@ -44,17 +48,22 @@ type extent struct {
 	flatOff int64 // bytes
 	layout  format.Layout
 	gd      []uint32 // KD3: only the entries within the file
+	// mem is every grain table entry of a writable image, by grain
+	// (KD8); nil when read-only.
+	mem []atomic.Uint32
 }
 
-// Disk is an open VMDK image: a read-only block.Device (KD1).
+// Disk is an open VMDK image: a block.Device, read-only (KD1) unless
+// opened Writable (KD8).
 type Disk struct {
+	w              *writer // nil unless Writable (write.go)
 	file           block.Device
 	extents        []extent
 	size           int64
 	createType     string
 	cid, pcid      uint32
 	gdEntries      int64 // all the extents' grain directory entries (KD3)
-	block.ReadOnly       // writes refused (KD1)
+	block.ReadOnly       // writes refused (KD1) unless w is set
 
 	parentHint string // parentFileNameHint, "" for none (KD6)
 	parentPath string // the hint resolved against the image's directory
@@ -101,7 +110,7 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Disk{file: file, ReadOnly: block.ReadOnly{Why: "vmdk (qring reads VMDK images only)"}}
+	d := &Disk{file: file, ReadOnly: block.ReadOnly{Why: "vmdk (opened read-only)"}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -139,6 +148,11 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	}
 	if err := d.openParent(desc.ParentHint, o); err != nil {
 		return nil, err
+	}
+	if o.Writable {
+		if err := d.openWriter(); err != nil {
+			return nil, err
+		}
 	}
 	ok = true
 	return d, nil
@@ -340,6 +354,17 @@ func (e *extent) lookup(off, n int64) (kind int, host int64, k int64, err error)
 	l1, l2, ok := e.layout.Index(rel)
 	if !ok {
 		return 0, 0, k, fmt.Errorf("vmdk: offset %d past the grain directory: %w", off, block.ErrRange)
+	}
+	if e.mem != nil {
+		// A writable image's entries, in memory (KD8).
+		g := e.mem[l1*e.layout.GTEs+l2].Load()
+		switch {
+		case g == 0:
+			return unalloc, 0, k, nil
+		case !e.allocated(g):
+			return zeroed, 0, k, nil
+		}
+		return allocated, int64(g)*format.SectorSize + rel%gb, k, nil
 	}
 	gt := int64(e.gd[l1])
 	if gt == 0 {
@@ -583,10 +608,15 @@ func (d *Disk) Size() (int64, error) {
 	return d.size, nil
 }
 
-// Caps implements block.Device: no zeroing flags (KD1).
+// Caps implements block.Device: no zeroing flags (KD1); MayUnmap only
+// when writable (KD8).
 func (d *Disk) Caps() block.Caps {
 	c := d.file.Caps()
-	return block.Caps{Align: 1, MemAlign: 1, Media: c.Media, Fixed: true}
+	out := block.Caps{Align: 1, MemAlign: 1, Media: c.Media, Fixed: true}
+	if d.w != nil {
+		out.ZeroFlags = block.MayUnmap
+	}
+	return out
 }
 
 func (d *Disk) closeExtents() {
@@ -603,9 +633,13 @@ func (d *Disk) closeExtents() {
 // Close implements block.Device: it closes the file and the extent
 // files it opened.
 func (d *Disk) Close() error {
+	if d.Closed() {
+		return block.ErrClosed
+	}
+	err := d.closeWriter()
 	if d.MarkClosed() {
 		return block.ErrClosed
 	}
 	d.closeExtents()
-	return d.file.Close()
+	return errors.Join(err, d.file.Close())
 }

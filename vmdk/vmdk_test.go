@@ -208,6 +208,22 @@ func FuzzOpen(f *testing.F) {
 		if size <= 1<<20 {
 			d.Map()
 		}
+		// Writable too, where it opens so (KD8): writes and a Flush
+		// never panic, and what was written reads back.
+		w, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{Writable: true})
+		if err != nil {
+			return
+		}
+		defer w.Close()
+		want := bytes.Repeat([]byte{7}, int(min(size, 4096)))
+		if w.Writev(0, [][]byte{want}) == nil && w.Flush() == nil {
+			got := make([]byte, len(want))
+			if err := w.Readv(0, [][]byte{got}); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("read back after a write: %v", err)
+			}
+		}
+		w.Writev(size/2, [][]byte{make([]byte, min(size-size/2, 512))})
+		w.WriteZeroes(0, min(size, 1<<20), 0)
 	})
 }
 

@@ -8,7 +8,7 @@
 //
 // All binary fields are little-endian, decoded at explicit offsets.
 //
-// Invariants (cited as KF1..KF5):
+// Invariants (cited as KF1..KF7):
 //
 //	KF1  No parser panics, whatever its input, and none allocates more
 //	     than its input: the sizes a caller must allocate (the grain
@@ -41,4 +41,16 @@
 //	     sector; Inflate yields at most the grain size and fails, as
 //	     QEMU's uncompress does, on a stream that is damaged, empty, or
 //	     inflates to more than the grain.
+//	KF6  A new monolithicSparse extent is laid out as vmdk_init_extent
+//	     and vmdk_co_do_create lay it out (NewPlan, Header.Encode,
+//	     Plan.Directory, NewDescriptor): 64 KiB grains, 512 entries per
+//	     table, the descriptor in sectors 1-20, then the redundant
+//	     directory and its tables, the directory and its tables, the
+//	     first grain on a grain boundary after them. NewPlan refuses
+//	     sizes whose grain count or first grain's sector needs more than
+//	     32 bits, where QEMU 7.2's arithmetic writes a broken image.
+//	KF7  RewriteCID changes the CID as vmdk_write_cid does: the text
+//	     after the first "CID" and its separator up to "parentCID" is
+//	     replaced by the new value and a newline; a descriptor without
+//	     "parentCID" is refused.
 package format

@@ -229,6 +229,18 @@ func FuzzDescriptor(f *testing.F) {
 	f.Add("CID=0x\nparentCID=-1\nparentFileNameHint=\"")
 	f.Fuzz(func(t *testing.T, s string) {
 		d := ParseDescriptor(s)
+		buf := make([]byte, DescSize)
+		copy(buf, s)
+		if out, ok := RewriteCID(buf, 0xabc); ok {
+			if len(out) != DescSize || out[DescSize-1] != 0 {
+				t.Fatalf("RewriteCID: %d bytes, last %d", len(out), out[DescSize-1])
+			}
+			// The value after the first "CID" is the new one (KF7).
+			c := strings.Index(s, "CID")
+			if r := ParseDescriptor(string(out)); !strings.ContainsRune(s, 0) && len(s) < DescSize/2 && c+len("CID=") <= len(s) && (!r.HasCID || r.CID != 0xabc) {
+				t.Fatalf("RewriteCID: CID %x (%v) in %.200q", r.CID, r.HasCID, out)
+			}
+		}
 		for _, e := range d.Extents {
 			if e.Access != "RW" || e.Sectors <= 0 || e.File == "" || e.Offset < 0 || len(e.File) > 511 ||
 				strings.ContainsAny(e.File, "\"\r\n") {

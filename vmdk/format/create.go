@@ -1,0 +1,188 @@
+package format
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Values QEMU 7.2 writes into a new monolithicSparse extent
+// (vmdk_init_extent, KF6).
+const (
+	// NewGrainSectors is a new extent's grain (64 KiB).
+	NewGrainSectors = 128
+	// NewGTEs is a new extent's entries per grain table.
+	NewGTEs = 512
+	// newDescSectors is the room left for the embedded descriptor.
+	newDescSectors = 20
+	// newDescOffset is the embedded descriptor's sector.
+	newDescOffset = 1
+)
+
+// Adapter types qemu-img create -f vmdk accepts (adapter_type).
+var Adapters = []string{"ide", "buslogic", "lsilogic", "legacyESX"}
+
+// NewOptions are the choices of a new monolithicSparse image (QEMU's
+// vmdk create options that it honours).
+type NewOptions struct {
+	Size         int64  // bytes, rounded up to a sector
+	Adapter      string // one of Adapters, "" for ide
+	HWVersion    string // "" for "4" ("6" with Compat6)
+	ToolsVersion string // "" for "2147483647"
+	Compat6      bool
+	ZeroedGrain  bool
+}
+
+// Plan is a new monolithicSparse extent's layout (KF6).
+type Plan struct {
+	Header  Header
+	GTCount int64 // grain tables, in each directory
+	GDBytes int64 // a directory's bytes, a whole number of sectors
+	GTBytes int64 // a table's bytes
+}
+
+// NewPlan lays out a new extent of size bytes as vmdk_init_extent does.
+// It refuses what QEMU's 32-bit arithmetic would get wrong (a grain
+// count or a sector offset past 32 bits): QEMU 7.2 writes a broken
+// image there.
+func NewPlan(o NewOptions) (Plan, error) {
+	if o.Size < 0 {
+		return Plan{}, &Error{Msg: "Invalid size", Err: ErrTooLarge}
+	}
+	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
+	sectors := size / SectorSize
+	grains := (sectors + NewGrainSectors - 1) / NewGrainSectors
+	gtBytes := int64(NewGTEs * 4)
+	gtCount := (grains + NewGTEs - 1) / NewGTEs
+	gdSectors := (gtCount*4 + SectorSize - 1) / SectorSize
+	gtSectors := gtBytes / SectorSize
+	rgd := int64(newDescOffset + newDescSectors)
+	gd := rgd + gdSectors + gtSectors*gtCount
+	grainOff := (gd + gdSectors + gtSectors*gtCount + NewGrainSectors - 1) / NewGrainSectors * NewGrainSectors
+	if grains > 1<<32-1 || grainOff > 1<<32-1 {
+		return Plan{}, &Error{Msg: fmt.Sprintf("vmdk: a size of %d bytes is too large for a sparse extent (its grain tables would lie past 2 TiB in the file)", o.Size), Err: ErrTooLarge}
+	}
+	h := Header{
+		Version:     1,
+		Flags:       FlagRGD | FlagNLDetect,
+		Capacity:    uint64(sectors),
+		Granularity: NewGrainSectors,
+		DescOffset:  newDescOffset,
+		DescSize:    newDescSectors,
+		GTEs:        NewGTEs,
+		RGDOffset:   uint64(rgd),
+		GDOffset:    uint64(gd),
+		GrainOffset: uint64(grainOff),
+	}
+	if o.ZeroedGrain {
+		h.Version, h.Flags = 2, h.Flags|FlagZeroGrain
+	}
+	return Plan{Header: h, GTCount: gtCount, GDBytes: gdSectors * SectorSize, GTBytes: gtBytes}, nil
+}
+
+// Encode is the header's sector as QEMU writes it: the magic, the
+// fields, the newline-detection bytes, zeros to the end.
+func (h Header) Encode() []byte {
+	b := make([]byte, HeaderSize)
+	le := binary.LittleEndian
+	copy(b, MagicVMDK4)
+	le.PutUint32(b[4:], h.Version)
+	le.PutUint32(b[8:], h.Flags)
+	le.PutUint64(b[12:], h.Capacity)
+	le.PutUint64(b[20:], h.Granularity)
+	le.PutUint64(b[28:], h.DescOffset)
+	le.PutUint64(b[36:], h.DescSize)
+	le.PutUint32(b[44:], h.GTEs)
+	le.PutUint64(b[48:], h.RGDOffset)
+	le.PutUint64(b[56:], h.GDOffset)
+	le.PutUint64(b[64:], h.GrainOffset)
+	copy(b[73:], "\n \r\n")
+	le.PutUint16(b[77:], h.CompressAlgo)
+	return b
+}
+
+// Directory is a new grain directory at sector gdSector: entry i names
+// the table that follows it at i tables along (KF6).
+func (p Plan) Directory(gdSector uint64) []byte {
+	b := make([]byte, p.GDBytes)
+	first := gdSector + uint64(p.GDBytes/SectorSize)
+	for i := int64(0); i < p.GTCount; i++ {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(first+uint64(i)*uint64(p.GTBytes/SectorSize)))
+	}
+	return b
+}
+
+// NewDescriptor is a new image's embedded descriptor, as
+// vmdk_co_do_create prints it (KF6). name is the extent file's base
+// name.
+func NewDescriptor(o NewOptions, cid uint32, name string) (string, error) {
+	hw := o.HWVersion
+	if o.Compat6 {
+		if hw != "" {
+			return "", &Error{Msg: "compat6 cannot be enabled with hwversion set", Err: ErrUnsupported}
+		}
+		hw = "6"
+	}
+	if hw == "" {
+		hw = "4"
+	}
+	tools := o.ToolsVersion
+	if tools == "" {
+		tools = "2147483647"
+	}
+	adapter, heads := o.Adapter, int64(16)
+	if adapter == "" {
+		adapter = "ide"
+	}
+	if adapter != "ide" {
+		heads = 255
+	}
+	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
+	var s strings.Builder
+	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n", cid)
+	fmt.Fprintf(&s, "# Extent description\nRW %d SPARSE \"%s\"\n\n", size/SectorSize, name)
+	fmt.Fprintf(&s, "# The Disk Data Base\n#DDB\n\n")
+	fmt.Fprintf(&s, "ddb.virtualHWVersion = \"%s\"\nddb.geometry.cylinders = \"%d\"\nddb.geometry.heads = \"%d\"\n", hw, size/(63*heads*SectorSize), heads)
+	fmt.Fprintf(&s, "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\nddb.toolsVersion = \"%s\"\n", adapter, tools)
+	if s.Len() > DescSize-1 {
+		return "", &Error{Msg: fmt.Sprintf("vmdk: the descriptor (%d bytes) does not fit its %d sectors", s.Len(), newDescSectors), Err: ErrUnsupported}
+	}
+	return s.String(), nil
+}
+
+// RewriteCID is vmdk_write_cid: desc (the descriptor's DescSize bytes
+// as read) with the value after the first "CID" replaced by cid and the
+// text from "parentCID" on kept after it; the bytes past the new text's
+// NUL stay as they were, as in QEMU's buffer (KF7). ok is false when the
+// text has no "parentCID" (QEMU fails the write with EINVAL).
+func RewriteCID(desc []byte, cid uint32) (out []byte, ok bool) {
+	if len(desc) == 0 {
+		return nil, false
+	}
+	out = slices.Clone(desc)
+	out[len(out)-1] = 0
+	text := cstr(string(out))
+	p := strings.Index(text, "parentCID")
+	if p < 0 {
+		return nil, false
+	}
+	tail := text[p:]
+	// "parentCID" holds "CID": the first one is at or before it. As in
+	// QEMU's buffer: the value is printed past "CID" and one more byte
+	// (past the text's end when it ends there), then the tail appended
+	// to the text as it then is.
+	at := strings.Index(text, "CID") + len("CID=")
+	if at < len(out) {
+		v := fmt.Sprintf("%x\n", cid)
+		v = v[:min(len(v), len(out)-at-1)]
+		copy(out[at:], v)
+		out[at+len(v)] = 0
+	}
+	l := bytes.IndexByte(out, 0)
+	tail = tail[:min(len(tail), len(out)-1-l)]
+	copy(out[l:], tail)
+	out[l+len(tail)] = 0
+	return out, true
+}

@@ -1,0 +1,472 @@
+package vmdk
+
+import (
+	"cmp"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/vmdk/format"
+)
+
+// ErrOutOfRange is a write past the virtual size (QEMU refuses it too).
+var ErrOutOfRange = fmt.Errorf("vmdk: write past the end of the disk: %w", block.ErrRange)
+
+// ErrNoResize is Truncate's refusal on a writable image, in QEMU's
+// words; it matches block.ErrNotSupported.
+var ErrNoResize error = noResize{}
+
+type noResize struct{}
+
+func (noResize) Error() string { return "Image format driver does not support resize" }
+func (noResize) Unwrap() error { return block.ErrNotSupported }
+
+// writer is what a writable Disk keeps besides the read-only state
+// (KD8-KD11). Only a monolithicSparse image is writable: one hosted,
+// uncompressed sparse extent, no parent.
+type writer struct {
+	mu sync.Mutex
+	// free is where the next grain goes: past every byte the file held
+	// at Open and every grain given out since (KD9).
+	free int64
+	// sized is a length the file is known to have reached (Flush makes
+	// it reach free before any entry is written, KD10).
+	sized int64
+	// fresh are the grains allocated since the last Flush whose entries
+	// are not on disk yet (KD10).
+	fresh []int64
+
+	cidMu   sync.Mutex
+	cidDone atomic.Bool // the descriptor's CID was changed (KD11)
+
+	flushMu sync.Mutex // one Flush at a time (KD10)
+	// table is every grain table entry as on disk, or as the running
+	// Flush writes it: only Flush changes it.
+	table []byte
+	// gts and rgts are the sectors of the grain tables of the directory
+	// and of the redundant one (nil without one), by directory entry.
+	gts, rgts []uint32
+}
+
+// openWriter makes d writable (KD8): it loads every grain table entry
+// (reads and writes then use the copy in memory) and refuses images it
+// cannot write without risk.
+func (d *Disk) openWriter() error {
+	e := &d.extents[0]
+	l := e.layout
+	if len(d.extents) != 1 || e.flat || e.file != d.file || l.Compressed || d.createType != "monolithicSparse" {
+		return format.Unsupported("qring writes only monolithicSparse VMDK images (this one is %s): open it read-only", d.createType)
+	}
+	if d.parentHint != "" {
+		return format.Unsupported("qring does not write VMDK images with a parent: open it read-only")
+	}
+	if l.GrainSectors < 1 || l.GTEs < 1 {
+		return format.Unsupported("qring does not write VMDK images with empty grains or grain tables: open it read-only")
+	}
+	h, err := d.header()
+	if err != nil {
+		return err
+	}
+	w := &writer{gts: e.gd}
+	n := l.L1Size * l.GTEs
+	w.table = make([]byte, 4*n)
+	e.mem = make([]atomic.Uint32, n)
+	tb := l.GTEs * 4
+	type span struct{ a, b int64 }
+	spans := []span{{0, format.HeaderSize},
+		{int64(h.DescOffset) * format.SectorSize, int64(h.DescOffset+h.DescSize) * format.SectorSize},
+		{l.GDOffset, l.GDOffset + 4*l.L1Size}}
+	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
+		rgd := int64(h.RGDOffset) * format.SectorSize
+		if rgd+4*l.L1Size > e.fileLen {
+			return d.refuse("its redundant grain directory lies past the end of the file")
+		}
+		b := make([]byte, 4*l.L1Size)
+		if err := block.ReadAt(d.file, b, rgd); err != nil {
+			return err
+		}
+		w.rgts = make([]uint32, l.L1Size)
+		for i := range w.rgts {
+			w.rgts[i] = format.Entry(b, i)
+		}
+		spans = append(spans, span{rgd, rgd + 4*l.L1Size})
+	}
+	for i, gt := range w.gts {
+		at := int64(gt) * format.SectorSize
+		if gt == 0 || at+tb > e.fileLen {
+			return d.refuse(fmt.Sprintf("grain table %d is not allocated or lies past the end of the file", i))
+		}
+		if err := block.ReadAt(d.file, w.table[int64(i)*tb:int64(i+1)*tb], at); err != nil {
+			return err
+		}
+		spans = append(spans, span{at, at + tb})
+		if w.rgts != nil {
+			r := int64(w.rgts[i]) * format.SectorSize
+			if w.rgts[i] == 0 || r+tb > e.fileLen {
+				return d.refuse(fmt.Sprintf("redundant grain table %d is not allocated or lies past the end of the file", i))
+			}
+			spans = append(spans, span{r, r + tb})
+		}
+	}
+	gb := l.GrainBytes()
+	for i := range e.mem {
+		g := format.Entry(w.table, i)
+		e.mem[i].Store(g)
+		if g == 0 || (g == format.GTEZeroed && l.ZeroGrain) {
+			continue
+		}
+		at := int64(g) * format.SectorSize
+		if at+gb > e.fileLen {
+			return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
+		}
+		spans = append(spans, span{at, at + gb})
+	}
+	slices.SortFunc(spans, func(x, y span) int { return cmp.Compare(x.a, y.a) })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].a < spans[i-1].b {
+			return d.refuse(fmt.Sprintf("grains or metadata overlap at offset %d", spans[i].a))
+		}
+	}
+	// KD9: past everything the file holds, on a grain boundary from the
+	// first grain (as QEMU, which rounds the file's sectors up to a
+	// grain).
+	w.free = (e.fileLen + gb - 1) / gb * gb
+	w.sized = e.fileLen
+	if w.free/format.SectorSize > 1<<32-1 {
+		return d.refuse("the file reaches past 2 TiB, where no grain can start")
+	}
+	d.w = w
+	d.ReadOnly.Why = ""
+	return nil
+}
+
+// refuse is a writable open refused for a reason in the image.
+func (d *Disk) refuse(why string) error {
+	return &format.Error{Msg: fmt.Sprintf("vmdk: %s: the image can only be opened read-only", why), Err: format.ErrCorrupt}
+}
+
+// header reads the extent's header again (Open keeps only its layout).
+func (d *Disk) header() (format.Header, error) {
+	b := make([]byte, format.HeaderSize)
+	if err := block.ReadAt(d.file, b, 0); err != nil {
+		return format.Header{}, err
+	}
+	return format.ParseHeader(b)
+}
+
+// allocated reports whether grain table entry g maps a grain.
+func (e *extent) allocated(g uint32) bool {
+	return g != 0 && (g != format.GTEZeroed || !e.layout.ZeroGrain)
+}
+
+// grain returns grain gi's sector, allocating it at free first if need
+// be (KD9): a new grain's space lies past everything written, so it
+// reads as zeros where nothing is written into it, and its entry is
+// visible to reads at once.
+func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
+	if g := e.mem[gi].Load(); e.allocated(g) {
+		return g, nil
+	}
+	w := d.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if g := e.mem[gi].Load(); e.allocated(g) {
+		return g, nil
+	}
+	if w.free/format.SectorSize > 1<<32-1 {
+		return 0, fmt.Errorf("vmdk: no grain can start past 2 TiB in the file: %w", block.ErrNotSupported)
+	}
+	g := uint32(w.free / format.SectorSize)
+	w.free += e.layout.GrainBytes()
+	e.mem[gi].Store(g)
+	w.fresh = append(w.fresh, gi)
+	return g, nil
+}
+
+// changeCID gives the image a new CID before its first change since
+// Open is issued, as QEMU's vmdk_pwritev does after it (KD11): an image
+// made on top of this one (its parentCID) sees that it changed. The new
+// CID's hexadecimal form is as long as the old one's, so only those
+// bytes of the descriptor change, in place, and durably.
+func (d *Disk) changeCID() error {
+	w := d.w
+	if w.cidDone.Load() {
+		return nil
+	}
+	w.cidMu.Lock()
+	defer w.cidMu.Unlock()
+	if w.cidDone.Load() {
+		return nil
+	}
+	h, err := d.header()
+	if err != nil {
+		return err
+	}
+	at := int64(h.DescOffset) * format.SectorSize
+	old := make([]byte, format.DescSize)
+	if err := block.ReadAt(d.file, old, at); err != nil {
+		return err
+	}
+	cid := newCID(d.cid)
+	desc, ok := format.RewriteCID(old, cid)
+	if !ok {
+		return fmt.Errorf("vmdk: the descriptor has no parentCID: %w", format.ErrCorrupt)
+	}
+	for s := 0; s < len(desc); s += format.SectorSize {
+		if string(desc[s:s+format.SectorSize]) != string(old[s:s+format.SectorSize]) {
+			if err := d.file.Writev(at+int64(s), [][]byte{desc[s : s+format.SectorSize]}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := d.file.Flush(); err != nil {
+		return err
+	}
+	d.cid = cid
+	w.cidDone.Store(true)
+	return nil
+}
+
+// newCID is a random CID other than old whose hexadecimal form is as
+// long as old's.
+func newCID(old uint32) uint32 {
+	digits := len(fmt.Sprintf("%x", old))
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		c := binary.LittleEndian.Uint32(b[:])
+		if digits < 8 {
+			c &= 1<<(4*digits) - 1
+			if digits > 1 {
+				c |= 1 << (4*digits - 4) // no leading zero digit
+			}
+		} else {
+			c |= 1 << 28
+		}
+		if c != old {
+			return c
+		}
+	}
+}
+
+// checkWrite checks a write of n bytes at off (KD8).
+func (d *Disk) checkWrite(off, n int64) error {
+	if d.Closed() {
+		return block.ErrClosed
+	}
+	if err := block.CheckRange(off, n); err != nil {
+		return err
+	}
+	if off+n > d.size {
+		return ErrOutOfRange
+	}
+	return nil
+}
+
+// Writev implements block.Device: each grain's part goes to the grain,
+// allocated first if need be (KD9).
+func (d *Disk) Writev(off int64, bufs [][]byte) error {
+	if d.w == nil {
+		return d.ReadOnly.Writev(off, bufs)
+	}
+	total := block.VecLen(bufs)
+	if err := d.checkWrite(off, total); err != nil || total == 0 {
+		return err
+	}
+	if err := d.changeCID(); err != nil {
+		return err
+	}
+	e := &d.extents[0]
+	gb := e.layout.GrainBytes()
+	var c cursor
+	for done := int64(0); done < total; {
+		pos := off + done
+		gi, in := pos/gb, pos%gb
+		n := min(total-done, gb-in)
+		g, err := d.grain(e, gi)
+		if err != nil {
+			return err
+		}
+		if err := d.file.Writev(int64(g)*format.SectorSize+in, c.next(bufs, n)); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// WriteZeroes implements block.Device. Unallocated and zeroed grains
+// read as zeros already and stay as they are (QEMU, without
+// zeroed_grain, writes zeros into new grains); an allocated grain's
+// range is zeroed in the file. Allocate is refused (ErrNotSupported):
+// grains cannot be reserved without writing them.
+func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
+	if d.w == nil {
+		return d.ReadOnly.WriteZeroes(off, n, flags)
+	}
+	if err := d.checkWrite(off, n); err != nil || n == 0 {
+		return err
+	}
+	if flags&block.Allocate != 0 {
+		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
+	}
+	e := &d.extents[0]
+	gb := e.layout.GrainBytes()
+	for done := int64(0); done < n; {
+		pos := off + done
+		gi, in := pos/gb, pos%gb
+		k := min(n-done, gb-in)
+		done += k
+		g := e.mem[gi].Load()
+		if !e.allocated(g) {
+			// A write allocating it meanwhile leaves this range
+			// reading as zeros too: the new grain's space is fresh.
+			continue
+		}
+		if err := d.changeCID(); err != nil {
+			return err
+		}
+		if err := d.file.WriteZeroes(int64(g)*format.SectorSize+in, k, flags&block.MayUnmap); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Discard implements block.Discarder as QEMU's vmdk driver, which has
+// no discard: the bytes stay (a discard is a hint).
+func (d *Disk) Discard(off, n int64) error {
+	if d.w == nil {
+		return d.ReadOnly.WriteZeroes(off, n, 0)
+	}
+	return d.checkWrite(off, n)
+}
+
+// Truncate implements block.Device: qring does not resize VMDK images.
+func (d *Disk) Truncate(size int64) error {
+	if d.w == nil {
+		return d.ReadOnly.Truncate(size)
+	}
+	if d.Closed() {
+		return block.ErrClosed
+	}
+	return ErrNoResize
+}
+
+// Flush implements block.Device (B6, KD10): the grains allocated since
+// the last Flush get their entries on disk only once the file reaches
+// past them and their bytes are durable; a second flush makes the
+// entries durable.
+func (d *Disk) Flush() error {
+	w := d.w
+	if w == nil {
+		return d.ReadOnly.Flush()
+	}
+	if d.Closed() {
+		return block.ErrClosed
+	}
+	w.flushMu.Lock()
+	defer w.flushMu.Unlock()
+	w.mu.Lock()
+	fresh := w.fresh
+	w.fresh = nil
+	var err error
+	if len(fresh) > 0 && w.sized < w.free {
+		// Under mu: no write reaches past free, so growing the file to
+		// it never cuts one short (a partly written last grain).
+		if err = d.file.Truncate(w.free); err == nil {
+			w.sized = w.free
+		}
+	}
+	w.mu.Unlock()
+	if err == nil {
+		err = d.file.Flush()
+	}
+	if err == nil && len(fresh) > 0 {
+		err = d.writeEntries(fresh)
+		if err == nil {
+			err = d.file.Flush()
+		}
+	}
+	if err != nil {
+		w.mu.Lock()
+		w.fresh = append(fresh, w.fresh...)
+		w.mu.Unlock()
+	}
+	return err
+}
+
+// writeEntries writes the entries of grains into their tables, and into
+// the redundant tables (KD10), in runs of nearby entries of one table.
+func (d *Disk) writeEntries(grains []int64) error {
+	w := d.w
+	e := &d.extents[0]
+	grains = slices.Clone(grains)
+	slices.Sort(grains)
+	for _, gi := range grains {
+		binary.LittleEndian.PutUint32(w.table[4*gi:], e.mem[gi].Load())
+	}
+	gtes := e.layout.GTEs
+	const near = format.SectorSize / 4 // entries in a sector
+	for i := 0; i < len(grains); {
+		t := grains[i] / gtes
+		j := i + 1
+		for j < len(grains) && grains[j]/gtes == t && grains[j]-grains[j-1] <= near {
+			j++
+		}
+		a, b := grains[i]*4, grains[j-1]*4+4
+		in := a - t*gtes*4
+		for _, tables := range [][]uint32{w.gts, w.rgts} {
+			if tables == nil {
+				continue
+			}
+			if err := d.file.Writev(int64(tables[t])*format.SectorSize+in, [][]byte{w.table[a:b]}); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// closeWriter flushes a writable Disk before Close (QEMU flushes an
+// image it closes).
+func (d *Disk) closeWriter() error {
+	if d.w == nil {
+		return nil
+	}
+	err := d.Flush()
+	if errors.Is(err, block.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// cursor walks a vector of buffers: next returns the next n bytes of
+// bufs as sub-slices, reusing its storage (valid until the next call).
+type cursor struct {
+	bi, bo int
+	sub    [][]byte
+}
+
+func (c *cursor) next(bufs [][]byte, n int64) [][]byte {
+	c.sub = c.sub[:0]
+	for n > 0 {
+		b := bufs[c.bi][c.bo:]
+		if int64(len(b)) > n {
+			b = b[:n]
+		}
+		c.sub = append(c.sub, b)
+		n -= int64(len(b))
+		c.bo += len(b)
+		if c.bo == len(bufs[c.bi]) {
+			c.bi, c.bo = c.bi+1, 0
+		}
+	}
+	return c.sub
+}

@@ -1,0 +1,537 @@
+package vmdk
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/vmdk/format"
+)
+
+// openRW opens the image at p writable over the host file.
+func openRW(t *testing.T, p string) *Disk {
+	t.Helper()
+	f, err := block.OpenOSFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(f, Options{Name: p, Writable: true})
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return d
+}
+
+func fill(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i/512)
+	}
+	return b
+}
+
+// qemuCheck runs qemu-img check on a VMDK image: it must find nothing.
+func qemuCheck(t *testing.T, p string) {
+	t.Helper()
+	out, stderr, code := testkit.Run(t, "qemu-img", "check", "-f", "vmdk", p)
+	if code != 0 || strings.TrimSpace(out) != "No errors were found on the image." || stderr != "" {
+		t.Errorf("qemu-img check %s: exit %d\n%s%s", p, code, out, stderr)
+	}
+}
+
+// TestWrite_MatchesQemu: what a writable Disk writes into an image
+// qemu-img created is what qemu-img reads back, qemu-img check finds
+// nothing, its map shows the grains written, and qemu-io's writes into
+// the same image are what the Disk reads (KD8-KD10). Plain and
+// zeroed_grain images, the latter with grains QEMU zeroed.
+func TestWrite_MatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, opts := range []string{"", "zeroed_grain=on"} {
+		t.Run("o="+opts, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "a.vmdk")
+			args := []string{"create", "-q", "-f", "vmdk"}
+			if opts != "" {
+				args = append(args, "-o", opts)
+			}
+			testkit.MustRun(t, "qemu-img", append(args, p, "40M")...)
+			if opts != "" {
+				testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -z 1M 128k", p) // zeroed grains
+			}
+			d := openRW(t, p)
+			size, _ := d.Size()
+			model := make([]byte, size)
+			write := func(off int64, bufs ...[]byte) {
+				t.Helper()
+				if err := d.Writev(off, bufs); err != nil {
+					t.Fatalf("write at %d: %v", off, err)
+				}
+				copy(model[off:], bytes.Join(bufs, nil))
+			}
+			write(4096, fill(4096, 1))                               // grain 0, partly
+			write(128<<10-512, fill(1000, 2), fill(24, 3))           // across grains 1 and 2, a vector
+			write(size-1536, fill(1536, 4))                          // the last sectors
+			write(1<<20+100, fill(1, 5))                             // one byte (a zeroed grain with zeroed_grain)
+			write(33<<20, fill(64<<10, 6))                           // a whole grain in another table
+			if err := d.WriteZeroes(4096+512, 1024, 0); err != nil { // in an allocated grain
+				t.Fatal(err)
+			}
+			clear(model[4096+512 : 4096+1536])
+			if err := d.WriteZeroes(6<<20, 1<<20, block.MayUnmap); err != nil { // unallocated ones
+				t.Fatal(err)
+			}
+			if err := d.Discard(4096, 512); err != nil { // a hint QEMU ignores: the bytes stay
+				t.Fatal(err)
+			}
+			if err := d.Writev(size-512, [][]byte{make([]byte, 1024)}); !errors.Is(err, ErrOutOfRange) {
+				t.Errorf("write past the end: %v", err)
+			}
+			if err := d.Truncate(size * 2); !errors.Is(err, block.ErrNotSupported) {
+				t.Errorf("Truncate: %v", err)
+			}
+			got := make([]byte, size)
+			if err := d.Readv(0, [][]byte{got}); err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, got, model, "read back before Close")
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			qemuCheck(t, p)
+			raw := filepath.Join(dir, "a.raw")
+			testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, raw)
+			q, err := os.ReadFile(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, q, model, "qemu-img's read")
+			var m []struct {
+				Start, Length int64
+				Data          bool
+			}
+			if err := json.Unmarshal([]byte(testkit.MustRun(t, "qemu-img", "map", "-f", "vmdk", "--output=json", p)), &m); err != nil {
+				t.Fatal(err)
+			}
+			var grains []int64
+			for _, e := range m {
+				for o := e.Start; e.Data && o < e.Start+e.Length; o += 64 << 10 {
+					grains = append(grains, o>>16)
+				}
+			}
+			want := []int64{0, 1, 2, 16, 33 << 4, (size - 1) >> 16}
+			if !slices.Equal(grains, want) {
+				t.Errorf("qemu-img map: grains %v allocated, want %v", grains, want)
+			}
+			// QEMU writes into our grains and a new one; we read them.
+			testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x77 8192 4096", "-c", "write -P 0x78 13M 512", p)
+			copy(model[8192:], bytes.Repeat([]byte{0x77}, 4096))
+			copy(model[13<<20:], bytes.Repeat([]byte{0x78}, 512))
+			d = openRW(t, p)
+			got = make([]byte, size)
+			if err := d.Readv(0, [][]byte{got}); err != nil {
+				t.Fatal(err)
+			}
+			testkit.MustEqual(t, got, model, "qemu-io's writes")
+			// And ours again, after QEMU's: into the grain QEMU
+			// allocated and a new one after it.
+			write(13<<20+4096, fill(512, 9))
+			write(20<<20, fill(512, 10))
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			qemuCheck(t, p)
+			testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, raw)
+			q, _ = os.ReadFile(raw)
+			testkit.MustEqual(t, q, model, "qemu-img's read, last")
+		})
+	}
+}
+
+// newMem is a new image of size bytes on a memdev, opened writable.
+func newMem(t testing.TB, size int64) (*memdev.Dev, *Disk) {
+	t.Helper()
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: size}, Name: "m.vmdk"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(m, Options{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, d
+}
+
+// TestWrite_Concurrent: writers into the same new grains at once share
+// the one allocation (KD9), and every byte written is read back, before
+// and after a Flush and a reopen.
+func TestWrite_Concurrent(t *testing.T) {
+	m, d := newMem(t, 16<<20)
+	size, _ := d.Size()
+	const writers, each = 8, 200
+	var wg sync.WaitGroup
+	pieces := make([][]int64, writers)
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range each {
+				// 512-byte slots, slot%writers == g: no two writers
+				// share a slot, many share a grain.
+				slot := rng.Int64N(size/512/writers)*writers + int64(g)
+				if err := d.Writev(slot*512, [][]byte{fill(512, byte(slot))}); err != nil {
+					t.Error(err)
+					return
+				}
+				pieces[g] = append(pieces[g], slot)
+				if i%50 == 49 {
+					if err := d.Flush(); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	check := func(d *Disk, what string) {
+		t.Helper()
+		got := make([]byte, size)
+		if err := d.Readv(0, [][]byte{got}); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, size)
+		for _, ps := range pieces {
+			for _, s := range ps {
+				copy(want[s*512:], fill(512, byte(s)))
+			}
+		}
+		testkit.MustEqual(t, got, want, what)
+	}
+	check(d, "before Flush")
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	check(d, "after Flush")
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Open(memdev.FromBytes(m.Bytes(), memdev.Options{}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(d2, "reopened")
+}
+
+// TestWrite_CrashClones: a power cut at any moment leaves an image that
+// opens (writable too), reads every write a completed Flush covered,
+// and reads each other sector as it was or as a later write left it;
+// new grains allocated after the crash read as zeros where nothing was
+// written, whatever leaked grains the crash left in the file (KD9,
+// KD10); qemu-img check finds nothing in some of them.
+func TestWrite_CrashClones(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	cl := &cloner{Dev: m}
+	d, err := Open(cl, Options{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, _ := d.Size()
+	const sec = 512
+	pat := func(s int64) []byte { return fill(sec, byte(s*7+1)) }
+	written := map[int64]bool{} // sector -> covered by a completed Flush
+	perm := rng.Perm(int(size / sec / 2))
+	clones := 0
+	for step := 0; step < 120; step++ {
+		s := int64(perm[step])
+		n := int64(1 + rng.IntN(8))
+		var bufs [][]byte
+		var secs []int64
+		for k := int64(0); k < n && s+k < size/sec; k++ {
+			if _, ok := written[s+k]; ok {
+				break
+			}
+			bufs = append(bufs, pat(s+k))
+			secs = append(secs, s+k)
+		}
+		if len(secs) == 0 {
+			continue
+		}
+		if err := d.Writev(s*sec, bufs); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range secs {
+			written[x] = false
+		}
+		if rng.IntN(5) == 0 {
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			for x := range written {
+				written[x] = true
+			}
+		}
+		if step%6 != 0 {
+			continue
+		}
+		if step%12 == 0 {
+			// Power cuts inside a Flush: at each of its writes and
+			// flushes (KD10's order).
+			cl.arm(rng)
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cl.disarm() {
+				clones++
+				checkClone(t, c, size, written, pat)
+			}
+			for x := range written {
+				written[x] = true
+			}
+		}
+		for _, keep := range []float64{0, 0.5, 1} {
+			clones++
+			c := m.CrashClone(rng, keep)
+			if keep == 0.5 && step%24 == 0 && testkit.HaveQemu() {
+				qemuReadsClone(t, c, size)
+			}
+			checkClone(t, c, size, written, pat)
+		}
+	}
+	if clones == 0 {
+		t.Fatal("no crash clone taken")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cloner takes a crash clone of its memdev before each write and flush
+// while armed.
+type cloner struct {
+	*memdev.Dev
+	rng    *rand.Rand
+	clones []*memdev.Dev
+}
+
+func (c *cloner) arm(rng *rand.Rand) { c.rng = rng }
+
+func (c *cloner) disarm() []*memdev.Dev {
+	out := c.clones
+	c.rng, c.clones = nil, nil
+	return out
+}
+
+func (c *cloner) take() {
+	if c.rng != nil {
+		c.clones = append(c.clones, c.Dev.CrashClone(c.rng, 0.5))
+	}
+}
+
+func (c *cloner) Writev(off int64, bufs [][]byte) error {
+	c.take()
+	return c.Dev.Writev(off, bufs)
+}
+
+func (c *cloner) Truncate(n int64) error {
+	c.take()
+	return c.Dev.Truncate(n)
+}
+
+func (c *cloner) Flush() error {
+	c.take()
+	return c.Dev.Flush()
+}
+
+// qemuReadsClone checks that qemu-img check finds nothing in the crash
+// clone c and qemu-img reads it as we do.
+func qemuReadsClone(t *testing.T, c *memdev.Dev, size int64) {
+	t.Helper()
+	dir := t.TempDir()
+	p, raw := filepath.Join(dir, "c.vmdk"), filepath.Join(dir, "c.raw")
+	if err := c.WriteFile(p); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, p)
+	testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, raw)
+	q, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(memdev.FromBytes(c.Bytes(), memdev.Options{}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got := make([]byte, size)
+	if err := d.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, q, got, "qemu-img's read of a crash clone")
+}
+
+// checkClone opens a crash clone writable: flushed sectors read their
+// pattern, others their pattern or zeros; then it allocates a new grain
+// in the clone and reads it back (zeros but for the write).
+func checkClone(t *testing.T, c *memdev.Dev, size int64, written map[int64]bool, pat func(int64) []byte) {
+	t.Helper()
+	d, err := Open(c, Options{Writable: true})
+	if err != nil {
+		t.Fatalf("crash clone does not open: %v", err)
+	}
+	got := make([]byte, size)
+	if err := d.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	zero := make([]byte, 512)
+	for s := int64(0); s < size/512; s++ {
+		b := got[s*512 : s*512+512]
+		flushed, ok := written[s]
+		switch {
+		case !ok && !bytes.Equal(b, zero):
+			t.Fatalf("sector %d never written reads %x...", s, b[:8])
+		case ok && flushed && !bytes.Equal(b, pat(s)):
+			t.Fatalf("sector %d flushed reads %x...", s, b[:8])
+		case ok && !bytes.Equal(b, pat(s)) && !bytes.Equal(b, zero):
+			t.Fatalf("sector %d reads neither its write nor zeros: %x...", s, b[:8])
+		}
+	}
+	// A grain in the half never written, allocated now.
+	gb := d.extents[0].layout.GrainBytes()
+	gi := size / gb * 3 / 4
+	if err := d.Writev(gi*gb+512, [][]byte{pat(1)}); err != nil {
+		t.Fatal(err)
+	}
+	g := make([]byte, gb)
+	if err := d.Readv(gi*gb, [][]byte{g}); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, gb)
+	copy(want[512:], pat(1))
+	if i := testkit.FirstDiff(g, want); i >= 0 {
+		t.Fatalf("new grain %d reads old bytes at %d: %x", gi, i, g[i:i+8])
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWrite_CID: the first write after Open gives the image a new CID
+// of the same length, durably, before the write (KD11): an image QEMU
+// made on top of it then refuses to read through it, as after QEMU's
+// own write.
+func TestWrite_CID(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "top.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", top)
+	testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", top, filepath.Join(dir, "ok.raw"))
+	d := openRW(t, base)
+	old := d.CID()
+	// Reads and Flush change nothing.
+	if err := d.Readv(0, [][]byte{make([]byte, 512)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if d.CID() != old {
+		t.Fatal("CID changed without a write")
+	}
+	if err := d.Writev(0, [][]byte{fill(512, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if d.CID() == old || len(fmt.Sprintf("%x", d.CID())) != len(fmt.Sprintf("%x", old)) {
+		t.Errorf("CID %x after a write, was %x", d.CID(), old)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(base)
+	if got := format.ParseDescriptor(string(b[512 : 512+format.DescSize-1])); got.CID == old || !got.HasParentCID {
+		t.Errorf("descriptor on disk: CID %x (was %x)", got.CID, old)
+	}
+	qemuCheck(t, base)
+	if _, stderr, code := testkit.Run(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", top, filepath.Join(dir, "x.raw")); code == 0 {
+		t.Errorf("qemu-img read the top image through a changed base: %s", stderr)
+	}
+}
+
+// TestWrite_Refused: images qring does not write open read-only but
+// not writable, and the refused open leaves them as they were:
+// streamOptimized, a descriptor file with its extents, a parent, and
+// grains that overlap each other or the metadata.
+func TestWrite_Refused(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	try := func(name string, p string, want error) {
+		t.Helper()
+		before, _ := os.ReadFile(p)
+		f, err := block.OpenOSFile(p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(f, Options{Name: p, Writable: true, OpenExtent: func(q string) (block.Device, error) { return block.OpenOSFile(q, true) }})
+		if err == nil {
+			d.Close()
+			t.Errorf("%s: opened writable", name)
+		} else if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+		f.Close()
+		if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+			t.Errorf("%s: the refused open changed the image", name)
+		}
+	}
+	for _, sub := range []string{"streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse"} {
+		p := filepath.Join(dir, sub+".vmdk")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, "1M")
+		try(sub, p, format.ErrUnsupported)
+	}
+	base, top := filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "top.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "1M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", top)
+	before, _ := os.ReadFile(top)
+	f, _ := block.OpenOSFile(top, false)
+	if _, err := Open(f, Options{Name: top, Writable: true, NoParent: true}); !errors.Is(err, format.ErrUnsupported) {
+		t.Errorf("with a parent: %v", err)
+	}
+	f.Close()
+	if after, _ := os.ReadFile(top); !bytes.Equal(before, after) {
+		t.Error("with a parent: the refused open changed the image")
+	}
+	// Grain 1 pointed at grain 0's sector, then at the first grain
+	// table's.
+	p := filepath.Join(dir, "a.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", p, "1M")
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write 0 128k", p)
+	clean, _ := os.ReadFile(p)
+	h, _ := format.ParseHeader(clean)
+	gd := int64(h.GDOffset) * 512
+	gt := int64(format.Entry(clean[gd:], 0)) * 512
+	for _, e := range []uint32{format.Entry(clean[gt:], 0), uint32(gt / 512)} {
+		c := bytes.Clone(clean)
+		c[gt+4], c[gt+5], c[gt+6], c[gt+7] = byte(e), byte(e>>8), byte(e>>16), byte(e>>24)
+		if err := os.WriteFile(p, c, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		try(fmt.Sprintf("grain 1 at sector %d", e), p, format.ErrCorrupt)
+	}
+}
