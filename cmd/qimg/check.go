@@ -122,11 +122,17 @@ func runCheck(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	path = spec.Path
-	img, err := openImage(spec)
-	if errors.Is(err, imgopen.ErrVMDKReadOnly) && repair {
-		// vmdk_co_check repairs nothing (-ENOTSUP).
+	if repair && spec.Format == "" {
+		if f, perr := qcow2.Probe(spec.Path); perr == nil && f == "vmdk" {
+			spec.Format = f
+		}
+	}
+	if repair && spec.Format == "vmdk" {
+		// vmdk_co_check repairs nothing (-ENOTSUP); the image is not
+		// opened for writing (that would change its CID).
 		return e.errorf(63, "This image format does not support checks")
 	}
+	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}

@@ -318,7 +318,7 @@ func runConvert(e *env, args []string) int {
 	// Several inputs are written one after another (convertSrc).
 	ins, out := o.args[:len(o.args)-1], o.args[len(o.args)-1]
 	ofmt := o.get("O", "raw")
-	if ofmt != "raw" && ofmt != "qcow2" && ofmt != "vpc" && !tgtOpts {
+	if ofmt != "raw" && ofmt != "qcow2" && ofmt != "vpc" && ofmt != "vmdk" && !tgtOpts {
 		return e.errorf(1, "%v", outFormatError(ofmt))
 	}
 	// qemu-img reads -T, then -t (which it reads only after creating the
@@ -449,6 +449,12 @@ func runConvert(e *env, args []string) int {
 				}
 				continue
 			}
+			if ofmt == "vmdk" && k != "size" {
+				if err := req.setVMDKOption(k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+				continue
+			}
 			if k == "size" {
 				// Checked, then set from the inputs (as qemu-img).
 				if _, err := checkOptionType(qcow2CreateOptions, k, v); err != nil {
@@ -499,7 +505,9 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "Use of backing file requires explicit backing format")
 	}
 	// qemu-img's checks of a compressed output's create options.
-	if o.has("c") && ofmt != "qcow2" && !skipCreate {
+	// A monolithicSparse VMDK takes compressed writes as plain ones
+	// (QEMU's vmdk_co_pwritev_compressed): -c changes nothing there.
+	if o.has("c") && ofmt != "qcow2" && ofmt != "vmdk" && !skipCreate {
 		return e.errorf(1, "Compression not supported for this file format")
 	}
 	if o.has("c") && req.opts.Encrypt.Format != "" {
@@ -565,12 +573,12 @@ func runConvert(e *env, args []string) int {
 	}
 	if o.has("bitmaps") && dst.Image == nil {
 		err = fmt.Errorf("Format driver '%s' does not support bitmaps", ofmt)
-	} else if o.has("c") && dst.Image == nil {
+	} else if o.has("c") && dst.Image == nil && dst.VMDK == nil {
 		err = fmt.Errorf("Compression not supported for this file format")
 	} else {
 		err = checkOutputSize(skipCreate, dst.Dev, src.size)
 	}
-	if err == nil && o.has("c") {
+	if err == nil && o.has("c") && dst.Image != nil {
 		err = convertCompressed(src, dst.Image, cout, sparse, progress)
 	} else if err == nil {
 		if ofmt == "raw" && isBlockDevice(out) && !skipCreate {

@@ -25,6 +25,7 @@ type createRequest struct {
 	sizeSet bool
 	unsafe  bool // -u: the backing file is not opened when size and format are given
 	vpc     vpcCreate
+	vmdk    vmdkCreate
 }
 
 // vpcCreate are a VHD image's create options (-f vpc).
@@ -101,7 +102,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 // parseCreate reads create's format and options into req (errors in
 // qemu-img's words, which it prints after the file name).
 func parseCreate(o *opts, req *createRequest) error {
-	if req.format != "qcow2" && req.format != "raw" && req.format != "vpc" {
+	if req.format != "qcow2" && req.format != "raw" && req.format != "vpc" && req.format != "vmdk" {
 		return outFormatError(req.format)
 	}
 	if err := req.resolveFile(); err != nil {
@@ -115,6 +116,12 @@ func parseCreate(o *opts, req *createRequest) error {
 		for _, p := range kv {
 			if req.format == "vpc" {
 				if err := req.setVPCOption(p[0], p[1]); err != nil {
+					return err
+				}
+				continue
+			}
+			if req.format == "vmdk" {
+				if err := req.setVMDKOption(p[0], p[1]); err != nil {
 					return err
 				}
 				continue
@@ -241,6 +248,9 @@ func formattingLine(req *createRequest) string {
 			fmt.Fprintf(&b, " preallocation=%s", o.Preallocation)
 		}
 		return b.String()
+	case "vmdk":
+		b.WriteString(vmdkFormatting(req))
+		return b.String()
 	case "vpc":
 		fmt.Fprintf(&b, "size=%d", o.Size)
 		if req.given["subformat"] {
@@ -331,6 +341,8 @@ func doCreate(req *createRequest) error {
 		return createRaw(req.file, req.opts.Size, req.opts.Preallocation)
 	case "vpc":
 		return createVPC(req.file, req.opts.Size, req.vpc)
+	case "vmdk":
+		return createVMDK(req.file, req.opts.Size, req)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {

@@ -80,7 +80,7 @@ func runDD(e *env, args []string) int {
 		return 1
 	}
 	outFmt := o.get("O", "raw")
-	if outFmt != "raw" && outFmt != "qcow2" && outFmt != "vpc" {
+	if outFmt != "raw" && outFmt != "qcow2" && outFmt != "vpc" && outFmt != "vmdk" {
 		if !slices.Contains(qemuFormats, outFmt) {
 			return e.errorf(1, "Unknown file format") // qemu-img dd names none
 		}

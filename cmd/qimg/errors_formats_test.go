@@ -12,7 +12,7 @@ import (
 // TestErrors_FormatsLikeQemu: a format name qemu-img does not know is
 // refused with qemu-img's words and exit code wherever it names one (the
 // image to write, a measure target, dd's output, -o help, a backing
-// format); a format qemu-img knows and qimg does not write (vmdk) is
+// format); a format qemu-img knows and qimg does not write (vdi) is
 // refused with exit 1, nothing created, in the words qemu-img refuses a
 // format driver it cannot create images with. qimg said "unknown file
 // format 'F' (qcow2, raw)" with a usage line (create -o help, convert
@@ -48,10 +48,10 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		}
 	}
 	for c, want := range map[string]string{
-		"create -f vmdk $N 1M":            "$N: Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
-		"create -f vmdk -o help":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
-		"convert -O vmdk $A $N":           "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
-		"dd -O vmdk if=$A of=$N":          "Format driver 'vmdk' is not supported by qimg (qcow2, raw, vpc)",
+		"create -f vdi $N 1M":             "$N: Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"create -f vdi -o help":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"convert -O vdi $A $N":            "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"dd -O vdi if=$A of=$N":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
 		"measure -O vdi --size 1M":        "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
 		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk); Could not open backing image.",
 		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",

@@ -81,7 +81,7 @@ func (e *env) answerOptionsHelp(o *opts, f string) (code int, done bool) {
 	if !slices.ContainsFunc(o.vals["o"], isHelpOption) {
 		return 0, false
 	}
-	if f != "qcow2" && f != "raw" && f != "vpc" {
+	if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" {
 		return e.errorf(1, "%v", outFormatError(f)), true
 	}
 	createOptionsHelp(e.stdout, f)
@@ -133,6 +133,8 @@ func createOptionsHelp(w io.Writer, format string) {
 		opts = rawCreateOptions
 	case "vpc":
 		opts = vpcCreateOptions
+	case "vmdk":
+		opts = vmdkCreateOptions
 	}
 	fmt.Fprintf(w, "Supported %s options:\n", format)
 	for _, o := range opts {

@@ -345,6 +345,8 @@ func (s *ioSession) discard(args []string) error {
 		err = s.Image.Discard(off, n)
 	case s.VHD != nil:
 		err = s.VHD.Discard(off, n) // QEMU's vpc: the bytes stay
+	case s.VMDK != nil:
+		err = s.VMDK.Discard(off, n) // QEMU's vmdk: the bytes stay
 	default:
 		err = s.Dev.WriteZeroes(off, n, block.MayUnmap)
 	}

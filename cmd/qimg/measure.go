@@ -31,8 +31,8 @@ type measureTarget struct {
 
 func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
 	t := &measureTarget{format: format}
-	if format == "vpc" {
-		return nil, fmt.Errorf("Block driver 'vpc' does not support size measurement")
+	if format == "vpc" || format == "vmdk" {
+		return nil, fmt.Errorf("Block driver '%s' does not support size measurement", format)
 	}
 	if format != "raw" && format != "qcow2" {
 		return nil, outFormatErrorOf(format, "qcow2, raw")

@@ -49,11 +49,11 @@ func formatError(format string) error {
 }
 
 // outFormatError is an image format to write (create -f, convert and dd
-// -O) other than qcow2, raw and vpc, in qemu-img's words: a name it does
+// -O) other than qcow2, raw, vpc and vmdk, in qemu-img's words: a name it does
 // not know is an "Unknown file format"; one it knows (vmdk, vdi...) is
 // refused as qemu-img refuses a format driver it cannot create images
 // with.
-func outFormatError(format string) error { return outFormatErrorOf(format, "qcow2, raw, vpc") }
+func outFormatError(format string) error { return outFormatErrorOf(format, "qcow2, raw, vpc, vmdk") }
 
 // outFormatErrorOf is outFormatError for a command that writes the
 // formats listed in supported.

@@ -564,7 +564,7 @@ func TestErrors(t *testing.T) {
 		{"bad-format", []string{"info", "-f", "vmdk", p}},
 		{"io-no-file", []string{"io", "-c", "flush"}},
 		{"compare-one-file", []string{"compare", p}},
-		{"convert-bad-format", []string{"convert", "-O", "vmdk", p, filepath.Join(d, "o.vmdk")}},
+		{"convert-bad-format", []string{"convert", "-O", "vdi", p, filepath.Join(d, "o.vdi")}},
 		{"map-two-files", []string{"map", p, p}},
 	}
 	for _, c := range cases {

@@ -37,7 +37,7 @@ func openLayer(path, format string, o qcow2.Options) (block.Device, error) {
 		}
 		return vhdLayer{d}, nil
 	}
-	d, err := openVMDKFile(f, path, op, o, false, nil)
+	d, err := openVMDKFile(f, path, op, o, false, nil, false)
 	if err != nil {
 		f.Close()
 		return nil, err

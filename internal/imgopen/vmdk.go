@@ -15,26 +15,40 @@ import (
 	"github.com/qring/qring/vmdk"
 )
 
-// ErrVMDKReadOnly is a VMDK image opened for writing: qring reads VMDK
-// images only (vmdk's KD1).
-var ErrVMDKReadOnly = errors.New("Driver 'vmdk' is read-only in qring: open the image read-only")
+// ErrVMDKReadOnly is a VMDK image opened for writing that qring reads
+// but does not write (vmdk's KD8: only monolithicSparse images without
+// a parent are written); the error wrapping it says why.
+var ErrVMDKReadOnly = errors.New("qring writes only monolithicSparse VMDK images: open the image read-only")
 
-// openVMDK opens a VMDK image read-only over its host file (vmdk's
-// KD1), and, for a descriptor file, its extent files, also read-only: a
-// request to open it for writing is refused before anything is opened.
+// readOnlyVMDK is a writable open refused for an image that opens
+// read-only.
+type readOnlyVMDK struct{ err error }
+
+func (e readOnlyVMDK) Error() string        { return e.err.Error() }
+func (e readOnlyVMDK) Unwrap() []error      { return []error{e.err, ErrVMDKReadOnly} }
+func (e readOnlyVMDK) Is(target error) bool { return target == ErrVMDKReadOnly }
+
+// openVMDK opens a VMDK image over its host file, read-only or writable
+// as the spec asks (vmdk's KD1, KD8), and, for a descriptor file, its
+// extent files, read-only (a descriptor file is never written).
 func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
-	if !s.ReadOnly && !s.Opts.ReadOnly {
-		return nil, ErrVMDKReadOnly
-	}
-	f, err := op(s.Path, true)
+	ro := s.ReadOnly || s.Opts.ReadOnly
+	f, err := op(s.Path, ro)
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFormatFile(f, s.Path, "vmdk", true, s.Opts); err != nil {
+	if err := lockFormatFile(f, s.Path, "vmdk", ro, s.Opts); err != nil {
 		f.Close()
 		return nil, err
 	}
-	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil)
+	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking || !ro, nil, !ro)
+	if err != nil && !ro {
+		// Refused writable: say so when it opens read-only.
+		if r, rerr := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil, false); rerr == nil {
+			r.Close() // closes f
+			return nil, readOnlyVMDK{err}
+		}
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -51,13 +65,14 @@ var ErrVMDKParentLoop = errors.New("the VMDK parent chain loops back to an image
 // openVMDKFile opens the VMDK image in f (named path), its extent files
 // and, unless noParent, its parent chain, each read-only (vmdk's KD6)
 // and locked as QEMU locks them (lockFormatFile, with o's NoLock and
-// ForceShare); above are the files of the images above it. On error f
-// is left to the caller.
-func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options, noParent bool, above []os.FileInfo) (*vmdk.Disk, error) {
+// ForceShare); above are the files of the images above it; writable
+// opens the image itself for writing (vmdk's KD8). On error f is left
+// to the caller.
+func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options, noParent bool, above []os.FileInfo, writable bool) (*vmdk.Disk, error) {
 	if fi, err := os.Stat(path); err == nil {
 		above = append(slices.Clip(above), fi)
 	}
-	return vmdk.Open(f, vmdk.Options{Name: path, NoParent: noParent,
+	return vmdk.Open(f, vmdk.Options{Name: path, NoParent: noParent, Writable: writable,
 		OpenExtent: func(p string) (block.Device, error) {
 			if err := checkFileType(p); err != nil {
 				return nil, err
@@ -103,7 +118,7 @@ func openVMDKParent(path string, op qcow2.Opener, o qcow2.Options, above []os.Fi
 		f.Close()
 		return nil, err
 	}
-	d, err := openVMDKFile(f, path, op, o, false, above)
+	d, err := openVMDKFile(f, path, op, o, false, above, false)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -130,8 +145,7 @@ func extentOpenError(path string, err error) error {
 // lockFormatFile takes on a file of a VHD or VMDK image (its own file,
 // an extent file, a parent's) the locks QEMU 7.2's format nodes take on
 // theirs, as /proc/locks shows them beside qemu-io: read-only, read held,
-// write and resize not shared; writable (VHD only), write and resize
-// held too; with force-share (-U, read-only only) all shared; none with
+// write and resize not shared; writable, write and resize held too; with force-share (-U, read-only only) all shared; none with
 // NoLock, or on a device that cannot lock.
 func lockFormatFile(d block.Device, path, format string, readOnly bool, o qcow2.Options) error {
 	if o.ForceShare && !readOnly {

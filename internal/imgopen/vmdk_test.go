@@ -1,8 +1,11 @@
 package imgopen
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -11,8 +14,9 @@ import (
 
 // TestOpen_VMDK: a VMDK image opens read-only as "vmdk", with -f vmdk
 // and probed ("KDMV" for a sparse extent, "version=1" for a descriptor
-// file, whose extent files open with it). Opening one for writing is
-// refused before anything is opened (vmdk's KD1).
+// file, whose extent files open with it), refusing writes (vmdk's
+// KD1). Opened for writing, a monolithicSparse image takes writes (KD8);
+// the others are refused with ErrVMDKReadOnly and left as they were.
 func TestOpen_VMDK(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := t.TempDir()
@@ -39,8 +43,25 @@ func TestOpen_VMDK(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if _, err := Open(Spec{Path: p, AIO: "threads"}); !errors.Is(err, ErrVMDKReadOnly) {
-			t.Errorf("read-write open: %v", err)
+		before, _ := os.ReadFile(p)
+		o, err := Open(Spec{Path: p, AIO: "threads"})
+		if strings.Contains(p, "monolithicSparse") {
+			if err != nil {
+				t.Fatalf("read-write open of %s: %v", p, err)
+			}
+			if err := o.Dev.Writev(0, [][]byte{{1}}); err != nil {
+				t.Errorf("write to %s: %v", p, err)
+			}
+			if err := o.Close(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrVMDKReadOnly) {
+			t.Errorf("read-write open of %s: %v", p, err)
+		}
+		if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+			t.Errorf("refused read-write open changed %s", p)
 		}
 	}
 }

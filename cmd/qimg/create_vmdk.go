@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/uring"
+	"github.com/qring/qring/vmdk"
+	"github.com/qring/qring/vmdk/format"
+)
+
+// vmdkCreate are a VMDK image's create options (-f vmdk), as given.
+type vmdkCreate struct {
+	adapter, hwversion, toolsversion, subformat string
+	compat6, zeroedGrain                        string // as given; "" when not
+	o                                           format.NewOptions
+}
+
+var vmdkCreateOptions = []createOption{
+	{"adapter_type", "str", "Virtual adapter type, can be one of ide (default), lsilogic, buslogic or legacyESX"},
+	{"backing_file", "str", "File name of a base image"},
+	{"backing_fmt", "str", "Must be 'vmdk' if present"},
+	{"compat6", "bool (on/off)", "VMDK version 6 image"},
+	{"hwversion", "str", "VMDK hardware version"},
+	{"size", "size", "Virtual disk size"},
+	{"subformat", "str", "VMDK flat extent format, can be one of {monolithicSparse (default) | monolithicFlat | twoGbMaxExtentSparse | twoGbMaxExtentFlat | streamOptimized} "},
+	{"toolsversion", "str", "VMware guest tools version"},
+	{"zeroed_grain", "bool (on/off)", "Enable efficient zero writes using the zeroed-grain GTE feature"},
+}
+
+// vmdkSubformats are the subformats qemu-img knows; qimg creates the
+// first only.
+var vmdkSubformats = []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"}
+
+// setVMDKOption sets one -o option of create -f vmdk, with QEMU's
+// checks: the type at once, the values of adapter_type and subformat
+// only once the driver creates the image (after "Formatting").
+func (req *createRequest) setVMDKOption(k, v string) error {
+	given := v
+	v, err := checkOptionType(vmdkCreateOptions, k, v)
+	if err != nil {
+		return err
+	}
+	req.given[k] = true
+	c := &req.vmdk
+	late := func(err error) {
+		if req.late == nil {
+			req.late = err
+		}
+	}
+	switch k {
+	case "size":
+		n, _ := qcow2.ParseSize(v)
+		req.opts.Size, req.sizeSet = n, true
+	case "adapter_type":
+		c.adapter = v
+		if !slices.Contains(format.Adapters, v) {
+			late(fmt.Errorf("invalid parameter value: %s", v))
+		}
+	case "subformat":
+		c.subformat = v
+		if !slices.Contains(vmdkSubformats, v) {
+			late(fmt.Errorf("invalid parameter value: %s", v))
+		}
+	case "hwversion":
+		c.hwversion = v
+	case "toolsversion":
+		c.toolsversion = v
+	case "compat6":
+		c.compat6 = given
+		c.o.Compat6 = v == "on"
+	case "zeroed_grain":
+		c.zeroedGrain = given
+		c.o.ZeroedGrain = v == "on"
+	case "backing_file":
+		req.opts.BackingFile = v
+	case "backing_fmt":
+		req.opts.BackingFormat = v
+	}
+	return nil
+}
+
+// vmdkFormatting is the end of create -f vmdk's "Formatting" line, in
+// QEMU's option order.
+func vmdkFormatting(req *createRequest) string {
+	c := req.vmdk
+	s := fmt.Sprintf("size=%d", req.opts.Size)
+	if req.opts.BackingFile != "" {
+		s += " backing_file=" + req.opts.BackingFile
+	}
+	if req.opts.BackingFormat != "" {
+		s += " backing_fmt=" + req.opts.BackingFormat
+	}
+	if req.given["adapter_type"] {
+		s += " adapter_type=" + c.adapter
+	}
+	compat6 := c.compat6
+	if compat6 == "" {
+		compat6 = "off"
+	}
+	hw := c.hwversion
+	if hw == "" {
+		hw = "undefined"
+	}
+	s += " compat6=" + compat6 + " hwversion=" + hw
+	if req.given["toolsversion"] {
+		s += " toolsversion=" + c.toolsversion
+	}
+	if req.given["subformat"] {
+		s += " subformat=" + c.subformat
+	}
+	if req.given["zeroed_grain"] {
+		s += " zeroed_grain=" + c.zeroedGrain
+	}
+	return s
+}
+
+// ErrVMDKSubformat is a subformat qemu-img creates and qimg does not.
+var ErrVMDKSubformat = errors.New("qimg creates monolithicSparse VMDK images only")
+
+// createVMDK makes a VMDK image as qemu-img create -f vmdk does (vmdk's
+// KD7), in a file emptied only once qimg holds its write lock.
+func createVMDK(path string, size int64, req *createRequest) error {
+	c := req.vmdk
+	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "vmdk" {
+		return errors.New("backing_file must be a vmdk image")
+	}
+	if c.subformat != "" && c.subformat != "monolithicSparse" {
+		return fmt.Errorf("%w (subformat=%s)", ErrVMDKSubformat, c.subformat)
+	}
+	if req.opts.BackingFile != "" {
+		return errors.New("qimg does not create VMDK images with a backing file")
+	}
+	o := c.o
+	o.Size, o.Adapter, o.ToolsVersion = size, c.adapter, c.toolsversion
+	if c.hwversion != "undefined" {
+		o.HWVersion = c.hwversion
+	}
+	if _, err := format.NewDescriptor(o, 0, ""); err != nil {
+		return err // before the file is made, as QEMU
+	}
+	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
+	if err != nil {
+		return createErr(path, err)
+	}
+	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false)
+	err = qcow2.LockAs(f, path, perm, shared)
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = vmdk.Create(f, vmdk.CreateOptions{NewOptions: o, Name: filepath.Base(path)})
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// vmdkMap is qemu-img map's JSON of a VMDK image without host offsets,
+// neighbours alike merged (grains are allocated in the order writes
+// come, which splits QEMU's runs where their offsets do not follow).
+func vmdkMap(t *testing.T, p string) string {
+	t.Helper()
+	var m []struct {
+		Start, Length       int64
+		Depth               int
+		Present, Zero, Data bool
+	}
+	if err := json.Unmarshal([]byte(testkit.MustRun(t, "qemu-img", "map", "-f", "vmdk", "--output=json", p)), &m); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(m); i++ {
+		a, b := m[i-1], m[i]
+		if a.Start+a.Length == b.Start && a.Depth == b.Depth && a.Present == b.Present && a.Zero == b.Zero && a.Data == b.Data {
+			m[i-1].Length += b.Length
+			m = append(m[:i], m[i+1:]...)
+			i--
+		}
+	}
+	return fmt.Sprintf("%+v", m)
+}
+
+// sameVMDK checks that qemu-img check finds nothing in ours, and that
+// qemu-img reads and maps the VMDK images ours and theirs alike (but for
+// host offsets).
+func sameVMDK(t *testing.T, what, ours, theirs string) {
+	t.Helper()
+	if o, e, code := testkit.Run(t, "qemu-img", "check", "-f", "vmdk", ours); code != 0 || strings.TrimSpace(o) != "No errors were found on the image." {
+		t.Errorf("%s: qemu-img check: exit %d\n%s%s", what, code, o, e)
+	}
+	if o, e, code := testkit.Run(t, "qemu-img", "compare", "-f", "vmdk", "-F", "vmdk", ours, theirs); code != 0 {
+		t.Errorf("%s: qemu-img compare: exit %d\n%s%s", what, code, o, e)
+	}
+	if a, b := vmdkMap(t, ours), vmdkMap(t, theirs); a != b {
+		t.Errorf("%s: qemu-img map:\nours:\n%s\nqemu-img's:\n%s", what, a, b)
+	}
+}
+
+// TestVMDK_CreateLikeQemu: qimg create -f vmdk prints qemu-img's lines
+// and errors for the vmdk options (adapter types, versions, compat6,
+// zeroed_grain, refused values), and the images it makes are
+// qemu-img's but for the CID (vmdk's KD7, checked byte for byte there).
+// The subformats qimg does not create and backing files are refused in
+// qimg's words, no file made.
+func TestVMDK_CreateLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	for i, args := range [][]string{
+		{}, {"1.5k"}, {"-q", "100M"}, {"-o", "size=2M"},
+		{"-o", "adapter_type=lsilogic,hwversion=7,toolsversion=5", "1G"}, {"-o", "compat6=yes,zeroed_grain=on", "1M"},
+		{"-o", "adapter_type=bad", "1M"}, {"-o", "adapter_type=IDE", "1M"}, {"-o", "compat6=on,hwversion=7", "1M"},
+		{"-o", "zeroed_grain=maybe", "1M"}, {"-o", "subformat=bad", "1M"}, {"-o", "subformat=monolithicSparse", "1M"},
+		{"-o", "bogus=1", "1M"}, {"-o", "backing_fmt=qcow2", "1M"}, {"-o", "hwversion=undefined", "1M"},
+	} {
+		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vmdk", i)), filepath.Join(dir, fmt.Sprintf("o%d.vmdk", i))
+		withPath := func(p string) []string {
+			a := append([]string{"create", "-f", "vmdk"}, args...)
+			k := len(a)
+			if k > 3 && !strings.HasPrefix(a[k-1], "-") && !strings.Contains(a[k-1], "=") && a[k-2] != "-o" {
+				k-- // the size comes after the file name
+			}
+			return append(append(append([]string(nil), a[:k]...), p), a[k:]...)
+		}
+		qo, qe, qcode := testkit.Run(t, "qemu-img", withPath(q)...)
+		oo, oe, ocode := runQ(t, withPath(o)...)
+		norm := func(s, p string) string {
+			s = strings.ReplaceAll(s, p, "IMG")
+			s = strings.ReplaceAll(s, "qimg: create: ", "")
+			return strings.ReplaceAll(s, "qemu-img: ", "")
+		}
+		if norm(oo, o) != norm(qo, q) || norm(oe, o) != norm(qe, q) || ocode != qcode {
+			t.Errorf("create %q: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", args, ocode, oo, oe, qcode, qo, qe)
+		}
+		_, qerr := os.Stat(q)
+		_, oerr := os.Stat(o)
+		if (qerr == nil) != (oerr == nil) {
+			t.Errorf("create %q: file made %v, qemu-img's %v", args, oerr == nil, qerr == nil)
+		}
+		if qcode == 0 {
+			sameVMDK(t, fmt.Sprint(args), o, q)
+			// Byte for byte but for the descriptor's CID and name.
+			a, _ := os.ReadFile(o)
+			b, _ := os.ReadFile(q)
+			const desc = 21 * 512
+			cid := regexp.MustCompile(`\nCID=[0-9a-f]+\n`)
+			da := string(cid.ReplaceAll(bytes.ReplaceAll(a[512:desc], []byte(filepath.Base(o)), []byte("N")), []byte("\nCID=\n")))
+			db := string(cid.ReplaceAll(bytes.ReplaceAll(b[512:desc], []byte(filepath.Base(q)), []byte("N")), []byte("\nCID=\n")))
+			if len(a) != len(b) || !bytes.Equal(a[:512], b[:512]) || !bytes.Equal(a[desc:], b[desc:]) || strings.TrimRight(da, "\x00") != strings.TrimRight(db, "\x00") {
+				t.Errorf("create %q: the image differs from qemu-img's (%d bytes, %d)", args, len(a), len(b))
+			}
+			infoMapLikeQemu(t, o, []string{"-f", "vmdk", o})
+		}
+	}
+	for _, sub := range []string{"streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse"} {
+		o := filepath.Join(dir, sub+".vmdk")
+		_, e, code := runQ(t, "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, o, "1M")
+		if code != 1 || !strings.Contains(e, "qimg creates monolithicSparse VMDK images only (subformat="+sub+")") {
+			t.Errorf("subformat=%s: exit %d, %s", sub, code, e)
+		}
+		if _, err := os.Stat(o); err == nil {
+			t.Errorf("subformat=%s: a file was made", sub)
+		}
+	}
+}
+
+// TestVMDK_WritesLikeQemu: a monolithicSparse VMDK image is writable in
+// qimg as in qemu-img: convert (-c too, plain writes there as in QEMU)
+// and dd -O vmdk write the images qemu-img writes; qimg io's writes
+// leave the bytes qemu-io's leave (and the grains, but for zeros
+// written into unallocated ones, which qemu-io allocates and qimg does
+// not); commit writes into a VMDK base as qemu-img does; qemu-img check
+// finds nothing in any of them; resize, measure, truncate and backing
+// files are refused in qemu-img's words, leaving the image as it was.
+func TestVMDK_WritesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	src := filepath.Join(dir, "s.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "100M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 5M 3M", "-c", "write -z 20M 4M",
+		"-c", "write -P 3 99M 1M", "-c", "write -P 4 50M 512", src)
+	for _, o := range [][]string{nil, {"-c"}, {"-o", "adapter_type=buslogic,zeroed_grain=on"}} {
+		ours, theirs := filepath.Join(dir, "o.vmdk"), filepath.Join(dir, "q.vmdk")
+		os.Remove(ours)
+		os.Remove(theirs)
+		mustQ(t, append(append([]string{"convert", "-O", "vmdk"}, o...), src, ours)...)
+		testkit.MustRun(t, "qemu-img", append(append([]string{"convert", "-O", "vmdk"}, o...), src, theirs)...)
+		sameVMDK(t, fmt.Sprintf("convert %q", o), ours, theirs)
+		testkit.MustRun(t, "qemu-img", "compare", "-F", "vmdk", src, ours)
+		infoMapLikeQemu(t, ours, []string{"-f", "vmdk", ours})
+		if o == nil {
+			dd, qdd := filepath.Join(dir, "dd.vmdk"), filepath.Join(dir, "qdd.vmdk")
+			mustQ(t, "dd", "-O", "vmdk", "bs=1M", "if="+src, "of="+dd)
+			testkit.MustRun(t, "qemu-img", "dd", "-O", "vmdk", "bs=1M", "if="+src, "of="+qdd)
+			sameVMDK(t, "dd", dd, qdd)
+		}
+	}
+	// io: the same commands through qimg io and qemu-io.
+	ours, theirs := filepath.Join(dir, "io-o.vmdk"), filepath.Join(dir, "io-q.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", theirs, "20M")
+	cp(t, theirs, ours)
+	cmds := []string{"-c", "write -P 0x11 4k 4k", "-c", "writev -P 0x22 2M 4k 8k", "-c", "write -P 0x33 3145216 1k",
+		"-c", "write -z 5k 1k", "-c", "discard 4k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
+	oo, oe, code := runQ(t, append(append([]string{"io", "-f", "vmdk"}, cmds...), ours)...)
+	qo := testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vmdk"}, cmds...), theirs)...)
+	if code != 0 || timing.ReplaceAllString(oo, "$1, $2 ops") != timing.ReplaceAllString(qo, "$1, $2 ops") {
+		t.Errorf("io: exit %d\n%s%s\nqemu-io:\n%s", code, oo, oe, qo)
+	}
+	sameVMDK(t, "io", ours, theirs)
+	// Refusals, as qemu-img's, the image unchanged.
+	before, _ := os.ReadFile(ours)
+	for _, args := range [][]string{
+		{"resize", "-f", "vmdk", ours, "40M"},
+		{"convert", "-O", "vmdk", "-B", src, src, filepath.Join(dir, "b.vmdk")},
+		{"measure", "-O", "vmdk", "--size", "1M"},
+		{"io", "-f", "vmdk", "-c", "truncate 40M", ours},
+		{"check", "-r", "all", ours},
+	} {
+		qargs := append([]string(nil), args...)
+		tool := "qemu-img"
+		if args[0] == "io" {
+			tool, qargs = "qemu-io", qargs[1:]
+		}
+		for i, a := range qargs {
+			if a == ours {
+				qargs[i] = theirs
+			}
+		}
+		qo, qe, qcode := testkit.Run(t, tool, qargs...)
+		oo, e, code := runQ(t, args...)
+		want := strings.TrimPrefix(strings.TrimSpace(qe+qo), tool+": ")
+		if code != qcode || want == "" || !strings.Contains(e+oo, want) {
+			t.Errorf("%q: exit %d, %q; %s: exit %d, %q", args, code, e+oo, tool, qcode, want)
+		}
+	}
+	if after, _ := os.ReadFile(ours); !bytes.Equal(before, after) {
+		t.Error("a refused command changed the image")
+	}
+	// commit into a VMDK base.
+	for _, who := range []string{"o", "q"} {
+		base, top := filepath.Join(dir, "cb-"+who+".vmdk"), filepath.Join(dir, "ct-"+who+".qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "10M")
+		testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 1 0 1M", base)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "vmdk", top)
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 2 512k 1M", "-c", "write -P 3 6M 64k", top)
+		if who == "o" {
+			mustQ(t, "commit", top)
+		} else {
+			testkit.MustRun(t, "qemu-img", "commit", top)
+		}
+	}
+	sameVMDK(t, "commit", filepath.Join(dir, "cb-o.vmdk"), filepath.Join(dir, "cb-q.vmdk"))
+}
