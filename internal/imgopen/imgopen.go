@@ -22,7 +22,7 @@ import (
 // Spec says how to open one image.
 type Spec struct {
 	Path     string
-	Format   string // "qcow2", "raw", "vpc" (vhd.go), "vmdk" (read-only: vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
+	Format   string // "qcow2", "raw", "vpc" (vhd.go), "vmdk" (vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
 	// writethrough, directsync, unsafe.

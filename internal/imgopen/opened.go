@@ -23,7 +23,7 @@ type Opened struct {
 	// VHD is Dev as a VHD image (QEMU's "vpc" format) when
 	// the image is one, else nil.
 	VHD *vhd.Disk
-	// VMDK is Dev as a VMDK image (read-only) when the image is one,
+	// VMDK is Dev as a VMDK image when the image is one,
 	// else nil.
 	VMDK *vmdk.Disk
 
