@@ -208,10 +208,10 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	if err := block.CheckRange(off, total); err != nil {
 		return err
 	}
-	var c cursor
+	var c block.Cursor
 	for done := int64(0); done < total; {
 		host, n := d.hostOff(off+done, total-done)
-		sub := c.next(bufs, n)
+		sub := c.Next(bufs, n)
 		if host < 0 {
 			for _, b := range sub {
 				clear(b)

@@ -283,16 +283,11 @@ func TestWrite_CrashClones(t *testing.T) {
 // do.
 func qemuReadsClone(t *testing.T, c *memdev.Dev, size int64) {
 	t.Helper()
-	dir := t.TempDir()
-	p, raw := filepath.Join(dir, "c.vhd"), filepath.Join(dir, "c.raw")
+	p := filepath.Join(t.TempDir(), "c.vhd")
 	if err := c.WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
-	testkit.MustRun(t, "qemu-img", "convert", "-f", "vpc", "-O", "raw", p, raw)
-	q, err := os.ReadFile(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testkit.QemuReadRaw(t, "vpc", p)
 	d, err := Open(memdev.FromBytes(c.Bytes(), memdev.Options{}), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -318,19 +313,7 @@ func checkClone(t *testing.T, c *memdev.Dev, size int64, written map[int64]bool,
 	if err := d.Readv(0, [][]byte{got}); err != nil {
 		t.Fatal(err)
 	}
-	zero := make([]byte, 512)
-	for s := int64(0); s < size/512; s++ {
-		b := got[s*512 : s*512+512]
-		flushed, ok := written[s]
-		switch {
-		case !ok && !bytes.Equal(b, zero):
-			t.Fatalf("sector %d never written reads %x...", s, b[:8])
-		case ok && flushed && !bytes.Equal(b, pat(s)):
-			t.Fatalf("sector %d flushed reads %x...", s, b[:8])
-		case ok && !bytes.Equal(b, pat(s)) && !bytes.Equal(b, zero):
-			t.Fatalf("sector %d reads neither its write nor zeros: %x...", s, b[:8])
-		}
-	}
+	testkit.CheckCrashSectors(t, got, written, pat)
 	// A block never written before: the first one whose sectors none
 	// was, allocated now.
 	bs := d.layout.BlockSize

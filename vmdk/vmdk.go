@@ -447,8 +447,7 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	if err := block.CheckRange(off, total); err != nil {
 		return err
 	}
-	var sub [][]byte
-	bi, bo := 0, 0
+	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done
 		kind, host, n := unalloc, int64(0), total-done
@@ -460,19 +459,7 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 				return err
 			}
 		}
-		sub = sub[:0]
-		for rem := n; rem > 0; {
-			b := bufs[bi][bo:]
-			if int64(len(b)) > rem {
-				b = b[:rem]
-			}
-			sub = append(sub, b)
-			rem -= int64(len(b))
-			bo += len(b)
-			if bo == len(bufs[bi]) {
-				bi, bo = bi+1, 0
-			}
-		}
+		sub := c.Next(bufs, n)
 		switch {
 		case kind == unalloc && d.parent != nil:
 			if err := d.readParent(pos, sub); err != nil {

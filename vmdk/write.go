@@ -17,14 +17,8 @@ import (
 // ErrOutOfRange is a write past the virtual size (QEMU refuses it too).
 var ErrOutOfRange = fmt.Errorf("vmdk: write past the end of the disk: %w", block.ErrRange)
 
-// ErrNoResize is Truncate's refusal on a writable image, in QEMU's
-// words; it matches block.ErrNotSupported.
-var ErrNoResize error = noResize{}
-
-type noResize struct{}
-
-func (noResize) Error() string { return "Image format driver does not support resize" }
-func (noResize) Unwrap() error { return block.ErrNotSupported }
+// ErrNoResize is Truncate's refusal, in QEMU's words: block.ErrNoResize.
+var ErrNoResize = block.ErrNoResize
 
 // writer is what a writable Disk keeps besides the read-only state
 // (KD8-KD11). Only a monolithicSparse image is writable: one hosted,
@@ -283,7 +277,7 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	}
 	e := &d.extents[0]
 	gb := e.layout.GrainBytes()
-	var c cursor
+	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done
 		gi, in := pos/gb, pos%gb
@@ -292,7 +286,7 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 		if err != nil {
 			return err
 		}
-		if err := d.file.Writev(int64(g)*format.SectorSize+in, c.next(bufs, n)); err != nil {
+		if err := d.file.Writev(int64(g)*format.SectorSize+in, c.Next(bufs, n)); err != nil {
 			return err
 		}
 		done += n
@@ -445,28 +439,4 @@ func (d *Disk) closeWriter() error {
 		return nil
 	}
 	return err
-}
-
-// cursor walks a vector of buffers: next returns the next n bytes of
-// bufs as sub-slices, reusing its storage (valid until the next call).
-type cursor struct {
-	bi, bo int
-	sub    [][]byte
-}
-
-func (c *cursor) next(bufs [][]byte, n int64) [][]byte {
-	c.sub = c.sub[:0]
-	for n > 0 {
-		b := bufs[c.bi][c.bo:]
-		if int64(len(b)) > n {
-			b = b[:n]
-		}
-		c.sub = append(c.sub, b)
-		n -= int64(len(b))
-		c.bo += len(b)
-		if c.bo == len(bufs[c.bi]) {
-			c.bi, c.bo = c.bi+1, 0
-		}
-	}
-	return c.sub
 }

@@ -363,17 +363,12 @@ func (c *cloner) Flush() error {
 // clone c and qemu-img reads it as we do.
 func qemuReadsClone(t *testing.T, c *memdev.Dev, size int64) {
 	t.Helper()
-	dir := t.TempDir()
-	p, raw := filepath.Join(dir, "c.vmdk"), filepath.Join(dir, "c.raw")
+	p := filepath.Join(t.TempDir(), "c.vmdk")
 	if err := c.WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
 	qemuCheck(t, p)
-	testkit.MustRun(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", p, raw)
-	q, err := os.ReadFile(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := testkit.QemuReadRaw(t, "vmdk", p)
 	d, err := Open(memdev.FromBytes(c.Bytes(), memdev.Options{}), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -399,19 +394,7 @@ func checkClone(t *testing.T, c *memdev.Dev, size int64, written map[int64]bool,
 	if err := d.Readv(0, [][]byte{got}); err != nil {
 		t.Fatal(err)
 	}
-	zero := make([]byte, 512)
-	for s := int64(0); s < size/512; s++ {
-		b := got[s*512 : s*512+512]
-		flushed, ok := written[s]
-		switch {
-		case !ok && !bytes.Equal(b, zero):
-			t.Fatalf("sector %d never written reads %x...", s, b[:8])
-		case ok && flushed && !bytes.Equal(b, pat(s)):
-			t.Fatalf("sector %d flushed reads %x...", s, b[:8])
-		case ok && !bytes.Equal(b, pat(s)) && !bytes.Equal(b, zero):
-			t.Fatalf("sector %d reads neither its write nor zeros: %x...", s, b[:8])
-		}
-	}
+	testkit.CheckCrashSectors(t, got, written, pat)
 	// A grain in the half never written, allocated now.
 	gb := d.extents[0].layout.GrainBytes()
 	gi := size / gb * 3 / 4

@@ -393,18 +393,35 @@ func allocateFirstBlock(f block.Device, size int64) error {
 // does (fallocate; zeros written); off (or "") leaves it sparse but for
 // its first block.
 func createRaw(path string, size int64, prealloc string) error {
+	return createEmpty(path, func(f *uring.File) error { return fillRaw(f, path, size, prealloc) })
+}
+
+// createEmpty opens the file at path (made if need be), takes its write
+// lock (write and resize, shared with nobody), empties it and lets fill
+// write the new image, then closes it: an image another process uses
+// is left untouched.
+func createEmpty(path string, fill func(f *uring.File) error) error {
 	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
 	if err != nil {
 		return createErr(path, err)
 	}
-	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false) // write and resize, shared with nobody
+	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false)
 	err = qcow2.LockAs(f, path, perm, shared)
 	if err == nil {
 		err = f.Truncate(0)
 	}
 	if err == nil {
-		err = f.Truncate((size + 511) &^ 511)
+		err = fill(f)
 	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fillRaw is createRaw's image in the emptied file f.
+func fillRaw(f *uring.File, path string, size int64, prealloc string) error {
+	err := f.Truncate((size + 511) &^ 511)
 	if err == nil && size > 0 && !isBlockDevice(path) {
 		if prealloc == "falloc" || prealloc == "full" {
 			err = f.Truncate(0)
@@ -419,9 +436,6 @@ func createRaw(path string, size int64, prealloc string) error {
 		// A device keeps its old bytes: zero the first sector, as
 		// qemu-img does, so no old format is found there.
 		err = f.WriteZeroes(0, min(size, 512), 0)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
 	}
 	return err
 }

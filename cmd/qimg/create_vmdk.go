@@ -142,20 +142,8 @@ func createVMDK(path string, size int64, req *createRequest) error {
 	if _, err := format.NewDescriptor(o, 0, ""); err != nil {
 		return err // before the file is made, as QEMU
 	}
-	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
-	if err != nil {
-		return createErr(path, err)
-	}
-	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false)
-	err = qcow2.LockAs(f, path, perm, shared)
-	if err == nil {
-		err = f.Truncate(0)
-	}
-	if err == nil {
-		_, err = vmdk.Create(f, vmdk.CreateOptions{NewOptions: o, Name: filepath.Base(path)})
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return createEmpty(path, func(f *uring.File) error {
+		_, err := vmdk.Create(f, vmdk.CreateOptions{NewOptions: o, Name: filepath.Base(path)})
+		return err
+	})
 }

@@ -38,30 +38,18 @@ func (req *createRequest) setVPCOption(k, v string) error {
 // createVPC makes a VHD image as qemu-img create -f vpc does (vhd's
 // VD10), in a file emptied only once qimg holds its write lock.
 func createVPC(path string, size int64, o vpcCreate) error {
-	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
-	if err != nil {
-		return createErr(path, err)
-	}
-	perm, shared := qcow2.LockPerms(qcow2.FormatQcow2, false, false, false)
-	err = qcow2.LockAs(f, path, perm, shared)
-	if err == nil {
-		err = f.Truncate(0)
-	}
 	fixed := o.subformat == "fixed"
-	if err == nil {
-		size, err = vhd.Create(f, vhd.CreateOptions{Size: size, Fixed: fixed, ForceSize: o.forced})
+	return createEmpty(path, func(f *uring.File) error {
+		size, err := vhd.Create(f, vhd.CreateOptions{Size: size, Fixed: fixed, ForceSize: o.forced})
 		if errors.Is(err, format.ErrTooLarge) {
 			// qemu-img's words for the driver's EFBIG.
 			err = fmt.Errorf("The image size is too large for file format 'vpc'")
 		}
-	}
-	if err == nil && fixed && size > 0 {
-		// The file driver grew an empty file: its first block is
-		// written, as QEMU's is (allocateFirstBlock).
-		err = allocateFirstBlock(f, size)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+		if err == nil && fixed && size > 0 {
+			// The file driver grew an empty file: its first block is
+			// written, as QEMU's is (allocateFirstBlock).
+			err = allocateFirstBlock(f, size)
+		}
+		return err
+	})
 }

@@ -279,48 +279,16 @@ func TestVPC_WritesLikeQemu(t *testing.T) {
 	}
 	sameVPC(t, "io", ours, theirs)
 	// Refusals, as qemu-img's, the image unchanged.
-	before, _ := os.ReadFile(ours)
-	for _, args := range [][]string{
+	refusedLikeQemu(t, ours, theirs, [][]string{
 		{"resize", "-f", "vpc", ours, "40M"},
 		{"convert", "-O", "vpc", "-B", src, src, filepath.Join(dir, "b.vhd")},
 		{"convert", "-c", "-O", "vpc", src, filepath.Join(dir, "c.vhd")},
 		{"measure", "-O", "vpc", "--size", "1M"},
 		{"io", "-f", "vpc", "-c", "truncate 40M", ours},
-	} {
-		qargs := append([]string(nil), args...)
-		tool := "qemu-img"
-		if args[0] == "io" {
-			tool, qargs = "qemu-io", qargs[1:]
-		}
-		for i, a := range qargs {
-			if a == ours {
-				qargs[i] = theirs
-			}
-		}
-		qo, qe, qcode := testkit.Run(t, tool, qargs...)
-		oo, e, code := runQ(t, args...)
-		want := strings.TrimPrefix(strings.TrimSpace(qe+qo), tool+": ")
-		if code != qcode || want == "" || !strings.Contains(e+oo, want) {
-			t.Errorf("%q: exit %d, %q; %s: exit %d, %q", args, code, e+oo, tool, qcode, want)
-		}
-	}
-	if after, _ := os.ReadFile(ours); !bytes.Equal(before, after) {
-		t.Error("a refused command changed the image")
-	}
+	})
 	// commit into a VHD base.
-	for _, who := range []string{"o", "q"} {
-		base, top := filepath.Join(dir, "cb-"+who+".vhd"), filepath.Join(dir, "ct-"+who+".qcow2")
-		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vpc", base, "10M")
-		testkit.MustRun(t, "qemu-io", "-f", "vpc", "-c", "write -P 1 0 1M", base)
-		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "vpc", top)
-		testkit.MustRun(t, "qemu-io", "-c", "write -P 2 512k 1M", "-c", "write -P 3 6M 64k", top)
-		if who == "o" {
-			mustQ(t, "commit", top)
-		} else {
-			testkit.MustRun(t, "qemu-img", "commit", top)
-		}
-	}
-	sameVPC(t, "commit", filepath.Join(dir, "cb-o.vhd"), filepath.Join(dir, "cb-q.vhd"))
+	o, q := commitLikeQemu(t, dir, "vpc", ".vhd")
+	sameVPC(t, "commit", o, q)
 }
 
 // convertLikeQemu: qimg convert -f format -O raw writes the bytes
@@ -350,4 +318,53 @@ func convertLikeQemu(t *testing.T, dir, name, p, format string, raw, probed bool
 	testkit.QemuCheck(t, q)
 	testkit.MustRun(t, "qemu-img", "compare", "-f", format, "-F", "qcow2", p, q)
 	mustQ(t, "compare", "-f", format, "-F", "qcow2", p, q)
+}
+
+// refusedLikeQemu runs each of cases through qimg and through qemu-img
+// (qemu-io for io), ours standing for theirs: each must fail with
+// qemu-img's exit code and message, and leave ours as it was.
+func refusedLikeQemu(t *testing.T, ours, theirs string, cases [][]string) {
+	t.Helper()
+	before, _ := os.ReadFile(ours)
+	for _, args := range cases {
+		qargs := append([]string(nil), args...)
+		tool := "qemu-img"
+		if args[0] == "io" {
+			tool, qargs = "qemu-io", qargs[1:]
+		}
+		for i, a := range qargs {
+			if a == ours {
+				qargs[i] = theirs
+			}
+		}
+		qo, qe, qcode := testkit.Run(t, tool, qargs...)
+		oo, e, code := runQ(t, args...)
+		want := strings.TrimPrefix(strings.TrimSpace(qe+qo), tool+": ")
+		if code != qcode || want == "" || !strings.Contains(e+oo, want) {
+			t.Errorf("%q: exit %d, %q; %s: exit %d, %q", args, code, e+oo, tool, qcode, want)
+		}
+	}
+	if after, _ := os.ReadFile(ours); !bytes.Equal(before, after) {
+		t.Error("a refused command changed the image")
+	}
+}
+
+// commitLikeQemu commits a qcow2 image into a base of format fmt (file
+// suffix ext), once with qimg and once with qemu-img, from the same
+// writes; it returns the two bases (ours, qemu-img's).
+func commitLikeQemu(t *testing.T, dir, format, ext string) (string, string) {
+	t.Helper()
+	for _, who := range []string{"o", "q"} {
+		base, top := filepath.Join(dir, "cb-"+who+ext), filepath.Join(dir, "ct-"+who+".qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", format, base, "10M")
+		testkit.MustRun(t, "qemu-io", "-f", format, "-c", "write -P 1 0 1M", base)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", format, top)
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 2 512k 1M", "-c", "write -P 3 6M 64k", top)
+		if who == "o" {
+			mustQ(t, "commit", top)
+		} else {
+			testkit.MustRun(t, "qemu-img", "commit", top)
+		}
+	}
+	return filepath.Join(dir, "cb-o"+ext), filepath.Join(dir, "cb-q"+ext)
 }
