@@ -71,7 +71,8 @@
 //	     into such images all the same; reading them is safe). Anything
 //	     else is refused (format.ErrUnsupported or ErrCorrupt) and left
 //	     as it was. A writable Disk holds every grain table entry in
-//	     memory (4 bytes per grain); reads and writes use that copy.
+//	     memory (4 bytes per grain, at most 2^25 entries: a 2 TiB image
+//	     of 64 KiB grains); reads and writes use that copy.
 //	KD9  A new grain goes at free, which starts past everything the file
 //	     holds at Open (rounded up to a grain, as QEMU rounds) and only
 //	     grows, so a new grain reads as zeros where nothing was written

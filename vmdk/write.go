@@ -47,6 +47,11 @@ type writer struct {
 	gts, rgts []uint32
 }
 
+// maxWritableGTEs bounds the grain table entries of a writable image,
+// all held in memory (8 bytes each with the on-disk copy): those of a
+// 2 TiB image of 64 KiB grains.
+const maxWritableGTEs = 1 << 25
+
 // openWriter makes d writable (KD8): it loads every grain table entry
 // (reads and writes then use the copy in memory) and refuses images it
 // cannot write without risk.
@@ -68,6 +73,13 @@ func (d *Disk) openWriter() error {
 	}
 	w := &writer{gts: e.gd}
 	n := l.L1Size * l.GTEs
+	// Every table lies in the file, none over another (checked below):
+	// a file too short to hold them all is refused before anything is
+	// sized by them, and so is one whose tables would take more memory
+	// than a 2 TiB image's (KD8).
+	if n > maxWritableGTEs || 4*n > e.fileLen {
+		return d.refuse(fmt.Sprintf("its %d grain table entries do not fit the file or are too many to write (at most %d)", n, int64(maxWritableGTEs)))
+	}
 	w.table = make([]byte, 4*n)
 	e.mem = make([]atomic.Uint32, n)
 	tb := l.GTEs * 4

@@ -2,12 +2,14 @@ package vmdk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -516,5 +518,38 @@ func TestWrite_Refused(t *testing.T) {
 			t.Fatal(err)
 		}
 		try(fmt.Sprintf("grain 1 at sector %d", e), p, format.ErrCorrupt)
+	}
+}
+
+// TestWrite_HugeTablesRefused: a header whose grain tables would hold
+// far more entries than the file can (tiny grains, a huge capacity)
+// opens read-only, but writable it is refused before anything is sized
+// by them (KD8), and the image is left as it was.
+func TestWrite_HugeTablesRefused(t *testing.T) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	b := m.Bytes()
+	b = append(b, make([]byte, 9<<20-len(b))...)
+	le := binary.LittleEndian
+	le.PutUint64(b[12:], 1<<30) // capacity, sectors
+	le.PutUint64(b[20:], 1)     // granularity: 2 Mi directory entries of 512 tables
+	le.PutUint64(b[56:], 2048)  // gd_offset: 8 MiB of zeros at 1 MiB
+	if _, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{}); err != nil {
+		t.Fatalf("read-only open: %v", err)
+	}
+	w := memdev.FromBytes(b, memdev.Options{})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := Open(w, Options{Writable: true}); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("writable open: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Errorf("the refused open allocated %d MiB", n>>20)
+	}
+	if !bytes.Equal(w.Bytes(), b) {
+		t.Error("the refused open changed the image")
 	}
 }
