@@ -80,9 +80,11 @@
 //	     in memory under the writer's lock, before the data is written,
 //	     so writers into one new grain share it and a read sees zeros
 //	     or what was written. Writes into allocated grains go to the
-//	     file in place. Zeros into an unallocated or zeroed grain leave
-//	     it so (QEMU allocates it); Discard keeps the bytes, as QEMU's
-//	     vmdk has no discard.
+//	     file in place. Zeros over a whole grain of an image with
+//	     zeroed grains make it a zeroed grain (its entry written at the
+//	     next Flush, as a new grain's), as QEMU does; other zeros into an
+//	     unallocated or zeroed grain leave it so (QEMU allocates it);
+//	     Discard keeps the bytes, as QEMU's vmdk has no discard.
 //	KD10 Flush makes the entries of the grains allocated since the last
 //	     Flush durable only after the file reaches past every one of
 //	     them (grown under the writer's lock, so no write in flight is

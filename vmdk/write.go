@@ -194,6 +194,17 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	return g, nil
 }
 
+// zeroGrain makes grain gi a zeroed grain (format.GTEZeroed): it reads
+// as zeros at once, its entry goes to disk at the next Flush (KD10), and
+// the space of the grain it mapped, if any, leaks.
+func (d *Disk) zeroGrain(gi int64) {
+	w := d.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d.extents[0].mem[gi].Store(format.GTEZeroed)
+	w.fresh = append(w.fresh, gi)
+}
+
 // changeCID gives the image a new CID before its first change since
 // Open is issued, as QEMU's vmdk_pwritev does after it (KD11): an image
 // made on top of this one (its parentCID) sees that it changed. The new
@@ -306,10 +317,11 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
-// WriteZeroes implements block.Device. Unallocated and zeroed grains
-// read as zeros already and stay as they are (QEMU, without
-// zeroed_grain, writes zeros into new grains); an allocated grain's
-// range is zeroed in the file. Allocate is refused (ErrNotSupported):
+// WriteZeroes implements block.Device. In an image with zeroed grains
+// (zeroed_grain=on) a whole grain becomes a zeroed grain, as in QEMU.
+// Otherwise unallocated and zeroed grains read as zeros already and stay
+// as they are (QEMU writes zeros into new grains there); an allocated
+// grain's range is zeroed in the file. Allocate is refused (ErrNotSupported):
 // grains cannot be reserved without writing them.
 func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if d.w == nil {
@@ -329,6 +341,15 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		k := min(n-done, gb-in)
 		done += k
 		g := e.mem[gi].Load()
+		if e.layout.ZeroGrain && in == 0 && k == gb && g != format.GTEZeroed {
+			// A whole grain of an image with zeroed grains: its entry
+			// says so, as QEMU's does (KD9).
+			if err := d.changeCID(); err != nil {
+				return err
+			}
+			d.zeroGrain(gi)
+			continue
+		}
 		if !e.allocated(g) {
 			// A write allocating it meanwhile leaves this range
 			// reading as zeros too: the new grain's space is fresh.

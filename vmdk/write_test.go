@@ -244,9 +244,17 @@ func TestWrite_Concurrent(t *testing.T) {
 // written, whatever leaked grains the crash left in the file (KD9,
 // KD10); qemu-img check finds nothing in some of them.
 func TestWrite_CrashClones(t *testing.T) {
+	for _, zg := range []bool{false, true} {
+		t.Run(fmt.Sprintf("zeroed_grain=%v", zg), func(t *testing.T) { crashClones(t, zg) })
+	}
+}
+
+// crashClones is TestWrite_CrashClones on an image with zeroed grains
+// (zg: some whole grains are zeroed too, as their entries) or without.
+func crashClones(t *testing.T, zg bool) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	m := memdev.New(memdev.Options{})
-	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20}}); err != nil {
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20, ZeroedGrain: zg}}); err != nil {
 		t.Fatal(err)
 	}
 	cl := &cloner{Dev: m}
@@ -255,9 +263,23 @@ func TestWrite_CrashClones(t *testing.T) {
 		t.Fatal(err)
 	}
 	size, _ := d.Size()
-	const sec = 512
-	pat := func(s int64) []byte { return fill(sec, byte(s*7+1)) }
+	const sec, gb = 512, 64 << 10
+	zeroed := map[int64]bool{} // sector -> zeroed, by a completed Flush
+	pat := func(s int64) []byte {
+		if zeroed[s] {
+			return make([]byte, sec)
+		}
+		return fill(sec, byte(s*7+1))
+	}
 	written := map[int64]bool{} // sector -> covered by a completed Flush
+	flushed := func() {
+		for x := range written {
+			written[x] = true
+		}
+		for x := range zeroed {
+			zeroed[x] = true
+		}
+	}
 	perm := rng.Perm(int(size / sec / 2))
 	clones := 0
 	for step := 0; step < 120; step++ {
@@ -281,13 +303,24 @@ func TestWrite_CrashClones(t *testing.T) {
 		for _, x := range secs {
 			written[x] = false
 		}
+		if zg && rng.IntN(6) == 0 {
+			// The grain just written, zeroed whole: its sectors read
+			// their pattern or zeros until a Flush, zeros after it.
+			g := s * sec / gb
+			if err := d.WriteZeroes(g*gb, gb, 0); err != nil {
+				t.Fatal(err)
+			}
+			for x := g * gb / sec; x < (g+1)*gb/sec; x++ {
+				if _, ok := written[x]; ok {
+					written[x], zeroed[x] = false, false
+				}
+			}
+		}
 		if rng.IntN(5) == 0 {
 			if err := d.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			for x := range written {
-				written[x] = true
-			}
+			flushed()
 		}
 		if step%6 != 0 {
 			continue
@@ -303,9 +336,7 @@ func TestWrite_CrashClones(t *testing.T) {
 				clones++
 				checkClone(t, c, size, written, pat)
 			}
-			for x := range written {
-				written[x] = true
-			}
+			flushed()
 		}
 		for _, keep := range []float64{0, 0.5, 1} {
 			clones++

@@ -151,18 +151,28 @@ func TestVMDK_WritesLikeQemu(t *testing.T) {
 			sameVMDK(t, "dd", dd, qdd)
 		}
 	}
-	// io: the same commands through qimg io and qemu-io.
-	ours, theirs := filepath.Join(dir, "io-o.vmdk"), filepath.Join(dir, "io-q.vmdk")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", theirs, "20M")
-	cp(t, theirs, ours)
+	// io: the same commands through qimg io and qemu-io; with zeroed
+	// grains, zeros over whole grains (new and written ones) too.
 	cmds := []string{"-c", "write -P 0x11 4k 4k", "-c", "writev -P 0x22 2M 4k 8k", "-c", "write -P 0x33 3145216 1k",
 		"-c", "write -z 5k 1k", "-c", "discard 4k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
-	oo, oe, code := runQ(t, append(append([]string{"io", "-f", "vmdk"}, cmds...), ours)...)
-	qo := testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vmdk"}, cmds...), theirs)...)
-	if code != 0 || timing.ReplaceAllString(oo, "$1, $2 ops") != timing.ReplaceAllString(qo, "$1, $2 ops") {
-		t.Errorf("io: exit %d\n%s%s\nqemu-io:\n%s", code, oo, oe, qo)
+	zcmds := append([]string{"-c", "write -z 1M 128k", "-c", "write -z 2M 64k", "-c", "write -P 0x55 1M 512"}, cmds...)
+	var ours, theirs string
+	for _, opts := range []string{"zeroed_grain=on", "zeroed_grain=off"} {
+		ours, theirs = filepath.Join(dir, "io-o.vmdk"), filepath.Join(dir, "io-q.vmdk")
+		os.Remove(theirs)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", opts, theirs, "20M")
+		cp(t, theirs, ours)
+		c := cmds
+		if opts == "zeroed_grain=on" {
+			c = zcmds
+		}
+		oo, oe, code := runQ(t, append(append([]string{"io", "-f", "vmdk"}, c...), ours)...)
+		qo := testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vmdk"}, c...), theirs)...)
+		if code != 0 || timing.ReplaceAllString(oo, "$1, $2 ops") != timing.ReplaceAllString(qo, "$1, $2 ops") {
+			t.Errorf("io (%s): exit %d\n%s%s\nqemu-io:\n%s", opts, code, oo, oe, qo)
+		}
+		sameVMDK(t, "io "+opts, ours, theirs)
 	}
-	sameVMDK(t, "io", ours, theirs)
 	// Refusals, as qemu-img's, the image unchanged.
 	refusedLikeQemu(t, ours, theirs, [][]string{
 		{"resize", "-f", "vmdk", ours, "40M"},
