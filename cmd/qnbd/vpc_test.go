@@ -50,8 +50,9 @@ func TestVPC_ServeLikeQemuNbd(t *testing.T) {
 		})
 	}
 	// Without -r: served writable, as qemu-nbd serves it. The same
-	// writes through each server (into allocated and new blocks, and
-	// zeros) leave images qemu-img reads alike.
+	// writes through each server (into allocated and new blocks, zeros,
+	// and a trim, which keeps the bytes as QEMU's vpc does) leave images
+	// qemu-img reads alike.
 	for _, sub := range []string{"dynamic", "fixed"} {
 		var raws [2][]byte
 		for i, server := range []string{"qnbd", "qemu-nbd"} {
@@ -65,13 +66,13 @@ func TestVPC_ServeLikeQemuNbd(t *testing.T) {
 			uri := "nbd+unix:///?socket=" + sock
 			var stop func()
 			if server == "qemu-nbd" {
-				stop = serveQemuNbd(t, sock, "-f", "vpc", img)
+				stop = serveQemuNbd(t, sock, "-f", "vpc", "--discard=unmap", img)
 			} else {
-				s := start(t, uri, sock, "-k", sock, "-f", "vpc", img)
+				s := start(t, uri, sock, "-k", sock, "-f", "vpc", "--discard=unmap", img)
 				stop = s.stop
 			}
 			sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 4k 4k", "-c", "write -P 0x22 5M 8k",
-				"-c", "write -z 6M 64k", "-c", "write -P 0x33 10484224 512", uri)
+				"-c", "write -z 6M 64k", "-c", "write -P 0x33 10484224 512", "-c", "discard 4k 2k", uri)
 			stop()
 			raw := filepath.Join(w, "w.raw")
 			sh(t, "qemu-img", "convert", "-f", "vpc", "-O", "raw", img, raw)
