@@ -193,6 +193,15 @@ func TestDisk_Hostile(t *testing.T) {
 func FuzzOpen(f *testing.F) {
 	f.Add(sparseG(f, 1, 8<<10, format.FlagZeroGrain, false, map[int][]byte{1: bytes.Repeat([]byte{1}, 512)}, 2))
 	f.Add(sparseG(f, 1, 8<<10, format.FlagMarker, true, map[int][]byte{0: bytes.Repeat([]byte{1}, 512)}))
+	// A writable image as Create makes it, with a grain written.
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 256 << 10, ZeroedGrain: true}}); err != nil {
+		f.Fatal(err)
+	}
+	if d, err := Open(m, Options{Writable: true}); err != nil || d.Writev(64<<10, [][]byte{bytes.Repeat([]byte{2}, 512)}) != nil || d.Close() != nil {
+		f.Fatal("seed image", err)
+	}
+	f.Add(m.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := open(t, b)
 		if err != nil {
