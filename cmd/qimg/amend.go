@@ -74,8 +74,16 @@ func runAmend(e *env, args []string) int {
 		img.Close()
 		return e.amendOptionsHelp(f)
 	}
-	if r.format != "" && r.format != "qcow2" {
-		return e.errorf(1, "Format driver '%s' does not support option amendment", r.format)
+	f := r.format
+	if f == "" {
+		// qemu-img opens the image, then finds its driver cannot
+		// amend, before it reads the options.
+		if p, err := qcow2.Probe(r.path); err == nil {
+			f = p
+		}
+	}
+	if f != "" && f != "qcow2" {
+		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
 	}
 	if err := parseAmendOptions(r, o.vals["o"]); err != nil {
 		return e.errorf(1, "%v", err)

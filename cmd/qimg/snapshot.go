@@ -56,6 +56,16 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 		return nil // a raw image lists no snapshots (qemu-img: nothing, exit 0)
 	}
 	if im == nil {
+		// A format without internal snapshots (raw, vpc, vmdk), in
+		// qemu-img's words for each operation.
+		switch op {
+		case "c":
+			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", name)
+		case "a":
+			return fmt.Errorf("Could not apply snapshot '%s': Block driver does not support snapshots", name)
+		case "d":
+			return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", name)
+		}
 		return errors.New("This operation is not supported by the image format")
 	}
 	switch op {
