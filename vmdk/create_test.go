@@ -50,6 +50,8 @@ func TestCreate_LikeQemu(t *testing.T) {
 		{1 << 30, "adapter_type=buslogic,hwversion=7", format.NewOptions{Adapter: "buslogic", HWVersion: "7"}},
 		{1 << 30, "adapter_type=legacyESX,toolsversion=10", format.NewOptions{Adapter: "legacyESX", ToolsVersion: "10"}},
 		{1 << 30, "compat6=on,zeroed_grain=on", format.NewOptions{Compat6: true, ZeroedGrain: true}},
+		{100 << 20, "subformat=streamOptimized", format.NewOptions{Stream: true}},
+		{1 << 30, "subformat=streamOptimized,zeroed_grain=on,adapter_type=lsilogic", format.NewOptions{Stream: true, ZeroedGrain: true, Adapter: "lsilogic"}},
 	}
 	for i, c := range cases {
 		q := filepath.Join(dir, "q.vmdk")

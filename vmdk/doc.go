@@ -1,7 +1,7 @@
 // Package vmdk reads VMDK images (QEMU's "vmdk" format) as a
 // block.Device, the way QEMU 7.2's block/vmdk.c reads them, writes
-// monolithicSparse ones, and creates them as qemu-img create -f vmdk
-// does. The on-disk codecs are in vmdk/format; this package does the
+// monolithicSparse and streamOptimized ones, and creates them as
+// qemu-img create -f vmdk does. The on-disk codecs are in vmdk/format; this package does the
 // I/O.
 //
 // An image is a list of extents laid end to end. A monolithicSparse or
@@ -15,7 +15,7 @@
 // VMDK image under it. vmfs, vmfsSparse, seSparse and VMDK3 (COWD)
 // extents are refused (format.ErrUnsupported).
 //
-// Invariants (cited as KD1..KD11; block's B1..B10 hold too):
+// Invariants (cited as KD1..KD12; block's B1..B10 hold too):
 //
 //	KD1  Opened without Options.Writable, a Disk is read-only: Writev,
 //	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
@@ -63,8 +63,10 @@
 //	     the same CID: header, the redundant grain directory and its
 //	     tables, the grain directory and its tables, the descriptor in
 //	     sectors 1-20, the file ending where the first grain would go.
-//	KD8  Only a monolithicSparse image opens writable: one sparse,
-//	     uncompressed extent in the image file, no parent, every grain
+//	KD8  Only a monolithicSparse or streamOptimized image opens
+//	     writable: one sparse extent in the image file (compressed ones
+//	     with grain markers, the grain directory not in a footer), no
+//	     parent, every grain
 //	     table (of both directories) allocated and inside the file, every
 //	     grain inside the file, and no grain or table overlapping
 //	     another or the header, descriptor or directories (QEMU writes
@@ -98,4 +100,11 @@
 //	     through it): a random one whose hexadecimal form is as long as
 //	     the old, so only those bytes of the descriptor change, written
 //	     in place and flushed before the write is issued.
+//	KD12 A streamOptimized image takes each grain once, whole (the last
+//	     one up to the disk's end), as QEMU's vmdk does: deflated behind
+//	     its grain marker (format.EncodeGrain) at free, a whole number of
+//	     sectors, its entry set in memory only once its bytes are
+//	     written; a partial grain fails with EINVAL (ErrStreamPartial), a
+//	     second write or zeros into a written grain with EIO
+//	     (ErrStreamAllocated). Flush treats its grains as KD10 says.
 package vmdk

@@ -364,6 +364,9 @@ func (e *extent) lookup(off, n int64) (kind int, host int64, k int64, err error)
 		case !e.allocated(g):
 			return zeroed, 0, k, nil
 		}
+		if e.layout.Compressed {
+			return allocated, int64(g) * format.SectorSize, k, nil
+		}
 		return allocated, int64(g)*format.SectorSize + rel%gb, k, nil
 	}
 	gt := int64(e.gd[l1])
@@ -427,7 +430,7 @@ func (e *extent) readCompressed(host, skip int64, dst []byte) error {
 		}
 		src, size = host+format.MarkerSize, int64(m.Size)
 	}
-	if src+size > e.fileLen {
+	if src+size > e.fileLen && e.mem == nil { // a writable image's grains were checked or are its own (KD8)
 		if e.layout.Marker {
 			return errPastEOF
 		}
@@ -629,4 +632,12 @@ func (d *Disk) Close() error {
 	}
 	d.closeExtents()
 	return errors.Join(err, d.file.Close())
+}
+
+// GrainSize is the first extent's grain in bytes, 0 for a flat one.
+func (d *Disk) GrainSize() int64 {
+	if d.extents[0].flat {
+		return 0
+	}
+	return d.extents[0].layout.GrainBytes()
 }

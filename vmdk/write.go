@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/vmdk/format"
@@ -34,6 +35,8 @@ type writer struct {
 	// fresh are the grains allocated since the last Flush whose entries
 	// are not on disk yet (KD10).
 	fresh []int64
+	// streaming are the compressed grains being written (KD12).
+	streaming map[int64]bool
 
 	cidMu   sync.Mutex
 	cidDone atomic.Bool // the descriptor's CID was changed (KD11)
@@ -58,8 +61,9 @@ const maxWritableGTEs = 1 << 25
 func (d *Disk) openWriter() error {
 	e := &d.extents[0]
 	l := e.layout
-	if len(d.extents) != 1 || e.flat || e.file != d.file || l.Compressed || d.createType != "monolithicSparse" {
-		return format.Unsupported("qring writes only monolithicSparse VMDK images (this one is %s): open it read-only", d.createType)
+	if len(d.extents) != 1 || e.flat || e.file != d.file || (d.createType != "monolithicSparse" && d.createType != "streamOptimized") ||
+		(l.Compressed && !l.Marker) {
+		return format.Unsupported("qring writes only monolithicSparse and streamOptimized VMDK images (this one is %s): open it read-only", d.createType)
 	}
 	if d.parentHint != "" {
 		return format.Unsupported("qring does not write VMDK images with a parent: open it read-only")
@@ -70,6 +74,10 @@ func (d *Disk) openWriter() error {
 	h, err := d.header()
 	if err != nil {
 		return err
+	}
+	if h.GDOffset == format.GDAtEnd {
+		// New grains would go past the footer, which must end the file.
+		return format.Unsupported("qring does not write VMDK images whose grain directory is in a footer: open it read-only")
 	}
 	w := &writer{gts: e.gd}
 	n := l.L1Size * l.GTEs
@@ -127,10 +135,26 @@ func (d *Disk) openWriter() error {
 			continue
 		}
 		at := int64(g) * format.SectorSize
-		if at+gb > e.fileLen {
+		n := gb
+		if l.Compressed {
+			// A compressed grain's marker says how far it goes.
+			var mb [format.MarkerSize]byte
+			if at+format.MarkerSize > e.fileLen {
+				return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
+			}
+			if err := block.ReadAt(d.file, mb[:], at); err != nil {
+				return err
+			}
+			m, err := format.ParseMarker(mb[:], gb)
+			if err != nil {
+				return d.refuse(fmt.Sprintf("grain %d: %v", i, err))
+			}
+			n = format.MarkerSize + int64(m.Size)
+		}
+		if at+n > e.fileLen {
 			return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
 		}
-		spans = append(spans, span{at, at + gb})
+		spans = append(spans, span{at, at + n})
 	}
 	slices.SortFunc(spans, func(x, y span) int { return cmp.Compare(x.a, y.a) })
 	for i := 1; i < len(spans); i++ {
@@ -146,6 +170,7 @@ func (d *Disk) openWriter() error {
 	if w.free/format.SectorSize > 1<<32-1 {
 		return d.refuse("the file reaches past 2 TiB, where no grain can start")
 	}
+	w.streaming = map[int64]bool{}
 	d.w = w
 	d.ReadOnly.Why = ""
 	return nil
@@ -203,6 +228,44 @@ func (d *Disk) zeroGrain(gi int64) {
 	defer w.mu.Unlock()
 	d.extents[0].mem[gi].Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
+}
+
+// Refusals of a streamOptimized image's writes, as QEMU's (KD12): a
+// grain is written once, whole (the last one up to the disk's end).
+var (
+	ErrStreamPartial   = fmt.Errorf("vmdk: a streamOptimized image takes whole grains only: %w", syscall.EINVAL)
+	ErrStreamAllocated = fmt.Errorf("vmdk: Could not write to allocated cluster for streamOptimized: %w", syscall.EIO)
+)
+
+// writeCompressed writes one whole grain of a streamOptimized image at
+// guest offset pos: deflated behind its marker, at free, its entry set
+// once the bytes are written (KD12).
+func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
+	gi := pos / e.layout.GrainBytes()
+	b := format.EncodeGrain(uint64(pos/format.SectorSize), data)
+	w := d.w
+	w.mu.Lock()
+	if e.allocated(e.mem[gi].Load()) || w.streaming[gi] {
+		w.mu.Unlock()
+		return ErrStreamAllocated
+	}
+	if w.free/format.SectorSize > 1<<32-1 {
+		w.mu.Unlock()
+		return fmt.Errorf("vmdk: no grain can start past 2 TiB in the file: %w", block.ErrNotSupported)
+	}
+	at := w.free
+	w.free += int64(len(b))
+	w.streaming[gi] = true
+	w.mu.Unlock()
+	err := d.file.Writev(at, [][]byte{b})
+	w.mu.Lock()
+	delete(w.streaming, gi)
+	if err == nil {
+		e.mem[gi].Store(uint32(at / format.SectorSize))
+		w.fresh = append(w.fresh, gi)
+	}
+	w.mu.Unlock()
+	return err
 }
 
 // changeCID gives the image a new CID before its first change since
@@ -305,6 +368,16 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 		pos := off + done
 		gi, in := pos/gb, pos%gb
 		n := min(total-done, gb-in)
+		if e.layout.Compressed {
+			if in != 0 || (n < gb && pos+n != d.size) {
+				return ErrStreamPartial
+			}
+			if err := d.writeCompressed(e, pos, c.Next(bufs, n)); err != nil {
+				return err
+			}
+			done += n
+			continue
+		}
 		g, err := d.grain(e, gi)
 		if err != nil {
 			return err
@@ -341,6 +414,9 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		k := min(n-done, gb-in)
 		done += k
 		g := e.mem[gi].Load()
+		if e.layout.Compressed && e.allocated(g) {
+			return ErrStreamAllocated // a compressed grain is never rewritten
+		}
 		if e.layout.ZeroGrain && in == 0 && k == gb && g != format.GTEZeroed {
 			// A whole grain of an image with zeroed grains: its entry
 			// says so, as QEMU's does (KD9).

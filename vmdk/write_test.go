@@ -244,17 +244,21 @@ func TestWrite_Concurrent(t *testing.T) {
 // written, whatever leaked grains the crash left in the file (KD9,
 // KD10); qemu-img check finds nothing in some of them.
 func TestWrite_CrashClones(t *testing.T) {
-	for _, zg := range []bool{false, true} {
-		t.Run(fmt.Sprintf("zeroed_grain=%v", zg), func(t *testing.T) { crashClones(t, zg) })
+	for _, c := range []struct {
+		name       string
+		zg, stream bool
+	}{{"plain", false, false}, {"zeroed_grain", true, false}, {"streamOptimized", false, true}} {
+		t.Run(c.name, func(t *testing.T) { crashClones(t, c.zg, c.stream) })
 	}
 }
 
 // crashClones is TestWrite_CrashClones on an image with zeroed grains
-// (zg: some whole grains are zeroed too, as their entries) or without.
-func crashClones(t *testing.T, zg bool) {
+// (zg: some whole grains are zeroed too, as their entries) or without,
+// or a streamOptimized one (whole grains written, compressed).
+func crashClones(t *testing.T, zg, stream bool) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	m := memdev.New(memdev.Options{})
-	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20, ZeroedGrain: zg}}); err != nil {
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20, ZeroedGrain: zg, Stream: stream}}); err != nil {
 		t.Fatal(err)
 	}
 	cl := &cloner{Dev: m}
@@ -285,6 +289,9 @@ func crashClones(t *testing.T, zg bool) {
 	for step := 0; step < 120; step++ {
 		s := int64(perm[step])
 		n := int64(1 + rng.IntN(8))
+		if stream {
+			s, n = s&^(gb/sec-1), gb/sec // the whole grain, once
+		}
 		var bufs [][]byte
 		var secs []int64
 		for k := int64(0); k < n && s+k < size/sec; k++ {
@@ -431,15 +438,20 @@ func checkClone(t *testing.T, c *memdev.Dev, size int64, written map[int64]bool,
 	// A grain in the half never written, allocated now.
 	gb := d.extents[0].layout.GrainBytes()
 	gi := size / gb * 3 / 4
-	if err := d.Writev(gi*gb+512, [][]byte{pat(1)}); err != nil {
+	want := make([]byte, gb)
+	copy(want[512:], pat(1))
+	if d.extents[0].layout.Compressed {
+		// A streamOptimized image takes whole grains.
+		if err := d.Writev(gi*gb, [][]byte{want}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := d.Writev(gi*gb+512, [][]byte{pat(1)}); err != nil {
 		t.Fatal(err)
 	}
 	g := make([]byte, gb)
 	if err := d.Readv(gi*gb, [][]byte{g}); err != nil {
 		t.Fatal(err)
 	}
-	want := make([]byte, gb)
-	copy(want[512:], pat(1))
 	if i := testkit.FirstDiff(g, want); i >= 0 {
 		t.Fatalf("new grain %d reads old bytes at %d: %x", gi, i, g[i:i+8])
 	}
@@ -516,7 +528,7 @@ func TestWrite_Refused(t *testing.T) {
 			t.Errorf("%s: the refused open changed the image", name)
 		}
 	}
-	for _, sub := range []string{"streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse"} {
+	for _, sub := range []string{"monolithicFlat", "twoGbMaxExtentSparse"} {
 		p := filepath.Join(dir, sub+".vmdk")
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, "1M")
 		try(sub, p, format.ErrUnsupported)
@@ -582,5 +594,62 @@ func TestWrite_HugeTablesRefused(t *testing.T) {
 	}
 	if !bytes.Equal(w.Bytes(), b) {
 		t.Error("the refused open changed the image")
+	}
+}
+
+// TestWrite_StreamMatchesQemu: a streamOptimized image qemu-img created
+// takes whole grains (the last one up to the disk's end) as QEMU's does,
+// each once, deflated behind its marker (KD12): qemu-img check finds
+// nothing, qemu-img reads our grains and maps them compressed, and we
+// read the grain qemu-io adds; a partial grain, a second write or zeros
+// into a written grain are refused, as QEMU refuses them.
+func TestWrite_StreamMatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "s.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", p, "1028K")
+	d := openRW(t, p)
+	size, _ := d.Size()
+	model := make([]byte, size)
+	for _, w := range []struct{ off, n int64 }{{0, 64 << 10}, {192 << 10, 64 << 10}, {1 << 20, 4 << 10}} {
+		b := fill(int(w.n), byte(w.off>>16)+1)
+		if err := d.Writev(w.off, [][]byte{b[:w.n/2], b[w.n/2:]}); err != nil {
+			t.Fatalf("write at %d: %v", w.off, err)
+		}
+		copy(model[w.off:], b)
+	}
+	for _, c := range []struct {
+		err  error
+		what string
+		call func() error
+	}{
+		{ErrStreamPartial, "a partial grain", func() error { return d.Writev(128<<10, [][]byte{make([]byte, 4096)}) }},
+		{ErrStreamPartial, "a grain's tail", func() error { return d.Writev(128<<10+512, [][]byte{make([]byte, 64<<10-512)}) }},
+		{ErrStreamAllocated, "a second write", func() error { return d.Writev(0, [][]byte{make([]byte, 64<<10)}) }},
+		{ErrStreamAllocated, "zeros into a written grain", func() error { return d.WriteZeroes(0, 4096, 0) }},
+		{nil, "zeros into a new grain", func() error { return d.WriteZeroes(512<<10, 4096, 0) }},
+	} {
+		if err := c.call(); !errors.Is(err, c.err) {
+			t.Errorf("%s: %v, want %v", c.what, err, c.err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, p)
+	testkit.MustEqual(t, testkit.QemuReadRaw(t, "vmdk", p), model, "qemu-img's read")
+	if m := testkit.MustRun(t, "qemu-img", "map", "-f", "vmdk", "--output=json", p); strings.Count(m, `"data": true`) != 3 || strings.Contains(m, "offset") {
+		t.Errorf("qemu-img map: %s", m)
+	}
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x77 320k 64k", p)
+	copy(model[320<<10:], bytes.Repeat([]byte{0x77}, 64<<10))
+	d = openRW(t, p)
+	got := make([]byte, size)
+	if err := d.Readv(0, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.MustEqual(t, got, model, "qemu-io's grain and ours")
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -579,7 +579,10 @@ func runConvert(e *env, args []string) int {
 		err = checkOutputSize(skipCreate, dst.Dev, src.size)
 	}
 	if err == nil && o.has("c") && dst.Image != nil {
-		err = convertCompressed(src, dst.Image, cout, sparse, progress)
+		err = convertCompressed(src, qcow2Compressed{dst.Image}, cout, sparse, progress)
+	} else if err == nil && dst.VMDK != nil && dst.VMDK.CreateType() == "streamOptimized" {
+		// Every grain is written compressed, whole (vmdk's KD12).
+		err = convertCompressed(src, vmdkCompressed{dst.VMDK}, cout, sparse, progress)
 	} else if err == nil {
 		if ofmt == "raw" && isBlockDevice(out) && !skipCreate {
 			// convertImage skips what reads as zeros in the source, so

@@ -4,7 +4,32 @@ import (
 	"fmt"
 
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/vmdk"
 )
+
+// compressedTarget is an output that takes whole clusters compressed: a
+// qcow2 image (convert -c), or a streamOptimized VMDK image, whose every
+// grain is compressed (QEMU's needs_compressed_writes).
+type compressedTarget interface {
+	clusterSize() int64
+	writeCompressed(off int64, p []byte) error
+	Size() (int64, error)
+	Flush() error
+}
+
+type qcow2Compressed struct{ *qcow2.Image }
+
+func (q qcow2Compressed) clusterSize() int64 { return int64(q.Geometry().ClusterSize) }
+func (q qcow2Compressed) writeCompressed(off int64, p []byte) error {
+	return q.WriteCompressed(off, p)
+}
+
+type vmdkCompressed struct{ *vmdk.Disk }
+
+func (v vmdkCompressed) clusterSize() int64 { return v.GrainSize() }
+func (v vmdkCompressed) writeCompressed(off int64, p []byte) error {
+	return v.Writev(off, [][]byte{p})
+}
 
 // convertCompressed copies the guest contents of src into the qcow2
 // image dst (out's device) cluster by cluster, each written compressed
@@ -18,8 +43,8 @@ import (
 // through its chain and written whole); clusters that do not shrink are
 // written uncompressed by the engine. progress, if set, is called with
 // bytes done.
-func convertCompressed(src *convertSrc, dst *qcow2.Image, out convertOut, sparse int64, progress func(done, total int64)) error {
-	cs := int64(dst.Geometry().ClusterSize)
+func convertCompressed(src *convertSrc, dst compressedTarget, out convertOut, sparse int64, progress func(done, total int64)) error {
+	cs := dst.clusterSize()
 	buf := make([]byte, cs)
 	dsize, err := dst.Size()
 	if err != nil {
@@ -69,7 +94,7 @@ func convertCompressed(src *convertSrc, dst *qcow2.Image, out convertOut, sparse
 			p = buf[:end-off]
 		}
 		paceCompressed(out.dev, int64(len(p)))
-		err := dst.WriteCompressed(off, p)
+		err := dst.writeCompressed(off, p)
 		if err == nil && out.writethrough {
 			err = out.dev.Flush() // dst's, through the device
 		}

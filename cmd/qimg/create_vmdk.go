@@ -32,7 +32,7 @@ var vmdkCreateOptions = []createOption{
 }
 
 // vmdkSubformats are the subformats qemu-img knows; qimg creates the
-// first only.
+// first and the last.
 var vmdkSubformats = []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"}
 
 // setVMDKOption sets one -o option of create -f vmdk, with QEMU's
@@ -119,7 +119,7 @@ func vmdkFormatting(req *createRequest) string {
 }
 
 // ErrVMDKSubformat is a subformat qemu-img creates and qimg does not.
-var ErrVMDKSubformat = errors.New("qimg creates monolithicSparse VMDK images only")
+var ErrVMDKSubformat = errors.New("qimg creates monolithicSparse and streamOptimized VMDK images only")
 
 // createVMDK makes a VMDK image as qemu-img create -f vmdk does (vmdk's
 // KD7), in a file emptied only once qimg holds its write lock.
@@ -128,7 +128,7 @@ func createVMDK(path string, size int64, req *createRequest) error {
 	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "vmdk" {
 		return errors.New("backing_file must be a vmdk image")
 	}
-	if c.subformat != "" && c.subformat != "monolithicSparse" {
+	if c.subformat != "" && c.subformat != "monolithicSparse" && c.subformat != "streamOptimized" {
 		return fmt.Errorf("%w (subformat=%s)", ErrVMDKSubformat, c.subformat)
 	}
 	if req.opts.BackingFile != "" {
@@ -136,6 +136,7 @@ func createVMDK(path string, size int64, req *createRequest) error {
 	}
 	o := c.o
 	o.Size, o.Adapter, o.ToolsVersion = size, c.adapter, c.toolsversion
+	o.Stream = c.subformat == "streamOptimized"
 	if c.hwversion != "undefined" {
 		o.HWVersion = c.hwversion
 	}

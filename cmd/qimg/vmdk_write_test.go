@@ -68,6 +68,7 @@ func TestVMDK_CreateLikeQemu(t *testing.T) {
 		{"-o", "adapter_type=bad", "1M"}, {"-o", "adapter_type=IDE", "1M"}, {"-o", "compat6=on,hwversion=7", "1M"},
 		{"-o", "zeroed_grain=maybe", "1M"}, {"-o", "subformat=bad", "1M"}, {"-o", "subformat=monolithicSparse", "1M"},
 		{"-o", "bogus=1", "1M"}, {"-o", "backing_fmt=qcow2", "1M"}, {"-o", "hwversion=undefined", "1M"},
+		{"-o", "subformat=streamOptimized", "1M"}, {"-o", "subformat=streamOptimized,zeroed_grain=on", "3G"},
 	} {
 		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vmdk", i)), filepath.Join(dir, fmt.Sprintf("o%d.vmdk", i))
 		withPath := func(p string) []string {
@@ -108,10 +109,10 @@ func TestVMDK_CreateLikeQemu(t *testing.T) {
 			infoMapLikeQemu(t, o, []string{"-f", "vmdk", o})
 		}
 	}
-	for _, sub := range []string{"streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse"} {
+	for _, sub := range []string{"monolithicFlat", "twoGbMaxExtentSparse"} {
 		o := filepath.Join(dir, sub+".vmdk")
 		_, e, code := runQ(t, "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, o, "1M")
-		if code != 1 || !strings.Contains(e, "qimg creates monolithicSparse VMDK images only (subformat="+sub+")") {
+		if code != 1 || !strings.Contains(e, "qimg creates monolithicSparse and streamOptimized VMDK images only (subformat="+sub+")") {
 			t.Errorf("subformat=%s: exit %d, %s", sub, code, e)
 		}
 		if _, err := os.Stat(o); err == nil {
@@ -135,7 +136,7 @@ func TestVMDK_WritesLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "100M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 5M 3M", "-c", "write -z 20M 4M",
 		"-c", "write -P 3 99M 1M", "-c", "write -P 4 50M 512", src)
-	for _, o := range [][]string{nil, {"-c"}, {"-o", "adapter_type=buslogic,zeroed_grain=on"}} {
+	for _, o := range [][]string{nil, {"-c"}, {"-o", "adapter_type=buslogic,zeroed_grain=on"}, {"-o", "subformat=streamOptimized"}} {
 		ours, theirs := filepath.Join(dir, "o.vmdk"), filepath.Join(dir, "q.vmdk")
 		os.Remove(ours)
 		os.Remove(theirs)

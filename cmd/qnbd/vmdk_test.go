@@ -18,7 +18,7 @@ import (
 // read-only by qnbd show nbdinfo the size, the allocation and the
 // allocation depth qemu-nbd shows, and read the bytes qemu-nbd reads.
 // Without -r, a monolithicSparse image takes the writes qemu-nbd
-// takes; a streamOptimized one is refused.
+// takes; a monolithicFlat one is refused.
 func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -72,15 +72,15 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 			}
 		})
 	}
-	// Without -r: a streamOptimized image is refused at start (qring
-	// writes monolithicSparse images only)...
-	p := filepath.Join(dir, "streamOptimized.vmdk")
+	// Without -r: a monolithicFlat image is refused at start (qring
+	// writes monolithicSparse and streamOptimized images only)...
+	p := filepath.Join(dir, "monolithicFlat.vmdk")
 	for _, args := range [][]string{{"-f", "vmdk", p}, {p}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", filepath.Join(dir, "w.sock")}, args...)...).CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
-		if err == nil || timedOut || !strings.Contains(string(out), "qring writes only monolithicSparse VMDK images") {
+		if err == nil || timedOut || !strings.Contains(string(out), "qring writes only monolithicSparse and streamOptimized VMDK images") {
 			t.Errorf("qnbd %q: %v\n%s", args, err, out)
 		}
 	}

@@ -15,7 +15,8 @@ import (
 // TestOpen_VMDK: a VMDK image opens read-only as "vmdk", with -f vmdk
 // and probed ("KDMV" for a sparse extent, "version=1" for a descriptor
 // file, whose extent files open with it), refusing writes (vmdk's
-// KD1). Opened for writing, a monolithicSparse image takes writes (KD8);
+// KD1). Opened for writing, a monolithicSparse or streamOptimized image
+// takes writes (KD8, KD12);
 // the others are refused with ErrVMDKReadOnly and left as they were.
 func TestOpen_VMDK(t *testing.T) {
 	testkit.NeedQemu(t)
@@ -45,11 +46,11 @@ func TestOpen_VMDK(t *testing.T) {
 		}
 		before, _ := os.ReadFile(p)
 		o, err := Open(Spec{Path: p, AIO: "threads"})
-		if strings.Contains(p, "monolithicSparse") {
+		if strings.Contains(p, "monolithicSparse") || strings.Contains(p, "streamOptimized") {
 			if err != nil {
 				t.Fatalf("read-write open of %s: %v", p, err)
 			}
-			if err := o.Dev.Writev(0, [][]byte{{1}}); err != nil {
+			if err := o.Dev.Writev(0, [][]byte{make([]byte, 64<<10)}); err != nil {
 				t.Errorf("write to %s: %v", p, err)
 			}
 			if err := o.Close(); err != nil {

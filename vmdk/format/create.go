@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -33,6 +34,9 @@ type NewOptions struct {
 	ToolsVersion string // "" for "2147483647"
 	Compat6      bool
 	ZeroedGrain  bool
+	// Stream makes a streamOptimized image: deflated grains behind
+	// grain markers (subformat=streamOptimized).
+	Stream bool
 }
 
 // Plan is a new monolithicSparse extent's layout (KF6).
@@ -78,6 +82,9 @@ func NewPlan(o NewOptions) (Plan, error) {
 	}
 	if o.ZeroedGrain {
 		h.Version, h.Flags = 2, h.Flags|FlagZeroGrain
+	}
+	if o.Stream {
+		h.Version, h.Flags, h.CompressAlgo = 3, h.Flags|FlagCompress|FlagMarker, CompressDeflate
 	}
 	return Plan{Header: h, GTCount: gtCount, GDBytes: gdSectors * SectorSize, GTBytes: gtBytes}, nil
 }
@@ -141,7 +148,11 @@ func NewDescriptor(o NewOptions, cid uint32, name string) (string, error) {
 	}
 	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
 	var s strings.Builder
-	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n", cid)
+	ct := "monolithicSparse"
+	if o.Stream {
+		ct = "streamOptimized"
+	}
+	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"%s\"\n\n", cid, ct)
 	fmt.Fprintf(&s, "# Extent description\nRW %d SPARSE \"%s\"\n\n", size/SectorSize, name)
 	fmt.Fprintf(&s, "# The Disk Data Base\n#DDB\n\n")
 	fmt.Fprintf(&s, "ddb.virtualHWVersion = \"%s\"\nddb.geometry.cylinders = \"%d\"\nddb.geometry.heads = \"%d\"\n", hw, size/(63*heads*SectorSize), heads)
@@ -185,4 +196,22 @@ func RewriteCID(desc []byte, cid uint32) (out []byte, ok bool) {
 	copy(out[l:], tail)
 	out[l+len(tail)] = 0
 	return out, true
+}
+
+// EncodeGrain is a compressed grain as a streamOptimized extent holds
+// it (KF5): the grain marker (lba, the guest sector it starts at, and
+// the size of what follows), the zlib stream of data, and zeros to the
+// end of the last sector.
+func EncodeGrain(lba uint64, data [][]byte) []byte {
+	var b bytes.Buffer
+	b.Write(make([]byte, MarkerSize))
+	zw := zlib.NewWriter(&b)
+	for _, p := range data {
+		zw.Write(p) // a bytes.Buffer takes everything
+	}
+	zw.Close()
+	out := b.Bytes()
+	binary.LittleEndian.PutUint64(out, lba)
+	binary.LittleEndian.PutUint32(out[8:], uint32(len(out)-MarkerSize))
+	return append(out, make([]byte, (SectorSize-len(out)%SectorSize)%SectorSize)...)
 }

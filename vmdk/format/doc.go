@@ -40,8 +40,10 @@
 //	     (LBA, size) when the extent has markers, else at the grain's
 //	     sector; Inflate yields at most the grain size and fails, as
 //	     QEMU's uncompress does, on a stream that is damaged, empty, or
-//	     inflates to more than the grain.
-//	KF6  A new monolithicSparse extent is laid out as vmdk_init_extent
+//	     inflates to more than the grain. EncodeGrain writes one so,
+//	     marker first, zero-padded to a sector.
+//	KF6  A new monolithicSparse or streamOptimized extent (version 3,
+//	     compressed, with markers) is laid out as vmdk_init_extent
 //	     and vmdk_co_do_create lay it out (NewPlan, Header.Encode,
 //	     Plan.Directory, NewDescriptor): 64 KiB grains, 512 entries per
 //	     table, the descriptor in sectors 1-20, then the redundant
