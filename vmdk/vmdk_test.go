@@ -202,6 +202,14 @@ func FuzzOpen(f *testing.F) {
 		f.Fatal("seed image", err)
 	}
 	f.Add(m.Bytes())
+	m = memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 256 << 10, Stream: true}}); err != nil {
+		f.Fatal(err)
+	}
+	if d, err := Open(m, Options{Writable: true}); err != nil || d.Writev(64<<10, [][]byte{bytes.Repeat([]byte{2}, 64<<10)}) != nil || d.Close() != nil {
+		f.Fatal("stream seed image", err)
+	}
+	f.Add(m.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := open(t, b)
 		if err != nil {
@@ -232,6 +240,10 @@ func FuzzOpen(f *testing.F) {
 			}
 		}
 		w.Writev(size/2, [][]byte{make([]byte, min(size-size/2, 512))})
+		if g := w.GrainSize(); g > 0 && g <= 1<<20 && g <= size {
+			w.Writev(0, [][]byte{make([]byte, g)}) // a whole grain (a stream image's)
+			w.Writev(size-size%g, [][]byte{make([]byte, size%g)})
+		}
 		w.WriteZeroes(0, min(size, 1<<20), 0)
 	})
 }
