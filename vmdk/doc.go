@@ -67,7 +67,9 @@
 //	     writable: one sparse extent in the image file (compressed ones
 //	     with grain markers, the grain directory not in a footer), no
 //	     parent, every grain
-//	     table (of both directories) allocated and inside the file, every
+//	     table (of both directories) allocated and inside the file, the
+//	     tables mapping the whole disk (QEMU's 32-bit directory size can
+//	     wrap), the descriptor's 20 sectors clear of other metadata, every
 //	     grain inside the file, and no grain or table overlapping
 //	     another or the header, descriptor or directories (QEMU writes
 //	     into such images all the same; reading them is safe). Anything

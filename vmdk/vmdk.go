@@ -61,7 +61,8 @@ type Disk struct {
 	extents        []extent
 	size           int64
 	createType     string
-	cid, pcid      uint32
+	cid            atomic.Uint32 // changed by the first write (KD11)
+	pcid           uint32
 	gdEntries      int64 // all the extents' grain directory entries (KD3)
 	block.ReadOnly       // writes refused (KD1) unless w is set
 
@@ -142,7 +143,8 @@ func Open(file block.Device, o Options) (*Disk, error) {
 		// own: the block layer's then names the file.
 		return nil, &format.Error{Msg: fmt.Sprintf("Could not open '%s': Invalid argument", o.Name), Err: format.ErrCorrupt}
 	}
-	d.cid, d.pcid = desc.CID, desc.ParentCID
+	d.cid.Store(desc.CID)
+	d.pcid = desc.ParentCID
 	if len(d.extents) == 0 {
 		return nil, &format.Error{Msg: "Invalid argument: the descriptor names no extent", Err: format.ErrCorrupt}
 	}
@@ -178,7 +180,7 @@ func (d *Disk) openParent(hint string, o Options) error {
 	if err != nil {
 		return err
 	}
-	d.parent, d.cidValid = p, p.cid == d.pcid
+	d.parent, d.cidValid = p, p.cid.Load() == d.pcid
 	return nil
 }
 
@@ -538,7 +540,7 @@ func (d *Disk) ParentPath() string { return d.parentPath }
 func (d *Disk) CreateType() string { return d.createType }
 
 // CID and ParentCID are the descriptor's content IDs.
-func (d *Disk) CID() uint32       { return d.cid }
+func (d *Disk) CID() uint32       { return d.cid.Load() }
 func (d *Disk) ParentCID() uint32 { return d.pcid }
 
 // ExtentInfo is one extent as qemu-img info shows it.

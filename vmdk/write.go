@@ -88,12 +88,19 @@ func (d *Disk) openWriter() error {
 	if n > maxWritableGTEs || 4*n > e.fileLen {
 		return d.refuse(fmt.Sprintf("its %d grain table entries do not fit the file or are too many to write (at most %d)", n, int64(maxWritableGTEs)))
 	}
+	if n*l.GrainBytes() < e.size {
+		// QEMU's 32-bit directory size wrapped: the tables map less
+		// than the disk (a write past them would find no entry).
+		return d.refuse(fmt.Sprintf("its grain tables map %d bytes of its %d", n*l.GrainBytes(), e.size))
+	}
 	w.table = make([]byte, 4*n)
 	e.mem = make([]atomic.Uint32, n)
 	tb := l.GTEs * 4
 	type span struct{ a, b int64 }
+	// The descriptor as changeCID rewrites it: DescSize bytes at least,
+	// whatever the header says (QEMU's vmdk_write_cid writes as many).
 	spans := []span{{0, format.HeaderSize},
-		{int64(h.DescOffset) * format.SectorSize, int64(h.DescOffset+h.DescSize) * format.SectorSize},
+		{int64(h.DescOffset) * format.SectorSize, int64(h.DescOffset)*format.SectorSize + max(int64(h.DescSize)*format.SectorSize, format.DescSize)},
 		{l.GDOffset, l.GDOffset + 4*l.L1Size}}
 	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
 		rgd := int64(h.RGDOffset) * format.SectorSize
@@ -292,7 +299,7 @@ func (d *Disk) changeCID() error {
 	if err := block.ReadAt(d.file, old, at); err != nil {
 		return err
 	}
-	cid := newCID(d.cid)
+	cid := newCID(d.cid.Load())
 	desc, ok := format.RewriteCID(old, cid)
 	if !ok {
 		return fmt.Errorf("vmdk: the descriptor has no parentCID: %w", format.ErrCorrupt)
@@ -307,7 +314,7 @@ func (d *Disk) changeCID() error {
 	if err := d.file.Flush(); err != nil {
 		return err
 	}
-	d.cid = cid
+	d.cid.Store(cid)
 	w.cidDone.Store(true)
 	return nil
 }

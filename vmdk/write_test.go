@@ -653,3 +653,38 @@ func TestWrite_StreamMatchesQemu(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWrite_WrappedDirectoryRefused: a capacity whose directory size
+// wraps in QEMU's 32-bit arithmetic (2^32+5 sectors of one-sector
+// grains, one entry per table: 5 directory entries) leaves tables that
+// map less than the disk; such an image opens read-only, but writable
+// it is refused (a write past the tables panicked on the missing
+// entry).
+func TestWrite_WrappedDirectoryRefused(t *testing.T) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	b := m.Bytes()
+	le := binary.LittleEndian
+	le.PutUint32(b[8:], format.FlagNLDetect) // no redundant directory
+	le.PutUint64(b[12:], 1<<32+5)           // capacity, sectors
+	le.PutUint64(b[20:], 1)                 // granularity
+	le.PutUint32(b[44:], 1)                 // entries per table
+	le.PutUint64(b[56:], 100)               // gd_offset
+	for i := range 5 {
+		le.PutUint32(b[100*512+4*i:], uint32(101+i))
+	}
+	if _, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{}); err != nil {
+		t.Fatalf("read-only open: %v", err)
+	}
+	d, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{Writable: true})
+	if err == nil {
+		defer d.Close()
+		err = d.Writev(5120, [][]byte{make([]byte, 512)}) // panicked
+		t.Fatalf("writable open accepted; a write past the tables: %v", err)
+	}
+	if !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("writable open: %v", err)
+	}
+}
