@@ -668,10 +668,10 @@ func TestWrite_WrappedDirectoryRefused(t *testing.T) {
 	b := m.Bytes()
 	le := binary.LittleEndian
 	le.PutUint32(b[8:], format.FlagNLDetect) // no redundant directory
-	le.PutUint64(b[12:], 1<<32+5)           // capacity, sectors
-	le.PutUint64(b[20:], 1)                 // granularity
-	le.PutUint32(b[44:], 1)                 // entries per table
-	le.PutUint64(b[56:], 100)               // gd_offset
+	le.PutUint64(b[12:], 1<<32+5)            // capacity, sectors
+	le.PutUint64(b[20:], 1)                  // granularity
+	le.PutUint32(b[44:], 1)                  // entries per table
+	le.PutUint64(b[56:], 100)                // gd_offset
 	for i := range 5 {
 		le.PutUint32(b[100*512+4*i:], uint32(101+i))
 	}
