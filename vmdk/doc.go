@@ -92,7 +92,9 @@
 //	KD10 Flush makes the entries of the grains allocated since the last
 //	     Flush durable only after the file reaches past every one of
 //	     them (grown under the writer's lock, so no write in flight is
-//	     cut short) and their bytes are durable, then writes them into
+//	     cut short; the entries taken as they are under that same lock:
+//	     a later change waits for the next Flush) and their bytes are
+//	     durable, then writes them into
 //	     both directories' tables and flushes again: the table never
 //	     maps a grain past the end of the file or one whose bytes could
 //	     be lost. After a crash: leaked grains, never a wrong one.
@@ -100,8 +102,9 @@
 //	     the image a new CID first, as QEMU's vmdk_pwritev does after
 //	     it (an image made on top of this one then refuses to read
 //	     through it): a random one whose hexadecimal form is as long as
-//	     the old, so only those bytes of the descriptor change, written
-//	     in place and flushed before the write is issued.
+//	     the old, so only those bytes of the descriptor (at sector 1,
+//	     whatever the header says, as QEMU) change, written in place and
+//	     flushed before the write is issued.
 //	KD12 A streamOptimized image takes each grain once, whole (the last
 //	     one up to the disk's end), as QEMU's vmdk does: deflated behind
 //	     its grain marker (format.EncodeGrain) at free, a whole number of

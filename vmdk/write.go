@@ -97,10 +97,10 @@ func (d *Disk) openWriter() error {
 	e.mem = make([]atomic.Uint32, n)
 	tb := l.GTEs * 4
 	type span struct{ a, b int64 }
-	// The descriptor as changeCID rewrites it: DescSize bytes at least,
-	// whatever the header says (QEMU's vmdk_write_cid writes as many).
+	// The descriptor as changeCID rewrites it: DescSize bytes at sector
+	// 1, whatever the header says (QEMU's vmdk_write_cid).
 	spans := []span{{0, format.HeaderSize},
-		{int64(h.DescOffset) * format.SectorSize, int64(h.DescOffset)*format.SectorSize + max(int64(h.DescSize)*format.SectorSize, format.DescSize)},
+		{format.SectorSize, format.SectorSize + format.DescSize},
 		{l.GDOffset, l.GDOffset + 4*l.L1Size}}
 	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
 		rgd := int64(h.RGDOffset) * format.SectorSize
@@ -290,11 +290,9 @@ func (d *Disk) changeCID() error {
 	if w.cidDone.Load() {
 		return nil
 	}
-	h, err := d.header()
-	if err != nil {
-		return err
-	}
-	at := int64(h.DescOffset) * format.SectorSize
+	// The embedded descriptor is at sector 1, whatever the header says,
+	// as QEMU reads and writes it (vmdk_open_vmdk4's desc_offset).
+	at := int64(format.SectorSize)
 	old := make([]byte, format.DescSize)
 	if err := block.ReadAt(d.file, old, at); err != nil {
 		return err
@@ -485,6 +483,13 @@ func (d *Disk) Flush() error {
 	w.mu.Lock()
 	fresh := w.fresh
 	w.fresh = nil
+	// The entries as they are now, under mu with the file grown past
+	// them below: one changed later (a grain zeroed, then written anew)
+	// is in w.fresh again and waits for the next Flush.
+	entries := make([]uint32, len(fresh))
+	for i, gi := range fresh {
+		entries[i] = d.extents[0].mem[gi].Load()
+	}
 	var err error
 	if len(fresh) > 0 && w.sized < w.free {
 		// Under mu: no write reaches past free, so growing the file to
@@ -498,7 +503,7 @@ func (d *Disk) Flush() error {
 		err = d.file.Flush()
 	}
 	if err == nil && len(fresh) > 0 {
-		err = d.writeEntries(fresh)
+		err = d.writeEntries(fresh, entries)
 		if err == nil {
 			err = d.file.Flush()
 		}
@@ -511,16 +516,17 @@ func (d *Disk) Flush() error {
 	return err
 }
 
-// writeEntries writes the entries of grains into their tables, and into
-// the redundant tables (KD10), in runs of nearby entries of one table.
-func (d *Disk) writeEntries(grains []int64) error {
+// writeEntries writes entries[i], grain grains[i]'s, into its table,
+// and into the redundant table (KD10), in runs of nearby entries of one
+// table.
+func (d *Disk) writeEntries(grains []int64, entries []uint32) error {
 	w := d.w
 	e := &d.extents[0]
+	for i, gi := range grains {
+		binary.LittleEndian.PutUint32(w.table[4*gi:], entries[i])
+	}
 	grains = slices.Clone(grains)
 	slices.Sort(grains)
-	for _, gi := range grains {
-		binary.LittleEndian.PutUint32(w.table[4*gi:], e.mem[gi].Load())
-	}
 	gtes := e.layout.GTEs
 	const near = format.SectorSize / 4 // entries in a sector
 	for i := 0; i < len(grains); {

@@ -688,3 +688,81 @@ func TestWrite_WrappedDirectoryRefused(t *testing.T) {
 		t.Errorf("writable open: %v", err)
 	}
 }
+
+// flushHook runs on before and after each of its memdev's flushes
+// (the nth, from 1).
+type flushHook struct {
+	*memdev.Dev
+	n  int
+	on func(n int, after bool)
+}
+
+func (f *flushHook) Flush() error {
+	f.n++
+	f.on(f.n, false)
+	err := f.Dev.Flush()
+	f.on(f.n, true)
+	return err
+}
+
+// TestWrite_FlushEntriesAsGrown: a grain zeroed and written anew while a
+// Flush runs (a zeroed_grain image) gets a grain past the length that
+// Flush grew the file to; that Flush writes the entries as they were
+// when it grew the file, so no crash clone taken before its last flush
+// maps a grain past the end of the file (KD10). It wrote the newer
+// entry: a quarter of the clones opened to a grain past the end.
+func TestWrite_FlushEntriesAsGrown(t *testing.T) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 1 << 20, ZeroedGrain: true}}); err != nil {
+		t.Fatal(err)
+	}
+	const gb = 64 << 10
+	var d *Disk
+	var clones []*memdev.Dev
+	rng := rand.New(rand.NewPCG(1, 2))
+	fh := &flushHook{Dev: m, on: func(int, bool) {}}
+	d, err := Open(fh, Options{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Writev(gb, [][]byte{fill(gb, 1)}); err != nil { // grain 1, and the CID's flush
+		t.Fatal(err)
+	}
+	first := fh.n
+	fh.on = func(n int, after bool) {
+		switch {
+		case n == first+1 && after: // past the Flush's first: grain 1 zeroed, then written anew
+			if err := d.WriteZeroes(gb, gb, 0); err != nil {
+				t.Error(err)
+			}
+			if err := d.Writev(gb, [][]byte{fill(gb, 2)}); err != nil {
+				t.Error(err)
+			}
+		case n == first+2 && !after: // its last: the entries are written, not durable
+			for range 64 {
+				clones = append(clones, m.CrashClone(rng, 0.5))
+			}
+		}
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fh.on = func(int, bool) {}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(clones) == 0 {
+		t.Fatal("no clone taken")
+	}
+	for i, c := range clones {
+		cd, err := Open(c, Options{Writable: true})
+		if err != nil {
+			t.Fatalf("clone %d: %v", i, err)
+		}
+		b := make([]byte, gb)
+		if err := cd.Readv(gb, [][]byte{b}); err != nil {
+			t.Fatalf("clone %d: %v", i, err)
+		}
+		cd.Close()
+	}
+}
