@@ -211,24 +211,7 @@ func TestVPC_CreateLikeQemu(t *testing.T) {
 		{"-o", "size=2M"}, {"1.5k"}, {"-o", "subformat=bad", "1M"}, {"3T"}, {"-q", "100M"}, {"-o", "subformat=fixed", "3M"},
 	} {
 		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vhd", i)), filepath.Join(dir, fmt.Sprintf("o%d.vhd", i))
-		withPath := func(p string) []string {
-			a := append([]string{"create", "-f", "vpc"}, args...)
-			k := len(a)
-			if k > 3 && !strings.HasPrefix(a[k-1], "-") && !strings.Contains(a[k-1], "=") && a[k-2] != "-o" && a[k-2] != "-F" {
-				k-- // the size comes after the file name
-			}
-			return append(append(append([]string(nil), a[:k]...), p), a[k:]...)
-		}
-		qo, qe, qcode := testkit.Run(t, "qemu-img", withPath(q)...)
-		oo, oe, ocode := runQ(t, withPath(o)...)
-		norm := func(s, p string) string {
-			s = strings.ReplaceAll(s, p, "IMG")
-			s = strings.ReplaceAll(s, "qimg: create: ", "")
-			return strings.ReplaceAll(s, "qemu-img: ", "")
-		}
-		if norm(oo, o) != norm(qo, q) || norm(oe, o) != norm(qe, q) || ocode != qcode {
-			t.Errorf("create %q: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", args, ocode, oo, oe, qcode, qo, qe)
-		}
+		qcode := createBoth(t, "vpc", q, o, args)
 		if qcode == 0 {
 			sameVPC(t, fmt.Sprint(args), o, q)
 			infoMapLikeQemu(t, o, []string{"-f", "vpc", o})
@@ -367,4 +350,31 @@ func commitLikeQemu(t *testing.T, dir, format, ext string) (string, string) {
 		}
 	}
 	return filepath.Join(dir, "cb-o"+ext), filepath.Join(dir, "cb-q"+ext)
+}
+
+// createBoth runs create -f format with args (the size, if any, last)
+// through qemu-img into q and through qimg into o: their output, errors
+// and exit codes must be alike (but for the file names). It returns
+// qemu-img's exit code.
+func createBoth(t *testing.T, format, q, o string, args []string) int {
+	t.Helper()
+	withPath := func(p string) []string {
+		a := append([]string{"create", "-f", format}, args...)
+		k := len(a)
+		if k > 3 && !strings.HasPrefix(a[k-1], "-") && !strings.Contains(a[k-1], "=") && a[k-2] != "-o" && a[k-2] != "-F" {
+			k-- // the size comes after the file name
+		}
+		return append(append(append([]string(nil), a[:k]...), p), a[k:]...)
+	}
+	qo, qe, qcode := testkit.Run(t, "qemu-img", withPath(q)...)
+	oo, oe, ocode := runQ(t, withPath(o)...)
+	norm := func(s, p string) string {
+		s = strings.ReplaceAll(s, p, "IMG")
+		s = strings.ReplaceAll(s, "qimg: create: ", "")
+		return strings.ReplaceAll(s, "qemu-img: ", "")
+	}
+	if norm(oo, o) != norm(qo, q) || norm(oe, o) != norm(qe, q) || ocode != qcode {
+		t.Errorf("create %q: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", args, ocode, oo, oe, qcode, qo, qe)
+	}
+	return qcode
 }
