@@ -182,7 +182,7 @@ func (im *Image) commitAllocLocked(p *allocation, cowed bool, werr error, early 
 	// first, then the refcount cache depends on the L2 cache), held
 	// until readers that found the old entry are done (Q12).
 	if !p.reuse {
-		if ferr := im.freeEntryLocked(p.old, false); ferr != nil && werr == nil {
+		if ferr := im.freeEntryLocked(p.old, false, false); ferr != nil && werr == nil {
 			werr = ferr
 		}
 	}
@@ -229,18 +229,22 @@ func (im *Image) linkLocked(goff format.GuestOff, host format.HostOff, flushFirs
 
 // freeEntryLocked drops the reference an old L2 entry held, after the
 // entry changed. synced: the data gate was synced since (Q12), so no
-// request still uses the cluster; else a cluster whose last reference
-// this was is held until the gate has passed (held.go).
-func (im *Image) freeEntryLocked(e format.L2Entry, synced bool) error {
+// request still uses the cluster; durable: the change is on the media
+// already (written and flushed since). A cluster whose last reference
+// this was is held (held.go) until the gate has passed, and until a
+// completed flush has made the change durable (Q3): else an allocation
+// could write new data into it while the old entry, on the media,
+// still points at it, and a crash would show that data there.
+func (im *Image) freeEntryLocked(e format.L2Entry, synced, durable bool) error {
 	switch e.Type() {
 	case format.ClusterNormal, format.ClusterZeroAlloc:
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err
 		}
-		if !synced {
-			return im.freeHeldLocked(im.g.HostCluster(e.Offset()), false)
+		if synced && durable {
+			return im.freeClustersLocked(e.Offset(), 1)
 		}
-		return im.freeClustersLocked(e.Offset(), 1)
+		return im.freeHeldLocked(im.g.HostCluster(e.Offset()), !durable)
 	case format.ClusterCompressed:
 		if err := im.rbc.SetDependency(im.l2c); err != nil {
 			return err

@@ -335,7 +335,7 @@ func (im *Image) dropZeroClustersPastEndLocked() error {
 	// Zero clusters are read without their host cluster: nobody is
 	// reading these.
 	for _, e := range fr.es {
-		if err := im.freeEntryLocked(e, true); err != nil {
+		if err := im.freeEntryLocked(e, true, true); err != nil {
 			return err
 		}
 	}

@@ -32,7 +32,13 @@
 //	Q3  Freeing: the removal of the last reference is durable before the
 //	    refcount decrement (the refcount cache depends on the L2 cache).
 //	    Entries are modified and marked dirty before anything that may
-//	    flush (QEMU c8bf9a9169).
+//	    flush (QEMU c8bf9a9169). A host cluster whose last reference an
+//	    L2 entry change dropped is not given out again (held.go) until
+//	    that change is durable (a completed Flush, or the write and flush
+//	    before a punched hole): else the next owner's data could reach
+//	    the media before the change, and after a crash the old entry
+//	    would read it (QEMU reuses such a cluster at once). Metadata
+//	    paths that free clusters flush their change first.
 //	Q4  New tables: a new L2 table or refcount block is written and
 //	    flushed before the L1 / refcount table entry that points at it;
 //	    a new refcount table is written and flushed before the header

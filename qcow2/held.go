@@ -6,19 +6,20 @@ package qcow2
 //   - a request that found the old entry lock-free and is still in the
 //     data gate (Q12), when the freer could not wait for the gate (it
 //     holds mu, as an allocation's commit does);
-//   - after a crash, the old compressed entry, until a flush has made
-//     its removal durable (Q13).
+//   - after a crash, the old L2 entry (normal, preallocated zero or
+//     compressed), until a flush has made its change durable (Q3, Q13).
 // The clusters stay free on the media all along (refcount 0): a crash
 // or a Close only ends the hold.
 
 // heldCluster is why a held cluster is still held.
 type heldCluster struct {
 	ticket  uint64 // the data gate's ticket, taken after the entry changed
-	flushed bool   // no flush is needed, or one has completed since (Q13)
+	flushed bool   // no flush is needed, or one has completed since (Q3, Q13)
 }
 
 // holdLocked holds host cluster c, whose refcount just fell to 0 after
-// its entry changed; needFlush: it held compressed data (Q13).
+// its entry changed; needFlush: that change may not be durable yet (Q3,
+// Q13).
 func (im *Image) holdLocked(c uint64, needFlush bool) {
 	if im.held == nil {
 		im.held = make(map[uint64]heldCluster)
@@ -33,9 +34,9 @@ func (im *Image) isHeld(c uint64) bool {
 }
 
 // freeHeldLocked drops one reference to host cluster c, whose entry the
-// caller has changed without waiting for the data gate; if that was the
-// last one, c is held until the gate has passed (Q12), and with needFlush
-// (it held compressed data) until a flush has completed too (Q13).
+// caller has changed; if that was the last one, c is held until the
+// data gate has passed (Q12), and with needFlush (the change may not be
+// durable yet) until a flush has completed too (Q3, Q13).
 func (im *Image) freeHeldLocked(c uint64, needFlush bool) error {
 	if err := im.updateRefcountLocked(c, -1); err != nil {
 		return err

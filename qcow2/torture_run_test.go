@@ -581,6 +581,7 @@ func (r *trun) exec(i int, o top) {
 		}
 	}()
 	r.st.Ops++
+	tortureTracef("op %d %v", i, o)
 	switch o.kind {
 	case opWrite, opZero, opDiscard, opRead:
 		n, ok := r.clip(o.off, o.n)
@@ -756,6 +757,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 	writeRYW := func(who string, o top) bool {
 		data := make([]byte, o.n)
 		fillPattern(data, o.pat)
+		tortureTracef("batch write (%s) %v", who, o)
 		if _, err := im.WriteAt(data, o.off); err != nil {
 			failf("%s: write [%#x,+%#x): %v", who, o.off, o.n, err)
 			return false
@@ -781,6 +783,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 	}
 	// syncZero runs an own-stripe zeroing or discard and updates the model.
 	syncZero := func(who string, o top) bool {
+		tortureTracef("batch zero (%s) %v", who, o)
 		if o.kind == opZero {
 			if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
 				failf("%s: zero [%#x,+%#x): %v", who, o.off, o.n, err)
@@ -991,6 +994,7 @@ func (r *trun) onEvent(ev Event) {
 
 // devHook runs before every mutating device op (memdev backends).
 func (r *trun) devHook(o holddev.Op) {
+	tortureTracef("dev %v zoff=%#x zlen=%#x off=%#x len=%#x", o.Kind, o.ZOff, o.ZLen, o.Off, o.Len)
 	r.maybeCrash("dev-" + strings.ReplaceAll(o.Kind.String(), "+", ""))
 }
 
@@ -1019,6 +1023,7 @@ func (r *trun) maybeCrash(kind string) {
 	if n > 0 && r.crng.IntN(p) != 0 {
 		return
 	}
+	tortureTracef("crash clone %s #%d", kind, r.clones+1)
 	clone := r.dfCrashClone() // df: the data file's too, at the same moment
 	r.clones++
 	withQemu := taken == 0 || r.crng.IntN(4) == 0

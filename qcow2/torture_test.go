@@ -48,6 +48,7 @@ var (
 	tortureCrash       = flag.Int("torture.crash", 3, "torture: crash clones verified per kind per case (memdev backends)")
 	tortureParallel    = flag.Int("torture.parallel", 0, "TestTortureLoop: cases run at once (0: max(1, NumCPU/2))")
 	tortureTolerate    = flag.String("torture.tolerate", "", "torture: comma list of known-bug classes counted instead of failing: ryw (read-your-writes after early writes, bug 2)")
+	tortureTrace       = flag.Bool("torture.trace", false, "torture: print every op, device request (memdev backends) and crash clone to stderr, for a failing seed's story")
 	tortureCaseTimeout = flag.Duration("torture.casetimeout", 5*time.Minute, "TestTortureLoop: a case running longer is killed (SIGQUIT: goroutine dump) and failed")
 )
 
@@ -361,4 +362,11 @@ func runTortureChild(seed uint64, cfg tcfg) (*tstats, bool, string) {
 		b.WriteString("\n  log: " + kept + "/test.log")
 	}
 	return nil, false, b.String()
+}
+
+// tortureTracef prints one line of -torture.trace.
+func tortureTracef(f string, a ...any) {
+	if *tortureTrace {
+		fmt.Fprintf(os.Stderr, f+"\n", a...)
+	}
 }

@@ -414,7 +414,7 @@ func (im *Image) xcommitAllocLocked(p *allocation, x *xl2Alloc, cowed bool, werr
 		return lerr
 	}
 	if !p.reuse {
-		if ferr := im.freeEntryLocked(p.old, false); ferr != nil && werr == nil {
+		if ferr := im.freeEntryLocked(p.old, false, false); ferr != nil && werr == nil {
 			werr = ferr
 		}
 	}

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -363,8 +364,9 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 	if len(fr.es) == 0 {
 		return nil
 	}
+	durable := false
 	if fr.punch && !im.opts.NoPassDiscard {
-		im.punchFreed(fr)
+		durable = im.punchFreed(fr)
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
@@ -372,13 +374,34 @@ func (im *Image) freeAfterWriters(fr *freeList) error {
 	if err := im.writableLocked(); err != nil {
 		return err // leaked, never freed under a writer
 	}
+	flushed := false // here, under mu: every change so far is durable
+	if !durable && slices.ContainsFunc(fr.es, im.lastRefLocked) {
+		// Q3: the changes are durable before the clusters they dropped
+		// can be given out again, one flush per batch, as a punch does
+		// (holding them instead until the next Flush would hold a whole
+		// disk's worth of clusters for a large discard).
+		if err := im.tablesDurableLocked(); err != nil {
+			return err // leaked, never freed before the change is durable
+		}
+		durable, flushed = true, true
+	}
 	for _, e := range fr.es {
-		if err := im.freeEntryLocked(e, true); err != nil {
+		if err := im.freeEntryLocked(e, true, durable); err != nil {
 			return err
 		}
 	}
-	im.releaseHeldLocked(false)
+	im.releaseHeldLocked(flushed)
 	return nil
+}
+
+// lastRefLocked reports whether the old entry e held the last reference
+// to a whole host cluster (mu held).
+func (im *Image) lastRefLocked(e format.L2Entry) bool {
+	if t := e.Type(); t != format.ClusterNormal && t != format.ClusterZeroAlloc {
+		return false
+	}
+	rc, err := im.refcount(im.g.HostCluster(e.Offset()))
+	return err == nil && rc == 1
 }
 
 // zeroCluster turns the guest cluster of goff into a zero cluster (or, for a
@@ -546,11 +569,12 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 // even after a crash (an encrypted cluster would read as garbage). Only on
 // devices that zero efficiently (Caps: MayUnmap and Allocate), so that a
 // refused punch never becomes a stream of zeros; best effort, an error
-// leaves the space allocated as before.
-func (im *Image) punchFreed(fr *freeList) {
+// leaves the space allocated as before. durable: it wrote the L2 tables
+// and flushed, so fr's entries' changes are on the media (Q3).
+func (im *Image) punchFreed(fr *freeList) (durable bool) {
 	c := im.dev.Caps()
 	if c.ZeroFlags&(block.MayUnmap|block.Allocate) != block.MayUnmap|block.Allocate {
-		return
+		return false
 	}
 	cs := format.HostOff(im.g.ClusterSize)
 	type hostRange struct{ off, end format.HostOff }
@@ -558,13 +582,10 @@ func (im *Image) punchFreed(fr *freeList) {
 	im.mu.Lock()
 	if im.writableLocked() != nil {
 		im.mu.Unlock()
-		return
+		return false
 	}
 	for _, e := range fr.es {
-		if t := e.Type(); t != format.ClusterNormal && t != format.ClusterZeroAlloc {
-			continue
-		}
-		if rc, err := im.refcount(im.g.HostCluster(e.Offset())); err != nil || rc != 1 {
+		if !im.lastRefLocked(e) {
 			continue
 		}
 		if k := len(rs) - 1; k >= 0 && rs[k].end == e.Offset() {
@@ -573,17 +594,21 @@ func (im *Image) punchFreed(fr *freeList) {
 			rs = append(rs, hostRange{e.Offset(), e.Offset() + cs})
 		}
 	}
-	if len(rs) > 0 && im.tablesDurableLocked() != nil {
-		im.mu.Unlock()
-		return
+	if len(rs) > 0 {
+		if im.tablesDurableLocked() != nil {
+			im.mu.Unlock()
+			return false
+		}
+		durable = true
 	}
 	im.mu.Unlock()
 	for _, r := range rs {
 		if err := im.dev.WriteZeroes(int64(r.off), int64(r.end-r.off), block.MayUnmap); err != nil {
-			return
+			return durable
 		}
 		im.c.punchedBytes.Add(int64(r.end - r.off))
 	}
+	return durable
 }
 
 // tablesDurableLocked writes the L2 tables and flushes the image file
