@@ -269,11 +269,13 @@ func (im *Image) allocBytesLocked(size uint64) (format.HostOff, error) {
 }
 
 // freeBytesLocked drops the references allocBytesLocked took for the
-// range [off, off+size).
+// range [off, off+size). A cluster whose count falls to 0 is held until a
+// flush (Q3, Q13): it may hold other streams whose entries' removal is
+// not durable yet (a Discard took their count to this one's).
 func (im *Image) freeBytesLocked(off format.HostOff, size uint64) {
 	g := &im.g
 	for c := g.HostCluster(off); c <= g.HostCluster(off+format.HostOff(size)-1); c++ {
-		im.freeClustersLocked(g.HostClusterOff(c), 1)
+		im.freeHeldLocked(c, true)
 	}
 }
 
