@@ -153,6 +153,9 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	}
 	if o.Writable {
 		if err := d.openWriter(); err != nil {
+			if fe := (*format.Error)(nil); errors.As(err, &fe) {
+				err = notWritable{err} // a refusal, not an I/O error
+			}
 			return nil, err
 		}
 	}

@@ -183,6 +183,19 @@ func (d *Disk) openWriter() error {
 	return nil
 }
 
+// ErrNotWritable is an image Open refused to open Writable for what it
+// is (KD8: its kind, a parent, tables it cannot write safely), though it
+// opens read-only; the error wrapping it says why. A failure to read the
+// image is not one.
+var ErrNotWritable = errors.New("vmdk: the image can only be opened read-only")
+
+// notWritable is a refusal of Open's Writable (ErrNotWritable), worded
+// by err.
+type notWritable struct{ err error }
+
+func (e notWritable) Error() string   { return e.err.Error() }
+func (e notWritable) Unwrap() []error { return []error{e.err, ErrNotWritable} }
+
 // refuse is a writable open refused for a reason in the image.
 func (d *Disk) refuse(why string) error {
 	return &format.Error{Msg: fmt.Sprintf("vmdk: %s: the image can only be opened read-only", why), Err: format.ErrCorrupt}

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/vmdk/format"
@@ -520,8 +521,8 @@ func TestWrite_Refused(t *testing.T) {
 		if err == nil {
 			d.Close()
 			t.Errorf("%s: opened writable", name)
-		} else if !errors.Is(err, want) {
-			t.Errorf("%s: %v, want %v", name, err, want)
+		} else if !errors.Is(err, want) || !errors.Is(err, ErrNotWritable) {
+			t.Errorf("%s: %v, want %v and ErrNotWritable", name, err, want)
 		}
 		f.Close()
 		if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
@@ -538,7 +539,7 @@ func TestWrite_Refused(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", base, "-F", "vmdk", top)
 	before, _ := os.ReadFile(top)
 	f, _ := block.OpenOSFile(top, false)
-	if _, err := Open(f, Options{Name: top, Writable: true, NoParent: true}); !errors.Is(err, format.ErrUnsupported) {
+	if _, err := Open(f, Options{Name: top, Writable: true, NoParent: true}); !errors.Is(err, format.ErrUnsupported) || !errors.Is(err, ErrNotWritable) {
 		t.Errorf("with a parent: %v", err)
 	}
 	f.Close()
@@ -585,7 +586,7 @@ func TestWrite_HugeTablesRefused(t *testing.T) {
 	w := memdev.FromBytes(b, memdev.Options{})
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if _, err := Open(w, Options{Writable: true}); !errors.Is(err, format.ErrCorrupt) {
+	if _, err := Open(w, Options{Writable: true}); !errors.Is(err, format.ErrCorrupt) || !errors.Is(err, ErrNotWritable) {
 		t.Errorf("writable open: %v", err)
 	}
 	runtime.ReadMemStats(&after)
@@ -764,5 +765,56 @@ func TestWrite_FlushEntriesAsGrown(t *testing.T) {
 			t.Fatalf("clone %d: %v", i, err)
 		}
 		cd.Close()
+	}
+}
+
+// TestWrite_ReadErrorIsNotARefusal: a read that fails while Open sets a
+// writable image up (its header, tables, grain markers) fails the open
+// with that error, not as a refusal (ErrNotWritable), which callers take
+// for "open it read-only" (imgopen's ErrVMDKReadOnly).
+func TestWrite_ReadErrorIsNotARefusal(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		m := memdev.New(memdev.Options{})
+		o := CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20}}
+		if stream {
+			o.Stream = true
+		}
+		if _, err := Create(m, o); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(m, Options{Writable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Writev(0, [][]byte{bytes.Repeat([]byte{7}, 64<<10)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		img := m.Bytes()
+		failed := 0
+		for i := int64(0); ; i++ {
+			inj := errordev.OnOp(errordev.Read, i, errordev.ErrInjectedEIO)
+			d, err := Open(errordev.New(memdev.FromBytes(img, memdev.Options{}), inj, errordev.Options{}), Options{Writable: true})
+			if inj.Fired() == 0 {
+				if err != nil {
+					t.Fatalf("stream %v: open without a fault: %v", stream, err)
+				}
+				d.Close()
+				break
+			}
+			failed++
+			if err == nil {
+				d.Close()
+				t.Fatalf("stream %v: read %d failed, the open did not", stream, i)
+			}
+			if !errors.Is(err, errordev.ErrInjected) || errors.Is(err, ErrNotWritable) {
+				t.Errorf("stream %v: read %d failed: %v (want the read's error, not a refusal)", stream, i, err)
+			}
+		}
+		if failed < 3 {
+			t.Errorf("stream %v: only %d reads to fail", stream, failed)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 		return nil, err
 	}
 	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking || !ro, nil, !ro)
-	if err != nil && !ro {
+	if errors.Is(err, vmdk.ErrNotWritable) && !ro {
 		// Refused writable: say so when it opens read-only.
 		if r, rerr := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil, false); rerr == nil {
 			r.Close() // closes f

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -64,5 +65,41 @@ func TestOpen_VMDK(t *testing.T) {
 		if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
 			t.Errorf("refused read-write open changed %s", p)
 		}
+	}
+}
+
+// TestOpen_VMDKReadErrorNotReadOnly: a read of the image file that fails
+// while a writable open sets a monolithicSparse image up is that error,
+// not ErrVMDKReadOnly (it said "open the image read-only" when the
+// read-only retry's reads succeeded).
+func TestOpen_VMDKReadErrorNotReadOnly(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "a.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", p, "4M")
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write 0 128k", p)
+	failed := 0
+	for i := int64(0); ; i++ {
+		inj := errordev.OnOp(errordev.Read, i, errordev.ErrInjectedEIO)
+		o, err := Open(Spec{Path: p, AIO: "threads", WrapFile: func(d block.Device) block.Device {
+			return errordev.New(d, inj, errordev.Options{})
+		}})
+		if inj.Fired() == 0 {
+			if err != nil {
+				t.Fatalf("open without a fault: %v", err)
+			}
+			o.Close()
+			break
+		}
+		if err == nil {
+			o.Close()
+			continue // a read the open does not depend on (probing)
+		}
+		failed++
+		if errors.Is(err, ErrVMDKReadOnly) || !errors.Is(err, errordev.ErrInjected) {
+			t.Errorf("read %d failed: %v (want the read's error)", i, err)
+		}
+	}
+	if failed < 3 {
+		t.Errorf("only %d failing reads failed the open", failed)
 	}
 }
