@@ -65,23 +65,9 @@ func testFreedNotReused(t *testing.T, cs int64, lazy, keepHost bool, how string)
 	// freed. Power is lost before each device request it makes, and
 	// after it: every write since the last flush may or may not have
 	// landed, each on its own.
-	rng := rand.New(rand.NewPCG(3, 4))
-	var clones []*memdev.Dev
-	crash := func() {
-		for range 4 {
-			clones = append(clones, mem.CrashClone(rng, 0.7))
-		}
-		clones = append(clones, mem.CrashClone(rng, 1))
-	}
-	dev.mu.Lock()
-	dev.before = crash
-	dev.mu.Unlock()
+	cc := newCrashClones(mem, 3)
 	neu := bytes.Repeat([]byte{0x5b}, int(cs))
-	mustWrite(t, im, neu, 4*cs)
-	dev.mu.Lock()
-	dev.before = func() {}
-	dev.mu.Unlock()
-	crash()
+	cc.during(dev, func() { mustWrite(t, im, neu, 4*cs) })
 	// After a flush the freed cluster is given out again (no leak).
 	if err := im.Flush(); err != nil {
 		t.Fatal(err)
@@ -98,25 +84,7 @@ func testFreedNotReused(t *testing.T, cs int64, lazy, keepHost bool, how string)
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for i, c := range clones {
-		im2, err := OpenDevice(c, Options{})
-		if err != nil {
-			t.Fatalf("clone %d: %v", i, err)
-		}
-		got := make([]byte, cs)
-		if _, err := im2.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		if err := im2.Close(); err != nil {
-			t.Fatal(err)
-		}
-		for s := int64(0); s < cs; s += 512 {
-			g := got[s : s+512]
-			if !bytes.Equal(g, old[:512]) && !bytes.Equal(g, make([]byte, 512)) {
-				t.Fatalf("clone %d: the discarded cluster's sector %d reads %#x: neither its flushed bytes nor zeros (the new owner's)", i, s/512, g[0])
-			}
-		}
-	}
+	cc.expect(t, 0, cs, "the discarded cluster", old, make([]byte, cs))
 }
 
 // The same for a cluster an allocating write replaced: a cluster whose
@@ -159,69 +127,27 @@ func TestRegress_ReplacedClusterNotReusedBeforeFlush(t *testing.T) {
 			if err := im.Discard(8*cs, cs); err != nil {
 				t.Fatal(err)
 			}
-			rng := rand.New(rand.NewPCG(5, 6))
-			var clones []*memdev.Dev
-			crash := func() {
-				for range 4 {
-					clones = append(clones, mem.CrashClone(rng, 0.7))
-				}
-				clones = append(clones, mem.CrashClone(rng, 1))
-			}
-			dev.mu.Lock()
-			dev.before = crash
-			dev.mu.Unlock()
+			cc := newCrashClones(mem, 5)
 			neu := bytes.Repeat([]byte{0x5b}, cs)
-			mustWrite(t, im, neu, 4*cs)
-			dev.mu.Lock()
-			dev.before = func() {}
-			dev.mu.Unlock()
-			crash()
+			cc.during(dev, func() { mustWrite(t, im, neu, 4*cs) })
 			if err := im.Close(); err != nil {
 				t.Fatal(err)
 			}
 			want := bytes.Clone(old)
 			copy(want[512:], part)
-			for i, c := range clones {
-				im2, err := OpenDevice(c, Options{})
-				if err != nil {
-					t.Fatalf("clone %d: %v", i, err)
-				}
-				got := make([]byte, cs)
-				if _, err := im2.ReadAt(got, 0); err != nil {
-					t.Fatal(err)
-				}
-				if err := im2.Close(); err != nil {
-					t.Fatal(err)
-				}
-				for s := 0; s < cs; s += 512 {
-					if g := got[s : s+512]; !bytes.Equal(g, old[s:s+512]) && !bytes.Equal(g, want[s:s+512]) {
-						t.Fatalf("clone %d: sector %d reads %#x: neither its flushed bytes nor the write's", i, s/512, g[0])
-					}
-				}
-			}
+			cc.expect(t, 0, cs, "the replaced cluster", old, want)
 		})
 	}
 }
 
-// failOnceNearDev runs hook (once, armed) before the first Writev that
-// touches [lo, hi), and fails that write; before, if set, runs before
-// every write, zeroing and flush (crash clones).
+// failOnceNearDev runs onFire (once, armed) before the first Writev
+// that touches [lo, hi), and fails that write.
 type failOnceNearDev struct {
-	*memdev.Dev
-	mu     sync.Mutex
+	*hookDev
+	fmu    sync.Mutex
 	armed  bool
 	lo, hi int64
-	hook   func()
-	before func()
-}
-
-func (d *failOnceNearDev) pre() {
-	d.mu.Lock()
-	b := d.before
-	d.mu.Unlock()
-	if b != nil {
-		b()
-	}
+	onFire func()
 }
 
 func (d *failOnceNearDev) Writev(off int64, b [][]byte) error {
@@ -229,31 +155,18 @@ func (d *failOnceNearDev) Writev(off int64, b [][]byte) error {
 	for _, x := range b {
 		n += int64(len(x))
 	}
-	d.mu.Lock()
+	d.fmu.Lock()
 	fire := d.armed && off < d.hi && off+n > d.lo
 	if fire {
 		d.armed = false
 	}
-	d.mu.Unlock()
+	d.fmu.Unlock()
 	if fire {
-		d.hook()
+		d.onFire()
 		return errors.New("injected EIO")
 	}
-	d.pre()
-	return d.Dev.Writev(off, b)
+	return d.hookDev.Writev(off, b)
 }
-
-func (d *failOnceNearDev) WriteZeroes(off, n int64, f block.Flags) error {
-	d.pre()
-	return d.Dev.WriteZeroes(off, n, f)
-}
-
-func (d *failOnceNearDev) Flush() error {
-	d.pre()
-	return d.Dev.Flush()
-}
-
-func (d *failOnceNearDev) Close() error { return nil }
 
 // A host cluster shared by two compressed streams: the Discard of one
 // dropped the count 2 -> 1 (not held: not 0), the failed write of the
@@ -273,7 +186,7 @@ func testCompShared(t *testing.T, lazy bool) {
 	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20, LazyRefcounts: lazy}); err != nil {
 		t.Fatal(err)
 	}
-	dev := &failOnceNearDev{Dev: mem}
+	dev := &failOnceNearDev{hookDev: &hookDev{Dev: mem, before: func() {}}}
 	im, err := OpenDevice(dev, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -289,59 +202,83 @@ func testCompShared(t *testing.T, lazy bool) {
 	ea, _ := im.entry(0)
 	im.mu.Unlock()
 	x := int64(ea.DecodeCompressed(&im.g).Off) &^ (cs - 1)
-	dev.mu.Lock()
+	dev.fmu.Lock()
 	dev.armed, dev.lo, dev.hi = true, x, x+cs
-	dev.hook = func() {
+	dev.onFire = func() {
 		if err := im.Discard(0, cs); err != nil {
 			t.Errorf("discard: %v", err)
 		}
 	}
-	dev.mu.Unlock()
+	dev.fmu.Unlock()
 	if err := im.WriteCompressed(cs, bytes.Repeat([]byte{0x66}, cs)); err == nil {
 		t.Fatal("the injected failure did not fail the compressed write")
 	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	var clones []*memdev.Dev
-	crash := func() {
-		for range 4 {
-			clones = append(clones, mem.CrashClone(rng, 0.7))
-		}
-		clones = append(clones, mem.CrashClone(rng, 1))
-	}
-	dev.mu.Lock()
-	dev.before = crash
-	dev.mu.Unlock()
+	cc := newCrashClones(mem, 1)
 	neu := bytes.Repeat([]byte{0x5b}, cs)
-	mustWrite(t, im, neu, 4*cs)
-	dev.mu.Lock()
-	dev.before = nil
-	dev.mu.Unlock()
-	crash()
-	im.mu.Lock()
-	en, _ := im.entry(4 * cs)
-	im.mu.Unlock()
-	t.Logf("A's cluster %#x, new owner's cluster %#x, %d clones", x, int64(en.Offset()), len(clones))
+	cc.during(dev.hookDev, func() { mustWrite(t, im, neu, 4*cs) })
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
-	bad := 0
-	for i, c := range clones {
-		im2, err := OpenDevice(c, Options{})
+	cc.expect(t, 0, cs, "the discarded compressed cluster", a, make([]byte, cs))
+}
+
+// crashClones collects crash clones of a memdev: at each take, four
+// that keep each unflushed write with probability 0.7 and one that keeps
+// them all.
+type crashClones struct {
+	mem    *memdev.Dev
+	rng    *rand.Rand
+	clones []*memdev.Dev
+}
+
+func newCrashClones(mem *memdev.Dev, seed uint64) *crashClones {
+	return &crashClones{mem: mem, rng: rand.New(rand.NewPCG(seed, seed+1))}
+}
+
+func (c *crashClones) take() {
+	for range 4 {
+		c.clones = append(c.clones, c.mem.CrashClone(c.rng, 0.7))
+	}
+	c.clones = append(c.clones, c.mem.CrashClone(c.rng, 1))
+}
+
+// during takes clones before every device request fn makes (through
+// dev's hook), and after it.
+func (c *crashClones) during(dev *hookDev, fn func()) {
+	dev.mu.Lock()
+	dev.before = c.take
+	dev.mu.Unlock()
+	fn()
+	dev.mu.Lock()
+	dev.before = func() {}
+	dev.mu.Unlock()
+	c.take()
+}
+
+// expect opens every clone and fails t unless each sector of the
+// cluster at guest offset off reads as that sector of one of allowed.
+func (c *crashClones) expect(t *testing.T, off, cs int64, what string, allowed ...[]byte) {
+	t.Helper()
+	for i, cl := range c.clones {
+		im, err := OpenDevice(cl, Options{})
 		if err != nil {
 			t.Fatalf("clone %d: %v", i, err)
 		}
 		got := make([]byte, cs)
-		_, rerr := im2.ReadAt(got, 0)
-		im2.Close()
-		if rerr != nil {
-			if bad++; bad < 3 {
-				t.Errorf("clone %d: the discarded guest cluster fails to read: %v", i, rerr)
-			}
-			continue
+		_, rerr := im.ReadAt(got, off)
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
 		}
-		if !bytes.Equal(got, a) && !bytes.Equal(got, make([]byte, cs)) {
-			if bad++; bad < 3 {
-				t.Errorf("clone %d: the discarded guest cluster reads %#x..., neither its data nor zeros", i, got[0])
+		if rerr != nil {
+			t.Fatalf("clone %d: %s fails to read: %v", i, what, rerr)
+		}
+		for s := int64(0); s < cs; s += 512 {
+			ok := false
+			for _, a := range allowed {
+				ok = ok || bytes.Equal(got[s:s+512], a[s:s+512])
+			}
+			if !ok {
+				t.Fatalf("clone %d: %s, sector %d, reads %#x: neither its flushed bytes nor a write's (a new owner's)", i, what, s/512, got[s])
 			}
 		}
 	}
