@@ -27,7 +27,8 @@ const (
 // fills the rest of the cluster from p.src. It reports whether it wrote
 // bytes around the data into non-fresh space (Q2). In fresh space, where
 // the bytes around the data are final already, it marks the allocation
-// ready for early writes (Q10) before its own write. mu is not held.
+// ready for early writes (Q10) before its own write (if the data's range
+// read as zeros too). mu is not held.
 func (im *Image) writeWithCOW(p *allocation, v [][]byte, n int64) (bool, error) {
 	return im.writeWithCOWZero(p, v, n, im.zeroAround(p, n))
 }
@@ -115,7 +116,8 @@ func (im *Image) zeroAround(p *allocation, n int64) bool {
 // (no reserve, the fill judge wants whole clusters, or pad: efficient
 // zeroing was refused). ok is false for every other way (writeWithCOW).
 // With ok it has done what the write needs first: a fresh cluster is
-// ready for early writers (Q10) before its write.
+// ready for early writers (Q10) before its write, if the data's range
+// reads as zeros too.
 func (im *Image) plainFill(p *allocation, v [][]byte, n int64, zero, pad bool) (w fillWrite, ok bool) {
 	if im.crypt != nil {
 		return fillWrite{}, false
@@ -139,9 +141,15 @@ func (im *Image) plainFill(p *allocation, v [][]byte, n int64, zero, pad bool) (
 		}
 		// A hole past the high-water mark already reads as zeros: write
 		// only the guest data, and let other writers into the cluster
-		// right away (Q10).
+		// right away (Q10), unless the data's own range held something
+		// else (a backing file's data): an early write would link the
+		// cluster even if this write failed, and that range would read
+		// the hole's zeros, which it never held. Those wait for the
+		// write (allocWrite, the queue's allocLink).
 		im.c.freshSkips.Add(1)
-		st.ready.Store(true)
+		if p.src == cowZero || im.backingZero(goff, uint64(n), 0, 0) {
+			st.ready.Store(true)
+		}
 		return fillWrite{off: int64(g.HostFor(host, goff)), vec: v}, true
 	}
 	// Zero buffers merged with the data in one vectored write.

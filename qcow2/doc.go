@@ -92,7 +92,11 @@
 //	    acknowledged only once the cluster is linked, so every later read
 //	    sees it; if the link fails, every early writer gets the error.
 //	    The cluster is linked even if the allocator's own data write
-//	    fails when an early write succeeded.
+//	    fails when an early write succeeded; so a cluster is ready
+//	    before that write completes only where the range it writes reads
+//	    as zeros already (a fresh hole over zeros, not over a backing
+//	    file's data): else the failed range would read bytes it never
+//	    held.
 //	Q11 Fill ahead (prealloc-fill=zeroes): zeros are written only into
 //	    space reserved ahead (never past the reserve's end: a fill never
 //	    extends the file) and at or past the allocation frontier, which
