@@ -420,7 +420,9 @@
 //	SP2  Every byte at or past the high-water mark reads as zeros: it
 //	     was never handed out since open (past the file's end at open,
 //	     with the mark rounded up to a cluster when the file ends inside
-//	     one), and only reservations and fills write there.
+//	     one, and past every table the open let by in the cluster of
+//	     slack after the end, which the engine may write in place), and
+//	     only reservations and fills write there.
 //	SP3  A range is fresh (needs no zeroing, Q2) only if it lies wholly at
 //	     or past the mark before it is taken and inside the reserve.
 //	SP4  Taking space raises the mark before anything is written there,

@@ -84,7 +84,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if im.damage.damaged() {
 		im.ro = true // even when opened for repair (Q19)
 	}
-	im.initSpace(uint64(fsize))
+	im.initSpace(max(uint64(fsize), lim.used))
 	im.vsize.Store(im.hdr.Size)
 	im.hsize.Store(im.hdr.Size)
 	im.ver.Store(im.hdr.Version)
@@ -201,7 +201,17 @@ type fileLimit struct {
 	end     uint64
 	lenient bool
 	damage  error // the first entry past the limit a lenient open let by
+	// used is the end of the furthest table let by that the engine may
+	// write in place (the L1 and refcount tables, L2 tables, refcount
+	// blocks, the LUKS header): one in the slack past the end of the
+	// file lies past the high-water mark the file size gives, so the
+	// mark starts past it (initSpace; SP2: else, once freed, its cluster
+	// would be judged fresh though the engine wrote the table there).
+	used uint64
 }
+
+// note records a table of n bytes at off that the open let by.
+func (l *fileLimit) note(off, n uint64) { l.used = max(l.used, off+n) }
 
 // past reports an entry past the limit: nil (recorded) when lenient.
 func (l *fileLimit) past(err error) error {
@@ -215,10 +225,11 @@ func (l *fileLimit) past(err error) error {
 }
 
 // check reports a table of n bytes at off that runs past the limit.
-func (l fileLimit) check(field string, off, n uint64) error {
+func (l *fileLimit) check(field string, off, n uint64) error {
 	if off > l.end || n > l.end || off+n > l.end {
 		return corruptf(field, off, "table of %d bytes runs past the end of the file (%d bytes)", n, l.size)
 	}
+	l.note(off, n)
 	return nil
 }
 
@@ -252,6 +263,8 @@ func (im *Image) loadReftable(lim *fileLimit) error {
 			if err := lim.past(corruptf("refcount_table_entry", uint64(v), "refcount block %d past the end of the file", i)); err != nil {
 				return err
 			}
+		} else if v != 0 {
+			lim.note(uint64(v), g.ClusterSize)
 		}
 		im.reftable[i] = v
 	}
@@ -281,6 +294,8 @@ func (im *Image) loadL1(lim *fileLimit) error {
 			if err := lim.past(corruptf("l1_entry", uint64(e), "L2 table %d past the end of the file", i)); err != nil {
 				return err
 			}
+		} else if off != 0 {
+			lim.note(uint64(off), g.ClusterSize)
 		}
 		l1.store(i, e)
 	}

@@ -37,7 +37,8 @@ type hostSpace struct {
 // mark is the high-water mark as a host offset (read lock-free).
 func (s *hostSpace) mark() format.HostOff { return format.HostOff(s.hwm.Load()) }
 
-// initSpace sets the boundaries at open from the file size (the image is
+// initSpace sets the boundaries at open from the file size, or the end
+// of a table past it (open.go fileLimit.used; SP2), as fsize (the image is
 // not shared yet). A file that ends inside a cluster (a torn write that
 // extended it) has its high-water mark rounded up: the straddling
 // cluster may be handed out, so it is below the mark and never zeroed
