@@ -708,6 +708,13 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 			if err != nil {
 				return err
 			}
+			if f.want == 0 {
+				// A leak may be an entry whose change a failed flush
+				// left off the media (freeAfterWriters leaks them): not
+				// given out before a flush has made the tables durable
+				// (Q3; the repair's own flush, normally).
+				im.holdLocked(f.c, true)
+			}
 			break
 		}
 	}

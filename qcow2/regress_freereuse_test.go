@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -282,4 +284,49 @@ func (c *crashClones) expect(t *testing.T, off, cs int64, what string, allowed .
 			}
 		}
 	}
+}
+
+// A Discard whose flush fails leaks the clusters it dropped (their
+// change may be off the media); a leak repair then freed them at once,
+// and with the device's flushes failing from then on (B6), the next
+// allocation wrote its data into one while the old entry could still be
+// what the media held. A repaired leak is now held until a flush.
+func TestRegress_RepairedLeakNotReusedBeforeFlush(t *testing.T) {
+	const cs = 4096
+	mem := memdev.New(memdev.Options{})
+	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	var dead atomic.Bool // every flush fails from then on (B6)
+	ed := errordev.New(mem, errordev.InjectorFunc(func(op errordev.Op, off, n int64) error {
+		if op == errordev.Flush && dead.Load() {
+			return errordev.ErrInjectedEIO
+		}
+		return nil
+	}), errordev.Options{})
+	im, err := OpenDevice(ed, Options{NoPassDiscard: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	old := bytes.Repeat([]byte{0xa1}, cs)
+	mustWrite(t, im, old, 0)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	dead.Store(true)
+	if err := im.Discard(0, cs); err == nil {
+		t.Fatal("the discard's flush did not fail")
+	}
+	r, _ := im.Check(CheckOptions{Repair: RepairLeaks})
+	if r == nil || r.LeaksFixed == 0 {
+		t.Fatalf("no leak repaired: %+v", r)
+	}
+	neu := bytes.Repeat([]byte{0x5b}, cs)
+	mustWrite(t, im, neu, 4*cs)
+	cc := newCrashClones(mem, 9)
+	for range 4 {
+		cc.take()
+	}
+	cc.expect(t, 0, cs, "the discarded cluster", old, make([]byte, cs))
 }
