@@ -26,8 +26,11 @@ type ExportInfo struct {
 // maxListed the exports and the contexts of one export it keeps (a
 // server sending more is refused, not obeyed).
 const (
-	maxListReply = 1 << 20
+	maxListReply = 4 + 2*maxString // NBD_REP_SERVER: a name and a description
 	maxListed    = 4096
+	// maxListBytes bounds the names, descriptions and contexts a listing
+	// keeps in all.
+	maxListBytes = 32 << 20
 )
 
 // ListExports lists the exports of the server at the other end of rw, as
@@ -84,8 +87,15 @@ func ListExports(rw io.ReadWriter) ([]ExportInfo, error) {
 		if uint64(n) > uint64(len(data)-4) {
 			return nil, errors.New("nbd: export name past the end of its reply")
 		}
+		if n > maxString || len(data)-4-int(n) > maxString {
+			// As qemu-nbd -L: strings are at most 4096 bytes (spec).
+			return nil, errors.New("nbd: incorrect name or description length in the server's list response")
+		}
 		if len(exports) == maxListed {
 			return nil, fmt.Errorf("nbd: more than %d exports", maxListed)
+		}
+		if err := c.keep(len(data)); err != nil {
+			return nil, err
 		}
 		exports = append(exports, ExportInfo{Name: string(data[4 : 4+n]), Description: string(data[4+n:])})
 	}
@@ -109,7 +119,17 @@ func ListExports(rw io.ReadWriter) ([]ExportInfo, error) {
 
 type listClient struct {
 	rw         io.ReadWriter
-	structured bool // structured replies negotiated
+	structured bool  // structured replies negotiated
+	kept       int64 // bytes of names, descriptions and contexts kept
+}
+
+// keep counts n more bytes kept, refusing a listing past maxListBytes.
+func (c *listClient) keep(n int) error {
+	c.kept += int64(n)
+	if c.kept > maxListBytes {
+		return fmt.Errorf("nbd: the server's listing is larger than %d MiB", maxListBytes>>20)
+	}
+	return nil
 }
 
 func (c *listClient) send(opt uint32, data []byte) error {
@@ -212,8 +232,14 @@ func (c *listClient) contexts(e *ExportInfo) error {
 			return nil
 		}
 		if typ == repMetaContext && len(data) >= 4 {
+			if len(data)-4 > maxString {
+				return errors.New("nbd: metadata context name longer than 4096 bytes")
+			}
 			if len(e.Contexts) == maxListed {
 				return fmt.Errorf("nbd: more than %d metadata contexts", maxListed)
+			}
+			if err := c.keep(len(data)); err != nil {
+				return err
 			}
 			e.Contexts = append(e.Contexts, string(data[4:]))
 		}

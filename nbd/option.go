@@ -177,7 +177,19 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 // logged with Debugf.
 func (c *conn) optError(opt, typ uint32, msg string) error {
 	c.srv.debugf("nbd: %s: option %d: %s", c.nc.RemoteAddr(), opt, msg)
+	if len(msg) > maxString {
+		msg = msg[:maxString] // the spec's bound on a string
+	}
 	return c.optReply(opt, typ, []byte(msg))
+}
+
+// saneName is a client's export name as an error message shows it: at
+// most 80 bytes and "...", as qemu-nbd's nbd_sanitize_name.
+func saneName(name string) string {
+	if len(name) >= 80 {
+		return name[:80] + "..."
+	}
+	return name
 }
 
 // export finds the export named name.
@@ -250,7 +262,7 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 	}
 	e := c.export(name)
 	if e == nil {
-		return false, c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", name))
+		return false, c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", saneName(name)))
 	}
 	size, err := e.Dev.Size()
 	if err != nil {
@@ -330,7 +342,7 @@ func (c *conn) optMeta(opt uint32, d *optData) error {
 	}
 	exp := c.export(name)
 	if exp == nil {
-		return c.optDrop(opt, d, repErrUnknown, fmt.Sprintf("unknown export %q", name))
+		return c.optDrop(opt, d, repErrUnknown, fmt.Sprintf("unknown export %q", saneName(name)))
 	}
 	all := exp.contexts()
 	chosen := make([]bool, len(all))

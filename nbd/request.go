@@ -80,9 +80,9 @@ func validFlags(t uint16) uint16 {
 // (sections "Request types" and "Error values"): the type and flags must
 // be known, writes need a writable export (EPERM), the range must lie
 // inside the export (ENOSPC for WRITE and WRITE_ZEROES, EINVAL for the
-// rest: the spec's SHOULD for each, doc.go "Errors"), and payloads must
-// fit MaxPayload (EINVAL, the spec's "Size constraints" answer for a
-// request over the maximum).
+// rest: the spec's SHOULD for each, doc.go "Errors"), and payloads (and
+// CACHE's range, as qemu-nbd) must fit MaxPayload (EINVAL, the spec's
+// "Size constraints" answer for a request over the maximum).
 func (c *conn) check(r *request) error {
 	switch r.typ {
 	case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdCache, cmdWriteZeroes, cmdBlockStatus:
@@ -99,7 +99,8 @@ func (c *conn) check(r *request) error {
 	if write && c.exp.ReadOnly {
 		return &reqError{errPerm, cmdName(r.typ) + " on a read-only export"}
 	}
-	if (r.typ == cmdRead || r.typ == cmdWrite) && r.len > MaxPayload {
+	if (r.typ == cmdRead || r.typ == cmdWrite || r.typ == cmdCache) && r.len > MaxPayload {
+		// CACHE too, as qemu-nbd 7.2 (nbd_co_receive_request).
 		return einval(fmt.Sprintf("%s of %d bytes: larger than %d", cmdName(r.typ), r.len, MaxPayload))
 	}
 	// FLUSH's offset and length are reserved, zero from a client that
