@@ -205,12 +205,30 @@ func (c *conn) transmit() error {
 	if qp != nil {
 		defer qp.close()
 	}
-	for range c.srv.maxInFlight() {
-		go func() {
-			for j := range jobs {
-				c.run(j.r, j.payload, j.n)
+	// Workers start as requests need them (an idle connection holds
+	// none: 64 goroutines each cost more than its buffers), up to
+	// MaxInFlight: one more whenever the waiting workers are no more
+	// than the requests queued for them (a worker counts itself idle
+	// while it waits).
+	var idle atomic.Int32
+	started, most := 0, c.srv.maxInFlight()
+	worker := func() {
+		for {
+			idle.Add(1)
+			j, ok := <-jobs
+			idle.Add(-1)
+			if !ok {
+				return
 			}
-		}()
+			c.run(j.r, j.payload, j.n)
+		}
+	}
+	dispatch := func(j job) {
+		if started < most && int(idle.Load()) <= len(jobs) {
+			started++
+			go worker()
+		}
+		jobs <- j
 	}
 	var hdr [requestSize]byte
 	for {
@@ -275,7 +293,7 @@ func (c *conn) transmit() error {
 			continue
 		}
 		c.wg.Add(1)
-		jobs <- job{r, payload, n}
+		dispatch(job{r, payload, n})
 	}
 }
 

@@ -172,3 +172,24 @@ func TestNegotiationPanicLeavesBound(t *testing.T) {
 		t.Error("the panic was not logged")
 	}
 }
+
+// TestIdleTransmissionCost: a connection in the transmission phase that
+// sends nothing starts no workers (each of its 64 cost a goroutine), and
+// a burst of requests starts them as needed.
+func TestIdleTransmissionCost(t *testing.T) {
+	s := newTestServer(t, &Export{Dev: newMem(memdev.Options{})})
+	c0 := dial(t, s)
+	c0.connect("", false)
+	base := runtime.NumGoroutine()
+	const n = 20
+	for range n {
+		c := dial(t, s)
+		c.connect("", false)
+	}
+	time.Sleep(50 * time.Millisecond)
+	per := float64(runtime.NumGoroutine()-base) / n
+	t.Logf("%.1f goroutines per idle connection", per)
+	if per > 4 {
+		t.Errorf("an idle connection in transmission holds %.1f goroutines", per)
+	}
+}
