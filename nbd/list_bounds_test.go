@@ -13,18 +13,8 @@ import (
 // maxListBytes (200 exports with 1 MiB descriptions took 1.2 GB).
 func TestListExports_Bounds(t *testing.T) {
 	canned := func(exports []string, descLen, ctxLen, nctx int) []byte {
-		var b bytes.Buffer
-		be := func(v any) { binary.Write(&b, binary.BigEndian, v) }
-		rep := func(opt, typ uint32, data []byte) {
-			be(uint64(magicRep))
-			be(opt)
-			be(typ)
-			be(uint32(len(data)))
-			b.Write(data)
-		}
-		be(uint64(magicInit))
-		be(uint64(magicOpts))
-		be(uint16(flagFixedNewstyle | flagNoZeroes))
+		c := newCanned()
+		rep := c.rep
 		rep(optStructuredReply, repAck, nil)
 		for _, e := range exports {
 			d := binary.BigEndian.AppendUint32(nil, uint32(len(e)))
@@ -40,7 +30,7 @@ func TestListExports_Bounds(t *testing.T) {
 			}
 			rep(optListMetaContext, repAck, nil)
 		}
-		return b.Bytes()
+		return c.b.Bytes()
 	}
 	for _, c := range []struct {
 		what string

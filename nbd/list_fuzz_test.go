@@ -14,21 +14,34 @@ type fuzzServer struct{ r io.Reader }
 func (s fuzzServer) Read(b []byte) (int, error)  { return s.r.Read(b) }
 func (s fuzzServer) Write(b []byte) (int, error) { return len(b), nil }
 
+// canned is a server's side of a listing written ahead: the greeting,
+// then the replies rep adds.
+type canned struct{ b bytes.Buffer }
+
+func newCanned() *canned {
+	c := &canned{}
+	c.be(uint64(magicInit))
+	c.be(uint64(magicOpts))
+	c.be(uint16(flagFixedNewstyle | flagNoZeroes))
+	return c
+}
+
+func (c *canned) be(v any) { binary.Write(&c.b, binary.BigEndian, v) }
+
+// rep adds one option reply.
+func (c *canned) rep(opt, typ uint32, data []byte) {
+	c.be(uint64(magicRep))
+	c.be(opt)
+	c.be(typ)
+	c.be(uint32(len(data)))
+	c.b.Write(data)
+}
+
 // FuzzListExports: a hostile server's replies to a listing end in an
 // error or a bounded list, never a panic or a hang.
 func FuzzListExports(f *testing.F) {
-	var b bytes.Buffer
-	be := func(v any) { binary.Write(&b, binary.BigEndian, v) }
-	be(uint64(magicInit))
-	be(uint64(magicOpts))
-	be(uint16(flagFixedNewstyle | flagNoZeroes))
-	rep := func(opt, typ uint32, data []byte) {
-		be(uint64(magicRep))
-		be(opt)
-		be(typ)
-		be(uint32(len(data)))
-		b.Write(data)
-	}
+	c := newCanned()
+	rep := c.rep
 	rep(optStructuredReply, repAck, nil)
 	rep(optList, repServer, append([]byte{0, 0, 0, 4}, "disk"...))
 	rep(optList, repAck, nil)
@@ -36,7 +49,7 @@ func FuzzListExports(f *testing.F) {
 	rep(optInfo, repAck, nil)
 	rep(optListMetaContext, repMetaContext, append([]byte{0, 0, 0, 0}, "base:allocation"...))
 	rep(optListMetaContext, repAck, nil)
-	f.Add(b.Bytes())
+	f.Add(c.b.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		es, err := ListExports(fuzzServer{bytes.NewReader(data)})
 		if err == nil && len(es) > maxListed {

@@ -17,7 +17,8 @@ import (
 // and Flush on a corrupt image.
 
 // holdWrites holds the first data write that match() accepts until
-// release is closed; arrived is closed when it gets there.
+// release is closed; arrived is closed when it gets there. With fail
+// set, the held write then fails with it, writing nothing.
 type holdWrites struct {
 	*memdev.Dev
 	mu      sync.Mutex
@@ -25,6 +26,7 @@ type holdWrites struct {
 	arrived chan struct{}
 	release chan struct{}
 	done    bool
+	fail    error
 }
 
 func newHoldWrites(mem *memdev.Dev) *holdWrites {
@@ -48,6 +50,9 @@ func (h *holdWrites) Writev(off int64, bufs [][]byte) error {
 	if hold {
 		close(h.arrived)
 		<-h.release
+		if h.fail != nil {
+			return h.fail
+		}
 	}
 	return h.Dev.Writev(off, bufs)
 }

@@ -3,42 +3,11 @@ package qcow2
 import (
 	"bytes"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 )
-
-// failHeld holds the first data write of n bytes whose first byte is
-// mark, then fails it without writing anything.
-type failHeld struct {
-	*memdev.Dev
-	mu      sync.Mutex
-	n       int64
-	mark    byte
-	done    bool
-	arrived chan struct{}
-	release chan struct{}
-}
-
-func (h *failHeld) Writev(off int64, bufs [][]byte) error {
-	h.mu.Lock()
-	hold := !h.done && block.VecLen(bufs) == h.n && len(bufs[0]) > 0 && bufs[0][0] == h.mark
-	if hold {
-		h.done = true
-	}
-	h.mu.Unlock()
-	if hold {
-		close(h.arrived)
-		<-h.release
-		return errors.New("injected EIO")
-	}
-	return h.Dev.Writev(off, bufs)
-}
-
-func (h *failHeld) Close() error { return nil }
 
 // The allocator's own data write into a fresh cluster (only the data is
 // written: the hole around it reads as zeros, as the backing file does
@@ -72,12 +41,14 @@ func TestRegress_FreshFailedAllocatorWriteKeepsBacking(t *testing.T) {
 	if err := CreateDevice(mem, CreateOptions{ClusterSize: 64 << 10, Size: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	h := &failHeld{Dev: mem, n: 4096, mark: 0x11, arrived: make(chan struct{}), release: make(chan struct{})}
+	h := newHoldWrites(mem)
+	h.fail = errors.New("injected EIO")
 	im, err := OpenDevice(h, Options{Backing: b})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer im.Close()
+	h.arm(func(off, n int64) bool { return n == 4096 }) // the allocator's data, written alone
 	ch1 := make(chan error, 1)
 	go func() { _, err := im.WriteAt(bytes.Repeat([]byte{0x11}, 4096), 0); ch1 <- err }()
 	waitCh(t, h.arrived, "the allocator's data write")
