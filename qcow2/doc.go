@@ -122,8 +122,11 @@
 //	    that was freed and handed to someone else, and no read returns
 //	    its next owner's bytes. A discard or zero-with-unmap waits for
 //	    them (sync) before it drops the references; that includes a
-//	    cluster a zeroing kept first (ZeroAlloc: no sync then), whose
-//	    writers found it still Normal. An allocation's commit, which
+//	    cluster a zeroing kept first (ZeroAlloc), whose writers found it
+//	    still Normal. A zeroing that keeps a cluster syncs too before it
+//	    returns: a write that found the cluster Normal and landed after
+//	    the zeroing was seen could come back when a later write reuses
+//	    the cluster (it zeroes it first). An allocation's commit, which
 //	    replaces a cluster under mu and may not wait, drops the
 //	    reference and holds a cluster that fell to 0 (held.go) with a
 //	    gate ticket: findFree skips it until the gate has passed the

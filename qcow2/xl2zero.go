@@ -40,6 +40,9 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 	if err := im.setXEntry(goff, ne, nbm); err != nil {
 		return err
 	}
+	if !free && e.Offset() != 0 && !e.Compressed() && ne.Offset() == e.Offset() {
+		fr.kept = true // the host cluster kept: see freeList
+	}
 	switch {
 	case im.df.ext: // a data file's clusters are not refcounted (DF3)
 		im.dfDroppedLocked(fr, goff, e, ne) // a hole to punch (DF7)

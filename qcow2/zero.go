@@ -295,6 +295,10 @@ var errNoZeroClusters = errors.New("qcow2: no zero clusters on version 2")
 // entries is registered in Image.freeing, so Check counts them and does
 // not repair them as leaks under the freer.
 type freeList struct {
+	// kept: a zeroing kept the host cluster of an entry that was
+	// allocated (ZeroAlloc, DF2): a request that found the old entry
+	// lock-free may still be writing into it (Q12).
+	kept  bool
 	es    []format.L2Entry
 	df    []format.GuestOff // clusters that lost their data file allocation (DF7): nothing to free, a hole to punch
 	punch bool              // the entries were dropped by a Discard or an unmapping zeroing: their space goes back to the host (punchFreed, dfPunch)
@@ -338,11 +342,22 @@ func (im *Image) release(fr *freeList) {
 // data gate, then drops their references. The sync also ends the hold
 // of clusters freed earlier without one (held.go).
 func (im *Image) freeAfterWriters(fr *freeList) error {
+	synced := false
+	if fr.kept {
+		// A write that found a kept cluster Normal lands before the
+		// zeroing returns: once the zeroing is seen, nothing the write
+		// left there may come back (a later write into the cluster
+		// reuses it, zeroing it first, Q12).
+		im.gate.sync()
+		synced, fr.kept = true, false
+	}
 	if len(fr.es) == 0 && len(fr.df) == 0 {
 		return nil
 	}
-	synced := false
 	for _, e := range fr.es {
+		if synced {
+			break
+		}
 		// A ZeroAlloc entry was Normal until a zeroing kept its cluster
 		// (zeroClusterLocked, without a sync): a request that found it
 		// Normal may still be writing into it or reading it.
@@ -521,6 +536,7 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 		return errNoZeroClusters
 	case !unmap && im.kindOf(e) == format.ClusterNormal && e.Copied(): // DF2
 		ne = format.MakeL2(e.Offset(), true, true) // keep the allocation
+		fr.kept = true
 	case !unmap && e.Type() == format.ClusterZeroAlloc:
 		return nil
 	default:
