@@ -116,15 +116,33 @@ func (im *Image) findFree(n uint64) (uint64, error) {
 		ri, bi := g.RefIndex(c)
 		blockEnd := (ri + 1) << g.RefblockBits
 		if ri >= uint64(len(im.reftable)) || im.reftable[ri] == 0 {
-			// The whole uncovered block range is free.
-			if run == 0 {
-				start = c
+			if !im.heldIn(c, blockEnd) {
+				// The whole uncovered block range is free.
+				if run == 0 {
+					start = c
+				}
+				run += blockEnd - c
+				if run >= n {
+					return start, nil
+				}
+				c = blockEnd
+				continue
 			}
-			run += blockEnd - c
-			if run >= n {
-				return start, nil
+			// Counted 0 but held (Q12): a rebuild (rebuild.go) gives
+			// no block to a range whose counts are all 0, held
+			// clusters included.
+			for ; c < blockEnd; c++ {
+				if im.isHeld(c) {
+					run = 0
+					continue
+				}
+				if run == 0 {
+					start = c
+				}
+				if run++; run >= n {
+					return start, nil
+				}
 			}
-			c = blockEnd
 			continue
 		}
 		t, err := im.rbc.Get(int64(im.reftable[ri]))

@@ -33,6 +33,16 @@ func (im *Image) isHeld(c uint64) bool {
 	return ok
 }
 
+// heldIn reports whether a host cluster in [from, to) is held.
+func (im *Image) heldIn(from, to uint64) bool {
+	for c := range im.held {
+		if c >= from && c < to {
+			return true
+		}
+	}
+	return false
+}
+
 // freeHeldLocked drops one reference to host cluster c, whose entry the
 // caller has changed; if that was the last one, c is held until the
 // data gate has passed (Q12), and with needFlush (the change may not be
