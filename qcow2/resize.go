@@ -244,7 +244,7 @@ func (im *Image) clusterHoldsData(off int64) (bool, error) {
 		e, err := im.entry(guestOff(off))
 		im.allocs.Release(reg)
 		im.mu.Unlock()
-		t := e.Type()
+		t := im.kindOf(e) // DF2: allocated at data file offset 0
 		return t == format.ClusterNormal || t == format.ClusterCompressed, err
 	}
 }
