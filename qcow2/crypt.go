@@ -58,7 +58,7 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	if what := im.cryptoAreaMeets(n); what != "" {
 		return corruptf("crypto_header", uint64(area.Offset), "encryption header overlaps the %s", what)
 	}
-	if len(im.opts.Passphrase) == 0 && !im.opts.NoKey {
+	if im.opts.Passphrase == nil && !im.opts.NoKey {
 		return ErrNoKey
 	}
 	// The section keeps key material reads inside the extension's
@@ -75,7 +75,7 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 		return luksErr(area, err)
 	}
 	im.crypt = &imageCrypt{area: area, header: *lh}
-	if len(im.opts.Passphrase) == 0 {
+	if im.opts.Passphrase == nil {
 		return nil // NoKey: metadata only
 	}
 	c, err := lh.Unlock(sr, im.opts.Passphrase)

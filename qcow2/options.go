@@ -104,7 +104,9 @@ type Options struct {
 	// Passphrase unlocks an encrypted (LUKS) image: the secret that
 	// QEMU's encrypt.key-secret names. Without it an encrypted image
 	// fails to open with ErrNoKey, and a wrong one with ErrWrongKey;
-	// neither writes anything.
+	// neither writes anything. nil is no passphrase; an empty slice
+	// that is not nil is the empty passphrase, which QEMU accepts (a
+	// secret with data= empty).
 	Passphrase []byte
 	// DataDevice, if set, is the external data file (QEMU's data-file
 	// option) instead of the one the header names; the Image does not

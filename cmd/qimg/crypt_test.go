@@ -198,3 +198,37 @@ func TestCrypt_AmendRebaseImageOpts(t *testing.T) {
 	testkit.MustRun(t, "qemu-io", append([]string{"-c", "read -P 1 0 4096", "-c", "read -P 2 4096 4096", "-c", "read -P 1 8192 1040384"}, sec...)...)
 	testkit.QemuCheckSecret(t, over, "abc")
 }
+
+// An empty secret is a passphrase like any other: qemu-img creates an
+// image with `--object secret,id=sec0,data=` and qemu-io reads it; qimg
+// took it for no secret at all ("Parameter 'encrypt.key-secret' is
+// required for cipher") and could neither open nor create one (review
+// 53).
+func TestCrypt_EmptySecret(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	const obj = "secret,id=sec0,data="
+	q := filepath.Join(dir, "q.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", obj,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", q, "1M")
+	testkit.MustRun(t, "qemu-io", "--object", obj, "--image-opts", imageOpts(q), "-c", "write -P 0x5a 0 4k")
+	if _, errOut, code := runQ(t, "io", "--object", obj, "--image-opts", imageOpts(q), "-c", "read -P 0x5a 0 4k"); code != 0 {
+		t.Errorf("qimg io of QEMU's image with an empty secret: exit %d: %s", code, errOut)
+	}
+	w := filepath.Join(dir, "w.qcow2")
+	if _, errOut, code := runQ(t, "create", "-f", "qcow2", "--object", obj,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", w, "1M"); code != 0 {
+		t.Fatalf("qimg create with an empty secret: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := runQ(t, "io", "--object", obj, "--image-opts", imageOpts(w), "-c", "write -P 0x6b 0 4k"); code != 0 {
+		t.Fatalf("qimg io write with an empty secret: exit %d: %s", code, errOut)
+	}
+	testkit.MustRun(t, "qemu-io", "--object", obj, "--image-opts", imageOpts(w), "-c", "read -P 0x6b 0 4k")
+	// A wrong (non-empty) secret still fails, and so does none.
+	if _, _, code := runQ(t, "io", "--object", "secret,id=sec0,data=x", "--image-opts", imageOpts(w), "-c", "read 0 4k"); code == 0 {
+		t.Error("qimg io with a wrong secret succeeded")
+	}
+	if _, _, code := runQ(t, "io", "-c", "read 0 4k", w); code == 0 {
+		t.Error("qimg io without a secret succeeded")
+	}
+}

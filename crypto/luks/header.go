@@ -160,8 +160,10 @@ func (h *Header) validate() error {
 	var start, end [NumKeySlots]uint64
 	for i := range h.Slots {
 		s := &h.Slots[i]
-		if s.Stripes == 0 {
-			return fieldErr(ErrCorrupt, "key_slot", "key slot %d is corrupted (stripes == 0)", i)
+		if s.Stripes != Stripes {
+			// As QEMU's qcrypto_block_luks_check_header, disabled
+			// slots too.
+			return fieldErr(ErrCorrupt, "key_slot", "key slot %d is corrupted (stripes %d != %d)", i, s.Stripes, Stripes)
 		}
 		if s.Active != SlotEnabled && s.Active != SlotDisabled {
 			return fieldErr(ErrCorrupt, "key_slot", "key slot %d state %#x is neither enabled nor disabled", i, s.Active)
@@ -172,6 +174,9 @@ func (h *Header) validate() error {
 		n = (n + headerSectors - 1) / headerSectors * headerSectors
 		start[i] = uint64(s.KeyMaterialOffset)
 		end[i] = start[i] + n
+		if start[i] < headerSectors {
+			return fieldErr(ErrCorrupt, "key_slot", "key slot %d overlaps the LUKS header", i)
+		}
 		if end[i] > uint64(h.PayloadOffset) {
 			return fieldErr(ErrCorrupt, "key_slot", "key slot %d overlaps the encrypted payload", i)
 		}

@@ -155,6 +155,13 @@ func TestParseErrors(t *testing.T) {
 		{"keybytes", mut(func(b []byte) { put32(b, offKeyBytes, 17) }), ErrUnsupported},
 		{"mkiter", mut(func(b []byte) { put32(b, offMKIter, 0) }), ErrCorrupt},
 		{"stripes0", mut(func(b []byte) { put32(b, offSlots+3*slotSize+44, 0) }), ErrCorrupt},
+		// QEMU refuses stripes other than 4000, disabled slots too
+		// ("Keyslot 7 is corrupted (stripes 3999 != 4000)"), and key
+		// material inside the 4 KiB header ("Keyslot 0 is
+		// overlapping with the LUKS header"): review 53.
+		{"stripes3999", mut(func(b []byte) { put32(b, offSlots+7*slotSize+44, 3999) }), ErrCorrupt},
+		{"stripes1", mut(func(b []byte) { put32(b, offSlots+44, 1) }), ErrCorrupt},
+		{"inheader", mut(func(b []byte) { put32(b, offSlots+40, 4) }), ErrCorrupt},
 		{"state", mut(func(b []byte) { put32(b, offSlots+2*slotSize, 1) }), ErrCorrupt},
 		{"overlap", mut(func(b []byte) { put32(b, offSlots+1*slotSize+40, 100) }), ErrCorrupt},
 		{"payload", mut(func(b []byte) { put32(b, offPayload, 4000) }), ErrCorrupt},
@@ -164,13 +171,13 @@ func TestParseErrors(t *testing.T) {
 				put32(b, offSlots+i*slotSize+40, 0xfffffff0) // out of the way... overlapping each other
 			}
 		}), ErrCorrupt},
-		{"cap", mut(func(b []byte) {
+		{"hugestripes", mut(func(b []byte) {
 			put32(b, offPayload, 0xffffffff)
 			put32(b, offSlots+44, 1<<20)
 			for i := 1; i < NumKeySlots; i++ {
 				put32(b, offSlots+i*slotSize+40, 0x10000000+uint32(i)*0x1000000)
 			}
-		}), ErrUnsupported},
+		}), ErrCorrupt},
 	} {
 		_, err := ParseHeader(c.b)
 		if !errors.Is(err, c.want) {

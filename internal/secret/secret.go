@@ -89,6 +89,9 @@ func (s *Store) Passphrase(id string) ([]byte, error) {
 	if i := bytes.IndexByte(d, 0); i >= 0 {
 		d = d[:i]
 	}
+	if d == nil {
+		d = []byte{} // the empty passphrase, not none (qcow2.Options)
+	}
 	return d, nil
 }
 

@@ -32,7 +32,7 @@ func File(t testing.TB, path string, o qcow2.Options) {
 	if !r.Clean() {
 		t.Errorf("check %s: %d corruptions, %d leaks, %d check errors: %v", path, r.Corruptions, r.Leaks, r.CheckErrors, r.Messages)
 	}
-	if len(o.Passphrase) > 0 {
+	if o.Passphrase != nil {
 		testkit.QemuCheckSecret(t, path, string(o.Passphrase))
 		return
 	}
