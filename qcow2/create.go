@@ -79,8 +79,8 @@ func (o *CreateOptions) normalize() error {
 // Create makes a new qcow2 image at path. An existing file is
 // overwritten, but only once its write lock is held (lock.go): an image
 // another process uses is refused and left untouched. On a block device
-// the image has the device's size. A failed Create removes path only if
-// it created it.
+// the image has the device's size. A failed Create removes path, and
+// the data file, only if it created them.
 func Create(path string, o CreateOptions) error {
 	if err := o.normalize(); err != nil {
 		return err
@@ -94,10 +94,22 @@ func Create(path string, o CreateOptions) error {
 	}
 	if o.DataFile != "" {
 		// Before the image, as QEMU creates it (DF1).
-		if err := createDataFile(o.DataFile, o.Size, o.Preallocation, op); err != nil {
-			return err
+		_, statErr := os.Stat(o.DataFile)
+		dfCreated := os.IsNotExist(statErr)
+		err := createDataFile(o.DataFile, o.Size, o.Preallocation, op)
+		if err == nil {
+			err = createImage(path, o, op)
 		}
+		if err != nil && dfCreated {
+			os.Remove(o.DataFile)
+		}
+		return err
 	}
+	return createImage(path, o, op)
+}
+
+// createImage is Create once the data file, if any, is there.
+func createImage(path string, o CreateOptions, op Opener) error {
 	_, statErr := os.Stat(path)
 	created := os.IsNotExist(statErr)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
@@ -142,9 +154,8 @@ func Create(path string, o CreateOptions) error {
 		return err
 	}
 	if o.DataFile != "" {
-		return linkDataFileClusters(path, &o, op)
-	}
-	if o.Preallocation != PreallocOff && !direct {
+		err = linkDataFileClusters(path, &o, op)
+	} else if o.Preallocation != PreallocOff && !direct {
 		// preallocate places every cluster itself: zeros streamed
 		// ahead of it would only compete with it, and metadata
 		// preallocation must not reserve the data's space at all.
@@ -152,17 +163,18 @@ func Create(path string, o CreateOptions) error {
 		if o.Preallocation == PreallocMetadata {
 			po.PreallocSize = -1
 		}
-		im, err := Open(path, po)
-		if err != nil {
-			return err
+		var im *Image
+		if im, err = Open(path, po); err == nil {
+			err = im.preallocate(o.Preallocation)
+			if cerr := im.Close(); err == nil {
+				err = cerr
+			}
 		}
-		err = im.preallocate(o.Preallocation)
-		if cerr := im.Close(); err == nil {
-			err = cerr
-		}
-		return err
 	}
-	return nil
+	if err != nil && created {
+		os.Remove(path)
+	}
+	return err
 }
 
 func isRegular(path string) bool {

@@ -93,7 +93,7 @@ func linkDataFileClusters(path string, o *CreateOptions, op Opener) error {
 	if !o.DataFileRaw && o.Preallocation == PreallocOff {
 		return nil
 	}
-	im, err := Open(path, Options{Opener: op, PreallocSize: -1})
+	im, err := Open(path, Options{Opener: op, PreallocSize: -1, Passphrase: o.Encrypt.Passphrase})
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,8 @@ type EncryptOptions struct {
 	Format string
 	// KeySecret is encrypt.key-secret: the id of the secret object that
 	// holds the passphrase. The binaries look it up and fill Passphrase;
-	// the engine uses Passphrase only.
+	// the engine uses Passphrase only (nil: none; empty but not nil:
+	// the empty passphrase, as Options.Passphrase).
 	KeySecret  string
 	Passphrase []byte
 	// CipherAlg is encrypt.cipher-alg: aes-128, aes-192 or aes-256 (the
@@ -106,13 +107,13 @@ func (e *EncryptOptions) Set(k, v string) error {
 func (o *CreateOptions) normalizeEncrypt() error {
 	e := &o.Encrypt
 	if e.Format == "" {
-		if e.KeySecret != "" || len(e.Passphrase) > 0 || e.CipherAlg != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IterTime != 0 {
+		if e.KeySecret != "" || e.Passphrase != nil || e.CipherAlg != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IterTime != 0 {
 			return fmt.Errorf("encrypt.* options need encrypt.format=luks")
 		}
 		return nil
 	}
 	switch {
-	case len(e.Passphrase) == 0:
+	case e.Passphrase == nil:
 		return fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
 	case o.Compat == "0.10":
 		return fmt.Errorf("%w: encryption format 'luks' requires compat=1.1", ErrUnsupported)
@@ -120,6 +121,10 @@ func (o *CreateOptions) normalizeEncrypt() error {
 		// QEMU 7.2 links preallocated clusters that hold plain zeros,
 		// which read back through the cipher as garbage.
 		return fmt.Errorf("%w: preallocation=%s with encryption (preallocated clusters would not hold encrypted zeros)", ErrUnsupported, o.Preallocation)
+	case o.DataFileRaw:
+		// The data file's bytes are the disk's, every cluster linked
+		// over its zeros: as with preallocation (QEMU 7.2 creates it).
+		return fmt.Errorf("%w: data_file_raw with encryption (the raw data file's clusters would not hold encrypted zeros)", ErrUnsupported)
 	}
 	return nil
 }

@@ -549,3 +549,66 @@ func TestCrypt_PartialSectorVsZero(t *testing.T) {
 	}
 	cryptCheck(t, p)
 }
+
+// data_file_raw with encryption is refused before any file is made: the
+// raw data file's clusters are linked over its zeros, which read back
+// through the cipher as garbage (QEMU 7.2 makes that image). It used to
+// fail late, naming a missing key-secret that was given, and leave the
+// image and the data file behind; a failure after the data file was
+// made (an unsupported hash) left it behind too (review 53).
+func TestCrypt_DataFileCreateRefusals(t *testing.T) {
+	dir := testkit.Dir(t)
+	for _, c := range []struct {
+		name string
+		co   CreateOptions
+	}{
+		{"raw", CreateOptions{DataFileRaw: true}},
+		{"md5", CreateOptions{Encrypt: EncryptOptions{HashAlg: "md5"}}},
+	} {
+		p := filepath.Join(dir, c.name+".qcow2")
+		df := filepath.Join(dir, c.name+".raw")
+		co := c.co
+		co.Size, co.DataFile = 1<<20, df
+		co.Encrypt.Format, co.Encrypt.Passphrase, co.Encrypt.Iterations = "luks", []byte(cryptPass), 1000
+		err := Create(p, co)
+		if err == nil || errors.Is(err, ErrNoKey) {
+			t.Errorf("%s: Create: %v, want a refusal", c.name, err)
+		}
+		for _, f := range []string{p, df} {
+			if _, serr := os.Stat(f); serr == nil {
+				t.Errorf("%s: the failed Create left %s behind", c.name, filepath.Base(f))
+			}
+		}
+	}
+	// A data file that was there before stays.
+	df := filepath.Join(dir, "old.raw")
+	if err := os.WriteFile(df, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	co := CreateOptions{Size: 1 << 20, DataFile: df, Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte(cryptPass), HashAlg: "md5"}}
+	if err := Create(filepath.Join(dir, "old.qcow2"), co); err == nil {
+		t.Fatal("Create with hash md5 succeeded")
+	}
+	if _, err := os.Stat(df); err != nil {
+		t.Errorf("a failed Create removed a data file it did not make: %v", err)
+	}
+}
+
+// QEMU makes an encrypted image with a raw data file; growing it would
+// link the new clusters over the data file's zeros (DF6), garbage
+// through the cipher: refused, the image unchanged (review 53).
+func TestCrypt_RawDataFileGrowRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	p, df := filepath.Join(dir, "q.qcow2"), filepath.Join(dir, "q.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "--object", "secret,id=sec0,data="+cryptPass,
+		"-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10,data_file="+df+",data_file_raw=on", p, "1M")
+	im := cryptOpen(t, p, Options{})
+	defer im.Close()
+	if err := im.Truncate(2 << 20); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("growing an encrypted image with a raw data file: %v, want ErrUnsupported", err)
+	}
+	if n, _ := im.Size(); n != 1<<20 {
+		t.Errorf("size %d after the refusal, want 1 MiB", n)
+	}
+}

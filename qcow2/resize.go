@@ -145,6 +145,12 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 			return err
 		}
 	}
+	if size > cur && im.df.raw && (im.crypt != nil || im.hdr.CryptMethod != 0) {
+		// DF6 links the new clusters over the data file's zeros, which
+		// read back through the cipher as garbage (QEMU 7.2 does so).
+		im.mu.Unlock()
+		return fmt.Errorf("%w: growing an encrypted image whose data file is raw (its new clusters would not hold encrypted zeros)", ErrUnsupported)
+	}
 	overBacking := im.backing != nil && im.bsize > cur && size > cur
 	if cs := int64(im.g.ClusterSize); overBacking && im.hdr.Version < 3 && size > (cur+cs-1)/cs*cs {
 		// Inside the old end's cluster zero buffers do, as in QEMU;
