@@ -123,7 +123,8 @@
 //	    its next owner's bytes. A discard or zero-with-unmap waits for
 //	    them (sync) before it drops the references; that includes a
 //	    cluster a zeroing kept first (ZeroAlloc), whose writers found it
-//	    still Normal. A zeroing that keeps a cluster syncs too before it
+//	    still Normal. A zeroing that keeps a cluster (or allocated
+//	    subclusters, setting their zero bits) syncs too before it
 //	    returns: a write that found the cluster Normal and landed after
 //	    the zeroing was seen could come back when a later write reuses
 //	    the cluster (it zeroes it first). An allocation's commit, which

@@ -40,7 +40,8 @@ func (im *Image) xzeroClusterLocked(goff format.GuestOff, unmap bool, d discardK
 	if err := im.setXEntry(goff, ne, nbm); err != nil {
 		return err
 	}
-	if !free && e.Offset() != 0 && !e.Compressed() && ne.Offset() == e.Offset() {
+	allocated := e.Offset() != 0 || e.AllocatedAtZero(im.df.ext) // DF2
+	if !free && allocated && !e.Compressed() && ne.Offset() == e.Offset() {
 		fr.kept = true // the host cluster kept: see freeList
 	}
 	switch {
@@ -80,7 +81,10 @@ func xzeroEntry(e format.L2Entry, bm uint64, external, unmap, discard, full, bac
 // read as zeros: its whole subclusters through the bitmap, the rest
 // (and everything, in a compressed cluster) with zero buffers, which
 // noFallback (Allocate: WriteZeroes checked the alignment) refuses.
-func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
+// Subclusters that were allocated keep their host bytes: fr.kept, so
+// that the caller's freeAfterWriters waits for the writes that found
+// them allocated (Q12).
+func (im *Image) xzeroPartial(off, n int64, noFallback bool, fr *freeList) error {
 	scs := int64(im.g.SubclusterSize())
 	a := (off + scs - 1) / scs * scs
 	b := (off + n) / scs * scs
@@ -97,7 +101,7 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 	}
 	var done bool
 	err := im.holdSectors(a, b-a, func() (err error) {
-		done, err = im.xzeroSubclusters(guestOff(a), b-a)
+		done, err = im.xzeroSubclusters(guestOff(a), b-a, fr)
 		return err
 	})
 	if err != nil {
@@ -120,9 +124,9 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool) error {
 // xzeroSubclusters sets the zero bits and clears the allocation bits of
 // the subclusters of [goff, goff+n) (QEMU zero_l2_subclusters); done is
 // false for a compressed cluster, which the caller zeroes with buffers.
-func (im *Image) xzeroSubclusters(goff format.GuestOff, n int64) (done bool, err error) {
+func (im *Image) xzeroSubclusters(goff format.GuestOff, n int64, fr *freeList) (done bool, err error) {
 	for {
-		blocker, done, err := im.tryZeroSubclusters(goff, n)
+		blocker, done, err := im.tryZeroSubclusters(goff, n, fr)
 		if blocker == nil {
 			return done, err
 		}
@@ -130,7 +134,7 @@ func (im *Image) xzeroSubclusters(goff format.GuestOff, n int64) (done bool, err
 	}
 }
 
-func (im *Image) tryZeroSubclusters(goff format.GuestOff, n int64) (*sched.Alloc[allocState], bool, error) {
+func (im *Image) tryZeroSubclusters(goff format.GuestOff, n int64, fr *freeList) (*sched.Alloc[allocState], bool, error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil { // as beginAllocLocked
@@ -159,5 +163,11 @@ func (im *Image) tryZeroSubclusters(goff format.GuestOff, n int64) (*sched.Alloc
 		return nil, false, err
 	}
 	nbm = (bm | format.SubZeroRange(first, end)) &^ format.SubAllocRange(first, end)
-	return nil, true, im.setXEntry(goff, e, nbm)
+	if err := im.setXEntry(goff, e, nbm); err != nil {
+		return nil, false, err
+	}
+	if bm&format.SubAllocRange(first, end) != 0 {
+		fr.kept = true // lock-free writes may still land in them (Q12)
+	}
+	return nil, true, nil
 }

@@ -187,7 +187,7 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 				}
 			}
 		} else if im.g.ExtendedL2 {
-			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0)
+			err = im.xzeroPartial(off, chunk, flags&block.Allocate != 0, &fr)
 		} else {
 			err = im.writeZeroBuf(off, chunk)
 		}
@@ -296,7 +296,8 @@ var errNoZeroClusters = errors.New("qcow2: no zero clusters on version 2")
 // not repair them as leaks under the freer.
 type freeList struct {
 	// kept: a zeroing kept the host cluster of an entry that was
-	// allocated (ZeroAlloc, DF2): a request that found the old entry
+	// allocated (ZeroAlloc, DF2, or allocated subclusters whose zero
+	// bits it set, xl2zero.go): a request that found the old entry
 	// lock-free may still be writing into it (Q12).
 	kept  bool
 	es    []format.L2Entry
