@@ -146,7 +146,11 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 	}
 	// Past the old backing file's end the old view is zeros: where the
 	// new one differs, zeros are written as zeroing (zero clusters), as
-	// qemu-img does, not as data.
+	// qemu-img does, not as data. A version 2 image has no zero
+	// clusters: without a backing file its zeroing leaves clusters
+	// unallocated, which the new backing file would show through (so
+	// would qemu-img 7.2's), so zeros are written as data there.
+	zeroing := im.Header().Version >= 3
 	var osize int64
 	if ob := im.Backing(); ob != nil {
 		if osize, err = ob.Size(); err != nil {
@@ -192,7 +196,7 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 				return err
 			}
 		}
-		if err := writeDiffering(w, off, ob, nbuf, off >= osize); err != nil {
+		if err := writeDiffering(w, off, ob, nbuf, zeroing && off >= osize); err != nil {
 			return err
 		}
 		off += n
