@@ -63,6 +63,16 @@ func runCommit(e *env, args []string) int {
 
 var errNoBacking = errors.New("Image does not have a backing file")
 
+// vmdkChild refuses a VMDK image with a parent: qemu-img commits into
+// its parent, qring does not write one (it said the image had no
+// backing file).
+func vmdkChild(top *imgopen.Opened) error {
+	if top.Image == nil && top.VMDK != nil && top.VMDK.ParentHint() != "" {
+		return errors.New("Operation not supported: qring does not commit a VMDK image into its parent")
+	}
+	return nil
+}
+
 // doCommit writes what the image of spec (a file, or --image-opts: a
 // LUKS overlay with its key) allocates itself into its backing file
 // (data as data, zero clusters as zeros), then, unless keep (-d), empties
@@ -81,6 +91,10 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	}
 	progress.start()
 	im := top.Image
+	if err := vmdkChild(top); err != nil {
+		top.Close()
+		return err
+	}
 	if im == nil || im.Header().BackingFile == "" {
 		top.Close()
 		return errNoBacking
@@ -246,6 +260,9 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 	}
 	progress.start()
 	layers = append(layers, top)
+	if err := vmdkChild(top); err != nil {
+		return err
+	}
 	if top.Image == nil {
 		return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
 	}

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/qring/qring/internal/testkit"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // commitFixture builds b (4M of 0x01, or 2M with short) and o over it
@@ -229,4 +232,35 @@ func TestCommit_OneBitRefcountsThenSnapshot(t *testing.T) {
 		testkit.QemuCheck(t, o)
 	}
 	testkit.MustRun(t, "qemu-img", "compare", filepath.Join(ours, "o.qcow2"), filepath.Join(theirs, "o.qcow2"))
+}
+
+// A VMDK image with a parent: qemu-img commits it into the parent;
+// qring writes neither, and said the image had no backing file (or that
+// -b's base was not in its chain). Now it says what it does not do, and
+// changes nothing (review 53).
+func TestCommit_VMDKChildRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	base, top := filepath.Join(d, "base.vmdk"), filepath.Join(d, "top.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "2M")
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xaa 0 2M", base)
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", top, "2M")
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xcc 0 4k", top)
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	before := [2][]byte{read(base), read(top)}
+	for _, args := range [][]string{{"commit", top}, {"commit", "-b", "base.vmdk", top}} {
+		_, errOut, code := runQ(t, args...)
+		if code != 1 || !strings.Contains(errOut, "qring does not commit a VMDK image into its parent") {
+			t.Errorf("qimg %v: exit %d, %q", args, code, errOut)
+		}
+	}
+	if !bytes.Equal(before[0], read(base)) || !bytes.Equal(before[1], read(top)) {
+		t.Error("a refused commit changed the images")
+	}
 }
