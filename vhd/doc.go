@@ -48,19 +48,24 @@
 //	     block the table maps and past the file's end (but for a footer
 //	     there, which the block's bitmap overwrites): its unwritten bytes
 //	     read as zeros, whatever a crash left in the file. Its bitmap is
-//	     written (every sector present, as QEMU writes it) before its
-//	     entry is stored in memory, so a write into the block waits for
-//	     the bitmap and a Flush after the write covers it; a block that
-//	     was already allocated has its bitmap rewritten the same way
-//	     before the first write into it. The end footer is written at free
-//	     under the lock that hands out space, so no bitmap lands under it.
-//	VD8  The BAT on disk never maps a block the file does not reach: a
-//	     Flush writes the footer past every block given space, flushes,
-//	     and only then writes the entries of the blocks allocated since
-//	     the last Flush (those whose bitmaps were written before it
-//	     began) and flushes again. A crash before that leaves the blocks
-//	     leaked (unmapped space in the file), never a table that maps
-//	     past the file's end or onto bytes another block holds.
+//	     written (every sector present, as QEMU writes it) and its entry
+//	     made durable (VD8) before the entry is stored in memory, so a
+//	     write into the block waits for both; a block that was already
+//	     allocated has its bitmap rewritten the same way before the
+//	     first write into it.
+//	VD8  A block is mapped on disk before any guest byte is written into
+//	     it, one allocation at a time: its bitmap and the end footer past
+//	     it are written and flushed, then its BAT entry, flushed. So the
+//	     table never maps a block the file does not reach, and the file
+//	     ends with a footer once a block was allocated; a crash leaves
+//	     a block mapped over zeros, or its space leaked holding only a
+//	     bitmap and zeros, never guest data outside the table. (QEMU
+//	     places its next block after the last one the table maps,
+//	     whatever the file holds past it, and reads that block's
+//	     unwritten sectors from the file: a leaked block holding data
+//	     would show through it. QEMU's own order is the same: bitmap,
+//	     footer, entry, each flushed, then the data.) Flush only flushes
+//	     the file.
 //	VD9  Close flushes a writable Disk (as QEMU closes an image).
 //	VD10 Create lays a new image out as QEMU 7.2's vpc_co_create: the
 //	     size and geometry of format.NewPlan, a dynamic disk's footer copy

@@ -22,26 +22,21 @@ var ErrNoResize = block.ErrNoResize
 // (VD6-VD9). A fixed disk needs none of it but the flag.
 type writer struct {
 	mu sync.Mutex
-	// free is where the next block goes: past every block and every
-	// byte the file held at Open, so a new block reads as zeros where
-	// nothing was written into it (VD7).
-	free int64
 	// pending are the blocks whose bitmap is being written: a writer
 	// into one waits for it (VD7).
 	pending map[int64]*pendingBlock
-	// fresh are the blocks allocated since the last Flush whose BAT
-	// entries are not on disk yet (VD8).
-	fresh []int64
-	// footerAt is where the end footer was last written, -1 when the
-	// file does not end with one.
-	footerAt int64
 	// done has a bit per block whose bitmap this Disk wrote (all ones,
 	// VD7): writes into it go straight to the file.
 	done []atomic.Uint64
 
-	flushMu sync.Mutex // one Flush at a time (VD8)
-	// table is the BAT as it is on disk, or as the running Flush writes
-	// it (VD8): only Flush changes it.
+	// allocMu: one allocation at a time (VD8); it guards free and
+	// table.
+	allocMu sync.Mutex
+	// free is where the next block goes: past every block and every
+	// byte the file held at Open, so a new block reads as zeros where
+	// nothing was written into it (VD7).
+	free int64
+	// table is the BAT as it is on disk (VD8).
 	table  []byte
 	ones   []byte // a bitmap with every sector present
 	footer []byte // the footer, encoded
@@ -56,7 +51,7 @@ type pendingBlock struct {
 // openWriter makes d writable (VD6). rawLen is the file's length, free
 // where its last block ends.
 func (d *Disk) openWriter(rawLen, free int64) error {
-	w := &writer{footerAt: -1}
+	w := &writer{}
 	d.w = w
 	d.ReadOnly.Why = ""
 	if d.fixed {
@@ -92,7 +87,7 @@ func (d *Disk) openWriter(rawLen, free int64) error {
 			return err
 		}
 		if format.HasFooterCookie(b) {
-			w.free, w.footerAt = rawLen-format.FooterSize, rawLen-format.FooterSize
+			w.free = rawLen - format.FooterSize
 		}
 	}
 	w.pending = map[int64]*pendingBlock{}
@@ -131,10 +126,11 @@ func (w *writer) isDone(bi int64) bool { return w.done[bi/64].Load()&(1<<(bi%64)
 func (w *writer) setDone(bi int64)     { w.done[bi/64].Or(1 << (bi % 64)) }
 
 // prepare readies block bi for writing and returns its BAT entry: a new
-// block is given space at free; either way its bitmap is written, all
-// sectors present, once this session (as QEMU does, so that a reader
-// that honours bitmaps sees what is written). A new block's entry is
-// visible to reads only once its bitmap is written (VD7).
+// block is given space at free and mapped on disk (allocate); either
+// way its bitmap is written, all sectors present, once this session (as
+// QEMU does, so that a reader that honours bitmaps sees what is
+// written). A new block's entry is visible to reads only once it is
+// durable (VD7, VD8).
 func (d *Disk) prepare(bi int64) (uint32, error) {
 	w := d.w
 	if w.isDone(bi) {
@@ -152,32 +148,72 @@ func (d *Disk) prepare(bi int64) (uint32, error) {
 	}
 	e := d.bat[bi].Load()
 	alloc := e == format.Unallocated
-	if alloc {
-		if w.free/format.SectorSize >= format.Unallocated {
-			w.mu.Unlock()
-			return 0, fmt.Errorf("vhd: no block can start past 2 TiB in the file: %w", block.ErrNotSupported)
-		}
-		e = uint32(w.free / format.SectorSize)
-		w.free += d.layout.BitmapSize + d.layout.BlockSize
-	}
-	p := &pendingBlock{ready: make(chan struct{}), entry: e}
+	p := &pendingBlock{ready: make(chan struct{})}
 	w.pending[bi] = p
 	w.mu.Unlock()
-	p.err = d.file.Writev(int64(e)*format.SectorSize, [][]byte{w.ones})
+	if alloc {
+		e, p.err = d.allocate(bi)
+	} else {
+		p.err = d.file.Writev(int64(e)*format.SectorSize, [][]byte{w.ones})
+	}
+	p.entry = e
 	w.mu.Lock()
 	delete(w.pending, bi)
 	if p.err == nil {
 		if alloc {
 			d.bat[bi].Store(e)
-			w.fresh = append(w.fresh, bi)
 		}
 		w.setDone(bi)
 	}
-	// A failed allocation leaks its space (free moved on): leaks are
-	// allowed, and a later write allocates the block again.
 	w.mu.Unlock()
 	close(p.ready)
 	return e, p.err
+}
+
+// allocate gives block bi the space at free and maps it on disk before
+// any guest byte is written into it (VD8): its bitmap and the end
+// footer past it, a flush, its BAT entry, a flush. A crash leaves
+// either the block mapped over zeros, or its space leaked holding
+// nothing but a bitmap and zeros: QEMU, which places its next block
+// after the last one the table maps whatever the file holds past it,
+// may put a block there and show its unwritten sectors, so they must
+// not be another block's data. (QEMU's own order: bitmap, footer, entry,
+// each written and flushed, then the data.) A failure leaks the space
+// (free moved on), and a later write allocates the block again.
+func (d *Disk) allocate(bi int64) (uint32, error) {
+	w := d.w
+	w.allocMu.Lock()
+	defer w.allocMu.Unlock()
+	if w.free/format.SectorSize >= format.Unallocated {
+		return 0, fmt.Errorf("vhd: no block can start past 2 TiB in the file: %w", block.ErrNotSupported)
+	}
+	e := uint32(w.free / format.SectorSize)
+	w.free += d.layout.BitmapSize + d.layout.BlockSize
+	if err := d.file.Writev(int64(e)*format.SectorSize, [][]byte{w.ones}); err != nil {
+		return 0, err
+	}
+	// The file reaches the block, and ends with a footer, before the
+	// table maps it.
+	if err := d.file.Writev(w.free, [][]byte{w.footer}); err != nil {
+		return 0, err
+	}
+	if err := d.file.Flush(); err != nil {
+		return 0, err
+	}
+	a := bi * 4 &^ (format.SectorSize - 1) // the entry's sector of the table
+	b := min(a+format.SectorSize, int64(len(w.table)))
+	format.PutBATEntry(w.table, int(bi), e)
+	err := d.file.Writev(d.layout.TableOffset+a, [][]byte{w.table[a:b]})
+	if err == nil {
+		err = d.file.Flush()
+	}
+	if err != nil {
+		// The media may hold the entry or not: either maps nothing
+		// but zeros. A later write of this sector writes it back.
+		format.PutBATEntry(w.table, int(bi), format.Unallocated)
+		return 0, err
+	}
+	return e, nil
 }
 
 // checkWrite checks a write of n bytes at off (VD6).
@@ -287,74 +323,18 @@ func (d *Disk) Truncate(size int64) error {
 	return ErrNoResize
 }
 
-// Flush implements block.Device (B6, VD8): the blocks allocated since
-// the last Flush get their BAT entries on disk only after their bitmaps
-// and the end footer past them (so the file reaches every block the
-// table maps) are durable; a second flush makes the entries durable.
+// Flush implements block.Device (B6): every block is mapped on disk
+// when it is allocated (VD8), so a flush of the file makes every
+// completed write durable. Nothing is written: an image opened writable
+// and closed without a write is left as it was.
 func (d *Disk) Flush() error {
-	w := d.w
-	if w == nil {
+	if d.w == nil {
 		return d.ReadOnly.Flush()
 	}
 	if d.Closed() {
 		return block.ErrClosed
 	}
-	if d.fixed {
-		return d.file.Flush()
-	}
-	w.flushMu.Lock()
-	defer w.flushMu.Unlock()
-	w.mu.Lock()
-	fresh := w.fresh
-	w.fresh = nil
-	var err error
-	if w.footerAt != w.free {
-		// Under mu: no block can be given the space at free while its
-		// footer is written there (VD7).
-		if err = d.file.Writev(w.free, [][]byte{w.footer}); err == nil {
-			w.footerAt = w.free
-		}
-	}
-	w.mu.Unlock()
-	if err == nil {
-		err = d.file.Flush()
-	}
-	if err == nil && len(fresh) > 0 {
-		err = d.writeEntries(fresh)
-		if err == nil {
-			err = d.file.Flush()
-		}
-	}
-	if err != nil {
-		w.mu.Lock()
-		w.fresh = append(fresh, w.fresh...)
-		w.mu.Unlock()
-	}
-	return err
-}
-
-// writeEntries writes the BAT entries of blocks into the table on disk,
-// in runs of nearby entries (VD8).
-func (d *Disk) writeEntries(blocks []int64) error {
-	w := d.w
-	blocks = slices.Clone(blocks)
-	slices.Sort(blocks)
-	for _, bi := range blocks {
-		format.PutBATEntry(w.table, int(bi), d.bat[bi].Load())
-	}
-	const near = format.SectorSize / 4 // entries in a sector
-	for i := 0; i < len(blocks); {
-		j := i + 1
-		for j < len(blocks) && blocks[j]-blocks[j-1] <= near {
-			j++
-		}
-		a, b := blocks[i]*4, blocks[j-1]*4+4
-		if err := d.file.Writev(d.layout.TableOffset+a, [][]byte{w.table[a:b]}); err != nil {
-			return err
-		}
-		i = j
-	}
-	return nil
+	return d.file.Flush()
 }
 
 // closeWriter flushes a writable Disk before Close (QEMU flushes an

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -280,7 +281,9 @@ func TestWrite_CrashClones(t *testing.T) {
 }
 
 // qemuReadsClone checks that qemu-img reads the crash clone c as we
-// do.
+// do, and that a block qemu-io allocates in it then reads zeros but for
+// its write (QEMU places it after the last block the table maps,
+// whatever a crash left in the file there: VD8).
 func qemuReadsClone(t *testing.T, c *memdev.Dev, size int64) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "c.vhd")
@@ -298,6 +301,74 @@ func qemuReadsClone(t *testing.T, c *memdev.Dev, size int64) {
 		t.Fatal(err)
 	}
 	testkit.MustEqual(t, q, got, "qemu-img's read of a crash clone")
+	bs := d.layout.BlockSize
+	for bi := size/bs - 1; bi >= 0; bi-- {
+		if d.bat[bi].Load() != format.Unallocated {
+			continue
+		}
+		testkit.MustRun(t, "qemu-io", "-f", "vpc", "-c", fmt.Sprintf("write -P 0x55 %d 512", bi*bs), p)
+		want := slices.Clone(got)
+		copy(want[bi*bs:], bytes.Repeat([]byte{0x55}, 512))
+		testkit.MustEqual(t, testkit.QemuReadRaw(t, "vpc", p), want, "a block qemu-io allocated in a crash clone")
+		break
+	}
+}
+
+// TestWrite_QemuAllocatesOverCrashLeak: a block written and not flushed
+// is leaked by a crash if its entry is not on disk; QEMU puts its next
+// block there, and that block's unwritten sectors read the file. With
+// the entry written after the data (at the next Flush), they read the
+// leaked block's guest data (review 53): now the entry is durable
+// before any data is written (VD8).
+func TestWrite_QemuAllocatesOverCrashLeak(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, keep := range []float64{0, 0.5, 1} {
+		m, d := newMem(t, 16<<20, false)
+		if err := d.Writev(0, [][]byte{bytes.Repeat([]byte{0xab}, 2<<20)}); err != nil { // block 0, whole
+			t.Fatal(err)
+		}
+		c := m.CrashClone(rand.New(rand.NewPCG(1, 1)), keep)
+		p := filepath.Join(t.TempDir(), "c.vhd")
+		if err := c.WriteFile(p); err != nil {
+			t.Fatal(err)
+		}
+		testkit.MustRun(t, "qemu-io", "-f", "vpc", "-c", "write -P 0x55 6M 512", p)
+		blk := testkit.QemuReadRaw(t, "vpc", p)[6<<20 : 8<<20]
+		want := make([]byte, 2<<20)
+		copy(want, bytes.Repeat([]byte{0x55}, 512))
+		if i := testkit.FirstDiff(blk, want); i >= 0 {
+			t.Errorf("keep %v: QEMU's new block 3 reads another block's bytes at +%d: %x", keep, i, blk[i:i+8])
+		}
+		d.Close()
+	}
+}
+
+// TestWrite_OpenCloseLeavesFile: a dynamic image opened writable and
+// closed without a write is left as it was, also when it does not end
+// with a footer (a crash's leak, junk): Flush wrote a footer at its
+// end (review 53).
+func TestWrite_OpenCloseLeavesFile(t *testing.T) {
+	for _, tail := range []int{0, 100, 512, 4096} {
+		m := memdev.New(memdev.Options{})
+		if _, err := Create(m, CreateOptions{Size: 16 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		img := append(m.Bytes(), bytes.Repeat([]byte{0x5a}, tail)...)
+		f := memdev.FromBytes(img, memdev.Options{})
+		d, err := Open(f, Options{Writable: true})
+		if err != nil {
+			t.Fatalf("tail %d: %v", tail, err)
+		}
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Bytes(); !bytes.Equal(got, img) {
+			t.Errorf("tail %d: open writable, Flush and Close changed the file: %d -> %d bytes", tail, len(img), len(got))
+		}
+	}
 }
 
 // checkClone opens a crash clone: flushed sectors read their pattern,
