@@ -36,6 +36,7 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 	if err := im.rebuildRefcountsLocked(c.ref, im.g.RefcountOrder, true); err != nil {
 		c.ioError(err)
 		c.msg("ERROR rebuilding the refcount structures: %v", err)
+		r.CorruptionsFixed, r.LeaksFixed = 0, 0 // nothing was
 		return r, nil
 	}
 	if err := im.cureDamageLocked(); err != nil {
@@ -108,9 +109,16 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	}
 	if max := maxRefcount(order); max < ^uint64(0) {
 		for k, v := range counts {
-			if uint64(v) > max {
+			if uint64(v) <= max {
+				continue
+			}
+			if !check {
 				return fmt.Errorf("%w: cluster %d has %d references, more than %d-bit refcounts hold", ErrUnsupported, k, v, 1<<g.RefcountOrder)
 			}
+			// As QEMU's rebuild: the largest count the width holds,
+			// which keeps the cluster in use; the check after the
+			// switch reports the overflow again (a corruption left).
+			counts[k] = uint32(max)
 		}
 	}
 	a, nb, nt, ranges, err := im.placeRebuild(g, counts, oldBlocks)

@@ -1,0 +1,67 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
+)
+
+// TestRegress_RebuildCapsOverflowedCounts: with 1-bit refcounts, a
+// cluster two L2 entries name holds more references than a refcount
+// does. A Check -r all that must rebuild (a cluster in use counted 0)
+// refused the whole rebuild for it, left the cluster in use counted 0,
+// and still said it had repaired; the next write overwrote that
+// cluster's guest data. As QEMU, the rebuild writes the largest count
+// the width holds, and the overflow stays a corruption (review 53).
+func TestRegress_RebuildCapsOverflowedCounts(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "rb1.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x11 0 128k", "-c", "write -P 0x22 1M 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := format.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	cs := uint64(1) << h.ClusterBits
+	l2 := be.Uint64(b[h.L1TableOffset:]) & 0x00fffffffffffe00
+	// Guest 1M is entry 16 of the first table (64 KiB clusters).
+	data := be.Uint64(b[l2+16*8:]) & 0x00fffffffffffe00
+	be.PutUint64(b[l2+8:], be.Uint64(b[l2:])) // entry 1 names entry 0's cluster
+	blk := be.Uint64(b[h.RefcountTableOffset:])
+	k := data / cs
+	b[blk+k/8] &^= 1 << (k % 8) // guest 1M's cluster counted 0
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(p, Options{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	msgs := strings.Join(r.Messages, "\n")
+	if err != nil || r.CheckErrors != 0 || !strings.Contains(msgs, "Rebuilding refcount structure") {
+		t.Fatalf("-r all: %v, %d check errors: %v", err, r.CheckErrors, head(r.Messages, 8))
+	}
+	if r.Corruptions == 0 || !strings.Contains(msgs, "overflow") {
+		t.Errorf("the overflow is not reported after the rebuild: %d corruptions: %v", r.Corruptions, head(r.Messages, 8))
+	}
+	// The data cluster is counted again: a new cluster goes elsewhere.
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0xee 40M 64k", p)
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x22 1M 64k", "-c", "read -P 0xee 40M 64k", p)
+	if res, err := testkit.QemuImgCheck(p); err != nil || res.Leaks != 0 {
+		t.Errorf("qemu-img check after the repair: %+v, %v", res, err)
+	}
+}
