@@ -753,6 +753,21 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 	for i := range l1.size() {
 		le := l1.load(i)
 		l2off := le.Offset()
+		if l2off == 0 && le.Copied() {
+			// No table, yet COPIED: qemu-img check reads the header's
+			// cluster as its table (a corruption for each entry it
+			// finds there); reads take it for unallocated, as here.
+			c.msg("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=0", verb, i, uint64(le))
+			r.Corruptions++
+			if fix {
+				l1.store(i, format.MakeL1(0, false))
+				if err := im.writeL1Entry(i); err != nil {
+					return err
+				}
+				r.CorruptionsFixed++
+			}
+			continue
+		}
 		if l2off == 0 || le.Validate(g) != nil || g.HostCluster(l2off) >= uint64(len(c.ref)) || !im.refcountKnown(g.HostCluster(l2off), uint64(len(c.ref))) {
 			continue
 		}
