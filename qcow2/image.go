@@ -137,6 +137,12 @@ type Image struct {
 	// its flush may come before one of them lands: such a write fails
 	// with ErrClosed instead of being acknowledged (writev, writeZeroes).
 	closeUnwaited atomic.Bool
+	// metaPrealloc: whether the host file looks metadata-preallocated,
+	// decided once (HostHoles), as QEMU decides it once per open.
+	metaPrealloc struct {
+		once sync.Once
+		yes  bool
+	}
 	// snapLoaded: LoadSnapshotTemp put a snapshot's L1 table in the
 	// active one's place; Check, which takes the L1 for the active
 	// layer's, refuses from then on.

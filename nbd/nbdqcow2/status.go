@@ -14,7 +14,9 @@ import (
 //
 // For "base:allocation" (what qemu-nbd reports): a range backed by data
 // in the layer that decides it (a data or compressed cluster, or a raw
-// backing file's bytes outside its host holes) is data; zero clusters, preallocated zero
+// backing file's bytes outside its host holes) is data, and reads as
+// zeros too where the image looks metadata-preallocated and the host
+// file has a hole under it (qcow2.Image.HostHoles); zero clusters, preallocated zero
 // clusters and ranges unallocated throughout the chain are
 // NBD_STATE_HOLE|NBD_STATE_ZERO. A range unallocated in the whole chain
 // over a backing file reads as zeros only when no backing layer has it.
@@ -61,6 +63,7 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	if err != nil {
 		return nbd.Extent{}, err
 	}
+	st = im.HostHoles(st) // as qemu-nbd: zeros where preallocated metadata maps a host hole
 	if st.Allocated {
 		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: depth}, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/internal/testkit/imgcheck"
 	"github.com/qring/qring/qcow2"
 )
@@ -116,4 +117,33 @@ func TestExtentMatchesMap(t *testing.T) {
 		t.Fatalf("Extent walk:\n%v\nMap:\n%v", got, wantMerged)
 	}
 	t.Log(got)
+}
+
+// TestExtentHostHoles: on an image whose metadata was preallocated, the
+// clusters are mapped over holes of the host file; qemu-nbd reports
+// those as zeros (NBD_STATE_ZERO, not a hole), as QEMU's block status
+// recurses into the file there; Extent called them data (review 53).
+func TestExtentHostHoles(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "pm.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "16M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 7 1M 64k", p)
+	im, err := qcow2.Open(p, qcow2.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	s := Status{im}
+	for _, c := range []struct {
+		off, n int64
+		zero   bool
+	}{{0, 1 << 20, true}, {1 << 20, 64 << 10, false}, {2 << 20, 1 << 20, true}} {
+		e, err := s.Extent(c.off, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Hole || e.Zero != c.zero || e.Len <= 0 || e.Len > c.n {
+			t.Errorf("extent at %d: %+v, want hole=false zero=%v within %d bytes", c.off, e, c.zero, c.n)
+		}
+	}
 }
