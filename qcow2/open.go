@@ -305,6 +305,28 @@ func (im *Image) loadL1(lim *fileLimit) error {
 
 // loadSnapshots parses the snapshot table, for Check and so that writes
 // never corrupt the snapshots.
+// ReadSnapshotTable reads the bytes of a snapshot table of n entries at
+// off in dev, a file of fsize bytes, for format.ParseSnapshots: a guess
+// of its length first, read again as far as its entries say (a long
+// name), up to QEMU's cap (format.MaxSnapshotTableBytes) and the file's
+// end.
+func ReadSnapshotTable(dev block.Device, off format.HostOff, n uint32, fsize int64) ([]byte, error) {
+	fs := uint64(max(fsize, 0))
+	limit := min(fs-min(fs, uint64(off)), format.MaxSnapshotTableBytes)
+	size := min(uint64(n)*1200, limit)
+	for {
+		b := make([]byte, size)
+		if err := block.ReadAt(dev, b, int64(off)); err != nil {
+			return nil, err
+		}
+		need, complete := format.SnapshotTableNeed(b, n)
+		if complete || size >= limit {
+			return b, nil
+		}
+		size = min(max(need, 2*size), limit)
+	}
+}
+
 func (im *Image) loadSnapshots(lim *fileLimit) error {
 	h := im.hdr
 	if h.NbSnapshots == 0 {
@@ -313,10 +335,8 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 	if err := lim.check("snapshots_offset", uint64(h.SnapshotsOffset), 0); err != nil {
 		return err
 	}
-	fsize := uint64(lim.size)
-	n := min(uint64(h.NbSnapshots)*1200, fsize-min(fsize, uint64(h.SnapshotsOffset)))
-	sb := make([]byte, n)
-	if err := block.ReadAt(im.dev, sb, int64(h.SnapshotsOffset)); err != nil {
+	sb, err := ReadSnapshotTable(im.dev, h.SnapshotsOffset, h.NbSnapshots, lim.size)
+	if err != nil {
 		return err
 	}
 	snaps, tlen, err := format.ParseSnapshots(sb, h.NbSnapshots)

@@ -187,3 +187,23 @@ func TestSnapshot_ApplyOfEmptyDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshot_LongNameListedLikeQemu: a snapshot name of 2000 bytes:
+// the image reopens, and qimg info and snapshot -l list it as qemu-img
+// does (they read 1200 bytes a snapshot and failed; review 53).
+func TestSnapshot_LongNameListedLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(workDir(t), "l.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	name := strings.Repeat("n", 2000)
+	mustQ(t, "snapshot", "-c", name, p)
+	// qemu-img lists names cut at 255 bytes.
+	if ours, _, code := runQ(t, "info", "--output=json", p); code != 0 || !strings.Contains(ours, `"`+name[:255]+`"`) {
+		t.Errorf("qimg info: exit %d:\n%.300s", code, ours)
+	}
+	ours, _, code := runQ(t, "snapshot", "-l", p)
+	if theirs := testkit.MustRun(t, "qemu-img", "snapshot", "-l", p); code != 0 || ours != theirs {
+		t.Errorf("qimg snapshot -l: exit %d:\n%.400s\nqemu-img:\n%.400s", code, ours, theirs)
+	}
+	testkit.QemuCheck(t, p)
+}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
@@ -25,10 +24,6 @@ type snapshotInfo struct {
 	VMStateSize int64   `json:"vm-state-size"`
 }
 
-// snapshotEntryBound bounds the bytes one snapshot table entry may take
-// when the table is read (the engine's own bound when it opens an image).
-const snapshotEntryBound = 1200
-
 // readSnapshots reads and decodes the internal snapshot table of an open
 // qcow2 image (format.ParseSnapshots) into qemu-img info's form.
 func readSnapshots(im *qcow2.Image) ([]snapshotInfo, error) {
@@ -41,10 +36,8 @@ func readSnapshots(im *qcow2.Image) ([]snapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	off := int64(h.SnapshotsOffset)
-	n := min(int64(h.NbSnapshots)*snapshotEntryBound, fsize-min(fsize, off))
-	b := make([]byte, n)
-	if err := block.ReadAt(dev, b, off); err != nil {
+	b, err := qcow2.ReadSnapshotTable(dev, h.SnapshotsOffset, h.NbSnapshots, fsize)
+	if err != nil {
 		return nil, fmt.Errorf("reading the snapshot table: %w", err)
 	}
 	snaps, _, err := format.ParseSnapshots(b, h.NbSnapshots)
@@ -62,7 +55,16 @@ func readSnapshots(im *qcow2.Image) ([]snapshotInfo, error) {
 // state size and the icount from the extra data when it holds them
 // (icount -1, or no room for it, means none).
 func snapshotOf(s format.Snapshot) snapshotInfo {
-	si := snapshotInfo{ID: s.ID, Name: s.Name, VMStateSize: int64(s.VMStateSize),
+	// QEMU copies them into QEMUSnapshotInfo's id_str[128] and
+	// name[256] (pstrcpy): longer ones are listed cut.
+	id, name := s.ID, s.Name
+	if len(id) > 127 {
+		id = id[:127]
+	}
+	if len(name) > 255 {
+		name = name[:255]
+	}
+	si := snapshotInfo{ID: id, Name: name, VMStateSize: int64(s.VMStateSize),
 		DateSec: int64(s.DateSec), DateNsec: int64(s.DateNsec),
 		VMClockSec: int64(s.VMClockNsec / 1e9), VMClockNsec: int64(s.VMClockNsec % 1e9)}
 	if len(s.ExtraData) >= 8 {

@@ -3,6 +3,34 @@ package format
 // MaxSnapshots is QEMU's QCOW_MAX_SNAPSHOTS.
 const MaxSnapshots = 65536
 
+// MaxSnapshotTableBytes is QEMU's QCOW_MAX_SNAPSHOTS_SIZE: QEMU neither
+// opens an image whose snapshot table is longer ("Snapshot table is too
+// big") nor writes one.
+const MaxSnapshotTableBytes = 64 << 20
+
+// SnapshotTableNeed reports how many bytes from the table's start the
+// first n entries take as far as b, the table's first bytes, tells:
+// complete when b holds them all (need is then their end, without the
+// last entry's padding); else need is past len(b), the end of the
+// first entry b does not hold, or of its fixed part when b ends inside
+// that. An entry may take up to 40+1024+2*65535 bytes: a reader that
+// guessed a size reads again up to need.
+func SnapshotTableNeed(b []byte, n uint32) (need uint64, complete bool) {
+	off := uint64(0)
+	for i := uint32(0); i < n; i++ {
+		if off+40 > uint64(len(b)) {
+			return off + 40, false
+		}
+		end := off + 40 + uint64(be.Uint32(b[off+36:])) + uint64(be.Uint16(b[off+12:])) + uint64(be.Uint16(b[off+14:]))
+		if end > uint64(len(b)) {
+			return end, false
+		}
+		off = (end + 7) &^ 7
+		need = end
+	}
+	return need, true
+}
+
 // Snapshot is one entry of the snapshot table.
 type Snapshot struct {
 	L1TableOffset HostOff

@@ -46,6 +46,11 @@ func EncodeSnapshots(snaps []Snapshot) ([]byte, error) {
 		for len(out)%8 != 0 {
 			out = append(out, 0)
 		}
+		if len(out) > MaxSnapshotTableBytes {
+			// QEMU's qcow2_write_snapshots (EFBIG): QEMU would not open
+			// the image any more.
+			return nil, fmt.Errorf("%w: the snapshot table would take more than %d bytes", ErrUnsupported, MaxSnapshotTableBytes)
+		}
 	}
 	return out, nil
 }

@@ -102,7 +102,14 @@ func FuzzParseSnapshots(f *testing.F) {
 	f.Add(snapEntry(0x70000, 2, "1", "s1", make([]byte, 24)), uint32(1))
 	f.Add(append(snapEntry(0x70000, 2, "1", "a", nil), snapEntry(0x80000, 2, "2", "b", make([]byte, 16))...), uint32(2))
 	f.Fuzz(func(t *testing.T, b []byte, n uint32) {
+		need, complete := SnapshotTableNeed(b, n)
+		if !complete && need <= uint64(len(b)) {
+			t.Fatalf("incomplete, yet %d bytes needed of %d", need, len(b))
+		}
 		out, size, err := ParseSnapshots(b, n)
+		if err == nil && (!complete || need > uint64(len(b))) {
+			t.Fatalf("parsed, yet SnapshotTableNeed says %d bytes, complete %v, of %d", need, complete, len(b))
+		}
 		if err != nil {
 			if !typedError(err) || out != nil {
 				t.Fatalf("error %v, %d entries", err, len(out))
