@@ -114,6 +114,11 @@ func (im *Image) AddBitmap(name string, granularity uint64, enabled bool) error 
 		return fmt.Errorf("%w: Bitmap already exists: %s", ErrUnsupported, name)
 	}
 	cs := im.g.ClusterSize
+	if b := ((set.size+granularity-1)/granularity + 7) / 8; b > maxBitmapPhys || b > maxBitmapTable*cs {
+		// QEMU's check_constraints_on_bitmap: QEMU would not open the
+		// image with it (and the engine would not maintain it).
+		return fmt.Errorf("%w: Too much space will be occupied by the bitmap. Use larger granularity", ErrUnsupported)
+	}
 	gbits := uint8(bits.TrailingZeros64(granularity))
 	n := format.BitmapTableSize(set.size, gbits, cs)
 	flags := uint32(format.BitmapInUse) // maintained from now: stored at Close

@@ -60,6 +60,12 @@ func (c *checker) countBitmaps() {
 		return
 	}
 	for _, bm := range bms {
+		if uint64(bm.TableSize) > maxBitmapTable || uint64(bm.TableSize)*im.g.ClusterSize > maxBitmapPhys {
+			// QEMU refuses to open the image (check_dir_entry); its
+			// table is not read (up to 1 GiB), nor what it names.
+			badTable(corruptf("bitmap_table_size", uint64(bm.TableSize), "bitmap %q: a table of %d entries is past QEMU's bounds", bm.Name, bm.TableSize))
+			continue
+		}
 		n := uint64(bm.TableSize) * format.TableEntrySize
 		c.inc(bm.TableOffset, n, "bitmap table")
 		if !im.g.Aligned(bm.TableOffset) || uint64(bm.TableOffset) > c.fsize || n > c.fsize-uint64(bm.TableOffset) {

@@ -64,10 +64,10 @@ func runBitmap(e *env, args []string) int {
 	case len(o.args) != 2:
 		return e.errorf(1, "Expecting filename and bitmap name")
 	}
-	gran := uint64(64 << 10)
+	gran := uint64(0) // the image's default (doBitmaps), as -g 0
 	if o.has("g") {
 		g, err := qcow2.ParseSize(o.get("g", ""))
-		if err != nil || g <= 0 {
+		if err != nil || g < 0 {
 			return e.errorf(1, "Invalid granularity specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 		}
 		gran = uint64(g)
@@ -104,6 +104,11 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 		case im == nil:
 			err = errors.New("Can't store persistent bitmaps: Operation not supported")
 		case op.name == "add":
+			if gran == 0 {
+				// QEMU's bdrv_get_default_bitmap_granularity.
+				h := im.Header()
+				gran = min(max(4096, uint64(h.ClusterSize())), 65536)
+			}
 			err = im.AddBitmap(name, gran, true)
 		case op.name == "remove":
 			err = im.RemoveBitmap(name)

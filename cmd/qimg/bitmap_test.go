@@ -115,3 +115,47 @@ func TestAmend_KeepsBitmapsLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestBitmap_DefaultsAndBoundsLikeQemu: without -g (or with -g 0) a new
+// bitmap's granularity is the cluster size within 4 KiB..64 KiB, as
+// qemu-img's (qimg took 64 KiB always); a bitmap too large for QEMU to
+// open the image with is refused, the image unchanged (qimg added it,
+// and qemu-img could no longer open the image; review 53).
+func TestBitmap_DefaultsAndBoundsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := workDir(t)
+	gran := func(p string) string {
+		out := testkit.MustRun(t, "qemu-img", "info", "--output=json", p)
+		_, after, _ := strings.Cut(out, `"granularity": `)
+		n, _, _ := strings.Cut(after, ",")
+		return strings.TrimSpace(n)
+	}
+	for _, cs := range []string{"512", "4k", "16k", "2M"} {
+		for _, g := range [][]string{nil, {"-g", "0"}} {
+			var got [2]string
+			for i, tool := range []string{"qemu-img", "qimg"} {
+				p := filepath.Join(dir, tool+cs+".qcow2")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size="+cs, p, "64M")
+				args := append(append([]string{"bitmap", "--add"}, g...), p, "b")
+				if tool == "qemu-img" {
+					testkit.MustRun(t, "qemu-img", args...)
+				} else {
+					mustQ(t, args...)
+				}
+				got[i] = gran(p)
+			}
+			if got[0] != got[1] {
+				t.Errorf("cluster size %s, %v: granularity %s with qemu-img, %s with qimg", cs, g, got[0], got[1])
+			}
+		}
+	}
+	p := filepath.Join(dir, "big.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4T")
+	_, errOut, code := runQ(t, "bitmap", "--add", "-g", "512", p, "big")
+	if code != 1 || !strings.Contains(errOut, "Too much space will be occupied by the bitmap. Use larger granularity") {
+		t.Errorf("a bitmap past QEMU's bounds: exit %d, %q", code, errOut)
+	}
+	if out := testkit.MustRun(t, "qemu-img", "info", p); strings.Contains(out, "name: big") {
+		t.Errorf("the refused bitmap is in the image:\n%s", out)
+	}
+}
