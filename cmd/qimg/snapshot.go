@@ -82,6 +82,13 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
 		}
 	case "a":
+		if len(im.Bitmaps()) > 0 {
+			// As qemu-img 7.2 (bdrv_snapshot_goto), whatever the
+			// bitmaps' state: the engine's ApplySnapshot would mark
+			// the enabled ones dirty everywhere (Q22), and leave the
+			// disabled ones as they were over data that changed.
+			return fmt.Errorf("Could not apply snapshot '%s': Device has active dirty bitmaps", name)
+		}
 		if err := im.ApplySnapshot(name); err != nil {
 			if errors.Is(err, qcow2.ErrNoSnapshot) {
 				return fmt.Errorf("Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -206,4 +207,38 @@ func TestSnapshot_LongNameListedLikeQemu(t *testing.T) {
 		t.Errorf("qimg snapshot -l: exit %d:\n%.400s\nqemu-img:\n%.400s", code, ours, theirs)
 	}
 	testkit.QemuCheck(t, p)
+}
+
+// TestSnapshot_ApplyWithBitmapsLikeQemu: qemu-img snapshot -a refuses an
+// image with persistent dirty bitmaps, enabled or not (before it looks
+// for the snapshot); qimg applied it (review 53).
+func TestSnapshot_ApplyWithBitmapsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := workDir(t)
+	for _, c := range []struct{ snap, flag string }{{"s", ""}, {"s", "--disable"}, {"nope", ""}} {
+		var got [2]string
+		for i, tool := range []string{"qemu-img", "qimg"} {
+			p := filepath.Join(dir, tool+".qcow2")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+			testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s", p)
+			args := []string{"bitmap", "--add", p, "b"}
+			if c.flag != "" {
+				args = []string{"bitmap", "--add", c.flag, p, "b"}
+			}
+			testkit.MustRun(t, "qemu-img", args...)
+			var errOut string
+			var code int
+			if tool == "qemu-img" {
+				_, errOut, code = testkit.Run(t, "qemu-img", "snapshot", "-a", c.snap, p)
+				errOut = strings.TrimPrefix(errOut, "qemu-img: ")
+			} else {
+				_, errOut, code = runQ(t, "snapshot", "-a", c.snap, p)
+				errOut = strings.TrimPrefix(errOut, "qimg: snapshot: ")
+			}
+			got[i] = fmt.Sprintf("exit %d: %s", code, errOut)
+		}
+		if got[0] != got[1] {
+			t.Errorf("snapshot -a %s with a bitmap %s:\nqemu-img %s\nqimg     %s", c.snap, c.flag, got[0], got[1])
+		}
+	}
 }
