@@ -45,6 +45,19 @@ func TestBitmapExport_LikeQemuNbd(t *testing.T) {
 		}
 		s.stop()
 	}
+	// A bitmap of the backing file (qemu-nbd 7.2 looks down the chain;
+	// qnbd said it was not found), and with -s, under the temporary
+	// overlay (review 53).
+	top := filepath.Join(dir, "top")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "qcow2", top)
+	want = testkit.DirtyMap(t, img, "b0") // with the write above
+	for _, args := range [][]string{{"-r", "-f", "qcow2", "-B", "b0", top}, {"-s", "-r", "-f", "qcow2", "-B", "b0", img}} {
+		s := startUnix(t, dir, "", args...)
+		if got := sh(t, "nbdinfo", "--map=qemu:dirty-bitmap:b0", s.uri); got != want {
+			t.Errorf("qnbd %v: nbdinfo --map=qemu:dirty-bitmap:b0:\n%s\nqemu-nbd's:\n%s", args, got, want)
+		}
+		s.stop()
+	}
 	for _, name := range []string{"nope"} {
 		qcode, qerr := runServer(t, "qemu-nbd", "-f", "qcow2", "-B", name, img)
 		code, stderr := runServer(t, filepath.Join(bin, "qnbd"), "-f", "qcow2", "-B", name, img)

@@ -152,17 +152,24 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt}
 	if cfg.bitmap != "" {
-		// As qemu-nbd -B: the image's own bitmap, usable, or no export.
-		if img.Image == nil {
+		// As qemu-nbd -B (7.2's nbd_export_create): the first image
+		// down the backing chain that has the bitmap (with -s, the
+		// image under the temporary overlay), usable, or no export.
+		var owner *qcow2.Image
+		for im := img.Image; im != nil && owner == nil; {
+			switch err := im.BitmapUsable(cfg.bitmap); {
+			case err == nil:
+				owner = im
+			case !errors.Is(err, qcow2.ErrNoBitmap):
+				return fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", cfg.bitmap)
+			default:
+				im, _ = im.Backing().(*qcow2.Image)
+			}
+		}
+		if owner == nil {
 			return fmt.Errorf("Bitmap '%s' is not found", cfg.bitmap)
 		}
-		if err := img.Image.BitmapUsable(cfg.bitmap); err != nil {
-			if errors.Is(err, qcow2.ErrNoBitmap) {
-				return fmt.Errorf("Bitmap '%s' is not found", cfg.bitmap)
-			}
-			return fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", cfg.bitmap)
-		}
-		exp.Bitmap, exp.BitmapSource = cfg.bitmap, dirtyBitmap{img.Image, cfg.bitmap}
+		exp.Bitmap, exp.BitmapSource = cfg.bitmap, dirtyBitmap{owner, cfg.bitmap}
 	}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
