@@ -372,6 +372,12 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 			return err
 		}
 	}
+	// Its tables are read through before any count changes: an entry
+	// that is not valid refuses the apply with the image as it was
+	// (the count would stop half way, its raised counts leaked).
+	if err := im.walkRefTree(snl1, 0, func(uint64) error { return nil }); err != nil {
+		return err
+	}
 	// The snapshot's tables become active: the overlap checks let their
 	// write-back through (their COPIED flags change below).
 	for _, e := range snl1 {
