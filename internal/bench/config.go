@@ -200,5 +200,37 @@ func (c *Config) flushEachWrite() bool {
 	return c.Write && (c.Cache == "writethrough" || c.Cache == "directsync")
 }
 
+// firstFlush is where the interval flushes start (W2): the first p at or
+// after the first completion (depth requests sent) with count-p a
+// multiple of the interval; count when there is none before the end.
+func (c *Config) firstFlush() uint64 {
+	n, fi := uint64(c.Count), uint64(c.FlushInterval)
+	lo := min(uint64(c.Depth), n)
+	return lo + (n-lo)%fi
+}
+
+// flushAfter reports whether an interval flush comes after done requests
+// (W2; the one after the last is the final flush).
+func (c *Config) flushAfter(done uint64) bool {
+	if c.FlushInterval <= 0 || done >= uint64(c.Count) {
+		return false
+	}
+	first := c.firstFlush()
+	return done >= first && (done-first)%uint64(c.FlushInterval) == 0
+}
+
+// flushesUpTo is how many interval flushes come after p requests for
+// some p <= i: drained, request i starts once they returned (W2).
+func (c *Config) flushesUpTo(i uint64) uint64 {
+	if c.FlushInterval <= 0 {
+		return 0
+	}
+	first := c.firstFlush()
+	if i < first {
+		return 0
+	}
+	return (min(i, uint64(c.Count)-1)-first)/uint64(c.FlushInterval) + 1
+}
+
 // noFlush: cache=unsafe ignores flushes (BDRV_O_NO_FLUSH).
 func (c *Config) noFlush() bool { return c.Cache == "unsafe" }

@@ -18,8 +18,12 @@
 //
 //	W1  No allocation per request in the worker loop, nor in the queue
 //	    runner's (TestRun_AllocsPerRequest).
-//	W2  With a drained flush interval N, no request i >= k*N starts before
-//	    all requests < k*N completed and the k-th flush returned.
+//	W2  With a flush interval N, the interval flushes come after p
+//	    requests for each p in [min(depth, count), count) with
+//	    (count-p) % N == 0, as qemu-img bench's (it flushes when the
+//	    requests not yet sent are a multiple of N, from its first
+//	    completion on); drained, no request i >= p starts before all
+//	    requests < p completed and that flush returned.
 //	W3  The reported time runs from the first submission to the last
 //	    completion; the final flush and close are outside it, as in qemu-img.
 //	W4  Work the engine goes on doing after the last completion (the zero

@@ -68,7 +68,7 @@ func (qr *queueRunner) run() error {
 			qr.flushDue--
 			qr.flushOut++
 		}
-		for len(qr.free) > 0 && next < n && (!drain || next/fi <= flushed) && room() {
+		for len(qr.free) > 0 && next < n && (!drain || cfg.flushesUpTo(next) <= flushed) && room() {
 			i := qr.free[len(qr.free)-1]
 			qr.free = qr.free[:len(qr.free)-1]
 			off := offsetOf(cfg.Offset, cfg.Step, r.size, next)
@@ -117,11 +117,11 @@ func (qr *queueRunner) run() error {
 			qr.hist.Record(now.Sub(qr.start[i]))
 			qr.free = append(qr.free, i)
 			done++
-			if fi > 0 && done%fi == 0 && done < n {
+			if cfg.flushAfter(done) {
 				if err := qr.flushAt(done, drain); err != nil {
 					return err
 				}
-				flushed = done / fi
+				flushed = cfg.flushesUpTo(done)
 			}
 		}
 		clear(qr.out[:k])

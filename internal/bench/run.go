@@ -401,9 +401,9 @@ func (w *worker) one(i uint64) error {
 	cfg := r.cfg
 	fi := uint64(cfg.FlushInterval)
 	drain := fi > 0 && !cfg.NoDrain
-	if drain && r.flushed.Load() < i/fi {
+	if drain && r.flushed.Load() < cfg.flushesUpTo(i) {
 		r.mu.Lock()
-		for r.flushed.Load() < i/fi && !r.failed.Load() {
+		for r.flushed.Load() < cfg.flushesUpTo(i) && !r.failed.Load() {
 			r.cond.Wait()
 		}
 		r.mu.Unlock()
@@ -430,7 +430,7 @@ func (w *worker) one(i uint64) error {
 		return &RequestError{Offset: off, Len: cfg.Size, Write: cfg.Write, Err: err}
 	}
 	d := r.done.Add(1)
-	if fi > 0 && d%fi == 0 && d < uint64(cfg.Count) {
+	if cfg.flushAfter(d) {
 		// With drain every request < d has completed and none >= d has
 		// started, so this flush covers exactly the first d requests.
 		if !cfg.noFlush() {
@@ -441,7 +441,7 @@ func (w *worker) one(i uint64) error {
 		r.flushes.Add(1)
 		if drain {
 			r.mu.Lock()
-			r.flushed.Store(d / fi)
+			r.flushed.Store(cfg.flushesUpTo(d))
 			r.cond.Broadcast()
 			r.mu.Unlock()
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,6 +100,20 @@ func testFlushIntervalDrains(t *testing.T, queue bool) {
 	}
 	if res.Flushes != 9 || res.Latency.Count() != 1000 || res.Requests != 1000 {
 		t.Errorf("flushes %d, latencies %d, requests %d", res.Flushes, res.Latency.Count(), res.Requests)
+	}
+	// As qemu-img bench, whose flushes fall where the requests not yet
+	// sent are a multiple of the interval: counted back from the end
+	// (after 100, 400, 700 here, not 300, 600, 900; review 53).
+	dev2 := &countDev{Device: memdev.New(memdev.Options{})}
+	if err := dev2.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RunOn(&imgopen.Opened{Dev: dev2}, Config{Count: 1000, Depth: 8, Size: 512, Step: -1, Write: true,
+		FlushInterval: 300, Out: io.Discard, Format: "raw", Queue: queue}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(dev2.atFlush); got != "[100 400 700 1000]" {
+		t.Errorf("-c 1000 -d 8 --flush-interval 300: flushes after %s writes, want [100 400 700 1000] (qemu-img bench's)", got)
 	}
 	if !strings.Contains(out.String(), "Sending flush every 100 requests\n") ||
 		!strings.Contains(out.String(), "Sending 1000 write requests, 512 bytes each, 8 in parallel (starting at offset 0, step size 512)\n") {
