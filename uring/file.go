@@ -20,6 +20,7 @@ type File struct {
 	path      string
 	fd        int // O_DIRECT when direct; the only descriptor (U1)
 	readOnly  bool
+	noFlush   bool // Options.NoFlush
 	direct    bool
 	align     int64
 	memAlign  int

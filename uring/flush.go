@@ -21,7 +21,7 @@ func (f *File) Flush() error {
 // one of several concurrent calls, and the others would succeed before
 // the failure is recorded.
 func (f *File) flush() error {
-	if f.readOnly {
+	if f.readOnly || f.noFlush {
 		return nil
 	}
 	f.flushMu.Lock()

@@ -5,6 +5,7 @@ package uring
 import (
 	"errors"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -129,5 +130,40 @@ func TestConcurrentFlushesAllFail(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNoFlush: with Options.NoFlush (QEMU's cache=unsafe), Flush and a
+// queue's flush requests succeed without an fdatasync (qbench -t unsafe
+// synced where qemu-img bench never does; review 53).
+func TestNoFlush(t *testing.T) {
+	for _, backend := range []Backend{Ring, Threads} {
+		f, err := Open(filepath.Join(t.TempDir(), "f"), Options{Create: true, NoFlush: true, Backend: backend})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Writev(0, [][]byte{make([]byte, 4096)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if q, err := f.NewQueue(4); err == nil { // the ring's only
+			r := &block.Req{Op: block.OpFlush}
+			if err := q.Submit(r); err != nil {
+				t.Fatal(err)
+			}
+			out := make([]*block.Req, 1)
+			if _, err := q.Wait(out, 1); err != nil || r.Err != nil {
+				t.Fatalf("queued flush: %v, %v", err, r.Err)
+			}
+			q.Close()
+		} else if backend == Ring {
+			t.Fatal(err)
+		}
+		if n := f.Metrics().Fsyncs; n != 0 {
+			t.Errorf("backend %v: %d fdatasync calls, want none", backend, n)
+		}
+		f.Close()
 	}
 }

@@ -19,7 +19,7 @@ func Open(path string, o Options) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{path: path, fd: fd, readOnly: o.ReadOnly, direct: o.Direct,
+	f := &File{path: path, fd: fd, readOnly: o.ReadOnly, noFlush: o.NoFlush, direct: o.Direct,
 		align: 1, memAlign: 1, done: make(chan struct{})}
 	err = f.probe()
 	if err == nil {

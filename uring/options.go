@@ -66,6 +66,10 @@ type Options struct {
 	// fallocate(ZERO_RANGE) even where FALLOC_FL_WRITE_ZEROES would be
 	// tried (U2), e.g. to measure what written extents buy.
 	NoWriteZeroes bool
+	// NoFlush makes Flush (and a queue's flush requests) do nothing, as
+	// QEMU's cache=unsafe (BDRV_O_NO_FLUSH): nothing the File writes is
+	// made durable by it, so a crash may lose any of it.
+	NoFlush bool
 }
 
 const (

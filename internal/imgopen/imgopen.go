@@ -58,7 +58,9 @@ type Spec struct {
 func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 	o := uring.Options{ReadOnly: readOnly}
 	switch cache {
-	case "", "writeback", "writethrough", "unsafe":
+	case "", "writeback", "writethrough":
+	case "unsafe":
+		o.NoFlush = true // as QEMU's BDRV_O_NO_FLUSH
 	case "none", "directsync":
 		o.Direct = true
 	default:

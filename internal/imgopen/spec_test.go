@@ -293,8 +293,13 @@ func TestFileOptions_AIO(t *testing.T) {
 		if (err != nil) != tc.wantErr {
 			t.Fatalf("%q/%q: err %v", tc.cache, tc.aio, err)
 		}
-		if err == nil && (o.Direct != tc.direct || o.NoMerge != tc.noMerge || o.Backend != tc.backend) {
+		if err == nil && (o.Direct != tc.direct || o.NoMerge != tc.noMerge || o.Backend != tc.backend || o.NoFlush) {
 			t.Fatalf("%q/%q: %+v", tc.cache, tc.aio, o)
 		}
+	}
+	// cache=unsafe ignores flushes, as QEMU's (review 53: qbench -t
+	// unsafe synced the file).
+	if o, err := FileOptions("unsafe", "", false); err != nil || !o.NoFlush || o.Direct {
+		t.Errorf("unsafe: %+v, %v", o, err)
 	}
 }
