@@ -46,60 +46,9 @@ func TestRegress_XL2ZeroSubclustersWaitForWriters(t *testing.T) {
 	if err := q.Submit(w1); err != nil {
 		t.Fatal(err)
 	}
-	g.waitSeen(t, 1) // W1 on the fast path, held at the device
-	zdone := make(chan error, 1)
-	go func() { zdone <- im.WriteZeroes(C, 8192, 0) }() // subclusters 0-3 of C
-	released := false
-	select {
-	case err := <-zdone:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(200 * time.Millisecond):
-		g.release(g.heldOff(0))
-		released = true
-		waitDone(t, q, w1)
-		if err := <-zdone; err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("zeroing returned before W1 landed: %v", !released)
-	var once sync.Once
-	inLink := make(chan struct{})
-	relLink := make(chan struct{})
-	im.linkFault = func() error {
-		once.Do(func() { close(inLink); <-relLink })
-		return nil
-	}
-	w2data := bytes.Repeat([]byte{0xb2}, 512)
-	w2 := make(chan error, 1)
-	go func() { _, err := im.WriteAt(w2data, C+1024); w2 <- err }()
-	select {
-	case <-inLink:
-	case <-time.After(5 * time.Second):
-		t.Fatal("W2 did not reach its link")
-	}
-	if !released {
-		g.release(g.heldOff(0))
-		waitDone(t, q, w1)
-	}
-	r1 := make([]byte, 4096)
-	if err := im.Readv(C, [][]byte{r1}); err != nil {
-		t.Fatal(err)
-	}
-	close(relLink)
-	if err := <-w2; err != nil {
-		t.Fatal(err)
-	}
-	im.linkFault = nil
-	r2 := readBack(t, im, C, 4096)
-	t.Logf("after W1's ack: %#x..., after W2's link: [0]=%#x [1024]=%#x [3000]=%#x", r1[:4], r2[0], r2[1024], r2[3000])
-	want := make([]byte, 4096)
-	copy(want, r1)
-	copy(want[1024:], w2data)
-	if !bytes.Equal(r2, want) {
-		t.Errorf("W1's range changed by an unrelated later write W2; W2's own bytes read %#x (want 0xb2)", r2[1024])
-	}
+	g.waitSeen(t, 1)                                                              // W1 on the fast path, held at the device
+	zeroThenRewrite(t, im, C, func() error { return im.WriteZeroes(C, 8192, 0) }, // subclusters 0-3 of C
+		func() { g.release(g.heldOff(0)); waitDone(t, q, w1) })
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,23 +62,52 @@ func TestRegress_XL2ZeroSubclustersWaitForWritersSync(t *testing.T) {
 	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: cs, ExtendedL2: true}); err != nil {
 		t.Fatal(err)
 	}
-	hd := &holdFirstDev{Dev: mem, entered: make(chan struct{}), release: make(chan struct{})}
+	hd := newHoldFirstDev(mem)
 	im, err := OpenDevice(hd, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer im.Close()
 	const C = 2 * cs
-	mustWrite(t, im, bytes.Repeat([]byte{0x11}, cs), C)
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
+	finish := hd.holdW1(t, im, C)
+	zeroThenRewrite(t, im, C, func() error { return im.WriteZeroes(C, 8192, 0) }, finish)
+}
+
+// On an extended-L2 image with an external data file, a zeroing (no
+// unmap) of guest cluster 0 keeps it (allocated at host offset 0, DF2),
+// but xzeroClusterLocked set fr.kept only for e.Offset() != 0, so the
+// zeroing did not wait for writes that found the cluster Normal (Q12;
+// review 53). Guest cluster 1 (host offset != 0) is the control.
+func TestRegress_XL2DataFileCluster0ZeroWaitsForWriters(t *testing.T) {
+	const cs = 64 << 10
+	for _, c := range []int64{0, 1} {
+		t.Run(fmt.Sprintf("cluster%d", c), func(t *testing.T) {
+			img, data := dfMemImage(t, CreateOptions{Size: 1 << 20, ClusterSize: cs, ExtendedL2: true}, false)
+			hd := newHoldFirstDev(data)
+			im, err := OpenDevice(img, Options{DataDevice: hd})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			C := c * cs
+			finish := hd.holdW1(t, im, C) // in place, in the gate, held at the data file
+			zeroThenRewrite(t, im, C, func() error { return im.WriteZeroes(C, cs, 0) }, finish)
+		})
 	}
-	hd.arm.Store(true)
-	w1 := make(chan error, 1)
-	go func() { _, err := im.WriteAt(bytes.Repeat([]byte{0xa1}, 4096), C); w1 <- err }()
-	<-hd.entered
+}
+
+// zeroThenRewrite is what these regressions share. W1, a write of 0xa1
+// into [c, c+4096) that found its cluster allocated, is held at the
+// device; zero runs meanwhile, and if it has not returned after a while
+// (it waits for W1, Q12) finish lets W1 complete. Then W2, 512 bytes at
+// c+1024 into the same (re-allocated) subcluster, stops before its
+// link; W1 completes if it had not; [c, c+4096) is read (r1), and W2
+// links. The range must read r1 with W2's bytes over it: not W1's bytes
+// brought back by W2's link.
+func zeroThenRewrite(t *testing.T, im *Image, c int64, zero func() error, finish func()) {
+	t.Helper()
 	zdone := make(chan error, 1)
-	go func() { zdone <- im.WriteZeroes(C, 8192, 0) }()
+	go func() { zdone <- zero() }()
 	released := false
 	select {
 	case err := <-zdone:
@@ -137,11 +115,8 @@ func TestRegress_XL2ZeroSubclustersWaitForWritersSync(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(300 * time.Millisecond):
-		close(hd.release)
+		finish()
 		released = true
-		if err := <-w1; err != nil {
-			t.Fatal(err)
-		}
 		if err := <-zdone; err != nil {
 			t.Fatal(err)
 		}
@@ -156,20 +131,17 @@ func TestRegress_XL2ZeroSubclustersWaitForWritersSync(t *testing.T) {
 	}
 	w2data := bytes.Repeat([]byte{0xb2}, 512)
 	w2 := make(chan error, 1)
-	go func() { _, err := im.WriteAt(w2data, C+1024); w2 <- err }()
+	go func() { _, err := im.WriteAt(w2data, c+1024); w2 <- err }()
 	select {
 	case <-inLink:
 	case <-time.After(5 * time.Second):
 		t.Fatal("W2 did not reach its link")
 	}
 	if !released {
-		close(hd.release)
-		if err := <-w1; err != nil {
-			t.Fatal(err)
-		}
+		finish()
 	}
 	r1 := make([]byte, 4096)
-	if err := im.Readv(C, [][]byte{r1}); err != nil {
+	if err := im.Readv(c, [][]byte{r1}); err != nil {
 		t.Fatal(err)
 	}
 	close(relLink)
@@ -177,12 +149,12 @@ func TestRegress_XL2ZeroSubclustersWaitForWritersSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	im.linkFault = nil
-	r2 := readBack(t, im, C, 4096)
+	r2 := readBack(t, im, c, 4096)
 	want := bytes.Clone(r1)
 	copy(want[1024:], w2data)
-	t.Logf("after W1's ack: %#x..., after W2: [0]=%#x [1024]=%#x", r1[:2], r2[0], r2[1024])
+	t.Logf("after W1's ack: %#x..., after W2's link: [0]=%#x [1024]=%#x", r1[:4], r2[0], r2[1024])
 	if !bytes.Equal(r2, want) {
-		t.Errorf("W2's own bytes read %#x (want 0xb2), byte 0 reads %#x (want %#x)", r2[1024], r2[0], r1[0])
+		t.Errorf("after W2 (acknowledged, issued after the zeroing returned and W1 was acknowledged): byte 1024 reads %#x, want 0xb2; byte 0 reads %#x, want %#x", r2[1024], r2[0], r1[0])
 	}
 }
 
@@ -194,6 +166,10 @@ type holdFirstDev struct {
 	release chan struct{}
 }
 
+func newHoldFirstDev(d *memdev.Dev) *holdFirstDev {
+	return &holdFirstDev{Dev: d, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
 func (d *holdFirstDev) Writev(off int64, v [][]byte) error {
 	if len(v) > 0 && len(v[0]) > 0 && v[0][0] == 0xa1 && d.arm.CompareAndSwap(true, false) {
 		close(d.entered)
@@ -203,87 +179,23 @@ func (d *holdFirstDev) Writev(off int64, v [][]byte) error {
 }
 func (d *holdFirstDev) Close() error { return nil }
 
-// On an extended-L2 image with an external data file, a zeroing (no
-// unmap) of guest cluster 0 keeps it (allocated at host offset 0, DF2),
-// but xzeroClusterLocked set fr.kept only for e.Offset() != 0, so the
-// zeroing did not wait for writes that found the cluster Normal (Q12;
-// review 53). Guest cluster 1 (host offset != 0) is the control.
-func TestRegress_XL2DataFileCluster0ZeroWaitsForWriters(t *testing.T) {
-	const cs = 64 << 10
-	for _, c := range []int64{0, 1} {
-		t.Run(fmt.Sprintf("cluster%d", c), func(t *testing.T) {
-			img, data := dfMemImage(t, CreateOptions{Size: 1 << 20, ClusterSize: cs, ExtendedL2: true}, false)
-			hd := &holdFirstDev{Dev: data, entered: make(chan struct{}), release: make(chan struct{})}
-			im, err := OpenDevice(img, Options{DataDevice: hd})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer im.Close()
-			C := c * cs
-			mustWrite(t, im, bytes.Repeat([]byte{0x11}, cs), C)
-			if err := im.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			hd.arm.Store(true)
-			w1 := make(chan error, 1)
-			go func() { _, err := im.WriteAt(bytes.Repeat([]byte{0xa1}, 4096), C); w1 <- err }()
-			<-hd.entered // W1 in place, in the gate, held at the data file
-			zdone := make(chan error, 1)
-			go func() { zdone <- im.WriteZeroes(C, cs, 0) }()
-			released := false
-			select {
-			case err := <-zdone:
-				if err != nil {
-					t.Fatal(err)
-				}
-			case <-time.After(300 * time.Millisecond): // waits for W1 (Q12)
-				close(hd.release)
-				released = true
-				if err := <-w1; err != nil {
-					t.Fatal(err)
-				}
-				if err := <-zdone; err != nil {
-					t.Fatal(err)
-				}
-			}
-			t.Logf("zeroing returned before W1 landed: %v", !released)
-			var once sync.Once
-			inLink := make(chan struct{})
-			relLink := make(chan struct{})
-			im.linkFault = func() error {
-				once.Do(func() { close(inLink); <-relLink })
-				return nil
-			}
-			w2data := bytes.Repeat([]byte{0xb2}, 512)
-			w2 := make(chan error, 1)
-			go func() { _, err := im.WriteAt(w2data, C+1024); w2 <- err }()
-			select {
-			case <-inLink:
-			case <-time.After(5 * time.Second):
-				t.Fatal("W2 did not reach its link")
-			}
-			if !released {
-				close(hd.release)
-				if err := <-w1; err != nil {
-					t.Fatal(err)
-				}
-			}
-			r1 := make([]byte, 4096)
-			if err := im.Readv(C, [][]byte{r1}); err != nil {
-				t.Fatal(err)
-			}
-			close(relLink)
-			if err := <-w2; err != nil {
-				t.Fatal(err)
-			}
-			im.linkFault = nil
-			r2 := readBack(t, im, C, 4096)
-			want := bytes.Clone(r1)
-			copy(want[1024:], w2data)
-			t.Logf("after W1's ack %#x..., after W2: [0]=%#x [1024]=%#x", r1[:2], r2[0], r2[1024])
-			if !bytes.Equal(r2, want) {
-				t.Errorf("after W2 (acknowledged, issued after the zeroing returned and W1 was acknowledged), cluster %d byte 1024 reads %#x, want 0xb2; byte 0 reads %#x, want %#x", c, r2[1024], r2[0], r1[0])
-			}
-		})
+// holdW1 writes cluster c of im whole and flushes, then starts W1 (0xa1
+// into its first 4 KiB) and returns once W1 is held at d; the function
+// returned lets W1 complete and checks it.
+func (d *holdFirstDev) holdW1(t *testing.T, im *Image, c int64) func() {
+	t.Helper()
+	mustWrite(t, im, bytes.Repeat([]byte{0x11}, int(im.g.ClusterSize)), c)
+	if err := im.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d.arm.Store(true)
+	w1 := make(chan error, 1)
+	go func() { _, err := im.WriteAt(bytes.Repeat([]byte{0xa1}, 4096), c); w1 <- err }()
+	<-d.entered
+	return func() {
+		close(d.release)
+		if err := <-w1; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
