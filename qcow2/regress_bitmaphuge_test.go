@@ -24,15 +24,9 @@ func TestRegress_CheckHugeBitmapTable(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "h.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
 	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := format.ParseHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, h := fileAndHeader(t, p)
 	var ext format.BitmapsExt
+	var err error
 	for _, e := range h.Extensions {
 		if e.Type == format.ExtBitmaps {
 			if ext, err = format.ParseBitmapsExt(e.Data); err != nil {

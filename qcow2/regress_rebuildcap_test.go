@@ -23,14 +23,7 @@ func TestRegress_RebuildCapsOverflowedCounts(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "rb1.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", p, "64M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x11 0 128k", "-c", "write -P 0x22 1M 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := format.ParseHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, h := fileAndHeader(t, p)
 	be := binary.BigEndian
 	cs := uint64(1) << h.ClusterBits
 	l2 := be.Uint64(b[h.L1TableOffset:]) & 0x00fffffffffffe00
@@ -76,14 +69,7 @@ func TestRegress_CheckL1CopiedWithoutTable(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "l1.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "2G")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x22 1M 64k", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := format.ParseHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, h := fileAndHeader(t, p)
 	binary.BigEndian.PutUint64(b[h.L1TableOffset+8:], format.OflagCopied) // L1[1]
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
@@ -107,4 +93,19 @@ func TestRegress_CheckL1CopiedWithoutTable(t *testing.T) {
 	}
 	testkit.QemuCheck(t, p)
 	testkit.MustRun(t, "qemu-io", "-c", "read -P 0x22 1M 64k", "-c", "read -P 0 1G 64k", p)
+}
+
+// fileAndHeader reads the image file at p whole (to damage it) and its
+// header.
+func fileAndHeader(t *testing.T, p string) ([]byte, *format.Header) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := format.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, h
 }
