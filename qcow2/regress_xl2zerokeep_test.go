@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 )
@@ -23,36 +22,8 @@ import (
 // overwriting W2's own acknowledged data (review 53). The zeroing now
 // waits for W1 (Q12).
 func TestRegress_XL2ZeroSubclustersWaitForWriters(t *testing.T) {
-	const cs = 64 << 10
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: cs, ExtendedL2: true}); err != nil {
-		t.Fatal(err)
-	}
-	g := newHeldWrites(mem)
-	im, err := OpenDevice(zeroKeepDev{mem, g}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	const C = 2 * cs
-	mustWrite(t, im, bytes.Repeat([]byte{0x11}, cs), C)
-	if err := im.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	q, err := im.NewQueue(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1 := &block.Req{Op: block.OpWrite, Off: C, Buf: bytes.Repeat([]byte{0xa1}, 4096)}
-	if err := q.Submit(w1); err != nil {
-		t.Fatal(err)
-	}
-	g.waitSeen(t, 1)                                                                    // W1 on the fast path, held at the device
-	zeroThenRewrite(t, im, C, 1024, func() error { return im.WriteZeroes(C, 8192, 0) }, // subclusters 0-3 of C
-		func() { g.release(g.heldOff(0)); waitDone(t, q, w1) })
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	im, c, finish := heldQueuedW1(t, CreateOptions{Size: 4 << 20, ClusterSize: 64 << 10, ExtendedL2: true})
+	zeroThenRewrite(t, im, c, 1024, func() error { return im.WriteZeroes(c, 8192, 0) }, finish) // subclusters 0-3
 }
 
 // The same through the synchronous path only (no queue): W1 is a

@@ -31,8 +31,19 @@ func (d zeroKeepDev) Close() error { return nil }
 // requests that found it Normal (Q12) before it returns.
 func TestRegress_ZeroKeptClusterWriteStaysZeroed(t *testing.T) {
 	const cs = 64 << 10
+	im, c, finish := heldQueuedW1(t, CreateOptions{Size: 4 << 20, ClusterSize: cs})
+	zeroThenRewrite(t, im, c, 32<<10, func() error { return im.WriteZeroes(c, cs, 0) }, finish)
+}
+
+// heldQueuedW1 makes an image of co on a memdev whose queue holds every
+// write, writes its third cluster whole and flushes, and sends W1 (0xa1
+// into the cluster's first 4 KiB) down a queue's fast path, where the
+// device holds it. It returns the image, the cluster's offset, and the
+// function that lets W1 complete (zeroThenRewrite's finish).
+func heldQueuedW1(t *testing.T, co CreateOptions) (*Image, int64, func()) {
+	t.Helper()
 	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: cs}); err != nil {
+	if err := CreateDevice(mem, co); err != nil {
 		t.Fatal(err)
 	}
 	g := newHeldWrites(mem)
@@ -40,9 +51,9 @@ func TestRegress_ZeroKeptClusterWriteStaysZeroed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer im.Close()
-	const C = 2 * cs
-	mustWrite(t, im, bytes.Repeat([]byte{0x11}, cs), C)
+	cs := int64(im.g.ClusterSize)
+	c := 2 * cs
+	mustWrite(t, im, bytes.Repeat([]byte{0x11}, int(cs)), c)
 	if err := im.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -50,14 +61,16 @@ func TestRegress_ZeroKeptClusterWriteStaysZeroed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w1 := &block.Req{Op: block.OpWrite, Off: C, Buf: bytes.Repeat([]byte{0xa1}, 4096)}
+	t.Cleanup(func() {
+		if err := q.Close(); err != nil {
+			t.Error(err)
+		}
+		im.Close()
+	})
+	w1 := &block.Req{Op: block.OpWrite, Off: c, Buf: bytes.Repeat([]byte{0xa1}, 4096)}
 	if err := q.Submit(w1); err != nil {
 		t.Fatal(err)
 	}
 	g.waitSeen(t, 1) // W1 went down the fast path: held at the device
-	zeroThenRewrite(t, im, C, 32<<10, func() error { return im.WriteZeroes(C, cs, 0) },
-		func() { g.release(g.heldOff(0)); waitDone(t, q, w1) })
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	return im, c, func() { g.release(g.heldOff(0)); waitDone(t, q, w1) }
 }
