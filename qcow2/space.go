@@ -102,6 +102,14 @@ func (im *Image) reserveAhead(end uint64) {
 	if newEnd > start {
 		if err := im.dev.WriteZeroes(int64(start), int64(newEnd-start), block.Allocate); err != nil {
 			s.ahead = 0
+			// A reserve that failed part-way may have kept what it got
+			// (ext4's ZERO_RANGE out of space keeps the blocks it took,
+			// the file grown over them): that part is reserved too, so
+			// it is handed out first and given back at Close (SP3,
+			// trimReserved). Past the mark it reads as zeros (SP2).
+			if sz, err := im.dev.Size(); err == nil && uint64(sz) > max(s.reserved, s.hwm.Load()) {
+				s.reserved = uint64(sz)
+			}
 			return
 		}
 	}
