@@ -428,11 +428,20 @@ func (im *Image) preallocate(mode string) error {
 // preallocateLocked allocates the guest clusters of [from, to) that
 // have no cluster yet (none of a new image; those a growth adds), each
 // in the mode of qemu-img preallocation= metadata, falloc or full, in
-// host order (mu held, no allocation in flight).
-func (im *Image) preallocateLocked(mode string, from, to uint64) error {
+// host order (mu held, no allocation in flight). If it fails, the
+// entries it set are taken back (unlinkPrealloc): on a full file
+// system a full or falloc preallocation failed with its clusters linked
+// past the file's end, which both checks called corruption.
+func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 	g := &im.g
 	n := (to + g.ClusterSize - 1) >> g.ClusterBits
 	reused := false
+	var linked []format.GuestOff
+	defer func() {
+		if err != nil && len(linked) > 0 {
+			im.unlinkPrealloc(linked)
+		}
+	}()
 	// The data clusters, in runs of host-contiguous ones: falloc and
 	// full reserve or write every one of them (metadata lies between).
 	type run struct{ off, end int64 }
@@ -475,6 +484,7 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) error {
 		if err := im.setEntry(goff, format.MakeL2(host, true, false)); err != nil {
 			return err
 		}
+		linked = append(linked, goff)
 	}
 	if reused {
 		// The zeros are durable before any L2 entry that links them
@@ -516,4 +526,28 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) error {
 		}
 	}
 	return im.flushLocked()
+}
+
+// unlinkPrealloc takes back the entries a failed preallocateLocked set
+// (guest clusters past the size guests see, or of an image being
+// created: no request can have found them) and frees their clusters once
+// that is durable (Q3); if it cannot be made durable they leak.
+func (im *Image) unlinkPrealloc(linked []format.GuestOff) {
+	hosts := make([]format.HostOff, 0, len(linked))
+	for _, goff := range linked {
+		e, err := im.rawEntry(goff)
+		if err != nil || im.setEntry(goff, 0) != nil {
+			return
+		}
+		hosts = append(hosts, e.Offset())
+	}
+	if im.flushLocked() != nil {
+		return
+	}
+	for _, h := range hosts {
+		if im.freeClustersLocked(h, 1) != nil {
+			return
+		}
+	}
+	im.flushLocked()
 }
