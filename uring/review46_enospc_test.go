@@ -6,38 +6,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring/looptest"
 	"golang.org/x/sys/unix"
 )
 
 // smallTmpfs mounts a tmpfs of size bytes and returns its mount point; it
 // skips without root.
-func smallTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (tmpfs mount)")
-	}
-	dir, err := os.MkdirTemp("", "qring-enospc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		os.Remove(dir)
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-		os.Remove(dir)
-	})
-	return dir
-}
+func smallTmpfs(t *testing.T, size int64) string { return testkit.SmallTmpfs(t, size) }
 
 // checkNoSpace checks the results of adjacent writes of bs bytes from
 // want at 0, bs, ... into a file system that ran out of space: every

@@ -181,8 +181,11 @@ func resizeRaw(r *resizeRequest, cur, size int64) error {
 
 // growRawPrealloc grows the raw file at path to size with its new part
 // allocated, as QEMU's file driver does: falloc reserves it
-// (fallocate), full writes zeros over it.
-func growRawPrealloc(path string, size int64, mode string) error {
+// (fallocate), full writes zeros over it. If that fails (no space), the
+// file goes back to its size, as QEMU's does: a fallocate out of space
+// keeps what it allocated, the file grown over it, and a raw image's
+// size is its file's.
+func growRawPrealloc(path string, size int64, mode string) (err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
@@ -196,6 +199,11 @@ func growRawPrealloc(path string, size int64, mode string) error {
 	if cur >= size {
 		return nil
 	}
+	defer func() {
+		if err != nil {
+			f.Truncate(cur)
+		}
+	}()
 	if mode == "falloc" {
 		if err := syscall.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
 			return fmt.Errorf("Could not preallocate new data: %w", err)

@@ -220,3 +220,32 @@ func TestResize_SnapshotsByVersion(t *testing.T) {
 		testkit.MustRun(t, "qemu-io", "-c", "read -P 5 0 64k", ours)
 	}
 }
+
+// TestRawPreallocOutOfSpace: a raw create or resize with
+// preallocation=full or falloc that runs out of space leaves the file at
+// its old size, as qemu-img does; qimg left it grown (a raw image's size
+// is its file's: the failed resize changed the disk's size; review 53).
+func TestRawPreallocOutOfSpace(t *testing.T) {
+	dir := testkit.SmallTmpfs(t, 16<<20)
+	for _, mode := range []string{"full", "falloc"} {
+		p := filepath.Join(dir, "c-"+mode+".raw")
+		if _, _, code := runQ(t, "create", "-q", "-f", "raw", "-o", "preallocation="+mode, p, "64M"); code == 0 {
+			t.Errorf("create %s past the space succeeded", mode)
+		}
+		if st, err := os.Stat(p); err == nil && st.Size() != 0 {
+			t.Errorf("create %s: a failed create left %d bytes", mode, st.Size())
+		}
+		os.Remove(p)
+		p = filepath.Join(dir, "r-"+mode+".raw")
+		mustQ(t, "create", "-q", "-f", "raw", p, "1M")
+		if _, _, code := runQ(t, "resize", "-f", "raw", "--preallocation="+mode, p, "64M"); code == 0 {
+			t.Errorf("resize %s past the space succeeded", mode)
+		}
+		if st, err := os.Stat(p); err != nil {
+			t.Error(err)
+		} else if st.Size() != 1<<20 {
+			t.Errorf("resize %s: the failed resize left the file at %d bytes", mode, st.Size())
+		}
+		os.Remove(p)
+	}
+}
