@@ -10,14 +10,13 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring/looptest"
 	"golang.org/x/sys/unix"
 )
 
 // smallTmpfs mounts a tmpfs of size bytes and returns its mount point; it
 // skips without root.
-func smallTmpfs(t *testing.T, size int64) string { return testkit.SmallTmpfs(t, size) }
+func smallTmpfs(t *testing.T, size int64) string { return looptest.SmallTmpfs(t, size) }
 
 // checkNoSpace checks the results of adjacent writes of bs bytes from
 // want at 0, bs, ... into a file system that ran out of space: every

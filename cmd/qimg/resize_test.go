@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,7 +227,7 @@ func TestResize_SnapshotsByVersion(t *testing.T) {
 // its old size, as qemu-img does; qimg left it grown (a raw image's size
 // is its file's: the failed resize changed the disk's size; review 53).
 func TestRawPreallocOutOfSpace(t *testing.T) {
-	dir := testkit.SmallTmpfs(t, 16<<20)
+	dir := looptest.SmallTmpfs(t, 16<<20)
 	for _, mode := range []string{"full", "falloc"} {
 		p := filepath.Join(dir, "c-"+mode+".raw")
 		if _, _, code := runQ(t, "create", "-q", "-f", "raw", "-o", "preallocation="+mode, p, "64M"); code == 0 {

@@ -1,4 +1,4 @@
-package testkit
+package looptest
 
 import (
 	"fmt"
