@@ -99,6 +99,22 @@ func TestCheck_RebuildsRefblockOutside(t *testing.T) {
 	checkRebuildRepairs(t, p, "read -P 1 0 1M")
 }
 
+// checkFile opens the image at p (read-only without repair, else for
+// repair), checks it with repair, and closes it; the error is the
+// check's or the close's.
+func checkFile(t *testing.T, p string, repair RepairMode) (*CheckResult, error) {
+	t.Helper()
+	im, err := Open(p, Options{Repair: repair != RepairNone, ReadOnly: repair == RepairNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Check(CheckOptions{Repair: repair})
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	return r, err
+}
+
 // checkRebuildRepairs repairs a copy of the image at path with -r all,
 // which must rebuild the refcount structures and leave an image that our
 // Check and qemu-img check find clean, with the guest data intact.
@@ -112,14 +128,7 @@ func checkRebuildRepairs(t *testing.T, path string, readBack string) {
 	if err := os.WriteFile(p, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	im, err := Open(p, Options{Repair: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := im.Check(CheckOptions{Repair: RepairAll})
-	if cerr := im.Close(); err == nil {
-		err = cerr
-	}
+	r, err := checkFile(t, p, RepairAll)
 	if err != nil || !r.Clean() || r.CorruptionsFixed == 0 || !strings.Contains(strings.Join(r.Messages, "\n"), "Rebuilding refcount structure") {
 		t.Fatalf("-r all: %v, %d check errors, %d corruptions (%d fixed), %d leaks: %v",
 			err, r.CheckErrors, r.Corruptions, r.CorruptionsFixed, r.Leaks, head(r.Messages, 8))

@@ -36,14 +36,7 @@ func TestRegress_RebuildCapsOverflowedCounts(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	im, err := Open(p, Options{Repair: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := im.Check(CheckOptions{Repair: RepairAll})
-	if cerr := im.Close(); err == nil {
-		err = cerr
-	}
+	r, err := checkFile(t, p, RepairAll)
 	msgs := strings.Join(r.Messages, "\n")
 	if err != nil || r.CheckErrors != 0 || !strings.Contains(msgs, "Rebuilding refcount structure") {
 		t.Fatalf("-r all: %v, %d check errors: %v", err, r.CheckErrors, head(r.Messages, 8))
@@ -75,14 +68,7 @@ func TestRegress_CheckL1CopiedWithoutTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, repair := range []RepairMode{RepairNone, RepairAll} {
-		im, err := Open(p, Options{Repair: repair != RepairNone, ReadOnly: repair == RepairNone})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := im.Check(CheckOptions{Repair: repair})
-		if cerr := im.Close(); err == nil {
-			err = cerr
-		}
+		r, err := checkFile(t, p, repair)
 		found, fixed := 1, 0 // what is left, and what was fixed
 		if repair == RepairAll {
 			found, fixed = 0, 1
