@@ -372,12 +372,6 @@ func (im *Image) applySnapshotLocked(sn format.Snapshot) error {
 			return err
 		}
 	}
-	// Its tables are read through before any count changes: an entry
-	// that is not valid refuses the apply with the image as it was
-	// (the count would stop half way, its raised counts leaked).
-	if err := im.walkRefTree(snl1, 0, func(uint64) error { return nil }); err != nil {
-		return err
-	}
 	// The snapshot's tables become active: the overlap checks let their
 	// write-back through (their COPIED flags change below).
 	for _, e := range snl1 {
@@ -526,7 +520,10 @@ func (im *Image) checkSnapshotL2s(snl1 []format.L1Entry) error {
 			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d lies in a free cluster", i)
 		}
 	}
-	return nil
+	// Their entries are read through before any count changes: one
+	// that is not valid refuses the apply with the image as it was (the
+	// count would stop half way, its raised counts leaked).
+	return im.walkRefTree(snl1, 0, func(uint64) error { return nil })
 }
 
 // writeActiveL1Locked writes the whole active L1 table from memory. Its
