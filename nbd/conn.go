@@ -207,27 +207,28 @@ func (c *conn) transmit() error {
 	}
 	// Workers start as requests need them (an idle connection holds
 	// none: 64 goroutines each cost more than its buffers), up to
-	// MaxInFlight: one more whenever the waiting workers are no more
-	// than the requests queued for them (a worker counts itself idle
-	// while it waits).
-	var idle atomic.Int32
+	// MaxInFlight: one more whenever the requests handed out and not
+	// finished are as many as the workers, so none is free. A stale
+	// count only overstates them (a worker counts its request finished
+	// after it ran it): an extra worker at worst, never a request
+	// queued behind a slow one while a worker could have been started.
+	// (Counting idle workers had a window, between a worker's receive
+	// and its count, where a request queued behind a busy worker: one
+	// held request stalled the next; TestConcurrent.)
+	var pending atomic.Int32
 	started, most := 0, c.srv.maxInFlight()
 	worker := func() {
-		for {
-			idle.Add(1)
-			j, ok := <-jobs
-			idle.Add(-1)
-			if !ok {
-				return
-			}
+		for j := range jobs {
 			c.run(j.r, j.payload, j.n)
+			pending.Add(-1)
 		}
 	}
 	dispatch := func(j job) {
-		if started < most && int(idle.Load()) <= len(jobs) {
+		if started < most && int(pending.Load()) >= started {
 			started++
 			go worker()
 		}
+		pending.Add(1)
 		jobs <- j
 	}
 	var hdr [requestSize]byte
