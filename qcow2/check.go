@@ -611,6 +611,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	if len(fixes) > 0 {
 		im.punchLeaked(fixes, c.fsize)
 		if err := im.applyFixes(fixes, nclusters); err != nil {
+			r.LeaksFixed, r.CorruptionsFixed = 0, 0 // not known durable, or not made
 			return r, err
 		}
 	}
@@ -677,7 +678,7 @@ func (im *Image) punchLeaked(fixes []fix, fsize uint64) {
 	if len(rs) == 0 {
 		return
 	}
-	if im.l2c.Write() != nil || im.dev.Flush() != nil {
+	if im.tablesDurable() != nil {
 		return
 	}
 	for _, r := range rs {
@@ -688,7 +689,32 @@ func (im *Image) punchLeaked(fixes []fix, fsize uint64) {
 	}
 }
 
+// tablesDurable writes the L2 tables in memory and flushes the device:
+// no table on the media references what none in memory does.
+func (im *Image) tablesDurable() error {
+	if err := im.l2c.Write(); err != nil {
+		return err
+	}
+	return im.dev.Flush()
+}
+
 func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
+	// A count lowered (a leak fixed) may be a reference whose removal
+	// a failed flush left off the media (freeAfterWriters leaks them):
+	// the lowered count must not reach the media before the removal
+	// (Q3), so the tables are made durable first, or nothing is fixed.
+	for _, f := range fixes {
+		cur, err := im.refcount(f.c)
+		if err != nil {
+			return err
+		}
+		if cur > f.want {
+			if err := im.tablesDurable(); err != nil {
+				return err
+			}
+			break
+		}
+	}
 	// New refcount blocks must not land on referenced clusters whose
 	// counts are wrong: allocate past everything.
 	im.freeIdx = max(im.freeIdx, nclusters, im.g.HostCluster(im.space.mark()))
