@@ -446,6 +446,18 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 	// full reserve or write every one of them (metadata lies between).
 	type run struct{ off, end int64 }
 	var runs []run
+	// The file reaches each data cluster before its entry is set: an L2
+	// table is written back in the middle (the next table's allocation,
+	// an eviction), and a crash then left entries past the end of the
+	// file, a corruption for both checks, wherever no reserve ahead had
+	// grown the file already (metadata mode always). It is grown once
+	// for the clusters still to link, and what a reused cluster left
+	// unused is cut at the end.
+	origSize, err := im.dev.Size()
+	if err != nil {
+		return err
+	}
+	fileEnd, grownTo := origSize, int64(0)
 	for gc := from >> g.ClusterBits; gc < n; gc++ {
 		goff := g.GuestClusterOff(gc)
 		if err := im.ensureL2Locked(goff); err != nil {
@@ -472,6 +484,19 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 			}
 			reused = true
 		}
+		if e := int64(host) + int64(g.ClusterSize); e > fileEnd {
+			// (A reserve ahead may have grown it since: never cut.)
+			if fileEnd, err = im.dev.Size(); err != nil {
+				return err
+			}
+			if e > fileEnd {
+				fileEnd = e + int64(n-gc-1)*int64(g.ClusterSize)
+				if err := im.dev.Truncate(fileEnd); err != nil {
+					return err
+				}
+				grownTo = fileEnd
+			}
+		}
 		if k := len(runs) - 1; k >= 0 && runs[k].end == int64(host) {
 			runs[k].end += int64(g.ClusterSize)
 		} else {
@@ -494,6 +519,16 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 		}
 	}
 	end := int64(im.space.hwm.Load())
+	if keep := max(origSize, end, int64(im.space.reserved)); grownTo > keep {
+		// Past every allocation (the clusters the estimate counted
+		// that were there already): grown here, cut back, unless a
+		// reserve has grown the file since.
+		if sz, err := im.dev.Size(); err == nil && sz == grownTo {
+			if err := im.dev.Truncate(keep); err != nil {
+				return err
+			}
+		}
+	}
 	switch mode {
 	case PreallocMetadata:
 		if sz, _ := im.dev.Size(); sz < end {
