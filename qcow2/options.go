@@ -187,55 +187,6 @@ const (
 	DefaultPreallocAlign = 1 << 20
 )
 
-// ParseSize parses 512, 4k, 64K, 1M, 2G, 1T (powers of 1024; a trailing
-// "B"/"iB" is accepted).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return 0, fmt.Errorf("empty size")
-	}
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "iB"), "B")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'k', 'K':
-			mult = 1 << 10
-		case 'm', 'M':
-			mult = 1 << 20
-		case 'g', 'G':
-			mult = 1 << 30
-		case 't', 'T':
-			mult = 1 << 40
-		case 'p', 'P':
-			mult = 1 << 50
-		case 'e', 'E':
-			mult = 1 << 60
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	if strings.ContainsAny(t, ".") {
-		f, err := strconv.ParseFloat(t, 64)
-		if err != nil || f < 0 {
-			return 0, fmt.Errorf("invalid size %q", s)
-		}
-		v := f * float64(mult)
-		if v > 1<<62 {
-			return 0, fmt.Errorf("size %q too large", s)
-		}
-		return int64(v), nil
-	}
-	v, err := strconv.ParseInt(t, 0, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	if v > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	return v * mult, nil
-}
-
 func parseBool(k, v string) (bool, error) {
 	switch strings.ToLower(v) {
 	case "on", "true", "yes", "1", "":
@@ -294,11 +245,11 @@ func (o *CreateOptions) Set(k, v string) error {
 			return fmt.Errorf("option compat: invalid value %q (0.10 or 1.1)", v)
 		}
 	case "refcount_bits":
-		n, err := strconv.Atoi(v)
-		if err != nil {
+		n, err := ParseNumber(v)
+		if err != nil || n > 64 {
 			return fmt.Errorf("option refcount_bits: invalid value %q", v)
 		}
-		o.RefcountBits = n
+		o.RefcountBits = int(n)
 	case "compression_type":
 		if v != "zlib" && v != "zstd" {
 			return fmt.Errorf("option compression_type: invalid value %q (zlib, zstd)", v)

@@ -145,14 +145,24 @@ func without(names []string, drop ...string) []string {
 	return n
 }
 
-// parseSize parses a count, depth, offset or size: a non-negative
-// integer with an optional k/M/G suffix (powers of 1024).
+// parseSize parses an offset or size as qemu-img bench (qemu_strtosz:
+// decimal, 0x hexadecimal, k/M/G... suffixes in powers of 1024).
 func parseSize(what, s string) (int64, error) {
 	n, err := qcow2.ParseSize(s)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("invalid %s %q", what, s)
 	}
 	return n, nil
+}
+
+// parseCount parses a request count, queue depth or flush interval as
+// qemu-img bench does (C's base 0: 010 is 8, 0x10 is 16), and, beyond
+// it, with a size suffix (1M requests).
+func parseCount(what, s string) (int64, error) {
+	if n, err := qcow2.ParseNumber(s); err == nil && n <= 1<<62 {
+		return int64(n), nil
+	}
+	return parseSize(what, s)
 }
 
 // strList collects a repeatable string flag.
@@ -250,8 +260,8 @@ func parse(args []string) (*cli, error) {
 	}
 
 	if set["c"] && set["n"] && count != countN {
-		cn, err1 := parseSize("count", count)
-		nn, err2 := parseSize("count", countN)
+		cn, err1 := parseCount("count", count)
+		nn, err2 := parseCount("count", countN)
 		if err1 != nil || err2 != nil || cn != nn {
 			return nil, fmt.Errorf("-c %s and -n %s disagree (they are the same count; give one)", count, countN)
 		}
@@ -260,7 +270,7 @@ func parse(args []string) (*cli, error) {
 		count = countN
 	}
 	if count != "" {
-		if c.Count, err = parseSize("request count", count); err != nil {
+		if c.Count, err = parseCount("request count", count); err != nil {
 			return nil, err
 		}
 		if c.Count == 0 {
@@ -269,7 +279,7 @@ func parse(args []string) (*cli, error) {
 		}
 	}
 	if set["d"] {
-		d, err := parseSize("queue depth", depth)
+		d, err := parseCount("queue depth", depth)
 		if err != nil || d < 1 || d > 1<<16 {
 			return nil, fmt.Errorf("invalid queue depth %q (1..65536)", depth)
 		}
@@ -299,7 +309,7 @@ func parse(args []string) (*cli, error) {
 		}
 	}
 	if set["flush-interval"] {
-		if c.FlushInterval, err = parseSize("flush interval", flushInt); err != nil {
+		if c.FlushInterval, err = parseCount("flush interval", flushInt); err != nil {
 			return nil, err
 		}
 		if c.FlushInterval == 0 {

@@ -48,3 +48,18 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestParseCount: counts, depths and flush intervals as qemu-img bench
+// reads them (base 0), sizes and offsets as qemu_strtosz (decimal).
+func TestParseCount(t *testing.T) {
+	for s, want := range map[string]int64{"010": 8, "0x10": 16, "64": 64, "1M": 1 << 20} {
+		if n, err := parseCount("count", s); err != nil || n != want {
+			t.Errorf("parseCount(%q) = %d, %v; want %d", s, n, err, want)
+		}
+	}
+	for s, want := range map[string]int64{"01000": 1000, "0x400": 1024, "4k": 4096} {
+		if n, err := parseSize("offset", s); err != nil || n != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", s, n, err, want)
+		}
+	}
+}

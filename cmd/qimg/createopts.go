@@ -70,9 +70,11 @@ func checkOptionType(opts []createOption, k, v string) (string, error) {
 			return v, fmt.Errorf("Parameter '%s' %s", k, errSizeParam)
 		}
 	case "num":
-		if _, err := strconv.ParseUint(v, 0, 64); err != nil {
+		n, err := qcow2.ParseNumber(v)
+		if err != nil {
 			return v, fmt.Errorf("Parameter '%s' expects a number", k)
 		}
+		return strconv.FormatUint(n, 10), nil // QEMU's base 0: 0x10, 020
 	case "bool (on/off)":
 		switch v {
 		case "on", "yes", "true", "y":

@@ -1,0 +1,167 @@
+package qcow2
+
+import (
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+)
+
+// ParseSize parses a size as QEMU's qemu_strtosz (its size options and
+// qemu-img's size arguments): a decimal integer (a leading 0 is not
+// octal), or hexadecimal after 0x without a fraction; a fraction only
+// with a suffix ("1.5G"; no exponent); at most one suffix of B, k, M, G,
+// T, P or E (powers of 1024, either case) and nothing after it. Leading
+// white space is skipped, as strtoull does. Sizes past 2^62 are refused.
+func ParseSize(s string) (int64, error) {
+	v, err := parseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if v > 1<<62 {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	return int64(v), nil
+}
+
+func parseSize(s string) (uint64, error) {
+	bad := fmt.Errorf("invalid size %q", s)
+	t := strings.TrimLeft(s, " \t\n\v\f\r")
+	t = strings.TrimPrefix(t, "+")
+	i := digits(t, 10)
+	if i == 0 {
+		return 0, bad
+	}
+	val, err := strconv.ParseUint(t[:i], 10, 64)
+	if err != nil {
+		return 0, bad
+	}
+	rest := t[i:]
+	var frac *big.Float // the fraction's digits, exactly
+	switch {
+	case val == 0 && (strings.HasPrefix(rest, "x") || strings.HasPrefix(rest, "X")):
+		h := rest[1:]
+		n := digits(h, 16)
+		if n == 0 {
+			return 0, bad
+		}
+		if val, err = strconv.ParseUint(h[:n], 16, 64); err != nil {
+			return 0, bad
+		}
+		rest = h[n:] // a suffix may follow (deprecated in QEMU, taken)
+		if strings.HasPrefix(rest, ".") {
+			return 0, bad
+		}
+	case strings.HasPrefix(rest, "."):
+		n := 1 + digits(rest[1:], 10)
+		if strings.HasPrefix(rest[n:], "e") || strings.HasPrefix(rest[n:], "E") {
+			// strtod would take an exponent when digits follow; QEMU
+			// refuses one, and "1.5e" is 1.5 EiB.
+			if e := rest[n+1:]; digits(strings.TrimLeft(e, "+-"), 10) > 0 {
+				return 0, bad
+			}
+		}
+		if n > 1 {
+			frac, _, _ = big.ParseFloat("0"+rest[:n], 10, 200, big.ToNearestEven)
+		}
+		rest = rest[n:]
+	}
+	mul := uint64(1)
+	if rest != "" {
+		m, ok := sizeSuffix(rest[0])
+		if !ok {
+			return 0, bad
+		}
+		mul, rest = m, rest[1:]
+	}
+	if rest != "" {
+		return 0, bad
+	}
+	if frac != nil && frac.Sign() != 0 && mul == 1 {
+		return 0, bad // a fraction needs a suffix
+	}
+	if val > math.MaxUint64/mul {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	v := val * mul
+	if frac != nil && mul > 1 {
+		// QEMU keeps the fraction in 64.64 fixed point and rounds a
+		// half up; exact enough here at 200 bits.
+		f := new(big.Float).SetPrec(200).Mul(frac, new(big.Float).SetUint64(mul))
+		f.Add(f, big.NewFloat(0.5))
+		add, _ := f.Uint64()
+		if v+add < v {
+			return 0, fmt.Errorf("size %q too large", s)
+		}
+		v += add
+	}
+	return v, nil
+}
+
+// digits counts the leading digits of s in base 8, 10 or 16.
+func digits(s string, base int) int {
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		var d int
+		switch {
+		case c >= '0' && c <= '9':
+			d = int(c - '0')
+		case c >= 'a' && c <= 'f':
+			d = int(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			d = int(c-'A') + 10
+		default:
+			return i
+		}
+		if d >= base {
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+func sizeSuffix(c byte) (uint64, bool) {
+	switch c {
+	case 'b', 'B':
+		return 1, true
+	case 'k', 'K':
+		return 1 << 10, true
+	case 'm', 'M':
+		return 1 << 20, true
+	case 'g', 'G':
+		return 1 << 30, true
+	case 't', 'T':
+		return 1 << 40, true
+	case 'p', 'P':
+		return 1 << 50, true
+	case 'e', 'E':
+		return 1 << 60, true
+	}
+	return 0, false
+}
+
+// ParseNumber parses a number option as QEMU's (qemu_strtou64 in base
+// 0, as C's strtoull): decimal, octal after a leading 0, hexadecimal
+// after 0x.
+func ParseNumber(s string) (uint64, error) {
+	bad := fmt.Errorf("invalid number %q", s)
+	t := strings.TrimPrefix(strings.TrimLeft(s, " \t\n\v\f\r"), "+")
+	base := 10
+	switch {
+	case len(t) > 2 && (t[:2] == "0x" || t[:2] == "0X"):
+		t, base = t[2:], 16
+	case len(t) > 1 && t[0] == '0':
+		t, base = t[1:], 8
+	}
+	if t == "" || digits(t, base) != len(t) {
+		return 0, bad
+	}
+	v, err := strconv.ParseUint(t, base, 64)
+	if err != nil {
+		return 0, bad
+	}
+	return v, nil
+}
