@@ -53,6 +53,29 @@ func TestRaw_Window(t *testing.T) {
 	testkit.MustEqual(t, got, []byte("89XY\x00\x00"), "straddling read")
 }
 
+// TestRaw_FixedEmptyWindow: a window fixed at size 0 (QEMU's size=0) is
+// an empty disk: no write reaches the child, which keeps its size.
+func TestRaw_FixedEmptyWindow(t *testing.T) {
+	child := memdev.New(memdev.Options{})
+	block.WriteAt(child, []byte("0123456789abcdef"), 0)
+	r, err := filter.NewRaw(child, filter.RawOptions{Offset: 4, Fixed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.Size(); n != 0 {
+		t.Fatalf("Size = %d, want 0", n)
+	}
+	if err := block.WriteAt(r, []byte("XY"), 0); !errors.Is(err, block.ErrRange) {
+		t.Fatalf("write: %v, want ErrRange", err)
+	}
+	if err := r.Truncate(8); !errors.Is(err, block.ErrNotSupported) {
+		t.Fatalf("truncate: %v, want ErrNotSupported", err)
+	}
+	got := make([]byte, 16)
+	block.ReadAt(child, got, 0)
+	testkit.MustEqual(t, got, []byte("0123456789abcdef"), "child")
+}
+
 // TestBlkverify_CatchesCorruption: a byte changed behind blkverify's back
 // on either side is reported with its offset.
 func TestBlkverify_CatchesCorruption(t *testing.T) {

@@ -12,8 +12,12 @@ type RawOptions struct {
 	// Offset is where the window starts on the child.
 	Offset int64
 	// Size fixes the window's size. 0: the window runs to the child's end
-	// and grows with it (writes past the end grow the child).
+	// and grows with it (writes past the end grow the child), unless
+	// Fixed is set.
 	Size int64
+	// Fixed fixes the window at Size even when it is 0 (QEMU's raw
+	// driver with size=0: an empty disk, not the whole child).
+	Fixed bool
 	// Sectors rounds the child's size up to a multiple of 512 before the
 	// offset is taken off, as QEMU's block layer counts a file's length
 	// in sectors: the bytes past the child's end read as zeros (B2), and
@@ -56,6 +60,9 @@ func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
 	return &Raw{child: child, o: o}, nil
 }
 
+// fixed says whether the window has a fixed size.
+func (r *Raw) fixed() bool { return r.o.Fixed || r.o.Size > 0 }
+
 // Unwrap returns the child.
 func (r *Raw) Unwrap() block.Device { return r.child }
 
@@ -68,7 +75,7 @@ func (r *Raw) Size() (int64, error) {
 	if r.closed.Load() {
 		return 0, block.ErrClosed
 	}
-	if r.o.Size > 0 {
+	if r.fixed() {
 		return r.o.Size, nil
 	}
 	n, err := r.child.Size()
@@ -88,7 +95,7 @@ func (r *Raw) DataRun(off, n int64) (bool, int64, error) {
 	if err := r.inWindow(off, 0); err != nil || n < 0 {
 		return false, 0, block.ErrRange
 	}
-	if r.o.Size > 0 {
+	if r.fixed() {
 		if off >= r.o.Size {
 			return false, n, nil
 		}
@@ -125,7 +132,7 @@ func (r *Raw) inWindow(off, n int64) error {
 	if r.closed.Load() {
 		return block.ErrClosed
 	}
-	if r.o.Size > 0 && off+n > r.o.Size {
+	if r.fixed() && off+n > r.o.Size {
 		return block.ErrRange
 	}
 	return nil
@@ -139,7 +146,7 @@ func (r *Raw) Readv(off int64, bufs [][]byte) error {
 	if r.closed.Load() {
 		return block.ErrClosed
 	}
-	if r.o.Size == 0 || off+n <= r.o.Size {
+	if !r.fixed() || off+n <= r.o.Size {
 		return r.child.Readv(r.o.Offset+off, bufs)
 	}
 	// The part past a fixed window reads as zeros, whatever the child
@@ -214,7 +221,7 @@ func (r *Raw) Truncate(size int64) error {
 	if r.closed.Load() {
 		return block.ErrClosed
 	}
-	if r.o.Size > 0 {
+	if r.fixed() {
 		return block.ErrNotSupported
 	}
 	if size < 0 {

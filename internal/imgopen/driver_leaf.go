@@ -160,7 +160,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	if o.Offset, err = n.size("offset"); err != nil {
 		return nil, err
 	}
-	if o.Size, err = n.size("size"); err != nil {
+	if o.Size, o.Fixed, err = n.sizeGiven("size"); err != nil {
 		return nil, err
 	}
 	name, child, err := b.fileChild(n)

@@ -84,16 +84,28 @@ func (n *node) boolean(k string, def bool) (bool, error) {
 	return false, fmt.Errorf("%s: invalid boolean %q (on, off)", n.name(k), s)
 }
 
+// size reads a size option: 0 when absent; an empty value is refused,
+// as QEMU refuses it.
 func (n *node) size(k string) (int64, error) {
+	v, _, err := n.sizeGiven(k)
+	return v, err
+}
+
+// sizeGiven is size, and whether the option was given (size=0 is not
+// the same as no size: QEMU's has_size).
+func (n *node) sizeGiven(k string) (int64, bool, error) {
+	if _, ok := n.get(k); !ok {
+		return 0, false, nil
+	}
 	s, err := n.str(k, "")
-	if err != nil || s == "" {
-		return 0, err
+	if err != nil {
+		return 0, false, err
 	}
 	v, err := qcow2.ParseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", n.name(k), err)
+		return 0, false, fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64: %w", n.name(k), err)
 	}
-	return v, nil
+	return v, true, nil
 }
 
 func (n *node) float(k string) (float64, error) {

@@ -37,6 +37,11 @@ func TestOpenSpec_RawWindow(t *testing.T) {
 		{"driver=raw,offset=100,size=1024,file.filename=" + big, "", 1024},
 		{"driver=raw,size=1024,file.filename=" + odd, "", 1024},
 		{"driver=raw,offset=1024,file.filename=" + odd, "", 0},
+		// size=0 is an empty disk, as QEMU's (it was the whole file);
+		// an empty size or offset is refused (it was no window).
+		{"driver=raw,size=0,file.filename=" + big, "", 0},
+		{"driver=raw,size=,file.filename=" + big, "Parameter 'size' expects a non-negative number", 0},
+		{"driver=raw,offset=,file.filename=" + big, "Parameter 'offset' expects a non-negative number", 0},
 	} {
 		o, err := OpenSpec(c.spec, Spec{AIO: "threads", ReadOnly: true})
 		if c.err != "" {
@@ -56,5 +61,31 @@ func TestOpenSpec_RawWindow(t *testing.T) {
 			t.Errorf("%s: size %d, %v; want %d", c.spec, n, err, c.size)
 		}
 		o.Close()
+	}
+}
+
+// TestOpenSpec_RawWindowDecimal: a window's offset with a leading 0 is
+// decimal, as QEMU reads sizes (it was octal: offset=01000 wrote at 512,
+// not 1000).
+func TestOpenSpec_RawWindowDecimal(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pat.raw")
+	pat := make([]byte, 8192)
+	for i := range pat {
+		pat[i] = byte(i % 251)
+	}
+	if err := os.WriteFile(p, pat, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, err := OpenSpec("driver=raw,offset=01000,size=512,file.filename="+p, Spec{AIO: "threads", ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	b := make([]byte, 512)
+	if err := o.Dev.Readv(0, [][]byte{b}); err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != pat[1000] {
+		t.Fatalf("byte 0 of the window is %#x, the file's byte 1000 is %#x", b[0], pat[1000])
 	}
 }
