@@ -206,8 +206,7 @@ func SplitOptions(s string) ([][2]string, error) {
 		if !ok {
 			v = "on"
 		}
-		k = strings.TrimSpace(k)
-		if k == "" {
+		if k == "" { // (a key is taken as written: " a" is not "a", as in QEMU)
 			return out, fmt.Errorf("invalid option %q", kv)
 		}
 		out = append(out, [2]string{k, v})

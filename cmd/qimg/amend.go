@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -31,6 +30,9 @@ func runAmend(e *env, args []string) int {
 	o, err := getopt(args, "f:o:t:qp", "object:", "image-opts", "force")
 	if err != nil {
 		return e.usageErr(err)
+	}
+	if err := o.optionLists(); err != nil {
+		return e.errorf(1, "%v", err)
 	}
 	if !o.has("o") {
 		return e.usageErr(errors.New("Must specify options (-o)"))
@@ -164,7 +166,7 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				v := p[1]
 				r.backingFmt = &v
 			case "refcount_bits":
-				n, err := strconv.ParseUint(p[1], 10, 64)
+				n, err := qcow2.ParseNumber(p[1])
 				if err != nil {
 					return fmt.Errorf("Parameter 'refcount_bits' expects a number")
 				}

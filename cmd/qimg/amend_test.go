@@ -57,6 +57,10 @@ func TestAmendMatchesQemu(t *testing.T) {
 		{"-o", "size=6M,compat=0.10", "a.qcow2"},
 		{"-o", "size=3000001", "a.qcow2"},
 		{"-o", "size=4M", "a.qcow2"},
+		{"-o", "size=010M", "a.qcow2"},          // decimal, as qemu_strtosz (was octal: 8 MiB)
+		{"-o", "lazy_refcounts=on,", "a.qcow2"}, // an invalid option list: nothing done
+		{"-o", " lazy_refcounts=on", "a.qcow2"}, // a key is taken as written
+		{"-o", "refcount_bits=0x20", "b.qcow2"}, // a number in base 0
 		{"-o", "backing_file=b.qcow2", "a.qcow2"},
 		{"-o", "backing_file=b.qcow2,backing_fmt=qcow2", "a.qcow2"},
 		{"-o", "compat=0.10", "o.qcow2"}, // zero clusters over a backing file

@@ -258,6 +258,9 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if err := o.optionLists(); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	// -n: the output exists, and is written into (qemu-img's skip_create).
 	skipCreate := o.has("n")
 	snap, err := o.snapshotOpt()

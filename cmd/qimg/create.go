@@ -40,6 +40,9 @@ func runCreate(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if err := o.optionLists(); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	if code, done := e.answerOptionsHelp(o, o.get("f", "qcow2")); done {
 		return code
 	}
@@ -108,6 +111,7 @@ func parseCreate(o *opts, req *createRequest) error {
 	if err := req.resolveFile(); err != nil {
 		return err
 	}
+	sizeArg := req.sizeSet
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
@@ -155,6 +159,9 @@ func parseCreate(o *opts, req *createRequest) error {
 				req.sizeSet = true
 			}
 		}
+	}
+	if sizeArg && req.given["size"] {
+		return errors.New("The image size must be specified only once")
 	}
 	if b := o.get("b", ""); b != "" {
 		req.opts.BackingFile = b

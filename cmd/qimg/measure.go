@@ -188,6 +188,9 @@ func runMeasure(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if err := o.optionLists(); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	if o.has("size") && len(o.args) > 0 {
 		return e.errorf(1, "--size N cannot be used together with a filename.")
 	}

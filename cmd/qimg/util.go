@@ -30,6 +30,20 @@ func (o *opts) get(k, def string) string {
 	return def
 }
 
+// optionLists refuses an -o list qemu-img refuses (is_valid_option_list:
+// empty, a leading comma, or an odd run of trailing commas, which would
+// end in an escaped one), before the command does anything: an empty
+// list created or converted over an existing file where qemu-img stops.
+func (o *opts) optionLists() error {
+	for _, s := range o.vals["o"] {
+		t := strings.TrimRight(s, ",")
+		if s == "" || s[0] == ',' || (len(s)-len(t))%2 != 0 {
+			return fmt.Errorf("Invalid option list: %s", s)
+		}
+	}
+	return nil
+}
+
 // getopt parses args like GNU getopt_long with permutation: options may
 // come before or after positional arguments; "--" ends options. Its
 // errors are qemu-img's (which names the whole word: '-qZ'). shorts is
