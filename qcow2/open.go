@@ -27,9 +27,10 @@ func Open(path string, o Options) (*Image, error) {
 }
 
 // OpenDevice opens an image stored on dev. Relative backing file names are
-// resolved against the working directory. The Image does not close dev.
+// resolved against the directory of o.Path, or without it against the
+// working directory. The Image does not close dev.
 func OpenDevice(dev block.Device, o Options) (*Image, error) {
-	return open(dev, "", o)
+	return open(dev, o.Path, o)
 }
 
 // open opens the image on dev: each step below does one job, in the

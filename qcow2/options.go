@@ -82,6 +82,11 @@ type Options struct {
 	Opener Opener
 	// NoBacking ignores the backing file (unallocated reads as zeros).
 	NoBacking bool
+	// Path names the file an image opened with OpenDevice is stored in:
+	// relative backing file names are resolved against its directory
+	// (and not the working directory), as Open resolves them, and lock
+	// conflicts name it. Open uses its path argument instead.
+	Path string
 	// OpenBacking opens backing files of formats other than qcow2 and
 	// raw (VMDK, VHD: a Layer, Q23); nil refuses them (*FormatError).
 	OpenBacking BackingOpener

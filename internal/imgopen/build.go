@@ -52,6 +52,23 @@ type builder struct {
 	// unlocked are the devices a file node opened with locking=off: a
 	// qcow2 node over one takes no locks either.
 	unlocked map[block.Device]bool
+	// paths are the host files the devices stand for: those file nodes
+	// opened, and the raw and throttle nodes over them (QEMU's
+	// bdrv_dirname looks through a node's file child). A qcow2 node over
+	// one resolves a relative backing file name against its directory.
+	paths map[block.Device]string
+}
+
+// setPath records that dev stands for the host file p ("" records
+// nothing).
+func (b *builder) setPath(dev block.Device, p string) {
+	if p == "" || dev == nil {
+		return
+	}
+	if b.paths == nil {
+		b.paths = map[block.Device]string{}
+	}
+	b.paths[dev] = p
 }
 
 // drivers is the driver table: the open function of each driver name. A
@@ -184,5 +201,9 @@ func (b *builder) openFile(name string, n *node, noLock bool) (block.Device, err
 	}
 	o := b.def.Opts
 	o.NoLock = o.NoLock || noLock
-	return openRaw(name, op, ro, o, b.def.UnshareResize)
+	d, err := openRaw(name, op, ro, o, b.def.UnshareResize)
+	if err == nil {
+		b.setPath(d, name)
+	}
+	return d, err
 }

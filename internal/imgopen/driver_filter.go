@@ -113,5 +113,7 @@ func (b *builder) throttle(n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return filter.NewThrottle(child, l, nil), nil
+	t := filter.NewThrottle(child, l, nil)
+	b.setPath(t, b.paths[child])
+	return t, nil
 }

@@ -145,6 +145,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		}
 		return im, nil
 	}
+	o.Path = b.paths[dev]
 	im, err := qcow2.OpenDevice(dev, o)
 	if err != nil {
 		dev.Close()
@@ -183,6 +184,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 		child.Close()
 		return nil, err
 	}
+	b.setPath(r, b.paths[child])
 	return r, nil
 }
 

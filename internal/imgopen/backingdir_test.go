@@ -1,0 +1,60 @@
+package imgopen
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/qcow2"
+)
+
+// TestOpenSpec_BackingBesideTheFile: a qcow2 node over a file node (aio,
+// locking, a raw or throttle node between) resolves a relative backing
+// file name against the image's directory, as QEMU's bdrv_dirname does
+// through the file child. It was resolved against the working
+// directory: reads showed another file's bytes, and a write's copy on
+// write put them into the overlay for good.
+func TestOpenSpec_BackingBesideTheFile(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(p string, v byte) {
+		im, err := qcow2.Open(p, qcow2.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := block.WriteAt(im, bytes.Repeat([]byte{v}, 65536), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(mkQcow2(t, sub, "b.qcow2", 1<<20), 0x11)
+	fill(mkQcow2(t, dir, "b.qcow2", 1<<20), 0x22) // the working directory's
+	if err := qcow2.Create(filepath.Join(sub, "o.qcow2"), qcow2.CreateOptions{Size: 1 << 20, BackingFile: "b.qcow2", BackingFormat: "qcow2"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	for _, spec := range []string{
+		"driver=qcow2,file.driver=file,file.filename=sub/o.qcow2,file.aio=threads",
+		"driver=qcow2,file.driver=file,file.filename=sub/o.qcow2,file.locking=off",
+		"driver=qcow2,file.driver=raw,file.file.filename=sub/o.qcow2",
+		"driver=qcow2,file.driver=throttle,file.file.driver=file,file.file.filename=sub/o.qcow2",
+	} {
+		o, err := OpenSpec(spec, Spec{AIO: "threads", ReadOnly: true})
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		b := make([]byte, 512)
+		err = o.Dev.Readv(0, [][]byte{b})
+		o.Close()
+		if err != nil || b[0] != 0x11 {
+			t.Errorf("%s: reads %#x, %v; want sub/b.qcow2's 0x11", spec, b[0], err)
+		}
+	}
+}
