@@ -87,8 +87,19 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if g := mo.Granularity; g != 0 && (g < 512 || g&(g-1) != 0) {
+		return nil, fmt.Errorf("image spec: %s: mirror granularity %d is not a power of two >= 512", n.name("granularity"), g)
+	}
 	tv, err := n.need("target")
 	if err != nil {
+		return nil, err
+	}
+	// Every key is read: a refused spec creates, grows or copies
+	// nothing (build checks the keys only once the node is open).
+	if _, err := n.need("file"); err != nil {
+		return nil, err
+	}
+	if err := n.done(); err != nil {
 		return nil, err
 	}
 	src, err := b.child(n, "file")
@@ -96,8 +107,9 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 		return nil, err
 	}
 	var tgt block.Device
+	created := ""
 	if name, ok := tv.(string); ok {
-		tgt, err = b.createRaw(name)
+		tgt, created, err = b.createRaw(name)
 	} else {
 		tgt, err = b.build(tv, n.name("target"))
 	}
@@ -109,6 +121,9 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 	if err != nil {
 		src.Close()
 		tgt.Close()
+		if created != "" {
+			os.Remove(created)
+		}
 		return nil, err
 	}
 	if wait {
@@ -124,27 +139,27 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 // writer of a qcow2 image there is refused, both ways round.
 //
 // A file it created is removed again when the open fails (a lock held
-// by another process, say).
-func (b *builder) createRaw(name string) (block.Device, error) {
+// by another process, say); created names it otherwise, for the caller
+// to remove if it fails later.
+func (b *builder) createRaw(name string) (d block.Device, created string, err error) {
 	op, err := Opener(b.def.Cache, b.def.AIO)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	created := false
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	switch {
 	case err == nil:
-		created = true
+		created = name
 		err = f.Close()
 	case errors.Is(err, fs.ErrExist):
 		err = nil
 	}
-	var d block.Device
 	if err == nil {
 		d, err = openRaw(name, op, false, b.def.Opts, false)
 	}
-	if err != nil && created {
+	if err != nil && created != "" {
 		os.Remove(name)
+		created = ""
 	}
-	return d, err
+	return d, created, err
 }
