@@ -58,3 +58,39 @@ func TestOpenSpec_BackingBesideTheFile(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSpec_JSONDuplicateKey: a key twice in one JSON object is
+// refused, as QEMU refuses it (the last value was taken: a raw window
+// at another offset than the first one written).
+func TestParseSpec_JSONDuplicateKey(t *testing.T) {
+	for _, c := range []struct {
+		spec string
+		ok   bool
+	}{
+		{`json:{"driver":"raw","offset":"512","offset":"1024","file":"x"}`, false},
+		{`json:{"driver":"raw","file":{"driver":"file","filename":"a","filename":"b"}}`, false},
+		{`json:{"driver":"quorum","children":[{"driver":"file","filename":"a"},{"driver":"file","filename":"a"}]}`, true},
+		{`json:{"driver":"raw","file":{"driver":"file","filename":"a"},"x":{"filename":"a"}}`, true},
+	} {
+		_, err := ParseSpec(c.spec)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.spec, err)
+		}
+	}
+}
+
+// TestIsSpec_ExistingFile: an argument that starts with driver= but
+// names an existing file is that file, as for QEMU's tools.
+func TestIsSpec_ExistingFile(t *testing.T) {
+	t.Chdir(t.TempDir())
+	name := "driver=raw,offset=512,file.filename=pat.img"
+	if !IsSpec(name) || !IsSpec("json:{}") || IsSpec("x.qcow2") {
+		t.Fatal("IsSpec without the file")
+	}
+	if err := os.WriteFile(name, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if IsSpec(name) {
+		t.Fatal("an existing file taken for a spec")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/qring/qring/qcow2"
@@ -28,9 +29,18 @@ import (
 // Booleans are on/off/true/false; sizes take k/M/G suffixes.
 
 // IsSpec reports whether a CLI's FILE argument is a stack spec rather than
-// a file name: it starts with "json:" or "driver=".
+// a file name: it starts with "json:", or with "driver=" and names no
+// existing file (QEMU's tools take it for a file name without
+// --image-opts, and a file of that name is the one meant).
 func IsSpec(s string) bool {
-	return strings.HasPrefix(s, "json:") || strings.HasPrefix(s, "driver=")
+	if strings.HasPrefix(s, "json:") {
+		return true
+	}
+	if !strings.HasPrefix(s, "driver=") {
+		return false
+	}
+	_, err := os.Lstat(s)
+	return err != nil
 }
 
 // ParseSpec parses a "json:{...}" spec or a key=value spec into a tree of
@@ -59,6 +69,9 @@ func parseSpec(spec string, lastWins bool) (map[string]any, error) {
 		}
 		if d.More() {
 			return nil, errors.New("image spec: trailing data after the JSON object")
+		}
+		if err := noDuplicateKeys(js); err != nil {
+			return nil, err
 		}
 		return m, nil
 	}
@@ -96,4 +109,49 @@ func parseSpec(spec string, lastWins bool) (map[string]any, error) {
 		}
 	}
 	return root, nil
+}
+
+// noDuplicateKeys refuses a JSON text (already decoded without error)
+// with a key twice in one object, as QEMU's parser does ("duplicate
+// key"); Go's decoder keeps the last value, and a spec could then mean
+// two things.
+func noDuplicateKeys(js string) error {
+	d := json.NewDecoder(strings.NewReader(js))
+	var walk func() error
+	walk = func() error {
+		t, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for d.More() {
+				k, err := d.Token()
+				if err != nil {
+					return err
+				}
+				ks, _ := k.(string)
+				if seen[ks] {
+					return fmt.Errorf("image spec: JSON parse error, duplicate key %q", ks)
+				}
+				seen[ks] = true
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+			_, err = d.Token()
+			return err
+		case json.Delim('['):
+			for d.More() {
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+			_, err = d.Token()
+			return err
+		}
+		return nil
+	}
+	return walk()
 }
