@@ -775,6 +775,14 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 	verb := "ERROR" // as QEMU's check_oflag_copied
 	if fix {
 		verb = "Repairing"
+		// A flag is set from a count of 1 only once that count is
+		// durable (Q6): the counts this repair lowered, or a failed
+		// flush left off the media (a snapshot delete's), are in the
+		// cache only, and nothing orders the flags' writes after
+		// them. Without the flush, no flag is repaired.
+		if err := im.flushLocked(); err != nil {
+			return err
+		}
 	}
 	for i := range l1.size() {
 		le := l1.load(i)
