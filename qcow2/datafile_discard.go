@@ -42,13 +42,16 @@ func (im *Image) dfHolds(e format.L2Entry) bool {
 // again since it was dropped holds new data and is left alone. Only on
 // a data file that zeroes efficiently (Caps: MayUnmap and Allocate), so
 // that a refused punch never becomes a stream of zeros; best effort, as
-// discards are advisory: an error leaves the space allocated.
+// discards are advisory: an error leaves the space allocated. A raw data
+// file is zeroed whatever its device can do: it must equal the disk
+// (DF4), where the discarded range reads as zeros (QEMU passes the
+// discard down to it).
 func (im *Image) dfPunch(fr *freeList) {
 	d := im.df.dev
 	if len(fr.df) == 0 || d == nil {
 		return
 	}
-	if c := d.Caps(); c.ZeroFlags&(block.MayUnmap|block.Allocate) != block.MayUnmap|block.Allocate {
+	if c := d.Caps(); !im.df.raw && c.ZeroFlags&(block.MayUnmap|block.Allocate) != block.MayUnmap|block.Allocate {
 		return
 	}
 	slices.Sort(fr.df)

@@ -291,6 +291,20 @@ func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 	if err != nil {
 		return err
 	}
+	// Bytes past the old end (a shrink that crashed after its header
+	// and before its cut) would show through the grown range, linked in
+	// place: cut first, so the range reads as zeros (Q18), durably
+	// before the header shows it.
+	if n, err := d.Size(); err != nil {
+		return err
+	} else if n > cur {
+		if err := d.Truncate(cur); err != nil {
+			return err
+		}
+		if err := d.Flush(); err != nil {
+			return err
+		}
+	}
 	if err := d.Truncate(size); err != nil {
 		return err
 	}
