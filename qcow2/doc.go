@@ -390,7 +390,10 @@
 //	    file's range before the entries change (qcow2_subcluster_zeroize);
 //	    a resize grows or shrinks
 //	    the data file with the disk (before the header shows a larger
-//	    size, after it shows a smaller one) and, raw, links the grown
+//	    size, after it shows a smaller one; a growth first cuts, durably,
+//	    a data file longer than the old disk, which a shrink a crash
+//	    interrupted leaves, so the grown range reads as zeros) and, raw,
+//	    links the grown
 //	    range's clusters in place (QEMU's metadata preallocation, which
 //	    a resize with any preallocation mode does too: QEMU 7.2 gives
 //	    falloc and full no data file space); compressed writes, internal
@@ -405,7 +408,8 @@
 //	    uses the old entries), after the tables without the entries are
 //	    written and the image file flushed (no table on the media points
 //	    into a hole: an encrypted cluster would read as garbage), only on
-//	    a data file that zeroes efficiently, best effort. Adjacent
+//	    a data file that zeroes efficiently (a raw one on any: it must
+//	    equal the disk), best effort. Adjacent
 //	    clusters make one hole (QEMU discards a cluster at a time, so its
 //	    512-byte clusters free no file system block). Each run is
 //	    registered (Q7) while its hole is made, and a cluster linked again
