@@ -94,3 +94,18 @@ func TestIsSpec_ExistingFile(t *testing.T) {
 		t.Fatal("an existing file taken for a spec")
 	}
 }
+
+// TestNodeBoolean_LikeQemu: booleans as QEMU's qapi_bool_parse: on, yes,
+// true, y and their opposites; 1 and 0 are refused (they were taken).
+func TestNodeBoolean_LikeQemu(t *testing.T) {
+	for v, want := range map[string]bool{"on": true, "yes": true, "true": true, "y": true, "off": false, "no": false, "false": false, "n": false} {
+		if got, err := newNode(map[string]any{"k": v}, "").boolean("k", !want); err != nil || got != want {
+			t.Errorf("%q: %v, %v", v, got, err)
+		}
+	}
+	for _, v := range []string{"1", "0", "", "On"} {
+		if _, err := newNode(map[string]any{"k": v}, "").boolean("k", false); err == nil {
+			t.Errorf("%q accepted", v)
+		}
+	}
+}

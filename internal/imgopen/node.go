@@ -75,10 +75,10 @@ func (n *node) boolean(k string, def bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	switch s {
-	case "on", "true", "yes", "1":
+	switch s { // QEMU's qapi_bool_parse
+	case "on", "true", "yes", "y":
 		return true, nil
-	case "off", "false", "no", "0":
+	case "off", "false", "no", "n":
 		return false, nil
 	}
 	return false, fmt.Errorf("%s: invalid boolean %q (on, off)", n.name(k), s)
