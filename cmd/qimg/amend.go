@@ -155,10 +155,10 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				}
 			case "size":
 				n, err := qcow2.ParseSize(p[1])
-				if err != nil || n <= 0 {
+				if err != nil {
 					return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
 				}
-				r.size = n
+				r.size = n // 0: no change, as qemu-img amend
 			case "backing_file":
 				v := p[1]
 				r.backingFile = &v
@@ -194,14 +194,14 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 	return nil
 }
 
-// amendBool reads a bool amend option (on or off only, as qemu-img
-// amend takes it).
+// amendBool reads a bool amend option as qemu-img amend takes it
+// (QEMU's parse_option_bool: on, yes, true, y and their opposites).
 func amendBool(name, v string) (*bool, error) {
 	var b bool
 	switch v {
-	case "on":
+	case "on", "yes", "true", "y":
 		b = true
-	case "off":
+	case "off", "no", "false", "n":
 	default:
 		return nil, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", name)
 	}
@@ -318,6 +318,8 @@ func checkAmend(h format.Header, newV uint32, lazy *bool, refbits *uint32) error
 	switch {
 	case bits != 16:
 		return errors.New("compat=0.10 requires refcount_bits=16")
+	case h.IncompatibleFeatures&format.IncompatDataFile != 0:
+		return errors.New("Cannot downgrade an image with a data file")
 	case h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression) != 0:
 		return fmt.Errorf("Cannot downgrade an image with incompatible features 0x%x set", h.IncompatibleFeatures&^(format.IncompatDirty|format.IncompatCompression))
 	}

@@ -28,6 +28,8 @@ func TestAmendDataFile_LikeQemu(t *testing.T) {
 		{"data_file=DIR/a.data,data_file_raw=on", "data_file_raw=on"},
 		{"compat=1.1", "data_file=DIR/b.data"},
 		{"data_file=DIR/a.data", "data_file_raw=maybe"},
+		{"data_file=DIR/a.data", "data_file_raw=yes"},
+		{"data_file=DIR/a.data", "compat=0.10"}, // QEMU's own message
 	} {
 		var infos, errs []string
 		var codes []int

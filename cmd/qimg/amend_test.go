@@ -61,6 +61,9 @@ func TestAmendMatchesQemu(t *testing.T) {
 		{"-o", "lazy_refcounts=on,", "a.qcow2"}, // an invalid option list: nothing done
 		{"-o", " lazy_refcounts=on", "a.qcow2"}, // a key is taken as written
 		{"-o", "refcount_bits=0x20", "b.qcow2"}, // a number in base 0
+		{"-o", "lazy_refcounts=yes", "a.qcow2"}, // QEMU's booleans (refused)
+		{"-o", "lazy_refcounts=n", "a.qcow2"},
+		{"-o", "size=0", "a.qcow2"}, // no change (refused)
 		{"-o", "backing_file=b.qcow2", "a.qcow2"},
 		{"-o", "backing_file=b.qcow2,backing_fmt=qcow2", "a.qcow2"},
 		{"-o", "compat=0.10", "o.qcow2"}, // zero clusters over a backing file

@@ -76,6 +76,9 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 	t.fullPrealloc = co.Preallocation == qcow2.PreallocFull || co.Preallocation == qcow2.PreallocFalloc
 	t.l2eSize = 8
 	if co.ExtendedL2 {
+		if t.clusterSize < 16384 {
+			return nil, fmt.Errorf("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+		}
 		t.l2eSize = 16
 	}
 	t.backing = co.BackingFile != ""

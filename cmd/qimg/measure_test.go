@@ -131,7 +131,9 @@ func TestMeasureMatchesQemu(t *testing.T) {
 			[]string{"--size", s, "-O", "qcow2", "-o", "extended_l2=on"})
 	}
 	cases = append(cases, []string{"--size", "1G", imgs["data"], "-O", "qcow2"}, []string{"-O", "qcow2"},
-		[]string{"--size", "1G", "-O", "qcow2", "-o", "cluster_size=3k"})
+		[]string{"--size", "1G", "-O", "qcow2", "-o", "cluster_size=3k"},
+		[]string{"--size", "1G", "-O", "qcow2", "-o", "cluster_size=8k,extended_l2=on"}, // refused (measured)
+		[]string{imgs["data"], "-O", "qcow2", "-o", "cluster_size=4k,extended_l2=on"})
 	for _, c := range cases {
 		ours, _, code := runQ(t, append([]string{"measure"}, c...)...)
 		theirs, _, qcode := testkit.Run(t, "qemu-img", append([]string{"measure"}, c...)...)
