@@ -391,8 +391,20 @@ func (im *Image) Close() error {
 	// wait covered completes as it would have: the flush covers it.
 	im.closing = true
 	im.syncState()
+	// Without mu: a writer in the gate may be waiting for it (an
+	// allocating write, a zeroing, a discard); holding it, the wait
+	// timed out and the bitmaps were left in use. Such a writer now
+	// completes (or fails) and leaves; new ones see the state.
+	im.mu.Unlock()
 	if !im.writers.syncWithin(im.idleWaitOr()) {
 		im.closeUnwaited.Store(true)
+	}
+	if im.lockQuiet(true) != nil {
+		im.mu.Lock()
+	}
+	if im.closed { // another Close finished meanwhile
+		im.mu.Unlock()
+		return block.ErrClosed
 	}
 	// Q11: no zeros are written after Close, nor while trimReserved
 	// truncates the reserve. Workers never take mu, so this cannot

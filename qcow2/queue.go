@@ -77,7 +77,7 @@ func (im *Image) NewQueue(depth int) (block.Queue, error) {
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.closed {
+	if im.closed || im.closing {
 		return nil, block.ErrClosed
 	}
 	inner, err := block.NewQueue(im.dev, depth)
