@@ -13,9 +13,10 @@ import (
 // does for the active L1 table before a downgrade: without a backing
 // file, a zero cluster with no host cluster becomes unallocated (it
 // reads zeros all the same); every other one (preallocated, or hiding a
-// backing file's data) is written with zeros through the write path,
-// which keeps a preallocated cluster in place and copies a table a
-// snapshot shares first. ExpandSnapshotZeroClusters does the snapshots'
+// backing file's data) is written with zeros through the allocation
+// path, a cluster at a time and only while it is still zero
+// (expandZeroCluster), which keeps a preallocated cluster in place and
+// copies a table a snapshot shares first. ExpandSnapshotZeroClusters does the snapshots'
 // tables. Not while a resize runs (Q18).
 func (im *Image) ExpandZeroClusters() error {
 	if !im.resizeMu.TryLock() {
@@ -49,13 +50,70 @@ func (im *Image) ExpandZeroClusters() error {
 				}
 			}
 		case m.kind == format.ClusterZeroPlain || m.kind == format.ClusterZeroAlloc:
-			if err := im.writeZeroRun(off, end-off); err != nil {
-				return err
+			if im.crypt != nil || im.df.ext {
+				// (No downgrade takes these: refused before.)
+				if err := im.writeZeroRun(off, end-off); err != nil {
+					return err
+				}
+				break
+			}
+			for c := off; c < end; c += cs {
+				if err := im.expandZeroCluster(guestOff(c), min(cs, size-c)); err != nil {
+					return err
+				}
 			}
 		}
 		off = end
 	}
 	return im.Flush()
+}
+
+// expandZeroCluster writes zeros over the first n bytes of the guest
+// cluster of goff through the allocation path (allocWrite's phases), if
+// it is still a zero cluster, deciding with it registered (Q7) and mu
+// held: a guest write that linked it since the caller's lookup is left
+// alone (zero buffers written over the run through the write path
+// overwrote such a write, acknowledged before, in place), one in flight
+// is waited for, and one that comes after waits for this one (or writes
+// early into it once the zeros are in, Q10).
+func (im *Image) expandZeroCluster(goff format.GuestOff, n int64) (err error) {
+	tok := im.writers.enter() // as a write (Q18; Close waits for it)
+	defer im.writers.exit(tok)
+	defer func() {
+		if err == nil && im.closeUnwaited.Load() {
+			err = block.ErrClosed // as writev: Close's flush may have come first
+		}
+	}()
+	if err := im.checkWrite(int64(goff), n); err != nil {
+		return err
+	}
+	vp := getVec()
+	defer putVec(vp)
+	*vp = appendZeros((*vp)[:0], block.ZeroBuf(), uint64(n))
+	for {
+		im.mu.Lock()
+		e, err := im.entry(goff)
+		if err != nil || (e.Type() != format.ClusterZeroPlain && e.Type() != format.ClusterZeroAlloc) {
+			im.mu.Unlock()
+			return err
+		}
+		p, blocker, err := im.beginAllocLocked(goff)
+		im.mu.Unlock()
+		if blocker != nil {
+			blocker.Wait()
+			continue
+		}
+		if p.reg == nil {
+			return err
+		}
+		cowed, err := im.writeWithCOW(&p, *vp, n)
+		if err == nil {
+			p.st.ready.Store(true)
+		}
+		err = im.finishAlloc(&p, cowed, err)
+		im.allocs.Release(p.reg)
+		return err
+	}
 }
 
 // writeZeroRun writes zero buffers over [off, off+n) in chunks of at
