@@ -55,7 +55,8 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 	if err := im.refuseDataFile("compressed writes"); err != nil { // DF6
 		return err
 	}
-	im.markDirty(off, n) // Q22
+	im.markDirty(off, n)       // Q22
+	defer im.markDirty(off, n) // Q22: and again once done (a bitmap cleared, added or enabled meanwhile)
 	cs := int64(im.g.ClusterSize)
 	if off%cs != 0 || n == 0 || n > cs || (n < cs && off+n != int64(im.hsize.Load())) {
 		return ErrNotCompressible

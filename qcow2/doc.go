@@ -291,7 +291,10 @@
 //	    (bitmaps.go): a writable open sets IN_USE on every bitmap it
 //	    loads, durably, before the first write; every write, zeroing,
 //	    discard and compressed write sets its range's bits in the
-//	    enabled ones before it starts (a queue's, when submitted); Close,
+//	    enabled ones before it starts (a queue's, when submitted), and
+//	    again once it is done (a queue's, as it is reaped), as QEMU marks
+//	    at completion: a bitmap cleared, added or enabled while it was in
+//	    flight still records it; Close,
 //	    after its flush, refuses new writes and waits for those in
 //	    flight (else leaves the bitmaps IN_USE), writes each changed
 //	    bitmap to new clusters,

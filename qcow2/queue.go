@@ -433,6 +433,18 @@ func (q *Queue) take(out []*block.Req) int {
 	for _, r := range out[k : k+s] {
 		q.slowDone(r)
 	}
+	// Q22: marked at Submit, and again as they complete (a bitmap
+	// cleared, added or enabled while they were in flight).
+	if q.im.bitmaps.Load() != nil {
+		for _, r := range out[:k+s] {
+			switch r.Op {
+			case block.OpWrite:
+				q.im.markDirty(r.Off, int64(len(r.Buf)))
+			case block.OpWriteZeroes, block.OpDiscard:
+				q.im.markDirty(r.Off, r.Len)
+			}
+		}
+	}
 	if len(q.retry) > 0 {
 		rs := q.retry
 		q.retry = nil

@@ -61,7 +61,8 @@ func (im *Image) writev(off int64, bufs [][]byte) (err error) {
 	}
 	im.c.guestWrites.Add(1)
 	im.c.guestBytesWritten.Add(n)
-	im.markDirty(off, n) // Q22
+	im.markDirty(off, n)       // Q22
+	defer im.markDirty(off, n) // Q22: and again once done (a bitmap cleared, added or enabled meanwhile)
 	if im.crypt != nil {
 		return im.writevCrypt(off, bufs, n)
 	}

@@ -34,7 +34,8 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) (err error) {
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
-	im.markDirty(off, n) // Q22
+	im.markDirty(off, n)       // Q22
+	defer im.markDirty(off, n) // Q22: and again once done (a bitmap cleared, added or enabled meanwhile)
 	g := &im.g
 	cs := int64(g.ClusterSize)
 	gran := cs // granularity of zero entries (Allocate): clusters, or subclusters
@@ -240,7 +241,8 @@ func (im *Image) discard(off, n int64) error {
 	if err := im.checkWrite(off, n); err != nil || n == 0 {
 		return err
 	}
-	im.markDirty(off, n) // Q22: as QEMU, the range asked for
+	im.markDirty(off, n)       // Q22: as QEMU, the range asked for
+	defer im.markDirty(off, n) // Q22: and again once done (a bitmap cleared, added or enabled meanwhile)
 	cs := int64(im.g.ClusterSize)
 	end := (off + n) / cs
 	if uint64(off+n) == im.hsize.Load() {
