@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/memdev"
 )
 
 // A guest write marks the bitmaps when it starts (Q22), not when it
@@ -27,22 +26,11 @@ func TestRegress_BitmapOpDuringWriteKeepsItsBits(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			const cs = 4096
 			var armed atomic.Bool
-			entered := make(chan struct{}, 1)
-			release := make(chan struct{})
-			mem := memdev.New(memdev.Options{OnWrite: func(off, n int64) {
-				if n == 512 && armed.CompareAndSwap(true, false) {
-					entered <- struct{}{}
-					<-release
-				}
-			}})
-			if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
-				t.Fatal(err)
-			}
-			im, err := OpenDevice(mem, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			im, entered, release := heldWriteImage(t, func(off, n int64) bool {
+				return n == 512 && armed.CompareAndSwap(true, false)
+			})
 			defer im.Close()
+			var err error
 			if how != "sync-add" {
 				if err := im.AddBitmap("b", 512, true); err != nil {
 					t.Fatal(err)

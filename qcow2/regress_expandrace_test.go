@@ -26,21 +26,9 @@ func TestRegress_ExpandZeroClustersKeepsAckedWrite(t *testing.T) {
 	const cs = 4096
 	var blockOff atomic.Int64
 	blockOff.Store(-1)
-	entered := make(chan struct{}, 1)
-	release := make(chan struct{})
-	mem := memdev.New(memdev.Options{OnWrite: func(off, n int64) {
-		if off == blockOff.Load() && blockOff.CompareAndSwap(off, -1) {
-			entered <- struct{}{}
-			<-release
-		}
-	}})
-	if err := CreateDevice(mem, CreateOptions{ClusterSize: cs, Size: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(mem, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, entered, release := heldWriteImage(t, func(off, n int64) bool {
+		return off == blockOff.Load() && blockOff.CompareAndSwap(off, -1)
+	})
 	defer im.Close()
 	// Two adjacent preallocated zero clusters (a zeroing without unmap
 	// keeps the host clusters): one run for ExpandZeroClusters.
@@ -96,4 +84,26 @@ func TestRegress_ExpandZeroClustersKeepsAckedWrite(t *testing.T) {
 	if err != nil || r.Corruptions != 0 {
 		t.Errorf("check: %v %+v", err, r)
 	}
+}
+
+// heldWriteImage is a new 1 MiB image of 4 KiB clusters on a memdev whose
+// first write hold matches waits, once entered has received, until
+// release is closed.
+func heldWriteImage(t *testing.T, hold func(off, n int64) bool) (im *Image, entered, release chan struct{}) {
+	t.Helper()
+	entered, release = make(chan struct{}, 1), make(chan struct{})
+	mem := memdev.New(memdev.Options{OnWrite: func(off, n int64) {
+		if hold(off, n) {
+			entered <- struct{}{}
+			<-release
+		}
+	}})
+	if err := CreateDevice(mem, CreateOptions{ClusterSize: 4096, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := OpenDevice(mem, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im, entered, release
 }
