@@ -64,7 +64,7 @@ func runCreate(e *env, args []string) int {
 		fmt.Fprintln(e.stdout, formattingLine(req))
 	}
 	if req.format == "qcow2" {
-		err = checkQcow2Create(&req.opts)
+		err = checkQcow2Create(&req.opts, req.given["cluster_size"])
 		if err == nil {
 			err = checkDataFileGiven(req)
 		}
@@ -112,6 +112,7 @@ func parseCreate(o *opts, req *createRequest) error {
 		return err
 	}
 	sizeArg := req.sizeSet
+	enumErrs := map[string]error{} // a key's refused value, unless given again
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
@@ -141,23 +142,31 @@ func parseCreate(o *opts, req *createRequest) error {
 					return fmt.Errorf("invalid parameter value: %s", p[1])
 				}
 			}
+			if req.shown == nil {
+				req.shown = map[string]string{}
+			}
+			delete(req.shown, p[0]) // the last value given is the one used
+			delete(enumErrs, p[0])
 			if err := setCreateOption(&req.opts, p[0], p[1]); err != nil {
 				var ee *enumError
 				if !errors.As(err, &ee) {
 					return err
 				}
-				if req.late == nil {
-					req.late = err // after "Formatting", as qemu-img
-				}
-				if req.shown == nil {
-					req.shown = map[string]string{}
-				}
+				enumErrs[p[0]] = err // refused after "Formatting", as qemu-img
 				req.shown[p[0]] = p[1]
 			}
 			req.given[p[0]] = true
+			if p[0] == "compat" {
+				req.shown["compat"] = p[1] // v3 stays v3 in the Formatting line
+			}
 			if p[0] == "size" {
 				req.sizeSet = true
 			}
+		}
+	}
+	for _, k := range lateEnumOrder {
+		if err := enumErrs[k]; err != nil && req.late == nil {
+			req.late = err
 		}
 	}
 	if sizeArg && req.given["size"] {
@@ -187,6 +196,13 @@ func parseCreate(o *opts, req *createRequest) error {
 	}
 	return nil
 }
+
+// lateEnumOrder is the order in which QEMU's qcow2 driver checks the
+// enum options (its create structure's), so that of several refused
+// values qimg names the one qemu-img names.
+var lateEnumOrder = []string{"compat", "encrypt.format", "encrypt.cipher-alg",
+	"encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg",
+	"encrypt.hash-alg", "preallocation", "compression_type"}
 
 // resolveCreateSize checks the backing file as qemu-img create does (it
 // opens it unless -u, and refuses the image's own name) and fills the
@@ -270,7 +286,7 @@ func formattingLine(req *createRequest) string {
 	}
 	b.WriteString(encryptLine(req))
 	cs := o.ClusterSize
-	if cs == 0 {
+	if cs == 0 && !req.given["cluster_size"] {
 		cs = 65536
 	}
 	fmt.Fprintf(&b, "cluster_size=%d extended_l2=%s ", cs, onOff(o.ExtendedL2))

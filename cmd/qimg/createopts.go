@@ -89,9 +89,10 @@ func checkOptionType(opts []createOption, k, v string) (string, error) {
 
 // checkQcow2Create refuses what QEMU's qcow2 driver refuses when it
 // creates the image (after qemu-img create printed its Formatting line),
-// with its messages.
-func checkQcow2Create(o *qcow2.CreateOptions) error {
-	if cs := o.ClusterSize; cs != 0 && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
+// with its messages. clusterGiven says cluster_size was given: 0 is then
+// refused, not the default.
+func checkQcow2Create(o *qcow2.CreateOptions, clusterGiven bool) error {
+	if cs := o.ClusterSize; (cs != 0 || clusterGiven) && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
 		return errors.New("Cluster size must be a power of two between 512 and 2048k")
 	}
 	if rb := o.RefcountBits; rb != 0 && (bits.OnesCount(uint(rb)) != 1 || rb > 64) {

@@ -38,22 +38,23 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 		return nil, outFormatErrorOf(format, "qcow2, raw")
 	}
 	var co qcow2.CreateOptions
+	clusterGiven := false // cluster_size=0 is refused, not the default
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
 			return nil, err
 		}
 		for _, p := range kv {
-			if format == "raw" && p[0] != "size" && p[0] != "preallocation" {
-				return nil, fmt.Errorf("invalid parameter '%s' for raw", p[0])
-			}
-			if err := co.Set(p[0], p[1]); err != nil {
+			if err := setMeasureOption(&co, format, p[0], p[1]); err != nil {
 				return nil, err
+			}
+			if p[0] == "cluster_size" {
+				clusterGiven = true
 			}
 		}
 	}
 	t.clusterSize = int64(co.ClusterSize)
-	if t.clusterSize == 0 {
+	if t.clusterSize == 0 && !clusterGiven {
 		t.clusterSize = 65536
 	}
 	if t.clusterSize < 512 || t.clusterSize > 2<<20 || t.clusterSize&(t.clusterSize-1) != 0 {
@@ -87,6 +88,41 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 		return nil, err
 	}
 	return t, nil
+}
+
+// setMeasureOption sets -o k=v for a measure of format (raw or qcow2) as
+// qemu-img measure reads it: the option must be one of the format's
+// create options, of its type (QEMU's option parser, whose refusal names
+// the format on a second line); then qcow2_measure reads only what sizes
+// the image: compat only as 0.10 or 1.1, preallocation as one of its
+// modes, and compression_type not at all.
+func setMeasureOption(co *qcow2.CreateOptions, format, k, v string) error {
+	opts := qcow2CreateOptions
+	if format == "raw" {
+		opts = rawCreateOptions
+	}
+	v, err := checkOptionType(opts, k, v)
+	if err != nil {
+		return fmt.Errorf("%v\nInvalid options for file format '%s'", err, format)
+	}
+	switch k {
+	case "compat":
+		if v != "0.10" && v != "1.1" {
+			return fmt.Errorf("Invalid compatibility level: '%s'", v)
+		}
+	case "preallocation":
+		switch v {
+		case "off", "metadata", "falloc", "full":
+		default:
+			if format == "raw" {
+				return nil // raw's measure does not read it
+			}
+			return fmt.Errorf("invalid parameter value: %s", v)
+		}
+	case "compression_type":
+		return nil
+	}
+	return co.Set(k, v)
 }
 
 func roundUp(n, a int64) int64 { return (n + a - 1) / a * a }
