@@ -18,6 +18,10 @@ func (im *Image) openBacking() error {
 	h := im.hdr
 	if im.opts.Backing != nil {
 		im.backing = im.opts.Backing
+	} else if isSpecName(h.BackingFile) && im.opts.OpenBacking != nil && !im.opts.NoBacking {
+		if err := im.openSpecBacking(); err != nil {
+			return err
+		}
 	} else if h.BackingFile != "" && !im.opts.NoBacking {
 		name, err := backingPath(h.BackingFile, im.path)
 		if err != nil {
@@ -56,6 +60,53 @@ func (im *Image) openBacking() error {
 	return nil
 }
 
+// isSpecName says a backing file name is a "json:{...}" spec: QEMU's
+// pseudo-protocol, a driver tree with its own file names (relative to the
+// working directory, as QEMU reads them).
+func isSpecName(name string) bool { return strings.HasPrefix(name, "json:") }
+
+// openSpecBacking opens a json: backing file name through
+// Options.OpenBacking (the tools' spec opener; the engine parses no
+// specs), read-only, with the chain above it so that a spec naming a file
+// already in the chain is ErrBackingLoop when that file opens (Q23).
+func (im *Image) openSpecBacking() error {
+	h := im.hdr
+	above := slices.Clip(im.opts.above)
+	if im.path != "" {
+		if fi, err := os.Stat(im.path); err == nil {
+			above = append(above, fi)
+		}
+	}
+	d, err := im.opts.OpenBacking(h.BackingFile, h.BackingFormat, Options{ReadOnly: true, Opener: im.opts.Opener,
+		OpenBacking: im.opts.OpenBacking, L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
+		NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
+	if err != nil {
+		return &BackingError{File: h.BackingFile, Err: err}
+	}
+	im.backing = d
+	im.ownBacking = true
+	return nil
+}
+
+// checkNotAbove refuses an image whose file is already in the chain above
+// it (ErrBackingLoop): a backing file opened by name was checked before
+// it opened (chainAbove); one a json: spec names is checked here.
+func (im *Image) checkNotAbove() error {
+	if len(im.opts.above) == 0 || im.path == "" {
+		return nil
+	}
+	fi, err := os.Stat(im.path)
+	if err != nil {
+		return nil
+	}
+	for _, a := range im.opts.above {
+		if os.SameFile(a, fi) {
+			return fmt.Errorf("%w: %q", ErrBackingLoop, im.path)
+		}
+	}
+	return nil
+}
+
 // backingPath is the host file a header's backing file name stands for,
 // as QEMU 7.2 reads it (bdrv_make_absolute_filename, then
 // bdrv_find_protocol): a name with a protocol prefix (internal/protocol:
@@ -63,10 +114,10 @@ func (im *Image) openBacking() error {
 // to the working directory; any other relative name is relative to the
 // image's directory (image, a host path).
 func backingPath(name, image string) (string, error) {
-	if strings.HasPrefix(name, "json:") {
-		// A JSON spec: QEMU's pseudo-protocol, which only the tools'
-		// spec parser reads.
-		return "", fmt.Errorf("a json: backing file name is not supported: %q", name)
+	if isSpecName(name) {
+		// A JSON spec: only the tools' spec parser reads it
+		// (Options.OpenBacking; openSpecBacking).
+		return "", fmt.Errorf("a json: backing file name needs a spec opener (Options.OpenBacking): %q", name)
 	}
 	p, err := protocol.Path(name, false)
 	if err != nil || protocol.HasPrefix(name) || filepath.IsAbs(p) || image == "" {

@@ -321,7 +321,13 @@
 //	    status through it by its own LayerStatus and LayerBacking (map,
 //	    StatusWalker, the NBD server's allocation), as QEMU's block layer
 //	    walks a chain through that driver. Without OpenBacking such a
-//	    backing file is a *FormatError, as before.
+//	    backing file is a *FormatError, as before. A backing file name
+//	    that is a "json:{...}" spec (QEMU's pseudo-protocol; its file
+//	    names relative to the working directory, as QEMU reads them) goes
+//	    to OpenBacking too, which opens the driver tree (backing.go,
+//	    openSpecBacking); without OpenBacking it is refused. The chain
+//	    above travels with it, and an image whose file is already in the
+//	    chain refuses to open (ErrBackingLoop), so a spec cannot loop.
 //
 // External data files (datafile.go; QEMU's data_file, incompatible bit
 // 2, and data_file_raw, autoclear bit 1):

@@ -37,5 +37,8 @@ type LayerStatus struct {
 // BackingOpener opens a backing file of a format the engine does not
 // read ("vmdk", "vpc"), read-only, with the chain's options (o.ReadOnly
 // is set; NoLock, ForceShare and Opener are the top image's). It
-// returns a *FormatError for a format it does not read either.
+// returns a *FormatError for a format it does not read either. A path
+// that starts with "json:" is a driver tree spec (QEMU's pseudo-protocol)
+// and format the header's backing format, for a spec that names no
+// driver; o then carries the chain above for the loop check (Q23).
 type BackingOpener func(path, format string, o Options) (block.Device, error)

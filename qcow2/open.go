@@ -37,6 +37,9 @@ func OpenDevice(dev block.Device, o Options) (*Image, error) {
 // order that decides which error a damaged image reports.
 func open(dev block.Device, path string, o Options) (*Image, error) {
 	im := newImage(dev, path, o)
+	if err := im.checkNotAbove(); err != nil {
+		return nil, err
+	}
 	if err := lockDevice(dev, path, FormatQcow2, o); err != nil {
 		return nil, err
 	}

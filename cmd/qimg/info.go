@@ -178,6 +178,7 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	if p, err := protocol.Path(path, false); err == nil {
 		path = p // "file:x" is x, as QEMU names it
 	}
+	path = imgopen.SpecFilename(path) // a json: backing file: its file
 	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
 	if img.VHD != nil {
 		// vpc_get_info: a dynamic disk's block size, none for fixed.
@@ -344,6 +345,7 @@ func runInfo(e *env, args []string) int {
 	}
 	path = spec.Path
 	var infos []*imageInfo
+	seen := map[string]bool{spec.Path: true} // the names opened, for a loop (qemu-img compares them)
 	for {
 		inf, code := e.infoOf(spec, o.has("metrics"))
 		if code != 0 {
@@ -355,6 +357,10 @@ func runInfo(e *env, args []string) int {
 		if !o.has("backing-chain") || inf.FullBackingFilename == "" {
 			break
 		}
+		if seen[inf.FullBackingFilename] {
+			return e.errorf(1, "Backing file '%s' creates an infinite loop.", inf.FullBackingFilename)
+		}
+		seen[inf.FullBackingFilename] = true
 		if len(infos) > maxChain {
 			return e.errorf(1, "backing chain of '%s' is longer than %d images", path, maxChain)
 		}

@@ -62,7 +62,7 @@ func chainNames(path string, im *qcow2.Image) []string {
 		if h.BackingFile == "" {
 			break
 		}
-		path = pathCombine(path, h.BackingFile)
+		path = imgopen.SpecFilename(pathCombine(path, h.BackingFile))
 		next, _ := cur.Backing().(*qcow2.Image)
 		names = append(names, dataName(path, next))
 		cur = next
@@ -186,7 +186,7 @@ func runMap(e *env, args []string) int {
 		writeMapJSON(e.stdout, ext)
 		return 0
 	}
-	names := chainNames(path, img.Image)
+	names := chainNames(imgopen.SpecFilename(path), img.Image)
 	if img.VMDK != nil {
 		// Each extent's file is named (vmdk's KD5): the human table gets
 		// entries whose Depth indexes the file names.

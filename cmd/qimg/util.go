@@ -205,6 +205,17 @@ func cvtstr(v float64) string {
 // qemu-img's messages (an *OpenError); Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	name := s.Path // as given: the outer "Could not open" names it
+	if strings.HasPrefix(name, "json:") {
+		// QEMU's json: pseudo-protocol: a driver tree (a backing file
+		// name in --backing-chain, or given as the file): the spec names
+		// the formats, so -f does not apply.
+		img, err := imgopen.OpenSpec(name, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
+			Secrets: s.Secrets, Opts: s.Opts})
+		if err != nil {
+			return nil, &OpenError{Path: name, Err: err}
+		}
+		return img, nil
+	}
 	path, err := protocol.Path(name, false)
 	if err != nil {
 		return nil, &OpenError{Path: name, Err: err}

@@ -21,6 +21,11 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openTree(root, defaults)
+}
+
+// openTree opens the driver tree root (ParseSpec's), as OpenSpec.
+func openTree(root map[string]any, defaults Spec) (*Opened, error) {
 	b := &builder{def: defaults}
 	dev, err := b.build(root, "")
 	if err != nil {

@@ -133,7 +133,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if name != "" {
 		if _, err := os.Stat(name); err != nil {
 			closeData()
-			return nil, err
+			return nil, extentOpenError(name, err) // QEMU's file driver's words
 		}
 		im, err := qcow2.Open(name, o)
 		if err != nil {

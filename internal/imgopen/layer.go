@@ -1,6 +1,8 @@
 package imgopen
 
 import (
+	"strings"
+
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
@@ -11,6 +13,9 @@ import (
 // under a qcow2 image, opened read-only and locked as its own opens
 // lock it (vmdk's KD6 for a VMDK's own parents), as a qcow2.Layer (Q23).
 func openLayer(path, format string, o qcow2.Options) (block.Device, error) {
+	if strings.HasPrefix(path, "json:") {
+		return openSpecLayer(path, format, o)
+	}
 	if format != "vmdk" && format != "vpc" {
 		return nil, &qcow2.FormatError{Format: format}
 	}
@@ -93,3 +98,37 @@ func (l vhdLayer) LayerStatus(off, n int64) (qcow2.LayerStatus, error) {
 
 // LayerBacking implements qcow2.Layer.
 func (vhdLayer) LayerBacking() block.Device { return nil }
+
+// openSpecLayer opens a backing file name that is a json: spec (Q23) as
+// QEMU opens one: the tree it describes, read-only, its file names
+// relative to the working directory; a root that names no driver takes
+// the header's backing format. o's options (the chain above it among
+// them, for the loop check) are every qcow2 node's defaults. A qcow2 or
+// raw root over a plain file is returned as itself, so the chain walks
+// through it; any other tree closes as a whole.
+func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
+	root, err := ParseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := root["driver"]; !ok && format != "" {
+		root["driver"] = format
+	}
+	o.ReadOnly = true
+	op, err := openTree(root, Spec{ReadOnly: true, Opts: o})
+	if err != nil {
+		return nil, err
+	}
+	if op.Image != nil && op.Dev == block.Device(op.Image) {
+		return op.Image, nil
+	}
+	return specDev{op.Dev, op}, nil
+}
+
+// specDev is a backing tree that closes as a whole (Opened.Close).
+type specDev struct {
+	block.Device
+	op *Opened
+}
+
+func (d specDev) Close() error { return d.op.Close() }

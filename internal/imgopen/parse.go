@@ -155,3 +155,37 @@ func noDuplicateKeys(js string) error {
 	}
 	return walk()
 }
+
+// SpecFilename is the file name QEMU gives a node opened from a json:
+// spec (its bdrv_refresh_filename): for a qcow2 or raw node over a plain
+// file node, with no other options, that file's name as the spec writes
+// it; for any other spec (or a name that is not a json: spec), name
+// itself. qemu-img info and map print it for a json: backing file.
+func SpecFilename(name string) string {
+	if !strings.HasPrefix(name, "json:") {
+		return name
+	}
+	root, err := ParseSpec(name)
+	if err != nil {
+		return name
+	}
+	if d := root["driver"]; d != "qcow2" && d != "raw" {
+		return name
+	}
+	for k := range root {
+		if k != "driver" && k != "file" {
+			return name
+		}
+	}
+	switch f := root["file"].(type) {
+	case string:
+		return f
+	case map[string]any:
+		fn, ok := f["filename"].(string)
+		if !ok || f["driver"] != "file" || len(f) != 2 {
+			return name
+		}
+		return fn
+	}
+	return name
+}
