@@ -460,6 +460,11 @@ func (im *Image) Close() error {
 			err = cerr
 		}
 	}
+	if im.opts.CloseAfter != nil {
+		if cerr := im.opts.CloseAfter(); err == nil {
+			err = cerr
+		}
+	}
 	return err
 }
 

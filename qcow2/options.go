@@ -93,6 +93,13 @@ type Options struct {
 	// Backing, if set, is used as the backing device instead of opening
 	// the header's backing file. The Image does not close it.
 	Backing block.Device
+	// CloseAfter, if set, is called by a Close that closed the image,
+	// after everything the image opened is closed: for the devices a
+	// caller opened for it (OpenDevice's device, a DataDevice) that should
+	// close with it, so the image needs no wrapper and chains still see
+	// an *Image. Its error is Close's when Close had none. A Close that
+	// refused (ErrQueueOpen, ErrClosed) does not call it.
+	CloseAfter func() error
 	// NoLock takes no image locks (QEMU's locking=off). By default an
 	// image whose device implements block.Locker is locked as QEMU locks
 	// it (lock.go), and so are the backing files it opens.

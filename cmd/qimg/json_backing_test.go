@@ -112,3 +112,36 @@ func TestJSONBacking_LibraryRefuses(t *testing.T) {
 		t.Errorf("error %v: want a *qcow2.BackingError naming the json: name", err)
 	}
 }
+
+// TestJSONBacking_Forms: the spellings QEMU takes for a json: backing
+// file: dotted keys, no driver (the header's backing format), a file node
+// with options of its own. Each reads and maps as qemu-img's (a file
+// node with options made the backing a plain device: map showed the
+// whole disk as data at offset 0).
+func TestJSONBacking_Forms(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t) // checked below, from d
+	t.Chdir(d)
+	qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "1M", "write -P 0x5a 0 128k", "write -z 512k 64k")
+	for i, spec := range []string{
+		`json:{"driver":"qcow2","file.driver":"file","file.filename":"base.qcow2"}`,
+		`json:{"driver":"qcow2","file.filename":"base.qcow2"}`,
+		`json:{"file":{"driver":"file","filename":"base.qcow2"}}`,
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"base.qcow2","aio":"threads"}}`,
+		`json:{"driver":"qcow2","file":{"driver":"raw","file":{"driver":"file","filename":"base.qcow2"}}}`,
+	} {
+		top := fmt.Sprintf("top%d.qcow2", i)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", spec, "-F", "qcow2", top, "1M")
+		qemuIO(t, top, "qcow2", "write -P 0x33 64k 64k")
+		mustQ(t, "io", "-c", "read -P 0x5a 0 64k", "-c", "read -P 0x33 64k 64k", "-c", "read -P 0 128k 896k", top)
+		args := []string{"map", "--output=json", top}
+		ours, oerr, code := runQ(t, args...)
+		theirs, terr, qcode := testkit.Run(t, "qemu-img", args...)
+		ours = strings.ReplaceAll(ours, `"compressed": false, `, "") // QEMU 8.2's map layout (known)
+		ours = strings.ReplaceAll(ours, `, "compressed": false}`, "}")
+		if ours != theirs || code != qcode {
+			t.Errorf("%s: %q: exit %d, qemu-img %d\nours:\n%s%s\nqemu-img:\n%s%s", spec, args, code, qcode, ours, oerr, theirs, terr)
+		}
+		testkit.QemuCheck(t, top)
+	}
+}

@@ -42,39 +42,16 @@ func (b *builder) file(n *node) (block.Device, error) {
 	return d, err
 }
 
-// imageDev is a qcow2 image opened on a device it must close too
-// (qcow2.OpenDevice leaves the device open), or with a data file device
-// it must close (qcow2.Options.DataDevice; either may be nil).
-type imageDev struct {
-	*qcow2.Image
-	dev  block.Device
-	data block.Device
-}
-
-func (d imageDev) Close() error {
-	err := d.Image.Close()
-	for _, c := range []block.Device{d.dev, d.data} {
-		if c != nil {
-			err = errors.Join(err, c.Close())
-		}
-	}
-	return err
-}
-
 // imageOf returns the image of a device the qcow2 driver returned, nil
 // for any other device.
 func imageOf(dev block.Device) *qcow2.Image {
-	switch d := dev.(type) {
-	case *qcow2.Image:
-		return d
-	case imageDev:
-		return d.Image
-	}
-	return nil
+	im, _ := dev.(*qcow2.Image)
+	return im
 }
 
-// qcow2 returns the *qcow2.Image, or an imageDev when the image lives on
-// a stack (throttle, raw window, ...).
+// qcow2 returns the *qcow2.Image; the devices opened for it (its file
+// node's, its data file's) close with it (qcow2.Options.CloseAfter), so a
+// chain sees an *Image also on a stack (throttle, raw window, ...).
 func (b *builder) qcow2(n *node) (block.Device, error) {
 	cache, aio, ro, err := b.leaf(n)
 	if err != nil {
@@ -135,24 +112,31 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 			closeData()
 			return nil, extentOpenError(name, err) // QEMU's file driver's words
 		}
+		if data != nil {
+			o.CloseAfter = data.Close
+		}
 		im, err := qcow2.Open(name, o)
 		if err != nil {
 			closeData()
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if data != nil {
-			return imageDev{Image: im, data: data}, nil
-		}
 		return im, nil
 	}
 	o.Path = b.paths[dev]
+	o.CloseAfter = func() error {
+		err := dev.Close()
+		if data != nil {
+			err = errors.Join(err, data.Close())
+		}
+		return err
+	}
 	im, err := qcow2.OpenDevice(dev, o)
 	if err != nil {
 		dev.Close()
 		closeData()
 		return nil, err
 	}
-	return imageDev{Image: im, dev: dev, data: data}, nil
+	return im, nil
 }
 
 func (b *builder) raw(n *node) (block.Device, error) {

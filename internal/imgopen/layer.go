@@ -103,11 +103,11 @@ func (vhdLayer) LayerBacking() block.Device { return nil }
 // QEMU opens one: the tree it describes, read-only, its file names
 // relative to the working directory; a root that names no driver takes
 // the header's backing format. o's options (the chain above it among
-// them, for the loop check) are every qcow2 node's defaults. A qcow2 or
-// raw root over a plain file is returned as itself, so the chain walks
-// through it; any other tree closes as a whole.
+// them, for the loop check) are every qcow2 node's defaults. A qcow2
+// root is returned as the *qcow2.Image, so the chain walks through it;
+// any other tree closes as a whole.
 func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
-	root, err := ParseSpec(spec)
+	root, err := parseSpec(spec, false)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 		return nil, err
 	}
 	if op.Image != nil && op.Dev == block.Device(op.Image) {
-		return op.Image, nil
+		return op.Image, nil // it closes what it stands on (CloseAfter)
 	}
 	return specDev{op.Dev, op}, nil
 }

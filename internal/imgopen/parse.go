@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/qcow2"
@@ -73,7 +74,7 @@ func parseSpec(spec string, lastWins bool) (map[string]any, error) {
 		if err := noDuplicateKeys(js); err != nil {
 			return nil, err
 		}
-		return m, nil
+		return crumple(m)
 	}
 	kvs, err := qcow2.SplitOptions(spec)
 	if err != nil {
@@ -109,6 +110,57 @@ func parseSpec(spec string, lastWins bool) (map[string]any, error) {
 		}
 	}
 	return root, nil
+}
+
+// crumple turns a JSON spec's dotted keys ("file.filename": "x") into the
+// nodes they name, in m and every node below it, as QEMU reads a json:
+// spec (it flattens the tree, so nested and dotted keys mean the same;
+// both may name one node). A key that is both a value and a node is
+// refused.
+func crumple(m map[string]any) (map[string]any, error) {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			var err error
+			if v, err = crumple(sub); err != nil {
+				return nil, err
+			}
+		}
+		parts := strings.Split(k, ".")
+		if slices.Contains(parts, "") {
+			return nil, fmt.Errorf("image spec: bad key %q", k)
+		}
+		node := out
+		for _, p := range parts[:len(parts)-1] {
+			next, ok := node[p].(map[string]any)
+			if !ok {
+				if _, exists := node[p]; exists {
+					return nil, fmt.Errorf("image spec: key %q is both a value and a node", k)
+				}
+				next = map[string]any{}
+				node[p] = next
+			}
+			node = next
+		}
+		last := parts[len(parts)-1]
+		old, exists := node[last]
+		if !exists {
+			node[last] = v
+			continue
+		}
+		om, ok1 := old.(map[string]any)
+		vm, ok2 := v.(map[string]any)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("image spec: key %q is both a value and a node, or given twice", k)
+		}
+		for kk, vv := range vm { // one node, written nested and dotted
+			if _, dup := om[kk]; dup {
+				return nil, fmt.Errorf("image spec: key %q given twice", k+"."+kk)
+			}
+			om[kk] = vv
+		}
+	}
+	return out, nil
 }
 
 // noDuplicateKeys refuses a JSON text (already decoded without error)
@@ -165,11 +217,11 @@ func SpecFilename(name string) string {
 	if !strings.HasPrefix(name, "json:") {
 		return name
 	}
-	root, err := ParseSpec(name)
+	root, err := parseSpec(name, false)
 	if err != nil {
 		return name
 	}
-	if d := root["driver"]; d != "qcow2" && d != "raw" {
+	if d, ok := root["driver"]; ok && d != "qcow2" && d != "raw" { // none: the backing format's
 		return name
 	}
 	for k := range root {
@@ -181,11 +233,9 @@ func SpecFilename(name string) string {
 	case string:
 		return f
 	case map[string]any:
-		fn, ok := f["filename"].(string)
-		if !ok || f["driver"] != "file" || len(f) != 2 {
-			return name
+		if fn, ok := f["filename"].(string); ok && fileName(f) == fn {
+			return fn
 		}
-		return fn
 	}
 	return name
 }

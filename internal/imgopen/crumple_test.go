@@ -1,0 +1,58 @@
+package imgopen
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestParseSpec_DottedJSON: a json: spec's dotted keys name nodes, as
+// QEMU reads them (it flattens the tree): "file.filename" was a key of
+// the qcow2 node ("file: missing"), so a spec QEMU opens was refused.
+func TestParseSpec_DottedJSON(t *testing.T) {
+	nested, err := ParseSpec(`json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		`json:{"driver":"qcow2","file.driver":"file","file.filename":"a.qcow2"}`,
+		`json:{"driver":"qcow2","file":{"driver":"file"},"file.filename":"a.qcow2"}`,
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}`,
+	} {
+		got, err := ParseSpec(s)
+		if err != nil || !reflect.DeepEqual(got, nested) {
+			t.Errorf("%s: %v, %v; want %v", s, got, err, nested)
+		}
+	}
+	for _, s := range []string{
+		`json:{"driver":"qcow2","file":"a.qcow2","file.filename":"a.qcow2"}`,             // a value and a node
+		`json:{"driver":"qcow2","file":{"filename":"a"},"file.filename":"b"}`,            // one key twice
+		`json:{"driver":"qcow2","file..filename":"a"}`, `json:{"driver":"qcow2",".x":1}`, // empty components
+	} {
+		if got, err := ParseSpec(s); err == nil {
+			t.Errorf("%s: parsed as %v", s, got)
+		}
+	}
+}
+
+// TestSpecFilename: the name QEMU gives a json: backing file of a qcow2
+// node over a plain file is that file's; other specs keep their name.
+func TestSpecFilename(t *testing.T) {
+	for s, want := range map[string]string{
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}`: "a.qcow2",
+		`json:{"driver":"qcow2","file.filename":"a.qcow2"}`:                     "a.qcow2",
+		`json:{"file":{"driver":"file","filename":"a.qcow2"}}`:                  "a.qcow2",
+		`json:{"driver":"qcow2","file":"a.qcow2"}`:                              "a.qcow2",
+		`json:{"driver":"raw","file":"a.raw"}`:                                  "a.raw",
+		"plain.qcow2":                                                           "plain.qcow2",
+	} {
+		if got := SpecFilename(s); got != want {
+			t.Errorf("SpecFilename(%s) = %q, want %q", s, got, want)
+		}
+	}
+	for _, s := range []string{`json:{"driver":"throttle","file":"a.qcow2"}`, `json:{"driver":"qcow2","file":{"driver":"throttle","file":"a"}}`, `json:{bad`} {
+		if got := SpecFilename(s); got != s || !strings.HasPrefix(got, "json:") {
+			t.Errorf("SpecFilename(%s) = %q, want it unchanged", s, got)
+		}
+	}
+}
