@@ -19,6 +19,10 @@ type MirrorOptions struct {
 	// Granularity is the chunk size of the copy and the dirty bitmap
 	// (default DefaultGranularity; a power of two).
 	Granularity int64
+	// Paused: NewMirror neither grows the target nor starts the copy;
+	// Start does. For a caller that may still refuse the setup (a spec
+	// whose other nodes fail), so that a refused one changes no target.
+	Paused bool
 }
 
 // MirrorMetrics count the copy's work.
@@ -81,7 +85,8 @@ type Mirror struct {
 	stop      bool
 	completed bool
 	closed    bool
-	done      chan struct{}
+	started   bool          // the copier runs (Start)
+	done      chan struct{} // closed when the copier ends
 
 	M MirrorMetrics
 }
@@ -106,14 +111,8 @@ func NewMirror(src, tgt block.Device, o MirrorOptions) (*Mirror, error) {
 	if err != nil {
 		return nil, err
 	}
-	tsize, err := tgt.Size()
-	if err != nil {
+	if _, err := tgt.Size(); err != nil {
 		return nil, err
-	}
-	if tsize < size {
-		if err := tgt.Truncate(size); err != nil {
-			return nil, fmt.Errorf("filter: mirror: grow target to %d: %w", size, err)
-		}
 	}
 	nc := int((size + g - 1) / g)
 	m := &Mirror{src: src, tgt: tgt, gran: g, size: size, dirty: make([]bool, nc), ndirty: nc, done: make(chan struct{})}
@@ -121,8 +120,36 @@ func NewMirror(src, tgt block.Device, o MirrorOptions) (*Mirror, error) {
 		m.dirty[i] = true
 	}
 	m.cond.L = &m.mu
-	go m.copier()
+	if !o.Paused {
+		if err := m.Start(); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// Start grows the target to the source's size if it is smaller and
+// starts the copy, once (a Mirror made with MirrorOptions.Paused; NewMirror
+// starts any other). Until then every chunk stays dirty: guest writes go
+// to the source only (MR2).
+func (m *Mirror) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started || m.closed || m.completed {
+		return nil
+	}
+	tsize, err := m.tgt.Size()
+	if err != nil {
+		return err
+	}
+	if tsize < m.size {
+		if err := m.tgt.Truncate(m.size); err != nil {
+			return fmt.Errorf("filter: mirror: grow target to %d: %w", m.size, err)
+		}
+	}
+	m.started = true
+	go m.copier()
+	return nil
 }
 
 // copier is the background job: copy dirty chunks in offset order,
@@ -251,9 +278,12 @@ func (m *Mirror) Complete() (block.Device, error) {
 			continue
 		}
 		m.completed, m.stop = true, true
+		started := m.started
 		m.cond.Broadcast()
 		m.mu.Unlock()
-		<-m.done
+		if started {
+			<-m.done
+		}
 		err := m.tgt.Flush()
 		unlock()
 		if err != nil {
@@ -466,6 +496,9 @@ func (m *Mirror) Close() error {
 	m.closed = true
 	m.stop = true
 	completed := m.completed
+	if !m.started {
+		close(m.done) // no copier to end it
+	}
 	m.cond.Broadcast()
 	m.mu.Unlock()
 	<-m.done

@@ -87,6 +87,9 @@ type Throttle struct {
 	iopsT, iopsR, iopsW *bucket
 	bpsT, bpsR, bpsW    *bucket
 	M                   ThrottleMetrics
+
+	release     chan struct{} // closed by Release: no request waits any more
+	releaseOnce sync.Once
 }
 
 var (
@@ -112,8 +115,16 @@ func NewThrottle(child block.Device, l ThrottleLimits, clock Clock) *Throttle {
 		bpsT:    newBucket(l.BPSTotal, l.Burst, 4096, now),
 		bpsR:    newBucket(l.BPSRead, l.Burst, 4096, now),
 		bpsW:    newBucket(l.BPSWrite, l.Burst, 4096, now),
+		release: make(chan struct{}),
 	}
 }
+
+// Release lets every request waiting for the limits through at once, and
+// every later one without waiting, as QEMU drains a throttle node by
+// letting its queue through: for a shutdown that must not wait out a
+// backlog (at iops-total=1, a queue of 60 requests is a minute). Close
+// releases too. A fake Clock's Sleep is not interrupted.
+func (t *Throttle) Release() { t.releaseOnce.Do(func() { close(t.release) }) }
 
 // Delay charges one request of n bytes (write or read) to the buckets and
 // returns how long it must wait; it does not sleep. Exposed so tests can
@@ -134,10 +145,26 @@ func (t *Throttle) Delay(write bool, n int64) time.Duration {
 }
 
 func (t *Throttle) wait(write bool, n int64) {
-	if d := t.Delay(write, n); d > 0 {
-		t.M.Delayed.Add(1)
-		t.M.DelayNsec.Add(int64(d))
+	select {
+	case <-t.release:
+		return
+	default:
+	}
+	d := t.Delay(write, n)
+	if d <= 0 {
+		return
+	}
+	t.M.Delayed.Add(1)
+	t.M.DelayNsec.Add(int64(d))
+	if _, real := t.clock.(realClock); !real {
 		t.clock.Sleep(d)
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-t.release:
 	}
 }
 
@@ -192,7 +219,10 @@ func (t *Throttle) Discard(off, n int64) error {
 func (t *Throttle) Flush() error              { return t.child.Flush() }
 func (t *Throttle) Size() (int64, error)      { return t.child.Size() }
 func (t *Throttle) Truncate(size int64) error { return t.child.Truncate(size) }
-func (t *Throttle) Close() error              { return t.child.Close() }
+func (t *Throttle) Close() error {
+	t.Release()
+	return t.child.Close()
+}
 
 // Caps are the child's; a write limit makes them Metered.
 func (t *Throttle) Caps() block.Caps {

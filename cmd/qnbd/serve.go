@@ -238,6 +238,12 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(st.force, shutdownGrace)
 	defer cancel()
+	go func() {
+		// A forced shutdown does not wait out a throttled backlog: the
+		// requests still waiting for a throttle node's limits go through.
+		<-ctx.Done()
+		img.ReleaseThrottles()
+	}()
 	if err := srv.Shutdown(ctx); err != nil {
 		logger.Printf("shutdown: %v (connections closed with requests in flight)", err)
 	}

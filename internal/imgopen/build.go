@@ -3,8 +3,10 @@ package imgopen
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -28,10 +30,23 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 func openTree(root map[string]any, defaults Spec) (*Opened, error) {
 	b := &builder{def: defaults}
 	dev, err := b.build(root, "")
+	if err == nil {
+		// Only an accepted spec grows or copies into a mirror's target
+		// (the nodes after a mirror may still refuse it).
+		for _, m := range b.mirrors {
+			if err = m.Start(); err != nil {
+				dev.Close()
+				break
+			}
+		}
+	}
 	if err != nil {
+		for _, name := range b.created {
+			os.Remove(name) // a mirror target it created
+		}
 		return nil, err
 	}
-	o := &Opened{Dev: dev}
+	o := &Opened{Dev: dev, throttles: b.throttles}
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
 	}
@@ -62,6 +77,13 @@ type builder struct {
 	// bdrv_dirname looks through a node's file child). A qcow2 node over
 	// one resolves a relative backing file name against its directory.
 	paths map[block.Device]string
+	// mirrors are the spec's mirror nodes, made paused: started when the
+	// whole spec opened; created are the target files they created, to
+	// remove when it did not.
+	mirrors []*filter.Mirror
+	created []string
+	// throttles are the spec's throttle nodes (Opened.ReleaseThrottles).
+	throttles []*filter.Throttle
 }
 
 // setPath records that dev stands for the host file p ("" records

@@ -115,5 +115,6 @@ func (b *builder) throttle(n *node) (block.Device, error) {
 	}
 	t := filter.NewThrottle(child, l, nil)
 	b.setPath(t, b.paths[child])
+	b.throttles = append(b.throttles, t)
 	return t, nil
 }

@@ -117,6 +117,7 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 		src.Close()
 		return nil, err
 	}
+	mo.Paused = true // started once the whole spec opened (openTree)
 	m, err := filter.NewMirror(src, tgt, mo)
 	if err != nil {
 		src.Close()
@@ -125,6 +126,10 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 			os.Remove(created)
 		}
 		return nil, err
+	}
+	b.mirrors = append(b.mirrors, m)
+	if created != "" {
+		b.created = append(b.created, created)
 	}
 	if wait {
 		b.beforeClose = append(b.beforeClose, m.Wait)

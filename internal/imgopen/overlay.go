@@ -19,5 +19,6 @@ func OpenOverlay(s Spec, base *Opened) (*Opened, error) {
 		closeOverlay = ov.Dev.Close
 	}
 	ov.close = func() error { return errors.Join(closeOverlay(), base.Close()) }
+	ov.throttles = base.throttles
 	return ov, nil
 }
