@@ -542,6 +542,12 @@ func runConvert(e *env, args []string) int {
 	}
 	_, statErr := os.Stat(outFile)
 	created := os.IsNotExist(statErr) && !skipCreate // a failure removes only what it made
+	dataCreated := ""                                // and the external data file the create made (-o data_file=)
+	if df := req.opts.DataFile; created && ofmt == "qcow2" && df != "" {
+		if _, err := os.Stat(df); os.IsNotExist(err) {
+			dataCreated = df
+		}
+	}
 	if skipCreate {
 		// Opened as it is, with -O's format.
 	} else if err := doCreate(req); err != nil {
@@ -614,6 +620,9 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		if created {
 			os.Remove(outFile)
+		}
+		if dataCreated != "" {
+			os.Remove(dataCreated)
 		}
 		return e.errorf(1, "%v", err)
 	}
