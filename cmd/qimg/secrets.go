@@ -50,10 +50,13 @@ func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
 // usage line); others, the option string's syntax, stay usage errors.
 func specError(arg string, err error) error {
 	var oe *imgopen.OptionError
+	var ve *imgopen.ValueError
 	var de *imgopen.DriverError
 	switch {
 	case errors.As(err, &oe):
 		return &OpenError{Path: arg, Err: oe}
+	case errors.As(err, &ve):
+		return &OpenError{Path: arg, Err: ve}
 	case errors.As(err, &de):
 		return &OpenError{Path: arg, Err: formatError(de.Name)}
 	}

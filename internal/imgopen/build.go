@@ -203,7 +203,7 @@ func (b *builder) child(n *node, k string) (block.Device, error) {
 // leaf reads the per-leaf settings (cache, aio, read-only) over defaults
 // (read-only: the spec's, or the parent qcow2 node's).
 func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
-	if cache, err = n.str("cache", b.def.Cache); err != nil {
+	if cache, err = cacheOf(n, b.def.Cache, fmt.Sprint(n.m["driver"]), n.m["driver"] == "file"); err != nil {
 		return
 	}
 	if aio, err = n.str("aio", b.def.AIO); err != nil {

@@ -59,7 +59,8 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 
 // ImageOpts turns a qemu-img --image-opts argument for one image on a
 // plain file (driver=qcow2|raw, file.filename=PATH or file=PATH,
-// file.locking=on|off|auto, the qcow2 open options,
+// file.locking=on|off|auto, file.aio=threads|io_uring, cache.direct and
+// cache.no-flush on either node (cachekeys.go), the qcow2 open options,
 // encrypt.key-secret=ID, encrypt.format=luks) into a Spec for Open:
 // Path, Format, and the engine options in Opts (over def's), the
 // passphrase looked up in def.Secrets. Stacks of drivers need OpenSpec.
@@ -89,6 +90,14 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	}
 	if noLock {
 		s.Opts.NoLock = true
+	}
+	if n.has("cache") { // QEMU's cache.direct, cache.no-flush, for the file too
+		if s.Cache, err = cacheOf(n, s.Cache, drv, false); err != nil {
+			return s, err
+		}
+	}
+	if fv, err = fileIOKeys(fv, &s); err != nil {
+		return s, err
 	}
 	if err := fileNodeKeys(fv); err != nil {
 		return s, err

@@ -71,6 +71,13 @@ func (e *OptionError) Error() string {
 	return fmt.Sprintf("Block format '%s' does not support the option '%s'", e.Driver, e.Option)
 }
 
+// ValueError is an option value an --image-opts node refuses, in QEMU's
+// words ("invalid parameter value: foo"): like OptionError, an error of
+// the open, not of the command line.
+type ValueError struct{ Msg string }
+
+func (e *ValueError) Error() string { return e.Msg }
+
 // DriverError is an --image-opts node naming a driver qring does not
 // have: QEMU says "Unknown driver" for a name it does not know either;
 // the CLIs say which of QEMU's drivers they lack.

@@ -63,6 +63,8 @@ func FileOptions(cache, aio string, readOnly bool) (uring.Options, error) {
 		o.NoFlush = true // as QEMU's BDRV_O_NO_FLUSH
 	case "none", "directsync":
 		o.Direct = true
+	case cacheDirectNoFlush: // cache.direct=on,cache.no-flush=on (cachekeys.go)
+		o.Direct, o.NoFlush = true, true
 	default:
 		return o, fmt.Errorf("invalid cache mode %q (none, writeback, writethrough, directsync, unsafe)", cache)
 	}

@@ -1,0 +1,49 @@
+package imgopen
+
+import (
+	"errors"
+	"testing"
+)
+
+// TestImageOpts_FileIOKeys: QEMU's file.aio, file.cache.direct and
+// file.cache.no-flush (and cache.* on the format node) are taken as the
+// cache mode and AIO they stand for (they were refused: "Block protocol
+// 'file' doesn't support the option 'aio'"), over -t's mode; bad values
+// and unknown cache keys are errors of the open, in QEMU's words.
+func TestImageOpts_FileIOKeys(t *testing.T) {
+	const f = "driver=qcow2,file.driver=file,file.filename=x.qcow2"
+	for _, c := range []struct{ spec, def, cache, aio string }{
+		{f + ",file.aio=threads,file.cache.direct=on", "", "none", "threads"},
+		{f + ",file.aio=io_uring", "", "", "io_uring"},
+		{f + ",file.cache.no-flush=on", "", "unsafe", ""},
+		{f + ",file.cache.direct=on,file.cache.no-flush=on", "", cacheDirectNoFlush, ""},
+		{f + ",cache.direct=on", "", "none", ""},
+		{f + ",cache.direct=on,file.cache.direct=off", "", "writeback", ""},
+		{f + ",file.cache.direct=off", "none", "writeback", ""},
+		{f + ",file.cache.direct=on", "writethrough", "directsync", ""},
+		{f + ",file.cache.no-flush=off", "unsafe", "writeback", ""},
+		{f, "none", "none", ""},
+	} {
+		s, err := ImageOpts(c.spec, Spec{Cache: c.def})
+		if err != nil || s.Cache != c.cache || s.AIO != c.aio || s.Path != "x.qcow2" {
+			t.Errorf("%s over -t %q: cache %q aio %q path %q, %v; want cache %q aio %q", c.spec, c.def, s.Cache, s.AIO, s.Path, err, c.cache, c.aio)
+		}
+	}
+	for _, c := range []struct{ spec, want string }{
+		{f + ",file.cache.direct=maybe", "Parameter 'cache.direct' expects 'on' or 'off'"},
+		{f + ",file.aio=foo", "invalid parameter value: foo"},
+		{f + ",file.cache.foo=on", "Block protocol 'file' doesn't support the option 'cache.foo'"},
+		{f + ",cache.x=on", "Block format 'qcow2' does not support the option 'cache.x'"},
+		{f + ",aio=threads", "Block format 'qcow2' does not support the option 'aio'"},
+	} {
+		_, err := ImageOpts(c.spec, Spec{})
+		var oe *OptionError
+		var ve *ValueError
+		if err == nil || err.Error() != c.want || !errors.As(err, &oe) && !errors.As(err, &ve) {
+			t.Errorf("%s: %v; want %q as an *OptionError or *ValueError", c.spec, err, c.want)
+		}
+	}
+	if o, err := FileOptions(cacheDirectNoFlush, "", false); err != nil || !o.Direct || !o.NoFlush {
+		t.Errorf("FileOptions(%s): %+v, %v", cacheDirectNoFlush, o, err)
+	}
+}
