@@ -38,6 +38,7 @@ type config struct {
 	tls         *tls.Config
 	verbose     bool
 	socketOwned bool // remove the socket file at exit
+	activated   bool // socket activation: listen on descriptor 3
 }
 
 func configure(f *flags) (*config, error) {
@@ -154,7 +155,16 @@ func configure(f *flags) (*config, error) {
 	default:
 		return nil, fmt.Errorf("invalid detect-zeroes mode %q (off, on, unmap)", d)
 	}
-	if s := f.get("socket", ""); s != "" {
+	nact, err := activatedFDs()
+	if err != nil {
+		return nil, err
+	}
+	if nact > 0 {
+		if err := checkActivation(nact, f); err != nil {
+			return nil, err
+		}
+		c.activated = true // the socket is descriptor 3 (activation.go)
+	} else if s := f.get("socket", ""); s != "" {
 		if f.has("port") || f.has("bind") {
 			return nil, errors.New("-k is incompatible with -p and -b")
 		}

@@ -65,6 +65,9 @@ func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
 // listen opens the listening socket; a stale Unix socket file (no server
 // behind it) is replaced.
 func listen(cfg *config) (net.Listener, error) {
+	if cfg.activated {
+		return activatedListener()
+	}
 	if cfg.network == "unix" {
 		if fi, err := os.Lstat(cfg.addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			if c, err := net.Dial("unix", cfg.addr); err == nil {
