@@ -162,7 +162,9 @@ func (im *Image) bitmapsExt() []byte {
 	var data []byte
 	for _, e := range im.hdr.Extensions {
 		if e.Type == format.ExtBitmaps {
-			data = e.Data
+			// A zero-length extension is a broken one (QEMU:
+			// "Invalid extension length"), not an absent one.
+			data = append([]byte{}, e.Data...)
 		}
 	}
 	return data

@@ -21,7 +21,7 @@ func (c *checker) countBitmaps() {
 	var data []byte
 	for _, e := range im.hdr.Extensions {
 		if e.Type == format.ExtBitmaps {
-			data = e.Data
+			data = append([]byte{}, e.Data...) // zero-length: broken, not absent
 		}
 	}
 	if data == nil {

@@ -458,5 +458,9 @@ func (im *Image) repairDirty() error {
 	if err := im.writeHeader(); err != nil {
 		return err
 	}
-	return im.dev.Flush()
+	if err := im.dev.Flush(); err != nil {
+		return err
+	}
+	im.dirtySet, im.dirtyKept = false, false // the next lazy update sets it again
+	return nil
 }

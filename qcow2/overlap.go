@@ -101,6 +101,23 @@ func (im *Image) overlapCheckStatic(bad func(err error, refcounts bool) error) e
 			return err
 		}
 	}
+	// The snapshot table and the snapshots' L1 tables must not overlap
+	// the header, the active L1 table or the refcount table either: a
+	// snapshot change frees the old table's clusters (Q19).
+	if n := im.snapLen.Load(); n > 0 {
+		if what := im.staticOverlapExcept(format.HostOff(im.snapOff.Load()), n, ""); what != "" {
+			if err := bad(corruptf("snapshots_offset", im.snapOff.Load(), "snapshot table overlaps the %s", what), false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, sn := range im.snapshots {
+		if what := im.staticOverlapExcept(sn.L1TableOffset, uint64(sn.L1Size)*format.TableEntrySize, ""); what != "" {
+			if err := bad(corruptf("snapshot_l1_table_offset", uint64(sn.L1TableOffset), "L1 table of snapshot %s overlaps the %s", sn.ID, what), false); err != nil {
+				return err
+			}
+		}
+	}
 	for i, v := range im.reftable {
 		if v == 0 {
 			continue

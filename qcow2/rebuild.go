@@ -165,7 +165,13 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	// exact (Q8), and a later lazy update sets it again (dirtySet).
 	oldOff, oldClusters, oldInc, oldOrder := im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures, im.hdr.RefcountOrder
 	im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.RefcountOrder = tableOff, uint32(nt), order
-	im.hdr.IncompatibleFeatures &^= format.IncompatDirty
+	// A Check's rebuild keeps a dirty bit it found: the caller clears
+	// it once the Check leaves no corruption (repairDirty,
+	// markCleanAfterCheck); a repair that leaves one keeps the bit.
+	keepDirty := check && oldInc&format.IncompatDirty != 0
+	if !keepDirty {
+		im.hdr.IncompatibleFeatures &^= format.IncompatDirty
+	}
 	// And, after a Check, the bitmaps' consistency bit: their clusters
 	// may not have been counted. A damaged image, read-only until now,
 	// never had it cleared.
@@ -185,7 +191,11 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 		im.loseWritesLocked(err)
 		return err
 	}
-	im.dirtySet, im.dirtyKept = false, false
+	if keepDirty {
+		im.dirtySet = true // on disk still; dirtyKept as it was
+	} else {
+		im.dirtySet, im.dirtyKept = false, false
+	}
 	// Memory follows the header: the old blocks are gone from the cache
 	// and lose their role (one that was really data is data again).
 	for _, b := range oldBlocks {

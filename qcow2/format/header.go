@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -318,7 +319,13 @@ func ParseHeader(b []byte) (*Header, error) {
 		if h.BackingFileOffset >= cs || end > cs || end > uint64(len(b)) {
 			return nil, corrupt("backing_file_offset", h.BackingFileOffset, "backing file name outside the header cluster")
 		}
-		h.BackingFile = string(b[h.BackingFileOffset:end])
+		name := b[h.BackingFileOffset:end]
+		// QEMU reads the name as a C string: it ends at the first NUL
+		// (and one that starts with NUL is no backing file).
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		h.BackingFile = string(name)
 	}
 	return h, nil
 }
