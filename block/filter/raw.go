@@ -19,8 +19,9 @@ type RawOptions struct {
 	// driver with size=0: an empty disk, not the whole child).
 	Fixed bool
 	// Sectors rounds the child's size up to a multiple of 512 before the
-	// offset is taken off, as QEMU's block layer counts a file's length
-	// in sectors: the bytes past the child's end read as zeros (B2), and
+	// offset is taken off, and the window's after, as QEMU's block layer
+	// counts a file's length and the raw node's in sectors: the bytes
+	// past the child's end read as zeros (B2), and
 	// a write there grows the child. Size then runs ahead of what was
 	// written, which the Device contract does not allow; the qemu-img
 	// compatible tools want it, for a raw file of an odd length.
@@ -83,7 +84,10 @@ func (r *Raw) Size() (int64, error) {
 		return 0, err
 	}
 	if r.o.Sectors {
+		// QEMU measures in sectors twice: the file (bdrv_getlength of
+		// the child), then the window the raw driver makes of it.
 		n = (n + 511) &^ 511
+		return (max(n-r.o.Offset, 0) + 511) &^ 511, nil
 	}
 	return max(n-r.o.Offset, 0), nil
 }

@@ -44,6 +44,7 @@ func (s Node) Extent(off, n int64) (nbd.Extent, error) {
 	if err != nil {
 		return nbd.Extent{}, err
 	}
+	st = s.Image.HostHoles(st) // as Status: zeros where a cluster maps a host hole
 	if st.Allocated {
 		return nbd.Extent{Len: st.Len, Hole: !st.Data, Zero: st.Zero, Depth: 1}, nil
 	}
