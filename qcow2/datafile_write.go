@@ -274,8 +274,8 @@ func (im *Image) refuseDataFile(what string) error {
 
 // dfResize gives the data file the disk's new size, as QEMU 7.2's
 // qcow2_co_truncate does (it grows and shrinks it with the image), and
-// with data_file_raw or a preallocation (prealloc: any mode but off; QEMU
-// 7.2 allocates no data file space for falloc and full either) links the
+// with data_file_raw or a preallocation (prealloc: any mode but off; the
+// space of falloc and full is dfAllocate's, after it) links the
 // grown range's clusters at their own offsets, the data file reaching
 // the last one's end, as QEMU preallocates metadata (DF6): every
 // cluster of a raw data file is allocated. Called after the L1 table

@@ -261,7 +261,9 @@
 //	    check before.
 //	Q19 Damaged tables (damage.go): a writable open refuses an image
 //	    whose L1 or refcount table entries are invalid, whose tables
-//	    overlap, or whose snapshot table does not parse. A read-only or
+//	    overlap (the snapshot table and the snapshots' L1 tables
+//	    included: a snapshot change frees their clusters), or whose
+//	    snapshot table does not parse. A read-only or
 //	    repairing open accepts it, as QEMU's does, so that check, info
 //	    and reads work: it then refuses every write (not even the
 //	    dirty-bit repair runs), a read through a damaged L1 entry fails
@@ -404,8 +406,10 @@
 //	    interrupted leaves, so the grown range reads as zeros) and, raw,
 //	    links the grown
 //	    range's clusters in place (QEMU's metadata preallocation, which
-//	    a resize with any preallocation mode does too: QEMU 7.2 gives
-//	    falloc and full no data file space); compressed writes, internal
+//	    a resize with any preallocation mode does too; falloc and full
+//	    then give the data file's grown range its space, reserved or
+//	    written with zeros, as QEMU 7.2 truncates the data file with the
+//	    mode); compressed writes, internal
 //	    snapshots and a downgrade to version 2 are refused
 //	    (ErrUnsupported).
 //	DF7 As QEMU 7.2 with pass-discard-request (qcow2_free_any_cluster): a

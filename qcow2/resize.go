@@ -212,6 +212,14 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 		if err := im.dfResize(cur, size, mode != PreallocOff); err != nil {
 			return fmt.Errorf("qcow2: resizing the data file: %w", err)
 		}
+		if im.df.ext && (mode == PreallocFalloc || mode == PreallocFull) {
+			// QEMU 7.2's qcow2_co_truncate truncates the data file
+			// with the preallocation mode too: its grown range
+			// reserved (falloc) or written with zeros (full).
+			if err := im.dfAllocate(cur, size, mode); err != nil {
+				return fmt.Errorf("qcow2: preallocating the data file: %w", err)
+			}
+		}
 	}
 	// The zeros are durable before the size that shows them.
 	return im.flushedWritable(func() error { return im.commitSizeLocked(uint64(size)) })
@@ -354,4 +362,21 @@ func (im *Image) resize(size int64) error {
 		return err
 	}
 	return im.dfShrunk(size) // DF6: the data file shrinks with the disk
+}
+
+// dfAllocate gives the data file's range [from, to) its space, as the
+// file driver preallocates it: reserved for falloc (zeros written where
+// the file cannot reserve), zeros written for full.
+func (im *Image) dfAllocate(from, to int64, mode string) error {
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	if mode == PreallocFalloc && d.WriteZeroes(from, to-from, block.Allocate) == nil {
+		return d.Flush()
+	}
+	if err := block.WriteZeroBuffers(d, from, to-from); err != nil {
+		return err
+	}
+	return d.Flush()
 }

@@ -64,7 +64,7 @@ func runCreate(e *env, args []string) int {
 		fmt.Fprintln(e.stdout, formattingLine(req))
 	}
 	if req.format == "qcow2" {
-		err = checkQcow2Create(&req.opts, req.given["cluster_size"])
+		err = checkQcow2Create(&req.opts, req.given)
 		if err == nil {
 			err = checkDataFileGiven(req)
 		}
@@ -191,7 +191,9 @@ func parseCreate(o *opts, req *createRequest) error {
 	if (req.format == "raw" || req.format == "vpc") && req.opts.BackingFile != "" {
 		return fmt.Errorf("Backing file not supported for file format '%s'", req.format)
 	}
-	if !req.sizeSet && req.opts.BackingFile == "" {
+	if !req.sizeSet && (req.opts.BackingFile == "" || o.has("u")) {
+		// -u opens no backing file to take the size from (qemu-img's
+		// refusal too).
 		return fmt.Errorf("Image creation needs a size parameter")
 	}
 	return nil
@@ -314,7 +316,7 @@ func formattingLine(req *createRequest) string {
 		fmt.Fprintf(&b, "data_file_raw=%s ", onOff(o.DataFileRaw))
 	}
 	rb := o.RefcountBits
-	if rb == 0 {
+	if rb == 0 && !req.given["refcount_bits"] {
 		rb = 16
 	}
 	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", onOff(o.LazyRefcounts), rb)

@@ -91,17 +91,37 @@ func checkOptionType(opts []createOption, k, v string) (string, error) {
 // creates the image (after qemu-img create printed its Formatting line),
 // with its messages. clusterGiven says cluster_size was given: 0 is then
 // refused, not the default.
-func checkQcow2Create(o *qcow2.CreateOptions, clusterGiven bool) error {
-	if cs := o.ClusterSize; (cs != 0 || clusterGiven) && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
+func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
+	const v3 = " (use version=v3 or greater)"
+	if cs := o.ClusterSize; (cs != 0 || given["cluster_size"]) && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
 		return errors.New("Cluster size must be a power of two between 512 and 2048k")
 	}
-	if rb := o.RefcountBits; rb != 0 && (bits.OnesCount(uint(rb)) != 1 || rb > 64) {
+	if cs := o.ClusterSize; o.ExtendedL2 && cs != 0 && cs < 16<<10 {
+		return errors.New("Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	}
+	if o.BackingFormat != "" && o.BackingFile == "" {
+		return errors.New("Backing format cannot be used without backing file")
+	}
+	v2 := o.Compat == "0.10"
+	if o.LazyRefcounts && v2 {
+		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above" + v3)
+	}
+	if rb := o.RefcountBits; (rb != 0 || given["refcount_bits"]) && (bits.OnesCount(uint(rb)) != 1 || rb > 64) {
 		return errors.New("Refcount width must be a power of two and may not exceed 64 bits")
 	}
-	if o.LazyRefcounts && o.Compat == "0.10" {
-		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+	if rb := o.RefcountBits; v2 && rb != 0 && rb != 16 {
+		return errors.New("Different refcount widths than 16 bits require compatibility level 1.1 or above" + v3)
 	}
-	return checkDataFileCreate(o)
+	if err := checkDataFileCreate(o); err != nil {
+		return err
+	}
+	if v2 && o.ExtendedL2 {
+		return errors.New("Extended L2 entries are only supported with compatibility level 1.1 and above" + v3)
+	}
+	if v2 && o.CompressionType != "" && o.CompressionType != "zlib" {
+		return errors.New("Non-zlib compression type is only supported with compatibility level 1.1 and above" + v3)
+	}
+	return nil
 }
 
 // setQcow2Option sets one qcow2 create option whose type checked.
@@ -113,6 +133,16 @@ func setQcow2Option(o *qcow2.CreateOptions, k, v string) error {
 			return o.Set(k, v)
 		}
 		return fmt.Errorf("invalid compression_type '%s' (zlib, zstd)", v)
+	case "refcount_bits":
+		// Any number (its type checked): the driver refuses 0, a width
+		// that is not a power of two or past 64 (checkQcow2Create),
+		// after "Formatting" shows it as given.
+		n, err := qcow2.ParseNumber(v)
+		if err != nil {
+			return err
+		}
+		o.RefcountBits = int(min(n, 1<<20))
+		return nil
 	case "extended_l2":
 		switch v {
 		case "off", "false":

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -52,7 +53,7 @@ func runResize(e *env, args []string) int {
 		return e.usageErr(errors.New("Not enough arguments"))
 	}
 	sizeArg := args[len(args)-1]
-	o, err := getopt(args[:len(args)-1], "f:qU", "shrink", "preallocation:", "object:", "image-opts")
+	o, err := getopt(args[:len(args)-1], "f:q", "shrink", "preallocation:", "object:", "image-opts") // no -U: qemu-img 7.2's resize has none
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -137,7 +138,7 @@ func doResize(r *resizeRequest) error {
 		err = cerr
 	}
 	if err == nil && img.Image != nil && size < cur {
-		err = trimFile(r.path)
+		err = trimFile(spec)
 	}
 	return err
 }
@@ -233,6 +234,9 @@ func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
 	}
+	if h := im.Header(); h.Version < 3 && h.NbSnapshots > 0 {
+		return errors.New("Can't resize a v2 image which has snapshots")
+	}
 	if size < cur {
 		return resizeErr(im.Shrink(size))
 	}
@@ -262,7 +266,17 @@ func resizeErr(err error) error {
 // the image's write lock from before the check until after the cut, so
 // that no other process can open the image and allocate past the end
 // in between.
-func trimFile(path string) error {
+func trimFile(spec imgopen.Spec) error {
+	// The host file: the image was opened by its name (a file: prefix
+	// too) or by --image-opts' file.filename. A json: driver tree's host
+	// file is not known here: the image stays shrunk, its file uncut.
+	if imgopen.IsSpec(spec.Path) {
+		return nil
+	}
+	path, err := protocol.Path(spec.Path, false)
+	if err != nil {
+		return nil
+	}
 	f, err := uring.Open(path, uring.Options{Backend: uring.Threads})
 	if err != nil {
 		return unwrapPathErr(err)
@@ -272,8 +286,12 @@ func trimFile(path string) error {
 	if err := qcow2.LockAs(f, path, perm, shared); err != nil {
 		return err
 	}
-	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true,
-		Opts: qcow2.Options{NoBacking: true, NoLock: true}}) // the lock is f's
+	// As the resize opened it (its data-file.filename, its secrets),
+	// the key not needed: Check reads only metadata.
+	o := spec.Opts
+	o.NoBacking, o.NoLock, o.NoKey = true, true, true // the lock is f's
+	img, err := openImage(imgopen.Spec{Path: path, Format: "qcow2", ReadOnly: true, Opts: o,
+		Secrets: spec.Secrets, DataFile: spec.DataFile})
 	if err != nil {
 		return err
 	}

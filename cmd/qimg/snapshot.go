@@ -8,14 +8,15 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
-// runSnapshot is qemu-img snapshot: -l lists (the default), -c creates,
-// -a applies, -d deletes (by name, as qemu-img 7.2) an internal snapshot.
+// runSnapshot is qemu-img snapshot: -l lists, -c creates, -a applies, -d
+// deletes (by name, as qemu-img 7.2) an internal snapshot. Without any,
+// it opens the image for writing and does nothing, as qemu-img does.
 func runSnapshot(e *env, args []string) int {
 	o, err := getopt(args, "la:c:d:f:qU", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
-	op, name := "l", ""
+	op, name := "", ""
 	n := 0
 	for _, k := range []string{"l", "a", "c", "d"} {
 		if o.has(k) {
@@ -38,7 +39,9 @@ func runSnapshot(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	err = doSnapshot(e, img, op, name)
+	if op != "" {
+		err = doSnapshot(e, img, op, name)
+	}
 	if cerr := img.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
