@@ -15,14 +15,7 @@ import (
 // bitmaps' clusters for leaks and freed them, exiting clean) changes
 // nothing.
 func TestCheck_EmptyBitmapsExtensionIsCorrupt(t *testing.T) {
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: 4096}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(mem, Options{NoBacking: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, mem := memImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096}, Options{NoBacking: true}, memdev.Options{})
 	if err := im.AddBitmap("b0", 65536, true); err != nil {
 		t.Fatal(err)
 	}

@@ -15,14 +15,7 @@ import (
 // repairDirty says the dirty bit stays "as it is on disk". It must: the
 // refcounts did not count the bad entry's cluster.
 func TestRegress_RefusedDirtyRepairKeepsDirtyBit(t *testing.T) {
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: 4096, LazyRefcounts: true}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(mem, Options{NoBacking: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, mem := memImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096, LazyRefcounts: true}, Options{NoBacking: true}, memdev.Options{})
 	for _, off := range []int64{0, 1 << 20} {
 		if _, err := im.WriteAt(bytes.Repeat([]byte{0x11}, 4096), off); err != nil {
 			t.Fatal(err)

@@ -17,14 +17,7 @@ import (
 // clusters, the active L1 among them, and qemu-img check found a
 // referenced cluster counted 0); a read-only open still reads it.
 func TestOpen_SnapshotTablesOverlapRefusedWritable(t *testing.T) {
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: 4096}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(mem, Options{NoBacking: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, mem := memImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096}, Options{NoBacking: true}, memdev.Options{})
 	if _, err := im.WriteAt(bytes.Repeat([]byte{0x11}, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
