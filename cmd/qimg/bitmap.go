@@ -60,7 +60,7 @@ func runBitmap(e *env, args []string) int {
 	case o.has("b") && !o.has("merge"):
 		return e.errorf(1, "Merge bitmap source file only supported with --merge")
 	case o.has("F") && !o.has("b"):
-		return e.errorf(1, "--merge -F requires -b")
+		return e.errorf(1, "-F only supported with -b")
 	case len(o.args) != 2:
 		return e.errorf(1, "Expecting filename and bitmap name")
 	}
@@ -119,6 +119,10 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 		case op.name == "merge":
 			err = mergeBitmap(im, name, op.src, srcFile, srcFmt)
 		}
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			return err // the merge source's open, named as qemu-img names it
+		}
 		if err != nil {
 			return fmt.Errorf("Operation %s on bitmap %s failed: %s", op.name, name, bitmapErrText(err))
 		}
@@ -165,6 +169,9 @@ func bitmapErrText(err error) string {
 		return fmt.Sprintf("Dirty bitmap %s not found", name)
 	case errors.Is(err, qcow2.ErrUnsupported):
 		_, msg, ok := strings.Cut(err.Error(), qcow2.ErrUnsupported.Error()+": ")
+		if msg == "a bitmap name is empty" {
+			return "Bitmap name cannot be empty" // QEMU's words
+		}
 		if ok {
 			return msg
 		}

@@ -160,7 +160,9 @@ func TestResize_V2SnapshotsWordedLikeQemu(t *testing.T) {
 // refused (qimg opened the backing file anyway and took its size),
 // resize has no -U (qimg accepted and ignored it), and snapshot without
 // an action opens the image and does nothing (qimg listed the
-// snapshots). Exit codes, messages and the files as qemu-img leaves them.
+// snapshots); bitmap's refusals say what qemu-img says (a merge source
+// that does not open is no failed operation). Exit codes, messages and
+// the files as qemu-img leaves them.
 func TestCommands_SmallRefusalsLikeQemu(t *testing.T) {
 	d := qemuDir(t)
 	t.Chdir(d)
@@ -171,6 +173,9 @@ func TestCommands_SmallRefusalsLikeQemu(t *testing.T) {
 		{"resize", "-U", "base.qcow2", "2M"},
 		{"snapshot", "base.qcow2"},
 		{"snapshot", "-U", "base.qcow2"},
+		{"bitmap", "--merge", "b1", "-F", "qcow2", "base.qcow2", "b1"},
+		{"bitmap", "--add", "base.qcow2", ""},
+		{"bitmap", "--merge", "b1", "-b", "nosuch.qcow2", "base.qcow2", "b1"},
 	} {
 		before, err := os.ReadFile("base.qcow2")
 		if err != nil {

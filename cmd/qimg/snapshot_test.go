@@ -80,7 +80,7 @@ func TestSnapshot_Errors(t *testing.T) {
 	if out := mustQ(t, "snapshot", "-l", img); out != "" {
 		t.Fatalf("empty list printed %q", out)
 	}
-	if out := mustQ(t, "snapshot", img); out != "" { // -l is the default
+	if out := mustQ(t, "snapshot", img); out != "" { // no action: nothing, as qemu-img
 		t.Fatalf("empty list printed %q", out)
 	}
 	for _, tc := range []struct {
