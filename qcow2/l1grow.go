@@ -1,10 +1,16 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/qring/qring/qcow2/format"
 )
+
+// ErrL1TooLarge: a growth whose L1 table would pass QEMU's 32 MiB
+// (QCOW_MAX_L1_SIZE; its qcow2_grow_l1_table's EFBIG). It wraps
+// ErrUnsupported too.
+var ErrL1TooLarge = errors.New("L1 table too large")
 
 // growL1 replaces the active L1 table with one of n entries (QEMU's
 // qcow2_grow_l1_table with an exact size): new clusters taken like any
@@ -16,7 +22,7 @@ func (im *Image) growL1(n uint64) error {
 	g := &im.g
 	cs := g.ClusterSize
 	if n*8 > format.MaxL1Bytes {
-		return fmt.Errorf("%w: L1 table would exceed %d bytes", ErrUnsupported, format.MaxL1Bytes)
+		return fmt.Errorf("%w: %w: L1 table would exceed %d bytes", ErrUnsupported, ErrL1TooLarge, format.MaxL1Bytes)
 	}
 	old := im.l1.Load()
 	if n <= old.size() {

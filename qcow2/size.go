@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -20,10 +21,19 @@ func ParseSize(s string) (int64, error) {
 		return 0, err
 	}
 	if v > 1<<62 {
-		return 0, fmt.Errorf("size %q too large", s)
+		return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
 	}
 	return int64(v), nil
 }
+
+// ErrSizeRange is a size ParseSize refuses for its value: past 2^62
+// (ParseSizeFull: past 2^64-1, qemu_strtosz's ERANGE).
+var ErrSizeRange = errors.New("size too large")
+
+// ParseSizeFull is ParseSize over the whole range qemu_strtosz takes, up
+// to 2^64-1, for a caller that words the sizes past 2^62 as QEMU does
+// (qemu-img resize: "New image size must be positive" from 2^63 on).
+func ParseSizeFull(s string) (uint64, error) { return parseSize(s) }
 
 func parseSize(s string) (uint64, error) {
 	bad := fmt.Errorf("invalid size %q", s)
@@ -34,6 +44,9 @@ func parseSize(s string) (uint64, error) {
 		return 0, bad
 	}
 	val, err := strconv.ParseUint(t[:i], 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
+	}
 	if err != nil {
 		return 0, bad
 	}
@@ -82,7 +95,7 @@ func parseSize(s string) (uint64, error) {
 		return 0, bad // a fraction needs a suffix
 	}
 	if val > math.MaxUint64/mul {
-		return 0, fmt.Errorf("size %q too large", s)
+		return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
 	}
 	v := val * mul
 	if frac != nil && mul > 1 {
@@ -92,7 +105,7 @@ func parseSize(s string) (uint64, error) {
 		f.Add(f, big.NewFloat(0.5))
 		add, _ := f.Uint64()
 		if v+add < v {
-			return 0, fmt.Errorf("size %q too large", s)
+			return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
 		}
 		v += add
 	}

@@ -191,9 +191,7 @@ func parseCreate(o *opts, req *createRequest) error {
 	if (req.format == "raw" || req.format == "vpc") && req.opts.BackingFile != "" {
 		return fmt.Errorf("Backing file not supported for file format '%s'", req.format)
 	}
-	if !req.sizeSet && (req.opts.BackingFile == "" || o.has("u")) {
-		// -u opens no backing file to take the size from (qemu-img's
-		// refusal too).
+	if !req.sizeSet && req.opts.BackingFile == "" {
 		return fmt.Errorf("Image creation needs a size parameter")
 	}
 	return nil
@@ -225,6 +223,10 @@ func resolveCreateSize(req *createRequest) error {
 		// qemu-img -u does not open the backing file to say what it
 		// found, with or without a size.
 		return errors.New("Backing file specified without backing format")
+	}
+	if req.unsafe && !req.sizeSet {
+		// Nor to take its size (qemu-img's refusal too).
+		return errors.New("Image creation needs a size parameter")
 	}
 	bpath := pathCombine(req.file, o.BackingFile)
 	if o.BackingFormat == "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"syscall"
@@ -28,17 +29,31 @@ func parseResizeSize(s string) (sign byte, n int64, err error) {
 	if strings.HasPrefix(s, "+") || strings.HasPrefix(s, "-") {
 		sign, s = s[0], s[1:]
 	}
-	n, err = qcow2.ParseSize(s)
-	if err != nil || n < 0 {
+	v, err := qcow2.ParseSizeFull(s)
+	switch {
+	case errors.Is(err, qcow2.ErrSizeRange):
+		return 0, 0, fmt.Errorf("Value '%s' is out of range for parameter 'size'", s)
+	case err != nil:
 		return 0, 0, errors.New("Parameter 'size' expects a non-negative number below 2^64\n" +
 			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
+	case v > math.MaxInt64:
+		return 0, 0, errNotPositive // QEMU's int64 of it is negative
 	}
-	return sign, n, nil
+	return sign, int64(v), nil
 }
 
+// errNotPositive is qemu-img resize's refusal of a new size below 1 (or
+// past 2^63-1, which its int64 arithmetic makes negative).
+var errNotPositive = errors.New("New image size must be positive")
+
+// target is the new size over the current one; one past 2^63-1 is
+// negative, as in QEMU's int64 arithmetic.
 func (r *resizeRequest) target(cur int64) int64 {
 	switch r.sign {
 	case '+':
+		if r.n > math.MaxInt64-cur {
+			return -1
+		}
 		return cur + r.n
 	case '-':
 		return cur - r.n
@@ -255,6 +270,9 @@ func resizeErr(err error) error {
 	}
 	if errors.Is(err, qcow2.ErrGrowNeedsZeroClusters) {
 		return errors.New("Failed to zero out new clusters: Operation not supported")
+	}
+	if errors.Is(err, qcow2.ErrL1TooLarge) {
+		return errors.New("Failed to grow the L1 table: File too large") // QEMU's EFBIG
 	}
 	return err
 }

@@ -161,14 +161,20 @@ func TestResize_V2SnapshotsWordedLikeQemu(t *testing.T) {
 // resize has no -U (qimg accepted and ignored it), and snapshot without
 // an action opens the image and does nothing (qimg listed the
 // snapshots); bitmap's refusals say what qemu-img says (a merge source
-// that does not open is no failed operation). Exit codes, messages and
+// that does not open is no failed operation); so do resize's of sizes
+// past 2^62 (qimg's size parser stopped there) and L1 tables past 32
+// MiB. Exit codes, messages and
 // the files as qemu-img leaves them.
 func TestCommands_SmallRefusalsLikeQemu(t *testing.T) {
 	d := qemuDir(t)
 	t.Chdir(d)
 	qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "1M", "write -P 5 0 64k")
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s0", "base.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2",
+		"-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "enc.qcow2", "1M")
+	t.Cleanup(func() { os.Remove(filepath.Join(d, "enc.qcow2")) }) // checkAll has no secret
 	for _, args := range [][]string{
+		{"check", "enc.qcow2"}, // without its secret: QEMU's words, without the library's prefix
 		{"create", "-f", "qcow2", "-u", "-b", "base.qcow2", "-F", "qcow2", "new.qcow2"},
 		{"resize", "-U", "base.qcow2", "2M"},
 		{"snapshot", "base.qcow2"},
@@ -176,6 +182,9 @@ func TestCommands_SmallRefusalsLikeQemu(t *testing.T) {
 		{"bitmap", "--merge", "b1", "-F", "qcow2", "base.qcow2", "b1"},
 		{"bitmap", "--add", "base.qcow2", ""},
 		{"bitmap", "--merge", "b1", "-b", "nosuch.qcow2", "base.qcow2", "b1"},
+		{"resize", "base.qcow2", "8E"}, {"resize", "base.qcow2", "+8E"}, {"resize", "base.qcow2", "16E"},
+		{"resize", "base.qcow2", "99999999999999999999"}, {"resize", "base.qcow2", "5E"}, {"resize", "base.qcow2", "1.5E"},
+		{"info", "--image-opts", "driver=qcow2,file.filename=base.qcow2,file.aio=foo"},
 	} {
 		before, err := os.ReadFile("base.qcow2")
 		if err != nil {
