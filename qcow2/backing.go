@@ -37,7 +37,8 @@ func (im *Image) openBacking() error {
 		}
 		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: im.opts.OpenBacking,
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
-			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
+			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above,
+			specDepth: im.opts.specDepth})
 		if err != nil {
 			return &BackingError{File: h.BackingFile, Err: err}
 		}
@@ -71,6 +72,9 @@ func isSpecName(name string) bool { return strings.HasPrefix(name, "json:") }
 // already in the chain is ErrBackingLoop when that file opens (Q23).
 func (im *Image) openSpecBacking() error {
 	h := im.hdr
+	if im.opts.specDepth >= maxSpecDepth {
+		return &BackingError{File: h.BackingFile, Err: fmt.Errorf("%w: more than %d json: backing files", ErrBackingLoop, maxSpecDepth)}
+	}
 	above := slices.Clip(im.opts.above)
 	if im.path != "" {
 		if fi, err := os.Stat(im.path); err == nil {
@@ -79,7 +83,8 @@ func (im *Image) openSpecBacking() error {
 	}
 	d, err := im.opts.OpenBacking(h.BackingFile, h.BackingFormat, Options{ReadOnly: true, Opener: im.opts.Opener,
 		OpenBacking: im.opts.OpenBacking, L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
-		NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above})
+		NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above,
+		specDepth: im.opts.specDepth + 1})
 	if err != nil {
 		return &BackingError{File: h.BackingFile, Err: err}
 	}
@@ -87,6 +92,10 @@ func (im *Image) openSpecBacking() error {
 	im.ownBacking = true
 	return nil
 }
+
+// maxSpecDepth bounds the json: backing names in one chain (see
+// Options.specDepth).
+const maxSpecDepth = 64
 
 // checkNotAbove refuses an image whose file is already in the chain above
 // it (ErrBackingLoop): a backing file opened by name was checked before

@@ -329,7 +329,11 @@
 //	    to OpenBacking too, which opens the driver tree (backing.go,
 //	    openSpecBacking); without OpenBacking it is refused. The chain
 //	    above travels with it, and an image whose file is already in the
-//	    chain refuses to open (ErrBackingLoop), so a spec cannot loop.
+//	    chain refuses to open (ErrBackingLoop); a qcow2 node on no single
+//	    file (quorum, blkverify) has no file to compare, so more than 64
+//	    json: names in one chain are ErrBackingLoop too: a spec cannot
+//	    loop. The name comes from the image, not the user: the tools'
+//	    opener refuses nodes that write files (a mirror).
 //
 // External data files (datafile.go; QEMU's data_file, incompatible bit
 // 2, and data_file_raw, autoclear bit 1):

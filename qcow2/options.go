@@ -113,6 +113,10 @@ type Options struct {
 	// above: the files of the images above this one in its backing
 	// chain, to refuse a chain that loops (ErrBackingLoop).
 	above []os.FileInfo
+	// specDepth: the json: backing names opened above this image. A spec
+	// whose qcow2 node stands on no single file (quorum, blkverify) has
+	// no path for the above check, so the depth bounds such a loop.
+	specDepth int
 	// Passphrase unlocks an encrypted (LUKS) image: the secret that
 	// QEMU's encrypt.key-secret names. Without it an encrypted image
 	// fails to open with ErrNoKey, and a wrong one with ErrWrongKey;

@@ -38,19 +38,29 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 		return nil, outFormatErrorOf(format, "qcow2, raw")
 	}
 	var co qcow2.CreateOptions
-	clusterGiven := false // cluster_size=0 is refused, not the default
+	clusterGiven := false      // cluster_size=0 is refused, not the default
+	late := map[string]error{} // a refused compat or preallocation, unless given again
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
 			return nil, err
 		}
 		for _, p := range kv {
+			delete(late, p[0])
 			if err := setMeasureOption(&co, format, p[0], p[1]); err != nil {
-				return nil, err
+				if p[0] != "compat" && p[0] != "preallocation" {
+					return nil, err
+				}
+				late[p[0]] = err // qcow2_measure reads the last value
 			}
 			if p[0] == "cluster_size" {
 				clusterGiven = true
 			}
+		}
+	}
+	for _, k := range []string{"compat", "preallocation"} {
+		if err := late[k]; err != nil {
+			return nil, err
 		}
 	}
 	t.clusterSize = int64(co.ClusterSize)

@@ -208,8 +208,13 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	if strings.HasPrefix(name, "json:") {
 		// QEMU's json: pseudo-protocol: a driver tree (a backing file
 		// name in --backing-chain, or given as the file): the spec names
-		// the formats, so -f does not apply.
-		img, err := imgopen.OpenSpec(name, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
+		// the formats, so -f does not apply. Not a mirror, which writes
+		// its target (qemu-img has no such driver either; a header's
+		// name would otherwise choose a file to overwrite).
+		if imgopen.SpecHasDriver(name, "mirror") {
+			return nil, &OpenError{Path: name, Err: formatError("mirror")}
+		}
+		img, err := imgopen.OpenSpec(name, imgopen.Spec{Format: s.Format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
 			Secrets: s.Secrets, Opts: s.Opts})
 		if err != nil {
 			return nil, &OpenError{Path: name, Err: err}

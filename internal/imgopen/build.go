@@ -19,9 +19,15 @@ import (
 // Opened.File is nil. Opened.Close first lets mirrors with wait=on
 // converge, then closes the whole tree (every layer closes its children).
 func OpenSpec(spec string, defaults Spec) (*Opened, error) {
-	root, err := ParseSpec(spec)
+	root, err := parseSpec(spec, false)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := root["driver"]; !ok && defaults.Format != "" {
+		root["driver"] = defaults.Format // -f, or a header's backing format
+	}
+	if _, ok := root["driver"]; !ok {
+		return nil, errors.New("image spec: no driver= key")
 	}
 	return openTree(root, defaults)
 }

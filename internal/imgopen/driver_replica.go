@@ -78,6 +78,11 @@ func (b *builder) quorum(n *node) (block.Device, error) {
 }
 
 func (b *builder) mirror(n *node) (block.Device, error) {
+	if b.def.ReadOnly {
+		// A read-only open writes no file (and a json: backing name,
+		// which the image supplies, opens read-only).
+		return nil, fmt.Errorf("image spec: %s: a mirror writes its target: not in a read-only open", n.path)
+	}
 	var mo filter.MirrorOptions
 	var err error
 	if mo.Granularity, err = n.size("granularity"); err != nil {

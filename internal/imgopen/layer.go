@@ -1,6 +1,7 @@
 package imgopen
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/qring/qring/block"
@@ -114,6 +115,11 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 	if _, ok := root["driver"]; !ok && format != "" {
 		root["driver"] = format
 	}
+	// The name comes from the image, not the user: no node that writes
+	// files (a mirror creates and overwrites its target) may open.
+	if hasDriver(root, "mirror") {
+		return nil, fmt.Errorf("a json: backing file may not contain a mirror node")
+	}
 	o.ReadOnly = true
 	op, err := openTree(root, Spec{ReadOnly: true, Opts: o})
 	if err != nil {
@@ -123,6 +129,35 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 		return op.Image, nil // it closes what it stands on (CloseAfter)
 	}
 	return specDev{op.Dev, op}, nil
+}
+
+// SpecHasDriver says the json: or key=value spec names driver drv in any
+// node (false when it does not parse: its open says why).
+func SpecHasDriver(spec, drv string) bool {
+	root, err := parseSpec(spec, false)
+	return err == nil && hasDriver(root, drv)
+}
+
+// hasDriver says a node of the tree v has driver drv.
+func hasDriver(v any, drv string) bool {
+	switch x := v.(type) {
+	case map[string]any:
+		if x["driver"] == drv {
+			return true
+		}
+		for _, c := range x {
+			if hasDriver(c, drv) {
+				return true
+			}
+		}
+	case []any:
+		for _, c := range x {
+			if hasDriver(c, drv) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // specDev is a backing tree that closes as a whole (Opened.Close).
