@@ -24,10 +24,25 @@ func TestParseSpec_DottedJSON(t *testing.T) {
 			t.Errorf("%s: %v, %v; want %v", s, got, err, nested)
 		}
 	}
+	// Two levels deep, nested and dotted alike.
+	want, err := ParseSpec(`json:{"driver":"qcow2","file":{"driver":"raw","file":{"driver":"file","filename":"a"}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range []string{
-		`json:{"driver":"qcow2","file":"a.qcow2","file.filename":"a.qcow2"}`,             // a value and a node
-		`json:{"driver":"qcow2","file":{"filename":"a"},"file.filename":"b"}`,            // one key twice
-		`json:{"driver":"qcow2","file..filename":"a"}`, `json:{"driver":"qcow2",".x":1}`, // empty components
+		`json:{"driver":"qcow2","file":{"driver":"raw","file":{"driver":"file"}},"file.file.filename":"a"}`,
+		`json:{"driver":"qcow2","file.file":{"filename":"a"},"file":{"driver":"raw","file":{"driver":"file"}}}`,
+	} {
+		got, err := ParseSpec(s)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{
+		`json:{"driver":"qcow2","file":{"file":{"filename":"a"}},"file.file.filename":"b"}`, // one key twice, deep
+		`json:{"driver":"qcow2","file":"a.qcow2","file.filename":"a.qcow2"}`,                // a value and a node
+		`json:{"driver":"qcow2","file":{"filename":"a"},"file.filename":"b"}`,               // one key twice
+		`json:{"driver":"qcow2","file..filename":"a"}`, `json:{"driver":"qcow2",".x":1}`,    // empty components
 	} {
 		if got, err := ParseSpec(s); err == nil {
 			t.Errorf("%s: parsed as %v", s, got)

@@ -148,19 +148,32 @@ func crumple(m map[string]any) (map[string]any, error) {
 			node[last] = v
 			continue
 		}
-		om, ok1 := old.(map[string]any)
-		vm, ok2 := v.(map[string]any)
-		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("image spec: key %q is both a value and a node, or given twice", k)
-		}
-		for kk, vv := range vm { // one node, written nested and dotted
-			if _, dup := om[kk]; dup {
-				return nil, fmt.Errorf("image spec: key %q given twice", k+"."+kk)
-			}
-			om[kk] = vv
+		if err := mergeNode(old, v, k); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// mergeNode merges node v into node old, both under key k (one node
+// written nested and dotted, at any depth); a key both give is refused.
+func mergeNode(old, v any, k string) error {
+	om, ok1 := old.(map[string]any)
+	vm, ok2 := v.(map[string]any)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("image spec: key %q is both a value and a node, or given twice", k)
+	}
+	for kk, vv := range vm {
+		ov, dup := om[kk]
+		if !dup {
+			om[kk] = vv
+			continue
+		}
+		if err := mergeNode(ov, vv, k+"."+kk); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // noDuplicateKeys refuses a JSON text (already decoded without error)
