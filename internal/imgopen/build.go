@@ -75,6 +75,10 @@ type builder struct {
 	// are being built: a child's read-only defaults to it (leaf), as QEMU
 	// passes read-only down to a node's children.
 	parentRO bool
+	// parentCache is the cache mode of that qcow2 node ("": none), which
+	// its children take unless they set their own (QEMU passes
+	// cache.direct and cache.no-flush down too).
+	parentCache string
 	// unlocked are the devices a file node opened with locking=off: a
 	// qcow2 node over one takes no locks either.
 	unlocked map[block.Device]bool
@@ -207,9 +211,13 @@ func (b *builder) child(n *node, k string) (block.Device, error) {
 }
 
 // leaf reads the per-leaf settings (cache, aio, read-only) over defaults
-// (read-only: the spec's, or the parent qcow2 node's).
+// (read-only and cache: the spec's, or the parent qcow2 node's).
 func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
-	if cache, err = cacheOf(n, b.def.Cache, fmt.Sprint(n.m["driver"]), n.m["driver"] == "file"); err != nil {
+	def := b.def.Cache
+	if b.parentCache != "" {
+		def = b.parentCache
+	}
+	if cache, err = cacheOf(n, def, fmt.Sprint(n.m["driver"]), n.m["driver"] == "file"); err != nil {
 		return
 	}
 	if aio, err = n.str("aio", b.def.AIO); err != nil {

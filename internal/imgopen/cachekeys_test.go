@@ -2,6 +2,10 @@ package imgopen
 
 import (
 	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -46,4 +50,59 @@ func TestImageOpts_FileIOKeys(t *testing.T) {
 	if o, err := FileOptions(cacheDirectNoFlush, "", false); err != nil || !o.Direct || !o.NoFlush {
 		t.Errorf("FileOptions(%s): %+v, %v", cacheDirectNoFlush, o, err)
 	}
+}
+
+// TestOpenSpec_CacheInherited: a qcow2 node's cache.direct reaches its
+// file child, unless the child sets its own (QEMU passes the cache
+// options down; the file node opened without O_DIRECT).
+func TestOpenSpec_CacheInherited(t *testing.T) {
+	p := mkQcow2(t, t.TempDir(), "a.qcow2", 1<<20)
+	for _, c := range []struct {
+		spec   string
+		direct bool
+	}{
+		{`json:{"driver":"qcow2","cache":{"direct":true},"file":{"driver":"file","filename":"` + p + `","aio":"threads"}}`, true},
+		{`json:{"driver":"qcow2","cache":{"direct":true},"file":{"driver":"file","filename":"` + p + `","aio":"threads","cache":{"direct":false}}}`, false},
+		{`json:{"driver":"qcow2","file":{"driver":"file","filename":"` + p + `","aio":"threads"}}`, false},
+	} {
+		o, err := OpenSpec(c.spec, Spec{ReadOnly: true})
+		if errors.Is(err, syscall.EINVAL) && c.direct {
+			t.Skipf("no O_DIRECT on this file system: %v", err)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.spec, err)
+		}
+		direct, found := openedDirect(t, p)
+		o.Close()
+		if !found || direct != c.direct {
+			t.Errorf("%s: file open with O_DIRECT %v (found %v), want %v", c.spec, direct, found, c.direct)
+		}
+	}
+}
+
+// openedDirect says whether this process has path open, and with O_DIRECT.
+func openedDirect(t *testing.T, path string) (direct, found bool) {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || l != path {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				f, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+				if err == nil {
+					return f&syscall.O_DIRECT != 0, true
+				}
+			}
+		}
+	}
+	return false, false
 }

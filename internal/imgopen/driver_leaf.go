@@ -84,10 +84,10 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		return nil, err
 	}
 	o.OpenBacking = openLayer
-	prevRO := b.parentRO
-	b.parentRO = o.ReadOnly
+	prevRO, prevCache := b.parentRO, b.parentCache
+	b.parentRO, b.parentCache = o.ReadOnly, cache
 	name, dev, err := b.fileChild(n)
-	b.parentRO = prevRO
+	b.parentRO, b.parentCache = prevRO, prevCache
 	if err != nil {
 		return nil, err
 	}
