@@ -81,10 +81,18 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 			writeSnapshotsHuman(e.stdout, snaps)
 		}
 	case "c":
+		if im.HasDataFile() {
+			// QEMU's qcow2_snapshot_create: ENOTSUP, as its errno.
+			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", name)
+		}
 		if _, err := im.CreateSnapshot(name); err != nil {
 			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
 		}
 	case "a":
+		if im.HasDataFile() {
+			// qcow2_snapshot_goto refuses before it looks the name up.
+			return fmt.Errorf("Could not apply snapshot '%s': Failed to load snapshot: Operation not supported", name)
+		}
 		if len(im.Bitmaps()) > 0 {
 			// As qemu-img 7.2 (bdrv_snapshot_goto), whatever the
 			// bitmaps' state: the engine's ApplySnapshot would mark
