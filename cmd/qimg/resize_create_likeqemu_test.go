@@ -175,7 +175,7 @@ func TestCommands_SmallRefusalsLikeQemu(t *testing.T) {
 	t.Cleanup(func() { os.Remove(filepath.Join(d, "enc.qcow2")) }) // checkAll has no secret
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(d, "dfi.raw"), "dfi.qcow2", "1M")
 	for _, args := range [][]string{
-		{"check", "enc.qcow2"}, // without its secret: QEMU's words, without the library's prefix
+		{"check", "enc.qcow2"},                                                     // without its secret: QEMU's words, without the library's prefix
 		{"snapshot", "-c", "s", "dfi.qcow2"}, {"snapshot", "-a", "s", "dfi.qcow2"}, // a data file: no internal snapshots
 		{"create", "-f", "qcow2", "-u", "-b", "base.qcow2", "-F", "qcow2", "new.qcow2"},
 		{"resize", "-U", "base.qcow2", "2M"},
