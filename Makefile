@@ -127,9 +127,12 @@ FUZZ_TARGETS = \
 	./qcow2/format:FuzzParseSnapshots \
 	./qcow2/format:FuzzEncodeSnapshots \
 	./qcow2/format:FuzzProbe \
+	./qcow2/format:FuzzParseCryptoHeader \
+	./qcow2/format:FuzzParseBitmapsExt \
 	./qcow2:FuzzOpen \
 	./qcow2:FuzzOpenPatch@3000x \
 	./qcow2:FuzzParseSize \
+	./qcow2:FuzzDecompressCluster \
 	./crypto/luks:FuzzParseHeader \
 	./vhd/format:FuzzParse \
 	./vhd:FuzzOpen@5000x \
@@ -142,11 +145,18 @@ FUZZ_TARGETS = \
 	./nbd:FuzzListExports \
 	./internal/optstr:FuzzSplit \
 	./internal/imgopen:FuzzParseSpec \
+	./internal/imgopen:FuzzParseSnapshotParam \
 	./internal/secret:FuzzParseObject \
 	./internal/protocol:FuzzPath@20000x \
 	./cmd/qimg:FuzzArgs \
 	./cmd/qimg:FuzzIOCommands@5000x \
+	./cmd/qimg:FuzzParseDD \
+	./cmd/qimg:FuzzParseResizeSize \
+	./cmd/qimg:FuzzParseRate \
+	./cmd/qimg:FuzzParseAmendOptions \
+	./cmd/qimg:FuzzParseMeasureTarget \
 	./cmd/qnbd:FuzzParseFlags \
+	./cmd/qnbd:FuzzParseTLSCreds \
 	./cmd/qbench:FuzzParse
 
 fuzz-short:

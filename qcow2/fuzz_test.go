@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -14,14 +15,17 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // Fuzzing the engine with hostile images. The input is the image file
-// (at most fuzzMaxInput bytes; seeds are small images so that mutations
-// land in the header and the tables). Properties:
+// (at most fuzzMaxInput bytes, fuzzMaxLUKSInput for an encrypted one;
+// seeds are small images so that mutations land in the header and the
+// tables). Properties:
 //
 //   - OpenDevice either fails with a typed error (ErrCorrupt,
-//     ErrUnsupported, or a block error) or succeeds;
+//     ErrUnsupported, or a block error), leaving the image's bytes as
+//     they were, or succeeds;
 //   - an open image reads its first MiB and a few other offsets, runs
 //     Check, takes a few writes, a zeroing, a discard and a flush (which
 //     may fail with ErrReadOnly, ErrCorrupt, ErrUnsupported or
@@ -32,8 +36,12 @@ import (
 
 const (
 	fuzzMaxInput = 256 << 10
-	fuzzMaxDev   = 64 << 20
-	fuzzTimeout  = 20 * time.Second
+	// fuzzMaxLUKSInput is the bound of an input whose header says LUKS
+	// (crypt_method 2 at byte 32): the LUKS header area alone is about
+	// 1 MiB (eight key slots of 4000 stripes).
+	fuzzMaxLUKSInput = 1100 << 10
+	fuzzMaxDev       = 64 << 20
+	fuzzTimeout      = 20 * time.Second
 )
 
 // fuzzSeedImage makes a small image on a memdev with a few writes.
@@ -112,7 +120,24 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 	if b := fuzzDataFileSeed(tb); b != nil {
 		seeds = append(seeds, b)
 	}
-	return seeds
+	// Snapshots, bitmaps, LUKS, zstd, dirty lazy refcounts
+	// (fuzz_seeds_test.go): last, so that FuzzOpenPatch's corpus keeps
+	// naming the seeds above by their index.
+	return append(seeds, fuzzMoreSeeds(tb)...)
+}
+
+// firstDifference is the offset of the first byte where a and b differ
+// (the shorter length if one is a prefix of the other), -1 if equal.
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }
 
 // fuzzOK reports whether err is one of the errors a hostile image may
@@ -141,16 +166,30 @@ func fuzzDataOpener(string, bool) (block.Device, error) {
 
 func FuzzOpen(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
-		if len(s) <= fuzzMaxInput {
+		if !fuzzTooLarge(s) {
 			f.Add(s)
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) > fuzzMaxInput {
+		if fuzzTooLarge(b) {
 			t.Skip()
 		}
 		fuzzOpenTimed(t, b)
 	})
+}
+
+// fuzzDirty reports an input whose header (version 3) has the dirty bit.
+func fuzzDirty(b []byte) bool {
+	return len(b) >= 80 && binary.BigEndian.Uint32(b[4:]) >= 3 && binary.BigEndian.Uint64(b[72:])&format.IncompatDirty != 0
+}
+
+// fuzzTooLarge reports an input past fuzzMaxInput, or past
+// fuzzMaxLUKSInput for an encrypted one.
+func fuzzTooLarge(b []byte) bool {
+	if len(b) >= 36 && binary.BigEndian.Uint32(b[32:]) == 2 {
+		return len(b) > fuzzMaxLUKSInput
+	}
+	return len(b) > fuzzMaxInput
 }
 
 // fuzzOpenTimed runs fuzzOpenOne on b on its own goroutine and fails the
@@ -182,6 +221,16 @@ func fuzzOpenOne(t *testing.T, b []byte) {
 		}
 		if !fuzzOK(err) {
 			t.Errorf("open: untyped error %v", err)
+		}
+		// A refused open changes nothing: whatever it read or prepared
+		// before it gave up (the bitmaps' IN_USE flags, an L1 or
+		// refcount table grown) must not reach the image. Except a
+		// dirty image's repair: like QEMU's, it rebuilds the refcounts
+		// in place before the open decides (a corruption the rebuild
+		// cannot fix then refuses it, the dirty bit kept); QEMU opens
+		// such an image.
+		if got := mem.Bytes(); !fuzzDirty(b) && !bytes.Equal(got, b) {
+			t.Errorf("a refused writable open (%v) changed the image: %d bytes, was %d, first difference at %d", err, len(got), len(b), firstDifference(got, b))
 		}
 		return
 	}

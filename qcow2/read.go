@@ -237,20 +237,27 @@ func (im *Image) readCompressed(buf []byte, e format.L2Entry) error {
 		return err
 	}
 	ctype := uint8(im.ctype.Load()) // lock-free: not the header's field
+	return decompressCluster(ctype, src, buf, uint64(e))
+}
+
+// decompressCluster inflates src, the bytes a compressed cluster's
+// descriptor covers, into buf (one cluster), which it must fill;
+// entry is the L2 entry, for the error.
+func decompressCluster(ctype uint8, src, buf []byte, entry uint64) error {
 	switch ctype {
 	case format.CompressionZlib:
 		r := flate.NewReader(bytes.NewReader(src))
 		k, err := io.ReadFull(r, buf)
 		r.Close()
 		if err != nil && !(err == io.ErrUnexpectedEOF && k == len(buf)) {
-			return corruptf("l2_entry", uint64(e), "bad compressed cluster: %v", err)
+			return corruptf("l2_entry", entry, "bad compressed cluster: %v", err)
 		}
 	case format.CompressionZstd:
 		// QEMU writes one zstd frame; the descriptor may cover trailing
 		// bytes of the sector, which the decoder must ignore.
 		out, err := decodeZstdPrefix(src, buf[:0])
 		if err != nil || len(out) != len(buf) {
-			return corruptf("l2_entry", uint64(e), "bad zstd cluster (%d bytes): %v", len(out), err)
+			return corruptf("l2_entry", entry, "bad zstd cluster (%d bytes): %v", len(out), err)
 		}
 	default:
 		return unsupportedf("compression_type", uint64(ctype), "unknown compression type")
@@ -258,10 +265,18 @@ func (im *Image) readCompressed(buf []byte, e format.L2Entry) error {
 	return nil
 }
 
+// maxZstdWindow bounds the window a compressed cluster's zstd frame
+// may declare: the decoder allocates it before the first block, and
+// its default limit (512 MiB) let a 10-byte hostile frame cost 512 MiB
+// a read. A frame of one cluster needs no more than the largest
+// cluster (QEMU's libzstd, which knows the size, and compressCluster
+// write windows of the cluster's size at most).
+const maxZstdWindow = 1 << format.MaxClusterBits
+
 // decodeZstdPrefix decodes the first frame of src, ignoring trailing
 // garbage.
 func decodeZstdPrefix(src, dst []byte) ([]byte, error) {
-	r, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1))
+	r, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
 	if err != nil {
 		return nil, err
 	}

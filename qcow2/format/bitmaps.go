@@ -22,9 +22,10 @@ type BitmapsExt struct {
 	DirOffset HostOff
 }
 
-// ParseBitmapsExt decodes the bitmaps extension's data.
+// ParseBitmapsExt decodes the bitmaps extension's data, exactly 24
+// bytes (QEMU: "bitmaps_ext: Invalid extension length").
 func ParseBitmapsExt(b []byte) (BitmapsExt, error) {
-	if len(b) < 24 {
+	if len(b) != 24 {
 		return BitmapsExt{}, corrupt("bitmaps_extension", uint64(len(b)), "extension of %d bytes, want 24", len(b))
 	}
 	e := BitmapsExt{N: be.Uint32(b), DirSize: be.Uint64(b[8:]), DirOffset: HostOff(be.Uint64(b[16:]))}

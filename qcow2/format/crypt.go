@@ -41,6 +41,11 @@ func (c CryptoHeader) Encode() []byte {
 // offset) and ours (not in the header cluster, long enough for a LUKS
 // header, ending below 2^63) (FM1, FM2).
 func ParseCryptoHeader(data []byte, clusterBits uint32) (CryptoHeader, error) {
+	if clusterBits < MinClusterBits || clusterBits > MaxClusterBits {
+		// (ParseHeader checks cluster_bits first; from 64 on, the
+		// cluster size below would be 0 and the modulo panic.)
+		return CryptoHeader{}, unsupported("cluster_bits", uint64(clusterBits), "must be in [%d, %d]", MinClusterBits, MaxClusterBits)
+	}
 	if len(data) != CryptoHeaderLen {
 		return CryptoHeader{}, corrupt("crypto_header", uint64(len(data)), "extension size %d, expected %d", len(data), CryptoHeaderLen)
 	}
