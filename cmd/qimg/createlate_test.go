@@ -29,17 +29,7 @@ func TestCreateRefusals_LikeQemu(t *testing.T) {
 		{"4E"},
 		{"1X"},
 	} {
-		img := filepath.Join(d, "x.qcow2")
-		full := append(append([]string{"create", "-f", "qcow2"}, args[:len(args)-1]...), img, args[len(args)-1])
-		o, e, code := runQ(t, full...)
-		_, oerr := os.Stat(img)
-		os.Remove(img)
-		qo, qe, qcode := testkit.Run(t, "qemu-img", full...)
-		_, qerr := os.Stat(img)
-		os.Remove(img)
-		if code != qcode || o != qo || asQemu(e) != joinQemu(qe) || (oerr == nil) != (qerr == nil) {
-			t.Errorf("%q:\nqimg: exit %d, file %v\n%s%s\nqemu-img: exit %d, file %v\n%s%s", args, code, oerr == nil, o, e, qcode, qerr == nil, qo, qe)
-		}
+		createLikeQemu(t, d, args)
 	}
 }
 
@@ -54,4 +44,22 @@ func joinQemu(s string) string {
 		lines[i] = strings.TrimPrefix(lines[i], "qemu-img: ")
 	}
 	return strings.Join(lines, "; ") + "\n"
+}
+
+// createLikeQemu runs create -f qcow2 with args (options, the size last)
+// on x.qcow2 in d through qimg and through qemu-img, and compares the
+// exit codes, the output and whether a file is left.
+func createLikeQemu(t *testing.T, d string, args []string) {
+	t.Helper()
+	img := filepath.Join(d, "x.qcow2")
+	full := append(append([]string{"create", "-f", "qcow2"}, args[:len(args)-1]...), img, args[len(args)-1])
+	o, e, code := runQ(t, full...)
+	_, oerr := os.Stat(img)
+	os.Remove(img)
+	qo, qe, qcode := testkit.Run(t, "qemu-img", full...)
+	_, qerr := os.Stat(img)
+	os.Remove(img)
+	if code != qcode || o != qo || asQemu(e) != joinQemu(qe) || (oerr == nil) != (qerr == nil) {
+		t.Errorf("%q:\nqimg: exit %d, file %v\n%s%s\nqemu-img: exit %d, file %v\n%s%s", args, code, oerr == nil, o, e, qcode, qerr == nil, qo, qe)
+	}
 }

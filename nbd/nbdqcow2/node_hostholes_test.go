@@ -1,12 +1,6 @@
 package nbdqcow2
 
-import (
-	"path/filepath"
-	"testing"
-
-	"github.com/qring/qring/internal/testkit"
-	"github.com/qring/qring/qcow2"
-)
+import "testing"
 
 // TestNodeHostHoles: a raw window over a qcow2 image whose metadata was
 // preallocated (--image-opts driver=raw,offset=N,file.driver=qcow2,...)
@@ -16,16 +10,7 @@ import (
 // data; 1048576 3145728 2 zero" for a 4 MiB window at 64 KiB. Node called
 // all of it data (Status applied HostHoles; Node did not).
 func TestNodeHostHoles(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(t.TempDir(), "pm.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "16M")
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 7 1M 64k", p)
-	im, err := qcow2.Open(p, qcow2.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	s := Node{Image: im, Offset: 64 << 10}
+	s := Node{Image: preallocatedImage(t), Offset: 64 << 10}
 	for _, c := range []struct {
 		off, n int64
 		zero   bool

@@ -124,16 +124,7 @@ func TestExtentMatchesMap(t *testing.T) {
 // those as zeros (NBD_STATE_ZERO, not a hole), as QEMU's block status
 // recurses into the file there; Extent called them data (review 53).
 func TestExtentHostHoles(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(t.TempDir(), "pm.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "16M")
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 7 1M 64k", p)
-	im, err := qcow2.Open(p, qcow2.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	s := Status{im}
+	s := Status{preallocatedImage(t)}
 	for _, c := range []struct {
 		off, n int64
 		zero   bool
@@ -146,4 +137,21 @@ func TestExtentHostHoles(t *testing.T) {
 			t.Errorf("extent at %d: %+v, want hole=false zero=%v within %d bytes", c.off, e, c.zero, c.n)
 		}
 	}
+}
+
+// preallocatedImage is a 16 MiB image qemu-img created with
+// preallocation=metadata (its clusters mapped over holes of the host
+// file) and qemu-io wrote 64 KiB at 1 MiB into, open read-only.
+func preallocatedImage(t *testing.T) *qcow2.Image {
+	t.Helper()
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "pm.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "16M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 7 1M 64k", p)
+	im, err := qcow2.Open(p, qcow2.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { im.Close() })
+	return im
 }
