@@ -112,6 +112,9 @@ test-race:
 
 # Each fuzz target runs alone (go test allows one -fuzz pattern per run),
 # from one instrumented test binary per package (go test -c -fuzz=.),
+# named by the package's whole path (qcow2/format, vhd/format and
+# vmdk/format were all bin/fuzz/format.test: the parallel builds raced
+# and a target could run another package's binary),
 # built once: a go test -fuzz per target linked its binary each time,
 # about 1 of the 2 minutes the short runs took. Run in the package's
 # directory, each writes a failing input to its testdata/fuzz, and keeps
@@ -162,11 +165,11 @@ FUZZ_TARGETS = \
 fuzz-short:
 	@set -e; mkdir -p bin/fuzz; cache=$$($(GO) env GOCACHE)/fuzz; \
 	for t in $(FUZZ_TARGETS); do echo $${t%%:*}; done | sort -u | \
-	  xargs -P 2 -I PKG sh -c '$(GO) test -c -fuzz=. -o bin/fuzz/$$(basename PKG).test PKG'; \
+	  xargs -P 2 -I PKG sh -c '$(GO) test -c -fuzz=. -o bin/fuzz/$$(echo PKG | tr ./ __).test PKG'; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; ft=$(FUZZTIME); \
 	  case $$fn in *@*) case $$ft in *x) ft=$${fn##*@} ;; esac; fn=$${fn%%@*} ;; esac; \
 	  echo "fuzz $$pkg $$fn ($$ft)"; ip=$$($(GO) list $$pkg) || exit 1; \
-	  (cd $$pkg && $(CURDIR)/bin/fuzz/$$(basename $$pkg).test -test.run '^$$' -test.fuzz "^$$fn$$" \
+	  (cd $$pkg && $(CURDIR)/bin/fuzz/$$(echo $$pkg | tr ./ __).test -test.run '^$$' -test.fuzz "^$$fn$$" \
 	    -test.fuzztime $$ft -test.fuzzminimizetime $(FUZZMIN) -test.fuzzcachedir "$$cache/$$ip" \
 	    -test.paniconexit0 -test.timeout 10m) || exit 1; done
 

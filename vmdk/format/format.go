@@ -190,10 +190,10 @@ func (h Header) Layout(fileSectors int64) (Layout, error) {
 	if l1 > MaxL1Size {
 		return Layout{}, &Error{Msg: "L1 size too big", Err: ErrTooLarge}
 	}
-	if h.GDOffset == GDAtEnd || h.GDOffset > 1<<54 {
+	if h.GDOffset == GDAtEnd || h.GDOffset >= 1<<54 { // 2^54 sectors are 2^63 bytes: past an int64
 		return Layout{}, corrupt("Could not read l1 table: grain directory offset %#x out of range", h.GDOffset)
 	}
-	if h.Capacity > 1<<54 {
+	if h.Capacity >= 1<<54 {
 		return Layout{}, &Error{Msg: "Image size too large", Err: ErrTooLarge}
 	}
 	return Layout{
