@@ -23,9 +23,9 @@ func (im *Image) openBacking() error {
 			return err
 		}
 	} else if h.BackingFile != "" && !im.opts.NoBacking {
-		name, err := backingPath(h.BackingFile, im.path)
+		name, err := im.resolveBacking(h.BackingFile)
 		if err != nil {
-			return &BackingError{File: h.BackingFile, Err: err}
+			return err
 		}
 		op := im.opts.Opener
 		if op == nil {
@@ -133,6 +133,34 @@ func backingPath(name, image string) (string, error) {
 		return p, err
 	}
 	return filepath.Join(filepath.Dir(image), p), nil
+}
+
+// BackingPath is the host file the header's backing file name stands
+// for, as Open resolves it (relative names against the image's
+// directory, a protocol prefix as QEMU reads it): "" for an image with no
+// backing file, and a json: name as it is (a spec, not a path). It is an
+// error when the name cannot be resolved: a relative name in an image
+// stored in a node with no directory (Options.NoBaseDir), or a protocol
+// qring does not open.
+func (im *Image) BackingPath() (string, error) {
+	name := im.Header().BackingFile
+	if name == "" || isSpecName(name) {
+		return name, nil
+	}
+	return im.resolveBacking(name)
+}
+
+// resolveBacking is BackingPath for a plain (not json:) name, its errors
+// those openBacking returns.
+func (im *Image) resolveBacking(file string) (string, error) {
+	name, err := backingPath(file, im.path)
+	if err != nil {
+		return "", &BackingError{File: file, Err: err}
+	}
+	if im.path == "" && im.opts.NoBaseDir != nil && !protocol.HasPrefix(file) && !filepath.IsAbs(name) {
+		return "", im.opts.NoBaseDir // QEMU's words, without its backing-file prefix
+	}
+	return name, nil
 }
 
 // closeBacking closes a backing device the image opened. The field is

@@ -87,6 +87,14 @@ type Options struct {
 	// (and not the working directory), as Open resolves them, and lock
 	// conflicts name it. Open uses its path argument instead.
 	Path string
+	// NoBaseDir, set with no Path, says the device the image is stored
+	// in has no directory to resolve a relative backing file name
+	// against (a quorum or blkverify node: QEMU's bdrv_dirname refuses
+	// them). Such a name is then refused with this error, where it would
+	// otherwise be taken relative to the working directory and could
+	// open another file's bytes. Absolute, protocol and json: names are
+	// unaffected.
+	NoBaseDir error
 	// OpenBacking opens backing files of formats other than qcow2 and
 	// raw (VMDK, VHD: a Layer, Q23); nil refuses them (*FormatError).
 	OpenBacking BackingOpener

@@ -217,6 +217,13 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	if h.BackingFile != "" {
 		inf.BackingFilename = h.BackingFile
 		inf.FullBackingFilename = pathCombine(path, h.BackingFile)
+		if strings.HasPrefix(path, "json:") {
+			// A spec QEMU names by its JSON: the directory is its file
+			// node's, and none (qemu-img info: "cannot determine actual
+			// path") where the image is stored in a quorum or blkverify
+			// node.
+			inf.FullBackingFilename, _ = im.BackingPath()
+		}
 		inf.BackingFilenameFormat = h.BackingFormat
 	}
 	return inf, nil
@@ -238,7 +245,11 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	}
 	if inf.BackingFilename != "" {
 		fmt.Fprintf(w, "backing file: %s", inf.BackingFilename)
-		if inf.FullBackingFilename != inf.BackingFilename {
+		switch inf.FullBackingFilename {
+		case "":
+			fmt.Fprint(w, " (cannot determine actual path)")
+		case inf.BackingFilename:
+		default:
 			fmt.Fprintf(w, " (actual path: %s)", inf.FullBackingFilename)
 		}
 		fmt.Fprintln(w)
@@ -354,8 +365,11 @@ func runInfo(e *env, args []string) int {
 		infos = append(infos, inf)
 		// --backing-chain: each backing file in turn, with the format its
 		// overlay names (probed if none), as qemu-img info.
-		if !o.has("backing-chain") || inf.FullBackingFilename == "" {
+		if !o.has("backing-chain") || inf.BackingFilename == "" {
 			break
+		}
+		if inf.FullBackingFilename == "" {
+			return e.errorf(1, "Could not determine absolute backing filename, but backing filename '%s' present", inf.BackingFilename)
 		}
 		if seen[inf.FullBackingFilename] {
 			return e.errorf(1, "Backing file '%s' creates an infinite loop.", inf.FullBackingFilename)

@@ -78,3 +78,38 @@ func TestJSONBacking_MirrorRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestInfo_BackingInNodeWithoutDirectory: an image named by a spec whose
+// qcow2 node is stored in a quorum node has no directory to resolve a
+// relative backing name against: info prints "cannot determine actual
+// path" and --backing-chain refuses it, in qemu-img's words; a spec
+// whose qcow2 node is over a file names the backing file beside it.
+// info printed a path cut out of the spec's JSON.
+func TestInfo_BackingInNodeWithoutDirectory(t *testing.T) {
+	d := qemuDir(t)
+	qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "1M")
+	top := qemuOverlay(t, filepath.Join(d, "top.qcow2"), "base.qcow2", "qcow2")
+	quorum := `json:{"driver":"qcow2","file":{"driver":"quorum","vote-threshold":1,"children":[{"driver":"file","filename":"` + top + `"}]}}`
+	cor := `json:{"driver":"qcow2","file":{"driver":"raw","file":{"driver":"file","filename":"` + top + `"}}}`
+	line := func(out string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "backing file:") {
+				return l
+			}
+		}
+		return ""
+	}
+	for _, spec := range []string{quorum, cor} {
+		ours := mustQ(t, "info", "-U", spec)
+		theirs := testkit.MustRun(t, "qemu-img", "info", "-U", spec)
+		if line(ours) != line(theirs) {
+			t.Errorf("info %s: %q, qemu-img %q", spec, line(ours), line(theirs))
+		}
+	}
+	args := []string{"info", "-U", "--backing-chain", quorum}
+	ours, oerr, code := runQ(t, args...)
+	theirs, terr, qcode := testkit.Run(t, "qemu-img", args...)
+	if ours != theirs || code != qcode || ourMessage(oerr) != qemuMessage(terr) {
+		t.Errorf("%q: exit %d, qemu-img %d\nours:\n%s%s\nqemu-img:\n%s%s", args, code, qcode, ours, oerr, theirs, terr)
+	}
+}

@@ -87,6 +87,12 @@ type builder struct {
 	// bdrv_dirname looks through a node's file child). A qcow2 node over
 	// one resolves a relative backing file name against its directory.
 	paths map[block.Device]string
+	// noDir names the driver of each device that has no directory
+	// (quorum, blkverify, and the nodes over them): a qcow2 node over
+	// one refuses a relative backing file name as QEMU does
+	// (qcow2.Options.NoBaseDir), where it would take the working
+	// directory's file.
+	noDir map[block.Device]string
 	// mirrors are the spec's mirror nodes, made paused: started when the
 	// whole spec opened; created are the target files they created, to
 	// remove when it did not.
@@ -108,6 +114,29 @@ func (b *builder) setPath(dev block.Device, p string) {
 	b.paths[dev] = p
 }
 
+// inheritDir gives dev its child's directory, or its lack of one: QEMU's
+// bdrv_dirname looks through a node to its file child.
+func (b *builder) inheritDir(dev, child block.Device) {
+	b.setPath(dev, b.paths[child])
+	if d := b.noDir[child]; d != "" {
+		b.setNoDir(dev, d)
+	}
+}
+
+// setNoDir records that dev, a node of the driver drv, has no directory.
+func (b *builder) setNoDir(dev block.Device, drv string) {
+	if b.noDir == nil {
+		b.noDir = map[block.Device]string{}
+	}
+	b.noDir[dev] = drv
+}
+
+// noBaseDir is QEMU's refusal of a relative backing file name in an image
+// stored in a node with no directory (bdrv_dirname).
+func noBaseDir(drv string) error {
+	return fmt.Errorf("Cannot generate a base directory for %s nodes", drv)
+}
+
 // drivers is the driver table: the open function of each driver name. A
 // driver reads its keys from the node (build reports the keys it left
 // unread) and returns the node's device, which closes everything the
@@ -123,6 +152,10 @@ func (b *builder) setPath(dev block.Device, p string) {
 //	raw          file; offset, size (a fixed window; see filter.Raw):
 //	             within the file, size a multiple of 512 (checkWindow)
 //	blkverify    test, raw
+//	             (it and quorum have no directory: a qcow2 node over
+//	             them refuses a relative backing file name, as QEMU's
+//	             bdrv_dirname; the other nodes look through to their
+//	             file's)
 //	quorum       children, vote-threshold (default: majority),
 //	             rewrite-corrupted (bool). A child that cannot be opened is
 //	             kept as a failed child (reported and skipped) as long as

@@ -64,7 +64,9 @@ func (b *builder) cor(n *node) (block.Device, error) {
 			return nil, err
 		}
 	}
-	return filter.NewCopyOnRead(allocatedNode{top, AllocatedImage{im}}, src), nil
+	c := filter.NewCopyOnRead(allocatedNode{top, AllocatedImage{im}}, src)
+	b.inheritDir(c, top)
+	return c, nil
 }
 
 func (b *builder) throttle(n *node) (block.Device, error) {
@@ -114,7 +116,7 @@ func (b *builder) throttle(n *node) (block.Device, error) {
 		return nil, err
 	}
 	t := filter.NewThrottle(child, l, nil)
-	b.setPath(t, b.paths[child])
+	b.inheritDir(t, child)
 	b.throttles = append(b.throttles, t)
 	return t, nil
 }

@@ -120,9 +120,13 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 			closeData()
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		b.setPath(im, name)
 		return im, nil
 	}
 	o.Path = b.paths[dev]
+	if d := b.noDir[dev]; d != "" && o.Path == "" {
+		o.NoBaseDir = noBaseDir(d)
+	}
 	o.CloseAfter = func() error {
 		err := dev.Close()
 		if data != nil {
@@ -136,6 +140,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		closeData()
 		return nil, err
 	}
+	b.inheritDir(im, dev)
 	return im, nil
 }
 
@@ -168,7 +173,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 		child.Close()
 		return nil, err
 	}
-	b.setPath(r, b.paths[child])
+	b.inheritDir(r, child)
 	return r, nil
 }
 

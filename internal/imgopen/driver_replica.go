@@ -24,7 +24,9 @@ func (b *builder) blkverify(n *node) (block.Device, error) {
 		test.Close()
 		return nil, err
 	}
-	return filter.NewBlkverify(test, ref), nil
+	v := filter.NewBlkverify(test, ref)
+	b.setNoDir(v, "blkverify")
+	return v, nil
 }
 
 func (b *builder) quorum(n *node) (block.Device, error) {
@@ -74,6 +76,7 @@ func (b *builder) quorum(n *node) (block.Device, error) {
 		closeAll()
 		return nil, err
 	}
+	b.setNoDir(q, "quorum")
 	return q, nil
 }
 
@@ -133,6 +136,7 @@ func (b *builder) mirror(n *node) (block.Device, error) {
 		return nil, err
 	}
 	b.mirrors = append(b.mirrors, m)
+	b.inheritDir(m, src)
 	if created != "" {
 		b.created = append(b.created, created)
 	}
