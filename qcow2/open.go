@@ -446,6 +446,11 @@ func (im *Image) repairDirty() error {
 	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
 	}
+	if log := im.opts.RepairLog; log != nil {
+		for _, m := range r.Messages {
+			log(m)
+		}
+	}
 	if r.CheckErrors > 0 || r.Corruptions > 0 {
 		im.dirtySet, im.dirtyKept = true, true // the bit stays, as it is on disk
 		if im.opts.Repair {

@@ -95,6 +95,12 @@ type Options struct {
 	// open another file's bytes. Absolute, protocol and json: names are
 	// unaffected.
 	NoBaseDir error
+	// RepairLog, if set, receives the lines a writable open's repair of
+	// a dirty lazy-refcounts image reports ("ERROR cluster 5 refcount=0
+	// reference=1", "Rebuilding refcount structure", "Repairing ..."),
+	// one call per line, as QEMU prints them on stderr when it opens
+	// such an image (its qcow2_check with repair; Q8).
+	RepairLog func(line string)
 	// OpenBacking opens backing files of formats other than qcow2 and
 	// raw (VMDK, VHD: a Layer, Q23); nil refuses them (*FormatError).
 	OpenBacking BackingOpener

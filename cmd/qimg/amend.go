@@ -27,7 +27,7 @@ type amendRequest struct {
 }
 
 func runAmend(e *env, args []string) int {
-	o, err := getopt(args, "f:o:t:qp", "object:", "image-opts", "force")
+	o, err := e.getopt(args, "f:o:t:qp", "object:", "image-opts", "force")
 	if err != nil {
 		return e.usageErr(err)
 	}

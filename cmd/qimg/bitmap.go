@@ -47,7 +47,7 @@ func bitmapOps(args []string) []bitmapOp {
 // applied in order (qcow2 Q22 maintains the bitmaps while the image is
 // open; Close stores them).
 func runBitmap(e *env, args []string) int {
-	o, err := getopt(args, "b:F:f:g:", "add", "remove", "clear", "enable", "disable", "merge:", "object:", "image-opts")
+	o, err := e.getopt(args, "b:F:f:g:", "add", "remove", "clear", "enable", "disable", "merge:", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -98,7 +98,7 @@ func parseRepair(s string) (qcow2.RepairMode, error) {
 }
 
 func runCheck(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:r:T:qU", "repair:", "force-share", "object:", "image-opts")
+	o, out, err := e.getoptOutput(args, "o:f:r:T:qU", "repair:", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}

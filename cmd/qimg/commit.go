@@ -11,7 +11,7 @@ import (
 )
 
 func runCommit(e *env, args []string) int {
-	o, err := getopt(args, "f:t:b:r:dpqU", "object:", "image-opts", "force-share")
+	o, err := e.getopt(args, "f:t:b:r:dpqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -107,6 +107,8 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	}
 	h := im.Header()
 	bpath := pathCombine(path, h.BackingFile)
+	// A dirty base is repaired without a word: qemu-img reopens the
+	// base read-write, which repairs nothing and so prints nothing.
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile})
 	if err != nil {
 		top.Close()

@@ -176,7 +176,7 @@ func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
 }
 
 func runCompare(e *env, args []string) int {
-	o, err := getopt(args, "f:F:T:sqpU", "force-share", "object:", "image-opts")
+	o, err := e.getopt(args, "f:F:T:sqpU", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err) // exit 1, as qemu-img's usage errors
 	}

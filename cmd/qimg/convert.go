@@ -253,7 +253,7 @@ func isZero(b []byte) bool {
 }
 
 func runConvert(e *env, args []string) int {
-	o, err := getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage",
+	o, err := e.getopt(args, "f:O:o:pt:T:S:qUWm:cnB:F:Cr:l:", "force-share", "object:", "image-opts", "target-is-zero", "salvage",
 		"bitmaps", "skip-broken-bitmaps", "target-image-opts")
 	if err != nil {
 		return e.usageErr(err)
@@ -393,7 +393,8 @@ func runConvert(e *env, args []string) int {
 		}
 	}
 	// openImage strips a "file:" prefix from Path.
-	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile()}
+	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile(),
+		Opts: qcow2.Options{RepairLog: o.repairLog}}
 	if tgtOpts {
 		if o.has("O") {
 			return e.errorf(1, "--image-opts and --format are mutually exclusive")

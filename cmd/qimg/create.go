@@ -36,7 +36,7 @@ type vpcCreate struct {
 }
 
 func runCreate(e *env, args []string) int {
-	o, err := getopt(args, "f:o:b:F:quU", "object:")
+	o, err := e.getopt(args, "f:o:b:F:quU", "object:")
 	if err != nil {
 		return e.usageErr(err)
 	}

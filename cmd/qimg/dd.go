@@ -67,7 +67,7 @@ func parseDD(operands []string) (ddArgs, error) {
 // the start of the input, as qemu-img counts them), copied block by
 // block into a new image of format -O (raw by default).
 func runDD(e *env, args []string) int {
-	o, err := getopt(args, "f:O:U", "image-opts", "force-share", "object:")
+	o, err := e.getopt(args, "f:O:U", "image-opts", "force-share", "object:")
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -333,7 +333,7 @@ func qemuJSONStrings(b []byte) []byte {
 }
 
 func runInfo(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:t:i:U", "metrics", "force-share", "backing-chain", "object:", "image-opts")
+	o, out, err := e.getoptOutput(args, "o:f:t:i:U", "metrics", "force-share", "backing-chain", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 func runIO(e *env, args []string) int {
-	o, err := getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:")
+	o, err := e.getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -47,7 +47,7 @@ func runIO(e *env, args []string) int {
 		var st *secret.Store
 		if st, err = o.secrets(); err == nil {
 			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
-				Opts: qcow2.Options{ForceShare: eo.ForceShare}})
+				Opts: qcow2.Options{ForceShare: eo.ForceShare, RepairLog: eo.RepairLog}})
 		}
 	} else {
 		img, err = openImage(s)

@@ -135,7 +135,7 @@ func writeMapHuman(w io.Writer, ext []qcow2.MapEntry, names []string) error {
 }
 
 func runMap(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "o:f:t:U", "force-share", "object:", "image-opts", "start-offset:", "max-length:")
+	o, out, err := e.getoptOutput(args, "o:f:t:U", "force-share", "object:", "image-opts", "start-offset:", "max-length:")
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -233,7 +233,7 @@ func measureData(ext []qcow2.MapEntry, size, cs int64) int64 {
 }
 
 func runMeasure(e *env, args []string) int {
-	o, out, err := getoptOutput(args, "f:O:o:l:U", "size:", "image-opts", "object:", "force-share")
+	o, out, err := e.getoptOutput(args, "f:O:o:l:U", "size:", "image-opts", "object:", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}

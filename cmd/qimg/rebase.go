@@ -24,7 +24,7 @@ type rebaseRequest struct {
 }
 
 func runRebase(e *env, args []string) int {
-	o, err := getopt(args, "f:F:b:t:T:upqU", "object:", "image-opts", "force-share")
+	o, err := e.getopt(args, "f:F:b:t:T:upqU", "object:", "image-opts", "force-share")
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -22,6 +22,7 @@ type resizeRequest struct {
 	n            int64
 	shrink       bool
 	prealloc     string // --preallocation: off, metadata, falloc or full
+	repairLog    func(string)
 }
 
 // parseResizeSize reads [+|-]SIZE.
@@ -68,7 +69,7 @@ func runResize(e *env, args []string) int {
 		return e.usageErr(errors.New("Not enough arguments"))
 	}
 	sizeArg := args[len(args)-1]
-	o, err := getopt(args[:len(args)-1], "f:q", "shrink", "preallocation:", "object:", "image-opts") // no -U: qemu-img 7.2's resize has none
+	o, err := e.getopt(args[:len(args)-1], "f:q", "shrink", "preallocation:", "object:", "image-opts") // no -U: qemu-img 7.2's resize has none
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -81,7 +82,7 @@ func runResize(e *env, args []string) int {
 	default:
 		return e.errorf(1, "Invalid preallocation mode '%s'", p)
 	}
-	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p}
+	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p, repairLog: o.repairLog}
 	if o.has("image-opts") || o.has("object") {
 		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format})
 		if err != nil {
@@ -111,7 +112,7 @@ var errNeedShrink = errors.New("Use the --shrink option to perform a shrink oper
 
 // doResize opens the image read-write and sets its size.
 func doResize(r *resizeRequest) error {
-	spec := imgopen.Spec{Path: r.path, Format: r.format}
+	spec := imgopen.Spec{Path: r.path, Format: r.format, Opts: qcow2.Options{RepairLog: r.repairLog}}
 	if r.spec != nil {
 		spec = *r.spec
 	}

@@ -36,6 +36,9 @@ func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
 		return def, err
 	}
 	def.Secrets = st
+	if def.Opts.RepairLog == nil {
+		def.Opts.RepairLog = o.repairLog
+	}
 	if !o.has("image-opts") {
 		def.Path = arg
 		return def, nil

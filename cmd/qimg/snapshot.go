@@ -12,7 +12,7 @@ import (
 // deletes (by name, as qemu-img 7.2) an internal snapshot. Without any,
 // it opens the image for writing and does nothing, as qemu-img does.
 func runSnapshot(e *env, args []string) int {
-	o, err := getopt(args, "la:c:d:f:qU", "force-share", "object:", "image-opts")
+	o, err := e.getopt(args, "la:c:d:f:qU", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}

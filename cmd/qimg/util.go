@@ -18,7 +18,33 @@ import (
 type opts struct {
 	vals map[string][]string
 	args []string
+	// repairLog prints the lines a writable open's repair of a dirty
+	// image writes (qcow2.Options.RepairLog), on the command's stderr as
+	// qemu-img prints them; nil prints none.
+	repairLog func(string)
 }
+
+// getopt is getopt for e's command: its opts print repair lines on e's
+// stderr.
+func (e *env) getopt(args []string, shorts string, longs ...string) (*opts, error) {
+	o, err := getopt(args, shorts, longs...)
+	if o != nil {
+		o.repairLog = e.repairLine
+	}
+	return o, err
+}
+
+// getoptOutput is getoptOutput for e's command (see env.getopt).
+func (e *env) getoptOutput(args []string, shorts string, longs ...string) (*opts, string, error) {
+	o, out, err := getoptOutput(args, shorts, longs...)
+	if o != nil {
+		o.repairLog = e.repairLine
+	}
+	return o, out, err
+}
+
+// repairLine prints one line of a dirty image's repair on open.
+func (e *env) repairLine(s string) { fmt.Fprintln(e.stderr, s) }
 
 func (o *opts) has(k string) bool { _, ok := o.vals[k]; return ok }
 
@@ -291,7 +317,7 @@ func oneImage(o *opts) (string, qcow2.Options, error) {
 // engineOpts parses every -o OPTS of an opening subcommand into engine
 // options (l2-cache-size=1M,prealloc=off,...; see qcow2.Options.Set).
 func engineOpts(o *opts) (qcow2.Options, error) {
-	eo := qcow2.Options{ForceShare: o.forceShare()}
+	eo := qcow2.Options{ForceShare: o.forceShare(), RepairLog: o.repairLog}
 	for _, s := range o.vals["o"] {
 		if err := eo.Parse(s); err != nil {
 			return eo, err

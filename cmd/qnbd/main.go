@@ -91,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
 		return 1
 	}
+	// A dirty image's repair on open prints its lines, as qemu-nbd's.
+	cfg.open.Opts.RepairLog = func(s string) { fmt.Fprintln(stderr, s) }
 	if cfg.fork && !forkedChild() {
 		if err := forkServer(args, stderr); err != nil {
 			fmt.Fprintf(stderr, "qnbd: %v\n", err)

@@ -59,7 +59,7 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 // -s's overlay.
 func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
 	return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly || base,
-		Secrets: cfg.open.Secrets, UnshareResize: !base})
+		Secrets: cfg.open.Secrets, UnshareResize: !base, Opts: qcow2.Options{RepairLog: cfg.open.Opts.RepairLog}})
 }
 
 // listen opens the listening socket; a stale Unix socket file (no server
