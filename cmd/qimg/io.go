@@ -113,8 +113,14 @@ func (s *ioSession) exec(line string) error {
 	return nil
 }
 
-// offLen parses the OFF LEN arguments and checks them against the size.
-func (s *ioSession) offLen(args []string) (int64, int64, error) {
+// ioMaxRequest is the largest request qemu-io makes (QEMU's
+// BDRV_REQUEST_MAX_BYTES: INT_MAX rounded down to 512).
+const ioMaxRequest = 2147483136
+
+// offLen parses the OFF LEN arguments and checks them against the size;
+// a LEN over ioMaxRequest is refused with tooLong's error unless it is
+// nil (write -z -n), as qemu-io refuses it.
+func (s *ioSession) offLen(args []string, tooLong func(arg string) error) (int64, int64, error) {
 	if len(args) != 2 {
 		return 0, 0, fmt.Errorf("expected OFFSET LENGTH, got %d arguments", len(args))
 	}
@@ -125,6 +131,9 @@ func (s *ioSession) offLen(args []string) (int64, int64, error) {
 	n, err := ioNum(args[1])
 	if err != nil {
 		return 0, 0, err
+	}
+	if n > ioMaxRequest && tooLong != nil {
+		return 0, 0, tooLong(args[1])
 	}
 	size, err := s.Dev.Size()
 	if err != nil {
@@ -157,16 +166,27 @@ func (s *ioSession) report(verb string, off, n int64, start time.Time) {
 const ioChunk = 1 << 20
 
 // request parses what read and write share: the -P pattern (def without
-// it) and the OFF LEN arguments.
-func (s *ioSession) request(o *opts, def byte) (pat byte, off, n int64, err error) {
+// it) and the OFF LEN arguments (tooLong: see offLen).
+func (s *ioSession) request(o *opts, def byte, tooLong func(string) error) (pat byte, off, n int64, err error) {
 	pat = def
 	if o.has("P") {
 		if pat, err = parsePattern(o.get("P", "")); err != nil {
 			return 0, 0, 0, err
 		}
 	}
-	off, n, err = s.offLen(o.args)
+	off, n, err = s.offLen(o.args, tooLong)
 	return pat, off, n, err
+}
+
+// lengthLimit is read's and discard's refusal of a length over
+// ioMaxRequest, in qemu-io's words.
+func lengthLimit(arg string) error {
+	return fmt.Errorf("length cannot exceed %d, given %s", ioMaxRequest, arg)
+}
+
+// writeLengthLimit is write's: -z -n lifts the limit.
+func writeLengthLimit(arg string) error {
+	return fmt.Errorf("length cannot exceed %d without -n, given %s", ioMaxRequest, arg)
 }
 
 // eachChunk calls f on [off, off+n) in pieces of at most len(buf) bytes,
@@ -181,7 +201,14 @@ func eachChunk(off, n int64, buf []byte, f func(off int64, b []byte) error) erro
 }
 
 func (s *ioSession) write(args []string) error {
-	o, err := cmdOpts(args, "P:zuqCcn", "n")
+	return s.writeCmd(args, writeLengthLimit)
+}
+
+// writeCmd is write, its length limited by tooLong (see offLen; aio_write
+// -z has none). -n is QEMU's BDRV_REQ_NO_FALLBACK: zeroes written
+// efficiently or refused (block.NoFallback), never as written zeros.
+func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
+	o, err := getopt(args, "P:zuqCcn")
 	if err != nil {
 		return err
 	}
@@ -192,7 +219,13 @@ func (s *ioSession) write(args []string) error {
 	if o.has("u") && !zero {
 		return fmt.Errorf("-u requires -z to be specified")
 	}
-	pat, off, n, err := s.request(o, 0xcd)
+	if o.has("n") && !zero {
+		return fmt.Errorf("-n requires -z to be specified")
+	}
+	if o.has("n") {
+		tooLong = nil
+	}
+	pat, off, n, err := s.request(o, 0xcd, tooLong)
 	if err != nil {
 		return err
 	}
@@ -201,6 +234,9 @@ func (s *ioSession) write(args []string) error {
 		var fl block.Flags
 		if o.has("u") {
 			fl |= block.MayUnmap
+		}
+		if o.has("n") {
+			fl |= block.NoFallback
 		}
 		err = s.Dev.WriteZeroes(off, n, fl) // -c does not apply, as in qemu-io
 	} else if o.has("c") {
@@ -259,7 +295,7 @@ func (s *ioSession) read(args []string) error {
 	if err != nil {
 		return err
 	}
-	pat, off, n, err := s.request(o, 0)
+	pat, off, n, err := s.request(o, 0, lengthLimit)
 	if err != nil {
 		return err
 	}
@@ -335,7 +371,7 @@ func (s *ioSession) discard(args []string) error {
 	if err != nil {
 		return err
 	}
-	off, n, err := s.offLen(o.args)
+	off, n, err := s.offLen(o.args, lengthLimit)
 	if err != nil {
 		return err
 	}

@@ -88,11 +88,19 @@ func (s *ioSession) vecArgs(args []string) (off int64, lens []int64, total int64
 		if err != nil {
 			return 0, nil, 0, err
 		}
+		// qemu-io's create_iovec: each length, then the running total,
+		// within its largest request.
+		if n > ioMaxRequest {
+			return 0, nil, 0, fmt.Errorf("Argument '%s' exceeds maximum size %d", a, ioMaxRequest)
+		}
+		if total > ioMaxRequest-n {
+			return 0, nil, 0, fmt.Errorf("The total number of bytes exceed the maximum size %d", ioMaxRequest)
+		}
 		lens = append(lens, n)
 		total += n
 	}
 	// offLen checks the range as read and write do.
-	if _, _, err := s.offLen([]string{strconv.FormatInt(off, 10), strconv.FormatInt(total, 10)}); err != nil {
+	if _, _, err := s.offLen([]string{strconv.FormatInt(off, 10), strconv.FormatInt(total, 10)}, nil); err != nil {
 		return 0, nil, 0, err
 	}
 	return off, lens, total, nil
@@ -212,7 +220,7 @@ func (s *ioSession) aioWrite(args []string) error {
 		if o.has("q") {
 			wargs = append(wargs, "-q")
 		}
-		return s.write(append(wargs, o.args...))
+		return s.writeCmd(append(wargs, o.args...), nil) // qemu-io's aio_write -z has no limit
 	}
 	if o.has("u") {
 		return errors.New("-u requires -z to be specified")

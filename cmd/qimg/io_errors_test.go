@@ -50,3 +50,31 @@ func asQemuIO(e string) string {
 	}
 	return e
 }
+
+// TestIOErrors_LengthLimitLikeQemu: a request longer than qemu-io's
+// largest (BDRV_REQUEST_MAX_BYTES, 2147483136) is refused in its words:
+// read and discard "length cannot exceed", write (and -z, -c) "... without
+// -n", a vector "Argument ... exceeds" or "The total number of bytes";
+// write -z -n and aio_write -z have no limit, and -n wants -z. qimg
+// wrote 3 GiB in 1 MiB pieces where qemu-io refuses, and refused -n.
+func TestIOErrors_LengthLimitLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	for _, c := range []string{
+		"read 0 3G", "read -v 0 2G", "write 0 3G", "write -z 0 2G", "write -c 0 3G", "discard 0 3G",
+		"aio_read 0 3G", "readv 0 1G 1G 1G", "writev 0 3G", "write -n 0 4k", "write -z -n 0 3G",
+		"aio_write -z 0 3G", "write -z -n 0 64k", "write -z -n -u 64k 3G",
+	} {
+		a, b := filepath.Join(d, "a.qcow2"), filepath.Join(d, "b.qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", a, "8G")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "8G")
+		o, e, code := runQ(t, "io", "-c", c, a)
+		qo, qe, qcode := testkit.Run(t, "qemu-io", "-c", c, b)
+		if code != qcode || normTiming(o) != normTiming(qo) || asQemuIO(e) != qe {
+			t.Errorf("%q: qimg exit %d\n%s%s\nqemu-io exit %d\n%s%s", c, code, o, e, qcode, qo, qe)
+		}
+		if out := testkit.MustRun(t, "qemu-img", "compare", a, b); !strings.Contains(out, "identical") {
+			t.Errorf("%q: %s", c, out)
+		}
+	}
+}
