@@ -255,6 +255,21 @@ func (im *Image) dfZeroRaw(off, n int64, flags block.Flags) error {
 	if !im.df.raw || !im.df.ext {
 		return nil
 	}
+	if im.crypt != nil {
+		// Only the whole (sub)clusters, as QEMU's zeroize: the partial
+		// ones get encrypted zero buffers, whose edge sectors are read,
+		// decrypted and merged (writevCrypt); plaintext zeros written
+		// here first would decrypt into garbage around the range.
+		u := int64(1) << im.g.SubclusterBits()
+		a, b := (off+u-1)/u*u, (off+n)/u*u
+		if uint64(off+n) == im.hsize.Load() {
+			b = off + n
+		}
+		if a >= b {
+			return nil
+		}
+		off, n = a, b-a
+	}
 	d, err := im.dataDev()
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ type luksInfo struct {
 	HashAlg        string         `json:"hash-alg"`
 	CipherAlg      string         `json:"cipher-alg"`
 	UUID           string         `json:"uuid"`
+	IVGenHashAlg   string         `json:"ivgen-hash-alg,omitempty"`
 	Format         string         `json:"format"`
 	CipherMode     string         `json:"cipher-mode"`
 	Slots          []luksSlotInfo `json:"slots"`
@@ -31,12 +32,17 @@ type luksSlotInfo struct {
 
 func newLUKSInfo(h *luks.Header) *luksInfo {
 	mode, ivgen, _ := strings.Cut(h.CipherMode, "-")
+	// "plain64:sha256": QEMU shows the IV hash only for essiv.
+	ivgen, ivhash, _ := strings.Cut(ivgen, ":")
+	if ivgen != "essiv" {
+		ivhash = ""
+	}
 	bits := h.KeyBytes * 8
 	if mode == "xts" {
 		bits /= 2 // two keys
 	}
 	inf := &luksInfo{IVGenAlg: ivgen, HashAlg: h.HashSpec, CipherAlg: fmt.Sprintf("%s-%d", h.CipherName, bits),
-		UUID: h.UUID, Format: "luks", CipherMode: mode, PayloadOffset: int64(h.PayloadBytes()),
+		UUID: h.UUID, IVGenHashAlg: ivhash, Format: "luks", CipherMode: mode, PayloadOffset: int64(h.PayloadBytes()),
 		MasterKeyIters: h.MKDigestIterations}
 	for i := range h.Slots {
 		s := &h.Slots[i]
@@ -53,8 +59,12 @@ func newLUKSInfo(h *luks.Header) *luksInfo {
 func writeLUKSHuman(w io.Writer, e *luksInfo, indent string) {
 	fmt.Fprintf(w, "%sencrypt:\n", indent)
 	in := indent + "    "
-	fmt.Fprintf(w, "%sivgen alg: %s\n%shash alg: %s\n%scipher alg: %s\n%suuid: %s\n%sformat: %s\n%scipher mode: %s\n%sslots:\n",
-		in, e.IVGenAlg, in, e.HashAlg, in, e.CipherAlg, in, e.UUID, in, e.Format, in, e.CipherMode, in)
+	fmt.Fprintf(w, "%sivgen alg: %s\n%shash alg: %s\n%scipher alg: %s\n%suuid: %s\n",
+		in, e.IVGenAlg, in, e.HashAlg, in, e.CipherAlg, in, e.UUID)
+	if e.IVGenHashAlg != "" {
+		fmt.Fprintf(w, "%sivgen hash alg: %s\n", in, e.IVGenHashAlg)
+	}
+	fmt.Fprintf(w, "%sformat: %s\n%scipher mode: %s\n%sslots:\n", in, e.Format, in, e.CipherMode, in)
 	for i, s := range e.Slots {
 		fmt.Fprintf(w, "%s    [%d]:\n", in, i)
 		sin := in + "        "

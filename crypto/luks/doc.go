@@ -21,7 +21,9 @@
 // Supported: cipher "aes" with mode xts-plain64 or xts-plain (AES-128,
 // -192 or -256 by the key size: 32, 48 or 64 key bytes), PBKDF2 and the
 // anti-forensic splitter with sha1, sha256 (QEMU's default), sha384 or
-// sha512. Anything else parses into an error wrapping ErrUnsupported.
+// sha512. Anything else parses into an error wrapping ErrUnsupported;
+// ParseHeaderInfo still decodes such a header for display (qemu-img
+// info), and it cannot Unlock.
 //
 // Hostile headers never panic (FuzzParseHeader): every field is checked
 // before it sizes an allocation, and a key slot's material is capped at

@@ -3,6 +3,7 @@ package luks
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 )
 
 var be = binary.BigEndian
@@ -110,13 +111,23 @@ func ParseHeader(b []byte) (*Header, error) {
 	if len(b) < offCipherName {
 		return nil, fieldErr(ErrCorrupt, "version", "header truncated at %d bytes", len(b))
 	}
-	h := &Header{Version: be.Uint16(b[offVersion:])}
-	if h.Version != 1 {
-		return nil, fieldErr(ErrVersion, "version", "version %d (only LUKS1 is supported)", h.Version)
+	if v := be.Uint16(b[offVersion:]); v != 1 {
+		return nil, fieldErr(ErrVersion, "version", "version %d (only LUKS1 is supported)", v)
 	}
 	if len(b) < HeaderSize {
 		return nil, fieldErr(ErrCorrupt, "header", "header truncated at %d bytes (need %d)", len(b), HeaderSize)
 	}
+	h := &Header{}
+	*h = decodeHeader(b)
+	if err := h.validate(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// decodeHeader decodes the HeaderSize bytes of b, unchecked.
+func decodeHeader(b []byte) Header {
+	h := Header{Version: be.Uint16(b[offVersion:])}
 	h.CipherName = cstring(b[offCipherName : offCipherName+nameLen])
 	h.CipherMode = cstring(b[offCipherMode : offCipherMode+nameLen])
 	h.HashSpec = cstring(b[offHashSpec : offHashSpec+nameLen])
@@ -135,8 +146,37 @@ func ParseHeader(b []byte) (*Header, error) {
 		s.KeyMaterialOffset = be.Uint32(p[40:])
 		s.Stripes = be.Uint32(p[44:])
 	}
-	if err := h.validate(); err != nil {
+	return h
+}
+
+// ParseHeaderInfo is ParseHeader for a header that is only shown
+// (qemu-img info reads no data and needs no key): a cipher, mode, IV
+// generator or hash this package does not implement is accepted, as
+// QEMU implements more of them, when the key size is one QEMU's LUKS
+// ciphers have (at most 64 bytes); everything else is checked as
+// ParseHeader does. Such a header cannot Unlock.
+func ParseHeaderInfo(b []byte) (*Header, error) {
+	h, err := ParseHeader(b)
+	if err == nil || !errors.Is(err, ErrUnsupported) || len(b) < HeaderSize {
+		return h, err
+	}
+	// ParseHeader got past the magic and the version: decode again.
+	h = &Header{}
+	*h = decodeHeader(b)
+	if h.KeyBytes == 0 || h.KeyBytes > 64 {
 		return nil, err
+	}
+	// As QEMU's qcrypto_block_luks_check_header.
+	for _, f := range []struct {
+		name string
+		off  int
+	}{{"cipher_name", offCipherName}, {"cipher_mode", offCipherMode}, {"hash_spec", offHashSpec}} {
+		if bytes.IndexByte(b[f.off:f.off+nameLen], 0) < 0 {
+			return nil, fieldErr(ErrCorrupt, f.name, "LUKS header %s is not NUL terminated", f.name)
+		}
+	}
+	if lerr := h.validateLayout(); lerr != nil {
+		return nil, lerr
 	}
 	return h, nil
 }
@@ -153,6 +193,12 @@ func (h *Header) validate() error {
 	if _, err := lookupHash(h.HashSpec); err != nil {
 		return err
 	}
+	return h.validateLayout()
+}
+
+// validateLayout checks the master key digest iterations and the key
+// slots (KeyBytes bounded by the caller).
+func (h *Header) validateLayout() error {
 	if h.MKDigestIterations == 0 {
 		return fieldErr(ErrCorrupt, "mk_digest_iter", "zero PBKDF2 iterations")
 	}
