@@ -75,6 +75,9 @@ func (qr *queueRunner) run() error {
 			if cfg.Random {
 				off = randOffset(cfg.RandSeed, next, cfg.Offset, r.size, cfg.Size)
 			}
+			if off+cfg.Size > r.size {
+				return &RequestError{Offset: off, Len: cfg.Size, Write: cfg.Write, Err: pastEnd(r.size)}
+			}
 			rq := &qr.reqs[i]
 			rq.Op, rq.Off, rq.Err = op, off, nil
 			qr.start[i] = now

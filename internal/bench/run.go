@@ -415,6 +415,11 @@ func (w *worker) one(i uint64) error {
 	if cfg.Random {
 		off = randOffset(cfg.RandSeed, i, cfg.Offset, r.size, cfg.Size)
 	}
+	if off+cfg.Size > r.size {
+		// A raw file would grow (write) or read short: fail as qemu-img's
+		// block layer does (EIO), for every format alike.
+		return &RequestError{Offset: off, Len: cfg.Size, Write: cfg.Write, Err: pastEnd(r.size)}
+	}
 	t0 := time.Now()
 	var err error
 	if cfg.Write {
@@ -465,6 +470,14 @@ func (e *RequestError) Error() string {
 }
 
 func (e *RequestError) Unwrap() error { return e.Err }
+
+// pastEnd is the error of a request that would end past the end of an
+// image of size bytes (offsets wrap at the image size, as in qemu-img 7.2,
+// so a request near the end may run past it): qemu-img bench fails it
+// with EIO ("Failed request: Input/output error").
+func pastEnd(size int64) error {
+	return fmt.Errorf("request ends past the end of the image (%d bytes): %w", size, syscall.EIO)
+}
 
 type lineWriter struct{ w io.Writer }
 
