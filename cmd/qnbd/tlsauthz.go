@@ -2,12 +2,13 @@ package main
 
 import (
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf16"
 
 	"github.com/qring/qring/internal/optstr"
 )
@@ -76,21 +77,84 @@ func authzCheck(leaf *x509.Certificate, identity string) error {
 	return nil
 }
 
-// dnNames are the attribute types GnuTLS names; others print as their
-// dotted OID with the value's DER in hex ("2.5.4.99=#1303616263").
-var dnNames = map[string]string{
-	"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "street",
-	"2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title", "2.5.4.5": "serialNumber",
-	"0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
-	"1.2.840.113549.1.9.1": "EMAIL",
+// dnAttr is an attribute type GnuTLS names (lib/x509/common.c,
+// _oid2str), and the string types it decodes its value from: a value of
+// another type prints as an unknown attribute's does, as the dotted OID
+// with the value's DER in hex ("2.5.4.99=#1303616263"; telephoneNumber
+// as a UTF8String: "telephoneNumber=#0c03313233").
+type dnAttr struct {
+	name string
+	tags []int // the ASN.1 universal tags decoded
+}
+
+var (
+	dirString = []int{asn1.TagUTF8String, asn1.TagPrintableString, asn1.TagT61String, tagUniversalString, asn1.TagBMPString}
+	printable = []int{asn1.TagPrintableString}
+	ia5       = []int{asn1.TagIA5String}
+)
+
+const tagUniversalString = 28
+
+var dnNames = map[string]dnAttr{
+	"2.5.4.6": {"C", printable}, "2.5.4.9": {"street", dirString}, "2.5.4.12": {"title", dirString},
+	"2.5.4.10": {"O", dirString}, "2.5.4.11": {"OU", dirString}, "2.5.4.3": {"CN", dirString},
+	"2.5.4.7": {"L", dirString}, "2.5.4.8": {"ST", dirString}, "2.5.4.13": {"description", dirString},
+	"2.5.4.5": {"serialNumber", printable}, "2.5.4.20": {"telephoneNumber", printable},
+	"2.5.4.4": {"surName", dirString}, "2.5.4.43": {"initials", dirString},
+	"2.5.4.44": {"generationQualifier", dirString}, "2.5.4.42": {"givenName", dirString},
+	"2.5.4.65": {"pseudonym", dirString}, "2.5.4.46": {"dnQualifier", printable},
+	"2.5.4.17": {"postalCode", dirString}, "2.5.4.41": {"name", dirString},
+	"2.5.4.15":                   {"businessCategory", dirString},
+	"0.9.2342.19200300.100.1.25": {"DC", ia5}, "0.9.2342.19200300.100.1.1": {"UID", dirString},
+	"1.3.6.1.4.1.311.60.2.1.1": {"jurisdictionOfIncorporationLocalityName", dirString},
+	"1.3.6.1.4.1.311.60.2.1.2": {"jurisdictionOfIncorporationStateOrProvinceName", dirString},
+	"1.3.6.1.4.1.311.60.2.1.3": {"jurisdictionOfIncorporationCountryName", printable},
+	"1.2.840.113549.1.9.1":     {"EMAIL", ia5},
+}
+
+// rawATV is an attribute of a distinguished name with its value's DER
+// kept (pkix.AttributeTypeAndValue decodes it, losing its type).
+type rawATV struct {
+	Type  asn1.ObjectIdentifier
+	Value asn1.RawValue
+}
+
+type rawRDNSET []rawATV // "SET" suffix: encoding/asn1 reads a SET OF
+
+// dnValue decodes a string value of one of tags; ok false otherwise.
+func dnValue(v asn1.RawValue, tags []int) (string, bool) {
+	if v.Class != asn1.ClassUniversal || v.IsCompound || !slices.Contains(tags, v.Tag) {
+		return "", false
+	}
+	switch v.Tag {
+	case asn1.TagBMPString:
+		if len(v.Bytes)%2 != 0 {
+			return "", false
+		}
+		u := make([]uint16, len(v.Bytes)/2)
+		for i := range u {
+			u[i] = uint16(v.Bytes[2*i])<<8 | uint16(v.Bytes[2*i+1])
+		}
+		return string(utf16.Decode(u)), true
+	case tagUniversalString:
+		if len(v.Bytes)%4 != 0 {
+			return "", false
+		}
+		var b strings.Builder
+		for i := 0; i < len(v.Bytes); i += 4 {
+			b.WriteRune(rune(uint32(v.Bytes[i])<<24 | uint32(v.Bytes[i+1])<<16 | uint32(v.Bytes[i+2])<<8 | uint32(v.Bytes[i+3])))
+		}
+		return b.String(), true
+	}
+	return string(v.Bytes), true
 }
 
 // gnutlsDN is the distinguished name raw (a certificate's RawSubject)
 // as GnuTLS formats it for QEMU's authorization: the RDNs in their
 // order, joined by ",", the attributes of a multi-valued RDN by "+",
-// values escaped as RFC 4514 does.
+// values escaped as GnuTLS does.
 func gnutlsDN(raw []byte) (string, error) {
-	var seq pkix.RDNSequence
+	var seq []rawRDNSET
 	if rest, err := asn1.Unmarshal(raw, &seq); err != nil {
 		return "", err
 	} else if len(rest) != 0 {
@@ -101,30 +165,30 @@ func gnutlsDN(raw []byte) (string, error) {
 		var atvs []string
 		for _, atv := range rdn {
 			oid := atv.Type.String()
-			name, known := dnNames[oid]
-			s, isStr := atv.Value.(string)
-			if !known || !isStr {
-				der, err := asn1.Marshal(atv.Value)
-				if err != nil {
-					return "", err
-				}
-				atvs = append(atvs, oid+"=#"+hex.EncodeToString(der))
+			attr, known := dnNames[oid]
+			s, isStr := dnValue(atv.Value, attr.tags)
+			if !known {
+				attr.name = oid
+			}
+			if !isStr {
+				atvs = append(atvs, attr.name+"=#"+hex.EncodeToString(atv.Value.FullBytes))
 				continue
 			}
-			atvs = append(atvs, name+"="+escapeDN(s))
+			atvs = append(atvs, attr.name+"="+escapeDN(s))
 		}
 		rdns = append(rdns, strings.Join(atvs, "+"))
 	}
 	return strings.Join(rdns, ","), nil
 }
 
-// escapeDN escapes an attribute value as RFC 4514 (and GnuTLS) does:
-// the special characters, a leading space or '#', a trailing space.
+// escapeDN escapes an attribute value as GnuTLS does (RFC 4514's
+// escapes but for '=', which GnuTLS leaves as it is): the special
+// characters, a leading space or '#', a trailing space.
 func escapeDN(s string) string {
 	var b strings.Builder
 	for i, r := range s {
 		switch {
-		case strings.ContainsRune(",+\"\\<>;=", r),
+		case strings.ContainsRune(",+\"\\<>;", r),
 			i == 0 && (r == ' ' || r == '#'),
 			i == len(s)-1 && r == ' ':
 			b.WriteByte('\\')
