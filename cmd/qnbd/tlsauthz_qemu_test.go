@@ -16,21 +16,23 @@ type dnATV struct {
 	Value asn1.RawValue
 }
 
-type dnRDNSet []dnATV
+// dnRDNSET: encoding/asn1 marshals a slice type whose name ends in
+// "SET" as a SET (an RDN), not a SEQUENCE.
+type dnRDNSET []dnATV
 
 func TestGnutlsDN_LikeQemu(t *testing.T) {
 	str := func(tag int, s string) asn1.RawValue {
 		return asn1.RawValue{Class: asn1.ClassUniversal, Tag: tag, Bytes: []byte(s)}
 	}
-	atv := func(oid asn1.ObjectIdentifier, v asn1.RawValue) dnRDNSet {
-		return dnRDNSet{{Type: oid, Value: v}}
+	atv := func(oid asn1.ObjectIdentifier, v asn1.RawValue) dnRDNSET {
+		return dnRDNSET{{Type: oid, Value: v}}
 	}
 	p, u := asn1.TagPrintableString, asn1.TagUTF8String
 	for _, tc := range []struct {
-		rdns []dnRDNSet
+		rdns []dnRDNSET
 		want string
 	}{
-		{[]dnRDNSet{
+		{[]dnRDNSET{
 			atv(asn1.ObjectIdentifier{2, 5, 4, 4}, str(u, "Smith")),
 			atv(asn1.ObjectIdentifier{2, 5, 4, 42}, str(u, "John")),
 			atv(asn1.ObjectIdentifier{2, 5, 4, 17}, str(u, "12345")),
@@ -39,14 +41,14 @@ func TestGnutlsDN_LikeQemu(t *testing.T) {
 			atv(asn1.ObjectIdentifier{2, 5, 4, 46}, str(p, "dq")),
 			atv(asn1.ObjectIdentifier{2, 5, 4, 3}, str(u, "a1")),
 		}, "surName=Smith,givenName=John,postalCode=12345,telephoneNumber=#0c03313233,name=Nm,dnQualifier=dq,CN=a1"},
-		{[]dnRDNSet{
+		{[]dnRDNSET{
 			atv(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 60, 2, 1, 3}, str(p, "GB")),
 			atv(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 60, 2, 1, 1}, str(u, "Y")),
 			atv(asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, str(asn1.TagIA5String, "com")),
 			atv(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, str(u, "me@example.com")),
 			atv(asn1.ObjectIdentifier{1, 2, 3, 4}, str(u, "foo")),
 		}, "jurisdictionOfIncorporationCountryName=GB,jurisdictionOfIncorporationLocalityName=Y,DC=com,EMAIL=#0c0e6d65406578616d706c652e636f6d,1.2.3.4=#0c03666f6f"},
-		{[]dnRDNSet{
+		{[]dnRDNSET{
 			atv(asn1.ObjectIdentifier{2, 5, 4, 10}, str(u, " lead")),
 			atv(asn1.ObjectIdentifier{2, 5, 4, 11}, str(u, "#hash")),
 			atv(asn1.ObjectIdentifier{2, 5, 4, 7}, str(u, "trail ")),
