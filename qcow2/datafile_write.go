@@ -251,24 +251,17 @@ func (im *Image) dfFlush() error {
 // dfZeroRaw zeroes [off, off+n) of a raw data file (data_file_raw)
 // before the L2 entries change, as QEMU's qcow2_subcluster_zeroize does
 // (DF6): the data file stays the disk's raw image.
+//
+// Not on an encrypted image: its data file holds ciphertext, no raw
+// image of anything, and the zero flags the L2 entries get say the
+// range reads as zeros. Plaintext zeros there would decrypt into garbage
+// wherever an entry still maps them: at once in the edge sectors of an
+// unaligned range, which the encrypted zero buffers read, decrypt and
+// merge (writevCrypt), and after a crash that kept the zeros but not the
+// entries, in whole (sub)clusters (QEMU 7.2 has both windows).
 func (im *Image) dfZeroRaw(off, n int64, flags block.Flags) error {
-	if !im.df.raw || !im.df.ext {
+	if !im.df.raw || !im.df.ext || im.crypt != nil {
 		return nil
-	}
-	if im.crypt != nil {
-		// Only the whole (sub)clusters, as QEMU's zeroize: the partial
-		// ones get encrypted zero buffers, whose edge sectors are read,
-		// decrypted and merged (writevCrypt); plaintext zeros written
-		// here first would decrypt into garbage around the range.
-		u := int64(1) << im.g.SubclusterBits()
-		a, b := (off+u-1)/u*u, (off+n)/u*u
-		if uint64(off+n) == im.hsize.Load() {
-			b = off + n
-		}
-		if a >= b {
-			return nil
-		}
-		off, n = a, b-a
 	}
 	d, err := im.dataDev()
 	if err != nil {

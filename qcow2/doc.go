@@ -402,7 +402,11 @@
 //	    before the image file's metadata). Flush and Close flush the data
 //	    file before the metadata's write-back.
 //	DF6 As QEMU 7.2: with data_file_raw, a zero write zeroes the data
-//	    file's range before the entries change (qcow2_subcluster_zeroize);
+//	    file's range before the entries change (qcow2_subcluster_zeroize),
+//	    but not on an encrypted image (unlike QEMU): its data file holds
+//	    ciphertext, and plaintext zeros under entries that still map them
+//	    (the edges of an unaligned range, or after a crash before the
+//	    entries) would decrypt into garbage; the zero flags say zeros;
 //	    a resize grows or shrinks
 //	    the data file with the disk (before the header shows a larger
 //	    size, after it shows a smaller one; a growth first cuts, durably,

@@ -31,6 +31,7 @@ type tcfg struct {
 	queue   bool   // one batch goroutine's stripe goes through a Queue (Q14)
 	bm      bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
 	df      bool   // an external data file (torture_datafile_test.go)
+	dfRaw   bool   // with data_file_raw: the data file is the disk's raw image (dfr; no backing file)
 	backend string // see tortureBackends
 }
 
@@ -120,7 +121,10 @@ func (c tcfg) String() string {
 	if c.bm {
 		t = append(t, "bm")
 	}
-	if c.df {
+	switch {
+	case c.dfRaw:
+		t = append(t, "dfr")
+	case c.df:
 		t = append(t, "df")
 	}
 	return strings.Join(append(t, c.backend), "-")
@@ -144,6 +148,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"q":    func(c *tcfg) { c.queue = true },
 	"bm":   func(c *tcfg) { c.bm = true },
 	"df":   func(c *tcfg) { c.df = true },
+	"dfr":  func(c *tcfg) { c.df, c.dfRaw = true, true },
 }
 
 func parseTcfg(name string) (tcfg, error) {
@@ -205,6 +210,8 @@ func (c tcfg) valid() error {
 	case c.df && (c.v2 || c.meta || c.comp != ""):
 		// QEMU refuses v2 and compression.
 		return fmt.Errorf("an external data file needs compat 1.1, and no preallocation or compression")
+	case c.dfRaw && (!c.df || c.backing):
+		return fmt.Errorf("data_file_raw needs a data file and no backing file")
 	}
 	return nil
 }
@@ -223,6 +230,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	if c.comp == "zstd" {
 		co.CompressionType = "zstd"
 	}
+	// Encrypted: Create refuses data_file_raw (QEMU links every cluster
+	// over the data file's plain zeros); setup sets the bit afterwards.
+	co.DataFileRaw = c.dfRaw && !c.luks
 	return co
 }
 
@@ -311,6 +321,12 @@ var tortureMatrix = []string{
 	"c16k-r16-v3-xl2-back-df-hold", // subclusters in a data file (datafile_xl2.go)
 	"c64k-r16-v3-xl2-df-mem",
 	"c64k-r16-v3-xl2-back-luks-df-mem", // encrypted subcluster COW into a data file
+	// data_file_raw: zeroing and discards also reach the data file (DF5), whole
+	// (sub)clusters only where it holds ciphertext.
+	"c64k-r16-v3-dfr-hold",
+	"c4k-r16-v3-luks-dfr-mem",
+	"c16k-r16-v3-xl2-luks-dfr-hold",
+	"c64k-r16-v3-xl2-q-dfr-ud",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -349,6 +365,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.queue = r.IntN(3) == 0
 		c.bm = r.IntN(3) == 0 && !c.v2
 		c.df = r.IntN(6) == 0 && !c.v2 && !c.meta
+		c.dfRaw = c.df && !c.backing && r.IntN(2) == 0
 		if c.valid() == nil {
 			return c
 		}

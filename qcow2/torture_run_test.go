@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/qring/qring/block/latdev"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/uring"
 )
 
@@ -349,9 +351,40 @@ func (r *trun) setup() {
 			r.fatalf("create: %v", err)
 		}
 	}
+	if cfg.luks && cfg.dfRaw {
+		r.setDataFileRaw()
+	}
 	r.open(r.base)
 	if cfg.bm {
 		r.bmStart()
+	}
+}
+
+// setDataFileRaw sets data_file_raw in a new encrypted image's header:
+// an image as QEMU opens one it made with data_file_raw, but with no
+// cluster linked yet (QEMU's links every cluster over plain zeros, which
+// read back through the cipher as garbage; Create refuses it).
+func (r *trun) setDataFileRaw() {
+	var b [8]byte
+	var dev block.Device = r.mem
+	if !r.cfg.memBacked() {
+		f, err := uring.Open(r.path, uring.Options{})
+		if err != nil {
+			r.fatalf("%v", err)
+		}
+		defer f.Close()
+		dev = f
+	}
+	const autoclear = 88 // the header's autoclear_features
+	if err := dev.Readv(autoclear, [][]byte{b[:]}); err != nil {
+		r.fatalf("%v", err)
+	}
+	binary.BigEndian.PutUint64(b[:], binary.BigEndian.Uint64(b[:])|format.AutoclearDataFileRaw)
+	if err := dev.Writev(autoclear, [][]byte{b[:]}); err != nil {
+		r.fatalf("%v", err)
+	}
+	if err := dev.Flush(); err != nil {
+		r.fatalf("%v", err)
 	}
 }
 
