@@ -53,6 +53,25 @@ func parseTLSCreds(s string) (tlsCreds, error) {
 	return tc, nil
 }
 
+// encryptedKey reports whether the PEM file p holds an encrypted private
+// key (PKCS#8 "ENCRYPTED PRIVATE KEY", or a legacy one with a
+// Proc-Type: 4,ENCRYPTED header).
+func encryptedKey(p string) bool {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return false
+		}
+		if blk.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(blk.Headers["Proc-Type"], "ENCRYPTED") {
+			return true
+		}
+	}
+}
+
 // config builds the server's TLS configuration from the directory, as
 // QEMU's tls-creds-x509 does for endpoint=server: the certificate and
 // key from server-cert.pem and server-key.pem; with verify-peer (the
@@ -62,9 +81,14 @@ func parseTLSCreds(s string) (tlsCreds, error) {
 // handshake. With verify-peer=off any client is accepted (ca-cert.pem is
 // not needed then).
 func (tc tlsCreds) config() (*tls.Config, error) {
-	kp, err := tls.LoadX509KeyPair(filepath.Join(tc.dir, "server-cert.pem"), filepath.Join(tc.dir, "server-key.pem"))
+	certPath, keyPath := filepath.Join(tc.dir, "server-cert.pem"), filepath.Join(tc.dir, "server-key.pem")
+	kp, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
-		return nil, fmt.Errorf("TLS credentials: %w", err)
+		if encryptedKey(keyPath) {
+			err = errors.New("the key is encrypted (a passphrase-protected key is not supported)")
+		}
+		// qemu-nbd's words: "Cannot load certificate 'C' & key 'K': ..."
+		return nil, fmt.Errorf("TLS credentials: Cannot load certificate '%s' & key '%s': %w", certPath, keyPath, err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 	if !tc.verifyPeer {

@@ -473,3 +473,27 @@ func TestTLSObject(t *testing.T) {
 		}
 	}
 }
+
+// An encrypted server key is refused at startup with the files named, in
+// qemu-nbd's words ("Cannot load certificate 'C' & key 'K'"), and says it
+// is encrypted; it said only "tls: failed to parse private key".
+func TestTLSCredsEncryptedKey(t *testing.T) {
+	p := writePKI(t, t.TempDir())
+	keyPath := filepath.Join(p.server, "server-key.pem")
+	b, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	//lint:ignore SA1019 a legacy encrypted PEM block, as openssl -traditional writes one
+	enc, err := x509.EncryptPEMBlock(crand.Reader, "EC PRIVATE KEY", blk.Bytes, []byte("secret"), x509.PEMCipherAES128) //nolint:staticcheck
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, p.server, map[string][]byte{"server-key.pem": pem.EncodeToMemory(enc)})
+	_, err = credsConfig(t, p.server)
+	if err == nil || !strings.Contains(err.Error(), "Cannot load certificate '"+filepath.Join(p.server, "server-cert.pem")+"' & key '"+keyPath+"'") ||
+		!strings.Contains(err.Error(), "encrypted") {
+		t.Errorf("an encrypted key: %v", err)
+	}
+}
