@@ -160,6 +160,7 @@ FUZZ_TARGETS = \
 	./cmd/qimg:FuzzParseMeasureTarget \
 	./cmd/qnbd:FuzzParseFlags \
 	./cmd/qnbd:FuzzParseTLSCreds \
+	./cmd/qnbd:FuzzGnutlsDN \
 	./cmd/qbench:FuzzParse
 
 fuzz-short:
