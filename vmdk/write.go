@@ -376,11 +376,15 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.checkWrite(off, total); err != nil || total == 0 {
 		return err
 	}
+	e := &d.extents[0]
+	gb := e.layout.GrainBytes()
+	if e.layout.Compressed && (off%gb != 0 || (total%gb != 0 && off+total != d.size)) {
+		// Refused before the CID changes: nothing of it is written.
+		return ErrStreamPartial
+	}
 	if err := d.changeCID(); err != nil {
 		return err
 	}
-	e := &d.extents[0]
-	gb := e.layout.GrainBytes()
 	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done

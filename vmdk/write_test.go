@@ -818,3 +818,34 @@ func TestWrite_ReadErrorIsNotARefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestWrite_StreamRefusedChangesNothing: a write a streamOptimized image
+// refuses for its shape (a partial grain) is refused before the first
+// write's new CID (KD11): the file stays as it was, as QEMU, which
+// changes the CID only after a write succeeded. The CID changed, so an
+// image made on top of it no longer read through it.
+func TestWrite_StreamRefusedChangesNothing(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "s.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", p, "1028K")
+	before, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := openRW(t, p)
+	for _, w := range []struct{ off, n int64 }{{128 << 10, 4096}, {128<<10 + 512, 64<<10 - 512}, {0, 64<<10 + 512}} {
+		if err := d.Writev(w.off, [][]byte{make([]byte, w.n)}); !errors.Is(err, ErrStreamPartial) {
+			t.Errorf("write [%d, +%d): %v, want ErrStreamPartial", w.off, w.n, err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("refused writes changed the file")
+	}
+}
