@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/qring/qring/internal/optstr"
@@ -53,6 +54,17 @@ func parseTLSCreds(s string) (tlsCreds, error) {
 	return tc, nil
 }
 
+// errnoText is err's errno as strerror words it ("No such file or
+// directory"), or err's text.
+func errnoText(err error) string {
+	var en syscall.Errno
+	if !errors.As(err, &en) {
+		return err.Error()
+	}
+	s := en.Error()
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
 // encryptedKey reports whether the PEM file p holds an encrypted private
 // key (PKCS#8 "ENCRYPTED PRIVATE KEY", or a legacy one with a
 // Proc-Type: 4,ENCRYPTED header).
@@ -82,6 +94,21 @@ func encryptedKey(p string) bool {
 // not needed then).
 func (tc tlsCreds) config() (*tls.Config, error) {
 	certPath, keyPath := filepath.Join(tc.dir, "server-cert.pem"), filepath.Join(tc.dir, "server-key.pem")
+	// The files in QEMU's order (ca-cert.pem first), a missing one in
+	// its words.
+	need := []string{certPath, keyPath}
+	if tc.verifyPeer {
+		need = append([]string{filepath.Join(tc.dir, "ca-cert.pem")}, need...)
+	}
+	for i, p := range need {
+		if _, err := os.Stat(p); err != nil {
+			hint := ""
+			if tc.verifyPeer && i == 0 {
+				hint = " (verify-peer=on, the default, checks client certificates against it; --tls-creds=DIR,verify-peer=off accepts any client)"
+			}
+			return nil, fmt.Errorf("Unable to access credentials %s: %s%s", p, errnoText(err), hint)
+		}
+	}
 	kp, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
 		if encryptedKey(keyPath) {

@@ -497,3 +497,22 @@ func TestTLSCredsEncryptedKey(t *testing.T) {
 		t.Errorf("an encrypted key: %v", err)
 	}
 }
+
+// A credentials directory missing its files is refused naming the first
+// missing one in QEMU's order and words ("Unable to access credentials
+// DIR/ca-cert.pem: No such file or directory"); qnbd named
+// server-cert.pem in Go's words.
+func TestTLSCredsMissingFileLikeQemu(t *testing.T) {
+	dir := t.TempDir()
+	_, err := credsConfig(t, dir)
+	want := "Unable to access credentials " + filepath.Join(dir, "ca-cert.pem") + ": No such file or directory"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("an empty directory: %v\nwant %s", err, want)
+	}
+	p := writePKI(t, t.TempDir())
+	os.Remove(filepath.Join(p.server, "server-key.pem"))
+	_, err = credsConfig(t, p.server)
+	if want := "Unable to access credentials " + filepath.Join(p.server, "server-key.pem") + ": No such file or directory"; err == nil || err.Error() != want {
+		t.Errorf("no server-key.pem: %v\nwant %s", err, want)
+	}
+}
