@@ -113,3 +113,28 @@ func TestInfo_BackingInNodeWithoutDirectory(t *testing.T) {
 		t.Errorf("%q: exit %d, qemu-img %d\nours:\n%s%s\nqemu-img:\n%s%s", args, code, qcode, ours, oerr, theirs, terr)
 	}
 }
+
+// TestJSONBacking_RuntimeOptionsLikeQemu: a json: backing file name whose
+// nodes set runtime options (aio, locking, cache, l2-cache-size) names
+// its file in info --backing-chain and map as qemu-img does (QEMU leaves
+// such options out of a node's name); qimg printed the JSON, and a disk
+// size of 0 for it.
+func TestJSONBacking_RuntimeOptionsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	t.Chdir(d)
+	qemuImage(t, filepath.Join(d, "base.qcow2"), "qcow2", "1M", "write -P 0x5a 0 128k")
+	spec := `json:{"driver":"qcow2","l2-cache-size":"1M","file":{"driver":"file","filename":"base.qcow2","aio":"threads","locking":"off","cache":{"direct":false}}}`
+	qemuOverlay(t, filepath.Join(d, "top.qcow2"), spec, "qcow2", "write -P 0x33 64k 64k")
+	for _, args := range [][]string{
+		{"info", "--backing-chain", "top.qcow2"}, {"info", "--backing-chain", "--output=json", "top.qcow2"},
+		{"map", "top.qcow2"}, {"info", spec},
+	} {
+		ours, oerr, code := runQ(t, args...)
+		theirs, terr, qcode := testkit.Run(t, "qemu-img", args...)
+		if ours != theirs || code != qcode {
+			t.Errorf("%q: exit %d, qemu-img %d\nours:\n%s%s\nqemu-img:\n%s%s", args, code, qcode, ours, oerr, theirs, terr)
+		}
+	}
+	testkit.QemuCheck(t, "top.qcow2")
+}

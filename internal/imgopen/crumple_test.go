@@ -59,13 +59,20 @@ func TestSpecFilename(t *testing.T) {
 		`json:{"file":{"driver":"file","filename":"a.qcow2"}}`:                  "a.qcow2",
 		`json:{"driver":"qcow2","file":"a.qcow2"}`:                              "a.qcow2",
 		`json:{"driver":"raw","file":"a.raw"}`:                                  "a.raw",
-		"plain.qcow2":                                                           "plain.qcow2",
+		// Runtime options QEMU leaves out of the name (not "strong").
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2","aio":"threads","locking":"off"}}`: "a.qcow2",
+		`json:{"driver":"qcow2","l2-cache-size":"1M","read-only":true,"file":{"driver":"file","filename":"a"}}`: "a",
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a","cache":{"direct":true}}}`:               "a",
+		`json:{"driver":"qcow2","file.filename":"a","file.cache.no-flush":"on"}`:                                "a",
+		"plain.qcow2": "plain.qcow2",
 	} {
 		if got := SpecFilename(s); got != want {
 			t.Errorf("SpecFilename(%s) = %q, want %q", s, got, want)
 		}
 	}
-	for _, s := range []string{`json:{"driver":"throttle","file":"a.qcow2"}`, `json:{"driver":"qcow2","file":{"driver":"throttle","file":"a"}}`, `json:{bad`} {
+	for _, s := range []string{`json:{"driver":"throttle","file":"a.qcow2"}`, `json:{"driver":"qcow2","file":{"driver":"throttle","file":"a"}}`, `json:{bad`,
+		`json:{"driver":"raw","offset":512,"file":"a"}`, `json:{"driver":"qcow2","backing":null,"file":"a"}`,
+		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a","file":{"driver":"file","filename":"b"}}}`} {
 		if got := SpecFilename(s); got != s || !strings.HasPrefix(got, "json:") {
 			t.Errorf("SpecFilename(%s) = %q, want it unchanged", s, got)
 		}

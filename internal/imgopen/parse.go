@@ -223,9 +223,12 @@ func noDuplicateKeys(js string) error {
 
 // SpecFilename is the file name QEMU gives a node opened from a json:
 // spec (its bdrv_refresh_filename): for a qcow2 or raw node over a plain
-// file node, with no other options, that file's name as the spec writes
-// it; for any other spec (or a name that is not a json: spec), name
-// itself. qemu-img info and map print it for a json: backing file.
+// file node, that file's name as the spec writes it, whatever runtime
+// options either node sets that do not change what the node reads
+// (aio, cache, locking, l2-cache-size, read-only, ...: QEMU leaves out
+// all but a driver's "strong" options); for any other spec (or a name
+// that is not a json: spec), name itself. qemu-img info and map print it
+// for a json: backing file.
 func SpecFilename(name string) string {
 	if !strings.HasPrefix(name, "json:") {
 		return name
@@ -234,11 +237,16 @@ func SpecFilename(name string) string {
 	if err != nil {
 		return name
 	}
-	if d, ok := root["driver"]; ok && d != "qcow2" && d != "raw" { // none: the backing format's
+	d, ok := root["driver"]
+	if ok && d != "qcow2" && d != "raw" { // none: the backing format's
 		return name
 	}
 	for k := range root {
-		if k != "driver" && k != "file" {
+		if k == "driver" || k == "file" {
+			continue
+		}
+		// Strong: a raw window, children other than the file, the key.
+		if (d == "raw" && (k == "offset" || k == "size")) || k == "backing" || k == "data-file" || k == "encrypt" {
 			return name
 		}
 	}
@@ -246,9 +254,16 @@ func SpecFilename(name string) string {
 	case string:
 		return f
 	case map[string]any:
-		if fn, ok := f["filename"].(string); ok && fileName(f) == fn {
-			return fn
+		fn, _ := f["filename"].(string)
+		if d, set := f["driver"]; fn == "" || set && d != "file" {
+			return name
 		}
+		for k, v := range f {
+			if _, isNode := v.(map[string]any); isNode && k != "cache" {
+				return name // a child node: not a plain file node
+			}
+		}
+		return fn
 	}
 	return name
 }
