@@ -100,6 +100,8 @@ type builder struct {
 	created []string
 	// throttles are the spec's throttle nodes (Opened.ReleaseThrottles).
 	throttles []*filter.Throttle
+	// nodeNames are the node-name values seen (genericKeys).
+	nodeNames map[string]bool
 }
 
 // setPath records that dev stands for the host file p ("" records
@@ -142,7 +144,10 @@ func noBaseDir(drv string) error {
 // unread) and returns the node's device, which closes everything the
 // driver opened. init fills it: the drivers call build, which reads it.
 //
-// Drivers and their keys (unknown keys are an error):
+// Drivers and their keys (unknown keys are an error; every node also
+// takes QEMU's generic node-name, discard, detect-zeroes and
+// auto-read-only, and file nodes aio-max-batch, drop-cache and
+// x-check-cache-dropped: checked, then ignored, generic.go):
 //
 //	file         filename (or file); cache, aio, read-only; locking
 //	             (on, off, auto: image locks as Open takes them for a raw
@@ -222,6 +227,9 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 	open, ok := drivers[drv]
 	if !ok {
 		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+	}
+	if err := b.genericKeys(n, drv); err != nil {
+		return nil, err
 	}
 	dev, err := open(b, n)
 	if err != nil {

@@ -99,6 +99,13 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if fv, err = fileIOKeys(fv, &s); err != nil {
 		return s, err
 	}
+	names := map[string]bool{}
+	if err := genericKeys(n, drv, names); err != nil {
+		return s, err
+	}
+	if fv, err = withoutGenericKeys(fv, names); err != nil {
+		return s, err
+	}
 	if err := fileNodeKeys(fv); err != nil {
 		return s, err
 	}
