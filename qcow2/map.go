@@ -90,9 +90,19 @@ func MapRaw(d block.Device) ([]MapEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mapExtents(size, func(off, n int64) (MapEntry, error) {
+	ext, err := mapExtents(size, func(off, n int64) (MapEntry, error) {
 		return rawStatus(d, off, n, 0)
 	})
+	if w, ok := d.(interface{ Offset() int64 }); ok && w.Offset() != 0 {
+		// A window into its file (filter.Raw): the file's offsets.
+		for i := range ext {
+			if o := ext[i].Offset; o != nil {
+				v := *o + w.Offset()
+				ext[i].Offset = &v
+			}
+		}
+	}
+	return ext, err
 }
 
 // mapExtents covers [0, size) with the extents next returns, merging

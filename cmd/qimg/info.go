@@ -179,7 +179,11 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 		path = p // "file:x" is x, as QEMU names it
 	}
 	path = imgopen.SpecFilename(path) // a json: backing file: its file
-	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(path)}
+	du := path
+	if f := imgopen.SpecLeafFile(path); f != "" {
+		du = f // a spec: the file its nodes end in
+	}
+	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(du)}
 	if img.VHD != nil {
 		// vpc_get_info: a dynamic disk's block size, none for fixed.
 		inf.ClusterSize = img.VHD.BlockSize()

@@ -62,7 +62,11 @@ func chainNames(path string, im *qcow2.Image) []string {
 		if h.BackingFile == "" {
 			break
 		}
-		path = imgopen.SpecFilename(pathCombine(path, h.BackingFile))
+		full := pathCombine(path, h.BackingFile)
+		if strings.HasPrefix(path, "json:") {
+			full, _ = cur.BackingPath() // the image's node's directory (see info)
+		}
+		path = imgopen.SpecFilename(full)
 		next, _ := cur.Backing().(*qcow2.Image)
 		names = append(names, dataName(path, next))
 		cur = next
@@ -72,10 +76,13 @@ func chainNames(path string, im *qcow2.Image) []string {
 
 // dataName is the file a layer's data lives in, as qemu-img map names
 // it: the external data file's name (as it was opened), else the
-// layer's own path.
+// layer's own path (for a spec, the file its nodes end in).
 func dataName(path string, im *qcow2.Image) string {
 	if im != nil && im.HasDataFile() && im.DataFileName() != "" {
 		return im.DataFileName()
+	}
+	if f := imgopen.SpecLeafFile(path); f != "" {
+		return f
 	}
 	return path
 }
@@ -185,6 +192,9 @@ func runMap(e *env, args []string) int {
 	if out == "json" {
 		writeMapJSON(e.stdout, ext)
 		return 0
+	}
+	if o.has("image-opts") {
+		path = spec.Path // the file (or the json: spec) the options name
 	}
 	names := chainNames(imgopen.SpecFilename(path), img.Image)
 	if img.VMDK != nil {

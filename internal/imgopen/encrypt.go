@@ -1,6 +1,7 @@
 package imgopen
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -77,6 +78,16 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	}
 	if drv != "" && drv != "qcow2" && drv != "raw" {
 		return s, &DriverError{Name: drv}
+	}
+	if drv == "raw" && (n.has("offset") || n.has("size")) {
+		// A raw window (filter.Raw): a driver tree, opened as the json:
+		// spec it is (OpenSpec), as qemu-img --image-opts opens it.
+		b, err := json.Marshal(root)
+		if err != nil {
+			return s, err
+		}
+		s.Path, s.Format = "json:"+string(b), ""
+		return s, nil
 	}
 	// Without driver=, the format is probed, as QEMU probes it.
 	s.Format = drv

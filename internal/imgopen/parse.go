@@ -267,3 +267,37 @@ func SpecFilename(name string) string {
 	}
 	return name
 }
+
+// SpecLeafFile is the host file a json: spec's data lives in when its
+// nodes are a chain of file children (qcow2, raw, a raw window, throttle,
+// ...) ending in a plain file node: that node's filename; "" for any
+// other spec or name. qemu-img map names it in its File column, and info
+// measures its disk size.
+func SpecLeafFile(name string) string {
+	if !strings.HasPrefix(name, "json:") {
+		return ""
+	}
+	root, err := parseSpec(name, false)
+	if err != nil {
+		return ""
+	}
+	var v any = root
+	for depth := 0; depth < 64; depth++ {
+		switch n := v.(type) {
+		case string:
+			return n
+		case map[string]any:
+			d, set := n["driver"]
+			if fn, ok := n["filename"].(string); ok && (!set || d == "file") {
+				return fn
+			}
+			if d == "quorum" || d == "blkverify" || d == "mirror" {
+				return ""
+			}
+			v = n["file"]
+		default:
+			return ""
+		}
+	}
+	return ""
+}
