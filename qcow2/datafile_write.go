@@ -300,19 +300,8 @@ func (im *Image) dfResize(cur, size int64, prealloc bool) error {
 		return err
 	}
 	// Bytes past the old end (a shrink that crashed after its header
-	// and before its cut) would show through the grown range, linked in
-	// place: cut first, so the range reads as zeros (Q18), durably
-	// before the header shows it.
-	if n, err := d.Size(); err != nil {
-		return err
-	} else if n > cur {
-		if err := d.Truncate(cur); err != nil {
-			return err
-		}
-		if err := d.Flush(); err != nil {
-			return err
-		}
-	}
+	// and before its cut) were cut by dfCutStale, before Truncate's
+	// zeroing of the old end's cluster (Q18).
 	if err := d.Truncate(size); err != nil {
 		return err
 	}
@@ -364,6 +353,31 @@ func (im *Image) dfPreallocEnd(size int64) int64 {
 		gran = int64(im.g.SubclusterSize())
 	}
 	return (size + gran - 1) / gran * gran
+}
+
+// dfCutStale cuts a data file longer than the old size cur (a shrink
+// that crashed after its header and before its cut) to cur, durably, so
+// the grown range does not show those bytes. Truncate calls it before
+// it zeroes the old end's cluster past cur: cut after, it would drop the
+// zeros written there (encrypted zeros: the cut leaves plaintext zeros,
+// which decrypt into garbage).
+func (im *Image) dfCutStale(cur int64) error {
+	if !im.df.ext {
+		return nil
+	}
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	if n, err := d.Size(); err != nil {
+		return err
+	} else if n > cur {
+		if err := d.Truncate(cur); err != nil {
+			return err
+		}
+		return d.Flush()
+	}
+	return nil
 }
 
 // dfShrunk cuts the data file to the disk's new size once the header

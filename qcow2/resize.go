@@ -183,6 +183,15 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 			end = cur - cur%cs + cs
 		}
 	}
+	if size > cur {
+		// Before the zeroing: the data file's cut of stale bytes past
+		// the old end (dfResize) would drop the encrypted zeros the
+		// zeroing writes into the old end's cluster past cur, leaving
+		// plaintext zeros that decrypt into garbage.
+		if err := im.dfCutStale(cur); err != nil {
+			return fmt.Errorf("qcow2: resizing the data file: %w", err)
+		}
+	}
 	if end > cur {
 		if err := im.zeroRange(cur, end-cur, block.MayUnmap, size); err != nil {
 			return fmt.Errorf("qcow2: zeroing the grown range: %w", err)
