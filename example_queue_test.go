@@ -14,9 +14,11 @@ import (
 // Example_queue writes 64 blocks and reads them back through a queue:
 // one goroutine puts many requests in with one call and takes their
 // completions by the batch, with no goroutine per request. Requests
-// into allocated clusters go to the file's own io_uring translated;
-// the rest (here the first writes, which allocate) run the engine's
-// synchronous path on goroutines of their own, and complete the same way.
+// into allocated clusters (here the reads) go to the file's own io_uring
+// translated; writes inside one cluster that need a new one (here the
+// first writes) go to the queue's allocator, which plans them by the
+// batch and writes them through a ring of its own; anything else runs
+// the engine's synchronous path on a goroutine. All complete the same way.
 func Example_queue() {
 	dir, err := os.MkdirTemp("", "qring-example-")
 	if err != nil {

@@ -80,6 +80,9 @@ func (q *GoQueue) Submit(reqs ...*Req) error {
 	if q.flight+len(reqs) > q.depth {
 		return ErrQueueFull
 	}
+	if err := CheckReqs(reqs); err != nil {
+		return err
+	}
 	q.flight += len(reqs)
 	for _, r := range reqs {
 		q.wg.Go(func() {

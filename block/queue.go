@@ -65,7 +65,8 @@ type Discarder interface {
 type Queue interface {
 	// Submit starts reqs. At most the queue's depth may be in flight;
 	// beyond that it fails with ErrQueueFull having started none of
-	// them.
+	// them. A nil request fails the call with ErrNilReq, having started
+	// none of them.
 	Submit(reqs ...*Req) error
 	// Wait blocks until at least min requests have completed (fewer when
 	// fewer are in flight, or when Wake was called) and stores up to
@@ -92,6 +93,23 @@ type Queuer interface {
 // ErrQueueFull: Submit would put more requests in flight than the
 // queue's depth.
 var ErrQueueFull = errors.New("block: queue full")
+
+// ErrNilReq: Submit was given a nil *Req. Submit checks for it before it
+// starts anything, so that the queue's count of requests in flight stays
+// true (a request counted and never completed would keep Close, and the
+// device's Close, waiting for ever).
+var ErrNilReq = errors.New("block: nil request")
+
+// CheckReqs is the check every Queue's Submit makes first: ErrNilReq if
+// one of reqs is nil.
+func CheckReqs(reqs []*Req) error {
+	for _, r := range reqs {
+		if r == nil {
+			return ErrNilReq
+		}
+	}
+	return nil
+}
 
 // BufRegisterer is a Queue that can register its caller's buffers with
 // the device once, so that a request whose buffer lies inside one of them

@@ -68,11 +68,15 @@ func (o *CreateOptions) normalize() error {
 	if err := o.normalizeDataFile(); err != nil {
 		return err
 	}
-	// Sizes are whole 512-byte sectors, rounded up as qemu-img does.
-	o.Size = (o.Size + 511) &^ 511
+	// Checked before the rounding, which would take a size of -1 to
+	// -511 to 0 (an empty disk, or one of its backing file's size) and
+	// one near the int64 limit past it to a negative one.
 	if o.Size < 0 || o.Size > format.MaxVirtualSize {
 		return fmt.Errorf("%w: size %d", ErrUnsupported, o.Size)
 	}
+	// Sizes are whole 512-byte sectors, rounded up as qemu-img does
+	// (MaxVirtualSize is one).
+	o.Size = (o.Size + 511) &^ 511
 	return nil
 }
 

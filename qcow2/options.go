@@ -244,9 +244,10 @@ func SplitOptions(s string) ([][2]string, error) {
 	return out, nil
 }
 
-// SetCreateOption applies one qemu-img create option (cluster_size,
-// compat, refcount_bits, lazy_refcounts, preallocation, backing_file,
-// backing_fmt, size).
+// Set applies one qemu-img create option (size, cluster_size, compat,
+// refcount_bits, compression_type, lazy_refcounts, preallocation,
+// extended_l2, backing_file, backing_fmt, data_file, data_file_raw, and
+// the encrypt.* options, which go to EncryptOptions.Set).
 func (o *CreateOptions) Set(k, v string) error {
 	if isEncryptOption(k) {
 		return o.Encrypt.Set(k, v)
@@ -404,7 +405,7 @@ func (o *Options) Set(k, v string) error {
 	return nil
 }
 
-// ParseOptions applies "k=v,k=v".
+// Parse applies "k=v,k=v": Set for each pair, in order.
 func (o *Options) Parse(s string) error {
 	kvs, err := SplitOptions(s)
 	if err != nil {

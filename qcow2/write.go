@@ -5,7 +5,11 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
-// WriteAt implements io.WriterAt.
+// WriteAt implements io.WriterAt: n is len(p), or 0 with the error (a
+// write that failed on the device may have landed in part). A write that
+// does not lie wholly inside the virtual size writes nothing and fails
+// with ErrOutOfRange (block.ErrRange for a negative offset): the disk
+// does not grow (Truncate grows it).
 func (im *Image) WriteAt(p []byte, off int64) (int, error) {
 	vp := getVec()
 	*vp = append(*vp, p)
@@ -35,7 +39,8 @@ func (im *Image) checkWrite(off, n int64) error {
 	return nil
 }
 
-// Writev writes bufs at guest offset off.
+// Writev writes bufs at guest offset off; as WriteAt, a range past the
+// virtual size writes nothing and fails with ErrOutOfRange.
 func (im *Image) Writev(off int64, bufs [][]byte) error {
 	return im.signal(im.writev(off, bufs))
 }

@@ -227,10 +227,12 @@ func (im *Image) writeZeroBuf(off, n int64) error {
 }
 
 // Discard frees the clusters wholly inside [off, off+n): they read as
-// zeros afterwards (zero clusters on v3 with a backing file, unallocated
-// otherwise). On v2 with a backing file it leaves them, as QEMU does:
-// without zero clusters the backing file's stale data would show.
-// Partial clusters are left alone.
+// zeros afterwards. On v3 they become zero clusters, as in QEMU's
+// discard_in_l2_slice: every one with a backing file, and without one
+// every one that was allocated (one that was not stays unallocated); on
+// v2 they become unallocated. On v2 with a backing file it leaves them,
+// as QEMU does: without zero clusters the backing file's stale data
+// would show. Partial clusters are left alone.
 func (im *Image) Discard(off, n int64) error {
 	return im.signal(im.discard(off, n))
 }

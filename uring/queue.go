@@ -276,6 +276,9 @@ func (q *Queue) Submit(reqs ...*block.Req) error {
 	if q.flight+len(reqs) > q.depth {
 		return block.ErrQueueFull
 	}
+	if err := block.CheckReqs(reqs); err != nil {
+		return err
+	}
 	q.flight += len(reqs)
 	for _, req := range reqs {
 		q.start(req)

@@ -74,6 +74,16 @@ type Plan struct {
 // sized by current_size), up to MaxSectors; past that it is an *Error
 // wrapping ErrTooLarge.
 func NewPlan(size int64, forceSize bool) (Plan, error) {
+	// Checked before the rounding, which would take a negative size
+	// above -SectorSize to 0, and a size near the int64 limit past it to
+	// a negative one that no geometry loop sees (a disk of 0 bytes and
+	// no error); every size past MaxSectors is too large below anyway.
+	if size < 0 {
+		return Plan{}, &Error{Msg: "Invalid size", Err: ErrTooLarge}
+	}
+	if size > MaxSectors*SectorSize {
+		return Plan{}, &Error{Msg: "Disk size is too large, max size is 2040 GiB", Err: ErrTooLarge}
+	}
 	size = (size + SectorSize - 1) &^ (SectorSize - 1)
 	var g Geometry
 	if forceSize {

@@ -55,8 +55,13 @@ func NewPlan(o NewOptions) (Plan, error) {
 	if o.Size < 0 {
 		return Plan{}, &Error{Msg: "Invalid size", Err: ErrTooLarge}
 	}
-	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
-	sectors := size / SectorSize
+	// Rounded up to a sector without (o.Size + SectorSize - 1), which
+	// overflows within a sector of the int64 limit into a negative size
+	// that the checks below let by (a plan of a huge capacity).
+	sectors := o.Size / SectorSize
+	if o.Size%SectorSize != 0 {
+		sectors++
+	}
 	grains := (sectors + NewGrainSectors - 1) / NewGrainSectors
 	gtBytes := int64(NewGTEs * 4)
 	gtCount := (grains + NewGTEs - 1) / NewGTEs
