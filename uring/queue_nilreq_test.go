@@ -48,11 +48,11 @@ func checkNilSubmit(t *testing.T, q block.Queue) {
 }
 
 func TestNilReqSubmit(t *testing.T) {
-	if os.Getenv("ZZ_NILREQ_CHILD") == "" {
+	if os.Getenv("QRING_NILREQ_CHILD") == "" {
 		// GoQueue's failure mode is a crash of the whole process: run the
 		// checks in a child so that it reports as a failure.
 		cmd := exec.Command(os.Args[0], "-test.run=^TestNilReqSubmit$", "-test.v")
-		cmd.Env = append(os.Environ(), "ZZ_NILREQ_CHILD=1")
+		cmd.Env = append(os.Environ(), "QRING_NILREQ_CHILD=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("child failed: %v\n%s", err, out)
