@@ -2,9 +2,8 @@ package qcow2
 
 import (
 	"testing"
-	"time"
 
-	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
 )
 
 // TestNilReqSubmit: a qcow2 Queue given a nil request refuses the
@@ -18,30 +17,7 @@ func TestNilReqSubmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				t.Errorf("Submit(nil) panicked: %v", r)
-			}
-		}()
-		err = q.Submit(&block.Req{Op: block.OpRead, Buf: make([]byte, 512)}, nil)
-	}()
-	if err == nil {
-		t.Errorf("Submit(valid, nil) = nil, want an error (block.ErrNilReq)")
-	}
-	if n := q.InFlight(); n != 0 {
-		t.Errorf("InFlight after a refused Submit = %d, want 0", n)
-	}
-	done := make(chan error, 1)
-	go func() { done <- q.Close() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("queue Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("queue Close hangs after Submit(nil)")
-	}
+	blocktest.CheckNilSubmit(t, q)
 	if err := im.Close(); err != nil {
 		t.Errorf("image Close: %v", err)
 	}

@@ -8,44 +8,9 @@ import (
 	"time"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/uring"
 )
-
-// checkNilSubmit submits a nil request (with a valid one beside it) and
-// expects ErrNilReq with nothing started: no panic, nothing counted in
-// flight, and a Close that returns. Before the fix every queue counted
-// the batch, then panicked on the nil request, so InFlight stayed 1 for
-// ever and Close (and the device's Close) hung; GoQueue panicked on its
-// own goroutine, ending the process.
-func checkNilSubmit(t *testing.T, q block.Queue) {
-	t.Helper()
-	var err error
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				t.Errorf("Submit(nil) panicked: %v", r)
-			}
-		}()
-		err = q.Submit(&block.Req{Op: block.OpRead, Buf: make([]byte, 512)}, nil)
-	}()
-	if err == nil {
-		t.Errorf("Submit(valid, nil) = nil, want an error (block.ErrNilReq)")
-	}
-	time.Sleep(50 * time.Millisecond) // a GoQueue's goroutine would crash here
-	if n := q.InFlight(); n != 0 {
-		t.Errorf("InFlight after a refused Submit = %d, want 0", n)
-	}
-	done := make(chan error, 1)
-	go func() { done <- q.Close() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("queue Close hangs after Submit(nil)")
-	}
-}
 
 func TestNilReqSubmit(t *testing.T) {
 	if os.Getenv("QRING_NILREQ_CHILD") == "" {
@@ -72,21 +37,21 @@ func TestNilReqSubmit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkNilSubmit(t, q)
+		blocktest.CheckNilSubmit(t, q)
 	})
 	t.Run("vec", func(t *testing.T) {
 		q, err := block.NewVecQueue(f, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkNilSubmit(t, q)
+		blocktest.CheckNilSubmit(t, q)
 	})
 	t.Run("go", func(t *testing.T) {
 		q, err := block.NewGoQueue(f, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkNilSubmit(t, q)
+		blocktest.CheckNilSubmit(t, q)
 	})
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
