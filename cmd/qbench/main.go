@@ -54,6 +54,11 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 	if !cl.json {
 		cfg.Out = stdout
 	}
+	if cfg.Engine.RepairLog == nil {
+		// A dirty image's repair on a writable open (-w) prints its
+		// lines on stderr, as qemu-img bench's.
+		cfg.Engine.RepairLog = func(s string) { fmt.Fprintln(stderr, s) }
+	}
 	if !cl.json && !cfg.Quiet && isTerminal(stderr) && isTerminal(stdout) {
 		p := &progressBar{w: stderr}
 		cfg.Progress = p.update

@@ -8,6 +8,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
 )
 
 func runCommit(e *env, args []string) int {
@@ -85,7 +86,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	ro := spec
 	ro.ReadOnly = true
 	path, cache := spec.Path, spec.Cache
-	top, err := openImage(ro)
+	top, err := openCommitTop(spec, ro)
 	if err != nil {
 		return err
 	}
@@ -205,6 +206,26 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress *co
 	return base.Dev.Flush()
 }
 
+// openCommitTop opens the top image of a commit through ro (spec read-
+// only). qemu-img commit opens the top read-write whatever its options
+// (-d, -b), so a top left dirty (lazy refcounts) is repaired first, with
+// its lines on stderr (spec's RepairLog), by a writable open of spec.
+func openCommitTop(spec, ro imgopen.Spec) (*imgopen.Opened, error) {
+	top, err := openImage(ro)
+	if err != nil || top.Image == nil || top.Image.Header().IncompatibleFeatures&format.IncompatDirty == 0 {
+		return top, err
+	}
+	top.Close()
+	rw, err := openImage(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := rw.Close(); err != nil {
+		return nil, err
+	}
+	return openImage(ro)
+}
+
 // makeEmpty opens the committed image for writing and makes all of it
 // unallocated (QEMU's bdrv_make_empty after a commit).
 func makeEmpty(spec imgopen.Spec) error {
@@ -256,7 +277,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 			l.Close()
 		}
 	}()
-	top, err := openImage(ro)
+	top, err := openCommitTop(spec, ro)
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,10 @@ func ioErrorText(ce *cmdError) string {
 		return verb + " failed: Input/output error"
 	case errors.As(ce.err, &en):
 		return verb + " failed: " + (&capitalized{err: en}).Error()
+	case errors.Is(ce.err, block.ErrNotSupported):
+		// A refusal (write -z -n that cannot zero efficiently): QEMU's
+		// ENOTSUP, in strerror's words.
+		return verb + " failed: Operation not supported"
 	case errors.As(ce.err, &oe) || ioRefusal(ce.err):
 		return verb + " failed: " + ce.err.Error()
 	}
