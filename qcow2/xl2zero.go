@@ -78,47 +78,153 @@ func xzeroEntry(e format.L2Entry, bm uint64, external, unmap, discard, full, bac
 }
 
 // xzeroPartial makes [off, off+n) (inside one cluster, not all of it)
-// read as zeros: its whole subclusters through the bitmap, the rest
-// (and everything, in a compressed cluster) with zero buffers, which
-// noFallback (Allocate: WriteZeroes checked the alignment) refuses.
-// Subclusters that were allocated keep their host bytes: fr.kept, so
-// that the caller's freeAfterWriters waits for the writes that found
-// them allocated (Q12).
+// read as zeros: its whole subclusters through the bitmap. A partial
+// subcluster at an edge becomes a zero subcluster when the whole of it
+// reads as zeros (xzeroSubIfReadsZero, as QEMU's qcow2_co_pwrite_zeroes
+// with its head and tail); else, and in a compressed cluster, zero
+// buffers, which noFallback (Allocate) refuses. Subclusters that were
+// allocated keep their host bytes: fr.kept, so that the caller's
+// freeAfterWriters waits for the writes that found them allocated (Q12).
 func (im *Image) xzeroPartial(off, n int64, noFallback bool, fr *freeList) error {
 	scs := int64(im.g.SubclusterSize())
+	end := off + n
 	a := (off + scs - 1) / scs * scs
-	b := (off + n) / scs * scs
-	if uint64(off+n) == im.hsize.Load() {
-		b = off + n
-	}
-	if a >= b {
-		return im.writeZeroBuf(off, n)
+	b := end / scs * scs
+	if uint64(end) == im.hsize.Load() {
+		b = end
 	}
 	if a > off {
-		if err := im.writeZeroBuf(off, a-off); err != nil {
+		if err := im.xzeroEdge(off, min(a, end), noFallback, fr); err != nil {
 			return err
 		}
 	}
-	var done bool
-	err := im.holdSectors(a, b-a, func() (err error) {
-		done, err = im.xzeroSubclusters(guestOff(a), b-a, fr)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if !done {
-		if noFallback {
-			return block.ErrNotSupported
-		}
-		if err := im.writeZeroBuf(a, b-a); err != nil {
+	if a < b {
+		var done bool
+		err := im.holdSectors(a, b-a, func() (err error) {
+			done, err = im.xzeroSubclusters(guestOff(a), b-a, fr)
+			return err
+		})
+		if err != nil {
 			return err
 		}
+		if !done {
+			if noFallback {
+				return block.ErrNotSupported
+			}
+			if err := im.writeZeroBuf(a, b-a); err != nil {
+				return err
+			}
+		}
 	}
-	if b < off+n {
-		return im.writeZeroBuf(b, off+n-b)
+	if t := max(a, b); t < end {
+		return im.xzeroEdge(t, end, noFallback, fr)
 	}
 	return nil
+}
+
+// xzeroEdge zeroes [p, q), part of one subcluster: the whole subcluster
+// when it reads as zeros (inside the size guests see: a resize zeroes
+// bytes that read as zeros only because they lie past it), else zero
+// buffers, which noFallback refuses.
+func (im *Image) xzeroEdge(p, q int64, noFallback bool, fr *freeList) error {
+	if q <= int64(im.vsize.Load()) {
+		done, err := im.xzeroSubIfReadsZero(p, q, fr)
+		if err != nil || done {
+			return err
+		}
+	}
+	if noFallback {
+		return block.ErrNotSupported
+	}
+	return im.writeZeroBuf(p, q-p)
+}
+
+// xzeroEdgesIfZero is zeroEdgesIfZero for extended L2: the partial
+// subclusters at the edges of [off, off+n) become zero subclusters if
+// each reads as zeros, else ErrNotSupported (Allocate: before anything
+// else, so that a refusal changes nothing the guest sees).
+func (im *Image) xzeroEdgesIfZero(off, n int64) error {
+	scs := int64(im.g.SubclusterSize())
+	end := off + n
+	var edges [][2]int64
+	if off%scs != 0 {
+		edges = append(edges, [2]int64{off, min(end, (off/scs+1)*scs)})
+	}
+	if end%scs != 0 && uint64(end) != im.hsize.Load() && (len(edges) == 0 || (end-1)/scs != off/scs) {
+		edges = append(edges, [2]int64{end / scs * scs, end})
+	}
+	fr := freeList{}
+	defer im.release(&fr)
+	for _, e := range edges {
+		if e[1] > int64(im.vsize.Load()) {
+			return block.ErrNotSupported
+		}
+		done, err := im.xzeroSubIfReadsZero(e[0], e[1], &fr)
+		if err != nil {
+			return err
+		}
+		if !done {
+			return block.ErrNotSupported
+		}
+	}
+	return im.freeAfterWriters(&fr)
+}
+
+// xzeroSubIfReadsZero makes the subcluster holding [p, q) a zero
+// subcluster if it reads as zeros outside [p, q) and is unallocated or
+// zero already (QEMU's check of an unaligned zero write's head and
+// tail), and reports whether it is one. As zeroIfReadsZero, it decides
+// with the guest cluster registered (Q7) and mu held.
+func (im *Image) xzeroSubIfReadsZero(p, q int64, fr *freeList) (done bool, err error) {
+	scs := int64(im.g.SubclusterSize())
+	s := p / scs * scs
+	err = im.holdSectors(s, min(scs, int64(im.hsize.Load())-s), func() error {
+		for {
+			blocker, d, err := im.tryZeroSubIfReadsZero(s, p, q, fr)
+			if blocker == nil {
+				done = d
+				return err
+			}
+			blocker.Wait() // an allocation of the cluster is in flight (Q7)
+		}
+	})
+	return done, err
+}
+
+func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, fr *freeList) (*sched.Alloc[allocState], bool, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if err := im.writableLocked(); err != nil {
+		return nil, false, err
+	}
+	goff := guestOff(s)
+	reg, _, blocker := im.allocs.TryAcquire(im.g.GuestCluster(goff), 1)
+	if reg == nil {
+		return blocker, false, nil
+	}
+	defer im.allocs.Release(reg)
+	e, bm, err := im.xentry(goff)
+	if err != nil || e.Compressed() {
+		return nil, false, err
+	}
+	i := im.g.SubIndex(im.g.InCluster(goff))
+	switch {
+	case bm&format.SubZeroRange(i, i+1) != 0:
+		return nil, true, nil
+	case bm&format.SubAllocRange(i, i+1) != 0:
+		return nil, false, nil
+	}
+	scs := int64(im.g.SubclusterSize())
+	if im.backing != nil {
+		for _, r := range [][2]int64{{s, p}, {q, s + scs}} {
+			lo, hi := r[0], min(r[1], im.bsize)
+			if lo < hi && (im.bzero == nil || !im.bzero.IsZeroFast(lo, hi-lo)) {
+				return nil, false, nil
+			}
+		}
+	}
+	done, err := im.zeroSubclustersLocked(goff, scs, fr)
+	return nil, done, err
 }
 
 // xzeroSubclusters sets the zero bits and clears the allocation bits of
@@ -145,29 +251,36 @@ func (im *Image) tryZeroSubclusters(goff format.GuestOff, n int64, fr *freeList)
 		return blocker, false, nil
 	}
 	defer im.allocs.Release(reg)
+	done, err := im.zeroSubclustersLocked(goff, n, fr)
+	return nil, done, err
+}
+
+// zeroSubclustersLocked is tryZeroSubclusters' work, with mu held and
+// the guest cluster registered (Q7).
+func (im *Image) zeroSubclustersLocked(goff format.GuestOff, n int64, fr *freeList) (bool, error) {
 	e, bm, err := im.xentry(goff)
 	if err != nil || e.Compressed() {
-		return nil, false, err
+		return false, err
 	}
 	in := im.g.InCluster(goff)
 	first := im.g.SubIndex(in)
 	end := im.g.SubIndex(in+uint64(n)-1) + 1
 	nbm := (bm | format.SubZeroRange(first, end)) &^ format.SubAllocRange(first, end)
 	if nbm == bm {
-		return nil, true, nil
+		return true, nil
 	}
 	if err := im.ensureL2Locked(goff); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if e, bm, err = im.xentry(goff); err != nil || e.Compressed() {
-		return nil, false, err
+		return false, err
 	}
 	nbm = (bm | format.SubZeroRange(first, end)) &^ format.SubAllocRange(first, end)
 	if err := im.setXEntry(goff, e, nbm); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if bm&format.SubAllocRange(first, end) != 0 {
 		fr.kept = true // lock-free writes may still land in them (Q12)
 	}
-	return nil, true, nil
+	return true, nil
 }

@@ -13,10 +13,13 @@ import (
 // clusters become zero clusters (freed with MayUnmap, kept preallocated
 // otherwise); partial clusters are written with zero buffers. Allocate
 // (NO_FALLBACK) is honoured only where no zero buffers would be written,
-// else ErrNotSupported: v3, and cluster-aligned or (as QEMU) with each
-// unaligned edge in a cluster that reads as zeros already, which becomes
-// a zero cluster (no guest-visible change, so a refusal after one edge
-// changes nothing either).
+// else ErrNotSupported: v3, and cluster-aligned (subcluster-aligned with
+// extended L2) or (as QEMU) with each unaligned edge in a cluster
+// (subcluster) that reads as zeros already, which becomes a zero cluster
+// (subcluster): no guest-visible change, so a refusal after one edge
+// changes nothing either. Without Allocate, such an edge becomes a zero
+// cluster too rather than a cluster of zeros, and on version 2 without
+// a backing file an unallocated one stays so.
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	return im.signal(im.writeZeroes(off, n, flags))
 }
@@ -47,12 +50,16 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) (err error) {
 	}
 	// Lock-free: the version and size mirrors (Image.ver, hsize).
 	if flags&block.Allocate != 0 && (im.ver.Load() < 3 || off%gran != 0 || (n%gran != 0 && uint64(off+n) != im.hsize.Load())) {
-		if im.ver.Load() < 3 || g.ExtendedL2 {
+		if im.ver.Load() < 3 {
 			return block.ErrNotSupported
 		}
 		// Both edges before anything else: zeroRange decides again
 		// (a write beside may have come since) and refuses then.
-		if err := im.zeroEdgesIfZero(off, n); err != nil {
+		zeroEdges := im.zeroEdgesIfZero
+		if g.ExtendedL2 {
+			zeroEdges = im.xzeroEdgesIfZero
+		}
+		if err := zeroEdges(off, n); err != nil {
 			return err
 		}
 	}
@@ -166,14 +173,16 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 			err = im.holdSectors(off, chunk, func() error {
 				return im.zeroCluster(guestOff(off), true, discardZero, &fr)
 			})
-		} else if !im.g.ExtendedL2 && im.ver.Load() >= 3 && off+chunk <= int64(im.vsize.Load()) {
+		} else if !im.g.ExtendedL2 && (im.ver.Load() >= 3 || !im.hasBackingFile()) && off+chunk <= int64(im.vsize.Load()) {
 			// Part of a cluster: when the whole cluster reads as zeros
 			// here (a zero cluster, or unallocated over no data), it
 			// becomes a zero cluster, as QEMU's unaligned zero write
 			// does: no cluster of zeros to allocate, and zeros for good
-			// whatever the backing file holds later (a rebase). Else
-			// zero buffers. (Past the size guests see, a resize zeroes
-			// bytes that read as zeros only because they lie past it.)
+			// whatever the backing file holds later (a rebase). On
+			// version 2 without a backing file an unallocated cluster
+			// stays so (QEMU discards it). Else zero buffers. (Past the
+			// size guests see, a resize zeroes bytes that read as zeros
+			// only because they lie past it.)
 			done := false
 			err = im.holdSectors(off, chunk, func() error {
 				var e error
@@ -439,7 +448,9 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap bool, discard discardKi
 }
 
 // zeroIfReadsZero makes the guest cluster of goff a zero cluster if the
-// whole of it reads as zeros now, and reports whether it is one. It
+// whole of it reads as zeros now, and reports whether it is one (on
+// version 2, without a backing file, an unallocated cluster: it stays
+// so). It
 // decides with the cluster registered (Q7) and mu held: a write into
 // another part of the cluster, which must allocate it, is then either
 // linked already (the cluster holds data: false) or waits.
@@ -474,6 +485,12 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, *
 	case format.ClusterUnallocated:
 	default:
 		return false, nil, nil
+	}
+	if im.ver.Load() < 3 {
+		// No zero clusters: without a backing file an unallocated
+		// cluster reads as zeros for good, and QEMU's zeroing of it
+		// is a discard (nothing to do); with one, buffers.
+		return !im.hasBackingFileLocked(), nil, nil
 	}
 	cs := int64(im.g.ClusterSize)
 	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
