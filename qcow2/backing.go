@@ -57,6 +57,9 @@ func (im *Image) openBacking() error {
 		}
 		im.bsize = n
 		im.bzero, _ = im.backing.(zeroProber)
+		if dm, ok := im.backing.(block.DataMapper); ok && im.bzero == nil {
+			im.bzero = holeProber{dm}
+		}
 	}
 	return nil
 }

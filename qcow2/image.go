@@ -176,7 +176,8 @@ var (
 )
 
 // zeroProber is implemented by backing devices that can tell cheaply
-// whether a range reads as zeros (an *Image).
+// whether a range reads as zeros (an *Image; holeProber for the others
+// that map their holes).
 type zeroProber interface {
 	IsZeroFast(off, n int64) bool
 }
