@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/qring/qring/block"
 
@@ -54,6 +55,11 @@ type checker struct {
 	max   int
 	ref   []uint32 // computed references per host cluster (past the width too)
 	fsize uint64
+	// [slackLo, slackHi): clusters inside ref that still lie past the
+	// end of the file, where only a table the open found past it can be
+	// (hostSpace.slackLo): references there are past the end of the
+	// file, as for QEMU.
+	slackLo, slackHi uint64
 	// untrusted says why the stored refcounts cannot be repaired in
 	// place: a reference past the end of the file (its cluster's count
 	// is unknown here, and a leak repair would free it while it is in
@@ -71,6 +77,12 @@ type checker struct {
 	// less used than they are: nothing is repaired (QEMU's check stops
 	// at the error).
 	unread bool
+}
+
+// outside reports whether cluster k lies outside the n clusters of the
+// image: past them, or in the slack past the end of the file (slackLo).
+func (c *checker) outside(k, n uint64) bool {
+	return k >= n || (k >= c.slackLo && k < c.slackHi)
 }
 
 // distrust records why repairs are refused, for good; the first reason
@@ -120,12 +132,14 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 	first := g.HostCluster(off)
 	last := g.HostCluster(off + format.HostOff(n) - 1)
 	for k := first; k <= last; k++ {
-		if k >= uint64(len(c.ref)) {
+		if c.outside(k, uint64(len(c.ref))) {
 			// As QEMU: the last cluster may be cut short by the end of
 			// the file (reads past it are zeros); only a region that
 			// reaches a whole cluster or more past the end is an error.
 			if uint64(off)+n-min(c.fsize, uint64(off)+n) < g.ClusterSize {
-				c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
+				if k >= uint64(len(c.ref)) {
+					c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
+				}
 			} else {
 				c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
 				c.r.Corruptions++
@@ -301,6 +315,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// (written back later).
 	nclusters = max(nclusters, g.HostCluster(im.space.mark()))
 	c.ref = make([]uint32, nclusters)
+	if fc := (c.fsize + cs - 1) >> g.ClusterBits; im.space.slackHi > fc {
+		c.slackLo, c.slackHi = max(fc, im.space.slackLo), im.space.slackHi
+	}
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
 
 	// Header, refcount table, refcount blocks.
@@ -312,7 +329,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if b == 0 {
 			continue
 		}
-		if g.HostCluster(b) >= nclusters {
+		if c.outside(g.HostCluster(b), nclusters) {
 			c.msg("ERROR refcount block %d is outside image", i)
 			r.Corruptions++
 			c.distrustRefcounts(fmt.Sprintf("refcount block %d is outside the image", i))
@@ -460,7 +477,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// too: its entries say nothing, and fixes written through it would
 	// overwrite what the other reference holds.
 	for i, b := range im.reftable {
-		if b == 0 || g.HostCluster(b) >= nclusters {
+		if b == 0 || c.outside(g.HostCluster(b), nclusters) {
 			continue
 		}
 		if n := c.ref[g.HostCluster(b)]; n != 1 {
@@ -543,7 +560,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				base, base+g.RefblockEntries-1, ri, uint64(bad))
 			continue
 		}
-		if b == 0 || g.HostCluster(b) >= nclusters {
+		if b == 0 || c.outside(g.HostCluster(b), nclusters) {
 			// No block, or one outside the image (reported above, and
 			// nothing there to read): every stored refcount is 0.
 			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
@@ -727,12 +744,22 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 			if cur == f.want {
 				break
 			}
-			err = im.updateRefcountLocked(f.c, int64(f.want)-int64(cur))
+			// A 64-bit count may lie further above want than an int64
+			// delta reaches (garbage in a refcount block): lower it in
+			// steps.
+			delta, partial := int64(f.want)-int64(cur), false
+			if cur > f.want && cur-f.want > math.MaxInt64 {
+				delta, partial = -math.MaxInt64, true
+			}
+			err = im.updateRefcountLocked(f.c, delta)
 			if err == errRetry && tries < 8 {
 				continue
 			}
 			if err != nil {
 				return err
+			}
+			if partial {
+				continue
 			}
 			if f.want == 0 {
 				// A leak may be an entry whose change a failed flush
@@ -834,12 +861,12 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
 					continue
 				}
-				rc, err := im.dataRefcount(c, e)
+				rc, known, err := im.dataRefcount(c, e)
 				if err != nil {
 					im.l2c.Put(t)
 					return err
 				}
-				if rc < 0 {
+				if !known {
 					continue
 				}
 				if (rc == 1) != e.Copied() {

@@ -192,18 +192,19 @@ func (im *Image) readData(host format.HostOff, v [][]byte) error {
 
 // dataRefcount is the refcount of the data cluster of entry e for
 // checkCopied: 1 for every cluster in a data file (DF3: "all guest
-// clusters have an implicit refcount of 1"), else the stored count, or
-// -1 when it is not known.
-func (im *Image) dataRefcount(c *checker, e format.L2Entry) (int64, error) {
+// clusters have an implicit refcount of 1"), else the stored count
+// (64-bit refcounts may exceed an int64); known is false when it is not
+// known.
+func (im *Image) dataRefcount(c *checker, e format.L2Entry) (rc uint64, known bool, err error) {
 	if im.df.ext {
-		return 1, nil
+		return 1, true, nil
 	}
 	hc := im.g.HostCluster(e.Offset())
 	if hc >= uint64(len(c.ref)) || !im.refcountKnown(hc, uint64(len(c.ref))) {
-		return -1, nil
+		return 0, false, nil
 	}
-	rc, err := im.refcount(hc)
-	return int64(rc), err
+	rc, err = im.refcount(hc)
+	return rc, true, err
 }
 
 // readCrypted reads the encrypted sectors at host into b: from the data

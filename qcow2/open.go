@@ -89,6 +89,9 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		im.ro = true // even when opened for repair (Q19)
 	}
 	im.initSpace(max(uint64(fsize), lim.used))
+	if fc := im.g.HostCluster(format.HostOff(fsize) + format.HostOff(im.g.ClusterSize) - 1); lim.used > uint64(fc)<<im.g.ClusterBits {
+		im.space.slackLo, im.space.slackHi = fc, im.g.HostCluster(im.space.mark())
+	}
 	im.vsize.Store(im.hdr.Size)
 	im.hsize.Store(im.hdr.Size)
 	im.ver.Store(im.hdr.Version)

@@ -32,6 +32,12 @@ type hostSpace struct {
 	// alignment. ahead drops to 0 when the device refuses a reservation.
 	ahead, align int64
 	fill         filler
+	// slackLo, slackHi: the clusters [slackLo, slackHi) past the end of
+	// the file at open that the mark starts past only because a table
+	// lies there (open.go fileLimit.used). For Check, as for QEMU's, a
+	// reference to one the file has not grown over since lies past the
+	// end of the file (a corruption), though it is below the mark.
+	slackLo, slackHi uint64
 }
 
 // mark is the high-water mark as a host offset (read lock-free).
@@ -47,6 +53,7 @@ func (im *Image) initSpace(fsize uint64) {
 	cs := im.g.ClusterSize
 	hwm := (fsize + cs - 1) &^ (cs - 1)
 	im.space.hwm.Store(hwm)
+	im.space.slackLo, im.space.slackHi = 0, 0
 	im.space.reserved = hwm
 	im.initFill(im.pinfo.Fill)
 }
