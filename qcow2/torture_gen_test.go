@@ -49,7 +49,7 @@ type top struct {
 	off, n int64
 	pat    uint64 // data pattern seed (writes)
 	flags  block.Flags
-	arg    int     // reopen: option variant; snapshot: which one (apply, delete)
+	arg    int     // reopen: option variant; snapshot: which one (apply, delete); shrink, grow: regrowArg
 	batch  *tbatch // opBatch
 }
 
@@ -60,8 +60,14 @@ func (o top) String() string {
 	case opReopen:
 		return fmt.Sprintf("reopen variant %d", o.arg)
 	case opGrow:
+		if o.arg == regrowArg {
+			return fmt.Sprintf("grow to %d (regrow)", o.off)
+		}
 		return fmt.Sprintf("grow to %d", o.off)
 	case opShrink:
+		if o.arg == regrowArg {
+			return fmt.Sprintf("shrink to %d (regrow)", o.off)
+		}
 		return fmt.Sprintf("shrink to %d", o.off)
 	case opBatch:
 		b := o.batch
@@ -183,7 +189,13 @@ func genOps(seed uint64, p tgenParams) []top {
 		}
 		return genAlign(r, off)
 	}
-	for len(ops) < p.ops {
+	// Regrow episodes come from a stream of their own, inserted between
+	// the ops of r's: a seed's other ops stay as they were.
+	rx := rand.New(rand.NewPCG(seed, 0x726567726f77))
+	for nmain := 0; nmain < p.ops; {
+		if len(ops) > 0 && rx.IntN(60) == 0 {
+			ops = append(ops, genRegrow(rx, p, size)...)
+		}
 		if r.IntN(30) == 0 {
 			hot = r.Int64N(p.size-2<<20) &^ 4095
 		}
@@ -237,7 +249,9 @@ func genOps(seed uint64, p tgenParams) []top {
 			size = min(size+inc*(1+r.Int64N(3)), p.maxSize)
 			o.off = size
 		case k < 845:
-			// Only the grown area goes: the other ops keep to p.size.
+			// Only the grown area goes: the other ops keep to p.size
+			// (a regrow episode, genRegrow, cuts below it and grows
+			// straight back).
 			if size <= p.size {
 				continue
 			}
@@ -255,9 +269,71 @@ func genOps(seed uint64, p tgenParams) []top {
 			o.kind = opCheck
 		}
 		ops = append(ops, o)
+		nmain++
 	}
 	return ops
 }
+
+// genRegrow is a regrow episode at the generator's size: data written
+// into the cluster a shrink then cuts into (across the new end, or
+// before it only), the shrink (below the initial size too), sometimes a
+// reopen or a growth inside that cluster first, the growth back to size
+// and reads of the range around the cut (the grown range reads zeros,
+// what lies before the cut survives). The size is back where it was
+// after it, so the other ops (batches below p.size, snapshots) see the
+// size they assume; the model zeroes what the shrink dropped.
+func genRegrow(rx *rand.Rand, p tgenParams, size int64) []top {
+	var lo int64
+	switch rx.IntN(4) {
+	case 0: // anywhere, below the backing file's end too
+		lo = 64 << 10
+	case 1: // below the initial size
+		lo = max(64<<10, p.size-8<<20)
+	default: // near the end
+		lo = max(64<<10, size-4<<20)
+	}
+	x := (lo + rx.Int64N(size-lo)) &^ 511
+	if x%4096 == 0 {
+		// Inside a cluster of every size from 4 KiB up (sizes are whole
+		// sectors: 512-byte clusters are never cut into).
+		x += 512 * (1 + rx.Int64N(7))
+	}
+	if x >= size {
+		return nil
+	}
+	var ops []top
+	before := 1 + rx.Int64N(64<<10) // data before the cut
+	after := rx.Int64N(64 << 10)    // and past it (dropped)
+	off := max(0, x-before)
+	n := min(x+after, size) - off
+	if rx.IntN(4) == 0 {
+		// Only before the cut, ending at it or short of it.
+		n = max(1, x-off-rx.Int64N(4096))
+	}
+	if n > 0 {
+		ops = append(ops, top{kind: opWrite, off: off, n: n, pat: rx.Uint64()})
+	}
+	if rx.IntN(2) == 0 {
+		ops = append(ops, top{kind: opFlush})
+	}
+	ops = append(ops, top{kind: opShrink, off: x, arg: regrowArg})
+	if rx.IntN(4) == 0 {
+		ops = append(ops, top{kind: opReopen, arg: rx.IntN(1 << 20)})
+	}
+	rd := top{kind: opRead, off: max(0, x-4096), n: 4096 + 256<<10}
+	if rx.IntN(3) == 0 {
+		// A growth inside the cut cluster first (of 4 KiB and up).
+		if mid := min(x+512*(1+rx.Int64N(7)), size); mid < size {
+			ops = append(ops, top{kind: opGrow, off: mid, arg: regrowArg}, rd)
+		}
+	}
+	return append(ops, top{kind: opGrow, off: size, arg: regrowArg}, rd,
+		top{kind: opRead, off: off, n: max(1, min(n, 256<<10))})
+}
+
+// regrowArg marks a regrow episode's shrink and growths (genRegrow): the
+// runner skips a shrink it could not grow back from.
+const regrowArg = 1
 
 func genBatch(r *rand.Rand, p tgenParams) *tbatch {
 	b := &tbatch{

@@ -33,6 +33,7 @@ import (
 type tstats struct {
 	Cases, Ops, Writes, Zeroes, Discards, Flushes, Reads, Reopens int64
 	Grows, GrowSkips, Shrinks, Skipped, Batches, BatchOps, Checks int64
+	Regrows, RegrowSkips                                          int64 // regrow episodes' shrinks done and skipped (genRegrow)
 	Snapshots, SnapApplies, SnapDeletes, SnapSkips                int64 // opSnap (torture_snap_test.go)
 	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
 	// Engine metrics, summed over every open of the image.
@@ -64,6 +65,8 @@ func (s *tstats) add(o *tstats) {
 	s.Grows += o.Grows
 	s.GrowSkips += o.GrowSkips
 	s.Shrinks += o.Shrinks
+	s.Regrows += o.Regrows
+	s.RegrowSkips += o.RegrowSkips
 	s.Snapshots += o.Snapshots
 	s.SnapApplies += o.SnapApplies
 	s.SnapDeletes += o.SnapDeletes
@@ -144,11 +147,11 @@ func (s *tstats) String() string {
 	for _, v := range s.Crash {
 		crash += v
 	}
-	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks, %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
+	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
-		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
+		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
@@ -690,6 +693,10 @@ func (r *trun) exec(i int, o top) {
 		if o.off >= r.size {
 			return
 		}
+		if o.arg == regrowArg && !r.canRegrow(o.off) {
+			r.st.RegrowSkips++
+			return
+		}
 		// Until it returns, a crash may leave the old size with the
 		// range past the new end partly discarded (or its last cluster
 		// zeroed past the end): not compared.
@@ -702,6 +709,9 @@ func (r *trun) exec(i int, o top) {
 			r.fatalf("op %d (%v): %v", i, o, err)
 		}
 		r.st.Shrinks++
+		if o.arg == regrowArg {
+			r.st.Regrows++
+		}
 		r.cmu.Lock()
 		r.model = r.model[:o.off]
 		r.bmCut(o.off)
@@ -722,6 +732,21 @@ func (r *trun) exec(i int, o top) {
 	case opSnap:
 		r.snapshot(i, o)
 	}
+}
+
+// canRegrow says whether the image, shrunk to size, grows back (a
+// regrow episode's shrink, genRegrow): not an encrypted image with a raw
+// data file (growth refused), nor a version 2 image from inside its
+// backing file (ErrGrowNeedsZeroClusters) or with snapshots (Shrink
+// refused too).
+func (r *trun) canRegrow(size int64) bool {
+	switch {
+	case r.cfg.luks && r.cfg.dfRaw:
+		return false
+	case r.cfg.v2 && (len(r.snaps) > 0 || r.bdata != nil && size < int64(len(r.bdata))):
+		return false
+	}
+	return true
 }
 
 // discardModel applies Discard's semantics: clusters wholly inside the
