@@ -8,19 +8,19 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
-// oneClusterImage creates a 4 KiB-cluster image with the given refcount
-// width, writes one data cluster at guest offset 0, and returns its bytes.
-func oneClusterImage(t *testing.T, bits int) []byte {
+// oneClusterImage creates an image with options co, writes one data
+// cluster at guest offset 0, and returns its bytes.
+func oneClusterImage(t *testing.T, co CreateOptions) []byte {
 	t.Helper()
 	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 4 << 20, ClusterSize: 4096, RefcountBits: bits}); err != nil {
+	if err := CreateDevice(mem, co); err != nil {
 		t.Fatal(err)
 	}
 	im, err := OpenDevice(mem, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeAt(t, im, 0, pattern(4096, 1))
+	writeAt(t, im, 0, pattern(int(co.ClusterSize), 1))
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func oneClusterImage(t *testing.T, bits int) []byte {
 // not fail with a refcount overflow (the delta was computed in int64).
 func TestCheck_Leak64BitHugeRefcount(t *testing.T) {
 	for _, stored := range []uint64{1 << 63, 1<<63 + 5, ^uint64(0)} {
-		b := oneClusterImage(t, 64)
+		b := oneClusterImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096, RefcountBits: 64})
 		be := binary.BigEndian
 		refblock := be.Uint64(b[be.Uint64(b[48:]):])
 		// An unused cluster inside the file: append one and count it.
@@ -68,7 +68,7 @@ func TestCheck_Leak64BitHugeRefcount(t *testing.T) {
 // "exceeding the end of the file by one cluster or more", a corruption;
 // the open's slack for a last table past the end must not hide it.
 func TestCheck_TablePastEOFAfterTruncate(t *testing.T) {
-	b := oneClusterImage(t, 16)
+	b := oneClusterImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096, RefcountBits: 16})
 	be := binary.BigEndian
 	// A new L2 table, the last cluster of the file: zero a range of
 	// the second L2 table's guest range.
@@ -93,15 +93,7 @@ func TestCheck_TablePastEOFAfterTruncate(t *testing.T) {
 	}
 	b = b[:l2] // the file loses the table's cluster
 	d := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
-	im, err := OpenDevice(d, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	r, err := im.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := checkMem(t, d)
 	if r.Corruptions == 0 {
 		t.Errorf("an L2 table a whole cluster past the end of the file is not reported: %+v", r)
 	}
@@ -112,22 +104,14 @@ func TestCheck_TablePastEOFAfterTruncate(t *testing.T) {
 // corruption for qemu-img check (exit 2), not a leak only: the flag
 // check must not take such a count for "not known".
 func TestCheck_Copied64BitHugeRefcount(t *testing.T) {
-	b := oneClusterImage(t, 64)
+	b := oneClusterImage(t, CreateOptions{Size: 4 << 20, ClusterSize: 4096, RefcountBits: 64})
 	be := binary.BigEndian
 	refblock := be.Uint64(b[be.Uint64(b[48:]):])
 	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & format.L1OffsetMask
 	data := be.Uint64(b[l2:]) & format.L2OffsetMask
 	be.PutUint64(b[refblock+data/4096*8:], 1<<63+1)
 	d := memdev.FromBytes(b, memdev.Options{})
-	im, err := OpenDevice(d, Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	r, err := im.Check(CheckOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := checkMem(t, d)
 	if r.Leaks != 1 || r.Corruptions != 1 {
 		t.Errorf("want 1 leak and 1 corruption (COPIED on a refcount of 2^63+1): %+v", r)
 	}

@@ -13,19 +13,7 @@ import (
 // of its one data cluster lost, as a crash leaves it.
 func dirtyLazyImage(t *testing.T) []byte {
 	t.Helper()
-	mem := memdev.New(memdev.Options{})
-	if err := CreateDevice(mem, CreateOptions{Size: 1 << 20, ClusterSize: 4096, LazyRefcounts: true}); err != nil {
-		t.Fatal(err)
-	}
-	im, err := OpenDevice(mem, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAt(t, im, 0, pattern(4096, 1))
-	if err := im.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b := mem.Bytes()
+	b := oneClusterImage(t, CreateOptions{Size: 1 << 20, ClusterSize: 4096, LazyRefcounts: true})
 	be := binary.BigEndian
 	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & format.L1OffsetMask
 	data := be.Uint64(b[l2:]) & format.L2OffsetMask

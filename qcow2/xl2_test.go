@@ -67,20 +67,27 @@ func xl2SameMap(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	theirs := qemuMap(t, path)
-	if !reflect.DeepEqual(ours, theirs) {
-		for i := 0; i < max(len(ours), len(theirs)); i++ {
-			var a, b MapEntry
-			if i < len(ours) {
-				a = ours[i]
-			}
-			if i < len(theirs) {
-				b = theirs[i]
-			}
-			if !reflect.DeepEqual(a, b) {
-				t.Fatalf("map differs at extent %d:\n ours %s\nqemu  %s", i, fmtMapEntry(a), fmtMapEntry(b))
-			}
+	if i, a, b, ok := firstMapDiff(ours, theirs); ok {
+		t.Fatalf("map differs at extent %d:\n ours %s\nqemu  %s", i, fmtMapEntry(a), fmtMapEntry(b))
+	}
+}
+
+// firstMapDiff is the first extent where maps x and y differ (a missing
+// one is the zero MapEntry), and whether they differ.
+func firstMapDiff(x, y []MapEntry) (int, MapEntry, MapEntry, bool) {
+	for i := 0; i < max(len(x), len(y)); i++ {
+		var a, b MapEntry
+		if i < len(x) {
+			a = x[i]
+		}
+		if i < len(y) {
+			b = y[i]
+		}
+		if !reflect.DeepEqual(a, b) {
+			return i, a, b, true
 		}
 	}
+	return 0, MapEntry{}, MapEntry{}, false
 }
 
 func fmtMapEntry(e MapEntry) string {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -148,19 +147,8 @@ func TestZeroEdgesReadingZeroAsQemu(t *testing.T) {
 				return out
 			}
 			mq, mr = merge(mq), merge(mr)
-			if !reflect.DeepEqual(mq, mr) {
-				for i := 0; i < max(len(mq), len(mr)); i++ {
-					var a, b MapEntry
-					if i < len(mq) {
-						a = mq[i]
-					}
-					if i < len(mr) {
-						b = mr[i]
-					}
-					if !reflect.DeepEqual(a, b) {
-						t.Fatalf("maps differ at extent %d:\nqemu  %s\nqring %s", i, fmtMapEntry(a), fmtMapEntry(b))
-					}
-				}
+			if i, a, b, ok := firstMapDiff(mq, mr); ok {
+				t.Fatalf("maps differ at extent %d:\nqemu  %s\nqring %s", i, fmtMapEntry(a), fmtMapEntry(b))
 			}
 		})
 	}
