@@ -128,7 +128,7 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool, fr *freeList) error
 // buffers, which noFallback refuses.
 func (im *Image) xzeroEdge(p, q int64, noFallback bool, fr *freeList) error {
 	if q <= int64(im.vsize.Load()) {
-		done, err := im.xzeroSubIfReadsZero(p, q, fr)
+		done, err := im.xzeroSubIfReadsZero(p, q, false, fr)
 		if err != nil || done {
 			return err
 		}
@@ -155,17 +155,28 @@ func (im *Image) xzeroEdgesIfZero(off, n int64) error {
 	}
 	fr := freeList{}
 	defer im.release(&fr)
-	for _, e := range edges {
-		if e[1] > int64(im.vsize.Load()) {
-			return block.ErrNotSupported
+	pass := func(dry bool) error {
+		for _, e := range edges {
+			if e[1] > int64(im.vsize.Load()) {
+				return block.ErrNotSupported
+			}
+			done, err := im.xzeroSubIfReadsZero(e[0], e[1], dry, &fr)
+			if err != nil {
+				return err
+			}
+			if !done {
+				return block.ErrNotSupported
+			}
 		}
-		done, err := im.xzeroSubIfReadsZero(e[0], e[1], &fr)
-		if err != nil {
+		return nil
+	}
+	if len(edges) > 1 { // as zeroEdgesIfZero: both checked first
+		if err := pass(true); err != nil {
 			return err
 		}
-		if !done {
-			return block.ErrNotSupported
-		}
+	}
+	if err := pass(false); err != nil {
+		return err
 	}
 	return im.freeAfterWriters(&fr)
 }
@@ -174,13 +185,13 @@ func (im *Image) xzeroEdgesIfZero(off, n int64) error {
 // subcluster if it reads as zeros outside [p, q) and is unallocated or
 // zero already (QEMU's check of an unaligned zero write's head and
 // tail), and reports whether it is one. As zeroIfReadsZero, it decides
-// with the guest cluster registered (Q7) and mu held.
-func (im *Image) xzeroSubIfReadsZero(p, q int64, fr *freeList) (done bool, err error) {
+// with the guest cluster registered (Q7) and mu held; dry only decides.
+func (im *Image) xzeroSubIfReadsZero(p, q int64, dry bool, fr *freeList) (done bool, err error) {
 	scs := int64(im.g.SubclusterSize())
 	s := p / scs * scs
 	err = im.holdSectors(s, min(scs, int64(im.hsize.Load())-s), func() error {
 		for {
-			blocker, d, err := im.tryZeroSubIfReadsZero(s, p, q, fr)
+			blocker, d, err := im.tryZeroSubIfReadsZero(s, p, q, dry, fr)
 			if blocker == nil {
 				done = d
 				return err
@@ -191,7 +202,7 @@ func (im *Image) xzeroSubIfReadsZero(p, q int64, fr *freeList) (done bool, err e
 	return done, err
 }
 
-func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, fr *freeList) (*sched.Alloc[allocState], bool, error) {
+func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, dry bool, fr *freeList) (*sched.Alloc[allocState], bool, error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
@@ -222,6 +233,9 @@ func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, fr *freeList) (*sched.Allo
 				return nil, false, nil
 			}
 		}
+	}
+	if dry {
+		return nil, true, nil
 	}
 	done, err := im.zeroSubclustersLocked(goff, scs, fr)
 	return nil, done, err

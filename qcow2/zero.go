@@ -15,11 +15,13 @@ import (
 // (NO_FALLBACK) is honoured only where no zero buffers would be written,
 // else ErrNotSupported: v3, and cluster-aligned (subcluster-aligned with
 // extended L2) or (as QEMU) with each unaligned edge in a cluster
-// (subcluster) that reads as zeros already, which becomes a zero cluster
-// (subcluster): no guest-visible change, so a refusal after one edge
-// changes nothing either. Without Allocate, such an edge becomes a zero
-// cluster too rather than a cluster of zeros, and on version 2 without
-// a backing file an unallocated one stays so.
+// (subcluster) that reads as zeros outside the range already, which
+// becomes a zero cluster (subcluster); both edges are checked before
+// either changes, so a refusal changes nothing. On an encrypted image
+// both ends must be 512-aligned too (QEMU's request alignment there).
+// Without Allocate, such an edge becomes a zero cluster too rather than
+// a cluster of zeros, and on version 2 without a backing file an
+// unallocated one stays so.
 func (im *Image) WriteZeroes(off, n int64, flags block.Flags) error {
 	return im.signal(im.writeZeroes(off, n, flags))
 }
@@ -46,6 +48,13 @@ func (im *Image) writeZeroes(off, n int64, flags block.Flags) (err error) {
 		gran = int64(g.SubclusterSize())
 	}
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
+		return block.ErrNotSupported
+	}
+	// An encrypted image's request alignment is the encryption sector
+	// (QEMU's qcow2_refresh_limits): an Allocate whose ends are not
+	// aligned to it needs a padding write of data, which QEMU's block
+	// layer refuses (ENOTSUP) before the (sub)cluster checks below.
+	if flags&block.Allocate != 0 && im.crypt != nil && (off%512 != 0 || (off+n)%512 != 0) {
 		return block.ErrNotSupported
 	}
 	// Lock-free: the version and size mirrors (Image.ver, hsize).
@@ -110,8 +119,10 @@ func (im *Image) xedgeCompressed(off, n int64) (bool, error) {
 }
 
 // zeroEdgesIfZero makes the clusters of the unaligned edges of
-// [off, off+n) zero clusters if each reads as zeros (zeroIfReadsZero),
-// else ErrNotSupported.
+// [off, off+n) zero clusters if each reads as zeros outside the range
+// (zeroIfReadsZero), else ErrNotSupported. With two edges both are
+// checked before either changes: zeroing one makes the range's part of
+// it read as zeros, a guest-visible change a refusal must not leave.
 func (im *Image) zeroEdgesIfZero(off, n int64) error {
 	cs := int64(im.g.ClusterSize)
 	end := off + n
@@ -124,20 +135,34 @@ func (im *Image) zeroEdgesIfZero(off, n int64) error {
 	}
 	fr := freeList{}
 	defer im.release(&fr)
-	for _, e := range edges {
-		c := e / cs * cs
-		done := false
-		err := im.holdSectors(c, cs, func() error {
-			var err error
-			done, err = im.zeroIfReadsZero(guestOff(c), &fr)
-			return err
-		})
-		if err != nil {
+	pass := func(dry bool) error {
+		for _, e := range edges {
+			c := e / cs * cs
+			// The part of [off, end) in this cluster: the rest of the
+			// cluster must read as zeros, as QEMU's head and tail check.
+			p, q := max(off, c), min(end, c+cs)
+			done := false
+			err := im.holdSectors(c, cs, func() error {
+				var err error
+				done, err = im.zeroIfReadsZero(guestOff(c), p, q, dry, &fr)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if !done {
+				return block.ErrNotSupported
+			}
+		}
+		return nil
+	}
+	if len(edges) > 1 {
+		if err := pass(true); err != nil {
 			return err
 		}
-		if !done {
-			return block.ErrNotSupported
-		}
+	}
+	if err := pass(false); err != nil {
+		return err
 	}
 	return im.freeAfterWriters(&fr)
 }
@@ -186,7 +211,7 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 			done := false
 			err = im.holdSectors(off, chunk, func() error {
 				var e error
-				done, e = im.zeroIfReadsZero(guestOff(off), &fr)
+				done, e = im.zeroIfReadsZero(guestOff(off), off, off+chunk, false, &fr)
 				return e
 			})
 			if err == nil && !done {
@@ -448,15 +473,16 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap bool, discard discardKi
 }
 
 // zeroIfReadsZero makes the guest cluster of goff a zero cluster if the
-// whole of it reads as zeros now, and reports whether it is one (on
+// whole of it outside [p, q) (the zero write's part of it) reads as zeros
+// now, and reports whether it is one (on
 // version 2, without a backing file, an unallocated cluster: it stays
-// so). It
-// decides with the cluster registered (Q7) and mu held: a write into
-// another part of the cluster, which must allocate it, is then either
-// linked already (the cluster holds data: false) or waits.
-func (im *Image) zeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, error) {
+// so). It decides with the cluster registered (Q7) and mu held: a
+// write into another part of the cluster, which must allocate it, is
+// then either linked already (the cluster holds data: false) or waits.
+// dry only decides: nothing changes.
+func (im *Image) zeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, fr *freeList) (bool, error) {
 	for {
-		done, blocker, err := im.tryZeroIfReadsZero(goff, fr)
+		done, blocker, err := im.tryZeroIfReadsZero(goff, p, q, dry, fr)
 		if blocker == nil {
 			return done, err
 		}
@@ -464,7 +490,7 @@ func (im *Image) zeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, erro
 	}
 }
 
-func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, *sched.Alloc[allocState], error) {
+func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, fr *freeList) (bool, *sched.Alloc[allocState], error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
@@ -494,10 +520,18 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, fr *freeList) (bool, *
 	}
 	cs := int64(im.g.ClusterSize)
 	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
-	if im.backing != nil && start < im.bsize {
-		if im.bzero == nil || !im.bzero.IsZeroFast(start, min(cs, im.bsize-start)) {
-			return false, nil, nil
+	if im.backing != nil {
+		// Only the parts of the cluster outside [p, q), which the zero
+		// write covers: QEMU's is_zero of the head and the tail.
+		for _, r := range [][2]int64{{start, p}, {q, start + cs}} {
+			lo, hi := r[0], min(r[1], im.bsize)
+			if lo < hi && (im.bzero == nil || !im.bzero.IsZeroFast(lo, hi-lo)) {
+				return false, nil, nil
+			}
 		}
+	}
+	if dry {
+		return true, nil, nil
 	}
 	if err := im.zeroClusterLocked(goff, false, noDiscard, fr); err != nil {
 		if errors.Is(err, errNoZeroClusters) { // downgraded meanwhile

@@ -20,7 +20,7 @@ import (
 // version 2 without a backing file leaves an unallocated one as it is.
 // qring wrote zero buffers there (a cluster allocated for zeros) and,
 // with extended L2, refused the Allocate that QEMU performs.
-func TestZeroEdgesReadingZeroAsQemu(t *testing.T) {
+func TestZeroEdgesReadingZeroMatchesQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	type zop struct {
 		off, n int64
