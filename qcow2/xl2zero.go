@@ -226,13 +226,8 @@ func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, dry bool, fr *freeList) (*
 		return nil, false, nil
 	}
 	scs := int64(im.g.SubclusterSize())
-	if im.backing != nil {
-		for _, r := range [][2]int64{{s, p}, {q, s + scs}} {
-			lo, hi := r[0], min(r[1], im.bsize)
-			if lo < hi && (im.bzero == nil || !im.bzero.IsZeroFast(lo, hi-lo)) {
-				return nil, false, nil
-			}
-		}
+	if !im.backingZeroAround(s, s+scs, p, q) {
+		return nil, false, nil
 	}
 	if dry {
 		return nil, true, nil

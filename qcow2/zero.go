@@ -520,15 +520,8 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, 
 	}
 	cs := int64(im.g.ClusterSize)
 	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
-	if im.backing != nil {
-		// Only the parts of the cluster outside [p, q), which the zero
-		// write covers: QEMU's is_zero of the head and the tail.
-		for _, r := range [][2]int64{{start, p}, {q, start + cs}} {
-			lo, hi := r[0], min(r[1], im.bsize)
-			if lo < hi && (im.bzero == nil || !im.bzero.IsZeroFast(lo, hi-lo)) {
-				return false, nil, nil
-			}
-		}
+	if !im.backingZeroAround(start, start+cs, p, q) {
+		return false, nil, nil
 	}
 	if dry {
 		return true, nil, nil
@@ -540,6 +533,22 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, 
 		return false, nil, err
 	}
 	return true, nil, nil
+}
+
+// backingZeroAround reports whether the backing file reads as zeros
+// over [lo, hi) outside [p, q), which a zero write covers: QEMU's
+// is_zero of an unaligned zero write's head and tail (mu held).
+func (im *Image) backingZeroAround(lo, hi, p, q int64) bool {
+	if im.backing == nil {
+		return true
+	}
+	for _, r := range [][2]int64{{lo, p}, {q, hi}} {
+		a, b := r[0], min(r[1], im.bsize)
+		if a < b && (im.bzero == nil || !im.bzero.IsZeroFast(a, b-a)) {
+			return false
+		}
+	}
+	return true
 }
 
 // tryZeroCluster registers the guest cluster of goff (Q7) and changes its entry
