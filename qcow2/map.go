@@ -90,19 +90,9 @@ func MapRaw(d block.Device) ([]MapEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	ext, err := mapExtents(size, func(off, n int64) (MapEntry, error) {
+	return mapExtents(size, func(off, n int64) (MapEntry, error) {
 		return rawStatus(d, off, n, 0)
 	})
-	if w, ok := d.(interface{ Offset() int64 }); ok && w.Offset() != 0 {
-		// A window into its file (filter.Raw): the file's offsets.
-		for i := range ext {
-			if o := ext[i].Offset; o != nil {
-				v := *o + w.Offset()
-				ext[i].Offset = &v
-			}
-		}
-	}
-	return ext, err
 }
 
 // mapExtents covers [0, size) with the extents next returns, merging
@@ -220,7 +210,32 @@ func rawStatus(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	if e.Zero {
 		e.Data = false
 	}
+	if w := windowOffset(d); w != 0 {
+		// A window into its file (filter.Raw): the file's offsets, for
+		// a raw top and a raw backing file alike.
+		v := o + w
+		e.Offset = &v
+	}
 	return e, nil
+}
+
+// windowOffset is where d's bytes start in the host file under it: the
+// offsets of the raw windows (filter.Raw) it stacks, through the
+// devices that wrap one (Unwrap), as QEMU's raw driver passes the file's
+// offsets up (BDRV_BLOCK_RAW).
+func windowOffset(d block.Device) int64 {
+	var off int64
+	for d != nil {
+		if w, ok := d.(interface{ Offset() int64 }); ok {
+			off += w.Offset()
+		}
+		u, ok := d.(interface{ Unwrap() block.Device })
+		if !ok {
+			break
+		}
+		d = u.Unwrap()
+	}
+	return off
 }
 
 // hostRun asks d, when it is a block.DataMapper, whether the host bytes

@@ -75,7 +75,7 @@ func newImage(img *imgopen.Opened, ext []qcow2.MapEntry) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var top block.Device = img.Dev
+	top := img.StatusDev()
 	cs := int64(512)
 	if img.Image != nil {
 		top, cs = img.Image, int64(img.Image.Geometry().ClusterSize)

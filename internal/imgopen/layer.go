@@ -128,6 +128,9 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 	if op.Image != nil && op.Dev == block.Device(op.Image) {
 		return op.Image, nil // it closes what it stands on (CloseAfter)
 	}
+	if dm, ok := op.Dev.(block.DataMapper); ok {
+		return specDataDev{specDev{op.Dev, op}, dm}, nil
+	}
 	return specDev{op.Dev, op}, nil
 }
 
@@ -167,3 +170,38 @@ type specDev struct {
 }
 
 func (d specDev) Close() error { return d.op.Close() }
+
+// Unwrap returns the tree's root device: qemu-img map shows the host
+// file's offsets through the raw windows in it (qcow2's windowOffset).
+func (d specDev) Unwrap() block.Device { return d.Device }
+
+// specDataDev is a specDev whose device maps its holes (a raw window,
+// filter.Raw over a host file): the engine reads them as zeros below a
+// qcow2 image (holeProber) and map shows them as QEMU does.
+type specDataDev struct {
+	specDev
+	dm block.DataMapper
+}
+
+var _ block.DataMapper = specDataDev{}
+
+// DataRun implements block.DataMapper.
+func (d specDataDev) DataRun(off, n int64) (bool, int64, error) { return d.dm.DataRun(off, n) }
+
+// AllocatedSize implements block.DataMapper.
+func (d specDataDev) AllocatedSize() (int64, error) { return d.dm.AllocatedSize() }
+
+// StatusDev is the device whose block status QEMU would report for
+// the image (qcow2.NewStatusWalker): the qcow2 image, a VMDK or VHD
+// image as a qcow2.Layer (unallocated grains are no raw data), else Dev.
+func (o *Opened) StatusDev() block.Device {
+	switch {
+	case o.Image != nil:
+		return o.Image
+	case o.VMDK != nil && o.Dev == block.Device(o.VMDK):
+		return vmdkLayer{o.VMDK}
+	case o.VHD != nil && o.Dev == block.Device(o.VHD):
+		return vhdLayer{o.VHD}
+	}
+	return o.Dev
+}
