@@ -79,9 +79,10 @@ func xzeroEntry(e format.L2Entry, bm uint64, external, unmap, discard, full, bac
 
 // xzeroPartial makes [off, off+n) (inside one cluster, not all of it)
 // read as zeros: its whole subclusters through the bitmap. A partial
-// subcluster at an edge becomes a zero subcluster when the whole of it
-// reads as zeros (xzeroSubIfReadsZero, as QEMU's qcow2_co_pwrite_zeroes
-// with its head and tail); else, and in a compressed cluster, zero
+// subcluster at an edge becomes a zero subcluster when it is unallocated
+// or zero and reads as zeros outside the range (xzeroSubIfReadsZero, as
+// QEMU's qcow2_co_pwrite_zeroes with its head and tail); else, and in a
+// compressed cluster, zero
 // buffers, which noFallback (Allocate) refuses. Subclusters that were
 // allocated keep their host bytes: fr.kept, so that the caller's
 // freeAfterWriters waits for the writes that found them allocated (Q12).
@@ -123,7 +124,7 @@ func (im *Image) xzeroPartial(off, n int64, noFallback bool, fr *freeList) error
 }
 
 // xzeroEdge zeroes [p, q), part of one subcluster: the whole subcluster
-// when it reads as zeros (inside the size guests see: a resize zeroes
+// when the rest of it reads as zeros (inside the size guests see: a resize zeroes
 // bytes that read as zeros only because they lie past it), else zero
 // buffers, which noFallback refuses.
 func (im *Image) xzeroEdge(p, q int64, noFallback bool, fr *freeList) error {
@@ -141,8 +142,9 @@ func (im *Image) xzeroEdge(p, q int64, noFallback bool, fr *freeList) error {
 
 // xzeroEdgesIfZero is zeroEdgesIfZero for extended L2: the partial
 // subclusters at the edges of [off, off+n) become zero subclusters if
-// each reads as zeros, else ErrNotSupported (Allocate: before anything
-// else, so that a refusal changes nothing the guest sees).
+// each reads as zeros outside the range, else ErrNotSupported (Allocate:
+// before anything else, and with two edges both checked before either
+// changes, so that a refusal changes nothing the guest sees).
 func (im *Image) xzeroEdgesIfZero(off, n int64) error {
 	scs := int64(im.g.SubclusterSize())
 	end := off + n
