@@ -27,8 +27,9 @@ var (
 	// ErrCheckBusy: a Check with repair found allocating writes still
 	// running after waiting about a second for them.
 	ErrCheckBusy = errors.New("qcow2: allocating writes kept running, check with repair refused")
-	// ErrOutOfRange: a guest request past the virtual size.
-	ErrOutOfRange = errors.New("qcow2: request past the end of the virtual disk")
+	// ErrOutOfRange: a guest request past the virtual size. It matches
+	// block.ErrRange too (the device contract's range error).
+	ErrOutOfRange error = outOfRangeError{}
 	// ErrGrowNeedsZeroClusters: a version 2 image cannot grow past its
 	// last cluster over a longer backing file (QEMU's "Failed to zero
 	// out new clusters"): the new range must read zeros, and only zero
@@ -52,6 +53,11 @@ var errBitmapsKept = fmt.Errorf("%w: opened for repair, the image keeps its pers
 // errRefcountOverflow: a refcount would exceed what the image's refcount
 // width holds (QEMU's -ERANGE); it matches ErrUnsupported.
 var errRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)
+
+type outOfRangeError struct{}
+
+func (outOfRangeError) Error() string        { return "qcow2: request past the end of the virtual disk" }
+func (outOfRangeError) Is(target error) bool { return target == block.ErrRange }
 
 type readOnlyError struct{}
 
