@@ -77,6 +77,9 @@ type checker struct {
 	// less used than they are: nothing is repaired (QEMU's check stops
 	// at the error).
 	unread bool
+	// pastEOF: clusters of a region that reaches a whole cluster or more
+	// past the end of the file (inc): the comparison skips them.
+	pastEOF map[uint64]bool
 }
 
 // outside reports whether cluster k lies outside the n clusters of the
@@ -141,9 +144,18 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 					c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
 				}
 			} else {
-				c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x (%s)", off, n, what)
+				c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
 				c.r.Corruptions++
-				c.distrust("a reference past the end of the file")
+				c.distrust("a " + what + " past the end of the file")
+				// As QEMU, whose comparison stops at the end of the
+				// file: their stored counts are neither leaks nor the
+				// image's end.
+				if c.pastEOF == nil {
+					c.pastEOF = map[uint64]bool{}
+				}
+				for ; k <= last; k++ {
+					c.pastEOF[k] = true
+				}
 				return
 			}
 		}
@@ -516,6 +528,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	type mismatch struct{ k, stored, want uint64 }
 	var mismatches []mismatch
 	compare := func(k, stored uint64) {
+		if c.pastEOF[k] {
+			return
+		}
 		want := uint64(0)
 		if k < nclusters {
 			want = min(uint64(c.ref[k]), g.RefcountMax)
