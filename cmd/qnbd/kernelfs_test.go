@@ -13,19 +13,29 @@ import (
 	"time"
 
 	"github.com/qring/qring/internal/testkit"
+	"golang.org/x/sys/unix"
 )
 
-// TestKernelFileSystem: the Linux kernel's own ext4 and XFS over qnbd,
-// the most demanding client there is (journal commits with FUA and
-// flushes, discards, writes of every size in parallel): nbdfuse shows
-// the export as a file, a loop device over it carries the file system.
-// A tree of files is written, partly deleted and overwritten in place,
-// trimmed and synced; then the file system's own checker finds it
-// clean, qemu-img check finds the image clean, and the files read back
-// through QEMU (qemu-img convert to raw, mounted read-only) hold what
-// was written. Needs root, FUSE and loop devices (skipped without them:
-// a kernel facility, not a package).
-func TestKernelFileSystem(t *testing.T) {
+// The kernel's own file systems over qnbd, the most demanding client
+// there is (journal commits with flushes, discards, writes of every size
+// in parallel): nbdfuse shows the export as a file, a loop device over
+// it carries the file system. Needs root, FUSE and loop devices (the
+// tests skip without them: a kernel facility, not a package).
+
+// kernelFSConfig is a file system on an image made with create options.
+type kernelFSConfig struct {
+	name, mkfs, fsck, create string
+	qnbd                     []string
+}
+
+var kernelFSConfigs = []kernelFSConfig{
+	{"ext4", "mkfs.ext4", "e2fsck", "cluster_size=65536", []string{"--discard=unmap"}},
+	{"xfs-xl2", "mkfs.xfs", "xfs_repair", "cluster_size=131072,extended_l2=on", []string{"--discard=unmap", "--detect-zeroes=unmap"}},
+	{"ext4-lazy-4k", "mkfs.ext4", "e2fsck", "cluster_size=4096,lazy_refcounts=on", nil},
+}
+
+// needKernelFS skips t where root or the kernel facilities are missing.
+func needKernelFS(t *testing.T) {
 	need(t, "qemu-img", "nbdfuse")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (mount, losetup)")
@@ -35,116 +45,258 @@ func TestKernelFileSystem(t *testing.T) {
 			t.Skipf("no %s", dev)
 		}
 	}
-	for _, c := range []struct {
-		name, mkfs, fsck, create string
-		qnbd                     []string
-	}{
-		{"ext4", "mkfs.ext4", "e2fsck", "cluster_size=65536", []string{"--discard=unmap"}},
-		{"xfs-xl2", "mkfs.xfs", "xfs_repair", "cluster_size=131072,extended_l2=on", []string{"--discard=unmap", "--detect-zeroes=unmap"}},
-	} {
+}
+
+// TestKernelFileSystem: a tree of files is written, partly deleted and
+// overwritten in place, trimmed and synced; then the file system's own
+// checker finds it clean, qemu-img check and qimg check find the image
+// clean, and the files read back through QEMU (qemu-img convert to raw,
+// mounted read-only) hold what was written.
+func TestKernelFileSystem(t *testing.T) {
+	needKernelFS(t)
+	for _, c := range kernelFSConfigs {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := exec.LookPath(c.mkfs); err != nil {
-				testkit.Missing(t, c.mkfs+" not installed")
-			}
-			kernelFS(t, c.mkfs, c.fsck, c.create, c.qnbd)
+			need(t, c.mkfs, c.fsck)
+			d := shortDir(t)
+			img := filepath.Join(d, "disk.qcow2")
+			sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", c.create, img, "1G")
+			s := startUnix(t, d, "", append(c.qnbd, "-t", "-f", "qcow2", img)...)
+			k := stackUp(t, d, true, c.mkfs)
+			rng := rand.New(rand.NewPCG(7, 11))
+			want := writeTree(t, rng, k.mnt, "", 120)
+			runT(t, "sync", "-f", k.mnt)
+			churn(t, rng, k.mnt, want)
+			runT(t, "fstrim", k.mnt)
+			k.down(true)
+			fsckClean(t, c.fsck, k.disk)
+			k.unfuse(true)
+			s.stop()
+			check(t, img)
+			readBackQemu(t, d, img, c.fsck, want)
 		})
 	}
 }
 
-func kernelFS(t *testing.T, mkfs, fsck, createOpts string, qnbdArgs []string) {
-	d := shortDir(t)
-	img := filepath.Join(d, "disk.qcow2")
-	sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", createOpts, img, "1G")
-	s := startUnix(t, d, "", append(qnbdArgs, "-t", "-f", "qcow2", img)...)
-	sock := filepath.Join(d, "nbd.sock")
+// TestKernelFileSystemServerKilled: the server is killed (SIGKILL)
+// while the file system writes; whatever it had acknowledged before the
+// file system's last completed sync is durable. After a restart the
+// file system mounts (its journal replays), every file synced before
+// the kill reads back as written, the file system's checker finds it
+// clean, and the image has no corruption (leaks allowed).
+func TestKernelFileSystemServerKilled(t *testing.T) {
+	needKernelFS(t)
+	for _, c := range kernelFSConfigs {
+		t.Run(c.name, func(t *testing.T) {
+			need(t, c.mkfs, c.fsck)
+			d := shortDir(t)
+			img := filepath.Join(d, "disk.qcow2")
+			sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", c.create, img, "1G")
+			args := append(c.qnbd, "-t", "-f", "qcow2", img)
+			s := startUnix(t, d, "", args...)
+			k := stackUp(t, d, true, c.mkfs)
+			rng := rand.New(rand.NewPCG(3, 5))
+			want := writeTree(t, rng, k.mnt, "synced", 60)
+			churn(t, rng, k.mnt, want)
+			runT(t, "sync", "-f", k.mnt)
 
-	fuseDir, mnt := filepath.Join(d, "fuse"), filepath.Join(d, "mnt")
-	for _, p := range []string{fuseDir, mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
+			// More files, unsynced, while the server dies under them.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r := rand.New(rand.NewPCG(9, 9))
+				for i := 0; i < 400; i++ {
+					b := make([]byte, 1+r.IntN(256<<10))
+					name := filepath.Join(k.mnt, "late", fmt.Sprintf("g%03d", i))
+					if os.MkdirAll(filepath.Dir(name), 0o755) != nil || os.WriteFile(name, b, 0o644) != nil {
+						return
+					}
+					if i%16 == 0 {
+						// Some flushes in flight at the kill too.
+						f, err := os.Open(k.mnt)
+						if err == nil {
+							unix.Syncfs(int(f.Fd()))
+							f.Close()
+						}
+					}
+				}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			s.cmd.Process.Kill()
+			<-s.done
+			<-done
+			k.down(false)
+			k.unfuse(false)
+
+			s = startUnix(t, d, "", args...)
+			k = stackUp(t, d, false, "")
+			for name, b := range want {
+				got, err := os.ReadFile(filepath.Join(k.mnt, name))
+				if err != nil {
+					t.Fatalf("%s, synced before the kill: %v", name, err)
+				}
+				if !bytes.Equal(got, b) {
+					t.Errorf("%s, synced before the kill: %d bytes read back differ from the %d written", name, len(got), len(b))
+				}
+			}
+			k.down(true)
+			fsckClean(t, c.fsck, k.disk)
+			k.unfuse(true)
+			s.stop()
+			checkNoCorruption(t, img)
+			readBackQemu(t, d, img, c.fsck, want)
+		})
+	}
+}
+
+// kstack is nbdfuse's file of an export, a loop device over it and the
+// file system mounted from it.
+type kstack struct {
+	t                  *testing.T
+	fuseDir, mnt, disk string
+	loop               string
+	fuse               *exec.Cmd
+	fuseErr            bytes.Buffer
+	fuseDone           chan error
+	mounted, fuseUp    bool
+}
+
+// stackUp shows the export at d's socket as a file, makes a file system
+// on it with mkfs when fresh, and mounts it (with discard).
+func stackUp(t *testing.T, d string, fresh bool, mkfs string) *kstack {
+	t.Helper()
+	k := &kstack{t: t, fuseDir: filepath.Join(d, "fuse"), mnt: filepath.Join(d, "mnt"), fuseDone: make(chan error, 1)}
+	k.disk = filepath.Join(k.fuseDir, "disk")
+	for _, p := range []string{k.fuseDir, k.mnt} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fuse := exec.Command("nbdfuse", filepath.Join(fuseDir, "disk"), "--unix", sock)
-	var fuseErr bytes.Buffer
-	fuse.Stderr = &fuseErr
-	if err := fuse.Start(); err != nil {
+	k.fuse = exec.Command("nbdfuse", k.disk, "--unix", filepath.Join(d, "nbd.sock"))
+	k.fuse.Stderr = &k.fuseErr
+	if err := k.fuse.Start(); err != nil {
 		t.Fatal(err)
 	}
-	fuseDone := make(chan error, 1)
-	go func() { fuseDone <- fuse.Wait() }()
-	disk := filepath.Join(fuseDir, "disk")
-	var loop string
-	mounted, fuseMounted := false, true
-	t.Cleanup(func() { // best effort, in the order things were set up
-		if mounted {
-			exec.Command("umount", "-l", mnt).Run()
-		}
-		if loop != "" {
-			exec.Command("losetup", "-d", loop).Run()
-		}
-		if fuseMounted {
-			exec.Command("umount", "-l", fuseDir).Run()
-			select {
-			case <-fuseDone:
-			case <-time.After(10 * time.Second):
-				fuse.Process.Kill()
-			}
-		}
+	k.fuseUp = true
+	go func() { k.fuseDone <- k.fuse.Wait() }()
+	t.Cleanup(func() { // best effort, if the test did not take it down
+		k.down(false)
+		k.unfuse(false)
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if st, err := os.Stat(disk); err == nil && st.Size() == 1<<30 {
+		if st, err := os.Stat(k.disk); err == nil && st.Size() == 1<<30 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nbdfuse does not show the export\n%s", fuseErr.String())
+			t.Fatalf("nbdfuse does not show the export\n%s", k.fuseErr.String())
 		}
 	}
-
-	if mkfs == "mkfs.ext4" {
-		// -F twice: no questions about a file that is not a block
-		// device.
-		runT(t, mkfs, "-q", "-F", "-F", disk)
-	} else {
-		runT(t, mkfs, "-q", "-f", disk)
+	if fresh {
+		if mkfs == "mkfs.ext4" {
+			// -F twice: no questions about a file that is not a
+			// block device.
+			runT(t, mkfs, "-q", "-F", "-F", k.disk)
+		} else {
+			runT(t, mkfs, "-q", "-f", k.disk)
+		}
 	}
-	out, err := cmdOut(60*time.Second, "losetup", "-f", "--show", disk)
+	out, err := cmdOut(60*time.Second, "losetup", "-f", "--show", k.disk)
 	if err != nil {
 		t.Skipf("no loop device over the FUSE file (%v): %s", err, out)
 	}
-	loop = strings.TrimSpace(out)
-	if out, err := cmdOut(60*time.Second, "mount", "-o", "discard", loop, mnt); err != nil {
-		t.Skipf("cannot mount (%v): %s", err, out)
-	}
-	mounted = true
-
-	// The files: sizes from a few bytes to 8 MiB, random contents.
-	rng := rand.New(rand.NewPCG(7, 11))
-	want := map[string][]byte{}
-	for i := 0; i < 120; i++ {
-		n := 1 + rng.IntN(64<<10)
-		if i%10 == 0 {
-			n = 1<<20 + rng.IntN(7<<20)
+	k.loop = strings.TrimSpace(out)
+	if out, err := cmdOut(120*time.Second, "mount", "-o", "discard", k.loop, k.mnt); err != nil {
+		if fresh {
+			t.Skipf("cannot mount (%v): %s", err, out)
 		}
-		b := make([]byte, n)
+		t.Fatalf("mount after the restart: %v: %s", err, out)
+	}
+	k.mounted = true
+	return k
+}
+
+// down unmounts the file system and detaches the loop device; strict
+// fails t if either fails (after a kill they may).
+func (k *kstack) down(strict bool) {
+	k.t.Helper()
+	if k.mounted {
+		k.mounted = false
+		args := []string{k.mnt}
+		if !strict {
+			args = []string{"-l", k.mnt}
+		}
+		if out, err := cmdOut(120*time.Second, "umount", args...); err != nil && strict {
+			k.t.Fatalf("umount: %v: %s", err, out)
+		}
+	}
+	if k.loop != "" {
+		loop := k.loop
+		k.loop = ""
+		if out, err := cmdOut(60*time.Second, "losetup", "-d", loop); err != nil && strict {
+			k.t.Fatalf("losetup -d: %v: %s", err, out)
+		}
+	}
+}
+
+// unfuse unmounts nbdfuse's directory and waits for nbdfuse to exit.
+func (k *kstack) unfuse(strict bool) {
+	k.t.Helper()
+	if !k.fuseUp {
+		return
+	}
+	k.fuseUp = false
+	args := []string{k.fuseDir}
+	if !strict {
+		args = []string{"-l", k.fuseDir}
+	}
+	if out, err := cmdOut(60*time.Second, "umount", args...); err != nil && strict {
+		k.t.Fatalf("umount %s: %v: %s", k.fuseDir, err, out)
+	}
+	select {
+	case <-k.fuseDone:
+	case <-time.After(30 * time.Second):
+		k.fuse.Process.Kill()
+		<-k.fuseDone
+		if strict {
+			k.t.Fatalf("nbdfuse does not exit after umount\n%s", k.fuseErr.String())
+		}
+	}
+}
+
+// writeTree writes n files under dir/sub (sizes from a byte to 8 MiB,
+// random contents) and returns their contents by name.
+func writeTree(t *testing.T, rng *rand.Rand, dir, sub string, n int) map[string][]byte {
+	t.Helper()
+	want := map[string][]byte{}
+	for i := 0; i < n; i++ {
+		size := 1 + rng.IntN(64<<10)
+		if i%10 == 0 {
+			size = 1<<20 + rng.IntN(7<<20)
+		}
+		b := make([]byte, size)
 		for j := range b {
 			b[j] = byte(rng.Uint32())
 		}
-		name := filepath.Join(fmt.Sprintf("d%d", i%7), fmt.Sprintf("f%03d", i))
-		if err := os.MkdirAll(filepath.Join(mnt, filepath.Dir(name)), 0o755); err != nil {
+		name := filepath.Join(sub, fmt.Sprintf("d%d", i%7), fmt.Sprintf("f%03d", i))
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(mnt, name), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		want[name] = b
 	}
-	runT(t, "sync", "-f", mnt)
-	// Delete a third, overwrite parts of others in place (the same
-	// clusters written again, through the file system's own paths).
+	return want
+}
+
+// churn deletes about a third of the files and overwrites part of
+// about a third in place (the same clusters written again, through the
+// file system's own paths), keeping want up to date.
+func churn(t *testing.T, rng *rand.Rand, dir string, want map[string][]byte) {
+	t.Helper()
 	for name, b := range want {
 		switch rng.IntN(3) {
 		case 0:
-			if err := os.Remove(filepath.Join(mnt, name)); err != nil {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
 				t.Fatal(err)
 			}
 			delete(want, name)
@@ -154,7 +306,7 @@ func kernelFS(t *testing.T, mkfs, fsck, createOpts string, qnbdArgs []string) {
 			for j := off; j < off+n; j++ {
 				b[j] = byte(rng.Uint32())
 			}
-			f, err := os.OpenFile(filepath.Join(mnt, name), os.O_WRONLY, 0)
+			f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,28 +318,20 @@ func kernelFS(t *testing.T, mkfs, fsck, createOpts string, qnbdArgs []string) {
 			}
 		}
 	}
-	runT(t, "fstrim", mnt)
-	runT(t, "umount", mnt)
-	mounted = false
-	runT(t, "losetup", "-d", loop)
-	loop = ""
-	fsckClean(t, fsck, disk)
-	runT(t, "umount", fuseDir)
-	fuseMounted = false
-	select {
-	case <-fuseDone:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("nbdfuse does not exit after umount\n%s", fuseErr.String())
-	}
-	s.stop()
-	check(t, img)
+}
 
-	// Read back through QEMU: its raw conversion, mounted read-only.
-	raw := filepath.Join(d, "disk.raw")
+// readBackQemu converts img to raw with qemu-img, checks the file
+// system there and mounts it read-only: the files must hold want.
+func readBackQemu(t *testing.T, d, img, fsck string, want map[string][]byte) {
+	t.Helper()
+	raw, mnt := filepath.Join(d, "disk.raw"), filepath.Join(d, "ro")
 	sh(t, "qemu-img", "convert", "-O", "raw", img, raw)
 	fsckClean(t, fsck, raw)
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	runT(t, "mount", "-o", "ro,loop", raw, mnt)
-	mounted = true
+	defer runT(t, "umount", mnt)
 	for name, b := range want {
 		got, err := os.ReadFile(filepath.Join(mnt, name))
 		if err != nil {
@@ -197,8 +341,18 @@ func kernelFS(t *testing.T, mkfs, fsck, createOpts string, qnbdArgs []string) {
 			t.Errorf("%s: %d bytes read back through qemu-img convert differ from the %d written", name, len(got), len(b))
 		}
 	}
-	runT(t, "umount", mnt)
-	mounted = false
+}
+
+// checkNoCorruption runs qemu-img check and qimg check: leaks allowed
+// (exit 0 or 3), corruption never.
+func checkNoCorruption(t *testing.T, img string) {
+	t.Helper()
+	for _, tool := range []string{"qemu-img", filepath.Join(bin, "qimg")} {
+		out, errOut, code := testkit.Run(t, tool, "check", img)
+		if (code != 0 && code != 3) || strings.Contains(out+errOut, "ERROR") {
+			t.Fatalf("%s check %s: exit %d\n%s%s", tool, img, code, errOut, out)
+		}
+	}
 }
 
 // cmdOut runs a command with a timeout (a stuck FUSE request must not
