@@ -11,6 +11,11 @@ import (
 )
 
 func (o *CreateOptions) normalize() error {
+	// First, as QEMU's file driver refuses it before the format looks
+	// at anything.
+	if err := o.Hints.Check(); err != nil {
+		return err
+	}
 	if o.ClusterSize == 0 {
 		o.ClusterSize = 64 << 10
 	}
@@ -100,7 +105,7 @@ func Create(path string, o CreateOptions) error {
 		// Before the image, as QEMU creates it (DF1).
 		_, statErr := os.Stat(o.DataFile)
 		dfCreated := os.IsNotExist(statErr)
-		err := createDataFile(o.DataFile, o.Size, o.Preallocation, op)
+		err := createDataFile(o.DataFile, o.Size, o.Preallocation, o.Hints, op)
 		if err == nil {
 			err = createImage(path, o, op)
 		}
@@ -140,6 +145,9 @@ func createImage(path string, o CreateOptions, op Opener) error {
 	// preallocates below.
 	direct := o.Preallocation != PreallocOff && o.Encrypt.Format == "" && o.DataFile == "" && isRegular(path)
 	err = dev.Truncate(0)
+	if err == nil {
+		o.Hints.Apply(dev)
+	}
 	if err == nil && direct {
 		g := o.geometry()
 		if err = o.checkL1(&g); err == nil {

@@ -29,8 +29,8 @@ func (o *CreateOptions) normalizeDataFile() error {
 // working directory) as QEMU's file driver creates a raw image: emptied
 // once its write lock is held, then size bytes that read as zeros, its
 // first block written (allocate_first_block); falloc reserves the
-// space, full writes zeros over it.
-func createDataFile(name string, size int64, prealloc string, op Opener) error {
+// space, full writes zeros over it. The hints are set while it is empty.
+func createDataFile(name string, size int64, prealloc string, hints FileHints, op Opener) error {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return &DataFileCreateError{Name: name, Err: err}
@@ -45,6 +45,7 @@ func createDataFile(name string, size int64, prealloc string, op Opener) error {
 		err = d.Truncate(0)
 	}
 	if err == nil {
+		hints.Apply(d)
 		err = d.Truncate(size)
 	}
 	if err == nil && size > 0 {

@@ -64,6 +64,10 @@ type CreateOptions struct {
 	// image of the disk (autoclear bit 1). Create links every cluster
 	// in place, as QEMU's metadata preallocation does; no backing file.
 	DataFileRaw bool
+	// Hints are qemu-img's nocow and extent_size_hint, set on the image
+	// file and the data file while each is empty (create_hints.go): by
+	// default an extent size hint of 1 MiB, as qemu-img sets.
+	Hints FileHints
 }
 
 // Options tune an open image. The zero value is a sensible default.

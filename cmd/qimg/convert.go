@@ -430,6 +430,7 @@ func runConvert(e *env, args []string) int {
 	}
 	src := newConvertSrc(parts)
 	req := &createRequest{path: out, file: outFile, late: outErr, format: ofmt, given: map[string]bool{}}
+	req.opts.Hints.Warn = func(msg string) { fmt.Fprintf(e.stderr, "qimg: convert: warning: %s\n", msg) }
 	var rawPreallocErr error
 	for _, s := range o.vals["o"] {
 		kv, err := qcow2.SplitOptions(s)
@@ -438,9 +439,11 @@ func runConvert(e *env, args []string) int {
 		}
 		for _, p := range kv {
 			k, v := p[0], p[1]
-			if ofmt == "raw" && (k == "nocow" || k == "extent_size_hint") {
-				// QEMU's file driver takes them; qimg does not.
-				return e.usageErr(fmt.Errorf("option '%s' is not supported for output format %s", k, ofmt))
+			if isHintOption(k) {
+				if err := req.setHintOption(k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+				continue
 			}
 			if ofmt == "raw" {
 				if _, err := checkOptionType(rawCreateOptions, k, v); err != nil {

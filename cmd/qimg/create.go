@@ -26,6 +26,9 @@ type createRequest struct {
 	unsafe  bool // -u: the backing file is not opened when size and format are given
 	vpc     vpcCreate
 	vmdk    vmdkCreate
+	// hintSize is extent_size_hint as given, in bytes (the Formatting
+	// line's; opts.Hints holds what is set).
+	hintSize uint64
 }
 
 // vpcCreate are a VHD image's create options (-f vpc).
@@ -63,7 +66,11 @@ func runCreate(e *env, args []string) int {
 	if !o.has("q") {
 		fmt.Fprintln(e.stdout, formattingLine(req))
 	}
-	if req.format == "qcow2" {
+	req.opts.Hints.Warn = func(msg string) { fmt.Fprintf(e.stderr, "qimg: create: warning: %s\n", msg) }
+	// The file driver's refusal comes first, as in qemu-img: it
+	// creates the file before the format looks at its options.
+	err = req.opts.Hints.Check()
+	if err == nil && req.format == "qcow2" {
 		err = checkQcow2Create(&req.opts, req.given)
 		if err == nil {
 			err = checkDataFileGiven(req)
@@ -119,6 +126,12 @@ func parseCreate(o *opts, req *createRequest) error {
 			return err
 		}
 		for _, p := range kv {
+			if isHintOption(p[0]) {
+				if err := req.setHintOption(p[0], p[1]); err != nil {
+					return err
+				}
+				continue
+			}
 			if req.format == "vpc" {
 				if err := req.setVPCOption(p[0], p[1]); err != nil {
 					return err
@@ -270,14 +283,15 @@ func formattingLine(req *createRequest) string {
 	fmt.Fprintf(&b, "Formatting '%s', fmt=%s ", req.path, req.format)
 	switch req.format {
 	case "raw":
-		fmt.Fprintf(&b, "size=%d", o.Size)
+		// The file driver's options in its order.
+		fmt.Fprintf(&b, "size=%d%s", o.Size, req.nocowShown())
 		if req.given["preallocation"] {
 			fmt.Fprintf(&b, " preallocation=%s", o.Preallocation)
 		}
-		return b.String()
+		return b.String() + req.hintShown()
 	case "vmdk":
 		b.WriteString(vmdkFormatting(req))
-		return b.String()
+		return b.String() + req.nocowShown() + req.hintShown()
 	case "vpc":
 		fmt.Fprintf(&b, "size=%d", o.Size)
 		if req.given["subformat"] {
@@ -286,7 +300,7 @@ func formattingLine(req *createRequest) string {
 		if req.given["force_size"] {
 			fmt.Fprintf(&b, " force_size=%s", req.vpc.forceSize)
 		}
-		return b.String()
+		return b.String() + req.nocowShown() + req.hintShown()
 	}
 	b.WriteString(encryptLine(req))
 	cs := o.ClusterSize
@@ -322,7 +336,7 @@ func formattingLine(req *createRequest) string {
 		rb = 16
 	}
 	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", onOff(o.LazyRefcounts), rb)
-	return b.String()
+	return b.String() + req.nocowShown() + req.hintShown()
 }
 
 // show is option k's value v as the "Formatting" line shows it: as
@@ -364,10 +378,16 @@ func doCreate(req *createRequest) error {
 		return req.late
 	}
 	switch req.format {
+	case "raw", "vpc", "vmdk":
+		if err := req.opts.Hints.Check(); err != nil {
+			return err
+		}
+	}
+	switch req.format {
 	case "raw":
-		return createRaw(req.file, req.opts.Size, req.opts.Preallocation)
+		return createRaw(req.file, req.opts.Size, req.opts.Preallocation, req.opts.Hints)
 	case "vpc":
-		return createVPC(req.file, req.opts.Size, req.vpc)
+		return createVPC(req.file, req.opts.Size, req.vpc, req.opts.Hints)
 	case "vmdk":
 		return createVMDK(req.file, req.opts.Size, req)
 	}
@@ -419,15 +439,15 @@ func allocateFirstBlock(f block.Device, size int64) error {
 // prealloc falloc or full allocates the whole file as QEMU's file driver
 // does (fallocate; zeros written); off (or "") leaves it sparse but for
 // its first block.
-func createRaw(path string, size int64, prealloc string) error {
-	return createEmpty(path, func(f *uring.File) error { return fillRaw(f, path, size, prealloc) })
+func createRaw(path string, size int64, prealloc string, hints qcow2.FileHints) error {
+	return createEmpty(path, hints, func(f *uring.File) error { return fillRaw(f, path, size, prealloc) })
 }
 
 // createEmpty opens the file at path (made if need be), takes its write
 // lock (write and resize, shared with nobody), empties it and lets fill
 // write the new image, then closes it: an image another process uses
 // is left untouched.
-func createEmpty(path string, fill func(f *uring.File) error) error {
+func createEmpty(path string, hints qcow2.FileHints, fill func(f *uring.File) error) error {
 	f, err := uring.Open(path, uring.Options{Create: true, Perm: 0o644, Backend: uring.Threads})
 	if err != nil {
 		return createErr(path, err)
@@ -438,6 +458,7 @@ func createEmpty(path string, fill func(f *uring.File) error) error {
 		err = f.Truncate(0)
 	}
 	if err == nil {
+		hints.Apply(f) // while the file is empty, as QEMU's file driver
 		err = fill(f)
 	}
 	if cerr := f.Close(); err == nil {

@@ -143,7 +143,7 @@ func createVMDK(path string, size int64, req *createRequest) error {
 	if _, err := format.NewDescriptor(o, 0, ""); err != nil {
 		return err // before the file is made, as QEMU
 	}
-	return createEmpty(path, func(f *uring.File) error {
+	return createEmpty(path, req.opts.Hints, func(f *uring.File) error {
 		_, err := vmdk.Create(f, vmdk.CreateOptions{NewOptions: o, Name: filepath.Base(path)})
 		return err
 	})

@@ -37,9 +37,9 @@ func (req *createRequest) setVPCOption(k, v string) error {
 
 // createVPC makes a VHD image as qemu-img create -f vpc does (vhd's
 // VD10), in a file emptied only once qimg holds its write lock.
-func createVPC(path string, size int64, o vpcCreate) error {
+func createVPC(path string, size int64, o vpcCreate, hints qcow2.FileHints) error {
 	fixed := o.subformat == "fixed"
-	return createEmpty(path, func(f *uring.File) error {
+	return createEmpty(path, hints, func(f *uring.File) error {
 		size, err := vhd.Create(f, vhd.CreateOptions{Size: size, Fixed: fixed, ForceSize: o.forced})
 		if errors.Is(err, format.ErrTooLarge) {
 			// qemu-img's words for the driver's EFBIG.

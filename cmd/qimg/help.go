@@ -84,7 +84,7 @@ func (e *env) answerOptionsHelp(o *opts, f string) (code int, done bool) {
 	if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" {
 		return e.errorf(1, "%v", outFormatError(f)), true
 	}
-	createOptionsHelp(e.stdout, f)
+	createOptionsHelp(e.stdout, f, len(o.args) > 0)
 	return 0, true
 }
 
@@ -125,8 +125,8 @@ var rawCreateOptions = []createOption{
 }
 
 // createOptionsHelp prints the create options of a format with their
-// meaning, in qemu-img's layout.
-func createOptionsHelp(w io.Writer, format string) {
+// meaning, in qemu-img's layout; withFile: a file name was given.
+func createOptionsHelp(w io.Writer, format string, withFile bool) {
 	opts := qcow2CreateOptions
 	switch format {
 	case "raw":
@@ -135,6 +135,11 @@ func createOptionsHelp(w io.Writer, format string) {
 		opts = vpcCreateOptions
 	case "vmdk":
 		opts = vmdkCreateOptions
+	}
+	if withFile {
+		// As qemu-img: the file driver's options too (nocow,
+		// extent_size_hint) once a file name says where.
+		opts = withHints(opts)
 	}
 	fmt.Fprintf(w, "Supported %s options:\n", format)
 	for _, o := range opts {

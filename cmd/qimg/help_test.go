@@ -45,6 +45,16 @@ func TestCreate_OptionsHelp(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q, stdout:\n%s", args, code, e, out)
 		}
 	}
+	// The file driver's options once a file name is given, as qemu-img.
+	for _, f := range []string{"qcow2", "raw", "vmdk", "vpc"} {
+		with, without := mustQ(t, "create", "-f", f, "-o", "help", "x"), mustQ(t, "create", "-f", f, "-o", "help")
+		for _, name := range []string{"nocow", "extent_size_hint"} {
+			if !strings.Contains(with, "  "+name+"=<") || strings.Contains(without, "  "+name+"=<") {
+				t.Errorf("-f %s -o help: %s listed with a file name %v, without %v", f, name,
+					strings.Contains(with, name), strings.Contains(without, name))
+			}
+		}
+	}
 	out := mustQ(t, "create", "-o", "help")
 	for _, name := range []string{"cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "compression_type", "extended_l2", "encrypt.format", "encrypt.key-secret"} {
 		if !strings.Contains(out, "  "+name+"=<") {
