@@ -267,7 +267,58 @@ func (im *Image) dfZeroRaw(off, n int64, flags block.Flags) error {
 	if err != nil {
 		return err
 	}
-	return d.WriteZeroes(off, n, flags&(block.MayUnmap|block.Allocate))
+	flags &= block.MayUnmap | block.Allocate
+	za := max(d.Caps().ZeroAlign, d.Caps().Align, 1)
+	if flags&block.Allocate == 0 || (off%za == 0 && (off+n)%za == 0) {
+		return d.WriteZeroes(off, n, flags)
+	}
+	// An Allocate the qcow2 entries honour (its edges checked) but not
+	// aligned to the data file's blocks, which the device refuses (B3):
+	// QEMU's file driver zeroes it with fallocate, which writes the
+	// partial blocks at its ends. The whole blocks first, with Allocate,
+	// so that a refusal (ZERO_RANGE unsupported) has changed nothing;
+	// then the partial ones.
+	a, b := (off+za-1)/za*za, (off+n)/za*za
+	if a < b {
+		if err := d.WriteZeroes(a, b-a, flags); err != nil {
+			return err
+		}
+	} else {
+		a, b = off+n, off+n
+	}
+	if off < a {
+		if err := d.WriteZeroes(off, a-off, flags&block.MayUnmap); err != nil {
+			return err
+		}
+	}
+	if b < off+n {
+		return d.WriteZeroes(b, off+n-b, flags&block.MayUnmap)
+	}
+	return nil
+}
+
+// dfZeroRawEdge zeroes [s, s+n) of a raw data file (data_file_raw):
+// the whole (sub)cluster that an unaligned zero write's edge makes (or
+// finds) a zero (sub)cluster because it reads as zeros outside the
+// range. QEMU 7.2's qcow2_co_pwrite_zeroes widens such an edge to its
+// (sub)cluster before qcow2_subcluster_zeroize, which zeroes the data
+// file over all of it (DF6): the data file stays the disk's raw image
+// there too, not only over the range asked for. Called before the entry
+// changes, with the guest cluster registered (Q7: no write allocates
+// the (sub)cluster meanwhile, and it reads as zeros, so no guest data
+// lives in those bytes) and mu not held, where zeroesRawEdges.
+func (im *Image) dfZeroRawEdge(s, n int64) error {
+	d, err := im.dataDev()
+	if err != nil {
+		return err
+	}
+	return d.WriteZeroes(s, n, 0)
+}
+
+// zeroesRawEdges says whether an unaligned zero write's edges zero a
+// raw data file (dfZeroRawEdge): data_file_raw, not encrypted.
+func (im *Image) zeroesRawEdges() bool {
+	return im.df.raw && im.df.ext && im.crypt == nil
 }
 
 // refuseDataFile is the error of what QEMU 7.2 refuses on an image with

@@ -403,6 +403,10 @@
 //	    file before the metadata's write-back.
 //	DF6 As QEMU 7.2: with data_file_raw, a zero write zeroes the data
 //	    file's range before the entries change (qcow2_subcluster_zeroize),
+//	    and the whole (sub)cluster of an unaligned edge that becomes (or
+//	    is) a zero one, with the guest cluster registered and mu not
+//	    held (dfZeroRawEdge); an Allocate not aligned to the data file's
+//	    blocks zeroes their partial ones as QEMU's fallocate does,
 //	    but not on an encrypted image (unlike QEMU): its data file holds
 //	    ciphertext, and plaintext zeros under entries that still map them
 //	    (the edges of an unaligned range, or after a crash before the

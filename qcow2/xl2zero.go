@@ -221,17 +221,32 @@ func (im *Image) tryZeroSubIfReadsZero(s, p, q int64, dry bool, fr *freeList) (*
 		return nil, false, err
 	}
 	i := im.g.SubIndex(im.g.InCluster(goff))
+	scs := int64(im.g.SubclusterSize())
+	zero := bm&format.SubZeroRange(i, i+1) != 0
 	switch {
-	case bm&format.SubZeroRange(i, i+1) != 0:
-		return nil, true, nil
+	case zero:
 	case bm&format.SubAllocRange(i, i+1) != 0:
 		return nil, false, nil
-	}
-	scs := int64(im.g.SubclusterSize())
-	if !im.backingZeroAround(s, s+scs, p, q) {
+	case !im.backingZeroAround(s, s+scs, p, q):
 		return nil, false, nil
 	}
 	if dry {
+		return nil, true, nil
+	}
+	if im.zeroesRawEdges() {
+		// A raw data file is zeroed over the whole subcluster first,
+		// as QEMU does (DF6): outside mu, the cluster still registered.
+		im.mu.Unlock()
+		err = im.dfZeroRawEdge(s, scs)
+		im.mu.Lock()
+		if err == nil {
+			err = im.writableLocked()
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if zero {
 		return nil, true, nil
 	}
 	done, err := im.zeroSubclustersLocked(goff, scs, fr)

@@ -505,25 +505,42 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, 
 	if err != nil {
 		return false, nil, err
 	}
+	cs := int64(im.g.ClusterSize)
+	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
+	zero := false
 	switch im.kindOf(e) { // DF2: a data file's cluster at 0 is allocated
 	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
-		return true, nil, nil
+		zero = true
 	case format.ClusterUnallocated:
 	default:
 		return false, nil, nil
 	}
-	if im.ver.Load() < 3 {
+	if !zero && im.ver.Load() < 3 {
 		// No zero clusters: without a backing file an unallocated
 		// cluster reads as zeros for good, and QEMU's zeroing of it
 		// is a discard (nothing to do); with one, buffers.
 		return !im.hasBackingFileLocked(), nil, nil
 	}
-	cs := int64(im.g.ClusterSize)
-	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
-	if !im.backingZeroAround(start, start+cs, p, q) {
+	if !zero && !im.backingZeroAround(start, start+cs, p, q) {
 		return false, nil, nil
 	}
 	if dry {
+		return true, nil, nil
+	}
+	if im.zeroesRawEdges() {
+		// A raw data file is zeroed over the whole cluster first, as
+		// QEMU does (DF6): outside mu, the cluster still registered.
+		im.mu.Unlock()
+		err = im.dfZeroRawEdge(start, cs)
+		im.mu.Lock()
+		if err == nil {
+			err = im.writableLocked()
+		}
+		if err != nil {
+			return false, nil, err
+		}
+	}
+	if zero {
 		return true, nil, nil
 	}
 	if err := im.zeroClusterLocked(goff, false, noDiscard, fr); err != nil {

@@ -204,9 +204,12 @@ func zeRun(t *testing.T, c zeCase, seed int64, nops int) {
 			t.Fatalf("%s: %v", cmd, err)
 		}
 		if qok != (err == nil) && !(strings.Contains(c.opts, "data_file_raw") && qok) {
-			// data_file_raw: QEMU's file driver zeroes an unaligned
-			// range with fallocate under NO_FALLBACK, uring.File
-			// refuses partial blocks (U2): pre-existing, not checked.
+			// data_file_raw: this test opens the image with the default
+			// opener (block.OSFile), which has no efficient zeroing,
+			// so an Allocate that must zero the data file is refused
+			// where QEMU's fallocate zeroes it: the device's
+			// capability, not checked here (over io_uring,
+			// TestDFRaw_AllocateUnalignedMatchesQemu checks it).
 			t.Errorf("op %d %s: qemu-io %q, qring %v\nops:\n%s", i, cmd, strings.TrimSpace(out), err, strings.Join(log, "\n"))
 		}
 		if !qok || err != nil {
