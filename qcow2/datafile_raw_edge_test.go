@@ -288,54 +288,8 @@ func TestDFRaw_ConcurrentEdges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		const G = 4
-		region := int64(4 * 65536)
-		errc := make(chan error, G)
-		for g := 0; g < G; g++ {
-			go func(g int) {
-				rng := rand.New(rand.NewSource(int64(g) + 40))
-				for i := 0; i < 1500; i++ {
-					sc := rng.Int63n(region / 2048)
-					off := sc*2048 + int64(g)*512
-					lo := off + rng.Int63n(200)
-					n := 1 + rng.Int63n(off+512-lo)
-					var want []byte
-					var err error
-					switch rng.Intn(4) {
-					case 0, 1:
-						want = bytes.Repeat([]byte{byte(1 + g + rng.Intn(4)*G)}, int(n))
-						_, err = im.WriteAt(want, lo)
-					case 2:
-						want = make([]byte, n)
-						err = im.WriteZeroes(lo, n, block.MayUnmap)
-					case 3:
-						want = make([]byte, n)
-						err = im.WriteZeroes(lo, n, block.Allocate)
-						if errors.Is(err, block.ErrNotSupported) {
-							err = im.WriteZeroes(lo, n, 0)
-						}
-					}
-					if err != nil {
-						errc <- err
-						return
-					}
-					got := make([]byte, n)
-					if _, err := im.ReadAt(got, lo); err != nil {
-						errc <- err
-						return
-					}
-					if !bytes.Equal(got, want) {
-						errc <- fmt.Errorf("g%d op %d: [%d,+%d) reads %v..., want %d", g, i, lo, n, got[:min(8, len(got))], want[0])
-						return
-					}
-				}
-				errc <- nil
-			}(g)
-		}
-		for g := 0; g < G; g++ {
-			if err := <-errc; err != nil {
-				t.Errorf("xl2=%v: %v", xl2, err)
-			}
+		if err := slotWorkers(im, 4, 4*65536, 1500, 40); err != nil {
+			t.Errorf("xl2=%v: %v", xl2, err)
 		}
 		view := make([]byte, size)
 		if _, err := im.ReadAt(view, 0); err != nil {

@@ -362,54 +362,8 @@ func TestZeroEdge_ConcurrentSlots(t *testing.T) {
 						time.Sleep(time.Duration(off%50) * time.Microsecond)
 					}
 				}})
-				const G = 4
-				region := int64(4 * 65536)
-				errc := make(chan error, G)
-				for g := 0; g < G; g++ {
-					go func(g int) {
-						rng := rand.New(rand.NewSource(int64(g)))
-						for i := 0; i < 3000; i++ {
-							sc := rng.Int63n(region / 2048)
-							off := sc*2048 + int64(g)*512
-							lo := off + rng.Int63n(200)
-							n := 1 + rng.Int63n(off+512-lo)
-							var want []byte
-							var err error
-							switch rng.Intn(4) {
-							case 0, 1:
-								want = bytes.Repeat([]byte{byte(1 + g + rng.Intn(4)*G)}, int(n))
-								_, err = im.WriteAt(want, lo)
-							case 2:
-								want = make([]byte, n)
-								err = im.WriteZeroes(lo, n, 0)
-							case 3:
-								want = make([]byte, n)
-								err = im.WriteZeroes(lo, n, block.Allocate)
-								if errors.Is(err, block.ErrNotSupported) {
-									err = im.WriteZeroes(lo, n, block.MayUnmap)
-								}
-							}
-							if err != nil {
-								errc <- err
-								return
-							}
-							got := make([]byte, n)
-							if _, err := im.ReadAt(got, lo); err != nil {
-								errc <- err
-								return
-							}
-							if !bytes.Equal(got, want) {
-								errc <- fmt.Errorf("g%d op %d: [%d,+%d) reads %v..., want %d", g, i, lo, n, got[:min(8, len(got))], want[0])
-								return
-							}
-						}
-						errc <- nil
-					}(g)
-				}
-				for g := 0; g < G; g++ {
-					if err := <-errc; err != nil {
-						t.Errorf("backing=%v xl2=%v v2=%v: %v", withB, xl2, v2, err)
-					}
+				if err := slotWorkers(im, 4, 4*65536, 3000, 0); err != nil {
+					t.Errorf("backing=%v xl2=%v v2=%v: %v", withB, xl2, v2, err)
 				}
 				im.Close()
 			}
@@ -496,4 +450,63 @@ func TestZeroEdge_RefusedAllocateChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// slotWorkers runs G goroutines of iters random requests each over the
+// first region bytes of im: goroutine g writes data, zeroes (without
+// flags, or with Allocate, falling back to MayUnmap where refused) into
+// its own 512-byte slot of each 2048-byte subcluster, at random offsets
+// and lengths within the slot, and reads each range back. Slots share
+// subclusters and clusters, so unaligned zero writes' edges meet other
+// writers' allocations. The first error or wrong read-back is returned.
+func slotWorkers(im *Image, G int, region int64, iters int, seed int64) error {
+	errc := make(chan error, G)
+	for g := 0; g < G; g++ {
+		go func(g int) {
+			rng := rand.New(rand.NewSource(int64(g) + seed))
+			for i := 0; i < iters; i++ {
+				sc := rng.Int63n(region / 2048)
+				off := sc*2048 + int64(g)*512
+				lo := off + rng.Int63n(200)
+				n := 1 + rng.Int63n(off+512-lo)
+				var want []byte
+				var err error
+				switch rng.Intn(4) {
+				case 0, 1:
+					want = bytes.Repeat([]byte{byte(1 + g + rng.Intn(4)*G)}, int(n))
+					_, err = im.WriteAt(want, lo)
+				case 2:
+					want = make([]byte, n)
+					err = im.WriteZeroes(lo, n, 0)
+				case 3:
+					want = make([]byte, n)
+					err = im.WriteZeroes(lo, n, block.Allocate)
+					if errors.Is(err, block.ErrNotSupported) {
+						err = im.WriteZeroes(lo, n, block.MayUnmap)
+					}
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+				got := make([]byte, n)
+				if _, err := im.ReadAt(got, lo); err != nil {
+					errc <- err
+					return
+				}
+				if !bytes.Equal(got, want) {
+					errc <- fmt.Errorf("g%d op %d: [%d,+%d) reads %v..., want %d", g, i, lo, n, got[:min(8, len(got))], want[0])
+					return
+				}
+			}
+			errc <- nil
+		}(g)
+	}
+	var first error
+	for g := 0; g < G; g++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,17 @@ var kernelFSConfigs = []kernelFSConfig{
 	{"ext4-lazy-4k", "mkfs.ext4", "e2fsck", "cluster_size=4096,lazy_refcounts=on", nil},
 }
 
+// setUp creates the configuration's 1 GiB image with qimg in a new
+// directory d and returns both and qnbd's arguments to serve it.
+func (c kernelFSConfig) setUp(t *testing.T) (d, img string, args []string) {
+	t.Helper()
+	need(t, c.mkfs, c.fsck)
+	d = shortDir(t)
+	img = filepath.Join(d, "disk.qcow2")
+	sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", c.create, img, "1G")
+	return d, img, append(slices.Clip(c.qnbd), "-t", "-f", "qcow2", img)
+}
+
 // needKernelFS skips t where root or the kernel facilities are missing.
 func needKernelFS(t *testing.T) {
 	need(t, "qemu-img", "nbdfuse")
@@ -55,11 +67,8 @@ func TestKernelFileSystem(t *testing.T) {
 	needKernelFS(t)
 	for _, c := range kernelFSConfigs {
 		t.Run(c.name, func(t *testing.T) {
-			need(t, c.mkfs, c.fsck)
-			d := shortDir(t)
-			img := filepath.Join(d, "disk.qcow2")
-			sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", c.create, img, "1G")
-			s := startUnix(t, d, "", append(c.qnbd, "-t", "-f", "qcow2", img)...)
+			d, img, args := c.setUp(t)
+			s := startUnix(t, d, "", args...)
 			k := stackUp(t, d, true, c.mkfs)
 			rng := rand.New(rand.NewPCG(7, 11))
 			want := writeTree(t, rng, k.mnt, "", 120)
@@ -86,11 +95,7 @@ func TestKernelFileSystemServerKilled(t *testing.T) {
 	needKernelFS(t)
 	for _, c := range kernelFSConfigs {
 		t.Run(c.name, func(t *testing.T) {
-			need(t, c.mkfs, c.fsck)
-			d := shortDir(t)
-			img := filepath.Join(d, "disk.qcow2")
-			sh(t, filepath.Join(bin, "qimg"), "create", "-q", "-f", "qcow2", "-o", c.create, img, "1G")
-			args := append(c.qnbd, "-t", "-f", "qcow2", img)
+			d, img, args := c.setUp(t)
 			s := startUnix(t, d, "", args...)
 			k := stackUp(t, d, true, c.mkfs)
 			rng := rand.New(rand.NewPCG(3, 5))
