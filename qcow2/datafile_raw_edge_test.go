@@ -191,16 +191,7 @@ func TestDFRaw_RandomMatchesQemu(t *testing.T) {
 				rng := rand.New(rand.NewSource(int64(s)*7919 + int64(len(c.name))))
 				var ops []dfrOp
 				for i := 0; i < nops; i++ {
-					off := rng.Int63n(size)
-					var n int64
-					switch rng.Intn(3) {
-					case 0:
-						n = 1 + rng.Int63n(3000)
-					case 1:
-						n = 1 + rng.Int63n(140000)
-					default:
-						n = 1 + rng.Int63n(600)
-					}
+					off, n := rng.Int63n(size), randOpLen(rng)
 					if rng.Intn(4) == 0 { // sector aligned
 						off = off / 512 * 512
 						n = (n + 511) / 512 * 512

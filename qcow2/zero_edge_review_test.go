@@ -124,16 +124,7 @@ func zeRun(t *testing.T, c zeCase, seed int64, nops int) {
 	}
 	var log []string
 	for i := 0; i < nops; i++ {
-		off := rng.Int63n(size)
-		var n int64
-		switch rng.Intn(3) {
-		case 0:
-			n = 1 + rng.Int63n(3000)
-		case 1:
-			n = 1 + rng.Int63n(140000)
-		default:
-			n = 1 + rng.Int63n(600)
-		}
+		off, n := rng.Int63n(size), randOpLen(rng)
 		if rng.Intn(8) == 0 {
 			n = size - off
 		}
@@ -509,4 +500,16 @@ func slotWorkers(im *Image, G int, region int64, iters int, seed int64) error {
 		}
 	}
 	return first
+}
+
+// randOpLen is a random request length of the differential zero tests:
+// under a subcluster, around a few clusters, or up to two clusters.
+func randOpLen(rng *rand.Rand) int64 {
+	switch rng.Intn(3) {
+	case 0:
+		return 1 + rng.Int63n(3000)
+	case 1:
+		return 1 + rng.Int63n(140000)
+	}
+	return 1 + rng.Int63n(600)
 }
