@@ -616,9 +616,12 @@ func (im *Image) zeroClusterLocked(goff format.GuestOff, unmap bool, d discardKi
 		// A downgrade came between WriteZeroes' lock-free version
 		// check and here: no zero clusters any more.
 		return errNoZeroClusters
-	case !unmap && im.kindOf(e) == format.ClusterNormal && e.Copied(): // DF2
-		ne = format.MakeL2(e.Offset(), true, true) // keep the allocation
-		fr.kept = true
+	case !unmap && im.kindOf(e) == format.ClusterNormal: // DF2
+		// Keep the allocation, as QEMU's zero_in_l2_slice: also a
+		// cluster a snapshot shares (COPIED clear), whose reference
+		// stays (a later write copies it out, as for a Normal one).
+		ne = format.MakeL2(e.Offset(), e.Copied(), true)
+		fr.kept = e.Copied() // lock-free writes land only in COPIED clusters (Q12)
 	case !unmap && e.Type() == format.ClusterZeroAlloc:
 		return nil
 	default:
