@@ -60,7 +60,9 @@ func TestZero_SharedClusterKeepsOffsetMatchesQemu(t *testing.T) {
 }
 
 // fail reports whether a qemu-io style output says the command failed.
-func fail(out string) bool { return strings.Contains(out, "failed") || strings.Contains(out, "Pattern verification failed") }
+func fail(out string) bool {
+	return strings.Contains(out, "failed") || strings.Contains(out, "Pattern verification failed")
+}
 
 // mapShape is qemu-img map's JSON of p without the offsets' values:
 // which runs are data, zero, and have a host offset.
