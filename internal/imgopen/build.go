@@ -8,6 +8,8 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/vhd"
+	"github.com/qring/qring/vmdk"
 )
 
 // OpenSpec opens the driver tree spec describes (IsSpec syntax). defaults
@@ -56,6 +58,9 @@ func openTree(root map[string]any, defaults Spec) (*Opened, error) {
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
 	}
+	// A vmdk or vpc root (named or probed) is the image its commands see.
+	o.VMDK, _ = dev.(*vmdk.Disk)
+	o.VHD, _ = dev.(*vhd.Disk)
 	o.close = func() error {
 		var errs []error
 		for _, f := range b.beforeClose {
@@ -171,6 +176,9 @@ func noBaseDir(drv string) error {
 //	             and locked as a writable raw image, or a node),
 //	             granularity, wait (default on: closing waits for the
 //	             copy to converge first)
+//	vmdk, vpc    file; read-only; backing=null (vmdk: without its
+//	             parent); vpc's force_size_calc (chs, current_size);
+//	             driver_format.go
 //	throttle     file; iops-total, iops-read, iops-write, bps-total,
 //	             bps-read, bps-write (also as limits.*), burst (seconds)
 var drivers map[string]func(*builder, *node) (block.Device, error)
@@ -181,6 +189,7 @@ func init() {
 		"qcow2": (*builder).qcow2, "raw": (*builder).raw,
 		"blkverify": (*builder).blkverify, "quorum": (*builder).quorum, "mirror": (*builder).mirror,
 		"copy-on-read": (*builder).cor, "throttle": (*builder).throttle,
+		"vmdk": (*builder).vmdk, "vpc": (*builder).vpc,
 	}
 }
 
@@ -220,13 +229,13 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		if drv, err = qcow2.Probe(f); err != nil {
 			return nil, err
 		}
-		if drv != "qcow2" && drv != "raw" {
+		if drv != "qcow2" && drv != "raw" && drv != "vpc" && drv != "vmdk" {
 			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
 		}
 	}
 	open, ok := drivers[drv]
 	if !ok {
-		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, vmdk, vpc, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
 	}
 	if err := b.genericKeys(n, drv); err != nil {
 		return nil, err

@@ -65,13 +65,16 @@ func TestSpecFilename(t *testing.T) {
 		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a","cache":{"direct":true}}}`:               "a",
 		`json:{"driver":"qcow2","file.filename":"a","file.cache.no-flush":"on"}`:                                "a",
 		"plain.qcow2": "plain.qcow2",
+		// backing=null: qemu-img info opens with BDRV_O_NO_IO, where
+		// QEMU does not count an overridden backing file.
+		`json:{"driver":"qcow2","backing":null,"file":"a"}`: "a",
 	} {
 		if got := SpecFilename(s); got != want {
 			t.Errorf("SpecFilename(%s) = %q, want %q", s, got, want)
 		}
 	}
 	for _, s := range []string{`json:{"driver":"throttle","file":"a.qcow2"}`, `json:{"driver":"qcow2","file":{"driver":"throttle","file":"a"}}`, `json:{bad`,
-		`json:{"driver":"raw","offset":512,"file":"a"}`, `json:{"driver":"qcow2","backing":null,"file":"a"}`,
+		`json:{"driver":"raw","offset":512,"file":"a"}`,
 		`json:{"driver":"qcow2","file":{"driver":"file","filename":"a","file":{"driver":"file","filename":"b"}}}`} {
 		if got := SpecFilename(s); got != s || !strings.HasPrefix(got, "json:") {
 			t.Errorf("SpecFilename(%s) = %q, want it unchanged", s, got)

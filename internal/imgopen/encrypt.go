@@ -76,7 +76,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if err != nil {
 		return s, err
 	}
-	if drv != "" && drv != "qcow2" && drv != "raw" {
+	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" {
 		return s, &DriverError{Name: drv}
 	}
 	if drv == "raw" && (n.has("offset") || n.has("size")) {
@@ -126,12 +126,22 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if drv == "" {
 		// Probed now, so that the format's options below apply; a
 		// file that cannot be probed fails when it is opened.
-		if f, err := qcow2.Probe(s.Path); err == nil && (f == "qcow2" || f == "raw") {
+		if f, err := qcow2.Probe(s.Path); err == nil && (f == "qcow2" || f == "raw" || f == "vmdk" || f == "vpc") {
 			drv, s.Format = f, f
 			n.m["driver"], n.used["driver"] = f, true // for done's message
 		}
 	}
+	if drv == "vmdk" || drv == "vpc" {
+		if err := formatImageOpts(n, drv, &s); err != nil {
+			return s, err
+		}
+	}
 	if drv == "qcow2" {
+		noBacking, err := noBackingKey(n)
+		if err != nil {
+			return s, err
+		}
+		s.Opts.NoBacking = s.Opts.NoBacking || noBacking
 		for _, k := range qcow2.OptionNames {
 			if !n.has(k) {
 				continue
@@ -158,6 +168,31 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		}
 	}
 	return s, n.done()
+}
+
+// formatImageOpts reads the keys of a vmdk or vpc node (driver_format.go)
+// into s: read-only, backing=null, vpc's force_size_calc.
+func formatImageOpts(n *node, drv string, s *Spec) error {
+	if n.has("read-only") {
+		ro, err := n.boolean("read-only", false)
+		if err != nil {
+			return err
+		}
+		s.ReadOnly = s.ReadOnly || ro
+	}
+	noBacking, err := noBackingKey(n)
+	if err != nil {
+		return err
+	}
+	if drv == "vmdk" {
+		if n.has("extents") {
+			return &OptionError{Driver: "vmdk", Option: "extents"}
+		}
+		s.Opts.NoBacking = s.Opts.NoBacking || noBacking
+		return nil
+	}
+	s.SizeCalc, err = sizeCalcKey(n)
+	return err
 }
 
 // fileNodeKeys refuses, as QEMU's open does, a file node naming another

@@ -36,6 +36,11 @@ func genericKeys(n *node, drv string, names map[string]bool) error {
 		}
 		names[name] = true
 	}
+	if v, ok := n.m["backing"]; ok && (v == nil || v == "") && drv != "qcow2" && drv != "vmdk" && drv != "vpc" {
+		// backing=null: no backing file, which every node takes in QEMU
+		// (the formats with one read it themselves).
+		n.used["backing"] = true
+	}
 	unmap := false
 	if n.has("discard") {
 		s, err := n.str("discard", "")

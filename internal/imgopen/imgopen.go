@@ -17,6 +17,7 @@ import (
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
+	vhdformat "github.com/qring/qring/vhd/format"
 )
 
 // Spec says how to open one image.
@@ -47,6 +48,9 @@ type Spec struct {
 	// place of the one its header names (QEMU's data-file.filename;
 	// qcow2 DF1), opened and locked here. Open only.
 	DataFile string
+	// SizeCalc is a VHD image's force_size_calc (QEMU's vpc option; an
+	// image spec's). Open only.
+	SizeCalc vhdformat.SizeCalc
 }
 
 // FileOptions maps cache and aio to uring options. An explicit io_uring

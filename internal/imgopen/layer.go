@@ -128,6 +128,14 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 	if op.Image != nil && op.Dev == block.Device(op.Image) {
 		return op.Image, nil // it closes what it stands on (CloseAfter)
 	}
+	// A VMDK or VHD root is a Layer, as a plain backing file of that
+	// format is (openLayer); it closes the nodes under it.
+	if op.VMDK != nil && op.Dev == block.Device(op.VMDK) {
+		return vmdkLayer{op.VMDK}, nil
+	}
+	if op.VHD != nil && op.Dev == block.Device(op.VHD) {
+		return vhdLayer{op.VHD}, nil
+	}
 	if dm, ok := op.Dev.(block.DataMapper); ok {
 		return specDataDev{specDev{op.Dev, op}, dm}, nil
 	}

@@ -238,15 +238,17 @@ func SpecFilename(name string) string {
 		return name
 	}
 	d, ok := root["driver"]
-	if ok && d != "qcow2" && d != "raw" { // none: the backing format's
+	if ok && d != "qcow2" && d != "raw" && d != "vmdk" && d != "vpc" { // none: the backing format's
 		return name
 	}
-	for k := range root {
+	for k, v := range root {
 		if k == "driver" || k == "file" {
 			continue
 		}
-		// Strong: a raw window, children other than the file, the key.
-		if (d == "raw" && (k == "offset" || k == "size")) || k == "backing" || k == "data-file" || k == "encrypt" {
+		// Strong: a raw window, vpc's size calculation, children other
+		// than the file (backing=null is none), the key.
+		if (d == "raw" && (k == "offset" || k == "size")) || (d == "vpc" && k == "force_size_calc") ||
+			k == "backing" && v != nil && v != "null" && v != "" || k == "data-file" || k == "encrypt" || k == "extents" {
 			return name
 		}
 	}

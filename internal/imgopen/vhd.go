@@ -19,7 +19,7 @@ func openVPC(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 		f.Close()
 		return nil, err
 	}
-	d, err := vhd.Open(f, vhd.Options{Name: s.Path, Writable: !ro})
+	d, err := vhd.Open(f, vhd.Options{Name: s.Path, Writable: !ro, SizeCalc: s.SizeCalc})
 	if err != nil {
 		f.Close()
 		return nil, err
