@@ -31,12 +31,17 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 	if _, ok := root["driver"]; !ok {
 		return nil, errors.New("image spec: no driver= key")
 	}
-	return openTree(root, defaults)
+	return openTree(root, defaults, nil)
 }
 
-// openTree opens the driver tree root (ParseSpec's), as OpenSpec.
-func openTree(root map[string]any, defaults Spec) (*Opened, error) {
-	b := &builder{def: defaults}
+// openTree opens the driver tree root (ParseSpec's), as OpenSpec; its
+// throttle nodes, and those of the json: backing files under it, go into
+// ts (nil: a set of its own).
+func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, error) {
+	if ts == nil {
+		ts = &throttleSet{}
+	}
+	b := &builder{def: defaults, throttles: ts}
 	dev, err := b.build(root, "")
 	if err == nil {
 		// Only an accepted spec grows or copies into a mirror's target
@@ -54,7 +59,7 @@ func openTree(root map[string]any, defaults Spec) (*Opened, error) {
 		}
 		return nil, err
 	}
-	o := &Opened{Dev: dev, throttles: b.throttles}
+	o := &Opened{Dev: dev, throttles: ts}
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
 	}
@@ -103,8 +108,9 @@ type builder struct {
 	// remove when it did not.
 	mirrors []*filter.Mirror
 	created []string
-	// throttles are the spec's throttle nodes (Opened.ReleaseThrottles).
-	throttles []*filter.Throttle
+	// throttles collects the spec's throttle nodes, and its json:
+	// backing files' (Opened.ReleaseThrottles).
+	throttles *throttleSet
 	// nodeNames are the node-name values seen (genericKeys).
 	nodeNames map[string]bool
 }

@@ -117,6 +117,6 @@ func (b *builder) throttle(n *node) (block.Device, error) {
 	}
 	t := filter.NewThrottle(child, l, nil)
 	b.inheritDir(t, child)
-	b.throttles = append(b.throttles, t)
+	b.throttles.add(t)
 	return t, nil
 }

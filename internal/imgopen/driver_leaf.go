@@ -83,7 +83,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if o.Opener, err = Opener(cache, aio); err != nil {
 		return nil, err
 	}
-	o.OpenBacking = openLayer
+	o.OpenBacking = b.throttles.openLayer
 	prevRO, prevCache := b.parentRO, b.parentCache
 	b.parentRO, b.parentCache = o.ReadOnly, cache
 	name, dev, err := b.fileChild(n)

@@ -163,7 +163,8 @@ func Open(s Spec) (*Opened, error) {
 	case "qcow2":
 		o := s.Opts
 		o.Opener = op
-		o.OpenBacking = openLayer
+		ts := &throttleSet{}
+		o.OpenBacking = ts.openLayer
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
 		data, err := openDataFile(s.DataFile, op, o)
 		if err != nil {
@@ -178,7 +179,7 @@ func Open(s Spec) (*Opened, error) {
 			return nil, err
 		}
 		file, _ := im.Device().(*uring.File)
-		opened := &Opened{Dev: im, Image: im, File: file, fellBack: fellBack}
+		opened := &Opened{Dev: im, Image: im, File: file, fellBack: fellBack, throttles: ts}
 		if data != nil {
 			opened.close = func() error { return errors.Join(im.Close(), data.Close()) }
 		}

@@ -14,8 +14,14 @@ import (
 // under a qcow2 image, opened read-only and locked as its own opens
 // lock it (vmdk's KD6 for a VMDK's own parents), as a qcow2.Layer (Q23).
 func openLayer(path, format string, o qcow2.Options) (block.Device, error) {
+	return openLayerInto(path, format, o, nil)
+}
+
+// openLayerInto is openLayer; a json: spec's throttle nodes go into ts
+// (nil: a set of their own).
+func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block.Device, error) {
 	if strings.HasPrefix(path, "json:") {
-		return openSpecLayer(path, format, o)
+		return openSpecLayer(path, format, o, ts)
 	}
 	if format != "vmdk" && format != "vpc" {
 		return nil, &qcow2.FormatError{Format: format}
@@ -107,7 +113,7 @@ func (vhdLayer) LayerBacking() block.Device { return nil }
 // them, for the loop check) are every qcow2 node's defaults. A qcow2
 // root is returned as the *qcow2.Image, so the chain walks through it;
 // any other tree closes as a whole.
-func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
+func openSpecLayer(spec, format string, o qcow2.Options, ts *throttleSet) (block.Device, error) {
 	root, err := parseSpec(spec, false)
 	if err != nil {
 		return nil, err
@@ -121,7 +127,7 @@ func openSpecLayer(spec, format string, o qcow2.Options) (block.Device, error) {
 		return nil, fmt.Errorf("a json: backing file may not contain a mirror node")
 	}
 	o.ReadOnly = true
-	op, err := openTree(root, Spec{ReadOnly: true, Opts: o})
+	op, err := openTree(root, Spec{ReadOnly: true, Opts: o}, ts)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package imgopen
 
 import (
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/vhd"
@@ -30,8 +29,9 @@ type Opened struct {
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
-	// throttles are the throttle nodes of a spec (ReleaseThrottles).
-	throttles []*filter.Throttle
+	// throttles are the throttle nodes of a spec and of the json:
+	// backing files under the image (ReleaseThrottles).
+	throttles *throttleSet
 	// fellBack says why the default AIO fell back to threads ("" if it
 	// did not).
 	fellBack string
@@ -66,15 +66,13 @@ func (o *Opened) Format() string {
 	return "raw"
 }
 
-// ReleaseThrottles lets the requests waiting in the spec's throttle nodes
-// through at once, and every later one without waiting
-// (filter.Throttle.Release): for a server whose forced shutdown must not
-// wait out a throttled backlog. Safe to call at any time, and more than
-// once.
+// ReleaseThrottles lets the requests waiting in the throttle nodes of the
+// spec and of the json: backing files under the image through at once,
+// and every later one without waiting (filter.Throttle.Release): for a
+// server whose forced shutdown must not wait out a throttled backlog.
+// Safe to call at any time, and more than once.
 func (o *Opened) ReleaseThrottles() {
-	for _, t := range o.throttles {
-		t.Release()
-	}
+	o.throttles.release()
 }
 
 // Close closes all that was opened: a qcow2 image closes the host file it

@@ -19,6 +19,7 @@ func OpenOverlay(s Spec, base *Opened) (*Opened, error) {
 		closeOverlay = ov.Dev.Close
 	}
 	ov.close = func() error { return errors.Join(closeOverlay(), base.Close()) }
+	// The overlay's json: backing files are base's (Opts.Backing).
 	ov.throttles = base.throttles
 	return ov, nil
 }
