@@ -132,7 +132,7 @@ func TestKernelFileSystemServerKilled(t *testing.T) {
 			k.unfuse(false)
 
 			s = startUnix(t, d, "", args...)
-			k = stackUp(t, d, false, "")
+			k = stackUp(t, d, false, c.mkfs)
 			for name, b := range want {
 				got, err := os.ReadFile(filepath.Join(k.mnt, name))
 				if err != nil {
@@ -165,7 +165,8 @@ type kstack struct {
 }
 
 // stackUp shows the export at d's socket as a file, makes a file system
-// on it with mkfs when fresh, and mounts it (with discard).
+// on it with mkfs when fresh, and mounts it (with discard; mkfs names
+// the file system).
 func stackUp(t *testing.T, d string, fresh bool, mkfs string) *kstack {
 	t.Helper()
 	k := &kstack{t: t, fuseDir: filepath.Join(d, "fuse"), mnt: filepath.Join(d, "mnt"), fuseDone: make(chan error, 1)}
@@ -208,7 +209,13 @@ func stackUp(t *testing.T, d string, fresh bool, mkfs string) *kstack {
 		t.Skipf("no loop device over the FUSE file (%v): %s", err, out)
 	}
 	k.loop = strings.TrimSpace(out)
-	if out, err := cmdOut(120*time.Second, "mount", "-o", "discard", k.loop, k.mnt); err != nil {
+	opts := "discard"
+	if mkfs == "mkfs.xfs" {
+		// After a kill the old mount may linger (lazily unmounted) with
+		// the same UUID, which XFS refuses to mount twice.
+		opts += ",nouuid"
+	}
+	if out, err := cmdOut(120*time.Second, "mount", "-o", opts, k.loop, k.mnt); err != nil {
 		if fresh {
 			t.Skipf("cannot mount (%v): %s", err, out)
 		}
@@ -334,7 +341,11 @@ func readBackQemu(t *testing.T, d, img, fsck string, want map[string][]byte) {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	runT(t, "mount", "-o", "ro,loop", raw, mnt)
+	opts := "ro,loop"
+	if fsck == "xfs_repair" {
+		opts += ",nouuid" // the same file system's UUID as the export's
+	}
+	runT(t, "mount", "-o", opts, raw, mnt)
 	defer runT(t, "umount", mnt)
 	for name, b := range want {
 		got, err := os.ReadFile(filepath.Join(mnt, name))
