@@ -1,9 +1,12 @@
 package main
 
 import (
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -44,4 +47,48 @@ func TestSpec_GenericKeysLikeQemu(t *testing.T) {
 		}
 	}
 	qimgIO(t, "base.qcow2", "read -P 0x5a 0 64k")
+}
+
+// TestSpec_ForceShareMatchesQemu: force-share in a spec (on the format
+// node with read-only, on the file node, in json:) opens an image another
+// process writes, as qemu-img does (qimg refused the key); a bad value,
+// and no force-share, are refused as qemu-img refuses them, and a
+// writable open with it too.
+func TestSpec_ForceShareMatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	testkit.NeedTools(t, "qemu-nbd")
+	d := t.TempDir()
+	t.Chdir(d)
+	qemuImage(t, filepath.Join(d, "held.qcow2"), "qcow2", "1M", "write -P 0x5a 0 64k")
+	holder := exec.Command("qemu-nbd", "-k", filepath.Join(d, "s.sock"), "-f", "qcow2", "held.qcow2")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(d, "s.sock")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-nbd does not listen")
+		}
+	}
+	for _, args := range [][]string{
+		{"info", "--image-opts", "driver=qcow2,force-share=on,read-only=on,file.filename=held.qcow2"},
+		{"info", "--image-opts", "driver=qcow2,file.force-share=on,file.filename=held.qcow2"},
+		{"info", "--image-opts", "driver=qcow2,force-share=maybe,file.filename=held.qcow2"},
+		{"info", "--image-opts", "driver=qcow2,file.filename=held.qcow2"},
+		{"info", `json:{"driver":"qcow2","force-share":true,"read-only":true,"file":{"driver":"file","filename":"held.qcow2"}}`},
+		{"map", "--image-opts", "driver=qcow2,force-share=on,read-only=on,file.filename=held.qcow2"},
+	} {
+		out, _, code := runQ(t, args...)
+		qout, _, qcode := testkit.Run(t, "qemu-img", args...)
+		if code != qcode || out != qout {
+			t.Errorf("%q: qimg exit %d\n%s\nqemu-img exit %d\n%s", args, code, out, qcode, qout)
+		}
+	}
+	// Writable: refused as qemu-io refuses it.
+	if _, e, code := runQ(t, "io", "-c", "read 0 512", "--image-opts", "driver=qcow2,force-share=on,file.filename=held.qcow2"); code == 0 || !strings.Contains(e, "force-share=on can only be used with read-only images") {
+		t.Errorf("writable open with force-share: exit %d, %q", code, e)
+	}
 }

@@ -111,11 +111,18 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		return s, err
 	}
 	names := map[string]bool{}
-	if err := genericKeys(n, drv, names); err != nil {
+	share, err := genericKeys(n, drv, names)
+	if err != nil {
 		return s, err
 	}
-	if fv, err = withoutGenericKeys(fv, names); err != nil {
+	fileShare := false
+	if fv, fileShare, err = withoutGenericKeys(fv, names); err != nil {
 		return s, err
+	}
+	if share || fileShare {
+		// The open refuses it on a writable image, in QEMU's words
+		// (qcow2.ErrForceShareWritable).
+		s.Opts.ForceShare = true
 	}
 	if err := fileNodeKeys(fv); err != nil {
 		return s, err

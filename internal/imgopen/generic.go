@@ -6,23 +6,40 @@ import (
 )
 
 // QEMU's block layer takes a few keys on every node (BlockdevOptions'
-// base: node-name, discard, detect-zeroes, auto-read-only) and the file
+// base: node-name, discard, detect-zeroes, auto-read-only, and
+// force-share, which shares the image locks: genericKeys' share) and the file
 // driver a few tuning ones (aio-max-batch, drop-cache,
 // x-check-cache-dropped). None changes what a node reads: they are
 // checked as QEMU checks them, so that a spec QEMU opens opens here, and
 // then ignored (a discard is advisory either way, zero detection only
 // saves space, the others tune a cache or a batch).
 
-// genericKeys reads and checks those keys of n, a node of driver drv.
+// genericKeys reads and checks those keys of n, a node of driver drv. A
+// force-share=on shares the image locks of the whole tree (QEMU's
+// children inherit it), which a writable open refuses
+// (qcow2.ErrForceShareWritable).
 func (b *builder) genericKeys(n *node, drv string) error {
 	if b.nodeNames == nil {
 		b.nodeNames = map[string]bool{}
 	}
-	return genericKeys(n, drv, b.nodeNames)
+	share, err := genericKeys(n, drv, b.nodeNames)
+	if share {
+		b.def.Opts.ForceShare = true
+	}
+	return err
 }
 
-// genericKeys is builder.genericKeys with names, the node names seen.
-func genericKeys(n *node, drv string, names map[string]bool) error {
+// genericKeys is builder.genericKeys with names, the node names seen;
+// share reports force-share=on.
+func genericKeys(n *node, drv string, names map[string]bool) (share bool, err error) {
+	err = genericKeysOf(n, drv, names)
+	if err == nil && n.has("force-share") {
+		share, _ = n.boolean("force-share", false) // checked with the bools
+	}
+	return share, err
+}
+
+func genericKeysOf(n *node, drv string, names map[string]bool) error {
 	if n.has("node-name") {
 		name, err := n.str("node-name", "")
 		if err != nil {
@@ -70,7 +87,7 @@ func genericKeys(n *node, drv string, names map[string]bool) error {
 			return &ValueError{Msg: "invalid parameter value: " + s}
 		}
 	}
-	bools := []string{"auto-read-only"}
+	bools := []string{"auto-read-only", "force-share"}
 	if drv == "file" {
 		bools = append(bools, "drop-cache", "x-check-cache-dropped")
 		if n.has("aio-max-batch") {
@@ -115,15 +132,17 @@ func checkNodeName(s string) error {
 }
 
 // withoutGenericKeys checks the generic keys of v, a file node given as
-// a map (see genericKeys), and returns it without them.
-func withoutGenericKeys(v any, names map[string]bool) (any, error) {
+// a map (see genericKeys), and returns it without them, and whether it
+// asked for force-share.
+func withoutGenericKeys(v any, names map[string]bool) (any, bool, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		return v, nil
+		return v, false, nil
 	}
 	n := newNode(m, "file")
-	if err := genericKeys(n, "file", names); err != nil {
-		return nil, err
+	share, err := genericKeys(n, "file", names)
+	if err != nil {
+		return nil, false, err
 	}
 	rest := make(map[string]any, len(m))
 	for k, x := range m {
@@ -131,5 +150,5 @@ func withoutGenericKeys(v any, names map[string]bool) (any, error) {
 			rest[k] = x
 		}
 	}
-	return rest, nil
+	return rest, share, nil
 }
