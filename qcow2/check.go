@@ -24,6 +24,11 @@ type CheckOptions struct {
 	// MaxMessages caps the detail lines kept (default 1000).
 	MaxMessages int
 	rebuilt     bool // the refcount structures were just rebuilt: never again
+	// live: the engine's own check at a flush (invariants): a table the
+	// open found in the slack past the end of the file is the input's
+	// (accepted by the writable open, written back there), not a
+	// corruption the engine made.
+	live bool
 }
 
 // CheckResult is qemu-img check's ImageCheck.
@@ -327,7 +332,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// (written back later).
 	nclusters = max(nclusters, g.HostCluster(im.space.mark()))
 	c.ref = make([]uint32, nclusters)
-	if fc := (c.fsize + cs - 1) >> g.ClusterBits; im.space.slackHi > fc {
+	if fc := (c.fsize + cs - 1) >> g.ClusterBits; im.space.slackHi > fc && !o.live {
 		c.slackLo, c.slackHi = max(fc, im.space.slackLo), im.space.slackHi
 	}
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)

@@ -505,7 +505,7 @@ func (im *Image) flushLocked() error {
 		// COPIED flag missing on a cluster whose count just went back
 		// to 1 (snapshot delete and apply fix them after the counts)
 		// only costs a copy on the next write, and is let by.
-		if r, err := im.checkLocked(CheckOptions{MaxMessages: 1 << 30}, RepairNone); err == nil && r.Corruptions > 0 && !onlyMissingCopied(r.Messages) {
+		if r, err := im.checkLocked(CheckOptions{MaxMessages: 1 << 30, live: true}, RepairNone); err == nil && r.Corruptions > 0 && !onlyMissingCopied(r.Messages) {
 			if err := invariants.Assertf(false, "flush: %d corruptions: %v", r.Corruptions, r.Messages[:min(len(r.Messages), 5)]); err != nil {
 				return err
 			}
