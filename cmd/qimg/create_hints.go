@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -23,15 +24,7 @@ var fileHintOptions = []createOption{
 // by name as -o help lists them.
 func withHints(opts []createOption) []createOption {
 	out := append(slices.Clip(opts), fileHintOptions...)
-	slices.SortFunc(out, func(a, b createOption) int {
-		switch {
-		case a.name < b.name:
-			return -1
-		case a.name > b.name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b createOption) int { return cmp.Compare(a.name, b.name) })
 	return out
 }
 
