@@ -562,12 +562,7 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 			}
 		}
 		for _, r := range runs {
-			if mode == PreallocFalloc && im.dcap.ZeroFlags&block.Allocate != 0 {
-				if err := im.dev.WriteZeroes(r.off, r.end-r.off, block.Allocate); err == nil {
-					continue
-				}
-			}
-			if err := block.WriteZeroBuffers(im.dev, r.off, r.end-r.off); err != nil {
+			if err := reserveData(im.dev, r.off, r.end, mode); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"errors"
+
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -33,15 +35,8 @@ func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) 
 		return err
 	}
 	if p.dataTo > p.dataFrom {
-		from, n := int64(p.dataFrom), int64(p.dataTo-p.dataFrom)
-		err := block.ErrNotSupported
-		if o.Preallocation == PreallocFalloc && dev.Caps().ZeroFlags&block.Allocate != 0 {
-			err = dev.WriteZeroes(from, n, block.Allocate)
-		}
-		if err != nil {
-			if err := block.WriteZeroBuffers(dev, from, n); err != nil {
-				return err
-			}
+		if err := reserveData(dev, int64(p.dataFrom), int64(p.dataTo), o.Preallocation); err != nil {
+			return err
 		}
 	}
 	if p.cowTo > p.cowFrom {
@@ -191,4 +186,29 @@ func (w *clusterWriter) l2Tables(p *preallocPlan) error {
 		}
 	}
 	return nil
+}
+
+// reserveData gives the file's range [from, to) its space for
+// preallocation falloc (reserved: fallocate) or full (zeros written), as
+// QEMU's file driver does. Zeros are written for falloc only where the
+// file refuses to reserve (ErrNotSupported, B3): any other error (a file
+// too large, EFBIG; no space) is the answer, not a reason to write
+// zeros until the disk is full. Before zeros are written the file takes
+// its final length, as QEMU's full preallocation truncates first, so
+// that a length the file system cannot hold fails at once.
+func reserveData(dev block.Device, from, to int64, mode string) error {
+	if mode == PreallocFalloc && dev.Caps().ZeroFlags&block.Allocate != 0 {
+		err := dev.WriteZeroes(from, to-from, block.Allocate)
+		if !errors.Is(err, block.ErrNotSupported) {
+			return err
+		}
+	}
+	if sz, err := dev.Size(); err != nil {
+		return err
+	} else if sz < to {
+		if err := dev.Truncate(to); err != nil {
+			return err
+		}
+	}
+	return block.WriteZeroBuffers(dev, from, to-from)
 }

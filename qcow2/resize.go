@@ -381,10 +381,7 @@ func (im *Image) dfAllocate(from, to int64, mode string) error {
 	if err != nil {
 		return err
 	}
-	if mode == PreallocFalloc && d.WriteZeroes(from, to-from, block.Allocate) == nil {
-		return d.Flush()
-	}
-	if err := block.WriteZeroBuffers(d, from, to-from); err != nil {
+	if err := reserveData(d, from, to, mode); err != nil {
 		return err
 	}
 	return d.Flush()

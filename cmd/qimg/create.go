@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -372,8 +373,23 @@ func (req *createRequest) resolveFile() error {
 	return nil
 }
 
-// doCreate creates the image.
+// doCreate creates the image. A file too large for the file system
+// (EFBIG, from the size or its preallocation) is the format's limit in
+// qemu-img's words (bdrv_img_create), for every format.
 func doCreate(req *createRequest) error {
+	err := createFormat(req)
+	if errors.Is(err, syscall.EFBIG) {
+		hint := ""
+		if req.format == "qcow2" { // the only format with a cluster_size option
+			hint = " (try using a larger cluster size)"
+		}
+		return fmt.Errorf("The image size is too large for file format '%s'%s", req.format, hint)
+	}
+	return err
+}
+
+// createFormat creates the image in req's format.
+func createFormat(req *createRequest) error {
 	if req.late != nil {
 		return req.late
 	}
