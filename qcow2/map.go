@@ -95,13 +95,60 @@ func MapRaw(d block.Device) ([]MapEntry, error) {
 	})
 }
 
+// NodeMap is Map of [from, to) for the image alone, as a node over it
+// sees its status (QEMU's raw driver passes its child's status through,
+// BDRV_BLOCK_RAW, and qemu-img map then walks no backing chain): where
+// the image allocates nothing and a backing file would supply the data,
+// an extent is neither present, nor zero, nor data; past a shorter
+// backing file's end (as block status is asked from the extent's start)
+// and without one it reads as zeros, as in Map.
+//
+// Whether such an extent reads as zeros is decided where QEMU asks: at
+// the start of each of its block status answers, which run over
+// clusters of one kind up to the end of an L2 table (the default L2
+// slice), so an answer that starts before the backing file's end covers
+// what lies past it too.
+func (im *Image) NodeMap(from, to int64) ([]MapEntry, error) {
+	m := mapper{holes: map[*Image]bool{}}
+	cover := int64(im.g.ClusterSize * im.g.L2Entries) // guest bytes of one L2 table
+	return mapRange(from, to, func(off, n int64) (MapEntry, error) {
+		s, err := im.BlockStatus(off, n)
+		if err != nil {
+			return MapEntry{}, err
+		}
+		if s.Allocated || im.backing == nil || s.HostOff >= 0 {
+			return m.statusChain(im, off, n, 0)
+		}
+		// One answer of QEMU's: the unallocated clusters up to the end
+		// of the L2 table (BlockStatus stops earlier).
+		e := MapEntry{Start: off, Length: s.Len, Zero: off >= im.bsize}
+		end := min(off+n, (off/cover+1)*cover)
+		for e.Start+e.Length < end {
+			s, err := im.BlockStatus(e.Start+e.Length, end-e.Start-e.Length)
+			if err != nil {
+				return MapEntry{}, err
+			}
+			if s.Allocated || s.HostOff >= 0 {
+				break
+			}
+			e.Length += s.Len
+		}
+		return e, nil
+	})
+}
+
 // mapExtents covers [0, size) with the extents next returns, merging
 // neighbours that differ in nothing but their place, as qemu-img map
 // does.
 func mapExtents(size int64, next func(off, n int64) (MapEntry, error)) ([]MapEntry, error) {
+	return mapRange(0, size, next)
+}
+
+// mapRange is mapExtents over [from, to).
+func mapRange(from, to int64, next func(off, n int64) (MapEntry, error)) ([]MapEntry, error) {
 	var out []MapEntry
-	for off := int64(0); off < size; {
-		e, err := next(off, size-off)
+	for off := from; off < to; {
+		e, err := next(off, to-off)
 		if err != nil {
 			return nil, err
 		}

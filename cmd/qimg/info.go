@@ -16,6 +16,8 @@ import (
 	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
+	"github.com/qring/qring/vhd"
+	"github.com/qring/qring/vmdk"
 )
 
 // imageInfo is qemu-img info's ImageInfo (the fields we fill).
@@ -173,6 +175,26 @@ func diskUsage(path string) int64 {
 	return fi.Size()
 }
 
+// rawNodeClusterSize is the cluster size of the format node under raw
+// nodes (qcow2, vpc, vmdk), which QEMU's raw driver reports as its own
+// (raw_get_info), or 0.
+func rawNodeClusterSize(img *imgopen.Opened) int64 {
+	child, _ := imgopen.RawStack(img.Dev)
+	if child == img.Dev {
+		return 0
+	}
+	switch c := child.(type) {
+	case *qcow2.Image:
+		h := c.Header()
+		return int64(h.ClusterSize())
+	case *vhd.Disk:
+		return c.BlockSize()
+	case *vmdk.Disk:
+		return c.ClusterSize()
+	}
+	return 0
+}
+
 // collectInfo gathers qemu-img info's fields for an open image.
 func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, error) {
 	if p, err := protocol.Path(path, false); err == nil {
@@ -193,6 +215,9 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	}
 	im := img.Image
 	if im == nil {
+		if c := rawNodeClusterSize(img); c != 0 {
+			inf.ClusterSize = c
+		}
 		return inf, nil
 	}
 	snaps, err := readSnapshots(im)

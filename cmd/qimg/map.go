@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
@@ -26,7 +27,54 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 		ext, _, err := vmdkExtents(img.VMDK, false)
 		return ext, err
 	}
+	if size, err := img.Dev.Size(); err != nil {
+		return nil, err
+	} else if ext, ok, err := rawNodeExtents(img.Dev, 0, size); ok {
+		return ext, err
+	}
 	return qcow2.MapRaw(img.Dev)
+}
+
+// rawNodeExtents is the map of a raw node (a window or not) over a
+// format node (qcow2, vpc, vmdk): QEMU's raw driver passes its child's
+// status through (BDRV_BLOCK_RAW), so the map is the child node's own
+// (its backing files are not the raw node's: qcow2.NodeMap) within the
+// window, for [from, to) of the raw node (where qemu-img map starts
+// asking matters: qcow2.NodeMap). ok is false for anything else.
+func rawNodeExtents(dev block.Device, from, to int64) (ext []qcow2.MapEntry, ok bool, err error) {
+	child, off := imgopen.RawStack(dev)
+	if child == dev {
+		return nil, false, nil
+	}
+	switch c := child.(type) {
+	case *qcow2.Image:
+		ext, err = c.NodeMap(off+from, off+to)
+	case *vhd.Disk:
+		ext, err = vhdExtents(c)
+	case *vmdk.Disk:
+		ext, _, err = vmdkExtents(c, false)
+	default:
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	ext = clipExtents(ext, off+from, off+to)
+	for i := range ext {
+		ext[i].Start -= off
+	}
+	return ext, true, nil
+}
+
+// mapImage is the qcow2 image whose chain map's human table names: the
+// image, or the qcow2 node under a raw node.
+func mapImage(img *imgopen.Opened) *qcow2.Image {
+	if img.Image != nil {
+		return img.Image
+	}
+	dev, _ := imgopen.RawStack(img.Dev)
+	im, _ := dev.(*qcow2.Image)
+	return im
 }
 
 // clipExtents is qemu-img map --start-offset/--max-length: the extents
@@ -187,7 +235,16 @@ func runMap(e *env, args []string) int {
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
-		ext = clipExtents(ext, start, min(size, start+min(maxLen, math.MaxInt64-start)))
+		end := min(size, start+min(maxLen, math.MaxInt64-start))
+		ext = clipExtents(ext, start, end)
+		if start < end {
+			// A raw node's child is asked from start (qcow2.NodeMap).
+			if rext, ok, err := rawNodeExtents(img.Dev, start, end); err != nil {
+				return e.errorf(1, "%v", err)
+			} else if ok {
+				ext = rext
+			}
+		}
 	}
 	if out == "json" {
 		writeMapJSON(e.stdout, ext)
@@ -196,7 +253,7 @@ func runMap(e *env, args []string) int {
 	if o.has("image-opts") {
 		path = spec.Path // the file (or the json: spec) the options name
 	}
-	names := chainNames(imgopen.SpecFilename(path), img.Image)
+	names := chainNames(imgopen.SpecFilename(path), mapImage(img))
 	if img.VMDK != nil {
 		// Each extent's file is named (vmdk's KD5): the human table gets
 		// entries whose Depth indexes the file names.

@@ -231,16 +231,19 @@ func cvtstr(v float64) string {
 // qemu-img's messages (an *OpenError); Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	name := s.Path // as given: the outer "Could not open" names it
-	if strings.HasPrefix(name, "json:") {
+	if s.Name != "" {
+		name = s.Name // the --image-opts argument
+	}
+	if strings.HasPrefix(s.Path, "json:") {
 		// QEMU's json: pseudo-protocol: a driver tree (a backing file
 		// name in --backing-chain, or given as the file): the spec names
 		// the formats, so -f does not apply. Not a mirror, which writes
 		// its target (qemu-img has no such driver either; a header's
 		// name would otherwise choose a file to overwrite).
-		if imgopen.SpecHasDriver(name, "mirror") {
+		if imgopen.SpecHasDriver(s.Path, "mirror") {
 			return nil, &OpenError{Path: name, Err: formatError("mirror")}
 		}
-		img, err := imgopen.OpenSpec(name, imgopen.Spec{Format: s.Format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
+		img, err := imgopen.OpenSpec(s.Path, imgopen.Spec{Format: s.Format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
 			Secrets: s.Secrets, Opts: s.Opts})
 		if err != nil {
 			return nil, &OpenError{Path: name, Err: err}

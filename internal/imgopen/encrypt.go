@@ -79,14 +79,16 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" {
 		return s, &DriverError{Name: drv}
 	}
-	if drv == "raw" && (n.has("offset") || n.has("size")) {
-		// A raw window (filter.Raw): a driver tree, opened as the json:
-		// spec it is (OpenSpec), as qemu-img --image-opts opens it.
+	if drv == "raw" && (n.has("offset") || n.has("size")) || stackedFile(root) {
+		// A raw window (filter.Raw), or a format over another node than
+		// a file (driver=raw,file.driver=qcow2): a driver tree, opened as
+		// the json: spec it is (OpenSpec), as qemu-img --image-opts
+		// opens it.
 		b, err := json.Marshal(root)
 		if err != nil {
 			return s, err
 		}
-		s.Path, s.Format = "json:"+string(b), ""
+		s.Path, s.Name, s.Format = "json:"+string(b), arg, ""
 		return s, nil
 	}
 	// Without driver=, the format is probed, as QEMU probes it.
@@ -205,6 +207,21 @@ func formatImageOpts(n *node, drv string, s *Spec) error {
 // fileNodeKeys refuses, as QEMU's open does, a file node naming another
 // driver than file or an option the file driver here does not take
 // (filename and locking only).
+// stackedFile reports whether the spec's file child is a format node
+// (qcow2, raw, vmdk, vpc): a stack, such as a raw node over a qcow2
+// image. Other drivers there keep ImageOpts's refusal.
+func stackedFile(root map[string]any) bool {
+	m, ok := root["file"].(map[string]any)
+	if !ok {
+		return false
+	}
+	switch m["driver"] {
+	case "qcow2", "raw", "vmdk", "vpc":
+		return true
+	}
+	return false
+}
+
 func fileNodeKeys(v any) error {
 	m, ok := v.(map[string]any)
 	if !ok {

@@ -22,7 +22,10 @@ import (
 
 // Spec says how to open one image.
 type Spec struct {
-	Path     string
+	Path string
+	// Name is what messages call the image when it is not Path: the
+	// --image-opts argument that ImageOpts turned into a json: Path.
+	Name     string
 	Format   string // "qcow2", "raw", "vpc" (vhd.go), "vmdk" (vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
