@@ -4,11 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/uring/looptest"
-	"golang.org/x/sys/unix"
 )
 
 // TestCreate_FileTooLargeMatchesQemu: a size the file system cannot hold
@@ -62,8 +62,8 @@ func TestCreate_FileTooLargeMatchesQemu(t *testing.T) {
 func TestCreate_PreallocTooLargeFailsAtOnce(t *testing.T) {
 	d := looptest.Ext4Dir(t, 128<<20)
 	free := func() uint64 {
-		var st unix.Statfs_t
-		if err := unix.Statfs(d, &st); err != nil {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err != nil {
 			t.Fatal(err)
 		}
 		return st.Bavail * uint64(st.Bsize)
