@@ -337,23 +337,11 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	r.TotalClusters = int64((im.hdr.Size + cs - 1) >> g.ClusterBits)
 
-	// Header, refcount table, refcount blocks.
+	// The header; the refcount table, the LUKS area, the bitmaps and
+	// the refcount blocks are counted after the snapshots, in QEMU's
+	// order (calculate_refcounts): their messages come in that order.
 	c.inc(0, cs, "header")
-	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
-	c.checkCryptoArea()
 	c.reportDamage()
-	for i, b := range im.reftable {
-		if b == 0 {
-			continue
-		}
-		if c.outside(g.HostCluster(b), nclusters) {
-			c.msg("ERROR refcount block %d is outside image", i)
-			r.Corruptions++
-			c.distrustRefcounts(fmt.Sprintf("refcount block %d is outside the image", i))
-			continue
-		}
-		c.inc(b, cs, "refcount block")
-	}
 	// Active tree.
 	// nextData is where the next data cluster of the L2 table must lie
 	// not to count as fragmented, 0 before its first (QEMU's
@@ -486,7 +474,21 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			walk(l1, false)
 		}
 	}
+	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
+	c.checkCryptoArea()
 	c.countBitmaps()
+	for i, b := range im.reftable {
+		if b == 0 {
+			continue
+		}
+		if c.outside(g.HostCluster(b), nclusters) {
+			c.msg("ERROR refcount block %d is outside image", i)
+			r.Corruptions++
+			c.distrustRefcounts(fmt.Sprintf("refcount block %d is outside the image", i))
+			continue
+		}
+		c.inc(b, cs, "refcount block")
+	}
 	// References that end less than a cluster past the end of the file
 	// made room for themselves (inc).
 	nclusters = uint64(len(c.ref))

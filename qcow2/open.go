@@ -57,7 +57,8 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 		return nil, err
 	}
 	// Tables must lie inside the file (a cluster of slack for the last).
-	lim := &fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize, lenient: o.ReadOnly || o.Repair}
+	lim := &fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize, lenient: o.ReadOnly || o.Repair,
+		tablesPastEOF: o.ReadOnly && !o.Repair}
 	if err := im.checkTablesInFile(lim); err != nil {
 		return nil, err
 	}
@@ -207,7 +208,10 @@ type fileLimit struct {
 	size    int64
 	end     uint64
 	lenient bool
-	damage  error // the first entry past the limit a lenient open let by
+	// tablesPastEOF lets the refcount and L1 tables run past the limit
+	// (pastTable).
+	tablesPastEOF bool
+	damage        error // the first entry past the limit a lenient open let by
 	// used is the end of the furthest table let by that the engine may
 	// write in place (the L1 and refcount tables, L2 tables, refcount
 	// blocks, the LUKS header): one in the slack past the end of the
@@ -231,6 +235,16 @@ func (l *fileLimit) past(err error) error {
 	return nil
 }
 
+// pastTable is past for the refcount or L1 table itself, let by only
+// when tablesPastEOF is set (a read-only open that repairs nothing: the
+// part past the end reads as zeros, as in QEMU, and Check reports it).
+func (l *fileLimit) pastTable(err error) error {
+	if err == nil || !l.tablesPastEOF {
+		return err
+	}
+	return l.past(err)
+}
+
 // check reports a table of n bytes at off that runs past the limit.
 func (l *fileLimit) check(field string, off, n uint64) error {
 	if off > l.end || n > l.end || off+n > l.end {
@@ -245,9 +259,9 @@ func (l *fileLimit) check(field string, off, n uint64) error {
 func (im *Image) checkTablesInFile(lim *fileLimit) error {
 	h := im.hdr
 	if err := lim.check("refcount_table_offset", uint64(h.RefcountTableOffset), uint64(h.RefcountTableClusters)*im.g.ClusterSize); err != nil {
-		return err
+		return lim.pastTable(err)
 	}
-	return lim.check("l1_table_offset", uint64(h.L1TableOffset), uint64(h.L1Size)*8)
+	return lim.pastTable(lim.check("l1_table_offset", uint64(h.L1TableOffset), uint64(h.L1Size)*8))
 }
 
 // loadReftable reads the refcount table and validates its entries.
