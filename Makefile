@@ -27,7 +27,7 @@ test: lint test-race fuzz-short
 # the invariants alone).
 # TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
 # to the race detector.
-NORACE = TestFaultSweep|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+NORACE = TestFaultSweep|TestIoErr_TruncatePreallocSweep$$|TestIoErr_OpenFaultLeaks$$|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
 # The dirty bitmaps' crash clones and fault sweeps, one writer each,
 # mostly qemu-img and qemu-nbd runs (their concurrent tests,
 # TestBitmapsReview_WritersRacingClose and TestCacheReview_CrashConcurrent,
@@ -56,7 +56,7 @@ CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|TestAmend_RefcountBits|TestRegress_CL
 # tests that run smaller under the race detector (FULLSIZE; about 40 s
 # of test time without it, 2026-12-03).
 FULLSIZE = TestRegress_CloseRacesBackingRead$$|TestRegress_CloseRacesDiscard$$|TestMakeEmpty_ConcurrentWrites$$|TestReview46_ReadsBetweenDeviceOps$$|TestDirect_ZeroThenWritevRMW$$|TestDirect_MisalignedWritePastEOF$$|TestDirect_MisalignedReads$$|TestQueuedMixedStress$$|TestQueuedPipelinedReadAfterWrite$$
-BOTHPASSES = TestTorture$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$|TestCache_StressOrdering$$|$(FULLSIZE)
+BOTHPASSES = TestTorture$$|TestIoErr_Concurrent$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$|TestCache_StressOrdering$$|$(FULLSIZE)
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
 ALLOCS = TestAllocs_|_Allocs|_NoAllocs|TestRun_AllocsPerRequest
