@@ -18,6 +18,14 @@ import (
 // its link, Q2, all at once), so that a crash leaves a file without a
 // qcow2 header, never an image whose tables are missing.
 func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) error {
+	if o.Preallocation == PreallocFalloc || o.Preallocation == PreallocFull {
+		// The file will hold the whole disk: a length the file system
+		// cannot hold (EFBIG) fails now, before the plan's tables of a
+		// huge image are built in memory.
+		if err := dev.Truncate(o.Size); err != nil {
+			return err
+		}
+	}
 	p, err := planPrealloc(g, uint64(o.Size), o.Preallocation)
 	if err != nil {
 		return err
