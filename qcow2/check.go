@@ -29,6 +29,15 @@ type CheckOptions struct {
 	// (accepted by the writable open, written back there), not a
 	// corruption the engine made.
 	live bool
+	// openRepair: the repair of a dirty image at its writable open
+	// (repairDirty). A table that open let by in the slack past the end
+	// of the file (a cluster at most past it, reading as zeros) is the
+	// engine's: it writes it back there and the file grows over it. It
+	// is counted as inside the file, so that its cluster's refcount is
+	// repaired (a lazy refcount may have left it 0, and the allocator
+	// would hand it out again), where QEMU's automatic repair reports
+	// it past the end of the file and opens anyway, its count unchecked.
+	openRepair bool
 }
 
 // CheckResult is qemu-img check's ImageCheck.
@@ -83,7 +92,8 @@ type checker struct {
 	// at the error).
 	unread bool
 	// pastEOF: clusters of a region that reaches a whole cluster or more
-	// past the end of the file (inc): the comparison skips them.
+	// past the end of the file (inc), and past that end themselves: the
+	// comparison skips them (QEMU's stops at the end of the file).
 	pastEOF map[uint64]bool
 }
 
@@ -139,30 +149,34 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 	}
 	first := g.HostCluster(off)
 	last := g.HostCluster(off + format.HostOff(n) - 1)
-	for k := first; k <= last; k++ {
-		if c.outside(k, uint64(len(c.ref))) {
-			// As QEMU: the last cluster may be cut short by the end of
-			// the file (reads past it are zeros); only a region that
-			// reaches a whole cluster or more past the end is an error.
-			if uint64(off)+n-min(c.fsize, uint64(off)+n) < g.ClusterSize {
-				if k >= uint64(len(c.ref)) {
-					c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
-				}
-			} else {
-				c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
-				c.r.Corruptions++
-				c.distrust("a " + what + " past the end of the file")
-				// As QEMU, whose comparison stops at the end of the
-				// file: their stored counts are neither leaks nor the
-				// image's end.
-				if c.pastEOF == nil {
-					c.pastEOF = map[uint64]bool{}
-				}
-				for ; k <= last; k++ {
-					c.pastEOF[k] = true
-				}
-				return
+	// As QEMU: the last cluster may be cut short by the end of the file
+	// (reads past it are zeros); only a region that reaches a whole
+	// cluster or more past the end is an error, and then none of its
+	// clusters is counted (those inside the file too: their stored
+	// counts are leaks, as QEMU reports them).
+	if uint64(off)+n-min(c.fsize, uint64(off)+n) >= g.ClusterSize {
+		for k := first; k <= last; k++ {
+			if !c.outside(k, uint64(len(c.ref))) {
+				continue
 			}
+			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
+			c.r.Corruptions++
+			c.distrust("a " + what + " past the end of the file")
+			// As QEMU, whose comparison stops at the end of the file:
+			// their stored counts past it are neither leaks nor the
+			// image's end.
+			if c.pastEOF == nil {
+				c.pastEOF = map[uint64]bool{}
+			}
+			for ; k <= last; k++ {
+				c.pastEOF[k] = true
+			}
+			return
+		}
+	}
+	for k := first; k <= last; k++ {
+		if k >= uint64(len(c.ref)) {
+			c.ref = append(c.ref, make([]uint32, k+1-uint64(len(c.ref)))...)
 		}
 		if uint64(c.ref[k]) >= g.RefcountMax {
 			// As QEMU: one more reference than the refcount width holds
@@ -326,7 +340,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	if err != nil {
 		return nil, err
 	}
-	c.fsize = uint64(fsize)
+	// As QEMU's bdrv_getlength: the file's length in whole 512-byte
+	// sectors (a file cut inside a sector reads as zeros to its end).
+	// The clusters are the same: a cluster is whole sectors.
+	c.fsize = (uint64(fsize) + 511) &^ 511
+	if o.openRepair && im.space.slackHi > 0 {
+		c.fsize = max(c.fsize, im.space.slackHi<<g.ClusterBits)
+	}
 	nclusters := (c.fsize + cs - 1) >> g.ClusterBits
 	// Clusters the caches or allocator hold past EOF count as in the file
 	// (written back later).
@@ -340,6 +360,24 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// The header; the refcount table, the LUKS area, the bitmaps and
 	// the refcount blocks are counted after the snapshots, in QEMU's
 	// order (calculate_refcounts): their messages come in that order.
+	// Before them, as QEMU (qcow2_check_read_snapshot_table): a version 3
+	// snapshot table entry must record its disk size (16 bytes of extra
+	// data at least); QEMU calls one without it incomplete and -r all
+	// rewrites it (fixIncompleteSnapshots).
+	var incomplete []int
+	if im.hdr.Version >= 3 {
+		for i, s := range im.snapshots {
+			if !s.HasDiskSize() {
+				verb := "ERROR"
+				if repair >= RepairAll {
+					verb = "Repairing"
+				}
+				c.msg("%s snapshot table entry %d is incomplete", verb, i)
+				r.Corruptions++
+				incomplete = append(incomplete, i)
+			}
+		}
+	}
 	c.inc(0, cs, "header")
 	c.reportDamage()
 	// Active tree.
@@ -438,23 +476,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.incEntry(e, "being freed")
 		}
 	}
-	// Snapshots. A version 3 entry must record its disk size (16 bytes
-	// of extra data at least): QEMU calls one without it incomplete and
-	// -r all rewrites it (fixIncompleteSnapshots).
-	var incomplete []int
-	if im.hdr.Version >= 3 {
-		for i, s := range im.snapshots {
-			if !s.HasDiskSize() {
-				verb := "ERROR"
-				if repair >= RepairAll {
-					verb = "Repairing"
-				}
-				c.msg("%s snapshot table entry %d is incomplete", verb, i)
-				r.Corruptions++
-				incomplete = append(incomplete, i)
-			}
-		}
-	}
+	// Snapshots.
 	if im.hdr.NbSnapshots > 0 {
 		// Its first cluster at least, when the open could not parse it
 		// (Q19): as QEMU, the table counts even where entries do not.
@@ -648,7 +670,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		}
 	}
 	if len(fixes) > 0 {
-		im.punchLeaked(fixes, c.fsize)
+		im.punchLeaked(fixes, uint64(fsize))
 		if err := im.applyFixes(fixes, nclusters); err != nil {
 			r.LeaksFixed, r.CorruptionsFixed = 0, 0 // not known durable, or not made
 			return r, err

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
@@ -56,8 +57,10 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.checkFeatures(); err != nil {
 		return nil, err
 	}
-	// Tables must lie inside the file (a cluster of slack for the last).
-	lim := &fileLimit{size: fsize, end: uint64(fsize) + im.g.ClusterSize, lenient: o.ReadOnly || o.Repair,
+	// Tables must lie inside the file (a cluster of slack for the last;
+	// the file's length counted in whole 512-byte sectors, as QEMU's
+	// bdrv_getlength counts it).
+	lim := &fileLimit{size: fsize, end: (uint64(fsize)+511)&^511 + im.g.ClusterSize, lenient: o.ReadOnly || o.Repair,
 		tablesPastEOF: o.ReadOnly && !o.Repair}
 	if err := im.checkTablesInFile(lim); err != nil {
 		return nil, err
@@ -353,10 +356,17 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 	if h.NbSnapshots == 0 {
 		return nil
 	}
-	if err := lim.check("snapshots_offset", uint64(h.SnapshotsOffset), 0); err != nil {
+	if err := lim.pastTable(lim.check("snapshots_offset", uint64(h.SnapshotsOffset), 0)); err != nil {
 		return err
 	}
-	sb, err := ReadSnapshotTable(im.dev, h.SnapshotsOffset, h.NbSnapshots, lim.size)
+	size := lim.size
+	if lim.tablesPastEOF {
+		// As QEMU: the part past the end of the file reads as zeros
+		// (entries of zeros, which Check reports).
+		size = int64(min(uint64(h.SnapshotsOffset)+format.MaxSnapshotTableBytes, math.MaxInt64))
+		size = max(size, lim.size)
+	}
+	sb, err := ReadSnapshotTable(im.dev, h.SnapshotsOffset, h.NbSnapshots, size)
 	if err != nil {
 		return err
 	}
@@ -459,7 +469,7 @@ func (im *Image) repairDirty() error {
 		im.syncState()
 		return nil
 	}
-	r, err := im.Check(CheckOptions{Repair: RepairAll})
+	r, err := im.Check(CheckOptions{Repair: RepairAll, openRepair: true})
 	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
 	}

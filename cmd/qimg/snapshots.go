@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -36,6 +37,9 @@ func readSnapshots(im *qcow2.Image) ([]snapshotInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	// As QEMU (and the read-only open): a table that runs past the end
+	// of the file reads as zeros there.
+	fsize = max(fsize, int64(min(uint64(h.SnapshotsOffset)+format.MaxSnapshotTableBytes, math.MaxInt64)))
 	b, err := qcow2.ReadSnapshotTable(dev, h.SnapshotsOffset, h.NbSnapshots, fsize)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshot table: %w", err)
