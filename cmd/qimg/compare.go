@@ -79,6 +79,8 @@ func newImage(img *imgopen.Opened, ext []qcow2.MapEntry) (*image, error) {
 	cs := int64(512)
 	if img.Image != nil {
 		top, cs = img.Image, int64(img.Image.Geometry().ClusterSize)
+	} else if c := rawNodeClusterSize(img); c != 0 {
+		cs = c // raw_get_info: the child's
 	}
 	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}, st: qcow2.NewStatusWalker(top), clusterSize: cs}, nil
 }

@@ -52,7 +52,7 @@ func rawNodeExtents(dev block.Device, from, to int64) (ext []qcow2.MapEntry, ok 
 	case *vhd.Disk:
 		ext, err = vhdExtents(c)
 	case *vmdk.Disk:
-		ext, _, err = vmdkExtents(c, false)
+		ext, err = vmdkNodeExtents(c)
 	default:
 		return nil, false, nil
 	}
@@ -64,6 +64,55 @@ func rawNodeExtents(dev block.Device, from, to int64) (ext []qcow2.MapEntry, ok 
 		ext[i].Start -= off
 	}
 	return ext, true, nil
+}
+
+// vmdkNodeExtents is the map of a VMDK node alone, as a raw node over
+// it sees its status (QEMU's raw driver passes its child's status
+// through, and the walk stops at the raw node): where the image leaves
+// a grain to its parent, the extent is neither present, nor zero, nor
+// data (zero from the grain after the parent's end on, and without a
+// parent), as
+// bdrv_co_block_status says for a layer with a backing file.
+func vmdkNodeExtents(d *vmdk.Disk) ([]qcow2.MapEntry, error) {
+	size, err := d.Size()
+	if err != nil {
+		return nil, err
+	}
+	psize := int64(-1)
+	if p := d.Parent(); p != nil {
+		if psize, err = p.Size(); err != nil {
+			return nil, err
+		}
+		// QEMU's vmdk answers a grain at a time, zero or not by the
+		// answer's start: the grain holding the parent's end is no zero.
+		psize = imgopen.VMDKGrainEnd(d, psize)
+	}
+	var out []qcow2.MapEntry
+	for off := int64(0); off < size; {
+		e, err := d.Status(off, size-off)
+		if err != nil {
+			return nil, err
+		}
+		m := qcow2.MapEntry{Start: off, Length: min(e.Length, size-off), Present: e.Present, Zero: e.Zero, Data: e.Data, Compressed: e.Compressed}
+		if !e.Present && off < psize {
+			m.Length, m.Zero = min(m.Length, psize-off), false
+		}
+		if e.Offset >= 0 {
+			o := e.Offset
+			m.Offset = &o
+		}
+		off += m.Length
+		if k := len(out); k > 0 {
+			p := &out[k-1]
+			contig := (p.Offset == nil && m.Offset == nil) || (p.Offset != nil && m.Offset != nil && *m.Offset == *p.Offset+p.Length)
+			if p.Present == m.Present && p.Zero == m.Zero && p.Data == m.Data && p.Compressed == m.Compressed && contig {
+				p.Length += m.Length
+				continue
+			}
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // mapImage is the qcow2 image whose chain map's human table names: the

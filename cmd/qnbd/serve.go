@@ -183,6 +183,10 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
 		// A raw window over a qcow2 node: the node's status.
 		exp.Status = nbdqcow2.Node{Image: im, Offset: off}
+	} else if l, ok := imgopen.RawNodeLayer(img.Dev); ok {
+		// A raw node over a VMDK or VHD node: the node's own status, as
+		// QEMU's raw driver passes it through.
+		exp.Status = rawNodeStatus{l}
 	} else if dm, ok := img.Dev.(block.DataMapper); ok {
 		exp.Status = rawStatus{dm}
 	}

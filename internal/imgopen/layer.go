@@ -207,7 +207,8 @@ func (d specDataDev) AllocatedSize() (int64, error) { return d.dm.AllocatedSize(
 
 // StatusDev is the device whose block status QEMU would report for
 // the image (qcow2.NewStatusWalker): the qcow2 image, a VMDK or VHD
-// image as a qcow2.Layer (unallocated grains are no raw data), else Dev.
+// image as a qcow2.Layer (unallocated grains are no raw data), a raw
+// node over a format node as its child's status (RawNodeLayer), else Dev.
 func (o *Opened) StatusDev() block.Device {
 	switch {
 	case o.Image != nil:
@@ -216,6 +217,9 @@ func (o *Opened) StatusDev() block.Device {
 		return vmdkLayer{o.VMDK}
 	case o.VHD != nil && o.Dev == block.Device(o.VHD):
 		return vhdLayer{o.VHD}
+	}
+	if l, ok := RawNodeLayer(o.Dev); ok {
+		return l // a raw node passes its child's status through
 	}
 	return o.Dev
 }

@@ -58,6 +58,22 @@ func (s Node) Extent(off, n int64) (nbd.Extent, error) {
 			bs = qcow2.RawLen(bs) // QEMU's length of a raw file, in sectors
 		}
 		e.Zero = off >= bs
+		// One answer of QEMU's runs over the unallocated clusters up to
+		// the end of the L2 table (BlockStatus may stop earlier), and its
+		// start alone decides zero: the run goes on past the backing
+		// file's end.
+		g := s.Image.Geometry()
+		end := min(off+n, size, (off/int64(g.ClusterSize*g.L2Entries)+1)*int64(g.ClusterSize*g.L2Entries))
+		for off+e.Len < end {
+			nx, err := s.Image.BlockStatus(off+e.Len, end-off-e.Len)
+			if err != nil {
+				return nbd.Extent{}, err
+			}
+			if nx.Allocated {
+				break
+			}
+			e.Len += nx.Len
+		}
 	}
 	return e, nil
 }
