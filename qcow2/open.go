@@ -327,8 +327,6 @@ func (im *Image) loadL1(lim *fileLimit) error {
 	return nil
 }
 
-// loadSnapshots parses the snapshot table, for Check and so that writes
-// never corrupt the snapshots.
 // ReadSnapshotTable reads the bytes of a snapshot table of n entries at
 // off in dev, a file of fsize bytes, for format.ParseSnapshots: a guess
 // of its length first, read again as far as its entries say (a long
@@ -351,6 +349,16 @@ func ReadSnapshotTable(dev block.Device, off format.HostOff, n uint32, fsize int
 	}
 }
 
+// SnapshotTableEnd is as far as a snapshot table at off can reach
+// (format.MaxSnapshotTableBytes): the file size to give ReadSnapshotTable
+// where, as in QEMU, the part of the table past the end of the file
+// reads as zeros.
+func SnapshotTableEnd(off format.HostOff) int64 {
+	return int64(min(uint64(off)+format.MaxSnapshotTableBytes, math.MaxInt64))
+}
+
+// loadSnapshots parses the snapshot table, for Check and so that writes
+// never corrupt the snapshots.
 func (im *Image) loadSnapshots(lim *fileLimit) error {
 	h := im.hdr
 	if h.NbSnapshots == 0 {
@@ -363,8 +371,7 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 	if lim.tablesPastEOF {
 		// As QEMU: the part past the end of the file reads as zeros
 		// (entries of zeros, which Check reports).
-		size = int64(min(uint64(h.SnapshotsOffset)+format.MaxSnapshotTableBytes, math.MaxInt64))
-		size = max(size, lim.size)
+		size = max(SnapshotTableEnd(h.SnapshotsOffset), lim.size)
 	}
 	sb, err := ReadSnapshotTable(im.dev, h.SnapshotsOffset, h.NbSnapshots, size)
 	if err != nil {

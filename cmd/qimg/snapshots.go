@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math"
 	"time"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -39,7 +38,7 @@ func readSnapshots(im *qcow2.Image) ([]snapshotInfo, error) {
 	}
 	// As QEMU (and the read-only open): a table that runs past the end
 	// of the file reads as zeros there.
-	fsize = max(fsize, int64(min(uint64(h.SnapshotsOffset)+format.MaxSnapshotTableBytes, math.MaxInt64)))
+	fsize = max(fsize, qcow2.SnapshotTableEnd(h.SnapshotsOffset))
 	b, err := qcow2.ReadSnapshotTable(dev, h.SnapshotsOffset, h.NbSnapshots, fsize)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshot table: %w", err)
