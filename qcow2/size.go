@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -51,7 +51,7 @@ func parseSize(s string) (uint64, error) {
 		return 0, bad
 	}
 	rest := t[i:]
-	var frac *big.Float // the fraction's digits, exactly
+	var frac uint64 // the fraction in 0.64 fixed point, as QEMU keeps it
 	switch {
 	case val == 0 && (strings.HasPrefix(rest, "x") || strings.HasPrefix(rest, "X")):
 		h := rest[1:]
@@ -76,7 +76,16 @@ func parseSize(s string) (uint64, error) {
 			}
 		}
 		if n > 1 {
-			frac, _, _ = big.ParseFloat("0"+rest[:n], 10, 200, big.ToNearestEven)
+			// qemu_strtosz reads the fraction as a double (strtod,
+			// correctly rounded, as ParseFloat) and keeps its first 64
+			// bits after the point: "7.999E" is 9222219115350168960,
+			// not the exact decimal's ...961.
+			f, _ := strconv.ParseFloat("0"+rest[:n], 64)
+			if f >= 1 { // 17 nines and more round to 1.0
+				frac = math.MaxUint64
+			} else {
+				frac = uint64(f * 0x1p64)
+			}
 		}
 		rest = rest[n:]
 	}
@@ -91,23 +100,20 @@ func parseSize(s string) (uint64, error) {
 	if rest != "" {
 		return 0, bad
 	}
-	if frac != nil && frac.Sign() != 0 && mul == 1 {
+	if frac != 0 && mul == 1 {
 		return 0, bad // a fraction needs a suffix
 	}
-	if val > math.MaxUint64/mul {
+	// 64.64 fixed point times the suffix, the fraction's half rounded
+	// up, as QEMU's do_strtosz.
+	hi, v := bits.Mul64(val, mul)
+	fhi, flo := bits.Mul64(frac, mul)
+	var c uint64
+	v, c = bits.Add64(v, fhi, 0)
+	hi += c
+	v, c = bits.Add64(v, flo>>63, 0)
+	hi += c
+	if hi != 0 {
 		return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
-	}
-	v := val * mul
-	if frac != nil && mul > 1 {
-		// QEMU keeps the fraction in 64.64 fixed point and rounds a
-		// half up; exact enough here at 200 bits.
-		f := new(big.Float).SetPrec(200).Mul(frac, new(big.Float).SetUint64(mul))
-		f.Add(f, big.NewFloat(0.5))
-		add, _ := f.Uint64()
-		if v+add < v {
-			return 0, fmt.Errorf("%w: %q", ErrSizeRange, s)
-		}
-		v += add
 	}
 	return v, nil
 }

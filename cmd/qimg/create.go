@@ -98,7 +98,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 		return nil, usageError{errors.New("Expecting image file name")}
 	case 1:
 	case 2:
-		n, err := cvtnum("image size", o.args[1])
+		n, err := cvtnumFull("image size", o.args[1])
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +174,7 @@ func parseCreate(o *opts, req *createRequest) error {
 				req.shown["compat"] = p[1] // v3 stays v3 in the Formatting line
 			}
 			if p[0] == "size" {
-				req.sizeSet = true
+				req.sizeSet = req.opts.Size != -1
 			}
 		}
 	}
@@ -399,6 +399,9 @@ func createFormat(req *createRequest) error {
 			return err
 		}
 	}
+	if hugeSize(req.opts.Size) && roundSector(req.opts.Size) == 0 && req.format != "vmdk" {
+		req.opts.Size = 0 // create_huge.go
+	}
 	switch req.format {
 	case "raw":
 		return createRaw(req.file, req.opts.Size, req.opts.Preallocation, req.opts.Hints)
@@ -413,13 +416,22 @@ func createFormat(req *createRequest) error {
 	}
 	o := req.opts
 	o.Opener = op
+	huge := hugeSize(o.Size)
+	if huge {
+		// The engine refuses 2^62 with the same files left behind as
+		// any size too large; the words are the size's (create_huge.go).
+		o.Size = 1 << 62
+	}
 	if err := qcow2.Create(req.file, o); err != nil {
 		var de *qcow2.DataFileCreateError
 		if errors.As(err, &de) {
 			return de // QEMU's words, with the data file's name
 		}
 		if errors.Is(err, qcow2.ErrSizeTooLarge) {
-			return errors.New("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+			if huge {
+				return qcow2HugeSizeErr(req.opts.Size)
+			}
+			return errQcow2TooLarge
 		}
 		return createErr(req.file, err)
 	}
@@ -485,6 +497,12 @@ func createEmpty(path string, hints qcow2.FileHints, fill func(f *uring.File) er
 
 // fillRaw is createRaw's image in the emptied file f.
 func fillRaw(f *uring.File, path string, size int64, prealloc string) error {
+	if roundSector(size) < 0 { // create_huge.go
+		if prealloc == "falloc" || prealloc == "full" {
+			return errors.New("Cannot use preallocation for shrinking files")
+		}
+		return errRawNegative
+	}
 	err := f.Truncate((size + 511) &^ 511)
 	if err == nil && size > 0 && !isBlockDevice(path) {
 		if prealloc == "falloc" || prealloc == "full" {

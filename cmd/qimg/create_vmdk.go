@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/vmdk"
 	"github.com/qring/qring/vmdk/format"
@@ -53,8 +52,8 @@ func (req *createRequest) setVMDKOption(k, v string) error {
 	}
 	switch k {
 	case "size":
-		n, _ := qcow2.ParseSize(v)
-		req.opts.Size, req.sizeSet = n, true
+		req.opts.Size = optionSize(v)
+		req.sizeSet = req.opts.Size != -1
 	case "adapter_type":
 		c.adapter = v
 		if !slices.Contains(format.Adapters, v) {
@@ -133,6 +132,10 @@ func createVMDK(path string, size int64, req *createRequest) error {
 	}
 	if req.opts.BackingFile != "" {
 		return errors.New("qimg does not create VMDK images with a backing file")
+	}
+	if size < 0 {
+		// qemu-img writes an image it cannot open (create_huge.go).
+		return fmt.Errorf("vmdk: a size of %d bytes is negative", size)
 	}
 	o := c.o
 	o.Size, o.Adapter, o.ToolsVersion = size, c.adapter, c.toolsversion

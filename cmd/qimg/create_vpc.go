@@ -22,8 +22,8 @@ func (req *createRequest) setVPCOption(k, v string) error {
 	req.given[k] = true
 	switch k {
 	case "size":
-		n, _ := qcow2.ParseSize(v)
-		req.opts.Size, req.sizeSet = n, true
+		req.opts.Size = optionSize(v)
+		req.sizeSet = req.opts.Size != -1
 	case "subformat":
 		req.vpc.subformat = v
 		if v != "dynamic" && v != "fixed" && req.late == nil {
@@ -40,6 +40,9 @@ func (req *createRequest) setVPCOption(k, v string) error {
 func createVPC(path string, size int64, o vpcCreate, hints qcow2.FileHints) error {
 	fixed := o.subformat == "fixed"
 	return createEmpty(path, hints, func(f *uring.File) error {
+		if size < 0 { // create_huge.go
+			return fmt.Errorf("The image size is too large for file format 'vpc'")
+		}
 		size, err := vhd.Create(f, vhd.CreateOptions{Size: size, Fixed: fixed, ForceSize: o.forced})
 		if errors.Is(err, format.ErrTooLarge) {
 			// qemu-img's words for the driver's EFBIG.

@@ -49,6 +49,16 @@ var qemuParamNames = map[string]string{
 	"encrypt.hash-alg":    "hash-alg",
 }
 
+// optionSize is -o size=v (checked by checkOptionType) as qemu-img
+// create takes it: any size qemu_strtosz parses, cast to the int64 QEMU
+// keeps it in, so 2^63 and up are negative, and 2^64-1 is -1, QEMU's "no
+// size given". Sizes the engine does not take (past 2^62, negative) are
+// refused in QEMU's words when the image is created (hugeSizeErr).
+func optionSize(v string) int64 {
+	n, _ := qcow2.ParseSizeFull(v)
+	return int64(n)
+}
+
 // errSizeParam is the rest of QEMU's message for a size option that does
 // not parse.
 const errSizeParam = "expects a non-negative number below 2^64\n" +
@@ -66,7 +76,13 @@ func checkOptionType(opts []createOption, k, v string) (string, error) {
 	}
 	switch opts[i].typ {
 	case "size":
-		if _, err := qcow2.ParseSize(v); err != nil {
+		n, err := qcow2.ParseSizeFull(v)
+		if errors.Is(err, qcow2.ErrSizeRange) {
+			return v, fmt.Errorf("Value '%s' is out of range for parameter '%s'", v, k)
+		}
+		if err != nil || (n > 1<<62 && k != "size") {
+			// Past 2^62 only the image size goes on (optionSize);
+			// other size options keep the parser's words.
 			return v, fmt.Errorf("Parameter '%s' %s", k, errSizeParam)
 		}
 	case "num":
@@ -127,6 +143,9 @@ func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
 // setQcow2Option sets one qcow2 create option whose type checked.
 func setQcow2Option(o *qcow2.CreateOptions, k, v string) error {
 	switch k {
+	case "size":
+		o.Size = optionSize(v)
+		return nil
 	case "compression_type":
 		switch v {
 		case "zlib", "zstd":

@@ -171,6 +171,21 @@ func cvtnum(what, s string) (int64, error) {
 	return n, nil
 }
 
+// cvtnumFull is cvtnum over qemu-img's whole range, up to INT64_MAX
+// (qemu-img create's size: the formats refuse what they cannot hold in
+// their own words, hugeSizeErr).
+func cvtnumFull(what, s string) (int64, error) {
+	n, err := qcow2.ParseSizeFull(s)
+	if errors.Is(err, qcow2.ErrSizeRange) || (err == nil && n > math.MaxInt64) {
+		return 0, fmt.Errorf("Invalid %s specified. Must be between 0 and %d.", what, int64(math.MaxInt64))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"+
+			"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", what)
+	}
+	return int64(n), nil
+}
+
 // tooLarge reports whether s is a well-formed non-negative size (digits,
 // an optional fraction, an optional suffix) of 2^62 bytes or more.
 func tooLarge(s string) bool {
