@@ -25,9 +25,10 @@ test: lint test-race fuzz-short
 # detector but take minutes under it: they run without it (TestCrash
 # runs under it in the invariants pass below, TestInterop_QEMUReads with
 # the invariants alone).
+# TestWrite_CrashClones$$ are vhd's and vmdk's crash clone sweeps.
 # TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
 # to the race detector.
-NORACE = TestFaultSweep|TestIoErr_TruncatePreallocSweep$$|TestIoErr_OpenFaultLeaks$$|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+NORACE = TestFaultSweep|TestWrite_CrashClones$$|TestIoErr_TruncatePreallocSweep$$|TestIoErr_OpenFaultLeaks$$|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
 # The dirty bitmaps' crash clones and fault sweeps, one writer each,
 # mostly qemu-img and qemu-nbd runs (their concurrent tests,
 # TestBitmapsReview_WritersRacingClose and TestCacheReview_CrashConcurrent,
@@ -42,7 +43,7 @@ ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads|TestCompress_WriteRo
 # their time is qemu-img's, and the engine's concurrency is tested in
 # ./qcow2. (Names ending in LikeQemu are all cmd/qimg's; qnbd's end in
 # LikeQemuNbd and stay under the race detector.)
-CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$|TestMeasure_ImageOptsAndSnapshot$$|TestConvert_TargetIsZero$$
+CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|LikeQemuNbd$$|TestRawNodeCompare$$|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$|TestMeasure_ImageOptsAndSnapshot$$|TestConvert_TargetIsZero$$
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of

@@ -26,7 +26,7 @@ func TestInfoLUKS_IVGenHash(t *testing.T) {
 // IV generator or hash QEMU has and crypto/luks does not (info needs no
 // key and reads no data); qimg info failed to open it. The data stays
 // refused, with the algorithm named.
-func TestInfoLUKS_UnsupportedCipher(t *testing.T) {
+func TestInfoLUKS_UnsupportedCipherLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
 	for i, o := range []string{
