@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -23,10 +24,11 @@ type measureTarget struct {
 	clusterSize   int64
 	refcountOrder uint
 	v3            bool
-	fullPrealloc  bool  // preallocation=full or falloc
-	l2eSize       int64 // an L2 entry's bytes: 16 with extended_l2=on, else 8
-	backing       bool  // backing_file given
-	cryptBytes    int64 // the LUKS header area of encrypt.format=luks
+	fullPrealloc  bool   // preallocation=full or falloc
+	l2eSize       int64  // an L2 entry's bytes: 16 with extended_l2=on, else 8
+	backing       bool   // backing_file given
+	cryptBytes    int64  // the LUKS header area of encrypt.format=luks
+	optSize       uint64 // -o size= (0: not given), checked against an input's measure
 }
 
 func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error) {
@@ -55,6 +57,9 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 			}
 			if p[0] == "cluster_size" {
 				clusterGiven = true
+			}
+			if p[0] == "size" {
+				t.optSize, _ = qcow2.ParseSizeFull(p[1]) // its type checked
 			}
 		}
 	}
@@ -100,6 +105,22 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 	return t, nil
 }
 
+// errMeasureTooLarge is qcow2_measure's refusal of a virtual size whose
+// L1 table QEMU would not open.
+var errMeasureTooLarge = errors.New("The image size is too large (try using a larger cluster size)")
+
+// optSizeTooLarge is qcow2_measure's check of -o size= when an input image
+// is measured: its L1 table must fit, though the input's size is what is
+// measured (with --size, qemu-img sets the size option to it instead). In
+// QEMU's uint64: rounded up to a cluster, sizes in the last cluster below
+// 2^64 wrap to 0 and pass.
+func (t *measureTarget) optSizeTooLarge() bool {
+	cs := uint64(t.clusterSize)
+	vs := (t.optSize + cs - 1) &^ (cs - 1)
+	l2 := (vs/cs + cs/uint64(t.l2eSize) - 1) / (cs / uint64(t.l2eSize))
+	return l2*8 > maxL1Bytes
+}
+
 // setMeasureOption sets -o k=v for a measure of format (raw or qcow2) as
 // qemu-img measure reads it: the option must be one of the format's
 // create options, of its type (QEMU's option parser, whose refusal names
@@ -129,8 +150,8 @@ func setMeasureOption(co *qcow2.CreateOptions, format, k, v string) error {
 			}
 			return fmt.Errorf("invalid parameter value: %s", v)
 		}
-	case "compression_type":
-		return nil
+	case "compression_type", "size":
+		return nil // size: measureTarget.optSize
 	}
 	return co.Set(k, v)
 }
@@ -183,7 +204,7 @@ func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measu
 	cs := t.clusterSize
 	vs := roundUp(virtual, cs)
 	if divRoundUp(vs/cs, cs/t.l2eSize)*8 > maxL1Bytes {
-		return nil, fmt.Errorf("The image size is too large (try using a larger cluster size)")
+		return nil, errMeasureTooLarge
 	}
 	required := int64(0)
 	if data >= 0 {
@@ -312,6 +333,9 @@ func measureFile(t *measureTarget, spec imgopen.Spec, snap *imgopen.SnapshotPara
 	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err
+	}
+	if t.format == "qcow2" && t.optSizeTooLarge() {
+		return nil, errMeasureTooLarge
 	}
 	if t.format == "raw" {
 		return measureSize(t, size, size, false)
