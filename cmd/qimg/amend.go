@@ -154,11 +154,16 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 					return err
 				}
 			case "size":
-				n, err := qcow2.ParseSize(p[1])
-				if err != nil {
-					return fmt.Errorf("Parameter 'size' expects a non-negative number below 2^64")
+				n, err := qcow2.ParseSizeFull(p[1])
+				if errors.Is(err, qcow2.ErrSizeRange) {
+					return fmt.Errorf("Value '%s' is out of range for parameter 'size'", p[1])
 				}
-				r.size = n // 0: no change, as qemu-img amend
+				if err != nil {
+					return fmt.Errorf("Parameter 'size' %s", errSizeParam)
+				}
+				// 0: no change, as qemu-img amend; from 2^63 on
+				// negative, as in QEMU's int64 (refused at the resize).
+				r.size = int64(n)
 			case "backing_file":
 				v := p[1]
 				r.backingFile = &v
@@ -234,7 +239,9 @@ func doAmend(r *amendRequest) error {
 		// changes anything.
 		err = checkAmendDataFile(&h, r)
 	}
-	if err == nil && r.size%512 != 0 {
+	if err == nil && r.size > 0 && r.size <= qemuMaxLength && r.size%512 != 0 {
+		// Sizes QEMU's block layer refuses first are refused at the
+		// resize (resizeQcow2, below).
 		err = errors.New("The new size must be a multiple of 512")
 	}
 	if err == nil && newV > h.Version {
@@ -255,6 +262,9 @@ func doAmend(r *amendRequest) error {
 	}
 	if err == nil && r.lazy != nil {
 		err = im.SetLazyRefcounts(*r.lazy)
+	}
+	if err == nil && r.size < 0 {
+		err = errors.New("Image size cannot be negative")
 	}
 	if err == nil && r.size != 0 {
 		err = resizeQcow2(im, int64(h.Size), r.size, "off")

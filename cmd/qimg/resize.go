@@ -136,6 +136,8 @@ func doResize(r *resizeRequest) error {
 		err = errors.New("Preallocation can only be used for growing images")
 	case size < cur && !r.shrink:
 		err = errNeedShrink
+	case size > qemuMaxLength:
+		err = errExceedsMax(size)
 	case img.VHD != nil || img.VMDK != nil:
 		// Their drivers cannot resize (QEMU's vpc and vmdk neither).
 		err = errors.New("Image format driver does not support resize")
@@ -174,7 +176,7 @@ func resizeRaw(r *resizeRequest, cur, size int64) error {
 		return growRawPrealloc(r.path, size, r.prealloc)
 	}
 	if err := os.Truncate(r.path, size); err != nil {
-		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
+		return fmt.Errorf("Could not resize file: %w", &capitalized{err: unwrapPathErr(err)})
 	}
 	if cur == 0 {
 		// An empty file grown: QEMU allocates its first block, as
@@ -205,7 +207,7 @@ func resizeRaw(r *resizeRequest, cur, size int64) error {
 func growRawPrealloc(path string, size int64, mode string) (err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("Could not resize file: %w", unwrapPathErr(err))
+		return fmt.Errorf("Could not resize file: %w", &capitalized{err: unwrapPathErr(err)})
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -223,12 +225,12 @@ func growRawPrealloc(path string, size int64, mode string) (err error) {
 	}()
 	if mode == "falloc" {
 		if err := syscall.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
-			return fmt.Errorf("Could not preallocate new data: %w", err)
+			return fmt.Errorf("Could not preallocate new data: %w", &capitalized{err: err})
 		}
 		return nil
 	}
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("Could not resize file: %w", err)
+		return fmt.Errorf("Could not resize file: %w", &capitalized{err: err})
 	}
 	zeros := make([]byte, 1<<20)
 	for off := cur; off < size; {
@@ -247,6 +249,9 @@ func growRawPrealloc(path string, size int64, mode string) (err error) {
 // clusters (v3; v2 cannot past the old end's cluster, and the resize
 // fails with QEMU's message).
 func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
+	if size > qemuMaxLength {
+		return errExceedsMax(size)
+	}
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
 	}
@@ -262,6 +267,12 @@ func resizeQcow2(im *qcow2.Image, cur, size int64, prealloc string) error {
 		return fmt.Errorf("preallocation=%s is not supported by qimg resize of a qcow2 image with a backing file or encryption", prealloc)
 	}
 	return resizeErr(im.TruncatePrealloc(size, prealloc))
+}
+
+// errExceedsMax is QEMU's block layer's refusal of a truncate past
+// BDRV_MAX_LENGTH (qemuMaxLength), before any driver sees it.
+func errExceedsMax(size int64) error {
+	return fmt.Errorf("offset(%d) exceeds maximum(%d)", size, int64(qemuMaxLength))
 }
 
 // resizeErr is err as qemu-img resize words it.
