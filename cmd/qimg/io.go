@@ -61,7 +61,9 @@ func runIO(e *env, args []string) int {
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if err := sess.exec(c); err != nil {
 			reportIOError(e, e.stdout, err) // as qemu-io (io_errors.go)
-			code = 1
+			if !asyncFailed(err) {
+				code = 1
+			}
 		}
 	}
 	if err := img.Dev.Flush(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -297,7 +298,17 @@ func (s *ioSession) truncate(args []string) error {
 		return err
 	}
 	if s.Image == nil {
-		return s.Dev.Truncate(size)
+		if size > qemuMaxLength {
+			return errExceedsMax(size)
+		}
+		if err := s.Dev.Truncate(size); err != nil {
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				err = &capitalized{err: errno}
+			}
+			return fmt.Errorf("Could not resize file: %w", err)
+		}
+		return nil
 	}
 	cur, err := s.Image.Size()
 	if err != nil {

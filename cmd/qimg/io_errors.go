@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strings"
 	"syscall"
 
 	"github.com/qring/qring/block"
@@ -44,9 +46,15 @@ type argCountError string
 func (e argCountError) Error() string { return string(e) }
 
 // parseError is a number qemu-io's cvtnum cannot read.
-type parseError struct{ arg string }
+type parseError struct {
+	arg      string
+	tooLarge bool // a size past INT64_MAX (qemu-io's ERANGE)
+}
 
 func (e *parseError) Error() string {
+	if e.tooLarge {
+		return "Parsing error: argument too large -- " + e.arg
+	}
 	return "Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- " + e.arg
 }
 
@@ -64,15 +72,20 @@ var errReported = errors.New("reported")
 
 // ioNum is qemu-io's cvtnum: a size or offset, or a parseError.
 func ioNum(s string) (int64, error) {
-	n, err := qcow2.ParseSize(s)
-	if err != nil || n < 0 {
+	n, err := qcow2.ParseSizeFull(s)
+	if errors.Is(err, qcow2.ErrSizeRange) || (err == nil && n > math.MaxInt64) {
+		return 0, &parseError{arg: s, tooLarge: true}
+	}
+	if err != nil {
 		return 0, &parseError{arg: s}
 	}
-	return n, nil
+	return int64(n), nil
 }
 
-// ioVerbs are qemu-io's names of the commands whose aliases qimg takes.
-var ioVerbs = map[string]string{"r": "read", "w": "write", "d": "discard", "f": "flush"}
+// ioVerbs are the names qemu-io's failure lines give commands: those of
+// the aliases qimg takes, and readv for aio_read (qemu-io 7.2's
+// aio_read_done says "readv failed"; aio_write's says aio_write).
+var ioVerbs = map[string]string{"r": "read", "w": "write", "d": "discard", "f": "flush", "aio_read": "readv"}
 
 // reportIOError prints err, from a command, where and as qemu-io would:
 // most on stdout without a prefix; on stderr, with qimg's prefix where
@@ -99,6 +112,21 @@ func reportIOError(e *env, stdout io.Writer, err error) {
 	default:
 		fmt.Fprintln(stdout, err)
 	}
+}
+
+// asyncFailed reports whether err is an aio_read's or aio_write's
+// request that failed, not its command line: qemu-io reports it when the
+// request completes, and the command itself succeeded (exit code 0).
+func asyncFailed(err error) bool {
+	var ce *cmdError
+	if !errors.As(err, &ce) || (ce.name != "aio_read" && ce.name != "aio_write") {
+		return false
+	}
+	verb := ce.name
+	if v, ok := ioVerbs[verb]; ok {
+		verb = v
+	}
+	return strings.HasPrefix(ioErrorText(ce), verb+" failed: ")
 }
 
 // ioErrorText is qemu-io's line for a failed command: "VERB failed:

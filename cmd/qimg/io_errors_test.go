@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
 )
 
 // TestIOErrors_LikeQemu: a qemu-io command that fails prints what
@@ -75,6 +76,39 @@ func TestIOErrors_LengthLimitLikeQemu(t *testing.T) {
 		}
 		if out := testkit.MustRun(t, "qemu-img", "compare", a, b); !strings.Contains(out, "identical") {
 			t.Errorf("%q: %s", c, out)
+		}
+	}
+}
+
+// TestIOErrors_HugeArgsLikeQemu: offsets, lengths and truncate sizes past
+// 2^62 as qemu-io reads them (cvtnum: up to INT64_MAX, then "Parsing
+// error: argument too large"): requests past the end fail with EIO, a
+// truncate past BDRV_MAX_LENGTH is its block layer's "offset(N) exceeds
+// maximum(M)", a raw file's truncate error in strerror's words. qimg
+// said "non-numeric argument" for all of them. And aio_read's failed
+// request says readv, as qemu-io 7.2's, and neither aio command's failed
+// request sets the exit code (qemu-io reports it on completion).
+func TestIOErrors_HugeArgsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := looptest.Ext4Dir(t, 64<<20)
+	for _, f := range []string{"qcow2", "raw"} {
+		for _, c := range []string{
+			"read 4611686018427388416 512", "write 9223372036854775296 512", "write 9223372036854775807 512",
+			"read 9223372036854775807 1", "truncate 4611686018427388416", "truncate 9223372036854775296",
+			"truncate 9223372036854775807", "read 0 4611686018427388416", "read 9223372036854775808 512",
+			"read 0 16E", "readv 9223372036854775296 512 512", "writev 9223372036854775807 512",
+			"alloc 9223372036854775807 9223372036854775807", "write -z 9223372036854775296 512",
+			"discard 9223372036854775296 512", "aio_read 9223372036854775296 512", "aio_read 2M 512",
+			"aio_write 2M 512", "aio_write 0 abc",
+		} {
+			a, b := filepath.Join(d, "a.img"), filepath.Join(d, "b.img")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", f, a, "1M")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", f, b, "1M")
+			o, e, code := runQ(t, "io", "-f", f, "-c", c, a)
+			qo, qe, qcode := testkit.Run(t, "qemu-io", "-f", f, "-c", c, b)
+			if code != qcode || normTiming(o) != normTiming(qo) || asQemuIO(e) != qe {
+				t.Errorf("%s %q: qimg exit %d\n%s%s\nqemu-io exit %d\n%s%s", f, c, code, o, e, qcode, qo, qe)
+			}
 		}
 	}
 }
