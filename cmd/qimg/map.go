@@ -249,10 +249,9 @@ func runMap(e *env, args []string) int {
 		v         *int64
 	}{{"start-offset", "start offset", &start}, {"max-length", "max length", &maxLen}} {
 		if o.has(w.opt) {
-			n, err := qcow2.ParseSize(o.get(w.opt, ""))
-			if err != nil || n < 0 {
-				return e.errorf(1, "Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"+
-					"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", w.name)
+			n, err := cvtnumFull(w.name, o.get(w.opt, "")) // qemu-img's range, to INT64_MAX
+			if err != nil {
+				return e.errorf(1, "%v", err)
 			}
 			*w.v = n
 		}
@@ -284,7 +283,12 @@ func runMap(e *env, args []string) int {
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
-		end := min(size, start+min(maxLen, math.MaxInt64-start))
+		end := size
+		if o.has("max-length") {
+			// QEMU's int64 sum: past INT64_MAX it wraps negative,
+			// and nothing is mapped (qemu-img 7.2's img_map).
+			end = min(size, int64(uint64(start)+uint64(maxLen)))
+		}
 		ext = clipExtents(ext, start, end)
 		if start < end {
 			// A raw node's child is asked from start (qcow2.NodeMap).
