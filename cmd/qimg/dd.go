@@ -27,11 +27,14 @@ func parseDD(operands []string) (ddArgs, error) {
 			return a, fmt.Errorf("unrecognized operand %s", op)
 		}
 		num := func(what string, lo, hi int64) (int64, error) {
-			n, err := qcow2.ParseSize(v)
-			if err != nil || n < 0 {
+			// qemu-img's cvtnum_full: any size qemu_strtosz reads, then
+			// its range (a size past 2^64-1 is out of it too).
+			u, err := qcow2.ParseSizeFull(v)
+			if err != nil && !errors.Is(err, qcow2.ErrSizeRange) {
 				return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", what)
 			}
-			if n < lo || n > hi {
+			n := int64(u)
+			if err != nil || u < uint64(lo) || u > uint64(hi) {
 				return 0, fmt.Errorf("Invalid %s specified. Must be between %d and %d.", what, lo, hi)
 			}
 			return n, nil
