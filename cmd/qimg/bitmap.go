@@ -66,9 +66,12 @@ func runBitmap(e *env, args []string) int {
 	}
 	gran := uint64(0) // the image's default (doBitmaps), as -g 0
 	if o.has("g") {
-		g, err := qcow2.ParseSize(o.get("g", ""))
-		if err != nil || g < 0 {
-			return e.errorf(1, "Invalid granularity specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		// To INT64_MAX, as qemu-img's cvtnum. qemu-img then hands it
+		// to a uint32 parameter, so 2^32+512 makes a bitmap of 512-byte
+		// granularity; qimg refuses it (doBitmaps), deliberately.
+		g, err := cvtnumFull("granularity", o.get("g", ""))
+		if err != nil {
+			return e.errorf(1, "%v", err)
 		}
 		gran = uint64(g)
 	}

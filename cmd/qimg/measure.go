@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,19 @@ import (
 // measureInfo is qemu-img measure's BlockMeasureInfo.
 type measureInfo struct {
 	Bitmaps        *int64 `json:"bitmaps,omitempty"`
-	Required       int64  `json:"required"`
-	FullyAllocated int64  `json:"fully-allocated"`
+	Required       uint64 `json:"required"` // QEMU's uint64: a raw 2^63-1 is 2^63
+	FullyAllocated uint64 `json:"fully-allocated"`
+}
+
+// MarshalJSON writes the sizes as QEMU's QAPI does, as int64s (a raw
+// 2^63 is -9223372036854775808 there, 9223372036854775808 in the human
+// output).
+func (m *measureInfo) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Bitmaps        *int64 `json:"bitmaps,omitempty"`
+		Required       int64  `json:"required"`
+		FullyAllocated int64  `json:"fully-allocated"`
+	}{m.Bitmaps, int64(m.Required), int64(m.FullyAllocated)})
 }
 
 // measureTarget is the output format and its -o options, as measure
@@ -114,9 +126,12 @@ var errMeasureTooLarge = errors.New("The image size is too large (try using a la
 // measured (with --size, qemu-img sets the size option to it instead). In
 // QEMU's uint64: rounded up to a cluster, sizes in the last cluster below
 // 2^64 wrap to 0 and pass.
-func (t *measureTarget) optSizeTooLarge() bool {
+func (t *measureTarget) optSizeTooLarge() bool { return t.l1TooLarge(t.optSize) }
+
+// l1TooLarge is qcow2_measure's check of a virtual size, in its uint64.
+func (t *measureTarget) l1TooLarge(size uint64) bool {
 	cs := uint64(t.clusterSize)
-	vs := (t.optSize + cs - 1) &^ (cs - 1)
+	vs := (size + cs - 1) &^ (cs - 1)
 	l2 := (vs/cs + cs/uint64(t.l2eSize) - 1) / (cs / uint64(t.l2eSize))
 	return l2*8 > maxL1Bytes
 }
@@ -201,11 +216,11 @@ const maxL1Bytes = 32 << 20
 // an input image); fromQcow2 (a qcow2 v3 input) adds the bitmaps field
 // as QEMU does for a v3 target.
 func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measureInfo, error) {
-	cs := t.clusterSize
-	vs := roundUp(virtual, cs)
-	if divRoundUp(vs/cs, cs/t.l2eSize)*8 > maxL1Bytes {
+	if t.l1TooLarge(uint64(virtual)) { // before any int64 arithmetic on it
 		return nil, errMeasureTooLarge
 	}
+	cs := t.clusterSize
+	vs := roundUp(virtual, cs)
 	required := int64(0)
 	if data >= 0 {
 		required = data
@@ -218,7 +233,7 @@ func measureQcow2(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measu
 	}
 	full := qcow2PreallocSize(vs, cs, t.refcountOrder, t.l2eSize)
 	full += roundUp(t.cryptBytes, cs) // QEMU: luks_payload_size
-	m := &measureInfo{FullyAllocated: full, Required: full - vs + required}
+	m := &measureInfo{FullyAllocated: uint64(full), Required: uint64(full - vs + required)}
 	if t.v3 && fromQcow2 {
 		m.Bitmaps = new(int64)
 	}
@@ -273,7 +288,7 @@ func runMeasure(e *env, args []string) int {
 	}
 	var m *measureInfo
 	if o.has("size") {
-		n, err := cvtnum("image size", o.get("size", ""))
+		n, err := cvtnumFull("image size", o.get("size", ""))
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
@@ -312,10 +327,11 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 	}
 	// raw_measure: the input's length (or the size rounded to sectors),
 	// allocated or not.
+	v := uint64(virtual)
 	if data < 0 {
-		virtual = roundUp(virtual, 512)
+		v = (v + 511) &^ 511
 	}
-	return &measureInfo{Required: virtual, FullyAllocated: virtual}, nil
+	return &measureInfo{Required: v, FullyAllocated: v}, nil
 }
 
 // measureFile measures the conversion of an existing image.

@@ -104,7 +104,7 @@ func TestMeasureQcow2Table(t *testing.T) {
 			t.Errorf("%+v: %v", c, err)
 			continue
 		}
-		if m.Required != c.req || m.FullyAllocated != c.all {
+		if m.Required != uint64(c.req) || m.FullyAllocated != uint64(c.all) {
 			t.Errorf("%+v: got required %d, fully allocated %d", c, m.Required, m.FullyAllocated)
 		}
 	}

@@ -62,3 +62,47 @@ func TestNumArgs_HugeMatchQemu(t *testing.T) {
 		os.Remove(theirs)
 	}
 }
+
+// TestNumArgs_HugeSizesMatchQemu: measure --size, convert -r and bitmap
+// -g past 2^62, as qemu-img's cvtnum reads them (to INT64_MAX): measure
+// says qcow2's "too large" and a raw target's size in QEMU's uint64
+// (human) and int64 (JSON); a huge rate limit is no limit; a granularity
+// past INT64_MAX is out of range. qimg refused them all as not sizes.
+func TestNumArgs_HugeSizesMatchQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	in := filepath.Join(d, "in.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", in, "1M")
+	var cases [][]string
+	for _, s := range []string{"4611686018427388416", "9223372036854775296", "9223372036854775807", "9223372036854775808"} {
+		for _, f := range []string{"qcow2", "raw"} {
+			for _, o := range []string{"human", "json"} {
+				cases = append(cases, []string{"measure", "-O", f, "--output=" + o, "--size", s})
+			}
+		}
+		cases = append(cases, []string{"convert", "-r", s, "-O", "raw", in, "OUT"})
+	}
+	cases = append(cases, []string{"bitmap", "--add", "-g", "9223372036854775808", "BM", "b0"})
+	for _, c := range cases {
+		ours, theirs := filepath.Join(d, "q.img"), filepath.Join(d, "e.img")
+		for _, p := range []string{ours, theirs} {
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p+".bm", "1M")
+		}
+		run := func(out string) []string {
+			a := make([]string, len(c))
+			for i, s := range c {
+				a[i] = strings.ReplaceAll(strings.ReplaceAll(s, "OUT", out), "BM", out+".bm")
+			}
+			return a
+		}
+		out, errOut, code := runQ(t, run(ours)...)
+		qout, qerr, qcode := testkit.Run(t, "qemu-img", run(theirs)...)
+		errOut = strings.ReplaceAll(strings.Replace(errOut, "qimg: "+c[0]+": ", "", 1), ours, "OUT")
+		qerr = strings.ReplaceAll(strings.Replace(qerr, "qemu-img: ", "", 1), theirs, "OUT")
+		if out != qout || errOut != qerr || code != qcode {
+			t.Errorf("%q: qimg exit %d %s%s\nqemu-img exit %d %s%s", c, code, out, errOut, qcode, qout, qerr)
+		}
+		os.Remove(ours)
+		os.Remove(theirs)
+	}
+}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"errors"
 	"time"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/qcow2"
 )
 
 // rateLimited is qemu-img's -r RATE (convert, commit): the writes to the
@@ -63,10 +61,5 @@ func paceCompressed(d block.Device, n int64) {
 
 // parseRate reads -r RATE as qemu-img's cvtnum does.
 func parseRate(s string) (int64, error) {
-	n, err := qcow2.ParseSize(s)
-	if err != nil || n < 0 {
-		return 0, errors.New("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for\n" +
-			"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
-	}
-	return n, nil
+	return cvtnumFull("rate limit", s) // to INT64_MAX
 }
