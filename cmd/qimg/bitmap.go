@@ -69,7 +69,7 @@ func runBitmap(e *env, args []string) int {
 		// To INT64_MAX, as qemu-img's cvtnum. qemu-img then hands it
 		// to a uint32 parameter, so 2^32+512 makes a bitmap of 512-byte
 		// granularity; qimg refuses it (doBitmaps), deliberately.
-		g, err := cvtnumFull("granularity", o.get("g", ""))
+		g, err := cvtnum("granularity", o.get("g", ""))
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}

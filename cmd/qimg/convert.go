@@ -277,7 +277,7 @@ func runConvert(e *env, args []string) int {
 	// the checks below).
 	sparse := int64(4096)
 	for _, v := range o.vals["S"] {
-		if sparse, err = cvtnumFull("buffer size for sparse output", v); err != nil {
+		if sparse, err = cvtnum("buffer size for sparse output", v); err != nil {
 			return e.errorf(1, "%v", err)
 		}
 		if sparse%512 != 0 || sparse > 16<<20 {

@@ -98,7 +98,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 		return nil, usageError{errors.New("Expecting image file name")}
 	case 1:
 	case 2:
-		n, err := cvtnumFull("image size", o.args[1])
+		n, err := cvtnum("image size", o.args[1])
 		if err != nil {
 			return nil, err
 		}

@@ -249,7 +249,7 @@ func runMap(e *env, args []string) int {
 		v         *int64
 	}{{"start-offset", "start offset", &start}, {"max-length", "max length", &maxLen}} {
 		if o.has(w.opt) {
-			n, err := cvtnumFull(w.name, o.get(w.opt, "")) // qemu-img's range, to INT64_MAX
+			n, err := cvtnum(w.name, o.get(w.opt, "")) // qemu-img's range, to INT64_MAX
 			if err != nil {
 				return e.errorf(1, "%v", err)
 			}

@@ -288,7 +288,7 @@ func runMeasure(e *env, args []string) int {
 	}
 	var m *measureInfo
 	if o.has("size") {
-		n, err := cvtnumFull("image size", o.get("size", ""))
+		n, err := cvtnum("image size", o.get("size", ""))
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}

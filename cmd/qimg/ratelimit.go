@@ -61,5 +61,5 @@ func paceCompressed(d block.Device, n int64) {
 
 // parseRate reads -r RATE as qemu-img's cvtnum does.
 func parseRate(s string) (int64, error) {
-	return cvtnumFull("rate limit", s) // to INT64_MAX
+	return cvtnum("rate limit", s) // to INT64_MAX
 }

@@ -155,26 +155,11 @@ func getoptOutput(args []string, shorts string, longs ...string) (*opts, string,
 	return o, f, nil
 }
 
-// cvtnum is qemu-img's cvtnum: s as a size, or qemu-img's two-line
-// message naming what it is (what: "image size").
+// cvtnum is qemu-img's cvtnum (cvtnum_full from 0 to INT64_MAX): s as a
+// size, or qemu-img's message naming what it is (what: "image size").
+// Sizes past the engine's 2^62 pass: each caller refuses what it cannot
+// take in QEMU's words (create_huge.go for create's).
 func cvtnum(what, s string) (int64, error) {
-	n, err := qcow2.ParseSize(s)
-	if (err != nil || n < 0) && tooLarge(s) {
-		// A number, but past what the engine takes: qemu-img's range
-		// message (its limit is INT64_MAX, the engine's 2^62).
-		return 0, fmt.Errorf("Invalid %s specified. Must be between 0 and %d.", what, int64(math.MaxInt64))
-	}
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"+
-			"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", what)
-	}
-	return n, nil
-}
-
-// cvtnumFull is cvtnum over qemu-img's whole range, up to INT64_MAX
-// (qemu-img create's size: the formats refuse what they cannot hold in
-// their own words, hugeSizeErr).
-func cvtnumFull(what, s string) (int64, error) {
 	n, err := qcow2.ParseSizeFull(s)
 	if errors.Is(err, qcow2.ErrSizeRange) || (err == nil && n > math.MaxInt64) {
 		return 0, fmt.Errorf("Invalid %s specified. Must be between 0 and %d.", what, int64(math.MaxInt64))
@@ -184,23 +169,6 @@ func cvtnumFull(what, s string) (int64, error) {
 			"kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", what)
 	}
 	return int64(n), nil
-}
-
-// tooLarge reports whether s is a well-formed non-negative size (digits,
-// an optional fraction, an optional suffix) of 2^62 bytes or more.
-func tooLarge(s string) bool {
-	t := strings.TrimSpace(s)
-	mult := 1.0
-	if n := len(t); n > 0 {
-		if i := strings.IndexByte("kKmMgGtTpPeE", t[n-1]); i >= 0 {
-			mult, t = math.Pow(1024, float64(i/2+1)), t[:n-1]
-		}
-	}
-	if t == "" || strings.Trim(t, "0123456789.") != "" || strings.Count(t, ".") > 1 {
-		return false
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	return err == nil && f*mult >= 1<<62
 }
 
 // sizeToStr is QEMU's size_to_str: "1 GiB", "196 KiB", "1.5 MiB".
