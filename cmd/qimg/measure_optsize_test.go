@@ -2,7 +2,6 @@ package main
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -19,9 +18,6 @@ func TestMeasure_OptSizeMatchesQemu(t *testing.T) {
 	dir := testkit.Dir(t)
 	in := filepath.Join(dir, "in.raw")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", in, "1M")
-	norm := func(s, tool string) string {
-		return strings.ReplaceAll(strings.TrimPrefix(strings.TrimRight(s, "\n"), tool+": "), "\n"+tool+": ", "; ")
-	}
 	for _, o := range []string{
 		"size=1G", "size=1E", "size=4611686018427387905", "size=9223372036854775808",
 		"size=18446744073709551615", "size=18446744073709551000", "size=2E,cluster_size=2M",
@@ -31,8 +27,8 @@ func TestMeasure_OptSizeMatchesQemu(t *testing.T) {
 			args := append([]string{"measure", "-O", "qcow2", "-o", o}, src...)
 			out, errOut, code := runQ(t, args...)
 			qout, qerr, qcode := testkit.Run(t, "qemu-img", args...)
-			errOut = norm(errOut, "qimg: measure")
-			if qerr = norm(qerr, "qemu-img"); out != qout || errOut != qerr || code != qcode {
+			errOut = errLine(errOut, "qimg: measure: ")
+			if qerr = errLine(qerr, "qemu-img: "); out != qout || errOut != qerr || code != qcode {
 				t.Errorf("%q: qimg exit %d %s%s\nqemu-img exit %d %s%s", args, code, out, errOut, qcode, qout, qerr)
 			}
 		}

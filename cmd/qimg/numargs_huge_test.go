@@ -21,13 +21,6 @@ func TestNumArgs_HugeMatchQemu(t *testing.T) {
 	in := filepath.Join(d, "in.raw")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", in, "1M")
 	testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 7 4k 8k", in)
-	oneLine := func(s, prefix string) string {
-		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-		for i, l := range lines {
-			lines[i] = strings.TrimPrefix(l, prefix)
-		}
-		return strings.Join(lines, "; ")
-	}
 	var cases [][]string
 	for _, a := range []string{"bs=4611686018427388416", "bs=9223372036854775807", "count=4611686018427388416",
 		"skip=4611686018427388416", "count=9223372036854775808", "count=16E", "count=9223372036854775807 bs=2147483647",
@@ -48,8 +41,8 @@ func TestNumArgs_HugeMatchQemu(t *testing.T) {
 		ours, theirs := filepath.Join(d, "q.raw"), filepath.Join(d, "e.raw")
 		out, errOut, code := runQ(t, run(ours)...)
 		qout, qerr, qcode := testkit.Run(t, "qemu-img", run(theirs)...)
-		errOut = strings.ReplaceAll(oneLine(errOut, "qimg: "+c[0]+": "), ours, "OUT")
-		qerr = strings.ReplaceAll(oneLine(qerr, "qemu-img: "), theirs, "OUT")
+		errOut = strings.ReplaceAll(errLine(errOut, "qimg: "+c[0]+": "), ours, "OUT")
+		qerr = strings.ReplaceAll(errLine(qerr, "qemu-img: "), theirs, "OUT")
 		if out != qout || errOut != qerr || code != qcode {
 			t.Errorf("%q: qimg exit %d %s%s\nqemu-img exit %d %s%s", c, code, out, errOut, qcode, qout, qerr)
 		}
@@ -105,4 +98,15 @@ func TestNumArgs_HugeSizesMatchQemu(t *testing.T) {
 		os.Remove(ours)
 		os.Remove(theirs)
 	}
+}
+
+// errLine is a tool's stderr as qimg prints an error: one line, its lines
+// joined with "; ", each without prefix (qemu-img's "qemu-img: " or
+// qimg's "qimg: CMD: ").
+func errLine(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, prefix)
+	}
+	return strings.Join(lines, "; ")
 }

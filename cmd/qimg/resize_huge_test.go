@@ -21,13 +21,6 @@ import (
 func TestResize_HugeSizesMatchQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := looptest.Ext4Dir(t, 64<<20)
-	norm := func(s, tool string) string { // one line, as qimg prints errors
-		lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-		for i, l := range lines {
-			lines[i] = strings.TrimPrefix(l, tool+": ")
-		}
-		return strings.Join(lines, "; ")
-	}
 	sizes := []string{"4611686018427387904", "4611686018427387905", "4611686018427388416", "9223372035781033984",
 		"9223372035781034496", "9223372036854775296", "9223372036854775297", "9223372036854775807"}
 	var cases [][]string
@@ -56,10 +49,10 @@ func TestResize_HugeSizesMatchQemu(t *testing.T) {
 			var code int
 			if tool == "qimg" {
 				out, errOut, code = runQ(t, args...)
-				errOut = norm(errOut, "qimg: "+c[1])
+				errOut = errLine(errOut, "qimg: "+c[1]+": ")
 			} else {
 				out, errOut, code = testkit.Run(t, "qemu-img", args...)
-				errOut = norm(errOut, "qemu-img")
+				errOut = errLine(errOut, "qemu-img: ")
 			}
 			info, _, _ := testkit.Run(t, "qemu-img", "info", "-f", c[0], img)
 			return out, errOut, code, strings.SplitN(strings.SplitN(info, "virtual size:", 2)[1], "\n", 2)[0]
