@@ -53,7 +53,7 @@ var qemuParamNames = map[string]string{
 // create takes it: any size qemu_strtosz parses, cast to the int64 QEMU
 // keeps it in, so 2^63 and up are negative, and 2^64-1 is -1, QEMU's "no
 // size given". Sizes the engine does not take (past 2^62, negative) are
-// refused in QEMU's words when the image is created (hugeSizeErr).
+// refused in QEMU's words when the image is created (create_huge.go).
 func optionSize(v string) int64 {
 	n, _ := qcow2.ParseSizeFull(v)
 	return int64(n)
