@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,9 +57,12 @@ func runIO(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
-	sess := &ioSession{Opened: img, out: e.stdout}
+	sess := &ioSession{Opened: img, out: e.stdout, path: s.Path}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
+		if sess.quit {
+			break
+		}
 		if err := sess.exec(c); err != nil {
 			reportIOError(e, e.stdout, err) // as qemu-io (io_errors.go)
 			if !asyncFailed(err) {
@@ -78,7 +82,9 @@ func runIO(e *env, args []string) int {
 // ioSession runs qemu-io commands on one open image.
 type ioSession struct {
 	*imgopen.Opened
-	out io.Writer
+	out  io.Writer
+	path string // the image as named (a VMDK's info names its extents by it)
+	quit bool   // quit ran: the commands after it do not
 }
 
 // exec runs one qemu-io command line. The returned error is the one line
@@ -88,29 +94,27 @@ func (s *ioSession) exec(line string) error {
 	if len(f) == 0 {
 		return nil
 	}
-	name, args := f[0], f[1:]
-	var err error
-	switch name {
-	case "write", "w":
-		err = s.write(args)
-	case "read", "r":
-		err = s.read(args)
-	case "discard", "d":
-		err = s.discard(args)
-	case "flush", "f":
-		err = s.Dev.Flush()
-	case "map":
-		err = s.mapCmd()
-	case "info", "i":
-		err = s.info()
-	default:
-		var ok bool
-		if ok, err = s.execMore(name, args); !ok {
-			return &notFoundError{name: name}
-		}
+	typed, args := f[0], f[1:]
+	name := typed
+	if a, ok := ioAliases[typed]; ok {
+		name = a
 	}
-	if err != nil {
-		return &cmdError{name: name, err: err}
+	c, ok := ioCmds[name]
+	if !ok {
+		return &notFoundError{name: typed}
+	}
+	// qemu-io counts the options among the arguments.
+	if len(args) < c.min || (c.max >= 0 && len(args) > c.max) {
+		switch {
+		case c.max < 0:
+			return stderrError(fmt.Sprintf("bad argument count %d to %s, expected at least %d arguments", len(args), typed, c.min))
+		case c.min == c.max:
+			return stderrError(fmt.Sprintf("bad argument count %d to %s, expected %d arguments", len(args), typed, c.min))
+		}
+		return stderrError(fmt.Sprintf("bad argument count %d to %s, expected between %d and %d arguments", len(args), typed, c.min, c.max))
+	}
+	if err := c.run(s, args); err != nil {
+		return &cmdError{name: name, typed: typed, err: err}
 	}
 	return nil
 }
@@ -124,7 +128,7 @@ const ioMaxRequest = 2147483136
 // nil (write -z -n), as qemu-io refuses it.
 func (s *ioSession) offLen(args []string, tooLong func(arg string) error) (int64, int64, error) {
 	if len(args) != 2 {
-		return 0, 0, fmt.Errorf("expected OFFSET LENGTH, got %d arguments", len(args))
+		return 0, 0, &ioUsageError{}
 	}
 	off, err := ioNum(args[0])
 	if err != nil {
@@ -155,11 +159,23 @@ func parsePattern(s string) (byte, error) {
 	return byte(v), nil
 }
 
-// report prints qemu-io's two result lines.
-func (s *ioSession) report(verb string, off, n int64, start time.Time) {
+// report prints qemu-io's two result lines, or with -C its one
+// machine-readable line (bytes, ops, time, bytes/s, ops/s); nothing with
+// -q.
+func (s *ioSession) report(o *opts, verb string, off, n int64, start time.Time) {
+	if o.has("q") {
+		return
+	}
 	d := time.Since(start).Seconds()
 	if d <= 0 {
 		d = 1e-9
+	}
+	if o.has("C") {
+		// qemu-io's timestr with VERBOSE_FIXED_TIME: h:mm:ss.cc.
+		secs := int64(d)
+		ts := fmt.Sprintf("%d:%02d:%02d.%02d", secs/3600, secs%3600/60, secs%60, int64((d-float64(secs))*100))
+		fmt.Fprintf(s.out, "%d,%d,%s,%.3f,%.3f\n", n, 1, ts, float64(n)/d, 1/d)
+		return
 	}
 	fmt.Fprintf(s.out, "%s %d/%d bytes at offset %d\n", verb, n, n, off)
 	fmt.Fprintf(s.out, "%s, 1 ops; %05.2f sec (%s/sec and %.4f ops/sec)\n", cvtstr(float64(n)), d, cvtstr(float64(n)/d), 1/d)
@@ -208,21 +224,35 @@ func (s *ioSession) write(args []string) error {
 
 // writeCmd is write, its length limited by tooLong (see offLen; aio_write
 // -z has none). -n is QEMU's BDRV_REQ_NO_FALLBACK: zeroes written
-// efficiently or refused (block.NoFallback), never as written zeros.
+// efficiently or refused (block.NoFallback), never as written zeros. -f
+// (FUA) flushes after the write; -s writes a file's bytes, repeated to
+// the length; -p is ignored, as in qemu-io; -b (the VM state) is refused.
+// The checks come in qemu-io's order.
 func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
-	o, err := getopt(args, "P:zuqCcn")
+	o, err := ioOpts(args, "bcCfnpP:qs:uz")
 	if err != nil {
 		return err
 	}
+	if o.has("P") {
+		if _, err := parsePattern(o.get("P", "")); err != nil {
+			return err
+		}
+	}
+	if len(o.args) != 2 {
+		return &ioUsageError{}
+	}
 	zero := o.has("z")
-	if zero && o.has("P") {
-		return fmt.Errorf("-z and -P cannot be specified at the same time")
-	}
-	if o.has("u") && !zero {
-		return fmt.Errorf("-u requires -z to be specified")
-	}
-	if o.has("n") && !zero {
-		return fmt.Errorf("-n requires -z to be specified")
+	switch {
+	case o.has("b") && zero:
+		return errors.New("-b and -z cannot be specified at the same time")
+	case o.has("f") && (o.has("b") || o.has("c")):
+		return errors.New("-f and -b or -c cannot be specified at the same time")
+	case o.has("n") && !zero:
+		return errors.New("-n requires -z to be specified")
+	case o.has("u") && !zero:
+		return errors.New("-u requires -z to be specified")
+	case countTrue(zero, o.has("P"), o.has("s")) > 1:
+		return errors.New("Only one of -z, -P, and -s can be specified at the same time")
 	}
 	if o.has("n") {
 		tooLong = nil
@@ -231,8 +261,20 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 	if err != nil {
 		return err
 	}
+	if o.has("b") {
+		// The VM state: QEMU's raw has none either (ENOTSUP); its
+		// qcow2 has, qring's has not.
+		return fmt.Errorf("the VM state: %w", syscall.ENOTSUP)
+	}
+	var src []byte
+	if o.has("s") {
+		if src, err = sourceFile(o.get("s", ""), n); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
-	if zero {
+	switch {
+	case zero:
 		var fl block.Flags
 		if o.has("u") {
 			fl |= block.MayUnmap
@@ -241,21 +283,70 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 			fl |= block.NoFallback
 		}
 		err = s.Dev.WriteZeroes(off, n, fl) // -c does not apply, as in qemu-io
-	} else if o.has("c") {
-		err = s.writeCompressed(off, n, pat)
-	} else {
+	case o.has("c"):
+		err = s.writeCompressed(off, n, pat, src)
+	case src != nil:
+		err = eachChunk(off, n, src[:min(n, ioChunk)], func(at int64, b []byte) error {
+			return s.Dev.Writev(at, [][]byte{src[at-off : at-off+int64(len(b))]})
+		})
+	default:
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
 		err = eachChunk(off, n, buf, func(off int64, b []byte) error {
 			return s.Dev.Writev(off, [][]byte{b})
 		})
 	}
+	if err == nil && o.has("f") {
+		err = s.Dev.Flush()
+	}
 	if err != nil {
 		return err
 	}
-	if !o.has("q") {
-		s.report("wrote", off, n, start)
-	}
+	s.report(o, "wrote", off, n, start)
 	return nil
+}
+
+// countTrue is how many of bs are true.
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// sourceFile is write -s's buffer: n bytes of the file at path, its
+// contents repeated as often as it takes (qemu-io's
+// qemu_io_alloc_from_file). A file that cannot be read, or is empty,
+// is qemu-io's line on stderr.
+func sourceFile(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, stderrError(path + ": " + strerror(err))
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	k, err := io.ReadFull(f, b)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, stderrError(path + ": " + strerror(err))
+	}
+	if k == 0 && n > 0 {
+		return nil, stderrError(path + ": file is empty")
+	}
+	for i := k; i < len(b); i += k {
+		copy(b[i:], b[:k])
+	}
+	return b, nil
+}
+
+// strerror is err's errno in strerror's words, or err's own.
+func strerror(err error) string {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return (&capitalized{err: en}).Error()
+	}
+	return err.Error()
 }
 
 // writeCompressed is write -c: each cluster of [off, off+n) written
@@ -264,7 +355,7 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 // of the disk (EINVAL otherwise, before anything is written); a cluster
 // that is allocated already fails the write (qemu: EIO), the clusters
 // before it staying written.
-func (s *ioSession) writeCompressed(off, n int64, pat byte) error {
+func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 	if s.Image == nil {
 		return fmt.Errorf("compressed writes: %w", syscall.ENOTSUP)
 	}
@@ -279,6 +370,9 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte) error {
 	}
 	buf := bytes.Repeat([]byte{pat}, int(cs))
 	for o := off; o < off+n; o += cs {
+		if src != nil {
+			buf = src[o-off:]
+		}
 		if err := s.Image.WriteCompressed(o, buf[:min(cs, off+n-o)]); err != nil {
 			if errors.Is(err, qcow2.ErrNotCompressible) {
 				return fmt.Errorf("%w (%v)", syscall.EIO, err)
@@ -293,24 +387,59 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte) error {
 var errPattern = errors.New("pattern verification failed")
 
 func (s *ioSession) read(args []string) error {
-	o, err := getopt(args, "P:vqbCl:s:p")
+	o, err := ioOpts(args, "bCl:pP:qs:v")
 	if err != nil {
 		return err
+	}
+	// Parsed in their order, as qemu-io's getopt loop parses them,
+	// before the rest.
+	var vOff, vLen int64 = 0, -1
+	for _, kv := range o.order {
+		switch kv[0] {
+		case "P":
+			_, err = parsePattern(kv[1])
+		case "l":
+			vLen, err = ioNum(kv[1])
+		case "s":
+			vOff, err = ioNum(kv[1])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(o.args) != 2 {
+		return &ioUsageError{}
 	}
 	pat, off, n, err := s.request(o, 0, lengthLimit)
 	if err != nil {
 		return err
 	}
 	check := o.has("P")
+	if !check && (o.has("l") || o.has("s")) {
+		return &ioUsageError{}
+	}
+	// -s and -l: the part of the read -P verifies (all of it by
+	// default, from -s to the end without -l).
+	if vLen < 0 {
+		vLen = n - vOff
+	}
+	if vLen < 0 || vOff+vLen > n || vOff+vLen < vOff {
+		return errors.New("pattern verification range exceeds end of read data")
+	}
+	if o.has("b") {
+		return fmt.Errorf("the VM state: %w", syscall.ENOTSUP) // as write -b
+	}
 	start := time.Now()
 	mismatch := false
 	var dump []byte
-	err = eachChunk(off, n, make([]byte, min(n, ioChunk)), func(off int64, b []byte) error {
-		if err := s.Dev.Readv(off, [][]byte{b}); err != nil {
+	err = eachChunk(off, n, make([]byte, min(n, ioChunk)), func(at int64, b []byte) error {
+		if err := s.Dev.Readv(at, [][]byte{b}); err != nil {
 			return err
 		}
 		if check && !mismatch {
-			for _, c := range b {
+			// The part of b inside [off+vOff, off+vOff+vLen).
+			lo, hi := max(at, off+vOff), min(at+int64(len(b)), off+vOff+vLen)
+			for _, c := range b[max(0, lo-at):max(0, hi-at)] {
 				if c != pat {
 					mismatch = true
 					break
@@ -325,24 +454,23 @@ func (s *ioSession) read(args []string) error {
 	if err != nil {
 		return err
 	}
-	return s.readDone(o, off, n, dump, mismatch, start)
+	return s.readDone(o, off+vOff, vLen, off, n, dump, mismatch, start)
 }
 
 // readDone ends read and readv, as qemu-io's do: it reports a failed -P
-// verification of the n bytes at off, dumps data under -v, prints the
-// timing unless -q, and returns errPattern on a mismatch.
-func (s *ioSession) readDone(o *opts, off, n int64, data []byte, mismatch bool, start time.Time) error {
+// verification of the vLen bytes at vOff, dumps the n bytes read at off
+// under -v, prints the timing unless -q, and returns errPattern on a
+// mismatch.
+func (s *ioSession) readDone(o *opts, vOff, vLen, off, n int64, data []byte, mismatch bool, start time.Time) error {
 	if mismatch {
-		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", off, n)
+		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", vOff, vLen)
 	}
 	if o.has("v") {
 		hexDump(s.out, data, off)
 	}
-	if !o.has("q") {
-		s.report("read", off, n, start)
-	}
+	s.report(o, "read", off, n, start)
 	if mismatch {
-		return fmt.Errorf("%w at offset %d, %d bytes", errPattern, off, n)
+		return fmt.Errorf("%w at offset %d, %d bytes", errPattern, vOff, vLen)
 	}
 	return nil
 }
@@ -369,7 +497,7 @@ func hexDump(w io.Writer, b []byte, off int64) {
 }
 
 func (s *ioSession) discard(args []string) error {
-	o, err := getopt(args, "q")
+	o, err := ioOpts(args, "Cq")
 	if err != nil {
 		return err
 	}
@@ -391,9 +519,7 @@ func (s *ioSession) discard(args []string) error {
 	if err != nil {
 		return err
 	}
-	if !o.has("q") {
-		s.report("discard", off, n, start)
-	}
+	s.report(o, "discard", off, n, start)
 	return nil
 }
 
@@ -426,7 +552,22 @@ func (s *ioSession) mapCmd() error {
 func (s *ioSession) info() error {
 	im := s.Image
 	if im == nil {
-		fmt.Fprintln(s.out, "format name: raw")
+		// Raw, vpc, vmdk: the driver's cluster size (vpc: its block
+		// size; none for raw), no VM state.
+		inf := &imageInfo{}
+		switch {
+		case s.VHD != nil:
+			inf.ClusterSize = s.VHD.BlockSize()
+		case s.VMDK != nil:
+			vmdkInfo(inf, s.path, s.VMDK)
+		}
+		fmt.Fprintf(s.out, "format name: %s\n", s.Format())
+		fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(inf.ClusterSize)))
+		fmt.Fprintln(s.out, "vm state offset: 0 bytes")
+		if v := inf.FormatSpecific; v != nil && v.VMDK != nil {
+			fmt.Fprintln(s.out, "Format specific information:")
+			writeVMDKHuman(s.out, v.VMDK, "    ")
+		}
 		return nil
 	}
 	h := im.Header()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/qring/qring/block"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ var ioHelp = []string{
 	"info -- prints information about the current file",
 	"length -- gets the length of the current file",
 	"map  -- prints the allocated areas of a file",
+	"quit -- exit the program",
 	"read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a number of bytes at a specified offset",
 	"readv [-Cqv] [-P pattern] off len [len..] -- reads a number of bytes at a specified offset",
 	"sleep -- waits for the given value in milliseconds",
@@ -40,46 +42,40 @@ var ioHelp = []string{
 
 var ioCmds map[string]ioCmd
 
+// ioAliases are qemu-io's one-letter names (its altname) of the commands
+// qimg io runs.
+var ioAliases = map[string]string{"a": "alloc", "d": "discard", "f": "flush", "i": "info", "l": "length",
+	"q": "quit", "r": "read", "t": "truncate", "w": "write", "?": "help"}
+
 func init() {
 	ioCmds = map[string]ioCmd{
-		"readv":     {(*ioSession).readv, 2, -1},
+		"read":      {(*ioSession).read, 2, -1},
+		"write":     {(*ioSession).write, 2, -1},
+		"discard":   {(*ioSession).discard, 2, -1},
+		"flush":     {func(s *ioSession, _ []string) error { return s.Dev.Flush() }, 0, 0},
+		"map":       {func(s *ioSession, _ []string) error { return s.mapCmd() }, 0, 0},
+		"info":      {func(s *ioSession, _ []string) error { return s.info() }, 0, 0},
+		"readv":     {func(s *ioSession, a []string) error { return s.readv(a, "CP:qv") }, 2, -1},
 		"writev":    {(*ioSession).writev, 2, -1},
-		"aio_read":  {(*ioSession).readv, 2, -1},
+		"aio_read":  {func(s *ioSession, a []string) error { return s.readv(a, "CiP:qv", "i") }, 2, -1},
 		"aio_write": {(*ioSession).aioWrite, 2, -1},
+		// qimg runs aio_read and aio_write to completion before the
+		// next command: aio_flush has nothing left to wait for.
 		"aio_flush": {func(*ioSession, []string) error { return nil }, 0, 0},
 		"length":    {(*ioSession).length, 0, 0},
 		"alloc":     {(*ioSession).alloc, 1, 2},
 		"truncate":  {(*ioSession).truncate, 1, 3},
 		"sleep":     {(*ioSession).sleep, 1, 1},
 		"help":      {(*ioSession).help, 0, 1},
+		// qemu-io quits whatever follows the word.
+		"quit": {func(s *ioSession, _ []string) error { s.quit = true; return nil }, 0, -1},
 	}
-}
-
-// execMore runs the commands of this file; ok is false for an unknown
-// command. qimg runs aio_read and aio_write to completion before the
-// next command, so aio_flush has nothing left to wait for (qemu-io's
-// aio_flush waits for the outstanding requests; there are none).
-func (s *ioSession) execMore(name string, args []string) (ok bool, err error) {
-	c, ok := ioCmds[name]
-	if !ok {
-		return false, nil
-	}
-	if len(args) < c.min || (c.max >= 0 && len(args) > c.max) {
-		switch {
-		case c.max < 0:
-			return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected at least %d arguments", len(args), name, c.min))
-		case c.min == c.max:
-			return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected %d arguments", len(args), name, c.min))
-		}
-		return true, argCountError(fmt.Sprintf("bad argument count %d to %s, expected between %d and %d arguments", len(args), name, c.min, c.max))
-	}
-	return true, c.run(s, args)
 }
 
 // vecArgs parses OFF LEN [LEN...] and checks the total against the size.
 func (s *ioSession) vecArgs(args []string) (off int64, lens []int64, total int64, err error) {
 	if len(args) < 2 {
-		return 0, nil, 0, fmt.Errorf("expected OFFSET LENGTH [LENGTH...], got %d arguments", len(args))
+		return 0, nil, 0, &ioUsageError{}
 	}
 	if off, err = ioNum(args[0]); err != nil {
 		return 0, nil, 0, err
@@ -121,7 +117,7 @@ func vecBufs(lens []int64, pat byte) [][]byte {
 // unsupported is a flag letter, perhaps followed by a note for the
 // message ("c (compressed)").
 func cmdOpts(args []string, shorts string, unsupported ...string) (*opts, error) {
-	o, err := getopt(args, shorts)
+	o, err := ioOpts(args, shorts)
 	if err != nil {
 		return nil, err
 	}
@@ -143,8 +139,8 @@ func cmdOpts(args []string, shorts string, unsupported ...string) (*opts, error)
 
 // readv is qemu-io's readv (and aio_read, completed at once): one
 // vectored read, -P verifies every byte, -v dumps.
-func (s *ioSession) readv(args []string) error {
-	o, err := cmdOpts(args, "P:vqCi", "C", "i")
+func (s *ioSession) readv(args []string, shorts string, unsupported ...string) error {
+	o, err := cmdOpts(args, shorts, unsupported...)
 	if err != nil {
 		return err
 	}
@@ -165,13 +161,13 @@ func (s *ioSession) readv(args []string) error {
 	}
 	all := bytes.Join(bufs, nil)
 	mismatch := check && bytes.Count(all, []byte{pat}) != len(all)
-	return s.readDone(o, off, total, all, mismatch, start)
+	return s.readDone(o, off, total, off, total, all, mismatch, start)
 }
 
 // writev is qemu-io's writev: one vectored write of the -P pattern
 // (0xcd by default).
 func (s *ioSession) writev(args []string) error {
-	o, err := cmdOpts(args, "P:qCf", "C", "f")
+	o, err := cmdOpts(args, "CfP:q")
 	if err != nil {
 		return err
 	}
@@ -191,35 +187,35 @@ func (s *ioSession) vecWrite(o *opts) error {
 	}
 	bufs := vecBufs(lens, pat)
 	start := time.Now()
-	if err := s.Dev.Writev(off, bufs); err != nil {
+	err = s.Dev.Writev(off, bufs)
+	if err == nil && o.has("f") {
+		err = s.Dev.Flush() // FUA
+	}
+	if err != nil {
 		return err
 	}
-	if !o.has("q") {
-		s.report("wrote", off, total, start)
-	}
+	s.report(o, "wrote", off, total, start)
 	return nil
 }
 
 // aioWrite is qemu-io's aio_write, completed at once; -z writes zeros
 // (as write -z, with -u to unmap).
 func (s *ioSession) aioWrite(args []string) error {
-	o, err := cmdOpts(args, "P:qCfiuz", "C", "f", "i")
+	o, err := cmdOpts(args, "CfiP:quz", "i")
 	if err != nil {
 		return err
 	}
 	if o.has("z") {
-		if o.has("P") {
-			return errors.New("-z and -P cannot be specified at the same time")
-		}
+		// -P with -z is not refused (qemu-io 7.2's aio_write checks
+		// a flag its -P never sets): the zeros win.
 		if len(o.args) != 2 {
 			return errors.New("-z supports only a single length parameter")
 		}
 		wargs := []string{"-z"}
-		if o.has("u") {
-			wargs = append(wargs, "-u")
-		}
-		if o.has("q") {
-			wargs = append(wargs, "-q")
+		for _, f := range []string{"u", "q", "C", "f"} {
+			if o.has(f) {
+				wargs = append(wargs, "-"+f)
+			}
 		}
 		return s.writeCmd(append(wargs, o.args...), nil) // qemu-io's aio_write -z has no limit
 	}
@@ -283,21 +279,38 @@ func (s *ioSession) alloc(args []string) error {
 // truncate is qemu-io's truncate: the virtual size becomes off, growing
 // or shrinking (qcow2: as qimg resize --shrink does).
 func (s *ioSession) truncate(args []string) error {
-	o, err := getopt(args, "m:")
+	o, err := ioOpts(args, "m:")
 	if err != nil {
 		return err
 	}
-	if m := o.get("m", "off"); m != "off" {
-		return fmt.Errorf("preallocation mode '%s' is not supported", m)
+	m := o.get("m", "off")
+	switch m {
+	case "off", "metadata", "falloc", "full":
+	default:
+		return fmt.Errorf("Invalid preallocation mode '%s'", m)
 	}
-	if len(o.args) != 1 {
-		return fmt.Errorf("expected one offset, got %d arguments", len(o.args))
+	if len(o.args) < 1 {
+		// qemu-io 7.2 reads past its arguments here (and crashes);
+		// the usage says what is missing. Words past the offset
+		// are left, as qemu-io leaves them.
+		return &ioUsageError{}
 	}
 	size, err := ioNum(o.args[0])
 	if err != nil {
 		return err
 	}
+	cur, err := s.Dev.Size()
+	if err != nil {
+		return err
+	}
 	if s.Image == nil {
+		// Raw: QEMU's file driver's refusals and preallocation.
+		switch {
+		case m == "metadata":
+			return errors.New("Unsupported preallocation mode: metadata")
+		case size < cur && m != "off":
+			return errors.New("Cannot use preallocation for shrinking files")
+		}
 		if size > qemuMaxLength {
 			return errExceedsMax(size)
 		}
@@ -308,13 +321,33 @@ func (s *ioSession) truncate(args []string) error {
 			}
 			return fmt.Errorf("Could not resize file: %w", err)
 		}
+		return s.preallocRaw(cur, size, m)
+	}
+	if size < cur && m != "off" {
+		return errors.New("Preallocation can't be used for shrinking an image")
+	}
+	return resizeQcow2(s.Image, cur, size, m)
+}
+
+// preallocRaw allocates what truncate -m falloc or full added to a raw
+// image, [cur, size): falloc as zeros the file system allocates
+// (block.Allocate), full as zeros written.
+func (s *ioSession) preallocRaw(cur, size int64, mode string) error {
+	if size <= cur || mode == "off" {
 		return nil
 	}
-	cur, err := s.Image.Size()
-	if err != nil {
-		return err
+	if mode == "falloc" {
+		if err := s.Dev.WriteZeroes(cur, size-cur, block.Allocate); err != nil {
+			return fmt.Errorf("Could not preallocate new data: %w", err)
+		}
+		return nil
 	}
-	return resizeQcow2(s.Image, cur, size, "off")
+	return eachChunk(cur, size-cur, make([]byte, min(size-cur, ioChunk)), func(off int64, b []byte) error {
+		if err := s.Dev.Writev(off, [][]byte{b}); err != nil {
+			return fmt.Errorf("Could not write zeros for preallocation: %w", err)
+		}
+		return nil
+	})
 }
 
 // sleep waits for the given number of milliseconds.

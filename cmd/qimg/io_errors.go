@@ -25,10 +25,11 @@ import (
 // engine words itself (no errno under them) keep their words after
 // "CMD failed: ".
 
-// cmdError is a qemu-io command that failed.
+// cmdError is a qemu-io command that failed: name is the command's, typed
+// the word that called it (an alias: "r").
 type cmdError struct {
-	name string
-	err  error
+	name, typed string
+	err         error
 }
 
 func (e *cmdError) Error() string { return e.name + ": " + e.err.Error() }
@@ -39,11 +40,45 @@ type notFoundError struct{ name string }
 
 func (e *notFoundError) Error() string { return fmt.Sprintf("command %q not found", e.name) }
 
-// argCountError is a command given too few or too many arguments,
-// which qemu-io reports on stderr, as it is.
-type argCountError string
+// stderrError is a line qemu-io prints on stderr as it is, without its
+// prefix: a command given too few or too many arguments, write -s's
+// unreadable source file.
+type stderrError string
 
-func (e argCountError) Error() string { return string(e) }
+func (e stderrError) Error() string { return string(e) }
+
+// ioUsageError is a command line qemu-io answers with the command's usage
+// line on stdout: after glibc getopt's complaint on stderr for a refused
+// option (opt), or alone for a wrong number of arguments after the
+// options.
+type ioUsageError struct{ opt *optError }
+
+func (e *ioUsageError) Error() string {
+	if e.opt != nil {
+		return e.opt.Error()
+	}
+	return "wrong number of arguments"
+}
+
+// ioOpts is getopt for an io command; a refused option is a ioUsageError.
+func ioOpts(args []string, shorts string) (*opts, error) {
+	o, err := getopt(args, shorts)
+	var oe *optError
+	if errors.As(err, &oe) {
+		return nil, &ioUsageError{opt: oe}
+	}
+	return o, err
+}
+
+// usageLine is the command's line of ioHelp.
+func usageLine(name string) string {
+	for _, l := range ioHelp {
+		if n, _, _ := strings.Cut(l, " "); n == name {
+			return l
+		}
+	}
+	return name
+}
 
 // parseError is a number qemu-io's cvtnum cannot read.
 type parseError struct {
@@ -82,10 +117,10 @@ func ioNum(s string) (int64, error) {
 	return int64(n), nil
 }
 
-// ioVerbs are the names qemu-io's failure lines give commands: those of
-// the aliases qimg takes, and readv for aio_read (qemu-io 7.2's
-// aio_read_done says "readv failed"; aio_write's says aio_write).
-var ioVerbs = map[string]string{"r": "read", "w": "write", "d": "discard", "f": "flush", "aio_read": "readv"}
+// ioVerbs are the names qemu-io's failure lines give commands, where not
+// their own: readv for aio_read (qemu-io 7.2's aio_read_done says "readv
+// failed"; aio_write's says aio_write).
+var ioVerbs = map[string]string{"aio_read": "readv"}
 
 // reportIOError prints err, from a command, where and as qemu-io would:
 // most on stdout without a prefix; on stderr, with qimg's prefix where
@@ -94,12 +129,20 @@ var ioVerbs = map[string]string{"r": "read", "w": "write", "d": "discard", "f": 
 func reportIOError(e *env, stdout io.Writer, err error) {
 	var nf *notFoundError
 	var ce *cmdError
-	var ac argCountError
+	var ac stderrError
+	var ue *ioUsageError
 	switch {
 	case errors.As(err, &nf):
 		fmt.Fprintln(e.stderr, nf.Error())
 	case errors.As(err, &ac):
 		fmt.Fprintln(e.stderr, string(ac))
+	case errors.As(err, &ue) && errors.As(err, &ce):
+		if o := ue.opt; o != nil && o.missing {
+			fmt.Fprintf(e.stderr, "%s: option requires an argument -- '%c'\n", ce.typed, o.c)
+		} else if o != nil {
+			fmt.Fprintf(e.stderr, "%s: invalid option -- '%c'\n", ce.typed, o.c)
+		}
+		fmt.Fprintln(stdout, usageLine(ce.name))
 	case errors.Is(err, errPattern), errors.Is(err, errReported):
 		// Its line went to stdout already (a pattern mismatch's with
 		// the read's result).

@@ -18,6 +18,9 @@ import (
 type opts struct {
 	vals map[string][]string
 	args []string
+	// order is every option and its value as they came: o.order[i][0]
+	// the option's name, [1] its value.
+	order [][2]string
 	// repairLog prints the lines a writable open's repair of a dirty
 	// image writes (qcow2.Options.RepairLog), on the command's stderr as
 	// qemu-img prints them; nil prints none.
@@ -70,6 +73,24 @@ func (o *opts) optionLists() error {
 	return nil
 }
 
+// optError is an option getopt refuses: the word it is in, its letter
+// ('-' for a long option, as glibc's getopt without long options names
+// it), and whether it lacks its value rather than being unknown. Its
+// message is qemu-img's; qimg io's commands word it as qemu-io's
+// (io_errors.go).
+type optError struct {
+	word    string
+	c       byte
+	missing bool
+}
+
+func (e *optError) Error() string {
+	if e.missing {
+		return fmt.Sprintf("missing argument for option '%s'", e.word)
+	}
+	return fmt.Sprintf("unrecognized option '%s'", e.word)
+}
+
 // getopt parses args like GNU getopt_long with permutation: options may
 // come before or after positional arguments; "--" ends options. Its
 // errors are qemu-img's (which names the whole word: '-qZ'). shorts is
@@ -100,11 +121,11 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 			name, val, hasVal := strings.Cut(a[2:], "=")
 			need, ok := longArg[name]
 			if !ok {
-				return nil, fmt.Errorf("unrecognized option '%s'", a)
+				return nil, &optError{word: a, c: '-'}
 			}
 			if need && !hasVal {
 				if i+1 >= len(args) {
-					return nil, fmt.Errorf("missing argument for option '%s'", a)
+					return nil, &optError{word: a, c: '-', missing: true}
 				}
 				i++
 				val = args[i]
@@ -112,26 +133,29 @@ func getopt(args []string, shorts string, longs ...string) (*opts, error) {
 				return nil, fmt.Errorf("option '--%s' doesn't allow an argument", name)
 			}
 			o.vals[name] = append(o.vals[name], val)
+			o.order = append(o.order, [2]string{name, val})
 		case len(a) > 1 && a[0] == '-':
 			for j := 1; j < len(a); j++ {
 				c := a[j]
 				need, ok := shortArg[c]
 				if !ok {
-					return nil, fmt.Errorf("unrecognized option '%s'", a)
+					return nil, &optError{word: a, c: c}
 				}
 				if !need {
 					o.vals[string(c)] = append(o.vals[string(c)], "")
+					o.order = append(o.order, [2]string{string(c), ""})
 					continue
 				}
 				val := a[j+1:]
 				if val == "" {
 					if i+1 >= len(args) {
-						return nil, fmt.Errorf("missing argument for option '%s'", a)
+						return nil, &optError{word: a, c: c, missing: true}
 					}
 					i++
 					val = args[i]
 				}
 				o.vals[string(c)] = append(o.vals[string(c)], val)
+				o.order = append(o.order, [2]string{string(c), val})
 				break
 			}
 		default:
