@@ -299,6 +299,10 @@ func (s *ioSession) truncate(args []string) error {
 	if err != nil {
 		return err
 	}
+	if s.VHD != nil || s.VMDK != nil {
+		// QEMU's block layer, before any driver's own checks.
+		return errors.New("Image format driver does not support resize")
+	}
 	cur, err := s.Dev.Size()
 	if err != nil {
 		return err
