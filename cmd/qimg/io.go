@@ -261,6 +261,16 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 	if err != nil {
 		return err
 	}
+	if o.has("b") || o.has("c") {
+		for _, v := range []struct {
+			name string
+			n    int64
+		}{{"offset", off}, {"count", n}} {
+			if v.n%512 != 0 {
+				return fmt.Errorf("%d is not a sector-aligned value for '%s'", v.n, v.name)
+			}
+		}
+	}
 	if o.has("b") {
 		// The VM state: QEMU's raw has none either (ENOTSUP); its
 		// qcow2 has, qring's has not.
@@ -283,8 +293,17 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 			fl |= block.NoFallback
 		}
 		err = s.Dev.WriteZeroes(off, n, fl) // -c does not apply, as in qemu-io
-	case o.has("c"):
+	case o.has("c") && s.VMDK == nil:
 		err = s.writeCompressed(off, n, pat, src)
+	case o.has("c"):
+		// QEMU's vmdk writes a compressed request as any other: its
+		// extent compresses it or not (streamOptimized or not), as
+		// qring's Writev does.
+		b := src
+		if b == nil {
+			b = bytes.Repeat([]byte{pat}, int(n))
+		}
+		err = s.Dev.Writev(off, [][]byte{b})
 	case src != nil:
 		err = eachChunk(off, n, src[:min(n, ioChunk)], func(at int64, b []byte) error {
 			return s.Dev.Writev(at, [][]byte{src[at-off : at-off+int64(len(b))]})
