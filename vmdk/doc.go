@@ -111,5 +111,6 @@
 //	     sectors, its entry set in memory only once its bytes are
 //	     written; a partial grain fails with EINVAL (ErrStreamPartial), a
 //	     second write or zeros into a written grain with EIO
-//	     (ErrStreamAllocated). Flush treats its grains as KD10 says.
+//	     (ErrStreamAllocated), and so does a partial one whose first
+//	     grain is written (QEMU asks that first). Flush treats its grains as KD10 says.
 package vmdk

@@ -257,6 +257,14 @@ var (
 	ErrStreamAllocated = fmt.Errorf("vmdk: Could not write to allocated cluster for streamOptimized: %w", syscall.EIO)
 )
 
+// streamWritten reports whether grain gi of a streamOptimized image is
+// written or being written.
+func (d *Disk) streamWritten(e *extent, gi int64) bool {
+	d.w.mu.Lock()
+	defer d.w.mu.Unlock()
+	return e.allocated(e.mem[gi].Load()) || d.w.streaming[gi]
+}
+
 // writeCompressed writes one whole grain of a streamOptimized image at
 // guest offset pos: deflated behind its marker, at free, its entry set
 // once the bytes are written (KD12).
@@ -380,6 +388,11 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	gb := e.layout.GrainBytes()
 	if e.layout.Compressed && (off%gb != 0 || (total%gb != 0 && off+total != d.size)) {
 		// Refused before the CID changes: nothing of it is written.
+		// QEMU asks whether the first grain is written before
+		// anything else: then EIO, not EINVAL.
+		if d.streamWritten(e, off/gb) {
+			return ErrStreamAllocated
+		}
 		return ErrStreamPartial
 	}
 	if err := d.changeCID(); err != nil {

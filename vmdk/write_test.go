@@ -627,6 +627,9 @@ func TestWrite_StreamMatchesQemu(t *testing.T) {
 		{ErrStreamPartial, "a partial grain", func() error { return d.Writev(128<<10, [][]byte{make([]byte, 4096)}) }},
 		{ErrStreamPartial, "a grain's tail", func() error { return d.Writev(128<<10+512, [][]byte{make([]byte, 64<<10-512)}) }},
 		{ErrStreamAllocated, "a second write", func() error { return d.Writev(0, [][]byte{make([]byte, 64<<10)}) }},
+		// QEMU asks whether the first grain is written first.
+		{ErrStreamAllocated, "a partial write into a written grain", func() error { return d.Writev(512, [][]byte{make([]byte, 512)}) }},
+		{ErrStreamAllocated, "a written grain's head", func() error { return d.Writev(0, [][]byte{make([]byte, 512)}) }},
 		{ErrStreamAllocated, "zeros into a written grain", func() error { return d.WriteZeroes(0, 4096, 0) }},
 		{nil, "zeros into a new grain", func() error { return d.WriteZeroes(512<<10, 4096, 0) }},
 	} {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/vmdk"
 )
 
 // How qimg io reports a command that failed: as qemu-io does, so that
@@ -151,6 +152,11 @@ func reportIOError(e *env, stdout io.Writer, err error) {
 	case errors.As(err, &ce) && ce.name == "truncate":
 		e.errorf(1, "%v", ce.err)
 	case errors.As(err, &ce):
+		if errors.Is(err, vmdk.ErrStreamAllocated) {
+			// QEMU's vmdk says it with error_report before failing
+			// the request.
+			e.errorf(1, "Could not write to allocated cluster for streamOptimized")
+		}
 		fmt.Fprintln(stdout, ioErrorText(ce))
 	default:
 		fmt.Fprintln(stdout, err)
