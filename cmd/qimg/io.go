@@ -29,6 +29,25 @@ func runIO(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(fmt.Errorf("expected exactly one image file"))
 	}
+	// -d: qemu-io unmaps by default; ignore (off) makes discard a
+	// no-op (write -z -u still unmaps, as qemu-io 7.2's).
+	noUnmap := false
+	switch d := o.get("d", "unmap"); d {
+	case "ignore", "off":
+		noUnmap = true
+	case "unmap", "on":
+	default:
+		return e.errorf(1, "Invalid discard option: %s", d)
+	}
+	aio := o.get("i", "")
+	if o.has("k") {
+		aio = "native" // qemu-io's -k
+	}
+	switch aio {
+	case "", "threads", "native", "io_uring", "io_uring-nomerge":
+	default:
+		return e.errorf(1, "Invalid aio option: %s", aio)
+	}
 	cache := o.get("t", o.get("cache", "writeback"))
 	mode, ok := cacheModes[cache]
 	if !ok {
@@ -39,7 +58,7 @@ func runIO(e *env, args []string) int {
 		cache = "none"
 	}
 	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
-		AIO: o.get("i", ""), ReadOnly: o.has("r") || o.has("read-only"), Opts: eo, WrapFile: mode.wrapFile()}
+		AIO: aio, ReadOnly: o.has("r") || o.has("read-only"), Opts: eo, WrapFile: mode.wrapFile()}
 	var img *imgopen.Opened
 	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
@@ -57,7 +76,7 @@ func runIO(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
-	sess := &ioSession{Opened: img, out: e.stdout, path: s.Path}
+	sess := &ioSession{Opened: img, out: e.stdout, path: s.Path, noUnmap: noUnmap}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if sess.quit {
@@ -85,6 +104,9 @@ type ioSession struct {
 	out  io.Writer
 	path string // the image as named (a VMDK's info names its extents by it)
 	quit bool   // quit ran: the commands after it do not
+	// noUnmap is -d ignore: discard does nothing (QEMU's open without
+	// BDRV_O_UNMAP).
+	noUnmap bool
 }
 
 // exec runs one qemu-io command line. The returned error is the one line
@@ -526,6 +548,8 @@ func (s *ioSession) discard(args []string) error {
 	}
 	start := time.Now()
 	switch {
+	case s.noUnmap:
+		// -d ignore: QEMU's block layer drops the request.
 	case s.Image != nil:
 		err = s.Image.Discard(off, n)
 	case s.VHD != nil:

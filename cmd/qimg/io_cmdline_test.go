@@ -113,3 +113,42 @@ func TestIOCommandLines_LikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestIOOptions_DiscardAndAioLikeQemu: qimg io's -d is qemu-io's (ignore
+// or off: discard does nothing, while write -z -u still unmaps; unmap or
+// on, the default; anything else "Invalid discard option"), and an
+// unknown -i is "Invalid aio option" before the image opens. qimg took
+// -d and ignored it.
+func TestIOOptions_DiscardAndAioLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := workDir(t)
+	tmpl := filepath.Join(d, "tmpl.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", tmpl, "1M")
+	qio(t, tmpl, "write -P 1 0 128k")
+	b, err := os.ReadFile(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range [][]string{{"-d", "ignore"}, {"-d", "off"}, {"-d", "on"}, {"-d", "unmap"}, {"-d", "foo"}, {"-i", "foo"}, {"-i", "threads"}, nil} {
+		ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
+		for _, p := range []string{ours, theirs} {
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args := append([]string{"-f", "qcow2"}, opt...)
+		args = append(args, "-c", "discard 0 64k", "-c", "read -P 1 0 64k", "-c", "write -z -u 64k 64k", "-c", "map")
+		o, e, code := runQ(t, append(append([]string{"io"}, args...), ours)...)
+		qo, qe, qcode := testkit.Run(t, "qemu-io", append(args, theirs)...)
+		if code != qcode || normTiming(o) != normTiming(qo) || asQemuIO(e) != qe {
+			t.Errorf("%q: qimg exit %d\n%s%s\nqemu-io exit %d\n%s%s", opt, code, o, e, qcode, qo, qe)
+			continue
+		}
+		// The same clusters discarded and unmapped as qemu-io's.
+		om := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+		if qm := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs); om != qm {
+			t.Errorf("%q: map\n%s\nqemu-io's image:\n%s", opt, om, qm)
+		}
+	}
+}
