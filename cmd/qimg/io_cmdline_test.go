@@ -64,7 +64,7 @@ func TestIOCommandLines_LikeQemu(t *testing.T) {
 		"map -q", "map 0", "info -x", "flush -x", "length -a", "i", "f", "l", "a 0", "alloc -x 0", "alloc 0 512 1",
 		"readv -Z 0 512", "readv 0", "readv -i 0 512", "readv -C 0 512", "readv -P 7 0 4k 4k",
 		"writev -x 0 512", "writev -f 0 512", "writev -C -f 0 512",
-		"aio_read -x 0 512", "aio_write -x 0 512", "aio_write -C 0 512", "aio_write -f 0 512", "aio_flush x",
+		"aio_read -x 0 512", "aio_write -x 0 512", "aio_write -C 0 512", "aio_write -f 0 512", "aio_write -z 0", "aio_write -z 0 512 512", "aio_write -u 0 512", "aio_flush x",
 		"truncate -q 1M", "truncate -m", "truncate -m foo 1M", "truncate -m falloc 2M", "truncate -m full 2M",
 		"truncate -m metadata 2M", "truncate -m falloc 512k", "truncate -m off 512k", "truncate 1M 2M", "t 2M",
 		"sleep", "sleep x", "help -x", "help read write", "help nosuch", "help quit", "? quit", "quit", "q", "quit x",

@@ -205,6 +205,9 @@ func (s *ioSession) aioWrite(args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(o.args) < 2 {
+		return &ioUsageError{}
+	}
 	if o.has("z") {
 		// -P with -z is not refused (qemu-io 7.2's aio_write checks
 		// a flag its -P never sets): the zeros win.
