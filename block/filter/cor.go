@@ -103,25 +103,56 @@ func (c *CopyOnRead) Readv(off int64, bufs [][]byte) error {
 	return nil
 }
 
-// fill reads an unallocated range from the source and copies it into the
-// top. It holds the range exclusively and re-checks allocation under the
-// lock, so a guest write that landed after the first check is not
-// overwritten with older source data (FL5).
+// ClusterSizer is implemented by a top that allocates in clusters (a
+// qcow2 image's clusters, a VMDK's grains): copy-on-read then copies
+// whole clusters, as QEMU rounds each copy out to the top's cluster size
+// (bdrv_co_do_copy_on_readv), so a read of part of a cluster leaves the
+// whole cluster copied. 0 or less: no rounding.
+type ClusterSizer interface {
+	ClusterSize() int64
+}
+
+// maxBounce bounds one copy's buffer, as QEMU's MAX_BOUNCE_BUFFER does.
+const maxBounce = 32 << 20
+
+// fill reads an unallocated range [off, off+n) from the source into v and
+// copies it into the top, rounded out to the top's clusters
+// (ClusterSizer). It holds the rounded range exclusively and re-checks
+// allocation under the lock, so a guest write that landed after the
+// first check is not overwritten with older source data (FL5); of the
+// rounding, only the parts that are still unallocated are copied.
 func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
-	defer c.lk.lock(off, n, true)()
-	for pos := off; pos < off+n; {
-		alloc, l, err := c.top.Allocated(pos, off+n-pos)
+	a, b := off, off+n
+	if cs, ok := c.top.(ClusterSizer); ok {
+		if k := cs.ClusterSize(); k > 1 {
+			size, err := c.top.Size()
+			if err != nil {
+				return err
+			}
+			a, b = off/k*k, min((off+n+k-1)/k*k, max(size, off+n))
+			if lim := max(maxBounce/k*k, k); b-a > lim {
+				// Pieces of at most maxBounce stay whole clusters.
+				return c.fillPieces(off, n, v, a, lim)
+			}
+		}
+	}
+	defer c.lk.lock(a, b-a, true)()
+	for pos := a; pos < b; {
+		alloc, l, err := c.top.Allocated(pos, b-pos)
 		if err != nil {
 			return err
 		}
 		if l <= 0 {
-			return fmt.Errorf("filter: copy-on-read: Allocated(%d, %d) returned length %d", pos, off+n-pos, l)
+			return fmt.Errorf("filter: copy-on-read: Allocated(%d, %d) returned length %d", pos, b-pos, l)
 		}
-		l = min(l, off+n-pos)
-		sv := subVec(v, pos-off, l)
+		l = min(l, b-pos)
+		// [lo, hi) is the part of [pos, pos+l) the caller reads.
+		lo, hi := max(pos, off), min(pos+l, off+n)
 		if alloc {
-			if err := c.top.Readv(pos, sv); err != nil {
-				return err
+			if lo < hi {
+				if err := c.top.Readv(lo, subVec(v, lo-off, hi-lo)); err != nil {
+					return err
+				}
 			}
 			pos += l
 			continue
@@ -130,12 +161,15 @@ func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
 		if src == nil {
 			src = c.top
 		}
-		if err := src.Readv(pos, sv); err != nil {
+		data := make([]byte, l)
+		if err := block.ReadAt(src, data, pos); err != nil {
 			return err
+		}
+		if lo < hi {
+			scatter(subVec(v, lo-off, hi-lo), data[lo-pos:hi-pos])
 		}
 		// Zeros become a zeroing request: on qcow2 v3 whole clusters turn
 		// into zero clusters instead of allocated clusters of zeros.
-		data := flatten(sv)
 		if isZero(data) {
 			err = c.top.WriteZeroes(pos, l, 0)
 		} else {
@@ -146,6 +180,18 @@ func (c *CopyOnRead) fill(off, n int64, v [][]byte) error {
 		}
 		c.M.CopiedBytes.Add(l)
 		pos += l
+	}
+	return nil
+}
+
+// fillPieces is fill of a rounded range longer than lim, from a (the
+// rounded start), in pieces of lim bytes (whole clusters).
+func (c *CopyOnRead) fillPieces(off, n int64, v [][]byte, a, lim int64) error {
+	for p := a; p < off+n; p += lim {
+		lo, hi := max(p, off), min(p+lim, off+n)
+		if err := c.fill(lo, hi-lo, subVec(v, lo-off, hi-lo)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

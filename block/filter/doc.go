@@ -45,8 +45,11 @@
 //	FL4  A layer owns its children: Close closes them (mirror's target
 //	     only until Complete hands it over).
 //	FL5  Copy-on-read and mirror never overwrite newer guest data (a
-//	     write, zeroing or discard) with older copied data: the copy of a range holds that range's lock
-//	     and re-checks its state (allocation, dirty bit) under it.
+//	     write, zeroing or discard) with older copied data: the copy of a
+//	     range holds that range's lock and re-checks its state
+//	     (allocation, dirty bit) under it. Copy-on-read's range is the
+//	     read rounded out to the top's clusters (ClusterSizer), as QEMU
+//	     copies whole clusters: the lock covers the rounding too.
 //	FL6  Errors are typed: ErrMismatch (blkverify, with the offset),
 //	     ErrQuorum (not enough children agreed or succeeded), ErrCompleted
 //	     (mirror after Complete), block.ErrRange (raw writes and

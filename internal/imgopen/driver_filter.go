@@ -1,6 +1,7 @@
 package imgopen
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,24 +29,9 @@ func (a AllocatedImage) Allocated(off, n int64) (bool, int64, error) {
 	return st.Allocated, st.Len, nil
 }
 
-// allocatedNode is a qcow2 node as a filter.AllocatorDevice: requests and
-// Close go to the node (which also closes the device under its image when
-// it has one), Allocated to its image.
-type allocatedNode struct {
-	block.Device
-	im AllocatedImage
-}
-
-func (a allocatedNode) Allocated(off, n int64) (bool, int64, error) { return a.im.Allocated(off, n) }
-
-// Discard forwards to the node, so a copy-on-read stack discards into its
-// top image as QEMU's does (filter FL8).
-func (a allocatedNode) Discard(off, n int64) error {
-	if d, ok := a.Device.(block.Discarder); ok {
-		return d.Discard(off, n)
-	}
-	return block.ErrNotSupported
-}
+// errReadOnlyNode is QEMU's refusal of a node that must write, opened
+// read-only.
+var errReadOnlyNode = errors.New("Block node is read-only")
 
 func (b *builder) cor(n *node) (block.Device, error) {
 	top, err := b.child(n, "file")
@@ -57,6 +43,15 @@ func (b *builder) cor(n *node) (block.Device, error) {
 		top.Close()
 		return nil, fmt.Errorf("image spec: %s: copy-on-read needs a qcow2 top image", n.path)
 	}
+	// The filter writes what it reads: QEMU refuses it read-only (its
+	// child's write permission).
+	if ro, err := n.boolean("read-only", b.def.ReadOnly || b.parentRO); err != nil || ro {
+		top.Close()
+		if err == nil {
+			err = errReadOnlyNode
+		}
+		return nil, err
+	}
 	var src block.Device
 	if n.has("source") {
 		if src, err = b.child(n, "source"); err != nil {
@@ -64,7 +59,7 @@ func (b *builder) cor(n *node) (block.Device, error) {
 			return nil, err
 		}
 	}
-	c := filter.NewCopyOnRead(allocatedNode{top, AllocatedImage{im}}, src)
+	c := filter.NewCopyOnRead(corTop{top, AllocatedImage{im}, int64(im.Geometry().ClusterSize)}, src)
 	b.inheritDir(c, top)
 	return c, nil
 }
