@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"syscall"
 )
 
 // ErrNativeAIO is FileOptions' answer to aio=native: QEMU's Linux AIO
@@ -84,3 +86,22 @@ func (e *ValueError) Error() string { return e.Msg }
 type DriverError struct{ Name string }
 
 func (e *DriverError) Error() string { return fmt.Sprintf("Unknown driver '%s'", e.Name) }
+
+// TempFileError is the failure to create a temporary overlay's file
+// (OpenTemp), in QEMU's words: "Could not open temporary file 'NAME':
+// No such file or directory".
+type TempFileError struct {
+	Path string
+	Err  error
+}
+
+func (e *TempFileError) Error() string {
+	msg := e.Err.Error()
+	var en syscall.Errno
+	if errors.As(e.Err, &en) && msg != "" {
+		msg = strings.ToUpper(msg[:1]) + msg[1:] // strerror's words
+	}
+	return fmt.Sprintf("Could not open temporary file '%s': %s", e.Path, msg)
+}
+
+func (e *TempFileError) Unwrap() error { return e.Err }
