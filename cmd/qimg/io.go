@@ -13,12 +13,13 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 )
 
 func runIO(e *env, args []string) int {
-	o, err := e.getopt(args, "c:f:t:i:T:o:rnUkmd:", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:")
+	o, err := e.getopt(args, "c:f:t:i:T:o:rnUkmd:sC", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:", "snapshot", "copy-on-read")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -59,19 +60,7 @@ func runIO(e *env, args []string) int {
 	}
 	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
 		AIO: aio, ReadOnly: o.has("r") || o.has("read-only"), Opts: eo, WrapFile: mode.wrapFile()}
-	var img *imgopen.Opened
-	if o.has("image-opts") || imgopen.IsSpec(s.Path) {
-		// A driver stack (qemu-io --image-opts / json:): the spec names
-		// the formats, so -f does not apply, nor do the -o engine options;
-		// -U does (its host files' locks).
-		var st *secret.Store
-		if st, err = o.secrets(); err == nil {
-			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
-				Opts: qcow2.Options{ForceShare: eo.ForceShare, RepairLog: eo.RepairLog}})
-		}
-	} else {
-		img, err = openImage(s)
-	}
+	img, err := openIOImage(o, s)
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -96,6 +85,53 @@ func runIO(e *env, args []string) int {
 		code = e.errorf(1, "close: %v", err)
 	}
 	return code
+}
+
+// openIOImage opens the image qemu-io's way: s, or the driver stack
+// it names (--image-opts, json:); with -s under a temporary overlay
+// (imgopen.OpenTemp: the image itself opened read-only, never written);
+// with -C copying what reads take from the backing chain into the image
+// (imgopen.Opened.CopyOnRead; refused read-only).
+func openIOImage(o *opts, s imgopen.Spec) (*imgopen.Opened, error) {
+	overlay := o.has("s") || o.has("snapshot")
+	ov := s // the overlay's own options
+	if overlay {
+		s.ReadOnly = true
+	}
+	var img *imgopen.Opened
+	var err error
+	spec := o.has("image-opts") || imgopen.IsSpec(s.Path)
+	if spec {
+		// A driver stack (qemu-io --image-opts / json:): the spec names
+		// the formats, so -f does not apply, nor do the -o engine options;
+		// -U does (its host files' locks).
+		var st *secret.Store
+		if st, err = o.secrets(); err == nil {
+			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
+				Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
+		}
+	} else {
+		img, err = openImage(s)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if overlay {
+		base := "" // a stack stays open under the overlay
+		if !spec {
+			base, _ = protocol.Path(s.Path, false) // as openImage opened it
+		}
+		if img, err = imgopen.OpenTemp(ov, img, base); err != nil {
+			return nil, &OpenError{Path: s.Path, Err: err}
+		}
+	}
+	if o.has("C") || o.has("copy-on-read") {
+		if err := img.CopyOnRead(ov.ReadOnly); err != nil {
+			img.Close()
+			return nil, &OpenError{Path: s.Path, Err: err}
+		}
+	}
+	return img, nil
 }
 
 // ioSession runs qemu-io commands on one open image.
@@ -556,6 +592,8 @@ func (s *ioSession) discard(args []string) error {
 		err = s.VHD.Discard(off, n) // QEMU's vpc: the bytes stay
 	case s.VMDK != nil:
 		err = s.VMDK.Discard(off, n) // QEMU's vmdk: the bytes stay
+	case imgopen.CORImage(s.Dev) != nil:
+		err = s.Dev.(block.Discarder).Discard(off, n) // to the image under it
 	default:
 		err = s.Dev.WriteZeroes(off, n, block.MayUnmap)
 	}
@@ -594,6 +632,15 @@ func (s *ioSession) mapCmd() error {
 // info is qemu-io's info command.
 func (s *ioSession) info() error {
 	im := s.Image
+	if c := imgopen.CORImage(s.Dev); im == nil && c != nil {
+		// A copy-on-read root: its name, its image's cluster size and
+		// VM state offset, no format specific information.
+		g := c.Geometry()
+		fmt.Fprintln(s.out, "format name: copy-on-read")
+		fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(g.ClusterSize)))
+		fmt.Fprintf(s.out, "vm state offset: %s\n", cvtstr(float64(g.L1EntriesFor(c.Header().Size)*g.ClusterSize*g.L2Entries)))
+		return nil
+	}
 	if im == nil {
 		// Raw, vpc, vmdk: the driver's cluster size (vpc: its block
 		// size; none for raw), no VM state.

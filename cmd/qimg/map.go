@@ -27,6 +27,9 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 		ext, _, err := vmdkExtents(img.VMDK, false)
 		return ext, err
 	}
+	if im := imgopen.CORImage(img.Dev); im != nil {
+		return im.Map() // a copy-on-read root: its image's map
+	}
 	if size, err := img.Dev.Size(); err != nil {
 		return nil, err
 	} else if ext, ok, err := rawNodeExtents(img.Dev, 0, size); ok {
