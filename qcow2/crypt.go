@@ -83,8 +83,8 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 		return luksErr(area, err)
 	}
 	im.crypt = &imageCrypt{area: area, header: *lh}
-	if im.opts.Passphrase == nil {
-		return nil // NoKey: metadata only
+	if im.opts.Passphrase == nil || im.opts.NoKey {
+		return nil // NoKey: metadata only, whatever the passphrase (QEMU's BDRV_O_NO_IO)
 	}
 	c, err := lh.Unlock(sr, im.opts.Passphrase)
 	if err != nil {

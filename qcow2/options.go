@@ -153,7 +153,8 @@ type Options struct {
 	NoDataFile bool
 	// NoKey opens an encrypted image without its passphrase for its
 	// metadata only (qemu-img info does the same): reading or
-	// writing its data fails with ErrNoKey.
+	// writing its data fails with ErrNoKey. A Passphrase is then not
+	// tried (a wrong one opens too, as QEMU's BDRV_O_NO_IO).
 	NoKey bool
 
 	// Cache options, as QEMU's.

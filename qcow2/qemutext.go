@@ -11,12 +11,16 @@ import (
 // speak as qemu-img and qemu-nbd: a hostile header's fault in QEMU's
 // message (format FM7), a backing file's failure with QEMU's prefix
 // (BackingError, which words its own reason so), a missing key in
-// QEMU's words (ErrNoKey without the package's prefix); other errors keep
-// their own text.
+// QEMU's words (ErrNoKey without the package's prefix), a wrong one too
+// (ErrWrongKey: "Invalid password, cannot unlock any keyslot"); other
+// errors keep their own text.
 func QemuText(err error) string {
 	var be *BackingError
 	if errors.As(err, &be) {
 		return err.Error()
+	}
+	if errors.Is(err, ErrWrongKey) {
+		return "Invalid password, cannot unlock any keyslot"
 	}
 	if errors.Is(err, ErrNoKey) {
 		return strings.TrimPrefix(ErrNoKey.Error(), "qcow2: encrypted image: ")

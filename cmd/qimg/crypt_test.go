@@ -82,7 +82,7 @@ func TestCrypt_CLIInterop(t *testing.T) {
 	// A wrong secret: a clear error, and not a byte changed.
 	before, _ := os.ReadFile(w)
 	_, errOut, code := runQ(t, "io", "--object", "secret,id=sec0,data=abd", "--image-opts", imageOpts(w), "-c", "write 0 512")
-	if code != 1 || !strings.Contains(errOut, "invalid passphrase") {
+	if code != 1 || !strings.Contains(errOut, "Invalid password, cannot unlock any keyslot") { // QEMU's words
 		t.Errorf("wrong secret: exit %d, %s", code, errOut)
 	}
 	after, _ := os.ReadFile(w)

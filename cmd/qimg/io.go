@@ -109,6 +109,9 @@ func openIOImage(o *opts, s imgopen.Spec) (*imgopen.Opened, error) {
 		if st, err = o.secrets(); err == nil {
 			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
 				Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
+			if err != nil {
+				err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
+			}
 		}
 	} else {
 		img, err = openImage(s)

@@ -44,15 +44,15 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 	if err := e.done(); err != nil {
 		return err
 	}
-	if id == "" {
-		return nil
+	if id == "" || o.NoKey {
+		return nil // metadata only: QEMU looks no secret up (BDRV_O_NO_IO)
 	}
 	if store == nil {
 		store = &secret.Store{}
 	}
 	p, err := store.Passphrase(id)
 	if err != nil {
-		return fmt.Errorf("image spec: %s: %w", e.name("key-secret"), err)
+		return err // in QEMU's words ("No secret with id 'ID'")
 	}
 	o.Passphrase = p
 	return nil

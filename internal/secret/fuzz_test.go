@@ -6,7 +6,8 @@ import (
 )
 
 // FuzzParseObject: an --object argument (key=value or JSON) parses to
-// properties or to an ErrInvalid error, and never panics.
+// properties or to an ErrInvalid error, and never panics; the secret it
+// defines is stored or refused with one of the package's errors.
 func FuzzParseObject(f *testing.F) {
 	for _, s := range []string{
 		"secret,id=sec0,data=abc",
@@ -15,6 +16,7 @@ func FuzzParseObject(f *testing.F) {
 		`{"qom-type":1}`,
 		"secret,,id=x,data=a,,b",
 		"", ",", "=", "{", `{"a":"b"} x`,
+		"secret,id=s,format=base64,data=eHl=eA", "secret,id=s,format=base64,file=x",
 	} {
 		f.Add(s)
 	}
@@ -28,6 +30,13 @@ func FuzzParseObject(f *testing.F) {
 		}
 		if p == nil {
 			t.Fatalf("parseObject(%q): nil properties without an error", s)
+		}
+		// The secret it defines, if any (file= reads the argument
+		// itself: base64 decoding of any bytes): stored or refused with
+		// one of the package's errors.
+		st := Store{ReadFile: func(string) ([]byte, error) { return []byte(s), nil }}
+		if err := st.Add(s); err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrNotSecret) && !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("Add(%q): %v, not one of the package's errors", s, err)
 		}
 	})
 }

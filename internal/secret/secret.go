@@ -11,12 +11,13 @@ package secret
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/qring/qring/internal/optstr"
@@ -36,6 +37,24 @@ var (
 	// implement (keyid/iv encrypted secrets, secret_keyring).
 	ErrUnsupported = errors.New("secret: unsupported")
 )
+
+// Error is a fault of an --object argument or a secret lookup in QEMU
+// 7.2's words (Msg: what qemu-img prints after its name), of one of the
+// kinds above (errors.Is matches Kind) and with its cause, if any (Err:
+// a file's read error).
+type Error struct {
+	Kind error
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string        { return e.Msg }
+func (e *Error) Is(target error) bool { return target == e.Kind }
+func (e *Error) Unwrap() error        { return e.Err }
+
+func newError(kind error, format string, a ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, a...)}
+}
 
 // Store holds secrets by id. The zero value is empty and ready to use.
 type Store struct {
@@ -57,7 +76,7 @@ func (s *Store) Add(arg string) error {
 		return err
 	}
 	if _, dup := s.m[id]; dup {
-		return fmt.Errorf("%w: duplicate secret id %q", ErrInvalid, id)
+		return newError(ErrInvalid, "attempt to add duplicate property '%s' to object (type 'container')", id)
 	}
 	if s.m == nil {
 		s.m = map[string][]byte{}
@@ -70,7 +89,7 @@ func (s *Store) Add(arg string) error {
 func (s *Store) Lookup(id string) ([]byte, error) {
 	d, ok := s.m[id]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknown, id)
+		return nil, newError(ErrUnknown, "No secret with id '%s'", id)
 	}
 	return d, nil
 }
@@ -84,7 +103,7 @@ func (s *Store) Passphrase(id string) ([]byte, error) {
 		return nil, err
 	}
 	if !utf8.Valid(d) {
-		return nil, fmt.Errorf("%w: data from secret %q is not valid UTF-8", ErrInvalid, id)
+		return nil, newError(ErrInvalid, "Data from secret %s is not valid UTF-8", id)
 	}
 	if i := bytes.IndexByte(d, 0); i >= 0 {
 		d = d[:i]
@@ -105,7 +124,7 @@ func (s *Store) KeyPassphrase(options, prefix string) ([]byte, error) {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("%w: parameter '%skey-secret' is required for cipher", ErrNoKeySecret, prefix)
+		return nil, newError(ErrNoKeySecret, "Parameter '%skey-secret' is required for cipher", prefix)
 	}
 	return s.Passphrase(id)
 }
@@ -138,24 +157,37 @@ func KeySecretID(options, prefix string) (string, bool, error) {
 // qcrypto_secret_common_load_data: exactly one of data and file, format
 // raw (default) or base64.
 func (s *Store) secret(p map[string]string) (string, []byte, error) {
-	switch t := p["qom-type"]; t {
-	case "secret":
-	case "secret_keyring":
-		return "", nil, fmt.Errorf("%w: object type %q", ErrUnsupported, t)
+	t, ok := p["qom-type"]
+	switch {
+	case !ok:
+		return "", nil, newError(ErrInvalid, "Parameter 'qom-type' is missing")
+	case t == "secret":
+	case t == "secret_keyring":
+		return "", nil, newError(ErrUnsupported, "Object type '%s' is not supported by qring (secret only)", t)
+	case !qomTypes[t]:
+		return "", nil, newError(ErrNotSecret, "Parameter 'qom-type' does not accept value '%s'", t)
+	case notInTools[t]:
+		return "", nil, newError(ErrNotSecret, "invalid object type: %s", t)
 	default:
-		return "", nil, fmt.Errorf("%w: object type %q", ErrNotSecret, t)
+		return "", nil, newError(ErrNotSecret, "Object type '%s' is not supported by qring (secret only)", t)
 	}
-	id := p["id"]
-	if id == "" {
-		return "", nil, fmt.Errorf("%w: secret object without an id", ErrInvalid)
+	id, ok := p["id"]
+	if !ok {
+		return "", nil, newError(ErrInvalid, "Parameter 'id' is missing")
+	}
+	if !isIdentifier(id) {
+		return "", nil, newError(ErrInvalid, "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.")
+	}
+	for _, k := range []string{"keyid", "iv"} {
+		if _, ok := p[k]; ok {
+			return "", nil, newError(ErrUnsupported, "Encrypted secrets (%s) are not supported by qring", k)
+		}
 	}
 	for k := range p {
 		switch k {
 		case "qom-type", "id", "data", "file", "format":
-		case "keyid", "iv":
-			return "", nil, fmt.Errorf("%w: encrypted secret %q (%s)", ErrUnsupported, id, k)
 		default:
-			return "", nil, fmt.Errorf("%w: secret %q: unknown property %q", ErrInvalid, id, k)
+			return "", nil, newError(ErrInvalid, "Parameter '%s' is unexpected", k)
 		}
 	}
 	data, hasData := p["data"]
@@ -163,7 +195,7 @@ func (s *Store) secret(p map[string]string) (string, []byte, error) {
 	var raw []byte
 	switch {
 	case hasData && hasFile:
-		return "", nil, fmt.Errorf("%w: secret %q: 'data' and 'file' are mutually exclusive", ErrInvalid, id)
+		return "", nil, newError(ErrInvalid, "'file' and 'data' are mutually exclusive")
 	case hasData:
 		raw = []byte(data)
 	case hasFile:
@@ -173,22 +205,22 @@ func (s *Store) secret(p map[string]string) (string, []byte, error) {
 		}
 		b, err := rf(file)
 		if err != nil {
-			return "", nil, fmt.Errorf("secret %q: %w", id, err)
+			return "", nil, &Error{Kind: ErrInvalid, Msg: fmt.Sprintf("Unable to read %s: %s", file, gliberror(file, err)), Err: err}
 		}
 		raw = b
 	default:
-		return "", nil, fmt.Errorf("%w: secret %q: either 'file' or 'data' must be provided", ErrInvalid, id)
+		return "", nil, newError(ErrInvalid, "Either 'file' or 'data' must be provided")
 	}
 	switch f := p["format"]; f {
 	case "", "raw":
 	case "base64":
-		d, err := base64.StdEncoding.DecodeString(string(raw))
+		d, err := qbase64Decode(raw)
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: secret %q: bad base64: %v", ErrInvalid, id, err)
+			return "", nil, err
 		}
 		raw = d
 	default:
-		return "", nil, fmt.Errorf("%w: secret %q: format %q (raw, base64)", ErrInvalid, id, f)
+		return "", nil, newError(ErrInvalid, "Parameter 'format' does not accept value '%s'", f)
 	}
 	return id, raw, nil
 }
@@ -202,6 +234,9 @@ func parseObject(arg string) (map[string]string, error) {
 		var m map[string]any
 		d := json.NewDecoder(strings.NewReader(arg))
 		if err := d.Decode(&m); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, newError(ErrInvalid, "JSON parse error, premature EOI")
+			}
 			return nil, fmt.Errorf("%w: object %q: %v", ErrInvalid, arg, err)
 		}
 		if d.More() {
@@ -210,7 +245,7 @@ func parseObject(arg string) (map[string]string, error) {
 		for k, v := range m {
 			s, ok := v.(string)
 			if !ok {
-				return nil, fmt.Errorf("%w: object property %q is not a string", ErrInvalid, k)
+				return nil, newError(ErrInvalid, "Invalid parameter type for '%s', expected: string", k)
 			}
 			p[k] = s
 		}
@@ -225,12 +260,9 @@ func parseObject(arg string) (map[string]string, error) {
 		if i == 0 && !kv.eq {
 			k, v = "qom-type", kv.k
 		} else if !kv.eq {
-			return nil, fmt.Errorf("%w: object %q: %q has no value", ErrInvalid, arg, kv.k)
+			return nil, newError(ErrInvalid, "Expected '=' after parameter '%s'", kv.k)
 		}
-		if _, dup := p[k]; dup {
-			return nil, fmt.Errorf("%w: object %q: %q given twice", ErrInvalid, arg, k)
-		}
-		p[k] = v
+		p[k] = v // of a key given twice, the last, as QEMU's
 	}
 	return p, nil
 }
@@ -252,6 +284,99 @@ func splitOptions(s string) ([]option, error) {
 			return nil, fmt.Errorf("%w: option %q", ErrInvalid, kv)
 		}
 		out = append(out, option{k, v, ok})
+	}
+	return out, nil
+}
+
+// qomTypes are the object types QEMU 7.2 knows (its QAPI ObjectType):
+// another name is not a type at all ("does not accept value"); of
+// these, qring takes secret only.
+var qomTypes = map[string]bool{}
+
+func init() {
+	for _, t := range strings.Fields(`authz-list authz-listfile authz-pam authz-simple can-bus
+		can-host-socketcan colo-compare cryptodev-backend cryptodev-backend-builtin
+		cryptodev-backend-lkcf cryptodev-vhost-user dbus-vmstate filter-buffer filter-dump
+		filter-mirror filter-redirector filter-replay filter-rewriter input-barrier input-linux
+		iothread main-loop memory-backend-epc memory-backend-file memory-backend-memfd
+		memory-backend-ram pef-guest pr-manager-helper qtest rng-builtin rng-egd rng-random
+		s390-pv-guest secret secret_keyring sev-guest thread-context throttle-group
+		tls-cipher-suites tls-creds-anon tls-creds-psk tls-creds-x509 x-remote-object
+		x-vfio-user-server`) {
+		qomTypes[t] = true
+	}
+}
+
+// notInTools are the types of qomTypes that QEMU's tools do not have at
+// all (qemu-img: "invalid object type").
+var notInTools = map[string]bool{"can-bus": true, "cryptodev-backend": true, "cryptodev-backend-builtin": true,
+	"cryptodev-backend-lkcf": true, "iothread": true, "pef-guest": true, "rng-builtin": true, "rng-random": true,
+	"s390-pv-guest": true}
+
+// isIdentifier is QEMU's id_wellformed: a letter, then letters, digits,
+// '-', '.' and '_'.
+func isIdentifier(id string) bool {
+	for i, c := range []byte(id) {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_')) {
+			return false
+		}
+	}
+	return id != ""
+}
+
+// gliberror is a file read's failure as GLib's g_file_get_contents words
+// it (QEMU reads a secret's file with it).
+func gliberror(name string, err error) string {
+	msg := err.Error()
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		msg = en.Error()
+		msg = strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	var pe *os.PathError
+	if errors.As(err, &pe) && pe.Op == "open" {
+		return fmt.Sprintf("Failed to open file \u201c%s\u201d: %s", name, msg)
+	}
+	return fmt.Sprintf("Error reading file \u201c%s\u201d: %s", name, msg)
+}
+
+// qbase64Decode decodes base64 as QEMU's qbase64_decode: every byte
+// must be of the alphabet, '=' or a newline, and GLib's lenient
+// g_base64_decode does the rest (groups of four symbols; a '=' among
+// the last two drops the bytes after it; an incomplete last group and
+// newlines are ignored).
+func qbase64Decode(in []byte) ([]byte, error) {
+	if bytes.IndexByte(in, 0) >= 0 {
+		return nil, newError(ErrInvalid, "Base64 data contains embedded NUL characters")
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var out []byte
+	var v uint32
+	var last [2]byte
+	n := 0
+	for _, c := range in {
+		rank := strings.IndexByte(alphabet, c)
+		switch {
+		case c == '=':
+			rank = 0
+		case c == '\n':
+			continue
+		case rank < 0:
+			return nil, newError(ErrInvalid, "Base64 data contains invalid characters")
+		}
+		last[1], last[0] = last[0], c
+		v = v<<6 | uint32(rank)
+		if n++; n == 4 {
+			out = append(out, byte(v>>16))
+			if last[1] != '=' {
+				out = append(out, byte(v>>8))
+			}
+			if last[0] != '=' {
+				out = append(out, byte(v))
+			}
+			n = 0
+		}
 	}
 	return out, nil
 }

@@ -57,8 +57,10 @@ func TestAddErrors(t *testing.T) {
 		{"secret,id=k,data=x,keyid=sec0,iv=abc", ErrUnsupported},
 		{"secret,data=abc", ErrInvalid},
 		{"secret,id=x", ErrInvalid},
+		{"secret,id=1x,data=a", ErrInvalid},
+		{"id=x,data=a", ErrInvalid},
+		{"bogus,id=x", ErrNotSecret},
 		{"secret,id=x,data=a,file=/dev/null", ErrInvalid},
-		{"secret,id=x,data=a,data=b", ErrInvalid},
 		{"secret,id=x,data=a,format=hex", ErrInvalid},
 		{"secret,id=x,data=!!!,format=base64", ErrInvalid},
 		{"secret,id=x,data=a,colour=red", ErrInvalid},
@@ -153,5 +155,17 @@ func TestInterop_FileSecret(t *testing.T) {
 	}
 	if _, err := h.Unlock(f, []byte("abc")); !errors.Is(err, luks.ErrWrongKey) {
 		t.Fatalf("without the newline: %v", err)
+	}
+}
+
+// TestAdd_LastValueWins: of a property given twice, the last counts, as
+// QEMU's (qemu-io unlocks an image with the second data=).
+func TestAdd_LastValueWins(t *testing.T) {
+	var s Store
+	if err := s.Add("secret,id=x,data=a,data=b"); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Lookup("x"); err != nil || string(d) != "b" {
+		t.Fatalf("got %q, %v; want \"b\"", d, err)
 	}
 }
