@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -84,7 +83,7 @@ func runDD(e *env, args []string) int {
 	}
 	outFmt := o.get("O", "raw")
 	if outFmt != "raw" && outFmt != "qcow2" && outFmt != "vpc" && outFmt != "vmdk" {
-		if !slices.Contains(qemuFormats, outFmt) {
+		if !imgopen.QemuDriver(outFmt) {
 			return e.errorf(1, "Unknown file format") // qemu-img dd names none
 		}
 		return e.errorf(1, "%v", outFormatError(outFmt))

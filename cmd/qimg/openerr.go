@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"syscall"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -31,18 +31,9 @@ func (e *OpenError) Unwrap() error { return e.Err }
 // qcow2 magic that -f qcow2 names.
 var errNotQcow2 = errors.New("Image is not in qcow2 format")
 
-// qemuFormats are the format drivers of qemu-img 7.2 ("Supported formats"
-// of qemu-img --help): -f with another name is an unknown driver, with
-// one of these other than qcow2 and raw a format qimg does not support.
-var qemuFormats = []string{"blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
-	"copy-before-write", "copy-on-read", "dmg", "file", "ftp", "ftps", "gluster", "host_cdrom",
-	"host_device", "http", "https", "iscsi", "iser", "luks", "nbd", "nfs", "null-aio", "null-co",
-	"nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
-	"replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat"}
-
 // formatError is -f FORMAT naming another format than qcow2 and raw.
 func formatError(format string) error {
-	if slices.Contains(qemuFormats, format) {
+	if imgopen.QemuDriver(format) {
 		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw, vpc, vmdk)", format)
 	}
 	return fmt.Errorf("Unknown driver '%s'", format)
@@ -58,7 +49,7 @@ func outFormatError(format string) error { return outFormatErrorOf(format, "qcow
 // outFormatErrorOf is outFormatError for a command that writes the
 // formats listed in supported.
 func outFormatErrorOf(format, supported string) error {
-	if slices.Contains(qemuFormats, format) {
+	if imgopen.QemuDriver(format) {
 		return fmt.Errorf("Format driver '%s' is not supported by qimg (%s)", format, supported)
 	}
 	return fmt.Errorf("Unknown file format '%s'", format)

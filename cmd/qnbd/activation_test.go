@@ -38,7 +38,7 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("nbdinfo --size: %q", size)
 	}
 	for _, c := range []struct{ flag, want string }{
-		{"-k=" + filepath.Join(d, "s.sock"), "Unix socket can't be set when using socket activation"},
+		{"--socket=" + filepath.Join(d, "s.sock"), "Unix socket can't be set when using socket activation"},
 		{"-p=10810", "TCP port number can't be set when using socket activation"},
 		{"-b=127.0.0.1", "The interface can't be set when using socket activation"},
 	} {

@@ -42,22 +42,15 @@ type config struct {
 }
 
 func configure(f *flags) (*config, error) {
+	if err := checkValues(f); err != nil {
+		return nil, err
+	}
 	if len(f.args) != 1 {
-		return nil, errors.New("expected exactly one image file (try 'qnbd --help')")
+		return nil, errArgCount
 	}
 	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""), bitmap: f.get("bitmap", ""),
 		persistent: !f.has("once"), fork: f.has("fork"), pidFile: f.get("pid-file", ""),
 		verbose: f.has("verbose")}
-	// The protocol's strings are at most 4096 bytes (section
-	// "Conventions"): no client could ask for a longer name, and
-	// NBD_OPT_LIST and NBD_INFO_DESCRIPTION would carry too long a
-	// string. qemu-nbd refuses them too.
-	if len(c.name) > maxString {
-		return nil, fmt.Errorf("export name too long (%d bytes, at most %d)", len(c.name), maxString)
-	}
-	if len(c.desc) > maxString {
-		return nil, fmt.Errorf("export description too long (%d bytes, at most %d)", len(c.desc), maxString)
-	}
 	c.spec = f.has("image-opts") || imgopen.IsSpec(c.path)
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {
@@ -71,8 +64,8 @@ func configure(f *flags) (*config, error) {
 		}
 	}
 	cache := f.get("cache", "writeback")
-	if f.has("nocache") {
-		cache = "none"
+	if f.has("nocache") || cache == "off" {
+		cache = "none" // QEMU's "off" is none
 	}
 	if _, err := imgopen.FileOptions(cache, f.get("aio", ""), false); err != nil {
 		return nil, err
@@ -92,7 +85,9 @@ func configure(f *flags) (*config, error) {
 	if f.has("load-snapshot") {
 		p, err := imgopen.ParseSnapshotParam(f.get("load-snapshot", ""))
 		if err != nil {
-			return nil, err
+			// qemu-nbd's second line quotes it `so'.
+			msg := strings.Replace(err.Error(), "\nFailed in parsing snapshot param '", "\nqnbd: Failed in parsing snapshot param `", 1)
+			return nil, errors.New(msg)
 		}
 		c.snapshot = &p
 		c.open.ReadOnly = true // as qemu-nbd: -l exports read-only
@@ -125,35 +120,19 @@ func configure(f *flags) (*config, error) {
 		tlsObjs[id] = tc
 	}
 	if c.spec && f.has("format") {
-		return nil, errors.New("--image-opts and -f are mutually exclusive (the spec names the driver)")
+		return nil, errors.New("--image-opts and -f are mutually exclusive")
 	}
 	var err error
-	if c.shared, err = f.int("shared", 1); err != nil {
-		return nil, err
-	}
+	c.shared, _ = sharedNumber(f.get("shared", "1")) // checkValues checked it
 	if c.handshake, err = f.int("handshake-limit", 10); err != nil {
 		return nil, err
 	}
-	switch d := f.get("discard", "ignore"); d {
-	case "ignore", "off":
-	case "unmap", "on":
-		c.unmap = true
-	default:
-		return nil, fmt.Errorf("invalid discard mode %q (ignore, unmap)", d)
-	}
-	switch d := f.get("detect-zeroes", "off"); d {
-	case "off":
+	c.unmap = f.get("discard", "ignore") == "unmap" || f.get("discard", "") == "on"
+	switch f.get("detect-zeroes", "off") {
 	case "on":
 		c.detect = nbd.DetectOn
 	case "unmap":
-		// As qemu-nbd: unmapping zero writes needs unmapping allowed
-		// (qemu-nbd asks for --discard=unmap before it; any order here).
-		if !c.unmap {
-			return nil, errors.New("--detect-zeroes=unmap needs --discard=unmap")
-		}
-		c.detect = nbd.DetectUnmap
-	default:
-		return nil, fmt.Errorf("invalid detect-zeroes mode %q (off, on, unmap)", d)
+		c.detect = nbd.DetectUnmap // checkValues: with --discard=unmap
 	}
 	nact, err := activatedFDs()
 	if err != nil {
@@ -165,16 +144,12 @@ func configure(f *flags) (*config, error) {
 		}
 		c.activated = true // the socket is descriptor 3 (activation.go)
 	} else if s := f.get("socket", ""); s != "" {
-		if f.has("port") || f.has("bind") {
-			return nil, errors.New("-k is incompatible with -p and -b")
-		}
-		c.network, c.addr = "unix", s
+		c.network, c.addr = "unix", s // -p and -b do not count then, as qemu-nbd's
 	} else {
-		port, err := f.int("port", 10809)
-		if err != nil || port > 65535 {
-			return nil, fmt.Errorf("invalid port %q", f.get("port", ""))
+		if c.addr, err = tcpAddress(f); err != nil {
+			return nil, err
 		}
-		c.network, c.addr = "tcp", fmt.Sprintf("%s:%d", bracket(f.get("bind", "0.0.0.0")), port)
+		c.network = "tcp"
 	}
 	cert, key := f.get("tls-cert", ""), f.get("tls-key", "")
 	for _, k := range []string{"tls-creds", "tls-cert", "tls-key"} {
@@ -195,6 +170,11 @@ func configure(f *flags) (*config, error) {
 		// tls-creds-x509; else DIR[,verify-peer=...].
 		tc, ok := tlsObjs[v]
 		if !ok {
+			if !strings.ContainsAny(v, ",=/") && !isDir(v) {
+				// An id (QEMU's have no ',', '=' or '/') of no object,
+				// and no directory (qnbd's own form): qemu-nbd's words.
+				return nil, fmt.Errorf("Failed to get TLS creds: No TLS credentials with id '%s'", v)
+			}
 			if tc, err = parseTLSCreds(v); err != nil {
 				return nil, err
 			}
@@ -238,14 +218,4 @@ func offsetHint(n, file string) string {
 	return fmt.Sprintf("qnbd's -o is --options (qcow2 engine options), not qemu-nbd's -o/--offset; "+
 		"to export from an offset use --image-opts driver=raw,offset=%s,file.filename=%s "+
 		"(for a qcow2 image: driver=raw,offset=%[1]s,file.driver=qcow2,file.file.filename=%[2]s)", n, file)
-}
-
-// bracket puts an IPv6 address in brackets for host:port.
-func bracket(h string) string {
-	for i := 0; i < len(h); i++ {
-		if h[i] == ':' && h[0] != '[' {
-			return "[" + h + "]"
-		}
-	}
-	return h
 }

@@ -42,10 +42,15 @@ func forkServer(args []string, stderr io.Writer) error {
 		return nil
 	}
 	if err := cmd.Wait(); err != nil {
-		return fmt.Errorf("server failed to start: %w", err)
+		return fmt.Errorf("%w: %w", errChildFailed, err)
 	}
 	return errors.New("server exited before listening")
 }
+
+// errChildFailed is a forked server that failed before it listened: it
+// said why on stderr, and the parent exits 1 without a word, as
+// qemu-nbd's.
+var errChildFailed = errors.New("server failed to start")
 
 // forkedChild reports whether this process is the server --fork started.
 func forkedChild() bool { return os.Getenv(forkedEnv) != "" }

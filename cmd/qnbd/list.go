@@ -11,7 +11,7 @@ import (
 )
 
 // listExports is -L: it lists the exports of the server at -k SOCKET or
-// -b HOST -p PORT (default localhost:10809) in qemu-nbd -L's format
+// -b HOST -p PORT (default 0.0.0.0:10809, the local host, as qemu-nbd's) in qemu-nbd -L's format
 // (qemu-nbd.c's list_some_exports), and exits. TLS is not spoken: a
 // server that requires it says so, and qnbd reports it.
 func listExports(f *flags, stdout, stderr io.Writer) int {
@@ -19,20 +19,26 @@ func listExports(f *flags, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
 		return 1
 	}
+	if err := checkValues(f); err != nil {
+		return fail(err)
+	}
+	if err := listModeError(f); err != nil {
+		return fail(err)
+	}
 	if f.has("tls-creds") || f.has("tls-cert") {
 		return fail(fmt.Errorf("-L with TLS is not supported"))
 	}
 	network, addr := "unix", f.get("socket", "")
 	if addr == "" {
-		port, err := f.int("port", 10809)
-		if err != nil || port > 65535 {
-			return fail(fmt.Errorf("invalid port %q", f.get("port", "")))
+		var err error
+		if addr, err = tcpAddress(f); err != nil {
+			return fail(err)
 		}
-		network, addr = "tcp", fmt.Sprintf("%s:%d", bracket(f.get("bind", "localhost")), port)
+		network = "tcp"
 	}
 	conn, err := net.DialTimeout(network, addr, 10*time.Second)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("Failed to connect to '%s': %s", addr, errnoText(err)))
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))

@@ -51,6 +51,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}()
 	f, err := parseFlags(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "qnbd: %v\nTry 'qnbd --help' for more information.\n", err)
+		fmt.Fprintf(stderr, "qnbd: %v\nqnbd: Try `qnbd --help' for more information.\n", err)
 		return 1
 	}
 	if f.has("help") {
@@ -89,14 +90,19 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	cfg, err := configure(f)
 	if err != nil {
 		fmt.Fprintf(stderr, "qnbd: %v\n", err)
+		if err == errArgCount {
+			fmt.Fprintln(stderr, "Try `qnbd --help' for more information.")
+		}
 		return 1
 	}
 	// A dirty image's repair on open prints its lines, as qemu-nbd's.
 	cfg.open.Opts.RepairLog = func(s string) { fmt.Fprintln(stderr, s) }
 	if cfg.fork && !forkedChild() {
 		if err := forkServer(args, stderr); err != nil {
-			fmt.Fprintf(stderr, "qnbd: %v\n", err)
-			return 1
+			if !errors.Is(err, errChildFailed) {
+				fmt.Fprintf(stderr, "qnbd: %v\n", err)
+			}
+			return 1 // the server said why on stderr
 		}
 		return 0
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -40,6 +41,10 @@ func qemuReason(host, format string, err error) string {
 	if errors.As(err, &pe) && pe.Op == "open" && host != "" && pe.Path == host { // the image's own file, not a backing file
 		s := pe.Err.Error()
 		return fmt.Sprintf("Could not open '%s': %s%s", pe.Path, strings.ToUpper(s[:1]), s[1:])
+	}
+	var de *imgopen.DriverError
+	if errors.As(err, &de) && imgopen.QemuDriver(de.Name) {
+		return fmt.Sprintf("Driver '%s' is not supported by qnbd (qcow2, raw, vpc, vmdk)", de.Name)
 	}
 	if format == "qcow2" && host != "" {
 		if b, rerr := readHead(host); rerr == nil && !bytes.HasPrefix(b, []byte("QFI\xfb")) {

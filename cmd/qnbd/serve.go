@@ -77,12 +77,17 @@ func listen(cfg *config) (net.Listener, error) {
 			os.Remove(cfg.addr)
 		}
 		l, err := net.Listen("unix", cfg.addr)
-		if err == nil {
-			cfg.socketOwned = true
+		if err != nil {
+			return nil, listenError("unix", cfg.addr, err)
 		}
-		return l, err
+		cfg.socketOwned = true
+		return l, nil
 	}
-	return net.Listen("tcp", cfg.addr)
+	l, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, listenError("tcp", cfg.addr, err)
+	}
+	return l, nil
 }
 
 // serve runs the server until a signal, or (without -t) until its last
@@ -266,12 +271,12 @@ func writePidFile(path string) (*os.File, error) {
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("Cannot open pid file: %w", err)
+			return nil, fmt.Errorf("Could not create '%s': %s", path, errnoText(err))
 		}
 		lk := syscall.Flock_t{Type: syscall.F_WRLCK}
 		if err := syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("Cannot lock pid file: %w", err)
+			return nil, fmt.Errorf("Cannot lock pid file: %s", errnoText(err))
 		}
 		// The holder may have removed the file between our open and
 		// lock: then the lock is on a file no one else finds.

@@ -241,7 +241,10 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 	}
 	open, ok := drivers[drv]
 	if !ok {
-		return nil, fmt.Errorf("image spec: %s: unknown driver %q (file, qcow2, raw, vmdk, vpc, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+		if !QemuDriver(drv) {
+			return nil, &DriverError{Name: drv} // QEMU's "Unknown driver" too
+		}
+		return nil, fmt.Errorf("image spec: %s: driver %q is not supported by qring (file, qcow2, raw, vmdk, vpc, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
 	}
 	if err := b.genericKeys(n, drv); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -84,6 +85,18 @@ func (e *ValueError) Error() string { return e.Msg }
 // have: QEMU says "Unknown driver" for a name it does not know either;
 // the CLIs say which of QEMU's drivers they lack.
 type DriverError struct{ Name string }
+
+// qemuDrivers are the block drivers of qemu-img 7.2 ("Supported formats"
+// of qemu-img --help): another name is an unknown driver to QEMU too.
+var qemuDrivers = []string{"blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
+	"copy-before-write", "copy-on-read", "dmg", "file", "ftp", "ftps", "gluster", "host_cdrom",
+	"host_device", "http", "https", "iscsi", "iser", "luks", "nbd", "nfs", "null-aio", "null-co",
+	"nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum", "raw", "rbd",
+	"replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx", "vmdk", "vpc", "vvfat"}
+
+// QemuDriver reports whether QEMU 7.2's tools have a block driver of
+// that name (-f, driver=).
+func QemuDriver(name string) bool { return slices.Contains(qemuDrivers, name) }
 
 func (e *DriverError) Error() string { return fmt.Sprintf("Unknown driver '%s'", e.Name) }
 

@@ -202,7 +202,7 @@ func Open(s Spec) (*Opened, error) {
 	case "vmdk":
 		return openVMDK(s, op, fellBack)
 	}
-	return nil, fmt.Errorf("unknown format %q (qcow2, raw, vpc, vmdk)", f)
+	return nil, &DriverError{Name: f}
 }
 
 // wrapFirst is op with wrap in front of the first device it opens for
