@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -61,9 +62,7 @@ func optionSize(v string) int64 {
 
 // errSizeParam is the rest of QEMU's message for a size option that does
 // not parse.
-const errSizeParam = "expects a non-negative number below 2^64\n" +
-	"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n" +
-	"and exabytes, respectively."
+const errSizeParam = imgopen.SizeParamText
 
 // checkOptionType checks -o k=v against the type of option k in opts, as
 // QEMU's option parser does before a driver sees them, with its messages:

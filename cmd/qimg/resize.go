@@ -35,8 +35,7 @@ func parseResizeSize(s string) (sign byte, n int64, err error) {
 	case errors.Is(err, qcow2.ErrSizeRange):
 		return 0, 0, fmt.Errorf("Value '%s' is out of range for parameter 'size'", s)
 	case err != nil:
-		return 0, 0, errors.New("Parameter 'size' expects a non-negative number below 2^64\n" +
-			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
+		return 0, 0, errors.New("Parameter 'size' " + errSizeParam)
 	case v > math.MaxInt64:
 		return 0, 0, errNotPositive // QEMU's int64 of it is negative
 	}

@@ -257,11 +257,15 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 		}
 		return img, nil
 	}
-	path, err := protocol.Path(name, false)
-	if err != nil {
-		return nil, &OpenError{Path: name, Err: err}
+	if s.Name == "" {
+		// A file name as given ("file:x" is x); an --image-opts
+		// file.filename (s.Name the argument) is the file's own.
+		path, err := protocol.Path(name, false)
+		if err != nil {
+			return nil, &OpenError{Path: name, Err: err}
+		}
+		s.Path = path
 	}
-	s.Path = path
 	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" && s.Format != "vpc" && s.Format != "vmdk" {
 		return nil, &OpenError{Path: name, Err: formatError(s.Format)}
 	}

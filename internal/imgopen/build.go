@@ -28,10 +28,7 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 	if _, ok := root["driver"]; !ok && defaults.Format != "" {
 		root["driver"] = defaults.Format // -f, or a header's backing format
 	}
-	if _, ok := root["driver"]; !ok {
-		return nil, errors.New("image spec: no driver= key")
-	}
-	return openTree(root, defaults, nil)
+	return openTree(root, defaults, nil) // no driver: the format is probed
 }
 
 // openTree opens the driver tree root (ParseSpec's), as OpenSpec; its
@@ -221,13 +218,23 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		drv = "file"
 	}
 	if drv == "" {
-		// A bare file: probe its format, as qemu-img does.
-		f, err := n.str("file", "")
-		if err != nil {
-			return nil, err
+		// No driver: probe the format of the host file under it, as
+		// qemu-img does (a bare file name, or a file node).
+		var f string
+		switch fv := m["file"].(type) {
+		case nil:
+			return nil, &ValueError{Msg: "Must specify either driver or file"}
+		case string:
+			f = fv
+		case map[string]any:
+			if d, set := fv["driver"]; !set || d == "file" {
+				if f, _ = fv["filename"].(string); f == "" {
+					return nil, errNoFileName
+				}
+			}
 		}
 		if f == "" {
-			return nil, fmt.Errorf("image spec: %s: no driver", path)
+			return nil, fmt.Errorf("image spec: %s: the format of a node over another driver than file is not probed: name it (driver=)", path)
 		}
 		if err := checkFileType(f); err != nil {
 			return nil, err
@@ -238,6 +245,7 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		if drv != "qcow2" && drv != "raw" && drv != "vpc" && drv != "vmdk" {
 			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
 		}
+		n.m["driver"], n.used["driver"] = drv, true // the root's format, for Opened.Image
 	}
 	open, ok := drivers[drv]
 	if !ok {

@@ -23,7 +23,7 @@ func (b *builder) file(n *node) (block.Device, error) {
 		}
 	}
 	if name == "" {
-		return nil, fmt.Errorf("image spec: %s: no filename", n.path)
+		return nil, errNoFileName
 	}
 	locking, err := n.str("locking", "auto")
 	if err != nil {
@@ -67,8 +67,8 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := o.Set(k, s); err != nil {
-			return nil, fmt.Errorf("image spec: %s: %w", n.name(k), err)
+		if err := setQcow2Option(&o, n.name(k), k, s); err != nil {
+			return nil, err
 		}
 	}
 	if err := b.encryptKey(n, &o); err != nil {

@@ -67,6 +67,7 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 // passphrase looked up in def.Secrets. Stacks of drivers need OpenSpec.
 func ImageOpts(arg string, def Spec) (Spec, error) {
 	s := def
+	s.Name = arg // what messages call the image, as qemu-img's
 	root, err := parseSpec(arg, true)
 	if err != nil {
 		return s, err
@@ -93,9 +94,12 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	}
 	// Without driver=, the format is probed, as QEMU probes it.
 	s.Format = drv
-	fv, err := n.need("file")
-	if err != nil {
-		return s, err
+	fv, ok := n.get("file")
+	switch {
+	case !ok && drv == "":
+		return s, &ValueError{Msg: "Must specify either driver or file"}
+	case !ok:
+		return s, &ValueError{Msg: `A block device must be specified for "file"`}
 	}
 	fv, noLock, err := fileLocking(fv)
 	if err != nil {
@@ -130,7 +134,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		return s, err
 	}
 	if s.Path = fileName(fv); s.Path == "" {
-		return s, fmt.Errorf("image spec: file: expected file.filename=PATH")
+		return s, errNoFileName
 	}
 	if drv == "" {
 		// Probed now, so that the format's options below apply; a
@@ -159,8 +163,8 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 			if err != nil {
 				return s, err
 			}
-			if err := s.Opts.Set(k, v); err != nil {
-				return s, fmt.Errorf("image spec: %s: %w", k, err)
+			if err := setQcow2Option(&s.Opts, k, k, v); err != nil {
+				return s, err
 			}
 		}
 		if err := dataFileOpt(n, &s); err != nil {

@@ -100,6 +100,9 @@ func QemuDriver(name string) bool { return slices.Contains(qemuDrivers, name) }
 
 func (e *DriverError) Error() string { return fmt.Sprintf("Unknown driver '%s'", e.Name) }
 
+// errNoFileName is a file node without its file name, in QEMU's words.
+var errNoFileName = &ValueError{Msg: "The 'file' block driver requires a file name"}
+
 // TempFileError is the failure to create a temporary overlay's file
 // (OpenTemp), in QEMU's words: "Could not open temporary file 'NAME':
 // No such file or directory".

@@ -35,7 +35,7 @@ func (n *node) get(k string) (any, bool) {
 func (n *node) need(k string) (any, error) {
 	v, ok := n.get(k)
 	if !ok {
-		return nil, fmt.Errorf("image spec: %s: missing", n.name(k))
+		return nil, &ValueError{Msg: fmt.Sprintf("A block device must be specified for \"%s\"", k)}
 	}
 	return v, nil
 }
@@ -103,7 +103,7 @@ func (n *node) sizeGiven(k string) (int64, bool, error) {
 	}
 	v, err := qcow2.ParseSize(s)
 	if err != nil {
-		return 0, false, fmt.Errorf("Parameter '%s' expects a non-negative number below 2^64: %w", n.name(k), err)
+		return 0, false, SizeParamError(n.name(k))
 	}
 	return v, true, nil
 }
