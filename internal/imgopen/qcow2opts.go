@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 
+	"github.com/qring/qring/internal/cnum"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -34,7 +34,7 @@ func setQcow2Option(o *qcow2.Options, name, k, v string) error {
 			return SizeParamError(name)
 		}
 	case "cache-clean-interval":
-		n, ok := qemuU64(v)
+		n, ok := cnum.U64(v)
 		if !ok {
 			return &ValueError{Msg: fmt.Sprintf("Parameter '%s' expects a number", name)}
 		}
@@ -56,26 +56,4 @@ func setQcow2Option(o *qcow2.Options, name, k, v string) error {
 		return fmt.Errorf("image spec: %s: %w", name, err)
 	}
 	return nil
-}
-
-// qemuU64 reads v as QEMU's qemu_strtou64 with base 0: leading white
-// space, an optional sign (a negative number wraps), 0x for hex, a
-// leading 0 for octal, nothing after the digits.
-func qemuU64(v string) (uint64, bool) {
-	s := strings.TrimLeft(v, " \t\n\v\f\r")
-	neg := strings.HasPrefix(s, "-")
-	if neg || strings.HasPrefix(s, "+") {
-		s = s[1:]
-	}
-	if s == "" || strings.ContainsAny(s, "_oObB") && !strings.HasPrefix(strings.ToLower(s), "0x") {
-		return 0, false // Go's base 0 takes 0o, 0b and '_'; C's does not
-	}
-	n, err := strconv.ParseUint(s, 0, 64)
-	if err != nil {
-		return 0, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
 }
