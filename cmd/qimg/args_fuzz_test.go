@@ -7,7 +7,7 @@ import (
 
 // FuzzArgs: the argument parsers qimg runs before it touches a file
 // (getopt with convert's and create's option strings, and the size,
-// resize, pattern and repair arguments) return a value or an error for
+// resize, pattern and repair arguments, bench's options) return a value or an error for
 // any argument list, and never panic. The input is the arguments
 // joined by NUL bytes.
 func FuzzArgs(f *testing.F) {
@@ -34,6 +34,14 @@ func FuzzArgs(f *testing.F) {
 				t.Fatalf("getopt(%q): nil options without an error", args)
 			}
 			getoptOutput(args, spec.shorts, spec.longs...)
+		}
+		// bench's options: a configuration within qemu-img's ranges, or
+		// an error.
+		if o, err := getopt(args, "c:d:f:ni:o:qs:S:t:wU", "pattern:", "no-drain", "flush-interval:", "image-opts",
+			"object:", "force-share"); err == nil {
+			if c, err := benchConfig(o); err == nil && (c.Count < 0 || c.Depth < 1 || c.Size < 1 || c.Offset < 0 || c.Step < 0 || c.FlushInterval < 0) {
+				t.Fatalf("benchConfig(%q) = %+v", args, c)
+			}
 		}
 		for _, a := range args {
 			if v, err := ioNum(a); err == nil && v < 0 {
