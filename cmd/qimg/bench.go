@@ -86,7 +86,7 @@ func benchConfig(o *opts) (bench.Config, error) {
 		if !o.has(k) {
 			return 0, false, nil
 		}
-		v, ok := cnum.U64(o.get(k, ""))
+		v, ok := cnum.Uint64(o.get(k, ""))
 		if !ok || v > math.MaxInt32 {
 			return 0, false, fmt.Errorf("Invalid %s specified", what)
 		}
@@ -149,7 +149,7 @@ func benchConfig(o *opts) (bench.Config, error) {
 		return cfg, errors.New("Invalid cache mode")
 	}
 	if v := o.get("pattern", ""); o.has("pattern") {
-		p, ok := cnum.U64(v)
+		p, ok := cnum.Uint64(v)
 		if !ok || p > 0xff {
 			return cfg, errors.New("Invalid pattern byte specified")
 		}

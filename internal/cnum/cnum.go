@@ -11,9 +11,9 @@ import (
 	"strings"
 )
 
-// U64 is qemu_strtou64(s, NULL, 0, &v): ok is false where QEMU's
+// Uint64 is qemu_strtou64(s, NULL, 0, &v): ok is false where QEMU's
 // returns an error.
-func U64(s string) (v uint64, ok bool) {
+func Uint64(s string) (v uint64, ok bool) {
 	t := strings.TrimLeft(s, " \t\n\v\f\r")
 	neg := strings.HasPrefix(t, "-")
 	if neg || strings.HasPrefix(t, "+") {

@@ -2,7 +2,7 @@ package cnum
 
 import "testing"
 
-func TestU64(t *testing.T) {
+func TestUint64(t *testing.T) {
 	for _, c := range []struct {
 		s  string
 		v  uint64
@@ -13,9 +13,9 @@ func TestU64(t *testing.T) {
 		{"", 0, false}, {"x", 0, false}, {"1x", 0, false}, {"5 ", 0, false}, {"0o7", 0, false}, {"0b1", 0, false},
 		{"1_000", 0, false}, {"18446744073709551616", 0, false}, {"-", 0, false}, {"08", 0, false},
 	} {
-		v, ok := U64(c.s)
+		v, ok := Uint64(c.s)
 		if ok != c.ok || ok && v != c.v {
-			t.Errorf("U64(%q) = %d, %v; want %d, %v", c.s, v, ok, c.v, c.ok)
+			t.Errorf("Uint64(%q) = %d, %v; want %d, %v", c.s, v, ok, c.v, c.ok)
 		}
 	}
 }

@@ -34,7 +34,7 @@ func setQcow2Option(o *qcow2.Options, name, k, v string) error {
 			return SizeParamError(name)
 		}
 	case "cache-clean-interval":
-		n, ok := cnum.U64(v)
+		n, ok := cnum.Uint64(v)
 		if !ok {
 			return &ValueError{Msg: fmt.Sprintf("Parameter '%s' expects a number", name)}
 		}

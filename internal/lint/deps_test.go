@@ -44,6 +44,8 @@ var deps = []depRow{
 	{"internal/invariants", nil},
 	// Splits QEMU option strings ("a=1,,b"): the standard library.
 	{"internal/optstr", nil},
+	// Reads numbers as QEMU's cutils (C's strtoull): the standard library.
+	{"internal/cnum", nil},
 	// Reads "PROTOCOL:name" file names as QEMU does: the standard library.
 	{"internal/protocol", nil},
 	{"internal/testkit", nil}, // tests of every package import it: it imports nothing of ours
@@ -65,7 +67,7 @@ var deps = []depRow{
 
 // anywhere lists packages every package may import: they import only the
 // standard library.
-var anywhere = []string{"internal/invariants", "internal/optstr"}
+var anywhere = []string{"internal/invariants", "internal/optstr", "internal/cnum"}
 
 // match reports whether the module-relative package p matches pattern.
 func match(pattern, p string) bool {
