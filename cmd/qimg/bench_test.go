@@ -37,8 +37,8 @@ func TestBench_LikeQemu(t *testing.T) {
 		"-c 10 --image-opts driver=qcow2,file.filename=IMG",
 	} {
 		ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-		copyImage(t, tmpl, ours)
-		copyImage(t, tmpl, theirs)
+		cp(t, tmpl, ours)
+		cp(t, tmpl, theirs)
 		args := func(img string) []string {
 			f := strings.Fields(strings.NewReplacer("IMG", img, "NONE", "").Replace(a))
 			if !strings.Contains(a, "IMG") && !strings.Contains(a, "NONE") {

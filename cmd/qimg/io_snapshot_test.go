@@ -38,18 +38,6 @@ func ioImages(t *testing.T, d string) map[string][2]string {
 	}
 }
 
-// copyImage copies the image file src to dst.
-func copyImage(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // tempName is the name of a temporary overlay in an error message.
 var tempName = regexp.MustCompile(`/vl\.[A-Za-z0-9]+'`)
 
@@ -94,8 +82,8 @@ func TestIOSnapshot_LikeQemu(t *testing.T) {
 				src = imgs["top"][0]
 			}
 			ours, theirs := filepath.Join(d, img.ours+filepath.Ext(src)), filepath.Join(d, img.theirs+filepath.Ext(src))
-			copyImage(t, src, ours)
-			copyImage(t, src, theirs)
+			cp(t, src, ours)
+			cp(t, src, theirs)
 			orig, _ := os.ReadFile(ours)
 			oa, qa := append([]string(nil), c.args...), append([]string(nil), c.args...)
 			if c.name == "spec" {
@@ -159,8 +147,8 @@ func TestIOCopyOnRead_LikeQemu(t *testing.T) {
 		}
 		for _, args := range [][]string{append([]string{"-C", "-f", f}, reads...), {"--copy-on-read", "-r", "-c", "read 0 4k"}} {
 			ours, theirs := filepath.Join(d, "ours"+filepath.Ext(src)), filepath.Join(d, "theirs"+filepath.Ext(src))
-			copyImage(t, src, ours)
-			copyImage(t, src, theirs)
+			cp(t, src, ours)
+			cp(t, src, theirs)
 			o, e, code := runQ(t, append(append([]string{"io"}, args...), ours)...)
 			qo, qe, qcode := testkit.Run(t, "qemu-io", append(args, theirs)...)
 			if code != qcode || normTiming(o) != normTiming(qo) || strings.ReplaceAll(asQemuIO(e), "Could not open '"+ours+"'", "can't open device "+theirs) != qe {
@@ -185,8 +173,8 @@ func TestIOCopyOnRead_LikeQemu(t *testing.T) {
 	// QEMU's copy-on-read driver over the qcow2 (a spec) copies the
 	// same whole clusters.
 	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-	copyImage(t, imgs["top"][0], ours)
-	copyImage(t, imgs["top"][0], theirs)
+	cp(t, imgs["top"][0], ours)
+	cp(t, imgs["top"][0], theirs)
 	spec := `json:{"driver":"copy-on-read","file":{"driver":"qcow2","file":{"driver":"file","filename":"%s"}}}`
 	sargs := append(append([]string(nil), reads...), "-c", "info", "-c", "discard 0 64k", "-c", "map")
 	o, e, code := runQ(t, append(append([]string{"io"}, sargs...), fmt.Sprintf(spec, ours))...)

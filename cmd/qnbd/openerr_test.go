@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,23 +87,7 @@ func TestOpenError_LikeQemuNbd(t *testing.T) {
 // code is -1.
 func runServer(t *testing.T, server string, args ...string) (code int, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, server, append([]string{"-k", filepath.Join(shortDir(t), "s.sock")}, args...)...)
-	var e bytes.Buffer
-	cmd.Stderr = &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		return -1, e.String()
-	case err == nil:
-		return 0, e.String()
-	case errors.As(err, &ee):
-		return ee.ExitCode(), e.String()
-	}
-	t.Fatalf("%s %q: %v", server, args, err)
-	return
+	return runTool(t, server, append([]string{"-k", filepath.Join(shortDir(t), "s.sock")}, args...)...)
 }
 
 // holdWriteLock has qemu-io write path until the test ends, and waits
