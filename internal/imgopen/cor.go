@@ -60,13 +60,15 @@ func (t corTop) Discard(off, n int64) error {
 // otherwise, allocating the grains, as QEMU's copy-on-read falls back to
 // when vmdk cannot zero a grain; the disk's own WriteZeroes leaves an
 // unallocated grain as it is (it reads as zeros already), and the read
-// would copy nothing.
+// would copy nothing. A guest's zero write through the filter does the
+// same, as QEMU's vmdk falls back to writing zeros for it too.
 type vmdkTop struct{ corTop }
 
 func (t vmdkTop) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := t.Device.WriteZeroes(off, n, flags); err != nil {
 		return err
 	}
+	var zero []byte // one buffer for every unallocated run
 	for end := off + n; off < end; {
 		alloc, l, err := t.Allocated(off, end-off)
 		if err != nil {
@@ -78,7 +80,10 @@ func (t vmdkTop) WriteZeroes(off, n int64, flags block.Flags) error {
 		l = min(l, end-off)
 		for p := off; !alloc && p < off+l; {
 			k := min(off+l-p, 1<<20)
-			if err := block.WriteAt(t.Device, make([]byte, k), p); err != nil {
+			if zero == nil {
+				zero = make([]byte, 1<<20)
+			}
+			if err := block.WriteAt(t.Device, zero[:k], p); err != nil {
 				return err
 			}
 			p += k
