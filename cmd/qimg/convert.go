@@ -321,7 +321,7 @@ func runConvert(e *env, args []string) int {
 	// Several inputs are written one after another (convertSrc).
 	ins, out := o.args[:len(o.args)-1], o.args[len(o.args)-1]
 	ofmt := o.get("O", "raw")
-	if ofmt != "raw" && ofmt != "qcow2" && ofmt != "vpc" && ofmt != "vmdk" && !tgtOpts {
+	if ofmt != "raw" && ofmt != "qcow2" && ofmt != "vpc" && ofmt != "vmdk" && ofmt != "luks" && !tgtOpts {
 		return e.errorf(1, "%v", outFormatError(ofmt))
 	}
 	// qemu-img reads -T, then -t (which it reads only after creating the
@@ -462,6 +462,12 @@ func runConvert(e *env, args []string) int {
 				}
 				continue
 			}
+			if ofmt == "luks" && k != "size" {
+				if err := req.setLUKSOption(k, v); err != nil {
+					return e.errorf(1, "%v", err)
+				}
+				continue
+			}
 			if k == "size" {
 				// Checked, then set from the inputs (as qemu-img).
 				if _, err := checkOptionType(qcow2CreateOptions, k, v); err != nil {
@@ -502,7 +508,7 @@ func runConvert(e *env, args []string) int {
 		}
 		return 0
 	}
-	if hasBacking && !skipCreate && (ofmt == "raw" || ofmt == "vpc") {
+	if hasBacking && !skipCreate && (ofmt == "raw" || ofmt == "vpc" || ofmt == "luks") {
 		return e.errorf(1, "Backing file not supported for file format '%s'", ofmt)
 	}
 	if hasBacking && len(parts) > 1 {
@@ -544,6 +550,14 @@ func runConvert(e *env, args []string) int {
 	if p := req.opts.Encrypt.Passphrase; p != nil {
 		dspec.Opts.Passphrase = p // a new encrypted output's (-o encrypt.*)
 	}
+	if ofmt == "luks" {
+		// The output opens with the key its create options name, as
+		// qemu-img passes them on as the output's open options.
+		req.lookupLUKSSecret(o)
+		if req.luks.pass != nil {
+			dspec.Opts.Passphrase = req.luks.pass
+		}
+	}
 	_, statErr := os.Stat(outFile)
 	created := os.IsNotExist(statErr) && !skipCreate // a failure removes only what it made
 	dataCreated := ""                                // and the external data file the create made (-o data_file=)
@@ -566,7 +580,10 @@ func runConvert(e *env, args []string) int {
 	}
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
-	cout := convertOut{dev: withRateLimit(withCache(dst.Dev, cache), rate), writethrough: cache.writethrough, align: 1, zeroInit: !skipCreate || o.has("target-is-zero"), // a qcow2 image's alignment in QEMU
+	// A new LUKS volume reads as noise (its file's zeros decrypted): no
+	// zero-init, as QEMU's crypto driver.
+	zeroInit := !skipCreate && dst.LUKS == nil || o.has("target-is-zero")
+	cout := convertOut{dev: withRateLimit(withCache(dst.Dev, cache), rate), writethrough: cache.writethrough, align: 1, zeroInit: zeroInit, // a qcow2 image's alignment in QEMU
 		backing: hasBacking, backingEnd: -1, copyRange: o.has("C"), salvage: o.has("salvage")}
 	if !o.has("q") {
 		cout.warn = func(format string, a ...any) {

@@ -27,6 +27,7 @@ type createRequest struct {
 	unsafe  bool // -u: the backing file is not opened when size and format are given
 	vpc     vpcCreate
 	vmdk    vmdkCreate
+	luks    luksCreate
 	// hintSize is extent_size_hint as given, in bytes (the Formatting
 	// line's; opts.Hints holds what is set).
 	hintSize uint64
@@ -113,7 +114,7 @@ func parseCreateArgs(o *opts) (*createRequest, error) {
 // parseCreate reads create's format and options into req (errors in
 // qemu-img's words, which it prints after the file name).
 func parseCreate(o *opts, req *createRequest) error {
-	if req.format != "qcow2" && req.format != "raw" && req.format != "vpc" && req.format != "vmdk" {
+	if req.format != "qcow2" && req.format != "raw" && req.format != "vpc" && req.format != "vmdk" && req.format != "luks" {
 		return outFormatError(req.format)
 	}
 	if err := req.resolveFile(); err != nil {
@@ -141,6 +142,12 @@ func parseCreate(o *opts, req *createRequest) error {
 			}
 			if req.format == "vmdk" {
 				if err := req.setVMDKOption(p[0], p[1]); err != nil {
+					return err
+				}
+				continue
+			}
+			if req.format == "luks" {
+				if err := req.setLUKSOption(p[0], p[1]); err != nil {
 					return err
 				}
 				continue
@@ -202,7 +209,10 @@ func parseCreate(o *opts, req *createRequest) error {
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return err
 	}
-	if (req.format == "raw" || req.format == "vpc") && req.opts.BackingFile != "" {
+	if req.format == "luks" {
+		req.lookupLUKSSecret(o)
+	}
+	if (req.format == "raw" || req.format == "vpc" || req.format == "luks") && req.opts.BackingFile != "" {
 		return fmt.Errorf("Backing file not supported for file format '%s'", req.format)
 	}
 	if !req.sizeSet && req.opts.BackingFile == "" {
@@ -292,6 +302,9 @@ func formattingLine(req *createRequest) string {
 		return b.String() + req.hintShown()
 	case "vmdk":
 		b.WriteString(vmdkFormatting(req))
+		return b.String() + req.nocowShown() + req.hintShown()
+	case "luks":
+		b.WriteString(luksFormatting(req))
 		return b.String() + req.nocowShown() + req.hintShown()
 	case "vpc":
 		fmt.Fprintf(&b, "size=%d", o.Size)
@@ -394,7 +407,7 @@ func createFormat(req *createRequest) error {
 		return req.late
 	}
 	switch req.format {
-	case "raw", "vpc", "vmdk":
+	case "raw", "vpc", "vmdk", "luks":
 		if err := req.opts.Hints.Check(); err != nil {
 			return err
 		}
@@ -409,6 +422,8 @@ func createFormat(req *createRequest) error {
 		return createVPC(req.file, req.opts.Size, req.vpc, req.opts.Hints)
 	case "vmdk":
 		return createVMDK(req.file, req.opts.Size, req)
+	case "luks":
+		return createLUKS(req)
 	}
 	op, err := imgopen.Opener("writeback", "")
 	if err != nil {

@@ -81,7 +81,7 @@ func (e *env) answerOptionsHelp(o *opts, f string) (code int, done bool) {
 	if !slices.ContainsFunc(o.vals["o"], isHelpOption) {
 		return 0, false
 	}
-	if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" {
+	if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" && f != "luks" {
 		return e.errorf(1, "%v", outFormatError(f)), true
 	}
 	createOptionsHelp(e.stdout, f, len(o.args) > 0)
@@ -135,6 +135,8 @@ func createOptionsHelp(w io.Writer, format string, withFile bool) {
 		opts = vpcCreateOptions
 	case "vmdk":
 		opts = vmdkCreateOptions
+	case "luks":
+		opts = luksCreateOptions
 	}
 	if withFile {
 		// As qemu-img: the file driver's options too (nocow,

@@ -48,6 +48,9 @@ type formatSpecific struct {
 	// VMDK is the vmdk driver's data (ImageInfoSpecificVmdk) when Type
 	// is "vmdk"; Data is qcow2's.
 	VMDK *vmdkDetail `json:"-"`
+	// LUKS is the luks driver's data (QCryptoBlockInfoLUKS) when Type is
+	// "luks".
+	LUKS *luksInfo `json:"-"`
 }
 
 // MarshalJSON writes {"type", "data"} with the detail of the type.
@@ -55,6 +58,9 @@ func (f *formatSpecific) MarshalJSON() ([]byte, error) {
 	var data any = f.Data
 	if f.VMDK != nil {
 		data = f.VMDK
+	}
+	if f.LUKS != nil {
+		data = f.LUKS
 	}
 	return json.Marshal(struct {
 		Type string `json:"type"`
@@ -213,6 +219,12 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	if img.VMDK != nil {
 		vmdkInfo(inf, path, img.VMDK)
 	}
+	if img.LUKS != nil {
+		li := newLUKSInfo(img.LUKS.Header())
+		li.Format = "" // the format is the image's
+		inf.Encrypted = true
+		inf.FormatSpecific = &formatSpecific{Type: "luks", LUKS: li}
+	}
 	im := img.Image
 	if im == nil {
 		if c := rawNodeClusterSize(img); c != 0 {
@@ -291,9 +303,12 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	}
 	if inf.FormatSpecific != nil {
 		fmt.Fprintln(w, "Format specific information:")
-		if inf.FormatSpecific.VMDK != nil {
+		switch {
+		case inf.FormatSpecific.VMDK != nil:
 			writeVMDKHuman(w, inf.FormatSpecific.VMDK, "    ")
-		} else {
+		case inf.FormatSpecific.LUKS != nil:
+			writeLUKSFields(w, inf.FormatSpecific.LUKS, "    ")
+		default:
 			writeSpecificHuman(w, inf.FormatSpecific.Data, "    ")
 		}
 	}

@@ -16,7 +16,7 @@ type luksInfo struct {
 	CipherAlg      string         `json:"cipher-alg"`
 	UUID           string         `json:"uuid"`
 	IVGenHashAlg   string         `json:"ivgen-hash-alg,omitempty"`
-	Format         string         `json:"format"`
+	Format         string         `json:"format,omitempty"` // qcow2's encrypt block only
 	CipherMode     string         `json:"cipher-mode"`
 	Slots          []luksSlotInfo `json:"slots"`
 	PayloadOffset  int64          `json:"payload-offset"`
@@ -58,13 +58,21 @@ func newLUKSInfo(h *luks.Header) *luksInfo {
 
 func writeLUKSHuman(w io.Writer, e *luksInfo, indent string) {
 	fmt.Fprintf(w, "%sencrypt:\n", indent)
-	in := indent + "    "
+	writeLUKSFields(w, e, indent+"    ")
+}
+
+// writeLUKSFields prints the fields of e at indent in: qcow2's encrypt
+// block, and a luks image's format specific information.
+func writeLUKSFields(w io.Writer, e *luksInfo, in string) {
 	fmt.Fprintf(w, "%sivgen alg: %s\n%shash alg: %s\n%scipher alg: %s\n%suuid: %s\n",
 		in, e.IVGenAlg, in, e.HashAlg, in, e.CipherAlg, in, e.UUID)
 	if e.IVGenHashAlg != "" {
 		fmt.Fprintf(w, "%sivgen hash alg: %s\n", in, e.IVGenHashAlg)
 	}
-	fmt.Fprintf(w, "%sformat: %s\n%scipher mode: %s\n%sslots:\n", in, e.Format, in, e.CipherMode, in)
+	if e.Format != "" {
+		fmt.Fprintf(w, "%sformat: %s\n", in, e.Format)
+	}
+	fmt.Fprintf(w, "%scipher mode: %s\n%sslots:\n", in, e.CipherMode, in)
 	for i, s := range e.Slots {
 		fmt.Fprintf(w, "%s    [%d]:\n", in, i)
 		sin := in + "        "

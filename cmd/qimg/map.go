@@ -14,8 +14,8 @@ import (
 )
 
 // mapExtents returns qemu-img map's extents for an open image: the
-// engine's Map for qcow2, the VHD's blocks for vpc (vhd's VD5), and
-// data/hole runs of the host file for raw.
+// engine's Map for qcow2, the VHD's blocks for vpc (vhd's VD5), one
+// data extent for luks, and data/hole runs of the host file for raw.
 func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 	if img.Image != nil {
 		return img.Image.Map()
@@ -26,6 +26,15 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 	if img.VMDK != nil {
 		ext, _, err := vmdkExtents(img.VMDK, false)
 		return ext, err
+	}
+	if img.LUKS != nil {
+		// QEMU's crypto driver has no block status: all data, at no
+		// offset it can show (the human map refuses it).
+		size, err := img.LUKS.Size()
+		if err != nil || size == 0 {
+			return nil, err
+		}
+		return []qcow2.MapEntry{{Length: size, Present: true, Data: true}}, nil
 	}
 	if im := imgopen.CORImage(img.Dev); im != nil {
 		return im.Map() // a copy-on-read root: its image's map

@@ -34,7 +34,7 @@ var errNotQcow2 = errors.New("Image is not in qcow2 format")
 // formatError is -f FORMAT naming another format than qcow2 and raw.
 func formatError(format string) error {
 	if imgopen.QemuDriver(format) {
-		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw, vpc, vmdk)", format)
+		return fmt.Errorf("Driver '%s' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)", format)
 	}
 	return fmt.Errorf("Unknown driver '%s'", format)
 }
@@ -44,7 +44,9 @@ func formatError(format string) error {
 // not know is an "Unknown file format"; one it knows (vmdk, vdi...) is
 // refused as qemu-img refuses a format driver it cannot create images
 // with.
-func outFormatError(format string) error { return outFormatErrorOf(format, "qcow2, raw, vpc, vmdk") }
+func outFormatError(format string) error {
+	return outFormatErrorOf(format, "qcow2, raw, vpc, vmdk, luks")
+}
 
 // outFormatErrorOf is outFormatError for a command that writes the
 // formats listed in supported.

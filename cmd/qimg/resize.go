@@ -140,6 +140,11 @@ func doResize(r *resizeRequest) error {
 	case img.VHD != nil || img.VMDK != nil:
 		// Their drivers cannot resize (QEMU's vpc and vmdk neither).
 		err = errors.New("Image format driver does not support resize")
+	case img.LUKS != nil && r.prealloc != "off":
+		err = fmt.Errorf("preallocation=%s is not supported by qimg resize of a luks image", r.prealloc)
+	case img.LUKS != nil:
+		// QEMU's crypto driver: the file is the payload offset longer.
+		err = img.LUKS.Truncate(size)
 	case img.Image == nil && r.prealloc == "metadata":
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:

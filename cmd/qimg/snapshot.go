@@ -20,7 +20,7 @@ func runSnapshot(e *env, args []string) int {
 	n := 0
 	for _, k := range []string{"l", "a", "c", "d"} {
 		if o.has(k) {
-			n++
+			n += len(o.vals[k]) // one action, given once: -c x -c y is refused too
 			op, name = k, o.get(k, "")
 		}
 	}

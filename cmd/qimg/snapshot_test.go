@@ -90,6 +90,11 @@ func TestSnapshot_Errors(t *testing.T) {
 		{[]string{"-a", "nosuch"}, "Could not apply snapshot 'nosuch': Failed to load snapshot: No such file or directory"},
 		{[]string{"-d", "nosuch"}, "Could not delete snapshot 'nosuch': snapshot not found"},
 		{[]string{"-c", "x", "-a", "y"}, "Cannot mix '-l', '-a', '-c', '-d'"},
+		// One action given twice is refused too, as qemu-img (it
+		// created or deleted once).
+		{[]string{"-c", "x", "-c", "y"}, "Cannot mix '-l', '-a', '-c', '-d'"},
+		{[]string{"-d", "x", "-d", "x"}, "Cannot mix '-l', '-a', '-c', '-d'"},
+		{[]string{"-l", "-l"}, "Cannot mix '-l', '-a', '-c', '-d'"},
 	} {
 		_, e, code := runQ(t, append(append([]string{"snapshot"}, tc.args...), img)...)
 		if code != 1 || !strings.Contains(e, tc.msg) {

@@ -266,7 +266,7 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 		}
 		s.Path = path
 	}
-	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" && s.Format != "vpc" && s.Format != "vmdk" {
+	if s.Format != "" && s.Format != "qcow2" && s.Format != "raw" && s.Format != "vpc" && s.Format != "vmdk" && s.Format != "luks" {
 		return nil, &OpenError{Path: name, Err: formatError(s.Format)}
 	}
 	if _, err := os.Stat(s.Path); err != nil {

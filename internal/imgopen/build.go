@@ -7,6 +7,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
 	"github.com/qring/qring/vmdk"
@@ -63,6 +64,7 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 	// A vmdk or vpc root (named or probed) is the image its commands see.
 	o.VMDK, _ = dev.(*vmdk.Disk)
 	o.VHD, _ = dev.(*vhd.Disk)
+	o.LUKS, _ = dev.(*luksdisk.Disk)
 	o.close = func() error {
 		var errs []error
 		for _, f := range b.beforeClose {
@@ -192,7 +194,7 @@ func init() {
 		"qcow2": (*builder).qcow2, "raw": (*builder).raw,
 		"blkverify": (*builder).blkverify, "quorum": (*builder).quorum, "mirror": (*builder).mirror,
 		"copy-on-read": (*builder).cor, "throttle": (*builder).throttle,
-		"vmdk": (*builder).vmdk, "vpc": (*builder).vpc,
+		"vmdk": (*builder).vmdk, "vpc": (*builder).vpc, "luks": (*builder).luks,
 	}
 }
 
@@ -242,7 +244,7 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		if drv, err = qcow2.Probe(f); err != nil {
 			return nil, err
 		}
-		if drv != "qcow2" && drv != "raw" && drv != "vpc" && drv != "vmdk" {
+		if drv != "qcow2" && drv != "raw" && drv != "vpc" && drv != "vmdk" && drv != "luks" {
 			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
 		}
 		n.m["driver"], n.used["driver"] = drv, true // the root's format, for Opened.Image
@@ -252,7 +254,7 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		if !QemuDriver(drv) {
 			return nil, &DriverError{Name: drv} // QEMU's "Unknown driver" too
 		}
-		return nil, fmt.Errorf("image spec: %s: driver %q is not supported by qring (file, qcow2, raw, vmdk, vpc, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+		return nil, fmt.Errorf("image spec: %s: driver %q is not supported by qring (file, qcow2, raw, vmdk, vpc, luks, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
 	}
 	if err := b.genericKeys(n, drv); err != nil {
 		return nil, err

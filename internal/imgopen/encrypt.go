@@ -77,14 +77,21 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if err != nil {
 		return s, err
 	}
-	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" {
+	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" && drv != "luks" {
 		return s, &DriverError{Name: drv}
 	}
-	if drv == "raw" && (n.has("offset") || n.has("size")) || stackedFile(root) {
+	if drv == "" {
+		if f := fileName(root["file"]); f != "" {
+			if p, err := qcow2.Probe(f); err == nil && p == "luks" {
+				drv = p // its key-secret: the driver tree below
+			}
+		}
+	}
+	if drv == "raw" && (n.has("offset") || n.has("size")) || drv == "luks" || stackedFile(root) {
 		// A raw window (filter.Raw), or a format over another node than
 		// a file (driver=raw,file.driver=qcow2): a driver tree, opened as
 		// the json: spec it is (OpenSpec), as qemu-img --image-opts
-		// opens it.
+		// opens it. So is a LUKS volume (its key-secret: luks.go).
 		b, err := json.Marshal(root)
 		if err != nil {
 			return s, err

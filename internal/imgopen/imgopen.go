@@ -158,7 +158,7 @@ func Open(s Spec) (*Opened, error) {
 		if f, err = qcow2.Probe(s.Path); err != nil {
 			return nil, err
 		}
-		if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" {
+		if f != "qcow2" && f != "raw" && f != "vpc" && f != "vmdk" && f != "luks" {
 			return nil, &qcow2.FormatError{Format: f, Probed: true}
 		}
 	}
@@ -201,6 +201,8 @@ func Open(s Spec) (*Opened, error) {
 		return openVPC(s, op, fellBack)
 	case "vmdk":
 		return openVMDK(s, op, fellBack)
+	case "luks":
+		return openLUKS(s, op, fellBack)
 	}
 	return nil, &DriverError{Name: f}
 }

@@ -2,6 +2,7 @@ package imgopen
 
 import (
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/vhd"
@@ -23,6 +24,9 @@ type Opened struct {
 	// VHD is Dev as a VHD image (QEMU's "vpc" format) when
 	// the image is one, else nil.
 	VHD *vhd.Disk
+	// LUKS is Dev as a LUKS volume (QEMU's "luks" format) when its root
+	// is one.
+	LUKS *luksdisk.Disk
 	// VMDK is Dev as a VMDK image when the image is one,
 	// else nil.
 	VMDK *vmdk.Disk
@@ -52,7 +56,7 @@ func (o *Opened) Backend() (name, reason string) {
 }
 
 // Format names the format as the commands report it: "qcow2" when Image
-// is set, "vpc" when VHD is, "vmdk" when VMDK is, else "raw".
+// is set, "vpc" when VHD is, "vmdk" when VMDK is, "luks" when LUKS is, else "raw".
 func (o *Opened) Format() string {
 	if o.Image != nil {
 		return "qcow2"
@@ -62,6 +66,9 @@ func (o *Opened) Format() string {
 	}
 	if o.VMDK != nil {
 		return "vmdk"
+	}
+	if o.LUKS != nil {
+		return "luks"
 	}
 	return "raw"
 }

@@ -238,7 +238,7 @@ func SpecFilename(name string) string {
 		return name
 	}
 	d, ok := root["driver"]
-	if ok && d != "qcow2" && d != "raw" && d != "vmdk" && d != "vpc" { // none: the backing format's
+	if ok && d != "qcow2" && d != "raw" && d != "vmdk" && d != "vpc" && d != "luks" { // none: the backing format's
 		return name
 	}
 	for k, v := range root {
@@ -246,8 +246,9 @@ func SpecFilename(name string) string {
 			continue
 		}
 		// Strong: a raw window, vpc's size calculation, children other
-		// than the file (backing=null is none), the key.
-		if (d == "raw" && (k == "offset" || k == "size")) || (d == "vpc" && k == "force_size_calc") ||
+		// than the file (backing=null is none), the key (qcow2's
+		// encrypt, luks's key-secret).
+		if (d == "raw" && (k == "offset" || k == "size")) || (d == "vpc" && k == "force_size_calc") || (d == "luks" && k == "key-secret") ||
 			k == "backing" && v != nil && v != "null" && v != "" || k == "data-file" || k == "encrypt" || k == "extents" {
 			return name
 		}

@@ -39,6 +39,8 @@ var deps = []depRow{
 	// LUKS1 headers and sector encryption: the standard library and
 	// golang.org/x/crypto only.
 	{"crypto/luks", nil},
+	// QEMU's luks format: the LUKS header and cipher over a block.Device.
+	{"crypto/luksdisk", []string{"crypto/luks", "block"}},
 	// QEMU's --object secret and key-secret options: the standard library.
 	{"internal/secret", nil},
 	{"internal/invariants", nil},
@@ -58,7 +60,7 @@ var deps = []depRow{
 	{"nbd", []string{"block"}},
 	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
-	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/...", "vmdk/..."}},
+	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/...", "vmdk/...", "crypto/luksdisk"}},
 	{"internal/bench", []string{"internal/imgopen", "internal/protocol", "qcow2/...", "uring/...", "block/..."}},
 	// The binaries and the performance tools sit on top of everything.
 	{"cmd/...", []string{"*"}},
