@@ -156,6 +156,7 @@ FUZZ_TARGETS = \
 	./qcow2:FuzzParseSize \
 	./qcow2:FuzzDecompressCluster@8000x \
 	./crypto/luks:FuzzParseHeader \
+	./crypto/luksdisk:FuzzOpen \
 	./vhd/format:FuzzParse \
 	./vhd:FuzzOpen@5000x \
 	./vmdk/format:FuzzParse \

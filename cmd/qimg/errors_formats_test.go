@@ -48,14 +48,14 @@ func TestErrors_FormatsLikeQemu(t *testing.T) {
 		}
 	}
 	for c, want := range map[string]string{
-		"create -f vdi $N 1M":             "$N: Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
-		"create -f vdi -o help":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
-		"convert -O vdi $A $N":            "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
-		"dd -O vdi if=$A of=$N":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"create -f vdi $N 1M":             "$N: Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
+		"create -f vdi -o help":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
+		"convert -O vdi $A $N":            "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
+		"dd -O vdi if=$A of=$N":           "Format driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
 		"measure -O vdi --size 1M":        "Format driver 'vdi' is not supported by qimg (qcow2, raw)",
-		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk); Could not open backing image.",
-		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
-		"convert -f vdi -O qcow2 $A $N":   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk)",
+		"create -f qcow2 -b $A -F vdi $N": "$N: Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks); Could not open backing image.",
+		"info -f vdi $A":                  "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
+		"convert -f vdi -O qcow2 $A $N":   "Could not open '$A': Driver 'vdi' is not supported by qimg (qcow2, raw, vpc, vmdk, luks)",
 		"amend -f vmdk -o size=2M $A":     "Format driver 'vmdk' does not support option amendment",
 	} {
 		os.Remove(n)

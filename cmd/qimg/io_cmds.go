@@ -311,7 +311,8 @@ func (s *ioSession) truncate(args []string) error {
 		return err
 	}
 	if s.Image == nil {
-		// Raw: QEMU's file driver's refusals and preallocation.
+		// Raw, and the file under a LUKS volume: QEMU's file driver's
+		// refusals and preallocation.
 		switch {
 		case m == "metadata":
 			return errors.New("Unsupported preallocation mode: metadata")
@@ -321,6 +322,14 @@ func (s *ioSession) truncate(args []string) error {
 		if size > qemuMaxLength {
 			return errExceedsMax(size)
 		}
+		if l := s.LUKS; l != nil {
+			// QEMU's crypto driver: the file only, grown space the
+			// file's zeros, decrypted (LV6).
+			if err := l.ResizeFile(size); err != nil {
+				return fmt.Errorf("Could not resize file: %w", err)
+			}
+			return preallocOn(l.File(), l.PayloadOffset()+cur, l.PayloadOffset()+size, m)
+		}
 		if err := s.Dev.Truncate(size); err != nil {
 			var errno syscall.Errno
 			if errors.As(err, &errno) {
@@ -328,7 +337,7 @@ func (s *ioSession) truncate(args []string) error {
 			}
 			return fmt.Errorf("Could not resize file: %w", err)
 		}
-		return s.preallocRaw(cur, size, m)
+		return preallocOn(s.Dev, cur, size, m)
 	}
 	if size < cur && m != "off" {
 		return errors.New("Preallocation can't be used for shrinking an image")
@@ -336,21 +345,21 @@ func (s *ioSession) truncate(args []string) error {
 	return resizeQcow2(s.Image, cur, size, m)
 }
 
-// preallocRaw allocates what truncate -m falloc or full added to a raw
-// image, [cur, size): falloc as zeros the file system allocates
-// (block.Allocate), full as zeros written.
-func (s *ioSession) preallocRaw(cur, size int64, mode string) error {
+// preallocOn allocates what truncate -m falloc or full added to a raw
+// image or a LUKS volume's file, [cur, size) of dev: falloc as zeros the
+// file system allocates (block.Allocate), full as zeros written.
+func preallocOn(dev block.Device, cur, size int64, mode string) error {
 	if size <= cur || mode == "off" {
 		return nil
 	}
 	if mode == "falloc" {
-		if err := s.Dev.WriteZeroes(cur, size-cur, block.Allocate); err != nil {
+		if err := dev.WriteZeroes(cur, size-cur, block.Allocate); err != nil {
 			return fmt.Errorf("Could not preallocate new data: %w", err)
 		}
 		return nil
 	}
 	return eachChunk(cur, size-cur, make([]byte, min(size-cur, ioChunk)), func(off int64, b []byte) error {
-		if err := s.Dev.Writev(off, [][]byte{b}); err != nil {
+		if err := dev.Writev(off, [][]byte{b}); err != nil {
 			return fmt.Errorf("Could not write zeros for preallocation: %w", err)
 		}
 		return nil

@@ -86,6 +86,8 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 		if a, b := fileSize(t, p), fileSize(t, q2); a != b {
 			t.Fatalf("resize %s: file %d bytes, qemu-img's %d", rs.size, a, b)
 		}
+		// The grown part reads as QEMU's does (the file's zeros, decrypted).
+		testkit.MustRun(t, "qemu-img", "compare", "--object", luksSecret, "--image-opts", spec, luksSpec(q2))
 	}
 	if ours, qemu := qimgAndQemu(t, "info", p); ours != qemu {
 		t.Fatalf("after resize:\n%s\nqemu-img:\n%s", ours, qemu)

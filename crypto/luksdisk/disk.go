@@ -3,6 +3,7 @@ package luksdisk
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/qring/qring/block"
@@ -133,14 +134,14 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 	if d.c == nil {
 		return ErrNoKey
 	}
-	if off < 0 {
-		return fmt.Errorf("luksdisk: negative offset %d", off)
+	n := vecLen(bufs)
+	if err := d.checkRange(off, n); err != nil {
+		return err
 	}
 	size, err := d.Size()
 	if err != nil {
 		return err
 	}
-	n := vecLen(bufs)
 	for done := int64(0); done < n; {
 		first := (off + done) / sector * sector
 		end := min(roundUp(off+n, sector), first+maxChunk)
@@ -169,14 +170,25 @@ func (d *Disk) readPlain(first int64, b []byte, size int64) error {
 	return d.c.DecryptSectors(b[:in], uint64(first/sector))
 }
 
+// checkRange refuses a negative range, or one whose sectors would end
+// in the file past the largest offset.
+func (d *Disk) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off > math.MaxInt64-d.payload-n-sector {
+		return fmt.Errorf("luksdisk: %d+%d: %w", off, n, block.ErrRange)
+	}
+	return nil
+}
+
 // Writev encrypts bufs and writes them at off (LV2).
 func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return d.write(off, vecLen(bufs), func(dst []byte, at int64) { copyFrom(dst, bufs, at) })
 }
 
 // WriteZeroes writes encrypted zero sectors over [off, off+n) (LV3).
+// MayUnmap is allowed (and changes nothing); any other flag is
+// ErrNotSupported.
 func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
-	if flags&(block.Allocate|block.NoFallback) != 0 {
+	if flags&^block.MayUnmap != 0 {
 		return block.ErrNotSupported
 	}
 	return d.write(off, n, func(dst []byte, _ int64) { clear(dst) })
@@ -199,8 +211,8 @@ func (d *Disk) write(off, n int64, fill func(dst []byte, at int64)) error {
 	if d.ro {
 		return ErrReadOnly
 	}
-	if off < 0 || n < 0 {
-		return fmt.Errorf("luksdisk: bad range %d+%d", off, n)
+	if err := d.checkRange(off, n); err != nil {
+		return err
 	}
 	for done := int64(0); done < n; {
 		first := (off + done) / sector * sector
@@ -279,9 +291,34 @@ func (d *Disk) overlaps(s, e int64) bool {
 func (d *Disk) Flush() error { return d.f.Flush() }
 
 // Truncate sets the payload's size: the file becomes the payload offset
-// plus size bytes (grown space reads as encrypted-nothing: zeros on the
-// file, which decrypt to noise, as QEMU's preallocation=off leaves it).
+// plus size bytes, and grown space is written with encrypted zeros so
+// that it reads as zeros (the block.Device contract; LV6). QEMU's
+// resize leaves it as the file's zeros, which decrypt to noise:
+// ResizeFile does that.
 func (d *Disk) Truncate(size int64) error {
+	if d.ro {
+		return ErrReadOnly
+	}
+	if size < 0 {
+		return fmt.Errorf("luksdisk: negative size %d", size)
+	}
+	cur, err := d.Size()
+	if err != nil {
+		return err
+	}
+	if err := d.f.Truncate(d.payload + size); err != nil {
+		return err
+	}
+	if size > cur {
+		return d.WriteZeroes(cur, size-cur, 0)
+	}
+	return nil
+}
+
+// ResizeFile sets the payload's size as QEMU's crypto driver does: the
+// file only, grown space left as the file's zeros (noise once
+// decrypted; LV6).
+func (d *Disk) ResizeFile(size int64) error {
 	if d.ro {
 		return ErrReadOnly
 	}
@@ -295,7 +332,7 @@ func (d *Disk) Truncate(size int64) error {
 // requests on the efficient path.
 func (d *Disk) Caps() block.Caps {
 	c := d.f.Caps()
-	c.ZeroFlags = 0
+	c.ZeroFlags = block.MayUnmap
 	c.ReqFlags = 0
 	c.Align = max(c.Align, sector)
 	c.ZeroAlign = 0

@@ -27,4 +27,8 @@
 //	     write fails with ErrNoKey.
 //	LV5  The header area is never written after Create; a read-only disk
 //	     writes nothing at all.
+//	LV6  Truncate keeps the block.Device contract: grown space reads as
+//	     zeros (written as encrypted zeros). ResizeFile is QEMU's resize:
+//	     the file alone, its grown zeros read as noise, as a new volume's
+//	     payload does.
 package luksdisk
