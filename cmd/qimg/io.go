@@ -595,6 +595,8 @@ func (s *ioSession) discard(args []string) error {
 		err = s.VHD.Discard(off, n) // QEMU's vpc: the bytes stay
 	case s.VMDK != nil:
 		err = s.VMDK.Discard(off, n) // QEMU's vmdk: the bytes stay
+	case s.LUKS != nil:
+		err = s.LUKS.Discard(off, n) // QEMU's crypto driver: nothing (LV3)
 	case imgopen.CORImage(s.Dev) != nil:
 		err = s.Dev.(block.Discarder).Discard(off, n) // to the image under it
 	default:
@@ -645,14 +647,18 @@ func (s *ioSession) info() error {
 		return nil
 	}
 	if im == nil {
-		// Raw, vpc, vmdk: the driver's cluster size (vpc: its block
-		// size; none for raw), no VM state.
+		// Raw, vpc, vmdk, luks: the driver's cluster size (vpc: its
+		// block size; none for raw and luks), no VM state.
 		inf := &imageInfo{}
 		switch {
 		case s.VHD != nil:
 			inf.ClusterSize = s.VHD.BlockSize()
 		case s.VMDK != nil:
 			vmdkInfo(inf, s.path, s.VMDK)
+		case s.LUKS != nil:
+			li := newLUKSInfo(s.LUKS.Header())
+			li.Format = ""
+			inf.FormatSpecific = &formatSpecific{Type: "luks", LUKS: li}
 		}
 		fmt.Fprintf(s.out, "format name: %s\n", s.Format())
 		fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(inf.ClusterSize)))
@@ -660,6 +666,10 @@ func (s *ioSession) info() error {
 		if v := inf.FormatSpecific; v != nil && v.VMDK != nil {
 			fmt.Fprintln(s.out, "Format specific information:")
 			writeVMDKHuman(s.out, v.VMDK, "    ")
+		}
+		if v := inf.FormatSpecific; v != nil && v.LUKS != nil {
+			fmt.Fprintln(s.out, "Format specific information:")
+			writeLUKSFields(s.out, v.LUKS, "    ")
 		}
 		return nil
 	}
