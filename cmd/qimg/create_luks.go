@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/qring/qring/crypto/luks"
+	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
 
@@ -209,4 +210,39 @@ func createLUKS(req *createRequest) error {
 		os.Remove(req.file)
 	}
 	return err
+}
+
+// measureLUKSTarget reads measure -O luks's -o options as QEMU's
+// block_crypto_measure does: the volume's options (their values checked
+// as create checks them), a key-secret that names a secret, and the
+// payload offset their cipher gives (luksAreaBytes).
+func measureLUKSTarget(o *opts) (*measureTarget, error) {
+	req := &createRequest{format: "luks", given: map[string]bool{}}
+	for _, s := range o.vals["o"] {
+		kv, err := qcow2.SplitOptions(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range kv {
+			if err := req.setLUKSOption(p[0], p[1]); err != nil {
+				return nil, fmt.Errorf("%v\nInvalid options for file format 'luks'", err)
+			}
+		}
+	}
+	lo, err := req.luks.luksOptions()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := req.luks.vals["key-secret"]; !ok {
+		return nil, errors.New("Parameter 'key-secret' is required for cipher")
+	}
+	if req.lookupLUKSSecret(o); req.luks.secretErr != nil {
+		return nil, req.luks.secretErr
+	}
+	alg := map[uint32]string{32: "aes-128", 48: "aes-192"}[lo.KeyBytes]
+	area, err := luksAreaBytes(&qcow2.CreateOptions{Encrypt: qcow2.EncryptOptions{Format: "luks", KeySecret: "-", CipherAlg: alg}})
+	if err != nil {
+		return nil, err
+	}
+	return &measureTarget{format: "luks", cryptBytes: area}, nil
 }

@@ -32,14 +32,14 @@ func (m *measureInfo) MarshalJSON() ([]byte, error) {
 // measureTarget is the output format and its -o options, as measure
 // reads them.
 type measureTarget struct {
-	format        string // raw or qcow2
+	format        string // raw, qcow2 or luks (measureLUKSTarget)
 	clusterSize   int64
 	refcountOrder uint
 	v3            bool
 	fullPrealloc  bool   // preallocation=full or falloc
 	l2eSize       int64  // an L2 entry's bytes: 16 with extended_l2=on, else 8
 	backing       bool   // backing_file given
-	cryptBytes    int64  // the LUKS header area of encrypt.format=luks
+	cryptBytes    int64  // the LUKS header area of encrypt.format=luks, or a luks volume's
 	optSize       uint64 // -o size= (0: not given), checked against an input's measure
 }
 
@@ -282,7 +282,12 @@ func runMeasure(e *env, args []string) int {
 	if !o.has("size") && len(o.args) != 1 {
 		return e.errorf(1, "Either --size N or one filename must be specified.")
 	}
-	t, err := parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
+	var t *measureTarget
+	if o.get("O", "raw") == "luks" {
+		t, err = measureLUKSTarget(o)
+	} else {
+		t, err = parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
+	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -325,6 +330,12 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 	if t.format == "qcow2" {
 		return measureQcow2(t, virtual, data, fromQcow2)
 	}
+	if t.format == "luks" {
+		// block_crypto_measure: the payload offset more than the size
+		// (as given, or the input's length), allocated or not.
+		v := uint64(t.cryptBytes) + uint64(virtual)
+		return &measureInfo{Required: v, FullyAllocated: v}, nil
+	}
 	// raw_measure: the input's length (or the size rounded to sectors),
 	// allocated or not.
 	v := uint64(virtual)
@@ -353,7 +364,7 @@ func measureFile(t *measureTarget, spec imgopen.Spec, snap *imgopen.SnapshotPara
 	if t.format == "qcow2" && t.optSizeTooLarge() {
 		return nil, errMeasureTooLarge
 	}
-	if t.format == "raw" {
+	if t.format == "raw" || t.format == "luks" {
 		return measureSize(t, size, size, false)
 	}
 	ext, err := mapExtents(img)
