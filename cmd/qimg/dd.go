@@ -82,7 +82,7 @@ func runDD(e *env, args []string) int {
 		return 1
 	}
 	outFmt := o.get("O", "raw")
-	if outFmt != "raw" && outFmt != "qcow2" && outFmt != "vpc" && outFmt != "vmdk" {
+	if outFmt != "raw" && outFmt != "qcow2" && outFmt != "vpc" && outFmt != "vmdk" && outFmt != "luks" { // luks: refused by its create (dd has no -o for a key-secret), as qemu-img dd
 		if !imgopen.QemuDriver(outFmt) {
 			return e.errorf(1, "Unknown file format") // qemu-img dd names none
 		}

@@ -188,10 +188,12 @@ func TestLUKS_CreateLikeQemu(t *testing.T) {
 		{"measure", "-O", "luks", "--size", "1G"},
 		{"measure", "-O", "luks", "-o", "key-secret=s", "--size", "1G"},
 		{"measure", "-O", "luks", "--object", luksSecret, "-o", "key-secret=s,hash-alg=bogus", "--size", "1G"},
+		// dd has no -o to name a key-secret: refused as its create.
+		{"dd", "-O", "luks", "if=" + raw, "of=" + n},
 	} {
 		oout, oerr, ocode := runQ(t, args...)
 		qout, qerr, qcode := testkit.Run(t, "qemu-img", args...)
-		oerr = strings.Replace(oerr, "qimg: measure: ", "qemu-img: ", 1)
+		oerr = strings.Replace(oerr, "qimg: "+args[0]+": ", "qemu-img: ", 1)
 		if oout != qout || oerr != qerr || ocode != qcode {
 			t.Errorf("%q:\nqimg (exit %d): %s%s\nqemu-img (exit %d): %s%s", args, ocode, oout, oerr, qcode, qout, qerr)
 		}
