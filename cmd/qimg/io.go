@@ -113,8 +113,8 @@ func openIOImage(o *opts, s imgopen.Spec) (*imgopen.Opened, error) {
 				err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
 			}
 		}
-	} else {
-		img, err = openImage(s)
+	} else if s.Secrets, err = o.secrets(); err == nil {
+		img, err = openImage(s) // the secrets for its json: backing files' keys
 	}
 	if err != nil {
 		return nil, err

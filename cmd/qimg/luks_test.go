@@ -85,6 +85,22 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 			t.Errorf("%q:\nqimg (exit %d):\n%s%s\nqemu-img (exit %d):\n%s%s", args, ocode, ours, oerr, qcode, qemu, qerr)
 		}
 	}
+	// A qcow2 overlay whose json: backing file is the volume with its
+	// key-secret (the --object reaches it): reads through, and copies on
+	// write, as QEMU's; the map shows the volume's data at no offset.
+	od := t.TempDir() // not workDir's: its qemu-img check has no secret
+	ov := filepath.Join(od, "ov.qcow2")
+	backing := `json:{"driver":"luks","key-secret":"s","file":{"driver":"file","filename":"` + p + `"}}`
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "luks", ov, "4M")
+	mustQ(t, "io", "--object", luksSecret, "-c", "write -P 0x33 3000 100", ov)
+	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "-c", "read -P 0x33 3000 100", "-c", "read -P 7 1000 2000", "-c", "read -P 7 3100 2900", ov)
+	for _, args := range [][]string{{"map", "--output=json", "--object", luksSecret, ov}, {"check", "--object", luksSecret, ov}} {
+		ours := strings.ReplaceAll(mustQ(t, args...), `, "compressed": false`, "")
+		if qemu := testkit.MustRun(t, "qemu-img", args...); ours != qemu {
+			t.Errorf("%q:\n%s\nqemu-img:\n%s", args, ours, qemu)
+		}
+	}
+
 	// Resized as qemu-img resizes it: the file is the payload longer.
 	q2 := filepath.Join(d, "b.luks")
 	testkit.MustRun(t, "cp", p, q2)

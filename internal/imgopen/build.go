@@ -37,7 +37,7 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 // ts (nil: a set of its own).
 func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, error) {
 	if ts == nil {
-		ts = &throttleSet{}
+		ts = &throttleSet{secrets: defaults.Secrets}
 	}
 	b := &builder{def: defaults, throttles: ts}
 	dev, err := b.build(root, "")

@@ -166,7 +166,7 @@ func Open(s Spec) (*Opened, error) {
 	case "qcow2":
 		o := s.Opts
 		o.Opener = op
-		ts := &throttleSet{}
+		ts := &throttleSet{secrets: s.Secrets}
 		o.OpenBacking = ts.openLayer
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
 		data, err := openDataFile(s.DataFile, op, o)

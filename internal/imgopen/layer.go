@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
 	"github.com/qring/qring/vmdk"
@@ -127,7 +128,11 @@ func openSpecLayer(spec, format string, o qcow2.Options, ts *throttleSet) (block
 		return nil, fmt.Errorf("a json: backing file may not contain a mirror node")
 	}
 	o.ReadOnly = true
-	op, err := openTree(root, Spec{ReadOnly: true, Opts: o}, ts)
+	var secrets *secret.Store
+	if ts != nil {
+		secrets = ts.secrets
+	}
+	op, err := openTree(root, Spec{ReadOnly: true, Opts: o, Secrets: secrets}, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +146,9 @@ func openSpecLayer(spec, format string, o qcow2.Options, ts *throttleSet) (block
 	}
 	if op.VHD != nil && op.Dev == block.Device(op.VHD) {
 		return vhdLayer{op.VHD}, nil
+	}
+	if op.LUKS != nil && op.Dev == block.Device(op.LUKS) {
+		return luksLayer{op.LUKS}, nil
 	}
 	if dm, ok := op.Dev.(block.DataMapper); ok {
 		return specDataDev{specDev{op.Dev, op}, dm}, nil

@@ -79,3 +79,16 @@ func (b *builder) luks(n *node) (block.Device, error) {
 	b.inheritDir(d, f)
 	return d, nil
 }
+
+// luksLayer is a LUKS volume as a qcow2.Layer (a json: backing file with
+// its key-secret): all data at no host offset the map can show, as
+// QEMU's crypto driver, which has no block status, reports it.
+type luksLayer struct{ *luksdisk.Disk }
+
+// LayerStatus implements qcow2.Layer.
+func (l luksLayer) LayerStatus(off, n int64) (qcow2.LayerStatus, error) {
+	return qcow2.LayerStatus{Len: n, Allocated: true, Data: true, Offset: -1}, nil
+}
+
+// LayerBacking implements qcow2.Layer.
+func (luksLayer) LayerBacking() block.Device { return nil }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/filter"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -13,9 +14,14 @@ import (
 // (openSpecLayer), so that Opened.ReleaseThrottles reaches them all: a
 // forced shutdown must not wait out a backlog throttled in a backing
 // file either.
+//
+// It also carries the open's --object secrets down to those json:
+// backing files, whose key-secret and encrypt.key-secret options name
+// them as the image's own spec does (QEMU's secrets are global objects).
 type throttleSet struct {
-	mu sync.Mutex
-	ts []*filter.Throttle
+	mu      sync.Mutex
+	ts      []*filter.Throttle
+	secrets *secret.Store
 }
 
 func (s *throttleSet) add(ts ...*filter.Throttle) {
