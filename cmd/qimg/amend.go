@@ -84,6 +84,15 @@ func runAmend(e *env, args []string) int {
 			f = p
 		}
 	}
+	if f == "luks" || imgopen.SpecHasDriver(r.path, "luks") {
+		// Opened with its key first, as qemu-img opens any image.
+		if ok, err := amendLUKS(o, r); ok {
+			if err != nil {
+				return e.errorf(1, "%v", err)
+			}
+			return 0
+		}
+	}
 	if f != "" && f != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
 	}
@@ -108,6 +117,13 @@ func runAmend(e *env, args []string) int {
 // backing_fmt, which it refuses, and encrypt.*, which qimg does not
 // amend).
 func (e *env) amendOptionsHelp(f string) int {
+	if f == "luks" {
+		fmt.Fprintf(e.stdout, "Amend options for '%s':\n", f)
+		for _, o := range luksAmendOptions {
+			fmt.Fprintf(e.stdout, "  %-22s - %s\n", o.name+"=<"+o.typ+">", o.help)
+		}
+		return 0
+	}
 	if f != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
 	}

@@ -218,3 +218,90 @@ func TestLUKS_CreateLikeQemu(t *testing.T) {
 		t.Error("convert -O luks with a backing file: accepted")
 	}
 }
+
+// TestLUKS_AmendLikeQemu: qimg amend adds and erases a LUKS volume's
+// passphrases as qemu-img amend does (QEMU opens it with the new one,
+// not the erased one; the slots info shows are the same), and refuses
+// what qemu-img refuses, in its words.
+func TestLUKS_AmendLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	p := filepath.Join(d, "a.luks")
+	qemuLUKS(t, p, "", "1M")
+	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "--image-opts", luksSpec(p), "-c", "write -P 4 0 64k")
+	objs := []string{"--object", luksSecret, "--object", "secret,id=t,data=new", "--object", "secret,id=u,data=third"}
+	key := "s" // the key-secret the volume is opened with
+	amend := func(tool string, opts string, force bool) (string, string, int) {
+		args := append(append([]string{"amend"}, objs...), "-o", opts, "--image-opts", "driver=luks,key-secret="+key+",file.filename="+p)
+		if force {
+			args = append(args, "--force")
+		}
+		if tool == "qimg" {
+			o, e, c := runQ(t, args...)
+			return o, strings.Replace(e, "qimg: amend: ", "qemu-img: ", 1), c
+		}
+		return testkit.Run(t, "qemu-img", args...)
+	}
+	opens := func(data string) bool {
+		_, _, code := testkit.Run(t, "qemu-io", "--object", "secret,id=k,data="+data, "--image-opts",
+			"driver=luks,key-secret=k,file.filename="+p, "-c", "read -P 4 0 64k")
+		return code == 0
+	}
+	// qimg adds "new" (slot 1), QEMU opens with it; QEMU adds "third"
+	// in slot 5, qimg opens with it; qimg erases "pw" by passphrase.
+	if _, e, c := amend("qimg", "state=active,new-secret=t,iter-time=20", false); c != 0 {
+		t.Fatalf("add: %s", e)
+	}
+	if !opens("new") || !opens("pw") {
+		t.Fatal("QEMU does not open the volume with both passphrases after qimg added one")
+	}
+	if _, e, c := amend("qemu-img", "state=active,new-secret=u,keyslot=5,iter-time=20", false); c != 0 {
+		t.Fatalf("qemu-img add: %s", e)
+	}
+	mustQ(t, "io", "--object", "secret,id=k,data=third", "--image-opts", "driver=luks,key-secret=k,file.filename="+p, "-c", "read -P 4 0 64k")
+	if _, e, c := amend("qimg", "state=inactive,old-secret=s", false); c != 0 {
+		t.Fatalf("erase: %s", e)
+	}
+	if opens("pw") || !opens("new") || !opens("third") {
+		t.Fatal("after erasing pw: QEMU opens with the wrong set of passphrases")
+	}
+	info := testkit.MustRun(t, "qemu-img", "info", p)
+	for _, want := range []string{"[0]:\n            active: false", "[1]:\n            active: true", "[5]:\n            active: true"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("qemu-img info lacks %q:\n%s", want, info)
+		}
+	}
+	if ours, qemu := qimgAndQemu(t, "amend", "-f", "luks", "-o", "help", p); ours != qemu {
+		t.Errorf("amend -o help:\n%s\nqemu-img:\n%s", ours, qemu)
+	}
+	// Refusals: each tool on its own copy of the same volume, opened
+	// with "new" (slots 1 and 5 hold "new" and "third").
+	key = "t"
+	q := filepath.Join(d, "q.luks")
+	for _, tc := range []struct {
+		opts  string
+		force bool
+	}{
+		{"state=active", false},
+		{"state=active,new-secret=t,keyslot=1", false},
+		{"state=active,new-secret=t,keyslot=-1", false},
+		{"state=active,new-secret=t,old-secret=s", false},
+		{"state=inactive", false},
+		{"state=inactive,keyslot=0", false},
+		{"state=inactive,keyslot=-1", false},
+		{"state=inactive,new-secret=t", false},
+		{"state=inactive,old-secret=s", false},
+		{"state=inactive,keyslot=1,old-secret=u", false},
+		{"state=bogus", false},
+		{"new-secret=t", false},
+		{"bogus=1", false},
+	} {
+		testkit.MustRun(t, "cp", p, q)
+		oo, oe, oc := amend("qimg", tc.opts, tc.force)
+		p, q = q, p // qemu-img amends the copy
+		qo, qe, qc := amend("qemu-img", tc.opts, tc.force)
+		p, q = q, p
+		if oo != qo || oe != qe || oc != qc || oc == 0 {
+			t.Errorf("-o %s:\nqimg (exit %d): %s%s\nqemu-img (exit %d): %s%s", tc.opts, oc, oo, oe, qc, qo, qe)
+		}
+	}
+}

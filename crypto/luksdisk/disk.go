@@ -43,6 +43,7 @@ type Disk struct {
 	f       block.Device
 	h       *luks.Header
 	c       *luks.Cipher // nil when opened without the key (LV4)
+	pass    []byte       // the passphrase it was opened with (Amend's default)
 	payload int64
 	ro      bool
 
@@ -68,7 +69,7 @@ func Open(f block.Device, o Options) (*Disk, error) {
 	if err != nil {
 		return nil, qemuWords(hb, err)
 	}
-	d := &Disk{f: f, h: h, payload: int64(h.PayloadBytes()), ro: !o.Writable}
+	d := &Disk{f: f, h: h, payload: int64(h.PayloadBytes()), ro: !o.Writable, pass: o.Passphrase}
 	d.cond = sync.NewCond(&d.mu)
 	if !o.NoKey {
 		if d.c, err = h.Unlock(block.ReaderAt{D: f}, o.Passphrase); err != nil {
@@ -95,7 +96,7 @@ func qemuWords(hb []byte, err error) error {
 	switch {
 	case errors.Is(err, luks.ErrNotLUKS):
 		return &OpenError{"Volume is not in LUKS format", err}
-	case errors.Is(err, luks.ErrVersion):
+	case errors.Is(err, luks.ErrVersion) && len(hb) >= 8:
 		return &OpenError{fmt.Sprintf("LUKS version %d is not supported", uint16(hb[6])<<8|uint16(hb[7])), err}
 	case errors.Is(err, luks.ErrWrongKey):
 		return &OpenError{"Invalid password, cannot unlock any keyslot", err}

@@ -31,4 +31,9 @@
 //	     zeros (written as encrypted zeros). ResizeFile is QEMU's resize:
 //	     the file alone, its grown zeros read as noise, as a new volume's
 //	     payload does.
+//	LV7  Amend changes key slots only, never the master key or the
+//	     payload: a new slot's material is durable before the header that
+//	     enables it; an erased slot is disabled in a durable header before
+//	     its material is overwritten. A crash leaves the old passphrases
+//	     or the new ones working, and the data readable by either.
 package luksdisk
