@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -24,6 +25,11 @@ type amendRequest struct {
 	backingFile, backingFmt *string
 	dataFile                *string // data_file: the external data file's new name
 	dataFileRaw             *bool   // data_file_raw: may only be cleared
+	// crypt are the encrypt.* options (keys without the prefix), applied
+	// to the image's LUKS header (amendEncryption) with secrets.
+	crypt   [][2]string
+	secrets *secret.Store
+	force   bool // --force
 }
 
 func runAmend(e *env, args []string) int {
@@ -99,6 +105,10 @@ func runAmend(e *env, args []string) int {
 	if err := parseAmendOptions(r, o.vals["o"]); err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	if r.secrets, err = o.secrets(); err != nil {
+		return e.errorf(1, "%v", err)
+	}
+	r.force = o.has("force")
 	if progress != nil {
 		progress(0, 1)
 	}
@@ -112,10 +122,9 @@ func runAmend(e *env, args []string) int {
 	return 0
 }
 
-// amendOptionsHelp is qemu-img amend -o help: the options qimg amend
-// changes, in qemu-img's layout (qemu-img also lists backing_file and
-// backing_fmt, which it refuses, and encrypt.*, which qimg does not
-// amend).
+// amendOptionsHelp is qemu-img amend -o help, in its layout and order
+// (backing_file and backing_fmt: only as the image has them, as
+// qemu-img 7.2).
 func (e *env) amendOptionsHelp(f string) int {
 	if f == "luks" {
 		fmt.Fprintf(e.stdout, "Amend options for '%s':\n", f)
@@ -128,14 +137,21 @@ func (e *env) amendOptionsHelp(f string) int {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
 	}
 	fmt.Fprintf(e.stdout, "Amend options for '%s':\n", f)
-	for _, o := range []createOption{
+	opts := []createOption{
+		{"backing_file", "str", "File name of a base image"},
+		{"backing_fmt", "str", "Image format of the base image"},
 		{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
 		{"data_file", "str", "File name of an external data file"},
 		{"data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image"},
+	}
+	for _, o := range luksAmendOptions {
+		opts = append(opts, createOption{"encrypt." + o.name, o.typ, o.help})
+	}
+	for _, o := range append(opts, []createOption{
 		{"lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
 		{"refcount_bits", "num", "Width of a reference count entry in bits"},
 		{"size", "size", "Virtual disk size"},
-	} {
+	}...) {
 		fmt.Fprintf(e.stdout, "  %-22s - %s\n", o.name+"=<"+o.typ+">", o.help)
 	}
 	return 0
@@ -204,7 +220,7 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 					return err
 				}
 			case "encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
-				return fmt.Errorf("qimg amend does not support option '%s' (only compat, data_file, data_file_raw, lazy_refcounts, refcount_bits and size)", p[0])
+				r.crypt = append(r.crypt, [2]string{strings.TrimPrefix(p[0], "encrypt."), p[1]})
 			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
 				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", p[0])
 			default:
@@ -259,6 +275,9 @@ func doAmend(r *amendRequest) error {
 		// Sizes QEMU's block layer refuses first are refused at the
 		// resize (resizeQcow2, below).
 		err = errors.New("The new size must be a multiple of 512")
+	}
+	if err == nil && r.crypt != nil {
+		err = amendEncryption(im, r)
 	}
 	if err == nil && newV > h.Version {
 		err = im.SetVersion(newV)

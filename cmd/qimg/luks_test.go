@@ -305,3 +305,48 @@ func TestLUKS_AmendLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestLUKS_AmendQcow2LikeQemu: qimg amend -o encrypt.* changes an
+// encrypted qcow2 image's key slots as qemu-img amend does: QEMU opens it
+// with the added passphrase and not the erased one, qemu-img check finds
+// nothing, and an image without encryption is refused in QEMU's words.
+func TestLUKS_AmendQcow2LikeQemu(t *testing.T) {
+	d := t.TempDir() // not workDir's: its qemu-img check has no secret
+	testkit.NeedQemu(t)
+	p := filepath.Join(d, "e.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "--object", luksSecret,
+		"-o", "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=20", p, "1M")
+	spec := func(key string) string { return "driver=qcow2,encrypt.key-secret=" + key + ",file.filename=" + p }
+	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "--image-opts", spec("s"), "-c", "write -P 6 0 64k")
+	objs := []string{"--object", luksSecret, "--object", "secret,id=t,data=new"}
+	mustQ(t, append(append([]string{"amend"}, objs...), "-o", "encrypt.state=active,encrypt.new-secret=t,encrypt.iter-time=20,lazy_refcounts=on", "--image-opts", spec("s"))...)
+	mustQ(t, append(append([]string{"amend"}, objs...), "-o", "encrypt.state=inactive,encrypt.old-secret=s", "--image-opts", spec("t"))...)
+	testkit.MustRun(t, "qemu-io", append(objs, "--image-opts", spec("t"), "-c", "read -P 6 0 64k")...)
+	if _, _, code := testkit.Run(t, "qemu-io", append(objs, "--image-opts", spec("s"), "-c", "read 0 512")...); code == 0 {
+		t.Fatal("the erased passphrase still opens the image")
+	}
+	testkit.MustRun(t, "qemu-img", append(append([]string{"check"}, objs...), "--image-opts", spec("t"))...)
+	info := testkit.MustRun(t, "qemu-img", "info", p)
+	for _, want := range []string{"lazy refcounts: true", "[0]:\n                active: false", "[1]:\n                active: true"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("qemu-img info lacks %q:\n%s", want, info)
+		}
+	}
+	plain := filepath.Join(d, "p.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", plain, "1M")
+	for _, tc := range []struct{ o, img string }{
+		{"encrypt.state=active,encrypt.new-secret=t", plain},
+		{"encrypt.state=active,encrypt.new-secret=t,encrypt.keyslot=abc", plain},
+		{"encrypt.state=active,encrypt.new-secret=t,encrypt.keyslot=abc", "--image-opts " + spec("t")},
+		{"encrypt.state=active,encrypt.new-secret=t,encrypt.keyslot=1", "--image-opts " + spec("t")},
+		{"encrypt.state=inactive,encrypt.keyslot=1", "--image-opts " + spec("t")},
+		{"encrypt.state=inactive,encrypt.new-secret=t", "--image-opts " + spec("t")},
+	} {
+		args := append(append(append([]string{"amend"}, objs...), "-o", tc.o), strings.Fields(tc.img)...)
+		oo, oe, oc := runQ(t, args...)
+		qo, qe, qc := testkit.Run(t, "qemu-img", args...)
+		if oe = strings.Replace(oe, "qimg: amend: ", "qemu-img: ", 1); oo != qo || oe != qe || oc != qc {
+			t.Errorf("%q:\nqimg (exit %d): %s%s\nqemu-img (exit %d): %s%s", args, oc, oo, oe, qc, qo, qe)
+		}
+	}
+}

@@ -164,6 +164,9 @@ func FuzzParseAmendOptions(f *testing.F) {
 		if r.dataFileRaw != nil {
 			back = append(back, "data_file_raw="+onOff(*r.dataFileRaw))
 		}
+		for _, p := range r.crypt { // in order: amendEncryption reads them so
+			back = append(back, "encrypt."+p[0]+"="+escapeOpt(p[1]))
+		}
 		var r2 amendRequest
 		if err := parseAmendOptions(&r2, []string{strings.Join(back, ",")}); err != nil || !reflect.DeepEqual(r, r2) {
 			t.Fatalf("parseAmendOptions(%q) = %+v; written back as %q: %+v, %v", opts, r, strings.Join(back, ","), r2, err)

@@ -55,7 +55,7 @@ func TestAmend_CrashKeepsKeys(t *testing.T) {
 		}
 		return true
 	}
-	step := func(name string, o AmendOptions, before, after []string) {
+	step := func(name string, o luks.AmendOptions, before, after []string) {
 		mu.Lock()
 		m, clones = dev, nil
 		mu.Unlock()
@@ -80,8 +80,8 @@ func TestAmend_CrashKeepsKeys(t *testing.T) {
 			}
 		}
 	}
-	step("add", AmendOptions{Active: true, New: []byte("new"), HasNew: true, Iterations: 1000, HasIterTime: true}, []string{"old"}, []string{"old", "new"})
-	step("erase", AmendOptions{Old: []byte("old"), HasOld: true}, []string{"old", "new"}, []string{"new"})
+	step("add", luks.AmendOptions{Active: true, New: []byte("new"), HasNew: true, Iterations: 1000, HasIterTime: true}, []string{"old"}, []string{"old", "new"})
+	step("erase", luks.AmendOptions{Old: []byte("old"), HasOld: true}, []string{"old", "new"}, []string{"new"})
 	if opens(dev, "old") {
 		t.Fatal("the erased passphrase still opens the volume")
 	}
