@@ -110,7 +110,8 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 	bpath := pathCombine(path, h.BackingFile)
 	// A dirty base is repaired without a word: qemu-img reopens the
 	// base read-write, which repairs nothing and so prints nothing.
-	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile})
+	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
+		Secrets: spec.Secrets}) // a json: base's key-secret
 	if err != nil {
 		top.Close()
 		// As qemu-img, which opens the chain with the image: the

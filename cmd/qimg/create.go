@@ -202,7 +202,7 @@ func parseCreate(o *opts, req *createRequest) error {
 		req.given["backing_fmt"] = true
 	}
 	switch req.opts.BackingFormat {
-	case "", "qcow2", "raw", "vmdk", "vpc": // vmdk and vpc read-only (qcow2's Q23)
+	case "", "qcow2", "raw", "vmdk", "vpc", "luks": // vmdk, vpc and luks read-only (qcow2's Q23)
 	default:
 		return backingFormatError(req.opts.BackingFormat)
 	}
@@ -260,8 +260,10 @@ func resolveCreateSize(req *createRequest) error {
 			return fmt.Errorf("Backing file specified without backing format\nDetected format of %s.", f)
 		}
 	}
+	// For its size only: QEMU opens it without I/O (BDRV_O_NO_IO), so a
+	// LUKS volume needs no key.
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
-		Opts: qcow2.Options{NoBacking: true}})
+		Opts: qcow2.Options{NoBacking: true, NoKey: true}})
 	if err != nil {
 		// QEMU opens the backing file without qemu-img's "Could not
 		// open" around the file driver's (which has its own) or the
@@ -334,13 +336,13 @@ func formattingLine(req *createRequest) string {
 		fmt.Fprintf(&b, "compat=%s ", req.show("compat", o.Compat))
 	}
 	if o.BackingFile != "" {
-		fmt.Fprintf(&b, "backing_file=%s ", o.BackingFile)
+		fmt.Fprintf(&b, "backing_file=%s ", strings.ReplaceAll(o.BackingFile, ",", ",,")) // as QEMU prints option values
 	}
 	if o.BackingFormat != "" {
 		fmt.Fprintf(&b, "backing_fmt=%s ", o.BackingFormat)
 	}
 	if req.given["data_file"] {
-		fmt.Fprintf(&b, "data_file=%s ", o.DataFile)
+		fmt.Fprintf(&b, "data_file=%s ", strings.ReplaceAll(o.DataFile, ",", ",,"))
 	}
 	if req.given["data_file_raw"] {
 		fmt.Fprintf(&b, "data_file_raw=%s ", onOff(o.DataFileRaw))

@@ -91,7 +91,22 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 	od := t.TempDir() // not workDir's: its qemu-img check has no secret
 	ov := filepath.Join(od, "ov.qcow2")
 	backing := `json:{"driver":"luks","key-secret":"s","file":{"driver":"file","filename":"` + p + `"}}`
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "luks", ov, "4M")
+	// qimg creates it as qemu-img does (the size from the volume, opened
+	// without its key; the name's commas doubled in the Formatting line).
+	ovq := filepath.Join(od, "ovq.qcow2")
+	ours = mustQ(t, "create", "-f", "qcow2", "-b", backing, "-F", "luks", ov)
+	qemu = testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-b", backing, "-F", "luks", ovq)
+	if strings.ReplaceAll(ours, ov, "F") != strings.ReplaceAll(qemu, ovq, "F") {
+		t.Errorf("create over a json: luks backing file:\n%s\nqemu-img:\n%s", ours, qemu)
+	}
+	// rebase -u onto it, as qemu-img writes it.
+	rb := filepath.Join(od, "rb.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", rb, "4M")
+	mustQ(t, "rebase", "--object", luksSecret, "-u", "-b", backing, "-F", "luks", rb)
+	if a, b := testkit.MustRun(t, "qemu-img", "info", "--output=json", rb), testkit.MustRun(t, "qemu-img", "info", "--output=json", ovq); !strings.Contains(a, `"backing-filename-format": "luks"`) ||
+		!strings.Contains(a, strings.ReplaceAll(backing, `"`, `\"`)) || !strings.Contains(b, `"backing-filename-format": "luks"`) {
+		t.Errorf("rebase onto the volume:\n%s", a)
+	}
 	mustQ(t, "io", "--object", luksSecret, "-c", "write -P 0x33 3000 100", ov)
 	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "-c", "read -P 0x33 3000 100", "-c", "read -P 7 1000 2000", "-c", "read -P 7 3100 2900", ov)
 	for _, args := range [][]string{{"map", "--output=json", "--object", luksSecret, ov}, {"check", "--object", luksSecret, ov}} {
@@ -100,6 +115,9 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 			t.Errorf("%q:\n%s\nqemu-img:\n%s", args, ours, qemu)
 		}
 	}
+	// Committed into the volume (its key from the same --object).
+	mustQ(t, "commit", "--object", luksSecret, ov)
+	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "--image-opts", spec, "-c", "read -P 0x33 3000 100", "-c", "read -P 7 1000 2000")
 
 	// Resized as qemu-img resizes it: the file is the payload longer.
 	q2 := filepath.Join(d, "b.luks")

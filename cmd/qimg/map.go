@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
@@ -28,13 +29,7 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 		return ext, err
 	}
 	if img.LUKS != nil {
-		// QEMU's crypto driver has no block status: all data, at no
-		// offset it can show (the human map refuses it).
-		size, err := img.LUKS.Size()
-		if err != nil || size == 0 {
-			return nil, err
-		}
-		return []qcow2.MapEntry{{Length: size, Present: true, Data: true}}, nil
+		return luksExtents(img.LUKS)
 	}
 	if im := imgopen.CORImage(img.Dev); im != nil {
 		return im.Map() // a copy-on-read root: its image's map
@@ -45,6 +40,17 @@ func mapExtents(img *imgopen.Opened) ([]qcow2.MapEntry, error) {
 		return ext, err
 	}
 	return qcow2.MapRaw(img.Dev)
+}
+
+// luksExtents is a LUKS volume's map: QEMU's crypto driver has no block
+// status, so all of it is data, at no offset it can show (the human map
+// refuses it).
+func luksExtents(d *luksdisk.Disk) ([]qcow2.MapEntry, error) {
+	size, err := d.Size()
+	if err != nil || size == 0 {
+		return nil, err
+	}
+	return []qcow2.MapEntry{{Length: size, Present: true, Data: true}}, nil
 }
 
 // rawNodeExtents is the map of a raw node (a window or not) over a
@@ -65,6 +71,8 @@ func rawNodeExtents(dev block.Device, from, to int64) (ext []qcow2.MapEntry, ok 
 		ext, err = vhdExtents(c)
 	case *vmdk.Disk:
 		ext, err = vmdkNodeExtents(c)
+	case *luksdisk.Disk:
+		ext, err = luksExtents(c)
 	default:
 		return nil, false, nil
 	}

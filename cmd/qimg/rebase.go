@@ -71,7 +71,7 @@ func runRebase(e *env, args []string) int {
 // is copied, not after.
 func doRebase(r *rebaseRequest) error {
 	switch r.backingFmt {
-	case "", "qcow2", "raw", "vmdk", "vpc": // vmdk and vpc read-only, as a qcow2 image's backing file (Q23)
+	case "", "qcow2", "raw", "vmdk", "vpc", "luks": // vmdk, vpc and luks read-only, as a qcow2 image's backing file (Q23)
 	default:
 		return fmt.Errorf("Could not open new backing file '%s': unknown file format '%s' (qcow2, raw, vmdk, vpc)", r.backing, r.backingFmt)
 	}
@@ -101,7 +101,8 @@ func rebaseOpen(img *imgopen.Opened, r *rebaseRequest) error {
 		// copies and finds -F missing: a file that does not open is
 		// the first error there too.
 		if !r.unsafe {
-			nimg, err := openImage(imgopen.Spec{Path: pathCombine(r.path, r.backing), Cache: r.srcCache.imgopen(), ReadOnly: true})
+			nimg, err := openImage(imgopen.Spec{Path: pathCombine(r.path, r.backing), Cache: r.srcCache.imgopen(), ReadOnly: true,
+				Secrets: r.spec.Secrets})
 			if err != nil {
 				return fmt.Errorf("Could not open new backing file '%s': %w", r.backing, errors.Unwrap(err))
 			}
@@ -130,7 +131,8 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 	var nsize int64
 	if r.backing != "" {
 		p := pathCombine(r.path, r.backing)
-		nimg, err := openImage(imgopen.Spec{Path: p, Format: r.backingFmt, Cache: r.srcCache.imgopen(), ReadOnly: true})
+		nimg, err := openImage(imgopen.Spec{Path: p, Format: r.backingFmt, Cache: r.srcCache.imgopen(), ReadOnly: true,
+			Secrets: r.spec.Secrets}) // a json: backing file's key-secret
 		if err != nil {
 			return fmt.Errorf("Could not open new backing file '%s': %w", r.backing, errors.Unwrap(err))
 		}

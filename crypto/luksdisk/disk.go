@@ -16,8 +16,9 @@ var (
 	// opened without a passphrase (QEMU's "Parameter 'key-secret' is
 	// required for cipher").
 	ErrNoKey = errors.New("Parameter 'key-secret' is required for cipher")
-	// ErrReadOnly: a write to a disk opened read-only.
-	ErrReadOnly = errors.New("luksdisk: disk is read-only")
+	// ErrReadOnly: a write to a disk opened read-only (it is
+	// block.ErrReadOnly).
+	ErrReadOnly = block.ErrReadOnly
 	// ErrShortFile: the file ends before the payload starts.
 	ErrShortFile = errors.New("luksdisk: file is shorter than the LUKS payload offset")
 )
@@ -49,7 +50,7 @@ type Disk struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond
-	held [][2]int64 // sector ranges [first, end) being written (LV2)
+	held []heldRange // sector ranges being read or written (LV2)
 }
 
 var _ block.Device = (*Disk)(nil)
@@ -65,9 +66,21 @@ func Open(f block.Device, o Options) (*Disk, error) {
 	if err := f.Readv(0, [][]byte{hb}); err != nil {
 		return nil, err
 	}
-	h, err := luks.ParseHeader(hb)
+	parse := luks.ParseHeader
+	if o.NoKey {
+		// Metadata only: a header whose algorithms crypto/luks does not
+		// implement is still described (QEMU's info of cbc, essiv...).
+		parse = luks.ParseHeaderInfo
+	}
+	h, err := parse(hb)
 	if err != nil {
 		return nil, qemuWords(hb, err)
+	}
+	if n, err := f.Size(); err != nil {
+		return nil, err
+	} else if n < int64(h.PayloadBytes()) {
+		// QEMU's open fails on the length it cannot compute.
+		return nil, &OpenError{"Could not refresh total sector count: Input/output error", ErrShortFile}
 	}
 	d := &Disk{f: f, h: h, payload: int64(h.PayloadBytes()), ro: !o.Writable, pass: o.Passphrase}
 	d.cond = sync.NewCond(&d.mu)
@@ -148,7 +161,10 @@ func (d *Disk) Readv(off int64, bufs [][]byte) error {
 		end := min(roundUp(off+n, sector), first+maxChunk)
 		cn := min(end, off+n) - (off + done)
 		b := make([]byte, end-first)
-		if err := d.readPlain(first, b, size); err != nil {
+		unlock := d.lock(first/sector, end/sector, false)
+		err := d.readPlain(first, b, size)
+		unlock()
+		if err != nil {
 			return err
 		}
 		copyInto(bufs, done, b[off+done-first:off+done-first+cn])
@@ -231,7 +247,7 @@ func (d *Disk) write(off, n int64, fill func(dst []byte, at int64)) error {
 // [at, at+n) are new: the sectors it covers in part are read first, all
 // under the range lock (LV2).
 func (d *Disk) writeChunk(first, end, at, n int64, fill func(dst []byte)) error {
-	unlock := d.lock(first/sector, end/sector)
+	unlock := d.lock(first/sector, end/sector, true)
 	defer unlock()
 	b := make([]byte, end-first)
 	if at != first || at+n != end {
@@ -257,19 +273,29 @@ func (d *Disk) writeChunk(first, end, at, n int64, fill func(dst []byte)) error 
 	return d.f.Writev(d.payload+first, [][]byte{b})
 }
 
-// lock waits until no write holds a sector of [s, e), then holds them.
-func (d *Disk) lock(s, e int64) func() {
+// heldRange is a sector range [s, e) a request holds: a write holds it
+// exclusively, a read shared.
+type heldRange struct {
+	s, e int64
+	excl bool
+}
+
+// lock waits until no request holds a sector of [s, e) in a way that
+// conflicts (a write conflicts with everything, reads with writes only),
+// then holds them: a read never sees a sector a partial write is
+// rewriting half written (LV2).
+func (d *Disk) lock(s, e int64, excl bool) func() {
+	r := &heldRange{s, e, excl}
 	d.mu.Lock()
-	for d.overlaps(s, e) {
+	for d.conflicts(r) {
 		d.cond.Wait()
 	}
-	r := [2]int64{s, e}
-	d.held = append(d.held, r)
+	d.held = append(d.held, *r)
 	d.mu.Unlock()
 	return func() {
 		d.mu.Lock()
 		for i, h := range d.held {
-			if h == r {
+			if h == *r {
 				d.held = append(d.held[:i], d.held[i+1:]...)
 				break
 			}
@@ -279,9 +305,9 @@ func (d *Disk) lock(s, e int64) func() {
 	}
 }
 
-func (d *Disk) overlaps(s, e int64) bool {
+func (d *Disk) conflicts(r *heldRange) bool {
 	for _, h := range d.held {
-		if s < h[1] && h[0] < e {
+		if r.s < h.e && h.s < r.e && (r.excl || h.excl) {
 			return true
 		}
 	}

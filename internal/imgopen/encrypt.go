@@ -227,7 +227,7 @@ func stackedFile(root map[string]any) bool {
 		return false
 	}
 	switch m["driver"] {
-	case "qcow2", "raw", "vmdk", "vpc":
+	case "qcow2", "raw", "vmdk", "vpc", "luks":
 		return true
 	}
 	return false

@@ -54,9 +54,11 @@ func (b *builder) luks(n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := luksdisk.Options{Writable: !ro, NoKey: b.def.Opts.NoKey}
+	// Metadata only at the root, as QEMU's BDRV_O_NO_IO: a volume under
+	// a format node (driver=qcow2,file.driver=luks) is read for it.
+	o := luksdisk.Options{Writable: !ro, NoKey: b.def.Opts.NoKey && n.path == ""}
 	if !o.NoKey {
-		if id == "" {
+		if !n.has("key-secret") {
 			return nil, luksdisk.ErrNoKey
 		}
 		store := b.def.Secrets
@@ -64,7 +66,7 @@ func (b *builder) luks(n *node) (block.Device, error) {
 			store = &secret.Store{}
 		}
 		if o.Passphrase, err = store.Passphrase(id); err != nil {
-			return nil, err // QEMU's "No secret with id 'ID'"
+			return nil, err // QEMU's "No secret with id 'ID'" (also for "")
 		}
 	}
 	_, f, err := b.formatFile(n, "luks", ro, cache, aio)

@@ -155,6 +155,11 @@ func lockFormatFile(d block.Device, path, format string, readOnly bool, o qcow2.
 	if o.NoLock || !ok {
 		return nil
 	}
+	if format == "luks" {
+		// QEMU's crypto driver takes its file's permissions as a raw
+		// node does: no resize, nothing unshared.
+		format = qcow2.FormatRaw
+	}
 	perm, shared := qcow2.LockPerms(format, readOnly, o.ForceShare, false)
 	return qcow2.LockAs(l, path, perm, shared)
 }
