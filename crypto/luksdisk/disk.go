@@ -48,6 +48,7 @@ type Disk struct {
 	payload int64
 	ro      bool
 
+	grow sync.Mutex // held by a write that grows the volume
 	mu   sync.Mutex
 	cond *sync.Cond
 	held []heldRange // sector ranges being read or written (LV2)
@@ -231,6 +232,34 @@ func (d *Disk) write(off, n int64, fill func(dst []byte, at int64)) error {
 	if err := d.checkRange(off, n); err != nil {
 		return err
 	}
+	if n > 0 {
+		size, err := d.Size()
+		if err != nil {
+			return err
+		}
+		if off+n > size {
+			// It grows the volume: one growing write at a time, each
+			// seeing the size the one before left, so that the sectors
+			// between the end and the write become encrypted zeros
+			// (they read as zeros, not as the noise of the file's hole)
+			// and never overwrite another growing write's bytes.
+			d.grow.Lock()
+			defer d.grow.Unlock()
+			if size, err = d.Size(); err != nil {
+				return err
+			}
+			if gap := off / sector * sector; gap > size {
+				if err := d.writeRange(size, gap-size, func(dst []byte, _ int64) { clear(dst) }); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return d.writeRange(off, n, fill)
+}
+
+// writeRange writes n bytes at off in chunks (write's checks done).
+func (d *Disk) writeRange(off, n int64, fill func(dst []byte, at int64)) error {
 	for done := int64(0); done < n; {
 		first := (off + done) / sector * sector
 		end := min(roundUp(off+n, sector), first+maxChunk)
@@ -317,11 +346,11 @@ func (d *Disk) conflicts(r *heldRange) bool {
 // Flush flushes the file.
 func (d *Disk) Flush() error { return d.f.Flush() }
 
-// Truncate sets the payload's size: the file becomes the payload offset
-// plus size bytes, and grown space is written with encrypted zeros so
-// that it reads as zeros (the block.Device contract; LV6). QEMU's
-// resize leaves it as the file's zeros, which decrypt to noise:
-// ResizeFile does that.
+// Truncate sets the payload's size, in whole sectors: grown space reads
+// as zeros, written as encrypted zeros (the block.Device contract; LV6),
+// and a size inside a sector keeps that sector whole, its bytes past
+// size zeroed. QEMU's resize leaves the file's zeros, which decrypt to
+// noise: ResizeFile does that.
 func (d *Disk) Truncate(size int64) error {
 	if d.ro {
 		return ErrReadOnly
@@ -329,17 +358,47 @@ func (d *Disk) Truncate(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("luksdisk: negative size %d", size)
 	}
+	if d.c == nil {
+		return ErrNoKey
+	}
 	cur, err := d.Size()
 	if err != nil {
 		return err
 	}
-	if err := d.f.Truncate(d.payload + size); err != nil {
+	end := roundUp(size, sector)
+	if size < cur {
+		if size%sector == 0 {
+			return d.f.Truncate(d.payload + size)
+		}
+		// The sector size falls in: its bytes past size become zeros.
+		first := size - size%sector
+		unlock := d.lock(first/sector, first/sector+1, true)
+		defer unlock()
+		b := make([]byte, sector)
+		if err := d.readPlain(first, b, cur); err != nil {
+			return err
+		}
+		clear(b[size-first:])
+		if err := d.f.Truncate(d.payload + end); err != nil {
+			return err
+		}
+		return d.writeSector(first, b)
+	}
+	if err := d.f.Truncate(d.payload + end); err != nil {
 		return err
 	}
-	if size > cur {
-		return d.WriteZeroes(cur, size-cur, 0)
+	if end > cur {
+		return d.WriteZeroes(cur, end-cur, 0)
 	}
 	return nil
+}
+
+// writeSector encrypts the plaintext sector b and writes it at first.
+func (d *Disk) writeSector(first int64, b []byte) error {
+	if err := d.c.EncryptSectors(b, uint64(first/sector)); err != nil {
+		return err
+	}
+	return d.f.Writev(d.payload+first, [][]byte{b})
 }
 
 // ResizeFile sets the payload's size as QEMU's crypto driver does: the

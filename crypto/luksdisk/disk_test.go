@@ -175,3 +175,37 @@ func TestDisk_NoKeyAndReadOnly(t *testing.T) {
 		t.Fatalf("efficient zero: %v, want ErrNotSupported", err)
 	}
 }
+
+// TestDisk_GrowKeepsZeros: a write past the end and a Truncate to a size
+// inside a sector leave every byte between as zeros, the kept bytes as
+// they were (the block.Device contract; LV6).
+func TestDisk_GrowKeepsZeros(t *testing.T) {
+	d, _ := newDisk(t, 0)
+	data := bytes.Repeat([]byte{0x5c}, 1000)
+	if err := d.Writev(0, [][]byte{data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Writev(10000, [][]byte{{1, 2, 3}}); err != nil { // past the end: a gap
+		t.Fatal(err)
+	}
+	want := make([]byte, 10003)
+	copy(want, data)
+	copy(want[10000:], []byte{1, 2, 3})
+	check := func(what string, n int) {
+		t.Helper()
+		got := make([]byte, n)
+		if err := d.Readv(0, [][]byte{got}); err != nil || !bytes.Equal(got, want[:n]) {
+			t.Fatalf("%s: %v, or the bytes differ from the model", what, err)
+		}
+	}
+	check("gap", len(want))
+	if err := d.Truncate(700); err != nil { // inside a sector
+		t.Fatal(err)
+	}
+	clear(want[700:])
+	check("shrunk into a sector", 700)
+	if err := d.Truncate(5000); err != nil {
+		t.Fatal(err)
+	}
+	check("grown again", 5000)
+}

@@ -27,8 +27,11 @@
 //	     write fails with ErrNoKey.
 //	LV5  The header area is never written after Create; a read-only disk
 //	     writes nothing at all.
-//	LV6  Truncate keeps the block.Device contract: grown space reads as
-//	     zeros (written as encrypted zeros). ResizeFile is QEMU's resize:
+//	LV6  Truncate and writes past the end keep the block.Device
+//	     contract: grown space reads as zeros (written as encrypted
+//	     zeros; growing writes run one at a time, so that one's zeros
+//	     never land on another's bytes; a size inside a sector keeps the
+//	     sector whole, its tail zero). ResizeFile is QEMU's resize:
 //	     the file alone, its grown zeros read as noise, as a new volume's
 //	     payload does.
 //	LV7  Amend changes key slots only, never the master key or the
