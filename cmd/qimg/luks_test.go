@@ -122,7 +122,7 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 	// Resized as qemu-img resizes it: the file is the payload longer.
 	q2 := filepath.Join(d, "b.luks")
 	testkit.MustRun(t, "cp", p, q2)
-	for _, rs := range []struct{ flag, size string }{{"-q", "+1M"}, {"--shrink", "1000"}} {
+	for _, rs := range []struct{ flag, size string }{{"-q", "+1M"}, {"--preallocation=full", "+1M"}, {"--shrink", "1000"}} {
 		args := []string{"resize", "--object", luksSecret, "--image-opts", rs.flag}
 		mustQ(t, append(args, spec, rs.size)...)
 		testkit.MustRun(t, "qemu-img", append(args, luksSpec(q2), rs.size)...)

@@ -140,11 +140,22 @@ func doResize(r *resizeRequest) error {
 	case img.VHD != nil || img.VMDK != nil:
 		// Their drivers cannot resize (QEMU's vpc and vmdk neither).
 		err = errors.New("Image format driver does not support resize")
-	case img.LUKS != nil && r.prealloc != "off":
-		err = fmt.Errorf("preallocation=%s is not supported by qimg resize of a luks image", r.prealloc)
+	case img.LUKS != nil && r.prealloc == "metadata":
+		err = errors.New("Unsupported preallocation mode: metadata") // the file driver's
 	case img.LUKS != nil:
-		// QEMU's crypto driver: the file is the payload offset longer.
-		err = img.LUKS.ResizeFile(size) // grown space: noise, as QEMU leaves it (LV6)
+		// QEMU's crypto driver: the file is the payload offset longer,
+		// grown space the file's zeros (noise, LV6), preallocated as
+		// the file driver does.
+		l := img.LUKS
+		if err = l.ResizeFile(size); err != nil {
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				err = &capitalized{err: errno}
+			}
+			err = fmt.Errorf("Could not resize file: %w", err)
+		} else {
+			err = preallocOn(l.File(), l.PayloadOffset()+cur, l.PayloadOffset()+size, r.prealloc)
+		}
 	case img.Image == nil && r.prealloc == "metadata":
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:
