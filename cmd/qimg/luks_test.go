@@ -115,6 +115,16 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 			t.Errorf("%q:\n%s\nqemu-img:\n%s", args, ours, qemu)
 		}
 	}
+	// A plain name as the backing file: no key-secret to open it with
+	// (QEMU's words), though info describes the chain.
+	pl := filepath.Join(od, "pl.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", "-b", p, "-F", "luks", pl)
+	if _, e, _ := runQ(t, "io", "-c", "read 0 1", pl); !strings.Contains(e, "Could not open backing file: Parameter 'key-secret' is required for cipher") {
+		t.Errorf("io over a plain luks backing file: %s", e)
+	}
+	if ours, qemu := qimgAndQemu(t, "info", "--backing-chain", pl); ours != qemu {
+		t.Errorf("info --backing-chain:\n%s\nqemu-img:\n%s", ours, qemu)
+	}
 	// Committed into the volume (its key from the same --object).
 	mustQ(t, "commit", "--object", luksSecret, ov)
 	testkit.MustRun(t, "qemu-io", "--object", luksSecret, "--image-opts", spec, "-c", "read -P 0x33 3000 100", "-c", "read -P 7 1000 2000")

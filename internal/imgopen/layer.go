@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
@@ -24,7 +25,11 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 	if strings.HasPrefix(path, "json:") {
 		return openSpecLayer(path, format, o, ts)
 	}
-	if format != "vmdk" && format != "vpc" {
+	if format == "luks" && !o.NoKey {
+		// A plain name carries no key-secret: QEMU's words.
+		return nil, luksdisk.ErrNoKey
+	}
+	if format != "vmdk" && format != "vpc" && format != "luks" {
 		return nil, &qcow2.FormatError{Format: format}
 	}
 	if err := checkFileType(path); err != nil {
@@ -41,6 +46,14 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 	if err := lockFormatFile(f, path, format, true, o); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if format == "luks" {
+		d, err := luksdisk.Open(f, luksdisk.Options{NoKey: true}) // metadata only (above)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return luksLayer{d}, nil
 	}
 	if format == "vpc" {
 		d, err := vhd.Open(f, vhd.Options{Name: path})
