@@ -51,11 +51,7 @@ func (h *Header) SlotKey(r io.ReaderAt, i int, passphrase []byte) ([]byte, error
 	if !s.Enabled() {
 		return nil, nil
 	}
-	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	if err != nil {
-		return nil, err
-	}
-	hh, err := lookupHash(h.HashSpec)
+	spec, hh, err := h.algs()
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +74,7 @@ func (h *Header) AddSlot(i int, mk, passphrase []byte, o SlotOptions) ([]byte, e
 	if len(mk) != int(h.KeyBytes) {
 		return nil, fmt.Errorf("luks: master key of %d bytes, the header says %d", len(mk), h.KeyBytes)
 	}
-	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	if err != nil {
-		return nil, err
-	}
-	hh, err := lookupHash(h.HashSpec)
+	spec, hh, err := h.algs()
 	if err != nil {
 		return nil, err
 	}
@@ -150,4 +142,14 @@ func (h *Header) ActiveSlots() int {
 		}
 	}
 	return n
+}
+
+// algs are the header's cipher and hash as this package implements them.
+func (h *Header) algs() (cipherSpec, hashAlg, error) {
+	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
+	if err != nil {
+		return cipherSpec{}, hashAlg{}, err
+	}
+	hh, err := lookupHash(h.HashSpec)
+	return spec, hh, err
 }
