@@ -65,6 +65,10 @@ func TestLUKS_OpenLikeQemu(t *testing.T) {
 		{"info", "--output=json", p},
 		{"info", "-f", "luks", p},
 		{"info", "--object", luksSecret, "--image-opts", "driver=luks,file.filename=" + p},
+		// Named by QEMU's json: of the key-secret (a strong option).
+		{"info", "--object", luksSecret, "--image-opts", spec},
+		{"info", "--output=json", "--object", luksSecret, "--image-opts", "driver=raw,size=1M,file.driver=luks,file.key-secret=s,file.file.filename=" + p},
+		{"map", "--output=json", "--object", luksSecret, "--image-opts", "driver=raw,size=1M,file.driver=luks,file.key-secret=s,file.file.filename=" + p},
 		{"map", "--output=json", "--object", luksSecret, "--image-opts", spec},
 		{"map", "--object", luksSecret, "--image-opts", spec},
 		{"map", p},

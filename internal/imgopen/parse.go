@@ -237,6 +237,17 @@ func SpecFilename(name string) string {
 	if err != nil {
 		return name
 	}
+	if f := specFilename(name, root); f != name {
+		return f
+	}
+	if q := qemuJSONName(root); q != "" {
+		return q // QEMU's own json: name of the spec (qemuname.go)
+	}
+	return name
+}
+
+// specFilename is SpecFilename's plain file name, or name.
+func specFilename(name string, root map[string]any) string {
 	d, ok := root["driver"]
 	if ok && d != "qcow2" && d != "raw" && d != "vmdk" && d != "vpc" && d != "luks" { // none: the backing format's
 		return name
