@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/qring/qring/crypto/luks"
@@ -109,7 +110,11 @@ func (c *luksCreate) luksOptions() (luks.CreateOptions, error) {
 			return "", &enumError{param: k, value: v}
 		}
 		if !slices.Contains(ours, v) {
-			return "", fmt.Errorf("%s=%s is not supported by qimg (%s)", k, v, joinComma(ours))
+			list := strings.Join(ours, ", ")
+			if list == "" {
+				list = "none"
+			}
+			return "", fmt.Errorf("%s=%s is not supported by qimg (%s)", k, v, list)
 		}
 		return v, nil
 	}
@@ -141,17 +146,6 @@ func (c *luksCreate) luksOptions() (luks.CreateOptions, error) {
 		}
 	}
 	return lo, nil
-}
-
-func joinComma(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	out := s[0]
-	for _, v := range s[1:] {
-		out += ", " + v
-	}
-	return out
 }
 
 // createLUKS makes a LUKS volume as qemu-img create -f luks does (QEMU's
