@@ -36,9 +36,11 @@ var deps = []depRow{
 	{"block/...", []string{"block/..."}},
 	// The ring: a block.Device, and nothing above it.
 	{"uring/...", []string{"uring/...", "block"}},
-	// LUKS1 headers and sector encryption: the standard library and
-	// golang.org/x/crypto only.
-	{"crypto/luks", nil},
+	// LUKS1 headers and sector encryption: the standard library,
+	// golang.org/x/crypto and the Serpent cipher only.
+	{"crypto/luks", []string{"crypto/serpent"}},
+	// The Serpent block cipher: the standard library.
+	{"crypto/serpent", nil},
 	// QEMU's luks format: the LUKS header and cipher over a block.Device.
 	{"crypto/luksdisk", []string{"crypto/luks", "block"}},
 	// QEMU's --object secret and key-secret options: the standard library.
