@@ -24,13 +24,16 @@ type EncryptOptions struct {
 	// the empty passphrase, as Options.Passphrase).
 	KeySecret  string
 	Passphrase []byte
-	// CipherAlg is encrypt.cipher-alg: aes-128, aes-192 or aes-256 (the
-	// default); CipherMode is encrypt.cipher-mode: xts (the default and
-	// the only mode supported).
+	// CipherAlg is encrypt.cipher-alg (QEMU's names; default aes-256):
+	// aes, twofish or serpent -128/192/256, or cast5-128 (des and 3des
+	// are refused, as QEMU refuses them). CipherMode is
+	// encrypt.cipher-mode (xts, the default, cbc, ecb or ctr).
 	CipherAlg, CipherMode string
 	// HashAlg is encrypt.hash-alg (default sha256); IVGenAlg is
-	// encrypt.ivgen-alg (plain64, the default, or plain).
-	HashAlg, IVGenAlg string
+	// encrypt.ivgen-alg (plain64, the default, plain or essiv) and
+	// IVGenHashAlg encrypt.ivgen-hash-alg (essiv's hash, default
+	// sha256).
+	HashAlg, IVGenAlg, IVGenHashAlg string
 	// IterTime is encrypt.iter-time (milliseconds on the command line;
 	// default luks.DefaultIterTime).
 	IterTime time.Duration
@@ -71,26 +74,29 @@ func (e *EncryptOptions) Set(k, v string) error {
 	case "encrypt.key-secret":
 		e.KeySecret = v
 	case "encrypt.cipher-alg":
-		switch v {
-		case "aes-128", "aes-192", "aes-256":
-			e.CipherAlg = v
-		default:
-			return fmt.Errorf("%w: encrypt.cipher-alg=%s (aes-128, aes-192, aes-256)", ErrUnsupported, v)
+		if !slices.Contains(luks.QEMUCiphers, v) {
+			return fmt.Errorf("option encrypt.cipher-alg: invalid value %q", v)
 		}
+		e.CipherAlg = v // combinations are checked by crypto/luks
 	case "encrypt.cipher-mode":
-		if v != "xts" {
-			return fmt.Errorf("%w: encrypt.cipher-mode=%s (xts)", ErrUnsupported, v)
+		if !slices.Contains(luks.QEMUModes, v) {
+			return fmt.Errorf("option encrypt.cipher-mode: invalid value %q", v)
 		}
 		e.CipherMode = v
-	case "encrypt.hash-alg":
-		e.HashAlg = v
+	case "encrypt.hash-alg", "encrypt.ivgen-hash-alg":
+		if !slices.Contains(luks.QEMUHashes, v) {
+			return fmt.Errorf("option %s: invalid value %q", k, v)
+		}
+		if k == "encrypt.hash-alg" {
+			e.HashAlg = v
+		} else {
+			e.IVGenHashAlg = v
+		}
 	case "encrypt.ivgen-alg":
-		if v != "plain64" && v != "plain" {
-			return fmt.Errorf("%w: encrypt.ivgen-alg=%s (plain64, plain)", ErrUnsupported, v)
+		if !slices.Contains(luks.QEMUIVGens, v) {
+			return fmt.Errorf("option encrypt.ivgen-alg: invalid value %q", v)
 		}
 		e.IVGenAlg = v
-	case "encrypt.ivgen-hash-alg":
-		return fmt.Errorf("%w: encrypt.ivgen-hash-alg (only for essiv, which is not supported)", ErrUnsupported)
 	case "encrypt.iter-time":
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms <= 0 || ms > 1<<31 {
@@ -107,7 +113,7 @@ func (e *EncryptOptions) Set(k, v string) error {
 func (o *CreateOptions) normalizeEncrypt() error {
 	e := &o.Encrypt
 	if e.Format == "" {
-		if e.KeySecret != "" || e.Passphrase != nil || e.CipherAlg != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IterTime != 0 {
+		if e.KeySecret != "" || e.Passphrase != nil || e.CipherAlg != "" || e.CipherMode != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IVGenHashAlg != "" || e.IterTime != 0 {
 			return fmt.Errorf("encrypt.* options need encrypt.format=luks")
 		}
 		return nil
@@ -126,19 +132,21 @@ func (o *CreateOptions) normalizeEncrypt() error {
 		// over its zeros: as with preallocation (QEMU 7.2 creates it).
 		return fmt.Errorf("%w: data_file_raw with encryption (the raw data file's clusters would not hold encrypted zeros)", ErrUnsupported)
 	}
-	return nil
+	// The cipher settings, refused in QEMU's words (crypto/luks's).
+	_, err := e.LUKSAreaBytes()
+	return err
 }
 
 // luksOptions maps the options to crypto/luks's.
 func (e *EncryptOptions) luksOptions() luks.CreateOptions {
-	lo := luks.CreateOptions{Hash: e.HashAlg, IVGen: e.IVGenAlg, IterTime: e.IterTime, Iterations: e.Iterations}
-	switch e.CipherAlg {
-	case "aes-128":
-		lo.KeyBytes = 32
-	case "aes-192":
-		lo.KeyBytes = 48
-	}
-	return lo
+	return luks.CreateOptions{Cipher: e.CipherAlg, Mode: e.CipherMode, IVGen: e.IVGenAlg, IVHash: e.IVGenHashAlg,
+		Hash: e.HashAlg, IterTime: e.IterTime, Iterations: e.Iterations}
+}
+
+// LUKSAreaBytes is the size of the LUKS header area an image created
+// with e gets (what qemu-img measure adds for it).
+func (e *EncryptOptions) LUKSAreaBytes() (uint64, error) {
+	return luks.AreaBytes(e.luksOptions())
 }
 
 // addEncryption turns the new plain image on dev into a LUKS-encrypted

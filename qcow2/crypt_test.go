@@ -555,7 +555,7 @@ func TestCrypt_PartialSectorVsZero(t *testing.T) {
 // through the cipher as garbage (QEMU 7.2 makes that image). It used to
 // fail late, naming a missing key-secret that was given, and leave the
 // image and the data file behind; a failure after the data file was
-// made (an unsupported hash) left it behind too (review 53).
+// made (a refusal by luks.Create) left it behind too (review 53).
 func TestCrypt_DataFileCreateRefusals(t *testing.T) {
 	dir := testkit.Dir(t)
 	for _, c := range []struct {
@@ -563,7 +563,8 @@ func TestCrypt_DataFileCreateRefusals(t *testing.T) {
 		co   CreateOptions
 	}{
 		{"raw", CreateOptions{DataFileRaw: true}},
-		{"md5", CreateOptions{Encrypt: EncryptOptions{HashAlg: "md5"}}},
+		{"cast5xts", CreateOptions{Encrypt: EncryptOptions{CipherAlg: "cast5-128"}}}, // refused before any file
+		{"late", CreateOptions{Encrypt: EncryptOptions{IterTime: -1}}},               // refused by luks.Create
 	} {
 		p := filepath.Join(dir, c.name+".qcow2")
 		df := filepath.Join(dir, c.name+".raw")
@@ -585,9 +586,9 @@ func TestCrypt_DataFileCreateRefusals(t *testing.T) {
 	if err := os.WriteFile(df, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	co := CreateOptions{Size: 1 << 20, DataFile: df, Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte(cryptPass), HashAlg: "md5"}}
+	co := CreateOptions{Size: 1 << 20, DataFile: df, Encrypt: EncryptOptions{Format: "luks", Passphrase: []byte(cryptPass), IterTime: -1}}
 	if err := Create(filepath.Join(dir, "old.qcow2"), co); err == nil {
-		t.Fatal("Create with hash md5 succeeded")
+		t.Fatal("Create with a negative iter-time succeeded")
 	}
 	if _, err := os.Stat(df); err != nil {
 		t.Errorf("a failed Create removed a data file it did not make: %v", err)

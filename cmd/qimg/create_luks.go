@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/qring/qring/crypto/luks"
@@ -87,52 +86,33 @@ func (req *createRequest) lookupLUKSSecret(o *opts) {
 	req.luks.secretErr = err
 }
 
-// QEMU's names of its ciphers, cipher modes, IV generators and hashes
-// (qapi/crypto.json): a value among them that crypto/luks does not do is
-// refused as unsupported, any other as QEMU refuses an unknown value.
-var (
-	qemuCipherAlgs  = []string{"aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256", "sm4"}
-	qemuCipherModes = []string{"ecb", "cbc", "xts", "ctr"}
-	qemuIVGenAlgs   = []string{"plain", "plain64", "essiv"}
-	qemuHashAlgs    = []string{"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"}
-)
-
 // luksOptions checks the values given and turns them into crypto/luks's
 // options, with QEMU's words for what it refuses too.
 func (c *luksCreate) luksOptions() (luks.CreateOptions, error) {
 	var lo luks.CreateOptions
-	check := func(k string, known, ours []string) (string, error) {
+	// Every value QEMU names is crypto/luks's; combinations QEMU
+	// refuses are refused by luks.Create in its words.
+	check := func(k string, known []string) (string, error) {
 		v, ok := c.vals[k]
-		if !ok {
-			return "", nil
-		}
-		if !slices.Contains(known, v) {
+		if ok && !slices.Contains(known, v) {
 			return "", &enumError{param: k, value: v}
-		}
-		if !slices.Contains(ours, v) {
-			list := strings.Join(ours, ", ")
-			if list == "" {
-				list = "none"
-			}
-			return "", fmt.Errorf("%s=%s is not supported by qimg (%s)", k, v, list)
 		}
 		return v, nil
 	}
-	alg, err := check("cipher-alg", qemuCipherAlgs, []string{"aes-128", "aes-192", "aes-256"})
-	if err != nil {
+	var err error
+	if lo.Cipher, err = check("cipher-alg", luks.QEMUCiphers); err != nil {
 		return lo, err
 	}
-	lo.KeyBytes = map[string]uint32{"aes-128": 32, "aes-192": 48}[alg] // 0: aes-256's 64
-	if _, err := check("cipher-mode", qemuCipherModes, []string{"xts"}); err != nil {
+	if lo.Mode, err = check("cipher-mode", luks.QEMUModes); err != nil {
 		return lo, err
 	}
-	if lo.IVGen, err = check("ivgen-alg", qemuIVGenAlgs, []string{"plain", "plain64"}); err != nil {
+	if lo.IVGen, err = check("ivgen-alg", luks.QEMUIVGens); err != nil {
 		return lo, err
 	}
-	if _, err := check("ivgen-hash-alg", qemuHashAlgs, nil); err != nil {
+	if lo.IVHash, err = check("ivgen-hash-alg", luks.QEMUHashes); err != nil {
 		return lo, err
 	}
-	if lo.Hash, err = check("hash-alg", qemuHashAlgs, []string{"sha1", "sha224", "sha256", "sha384", "sha512"}); err != nil {
+	if lo.Hash, err = check("hash-alg", luks.QEMUHashes); err != nil {
 		return lo, err
 	}
 	if v, ok := c.vals["iter-time"]; ok {
@@ -233,10 +213,9 @@ func measureLUKSTarget(o *opts) (*measureTarget, error) {
 	if req.lookupLUKSSecret(o); req.luks.secretErr != nil {
 		return nil, req.luks.secretErr
 	}
-	alg := map[uint32]string{32: "aes-128", 48: "aes-192"}[lo.KeyBytes]
-	area, err := luksAreaBytes(&qcow2.CreateOptions{Encrypt: qcow2.EncryptOptions{Format: "luks", KeySecret: "-", CipherAlg: alg}})
+	area, err := luks.AreaBytes(lo)
 	if err != nil {
 		return nil, err
 	}
-	return &measureTarget{format: "luks", cryptBytes: area}, nil
+	return &measureTarget{format: "luks", cryptBytes: int64(area)}, nil
 }

@@ -20,7 +20,7 @@ func setCreateOption(o *qcow2.CreateOptions, k, v string) error {
 		return err
 	}
 	if err := setQcow2Option(o, k, v); err != nil {
-		if q, ok := qemuParamNames[k]; ok {
+		if q, ok := qemuParamNames[k]; ok && !errors.Is(err, qcow2.ErrUnsupported) {
 			return &enumError{param: q, value: v}
 		}
 		return err
@@ -40,14 +40,15 @@ func (e *enumError) Error() string {
 // qemuParamNames are the names QEMU's qcow2 driver gives the create
 // options whose values are enums when it refuses a value.
 var qemuParamNames = map[string]string{
-	"compat":              "version",
-	"preallocation":       "preallocation",
-	"compression_type":    "compression-type",
-	"encrypt.format":      "format",
-	"encrypt.cipher-alg":  "cipher-alg",
-	"encrypt.cipher-mode": "cipher-mode",
-	"encrypt.ivgen-alg":   "ivgen-alg",
-	"encrypt.hash-alg":    "hash-alg",
+	"compat":                 "version",
+	"preallocation":          "preallocation",
+	"compression_type":       "compression-type",
+	"encrypt.format":         "format",
+	"encrypt.cipher-alg":     "cipher-alg",
+	"encrypt.cipher-mode":    "cipher-mode",
+	"encrypt.ivgen-alg":      "ivgen-alg",
+	"encrypt.hash-alg":       "hash-alg",
+	"encrypt.ivgen-hash-alg": "ivgen-hash-alg",
 }
 
 // optionSize is -o size=v (checked by checkOptionType) as qemu-img

@@ -171,6 +171,7 @@ func TestLUKS_CreateLikeQemu(t *testing.T) {
 		// PBKDF2 benchmark): two cases.
 		{"", "4M"},
 		{",cipher-alg=aes-128,cipher-mode=xts,hash-alg=sha512,ivgen-alg=plain,preallocation=full", "1000"},
+		{",cipher-alg=twofish-256,cipher-mode=cbc,ivgen-alg=essiv", "2M"},
 	} {
 		ours, qemu := filepath.Join(d, "o.luks"), filepath.Join(d, "q.luks")
 		args := []string{"create", "-f", "luks", "--object", luksSecret, "-o", "key-secret=s,iter-time=20" + tc.opts}
@@ -217,6 +218,11 @@ func TestLUKS_CreateLikeQemu(t *testing.T) {
 		"iter-time=20",
 		"key-secret=nosuch",
 		"key-secret=s,iter-time=20,preallocation=bogus",
+		// Cipher settings QEMU refuses, in its words.
+		"key-secret=s,iter-time=20,cipher-alg=des",
+		"key-secret=s,iter-time=20,cipher-alg=cast5-128", // no xts with a 64-bit block
+		"key-secret=s,iter-time=20,cipher-alg=cast5-128,cipher-mode=cbc,ivgen-alg=essiv",
+		"key-secret=s,iter-time=20,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha1",
 	} {
 		args := []string{"create", "-f", "luks", "--object", luksSecret, "-o", o, n, "1M"}
 		oout, oerr, ocode := runQ(t, args...)
@@ -236,6 +242,7 @@ func TestLUKS_CreateLikeQemu(t *testing.T) {
 		{"measure", "-O", "luks", "--size", "1G"},
 		{"measure", "-O", "luks", "-o", "key-secret=s", "--size", "1G"},
 		{"measure", "-O", "luks", "--object", luksSecret, "-o", "key-secret=s,hash-alg=bogus", "--size", "1G"},
+		{"measure", "-O", "luks", "--object", luksSecret, "-o", "key-secret=s,cipher-alg=cast5-128,cipher-mode=ecb", "--size", "1G"},
 		// dd has no -o to name a key-secret: refused as its create.
 		{"dd", "-O", "luks", "if=" + raw, "of=" + n},
 	} {

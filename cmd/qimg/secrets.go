@@ -95,7 +95,7 @@ func encryptLine(req *createRequest) string {
 		}
 		v := map[string]string{"encrypt.format": e.Format, "encrypt.key-secret": e.KeySecret,
 			"encrypt.cipher-alg": e.CipherAlg, "encrypt.cipher-mode": e.CipherMode,
-			"encrypt.hash-alg": e.HashAlg, "encrypt.ivgen-alg": e.IVGenAlg,
+			"encrypt.hash-alg": e.HashAlg, "encrypt.ivgen-alg": e.IVGenAlg, "encrypt.ivgen-hash-alg": e.IVGenHashAlg,
 			"encrypt.iter-time": fmt.Sprint(e.IterTime.Milliseconds())}[k]
 		fmt.Fprintf(&b, "%s=%s ", k, req.show(k, v))
 	}
@@ -105,7 +105,8 @@ func encryptLine(req *createRequest) string {
 // luksAreaBytes is the size of the LUKS header area an image created
 // with co's encryption options gets (QEMU's measure adds it): the phdr
 // in 4096 bytes, then eight key slots of key bytes x 4000 stripes, each
-// rounded up to 4096 (crypto/luks.Create's layout).
+// rounded up to 4096 (crypto/luks.Create's layout). A cipher setting
+// QEMU refuses is refused here in its words.
 func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
 	e := &co.Encrypt
 	if e.Format == "" {
@@ -114,13 +115,6 @@ func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
 	if e.KeySecret == "" {
 		return 0, fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
 	}
-	kb := int64(64)
-	switch e.CipherAlg {
-	case "aes-128":
-		kb = 32
-	case "aes-192":
-		kb = 48
-	}
-	slot := (kb*4000 + 4095) &^ 4095
-	return 4096 + 8*slot, nil
+	n, err := e.LUKSAreaBytes()
+	return int64(n), err
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,14 +24,21 @@ const (
 
 // CreateOptions are the encrypt.* create options QEMU takes.
 type CreateOptions struct {
-	// KeyBytes is the master key length: 64 (aes-256-xts, QEMU's
-	// default, also when 0), 48 (aes-192) or 32 (aes-128).
-	KeyBytes uint32
+	// Cipher is the cipher in QEMU's names (encrypt.cipher-alg):
+	// aes-256 (the default), aes-192, aes-128, twofish-256, twofish-192,
+	// twofish-128 or cast5-128.
+	Cipher string
+	// Mode is the cipher mode (encrypt.cipher-mode): xts (the default),
+	// cbc, ecb or ctr.
+	Mode string
+	// IVGen is the IV generator (encrypt.ivgen-alg): plain64 (the
+	// default), plain or essiv. IVHash (encrypt.ivgen-hash-alg) is
+	// essiv's hash, default sha256; given with plain or plain64 it is
+	// written into the header and ignored, as QEMU does.
+	IVGen, IVHash string
 	// Hash is the PBKDF2 and splitter hash (encrypt.hash-alg); default
 	// "sha256".
 	Hash string
-	// IVGen is "plain64" (encrypt.ivgen-alg; the default) or "plain".
-	IVGen string
 	// IterTime is encrypt.iter-time: the slot's PBKDF2 iterations are
 	// measured to take this long (default DefaultIterTime), the master
 	// key digest's an eighth of it, neither fewer than MinIterations.
@@ -50,15 +60,6 @@ type CreateOptions struct {
 // volume or into the clusters of a qcow2 crypto header extension, and
 // the payload cipher.
 func Create(passphrase []byte, o CreateOptions) (*Header, []byte, *Cipher, error) {
-	if o.KeyBytes == 0 {
-		o.KeyBytes = 64
-	}
-	if o.Hash == "" {
-		o.Hash = "sha256"
-	}
-	if o.IVGen == "" {
-		o.IVGen = "plain64"
-	}
 	if o.IterTime == 0 {
 		o.IterTime = DefaultIterTime
 	}
@@ -68,18 +69,7 @@ func Create(passphrase []byte, o CreateOptions) (*Header, []byte, *Cipher, error
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
-	h := &Header{
-		Version:    1,
-		CipherName: "aes",
-		CipherMode: "xts-" + o.IVGen,
-		HashSpec:   o.Hash,
-		KeyBytes:   o.KeyBytes,
-	}
-	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	hh, err := lookupHash(h.HashSpec)
+	h, spec, hh, err := o.header()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -120,8 +110,7 @@ func Create(passphrase []byte, o CreateOptions) (*Header, []byte, *Cipher, error
 	copy(h.MKDigest[:], d)
 
 	const headerSectors = keySlotAlign / SectorSize
-	matLen := int(h.KeyBytes) * Stripes
-	splitSectors := uint32((matLen+keySlotAlign-1)/keySlotAlign) * headerSectors
+	splitSectors := uint32(slotBytes(h.KeyBytes) / SectorSize)
 	for i := range h.Slots {
 		h.Slots[i] = KeySlot{Active: SlotDisabled, KeyMaterialOffset: headerSectors + uint32(i)*splitSectors, Stripes: Stripes}
 	}
@@ -160,6 +149,90 @@ func Create(passphrase []byte, o CreateOptions) (*Header, []byte, *Cipher, error
 		return nil, nil, nil, err
 	}
 	return h, area, c, nil
+}
+
+// header starts the header o describes: its cipher, mode and hashes,
+// checked with QEMU's words for what QEMU refuses
+// (qcrypto_block_luks_create, qcrypto_block_luks_essiv_cipher).
+func (o *CreateOptions) header() (*Header, cipherSpec, hashAlg, error) {
+	if o.Cipher == "" {
+		o.Cipher = "aes-256"
+	}
+	if o.Mode == "" {
+		o.Mode = "xts"
+	}
+	if o.IVGen == "" {
+		o.IVGen = "plain64"
+	}
+	if o.IVGen == "essiv" && o.IVHash == "" {
+		o.IVHash = "sha256"
+	}
+	if o.Hash == "" {
+		o.Hash = "sha256"
+	}
+	name, bits, _ := strings.Cut(o.Cipher, "-")
+	alg := lookupBlockAlg(name)
+	keyLen, err := strconv.Atoi(bits)
+	if alg == nil || err != nil || !slices.Contains(alg.keyLens, keyLen/8) || keyLen%8 != 0 {
+		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Algorithm '%s' not supported", o.Cipher)
+	}
+	keyBytes := keyLen / 8
+	mode := slices.Index(modeNames, o.Mode)
+	switch {
+	case mode < 0:
+		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Unsupported cipher mode %s", o.Mode)
+	case cipherMode(mode) == modeXTS && alg.blockSize != 16:
+		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Unsupported cipher mode %s", o.Mode)
+	case cipherMode(mode) == modeXTS:
+		keyBytes *= 2
+	}
+	if keyBytes*Stripes%SectorSize != 0 {
+		// QEMU 7.2 encrypts key material in whole sectors and aborts
+		// on such a slot (an assertion in qcrypto_block_cipher_*),
+		// creating the volume and opening one cryptsetup made alike.
+		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("%s in %s mode is not supported: its key material (%d bytes) is not whole 512-byte sectors, and QEMU cannot open such a volume", o.Cipher, o.Mode, keyBytes*Stripes)
+	}
+	cm := o.Mode + "-" + o.IVGen
+	if o.IVHash != "" {
+		ih, err := lookupHash(o.IVHash)
+		if err != nil {
+			return nil, cipherSpec{}, hashAlg{}, err
+		}
+		if o.IVGen == "essiv" && !slices.Contains(alg.keyLens, ih.size) {
+			if len(alg.keyLens) == 1 {
+				return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Cipher %s not supported with essiv", o.Cipher)
+			}
+			return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("No %s cipher with key size %d available", alg.title, ih.size)
+		}
+		cm += ":" + o.IVHash
+	}
+	h := &Header{Version: 1, CipherName: name, CipherMode: cm, HashSpec: o.Hash, KeyBytes: uint32(keyBytes)}
+	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
+	if err != nil {
+		return nil, cipherSpec{}, hashAlg{}, err
+	}
+	hh, err := lookupHash(h.HashSpec)
+	if err != nil {
+		return nil, cipherSpec{}, hashAlg{}, err
+	}
+	return h, spec, hh, nil
+}
+
+// AreaBytes is the size of the header area (the payload offset) of a
+// volume made with o: the phdr's 4096 bytes and eight slots of key
+// material, each rounded up to 4096 bytes.
+func AreaBytes(o CreateOptions) (uint64, error) {
+	h, _, _, err := o.header()
+	if err != nil {
+		return 0, err
+	}
+	return keySlotAlign + NumKeySlots*slotBytes(h.KeyBytes), nil
+}
+
+// slotBytes is the room one slot's key material takes in a header
+// area QEMU lays out.
+func slotBytes(keyBytes uint32) uint64 {
+	return (uint64(keyBytes)*Stripes + keySlotAlign - 1) / keySlotAlign * keySlotAlign
 }
 
 // scaleIters turns a rate (iterations per second) into the count for ms

@@ -18,10 +18,11 @@
 //     (block/qcow2.c, qcow2_do_open; block/qcow2-threads.c,
 //     qcow2_co_encdec). docs/luks.md has the engine's side.
 //
-// Supported: cipher "aes" with mode xts-plain64 or xts-plain (AES-128,
-// -192 or -256 by the key size: 32, 48 or 64 key bytes), PBKDF2 and the
-// anti-forensic splitter with sha1, sha256 (QEMU's default), sha384 or
-// sha512. Anything else parses into an error wrapping ErrUnsupported;
+// Supported: QEMU's LUKS ciphers (aes, twofish, serpent, cast5), in
+// xts, cbc, ecb or ctr mode with a plain, plain64 or essiv IV, and
+// QEMU's hashes (md5, sha1, sha224, sha256, sha384, sha512, ripemd160)
+// for PBKDF2, the anti-forensic splitter and essiv; docs/luks.md has
+// the rules. Anything else parses into an error wrapping ErrUnsupported;
 // ParseHeaderInfo still decodes such a header for display (qemu-img
 // info), and it cannot Unlock.
 //

@@ -14,12 +14,12 @@ func TestParseHeaderInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := append([]byte(nil), area[:HeaderSize]...)
-	copy(b[offCipherName:offCipherName+nameLen], append([]byte("serpent"), make([]byte, nameLen)...))
+	copy(b[offCipherName:offCipherName+nameLen], append([]byte("blowfish"), make([]byte, nameLen)...))
 	if _, err := ParseHeader(b); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("ParseHeader: %v, want ErrUnsupported", err)
 	}
 	h, err := ParseHeaderInfo(b)
-	if err != nil || h.CipherName != "serpent" || h.KeyBytes != 64 || !h.Slots[0].Enabled() {
+	if err != nil || h.CipherName != "blowfish" || h.KeyBytes != 64 || !h.Slots[0].Enabled() {
 		t.Fatalf("ParseHeaderInfo: %+v, %v", h, err)
 	}
 	if _, err := h.Unlock(nil, []byte("pw")); !errors.Is(err, ErrUnsupported) {

@@ -78,11 +78,20 @@ func TestInterop_QEMURawVolume(t *testing.T) {
 	testkit.MustEqual(t, got, bytes.Repeat([]byte{0x33}, 1536), "payload sectors 385..387")
 }
 
+// ciphersToTry are the cipher settings the interop tests try: QEMU's
+// default, each mode and IV generator, each cipher.
+var ciphersToTry = []CreateOptions{
+	{}, {Cipher: "aes-128", Hash: "sha1"}, {Mode: "cbc", IVGen: "essiv"}, {Cipher: "aes-192", Mode: "xts", IVGen: "essiv", IVHash: "sha256"},
+	{Mode: "ecb", Hash: "ripemd160"}, {Mode: "ctr", IVGen: "plain"}, {Cipher: "twofish-256"}, {Cipher: "twofish-128", Mode: "cbc", IVGen: "essiv", Hash: "md5"},
+	{Cipher: "cast5-128", Mode: "cbc", IVGen: "essiv", IVHash: "md5"}, {Cipher: "cast5-128", Mode: "ctr", IVHash: "sha512"},
+	{Cipher: "serpent-256"}, {Cipher: "serpent-128", Mode: "cbc", IVGen: "essiv", IVHash: "md5"}, {Cipher: "serpent-192", Mode: "xts", Hash: "sha384"},
+}
+
 // A volume with our header: QEMU opens it, and each side reads what the
-// other wrote.
+// other wrote (with each cipher setting).
 func TestInterop_OurRawVolume(t *testing.T) {
 	testkit.NeedQemu(t)
-	for _, o := range []CreateOptions{{}, {KeyBytes: 32, Hash: "sha1"}} {
+	for _, o := range ciphersToTry {
 		h, area, c := mustCreate(t, "abc", o)
 		p := filepath.Join(testkit.Dir(t), "ours.luks")
 		const size = 1 << 20
@@ -111,6 +120,7 @@ func TestInterop_OurRawVolume(t *testing.T) {
 		testkit.MustEqual(t, got, bytes.Repeat([]byte{0x77}, 3584), "QEMU's write")
 		if !bytes.Equal(b[:len(area)], area) {
 			t.Fatalf("%+v: QEMU changed the header area", h)
+
 		}
 	}
 }
