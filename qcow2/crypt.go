@@ -71,14 +71,6 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 		return fmt.Errorf("qcow2: reading the LUKS header: %w", err)
 	}
 	lh, err := luks.ParseHeader(phdr)
-	if err != nil && im.opts.NoKey && errors.Is(err, luks.ErrUnsupported) {
-		// Metadata only (info): a header whose algorithms QEMU has and
-		// crypto/luks does not is shown, as QEMU's info shows it.
-		if ih, ierr := luks.ParseHeaderInfo(phdr); ierr == nil {
-			im.crypt = &imageCrypt{area: area, header: *ih}
-			return nil
-		}
-	}
 	if err != nil {
 		return luksErr(area, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/qring/qring/crypto/luks"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -24,6 +25,10 @@ func QemuText(err error) string {
 	}
 	if errors.Is(err, ErrNoKey) {
 		return strings.TrimPrefix(ErrNoKey.Error(), "qcow2: encrypted image: ")
+	}
+	var le *luks.FieldError
+	if errors.As(err, &le) && le.Qemu != "" {
+		return le.Qemu // the LUKS header's fault (its crypto header extension's)
 	}
 	return format.QemuText(err)
 }

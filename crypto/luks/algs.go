@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
+	"fmt"
 	"hash"
 	"slices"
 	"strings"
@@ -24,7 +25,7 @@ import (
 // 3des, as QEMU does).
 var (
 	QEMUCiphers = []string{"aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128", "serpent-128", "serpent-192", "serpent-256", "twofish-128", "twofish-192", "twofish-256"}
-	QEMUModes   = modeNames
+	QEMUModes   = slices.Clone(modeNames)
 	QEMUIVGens  = []string{"plain", "plain64", "essiv"}
 	QEMUHashes  = []string{"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"}
 )
@@ -47,13 +48,15 @@ var hashes = []hashAlg{
 	{"ripemd160", ripemd160.New, ripemd160.Size},
 }
 
-func lookupHash(spec string) (hashAlg, error) {
+// lookupHash finds a hash by QEMU's name for it; field names the header
+// field that holds it.
+func lookupHash(spec, field string) (hashAlg, error) {
 	for _, h := range hashes {
 		if h.name == spec {
 			return h, nil
 		}
 	}
-	return hashAlg{}, fieldErr(ErrUnsupported, "hash_spec", "hash %q not supported (%s)", spec, names(hashes, func(h hashAlg) string { return h.name }))
+	return hashAlg{}, qemuErr(ErrUnsupported, field, "Hash algorithm '%s' not supported", spec)
 }
 
 // blockAlg is a block cipher this package implements, by its LUKS
@@ -116,68 +119,68 @@ type cipherSpec struct {
 	essiv  hashAlg // ivEssiv: its digest keys the IV cipher
 }
 
-// lookupCipher parses cipher_name and cipher_mode as QEMU's
-// qcrypto_block_luks_parse_header does ("<mode>-<ivgen>[:<hash>]"; a
-// hash after plain or plain64 is looked up and then ignored, as
-// dm-crypt does) and checks the key size against the cipher.
-func lookupCipher(name, mode string, keyBytes uint32) (cipherSpec, error) {
-	m, ivspec, ok := strings.Cut(mode, "-")
+// algs parses the header's cipher_name, cipher_mode, key_bytes and
+// hash_spec in the order and words of QEMU's
+// qcrypto_block_luks_parse_header: the mode string's shape
+// ("<mode>-<ivgen>[:<hash>]"), the IV hash (looked up, and ignored after
+// plain or plain64, as dm-crypt does), the mode, the cipher with its key
+// size (half the key bytes in XTS mode), the hash, the IV generator,
+// then essiv's cipher. A cipher and mode that cannot go together (cast5
+// in XTS mode) parse, and fail in newCipher, as QEMU's fail when the
+// cipher is made.
+func (h *Header) algs() (cipherSpec, hashAlg, error) {
+	m, ivspec, ok := strings.Cut(h.CipherMode, "-")
 	if !ok {
-		return cipherSpec{}, fieldErr(ErrCorrupt, "cipher_mode", "unexpected cipher mode string format %q", mode)
+		return cipherSpec{}, hashAlg{}, qemuErr(ErrCorrupt, "cipher_mode", "Unexpected cipher mode string format '%s'", h.CipherMode)
 	}
 	var spec cipherSpec
 	ivname, ivhash, hasHash := strings.Cut(ivspec, ":")
 	if hasHash {
-		h, err := lookupHash(ivhash)
+		eh, err := lookupHash(ivhash, "cipher_mode")
 		if err != nil {
-			return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_mode", "IV generator hash %q not supported", ivhash)
+			return cipherSpec{}, hashAlg{}, err
 		}
-		spec.essiv = h
+		spec.essiv = eh
 	}
 	mi := slices.Index(modeNames, m)
 	if mi < 0 {
-		return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_mode", "cipher mode %q not supported (%s)", m, strings.Join(modeNames, ", "))
+		return cipherSpec{}, hashAlg{}, qemuErr(ErrUnsupported, "cipher_mode", "Cipher mode '%s' not supported", m)
 	}
 	spec.mode = cipherMode(mi)
-	if spec.alg = lookupBlockAlg(name); spec.alg == nil {
-		return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_name", "cipher %q not supported (%s)", name, names(blockAlgs, func(b blockAlg) string { return b.name }))
-	}
-	spec.keyLen = int(keyBytes)
+	spec.keyLen = int(h.KeyBytes)
 	if spec.mode == modeXTS {
-		if spec.alg.blockSize != 16 {
-			return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_mode", "cipher mode xts needs a 16-byte block (%s has %d)", name, spec.alg.blockSize)
-		}
-		spec.keyLen = int(keyBytes / 2)
-		if keyBytes%2 != 0 {
-			spec.keyLen = 0
-		}
+		spec.keyLen = int(h.KeyBytes / 2)
 	}
-	if !slices.Contains(spec.alg.keyLens, spec.keyLen) {
-		return cipherSpec{}, fieldErr(ErrUnsupported, "key_bytes", "%s-%s with %d key bytes not supported", name, m, keyBytes)
+	if spec.alg = lookupBlockAlg(h.CipherName); spec.alg == nil || !slices.Contains(spec.alg.keyLens, spec.keyLen) {
+		return cipherSpec{}, hashAlg{}, qemuErr(ErrUnsupported, "cipher_name", "Algorithm '%s' with key size %d bytes not supported", h.CipherName, spec.keyLen)
+	}
+	hh, err := lookupHash(h.HashSpec, "hash_spec")
+	if err != nil {
+		return cipherSpec{}, hashAlg{}, err
 	}
 	ii := slices.Index(ivNames, ivname)
 	if ii < 0 {
-		return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_mode", "IV generator %q not supported (%s)", ivname, strings.Join(ivNames, ", "))
+		return cipherSpec{}, hashAlg{}, qemuErr(ErrUnsupported, "cipher_mode", "IV generator '%s' not supported", ivname)
 	}
 	spec.iv = ivGen(ii)
 	if spec.iv == ivEssiv {
 		if !hasHash {
-			return cipherSpec{}, fieldErr(ErrCorrupt, "cipher_mode", "missing IV generator hash specification in %q", mode)
+			return cipherSpec{}, hashAlg{}, qemuErr(ErrCorrupt, "cipher_mode", "Missing IV generator hash specification")
 		}
 		// QEMU's qcrypto_block_luks_essiv_cipher: the IV cipher is the
 		// variant of the same cipher whose key is the digest's size.
 		if !slices.Contains(spec.alg.keyLens, spec.essiv.size) {
-			return cipherSpec{}, fieldErr(ErrUnsupported, "cipher_mode", "no %s cipher with key size %d for essiv:%s", spec.alg.title, spec.essiv.size, spec.essiv.name)
+			return cipherSpec{}, hashAlg{}, qemuErr(ErrUnsupported, "cipher_mode", "%s", spec.alg.noEssiv(spec.keyLen, spec.essiv.size))
 		}
 	}
-	return spec, nil
+	return spec, hh, nil
 }
 
-// names lists the names of xs for a message.
-func names[T any](xs []T, name func(T) string) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = name(x)
+// noEssiv is QEMU's refusal of an essiv hash whose digest is no key size
+// of the cipher.
+func (a *blockAlg) noEssiv(keyLen, digest int) string {
+	if len(a.keyLens) == 1 {
+		return fmt.Sprintf("Cipher %s-%d not supported with essiv", a.name, keyLen*8)
 	}
-	return strings.Join(s, ", ")
+	return fmt.Sprintf("No %s cipher with key size %d available", a.title, digest)
 }

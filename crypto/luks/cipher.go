@@ -29,6 +29,9 @@ func newCipher(spec cipherSpec, key []byte) (*Cipher, error) {
 	data := key
 	var err error
 	if spec.mode == modeXTS {
+		if spec.alg.blockSize != 16 {
+			return nil, qemuErr(ErrUnsupported, "cipher_mode", "Unsupported cipher mode xts")
+		}
 		data = key[:len(key)/2]
 		if c.k2, err = spec.alg.new(key[len(key)/2:]); err != nil {
 			return nil, err
@@ -77,8 +80,8 @@ func (c *Cipher) cryptSectors(buf []byte, firstSector uint64, encrypt bool) erro
 
 // cryptMaterial en- or decrypts key material as QEMU's
 // qcrypto_block_cipher_*_helper does: in 512-byte units numbered from 0,
-// the last unit possibly shorter (always a whole number of cipher blocks
-// here: the key sizes are multiples of 16 bytes).
+// the last unit possibly shorter (always a whole number of cipher blocks:
+// key bytes x 4000 stripes is a multiple of 16).
 func (c *Cipher) cryptMaterial(b []byte, encrypt bool) {
 	var sc scratch
 	for i, n := 0, uint64(0); i < len(b); i, n = i+SectorSize, n+1 {
@@ -103,8 +106,10 @@ func (c *Cipher) cryptUnit(sc *scratch, s []byte, n uint64, encrypt bool) {
 	case ivPlain64:
 		binary.LittleEndian.PutUint64(iv, n)
 	case ivEssiv:
-		binary.LittleEndian.PutUint64(iv, n)
-		c.essiv.Encrypt(iv, iv)
+		if c.spec.mode != modeECB {
+			binary.LittleEndian.PutUint64(iv, n)
+			c.essiv.Encrypt(iv, iv)
+		}
 	}
 	switch c.spec.mode {
 	case modeECB: // no IV: QEMU's ECB takes none

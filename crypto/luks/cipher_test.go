@@ -25,7 +25,7 @@ func TestCipher_XTSMatchesXCrypto(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, ivname := range []string{"plain64", "plain"} {
-			spec, err := lookupCipher("aes", "xts-"+ivname, kb)
+			spec, _, err := (&Header{CipherName: "aes", CipherMode: "xts-" + ivname, HashSpec: "sha256", KeyBytes: kb}).algs()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,7 +73,7 @@ func TestCipher_CBCAndCTRMatchStdlib(t *testing.T) {
 	key := bytes.Repeat([]byte{0x42}, 32)
 	plain := bytes.Repeat([]byte("qring sector IV "), 2*SectorSize/16)
 	for _, mode := range []string{"cbc-essiv:sha256", "cbc-plain64", "ctr-plain", "ecb-plain64"} {
-		spec, err := lookupCipher("aes", mode, 32)
+		spec, _, err := (&Header{CipherName: "aes", CipherMode: mode, HashSpec: "sha256", KeyBytes: 32}).algs()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -25,8 +24,8 @@ const (
 // CreateOptions are the encrypt.* create options QEMU takes.
 type CreateOptions struct {
 	// Cipher is the cipher in QEMU's names (encrypt.cipher-alg):
-	// aes-256 (the default), aes-192, aes-128, twofish-256, twofish-192,
-	// twofish-128 or cast5-128.
+	// aes-256 (the default), aes-192, aes-128, the same sizes of twofish
+	// and serpent, or cast5-128.
 	Cipher string
 	// Mode is the cipher mode (encrypt.cipher-mode): xts (the default),
 	// cbc, ecb or ctr.
@@ -151,6 +150,17 @@ func Create(passphrase []byte, o CreateOptions) (*Header, []byte, *Cipher, error
 	return h, area, c, nil
 }
 
+// OptionError is a create option, or a combination of them, refused in
+// QEMU's words; it wraps the FieldError that says why where there is
+// one (errors.Is: ErrUnsupported, ErrCorrupt).
+type OptionError struct {
+	Msg string
+	Err error
+}
+
+func (e *OptionError) Error() string { return e.Msg }
+func (e *OptionError) Unwrap() error { return e.Err }
+
 // header starts the header o describes: its cipher, mode and hashes,
 // checked with QEMU's words for what QEMU refuses
 // (qcrypto_block_luks_create, qcrypto_block_luks_essiv_cipher).
@@ -170,50 +180,39 @@ func (o *CreateOptions) header() (*Header, cipherSpec, hashAlg, error) {
 	if o.Hash == "" {
 		o.Hash = "sha256"
 	}
+	// In QEMU's order (qcrypto_block_luks_create): the cipher's name,
+	// the header's algorithms with essiv's cipher, then the cipher itself
+	// in its mode; last our refusal of what QEMU 7.2 aborts on.
 	name, bits, _ := strings.Cut(o.Cipher, "-")
 	alg := lookupBlockAlg(name)
-	keyLen, err := strconv.Atoi(bits)
-	if alg == nil || err != nil || !slices.Contains(alg.keyLens, keyLen/8) || keyLen%8 != 0 {
-		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Algorithm '%s' not supported", o.Cipher)
+	keyBytes := map[string]int{"128": 16, "192": 24, "256": 32}[bits]
+	if alg == nil || !slices.Contains(alg.keyLens, keyBytes) {
+		return nil, cipherSpec{}, hashAlg{}, &OptionError{fmt.Sprintf("Algorithm '%s' not supported", o.Cipher), ErrUnsupported}
 	}
-	keyBytes := keyLen / 8
 	mode := slices.Index(modeNames, o.Mode)
-	switch {
-	case mode < 0:
-		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Unsupported cipher mode %s", o.Mode)
-	case cipherMode(mode) == modeXTS && alg.blockSize != 16:
-		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Unsupported cipher mode %s", o.Mode)
-	case cipherMode(mode) == modeXTS:
+	if mode < 0 {
+		return nil, cipherSpec{}, hashAlg{}, &OptionError{"Unsupported cipher mode " + o.Mode, ErrUnsupported}
+	}
+	if cipherMode(mode) == modeXTS {
 		keyBytes *= 2
+	}
+	cm := o.Mode + "-" + o.IVGen
+	if o.IVHash != "" {
+		cm += ":" + o.IVHash
+	}
+	h := &Header{Version: 1, CipherName: name, CipherMode: cm, HashSpec: o.Hash, KeyBytes: uint32(keyBytes)}
+	spec, hh, err := h.algs()
+	if err != nil {
+		return nil, cipherSpec{}, hashAlg{}, &OptionError{QemuText(err), err}
+	}
+	if spec.mode == modeXTS && alg.blockSize != 16 {
+		return nil, cipherSpec{}, hashAlg{}, &OptionError{"Unsupported cipher mode xts", ErrUnsupported}
 	}
 	if keyBytes*Stripes%SectorSize != 0 {
 		// QEMU 7.2 encrypts key material in whole sectors and aborts
 		// on such a slot (an assertion in qcrypto_block_cipher_*),
 		// creating the volume and opening one cryptsetup made alike.
-		return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("%s in %s mode is not supported: its key material (%d bytes) is not whole 512-byte sectors, and QEMU cannot open such a volume", o.Cipher, o.Mode, keyBytes*Stripes)
-	}
-	cm := o.Mode + "-" + o.IVGen
-	if o.IVHash != "" {
-		ih, err := lookupHash(o.IVHash)
-		if err != nil {
-			return nil, cipherSpec{}, hashAlg{}, err
-		}
-		if o.IVGen == "essiv" && !slices.Contains(alg.keyLens, ih.size) {
-			if len(alg.keyLens) == 1 {
-				return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("Cipher %s not supported with essiv", o.Cipher)
-			}
-			return nil, cipherSpec{}, hashAlg{}, fmt.Errorf("No %s cipher with key size %d available", alg.title, ih.size)
-		}
-		cm += ":" + o.IVHash
-	}
-	h := &Header{Version: 1, CipherName: name, CipherMode: cm, HashSpec: o.Hash, KeyBytes: uint32(keyBytes)}
-	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	if err != nil {
-		return nil, cipherSpec{}, hashAlg{}, err
-	}
-	hh, err := lookupHash(h.HashSpec)
-	if err != nil {
-		return nil, cipherSpec{}, hashAlg{}, err
+		return nil, cipherSpec{}, hashAlg{}, &OptionError{fmt.Sprintf("%s in %s mode is not supported: its key material (%d bytes) is not whole 512-byte sectors, and QEMU cannot open such a volume", o.Cipher, o.Mode, keyBytes*Stripes), ErrUnsupported}
 	}
 	return h, spec, hh, nil
 }

@@ -22,11 +22,16 @@
 // xts, cbc, ecb or ctr mode with a plain, plain64 or essiv IV, and
 // QEMU's hashes (md5, sha1, sha224, sha256, sha384, sha512, ripemd160)
 // for PBKDF2, the anti-forensic splitter and essiv; docs/luks.md has
-// the rules. Anything else parses into an error wrapping ErrUnsupported;
-// ParseHeaderInfo still decodes such a header for display (qemu-img
-// info), and it cannot Unlock.
+// the rules. Anything else parses into an error wrapping ErrUnsupported,
+// as QEMU refuses to open it (qemu-img info too).
+//
+// ParseHeader checks what QEMU's open checks, in QEMU's order, and its
+// errors carry QEMU's message where QEMU makes the same check
+// (FieldError.Qemu, QemuText), so that tools speaking as qemu-img print
+// what qemu-img prints for a corrupt header.
 //
 // Hostile headers never panic (FuzzParseHeader): every field is checked
-// before it sizes an allocation, and a key slot's material is capped at
-// MaxKeyMaterial bytes.
+// before it sizes an allocation; the cipher's key sizes bound the key
+// bytes to 64, a slot's material (with QEMU's 4000 stripes) to 256000
+// bytes.
 package luks

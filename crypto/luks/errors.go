@@ -26,6 +26,9 @@ type FieldError struct {
 	Field string
 	Msg   string
 	Err   error
+	// Qemu is QEMU 7.2's message for the same fault, where QEMU makes
+	// the same check: tools that speak as qemu-img print it (QemuText).
+	Qemu string
 }
 
 func (e *FieldError) Error() string {
@@ -36,4 +39,20 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 func fieldErr(base error, field, format string, a ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...), Err: base}
+}
+
+// qemuErr is a FieldError whose message is QEMU's.
+func qemuErr(base error, field, format string, a ...any) error {
+	m := fmt.Sprintf(format, a...)
+	return &FieldError{Field: field, Msg: m, Err: base, Qemu: m}
+}
+
+// QemuText is err's text as QEMU words it: the QEMU message of the
+// FieldError in it where there is one, else err's own text.
+func QemuText(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) && fe.Qemu != "" {
+		return fe.Qemu
+	}
+	return err.Error()
 }

@@ -3,7 +3,6 @@ package luks
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 )
 
 var be = binary.BigEndian
@@ -28,11 +27,6 @@ const (
 	// SlotEnabled and SlotDisabled are the two legal key slot states.
 	SlotEnabled  = 0x00AC71F3
 	SlotDisabled = 0x0000DEAD
-	// MaxKeyMaterial caps the bytes Unlock reads and allocates for one
-	// active key slot (key bytes x stripes; 256000 for aes-256-xts with
-	// 4000 stripes).
-	MaxKeyMaterial = 16 << 20
-
 	// keySlotAlign is QEMU's QCRYPTO_BLOCK_LUKS_KEY_SLOT_OFFSET: the
 	// first key material starts at 4096 bytes and each slot's material
 	// is rounded up to a multiple of it (as cryptsetup does).
@@ -100,22 +94,31 @@ func (h *Header) PayloadBytes() uint64 { return uint64(h.PayloadOffset) * Sector
 
 // ParseHeader decodes and validates the LUKS1 header at the start of b.
 // It checks what QEMU's qcrypto_block_luks_check_header and
-// qcrypto_block_luks_parse_header check (magic, version, algorithms, key
-// slot states, key material inside the header area and not overlapping),
-// and never panics. Errors are *FieldError wrapping ErrNotLUKS,
-// ErrVersion, ErrUnsupported or ErrCorrupt.
+// qcrypto_block_luks_parse_header check, in their order and, where
+// QEMU checks the same, with QEMU's message (FieldError.Qemu): magic,
+// version, NUL-terminated names, the payload and key slot layout, then
+// the algorithms. It never panics. Errors are *FieldError wrapping
+// ErrNotLUKS, ErrVersion, ErrUnsupported or ErrCorrupt.
 func ParseHeader(b []byte) (*Header, error) {
 	if len(b) < len(Magic) || !bytes.Equal(b[:len(Magic)], Magic[:]) {
-		return nil, fieldErr(ErrNotLUKS, "magic", "not LUKS\\xba\\xbe")
+		return nil, qemuErr(ErrNotLUKS, "magic", "Volume is not in LUKS format")
 	}
 	if len(b) < offCipherName {
 		return nil, fieldErr(ErrCorrupt, "version", "header truncated at %d bytes", len(b))
 	}
 	if v := be.Uint16(b[offVersion:]); v != 1 {
-		return nil, fieldErr(ErrVersion, "version", "version %d (only LUKS1 is supported)", v)
+		return nil, qemuErr(ErrVersion, "version", "LUKS version %d is not supported", v)
 	}
 	if len(b) < HeaderSize {
 		return nil, fieldErr(ErrCorrupt, "header", "header truncated at %d bytes (need %d)", len(b), HeaderSize)
+	}
+	for _, f := range []struct {
+		field, name string
+		off         int
+	}{{"cipher_name", "cipher name", offCipherName}, {"cipher_mode", "cipher mode", offCipherMode}, {"hash_spec", "hash spec", offHashSpec}} {
+		if bytes.IndexByte(b[f.off:f.off+nameLen], 0) < 0 {
+			return nil, qemuErr(ErrCorrupt, f.field, "LUKS header %s is not NUL terminated", f.name)
+		}
 	}
 	h := &Header{}
 	*h = decodeHeader(b)
@@ -149,96 +152,61 @@ func decodeHeader(b []byte) Header {
 	return h
 }
 
-// ParseHeaderInfo is ParseHeader for a header that is only shown
-// (qemu-img info reads no data and needs no key): a cipher, mode, IV
-// generator or hash this package does not implement is accepted, as
-// QEMU implements more of them, when the key size is one QEMU's LUKS
-// ciphers have (at most 64 bytes); everything else is checked as
-// ParseHeader does. Such a header cannot Unlock.
-func ParseHeaderInfo(b []byte) (*Header, error) {
-	h, err := ParseHeader(b)
-	if err == nil || !errors.Is(err, ErrUnsupported) || len(b) < HeaderSize {
-		return h, err
-	}
-	// ParseHeader got past the magic and the version: decode again.
-	h = &Header{}
-	*h = decodeHeader(b)
-	if h.KeyBytes == 0 || h.KeyBytes > 64 {
-		return nil, err
-	}
-	// As QEMU's qcrypto_block_luks_check_header.
-	for _, f := range []struct {
-		name string
-		off  int
-	}{{"cipher_name", offCipherName}, {"cipher_mode", offCipherMode}, {"hash_spec", offHashSpec}} {
-		if bytes.IndexByte(b[f.off:f.off+nameLen], 0) < 0 {
-			return nil, fieldErr(ErrCorrupt, f.name, "LUKS header %s is not NUL terminated", f.name)
-		}
-	}
-	if lerr := h.validateLayout(); lerr != nil {
-		return nil, lerr
-	}
-	return h, nil
-}
-
-// validate checks the algorithms first (they bound KeyBytes), then the
-// key slot layout.
+// validate checks the layout, then the algorithms (which bound KeyBytes
+// to 64, so that a slot's key material is at most 256000 bytes), as
+// QEMU's open does.
 func (h *Header) validate() error {
 	if h.Version != 1 {
-		return fieldErr(ErrVersion, "version", "version %d (only LUKS1 is supported)", h.Version)
+		return qemuErr(ErrVersion, "version", "LUKS version %d is not supported", h.Version)
 	}
-	if _, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes); err != nil {
+	if err := h.validateLayout(); err != nil {
 		return err
 	}
-	if _, err := lookupHash(h.HashSpec); err != nil {
-		return err
-	}
-	return h.validateLayout()
+	_, _, err := h.algs()
+	return err
 }
 
-// validateLayout checks the master key digest iterations and the key
-// slots (KeyBytes bounded by the caller).
+// validateLayout checks the payload offset, the master key digest
+// iterations and the key slots, as QEMU's
+// qcrypto_block_luks_check_header: slot by slot, each slot's overlaps
+// with the later ones before the next slot.
 func (h *Header) validateLayout() error {
-	if h.MKDigestIterations == 0 {
-		return fieldErr(ErrCorrupt, "mk_digest_iter", "zero PBKDF2 iterations")
-	}
 	const headerSectors = keySlotAlign / SectorSize
-	var start, end [NumKeySlots]uint64
+	if h.PayloadOffset < headerSectors {
+		return qemuErr(ErrCorrupt, "payload_offset", "LUKS payload is overlapping with the header")
+	}
+	if h.MKDigestIterations == 0 {
+		return qemuErr(ErrCorrupt, "mk_digest_iter", "LUKS key iteration count is zero")
+	}
+	// QEMU's qcrypto_block_luks_splitkeylen_sectors: the material
+	// rounded up to sectors, then to the header alignment.
+	span := func(s *KeySlot) (start, end uint64) {
+		n := (uint64(h.KeyBytes)*uint64(s.Stripes) + SectorSize - 1) / SectorSize
+		n = (n + headerSectors - 1) / headerSectors * headerSectors
+		return uint64(s.KeyMaterialOffset), uint64(s.KeyMaterialOffset) + n
+	}
 	for i := range h.Slots {
 		s := &h.Slots[i]
 		if s.Stripes != Stripes {
-			// As QEMU's qcrypto_block_luks_check_header, disabled
-			// slots too.
-			return fieldErr(ErrCorrupt, "key_slot", "key slot %d is corrupted (stripes %d != %d)", i, s.Stripes, Stripes)
+			// Disabled slots too, as QEMU.
+			return qemuErr(ErrCorrupt, "key_slot", "Keyslot %d is corrupted (stripes %d != %d)", i, s.Stripes, Stripes)
 		}
 		if s.Active != SlotEnabled && s.Active != SlotDisabled {
-			return fieldErr(ErrCorrupt, "key_slot", "key slot %d state %#x is neither enabled nor disabled", i, s.Active)
+			return qemuErr(ErrCorrupt, "key_slot", "Keyslot %d state (active/disable) is corrupted", i)
 		}
-		// QEMU's qcrypto_block_luks_splitkeylen_sectors: the material
-		// rounded up to sectors, then to the header alignment.
-		n := (uint64(h.KeyBytes)*uint64(s.Stripes) + SectorSize - 1) / SectorSize
-		n = (n + headerSectors - 1) / headerSectors * headerSectors
-		start[i] = uint64(s.KeyMaterialOffset)
-		end[i] = start[i] + n
-		if start[i] < headerSectors {
-			return fieldErr(ErrCorrupt, "key_slot", "key slot %d overlaps the LUKS header", i)
+		if s.Enabled() && s.Iterations == 0 {
+			return qemuErr(ErrCorrupt, "key_slot", "Keyslot %d iteration count is zero", i)
 		}
-		if end[i] > uint64(h.PayloadOffset) {
-			return fieldErr(ErrCorrupt, "key_slot", "key slot %d overlaps the encrypted payload", i)
+		start, end := span(s)
+		if start < headerSectors {
+			return qemuErr(ErrCorrupt, "key_slot", "Keyslot %d is overlapping with the LUKS header", i)
 		}
-		if s.Enabled() {
-			if s.Iterations == 0 {
-				return fieldErr(ErrCorrupt, "key_slot", "key slot %d has zero PBKDF2 iterations", i)
-			}
-			if m := uint64(h.KeyBytes) * uint64(s.Stripes); m > MaxKeyMaterial {
-				return fieldErr(ErrUnsupported, "key_slot", "key slot %d has %d bytes of key material (cap %d)", i, m, MaxKeyMaterial)
-			}
+		if end > uint64(h.PayloadOffset) {
+			return qemuErr(ErrCorrupt, "key_slot", "Keyslot %d is overlapping with the encrypted payload", i)
 		}
-	}
-	for i := range h.Slots {
 		for j := i + 1; j < NumKeySlots; j++ {
-			if start[i] < end[j] && start[j] < end[i] {
-				return fieldErr(ErrCorrupt, "key_slot", "key slots %d and %d overlap", i, j)
+			if s2, e2 := span(&h.Slots[j]); start < e2 && s2 < end {
+				return qemuErr(ErrCorrupt, "key_slot", "Keyslots %d and %d are overlapping in the header", i, j)
 			}
 		}
 	}

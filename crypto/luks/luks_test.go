@@ -36,7 +36,7 @@ func mustCreate(t testing.TB, pass string, o CreateOptions) (*Header, []byte, *C
 
 func TestAFRoundTrip(t *testing.T) {
 	for _, name := range []string{"sha1", "sha256", "sha512"} {
-		hh, _ := lookupHash(name)
+		hh, _ := lookupHash(name, "hash_spec")
 		for _, n := range []int{16, 20, 32, 33, 64} {
 			key := bytes.Repeat([]byte{0xa5}, n)
 			for _, stripes := range []int{1, 2, 7, 4000} {
@@ -253,12 +253,16 @@ func TestCreateRefusals(t *testing.T) {
 		{CreateOptions{Cipher: "des"}, "Algorithm 'des' not supported"},
 		{CreateOptions{Cipher: "blowfish-128"}, "Algorithm 'blowfish-128' not supported"},
 		{CreateOptions{Cipher: "aes-100"}, "Algorithm 'aes-100' not supported"},
+		{CreateOptions{Cipher: "aes-0128"}, "Algorithm 'aes-0128' not supported"},
+		// QEMU's order: essiv's cipher before the mode, before ours.
+		{CreateOptions{Cipher: "cast5-128", IVGen: "essiv"}, "Cipher cast5-128 not supported with essiv"},
+		{CreateOptions{Cipher: "aes-192", Mode: "cbc", IVGen: "essiv", IVHash: "sha1"}, "No AES cipher with key size 20 available"},
 		{CreateOptions{Cipher: "cast5-128"}, "Unsupported cipher mode xts"},
 		{CreateOptions{Mode: "lrw"}, "Unsupported cipher mode lrw"},
 		{CreateOptions{Mode: "cbc", IVGen: "essiv", IVHash: "sha1"}, "No AES cipher with key size 20 available"},
 		{CreateOptions{Cipher: "cast5-128", Mode: "cbc", IVGen: "essiv"}, "Cipher cast5-128 not supported with essiv"},
 		{CreateOptions{Cipher: "aes-192", Mode: "cbc"}, "aes-192 in cbc mode is not supported: its key material (96000 bytes)"},
-		{CreateOptions{IVHash: "whirlpool"}, `hash "whirlpool" not supported`},
+		{CreateOptions{IVHash: "whirlpool"}, "Hash algorithm 'whirlpool' not supported"},
 	} {
 		_, _, _, err := Create([]byte("x"), c.o)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -47,6 +47,11 @@ func (h *Header) SlotKey(r io.ReaderAt, i int, passphrase []byte) ([]byte, error
 	if i < 0 || i >= NumKeySlots {
 		return nil, fmt.Errorf("luks: key slot %d out of range", i)
 	}
+	// A header built by hand is checked here too: its layout bounds
+	// the key material openSlot reads and merges.
+	if err := h.validate(); err != nil {
+		return nil, err
+	}
 	s := &h.Slots[i]
 	if !s.Enabled() {
 		return nil, nil
@@ -142,14 +147,4 @@ func (h *Header) ActiveSlots() int {
 		}
 	}
 	return n
-}
-
-// algs are the header's cipher and hash as this package implements them.
-func (h *Header) algs() (cipherSpec, hashAlg, error) {
-	spec, err := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	if err != nil {
-		return cipherSpec{}, hashAlg{}, err
-	}
-	hh, err := lookupHash(h.HashSpec)
-	return spec, hh, err
 }

@@ -19,8 +19,7 @@ func (h *Header) Unlock(r io.ReaderAt, passphrase []byte) (*Cipher, error) {
 	if err := h.validate(); err != nil {
 		return nil, err
 	}
-	spec, _ := lookupCipher(h.CipherName, h.CipherMode, h.KeyBytes)
-	hh, _ := lookupHash(h.HashSpec)
+	spec, hh, _ := h.algs()
 	for i := range h.Slots {
 		s := &h.Slots[i]
 		if !s.Enabled() {

@@ -17,7 +17,7 @@ func (d *Disk) Amend(o luks.AmendOptions) error {
 	}
 	h, err := d.h.Amend(fileIO{d.f}, o)
 	if err != nil {
-		return qemuWords(nil, err)
+		return qemuWords(err)
 	}
 	d.h = h
 	return nil

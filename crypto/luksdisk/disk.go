@@ -67,15 +67,9 @@ func Open(f block.Device, o Options) (*Disk, error) {
 	if err := f.Readv(0, [][]byte{hb}); err != nil {
 		return nil, err
 	}
-	parse := luks.ParseHeader
-	if o.NoKey {
-		// Metadata only: a header whose algorithms crypto/luks does not
-		// implement is still described (QEMU's info of cbc, essiv...).
-		parse = luks.ParseHeaderInfo
-	}
-	h, err := parse(hb)
+	h, err := luks.ParseHeader(hb)
 	if err != nil {
-		return nil, qemuWords(hb, err)
+		return nil, qemuWords(err)
 	}
 	if n, err := f.Size(); err != nil {
 		return nil, err
@@ -87,7 +81,7 @@ func Open(f block.Device, o Options) (*Disk, error) {
 	d.cond = sync.NewCond(&d.mu)
 	if !o.NoKey {
 		if d.c, err = h.Unlock(block.ReaderAt{D: f}, o.Passphrase); err != nil {
-			return nil, qemuWords(hb, err)
+			return nil, qemuWords(err)
 		}
 	}
 	return d, nil
@@ -104,16 +98,14 @@ type OpenError struct {
 func (e *OpenError) Error() string { return e.Msg }
 func (e *OpenError) Unwrap() error { return e.Err }
 
-// qemuWords words err, an error of the header hb, as QEMU 7.2's
-// qcrypto_block_luks_open does where this package knows its words.
-func qemuWords(hb []byte, err error) error {
-	switch {
-	case errors.Is(err, luks.ErrNotLUKS):
-		return &OpenError{"Volume is not in LUKS format", err}
-	case errors.Is(err, luks.ErrVersion) && len(hb) >= 8:
-		return &OpenError{fmt.Sprintf("LUKS version %d is not supported", uint16(hb[6])<<8|uint16(hb[7])), err}
-	case errors.Is(err, luks.ErrWrongKey):
+// qemuWords words err as QEMU 7.2's qcrypto_block_luks_open does where
+// QEMU makes the same check (luks.QemuText).
+func qemuWords(err error) error {
+	if errors.Is(err, luks.ErrWrongKey) {
 		return &OpenError{"Invalid password, cannot unlock any keyslot", err}
+	}
+	if m := luks.QemuText(err); m != err.Error() {
+		return &OpenError{m, err}
 	}
 	return err
 }

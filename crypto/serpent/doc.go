@@ -15,8 +15,8 @@
 // the code holds the tables and nothing derived by hand.
 //
 // Tested with NESSIE's known answers for each key size (published most
-// significant byte first: reversed, they are this byte order's), and
-// against QEMU: qemu-io reads and writes volumes crypto/luks made with
+// significant byte first: reversed, they are this byte order's; all with
+// zero keys), libnettle's answers for other keys, and against QEMU: qemu-io reads and writes volumes crypto/luks made with
 // serpent, and qimg those qemu-img made (crypto/luks's interop tests,
 // cmd/qimg's TestLUKS_CiphersLikeQemu).
 package serpent
