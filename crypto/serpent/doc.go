@@ -10,9 +10,10 @@
 // bits is padded with a 1 bit and then zeros. The round function is the
 // bitsliced form of the specification: S-box r mod 8 applied to bit j of
 // the four words at once (word 0 the low bit of the S-box input), then
-// the linear transformation. The S-boxes are evaluated through their
-// algebraic normal form, computed from the published tables at init, so
-// the code holds the tables and nothing derived by hand.
+// the linear transformation. The S-boxes are straight-line code
+// (sbox_gen.go) that gen_sbox.go derives from the published tables
+// through their algebraic normal form, and a test checks against the
+// tables, so that nothing in the package is derived by hand.
 //
 // Tested with NESSIE's known answers for each key size (published most
 // significant byte first: reversed, they are this byte order's; all with

@@ -47,7 +47,7 @@ func NewCipher(key []byte) (cipher.Block, error) {
 	c := &serpentCipher{}
 	for i := range c.k {
 		// K_i = S_((3-i) mod 8)(w_4i .. w_4i+3).
-		c.k[i] = sbox[(35-i)&7].apply(block{w[8+4*i], w[9+4*i], w[10+4*i], w[11+4*i]})
+		c.k[i] = sboxes[(35-i)&7](block{w[8+4*i], w[9+4*i], w[10+4*i], w[11+4*i]})
 	}
 	return c, nil
 }
@@ -58,7 +58,7 @@ func (c *serpentCipher) Encrypt(dst, src []byte) {
 	x := load(src)
 	for r := 0; r < 32; r++ {
 		x.xor(&c.k[r])
-		x = sbox[r&7].apply(x)
+		x = sboxes[r&7](x)
 		if r < 31 {
 			x.lt()
 		} else {
@@ -75,7 +75,7 @@ func (c *serpentCipher) Decrypt(dst, src []byte) {
 		if r < 31 {
 			x.invLT()
 		}
-		x = invSbox[r&7].apply(x)
+		x = invSboxes[r&7](x)
 		x.xor(&c.k[r])
 	}
 	x.store(dst)

@@ -110,3 +110,26 @@ func TestSerpent_KeySizes(t *testing.T) {
 		}
 	}
 }
+
+// The generated bitsliced S-boxes are the tables, and their inverses
+// invert them, at every bit position.
+func TestSbox_GeneratedMatchesTables(t *testing.T) {
+	for i, tab := range tables {
+		for pos := 0; pos < 32; pos += 7 {
+			for x := range 16 {
+				var in block
+				for b := range 4 {
+					in[b] = uint32(x>>b&1) << pos
+				}
+				out, back := sboxes[i](in), invSboxes[i](sboxes[i](in))
+				var y int
+				for b := range 4 {
+					y |= int(out[b]>>pos&1) << b
+				}
+				if y != int(tab[x]) || back != in {
+					t.Fatalf("S%d(%d) at bit %d: %d (table %d), inverse gave %v", i, x, pos, y, tab[x], back)
+				}
+			}
+		}
+	}
+}
