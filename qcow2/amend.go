@@ -222,6 +222,11 @@ func (im *Image) checkDowngradeLocked(ignore uint64) error {
 		// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
 		// that format.ParseHeader refuses.
 		return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
+	case im.crypt != nil && len(im.snapshots) > 0 && im.hasBackingFileLocked():
+		// Legacy AES: a snapshot's zero cluster over the backing file
+		// would become a cluster of plain zeros, garbage through the
+		// cipher (QEMU 7.2 downgrades it so).
+		return fmt.Errorf("%w: Cannot downgrade an encrypted image with a backing file and internal snapshots (their zero clusters would read as garbage)", ErrUnsupported)
 	}
 	// As QEMU: a snapshot of another disk size (or a VM state past 4
 	// GiB) has fields a version 2 reader would not know to honour.

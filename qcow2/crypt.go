@@ -32,6 +32,9 @@ type imageCrypt struct {
 	area   format.CryptoHeader
 	header luks.Header  // the LUKS header (for info)
 	cipher *luks.Cipher // nil: opened without a key (Options.NoKey)
+	// legacy is crypt_method 1 (QEMU's "aes"): no header, the key is
+	// the passphrase, and a sector's IV is its guest offset / 512.
+	legacy bool
 	// sectors serialises a write that is not whole sectors against
 	// every other guest write into its sectors: a partial sector is
 	// read, decrypted, merged and written whole, and another write into
@@ -47,6 +50,23 @@ type imageCrypt struct {
 // asks for metadata only.
 func (im *Image) openCrypt(lim *fileLimit) error {
 	h := im.hdr
+	if f := im.opts.EncryptFormat; f != "" {
+		have := map[uint32]string{format.CryptAES: "aes", format.CryptLUKS: "luks"}[h.CryptMethod]
+		msg := ""
+		switch {
+		case have == "":
+			msg = fmt.Sprintf("No encryption in image header, but options specified format '%s'", f)
+		case have != f:
+			msg = fmt.Sprintf("Header reported '%s' encryption format but options specify '%s'", have, f)
+		}
+		if msg != "" {
+			// Not the image's fault: the options', in QEMU's words.
+			return &FieldError{Field: "crypt_method", Value: uint64(h.CryptMethod), Msg: msg, Err: ErrUnsupported, Qemu: msg}
+		}
+	}
+	if h.CryptMethod == format.CryptAES {
+		return im.openLegacyAES()
+	}
 	if h.CryptMethod != format.CryptLUKS {
 		return nil
 	}
@@ -86,13 +106,56 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 	return nil
 }
 
-// Encrypted reports whether the image is LUKS encrypted.
+// openLegacyAES opens an image of QEMU's legacy encryption (crypt_method
+// 1, crypto/block-qcow.c): AES-128 in CBC mode, the key the passphrase's
+// first 16 bytes (zero-padded), IV = the sector's guest offset / 512
+// (QEMU sets crypt_physical_offset for every method but this one). No
+// header holds a digest, so any passphrase opens the image: a wrong one
+// reads garbage, as in QEMU. An external data file is refused (its
+// offsets are not the guest's).
+func (im *Image) openLegacyAES() error {
+	if im.hdr.IncompatibleFeatures&format.IncompatDataFile != 0 {
+		return unsupportedf("crypt_method", uint64(im.hdr.CryptMethod), "legacy AES encryption with an external data file")
+	}
+	if im.opts.Passphrase == nil && !im.opts.NoKey {
+		return ErrNoKey
+	}
+	im.crypt = &imageCrypt{legacy: true}
+	if im.opts.Passphrase == nil || im.opts.NoKey {
+		return nil
+	}
+	key := make([]byte, 16)
+	copy(key, im.opts.Passphrase)
+	c, err := luks.NewSectorCipher("aes", "cbc-plain64", key)
+	if err != nil {
+		return err
+	}
+	im.crypt.cipher = c
+	return nil
+}
+
+// ivSector is the IV of the 512-byte sector at host offset host that
+// holds guest offset guest: the host sector (LUKS: QEMU's
+// crypt_physical_offset), or the guest sector (legacy AES).
+func (ic *imageCrypt) ivSector(host, guest uint64) uint64 {
+	if ic.legacy {
+		return guest / sectorSize
+	}
+	return host / sectorSize
+}
+
+// Encrypted reports whether the image is encrypted (LUKS, or QEMU's
+// legacy AES).
 func (im *Image) Encrypted() bool { return im.crypt != nil }
+
+// LegacyAES reports whether the image uses QEMU's legacy AES encryption
+// (crypt_method 1; EncryptionHeader is nil).
+func (im *Image) LegacyAES() bool { return im.crypt != nil && im.crypt.legacy }
 
 // EncryptionHeader returns a copy of the LUKS header of an encrypted
 // image (qemu-img info's encrypt block), or nil.
 func (im *Image) EncryptionHeader() *luks.Header {
-	if im.crypt == nil {
+	if im.crypt == nil || im.crypt.legacy {
 		return nil
 	}
 	h := im.crypt.header

@@ -19,6 +19,9 @@ func (im *Image) AmendEncryption(o luks.AmendOptions) error {
 	if im.crypt == nil {
 		return errors.New("qcow2: the image is not encrypted")
 	}
+	if im.crypt.legacy {
+		return errors.New("Only LUKS encryption options can be amended") // QEMU's words
+	}
 	if im.ro || im.corrupt {
 		return ErrReadOnly
 	}

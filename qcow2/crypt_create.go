@@ -51,7 +51,7 @@ func isEncryptOption(k string) bool {
 }
 
 // Set applies one encrypt.* option (or the legacy encryption=on, which
-// QEMU maps to the AES format, refused here).
+// QEMU maps to the AES format).
 func (e *EncryptOptions) Set(k, v string) error {
 	switch k {
 	case "encryption":
@@ -60,16 +60,14 @@ func (e *EncryptOptions) Set(k, v string) error {
 			return err
 		}
 		if b {
-			return fmt.Errorf("%w: encryption=on is the legacy AES-CBC format; use encrypt.format=luks", ErrUnsupported)
+			e.Format = "aes"
 		}
 	case "encrypt.format":
 		switch v {
-		case "luks":
+		case "luks", "aes":
 			e.Format = v
-		case "aes":
-			return fmt.Errorf("%w: encrypt.format=aes (legacy AES-CBC) is not supported; use luks", ErrUnsupported)
 		default:
-			return fmt.Errorf("option encrypt.format: invalid value %q (luks)", v)
+			return fmt.Errorf("option encrypt.format: invalid value %q (luks, aes)", v)
 		}
 	case "encrypt.key-secret":
 		e.KeySecret = v
@@ -118,9 +116,28 @@ func (o *CreateOptions) normalizeEncrypt() error {
 		}
 		return nil
 	}
+	if e.Format == "aes" {
+		// QEMU's legacy method takes the key and nothing else.
+		for _, u := range []struct {
+			k   string
+			set bool
+		}{{"encrypt.cipher-alg", e.CipherAlg != ""}, {"encrypt.cipher-mode", e.CipherMode != ""}, {"encrypt.hash-alg", e.HashAlg != ""},
+			{"encrypt.ivgen-alg", e.IVGenAlg != ""}, {"encrypt.ivgen-hash-alg", e.IVGenHashAlg != ""}, {"encrypt.iter-time", e.IterTime != 0}} {
+			if u.set {
+				return fmt.Errorf("Parameter '%s' is unexpected", u.k)
+			}
+		}
+	}
 	switch {
 	case e.Passphrase == nil:
 		return fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
+	case e.Format == "aes" && o.DataFile != "":
+		return fmt.Errorf("%w: legacy AES encryption with an external data file", ErrUnsupported)
+	case e.Format == "aes":
+		if o.Preallocation != PreallocOff && o.Preallocation != "" {
+			return fmt.Errorf("%w: preallocation=%s with encryption (preallocated clusters would not hold encrypted zeros)", ErrUnsupported, o.Preallocation)
+		}
+		return nil
 	case o.Compat == "0.10":
 		return fmt.Errorf("%w: encryption format 'luks' requires compat=1.1", ErrUnsupported)
 	case o.Preallocation != PreallocOff && o.Preallocation != "":
@@ -159,6 +176,9 @@ func (o *CreateOptions) addEncryption(dev block.Device) error {
 	if e.Format == "" {
 		return nil
 	}
+	if e.Format == "aes" {
+		return setLegacyAES(dev)
+	}
 	_, area, _, err := luks.Create(e.Passphrase, e.luksOptions())
 	if err != nil {
 		return fmt.Errorf("qcow2: creating the LUKS header: %w", err)
@@ -168,6 +188,26 @@ func (o *CreateOptions) addEncryption(dev block.Device) error {
 		return err
 	}
 	err = im.addCryptoArea(area)
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// setLegacyAES marks the new plain image on dev as encrypted with QEMU's
+// legacy AES method (crypt_method 1): no header area, nothing else.
+func setLegacyAES(dev block.Device) error {
+	im, err := OpenDevice(dev, Options{NoLock: true, NoBacking: true, NoDataFile: true, PreallocSize: -1, PreallocFill: FillUnwritten}) // metadata only
+	if err != nil {
+		return err
+	}
+	im.mu.Lock()
+	im.hdr.CryptMethod = format.CryptAES
+	err = im.writeHeader()
+	if err == nil {
+		err = im.dev.Flush()
+	}
+	im.mu.Unlock()
 	if cerr := im.Close(); err == nil {
 		err = cerr
 	}

@@ -73,24 +73,25 @@ func (im *Image) writevCrypt(off int64, bufs [][]byte, n int64) error {
 	return im.writeClusters(start, vec, end-start)
 }
 
-// writeHost writes the guest data v at host offset host of a data
-// cluster: as it is, or encrypted with IV = host sector.
-func (im *Image) writeHost(host format.HostOff, v [][]byte) error {
+// writeHost writes the guest data v (at guest offset goff) at host
+// offset host of a data cluster: as it is, or encrypted (ivSector).
+func (im *Image) writeHost(host format.HostOff, goff format.GuestOff, v [][]byte) error {
 	if im.crypt == nil {
 		return im.dev.Writev(int64(host), v)
 	}
-	return im.writeEncrypted(host, v)
+	return im.writeEncrypted(host, goff, v)
 }
 
 // writeEncrypted encrypts v (whole sectors at a sector-aligned host
-// offset) through a bounce buffer and writes it at host.
-func (im *Image) writeEncrypted(host format.HostOff, v [][]byte) error {
-	return im.writeEncryptedTo(im.dev, host, v)
+// offset, guest offset goff) through a bounce buffer and writes it at
+// host.
+func (im *Image) writeEncrypted(host format.HostOff, goff format.GuestOff, v [][]byte) error {
+	return im.writeEncryptedTo(im.dev, host, goff, v)
 }
 
 // writeEncryptedTo is writeEncrypted onto d (the image's device, or its
 // external data file: DF1, sectors numbered by their offset there).
-func (im *Image) writeEncryptedTo(d block.Device, host format.HostOff, v [][]byte) error {
+func (im *Image) writeEncryptedTo(d block.Device, host format.HostOff, goff format.GuestOff, v [][]byte) error {
 	c := im.crypt.cipher
 	if c == nil {
 		return ErrNoKey
@@ -110,7 +111,7 @@ func (im *Image) writeEncryptedTo(d block.Device, host format.HostOff, v [][]byt
 		*vp = sliceVec((*vp)[:0], v, int64(done), int64(k))
 		copyFromVec(b, *vp)
 		at := uint64(host) + done
-		if err := c.EncryptSectors(b, at/sectorSize); err != nil {
+		if err := c.EncryptSectors(b, im.crypt.ivSector(at, uint64(goff)+done)); err != nil {
 			return err
 		}
 		if err := block.WriteAt(d, b, int64(at)); err != nil {
@@ -144,7 +145,7 @@ func (im *Image) writeWithCOWCrypt(p *allocation, v [][]byte, n int64) (bool, er
 	in := g.InCluster(p.goff)
 	headLen, tailLen := in, cs-in-uint64(n)
 	if headLen == 0 && tailLen == 0 {
-		return false, im.writeEncrypted(host, v)
+		return false, im.writeEncrypted(host, p.goff, v)
 	}
 	bp := im.clusterBuf()
 	defer im.putClusterBuf(bp)
@@ -154,8 +155,9 @@ func (im *Image) writeWithCOWCrypt(p *allocation, v [][]byte, n int64) (bool, er
 		return false, err
 	}
 	if p.src == cowOld {
-		// The old cluster's ciphertext is bound to its host sectors.
-		if err := c.DecryptSectors(buf, uint64(p.old.Offset())/sectorSize); err != nil {
+		// The old cluster's ciphertext is bound to its host sectors
+		// (LUKS; legacy AES: to the same guest sectors).
+		if err := c.DecryptSectors(buf, im.crypt.ivSector(uint64(p.old.Offset()), uint64(cstart))); err != nil {
 			return false, err
 		}
 	}
@@ -163,7 +165,7 @@ func (im *Image) writeWithCOWCrypt(p *allocation, v [][]byte, n int64) (bool, er
 	*vp = sliceVec((*vp)[:0], v, 0, n)
 	copyFromVec(buf[in:in+uint64(n)], *vp)
 	putVec(vp)
-	if err := c.EncryptSectors(buf, uint64(host)/sectorSize); err != nil {
+	if err := c.EncryptSectors(buf, im.crypt.ivSector(uint64(host), uint64(cstart))); err != nil {
 		return false, err
 	}
 	im.c.cowBytes.Add(int64(headLen + tailLen))
@@ -171,8 +173,9 @@ func (im *Image) writeWithCOWCrypt(p *allocation, v [][]byte, n int64) (bool, er
 }
 
 // readDecrypt reads the guest bytes of a normal cluster run at host
-// into v and decrypts them: whole sectors through a bounce buffer.
-func (im *Image) readDecrypt(host format.HostOff, v [][]byte) error {
+// (guest offset goff) into v and decrypts them: whole sectors through a
+// bounce buffer.
+func (im *Image) readDecrypt(host format.HostOff, goff format.GuestOff, v [][]byte) error {
 	c := im.crypt.cipher
 	if c == nil {
 		return ErrNoKey
@@ -192,7 +195,10 @@ func (im *Image) readDecrypt(host format.HostOff, v [][]byte) error {
 		if err := im.readCrypted(format.HostOff(a), b); err != nil {
 			return err
 		}
-		if err := c.DecryptSectors(b, a/sectorSize); err != nil {
+		// a is pos rounded down to its sector; the guest offset moves
+		// with the host one inside the run.
+		ga := uint64(goff) + (pos - uint64(host)) - (pos - a)
+		if err := c.DecryptSectors(b, im.crypt.ivSector(a, ga)); err != nil {
 			return err
 		}
 		k := min(a+l, end) - pos

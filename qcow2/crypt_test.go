@@ -243,12 +243,15 @@ func TestCrypt_CreateRefusals(t *testing.T) {
 			t.Errorf("%s: the file was created", tc.name)
 		}
 	}
+	// The legacy method: encryption=on is encrypt.format=aes (QEMU's
+	// alias), which takes no LUKS option.
 	var co CreateOptions
-	if err := co.Set("encryption", "on"); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("encryption=on: %v", err)
+	if err := co.Set("encryption", "on"); err != nil || co.Encrypt.Format != "aes" {
+		t.Errorf("encryption=on: %v, format %q", err, co.Encrypt.Format)
 	}
-	if err := co.Set("encrypt.format", "aes"); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("encrypt.format=aes: %v", err)
+	co = CreateOptions{Size: 1 << 20, Encrypt: EncryptOptions{Format: "aes", Passphrase: []byte(cryptPass), HashAlg: "sha1"}}
+	if err := Create(filepath.Join(dir, "aes.qcow2"), co); err == nil || err.Error() != "Parameter 'encrypt.hash-alg' is unexpected" {
+		t.Errorf("aes with a LUKS option: %v", err)
 	}
 	co = CreateOptions{Size: 1 << 20}
 	for _, kv := range [][2]string{{"encrypt.format", "luks"}, {"encrypt.key-secret", "sec0"}} {

@@ -24,7 +24,7 @@ func (im *Image) xwriteWithCOWCrypt(p *allocation, x *xl2Alloc, v [][]byte, n in
 	host := p.st.host
 	in, cstart, headLen, tailLen := x.span(g, p.goff, n)
 	if headLen == 0 && tailLen == 0 {
-		return false, im.writeEncrypted(g.HostFor(host, p.goff), v)
+		return false, im.writeEncrypted(g.HostFor(host, p.goff), p.goff, v)
 	}
 	bp := im.clusterBuf()
 	defer im.putClusterBuf(bp)
@@ -41,7 +41,7 @@ func (im *Image) xwriteWithCOWCrypt(p *allocation, x *xl2Alloc, v [][]byte, n in
 	putVec(vp)
 	b := buf[x.from:x.to]
 	at := uint64(host) + x.from
-	if err := c.EncryptSectors(b, at/sectorSize); err != nil {
+	if err := c.EncryptSectors(b, im.crypt.ivSector(at, uint64(cstart)+x.from)); err != nil {
 		return false, err
 	}
 	im.c.cowBytes.Add(int64(headLen + tailLen))
@@ -62,7 +62,7 @@ func (im *Image) xreadOldCrypt(buf []byte, e format.L2Entry, bm uint64, cstart f
 		t, cnt := im.subRangeType(e, bm, g.SubIndex(from))
 		end := min(to, uint64(g.SubIndex(from)+cnt)<<g.SubclusterBits())
 		if t == format.SubNormal {
-			if err := im.crypt.cipher.DecryptSectors(buf[from:end], (uint64(e.Offset())+from)/sectorSize); err != nil {
+			if err := im.crypt.cipher.DecryptSectors(buf[from:end], im.crypt.ivSector(uint64(e.Offset())+from, uint64(cstart)+from)); err != nil {
 				return err
 			}
 		}

@@ -197,7 +197,8 @@ func (im *Image) dfWritev(host format.HostOff, v [][]byte) error {
 		return err
 	}
 	if im.crypt != nil {
-		return im.writeEncryptedTo(d, host, v)
+		// Legacy AES refuses data files: host sectors are the IVs here.
+		return im.writeEncryptedTo(d, host, format.GuestOff(host), v)
 	}
 	return d.Writev(int64(host), v)
 }

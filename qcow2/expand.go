@@ -42,6 +42,11 @@ func (im *Image) ExpandSnapshotZeroClusters() error {
 	if im.hdr.IncompatibleFeatures&format.IncompatExtendedL2 != 0 {
 		return fmt.Errorf("%w: expanding zero clusters with extended L2 entries", ErrUnsupported)
 	}
+	if im.crypt != nil && im.hasBackingFileLocked() {
+		// New clusters get plain zeros here, not encrypted ones
+		// (checkDowngradeLocked refuses the downgrade before this).
+		return fmt.Errorf("%w: expanding snapshot zero clusters of an encrypted image", ErrUnsupported)
+	}
 	if err := im.flushLocked(); err != nil {
 		return err
 	}

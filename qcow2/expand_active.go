@@ -51,7 +51,8 @@ func (im *Image) ExpandZeroClusters() error {
 			}
 		case m.kind == format.ClusterZeroPlain || m.kind == format.ClusterZeroAlloc:
 			if im.crypt != nil || im.df.ext {
-				// (No downgrade takes these: refused before.)
+				// (Downgrades of LUKS images are refused; legacy
+				// AES ones come here: encrypted zeros.)
 				if err := im.writeZeroRun(off, end-off); err != nil {
 					return err
 				}

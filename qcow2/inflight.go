@@ -121,7 +121,7 @@ func (im *Image) earlyWrite(st *allocState, goff format.GuestOff, v [][]byte) (d
 		return false, nil
 	}
 	im.c.earlyWrites.Add(1)
-	err = im.writeHost(im.g.HostFor(st.host, goff), v)
+	err = im.writeHost(im.g.HostFor(st.host, goff), goff, v)
 	st.exit(err == nil)
 	im.event(EvEarlyWrite)
 	<-st.done // acknowledged once linked (or with the link's error)

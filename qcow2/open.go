@@ -189,10 +189,6 @@ func (im *Image) readHeader(fsize int64) error {
 // image marked corrupt read-only (Q9) and notes lazy refcounts.
 func (im *Image) checkFeatures() error {
 	h := im.hdr
-	switch {
-	case h.CryptMethod == format.CryptAES:
-		return unsupportedf("crypt_method", uint64(h.CryptMethod), "legacy AES-CBC encrypted images are not supported")
-	}
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)
 	}

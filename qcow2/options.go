@@ -142,6 +142,11 @@ type Options struct {
 	// that is not nil is the empty passphrase, which QEMU accepts (a
 	// secret with data= empty).
 	Passphrase []byte
+	// EncryptFormat is QEMU's encrypt.format open option: "" takes the
+	// header's method; "luks" or "aes" must be the header's, as QEMU
+	// checks ("Header reported 'aes' encryption format but options
+	// specify 'luks'").
+	EncryptFormat string
 	// DataDevice, if set, is the external data file (QEMU's data-file
 	// option) instead of the one the header names; the Image does not
 	// close it. An image without the external data file bit refuses it

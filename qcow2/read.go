@@ -168,7 +168,7 @@ func (im *Image) readRun(r run, off format.GuestOff, v [][]byte) error {
 	switch r.kind {
 	case format.ClusterNormal:
 		if im.crypt != nil {
-			return im.readDecrypt(r.host, v)
+			return im.readDecrypt(r.host, off, v)
 		}
 		return im.readData(r.host, v) // DF1: from the data file if there is one
 	case format.ClusterZeroPlain, format.ClusterZeroAlloc:

@@ -27,6 +27,7 @@ type tcfg struct {
 	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
 	tiny    bool   // tiny L2 and refcount caches
 	luks    bool   // LUKS encrypted (crypt.go)
+	aes     bool   // QEMU's legacy AES encryption (crypt_method 1: IV = guest sector)
 	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
 	queue   bool   // one batch goroutine's stripe goes through a Queue (Q14)
 	bm      bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
@@ -112,6 +113,9 @@ func (c tcfg) String() string {
 	if c.luks {
 		t = append(t, "luks")
 	}
+	if c.aes {
+		t = append(t, "aes")
+	}
 	if c.comp != "" {
 		t = append(t, c.comp)
 	}
@@ -145,6 +149,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"fu":   func(c *tcfg) { c.fill = FillUnwritten },
 	"tiny": func(c *tcfg) { c.tiny = true },
 	"luks": func(c *tcfg) { c.luks = true },
+	"aes":  func(c *tcfg) { c.aes = true },
 	"q":    func(c *tcfg) { c.queue = true },
 	"bm":   func(c *tcfg) { c.bm = true },
 	"df":   func(c *tcfg) { c.df = true },
@@ -201,9 +206,11 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("preallocation=metadata with a backing file")
 	case c.luks && (c.v2 || c.meta):
 		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
+	case c.aes && (c.luks || c.meta || c.df):
+		return fmt.Errorf("legacy AES: one method, no preallocation, no data file")
 	case c.v2 && c.comp == "zstd":
 		return fmt.Errorf("compression_type=zstd needs compat 1.1")
-	case c.luks && c.comp != "":
+	case c.encrypted() && c.comp != "":
 		return fmt.Errorf("compressed writes are refused on encrypted images")
 	case c.bm && c.v2:
 		return fmt.Errorf("persistent bitmaps need compat 1.1")
@@ -227,6 +234,9 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	if c.luks {
 		co.Encrypt = EncryptOptions{Format: "luks", Passphrase: []byte(tortureLUKSPass), Iterations: 1000}
 	}
+	if c.aes {
+		co.Encrypt = EncryptOptions{Format: "aes", Passphrase: []byte(tortureLUKSPass)}
+	}
 	if c.comp == "zstd" {
 		co.CompressionType = "zstd"
 	}
@@ -249,11 +259,14 @@ func (c tcfg) options() Options {
 		o.L2CacheSize = int64(2 * e)
 		o.RefcountCacheSize = int64(2 * c.cs)
 	}
-	if c.luks {
+	if c.encrypted() {
 		o.Passphrase = []byte(tortureLUKSPass)
 	}
 	return o
 }
+
+// encrypted: LUKS or legacy AES.
+func (c tcfg) encrypted() bool { return c.luks || c.aes }
 
 // tortureMatrix is the curated list `make torture` cycles (every value of
 // every dimension appears, in combinations that matter); odd iterations
@@ -291,6 +304,8 @@ var tortureMatrix = []string{
 	"c4k-r16-v3-back-tiny-luks-ud", // encrypted COW from a backing file
 	"c512-r64-v3-lazy-luks-mem",
 	"c64k-r16-v3-xl2-back-luks-hold", // encrypted subcluster COW ranges
+	"c64k-r16-v2-aes-hold",           // legacy AES: IV = guest sector, v2
+	"c16k-r16-v3-xl2-back-aes-ud",    // legacy AES subcluster COW from a backing file
 	"c64k-r16-v3-zstd-hold",          // compressed writes: packing, COW of compressed clusters, Q13
 	"c4k-r8-v3-lazy-back-zlib-mem",
 	"c16k-r16-v3-xl2-back-zstd-mem", // compressed clusters in extended L2 (bitmap clear)
@@ -362,6 +377,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
 		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
 		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
+		c.aes = !c.luks && r.IntN(12) == 0 && !c.meta
 		c.queue = r.IntN(3) == 0
 		c.bm = r.IntN(3) == 0 && !c.v2
 		c.df = r.IntN(6) == 0 && !c.v2 && !c.meta

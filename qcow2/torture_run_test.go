@@ -354,7 +354,7 @@ func (r *trun) setup() {
 			r.fatalf("create: %v", err)
 		}
 	}
-	if cfg.luks && cfg.dfRaw {
+	if cfg.encrypted() && cfg.dfRaw {
 		r.setDataFileRaw()
 	}
 	r.open(r.base)
@@ -558,7 +558,7 @@ func (r *trun) qemuCheck(path string, allowLeaks bool, what string) bool {
 		verdict = testkit.QemuCheckResult.NoCorruption
 	}
 	check := testkit.QemuCheckReport
-	if r.cfg.luks {
+	if r.cfg.encrypted() {
 		check = func(p string, ok func(testkit.QemuCheckResult) bool) error {
 			return testkit.QemuCheckSecretReport(p, tortureLUKSPass, ok)
 		}
@@ -741,7 +741,7 @@ func (r *trun) exec(i int, o top) {
 // refused too).
 func (r *trun) canRegrow(size int64) bool {
 	switch {
-	case r.cfg.luks && r.cfg.dfRaw:
+	case r.cfg.encrypted() && r.cfg.dfRaw:
 		return false
 	case r.cfg.v2 && (len(r.snaps) > 0 || r.bdata != nil && size < int64(len(r.bdata))):
 		return false
@@ -1014,7 +1014,7 @@ func (r *trun) finish() {
 	if testkit.HaveQemu() {
 		raw := filepath.Join(r.dir, "converted.raw")
 		src := []string{"-f", "qcow2", path}
-		if r.cfg.luks {
+		if r.cfg.encrypted() {
 			src = testkit.QemuSecretArgs(path, tortureLUKSPass)
 		}
 		if out, err := exec.Command("qemu-img", append(append([]string{"convert"}, src...), "-O", "raw", raw)...).CombinedOutput(); err != nil {

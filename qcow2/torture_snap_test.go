@@ -119,7 +119,7 @@ func (r *trun) checkSnapshotsQemu(path string) {
 	defer os.Remove(raw)
 	for _, s := range r.snaps {
 		src := []string{"-f", "qcow2", path}
-		if r.cfg.luks {
+		if r.cfg.encrypted() {
 			src = testkit.QemuSecretArgs(path, tortureLUKSPass)
 		}
 		args := append(append([]string{"convert", "-l", "snapshot.name=" + s.name}, src...), "-O", "raw", raw)

@@ -97,6 +97,7 @@ var shortSample = []struct {
 	{8, "c4k-r16-v3-back-tiny-df-mem", false},   // an external data file: both devices cloned at once
 	{9, "c16k-r16-v3-xl2-back-df-hold", false},  // subclusters in a data file (datafile_xl2.go)
 	{10, "c4k-r16-v3-back-luks-df-hold", false}, // ciphertext in a data file; regrow episodes (ed2a14c)
+	{11, "c16k-r16-v2-back-aes-hold", false},    // legacy AES: IV = guest sector, COW from a backing file
 }
 
 func TestTorture(t *testing.T) {

@@ -166,7 +166,7 @@ func (im *Image) overwrite(goff format.GuestOff, v [][]byte) (done bool, err err
 		im.mu.Unlock()
 		return true, err
 	}
-	err = im.writeHost(im.g.HostFor(e.Offset(), goff), v)
+	err = im.writeHost(im.g.HostFor(e.Offset(), goff), goff, v)
 	im.gate.exit(tok)
 	return true, err
 }

@@ -91,7 +91,7 @@ func (im *Image) xoverwrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 		im.mu.Unlock()
 		return true, err
 	}
-	err = im.writeHost(im.g.HostFor(e.Offset(), goff), v)
+	err = im.writeHost(im.g.HostFor(e.Offset(), goff), goff, v)
 	im.gate.exit(tok)
 	return true, err
 }

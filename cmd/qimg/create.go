@@ -177,6 +177,9 @@ func parseCreate(o *opts, req *createRequest) error {
 				req.shown[p[0]] = p[1]
 			}
 			req.given[p[0]] = true
+			if p[0] == "encryption" {
+				req.shown["encryption"] = p[1] // as given, as QEMU shows it
+			}
 			if p[0] == "compat" {
 				req.shown["compat"] = p[1] // v3 stays v3 in the Formatting line
 			}
@@ -189,6 +192,9 @@ func parseCreate(o *opts, req *createRequest) error {
 		if err := enumErrs[k]; err != nil && req.late == nil {
 			req.late = err
 		}
+	}
+	if req.given["encryption"] && req.given["encrypt.format"] && req.late == nil {
+		req.late = errors.New("'encrypt.format' and its alias 'encryption' can't be used at the same time")
 	}
 	if sizeArg && req.given["size"] {
 		return errors.New("The image size must be specified only once")

@@ -76,7 +76,7 @@ type qcow2Detail struct {
 	Bitmaps         []bitmapInfo `json:"bitmaps,omitempty"`
 	RefcountBits    int          `json:"refcount-bits"`
 	DataFile        *string      `json:"data-file,omitempty"` // the header extension's name
-	Encrypt         *luksInfo    `json:"encrypt,omitempty"`
+	Encrypt         encryptInfo  `json:"encrypt,omitempty"`
 	DataFileRaw     *bool        `json:"data-file-raw,omitempty"` // with the external data file bit
 	Corrupt         *bool        `json:"corrupt,omitempty"`
 	ExtendedL2      *bool        `json:"extended-l2,omitempty"`
@@ -156,7 +156,8 @@ func writeSpecificHuman(w io.Writer, d *qcow2Detail, indent string) {
 		fmt.Fprintf(w, "%sdata file: %s\n", indent, *d.DataFile)
 	}
 	if d.Encrypt != nil {
-		writeLUKSHuman(w, d.Encrypt, indent)
+		fmt.Fprintf(w, "%sencrypt:\n", indent)
+		d.Encrypt.writeFields(w, indent+"    ")
 	}
 	if d.DataFileRaw != nil {
 		fmt.Fprintf(w, "%sdata file raw: %t\n", indent, *d.DataFileRaw)
@@ -244,6 +245,8 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	inf.FormatSpecific = &formatSpecific{Type: "qcow2", Data: qcow2Specific(h)}
 	if lh := im.EncryptionHeader(); lh != nil {
 		inf.FormatSpecific.Data.Encrypt = newLUKSInfo(lh)
+	} else if im.LegacyAES() {
+		inf.FormatSpecific.Data.Encrypt = &aesInfo{Format: "aes"}
 	}
 	for _, b := range readBitmaps(im) {
 		bi := bitmapInfo{Flags: []string{}, Name: b.Name, Granularity: int64(1) << b.GranularityBits}

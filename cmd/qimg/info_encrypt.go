@@ -56,9 +56,20 @@ func newLUKSInfo(h *luks.Header) *luksInfo {
 	return inf
 }
 
-func writeLUKSHuman(w io.Writer, e *luksInfo, indent string) {
-	fmt.Fprintf(w, "%sencrypt:\n", indent)
-	writeLUKSFields(w, e, indent+"    ")
+// encryptInfo is qemu-img info's "encrypt" block of a qcow2 image.
+type encryptInfo interface {
+	writeFields(w io.Writer, indent string)
+}
+
+func (e *luksInfo) writeFields(w io.Writer, indent string) { writeLUKSFields(w, e, indent) }
+
+// aesInfo is the block of QEMU's legacy AES method: its name only.
+type aesInfo struct {
+	Format string `json:"format"`
+}
+
+func (e *aesInfo) writeFields(w io.Writer, indent string) {
+	fmt.Fprintf(w, "%sformat: %s\n", indent, e.Format)
 }
 
 // writeLUKSFields prints the fields of e at indent in: qcow2's encrypt

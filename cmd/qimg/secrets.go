@@ -89,6 +89,10 @@ func (o *opts) resolveEncrypt(e *qcow2.EncryptOptions) error {
 func encryptLine(req *createRequest) string {
 	var b strings.Builder
 	e := req.opts.Encrypt
+	if req.given["encryption"] {
+		// The legacy switch, first, as QEMU's option list has it.
+		fmt.Fprintf(&b, "encryption=%s ", req.show("encryption", ""))
+	}
 	for _, k := range qcow2.EncryptOptionNames {
 		if !req.given[k] {
 			continue
@@ -109,7 +113,7 @@ func encryptLine(req *createRequest) string {
 // QEMU refuses is refused here in its words.
 func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
 	e := &co.Encrypt
-	if e.Format == "" {
+	if e.Format == "" || e.Format == "aes" { // legacy AES: no header area, no key needed
 		return 0, nil
 	}
 	if e.KeySecret == "" {

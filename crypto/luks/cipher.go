@@ -52,6 +52,19 @@ func newCipher(spec cipherSpec, key []byte) (*Cipher, error) {
 	return c, nil
 }
 
+// NewSectorCipher is the sector cipher of a LUKS cipher_name and
+// cipher_mode (as "aes" and "cbc-plain64") under key, outside any LUKS
+// header: qcow2's legacy AES encryption (crypt_method 1) is "aes" in
+// "cbc-plain64" mode under a 16-byte key this way.
+func NewSectorCipher(name, mode string, key []byte) (*Cipher, error) {
+	h := &Header{CipherName: name, CipherMode: mode, HashSpec: "sha256", KeyBytes: uint32(len(key))}
+	spec, _, err := h.algs()
+	if err != nil {
+		return nil, err
+	}
+	return newCipher(spec, key)
+}
+
 // EncryptSectors encrypts buf in place; buf[0:512] is sector
 // firstSector, the next 512 bytes firstSector+1, and so on. The sector
 // number is the IV: for a raw LUKS volume the payload sector (guest

@@ -34,8 +34,11 @@ func encryptOptions(e *node, store *secret.Store, o *qcow2.Options) error {
 	if err != nil {
 		return err
 	}
-	if f != "luks" {
-		return fmt.Errorf("image spec: %s: encryption format %q is not supported (luks)", e.name("format"), f)
+	if f != "luks" && f != "aes" {
+		return fmt.Errorf("image spec: %s: encryption format %q is not supported (luks, aes)", e.name("format"), f)
+	}
+	if _, given := e.get("format"); given {
+		o.EncryptFormat = f // the header's must be the same (qcow2 checks)
 	}
 	id, err := e.str("key-secret", "")
 	if err != nil {

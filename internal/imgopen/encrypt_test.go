@@ -21,7 +21,7 @@ func TestImageOpts_Encrypt(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"driver=qcow2,encrypt.key-secret=sec1,file.filename=a",    // unknown secret
-		"driver=qcow2,encrypt.format=aes,file.filename=a",         // legacy AES
+		"driver=qcow2,encrypt.format=des,file.filename=a",         // no such method
 		"driver=qcow2,encrypt.key-secret=sec0,encrypt.x=1,file=a", // unknown encrypt option
 		"driver=qcow2,file.filename=a,bogus=1",                    // unknown option
 		"driver=throttle,file.filename=a",                         // not a plain image
