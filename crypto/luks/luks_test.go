@@ -270,3 +270,13 @@ func TestCreateRefusals(t *testing.T) {
 		}
 	}
 }
+
+// SlotKey on a header built by hand checks it first: stripes 0 divided
+// by zero in the merge (review of session 65).
+func TestSlotKey_ValidatesHandBuiltHeader(t *testing.T) {
+	h, area, _ := mustCreate(t, "abc", CreateOptions{})
+	h.Slots[0].Stripes = 0
+	if _, err := h.SlotKey(bytes.NewReader(area), 0, []byte("abc")); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("stripes 0: %v, want ErrCorrupt", err)
+	}
+}
