@@ -50,6 +50,9 @@ func (im *Image) allocWrite(goff format.GuestOff, v [][]byte, n int64) (done boo
 	cowed, err := im.writeWithCOW(&p, v, n)
 	if err == nil {
 		p.st.ready.Store(true)
+		if im.readyPause != nil {
+			im.readyPause()
+		}
 	}
 	return true, im.finishAlloc(&p, cowed, err)
 }

@@ -166,7 +166,12 @@ type Image struct {
 	idleWait time.Duration
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
-	c         counters
+	// readyPause, if set (tests), runs after allocations are ready for
+	// early writers and before they are sealed (Q10): it widens that
+	// window, which is otherwise a few instructions where nothing was
+	// ready earlier (COW, encrypted images).
+	readyPause func()
+	c          counters
 }
 
 var (

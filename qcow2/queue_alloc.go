@@ -378,6 +378,11 @@ func (q *Queue) allocLink(jobs []*qjob) {
 		if j.werr == nil && !xl2 { // xl2: never ready (xl2write.go)
 			j.p.st.ready.Store(true)
 		}
+	}
+	if im.readyPause != nil {
+		im.readyPause()
+	}
+	for _, j := range jobs {
 		j.early = j.p.st.seal()
 	}
 	var lost error

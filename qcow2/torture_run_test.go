@@ -405,6 +405,26 @@ func (r *trun) delay(o holddev.Op) time.Duration {
 	return time.Duration(r.rng.IntN(200)) * time.Microsecond
 }
 
+// readyPause sometimes holds allocations in their ready window (Q10)
+// during concurrent phases, up to 200 µs, so writers into the cluster go
+// early also where it becomes ready only once its COW is written
+// (encrypted images, COW from a backing file or an old cluster): a
+// window of a few instructions otherwise.
+func (r *trun) readyPause() {
+	if !r.jitter.Load() {
+		return
+	}
+	r.rngMu.Lock()
+	d := 0
+	if r.rng.IntN(4) == 0 {
+		d = r.rng.IntN(200)
+	}
+	r.rngMu.Unlock()
+	if d > 0 {
+		time.Sleep(time.Duration(d) * time.Microsecond)
+	}
+}
+
 func (r *trun) opener(p string, ro bool) (block.Device, error) {
 	uo := uring.Options{ReadOnly: ro, Direct: r.cfg.backend != "ub", NoMerge: r.cfg.backend == "unm"}
 	f, err := uring.Open(p, uo)
@@ -436,6 +456,7 @@ func (r *trun) open(o Options) {
 	if err != nil {
 		r.fatalf("open: %v", err)
 	}
+	r.im.readyPause = r.readyPause
 	r.o = o
 }
 
