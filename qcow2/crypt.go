@@ -111,12 +111,9 @@ func (im *Image) openCrypt(lim *fileLimit) error {
 // first 16 bytes (zero-padded), IV = the sector's guest offset / 512
 // (QEMU sets crypt_physical_offset for every method but this one). No
 // header holds a digest, so any passphrase opens the image: a wrong one
-// reads garbage, as in QEMU. An external data file is refused (its
-// offsets are not the guest's).
+// reads garbage, as in QEMU. With an external data file the two
+// numberings agree: its clusters sit at their guest offsets (DF1).
 func (im *Image) openLegacyAES() error {
-	if im.hdr.IncompatibleFeatures&format.IncompatDataFile != 0 {
-		return unsupportedf("crypt_method", uint64(im.hdr.CryptMethod), "legacy AES encryption with an external data file")
-	}
 	if im.opts.Passphrase == nil && !im.opts.NoKey {
 		return ErrNoKey
 	}

@@ -131,11 +131,12 @@ func (o *CreateOptions) normalizeEncrypt() error {
 	switch {
 	case e.Passphrase == nil:
 		return fmt.Errorf("Parameter 'encrypt.key-secret' is required for cipher")
-	case e.Format == "aes" && o.DataFile != "":
-		return fmt.Errorf("%w: legacy AES encryption with an external data file", ErrUnsupported)
 	case e.Format == "aes":
 		if o.Preallocation != PreallocOff && o.Preallocation != "" {
 			return fmt.Errorf("%w: preallocation=%s with encryption (preallocated clusters would not hold encrypted zeros)", ErrUnsupported, o.Preallocation)
+		}
+		if o.DataFileRaw {
+			return errDataFileRawCrypt
 		}
 		return nil
 	case o.Compat == "0.10":
@@ -145,14 +146,18 @@ func (o *CreateOptions) normalizeEncrypt() error {
 		// which read back through the cipher as garbage.
 		return fmt.Errorf("%w: preallocation=%s with encryption (preallocated clusters would not hold encrypted zeros)", ErrUnsupported, o.Preallocation)
 	case o.DataFileRaw:
-		// The data file's bytes are the disk's, every cluster linked
-		// over its zeros: as with preallocation (QEMU 7.2 creates it).
-		return fmt.Errorf("%w: data_file_raw with encryption (the raw data file's clusters would not hold encrypted zeros)", ErrUnsupported)
+		return errDataFileRawCrypt
 	}
 	// The cipher settings, refused in QEMU's words (crypto/luks's).
 	_, err := e.LUKSAreaBytes()
 	return err
 }
+
+// errDataFileRawCrypt refuses data_file_raw on an encrypted image: the
+// data file's bytes are the disk's, every cluster linked over its zeros,
+// which read back through the cipher as garbage, as with preallocation
+// (QEMU 7.2 creates it).
+var errDataFileRawCrypt = fmt.Errorf("%w: data_file_raw with encryption (the raw data file's clusters would not hold encrypted zeros)", ErrUnsupported)
 
 // luksOptions maps the options to crypto/luks's.
 func (e *EncryptOptions) luksOptions() luks.CreateOptions {

@@ -197,7 +197,8 @@ func (im *Image) dfWritev(host format.HostOff, v [][]byte) error {
 		return err
 	}
 	if im.crypt != nil {
-		// Legacy AES refuses data files: host sectors are the IVs here.
+		// A data file's clusters sit at their guest offsets (DF1):
+		// host and guest sectors are one, whichever the method's IV.
 		return im.writeEncryptedTo(d, host, format.GuestOff(host), v)
 	}
 	return d.Writev(int64(host), v)

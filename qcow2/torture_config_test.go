@@ -206,8 +206,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("preallocation=metadata with a backing file")
 	case c.luks && (c.v2 || c.meta):
 		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
-	case c.aes && (c.luks || c.meta || c.df):
-		return fmt.Errorf("legacy AES: one method, no preallocation, no data file")
+	case c.aes && (c.luks || c.meta):
+		return fmt.Errorf("legacy AES: one method, no preallocation")
 	case c.v2 && c.comp == "zstd":
 		return fmt.Errorf("compression_type=zstd needs compat 1.1")
 	case c.encrypted() && c.comp != "":
@@ -242,7 +242,7 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	}
 	// Encrypted: Create refuses data_file_raw (QEMU links every cluster
 	// over the data file's plain zeros); setup sets the bit afterwards.
-	co.DataFileRaw = c.dfRaw && !c.luks
+	co.DataFileRaw = c.dfRaw && !c.encrypted()
 	return co
 }
 
@@ -336,11 +336,13 @@ var tortureMatrix = []string{
 	"c16k-r16-v3-xl2-back-df-hold", // subclusters in a data file (datafile_xl2.go)
 	"c64k-r16-v3-xl2-df-mem",
 	"c64k-r16-v3-xl2-back-luks-df-mem", // encrypted subcluster COW into a data file
+	"c16k-r16-v3-back-aes-df-hold",     // legacy AES in a data file: IV = guest sector = data file sector
 	// data_file_raw: zeroing and discards also reach the data file (DF5), whole
 	// (sub)clusters only where it holds ciphertext.
 	"c64k-r16-v3-dfr-hold",
 	"c4k-r16-v3-luks-dfr-mem",
 	"c16k-r16-v3-xl2-luks-dfr-hold",
+	"c64k-r16-v3-aes-dfr-mem", // legacy AES, data_file_raw set after Create (setup)
 	"c64k-r16-v3-xl2-q-dfr-ud",
 }
 

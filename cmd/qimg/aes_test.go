@@ -22,19 +22,30 @@ func TestLegacyAES_LikeQemu(t *testing.T) {
 	d := testkit.Dir(t) // checked here with the key (workDir's checks have none)
 	q := filepath.Join(d, "q.qcow2")
 	o := filepath.Join(d, "o.qcow2")
-	for _, c := range []struct{ path, opts string }{{q, "encrypt.format=aes,encrypt.key-secret=s"}, {o, "encryption=on,encrypt.key-secret=s,compat=0.10"}} {
+	// With an external data file too (refused before): its clusters sit
+	// at their guest offsets, so the IVs are the data file's sectors.
+	qd, od := filepath.Join(d, "qd.qcow2"), filepath.Join(d, "od.qcow2")
+	for _, c := range []struct{ path, opts string }{
+		{q, "encrypt.format=aes,encrypt.key-secret=s"},
+		{o, "encryption=on,encrypt.key-secret=s,compat=0.10"},
+		{qd, "encrypt.format=aes,encrypt.key-secret=s,data_file=" + filepath.Join(d, "qd.raw")},
+		{od, "encrypt.format=aes,encrypt.key-secret=s,data_file=" + filepath.Join(d, "od.raw")},
+	} {
 		args := []string{"create", "-f", "qcow2", "--object", aesSecret, "-o", c.opts, c.path, "4M"}
-		var out string
-		if c.path == q {
-			out = testkit.MustRun(t, "qemu-img", args...)
-		} else {
-			out = mustQ(t, args...)
-			if want := testkit.MustRun(t, "qemu-img", append(args[:len(args)-2:len(args)-2], filepath.Join(d, "x.qcow2"), "4M")...); strings.ReplaceAll(want, "x.qcow2", "o.qcow2") != out {
-				t.Errorf("create: qimg said\n%sqemu-img\n%s", out, want)
-			}
+		if c.path == q || c.path == qd {
+			testkit.MustRun(t, "qemu-img", args...)
+			continue
+		}
+		out := mustQ(t, args...)
+		base := strings.TrimSuffix(filepath.Base(c.path), ".qcow2")
+		args[len(args)-2] = filepath.Join(d, "x.qcow2")
+		args[len(args)-3] = strings.ReplaceAll(c.opts, base+".raw", "x.raw")
+		want := strings.NewReplacer("x.qcow2", base+".qcow2", "x.raw", base+".raw").Replace(testkit.MustRun(t, "qemu-img", args...))
+		if want != out {
+			t.Errorf("create: qimg said\n%sqemu-img\n%s", out, want)
 		}
 	}
-	for _, p := range []string{q, o} {
+	for _, p := range []string{q, o, qd, od} {
 		for _, f := range []string{"human", "json"} {
 			if ours, theirs := qimgAndQemu(t, "info", "--output="+f, p); ours != theirs {
 				t.Errorf("info --output=%s:\nqimg: %sqemu: %s", f, ours, theirs)
@@ -48,7 +59,9 @@ func TestLegacyAES_LikeQemu(t *testing.T) {
 			"-c", "read -P 0xc3 65000 2000", "-c", "read -P 0x5a 67000 4000", "-c", "read -P 0x77 2M 300000", "-c", "read -P 0 0 1000")
 		testkit.MustRun(t, "qemu-img", "check", "-q", "--object", aesSecret, "--image-opts", aesSpec(p))
 	}
-	testkit.MustRun(t, "qemu-img", "compare", "--object", aesSecret, "--image-opts", aesSpec(q), aesSpec(o))
+	for _, p := range []string{o, qd, od} {
+		testkit.MustRun(t, "qemu-img", "compare", "--object", aesSecret, "--image-opts", aesSpec(q), aesSpec(p))
+	}
 	// Without the key: info only, as qemu-img.
 	_, oerr, ocode := runQ(t, "check", q)
 	_, qerr, qcode := testkit.Run(t, "qemu-img", "check", q)
