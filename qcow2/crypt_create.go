@@ -112,7 +112,7 @@ func (o *CreateOptions) normalizeEncrypt() error {
 	e := &o.Encrypt
 	if e.Format == "" {
 		if e.KeySecret != "" || e.Passphrase != nil || e.CipherAlg != "" || e.CipherMode != "" || e.HashAlg != "" || e.IVGenAlg != "" || e.IVGenHashAlg != "" || e.IterTime != 0 {
-			return fmt.Errorf("encrypt.* options need encrypt.format=luks")
+			return fmt.Errorf("Parameter 'encrypt.format' is missing") // QEMU's words
 		}
 		return nil
 	}

@@ -108,7 +108,12 @@ func TestLegacyAES_LikeQemu(t *testing.T) {
 	}
 	// What QEMU refuses, in its words.
 	for _, opts := range []string{"encrypt.format=aes,encrypt.key-secret=s,encrypt.cipher-alg=aes-128", "encryption=on",
-		"encryption=on,encrypt.format=luks,encrypt.key-secret=s"} {
+		"encryption=on,encrypt.format=luks,encrypt.key-secret=s",
+		// encryption's other spellings of a boolean are format names to
+		// QEMU; off is dropped, the last value counts; the alias is
+		// refused before any value is checked.
+		"encryption=yes", "encryption=no,encrypt.key-secret=s", "encryption=yes,cluster_size=1k,preallocation=foo",
+		"encryption=on,encrypt.format=luks,preallocation=foo", "encryption=on,encryption=off", "encrypt.key-secret=s"} {
 		n := filepath.Join(d, "n.qcow2")
 		args := []string{"create", "-f", "qcow2", "--object", aesSecret, "-o", opts, n, "1M"}
 		oout, oerr, ocode := runQ(t, args...)

@@ -188,13 +188,24 @@ func parseCreate(o *opts, req *createRequest) error {
 			}
 		}
 	}
+	// QEMU drops encryption=off, turns "on" into the AES format and
+	// renames the option to encrypt.format (refused beside it, before
+	// any value is checked), its other spellings of a boolean (yes,
+	// true, n...) kept as format names.
+	if enc := req.shown["encryption"]; req.given["encryption"] && enc != "off" {
+		switch {
+		case req.given["encrypt.format"]:
+			req.late = errors.New("'encrypt.format' and its alias 'encryption' can't be used at the same time")
+		case enc != "on":
+			enumErrs["encrypt.format"] = fmt.Errorf("Parameter 'format' does not accept value '%s'", enc)
+		}
+	} else if req.given["encryption"] && !req.given["encrypt.format"] {
+		req.opts.Encrypt.Format = "" // encryption=on,encryption=off: the last one
+	}
 	for _, k := range lateEnumOrder {
 		if err := enumErrs[k]; err != nil && req.late == nil {
 			req.late = err
 		}
-	}
-	if req.given["encryption"] && req.given["encrypt.format"] && req.late == nil {
-		req.late = errors.New("'encrypt.format' and its alias 'encryption' can't be used at the same time")
 	}
 	if sizeArg && req.given["size"] {
 		return errors.New("The image size must be specified only once")
