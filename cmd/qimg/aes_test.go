@@ -51,6 +51,13 @@ func TestLegacyAES_LikeQemu(t *testing.T) {
 				t.Errorf("info --output=%s:\nqimg: %sqemu: %s", f, ours, theirs)
 			}
 		}
+		// With the key: QEMU names the image by the JSON of its strong
+		// options (encrypt.key-secret), the others left out.
+		for _, spec := range []string{aesSpec(p), aesSpec(p) + ",file.locking=off,l2-cache-size=1M,cache.no-flush=on"} {
+			if ours, theirs := qimgAndQemu(t, "info", "--output=json", "--object", aesSecret, "--image-opts", spec); ours != theirs {
+				t.Errorf("info --image-opts %s:\nqimg: %sqemu: %s", spec, ours, theirs)
+			}
+		}
 		// Unaligned writes by each, read back by the other.
 		testkit.MustRun(t, "qemu-io", "--object", aesSecret, "--image-opts", aesSpec(p), "-c", "write -P 0x5a 1000 70000", "-c", "write -P 0x11 3M 4096")
 		mustQ(t, "io", "--object", aesSecret, "--image-opts", aesSpec(p), "-c", "read -P 0x5a 1000 70000", "-c", "read -P 0x11 3M 4096",

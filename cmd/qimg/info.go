@@ -473,6 +473,9 @@ func (e *env) infoOf(s imgopen.Spec, metrics bool) (*imageInfo, int) {
 	if err != nil {
 		return nil, e.errorf(1, "%s: %v", s.Path, err)
 	}
+	if s.QemuName != "" {
+		inf.Filename = s.QemuName
+	}
 	if metrics && img.Image != nil {
 		var b strings.Builder
 		writeMetrics(&b, img.Image)

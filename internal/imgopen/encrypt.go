@@ -188,6 +188,9 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 			if err := encryptOptions(newNode(m, "encrypt"), def.Secrets, &s.Opts); err != nil {
 				return s, err
 			}
+			if _, ok := m["key-secret"]; ok {
+				s.QemuName = qemuJSONName(root)
+			}
 		}
 	}
 	return s, n.done()

@@ -25,7 +25,12 @@ type Spec struct {
 	Path string
 	// Name is what messages call the image when it is not Path: the
 	// --image-opts argument that ImageOpts turned into a json: Path.
-	Name     string
+	Name string
+	// QemuName, if set, is what qemu-img info calls an --image-opts
+	// image whose strong options (a qcow2 image's encrypt.key-secret)
+	// make QEMU name it by the JSON of its options (qemuname.go), not
+	// by its file (Path).
+	QemuName string
 	Format   string // "qcow2", "raw", "vpc" (vhd.go), "vmdk" (vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
