@@ -140,6 +140,19 @@ func (w writeThrough) Writev(off int64, bufs [][]byte) error {
 	return w.Device.Flush()
 }
 
+// Discard passes through, not flushed (as QEMU's).
+func (w writeThrough) Discard(off, n int64) error {
+	d, ok := w.Device.(block.Discarder)
+	if !ok {
+		return block.ErrNotSupported
+	}
+	return d.Discard(off, n)
+}
+
+// Unwrap is the device in writethrough mode (imgopen.CORImage looks
+// through it).
+func (w writeThrough) Unwrap() block.Device { return w.Device }
+
 func (w writeThrough) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := w.Device.WriteZeroes(off, n, flags); err != nil {
 		return err

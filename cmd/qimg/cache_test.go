@@ -168,3 +168,35 @@ func TestCache_WritethroughFlushesEachWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestIO_WritethroughByDefault: qemu-io's default cache mode is
+// writethrough (each write flushed before it is reported: qemu-io.c's
+// writethrough = true); -n, -t none and -t writeback turn it off. qimg io
+// wrote back by default, flushing once at the end. Compressed writes,
+// which go around the device, flush once per command.
+func TestIO_WritethroughByDefault(t *testing.T) {
+	dir := workDir(t)
+	img := filepath.Join(dir, "a.qcow2")
+	cmds := []string{"-c", "write -P 4 0 4k", "-c", "write -P 5 8k 4k", "-c", "write -z 64k 4k", "-c", "write -c 1M 64k", "-c", "write -c 2M 64k"}
+	for _, c := range []struct {
+		flags   []string
+		through bool
+	}{{nil, true}, {[]string{"-n"}, false}, {[]string{"-t", "writeback"}, false}, {[]string{"-t", "none"}, false}, {[]string{"-t", "directsync"}, true}} {
+		mustQ(t, "create", "-q", img, "4M") // fresh: compressed writes need unallocated clusters
+		got := countFlushes(t)
+		mustQ(t, append(append(append([]string{"io"}, c.flags...), cmds...), img)...)
+		if len(*got) != 1 {
+			t.Fatalf("%q: %d devices, want 1", c.flags, len(*got))
+		}
+		n := (*got)[0]
+		if n.writes < 3 {
+			t.Fatalf("%q: only %d writes: the case shows nothing", c.flags, n.writes)
+		}
+		switch {
+		case c.through && (n.unsync != 0 || n.flushes < n.writes+2):
+			t.Errorf("%q: %d flushes for %d writes and 2 compressed ones (%d left unflushed), want each flushed", c.flags, n.flushes, n.writes, n.unsync)
+		case !c.through && n.flushes > 1:
+			t.Errorf("%q: %d flushes for %d writes, want at most 1 (at the end)", c.flags, n.flushes, n.writes)
+		}
+	}
+}

@@ -27,45 +27,25 @@ func runIO(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
-	if len(o.args) != 1 {
-		return e.usageErr(fmt.Errorf("expected exactly one image file"))
+	if len(o.args) > 1 {
+		return e.usageErr(fmt.Errorf("expected at most one image file"))
 	}
-	// -d: qemu-io unmaps by default; ignore (off) makes discard a
-	// no-op (write -z -u still unmaps, as qemu-io 7.2's).
-	noUnmap := false
-	switch d := o.get("d", "unmap"); d {
-	case "ignore", "off":
-		noUnmap = true
-	case "unmap", "on":
-	default:
-		return e.errorf(1, "Invalid discard option: %s", d)
-	}
-	aio := o.get("i", "")
-	if o.has("k") {
-		aio = "native" // qemu-io's -k
-	}
-	switch aio {
-	case "", "threads", "native", "io_uring", "io_uring-nomerge":
-	default:
-		return e.errorf(1, "Invalid aio option: %s", aio)
-	}
-	cache := o.get("t", o.get("cache", "writeback"))
-	mode, ok := cacheModes[cache]
-	if !ok {
-		return e.errorf(1, "%v", &CacheError{Mode: cache})
-	}
-	cache = mode.imgopen()
-	if o.has("n") || o.has("nocache") {
-		cache = "none"
-	}
-	s := imgopen.Spec{Path: o.args[0], Format: o.get("f", o.get("format", "")), Cache: cache,
-		AIO: aio, ReadOnly: o.has("r") || o.has("read-only"), Opts: eo, WrapFile: mode.wrapFile()}
-	img, err := openIOImage(o, s)
+	st, err := o.secrets()
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
-	sess := &ioSession{Opened: img, out: e.stdout, path: s.Path, noUnmap: noUnmap}
+	sess := &ioSession{out: e.stdout, secrets: st, imageOpts: o.has("image-opts")}
+	if len(o.args) == 1 {
+		req, err := ioOpenFlags(o, func(k, long string) bool { return o.has(k) || long != "" && o.has(long) })
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		req.path, req.format, req.eo = o.args[0], o.get("f", o.get("format", "")), eo
+		req.spec = sess.imageOpts || imgopen.IsSpec(req.path)
+		if err := sess.open(req); err != nil {
+			return e.errorf(1, "%v", err)
+		}
+	}
 	code := 0
 	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
 		if sess.quit {
@@ -78,13 +58,84 @@ func runIO(e *env, args []string) int {
 			}
 		}
 	}
-	if err := img.Dev.Flush(); err != nil {
-		code = e.errorf(1, "flush: %v", err)
-	}
-	if err := img.Close(); err != nil {
-		code = e.errorf(1, "close: %v", err)
+	if sess.Opened != nil {
+		if err := sess.Dev.Flush(); err != nil {
+			code = e.errorf(1, "flush: %v", err)
+		}
+		if err := sess.Close(); err != nil {
+			code = e.errorf(1, "close: %v", err)
+		}
 	}
 	return code
+}
+
+// ioOpenReq is how qemu-io opens an image: from its command line, or
+// with its open command.
+type ioOpenReq struct {
+	path                           string // a file, or a spec (spec: --image-opts or json:)
+	spec                           bool
+	format                         string // -f (the command line's only)
+	cache                          string // a cacheModes name
+	nocache                        bool   // -n
+	aio                            string
+	noUnmap                        bool // -d ignore: discard does nothing (QEMU's open without BDRV_O_UNMAP)
+	readOnly, snapshot, copyOnRead bool
+	eo                             qcow2.Options // the engine's options, ForceShare (-U) among them
+}
+
+// ioOpenFlags reads the options the command line and open share: -d,
+// -i/-k, -t/-n, -r, -s, -C; has(short, long) tells whether one is given.
+func ioOpenFlags(o *opts, has func(short, long string) bool) (ioOpenReq, error) {
+	var r ioOpenReq
+	// -d: qemu-io unmaps by default; ignore (off) makes discard a
+	// no-op (write -z -u still unmaps, as qemu-io 7.2's).
+	switch d := o.get("d", "unmap"); d {
+	case "ignore", "off":
+		r.noUnmap = true
+	case "unmap", "on":
+	default:
+		return r, fmt.Errorf("Invalid discard option: %s", d)
+	}
+	r.aio = o.get("i", "")
+	if o.has("k") {
+		r.aio = "native" // qemu-io's -k
+	}
+	switch r.aio {
+	case "", "threads", "native", "io_uring", "io_uring-nomerge":
+	default:
+		return r, fmt.Errorf("Invalid aio option: %s", r.aio)
+	}
+	// qemu-io's default is writethrough: each write is flushed before
+	// it is reported (-n, -t none or writeback turn it off).
+	r.nocache = has("n", "nocache")
+	def := "writethrough"
+	if r.nocache {
+		def = "none"
+	}
+	r.cache = o.get("t", o.get("cache", def))
+	if _, ok := cacheModes[r.cache]; !ok {
+		return r, &CacheError{Mode: r.cache}
+	}
+	r.readOnly, r.snapshot, r.copyOnRead = has("r", "read-only"), has("s", "snapshot"), has("C", "copy-on-read")
+	return r, nil
+}
+
+// open opens the session's image as req says.
+func (s *ioSession) open(req ioOpenReq) error {
+	mode := cacheModes[req.cache]
+	cache := mode.imgopen()
+	if req.nocache {
+		cache = "none"
+	}
+	sp := imgopen.Spec{Path: req.path, Format: req.format, Cache: cache, AIO: req.aio, ReadOnly: req.readOnly,
+		Opts: req.eo, WrapFile: mode.wrapFile(), Secrets: s.secrets}
+	img, err := openIOImage(req, sp)
+	if err != nil {
+		return err
+	}
+	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
+	s.Opened, s.path, s.noUnmap, s.writethrough = img, req.path, req.noUnmap, mode.writethrough
+	return nil
 }
 
 // openIOImage opens the image qemu-io's way: s, or the driver stack
@@ -92,43 +143,38 @@ func runIO(e *env, args []string) int {
 // (imgopen.OpenTemp: the image itself opened read-only, never written);
 // with -C copying what reads take from the backing chain into the image
 // (imgopen.Opened.CopyOnRead; refused read-only).
-func openIOImage(o *opts, s imgopen.Spec) (*imgopen.Opened, error) {
-	overlay := o.has("s") || o.has("snapshot")
+func openIOImage(req ioOpenReq, s imgopen.Spec) (*imgopen.Opened, error) {
 	ov := s // the overlay's own options
-	if overlay {
+	if req.snapshot {
 		s.ReadOnly = true
 	}
 	var img *imgopen.Opened
 	var err error
-	spec := o.has("image-opts") || imgopen.IsSpec(s.Path)
-	if spec {
+	if req.spec {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
 		// the formats, so -f does not apply, nor do the -o engine options;
 		// -U does (its host files' locks).
-		var st *secret.Store
-		if st, err = o.secrets(); err == nil {
-			img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: st,
-				Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
-			if err != nil {
-				err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
-			}
+		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: s.Secrets,
+			Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
+		if err != nil {
+			err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
 		}
-	} else if s.Secrets, err = o.secrets(); err == nil {
+	} else {
 		img, err = openImage(s) // the secrets for its json: backing files' keys
 	}
 	if err != nil {
 		return nil, err
 	}
-	if overlay {
+	if req.snapshot {
 		base := "" // a stack stays open under the overlay
-		if !spec {
+		if !req.spec {
 			base, _ = protocol.Path(s.Path, false) // as openImage opened it
 		}
 		if img, err = imgopen.OpenTemp(ov, img, base); err != nil {
 			return nil, &OpenError{Path: s.Path, Err: err}
 		}
 	}
-	if o.has("C") || o.has("copy-on-read") {
+	if req.copyOnRead {
 		if err := img.CopyOnRead(ov.ReadOnly); err != nil {
 			img.Close()
 			return nil, &OpenError{Path: s.Path, Err: err}
@@ -137,15 +183,23 @@ func openIOImage(o *opts, s imgopen.Spec) (*imgopen.Opened, error) {
 	return img, nil
 }
 
-// ioSession runs qemu-io commands on one open image.
+// ioSession runs qemu-io commands on one open image (or none, until
+// open opens one: io_open.go).
 type ioSession struct {
 	*imgopen.Opened
 	out  io.Writer
 	path string // the image as named (a VMDK's info names its extents by it)
 	quit bool   // quit ran: the commands after it do not
+	// secrets are the command line's --object secrets; imageOpts its
+	// --image-opts (open's argument is an option string then).
+	secrets   *secret.Store
+	imageOpts bool
 	// noUnmap is -d ignore: discard does nothing (QEMU's open without
 	// BDRV_O_UNMAP).
 	noUnmap bool
+	// writethrough: Dev flushes each write (withCache); the writes
+	// that bypass it flush themselves.
+	writethrough bool
 }
 
 // exec runs one qemu-io command line. The returned error is the one line
@@ -163,6 +217,9 @@ func (s *ioSession) exec(line string) error {
 	c, ok := ioCmds[name]
 	if !ok {
 		return &notFoundError{name: typed}
+	}
+	if s.Opened == nil && !ioGlobal[name] {
+		return errNoFile
 	}
 	// qemu-io counts the options among the arguments.
 	if len(args) < c.min || (c.max >= 0 && len(args) > c.max) {
@@ -459,6 +516,9 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 			}
 			return err
 		}
+	}
+	if s.writethrough {
+		return s.Dev.Flush() // one request to qemu-io's block backend
 	}
 	return nil
 }

@@ -25,12 +25,14 @@ var ioHelp = []string{
 	"aio_read [-Ciqv] [-P pattern] off len [len..] -- asynchronously reads a number of bytes",
 	"aio_write [-Cfiquz] [-P pattern] off len [len..] -- asynchronously writes a number of bytes",
 	"alloc offset [count] -- checks if offset is allocated in the file",
+	"close -- close the current open file",
 	"discard [-Cq] off len -- discards a number of bytes at a specified offset",
 	"flush -- flush all in-core file state to disk",
 	"help [command] -- help for one or all commands",
 	"info -- prints information about the current file",
 	"length -- gets the length of the current file",
 	"map  -- prints the allocated areas of a file",
+	"open [-rsCnkU] [-t cache] [-d discard] [-o options] [path] -- open the file specified by path",
 	"quit -- exit the program",
 	"read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a number of bytes at a specified offset",
 	"readv [-Cqv] [-P pattern] off len [len..] -- reads a number of bytes at a specified offset",
@@ -44,8 +46,8 @@ var ioCmds map[string]ioCmd
 
 // ioAliases are qemu-io's one-letter names (its altname) of the commands
 // qimg io runs.
-var ioAliases = map[string]string{"a": "alloc", "d": "discard", "f": "flush", "i": "info", "l": "length",
-	"q": "quit", "r": "read", "t": "truncate", "w": "write", "?": "help"}
+var ioAliases = map[string]string{"a": "alloc", "c": "close", "d": "discard", "f": "flush", "i": "info", "l": "length",
+	"o": "open", "q": "quit", "r": "read", "t": "truncate", "w": "write", "?": "help"}
 
 func init() {
 	ioCmds = map[string]ioCmd{
@@ -67,6 +69,8 @@ func init() {
 		"truncate":  {(*ioSession).truncate, 1, 3},
 		"sleep":     {(*ioSession).sleep, 1, 1},
 		"help":      {(*ioSession).help, 0, 1},
+		"open":      {(*ioSession).openCmd, 1, -1},
+		"close":     {(*ioSession).closeCmd, 0, 0},
 		// qemu-io quits whatever follows the word.
 		"quit": {func(s *ioSession, _ []string) error { s.quit = true; return nil }, 0, -1},
 	}
@@ -382,6 +386,7 @@ func (s *ioSession) help(args []string) error {
 		for _, l := range ioHelp {
 			fmt.Fprintln(s.out, l)
 		}
+		fmt.Fprint(s.out, "\nUse 'help commandname' for extended help.\n")
 		return nil
 	}
 	name := args[0]

@@ -132,11 +132,14 @@ func reportIOError(e *env, stdout io.Writer, err error) {
 	var ce *cmdError
 	var ac stderrError
 	var ue *ioUsageError
+	var rep *ioReport
 	switch {
 	case errors.As(err, &nf):
 		fmt.Fprintln(e.stderr, nf.Error())
 	case errors.As(err, &ac):
 		fmt.Fprintln(e.stderr, string(ac))
+	case errors.As(err, &rep):
+		e.errorf(1, "%s", rep.msg)
 	case errors.As(err, &ue) && errors.As(err, &ce):
 		if o := ue.opt; o != nil && o.missing {
 			fmt.Fprintf(e.stderr, "%s: option requires an argument -- '%c'\n", ce.typed, o.c)

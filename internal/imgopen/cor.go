@@ -111,6 +111,13 @@ func (a allocatedVMDK) Allocated(off, n int64) (bool, int64, error) {
 // sees through the filter for the image's allocation (qemu-io's map) and
 // cluster size (its info).
 func CORImage(dev block.Device) *qcow2.Image {
+	for {
+		u, ok := dev.(interface{ Unwrap() block.Device })
+		if _, cor := dev.(*filter.CopyOnRead); cor || !ok {
+			break
+		}
+		dev = u.Unwrap() // a cache mode's wrapper (qimg io's writethrough)
+	}
 	c, ok := dev.(*filter.CopyOnRead)
 	if !ok {
 		return nil

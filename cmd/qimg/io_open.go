@@ -1,0 +1,123 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
+)
+
+// qemu-io's open and close: a session may start without an image
+// (qemu-io -c 'open ...') and change it. Commands other than help, quit,
+// sleep and open need one ("no file open, try 'help open'").
+
+// ioGlobal are the commands that run without an open image (qemu-io's
+// CMD_FLAG_GLOBAL).
+var ioGlobal = map[string]bool{"help": true, "quit": true, "sleep": true, "open": true}
+
+// errNoFile is a command that needs an image run without one.
+var errNoFile = stderrError("no file open, try 'help open'")
+
+// ioReport is an error qemu-io reports with error_report ("qemu-io:
+// MSG" on stderr; qimg's "qimg: io: MSG").
+type ioReport struct{ msg string }
+
+func (e *ioReport) Error() string { return e.msg }
+
+// openCmd is qemu-io's open [-rsCnkU] [-i aio] [-t cache] [-d discard]
+// [-o options] [path]: the options of the command line (not its -f or
+// -U: its own), -o the image's options as --image-opts takes them (or,
+// with the command line's --image-opts, the argument itself).
+func (s *ioSession) openCmd(args []string) error {
+	o, err := ioOpts(args, "snCro:kt:d:Ui:")
+	if err != nil {
+		return err
+	}
+	req, err := ioOpenFlags(o, func(k, _ string) bool { return o.has(k) })
+	if err != nil {
+		return &ioReport{err.Error()}
+	}
+	optStr, hasOpts := o.get("o", ""), o.has("o")
+	if hasOpts && s.imageOpts {
+		fmt.Fprintln(s.out, "--image-opts and 'open -o' are mutually exclusive")
+		return errReported
+	}
+	rest := o.args
+	if s.imageOpts && len(rest) == 1 {
+		optStr, hasOpts, rest = rest[0], true, nil
+	}
+	if len(rest) > 1 {
+		return &ioUsageError{}
+	}
+	if s.Opened != nil {
+		return &ioReport{"file open already, try 'help close'"}
+	}
+	name := ""
+	if len(rest) == 1 {
+		name = rest[0]
+	}
+	req.path = name
+	if hasOpts {
+		// QEMU opens the file name under these options: the spec's
+		// file.filename.
+		spec := optStr
+		if name != "" {
+			if specHasFile(optStr) {
+				return openFailed(name, errors.New("Can't specify 'file' and 'filename' options at the same time"))
+			}
+			if spec != "" {
+				spec += ","
+			}
+			spec += "file.filename=" + strings.ReplaceAll(name, ",", ",,")
+		}
+		req.path, req.spec = spec, true
+	} else if name == "" {
+		return openFailed("", errors.New(`A block device must be specified for "file"`))
+	} else {
+		req.spec = s.imageOpts || imgopen.IsSpec(name)
+	}
+	req.eo = qcow2.Options{ForceShare: o.has("U")}
+	if err := s.open(req); err != nil {
+		return openFailed(name, err)
+	}
+	return nil
+}
+
+// openFailed is open's failure in qemu-io's words: "can't open device
+// NAME: MSG" ("can't open: MSG" without a name).
+func openFailed(name string, err error) error {
+	var oe *OpenError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	msg := qcow2.QemuText(err)
+	if name == "" {
+		return &ioReport{"can't open: " + msg}
+	}
+	return &ioReport{"can't open device " + name + ": " + msg}
+}
+
+// specHasFile reports whether an option string names the file node
+// (file=..., file.KEY=...).
+func specHasFile(spec string) bool {
+	for _, kv := range strings.Split(strings.ReplaceAll(spec, ",,", "\x00"), ",") {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "file" || strings.HasPrefix(k, "file.") {
+			return true
+		}
+	}
+	return false
+}
+
+// closeCmd is qemu-io's close: the image flushed and closed.
+func (s *ioSession) closeCmd([]string) error {
+	img := s.Opened
+	s.Opened = nil
+	if err := img.Dev.Flush(); err != nil {
+		img.Close()
+		return err
+	}
+	return img.Close()
+}
