@@ -43,7 +43,11 @@ func runIO(e *env, args []string) int {
 		req.path, req.format, req.eo = o.args[0], o.get("f", o.get("format", "")), eo
 		req.spec = sess.imageOpts || imgopen.IsSpec(req.path)
 		if err := sess.open(req); err != nil {
-			return e.errorf(1, "%v", err)
+			name := req.path // --image-opts: none (qemu-io opens a NULL name with options)
+			if sess.imageOpts {
+				name = ""
+			}
+			return e.errorf(1, "%v", openFailed(name, err)) // qemu-io's words
 		}
 	}
 	code := 0
@@ -156,6 +160,12 @@ func openIOImage(req ioOpenReq, s imgopen.Spec) (*imgopen.Opened, error) {
 		// -U does (its host files' locks).
 		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: s.Secrets,
 			Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			if oe := hostOpenError(pe.Path, err); oe != nil {
+				err = oe // a file of the spec: the file driver's words
+			}
+		}
 		if err != nil {
 			err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
 		}

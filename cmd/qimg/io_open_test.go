@@ -50,6 +50,11 @@ func TestIOOpen_LikeQemu(t *testing.T) {
 		{"-c", "open -C {d}/p.qcow2", "-c", "info"},
 		{"-c", "open -o driver=qcow2 {d}/p.qcow2", "-c", "write -P 3 0 4k", "-c", "close", "-c", "open {d}/p.qcow2", "-c", "read -P 3 0 4k"},
 		{"-c", "open -o l2-cache-size=1M {d}/p.qcow2", "-c", "info"},
+		// The command line's open fails in the same words.
+		{"{d}/nosuch.qcow2", "-c", "read 0 1"},
+		{"--image-opts", "driver=raw,file.filename={d}/nosuch", "-c", "read 0 1"},
+		{"-c", "open -o driver=raw,file.filename={d}/nosuch"},
+		{"-c", "open -o driver=qcow2,file.filename={d}/p.qcow2,foo=bar"},
 	} {
 		var outs [2][3]string
 		for k, tool := range []string{"qimg", "qemu-io"} {
