@@ -500,8 +500,8 @@ func strerror(err error) string {
 // compressed (Image.WriteCompressed), as qemu-io's blk_pwrite_compressed
 // does. The range must start on a cluster and end on one or at the end
 // of the disk (EINVAL otherwise, before anything is written); a cluster
-// that is allocated already fails the write (qemu: EIO), the clusters
-// before it staying written.
+// that is allocated already fails the write (qemu: EIO), the other
+// clusters written.
 func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 	if s.Image == nil {
 		return fmt.Errorf("compressed writes: %w", syscall.ENOTSUP)
@@ -516,16 +516,23 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 		return syscall.EINVAL
 	}
 	buf := bytes.Repeat([]byte{pat}, int(cs))
+	var first error
 	for o := off; o < off+n; o += cs {
 		if src != nil {
 			buf = src[o-off:]
 		}
-		if err := s.Image.WriteCompressed(o, buf[:min(cs, off+n-o)]); err != nil {
+		// A refused cluster does not stop the others: QEMU's
+		// compressed writes run as parallel tasks, one per cluster,
+		// and report the first error.
+		if err := s.Image.WriteCompressed(o, buf[:min(cs, off+n-o)]); err != nil && first == nil {
+			first = err
 			if errors.Is(err, qcow2.ErrNotCompressible) {
-				return fmt.Errorf("%w (%v)", syscall.EIO, err)
+				first = fmt.Errorf("%w (%v)", syscall.EIO, err)
 			}
-			return err
 		}
+	}
+	if first != nil {
+		return first
 	}
 	if s.writethrough {
 		return s.Dev.Flush() // one request to qemu-io's block backend
