@@ -3,218 +3,218 @@
 package serpent
 
 // sboxes and invSboxes are the S-boxes and their inverses, bitsliced.
-var sboxes = [8]func(block) block{s0, s1, s2, s3, s4, s5, s6, s7}
+var sboxes = [8]func(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32){s0, s1, s2, s3, s4, s5, s6, s7}
 
-var invSboxes = [8]func(block) block{i0, i1, i2, i3, i4, i5, i6, i7}
+var invSboxes = [8]func(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32){i0, i1, i2, i3, i4, i5, i6, i7}
 
-func s0(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ m3 ^ x[2] ^ m5 ^ m6 ^ m7 ^ x[3] ^ m13 ^ m14, 0xffffffff ^ x[0] ^ m5 ^ m6 ^ m7 ^ m10 ^ m13 ^ m14, x[1] ^ m3 ^ m5 ^ m7 ^ x[3] ^ m10 ^ m14, x[0] ^ x[1] ^ x[2] ^ x[3] ^ m9}
+func s0(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ m3 ^ x2 ^ m5 ^ m6 ^ m7 ^ x3 ^ m13 ^ m14, 0xffffffff ^ x0 ^ m5 ^ m6 ^ m7 ^ m10 ^ m13 ^ m14, x1 ^ m3 ^ m5 ^ m7 ^ x3 ^ m10 ^ m14, x0 ^ x1 ^ x2 ^ x3 ^ m9
 }
 
-func s1(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ x[1] ^ m6 ^ m9 ^ m12 ^ m13 ^ m14, 0xffffffff ^ x[0] ^ m3 ^ x[2] ^ m5 ^ x[3] ^ m10 ^ m11 ^ m13 ^ m14, 0xffffffff ^ x[1] ^ m3 ^ x[2] ^ x[3], 0xffffffff ^ x[1] ^ m5 ^ x[3] ^ m9 ^ m11 ^ m13 ^ m14}
+func s1(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ x1 ^ m6 ^ m9 ^ m12 ^ m13 ^ m14, 0xffffffff ^ x0 ^ m3 ^ x2 ^ m5 ^ x3 ^ m10 ^ m11 ^ m13 ^ m14, 0xffffffff ^ x1 ^ m3 ^ x2 ^ x3, 0xffffffff ^ x1 ^ m5 ^ x3 ^ m9 ^ m11 ^ m13 ^ m14
 }
 
-func s2(x block) block {
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	return block{x[1] ^ x[2] ^ m5 ^ x[3], x[0] ^ x[1] ^ x[2] ^ m6 ^ m7 ^ m9 ^ m11 ^ m12 ^ m13, x[0] ^ x[1] ^ m6 ^ x[3] ^ m10 ^ m11 ^ m12 ^ m13, 0xffffffff ^ x[0] ^ x[1] ^ x[2] ^ m7 ^ m10}
+func s2(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	return x1 ^ x2 ^ m5 ^ x3, x0 ^ x1 ^ x2 ^ m6 ^ m7 ^ m9 ^ m11 ^ m12 ^ m13, x0 ^ x1 ^ m6 ^ x3 ^ m10 ^ m11 ^ m12 ^ m13, 0xffffffff ^ x0 ^ x1 ^ x2 ^ m7 ^ m10
 }
 
-func s3(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{x[0] ^ x[1] ^ m6 ^ x[3] ^ m9 ^ m12 ^ m13 ^ m14, x[0] ^ x[1] ^ m5 ^ m9 ^ m11 ^ m12 ^ m13, x[0] ^ m3 ^ x[2] ^ m7 ^ x[3] ^ m10 ^ m11, x[0] ^ x[1] ^ m3 ^ x[2] ^ m5 ^ m7 ^ x[3] ^ m12 ^ m13}
+func s3(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return x0 ^ x1 ^ m6 ^ x3 ^ m9 ^ m12 ^ m13 ^ m14, x0 ^ x1 ^ m5 ^ m9 ^ m11 ^ m12 ^ m13, x0 ^ m3 ^ x2 ^ m7 ^ x3 ^ m10 ^ m11, x0 ^ x1 ^ m3 ^ x2 ^ m5 ^ m7 ^ x3 ^ m12 ^ m13
 }
 
-func s4(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[1] ^ m3 ^ x[2] ^ x[3] ^ m9 ^ m10, x[0] ^ m5 ^ m6 ^ x[3] ^ m10 ^ m12 ^ m13 ^ m14, x[0] ^ m3 ^ x[2] ^ m6 ^ m7 ^ m10 ^ m11 ^ m12 ^ m14, x[0] ^ x[1] ^ x[2] ^ m6 ^ m9 ^ m10 ^ m11}
+func s4(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x1 ^ m3 ^ x2 ^ x3 ^ m9 ^ m10, x0 ^ m5 ^ m6 ^ x3 ^ m10 ^ m12 ^ m13 ^ m14, x0 ^ m3 ^ x2 ^ m6 ^ m7 ^ m10 ^ m11 ^ m12 ^ m14, x0 ^ x1 ^ x2 ^ m6 ^ m9 ^ m10 ^ m11
 }
 
-func s5(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[1] ^ m3 ^ x[2] ^ x[3] ^ m9 ^ m10, 0xffffffff ^ x[0] ^ m3 ^ x[2] ^ x[3] ^ m10 ^ m11 ^ m12, 0xffffffff ^ x[1] ^ m5 ^ x[3] ^ m11 ^ m12 ^ m13 ^ m14, 0xffffffff ^ x[0] ^ x[1] ^ x[2] ^ m7 ^ x[3] ^ m9 ^ m13}
+func s5(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x1 ^ m3 ^ x2 ^ x3 ^ m9 ^ m10, 0xffffffff ^ x0 ^ m3 ^ x2 ^ x3 ^ m10 ^ m11 ^ m12, 0xffffffff ^ x1 ^ m5 ^ x3 ^ m11 ^ m12 ^ m13 ^ m14, 0xffffffff ^ x0 ^ x1 ^ x2 ^ m7 ^ x3 ^ m9 ^ m13
 }
 
-func s6(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ x[1] ^ x[2] ^ m5 ^ m6 ^ m7 ^ x[3] ^ m11 ^ m14, 0xffffffff ^ x[1] ^ x[2] ^ m9, 0xffffffff ^ x[0] ^ m3 ^ x[2] ^ m6 ^ m7 ^ m10 ^ m11 ^ m12 ^ m14, x[1] ^ m3 ^ x[2] ^ m5 ^ m7 ^ x[3] ^ m12 ^ m14}
+func s6(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ x1 ^ x2 ^ m5 ^ m6 ^ m7 ^ x3 ^ m11 ^ m14, 0xffffffff ^ x1 ^ x2 ^ m9, 0xffffffff ^ x0 ^ m3 ^ x2 ^ m6 ^ m7 ^ m10 ^ m11 ^ m12 ^ m14, x1 ^ m3 ^ x2 ^ m5 ^ m7 ^ x3 ^ m12 ^ m14
 }
 
-func s7(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ m3 ^ x[2] ^ m9 ^ m10 ^ m12 ^ m13 ^ m14, x[1] ^ m3 ^ x[2] ^ m5 ^ m6 ^ x[3] ^ m9 ^ m11 ^ m13, x[0] ^ x[1] ^ x[2] ^ m7 ^ x[3] ^ m9 ^ m10 ^ m11 ^ m14, x[0] ^ x[1] ^ x[2] ^ m5 ^ m7 ^ m9}
+func s7(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ m3 ^ x2 ^ m9 ^ m10 ^ m12 ^ m13 ^ m14, x1 ^ m3 ^ x2 ^ m5 ^ m6 ^ x3 ^ m9 ^ m11 ^ m13, x0 ^ x1 ^ x2 ^ m7 ^ x3 ^ m9 ^ m10 ^ m11 ^ m14, x0 ^ x1 ^ x2 ^ m5 ^ m7 ^ m9
 }
 
-func i0(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ m3 ^ x[2] ^ m6 ^ m9 ^ m10 ^ m11 ^ m12 ^ m13 ^ m14, x[0] ^ x[1] ^ x[2] ^ m5 ^ m10 ^ m13 ^ m14, 0xffffffff ^ x[0] ^ x[1] ^ m3 ^ x[2] ^ x[3], 0xffffffff ^ x[0] ^ m6 ^ x[3] ^ m11 ^ m12 ^ m13 ^ m14}
+func i0(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ m3 ^ x2 ^ m6 ^ m9 ^ m10 ^ m11 ^ m12 ^ m13 ^ m14, x0 ^ x1 ^ x2 ^ m5 ^ m10 ^ m13 ^ m14, 0xffffffff ^ x0 ^ x1 ^ m3 ^ x2 ^ x3, 0xffffffff ^ x0 ^ m6 ^ x3 ^ m11 ^ m12 ^ m13 ^ m14
 }
 
-func i1(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ x[1] ^ m3 ^ m7 ^ m10 ^ m13 ^ m14, x[1] ^ x[2] ^ m7 ^ x[3] ^ m9 ^ m10 ^ m13 ^ m14, 0xffffffff ^ x[0] ^ x[1] ^ m5 ^ m6 ^ m7 ^ x[3] ^ m13, x[0] ^ x[2] ^ x[3] ^ m10}
+func i1(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ x1 ^ m3 ^ m7 ^ m10 ^ m13 ^ m14, x1 ^ x2 ^ m7 ^ x3 ^ m9 ^ m10 ^ m13 ^ m14, 0xffffffff ^ x0 ^ x1 ^ m5 ^ m6 ^ m7 ^ x3 ^ m13, x0 ^ x2 ^ x3 ^ m10
 }
 
-func i2(x block) block {
-	m3 := x[1] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	return block{x[0] ^ x[1] ^ x[2] ^ m6 ^ m10, x[1] ^ m3 ^ x[2] ^ m9 ^ m11 ^ m12 ^ m13, 0xffffffff ^ x[0] ^ m3 ^ x[2] ^ x[3] ^ m9 ^ m10 ^ m11 ^ m13, 0xffffffff ^ m3 ^ m6 ^ m7 ^ x[3] ^ m13}
+func i2(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	return x0 ^ x1 ^ x2 ^ m6 ^ m10, x1 ^ m3 ^ x2 ^ m9 ^ m11 ^ m12 ^ m13, 0xffffffff ^ x0 ^ m3 ^ x2 ^ x3 ^ m9 ^ m10 ^ m11 ^ m13, 0xffffffff ^ m3 ^ m6 ^ m7 ^ x3 ^ m13
 }
 
-func i3(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{x[0] ^ x[2] ^ m6 ^ x[3] ^ m9 ^ m10 ^ m14, x[1] ^ x[2] ^ m6 ^ m7 ^ x[3] ^ m9 ^ m13 ^ m14, m3 ^ m5 ^ m6 ^ m9 ^ m10 ^ m11 ^ m12 ^ m13, x[0] ^ x[1] ^ x[2] ^ m5 ^ m7 ^ m9 ^ m11 ^ m12}
+func i3(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return x0 ^ x2 ^ m6 ^ x3 ^ m9 ^ m10 ^ m14, x1 ^ x2 ^ m6 ^ m7 ^ x3 ^ m9 ^ m13 ^ m14, m3 ^ m5 ^ m6 ^ m9 ^ m10 ^ m11 ^ m12 ^ m13, x0 ^ x1 ^ x2 ^ m5 ^ m7 ^ m9 ^ m11 ^ m12
 }
 
-func i4(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	return block{0xffffffff ^ x[0] ^ x[1] ^ x[2] ^ x[3] ^ m9 ^ m11 ^ m12 ^ m13, m3 ^ x[2] ^ m5 ^ x[3] ^ m9 ^ m13, 0xffffffff ^ x[0] ^ x[1] ^ m3 ^ x[2] ^ m5 ^ m7 ^ x[3] ^ m10 ^ m11, x[1] ^ m3 ^ x[2] ^ m9 ^ m11 ^ m12}
+func i4(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	return 0xffffffff ^ x0 ^ x1 ^ x2 ^ x3 ^ m9 ^ m11 ^ m12 ^ m13, m3 ^ x2 ^ m5 ^ x3 ^ m9 ^ m13, 0xffffffff ^ x0 ^ x1 ^ m3 ^ x2 ^ m5 ^ m7 ^ x3 ^ m10 ^ m11, x1 ^ m3 ^ x2 ^ m9 ^ m11 ^ m12
 }
 
-func i5(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	return block{x[0] ^ m6 ^ x[3] ^ m11, x[0] ^ x[1] ^ m5 ^ m6 ^ m7 ^ x[3] ^ m9 ^ m11, x[0] ^ m3 ^ x[2] ^ m10 ^ m11 ^ m13, 0xffffffff ^ x[1] ^ m3 ^ x[2] ^ m7 ^ m9}
+func i5(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	return x0 ^ m6 ^ x3 ^ m11, x0 ^ x1 ^ m5 ^ m6 ^ m7 ^ x3 ^ m9 ^ m11, x0 ^ m3 ^ x2 ^ m10 ^ m11 ^ m13, 0xffffffff ^ x1 ^ m3 ^ x2 ^ m7 ^ m9
 }
 
-func i6(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ m3 ^ m5 ^ m6 ^ m7 ^ x[3] ^ m11 ^ m14, 0xffffffff ^ x[1] ^ x[2] ^ m5 ^ x[3], 0xffffffff ^ x[0] ^ x[1] ^ m6 ^ m10 ^ m11 ^ m12 ^ m14, 0xffffffff ^ x[1] ^ m3 ^ x[2] ^ m6 ^ m7 ^ x[3] ^ m9 ^ m11 ^ m12 ^ m14}
+func i6(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ m3 ^ m5 ^ m6 ^ m7 ^ x3 ^ m11 ^ m14, 0xffffffff ^ x1 ^ x2 ^ m5 ^ x3, 0xffffffff ^ x0 ^ x1 ^ m6 ^ m10 ^ m11 ^ m12 ^ m14, 0xffffffff ^ x1 ^ m3 ^ x2 ^ m6 ^ m7 ^ x3 ^ m9 ^ m11 ^ m12 ^ m14
 }
 
-func i7(x block) block {
-	m3 := x[1] & x[0]
-	m5 := x[2] & x[0]
-	m6 := x[2] & x[1]
-	m7 := m6 & x[0]
-	m9 := x[3] & x[0]
-	m10 := x[3] & x[1]
-	m11 := m10 & x[0]
-	m12 := x[3] & x[2]
-	m13 := m12 & x[0]
-	m14 := m12 & x[1]
-	return block{0xffffffff ^ x[0] ^ x[1] ^ m6 ^ m10 ^ m11 ^ m12 ^ m14, 0xffffffff ^ x[0] ^ x[2] ^ m6 ^ x[3] ^ m9 ^ m10 ^ m13 ^ m14, x[1] ^ m5 ^ x[3] ^ m11 ^ m12 ^ m13, m3 ^ x[2] ^ m7 ^ m9 ^ m10 ^ m11}
+func i7(x0, x1, x2, x3 uint32) (uint32, uint32, uint32, uint32) {
+	m3 := x1 & x0
+	m5 := x2 & x0
+	m6 := x2 & x1
+	m7 := m6 & x0
+	m9 := x3 & x0
+	m10 := x3 & x1
+	m11 := m10 & x0
+	m12 := x3 & x2
+	m13 := m12 & x0
+	m14 := m12 & x1
+	return 0xffffffff ^ x0 ^ x1 ^ m6 ^ m10 ^ m11 ^ m12 ^ m14, 0xffffffff ^ x0 ^ x2 ^ m6 ^ x3 ^ m9 ^ m10 ^ m13 ^ m14, x1 ^ m5 ^ x3 ^ m11 ^ m12 ^ m13, m3 ^ x2 ^ m7 ^ m9 ^ m10 ^ m11
 }
