@@ -221,7 +221,8 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				}
 			case "encrypt.iter-time", "encrypt.keyslot", "encrypt.new-secret", "encrypt.old-secret", "encrypt.state":
 				r.crypt = append(r.crypt, [2]string{strings.TrimPrefix(p[0], "encrypt."), p[1]})
-			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format":
+			case "cluster_size", "preallocation", "extended_l2", "compression_type", "encryption", "encrypt.format",
+				"encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg":
 				return fmt.Errorf("Invalid parameter '%s'\nThis option is only supported for image creation", p[0])
 			default:
 				return fmt.Errorf("Invalid parameter '%s'", p[0])

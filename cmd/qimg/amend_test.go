@@ -50,6 +50,7 @@ func TestAmendMatchesQemu(t *testing.T) {
 		{"-o", "compat=0.10", "b.qcow2"},
 		{"-o", "compat=2", "b.qcow2"},
 		{"-o", "cluster_size=4k", "b.qcow2"},
+		{"-o", "encrypt.cipher-alg=aes-128", "b.qcow2"}, // create-only, as encrypt.key-secret...
 		{"b.qcow2"},
 		{"-o", "foo=1", "b.qcow2"},
 		{"-f", "raw", "-o", "size=1", "b.qcow2"},
@@ -402,5 +403,28 @@ func TestAmend_DowngradeGrowLazy(t *testing.T) {
 	i2 := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", theirs), d, "")
 	if stripDisk(strings.ReplaceAll(i1, "a.qcow2", "")) != stripDisk(strings.ReplaceAll(i2, "b.qcow2", "")) {
 		t.Errorf("info\n%s\nqemu-img's:\n%s", i1, i2)
+	}
+}
+
+// TestAmend_CreateOnlyOptionsLikeQemu: an option qcow2 takes only at
+// creation is refused with qemu-img's second line ("This option is only
+// supported for image creation"), the encrypt.* ones included (qimg said
+// only "Invalid parameter" for encrypt.key-secret and the cipher
+// settings); one qemu-img does not know at all has no second line.
+func TestAmend_CreateOnlyOptionsLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+	for _, o := range []string{"cluster_size=4k", "preallocation=full", "extended_l2=on", "compression_type=zlib", "encryption=on",
+		"encrypt.format=luks", "encrypt.key-secret=s", "encrypt.cipher-alg=aes-128", "encrypt.cipher-mode=xts",
+		"encrypt.ivgen-alg=plain", "encrypt.ivgen-hash-alg=sha256", "encrypt.hash-alg=sha256", "encrypt.slot=1", "nocow=on"} {
+		args := []string{"amend", "--object", "secret,id=s,data=abc", "-o", o, img}
+		_, e1, c1 := runQ(t, args...)
+		_, e2, c2 := testkit.Run(t, "qemu-img", args...)
+		e1 = strings.ReplaceAll(strings.Replace(e1, "qimg: amend: ", "qemu-img: ", 1), "; ", "\n")
+		if e1 != e2 || c1 != c2 {
+			t.Errorf("-o %s: qimg exit %d %q, qemu-img exit %d %q", o, c1, e1, c2, e2)
+		}
 	}
 }
