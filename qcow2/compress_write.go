@@ -18,10 +18,11 @@ import (
 // cluster. Compressed streams are packed into host clusters (QEMU's
 // qcow2_alloc_bytes): each host cluster a stream touches gets one
 // reference per stream, so a host cluster holding parts of k streams has
-// refcount k, which is what qemu-img check counts. Streams start at a
-// multiple of the device's request alignment (at least 512 bytes, QEMU
-// packs at byte granularity), so no two writers share a device block and
-// every write is aligned.
+// refcount k, which is what qemu-img check counts. On a buffered file
+// (request alignment 1) streams are packed byte to byte, as QEMU packs
+// them; on a device with a request alignment (O_DIRECT) each starts at a
+// multiple of it, so that every write is aligned and no two writers
+// share a device block (QEMU read-modify-writes the shared sectors).
 //
 // Ordering: the refcount increments are durable before the L2 entry (Q1),
 // and so is the compressed data (the link depends on a flush, Q13):
@@ -193,13 +194,19 @@ func (im *Image) writeCompressed(goff format.GuestOff, c []byte, ctype uint8) er
 }
 
 // compressGranularity is the alignment of compressed streams on the host:
-// the device's request alignment, at least a sector.
+// the device's request alignment (a byte on a buffered file: streams
+// packed as QEMU packs them), at least a sector on a device that has one.
 func (im *Image) compressGranularity() uint64 {
-	gran := uint64(512)
-	if a := uint64(im.dcap.Align); a > gran && a <= im.g.ClusterSize {
-		gran = a
+	a := uint64(im.dcap.Align)
+	switch {
+	case a <= 1:
+		return 1
+	case a < 512:
+		return 512
+	case a > im.g.ClusterSize:
+		return 512 // not reached: such a device refuses the image's writes
 	}
-	return gran
+	return a
 }
 
 // planCompressedLocked checks that the guest cluster of goff may be
