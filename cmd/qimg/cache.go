@@ -149,9 +149,12 @@ func (w writeThrough) Discard(off, n int64) error {
 	return d.Discard(off, n)
 }
 
-// Unwrap is the device in writethrough mode (imgopen.CORImage looks
-// through it).
+// Unwrap is the device in writethrough mode.
 func (w writeThrough) Unwrap() block.Device { return w.Device }
+
+// CacheModeWrapped makes writeThrough an imgopen.CacheModeWrapper
+// (imgopen.CORImage looks through it).
+func (w writeThrough) CacheModeWrapped() block.Device { return w.Device }
 
 func (w writeThrough) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := w.Device.WriteZeroes(off, n, flags); err != nil {

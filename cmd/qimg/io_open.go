@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -64,13 +65,17 @@ func (s *ioSession) openCmd(args []string) error {
 		// file.filename.
 		spec := optStr
 		if name != "" {
-			if specHasFile(optStr) {
-				return openFailed(name, errors.New("Can't specify 'file' and 'filename' options at the same time"))
+			if err := fileKeyConflict(optStr); err != nil {
+				return openFailed(name, err)
 			}
 			if spec != "" {
 				spec += ","
 			}
-			spec += "file.filename=" + strings.ReplaceAll(name, ",", ",,")
+			fn := name
+			if p, err := protocol.Path(name, false); err == nil {
+				fn = p // file:x is x
+			}
+			spec += "file.filename=" + strings.ReplaceAll(fn, ",", ",,")
 		}
 		req.path, req.spec = spec, true
 	} else if name == "" {
@@ -99,16 +104,19 @@ func openFailed(name string, err error) error {
 	return &ioReport{"can't open device " + name + ": " + msg}
 }
 
-// specHasFile reports whether an option string names the file node
-// (file=..., file.KEY=...).
-func specHasFile(spec string) bool {
+// fileKeyConflict is QEMU's refusal of options that name the file node
+// beside a file name: file.filename=..., or file=NODE; other file.* keys
+// (file.locking, file.aio...) apply to the named file.
+func fileKeyConflict(spec string) error {
 	for _, kv := range strings.Split(strings.ReplaceAll(spec, ",,", "\x00"), ",") {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == "file" || strings.HasPrefix(k, "file.") {
-			return true
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "file.filename":
+			return errors.New("Can't specify 'file' and 'filename' options at the same time")
+		case "file":
+			return errors.New("Cannot reference an existing block device with additional options or a new filename")
 		}
 	}
-	return false
+	return nil
 }
 
 // closeCmd is qemu-io's close: the image flushed and closed.

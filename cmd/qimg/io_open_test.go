@@ -50,6 +50,15 @@ func TestIOOpen_LikeQemu(t *testing.T) {
 		{"-c", "open -C {d}/p.qcow2", "-c", "info"},
 		{"-c", "open -o driver=qcow2 {d}/p.qcow2", "-c", "write -P 3 0 4k", "-c", "close", "-c", "open {d}/p.qcow2", "-c", "read -P 3 0 4k"},
 		{"-c", "open -o l2-cache-size=1M {d}/p.qcow2", "-c", "info"},
+		// file.* keys other than file.filename apply to the named file;
+		// a file: name; a bare filename at the root is refused (qimg
+		// opened a qcow2 file as raw there: a write broke its header).
+		{"-c", "open -o file.locking=off {d}/p.qcow2", "-c", "read -q 0 512"},
+		{"-c", "open -o file=foo {d}/p.qcow2"},
+		{"-c", "open -o l2-cache-size=1M file:{d}/p.qcow2", "-c", "length"},
+		{"-c", "open -o filename={d}/p.qcow2", "-c", "write 0 512"},
+		{"--image-opts", "filename={d}/p.qcow2", "-c", "write 0 512"},
+		{"json:{\"filename\": \"{d}/p.qcow2\"}", "-c", "write 0 512"},
 		// The command line's open fails in the same words.
 		{"{d}/nosuch.qcow2", "-c", "read 0 1"},
 		{"--image-opts", "driver=raw,file.filename={d}/nosuch", "-c", "read 0 1"},

@@ -214,9 +214,12 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, set := m["driver"]; !set && n.has("filename") {
-		// A node with a filename and no driver is a host file, as in
-		// QEMU (file.filename=x means file.driver=file).
+	if _, set := m["driver"]; !set && n.has("filename") && path != "" {
+		// A child node with a filename and no driver is a host file,
+		// as in QEMU (file.filename=x means file.driver=file). At the
+		// root QEMU refuses it ("Must specify either driver or file",
+		// below): opened as raw, a qcow2 file's header was overwritten
+		// by the first write.
 		drv = "file"
 	}
 	if drv == "" {

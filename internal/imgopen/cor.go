@@ -106,17 +106,24 @@ func (a allocatedVMDK) Allocated(off, n int64) (bool, int64, error) {
 	return e.Present, min(e.Length, n), nil
 }
 
+// CacheModeWrapper is a device that only puts the one it wraps in a
+// cache mode (writethrough): CORImage looks through it, not through
+// filters (a raw window over a copy-on-read node is not that node).
+type CacheModeWrapper interface {
+	CacheModeWrapped() block.Device
+}
+
 // CORImage is the qcow2 image under a copy-on-read filter at the top of
 // dev (-C's, or a spec's copy-on-read root), nil if there is none: QEMU
 // sees through the filter for the image's allocation (qemu-io's map) and
 // cluster size (its info).
 func CORImage(dev block.Device) *qcow2.Image {
 	for {
-		u, ok := dev.(interface{ Unwrap() block.Device })
-		if _, cor := dev.(*filter.CopyOnRead); cor || !ok {
+		u, ok := dev.(CacheModeWrapper)
+		if !ok {
 			break
 		}
-		dev = u.Unwrap() // a cache mode's wrapper (qimg io's writethrough)
+		dev = u.CacheModeWrapped() // qimg io's writethrough; not a filter (a raw window is not the image)
 	}
 	c, ok := dev.(*filter.CopyOnRead)
 	if !ok {
