@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -121,11 +123,20 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 		}
 		n := min(int64(compareChunk), common-off)
 		pa, pb := bufA[:n], bufB[:n]
+		// A read that fails is narrowed to its first failing cluster
+		// (qemu-img reads a run at a time): the bytes before it still
+		// decide a mismatch there.
+		var rerr *compareReadError
 		if err := a.dev.Readv(off, [][]byte{pa}); err != nil {
-			return r, fmt.Errorf("error while reading offset %d of the first image: %w", off, err)
+			rerr = readFailure(a, 0, off, pa, err)
 		}
 		if err := b.dev.Readv(off, [][]byte{pb}); err != nil {
-			return r, fmt.Errorf("error while reading offset %d of the second image: %w", off, err)
+			if eb := readFailure(b, 1, off, pb, err); rerr == nil || eb.off < rerr.off {
+				rerr = eb
+			}
+		}
+		if rerr != nil {
+			pa, pb = pa[:rerr.off-off], pb[:rerr.off-off]
 		}
 		if !bytes.Equal(pa, pb) {
 			i := 0
@@ -134,6 +145,9 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 			}
 			r.Offset = (off + int64(i)) &^ 511
 			return r, nil
+		}
+		if rerr != nil {
+			return r, rerr
 		}
 		off += n
 	}
@@ -155,6 +169,45 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 	return r, nil
 }
 
+// compareReadError is a read that failed in compare: qemu-img's "Error
+// while reading offset N of NAME: Input/output error", exit code 4.
+type compareReadError struct {
+	which int // 0 the first image, 1 the second, -1 the larger one
+	off   int64
+	err   error
+}
+
+func (e *compareReadError) Error() string {
+	return fmt.Sprintf("Error while reading offset %d of %%s: %s", e.off, strerrorOf(e.err))
+}
+
+func (e *compareReadError) Unwrap() error { return e.err }
+
+// strerrorOf is err as QEMU's block layer reports a failed read: its
+// errno's text, Input/output error for a corrupt image.
+func strerrorOf(err error) string {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return cError(en).Error()
+	}
+	return "Input/output error"
+}
+
+// readFailure is the failure of a read of p at off: the chunk is read
+// again cluster by cluster so that the offset named is the first failing
+// cluster's (qemu-img reads an allocation run at a time).
+func readFailure(im *image, which int, off int64, p []byte, err error) *compareReadError {
+	cs := max(im.clusterSize, 512)
+	for at := int64(0); at < int64(len(p)); {
+		n := min(cs-(off+at)%cs, int64(len(p))-at)
+		if e := im.dev.Readv(off+at, [][]byte{p[at : at+n]}); e != nil {
+			return &compareReadError{which: which, off: off + at, err: e}
+		}
+		at += n
+	}
+	return &compareReadError{which: which, off: off, err: err}
+}
+
 // firstNonZero finds the first nonzero byte of im in [from, to).
 func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
 	for off := from; off < to; {
@@ -165,7 +218,7 @@ func firstNonZero(im *image, from, to int64, buf []byte) (int64, bool, error) {
 		n := min(int64(len(buf)), to-off)
 		p := buf[:n]
 		if err := im.dev.Readv(off, [][]byte{p}); err != nil {
-			return 0, false, fmt.Errorf("error while reading offset %d: %w", off, err)
+			return 0, false, readFailure(im, -1, off, p, err)
 		}
 		for i, c := range p {
 			if c != 0 {
@@ -218,6 +271,14 @@ func runCompare(e *env, args []string) int {
 		steps = newCompareProgress(progress, imgs[0], imgs[1])
 	}
 	r, err := compareImages(imgs[0], imgs[1], o.has("s"))
+	var re *compareReadError
+	if errors.As(err, &re) {
+		name := o.args[0]
+		if re.which == 1 || re.which < 0 && imgs[1].size > imgs[0].size {
+			name = o.args[1]
+		}
+		return e.errorf(4, re.Error(), name)
+	}
 	if err != nil {
 		return e.errorf(2, "%v", err)
 	}
