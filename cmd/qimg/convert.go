@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"strconv"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -282,6 +283,13 @@ func runConvert(e *env, args []string) int {
 		}
 		if sparse%512 != 0 || sparse > 16<<20 {
 			return e.errorf(1, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).")
+		}
+	}
+	// -m: qimg converts in order, one request at a time; the number is
+	// checked as qemu-img checks it (strtol in base 0, 1 to 16).
+	for _, v := range o.vals["m"] {
+		if n, err := strconv.ParseInt(v, 0, 64); err != nil || n < 1 || n > 16 {
+			return e.errorf(1, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16")
 		}
 	}
 	if o.has("skip-broken-bitmaps") && !o.has("bitmaps") {

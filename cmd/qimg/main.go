@@ -74,7 +74,7 @@ func init() {
 		"dd":       {runDD, "[--image-opts] [-U] [-f fmt] [-O raw|qcow2] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output"},
 		"bitmap":   {runBitmap, "(--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object ...] [--image-opts | -f fmt] FILE BITMAP"},
 		"bench":    {runBench, "[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [--no-drain] [-o offset] [--pattern=pattern_byte] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] [--object ...] [--image-opts] FILE"},
-		"snapshot": {runSnapshot, "[-f fmt] [-q] [-U] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
+		"snapshot": {runSnapshot, "[-q] [-U] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
 	}
 }
 

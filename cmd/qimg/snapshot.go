@@ -12,7 +12,7 @@ import (
 // deletes (by name, as qemu-img 7.2) an internal snapshot. Without any,
 // it opens the image for writing and does nothing, as qemu-img does.
 func runSnapshot(e *env, args []string) int {
-	o, err := e.getopt(args, "la:c:d:f:qU", "force-share", "object:", "image-opts")
+	o, err := e.getopt(args, "la:c:d:qU", "force-share", "object:", "image-opts")
 	if err != nil {
 		return e.usageErr(err)
 	}
@@ -31,7 +31,7 @@ func runSnapshot(e *env, args []string) int {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
 	eo := qcow2.Options{ForceShare: o.forceShare()}
-	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), ReadOnly: op == "l", Opts: eo})
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{ReadOnly: op == "l", Opts: eo}) // no -f: qemu-img 7.2 snapshot has none
 	if err != nil {
 		return e.usageErr(err)
 	}
