@@ -200,3 +200,18 @@ func TestIO_WritethroughByDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestIO_WritethroughOneFlushPerRequest: a write qimg io makes in 1 MiB
+// pieces is one request to qemu-io: flushed once after its last piece,
+// not after each (a 1 GiB write made 1024 flushes).
+func TestIO_WritethroughOneFlushPerRequest(t *testing.T) {
+	dir := workDir(t)
+	img := filepath.Join(dir, "a.qcow2")
+	mustQ(t, "create", "-q", img, "8M")
+	got := countFlushes(t)
+	mustQ(t, "io", "-c", "write -P 1 0 3M", img)
+	n := (*got)[0]
+	if n.writes < 3 || n.unsync != 0 || n.flushes > 2 {
+		t.Errorf("write 0 3M: %d writes, %d flushes (%d left unflushed), want the pieces flushed once (and once at the end)", n.writes, n.flushes, n.unsync)
+	}
+}

@@ -433,13 +433,17 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 		}
 		err = s.Dev.Writev(off, [][]byte{b})
 	case src != nil:
-		err = eachChunk(off, n, src[:min(n, ioChunk)], func(at int64, b []byte) error {
-			return s.Dev.Writev(at, [][]byte{src[at-off : at-off+int64(len(b))]})
+		err = s.oneRequest(func(d block.Device) error {
+			return eachChunk(off, n, src[:min(n, ioChunk)], func(at int64, b []byte) error {
+				return d.Writev(at, [][]byte{src[at-off : at-off+int64(len(b))]})
+			})
 		})
 	default:
 		buf := bytes.Repeat([]byte{pat}, int(min(n, ioChunk)))
-		err = eachChunk(off, n, buf, func(off int64, b []byte) error {
-			return s.Dev.Writev(off, [][]byte{b})
+		err = s.oneRequest(func(d block.Device) error {
+			return eachChunk(off, n, buf, func(off int64, b []byte) error {
+				return d.Writev(off, [][]byte{b})
+			})
 		})
 	}
 	if err == nil && o.has("f") {
@@ -449,6 +453,24 @@ func (s *ioSession) writeCmd(args []string, tooLong func(string) error) error {
 		return err
 	}
 	s.report(o, "wrote", off, n, start)
+	return nil
+}
+
+// oneRequest runs f, which writes one qemu-io request in pieces, on the
+// device under the writethrough wrapper, and flushes once after it, as
+// QEMU's block backend flushes once per request (each piece flushed
+// made a 1 GiB write 1024 flushes).
+func (s *ioSession) oneRequest(f func(d block.Device) error) error {
+	d := s.Dev
+	if w, ok := d.(writeThrough); ok {
+		d = w.Device
+	}
+	if err := f(d); err != nil {
+		return err
+	}
+	if s.writethrough {
+		return d.Flush()
+	}
 	return nil
 }
 

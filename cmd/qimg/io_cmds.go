@@ -341,7 +341,7 @@ func (s *ioSession) truncate(args []string) error {
 			}
 			return fmt.Errorf("Could not resize file: %w", err)
 		}
-		return preallocOn(s.Dev, cur, size, m)
+		return s.oneRequest(func(d block.Device) error { return preallocOn(d, cur, size, m) })
 	}
 	if size < cur && m != "off" {
 		return errors.New("Preallocation can't be used for shrinking an image")
