@@ -79,7 +79,7 @@ func (s *ioSession) openCmd(args []string) error {
 		}
 		req.path, req.spec = spec, true
 	} else if name == "" {
-		return openFailed("", errors.New(`A block device must be specified for "file"`))
+		return openFailed("", errors.New("Must specify either driver or file")) // open -r: neither
 	} else {
 		req.spec = s.imageOpts || imgopen.IsSpec(name)
 	}

@@ -42,6 +42,8 @@ func TestIOOpen_LikeQemu(t *testing.T) {
 		{"--image-opts", "-c", "open -o driver=raw {d}/p.qcow2"},
 		{"--image-opts", "-c", "open driver=raw,file.filename={d}/p.qcow2", "-c", "info"},
 		{"-c", "open -o driver=raw"},
+		{"-c", "open -r"},
+		{"-c", "open -s -C"},
 		{"-c", "open -o driver=raw,file.filename={d}/p.qcow2 {d}/p.qcow2"},
 		{"-c", "open -o foo=bar {d}/p.qcow2"},
 		{"-c", "open -r -s {d}/p.qcow2", "-c", "write 0 1"},
