@@ -34,7 +34,7 @@ func runIO(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	sess := &ioSession{out: e.stdout, secrets: st, imageOpts: o.has("image-opts")}
+	sess := &ioSession{out: e.stdout, errOut: e.stderr, secrets: st, imageOpts: o.has("image-opts")}
 	if len(o.args) == 1 {
 		req, err := ioOpenFlags(o, func(k, long string) bool { return o.has(k) || long != "" && o.has(long) })
 		if err != nil {
@@ -137,6 +137,12 @@ func (s *ioSession) open(req ioOpenReq) error {
 	if err != nil {
 		return err
 	}
+	if img.Format() == "raw" && !req.spec && req.format == "" && !req.readOnly && !req.snapshot {
+		// A raw image found by probing: as QEMU's raw driver, warn, and
+		// refuse writes that would make it probe as another format.
+		fmt.Fprintf(s.errOut, imgopen.ProbedWarning, req.path)
+		img.Dev = imgopen.NewProbeGuard(img.Dev)
+	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
 	s.Opened, s.path, s.noUnmap, s.writethrough = img, req.path, req.noUnmap, mode.writethrough
 	return nil
@@ -197,9 +203,10 @@ func openIOImage(req ioOpenReq, s imgopen.Spec) (*imgopen.Opened, error) {
 // open opens one: io_open.go).
 type ioSession struct {
 	*imgopen.Opened
-	out  io.Writer
-	path string // the image as named (a VMDK's info names its extents by it)
-	quit bool   // quit ran: the commands after it do not
+	out    io.Writer
+	errOut io.Writer // stderr: warnings
+	path   string    // the image as named (a VMDK's info names its extents by it)
+	quit   bool      // quit ran: the commands after it do not
 	// secrets are the command line's --object secrets; imageOpts its
 	// --image-opts (open's argument is an option string then).
 	secrets   *secret.Store

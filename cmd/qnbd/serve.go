@@ -150,8 +150,8 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	if img.Format() == "raw" && !cfg.spec && cfg.open.Format == "" && !cfg.open.ReadOnly {
 		// A raw image found by probing: as qemu-nbd, warn, and refuse
 		// writes that would make it probe as another format.
-		fmt.Fprintf(stderr, probedWarning, cfg.path)
-		dev = &probeGuard{Device: img.Dev}
+		fmt.Fprintf(stderr, imgopen.ProbedWarning, cfg.path)
+		dev = imgopen.NewProbeGuard(img.Dev)
 	}
 	// As qemu-nbd's writethrough and directsync caches: a write is
 	// flushed before it is acknowledged (for a qcow2 image the metadata

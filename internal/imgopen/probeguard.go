@@ -1,4 +1,4 @@
-package main
+package imgopen
 
 import (
 	"errors"
@@ -12,11 +12,15 @@ import (
 // probeLen is the part of an image a format probe reads.
 const probeLen = format.ProbeLen
 
-// probedWarning is what qemu-nbd prints when it serves a writable image
-// whose format it probed as raw.
-const probedWarning = "WARNING: Image format was not specified for '%s' and probing guessed raw.\n" +
+// ProbedWarning is what qemu-nbd and qemu-io print when they open a
+// writable image whose format they probed as raw (%s: its name).
+const ProbedWarning = "WARNING: Image format was not specified for '%s' and probing guessed raw.\n" +
 	"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n" +
 	"         Specify the 'raw' format explicitly to remove the restrictions.\n"
+
+// NewProbeGuard puts d, a raw image whose format was probed, behind
+// probeGuard (qnbd's export, qimg io's image).
+func NewProbeGuard(d block.Device) block.Device { return &probeGuard{Device: d} }
 
 // probeGuard is a raw image whose format was probed, not given: as
 // QEMU's raw driver does for such an image, it refuses with EPERM a write
