@@ -562,7 +562,7 @@ func TestErrors(t *testing.T) {
 		{"bad-output", []string{"info", "--output=xml", p}},
 		{"bad-repair", []string{"check", "-r", "some", p}},
 		{"bad-format", []string{"info", "-f", "vmdk", p}},
-		{"io-no-file", []string{"io", "-c", "flush"}},
+		{"io-two-files", []string{"io", "-c", "flush", p, p}}, // none is qemu-io's "no file open" (TestIOOpen_LikeQemu)
 		{"compare-one-file", []string{"compare", p}},
 		{"convert-bad-format", []string{"convert", "-O", "vdi", p, filepath.Join(d, "o.vdi")}},
 		{"map-two-files", []string{"map", p, p}},
