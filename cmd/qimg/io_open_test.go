@@ -2,7 +2,6 @@ package main
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -67,31 +66,14 @@ func TestIOOpen_LikeQemu(t *testing.T) {
 		{"-c", "open -o driver=raw,file.filename={d}/nosuch"},
 		{"-c", "open -o driver=qcow2,file.filename={d}/p.qcow2,foo=bar"},
 	} {
-		var outs [2][3]string
-		for k, tool := range []string{"qimg", "qemu-io"} {
-			d := filepath.Join(base, strings.Repeat("x", k+1)) // same length: same column widths
-			testkit.MustRun(t, "mkdir", "-p", d)
+		q, o := runBoth(t, base, "qemu-io", "io", args, func(d string) {
 			for _, p := range []string{"p", "p2"} {
 				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(d, p+".qcow2"), "1M")
 			}
 			testkit.MustRun(t, "qemu-io", "-c", "write -P 7 0 64k", filepath.Join(d, "p2.qcow2"))
-			a := make([]string, len(args))
-			for j, s := range args {
-				a[j] = strings.ReplaceAll(s, "{d}", d)
-			}
-			var o, e string
-			var code int
-			if tool == "qimg" {
-				o, e, code = runQ(t, append([]string{"io"}, a...)...)
-				e = strings.ReplaceAll(e, "qimg: io: ", "qemu-io: ")
-			} else {
-				o, e, code = testkit.Run(t, tool, a...)
-			}
-			r := strings.NewReplacer(d, "{d}")
-			outs[k] = [3]string{normTiming(r.Replace(o)), r.Replace(e), string(rune('0' + code))}
-		}
-		if outs[0] != outs[1] {
-			t.Errorf("case %d %q:\nqimg (exit %s):\n%s%s\nqemu-io (exit %s):\n%s%s", i, args, outs[0][2], outs[0][0], outs[0][1], outs[1][2], outs[1][0], outs[1][1])
+		})
+		if !q.same(o) {
+			t.Errorf("case %d %q:\nqimg %v\nqemu-io %v", i, args, q, o)
 		}
 	}
 }
