@@ -62,6 +62,27 @@ func runCommit(e *env, args []string) int {
 	return 0
 }
 
+// guardProbedBase puts a base whose format was probed as raw (its
+// overlay names no backing format) behind QEMU's raw restriction: the
+// commit fails with EPERM rather than write a first sector that would
+// probe as another format (a committed qcow2 header would make the next
+// open of the chain read any host file its backing name points at).
+// QEMU prints no warning here: it opens the base read-only first.
+func guardProbedBase(base *imgopen.Opened, format string) {
+	if format == "" && base.Format() == "raw" {
+		base.Dev = imgopen.NewProbeGuard(base.Dev)
+	}
+}
+
+// jobFailed is an error of the copy as qemu-img reports its commit
+// job's: "Block job failed: " and the errno's text (nil stays nil).
+func jobFailed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("Block job failed: %s", strerrorOf(err))
+}
+
 var errNoBacking = errors.New("Image does not have a backing file")
 
 // vmdkChild refuses a VMDK image with a parent: qemu-img commits into
@@ -122,6 +143,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 		}
 		return err
 	}
+	guardProbedBase(base, h.BackingFormat)
 	base.Dev = withRateLimit(base.Dev, rate) // -r
 	if size, serr := im.Size(); serr != nil {
 		err = serr
@@ -129,7 +151,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 		err = progress.scan([]*qcow2.Image{im}, size, nil)
 	}
 	if err == nil {
-		err = commitInto(im, base, -1, progress)
+		err = jobFailed(commitInto(im, base, -1, progress))
 	}
 	if err == nil {
 		// Durable in the backing file before the image lets go of it.
@@ -333,6 +355,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 	if err != nil {
 		return err
 	}
+	guardProbedBase(b, baseSpec.Format)
 	b.Dev = withRateLimit(b.Dev, rate) // -r
 	// QEMU's commit job copies the top's view: nothing past the top's
 	// end, which is as large as BASE grows.
@@ -346,10 +369,10 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 			// zeros that layer supplies (QEMU counts them allocated
 			// above BASE and writes them): zeros first, then what
 			// this layer and the ones above hold.
-			err = zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b, topSize, progress)
+			err = jobFailed(zerosPastShorterLayer(layers[i+1].Image, layers[i].Image, b, topSize, progress))
 		}
 		if err == nil {
-			err = commitInto(layers[i].Image, b, topSize, progress)
+			err = jobFailed(commitInto(layers[i].Image, b, topSize, progress))
 		}
 	}
 	if err == nil {
