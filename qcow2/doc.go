@@ -70,7 +70,14 @@
 //	    that fails before its raised counts are durable takes them back.
 //	Q7  One allocation per guest cluster at a time (sched.ClusterLocks);
 //	    a new host cluster is reachable only by its allocator until it is
-//	    ready (Q10) and by nobody else's reads until the L2 link.
+//	    ready (Q10) and by nobody else's reads until the L2 link. A write
+//	    of whole clusters that need new ones allocates them as a run
+//	    (allocrun.go): each cluster is still one allocation (its own
+//	    registration, seal, link or undo), but they are planned under
+//	    one hold of mu, written in one request per contiguous host
+//	    range, and linked under one hold of mu; a cluster registered by
+//	    someone else ends the run before it, so a run never waits while
+//	    it holds registrations.
 //	Q8  Dirty bit: set durably before the first refcount update is left
 //	    unordered (lazy refcounts); cleared only after a full flush.
 //	Q9  Corruption found on a write path marks the image corrupt and

@@ -31,6 +31,10 @@ type Metrics struct {
 	// EarlyWrites went into a cluster under allocation before its L2
 	// link, without waiting (Q10).
 	EarlyWrites int64
+	// RunClusters are the clusters of ClustersAllocated that were
+	// allocated in runs: whole clusters of one write, planned, written
+	// and linked together (allocrun.go).
+	RunClusters int64
 	// Reservations are preallocate-ahead zeroing requests.
 	Reservations int64
 	// FillBytes are zeros written over reserved space ahead of
@@ -95,7 +99,7 @@ type counters struct {
 	clustersAllocated, l2TablesAllocated, refblocksAllocated    atomic.Int64
 	reftableGrowths, cowBytes, zeroPadBytes, fallocates         atomic.Int64
 	zeroingRefused, freshSkips, allocWaits, metaWrites, flushes atomic.Int64
-	earlyWrites, reservations                                   atomic.Int64
+	earlyWrites, reservations, runClusters                      atomic.Int64
 	fillBytes, fillWaits, fillErrors                            atomic.Int64
 	punchedBytes                                                atomic.Int64
 	queueFast, queueAlloc, queueSlow, queueAllocSync            atomic.Int64
@@ -111,7 +115,8 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		COWBytes: m.COWBytes - o.COWBytes, ZeroPadBytes: m.ZeroPadBytes - o.ZeroPadBytes,
 		Fallocates: m.Fallocates - o.Fallocates, ZeroingRefused: m.ZeroingRefused - o.ZeroingRefused,
 		FreshSkips: m.FreshSkips - o.FreshSkips, AllocWaits: m.AllocWaits - o.AllocWaits, EarlyWrites: m.EarlyWrites - o.EarlyWrites, Reservations: m.Reservations - o.Reservations,
-		MetaWrites: m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
+		RunClusters: m.RunClusters - o.RunClusters,
+		MetaWrites:  m.MetaWrites - o.MetaWrites, Flushes: m.Flushes - o.Flushes,
 		FillBytes: m.FillBytes - o.FillBytes, FillWaits: m.FillWaits - o.FillWaits, FillErrors: m.FillErrors - o.FillErrors,
 		PunchedBytes: m.PunchedBytes - o.PunchedBytes,
 		QueueFast:    m.QueueFast - o.QueueFast, QueueAlloc: m.QueueAlloc - o.QueueAlloc, QueueSlow: m.QueueSlow - o.QueueSlow,
@@ -125,7 +130,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 func (m Metrics) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "guest: %d reads (%d B), %d writes (%d B)\n", m.GuestReads, m.GuestBytesRead, m.GuestWrites, m.GuestBytesWritten)
-	fmt.Fprintf(&b, "alloc: %d clusters, %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
+	fmt.Fprintf(&b, "alloc: %d clusters (%d in runs), %d L2 tables, %d refblocks, %d reftable growths, %d waits, %d early writes\n", m.ClustersAllocated, m.RunClusters, m.L2TablesAllocated, m.RefblocksAllocated, m.ReftableGrowths, m.AllocWaits, m.EarlyWrites)
 	fmt.Fprintf(&b, "cow: %d B copied, %d B zero padding, %d fallocates (%d refused), %d fresh skips, %d reservations ahead\n", m.COWBytes, m.ZeroPadBytes, m.Fallocates, m.ZeroingRefused, m.FreshSkips, m.Reservations)
 	fmt.Fprintf(&b, "prealloc: %s; %d B filled ahead, %d fill waits, %d fill errors\n", m.Prealloc, m.FillBytes, m.FillWaits, m.FillErrors)
 	if m.PunchedBytes > 0 {

@@ -39,7 +39,7 @@ type tstats struct {
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
-	Fallocates, COWBytes, ZeroPadBytes                          int64
+	Fallocates, COWBytes, ZeroPadBytes, RunClusters             int64
 	Merged                                                      int64 // uring Metrics().Merged
 	QueueFast, QueueAlloc, QueueSlow                            int64 // queued requests by path (Q14, Q16)
 	RYWChecks                                                   int64 // read-your-writes checks in batches
@@ -77,6 +77,7 @@ func (s *tstats) add(o *tstats) {
 	s.Checks += o.Checks
 	s.Compressed += o.Compressed
 	s.EarlyWrites += o.EarlyWrites
+	s.RunClusters += o.RunClusters
 	s.FillBytes += o.FillBytes
 	s.FillWaits += o.FillWaits
 	s.Reservations += o.Reservations
@@ -106,6 +107,7 @@ func (s *tstats) add(o *tstats) {
 
 func (s *tstats) addMetrics(m Metrics) {
 	s.EarlyWrites += m.EarlyWrites
+	s.RunClusters += m.RunClusters
 	s.FillBytes += m.FillBytes
 	s.FillWaits += m.FillWaits
 	s.Reservations += m.Reservations
@@ -148,11 +150,11 @@ func (s *tstats) String() string {
 		crash += v
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
-		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters, %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
+		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters (%d in runs), %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
-		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
+		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.RunClusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 

@@ -79,13 +79,27 @@ func (im *Image) writev(off int64, bufs [][]byte) (err error) {
 }
 
 // writeClusters is the loop of Writev and of encrypted writes: n bytes
-// of bufs at off, one cluster at a time.
+// of bufs at off, one cluster at a time, or whole clusters that all need
+// new ones as a run (allocRun).
 func (im *Image) writeClusters(off int64, bufs [][]byte, n int64) error {
 	cs := int64(im.g.ClusterSize)
 	vp := getVec()
 	defer putVec(vp)
+	run := im.runAllowed()
 	for done := int64(0); done < n; {
 		pos := off + done
+		if run && pos%cs == 0 && n-done >= 2*cs && im.runWorthTrying(guestOff(pos)) {
+			// Whole clusters that need new ones: allocated as a run
+			// (allocrun.go).
+			k, err := im.allocRun(guestOff(pos), bufs, done, (n-done)/cs)
+			if err != nil {
+				return err
+			}
+			if k > 0 {
+				done += k * cs
+				continue
+			}
+		}
 		chunk := min(cs-pos%cs, n-done)
 		*vp = sliceVec((*vp)[:0], bufs, done, chunk)
 		if err := im.writeCluster(guestOff(pos), *vp, chunk); err != nil {
