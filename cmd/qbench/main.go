@@ -54,6 +54,7 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 	if !cl.json {
 		cfg.Out = stdout
 	}
+	cfg.Warn = stderr
 	if cfg.Engine.RepairLog == nil {
 		// A dirty image's repair on a writable open (-w) prints its
 		// lines on stderr, as qemu-img bench's.
@@ -162,6 +163,9 @@ func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err
+	}
+	if cfg.Write {
+		img.GuardProbed(cfg.Warn) // a spec without driver= probed as raw
 	}
 	res, err := bench.RunOn(img, cfg)
 	if cerr := img.Close(); err == nil && cerr != nil {

@@ -51,6 +51,9 @@ func runBench(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	if cfg.Write {
+		img.GuardProbed(e.stderr) // as qemu-img bench -w: QEMU's raw restriction
+	}
 	cfg.Out = e.stdout
 	if cfg.Count == 0 {
 		// qemu-img sends nothing; bench's 0 is its default count.
@@ -69,6 +72,10 @@ func runBench(e *env, args []string) int {
 	_, err = bench.RunOn(img, cfg)
 	if cerr := img.Close(); err == nil {
 		err = cerr
+	}
+	var re *bench.RequestError
+	if errors.As(err, &re) {
+		return e.errorf(1, "Failed request: %s", strerrorOf(re.Err)) // qemu-img's words
 	}
 	if err != nil {
 		return e.errorf(1, "%v", err)

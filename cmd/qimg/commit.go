@@ -68,11 +68,7 @@ func runCommit(e *env, args []string) int {
 // probe as another format (a committed qcow2 header would make the next
 // open of the chain read any host file its backing name points at).
 // QEMU prints no warning here: it opens the base read-only first.
-func guardProbedBase(base *imgopen.Opened, format string) {
-	if format == "" && base.Format() == "raw" {
-		base.Dev = imgopen.NewProbeGuard(base.Dev)
-	}
-}
+func guardProbedBase(base *imgopen.Opened) { base.GuardProbed(nil) }
 
 // jobFailed is an error of the copy as qemu-img reports its commit
 // job's: "Block job failed: " and the errno's text (nil stays nil).
@@ -143,7 +139,7 @@ func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress
 		}
 		return err
 	}
-	guardProbedBase(base, h.BackingFormat)
+	guardProbedBase(base)
 	base.Dev = withRateLimit(base.Dev, rate) // -r
 	if size, serr := im.Size(); serr != nil {
 		err = serr
@@ -355,7 +351,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 	if err != nil {
 		return err
 	}
-	guardProbedBase(b, baseSpec.Format)
+	guardProbedBase(b)
 	b.Dev = withRateLimit(b.Dev, rate) // -r
 	// QEMU's commit job copies the top's view: nothing past the top's
 	// end, which is as large as BASE grows.

@@ -137,11 +137,11 @@ func (s *ioSession) open(req ioOpenReq) error {
 	if err != nil {
 		return err
 	}
-	if img.Format() == "raw" && !req.spec && req.format == "" && !req.readOnly && !req.snapshot {
-		// A raw image found by probing: as QEMU's raw driver, warn, and
-		// refuse writes that would make it probe as another format.
-		fmt.Fprintf(s.errOut, imgopen.ProbedWarning, req.path)
-		img.Dev = imgopen.NewProbeGuard(img.Dev)
+	if !req.readOnly && !req.snapshot {
+		// A raw image found by probing (a file name, or a spec without
+		// driver=): as QEMU's raw driver, warn, and refuse writes that
+		// would make it probe as another format.
+		img.GuardProbed(s.errOut)
 	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
 	s.Opened, s.path, s.noUnmap, s.writethrough = img, req.path, req.noUnmap, mode.writethrough

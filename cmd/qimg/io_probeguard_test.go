@@ -31,6 +31,13 @@ func TestIOProbedRaw_LikeQemu(t *testing.T) {
 		{"-f", "raw", "{d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
 		{"-c", "open {d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
 		{"-s", "{d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
+		// A spec without driver= probes too (qimg left it unguarded);
+		// file: names the file.
+		{"--image-opts", "file.filename={d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
+		{`json:{"file":{"driver":"file","filename":"{d}/r.raw"}}`, "-c", "write -s {d}/hdr 0 512"},
+		{"-c", "open -o file.filename={d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
+		{"file:{d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
+		{"--image-opts", "driver=raw,file.filename={d}/r.raw", "-c", "write -s {d}/hdr 0 512"},
 	} {
 		q, o := runBoth(t, base, "qemu-io", "io", args, func(d string) {
 			if err := os.WriteFile(filepath.Join(d, "hdr"), hdrBytes[:512], 0o644); err != nil {

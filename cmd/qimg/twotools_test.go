@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -12,8 +13,9 @@ import (
 )
 
 // toolRun is what one tool did with a differential case: its output
-// with the case directory written {d} (and stdout's timings masked),
-// its exit code, and the directory, for the files it left.
+// with the case directory written {d} (stdout's timings masked: qemu-io's
+// and qemu-img bench's), its exit code, and the directory, for the files
+// it left.
 type toolRun struct {
 	out, errOut string
 	code        int
@@ -27,6 +29,9 @@ func (r toolRun) same(o toolRun) bool {
 func (r toolRun) String() string {
 	return fmt.Sprintf("(exit %d):\n%s%s", r.code, r.out, r.errOut)
 }
+
+// benchTiming is the time in qemu-img bench's last line.
+var benchTiming = regexp.MustCompile(`(Run completed in )[0-9.]+( seconds)`)
 
 // runBoth runs `qimg cmd args` and `tool args` (qemu-io, qemu-img...),
 // each in a directory of its own under base with the same length of
@@ -56,7 +61,8 @@ func runBoth(t *testing.T, base, tool, cmd string, args []string, setup func(d s
 			out, errOut, code = testkit.Run(t, tool, a...)
 		}
 		r := strings.NewReplacer(d, "{d}")
-		runs[k] = toolRun{out: normTiming(r.Replace(out)), errOut: r.Replace(errOut), code: code, dir: d}
+		out = benchTiming.ReplaceAllString(normTiming(r.Replace(out)), "$1<t>$2")
+		runs[k] = toolRun{out: out, errOut: r.Replace(errOut), code: code, dir: d}
 	}
 	return runs[0], runs[1]
 }

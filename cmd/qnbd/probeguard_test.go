@@ -50,6 +50,23 @@ func TestProbedRawGuard(t *testing.T) {
 		t.Fatalf("image no longer raw:\n%s", out)
 	}
 
+	// A spec without driver= probes the format too: the same warning
+	// (naming the file) and restriction, as qemu-nbd (qnbd left a spec
+	// unguarded: the header was written).
+	for _, spec := range [][]string{{"--image-opts", "file.filename=" + img}, {`json:{"file":{"filename":"` + img + `"}}`}, {"file:" + img}} {
+		s = startUnix(t, dir, "r", spec...)
+		if o, e, code := testkit.Run(t, "nbdcopy", sector, s.uri); code == 0 {
+			t.Errorf("%q: a qcow2 header written over the probed raw image's first sector:\n%s%s", spec, o, e)
+		}
+		s.stop()
+		if !strings.Contains(s.stderr.String(), "Image format was not specified for '"+img+"' and probing guessed raw") {
+			t.Errorf("%q: no warning naming the file:\n%s", spec, s.stderr.String())
+		}
+	}
+	if out := sh(t, "qemu-img", "info", img); !strings.Contains(out, "file format: raw") {
+		t.Fatalf("image no longer raw:\n%s", out)
+	}
+
 	// The format given: no restriction (and no warning), as qemu-nbd.
 	s = startUnix(t, dir, "r", "-f", "raw", img)
 	sh(t, "nbdcopy", sector, s.uri)

@@ -146,13 +146,14 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 			pidFile.Close() // and its lock
 		}
 	}()
-	dev := img.Dev
-	if img.Format() == "raw" && !cfg.spec && cfg.open.Format == "" && !cfg.open.ReadOnly {
-		// A raw image found by probing: as qemu-nbd, warn, and refuse
-		// writes that would make it probe as another format.
-		fmt.Fprintf(stderr, imgopen.ProbedWarning, cfg.path)
-		dev = imgopen.NewProbeGuard(img.Dev)
+	raw := img.Dev // the status lookups below look at the image, not the guard
+	if !cfg.open.ReadOnly {
+		// A raw image found by probing (a file name, or a spec without
+		// driver=): as qemu-nbd, warn, and refuse writes that would
+		// make it probe as another format.
+		img.GuardProbed(stderr)
 	}
+	dev := img.Dev
 	// As qemu-nbd's writethrough and directsync caches: a write is
 	// flushed before it is acknowledged (for a qcow2 image the metadata
 	// that maps it too, which O_DIRECT alone does not write).
@@ -185,14 +186,14 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		exp.Status = vhdStatus{img.VHD}
 	} else if img.VMDK != nil {
 		exp.Status = vmdkStatus{img.VMDK}
-	} else if im, off := imgopen.RawNode(img.Dev); im != nil {
+	} else if im, off := imgopen.RawNode(raw); im != nil {
 		// A raw window over a qcow2 node: the node's status.
 		exp.Status = nbdqcow2.Node{Image: im, Offset: off}
-	} else if l, ok := imgopen.RawNodeLayer(img.Dev); ok {
+	} else if l, ok := imgopen.RawNodeLayer(raw); ok {
 		// A raw node over a VMDK or VHD node: the node's own status, as
 		// QEMU's raw driver passes it through.
 		exp.Status = rawNodeStatus{l}
-	} else if dm, ok := img.Dev.(block.DataMapper); ok {
+	} else if dm, ok := raw.(block.DataMapper); ok {
 		exp.Status = rawStatus{dm}
 	}
 	srv := &nbd.Server{Exports: []*nbd.Export{exp}, TLS: cfg.tls, MaxConns: cfg.shared, Logf: logger.Printf,

@@ -79,6 +79,9 @@ type Config struct {
 	// drops all but "Run completed", like qemu-img -q.
 	Out   io.Writer
 	Quiet bool
+	// Warn receives QEMU's warning for a writable raw image whose format
+	// was probed (imgopen.Opened.GuardProbed); nil discards it.
+	Warn io.Writer
 	// Progress, if set, is called about every ProgressInterval from a
 	// separate goroutine while requests run.
 	Progress         func(done, total int64, elapsed time.Duration)

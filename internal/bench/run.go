@@ -179,6 +179,9 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 		img.Close()
 		return nil, fmt.Errorf("%s: %w (corrupt or opened read-only)", path, qcow2.ErrReadOnly)
 	}
+	if cfg.Write {
+		img.GuardProbed(cfg.Warn) // as qemu-img bench -w: QEMU's raw restriction
+	}
 	return img, nil
 }
 

@@ -57,7 +57,7 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 		}
 		return nil, err
 	}
-	o := &Opened{Dev: dev, throttles: ts}
+	o := &Opened{Dev: dev, throttles: ts, ProbedRaw: b.probedRaw}
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
 	}
@@ -107,6 +107,9 @@ type builder struct {
 	// remove when it did not.
 	mirrors []*filter.Mirror
 	created []string
+	// probedRaw is the host file of the root when its format was probed
+	// as raw (Opened.ProbedRaw).
+	probedRaw string
 	// throttles collects the spec's throttle nodes, and its json:
 	// backing files' (Opened.ReleaseThrottles).
 	throttles *throttleSet
@@ -251,6 +254,9 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
 		}
 		n.m["driver"], n.used["driver"] = drv, true // the root's format, for Opened.Image
+		if path == "" && drv == "raw" {
+			b.probedRaw = f
+		}
 	}
 	open, ok := drivers[drv]
 	if !ok {

@@ -150,7 +150,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		// Probed now, so that the format's options below apply; a
 		// file that cannot be probed fails when it is opened.
 		if f, err := qcow2.Probe(s.Path); err == nil && (f == "qcow2" || f == "raw" || f == "vmdk" || f == "vpc") {
-			drv, s.Format = f, f
+			drv, s.Format, s.Probed = f, f, true
 			n.m["driver"], n.used["driver"] = f, true // for done's message
 		}
 	}

@@ -32,6 +32,9 @@ type Spec struct {
 	// by its file (Path).
 	QemuName string
 	Format   string // "qcow2", "raw", "vpc" (vhd.go), "vmdk" (vmdk.go), or "" to probe (another format probed is a *qcow2.FormatError)
+	// Probed says Format was found by probing already (ImageOpts without
+	// driver=): a raw image is Opened.ProbedRaw as if Format were "".
+	Probed   bool
 	ReadOnly bool
 	// Cache is qemu-img's -t: none (O_DIRECT), writeback (default),
 	// writethrough, directsync, unsafe.
@@ -201,7 +204,11 @@ func Open(s Spec) (*Opened, error) {
 		if d, err = sectorSized(d); err != nil {
 			return nil, err
 		}
-		return &Opened{Dev: d, File: file, fellBack: fellBack}, nil
+		o := &Opened{Dev: d, File: file, fellBack: fellBack}
+		if s.Format == "" || s.Probed {
+			o.ProbedRaw = s.Path
+		}
+		return o, nil
 	case "vpc":
 		return openVPC(s, op, fellBack)
 	case "vmdk":

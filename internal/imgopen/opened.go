@@ -1,6 +1,9 @@
 package imgopen
 
 import (
+	"fmt"
+	"io"
+
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/qcow2"
@@ -30,6 +33,10 @@ type Opened struct {
 	// VMDK is Dev as a VMDK image when the image is one,
 	// else nil.
 	VMDK *vmdk.Disk
+	// ProbedRaw is the host file of a raw root whose format was probed,
+	// not named ("" for any other): QEMU's raw driver restricts writes
+	// into such a file's first sector (GuardProbed).
+	ProbedRaw string
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
@@ -71,6 +78,21 @@ func (o *Opened) Format() string {
 		return "luks"
 	}
 	return "raw"
+}
+
+// GuardProbed puts a raw root whose format was probed (ProbedRaw) behind
+// QEMU's raw restriction (NewProbeGuard), and prints ProbedWarning for
+// it to w, as QEMU does when it opens such a node writable (w nil: no
+// warning, for a node QEMU opened read-only first, such as a commit's
+// base). The caller calls it for a writable image only.
+func (o *Opened) GuardProbed(w io.Writer) {
+	if o.ProbedRaw == "" {
+		return
+	}
+	if w != nil {
+		fmt.Fprintf(w, ProbedWarning, o.ProbedRaw)
+	}
+	o.Dev = NewProbeGuard(o.Dev)
 }
 
 // ReleaseThrottles lets the requests waiting in the throttle nodes of the
