@@ -88,14 +88,21 @@ func convertImage(src *convertSrc, dst convertOut, sparse int64, progress func(d
 		return err
 	}
 	var done int64 // qemu-img's allocated_done, in bytes
-	buf := make([]byte, convertBufSize)
-	err = w.walk(func(s convertStep) error {
+	read := func(s convertStep, p []byte) error {
+		if s.zero {
+			clear(p)
+		} else if err := readSrc(src, dst, s.off, p); err != nil {
+			return &convertIOError{"reading", s.off, err}
+		}
+		return nil
+	}
+	write := func(s convertStep, p []byte) error {
 		switch s.kind {
 		case stepBacking:
 			return nil
 		case stepLeaveOut:
 			if err := dst.leaveOut(s.off, s.n); err != nil {
-				return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+				return &convertIOError{"writing", s.off, err}
 			}
 			return nil
 		}
@@ -103,21 +110,32 @@ func convertImage(src *convertSrc, dst convertOut, sparse int64, progress func(d
 			done += s.n
 			progress(done, total)
 		}
-		p := buf[:s.n]
-		if s.zero {
-			clear(p)
-		} else if err := readSrc(src, dst, s.off, p); err != nil {
-			return fmt.Errorf("error while reading at byte %d: %w", s.off, err)
-		}
 		ms := minSec
 		if dst.copyRange && !s.zero {
 			ms = 0
 		}
 		if err := writeChunk(dst, s.off, p, ms, alignSec); err != nil {
-			return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+			return &convertIOError{"writing", s.off, err}
 		}
 		return nil
-	})
+	}
+	if dst.salvage {
+		// Serial: each warning of a sector turned into zeros comes
+		// after what was written before it, and none after a failed
+		// write.
+		buf := make([]byte, convertBufSize)
+		err = w.walk(func(s convertStep) error {
+			p := buf[:s.n]
+			if s.kind == stepCopy {
+				if err := read(s, p); err != nil {
+					return err
+				}
+			}
+			return write(s, p)
+		})
+	} else {
+		err = pipeWalk(w, read, write)
+	}
 	if err != nil {
 		return err
 	}
@@ -586,6 +604,7 @@ func runConvert(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", specOpenError(tgtOpts, o.args[len(o.args)-1], err))
 	}
+	dst.GuardProbed(e.stderr) // -n --target-image-opts without driver=: QEMU's raw restriction
 	// A new image reads as zeros, except a block device (QEMU: no
 	// zero-init on host_device); an existing one (-n) may hold anything.
 	// A new LUKS volume reads as noise (its file's zeros decrypted): no

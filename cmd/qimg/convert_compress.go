@@ -62,7 +62,7 @@ func convertCompressed(src *convertSrc, dst compressedTarget, out convertOut, sp
 			return nil
 		case stepLeaveOut:
 			if err := out.leaveOut(s.off, s.n); err != nil {
-				return fmt.Errorf("error while writing at byte %d: %w", s.off, err)
+				return &convertIOError{"writing", s.off, err}
 			}
 			return nil
 		}
@@ -75,11 +75,11 @@ func convertCompressed(src *convertSrc, dst compressedTarget, out convertOut, sp
 		if s.zero {
 			clear(p)
 		} else if err := readSrc(src, out, off, p); err != nil {
-			return fmt.Errorf("error while reading at byte %d: %w", off, err)
+			return &convertIOError{"reading", off, err}
 		}
 		if sparse > 0 && isZero(p) {
 			if err := out.leaveOut(off, n); err != nil {
-				return fmt.Errorf("error while writing at byte %d: %w", off, err)
+				return &convertIOError{"writing", off, err}
 			}
 			return nil
 		}
@@ -99,7 +99,7 @@ func convertCompressed(src *convertSrc, dst compressedTarget, out convertOut, sp
 			err = out.dev.Flush() // dst's, through the device
 		}
 		if err != nil {
-			return fmt.Errorf("error while writing at byte %d: %w", off, err)
+			return &convertIOError{"writing", off, err}
 		}
 		return nil
 	})
