@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -22,9 +23,15 @@ import (
 // loop waits for it with nothing held).
 
 // Limits of one run: registrations held at once, and bytes in one run.
+// The bytes bound how long a run holds its clusters: a Close waits for
+// allocations in flight only so long (lockQuiet), and a run it stops
+// waiting for is leaked when it links (commitAllocLocked finds the image
+// closed); at 8 MiB a slow device (2 MB/s) outlasted it, and a Close
+// during a long write left a run's clusters leaked (found in review).
+// 2 MiB is qimg convert's chunk.
 const (
 	maxRunClusters = 512
-	maxRunBytes    = 8 << 20
+	maxRunBytes    = 2 << 20
 )
 
 // runAllowed reports whether writes into this image may take the run
@@ -49,31 +56,36 @@ func (im *Image) runWorthTrying(goff format.GuestOff) bool {
 // guest offset goff, cluster aligned, into new clusters, as many of
 // them as it can plan in one go (at least one, or none). It reports how
 // many clusters it wrote; 0 with a nil error means the first cluster
-// could not be planned here (under another allocation, linked
-// meanwhile, or an error the one-cluster path reports): the caller
-// writes it the usual way. A failure is the first error of the data
-// writes or the links; every cluster whose write failed is undone, as
-// allocWrite undoes one.
+// could not be planned here (under another allocation, or linked
+// meanwhile): the caller writes it the usual way. A failure is the
+// first error of the data writes or the links, or the planning error of
+// the cluster after the run (allocWrite's too: an error may have changed
+// the image, a corrupt entry marking it read-only, so it is not left for
+// the one-cluster path to meet again); every cluster whose write failed
+// is undone, as allocWrite undoes one.
 func (im *Image) allocRun(goff format.GuestOff, bufs [][]byte, done int64, k int64) (int64, error) {
 	cs := int64(im.g.ClusterSize)
 	k = min(k, maxRunClusters, max(1, maxRunBytes/cs))
 	run := make([]allocation, 0, k)
 
 	// Plan: register and plan each cluster (Q7) until one cannot be.
+	var planErr error
 	im.mu.Lock()
 	for i := int64(0); i < k; i++ {
 		p, blocker, err := im.beginAllocLocked(goff + format.GuestOff(i*cs))
 		if blocker != nil {
 			blocker.Forget()
+			break // the one-cluster path waits for it
 		}
-		if blocker != nil || err != nil || p.reg == nil {
-			break // the one-cluster path meets it (waits, reports, overwrites)
+		if err != nil || p.reg == nil {
+			planErr = err // nil: linked meanwhile, an overwrite
+			break
 		}
 		run = append(run, p)
 	}
 	im.mu.Unlock()
 	if len(run) == 0 {
-		return 0, nil
+		return 0, planErr
 	}
 
 	// Write: the data of each contiguous range of host clusters in one
@@ -86,6 +98,9 @@ func (im *Image) allocRun(goff format.GuestOff, bufs [][]byte, done int64, k int
 		j := i + 1
 		for j < len(run) && run[j].st.host == run[j-1].st.host+format.HostOff(cs) {
 			j++
+		}
+		if firstErr == nil && im.state.Load()&stClosed != 0 {
+			firstErr = block.ErrClosed // Close is waiting: write no more
 		}
 		if firstErr == nil {
 			*vec = sliceVec((*vec)[:0], bufs, done+int64(i)*cs, int64(j-i)*cs)
@@ -121,12 +136,19 @@ func (im *Image) allocRun(goff format.GuestOff, bufs [][]byte, done int64, k int
 		}
 	}
 	im.mu.Unlock()
+	fresh := int64(0) // newly allocated (not a reused zero cluster: ClustersAllocated's)
 	for i := range run {
 		im.allocs.Release(run[i].reg)
+		if !run[i].reuse {
+			fresh++
+		}
+	}
+	if err == nil {
+		err = planErr
 	}
 	if err != nil {
 		return 0, err
 	}
-	im.c.runClusters.Add(int64(len(run)))
+	im.c.runClusters.Add(fresh)
 	return int64(len(run)), nil
 }

@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"
@@ -8,8 +10,10 @@ import (
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/errordev"
+	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/block/tracedev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // runTrace opens images through a tracedev, kept in *tr.
@@ -159,4 +163,57 @@ func TestAllocRun_EarlyWrite(t *testing.T) {
 	copy(shadow, a)
 	copy(shadow[bOff:], b)
 	testkit.MustEqual(t, testkit.ReadAll(t, im), shadow, "read back")
+}
+
+// A hostile preallocated zero cluster (its entry points at the L1 table)
+// met by a run, first or mid-run: the write fails with ErrCorrupt, as on
+// the one-cluster path (Q9), and the table is left alone. The run left
+// its planning error for the one-cluster path to meet again, which met
+// the read-only image the error had made instead (found in review).
+func TestAllocRun_HostileEntryCorrupt(t *testing.T) {
+	for _, at := range []int64{1, 2} { // first cluster of the run, or mid-run
+		b := freshImage(t, CreateOptions{})
+		// guest cluster `at`'s entry: a zero cluster, allocated at the L1 table.
+		binary.BigEndian.PutUint64(b[0x40000+8*at:], 1<<63|0x30000|format.OflagZero)
+		d := memdev.FromBytes(b, memdev.Options{})
+		im, err := OpenDevice(d, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Load the L2 slice (so runWorthTrying peeks it).
+		if _, err := im.ReadAt(make([]byte, 512), 5<<16); err != nil {
+			t.Fatal(err)
+		}
+		before := append([]byte(nil), d.Bytes()[0x30000:0x40000]...)
+		_, err = im.WriteAt(pattern(4<<16, 3), 0)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("hostile cluster %d: write error %v, want ErrCorrupt (as the one-cluster path)", at, err)
+		}
+		if !bytes.Equal(d.Bytes()[0x30000:0x40000], before) {
+			t.Fatal("L1 table was overwritten")
+		}
+		im.Close()
+	}
+}
+
+// RunClusters are clusters of ClustersAllocated: a run over preallocated
+// zero clusters reuses them and counts none (found in review).
+func TestAllocRun_ReusedZeroClustersNotCounted(t *testing.T) {
+	const cs = 64 << 10
+	im, _ := testImage(t, CreateOptions{Size: 16 << 20, ClusterSize: cs}, Options{})
+	if _, err := im.WriteAt(pattern(4*cs, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.WriteZeroes(0, 4*cs, 0); err != nil { // kept: ZeroAlloc
+		t.Fatal(err)
+	}
+	m0 := im.Metrics()
+	if _, err := im.WriteAt(pattern(4*cs, 2), 0); err != nil {
+		t.Fatal(err)
+	}
+	m := im.Metrics().Sub(m0)
+	if m.RunClusters > m.ClustersAllocated {
+		t.Errorf("RunClusters +%d > ClustersAllocated +%d: not a subset", m.RunClusters, m.ClustersAllocated)
+	}
+	testkit.MustEqual(t, testkit.ReadAll(t, im)[:4*cs], pattern(4*cs, 2), "read back")
 }
