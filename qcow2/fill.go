@@ -58,6 +58,7 @@ type filler struct {
 	idle    sync.Cond // signalled when workers drops to 0
 	err     error     // the error that turned filling off
 	judge   fillJudge // auto: pause while the guest allocates sparsely (fill_adapt.go)
+	bulk    bulkJudge // pause while the guest writes whole clusters (fill_bulk.go)
 }
 
 // resolveFill picks the fill mode for the space reserved ahead and says
@@ -88,7 +89,8 @@ func resolveFill(opt string, c block.Caps) (mode, why string, err error) {
 		}
 		if c.Media == block.MediaRAM {
 			// Whatever the guest does (fill_adapt.go says why it no
-			// longer pauses for sparse writers).
+			// longer pauses for sparse writers), but while it writes
+			// whole clusters with large requests (fill_bulk.go).
 			return FillZeroes, "auto: ram", nil
 		}
 		return FillUnwritten, "auto: " + c.Media.String(), nil
@@ -170,6 +172,7 @@ func (im *Image) claimFill(off, end uint64) {
 		f.mu.Lock()
 	}
 	f.floor = max(f.floor, end)
+	f.judgeBulkLocked(im)
 	f.judgeLocked(im)
 	f.kickLocked(im)
 	f.mu.Unlock()
@@ -188,7 +191,7 @@ func (f *filler) overlapLocked(off, end uint64) *fillRun {
 // the frontier: one, or all when it is falling behind. Called with f.mu
 // held (by every allocation, so the count follows the lag).
 func (f *filler) kickLocked(im *Image) {
-	if !f.on || f.stopped || f.judge.paused || f.workers >= fillWorkers || f.next >= f.floor+fillLow {
+	if !f.on || f.stopped || f.judge.paused || f.bulk.on || f.workers >= fillWorkers || f.next >= f.floor+fillLow {
 		return
 	}
 	if _, ok := f.nextStartLocked(); !ok {
@@ -225,7 +228,7 @@ func (f *filler) nextStartLocked() (uint64, bool) {
 // region is skipped, Q11), up to the next piece boundary, inside the
 // reservation.
 func (f *filler) claimLocked(im *Image) (*fillRun, bool) {
-	if !f.on || f.stopped || f.judge.paused || im.state.Load() != 0 {
+	if !f.on || f.stopped || f.judge.paused || f.bulk.on || im.state.Load() != 0 {
 		return nil, false
 	}
 	start, ok := f.nextStartLocked()
