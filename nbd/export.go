@@ -42,6 +42,11 @@ type Export struct {
 	// BDRV_REQ_FUA to every write (blk_co_pwritev_part), so that a write
 	// is durable once acknowledged, without NBD_CMD_FLUSH.
 	WriteThrough bool
+	// MinBlock is the minimum block size the export advertises (0: 1):
+	// qemu-nbd advertises 512 for a raw image whose format it probed,
+	// whose first sector it protects (QEMU's raw driver aligns its
+	// requests to sectors then). Requests are not refused for it.
+	MinBlock uint32
 }
 
 // DetectZeroes is qemu's detect-zeroes setting.

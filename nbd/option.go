@@ -237,7 +237,7 @@ func (c *conn) optExportName(d *optData) (bool, error) {
 // (nbd_negotiate_handle_info), in its order: the export's name when
 // asked for, its description whenever it has one (qemu-nbd sends -D
 // unasked; the spec lets a server send any information), its block
-// sizes (section "Size constraints": minimum 1, preferred 4 KiB,
+// sizes (section "Size constraints": minimum 1 (Export.MinBlock), preferred 4 KiB,
 // maximum MaxPayload), then its size and flags. GO then enters
 // transmission.
 func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
@@ -280,8 +280,8 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 		}
 	}
 	b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
-	b = binary.BigEndian.AppendUint32(b, 1)
-	b = binary.BigEndian.AppendUint32(b, 4096)
+	b = binary.BigEndian.AppendUint32(b, max(e.MinBlock, 1))
+	b = binary.BigEndian.AppendUint32(b, max(e.MinBlock, 4096))
 	b = binary.BigEndian.AppendUint32(b, MaxPayload)
 	if err := info(b); err != nil {
 		return false, err

@@ -16,7 +16,7 @@ import (
 // The image is left raw; a partial write is checked with the bytes
 // around it; writes elsewhere, and any write with -f raw, go through.
 func TestProbedRawGuard(t *testing.T) {
-	need(t, "qemu-img", "qemu-io", "nbdcopy")
+	need(t, "qemu-img", "qemu-io", "nbdcopy", "nbdinfo")
 	dir := shortDir(t)
 	img := filepath.Join(dir, "r.raw")
 	hdr := filepath.Join(dir, "h.qcow2")
@@ -34,6 +34,11 @@ func TestProbedRawGuard(t *testing.T) {
 	s := startUnix(t, dir, "r", img)
 	if o, e, code := testkit.Run(t, "nbdcopy", sector, s.uri); code == 0 {
 		t.Errorf("a qcow2 header written over a probed raw image's first sector:\n%s%s", o, e)
+	}
+	// Sectors, as qemu-nbd advertises for it (QEMU aligns a probed raw
+	// image's requests to protect its first sector).
+	if o, _, _ := testkit.Run(t, "nbdinfo", "--json", s.uri); !strings.Contains(o, `"block_size_minimum": 512,`) {
+		t.Errorf("minimum block size of a probed raw export, want 512:\n%s", o)
 	}
 	// The qcow2 magic goes through: version 0 after it probes as raw (as
 	// qemu-nbd lets it); version 3 would make it qcow2.

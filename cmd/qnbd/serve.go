@@ -160,6 +160,9 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	wt := cfg.open.Cache == "writethrough" || cfg.open.Cache == "directsync"
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt}
+	if img.ProbedRaw != "" && !cfg.open.ReadOnly {
+		exp.MinBlock = 512 // guarded: sectors, as qemu-nbd advertises then
+	}
 	if cfg.bitmap != "" {
 		// As qemu-nbd -B (7.2's nbd_export_create): the first image
 		// down the backing chain that has the bitmap (with -s, the
