@@ -131,6 +131,10 @@ func (s *ioSession) open(req ioOpenReq) error {
 	if req.nocache {
 		cache = "none"
 	}
+	if req.spec && !req.readOnly && imgopen.SpecReadOnly(req.path) {
+		// read-only=on in the options of a writable open (no -r).
+		return errors.New("Block node is read-only")
+	}
 	sp := imgopen.Spec{Path: req.path, Format: req.format, Cache: cache, AIO: req.aio, ReadOnly: req.readOnly,
 		Opts: req.eo, WrapFile: mode.wrapFile(), Secrets: s.secrets}
 	img, err := openIOImage(req, sp)

@@ -64,7 +64,13 @@ func (s *ioSession) openCmd(args []string) error {
 		// QEMU opens the file name under these options: the spec's
 		// file.filename.
 		spec := optStr
-		if name != "" {
+		if strings.HasPrefix(name, "json:") {
+			// The JSON's keys join the options (qemu-io merges them;
+			// an option the JSON sets too keeps the option's value).
+			if spec, err = imgopen.MergeSpec(name, optStr); err != nil {
+				return openFailed(name, err)
+			}
+		} else if name != "" {
 			if err := fileKeyConflict(optStr); err != nil {
 				return openFailed(name, err)
 			}

@@ -65,6 +65,13 @@ func TestIOOpen_LikeQemu(t *testing.T) {
 		{"--image-opts", "driver=raw,file.filename={d}/nosuch", "-c", "read 0 1"},
 		{"-c", "open -o driver=raw,file.filename={d}/nosuch"},
 		{"-c", "open -o driver=qcow2,file.filename={d}/p.qcow2,foo=bar"},
+		// read-only=on in a writable open's options; options over a
+		// json: name merge with it (the options' keys win).
+		{"-c", "open -o read-only=on {d}/p.qcow2"},
+		{"-c", "open -o read-only=yes -r {d}/p2.qcow2", "-c", "read -P 7 0 4k"},
+		{"--image-opts", "driver=qcow2,read-only=on,file.filename={d}/p.qcow2", "-c", "info"},
+		{"-c", `open -o driver=raw json:{"driver":"qcow2","file":{"driver":"file","filename":"{d}/p2.qcow2"}}`, "-c", "info"},
+		{"-c", `open -o file.filename={d}/p2.qcow2 json:{"driver":"qcow2"}`, "-c", "read -P 7 0 4k"},
 	} {
 		q, o := runBoth(t, base, "qemu-io", "io", args, func(d string) {
 			for _, p := range []string{"p", "p2"} {
