@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -29,7 +30,8 @@ type amendRequest struct {
 	// to the image's LUKS header (amendEncryption) with secrets.
 	crypt   [][2]string
 	secrets *secret.Store
-	force   bool // --force
+	force   bool      // --force
+	warn    io.Writer // where a probed raw image's warning goes (GuardProbed)
 }
 
 func runAmend(e *env, args []string) int {
@@ -64,7 +66,7 @@ func runAmend(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
-	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: cache.imgopen()}
+	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: cache.imgopen(), warn: e.stderr}
 	if r.spec, err = o.imageSpec(r.path, imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -77,6 +79,11 @@ func runAmend(e *env, args []string) int {
 		img, err := openImage(spec)
 		if err != nil {
 			return e.errorf(1, "%v", err)
+		}
+		if img.ProbedRaw != "" {
+			// qemu-img opens it writable: QEMU's warning for a
+			// probed raw image.
+			fmt.Fprintf(e.stderr, imgopen.ProbedWarning, img.ProbedRaw)
 		}
 		f := img.Format()
 		img.Close()
@@ -98,6 +105,16 @@ func runAmend(e *env, args []string) int {
 			}
 			return 0
 		}
+	}
+	if f == "raw" {
+		// qemu-img opens the image writable first: the open's error,
+		// or QEMU's warning for a probed raw image.
+		img, err := openImage(r.spec)
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		img.GuardProbed(e.stderr)
+		img.Close()
 	}
 	if f != "" && f != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
@@ -256,6 +273,7 @@ func doAmend(r *amendRequest) error {
 	if err != nil {
 		return err
 	}
+	img.GuardProbed(r.warn) // a probed raw image opened writable: QEMU's warning
 	im := img.Image
 	if im == nil {
 		img.Close()

@@ -86,6 +86,7 @@ func runBitmap(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	img.GuardProbed(e.stderr) // a probed raw image opened writable: QEMU's warning
 	name := o.args[1]
 	err = doBitmaps(img, ops, name, gran, o.get("b", ""), o.get("F", ""))
 	if cerr := img.Close(); err == nil && cerr != nil {
@@ -104,8 +105,12 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 	for _, op := range ops {
 		var err error
 		switch {
-		case im == nil:
+		case im == nil && op.name == "add":
+			// QEMU's message names the node ("to #block123"), a
+			// number of its own: not reproduced.
 			err = errors.New("Can't store persistent bitmaps: Operation not supported")
+		case im == nil:
+			err = fmt.Errorf("Dirty bitmap '%s' not found", name) // the others look it up first
 		case op.name == "add":
 			if gran == 0 {
 				// QEMU's bdrv_get_default_bitmap_granularity.

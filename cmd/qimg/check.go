@@ -137,6 +137,9 @@ func runCheck(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer img.Close()
+	if repair {
+		img.GuardProbed(e.stderr) // a probed raw image opened writable: QEMU's warning
+	}
 	if img.VMDK != nil {
 		return e.checkVMDK(img, path, out, o.has("q"))
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/qring/qring/block"
@@ -45,9 +46,9 @@ func runCommit(e *env, args []string) int {
 	if b := o.get("b", ""); o.has("b") {
 		// -b BASE: into BASE, which may lie deeper in the chain; it
 		// implies -d, as in qemu-img.
-		err = commitToBase(spec, b, rate, progress)
+		err = commitToBase(e.stderr, spec, b, rate, progress)
 	} else {
-		err = doCommit(spec, o.has("d"), rate, progress)
+		err = doCommit(e.stderr, spec, o.has("d"), rate, progress)
 	}
 	if err == nil {
 		progress.done()
@@ -98,12 +99,12 @@ func vmdkChild(top *imgopen.Opened) error {
 // data is durable in the backing file, every cluster of the image
 // becomes unallocated in place (Image.MakeEmpty); its header, features
 // and internal snapshots stay.
-func doCommit(spec imgopen.Spec, keep bool, rate int64, progress *commitProgress) error {
+func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress *commitProgress) error {
 	spec.Opts.NoBacking = true
 	ro := spec
 	ro.ReadOnly = true
 	path, cache := spec.Path, spec.Cache
-	top, err := openCommitTop(spec, ro)
+	top, err := openCommitTop(warn, spec, ro)
 	if err != nil {
 		return err
 	}
@@ -228,9 +229,13 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress *co
 // openCommitTop opens the top image of a commit through ro (spec read-
 // only). qemu-img commit opens the top read-write whatever its options
 // (-d, -b), so a top left dirty (lazy refcounts) is repaired first, with
-// its lines on stderr (spec's RepairLog), by a writable open of spec.
-func openCommitTop(spec, ro imgopen.Spec) (*imgopen.Opened, error) {
+// its lines on stderr (spec's RepairLog), by a writable open of spec;
+// and a top probed as raw gets QEMU's warning, on warn.
+func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, error) {
 	top, err := openImage(ro)
+	if err == nil {
+		top.GuardProbed(warn)
+	}
 	if err != nil || top.Image == nil || top.Image.Header().IncompatibleFeatures&format.IncompatDirty == 0 {
 		return top, err
 	}
@@ -270,7 +275,7 @@ func makeEmpty(spec imgopen.Spec) error {
 // directory, as QEMU resolves it). The layers are committed from the one just
 // above BASE up to the top, so that what an upper layer holds wins, as
 // in the chain.
-func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitProgress) error {
+func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, progress *commitProgress) error {
 	baseFi, statErr := os.Stat(base)
 	matches := func(recorded, from, path string) bool {
 		if recorded == base || path == base {
@@ -296,7 +301,7 @@ func commitToBase(spec imgopen.Spec, base string, rate int64, progress *commitPr
 			l.Close()
 		}
 	}()
-	top, err := openCommitTop(spec, ro)
+	top, err := openCommitTop(warn, spec, ro)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 
 	"github.com/qring/qring/block"
@@ -21,6 +22,7 @@ type rebaseRequest struct {
 	cache        cacheMode     // -t: the image's
 	srcCache     cacheMode     // -T: the new backing file's
 	progress     *qemuProgress // -p, or nil
+	warn         io.Writer     // where a probed raw image's warning goes (GuardProbed)
 }
 
 func runRebase(e *env, args []string) int {
@@ -29,7 +31,7 @@ func runRebase(e *env, args []string) int {
 		return e.usageErr(err)
 	}
 	r := &rebaseRequest{format: o.get("f", ""), backing: o.get("b", ""), backingFmt: o.get("F", ""),
-		unsafe: o.has("u")}
+		unsafe: o.has("u"), warn: e.stderr}
 	if !r.unsafe && !o.has("b") {
 		return e.usageErr(errors.New("Must specify backing file (-b) or use unsafe mode (-u)"))
 	}
@@ -81,6 +83,7 @@ func doRebase(r *rebaseRequest) error {
 	if err != nil {
 		return err
 	}
+	img.GuardProbed(r.warn) // a probed raw image opened writable: QEMU's warning
 	err = rebaseOpen(img, r)
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -93,22 +96,25 @@ func rebaseOpen(img *imgopen.Opened, r *rebaseRequest) error {
 	changeErr := func(err error) error {
 		return fmt.Errorf("Could not change the backing file to '%s': %w", r.backing, err)
 	}
-	if img.Image == nil {
-		return changeErr(errors.New("Operation not supported"))
-	}
-	if r.backing != "" && r.backingFmt == "" {
-		// qemu-img opens the new backing file (probing it) before it
-		// copies and finds -F missing: a file that does not open is
-		// the first error there too.
-		if !r.unsafe {
-			nimg, err := openImage(imgopen.Spec{Path: pathCombine(r.path, r.backing), Cache: r.srcCache.imgopen(), ReadOnly: true,
+	// qemu-img opens the new backing file (probing it without -F)
+	// before it copies, then finds -F missing before it finds that the
+	// image's driver cannot change its backing file (raw, vpc, vmdk):
+	// a file that does not open is the first error there too.
+	if img.Image == nil || r.backingFmt == "" {
+		if !r.unsafe && r.backing != "" {
+			nimg, err := openImage(imgopen.Spec{Path: pathCombine(r.path, r.backing), Format: r.backingFmt, Cache: r.srcCache.imgopen(), ReadOnly: true,
 				Secrets: r.spec.Secrets})
 			if err != nil {
 				return fmt.Errorf("Could not open new backing file '%s': %w", r.backing, errors.Unwrap(err))
 			}
 			nimg.Close()
 		}
-		return changeErr(errors.New("backing format must be specified"))
+		if r.backing != "" && r.backingFmt == "" {
+			return changeErr(errors.New("backing format must be specified"))
+		}
+	}
+	if img.Image == nil {
+		return changeErr(errors.New("Operation not supported"))
 	}
 	if !r.unsafe {
 		if err := rebaseCopy(img.Image, r); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strings"
@@ -23,6 +24,7 @@ type resizeRequest struct {
 	shrink       bool
 	prealloc     string // --preallocation: off, metadata, falloc or full
 	repairLog    func(string)
+	warn         io.Writer // where a probed raw image's warning goes (GuardProbed)
 }
 
 // parseResizeSize reads [+|-]SIZE.
@@ -81,7 +83,8 @@ func runResize(e *env, args []string) int {
 	default:
 		return e.errorf(1, "Invalid preallocation mode '%s'", p)
 	}
-	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p, repairLog: o.repairLog}
+	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p, repairLog: o.repairLog,
+		warn: e.stderr}
 	if o.has("image-opts") || o.has("object") {
 		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format})
 		if err != nil {
@@ -119,6 +122,7 @@ func doResize(r *resizeRequest) error {
 	if err != nil {
 		return err
 	}
+	img.GuardProbed(r.warn) // a probed raw image opened writable: QEMU's warning
 	cur, err := img.Dev.Size()
 	if err != nil {
 		img.Close()

@@ -39,6 +39,9 @@ func runSnapshot(e *env, args []string) int {
 	if err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	if op != "l" {
+		img.GuardProbed(e.stderr) // a probed raw image opened writable: QEMU's warning
+	}
 	if op != "" {
 		err = doSnapshot(e, img, op, name)
 	}
@@ -65,6 +68,11 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 		case "c":
 			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", name)
 		case "a":
+			if img.ProbedRaw != "" {
+				// bdrv_snapshot_goto's fallback to the file child
+				// reopens the raw driver: QEMU warns a second time.
+				fmt.Fprintf(e.stderr, imgopen.ProbedWarning, img.ProbedRaw)
+			}
 			return fmt.Errorf("Could not apply snapshot '%s': Block driver does not support snapshots", name)
 		case "d":
 			return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", name)
