@@ -481,8 +481,11 @@ func TestFill_ErrorStopsFilling(t *testing.T) {
 		t.Fatal(err)
 	}
 	shadow := make([]byte, 64<<20)
-	for off := int64(0); off < 48<<20; off += 256 << 10 {
-		p := pattern(256<<10, byte(off>>18))
+	// One cluster per write: writes of several whole clusters would be
+	// runs, for which the filler pauses (fill_bulk.go), maybe before
+	// its first piece.
+	for off := int64(0); off < 48<<20; off += 64 << 10 {
+		p := pattern(64<<10, byte(off>>16))
 		mustWrite(t, im, p, off)
 		copy(shadow[off:], p)
 	}
