@@ -9,7 +9,7 @@ FUZZTIME ?= 20000x
 FUZZMIN ?= 200x
 LONGFUZZ ?= 60s
 
-.PHONY: all build test test-race test-plain test-inv fuzz-short fuzz crash torture audit-images bench bench-go lint perf perf-qemu perf-matrix perf-nbd flamegraph clean
+.PHONY: all build test test-race test-plain test-inv fuzz-short fuzz crash torture audit-images bench bench-go lint perf perf-qemu perf-matrix perf-nbd perf-convert flamegraph clean
 
 all: build
 
@@ -253,6 +253,9 @@ perf-matrix: build
 
 perf-nbd: build
 	bash perf/nbd
+
+perf-convert: build
+	bash perf/convert
 
 flamegraph: build
 	bash perf/flamegraph
