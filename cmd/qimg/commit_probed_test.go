@@ -22,12 +22,7 @@ import (
 func TestCommit_ProbedRawBaseLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	base := testkit.Dir(t)
-	hq := filepath.Join(base, "h.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", hq, "1M")
-	hdr, err := os.ReadFile(hq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hdr := qcow2Header(t, base)
 	for i, c := range []struct {
 		args  []string
 		at0   string // what the overlay holds at offset 0: "hdr" or a pattern

@@ -19,12 +19,7 @@ import (
 func TestIOProbedRaw_LikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	base := testkit.Dir(t)
-	hq := filepath.Join(base, "q.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", hq, "1M")
-	hdrBytes, err := os.ReadFile(hq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hdrBytes := qcow2Header(t, base)
 	for i, args := range [][]string{
 		{"{d}/r.raw", "-c", "write -s {d}/hdr 0 512", "-c", "write 4k 512", "-c", "info", "-c", "map"},
 		{"{d}/r.raw", "-c", "write -s {d}/hdr 0 100", "-c", "aio_write -P 0x51 0 1", "-c", "write -z 0 512", "-c", "discard 0 64k"},

@@ -20,12 +20,7 @@ import (
 func TestProbedRaw_BenchConvertLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	base := testkit.Dir(t)
-	hq := filepath.Join(base, "h.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", hq, "1M")
-	hdr, err := os.ReadFile(hq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hdr := qcow2Header(t, base)
 	setup := func(d string) {
 		almost := make([]byte, 1<<20)
 		copy(almost[1:512], hdr[1:512])

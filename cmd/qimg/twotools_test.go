@@ -85,3 +85,17 @@ func sameFiles(a, b string, names ...string) (bool, error) {
 	}
 	return true, nil
 }
+
+// qcow2Header is the first sector of a new 1 MiB qcow2 image that
+// qemu-img creates in dir: bytes that make a raw file's first sector
+// probe as qcow2.
+func qcow2Header(t *testing.T, dir string) []byte {
+	t.Helper()
+	p := filepath.Join(dir, "hdr.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b[:512]
+}
