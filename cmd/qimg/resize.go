@@ -169,7 +169,7 @@ func doResize(r *resizeRequest) error {
 		// QEMU, so that no other process writes the file in between
 		// (the first block written over an empty file, the zeros of
 		// a full preallocation).
-		err = resizeRaw(r, cur, size)
+		err = resizeRaw(r, rawPath(r.path, img), cur, size)
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -180,27 +180,40 @@ func doResize(r *resizeRequest) error {
 	return err
 }
 
-// resizeRaw sets the size of the raw file of r, which doResize holds
-// open (and locked).
-func resizeRaw(r *resizeRequest, cur, size int64) error {
+// rawPath is the host file of the raw image opened as img from name
+// (a file name, file:NAME, a json: or --image-opts spec): the file it
+// opened, or name as typed when it cannot tell.
+func rawPath(name string, img *imgopen.Opened) string {
+	if img.RawFile != "" {
+		return img.RawFile
+	}
+	if p, err := protocol.Path(name, false); err == nil {
+		return p
+	}
+	return name
+}
+
+// resizeRaw sets the size of the raw file at path (r's image), which
+// doResize holds open (and locked).
+func resizeRaw(r *resizeRequest, path string, cur, size int64) error {
 	// Raw: the file is the image. A block device keeps its size (QEMU's
 	// host_device: an exact resize to another size is refused).
-	if isBlockDevice(r.path) {
+	if isBlockDevice(path) {
 		if size != cur {
 			return errors.New("Cannot resize device files")
 		}
 		return nil
 	}
 	if r.prealloc != "off" {
-		return growRawPrealloc(r.path, size, r.prealloc)
+		return growRawPrealloc(path, size, r.prealloc)
 	}
-	if err := os.Truncate(r.path, size); err != nil {
+	if err := os.Truncate(path, size); err != nil {
 		return fmt.Errorf("Could not resize file: %w", &capitalized{err: unwrapPathErr(err)})
 	}
 	if cur == 0 {
 		// An empty file grown: QEMU allocates its first block, as
 		// when it creates one (allocateFirstBlock).
-		f, err := os.OpenFile(r.path, os.O_WRONLY, 0)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
 			return unwrapPathErr(err)
 		}

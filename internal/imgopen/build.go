@@ -58,6 +58,11 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 		return nil, err
 	}
 	o := &Opened{Dev: dev, throttles: ts, ProbedRaw: b.probedRaw}
+	if _, window := root["offset"]; root["driver"] == "raw" && !window {
+		if _, window = root["size"]; !window {
+			o.RawFile = b.paths[dev] // "" over another node than a file
+		}
+	}
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
 	}

@@ -204,7 +204,7 @@ func Open(s Spec) (*Opened, error) {
 		if d, err = sectorSized(d); err != nil {
 			return nil, err
 		}
-		o := &Opened{Dev: d, File: file, fellBack: fellBack}
+		o := &Opened{Dev: d, File: file, fellBack: fellBack, RawFile: s.Path}
 		if s.Format == "" || s.Probed {
 			o.ProbedRaw = s.Path
 		}

@@ -37,6 +37,10 @@ type Opened struct {
 	// not named ("" for any other): QEMU's raw driver restricts writes
 	// into such a file's first sector (GuardProbed).
 	ProbedRaw string
+	// RawFile is the host file of a raw root ("" for any other, a raw
+	// node over another driver, or a window of a file (offset, size)):
+	// what resizing the image resizes.
+	RawFile string
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
