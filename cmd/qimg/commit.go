@@ -13,7 +13,7 @@ import (
 )
 
 func runCommit(e *env, args []string) int {
-	o, err := e.getopt(args, "f:t:b:r:dpqU", "object:", "image-opts", "force-share")
+	o, err := e.getopt(args, "f:t:b:r:dpq", "object:", "image-opts") // no -U: qemu-img 7.2 commit has none
 	if err != nil {
 		return e.usageErr(err)
 	}
