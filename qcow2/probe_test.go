@@ -1,8 +1,6 @@
 package qcow2
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -95,7 +93,7 @@ func TestBacking_ProbedOtherFormat(t *testing.T) {
 	}
 	top := filepath.Join(dir, "top.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", filepath.Base(vmdk), "-F", "vmdk", top, "1M")
-	dropBackingFormat(t, top)
+	testkit.DropBackingFormat(t, top)
 	if info := testkit.MustRun(t, "qemu-img", "info", top); strings.Contains(info, "backing file format") {
 		t.Fatalf("backing format still there:\n%s", info)
 	}
@@ -117,23 +115,4 @@ func TestBacking_ProbedOtherFormat(t *testing.T) {
 		t.Fatalf("backing format raw: read %q, %v", got, err)
 	}
 	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x4b 0 1", top)
-}
-
-// dropBackingFormat ends the header extensions of the qcow2 image at
-// path where its backing format extension is: the image then names its
-// backing file without a format.
-func dropBackingFormat(t *testing.T, path string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b[:4096], binary.BigEndian.AppendUint32(nil, 0xe2792aca))
-	if i < 0 {
-		t.Fatal("no backing format extension")
-	}
-	binary.BigEndian.PutUint32(b[i:], 0)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

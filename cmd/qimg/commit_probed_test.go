@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,12 +44,12 @@ func TestCommit_ProbedRawBaseLikeQemu(t *testing.T) {
 			below := "b.raw"
 			if c.mid {
 				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.raw", "-F", "raw", p("m.qcow2"))
-				dropBackingFormat(t, p("m.qcow2"))
+				testkit.DropBackingFormat(t, p("m.qcow2"))
 				below = "m.qcow2"
 			}
 			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", below, "-F", map[bool]string{false: "raw", true: "qcow2"}[c.mid], p("o.qcow2"))
 			if !c.fmtOK && !c.mid {
-				dropBackingFormat(t, p("o.qcow2"))
+				testkit.DropBackingFormat(t, p("o.qcow2"))
 			}
 			w := c.at0
 			if w == "hdr" {
@@ -71,24 +70,5 @@ func TestCommit_ProbedRawBaseLikeQemu(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(q.dir, "b.raw")); err != nil || bytes.HasPrefix(b, []byte("QFI")) != (c.fmtOK && c.at0 == "hdr") {
 			t.Errorf("case %d: the base starts %q (%v)", i, b[:min(len(b), 4)], err)
 		}
-	}
-}
-
-// dropBackingFormat makes the backing format extension of the qcow2
-// image at path one QEMU does not know (ignored): the image names a
-// backing file and no format, as images of older tools do.
-func dropBackingFormat(t *testing.T, path string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b[:4096], binary.BigEndian.AppendUint32(nil, 0xe2792aca))
-	if i < 0 {
-		t.Fatalf("%s: no backing format extension", path)
-	}
-	binary.BigEndian.PutUint32(b[i:], 0x5152494e)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
