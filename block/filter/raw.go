@@ -64,6 +64,10 @@ func NewRaw(child block.Device, o RawOptions) (*Raw, error) {
 // fixed says whether the window has a fixed size.
 func (r *Raw) fixed() bool { return r.o.Fixed || r.o.Size > 0 }
 
+// Fixed says whether the window has a fixed size (RawOptions.Size or
+// Fixed): Truncate refuses it.
+func (r *Raw) Fixed() bool { return r.fixed() }
+
 // Unwrap returns the child.
 func (r *Raw) Unwrap() block.Device { return r.child }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
@@ -144,6 +146,9 @@ func doResize(r *resizeRequest) error {
 	case img.VHD != nil || img.VMDK != nil:
 		// Their drivers cannot resize (QEMU's vpc and vmdk neither).
 		err = errors.New("Image format driver does not support resize")
+	case img.RawFixed:
+		// QEMU's raw driver, before the file driver sees the mode.
+		err = errors.New("Cannot resize fixed-size raw disks")
 	case img.LUKS != nil && r.prealloc == "metadata":
 		err = errors.New("Unsupported preallocation mode: metadata") // the file driver's
 	case img.LUKS != nil:
@@ -164,12 +169,18 @@ func doResize(r *resizeRequest) error {
 		err = errors.New("Unsupported preallocation mode: metadata")
 	case img.Image != nil:
 		err = resizeQcow2(img.Image, cur, size, r.prealloc)
-	default:
+	case img.RawFile != "":
 		// Raw: resized while the open holds the image's lock, as in
 		// QEMU, so that no other process writes the file in between
 		// (the first block written over an empty file, the zeros of
 		// a full preallocation).
-		err = resizeRaw(r, rawPath(r.path, img), cur, size)
+		err = resizeRaw(r, img.RawFile, img.RawOffset, cur, size)
+	default:
+		// A raw node over another node (a qcow2 image, a throttle) or
+		// another driver at the root: truncated through its nodes, as
+		// QEMU does. Truncating the host file under a qcow2 node cut
+		// its clusters off.
+		err = resizeNode(img, size, r.prealloc)
 	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
@@ -180,22 +191,37 @@ func doResize(r *resizeRequest) error {
 	return err
 }
 
-// rawPath is the host file of the raw image opened as img from name
-// (a file name, file:NAME, a json: or --image-opts spec): the file it
-// opened, or name as typed when it cannot tell.
-func rawPath(name string, img *imgopen.Opened) string {
-	if img.RawFile != "" {
-		return img.RawFile
+// resizeNode sets the size of an image that is no host file of its own
+// through its Truncate (a raw node over a qcow2 image grows that
+// image's virtual size).
+func resizeNode(img *imgopen.Opened, size int64, prealloc string) error {
+	if r, ok := img.Dev.(*filter.Raw); ok {
+		if im, ok := r.Unwrap().(*qcow2.Image); ok {
+			// Over a qcow2 image: that image's resize, shrinking too.
+			cur, err := im.Size()
+			if err != nil {
+				return err
+			}
+			return resizeQcow2(im, cur, r.Offset()+size, prealloc)
+		}
 	}
-	if p, err := protocol.Path(name, false); err == nil {
-		return p
+	if prealloc != "off" {
+		return fmt.Errorf("Unsupported preallocation mode: %s", prealloc)
 	}
-	return name
+	err := img.Dev.Truncate(size)
+	switch {
+	case errors.Is(err, qcow2.ErrUnsupported):
+		return fmt.Errorf("qimg resize cannot resize this node that way: %w", err)
+	case errors.Is(err, block.ErrNotSupported):
+		return errors.New("Image format driver does not support resize")
+	}
+	return err
 }
 
-// resizeRaw sets the size of the raw file at path (r's image), which
-// doResize holds open (and locked).
-func resizeRaw(r *resizeRequest, path string, cur, size int64) error {
+// resizeRaw sets the size of the raw image that starts at offset off of
+// the file at path (r's image; cur and size are the image's, not the
+// file's), which doResize holds open (and locked).
+func resizeRaw(r *resizeRequest, path string, off, cur, size int64) error {
 	// Raw: the file is the image. A block device keeps its size (QEMU's
 	// host_device: an exact resize to another size is refused).
 	if isBlockDevice(path) {
@@ -205,12 +231,12 @@ func resizeRaw(r *resizeRequest, path string, cur, size int64) error {
 		return nil
 	}
 	if r.prealloc != "off" {
-		return growRawPrealloc(path, size, r.prealloc)
+		return growRawPrealloc(path, off+size, r.prealloc)
 	}
-	if err := os.Truncate(path, size); err != nil {
+	if err := os.Truncate(path, off+size); err != nil {
 		return fmt.Errorf("Could not resize file: %w", &capitalized{err: unwrapPathErr(err)})
 	}
-	if cur == 0 {
+	if off+cur == 0 {
 		// An empty file grown: QEMU allocates its first block, as
 		// when it creates one (allocateFirstBlock).
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)

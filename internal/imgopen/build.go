@@ -58,9 +58,15 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 		return nil, err
 	}
 	o := &Opened{Dev: dev, throttles: ts, ProbedRaw: b.probedRaw}
-	if _, window := root["offset"]; root["driver"] == "raw" && !window {
-		if _, window = root["size"]; !window {
-			o.RawFile = b.paths[dev] // "" over another node than a file
+	switch d := dev.(type) {
+	case *filter.Raw:
+		o.RawOffset, o.RawFixed = d.Offset(), d.Fixed()
+		if c := d.Unwrap(); b.hostFiles[c] {
+			o.RawFile = b.paths[c]
+		}
+	default:
+		if b.hostFiles[dev] { // a file node at the root
+			o.RawFile = b.paths[dev]
 		}
 	}
 	if root["driver"] == "qcow2" {
@@ -101,6 +107,9 @@ type builder struct {
 	// bdrv_dirname looks through a node's file child). A qcow2 node over
 	// one resolves a relative backing file name against its directory.
 	paths map[block.Device]string
+	// hostFiles are the devices openFile opened: host files themselves,
+	// not nodes over them (Opened.RawFile).
+	hostFiles map[block.Device]bool
 	// noDir names the driver of each device that has no directory
 	// (quorum, blkverify, and the nodes over them): a qcow2 node over
 	// one refuses a relative backing file name as QEMU does
@@ -328,6 +337,10 @@ func (b *builder) openFile(name string, n *node, noLock bool) (block.Device, err
 	d, err := openRaw(name, op, ro, o, b.def.UnshareResize)
 	if err == nil {
 		b.setPath(d, name)
+		if b.hostFiles == nil {
+			b.hostFiles = map[block.Device]bool{}
+		}
+		b.hostFiles[d] = true
 	}
 	return d, err
 }

@@ -37,10 +37,19 @@ type Opened struct {
 	// not named ("" for any other): QEMU's raw driver restricts writes
 	// into such a file's first sector (GuardProbed).
 	ProbedRaw string
-	// RawFile is the host file of a raw root ("" for any other, a raw
-	// node over another driver, or a window of a file (offset, size)):
-	// what resizing the image resizes.
+	// RawFile is the host file of a raw root whose child is that file
+	// itself, or of a file node at the root ("" for any other root, and
+	// for a raw node over another node: a qcow2 image, a throttle):
+	// what resizing the image truncates, from RawOffset on. Over
+	// another node a resize is the root's Truncate; truncating the
+	// file under a qcow2 node would cut its clusters off.
 	RawFile string
+	// RawOffset is where a raw root's window starts on its child (its
+	// offset key; 0 for any other root).
+	RawOffset int64
+	// RawFixed says a raw root's window has a fixed size (its size
+	// key): QEMU's raw driver refuses to resize it.
+	RawFixed bool
 
 	// close closes the whole tree; nil means Dev.Close.
 	close func() error
