@@ -23,7 +23,8 @@
 //     parsed (optdata.go), never held whole, so any length up to
 //     MaxPayload is answered, as by qemu-nbd, and more closes the
 //     connection;
-//   - metadata contexts "base:allocation" and "qemu:allocation-depth"
+//   - metadata contexts "base:allocation" and, when the export asks for
+//     it (AllocationDepth, qemu-nbd's -A), "qemu:allocation-depth"
 //     (meta.go), answered from the export's StatusSource, and
 //     "qemu:dirty-bitmap:NAME" for an export with a Bitmap, from its
 //     BitmapSource;

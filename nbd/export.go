@@ -20,6 +20,12 @@ type Export struct {
 	// metadata contexts. Nil means Dev if Dev is a StatusSource, else
 	// everything reads as allocated data at depth 1.
 	Status StatusSource
+	// AllocationDepth offers the metadata context
+	// "qemu:allocation-depth" (qemu-nbd -A, and QEMU's block-export-add
+	// allocation-depth): the layer of the backing chain that decides
+	// each range's contents (Extent.Depth). Off, as in QEMU, a query
+	// for it selects nothing.
+	AllocationDepth bool
 	// Bitmap, with BitmapSource, offers the metadata context
 	// "qemu:dirty-bitmap:"+Bitmap (qemu-nbd -B): a persistent dirty
 	// bitmap of the image, flag 1 where dirty.

@@ -29,7 +29,7 @@ func fuzzServe(t *testing.T, prefix, stream []byte) {
 	}
 	dev := memdev.FromBytes(make([]byte, 1<<16), memdev.Options{})
 	s := &Server{Exports: []*Export{
-		{Name: "", Dev: dev, Unmap: true, Status: fakeStatus{period: 8192, data: 4096}},
+		{Name: "", Dev: dev, Unmap: true, Status: fakeStatus{period: 8192, data: 4096}, AllocationDepth: true},
 		{Name: "ro", Dev: dev, ReadOnly: true},
 	}, Logf: logf, MaxInFlight: 4}
 	a, b := net.Pipe()

@@ -100,7 +100,7 @@ func (g *gateStatus) Extent(off, n int64) (Extent, error) {
 // gets its full reply.
 func TestStatusBudget(t *testing.T) {
 	g := &gateStatus{fakeStatus: fakeStatus{period: 1 << 16, data: 1 << 15}, open: make(chan struct{})}
-	s := serveTest(t, &Server{Exports: []*Export{{Dev: hugeDev{}, Status: g}}, Logf: t.Logf, MaxInFlightBytes: MaxPayload})
+	s := serveTest(t, &Server{Exports: []*Export{{Dev: hugeDev{}, Status: g, AllocationDepth: true}}, Logf: t.Logf, MaxInFlightBytes: MaxPayload})
 	var once sync.Once
 	release := func() { once.Do(func() { close(g.open) }) }
 	t.Cleanup(release) // before the server's shutdown, if the test fails

@@ -21,13 +21,18 @@ var metaContexts = []metaContext{
 	{metaAllocDepth, "qemu:allocation-depth"},
 }
 
-// contexts are the metadata contexts export e offers: metaContexts, and
-// its dirty bitmap's when it has one.
+// contexts are the metadata contexts export e offers: base:allocation,
+// qemu:allocation-depth when it offers that, and its dirty bitmap's
+// when it has one, in that order (qemu-nbd's).
 func (e *Export) contexts() []metaContext {
-	if e.Bitmap == "" || e.BitmapSource == nil {
-		return metaContexts
+	all := metaContexts[:1]
+	if e.AllocationDepth {
+		all = metaContexts
 	}
-	return append(append([]metaContext(nil), metaContexts...), metaContext{metaDirtyBitmap, "qemu:dirty-bitmap:" + e.Bitmap})
+	if e.Bitmap == "" || e.BitmapSource == nil {
+		return all
+	}
+	return append(append([]metaContext(nil), all...), metaContext{metaDirtyBitmap, "qemu:dirty-bitmap:" + e.Bitmap})
 }
 
 // metaMatch marks in chosen the contexts of all that query q selects.

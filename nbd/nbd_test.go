@@ -34,7 +34,7 @@ func pattern(n int, seed byte) []byte {
 }
 
 func TestNegotiation(t *testing.T) {
-	s := newTestServer(t, &Export{Name: "disk", Description: "a test disk", Dev: newMem(memdev.Options{})})
+	s := newTestServer(t, &Export{Name: "disk", Description: "a test disk", Dev: newMem(memdev.Options{}), AllocationDepth: true})
 	c := dial(t, s)
 	c.greet()
 	expect := func(rs []optReply, typ uint32) {
@@ -398,7 +398,7 @@ func TestStructured(t *testing.T) {
 	// come from the status, not the data.
 	block.WriteAt(mem, bytes.Repeat([]byte{9}, testSize), 0)
 	st := fakeStatus{period: 65536, data: 16384}
-	s := newTestServer(t, &Export{Dev: mem, Status: st}, &Export{Name: "bad", Dev: mem, Status: fakeStatus{fail: true}})
+	s := newTestServer(t, &Export{Dev: mem, Status: st, AllocationDepth: true}, &Export{Name: "bad", Dev: mem, Status: fakeStatus{fail: true}, AllocationDepth: true})
 	c := dial(t, s)
 	c.connect("", true, "base:allocation", "qemu:allocation-depth")
 	code, data, chunks := c.do(cmdRead, 0, 8192, 3*65536, nil)

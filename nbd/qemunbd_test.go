@@ -98,7 +98,8 @@ func replies(rs []optReply) string {
 // queries and misreads the data as the next option.
 func TestOptionsLikeQemuNbd(t *testing.T) {
 	q := startQemuNbd(t, "-x", "disk", "-D", "a test disk", "-A")
-	s := newTestServer(t, &Export{Name: "disk", Description: "a test disk", Dev: newMem(memdev.Options{}), MultiConn: true})
+	s := newTestServer(t, &Export{Name: "disk", Description: "a test disk", Dev: newMem(memdev.Options{}), MultiConn: true,
+		AllocationDepth: true})
 	long := strings.Repeat("x", maxString+1)
 	many := func(q string, n int) []string {
 		qs := make([]string, n)
@@ -173,6 +174,36 @@ func TestOptionsLikeQemuNbd(t *testing.T) {
 			got[i] = replies(cl.opt(c.opt, c.data))
 		}
 		if (got[0] != got[1]) != c.diff {
+			t.Errorf("%s:\nqemu-nbd: %s\nqnbd:     %s", c.name, got[0], got[1])
+		}
+	}
+}
+
+// TestAllocationDepthOptInLikeQemuNbd: without qemu-nbd's -A
+// (Export.AllocationDepth) qemu:allocation-depth is not offered, as
+// qemu-nbd 7.2 offers it only with -A: qnbd offered it always.
+func TestAllocationDepthOptInLikeQemuNbd(t *testing.T) {
+	q := startQemuNbd(t, "-x", "disk")
+	s := newTestServer(t, &Export{Name: "disk", Dev: newMem(memdev.Options{})})
+	for _, c := range []struct {
+		name string
+		opt  uint32
+		data []byte
+	}{
+		{"list all", optListMetaContext, metaData("disk")},
+		{"list qemu:", optListMetaContext, metaData("disk", "qemu:")},
+		{"list it", optListMetaContext, metaData("disk", "qemu:allocation-depth")},
+		{"set it", optSetMetaContext, metaData("disk", "qemu:allocation-depth", "base:allocation")},
+		{"set qemu:", optSetMetaContext, metaData("disk", "qemu:")},
+	} {
+		var got [2]string
+		for i, srv := range []*testServer{q, s} {
+			cl := dial(t, srv)
+			cl.greet()
+			cl.opt(optStructuredReply, nil)
+			got[i] = replies(cl.opt(c.opt, c.data))
+		}
+		if got[0] != got[1] {
 			t.Errorf("%s:\nqemu-nbd: %s\nqnbd:     %s", c.name, got[0], got[1])
 		}
 	}

@@ -32,6 +32,7 @@ type config struct {
 	shared      int
 	handshake   int // seconds
 	unmap       bool
+	allocDepth  bool // -A: offer qemu:allocation-depth
 	detect      nbd.DetectZeroes
 	fork        bool
 	pidFile     string
@@ -50,7 +51,7 @@ func configure(f *flags) (*config, error) {
 	}
 	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""), bitmap: f.get("bitmap", ""),
 		persistent: !f.has("once"), fork: f.has("fork"), pidFile: f.get("pid-file", ""),
-		verbose: f.has("verbose")}
+		verbose: f.has("verbose"), allocDepth: f.has("allocation-depth")}
 	c.spec = f.has("image-opts") || imgopen.IsSpec(c.path)
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {

@@ -36,7 +36,7 @@ var options = []option{
 	{'s', "snapshot", false, "serve a temporary qcow2 overlay over FILE (in $TMPDIR, else /var/tmp; gone at exit): FILE is opened read-only and is never written"},
 	{'l', "load-snapshot", true, "serve the internal snapshot SNAPSHOT of FILE, read-only: snapshot.id=ID,snapshot.name=NAME, or an ID or a name"},
 	{'B', "bitmap", true, "offer the image's persistent dirty bitmap NAME as the metadata context qemu:dirty-bitmap:NAME"},
-	{'A', "allocation-depth", false, "accepted for compatibility: qemu:allocation-depth is always offered"},
+	{'A', "allocation-depth", false, "expose the allocation depth (qemu:allocation-depth)"},
 	{0, "handshake-limit", true, "seconds a client may take to negotiate (default 10; 0: no limit)"},
 	{0, "fork", false, "fork off the server once it listens; the parent exits"},
 	{0, "pid-file", true, "write the server's process id to this file"},

@@ -311,7 +311,7 @@ func TestLibnbd(t *testing.T) {
 	}
 	srcPath := filepath.Join(dir, "src.raw")
 	os.WriteFile(srcPath, src, 0o644)
-	s := startUnix(t, dir, "x", "-e", "4", "--discard=unmap", img)
+	s := startUnix(t, dir, "x", "-e", "4", "--discard=unmap", "-A", img)
 	var info struct {
 		Exports []struct {
 			Size      int64 `json:"export-size"`
@@ -542,7 +542,7 @@ func TestNbdsh(t *testing.T) {
 		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
 	}
 	dir, img := create(t, "16M")
-	s := startUnix(t, dir, "s", "-e", "0", "--discard=unmap", img)
+	s := startUnix(t, dir, "s", "-e", "0", "--discard=unmap", "-A", img)
 	script, err := filepath.Abs("nbdsh_test.py")
 	if err != nil {
 		t.Fatal(err)

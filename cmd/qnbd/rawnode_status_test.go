@@ -33,7 +33,7 @@ func TestRawNodeStatusMatchesQemu(t *testing.T) {
 	} {
 		sub := shortDir(t)
 		q := startQemuNbd(t, sub, "--image-opts", spec)
-		s := startUnix(t, sub, "disk", "-r", "--image-opts", spec)
+		s := startUnix(t, sub, "disk", "-r", "-A", "--image-opts", spec)
 		for _, ctx := range []string{"--map", "--map=qemu:allocation-depth"} {
 			if got, want := sh(t, "nbdinfo", ctx, s.uri), sh(t, "nbdinfo", ctx, q); got != want {
 				t.Errorf("%s %s: qnbd\n%s\nqemu-nbd\n%s", spec, ctx, got, want)

@@ -54,7 +54,7 @@ func TestRawWindow_LikeQemuNbd(t *testing.T) {
 	} {
 		sub := shortDir(t)
 		q := startQemuNbd(t, sub, "--image-opts", spec)
-		s := startUnix(t, sub, "disk", "-r", "--image-opts", spec)
+		s := startUnix(t, sub, "disk", "-r", "-A", "--image-opts", spec)
 		if got, want := sh(t, "nbdinfo", "--size", s.uri), sh(t, "nbdinfo", "--size", q); got != want {
 			t.Errorf("%s: qnbd size %s, qemu-nbd %s", spec, got, want)
 		}

@@ -159,7 +159,8 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	// that maps it too, which O_DIRECT alone does not write).
 	wt := cfg.open.Cache == "writethrough" || cfg.open.Cache == "directsync"
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
-		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt}
+		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt,
+		AllocationDepth: cfg.allocDepth}
 	if img.ProbedRaw != "" && !cfg.open.ReadOnly {
 		exp.MinBlock = 512 // guarded: sectors, as qemu-nbd advertises then
 	}

@@ -133,7 +133,7 @@ func TestStatus_LikeQemuNbd(t *testing.T) {
 				}
 			}
 			q := startQemuNbd(t, sub, image...)
-			s := startUnix(t, sub, "disk", append([]string{"-r"}, image...)...)
+			s := startUnix(t, sub, "disk", append([]string{"-r", "-A"}, image...)...)
 			defer s.stop()
 			for _, args := range [][]string{{"--size"}, {"--map"}, {"--map=qemu:allocation-depth"}} {
 				want := sh(t, "nbdinfo", append(args, q)...)

@@ -54,7 +54,7 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)
 			q := startQemuNbd(t, sub, c.image...)
-			s := startUnix(t, sub, "disk", append([]string{"-r"}, c.image...)...)
+			s := startUnix(t, sub, "disk", append([]string{"-r", "-A"}, c.image...)...)
 			defer s.stop()
 			for _, args := range [][]string{{"--size"}, {"--map"}, {"--map=qemu:allocation-depth"}} {
 				want := sh(t, "nbdinfo", append(args, q)...)

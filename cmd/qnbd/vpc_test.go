@@ -31,7 +31,7 @@ func TestVPC_ServeLikeQemuNbd(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sub := shortDir(t)
 			q := startQemuNbd(t, sub, c.image...)
-			s := startUnix(t, sub, "disk", append([]string{"-r"}, c.image...)...)
+			s := startUnix(t, sub, "disk", append([]string{"-r", "-A"}, c.image...)...)
 			defer s.stop()
 			for _, args := range [][]string{{"--size"}, {"--map"}} {
 				want := sh(t, "nbdinfo", append(args, q)...)
