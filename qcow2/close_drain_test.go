@@ -1,9 +1,13 @@
 package qcow2
 
 import (
+	"bytes"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/block/memdev"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -53,6 +57,82 @@ func TestClose_WaitedWritesSucceed(t *testing.T) {
 			}
 			if k := testkit.FirstDiff(got, c.want); k >= 0 {
 				t.Fatalf("the write Close waited for is not durable after Close: first difference at %d", k)
+			}
+		})
+	}
+}
+
+// slowOnceDev delays the first device write that starts with head (the
+// guest's data, not the metadata written under the image's lock) after
+// armed is set, by delay.
+type slowOnceDev struct {
+	*memdev.Dev
+	head    []byte
+	armed   atomic.Bool
+	delay   time.Duration
+	stalled chan struct{}
+}
+
+func (d *slowOnceDev) Writev(off int64, b [][]byte) error {
+	if len(b) > 0 && bytes.HasPrefix(b[0], d.head) && d.armed.CompareAndSwap(true, false) {
+		close(d.stalled)
+		time.Sleep(d.delay)
+	}
+	return d.Dev.Writev(off, b)
+}
+
+// TestClose_WaitsForSlowAllocation: an allocating write whose device
+// request takes longer than a second (a loaded disk, a network file
+// system) while Close runs is waited for, as QEMU's drain waits: the
+// write succeeds and the image is clean after Close. Close gave up after
+// a second: the write failed with ErrClosed and its cluster leaked, in
+// an image Close had closed without an error.
+func TestClose_WaitsForSlowAllocation(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"cluster", 4096}, {"run", 256 << 10}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			mem := memdev.New(memdev.Options{})
+			data := r46Data(5, 0, c.n)
+			d := &slowOnceDev{Dev: mem, head: data[:64], delay: 2500 * time.Millisecond, stalled: make(chan struct{})}
+			if err := CreateDevice(d, CreateOptions{Size: 4 << 20, ClusterSize: 65536}); err != nil {
+				t.Fatal(err)
+			}
+			im, err := OpenDevice(d, Options{Prealloc: PreallocOff})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.armed.Store(true)
+			werr := make(chan error, 1)
+			go func() { _, err := im.WriteAt(data, 1<<20); werr <- err }()
+			<-d.stalled
+			if err := im.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			if err := <-werr; err != nil {
+				t.Fatalf("the write Close should have waited for: %v", err)
+			}
+			im2, err := OpenDevice(mem.CrashClone(rand.New(rand.NewPCG(5, 1)), 0), Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im2.Close()
+			r, err := im2.Check(CheckOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Corruptions != 0 || r.Leaks != 0 {
+				t.Fatalf("after Close: %d corruptions, %d leaked clusters", r.Corruptions, r.Leaks)
+			}
+			got := make([]byte, c.n)
+			if _, err := im2.ReadAt(got, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if k := testkit.FirstDiff(got, data); k >= 0 {
+				t.Fatalf("the write is not durable after Close: first difference at %d", k)
 			}
 		})
 	}

@@ -162,7 +162,8 @@ type Image struct {
 	snapPause atomic.Pointer[chan struct{}]
 	snapMu    sync.Mutex
 	// idleWait bounds lockIdle's and pauseOverwrites' waits (0: about a
-	// second); tests on loaded machines set it longer.
+	// second) and Close's wait for writers (0: closeWait); tests set it
+	// longer on loaded machines, or short to hold a write past Close.
 	idleWait time.Duration
 	// linkFault, if set (tests), fails the L2 link of new clusters.
 	linkFault func() error
@@ -374,9 +375,10 @@ func (im *Image) markCorrupt(cause error) error {
 func (im *Image) Close() error {
 	// As QEMU drains before it closes: allocating writes still running
 	// on other goroutines finish first, and so do the frees of discards
-	// and zeroings, and then writes in place (up to about a second each;
-	// a write that commits, or lands in place, after that fails with
-	// ErrClosed, unacknowledged, and a free after it leaks). An open
+	// and zeroings, and then writes in place (up to closeWait for the
+	// writes, about a second for the frees; a write that commits, or
+	// lands in place, after that fails with ErrClosed, unacknowledged,
+	// and the clusters it allocated, or a free after it, leak). An open
 	// queue's are not waited for: Close refuses below (Q15).
 	if im.queues.Load() > 0 || im.lockQuiet(true) != nil {
 		im.mu.Lock()
@@ -403,7 +405,7 @@ func (im *Image) Close() error {
 	// timed out and the bitmaps were left in use. Such a writer now
 	// completes (or fails) and leaves; new ones see the state.
 	im.mu.Unlock()
-	if !im.writers.syncWithin(im.idleWaitOr()) {
+	if !im.writers.syncWithin(im.closeWaitOr()) {
 		im.closeUnwaited.Store(true)
 	}
 	if im.lockQuiet(true) != nil {

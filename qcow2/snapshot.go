@@ -68,6 +68,24 @@ func (im *Image) idleWaitOr() time.Duration {
 	return time.Second
 }
 
+// closeWait is how long Close waits for the writes in flight: QEMU's
+// drain waits for ever; this wait ends, so that a device that never
+// answers cannot hold Close for ever, but only long after a slow device
+// (a disk under load, a network file system) answered a 2 MiB
+// allocation run. It was idleWaitOr's second: such a write failed with
+// ErrClosed and its clusters leaked, in an image Close reported closed
+// cleanly (TestClose_WaitsForSlowAllocation).
+const closeWait = 30 * time.Second
+
+// closeWaitOr is how long Close waits for writers: closeWait, or
+// idleWait when a test set it.
+func (im *Image) closeWaitOr() time.Duration {
+	if im.idleWait > 0 {
+		return im.idleWait
+	}
+	return closeWait
+}
+
 // pausedForSnapshot is called by an overwrite inside the gate (token
 // tok) once it found its cluster COPIED, before it writes: while
 // CreateSnapshot pauses overwrites it leaves the gate, waits for the
