@@ -92,3 +92,23 @@ func TestRun_Version(t *testing.T) {
 		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out, e)
 	}
 }
+
+// TestRun_FormatOverJSONName: -f over a json: name is the root's driver
+// (QEMU's priority of the options outside the name): a write benchmark
+// with -f qcow2 over json:{"driver":"raw",...} of a qcow2 file writes
+// through qcow2 (the raw driver wrote over its header); -f with
+// --image-opts is refused, as qemu-img refuses it.
+func TestRun_FormatOverJSONName(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.qcow2")
+	if code, _, e := runCLI(t, "--create", "1M", "-w", "-n", "1", p); code != 0 {
+		t.Fatal(e)
+	}
+	spec := `json:{"driver":"raw","file":{"driver":"file","filename":"` + p + `"}}`
+	if code, _, e := runCLI(t, "-w", "-c", "16", "-q", "-f", "qcow2", spec); code != 0 {
+		t.Fatalf("-f qcow2 over a json: name: exit %d, %s", code, e)
+	}
+	imgcheck.File(t, p, qcow2.Options{})
+	if code, _, e := runCLI(t, "-c", "16", "-q", "-f", "qcow2", "--image-opts", "driver=qcow2,file.filename="+p); code == 0 || !strings.Contains(e, "mutually exclusive") {
+		t.Errorf("-f with --image-opts: exit %d, %s", code, e)
+	}
+}

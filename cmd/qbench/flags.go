@@ -29,8 +29,10 @@ type cli struct {
 	memProfile string
 	trace      string
 	// spec is a driver stack (json:{...} or driver=...) opened with
-	// imgopen.OpenSpec instead of FILE.
-	spec string
+	// imgopen.OpenSpec instead of FILE; specFormat is -f over a json:
+	// spec's root driver (QEMU's priority of the options given outside
+	// the name).
+	spec, specFormat string
 }
 
 func usage() string {
@@ -415,6 +417,12 @@ func parse(args []string) (*cli, error) {
 			return nil, errors.New("--image-opts needs FILE (the options)")
 		}
 		cl.spec = c.File
+	}
+	if cl.spec != "" && set["f"] {
+		if !strings.HasPrefix(cl.spec, "json:") {
+			return nil, errors.New("--image-opts and -f are mutually exclusive") // qemu-img's
+		}
+		cl.specFormat = format
 	}
 	if cl.spec != "" {
 		c.File = cl.spec // for the record; opened by OpenSpec, not as a path

@@ -86,7 +86,7 @@ func execute(cl *cli, stdout, stderr io.Writer) (err error) {
 
 	var res bench.Result
 	if cl.spec != "" {
-		res, err = runSpec(cl.spec, cfg)
+		res, err = runSpec(cl.spec, cl.specFormat, cfg)
 	} else {
 		if cfg.Seed() && !cfg.Keep {
 			c := cleanOnSignal()
@@ -157,9 +157,10 @@ func record(path string, start func(io.Writer) error, stop func()) (func(), erro
 
 // runSpec runs the benchmark on a driver stack: the spec's leaves get the
 // run's cache mode, AIO and engine options; a read test opens them
-// read-only, as bench.Run does for a file.
-func runSpec(spec string, cfg bench.Config) (bench.Result, error) {
-	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Cache: cfg.Cache, AIO: cfg.OpenAIO(),
+// read-only, as bench.Run does for a file. format ("": the spec's) is
+// the root's driver.
+func runSpec(spec, format string, cfg bench.Config) (bench.Result, error) {
+	img, err := imgopen.OpenSpec(spec, imgopen.Spec{Format: format, Cache: cfg.Cache, AIO: cfg.OpenAIO(),
 		ReadOnly: !cfg.Write, Opts: cfg.Engine})
 	if err != nil {
 		return bench.Result{}, err

@@ -253,7 +253,10 @@ func runCompare(e *env, args []string) int {
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
 		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: cache.imgopen(), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})
-		if err != nil {
+		var oe *OpenError
+		if errors.As(err, &oe) || errors.Is(err, errImageOptsFormat) {
+			return e.errorf(2, "%v", err) // qemu-img compare's open failures
+		} else if err != nil {
 			return e.usageErr(err)
 		}
 		img, err := openImage(spec)

@@ -42,6 +42,9 @@ func runIO(e *env, args []string) int {
 		}
 		req.path, req.format, req.eo = o.args[0], o.get("f", o.get("format", "")), eo
 		req.spec = sess.imageOpts || imgopen.IsSpec(req.path)
+		if sess.imageOpts && req.format != "" {
+			return e.errorf(1, "--image-opts and -f are mutually exclusive") // qemu-io's
+		}
 		if err := sess.open(req); err != nil {
 			name := req.path // --image-opts: none (qemu-io opens a NULL name with options)
 			if sess.imageOpts {
@@ -166,9 +169,14 @@ func openIOImage(req ioOpenReq, s imgopen.Spec) (*imgopen.Opened, error) {
 	var err error
 	if req.spec {
 		// A driver stack (qemu-io --image-opts / json:): the spec names
-		// the formats, so -f does not apply, nor do the -o engine options;
-		// -U does (its host files' locks).
-		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: s.Secrets,
+		// the formats, the -o engine options do not apply; -U does (its
+		// host files' locks), and so does -f over a json: name's root
+		// driver (QEMU's priority; --image-opts refuses -f, run).
+		var format string
+		if strings.HasPrefix(s.Path, "json:") {
+			format = s.Format
+		}
+		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Format: format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: s.Secrets,
 			Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
 		var pe *os.PathError
 		if errors.As(err, &pe) {

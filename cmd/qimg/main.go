@@ -44,7 +44,7 @@ func (e *env) errorf(code int, format string, a ...any) int {
 // usageErr reports a command-line error together with the usage line.
 func (e *env) usageErr(err error) int {
 	var oe *OpenError
-	if errors.As(err, &oe) {
+	if errors.As(err, &oe) || errors.Is(err, errImageOptsFormat) {
 		return e.errorf(1, "%v", err) // the open's error, not the command line's
 	}
 	return e.errorf(1, "%v (usage: qimg %s %s)", err, e.name, commands[e.name].usage)

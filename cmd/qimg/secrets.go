@@ -43,9 +43,18 @@ func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
 		def.Path = arg
 		return def, nil
 	}
+	if def.Format != "" {
+		// qemu-img's img_open: the options name the driver. A -f
+		// taken over them turned a qcow2 node into raw, or the
+		// reverse.
+		return def, errImageOptsFormat
+	}
 	s, err := imgopen.ImageOpts(arg, def)
 	return s, specError(arg, err)
 }
+
+// errImageOptsFormat is qemu-img's refusal of --image-opts with -f.
+var errImageOptsFormat = errors.New("--image-opts and --format are mutually exclusive")
 
 // specError is an --image-opts error that qemu-img reports when it opens
 // the image ("Could not open 'SPEC': Block format 'qcow2' does not

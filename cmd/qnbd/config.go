@@ -120,7 +120,8 @@ func configure(f *flags) (*config, error) {
 		}
 		tlsObjs[id] = tc
 	}
-	if c.spec && f.has("format") {
+	if c.spec && f.has("format") && !strings.HasPrefix(c.path, "json:") {
+		// A json: name takes -f over its root driver (openSpec).
 		return nil, errors.New("--image-opts and -f are mutually exclusive")
 	}
 	var err error

@@ -58,7 +58,9 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 // resize of it not shared), or with base the read-only backing node of
 // -s's overlay.
 func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
-	return imgopen.OpenSpec(cfg.path, imgopen.Spec{Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly || base,
+	// -f (a json: name only, configure): the root's driver, over the
+	// name's, as QEMU gives the options outside the name priority.
+	return imgopen.OpenSpec(cfg.path, imgopen.Spec{Format: cfg.open.Format, Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly || base,
 		Secrets: cfg.open.Secrets, UnshareResize: !base, Opts: qcow2.Options{RepairLog: cfg.open.Opts.RepairLog}})
 }
 

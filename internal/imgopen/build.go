@@ -15,7 +15,12 @@ import (
 
 // OpenSpec opens the driver tree spec describes (IsSpec syntax). defaults
 // supplies what the spec leaves out: cache mode, AIO, read-only and qcow2
-// engine options for every leaf (Path, Format and WrapFile are ignored).
+// engine options for every leaf (Path and WrapFile are ignored). A
+// Format (-f, a header's backing format) is the root's driver, over the
+// one the spec names: QEMU gives the options stated outside a json: name
+// priority over those in it (qemu-img -f qcow2 'json:{"driver":"raw",
+// ...}' opens qcow2; the spec's driver won here, and a write through
+// the raw node overwrote the qcow2 header).
 //
 // Opened.Image is the top image when the root driver is qcow2 (else nil:
 // metrics and qcow2-only commands then see the stack as a plain device);
@@ -26,7 +31,7 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := root["driver"]; !ok && defaults.Format != "" {
+	if defaults.Format != "" {
 		root["driver"] = defaults.Format // -f, or a header's backing format
 	}
 	return openTree(root, defaults, nil) // no driver: the format is probed

@@ -122,8 +122,9 @@ func (vhdLayer) LayerBacking() block.Device { return nil }
 
 // openSpecLayer opens a backing file name that is a json: spec (Q23) as
 // QEMU opens one: the tree it describes, read-only, its file names
-// relative to the working directory; a root that names no driver takes
-// the header's backing format. o's options (the chain above it among
+// relative to the working directory; the header's backing format, when
+// it names one, is the root's driver, over the spec's (as OpenSpec's
+// Format: QEMU opens the backing file with that format). o's options (the chain above it among
 // them, for the loop check) are every qcow2 node's defaults. A qcow2
 // root is returned as the *qcow2.Image, so the chain walks through it;
 // any other tree closes as a whole.
@@ -132,7 +133,7 @@ func openSpecLayer(spec, format string, o qcow2.Options, ts *throttleSet) (block
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := root["driver"]; !ok && format != "" {
+	if format != "" {
 		root["driver"] = format
 	}
 	// The name comes from the image, not the user: no node that writes

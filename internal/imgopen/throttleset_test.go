@@ -24,7 +24,9 @@ func TestReleaseThrottles_JSONBacking(t *testing.T) {
 		t.Fatal(err)
 	}
 	top := filepath.Join(dir, "top.qcow2")
-	if err := qcow2.Create(top, qcow2.CreateOptions{Size: 4 << 20, BackingFormat: "raw",
+	// The header's backing format is the spec's root driver, as in
+	// QEMU (raw: "Block format 'raw' does not support the option").
+	if err := qcow2.Create(top, qcow2.CreateOptions{Size: 4 << 20, BackingFormat: "throttle",
 		BackingFile: `json:{"driver":"throttle","bps-total":4096,"file":{"driver":"raw","file":{"driver":"file","filename":"` + base + `"}}}`}); err != nil {
 		t.Fatal(err)
 	}
