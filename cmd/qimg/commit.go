@@ -43,6 +43,15 @@ func runCommit(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	spec.WrapFile = cache.wrapFile() // unsafe: the base's and the top's
+	if spec.Opts.NoBacking || imgopen.SpecNoBacking(spec.Path) {
+		// backing=null: the image opens without a backing file, as
+		// QEMU's commit then sees it (the header still names one, which
+		// the commit below opens itself: it overwrote that file).
+		if o.has("b") {
+			return e.errorf(1, "Did not find '%s' in the backing chain of '%s'", o.get("b", ""), o.args[0])
+		}
+		return e.errorf(1, "%v", errNoBacking)
+	}
 	if b := o.get("b", ""); o.has("b") {
 		// -b BASE: into BASE, which may lie deeper in the chain; it
 		// implies -d, as in qemu-img.

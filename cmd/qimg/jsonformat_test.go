@@ -81,3 +81,37 @@ func TestJSONName_FormatWinsLikeQemu(t *testing.T) {
 		t.Errorf("read through a json: backing file named raw under a qcow2 backing format: %s%s", out, errOut)
 	}
 }
+
+// TestCommit_BackingNullLikeQemu: a top named with "backing": null has no
+// backing file as QEMU opens it, and commit refuses as qemu-img does.
+// qimg reopened the base its header names and committed into it: the
+// base's data was overwritten, the top emptied.
+func TestCommit_BackingNullLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	base := testkit.Dir(t)
+	j := `json:{"driver":"qcow2","file":{"driver":"file","filename":"{d}/t.qcow2"},"backing":null}`
+	for i, args := range [][]string{{j}, {"-b", "{d}/b.qcow2", j}, {"-d", j}} {
+		q, o := runBoth(t, base, "qemu-img", "commit", args, func(d string) {
+			b, top := filepath.Join(d, "b.qcow2"), filepath.Join(d, "t.qcow2")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", b, "4M")
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 4M", b)
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", b, "-F", "qcow2", top)
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 9 0 1M", top)
+			testkit.MustRun(t, "cp", b, b+".orig")
+			testkit.MustRun(t, "cp", top, top+".orig")
+		})
+		for _, f := range []string{"b.qcow2", "t.qcow2"} {
+			p := filepath.Join(q.dir, f)
+			a, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(p + ".orig"); err != nil || !bytes.Equal(a, b) {
+				t.Errorf("case %d %q: qimg changed %s", i, args, f)
+			}
+		}
+		if !q.same(o) {
+			t.Errorf("case %d %q:\nqimg %v\nqemu-img %v", i, args, q, o)
+		}
+	}
+}

@@ -37,6 +37,18 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 	return openTree(root, defaults, nil) // no driver: the format is probed
 }
 
+// SpecNoBacking says the root node of the json: or key=value spec sets
+// its backing to null (or ""): the image opens without the backing file
+// its header names (false when the spec does not parse).
+func SpecNoBacking(spec string) bool {
+	root, err := parseSpec(spec, false)
+	if err != nil {
+		return false
+	}
+	v, ok := root["backing"]
+	return ok && (v == nil || v == "" || v == "null")
+}
+
 // openTree opens the driver tree root (ParseSpec's), as OpenSpec; its
 // throttle nodes, and those of the json: backing files under it, go into
 // ts (nil: a set of its own).
