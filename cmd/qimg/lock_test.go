@@ -239,3 +239,46 @@ func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 	}
 	testkit.MustRun(t, "qemu-io", "-f", "vpc", "-U", "-r", "-c", "read 0 512", vhd)
 }
+
+// TestLock_ThroughRawNodesLikeQemu: a qcow2 (or vmdk) node over a raw
+// node over the file, or over a file node with options of its own,
+// locks the file as the format does, as QEMU's raw driver passes its
+// parent's permissions down: beside a writer (qemu-io) a reader is
+// refused. The file was locked as a raw image, which shares writes:
+// qimg read, and convert copied, an image another process was writing.
+// With -U the read goes ahead, as qemu-img's.
+func TestLock_ThroughRawNodesLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	img := filepath.Join(d, "a.qcow2")
+	mustQ(t, "create", "-q", "-f", "qcow2", img, "1M")
+	q := exec.Command("qemu-io", "-c", "sleep 100000", img)
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Process.Kill(); q.Wait() }()
+	waitLocked(t, img)
+	for _, spec := range []string{
+		"driver=qcow2,file.driver=raw,file.file.filename=" + img,
+		"driver=qcow2,file.driver=raw,file.offset=0,file.file.filename=" + img,
+		"driver=qcow2,file.driver=file,file.aio=threads,file.filename=" + img,
+	} {
+		for _, args := range [][]string{
+			{"io", "-r", "-c", "read 0 4k", "--image-opts", spec},
+			{"convert", "--image-opts", spec, "-O", "raw", filepath.Join(d, "out.raw")},
+			{"info", "--image-opts", spec},
+		} {
+			_, e, code := runQ(t, args...)
+			qargs := args
+			if args[0] == "io" {
+				qargs = args[1:]
+			}
+			_, qe, qcode := testkit.Run(t, map[bool]string{true: "qemu-io", false: "qemu-img"}[args[0] == "io"], qargs...)
+			if code == 0 || qcode == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+				t.Errorf("%q beside a writer: exit %d (qemu: %d)\n%s\nqemu: %s", args, code, qcode, e, qe)
+			}
+		}
+		if _, e, code := runQ(t, "io", "-r", "-U", "-c", "read 0 4k", "--image-opts", spec); code != 0 {
+			t.Errorf("%s with -U: exit %d\n%s", spec, code, e)
+		}
+	}
+}

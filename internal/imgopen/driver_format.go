@@ -29,6 +29,10 @@ func (b *builder) formatFile(n *node, format string, ro bool, cache, aio string)
 		return "", nil, err
 	}
 	if dev != nil {
+		if err := b.lockThrough(dev, format, ro, b.def.Opts.ForceShare); err != nil {
+			dev.Close()
+			return "", nil, err
+		}
 		return b.paths[dev], dev, nil
 	}
 	if err := checkFileType(name); err != nil {

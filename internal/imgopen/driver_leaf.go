@@ -123,6 +123,11 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		b.setPath(im, name)
 		return im, nil
 	}
+	if err := b.lockThrough(dev, qcow2.FormatQcow2, o.ReadOnly, o.ForceShare); err != nil {
+		dev.Close()
+		closeData()
+		return nil, err
+	}
 	o.Path = b.paths[dev]
 	if d := b.noDir[dev]; d != "" && o.Path == "" {
 		o.NoBaseDir = noBaseDir(d)
