@@ -161,12 +161,17 @@ func TestMultiConnCoherence(t *testing.T) {
 // preferred 4 KiB, maximum 32 MiB; for a raw image whose format was
 // probed the minimum is 512 (QEMU's raw driver then aligns requests to
 // sectors, to guard the first one; qnbd's guard checks writes of any
-// size, but advertises qemu-nbd's minimum since 2026-12-06).
+// size, but advertises qemu-nbd's minimum since 2026-12-06), read-only
+// too, and so it is for an encrypted image (QEMU's crypto sectors; qnbd
+// advertised 1 for both, and takes unaligned requests there).
 func TestBlockSizes_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-nbd", "nbdinfo")
 	dir, img := create(t, "4M")
 	raw := filepath.Join(dir, "disk.raw")
 	sh(t, "qemu-img", "create", "-f", "raw", raw, "4M")
+	enc := filepath.Join(dir, "enc.qcow2")
+	sh(t, "qemu-img", "create", "-q", "--object", "secret,id=s,data=pw", "-f", "qcow2",
+		"-o", "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10", enc, "4M")
 	for _, c := range []struct {
 		args    []string
 		qemuMin int
@@ -175,6 +180,8 @@ func TestBlockSizes_LikeQemuNbd(t *testing.T) {
 		{args: []string{"-f", "raw", "--cache=none", raw}, qemuMin: 1},
 		{args: []string{"-f", "qcow2", "--cache=none", img}, qemuMin: 1},
 		{args: []string{raw}, qemuMin: 512},
+		{args: []string{"-r", raw}, qemuMin: 512},
+		{args: []string{"--object", "secret,id=s,data=pw", "--image-opts", "driver=qcow2,encrypt.key-secret=s,file.filename=" + enc}, qemuMin: 512},
 	} {
 		qsock := filepath.Join(dir, "q.sock")
 		stop := serveQemuNbd(t, qsock, c.args...)

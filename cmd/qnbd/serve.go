@@ -163,8 +163,13 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 	exp := &nbd.Export{Name: cfg.name, Description: cfg.desc, Dev: dev, ReadOnly: cfg.open.ReadOnly,
 		Unmap: cfg.unmap, DetectZeroes: cfg.detect, MultiConn: cfg.shared != 1, WriteThrough: wt,
 		AllocationDepth: cfg.allocDepth}
-	if img.ProbedRaw != "" && !cfg.open.ReadOnly {
-		exp.MinBlock = 512 // guarded: sectors, as qemu-nbd advertises then
+	if img.ProbedRaw != "" || img.LUKS != nil || img.Image != nil && img.Image.Header().CryptMethod != 0 {
+		// Sectors, as qemu-nbd advertises them: a probed raw image
+		// (QEMU's raw driver aligns to them, read-only too; qnbd
+		// guards its first sector when writable) and an encrypted
+		// one (QEMU's crypto sectors; qnbd takes unaligned requests
+		// there, read-modify-write).
+		exp.MinBlock = 512
 	}
 	if cfg.bitmap != "" {
 		// As qemu-nbd -B (7.2's nbd_export_create): the first image
