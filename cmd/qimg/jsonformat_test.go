@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -112,6 +113,47 @@ func TestCommit_BackingNullLikeQemu(t *testing.T) {
 		}
 		if !q.same(o) {
 			t.Errorf("case %d %q:\nqimg %v\nqemu-img %v", i, args, q, o)
+		}
+	}
+}
+
+// snapDates masks a snapshot list's date and VM clock columns.
+var snapDates = regexp.MustCompile(`[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}:[0-9]{2}:[0-9]{2}\.[0-9]{3}`)
+
+// TestSnapshot_ThroughRawNodeLikeQemu: snapshot operations on a raw node
+// over a qcow2 image (a window of it too) act on that image, as QEMU's
+// fall back through a driver without snapshots to its child. qimg's -l
+// listed nothing with exit 0 (a script concluded there were none), -c
+// and -a were refused, -d said "snapshot not found".
+func TestSnapshot_ThroughRawNodeLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	base := testkit.Dir(t)
+	s := []string{"--image-opts", "driver=raw,file.driver=qcow2,file.file.filename={d}/x.qcow2"}
+	w := []string{"--image-opts", "driver=raw,offset=65536,file.driver=qcow2,file.file.filename={d}/x.qcow2"}
+	for i, args := range [][]string{
+		append([]string{"-l"}, s...), append([]string{"-l"}, w...), append([]string{"-c", "s1"}, s...),
+		append([]string{"-a", "s0"}, s...), append([]string{"-d", "s0"}, w...), append([]string{"-d", "nope"}, s...),
+	} {
+		q, o := runBoth(t, base, "qemu-img", "snapshot", args, func(d string) {
+			x := filepath.Join(d, "x.qcow2")
+			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", x, "4M")
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", x)
+			testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s0", x)
+			testkit.MustRun(t, "qemu-io", "-c", "write -P 2 0 64k", x)
+		})
+		q.out, o.out = snapDates.ReplaceAllString(q.out, "<t>"), snapDates.ReplaceAllString(o.out, "<t>")
+		if !q.same(o) {
+			t.Errorf("case %d %q:\nqimg %v\nqemu-img %v", i, args, q, o)
+		}
+		qi, oi := filepath.Join(q.dir, "x.qcow2"), filepath.Join(o.dir, "x.qcow2")
+		testkit.QemuCheck(t, qi)
+		if out, errOut, code := testkit.Run(t, "qemu-img", "compare", qi, oi); code != 0 {
+			t.Errorf("case %d %q: qemu-img compare: %s%s", i, args, out, errOut)
+		}
+		qsn, _, _ := testkit.Run(t, "qemu-img", "snapshot", "-l", qi)
+		osn, _, _ := testkit.Run(t, "qemu-img", "snapshot", "-l", oi)
+		if snapDates.ReplaceAllString(qsn, "") != snapDates.ReplaceAllString(osn, "") {
+			t.Errorf("case %d %q: snapshots after qimg:\n%s\nafter qemu-img:\n%s", i, args, qsn, osn)
 		}
 	}
 }
