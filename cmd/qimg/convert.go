@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -421,6 +422,13 @@ func runConvert(e *env, args []string) int {
 	// openImage strips a "file:" prefix from Path.
 	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile(),
 		Opts: qcow2.Options{RepairLog: o.repairLog}}
+	if strings.HasPrefix(out, "json:") && !o.has("O") {
+		// -O given is the target's root driver over the name's, as in
+		// QEMU; -O's default (raw) is not: qemu-img convert -n into
+		// json:{"driver":"qcow2",...} without -O writes raw bytes over
+		// the qcow2 image, qimg through it.
+		dspec.Format = ""
+	}
 	if tgtOpts {
 		if o.has("O") {
 			return e.errorf(1, "--image-opts and --format are mutually exclusive")

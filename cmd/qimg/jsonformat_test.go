@@ -74,6 +74,18 @@ func TestJSONName_FormatWinsLikeQemu(t *testing.T) {
 			}
 		}
 	}
+	// convert -n without -O: -O's default (raw) is not the target's
+	// driver (qemu-img writes raw bytes over the qcow2 image here; a
+	// deliberate difference).
+	cd := filepath.Join(base, "convert")
+	testkit.MustRun(t, "mkdir", "-p", cd)
+	mkx(cd)
+	x := filepath.Join(cd, "x.qcow2")
+	if _, errOut, code := runQ(t, "convert", "-n", filepath.Join(cd, "src.qcow2"), `json:{"driver":"qcow2","file":{"driver":"file","filename":"`+x+`"}}`); code != 0 {
+		t.Errorf("convert -n into a json: qcow2 target without -O: %s", errOut)
+	}
+	testkit.QemuCheck(t, x)
+	testkit.MustRun(t, "qemu-img", "compare", filepath.Join(cd, "src.qcow2"), x)
 	// A guest read through the chain sees the base as qcow2.
 	d := filepath.Join(base, "chain")
 	testkit.MustRun(t, "mkdir", "-p", d)
