@@ -97,7 +97,7 @@ func TestIOCommandLines_LikeQemu(t *testing.T) {
 			if c[0] == 'q' {
 				args = append(args, "-c", "length") // not run
 			}
-			o, e, code := runQ(t, append(append([]string{"io"}, args...), ours)...)
+			o, e, code := runQLocked(t, append(append([]string{"io"}, args...), ours)...) // its subject is not locking
 			qo, qe, qcode := testkit.Run(t, "qemu-io", append(args, theirs)...)
 			norm := func(s string) string {
 				s = strings.NewReplacer(ours, "IMG", theirs, "IMG").Replace(s) // a VMDK's info names its file
