@@ -133,6 +133,12 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 		top.Close()
 		return err
 	}
+	if !keep {
+		if err := checkEmptiable(im, path); err != nil {
+			top.Close()
+			return err
+		}
+	}
 	h := im.Header()
 	bpath := pathCombine(path, h.BackingFile)
 	// A dirty base is repaired without a word: qemu-img reopens the
@@ -237,26 +243,52 @@ func commitInto(im *qcow2.Image, base *imgopen.Opened, limit int64, progress *co
 
 // openCommitTop opens the top image of a commit through ro (spec read-
 // only). qemu-img commit opens the top read-write whatever its options
-// (-d, -b), so a top left dirty (lazy refcounts) is repaired first, with
-// its lines on stderr (spec's RepairLog), by a writable open of spec;
-// and a top probed as raw gets QEMU's warning, on warn.
+// (-d, -b), before it copies anything: so does a writable open of spec
+// here, which a top marked corrupt or too damaged to write fails (the
+// commit copied into the base first, and then failed to empty the top:
+// the base, which other overlays may share, had changed), and which
+// repairs a top left dirty (lazy refcounts), with its lines on stderr
+// (spec's RepairLog). A top probed as raw gets QEMU's warning, on warn.
 func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, error) {
 	top, err := openImage(ro)
-	if err == nil {
-		top.GuardProbed(warn)
+	if err != nil {
+		return nil, err
 	}
-	if err != nil || top.Image == nil || top.Image.Header().IncompatibleFeatures&format.IncompatDirty == 0 {
-		return top, err
+	top.GuardProbed(warn)
+	if top.Image == nil {
+		return top, nil // no qcow2 image: refused by the caller, as by qemu-img
 	}
 	top.Close()
 	rw, err := openImage(spec)
 	if err != nil {
 		return nil, err
 	}
+	if rw.Image != nil && rw.Image.Header().IncompatibleFeatures&format.IncompatCorrupt != 0 {
+		// Opened read-only (Q9), which QEMU refuses to do for a
+		// writable open, in these words.
+		rw.Close()
+		return nil, &OpenError{Path: spec.Path, Err: errors.New("qcow2: Image is corrupt; cannot be opened read/write")}
+	}
 	if err := rw.Close(); err != nil {
 		return nil, err
 	}
 	return openImage(ro)
+}
+
+// checkEmptiable refuses, before anything is copied, a top whose
+// metadata check finds corrupted: emptying it afterwards (MakeEmpty)
+// would meet the damage and fail, after the base, which other overlays
+// may share, had changed (qemu-img commits such an image, and then marks
+// it corrupt, or frees clusters still in use).
+func checkEmptiable(im *qcow2.Image, path string) error {
+	r, err := im.Check(qcow2.CheckOptions{})
+	if err != nil {
+		return err
+	}
+	if r.Corruptions > 0 {
+		return fmt.Errorf("%s: %d errors were found on the image (qimg check): not committed, the backing file is unchanged", path, r.Corruptions)
+	}
+	return nil
 }
 
 // makeEmpty opens the committed image for writing and makes all of it
