@@ -67,3 +67,39 @@ func TestCommit_CorruptTopLeavesBase(t *testing.T) {
 		})
 	}
 }
+
+// TestAmend_RefcountBitsOnCorruptRefused: a refcount width change on an
+// image whose check finds a corruption is refused before anything
+// changes. Guest data pointing at the refcount block: the change freed
+// the old block under it, and the check after found a cluster in use
+// with refcount 0 (qemu-img amends it; found by a helper's sweep).
+func TestAmend_RefcountBitsOnCorruptRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	img := filepath.Join(d, "t.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 9 0 64k", img)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := binary.BigEndian.Uint64(b[40:])
+	rt := binary.BigEndian.Uint64(b[48:])
+	rb := binary.BigEndian.Uint64(b[rt:])
+	l2 := binary.BigEndian.Uint64(b[l1:]) & 0x00fffffffffffe00
+	binary.BigEndian.PutUint64(b[l2:], rb|1<<63) // guest cluster 0's data is the refcount block
+	if err := os.WriteFile(img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, e, code := runQ(t, "amend", "-o", "refcount_bits=8", img)
+	if code == 0 || !strings.Contains(e, "refcount_bits not changed") {
+		t.Errorf("amend refcount_bits of a corrupt image: exit %d, %s", code, e)
+	}
+	after, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, after) {
+		t.Error("the image changed")
+	}
+}
