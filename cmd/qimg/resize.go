@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
@@ -195,15 +194,13 @@ func doResize(r *resizeRequest) error {
 // through its Truncate (a raw node over a qcow2 image grows that
 // image's virtual size).
 func resizeNode(img *imgopen.Opened, size int64, prealloc string) error {
-	if r, ok := img.Dev.(*filter.Raw); ok {
-		if im, ok := r.Unwrap().(*qcow2.Image); ok {
-			// Over a qcow2 image: that image's resize, shrinking too.
-			cur, err := im.Size()
-			if err != nil {
-				return err
-			}
-			return resizeQcow2(im, cur, r.Offset()+size, prealloc)
+	if im, off := underRaw(img.Dev); im != nil {
+		// Over a qcow2 image: that image's resize, shrinking too.
+		cur, err := im.Size()
+		if err != nil {
+			return err
 		}
+		return resizeQcow2(im, cur, off+size, prealloc)
 	}
 	if prealloc != "off" {
 		return fmt.Errorf("Unsupported preallocation mode: %s", prealloc)

@@ -102,6 +102,7 @@ func TestResize_RawOverQcow2LikeQemu(t *testing.T) {
 		{"--image-opts", "driver=raw,offset=65536,file.driver=qcow2,file.file.filename={d}/x.qcow2", "+1M"},
 		{"--image-opts", "driver=raw,file.driver=qcow2,file.file.filename={d}/x.qcow2", "+1000"},
 		{"--image-opts", "driver=raw,size=1048576,file.driver=qcow2,file.file.filename={d}/x.qcow2", "+1M"},
+		{"--shrink", "--image-opts", "driver=raw,offset=65536,file.driver=raw,file.offset=65536,file.file.driver=qcow2,file.file.file.filename={d}/x.qcow2", "2M"},
 	} {
 		q, o := runBoth(t, base, "qemu-img", "resize", args, func(d string) {
 			img := filepath.Join(d, "x.qcow2")

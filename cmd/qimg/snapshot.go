@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/qring/qring/block"
-	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
@@ -56,29 +54,12 @@ func runSnapshot(e *env, args []string) int {
 	return 0
 }
 
-// underRaw is the qcow2 image under raw nodes (a window of it too), nil
-// when dev is no raw node over one: QEMU's snapshot operations fall back
-// through a driver without snapshots to its only child
-// (bdrv_snapshot_fallback). qimg listed none, and refused the others.
-func underRaw(dev block.Device) *qcow2.Image {
-	for {
-		r, ok := dev.(*filter.Raw)
-		if !ok {
-			return nil
-		}
-		dev = r.Unwrap()
-		if im, ok := dev.(*qcow2.Image); ok {
-			return im
-		}
-	}
-}
-
 // doSnapshot runs one snapshot operation on an open image, with
 // qemu-img's messages.
 func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 	im := img.Image
 	if im == nil {
-		im = underRaw(img.Dev)
+		im, _ = underRaw(img.Dev)
 	}
 	if im == nil && op == "l" {
 		return nil // a raw image lists no snapshots (qemu-img: nothing, exit 0)
