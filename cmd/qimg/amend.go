@@ -263,23 +263,6 @@ func amendBool(name, v string) (*bool, error) {
 	return &b, nil
 }
 
-// checkRebuildable refuses a refcount width change, before anything
-// changes, on an image whose metadata check finds a corruption: the
-// change copies the stored refcounts into new structures and frees the
-// old ones, and a refcount block that guest data also points at was
-// then freed under it, its next allocation overwriting that data
-// (qemu-img amends such an image; found by a helper's sweep).
-func checkRebuildable(im *qcow2.Image) error {
-	r, err := im.Check(qcow2.CheckOptions{})
-	if err != nil {
-		return err
-	}
-	if r.Corruptions > 0 {
-		return fmt.Errorf("%d errors were found on the image (qimg check): refcount_bits not changed", r.Corruptions)
-	}
-	return nil
-}
-
 // doAmend applies r in QEMU's order: upgrade, lazy refcounts, size
 // (growing or shrinking, as qimg resize --shrink), then downgrade. A
 // downgrade expands zero clusters first, after the resize (as QEMU's
@@ -313,7 +296,10 @@ func doAmend(r *amendRequest) error {
 		err = errors.New("The new size must be a multiple of 512")
 	}
 	if err == nil && r.refbits != nil && *r.refbits != 1<<h.RefcountOrder {
-		err = checkRebuildable(im)
+		// The width change copies the stored refcounts and frees the
+		// old structures: a refcount block guest data also points at
+		// was freed under it (qemu-img amends such an image).
+		err = refuseCorrupt(im, "refcount_bits not changed")
 	}
 	if err == nil && r.crypt != nil {
 		err = amendEncryption(im, r)

@@ -134,7 +134,11 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 		return err
 	}
 	if !keep {
-		if err := checkEmptiable(im, path); err != nil {
+		// Emptying it afterwards (MakeEmpty) would meet the damage and
+		// fail after the base, which other overlays may share, had
+		// changed (qemu-img commits such an image, then marks it
+		// corrupt or frees clusters still in use).
+		if err := refuseCorrupt(im, path+": not committed, the backing file is unchanged"); err != nil {
 			top.Close()
 			return err
 		}
@@ -273,22 +277,6 @@ func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, erro
 		return nil, err
 	}
 	return openImage(ro)
-}
-
-// checkEmptiable refuses, before anything is copied, a top whose
-// metadata check finds corrupted: emptying it afterwards (MakeEmpty)
-// would meet the damage and fail, after the base, which other overlays
-// may share, had changed (qemu-img commits such an image, and then marks
-// it corrupt, or frees clusters still in use).
-func checkEmptiable(im *qcow2.Image, path string) error {
-	r, err := im.Check(qcow2.CheckOptions{})
-	if err != nil {
-		return err
-	}
-	if r.Corruptions > 0 {
-		return fmt.Errorf("%s: %d errors were found on the image (qimg check): not committed, the backing file is unchanged", path, r.Corruptions)
-	}
-	return nil
 }
 
 // makeEmpty opens the committed image for writing and makes all of it
