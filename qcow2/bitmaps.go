@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/qring/qring/block"
@@ -155,6 +156,24 @@ func (im *Image) loadBitmaps() error {
 	}
 	// Durable before the first write, as above.
 	return im.dev.Flush()
+}
+
+// bitmapsMaintainable fails, before the writable open writes anything,
+// when Options.MustMaintainBitmaps asks for bitmaps loadBitmaps could
+// not maintain. A dirty image's refcounts are not trusted until its
+// repair: its bitmaps are read after that, by loadBitmaps alone.
+func (im *Image) bitmapsMaintainable() error {
+	h := im.hdr
+	if !im.opts.MustMaintainBitmaps || im.opts.Repair || im.opts.NoBitmaps ||
+		h.AutoclearFeatures&format.AutoclearBitmaps == 0 || h.IncompatibleFeatures&format.IncompatDirty != 0 {
+		return nil
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if _, err := im.readBitmapsLocked(); err != nil {
+		return fmt.Errorf("persistent bitmaps cannot be maintained: %w", err)
+	}
+	return nil
 }
 
 // bitmapsExt is the bitmaps header extension's data, nil without one.

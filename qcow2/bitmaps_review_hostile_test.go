@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -89,5 +91,37 @@ func TestBitmapsReview_InUseSharesValidTable(t *testing.T) {
 	testkit.QemuCheckNoCorruption(t, p)
 	if got := qemuBitmaps(t, p); got != "" && got != "null" {
 		t.Fatalf("bitmaps still valid: %s", got)
+	}
+}
+
+// Options.MustMaintainBitmaps: a writable open of an image whose
+// bitmaps cannot be maintained fails and writes nothing; without it
+// the open marks them stale (the header changes) and succeeds.
+func TestBitmaps_MustMaintainRefusesDamaged(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := bitmapImage(t, t.TempDir())
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchBitmapEntry(t, raw, "b4k", func(e *format.BitmapEntry) { e.TableOffset += 512 })
+	if err := os.WriteFile(p, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, Options{MustMaintainBitmaps: true}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open: %v, want ErrCorrupt", err)
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("the refused open changed the image (%v)", err)
+	}
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || bytes.Equal(got, raw) {
+		t.Fatalf("the open without MustMaintainBitmaps left the bitmaps valid (%v)", err)
 	}
 }

@@ -316,7 +316,8 @@
 //	    by any bitmap, IN_USE ones included; a table of another size in
 //	    a bitmap not IN_USE) makes the open clear the bitmaps' autoclear
 //	    bit, durably before the first write, as a program without bitmap
-//	    support does. A resize resizes them before guests see the new
+//	    support does; with Options.MustMaintainBitmaps the open fails
+//	    instead, having written nothing (QEMU refuses it). A resize resizes them before guests see the new
 //	    size (bitmaps_resize.go; bits in shared chunks, bitmap_words.go,
 //	    so none set meanwhile is lost), and is refused while one is
 //	    inconsistent, as in QEMU; a downgrade, or a size change whose

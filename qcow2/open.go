@@ -403,6 +403,9 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 // openWritable applies the writable-open rules: clear unknown autoclear
 // bits, and rebuild refcounts of a dirty image before the first write.
 func (im *Image) openWritable() error {
+	if err := im.bitmapsMaintainable(); err != nil {
+		return err
+	}
 	// The bitmaps' autoclear bit stays through the repair of a dirty
 	// image too: its Check counts their clusters, and fails the open
 	// if it cannot (QEMU's open repairs it the same way and keeps them).

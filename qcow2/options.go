@@ -77,6 +77,14 @@ type Options struct {
 	// bitmaps (Q22) but marks them stale, clearing their autoclear bit,
 	// as QEMU expects of a program without bitmap support.
 	NoBitmaps bool
+	// MustMaintainBitmaps: a writable open fails, having written
+	// nothing, when the persistent dirty bitmaps cannot be maintained
+	// (a damaged directory or table, a bitmap past the engine's bounds)
+	// instead of marking them stale (Q22). For a program whose work is
+	// those bitmaps (qimg bitmap), as QEMU refuses to open such an
+	// image: marking them stale and then finding no bitmap changed the
+	// image for nothing.
+	MustMaintainBitmaps bool
 	// Repair lets a corrupt image be opened read-write (for Check with
 	// repair), like QEMU's BDRV_O_CHECK. A dirty image with lazy
 	// refcounts is not repaired by such an open: the caller's Check
