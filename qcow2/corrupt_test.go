@@ -105,7 +105,19 @@ func TestOpen_CorruptBitReadOnly(t *testing.T) {
 	if !bytes.Equal(d.Bytes(), b) {
 		t.Fatal("read-only open modified the image")
 	}
-	im, err = OpenDevice(d, Options{Repair: true})
+	// RefuseCorrupt: refused, as QEMU refuses it; read-only still opens.
+	if _, err := OpenDevice(d, Options{RefuseCorrupt: true}); !errors.Is(err, ErrMarkedCorrupt) || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("writable open with RefuseCorrupt: %v", err)
+	}
+	im, err = OpenDevice(d, Options{RefuseCorrupt: true, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im.Close()
+	if !bytes.Equal(d.Bytes(), b) {
+		t.Fatal("a refused open modified the image")
+	}
+	im, err = OpenDevice(d, Options{Repair: true, RefuseCorrupt: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,10 @@
 //	    read-only instead of damaging it further (overlap checks); so
 //	    does an L2 entry QEMU's lookups signal (a host offset that is
 //	    not cluster aligned, an invalid subcluster bitmap) met by a
-//	    read, write, zeroing, discard or block status (signal.go).
+//	    read, write, zeroing, discard or block status (signal.go). An
+//	    image marked corrupt opens read-only, or with
+//	    Options.RefuseCorrupt a writable open fails (ErrMarkedCorrupt),
+//	    as QEMU's does; Options.Repair opens it writable for Check.
 //	Q10 Early writes (goal 3 of the QEMU series "qcow2: skip writing
 //	    zero buffers to empty COW areas", v11 cover letter, qemu-devel
 //	    2018-12/msg04342; QEMU left it as "TODO 1c"): once a new

@@ -24,6 +24,10 @@ var (
 	// may name either table (Q4); reopen the image. It matches
 	// ErrReadOnly too.
 	ErrWritesLost error = writesLostError{}
+	// ErrMarkedCorrupt: a writable open of an image marked corrupt,
+	// refused (Options.RefuseCorrupt) in QEMU's words. It matches
+	// ErrCorrupt too.
+	ErrMarkedCorrupt error = markedCorruptError{}
 	// ErrCheckBusy: a Check with repair found allocating writes still
 	// running after waiting about a second for them.
 	ErrCheckBusy = errors.New("qcow2: allocating writes kept running, check with repair refused")
@@ -63,6 +67,13 @@ type readOnlyError struct{}
 
 func (readOnlyError) Error() string        { return "qcow2: image is read-only" }
 func (readOnlyError) Is(target error) bool { return target == block.ErrReadOnly }
+
+type markedCorruptError struct{}
+
+func (markedCorruptError) Error() string {
+	return "qcow2: Image is corrupt; cannot be opened read/write"
+}
+func (markedCorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // lostError is ErrWritesLost with its cause (loseWritesLocked).
 type lostError struct{ cause error }

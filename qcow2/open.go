@@ -190,6 +190,9 @@ func (im *Image) readHeader(fsize int64) error {
 func (im *Image) checkFeatures() error {
 	h := im.hdr
 	if h.IncompatibleFeatures&format.IncompatCorrupt != 0 && !im.opts.Repair {
+		if im.opts.RefuseCorrupt && !im.opts.ReadOnly {
+			return ErrMarkedCorrupt // as QEMU
+		}
 		im.ro = true // QEMU refuses r/w; we open read-only (Q9)
 	}
 	im.lazy = h.CompatibleFeatures&format.CompatLazyRefcounts != 0

@@ -85,6 +85,10 @@ type Options struct {
 	// image: marking them stale and then finding no bitmap changed the
 	// image for nothing.
 	MustMaintainBitmaps bool
+	// RefuseCorrupt: a writable open of an image marked corrupt fails
+	// with ErrMarkedCorrupt, as QEMU's does, instead of opening it
+	// read-only (Q9), where the caller's writes would fail later.
+	RefuseCorrupt bool
 	// Repair lets a corrupt image be opened read-write (for Check with
 	// repair), like QEMU's BDRV_O_CHECK. A dirty image with lazy
 	// refcounts is not repaired by such an open: the caller's Check

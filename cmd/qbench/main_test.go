@@ -208,15 +208,15 @@ func TestRun_WriteOnCorruptImageRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// incompatible_features bit 1: corrupt (qcow2.rst); the engine opens
-	// such an image read-only.
+	// incompatible_features bit 1: corrupt (qcow2.rst); a writable open
+	// of such an image is refused, as QEMU refuses it.
 	binary.BigEndian.PutUint64(b[72:], binary.BigEndian.Uint64(b[72:])|2)
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	before := sha256.Sum256(b)
 	code, _, errOut := runCLI(t, "-n", "16", "-w", p)
-	if code != 1 || !strings.Contains(errOut, "read-only") || strings.Count(errOut, "\n") != 1 {
+	if code != 1 || !strings.Contains(errOut, "Image is corrupt; cannot be opened read/write") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 	after, _ := os.ReadFile(p)

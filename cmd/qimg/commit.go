@@ -9,7 +9,6 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
-	"github.com/qring/qring/qcow2/format"
 )
 
 func runCommit(e *env, args []string) int {
@@ -263,15 +262,9 @@ func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, erro
 		return top, nil // no qcow2 image: refused by the caller, as by qemu-img
 	}
 	top.Close()
-	rw, err := openImage(spec)
+	rw, err := openImage(spec) // refuses an image marked corrupt, as QEMU
 	if err != nil {
 		return nil, err
-	}
-	if rw.Image != nil && rw.Image.Header().IncompatibleFeatures&format.IncompatCorrupt != 0 {
-		// Opened read-only (Q9), which QEMU refuses to do for a
-		// writable open, in these words.
-		rw.Close()
-		return nil, &OpenError{Path: spec.Path, Err: errors.New("qcow2: Image is corrupt; cannot be opened read/write")}
 	}
 	if err := rw.Close(); err != nil {
 		return nil, err

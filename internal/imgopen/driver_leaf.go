@@ -59,6 +59,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	}
 	o := b.def.Opts
 	o.ReadOnly = o.ReadOnly || ro
+	o.RefuseCorrupt = true // a writable open, as QEMU's
 	for _, k := range qcow2.OptionNames {
 		if k == "read-only" || !n.has(k) {
 			continue

@@ -177,6 +177,7 @@ func Open(s Spec) (*Opened, error) {
 		ts := &throttleSet{secrets: s.Secrets}
 		o.OpenBacking = ts.openLayer
 		o.ReadOnly = s.ReadOnly || o.ReadOnly
+		o.RefuseCorrupt = true // a writable open, as QEMU's
 		data, err := openDataFile(s.DataFile, op, o)
 		if err != nil {
 			return nil, err
