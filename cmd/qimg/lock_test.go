@@ -281,4 +281,14 @@ func TestLock_ThroughRawNodesLikeQemu(t *testing.T) {
 			t.Errorf("%s with -U: exit %d\n%s", spec, code, e)
 		}
 	}
+	// Through throttle nodes too (qimg io and qnbd take them without a
+	// group; QEMU's need one, an object qimg does not take).
+	for _, spec := range []string{
+		"driver=qcow2,file.driver=throttle,file.file.filename=" + img,
+		"driver=qcow2,file.driver=throttle,file.file.driver=raw,file.file.file.filename=" + img,
+	} {
+		if _, e, code := runQ(t, "io", "-r", "-c", "read 0 4k", "--image-opts", spec); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+			t.Errorf("%s beside a writer: exit %d\n%s", spec, code, e)
+		}
+	}
 }

@@ -337,21 +337,25 @@ func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 }
 
 // lockThrough takes format's locks on the host file under dev, when dev
-// is that file (a file node with options of its own) or raw nodes over
-// it: QEMU's raw driver passes its parent's permissions down to the
-// file, so a qcow2 node over a raw node unshares writes there as over
-// the file itself. openFile locked the file as a raw image, which
+// is that file (a file node with options of its own) or raw and throttle
+// nodes over it: QEMU's raw driver and filters pass their parent's
+// permissions down to the file, so a qcow2 node over a raw node
+// unshares writes there as over the file itself. openFile locked the file as a raw image, which
 // shares writes: another process could write the image this one reads
 // or writes (a qcow2 image read by qimg convert while qemu-nbd wrote
 // it). A file opened with locking=off takes none.
 func (b *builder) lockThrough(dev block.Device, format string, readOnly, forceShare bool) error {
 	d := dev
 	for {
-		r, ok := d.(*filter.Raw)
-		if !ok {
-			break
+		switch r := d.(type) {
+		case *filter.Raw:
+			d = r.Unwrap()
+			continue
+		case *filter.Throttle:
+			d = r.Unwrap()
+			continue
 		}
-		d = r.Unwrap()
+		break
 	}
 	if !b.hostFiles[d] || b.unlocked[d] {
 		return nil
