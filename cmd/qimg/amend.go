@@ -276,8 +276,9 @@ func doAmend(r *amendRequest) error {
 	img.GuardProbed(r.warn) // a probed raw image opened writable: QEMU's warning
 	im := img.Image
 	if im == nil {
+		f := img.Format() // "file" for a file node at the root
 		img.Close()
-		return errors.New("Format driver 'raw' does not support option amendment")
+		return fmt.Errorf("Format driver '%s' does not support option amendment", f)
 	}
 	h := im.Header()
 	newV := h.Version

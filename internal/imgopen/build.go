@@ -84,6 +84,7 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 	default:
 		if b.hostFiles[dev] { // a file node at the root
 			o.RawFile = b.paths[dev]
+			o.FileNode = root["driver"] == "file"
 		}
 	}
 	if root["driver"] == "qcow2" {

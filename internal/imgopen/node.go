@@ -133,7 +133,8 @@ func (n *node) done() error {
 	}
 	// QEMU names one: the first, here in sorted order.
 	sort.Strings(extra)
-	return &OptionError{Driver: fmt.Sprint(n.m["driver"]), Option: strings.TrimPrefix(extra[0], n.name(""))}
+	drv := fmt.Sprint(n.m["driver"])
+	return &OptionError{Driver: drv, Option: strings.TrimPrefix(extra[0], n.name("")), Protocol: drv == "file"}
 }
 
 // list returns k as a list: a JSON array, a node with keys 0..n-1, or a

@@ -44,6 +44,9 @@ type Opened struct {
 	// another node a resize is the root's Truncate; truncating the
 	// file under a qcow2 node would cut its clusters off.
 	RawFile string
+	// FileNode says the root is a file node (driver=file), no format
+	// over it: QEMU calls its format "file" (Format).
+	FileNode bool
 	// RawOffset is where a raw root's window starts on its child (its
 	// offset key; 0 for any other root).
 	RawOffset int64
@@ -89,6 +92,9 @@ func (o *Opened) Format() string {
 	}
 	if o.LUKS != nil {
 		return "luks"
+	}
+	if o.FileNode {
+		return "file"
 	}
 	return "raw"
 }
