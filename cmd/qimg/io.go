@@ -152,6 +152,7 @@ func (s *ioSession) open(req ioOpenReq) error {
 	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
 	s.Opened, s.path, s.noUnmap, s.writethrough = img, req.path, req.noUnmap, mode.writethrough
+	s.req = req
 	return nil
 }
 
@@ -229,6 +230,9 @@ type ioSession struct {
 	// writethrough: Dev flushes each write (withCache); the writes
 	// that bypass it flush themselves.
 	writethrough bool
+	// req is how the image open now was opened (reopen's starting
+	// point).
+	req ioOpenReq
 }
 
 // exec runs one qemu-io command line. The returned error is the one line

@@ -36,6 +36,7 @@ var ioHelp = []string{
 	"quit -- exit the program",
 	"read [-abCqv] [-P pattern [-s off] [-l len]] off len -- reads a number of bytes at a specified offset",
 	"readv [-Cqv] [-P pattern] off len [len..] -- reads a number of bytes at a specified offset",
+	"reopen [(-r|-w)] [-c cache] [-o options] -- reopens an image with new options",
 	"sleep -- waits for the given value in milliseconds",
 	"truncate [-m prealloc_mode] off -- truncates the current file at the given offset",
 	"write [-bcCfnquz] [-P pattern | -s source_file] off len -- writes a number of bytes at a specified offset",
@@ -71,6 +72,7 @@ func init() {
 		"help":      {(*ioSession).help, 0, 1},
 		"open":      {(*ioSession).openCmd, 1, -1},
 		"close":     {(*ioSession).closeCmd, 0, 0},
+		"reopen":    {(*ioSession).reopenCmd, 0, -1},
 		// qemu-io quits whatever follows the word.
 		"quit": {func(s *ioSession, _ []string) error { s.quit = true; return nil }, 0, -1},
 	}

@@ -72,9 +72,10 @@ func fuzzableIOLine(line string) bool {
 	switch f[0] {
 	case "sleep":
 		return false
-	case "open", "o", "close", "c":
-		// open names host files; close ends the harness's image
-		// (TestIOOpen_LikeQemu covers both).
+	case "open", "o", "close", "c", "reopen":
+		// open names host files; close and reopen end the harness's
+		// image (TestIOOpen_LikeQemu, TestIOReopen_LikeQemu cover
+		// them).
 		return false
 	case "write", "w", "aio_write":
 		for _, a := range f[1:] {

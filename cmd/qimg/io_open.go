@@ -135,3 +135,58 @@ func (s *ioSession) closeCmd([]string) error {
 	}
 	return img.Close()
 }
+
+// reopenCmd is qemu-io's reopen [-r|-w] [-c cache]: the image flushed,
+// closed and opened again as it was, but read-only (-r), read-write (-w)
+// or with another cache mode. A reopen that fails opens the image as it
+// was, as QEMU's keeps it. Refused: -o (QEMU changes a driver's options
+// in place), and a -s session, whose temporary overlay a reopen here
+// would drop.
+func (s *ioSession) reopenCmd(args []string) error {
+	o, err := ioOpts(args, "rwc:o:")
+	if err != nil {
+		return err
+	}
+	if len(o.args) > 0 {
+		return &ioUsageError{}
+	}
+	if o.has("r") && o.has("w") {
+		return &ioReport{"Only one -r/-w option may be given"}
+	}
+	req := s.req
+	if o.has("c") {
+		c := o.get("c", "")
+		if _, ok := cacheModes[c]; !ok {
+			return &ioReport{"Invalid cache option: " + c}
+		}
+		req.cache, req.nocache = c, false
+	}
+	switch {
+	case o.has("o"):
+		return &ioReport{"reopen -o (changing the driver's options) is not supported by qimg io"}
+	case req.snapshot:
+		return &ioReport{"reopen of an image opened with -s is not supported by qimg io"}
+	}
+	req.readOnly = o.has("r") || req.readOnly && !o.has("w")
+	if req.readOnly && req.copyOnRead {
+		return &ioReport{imgopen.ErrCopyOnReadOnly.Error()}
+	}
+	old := s.req
+	if err := s.closeCmd(nil); err != nil {
+		if rerr := s.open(old); rerr != nil {
+			return openFailed(old.path, rerr)
+		}
+		return err
+	}
+	if err := s.open(req); err != nil {
+		if rerr := s.open(old); rerr != nil {
+			return openFailed(old.path, rerr)
+		}
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return &ioReport{qcow2.QemuText(err)}
+	}
+	return nil
+}
