@@ -144,7 +144,7 @@ func (im *Image) zeroEdgesIfZero(off, n int64) error {
 			done := false
 			err := im.holdSectors(c, cs, func() error {
 				var err error
-				done, err = im.zeroIfReadsZero(guestOff(c), p, q, dry, &fr)
+				done, err = im.zeroIfReadsZero(guestOff(c), p, q, dry, false, &fr)
 				return err
 			})
 			if err != nil {
@@ -211,7 +211,7 @@ func (im *Image) zeroRange(off, n int64, flags block.Flags, vend int64) error {
 			done := false
 			err = im.holdSectors(off, chunk, func() error {
 				var e error
-				done, e = im.zeroIfReadsZero(guestOff(off), off, off+chunk, false, &fr)
+				done, e = im.zeroIfReadsZero(guestOff(off), off, off+chunk, false, flags&block.MayUnmap != 0, &fr)
 				return e
 			})
 			if err == nil && !done {
@@ -479,10 +479,12 @@ func (im *Image) zeroCluster(goff format.GuestOff, unmap bool, discard discardKi
 // so). It decides with the cluster registered (Q7) and mu held: a
 // write into another part of the cluster, which must allocate it, is
 // then either linked already (the cluster holds data: false) or waits.
-// dry only decides: nothing changes.
-func (im *Image) zeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, fr *freeList) (bool, error) {
+// dry only decides: nothing changes. With unmap, a zero cluster that
+// still holds its host cluster gives it up, as QEMU's widened zero write
+// with MAY_UNMAP does (the cluster is then free for a compressed write).
+func (im *Image) zeroIfReadsZero(goff format.GuestOff, p, q int64, dry, unmap bool, fr *freeList) (bool, error) {
 	for {
-		done, blocker, err := im.tryZeroIfReadsZero(goff, p, q, dry, fr)
+		done, blocker, err := im.tryZeroIfReadsZero(goff, p, q, dry, unmap, fr)
 		if blocker == nil {
 			return done, err
 		}
@@ -490,7 +492,7 @@ func (im *Image) zeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, fr 
 	}
 }
 
-func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, fr *freeList) (bool, *sched.Alloc[allocState], error) {
+func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry, unmap bool, fr *freeList) (bool, *sched.Alloc[allocState], error) {
 	im.mu.Lock()
 	defer im.mu.Unlock()
 	if err := im.writableLocked(); err != nil {
@@ -507,10 +509,12 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, 
 	}
 	cs := int64(im.g.ClusterSize)
 	start := int64(im.g.GuestClusterOff(im.g.GuestCluster(goff)))
-	zero := false
+	zero, held := false, false
 	switch im.kindOf(e) { // DF2: a data file's cluster at 0 is allocated
-	case format.ClusterZeroPlain, format.ClusterZeroAlloc:
+	case format.ClusterZeroPlain:
 		zero = true
+	case format.ClusterZeroAlloc:
+		zero, held = true, true
 	case format.ClusterUnallocated:
 	default:
 		return false, nil, nil
@@ -540,10 +544,10 @@ func (im *Image) tryZeroIfReadsZero(goff format.GuestOff, p, q int64, dry bool, 
 			return false, nil, err
 		}
 	}
-	if zero {
+	if zero && !(held && unmap) {
 		return true, nil, nil
 	}
-	if err := im.zeroClusterLocked(goff, false, noDiscard, fr); err != nil {
+	if err := im.zeroClusterLocked(goff, unmap, noDiscard, fr); err != nil {
 		if errors.Is(err, errNoZeroClusters) { // downgraded meanwhile
 			return false, nil, nil
 		}
