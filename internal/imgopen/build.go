@@ -341,10 +341,11 @@ func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 // is that file (a file node with options of its own) or raw and throttle
 // nodes over it: QEMU's raw driver and filters pass their parent's
 // permissions down to the file, so a qcow2 node over a raw node
-// unshares writes there as over the file itself. openFile locked the file as a raw image, which
-// shares writes: another process could write the image this one reads
-// or writes (a qcow2 image read by qimg convert while qemu-nbd wrote
-// it). A file opened with locking=off takes none.
+// unshares writes there as over the file itself. openFile locked the
+// file as a raw image, which shares writes: another process could write
+// the image this one reads or writes (a qcow2 image read by qimg
+// convert while qemu-nbd wrote it). A file opened with locking=off
+// takes none.
 func (b *builder) lockThrough(dev block.Device, format string, readOnly, forceShare bool) error {
 	d := dev
 	for {
