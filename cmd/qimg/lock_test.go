@@ -95,12 +95,12 @@ func TestLock_QimgHoldsImage(t *testing.T) {
 	}()
 	defer func() { hold.let(); <-done }()
 	waitLocked(t, img)
-	o, e, code := testkit.Run(t, "qemu-io", "-c", "write 0 4k", img)
+	o, e, code := testkit.RunOnce(t, "qemu-io", "-c", "write 0 4k", img)
 	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
 		t.Fatalf("qemu-io write beside qimg: exit %d\n%s%s", code, o, e)
 	}
 	// The backing file is locked for reading: QEMU may not write it.
-	o, e, code = testkit.Run(t, "qemu-io", "-c", "write 0 4k", base)
+	o, e, code = testkit.RunOnce(t, "qemu-io", "-c", "write 0 4k", base)
 	if code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
 		t.Fatalf("qemu-io write into the backing file beside qimg: exit %d\n%s%s", code, o, e)
 	}
@@ -191,7 +191,7 @@ func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 		}
 		waitLockByte(t, c.held, 100)
 		_, e, code := runQ(t, c.args...)
-		_, qe, qcode := testkit.Run(t, "qemu-img", c.args...)
+		_, qe, qcode := testkit.RunOnce(t, "qemu-img", c.args...)
 		const msg = `Failed to get shared "write" lock`
 		if code != 1 || qcode != 1 || !strings.Contains(e, msg) || !strings.Contains(qe, msg) || !strings.Contains(e, "["+c.held+"]") {
 			t.Errorf("%q beside a writer of %s: exit %d %q; qemu-img: exit %d %q", c.args, c.held, code, e, qcode, qe)
@@ -215,7 +215,7 @@ func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 	defer func() { hold.let(); <-done }()
 	waitLockByte(t, base, 100) // the last file the open locks
 	for p, f := range map[string]string{top: "vmdk", extent: "raw", base: "vmdk"} {
-		if o, e, code := testkit.Run(t, "qemu-io", "-f", f, "-c", "write 0 512", p); code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
+		if o, e, code := testkit.RunOnce(t, "qemu-io", "-f", f, "-c", "write 0 512", p); code == 0 || !strings.Contains(e, `Failed to get "write" lock`) {
 			t.Errorf("qemu-io wrote %s beside qimg reading %s: exit %d\n%s%s", p, top, code, o, e)
 		}
 		testkit.MustRun(t, "qemu-io", "-f", f, "-r", "-c", "read 0 512", p)
@@ -234,7 +234,7 @@ func TestLock_VMDKAndVHDLikeQemu(t *testing.T) {
 	}()
 	defer func() { whold.let(); <-wdone }()
 	waitLockByte(t, vhd, 101) // write held
-	if o, e, code := testkit.Run(t, "qemu-io", "-f", "vpc", "-r", "-c", "read 0 512", vhd); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+	if o, e, code := testkit.RunOnce(t, "qemu-io", "-f", "vpc", "-r", "-c", "read 0 512", vhd); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
 		t.Errorf("qemu-io read %s beside qimg writing it: exit %d\n%s%s", vhd, code, o, e)
 	}
 	testkit.MustRun(t, "qemu-io", "-f", "vpc", "-U", "-r", "-c", "read 0 512", vhd)
@@ -272,7 +272,7 @@ func TestLock_ThroughRawNodesLikeQemu(t *testing.T) {
 			if args[0] == "io" {
 				qargs = args[1:]
 			}
-			_, qe, qcode := testkit.Run(t, map[bool]string{true: "qemu-io", false: "qemu-img"}[args[0] == "io"], qargs...)
+			_, qe, qcode := testkit.RunOnce(t, map[bool]string{true: "qemu-io", false: "qemu-img"}[args[0] == "io"], qargs...)
 			if code == 0 || qcode == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
 				t.Errorf("%q beside a writer: exit %d (qemu: %d)\n%s\nqemu: %s", args, code, qcode, e, qe)
 			}

@@ -87,6 +87,13 @@ func Run(t testing.TB, name string, args ...string) (stdout, stderr string, code
 	}
 }
 
+// RunOnce is Run without its retries: for a test whose subject is the
+// lock error (each retry of a run that must be refused cost up to 1.4 s).
+func RunOnce(t testing.TB, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return run1(t, name, args...)
+}
+
 // retryable reports a QEMU failure that says nothing about the image:
 // a lock held by a forked child (above), or QEMU's PBKDF2 benchmark
 // (LUKS create with a short encrypt.iter-time) that could not measure
