@@ -158,19 +158,21 @@ func (im *Image) loadBitmaps() error {
 	return im.dev.Flush()
 }
 
-// bitmapsMaintainable fails, before the writable open writes anything,
-// when Options.MustMaintainBitmaps asks for bitmaps loadBitmaps could
-// not maintain. A dirty image's refcounts are not trusted until its
-// repair: its bitmaps are read after that, by loadBitmaps alone.
+// bitmapsMaintainable fails, before the writable open writes anything
+// (a dirty image's repair included, as QEMU loads the bitmaps before
+// it), when Options.MustMaintainBitmaps asks for bitmaps loadBitmaps
+// could not maintain. A dirty image's refcounts are not trusted until
+// its repair: its bitmap clusters are not checked against them here
+// (loadBitmaps does, after the repair).
 func (im *Image) bitmapsMaintainable() error {
 	h := im.hdr
 	if !im.opts.MustMaintainBitmaps || im.opts.Repair || im.opts.NoBitmaps ||
-		h.AutoclearFeatures&format.AutoclearBitmaps == 0 || h.IncompatibleFeatures&format.IncompatDirty != 0 {
+		h.AutoclearFeatures&format.AutoclearBitmaps == 0 {
 		return nil
 	}
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if _, err := im.readBitmapsLocked(); err != nil {
+	if _, err := im.readBitmapsChecked(h.IncompatibleFeatures&format.IncompatDirty == 0); err != nil {
 		return fmt.Errorf("persistent bitmaps cannot be maintained: %w", err)
 	}
 	return nil
@@ -199,6 +201,13 @@ func (im *Image) stopBitmapsLocked() { im.bitmaps.Store(nil) }
 // error means the bitmaps cannot be maintained; a nil set that there is
 // nothing to maintain.
 func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
+	return im.readBitmapsChecked(true)
+}
+
+// readBitmapsChecked is readBitmapsLocked; without refcounts, a bitmap
+// cluster counted free is not refused (a dirty image's refcounts are
+// not to be trusted before its repair).
+func (im *Image) readBitmapsChecked(refcounts bool) (*bitmapSet, error) {
 	data := im.bitmapsExt()
 	if data == nil {
 		return nil, nil
@@ -227,8 +236,10 @@ func (im *Image) readBitmapsLocked() (*bitmapSet, error) {
 			if seen[c] || im.meta.get(c) != 0 {
 				return corruptf("bitmaps", c, "bitmap cluster %d used twice", c)
 			}
-			if rc, err := im.refcount(c); err != nil || rc == 0 {
-				return corruptf("bitmaps", c, "bitmap cluster %d is free", c)
+			if refcounts { // else not trusted: a dirty image before its repair
+				if rc, err := im.refcount(c); err != nil || rc == 0 {
+					return corruptf("bitmaps", c, "bitmap cluster %d is free", c)
+				}
 			}
 			seen[c] = true
 		}

@@ -10,9 +10,9 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
-// damageBitmapTable points the table of the image p's first bitmap at
-// off.
-func damageBitmapTable(t *testing.T, p string, off uint64) {
+// damageBitmap changes the directory entry of the image p's first
+// bitmap with fn.
+func damageBitmap(t *testing.T, p string, fn func(*format.BitmapEntry)) {
 	t.Helper()
 	raw := mustReadFile(t, p)
 	h, err := format.ParseHeader(raw)
@@ -32,8 +32,9 @@ func damageBitmapTable(t *testing.T, p string, off uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		es[0].TableOffset = format.HostOff(off)
+		fn(&es[0])
 		format.PutBitmapEntry(dir, es[0])
+		dir[es[0].At+17] = es[0].GranularityBits // PutBitmapEntry writes the table and flags only
 		if err := os.WriteFile(p, raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -53,17 +54,29 @@ func TestBitmap_DamagedTableLikeQemu(t *testing.T) {
 	dir := t.TempDir() // damaged on purpose: not checked at the end
 	for _, damage := range []struct {
 		name        string
-		off         uint64
+		fn          func(*format.BitmapEntry)
 		qemuRefuses bool
+		dirty       bool // lazy refcounts, left dirty: refused before the repair
 	}{
-		{"unaligned", 0x12345, true},
-		{"past the end", 1 << 40, false},
+		{"unaligned", func(e *format.BitmapEntry) { e.TableOffset = 0x12345 }, true, false},
+		{"past the end", func(e *format.BitmapEntry) { e.TableOffset = 1 << 40 }, false, false},
+		{"unaligned, dirty", func(e *format.BitmapEntry) { e.TableOffset = 0x12345 }, true, true},
+		// The dirty image's repair came first and then marked the
+		// bitmaps stale: --add added one, the others gone.
+		{"granularity, dirty", func(e *format.BitmapEntry) { e.GranularityBits = 63 }, true, true},
 	} {
 		base := filepath.Join(dir, "base.qcow2")
-		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", base, "4M")
 		testkit.MustRun(t, "qemu-img", "bitmap", "--add", base, "b0")
 		testkit.MustRun(t, "qemu-img", "bitmap", "--add", "--disable", base, "b1")
-		damageBitmapTable(t, base, damage.off)
+		damageBitmap(t, base, damage.fn)
+		if damage.dirty {
+			b := mustReadFile(t, base)
+			b[79] |= 1 // incompatible_features: dirty
+			if err := os.WriteFile(base, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		want := mustReadFile(t, base)
 		for _, op := range [][]string{
 			{"--enable"}, {"--disable"}, {"--clear"}, {"--merge", "b1"},
