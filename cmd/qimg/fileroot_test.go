@@ -9,7 +9,8 @@ import (
 
 // A file node at the root of --image-opts (driver=file, no format over
 // it), which qemu-img takes as an image of format "file": every qimg
-// command but io refused it ("Driver 'file' is not supported").
+// command but io refused it ("Driver 'file' is not supported"). And
+// read-only=on in the options of a writable command, which QEMU refuses.
 func TestImageOpts_FileRootLikeQemu(t *testing.T) {
 	base := qemuDir(t)
 	f := "driver=file,filename={d}/r.raw"
@@ -37,6 +38,15 @@ func TestImageOpts_FileRootLikeQemu(t *testing.T) {
 		{"info", []string{"--image-opts", f + ",bogus=1"}},
 		{"info", []string{"--image-opts", "driver=raw,offset=0,file.driver=file,file.filename={d}/r.raw,file.bogus=1"}},
 		{"info", []string{"--image-opts", "driver=raw,offset=0,file.filename={d}/missing"}},
+		// read-only=on in a writable command's options: refused (resize
+		// truncated the file, bench -w failed at its first write).
+		{"resize", []string{"--image-opts", f + ",read-only=on", "2M"}},
+		{"bench", []string{"-w", "-c", "1", "--image-opts", f + ",read-only=on"}},
+		{"resize", []string{"--image-opts", "driver=raw,read-only=on,file.filename={d}/r.raw", "2M"}},
+		{"resize", []string{"--image-opts", "driver=raw,read-only=off,file.filename={d}/r.raw", "2M"}},
+		{"info", []string{"--image-opts", "driver=raw,read-only=on,file.filename={d}/r.raw"}},
+		{"info", []string{"--image-opts", "driver=raw,read-only=bogus,file.filename={d}/r.raw"}},
+		{"resize", []string{`json:{"driver":"raw","read-only":true,"file":{"filename":"{d}/r.raw"}}`, "2M"}},
 	} {
 		q, o := runBoth(t, base, "qemu-img", c.cmd, c.args, func(d string) {
 			p := filepath.Join(d, "r.raw")

@@ -241,6 +241,16 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	if s.Name != "" {
 		name = s.Name // the --image-opts argument
 	}
+	spec := s.Name // an --image-opts argument
+	if strings.HasPrefix(s.Path, "json:") {
+		spec = s.Path
+	}
+	if !s.ReadOnly && spec != "" && imgopen.SpecReadOnly(spec) {
+		// read-only=on in a writable command's options: QEMU's open
+		// refuses it (the engine would open read-only and fail later,
+		// or a raw file be truncated by resize).
+		return nil, &OpenError{Path: name, Err: errors.New("Block node is read-only")}
+	}
 	if strings.HasPrefix(s.Path, "json:") {
 		// QEMU's json: pseudo-protocol: a driver tree (a backing file
 		// name in --backing-chain, or given as the file): the spec names

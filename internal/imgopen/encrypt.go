@@ -130,6 +130,14 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if fv, err = fileIOKeys(fv, &s); err != nil {
 		return s, err
 	}
+	if n.has("read-only") {
+		// A generic key, every driver's (qcow2's engine option too,
+		// below). Not the command's intent (s.ReadOnly): a writable
+		// command refuses read-only=on (qimg's openImage, SpecReadOnly).
+		if _, err := n.boolean("read-only", false); err != nil {
+			return s, &ValueError{Msg: "Parameter 'read-only' expects 'on' or 'off'"}
+		}
+	}
 	names := map[string]bool{}
 	share, err := genericKeys(n, drv, names)
 	if err != nil {
