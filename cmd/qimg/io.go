@@ -128,7 +128,12 @@ func ioOpenFlags(o *opts, has func(short, long string) bool) (ioOpenReq, error) 
 }
 
 // open opens the session's image as req says.
-func (s *ioSession) open(req ioOpenReq) error {
+func (s *ioSession) open(req ioOpenReq) error { return s.openWarn(req, s.errOut) }
+
+// openWarn is open printing a probed raw image's warning to warn (nil:
+// none, for a reopen: QEMU warns when it opens the node, not when it
+// reopens it).
+func (s *ioSession) openWarn(req ioOpenReq, warn io.Writer) error {
 	mode := cacheModes[req.cache]
 	cache := mode.imgopen()
 	if req.nocache {
@@ -148,7 +153,7 @@ func (s *ioSession) open(req ioOpenReq) error {
 		// A raw image found by probing (a file name, or a spec without
 		// driver=): as QEMU's raw driver, warn, and refuse writes that
 		// would make it probe as another format.
-		img.GuardProbed(s.errOut)
+		img.GuardProbed(warn)
 	}
 	img.Dev = withCache(img.Dev, mode) // writethrough: each write flushed, as qemu-io's
 	s.Opened, s.path, s.noUnmap, s.writethrough = img, req.path, req.noUnmap, mode.writethrough

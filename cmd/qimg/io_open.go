@@ -150,7 +150,7 @@ func (s *ioSession) reopenCmd(args []string) error {
 	if len(o.args) > 0 {
 		return &ioUsageError{}
 	}
-	if o.has("r") && o.has("w") {
+	if len(o.vals["r"])+len(o.vals["w"]) > 1 { // -r -w, -rr...
 		return &ioReport{"Only one -r/-w option may be given"}
 	}
 	req := s.req
@@ -173,13 +173,13 @@ func (s *ioSession) reopenCmd(args []string) error {
 	}
 	old := s.req
 	if err := s.closeCmd(nil); err != nil {
-		if rerr := s.open(old); rerr != nil {
+		if rerr := s.openWarn(old, nil); rerr != nil {
 			return openFailed(old.path, rerr)
 		}
 		return err
 	}
-	if err := s.open(req); err != nil {
-		if rerr := s.open(old); rerr != nil {
+	if err := s.openWarn(req, nil); err != nil {
+		if rerr := s.openWarn(old, nil); rerr != nil {
 			return openFailed(old.path, rerr)
 		}
 		var oe *OpenError

@@ -20,6 +20,8 @@ func TestIOReopen_LikeQemu(t *testing.T) {
 		{"-c", "close", "-c", "reopen", "{d}/t.qcow2"},
 		{"-c", "reopen -c unsafe", "-c", "write -P 5 0 64k", "-c", "flush", "-c", "reopen -r", "-c", "read -P 5 0 64k", "{d}/t.qcow2"},
 		{"-f", "raw", "-c", "reopen -r", "-c", "write 0 512", "-c", "reopen -w", "-c", "write -P 6 0 512", "{d}/t.raw"},
+		// A probed raw image: its warning once, at the open.
+		{"-c", "reopen -rr", "-c", "reopen -r", "-c", "reopen -w", "-c", "write -P 1 512 512", "{d}/t.raw"},
 	} {
 		q, o := runBoth(t, base, "qemu-io", "io", c, func(d string) {
 			testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(d, "t.qcow2"), "1M")
