@@ -29,6 +29,9 @@ func TestCorruptMarked_WritableOpensLikeQemu(t *testing.T) {
 		{"qemu-img", "check", []string{"{d}/c.qcow2"}},
 		{"qemu-io", "io", []string{"-c", "write 0 512", "{d}/c.qcow2"}},
 		{"qemu-io", "io", []string{"-r", "-c", "read 0 512", "{d}/c.qcow2"}},
+		// Through a spec: no file name before QEMU's words.
+		{"qemu-img", "resize", []string{`json:{"driver":"qcow2","file":{"filename":"{d}/c.qcow2"}}`, "2M"}},
+		{"qemu-io", "io", []string{"-c", "write 0 512", "--image-opts", "driver=qcow2,file.filename={d}/c.qcow2"}},
 	} {
 		var want []byte
 		q, o := runBoth(t, base, c.tool, c.cmd, c.args, func(d string) {

@@ -119,7 +119,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		im, err := qcow2.Open(name, o)
 		if err != nil {
 			closeData()
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, err // QEMU's words: the outer "Could not open" names the spec
 		}
 		b.setPath(im, name)
 		return im, nil
