@@ -47,6 +47,8 @@ func TestImageOpts_FileRootLikeQemu(t *testing.T) {
 		{"info", []string{"--image-opts", "driver=raw,read-only=on,file.filename={d}/r.raw"}},
 		{"info", []string{"--image-opts", "driver=raw,read-only=bogus,file.filename={d}/r.raw"}},
 		{"resize", []string{`json:{"driver":"raw","read-only":true,"file":{"filename":"{d}/r.raw"}}`, "2M"}},
+		{"info", []string{`json:{"driver":"file","filename":"{d}/r.raw"}`}},
+		{"info", []string{`json:{"driver":"file","filename":"{d}/r.raw","cache":{"direct":true}}`}},
 	} {
 		q, o := runBoth(t, base, "qemu-img", c.cmd, c.args, func(d string) {
 			p := filepath.Join(d, "r.raw")

@@ -249,6 +249,19 @@ func SpecFilename(name string) string {
 // specFilename is SpecFilename's plain file name, or name.
 func specFilename(name string, root map[string]any) string {
 	d, ok := root["driver"]
+	if d == "file" {
+		// A file node at the root: QEMU names it by its file.
+		fn, _ := root["filename"].(string)
+		for k, v := range root {
+			if _, isNode := v.(map[string]any); isNode && k != "cache" {
+				return name
+			}
+		}
+		if fn == "" {
+			return name
+		}
+		return fn
+	}
 	if ok && d != "qcow2" && d != "raw" && d != "vmdk" && d != "vpc" && d != "luks" { // none: the backing format's
 		return name
 	}
