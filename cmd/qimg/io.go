@@ -184,14 +184,8 @@ func openIOImage(req ioOpenReq, s imgopen.Spec) (*imgopen.Opened, error) {
 		}
 		img, err = imgopen.OpenSpec(s.Path, imgopen.Spec{Format: format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly, Secrets: s.Secrets,
 			Opts: qcow2.Options{ForceShare: s.Opts.ForceShare, RepairLog: s.Opts.RepairLog}})
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			if oe := hostOpenError(pe.Path, err); oe != nil {
-				err = oe // a file of the spec: the file driver's words
-			}
-		}
 		if err != nil {
-			err = &OpenError{Path: s.Path, Err: err} // in QEMU's words (qcow2.QemuText)
+			err = &OpenError{Path: s.Path, Err: specFileError(err)} // in QEMU's words (qcow2.QemuText)
 		}
 	} else {
 		img, err = openImage(s) // the secrets for its json: backing files' keys

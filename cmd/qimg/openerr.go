@@ -74,6 +74,18 @@ func hostOpenError(path string, err error) error {
 	return &OpenError{Path: path, Err: cError(pe.Err)}
 }
 
+// specFileError is err of a spec's open with a host file's failure in
+// the file driver's words (hostOpenError); other errors as they are.
+func specFileError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		if oe := hostOpenError(pe.Path, err); oe != nil {
+			return oe
+		}
+	}
+	return err
+}
+
 // cError is err as C's strerror words an errno ("No such file or
 // directory"); other errors as they are.
 func cError(err error) error {

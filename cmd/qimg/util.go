@@ -262,14 +262,8 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 		}
 		img, err := imgopen.OpenSpec(s.Path, imgopen.Spec{Format: s.Format, Cache: s.Cache, AIO: s.AIO, ReadOnly: s.ReadOnly,
 			Secrets: s.Secrets, Opts: s.Opts})
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			if oe := hostOpenError(pe.Path, err); oe != nil {
-				err = oe // a file of the spec: the file driver's words
-			}
-		}
 		if err != nil {
-			return nil, &OpenError{Path: name, Err: err}
+			return nil, &OpenError{Path: name, Err: specFileError(err)}
 		}
 		return img, nil
 	}
