@@ -1,7 +1,8 @@
 // Package vmdk reads VMDK images (QEMU's "vmdk" format) as a
 // block.Device, the way QEMU 7.2's block/vmdk.c reads them, writes
-// monolithicSparse and streamOptimized ones, and creates them as
-// qemu-img create -f vmdk does. The on-disk codecs are in vmdk/format; this package does the
+// monolithicSparse, streamOptimized, monolithicFlat, twoGbMaxExtentFlat
+// and twoGbMaxExtentSparse ones, and creates them as qemu-img create -f
+// vmdk does. The on-disk codecs are in vmdk/format; this package does the
 // I/O.
 //
 // An image is a list of extents laid end to end. A monolithicSparse or
@@ -63,20 +64,27 @@
 //	     the same CID: header, the redundant grain directory and its
 //	     tables, the grain directory and its tables, the descriptor in
 //	     sectors 1-20, the file ending where the first grain would go.
-//	KD8  Only a monolithicSparse or streamOptimized image opens
-//	     writable: one sparse extent in the image file (compressed ones
-//	     with grain markers, the grain directory not in a footer), no
-//	     parent, every grain
-//	     table (of both directories) allocated and inside the file, the
-//	     tables mapping the whole disk (QEMU's 32-bit directory size can
-//	     wrap), the descriptor's 20 sectors clear of other metadata, every
-//	     grain inside the file, and no grain or table overlapping
-//	     another or the header, descriptor or directories (QEMU writes
-//	     into such images all the same; reading them is safe). Anything
-//	     else is refused (format.ErrUnsupported or ErrCorrupt) and left
-//	     as it was. A writable Disk holds every grain table entry in
-//	     memory (4 bytes per grain, at most 2^25 entries: a 2 TiB image
-//	     of 64 KiB grains); reads and writes use that copy.
+//	KD8  A monolithicSparse or streamOptimized image (one sparse
+//	     extent in the image file; compressed ones with grain markers),
+//	     or a descriptor file naming flat and uncompressed sparse
+//	     extents (monolithicFlat, twoGbMaxExtentFlat,
+//	     twoGbMaxExtentSparse), each in a file of its own (not named
+//	     twice, not the descriptor's: writes into one would land in
+//	     another), opens writable, with no parent. Each sparse extent
+//	     must have its grain directory not in a footer, every grain
+//	     table (of both directories) allocated and inside its file, the
+//	     tables mapping the whole extent (QEMU's 32-bit directory size
+//	     can wrap), the embedded descriptor's 20 sectors clear of other
+//	     metadata, every grain inside the file, and no grain or table
+//	     overlapping another or the header, descriptor or directories
+//	     (QEMU writes into such images all the same; reading them is
+//	     safe). Anything else is refused (format.ErrUnsupported or
+//	     ErrCorrupt) and left as it was. A writable Disk holds every
+//	     grain table entry in memory (4 bytes per grain, at most 2^25
+//	     entries in all: a 2 TiB image of 64 KiB grains); reads and
+//	     writes use that copy. A flat extent's bytes are written into
+//	     its file in place, zeros too (QEMU's fallback writes zeros
+//	     there); Flush flushes its file.
 //	KD9  A new grain goes at free, which starts past everything the file
 //	     holds at Open (rounded up to a grain, as QEMU rounds) and only
 //	     grows, so a new grain reads as zeros where nothing was written
@@ -89,9 +97,9 @@
 //	     next Flush, as a new grain's), as QEMU does; other zeros into an
 //	     unallocated or zeroed grain leave it so (QEMU allocates it);
 //	     Discard keeps the bytes, as QEMU's vmdk has no discard.
-//	KD10 Flush makes the entries of the grains allocated since the last
-//	     Flush durable only after the file reaches past every one of
-//	     them (grown under the writer's lock, so no write in flight is
+//	KD10 Flush makes the entries of the grains allocated in a sparse
+//	     extent since the last Flush durable only after its file reaches
+//	     past every one of them (grown under the writer's lock, so no write in flight is
 //	     cut short; the entries taken as they are under that same lock:
 //	     a later change waits for the next Flush) and their bytes are
 //	     durable, then writes them into
@@ -104,7 +112,9 @@
 //	     through it): a random one whose hexadecimal form is as long as
 //	     the old, so only those bytes of the descriptor (at sector 1,
 //	     whatever the header says, as QEMU) change, written in place and
-//	     flushed before the write is issued.
+//	     flushed before the write is issued. A descriptor file is
+//	     rewritten whole, to its length rounded up to a sector (at most
+//	     16 MiB, QEMU's bound), as QEMU writes it.
 //	KD12 A streamOptimized image takes each grain once, whole (the last
 //	     one up to the disk's end), as QEMU's vmdk does: deflated behind
 //	     its grain marker (format.EncodeGrain) at free, a whole number of

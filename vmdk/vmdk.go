@@ -19,9 +19,9 @@ type Options struct {
 	// Name is the image's path as given: extent names resolve against
 	// its directory, and QEMU's messages name it.
 	Name string
-	// OpenExtent opens a descriptor's extent file read-only; nil refuses
-	// descriptor files.
-	OpenExtent func(path string) (block.Device, error)
+	// OpenExtent opens a descriptor's extent file, for writing when the
+	// image is opened Writable; nil refuses descriptor files.
+	OpenExtent func(path string, writable bool) (block.Device, error)
 	// OpenParent opens the image a parentFileNameHint names (path: the
 	// hint, a relative one against Name's directory) as a VMDK image,
 	// read-only (KD6); nil refuses images with a parent.
@@ -30,8 +30,8 @@ type Options struct {
 	// info does (BDRV_O_NO_BACKING): its unallocated grains read as
 	// zeros.
 	NoParent bool
-	// Writable opens a monolithicSparse image for writing (KD8); the
-	// file must be writable.
+	// Writable opens the image for writing (KD8); the file must be
+	// writable.
 	Writable bool
 }
 
@@ -51,6 +51,9 @@ type extent struct {
 	// mem is every grain table entry of a writable image, by grain
 	// (KD8); nil when read-only.
 	mem []atomic.Uint32
+	// sw is a writable sparse extent's state (write.go); nil when
+	// read-only or flat.
+	sw *sparseWriter
 }
 
 // Disk is an open VMDK image: a block.Device, read-only (KD1) unless
@@ -58,6 +61,7 @@ type extent struct {
 type Disk struct {
 	w              *writer // nil unless Writable (write.go)
 	file           block.Device
+	descName       string // the image's file name (Options.Name)
 	extents        []extent
 	size           int64
 	createType     string
@@ -111,7 +115,7 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Disk{file: file, ReadOnly: block.ReadOnly{Why: "vmdk (opened read-only)"}}
+	d := &Disk{file: file, descName: o.Name, ReadOnly: block.ReadOnly{Why: "vmdk (opened read-only)"}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -230,7 +234,7 @@ func (d *Disk) openDescFile(desc format.Descriptor, o Options) error {
 		if !filepath.IsAbs(path) {
 			path = dir + path
 		}
-		f, err := o.OpenExtent(path)
+		f, err := o.OpenExtent(path, o.Writable)
 		if err != nil {
 			return err
 		}

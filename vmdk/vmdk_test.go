@@ -256,7 +256,7 @@ func TestDisk_Descriptor(t *testing.T) {
 	sp := sparse(t, 1<<20, 0, false, map[int][]byte{0: bytes.Repeat([]byte{0xb}, 64<<10)})
 	files := map[string][]byte{"/d/a-flat.vmdk": append(make([]byte, 512), a...), "/abs/s.vmdk": sp}
 	var opened []string
-	openExt := func(p string) (block.Device, error) {
+	openExt := func(p string, _ bool) (block.Device, error) {
 		opened = append(opened, p)
 		b, ok := files[p]
 		if !ok {
@@ -324,7 +324,7 @@ func TestDisk_Check(t *testing.T) {
 // file many times hold no more directory entries than QEMU allows one.
 func TestDisk_DescriptorBounds(t *testing.T) {
 	sp := sparseG(t, 1, 3<<20, 0, false, nil) // 6144 grains: 384 directory entries
-	openExt := func(p string) (block.Device, error) { return memdev.FromBytes(sp, memdev.Options{}), nil }
+	openExt := func(p string, _ bool) (block.Device, error) { return memdev.FromBytes(sp, memdev.Options{}), nil }
 	late := "version=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"a\" 0\n" + strings.Repeat("#", format.DescSize) + "\nCID=1\nparentCID=2\n"
 	if _, err := Open(memdev.FromBytes([]byte(late), memdev.Options{}), Options{Name: "x", OpenExtent: openExt}); err == nil ||
 		!strings.Contains(err.Error(), "Invalid argument") {
@@ -336,7 +336,7 @@ func TestDisk_DescriptorBounds(t *testing.T) {
 	binary.LittleEndian.PutUint64(big[12:], 16<<10*16)
 	binary.LittleEndian.PutUint64(big[64:], 1)
 	shared := memdev.FromBytes(big, memdev.Options{})
-	openBig := func(p string) (block.Device, error) { return shared, nil }
+	openBig := func(p string, _ bool) (block.Device, error) { return shared, nil }
 	n := format.MaxL1Size/(16<<10) + 1
 	many := "version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n" + strings.Repeat("RW 1 SPARSE \"s\"\n", n)
 	_, err := Open(memdev.FromBytes([]byte(many), memdev.Options{}), Options{Name: "x", OpenExtent: openBig})

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,9 +24,16 @@ var ErrOutOfRange = fmt.Errorf("vmdk: write past the end of the disk: %w", block
 var ErrNoResize = block.ErrNoResize
 
 // writer is what a writable Disk keeps besides the read-only state
-// (KD8-KD11). Only a monolithicSparse image is writable: one hosted,
-// uncompressed sparse extent, no parent.
+// (KD8-KD11); each sparse extent's own state is its sparseWriter.
 type writer struct {
+	cidMu   sync.Mutex
+	cidDone atomic.Bool // the descriptor's CID was changed (KD11)
+
+	flushMu sync.Mutex // one Flush at a time (KD10)
+}
+
+// sparseWriter is a writable sparse extent's state (KD8-KD10, KD12).
+type sparseWriter struct {
 	mu sync.Mutex
 	// free is where the next grain goes: past every byte the file held
 	// at Open and every grain given out since (KD9).
@@ -38,10 +47,6 @@ type writer struct {
 	// streaming are the compressed grains being written (KD12).
 	streaming map[int64]bool
 
-	cidMu   sync.Mutex
-	cidDone atomic.Bool // the descriptor's CID was changed (KD11)
-
-	flushMu sync.Mutex // one Flush at a time (KD10)
 	// table is every grain table entry as on disk, or as the running
 	// Flush writes it: only Flush changes it.
 	table []byte
@@ -56,22 +61,85 @@ type writer struct {
 const maxWritableGTEs = 1 << 25
 
 // openWriter makes d writable (KD8): it loads every grain table entry
-// (reads and writes then use the copy in memory) and refuses images it
-// cannot write without risk.
+// of its sparse extents (reads and writes then use the copy in memory)
+// and refuses images it cannot write without risk.
 func (d *Disk) openWriter() error {
-	e := &d.extents[0]
-	l := e.layout
-	if len(d.extents) != 1 || e.flat || e.file != d.file || (d.createType != "monolithicSparse" && d.createType != "streamOptimized") ||
-		(l.Compressed && !l.Marker) {
-		return format.Unsupported("qring writes only monolithicSparse and streamOptimized VMDK images (this one is %s): open it read-only", d.createType)
+	switch d.createType {
+	case "monolithicSparse", "streamOptimized", format.MonolithicFlat, format.TwoGbMaxExtentFlat, format.TwoGbMaxExtentSparse:
+	default:
+		return format.Unsupported("qring does not write %s VMDK images: open it read-only", d.createType)
 	}
 	if d.parentHint != "" {
 		return format.Unsupported("qring does not write VMDK images with a parent: open it read-only")
 	}
+	hosted := len(d.extents) == 1 && d.extents[0].file == d.file
+	if !hosted {
+		if err := d.distinctFiles(); err != nil {
+			return err
+		}
+	}
+	n := int64(0)
+	for i := range d.extents {
+		e := &d.extents[i]
+		if e.flat {
+			continue
+		}
+		if e.layout.Compressed && (!hosted || !e.layout.Marker) {
+			return format.Unsupported("qring writes compressed VMDK extents only as streamOptimized images: open it read-only")
+		}
+		n += e.layout.L1Size * e.layout.GTEs
+		if n > maxWritableGTEs {
+			// Held in memory (KD8): no more than a 2 TiB image's.
+			return d.refuse(fmt.Sprintf("its grain table entries are too many to write (at most %d)", int64(maxWritableGTEs)))
+		}
+		if err := d.openSparse(e, hosted); err != nil {
+			return err
+		}
+	}
+	d.w = &writer{}
+	d.ReadOnly.Why = ""
+	return nil
+}
+
+// distinctFiles refuses a descriptor file whose extents share a file
+// with each other or with the descriptor (KD8): their writes would land
+// in one another's bytes (QEMU writes them all the same).
+func (d *Disk) distinctFiles() error {
+	names := []string{d.descName}
+	for _, e := range d.extents {
+		for _, o := range names {
+			if sameFile(e.name, o) {
+				return d.refuse(fmt.Sprintf("extent file %s is named twice or is the descriptor file", e.name))
+			}
+		}
+		names = append(names, e.name)
+	}
+	return nil
+}
+
+// sameFile reports whether names a and b are one file: the same file
+// on disk, or the same name where they cannot be looked up.
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// openSparse makes sparse extent e writable (KD8): its tables loaded,
+// and refused where a write could land on metadata or another grain.
+// hosted is an image of this one extent, its descriptor embedded.
+func (d *Disk) openSparse(e *extent, hosted bool) error {
+	l := e.layout
 	if l.GrainSectors < 1 || l.GTEs < 1 {
 		return format.Unsupported("qring does not write VMDK images with empty grains or grain tables: open it read-only")
 	}
-	h, err := d.header()
+	h, err := readHeader(e.file)
 	if err != nil {
 		return err
 	}
@@ -79,14 +147,13 @@ func (d *Disk) openWriter() error {
 		// New grains would go past the footer, which must end the file.
 		return format.Unsupported("qring does not write VMDK images whose grain directory is in a footer: open it read-only")
 	}
-	w := &writer{gts: e.gd}
+	w := &sparseWriter{gts: e.gd}
 	n := l.L1Size * l.GTEs
 	// Every table lies in the file, none over another (checked below):
 	// a file too short to hold them all is refused before anything is
-	// sized by them, and so is one whose tables would take more memory
-	// than a 2 TiB image's (KD8).
-	if n > maxWritableGTEs || 4*n > e.fileLen {
-		return d.refuse(fmt.Sprintf("its %d grain table entries do not fit the file or are too many to write (at most %d)", n, int64(maxWritableGTEs)))
+	// sized by them (KD8).
+	if 4*n > e.fileLen {
+		return d.refuse(fmt.Sprintf("the %d grain table entries of %s do not fit its file", n, e.name))
 	}
 	if n*l.GrainBytes() < e.size {
 		// QEMU's 32-bit directory size wrapped: the tables map less
@@ -94,21 +161,22 @@ func (d *Disk) openWriter() error {
 		return d.refuse(fmt.Sprintf("its grain tables map %d bytes of its %d", n*l.GrainBytes(), e.size))
 	}
 	w.table = make([]byte, 4*n)
-	e.mem = make([]atomic.Uint32, n)
+	mem := make([]atomic.Uint32, n)
 	tb := l.GTEs * 4
 	type span struct{ a, b int64 }
-	// The descriptor as changeCID rewrites it: DescSize bytes at sector
-	// 1, whatever the header says (QEMU's vmdk_write_cid).
-	spans := []span{{0, format.HeaderSize},
-		{format.SectorSize, format.SectorSize + format.DescSize},
-		{l.GDOffset, l.GDOffset + 4*l.L1Size}}
+	spans := []span{{0, format.HeaderSize}, {l.GDOffset, l.GDOffset + 4*l.L1Size}}
+	if hosted {
+		// The descriptor as changeCID rewrites it: DescSize bytes at
+		// sector 1, whatever the header says (QEMU's vmdk_write_cid).
+		spans = append(spans, span{format.SectorSize, format.SectorSize + format.DescSize})
+	}
 	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
 		rgd := int64(h.RGDOffset) * format.SectorSize
 		if rgd+4*l.L1Size > e.fileLen {
 			return d.refuse("its redundant grain directory lies past the end of the file")
 		}
 		b := make([]byte, 4*l.L1Size)
-		if err := block.ReadAt(d.file, b, rgd); err != nil {
+		if err := block.ReadAt(e.file, b, rgd); err != nil {
 			return err
 		}
 		w.rgts = make([]uint32, l.L1Size)
@@ -122,7 +190,7 @@ func (d *Disk) openWriter() error {
 		if gt == 0 || at+tb > e.fileLen {
 			return d.refuse(fmt.Sprintf("grain table %d is not allocated or lies past the end of the file", i))
 		}
-		if err := block.ReadAt(d.file, w.table[int64(i)*tb:int64(i+1)*tb], at); err != nil {
+		if err := block.ReadAt(e.file, w.table[int64(i)*tb:int64(i+1)*tb], at); err != nil {
 			return err
 		}
 		spans = append(spans, span{at, at + tb})
@@ -135,9 +203,9 @@ func (d *Disk) openWriter() error {
 		}
 	}
 	gb := l.GrainBytes()
-	for i := range e.mem {
+	for i := range mem {
 		g := format.Entry(w.table, i)
-		e.mem[i].Store(g)
+		mem[i].Store(g)
 		if g == 0 || (g == format.GTEZeroed && l.ZeroGrain) {
 			continue
 		}
@@ -149,7 +217,7 @@ func (d *Disk) openWriter() error {
 			if at+format.MarkerSize > e.fileLen {
 				return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
 			}
-			if err := block.ReadAt(d.file, mb[:], at); err != nil {
+			if err := block.ReadAt(e.file, mb[:], at); err != nil {
 				return err
 			}
 			m, err := format.ParseMarker(mb[:], gb)
@@ -178,8 +246,7 @@ func (d *Disk) openWriter() error {
 		return d.refuse("the file reaches past 2 TiB, where no grain can start")
 	}
 	w.streaming = map[int64]bool{}
-	d.w = w
-	d.ReadOnly.Why = ""
+	e.mem, e.sw = mem, w
 	return nil
 }
 
@@ -201,10 +268,11 @@ func (d *Disk) refuse(why string) error {
 	return &format.Error{Msg: fmt.Sprintf("vmdk: %s: the image can only be opened read-only", why), Err: format.ErrCorrupt}
 }
 
-// header reads the extent's header again (Open keeps only its layout).
-func (d *Disk) header() (format.Header, error) {
+// readHeader reads a sparse extent's header again (Open keeps only its
+// layout).
+func readHeader(f block.Device) (format.Header, error) {
 	b := make([]byte, format.HeaderSize)
-	if err := block.ReadAt(d.file, b, 0); err != nil {
+	if err := block.ReadAt(f, b, 0); err != nil {
 		return format.Header{}, err
 	}
 	return format.ParseHeader(b)
@@ -215,15 +283,15 @@ func (e *extent) allocated(g uint32) bool {
 	return g != 0 && (g != format.GTEZeroed || !e.layout.ZeroGrain)
 }
 
-// grain returns grain gi's sector, allocating it at free first if need
-// be (KD9): a new grain's space lies past everything written, so it
-// reads as zeros where nothing is written into it, and its entry is
-// visible to reads at once.
+// grain returns grain gi's sector in sparse extent e, allocating it at
+// free first if need be (KD9): a new grain's space lies past everything
+// written, so it reads as zeros where nothing is written into it, and
+// its entry is visible to reads at once.
 func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	if g := e.mem[gi].Load(); e.allocated(g) {
 		return g, nil
 	}
-	w := d.w
+	w := e.sw
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if g := e.mem[gi].Load(); e.allocated(g) {
@@ -239,14 +307,14 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	return g, nil
 }
 
-// zeroGrain makes grain gi a zeroed grain (format.GTEZeroed): it reads
-// as zeros at once, its entry goes to disk at the next Flush (KD10), and
-// the space of the grain it mapped, if any, leaks.
-func (d *Disk) zeroGrain(gi int64) {
-	w := d.w
+// zeroGrain makes grain gi of e a zeroed grain (format.GTEZeroed): it
+// reads as zeros at once, its entry goes to disk at the next Flush
+// (KD10), and the space of the grain it mapped, if any, leaks.
+func (d *Disk) zeroGrain(e *extent, gi int64) {
+	w := e.sw
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	d.extents[0].mem[gi].Store(format.GTEZeroed)
+	e.mem[gi].Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
 }
 
@@ -260,9 +328,9 @@ var (
 // streamWritten reports whether grain gi of a streamOptimized image is
 // written or being written.
 func (d *Disk) streamWritten(e *extent, gi int64) bool {
-	d.w.mu.Lock()
-	defer d.w.mu.Unlock()
-	return e.allocated(e.mem[gi].Load()) || d.w.streaming[gi]
+	e.sw.mu.Lock()
+	defer e.sw.mu.Unlock()
+	return e.allocated(e.mem[gi].Load()) || e.sw.streaming[gi]
 }
 
 // writeCompressed writes one whole grain of a streamOptimized image at
@@ -271,7 +339,7 @@ func (d *Disk) streamWritten(e *extent, gi int64) bool {
 func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	gi := pos / e.layout.GrainBytes()
 	b := format.EncodeGrain(uint64(pos/format.SectorSize), data)
-	w := d.w
+	w := e.sw
 	w.mu.Lock()
 	if e.allocated(e.mem[gi].Load()) || w.streaming[gi] {
 		w.mu.Unlock()
@@ -285,7 +353,7 @@ func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	w.free += int64(len(b))
 	w.streaming[gi] = true
 	w.mu.Unlock()
-	err := d.file.Writev(at, [][]byte{b})
+	err := e.file.Writev(at, [][]byte{b})
 	w.mu.Lock()
 	delete(w.streaming, gi)
 	if err == nil {
@@ -295,6 +363,10 @@ func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	w.mu.Unlock()
 	return err
 }
+
+// maxDescFileWrite is the largest descriptor file whose CID QEMU
+// rewrites (vmdk_write_cid: "VMDK description file too big").
+const maxDescFileWrite = 16 << 20
 
 // changeCID gives the image a new CID before its first change since
 // Open is issued, as QEMU's vmdk_pwritev does after it (KD11): an image
@@ -312,9 +384,21 @@ func (d *Disk) changeCID() error {
 		return nil
 	}
 	// The embedded descriptor is at sector 1, whatever the header says,
-	// as QEMU reads and writes it (vmdk_open_vmdk4's desc_offset).
-	at := int64(format.SectorSize)
-	old := make([]byte, format.DescSize)
+	// as QEMU reads and writes it (vmdk_open_vmdk4's desc_offset); a
+	// descriptor file is read and written whole, to its length rounded
+	// up to a sector, as QEMU writes it.
+	at, size := int64(format.SectorSize), int64(format.DescSize)
+	if d.descFile() {
+		n, err := fileLength(d.file)
+		if err != nil {
+			return err
+		}
+		if n > maxDescFileWrite {
+			return fmt.Errorf("vmdk: VMDK description file too big: %w", syscall.EFBIG)
+		}
+		at, size = 0, n
+	}
+	old := make([]byte, size)
 	if err := block.ReadAt(d.file, old, at); err != nil {
 		return err
 	}
@@ -323,12 +407,8 @@ func (d *Disk) changeCID() error {
 	if !ok {
 		return fmt.Errorf("vmdk: the descriptor has no parentCID: %w", format.ErrCorrupt)
 	}
-	for s := 0; s < len(desc); s += format.SectorSize {
-		if string(desc[s:s+format.SectorSize]) != string(old[s:s+format.SectorSize]) {
-			if err := d.file.Writev(at+int64(s), [][]byte{desc[s : s+format.SectorSize]}); err != nil {
-				return err
-			}
-		}
+	if err := d.writeDesc(at, old, desc); err != nil {
+		return err
 	}
 	if err := d.file.Flush(); err != nil {
 		return err
@@ -336,6 +416,29 @@ func (d *Disk) changeCID() error {
 	d.cid.Store(cid)
 	w.cidDone.Store(true)
 	return nil
+}
+
+// writeDesc writes the rewritten descriptor desc (old as read) at at:
+// a descriptor file whole, as QEMU; an embedded one only in the sectors
+// that changed.
+func (d *Disk) writeDesc(at int64, old, desc []byte) error {
+	if d.descFile() {
+		return d.file.Writev(at, [][]byte{desc})
+	}
+	for s := 0; s < len(desc); s += format.SectorSize {
+		if string(desc[s:s+format.SectorSize]) != string(old[s:s+format.SectorSize]) {
+			if err := d.file.Writev(at+int64(s), [][]byte{desc[s : s+format.SectorSize]}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// descFile reports whether the image is a descriptor file naming its
+// extents (KD8), not one hosted extent with its descriptor embedded.
+func (d *Disk) descFile() bool {
+	return len(d.extents) != 1 || d.extents[0].file != d.file
 }
 
 // newCID is a random CID other than old whose hexadecimal form is as
@@ -374,7 +477,8 @@ func (d *Disk) checkWrite(off, n int64) error {
 	return nil
 }
 
-// Writev implements block.Device: each grain's part goes to the grain,
+// Writev implements block.Device: each extent's part goes to it, a
+// flat extent's into its file, a sparse extent's grain by grain,
 // allocated first if need be (KD9).
 func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if d.w == nil {
@@ -384,16 +488,18 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.checkWrite(off, total); err != nil || total == 0 {
 		return err
 	}
-	e := &d.extents[0]
-	gb := e.layout.GrainBytes()
-	if e.layout.Compressed && (off%gb != 0 || (total%gb != 0 && off+total != d.size)) {
-		// Refused before the CID changes: nothing of it is written.
-		// QEMU asks whether the first grain is written before
-		// anything else: then EIO, not EINVAL.
-		if d.streamWritten(e, off/gb) {
-			return ErrStreamAllocated
+	if e := &d.extents[0]; e.layout.Compressed && !e.flat {
+		// A streamOptimized image, its one extent (KD8).
+		gb := e.layout.GrainBytes()
+		if off%gb != 0 || (total%gb != 0 && off+total != d.size) {
+			// Refused before the CID changes: nothing of it is
+			// written. QEMU asks whether the first grain is written
+			// before anything else: then EIO, not EINVAL.
+			if d.streamWritten(e, off/gb) {
+				return ErrStreamAllocated
+			}
+			return ErrStreamPartial
 		}
-		return ErrStreamPartial
 	}
 	if err := d.changeCID(); err != nil {
 		return err
@@ -401,8 +507,19 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done
-		gi, in := pos/gb, pos%gb
-		n := min(total-done, gb-in)
+		e := d.find(pos)
+		rel := pos - e.start
+		n := min(total-done, e.size-rel)
+		if e.flat {
+			if err := e.file.Writev(e.flatOff+rel, c.Next(bufs, n)); err != nil {
+				return err
+			}
+			done += n
+			continue
+		}
+		gb := e.layout.GrainBytes()
+		gi, in := rel/gb, rel%gb
+		n = min(n, gb-in)
 		if e.layout.Compressed {
 			if in != 0 || (n < gb && pos+n != d.size) {
 				return ErrStreamPartial
@@ -417,7 +534,7 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 		if err != nil {
 			return err
 		}
-		if err := d.file.Writev(int64(g)*format.SectorSize+in, c.Next(bufs, n)); err != nil {
+		if err := e.file.Writev(int64(g)*format.SectorSize+in, c.Next(bufs, n)); err != nil {
 			return err
 		}
 		done += n
@@ -425,11 +542,17 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
+// zeroChunk bounds the zeros WriteZeroes writes into a flat extent at
+// once.
+const zeroChunk = 1 << 20
+
 // WriteZeroes implements block.Device. In an image with zeroed grains
 // (zeroed_grain=on) a whole grain becomes a zeroed grain, as in QEMU.
 // Otherwise unallocated and zeroed grains read as zeros already and stay
 // as they are (QEMU writes zeros into new grains there); an allocated
-// grain's range is zeroed in the file. Allocate is refused (ErrNotSupported):
+// grain's range is zeroed in the file. A flat extent gets zeros written
+// into its file, as QEMU's fallback writes them (its vmdk driver zeroes
+// flat extents with ENOTSUP). Allocate is refused (ErrNotSupported):
 // grains cannot be reserved without writing them.
 func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if d.w == nil {
@@ -441,12 +564,21 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
-	e := &d.extents[0]
-	gb := e.layout.GrainBytes()
 	for done := int64(0); done < n; {
 		pos := off + done
-		gi, in := pos/gb, pos%gb
-		k := min(n-done, gb-in)
+		e := d.find(pos)
+		rel := pos - e.start
+		k := min(n-done, e.size-rel)
+		if e.flat {
+			if err := d.zeroFlat(e, e.flatOff+rel, k); err != nil {
+				return err
+			}
+			done += k
+			continue
+		}
+		gb := e.layout.GrainBytes()
+		gi, in := rel/gb, rel%gb
+		k = min(k, gb-in)
 		done += k
 		g := e.mem[gi].Load()
 		if e.layout.Compressed && e.allocated(g) {
@@ -458,7 +590,7 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 			if err := d.changeCID(); err != nil {
 				return err
 			}
-			d.zeroGrain(gi)
+			d.zeroGrain(e, gi)
 			continue
 		}
 		if !e.allocated(g) {
@@ -469,9 +601,25 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		if err := d.changeCID(); err != nil {
 			return err
 		}
-		if err := d.file.WriteZeroes(int64(g)*format.SectorSize+in, k, flags&block.MayUnmap); err != nil {
+		if err := e.file.WriteZeroes(int64(g)*format.SectorSize+in, k, flags&block.MayUnmap); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// zeroFlat writes n bytes of zeros at host into flat extent e's file.
+func (d *Disk) zeroFlat(e *extent, host, n int64) error {
+	if err := d.changeCID(); err != nil {
+		return err
+	}
+	zeros := make([]byte, min(n, zeroChunk))
+	for done := int64(0); done < n; {
+		k := min(n-done, zeroChunk)
+		if err := e.file.Writev(host+done, [][]byte{zeros[:k]}); err != nil {
+			return err
+		}
+		done += k
 	}
 	return nil
 }
@@ -496,10 +644,10 @@ func (d *Disk) Truncate(size int64) error {
 	return ErrNoResize
 }
 
-// Flush implements block.Device (B6, KD10): the grains allocated since
-// the last Flush get their entries on disk only once the file reaches
-// past them and their bytes are durable; a second flush makes the
-// entries durable.
+// Flush implements block.Device (B6, KD10): in each sparse extent, the
+// grains allocated since the last Flush get their entries on disk only
+// once the file reaches past them and their bytes are durable; a second
+// flush makes the entries durable. A flat extent's file is flushed.
 func (d *Disk) Flush() error {
 	w := d.w
 	if w == nil {
@@ -510,6 +658,21 @@ func (d *Disk) Flush() error {
 	}
 	w.flushMu.Lock()
 	defer w.flushMu.Unlock()
+	var errs []error
+	for i := range d.extents {
+		e := &d.extents[i]
+		if e.flat {
+			errs = append(errs, e.file.Flush())
+		} else {
+			errs = append(errs, d.flushSparse(e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// flushSparse is Flush of sparse extent e (KD10), under flushMu.
+func (d *Disk) flushSparse(e *extent) error {
+	w := e.sw
 	w.mu.Lock()
 	fresh := w.fresh
 	w.fresh = nil
@@ -518,24 +681,24 @@ func (d *Disk) Flush() error {
 	// is in w.fresh again and waits for the next Flush.
 	entries := make([]uint32, len(fresh))
 	for i, gi := range fresh {
-		entries[i] = d.extents[0].mem[gi].Load()
+		entries[i] = e.mem[gi].Load()
 	}
 	var err error
 	if len(fresh) > 0 && w.sized < w.free {
 		// Under mu: no write reaches past free, so growing the file to
 		// it never cuts one short (a partly written last grain).
-		if err = d.file.Truncate(w.free); err == nil {
+		if err = e.file.Truncate(w.free); err == nil {
 			w.sized = w.free
 		}
 	}
 	w.mu.Unlock()
 	if err == nil {
-		err = d.file.Flush()
+		err = e.file.Flush()
 	}
 	if err == nil && len(fresh) > 0 {
-		err = d.writeEntries(fresh, entries)
+		err = writeEntries(e, fresh, entries)
 		if err == nil {
-			err = d.file.Flush()
+			err = e.file.Flush()
 		}
 	}
 	if err != nil {
@@ -546,12 +709,11 @@ func (d *Disk) Flush() error {
 	return err
 }
 
-// writeEntries writes entries[i], grain grains[i]'s, into its table,
+// writeEntries writes entries[i], grain grains[i]'s, into e's table,
 // and into the redundant table (KD10), in runs of nearby entries of one
 // table.
-func (d *Disk) writeEntries(grains []int64, entries []uint32) error {
-	w := d.w
-	e := &d.extents[0]
+func writeEntries(e *extent, grains []int64, entries []uint32) error {
+	w := e.sw
 	for i, gi := range grains {
 		binary.LittleEndian.PutUint32(w.table[4*gi:], entries[i])
 	}
@@ -571,7 +733,7 @@ func (d *Disk) writeEntries(grains []int64, entries []uint32) error {
 			if tables == nil {
 				continue
 			}
-			if err := d.file.Writev(int64(tables[t])*format.SectorSize+in, [][]byte{w.table[a:b]}); err != nil {
+			if err := e.file.Writev(int64(tables[t])*format.SectorSize+in, [][]byte{w.table[a:b]}); err != nil {
 				return err
 			}
 		}

@@ -504,9 +504,9 @@ func TestWrite_CID(t *testing.T) {
 }
 
 // TestWrite_Refused: images qring does not write open read-only but
-// not writable, and the refused open leaves them as they were:
-// streamOptimized, a descriptor file with its extents, a parent, and
-// grains that overlap each other or the metadata.
+// not writable, and the refused open leaves them as they were: a
+// descriptor file whose extents share a file, a parent, and grains that
+// overlap each other or the metadata.
 func TestWrite_Refused(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := t.TempDir()
@@ -517,7 +517,7 @@ func TestWrite_Refused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := Open(f, Options{Name: p, Writable: true, OpenExtent: func(q string) (block.Device, error) { return block.OpenOSFile(q, true) }})
+		d, err := Open(f, Options{Name: p, Writable: true, OpenExtent: func(q string, _ bool) (block.Device, error) { return block.OpenOSFile(q, true) }})
 		if err == nil {
 			d.Close()
 			t.Errorf("%s: opened writable", name)
@@ -529,10 +529,19 @@ func TestWrite_Refused(t *testing.T) {
 			t.Errorf("%s: the refused open changed the image", name)
 		}
 	}
-	for _, sub := range []string{"monolithicFlat", "twoGbMaxExtentSparse"} {
-		p := filepath.Join(dir, sub+".vmdk")
-		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, p, "1M")
-		try(sub, p, format.ErrUnsupported)
+	// Descriptor files whose extents would write into one another or
+	// into the descriptor (QEMU writes them all the same).
+	for name, lines := range map[string]string{
+		"an extent file named twice": "RW 2048 FLAT \"t-flat.vmdk\" 0\nRW 2048 FLAT \"t-flat.vmdk\" 2048\n",
+		"the same file by two names": "RW 2048 FLAT \"t-flat.vmdk\" 0\nRW 2048 FLAT \"./t-flat.vmdk\" 2048\n",
+		"a sparse extent twice":      "RW 2048 SPARSE \"s-s001.vmdk\"\nRW 2048 SPARSE \"s-s001.vmdk\"\n",
+		"the descriptor itself":      "RW 2048 FLAT \"t-flat.vmdk\" 0\nRW 2048 FLAT \"t.vmdk\" 2048\n",
+	} {
+		p := filepath.Join(dir, "t.vmdk")
+		os.WriteFile(filepath.Join(dir, "t-flat.vmdk"), make([]byte, 2<<20), 0o644)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", filepath.Join(dir, "s.vmdk"), "1M")
+		os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n\n"+lines), 0o644)
+		try(name, p, format.ErrCorrupt)
 	}
 	base, top := filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "top.vmdk")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "1M")

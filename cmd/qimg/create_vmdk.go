@@ -30,8 +30,7 @@ var vmdkCreateOptions = []createOption{
 	{"zeroed_grain", "bool (on/off)", "Enable efficient zero writes using the zeroed-grain GTE feature"},
 }
 
-// vmdkSubformats are the subformats qemu-img knows; qimg creates the
-// first and the last.
+// vmdkSubformats are the subformats qemu-img knows (and qimg creates).
 var vmdkSubformats = []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"}
 
 // setVMDKOption sets one -o option of create -f vmdk, with QEMU's
@@ -117,18 +116,24 @@ func vmdkFormatting(req *createRequest) string {
 	return s
 }
 
-// ErrVMDKSubformat is a subformat qemu-img creates and qimg does not.
-var ErrVMDKSubformat = errors.New("qimg creates monolithicSparse and streamOptimized VMDK images only")
-
 // createVMDK makes a VMDK image as qemu-img create -f vmdk does (vmdk's
-// KD7), in a file emptied only once qimg holds its write lock.
+// KD7, format's KF8), each file emptied only once qimg holds its write
+// lock.
 func createVMDK(path string, size int64, req *createRequest) error {
 	c := req.vmdk
 	if req.opts.BackingFormat != "" && req.opts.BackingFormat != "vmdk" {
 		return errors.New("backing_file must be a vmdk image")
 	}
-	if c.subformat != "" && c.subformat != "monolithicSparse" && c.subformat != "streamOptimized" {
-		return fmt.Errorf("%w (subformat=%s)", ErrVMDKSubformat, c.subformat)
+	o := c.o
+	o.Size, o.Adapter, o.ToolsVersion = size, c.adapter, c.toolsversion
+	switch c.subformat {
+	case "streamOptimized":
+		o.Stream = true
+	case format.MonolithicFlat, format.TwoGbMaxExtentFlat, format.TwoGbMaxExtentSparse:
+		o.Subformat = c.subformat
+	}
+	if o.Flat() && req.opts.BackingFile != "" {
+		return errors.New("Flat image can't have backing file")
 	}
 	if req.opts.BackingFile != "" {
 		return errors.New("qimg does not create VMDK images with a backing file")
@@ -137,13 +142,13 @@ func createVMDK(path string, size int64, req *createRequest) error {
 		// qemu-img writes an image it cannot open (create_huge.go).
 		return fmt.Errorf("vmdk: a size of %d bytes is negative", size)
 	}
-	o := c.o
-	o.Size, o.Adapter, o.ToolsVersion = size, c.adapter, c.toolsversion
-	o.Stream = c.subformat == "streamOptimized"
 	if c.hwversion != "undefined" {
 		o.HWVersion = c.hwversion
 	}
-	if _, err := format.NewDescriptor(o, 0, ""); err != nil {
+	if o.Subformat != "" {
+		return createVMDKFiles(path, o, req)
+	}
+	if _, err := format.NewDescriptor(o, 0, nil); err != nil {
 		return err // before the file is made, as QEMU
 	}
 	return createEmpty(path, req.opts.Hints, func(f *uring.File) error {
@@ -151,3 +156,36 @@ func createVMDK(path string, size int64, req *createRequest) error {
 		return err
 	})
 }
+
+// createVMDKFiles makes a descriptor file and its extents' files beside
+// it (format's KF8): a flat extent as a raw file of its size, a sparse
+// one laid out as QEMU lays it out.
+func createVMDKFiles(path string, o format.NewOptions, req *createRequest) error {
+	text, exts, err := vmdk.NewDescriptorFile(o, filepath.Base(path), 0)
+	if err != nil {
+		return err // before any file is made, as QEMU
+	}
+	for _, e := range exts {
+		p := filepath.Join(filepath.Dir(path), e.File)
+		err := createEmpty(p, req.opts.Hints, func(f *uring.File) error {
+			if e.Flat {
+				return fillRaw(f, p, e.Sectors*vmdkSector, "off")
+			}
+			eo := o
+			eo.Size = e.Sectors * vmdkSector
+			return vmdk.CreateSparseExtent(f, eo)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return createEmpty(path, req.opts.Hints, func(f *uring.File) error {
+		if err := f.Writev(0, [][]byte{[]byte(text)}); err != nil {
+			return err
+		}
+		return f.Flush()
+	})
+}
+
+// vmdkSector is a VMDK sector's bytes.
+const vmdkSector = format.SectorSize

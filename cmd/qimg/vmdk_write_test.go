@@ -57,8 +57,8 @@ func sameVMDK(t *testing.T, what, ours, theirs string) {
 // and errors for the vmdk options (adapter types, versions, compat6,
 // zeroed_grain, refused values), and the images it makes are
 // qemu-img's but for the CID (vmdk's KD7, checked byte for byte there).
-// The subformats qimg does not create and backing files are refused in
-// qimg's words, no file made.
+// So are monolithicFlat, twoGbMaxExtentFlat and twoGbMaxExtentSparse
+// images, a descriptor file and its extents' files.
 func TestVMDK_CreateLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := testkit.Dir(t)
@@ -92,20 +92,60 @@ func TestVMDK_CreateLikeQemu(t *testing.T) {
 			infoMapLikeQemu(t, o, []string{"-f", "vmdk", o})
 		}
 	}
-	for _, sub := range []string{"monolithicFlat", "twoGbMaxExtentSparse"} {
-		o := filepath.Join(dir, sub+".vmdk")
-		_, e, code := runQ(t, "create", "-q", "-f", "vmdk", "-o", "subformat="+sub, o, "1M")
-		if code != 1 || !strings.Contains(e, "qimg creates monolithicSparse and streamOptimized VMDK images only (subformat="+sub+")") {
-			t.Errorf("subformat=%s: exit %d, %s", sub, code, e)
+	// Descriptor files and their extents: qemu-img's files, named as
+	// its are, but for the CID (format's KF8), and its refusals.
+	for i, args := range [][]string{
+		{"-o", "subformat=monolithicFlat", "1000"}, {"-o", "subformat=twoGbMaxExtentFlat", "3G"},
+		{"-o", "subformat=twoGbMaxExtentSparse,zeroed_grain=on,adapter_type=lsilogic", "3G"},
+		{"-o", "subformat=twoGbMaxExtentFlat", "0"}, {"-o", "subformat=monolithicFlat,zeroed_grain=on", "1M"},
+		{"-o", "subformat=monolithicFlat,compat6=on,hwversion=7", "1M"},
+	} {
+		qd, od := filepath.Join(dir, fmt.Sprint("dq", i)), filepath.Join(dir, fmt.Sprint("do", i))
+		os.Mkdir(qd, 0o755)
+		os.Mkdir(od, 0o755)
+		createBoth(t, "vmdk", filepath.Join(qd, "x.vmdk"), filepath.Join(od, "x.vmdk"), args)
+		qs, _ := os.ReadDir(qd)
+		ofs, _ := os.ReadDir(od)
+		if len(qs) != len(ofs) {
+			t.Errorf("create %q: %d files, qemu-img's %d", args, len(ofs), len(qs))
+			continue
 		}
-		if _, err := os.Stat(o); err == nil {
-			t.Errorf("subformat=%s: a file was made", sub)
+		cid := regexp.MustCompile(`\nCID=[0-9a-f]+\n`)
+		for k, q := range qs {
+			a, an := readHead(t, filepath.Join(od, ofs[k].Name()))
+			b, bn := readHead(t, filepath.Join(qd, q.Name()))
+			if q.Name() == "x.vmdk" {
+				an, bn = 0, 0 // CIDs of different lengths
+			}
+			if ofs[k].Name() != q.Name() || string(cid.ReplaceAll(a, nil)) != string(cid.ReplaceAll(b, nil)) || an != bn {
+				t.Errorf("create %q: %s differs from qemu-img's %s", args, ofs[k].Name(), q.Name())
+			}
+		}
+		if len(qs) > 0 {
+			sameVMDK(t, fmt.Sprint(args), filepath.Join(od, "x.vmdk"), filepath.Join(qd, "x.vmdk"))
 		}
 	}
 }
 
-// TestVMDK_WritesLikeQemu: a monolithicSparse VMDK image is writable in
-// qimg as in qemu-img: convert (-c too, plain writes there as in QEMU)
+// readHead is the first MiB of the file at p, and its length.
+func readHead(t *testing.T, p string) ([]byte, int64) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	b := make([]byte, min(fi.Size(), 1<<20))
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b, fi.Size()
+}
+
+// TestVMDK_WritesLikeQemu: a VMDK image is writable in qimg as in
+// qemu-img (monolithicSparse, streamOptimized, and descriptor files with
+// flat or sparse extents): convert (-c too, plain writes there as in QEMU)
 // and dd -O vmdk write the images qemu-img writes; qimg io's writes
 // leave the bytes qemu-io's leave (and the grains, but for zeros
 // written into unallocated ones, which qemu-io allocates and qimg does
@@ -119,7 +159,8 @@ func TestVMDK_WritesLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "100M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 5M 3M", "-c", "write -z 20M 4M",
 		"-c", "write -P 3 99M 1M", "-c", "write -P 4 50M 512", src)
-	for _, o := range [][]string{nil, {"-c"}, {"-o", "adapter_type=buslogic,zeroed_grain=on"}, {"-o", "subformat=streamOptimized"}} {
+	for _, o := range [][]string{nil, {"-c"}, {"-o", "adapter_type=buslogic,zeroed_grain=on"}, {"-o", "subformat=streamOptimized"},
+		{"-o", "subformat=monolithicFlat"}, {"-o", "subformat=twoGbMaxExtentSparse"}} {
 		ours, theirs := filepath.Join(dir, "o.vmdk"), filepath.Join(dir, "q.vmdk")
 		os.Remove(ours)
 		os.Remove(theirs)
@@ -141,11 +182,15 @@ func TestVMDK_WritesLikeQemu(t *testing.T) {
 		"-c", "write -z 5k 1k", "-c", "discard 4k 1k", "-c", "aio_write -P 0x44 9M 512", "-c", "aio_flush", "-c", "flush"}
 	zcmds := append([]string{"-c", "write -z 1M 128k", "-c", "write -z 2M 64k", "-c", "write -P 0x55 1M 512"}, cmds...)
 	var ours, theirs string
-	for _, opts := range []string{"zeroed_grain=on", "zeroed_grain=off"} {
+	for _, opts := range []string{"zeroed_grain=on", "zeroed_grain=off", "subformat=monolithicFlat", "subformat=twoGbMaxExtentFlat"} {
 		ours, theirs = filepath.Join(dir, "io-o.vmdk"), filepath.Join(dir, "io-q.vmdk")
 		os.Remove(theirs)
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", opts, theirs, "20M")
-		cp(t, theirs, ours)
+		if strings.HasPrefix(opts, "subformat=") {
+			mustQ(t, "create", "-q", "-f", "vmdk", "-o", opts, ours, "20M") // extent files of its own
+		} else {
+			cp(t, theirs, ours)
+		}
 		c := cmds
 		if opts == "zeroed_grain=on" {
 			c = zcmds

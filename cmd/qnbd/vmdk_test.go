@@ -17,8 +17,8 @@ import (
 // image over that one) served
 // read-only by qnbd show nbdinfo the size, the allocation and the
 // allocation depth qemu-nbd shows, and read the bytes qemu-nbd reads.
-// Without -r, a monolithicSparse image takes the writes qemu-nbd
-// takes; a monolithicFlat one is refused.
+// Without -r, monolithicSparse, monolithicFlat and twoGbMaxExtentSparse
+// images take the writes qemu-nbd takes; one with a parent is refused.
 func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -72,48 +72,49 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 			}
 		})
 	}
-	// Without -r: a monolithicFlat image is refused at start (qring
-	// writes monolithicSparse and streamOptimized images only)...
-	p := filepath.Join(dir, "monolithicFlat.vmdk")
-	for _, args := range [][]string{{"-f", "vmdk", p}, {p}} {
+	// Without -r: an image with a parent is refused at start (qring
+	// does not write those)...
+	for _, args := range [][]string{{"-f", "vmdk", top}, {top}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", filepath.Join(dir, "w.sock")}, args...)...).CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
-		if err == nil || timedOut || !strings.Contains(string(out), "qring writes only monolithicSparse and streamOptimized VMDK images") {
+		if err == nil || timedOut || !strings.Contains(string(out), "qring does not write VMDK images with a parent") {
 			t.Errorf("qnbd %q: %v\n%s", args, err, out)
 		}
 	}
-	// ... and a monolithicSparse one served writable, as qemu-nbd serves
-	// it: the same writes through each server (into allocated and new
-	// grains, zeros, a trim) leave images qemu-img reads alike and
-	// qemu-img check passes.
-	var raws [2][]byte
-	for i, server := range []string{"qnbd", "qemu-nbd"} {
-		w := shortDir(t)
-		img := filepath.Join(w, "w.vmdk")
-		sh(t, "qemu-img", "create", "-q", "-f", "vmdk", img, "10M")
-		sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x10 0 128k", img)
-		sock := filepath.Join(w, "w.sock")
-		uri := "nbd+unix:///?socket=" + sock
-		var stop func()
-		if server == "qemu-nbd" {
-			stop = serveQemuNbd(t, sock, "-f", "vmdk", "--discard=unmap", img)
-		} else {
-			s := start(t, uri, sock, "-k", sock, "-f", "vmdk", "--discard=unmap", img)
-			stop = s.stop
+	// ... and the others served writable, as qemu-nbd serves them: the
+	// same writes through each server (into allocated and new grains,
+	// zeros, a trim) leave images qemu-img reads alike and qemu-img
+	// check passes.
+	for _, subformat := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse"} {
+		var raws [2][]byte
+		for i, server := range []string{"qnbd", "qemu-nbd"} {
+			w := shortDir(t)
+			img := filepath.Join(w, "w.vmdk")
+			sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+subformat, img, "10M")
+			sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x10 0 128k", img)
+			sock := filepath.Join(w, "w.sock")
+			uri := "nbd+unix:///?socket=" + sock
+			var stop func()
+			if server == "qemu-nbd" {
+				stop = serveQemuNbd(t, sock, "-f", "vmdk", "--discard=unmap", img)
+			} else {
+				s := start(t, uri, sock, "-k", sock, "-f", "vmdk", "--discard=unmap", img)
+				stop = s.stop
+			}
+			sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 4k 4k", "-c", "write -P 0x22 5M 8k",
+				"-c", "write -z 6M 64k", "-c", "write -z 64k 4k", "-c", "discard 8k 4k", "-c", "write -P 0x33 10484224 512", uri)
+			stop()
+			if out, err := exec.Command("qemu-img", "check", "-f", "vmdk", img).CombinedOutput(); err != nil {
+				t.Errorf("%s %s: qemu-img check: %v\n%s", subformat, server, err, out)
+			}
+			raw := filepath.Join(w, "w.raw")
+			sh(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, raw)
+			raws[i], _ = os.ReadFile(raw)
 		}
-		sh(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 4k 4k", "-c", "write -P 0x22 5M 8k",
-			"-c", "write -z 6M 64k", "-c", "write -z 64k 4k", "-c", "discard 8k 4k", "-c", "write -P 0x33 10484224 512", uri)
-		stop()
-		if out, err := exec.Command("qemu-img", "check", "-f", "vmdk", img).CombinedOutput(); err != nil {
-			t.Errorf("%s: qemu-img check: %v\n%s", server, err, out)
+		if len(raws[0]) == 0 || !bytes.Equal(raws[0], raws[1]) {
+			t.Errorf("%s written through qnbd and qemu-nbd: the images differ (%d and %d bytes)", subformat, len(raws[0]), len(raws[1]))
 		}
-		raw := filepath.Join(w, "w.raw")
-		sh(t, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, raw)
-		raws[i], _ = os.ReadFile(raw)
-	}
-	if len(raws[0]) == 0 || !bytes.Equal(raws[0], raws[1]) {
-		t.Errorf("written through qnbd and qemu-nbd, the images differ (%d and %d bytes)", len(raws[0]), len(raws[1]))
 	}
 }

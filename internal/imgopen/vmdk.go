@@ -16,9 +16,9 @@ import (
 )
 
 // ErrVMDKReadOnly is a VMDK image opened for writing that qring reads
-// but does not write (vmdk's KD8: only monolithicSparse images without
-// a parent are written); the error wrapping it says why.
-var ErrVMDKReadOnly = errors.New("qring writes only monolithicSparse VMDK images: open the image read-only")
+// but does not write (vmdk's KD8: images with a parent, vmfs extents,
+// metadata it cannot write safely); the error wrapping it says why.
+var ErrVMDKReadOnly = errors.New("qring does not write this VMDK image: open it read-only")
 
 // readOnlyVMDK is a writable open refused for an image that opens
 // read-only.
@@ -30,7 +30,7 @@ func (e readOnlyVMDK) Is(target error) bool { return target == ErrVMDKReadOnly }
 
 // openVMDK opens a VMDK image over its host file, read-only or writable
 // as the spec asks (vmdk's KD1, KD8), and, for a descriptor file, its
-// extent files, read-only (a descriptor file is never written).
+// extent files the same way.
 func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 	ro := s.ReadOnly || s.Opts.ReadOnly
 	f, err := op(s.Path, ro)
@@ -63,25 +63,25 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 var ErrVMDKParentLoop = errors.New("the VMDK parent chain loops back to an image in it")
 
 // openVMDKFile opens the VMDK image in f (named path), its extent files
-// and, unless noParent, its parent chain, each read-only (vmdk's KD6)
-// and locked as QEMU locks them (lockFormatFile, with o's NoLock and
+// and, unless noParent, its parent chain, read-only (vmdk's KD6), each
+// locked as QEMU locks them (lockFormatFile, with o's NoLock and
 // ForceShare); above are the files of the images above it; writable
-// opens the image itself for writing (vmdk's KD8). On error f is left
-// to the caller.
+// opens the image itself and its extent files for writing (vmdk's KD8).
+// On error f is left to the caller.
 func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options, noParent bool, above []os.FileInfo, writable bool) (*vmdk.Disk, error) {
 	if fi, err := os.Stat(path); err == nil {
 		above = append(slices.Clip(above), fi)
 	}
 	return vmdk.Open(f, vmdk.Options{Name: path, NoParent: noParent, Writable: writable,
-		OpenExtent: func(p string) (block.Device, error) {
+		OpenExtent: func(p string, writable bool) (block.Device, error) {
 			if err := checkFileType(p); err != nil {
 				return nil, err
 			}
-			d, err := op(p, true)
+			d, err := op(p, !writable)
 			if err != nil {
 				return nil, extentOpenError(p, err)
 			}
-			if err := lockFormatFile(d, p, "vmdk", true, o); err != nil {
+			if err := lockFormatFile(d, p, "vmdk", !writable, o); err != nil {
 				d.Close()
 				return nil, err
 			}

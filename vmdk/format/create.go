@@ -37,6 +37,83 @@ type NewOptions struct {
 	// Stream makes a streamOptimized image: deflated grains behind
 	// grain markers (subformat=streamOptimized).
 	Stream bool
+	// Subformat is a descriptor file's create type (KF8):
+	// "monolithicFlat", "twoGbMaxExtentFlat" or "twoGbMaxExtentSparse";
+	// "" for one hosted sparse extent (monolithicSparse, or
+	// streamOptimized with Stream).
+	Subformat string
+}
+
+// Descriptor files' create types (KF8).
+const (
+	MonolithicFlat       = "monolithicFlat"
+	TwoGbMaxExtentFlat   = "twoGbMaxExtentFlat"
+	TwoGbMaxExtentSparse = "twoGbMaxExtentSparse"
+)
+
+// SplitSectors is the most a twoGbMaxExtent* extent holds (2 GiB), as
+// QEMU splits them.
+const SplitSectors = 0x80000000 / SectorSize
+
+// createType is the descriptor's createType of a new image.
+func (o NewOptions) createType() string {
+	switch {
+	case o.Subformat != "":
+		return o.Subformat
+	case o.Stream:
+		return "streamOptimized"
+	}
+	return "monolithicSparse"
+}
+
+// Flat reports whether o's extents are flat (KF8).
+func (o NewOptions) Flat() bool {
+	return o.Subformat == MonolithicFlat || o.Subformat == TwoGbMaxExtentFlat
+}
+
+// NewExtent is one extent of a new image as its descriptor names it.
+type NewExtent struct {
+	File    string // the extent file's name, relative to the descriptor's
+	Sectors int64
+	Flat    bool
+}
+
+// NewExtents are a new image's extents as vmdk_co_do_create names and
+// sizes them (KF8): for one hosted extent, name itself; for a
+// descriptor file named name, its base name with "-flat" (monolithicFlat)
+// or "-f001", "-s001"... (twoGbMaxExtentFlat, twoGbMaxExtentSparse)
+// before its last dot, each split extent 2 GiB but the last. A size of
+// 0 has no extent in a descriptor file (QEMU writes such an image and
+// cannot open it).
+func NewExtents(o NewOptions, name string) []NewExtent {
+	sectors := o.Size / SectorSize
+	if o.Size%SectorSize != 0 {
+		sectors++
+	}
+	if o.Subformat == "" {
+		return []NewExtent{{File: name, Sectors: sectors}}
+	}
+	prefix, postfix := name, ""
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		prefix, postfix = name[:i], name[i:]
+	}
+	if o.Subformat == MonolithicFlat {
+		if sectors == 0 {
+			return nil
+		}
+		return []NewExtent{{File: prefix + "-flat" + postfix, Sectors: sectors, Flat: true}}
+	}
+	letter := "s"
+	if o.Flat() {
+		letter = "f"
+	}
+	var out []NewExtent
+	for i := 1; sectors > 0; i++ {
+		n := min(sectors, SplitSectors)
+		out = append(out, NewExtent{File: fmt.Sprintf("%s-%s%03d%s", prefix, letter, i, postfix), Sectors: n, Flat: o.Flat()})
+		sectors -= n
+	}
+	return out
 }
 
 // Plan is a new monolithicSparse extent's layout (KF6).
@@ -126,16 +203,20 @@ func (p Plan) Directory(gdSector uint64) []byte {
 	return b
 }
 
-// NewDescriptor is a new image's embedded descriptor, as
-// vmdk_co_do_create prints it (KF6). name is the extent file's base
-// name.
-func NewDescriptor(o NewOptions, cid uint32, name string) (string, error) {
+// NewDescriptor is a new image's descriptor, as vmdk_co_do_create
+// prints it (KF6, KF8): embedded in a monolithicSparse or
+// streamOptimized extent, or a descriptor file's text, naming extents
+// (NewExtents). It refuses what QEMU refuses before it makes a file.
+func NewDescriptor(o NewOptions, cid uint32, extents []NewExtent) (string, error) {
 	hw := o.HWVersion
 	if o.Compat6 {
 		if hw != "" {
 			return "", &Error{Msg: "compat6 cannot be enabled with hwversion set", Err: ErrUnsupported}
 		}
 		hw = "6"
+	}
+	if o.Flat() && o.ZeroedGrain {
+		return "", &Error{Msg: "Flat image can't enable zeroed grain", Err: ErrUnsupported}
 	}
 	if hw == "" {
 		hw = "4"
@@ -153,16 +234,20 @@ func NewDescriptor(o NewOptions, cid uint32, name string) (string, error) {
 	}
 	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
 	var s strings.Builder
-	ct := "monolithicSparse"
-	if o.Stream {
-		ct = "streamOptimized"
+	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"%s\"\n\n", cid, o.createType())
+	fmt.Fprintf(&s, "# Extent description\n")
+	for _, e := range extents {
+		if e.Flat {
+			fmt.Fprintf(&s, "RW %d FLAT \"%s\" 0\n", e.Sectors, e.File)
+		} else {
+			fmt.Fprintf(&s, "RW %d SPARSE \"%s\"\n", e.Sectors, e.File)
+		}
 	}
-	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"%s\"\n\n", cid, ct)
-	fmt.Fprintf(&s, "# Extent description\nRW %d SPARSE \"%s\"\n\n", size/SectorSize, name)
+	fmt.Fprintf(&s, "\n")
 	fmt.Fprintf(&s, "# The Disk Data Base\n#DDB\n\n")
 	fmt.Fprintf(&s, "ddb.virtualHWVersion = \"%s\"\nddb.geometry.cylinders = \"%d\"\nddb.geometry.heads = \"%d\"\n", hw, size/(63*heads*SectorSize), heads)
 	fmt.Fprintf(&s, "ddb.geometry.sectors = \"63\"\nddb.adapterType = \"%s\"\nddb.toolsVersion = \"%s\"\n", adapter, tools)
-	if s.Len() > DescSize-1 {
+	if o.Subformat == "" && s.Len() > DescSize-1 {
 		return "", &Error{Msg: fmt.Sprintf("vmdk: the descriptor (%d bytes) does not fit its %d sectors", s.Len(), newDescSectors), Err: ErrUnsupported}
 	}
 	return s.String(), nil

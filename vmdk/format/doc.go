@@ -8,7 +8,7 @@
 //
 // All binary fields are little-endian, decoded at explicit offsets.
 //
-// Invariants (cited as KF1..KF7):
+// Invariants (cited as KF1..KF8):
 //
 //	KF1  No parser panics, whatever its input, and none allocates more
 //	     than its input: the sizes a caller must allocate (the grain
@@ -55,4 +55,12 @@
 //	     after the first "CID" and its separator up to "parentCID" is
 //	     replaced by the new value and a newline; a descriptor without
 //	     "parentCID" is refused.
+//	KF8  A new monolithicFlat, twoGbMaxExtentFlat or twoGbMaxExtentSparse
+//	     image is a descriptor file naming its extents as
+//	     vmdk_co_do_create names them (NewExtents, NewDescriptor): the
+//	     image's name with "-flat", "-f001"... or "-s001"... before its
+//	     last dot, relative to the descriptor's directory, split
+//	     extents 2 GiB each but the last. A split sparse extent is a
+//	     KF6 extent whose descriptor sectors are left empty. Flat images
+//	     take no zeroed grains.
 package format
