@@ -444,3 +444,33 @@ func (d *groupDev) Flush() error {
 	d.g.take()
 	return d.Dev.Flush()
 }
+
+// TestWrite_FlatOffsetLikeQemu: a flat extent that starts inside its
+// file (an offset in its extent line) takes writes there, as QEMU
+// writes them, and the bytes of the file before and after it stay.
+func TestWrite_FlatOffsetLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir()
+	data := fill(3<<20, 7)
+	os.WriteFile(filepath.Join(dir, "d.bin"), data, 0o644)
+	p := filepath.Join(dir, "x.vmdk")
+	os.WriteFile(p, []byte("# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
+		"# Extent description\nRW 2048 FLAT \"d.bin\" 1024\n"), 0o644)
+	d := openFiles(t, p)
+	if err := d.Writev(1000, [][]byte{bytes.Repeat([]byte{0xa1}, 5000)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteZeroes(1<<20-700, 700, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copy(data[512<<10+1000:], bytes.Repeat([]byte{0xa1}, 5000))
+	clear(data[512<<10+1<<20-700 : 512<<10+1<<20])
+	got, _ := os.ReadFile(filepath.Join(dir, "d.bin"))
+	testkit.MustEqual(t, got, data, "the extent's file")
+	q := testkit.QemuReadRaw(t, "vmdk", p)
+	testkit.MustEqual(t, q, data[512<<10:512<<10+1<<20], "qemu-img's read")
+	qemuCheck(t, p)
+}
