@@ -29,15 +29,18 @@ type conn struct {
 	w           *bufio.Writer
 
 	// Negotiated state.
-	noZeroes   bool
-	structured bool
-	tls        bool
-	meta       []uint32 // selected metadata contexts
-	metaExport string   // the export they were selected for
-	exp        *Export
-	size       int64
-	status     StatusSource
-	dirty      DirtySource // the export's bitmap, when its context is selected
+	noZeroes bool
+	// plainNewstyle: the client did not set NBD_FLAG_C_FIXED_NEWSTYLE;
+	// only NBD_OPT_EXPORT_NAME is taken from it.
+	plainNewstyle bool
+	structured    bool
+	tls           bool
+	meta          []uint32 // selected metadata contexts
+	metaExport    string   // the export they were selected for
+	exp           *Export
+	size          int64
+	status        StatusSource
+	dirty         DirtySource // the export's bitmap, when its context is selected
 
 	// Transmission.
 	wmu       sync.Mutex     // guards w and werr

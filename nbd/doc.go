@@ -7,8 +7,10 @@
 //
 // What the server implements:
 //
-//   - handshake: fixed newstyle negotiation only ("Fixed newstyle
-//     negotiation"), with NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
+//   - handshake: fixed newstyle negotiation ("Fixed newstyle
+//     negotiation"; a client without NBD_FLAG_C_FIXED_NEWSTYLE gets
+//     NBD_OPT_EXPORT_NAME only, as from qemu-nbd), with
+//     NBD_OPT_EXPORT_NAME, ABORT, LIST, STARTTLS (when
 //     Server.TLS is set, which then requires it: every option before it
 //     but ABORT is NBD_REP_ERR_TLS_REQD, EXPORT_NAME closes, as with
 //     qemu-nbd; ABORT is acknowledged, as the spec says, where qemu-nbd

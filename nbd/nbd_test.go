@@ -116,8 +116,26 @@ func TestNegotiation(t *testing.T) {
 		t.Fatalf("FLUSH: %d", code)
 	}
 
-	// EXPORT_NAME of an unknown export, ABORT, bad magic, no fixed
-	// newstyle: the connection closes.
+	// A client without fixed newstyle (flags 0) that sends
+	// EXPORT_NAME is served, as qemu-nbd serves it: the size, flags and
+	// 124 zero bytes.
+	c = dial(t, s)
+	var g [18]byte
+	c.read(g[:])
+	c.write([]byte{0, 0, 0, 0})
+	c.sendOpt(optExportName, []byte("disk"))
+	var pb [134]byte
+	c.read(pb[:])
+	if binary.BigEndian.Uint64(pb[:]) != testSize || !bytes.Equal(pb[10:], make([]byte, 124)) {
+		t.Fatalf("plain newstyle EXPORT_NAME reply % x", pb[:10])
+	}
+	if code, _, _ := c.do(cmdFlush, 0, 0, 0, nil); code != 0 {
+		t.Fatalf("plain newstyle FLUSH: %d", code)
+	}
+
+	// EXPORT_NAME of an unknown export, ABORT, bad magic, another
+	// option than EXPORT_NAME without fixed newstyle: the connection
+	// closes.
 	for name, f := range map[string]func(c *client){
 		"unknown export": func(c *client) { c.greet(); c.sendOpt(optExportName, []byte("x")) },
 		"abort": func(c *client) {
@@ -127,7 +145,12 @@ func TestNegotiation(t *testing.T) {
 			}
 		},
 		"bad magic":     func(c *client) { c.greet(); c.write(make([]byte, 16)) },
-		"old client":    func(c *client) { var g [18]byte; c.read(g[:]); c.write([]byte{0, 0, 0, 0}) },
+		"plain newstyle, another option": func(c *client) {
+			var g [18]byte
+			c.read(g[:])
+			c.write([]byte{0, 0, 0, 0})
+			c.sendOpt(optList, nil)
+		},
 		"unknown flags": func(c *client) { var g [18]byte; c.read(g[:]); c.write([]byte{0, 0, 0, 9}) },
 		"huge option": func(c *client) {
 			c.greet()

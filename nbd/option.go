@@ -14,9 +14,9 @@ import (
 var errAbort = errors.New("nbd: client aborted the negotiation")
 
 // handshake sends the greeting and reads the client flags (section
-// "Fixed newstyle negotiation"). Clients that do not set
-// NBD_FLAG_C_FIXED_NEWSTYLE, or set flags we do not know, are refused:
-// the spec asks the server to close the connection on unknown flags.
+// "Fixed newstyle negotiation"). Clients that set flags we do not know
+// are refused: the spec asks the server to close the connection on
+// unknown flags.
 func (c *conn) handshake() error {
 	var g [18]byte
 	binary.BigEndian.PutUint64(g[0:], magicInit)
@@ -33,9 +33,10 @@ func (c *conn) handshake() error {
 		return err
 	}
 	f := binary.BigEndian.Uint32(cf[:])
-	if f&clientFixedNewstyle == 0 {
-		return errors.New("nbd: client does not speak fixed newstyle")
-	}
+	// A client without NBD_FLAG_C_FIXED_NEWSTYLE speaks plain newstyle:
+	// NBD_OPT_EXPORT_NAME only (qemu-nbd serves it so; the spec lets a
+	// server).
+	c.plainNewstyle = f&clientFixedNewstyle == 0
 	if f&^(clientFixedNewstyle|clientNoZeroes) != 0 {
 		return fmt.Errorf("nbd: unknown client flags 0x%x", f)
 	}
@@ -89,6 +90,11 @@ func (c *conn) negotiate() error {
 // The handler reads the option's data whole before it replies (the rest
 // of it dropped), and an optInvalid error is answered by negotiate.
 func (c *conn) option(opt uint32, d *optData) (done bool, err error) {
+	if c.plainNewstyle && opt != optExportName {
+		// Such a client cannot be answered an error: it expects none
+		// (qemu-nbd closes too).
+		return false, fmt.Errorf("nbd: option %d from a client without fixed newstyle negotiation", opt)
+	}
 	if c.srv.TLS != nil && !c.tls {
 		// Section "TLS support": before STARTTLS only ABORT and STARTTLS
 		// itself are allowed; EXPORT_NAME cannot be refused but by
@@ -249,13 +255,14 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var wantName bool
+	var wantName, wantBlockSize bool
 	for range nreq {
 		r, err := d.u16()
 		if err != nil {
 			return false, err
 		}
 		wantName = wantName || r == infoName
+		wantBlockSize = wantBlockSize || r == infoBlockSize
 	}
 	if err := d.empty("info request"); err != nil {
 		return false, err
@@ -263,6 +270,12 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 	e := c.export(name)
 	if e == nil {
 		return false, c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", saneName(name)))
+	}
+	if opt == optInfo && !wantBlockSize && e.MinBlock > 1 {
+		// As qemu-nbd: a client that does not ask for the block sizes
+		// of an export with a minimum must ask (NBD_OPT_GO gets a
+		// minimum of 1 instead, below).
+		return false, c.optError(opt, repErrBlockSizeReq, "request NBD_INFO_BLOCK_SIZE to use this export")
 	}
 	size, err := e.Dev.Size()
 	if err != nil {
@@ -279,8 +292,15 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 			return false, err
 		}
 	}
+	// The minimum only for a client that asked for it or only asks
+	// (NBD_OPT_INFO): one that did not ask may send any alignment, which
+	// the export takes (Export.MinBlock), as qemu-nbd advertises it.
+	minBlock := max(e.MinBlock, 1)
+	if opt == optGo && !wantBlockSize {
+		minBlock = 1
+	}
 	b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
-	b = binary.BigEndian.AppendUint32(b, max(e.MinBlock, 1))
+	b = binary.BigEndian.AppendUint32(b, minBlock)
 	b = binary.BigEndian.AppendUint32(b, max(e.MinBlock, 4096))
 	b = binary.BigEndian.AppendUint32(b, MaxPayload)
 	if err := info(b); err != nil {

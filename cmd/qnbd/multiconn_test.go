@@ -198,3 +198,44 @@ func TestBlockSizes_LikeQemuNbd(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockSizes_UnaskedLikeQemuNbd: a client that does not ask for the
+// block sizes gets qemu-nbd 7.2's answers: NBD_OPT_GO a minimum of 1
+// (the server takes any alignment), NBD_OPT_INFO the error
+// NBD_REP_ERR_BLOCK_SIZE_REQD where the minimum is more (qnbd advertised
+// 512 to GO and answered INFO).
+func TestBlockSizes_UnaskedLikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-nbd", "nbdsh")
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	dir, img := create(t, "4M")
+	raw := filepath.Join(dir, "disk.raw")
+	sh(t, "qemu-img", "create", "-f", "raw", raw, "4M")
+	unasked := func(uri string) string {
+		t.Helper()
+		cmd := exec.Command("nbdsh", "-c", "h.set_request_block_size(False)", "-c", "h.set_opt_mode(True)",
+			"-c", "h.connect_uri('"+uri+"')",
+			"-c", "try:\n  h.opt_info(); print('info', h.get_block_size(nbd.SIZE_MINIMUM))\nexcept nbd.Error as e: print('info', e.errno)",
+			"-c", "h.opt_go(); print('go', h.get_block_size(nbd.SIZE_MINIMUM))")
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nbdsh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	for _, args := range [][]string{{raw}, {"-r", raw}, {"-f", "qcow2", img}} {
+		qsock := filepath.Join(dir, "q.sock")
+		stop := serveQemuNbd(t, qsock, args...)
+		want := unasked("nbd+unix:///?socket=" + qsock)
+		stop()
+		s := startUnix(t, dir, "", args...)
+		got := unasked(s.uri)
+		s.stop()
+		if got != want {
+			t.Errorf("%q: qnbd %q, qemu-nbd %q", args, got, want)
+		}
+	}
+}
