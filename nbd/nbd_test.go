@@ -144,7 +144,7 @@ func TestNegotiation(t *testing.T) {
 				t.Errorf("ABORT: %+v", rs)
 			}
 		},
-		"bad magic":     func(c *client) { c.greet(); c.write(make([]byte, 16)) },
+		"bad magic": func(c *client) { c.greet(); c.write(make([]byte, 16)) },
 		"plain newstyle, another option": func(c *client) {
 			var g [18]byte
 			c.read(g[:])
