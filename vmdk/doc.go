@@ -16,7 +16,7 @@
 // VMDK image under it. vmfs, vmfsSparse, seSparse and VMDK3 (COWD)
 // extents are refused (format.ErrUnsupported).
 //
-// Invariants (cited as KD1..KD12; block's B1..B10 hold too):
+// Invariants (cited as KD1..KD13; block's B1..B10 hold too):
 //
 //	KD1  Opened without Options.Writable, a Disk is read-only: Writev,
 //	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
@@ -70,7 +70,8 @@
 //	     extents (monolithicFlat, twoGbMaxExtentFlat,
 //	     twoGbMaxExtentSparse), each in a file of its own (not named
 //	     twice, not the descriptor's: writes into one would land in
-//	     another), opens writable, with no parent. Each sparse extent
+//	     another), opens writable; with a parent, only with the parent
+//	     open (KD13). Each sparse extent
 //	     must have its grain directory not in a footer, every grain
 //	     table (of both directories) allocated and inside its file, the
 //	     tables mapping the whole extent (QEMU's 32-bit directory size
@@ -123,4 +124,19 @@
 //	     second write or zeros into a written grain with EIO
 //	     (ErrStreamAllocated), and so does a partial one whose first
 //	     grain is written (QEMU asks that first). Flush treats its grains as KD10 says.
+//	KD13 Over a parent (a snapshot), a new grain that read through to
+//	     the parent gets the parent's bytes of the whole grain first
+//	     (as QEMU's get_whole_cluster copies them), written at its place
+//	     at free, and is mapped in memory only then: until then reads
+//	     go on reading the parent, and other writers into that grain
+//	     wait for it (so their bytes land after the copy, never under
+//	     it), as does zeroing it whole; a failed copy leaks the space
+//	     and maps nothing. A grain zeroed already reads zeros and takes
+//	     no copy. Zeros into a grain that reads through are written
+//	     into a new grain so (QEMU's fallback writes them), unless
+//	     they zero it whole in an image with zeroed grains. A new grain
+//	     over a parent whose CID no longer matches fails with
+//	     ErrParentCID, as in QEMU. Create writes a snapshot's
+//	     parentCID and parentFileNameHint as qemu-img create -b does
+//	     (format's NewOptions.ParentHint).
 package vmdk

@@ -46,6 +46,9 @@ type sparseWriter struct {
 	fresh []int64
 	// streaming are the compressed grains being written (KD12).
 	streaming map[int64]bool
+	// copying are the new grains being filled from the parent (KD13),
+	// each closed when its grain is mapped (or given up).
+	copying map[int64]chan struct{}
 
 	// table is every grain table entry as on disk, or as the running
 	// Flush writes it: only Flush changes it.
@@ -69,8 +72,8 @@ func (d *Disk) openWriter() error {
 	default:
 		return format.Unsupported("qring does not write %s VMDK images: open it read-only", d.createType)
 	}
-	if d.parentHint != "" {
-		return format.Unsupported("qring does not write VMDK images with a parent: open it read-only")
+	if d.parentHint != "" && d.parent == nil {
+		return format.Unsupported("qring writes a VMDK image with a parent only with its parent open (new grains copy its bytes): open it read-only")
 	}
 	hosted := len(d.extents) == 1 && d.extents[0].file == d.file
 	if !hosted {
@@ -245,7 +248,7 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 	if w.free/format.SectorSize > 1<<32-1 {
 		return d.refuse("the file reaches past 2 TiB, where no grain can start")
 	}
-	w.streaming = map[int64]bool{}
+	w.streaming, w.copying = map[int64]bool{}, map[int64]chan struct{}{}
 	e.mem, e.sw = mem, w
 	return nil
 }
@@ -286,34 +289,92 @@ func (e *extent) allocated(g uint32) bool {
 // grain returns grain gi's sector in sparse extent e, allocating it at
 // free first if need be (KD9): a new grain's space lies past everything
 // written, so it reads as zeros where nothing is written into it, and
-// its entry is visible to reads at once.
+// its entry is visible to reads at once. Over a parent, a new grain
+// that read through to it gets the parent's bytes first and is mapped
+// only then (KD13).
 func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	if g := e.mem[gi].Load(); e.allocated(g) {
 		return g, nil
 	}
 	w := e.sw
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	if err := w.waitCopy(e, gi); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
 	if g := e.mem[gi].Load(); e.allocated(g) {
+		w.mu.Unlock()
 		return g, nil
 	}
 	if w.free/format.SectorSize > 1<<32-1 {
+		w.mu.Unlock()
 		return 0, fmt.Errorf("vmdk: no grain can start past 2 TiB in the file: %w", block.ErrNotSupported)
+	}
+	if d.parent != nil && !d.cidValid {
+		// QEMU refuses to allocate over a changed parent too.
+		w.mu.Unlock()
+		return 0, ErrParentCID
 	}
 	g := uint32(w.free / format.SectorSize)
 	w.free += e.layout.GrainBytes()
-	e.mem[gi].Store(g)
-	w.fresh = append(w.fresh, gi)
-	return g, nil
+	if d.parent == nil || e.mem[gi].Load() != 0 {
+		// No parent, or a zeroed grain: it reads as zeros, and so does
+		// the new grain's space.
+		e.mem[gi].Store(g)
+		w.fresh = append(w.fresh, gi)
+		w.mu.Unlock()
+		return g, nil
+	}
+	done := make(chan struct{})
+	w.copying[gi] = done
+	w.mu.Unlock()
+	err := d.copyUp(e, gi, g)
+	w.mu.Lock()
+	delete(w.copying, gi)
+	close(done)
+	if err == nil {
+		e.mem[gi].Store(g)
+		w.fresh = append(w.fresh, gi)
+	}
+	w.mu.Unlock()
+	return g, err // on error the grain's space leaks
+}
+
+// waitCopy waits, under w.mu (released while waiting), until grain gi
+// is not being filled from the parent (KD13).
+func (w *sparseWriter) waitCopy(e *extent, gi int64) error {
+	for {
+		done, ok := w.copying[gi]
+		if !ok {
+			return nil
+		}
+		w.mu.Unlock()
+		<-done
+		w.mu.Lock()
+	}
+}
+
+// copyUp writes the parent's bytes of grain gi of e into the new grain
+// at sector g (KD13): what the grain read before it is allocated.
+func (d *Disk) copyUp(e *extent, gi int64, g uint32) error {
+	gb := e.layout.GrainBytes()
+	n := min(gb, e.size-gi*gb)
+	b := make([]byte, n)
+	if err := d.readParent(e.start+gi*gb, [][]byte{b}); err != nil {
+		return err
+	}
+	return e.file.Writev(int64(g)*format.SectorSize, [][]byte{b})
 }
 
 // zeroGrain makes grain gi of e a zeroed grain (format.GTEZeroed): it
 // reads as zeros at once, its entry goes to disk at the next Flush
-// (KD10), and the space of the grain it mapped, if any, leaks.
+// (KD10), and the space of the grain it mapped, if any, leaks. A grain
+// being filled from the parent is mapped first, then zeroed (KD13).
 func (d *Disk) zeroGrain(e *extent, gi int64) {
 	w := e.sw
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.waitCopy(e, gi)
 	e.mem[gi].Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
 }
@@ -591,6 +652,19 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 				return err
 			}
 			d.zeroGrain(e, gi)
+			continue
+		}
+		if g == 0 && d.parent != nil {
+			// It reads through to the parent: zeros are written into
+			// a new grain there, as QEMU's fallback writes them.
+			if err := d.changeCID(); err != nil {
+				return err
+			}
+			if g, err := d.grain(e, gi); err != nil {
+				return err
+			} else if err := e.file.WriteZeroes(int64(g)*format.SectorSize+in, k, 0); err != nil {
+				return err
+			}
 			continue
 		}
 		if !e.allocated(g) {

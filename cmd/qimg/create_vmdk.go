@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/vmdk"
 	"github.com/qring/qring/vmdk/format"
@@ -136,7 +138,11 @@ func createVMDK(path string, size int64, req *createRequest) error {
 		return errors.New("Flat image can't have backing file")
 	}
 	if req.opts.BackingFile != "" {
-		return errors.New("qimg does not create VMDK images with a backing file")
+		cid, err := vmdkParentCID(req)
+		if err != nil {
+			return err
+		}
+		o.ParentHint, o.ParentCID = req.opts.BackingFile, cid
 	}
 	if size < 0 {
 		// qemu-img writes an image it cannot open (create_huge.go).
@@ -155,6 +161,26 @@ func createVMDK(path string, size int64, req *createRequest) error {
 		_, err := vmdk.Create(f, vmdk.CreateOptions{NewOptions: o, Name: filepath.Base(path)})
 		return err
 	})
+}
+
+// vmdkParentCID is the CID of the backing file a new VMDK snapshot
+// names, which vmdk_co_do_create opens whatever -u says (the image made
+// then reads through to it while the CIDs match: vmdk's KD6).
+func vmdkParentCID(req *createRequest) (uint32, error) {
+	img, err := openImage(imgopen.Spec{Path: pathCombine(req.file, req.opts.BackingFile), Format: "vmdk", ReadOnly: true,
+		Opts: qcow2.Options{NoBacking: true}})
+	if err != nil {
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return 0, err
+	}
+	defer img.Close()
+	if img.VMDK == nil {
+		return 0, errors.New("backing_file must be a vmdk image")
+	}
+	return img.VMDK.CID(), nil
 }
 
 // createVMDKFiles makes a descriptor file and its extents' files beside

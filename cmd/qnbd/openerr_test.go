@@ -19,16 +19,14 @@ import (
 // missing file (also probed, or named by a spec or json:), a file of
 // another format than -f says, a directory, an image another process
 // writes (locked), an encrypted image without its key. A probed vmdk
-// over a parent, which qemu-nbd serves read-write, qnbd refuses without
-// -r (it does not write VMDK images with a parent: vmdk_test.go): its
-// refusal names the file the same way.
+// whose grains overlap, which qemu-nbd serves read-write, qnbd refuses
+// without -r (vmdk_test.go): its refusal names the file the same way.
 func TestOpenError_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd")
 	dir := shortDir(t)
 	p := func(name string) string { return filepath.Join(dir, name) }
 	sh(t, "qemu-img", "create", "-q", "-f", "raw", p("plain.raw"), "1M")
-	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", p("base.vmdk"), "1M")
-	sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", p("disk.vmdk"))
+	testkit.OverlappingVMDK(t, p("disk.vmdk"))
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", p("locked.qcow2"), "1M")
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw",
 		"-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", p("enc.qcow2"), "1M")

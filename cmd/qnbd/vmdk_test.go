@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestVMDK_ServeLikeQemuNbd: VMDK images (monolithicSparse probed and
@@ -18,7 +20,8 @@ import (
 // read-only by qnbd show nbdinfo the size, the allocation and the
 // allocation depth qemu-nbd shows, and read the bytes qemu-nbd reads.
 // Without -r, monolithicSparse, monolithicFlat and twoGbMaxExtentSparse
-// images take the writes qemu-nbd takes; one with a parent is refused.
+// images and a snapshot over a parent take the writes qemu-nbd takes;
+// one whose grains overlap is refused.
 func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
@@ -72,14 +75,16 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 			}
 		})
 	}
-	// Without -r: an image with a parent is refused at start (qring
-	// does not write those)...
-	for _, args := range [][]string{{"-f", "vmdk", top}, {top}} {
+	// Without -r: an image whose grains overlap is refused at start
+	// (qring does not write those)...
+	overlap := filepath.Join(dir, "overlap.vmdk")
+	testkit.OverlappingVMDK(t, overlap)
+	for _, args := range [][]string{{"-f", "vmdk", overlap}, {overlap}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", filepath.Join(dir, "w.sock")}, args...)...).CombinedOutput()
 		timedOut := ctx.Err() != nil
 		cancel()
-		if err == nil || timedOut || !strings.Contains(string(out), "qring does not write VMDK images with a parent") {
+		if err == nil || timedOut || !strings.Contains(string(out), "grains or metadata overlap") {
 			t.Errorf("qnbd %q: %v\n%s", args, err, out)
 		}
 	}
@@ -87,12 +92,19 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	// same writes through each server (into allocated and new grains,
 	// zeros, a trim) leave images qemu-img reads alike and qemu-img
 	// check passes.
-	for _, subformat := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse"} {
+	for _, subformat := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "snapshot"} {
 		var raws [2][]byte
 		for i, server := range []string{"qnbd", "qemu-nbd"} {
 			w := shortDir(t)
 			img := filepath.Join(w, "w.vmdk")
-			sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+subformat, img, "10M")
+			if subformat == "snapshot" {
+				// Over a parent: new grains copy its bytes first.
+				sh(t, "qemu-img", "create", "-q", "-f", "vmdk", filepath.Join(w, "b.vmdk"), "10M")
+				sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x0f 0 10M", filepath.Join(w, "b.vmdk"))
+				sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "b.vmdk", "-F", "vmdk", img)
+			} else {
+				sh(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+subformat, img, "10M")
+			}
 			sh(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x10 0 128k", img)
 			sock := filepath.Join(w, "w.sock")
 			uri := "nbd+unix:///?socket=" + sock

@@ -90,7 +90,7 @@ func (b *builder) vmdk(n *node) (block.Device, error) {
 	}
 	o := b.def.Opts
 	noParent = noParent || o.NoBacking
-	d, err := openVMDKFile(f, name, op, o, noParent || !ro, nil, !ro)
+	d, err := openVMDKFile(f, name, op, o, noParent, nil, !ro)
 	if errors.Is(err, vmdk.ErrNotWritable) && !ro {
 		if r, rerr := openVMDKFile(f, name, op, o, noParent, nil, false); rerr == nil {
 			r.Close() // closes f

@@ -41,7 +41,7 @@ func openVMDK(s Spec, op qcow2.Opener, fellBack string) (*Opened, error) {
 		f.Close()
 		return nil, err
 	}
-	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking || !ro, nil, !ro)
+	d, err := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil, !ro)
 	if errors.Is(err, vmdk.ErrNotWritable) && !ro {
 		// Refused writable: say so when it opens read-only.
 		if r, rerr := openVMDKFile(f, s.Path, op, s.Opts, s.Opts.NoBacking, nil, false); rerr == nil {

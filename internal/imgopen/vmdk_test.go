@@ -15,9 +15,9 @@ import (
 // TestOpen_VMDK: a VMDK image opens read-only as "vmdk", with -f vmdk
 // and probed ("KDMV" for a sparse extent, "version=1" for a descriptor
 // file, whose extent files open with it), refusing writes (vmdk's
-// KD1). Opened for writing, every subformat takes writes (KD8, KD12);
-// an image with a parent is refused with ErrVMDKReadOnly and left as it
-// was.
+// KD1). Opened for writing, every subformat takes writes (KD8, KD12),
+// a snapshot over a parent too (KD13); an image whose grains overlap is
+// refused with ErrVMDKReadOnly and left as it was.
 func TestOpen_VMDK(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := t.TempDir()
@@ -28,8 +28,12 @@ func TestOpen_VMDK(t *testing.T) {
 		paths = append(paths, p)
 	}
 	top := filepath.Join(dir, "top.vmdk")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", paths[0], "-F", "vmdk", top)
-	paths = append(paths, top)
+	base := filepath.Join(dir, "base.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", base, "10M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", base, "-F", "vmdk", top)
+	overlap := filepath.Join(dir, "overlap.vmdk")
+	testkit.OverlappingVMDK(t, overlap)
+	paths = append(paths, top, overlap)
 	for _, p := range paths {
 		for _, f := range []string{"", "vmdk"} {
 			o, err := Open(Spec{Path: p, Format: f, AIO: "threads", ReadOnly: true})
@@ -37,7 +41,7 @@ func TestOpen_VMDK(t *testing.T) {
 				t.Fatalf("Open(%s, %q): %v", p, f, err)
 			}
 			size, _ := o.Dev.Size()
-			if o.Format() != "vmdk" || o.VMDK == nil || o.File == nil || size != 10<<20 {
+			if o.Format() != "vmdk" || o.VMDK == nil || o.File == nil || (size != 10<<20 && p != overlap) {
 				t.Errorf("Open(%s, %q): format %s, vmdk %v, file %v, size %d", p, f, o.Format(), o.VMDK != nil, o.File != nil, size)
 			}
 			if err := o.Dev.Writev(0, [][]byte{{1}}); !errors.Is(err, block.ErrReadOnly) {
@@ -49,7 +53,7 @@ func TestOpen_VMDK(t *testing.T) {
 		}
 		before, _ := os.ReadFile(p)
 		o, err := Open(Spec{Path: p, AIO: "threads"})
-		if p != top {
+		if p != overlap {
 			if err != nil {
 				t.Fatalf("read-write open of %s: %v", p, err)
 			}

@@ -37,6 +37,11 @@ type NewOptions struct {
 	// Stream makes a streamOptimized image: deflated grains behind
 	// grain markers (subformat=streamOptimized).
 	Stream bool
+	// ParentHint makes the image a snapshot of another VMDK image: its
+	// parentFileNameHint, the parent's name as given, and ParentCID the
+	// parent's CID (KF6; "" and 0 for none).
+	ParentHint string
+	ParentCID  uint32
 	// Subformat is a descriptor file's create type (KF8):
 	// "monolithicFlat", "twoGbMaxExtentFlat" or "twoGbMaxExtentSparse";
 	// "" for one hosted sparse extent (monolithicSparse, or
@@ -215,8 +220,15 @@ func NewDescriptor(o NewOptions, cid uint32, extents []NewExtent) (string, error
 		}
 		hw = "6"
 	}
+	if o.Flat() && o.ParentHint != "" {
+		return "", &Error{Msg: "Flat image can't have backing file", Err: ErrUnsupported}
+	}
 	if o.Flat() && o.ZeroedGrain {
 		return "", &Error{Msg: "Flat image can't enable zeroed grain", Err: ErrUnsupported}
+	}
+	parentCID, parentLine := uint32(0xffffffff), ""
+	if o.ParentHint != "" {
+		parentCID, parentLine = o.ParentCID, fmt.Sprintf("parentFileNameHint=\"%s\"", o.ParentHint)
 	}
 	if hw == "" {
 		hw = "4"
@@ -234,7 +246,7 @@ func NewDescriptor(o NewOptions, cid uint32, extents []NewExtent) (string, error
 	}
 	size := (o.Size + SectorSize - 1) &^ (SectorSize - 1)
 	var s strings.Builder
-	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=ffffffff\ncreateType=\"%s\"\n\n", cid, o.createType())
+	fmt.Fprintf(&s, "# Disk DescriptorFile\nversion=1\nCID=%x\nparentCID=%x\ncreateType=\"%s\"\n%s\n", cid, parentCID, o.createType(), parentLine)
 	fmt.Fprintf(&s, "# Extent description\n")
 	for _, e := range extents {
 		if e.Flat {
