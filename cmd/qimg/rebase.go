@@ -80,6 +80,12 @@ func doRebase(r *rebaseRequest) error {
 	spec := r.spec
 	spec.Opts.NoBacking = r.unsafe
 	img, err := openImage(spec)
+	if r.unsafe && errors.Is(err, imgopen.ErrVMDKReadOnly) {
+		// A VMDK snapshot is written only over its parent, which -u
+		// does not open; its driver cannot change a backing file
+		// anyway, qemu-img's error.
+		return fmt.Errorf("Could not change the backing file to '%s': Operation not supported", r.backing)
+	}
 	if err != nil {
 		return err
 	}

@@ -183,6 +183,21 @@ func TestVMDK_SnapshotLikeQemu(t *testing.T) {
 	if a, b := testkit.MustRun(t, "qemu-img", "map", ours), testkit.MustRun(t, "qemu-img", "map", theirs); strings.ReplaceAll(a, ours, theirs) != b {
 		t.Errorf("qemu-img map:\nours:\n%s\nqemu-io's:\n%s", a, b)
 	}
+	// A snapshot's backing file does not change (QEMU's vmdk driver
+	// cannot change it); qemu-img's safe rebase copies the parent's
+	// bytes in before it fails, qimg's changes nothing.
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", filepath.Join(dir, "nb.vmdk"), "10M")
+	refusedLikeQemu(t, ours, theirs, [][]string{
+		{"rebase", "-u", "-b", "nb.vmdk", "-F", "vmdk", ours},
+		{"amend", "-o", "adapter_type=lsilogic", ours},
+	})
+	before, _ := os.ReadFile(ours)
+	if _, e, code := runQ(t, "rebase", "-b", "nb.vmdk", "-F", "vmdk", ours); code != 1 || !strings.Contains(e, "Could not change the backing file to 'nb.vmdk': Operation not supported") {
+		t.Errorf("rebase: exit %d, %s", code, e)
+	}
+	if after, _ := os.ReadFile(ours); !bytes.Equal(before, after) {
+		t.Error("a refused rebase changed the snapshot")
+	}
 }
 
 // readHead is the first MiB of the file at p, and its length.
