@@ -163,6 +163,7 @@ FUZZ_TARGETS = \
 	./vmdk/format:FuzzDescriptor \
 	./vmdk/format:FuzzMarker \
 	./vmdk:FuzzOpen@3000x \
+	./vmdk:FuzzDescriptorWrite@3000x \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests \
 	./nbd:FuzzListExports \
