@@ -367,32 +367,7 @@ func TestWrite_DescriptorFileCrashClones(t *testing.T) {
 				}
 			}
 		}
-		if rng.IntN(5) == 0 {
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			flushed()
-		}
-		if step%6 != 0 {
-			continue
-		}
-		if step%12 == 0 {
-			g.rng = rng
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			cuts := g.cuts
-			g.rng, g.cuts = nil, nil
-			for _, c := range cuts {
-				clones++
-				check(c)
-			}
-			flushed()
-		}
-		for _, keep := range []float64{0, 0.5, 1} {
-			clones++
-			check(g.cut(rng, keep))
-		}
+		clones += g.step(t, step, rng, d, flushed, check)
 	}
 	if clones == 0 {
 		t.Fatal("no crash clone taken")
@@ -408,6 +383,43 @@ type cloneGroup struct {
 	devs map[string]*memdev.Dev
 	rng  *rand.Rand               // armed: a cut before each write, truncate and flush
 	cuts []map[string]*memdev.Dev // taken while armed
+}
+
+// step is the end of a crash test's step: now and then a Flush; every
+// 6th step power cuts keeping none, half and all of the unflushed
+// writes, and every 12th one a cut at each write, truncate and flush of
+// a Flush (KD10's order) too, each cut handed to check; flushed records
+// a completed Flush. It returns the number of cuts checked.
+func (g *cloneGroup) step(t *testing.T, step int, rng *rand.Rand, d *Disk, flushed func(), check func(map[string]*memdev.Dev)) int {
+	t.Helper()
+	if rng.IntN(5) == 0 {
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		flushed()
+	}
+	if step%6 != 0 {
+		return 0
+	}
+	n := 0
+	if step%12 == 0 {
+		g.rng = rng
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		cuts := g.cuts
+		g.rng, g.cuts = nil, nil
+		for _, c := range cuts {
+			n++
+			check(c)
+		}
+		flushed()
+	}
+	for _, keep := range []float64{0, 0.5, 1} {
+		n++
+		check(g.cut(rng, keep))
+	}
+	return n
 }
 
 func (g *cloneGroup) cut(rng *rand.Rand, keep float64) map[string]*memdev.Dev {

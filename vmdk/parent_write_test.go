@@ -209,32 +209,7 @@ func TestWrite_ParentCrashClones(t *testing.T) {
 				st.pat, st.flushed, st.zeroed = make([]byte, sec), false, true
 			}
 		}
-		if rng.IntN(5) == 0 {
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			flushed()
-		}
-		if step%6 != 0 {
-			continue
-		}
-		if step%12 == 0 {
-			g.rng = rng
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			cuts := g.cuts
-			g.rng, g.cuts = nil, nil
-			for _, c := range cuts {
-				clones++
-				check(c["top"])
-			}
-			flushed()
-		}
-		for _, keep := range []float64{0, 0.5, 1} {
-			clones++
-			check(g.cut(rng, keep)["top"])
-		}
+		clones += g.step(t, step, rng, d, flushed, func(c map[string]*memdev.Dev) { check(c["top"]) })
 	}
 	if clones == 0 {
 		t.Fatal("no crash clone taken")

@@ -262,8 +262,8 @@ func crashClones(t *testing.T, zg, stream bool) {
 	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 4 << 20, ZeroedGrain: zg, Stream: stream}}); err != nil {
 		t.Fatal(err)
 	}
-	cl := &cloner{Dev: m}
-	d, err := Open(cl, Options{Writable: true})
+	g := &cloneGroup{devs: map[string]*memdev.Dev{"img": m}}
+	d, err := Open(&groupDev{Dev: m, g: g}, Options{Writable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func crashClones(t *testing.T, zg, stream bool) {
 		}
 	}
 	perm := rng.Perm(int(size / sec / 2))
-	clones := 0
+	clones, checks := 0, 0
 	for step := 0; step < 120; step++ {
 		s := int64(perm[step])
 		n := int64(1 + rng.IntN(8))
@@ -324,36 +324,12 @@ func crashClones(t *testing.T, zg, stream bool) {
 				}
 			}
 		}
-		if rng.IntN(5) == 0 {
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
+		clones += g.step(t, step, rng, d, flushed, func(cs map[string]*memdev.Dev) {
+			if checks++; checks%10 == 4 && testkit.HaveQemu() {
+				qemuReadsClone(t, cs["img"], size)
 			}
-			flushed()
-		}
-		if step%6 != 0 {
-			continue
-		}
-		if step%12 == 0 {
-			// Power cuts inside a Flush: at each of its writes and
-			// flushes (KD10's order).
-			cl.arm(rng)
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range cl.disarm() {
-				clones++
-				checkClone(t, c, size, written, pat)
-			}
-			flushed()
-		}
-		for _, keep := range []float64{0, 0.5, 1} {
-			clones++
-			c := m.CrashClone(rng, keep)
-			if keep == 0.5 && step%24 == 0 && testkit.HaveQemu() {
-				qemuReadsClone(t, c, size)
-			}
-			checkClone(t, c, size, written, pat)
-		}
+			checkClone(t, cs["img"], size, written, pat)
+		})
 	}
 	if clones == 0 {
 		t.Fatal("no crash clone taken")
@@ -361,43 +337,6 @@ func crashClones(t *testing.T, zg, stream bool) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// cloner takes a crash clone of its memdev before each write and flush
-// while armed.
-type cloner struct {
-	*memdev.Dev
-	rng    *rand.Rand
-	clones []*memdev.Dev
-}
-
-func (c *cloner) arm(rng *rand.Rand) { c.rng = rng }
-
-func (c *cloner) disarm() []*memdev.Dev {
-	out := c.clones
-	c.rng, c.clones = nil, nil
-	return out
-}
-
-func (c *cloner) take() {
-	if c.rng != nil {
-		c.clones = append(c.clones, c.Dev.CrashClone(c.rng, 0.5))
-	}
-}
-
-func (c *cloner) Writev(off int64, bufs [][]byte) error {
-	c.take()
-	return c.Dev.Writev(off, bufs)
-}
-
-func (c *cloner) Truncate(n int64) error {
-	c.take()
-	return c.Dev.Truncate(n)
-}
-
-func (c *cloner) Flush() error {
-	c.take()
-	return c.Dev.Flush()
 }
 
 // qemuReadsClone checks that qemu-img check finds nothing in the crash
