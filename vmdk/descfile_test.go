@@ -338,34 +338,11 @@ func TestWrite_DescriptorFileCrashClones(t *testing.T) {
 		if s%extSecs >= extSecs*3/4 {
 			continue // each extent's last quarter stays unwritten
 		}
-		var bufs [][]byte
-		var secs []int64
-		for k := int64(0); k < int64(1+rng.IntN(8)) && s+k < size/sec; k++ {
-			if _, ok := written[s+k]; ok {
-				break
-			}
-			bufs = append(bufs, pat(s+k))
-			secs = append(secs, s+k)
-		}
-		if len(secs) == 0 {
+		if !writeNew(t, d, s, int64(1+rng.IntN(8)), size/sec, written, pat) {
 			continue
 		}
-		if err := d.Writev(s*sec, bufs); err != nil {
-			t.Fatal(err)
-		}
-		for _, x := range secs {
-			written[x] = false
-		}
 		if e := d.find(s * sec); !e.flat && rng.IntN(6) == 0 {
-			gi := s * sec / gb
-			if err := d.WriteZeroes(gi*gb, gb, 0); err != nil {
-				t.Fatal(err)
-			}
-			for x := gi * gb / sec; x < (gi+1)*gb/sec; x++ {
-				if _, ok := written[x]; ok {
-					written[x], zeroed[x] = false, false
-				}
-			}
+			zeroWhole(t, d, s*sec/gb, written, zeroed)
 		}
 		clones += g.step(t, step, rng, d, flushed, check)
 	}

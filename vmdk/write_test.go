@@ -293,36 +293,11 @@ func crashClones(t *testing.T, zg, stream bool) {
 		if stream {
 			s, n = s&^(gb/sec-1), gb/sec // the whole grain, once
 		}
-		var bufs [][]byte
-		var secs []int64
-		for k := int64(0); k < n && s+k < size/sec; k++ {
-			if _, ok := written[s+k]; ok {
-				break
-			}
-			bufs = append(bufs, pat(s+k))
-			secs = append(secs, s+k)
-		}
-		if len(secs) == 0 {
+		if !writeNew(t, d, s, n, size/sec, written, pat) {
 			continue
 		}
-		if err := d.Writev(s*sec, bufs); err != nil {
-			t.Fatal(err)
-		}
-		for _, x := range secs {
-			written[x] = false
-		}
 		if zg && rng.IntN(6) == 0 {
-			// The grain just written, zeroed whole: its sectors read
-			// their pattern or zeros until a Flush, zeros after it.
-			g := s * sec / gb
-			if err := d.WriteZeroes(g*gb, gb, 0); err != nil {
-				t.Fatal(err)
-			}
-			for x := g * gb / sec; x < (g+1)*gb/sec; x++ {
-				if _, ok := written[x]; ok {
-					written[x], zeroed[x] = false, false
-				}
-			}
+			zeroWhole(t, d, s*sec/gb, written, zeroed)
 		}
 		clones += g.step(t, step, rng, d, flushed, func(cs map[string]*memdev.Dev) {
 			if checks++; checks%10 == 4 && testkit.HaveQemu() {
@@ -336,6 +311,47 @@ func crashClones(t *testing.T, zg, stream bool) {
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// writeNew writes sectors s, s+1... (at most n, below sectors, up to
+// the first one written before) with their patterns, and marks them
+// written but not flushed; false when s was written before.
+func writeNew(t *testing.T, d *Disk, s, n, sectors int64, written map[int64]bool, pat func(int64) []byte) bool {
+	t.Helper()
+	var bufs [][]byte
+	var secs []int64
+	for k := int64(0); k < n && s+k < sectors; k++ {
+		if _, ok := written[s+k]; ok {
+			break
+		}
+		bufs = append(bufs, pat(s+k))
+		secs = append(secs, s+k)
+	}
+	if len(secs) == 0 {
+		return false
+	}
+	if err := d.Writev(s*512, bufs); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range secs {
+		written[x] = false
+	}
+	return true
+}
+
+// zeroWhole zeroes 64 KiB grain gi whole: its written sectors read their
+// pattern or zeros until a Flush, zeros after it.
+func zeroWhole(t *testing.T, d *Disk, gi int64, written, zeroed map[int64]bool) {
+	t.Helper()
+	const gb = 64 << 10
+	if err := d.WriteZeroes(gi*gb, gb, 0); err != nil {
+		t.Fatal(err)
+	}
+	for x := gi * gb / 512; x < (gi+1)*gb/512; x++ {
+		if _, ok := written[x]; ok {
+			written[x], zeroed[x] = false, false
+		}
 	}
 }
 
