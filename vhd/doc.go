@@ -14,7 +14,10 @@
 //	VD1  Opened without Options.Writable, a Disk is read-only: Writev,
 //	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
 //	     nothing; Flush has nothing to do.
-//	VD2  Open reads the footer, the dynamic header and the BAT once;
+//	VD2  Open reads the footer (at the start of the file, or at its
+//	     end only for a fixed disk: as QEMU's vpc_open, a file with no
+//	     footer copy at the start whose end footer is not a fixed
+//	     disk's is "invalid VPC image"), the dynamic header and the BAT once;
 //	     after that only a writable Disk's allocations change its state
 //	     (an entry goes from Unallocated to a block, once, VD7), so reads
 //	     need no lock (B1), and a read touches only the file's bytes the

@@ -76,6 +76,12 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !dynamic && f.Type != format.TypeFixed {
+		// Only a fixed disk has no footer copy at the start: as QEMU's
+		// vpc_open, anything else is no VPC image (a dynamic disk
+		// whose first sector is damaged read as zeros, VD2).
+		return nil, &format.Error{Msg: "invalid VPC image", Err: format.ErrCorrupt}
+	}
 	sectors, err := f.Sectors(o.SizeCalc)
 	if err != nil {
 		if errors.Is(err, format.ErrTooLarge) {

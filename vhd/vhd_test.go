@@ -146,6 +146,11 @@ func TestDisk_Hostile(t *testing.T) {
 		return b
 	}
 	truncated := truncatedText
+	// A dynamic disk whose footer copy at the start is gone: its end
+	// footer says dynamic, not fixed (QEMU refuses it; qring read it as
+	// zeros).
+	headless := append([]byte(nil), good...)
+	clear(headless[:512])
 	for _, c := range []struct {
 		name string
 		img  []byte
@@ -161,6 +166,7 @@ func TestDisk_Hostile(t *testing.T) {
 		{"big max_table_entries", put32(512+28, 0x10000000), truncated},
 		{"bad block size", put32(512+32, 1000), "Invalid block size 1000"},
 		{"bad header magic", put32(512, 0), "Invalid header magic"},
+		{"no footer at the start", headless, "invalid VPC image"},
 	} {
 		d, err := open(t, c.img)
 		if err == nil {
