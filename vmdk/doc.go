@@ -123,7 +123,13 @@
 //	     written; a partial grain fails with EINVAL (ErrStreamPartial), a
 //	     second write or zeros into a written grain with EIO
 //	     (ErrStreamAllocated), and so does a partial one whose first
-//	     grain is written (QEMU asks that first). Flush treats its grains as KD10 says.
+//	     grain is written (QEMU asks that first), each refused before
+//	     anything changes, the CID too (a write over whole grains one
+//	     of which is written writes none of them; QEMU writes those
+//	     before it). Zeros take whole grains too, as QEMU's fallback
+//	     writes them: a deflated grain of zeros each (a zeroed grain's
+//	     entry with zeroed grains), partial ones EINVAL. Flush treats
+//	     its grains as KD10 says.
 //	KD13 Over a parent (a snapshot), a new grain that read through to
 //	     the parent gets the parent's bytes of the whole grain first
 //	     (as QEMU's get_whole_cluster copies them), written at its place

@@ -394,6 +394,32 @@ func (d *Disk) streamWritten(e *extent, gi int64) bool {
 	return e.allocated(e.mem[gi].Load()) || e.sw.streaming[gi]
 }
 
+// streamCheck refuses a write or zeros of n bytes at off into a
+// streamOptimized image (KD12) before anything changes (the CID
+// included): QEMU asks whether the first grain is written (EIO), then
+// whether the range is whole grains (EINVAL); a written grain further
+// on is EIO too, where QEMU has written the grains before it. nil for
+// other images.
+func (d *Disk) streamCheck(off, n int64) error {
+	e := &d.extents[0]
+	if !e.layout.Compressed || e.flat {
+		return nil
+	}
+	gb := e.layout.GrainBytes()
+	if d.streamWritten(e, off/gb) {
+		return ErrStreamAllocated
+	}
+	if off%gb != 0 || (n%gb != 0 && off+n != d.size) {
+		return ErrStreamPartial
+	}
+	for gi := off / gb; gi*gb < off+n; gi++ {
+		if d.streamWritten(e, gi) {
+			return ErrStreamAllocated
+		}
+	}
+	return nil
+}
+
 // writeCompressed writes one whole grain of a streamOptimized image at
 // guest offset pos: deflated behind its marker, at free, its entry set
 // once the bytes are written (KD12).
@@ -549,18 +575,8 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.checkWrite(off, total); err != nil || total == 0 {
 		return err
 	}
-	if e := &d.extents[0]; e.layout.Compressed && !e.flat {
-		// A streamOptimized image, its one extent (KD8).
-		gb := e.layout.GrainBytes()
-		if off%gb != 0 || (total%gb != 0 && off+total != d.size) {
-			// Refused before the CID changes: nothing of it is
-			// written. QEMU asks whether the first grain is written
-			// before anything else: then EIO, not EINVAL.
-			if d.streamWritten(e, off/gb) {
-				return ErrStreamAllocated
-			}
-			return ErrStreamPartial
-		}
+	if err := d.streamCheck(off, total); err != nil {
+		return err
 	}
 	if err := d.changeCID(); err != nil {
 		return err
@@ -625,6 +641,9 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
+	if err := d.streamCheck(off, n); err != nil {
+		return err
+	}
 	for done := int64(0); done < n; {
 		pos := off + done
 		e := d.find(pos)
@@ -644,6 +663,19 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		g := e.mem[gi].Load()
 		if e.layout.Compressed && e.allocated(g) {
 			return ErrStreamAllocated // a compressed grain is never rewritten
+		}
+		if e.layout.Compressed && (!e.layout.ZeroGrain || k != gb) {
+			// QEMU's fallback writes zeros there (a zeroed grain is
+			// for whole grains only): a deflated grain of them
+			// (streamCheck found whole grains, the last one maybe
+			// short).
+			if err := d.changeCID(); err != nil {
+				return err
+			}
+			if err := d.writeCompressed(e, pos, [][]byte{make([]byte, k)}); err != nil {
+				return err
+			}
+			continue
 		}
 		if e.layout.ZeroGrain && in == 0 && k == gb && g != format.GTEZeroed {
 			// A whole grain of an image with zeroed grains: its entry

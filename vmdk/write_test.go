@@ -567,7 +567,9 @@ func TestWrite_HugeTablesRefused(t *testing.T) {
 // each once, deflated behind its marker (KD12): qemu-img check finds
 // nothing, qemu-img reads our grains and maps them compressed, and we
 // read the grain qemu-io adds; a partial grain, a second write or zeros
-// into a written grain are refused, as QEMU refuses them.
+// into a written grain are refused, as QEMU refuses them, before
+// anything changes (the CID too); zeros take whole grains, as QEMU's
+// fallback writes them.
 func TestWrite_StreamMatchesQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	dir := t.TempDir()
@@ -595,7 +597,13 @@ func TestWrite_StreamMatchesQemu(t *testing.T) {
 		{ErrStreamAllocated, "a partial write into a written grain", func() error { return d.Writev(512, [][]byte{make([]byte, 512)}) }},
 		{ErrStreamAllocated, "a written grain's head", func() error { return d.Writev(0, [][]byte{make([]byte, 512)}) }},
 		{ErrStreamAllocated, "zeros into a written grain", func() error { return d.WriteZeroes(0, 4096, 0) }},
-		{nil, "zeros into a new grain", func() error { return d.WriteZeroes(512<<10, 4096, 0) }},
+		// QEMU's fallback writes zeros: whole grains only, then a
+		// grain of zeros taken (a write there is refused after).
+		{ErrStreamPartial, "zeros into part of a new grain", func() error { return d.WriteZeroes(512<<10, 4096, 0) }},
+		{nil, "zeros over a new grain", func() error { return d.WriteZeroes(512<<10, 64<<10, 0) }},
+		{ErrStreamAllocated, "a write over zeros", func() error { return d.Writev(512<<10, [][]byte{make([]byte, 64<<10)}) }},
+		// Whole grains, the second written: nothing is written.
+		{ErrStreamAllocated, "grains up to a written one", func() error { return d.Writev(128<<10, [][]byte{make([]byte, 128<<10)}) }},
 	} {
 		if err := c.call(); !errors.Is(err, c.err) {
 			t.Errorf("%s: %v, want %v", c.what, err, c.err)
@@ -606,8 +614,21 @@ func TestWrite_StreamMatchesQemu(t *testing.T) {
 	}
 	qemuCheck(t, p)
 	testkit.MustEqual(t, testkit.QemuReadRaw(t, "vmdk", p), model, "qemu-img's read")
-	if m := testkit.MustRun(t, "qemu-img", "map", "-f", "vmdk", "--output=json", p); strings.Count(m, `"data": true`) != 3 || strings.Contains(m, "offset") {
+	if m := testkit.MustRun(t, "qemu-img", "map", "-f", "vmdk", "--output=json", p); strings.Count(m, `"data": true`) != 4 || strings.Contains(m, "offset") {
 		t.Errorf("qemu-img map: %s", m)
+	}
+	// A refused write changes nothing, the CID included (QEMU changes
+	// it after a write only): an image made over this one still reads.
+	before, _ := os.ReadFile(p)
+	d = openRW(t, p)
+	if err := d.Writev(0, [][]byte{make([]byte, 64<<10)}); !errors.Is(err, ErrStreamAllocated) {
+		t.Errorf("a second write after reopening: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Error("a refused write changed the image")
 	}
 	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x77 320k 64k", p)
 	copy(model[320<<10:], bytes.Repeat([]byte{0x77}, 64<<10))
