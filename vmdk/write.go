@@ -146,6 +146,11 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 	if err != nil {
 		return err
 	}
+	if h.Version == 3 && h.CompressAlgo != format.CompressDeflate {
+		// As QEMU's vmdk_open_vmdk4: version 3 without deflate is
+		// VMware's changed block tracking, which QEMU does not write.
+		return &format.Error{Msg: "VMDK version 3 must be read only", Err: format.ErrUnsupported}
+	}
 	if h.GDOffset == format.GDAtEnd {
 		// New grains would go past the footer, which must end the file.
 		return format.Unsupported("qring does not write VMDK images whose grain directory is in a footer: open it read-only")

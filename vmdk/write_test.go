@@ -484,6 +484,15 @@ func TestWrite_Refused(t *testing.T) {
 			t.Errorf("%s: the refused open changed the image", name)
 		}
 	}
+	// Version 3 without deflate (QEMU: "VMDK version 3 must be read
+	// only").
+	v3 := filepath.Join(dir, "v3.vmdk")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", v3, "1M")
+	if b, err := os.ReadFile(v3); err == nil {
+		b[4] = 3
+		os.WriteFile(v3, b, 0o644)
+	}
+	try("version 3 without deflate", v3, format.ErrUnsupported)
 	// Descriptor files whose extents would write into one another or
 	// into the descriptor (QEMU writes them all the same).
 	for name, lines := range map[string]string{
