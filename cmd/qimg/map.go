@@ -320,6 +320,10 @@ func runMap(e *env, args []string) int {
 		}
 	}
 	if out == "json" {
+		if len(ext) == 0 {
+			// An empty image: qemu-img prints its one empty run.
+			ext = []qcow2.MapEntry{{Start: start}}
+		}
 		writeMapJSON(e.stdout, ext)
 		return 0
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -67,5 +68,22 @@ func TestMap_RawNodeMatchesQemu(t *testing.T) {
 		if line(out) != line(qout) {
 			t.Errorf("info %s: %q, qemu-img %q", spec, line(out), line(qout))
 		}
+	}
+}
+
+// TestMap_EmptyImageMatchesQemu: the map of an empty image (qcow2, raw,
+// vpc) is qemu-img's: one empty run in JSON (qimg printed []), nothing
+// but the header in the table.
+func TestMap_EmptyImageMatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	for _, f := range []string{"qcow2", "raw", "vpc"} {
+		p := filepath.Join(dir, "z."+f)
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", f, p, "0")
+		oj, qj := qimgAndQemu(t, "map", "-f", f, "--output=json", p)
+		if om, qm := decodeMap(t, oj), decodeMap(t, qj); !reflect.DeepEqual(om, qm) || len(qm) != 1 {
+			t.Errorf("%s: map differs\nours: %s\nqemu: %s", f, oj, qj)
+		}
+		sameRun(t, "map", "-f", f, p)
 	}
 }
