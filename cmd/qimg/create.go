@@ -31,6 +31,9 @@ type createRequest struct {
 	// hintSize is extent_size_hint as given, in bytes (the Formatting
 	// line's; opts.Hints holds what is set).
 	hintSize uint64
+	// filePrealloc is the file driver's preallocation as given for a
+	// vmdk or vpc image (create_hints.go): shown, checked, no effect.
+	filePrealloc string
 }
 
 // vpcCreate are a VHD image's create options (-f vpc).
@@ -134,6 +137,10 @@ func parseCreate(o *opts, req *createRequest) error {
 				}
 				continue
 			}
+			if (req.format == "vpc" || req.format == "vmdk") && p[0] == "preallocation" {
+				req.filePrealloc, req.given[p[0]] = p[1], true
+				continue
+			}
 			if req.format == "vpc" {
 				if err := req.setVPCOption(p[0], p[1]); err != nil {
 					return err
@@ -206,6 +213,9 @@ func parseCreate(o *opts, req *createRequest) error {
 		if err := enumErrs[k]; err != nil && req.late == nil {
 			req.late = err
 		}
+	}
+	if err := req.checkFilePrealloc(); err != nil && req.late == nil {
+		req.late = err
 	}
 	if sizeArg && req.given["size"] {
 		return errors.New("The image size must be specified only once")
@@ -321,7 +331,7 @@ func formattingLine(req *createRequest) string {
 		return b.String() + req.hintShown()
 	case "vmdk":
 		b.WriteString(vmdkFormatting(req))
-		return b.String() + req.nocowShown() + req.hintShown()
+		return b.String() + req.nocowShown() + req.preallocShown() + req.hintShown()
 	case "luks":
 		b.WriteString(luksFormatting(req))
 		return b.String() + req.nocowShown() + req.hintShown()
@@ -333,7 +343,7 @@ func formattingLine(req *createRequest) string {
 		if req.given["force_size"] {
 			fmt.Fprintf(&b, " force_size=%s", req.vpc.forceSize)
 		}
-		return b.String() + req.nocowShown() + req.hintShown()
+		return b.String() + req.nocowShown() + req.preallocShown() + req.hintShown()
 	}
 	b.WriteString(encryptLine(req))
 	cs := o.ClusterSize

@@ -20,10 +20,19 @@ var fileHintOptions = []createOption{
 	{"nocow", "bool (on/off)", "Turn off copy-on-write (valid only on btrfs)"},
 }
 
+// filePreallocOption is the file driver's preallocation, which qemu-img
+// create takes for a vmdk or vpc image too: it creates their files
+// empty, so it changes nothing there (raw, qcow2 and luks have their
+// own).
+var filePreallocOption = createOption{"preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"}
+
 // withHints is a format's create options with the file driver's, sorted
 // by name as -o help lists them.
-func withHints(opts []createOption) []createOption {
+func withHints(opts []createOption, format string) []createOption {
 	out := append(slices.Clip(opts), fileHintOptions...)
+	if format == "vmdk" || format == "vpc" {
+		out = append(out, filePreallocOption)
+	}
 	slices.SortFunc(out, func(a, b createOption) int { return cmp.Compare(a.name, b.name) })
 	return out
 }
@@ -78,4 +87,24 @@ func (req *createRequest) hintShown() string {
 		return ""
 	}
 	return fmt.Sprintf(" extent_size_hint=%d", req.hintSize)
+}
+
+// checkFilePrealloc is the file driver's check of a vmdk or vpc image's
+// preallocation, made when qemu-img creates the files (after
+// "Formatting").
+func (req *createRequest) checkFilePrealloc() error {
+	switch req.filePrealloc {
+	case "", "off", "falloc", "full":
+		return nil
+	}
+	return fmt.Errorf("invalid parameter value: %s", req.filePrealloc)
+}
+
+// preallocShown is the Formatting line's words for the file driver's
+// preallocation of a vmdk or vpc image, as given.
+func (req *createRequest) preallocShown() string {
+	if req.filePrealloc == "" && !req.given["preallocation"] {
+		return ""
+	}
+	return " preallocation=" + req.filePrealloc
 }

@@ -142,8 +142,9 @@ func createOptionsHelp(w io.Writer, format string, withFile bool) {
 	}
 	if withFile {
 		// As qemu-img: the file driver's options too (nocow,
-		// extent_size_hint) once a file name says where.
-		opts = withHints(opts)
+		// extent_size_hint; preallocation for vmdk and vpc) once a
+		// file name says where.
+		opts = withHints(opts, format)
 	}
 	fmt.Fprintf(w, "Supported %s options:\n", format)
 	for _, o := range opts {

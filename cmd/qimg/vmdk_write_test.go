@@ -69,6 +69,9 @@ func TestVMDK_CreateLikeQemu(t *testing.T) {
 		{"-o", "zeroed_grain=maybe", "1M"}, {"-o", "subformat=bad", "1M"}, {"-o", "subformat=monolithicSparse", "1M"},
 		{"-o", "bogus=1", "1M"}, {"-o", "backing_fmt=qcow2", "1M"}, {"-o", "hwversion=undefined", "1M"},
 		{"-o", "subformat=streamOptimized", "1M"}, {"-o", "subformat=streamOptimized,zeroed_grain=on", "3G"},
+		// The file driver's preallocation: shown, checked after
+		// "Formatting", nothing else.
+		{"-o", "preallocation=full", "1M"}, {"-o", "preallocation=bogus", "1M"}, {"-o", "preallocation=bogus,adapter_type=bad", "1M"},
 	} {
 		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vmdk", i)), filepath.Join(dir, fmt.Sprintf("o%d.vmdk", i))
 		qcode := createBoth(t, "vmdk", q, o, args)

@@ -209,6 +209,7 @@ func TestVPC_CreateLikeQemu(t *testing.T) {
 		{"-o", "force_size=on,subformat=fixed", "1M"}, {"-o", "force_size=yes", "1M"}, {"-o", "force_size=bad", "1M"},
 		{"-o", "cluster_size=64k", "1M"}, {"-b", "base.qcow2", "-F", "qcow2", "1M"}, {}, {"-o", "subformat=dynamic", "1M"},
 		{"-o", "size=2M"}, {"1.5k"}, {"-o", "subformat=bad", "1M"}, {"3T"}, {"-q", "100M"}, {"-o", "subformat=fixed", "3M"},
+		{"-o", "subformat=fixed,preallocation=full", "3M"}, {"-o", "preallocation=bogus", "1M"},
 	} {
 		q, o := filepath.Join(dir, fmt.Sprintf("q%d.vhd", i)), filepath.Join(dir, fmt.Sprintf("o%d.vhd", i))
 		qcode := createBoth(t, "vpc", q, o, args)
