@@ -296,6 +296,20 @@ func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
 		return err
 	}
 	if h.Capacity == 0 && h.DescOffset != 0 {
+		// QEMU opens the descriptor embedded there as a descriptor
+		// file (vmdk_open_vmdk4): refused in its words where QEMU
+		// refuses it, in qring's where QEMU would go on.
+		db, err := readDesc(f, int64(min(h.DescOffset, 1<<40))*format.SectorSize)
+		if err != nil {
+			return err
+		}
+		switch desc := format.ParseDescriptor(string(db)); {
+		case !desc.HasCreateType:
+			return &format.Error{Msg: "invalid VMDK image descriptor", Err: format.ErrCorrupt}
+		case desc.CreateType != format.MonolithicFlat && desc.CreateType != format.TwoGbMaxExtentFlat &&
+			desc.CreateType != format.TwoGbMaxExtentSparse && desc.CreateType != "vmfs" && desc.CreateType != "vmfsSparse" && desc.CreateType != "seSparse":
+			return &format.Error{Msg: fmt.Sprintf("Unsupported image type '%s'", desc.CreateType), Err: format.ErrUnsupported}
+		}
 		return format.Unsupported("VMDK sparse extents with a descriptor of their own and no capacity are not supported by qring")
 	}
 	if h.GDOffset == format.GDAtEnd {

@@ -175,6 +175,15 @@ func TestDisk_Hostile(t *testing.T) {
 		}
 		d.Close()
 	}
+	// No capacity and a descriptor: QEMU reads that descriptor as a
+	// descriptor file's, and refuses a monolithicSparse one so.
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(t, m.Bytes()); err == nil || err.Error() != "Unsupported image type 'monolithicSparse'" {
+		t.Errorf("no capacity: %v", err)
+	}
 	// A damaged compressed grain fails its read.
 	z := sparse(t, 10<<20, format.FlagMarker, true, map[int][]byte{0: bytes.Repeat([]byte{3}, 64<<10)})
 	z[128*512+20] ^= 0xff
