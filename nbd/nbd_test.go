@@ -704,3 +704,23 @@ func TestTrimFallsBackToUnmapZeroing(t *testing.T) {
 		t.Fatalf("after TRIM: code %d, the range still holds data", code)
 	}
 }
+
+// TestInfo_BlockSizeUnasked: a client that does not ask for the block
+// sizes of an export with a minimum (a probed raw image's 512) gets the
+// information and then NBD_REP_ERR_BLOCK_SIZE_REQD on NBD_OPT_INFO, as
+// from qemu-nbd 7.2, and a minimum of 1 on NBD_OPT_GO; one that asks
+// gets the minimum.
+func TestInfo_BlockSizeUnasked(t *testing.T) {
+	s := newTestServer(t, &Export{Name: "disk", Dev: newMem(memdev.Options{}), MinBlock: 512})
+	c := dial(t, s)
+	c.greet()
+	if got, want := replies(c.opt(optInfo, infoData("disk"))), "info3 000002000000100002000000; info0 "; !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "; err8") {
+		t.Errorf("INFO without block sizes: %s", got)
+	}
+	if got := replies(c.opt(optInfo, infoData("disk", infoBlockSize))); !strings.HasPrefix(got, "info3 000002000000100002000000; ") || !strings.HasSuffix(got, "; ack") {
+		t.Errorf("INFO with block sizes: %s", got)
+	}
+	if got := replies(c.opt(optGo, infoData("disk"))); !strings.HasPrefix(got, "info3 000000010000100002000000; ") || !strings.HasSuffix(got, "; ack") {
+		t.Errorf("GO without block sizes: %s", got)
+	}
+}

@@ -271,12 +271,6 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 	if e == nil {
 		return false, c.optError(opt, repErrUnknown, fmt.Sprintf("unknown export %q", saneName(name)))
 	}
-	if opt == optInfo && !wantBlockSize && e.MinBlock > 1 {
-		// As qemu-nbd: a client that does not ask for the block sizes
-		// of an export with a minimum must ask (NBD_OPT_GO gets a
-		// minimum of 1 instead, below).
-		return false, c.optError(opt, repErrBlockSizeReq, "request NBD_INFO_BLOCK_SIZE to use this export")
-	}
 	size, err := e.Dev.Size()
 	if err != nil {
 		return false, c.optError(opt, repErrShutdown, err.Error())
@@ -311,6 +305,12 @@ func (c *conn) optInfo(opt uint32, d *optData) (bool, error) {
 	b = binary.BigEndian.AppendUint16(b, e.flags(c.structured))
 	if err := info(b); err != nil {
 		return false, err
+	}
+	if opt == optInfo && !wantBlockSize && e.MinBlock > 1 {
+		// As qemu-nbd, after the information: a client that does not
+		// ask for the block sizes of an export with a minimum must ask
+		// (NBD_OPT_GO gets a minimum of 1 instead, above).
+		return false, c.optError(opt, repErrBlockSizeReq, "request NBD_INFO_BLOCK_SIZE to use this export")
 	}
 	if err := c.optReply(opt, repAck, nil); err != nil {
 		return false, err
