@@ -108,9 +108,11 @@
 //	     maps a grain past the end of the file or one whose bytes could
 //	     be lost. After a crash: leaked grains, never a wrong one.
 //	KD11 The first write or zeroing of allocated bytes after Open gives
-//	     the image a new CID first, as QEMU's vmdk_pwritev does after
-//	     it (an image made on top of this one then refuses to read
-//	     through it): a random one whose hexadecimal form is as long as
+//	     the image a new CID before any byte the image maps changes, as
+//	     QEMU's vmdk_pwritev does after the write (an image made on top
+//	     of this one then refuses to read through it), and only once
+//	     the write is not refused (a streamOptimized refusal, a changed
+//	     parent: the image stays as it was, its CID too): a random one whose hexadecimal form is as long as
 //	     the old, so only those bytes of the descriptor (at sector 1,
 //	     whatever the header says, as QEMU) change, written in place and
 //	     flushed before the write is issued. A descriptor file is

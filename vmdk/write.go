@@ -106,32 +106,34 @@ func (d *Disk) openWriter() error {
 
 // distinctFiles refuses a descriptor file whose extents share a file
 // with each other or with the descriptor (KD8): their writes would land
-// in one another's bytes (QEMU writes them all the same).
+// in one another's bytes (QEMU writes them all the same). Each name is
+// looked up once (a descriptor may name thousands of files).
 func (d *Disk) distinctFiles() error {
-	names := []string{d.descName}
-	for _, e := range d.extents {
-		for _, o := range names {
-			if sameFile(e.name, o) {
-				return d.refuse(fmt.Sprintf("extent file %s is named twice or is the descriptor file", e.name))
+	seen := map[string]bool{}
+	for i, name := range append([]string{d.descName}, d.extentNames()...) {
+		keys := []string{"name " + filepath.Clean(name)}
+		if fi, err := os.Stat(name); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				keys = append(keys, fmt.Sprintf("file %d %d", st.Dev, st.Ino))
 			}
 		}
-		names = append(names, e.name)
+		for _, k := range keys {
+			if seen[k] && i > 0 {
+				return d.refuse(fmt.Sprintf("extent file %s is named twice or is the descriptor file", name))
+			}
+			seen[k] = true
+		}
 	}
 	return nil
 }
 
-// sameFile reports whether names a and b are one file: the same file
-// on disk, or the same name where they cannot be looked up.
-func sameFile(a, b string) bool {
-	if filepath.Clean(a) == filepath.Clean(b) {
-		return true
+// extentNames are the extents' file names, in order.
+func (d *Disk) extentNames() []string {
+	out := make([]string, len(d.extents))
+	for i, e := range d.extents {
+		out[i] = e.name
 	}
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	return err == nil && os.SameFile(fa, fb)
+	return out
 }
 
 // openSparse makes sparse extent e writable (KD8): its tables loaded,
@@ -583,9 +585,6 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.streamCheck(off, total); err != nil {
 		return err
 	}
-	if err := d.changeCID(); err != nil {
-		return err
-	}
 	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done
@@ -593,6 +592,9 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 		rel := pos - e.start
 		n := min(total-done, e.size-rel)
 		if e.flat {
+			if err := d.changeCID(); err != nil {
+				return err
+			}
 			if err := e.file.Writev(e.flatOff+rel, c.Next(bufs, n)); err != nil {
 				return err
 			}
@@ -606,14 +608,23 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 			if in != 0 || (n < gb && pos+n != d.size) {
 				return ErrStreamPartial
 			}
+			if err := d.changeCID(); err != nil {
+				return err
+			}
 			if err := d.writeCompressed(e, pos, c.Next(bufs, n)); err != nil {
 				return err
 			}
 			done += n
 			continue
 		}
+		// The grain first: a refusal there (a changed parent, KD13)
+		// leaves the CID as it was; a new grain's space and its
+		// entry in memory change nothing on disk that the CID guards.
 		g, err := d.grain(e, gi)
 		if err != nil {
+			return err
+		}
+		if err := d.changeCID(); err != nil {
 			return err
 		}
 		if err := e.file.Writev(int64(g)*format.SectorSize+in, c.Next(bufs, n)); err != nil {
@@ -693,13 +704,16 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		}
 		if g == 0 && d.parent != nil {
 			// It reads through to the parent: zeros are written into
-			// a new grain there, as QEMU's fallback writes them.
+			// a new grain there, as QEMU's fallback writes them (the
+			// grain first, as in Writev).
+			g, err := d.grain(e, gi)
+			if err != nil {
+				return err
+			}
 			if err := d.changeCID(); err != nil {
 				return err
 			}
-			if g, err := d.grain(e, gi); err != nil {
-				return err
-			} else if err := e.file.WriteZeroes(int64(g)*format.SectorSize+in, k, 0); err != nil {
+			if err := e.file.WriteZeroes(int64(g)*format.SectorSize+in, k, 0); err != nil {
 				return err
 			}
 			continue
