@@ -128,10 +128,14 @@
 //	     grain is written (QEMU asks that first), each refused before
 //	     anything changes, the CID too (a write over whole grains one
 //	     of which is written writes none of them; QEMU writes those
-//	     before it). Zeros take whole grains too, as QEMU's fallback
-//	     writes them: a deflated grain of zeros each (a zeroed grain's
-//	     entry with zeroed grains), partial ones EINVAL. Flush treats
-//	     its grains as KD10 says.
+//	     before it; over a changed parent, ErrParentCID as in KD13).
+//	     Zeros take whole grains too, as QEMU's fallback writes them: a
+//	     deflated grain of zeros each (a zeroed grain's entry with
+//	     zeroed grains, refused with EIO if the grain was written
+//	     meanwhile: the zeros come after that write), partial ones
+//	     EINVAL. Writes racing each other can still leave a grain of a
+//	     refused write (two writers past the check). Flush treats its
+//	     grains as KD10 says.
 //	KD13 Over a parent (a snapshot), a new grain that read through to
 //	     the parent gets the parent's bytes of the whole grain first
 //	     (as QEMU's get_whole_cluster copies them), written at its place

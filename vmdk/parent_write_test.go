@@ -241,25 +241,7 @@ func TestWrite_ParentLikeQemu(t *testing.T) {
 	}
 	got, _ := os.ReadFile(o)
 	testkit.MustEqual(t, got, want, "the snapshot qemu-img creates")
-	openTop := func(p string) *Disk {
-		t.Helper()
-		f, err := block.OpenOSFile(p, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(f, Options{Name: p, Writable: true, OpenParent: func(pp string) (*Disk, error) {
-			pf, err := block.OpenOSFile(pp, true)
-			if err != nil {
-				return nil, err
-			}
-			return Open(pf, Options{Name: pp})
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	d := openTop(o)
+	d := openOver(t, o)
 	ops := []func() error{
 		func() error { return d.Writev(4096, [][]byte{bytes.Repeat([]byte{0x21}, 512)}) },
 		func() error { return d.WriteZeroes(5<<20+8192, 4096, 0) },
@@ -290,7 +272,7 @@ func TestWrite_ParentLikeQemu(t *testing.T) {
 	// after a write only).
 	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x31 0 512", base)
 	before, _ := os.ReadFile(o)
-	d = openTop(o)
+	d = openOver(t, o)
 	if err := d.Writev(7<<20, [][]byte{make([]byte, 512)}); !errors.Is(err, ErrParentCID) {
 		t.Errorf("a new grain over a changed parent: %v", err)
 	}
@@ -319,20 +301,7 @@ func TestWrite_StreamSnapshotLikeQemu(t *testing.T) {
 	for _, p := range []string{o, q} {
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", "-b", "base.vmdk", "-F", "vmdk", p)
 	}
-	f, err := block.OpenOSFile(o, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(f, Options{Name: o, Writable: true, OpenParent: func(pp string) (*Disk, error) {
-		pf, err := block.OpenOSFile(pp, true)
-		if err != nil {
-			return nil, err
-		}
-		return Open(pf, Options{Name: pp})
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openOver(t, o)
 	if err := d.WriteZeroes(4096, 4096, 0); !errors.Is(err, ErrStreamPartial) {
 		t.Errorf("partial zeros: %v", err)
 	}
@@ -355,4 +324,40 @@ func TestWrite_StreamSnapshotLikeQemu(t *testing.T) {
 	}
 	qemuCheck(t, o)
 	testkit.MustRun(t, "qemu-img", "compare", "-f", "vmdk", "-F", "vmdk", o, q)
+	// Over a changed parent, whole grains and zeros are refused as in
+	// QEMU, the snapshot left as it was (its CID too).
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x31 0 512", base)
+	before, _ := os.ReadFile(o)
+	d = openOver(t, o)
+	if err := d.Writev(512<<10, [][]byte{make([]byte, 64<<10)}); !errors.Is(err, ErrParentCID) {
+		t.Errorf("a grain over a changed parent: %v", err)
+	}
+	if err := d.WriteZeroes(576<<10, 64<<10, 0); !errors.Is(err, ErrParentCID) {
+		t.Errorf("zeros over a changed parent: %v", err)
+	}
+	d.Close()
+	if after, _ := os.ReadFile(o); !bytes.Equal(before, after) {
+		t.Error("a refused write changed the snapshot")
+	}
+}
+
+// openOver opens the snapshot at p writable over its parent, read-only.
+func openOver(t *testing.T, p string) *Disk {
+	t.Helper()
+	f, err := block.OpenOSFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(f, Options{Name: p, Writable: true, OpenParent: func(pp string) (*Disk, error) {
+		pf, err := block.OpenOSFile(pp, true)
+		if err != nil {
+			return nil, err
+		}
+		return Open(pf, Options{Name: pp})
+	}})
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return d
 }

@@ -376,14 +376,22 @@ func (d *Disk) copyUp(e *extent, gi int64, g uint32) error {
 // zeroGrain makes grain gi of e a zeroed grain (format.GTEZeroed): it
 // reads as zeros at once, its entry goes to disk at the next Flush
 // (KD10), and the space of the grain it mapped, if any, leaks. A grain
-// being filled from the parent is mapped first, then zeroed (KD13).
-func (d *Disk) zeroGrain(e *extent, gi int64) {
+// being filled from the parent is mapped first, then zeroed (KD13); a
+// streamOptimized grain written meanwhile is not (ErrStreamAllocated).
+func (d *Disk) zeroGrain(e *extent, gi int64) error {
 	w := e.sw
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.waitCopy(e, gi)
+	if e.layout.Compressed && (e.allocated(e.mem[gi].Load()) || w.streaming[gi]) {
+		// A streamOptimized grain written (or being written) since
+		// WriteZeroes looked: the zeros come after it, and a written
+		// grain takes none (KD12), as QEMU, which serializes them.
+		return ErrStreamAllocated
+	}
 	e.mem[gi].Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
+	return nil
 }
 
 // Refusals of a streamOptimized image's writes, as QEMU's (KD12): a
@@ -407,7 +415,7 @@ func (d *Disk) streamWritten(e *extent, gi int64) bool {
 // whether the range is whole grains (EINVAL); a written grain further
 // on is EIO too, where QEMU has written the grains before it. nil for
 // other images.
-func (d *Disk) streamCheck(off, n int64) error {
+func (d *Disk) streamCheck(off, n int64, zeros bool) error {
 	e := &d.extents[0]
 	if !e.layout.Compressed || e.flat {
 		return nil
@@ -415,6 +423,12 @@ func (d *Disk) streamCheck(off, n int64) error {
 	gb := e.layout.GrainBytes()
 	if d.streamWritten(e, off/gb) {
 		return ErrStreamAllocated
+	}
+	if d.parent != nil && !d.cidValid && !(zeros && e.layout.ZeroGrain) {
+		// A new grain over a changed parent, as in grain (KD13):
+		// QEMU refuses it before it writes (zeroed grains' entries
+		// aside).
+		return ErrParentCID
 	}
 	if off%gb != 0 || (n%gb != 0 && off+n != d.size) {
 		return ErrStreamPartial
@@ -582,7 +596,7 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.checkWrite(off, total); err != nil || total == 0 {
 		return err
 	}
-	if err := d.streamCheck(off, total); err != nil {
+	if err := d.streamCheck(off, total, false); err != nil {
 		return err
 	}
 	var c block.Cursor
@@ -635,6 +649,10 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
+// testHookZeroGrain, set by a test only, runs as WriteZeroes is about
+// to make grain gi a zeroed grain: a write racing it lands there.
+var testHookZeroGrain func(gi int64)
+
 // zeroChunk bounds the zeros WriteZeroes writes into a flat extent at
 // once.
 const zeroChunk = 1 << 20
@@ -657,7 +675,7 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
-	if err := d.streamCheck(off, n); err != nil {
+	if err := d.streamCheck(off, n, true); err != nil {
 		return err
 	}
 	for done := int64(0); done < n; {
@@ -699,7 +717,12 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 			if err := d.changeCID(); err != nil {
 				return err
 			}
-			d.zeroGrain(e, gi)
+			if testHookZeroGrain != nil {
+				testHookZeroGrain(gi)
+			}
+			if err := d.zeroGrain(e, gi); err != nil {
+				return err
+			}
 			continue
 		}
 		if g == 0 && d.parent != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -96,6 +97,8 @@ func (req *createRequest) checkFilePrealloc() error {
 	switch req.filePrealloc {
 	case "", "off", "falloc", "full":
 		return nil
+	case "metadata":
+		return errors.New("Unsupported preallocation mode: metadata")
 	}
 	return fmt.Errorf("invalid parameter value: %s", req.filePrealloc)
 }

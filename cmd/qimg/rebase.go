@@ -83,8 +83,12 @@ func doRebase(r *rebaseRequest) error {
 	if r.unsafe && errors.Is(err, imgopen.ErrVMDKReadOnly) {
 		// A VMDK snapshot is written only over its parent, which -u
 		// does not open; its driver cannot change a backing file
-		// anyway, qemu-img's error.
-		return fmt.Errorf("Could not change the backing file to '%s': Operation not supported", r.backing)
+		// anyway, qemu-img's error (after a missing -F's).
+		why := "Operation not supported"
+		if r.backing != "" && r.backingFmt == "" {
+			why = "backing format must be specified"
+		}
+		return fmt.Errorf("Could not change the backing file to '%s': %s", r.backing, why)
 	}
 	if err != nil {
 		return err

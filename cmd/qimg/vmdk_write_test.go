@@ -95,6 +95,11 @@ func TestVMDK_CreateLikeQemu(t *testing.T) {
 			infoMapLikeQemu(t, o, []string{"-f", "vmdk", o})
 		}
 	}
+	// preallocation=metadata: the file driver's refusal (qemu-img
+	// leaves an empty file behind; qimg none).
+	if _, e, code := runQ(t, "create", "-f", "vmdk", "-o", "preallocation=metadata", filepath.Join(dir, "m.vmdk"), "1M"); code != 1 || !strings.Contains(e, "Unsupported preallocation mode: metadata") {
+		t.Errorf("preallocation=metadata: exit %d, %s", code, e)
+	}
 	// Descriptor files and their extents: qemu-img's files, named as
 	// its are, but for the CID (format's KF8), and its refusals.
 	for i, args := range [][]string{
@@ -192,6 +197,7 @@ func TestVMDK_SnapshotLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", filepath.Join(dir, "nb.vmdk"), "10M")
 	refusedLikeQemu(t, ours, theirs, [][]string{
 		{"rebase", "-u", "-b", "nb.vmdk", "-F", "vmdk", ours},
+		{"rebase", "-u", "-b", "nb.vmdk", ours},
 		{"amend", "-o", "adapter_type=lsilogic", ours},
 	})
 	before, _ := os.ReadFile(ours)
