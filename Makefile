@@ -32,10 +32,12 @@ test: lint
 # detector but take minutes under it: they run without it (TestCrash
 # runs under it in the invariants pass below, TestInterop_QEMUReads with
 # the invariants alone).
-# TestWrite_CrashClones$$ are vhd's and vmdk's crash clone sweeps.
+# TestWrite_CrashClones$$ are vhd's and vmdk's crash clone sweeps
+# (TestWrite_DescriptorFileCrashClones, TestWrite_ParentCrashClones
+# vmdk's over several files and over a parent; one writer each).
 # TestSetRefcountBits$$ leaves TestSetRefcountBitsRacesLockFreeOverwrite
 # to the race detector.
-NORACE = TestFaultSweep|TestWrite_CrashClones$$|TestIoErr_TruncatePreallocSweep$$|TestIoErr_OpenFaultLeaks$$|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
+NORACE = TestFaultSweep|TestWrite_CrashClones$$|TestWrite_DescriptorFileCrashClones$$|TestWrite_ParentCrashClones$$|TestIoErr_TruncatePreallocSweep$$|TestIoErr_OpenFaultLeaks$$|TestAdminCrashClones|TestInterop|TestCrash|TestKill|TestXL2_Interop|TestCrypt_QEMUReads|TestCrypt_WeReadWhatQEMU|TestCompress_CrashClones|TestRebuild_CrashClones|TestHeaderRewriteTornAnywhere|TestSetRefcountBits$$|$(BITMAPS)|$(ALLOCS)|$(ONEWRITER)|$(CLIQEMU)
 # The dirty bitmaps' crash clones and fault sweeps, one writer each,
 # mostly qemu-img and qemu-nbd runs (their concurrent tests,
 # TestBitmapsReview_WritersRacingClose and TestCacheReview_CrashConcurrent,
