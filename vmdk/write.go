@@ -305,10 +305,7 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	}
 	w := e.sw
 	w.mu.Lock()
-	if err := w.waitCopy(e, gi); err != nil {
-		w.mu.Unlock()
-		return 0, err
-	}
+	w.waitCopy(gi)
 	if g := e.mem[gi].Load(); e.allocated(g) {
 		w.mu.Unlock()
 		return g, nil
@@ -349,11 +346,11 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 
 // waitCopy waits, under w.mu (released while waiting), until grain gi
 // is not being filled from the parent (KD13).
-func (w *sparseWriter) waitCopy(e *extent, gi int64) error {
+func (w *sparseWriter) waitCopy(gi int64) {
 	for {
 		done, ok := w.copying[gi]
 		if !ok {
-			return nil
+			return
 		}
 		w.mu.Unlock()
 		<-done
@@ -382,7 +379,7 @@ func (d *Disk) zeroGrain(e *extent, gi int64) error {
 	w := e.sw
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.waitCopy(e, gi)
+	w.waitCopy(gi)
 	if e.layout.Compressed && (e.allocated(e.mem[gi].Load()) || w.streaming[gi]) {
 		// A streamOptimized grain written (or being written) since
 		// WriteZeroes looked: the zeros come after it, and a written
