@@ -160,13 +160,13 @@ func (im *Image) loadBitmaps() error {
 
 // bitmapsMaintainable fails, before the writable open writes anything
 // (a dirty image's repair included, as QEMU loads the bitmaps before
-// it), when Options.MustMaintainBitmaps asks for bitmaps loadBitmaps
-// could not maintain. A dirty image's refcounts are not trusted until
+// it), when it finds bitmaps loadBitmaps could not maintain (unless
+// Options.NoBitmaps asks to drop them). A dirty image's refcounts are not trusted until
 // its repair: its bitmap clusters are not checked against them here
 // (loadBitmaps does, after the repair).
 func (im *Image) bitmapsMaintainable() error {
 	h := im.hdr
-	if !im.opts.MustMaintainBitmaps || im.opts.Repair || im.opts.NoBitmaps ||
+	if im.opts.Repair || im.opts.NoBitmaps ||
 		h.AutoclearFeatures&format.AutoclearBitmaps == 0 {
 		return nil
 	}
@@ -266,12 +266,8 @@ func (im *Image) readBitmapsChecked(refcounts bool) (*bitmapSet, error) {
 		names[e.Name] = true
 		b := &liveBitmap{e: e}
 		set.bms = append(set.bms, b)
-		switch {
-		case e.Type != format.BitmapTypeDirty, e.Flags&^format.BitmapFlagsKnown != 0, e.ExtraDataSize != 0,
-			e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits,
-			e.Flags&format.BitmapInUse == 0 && uint64(e.TableSize) != format.BitmapTableSize(set.size, e.GranularityBits, cs),
-			uint64(e.TableSize) > maxBitmapTable, uint64(e.TableSize)*cs > maxBitmapPhys:
-			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains", e.Name)
+		if why := unmaintainable(e, set.size, cs); why != "" {
+			return nil, unsupportedf("bitmaps", uint64(e.At), "bitmap %q: not one this engine maintains (%s)", e.Name, why)
 		}
 		if e.Flags&format.BitmapInUse != 0 {
 			// Inconsistent already: kept as it is, its clusters
@@ -288,6 +284,30 @@ func (im *Image) readBitmapsChecked(refcounts bool) (*bitmapSet, error) {
 		}
 	}
 	return set, nil
+}
+
+// unmaintainable says why the bitmap of directory entry e, on a disk of
+// size bytes in clusters of cs, is not one the engine maintains, or ""
+// if it is. QEMU refuses to open an image with such a bitmap
+// (check_dir_entry, load_bitmap): a type or flag it does not know, extra
+// data, a granularity out of its range, a table past its bounds, or,
+// for a bitmap not IN_USE, a table of another size than the disk's.
+func unmaintainable(e format.BitmapEntry, size, cs uint64) string {
+	switch {
+	case e.Type != format.BitmapTypeDirty:
+		return fmt.Sprintf("type %d", e.Type)
+	case e.Flags&^format.BitmapFlagsKnown != 0:
+		return fmt.Sprintf("flags 0x%x", e.Flags)
+	case e.ExtraDataSize != 0:
+		return fmt.Sprintf("%d bytes of extra data", e.ExtraDataSize)
+	case e.GranularityBits < format.MinBitmapGranularityBits, e.GranularityBits > format.MaxBitmapGranularityBits:
+		return fmt.Sprintf("granularity bits %d", e.GranularityBits)
+	case uint64(e.TableSize) > maxBitmapTable, uint64(e.TableSize)*cs > maxBitmapPhys:
+		return fmt.Sprintf("a table of %d entries, past QEMU's bounds", e.TableSize)
+	case e.Flags&format.BitmapInUse == 0 && uint64(e.TableSize) != format.BitmapTableSize(size, e.GranularityBits, cs):
+		return fmt.Sprintf("a table of %d entries for %d", e.TableSize, format.BitmapTableSize(size, e.GranularityBits, cs))
+	}
+	return ""
 }
 
 // loadBitmapLocked claims b's table and data clusters (b.own) and, with

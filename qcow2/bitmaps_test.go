@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"iter"
 	"math/rand/v2"
 	"os"
@@ -278,8 +279,8 @@ func TestBitmaps_InUseAtOpenKept(t *testing.T) {
 
 // A bitmap table that names the L1 table, or another bitmap's table, is
 // not maintained (nor freed at Close, which would free that cluster, or
-// free one twice): the open marks the bitmaps stale through their
-// autoclear bit instead.
+// free one twice): a writable open is refused, and one with NoBitmaps
+// marks the bitmaps stale through their autoclear bit.
 func TestBitmaps_HostileTableNotMaintained(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	for _, target := range []string{"L1 table", "another bitmap's table"} {
@@ -395,15 +396,26 @@ func distinctClones(t *testing.T, dir string, clones []*memdev.Dev) iter.Seq2[in
 	}
 }
 
-// writeByteThroughEngine writes raw to p, opens it writable, writes the
-// byte 7 at 4 MiB (a change the enabled bitmaps must show) and closes
-// it.
+// writeByteThroughEngine writes raw to p, checks that a writable open
+// refuses it and changes nothing (its bitmaps cannot be maintained;
+// QEMU refuses it too), then opens it with Options.NoBitmaps, writes
+// the byte 7 at 4 MiB (a change the enabled bitmaps must show) and
+// closes it: the bitmaps are stale now.
 func writeByteThroughEngine(t *testing.T, p string, raw []byte) {
 	t.Helper()
 	if err := os.WriteFile(p, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	im, err := Open(p, Options{})
+	if im, err := Open(p, Options{}); err == nil {
+		im.Close()
+		t.Fatal("a writable open maintains bitmaps it cannot maintain")
+	} else if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("open: %v, want ErrCorrupt or ErrUnsupported", err)
+	}
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, raw) {
+		t.Fatalf("the refused open changed the image (%v)", err)
+	}
+	im, err := Open(p, Options{NoBitmaps: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,11 @@ func (c *checker) countBitmaps() {
 			badTable(corruptf("bitmap_table_size", uint64(bm.TableSize), "bitmap %q: a table of %d entries is past QEMU's bounds", bm.Name, bm.TableSize))
 			continue
 		}
+		if why := unmaintainable(bm, im.hdr.Size, im.g.ClusterSize); why != "" {
+			// QEMU refuses to open the image; its clusters are still
+			// its own, counted below where they can be read.
+			bad(corruptf("bitmaps", uint64(bm.At), "bitmap %q: %s", bm.Name, why))
+		}
 		n := uint64(bm.TableSize) * format.TableEntrySize
 		c.inc(bm.TableOffset, n, "bitmap table")
 		if !im.g.Aligned(bm.TableOffset) || uint64(bm.TableOffset) > c.fsize || n > c.fsize-uint64(bm.TableOffset) {

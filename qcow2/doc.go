@@ -317,10 +317,12 @@
 //	    maintained (unknown flags or types, extra data, a table past
 //	    QEMU's bounds, a cluster that is metadata, free or named twice,
 //	    by any bitmap, IN_USE ones included; a table of another size in
-//	    a bitmap not IN_USE) makes the open clear the bitmaps' autoclear
-//	    bit, durably before the first write, as a program without bitmap
-//	    support does; with Options.MustMaintainBitmaps the open fails
-//	    instead, having written nothing (QEMU refuses it). A resize resizes them before guests see the new
+//	    a bitmap not IN_USE) makes the writable open fail, having
+//	    written nothing, as QEMU refuses it (a dirty image's bitmaps are
+//	    checked before its repair, without its refcounts; should its
+//	    repaired refcounts then refuse them, the open clears the
+//	    bitmaps' autoclear bit, durably before the first write, as a
+//	    program without bitmap support does, as Options.NoBitmaps asks). A resize resizes them before guests see the new
 //	    size (bitmaps_resize.go; bits in shared chunks, bitmap_words.go,
 //	    so none set meanwhile is lost), and is refused while one is
 //	    inconsistent, as in QEMU; a downgrade, or a size change whose

@@ -75,16 +75,14 @@ type Options struct {
 	ReadOnly bool
 	// NoBitmaps: a writable open does not maintain persistent dirty
 	// bitmaps (Q22) but marks them stale, clearing their autoclear bit,
-	// as QEMU expects of a program without bitmap support.
+	// as QEMU expects of a program without bitmap support. Without it, a
+	// writable open of an image whose bitmaps cannot be maintained (a
+	// damaged directory or table, a bitmap past the engine's bounds)
+	// fails with ErrCorrupt, having written nothing, as QEMU refuses to
+	// open such an image: marking them stale would drop every bitmap,
+	// the sound ones too, without a word. NoBitmaps opens it, and drops
+	// them.
 	NoBitmaps bool
-	// MustMaintainBitmaps: a writable open fails, having written
-	// nothing, when the persistent dirty bitmaps cannot be maintained
-	// (a damaged directory or table, a bitmap past the engine's bounds)
-	// instead of marking them stale (Q22). For a program whose work is
-	// those bitmaps (qimg bitmap), as QEMU refuses to open such an
-	// image: marking them stale and then finding no bitmap changed the
-	// image for nothing.
-	MustMaintainBitmaps bool
 	// RefuseCorrupt: a writable open of an image marked corrupt fails
 	// with ErrMarkedCorrupt, as QEMU's does, instead of opening it
 	// read-only (Q9), where the caller's writes would fail later.

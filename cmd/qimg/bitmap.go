@@ -82,9 +82,6 @@ func runBitmap(e *env, args []string) int {
 	// As qemu-img bitmap (BDRV_O_NO_BACKING): bitmaps are the image's
 	// own, so a missing backing file does not stop them.
 	spec.Opts.NoBacking = true
-	// Bitmaps it could not maintain: refused before anything changes,
-	// as QEMU refuses the open (marked stale, none would be found).
-	spec.Opts.MustMaintainBitmaps = true
 	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)

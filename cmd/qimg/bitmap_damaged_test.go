@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -34,7 +35,9 @@ func damageBitmap(t *testing.T, p string, fn func(*format.BitmapEntry)) {
 		}
 		fn(&es[0])
 		format.PutBitmapEntry(dir, es[0])
-		dir[es[0].At+17] = es[0].GranularityBits // PutBitmapEntry writes the table and flags only
+		// PutBitmapEntry writes the table and flags only.
+		dir[es[0].At+16] = es[0].Type
+		dir[es[0].At+17] = es[0].GranularityBits
 		if err := os.WriteFile(p, raw, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -109,6 +112,62 @@ func TestBitmap_DamagedTableLikeQemu(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// Every writable open of an image whose bitmaps cannot be maintained
+// fails, as QEMU's does, and changes nothing: it marked the bitmaps
+// stale (clearing their autoclear bit), so an io read without -r, a
+// write, a resize dropped every bitmap, the sound ones too, without a
+// word. Read-only opens still read the data (QEMU refuses them too);
+// check reports the bitmap (qemu-img check cannot open the image).
+func TestBitmap_DamagedWritableOpensLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir() // damaged on purpose: not checked at the end
+	for _, damage := range []struct {
+		name string
+		fn   func(*format.BitmapEntry)
+	}{
+		{"type", func(e *format.BitmapEntry) { e.Type = 3 }},
+		{"unaligned table", func(e *format.BitmapEntry) { e.TableOffset = 0x12345 }},
+		{"table size", func(e *format.BitmapEntry) { e.TableSize++ }},
+	} {
+		p := filepath.Join(dir, "d.qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+		testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+		testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b1")
+		testkit.MustRun(t, "qemu-io", "-c", "write -P 0x72 0 64k", "-f", "qcow2", p)
+		damageBitmap(t, p, damage.fn)
+		want := mustReadFile(t, p)
+		for _, cmd := range []struct{ qimg, qemu []string }{
+			{[]string{"io", "-c", "write -P 1 0 4k", p}, []string{"qemu-io", "-c", "write -P 1 0 4k", p}},
+			{[]string{"io", "-c", "read 0 4k", p}, []string{"qemu-io", "-c", "read 0 4k", p}},
+			{[]string{"resize", p, "8M"}, []string{"qemu-img", "resize", p, "8M"}},
+			{[]string{"snapshot", "-c", "s", p}, []string{"qemu-img", "snapshot", "-c", "s", p}},
+			{[]string{"amend", "-o", "lazy_refcounts=on", p}, []string{"qemu-img", "amend", "-o", "lazy_refcounts=on", p}},
+		} {
+			_, qe, qcode := testkit.Run(t, cmd.qemu[0], cmd.qemu[1:]...)
+			if qcode == 0 || !bytes.Equal(mustReadFile(t, p), want) {
+				t.Fatalf("%s: %v: exit %d (%s): QEMU works on it, the test proves nothing", damage.name, cmd.qemu, qcode, qe)
+			}
+			_, e, code := runQ(t, cmd.qimg...)
+			if code != 1 {
+				t.Errorf("%s: qimg %v: exit %d (%s), want 1 (qemu: %s)", damage.name, cmd.qimg, code, e, qe)
+			}
+			if !bytes.Equal(mustReadFile(t, p), want) {
+				t.Errorf("%s: qimg %v changed the image", damage.name, cmd.qimg)
+				if err := os.WriteFile(p, want, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if out, e, code := runQ(t, "io", "-r", "-c", "read -P 0x72 0 64k", p); code != 0 {
+			t.Errorf("%s: a read-only read failed: exit %d: %s%s", damage.name, code, out, e)
+		}
+		// qemu-img check cannot open it (exit 1); qimg's finds it corrupt.
+		if out, e, code := runQ(t, "check", p); code != 2 || !strings.Contains(e, "ERROR bitmaps") {
+			t.Errorf("%s: check: exit %d, want 2 and the bitmap named:\n%s%s", damage.name, code, out, e)
 		}
 	}
 }
