@@ -126,8 +126,11 @@ func convertImage(src *convertSrc, dst convertOut, sparse int64, progress func(d
 		// write.
 		buf := make([]byte, convertBufSize)
 		err = w.walk(func(s convertStep) error {
-			p := buf[:s.n]
+			// Only a copy has bytes (and is at most the buffer's
+			// length); a run of zeros or one left out can be longer.
+			var p []byte
 			if s.kind == stepCopy {
+				p = buf[:s.n]
 				if err := read(s, p); err != nil {
 					return err
 				}
@@ -557,6 +560,11 @@ func runConvert(e *env, args []string) int {
 	if o.has("c") && ofmt != "qcow2" && ofmt != "vmdk" && !skipCreate {
 		return e.errorf(1, "Compression not supported for this file format")
 	}
+	// A flat VMDK has no grains to compress (qemu-img creates it and
+	// then fails for the driver's cluster size; qimg before it creates).
+	if o.has("c") && ofmt == "vmdk" && !skipCreate && strings.HasSuffix(req.vmdk.subformat, "Flat") {
+		return e.errorf(1, "invalid cluster size")
+	}
 	if o.has("c") && req.opts.Encrypt.Format != "" {
 		return e.errorf(1, "Compression and encryption not supported at the same time")
 	}
@@ -640,6 +648,10 @@ func runConvert(e *env, args []string) int {
 		err = fmt.Errorf("Format driver '%s' does not support bitmaps", ofmt)
 	} else if o.has("c") && dst.Image == nil && dst.VMDK == nil {
 		err = fmt.Errorf("Compression not supported for this file format")
+	} else if o.has("c") && dst.VMDK != nil && dst.VMDK.ClusterSize() == 0 {
+		// A flat extent has no grains to compress (qemu-img's compressed
+		// output needs the driver's cluster size).
+		err = fmt.Errorf("invalid cluster size")
 	} else {
 		err = checkOutputSize(skipCreate, dst.Dev, src.size)
 	}

@@ -9,12 +9,12 @@ import (
 )
 
 // convertBitmapsCheck lists the source's persistent dirty bitmaps for
-// convert --bitmaps (its top layer's, as qemu-img), refusing an
-// inconsistent one unless skip, with qemu-img's message, before the
-// output is created.
+// convert --bitmaps (its top layer's, as qemu-img), refusing a source
+// that cannot have any (not qcow2 version 3) and an inconsistent bitmap
+// unless skip, with qemu-img's messages, before the output is created.
 func convertBitmapsCheck(src *imgopen.Opened, skip bool) ([]qcow2.BitmapInfo, error) {
-	if src.Image == nil {
-		return nil, nil
+	if src.Image == nil || src.Image.Header().Version < 3 {
+		return nil, fmt.Errorf("Source lacks bitmap support")
 	}
 	bms := src.Image.Bitmaps()
 	for _, b := range bms {

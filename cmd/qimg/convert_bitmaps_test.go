@@ -32,6 +32,10 @@ func TestConvert_BitmapsLikeQemu(t *testing.T) {
 		t.Fatal("qimg io failed")
 	}
 	markInUse(t, broken, "b0")
+	// Sources that cannot have bitmaps (qimg converted them, without).
+	v2, raw := filepath.Join(dir, "v2.qcow2"), filepath.Join(dir, "src.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2, "4M")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", raw, "4M")
 	cases := []struct {
 		name string
 		args []string // OUT is the output
@@ -43,6 +47,9 @@ func TestConvert_BitmapsLikeQemu(t *testing.T) {
 		{"raw", []string{"--bitmaps", "-O", "raw", src, "OUT"}, false},
 		{"skip alone", []string{"--skip-broken-bitmaps", "-O", "qcow2", src, "OUT"}, false},
 		{"existing names", []string{"--bitmaps", "-n", "-O", "qcow2", src, "OUT"}, true},
+		{"v2 source", []string{"--bitmaps", "-O", "qcow2", v2, "OUT"}, false},
+		{"v2 source to raw", []string{"--bitmaps", "-O", "raw", v2, "OUT"}, false},
+		{"raw source", []string{"--bitmaps", "-f", "raw", "-O", "qcow2", raw, "OUT"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

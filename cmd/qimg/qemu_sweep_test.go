@@ -606,14 +606,16 @@ func TestConvert_SalvageLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	t.Parallel()
 	dir := testkit.Dir(t) // the damaged source is not for checkAll
-	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "1M", "write -c -P 7 0 64k", "write -P 8 64k 64k")
+	// 8M: a run of zeros longer than convert's buffer (2 MiB) follows
+	// the data (its slice of the buffer failed: "internal error").
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "8M", "write -c -P 7 0 64k", "write -P 8 64k 64k")
 	damage(t, src, func(f imageFile) {
 		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
 		e := f.u64(l2)
 		f.write(int64(e&(1<<54-1)), bytes.Repeat([]byte{0xff}, 64)) // the compressed bytes (64 KiB clusters)
 	})
 	warning := regexp.MustCompile(`(?m)^(?:qimg: convert|qemu-img): warning: (error while reading offset [0-9]+):.*$`)
-	for _, opts := range [][]string{{"-O", "raw"}, {"-O", "qcow2", "-c"}, {"-q", "-O", "raw"}} {
+	for _, opts := range [][]string{{"-O", "raw"}, {"-O", "qcow2", "-c"}, {"-O", "qcow2"}, {"-q", "-O", "raw"}} {
 		ours, theirs := filepath.Join(dir, "o"), filepath.Join(dir, "q")
 		args := append([]string{"convert", "--salvage"}, opts...)
 		_, errOut, code := runQ(t, append(args, src, ours)...)
@@ -628,7 +630,7 @@ func TestConvert_SalvageLikeQemu(t *testing.T) {
 			continue
 		}
 		testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
-		if opts[1] == "qcow2" {
+		if opts[len(opts)-1] != "raw" {
 			testkit.QemuCheck(t, ours) // the output is no damaged image
 		}
 		os.Remove(ours)

@@ -296,3 +296,52 @@ func TestVMDK_WritesLikeQemu(t *testing.T) {
 	o, q := commitLikeQemu(t, dir, "vmdk", ".vmdk")
 	sameVMDK(t, "commit", o, q)
 }
+
+// convert -c into a flat VMDK fails as qemu-img's does ("invalid cluster
+// size": a flat extent has no grains to compress), and leaves no file
+// (qemu-img creates the image first and leaves it); qimg wrote it
+// uncompressed and exited 0. Into an existing one (-n), both refuse.
+func TestConvert_CompressFlatVMDKLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	src := filepath.Join(dir, "src.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", src, "4M")
+	for _, sf := range []string{"monolithicFlat", "twoGbMaxExtentFlat"} {
+		for _, tool := range []string{"qimg", "qemu-img"} {
+			out := filepath.Join(dir, tool, "o.vmdk")
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"convert", "-c", "-O", "vmdk", "-o", "subformat=" + sf, src, out}
+			var e string
+			var code int
+			if tool == "qimg" {
+				_, e, code = runQ(t, args...)
+			} else {
+				_, e, code = testkit.Run(t, "qemu-img", args...)
+			}
+			if code != 1 || !strings.Contains(e, ": invalid cluster size") {
+				t.Errorf("%s %s: exit %d (%s), want 1, invalid cluster size", tool, sf, code, e)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, "qimg", "*")); tool == "qimg" && len(left) > 0 {
+				t.Errorf("qimg %s left %v", sf, left)
+			}
+			os.RemoveAll(filepath.Dir(out))
+		}
+		flat := filepath.Join(dir, "flat.vmdk")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sf, flat, "4M")
+		for _, tool := range []string{"qimg", "qemu-img"} {
+			args := []string{"convert", "-n", "-c", "-O", "vmdk", src, flat}
+			var e string
+			var code int
+			if tool == "qimg" {
+				_, e, code = runQ(t, args...)
+			} else {
+				_, e, code = testkit.Run(t, "qemu-img", args...)
+			}
+			if code != 1 || !strings.Contains(e, ": invalid cluster size") {
+				t.Errorf("%s -n %s: exit %d (%s), want 1, invalid cluster size", tool, sf, code, e)
+			}
+		}
+	}
+}
