@@ -179,6 +179,10 @@ func (im *Image) readHeader(fsize int64) error {
 	if err != nil {
 		return err
 	}
+	// A size that is no multiple of 512 (a foreign or damaged header)
+	// is taken in whole sectors, as QEMU takes it (total_sectors): the
+	// disk ends there, and a header written later says so.
+	h.Size &^= 511
 	im.hdr = h
 	im.hdrDisk = append([]byte(nil), hb[:min(uint64(len(hb)), format.HeaderUsedEnd(h))]...)
 	im.g = format.NewGeometry(h.ClusterBits, h.RefcountOrder, h.ExtendedL2())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -357,3 +358,44 @@ func TestIO_L2ReservedBitsReadAsQemu(t *testing.T) {
 		})
 	}
 }
+
+// A header size that is no multiple of 512 is taken in whole sectors,
+// as QEMU takes it: info, map and convert say 4 MiB where qimg's info
+// said 4194305, its map ran a byte longer and convert made a file of
+// 4194816 bytes; a write past the last whole sector fails as qemu-io's,
+// and a header qimg writes (a resize) keeps whole sectors.
+func TestDamaged_UnalignedSizeLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir() // damaged on purpose
+	p := qemuImage(t, filepath.Join(dir, "s.qcow2"), "qcow2", "4M", "write -P 5 4190208 4096")
+	damage(t, p, func(f imageFile) { f.putU64(24, 4<<20+1) })
+	// (qimg's map JSON adds qemu-img 8.2's "compressed".)
+	ours := strings.ReplaceAll(mustQ(t, "map", "--output=json", p), `, "compressed": false`, "")
+	if theirs := testkit.MustRun(t, "qemu-img", "map", "--output=json", p); ours != theirs {
+		t.Errorf("map: qimg\n%s\nqemu-img\n%s", ours, theirs)
+	}
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal([]byte(mustQ(t, "info", "--output=json", p)), &info); err != nil || info.VirtualSize != virtualSize(t, p) {
+		t.Errorf("info: virtual size %d (%v), qemu-img's %d", info.VirtualSize, err, virtualSize(t, p))
+	}
+	a, b := filepath.Join(dir, "a.raw"), filepath.Join(dir, "b.raw")
+	mustQ(t, "convert", "-O", "raw", p, a)
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, b)
+	if fa, fb := fileSize(t, a), fileSize(t, b); fa != fb || fa != 4<<20 {
+		t.Errorf("convert: qimg's %d bytes, qemu-img's %d", fa, fb)
+	}
+	_, _, code := runQ(t, "io", "-c", "write -P 6 4194300 5", p)
+	_, _, qcode := testkit.Run(t, "qemu-io", "-c", "write -P 6 4194300 5", p)
+	if code == 0 || qcode == 0 {
+		t.Errorf("a write past the last whole sector: qimg exit %d, qemu-io %d", code, qcode)
+	}
+	mustQ(t, "resize", p, "8M")
+	mustQ(t, "resize", "--shrink", p, "4M")
+	if got := virtualSize(t, p); got != 4<<20 {
+		t.Errorf("after qimg's resizes: virtual size %d", got)
+	}
+	testkit.MustRun(t, "qemu-io", "-c", "read -P 5 4190208 4096", p)
+}
+
