@@ -398,4 +398,3 @@ func TestDamaged_UnalignedSizeLikeQemu(t *testing.T) {
 	}
 	testkit.MustRun(t, "qemu-io", "-c", "read -P 5 4190208 4096", p)
 }
-
