@@ -218,10 +218,6 @@ func (im *Image) checkDowngradeLocked(ignore uint64) error {
 		return fmt.Errorf("%w: Cannot downgrade an image with a data file", ErrUnsupported)
 	case incompat != 0:
 		return fmt.Errorf("%w: Cannot downgrade an image with incompatible features 0x%x set", ErrUnsupported, incompat)
-	case h.CryptMethod == format.CryptLUKS:
-		// QEMU 7.2 downgrades it, to a v2 image with crypt_method 2
-		// that format.ParseHeader refuses.
-		return fmt.Errorf("%w: Cannot downgrade a LUKS encrypted image (LUKS needs compat=1.1)", ErrUnsupported)
 	case im.crypt != nil && len(im.snapshots) > 0 && im.hasBackingFileLocked():
 		// Legacy AES: a snapshot's zero cluster over the backing file
 		// would become a cluster of plain zeros, garbage through the

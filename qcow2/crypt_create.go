@@ -139,8 +139,6 @@ func (o *CreateOptions) normalizeEncrypt() error {
 			return errDataFileRawCrypt
 		}
 		return nil
-	case o.Compat == "0.10":
-		return fmt.Errorf("%w: encryption format 'luks' requires compat=1.1", ErrUnsupported)
 	case o.Preallocation != PreallocOff && o.Preallocation != "":
 		// QEMU 7.2 links preallocated clusters that hold plain zeros,
 		// which read back through the cipher as garbage.

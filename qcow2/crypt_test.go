@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -230,7 +231,6 @@ func TestCrypt_CreateRefusals(t *testing.T) {
 	}{
 		{"prealloc-metadata", CreateOptions{Preallocation: PreallocMetadata}},
 		{"prealloc-full", CreateOptions{Preallocation: PreallocFull}},
-		{"v2", CreateOptions{Compat: "0.10"}},
 	} {
 		co := tc.co
 		co.Size = 1 << 20
@@ -419,18 +419,68 @@ func TestCrypt_HostileHeader(t *testing.T) {
 	}
 }
 
-// An encrypted image is not downgraded to compat=0.10 (LUKS needs v3).
-func TestCrypt_NoDowngrade(t *testing.T) {
-	p := filepath.Join(testkit.Dir(t), "d.qcow2")
+// A LUKS image downgrades to compat=0.10 (a version 2 image with
+// crypt_method 2, as QEMU 7.2 makes it; qimg refused it, and could not
+// open one), its zero clusters becoming encrypted zeros; it upgrades
+// back, and a version 2 LUKS image is created as qemu-img creates it.
+// QEMU reads each.
+func TestCrypt_Version2(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := testkit.Dir(t)
+	p := filepath.Join(dir, "d.qcow2")
 	cryptCreate(t, p, CreateOptions{Size: 1 << 20})
 	im := cryptOpen(t, p, Options{})
-	if err := im.SetVersion(2); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("downgrade: %v, want ErrUnsupported", err)
+	want := make([]byte, 1<<20)
+	copy(want[4096:], bytes.Repeat([]byte{0x42}, 3000))
+	if _, err := im.WriteAt(want[4096:7096], 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.WriteAt(bytes.Repeat([]byte{7}, 64<<10), 128<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.WriteZeroes(128<<10, 64<<10, 0); err != nil { // a zero cluster
+		t.Fatal(err)
+	}
+	if err := im.ExpandZeroClusters(); err != nil { // as qimg amend
+		t.Fatal(err)
+	}
+	if err := im.SetVersion(2); err != nil {
+		t.Fatalf("downgrade: %v", err)
 	}
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
 	cryptCheck(t, p)
+	if !strings.Contains(testkit.MustRun(t, "qemu-img", "info", p), "compat: 0.10") {
+		t.Fatal("not downgraded")
+	}
+	if got := qemuCryptRaw(t, p); !bytes.Equal(got, want) {
+		t.Fatal("QEMU reads other bytes after the downgrade")
+	}
+	im = cryptOpen(t, p, Options{})
+	if err := im.SetVersion(3); err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cryptCheck(t, p)
+	if got := qemuCryptRaw(t, p); !bytes.Equal(got, want) {
+		t.Fatal("QEMU reads other bytes after the upgrade")
+	}
+	v2 := filepath.Join(dir, "v2.qcow2")
+	cryptCreate(t, v2, CreateOptions{Size: 1 << 20, Compat: "0.10"})
+	im = cryptOpen(t, v2, Options{})
+	if _, err := im.WriteAt(want[4096:7096], 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cryptCheck(t, v2)
+	if got := qemuCryptRaw(t, v2); !bytes.Equal(got, want) {
+		t.Fatal("QEMU reads other bytes of the version 2 image")
+	}
 }
 
 // Compressed writes are refused on encrypted images: QEMU writes them

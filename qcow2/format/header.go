@@ -289,9 +289,6 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, corruptQ("crypt_method", uint64(h.CryptMethod), fmt.Sprintf("Unsupported encryption method %d", h.CryptMethod),
 			"unknown encryption method")
 	}
-	if h.CryptMethod == CryptLUKS && h.Version < 3 {
-		return nil, corrupt("crypt_method", uint64(h.CryptMethod), "LUKS needs version 3")
-	}
 	exts, err := parseExtensions(h, b)
 	if err != nil {
 		return nil, err
