@@ -105,6 +105,13 @@ func TestCrypt_Measure(t *testing.T) {
 	if _, errOut, code := runQ(t, "measure", "-O", "qcow2", "--size", "1G", "-o", "encrypt.format=luks"); code != 1 || !strings.Contains(errOut, "encrypt.key-secret") {
 		t.Errorf("no key-secret: exit %d, %s", code, errOut)
 	}
+	// A key-secret naming no secret: qemu-img's error (qimg measured).
+	args := []string{"measure", "-O", "qcow2", "--size", "1G", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=nosuch"}
+	_, oe, oc := runQ(t, args...)
+	_, qe, qc := testkit.Run(t, "qemu-img", args...)
+	if oc != 1 || qc != 1 || strings.TrimPrefix(oe, "qimg: measure: ") != strings.TrimPrefix(qe, "qemu-img: ") {
+		t.Errorf("unknown secret: qimg exit %d %q, qemu-img exit %d %q", oc, oe, qc, qe)
+	}
 }
 
 // snapshot and resize open encrypted images with --object and

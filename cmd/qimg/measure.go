@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -40,6 +41,7 @@ type measureTarget struct {
 	l2eSize       int64  // an L2 entry's bytes: 16 with extended_l2=on, else 8
 	backing       bool   // backing_file given
 	cryptBytes    int64  // the LUKS header area of encrypt.format=luks, or a luks volume's
+	keySecret     string // encrypt.key-secret of encrypt.format=luks: it must name a secret
 	optSize       uint64 // -o size= (0: not given), checked against an input's measure
 }
 
@@ -113,6 +115,9 @@ func parseMeasureTarget(format string, optStrs []string) (*measureTarget, error)
 	var err error
 	if t.cryptBytes, err = luksAreaBytes(&co); err != nil {
 		return nil, err
+	}
+	if t.cryptBytes > 0 {
+		t.keySecret = co.Encrypt.KeySecret
 	}
 	return t, nil
 }
@@ -287,6 +292,13 @@ func runMeasure(e *env, args []string) int {
 		t, err = measureLUKSTarget(o)
 	} else {
 		t, err = parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
+		if err == nil && t.keySecret != "" {
+			// QEMU's measure sets up the cipher: the secret must exist.
+			var st *secret.Store
+			if st, err = o.secrets(); err == nil {
+				_, err = st.Passphrase(t.keySecret)
+			}
+		}
 	}
 	if err != nil {
 		return e.errorf(1, "%v", err)
