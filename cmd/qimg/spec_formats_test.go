@@ -125,12 +125,21 @@ func TestSpecFormats_BackingNullNameMatchesQemu(t *testing.T) {
 		{"map", "--output=json", `json:{"driver":"raw","file":{"driver":"file","filename":"base.qcow2"},"backing":null}`},
 		{"map", "--output=json", "--image-opts", "driver=qcow2,file.filename=ov.qcow2,backing="},
 		{"map", "--output=json", "--image-opts", "driver=raw,file.filename=ov.qcow2,backing="},
+		// A string names a node, "null" in key=value form too: none
+		// here (qimg took backing=null for no backing file).
+		{"map", "--output=json", "--image-opts", "driver=qcow2,file.filename=ov.qcow2,backing=null"},
+		{"map", "--output=json", "--image-opts", "driver=qcow2,file.filename=ov.qcow2,backing=foo"},
+		{"info", `json:{"driver":"qcow2","backing":"null","file":{"filename":"ov.qcow2"}}`},
+		{"map", "--output=json", "--image-opts", "driver=vmdk,file.filename=ov.qcow2,backing=null"},
 	} {
 		ours, oerr, code := runQLocked(t, args...)
 		theirs, terr, qcode := testkit.Run(t, "qemu-img", args...)
 		ours = strings.ReplaceAll(ours, `, "compressed": false`, "")
 		if ours != theirs || code != qcode {
 			t.Errorf("%q: exit %d, qemu-img %d\nours:\n%s%s\nqemu-img:\n%s%s", args, code, qcode, ours, oerr, theirs, terr)
+		}
+		if want := "Could not open backing file: Cannot find device="; strings.Contains(terr, want) && !strings.Contains(oerr, want) {
+			t.Errorf("%q: %s, qemu-img: %s", args, oerr, terr)
 		}
 	}
 }

@@ -38,7 +38,8 @@ func OpenSpec(spec string, defaults Spec) (*Opened, error) {
 }
 
 // SpecNoBacking says the root node of the json: or key=value spec sets
-// its backing to null (or ""): the image opens without the backing file
+// its backing to null (or ""; a string, "null" in key=value form too,
+// names a node): the image opens without the backing file
 // its header names (false when the spec does not parse).
 func SpecNoBacking(spec string) bool {
 	root, err := parseSpec(spec, false)
@@ -46,7 +47,7 @@ func SpecNoBacking(spec string) bool {
 		return false
 	}
 	v, ok := root["backing"]
-	return ok && (v == nil || v == "" || v == "null")
+	return ok && (v == nil || v == "")
 }
 
 // openTree opens the driver tree root (ParseSpec's), as OpenSpec; its

@@ -54,13 +54,18 @@ func (b *builder) formatFile(n *node, format string, ro bool, cache, aio string)
 }
 
 // noBackingKey reads a format node's backing key: only null (QEMU's "no
-// backing file") is taken.
+// backing file") or "" (its deprecated form) is taken; a string names
+// another node, which qimg's command lines never define (QEMU's "Cannot
+// find device"; in key=value form backing=null is that string too).
 func noBackingKey(n *node) (bool, error) {
 	v, ok := n.get("backing")
 	if !ok {
 		return false, nil
 	}
-	if v != nil && v != "null" && v != "" {
+	if s, isStr := v.(string); isStr && s != "" {
+		return false, &ValueError{Msg: fmt.Sprintf("Could not open backing file: Cannot find device='%s' nor node-name='%s'", s, s)}
+	}
+	if v != nil && v != "" {
 		return false, fmt.Errorf("image spec: %s: only backing=null is supported", n.name("backing"))
 	}
 	return true, nil

@@ -75,10 +75,9 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if err := b.encryptKey(n, &o); err != nil {
 		return nil, err
 	}
-	if v, ok := n.get("backing"); ok {
-		if v != nil && v != "null" && v != "" {
-			return nil, fmt.Errorf("image spec: %s: only backing=null is supported", n.name("backing"))
-		}
+	if none, err := noBackingKey(n); err != nil {
+		return nil, err
+	} else if none {
 		o.NoBacking = true
 	}
 	if o.Opener, err = Opener(cache, aio); err != nil {

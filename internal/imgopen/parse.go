@@ -273,7 +273,7 @@ func specFilename(name string, root map[string]any) string {
 		// than the file (backing=null is none), the key (qcow2's
 		// encrypt, luks's key-secret).
 		if (d == "raw" && (k == "offset" || k == "size")) || (d == "vpc" && k == "force_size_calc") || (d == "luks" && k == "key-secret") ||
-			k == "backing" && v != nil && v != "null" && v != "" || k == "data-file" || k == "encrypt" || k == "extents" {
+			k == "backing" && v != nil && v != "" || k == "data-file" || k == "encrypt" || k == "extents" {
 			return name
 		}
 	}

@@ -53,7 +53,7 @@ func writeFullOptions(b *strings.Builder, v any) bool {
 		if _, isNode := v.(map[string]any); isNode && k != "file" && k != "cache" && k != "encrypt" {
 			return false
 		}
-		if k == "backing" && v != nil && v != "null" && v != "" {
+		if k == "backing" && v != nil && v != "" {
 			return false
 		}
 	}
