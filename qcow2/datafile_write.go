@@ -330,7 +330,9 @@ func (im *Image) refuseDataFile(what string) error {
 	if !im.df.ext {
 		return nil
 	}
-	return fmt.Errorf("%w: %s on an image with an external data file", ErrUnsupported, what)
+	// ENOTSUP under it, as QEMU refuses them (qemu-io: "Operation not
+	// supported").
+	return fmt.Errorf("%w: %s on an image with an external data file (%w)", ErrUnsupported, what, block.ErrNotSupported)
 }
 
 // dfResize gives the data file the disk's new size, as QEMU 7.2's

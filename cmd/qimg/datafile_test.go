@@ -142,3 +142,18 @@ func TestDataFile_ImageOptsLikeQemu(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// write -c on an image with an external data file fails as qemu-io's
+// does, "Operation not supported", before its range is looked at (qimg
+// said "Invalid argument" for an unaligned one and its own words for
+// the others).
+func TestDataFile_CompressedWriteLikeQemu(t *testing.T) {
+	dir := qemuDir(t)
+	p := dataFileQemuImage(t, dir, "c", "cluster_size=4096")
+	cmds := []string{"-c", "write -c -P 1 512 4096", "-c", "write -c -P 1 0 4096", "-c", "write -c -P 1 0 8192"}
+	ours, oe, oc := runQ(t, append(append([]string{"io"}, cmds...), p)...)
+	theirs, qe, qc := testkit.Run(t, "qemu-io", append(cmds, p)...)
+	if ours != theirs || oc != qc || oe != "" || qe != "" {
+		t.Errorf("qimg (exit %d):\n%s%s\nqemu-io (exit %d):\n%s%s", oc, ours, oe, qc, theirs, qe)
+	}
+}

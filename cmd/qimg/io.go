@@ -16,6 +16,7 @@ import (
 	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
 )
 
 func runIO(e *env, args []string) int {
@@ -555,6 +556,10 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 		return err
 	}
 	h := s.Image.Header()
+	if h.IncompatibleFeatures&format.IncompatDataFile != 0 {
+		// QEMU refuses them there before it looks at the range.
+		return fmt.Errorf("compressed writes on an image with an external data file: %w", syscall.ENOTSUP)
+	}
 	cs := int64(h.ClusterSize())
 	if off%cs != 0 || ((off+n)%cs != 0 && off+n != size) {
 		return syscall.EINVAL
