@@ -70,6 +70,13 @@ func TestHeaderErrors_LikeQemu(t *testing.T) {
 		{"L1 table too small", []patch{{24, 8, 1 << 40}}, 0},
 		{"L1 offset before its size", []patch{{24, 8, 1 << 40}, {40, 8, 0x30001}}, 0},
 		{"refcount table before L1", []patch{{48, 8, 0x10001}, {40, 8, 0x30001}}, 0},
+		// The first header extension (at 112, qemu-img's feature name
+		// table) made another, or too long: checked where QEMU meets it.
+		{"extension too large", []patch{{116, 4, 0xffffffff}}, 0},
+		{"bitmaps extension of another length", []patch{{112, 4, 0x23852875}}, 0},
+		{"backing format extension too long", []patch{{112, 4, 0xe2792aca}}, 0},
+		{"crypto extension without LUKS", []patch{{112, 4, 0x0537be77}}, 0},
+		{"crypto extension of another length", []patch{{32, 4, 2}, {112, 4, 0x0537be77}}, 0},
 		{"cut after the magic", nil, 4},
 		{"cut after the version", nil, 8},
 		{"cut inside the v3 fields", nil, 60},

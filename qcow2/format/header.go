@@ -398,11 +398,30 @@ func parseExtensions(h *Header, b []byte) ([]Extension, error) {
 		typ := be.Uint32(b[off:])
 		n := uint64(be.Uint32(b[off+4:]))
 		off += 8
+		// QEMU checks the length before the type: an end marker's too.
+		if n > limit-off {
+			return nil, corruptQ("header_extension", uint64(typ), "Header extension too large", "length %d runs past the header cluster", n)
+		}
 		if typ == ExtEnd {
 			return exts, nil
 		}
-		if n > limit-off {
-			return nil, corrupt("header_extension", uint64(typ), "length %d runs past the header cluster", n)
+		if typ == ExtCrypto && h.CryptMethod != CryptLUKS {
+			// Refused where QEMU meets it, before the next extension.
+			return nil, corruptQ("crypto_header", uint64(h.CryptMethod), "CRYPTO header extension only expected with LUKS encryption method",
+				"crypto header extension with crypt_method %d", h.CryptMethod)
+		}
+		if typ == ExtCrypto && n != CryptoHeaderLen {
+			return nil, corruptQ("crypto_header", n, fmt.Sprintf("CRYPTO header extension size %d, but expected size %d", n, CryptoHeaderLen),
+				"crypto header extension of %d bytes, want %d", n, CryptoHeaderLen)
+		}
+		if typ == ExtBitmaps && n != 24 {
+			// Whatever the autoclear bit says, as QEMU checks it.
+			return nil, corruptQ("header_extension", n, "bitmaps_ext: Invalid extension length", "bitmaps extension of %d bytes, want 24", n)
+		}
+		if typ == ExtBackingFmt && n >= 16 {
+			// QEMU's backing format holds 15 characters and a NUL.
+			return nil, corruptQ("header_extension", n, fmt.Sprintf("ERROR: ext_backing_format: len=%d too large (>=16)", n),
+				"backing format extension of %d bytes (at most 15)", n)
 		}
 		exts = append(exts, Extension{Type: typ, Data: append([]byte(nil), b[off:off+n]...)})
 		off += (n + 7) &^ 7

@@ -475,7 +475,8 @@ func TestParseHeader_Hostile(t *testing.T) {
 		{name: "extended L2 with small clusters", fixture: "cluster512.hdr", mutate: []func([]byte){be64(72, IncompatExtendedL2)}, field: "cluster_bits", err: ErrCorrupt},
 		{name: "size huge", fixture: "v3.hdr", mutate: []func([]byte){be64(24, 1<<62+1)}, field: "size", err: ErrUnsupported},
 		{name: "crypt method 3", fixture: "v3.hdr", mutate: []func([]byte){be32(32, 3)}, field: "crypt_method", err: ErrCorrupt},
-		{name: "LUKS on v2", fixture: "v2.hdr", mutate: []func([]byte){be32(32, CryptLUKS)}, field: "crypt_method", err: ErrCorrupt},
+		// LUKS on v2 is QEMU's too (compat=0.10); not without its extension.
+		{name: "LUKS on v2 without the crypto extension", fixture: "v2.hdr", mutate: []func([]byte){be32(32, CryptLUKS)}, field: "crypto_header", err: ErrCorrupt},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
