@@ -105,6 +105,15 @@ func TestCrypt_Measure(t *testing.T) {
 	if _, errOut, code := runQ(t, "measure", "-O", "qcow2", "--size", "1G", "-o", "encrypt.format=luks"); code != 1 || !strings.Contains(errOut, "encrypt.key-secret") {
 		t.Errorf("no key-secret: exit %d, %s", code, errOut)
 	}
+	// A value a cipher option does not have, in qemu-img's words.
+	for _, o := range []string{"encrypt.cipher-alg=foo", "encrypt.hash-alg=foo", "encrypt.ivgen-alg=foo"} {
+		args := []string{"measure", "-O", "qcow2", "--size", "1G", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=sec0," + o}
+		_, oe, oc := runQ(t, args...)
+		_, qe, qc := testkit.Run(t, "qemu-img", args...)
+		if oc != 1 || qc != 1 || strings.TrimPrefix(oe, "qimg: measure: ") != strings.TrimPrefix(qe, "qemu-img: ") {
+			t.Errorf("%s: qimg exit %d %q, qemu-img exit %d %q", o, oc, oe, qc, qe)
+		}
+	}
 	// A key-secret naming no secret: qemu-img's error (qimg measured).
 	args := []string{"measure", "-O", "qcow2", "--size", "1G", "--object", secObj, "-o", "encrypt.format=luks,encrypt.key-secret=nosuch"}
 	_, oe, oc := runQ(t, args...)

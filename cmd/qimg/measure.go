@@ -173,7 +173,13 @@ func setMeasureOption(co *qcow2.CreateOptions, format, k, v string) error {
 	case "compression_type", "size":
 		return nil // size: measureTarget.optSize
 	}
-	return co.Set(k, v)
+	if err := co.Set(k, v); err != nil {
+		if q, ok := qemuParamNames[k]; ok && !errors.Is(err, qcow2.ErrUnsupported) {
+			return &enumError{param: q, value: v} // QEMU's words, as create's
+		}
+		return err
+	}
+	return nil
 }
 
 func roundUp(n, a int64) int64 { return (n + a - 1) / a * a }
