@@ -265,7 +265,8 @@ func runCompare(e *env, args []string) int {
 		}
 		defer img.Close()
 		if imgs[i], err = loadImage(img); err != nil {
-			return e.errorf(2, "%v", err)
+			// Its map (block status) cannot be read: qemu-img's exit 3.
+			return e.errorf(3, "Sector allocation test failed for %s: %v", o.args[i], err)
 		}
 	}
 	var steps *compareProgress

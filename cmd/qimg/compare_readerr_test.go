@@ -54,3 +54,28 @@ func TestCompare_ReadErrorLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCompare_StatusErrorLikeQemu: an image whose map cannot be read (an
+// L2 entry whose host offset is not cluster aligned) fails compare with
+// qemu-img's exit code 3 and words, either side (qimg exited 2).
+func TestCompare_StatusErrorLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := t.TempDir() // damaged on purpose
+	good := filepath.Join(d, "good.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", good, "1M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", good)
+	bad := filepath.Join(d, "bad.qcow2")
+	testkit.MustRun(t, "cp", good, bad)
+	damage(t, bad, func(f imageFile) {
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		f.putU64(l2, f.u64(l2)+512)
+	})
+	for _, args := range [][]string{{bad, good}, {good, bad}} {
+		_, e1, c1 := runQ(t, append([]string{"compare"}, args...)...)
+		_, e2, c2 := testkit.Run(t, "qemu-img", append([]string{"compare"}, args...)...)
+		want := "Sector allocation test failed for " + bad
+		if c1 != 3 || c2 != 3 || !strings.Contains(e1, want) || !strings.Contains(e2, want) {
+			t.Errorf("compare %q:\nqimg (exit %d): %s\nqemu-img (exit %d): %s", args, c1, e1, c2, e2)
+		}
+	}
+}
