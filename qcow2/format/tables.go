@@ -39,9 +39,16 @@ func HasMagic(b []byte) bool { return len(b) >= 4 && be.Uint32(b) == Magic }
 
 // L2At returns the first (standard) word of entry i of an L2 table (or of
 // a slice of one) with this geometry's entry size: 8 bytes, or 16 with
-// extended L2.
+// extended L2. With extended L2 a standard entry's zero flag (bit 0) is
+// reserved and read as clear, as QEMU reads it (qcow2_get_cluster_type
+// ignores it there; the subcluster bitmap says what reads as zeros). A
+// compressed entry's bit 0 is its host offset's.
 func (g *Geometry) L2At(tbl []byte, i uint64) L2Entry {
-	return L2Entry(be.Uint64(tbl[i*g.L2EntrySize:]))
+	e := L2Entry(be.Uint64(tbl[i*g.L2EntrySize:]))
+	if g.ExtendedL2 && !e.Compressed() {
+		e &^= OflagZero
+	}
+	return e
 }
 
 // PutL2 stores e as the first word of entry i, leaving an extended
