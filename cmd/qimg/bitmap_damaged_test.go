@@ -95,13 +95,7 @@ func TestBitmap_DamagedTableLikeQemu(t *testing.T) {
 				tools = tools[:1]
 			}
 			for _, tool := range tools {
-				var e string
-				var code int
-				if tool == "qimg" {
-					_, e, code = runQ(t, args...)
-				} else {
-					_, e, code = testkit.Run(t, "qemu-img", args...)
-				}
+				_, e, code := runImg(t, tool, args...)
 				if code != 1 {
 					t.Errorf("%s: %s %v: exit %d (%s), want 1", damage.name, tool, op, code, e)
 				}

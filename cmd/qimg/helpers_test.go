@@ -168,3 +168,13 @@ func dataImage(t *testing.T, name string) string {
 	mustQ(t, "io", p, "-c", "write -P 3 0 128k")
 	return p
 }
+
+// runImg runs a qemu-img command line with qimg (tool "qimg") or with
+// qemu-img (any other tool), for the tests that run one after the other.
+func runImg(t *testing.T, tool string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	if tool == "qimg" {
+		return runQ(t, args...)
+	}
+	return testkit.Run(t, "qemu-img", args...)
+}

@@ -313,13 +313,7 @@ func TestConvert_CompressFlatVMDKLikeQemu(t *testing.T) {
 				t.Fatal(err)
 			}
 			args := []string{"convert", "-c", "-O", "vmdk", "-o", "subformat=" + sf, src, out}
-			var e string
-			var code int
-			if tool == "qimg" {
-				_, e, code = runQ(t, args...)
-			} else {
-				_, e, code = testkit.Run(t, "qemu-img", args...)
-			}
+			_, e, code := runImg(t, tool, args...)
 			if code != 1 || !strings.Contains(e, ": invalid cluster size") {
 				t.Errorf("%s %s: exit %d (%s), want 1, invalid cluster size", tool, sf, code, e)
 			}
@@ -332,13 +326,7 @@ func TestConvert_CompressFlatVMDKLikeQemu(t *testing.T) {
 		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sf, flat, "4M")
 		for _, tool := range []string{"qimg", "qemu-img"} {
 			args := []string{"convert", "-n", "-c", "-O", "vmdk", src, flat}
-			var e string
-			var code int
-			if tool == "qimg" {
-				_, e, code = runQ(t, args...)
-			} else {
-				_, e, code = testkit.Run(t, "qemu-img", args...)
-			}
+			_, e, code := runImg(t, tool, args...)
 			if code != 1 || !strings.Contains(e, ": invalid cluster size") {
 				t.Errorf("%s -n %s: exit %d (%s), want 1, invalid cluster size", tool, sf, code, e)
 			}
