@@ -238,7 +238,12 @@ func (im *Image) readBitmapsChecked(refcounts bool) (*bitmapSet, error) {
 			}
 			if refcounts { // else not trusted: a dirty image before its repair
 				if rc, err := im.refcount(c); err != nil || rc == 0 {
-					return corruptf("bitmaps", c, "bitmap cluster %d is free", c)
+					// QEMU opens such an image (it never looks at the
+					// refcounts there), but maintaining it would hand the
+					// cluster to guest data, and freeing it free theirs;
+					// dropping the bitmaps loses them: refused, with the
+					// way out.
+					return corruptf("bitmaps", c, "bitmap cluster %d is free (its refcount is 0: check -r all repairs that)", c)
 				}
 			}
 			seen[c] = true

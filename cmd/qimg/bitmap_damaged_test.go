@@ -165,3 +165,37 @@ func TestBitmap_DamagedWritableOpensLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// A bitmap cluster whose refcount is 0 (a damaged image QEMU opens: it
+// does not look at the refcounts there): a writable open is refused,
+// changing nothing and naming the repair, rather than dropping the
+// bitmaps or handing the cluster to guest data; check -r all repairs
+// it, and then the image is written with its bitmaps kept.
+func TestBitmap_FreeClusterRefusedUntilRepaired(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "f.qcow2") // damaged on purpose
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", p)
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b1")
+	var table uint64
+	damageBitmap(t, p, func(e *format.BitmapEntry) { table = uint64(e.TableOffset) })
+	damage(t, p, func(f imageFile) {
+		rb := int64(f.u64(int64(f.u64(48)))) // the first refcount block
+		f.write(rb+int64(table>>16)*2, []byte{0, 0})
+	})
+	want := mustReadFile(t, p)
+	_, e, code := runQ(t, "io", "-c", "write -P 2 2M 64k", p)
+	if code != 1 || !strings.Contains(e, "check -r all") {
+		t.Fatalf("io: exit %d (%s), want 1 and the repair named", code, e)
+	}
+	if !bytes.Equal(mustReadFile(t, p), want) {
+		t.Fatal("the refused open changed the image")
+	}
+	mustQ(t, "check", "-r", "all", p)
+	mustQ(t, "io", "-c", "write -P 2 2M 64k", p)
+	testkit.QemuCheck(t, p)
+	if info := testkit.MustRun(t, "qemu-img", "info", p); strings.Count(info, "name: b") != 2 || strings.Contains(info, "in-use") {
+		t.Fatalf("bitmaps after the repair and the write:\n%s", info)
+	}
+}
