@@ -240,7 +240,7 @@ func (im *Image) readBitmapsChecked(refcounts bool) (*bitmapSet, error) {
 				if rc, err := im.refcount(c); err != nil || rc == 0 {
 					// QEMU opens such an image (it never looks at the
 					// refcounts there), but maintaining it would hand the
-					// cluster to guest data, and freeing it free theirs;
+					// cluster to guest data, and freeing it would free theirs;
 					// dropping the bitmaps loses them: refused, with the
 					// way out.
 					return corruptf("bitmaps", c, "bitmap cluster %d is free (its refcount is 0: check -r all repairs that)", c)
