@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,10 @@ func (im *Image) openBacking() error {
 	h := im.hdr
 	if im.opts.Backing != nil {
 		im.backing = im.opts.Backing
+	} else if h.BackingFile == "" && im.opts.BackingOptions != nil && !im.opts.NoBacking {
+		// Options for a backing file there is none of: QEMU's words
+		// (its backing node would need a driver and a file of its own).
+		return &BackingError{Err: errors.New("Must specify either driver or file")}
 	} else if isSpecName(h.BackingFile) && im.opts.OpenBacking != nil && !im.opts.NoBacking {
 		if err := im.openSpecBacking(); err != nil {
 			return err
@@ -38,7 +43,7 @@ func (im *Image) openBacking() error {
 		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: im.opts.OpenBacking,
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
 			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above,
-			specDepth: im.opts.specDepth})
+			specDepth: im.opts.specDepth, given: im.opts.BackingOptions})
 		if err != nil {
 			return &BackingError{File: h.BackingFile, Err: err}
 		}
@@ -75,6 +80,10 @@ func isSpecName(name string) bool { return strings.HasPrefix(name, "json:") }
 // already in the chain is ErrBackingLoop when that file opens (Q23).
 func (im *Image) openSpecBacking() error {
 	h := im.hdr
+	if im.opts.BackingOptions != nil {
+		// QEMU merges them into the spec's own; not done here.
+		return &BackingError{File: h.BackingFile, Err: errors.New("backing.* options are not supported with a json: backing file name")}
+	}
 	if im.opts.specDepth >= maxSpecDepth {
 		return &BackingError{File: h.BackingFile, Err: fmt.Errorf("%w: more than %d json: backing files", ErrBackingLoop, maxSpecDepth)}
 	}
@@ -211,6 +220,21 @@ func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 			return nil, err
 		}
 	}
+	given := o.given
+	given.Apply(&o, fmtName)
+	d, err := openFormat(path, fmtName, probed, op, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := given.check(fmtName); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// openFormat is OpenFormat once the format is known.
+func openFormat(path, fmtName string, probed bool, op Opener, o Options) (block.Device, error) {
 	switch fmtName {
 	case "qcow2":
 		return Open(path, o)
@@ -226,9 +250,10 @@ func OpenFormat(path, fmtName string, o Options) (block.Device, error) {
 		return d, nil
 	}
 	if o.OpenBacking != nil && o.asBacking {
-		// Another format under a qcow2 image (Q23).
+		// Another format under a qcow2 image (Q23), with the key and
+		// backing options given for it.
 		return o.OpenBacking(path, fmtName, Options{ReadOnly: true, Opener: op, OpenBacking: o.OpenBacking,
-			NoLock: o.NoLock, ForceShare: o.ForceShare})
+			NoLock: o.NoLock, ForceShare: o.ForceShare, Passphrase: o.Passphrase, NoBacking: o.NoBacking})
 	}
 	return nil, &FormatError{Format: fmtName, Probed: probed}
 }

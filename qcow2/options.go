@@ -121,6 +121,10 @@ type Options struct {
 	// Backing, if set, is used as the backing device instead of opening
 	// the header's backing file. The Image does not close it.
 	Backing block.Device
+	// BackingOptions, if set, open the backing file the header names
+	// (QEMU's backing.* options): the key of an encrypted one, and its
+	// own backing file's options.
+	BackingOptions *BackingOptions
 	// CloseAfter, if set, is called by a Close that closed the image,
 	// after everything the image opened is closed: for the devices a
 	// caller opened for it (OpenDevice's device, a DataDevice) that should
@@ -138,6 +142,9 @@ type Options struct {
 	ForceShare bool
 	// asBacking: the image is opened as a backing file (locked as one).
 	asBacking bool
+	// given: the options given for this backing file (its parent's
+	// BackingOptions), applied by OpenFormat once its format is known.
+	given *BackingOptions
 	// above: the files of the images above this one in its backing
 	// chain, to refuse a chain that loops (ErrBackingLoop).
 	above []os.FileInfo

@@ -82,6 +82,9 @@ func runBitmap(e *env, args []string) int {
 	// As qemu-img bitmap (BDRV_O_NO_BACKING): bitmaps are the image's
 	// own, so a missing backing file does not stop them.
 	spec.Opts.NoBacking = true
+	if err := refuseBackingOptions(spec); err != nil {
+		return e.errorf(1, "%v", err)
+	}
 	img, err := openImage(spec)
 	if err != nil {
 		return e.errorf(1, "%v", err)

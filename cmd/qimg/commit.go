@@ -147,14 +147,19 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 	// A dirty base is repaired without a word: qemu-img reopens the
 	// base read-write, which repairs nothing and so prints nothing.
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
-		Secrets: spec.Secrets}) // a json: base's key-secret
+		Secrets: spec.Secrets, // a json: base's key-secret
+		Opts: backingOpts(spec.Opts.BackingOptions, bpath, h.BackingFormat)})
 	if err != nil {
 		top.Close()
 		// As qemu-img, which opens the chain with the image: the
 		// image's open failed on its backing file.
 		var oe *OpenError
 		if errors.As(err, &oe) {
-			err = &OpenError{Path: path, Err: fmt.Errorf("Could not open backing file: %w", oe.Err)}
+			name := path
+			if spec.Name != "" {
+				name = spec.Name // the --image-opts argument
+			}
+			err = &OpenError{Path: name, Err: fmt.Errorf("Could not open backing file: %w", oe.Err)}
 		}
 		return err
 	}
@@ -341,7 +346,8 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 		seen = append(seen, fi)
 	}
 	var baseSpec imgopen.Spec
-	for cur := top; ; {
+	bo := spec.Opts.BackingOptions // the next layer's (backing.*)
+	for cur := top; ; bo = bo.Backing {
 		if err := cur.Image.Damage(); err != nil {
 			return err
 		}
@@ -352,7 +358,7 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 		bpath := pathCombine(path, h.BackingFile)
 		if matches(h.BackingFile, path, bpath) {
 			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets,
-				WrapFile: spec.WrapFile}
+				WrapFile: spec.WrapFile, Opts: backingOpts(bo, bpath, h.BackingFormat)}
 			break
 		}
 		if fi, err := os.Stat(bpath); err == nil {
@@ -363,8 +369,10 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 			}
 			seen = append(seen, fi)
 		}
+		nextOpts := backingOpts(bo, bpath, h.BackingFormat)
+		nextOpts.NoBacking, nextOpts.BackingOptions = true, nil
 		next, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, ReadOnly: true,
-			Secrets: spec.Secrets, Opts: qcow2.Options{NoBacking: true}})
+			Secrets: spec.Secrets, Opts: nextOpts})
 		if err != nil {
 			return err
 		}
@@ -461,4 +469,20 @@ func zerosPastShorterLayer(lower, upper *qcow2.Image, base *imgopen.Opened, limi
 	}
 	progress.copied(lo, hi)
 	return nil
+}
+
+// backingOpts are the options that open the backing file at path
+// (format: its header's backing format, probed when empty) as the
+// image's chain opens it: the keys and options its backing.* options
+// give (bo; nil: none).
+func backingOpts(bo *qcow2.BackingOptions, path, format string) qcow2.Options {
+	var o qcow2.Options
+	if bo == nil {
+		return o
+	}
+	if format == "" {
+		format, _ = qcow2.Probe(path)
+	}
+	bo.Apply(&o, format)
+	return o
 }

@@ -401,6 +401,9 @@ func runInfo(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if err := refuseBackingOptions(spec); err != nil {
+		return e.errorf(1, "%v", err) // info opens no backing file
+	}
 	path = spec.Path
 	var infos []*imageInfo
 	seen := map[string]bool{spec.Path: true} // the names opened, for a loop (qemu-img compares them)

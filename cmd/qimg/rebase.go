@@ -79,6 +79,11 @@ func doRebase(r *rebaseRequest) error {
 	}
 	spec := r.spec
 	spec.Opts.NoBacking = r.unsafe
+	if r.unsafe {
+		if err := refuseBackingOptions(spec); err != nil {
+			return err
+		}
+	}
 	img, err := openImage(spec)
 	if r.unsafe && errors.Is(err, imgopen.ErrVMDKReadOnly) {
 		// A VMDK snapshot is written only over its parent, which -u

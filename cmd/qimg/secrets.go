@@ -131,3 +131,20 @@ func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
 	n, err := e.LUKSAreaBytes()
 	return int64(n), err
 }
+
+// refuseBackingOptions refuses the backing.* options of an image a
+// command opens without its backing file, as QEMU's open with
+// BDRV_O_NO_BACKING leaves them to nobody (qemu-img info, bitmap,
+// rebase -u): "Could not open 'SPEC': Block format 'qcow2' does not
+// support the option 'backing.encrypt.key-secret'".
+func refuseBackingOptions(s imgopen.Spec) error {
+	names := s.Opts.BackingOptions.Names()
+	if len(names) == 0 {
+		return nil
+	}
+	name := s.Path
+	if s.Name != "" {
+		name = s.Name
+	}
+	return &OpenError{Path: name, Err: fmt.Errorf("Block format 'qcow2' does not support the option 'backing.%s'", names[len(names)-1])}
+}

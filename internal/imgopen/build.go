@@ -199,7 +199,9 @@ func noBaseDir(drv string) error {
 //	             (on, off, auto: image locks as Open takes them for a raw
 //	             image, or none)
 //	qcow2        file; read-only; every qcow2 open option (l2-cache-size,
-//	             prealloc, ...); backing=null (ignore the backing file)
+//	             prealloc, ...); backing=null (ignore the backing file),
+//	             or the header's backing file's options: its key and
+//	             its own backing file's (backingopts.go)
 //	raw          file; offset, size (a fixed window; see filter.Raw):
 //	             within the file, size a multiple of 512 (checkWindow)
 //	blkverify    test, raw

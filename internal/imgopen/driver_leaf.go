@@ -75,10 +75,12 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if err := b.encryptKey(n, &o); err != nil {
 		return nil, err
 	}
-	if none, err := noBackingKey(n); err != nil {
+	if none, bo, err := qcow2Backing(n, b.def.Secrets, o.NoKey); err != nil {
 		return nil, err
 	} else if none {
 		o.NoBacking = true
+	} else if bo != nil {
+		o.BackingOptions = bo
 	}
 	if o.Opener, err = Opener(cache, aio); err != nil {
 		return nil, err

@@ -172,11 +172,15 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 		}
 	}
 	if drv == "qcow2" {
-		noBacking, err := noBackingKey(n)
+		noBacking, bo, err := qcow2Backing(n, def.Secrets, s.Opts.NoKey)
 		if err != nil {
 			return s, err
 		}
 		s.Opts.NoBacking = s.Opts.NoBacking || noBacking
+		if bo != nil {
+			s.Opts.BackingOptions = bo
+			s.QemuName = qemuJSONName(root)
+		}
 		for _, k := range qcow2.OptionNames {
 			if !n.has(k) {
 				continue

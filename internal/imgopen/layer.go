@@ -25,8 +25,9 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 	if strings.HasPrefix(path, "json:") {
 		return openSpecLayer(path, format, o, ts)
 	}
-	if format == "luks" && !o.NoKey {
-		// A plain name carries no key-secret: QEMU's words.
+	if format == "luks" && !o.NoKey && o.Passphrase == nil {
+		// A plain name carries no key-secret (backing.key-secret
+		// gives one): QEMU's words.
 		return nil, luksdisk.ErrNoKey
 	}
 	if format != "vmdk" && format != "vpc" && format != "luks" {
@@ -48,7 +49,8 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 		return nil, err
 	}
 	if format == "luks" {
-		d, err := luksdisk.Open(f, luksdisk.Options{NoKey: true}) // metadata only (above)
+		// Metadata only (above) without the key.
+		d, err := luksdisk.Open(f, luksdisk.Options{NoKey: o.Passphrase == nil, Passphrase: o.Passphrase})
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -63,7 +65,7 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 		}
 		return vhdLayer{d}, nil
 	}
-	d, err := openVMDKFile(f, path, op, o, false, nil, false)
+	d, err := openVMDKFile(f, path, op, o, o.NoBacking, nil, false)
 	if err != nil {
 		f.Close()
 		return nil, err
