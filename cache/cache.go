@@ -118,6 +118,10 @@ type Cache struct {
 	m counters
 }
 
+// maxCounted bounds the tables ristretto keeps admission counters for
+// (NumCounters; about 2 MiB of counters).
+const maxCounted = 1 << 18
+
 // New returns a cache of tables of dev.
 func New(dev block.Device, cfg Config) (*Cache, error) {
 	if cfg.Name == "" {
@@ -158,7 +162,11 @@ func New(dev block.Device, cfg Config) (*Cache, error) {
 	c.cond.L = &c.mu
 	c.dirty.prev, c.dirty.next = &c.dirty, &c.dirty
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *Table]{
-		NumCounters:        max(10*capTables, 64),
+		// Ristretto allocates its counters up front: ten per table,
+		// for at most maxCounted tables (a huge MaxBytes must not
+		// exhaust memory before a table is read; admission is only
+		// less precise past it).
+		NumCounters:        max(10*min(capTables, maxCounted), 64),
 		MaxCost:            cfg.MaxBytes,
 		BufferItems:        64,
 		Metrics:            true,

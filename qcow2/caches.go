@@ -17,6 +17,9 @@ func (im *Image) initCaches() error {
 	if l2size <= 0 {
 		l2size = int64(min(full, 32<<20))
 	}
+	// A maximum, as QEMU's: no more than the image's L2 tables need
+	// (qcow2-cache.txt), however much is asked for.
+	l2size = min(l2size, int64(full))
 	entry := uint64(im.opts.L2CacheEntrySize)
 	if entry == 0 {
 		if uint64(l2size) >= full {

@@ -145,6 +145,15 @@ func newImage(dev block.Device, path string, o Options) *Image {
 // from the open on, so nothing could ever be reserved or filled.
 func (im *Image) choosePrealloc() error {
 	o := &im.opts
+	switch o.Prealloc {
+	case "", "on", "off":
+	default:
+		return fmt.Errorf("qcow2: prealloc %q (on, off)", o.Prealloc)
+	}
+	if o.PreallocAlign < 0 || o.PreallocAlign%512 != 0 {
+		// QEMU's preallocate filter's words.
+		return fmt.Errorf("qcow2: prealloc-align parameter of preallocate filter is not aligned to 512 (%d)", o.PreallocAlign)
+	}
 	im.prealloc = o.Prealloc != "off"
 	if im.prealloc && !o.ReadOnly && o.PreallocSize >= 0 && im.dcap.ZeroFlags&block.Allocate != 0 && !im.dcap.Fixed {
 		im.space.ahead, im.space.align = o.PreallocSize, o.PreallocAlign

@@ -14,7 +14,12 @@ import (
 // Opener opens a file (the image, or a backing file) as a device.
 type Opener func(path string, readOnly bool) (block.Device, error)
 
-// DefaultOpener is block.OpenOSFile: portable, without efficient zeroing.
+// DefaultOpener is block.OpenOSFile: portable, without efficient zeroing,
+// and without image locks (block B8; only package uring talks to the
+// kernel): nothing stops another program, or a second Open in this one,
+// from writing the same image, and two writers corrupt it. Programs that
+// may meet another user of an image open it through uring's files
+// (Options.Opener: uring.Opener), which take QEMU's locks.
 // Binaries pass the io_uring backend instead.
 func DefaultOpener(path string, readOnly bool) (block.Device, error) {
 	return block.OpenOSFile(path, readOnly)
@@ -70,7 +75,9 @@ type CreateOptions struct {
 	Hints FileHints
 }
 
-// Options tune an open image. The zero value is a sensible default.
+// Options tune an open image. The zero value is a sensible default for
+// an image nothing else opens: without an Opener the image takes no
+// locks (DefaultOpener).
 type Options struct {
 	ReadOnly bool
 	// NoBitmaps: a writable open does not maintain persistent dirty
@@ -180,10 +187,10 @@ type Options struct {
 	NoKey bool
 
 	// Cache options, as QEMU's.
-	L2CacheSize        int64 // bytes; default: enough for the whole image, at most 32 MiB
-	L2CacheEntrySize   int   // bytes; default: cluster size (full coverage) or 4 KiB
-	RefcountCacheSize  int64 // bytes; default 4 clusters
-	CacheCleanInterval time.Duration
+	L2CacheSize        int64         // bytes, a maximum: no more than the image's L2 tables; default: enough for the whole image, at most 32 MiB
+	L2CacheEntrySize   int           // bytes; default: cluster size (full coverage) or 4 KiB
+	RefcountCacheSize  int64         // bytes; default 4 clusters
+	CacheCleanInterval time.Duration // drop entries unused this long (QEMU: whole seconds; 0: never); very short ones make the caches reread all the time
 
 	// Prealloc is the seed's switch: "on" (default) zeroes COW areas that
 	// read as zero with one efficient Allocate request (or nothing at all
@@ -197,6 +204,8 @@ type Options struct {
 	// (DefaultPreallocSize, DefaultPreallocAlign) with prealloc=on;
 	// a negative size disables it. Ignored with prealloc=off or on
 	// devices without efficient zeroing.
+	// PreallocAlign must be a multiple of 512 (QEMU's
+	// preallocate filter refuses others).
 	PreallocSize  int64
 	PreallocAlign int64
 	// PreallocFill says what to do with the space reserved ahead:

@@ -22,6 +22,9 @@ func (im *Image) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (im *Image) checkWrite(off, n int64) error {
+	if off >= 0 && n >= 0 && off+n < off {
+		return ErrOutOfRange // past any virtual size (int64 overflow)
+	}
 	if err := block.CheckRange(off, n); err != nil {
 		return err
 	}
