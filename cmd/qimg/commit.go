@@ -148,7 +148,7 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 	// base read-write, which repairs nothing and so prints nothing.
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
 		Secrets: spec.Secrets, // a json: base's key-secret
-		Opts: backingOpts(spec.Opts.BackingOptions, bpath, h.BackingFormat)})
+		Opts:    backingOpts(spec.Opts.BackingOptions, bpath, h.BackingFormat)})
 	if err != nil {
 		top.Close()
 		// As qemu-img, which opens the chain with the image: the
