@@ -147,6 +147,10 @@ func backingPath(name, image string) (string, error) {
 	return filepath.Join(filepath.Dir(image), p), nil
 }
 
+// Path is the host file the image is stored in, as Open was given it (or
+// Options.Path for OpenDevice; "" when unknown).
+func (im *Image) Path() string { return im.path }
+
 // BackingPath is the host file the header's backing file name stands
 // for, as Open resolves it (relative names against the image's
 // directory, a protocol prefix as QEMU reads it): "" for an image with no

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"syscall"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
@@ -347,7 +349,7 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 	}
 	var baseSpec imgopen.Spec
 	bo := spec.Opts.BackingOptions // the next layer's (backing.*)
-	for cur := top; ; bo = bo.Backing {
+	for cur := top; ; bo = below(bo) {
 		if err := cur.Image.Damage(); err != nil {
 			return err
 		}
@@ -355,8 +357,14 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 		if h.BackingFile == "" {
 			return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
 		}
-		bpath := pathCombine(path, h.BackingFile)
-		if matches(h.BackingFile, path, bpath) {
+		from := path
+		if strings.HasPrefix(from, "json:") && cur.Image.Path() != "" {
+			// A layer a json: backing name opened: its own relative
+			// backing name is relative to its file, as QEMU's.
+			from = cur.Image.Path()
+		}
+		bpath := pathCombine(from, h.BackingFile)
+		if matches(h.BackingFile, from, bpath) {
 			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets,
 				WrapFile: spec.WrapFile, Opts: backingOpts(bo, bpath, h.BackingFormat)}
 			break
@@ -393,6 +401,13 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 	topSize, err := top.Image.Size()
 	if err == nil {
 		err = scanAbove(progress, layers, topSize)
+	}
+	if err == nil {
+		// BASE grows to the top's size before anything is copied, as
+		// in QEMU's commit job: a BASE that cannot grow fails the
+		// commit unchanged (the layers below a longer one were
+		// copied in first, and then it failed).
+		err = jobFailed(growBase(b, topSize))
 	}
 	for i := len(layers) - 1; i >= 0 && err == nil; i-- {
 		if i+1 < len(layers) {
@@ -441,6 +456,32 @@ func scanAbove(progress *commitProgress, layers []*imgopen.Opened, limit int64) 
 		}
 	}
 	return progress.scan(ims, limit, extra)
+}
+
+// below are the backing.* options of the backing file of the one bo
+// opens (nil: none).
+func below(bo *qcow2.BackingOptions) *qcow2.BackingOptions {
+	if bo == nil {
+		return nil
+	}
+	return bo.Backing
+}
+
+// growBase grows base to size if it is shorter; a base that cannot
+// grow (a VMDK or VHD image, a qcow2 image of another limit) fails with
+// its errno.
+func growBase(base *imgopen.Opened, size int64) error {
+	bsize, err := base.Dev.Size()
+	if err != nil || bsize >= size {
+		return err
+	}
+	if err := base.Dev.Truncate(size); err != nil {
+		if errors.Is(err, block.ErrNoResize) || errors.Is(err, block.ErrNotSupported) {
+			return fmt.Errorf("%w: %w", syscall.ENOTSUP, err)
+		}
+		return err
+	}
+	return nil
 }
 
 // zerosPastShorterLayer writes zeros into base over the part of upper
