@@ -9,6 +9,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/vhd"
 	"github.com/qring/qring/vmdk"
@@ -182,6 +183,8 @@ func chainNames(path string, im *qcow2.Image) []string {
 		full := pathCombine(path, h.BackingFile)
 		if strings.HasPrefix(path, "json:") {
 			full, _ = cur.BackingPath() // the image's node's directory (see info)
+		} else if p, err := protocol.Path(full, false); err == nil && protocol.HasPrefix(full) {
+			full = p // "file:base.raw" names the file base.raw, as QEMU prints it
 		}
 		path = imgopen.SpecFilename(full)
 		next, _ := cur.Backing().(*qcow2.Image)

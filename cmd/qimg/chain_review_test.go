@@ -63,3 +63,19 @@ func TestCommit_JSONLayerRelativeBackingLikeQemu(t *testing.T) {
 		testkit.MustRun(t, "qemu-img", "check", base)
 	}
 }
+
+// map names a "file:" backing file by its file name, as qemu-img map
+// prints it ("base.raw", not "file:base.raw").
+func TestMap_FilePrefixBackingLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := testkit.Dir(t)
+	base := filepath.Join(d, "base.raw")
+	if err := os.WriteFile(base, make([]byte, 1048569), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO(t, base, "raw", "write -P 3 64k 64k")
+	top := qemuOverlay(t, filepath.Join(d, "l1.qcow2"), "file:"+base, "raw", "write -P 4 0 4k")
+	if ours, theirs := qimgAndQemu(t, "map", top); ours != theirs {
+		t.Errorf("map:\nqimg: %sqemu: %s", ours, theirs)
+	}
+}
