@@ -52,7 +52,7 @@ ONEWRITER = TestFill_ModesOneWriter|TestFillAdapt_Workloads|TestCompress_WriteRo
 # their time is qemu-img's, and the engine's concurrency is tested in
 # ./qcow2. (Names ending in LikeQemu are all cmd/qimg's; qnbd's end in
 # LikeQemuNbd and stay under the race detector.)
-CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|LikeQemuNbd$$|TestRawNodeCompare$$|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$|TestMeasure_ImageOptsAndSnapshot$$|TestConvert_TargetIsZero$$
+CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|LikeQemuNbd$$|TestRawNodeCompare$$|TestAmend_RefcountBits|TestRegress_CLI$$|TestCrypt_Measure$$|TestCreate_Options$$|TestCrypt_CLIInterop$$|TestResizeInterop$$|TestMeasure_ImageOptsAndSnapshot$$|TestConvert_TargetIsZero$$|TestCrypt_BackingKeysCommitToBase$$
 # Both passes: under the race detector these run a sample (the entries
 # of TestTorture's shortSample marked race, TestTorture_Compressed's and
 # TestFillAdapt_Torture's pausing configuration, a third of
