@@ -4,6 +4,7 @@ package uring
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -141,8 +142,13 @@ func asQueue(q *Queue, err error) (block.Queue, error) {
 }
 
 func (f *File) newQueue(depth int, merge bool) (*Queue, error) {
-	if depth < 1 || depth > maxEntries {
+	if depth < 1 {
 		return nil, block.ErrRange
+	}
+	if depth > maxEntries {
+		// Deeper than a ring this size: block.NewQueue falls back to
+		// its goroutine queue (qemu-img bench -d 10000 runs).
+		return nil, fmt.Errorf("%w: a queue of depth %d (a ring takes %d)", block.ErrNotSupported, depth, maxEntries)
 	}
 	if f.backend != Ring || !probeOps().has(iosys.IORING_OP_READ) {
 		return nil, block.ErrNotSupported
