@@ -147,6 +147,11 @@ func backingPath(name, image string) (string, error) {
 	return filepath.Join(filepath.Dir(image), p), nil
 }
 
+// BackingOptions are the options the image was opened with for its
+// backing file (Options.BackingOptions): for a program that opens the
+// backing file itself, as a commit opens its base.
+func (im *Image) BackingOptions() *BackingOptions { return im.opts.BackingOptions }
+
 // Path is the host file the image is stored in, as Open was given it (or
 // Options.Path for OpenDevice; "" when unknown).
 func (im *Image) Path() string { return im.path }

@@ -79,3 +79,27 @@ func TestMap_FilePrefixBackingLikeQemu(t *testing.T) {
 		t.Errorf("map:\nqimg: %sqemu: %s", ours, theirs)
 	}
 }
+
+// commit (no -b) into a VHD base shorter than the image: qemu-img's
+// "Operation not supported", the base unchanged (was "Input/output
+// error").
+func TestCommit_VHDBaseCannotGrowLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	var outs [2]string
+	for i, tool := range []string{"qemu-img", "qimg"} {
+		d := testkit.Dir(t)
+		base := qemuImage(t, filepath.Join(d, "b.vhd"), "vpc", "1M", "write -P 1 0 1M")
+		top := filepath.Join(d, "t.qcow2")
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.vhd", "-F", "vpc", top, "3M")
+		qemuIO(t, top, "qcow2", "write -P 3 0 64k")
+		before, _ := os.ReadFile(base)
+		_, errOut, code := runImg(t, tool, "commit", top)
+		outs[i] = strings.Replace(errOut, "qimg: commit: ", "qemu-img: ", 1) + "exit " + string(rune('0'+code))
+		if after, _ := os.ReadFile(base); !bytes.Equal(before, after) {
+			t.Errorf("%s: the failed commit changed b.vhd", tool)
+		}
+	}
+	if outs[0] != outs[1] || !strings.Contains(outs[0], "Operation not supported") {
+		t.Errorf("qemu-img: %s\nqimg:     %s", outs[0], outs[1])
+	}
+}

@@ -145,12 +145,12 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 		}
 	}
 	h := im.Header()
-	bpath := pathCombine(path, h.BackingFile)
+	bpath := pathCombine(layerPath(path, im), h.BackingFile)
 	// A dirty base is repaired without a word: qemu-img reopens the
 	// base read-write, which repairs nothing and so prints nothing.
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
 		Secrets: spec.Secrets, // a json: base's key-secret
-		Opts:    backingOpts(spec.Opts.BackingOptions, bpath, h.BackingFormat)})
+		Opts:    backingOpts(im.BackingOptions(), bpath, h.BackingFormat)}) // --image-opts' or a json: name's backing.*
 	if err != nil {
 		top.Close()
 		// As qemu-img, which opens the chain with the image: the
@@ -167,10 +167,12 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 	}
 	guardProbedBase(base)
 	base.Dev = withRateLimit(base.Dev, rate) // -r
-	if size, serr := im.Size(); serr != nil {
-		err = serr
-	} else {
+	size, err := im.Size()
+	if err == nil {
 		err = progress.scan([]*qcow2.Image{im}, size, nil)
+	}
+	if err == nil {
+		err = jobFailed(growBase(base, size)) // "Operation not supported" for a VMDK or VHD base
 	}
 	if err == nil {
 		err = jobFailed(commitInto(im, base, -1, progress))
@@ -348,7 +350,7 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 		seen = append(seen, fi)
 	}
 	var baseSpec imgopen.Spec
-	bo := spec.Opts.BackingOptions // the next layer's (backing.*)
+	bo := top.Image.BackingOptions() // the next layer's (backing.*)
 	for cur := top; ; bo = below(bo) {
 		if err := cur.Image.Damage(); err != nil {
 			return err
@@ -357,12 +359,7 @@ func commitToBase(warn io.Writer, spec imgopen.Spec, base string, rate int64, pr
 		if h.BackingFile == "" {
 			return fmt.Errorf("Did not find '%s' in the backing chain of '%s'", base, spec.Path)
 		}
-		from := path
-		if strings.HasPrefix(from, "json:") && cur.Image.Path() != "" {
-			// A layer a json: backing name opened: its own relative
-			// backing name is relative to its file, as QEMU's.
-			from = cur.Image.Path()
-		}
+		from := layerPath(path, cur.Image)
 		bpath := pathCombine(from, h.BackingFile)
 		if matches(h.BackingFile, from, bpath) {
 			baseSpec = imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: spec.Cache, Secrets: spec.Secrets,
@@ -456,6 +453,16 @@ func scanAbove(progress *commitProgress, layers []*imgopen.Opened, limit int64) 
 		}
 	}
 	return progress.scan(ims, limit, extra)
+}
+
+// layerPath is the name a layer's relative backing name is relative to:
+// the name it was opened by, or for a json: name its image's file, as
+// QEMU resolves it.
+func layerPath(name string, im *qcow2.Image) string {
+	if strings.HasPrefix(name, "json:") && im.Path() != "" {
+		return im.Path()
+	}
+	return name
 }
 
 // below are the backing.* options of the backing file of the one bo

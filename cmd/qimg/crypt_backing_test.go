@@ -69,6 +69,15 @@ func copyDir(t *testing.T, src string) string {
 	return dst
 }
 
+// jsonTop and jsonMid open top.qcow2 and mid.qcow2 in D with their
+// chains' keys, as json: names.
+const (
+	jsonTop = `json:{"driver":"qcow2","file":{"driver":"file","filename":"D/top.qcow2"},` +
+		`"backing":{"encrypt":{"key-secret":"s1"},"backing":{"encrypt":{"key-secret":"s0"}}}}`
+	jsonMid = `json:{"driver":"qcow2","file":{"driver":"file","filename":"D/mid.qcow2"},"encrypt":{"key-secret":"s1"},` +
+		`"backing":{"encrypt":{"key-secret":"s0"}}}`
+)
+
 // topOpts opens top.qcow2 in d with both keys of its chain.
 func topOpts(d string) string {
 	return "driver=qcow2,backing.encrypt.key-secret=s1,backing.backing.encrypt.key-secret=s0,file.filename=" + filepath.Join(d, "top.qcow2")
@@ -215,6 +224,11 @@ func TestCrypt_BackingKeysCommandsLikeQemu(t *testing.T) {
 		{"info", false, []string{"info", "--backing-chain", "--image-opts", topOpts("D")}},
 		{"bitmap", true, []string{"bitmap", "--add", "--image-opts", topOpts("D"), "b0"}},
 		{"rebase -u", true, []string{"rebase", "-u", "-b", "", "--image-opts", topOpts("D")}},
+		// The same options in a json: name.
+		{"json: commit", true, []string{"commit", jsonTop}},
+		{"json: info", false, []string{"info", jsonMid}},
+		{"json: bitmap", true, []string{"bitmap", "--add", jsonMid, "b0"}},
+		{"json: rebase -u", true, []string{"rebase", "-u", "-b", "", jsonMid}},
 	} {
 		var res [2]result
 		for i := range res {

@@ -139,6 +139,9 @@ func luksAreaBytes(co *qcow2.CreateOptions) (int64, error) {
 // support the option 'backing.encrypt.key-secret'".
 func refuseBackingOptions(s imgopen.Spec) error {
 	names := s.Opts.BackingOptions.Names()
+	if strings.HasPrefix(s.Path, "json:") {
+		names = imgopen.SpecBackingOptions(s.Path) // a json: name's own
+	}
 	if len(names) == 0 {
 		return nil
 	}

@@ -83,3 +83,32 @@ func backingNode(n *node, store *secret.Store, noKey bool) (*qcow2.BackingOption
 	}
 	return bo, nil
 }
+
+// SpecBackingOptions lists the options the root node of a json: or
+// key=value spec gives its backing file (backing.*: "encrypt.key-secret",
+// "backing.encrypt.key-secret", ...), sorted; none when the spec does not
+// parse or gives none (backing=null is none).
+func SpecBackingOptions(spec string) []string {
+	root, err := parseSpec(spec, false)
+	if err != nil {
+		return nil
+	}
+	m, ok := root["backing"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	var names []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			names = append(names, prefix+k)
+		}
+	}
+	walk("", m)
+	sort.Strings(names)
+	return names
+}
