@@ -149,7 +149,7 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 	// A dirty base is repaired without a word: qemu-img reopens the
 	// base read-write, which repairs nothing and so prints nothing.
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
-		Secrets: spec.Secrets, // a json: base's key-secret
+		Secrets: spec.Secrets,                                              // a json: base's key-secret
 		Opts:    backingOpts(im.BackingOptions(), bpath, h.BackingFormat)}) // --image-opts' or a json: name's backing.*
 	if err != nil {
 		top.Close()
