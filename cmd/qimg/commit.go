@@ -148,9 +148,10 @@ func doCommit(warn io.Writer, spec imgopen.Spec, keep bool, rate int64, progress
 	bpath := pathCombine(layerPath(path, im), h.BackingFile)
 	// A dirty base is repaired without a word: qemu-img reopens the
 	// base read-write, which repairs nothing and so prints nothing.
+	// Secrets: a json: base's key-secret; Opts: the keys --image-opts
+	// or a json: name give the backing file (backing.*).
 	base, err := openImage(imgopen.Spec{Path: bpath, Format: h.BackingFormat, Cache: cache, WrapFile: spec.WrapFile,
-		Secrets: spec.Secrets,                                              // a json: base's key-secret
-		Opts:    backingOpts(im.BackingOptions(), bpath, h.BackingFormat)}) // --image-opts' or a json: name's backing.*
+		Secrets: spec.Secrets, Opts: backingOpts(im.BackingOptions(), bpath, h.BackingFormat)})
 	if err != nil {
 		top.Close()
 		// As qemu-img, which opens the chain with the image: the
