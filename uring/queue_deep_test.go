@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/blocktest"
 )
 
 // A queue deeper than a ring takes is not supported by the File, and
@@ -34,20 +35,5 @@ func TestQueue_DeeperThanRing(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = &block.Req{Op: block.OpWrite, Off: int64(i) * 4096, Buf: buf}
 	}
-	if err := q.Submit(reqs...); err != nil {
-		t.Fatal(err)
-	}
-	out := make([]*block.Req, len(reqs))
-	for n := 0; n < len(reqs); {
-		k, err := q.Wait(out[n:], len(reqs)-n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range out[n : n+k] {
-			if r.Err != nil {
-				t.Fatal(r.Err)
-			}
-		}
-		n += k
-	}
+	blocktest.MustComplete(t, q, reqs...)
 }
