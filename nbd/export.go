@@ -14,11 +14,15 @@ type Export struct {
 	// Dev is the device; it must be safe for concurrent use.
 	Dev block.Device
 	// ReadOnly refuses writes with EPERM and advertises
-	// NBD_FLAG_READ_ONLY.
+	// NBD_FLAG_READ_ONLY. A Dev with a ReadOnly() bool method that
+	// reports true (a *qcow2.Image opened read-only) is exported so
+	// whatever this says.
 	ReadOnly bool
 	// Status reports allocation for READ holes, BLOCK_STATUS and the
 	// metadata contexts. Nil means Dev if Dev is a StatusSource, else
-	// everything reads as allocated data at depth 1.
+	// everything reads as allocated data at depth 1: for a *qcow2.Image
+	// give nbdqcow2.Status{Image: im}, which reports its holes, zeros
+	// and backing layers.
 	Status StatusSource
 	// AllocationDepth offers the metadata context
 	// "qemu:allocation-depth" (qemu-nbd -A, and QEMU's block-export-add
@@ -106,7 +110,7 @@ func (e *Export) flags(structured bool) uint16 {
 	if structured {
 		f |= FlagSendDF
 	}
-	if e.ReadOnly {
+	if e.readOnly() {
 		f |= FlagReadOnly
 	} else {
 		f |= FlagSendTrim | FlagSendWriteZeroes | FlagSendFastZero
@@ -118,6 +122,16 @@ func (e *Export) flags(structured bool) uint16 {
 		f |= FlagRotational
 	}
 	return f
+}
+
+// readOnly: the export refuses writes (ReadOnly, or a device that says
+// it is read-only, which would fail every write).
+func (e *Export) readOnly() bool {
+	if e.ReadOnly {
+		return true
+	}
+	ro, ok := e.Dev.(interface{ ReadOnly() bool })
+	return ok && ro.ReadOnly()
 }
 
 // status returns the export's StatusSource, or nil.

@@ -96,7 +96,7 @@ func (c *conn) check(r *request) error {
 		return einval("NBD_CMD_FLAG_DF without structured replies")
 	}
 	write := r.typ == cmdWrite || r.typ == cmdWriteZeroes || r.typ == cmdTrim
-	if write && c.exp.ReadOnly {
+	if write && c.exp.readOnly() {
 		return &reqError{errPerm, cmdName(r.typ) + " on a read-only export"}
 	}
 	if (r.typ == cmdRead || r.typ == cmdWrite || r.typ == cmdCache) && r.len > MaxPayload {

@@ -455,8 +455,36 @@ func (o *Options) Parse(s string) error {
 	return nil
 }
 
-// OptionNames lists the open options Set accepts (for CLIs).
+// ParseCommandLine is Parse for a command line's -o engine options:
+// CommandLineOptionNames only. read-only and repair are refused there:
+// commands take them as their own flags (-r, check -r), which do what
+// the command needs around them (a read-only export advertised so,
+// repairs only where check makes them), and -o would bypass that (a
+// writable export of a read-only image, writes into an image marked
+// corrupt).
+func (o *Options) ParseCommandLine(s string) error {
+	kvs, err := SplitOptions(s)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		switch k := strings.ReplaceAll(kv[0], "_", "-"); k {
+		case "read-only", "repair":
+			return fmt.Errorf("engine option %q is not taken by -o here (the command's own flags: -r opens read-only, check -r repairs)", k)
+		}
+		if err := o.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OptionNames lists the open options Set accepts.
 var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval", "prealloc", "prealloc-size", "prealloc-align", "prealloc-fill", "pass-discard-request", "read-only", "repair"}
+
+// CommandLineOptionNames lists the open options ParseCommandLine takes:
+// OptionNames but read-only and repair.
+var CommandLineOptionNames = OptionNames[: len(OptionNames)-2 : len(OptionNames)-2]
 
 // CreateOptionNames lists the create options.
 var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "extended_l2"}

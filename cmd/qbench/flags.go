@@ -127,7 +127,7 @@ unless -q or --json.
 // openOptionNames are the engine options -o takes: the image's open
 // options but read-only and repair, which the run decides.
 func openOptionNames() []string {
-	return without(qcow2.OptionNames, "read-only", "repair")
+	return qcow2.CommandLineOptionNames
 }
 
 // createOptionNames are the create options -o takes: the image's create

@@ -343,7 +343,7 @@ func oneImage(o *opts) (string, qcow2.Options, error) {
 func engineOpts(o *opts) (qcow2.Options, error) {
 	eo := qcow2.Options{ForceShare: o.forceShare(), RepairLog: o.repairLog}
 	for _, s := range o.vals["o"] {
-		if err := eo.Parse(s); err != nil {
+		if err := eo.ParseCommandLine(s); err != nil {
 			return eo, err
 		}
 	}

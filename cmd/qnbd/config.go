@@ -55,7 +55,7 @@ func configure(f *flags) (*config, error) {
 	c.spec = f.has("image-opts") || imgopen.IsSpec(c.path)
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {
-		if err := eo.Parse(s); err != nil {
+		if err := eo.ParseCommandLine(s); err != nil {
 			if s != "" && s[0] >= '0' && s[0] <= '9' {
 				// No engine option starts with a digit: this is
 				// qemu-nbd's -o OFFSET.
