@@ -21,15 +21,16 @@ func Example() {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "disk.qcow2")
 
-	if err := qcow2.Create(path, qcow2.CreateOptions{Size: 4 << 30}); err != nil {
+	// The engine never imports the ring: the caller picks the backend.
+	// uring's files also take QEMU's image locks (the default opener,
+	// block.OSFile, takes none), so Create refuses an image in use.
+	opener := func(p string, ro bool) (block.Device, error) {
+		return uring.Open(p, uring.Options{Direct: true, ReadOnly: ro})
+	}
+	if err := qcow2.Create(path, qcow2.CreateOptions{Size: 4 << 30, Opener: opener}); err != nil {
 		log.Fatal(err)
 	}
-	img, err := qcow2.Open(path, qcow2.Options{
-		// The engine never imports the ring: the caller picks the backend.
-		Opener: func(p string, ro bool) (block.Device, error) {
-			return uring.Open(p, uring.Options{Direct: true, ReadOnly: ro})
-		},
-	})
+	img, err := qcow2.Open(path, qcow2.Options{Opener: opener})
 	if err != nil {
 		log.Fatal(err)
 	}

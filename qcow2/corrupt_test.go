@@ -48,7 +48,7 @@ func TestOpen_Corrupt(t *testing.T) {
 		field string
 		want  error
 	}{
-		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "magic", ErrCorrupt},
+		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "magic", ErrNotQcow2},
 		{"version 4", func(b []byte) []byte { be.PutUint32(b[4:], 4); return b }, "version", ErrUnsupported},
 		{"huge l1_size", func(b []byte) []byte { be.PutUint32(b[36:], 0xffffffff); return b }, "l1_size", ErrUnsupported},
 		{"l1 past EOF", func(b []byte) []byte { be.PutUint32(b[36:], 1<<20); return b }, "l1_table_offset", ErrCorrupt},

@@ -15,6 +15,9 @@ var (
 	ErrCorrupt = format.ErrCorrupt
 	// ErrUnsupported: a valid image uses a feature we do not implement.
 	ErrUnsupported = format.ErrUnsupported
+	// ErrNotQcow2: the file is no qcow2 image (wrong magic: a raw image,
+	// another format); not ErrCorrupt.
+	ErrNotQcow2 = format.ErrNotQcow2
 	// ErrReadOnly: a write to an image opened read-only (or marked
 	// corrupt). It matches block.ErrReadOnly too (the device contract).
 	ErrReadOnly error = readOnlyError{}

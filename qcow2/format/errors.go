@@ -11,6 +11,10 @@ var (
 	// ErrUnsupported: a valid image uses a feature this engine does not
 	// implement.
 	ErrUnsupported = errors.New("qcow2: unsupported feature")
+	// ErrNotQcow2: the file is no qcow2 image at all (its magic is
+	// wrong: a raw image, another format, a text file). Not ErrCorrupt:
+	// nothing there is for a repair to mend.
+	ErrNotQcow2 = errors.New("qcow2: not a qcow2 image")
 )
 
 // FieldError names the field that made an image unacceptable (FM2).
@@ -18,7 +22,7 @@ type FieldError struct {
 	Field string
 	Value uint64
 	Msg   string
-	Err   error // ErrCorrupt or ErrUnsupported
+	Err   error // ErrCorrupt, ErrUnsupported or ErrNotQcow2
 	// Qemu is QEMU 7.2's message for the same fault, where QEMU makes
 	// the same check (FM7): tools that speak as qemu-img print it.
 	Qemu string

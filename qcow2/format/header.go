@@ -150,7 +150,8 @@ func ParseHeader(b []byte) (*Header, error) {
 	copy(fixed[:], b)
 	f := fixed[:]
 	if m := be.Uint32(f[0:]); m != Magic {
-		return nil, corruptQ("magic", uint64(m), "Image is not in qcow2 format", "not a qcow2 image")
+		return nil, &FieldError{Field: "magic", Value: uint64(m), Msg: fmt.Sprintf("want %#x", Magic),
+			Err: ErrNotQcow2, Qemu: "Image is not in qcow2 format"}
 	}
 	h := &Header{
 		Version:               be.Uint32(f[4:]),

@@ -420,10 +420,10 @@ func TestParseHeader_Hostile(t *testing.T) {
 		msg      string
 	}{
 		{name: "short", fixture: "v3.hdr", truncate: 71, field: "header_length", err: ErrCorrupt}, // QEMU reads zeros past the end: header_length 0
-		{name: "empty", fixture: "v3.hdr", truncate: -1, field: "magic", err: ErrCorrupt},
+		{name: "empty", fixture: "v3.hdr", truncate: -1, field: "magic", err: ErrNotQcow2},
 		{name: "v3 short", fixture: "v3.hdr", truncate: 100, field: "header_length", err: ErrCorrupt},
 		{name: "header past end", fixture: "v3.hdr", truncate: 108, field: "header_length", err: ErrCorrupt},
-		{name: "bad magic", fixture: "v3.hdr", mutate: []func([]byte){be32(0, 0x514649fa)}, field: "magic", err: ErrCorrupt},
+		{name: "bad magic", fixture: "v3.hdr", mutate: []func([]byte){be32(0, 0x514649fa)}, field: "magic", err: ErrNotQcow2},
 		{name: "version 1", fixture: "v3.hdr", mutate: []func([]byte){be32(4, 1)}, field: "version", err: ErrUnsupported},
 		{name: "version 4", fixture: "v3.hdr", mutate: []func([]byte){be32(4, 4)}, field: "version", err: ErrUnsupported},
 		{name: "cluster_bits 8", fixture: "v3.hdr", mutate: []func([]byte){be32(20, 8)}, field: "cluster_bits", err: ErrUnsupported},
