@@ -41,7 +41,7 @@ type CreateOptions struct {
 	RefcountBits  int    // 1..64, a power of two; default 16
 	LazyRefcounts bool
 	BackingFile   string
-	BackingFormat string // "qcow2" or "raw"; probed when empty
+	BackingFormat string // "qcow2", "raw" (others, such as vmdk, through OpenBacking); probed when empty
 	Preallocation string // off (default), metadata, falloc, full
 	// CompressionType is "zlib" (default) or "zstd" (compat 1.1: the
 	// header's compression_type field and incompatible bit 3, as QEMU).
@@ -486,5 +486,9 @@ var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cac
 // OptionNames but read-only and repair.
 var CommandLineOptionNames = OptionNames[: len(OptionNames)-2 : len(OptionNames)-2]
 
-// CreateOptionNames lists the create options.
+// CreateOptionNames lists the plain create options (those qbench's -o
+// takes); Set also takes compression_type, data_file, data_file_raw and
+// the encrypt.* options. qemu-img's nocow and extent_size_hint are the
+// host file's, not the image's: qimg create applies them to the file it
+// creates, Set refuses them.
 var CreateOptionNames = []string{"size", "cluster_size", "compat", "refcount_bits", "lazy_refcounts", "preallocation", "backing_file", "backing_fmt", "extended_l2"}

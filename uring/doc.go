@@ -8,7 +8,7 @@
 //
 // # Layers
 //
-// File keeps every rule of the device (U1-U13 below, and block's B1-B10)
+// File keeps every rule of the device (U1-U15 below, and block's B1-B10)
 // and hands each request to one of three small backends behind the
 // internal backend interface (backend.go): one call, one request to the
 // kernel.

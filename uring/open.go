@@ -141,8 +141,10 @@ func (f *File) useRing(o Options) error {
 // unavailable for that reason.
 var testNoRing error
 
-// Opener returns an opener for backing files with the given options
-// (ReadOnly and Create are taken from the call).
+// Opener returns an opener (qcow2.Options.Opener, CreateOptions.Opener:
+// the image, its backing files and data file) with the given options;
+// ReadOnly is taken from each call, and Create is cleared (the engine
+// creates files itself).
 func Opener(o Options) func(path string, readOnly bool) (block.Device, error) {
 	return func(path string, readOnly bool) (block.Device, error) {
 		o := o

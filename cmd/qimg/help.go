@@ -35,10 +35,12 @@ func commandUsage(w io.Writer, name string) {
 // commandNotes are what a command's --help says beyond the usage line:
 // where qimg deliberately differs from qemu-img.
 var commandNotes = map[string]string{
-	"create": "Formats: qcow2 (default) and raw. -o help lists the options.\n" +
+	"create": "Formats: qcow2, raw, vmdk, vpc and luks. Without -f the image is qcow2\n" +
+		"(qemu-img's default is raw: give -f raw for it). -o help lists the options.\n" +
 		"qcow2 images are created with zlib (default) or zstd compression type;\n" +
 		"extended_l2=on (subclusters) needs cluster_size >= 16k.\n",
-	"convert": "Output formats: raw (default) and qcow2; -o help lists the qcow2 options.\n" +
+	"convert": "Output formats: raw (default), qcow2, vmdk, vpc and luks; -o help lists\n" +
+		"the options of -O's format.\n" +
 		"An output that is the input (the same file under any name) or one of its\n" +
 		"backing files is refused. -c writes qcow2 clusters compressed (zlib or zstd,\n" +
 		"the output's compression_type). -n writes into an existing output (opened\n" +
@@ -93,7 +95,7 @@ type createOption struct{ name, typ, help string }
 
 var qcow2CreateOptions = []createOption{
 	{"backing_file", "str", "File name of a base image"},
-	{"backing_fmt", "str", "Image format of the base image (qcow2, raw)"},
+	{"backing_fmt", "str", "Image format of the base image (qcow2, raw, vmdk, vpc, luks)"},
 	{"cluster_size", "size", "qcow2 cluster size (512 to 2M, a power of two; default 64k)"},
 	{"compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1]; default 1.1)"},
 	{"compression_type", "str", "Compression method used for image cluster compression (zlib or zstd)"},

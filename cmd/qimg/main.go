@@ -59,22 +59,22 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"create":   {runCreate, "[-f qcow2|raw] [-o options] [-b backing_file -F backing_fmt] FILE [SIZE]"},
-		"info":     {runInfo, "[-f fmt] [--output=human|json] [--metrics] [-t cache] FILE"},
-		"check":    {runCheck, "[-f fmt] [-r leaks|all] [--output=human|json] [-T cache] FILE"},
-		"map":      {runMap, "[-f fmt] [--start-offset=OFFSET] [--max-length=LEN] [--output=human|json] FILE"},
-		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-p] [-q] [-T cache] FILE1 FILE2"},
-		"convert":  {runConvert, "[--object ...] [--image-opts | -f fmt] [-O raw|qcow2] [-o options | -n [--target-is-zero] [--target-image-opts]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [--bitmaps [--skip-broken-bitmaps]] [-p] [-t cache] [-T cache] IN [IN...] OUT"},
+		"create":   {runCreate, "[-q] [-u] [--object ...] [-f fmt] [-o options] [-b backing_file -F backing_fmt] FILE [SIZE]"},
+		"info":     {runInfo, "[-f fmt] [--output=human|json] [--backing-chain] [--metrics] [-t cache] [-U] [-o engine_options] [--object ...] [--image-opts] FILE"},
+		"check":    {runCheck, "[-q] [-f fmt] [-r leaks|all] [--output=human|json] [-T cache] [-U] [-o engine_options] [--object ...] [--image-opts] FILE"},
+		"map":      {runMap, "[-f fmt] [--start-offset=OFFSET] [--max-length=LEN] [--output=human|json] [-U] [-o engine_options] [--object ...] [--image-opts] FILE"},
+		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-p] [-q] [-T cache] [-U] [--object ...] [--image-opts] FILE1 FILE2"},
+		"convert":  {runConvert, "[--object ...] [--image-opts | -f fmt] [-O fmt] [-o options | -n [--target-is-zero] [--target-image-opts]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [--bitmaps [--skip-broken-bitmaps]] [-p] [-q] [-U] [-m num_coroutines] [-W] [-t cache] [-T cache] IN [IN...] OUT"},
 		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-d discard] [-r] [-s] [-C] [-U] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
-		"resize":   {runResize, "[-f fmt] [--preallocation=off|falloc|full (raw only)] [-q] [--shrink] FILE [+|-]SIZE"},
+		"resize":   {runResize, "[-f fmt] [--preallocation=off|metadata|falloc|full] [-q] [--shrink] [--object ...] [--image-opts] FILE [+|-]SIZE"},
 		"rebase":   {runRebase, "[-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
 		"commit":   {runCommit, "[-f fmt] [-t cache] [-b base] [-r rate] [-d] [-p] [-q] [--object ...] [--image-opts] FILE"},
-		"amend":    {runAmend, "[-f qcow2] [-t cache] [-p] [-q] -o help | -o compat=0.10|1.1,lazy_refcounts=on|off,refcount_bits=N,size=SIZE [--object ...] [--image-opts] FILE"},
-		"measure":  {runMeasure, "[--output=human|json] [-O raw|qcow2] [-o options] (--size SIZE | [--object ...] [--image-opts] [-f fmt] [-l snapshot_param] FILE)"},
-		"dd":       {runDD, "[--image-opts] [-U] [-f fmt] [-O raw|qcow2] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output"},
+		"amend":    {runAmend, "[-f qcow2|luks] [-t cache] [-p] [-q] -o help | -o compat=0.10|1.1,lazy_refcounts=on|off,refcount_bits=N,size=SIZE [--object ...] [--image-opts] FILE"},
+		"measure":  {runMeasure, "[--output=human|json] [-O raw|qcow2|luks] [-o options] (--size SIZE | [--object ...] [--image-opts] [-f fmt] [-l snapshot_param] FILE)"},
+		"dd":       {runDD, "[--image-opts] [-U] [-f fmt] [-O fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output"},
 		"bitmap":   {runBitmap, "(--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object ...] [--image-opts | -f fmt] FILE BITMAP"},
 		"bench":    {runBench, "[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [--no-drain] [-o offset] [--pattern=pattern_byte] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] [--object ...] [--image-opts] FILE"},
-		"snapshot": {runSnapshot, "[-q] [-U] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
+		"snapshot": {runSnapshot, "[-q] [-U] [--object ...] [--image-opts] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE"},
 	}
 }
 

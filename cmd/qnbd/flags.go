@@ -17,7 +17,7 @@ type option struct {
 
 // options are qemu-nbd's, as far as qnbd implements them.
 var options = []option{
-	{'f', "format", true, "image format: qcow2 or raw (default: probe)"},
+	{'f', "format", true, "image format: qcow2, raw, vmdk, vpc or luks (default: probe)"},
 	{'x', "export-name", true, "export name (default \"\")"},
 	{'D', "description", true, "export description"},
 	{'p', "port", true, "TCP port to listen on (default 10809)"},
@@ -30,7 +30,7 @@ var options = []option{
 	{'e', "shared", true, "serve at most N clients at once (default 1; 0: no limit)"},
 	{'n', "nocache", false, "same as --cache=none"},
 	{0, "cache", true, "cache mode: none, writeback (default), writethrough, directsync, unsafe"},
-	{0, "aio", true, "AIO mode: io_uring (default), native, threads"},
+	{0, "aio", true, "AIO mode: io_uring (default) or threads (native, Linux AIO, is refused)"},
 	{0, "discard", true, "TRIM and unmapping zero writes: ignore (default) or unmap (on)"},
 	{0, "detect-zeroes", true, "turn zero writes into zeroing: off (default), on, unmap (needs --discard=unmap)"},
 	{'s', "snapshot", false, "serve a temporary qcow2 overlay over FILE (in $TMPDIR, else /var/tmp; gone at exit): FILE is opened read-only and is never written"},
