@@ -56,6 +56,8 @@ var commandNotes = map[string]string{
 		"qemu-img, but changes nothing (exit 1) where references lie past the end of\n" +
 		"the file or tables other than the refcount structures are damaged\n" +
 		"(qemu-img rebuilds or repairs around the damage).\n",
+	"map": "--output=json prints QEMU 8.2's layout: a \"compressed\" key after \"data\" in\n" +
+		"each entry (qemu-img 7.2 has none).\n",
 	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
 		"--output=json). --metrics adds the engine's cache and counters (qring only).\n",
 	"io": "-i io_uring fails where no ring can be set up (\"Unable to use io_uring\");\n" +
