@@ -368,19 +368,19 @@ func (o *Options) Set(k, v string) error {
 	case "l2-cache-size":
 		n, err := ParseSize(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("option %s: %w", k, err)
 		}
 		o.L2CacheSize = n
 	case "l2-cache-entry-size":
 		n, err := ParseSize(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("option %s: %w", k, err)
 		}
 		o.L2CacheEntrySize = int(n)
 	case "refcount-cache-size":
 		n, err := ParseSize(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("option %s: %w", k, err)
 		}
 		o.RefcountCacheSize = n
 	case "cache-clean-interval":
@@ -398,7 +398,7 @@ func (o *Options) Set(k, v string) error {
 	case "prealloc-size":
 		n, err := ParseSize(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("option %s: %w", k, err)
 		}
 		if n == 0 {
 			n = -1 // explicit 0: off
@@ -407,7 +407,7 @@ func (o *Options) Set(k, v string) error {
 	case "prealloc-align":
 		n, err := ParseSize(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("option %s: %w", k, err)
 		}
 		o.PreallocAlign = n
 	case "prealloc-fill":
