@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -165,14 +167,18 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
 	}
 	if _, err := os.Stat(path); err != nil {
-		return nil, err
+		return nil, &openError{name, imgopen.FileOpenError(path, err)}
 	}
 	eo := cfg.Engine
 	eo.ForceShare = eo.ForceShare || cfg.ForceShare
 	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
 		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: eo, WrapFile: testHookHostDev})
 	if err != nil {
-		return nil, err
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == path {
+			err = imgopen.FileOpenError(path, err)
+		}
+		return nil, &openError{name, err}
 	}
 	cfg.Format = img.Format()
 	if cfg.Write && img.Image != nil && img.Image.ReadOnly() {
@@ -184,6 +190,19 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 	}
 	return img, nil
 }
+
+// openError is a failure to open the image, in qemu-img bench's words:
+// "Could not open 'NAME': " and QEMU's message for the fault.
+type openError struct {
+	name string
+	err  error
+}
+
+func (e *openError) Error() string {
+	return fmt.Sprintf("Could not open '%s': %s", e.name, qcow2.QemuText(e.err))
+}
+
+func (e *openError) Unwrap() error { return e.err }
 
 // testHookHostDev, if set, wraps the host file of the image Run opens
 // (imgopen.Spec.WrapFile: tests slow down or count its requests).

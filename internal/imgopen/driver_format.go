@@ -43,7 +43,7 @@ func (b *builder) formatFile(n *node, format string, ro bool, cache, aio string)
 		return "", nil, err
 	}
 	if dev, err = op(name, ro); err != nil {
-		return "", nil, extentOpenError(name, err)
+		return "", nil, FileOpenError(name, err)
 	}
 	if err := lockFormatFile(dev, name, format, ro, b.def.Opts); err != nil {
 		dev.Close()

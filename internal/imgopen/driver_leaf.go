@@ -112,7 +112,7 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	if name != "" {
 		if _, err := os.Stat(name); err != nil {
 			closeData()
-			return nil, extentOpenError(name, err) // QEMU's file driver's words
+			return nil, FileOpenError(name, err) // QEMU's file driver's words
 		}
 		if data != nil {
 			o.CloseAfter = data.Close

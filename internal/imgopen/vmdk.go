@@ -79,7 +79,7 @@ func openVMDKFile(f block.Device, path string, op qcow2.Opener, o qcow2.Options,
 			}
 			d, err := op(p, !writable)
 			if err != nil {
-				return nil, extentOpenError(p, err)
+				return nil, FileOpenError(p, err)
 			}
 			if err := lockFormatFile(d, p, "vmdk", !writable, o); err != nil {
 				d.Close()
@@ -126,9 +126,10 @@ func openVMDKParent(path string, op qcow2.Opener, o qcow2.Options, above []os.Fi
 	return d, nil
 }
 
-// extentOpenError is a failure to open an extent file in QEMU's words
-// (its file driver's, under bdrv_open_child).
-func extentOpenError(path string, err error) error {
+// FileOpenError is a failure to open a host file (an image's, an
+// extent file's) in the words of QEMU's file driver (under
+// bdrv_open_child): "Could not open 'x': No such file or directory".
+func FileOpenError(path string, err error) error {
 	var errno syscall.Errno
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
