@@ -55,9 +55,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/qring/qring/cmd/internal/buildinfo"
 )
 
-const version = "qnbd (qring) 0.1, NBD protocol: fixed newstyle, structured replies"
+// protocolVersion follows the build's version on --version's line.
+const protocolVersion = "NBD protocol: fixed newstyle, structured replies"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -81,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		return 0
 	}
 	if f.has("version") {
-		fmt.Fprintln(stdout, version)
+		fmt.Fprintf(stdout, "%s, %s\n", buildinfo.Version("qnbd"), protocolVersion)
 		return 0
 	}
 	if f.has("list") {
