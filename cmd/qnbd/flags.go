@@ -15,6 +15,11 @@ type option struct {
 	help  string
 }
 
+// connectHint answers qemu-nbd's -c/--connect DEV, which qnbd does not
+// have: the kernel's NBD client attaches to a qnbd socket instead.
+const connectHint = "qnbd does not attach /dev/nbdN itself (qemu-nbd -c): serve on a socket (-k PATH) and attach\n" +
+	"the kernel's client to it (nbd-client -unix PATH /dev/nbdN), or mount it with nbdfuse"
+
 // options are qemu-nbd's, as far as qnbd implements them.
 var options = []option{
 	{'f', "format", true, "image format: qcow2, raw, vmdk, vpc or luks (default: probe)"},
@@ -105,6 +110,9 @@ func parseFlags(args []string) (*flags, error) {
 				if name == "offset" {
 					return nil, fmt.Errorf("unrecognized option '--offset'\n%s", offsetHint("N", "FILE"))
 				}
+				if name == "connect" || strings.HasPrefix("connect", name) && len(name) > 1 && byLong[name] == nil {
+					return nil, fmt.Errorf("unrecognized option '--%s'\n%s", name, connectHint)
+				}
 				return nil, fmt.Errorf("unrecognized option '--%s'", name)
 			}
 			if o.arg && !hasVal {
@@ -121,6 +129,9 @@ func parseFlags(args []string) (*flags, error) {
 			for j := 1; j < len(a); j++ {
 				o := byShort[a[j]]
 				if o == nil {
+					if a[j] == 'c' {
+						return nil, fmt.Errorf("invalid option -- 'c'\n%s", connectHint)
+					}
 					return nil, fmt.Errorf("invalid option -- '%c'", a[j])
 				}
 				if !o.arg {
