@@ -114,6 +114,13 @@ func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
 		out = append(out, e)
 		off = (end + 7) &^ 7
 	}
+	if off != uint64(len(b)) {
+		// QEMU's bitmap_list_load reads entries up to the directory's
+		// end and refuses what does not end there ("More bitmaps found
+		// than specified in header extension", "Broken bitmap
+		// directory"): a directory longer than its entries is broken.
+		return nil, corrupt("bitmap_directory", off, "the directory's %d bytes hold more than its %d bitmaps", len(b), n)
+	}
 	return out, nil
 }
 

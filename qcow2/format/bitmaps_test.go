@@ -39,6 +39,10 @@ func TestParseBitmapDirectory(t *testing.T) {
 		{"cut name", b[:25], 1},
 		{"empty name", bitmapDir(0x30000, 1, ""), 1},
 		{"huge table", bitmapDir(0x30000, MaxBitmapTable+1, "x"), 1},
+		// QEMU: "Broken bitmap directory" (bitmap_list_load reads
+		// entries up to the directory's end).
+		{"fewer entries than bytes", b, 1},
+		{"padding past the entries", append(bitmapDir(0x30000, 1, "b0"), make([]byte, 8)...), 1},
 	} {
 		if _, err := ParseBitmapDirectory(c.b, c.n); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: %v", c.name, err)
