@@ -208,7 +208,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if h.BackingFileOffset > cs {
 		return nil, corruptQ("backing_file_offset", h.BackingFileOffset, "Invalid backing file offset", "past the header cluster")
 	}
-	if h.BackingFileOffset != 0 && h.BackingFileOffset < uint64(h.HeaderLength) {
+	if h.BackingFileOffset != 0 && h.BackingFileSize != 0 && h.BackingFileOffset < uint64(h.HeaderLength) {
 		return nil, corrupt("backing_file_offset", h.BackingFileOffset, "backing file name overlaps the header")
 	}
 	if h.CompressionType > CompressionZstd {
@@ -306,12 +306,11 @@ func ParseHeader(b []byte) (*Header, error) {
 	if err := h.checkCrypto(); err != nil {
 		return nil, err
 	}
-	if h.BackingFileOffset != 0 {
+	// A name of 0 bytes is no backing file, as in QEMU (which reads an
+	// empty name).
+	if h.BackingFileOffset != 0 && h.BackingFileSize != 0 {
 		if h.BackingFileSize > MaxBackingName {
 			return nil, corruptQ("backing_file_size", uint64(h.BackingFileSize), "Backing file name too long", "more than %d bytes", MaxBackingName)
-		}
-		if h.BackingFileSize == 0 {
-			return nil, corrupt("backing_file_size", 0, "empty backing file name")
 		}
 		end := h.BackingFileOffset + uint64(h.BackingFileSize)
 		if h.BackingFileOffset >= cs || end > cs || end > uint64(len(b)) {
