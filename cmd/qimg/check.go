@@ -146,7 +146,10 @@ func runCheck(e *env, args []string) int {
 	if img.Image == nil {
 		return e.errorf(63, "This image format does not support checks")
 	}
-	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode})
+	// Every detail line, as qemu-img prints them (the library keeps
+	// 1000 by default; the -r leaks refusal below looks for its line
+	// among them).
+	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode, MaxMessages: 1 << 30})
 	if err != nil {
 		return e.errorf(1, "Check failed: %v", err)
 	}
