@@ -210,6 +210,30 @@ func (c *checker) incEntry(e format.L2Entry, why string) {
 	}
 }
 
+// l2Faults are the detail lines of an L2 entry that Validate refuses,
+// one per fault, each a corruption: qemu-img check's words where it
+// makes the same check (check_refcounts_l2), "" for a fault it does
+// not name (the caller words it).
+func l2Faults(e format.L2Entry, g *format.Geometry, version uint32) []string {
+	if e.Compressed() {
+		return []string{fmt.Sprintf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters", uint64(e.DecodeCompressed(g).Off))}
+	}
+	var out []string
+	if uint64(e)&format.L2ReservedMask != 0 {
+		out = append(out, fmt.Sprintf("ERROR found l2 entry with reserved bits set: %x", uint64(e)))
+	}
+	if uint64(e)&format.OflagZero != 0 && (version < 3 || g.ExtendedL2) {
+		out = append(out, "")
+	}
+	if !g.Aligned(e.Offset()) {
+		out = append(out, fmt.Sprintf("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", uint64(e.Offset())))
+	}
+	if len(out) == 0 {
+		out = append(out, "")
+	}
+	return out
+}
+
 // Check rebuilds the reference counts from the L1/L2 trees (active and
 // snapshots), compares them with the stored refcounts and COPIED flags,
 // and reports like qemu-img check. With a repair mode it fixes what it may
@@ -410,6 +434,23 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				continue
 			}
 			nextData = 0 // as QEMU: contiguity within one L2 table
+			// fragStats counts entry e of type kind in the active
+			// table's statistics.
+			fragStats := func(e format.L2Entry, kind format.ClusterType) {
+				switch kind {
+				case format.ClusterNormal, format.ClusterZeroAlloc:
+					off := e.Offset()
+					r.AllocatedClusters++
+					if nextData != 0 && off != nextData {
+						r.FragmentedClusters++
+					}
+					nextData = off + format.HostOff(cs)
+				case format.ClusterCompressed:
+					r.AllocatedClusters++
+					r.CompressedClusters++
+					r.FragmentedClusters++ // and the next data cluster is judged against the last one
+				}
+			}
 			for s := uint64(0); s < cs; s += im.sliceSize {
 				t, err := im.l2c.Get(int64(l2off) + int64(s))
 				if err != nil {
@@ -420,12 +461,22 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				for k := uint64(0); k < perSlice; k++ {
 					e := im.g.L2At(t.Data, k)
 					if err := e.Validate(g, im.hdr.Version); err != nil {
-						c.msg("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
-						r.Corruptions++
+						for _, m := range l2Faults(e, g, im.hdr.Version) {
+							if m == "" {
+								m = fmt.Sprintf("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
+							}
+							c.msg("%s", m)
+							r.Corruptions++
+						}
 						// As QEMU: the clusters it names still count
 						// (an unaligned offset counts both clusters it
 						// touches), so no repair frees them.
 						c.incEntry(e, "of an invalid entry")
+						// And in the statistics, as QEMU counts
+						// them before it looks at the offset.
+						if active && stats && !im.df.ext {
+							fragStats(e, e.Type())
+						}
 						continue
 					}
 					im.checkBitmap(c, e, g.BitmapAt(t.Data, k), s/im.g.L2EntrySize+k, l2off)
@@ -436,26 +487,19 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 						r.Corruptions++
 						continue
 					}
-					switch im.kindOf(e) { // DF2
+					switch kind := im.kindOf(e); kind { // DF2
 					case format.ClusterNormal, format.ClusterZeroAlloc:
-						off := e.Offset()
 						if !im.df.ext { // data file clusters are not refcounted (DF3)
-							c.inc(off, cs, "data cluster")
+							c.inc(e.Offset(), cs, "data cluster")
 						}
 						if active && stats {
-							r.AllocatedClusters++
-							if nextData != 0 && off != nextData {
-								r.FragmentedClusters++
-							}
-							nextData = off + format.HostOff(cs)
+							fragStats(e, kind)
 						}
 					case format.ClusterCompressed:
 						d := e.DecodeCompressed(g)
 						c.inc(d.Off, d.Size, "compressed cluster")
 						if active && stats {
-							r.AllocatedClusters++
-							r.CompressedClusters++
-							r.FragmentedClusters++ // and the next data cluster is judged against the last one
+							fragStats(e, kind)
 						}
 					}
 				}
@@ -898,9 +942,9 @@ func (im *Image) checkCopied(c *checker, fix bool) error {
 			}
 			for k := uint64(0); k < perSlice; k++ {
 				e := im.g.L2At(t.Data, k)
-				if e.Validate(g, im.hdr.Version) != nil {
-					continue
-				}
+				// An invalid entry (reported already) is checked and
+				// repaired too, as QEMU's check_oflag_copied does: its
+				// COPIED flag is all that changes.
 				ty := im.kindOf(e) // DF2
 				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
 					continue
