@@ -117,7 +117,9 @@ func (im *Image) SetLazyRefcounts(on bool) error {
 }
 
 // SetVersion changes the header version (2: compat=0.10, 3: compat=1.1),
-// as qemu-img amend -o compat= does. Upgrading only rewrites the header.
+// as qemu-img amend -o compat= does. Upgrading rewrites the header, and
+// first the snapshot table if an entry lacks the disk size
+// (prepareUpgradeLocked).
 // Downgrading needs 16-bit refcounts, no incompatible feature bits set
 // (a dirty image must be closed cleanly first), zlib compression, and
 // no zero clusters in the active tables nor in the snapshots'
@@ -135,7 +137,7 @@ func (im *Image) SetVersion(v uint32) error {
 		return ErrResizeBusy
 	}
 	defer im.resizeMu.Unlock()
-	var prep func() error
+	prep := im.prepareUpgradeLocked
 	if v == 2 {
 		prep = im.prepareDowngradeLocked
 	}
@@ -161,6 +163,37 @@ func (im *Image) SetVersion(v uint32) error {
 		h.SetExtension(format.ExtFeatureNames, nil)
 		return nil
 	})
+}
+
+// prepareUpgradeLocked gives every snapshot whose extra data lacks the
+// disk size (version 2 allows it; version 3 requires 16 bytes, and
+// qemu-img check reports such an entry as incomplete) QEMU 7.2's 24
+// bytes before the version becomes 3, as qcow2_upgrade rewrites the
+// table first: the VM state size, the image's size (what QEMU takes for
+// such a snapshot's) and icount -1 (none). A crash between the two
+// leaves a valid version 2 image (mu and resizeMu held).
+func (im *Image) prepareUpgradeLocked() error {
+	if im.hdr.Version != 2 {
+		return nil
+	}
+	snaps := append([]format.Snapshot(nil), im.snapshots...)
+	need := false
+	for i, sn := range snaps {
+		if sn.HasDiskSize() {
+			continue
+		}
+		vm := uint64(sn.VMStateSize)
+		if len(sn.ExtraData) >= 8 {
+			vm = binary.BigEndian.Uint64(sn.ExtraData)
+		}
+		snaps[i].ExtraData = format.SnapshotExtra(vm, im.hdr.Size, -1)
+		snaps[i].DiskSize = im.hdr.Size
+		need = true
+	}
+	if !need {
+		return nil
+	}
+	return im.writeSnapshotTableLocked(snaps)
 }
 
 // prepareDowngradeLocked refuses a downgrade to version 2 that cannot
