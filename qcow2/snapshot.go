@@ -172,6 +172,12 @@ func (im *Image) findSnapshotLocked(s string) int {
 // metadata may be changed: the shared preamble of the operations on an
 // existing snapshot. mu is taken and released here only.
 func (im *Image) withSnapshot(s string, fn func(i int, sn format.Snapshot) error) error {
+	return im.withSnapshotFound(func() int { return im.findSnapshotLocked(s) }, fn)
+}
+
+// withSnapshotFound is withSnapshot on the snapshot find returns the
+// index of (under mu), -1 for none.
+func (im *Image) withSnapshotFound(find func() int, fn func(i int, sn format.Snapshot) error) error {
 	if err := im.lockIdle(); err != nil {
 		return err
 	}
@@ -179,7 +185,7 @@ func (im *Image) withSnapshot(s string, fn func(i int, sn format.Snapshot) error
 	if err := im.writableLocked(); err != nil {
 		return err
 	}
-	i := im.findSnapshotLocked(s)
+	i := find()
 	if i < 0 {
 		return ErrNoSnapshot
 	}
@@ -451,6 +457,23 @@ func (im *Image) DeleteSnapshot(s string) error {
 	im.resizeMu.Lock()
 	defer im.resizeMu.Unlock()
 	return im.withSnapshot(s, im.deleteSnapshotLocked)
+}
+
+// DeleteSnapshotNamed removes the first snapshot named name, matching
+// the name only, as qemu-img snapshot -d does (DeleteSnapshot takes an
+// ID first: in a table where another snapshot's ID is that name, it
+// would delete that one).
+func (im *Image) DeleteSnapshotNamed(name string) error {
+	im.resizeMu.Lock()
+	defer im.resizeMu.Unlock()
+	return im.withSnapshotFound(func() int {
+		for i, sn := range im.snapshots {
+			if sn.Name == name {
+				return i
+			}
+		}
+		return -1
+	}, im.deleteSnapshotLocked)
 }
 
 // deleteSnapshotLocked is DeleteSnapshot's work on snapshot i, under mu

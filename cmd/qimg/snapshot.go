@@ -119,17 +119,11 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 		}
 	case "d":
 		// qemu-img snapshot -d matches the name only.
-		id := ""
-		for _, s := range im.Snapshots() {
-			if s.Name == name {
-				id = s.ID
-				break
-			}
-		}
-		if id == "" {
+		err := im.DeleteSnapshotNamed(name)
+		if errors.Is(err, qcow2.ErrNoSnapshot) {
 			return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", name)
 		}
-		if err := im.DeleteSnapshot(id); err != nil {
+		if err != nil {
 			return fmt.Errorf("Could not delete snapshot '%s': %w", name, err)
 		}
 	}
