@@ -96,7 +96,14 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 			// QEMU's qcow2_snapshot_create: ENOTSUP, as its errno.
 			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", name)
 		}
-		if _, err := im.CreateSnapshot(name); err != nil {
+		// qemu-img copies the name into QEMUSnapshotInfo's 256-byte
+		// buffer (pstrcpy): 255 bytes are stored, the rest dropped,
+		// and -a, -d and -l then see the stored name.
+		stored := name
+		if len(stored) > 255 {
+			stored = stored[:255]
+		}
+		if _, err := im.CreateSnapshot(stored); err != nil {
 			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
 		}
 	case "a":
