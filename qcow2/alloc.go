@@ -81,7 +81,7 @@ func (im *Image) updateRefcountLocked(c uint64, delta int64) error {
 		// A limit of the image's refcount width, not damage (QEMU's
 		// -ERANGE): nothing changed.
 		im.rbc.Put(t)
-		return fmt.Errorf("%w: cluster %d (refcount %d, at most %d)", errRefcountOverflow, c, v, im.g.RefcountMax)
+		return fmt.Errorf("%w: cluster %d (refcount %d, at most %d)", ErrRefcountOverflow, c, v, im.g.RefcountMax)
 	}
 	im.rbc.MarkDirty(t)
 	im.rbc.Put(t)

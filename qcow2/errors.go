@@ -57,9 +57,9 @@ var errNeedsRepair = fmt.Errorf("%w: the image is dirty: its refcounts are repai
 // opened for repair, which keeps them; it matches ErrReadOnly.
 var errBitmapsKept = fmt.Errorf("%w: opened for repair, the image keeps its persistent bitmaps: reopen it to write (which marks them stale)", ErrReadOnly)
 
-// errRefcountOverflow: a refcount would exceed what the image's refcount
+// ErrRefcountOverflow: a refcount would exceed what the image's refcount
 // width holds (QEMU's -ERANGE); it matches ErrUnsupported.
-var errRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)
+var ErrRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)
 
 type outOfRangeError struct{}
 

@@ -272,7 +272,7 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	// Count every L2 table and data cluster once more and clear COPIED
 	// (refcounts first: the L2 cache depends on the refcount cache).
 	if err := im.adjustRefsLocked(active, 1); err != nil {
-		if errors.Is(err, errRefcountOverflow) { // undone: nothing names the copy
+		if errors.Is(err, ErrRefcountOverflow) { // undone: nothing names the copy
 			im.freeClustersLocked(off, nclusters)
 		} else {
 			// Stopped half way: the tables counted so far are counted
@@ -600,13 +600,13 @@ func (im *Image) writeActiveL1Locked(lose bool) error {
 // be on their way out: fixCopiedLocked sets COPIED afterwards).
 //
 // An increment that overflows a refcount (narrow refcount_bits, a
-// compressed cluster many entries share) fails with errRefcountOverflow
+// compressed cluster many entries share) fails with ErrRefcountOverflow
 // after undoing the increments made before it and setting back the
 // COPIED flags it cleared: the image is as it was, not corrupt.
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	done := 0
 	err := im.walkRefsLocked(l1, addend, -1, &done)
-	if err == nil || addend < 0 || !errors.Is(err, errRefcountOverflow) {
+	if err == nil || addend < 0 || !errors.Is(err, ErrRefcountOverflow) {
 		return err
 	}
 	return im.undoIncrementsLocked(l1, done, err)

@@ -103,7 +103,11 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 		if len(stored) > 255 {
 			stored = stored[:255]
 		}
-		if _, err := im.CreateSnapshot(stored); err != nil {
+		if _, err := im.CreateSnapshot(stored); errors.Is(err, qcow2.ErrRefcountOverflow) {
+			// qcow2_snapshot_create's -ERANGE comes out of
+			// bdrv_snapshot_create as -EINVAL, which qemu-img prints.
+			return fmt.Errorf("Could not create snapshot '%s': -22 (Invalid argument)", name)
+		} else if err != nil {
 			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
 		}
 	case "a":
