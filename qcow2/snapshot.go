@@ -320,15 +320,47 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 }
 
 // newSnapshotIDLocked is QEMU's find_new_snapshot_id: one more than the
-// largest numeric ID.
+// largest ID, each read as C's strtoul reads it (strtoul).
 func (im *Image) newSnapshotIDLocked() string {
 	m := uint64(0)
 	for _, s := range im.snapshots {
-		if v, err := strconv.ParseUint(s.ID, 10, 64); err == nil && v > m {
+		if v := strtoul(s.ID); v > m {
 			m = v
 		}
 	}
-	return strconv.FormatUint(m+1, 10)
+	return strconv.FormatUint(m+1, 10) // wraps as QEMU's unsigned long
+}
+
+// strtoul is C's strtoul(s, NULL, 10) on a 64-bit host: leading white
+// space, an optional sign (a minus negates, modulo 2^64), the digits up
+// to the first other byte; 0 without digits, the maximum on overflow.
+func strtoul(s string) uint64 {
+	i := 0
+	for i < len(s) && (s[i] == ' ' || s[i] >= '\t' && s[i] <= '\r') {
+		i++
+	}
+	neg := false
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		neg = s[i] == '-'
+		i++
+	}
+	var v uint64
+	digits := false
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		digits = true
+		d := uint64(s[i] - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return math.MaxUint64 // ERANGE: no negation either
+		}
+		v = v*10 + d
+	}
+	if !digits {
+		return 0
+	}
+	if neg {
+		v = -v
+	}
+	return v
 }
 
 // ApplySnapshot reverts the disk to the snapshot with ID or name s
