@@ -23,6 +23,11 @@ type CheckOptions struct {
 	Repair RepairMode
 	// MaxMessages caps the detail lines kept (default 1000).
 	MaxMessages int
+	// Message, when set, receives every detail line as the check finds
+	// it, in order (qemu-img check prints them so: all of them, in
+	// constant memory); CheckResult.Messages then stays empty and
+	// MaxMessages does not apply.
+	Message func(line string)
 	rebuilt     bool // the refcount structures were just rebuilt: never again
 	// live: the engine's own check at a flush (invariants): a table the
 	// open found in the slack past the end of the file is the input's
@@ -67,6 +72,7 @@ type checker struct {
 	im    *Image
 	r     *CheckResult
 	max   int
+	out   func(string) // CheckOptions.Message
 	ref   []uint32 // computed references per host cluster (past the width too)
 	fsize uint64
 	// [slackLo, slackHi): clusters inside ref that still lie past the
@@ -136,6 +142,10 @@ func (c *checker) unreadable(err error, why string) {
 }
 
 func (c *checker) msg(f string, a ...any) {
+	if c.out != nil {
+		c.out(fmt.Sprintf(f, a...))
+		return
+	}
 	if len(c.r.Messages) < c.max {
 		c.r.Messages = append(c.r.Messages, fmt.Sprintf(f, a...))
 	}
@@ -356,7 +366,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	g := &im.g
 	cs := g.ClusterSize
 	r := &CheckResult{}
-	c := &checker{im: im, r: r, max: o.MaxMessages}
+	c := &checker{im: im, r: r, max: o.MaxMessages, out: o.Message}
 	if c.max <= 0 {
 		c.max = 1000
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -146,19 +145,18 @@ func runCheck(e *env, args []string) int {
 	if img.Image == nil {
 		return e.errorf(63, "This image format does not support checks")
 	}
-	// Every detail line, as qemu-img prints them (the library keeps
-	// 1000 by default; the -r leaks refusal below looks for its line
-	// among them).
-	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode, MaxMessages: 1 << 30})
+	// Every detail line, as qemu-img prints them: as the check finds
+	// them (the library keeps 1000 by default; a broken image can have
+	// millions).
+	needRebuild := false
+	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode, Message: func(m string) {
+		fmt.Fprintln(e.stderr, m)
+		needRebuild = needRebuild || strings.HasPrefix(m, "ERROR need to rebuild refcount structures")
+	}})
 	if err != nil {
 		return e.errorf(1, "Check failed: %v", err)
 	}
-	for _, m := range r.Messages {
-		fmt.Fprintln(e.stderr, m)
-	}
-	if mode == qcow2.RepairLeaks && slices.ContainsFunc(r.Messages, func(m string) bool {
-		return strings.HasPrefix(m, "ERROR need to rebuild refcount structures")
-	}) {
+	if mode == qcow2.RepairLeaks && needRebuild {
 		// qemu-img check -r leaks stops there (qcow2_check_refcounts:
 		// -EIO), with no summary.
 		return e.errorf(1, "Check failed: Input/output error")

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -14,7 +15,7 @@ import (
 // snapshotInfo is QEMU's SnapshotInfo, as qemu-img info lists it.
 // Its fields are in qemu-img's order (imageInfo's comment).
 type snapshotInfo struct {
-	Icount      *uint64 `json:"icount,omitempty"`
+	Icount      *int64  `json:"icount,omitempty"` // signed, as QEMU prints it
 	VMClockNsec int64   `json:"vm-clock-nsec"`
 	Name        string  `json:"name"`
 	DateSec     int64   `json:"date-sec"`
@@ -74,7 +75,7 @@ func snapshotOf(s format.Snapshot) snapshotInfo {
 		si.VMStateSize = int64(binary.BigEndian.Uint64(s.ExtraData))
 	}
 	if len(s.ExtraData) >= 24 {
-		if ic := binary.BigEndian.Uint64(s.ExtraData[16:]); ic != ^uint64(0) {
+		if ic := int64(binary.BigEndian.Uint64(s.ExtraData[16:])); ic != -1 {
 			si.Icount = &ic
 		}
 	}
@@ -95,8 +96,17 @@ func writeSnapshotsHuman(w io.Writer, snaps []snapshotInfo) {
 		if s.Icount != nil {
 			icount = fmt.Sprint(*s.Icount)
 		}
-		fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11s\n", s.ID, s.Name, sizeToStr(s.VMStateSize), date, clock, icount)
+		fmt.Fprintf(w, "%s %s %8s%20s%13s%11s\n", padBytes(s.ID, 9), padBytes(s.Name, 16), sizeToStr(s.VMStateSize), date, clock, icount)
 	}
+}
+
+// padBytes pads s with spaces to n bytes, as C's %-Ns does (Go's pads
+// to n runes: a name with "é" came out a column short).
+func padBytes(s string, n int) string {
+	if len(s) >= n {
+		return s
+	}
+	return s + strings.Repeat(" ", n-len(s))
 }
 
 // snapshotOpt is -l's snapshot (imgopen.SnapshotParam), nil when -l is
