@@ -28,7 +28,7 @@ type CheckOptions struct {
 	// constant memory); CheckResult.Messages then stays empty and
 	// MaxMessages does not apply.
 	Message func(line string)
-	rebuilt     bool // the refcount structures were just rebuilt: never again
+	rebuilt bool // the refcount structures were just rebuilt: never again
 	// live: the engine's own check at a flush (invariants): a table the
 	// open found in the slack past the end of the file is the input's
 	// (accepted by the writable open, written back there), not a
@@ -73,7 +73,7 @@ type checker struct {
 	r     *CheckResult
 	max   int
 	out   func(string) // CheckOptions.Message
-	ref   []uint32 // computed references per host cluster (past the width too)
+	ref   []uint32     // computed references per host cluster (past the width too)
 	fsize uint64
 	// [slackLo, slackHi): clusters inside ref that still lie past the
 	// end of the file, where only a table the open found past it can be

@@ -146,7 +146,7 @@ func fuzzOK(err error, more ...error) bool {
 	if err == nil {
 		return true
 	}
-	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, block.ErrRange, block.ErrNotSupported, ErrNoKey, ErrDataFile}, more...) {
+	for _, e := range append([]error{ErrCorrupt, ErrUnsupported, ErrNotQcow2, block.ErrRange, block.ErrNotSupported, ErrNoKey, ErrDataFile}, more...) {
 		if errors.Is(err, e) {
 			return true
 		}

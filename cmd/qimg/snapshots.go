@@ -15,14 +15,14 @@ import (
 // snapshotInfo is QEMU's SnapshotInfo, as qemu-img info lists it.
 // Its fields are in qemu-img's order (imageInfo's comment).
 type snapshotInfo struct {
-	Icount      *int64  `json:"icount,omitempty"` // signed, as QEMU prints it
-	VMClockNsec int64   `json:"vm-clock-nsec"`
-	Name        string  `json:"name"`
-	DateSec     int64   `json:"date-sec"`
-	DateNsec    int64   `json:"date-nsec"`
-	VMClockSec  int64   `json:"vm-clock-sec"`
-	ID          string  `json:"id"`
-	VMStateSize int64   `json:"vm-state-size"`
+	Icount      *int64 `json:"icount,omitempty"` // signed, as QEMU prints it
+	VMClockNsec int64  `json:"vm-clock-nsec"`
+	Name        string `json:"name"`
+	DateSec     int64  `json:"date-sec"`
+	DateNsec    int64  `json:"date-nsec"`
+	VMClockSec  int64  `json:"vm-clock-sec"`
+	ID          string `json:"id"`
+	VMStateSize int64  `json:"vm-state-size"`
 }
 
 // readSnapshots reads and decodes the internal snapshot table of an open

@@ -60,7 +60,7 @@ func wantFieldError(t *testing.T, err error, field string, sentinel error, msg s
 func typedError(err error) bool {
 	var fe *FieldError
 	return errors.As(err, &fe) && fe.Field != "" &&
-		(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported))
+		(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrNotQcow2))
 }
 
 func TestParseHeader_Fixtures(t *testing.T) {
