@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestEngineOpts_ReadOnlyRepairRefused: -o takes engine options but not
@@ -41,4 +43,36 @@ func TestEngineOpts_ReadOnlyRepairRefused(t *testing.T) {
 		t.Error("the image changed")
 	}
 	mustQ(t, "io", "-o", "l2-cache-size=1M,prealloc=off", "-c", "write 0 512", img)
+}
+
+// TestSpec_RepairRefusedLikeQemu: an image spec's repair=on is refused
+// as QEMU's qcow2 driver refuses the option, also on an image marked
+// corrupt, which it opened writable (qimg io wrote into it).
+func TestSpec_RepairRefusedLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := t.TempDir()
+	clean, corrupt := filepath.Join(d, "clean.qcow2"), filepath.Join(d, "corrupt.qcow2")
+	for _, p := range []string{clean, corrupt} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	}
+	b, err := os.ReadFile(corrupt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[79] |= 2 // incompatible_features bit 1: corrupt
+	if err := os.WriteFile(corrupt, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{clean, corrupt} {
+		spec := "driver=qcow2,file.filename=" + p + ",repair=on"
+		_, e, code := runQ(t, "io", "--image-opts", "-c", "write 0 512", spec)
+		qo, qe, qcode := testkit.Run(t, "qemu-io", "--image-opts", "-c", "write 0 512", spec)
+		if code != qcode || strings.Replace(e, "qimg: io: ", "qemu-io: ", 1) != qe+qo {
+			t.Errorf("%s: exit %d, %q; qemu-io: exit %d, %q", filepath.Base(p), code, e, qcode, qe+qo)
+		}
+	}
+	after, _ := os.ReadFile(corrupt)
+	if !bytes.Equal(b, after) {
+		t.Error("the image marked corrupt changed")
+	}
 }

@@ -60,8 +60,11 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 	o := b.def.Opts
 	o.ReadOnly = o.ReadOnly || ro
 	o.RefuseCorrupt = true // a writable open, as QEMU's
+	// Not repair, which QEMU's qcow2 driver does not take (qimg check
+	// -r is the repair): a spec with it is refused as QEMU refuses it,
+	// never an image marked corrupt opened writable.
 	for _, k := range qcow2.OptionNames {
-		if k == "read-only" || !n.has(k) {
+		if k == "read-only" || k == "repair" || !n.has(k) {
 			continue
 		}
 		s, err := n.str(k, "")

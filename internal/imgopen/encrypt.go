@@ -182,7 +182,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 			s.QemuName = qemuJSONName(root)
 		}
 		for _, k := range qcow2.OptionNames {
-			if !n.has(k) {
+			if k == "repair" || !n.has(k) { // as qcow2 (driver_leaf.go)
 				continue
 			}
 			v, err := n.str(k, "")
