@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"strings"
 	"math"
 
 	"github.com/qring/qring/block"
@@ -220,11 +221,12 @@ func (c *checker) incEntry(e format.L2Entry, why string) {
 	}
 }
 
-// l2Faults are the detail lines of an L2 entry that Validate refuses,
-// one per fault, each a corruption: qemu-img check's words where it
-// makes the same check (check_refcounts_l2), "" for a fault it does
-// not name (the caller words it).
-func l2Faults(e format.L2Entry, g *format.Geometry, version uint32) []string {
+// l2Faults are the detail lines of an L2 entry that Validate refuses
+// (bitmap: its subcluster bitmap, with extended L2), one per fault, each
+// a corruption: qemu-img check's words where it makes the same check
+// (check_refcounts_l2), "" for none found (the caller words Validate's
+// error).
+func l2Faults(e format.L2Entry, bitmap uint64, g *format.Geometry, version uint32) []string {
 	if e.Compressed() {
 		return []string{fmt.Sprintf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters", uint64(e.DecodeCompressed(g).Off))}
 	}
@@ -233,10 +235,17 @@ func l2Faults(e format.L2Entry, g *format.Geometry, version uint32) []string {
 		out = append(out, fmt.Sprintf("ERROR found l2 entry with reserved bits set: %x", uint64(e)))
 	}
 	if uint64(e)&format.OflagZero != 0 && (version < 3 || g.ExtendedL2) {
-		out = append(out, "")
+		// QEMU does not look at it here (its reads refuse it).
+		out = append(out, fmt.Sprintf("ERROR found l2 entry with the zero flag, which this image cannot have: %x", uint64(e)))
 	}
 	if !g.Aligned(e.Offset()) {
-		out = append(out, fmt.Sprintf("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", uint64(e.Offset())))
+		// A cluster that holds no data (zero flag; no subcluster
+		// allocated) is a preallocated one, which -r all zeroes.
+		what := "Data"
+		if g.ExtendedL2 && bitmap&format.SubAllocAll == 0 || !g.ExtendedL2 && uint64(e)&format.OflagZero != 0 {
+			what = "Preallocated"
+		}
+		out = append(out, fmt.Sprintf("ERROR offset=%x: %s cluster is not properly aligned; L2 entry corrupted.", uint64(e.Offset()), what))
 	}
 	if len(out) == 0 {
 		out = append(out, "")
@@ -470,13 +479,48 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				}
 				for k := uint64(0); k < perSlice; k++ {
 					e := im.g.L2At(t.Data, k)
-					if err := e.Validate(g, im.hdr.Version); err != nil {
-						for _, m := range l2Faults(e, g, im.hdr.Version) {
+					// Version 3's rules in a version 2 image too: QEMU's
+					// check takes the zero flag there for a zero cluster
+					// (qcow2_get_cluster_type does not look at the
+					// version) and counts no corruption; the engine's
+					// reads refuse such an entry (Validate, Q9).
+					if err := e.Validate(g, 3); err != nil {
+						bitmap := g.BitmapAt(t.Data, k)
+						zeroed := false
+						for _, m := range l2Faults(e, bitmap, g, 3) {
 							if m == "" {
 								m = fmt.Sprintf("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
 							}
+							if repair == RepairAll && strings.HasPrefix(m, "ERROR offset=") && strings.Contains(m, "Preallocated") {
+								// As QEMU's fix_l2_entry_by_zero (-r
+								// all): a preallocated cluster that is
+								// not aligned becomes a zero cluster,
+								// and its clusters are not counted: it
+								// held no data.
+								c.msg("%s", strings.Replace(m, "ERROR", "Repairing", 1))
+								if active && stats {
+									fragStats(e, e.Type())
+								}
+								ne, nb := format.L2Entry(format.OflagZero), bitmap
+								if g.ExtendedL2 {
+									ne, nb = 0, format.SubZeroAll
+								}
+								t.Lock()
+								g.PutL2(t.Data, k, ne)
+								if g.ExtendedL2 {
+									g.PutBitmap(t.Data, k, nb)
+								}
+								t.Unlock()
+								im.l2c.MarkDirty(t)
+								r.CorruptionsFixed++
+								zeroed = true
+								break
+							}
 							c.msg("%s", m)
 							r.Corruptions++
+						}
+						if zeroed {
+							continue // repaired above
 						}
 						// As QEMU: the clusters it names still count
 						// (an unaligned offset counts both clusters it
@@ -484,8 +528,8 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 						c.incEntry(e, "of an invalid entry")
 						// And in the statistics, as QEMU counts
 						// them before it looks at the offset.
-						if active && stats && !im.df.ext {
-							fragStats(e, e.Type())
+						if active && stats {
+							fragStats(e, im.kindOf(e))
 						}
 						continue
 					}

@@ -13,12 +13,15 @@ import (
 )
 
 // TestCheck_InvalidL2EntriesLikeQemu: L2 entries with reserved bits, an
-// unaligned offset, both, or COPIED set on a compressed cluster are
-// reported as qemu-img check reports them (its words, one corruption per
-// fault, the entry in the allocation statistics, its OFLAG_COPIED
-// check), and -r leaks and -r all leave the same bytes as qemu-img's.
-// qimg worded these its own way, left them out of the statistics and
-// skipped their COPIED check.
+// unaligned offset, both, or COPIED set on a compressed cluster, in
+// version 2, 3 and extended L2 images, are reported as qemu-img check
+// reports them (its words, one corruption per fault, the entry in the
+// allocation statistics, its OFLAG_COPIED check), and -r leaks and -r
+// all leave the same bytes as qemu-img's (-r all zeroes an unaligned
+// preallocated cluster). qimg worded these its own way, left them out
+// of the statistics, skipped their COPIED check, counted the zero flag
+// of a version 2 image as corruption, and -r all raised the refcount of
+// the data cluster an unaligned preallocated one ran into.
 func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := t.TempDir()
@@ -30,25 +33,50 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", plain)
 	comp := filepath.Join(d, "comp.qcow2")
 	testkit.MustRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", plain, comp)
+	v2 := filepath.Join(d, "v2.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 32M 64k", v2)
+	xl2 := filepath.Join(d, "xl2.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", xl2, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 32M 64k", xl2)
+	be := binary.BigEndian
 	for _, c := range []struct {
-		img   string
-		entry uint64 // the first entry of the L2 table at 0x40000
+		img    string
+		entry  uint64 // the first entry of the first L2 table
+		bitmap uint64 // its subcluster bitmap (extended L2)
 	}{
-		{base, 0x8100000000050000},
-		{base, 0x8000000000050200},
-		{base, 0x8100000000050200},
-		{base, 0x0100000000050200},
-		{base, 0x0000000000050200},
-		{base, 0x0100000000050000},
-		{comp, 0xc000000000050000},
+		{base, 0x8100000000050000, 0},
+		{base, 0x8000000000050200, 0},
+		{base, 0x8100000000050200, 0},
+		{base, 0x0100000000050200, 0},
+		{base, 0x0000000000050200, 0},
+		{base, 0x0100000000050000, 0},
+		// Preallocated (zero flag) and unaligned: -r all zeroes it.
+		{base, 0x8000000000050201, 0},
+		{comp, 0xc000000000050000, 0},
+		// The zero flag in a version 2 image: a zero cluster to
+		// QEMU's check, no corruption; with reserved bits too.
+		{v2, 0x8000000000050001, 0},
+		{v2, 0x0000000000050001, 0},
+		{v2, 0x8000000000050003, 0},
+		// Extended L2: bit 0, reserved, unaligned, unaligned with
+		// nothing allocated (preallocated).
+		{xl2, 0x8000000000050001, 0xffffffff},
+		{xl2, 0x8100000000050000, 0xffffffff},
+		{xl2, 0x8000000000050200, 0xffffffff},
+		{xl2, 0x8000000000050200, 0xffffffff00000000},
 	} {
 		b, err := os.ReadFile(c.img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		binary.BigEndian.PutUint64(b[0x40000:], c.entry)
+		l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0x00fffffffffffe00
+		be.PutUint64(b[l2:], c.entry)
+		if c.img == xl2 {
+			be.PutUint64(b[l2+8:], c.bitmap)
+		}
 		for _, mode := range [][]string{nil, {"-r", "leaks"}, {"-r", "all"}, {"--output=json"}} {
-			name := fmt.Sprintf("%x %q", c.entry, mode)
+			name := fmt.Sprintf("%s %x/%x %q", filepath.Base(c.img), c.entry, c.bitmap, mode)
 			ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
 			for _, p := range []string{ours, theirs} {
 				if err := os.WriteFile(p, b, 0o644); err != nil {
