@@ -2,8 +2,8 @@ package qcow2
 
 import (
 	"fmt"
-	"strings"
 	"math"
+	"strings"
 
 	"github.com/qring/qring/block"
 
