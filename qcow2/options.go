@@ -3,6 +3,7 @@ package qcow2
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -470,7 +471,7 @@ func (o *Options) ParseCommandLine(s string) error {
 	for _, kv := range kvs {
 		switch k := strings.ReplaceAll(kv[0], "_", "-"); k {
 		case "read-only", "repair":
-			return fmt.Errorf("engine option %q is not taken by -o here (the command's own flags: -r opens read-only, check -r repairs)", k)
+			return fmt.Errorf("engine option %q is not taken by -o here (the commands' own flags: io -r and qnbd -r open read-only, check -r repairs)", k)
 		}
 		if err := o.Set(kv[0], kv[1]); err != nil {
 			return err
@@ -484,7 +485,9 @@ var OptionNames = []string{"l2-cache-size", "l2-cache-entry-size", "refcount-cac
 
 // CommandLineOptionNames lists the open options ParseCommandLine takes:
 // OptionNames but read-only and repair.
-var CommandLineOptionNames = OptionNames[: len(OptionNames)-2 : len(OptionNames)-2]
+var CommandLineOptionNames = slices.DeleteFunc(slices.Clone(OptionNames), func(k string) bool {
+	return k == "read-only" || k == "repair"
+})
 
 // CreateOptionNames lists the plain create options (those qbench's -o
 // takes); Set also takes compression_type, data_file, data_file_raw and

@@ -362,7 +362,7 @@ func parse(args []string) (*cli, error) {
 			switch {
 			case slices.Contains(openOptionNames(), k):
 				if err := c.Engine.Set(k, v); err != nil {
-					return nil, fmt.Errorf("option %s=%s: %w", k, v, err)
+					return nil, err // it names the option
 				}
 				c.EngineOpts = append(c.EngineOpts, k+"="+v)
 			case slices.Contains(createOptionNames(), k):

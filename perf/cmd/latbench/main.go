@@ -95,7 +95,7 @@ func run(args []string) error {
 		opts = append(opts, "prealloc-size="+*prsize)
 	}
 	for _, o := range opts {
-		if err := eo.Parse(o); err != nil {
+		if err := eo.ParseCommandLine(o); err != nil {
 			return err
 		}
 	}
