@@ -58,6 +58,12 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 // resize of it not shared), or with base the read-only backing node of
 // -s's overlay.
 func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
+	if !cfg.open.ReadOnly && !base && imgopen.SpecReadOnly(cfg.path) {
+		// As qemu-nbd without -r: its writable block backend refuses
+		// the node (qnbd advertised a writable export whose writes all
+		// failed).
+		return nil, errors.New("Block node is read-only")
+	}
 	// -f (a json: name only, configure): the root's driver, over the
 	// name's, as QEMU gives the options outside the name priority.
 	return imgopen.OpenSpec(cfg.path, imgopen.Spec{Format: cfg.open.Format, Cache: cfg.open.Cache, AIO: cfg.open.AIO, ReadOnly: cfg.open.ReadOnly || base,

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpec_ReadOnlyNodeLikeQemuNbd: a spec whose root says read-only=on
+// is refused without -r, in qemu-nbd's words ("Block node is
+// read-only"), and served with it; qnbd advertised a writable export
+// whose every write failed.
+func TestSpec_ReadOnlyNodeLikeQemuNbd(t *testing.T) {
+	dir := shortDir(t)
+	raw := filepath.Join(dir, "r.raw")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := "driver=raw,read-only=on,file.filename=" + raw
+	for _, ro := range []bool{false, true} {
+		args := []string{"--image-opts", spec}
+		if ro {
+			args = append([]string{"-r"}, args...)
+		}
+		f, err := parseFlags(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := configure(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := openView(cfg)
+		if ro {
+			if err != nil {
+				t.Fatalf("-r: %v", err)
+			}
+			img.Close()
+			continue
+		}
+		if err == nil {
+			img.Close()
+			t.Fatal("served writable")
+		}
+		if !strings.Contains(err.Error(), "Block node is read-only") {
+			t.Errorf("error %q", err)
+		}
+	}
+	if _, err := exec.LookPath("qemu-nbd"); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "qemu-nbd", "-k", filepath.Join(dir, "q.sock"), "--image-opts", spec).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Block node is read-only") {
+		t.Errorf("qemu-nbd: %v, %s", err, out)
+	}
+}
