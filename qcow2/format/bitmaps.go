@@ -119,7 +119,11 @@ func ParseBitmapDirectory(b []byte, n uint32) ([]BitmapEntry, error) {
 		// end and refuses what does not end there ("More bitmaps found
 		// than specified in header extension", "Broken bitmap
 		// directory"): a directory longer than its entries is broken.
-		return nil, corrupt("bitmap_directory", off, "the directory's %d bytes hold more than its %d bitmaps", len(b), n)
+		qemu := "Broken bitmap directory"
+		if off+24 <= uint64(len(b)) {
+			qemu = "More bitmaps found than specified in header extension"
+		}
+		return nil, corruptQ("bitmap_directory", off, qemu, "the directory's %d bytes hold more than its %d bitmaps", len(b), n)
 	}
 	return out, nil
 }
