@@ -326,7 +326,7 @@ func (im *Image) checkRepairLocked(o CheckOptions) (*CheckResult, error) {
 	if err != nil || o.Repair == RepairNone {
 		return r, err
 	}
-	if r.Leaks == 0 && r.Corruptions == 0 {
+	if r.Leaks == 0 && r.Corruptions == 0 && r.CorruptionsFixed == 0 && r.LeaksFixed == 0 {
 		return r, im.clearCorruptBit(r, o.Repair)
 	}
 	if r.CorruptionsFixed == 0 && r.LeaksFixed == 0 {
@@ -501,9 +501,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 								if active && stats {
 									fragStats(e, e.Type())
 								}
-								ne, nb := format.L2Entry(format.OflagZero), bitmap
+								ne := format.L2Entry(format.OflagZero)
+								// With subclusters the allocated ones
+								// become zero; the others still read
+								// from the backing file.
+								nb := (bitmap | bitmap<<32) & format.SubZeroAll
 								if g.ExtendedL2 {
-									ne, nb = 0, format.SubZeroAll
+									ne = 0
 								}
 								t.Lock()
 								g.PutL2(t.Data, k, ne)
@@ -511,7 +515,21 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 									g.PutBitmap(t.Data, k, nb)
 								}
 								t.Unlock()
-								im.l2c.MarkDirty(t)
+								if active {
+									im.l2c.MarkDirty(t)
+								} else if err := im.writeMeta(t.Data, l2off+format.HostOff(s)); err != nil {
+									// A snapshot's table, which the cache
+									// writes back only for the active L1:
+									// written here, as QEMU's
+									// bdrv_pwrite_sync.
+									c.ioError(err)
+									c.msg("ERROR: Failed to overwrite L2 table entry: %v", err)
+									r.Corruptions++
+									zeroed = true
+									break
+								} else if err := im.dev.Flush(); err != nil {
+									c.ioError(err)
+								}
 								r.CorruptionsFixed++
 								zeroed = true
 								break

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // TestCheck_InvalidL2EntriesLikeQemu: L2 entries with reserved bits, an
@@ -39,10 +40,17 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 	xl2 := filepath.Join(d, "xl2.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", xl2, "64M")
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 32M 64k", xl2)
+	// A table only a snapshot refers to (the active one was copied on
+	// write): -r all zeroes its entry too, written past the cache.
+	snap := filepath.Join(d, "snap.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", snap, "4M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 128k", snap)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", snap)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 3 0 64k", snap)
 	be := binary.BigEndian
 	for _, c := range []struct {
 		img    string
-		entry  uint64 // the first entry of the first L2 table
+		entry  uint64 // the first entry of the first L2 table (snap: the second, of the snapshot's)
 		bitmap uint64 // its subcluster bitmap (extended L2)
 	}{
 		{base, 0x8100000000050000, 0},
@@ -65,13 +73,28 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 		{xl2, 0x8100000000050000, 0xffffffff},
 		{xl2, 0x8000000000050200, 0xffffffff},
 		{xl2, 0x8000000000050200, 0xffffffff00000000},
+		// Only the allocated subclusters become zero.
+		{xl2, 0x8000000000050200, 0},
+		{xl2, 0x8000000000050200, 0x0000ffff00000000},
+		{snap, 0x0000000000050201, 0},
 	} {
 		b, err := os.ReadFile(c.img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0x00fffffffffffe00
-		be.PutUint64(b[l2:], c.entry)
+		l1, at := be.Uint64(b[40:]), uint64(0)
+		if c.img == snap {
+			sn, _, err := format.ParseSnapshots(b[be.Uint64(b[64:]):], be.Uint32(b[60:]))
+			if err != nil || len(sn) != 1 {
+				t.Fatalf("snapshots %v, %v", sn, err)
+			}
+			l1, at = uint64(sn[0].L1TableOffset), 8
+		}
+		l2 := be.Uint64(b[l1:]) & 0x00fffffffffffe00
+		if c.img == snap && l2 == be.Uint64(b[be.Uint64(b[40:]):])&0x00fffffffffffe00 {
+			t.Fatal("the snapshot shares the active L2 table")
+		}
+		be.PutUint64(b[l2+at:], c.entry)
 		if c.img == xl2 {
 			be.PutUint64(b[l2+8:], c.bitmap)
 		}

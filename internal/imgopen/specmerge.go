@@ -51,7 +51,7 @@ func mergeNodes(dst, src map[string]any) error {
 }
 
 // SpecReadOnly reports whether a spec's root sets read-only (on, yes,
-// true): QEMU refuses to open such a node for writing ("Block node is
+// true, y: QEMU's booleans): QEMU refuses to open such a node for writing ("Block node is
 // read-only"). A spec that does not parse reports false (its open
 // reports the error).
 func SpecReadOnly(spec string) bool {
@@ -63,7 +63,7 @@ func SpecReadOnly(spec string) bool {
 	case bool:
 		return v
 	case string:
-		return v == "on" || v == "yes" || v == "true"
+		return v == "on" || v == "yes" || v == "true" || v == "y"
 	}
 	return false
 }
