@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,57 +24,34 @@ func TestAmend_UpgradeShortSnapshotExtraLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", src)
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", src)
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s2", src)
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	// Rewrite the table in place, shorter: s1 with 8 bytes of extra
-	// data (the VM state size alone), s2 with none.
-	off := be.Uint64(b[64:])
-	snaps, _, err := format.ParseSnapshots(b[off:], be.Uint32(b[60:]))
-	if err != nil || len(snaps) != 2 {
-		t.Fatalf("snapshots %v, %v", snaps, err)
-	}
-	snaps[0].ExtraData = snaps[0].ExtraData[:8]
-	snaps[1].ExtraData = nil
-	tbl, err := format.EncodeSnapshots(snaps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(b[off:], tbl)
-	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-	for _, p := range []string{ours, theirs} {
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
+	// s1 with 8 bytes of extra data (the VM state size alone), s2 with
+	// none: the table gets shorter, rewritten in place.
+	b := editSnapshots(t, src, func(s []format.Snapshot) {
+		if len(s) != 2 {
+			t.Fatalf("%d snapshots", len(s))
 		}
-	}
+		s[0].ExtraData = s[0].ExtraData[:8]
+		s[1].ExtraData = nil
+	})
+	ours, theirs := twoCopies(t, d, b)
 	testkit.MustRun(t, "qemu-img", "check", theirs) // valid as version 2
 	testkit.MustRun(t, "qemu-img", "amend", "-o", "compat=1.1", theirs)
 	mustQ(t, "amend", "-o", "compat=1.1", ours)
 	testkit.MustRun(t, "qemu-img", "check", ours)
-	extra := func(p string) [][]byte {
+	read := func(p string) []format.Snapshot {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, _, err := format.ParseSnapshots(b[be.Uint64(b[64:]):], be.Uint32(b[60:]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out [][]byte
-		for _, sn := range s {
-			out = append(out, sn.ExtraData)
-		}
-		return out
+		return snapshotTable(t, b)
 	}
-	o, q := extra(ours), extra(theirs)
+	o, q := read(ours), read(theirs)
 	if len(o) != len(q) {
 		t.Fatalf("%d snapshots, qemu-img %d", len(o), len(q))
 	}
 	for i := range o {
-		if !bytes.Equal(o[i], q[i]) {
-			t.Errorf("snapshot %d: extra data %x, qemu-img's %x", i, o[i], q[i])
+		if !bytes.Equal(o[i].ExtraData, q[i].ExtraData) {
+			t.Errorf("snapshot %d: extra data %x, qemu-img's %x", i, o[i].ExtraData, q[i].ExtraData)
 		}
 	}
 }

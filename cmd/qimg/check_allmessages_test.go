@@ -28,12 +28,7 @@ func TestCheck_AllMessagesLikeQemu(t *testing.T) {
 	}
 	rt := binary.BigEndian.Uint64(b[48:])
 	clear(b[rt+8 : rt+72]) // refcount table entries 1..8
-	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-	for _, p := range []string{ours, theirs} {
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ours, theirs := twoCopies(t, d, b)
 	stdout, stderr, code := runQ(t, "check", ours)
 	q := exec.Command("qemu-img", "check", theirs)
 	var qout, qerr strings.Builder

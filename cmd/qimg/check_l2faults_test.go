@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
-	"github.com/qring/qring/qcow2/format"
 )
 
 // TestCheck_InvalidL2EntriesLikeQemu: L2 entries with reserved bits, an
@@ -84,9 +83,9 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 		}
 		l1, at := be.Uint64(b[40:]), uint64(0)
 		if c.img == snap {
-			sn, _, err := format.ParseSnapshots(b[be.Uint64(b[64:]):], be.Uint32(b[60:]))
-			if err != nil || len(sn) != 1 {
-				t.Fatalf("snapshots %v, %v", sn, err)
+			sn := snapshotTable(t, b)
+			if len(sn) != 1 {
+				t.Fatalf("snapshots %v", sn)
 			}
 			l1, at = uint64(sn[0].L1TableOffset), 8
 		}
@@ -100,12 +99,7 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 		}
 		for _, mode := range [][]string{nil, {"-r", "leaks"}, {"-r", "all"}, {"--output=json"}} {
 			name := fmt.Sprintf("%s %x/%x %q", filepath.Base(c.img), c.entry, c.bitmap, mode)
-			ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-			for _, p := range []string{ours, theirs} {
-				if err := os.WriteFile(p, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			ours, theirs := twoCopies(t, d, b)
 			o, e, code := runQ(t, append(append([]string{"check"}, mode...), ours)...)
 			qo, qe, qcode := testkit.Run(t, "qemu-img", append(append([]string{"check"}, mode...), theirs)...)
 			if o != strings.ReplaceAll(qo, theirs, ours) || e != qe || code != qcode {

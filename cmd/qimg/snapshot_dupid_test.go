@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/binary"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -25,36 +23,17 @@ func TestSnapshot_DeleteNameAmongDuplicateIDsLikeQemu(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "A", src)
 	testkit.MustRun(t, "qemu-io", "-c", "write -P 2 0 64k", src)
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "B", src)
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := binary.BigEndian
-	off := be.Uint64(b[64:])
-	snaps, _, err := format.ParseSnapshots(b[off:], be.Uint32(b[60:]))
-	if err != nil || len(snaps) != 2 || snaps[0].ID != "1" || snaps[1].ID != "2" {
-		t.Fatalf("snapshots %+v, %v", snaps, err)
-	}
-	snaps[1].ID = "1"
-	tbl, err := format.EncodeSnapshots(snaps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(b[off:], tbl)
-	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
-	for _, p := range []string{ours, theirs} {
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
+	b := editSnapshots(t, src, func(s []format.Snapshot) {
+		if len(s) != 2 || s[0].ID != "1" || s[1].ID != "2" {
+			t.Fatalf("snapshots %+v", s)
 		}
-	}
+		s[1].ID = "1"
+	})
+	ours, theirs := twoCopies(t, d, b)
 	testkit.MustRun(t, "qemu-img", "snapshot", "-d", "B", theirs)
 	mustQ(t, "snapshot", "-d", "B", ours)
-	o, _, _ := testkit.Run(t, "qemu-img", "snapshot", "-l", ours)
-	q, _, _ := testkit.Run(t, "qemu-img", "snapshot", "-l", theirs)
-	var tags []string
-	for _, l := range strings.Split(strings.TrimSpace(o), "\n")[2:] {
-		tags = append(tags, strings.Fields(l)[1])
-	}
+	tags, o := snapshotTags(t, ours)
+	_, q := snapshotTags(t, theirs)
 	if o != q || len(tags) != 1 || tags[0] != "A" {
 		t.Errorf("after -d B:\n%s\nqemu-img's:\n%s", o, q)
 	}

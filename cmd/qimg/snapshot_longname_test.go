@@ -23,15 +23,8 @@ func TestSnapshot_LongNameLikeQemu(t *testing.T) {
 		testkit.MustRun(t, "qemu-img", "snapshot", "-c", name, theirs)
 		mustQ(t, "snapshot", "-c", name, ours)
 	}
-	list := func(p string) []string {
-		o, _, _ := testkit.Run(t, "qemu-img", "snapshot", "-l", p)
-		var tags []string
-		for _, l := range strings.Split(strings.TrimSpace(o), "\n")[2:] {
-			tags = append(tags, strings.Fields(l)[1])
-		}
-		return tags
-	}
-	o, q := list(ours), list(theirs)
+	o, _ := snapshotTags(t, ours)
+	q, _ := snapshotTags(t, theirs)
 	if len(o) != 2 || len(q) != 2 || o[0] != q[0] || o[1] != q[1] || len(o[0]) != 255 {
 		t.Errorf("tags %.20q (%d bytes), qemu-img's %.20q", o, len(o[0]), q)
 	}
