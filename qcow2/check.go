@@ -221,34 +221,41 @@ func (c *checker) incEntry(e format.L2Entry, why string) {
 	}
 }
 
-// l2Faults are the detail lines of an L2 entry that Validate refuses
-// (bitmap: its subcluster bitmap, with extended L2), one per fault, each
-// a corruption: qemu-img check's words where it makes the same check
-// (check_refcounts_l2), "" for none found (the caller words Validate's
-// error).
-func l2Faults(e format.L2Entry, bitmap uint64, g *format.Geometry, version uint32) []string {
+// l2Fault is one fault of an L2 entry that Validate refuses: its
+// detail line, and whether it is an unaligned preallocated cluster
+// (one that holds no data), which -r all zeroes.
+type l2Fault struct {
+	line     string
+	prealloc bool
+}
+
+// l2Faults are the faults of an L2 entry that Validate (version 3's
+// rules) refuses, bitmap its subcluster bitmap with extended L2, one per
+// fault, each a corruption: qemu-img check's words where it makes the
+// same check (check_refcounts_l2), "" for none found (the caller words
+// Validate's error).
+func l2Faults(e format.L2Entry, bitmap uint64, g *format.Geometry) []l2Fault {
 	if e.Compressed() {
-		return []string{fmt.Sprintf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters", uint64(e.DecodeCompressed(g).Off))}
+		return []l2Fault{{line: fmt.Sprintf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters", uint64(e.DecodeCompressed(g).Off))}}
 	}
-	var out []string
+	var out []l2Fault
 	if uint64(e)&format.L2ReservedMask != 0 {
-		out = append(out, fmt.Sprintf("ERROR found l2 entry with reserved bits set: %x", uint64(e)))
+		out = append(out, l2Fault{line: fmt.Sprintf("ERROR found l2 entry with reserved bits set: %x", uint64(e))})
 	}
-	if uint64(e)&format.OflagZero != 0 && (version < 3 || g.ExtendedL2) {
-		// QEMU does not look at it here (its reads refuse it).
-		out = append(out, fmt.Sprintf("ERROR found l2 entry with the zero flag, which this image cannot have: %x", uint64(e)))
+	if uint64(e)&format.OflagZero != 0 && g.ExtendedL2 {
+		out = append(out, l2Fault{line: fmt.Sprintf("ERROR found l2 entry with the zero flag, which this image cannot have: %x", uint64(e))})
 	}
 	if !g.Aligned(e.Offset()) {
-		// A cluster that holds no data (zero flag; no subcluster
-		// allocated) is a preallocated one, which -r all zeroes.
+		f := l2Fault{prealloc: g.ExtendedL2 && bitmap&format.SubAllocAll == 0 || !g.ExtendedL2 && uint64(e)&format.OflagZero != 0}
 		what := "Data"
-		if g.ExtendedL2 && bitmap&format.SubAllocAll == 0 || !g.ExtendedL2 && uint64(e)&format.OflagZero != 0 {
+		if f.prealloc {
 			what = "Preallocated"
 		}
-		out = append(out, fmt.Sprintf("ERROR offset=%x: %s cluster is not properly aligned; L2 entry corrupted.", uint64(e.Offset()), what))
+		f.line = fmt.Sprintf("ERROR offset=%x: %s cluster is not properly aligned; L2 entry corrupted.", uint64(e.Offset()), what)
+		out = append(out, f)
 	}
 	if len(out) == 0 {
-		out = append(out, "")
+		out = append(out, l2Fault{})
 	}
 	return out
 }
@@ -487,17 +494,18 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 					if err := e.Validate(g, 3); err != nil {
 						bitmap := g.BitmapAt(t.Data, k)
 						zeroed := false
-						for _, m := range l2Faults(e, bitmap, g, 3) {
+						for _, f := range l2Faults(e, bitmap, g) {
+							m := f.line
 							if m == "" {
 								m = fmt.Sprintf("ERROR L2 entry %d of table 0x%x: %v", s/im.g.L2EntrySize+k, uint64(l2off), err)
 							}
-							if repair == RepairAll && strings.HasPrefix(m, "ERROR offset=") && strings.Contains(m, "Preallocated") {
+							if repair == RepairAll && f.prealloc {
 								// As QEMU's fix_l2_entry_by_zero (-r
 								// all): a preallocated cluster that is
 								// not aligned becomes a zero cluster,
 								// and its clusters are not counted: it
 								// held no data.
-								c.msg("%s", strings.Replace(m, "ERROR", "Repairing", 1))
+								c.msg("%s", "Repairing"+strings.TrimPrefix(m, "ERROR"))
 								if active && stats {
 									fragStats(e, e.Type())
 								}
