@@ -76,3 +76,22 @@ func TestSpec_RepairRefusedLikeQemu(t *testing.T) {
 		t.Error("the image marked corrupt changed")
 	}
 }
+
+// TestSpec_ReadOnlyFileNodeLikeQemu: a writable qcow2 node over a file
+// node that says read-only=on is refused at the open, in QEMU's words;
+// read-only, it opens. qimg opened it and failed at the first write.
+func TestSpec_ReadOnlyFileNodeLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	spec := "driver=qcow2,file.driver=file,file.filename=" + p + ",file.read-only=on"
+	for _, args := range [][]string{{"-c", "write 0 512"}, {"-r", "-c", "read 0 512"}} {
+		a := append(append([]string{}, args...), "--image-opts", spec)
+		o, e, code := runQ(t, append([]string{"io"}, a...)...)
+		qo, qe, qcode := testkit.Run(t, "qemu-io", a...)
+		if code != qcode || strings.Replace(e, "qimg: io: ", "qemu-io: ", 1) != qe || (code == 0) != strings.Contains(o, "read 512/512") {
+			t.Errorf("io %q: exit %d, %q %q; qemu-io: exit %d, %q %q", args, code, e, o, qcode, qe, qo)
+		}
+	}
+	testkit.MustRun(t, "qemu-img", "check", p)
+}

@@ -20,7 +20,13 @@ func TestSpec_ReadOnlyNodeLikeQemuNbd(t *testing.T) {
 	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec := "driver=raw,read-only=on,file.filename=" + raw
+	// The root read-only, or (a format node over it) its file node.
+	for _, spec := range []string{"driver=raw,read-only=on,file.filename=" + raw, "driver=raw,file.driver=file,file.read-only=on,file.filename=" + raw} {
+		readOnlySpec(t, dir, spec)
+	}
+}
+
+func readOnlySpec(t *testing.T, dir, spec string) {
 	for _, ro := range []bool{false, true} {
 		args := []string{"--image-opts", spec}
 		if ro {

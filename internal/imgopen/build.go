@@ -114,6 +114,10 @@ type builder struct {
 	// are being built: a child's read-only defaults to it (leaf), as QEMU
 	// passes read-only down to a node's children.
 	parentRO bool
+	// parentWritable: the format node whose file child is being built
+	// opens writable, so that child may not be read-only (QEMU: "Block
+	// node is read-only"; its writes would all fail).
+	parentWritable bool
 	// parentCache is the cache mode of that qcow2 node ("": none), which
 	// its children take unless they set their own (QEMU passes
 	// cache.direct and cache.no-flush down too).
@@ -337,6 +341,9 @@ func (b *builder) leaf(n *node) (cache, aio string, ro bool, err error) {
 		return
 	}
 	ro, err = n.boolean("read-only", b.def.ReadOnly || b.parentRO)
+	if err == nil && ro && b.parentWritable {
+		err = &ValueError{Msg: "Block node is read-only"}
+	}
 	return
 }
 

@@ -21,10 +21,10 @@ import (
 // format's file, or a node, built with n's read-only and cache passed
 // down. name is the host file's name ("" when unknown).
 func (b *builder) formatFile(n *node, format string, ro bool, cache, aio string) (name string, dev block.Device, err error) {
-	prevRO, prevCache := b.parentRO, b.parentCache
-	b.parentRO, b.parentCache = ro, cache
+	prevRO, prevCache, prevW := b.parentRO, b.parentCache, b.parentWritable
+	b.parentRO, b.parentCache, b.parentWritable = ro, cache, !ro
 	name, dev, err = b.fileChild(n)
-	b.parentRO, b.parentCache = prevRO, prevCache
+	b.parentRO, b.parentCache, b.parentWritable = prevRO, prevCache, prevW
 	if err != nil {
 		return "", nil, err
 	}

@@ -89,10 +89,10 @@ func (b *builder) qcow2(n *node) (block.Device, error) {
 		return nil, err
 	}
 	o.OpenBacking = b.throttles.openLayer
-	prevRO, prevCache := b.parentRO, b.parentCache
-	b.parentRO, b.parentCache = o.ReadOnly, cache
+	prevRO, prevCache, prevW := b.parentRO, b.parentCache, b.parentWritable
+	b.parentRO, b.parentCache, b.parentWritable = o.ReadOnly, cache, !o.ReadOnly
 	name, dev, err := b.fileChild(n)
-	b.parentRO, b.parentCache = prevRO, prevCache
+	b.parentRO, b.parentCache, b.parentWritable = prevRO, prevCache, prevW
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +163,14 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	if o.Size, o.Fixed, err = n.sizeGiven("size"); err != nil {
 		return nil, err
 	}
+	_, _, ro, err := b.leaf(n)
+	if err != nil {
+		return nil, err
+	}
+	prevW := b.parentWritable
+	b.parentWritable = !ro // its file node may not be read-only then
 	name, child, err := b.fileChild(n)
+	b.parentWritable = prevW
 	if err == nil && name != "" {
 		child, err = b.openFile(name, n, false)
 	}
