@@ -66,3 +66,50 @@ func readOnlySpec(t *testing.T, dir, spec string) {
 		t.Errorf("qemu-nbd: %v, %s", err, out)
 	}
 }
+
+// TestSpec_ReadOnlyNodeOverlayLikeQemuNbd: with -s (and no -r) a spec
+// whose root says read-only=on is refused as qemu-nbd refuses it, though
+// the node is only the overlay's backing file; a read-only file node
+// under a writable root is served, as qemu-nbd serves it.
+func TestSpec_ReadOnlyNodeOverlayLikeQemuNbd(t *testing.T) {
+	dir := shortDir(t)
+	raw := filepath.Join(dir, "r.raw")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, haveQemu := exec.LookPath("qemu-nbd")
+	for _, c := range []struct {
+		spec    string
+		refused bool
+	}{
+		{"driver=raw,read-only=on,file.filename=" + raw, true},
+		{"driver=raw,file.driver=file,file.read-only=on,file.filename=" + raw, false},
+	} {
+		f, err := parseFlags([]string{"-s", "--image-opts", c.spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := configure(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := openView(cfg)
+		if err == nil {
+			img.Close()
+		}
+		if c.refused != (err != nil) || c.refused && !strings.Contains(err.Error(), "Block node is read-only") {
+			t.Errorf("-s %s: %v, want refused %v", c.spec, err, c.refused)
+		}
+		if haveQemu != nil {
+			continue
+		}
+		// qemu-nbd either fails at once or serves until the timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		out, err := exec.CommandContext(ctx, "qemu-nbd", "-s", "-k", filepath.Join(dir, "q.sock"), "--image-opts", c.spec).CombinedOutput()
+		served := ctx.Err() != nil
+		cancel()
+		if served == c.refused || c.refused && !strings.Contains(string(out), "Block node is read-only") {
+			t.Errorf("qemu-nbd -s %s: %v, %s (want refused %v)", c.spec, err, out, c.refused)
+		}
+	}
+}

@@ -58,10 +58,11 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 // resize of it not shared), or with base the read-only backing node of
 // -s's overlay.
 func openSpec(cfg *config, base bool) (*imgopen.Opened, error) {
-	if !cfg.open.ReadOnly && !base && imgopen.SpecReadOnly(cfg.path) {
+	if !cfg.open.ReadOnly && imgopen.SpecReadOnly(cfg.path) {
 		// As qemu-nbd without -r: its writable block backend refuses
 		// the node (qnbd advertised a writable export whose writes all
-		// failed).
+		// failed), with -s too (where the node is only the overlay's
+		// backing file; a read-only file node under it is served).
 		return nil, errors.New("Block node is read-only")
 	}
 	// -f (a json: name only, configure): the root's driver, over the
