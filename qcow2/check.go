@@ -82,16 +82,17 @@ type checker struct {
 	// file, as for QEMU.
 	slackLo, slackHi uint64
 	// untrusted says why the stored refcounts cannot be repaired in
-	// place: a reference past the end of the file (its cluster's count
-	// is unknown here, and a leak repair would free it while it is in
-	// use), or a refcount block that something else also references
+	// place: a region that runs from inside the file to a cluster or
+	// more past its end (its clusters inside look leaked, and a leak
+	// repair would free them while they are in use; a region wholly
+	// past the end is only the corruption reported, its count skipped:
+	// pastEOF), or a refcount block that something else also references
 	// (fixes written through it would land in that data). QEMU rebuilds
 	// the refcount structures then; Check refuses to repair.
 	untrusted string
 	// fatal says a reason in untrusted is one a rebuild of the refcount
-	// structures would not cure (a reference past the end of the file,
-	// damaged tables): -r all refuses too. Otherwise -r all rebuilds
-	// them (rebuild.go).
+	// structures would not cure (such a region, damaged tables): -r all
+	// refuses too. Otherwise -r all rebuilds them (rebuild.go).
 	fatal bool
 	// unread: a table of references (an L2 table, a snapshot's L1
 	// table, the bitmap directory or a bitmap table) could not be read, so the clusters it names look leaked or
@@ -172,7 +173,14 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			}
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
 			c.r.Corruptions++
-			c.distrust("a " + what + " past the end of the file")
+			if k > first {
+				// Its clusters inside the file look leaked though they
+				// are in use: a leak repair would free them (QEMU's
+				// does). A region wholly past the end has no count to
+				// repair; the leaks elsewhere are freed, as QEMU frees
+				// them.
+				c.distrust("a " + what + " past the end of the file")
+			}
 			// As QEMU, whose comparison stops at the end of the file:
 			// their stored counts past it are neither leaks nor the
 			// image's end.

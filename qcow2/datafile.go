@@ -199,8 +199,11 @@ func (im *Image) dataRefcount(c *checker, e format.L2Entry) (rc uint64, known bo
 	if im.df.ext {
 		return 1, true, nil
 	}
+	// A cluster past the end of the file has the count its refcount
+	// block stores (0 past the table), as QEMU's check_oflag_copied
+	// reads it.
 	hc := im.g.HostCluster(e.Offset())
-	if hc >= uint64(len(c.ref)) || !im.refcountKnown(hc, uint64(len(c.ref))) {
+	if !im.refcountKnown(hc, uint64(len(c.ref))) {
 		return 0, false, nil
 	}
 	rc, err = im.refcount(hc)

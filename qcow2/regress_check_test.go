@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -144,11 +145,15 @@ func checkRebuildRepairs(t *testing.T, path string, readBack string) {
 	}
 }
 
-// TestRegress_CheckRefuses_ReferencesPastEOF: a truncated image whose
-// tables reference clusters past the end. A leak repair set the counts
-// of referenced clusters to 0, and the next allocation handed one of
-// them out again under its guest data; Check must refuse.
-func TestRegress_CheckRefuses_ReferencesPastEOF(t *testing.T) {
+// TestRegress_CheckKeepsReferencesPastEOF: a truncated image whose
+// tables reference clusters past the end. A leak repair once set the
+// counts of those clusters to 0, and the next allocation handed one of
+// them out again under its guest data. As qemu-img's, -r leaks and -r
+// all now leave the image as it was (the references are corruption no
+// repair cures; their counts are not leaks), and clusters written
+// afterwards land elsewhere: qemu-img check finds no cluster referenced
+// twice.
+func TestRegress_CheckKeepsReferencesPastEOF(t *testing.T) {
 	testkit.NeedQemu(t)
 	p := filepath.Join(t.TempDir(), "g.qcow2")
 	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
@@ -158,7 +163,39 @@ func TestRegress_CheckRefuses_ReferencesPastEOF(t *testing.T) {
 	if err := os.Truncate(p, 0x50000+1<<20); err != nil {
 		t.Fatal(err)
 	}
-	checkRepairChangesNothing(t, p, "read -P 1 0 1M", RepairLeaks, RepairAll)
+	orig, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
+		c := filepath.Join(t.TempDir(), "copy.qcow2")
+		if err := os.WriteFile(c, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := checkFile(t, c, mode)
+		if err != nil || r.Corruptions == 0 || r.LeaksFixed != 0 || r.CorruptionsFixed != 0 {
+			t.Fatalf("repair mode %d: %v, %d corruptions, %d leaks fixed, %d corruptions fixed: %v",
+				mode, err, r.Corruptions, r.LeaksFixed, r.CorruptionsFixed, head(r.Messages, 5))
+		}
+		if after, _ := os.ReadFile(c); testkit.FirstDiff(after, orig) >= 0 {
+			t.Fatalf("repair mode %d changed the file at 0x%x", mode, testkit.FirstDiff(after, orig))
+		}
+		im, err := Open(c, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := im.WriteAt(bytes.Repeat([]byte{2}, 4<<20), 8<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := im.Close(); err != nil {
+			t.Fatal(err)
+		}
+		testkit.MustRun(t, "qemu-io", "-c", "read -P 1 0 1M", "-c", "read -P 2 8M 4M", c)
+		out, _, _ := testkit.Run(t, "qemu-img", "check", c)
+		if strings.Contains(out, "reference=2") {
+			t.Fatalf("repair mode %d: a cluster past the end was handed out again:\n%s", mode, out)
+		}
+	}
 }
 
 // TestRegress_BackingLoopRefused: an image backed by itself, or A backed

@@ -21,7 +21,8 @@ import (
 // preallocated cluster). qimg worded these its own way, left them out
 // of the statistics, skipped their COPIED check, counted the zero flag
 // of a version 2 image as corruption, and -r all raised the refcount of
-// the data cluster an unaligned preallocated one ran into.
+// the data cluster an unaligned preallocated one ran into; an entry
+// wholly past the end of the file made both repairs refuse.
 func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 	testkit.NeedQemu(t)
 	d := t.TempDir()
@@ -61,6 +62,11 @@ func TestCheck_InvalidL2EntriesLikeQemu(t *testing.T) {
 		// Preallocated (zero flag) and unaligned: -r all zeroes it.
 		{base, 0x8000000000050201, 0},
 		{comp, 0xc000000000050000, 0},
+		// Wholly past the end of the file (its count 0, COPIED or
+		// not): the data cluster it replaced is a leak -r leaks frees
+		// and -r all clears COPIED, as qemu-img (qimg refused both).
+		{base, 0x8000000010000000, 0},
+		{base, 0x0000000010000000, 0},
 		// The zero flag in a version 2 image: a zero cluster to
 		// QEMU's check, no corruption; with reserved bits too.
 		{v2, 0x8000000000050001, 0},
