@@ -730,10 +730,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if ri < uint64(len(im.reftable)) {
 			b = im.reftable[ri]
 		}
-		if bad, ok := im.damage.badRefblocks[ri]; ok && base < nclusters {
-			r.CheckErrors++
-			c.msg("ERROR cannot get the refcounts of clusters %d to %d: refcount block %d at 0x%x is not cluster aligned",
-				base, base+g.RefblockEntries-1, ri, uint64(bad))
+		if _, ok := im.damage.badRefblocks[ri]; ok && base < nclusters {
+			// An unaligned refcount block (reported above): as
+			// qemu-img, one error for each cluster it should count.
+			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
+				r.CheckErrors++
+				c.msg("Can't get refcount for cluster %d: Input/output error", k)
+			}
 			continue
 		}
 		if b == 0 || c.outside(g.HostCluster(b), nclusters) {
