@@ -103,6 +103,8 @@ type checker struct {
 	// past the end of the file (inc), and past that end themselves: the
 	// comparison skips them (QEMU's stops at the end of the file).
 	pastEOF map[uint64]bool
+	// openRepair: CheckOptions.openRepair.
+	openRepair bool
 }
 
 // outside reports whether cluster k lies outside the n clusters of the
@@ -173,12 +175,14 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			}
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
 			c.r.Corruptions++
-			if k > first {
+			if k > first || c.openRepair {
 				// Its clusters inside the file look leaked though they
 				// are in use: a leak repair would free them (QEMU's
 				// does). A region wholly past the end has no count to
 				// repair; the leaks elsewhere are freed, as QEMU frees
-				// them.
+				// them, but for a dirty image's repair at its open,
+				// which the corruption fails: a failed open changes
+				// nothing.
 				c.distrust("a " + what + " past the end of the file")
 			}
 			// As QEMU, whose comparison stops at the end of the file:
@@ -390,7 +394,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	g := &im.g
 	cs := g.ClusterSize
 	r := &CheckResult{}
-	c := &checker{im: im, r: r, max: o.MaxMessages, out: o.Message}
+	c := &checker{im: im, r: r, max: o.MaxMessages, out: o.Message, openRepair: o.openRepair}
 	if c.max <= 0 {
 		c.max = 1000
 	}

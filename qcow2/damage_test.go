@@ -315,8 +315,12 @@ func TestOpen_DirtyUnrepairableKeepsBit(t *testing.T) {
 	be.PutUint64(b[72:], be.Uint64(b[72:])|format.IncompatDirty)
 	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & format.L1OffsetMask
 	be.PutUint64(b[l2+5*8:], 1<<63|1<<40) // guest cluster 5: data 1 TiB out
-	if _, err := OpenDevice(memdev.FromBytes(append([]byte(nil), b...), memdev.Options{}), Options{}); !errors.Is(err, ErrCorrupt) {
+	w := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
+	if _, err := OpenDevice(w, Options{}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("writable open: %v, want ErrCorrupt", err)
+	}
+	if !bytes.Equal(w.Bytes(), b) {
+		t.Fatal("the failed writable open changed the image")
 	}
 	d := memdev.FromBytes(append([]byte(nil), b...), memdev.Options{})
 	im, err := OpenDevice(d, Options{Repair: true})
