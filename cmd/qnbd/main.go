@@ -46,8 +46,9 @@
 // acknowledged before a completed flush (or with FUA) is there, and a
 // qcow2 image may leak clusters (qemu-img check -r leaks repairs that)
 // and, with lazy refcounts, be left marked dirty; later writes may be
-// lost. qemu-nbd 7.2 exits on the first signal, but waits for a client
-// that does not read its replies, and no second signal hurries it.
+// lost. Signals less than a second apart count as one (timeout(1) sends
+// two at once). qemu-nbd 7.2 exits on the first signal, but waits for a
+// client that does not read its replies, and no second signal hurries it.
 package main
 
 import (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -170,6 +171,7 @@ func TestSecondSignal(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	waitFor(t, &stderr, done, "shutting down")
+	time.Sleep(signalBurst) // a second request, not the same one (stopper)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
@@ -195,13 +197,17 @@ func TestSecondSignal(t *testing.T) {
 
 // TestStopperStages: the first stop starts the graceful shutdown, a
 // signal during it forces the shutdown, one more exits with status 1;
-// a shutdown the last client started is forced by the first signal.
+// signals less than signalBurst apart are one (timeout(1) sends two at
+// once, and a burst of three exited without flushing); a shutdown the
+// last client started is forced by the first signal.
 func TestStopperStages(t *testing.T) {
 	var lines []string
 	exited := -1
+	clock := time.Unix(1e9, 0)
 	newSt := func() *stopper {
 		st := newStopper(func(f string, a ...any) { lines = append(lines, f) })
 		st.exit = func(code int) { exited = code }
+		st.now = func() time.Time { return clock }
 		return st
 	}
 	st := newSt()
@@ -209,11 +215,24 @@ func TestStopperStages(t *testing.T) {
 	if why := <-st.stop; why != syscall.SIGINT.String() || st.force.Err() != nil {
 		t.Fatalf("first signal: stop %q, force %v", why, st.force.Err())
 	}
+	// A burst: the same request.
+	clock = clock.Add(signalBurst / 2)
+	st.signal(syscall.SIGTERM)
+	st.signal(syscall.SIGTERM)
+	if st.force.Err() != nil || exited != -1 || len(lines) != 0 {
+		t.Fatalf("signals in a burst: force %v, exit %d, log %q", st.force.Err(), exited, lines)
+	}
+	clock = clock.Add(signalBurst)
 	st.quit("last client disconnected") // no second stop
 	st.signal(syscall.SIGTERM)
 	if st.force.Err() == nil || exited != -1 || len(st.stop) != 0 {
 		t.Fatalf("second signal: force %v, exit %d, stops %d", st.force.Err(), exited, len(st.stop))
 	}
+	st.signal(syscall.SIGTERM) // in the same burst
+	if exited != -1 {
+		t.Fatal("a signal in the second one's burst exited")
+	}
+	clock = clock.Add(signalBurst)
 	st.signal(syscall.SIGTERM)
 	if exited != 1 || len(lines) != 2 {
 		t.Fatalf("third signal: exit %d, log %q", exited, lines)
@@ -226,4 +245,88 @@ func TestStopperStages(t *testing.T) {
 	if st.force.Err() == nil {
 		t.Fatal("a signal during a shutdown the last client started does not force it")
 	}
+}
+
+// TestSignalBurstKeepsWrites: three SIGTERMs at once (timeout(1) alone
+// sends two) are one request: the server shuts down gracefully, and the
+// writes it acknowledged without a flush are in the image. The burst
+// exited without flushing, and the acknowledged writes were gone with
+// qemu-img check finding nothing wrong.
+func TestSignalBurstKeepsWrites(t *testing.T) {
+	need(t, "qemu-img", "qemu-io")
+	dir, img := create(t, "64M")
+	sock := filepath.Join(dir, "s")
+	var stderr lockedBuffer
+	cmd := exec.Command(filepath.Join(bin, "qnbd"), "-v", "-k", sock, img)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	waitFor(t, &stderr, done, "serving")
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(60 * time.Second))
+	rawGo(t, nc)
+	// Acknowledged, never flushed, one new cluster each.
+	var reqs []byte
+	for i := range 64 {
+		reqs = append(reqs, nbdRequest(1, uint64(i), uint64(i)<<20, 64<<10, bytes.Repeat([]byte{byte(i + 1)}, 64<<10))...)
+	}
+	if _, err := nc.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	for range 64 {
+		var r [16]byte
+		if _, err := io.ReadFull(nc, r[:]); err != nil {
+			t.Fatal(err)
+		}
+		if code := binary.BigEndian.Uint32(r[4:]); code != 0 {
+			t.Fatalf("request %d: error %d", binary.BigEndian.Uint64(r[8:]), code)
+		}
+	}
+	// Reads whose replies the client does not read hold the shutdown
+	// (the server's reply writes block), so that every signal of the
+	// burst finds it running.
+	reqs = nil
+	for i := range 8 {
+		reqs = append(reqs, nbdRequest(0, uint64(100+i), 0, 32<<20, nil)...)
+	}
+	if _, err := nc.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	// Apart enough to be three (pending signals merge), well within
+	// the burst.
+	for range 3 {
+		cmd.Process.Signal(syscall.SIGTERM)
+		time.Sleep(signalBurst / 100)
+	}
+	nc.Close() // the graceful shutdown waits for the client
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("qnbd after a burst of SIGTERMs: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("qnbd still running\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "during the shutdown") {
+		t.Errorf("the burst was taken as more than one signal:\n%s", stderr.String())
+	}
+	check(t, img)
+	var cmds []string
+	for i := range 64 {
+		cmds = append(cmds, "-c", fmt.Sprintf("read -P %d %d 64k", i+1, i<<20))
+	}
+	sh(t, "qemu-io", append(cmds, img)...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"time"
 )
 
 // stopper is how the server ends, in three stages: the first stop (a
@@ -17,19 +18,30 @@ import (
 // crash). Most servers take a second Ctrl-C as "now"; qemu-nbd 7.2 has
 // no way out of a shutdown a client holds (it waits for the client to
 // go, however long that takes).
+//
+// A signal less than signalBurst after the one that moved the shutdown
+// on is the same request, not a second one: timeout(1) sends two at
+// once (to the server and to its process group), and a burst of three
+// exited without flushing, losing every write acknowledged since the
+// last flush.
 type stopper struct {
 	mu     sync.Mutex
 	stage  int         // 0 serving, 1 shutting down, 2 forced
+	last   time.Time   // when a signal last moved the shutdown on
 	stop   chan string // why the first stop came; buffered, one send
 	force  context.Context
 	cancel context.CancelFunc
 	logf   func(string, ...any)
-	exit   func(int) // os.Exit; tests replace it
+	exit   func(int)        // os.Exit; tests replace it
+	now    func() time.Time // time.Now; tests replace it
 }
+
+// signalBurst: signals closer together than this are one request.
+const signalBurst = time.Second
 
 func newStopper(logf func(string, ...any)) *stopper {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &stopper{stop: make(chan string, 1), force: ctx, cancel: cancel, logf: logf, exit: os.Exit}
+	return &stopper{stop: make(chan string, 1), force: ctx, cancel: cancel, logf: logf, exit: os.Exit, now: time.Now}
 }
 
 // quit starts the graceful shutdown, if nothing did yet.
@@ -46,6 +58,11 @@ func (s *stopper) quit(why string) {
 func (s *stopper) signal(sig os.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
+	if !s.last.IsZero() && now.Sub(s.last) < signalBurst {
+		return
+	}
+	s.last = now
 	switch s.stage {
 	case 0:
 		s.stage = 1
