@@ -130,17 +130,20 @@ func (c *conn) extent(off, end int64) (Extent, error) {
 		}
 		e.Len = min(e.Len, end-off)
 	}
-	if c.dirty != nil {
-		// The dirty bitmap's context: the extent ends where either
-		// state changes.
-		dirty, n, err := c.dirty.DirtyRun(off, e.Len)
+	for _, d := range c.dirty {
+		// A dirty bitmap's context: the extent ends where any state
+		// changes.
+		dirty, n, err := d.src.DirtyRun(off, e.Len)
 		if err != nil {
 			return e, err
 		}
 		if n <= 0 {
 			return e, fmt.Errorf("nbd: dirty bitmap at %d: empty run", off)
 		}
-		e.Len, e.Dirty = min(e.Len, n), dirty
+		e.Len = min(e.Len, n)
+		if dirty {
+			e.Dirty |= 1 << d.bit
+		}
 	}
 	return e, nil
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +17,13 @@ import (
 
 // conn is one client connection: negotiation, then the transmission
 // phase (section "Transmission").
+// dirtyCtx is a selected dirty bitmap context: its bit in Extent.Dirty
+// (its index in Export.Bitmaps) and its source.
+type dirtyCtx struct {
+	bit uint
+	src DirtySource
+}
+
 type conn struct {
 	srv         *Server
 	counted     bool          // holds a token of Server.sem
@@ -40,7 +46,7 @@ type conn struct {
 	exp           *Export
 	size          int64
 	status        StatusSource
-	dirty         DirtySource // the export's bitmap, when its context is selected
+	dirty         []dirtyCtx // the export's bitmaps whose contexts are selected
 
 	// Transmission.
 	wmu       sync.Mutex     // guards w and werr
@@ -146,8 +152,11 @@ func (c *conn) serve() {
 		c.raw.SetReadDeadline(time.Now()) // Shutdown came during the handshake
 	}
 	c.status = c.exp.status()
-	if c.exp.BitmapSource != nil && slices.Contains(c.meta, metaDirtyBitmap) {
-		c.dirty = c.exp.BitmapSource
+	c.dirty = c.dirty[:0]
+	for _, id := range c.meta {
+		if id >= metaDirtyBitmap {
+			c.dirty = append(c.dirty, dirtyCtx{uint(id - metaDirtyBitmap), c.exp.Bitmaps[id-metaDirtyBitmap].Source})
+		}
 	}
 	c.srv.debugf("nbd: %s: export %q, size %d, structured %v, contexts %v", c.raw.RemoteAddr(), c.exp.Name, c.size, c.structured, c.meta)
 	err = c.transmit()

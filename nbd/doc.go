@@ -28,8 +28,8 @@
 //   - metadata contexts "base:allocation" and, when the export asks for
 //     it (AllocationDepth, qemu-nbd's -A), "qemu:allocation-depth"
 //     (meta.go), answered from the export's StatusSource, and
-//     "qemu:dirty-bitmap:NAME" for an export with a Bitmap, from its
-//     BitmapSource;
+//     "qemu:dirty-bitmap:NAME" for each of the export's Bitmaps, from
+//     its Source;
 //   - transmission: READ (with OFFSET_DATA/OFFSET_HOLE chunks once
 //     structured replies are negotiated, and DF), WRITE (FUA), FLUSH, TRIM,
 //     CACHE, WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE) and

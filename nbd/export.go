@@ -30,11 +30,12 @@ type Export struct {
 	// each range's contents (Extent.Depth). Off, as in QEMU, a query
 	// for it selects nothing.
 	AllocationDepth bool
-	// Bitmap, with BitmapSource, offers the metadata context
-	// "qemu:dirty-bitmap:"+Bitmap (qemu-nbd -B): a persistent dirty
-	// bitmap of the image, flag 1 where dirty.
-	Bitmap       string
-	BitmapSource DirtySource
+	// Bitmaps offers, for each, the metadata context
+	// "qemu:dirty-bitmap:"+Name (qemu-nbd -B, repeatable): a persistent
+	// dirty bitmap of the image, flag 1 where dirty. Their context ids
+	// are qemu-nbd's (2 on, in this order); past MaxBitmaps, and
+	// without a Source, a bitmap is not offered.
+	Bitmaps []Bitmap
 	// Unmap lets TRIM discard and WRITE_ZEROES without NO_HOLE punch
 	// holes (qemu-nbd's --discard=unmap); without it TRIM succeeds
 	// without doing anything and WRITE_ZEROES writes zeros in place, as
@@ -80,10 +81,19 @@ type Extent struct {
 	// 0 none (unallocated throughout), 1 the image itself, 2 and up its
 	// backing files ("qemu:allocation-depth").
 	Depth int
-	// Dirty: set in the export's dirty bitmap (its metadata context;
-	// conn.extent fills it in).
-	Dirty bool
+	// Dirty: bit i set in the export's Bitmaps[i] (its metadata
+	// context; conn.extent fills in the selected ones).
+	Dirty uint64
 }
+
+// Bitmap is a dirty bitmap an export offers (Export.Bitmaps).
+type Bitmap struct {
+	Name   string
+	Source DirtySource
+}
+
+// MaxBitmaps bounds the bitmaps an export offers (Extent.Dirty's bits).
+const MaxBitmaps = 64
 
 // StatusSource is an optional capability of an export: it describes
 // allocation. Extent returns the state of a prefix of [off, off+n), off

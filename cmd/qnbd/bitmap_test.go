@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,4 +68,85 @@ func TestBitmapExport_LikeQemuNbd(t *testing.T) {
 		}
 	}
 	check(t, img)
+}
+
+// bitmapsStatus is a client that lists every metadata context of the
+// export, selects them all, and asks for the status of the whole disk:
+// the contexts in the server's order, then each bitmap's reply chunk's
+// context and extents, in the order they came (base:allocation's differ:
+// qemu-nbd looks at the holes of the image's file too, and what it
+// finds there changes with the file's write-back).
+const bitmapsStatus = `
+h.set_opt_mode(True)
+h.connect_uri(uri)
+names = []
+h.opt_list_meta_context(lambda n: names.append(n))
+for n in names:
+    h.add_meta_context(n)
+h.opt_go()
+print(names)
+h.block_status(h.get_size(), 0, lambda meta, off, ents, err: meta == "base:allocation" or print(meta, list(ents)))
+`
+
+// TestBitmapExport_SeveralLikeQemuNbd: -B is repeatable, as qemu-nbd's:
+// every bitmap is offered, in qemu-nbd 7.2's order (the last -B first),
+// a BLOCK_STATUS that selects them all gets each one's extents, and one
+// bitmap that is not found (or an empty name) refuses the export. qnbd
+// offered the last -B only, and served without the others.
+func TestBitmapExport_SeveralLikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdsh")
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	dir := shortDir(t)
+	img := filepath.Join(dir, "img")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	for i, b := range []string{"b0", "b1", "b2"} {
+		sh(t, "qemu-img", "bitmap", "--add", "-g", "4k", img, b)
+		// Each bitmap sees the writes from its creation on.
+		sh(t, "qemu-io", "-c", fmt.Sprintf("write %dM 4k", 3*i+1), "-f", "qcow2", img)
+	}
+	sock := filepath.Join(dir, "b.sock")
+	status := func(srv string, args ...string) string {
+		var s *server
+		if srv == "qemu-nbd" {
+			s = startQemuNbdOnce(t, sock, args...)
+		} else {
+			s = start(t, "", sock, append([]string{"-k", sock, "--once"}, args...)...)
+		}
+		cmd := exec.Command("nbdsh", "-c", "uri = 'nbd+unix:///?socket="+sock+"'\n"+bitmapsStatus)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", srv, args, err, out)
+		}
+		if err := <-s.done; err != nil {
+			t.Fatalf("%s: %v\n%s", srv, err, s.stderr.String())
+		}
+		return string(out)
+	}
+	for _, bs := range [][]string{{"b0", "b2", "b1"}, {"b1"}, {"b2", "b2"}} {
+		args := []string{"-r", "-f", "qcow2"}
+		for _, b := range bs {
+			args = append(args, "-B", b)
+		}
+		args = append(args, img)
+		want := status("qemu-nbd", args...)
+		if got := status("qnbd", args...); got != want {
+			t.Errorf("-B %v: qnbd:\n%s\nqemu-nbd:\n%s", bs, got, want)
+		}
+	}
+	for _, bs := range [][]string{{"b0", "nope"}, {"nope", "b0"}, {""}} {
+		var args []string
+		for _, b := range bs {
+			args = append(args, "-B", b)
+		}
+		args = append(args, "-f", "qcow2", img)
+		qcode, qerr := runServer(t, "qemu-nbd", args...)
+		code, stderr := runServer(t, filepath.Join(bin, "qnbd"), args...)
+		if code != qcode || code == 0 || strings.TrimPrefix(stderr, "qnbd: ") != strings.TrimPrefix(qerr, "qemu-nbd: ") {
+			t.Errorf("-B %q: qemu-nbd exit %d %q, qnbd exit %d %q", bs, qcode, qerr, code, stderr)
+		}
+	}
 }

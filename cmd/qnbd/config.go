@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -23,7 +24,7 @@ type config struct {
 	spec        bool // path is an image spec (--image-opts, json:, driver=)
 	open        imgopen.Spec
 	name, desc  string
-	bitmap      string                 // -B: a dirty bitmap to offer
+	bitmaps     []string               // -B: the dirty bitmaps to offer, in qemu-nbd's order (the last -B first)
 	overlay     bool                   // -s: serve a temporary overlay (snapshot.go)
 	snapshot    *imgopen.SnapshotParam // -l: serve an internal snapshot
 	network     string                 // "unix" or "tcp"
@@ -49,10 +50,18 @@ func configure(f *flags) (*config, error) {
 	if len(f.args) != 1 {
 		return nil, errArgCount
 	}
-	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""), bitmap: f.get("bitmap", ""),
+	c := &config{path: f.args[0], name: f.get("export-name", ""), desc: f.get("description", ""),
 		persistent: !f.has("once"), fork: f.has("fork"), pidFile: f.get("pid-file", ""),
 		verbose: f.has("verbose"), allocDepth: f.has("allocation-depth")}
 	c.spec = f.has("image-opts") || imgopen.IsSpec(c.path)
+	// qemu-nbd 7.2 keeps its -B list the other way round (each one is
+	// prepended): its contexts, and their ids, come in that order.
+	for _, b := range slices.Backward(f.vals["bitmap"]) {
+		c.bitmaps = append(c.bitmaps, b)
+	}
+	if len(c.bitmaps) > nbd.MaxBitmaps {
+		return nil, fmt.Errorf("at most %d bitmaps (-B) can be offered", nbd.MaxBitmaps)
+	}
 	var eo qcow2.Options
 	for _, s := range f.vals["options"] {
 		if err := eo.ParseCommandLine(s); err != nil {

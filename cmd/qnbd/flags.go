@@ -40,7 +40,7 @@ var options = []option{
 	{0, "detect-zeroes", true, "turn zero writes into zeroing: off (default), on, unmap (needs --discard=unmap)"},
 	{'s', "snapshot", false, "serve a temporary qcow2 overlay over FILE (in $TMPDIR, else /var/tmp; gone at exit): FILE is opened read-only and is never written"},
 	{'l', "load-snapshot", true, "serve the internal snapshot SNAPSHOT of FILE, read-only: snapshot.id=ID,snapshot.name=NAME, or an ID or a name"},
-	{'B', "bitmap", true, "offer the image's persistent dirty bitmap NAME as the metadata context qemu:dirty-bitmap:NAME"},
+	{'B', "bitmap", true, "offer the image's persistent dirty bitmap NAME as the metadata context qemu:dirty-bitmap:NAME; repeatable"},
 	{'A', "allocation-depth", false, "expose the allocation depth (qemu:allocation-depth)"},
 	{0, "handshake-limit", true, "seconds a client may take to negotiate (default 10; 0: no limit)"},
 	{0, "fork", false, "fork off the server once it listens; the parent exits"},

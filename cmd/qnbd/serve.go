@@ -178,25 +178,25 @@ func serve(cfg *config, stderr io.Writer, ready func()) (err error) {
 		// there, read-modify-write).
 		exp.MinBlock = 512
 	}
-	if cfg.bitmap != "" {
+	for _, name := range cfg.bitmaps {
 		// As qemu-nbd -B (7.2's nbd_export_create): the first image
 		// down the backing chain that has the bitmap (with -s, the
 		// image under the temporary overlay), usable, or no export.
 		var owner *qcow2.Image
 		for im := img.Image; im != nil && owner == nil; {
-			switch err := im.BitmapUsable(cfg.bitmap); {
+			switch err := im.BitmapUsable(name); {
 			case err == nil:
 				owner = im
 			case !errors.Is(err, qcow2.ErrNoBitmap):
-				return fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", cfg.bitmap)
+				return fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", name)
 			default:
 				im, _ = im.Backing().(*qcow2.Image)
 			}
 		}
 		if owner == nil {
-			return fmt.Errorf("Bitmap '%s' is not found", cfg.bitmap)
+			return fmt.Errorf("Bitmap '%s' is not found", name)
 		}
-		exp.Bitmap, exp.BitmapSource = cfg.bitmap, dirtyBitmap{owner, cfg.bitmap}
+		exp.Bitmaps = append(exp.Bitmaps, nbd.Bitmap{Name: name, Source: dirtyBitmap{owner, name}})
 	}
 	if img.Image != nil {
 		exp.Status = nbdqcow2.Status{Image: img.Image}
