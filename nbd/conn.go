@@ -279,7 +279,7 @@ func (c *conn) transmit() error {
 				cerr = einval("WRITE larger than the maximum payload")
 			}
 			c.replyErr(&r, cerr)
-			return fmt.Errorf("nbd: WRITE of %d bytes", r.len)
+			return fmt.Errorf("a WRITE of %d bytes, more than the %d a request may carry: closing the connection", r.len, MaxPayload)
 		}
 		if cerr != nil && r.typ != cmdWrite {
 			n = 0 // refused without a buffer
