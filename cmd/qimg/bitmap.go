@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/qring/qring/internal/imgopen"
@@ -105,6 +106,21 @@ func runBitmap(e *env, args []string) int {
 // failure, with qemu-img's messages.
 func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, srcFile, srcFmt string) error {
 	im := img.Image
+	// The merge source is opened before any operation runs, as
+	// qemu-img's: one it cannot open changes nothing. Without its
+	// backing files (BDRV_O_NO_BACKING): its backing file may be the
+	// image itself, open for writing here.
+	src := im
+	if srcFile != "" && slices.ContainsFunc(ops, func(op bitmapOp) bool { return op.name == "merge" }) {
+		spec := imgopen.Spec{Path: srcFile, Format: srcFmt, ReadOnly: true}
+		spec.Opts.NoBacking = true
+		s, err := openImage(spec)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		src = s.Image
+	}
 	for _, op := range ops {
 		var err error
 		switch {
@@ -127,8 +143,10 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 			err = im.ClearBitmap(name)
 		case op.name == "enable", op.name == "disable":
 			err = im.EnableBitmap(name, op.name == "enable")
+		case op.name == "merge" && src == nil:
+			err = fmt.Errorf("Dirty bitmap '%s' not found", op.src)
 		case op.name == "merge":
-			err = mergeBitmap(im, name, op.src, srcFile, srcFmt)
+			err = im.MergeBitmap(name, src, op.src)
 		}
 		var oe *OpenError
 		if errors.As(err, &oe) {
@@ -139,23 +157,6 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 		}
 	}
 	return nil
-}
-
-// mergeBitmap merges bitmap src of srcFile (of im itself when empty)
-// into bitmap dst of im.
-func mergeBitmap(im *qcow2.Image, dst, src, srcFile, srcFmt string) error {
-	if srcFile == "" {
-		return im.MergeBitmap(dst, im, src)
-	}
-	s, err := openImage(imgopen.Spec{Path: srcFile, Format: srcFmt, ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if s.Image == nil {
-		return fmt.Errorf("Dirty bitmap '%s' not found", src)
-	}
-	return im.MergeBitmap(dst, s.Image, src)
 }
 
 // inconsistentText is qemu-img's message, with its hint, for an
