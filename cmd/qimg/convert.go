@@ -644,7 +644,9 @@ func runConvert(e *env, args []string) int {
 	if dst.Image == nil {
 		cout.align = dst.Dev.Caps().Align
 	}
-	if o.has("bitmaps") && dst.Image == nil {
+	if o.has("bitmaps") && (dst.Image == nil || dst.Image.Header().Version < 3) {
+		// As qemu-img (bdrv_supports_persistent_dirty_bitmap): refused
+		// before anything is copied, for a version 2 image too.
 		err = fmt.Errorf("Format driver '%s' does not support bitmaps", ofmt)
 	} else if o.has("c") && dst.Image == nil && dst.VMDK == nil {
 		err = fmt.Errorf("Compression not supported for this file format")

@@ -40,16 +40,21 @@ func TestConvert_BitmapsLikeQemu(t *testing.T) {
 		name string
 		args []string // OUT is the output
 		pre  bool     // the output exists (converted before)
+		v2   bool     // the output exists, an empty version 2 image
 	}{
-		{"copy", []string{"--bitmaps", "-O", "qcow2", src, "OUT"}, false},
-		{"inconsistent", []string{"--bitmaps", "-O", "qcow2", broken, "OUT"}, false},
-		{"skip broken", []string{"--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2", broken, "OUT"}, false},
-		{"raw", []string{"--bitmaps", "-O", "raw", src, "OUT"}, false},
-		{"skip alone", []string{"--skip-broken-bitmaps", "-O", "qcow2", src, "OUT"}, false},
-		{"existing names", []string{"--bitmaps", "-n", "-O", "qcow2", src, "OUT"}, true},
-		{"v2 source", []string{"--bitmaps", "-O", "qcow2", v2, "OUT"}, false},
-		{"v2 source to raw", []string{"--bitmaps", "-O", "raw", v2, "OUT"}, false},
-		{"raw source", []string{"--bitmaps", "-f", "raw", "-O", "qcow2", raw, "OUT"}, false},
+		{"copy", []string{"--bitmaps", "-O", "qcow2", src, "OUT"}, false, false},
+		{"inconsistent", []string{"--bitmaps", "-O", "qcow2", broken, "OUT"}, false, false},
+		{"skip broken", []string{"--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2", broken, "OUT"}, false, false},
+		{"raw", []string{"--bitmaps", "-O", "raw", src, "OUT"}, false, false},
+		{"skip alone", []string{"--skip-broken-bitmaps", "-O", "qcow2", src, "OUT"}, false, false},
+		{"existing names", []string{"--bitmaps", "-n", "-O", "qcow2", src, "OUT"}, true, false},
+		{"v2 source", []string{"--bitmaps", "-O", "qcow2", v2, "OUT"}, false, false},
+		{"v2 source to raw", []string{"--bitmaps", "-O", "raw", v2, "OUT"}, false, false},
+		{"raw source", []string{"--bitmaps", "-f", "raw", "-O", "qcow2", raw, "OUT"}, false, false},
+		// A version 2 output cannot store bitmaps: refused before
+		// anything is copied (qimg copied the data, then failed).
+		{"v2 output", []string{"--bitmaps", "-O", "qcow2", "-o", "compat=0.10", src, "OUT"}, false, false},
+		{"v2 output -n", []string{"--bitmaps", "-n", "-O", "qcow2", src, "OUT"}, false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -69,6 +74,9 @@ func TestConvert_BitmapsLikeQemu(t *testing.T) {
 				if c.pre {
 					testkit.MustRun(t, "qemu-img", "convert", "--bitmaps", "-O", "qcow2", src, p)
 				}
+				if c.v2 {
+					testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", p, "16M")
+				}
 			}
 			_, qe, qcode := testkit.Run(t, "qemu-img", args(0)...)
 			_, oe, ocode := runQ(t, args(1)...)
@@ -78,6 +86,11 @@ func TestConvert_BitmapsLikeQemu(t *testing.T) {
 				t.Fatalf("qemu-img exit %d %q\nqimg     exit %d %q", qcode, qm, ocode, om)
 			}
 			if qcode != 0 {
+				if c.v2 {
+					if a, b := testkit.MustRun(t, "qemu-img", "map", outs[0]), testkit.MustRun(t, "qemu-img", "map", outs[1]); a != strings.ReplaceAll(b, outs[1], outs[0]) {
+						t.Errorf("the refused output's map:\nqemu-img's:\n%s\nqimg's:\n%s", a, b)
+					}
+				}
 				return
 			}
 			testkit.QemuCheck(t, outs[1])
