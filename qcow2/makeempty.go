@@ -16,14 +16,15 @@ import (
 // mapping nothing (dropEmptyL2Tables), as QEMU's make_empty leaves an
 // image without snapshots with an empty L1 table. The header and its
 // features (encryption, extended L2 entries, compression type) stay as
-// they are.
+// they are. The dirty bitmaps are left as they are, as QEMU's
+// make_empty leaves them (Q22): commit empties an image once its data is
+// in the backing file, so that what the disk reads does not change.
 func (im *Image) MakeEmpty() error {
 	tok := im.writers.enter() // Q18: before the size check
 	defer im.writers.exit(tok)
 	if err := im.checkWrite(0, 0); err != nil {
 		return err
 	}
-	im.markDirty(0, int64(im.hsize.Load())) // Q22
 	cs := int64(im.g.ClusterSize)
 	if err := im.discardClusters(0, (int64(im.hsize.Load())+cs-1)/cs, discardFull); err != nil {
 		return err
