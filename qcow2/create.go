@@ -105,6 +105,11 @@ func Create(path string, o CreateOptions) error {
 		return err
 	}
 	if o.DataFile != "" {
+		if sameFile(path, o.DataFile) {
+			// Each would truncate the other: QEMU fails on its own
+			// lock with both files gone.
+			return fmt.Errorf("%w: the data file '%s' is the image itself", ErrUnsupported, o.DataFile)
+		}
 		// Before the image, as QEMU creates it (DF1).
 		_, statErr := os.Stat(o.DataFile)
 		dfCreated := os.IsNotExist(statErr)

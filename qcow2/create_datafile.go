@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/qring/qring/block"
 )
@@ -23,6 +24,19 @@ func (o *CreateOptions) normalizeDataFile() error {
 		return fmt.Errorf("%w: Backing file and data-file-raw cannot be used at the same time", ErrUnsupported)
 	}
 	return nil
+}
+
+// sameFile reports whether paths a and b name one file: the same file
+// if both exist (a link, another path), else the same absolute path.
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(fa, fb)
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
 }
 
 // createDataFile creates the data file name (as it is: relative to the

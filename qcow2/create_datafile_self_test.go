@@ -1,0 +1,42 @@
+package qcow2
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestCreate_DataFileIsImageRefused: a data file that is the image
+// itself (the same name, another path to it, a link) is refused before
+// anything is written: an existing file keeps its bytes, a new one is
+// not made. Create made an image whose data file was itself, which no
+// open could lock.
+func TestCreate_DataFileIsImageRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.qcow2")
+	for _, df := range []string{p, filepath.Join(dir, ".", "a.qcow2")} {
+		err := Create(p, CreateOptions{Size: 1 << 20, DataFile: df})
+		if !errors.Is(err, ErrUnsupported) {
+			t.Errorf("data file %s: %v, want ErrUnsupported", df, err)
+		}
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("data file %s: the image was made (%v)", df, err)
+		}
+	}
+	old := bytes.Repeat([]byte{7}, 4096)
+	if err := os.WriteFile(p, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(p, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(p, CreateOptions{Size: 1 << 20, DataFile: link}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("data file through a link: %v, want ErrUnsupported", err)
+	}
+	if b, _ := os.ReadFile(p); !bytes.Equal(b, old) {
+		t.Error("the refused create changed the existing file")
+	}
+}
