@@ -65,10 +65,9 @@ func createDataFile(name string, size int64, prealloc string, hints FileHints, o
 	if err == nil && size > 0 {
 		switch prealloc {
 		case PreallocFull:
-			err = d.WriteZeroes(0, size, 0)
-			if errors.Is(err, block.ErrNotSupported) {
-				err = writeZeroBufs(d, size)
-			}
+			// Zeros written out, as QEMU's full (a zeroing request
+			// would leave unwritten extents: falloc's).
+			err = writeZeroBufs(d, size)
 		case PreallocFalloc:
 			err = d.WriteZeroes(0, size, block.Allocate)
 			if errors.Is(err, block.ErrNotSupported) {
