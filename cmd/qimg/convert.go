@@ -487,6 +487,14 @@ func runConvert(e *env, args []string) int {
 					return e.errorf(1, "%v", err)
 				}
 			}
+			if (ofmt == "vpc" || ofmt == "vmdk") && k == "preallocation" {
+				// The file driver's (create's too).
+				req.filePrealloc, req.given[k] = v, true
+				if err := req.checkFilePrealloc(); err != nil {
+					return e.errorf(1, "%s: error while converting %s: %v", out, ofmt, err)
+				}
+				continue
+			}
 			if ofmt == "vpc" && k != "size" {
 				if err := req.setVPCOption(k, v); err != nil {
 					return e.errorf(1, "%v", err)
