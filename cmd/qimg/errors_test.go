@@ -57,6 +57,9 @@ func TestErrors_LikeQemu(t *testing.T) {
 		"snapshot -c A", "snapshot -a nosuch A", "snapshot -d nosuch A",
 		"convert -O bogus A N", "convert -O qcow2 -o bogus=1 A N", "convert -O qcow2 -o lazy_refcounts=maybe A N",
 		"convert -f raw -O qcow2 T", "measure --size 4X -O qcow2",
+		// The file driver's options (qimg refused them).
+		"measure --size 1M -O qcow2 -o nocow=on", "measure --size 1M -O raw -o extent_size_hint=1M",
+		"measure --size 1M -O qcow2 -o nocow=bogus", "measure --size 1M -O raw -o extent_size_hint=x",
 		"amend -o bogus=1 A", "amend -o cluster_size=4k A", "amend A",
 	} {
 		args := strings.Fields(c)

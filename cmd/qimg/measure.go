@@ -152,6 +152,11 @@ func setMeasureOption(co *qcow2.CreateOptions, format, k, v string) error {
 	if format == "raw" {
 		opts = rawCreateOptions
 	}
+	if isHintOption(k) {
+		// The file driver's options, which qemu-img measure takes
+		// beside the format's (checked, then not read).
+		opts = fileHintOptions
+	}
 	v, err := checkOptionType(opts, k, v)
 	if err != nil {
 		return fmt.Errorf("%v\nInvalid options for file format '%s'", err, format)
@@ -170,7 +175,7 @@ func setMeasureOption(co *qcow2.CreateOptions, format, k, v string) error {
 			}
 			return fmt.Errorf("invalid parameter value: %s", v)
 		}
-	case "compression_type", "size":
+	case "compression_type", "size", "nocow", "extent_size_hint":
 		return nil // size: measureTarget.optSize
 	}
 	if err := co.Set(k, v); err != nil {
