@@ -366,6 +366,11 @@ func (im *Image) markCorrupt(cause error) error {
 			}
 		}
 	}
+	if im.ro {
+		// Nothing is marked in an image opened read-only (QEMU's
+		// non-fatal corruption event): the cause alone.
+		return cause
+	}
 	return fmt.Errorf("qcow2: marking image as corrupt: %w", cause)
 }
 

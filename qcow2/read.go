@@ -141,7 +141,11 @@ func (im *Image) mapRun(off format.GuestOff, maxLen uint64, size format.GuestOff
 	for k := 0; r.length < maxLen && k < 256; k++ {
 		ne, err := im.readEntry(off + format.GuestOff(r.length))
 		if err != nil {
-			return run{}, err
+			// The run ends before an entry that cannot be read or
+			// used, as QEMU's block status ends it (its lookup of the
+			// next run reports the error): a caller that walks the
+			// disk gets the good part before it.
+			break
 		}
 		nk := im.kindOf(ne)
 		if nk != r.kind {

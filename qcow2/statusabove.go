@@ -157,7 +157,7 @@ func (m *mapper) qcow2Status(im *Image, off, n int64) (ChainStatus, error) {
 	for !st.Compressed && off+st.Len < end {
 		nx, err := im.BlockStatus(off+st.Len, end-off-st.Len)
 		if err != nil {
-			return ChainStatus{}, err
+			break // the next query, which starts there, reports it
 		}
 		if nx.Allocated != st.Allocated || nx.Zero != st.Zero || nx.Data != st.Data || nx.Compressed ||
 			(st.HostOff < 0) != (nx.HostOff < 0) || (st.HostOff >= 0 && nx.HostOff != st.HostOff+st.Len) {

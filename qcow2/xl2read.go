@@ -43,6 +43,9 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	for k := 0; r.length < maxLen && k < 256; k++ {
 		pos := off + format.GuestOff(r.length)
 		e, bm, err := im.xentryFor(pos, true)
+		if err != nil && r.length > 0 {
+			return r, nil // the run ends before it, as mapRun's
+		}
 		if err != nil {
 			return run{}, err
 		}
@@ -50,6 +53,9 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 		sc := g.SubIndex(in)
 		for sc < format.SubclustersPerCluster && r.length < maxLen {
 			t, cnt := format.SubclusterRangeTypeIn(e, bm, sc, im.df.ext)
+			if t == format.SubInvalid && r.length > 0 {
+				return r, nil
+			}
 			if t == format.SubInvalid {
 				return run{}, corruptf("l2_bitmap", bm, "invalid subcluster %d of L2 entry %#x", sc, uint64(e))
 			}

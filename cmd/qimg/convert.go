@@ -453,11 +453,12 @@ func runConvert(e *env, args []string) int {
 			return e.errorf(1, "%v", err)
 		}
 		p, err := loadImage(simg)
-		if err != nil && o.has("salvage") {
-			// --salvage: the map only lets a compressed output skip
-			// what is known to be zeros; without it, what the block
-			// status walk cannot read becomes zeros sector by
-			// sector, as in qemu-img.
+		if err != nil {
+			// The map only lets a compressed output skip what is
+			// known to be zeros: without it, the block status walk
+			// copies what it can read, and fails (or with --salvage
+			// reads as zeros sector by sector) where it cannot, at the
+			// offset qemu-img names.
 			p, err = newImage(simg, nil)
 		}
 		if err != nil {
