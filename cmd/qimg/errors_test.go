@@ -60,6 +60,7 @@ func TestErrors_LikeQemu(t *testing.T) {
 		// The file driver's options (qimg refused them).
 		"measure --size 1M -O qcow2 -o nocow=on", "measure --size 1M -O raw -o extent_size_hint=1M",
 		"measure --size 1M -O qcow2 -o nocow=bogus", "measure --size 1M -O raw -o extent_size_hint=x",
+		"measure -O qcow2 A R", "measure --size 1M -O qcow2 A R",
 		"amend -o bogus=1 A", "amend -o cluster_size=4k A", "amend A",
 	} {
 		args := strings.Fields(c)

@@ -292,6 +292,9 @@ func runMeasure(e *env, args []string) int {
 	if err := o.optionLists(); err != nil {
 		return e.errorf(1, "%v", err)
 	}
+	if len(o.args) > 1 {
+		return e.errorf(1, "At most one filename argument is allowed.")
+	}
 	if o.has("size") && len(o.args) > 0 {
 		return e.errorf(1, "--size N cannot be used together with a filename.")
 	}
