@@ -625,6 +625,12 @@ func runConvert(e *env, args []string) int {
 		}
 		return e.errorf(1, "%s: error while converting %s: %v", out, ofmt, err)
 	}
+	if o.has("c") {
+		// A compressed output is made for its size: no space reserved
+		// ahead (it stayed allocated around the compressed clusters,
+		// ten times qemu-img's on disk with refcount_bits=1).
+		dspec.Opts.Prealloc = "off"
+	}
 	dst, err := openImage(dspec)
 	if err != nil {
 		return e.errorf(1, "%v", specOpenError(tgtOpts, o.args[len(o.args)-1], err))
