@@ -190,6 +190,10 @@ func parseCreate(o *opts, req *createRequest) error {
 			if p[0] == "compat" {
 				req.shown["compat"] = p[1] // v3 stays v3 in the Formatting line
 			}
+			switch p[0] {
+			case "lazy_refcounts", "extended_l2", "data_file_raw":
+				req.shown[p[0]] = p[1] // yes, true, y as given, as QEMU shows them
+			}
 			if p[0] == "size" {
 				req.sizeSet = req.opts.Size != -1
 			}
@@ -350,7 +354,7 @@ func formattingLine(req *createRequest) string {
 	if cs == 0 && !req.given["cluster_size"] {
 		cs = 65536
 	}
-	fmt.Fprintf(&b, "cluster_size=%d extended_l2=%s ", cs, onOff(o.ExtendedL2))
+	fmt.Fprintf(&b, "cluster_size=%d extended_l2=%s ", cs, req.show("extended_l2", onOff(o.ExtendedL2)))
 	if req.given["preallocation"] {
 		fmt.Fprintf(&b, "preallocation=%s ", req.show("preallocation", o.Preallocation))
 	}
@@ -372,13 +376,13 @@ func formattingLine(req *createRequest) string {
 		fmt.Fprintf(&b, "data_file=%s ", strings.ReplaceAll(o.DataFile, ",", ",,"))
 	}
 	if req.given["data_file_raw"] {
-		fmt.Fprintf(&b, "data_file_raw=%s ", onOff(o.DataFileRaw))
+		fmt.Fprintf(&b, "data_file_raw=%s ", req.show("data_file_raw", onOff(o.DataFileRaw)))
 	}
 	rb := o.RefcountBits
 	if rb == 0 && !req.given["refcount_bits"] {
 		rb = 16
 	}
-	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", onOff(o.LazyRefcounts), rb)
+	fmt.Fprintf(&b, "lazy_refcounts=%s refcount_bits=%d", req.show("lazy_refcounts", onOff(o.LazyRefcounts)), rb)
 	return b.String() + req.nocowShown() + req.hintShown()
 }
 

@@ -17,7 +17,11 @@ func TestCreate_EchoedOptions(t *testing.T) {
 	ours := filepath.Join(d, "a.qcow2")
 	theirs := filepath.Join(d, "b.qcow2")
 	opt := "compression_type=zlib,extended_l2=off"
-	for _, opt := range []string{opt, "compression_type=zstd"} {
+	// Booleans echo as given (yes, true, y): qimg said on.
+	for _, opt := range []string{opt, "compression_type=zstd", "lazy_refcounts=yes,extended_l2=true",
+		"lazy_refcounts=y,extended_l2=no", "data_file=" + filepath.Join(d, "df.raw") + ",data_file_raw=yes"} {
+		os.Remove(ours)
+		os.Remove(theirs)
 		got := mustQ(t, "create", "-f", "qcow2", "-o", opt, ours, "1M")
 		want := testkit.MustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", opt, theirs, "1M")
 		if strings.ReplaceAll(want, theirs, ours) != got {
