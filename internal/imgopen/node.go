@@ -125,7 +125,7 @@ func (n *node) done() error {
 	var extra []string
 	for k := range n.m {
 		if !n.used[k] {
-			extra = append(extra, n.name(k))
+			extra = append(extra, leafKeys(n.name(k), n.m[k])...)
 		}
 	}
 	if len(extra) == 0 {
@@ -135,6 +135,21 @@ func (n *node) done() error {
 	sort.Strings(extra)
 	drv := fmt.Sprint(n.m["driver"])
 	return &OptionError{Driver: drv, Option: strings.TrimPrefix(extra[0], n.name("")), Protocol: drv == "file"}
+}
+
+// leafKeys are the flat names of the options under key k of value v, as
+// QEMU names them ("snapshot.name", not "snapshot"): k itself for a
+// value that is not a node.
+func leafKeys(k string, v any) []string {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 {
+		return []string{k}
+	}
+	var out []string
+	for c, cv := range m {
+		out = append(out, leafKeys(k+"."+c, cv)...)
+	}
+	return out
 }
 
 // list returns k as a list: a JSON array, a node with keys 0..n-1, or a
