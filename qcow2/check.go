@@ -105,6 +105,11 @@ type checker struct {
 	pastEOF map[uint64]bool
 	// openRepair: CheckOptions.openRepair.
 	openRepair bool
+	// noRebuild says why the refcount structures must not be rebuilt
+	// though nothing else forbids repairs: something references a
+	// region wholly past the end of the file, where a rebuild would
+	// write the new structures (rebuild.go).
+	noRebuild string
 }
 
 // outside reports whether cluster k lies outside the n clusters of the
@@ -175,15 +180,27 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			}
 			c.msg("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", off, n)
 			c.r.Corruptions++
-			if k > first || c.openRepair {
+			why := "a " + what + " past the end of the file"
+			switch {
+			case k > first:
 				// Its clusters inside the file look leaked though they
 				// are in use: a leak repair would free them (QEMU's
-				// does). A region wholly past the end has no count to
+				// does).
+				c.distrust(why)
+			default:
+				// A region wholly past the end has no count to
 				// repair; the leaks elsewhere are freed, as QEMU frees
-				// them, but for a dirty image's repair at its open,
-				// which the corruption fails: a failed open changes
-				// nothing.
-				c.distrust("a " + what + " past the end of the file")
+				// them. A rebuild is not: it writes the new structures
+				// past the end of the file, over the region (QEMU's
+				// does). Nor is anything repaired by a dirty image's
+				// repair at its open, which the corruption fails: a
+				// failed open changes nothing.
+				if c.noRebuild == "" {
+					c.noRebuild = why
+				}
+				if c.openRepair {
+					c.distrustRefcounts(why)
+				}
 			}
 			// As QEMU, whose comparison stops at the end of the file:
 			// their stored counts past it are neither leaks nor the
@@ -663,19 +680,24 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.distrustRefcounts(fmt.Sprintf("refcount block %d is also referenced as something else", i))
 		}
 	}
-	if c.untrusted != "" && repair == RepairAll && !c.fatal && !o.rebuilt {
+	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		return im.rebuildAndCheck(c, o)
 	}
 	if c.untrusted != "" && repair != RepairNone {
 		// qemu-img: "ERROR need to rebuild refcount structures", and
 		// with -r all it rebuilds them, as Check does when it can.
 		switch {
+		case o.rebuilt:
+			// The rebuild has changed the image already.
+			c.msg("ERROR need to rebuild refcount structures (%s) after their rebuild; not repaired again", c.untrusted)
 		case c.unread:
 			c.msg("ERROR not repaired: a table of references could not be read (what it names would look unused); the image is left as it was")
 		case c.im.damage.damaged() && c.fatal:
 			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
 		case c.fatal:
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would free clusters still in use, the image is left as it was", c.untrusted)
+		case c.noRebuild != "":
+			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would write them over %s, the image is left as it was", c.untrusted, c.noRebuild)
 		default:
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: -r all rebuilds them, the image is left as it was", c.untrusted)
 		}
@@ -687,7 +709,8 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// entries: no per-entry cache lookups).
 	var highest uint64
 	var fixes []fix
-	inUseFree := false // a referenced cluster counted 0: QEMU's "rebuild"
+	fixedBefore := r.CorruptionsFixed // the fixes made before this comparison
+	inUseFree := false                // a referenced cluster counted 0: QEMU's "rebuild"
 	// QEMU compares twice when it repairs: the second pass says
 	// "Repairing" for what it fixes, and repeats the rest.
 	type mismatch struct{ k, stored, want uint64 }
@@ -775,7 +798,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
 	c.damageSeen()
-	if inUseFree && repair == RepairAll && !o.rebuilt {
+	if inUseFree && repair == RepairAll && !o.rebuilt && c.noRebuild == "" {
 		// As qemu-img check -r all: a cluster in use that the
 		// refcounts call free makes QEMU rebuild the refcount
 		// structures (compare_refcounts' rebuild), nothing fixed in
@@ -784,6 +807,14 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		return im.rebuildAndCheck(c, o)
 	}
 	skipCopied := false
+	if inUseFree && repair == RepairAll {
+		// The rebuild it needs is refused (noRebuild): nothing is
+		// fixed, as with -r leaks below.
+		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: a rebuild would write them over %s, the image is left as it was", c.noRebuild)
+		r.CheckErrors++
+		fixes, r.LeaksFixed, r.CorruptionsFixed, repair = nil, 0, fixedBefore, RepairNone
+		skipCopied = true
+	}
 	if inUseFree && repair == RepairLeaks {
 		// As qemu-img check -r leaks: a cluster in use that the
 		// refcounts call free needs the -r all repair (QEMU rebuilds

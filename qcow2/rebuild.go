@@ -21,8 +21,9 @@ import (
 //     the new ones as unreferenced clusters;
 //   - after it, the old structures are free space, referenced by nothing.
 // Nothing the old structures share with data or metadata is written, and
-// no cluster any table references is freed: Check refuses to rebuild
-// when a reference lies past the end of the file (checker.fatal).
+// no cluster any table references is freed or written over: Check
+// refuses to rebuild when a reference lies past the end of the file
+// (checker.fatal, checker.noRebuild), where the new structures go.
 
 // rebuildAndCheck rebuilds the refcount structures from c's counts, then
 // checks (and repairs: COPIED flags) again against the new ones. Called

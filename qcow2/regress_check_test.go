@@ -224,3 +224,31 @@ func TestRegress_BackingLoopRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestRegress_CheckNoRebuildOverReferencesPastEOF: a reference wholly
+// past the end of the file lets -r leaks free leaks (as qemu-img), but
+// not -r all rebuild the refcount structures: the rebuild writes them
+// past the end of the file, where the reference points, and the guest
+// then read the new refcount table there (found by review; qemu-img 7.2
+// aliases it the same way in other layouts). Here a data cluster counted
+// 0 asks for the rebuild: refused, and nothing changes.
+func TestRegress_CheckNoRebuildOverReferencesPastEOF(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "e.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 256k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	rb := be.Uint64(b[be.Uint64(b[48:]):]) // refcount block 0
+	be.PutUint16(b[rb+5*2:], 0)            // cluster 5 (guest cluster 0's data) counted 0
+	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0xfffffffffffe00
+	end := uint64(len(b))
+	be.PutUint64(b[l2+3*8:], 1<<63|(end+0x10000)) // guest cluster 3: a cluster past the end
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checkRepairChangesNothing(t, p, "read -P 1 0 128k", RepairAll)
+}
