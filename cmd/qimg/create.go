@@ -76,9 +76,15 @@ func runCreate(e *env, args []string) int {
 	// creates the file before the format looks at its options.
 	err = req.opts.Hints.Check()
 	if err == nil && req.format == "qcow2" {
-		err = checkQcow2Create(&req.opts, req.given)
+		// QEMU's order: the data file is created, then the options
+		// are parsed (an enum's value refused: req.late), then the
+		// driver checks them.
+		err = checkDataFileGiven(req)
 		if err == nil {
-			err = checkDataFileGiven(req)
+			err = req.late
+		}
+		if err == nil {
+			err = checkQcow2Create(&req.opts, req.given)
 		}
 	}
 	if err == nil {

@@ -109,6 +109,11 @@ func checkOptionType(opts []createOption, k, v string) (string, error) {
 // refused, not the default.
 func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
 	const v3 = " (use version=v3 or greater)"
+	v2 := o.Compat == "0.10"
+	if v2 && o.ExtendedL2 {
+		// QEMU's first check, before the cluster size's.
+		return errors.New("Extended L2 entries are only supported with compatibility level 1.1 and above" + v3)
+	}
 	if cs := o.ClusterSize; (cs != 0 || given["cluster_size"]) && (bits.OnesCount(uint(cs)) != 1 || cs < 512 || cs > 2<<20) {
 		return errors.New("Cluster size must be a power of two between 512 and 2048k")
 	}
@@ -118,7 +123,6 @@ func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
 	if o.BackingFormat != "" && o.BackingFile == "" {
 		return errors.New("Backing format cannot be used without backing file")
 	}
-	v2 := o.Compat == "0.10"
 	if o.LazyRefcounts && v2 {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above" + v3)
 	}
@@ -130,9 +134,6 @@ func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
 	}
 	if err := checkDataFileCreate(o); err != nil {
 		return err
-	}
-	if v2 && o.ExtendedL2 {
-		return errors.New("Extended L2 entries are only supported with compatibility level 1.1 and above" + v3)
 	}
 	if v2 && o.CompressionType != "" && o.CompressionType != "zlib" {
 		return errors.New("Non-zlib compression type is only supported with compatibility level 1.1 and above" + v3)

@@ -49,6 +49,14 @@ func TestErrors_LikeQemu(t *testing.T) {
 		"create -f qcow2 -o compression_type=lz4 N 4M",
 		"create -f qcow2 -o cluster_size=3 N 4M", "create -f qcow2 -o refcount_bits=3 N 4M",
 		"create -f qcow2 -o lazy_refcounts=on,compat=0.10 N 4M",
+		// Their order: the enums' values, then version 2 with
+		// extended L2, then the cluster size.
+		"create -f qcow2 -o compat=0.10,extended_l2=on,cluster_size=3k N 4M",
+		"create -f qcow2 -o compat=0.10,extended_l2=on,cluster_size=8k N 4M",
+		"create -f qcow2 -o compat=0.10,lazy_refcounts=on,extended_l2=on N 4M",
+		"create -f qcow2 -o compression_type=lz4,cluster_size=3k N 4M",
+		"create -f qcow2 -o preallocation=bogus,cluster_size=3k N 4M",
+		"create -f qcow2 -o compat=0.9,cluster_size=3k N 4M",
 		"create -f raw -o cluster_size=64k NR 4M", "create -f raw -o preallocation=metadata NR 4M",
 		"create -f raw -o preallocation=bogus NR 4M", "create -f raw -b A -F qcow2 NR 4M",
 		"create -f qcow2 N 4X", "create -f qcow2 N 1.5.3M", "create -f qcow2 N", "create -f qcow2",
