@@ -27,16 +27,42 @@ func (o *CreateOptions) normalizeDataFile() error {
 }
 
 // sameFile reports whether paths a and b name one file: the same file
-// if both exist (a link, another path), else the same absolute path.
+// if both exist (a link, another path), else the same path once links
+// are followed (a link to a file not made yet).
 func sameFile(a, b string) bool {
 	fa, errA := os.Stat(a)
 	fb, errB := os.Stat(b)
 	if errA == nil && errB == nil {
 		return os.SameFile(fa, fb)
 	}
-	absA, errA := filepath.Abs(a)
-	absB, errB := filepath.Abs(b)
-	return errA == nil && errB == nil && absA == absB
+	return resolvedPath(a) == resolvedPath(b)
+}
+
+// resolvedPath is p absolute, its links followed, also the last one to a
+// file that does not exist.
+func resolvedPath(p string) string {
+	for range 40 { // the kernel's limit of links followed
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		p = t
+	}
+	dir, base := filepath.Split(p)
+	if d, err := filepath.EvalSymlinks(filepath.Clean(dir + ".")); err == nil {
+		p = filepath.Join(d, base)
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	return filepath.Clean(p)
 }
 
 // createDataFile creates the data file name (as it is: relative to the

@@ -25,6 +25,17 @@ func TestCreate_DataFileIsImageRefused(t *testing.T) {
 			t.Fatalf("data file %s: the image was made (%v)", df, err)
 		}
 	}
+	// A link to the image, neither made yet.
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink("a.qcow2", dangling); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(p, CreateOptions{Size: 1 << 20, DataFile: dangling}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("data file through a link to the image not made yet: %v, want ErrUnsupported", err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("the image was made (%v)", err)
+	}
 	old := bytes.Repeat([]byte{7}, 4096)
 	if err := os.WriteFile(p, old, 0o644); err != nil {
 		t.Fatal(err)
