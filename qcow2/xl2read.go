@@ -43,7 +43,7 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 	for k := 0; r.length < maxLen && k < 256; k++ {
 		pos := off + format.GuestOff(r.length)
 		e, bm, err := im.xentryFor(pos, true)
-		if err != nil && r.length > 0 {
+		if err != nil && r.length > 0 && !im.xentryFailsRun(pos, r, hostRun) {
 			return r, nil // the run ends before it, as mapRun's
 		}
 		if err != nil {
@@ -53,9 +53,6 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 		sc := g.SubIndex(in)
 		for sc < format.SubclustersPerCluster && r.length < maxLen {
 			t, cnt := format.SubclusterRangeTypeIn(e, bm, sc, im.df.ext)
-			if t == format.SubInvalid && r.length > 0 {
-				return r, nil
-			}
 			if t == format.SubInvalid {
 				return run{}, corruptf("l2_bitmap", bm, "invalid subcluster %d of L2 entry %#x", sc, uint64(e))
 			}
@@ -80,4 +77,24 @@ func (im *Image) xmapRun(off format.GuestOff, maxLen uint64) (run, error) {
 		}
 	}
 	return r, nil
+}
+
+// xentryFailsRun reports whether the unusable entry at pos, met while
+// xmapRun extends run r, fails the lookup rather than ending the run, as
+// QEMU's count_contiguous_subclusters decides: an entry whose subcluster
+// bitmap is invalid fails it where the run would go on into it (its host
+// offset continues the run's, or the run has none); any other ends the
+// run before it, and the lookup that starts there reports it.
+func (im *Image) xentryFailsRun(pos format.GuestOff, r run, hostRun bool) bool {
+	t, i, err := im.l2slice(pos)
+	if err != nil || t == nil {
+		return false
+	}
+	t.Lock()
+	e := im.g.L2At(t.Data, i)
+	bm := im.g.BitmapAt(t.Data, i)
+	t.Unlock()
+	im.l2c.Put(t)
+	continues := !hostRun || e.Offset() == r.host+format.HostOff(r.length)
+	return continues && format.ValidateBitmapIn(e, bm, im.df.ext) != nil
 }

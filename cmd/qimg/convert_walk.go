@@ -88,11 +88,17 @@ func (w convertWalk) walk(fn func(convertStep) error) error {
 				status = p.st.TopStatus
 			}
 			st, err := status(local, n)
-			if err != nil && dst.salvage {
-				// qemu-img narrows the query down to one sector, then
-				// reads that sector as data.
-				dst.salvaged("error while reading block status at offset %d: %v", local, err)
-				st, err = qcow2.ChainStatus{Len: 512, Data: true, Allocated: true}, nil
+			for q := n; err != nil && dst.salvage; {
+				// qemu-img narrows the query to a quarter of its
+				// sectors at a time, down to one sector, which it then
+				// reads as data.
+				if q <= 512 {
+					dst.salvaged("error while reading block status at offset %d: %v", local, err)
+					st, err = qcow2.ChainStatus{Len: 512, Data: true, Allocated: true}, nil
+					break
+				}
+				q = (q/512 + 3) / 4 * 512
+				st, err = status(local, q)
 			}
 			if err != nil {
 				return fmt.Errorf("error while reading block status at offset %d: %w", local, err)
