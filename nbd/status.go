@@ -34,7 +34,7 @@ func (c *conn) statusCost(r *request) int64 {
 // chunk per selected context, the last one with DONE. Each chunk is the
 // context id and (length, flags) descriptors; neighbouring extents with
 // the same flags in a context merge. With REQ_ONE each context gets one
-// descriptor. Descriptors never go past the request's range. The chunks
+// descriptor, as long as its flags go on. Descriptors never go past the request's range. The chunks
 // are encoded as the extents come, so a reply holds no more than its
 // wire size (statusCost).
 func (c *conn) blockStatus(r *request) bool {
@@ -53,7 +53,13 @@ func (c *conn) blockStatus(r *request) bool {
 		}
 		cs[i].b = appendU32(appendChunk(nil, fl, replyBlockStatus, r.cookie, 0), id)
 	}
+	// With REQ_ONE each context's one descriptor still grows while the
+	// extents that follow have its flags, each context on its own, as
+	// qemu-nbd's (its extent arrays of one); shut counts the contexts
+	// whose descriptor ended.
 	one := r.flags&cmdFlagReqOne != 0
+	ended := make([]bool, len(cs))
+	shut := 0
 	for pos := off; pos < end; {
 		e, err := c.extent(pos, end)
 		if err != nil {
@@ -63,11 +69,18 @@ func (c *conn) blockStatus(r *request) bool {
 		full := false
 		for i, id := range c.meta {
 			x := &cs[i]
+			if ended[i] {
+				continue
+			}
 			f := metaFlags(id, e)
-			if x.count > 0 && x.flags == f && x.n+e.Len <= maxMerged {
+			switch {
+			case x.count > 0 && x.flags == f && x.n+e.Len <= maxMerged:
 				x.n += e.Len
 				binary.BigEndian.PutUint32(x.b[len(x.b)-8:], uint32(x.n))
-			} else {
+			case one && x.count > 0:
+				ended[i] = true
+				shut++
+			default:
 				x.b = appendU32(appendU32(x.b, uint32(e.Len)), f)
 				x.n, x.flags = e.Len, f
 				x.count++
@@ -75,7 +88,7 @@ func (c *conn) blockStatus(r *request) bool {
 			full = full || x.count >= maxDescriptors
 		}
 		pos += e.Len
-		if one || full {
+		if full || one && shut == len(cs) {
 			break
 		}
 	}

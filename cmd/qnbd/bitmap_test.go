@@ -73,7 +73,9 @@ func TestBitmapExport_LikeQemuNbd(t *testing.T) {
 // bitmapsStatus is a client that lists every metadata context of the
 // export, selects them all, and asks for the status of the whole disk:
 // the contexts in the server's order, then each bitmap's reply chunk's
-// context and extents, in the order they came (base:allocation's differ:
+// context and extents, in the order they came, for the whole disk and
+// for one extent (REQ_ONE: each context's own, as long as its flags go
+// on; qnbd cut them all to the shortest) (base:allocation's differ:
 // qemu-nbd looks at the holes of the image's file too, and what it
 // finds there changes with the file's write-back).
 const bitmapsStatus = `
@@ -86,6 +88,7 @@ for n in names:
 h.opt_go()
 print(names)
 h.block_status(h.get_size(), 0, lambda meta, off, ents, err: meta == "base:allocation" or print(meta, list(ents)))
+h.block_status(h.get_size() - 65536, 65536, lambda meta, off, ents, err: meta == "base:allocation" or print("one", meta, list(ents)), flags=nbd.CMD_FLAG_REQ_ONE)
 `
 
 // TestBitmapExport_SeveralLikeQemuNbd: -B is repeatable, as qemu-nbd's:
