@@ -198,6 +198,14 @@ func measureLUKSTarget(o *opts) (*measureTarget, error) {
 			return nil, err
 		}
 		for _, p := range kv {
+			if isHintOption(p[0]) {
+				// The file driver's, checked and not read (as for
+				// qcow2 and raw: setMeasureOption).
+				if _, err := checkOptionType(fileHintOptions, p[0], p[1]); err != nil {
+					return nil, fmt.Errorf("%v\nInvalid options for file format 'luks'", err)
+				}
+				continue
+			}
 			if err := req.setLUKSOption(p[0], p[1]); err != nil {
 				return nil, fmt.Errorf("%v\nInvalid options for file format 'luks'", err)
 			}

@@ -69,6 +69,8 @@ func TestErrors_LikeQemu(t *testing.T) {
 		"measure --size 1M -O qcow2 -o nocow=on", "measure --size 1M -O raw -o extent_size_hint=1M",
 		"measure --size 1M -O qcow2 -o nocow=bogus", "measure --size 1M -O raw -o extent_size_hint=x",
 		"measure -O qcow2 A R", "measure --size 1M -O qcow2 A R",
+		"measure --object secret,id=s0,data=x --size 1G -O luks -o key-secret=s0,extent_size_hint=1M",
+		"measure --object secret,id=s0,data=x --size 1G -O luks -o key-secret=s0,nocow=bad",
 		"amend -o bogus=1 A", "amend -o cluster_size=4k A", "amend A",
 	} {
 		args := strings.Fields(c)
