@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/imgopen"
 )
 
 // TestSpec_ReadOnlyNodeLikeQemuNbd: a spec whose root says read-only=on
@@ -32,15 +34,7 @@ func readOnlySpec(t *testing.T, dir, spec string) {
 		if ro {
 			args = append([]string{"-r"}, args...)
 		}
-		f, err := parseFlags(args)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := configure(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := openView(cfg)
+		img, err := openViewArgs(t, args...)
 		if ro {
 			if err != nil {
 				t.Fatalf("-r: %v", err)
@@ -85,15 +79,7 @@ func TestSpec_ReadOnlyNodeOverlayLikeQemuNbd(t *testing.T) {
 		{"driver=raw,read-only=on,file.filename=" + raw, true},
 		{"driver=raw,file.driver=file,file.read-only=on,file.filename=" + raw, false},
 	} {
-		f, err := parseFlags([]string{"-s", "--image-opts", c.spec})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := configure(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := openView(cfg)
+		img, err := openViewArgs(t, "-s", "--image-opts", c.spec)
 		if err == nil {
 			img.Close()
 		}
@@ -112,4 +98,18 @@ func TestSpec_ReadOnlyNodeOverlayLikeQemuNbd(t *testing.T) {
 			t.Errorf("qemu-nbd -s %s: %v, %s (want refused %v)", c.spec, err, out, c.refused)
 		}
 	}
+}
+
+// openViewArgs opens what qnbd with the command line args would serve.
+func openViewArgs(t *testing.T, args ...string) (*imgopen.Opened, error) {
+	t.Helper()
+	f, err := parseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configure(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openView(cfg)
 }

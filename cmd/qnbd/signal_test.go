@@ -105,30 +105,8 @@ func rawGo(t *testing.T, nc net.Conn) {
 // client, whatever the signals.
 func TestSecondSignal(t *testing.T) {
 	need(t, "qemu-img", "qemu-io")
-	dir, img := create(t, "64M")
-	sock := filepath.Join(dir, "s")
-	var stderr lockedBuffer
-	cmd := exec.Command(filepath.Join(bin, "qnbd"), "-v", "-k", sock, img)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	waitFor(t, &stderr, done, "serving")
-	nc, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(60 * time.Second))
-	rawGo(t, nc)
+	img, cmd, done, stderr, nc := startRawClient(t)
+	sock := filepath.Join(filepath.Dir(img), "s")
 	// Acknowledged and flushed: must survive whatever follows.
 	if _, err := nc.Write(append(nbdRequest(1, 1, 0, 1<<20, bytes.Repeat([]byte{0x5a}, 1<<20)), nbdRequest(3, 2, 0, 0, nil)...)); err != nil {
 		t.Fatal(err)
@@ -170,7 +148,7 @@ func TestSecondSignal(t *testing.T) {
 		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	waitFor(t, &stderr, done, "shutting down")
+	waitFor(t, stderr, done, "shutting down")
 	time.Sleep(signalBurst) // a second request, not the same one (stopper)
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -254,30 +232,7 @@ func TestStopperStages(t *testing.T) {
 // qemu-img check finding nothing wrong.
 func TestSignalBurstKeepsWrites(t *testing.T) {
 	need(t, "qemu-img", "qemu-io")
-	dir, img := create(t, "64M")
-	sock := filepath.Join(dir, "s")
-	var stderr lockedBuffer
-	cmd := exec.Command(filepath.Join(bin, "qnbd"), "-v", "-k", sock, img)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	waitFor(t, &stderr, done, "serving")
-	nc, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(60 * time.Second))
-	rawGo(t, nc)
+	img, cmd, done, stderr, nc := startRawClient(t)
 	// Acknowledged, never flushed, one new cluster each.
 	var reqs []byte
 	for i := range 64 {
@@ -329,4 +284,36 @@ func TestSignalBurstKeepsWrites(t *testing.T) {
 		cmds = append(cmds, "-c", fmt.Sprintf("read -P %d %d 64k", i+1, i<<20))
 	}
 	sh(t, "qemu-io", append(cmds, img)...)
+}
+
+// startRawClient starts qnbd -v on a new 64M image (socket "s" beside
+// it) and connects a raw client that has negotiated its default export:
+// the image, the server, its exit, its stderr and the connection.
+func startRawClient(t *testing.T) (img string, cmd *exec.Cmd, done chan error, stderr *lockedBuffer, nc net.Conn) {
+	t.Helper()
+	dir, img := create(t, "64M")
+	sock := filepath.Join(dir, "s")
+	stderr = &lockedBuffer{}
+	cmd = exec.Command(filepath.Join(bin, "qnbd"), "-v", "-k", sock, img)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	waitFor(t, stderr, done, "serving")
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(60 * time.Second))
+	rawGo(t, nc)
+	return img, cmd, done, stderr, nc
 }
