@@ -697,7 +697,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		case c.fatal:
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would free clusters still in use, the image is left as it was", c.untrusted)
 		case c.noRebuild != "":
-			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would write them over %s, the image is left as it was", c.untrusted, c.noRebuild)
+			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would write them over %s", c.untrusted, c.noRebuild)
 		default:
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: -r all rebuilds them, the image is left as it was", c.untrusted)
 		}
@@ -808,9 +808,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	skipCopied := false
 	if inUseFree && repair == RepairAll {
-		// The rebuild it needs is refused (noRebuild): nothing is
-		// fixed, as with -r leaks below.
-		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: a rebuild would write them over %s, the image is left as it was", c.noRebuild)
+		// The rebuild it needs is refused (noRebuild), or was made
+		// already: nothing more is fixed, as with -r leaks below.
+		why := "a rebuild would write them over " + c.noRebuild
+		if c.noRebuild == "" {
+			why = "they were just rebuilt"
+		}
+		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: %s", why)
 		r.CheckErrors++
 		fixes, r.LeaksFixed, r.CorruptionsFixed, repair = nil, 0, fixedBefore, RepairNone
 		skipCopied = true
@@ -848,7 +852,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	// COPIED flags (Q6), against the stored (possibly repaired)
 	// refcounts.
-	if len(incomplete) > 0 && repair >= RepairAll && c.untrusted == "" {
+	if len(incomplete) > 0 && repair >= RepairAll && c.untrusted == "" && c.noRebuild != "" {
+		// The new table would go past the end of the file, over the
+		// region referenced there (noRebuild), and the guest would
+		// read it (QEMU's does that).
+		c.msg("ERROR snapshot table entries not repaired: their new table would be written over %s", c.noRebuild)
+		r.CheckErrors++
+	} else if len(incomplete) > 0 && repair >= RepairAll && c.untrusted == "" {
 		if err := im.fixIncompleteSnapshots(incomplete); err != nil {
 			c.ioError(err)
 			c.msg("ERROR rewriting the snapshot table: %v", err)

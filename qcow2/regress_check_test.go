@@ -252,3 +252,42 @@ func TestRegress_CheckNoRebuildOverReferencesPastEOF(t *testing.T) {
 	}
 	checkRepairChangesNothing(t, p, "read -P 1 0 128k", RepairAll)
 }
+
+// TestRegress_CheckNoSnapshotTableOverReferencesPastEOF: -r all does not
+// rewrite an incomplete snapshot table while something references a
+// region wholly past the end of the file: the new table would be
+// allocated there, and the guest read it (found by the second review of
+// noRebuild; QEMU's repair does that). The COPIED flag of the entry is
+// still repaired, as qemu-img repairs it.
+func TestRegress_CheckNoSnapshotTableOverReferencesPastEOF(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "s.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "4M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 256k", p)
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "sn1", p)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 2 0 64k", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	snaps := be.Uint64(b[64:])
+	be.PutUint32(b[snaps+36:], 8) // extra data without the disk size: incomplete
+	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0xfffffffffffe00
+	be.PutUint64(b[l2+10*8:], 1<<63|uint64(len(b))) // guest cluster 10: the first cluster past the end
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := checkFile(t, p, RepairAll)
+	if err != nil || r.CheckErrors == 0 {
+		t.Fatalf("-r all: %v, %+v: want the snapshot table's repair refused", err, r)
+	}
+	after, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if be.Uint64(after[64:]) != snaps || len(after) != len(b) {
+		t.Fatalf("the snapshot table moved to 0x%x (file %d bytes, was %d)", be.Uint64(after[64:]), len(after), len(b))
+	}
+	testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0 640k 64k", "-c", "read -P 2 0 64k", p)
+}
