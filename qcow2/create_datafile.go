@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/qring/qring/block"
 )
@@ -39,7 +40,8 @@ func sameFile(a, b string) bool {
 }
 
 // resolvedPath is p absolute, its links followed, also the last one to a
-// file that does not exist.
+// file that does not exist. Nothing is cleaned before the links are
+// followed: "link/.." is the link target's parent.
 func resolvedPath(p string) string {
 	for range 40 { // the kernel's limit of links followed
 		fi, err := os.Lstat(p)
@@ -51,18 +53,27 @@ func resolvedPath(p string) string {
 			break
 		}
 		if !filepath.IsAbs(t) {
-			t = filepath.Join(filepath.Dir(p), t)
+			t = p[:strings.LastIndex(p, "/")+1] + t // in the link's directory, as written
 		}
 		p = t
 	}
-	dir, base := filepath.Split(p)
-	if d, err := filepath.EvalSymlinks(filepath.Clean(dir + ".")); err == nil {
-		p = filepath.Join(d, base)
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	} else {
+		// Not there yet: its directory's links followed.
+		i := strings.LastIndex(p, "/")
+		dir, base := p[:i+1], p[i+1:]
+		if dir == "" {
+			dir = "."
+		}
+		if d, err := filepath.EvalSymlinks(dir); err == nil {
+			p = filepath.Join(d, base)
+		}
 	}
 	if abs, err := filepath.Abs(p); err == nil {
 		p = abs
 	}
-	return filepath.Clean(p)
+	return p
 }
 
 // createDataFile creates the data file name (as it is: relative to the

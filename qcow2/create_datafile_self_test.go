@@ -51,3 +51,28 @@ func TestCreate_DataFileIsImageRefused(t *testing.T) {
 		t.Error("the refused create changed the existing file")
 	}
 }
+
+// TestCreate_DataFileThroughLinkedDirectory: "link/.." is the parent of
+// the link's target, not the link's own directory: a data file named so
+// is the image itself where the kernel says so (refused), and a distinct
+// file where it is one (created). The names were cleaned before the
+// links were followed, so both went the wrong way.
+func TestCreate_DataFileThroughLinkedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "deep", "inner"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "deep", "inner"), filepath.Join(dir, "L")); err != nil {
+		t.Fatal(err)
+	}
+	df := filepath.Join(dir, "L") + "/../a.qcow2" // deep/a.qcow2
+	if err := Create(filepath.Join(dir, "deep", "a.qcow2"), CreateOptions{Size: 1 << 20, DataFile: df}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("the image itself through L/..: %v, want ErrUnsupported", err)
+	}
+	if err := Create(filepath.Join(dir, "a.qcow2"), CreateOptions{Size: 1 << 20, DataFile: df}); err != nil {
+		t.Errorf("a distinct data file through L/..: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "deep", "a.qcow2")); err != nil {
+		t.Errorf("the data file: %v", err)
+	}
+}
