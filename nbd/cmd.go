@@ -115,9 +115,10 @@ func (c *conn) trim(r *request) error {
 	return nil
 }
 
-// extent returns the state of a prefix of [off, end) from the export's
-// StatusSource, checked: a source that answers nothing or too much is
-// clamped, so a bad source cannot loop the server or overrun a reply.
+// extent returns the allocation state of a prefix of [off, end) from
+// the export's StatusSource, checked: a source that answers nothing or
+// too much is clamped, so a bad source cannot loop the server or overrun
+// a reply.
 func (c *conn) extent(off, end int64) (Extent, error) {
 	e := Extent{Len: end - off, Depth: 1}
 	if c.status != nil {
@@ -129,6 +130,22 @@ func (c *conn) extent(off, end int64) (Extent, error) {
 			return e, fmt.Errorf("nbd: block status at %d: empty extent", off)
 		}
 		e.Len = min(e.Len, end-off)
+	}
+	return e, nil
+}
+
+// statusExtent is extent for BLOCK_STATUS: with the selected dirty
+// bitmaps' states (Extent.Dirty), the allocation looked up only if alloc
+// (a context that shows it is selected and still open), as qemu-nbd
+// answers each context on its own (a bitmap's where the allocation
+// cannot be read).
+func (c *conn) statusExtent(off, end int64, alloc bool) (Extent, error) {
+	e := Extent{Len: end - off, Depth: 1}
+	if alloc {
+		var err error
+		if e, err = c.extent(off, end); err != nil {
+			return e, err
+		}
 	}
 	for _, d := range c.dirty {
 		// A dirty bitmap's context: the extent ends where any state

@@ -61,7 +61,11 @@ func (c *conn) blockStatus(r *request) bool {
 	ended := make([]bool, len(cs))
 	shut := 0
 	for pos := off; pos < end; {
-		e, err := c.extent(pos, end)
+		alloc := false // a selected context that shows the allocation is open
+		for i, id := range c.meta {
+			alloc = alloc || id < metaDirtyBitmap && !ended[i]
+		}
+		e, err := c.statusExtent(pos, end, alloc)
 		if err != nil {
 			c.replyErr(r, err)
 			return true

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -151,5 +153,78 @@ func TestBitmapExport_SeveralLikeQemuNbd(t *testing.T) {
 		if code != qcode || code == 0 || strings.TrimPrefix(stderr, "qnbd: ") != strings.TrimPrefix(qerr, "qemu-nbd: ") {
 			t.Errorf("-B %q: qemu-nbd exit %d %q, qnbd exit %d %q", bs, qcode, qerr, code, stderr)
 		}
+	}
+}
+
+// badStatus asks an export with a bad L2 entry for the status of its
+// first MiB: base:allocation and the bitmap with REQ_ONE, then the bitmap
+// alone; each reply's contexts and extents, or its error.
+const badStatus = `
+def ask(ctxs, flags):
+    h = nbd.NBD()
+    for c in ctxs:
+        h.add_meta_context(c)
+    h.connect_uri(uri)
+    out = []
+    try:
+        h.block_status(1 << 20, 0, lambda meta, off, ents, err: out.append((meta, list(ents))), flags=flags)
+    except nbd.Error as e:
+        out.append(("error", e.errno))
+    print(ctxs, flags, sorted(out))
+    h.shutdown()
+ask(["base:allocation", "qemu:dirty-bitmap:b1"], nbd.CMD_FLAG_REQ_ONE)
+ask(["qemu:dirty-bitmap:b1"], 0)
+ask(["qemu:dirty-bitmap:b1"], nbd.CMD_FLAG_REQ_ONE)
+`
+
+// TestBitmapExport_BadEntryLikeQemuNbd: each metadata context is
+// answered on its own, as qemu-nbd answers them: a bitmap's extents
+// where the allocation behind them cannot be read (an invalid L2 entry),
+// and with REQ_ONE the allocation's descriptor where it ends before the
+// entry. qnbd failed both requests with EIO.
+func TestBitmapExport_BadEntryLikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdsh")
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	dir := shortDir(t)
+	img := filepath.Join(dir, "img")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16k", img, "4M")
+	sh(t, "qemu-img", "bitmap", "--add", "--disable", img, "b1")
+	sh(t, "qemu-io", "-c", "write 0 16k", "-c", "write 160k 16k", "-f", "qcow2", img)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := binary.BigEndian
+	l2 := be.Uint64(b[be.Uint64(b[40:]):]) & 0xfffffffffffe00
+	be.PutUint64(b[l2+12*16:], 0)   // guest cluster 12: no cluster,
+	be.PutUint64(b[l2+12*16+8:], 1) // yet subcluster 0 allocated: invalid
+	if err := os.WriteFile(img, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "e.sock")
+	var outs [2]string
+	for i, srv := range []string{"qemu-nbd", "qnbd"} {
+		// Three clients: both servers serve them one after the other
+		// and stay (-t), stopped below.
+		var s *server
+		if srv == "qemu-nbd" {
+			s = startQemuNbdOnce(t, sock, "-t", "-r", "-f", "qcow2", "-B", "b1", img)
+		} else {
+			s = start(t, "", sock, "-k", sock, "-r", "-f", "qcow2", "-B", "b1", img)
+		}
+		cmd := exec.Command("nbdsh", "-c", "uri = 'nbd+unix:///?socket="+sock+"'\n"+badStatus)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		s.stop()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", srv, err, out)
+		}
+		outs[i] = string(out)
+	}
+	if outs[0] != outs[1] {
+		t.Errorf("qnbd:\n%s\nqemu-nbd:\n%s", outs[1], outs[0])
 	}
 }
