@@ -425,9 +425,10 @@ func (im *Image) Close() error {
 	// deadlock.
 	im.stopFill()
 	var err error
-	if im.corrupt {
+	if im.corrupt && !im.ro {
 		// As Flush: what was acknowledged since the last flush is not
-		// made durable, and the caller must hear it.
+		// made durable, and the caller must hear it (a read-only image
+		// has nothing to make durable).
 		err = fmt.Errorf("%w: image marked corrupt, closed without flushing: %v", ErrCorrupt, im.corruptCause)
 	}
 	if !im.ro && !im.corrupt {
