@@ -238,10 +238,18 @@ func parseCreate(o *opts, req *createRequest) error {
 		req.opts.BackingFormat = f
 		req.given["backing_fmt"] = true
 	}
-	switch req.opts.BackingFormat {
-	case "", "qcow2", "raw", "vmdk", "vpc", "luks": // vmdk, vpc and luks read-only (qcow2's Q23)
-	default:
-		return backingFormatError(req.opts.BackingFormat)
+	switch bf := req.opts.BackingFormat; {
+	case bf == "", bf == "qcow2", bf == "raw", bf == "vmdk", bf == "vpc", bf == "luks": // vmdk, vpc and luks read-only (qcow2's Q23)
+	case req.opts.BackingFile != "":
+		return backingFormatError(bf)
+	case !imgopen.QemuDriver(bf):
+		// No backing file to open: QEMU's qcow2 driver refuses the
+		// name as one of its enum values, after "Formatting" (a
+		// driver it knows: "Backing format cannot be used without
+		// backing file", checkQcow2Create).
+		if req.late == nil {
+			req.late = &enumError{param: "backing-fmt", value: bf}
+		}
 	}
 	if err := o.resolveEncrypt(&req.opts.Encrypt); err != nil {
 		return err

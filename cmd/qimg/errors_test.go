@@ -57,6 +57,8 @@ func TestErrors_LikeQemu(t *testing.T) {
 		"create -f qcow2 -o compression_type=lz4,cluster_size=3k N 4M",
 		"create -f qcow2 -o preallocation=bogus,cluster_size=3k N 4M",
 		"create -f qcow2 -o compat=0.9,cluster_size=3k N 4M",
+		"create -f qcow2 -o backing_fmt=foo N 4M", "create -f qcow2 -o backing_fmt=qed N 4M",
+		"create -f qcow2 -o compat=foo,backing_fmt=foo N 4M", "create -f qcow2 -b A -F foo N 4M",
 		"create -f raw -o cluster_size=64k NR 4M", "create -f raw -o preallocation=metadata NR 4M",
 		"create -f raw -o preallocation=bogus NR 4M", "create -f raw -b A -F qcow2 NR 4M",
 		"create -f qcow2 N 4X", "create -f qcow2 N 1.5.3M", "create -f qcow2 N", "create -f qcow2",
