@@ -99,11 +99,7 @@ h.block_status(h.get_size() - 65536, 65536, lambda meta, off, ents, err: meta ==
 // bitmap that is not found (or an empty name) refuses the export. qnbd
 // offered the last -B only, and served without the others.
 func TestBitmapExport_SeveralLikeQemuNbd(t *testing.T) {
-	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdsh")
-	env := nbdshEnv()
-	if env == nil {
-		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
-	}
+	env := needNbdsh(t, "qemu-img", "qemu-io", "qemu-nbd")
 	dir := shortDir(t)
 	img := filepath.Join(dir, "img")
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
@@ -183,11 +179,7 @@ ask(["qemu:dirty-bitmap:b1"], nbd.CMD_FLAG_REQ_ONE)
 // and with REQ_ONE the allocation's descriptor where it ends before the
 // entry. qnbd failed both requests with EIO.
 func TestBitmapExport_BadEntryLikeQemuNbd(t *testing.T) {
-	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdsh")
-	env := nbdshEnv()
-	if env == nil {
-		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
-	}
+	env := needNbdsh(t, "qemu-img", "qemu-io", "qemu-nbd")
 	dir := shortDir(t)
 	img := filepath.Join(dir, "img")
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16k", img, "4M")

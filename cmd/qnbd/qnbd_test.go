@@ -522,6 +522,18 @@ h.zero(4096, 1 << 20)
 // nbdshEnv is the environment nbdsh runs in, nil if it does not: nbdsh
 // runs the python3 on PATH, which must be the one python3-libnbd
 // installed the module for, so the system's is tried too.
+// needNbdsh skips t unless nbdsh runs and the tools are there, and
+// returns the environment nbdsh runs in (nbdshEnv).
+func needNbdsh(t *testing.T, tools ...string) []string {
+	t.Helper()
+	need(t, append(tools, "nbdsh")...)
+	env := nbdshEnv()
+	if env == nil {
+		testkit.Missing(t, "nbdsh does not run (python3-libnbd missing?)")
+	}
+	return env
+}
+
 func nbdshEnv() []string {
 	for _, path := range []string{os.Getenv("PATH"), "/usr/bin:" + os.Getenv("PATH")} {
 		cmd := exec.Command("nbdsh", "-c", "pass")
