@@ -807,14 +807,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		return im.rebuildAndCheck(c, o)
 	}
 	skipCopied := false
-	if inUseFree && repair == RepairAll {
-		// The rebuild it needs is refused (noRebuild), or was made
-		// already: nothing more is fixed, as with -r leaks below.
-		why := "a rebuild would write them over " + c.noRebuild
-		if c.noRebuild == "" {
-			why = "they were just rebuilt"
-		}
-		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: %s", why)
+	if inUseFree && repair == RepairAll && c.noRebuild != "" {
+		// The rebuild it needs is refused: nothing is fixed, as with
+		// -r leaks below.
+		c.msg("ERROR need to rebuild refcount structures (referenced clusters have refcount 0); not repaired: a rebuild would write them over %s", c.noRebuild)
 		r.CheckErrors++
 		fixes, r.LeaksFixed, r.CorruptionsFixed, repair = nil, 0, fixedBefore, RepairNone
 		skipCopied = true
