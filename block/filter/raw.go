@@ -183,6 +183,26 @@ func (r *Raw) WriteZeroes(off, n int64, flags block.Flags) error {
 	if err := r.inWindow(off, n); err != nil {
 		return err
 	}
+	if flags&block.MayUnmap != 0 && flags&block.Allocate == 0 && r.o.Sectors && !r.fixed() {
+		// The sector tail past the child's end reads as zeros already:
+		// zeroing it may unmap, so it is left as it is and the child
+		// keeps its length, as QEMU's PUNCH_HOLE|KEEP_SIZE (zeroing the
+		// last sector of a 1000-byte file grew it to 1024 bytes).
+		cn, err := r.child.Size()
+		if err != nil {
+			return err
+		}
+		size, err := r.Size()
+		if err != nil {
+			return err
+		}
+		if r.o.Offset+off+n > cn && off+n <= size {
+			n = max(cn-r.o.Offset-off, 0)
+			if n == 0 {
+				return nil
+			}
+		}
+	}
 	return r.child.WriteZeroes(r.o.Offset+off, n, flags)
 }
 
