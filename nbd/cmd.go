@@ -43,8 +43,9 @@ func allZero(p []byte) bool {
 }
 
 // writeZeroes is NBD_CMD_WRITE_ZEROES. The range may be unmapped unless
-// NO_HOLE is set or the export does not unmap, with FAST_ZERO or not (as
-// qemu-nbd: BDRV_REQ_MAY_UNMAP goes with BDRV_REQ_NO_FALLBACK). FAST_ZERO
+// NO_HOLE is set, with FAST_ZERO or not (as qemu-nbd: BDRV_REQ_MAY_UNMAP
+// goes with BDRV_REQ_NO_FALLBACK), whether the export unmaps TRIM or not:
+// qemu-nbd 7.2 frees the clusters under --discard=ignore too. FAST_ZERO
 // adds the engine's Allocate: zero efficiently or fail at once with
 // ENOTSUP, never fall back to writing zeros (section "Request types",
 // NBD_CMD_FLAG_FAST_ZERO). Without it a device that cannot zero gets
@@ -57,7 +58,7 @@ func (c *conn) writeZeroes(r *request) error {
 	}
 	caps := d.Caps()
 	var f block.Flags
-	if r.flags&cmdFlagNoHole == 0 && c.exp.Unmap {
+	if r.flags&cmdFlagNoHole == 0 {
 		f = block.MayUnmap & caps.ZeroFlags
 	}
 	if r.flags&cmdFlagFastZero != 0 {

@@ -36,10 +36,10 @@ type Export struct {
 	// are qemu-nbd's (2 on, in this order); past MaxBitmaps, and
 	// without a Source, a bitmap is not offered.
 	Bitmaps []Bitmap
-	// Unmap lets TRIM discard and WRITE_ZEROES without NO_HOLE punch
-	// holes (qemu-nbd's --discard=unmap); without it TRIM succeeds
-	// without doing anything and WRITE_ZEROES writes zeros in place, as
-	// qemu-nbd does with --discard=ignore.
+	// Unmap lets TRIM discard (qemu-nbd's --discard=unmap), and
+	// DetectUnmap unmap; without it TRIM succeeds without doing
+	// anything, as qemu-nbd's --discard=ignore. WRITE_ZEROES without
+	// NO_HOLE may punch holes either way, as qemu-nbd 7.2's.
 	Unmap bool
 	// DetectZeroes turns WRITE requests whose payload is all zeros into
 	// WRITE_ZEROES (qemu's detect-zeroes).

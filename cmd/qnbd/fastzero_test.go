@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -68,5 +73,88 @@ h.shutdown()
 	}
 	if allocated(512 << 10) {
 		t.Errorf("WRITE_ZEROES without NO_HOLE under --discard=unmap kept the clusters allocated")
+	}
+}
+
+// TestWriteZeroes_UnmapLikeQemuNbd: WRITE_ZEROES without NO_HOLE frees
+// what it zeroes under --discard=ignore too, as qemu-nbd 7.2 (qnbd kept
+// the clusters allocated there), and zeroing the sector tail of an
+// odd-sized raw file keeps its length (qnbd grew a 1000-byte file to
+// 1024 bytes; qemu-nbd punches with KEEP_SIZE). With NO_HOLE both keep
+// the clusters, and a raw file grows to the sector, as qemu-nbd's.
+func TestWriteZeroes_UnmapLikeQemuNbd(t *testing.T) {
+	env := needNbdsh(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "z.sock")
+	run := func(srv, script string, args ...string) {
+		var s *server
+		if srv == "qemu-nbd" {
+			s = startQemuNbdOnce(t, sock, args...)
+		} else {
+			s = start(t, "", sock, append([]string{"-k", sock, "--once"}, args...)...)
+		}
+		cmd := exec.Command("nbdsh", "-c", "h.connect_uri('nbd+unix:///?socket="+sock+"')\n"+script+"\nh.flush()\nh.shutdown()")
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", srv, args, err, out)
+		}
+		if err := <-s.done; err != nil {
+			t.Fatalf("%s: %v\n%s", srv, err, s.stderr.String())
+		}
+	}
+	// layout is qemu-img map's answer with the host offsets left out:
+	// whether each run keeps host space.
+	layout := func(img string) string {
+		var m []struct {
+			Start, Length int64
+			Zero, Data    bool
+			Offset        *int64
+		}
+		if err := json.Unmarshal([]byte(sh(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, e := range m {
+			fmt.Fprintf(&b, "%d+%d zero=%v data=%v host=%v\n", e.Start, e.Length, e.Zero, e.Data, e.Offset != nil)
+		}
+		return b.String()
+	}
+	const qcowScript = `
+h.zero(256 << 10, 0)
+h.zero(256 << 10, 256 << 10, nbd.CMD_FLAG_NO_HOLE)
+h.zero(256 << 10, 512 << 10, nbd.CMD_FLAG_FAST_ZERO)
+assert h.pread(1 << 20, 0)[:768 << 10] == bytes(768 << 10)
+`
+	for _, discard := range []string{"ignore", "unmap"} {
+		got := map[string]string{}
+		for _, srv := range []string{"qemu-nbd", "qnbd"} {
+			img := filepath.Join(dir, srv+".qcow2")
+			sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+			sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 1M", img)
+			run(srv, qcowScript, "--discard="+discard, "-f", "qcow2", img)
+			check(t, img)
+			got[srv] = layout(img)
+		}
+		if got["qnbd"] != got["qemu-nbd"] {
+			t.Errorf("--discard=%s: qnbd left\n%s\nqemu-nbd\n%s", discard, got["qnbd"], got["qemu-nbd"])
+		}
+		for _, flags := range []string{"0", "nbd.CMD_FLAG_NO_HOLE"} {
+			sizes := map[string]int64{}
+			for _, srv := range []string{"qemu-nbd", "qnbd"} {
+				img := filepath.Join(dir, srv+".raw")
+				if err := os.WriteFile(img, bytes.Repeat([]byte{0x77}, 1000), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				run(srv, "h.zero(512, 512, "+flags+")\nassert h.pread(1024, 0) == b'\\x77' * 512 + bytes(512)", "--discard="+discard, "-f", "raw", img)
+				fi, err := os.Stat(img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes[srv] = fi.Size()
+			}
+			if sizes["qnbd"] != sizes["qemu-nbd"] {
+				t.Errorf("--discard=%s, flags %s: zeroing the tail of a 1000-byte raw file left it %d bytes long, qemu-nbd %d", discard, flags, sizes["qnbd"], sizes["qemu-nbd"])
+			}
+		}
 	}
 }
