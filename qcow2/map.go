@@ -70,7 +70,9 @@ type MapEntry struct {
 
 // Map walks the backing chain like qemu-img map and returns merged
 // extents covering the whole virtual disk. Where QEMU would look at the
-// host file's holes (hostHoles), data in a hole shows as zero.
+// host file's holes (hostHoles), data in a hole shows as zero. With an
+// error come the extents that were complete before it, those qemu-img
+// map prints before it fails (all but the one it was still extending).
 func (im *Image) Map() ([]MapEntry, error) {
 	size, err := im.Size()
 	if err != nil {
@@ -139,7 +141,8 @@ func (im *Image) NodeMap(from, to int64) ([]MapEntry, error) {
 
 // mapExtents covers [0, size) with the extents next returns, merging
 // neighbours that differ in nothing but their place, as qemu-img map
-// does.
+// does. When next fails, the extents complete before it come back with
+// the error: the last one might have gone on, and is left out.
 func mapExtents(size int64, next func(off, n int64) (MapEntry, error)) ([]MapEntry, error) {
 	return mapRange(0, size, next)
 }
@@ -150,7 +153,8 @@ func mapRange(from, to int64, next func(off, n int64) (MapEntry, error)) ([]MapE
 	for off := from; off < to; {
 		e, err := next(off, to-off)
 		if err != nil {
-			return nil, err
+			// Not nil, even empty: what was mapped before the error.
+			return append([]MapEntry{}, out[:max(len(out)-1, 0)]...), err
 		}
 		off += e.Length
 		if k := len(out); k > 0 {

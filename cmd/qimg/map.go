@@ -77,14 +77,15 @@ func rawNodeExtents(dev block.Device, from, to int64) (ext []qcow2.MapEntry, ok 
 	default:
 		return nil, false, nil
 	}
-	if err != nil {
+	if ext == nil {
 		return nil, true, err
 	}
+	// With an error, what was mapped before it (qcow2.Image.Map).
 	ext = clipExtents(ext, off+from, off+to)
 	for i := range ext {
 		ext[i].Start -= off
 	}
-	return ext, true, nil
+	return ext, true, err
 }
 
 // vmdkNodeExtents is the map of a VMDK node alone, as a raw node over
@@ -208,8 +209,10 @@ func dataName(path string, im *qcow2.Image) string {
 }
 
 // writeMapJSON prints the extents like qemu-img map --output=json (8.2
-// layout: one object per line, "compressed" after "data").
-func writeMapJSON(w io.Writer, ext []qcow2.MapEntry) {
+// layout: one object per line, "compressed" after "data"). A map cut
+// short by an error (partial) is printed as qemu-img prints it before
+// it fails: each object followed by a comma, and no closing bracket.
+func writeMapJSON(w io.Writer, ext []qcow2.MapEntry, partial bool) {
 	var b strings.Builder
 	b.WriteString("[")
 	for i, e := range ext {
@@ -219,11 +222,13 @@ func writeMapJSON(w io.Writer, ext []qcow2.MapEntry) {
 			fmt.Fprintf(&b, `, "offset": %d`, *e.Offset)
 		}
 		b.WriteString("}")
-		if i+1 < len(ext) {
+		if partial || i+1 < len(ext) {
 			b.WriteString(",\n")
 		}
 	}
-	b.WriteString("]\n")
+	if !partial {
+		b.WriteString("]\n")
+	}
 	io.WriteString(w, b.String())
 }
 
@@ -297,9 +302,11 @@ func runMap(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer img.Close()
-	ext, err := mapExtents(img)
-	if err != nil {
-		return e.errorf(1, "%v", err)
+	// A failed lookup leaves the extents before it: qemu-img prints
+	// them, then the error.
+	ext, mapErr := mapExtents(img)
+	if mapErr != nil && ext == nil {
+		return e.errorf(1, "%v", mapErr)
 	}
 	if o.has("start-offset") || o.has("max-length") {
 		size, err := img.Dev.Size()
@@ -315,19 +322,20 @@ func runMap(e *env, args []string) int {
 		ext = clipExtents(ext, start, end)
 		if start < end {
 			// A raw node's child is asked from start (qcow2.NodeMap).
-			if rext, ok, err := rawNodeExtents(img.Dev, start, end); err != nil {
-				return e.errorf(1, "%v", err)
-			} else if ok {
-				ext = rext
+			if rext, ok, err := rawNodeExtents(img.Dev, start, end); ok || err != nil {
+				ext, mapErr = rext, err
 			}
 		}
 	}
 	if out == "json" {
-		if len(ext) == 0 {
+		if len(ext) == 0 && mapErr == nil {
 			// An empty image: qemu-img prints its one empty run.
 			ext = []qcow2.MapEntry{{Start: start}}
 		}
-		writeMapJSON(e.stdout, ext)
+		writeMapJSON(e.stdout, ext, mapErr != nil)
+		if mapErr != nil {
+			return e.errorf(1, "%v", mapErr)
+		}
 		return 0
 	}
 	if o.has("image-opts") {
@@ -350,6 +358,9 @@ func runMap(e *env, args []string) int {
 	}
 	if err := writeMapHuman(e.stdout, ext, names); err != nil {
 		return e.errorf(1, "%v", err)
+	}
+	if mapErr != nil {
+		return e.errorf(1, "%v", mapErr)
 	}
 	return 0
 }
