@@ -283,7 +283,8 @@
 //	    then -r all rebuilds them (rebuild.go) and the image is writable
 //	    again in the same open.
 //	Q20 A read takes an L2 entry whose only defect is reserved bits with
-//	    those bits masked off, as QEMU's reads do (l2.go readableEntry);
+//	    those bits masked off, and a compressed entry with COPIED set
+//	    without it, as QEMU's reads do (l2.go readableEntry);
 //	    Check reports the entry and counts its cluster, and writes,
 //	    zeroing and discards through it fail with ErrCorrupt (a zeroing
 //	    of part of it that already reads as zeros writes nothing, as it

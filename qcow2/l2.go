@@ -173,12 +173,21 @@ func (im *Image) validEntry(e format.L2Entry) error {
 }
 
 // readableEntry is e as a read takes it (Q20): an entry whose only
-// defect is reserved bits is read with them masked off, as QEMU reads
-// it (its check reports the bits; writes through the entry stay
-// refused here); any other defect is validEntry's error.
+// defect is reserved bits is read with them masked off, and a compressed
+// one with COPIED set without it, as QEMU reads them (its check reports
+// the bits; writes through the entry stay refused here); any other
+// defect is validEntry's error.
 func (im *Image) readableEntry(e format.L2Entry) (format.L2Entry, error) {
 	err := im.validEntry(e)
-	if err == nil || e.Compressed() {
+	if err == nil {
+		return e, nil
+	}
+	if e.Compressed() {
+		// QEMU takes a compressed cluster's offset and size from the
+		// bits under COPIED and the compressed flag.
+		if m := e &^ format.OflagCopied; m != e && im.validEntry(m) == nil {
+			return m, nil
+		}
 		return e, err
 	}
 	if m := e &^ format.L2ReservedMask; m != e && im.validEntry(m) == nil {

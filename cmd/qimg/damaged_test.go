@@ -398,3 +398,45 @@ func TestDamaged_UnalignedSizeLikeQemu(t *testing.T) {
 	}
 	testkit.MustRun(t, "qemu-io", "-c", "read -P 5 4190208 4096", p)
 }
+
+// A compressed L2 entry with COPIED set (Q20): check reports it as
+// qemu-img does, reads, map and convert take the cluster as qemu-img's
+// do (both read the offset and size under the flags; qimg refused every
+// lookup that met it); a write there is refused without changing the
+// image.
+func TestIO_CompressedCopiedReadAsQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	dir := t.TempDir() // damaged on purpose
+	src := qemuImage(t, filepath.Join(dir, "src.qcow2"), "qcow2", "1M", "write -P 7 0 64k", "write -P 8 64k 64k")
+	p := filepath.Join(dir, "c.qcow2")
+	testkit.MustRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", src, p)
+	damage(t, p, func(f imageFile) {
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		if f.u64(l2)&(1<<62) == 0 {
+			t.Fatal("the first cluster is not compressed")
+		}
+		f.putU64(l2, f.u64(l2)|1<<63)
+	})
+	before, _ := os.ReadFile(p)
+	_, qe, qcode := testkit.Run(t, "qemu-img", "check", p)
+	_, e, code := runQ(t, "check", p)
+	if code != qcode || code != 2 || !strings.Contains(e, "copied flag must never be set for compressed clusters") {
+		t.Fatalf("check: exit %d, qemu-img %d, want 2\n%s\nqemu-img:\n%s", code, qcode, e, qe)
+	}
+	mustQ(t, "io", "-r", "-c", "read -P 7 0 64k", "-c", "read -P 8 64k 64k", p)
+	ours := strings.ReplaceAll(mustQ(t, "map", "--output=json", p), `, "compressed": true`, "")
+	ours = strings.ReplaceAll(ours, `, "compressed": false`, "")
+	if theirs := testkit.MustRun(t, "qemu-img", "map", "--output=json", p); ours != theirs {
+		t.Errorf("map: qimg\n%s\nqemu-img\n%s", ours, theirs)
+	}
+	a, b := filepath.Join(dir, "a.raw"), filepath.Join(dir, "b.raw")
+	mustQ(t, "convert", "-O", "raw", p, a)
+	testkit.MustRun(t, "qemu-img", "convert", "-O", "raw", p, b)
+	testkit.MustRun(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", a, b)
+	if o, e, code := runQ(t, "io", "-c", "write 0 4k", p); code == 0 || !strings.Contains(o+e, "COPIED") {
+		t.Fatalf("write through the entry: exit %d\n%s%s", code, o, e)
+	}
+	if after, _ := os.ReadFile(p); string(after) != string(before) {
+		t.Fatal("the damaged image changed")
+	}
+}
