@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -19,10 +20,45 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
+// ioLongs are qemu-io's long options that stand for a short one (its
+// lopt table); runIO reads them under their short names.
+var ioLongs = map[string]string{"cmd": "c", "format": "f", "read-only": "r", "snapshot": "s", "nocache": "n",
+	"copy-on-read": "C", "misalign": "m", "native-aio": "k", "aio": "i", "discard": "d", "cache": "t",
+	"trace": "T", "force-share": "U", "version": "V"}
+
+// ioGetopt parses qimg io's command line: qemu-io's options, short and
+// long (--cmd is -c, and the commands of both run in the order given),
+// and qimg's -o engine options.
+func ioGetopt(e *env, args []string) (*opts, error) {
+	longs := []string{"image-opts", "object:", "help"}
+	for l, sh := range ioLongs {
+		if strings.Contains("cfiTdt", sh) {
+			l += ":"
+		}
+		longs = append(longs, l)
+	}
+	o, err := e.getopt(args, "c:f:t:i:T:o:rnUkmd:sCV", longs...)
+	if err != nil {
+		return nil, err
+	}
+	o.vals = map[string][]string{}
+	for i, kv := range o.order {
+		if sh, ok := ioLongs[kv[0]]; ok {
+			o.order[i][0] = sh
+		}
+		o.vals[o.order[i][0]] = append(o.vals[o.order[i][0]], kv[1])
+	}
+	return o, nil
+}
+
 func runIO(e *env, args []string) int {
-	o, err := e.getopt(args, "c:f:t:i:T:o:rnUkmd:sC", "cache:", "format:", "read-only", "nocache", "force-share", "image-opts", "object:", "snapshot", "copy-on-read")
+	o, err := ioGetopt(e, args)
 	if err != nil {
 		return e.usageErr(err)
+	}
+	if o.has("V") {
+		version(e.stdout) // qemu-io -V: its version, nothing else done
+		return 0
 	}
 	eo, err := engineOpts(o)
 	if err != nil {
@@ -37,11 +73,11 @@ func runIO(e *env, args []string) int {
 	}
 	sess := &ioSession{out: e.stdout, errOut: e.stderr, secrets: st, imageOpts: o.has("image-opts")}
 	if len(o.args) == 1 {
-		req, err := ioOpenFlags(o, func(k, long string) bool { return o.has(k) || long != "" && o.has(long) })
+		req, err := ioOpenFlags(o, func(k, _ string) bool { return o.has(k) }) // long names read as short
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
-		req.path, req.format, req.eo = o.args[0], o.get("f", o.get("format", "")), eo
+		req.path, req.format, req.eo = o.args[0], o.get("f", ""), eo
 		req.spec = sess.imageOpts || imgopen.IsSpec(req.path)
 		if sess.imageOpts && req.format != "" {
 			return e.errorf(1, "--image-opts and -f are mutually exclusive") // qemu-io's
@@ -55,16 +91,15 @@ func runIO(e *env, args []string) int {
 		}
 	}
 	code := 0
-	for _, c := range append(o.vals["c"], o.vals["cmd"]...) {
-		if sess.quit {
-			break
-		}
-		if err := sess.exec(c); err != nil {
-			reportIOError(e, e.stdout, err) // as qemu-io (io_errors.go)
-			if !asyncFailed(err) {
-				code = 1
+	if o.has("c") {
+		for _, c := range o.vals["c"] {
+			if sess.quit {
+				break
 			}
+			code = max(code, sess.runLine(e, c))
 		}
+	} else {
+		code = sess.runStdin(e, ioStdin)
 	}
 	if sess.Opened != nil {
 		if err := sess.Dev.Flush(); err != nil {
@@ -73,6 +108,50 @@ func runIO(e *env, args []string) int {
 		if err := sess.Close(); err != nil {
 			code = e.errorf(1, "close: %v", err)
 		}
+	}
+	return code
+}
+
+// ioStdin is where qimg io reads its commands without -c (a test's
+// input in tests).
+var ioStdin io.Reader = os.Stdin
+
+// ioPrompt is qemu-io's prompt ("%s> " of its program name, qemu-io):
+// qimg io prints qemu-io's, as scripts reading its output expect it.
+const ioPrompt = "qemu-io> "
+
+// runLine runs one command line and reports its failure as qemu-io does
+// (io_errors.go); it returns the exit status the line leaves: 1 for a
+// failed command, 0 for a success or a failed aio request.
+func (s *ioSession) runLine(e *env, line string) int {
+	err := s.exec(line)
+	if err == nil {
+		return 0
+	}
+	reportIOError(e, e.stdout, err)
+	if asyncFailed(err) {
+		return 0
+	}
+	return 1
+}
+
+// runStdin is qemu-io without -c: its command_loop reads the commands
+// from stdin, a line at a time, until the end of it or quit, printing
+// its prompt before each read, whether stdin is a terminal or not (the
+// readline of a terminal prints the same). A last line without its
+// newline runs too (fgets). The exit status is 1 if a command failed.
+// (qemu-io reads lines of at most 1023 bytes, cutting longer ones into
+// several commands; qimg reads them whole.)
+func (s *ioSession) runStdin(e *env, in io.Reader) int {
+	r := bufio.NewReader(in)
+	code := 0
+	for !s.quit {
+		fmt.Fprint(s.out, ioPrompt)
+		line, err := r.ReadString('\n')
+		if line == "" && err != nil {
+			break // EOF, or a read error: qemu-io's fgets returns NULL either way
+		}
+		code = max(code, s.runLine(e, strings.TrimSuffix(line, "\n")))
 	}
 	return code
 }
@@ -238,7 +317,7 @@ type ioSession struct {
 // exec runs one qemu-io command line. The returned error is the one line
 // to report; the qemu-io style output has gone to s.out.
 func (s *ioSession) exec(line string) error {
-	f := strings.Fields(line)
+	f := ioWords(line)
 	if len(f) == 0 {
 		return nil
 	}
@@ -264,10 +343,33 @@ func (s *ioSession) exec(line string) error {
 		}
 		return stderrError(fmt.Sprintf("bad argument count %d to %s, expected between %d and %d arguments", len(args), typed, c.min, c.max))
 	}
+	if ioWrites[name] && s.req.readOnly {
+		return errReadOnlyCmd
+	}
 	if err := c.run(s, args); err != nil {
 		return &cmdError{name: name, typed: typed, err: err}
 	}
 	return nil
+}
+
+// ioWrites are the commands that need to write (qemu-io's cmdinfo_t
+// perm: BLK_PERM_WRITE, truncate's BLK_PERM_RESIZE too).
+var ioWrites = map[string]bool{"write": true, "writev": true, "aio_write": true, "discard": true, "truncate": true}
+
+// errReadOnlyCmd is such a command run on an image opened read-only
+// (-r, open -r, reopen -r; with -s the overlay too): qemu-io's command()
+// asks for the permission after the argument count and before the
+// command parses its options, and reports the refusal with error_report,
+// exit status 1, aio_write included (qimg parsed first, and reported
+// aio_write's refusal as the request's, exit status 0).
+var errReadOnlyCmd = &ioReport{"Block node is read-only"}
+
+// ioWords splits a command line into its words as qemu-io's breakline
+// does: at spaces only (qemu_strsep with " "), runs of them making no
+// empty word; a tab is part of a word ("read\t0" is a command qemu-io
+// does not have).
+func ioWords(line string) []string {
+	return strings.FieldsFunc(line, func(r rune) bool { return r == ' ' })
 }
 
 // ioMaxRequest is the largest request qemu-io makes (QEMU's
@@ -545,8 +647,8 @@ func strerror(err error) string {
 // compressed (Image.WriteCompressed), as qemu-io's blk_pwrite_compressed
 // does. The range must start on a cluster and end on one or at the end
 // of the disk (EINVAL otherwise, before anything is written); a cluster
-// that is allocated already fails the write (qemu: EIO), the other
-// clusters written.
+// that is allocated already fails the write (qemu: EIO). What else is
+// written then is compressedAfterFailure's.
 func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 	if s.Image == nil {
 		return fmt.Errorf("compressed writes: %w", syscall.ENOTSUP)
@@ -566,15 +668,16 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 	}
 	buf := bytes.Repeat([]byte{pat}, int(cs))
 	var first error
-	for o := off; o < off+n; o += cs {
+	failed := int64(-1) // the index of the first cluster refused
+	for i, o := int64(0), off; o < off+n; i, o = i+1, o+cs {
+		if failed >= 0 && i > failed+compressedAfterFailure {
+			break
+		}
 		if src != nil {
 			buf = src[o-off:]
 		}
-		// A refused cluster does not stop the others: QEMU's
-		// compressed writes run as parallel tasks, one per cluster,
-		// and report the first error.
 		if err := s.Image.WriteCompressed(o, buf[:min(cs, off+n-o)]); err != nil && first == nil {
-			first = err
+			first, failed = err, i
 			if errors.Is(err, qcow2.ErrNotCompressible) {
 				first = fmt.Errorf("%w (%v)", syscall.EIO, err)
 			}
@@ -588,6 +691,18 @@ func (s *ioSession) writeCompressed(off, n int64, pat byte, src []byte) error {
 	}
 	return nil
 }
+
+// compressedAfterFailure is how many clusters after the first refused
+// one a compressed write still writes. QEMU's qcow2 writes a
+// multi-cluster compressed request as one task per cluster in a pool of
+// QCOW2_MAX_WORKERS (8) tasks (qcow2_co_pwritev_compressed_part), and
+// schedules no new task once one has failed (aio_task_pool_status < 0):
+// the tasks in flight when the first fails finish (the 7 after it), and
+// so does the one that was waiting for its slot. With the tasks finishing
+// in order, that is the 8 clusters after the failed one: a request whose
+// first cluster is refused writes clusters 1 to 8, as qemu-io does
+// (deterministically there; later failures depend on QEMU's timing).
+const compressedAfterFailure = 8
 
 // errPattern is a failed read -P verification.
 var errPattern = errors.New("pattern verification failed")
@@ -665,14 +780,14 @@ func (s *ioSession) read(args []string) error {
 
 // readDone ends read and readv, as qemu-io's do: it reports a failed -P
 // verification of the vLen bytes at vOff, dumps the n bytes read at off
-// under -v, prints the timing unless -q, and returns errPattern on a
-// mismatch.
+// under -v and prints the timing, both unless -q, and returns errPattern
+// on a mismatch.
 func (s *ioSession) readDone(o *opts, vOff, vLen, off, n int64, data []byte, mismatch bool, start time.Time) error {
 	if mismatch {
 		fmt.Fprintf(s.out, "Pattern verification failed at offset %d, %d bytes\n", vOff, vLen)
 	}
-	if o.has("v") {
-		hexDump(s.out, data, off)
+	if o.has("v") && !o.has("q") {
+		hexDump(s.out, data, off) // qemu-io's -q skips the dump too
 	}
 	s.report(o, "read", off, n, start)
 	if mismatch {
@@ -739,18 +854,17 @@ func (s *ioSession) discard(args []string) error {
 // (bdrv_is_allocated: a range only a backing file holds is not
 // allocated here).
 func (s *ioSession) mapCmd() error {
-	ext, err := mapExtents(s.Opened)
+	ext, err := s.extents()
 	if err != nil {
 		return err
 	}
-	here := func(i int) bool { return ext[i].Present && ext[i].Depth == 0 }
 	for i := 0; i < len(ext); {
 		j, n := i, int64(0)
-		for ; j < len(ext) && here(j) == here(i); j++ {
+		for ; j < len(ext) && here(ext[j]) == here(ext[i]); j++ {
 			n += ext[j].Length
 		}
 		state := "not"
-		if here(i) {
+		if here(ext[i]) {
 			state = "   "
 		}
 		fmt.Fprintf(s.out, "%s (0x%x) bytes %s allocated at offset %s (0x%x)\n",
@@ -758,6 +872,34 @@ func (s *ioSession) mapCmd() error {
 		i = j
 	}
 	return nil
+}
+
+// here reports whether e is allocated in the top layer itself
+// (bdrv_is_allocated), not only in a backing file.
+func here(e qcow2.MapEntry) bool { return e.Present && e.Depth == 0 }
+
+// node is the session's device without qimg's writethrough wrapper
+// (withCache): the driver stack as opened, whose type says where its
+// status comes from (a raw node over a qcow2 one: imgopen.RawStack).
+func (s *ioSession) node() block.Device {
+	d := s.Dev
+	for {
+		w, ok := d.(imgopen.CacheModeWrapper)
+		if !ok {
+			return d
+		}
+		d = w.CacheModeWrapped()
+	}
+}
+
+// extents is mapExtents of the image as opened: with the writethrough
+// wrapper in front of it, a raw node over qcow2 looked like a plain
+// device, all of it allocated (qemu-io's map said 128 KiB allocated
+// where qimg said 4 MiB).
+func (s *ioSession) extents() ([]qcow2.MapEntry, error) {
+	o := *s.Opened
+	o.Dev = s.node()
+	return mapExtents(&o)
 }
 
 // info is qemu-io's info command.

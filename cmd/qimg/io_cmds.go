@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/qring/qring/block"
+	"math"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +110,17 @@ func (s *ioSession) vecArgs(args []string) (off int64, lens []int64, total int64
 	return off, lens, total, nil
 }
 
+// patternArg is the -P byte (def without it). qemu-io's readv, writev,
+// aio_read and aio_write parse it in their getopt loop, before they look
+// at their arguments: "x is not a valid pattern byte" comes before a
+// range past the end (qimg said "readv failed: Input/output error").
+func patternArg(o *opts, def byte) (byte, error) {
+	if !o.has("P") {
+		return def, nil
+	}
+	return parsePattern(o.get("P", ""))
+}
+
 // vecBufs allocates one buffer per length, filled with pat.
 func vecBufs(lens []int64, pat byte) [][]byte {
 	bufs := make([][]byte, len(lens))
@@ -150,15 +162,14 @@ func (s *ioSession) readv(args []string, shorts string, unsupported ...string) e
 	if err != nil {
 		return err
 	}
-	off, lens, total, err := s.vecArgs(o.args)
+	pat, err := patternArg(o, 0)
 	if err != nil {
 		return err
 	}
-	pat, check := byte(0), o.has("P")
-	if check {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
+	check := o.has("P")
+	off, lens, total, err := s.vecArgs(o.args)
+	if err != nil {
+		return err
 	}
 	bufs := vecBufs(lens, 0)
 	start := time.Now()
@@ -181,15 +192,13 @@ func (s *ioSession) writev(args []string) error {
 }
 
 func (s *ioSession) vecWrite(o *opts) error {
-	off, lens, total, err := s.vecArgs(o.args)
+	pat, err := patternArg(o, 0xcd)
 	if err != nil {
 		return err
 	}
-	pat := byte(0xcd)
-	if o.has("P") {
-		if pat, err = parsePattern(o.get("P", "")); err != nil {
-			return err
-		}
+	off, lens, total, err := s.vecArgs(o.args)
+	if err != nil {
+		return err
 	}
 	bufs := vecBufs(lens, pat)
 	start := time.Now()
@@ -210,6 +219,9 @@ func (s *ioSession) aioWrite(args []string) error {
 	o, err := cmdOpts(args, "CfiP:quz", "i")
 	if err != nil {
 		return err
+	}
+	if _, err := patternArg(o, 0); err != nil {
+		return err // in its getopt loop, with -z too
 	}
 	if len(o.args) < 2 {
 		return &ioUsageError{}
@@ -246,8 +258,7 @@ func (s *ioSession) length([]string) error {
 
 // alloc is qemu-io's alloc: how many of count bytes (512 by default,
 // clamped to the end of the image as qemu-io 7.2 does) from offset this
-// layer allocates (data or zero clusters; a raw file allocates all of
-// itself).
+// layer allocates (bdrv_is_allocated, as map: see allocated).
 func (s *ioSession) alloc(args []string) error {
 	off, err := ioNum(args[0])
 	if err != nil {
@@ -264,25 +275,47 @@ func (s *ioSession) alloc(args []string) error {
 		return err
 	}
 	count = max(0, min(count, size-off))
-	var sum int64
-	for p := off; p < off+count; {
-		n := off + count - p
-		if s.Image != nil {
-			st, err := s.Image.BlockStatus(p, n)
-			if err != nil {
-				return err
-			}
-			n = min(n, st.Off+st.Len-p)
-			if st.Allocated {
-				sum += n
-			}
-		} else {
-			sum += n
-		}
-		p += n
+	sum, err := s.allocated(off, count)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(s.out, "%d/%d bytes allocated at offset %s\n", sum, count, cvtstr(float64(off)))
 	return nil
+}
+
+// allocated is how many bytes of [off, off+n) the top layer allocates,
+// as QEMU's bdrv_is_allocated answers qemu-io's alloc and map: a qcow2
+// image's data or zero clusters (its block status), else the runs map
+// finds here (ioSession.here): a VMDK's grains, a raw node's child's own
+// status (raw over qcow2: its clusters), all of a raw file or a vpc
+// image as QEMU's drivers report them. qimg counted all of a non-qcow2
+// image as allocated.
+func (s *ioSession) allocated(off, n int64) (int64, error) {
+	var sum int64
+	if s.Image != nil {
+		for p := off; p < off+n; {
+			st, err := s.Image.BlockStatus(p, off+n-p)
+			if err != nil {
+				return 0, err
+			}
+			k := min(off+n-p, st.Off+st.Len-p)
+			if st.Allocated {
+				sum += k
+			}
+			p += k
+		}
+		return sum, nil
+	}
+	ext, err := s.extents()
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ext {
+		if lo, hi := max(off, e.Start), min(off+n, e.Start+e.Length); hi > lo && here(e) {
+			sum += hi - lo
+		}
+	}
+	return sum, nil
 }
 
 // truncate is qemu-io's truncate: the virtual size becomes off, growing
@@ -306,7 +339,7 @@ func (s *ioSession) truncate(args []string) error {
 	}
 	size, err := ioNum(o.args[0])
 	if err != nil {
-		return err
+		return truncateParseError(err, args)
 	}
 	if s.VHD != nil || s.VMDK != nil {
 		// QEMU's block layer, before any driver's own checks.
@@ -351,6 +384,27 @@ func (s *ioSession) truncate(args []string) error {
 	return resizeQcow2(s.Image, cur, size, m)
 }
 
+// truncateParseError is truncate's unreadable size as qemu-io 7.2 says
+// it: print_cvtnum_err on stdout (io_errors.go), naming argv[1] rather
+// than the size, after glibc's getopt has moved the options to the
+// front: the first option's word when there is one ("truncate -m off
+// x" names -m), else the size.
+func truncateParseError(err error, args []string) error {
+	var pe *parseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			return &parseError{arg: a, tooLarge: pe.tooLarge}
+		}
+	}
+	return pe
+}
+
 // preallocOn allocates what truncate -m falloc or full added to a raw
 // image or a LUKS volume's file, [cur, size) of dev: falloc as zeros the
 // file system allocates (block.Allocate), full as zeros written.
@@ -372,14 +426,78 @@ func preallocOn(dev block.Device, cur, size int64, mode string) error {
 	})
 }
 
-// sleep waits for the given number of milliseconds.
+// sleep waits for the given number of milliseconds, read as qemu-io's
+// sleep_f reads them: strtol in base 0 (0x10 is 16, 010 is 8), the whole
+// word a number, not negative. QEMU arms a timer at now + ms * 10^6 ns,
+// in int64: a number so large that this wraps (strtol clamps an overflow
+// to LONG_MAX) lands in the past and does not wait at all.
 func (s *ioSession) sleep(args []string) error {
-	ms, err := strconv.ParseInt(args[0], 10, 64)
-	if err != nil || ms < 0 {
+	ms, ok := strtol0(args[0])
+	if !ok || ms < 0 {
 		return fmt.Errorf("%s is not a valid number", args[0]) // on stdout, as qemu-io (io_errors.go)
 	}
-	time.Sleep(time.Duration(ms) * time.Millisecond)
+	now := time.Now().UnixNano()
+	if at := now + ms*int64(time.Millisecond); at > now {
+		time.Sleep(time.Duration(at - now))
+	}
 	return nil
+}
+
+// strtol0 is C's strtol(s, &end, 0) with *end required to be '\0': leading
+// white space, a sign, then 0x/0X hex, 0 octal or decimal digits; an
+// overflow clamps to the int64 limit (glibc's LONG_MAX/LONG_MIN). ok is
+// false if anything is left after the number (or there is none).
+func strtol0(s string) (v int64, ok bool) {
+	s = strings.TrimLeft(s, " \t\n\v\f\r")
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg, s = s[0] == '-', s[1:]
+	}
+	base := uint64(10)
+	switch {
+	case len(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && digitVal(s[2]) < 16:
+		base, s = 16, s[2:]
+	case len(s) > 1 && s[0] == '0':
+		base = 8
+	}
+	if s == "" {
+		return 0, false
+	}
+	var u uint64
+	over := false
+	for i := 0; i < len(s); i++ {
+		d := uint64(digitVal(s[i]))
+		if d >= base {
+			return 0, false
+		}
+		if u > (math.MaxUint64-d)/base {
+			over = true
+		} else {
+			u = u*base + d
+		}
+	}
+	switch {
+	case neg && (over || u > 1<<63):
+		return math.MinInt64, true
+	case neg:
+		return -int64(u), true
+	case over || u > math.MaxInt64:
+		return math.MaxInt64, true
+	}
+	return int64(u), true
+}
+
+// digitVal is c's value as a digit in bases up to 36 (36 for none).
+func digitVal(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'z':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'Z':
+		return int(c-'A') + 10
+	}
+	return 36
 }
 
 // help prints the command list, or one command's line.

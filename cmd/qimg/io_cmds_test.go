@@ -49,8 +49,9 @@ func TestIOCommandsMatchQemu(t *testing.T) {
 		// (-z wins over -c), a compressed cluster of zeros.
 		{"write -c 0 64k", "write -c -P 3 128k 192k", "write -c -z 512k 64k", "write -c -P 0 960k 64k",
 			"read -P 3 128k 192k", "read -P 0 960k 64k", "alloc 0 4M", "map"},
-		// A refused (allocated) cluster does not stop the others: QEMU
-		// writes them as parallel tasks and reports the error.
+		// A refused (allocated) cluster does not stop the clusters
+		// already in flight: QEMU writes them as parallel tasks (8 at
+		// most; none started after the error) and reports the error.
 		{"write -P 1 64k 64k", "write -c -P 2 0 192k", "read -P 2 0 64k", "read -P 2 128k 64k", "map"},
 		{"help", "help length", "help readv"},
 		{"readv -P 9 0 512"},

@@ -39,7 +39,9 @@ func (e *cmdError) Unwrap() error { return e.err }
 // notFoundError is a command qemu-io does not have.
 type notFoundError struct{ name string }
 
-func (e *notFoundError) Error() string { return fmt.Sprintf("command %q not found", e.name) }
+// Error is qemu-io's line: the name as typed, in quotes, not escaped
+// (a tab stays a tab).
+func (e *notFoundError) Error() string { return `command "` + e.name + `" not found` }
 
 // stderrError is a line qemu-io prints on stderr as it is, without its
 // prefix: a command given too few or too many arguments, write -s's
@@ -152,8 +154,8 @@ func reportIOError(e *env, stdout io.Writer, err error) {
 		// the read's result).
 	case errors.Is(err, qcow2.ErrReadOnly), errors.Is(err, block.ErrReadOnly):
 		e.errorf(1, "Block node is read-only")
-	case errors.As(err, &ce) && ce.name == "truncate":
-		e.errorf(1, "%v", ce.err)
+	case errors.As(err, &ce) && ce.name == "truncate" && !errors.As(err, new(*parseError)):
+		e.errorf(1, "%v", ce.err) // error_report, but a size it cannot read (print_cvtnum_err)
 	case errors.As(err, &ce):
 		if errors.Is(err, vmdk.ErrStreamAllocated) {
 			// QEMU's vmdk says it with error_report before failing
@@ -169,10 +171,15 @@ func reportIOError(e *env, stdout io.Writer, err error) {
 // asyncFailed reports whether err is an aio_read's or aio_write's
 // request that failed, not its command line: qemu-io reports it when the
 // request completes, and the command itself succeeded (exit code 0).
+// aio_read's pattern mismatch is one too (aio_read_done prints it, the
+// command has returned 0 by then), unlike read's and readv's.
 func asyncFailed(err error) bool {
 	var ce *cmdError
 	if !errors.As(err, &ce) || (ce.name != "aio_read" && ce.name != "aio_write") {
 		return false
+	}
+	if errors.Is(err, errPattern) {
+		return ce.name == "aio_read"
 	}
 	verb := ce.name
 	if v, ok := ioVerbs[verb]; ok {
