@@ -491,14 +491,15 @@ func (im *Image) repairDirty() error {
 		im.syncState()
 		return nil
 	}
-	r, err := im.Check(CheckOptions{Repair: RepairAll, openRepair: true})
+	// Every line goes to the log as the check finds it, as QEMU's
+	// repair prints them all (kept, they were cut at MaxMessages).
+	log := im.opts.RepairLog
+	if log == nil {
+		log = func(string) {}
+	}
+	r, err := im.Check(CheckOptions{Repair: RepairAll, openRepair: true, Message: log})
 	if err != nil {
 		return fmt.Errorf("qcow2: repairing dirty image: %w", err)
-	}
-	if log := im.opts.RepairLog; log != nil {
-		for _, m := range r.Messages {
-			log(m)
-		}
 	}
 	if r.CheckErrors > 0 || r.Corruptions > 0 {
 		im.dirtySet, im.dirtyKept = true, true // the bit stays, as it is on disk

@@ -75,3 +75,25 @@ func TestDirtyOpen_RepairLinesLikeQemu(t *testing.T) {
 	// repair): repaired here for the directory's final check.
 	testkit.Run(t, "qemu-img", "check", "-q", "-r", "all", "eb.qcow2")
 }
+
+// TestDirtyOpen_AllRepairLinesLikeQemu: a repair with more than 1000
+// lines prints them all, as qemu-img (qimg's open kept the first 1000,
+// and "Rebuilding refcount structure" with the rest).
+func TestDirtyOpen_AllRepairLinesLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	t.Chdir(d)
+	for _, name := range []string{"q.qcow2", "e.qcow2"} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", name, "128M")
+		testkit.Run(t, "qemu-io", "-c", "write -P 5 0 66M", "-c", "abort", name) // 1056 clusters, a crash
+	}
+	_, oerr, code := runQ(t, "resize", "q.qcow2", "+1M")
+	_, terr, qcode := testkit.Run(t, "qemu-img", "resize", "e.qcow2", "+1M")
+	if n := strings.Count(terr, "ERROR cluster"); n <= 1000 {
+		t.Fatalf("qemu-img printed %d ERROR lines: the test needs more than 1000", n)
+	}
+	if code != 0 || qcode != 0 || oerr != terr {
+		t.Errorf("exit %d, qemu-img's %d; %d lines, qemu-img's %d\nours ends:\n%s\nqemu-img's ends:\n%s", code, qcode,
+			strings.Count(oerr, "\n"), strings.Count(terr, "\n"), oerr[max(len(oerr)-300, 0):], terr[max(len(terr)-300, 0):])
+	}
+	testkit.QemuCheck(t, filepath.Join(d, "q.qcow2"))
+}
