@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/qring/qring/internal/cnum"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/secret"
 	"github.com/qring/qring/qcow2"
@@ -32,6 +33,13 @@ type amendRequest struct {
 	secrets *secret.Store
 	force   bool      // --force
 	warn    io.Writer // where a probed raw image's warning goes (GuardProbed)
+	// optErr is parseAmendOptions' error, reported once the image is
+	// open, as qemu-img parses the options after its open.
+	optErr error
+	// started, if set, is called when the amendment starts: after the
+	// open and the option parser, before the driver looks at the
+	// values (qemu-img -p prints its 0 % there).
+	started func()
 }
 
 func runAmend(e *env, args []string) int {
@@ -67,6 +75,10 @@ func runAmend(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	r := &amendRequest{path: o.args[0], format: o.get("f", ""), cache: cache.imgopen(), warn: e.stderr}
+	started := false
+	if progress != nil {
+		r.started = func() { started = true; progress(0, 1) }
+	}
 	if r.spec, err = o.imageSpec(r.path, imgopen.Spec{Format: r.format, Cache: r.cache}); err != nil {
 		return e.errorf(1, "%v", err)
 	}
@@ -100,6 +112,9 @@ func runAmend(e *env, args []string) int {
 	if f == "luks" || imgopen.SpecHasDriver(r.path, "luks") {
 		// Opened with its key first, as qemu-img opens any image.
 		if ok, err := amendLUKS(o, r); ok {
+			if started {
+				progress(1, 1)
+			}
 			if err != nil {
 				return e.errorf(1, "%v", err)
 			}
@@ -119,18 +134,13 @@ func runAmend(e *env, args []string) int {
 	if f != "" && f != "qcow2" {
 		return e.errorf(1, "Format driver '%s' does not support option amendment", f)
 	}
-	if err := parseAmendOptions(r, o.vals["o"]); err != nil {
-		return e.errorf(1, "%v", err)
-	}
+	r.optErr = parseAmendOptions(r, o.vals["o"])
 	if r.secrets, err = o.secrets(); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	r.force = o.has("force")
-	if progress != nil {
-		progress(0, 1)
-	}
 	err = doAmend(r)
-	if progress != nil {
+	if started {
 		progress(1, 1)
 	}
 	if err != nil {
@@ -195,7 +205,7 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				case "1.1", "v3":
 					v = 3
 				default:
-					return fmt.Errorf("Unknown compatibility level %s", p[1])
+					return amendValueError{fmt.Errorf("Unknown compatibility level %s", p[1])}
 				}
 				r.version = &v
 			case "lazy_refcounts":
@@ -225,7 +235,7 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 					return fmt.Errorf("Parameter 'refcount_bits' expects a number")
 				}
 				if n == 0 || n > 64 || n&(n-1) != 0 {
-					return fmt.Errorf("Refcount width must be a power of two and may not exceed 64 bits")
+					return amendValueError{errors.New("Refcount width must be a power of two and may not exceed 64 bits")}
 				}
 				v := uint32(n)
 				r.refbits = &v
@@ -279,6 +289,17 @@ func doAmend(r *amendRequest) error {
 		f := img.Format() // "file" for a file node at the root
 		img.Close()
 		return fmt.Errorf("Format driver '%s' does not support option amendment", f)
+	}
+	if err := amendOptionsParsed(r); err != nil {
+		img.Close()
+		return err
+	}
+	if r.started != nil {
+		r.started()
+	}
+	if r.optErr != nil {
+		img.Close()
+		return r.optErr // the driver's refusal of a value
 	}
 	h := im.Header()
 	newV := h.Version
@@ -369,6 +390,29 @@ func doAmend(r *amendRequest) error {
 		err = cerr
 	}
 	return err
+}
+
+// amendValueError is an option value qemu-img's option parser takes and
+// its driver refuses, after qemu-img -p has printed its 0 %.
+type amendValueError struct{ error }
+
+func (e amendValueError) Unwrap() error { return e.error }
+
+// amendOptionsParsed is the error of qemu-img's option parser, which
+// comes before the amendment starts: an unknown option, or a value not
+// of its type (encrypt.keyslot and encrypt.iter-time are numbers).
+func amendOptionsParsed(r *amendRequest) error {
+	if r.optErr != nil {
+		if _, ok := r.optErr.(amendValueError); !ok {
+			return r.optErr
+		}
+	}
+	for _, p := range r.crypt {
+		if _, ok := cnum.Uint64(p[1]); !ok && (p[0] == "keyslot" || p[0] == "iter-time") {
+			return fmt.Errorf("Parameter 'encrypt.%s' expects a number", p[0])
+		}
+	}
+	return nil
 }
 
 // checkAmend refuses, before anything is written, what QEMU refuses.

@@ -27,32 +27,25 @@ var luksAmendOptions = []createOption{
 // words.
 func luksAmendValues(kv [][2]string, prefix string, st *secret.Store, force bool) (luks.AmendOptions, error) {
 	ao := luks.AmendOptions{Force: force}
+	if err := luksAmendParse(kv, prefix); err != nil {
+		return ao, err
+	}
 	state := ""
 	for _, p := range kv {
 		k, v := p[0], p[1]
+		var err error
 		switch k {
 		case "keyslot":
 			// QEMU's number parser takes -1 as 2^64-1: an int64
 			// keyslot of -1, refused by the driver's range check.
-			n, ok := cnum.Uint64(v)
-			if !ok {
-				return ao, fmt.Errorf("Parameter '%s%s' expects a number", prefix, k)
-			}
+			n, _ := cnum.Uint64(v)
 			ao.Keyslot, ao.HasKeyslot = int64(n), true
-			continue
 		case "iter-time":
-			n, ok := cnum.Uint64(v)
-			if !ok {
-				return ao, fmt.Errorf("Parameter '%s%s' expects a number", prefix, k)
-			}
+			n, _ := cnum.Uint64(v)
 			if n > 1<<31 {
-				return ao, fmt.Errorf("iter-time=%d is too large", n)
+				err = fmt.Errorf("iter-time=%d is too large", n)
 			}
 			ao.IterTime, ao.HasIterTime = time.Duration(n)*time.Millisecond, true
-			continue
-		}
-		var err error
-		switch k {
 		case "state":
 			state = v
 		case "new-secret":
@@ -61,23 +54,45 @@ func luksAmendValues(kv [][2]string, prefix string, st *secret.Store, force bool
 		case "old-secret":
 			ao.Old, err = st.Passphrase(v)
 			ao.HasOld = true
-		default:
-			return ao, fmt.Errorf("Invalid parameter '%s%s'", prefix, k)
 		}
 		if err != nil {
-			return ao, err
+			return ao, amendValueError{err}
 		}
 	}
 	switch state {
 	case "":
-		return ao, errors.New("Parameter 'state' is missing")
+		return ao, amendValueError{errors.New("Parameter 'state' is missing")}
 	case "active":
 		ao.Active = true
 	case "inactive":
 	default:
-		return ao, &enumError{param: "state", value: state}
+		return ao, amendValueError{&enumError{param: "state", value: state}}
 	}
 	return ao, nil
+}
+
+// luksAmendParse is what qemu-img's option parser refuses of a LUKS
+// header's amend options, before the driver sees them (qemu-img -p has
+// printed nothing yet): an option it does not take, and keyslot or
+// iter-time not a number.
+func luksAmendParse(kv [][2]string, prefix string) error {
+	for _, p := range kv {
+		switch k := p[0]; k {
+		case "keyslot", "iter-time":
+			if _, ok := cnum.Uint64(p[1]); !ok {
+				return fmt.Errorf("Parameter '%s%s' expects a number", prefix, k)
+			}
+		case "state", "new-secret", "old-secret":
+		case "size", "key-secret", "cipher-alg", "cipher-mode", "ivgen-alg", "ivgen-hash-alg", "hash-alg":
+			// A LUKS image's creation options (qemu-img create -f
+			// luks -o help): QEMU's hint (a qcow2 image's encrypt.
+			// ones get it from parseAmendOptions).
+			return fmt.Errorf("Invalid parameter '%s%s'\nThis option is only supported for image creation", prefix, k)
+		default:
+			return fmt.Errorf("Invalid parameter '%s%s'", prefix, k)
+		}
+	}
+	return nil
 }
 
 // amendLUKS is qemu-img amend of a LUKS volume, opened with its key: add
@@ -106,6 +121,12 @@ func amendLUKS(o *opts, r *amendRequest) (ok bool, err error) {
 		kv = append(kv, ps...)
 	}
 	ao, err := luksAmendValues(kv, "", st, o.has("force"))
+	if _, value := err.(amendValueError); err != nil && !value {
+		return true, err // qemu-img's option parser's
+	}
+	if r.started != nil {
+		r.started()
+	}
 	if err != nil {
 		return true, err
 	}
@@ -116,13 +137,7 @@ func amendLUKS(o *opts, r *amendRequest) (ok bool, err error) {
 // image's own encrypt.key-secret unlocks it), as QEMU's
 // qcow2_amend_options hands them to its crypto layer.
 func amendEncryption(im *qcow2.Image, r *amendRequest) error {
-	for _, p := range r.crypt {
-		// QEMU's option parser checks the numbers before the driver
-		// looks at the image.
-		if _, ok := cnum.Uint64(p[1]); !ok && (p[0] == "keyslot" || p[0] == "iter-time") {
-			return fmt.Errorf("Parameter 'encrypt.%s' expects a number", p[0])
-		}
-	}
+	// (QEMU's option parser has checked the numbers: amendOptionsParsed.)
 	if !im.Encrypted() {
 		return errors.New("Can't amend encryption options - encryption not present")
 	}

@@ -427,4 +427,18 @@ func TestAmend_CreateOnlyOptionsLikeQemu(t *testing.T) {
 			t.Errorf("-o %s: qimg exit %d %q, qemu-img exit %d %q", o, c1, e1, c2, e2)
 		}
 	}
+	// A LUKS image's: its creation options get the hint too (qimg gave
+	// none), preallocation not (qemu-img 7.2's luks amend neither).
+	luksImg := filepath.Join(d, "a.luks")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "luks", "--object", "secret,id=s,data=abc", "-o", "key-secret=s", "-o", "iter-time=10", luksImg, "1M")
+	for _, o := range []string{"size=2M", "key-secret=s", "cipher-alg=aes-128", "cipher-mode=xts", "ivgen-alg=plain",
+		"ivgen-hash-alg=sha256", "hash-alg=sha1", "preallocation=off", "bogus=1"} {
+		args := []string{"amend", "--object", "secret,id=s,data=abc", "--image-opts", "-o", o, "driver=luks,key-secret=s,file.filename=" + luksImg}
+		_, e1, c1 := runQ(t, args...)
+		_, e2, c2 := testkit.Run(t, "qemu-img", args...)
+		e1 = strings.ReplaceAll(strings.Replace(e1, "qimg: amend: ", "qemu-img: ", 1), "; ", "\n")
+		if e1 != e2 || c1 != c2 {
+			t.Errorf("luks -o %s: qimg exit %d %q, qemu-img exit %d %q", o, c1, e1, c2, e2)
+		}
+	}
 }
