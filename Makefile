@@ -174,6 +174,7 @@ FUZZ_TARGETS = \
 	./internal/imgopen:FuzzParseSnapshotParam \
 	./internal/secret:FuzzParseObject \
 	./internal/protocol:FuzzPath@20000x \
+	./internal/deflate4k:FuzzRoundTrip@5000x \
 	./cmd/qimg:FuzzArgs \
 	./cmd/qimg:FuzzIOCommands@5000x \
 	./cmd/qimg:FuzzParseDD \

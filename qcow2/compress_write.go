@@ -1,14 +1,13 @@
 package qcow2
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"sync"
 
-	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/deflate4k"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -99,28 +98,19 @@ func (im *Image) WriteCompressed(off int64, p []byte) error {
 var errCompressionChanged = errors.New("qcow2: the compression type changed during a compressed write")
 
 // compressCluster compresses one cluster as QEMU does: raw deflate with a
-// 4 KiB window (QEMU's deflateInit2 with window bits -12; inflate with
-// -12 rejects distances past 4 KiB) or one zstd frame. It returns nil
+// 4 KiB window (QEMU's deflateInit2 with window bits -12 at level 6;
+// inflate with -12 rejects distances past 4 KiB) or one zstd frame. It returns nil
 // when the result would not be smaller than the cluster.
 func compressCluster(ctype uint8, src []byte, cs int) ([]byte, error) {
 	switch ctype {
 	case format.CompressionZlib:
-		var b bytes.Buffer
-		b.Grow(cs)
-		w, err := flate.NewWriterWindow(&b, 1<<12)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		if b.Len() >= cs {
+		// zlib's level 6 matching (deflate4k): klauspost's 4 KiB
+		// window encoder made clusters 3-6 % larger than qemu-img's.
+		out := deflate4k.Compress(make([]byte, 0, cs), src)
+		if len(out) >= cs {
 			return nil, nil
 		}
-		return b.Bytes(), nil
+		return out, nil
 	case format.CompressionZstd:
 		enc, err := zstdEncoder()
 		if err != nil {
