@@ -240,17 +240,25 @@ func resizeRaw(r *resizeRequest, path string, off, cur, size int64) error {
 		if err != nil {
 			return unwrapPathErr(err)
 		}
-		n := int64(4096)
-		if size < n {
-			n = 512
-		}
-		_, err = f.WriteAt(make([]byte, n), 0)
+		err = writeFirstBlock(f, size)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
 		return err
 	}
 	return nil
+}
+
+// writeFirstBlock writes zeros over the first block of a file that was
+// empty and has been grown to size, as QEMU's allocate_first_block: 4
+// KiB, or a sector when size is less (the file then grows to 512 bytes).
+func writeFirstBlock(f *os.File, size int64) error {
+	n := int64(4096)
+	if size < n {
+		n = 512
+	}
+	_, err := f.WriteAt(make([]byte, n), 0)
+	return err
 }
 
 // growRawPrealloc grows the raw file at path to size with its new part
@@ -281,6 +289,11 @@ func growRawPrealloc(path string, size int64, mode string) (err error) {
 	if mode == "falloc" {
 		if err := syscall.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
 			return fmt.Errorf("Could not preallocate new data: %w", &capitalized{err: err})
+		}
+		if cur == 0 {
+			// As QEMU after its posix_fallocate of an empty file
+			// (handle_aiocb_truncate); a failure is ignored there.
+			writeFirstBlock(f, size)
 		}
 		return nil
 	}
