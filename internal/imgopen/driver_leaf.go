@@ -180,10 +180,7 @@ func (b *builder) raw(n *node) (block.Device, error) {
 	o.Sectors = true // QEMU's block layer counts a file's length in sectors
 	if err := checkWindow(child, o); err != nil {
 		child.Close()
-		if n.path != "" {
-			return nil, fmt.Errorf("image spec: %s: %w", n.path, err)
-		}
-		return nil, fmt.Errorf("image spec: %w", err)
+		return nil, err // QEMU's words alone, naming no node
 	}
 	r, err := filter.NewRaw(child, o)
 	if err != nil {
