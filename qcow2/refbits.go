@@ -87,5 +87,14 @@ func (im *Image) storedRefcountsLocked(limit uint64, width uint32) ([]uint32, er
 		t.Unlock()
 		im.rbc.Put(t)
 	}
-	return counts, nil
+	// Past the mark the file holds only space reserved ahead (SP1):
+	// the rebuild places the new structures after the counts, so they
+	// end where the last cluster in use does, not after the reserve
+	// (which made the file twice the data's size, the reserve kept
+	// under them at the close).
+	last := len(counts)
+	for last > 0 && counts[last-1] == 0 {
+		last--
+	}
+	return counts[:max(uint64(last), g.HostCluster(im.space.mark()+format.HostOff(g.ClusterSize)-1))], nil
 }

@@ -442,3 +442,27 @@ func TestAmend_CreateOnlyOptionsLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestAmend_RefcountBitsDirtySizeLikeQemu: changing the refcount width
+// of an image left dirty by a crash takes about the space qemu-img's
+// amend takes: the new refcount structures go after the last cluster in
+// use, not after the space the open's repair reserved ahead (the file
+// ended twice the data's size, 135 MB for qemu-img's 68 MB).
+func TestAmend_RefcountBitsDirtySizeLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := workDir(t)
+	ours, theirs := filepath.Join(d, "ours.qcow2"), filepath.Join(d, "theirs.qcow2")
+	for _, p := range []string{ours, theirs} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", p, "1G")
+		testkit.Run(t, "qemu-io", "-c", "write -P 0xaa 0 32M", "-c", "abort", p) // a crash: dirty
+	}
+	testkit.Run(t, "qemu-img", "amend", "-o", "refcount_bits=8", theirs)
+	if _, e, code := runQ(t, "amend", "-o", "refcount_bits=8", ours); code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	testkit.QemuCheck(t, ours)
+	testkit.MustRun(t, "qemu-img", "compare", "-q", ours, theirs)
+	if o, q := fileSize(t, ours), fileSize(t, theirs); o > q+256<<10 {
+		t.Errorf("qimg's image %d bytes, qemu-img's %d", o, q)
+	}
+}
