@@ -699,6 +699,9 @@ func runConvert(e *env, args []string) int {
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && o.has("c") && dst.Image != nil {
+		err = padCompressedEnd(outFile)
+	}
 	if progress != nil && err == nil {
 		progress(1, 1) // qemu-img's 100% at the end, printed again
 	}
@@ -712,6 +715,19 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	return 0
+}
+
+// padCompressedEnd ends a compressed qcow2 output's file on a whole
+// sector, as qemu-img's convert does once it has written the last
+// compressed cluster (its zero-length compressed write: the file driver
+// truncates the file to its length in sectors). A name that is no
+// regular file (a json: spec) is left as it is.
+func padCompressedEnd(name string) error {
+	st, err := os.Stat(name)
+	if err != nil || !st.Mode().IsRegular() || st.Size()%512 == 0 {
+		return nil
+	}
+	return os.Truncate(name, roundUp(st.Size(), 512))
 }
 
 // checkOutputSize refuses, with -n, an output smaller than the source
