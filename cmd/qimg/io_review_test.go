@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -22,8 +21,8 @@ func sameIO(t *testing.T, tmpl string, args ...string) (ours, theirs string) {
 	var oargs, qargs []string
 	if tmpl != "" {
 		ours, theirs = tmpl+".ours", tmpl+".theirs"
-		copyFile(t, tmpl, ours)
-		copyFile(t, tmpl, theirs)
+		cp(t, tmpl, ours)
+		cp(t, tmpl, theirs)
 		oargs, qargs = append(oargs, ours), append(qargs, theirs)
 	}
 	o, e, code := runQLocked(t, append(append([]string{"io"}, args...), oargs...)...)
@@ -38,18 +37,6 @@ func sameIO(t *testing.T, tmpl string, args ...string) (ours, theirs string) {
 		t.Errorf("%q: qimg exit %d\n%s%s\nqemu-io exit %d\n%s%s", args, code, o, e, qcode, qo, qe)
 	}
 	return ours, theirs
-}
-
-// copyFile copies the file at from to to.
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestIOCompressedFailure_LikeQemu: a compressed write over several
@@ -175,8 +162,8 @@ func TestIOStdin_LikeQemu(t *testing.T) {
 		{"open " + tmpl + ".ours\nread -P 0 0 1\nclose\n", false},
 	} {
 		ours, theirs := tmpl+".ours", tmpl+".theirs"
-		copyFile(t, tmpl, ours)
-		copyFile(t, tmpl, theirs)
+		cp(t, tmpl, ours)
+		cp(t, tmpl, theirs)
 		var oargs, qargs []string
 		if tc.img {
 			oargs, qargs = []string{ours}, []string{theirs}
