@@ -44,14 +44,7 @@ h.shutdown()
 	}
 	s.stop()
 	check(t, img)
-	var m []struct {
-		Start, Length int64
-		Zero, Data    bool
-		Offset        *int64
-	}
-	if err := json.Unmarshal([]byte(sh(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
-		t.Fatal(err)
-	}
+	m := qemuHostMap(t, img)
 	// allocated reports whether the cluster at off keeps host space.
 	allocated := func(off int64) bool {
 		for _, e := range m {
@@ -105,16 +98,8 @@ func TestWriteZeroes_UnmapLikeQemuNbd(t *testing.T) {
 	// layout is qemu-img map's answer with the host offsets left out:
 	// whether each run keeps host space.
 	layout := func(img string) string {
-		var m []struct {
-			Start, Length int64
-			Zero, Data    bool
-			Offset        *int64
-		}
-		if err := json.Unmarshal([]byte(sh(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
-			t.Fatal(err)
-		}
 		var b strings.Builder
-		for _, e := range m {
+		for _, e := range qemuHostMap(t, img) {
 			fmt.Fprintf(&b, "%d+%d zero=%v data=%v host=%v\n", e.Start, e.Length, e.Zero, e.Data, e.Offset != nil)
 		}
 		return b.String()
@@ -157,4 +142,21 @@ assert h.pread(1 << 20, 0)[:768 << 10] == bytes(768 << 10)
 			}
 		}
 	}
+}
+
+// mapRun is one run of qemu-img map --output=json.
+type mapRun struct {
+	Start, Length int64
+	Zero, Data    bool
+	Offset        *int64
+}
+
+// qemuHostMap is qemu-img map's answer for img, with the host offsets.
+func qemuHostMap(t *testing.T, img string) []mapRun {
+	t.Helper()
+	var m []mapRun
+	if err := json.Unmarshal([]byte(sh(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
