@@ -120,6 +120,7 @@ func runCheck(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	given := path // the JSON's "filename", as given (an --image-opts spec too)
 	path = spec.Path
 	if repair && spec.Format == "" {
 		if f, perr := qcow2.Probe(spec.Path); perr == nil && f == "vmdk" {
@@ -140,7 +141,7 @@ func runCheck(e *env, args []string) int {
 		img.GuardProbed(e.stderr) // a probed raw image opened writable: QEMU's warning
 	}
 	if img.VMDK != nil {
-		return e.checkVMDK(img, path, out, o.has("q"))
+		return e.checkVMDK(img, given, out, o.has("q"))
 	}
 	if img.Image == nil {
 		return e.errorf(63, "This image format does not support checks")
@@ -161,11 +162,14 @@ func runCheck(e *env, args []string) int {
 		// -EIO), with no summary.
 		return e.errorf(1, "Check failed: Input/output error")
 	}
-	if out == "json" {
-		if err := writeJSON(e.stdout, toImageCheck(path, r)); err != nil {
+	if o.has("q") {
+		// -q: no report at all, JSON or not (qemu-img's check prints
+		// it only when not quiet).
+	} else if out == "json" {
+		if err := writeJSON(e.stdout, toImageCheck(given, r)); err != nil {
 			return e.errorf(1, "%v", err)
 		}
-	} else if !o.has("q") {
+	} else {
 		writeCheckHuman(e.stdout, r)
 	}
 	if r.CheckErrors > 0 {
@@ -189,13 +193,15 @@ func (e *env) checkVMDK(img *imgopen.Opened, path, out string, quiet bool) int {
 		return e.errorf(1, "Check failed: %v", err)
 	}
 	r := &qcow2.CheckResult{}
-	if out == "json" {
+	if quiet {
+		// -q: no report, JSON or not.
+	} else if out == "json" {
 		c := toImageCheck(path, r)
 		c.Format = "vmdk"
 		if err := writeJSON(e.stdout, c); err != nil {
 			return e.errorf(1, "%v", err)
 		}
-	} else if !quiet {
+	} else {
 		writeCheckHuman(e.stdout, r)
 	}
 	return 0

@@ -236,7 +236,7 @@ func runCompare(e *env, args []string) int {
 		return e.usageErr(err) // exit 1, as qemu-img's usage errors
 	}
 	if len(o.args) != 2 {
-		return e.usageErr(fmt.Errorf("expecting two image file names"))
+		return e.usageErr(fmt.Errorf("Expecting two image file names"))
 	}
 	// -p: qemu-img's progress lines (min_skip 2), which end with a new
 	// line whatever happens next.
@@ -253,11 +253,10 @@ func runCompare(e *env, args []string) int {
 	for i, f := range []string{o.get("f", ""), o.get("F", "")} {
 		spec, err := o.imageSpec(o.args[i], imgopen.Spec{Format: f, Cache: cache.imgopen(), ReadOnly: true,
 			Opts: qcow2.Options{ForceShare: o.forceShare()}})
-		var oe *OpenError
-		if errors.As(err, &oe) || errors.Is(err, errImageOptsFormat) {
-			return e.errorf(2, "%v", err) // qemu-img compare's open failures
-		} else if err != nil {
-			return e.usageErr(err)
+		if err != nil {
+			// qemu-img compare's open failures, a spec it cannot take
+			// among them (its img_open fails: exit 2).
+			return e.errorf(2, "%v", err)
 		}
 		img, err := openImage(spec)
 		if err != nil {

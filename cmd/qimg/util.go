@@ -174,7 +174,7 @@ func getoptOutput(args []string, shorts string, longs ...string) (*opts, string,
 	}
 	f := o.get("output", "human")
 	if f != "human" && f != "json" {
-		return nil, "", fmt.Errorf("--output must be used with human or json as argument")
+		return nil, "", fmt.Errorf("--output must be used with human or json as argument.")
 	}
 	return o, f, nil
 }
