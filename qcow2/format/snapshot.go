@@ -72,7 +72,11 @@ func ParseSnapshots(b []byte, n uint32) ([]Snapshot, uint64, error) {
 		nameLen := uint64(be.Uint16(b[off+14:]))
 		extra := uint64(be.Uint32(b[off+36:]))
 		off += 40
-		if extra > 1024 || off+extra+idLen+nameLen > uint64(len(b)) {
+		if extra > 1024 {
+			// QEMU's limit (QCOW_MAX_SNAPSHOT_EXTRA_DATA), in its words.
+			return nil, 0, corrupt("snapshot_table", off, "Too much extra metadata in snapshot table entry %d", i)
+		}
+		if off+extra+idLen+nameLen > uint64(len(b)) {
 			return nil, 0, corrupt("snapshot_table", off, "snapshot %d runs past the table", i)
 		}
 		s.ExtraData = append([]byte(nil), b[off:off+extra]...)

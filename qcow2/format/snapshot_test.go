@@ -2,6 +2,7 @@ package format
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 )
 
@@ -131,4 +132,20 @@ func FuzzParseSnapshots(f *testing.F) {
 			t.Fatalf("entries add up to %d, size %d", sum, size)
 		}
 	})
+}
+
+// TestParseSnapshots_TooMuchExtraData: an entry with more than 1024
+// bytes of extra data is refused in QEMU's words (qimg said the entry
+// ran past the table, though the table held it).
+func TestParseSnapshots_TooMuchExtraData(t *testing.T) {
+	b, err := EncodeSnapshots([]Snapshot{{L1TableOffset: 0x30000, ID: "1", Name: "s1", ExtraData: make([]byte, 16)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, make([]byte, 4096)...) // room for the claimed extra data
+	binary.BigEndian.PutUint32(b[36:], 2000)
+	_, _, err = ParseSnapshots(b, 1)
+	if err == nil || !strings.Contains(err.Error(), "Too much extra metadata in snapshot table entry 0") {
+		t.Fatalf("got %v", err)
+	}
 }
