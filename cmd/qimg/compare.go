@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sort"
 	"syscall"
 
 	"github.com/qring/qring/block"
@@ -32,6 +33,28 @@ func (z *zeroMap) zeroUntil(off int64) int64 {
 		end = z.ext[j].Start + z.ext[j].Length
 	}
 	return end
+}
+
+// runStart is the start of the extent that holds off (0 if none does).
+func (z *zeroMap) runStart(off int64) int64 {
+	i := sort.Search(len(z.ext), func(i int) bool { return z.ext[i].Start+z.ext[i].Length > off })
+	if i < len(z.ext) && z.ext[i].Start <= off {
+		return z.ext[i].Start
+	}
+	return 0
+}
+
+// sectorOf is the offset qemu-img compare reports for a mismatch at p:
+// it compares a block status run of both images at a time, sector by
+// sector from the run's start, so p is rounded down to a sector counted
+// from there. A run starts off a sector where a raw file ends inside
+// one (12340 for a 12340-byte file, where p&^511 said 12288).
+func sectorOf(p int64, maps ...*zeroMap) int64 {
+	start := int64(0)
+	for _, z := range maps {
+		start = max(start, z.runStart(p))
+	}
+	return start + (p-start)&^511
 }
 
 // compareResult is the outcome of compareImages.
@@ -143,7 +166,7 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 			for pa[i] == pb[i] {
 				i++
 			}
-			r.Offset = (off + int64(i)) &^ 511
+			r.Offset = sectorOf(off+int64(i), a.zm, b.zm)
 			return r, nil
 		}
 		if rerr != nil {
@@ -162,7 +185,7 @@ func compareImages(a, b *image, strict bool) (compareResult, error) {
 	if at, ok, err := firstNonZero(big, common, big.size, bufA); err != nil {
 		return r, err
 	} else if ok {
-		r.Offset = at &^ 511
+		r.Offset = sectorOf(at, big.zm)
 		return r, nil
 	}
 	r.Identical = true
