@@ -139,6 +139,12 @@ func configure(f *flags) (*config, error) {
 		return nil, err
 	}
 	c.unmap = f.get("discard", "ignore") == "unmap" || f.get("discard", "") == "on"
+	if !c.unmap {
+		// As qemu-nbd's --discard=ignore: the clusters a zeroing frees
+		// stay the image's, their host space is not punched (QEMU's file
+		// node ignores the discards the qcow2 driver passes down).
+		c.open.Opts.NoPassDiscard = true
+	}
 	switch f.get("detect-zeroes", "off") {
 	case "on":
 		c.detect = nbd.DetectOn

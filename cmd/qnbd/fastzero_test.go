@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
@@ -71,7 +72,8 @@ h.shutdown()
 
 // TestWriteZeroes_UnmapLikeQemuNbd: WRITE_ZEROES without NO_HOLE frees
 // what it zeroes under --discard=ignore too, as qemu-nbd 7.2 (qnbd kept
-// the clusters allocated there), and zeroing the sector tail of an
+// the clusters allocated there), their host space punched only under
+// --discard=unmap, and zeroing the sector tail of an
 // odd-sized raw file keeps its length (qnbd grew a 1000-byte file to
 // 1024 bytes; qemu-nbd punches with KEEP_SIZE). With NO_HOLE both keep
 // the clusters, and a raw file grows to the sector, as qemu-nbd's.
@@ -111,7 +113,7 @@ h.zero(256 << 10, 512 << 10, nbd.CMD_FLAG_FAST_ZERO)
 assert h.pread(1 << 20, 0)[:768 << 10] == bytes(768 << 10)
 `
 	for _, discard := range []string{"ignore", "unmap"} {
-		got := map[string]string{}
+		got, used := map[string]string{}, map[string]int64{}
 		for _, srv := range []string{"qemu-nbd", "qnbd"} {
 			img := filepath.Join(dir, srv+".qcow2")
 			sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
@@ -119,9 +121,20 @@ assert h.pread(1 << 20, 0)[:768 << 10] == bytes(768 << 10)
 			run(srv, qcowScript, "--discard="+discard, "-f", "qcow2", img)
 			check(t, img)
 			got[srv] = layout(img)
+			var st syscall.Stat_t
+			if err := syscall.Stat(img, &st); err != nil {
+				t.Fatal(err)
+			}
+			used[srv] = st.Blocks * 512
 		}
 		if got["qnbd"] != got["qemu-nbd"] {
 			t.Errorf("--discard=%s: qnbd left\n%s\nqemu-nbd\n%s", discard, got["qnbd"], got["qemu-nbd"])
+		}
+		// The freed clusters' host space: punched with unmap only, as
+		// qemu-nbd's file node ignores discards under ignore (qnbd
+		// punched it either way).
+		if d := used["qnbd"] - used["qemu-nbd"]; d < -128<<10 || d > 128<<10 {
+			t.Errorf("--discard=%s: the image takes %d bytes on disk, qemu-nbd's %d", discard, used["qnbd"], used["qemu-nbd"])
 		}
 		for _, flags := range []string{"0", "nbd.CMD_FLAG_NO_HOLE"} {
 			sizes := map[string]int64{}
