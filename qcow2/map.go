@@ -78,8 +78,15 @@ func (im *Image) Map() ([]MapEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return im.MapRange(0, size)
+}
+
+// MapRange is Map of [from, to) only, as qemu-img map --start-offset and
+// --max-length ask: what lies outside is not looked at (an unreadable
+// table there fails nothing).
+func (im *Image) MapRange(from, to int64) ([]MapEntry, error) {
 	m := mapper{holes: map[*Image]bool{}}
-	return mapExtents(size, func(off, n int64) (MapEntry, error) {
+	return mapRange(from, to, func(off, n int64) (MapEntry, error) {
 		return m.statusChain(im, off, n, 0)
 	})
 }

@@ -302,23 +302,35 @@ func runMap(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	defer img.Close()
-	// A failed lookup leaves the extents before it: qemu-img prints
-	// them, then the error.
-	ext, mapErr := mapExtents(img)
-	if mapErr != nil && ext == nil {
-		return e.errorf(1, "%v", mapErr)
-	}
-	if o.has("start-offset") || o.has("max-length") {
+	ranged := o.has("start-offset") || o.has("max-length")
+	end := int64(0)
+	if ranged {
 		size, err := img.Dev.Size()
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
-		end := size
+		end = size
 		if o.has("max-length") {
 			// QEMU's int64 sum: past INT64_MAX it wraps negative,
 			// and nothing is mapped (qemu-img 7.2's img_map).
 			end = min(size, int64(uint64(start)+uint64(maxLen)))
 		}
+	}
+	// A failed lookup leaves the extents before it: qemu-img prints
+	// them, then the error.
+	var ext []qcow2.MapEntry
+	var mapErr error
+	if ranged && img.Image != nil && start < end {
+		// Only the range is looked at, as qemu-img's map: damage
+		// outside it fails nothing.
+		ext, mapErr = img.Image.MapRange(start, end)
+	} else {
+		ext, mapErr = mapExtents(img)
+	}
+	if mapErr != nil && ext == nil {
+		return e.errorf(1, "%v", mapErr)
+	}
+	if ranged {
 		ext = clipExtents(ext, start, end)
 		if start < end {
 			// A raw node's child is asked from start (qcow2.NodeMap).

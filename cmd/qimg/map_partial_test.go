@@ -37,6 +37,18 @@ func TestMap_PartialBeforeErrorLikeQemu(t *testing.T) {
 			if qcode != 1 || ocode != qcode || oo != qo || oe == "" {
 				t.Errorf("bad cluster %d, %s: qemu-img exit %d\n%q\nqimg exit %d\n%q\nstderr %q", bad, format, qcode, qo, ocode, oo, oe)
 			}
+			// A range that stops before the bad entry, or starts after
+			// it, maps without it, as qemu-img (qimg mapped the whole
+			// disk, then cut the range).
+			for _, r := range [][]string{{"--max-length=1M"}, {"--start-offset=2M"}} {
+				args := append([]string{"map", "--output=" + format}, r...)
+				qo, _, qcode := testkit.Run(t, "qemu-img", append(args, p)...)
+				oo, oe, ocode := runQ(t, append(args, p)...)
+				oo = strings.ReplaceAll(oo, `, "compressed": false`, "")
+				if (bad == 16 && qcode != 0) || ocode != qcode || oo != qo {
+					t.Errorf("bad cluster %d, %s %v: qemu-img exit %d\n%q\nqimg exit %d\n%q\nstderr %q", bad, format, r, qcode, qo, ocode, oo, oe)
+				}
+			}
 		}
 	}
 }
