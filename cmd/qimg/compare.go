@@ -20,6 +20,9 @@ const compareChunk = 1 << 20
 type zeroMap struct {
 	ext []qcow2.MapEntry
 	i   int
+	// align is the device's request alignment (O_DIRECT: its logical
+	// block), to which QEMU rounds a run that ends inside one.
+	align int64
 }
 
 // zeroUntil returns the end of the known-zero run starting at off, or off
@@ -35,11 +38,17 @@ func (z *zeroMap) zeroUntil(off int64) int64 {
 	return end
 }
 
-// runStart is the start of the extent that holds off (0 if none does).
+// runStart is the start of the extent that holds off (0 if none does),
+// as QEMU's block layer sees it: rounded down to the request alignment
+// (an O_DIRECT file's EOF run starts on a block).
 func (z *zeroMap) runStart(off int64) int64 {
 	i := sort.Search(len(z.ext), func(i int) bool { return z.ext[i].Start+z.ext[i].Length > off })
 	if i < len(z.ext) && z.ext[i].Start <= off {
-		return z.ext[i].Start
+		s := z.ext[i].Start
+		if z.align > 1 {
+			s -= s % z.align
+		}
+		return s
 	}
 	return 0
 }
@@ -107,7 +116,7 @@ func newImage(img *imgopen.Opened, ext []qcow2.MapEntry) (*image, error) {
 	} else if c := rawNodeClusterSize(img); c != 0 {
 		cs = c // raw_get_info: the child's
 	}
-	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext}, st: qcow2.NewStatusWalker(top), clusterSize: cs}, nil
+	return &image{dev: img.Dev, size: size, zm: &zeroMap{ext: ext, align: img.Dev.Caps().Align}, st: qcow2.NewStatusWalker(top), clusterSize: cs}, nil
 }
 
 // compareImages compares guest contents like qemu-img compare: the common

@@ -721,8 +721,9 @@ func runConvert(e *env, args []string) int {
 // sector, as qemu-img's convert does once it has written the last
 // compressed cluster (its zero-length compressed write: the file driver
 // truncates the file to its length in sectors). A name that is no
-// regular file (a json: spec) is left as it is.
+// regular file is left as it is; a json: spec names its file.
 func padCompressedEnd(name string) error {
+	name = imgopen.SpecFilename(name)
 	st, err := os.Stat(name)
 	if err != nil || !st.Mode().IsRegular() || st.Size()%512 == 0 {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,6 +89,19 @@ func TestConvert_CompressedRatioLikeQemu(t *testing.T) {
 			}
 			testkit.QemuCheck(t, ours)
 			testkit.MustRun(t, "qemu-img", "compare", "-q", "-f", "raw", src, ours)
+			if cs == "4k" {
+				// Onto an existing image named by a json: spec: the
+				// file that spec names is padded too.
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size="+cs, ours, strconv.Itoa(len(data)))
+				spec := `json:{"driver":"qcow2","file":{"driver":"file","filename":"` + ours + `"}}`
+				if _, e, code := runQ(t, "convert", "-n", "-c", "-f", "raw", "-O", "qcow2", src, spec); code != 0 {
+					t.Fatalf("%s -n onto %s: exit %d: %s", name, spec, code, e)
+				}
+				if u := fileSize(t, ours); u%512 != 0 {
+					t.Errorf("%s, -n onto a json: spec: %d bytes, not whole sectors", name, u)
+				}
+				testkit.MustRun(t, "qemu-img", "compare", "-q", "-f", "raw", src, ours)
+			}
 			if q, u := fileSize(t, theirs), fileSize(t, ours); float64(u) > 1.01*float64(q) {
 				t.Errorf("%s, %s clusters: qimg's output %d bytes, qemu-img's %d (%.3fx)", name, cs, u, q, float64(u)/float64(q))
 			} else if u%512 != 0 {

@@ -320,10 +320,12 @@ func runMap(e *env, args []string) int {
 	// them, then the error.
 	var ext []qcow2.MapEntry
 	var mapErr error
-	if ranged && img.Image != nil && start < end {
+	if ranged && img.Image != nil {
 		// Only the range is looked at, as qemu-img's map: damage
-		// outside it fails nothing.
-		ext, mapErr = img.Image.MapRange(start, end)
+		// outside it fails nothing (an empty range looks at nothing).
+		if start < end {
+			ext, mapErr = img.Image.MapRange(start, end)
+		}
 	} else {
 		ext, mapErr = mapExtents(img)
 	}

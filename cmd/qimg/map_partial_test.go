@@ -40,7 +40,7 @@ func TestMap_PartialBeforeErrorLikeQemu(t *testing.T) {
 			// A range that stops before the bad entry, or starts after
 			// it, maps without it, as qemu-img (qimg mapped the whole
 			// disk, then cut the range).
-			for _, r := range [][]string{{"--max-length=1M"}, {"--start-offset=2M"}} {
+			for _, r := range [][]string{{"--max-length=1M"}, {"--start-offset=2M"}, {"--max-length=0"}} {
 				args := append([]string{"map", "--output=" + format}, r...)
 				qo, _, qcode := testkit.Run(t, "qemu-img", append(args, p)...)
 				oo, oe, ocode := runQ(t, append(args, p)...)

@@ -14,6 +14,20 @@ import (
 	"github.com/qring/qring/qcow2"
 )
 
+// passDiscardGiven reports whether the -o engine options name
+// pass-discard-request.
+func passDiscardGiven(opts []string) bool {
+	for _, s := range opts {
+		kv, _ := qcow2.SplitOptions(s)
+		for _, p := range kv {
+			if p[0] == "pass-discard-request" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // maxString is the longest string the NBD protocol allows (export names
 // and descriptions).
 const maxString = 4096
@@ -139,10 +153,11 @@ func configure(f *flags) (*config, error) {
 		return nil, err
 	}
 	c.unmap = f.get("discard", "ignore") == "unmap" || f.get("discard", "") == "on"
-	if !c.unmap {
+	if !c.unmap && !passDiscardGiven(f.vals["options"]) {
 		// As qemu-nbd's --discard=ignore: the clusters a zeroing frees
 		// stay the image's, their host space is not punched (QEMU's file
-		// node ignores the discards the qcow2 driver passes down).
+		// node ignores the discards the qcow2 driver passes down),
+		// unless -o pass-discard-request says otherwise.
 		c.open.Opts.NoPassDiscard = true
 	}
 	switch f.get("detect-zeroes", "off") {

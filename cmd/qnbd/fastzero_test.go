@@ -136,6 +136,21 @@ assert h.pread(1 << 20, 0)[:768 << 10] == bytes(768 << 10)
 		if d := used["qnbd"] - used["qemu-nbd"]; d < -128<<10 || d > 128<<10 {
 			t.Errorf("--discard=%s: the image takes %d bytes on disk, qemu-nbd's %d", discard, used["qnbd"], used["qemu-nbd"])
 		}
+		if discard == "ignore" {
+			// -o pass-discard-request=on punches all the same, as
+			// qemu-nbd with the qcow2 node's pass-discard-request.
+			img := filepath.Join(dir, "pass.qcow2")
+			sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+			sh(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x55 0 1M", img)
+			run("qnbd", qcowScript, "--discard=ignore", "-o", "pass-discard-request=on", "-f", "qcow2", img)
+			var st syscall.Stat_t
+			if err := syscall.Stat(img, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Blocks*512 >= used["qnbd"] {
+				t.Errorf("-o pass-discard-request=on under --discard=ignore: %d bytes on disk, as many as without it (%d)", st.Blocks*512, used["qnbd"])
+			}
+		}
 		for _, flags := range []string{"0", "nbd.CMD_FLAG_NO_HOLE"} {
 			sizes := map[string]int64{}
 			for _, srv := range []string{"qemu-nbd", "qnbd"} {
