@@ -96,5 +96,6 @@ func (im *Image) storedRefcountsLocked(limit uint64, width uint32) ([]uint32, er
 	for last > 0 && counts[last-1] == 0 {
 		last--
 	}
-	return counts[:max(uint64(last), g.HostCluster(im.space.mark()+format.HostOff(g.ClusterSize)-1))], nil
+	keep := max(uint64(last), g.HostCluster(im.space.mark()+format.HostOff(g.ClusterSize)-1))
+	return counts[:min(keep, n)], nil // (a mark inside a cluster past the file's end)
 }
