@@ -289,7 +289,10 @@
 //	    zeroing and discards through it fail with ErrCorrupt (a zeroing
 //	    of part of it that already reads as zeros writes nothing, as it
 //	    looks the way a read does). Every other invalid entry fails the
-//	    read.
+//	    read. The snapshot operations count such an entry as QEMU's
+//	    qcow2_update_snapshot_refcount does (snapshot.go walkRefTree):
+//	    they keep the reserved bits and clear the compressed entry's
+//	    COPIED with the others (copiedByCountsLocked too).
 //	Q21 The host space of clusters a Discard or an unmapping WriteZeroes
 //	    frees goes back to the file system (zero.go punchFreed; QEMU's
 //	    pass-discard-request, off with Options.NoPassDiscard): after the

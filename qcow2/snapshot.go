@@ -272,15 +272,18 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 	// Count every L2 table and data cluster once more and clear COPIED
 	// (refcounts first: the L2 cache depends on the refcount cache).
 	if err := im.adjustRefsLocked(active, 1); err != nil {
-		if errors.Is(err, ErrRefcountOverflow) { // undone: nothing names the copy
-			im.freeClustersLocked(off, nclusters)
-		} else {
+		if !undoableWalkErr(err) { // else undone
 			// Stopped half way: the tables counted so far are counted
 			// twice under L1 entries that still carry COPIED. Set the
 			// flags by the counts (best effort: a failure leaves only
 			// flags out of step, as a crash here would), before any
 			// flush writes the raised counts.
 			im.copiedByCountsLocked()
+		}
+		// Nothing names the copy, whatever the failure (a failed
+		// free leaves it leaked).
+		if nclusters > 0 {
+			im.freeClustersLocked(off, nclusters)
 		}
 		return format.Snapshot{}, err
 	}
@@ -638,10 +641,18 @@ func (im *Image) writeActiveL1Locked(lose bool) error {
 func (im *Image) adjustRefsLocked(l1 []format.L1Entry, addend int64) error {
 	done := 0
 	err := im.walkRefsLocked(l1, addend, -1, &done)
-	if err == nil || addend < 0 || !errors.Is(err, ErrRefcountOverflow) {
+	if err == nil || addend < 0 || !undoableWalkErr(err) {
 		return err
 	}
 	return im.undoIncrementsLocked(l1, done, err)
+}
+
+// undoableWalkErr reports whether err stopped a walk of
+// adjustRefsLocked(l1, 1) at a point it can be taken back exactly from:
+// an overflowing increment or an entry it cannot count.
+func undoableWalkErr(err error) bool {
+	var we *walkEntryError
+	return errors.Is(err, ErrRefcountOverflow) || errors.As(err, &we)
 }
 
 // undoIncrementsLocked takes back the first done increments (done < 0:
@@ -687,11 +698,25 @@ func (im *Image) walkRefsLocked(l1 []format.L1Entry, addend int64, limit int, n 
 	if err == errWalkDone {
 		return nil
 	}
+	var we *walkEntryError
+	if limit >= 0 && *n == limit && errors.As(err, &we) {
+		// Undoing a walk that stopped at this entry: every
+		// change before it is taken back.
+		return nil
+	}
 	return err
 }
 
 // errWalkDone ends walkRefsLocked at its limit.
 var errWalkDone = errors.New("qcow2: walk done")
+
+// walkEntryError is walkRefTree's refusal of an L2 entry it cannot
+// count, found before any change for that entry: a walk that stops there
+// can be taken back exactly (adjustRefsLocked), as one that overflows.
+type walkEntryError struct{ err error }
+
+func (e *walkEntryError) Error() string { return e.err.Error() }
+func (e *walkEntryError) Unwrap() error { return e.err }
 
 // walkRefTree calls adjust for every L2 table of l1 and every cluster its
 // entries reference, in a fixed order; with addend > 0 it clears COPIED
@@ -712,10 +737,15 @@ func (im *Image) walkRefTree(l1 []format.L1Entry, addend int64, adjust func(c ui
 			im.l2c.Put(t)
 			copied := false
 			for _, e := range entries {
-				if e.Validate(g, im.hdr.Version) != nil {
-					return corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))
+				// As QEMU's qcow2_update_snapshot_refcount takes it:
+				// reserved bits and a compressed entry's COPIED are
+				// ignored (Q20; the COPIED flag is cleared below
+				// with the others, the reserved bits stay).
+				re, err := im.readableEntry(e)
+				if err != nil {
+					return &walkEntryError{corruptf("l2_entry", uint64(e), "invalid L2 entry in table %#x", uint64(l2off))}
 				}
-				if err := im.adjustEntryLocked(e, adjust); err != nil {
+				if err := im.adjustEntryLocked(re, adjust); err != nil {
 					return err
 				}
 				copied = copied || e.Copied()
@@ -855,6 +885,12 @@ func (im *Image) copiedByCountsLocked() error {
 			changed := false
 			for k, e := range want {
 				ty := e.Type()
+				if ty == format.ClusterCompressed && e.Copied() {
+					// Never set on a compressed entry: QEMU's
+					// pass clears it (Q20).
+					want[k], changed = e&^format.OflagCopied, true
+					continue
+				}
 				if ty != format.ClusterNormal && ty != format.ClusterZeroAlloc {
 					continue
 				}
