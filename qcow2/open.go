@@ -74,6 +74,7 @@ func open(dev block.Device, path string, o Options) (*Image, error) {
 	if err := im.loadL1(lim); err != nil {
 		return nil, err
 	}
+	im.warnStaleBitmaps() // where QEMU reads the header extensions
 	// The snapshot table and the snapshots' L1 tables first: the overlap
 	// checks cover them too.
 	if err := im.loadSnapshots(lim); err != nil {
@@ -447,10 +448,19 @@ func (im *Image) clearAutoclear() error {
 		im.bitmapsKept = true
 		im.syncState()
 	}
-	if !im.dropAutoclear() {
+	// Stale bitmaps' extension goes, as QEMU's writable open drops it
+	// (their clusters stay, leaked), durably before the first write.
+	stale := im.dropStaleBitmapsExt()
+	if !im.dropAutoclear() && !stale {
 		return nil
 	}
-	return im.writeHeader()
+	if err := im.writeHeader(); err != nil {
+		return err
+	}
+	if stale {
+		return im.dev.Flush()
+	}
+	return nil
 }
 
 // dropAutoclear clears in the header the autoclear bits of features we

@@ -123,6 +123,11 @@ type Options struct {
 	// one call per line, as QEMU prints them on stderr when it opens
 	// such an image (its qcow2_check with repair; Q8).
 	RepairLog func(line string)
+	// Warn, if set, receives the warnings QEMU prints when it opens such
+	// an image (OpenWarning): today that of stale persistent bitmaps (a
+	// bitmaps extension whose autoclear bit is clear), at every open,
+	// read-only too, and at the opens of the backing files.
+	Warn func(OpenWarning)
 	// OpenBacking opens backing files of formats other than qcow2 and
 	// raw (VMDK, VHD: a Layer, Q23); nil refuses them (*FormatError).
 	OpenBacking BackingOpener

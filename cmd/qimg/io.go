@@ -64,6 +64,7 @@ func runIO(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	eo.Warn = o.openWarn
 	if len(o.args) > 1 {
 		return e.usageErr(fmt.Errorf("expected at most one image file"))
 	}

@@ -115,7 +115,7 @@ var errNeedShrink = errors.New("Use the --shrink option to perform a shrink oper
 
 // doResize opens the image read-write and sets its size.
 func doResize(r *resizeRequest) error {
-	spec := imgopen.Spec{Path: r.path, Format: r.format, Opts: qcow2.Options{RepairLog: r.repairLog}}
+	spec := imgopen.Spec{Path: r.path, Format: r.format, Opts: qcow2.Options{RepairLog: r.repairLog, Warn: openWarnVia(r.repairLog)}}
 	if r.spec != nil {
 		spec = *r.spec
 	}

@@ -39,6 +39,9 @@ func (o *opts) imageSpec(arg string, def imgopen.Spec) (imgopen.Spec, error) {
 	if def.Opts.RepairLog == nil {
 		def.Opts.RepairLog = o.repairLog
 	}
+	if def.Opts.Warn == nil {
+		def.Opts.Warn = o.openWarn
+	}
 	if !o.has("image-opts") {
 		def.Path = arg
 		return def, nil
