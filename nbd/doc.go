@@ -1,7 +1,8 @@
-// Package nbd is a Network Block Device server: it exports any
-// block.Device over the NBD protocol, so that clients nobody here wrote
-// (QEMU's NBD client, the kernel's nbd driver, libnbd's tools, fio's nbd
-// engine) use the device. The protocol is the one of the NBD project's
+// Package nbd is a Network Block Device server and client: the server
+// exports any block.Device over the NBD protocol, so that clients nobody
+// here wrote (QEMU's NBD client, the kernel's nbd driver, libnbd's tools,
+// fio's nbd engine) use the device; the client (Client, Dial) is a
+// block.Device over another server's export, as QEMU's nbd driver. The protocol is the one of the NBD project's
 // specification (NetworkBlockDevice/nbd, doc/proto.md); comments name its
 // sections in quotes.
 //
@@ -89,4 +90,25 @@
 // context ends). Requests a panic leaves counted and never completed
 // keep the queue open: a qcow2 image then refuses to close, and its
 // discards wait for them.
+//
+// Client (remote.go, remote_io.go): fixed newstyle negotiation with
+// STRUCTURED_REPLY, SET_META_CONTEXT base:allocation and GO (EXPORT_NAME
+// when the server lacks GO or fixed newstyle; no TLS, no oldstyle), as
+// QEMU's client asks; then READ, WRITE, FLUSH, TRIM, WRITE_ZEROES
+// (NO_HOLE unless MayUnmap, FAST_ZERO for block.Allocate: efficient or
+// refused, B3) and BLOCK_STATUS (DataRun). Requests from any goroutine
+// share the connection, each written whole under one lock, their
+// replies matched by cookie by one reader goroutine, which alone
+// completes requests: no request returns while a reply may still fill
+// its buffers. An export never grows (Caps.Fixed; writes past its end
+// ENOSPC, Truncate refused in QEMU's words); reads past it are zeros
+// (B2); a failed flush fails every later one (B6). A server that breaks
+// the protocol (a bad magic, a reply to no request, a chunk outside its
+// request, a READ not filled exactly once, oversized lengths) ends the
+// connection with a ProtocolError, which every waiting and later
+// request returns; the handshake has a deadline (ClientOptions); memory
+// per reply is bounded (block status chunks at 1 MiB, option replies
+// and error messages at 4 KiB). ParseURI reads the NBD URI
+// (doc/uri.md) as QEMU 7.2 does. FuzzClient feeds a client arbitrary
+// server bytes.
 package nbd
