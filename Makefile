@@ -169,9 +169,11 @@ FUZZ_TARGETS = \
 	./nbd:FuzzNegotiation \
 	./nbd:FuzzRequests \
 	./nbd:FuzzListExports \
+	./nbd:FuzzClient@5000x \
 	./internal/optstr:FuzzSplit \
 	./internal/imgopen:FuzzParseSpec \
 	./internal/imgopen:FuzzParseSnapshotParam \
+	./internal/imgopen:FuzzParseNBDName \
 	./internal/secret:FuzzParseObject \
 	./internal/protocol:FuzzPath@20000x \
 	./internal/deflate4k:FuzzRoundTrip@5000x \

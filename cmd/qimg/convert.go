@@ -417,14 +417,14 @@ func runConvert(e *env, args []string) int {
 		case errors.As(err, &pe) && pe.Early():
 			return e.errorf(1, "%v", err)
 		case err != nil:
-			outErr = err
+			outErr = nbdCreateErr(out, err)
 		default:
 			outFile = f
 		}
 	}
 	// openImage strips a "file:" prefix from Path.
 	dspec := imgopen.Spec{Path: out, Format: ofmt, Cache: cache.imgopen(), WrapFile: cache.wrapFile(),
-		Opts: qcow2.Options{RepairLog: o.repairLog}}
+		Opts: qcow2.Options{RepairLog: o.repairLog, Warn: o.openWarn}}
 	if strings.HasPrefix(out, "json:") && !o.has("O") {
 		// -O given is the target's root driver over the name's, as in
 		// QEMU; -O's default (raw) is not: qemu-img convert -n into

@@ -424,7 +424,7 @@ func (req *createRequest) resolveFile() error {
 	var pe *protocol.Error
 	switch {
 	case errors.As(err, &pe) && !pe.Early():
-		req.late = err
+		req.late = nbdCreateErr(req.path, err)
 	case err != nil:
 		return err
 	default:

@@ -32,12 +32,12 @@ type imageInfo struct {
 	Filename              string          `json:"filename"`
 	ClusterSize           int64           `json:"cluster-size,omitempty"`
 	Format                string          `json:"format"`
-	ActualSize            int64           `json:"actual-size"`
+	ActualSize            *int64          `json:"actual-size,omitempty"` // nil: unavailable (an NBD export)
 	FormatSpecific        *formatSpecific `json:"format-specific,omitempty"`
 	FullBackingFilename   string          `json:"full-backing-filename,omitempty"`
 	Encrypted             bool            `json:"encrypted,omitempty"`
 	BackingFilename       string          `json:"backing-filename,omitempty"`
-	DirtyFlag             bool            `json:"dirty-flag"`
+	DirtyFlag             *bool           `json:"dirty-flag,omitempty"` // nil: not known (raw over an NBD export)
 
 	metrics func(io.Writer) // --metrics: prints the engine's metrics
 }
@@ -212,7 +212,19 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	if f := imgopen.SpecLeafFile(path); f != "" {
 		du = f // a spec: the file its nodes end in
 	}
-	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format(), ActualSize: diskUsage(du)}
+	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format()}
+	if imgopen.IsNBDName(path) {
+		// QEMU names an export by its canonical URI, and knows no
+		// disk size for it.
+		inf.Filename = nbdCanonical(path)
+	} else {
+		du := diskUsage(du)
+		inf.ActualSize = &du
+		// QEMU's raw driver asks its file for the flag: a host file
+		// says false, an NBD export nothing.
+		clean := false
+		inf.DirtyFlag = &clean
+	}
 	if img.VHD != nil {
 		// vpc_get_info: a dynamic disk's block size, none for fixed.
 		inf.ClusterSize = img.VHD.BlockSize()
@@ -240,7 +252,8 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 	inf.Snapshots = snaps
 	h := im.Header()
 	inf.ClusterSize = int64(h.ClusterSize())
-	inf.DirtyFlag = h.IncompatibleFeatures&format.IncompatDirty != 0
+	dirty := h.IncompatibleFeatures&format.IncompatDirty != 0
+	inf.DirtyFlag = &dirty
 	inf.Encrypted = im.Encrypted()
 	inf.FormatSpecific = &formatSpecific{Type: "qcow2", Data: qcow2Specific(h)}
 	if lh := im.EncryptionHeader(); lh != nil {
@@ -277,14 +290,18 @@ func writeInfoHuman(w io.Writer, inf *imageInfo) {
 	fmt.Fprintf(w, "image: %s\n", inf.Filename)
 	fmt.Fprintf(w, "file format: %s\n", inf.Format)
 	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", sizeToStr(inf.VirtualSize), inf.VirtualSize)
-	fmt.Fprintf(w, "disk size: %s\n", sizeToStr(inf.ActualSize))
+	if inf.ActualSize == nil {
+		fmt.Fprintln(w, "disk size: unavailable")
+	} else {
+		fmt.Fprintf(w, "disk size: %s\n", sizeToStr(*inf.ActualSize))
+	}
 	if inf.Encrypted {
 		fmt.Fprintln(w, "encrypted: yes")
 	}
 	if inf.ClusterSize != 0 {
 		fmt.Fprintf(w, "cluster_size: %d\n", inf.ClusterSize)
 	}
-	if inf.DirtyFlag {
+	if inf.DirtyFlag != nil && *inf.DirtyFlag {
 		fmt.Fprintln(w, "cleanly shut down: no")
 	}
 	if inf.BackingFilename != "" {

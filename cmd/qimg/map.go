@@ -355,7 +355,7 @@ func runMap(e *env, args []string) int {
 	if o.has("image-opts") {
 		path = spec.Path // the file (or the json: spec) the options name
 	}
-	names := chainNames(imgopen.SpecFilename(path), mapImage(img))
+	names := chainNames(nbdCanonical(imgopen.SpecFilename(path)), mapImage(img))
 	if img.VMDK != nil {
 		// Each extent's file is named (vmdk's KD5): the human table gets
 		// entries whose Depth indexes the file names.

@@ -241,6 +241,11 @@ func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
 	if s.Name != "" {
 		name = s.Name // the --image-opts argument
 	}
+	if s.Name == "" && imgopen.IsNBDName(s.Path) {
+		// An NBD export, opened as QEMU's nbd driver (a node of the
+		// json: spec; its format probed unless given).
+		s.Path = imgopen.NBDSpec(s.Path, "")
+	}
 	spec := s.Name // an --image-opts argument
 	if strings.HasPrefix(s.Path, "json:") {
 		spec = s.Path

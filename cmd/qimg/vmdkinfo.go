@@ -30,7 +30,7 @@ type vmdkExtentInfo struct {
 func vmdkInfo(inf *imageInfo, path string, d *vmdk.Disk) {
 	inf.ClusterSize = d.ClusterSize()
 	for _, f := range d.ExtentFiles() {
-		inf.ActualSize += diskUsage(f)
+		*inf.ActualSize += diskUsage(f)
 	}
 	v := &vmdkDetail{CID: d.CID(), ParentCID: d.ParentCID(), CreateType: d.CreateType(), Extents: []vmdkExtentInfo{}}
 	for _, e := range d.Extents() {

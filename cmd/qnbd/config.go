@@ -96,7 +96,8 @@ func configure(f *flags) (*config, error) {
 	}
 	host := c.path
 	if !c.spec {
-		// "file:x" is x; another protocol is refused (protocol.Path).
+		// "file:x" is x, an NBD name stays for the opener (openView);
+		// another protocol is refused (protocol.Path).
 		p, err := protocol.Path(c.path, false)
 		if err != nil {
 			return nil, &openError{image: c.path, err: err}

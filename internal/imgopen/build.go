@@ -9,6 +9,7 @@ import (
 	"github.com/qring/qring/block/filter"
 	"github.com/qring/qring/crypto/luksdisk"
 	"github.com/qring/qring/qcow2"
+	"github.com/qring/qring/qcow2/format"
 	"github.com/qring/qring/vhd"
 	"github.com/qring/qring/vmdk"
 )
@@ -90,6 +91,9 @@ func openTree(root map[string]any, defaults Spec, ts *throttleSet) (*Opened, err
 	}
 	if root["driver"] == "qcow2" {
 		o.Image = imageOf(dev)
+	}
+	if root["driver"] == "nbd" {
+		o.Protocol = "nbd" // an export at the root: its format is the driver's
 	}
 	// A vmdk or vpc root (named or probed) is the image its commands see.
 	o.VMDK, _ = dev.(*vmdk.Disk)
@@ -237,6 +241,7 @@ func init() {
 		"blkverify": (*builder).blkverify, "quorum": (*builder).quorum, "mirror": (*builder).mirror,
 		"copy-on-read": (*builder).cor, "throttle": (*builder).throttle,
 		"vmdk": (*builder).vmdk, "vpc": (*builder).vpc, "luks": (*builder).luks,
+		"nbd": (*builder).nbd,
 	}
 }
 
@@ -244,6 +249,8 @@ func init() {
 func (b *builder) build(v any, path string) (block.Device, error) {
 	var m map[string]any
 	switch v := v.(type) {
+	case block.Device:
+		return v, nil // a node built already (probed over: probeNode)
 	case string:
 		m = map[string]any{"driver": "", "file": v}
 	case map[string]any:
@@ -264,6 +271,15 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 		// by the first write.
 		drv = "file"
 	}
+	// prebuilt is the node under this one when it was built to probe
+	// its bytes (an NBD export): closed here if this node fails before
+	// its driver takes it.
+	var prebuilt block.Device
+	closePrebuilt := func() {
+		if prebuilt != nil {
+			prebuilt.Close()
+		}
+	}
 	if drv == "" {
 		// No driver: probe the format of the host file under it, as
 		// qemu-img does (a bare file name, or a file node).
@@ -281,15 +297,31 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 			}
 		}
 		if f == "" {
-			return nil, fmt.Errorf("image spec: %s: the format of a node over another driver than file is not probed: name it (driver=)", path)
+			fv, _ := m["file"].(map[string]any)
+			if fv["driver"] != "nbd" {
+				return nil, fmt.Errorf("image spec: %s: the format of a node over another driver than file is not probed: name it (driver=)", path)
+			}
+			// An NBD export: its bytes are probed as a file's are.
+			dev, pdrv, err := b.probeNode(fv, n.name("file"))
+			if err != nil {
+				return nil, err
+			}
+			m["file"], prebuilt, f = dev, dev, nbdNodeName("", fv) // f: QEMU's name of the node probed
+			drv = pdrv
 		}
-		if err := checkFileType(f); err != nil {
-			return nil, err
-		}
-		if drv, err = qcow2.Probe(f); err != nil {
-			return nil, err
+		if prebuilt == nil {
+			if err := checkFileType(f); err != nil {
+				return nil, err
+			}
+			if drv, err = qcow2.Probe(f); err != nil {
+				return nil, err
+			}
 		}
 		if drv != "qcow2" && drv != "raw" && drv != "vpc" && drv != "vmdk" && drv != "luks" {
+			if prebuilt != nil {
+				prebuilt.Close()
+				return nil, &qcow2.FormatError{Format: drv, Probed: true}
+			}
 			return nil, fmt.Errorf("%s: %w", f, &qcow2.FormatError{Format: drv, Probed: true})
 		}
 		n.m["driver"], n.used["driver"] = drv, true // the root's format, for Opened.Image
@@ -299,12 +331,14 @@ func (b *builder) build(v any, path string) (block.Device, error) {
 	}
 	open, ok := drivers[drv]
 	if !ok {
+		closePrebuilt()
 		if !QemuDriver(drv) {
 			return nil, &DriverError{Name: drv} // QEMU's "Unknown driver" too
 		}
-		return nil, fmt.Errorf("image spec: %s: driver %q is not supported by qring (file, qcow2, raw, vmdk, vpc, luks, blkverify, quorum, copy-on-read, mirror, throttle)", path, drv)
+		return nil, fmt.Errorf("image spec: %s: driver %q is not supported by qring (file, qcow2, raw, vmdk, vpc, luks, blkverify, quorum, copy-on-read, mirror, throttle, nbd)", path, drv)
 	}
 	if err := b.genericKeys(n, drv); err != nil {
+		closePrebuilt()
 		return nil, err
 	}
 	dev, err := open(b, n)
@@ -401,4 +435,28 @@ func (b *builder) openFile(name string, n *node, noLock bool) (block.Device, err
 		b.hostFiles[d] = true
 	}
 	return d, err
+}
+
+// probeNode builds the node v (an NBD export) and probes the format of
+// its bytes as qemu-img probes a file's: an empty one is raw.
+func (b *builder) probeNode(v map[string]any, path string) (block.Device, string, error) {
+	dev, err := b.build(v, path)
+	if err != nil {
+		return nil, "", err
+	}
+	size, err := dev.Size()
+	if err != nil {
+		dev.Close()
+		return nil, "", err
+	}
+	if size == 0 {
+		return dev, "raw", nil
+	}
+	head := make([]byte, min(size, int64(format.ProbeLen)))
+	if err := block.ReadAt(dev, head, 0); err != nil {
+		dev.Close()
+		return nil, "", err
+	}
+	name, _ := v["filename"].(string)
+	return dev, format.Probe(head, name), nil
 }

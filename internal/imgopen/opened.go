@@ -37,6 +37,9 @@ type Opened struct {
 	// not named ("" for any other): QEMU's raw driver restricts writes
 	// into such a file's first sector (GuardProbed).
 	ProbedRaw string
+	// Protocol is the protocol driver at the root of a spec with no
+	// format node ("nbd"): QEMU reports it as the format.
+	Protocol string
 	// RawFile is the host file of a raw root whose child is that file
 	// itself, or of a file node at the root ("" for any other root, and
 	// for a raw node over another node: a qcow2 image, a throttle):
@@ -95,6 +98,9 @@ func (o *Opened) Format() string {
 	}
 	if o.FileNode {
 		return "file"
+	}
+	if o.Protocol != "" {
+		return o.Protocol
 	}
 	return "raw"
 }

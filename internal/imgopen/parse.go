@@ -249,6 +249,9 @@ func SpecFilename(name string) string {
 // specFilename is SpecFilename's plain file name, or name.
 func specFilename(name string, root map[string]any) string {
 	d, ok := root["driver"]
+	if d == "nbd" {
+		return nbdNodeName(name, root)
+	}
 	if d == "file" {
 		// A file node at the root: QEMU names it by its file.
 		fn, _ := root["filename"].(string)
@@ -281,6 +284,9 @@ func specFilename(name string, root map[string]any) string {
 	case string:
 		return f
 	case map[string]any:
+		if f["driver"] == "nbd" {
+			return nbdNodeName(name, f)
+		}
 		fn, _ := f["filename"].(string)
 		if d, set := f["driver"]; fn == "" || set && d != "file" {
 			return name

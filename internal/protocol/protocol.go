@@ -1,9 +1,11 @@
 // Package protocol reads an image's file name as QEMU's block layer does
 // (bdrv_find_protocol): "NAME:rest", where NAME holds no '/', names a
 // protocol driver, not a file, unless the whole name is a host device.
-// qring opens and creates files only: "file:" is stripped (and
-// "host_device:", "host_cdrom:" when they name a device), every other
-// protocol QEMU knows is refused in qemu-img's words, and a name QEMU does
+// qring opens and creates files, and opens NBD exports: "file:" is
+// stripped (and "host_device:", "host_cdrom:" when they name a device),
+// an nbd, nbd+tcp or nbd+unix name is returned as it is for the opener
+// to connect (not to create: that is refused), every other protocol
+// QEMU knows is refused in qemu-img's words, and a name QEMU does
 // not know is an "Unknown protocol" there as here. Without this, qimg
 // created a file literally named "json:{...}" or "nbd:host" where
 // qemu-img refuses, and failed to open "file:disk.qcow2", which qemu-img
@@ -77,6 +79,10 @@ func (e *Error) Error() string {
 		return e.openReason()
 	case e.class == noCreate:
 		return fmt.Sprintf("Protocol driver '%s' does not support image creation", e.Driver)
+	case e.Driver == "nbd":
+		// qemu-img formats an existing export (its open fallback); the
+		// engine creates on host files only.
+		return "qring does not create images on an NBD export: create the image beside the server, or write into an existing one (qimg convert -n, dd of an existing image)"
 	case e.class == openInstead:
 		return fmt.Sprintf("Protocol driver '%s' does not support image creation, and opening the image failed: %s", e.Driver, e.openReason())
 	}
@@ -109,6 +115,9 @@ func Path(name string, create bool) (string, error) {
 	case proto == "json" && !create:
 		// An image spec in JSON: the opener reads it (qemu-img opens
 		// one, as convert -n's output, but creates none).
+		return name, nil
+	case (proto == "nbd" || proto == "nbd+tcp" || proto == "nbd+unix") && !create:
+		// An NBD export: the opener connects to it (imgopen).
 		return name, nil
 	}
 	e := &Error{Name: name, Protocol: proto, Create: create}

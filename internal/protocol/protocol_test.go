@@ -20,8 +20,9 @@ func TestPath(t *testing.T) {
 		{name: "foo:x", err: "Unknown protocol 'foo'", early: true},
 		{name: "http:x", create: true, err: "Protocol driver 'http' does not support image creation", early: true},
 		{name: "fat:x", create: true, err: "Protocol driver 'vvfat' does not support image creation", early: true},
-		{name: "nbd+unix:x", create: true, err: "Protocol driver 'nbd' does not support image creation, and opening the image failed: qring has no 'nbd' protocol driver"},
-		{name: "nbd:x", err: "qring has no 'nbd' protocol driver"},
+		{name: "nbd+unix:x", create: true, err: "qring does not create images on an NBD export: create the image beside the server, or write into an existing one (qimg convert -n, dd of an existing image)"},
+		{name: "nbd:x", path: "nbd:x"}, // opened: imgopen connects
+		{name: "nbd+unix:///e?socket=s", path: "nbd+unix:///e?socket=s"},
 		{name: "host_device:/nonexistent", create: true, err: "Protocol driver 'host_device' does not support image creation, and opening the image failed: Could not open '/nonexistent': No such file or directory"},
 		{name: "host_device:/", err: "'host_device' driver requires '/' to be either a character or block device"},
 		{name: "host_device:/dev/null", path: "/dev/null"},

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qring/qring/internal/testkit"
+)
+
+// qemuNbdServe serves an image with qemu-nbd on a Unix socket of a short
+// directory of its own, for as long as the test runs; the socket's path.
+func qemuNbdServe(t *testing.T, args ...string) string {
+	t.Helper()
+	testkit.NeedTools(t, "qemu-nbd")
+	dir, err := os.MkdirTemp("", "nbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "-k", sock}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return sock
+		}
+		if i == 500 {
+			t.Fatalf("qemu-nbd %v did not start: %s", args, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// oneLine is stderr as qimg prints an error: its lines joined by "; ".
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "; ") + "\n"
+}
+
+// TestNBDClient_CommandsLikeQemu: images named by NBD URIs and QEMU's
+// older nbd: names open as qemu-img opens them (qring had no NBD client:
+// every such name was refused): info, map, check, compare, measure and
+// convert read a qcow2 image served raw (its format probed, or given)
+// and served as qcow2, and their output, errors and exit codes are
+// qemu-img's; convert -n writes into an export, as qemu-img's does.
+func TestNBDClient_CommandsLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "64M",
+		"write -P 7 1M 1M", "write -z 3M 64k", "write -P 9 5M 4k")
+	rawSock := qemuNbdServe(t, "-r", "-f", "raw", "-x", "ex", img)
+	guestSock := qemuNbdServe(t, "-r", "-f", "qcow2", img)
+	rawURI := "nbd+unix:///ex?socket=" + rawSock
+	guestURI := "nbd+unix:///?socket=" + guestSock
+	spec := `json:{"driver":"qcow2","file":{"driver":"nbd","server":{"type":"unix","path":"` + rawSock + `"},"export":"ex"}}`
+	cases := [][]string{
+		{"info", rawURI},
+		{"info", "--output=json", rawURI},
+		{"info", "-f", "raw", rawURI},
+		{"info", "-f", "qcow2", rawURI},
+		{"info", guestURI},
+		{"info", "--output=json", guestURI},
+		{"info", "nbd:unix:" + rawSock + ":exportname=ex"},
+		{"info", spec},
+		{"map", rawURI},
+		{"map", "--output=json", rawURI},
+		{"map", guestURI},
+		{"map", "--output=json", guestURI},
+		{"check", rawURI},
+		{"check", "--output=json", rawURI},
+		{"compare", img, guestURI},
+		{"compare", "-F", "qcow2", img, rawURI},
+		{"compare", "-F", "raw", img, rawURI},
+		{"measure", "-O", "qcow2", guestURI},
+		// Refusals.
+		{"info", "nbd+unix:///nope?socket=" + rawSock},
+		{"info", "nbd+unix:///ex?socket=" + filepath.Join(d, "none")},
+		{"info", "nbd://"},
+		{"info", "nbd+unix:///ex"},
+		{"info", "nbd://localhost:abc/"},
+		{"info", "nbd:"},
+		{"info", "nbd:localhost"},
+		{"info", "nbd://127.0.0.1:1/"},
+		{"check", "-r", "all", guestURI},
+	}
+	for _, c := range cases {
+		o, e, code := runQ(t, c...)
+		qo, qe, qcode := testkit.Run(t, "qemu-img", c...)
+		o = strings.ReplaceAll(o, `, "compressed": false`, "") // the 8.2 layout (documented)
+		if code != qcode || o != qo {
+			t.Errorf("%q: exit %d, stdout:\n%s\nqemu-img: exit %d, stdout:\n%s", c, code, o, qcode, qo)
+		}
+		if e, qe = asQemu(e), oneLine(qe); qe == "\n" {
+			qe = ""
+		}
+		if e != qe {
+			t.Errorf("%q:\n qimg:     %q\n qemu-img: %q", c, e, qe)
+		}
+	}
+
+	// Converting from an export, and into one (-n: the export exists).
+	out := filepath.Join(d, "out.qcow2")
+	if _, e, code := runQ(t, "convert", "-O", "qcow2", guestURI, out); code != 0 {
+		t.Fatalf("convert from an export: %s", e)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", img, out)
+	target := filepath.Join(d, "t.raw")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "raw", target, "64M")
+	tSock := qemuNbdServe(t, "-f", "raw", target)
+	if _, e, code := runQ(t, "convert", "-n", "-O", "raw", img, "nbd+unix:///?socket="+tSock); code != 0 {
+		t.Fatalf("convert -n into an export: %s", e)
+	}
+	testkit.MustRun(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", img, "nbd+unix:///?socket="+tSock)
+	// Creating on an export is refused (qemu-img formats it); one that
+	// does not open, in qemu-img's words.
+	_, e, code := runQ(t, "create", "-f", "qcow2", "nbd+unix:///?socket="+tSock, "1M")
+	if code != 1 || !strings.Contains(e, "qring does not create images on an NBD export") {
+		t.Errorf("create on an export: exit %d, %s", code, e)
+	}
+	none := "nbd+unix:///?socket=" + filepath.Join(d, "none")
+	_, e, code = runQ(t, "create", "-f", "qcow2", none, "1M")
+	_, qe, qcode := testkit.Run(t, "qemu-img", "create", "-f", "qcow2", none, "1M")
+	if code != qcode || asQemu(e) != oneLine(qe) {
+		t.Errorf("create on no export: exit %d, %q; qemu-img: exit %d, %q", code, asQemu(e), qcode, oneLine(qe))
+	}
+}
