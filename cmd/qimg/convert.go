@@ -417,7 +417,7 @@ func runConvert(e *env, args []string) int {
 		case errors.As(err, &pe) && pe.Early():
 			return e.errorf(1, "%v", err)
 		case err != nil:
-			outErr = nbdCreateErr(out, err)
+			outErr = err
 		default:
 			outFile = f
 		}
@@ -636,11 +636,13 @@ func runConvert(e *env, args []string) int {
 		return e.errorf(1, "%v", specOpenError(tgtOpts, o.args[len(o.args)-1], err))
 	}
 	dst.GuardProbed(e.stderr) // -n --target-image-opts without driver=: QEMU's raw restriction
-	// A new image reads as zeros, except a block device (QEMU: no
-	// zero-init on host_device); an existing one (-n) may hold anything.
-	// A new LUKS volume reads as noise (its file's zeros decrypted): no
-	// zero-init, as QEMU's crypto driver.
-	zeroInit := !skipCreate && dst.LUKS == nil || o.has("target-is-zero")
+	// A new image reads as zeros, except a raw one on a block device or
+	// an NBD export (their Caps are Fixed: QEMU has no zero-init on
+	// host_device or nbd), whose old bytes stay; an existing one (-n)
+	// may hold anything. A new LUKS volume reads as noise (its file's
+	// zeros decrypted): no zero-init, as QEMU's crypto driver.
+	fixedRaw := dst.Image == nil && dst.Dev.Caps().Fixed
+	zeroInit := !skipCreate && dst.LUKS == nil && !fixedRaw || o.has("target-is-zero")
 	cout := convertOut{dev: withRateLimit(withCache(dst.Dev, cache), rate), writethrough: cache.writethrough, align: 1, zeroInit: zeroInit, // a qcow2 image's alignment in QEMU
 		backing: hasBacking, backingEnd: -1, copyRange: o.has("C"), salvage: o.has("salvage")}
 	if !o.has("q") {

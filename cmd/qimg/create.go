@@ -424,7 +424,7 @@ func (req *createRequest) resolveFile() error {
 	var pe *protocol.Error
 	switch {
 	case errors.As(err, &pe) && !pe.Early():
-		req.late = nbdCreateErr(req.path, err)
+		req.late = err
 	case err != nil:
 		return err
 	default:
@@ -452,6 +452,9 @@ func doCreate(req *createRequest) error {
 func createFormat(req *createRequest) error {
 	if req.late != nil {
 		return req.late
+	}
+	if imgopen.IsNBDName(req.file) {
+		return createOnNBD(req) // create_nbd.go
 	}
 	switch req.format {
 	case "raw", "vpc", "vmdk", "luks":

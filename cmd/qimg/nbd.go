@@ -1,12 +1,6 @@
 package main
 
-import (
-	"errors"
-	"fmt"
-
-	"github.com/qring/qring/internal/imgopen"
-	"github.com/qring/qring/internal/protocol"
-)
+import "github.com/qring/qring/internal/imgopen"
 
 // nbdCanonical is an NBD file name as QEMU names the node it opens
 // (nbd_refresh_filename: nbd+unix://?socket=PATH for
@@ -21,19 +15,4 @@ func nbdCanonical(name string) string {
 		return name
 	}
 	return a.URI()
-}
-
-// nbdCreateErr is the error of an image to be created on an NBD name
-// (protocol.Path's refusal, err): qemu-img opens the export instead and
-// formats it, so an export that does not open is refused in its words;
-// one that does is refused as qring does not format exports.
-func nbdCreateErr(name string, err error) error {
-	var pe *protocol.Error
-	if !errors.As(err, &pe) || pe.Driver != "nbd" {
-		return err
-	}
-	if derr := imgopen.DialNBD(name); derr != nil {
-		return fmt.Errorf("Protocol driver 'nbd' does not support image creation, and opening the image failed: %v", derr)
-	}
-	return err
 }

@@ -166,13 +166,20 @@ func openImage(path string, cfg *Config) (*imgopen.Opened, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, &openError{name, imgopen.FileOpenError(path, err)}
-	}
 	eo := cfg.Engine
 	eo.ForceShare = eo.ForceShare || cfg.ForceShare
-	img, err := imgopen.Open(imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
-		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: eo, WrapFile: testHookHostDev})
+	spec := imgopen.Spec{Path: path, Format: cfg.Format, ReadOnly: !cfg.Write,
+		Cache: cfg.Cache, AIO: cfg.OpenAIO(), Opts: eo, WrapFile: testHookHostDev}
+	var img *imgopen.Opened
+	if imgopen.IsNBDName(path) {
+		// An NBD export, as qemu-img bench opens one (its format
+		// probed unless given).
+		img, err = imgopen.OpenSpec(imgopen.NBDSpec(path, ""), spec)
+	} else if _, err = os.Stat(path); err != nil {
+		return nil, &openError{name, imgopen.FileOpenError(path, err)}
+	} else {
+		img, err = imgopen.Open(spec)
+	}
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) && pe.Path == path {

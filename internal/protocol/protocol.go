@@ -4,7 +4,7 @@
 // qring opens and creates files, and opens NBD exports: "file:" is
 // stripped (and "host_device:", "host_cdrom:" when they name a device),
 // an nbd, nbd+tcp or nbd+unix name is returned as it is for the opener
-// to connect (not to create: that is refused), every other protocol
+// to connect to (and a creation to format), every other protocol
 // QEMU knows is refused in qemu-img's words, and a name QEMU does
 // not know is an "Unknown protocol" there as here. Without this, qimg
 // created a file literally named "json:{...}" or "nbd:host" where
@@ -79,10 +79,6 @@ func (e *Error) Error() string {
 		return e.openReason()
 	case e.class == noCreate:
 		return fmt.Sprintf("Protocol driver '%s' does not support image creation", e.Driver)
-	case e.Driver == "nbd":
-		// qemu-img formats an existing export (its open fallback); the
-		// engine creates on host files only.
-		return "qring does not create images on an NBD export: create the image beside the server, or write into an existing one (qimg convert -n, dd of an existing image)"
 	case e.class == openInstead:
 		return fmt.Sprintf("Protocol driver '%s' does not support image creation, and opening the image failed: %s", e.Driver, e.openReason())
 	}
@@ -116,8 +112,9 @@ func Path(name string, create bool) (string, error) {
 		// An image spec in JSON: the opener reads it (qemu-img opens
 		// one, as convert -n's output, but creates none).
 		return name, nil
-	case (proto == "nbd" || proto == "nbd+tcp" || proto == "nbd+unix") && !create:
-		// An NBD export: the opener connects to it (imgopen).
+	case proto == "nbd" || proto == "nbd+tcp" || proto == "nbd+unix":
+		// An NBD export: the opener connects to it (imgopen), and a
+		// creation formats it (qemu-img opens it instead).
 		return name, nil
 	}
 	e := &Error{Name: name, Protocol: proto, Create: create}

@@ -20,7 +20,7 @@ func TestPath(t *testing.T) {
 		{name: "foo:x", err: "Unknown protocol 'foo'", early: true},
 		{name: "http:x", create: true, err: "Protocol driver 'http' does not support image creation", early: true},
 		{name: "fat:x", create: true, err: "Protocol driver 'vvfat' does not support image creation", early: true},
-		{name: "nbd+unix:x", create: true, err: "qring does not create images on an NBD export: create the image beside the server, or write into an existing one (qimg convert -n, dd of an existing image)"},
+		{name: "nbd+unix:x", create: true, path: "nbd+unix:x"}, // formatted: cmd/qimg's create_nbd.go
 		{name: "nbd:x", path: "nbd:x"}, // opened: imgopen connects
 		{name: "nbd+unix:///e?socket=s", path: "nbd+unix:///e?socket=s"},
 		{name: "host_device:/nonexistent", create: true, err: "Protocol driver 'host_device' does not support image creation, and opening the image failed: Could not open '/nonexistent': No such file or directory"},
