@@ -668,7 +668,17 @@ func (im *Image) undoIncrementsLocked(l1 []format.L1Entry, done int, cause error
 	if uerr := im.walkRefsLocked(l1, -1, done, &undone); uerr != nil {
 		return im.markCorrupt(fmt.Errorf("undoing refcount increments after %v: %w", cause, uerr))
 	}
-	if uerr := im.fixCopiedLocked(); uerr != nil {
+	// COPIED back by the counts before anything is flushed: the counts
+	// in memory are the ones on disk again (but for blocks written
+	// back during the walk), so the flush writes each slice with its
+	// flags back, after the counts under it (the L2 cache depends on
+	// the refcount cache). Flushing first (fixCopiedLocked) wrote the
+	// slices the walk had cleared over counts of 1: a crash then left
+	// OFLAG_COPIED errors (found by the review of the undo).
+	if uerr := im.copiedByCountsLocked(); uerr != nil {
+		return uerr
+	}
+	if uerr := im.flushLocked(); uerr != nil {
 		return uerr
 	}
 	return cause
