@@ -92,9 +92,10 @@
 // discards wait for them.
 //
 // Client (remote.go, remote_io.go): fixed newstyle negotiation with
-// STRUCTURED_REPLY, SET_META_CONTEXT base:allocation and GO (EXPORT_NAME
-// when the server lacks GO or fixed newstyle; no TLS, no oldstyle), as
-// QEMU's client asks; then READ, WRITE, FLUSH, TRIM, WRITE_ZEROES
+// STARTTLS first when ClientOptions.TLS is set, then STRUCTURED_REPLY,
+// SET_META_CONTEXT base:allocation and GO (EXPORT_NAME when the server
+// lacks GO or fixed newstyle; no oldstyle; NBD_OPT_ABORT after a
+// refusal), as QEMU's client asks; then READ, WRITE, FLUSH, TRIM, WRITE_ZEROES
 // (NO_HOLE unless MayUnmap, FAST_ZERO for block.Allocate: efficient or
 // refused, B3) and BLOCK_STATUS (DataRun). Requests from any goroutine
 // share the connection, each written whole under one lock, their

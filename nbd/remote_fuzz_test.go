@@ -3,15 +3,18 @@ package nbd
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/block"
 )
 
 // serverScript is what a well-behaved server sends a Client that asks
 // for structured replies and base:allocation and then reads 4 KiB at 0
-// (cookie 1) and asks for block status there (cookie 2).
-func serverScript() [][]byte {
+// (cookie 1) and asks for block status there (cookie 2); with short, the
+// READ's reply ends (DONE) after its first half.
+func serverScript(short bool) [][]byte {
 	var parts [][]byte
 	var b []byte
 	cut := func() { parts = append(parts, b); b = nil }
@@ -50,6 +53,11 @@ func serverScript() [][]byte {
 		b = append(b, data...)
 	}
 	d := binary.BigEndian.AppendUint64(nil, 0)
+	if short {
+		chunk(replyFlagDone, replyOffsetData, 1, append(d, make([]byte, 2048)...))
+		cut()
+		return parts
+	}
 	chunk(0, replyOffsetData, 1, append(d, make([]byte, 2048)...))
 	h := binary.BigEndian.AppendUint64(nil, 2048)
 	chunk(replyFlagDone, replyOffsetHole, 1, binary.BigEndian.AppendUint32(h, 2048))
@@ -65,8 +73,9 @@ func serverScript() [][]byte {
 // FuzzClient: whatever a server sends, a Client returns an error or
 // data, and never panics or hangs (the test's timeout is the hang).
 func FuzzClient(f *testing.F) {
-	good := bytes.Join(serverScript(), nil)
+	good := bytes.Join(serverScript(false), nil)
 	f.Add(good)
+	f.Add(bytes.Join(serverScript(true), nil))
 	f.Add(good[:len(good)-10])
 	f.Add(good[:16])
 	f.Fuzz(func(t *testing.T, script []byte) {
@@ -85,7 +94,7 @@ func FuzzClient(f *testing.F) {
 
 // TestClient_ScriptedServer: the well-behaved script reads as it says.
 func TestClient_ScriptedServer(t *testing.T) {
-	c, err := hostileServer(t, serverScript()...)
+	c, err := hostileServer(t, serverScript(false)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,4 +116,27 @@ func TestClient_ScriptedServer(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestClient_ReadNotFilled: a READ reply that ends (DONE) without
+// filling the range is a protocol error for the read, not a wait for
+// ever (the request had left the pending set before the check, and the
+// connection's end failed nobody: found by the review of the client).
+func TestClient_ReadNotFilled(t *testing.T) {
+	c, err := hostileServer(t, serverScript(true)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- block.ReadAt(c, make([]byte, 4096), 0) }()
+	select {
+	case err := <-done:
+		var pe *ProtocolError
+		if !errors.As(err, &pe) {
+			t.Fatalf("read: %v, want a ProtocolError", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read of a reply that does not fill it hangs")
+	}
+	c.Close()
 }

@@ -188,12 +188,14 @@ func (c *Client) readReply() error {
 		if flags&replyFlagDone == 0 {
 			return nil
 		}
-		c.take(cookie, true)
 		if k.err == nil && k.typ == cmdRead {
+			// Still pending: the protocol error ends the connection,
+			// and the reader's drain fails the request.
 			if err := k.covered(); err != nil {
 				return err
 			}
 		}
+		c.take(cookie, true)
 		close(k.done)
 		return nil
 	}
@@ -589,17 +591,14 @@ func (c *Client) Size() (int64, error) {
 	return c.size, nil
 }
 
-// Truncate refuses any other size than the export's, in QEMU's words
-// (nbd_co_truncate).
+// Truncate refuses any other size than the export's (ErrResize).
 func (c *Client) Truncate(size int64) error {
 	cur, err := c.Size()
 	switch {
 	case err != nil:
 		return err
-	case size > cur:
-		return errCannotGrow
-	case size < cur:
-		return errCannotResize
+	case size != cur:
+		return ErrResize
 	}
 	return nil
 }
@@ -610,10 +609,10 @@ type resizeError string
 func (e resizeError) Error() string        { return string(e) }
 func (e resizeError) Is(target error) bool { return target == block.ErrNotSupported }
 
-const (
-	errCannotGrow   = resizeError("Cannot grow NBD nodes")
-	errCannotResize = resizeError("Cannot resize NBD nodes")
-)
+// ErrResize is Truncate's refusal of another size than the export's, in
+// the words of QEMU's exact truncate (nbd_co_truncate; its inexact one,
+// which only a growth fails, says "Cannot grow NBD nodes").
+const ErrResize = resizeError("Cannot resize NBD nodes")
 
 // Caps: an export never grows (Fixed); zeroing is efficient or refused
 // only when the server takes FAST_ZERO.

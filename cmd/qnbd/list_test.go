@@ -18,7 +18,7 @@ func TestList_LikeQemuNbd(t *testing.T) {
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "3M")
 	sock := filepath.Join(dir, "s.sock")
 	pki := writePKI(t, filepath.Join(dir, "pki"))
-	tlsObj := []string{"--object", "tls-creds-x509,id=tls0,dir=" + pki.server + ",endpoint=server", "--tls-creds=tls0"}
+	tlsObj := []string{"--object", "tls-creds-x509,id=tls0,dir=" + pki.Server + ",endpoint=server", "--tls-creds=tls0"}
 	for _, args := range [][]string{
 		{"-x", "disk", "-D", "my disk", "-f", "qcow2", img},
 		{"-f", "qcow2", img},

@@ -590,17 +590,17 @@ func TestTLS(t *testing.T) {
 func testTLS(t *testing.T, useRSA bool) {
 	dir, img := create(t, "4M")
 	p := writePKIKind(t, dir, useRSA)
-	s := startTCP(t, "t", "--tls-creds", p.server, img)
+	s := startTCP(t, "t", "--tls-creds", p.Server, img)
 	tlsURI := func(creds string) string {
 		return strings.Replace(s.uri, "nbd://", "nbds://", 1) + "?tls-certificates=" + creds
 	}
-	if out := sh(t, "nbdinfo", tlsURI(p.server)); !strings.Contains(out, "with TLS") {
+	if out := sh(t, "nbdinfo", tlsURI(p.Server)); !strings.Contains(out, "with TLS") {
 		t.Fatalf("nbdinfo over TLS:\n%s", out)
 	}
 	// (The request names no CA, so GnuTLS sends the certificate of
-	// p.other, and the server refuses it.)
-	for what, uri := range map[string]string{"without TLS": s.uri, "without a client certificate": tlsURI(p.nocert),
-		"with a certificate of another CA": tlsURI(p.other)} {
+	// p.Other, and the server refuses it.)
+	for what, uri := range map[string]string{"without TLS": s.uri, "without a client certificate": tlsURI(p.NoCert),
+		"with a certificate of another CA": tlsURI(p.Other)} {
 		if out, err := exec.Command("nbdinfo", uri).CombinedOutput(); err == nil {
 			t.Errorf("nbdinfo %s succeeded:\n%s", what, out)
 		}
@@ -614,12 +614,12 @@ func testTLS(t *testing.T, useRSA bool) {
 		}
 		return exec.Command("qemu-io", args...)
 	}
-	if out, err := qemuIO(p.server, "write -P 0x42 0 64k", "read -P 0x42 0 64k").CombinedOutput(); err != nil {
+	if out, err := qemuIO(p.Server, "write -P 0x42 0 64k", "read -P 0x42 0 64k").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-io over TLS: %v\n%s", err, out)
 	}
 	// (QEMU itself will not present a certificate its own ca-cert.pem
-	// does not sign: p.other is libnbd's case only.)
-	if out, err := qemuIO(p.nocert, "read -P 0x42 0 64k").CombinedOutput(); err == nil {
+	// does not sign: p.Other is libnbd's case only.)
+	if out, err := qemuIO(p.NoCert, "read -P 0x42 0 64k").CombinedOutput(); err == nil {
 		t.Errorf("qemu-io without a client certificate succeeded:\n%s", out)
 	}
 	// libnbd's NBD_CMD_DISC (nbd_shutdown): the server ends the TLS
@@ -632,7 +632,7 @@ h.set_debug(True)
 h.connect_uri(%q)
 assert h.get_tls_negotiated()
 h.shutdown()
-print("nbdsh: ok")`, tlsURI(p.server)))
+print("nbdsh: ok")`, tlsURI(p.Server)))
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "nbdsh: ok") || strings.Contains(string(out), "non-properly terminated") {
@@ -645,8 +645,8 @@ print("nbdsh: ok")`, tlsURI(p.server)))
 	}
 
 	// verify-peer=off: any client that speaks TLS.
-	s = startTCP(t, "t", "--tls-creds", p.server+",verify-peer=off", img)
-	if out := sh(t, "nbdinfo", tlsURI(p.nocert)); !strings.Contains(out, "with TLS") {
+	s = startTCP(t, "t", "--tls-creds", p.Server+",verify-peer=off", img)
+	if out := sh(t, "nbdinfo", tlsURI(p.NoCert)); !strings.Contains(out, "with TLS") {
 		t.Fatalf("nbdinfo without a client certificate, verify-peer=off:\n%s", out)
 	}
 	if out, err := exec.Command("nbdinfo", s.uri).CombinedOutput(); err == nil {

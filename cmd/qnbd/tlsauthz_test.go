@@ -20,15 +20,15 @@ func TestTLSAuthz_LikeQemuNbd(t *testing.T) {
 	need(t, "qemu-img", "qemu-nbd", "nbdinfo")
 	dir := shortDir(t)
 	ca := newTestCA(t, "authz CA")
-	scert, skey, _ := ca.issue(t, "localhost", true)
+	scert, skey, _ := ca.Issue(t, "localhost", true)
 	subj := pkix.Name{CommonName: "laptop.example.com", Organization: []string{"Example Org"}, OrganizationalUnit: []string{"Eng"},
 		Locality: []string{"London"}, Province: []string{"London"}, Country: []string{"GB"}}
-	ccert, ckey, _ := ca.issueSubject(t, subj, false)
-	ocert, okey, _ := ca.issue(t, "other.example.com", false)
+	ccert, ckey, _ := ca.IssueSubject(t, subj, false)
+	ocert, okey, _ := ca.Issue(t, "other.example.com", false)
 	server, client, other := filepath.Join(dir, "server"), filepath.Join(dir, "client"), filepath.Join(dir, "other")
-	writeFiles(t, server, map[string][]byte{"ca-cert.pem": ca.pem, "server-cert.pem": scert, "server-key.pem": skey})
-	writeFiles(t, client, map[string][]byte{"ca-cert.pem": ca.pem, "client-cert.pem": ccert, "client-key.pem": ckey})
-	writeFiles(t, other, map[string][]byte{"ca-cert.pem": ca.pem, "client-cert.pem": ocert, "client-key.pem": okey})
+	writeFiles(t, server, map[string][]byte{"ca-cert.pem": ca.PEM, "server-cert.pem": scert, "server-key.pem": skey})
+	writeFiles(t, client, map[string][]byte{"ca-cert.pem": ca.PEM, "client-cert.pem": ccert, "client-key.pem": ckey})
+	writeFiles(t, other, map[string][]byte{"ca-cert.pem": ca.PEM, "client-cert.pem": ocert, "client-key.pem": okey})
 	img := filepath.Join(dir, "a.qcow2")
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
 	sock := filepath.Join(dir, "s.sock")
@@ -95,7 +95,7 @@ func TestGnutlsDN(t *testing.T) {
 			// from an IA5String only: qemu-nbd 7.2 printed this.
 			"CN=x,EMAIL=#0c0e6d65406578616d706c652e636f6d"},
 	} {
-		_, _, c := ca.issueSubject(t, tc.subj, false)
+		_, _, c := ca.IssueSubject(t, tc.subj, false)
 		got, err := gnutlsDN(c.RawSubject)
 		if err != nil || got != tc.want {
 			t.Errorf("%+v: %q, %v; want %q", tc.subj, got, err, tc.want)

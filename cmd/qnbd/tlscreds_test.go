@@ -3,13 +3,9 @@ package main
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	crand "crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
 	"math/big"
@@ -20,145 +16,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
-// testCA is a certificate authority for the tests.
-type testCA struct {
-	cert   *x509.Certificate
-	key    crypto.Signer
-	rsa    bool // RSA keys, signed with PKCS#1 v1.5 (certtool's and openssl's default); else ECDSA P-256
-	pem    []byte
-	serial int64
-}
+// The test PKI is testkit's (pki.go), under the names these tests use.
+type testCA = testkit.CA
+type testPKI = testkit.PKI
 
-// newKey is a key of the CA's kind.
-func newKey(t *testing.T, useRSA bool) crypto.Signer {
-	t.Helper()
-	var key crypto.Signer
-	var err error
-	if useRSA {
-		key, err = rsa.GenerateKey(crand.Reader, 2048)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func newTestCA(t *testing.T, name string) *testCA { return newTestCAKind(t, name, false) }
-
+func newKey(t *testing.T, useRSA bool) crypto.Signer { return testkit.NewKey(t, useRSA) }
+func newTestCA(t *testing.T, name string) *testCA    { return testkit.NewCA(t, name, false) }
 func newTestCAKind(t *testing.T, name string, useRSA bool) *testCA {
-	t.Helper()
-	key := newKey(t, useRSA)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, rsa: useRSA, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serial: 1}
+	return testkit.NewCA(t, name, useRSA)
 }
-
-// issue makes a certificate the CA signs, for a server (localhost and
-// 127.0.0.1) or a client, with the key usage and purpose QEMU's
-// credential checks want; it returns the certificate and key in PEM.
-func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
-	t.Helper()
-	return ca.issueSubject(t, pkix.Name{CommonName: name}, server)
-}
-
-// issueSubject is issue for a certificate of subject subj.
-func (ca *testCA) issueSubject(t *testing.T, subj pkix.Name, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
-	t.Helper()
-	key := newKey(t, ca.rsa)
-	ca.serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: subj,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	}
-	if ca.rsa {
-		tmpl.SignatureAlgorithm = x509.SHA256WithRSA
-	}
-	der, err := x509.CreateCertificate(crand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ = x509.ParseCertificate(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), cert
-}
-
-// crl is a revocation list of the CA with the given certificates.
-func (ca *testCA) crl(t *testing.T, revoked ...*x509.Certificate) []byte {
-	t.Helper()
-	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour)}
-	for _, c := range revoked {
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
-			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
-	}
-	der, err := x509.CreateRevocationList(crand.Reader, tmpl, ca.cert, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-}
-
-func writeFiles(t *testing.T, dir string, files map[string][]byte) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// testPKI is a set of credential directories in QEMU's tls-creds-x509
-// layout:
-//
-//	server  ca-cert.pem, server-cert.pem, server-key.pem, and a client
-//	        certificate of the same CA (client-cert.pem, client-key.pem):
-//	        qnbd's --tls-creds and a verified client's dir= at once
-//	nocert  ca-cert.pem only: a client that trusts the server but has
-//	        no certificate of its own
-//	other   ca-cert.pem and a client certificate from another CA
-type testPKI struct {
-	server, nocert, other string
-	ca                    *testCA
-	client                *x509.Certificate // the server dir's
-}
-
-func writePKI(t *testing.T, dir string) *testPKI { return writePKIKind(t, dir, false) }
-
-// writePKIKind is writePKI with RSA keys and PKCS#1 v1.5 signatures if
-// useRSA.
+func writeFiles(t *testing.T, dir string, files map[string][]byte) { testkit.WriteFiles(t, dir, files) }
+func writePKI(t *testing.T, dir string) *testPKI                   { return testkit.WritePKI(t, dir, false) }
 func writePKIKind(t *testing.T, dir string, useRSA bool) *testPKI {
-	t.Helper()
-	ca, other := newTestCAKind(t, "qnbd test CA", useRSA), newTestCAKind(t, "another CA", useRSA)
-	p := &testPKI{server: filepath.Join(dir, "server"), nocert: filepath.Join(dir, "nocert"), other: filepath.Join(dir, "other"), ca: ca}
-	scert, skey, _ := ca.issue(t, "localhost", true)
-	ccert, ckey, client := ca.issue(t, "client", false)
-	p.client = client
-	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": ca.pem, "server-cert.pem": scert, "server-key.pem": skey,
-		"client-cert.pem": ccert, "client-key.pem": ckey})
-	writeFiles(t, p.nocert, map[string][]byte{"ca-cert.pem": ca.pem})
-	ocert, okey, _ := other.issue(t, "intruder", false)
-	writeFiles(t, p.other, map[string][]byte{"ca-cert.pem": ca.pem, "client-cert.pem": ocert, "client-key.pem": okey})
-	return p
+	return testkit.WritePKI(t, dir, useRSA)
 }
 
 // handshake runs a TLS handshake between the server configuration and a
@@ -228,7 +102,7 @@ func handshake(t *testing.T, cfg *tls.Config, caPEM []byte, clientDir string) er
 func TestTLSCredsVerifyPeer(t *testing.T) {
 	p := writePKI(t, t.TempDir())
 	cfgOf := func(v string) (*tls.Config, error) { t.Helper(); return credsConfig(t, v) }
-	cfg, err := cfgOf(p.server)
+	cfg, err := cfgOf(p.Server)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,54 +113,54 @@ func TestTLSCredsVerifyPeer(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, dir, err string
-	}{{"verified client", p.server, ""}, {"no certificate", "", "didn't provide a certificate"}, {"another CA", p.other, "unknown authority"}} {
-		if err := handshake(t, cfg, p.ca.pem, tc.dir); (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+	}{{"verified client", p.Server, ""}, {"no certificate", "", "didn't provide a certificate"}, {"another CA", p.Other, "unknown authority"}} {
+		if err := handshake(t, cfg, p.CA.PEM, tc.dir); (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: handshake: %v, want %q", tc.name, err, tc.err)
 		}
 	}
-	for _, v := range []string{p.server + ",verify-peer=off", "dir=" + p.server + ",verify-peer=no"} {
+	for _, v := range []string{p.Server + ",verify-peer=off", "dir=" + p.Server + ",verify-peer=no"} {
 		off, err := cfgOf(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, dir := range []string{"", p.other, p.server} {
-			if err := handshake(t, off, p.ca.pem, dir); err != nil {
+		for _, dir := range []string{"", p.Other, p.Server} {
+			if err := handshake(t, off, p.CA.PEM, dir); err != nil {
 				t.Errorf("%s: client %q refused: %v", v, dir, err)
 			}
 		}
 	}
 
 	// A revoked client certificate.
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": p.ca.crl(t, p.client)})
-	if cfg, err = cfgOf(p.server); err != nil {
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": p.CA.CRL(t, p.Client)})
+	if cfg, err = cfgOf(p.Server); err != nil {
 		t.Fatal(err)
 	}
-	if err := handshake(t, cfg, p.ca.pem, p.server); err == nil || !strings.Contains(err.Error(), "revoked") {
+	if err := handshake(t, cfg, p.CA.PEM, p.Server); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("revoked client: %v", err)
 	}
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": p.ca.crl(t)}) // an empty list
-	if cfg, err = cfgOf(p.server); err != nil {
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": p.CA.CRL(t)}) // an empty list
+	if cfg, err = cfgOf(p.Server); err != nil {
 		t.Fatal(err)
 	}
-	if err := handshake(t, cfg, p.ca.pem, p.server); err != nil {
+	if err := handshake(t, cfg, p.CA.PEM, p.Server); err != nil {
 		t.Errorf("client not revoked: %v", err)
 	}
 
 	// Bad values; ca-cert.pem is needed unless verify-peer=off; a CRL
 	// must come from the CA.
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": newTestCA(t, "x").crl(t)})
-	if _, err := cfgOf(p.server); err == nil || !strings.Contains(err.Error(), "ca-crl.pem") {
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": newTestCA(t, "x").CRL(t)})
+	if _, err := cfgOf(p.Server); err == nil || !strings.Contains(err.Error(), "ca-crl.pem") {
 		t.Errorf("CRL of another CA: %v", err)
 	}
-	os.Remove(filepath.Join(p.server, "ca-crl.pem"))
-	os.Remove(filepath.Join(p.server, "ca-cert.pem"))
-	if _, err := cfgOf(p.server); err == nil || !strings.Contains(err.Error(), "verify-peer=off") {
+	os.Remove(filepath.Join(p.Server, "ca-crl.pem"))
+	os.Remove(filepath.Join(p.Server, "ca-cert.pem"))
+	if _, err := cfgOf(p.Server); err == nil || !strings.Contains(err.Error(), "verify-peer=off") {
 		t.Errorf("no ca-cert.pem: %v", err)
 	}
-	if _, err := cfgOf(p.server + ",verify-peer=off"); err != nil {
+	if _, err := cfgOf(p.Server + ",verify-peer=off"); err != nil {
 		t.Errorf("no ca-cert.pem, verify-peer=off: %v", err)
 	}
-	for _, v := range []string{p.server + ",verify-peer=maybe", p.server + ",endpoint=client", "verify-peer=off"} {
+	for _, v := range []string{p.Server + ",verify-peer=maybe", p.Server + ",endpoint=client", "verify-peer=off"} {
 		if _, err := cfgOf(v); err == nil {
 			t.Errorf("--tls-creds=%s accepted", v)
 		}
@@ -301,37 +175,37 @@ func TestTLSCredsFailClosed(t *testing.T) {
 
 	// A damaged second CRL, the one revoking the client: pem.Decode
 	// skipped it and the client got in.
-	bad := p.ca.crl(t, p.client)
+	bad := p.CA.CRL(t, p.Client)
 	bad[bytes.IndexByte(bad, '\n')+10] = '!'
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": append(p.ca.crl(t), bad...)})
-	if cfg, err := cfgOf(p.server); err == nil {
-		t.Errorf("a damaged CRL block was accepted (the revoked client's handshake: %v)", handshake(t, cfg, p.ca.pem, p.server))
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": append(p.CA.CRL(t), bad...)})
+	if cfg, err := cfgOf(p.Server); err == nil {
+		t.Errorf("a damaged CRL block was accepted (the revoked client's handshake: %v)", handshake(t, cfg, p.CA.PEM, p.Server))
 	}
 	// A block of another type in a credentials file.
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": append(p.ca.crl(t), p.ca.pem...)})
-	if _, err := cfgOf(p.server); err == nil {
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": append(p.CA.CRL(t), p.CA.PEM...)})
+	if _, err := cfgOf(p.Server); err == nil {
 		t.Error("a CERTIFICATE block in ca-crl.pem was accepted")
 	}
-	os.Remove(filepath.Join(p.server, "ca-crl.pem"))
-	ca := append(append([]byte(nil), p.ca.pem...), []byte("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")...)
-	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": ca})
-	if _, err := cfgOf(p.server); err == nil {
+	os.Remove(filepath.Join(p.Server, "ca-crl.pem"))
+	ca := append(append([]byte(nil), p.CA.PEM...), []byte("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")...)
+	writeFiles(t, p.Server, map[string][]byte{"ca-cert.pem": ca})
+	if _, err := cfgOf(p.Server); err == nil {
 		t.Error("a damaged block in ca-cert.pem was accepted")
 	}
-	writeFiles(t, p.server, map[string][]byte{"ca-cert.pem": p.ca.pem})
+	writeFiles(t, p.Server, map[string][]byte{"ca-cert.pem": p.CA.PEM})
 
 	// A revocation list past its next update: QEMU refuses every client.
 	tmpl := &x509.RevocationList{Number: big.NewInt(7), ThisUpdate: time.Now().Add(-48 * time.Hour), NextUpdate: time.Now().Add(-24 * time.Hour)}
-	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.ca.cert, p.ca.key)
+	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.CA.Cert, p.CA.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
-	cfg, err := cfgOf(p.server)
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
+	cfg, err := cfgOf(p.Server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := handshake(t, cfg, p.ca.pem, p.server); err == nil || !strings.Contains(err.Error(), "expired") {
+	if err := handshake(t, cfg, p.CA.PEM, p.Server); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("a client against an expired revocation list: %v", err)
 	}
 }
@@ -374,21 +248,21 @@ func credsConfig(t *testing.T, v string) (*tls.Config, error) {
 func TestTLSCredsResumedSessionChecked(t *testing.T) {
 	p := writePKI(t, t.TempDir())
 	tmpl := &x509.RevocationList{Number: big.NewInt(9), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(2 * time.Second)}
-	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.ca.cert, p.ca.key)
+	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.CA.Cert, p.CA.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, p.server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
-	cfg, err := credsConfig(t, p.server)
+	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
+	cfg, err := credsConfig(t, p.Server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, err := tls.LoadX509KeyPair(filepath.Join(p.server, "client-cert.pem"), filepath.Join(p.server, "client-key.pem"))
+	kp, err := tls.LoadX509KeyPair(filepath.Join(p.Server, "client-cert.pem"), filepath.Join(p.Server, "client-key.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(p.ca.pem)
+	roots.AppendCertsFromPEM(p.CA.PEM)
 	cache := tls.NewLRUClientSessionCache(4)
 	connect := func() (resumed bool, err error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -446,27 +320,27 @@ func TestTLSObject(t *testing.T) {
 	need(t, "qemu-img", "nbdinfo")
 	dir, img := create(t, "1M")
 	p := writePKI(t, dir)
-	obj := "tls-creds-x509,id=tls0,endpoint=server,dir=" + p.server
+	obj := "tls-creds-x509,id=tls0,endpoint=server,dir=" + p.Server
 	s := startUnix(t, dir, "t", "--object", obj, "--tls-creds", "tls0", img)
 	tlsURI := func(creds string) string {
 		return strings.Replace(s.uri, "nbd+unix://", "nbds+unix://", 1) + "&tls-certificates=" + creds
 	}
-	if out := sh(t, "nbdinfo", tlsURI(p.server)); !strings.Contains(out, "with TLS") {
+	if out := sh(t, "nbdinfo", tlsURI(p.Server)); !strings.Contains(out, "with TLS") {
 		t.Fatalf("nbdinfo over TLS:\n%s", out)
 	}
-	for _, uri := range []string{s.uri, tlsURI(p.nocert)} {
+	for _, uri := range []string{s.uri, tlsURI(p.NoCert)} {
 		if out, err := exec.Command("nbdinfo", uri).CombinedOutput(); err == nil {
 			t.Errorf("nbdinfo %s succeeded:\n%s", uri, out)
 		}
 	}
 	s.stop()
 	s = startUnix(t, dir, "t", "--object", obj+",verify-peer=off", "--tls-creds", "tls0", img)
-	if out := sh(t, "nbdinfo", tlsURI(p.nocert)); !strings.Contains(out, "with TLS") {
+	if out := sh(t, "nbdinfo", tlsURI(p.NoCert)); !strings.Contains(out, "with TLS") {
 		t.Fatalf("nbdinfo without a client certificate, verify-peer=off:\n%s", out)
 	}
 	s.stop()
-	for _, o := range []string{"tls-creds-x509,id=tls0,dir=" + p.server, "tls-creds-x509,id=tls0,endpoint=client,dir=" + p.server,
-		"tls-creds-psk,id=tls0,endpoint=server,dir=" + p.server, obj + ",priority=NORMAL"} {
+	for _, o := range []string{"tls-creds-x509,id=tls0,dir=" + p.Server, "tls-creds-x509,id=tls0,endpoint=client,dir=" + p.Server,
+		"tls-creds-psk,id=tls0,endpoint=server,dir=" + p.Server, obj + ",priority=NORMAL"} {
 		var stderr bytes.Buffer
 		if code := run([]string{"--object", o, "--tls-creds", "tls0", "-k", filepath.Join(dir, "x.sock"), img}, io.Discard, &stderr); code != 1 {
 			t.Errorf("--object %s: exit %d\n%s", o, code, stderr.String())
@@ -479,7 +353,7 @@ func TestTLSObject(t *testing.T) {
 // is encrypted; it said only "tls: failed to parse private key".
 func TestTLSCredsEncryptedKey(t *testing.T) {
 	p := writePKI(t, t.TempDir())
-	keyPath := filepath.Join(p.server, "server-key.pem")
+	keyPath := filepath.Join(p.Server, "server-key.pem")
 	b, err := os.ReadFile(keyPath)
 	if err != nil {
 		t.Fatal(err)
@@ -490,9 +364,9 @@ func TestTLSCredsEncryptedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, p.server, map[string][]byte{"server-key.pem": pem.EncodeToMemory(enc)})
-	_, err = credsConfig(t, p.server)
-	if err == nil || !strings.Contains(err.Error(), "Cannot load certificate '"+filepath.Join(p.server, "server-cert.pem")+"' & key '"+keyPath+"'") ||
+	writeFiles(t, p.Server, map[string][]byte{"server-key.pem": pem.EncodeToMemory(enc)})
+	_, err = credsConfig(t, p.Server)
+	if err == nil || !strings.Contains(err.Error(), "Cannot load certificate '"+filepath.Join(p.Server, "server-cert.pem")+"' & key '"+keyPath+"'") ||
 		!strings.Contains(err.Error(), "encrypted") {
 		t.Errorf("an encrypted key: %v", err)
 	}
@@ -510,9 +384,9 @@ func TestTLSCredsMissingFileLikeQemu(t *testing.T) {
 		t.Errorf("an empty directory: %v\nwant %s", err, want)
 	}
 	p := writePKI(t, t.TempDir())
-	os.Remove(filepath.Join(p.server, "server-key.pem"))
-	_, err = credsConfig(t, p.server)
-	if want := "Unable to access credentials " + filepath.Join(p.server, "server-key.pem") + ": No such file or directory"; err == nil || err.Error() != want {
+	os.Remove(filepath.Join(p.Server, "server-key.pem"))
+	_, err = credsConfig(t, p.Server)
+	if want := "Unable to access credentials " + filepath.Join(p.Server, "server-key.pem") + ": No such file or directory"; err == nil || err.Error() != want {
 		t.Errorf("no server-key.pem: %v\nwant %s", err, want)
 	}
 }

@@ -84,14 +84,14 @@ func TestTLSRefusals_LikeQemuNbd(t *testing.T) {
 	}
 	qemuWant := append(want[:2:2], []string{tlsReqd, "closed"}, []string{tlsReqd, "closed"}, []string{"0x80000003", "closed"})
 	qsock := filepath.Join(dir, "q.sock")
-	stop := serveQemuNbd(t, qsock, "--object", "tls-creds-x509,id=tls0,endpoint=server,dir="+p.server, "--tls-creds=tls0", "-f", "qcow2", img)
+	stop := serveQemuNbd(t, qsock, "--object", "tls-creds-x509,id=tls0,endpoint=server,dir="+p.Server, "--tls-creds=tls0", "-f", "qcow2", img)
 	for i, sq := range seqs {
 		if got := optExchange(t, qsock, sq...); fmt.Sprint(got) != fmt.Sprint(qemuWant[i]) {
 			t.Errorf("qemu-nbd, sequence %d: %v, want %v", i, got, qemuWant[i])
 		}
 	}
 	stop()
-	s := startUnix(t, dir, "", "--tls-creds", p.server, "-f", "qcow2", img)
+	s := startUnix(t, dir, "", "--tls-creds", p.Server, "-f", "qcow2", img)
 	sock := filepath.Join(dir, "nbd.sock")
 	for i, sq := range seqs {
 		if got := optExchange(t, sock, sq...); fmt.Sprint(got) != fmt.Sprint(want[i]) {
