@@ -71,8 +71,9 @@ func (im *Image) openBacking() error {
 
 // isSpecName says a backing file name is a "json:{...}" spec: QEMU's
 // pseudo-protocol, a driver tree with its own file names (relative to the
-// working directory, as QEMU reads them).
-func isSpecName(name string) bool { return strings.HasPrefix(name, "json:") }
+// working directory, as QEMU reads them); or an NBD export's name, which
+// the tools' opener connects to as it does a spec's nbd node.
+func isSpecName(name string) bool { return strings.HasPrefix(name, "json:") || protocol.IsNBD(name) }
 
 // openSpecBacking opens a json: backing file name through
 // Options.OpenBacking (the tools' spec opener; the engine parses no

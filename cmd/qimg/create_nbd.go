@@ -46,7 +46,7 @@ func createOnNBD(req *createRequest) error {
 func createOnClient(req *createRequest, c *nbd.Client) error {
 	size, err := c.Size()
 	if err == nil && req.format == "raw" && req.opts.Size > size {
-		err = errors.New("Cannot grow NBD nodes")
+		err = errCannotGrow
 	}
 	if err == nil && size > 0 {
 		// create_file_fallback_zero_first_sector: no stale header
@@ -65,6 +65,9 @@ func createOnClient(req *createRequest, c *nbd.Client) error {
 	return err
 }
 
+// errCannotGrow is QEMU's inexact truncate's refusal to grow an export.
+var errCannotGrow = errors.New("Cannot grow NBD nodes")
+
 // exportFile is an export as the file a format creates its image in:
 // Truncate is QEMU's inexact one (a smaller size is taken as it is, the
 // export keeping its size; a larger one is refused).
@@ -73,7 +76,7 @@ type exportFile struct{ *nbd.Client }
 func (f exportFile) Truncate(size int64) error {
 	cur, err := f.Size()
 	if err == nil && size > cur {
-		return f.Client.Truncate(size) // "Cannot grow NBD nodes"
+		return errCannotGrow
 	}
 	return err
 }

@@ -21,6 +21,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/qring/qring/internal/secret"
 )
 
 func main() {
@@ -44,8 +46,11 @@ func (e *env) errorf(code int, format string, a ...any) int {
 // usageErr reports a command-line error together with the usage line.
 func (e *env) usageErr(err error) int {
 	var oe *OpenError
-	if errors.As(err, &oe) || errors.Is(err, errImageOptsFormat) {
-		return e.errorf(1, "%v", err) // the open's error, not the command line's
+	var se *secret.Error
+	if errors.As(err, &oe) || errors.Is(err, errImageOptsFormat) || errors.As(err, &se) {
+		// The open's error, or an --object's (qemu-img creates the
+		// objects first), not the command line's.
+		return e.errorf(1, "%v", err)
 	}
 	return e.errorf(1, "%v (usage: qimg %s %s)", err, e.name, commands[e.name].usage)
 }

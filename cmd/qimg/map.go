@@ -187,7 +187,7 @@ func chainNames(path string, im *qcow2.Image) []string {
 		} else if p, err := protocol.Path(full, false); err == nil && protocol.HasPrefix(full) {
 			full = p // "file:base.raw" names the file base.raw, as QEMU prints it
 		}
-		path = imgopen.SpecFilename(full)
+		path = nbdCanonical(imgopen.SpecFilename(full))
 		next, _ := cur.Backing().(*qcow2.Image)
 		names = append(names, dataName(path, next))
 		cur = next

@@ -25,7 +25,7 @@ func qemuNbdServe(t *testing.T, args ...string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "s")
-	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "-k", sock}, args...)...)
+	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "-e", "8", "-k", sock}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -64,6 +64,13 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 	rawURI := "nbd+unix:///ex?socket=" + rawSock
 	guestURI := "nbd+unix:///?socket=" + guestSock
 	spec := `json:{"driver":"qcow2","file":{"driver":"nbd","server":{"type":"unix","path":"` + rawSock + `"},"export":"ex"}}`
+	// An overlay whose backing file is an export.
+	ov := filepath.Join(d, "ov.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", guestURI, "-F", "raw", ov)
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 3 5M 64k", ov)
+	// Checked below while its backing export is served; gone before the
+	// directory's final check, which runs after the servers stop.
+	t.Cleanup(func() { os.Remove(ov) })
 	cases := [][]string{
 		{"info", rawURI},
 		{"info", "--output=json", rawURI},
@@ -83,6 +90,12 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 		{"compare", "-F", "qcow2", img, rawURI},
 		{"compare", "-F", "raw", img, rawURI},
 		{"measure", "-O", "qcow2", guestURI},
+		{"map", ov},
+		{"map", "--output=json", ov},
+		{"check", ov},
+		{"compare", ov, img},
+		{"info", "--backing-chain", ov},
+		{"resize", guestURI, "128M"},
 		// Refusals.
 		{"info", "nbd+unix:///nope?socket=" + rawSock},
 		{"info", "nbd+unix:///ex?socket=" + filepath.Join(d, "none")},
@@ -175,6 +188,64 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 			if o, _, code := testkit.Run(t, "qemu-img", "check", uri(0)); code != 0 {
 				t.Errorf("%q: qemu-img check of qimg's image: %s", c, o)
 			}
+		}
+	}
+}
+
+// TestNBDClient_TLSLikeQemu: an export qemu-nbd serves over TLS only
+// opens through an nbd node with tls-creds (a tls-creds-x509 object of
+// the client endpoint), as with qemu-img: the same output, and the
+// same refusals without credentials or with an unknown id; a server
+// certificate another CA signed is refused (in TLS's words, not
+// GnuTLS's).
+func TestNBDClient_TLSLikeQemu(t *testing.T) {
+	d := qemuDir(t)
+	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "16M", "write -P 7 1M 64k")
+	p := testkit.WritePKI(t, filepath.Join(d, "pki"), false)
+	sock := qemuNbdServe(t, "-r", "-f", "qcow2", "--object", "tls-creds-x509,id=tls0,dir="+p.Server+",endpoint=server", "--tls-creds", "tls0", img)
+	node := "driver=nbd,server.type=unix,server.path=" + sock + ",tls-hostname=localhost"
+	bare := "driver=nbd,server.type=unix,server.path=" + sock
+	obj := func(dir string) []string {
+		return []string{"--object", "tls-creds-x509,id=tls0,dir=" + dir + ",endpoint=client"}
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, c := range [][]string{
+		cat([]string{"info"}, obj(p.Server), []string{"--image-opts", node + ",tls-creds=tls0"}),
+		cat([]string{"map", "--output=json"}, obj(p.Server), []string{"--image-opts", node + ",tls-creds=tls0"}),
+		cat([]string{"compare"}, obj(p.Server), []string{"--image-opts", "driver=qcow2,file.filename=" + img, node + ",tls-creds=tls0"}),
+		{"info", "nbd+unix:///?socket=" + sock},
+		cat([]string{"info"}, obj(p.Server), []string{"--image-opts", bare + ",tls-creds=tls0"}),
+		cat([]string{"info"}, obj(p.Server), []string{"--image-opts", node + ",tls-creds=nope"}),
+		cat([]string{"info"}, obj(filepath.Join(d, "none")), []string{"--image-opts", node + ",tls-creds=tls0"}),
+		{"info", "--object", "tls-creds-x509,id=tls0,dir=" + p.Server + ",endpoint=server", "--image-opts", node + ",tls-creds=tls0"},
+	} {
+		o, e, code := runQ(t, c...)
+		qo, qe, qcode := testkit.Run(t, "qemu-img", c...)
+		o = strings.ReplaceAll(o, `, "compressed": false`, "")
+		if e, qe = asQemu(e), oneLine(qe); qe == "\n" {
+			qe = ""
+		}
+		if code != qcode || o != qo || e != qe {
+			t.Errorf("%q:\nqimg: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", c, code, o, e, qcode, qo, qe)
+		}
+	}
+	// A client that trusts another CA, and one without a certificate
+	// the server would verify: both tools fail (in their TLS
+	// libraries' words).
+	other := filepath.Join(d, "stranger")
+	testkit.WriteFiles(t, other, map[string][]byte{"ca-cert.pem": testkit.NewCA(t, "stranger", false).PEM})
+	for _, dir := range []string{other, p.NoCert} {
+		c := cat([]string{"info"}, obj(dir), []string{"--image-opts", node + ",tls-creds=tls0"})
+		_, e, code := runQ(t, c...)
+		_, _, qcode := testkit.Run(t, "qemu-img", c...)
+		if code != 1 || qcode != 1 || !strings.HasPrefix(asQemu(e), "qemu-img: Could not open '"+node) {
+			t.Errorf("%s: exit %d (qemu-img %d): %s", dir, code, qcode, e)
 		}
 	}
 }

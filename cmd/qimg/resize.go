@@ -12,6 +12,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/internal/protocol"
+	"github.com/qring/qring/nbd"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 )
@@ -209,6 +210,8 @@ func resizeNode(img *imgopen.Opened, size int64, prealloc string) error {
 	switch {
 	case errors.Is(err, qcow2.ErrUnsupported):
 		return fmt.Errorf("qimg resize cannot resize this node that way: %w", err)
+	case errors.Is(err, nbd.ErrResize):
+		return err // QEMU's nbd driver's words
 	case errors.Is(err, block.ErrNotSupported):
 		return errors.New("Image format driver does not support resize")
 	}

@@ -80,7 +80,7 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 	if err != nil {
 		return s, err
 	}
-	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" && drv != "luks" && drv != "file" {
+	if drv != "" && drv != "qcow2" && drv != "raw" && drv != "vmdk" && drv != "vpc" && drv != "luks" && drv != "file" && drv != "nbd" {
 		return s, &DriverError{Name: drv}
 	}
 	if drv == "" {
@@ -90,12 +90,13 @@ func ImageOpts(arg string, def Spec) (Spec, error) {
 			}
 		}
 	}
-	if drv == "raw" && (n.has("offset") || n.has("size")) || drv == "luks" || drv == "file" || stackedFile(root) {
+	if drv == "raw" && (n.has("offset") || n.has("size")) || drv == "luks" || drv == "file" || drv == "nbd" || stackedFile(root) {
 		// A raw window (filter.Raw), or a format over another node than
 		// a file (driver=raw,file.driver=qcow2): a driver tree, opened as
 		// the json: spec it is (OpenSpec), as qemu-img --image-opts
 		// opens it. So is a LUKS volume (its key-secret: luks.go), and
-		// a file node at the root, no format over it (driver=file).
+		// a file node or an NBD export at the root, no format over it
+		// (driver=file, driver=nbd).
 		b, err := json.Marshal(root)
 		if err != nil {
 			return s, err

@@ -25,6 +25,9 @@ func openLayerInto(path, format string, o qcow2.Options, ts *throttleSet) (block
 	if strings.HasPrefix(path, "json:") {
 		return openSpecLayer(path, format, o, ts)
 	}
+	if IsNBDName(path) {
+		return openSpecLayer(NBDSpec(path, ""), format, o, ts) // an export: its nbd node
+	}
 	if format == "luks" && !o.NoKey && o.Passphrase == nil {
 		// A plain name carries no key-secret (backing.key-secret
 		// gives one): QEMU's words.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/nbd"
 )
 
@@ -22,17 +23,7 @@ import (
 
 // IsNBDName reports whether name is an NBD file name QEMU's nbd driver
 // takes: its protocol prefix is nbd, nbd+tcp or nbd+unix.
-func IsNBDName(name string) bool {
-	i := strings.IndexAny(name, ":/")
-	if i < 0 || name[i] != ':' {
-		return false
-	}
-	switch name[:i] {
-	case "nbd", "nbd+tcp", "nbd+unix":
-		return true
-	}
-	return false
-}
+func IsNBDName(name string) bool { return protocol.IsNBD(name) }
 
 // NBDSpec is the json: spec that opens the NBD name (IsNBDName) with
 // format drv ("": probed), as qemu-img opens the name.
@@ -102,8 +93,9 @@ func inetParse(s string) (host, port string, err error) {
 	return host, port, nil
 }
 
-// nbdNode opens an nbd node: its address from filename, server.*, or
-// the legacy path, host and port; export; read-only as any leaf.
+// nbd opens an nbd node: its address from filename, server.*, or the
+// legacy path, host and port; export; tls-creds and tls-hostname
+// (nbd_tls.go); read-only as any leaf.
 func (b *builder) nbd(n *node) (block.Device, error) {
 	_, _, ro, err := b.leaf(n)
 	if err != nil {
@@ -113,10 +105,11 @@ func (b *builder) nbd(n *node) (block.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.has("tls-creds") {
-		return nil, errors.New("qring's NBD client does not support TLS (tls-creds)")
+	cfg, err := b.nbdTLS(n, a)
+	if err != nil {
+		return nil, err
 	}
-	c, err := nbd.Dial(context.Background(), a, nbd.ClientOptions{ReadOnly: ro})
+	c, err := nbd.Dial(context.Background(), a, nbd.ClientOptions{ReadOnly: ro, TLS: cfg})
 	if err != nil {
 		return nil, err
 	}
@@ -218,21 +211,6 @@ func nbdAddress(n *node) (nbd.Address, error) {
 		return a, err
 	}
 	return a, nil
-}
-
-// DialNBD connects to the export an NBD name (IsNBDName) names, as its
-// node would, read-only: what an open of it would say, or nil, for
-// callers that only need to know whether it opens.
-func DialNBD(name string) error {
-	a, err := ParseNBDName(name)
-	if err != nil {
-		return err
-	}
-	c, err := nbd.Dial(context.Background(), a, nbd.ClientOptions{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	return c.Close()
 }
 
 // nbdNodeName is the name QEMU gives an nbd node m (the canonical URI of

@@ -65,7 +65,7 @@ var deps = []depRow{
 	{"nbd", []string{"block"}},
 	{"nbd/nbdqcow2", []string{"nbd", "qcow2/...", "block"}},
 	// Library code of the binaries: opens images over any backend.
-	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/...", "vmdk/...", "crypto/luksdisk", "nbd"}},
+	{"internal/imgopen", []string{"qcow2/...", "uring/...", "block/...", "internal/secret", "vhd/...", "vmdk/...", "crypto/luksdisk", "nbd", "internal/protocol"}},
 	{"internal/bench", []string{"internal/imgopen", "internal/protocol", "qcow2/...", "uring/...", "block/..."}},
 	// The binaries and the performance tools sit on top of everything.
 	{"cmd/...", []string{"*"}},

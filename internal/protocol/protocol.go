@@ -140,6 +140,20 @@ func Path(name string, create bool) (string, error) {
 	return "", e
 }
 
+// IsNBD reports whether name names an NBD export (its protocol prefix is
+// nbd, nbd+tcp or nbd+unix): the tools' opener connects to it.
+func IsNBD(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	if i < 0 || name[i] != ':' {
+		return false
+	}
+	switch name[:i] {
+	case "nbd", "nbd+tcp", "nbd+unix":
+		return true
+	}
+	return false
+}
+
 // HasPrefix reports whether name starts with a protocol prefix, as
 // QEMU's path_has_protocol reads it: a colon before any slash. Such a
 // name is never taken relative to another file's directory.

@@ -6,7 +6,9 @@
 // (crypto/secret_common.c, crypto/secret.c in QEMU): the data is used
 // as given (a file's trailing newline included), and a passphrase must
 // be valid UTF-8 (qcrypto_secret_lookup_as_utf8). Encrypted secrets
-// (keyid, iv) and the keyring object are not supported.
+// (keyid, iv) and the keyring object are not supported. The Store also
+// keeps tls-creds-x509 objects (TLSCreds), for NBD clients: QEMU's
+// objects share one namespace of ids.
 package secret
 
 import (
@@ -58,7 +60,8 @@ func newError(kind error, format string, a ...any) error {
 
 // Store holds secrets by id. The zero value is empty and ready to use.
 type Store struct {
-	m map[string][]byte
+	m   map[string][]byte
+	tls map[string]TLSCreds // tls-creds-x509 objects (tlscreds.go)
 	// ReadFile reads a file= secret; nil means os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
 }
@@ -71,11 +74,14 @@ func (s *Store) Add(arg string) error {
 	if err != nil {
 		return err
 	}
+	if props["qom-type"] == "tls-creds-x509" {
+		return s.addTLS(props)
+	}
 	id, data, err := s.secret(props)
 	if err != nil {
 		return err
 	}
-	if _, dup := s.m[id]; dup {
+	if s.has(id) {
 		return newError(ErrInvalid, "attempt to add duplicate property '%s' to object (type 'container')", id)
 	}
 	if s.m == nil {
