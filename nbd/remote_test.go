@@ -18,6 +18,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/blocktest"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // dialExport connects a Client to the export named name of s.
@@ -196,31 +197,6 @@ func TestClient_ConcurrentRequests(t *testing.T) {
 	}
 }
 
-// serveQemuNbd serves an image with qemu-nbd on a Unix socket.
-func serveQemuNbd(t *testing.T, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-nbd"); err != nil {
-		t.Skip("qemu-nbd not installed")
-	}
-	sock := filepath.Join(shortTempDir(t), "s")
-	cmd := exec.Command("qemu-nbd", append([]string{"-k", sock, "--persistent"}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; ; i++ {
-		if c, err := Dial(context.Background(), Address{Network: "unix", Addr: sock, Export: ""}, ClientOptions{}); err == nil {
-			c.Close()
-			return sock
-		} else if i == 500 {
-			t.Fatalf("qemu-nbd did not start: %v: %s", err, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestClient_QemuNbd: a Client of qemu-nbd writes what qemu-img then
 // reads in the file, zeroes and trims as qemu-nbd takes them, and reads
 // holes from its block status.
@@ -230,7 +206,7 @@ func TestClient_QemuNbd(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", img, "8M").CombinedOutput(); err != nil {
 		t.Skipf("qemu-img: %v %s", err, out)
 	}
-	sock := serveQemuNbd(t, "-f", "qcow2", "--discard=unmap", img)
+	sock := testkit.ServeQemuNbd(t, "-f", "qcow2", "--discard=unmap", img)
 	c, err := Dial(context.Background(), Address{Network: "unix", Addr: sock}, ClientOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,48 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
 
-// qemuNbdServe serves an image with qemu-nbd on a Unix socket of a short
-// directory of its own, for as long as the test runs; the socket's path.
-func qemuNbdServe(t *testing.T, args ...string) string {
-	t.Helper()
-	testkit.NeedTools(t, "qemu-nbd")
-	dir, err := os.MkdirTemp("", "nbd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s")
-	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "-e", "8", "-k", sock}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return sock
-		}
-		if i == 500 {
-			t.Fatalf("qemu-nbd %v did not start: %s", args, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// qemuNbdServe is testkit.ServeQemuNbd.
+func qemuNbdServe(t *testing.T, args ...string) string { return testkit.ServeQemuNbd(t, args...) }
 
 // oneLine is stderr as qimg prints an error: its lines joined by "; ".
 func oneLine(s string) string {

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,39 @@ func DirtyMap(t testing.TB, path, name string) string {
 		}
 		if i == 500 || !strings.Contains(errOut, "Connection refused") {
 			t.Fatalf("nbdinfo of bitmap %s of %s: exit %d: %s(qemu-nbd: %s)", name, path, code, errOut, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ServeQemuNbd runs qemu-nbd with args (an image and its options) on a
+// Unix socket of a short directory of its own (a socket path is at most
+// 107 bytes), taking up to 8 clients at once, for as long as the test
+// runs; it returns when qemu-nbd accepts connections, with the socket's
+// path. The test is skipped without qemu-nbd.
+func ServeQemuNbd(t testing.TB, args ...string) string {
+	t.Helper()
+	NeedTools(t, "qemu-nbd")
+	dir, err := os.MkdirTemp("", "nbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	cmd := exec.Command("qemu-nbd", append([]string{"--persistent", "-e", "8", "-k", sock}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return sock
+		}
+		if i == 500 {
+			t.Fatalf("qemu-nbd %v did not start: %s", args, stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
