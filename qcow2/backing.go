@@ -137,9 +137,9 @@ func (im *Image) checkNotAbove() error {
 // image's directory (image, a host path).
 func backingPath(name, image string) (string, error) {
 	if isSpecName(name) {
-		// A JSON spec: only the tools' spec parser reads it
-		// (Options.OpenBacking; openSpecBacking).
-		return "", fmt.Errorf("a json: backing file name needs a spec opener (Options.OpenBacking): %q", name)
+		// A JSON spec, or an NBD export: only the tools' opener
+		// reads it (Options.OpenBacking; openSpecBacking).
+		return "", fmt.Errorf("a json: or NBD backing file name needs a spec opener (Options.OpenBacking): %q", name)
 	}
 	p, err := protocol.Path(name, false)
 	if err != nil || protocol.HasPrefix(name) || filepath.IsAbs(p) || image == "" {

@@ -21,7 +21,7 @@ func TestBackingPath(t *testing.T) {
 		{"file:base.qcow2", "/imgs/top.qcow2", "base.qcow2", false, false},
 		{"file:/abs/base.qcow2", "/imgs/top.qcow2", "/abs/base.qcow2", false, false},
 		{"dir/a:b.qcow2", "/imgs/top.qcow2", "/imgs/dir/a:b.qcow2", false, false},
-		{"nbd:localhost:10809", "/imgs/top.qcow2", "", true, true},
+		{"nbd:localhost:10809", "/imgs/top.qcow2", "", false, true}, // the tools' opener's (OpenBacking)
 		{"foo:bar", "/imgs/top.qcow2", "", true, true},
 		{`json:{"driver":"raw"}`, "/imgs/top.qcow2", "", false, true},
 		{"base.qcow2", "", "base.qcow2", false, false},
