@@ -641,7 +641,7 @@ func runConvert(e *env, args []string) int {
 	// host_device or nbd), whose old bytes stay; an existing one (-n)
 	// may hold anything. A new LUKS volume reads as noise (its file's
 	// zeros decrypted): no zero-init, as QEMU's crypto driver.
-	fixedRaw := dst.Image == nil && dst.Dev.Caps().Fixed
+	fixedRaw := dst.Image == nil && dst.VMDK == nil && dst.VHD == nil && dst.LUKS == nil && dst.Dev.Caps().Fixed
 	zeroInit := !skipCreate && dst.LUKS == nil && !fixedRaw || o.has("target-is-zero")
 	cout := convertOut{dev: withRateLimit(withCache(dst.Dev, cache), rate), writethrough: cache.writethrough, align: 1, zeroInit: zeroInit, // a qcow2 image's alignment in QEMU
 		backing: hasBacking, backingEnd: -1, copyRange: o.has("C"), salvage: o.has("salvage")}
