@@ -230,7 +230,7 @@ func (h *handshaker) startTLS() error {
 	case err != nil:
 		return err
 	case typ&repErrBit != 0:
-		return &ServerError{Msg: "Server don't support STARTTLS option", Server: string(msg)}
+		return optRefusal(optStartTLS, typ, string(msg))
 	case typ != repAck:
 		return &ProtocolError{fmt.Sprintf("reply type %d to STARTTLS", typ)}
 	}
@@ -392,38 +392,52 @@ func (h *handshaker) goOption() error {
 			return h.exportName()
 		default:
 			if typ&repErrBit != 0 {
-				return optRefusal(typ, string(d), h.export)
+				return optRefusal(optGo, typ, string(d))
 			}
 			return &ProtocolError{fmt.Sprintf("reply type %d to NBD_OPT_GO", typ)}
 		}
 	}
 }
 
-// optRefusal is a refused NBD_OPT_GO in qemu-img's words
-// (nbd_handle_reply_err).
-func optRefusal(typ uint32, msg, export string) error {
+// optRefusal is a refused option in qemu-img's words
+// (nbd_handle_reply_err), with the server's message.
+func optRefusal(opt, typ uint32, msg string) error {
+	o := fmt.Sprintf("option %d (%s)", opt, optName(opt))
 	var what string
 	switch typ {
+	case repErrUnsup:
+		what = "Server does not support " + o
 	case repErrPolicy:
-		what = "Denied by server for option 7 (go)"
+		what = "Denied by server for " + o
 	case repErrInvalid:
-		what = "Invalid parameters for option 7 (go)"
+		what = "Invalid parameters for " + o
 	case repErrPlatform:
-		what = "Server lacks support for option 7 (go)"
+		what = "Server lacks support for " + o
 	case repErrTLSReqd:
-		what = "TLS negotiation required before option 7 (go)\nDid you forget a valid tls-creds?"
+		what = "TLS negotiation required before " + o + "\nDid you forget a valid tls-creds?"
 	case repErrUnknown:
 		what = "Requested export not available"
 	case repErrShutdown:
-		what = "Server shutting down before option 7 (go)"
+		what = "Server shutting down before " + o
 	case repErrBlockSizeReq:
-		what = "Server requires INFO_BLOCK_SIZE for option 7 (go)"
+		what = "Server requires INFO_BLOCK_SIZE for " + o
 	case repErrTooBig:
-		what = "Server reports TOO_BIG for option 7 (go)"
+		what = "Server reports TOO_BIG for " + o
 	default:
-		what = "Unknown error code when asking for option 7 (go)"
+		what = "Unknown error code when asking for " + o
 	}
 	return &ServerError{Msg: what, Server: msg}
+}
+
+// optName is an option's name in QEMU's messages (nbd_opt_lookup).
+func optName(opt uint32) string {
+	switch opt {
+	case optStartTLS:
+		return "starttls"
+	case optGo:
+		return "go"
+	}
+	return "unknown"
 }
 
 func (h *handshaker) setExport(size uint64, flags uint16) error {

@@ -48,6 +48,11 @@ func runCreate(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	if _, err := o.secrets(); err != nil {
+		// qemu-img creates the --object objects as it reads them,
+		// before anything else (whatever the image needs of them).
+		return e.errorf(1, "%v", err)
+	}
 	if err := o.optionLists(); err != nil {
 		return e.errorf(1, "%v", err)
 	}

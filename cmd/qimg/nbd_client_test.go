@@ -172,6 +172,7 @@ func TestNBDClient_TLSLikeQemu(t *testing.T) {
 	img := qemuImage(t, filepath.Join(d, "a.qcow2"), "qcow2", "16M", "write -P 7 1M 64k")
 	p := testkit.WritePKI(t, filepath.Join(d, "pki"), false)
 	sock := qemuNbdServe(t, "-r", "-f", "qcow2", "--object", "tls-creds-x509,id=tls0,dir="+p.Server+",endpoint=server", "--tls-creds", "tls0", img)
+	rawSock := qemuNbdServe(t, "-r", "-f", "raw", "--object", "tls-creds-x509,id=tls0,dir="+p.Server+",endpoint=server", "--tls-creds", "tls0", img)
 	node := "driver=nbd,server.type=unix,server.path=" + sock + ",tls-hostname=localhost"
 	bare := "driver=nbd,server.type=unix,server.path=" + sock
 	obj := func(dir string) []string {
@@ -193,6 +194,13 @@ func TestNBDClient_TLSLikeQemu(t *testing.T) {
 		cat([]string{"info"}, obj(p.Server), []string{"--image-opts", node + ",tls-creds=nope"}),
 		cat([]string{"info"}, obj(filepath.Join(d, "none")), []string{"--image-opts", node + ",tls-creds=tls0"}),
 		{"info", "--object", "tls-creds-x509,id=tls0,dir=" + p.Server + ",endpoint=server", "--image-opts", node + ",tls-creds=tls0"},
+		// A qcow2 image on an export (its file node's TLS).
+		cat([]string{"info"}, obj(p.Server), []string{"--image-opts", "driver=qcow2,file.driver=nbd,file.server.type=unix,file.server.path=" + rawSock +
+			",file.tls-creds=tls0,file.tls-hostname=localhost"}),
+		// Objects are made, and refused, before anything else.
+		{"info", "--object", "tls-creds-x509,id=tls0,dir=" + p.NoCert + ",endpoint=server", img},
+		{"info", "--object", "tls-creds-x509,id=tls0", img},
+		{"create", "-f", "raw", "--object", "tls-creds-x509,id=c0", filepath.Join(d, "x.raw"), "1M"},
 	} {
 		o, e, code := runQ(t, c...)
 		qo, qe, qcode := testkit.Run(t, "qemu-img", c...)

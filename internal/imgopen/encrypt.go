@@ -242,7 +242,7 @@ func formatImageOpts(n *node, drv string, s *Spec) error {
 // driver than file or an option the file driver here does not take
 // (filename and locking only).
 // stackedFile reports whether the spec's file child is a format node
-// (qcow2, raw, vmdk, vpc): a stack, such as a raw node over a qcow2
+// (qcow2, raw, vmdk, vpc) or an nbd node: a stack, such as a raw node over a qcow2
 // image. Other drivers there keep ImageOpts's refusal.
 func stackedFile(root map[string]any) bool {
 	m, ok := root["file"].(map[string]any)
@@ -250,8 +250,8 @@ func stackedFile(root map[string]any) bool {
 		return false
 	}
 	switch m["driver"] {
-	case "qcow2", "raw", "vmdk", "vpc", "luks":
-		return true
+	case "qcow2", "raw", "vmdk", "vpc", "luks", "nbd":
+		return true // a format node, or an NBD export (its nbd node)
 	}
 	return false
 }

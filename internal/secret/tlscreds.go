@@ -23,7 +23,8 @@ type TLSCreds struct {
 
 // addTLS stores a tls-creds-x509 object, refused in QEMU 7.2's words;
 // as QEMU loads the credentials when it creates the object, a CA
-// certificate that cannot be read is refused here.
+// certificate (and for a server its certificate and key) that cannot be
+// read is refused here.
 func (s *Store) addTLS(p map[string]string) error {
 	c := TLSCreds{Endpoint: "client", VerifyPeer: true}
 	for k, v := range p {
@@ -59,14 +60,20 @@ func (s *Store) addTLS(p map[string]string) error {
 	case !isIdentifier(c.ID):
 		return newError(ErrInvalid, "Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.")
 	case c.Dir == "":
-		return newError(ErrInvalid, "Parameter 'dir' is missing")
+		return newError(ErrInvalid, "Missing 'dir' property value")
 	}
 	if s.has(c.ID) {
 		return newError(ErrInvalid, "attempt to add duplicate property '%s' to object (type 'container')", c.ID)
 	}
-	ca := filepath.Join(c.Dir, "ca-cert.pem")
-	if _, err := os.Stat(ca); err != nil {
-		return &Error{Kind: ErrInvalid, Msg: "Unable to access credentials " + ca + ": " + errText(err), Err: err}
+	need := []string{"ca-cert.pem"}
+	if c.Endpoint == "server" {
+		need = append(need, "server-cert.pem", "server-key.pem")
+	}
+	for _, f := range need {
+		p := filepath.Join(c.Dir, f)
+		if _, err := os.Stat(p); err != nil {
+			return &Error{Kind: ErrInvalid, Msg: "Unable to access credentials " + p + ": " + errText(err), Err: err}
+		}
 	}
 	if s.tls == nil {
 		s.tls = map[string]TLSCreds{}
