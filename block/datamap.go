@@ -22,6 +22,28 @@ type DataMapper interface {
 	AllocatedSize() (int64, error)
 }
 
+// ZeroMapper is a DataMapper that can also say that data reads as
+// zeros: an NBD export's NBD_STATE_ZERO without NBD_STATE_HOLE, what
+// QEMU's block status reports as BDRV_BLOCK_DATA|BDRV_BLOCK_ZERO and
+// qemu-img map shows as "data": true, "zero": true. Like DataRun it is a
+// report (B2): zero promises zeros, data without zero promises nothing.
+type ZeroMapper interface {
+	DataMapper
+	// ZeroRun is DataRun with one more answer: whether the run reads as
+	// zeros (always true of a hole).
+	ZeroRun(off, n int64) (data, zero bool, length int64, err error)
+}
+
+// ZeroRun asks dm for the run at off: a ZeroMapper's answer, else
+// DataRun's, where a hole reads as zeros and data may hold anything.
+func ZeroRun(dm DataMapper, off, n int64) (data, zero bool, length int64, err error) {
+	if zm, ok := dm.(ZeroMapper); ok {
+		return zm.ZeroRun(off, n)
+	}
+	data, length, err = dm.DataRun(off, n)
+	return data, !data, length, err
+}
+
 // lseek(2) whences for sparse files (Linux).
 const (
 	seekData = 3 // SEEK_DATA

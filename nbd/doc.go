@@ -97,7 +97,7 @@
 // lacks GO or fixed newstyle; no oldstyle; NBD_OPT_ABORT after a
 // refusal), as QEMU's client asks; then READ, WRITE, FLUSH, TRIM, WRITE_ZEROES
 // (NO_HOLE unless MayUnmap, FAST_ZERO for block.Allocate: efficient or
-// refused, B3) and BLOCK_STATUS (DataRun). Requests from any goroutine
+// refused, B3) and BLOCK_STATUS (DataRun, and ZeroRun for NBD_STATE_ZERO). Requests from any goroutine
 // share the connection, each written whole under one lock, their
 // replies matched by cookie by one reader goroutine, which alone
 // completes requests: no request returns while a reply may still fill

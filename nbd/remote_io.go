@@ -633,27 +633,37 @@ func (c *Client) Caps() block.Caps {
 // DataRun answers from the server's base:allocation context (a hole is
 // what NBD_STATE_HOLE says); without the context every byte is data.
 func (c *Client) DataRun(off, n int64) (bool, int64, error) {
+	data, _, run, err := c.ZeroRun(off, n)
+	return data, run, err
+}
+
+// ZeroRun implements block.ZeroMapper: DataRun's answer, and zero where
+// the server says NBD_STATE_ZERO (or a hole), as QEMU's nbd driver
+// turns it into BDRV_BLOCK_ZERO.
+func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error) {
 	if err := block.CheckRange(off, n); err != nil {
-		return false, 0, err
+		return false, false, 0, err
 	}
 	if c.isClosed() {
-		return false, 0, os.ErrClosed
+		return false, false, 0, os.ErrClosed
 	}
 	if off >= c.size {
-		return false, n, nil
+		return false, true, n, nil
 	}
 	if !c.haveMeta {
-		return true, min(n, c.size-off), nil
+		return true, false, min(n, c.size-off), nil
 	}
 	m := min(n, c.size-off, maxZero)
 	k, err := c.do(cmdBlockStatus, 0, off, uint32(m), nil, nil)
 	if err != nil {
-		return false, 0, opErr("nbd block status", off, m, err)
+		return false, false, 0, opErr("nbd block status", off, m, err)
 	}
 	if len(k.ext) == 0 || k.ext[0].n == 0 {
-		return false, 0, &ProtocolError{"block status without an extent"}
+		return false, false, 0, &ProtocolError{"block status without an extent"}
 	}
-	return k.ext[0].flags&StateHole == 0, min(int64(k.ext[0].n), m), nil
+	f := k.ext[0].flags
+	data = f&StateHole == 0
+	return data, !data || f&StateZero != 0, min(int64(k.ext[0].n), m), nil
 }
 
 // ErrSizeUnknown is AllocatedSize's answer: an export does not say how

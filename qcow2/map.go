@@ -264,10 +264,7 @@ func rawStatus(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	}
 	o := off
 	e := MapEntry{Start: off, Length: min(n, sz-off), Depth: depth, Present: true, Data: true, Offset: &o}
-	hostRun(d, &e)
-	if e.Zero {
-		e.Data = false
-	}
+	e.Data = hostRun(d, &e)
 	if w := windowOffset(d); w != 0 {
 		// A window into its file (filter.Raw): the file's offsets, for
 		// a raw top and a raw backing file alike.
@@ -298,17 +295,21 @@ func windowOffset(d block.Device) int64 {
 
 // hostRun asks d, when it is a block.DataMapper, whether the host bytes
 // under e (at *e.Offset) are data or a hole, and cuts e to the run that
-// shares the first byte's state; a hole sets Zero. Errors are ignored:
-// this only refines what the image already says, as in QEMU.
-func hostRun(d block.Device, e *MapEntry) {
+// shares the first byte's state; a hole sets Zero, and so does data the
+// host says reads as zeros (block.ZeroMapper: an NBD export's zero
+// flag, as QEMU's block status). It returns whether the run is data
+// (true when d cannot tell). Errors are ignored: this only refines what
+// the image already says, as in QEMU.
+func hostRun(d block.Device, e *MapEntry) bool {
 	dm, ok := d.(block.DataMapper)
 	if !ok {
-		return
+		return true
 	}
-	data, n, err := dm.DataRun(*e.Offset, e.Length)
+	data, zero, n, err := block.ZeroRun(dm, *e.Offset, e.Length)
 	if err != nil || n <= 0 {
-		return
+		return true
 	}
 	e.Length = n
-	e.Zero = e.Zero || !data
+	e.Zero = e.Zero || zero || !data
+	return data
 }

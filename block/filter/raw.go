@@ -100,20 +100,27 @@ func (r *Raw) Size() (int64, error) {
 // offset, cut at a fixed window's end (past it, a hole); data throughout
 // when the child cannot tell.
 func (r *Raw) DataRun(off, n int64) (bool, int64, error) {
+	data, _, run, err := r.ZeroRun(off, n)
+	return data, run, err
+}
+
+// ZeroRun implements block.ZeroMapper as DataRun, with the child's zero
+// answer (block.ZeroRun).
+func (r *Raw) ZeroRun(off, n int64) (data, zero bool, length int64, err error) {
 	if err := r.inWindow(off, 0); err != nil || n < 0 {
-		return false, 0, block.ErrRange
+		return false, false, 0, block.ErrRange
 	}
 	if r.fixed() {
 		if off >= r.o.Size {
-			return false, n, nil
+			return false, true, n, nil
 		}
 		n = min(n, r.o.Size-off)
 	}
 	dm, ok := r.child.(block.DataMapper)
 	if !ok {
-		return true, n, nil
+		return true, false, n, nil
 	}
-	return dm.DataRun(r.o.Offset+off, n)
+	return block.ZeroRun(dm, r.o.Offset+off, n)
 }
 
 // AllocatedSize implements block.DataMapper: the child's, or 0 when it

@@ -40,7 +40,23 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 	// Checked below while its backing export is served; gone before the
 	// directory's final check, which runs after the servers stop.
 	t.Cleanup(func() { os.Remove(ov) })
+	// A metadata-preallocated image served as qcow2: its clusters whose
+	// host space is a hole are data that reads as zeros, which qemu-nbd
+	// says with NBD_STATE_ZERO without NBD_STATE_HOLE (qimg mapped them
+	// as data that is not zero); served raw, a qcow2 node over the
+	// export cannot tell (no allocated size), as in QEMU.
+	pre := filepath.Join(d, "pre.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", pre, "8M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 5 64k 64k", "-c", "write -z 1M 64k", pre)
+	preSock := qemuNbdServe(t, "-r", "-f", "qcow2", "-x", "p", pre)
+	preURI := "nbd+unix:///p?socket=" + preSock
+	preRawSock := qemuNbdServe(t, "-r", "-f", "raw", "-x", "p", pre)
+	preSpec := `json:{"driver":"qcow2","file":{"driver":"nbd","server":{"type":"unix","path":"` + preRawSock + `"},"export":"p"}}`
 	cases := [][]string{
+		{"map", preURI},
+		{"map", "--output=json", preURI},
+		{"map", "--output=json", preSpec},
+		{"compare", pre, preURI},
 		{"info", rawURI},
 		{"info", "--output=json", rawURI},
 		{"info", "-f", "raw", rawURI},

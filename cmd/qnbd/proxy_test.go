@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qring/qring/internal/testkit"
 )
 
 // TestProxy_ServesAnExport: qnbd serves another server's export (named
@@ -43,4 +45,26 @@ func runCmd(name string, args ...string) (string, string, error) {
 	c.Stdout, c.Stderr = &o, &e
 	err := c.Run()
 	return o.String(), e.String(), err
+}
+
+// TestProxy_KeepsZeroFlag: an export's data that reads as zeros
+// (qemu-nbd's NBD_STATE_ZERO without NBD_STATE_HOLE, here the clusters of
+// a metadata-preallocated image whose host space is a hole) is served
+// again with the same flags, as qemu-nbd over QEMU's nbd driver does
+// (qnbd served it as data that is not zero).
+func TestProxy_KeepsZeroFlag(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd", "nbdinfo")
+	dir := shortDir(t)
+	img := filepath.Join(dir, "pre.qcow2")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", img, "8M")
+	sh(t, "qemu-io", "-c", "write -P 5 64k 64k", img)
+	innerURI := "nbd+unix:///?socket=" + testkit.ServeQemuNbd(t, "-r", "-f", "qcow2", img)
+	want := sh(t, "nbdinfo", "--map", innerURI)
+	if !strings.Contains(strings.Join(strings.Fields(want), " "), " 2 zero") {
+		t.Fatalf("qemu-nbd's map has no data that reads as zeros:\n%s", want)
+	}
+	s := startUnix(t, dir, "disk", "-r", "-f", "raw", innerURI)
+	if m := sh(t, "nbdinfo", "--map", s.uri); m != want {
+		t.Fatalf("nbdinfo --map through qnbd:\n%s\nstraight from qemu-nbd:\n%s", m, want)
+	}
 }

@@ -8,17 +8,18 @@ import (
 
 // rawStatus reports a raw image's holes from the host file
 // (block.DataMapper: SEEK_DATA and SEEK_HOLE, with QEMU's file driver's
-// rules), as qimg map and qemu-nbd do. Every byte of a raw file belongs
-// to its only layer: depth 1 ("qemu:allocation-depth").
+// rules), and its zeros where the host can say (block.ZeroMapper: an NBD
+// export's zero flag), as qimg map and qemu-nbd do. Every byte of a raw
+// file belongs to its only layer: depth 1 ("qemu:allocation-depth").
 type rawStatus struct{ dm block.DataMapper }
 
 // Extent implements nbd.StatusSource.
 func (r rawStatus) Extent(off, n int64) (nbd.Extent, error) {
-	data, run, err := r.dm.DataRun(off, n)
+	data, zero, run, err := block.ZeroRun(r.dm, off, n)
 	if err != nil {
 		return nbd.Extent{}, err
 	}
-	return nbd.Extent{Len: run, Hole: !data, Zero: !data, Depth: 1}, nil
+	return nbd.Extent{Len: run, Hole: !data, Zero: zero, Depth: 1}, nil
 }
 
 // rawNodeStatus reports a raw node over a VMDK or VHD node as qemu-nbd

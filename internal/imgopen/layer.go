@@ -224,10 +224,15 @@ type specDataDev struct {
 	dm block.DataMapper
 }
 
-var _ block.DataMapper = specDataDev{}
+var _ block.ZeroMapper = specDataDev{}
 
 // DataRun implements block.DataMapper.
 func (d specDataDev) DataRun(off, n int64) (bool, int64, error) { return d.dm.DataRun(off, n) }
+
+// ZeroRun implements block.ZeroMapper (an NBD export's zero flag).
+func (d specDataDev) ZeroRun(off, n int64) (bool, bool, int64, error) {
+	return block.ZeroRun(d.dm, off, n)
+}
 
 // AllocatedSize implements block.DataMapper.
 func (d specDataDev) AllocatedSize() (int64, error) { return d.dm.AllocatedSize() }
