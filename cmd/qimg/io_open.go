@@ -81,6 +81,10 @@ func (s *ioSession) openCmd(args []string) error {
 			if p, err := protocol.Path(name, false); err == nil {
 				fn = p // file:x is x
 			}
+			if protocol.IsNBD(fn) && !specHasKey(optStr, "file.driver") {
+				// QEMU takes the name's protocol: an nbd node.
+				spec += "file.driver=nbd,"
+			}
 			spec += "file.filename=" + strings.ReplaceAll(fn, ",", ",,")
 		}
 		req.path, req.spec = spec, true
@@ -123,6 +127,16 @@ func fileKeyConflict(spec string) error {
 		}
 	}
 	return nil
+}
+
+// specHasKey reports whether the options spec sets key.
+func specHasKey(spec, key string) bool {
+	for _, kv := range strings.Split(strings.ReplaceAll(spec, ",,", "\x00"), ",") {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // closeCmd is qemu-io's close: the image flushed and closed.

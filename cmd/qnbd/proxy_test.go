@@ -68,3 +68,18 @@ func TestProxy_KeepsZeroFlag(t *testing.T) {
 		t.Fatalf("nbdinfo --map through qnbd:\n%s\nstraight from qemu-nbd:\n%s", m, want)
 	}
 }
+
+// TestProxy_TemporaryOverlay: -s over another server's export serves a
+// temporary overlay whose backing node is the export, as qemu-nbd -s:
+// the clients' writes never reach the export (qnbd opened the URI as a
+// host file and failed).
+func TestProxy_TemporaryOverlay(t *testing.T) {
+	need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	dir, img := create(t, "16M")
+	sh(t, "qemu-io", "-c", "write -P 7 0 1M", img)
+	innerURI := "nbd+unix:///?socket=" + testkit.ServeQemuNbd(t, "-f", "raw", img)
+	s := startUnix(t, dir, "disk", "-s", "-f", "qcow2", innerURI)
+	sh(t, "qemu-io", "-f", "raw", "-c", "read -P 7 0 1M", "-c", "write -P 9 0 64k", "-c", "read -P 9 0 64k", s.uri)
+	s.stop()
+	sh(t, "qemu-io", "-f", "qcow2", "-c", "read -P 7 0 1M", innerURI)
+}

@@ -51,11 +51,16 @@ func openView(cfg *config) (*imgopen.Opened, error) {
 	}
 	s := cfg.open
 	s.UnshareResize = true
+	return openFile(s)
+}
+
+// openFile opens the image s names: a file, or another server's export
+// served again (qemu-nbd's nbd driver): a node of a spec, its format
+// probed unless given.
+func openFile(s imgopen.Spec) (*imgopen.Opened, error) {
 	if imgopen.IsNBDName(s.Path) {
-		// Another server's export, served again (qemu-nbd's nbd
-		// driver): a node of a spec, its format probed unless given.
 		return imgopen.OpenSpec(imgopen.NBDSpec(s.Path, ""), imgopen.Spec{Format: s.Format, Cache: s.Cache, AIO: s.AIO,
-			ReadOnly: s.ReadOnly, Secrets: s.Secrets, UnshareResize: true, Opts: qcow2.Options{RepairLog: s.Opts.RepairLog}})
+			ReadOnly: s.ReadOnly, Secrets: s.Secrets, UnshareResize: s.UnshareResize, Opts: qcow2.Options{RepairLog: s.Opts.RepairLog}})
 	}
 	return imgopen.Open(s)
 }

@@ -29,7 +29,7 @@ func openOverlay(cfg *config) (*imgopen.Opened, error) {
 	}
 	bs := cfg.open
 	bs.ReadOnly = true
-	base, err := imgopen.Open(bs)
+	base, err := openFile(bs)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/qring/qring/internal/protocol"
 	"github.com/qring/qring/qcow2"
 )
 
@@ -23,8 +24,12 @@ import (
 // (the overlay opens its own chain). With path "", base (a spec) stays
 // open as the overlay's backing node in memory, as QEMU's temporary
 // snapshot sets its backing node whatever the image is, and the returned
-// Opened owns it. On error base is closed either way.
+// Opened owns it; so it does for an export (an NBD name is no file to
+// name). On error base is closed either way.
 func OpenTemp(s Spec, base *Opened, path string) (*Opened, error) {
+	if protocol.IsNBD(path) {
+		path = ""
+	}
 	size, err := base.Dev.Size()
 	if err != nil {
 		base.Close()
