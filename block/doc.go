@@ -37,8 +37,9 @@
 //	    vouches for writes the failure lost.
 //	B7  After Close, every method returns an error matching os.ErrClosed.
 //	B8  A device that implements Locker takes image locks QEMU honours
-//	    (QEMU's file-posix lock bytes) and drops them at Close; one that
-//	    does not takes none, and users that need locks must say so.
+//	    (QEMU's file-posix lock bytes, FDLocks: OSFile and uring's
+//	    files) and drops them at Close; one that does not (memdev) takes
+//	    none, and users that need locks must say so.
 //	B9  Caps().AllocWritten is a hint: when set, WriteZeroes with Allocate
 //	    leaves the range written (Linux FALLOC_FL_WRITE_ZEROES: written
 //	    extents the device zeroed) rather than unwritten (ZERO_RANGE's

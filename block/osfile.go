@@ -25,6 +25,7 @@ type OSFile struct {
 	lost     atomic.Pointer[error] // the first failed fsync (B6)
 	syncMu   sync.Mutex            // serialises fsync
 	fixed    bool                  // a block device: Caps say Fixed
+	locks    FDLocks               // the image locks held (B8)
 }
 
 var _ Device = (*OSFile)(nil)
@@ -194,6 +195,19 @@ func (o *OSFile) Close() error {
 	}
 	o.closed = true
 	return o.f.Close()
+}
+
+var _ Locker = (*OSFile)(nil)
+
+// Lock implements Locker with QEMU's lock bytes (FDLocks), as package
+// uring's files: QEMU and an engine over OSFile refuse to write an image
+// the other uses. Close releases the locks.
+func (o *OSFile) Lock(perm, shared Perm) error {
+	if err := o.enter(); err != nil {
+		return err
+	}
+	defer o.mu.RUnlock()
+	return o.locks.Lock(int(o.f.Fd()), perm, shared)
 }
 
 var _ DataMapper = (*OSFile)(nil)

@@ -88,9 +88,8 @@ func (o *CreateOptions) normalize() error {
 // Create makes a new qcow2 image at path. An existing file is
 // overwritten, but only once its write lock is held (lock.go): an image
 // another process uses is refused and left untouched, when the opener's
-// devices take locks (block.Locker: uring's files). The default opener
-// (block.OSFile) takes none: then nothing stops Create from overwriting
-// an image in use. On a block device
+// devices take locks (block.Locker: uring's files and the default
+// opener's block.OSFile). On a block device
 // the image has the device's size. A failed Create removes path, and
 // the data file, only if it created them.
 func Create(path string, o CreateOptions) error {

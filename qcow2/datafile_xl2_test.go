@@ -59,6 +59,8 @@ func qemuIoCmds(ops []dfOp) []string {
 func sameL2(t *testing.T, a, b string, size int64) {
 	t.Helper()
 	ia, ib := openReadOnly(t, a), openReadOnly(t, b)
+	defer ia.Close() // their read locks keep QEMU's writers out
+	defer ib.Close()
 	cs := int64(ia.g.ClusterSize)
 	for off := int64(0); off < size; off += cs {
 		ea, ba, erra := ia.xentry(format.GuestOff(off))

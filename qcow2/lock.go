@@ -14,8 +14,8 @@ import (
 // Force-share (qemu-img -U) is for read-only users that accept reading
 // an image another process writes: they share everything.
 //
-// Devices that do not implement block.Locker (DefaultOpener's OSFile,
-// memdev) take no locks.
+// Devices that do not implement block.Locker (memdev) take no locks;
+// DefaultOpener's OSFile and uring's files take them.
 
 // Format names for LockPerms.
 const (

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
@@ -14,9 +17,19 @@ import (
 
 // The library locks images itself (not only the CLIs): a second writer,
 // a reader without force-share, and Create over the open image are all
-// refused, and the image is left as it was.
+// refused, and the image is left as it was; with uring's files and with
+// the default opener's block.OSFile (which took no locks: a second
+// writer and a Create over an open image went through and corrupted it).
 func TestLock_OpenAndCreate(t *testing.T) {
-	op := uring.Opener(uring.Options{Backend: uring.Threads})
+	for _, tc := range []struct {
+		name string
+		op   Opener
+	}{{"uring", uring.Opener(uring.Options{Backend: uring.Threads})}, {"default", nil}} {
+		t.Run(tc.name, func(t *testing.T) { testLockOpenAndCreate(t, tc.op) })
+	}
+}
+
+func testLockOpenAndCreate(t *testing.T, op Opener) {
 	d := testkit.Dir(t)
 	p := filepath.Join(d, "a.qcow2")
 	if err := Create(p, CreateOptions{Size: 1 << 20, Opener: op}); err != nil {
@@ -72,6 +85,50 @@ func TestLock_OpenAndCreate(t *testing.T) {
 	r.Close()
 	ownCheck(t, p)
 	testkit.QemuCheck(t, p)
+	// QEMU sees the locks, and they see QEMU's.
+	if testkit.HaveQemu() {
+		w, err := Open(p, Options{Opener: op})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, e, code := testkit.Run(t, "qemu-io", "-r", "-c", "read 0 4k", p); code == 0 || !strings.Contains(e, `Failed to get shared "write" lock`) {
+			t.Errorf("qemu-io beside our writer: exit %d, %s", code, e)
+		}
+		w.Close()
+		q := exec.Command("qemu-io", "-c", "sleep 100000", p)
+		if err := q.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { q.Process.Kill(); q.Wait() }()
+		// Wait for qemu-io's write permission byte (a look that takes
+		// no lock, so that qemu-io is never the one refused).
+		probe, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer probe.Close()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			held, err := block.LockedByOther(int(probe.Fd()), block.LockPermBase+1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("qemu-io took no write lock in 10 s")
+			}
+		}
+		if _, err := Open(p, Options{Opener: op}); !errors.Is(err, block.ErrLocked) {
+			t.Fatalf("writer beside qemu-io: %v", err)
+		}
+		if _, err := Open(p, Options{Opener: op, ReadOnly: true}); !errors.Is(err, block.ErrLocked) {
+			t.Fatalf("reader beside qemu-io: %v", err)
+		}
+		if err := Create(p, CreateOptions{Size: 1 << 20, Opener: op}); !errors.Is(err, block.ErrLocked) {
+			t.Fatalf("Create beside qemu-io: %v", err)
+		}
+	}
 }
 
 // Sizes round up to whole sectors, as qemu-img rounds them.

@@ -16,12 +16,10 @@ import (
 type Opener func(path string, readOnly bool) (block.Device, error)
 
 // DefaultOpener is block.OpenOSFile: portable, without efficient zeroing,
-// and without image locks (block B8; only package uring talks to the
-// kernel): nothing stops another program, or a second Open in this one,
-// from writing the same image, and two writers corrupt it. Programs that
-// may meet another user of an image open it through uring's files
-// (Options.Opener: uring.Opener), which take QEMU's locks.
-// Binaries pass the io_uring backend instead.
+// with QEMU's image locks (block B8, block.FDLocks): another program, or
+// a second Open in this one, cannot write an image this one writes.
+// Binaries pass the io_uring backend instead (Options.Opener:
+// uring.Opener), which locks the same way.
 func DefaultOpener(path string, readOnly bool) (block.Device, error) {
 	return block.OpenOSFile(path, readOnly)
 }
@@ -76,9 +74,9 @@ type CreateOptions struct {
 	Hints FileHints
 }
 
-// Options tune an open image. The zero value is a sensible default for
-// an image nothing else opens: without an Opener the image takes no
-// locks (DefaultOpener).
+// Options tune an open image. The zero value is a sensible default:
+// without an Opener the image is a block.OSFile, locked as QEMU locks
+// it (DefaultOpener).
 type Options struct {
 	ReadOnly bool
 	// NoBitmaps: a writable open does not maintain persistent dirty

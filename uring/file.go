@@ -84,11 +84,8 @@ type File struct {
 	lostFlush atomic.Pointer[error]
 	flushMu   sync.Mutex
 
-	// lockMu orders Lock calls; lockPerm and lockShared are the image
-	// locks held (lock.go).
-	lockMu     sync.Mutex
-	lockPerm   block.Perm
-	lockShared block.Perm
+	// locks are the image locks held (lock.go).
+	locks block.FDLocks
 }
 
 var (

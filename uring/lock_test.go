@@ -115,7 +115,7 @@ func TestLock_FailureKeepsOldLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	held, err := lockedByOther(c.fd, block.LockPermBase)
+	held, err := block.LockedByOther(c.fd, block.LockPermBase)
 	if err != nil || !held {
 		t.Fatalf("read permission byte after a failed Lock: held %v, %v", held, err)
 	}
@@ -143,7 +143,7 @@ func TestLock_QEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		held, err := lockedByOther(probe.fd, block.LockPermBase+1)
+		held, err := block.LockedByOther(probe.fd, block.LockPermBase+1)
 		if err != nil {
 			t.Fatal(err)
 		}
