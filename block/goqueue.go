@@ -64,7 +64,7 @@ type GoQueue struct {
 
 // NewGoQueue opens a GoQueue of the given depth on d.
 func NewGoQueue(d Device, depth int) (*GoQueue, error) {
-	if depth < 1 {
+	if depth < 1 || depth > MaxQueueDepth {
 		return nil, ErrRange
 	}
 	return &GoQueue{d: d, depth: depth, sig: make(chan struct{}, 1)}, nil

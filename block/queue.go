@@ -83,9 +83,15 @@ type Queue interface {
 	Close() error
 }
 
+// MaxQueueDepth bounds a queue's depth: a deeper one is ErrRange, from
+// every Queuer here and NewGoQueue (a queue's slots are allocated when
+// it opens, so an unchecked depth could ask for all memory at once).
+const MaxQueueDepth = 1 << 16
+
 // Queuer is an optional Device extension: a device with its own
 // asynchronous path (an io_uring, an engine's fast path) opens queues on
-// itself. NewQueue gives every device a Queue.
+// itself, of a depth from 1 to MaxQueueDepth (else ErrRange). NewQueue
+// gives every device a Queue.
 type Queuer interface {
 	NewQueue(depth int) (Queue, error)
 }

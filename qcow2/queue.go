@@ -72,7 +72,7 @@ var ErrQueueOpen = errors.New("qcow2: a queue on the image is open")
 // block.NewQueue). While it is open the image refuses to close
 // (ErrQueueOpen, A6).
 func (im *Image) NewQueue(depth int) (block.Queue, error) {
-	if depth < 1 {
+	if depth < 1 || depth > block.MaxQueueDepth {
 		return nil, block.ErrRange
 	}
 	im.mu.Lock()

@@ -142,7 +142,7 @@ func asQueue(q *Queue, err error) (block.Queue, error) {
 }
 
 func (f *File) newQueue(depth int, merge bool) (*Queue, error) {
-	if depth < 1 {
+	if depth < 1 || depth > block.MaxQueueDepth {
 		return nil, block.ErrRange
 	}
 	if depth > maxEntries {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/bench"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -282,8 +283,8 @@ func parse(args []string) (*cli, error) {
 	}
 	if set["d"] {
 		d, err := parseCount("queue depth", depth)
-		if err != nil || d < 1 || d > 1<<16 {
-			return nil, fmt.Errorf("invalid queue depth %q (1..65536)", depth)
+		if err != nil || d < 1 || d >= block.MaxQueueDepth { // one slot more for the flusher
+			return nil, fmt.Errorf("invalid queue depth %q (1..%d)", depth, block.MaxQueueDepth-1)
 		}
 		c.Depth = int(d)
 	}

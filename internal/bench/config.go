@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
 )
@@ -154,6 +155,9 @@ func (c *Config) Resolve() error {
 		return fmt.Errorf("invalid request count %d", c.Count)
 	case c.Depth < 1:
 		return fmt.Errorf("invalid queue depth %d (must be at least 1)", c.Depth)
+	case c.Depth >= block.MaxQueueDepth:
+		// One slot more for the flusher (run.go).
+		return fmt.Errorf("invalid queue depth %d (at most %d)", c.Depth, block.MaxQueueDepth-1)
 	case c.Size <= 0 || c.Size > 1<<30:
 		return fmt.Errorf("invalid request size %d", c.Size)
 	case c.Offset < 0:
