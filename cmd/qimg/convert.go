@@ -723,14 +723,26 @@ func runConvert(e *env, args []string) int {
 // sector, as qemu-img's convert does once it has written the last
 // compressed cluster (its zero-length compressed write: the file driver
 // truncates the file to its length in sectors). A name that is no
-// regular file is left as it is; a json: spec names its file.
+// regular file is left as it is; a json: spec names its file. The new
+// length is synced before convert says done.
 func padCompressedEnd(name string) error {
 	name = imgopen.SpecFilename(name)
 	st, err := os.Stat(name)
 	if err != nil || !st.Mode().IsRegular() || st.Size()%512 == 0 {
 		return nil
 	}
-	return os.Truncate(name, roundUp(st.Size(), 512))
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(roundUp(st.Size(), 512))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // checkOutputSize refuses, with -n, an output smaller than the source

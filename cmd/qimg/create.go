@@ -559,6 +559,12 @@ func createEmpty(path string, hints qcow2.FileHints, fill func(f *uring.File) er
 		hints.Apply(f) // while the file is empty, as QEMU's file driver
 		err = fill(f)
 	}
+	if err == nil {
+		// A LUKS header, a flat VMDK extent: durable before create
+		// says done, as qemu-img's close flushes them (a File's Close
+		// does not).
+		err = f.Flush()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

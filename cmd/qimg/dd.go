@@ -124,6 +124,12 @@ func runDD(e *env, args []string) int {
 		return e.errorf(1, "%v", err)
 	}
 	err = ddCopy(in, out, pos, size, a.bs)
+	if err == nil {
+		// Durable before the exit says done, whatever the output (a
+		// raw file's or an export's Close does not flush), as
+		// qemu-img's close flushes.
+		err = out.Dev.Flush()
+	}
 	if cerr := out.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

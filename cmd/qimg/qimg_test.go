@@ -647,6 +647,11 @@ func TestSizeStrings(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		// The test binary as qimg itself, for tests that run it under
+		// another program (durable_test.go's strace).
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	// Relative backing names in the acceptance test resolve against the
 	// image's directory; nothing else depends on the working directory.
 	_ = qcow2.ParseSize

@@ -182,6 +182,13 @@ func doResize(r *resizeRequest) error {
 		// its clusters off.
 		err = resizeNode(img, size, r.prealloc)
 	}
+	if err == nil {
+		// The new size (and a raw file's preallocation) durable before
+		// resize says done, as qemu-img's close flushes: a raw file's
+		// or a LUKS volume's Close does not, and a truncate by path
+		// goes through the open file's inode, which this syncs.
+		err = img.Dev.Flush()
+	}
 	if cerr := img.Close(); err == nil {
 		err = cerr
 	}
