@@ -103,6 +103,12 @@ func Create(path string, o CreateOptions) error {
 	if err := o.resolveBacking(path, op); err != nil {
 		return err
 	}
+	// A size the cluster size cannot map is refused before any file is
+	// touched (an existing image was emptied first).
+	g := o.geometry()
+	if err := o.checkL1(&g); err != nil {
+		return err
+	}
 	if o.DataFile != "" {
 		if sameFile(path, o.DataFile) {
 			// Each would truncate the other: QEMU fails on its own

@@ -131,6 +131,24 @@ func testLockOpenAndCreate(t *testing.T, op Opener) {
 	}
 }
 
+// TestCreate_TooLargeLeavesImage: a Create refused for a size the
+// cluster size cannot map leaves an existing image as it was (it was
+// emptied first, and the refusal came after).
+func TestCreate_TooLargeLeavesImage(t *testing.T) {
+	p := filepath.Join(testkit.Dir(t), "a.qcow2")
+	if err := Create(p, CreateOptions{Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(p)
+	if err := Create(p, CreateOptions{Size: 1 << 62}); !errors.Is(err, ErrSizeTooLarge) {
+		t.Fatalf("Create of 4 EiB: %v", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {
+		t.Fatal("a refused Create changed the image")
+	}
+	ownCheck(t, p)
+}
+
 // Sizes round up to whole sectors, as qemu-img rounds them.
 func TestCreate_RoundsSize(t *testing.T) {
 	p := filepath.Join(testkit.Dir(t), "b.qcow2")
