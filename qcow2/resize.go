@@ -27,10 +27,13 @@ import (
 // hold resizeMu, and so do ApplySnapshot (it sets the size too) and
 // CreateSnapshot (it records it); SetVersion refuses while one runs.
 
-// checkSectorSize refuses a new virtual size that is not whole 512-byte
-// sectors, as QEMU's qcow2 ("The new size must be a multiple of 512"):
+// checkSectorSize refuses a negative new virtual size, and one that is
+// not whole 512-byte sectors, as QEMU's qcow2 ("The new size must be a multiple of 512"):
 // QEMU would see it rounded down, and never see the bytes past.
 func checkSectorSize(size int64) error {
+	if size < 0 {
+		return fmt.Errorf("%w: negative size %d", ErrUnsupported, size)
+	}
 	if size%512 != 0 {
 		return fmt.Errorf("%w: size %d is not a multiple of 512", ErrUnsupported, size)
 	}
