@@ -349,6 +349,18 @@ func (s *ioSession) truncate(args []string) error {
 	if err != nil {
 		return err
 	}
+	if s.Image == nil && onExport(s.Dev) {
+		// QEMU's nbd driver under qemu-io's inexact truncate: a shrink
+		// is taken as done (the export keeps its size), whatever the
+		// preallocation; growing is refused.
+		switch {
+		case size > qemuMaxLength:
+			return errExceedsMax(size)
+		case size > cur:
+			return errors.New("Cannot grow NBD nodes")
+		}
+		return nil
+	}
 	if s.Image == nil {
 		// Raw, and the file under a LUKS volume: QEMU's file driver's
 		// refusals and preallocation.

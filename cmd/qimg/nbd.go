@@ -1,6 +1,10 @@
 package main
 
-import "github.com/qring/qring/internal/imgopen"
+import (
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/internal/imgopen"
+	"github.com/qring/qring/nbd"
+)
 
 // nbdCanonical is an NBD file name as QEMU names the node it opens
 // (nbd_refresh_filename: nbd+unix://?socket=PATH for
@@ -15,4 +19,20 @@ func nbdCanonical(name string) string {
 		return name
 	}
 	return a.URI()
+}
+
+// onExport reports whether d is an NBD export, itself or under the raw
+// windows and guards over it (their Unwrap).
+func onExport(d block.Device) bool {
+	for d != nil {
+		if _, ok := d.(*nbd.Client); ok {
+			return true
+		}
+		u, ok := d.(interface{ Unwrap() block.Device })
+		if !ok {
+			return false
+		}
+		d = u.Unwrap()
+	}
+	return false
 }

@@ -37,6 +37,9 @@ type probeGuard struct {
 	mu sync.Mutex // a write into the first 512 bytes, with its check
 }
 
+// Unwrap returns the guarded device.
+func (g *probeGuard) Unwrap() block.Device { return g.Device }
+
 // Writev implements block.Device. A write that covers only part of the
 // first 512 bytes is checked with the rest read from the device.
 func (g *probeGuard) Writev(off int64, bufs [][]byte) error {
