@@ -197,6 +197,9 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 		// qemu-io's inexact truncate of an export: a shrink taken as
 		// done, growing refused (qimg refused both).
 		{"io", "-f", "raw", "-c", "truncate 1M", "-c", "length", "-c", "truncate 100M", "-c", "length", "-c", "truncate -m falloc 1M", "X"},
+		// info over a raw export: qemu-io stops at the format name.
+		{"io", "-f", "raw", "-c", "info", "X"},
+		{"io", "-f", "qcow2", "-c", "info", "X"},
 	} {
 		var outs [2]string
 		for i := range socks {
