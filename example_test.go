@@ -22,8 +22,8 @@ func Example() {
 	path := filepath.Join(dir, "disk.qcow2")
 
 	// The engine never imports the ring: the caller picks the backend.
-	// uring's files also take QEMU's image locks (the default opener,
-	// block.OSFile, takes none), so Create refuses an image in use.
+	// uring's files, as the default opener's, take QEMU's image locks,
+	// so Create refuses an image in use.
 	opener := func(p string, ro bool) (block.Device, error) {
 		return uring.Open(p, uring.Options{Direct: true, ReadOnly: ro})
 	}
