@@ -22,15 +22,18 @@ type DataMapper interface {
 	AllocatedSize() (int64, error)
 }
 
-// ZeroMapper is a DataMapper that can also say that data reads as
-// zeros: an NBD export's NBD_STATE_ZERO without NBD_STATE_HOLE, what
-// QEMU's block status reports as BDRV_BLOCK_DATA|BDRV_BLOCK_ZERO and
-// qemu-img map shows as "data": true, "zero": true. Like DataRun it is a
-// report (B2): zero promises zeros, data without zero promises nothing.
+// ZeroMapper is a DataMapper whose data and zeros are two answers, as an
+// NBD export's NBD_STATE_HOLE and NBD_STATE_ZERO: data that reads as
+// zeros (QEMU's BDRV_BLOCK_DATA|BDRV_BLOCK_ZERO, which qemu-img map
+// shows as "data": true, "zero": true), and a hole that is not known to
+// read as zeros (neither flag: the NBD spec does not promise a hole's
+// contents, and QEMU reads it). Like DataRun it is a report (B2): zero
+// promises zeros, anything else promises nothing. Its DataRun calls a
+// range a hole only where it reads as zeros.
 type ZeroMapper interface {
 	DataMapper
-	// ZeroRun is DataRun with one more answer: whether the run reads as
-	// zeros (always true of a hole).
+	// ZeroRun is DataRun with the two answers apart: whether the run is
+	// data (false: a hole), and whether it reads as zeros.
 	ZeroRun(off, n int64) (data, zero bool, length int64, err error)
 }
 

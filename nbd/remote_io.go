@@ -630,16 +630,19 @@ func (c *Client) Caps() block.Caps {
 	return caps
 }
 
-// DataRun answers from the server's base:allocation context (a hole is
-// what NBD_STATE_HOLE says); without the context every byte is data.
+// DataRun answers from the server's base:allocation context: a hole
+// (false) only where the server says it reads as zeros, NBD_STATE_HOLE
+// with NBD_STATE_ZERO (the spec promises nothing of a hole alone, whose
+// bytes a caller that takes a hole for zeros would lose); without the
+// context every byte is data.
 func (c *Client) DataRun(off, n int64) (bool, int64, error) {
-	data, _, run, err := c.ZeroRun(off, n)
-	return data, run, err
+	data, zero, run, err := c.ZeroRun(off, n)
+	return data || !zero, run, err
 }
 
-// ZeroRun implements block.ZeroMapper: DataRun's answer, and zero where
-// the server says NBD_STATE_ZERO (or a hole), as QEMU's nbd driver
-// turns it into BDRV_BLOCK_ZERO.
+// ZeroRun implements block.ZeroMapper: data unless NBD_STATE_HOLE, zero
+// only with NBD_STATE_ZERO, as QEMU's nbd driver turns them into
+// BDRV_BLOCK_DATA and BDRV_BLOCK_ZERO. Past the end: a zero hole.
 func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error) {
 	if err := block.CheckRange(off, n); err != nil {
 		return false, false, 0, err
@@ -662,8 +665,7 @@ func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error
 		return false, false, 0, &ProtocolError{"block status without an extent"}
 	}
 	f := k.ext[0].flags
-	data = f&StateHole == 0
-	return data, !data || f&StateZero != 0, min(int64(k.ext[0].n), m), nil
+	return f&StateHole == 0, f&StateZero != 0, min(int64(k.ext[0].n), m), nil
 }
 
 // ErrSizeUnknown is AllocatedSize's answer: an export does not say how

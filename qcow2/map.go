@@ -264,8 +264,14 @@ func rawStatus(d block.Device, off, n int64, depth int) (MapEntry, error) {
 	}
 	o := off
 	e := MapEntry{Start: off, Length: min(n, sz-off), Depth: depth, Present: true, Data: true, Offset: &o}
-	e.Data = hostRun(d, &e)
-	if w := windowOffset(d); w != 0 {
+	data, zero := hostRun(d, &e)
+	// A hole not known to read as zeros (an NBD export's hole without
+	// its zero flag) is not allocated at this layer either, as QEMU's
+	// block status: neither data nor zero, and no offset.
+	e.Data, e.Present = data, data || zero
+	if !e.Present {
+		e.Offset = nil
+	} else if w := windowOffset(d); w != 0 {
 		// A window into its file (filter.Raw): the file's offsets, for
 		// a raw top and a raw backing file alike.
 		v := o + w
@@ -294,22 +300,23 @@ func windowOffset(d block.Device) int64 {
 }
 
 // hostRun asks d, when it is a block.DataMapper, whether the host bytes
-// under e (at *e.Offset) are data or a hole, and cuts e to the run that
-// shares the first byte's state; a hole sets Zero, and so does data the
-// host says reads as zeros (block.ZeroMapper: an NBD export's zero
-// flag, as QEMU's block status). It returns whether the run is data
-// (true when d cannot tell). Errors are ignored: this only refines what
-// the image already says, as in QEMU.
-func hostRun(d block.Device, e *MapEntry) bool {
+// under e (at *e.Offset) are data or a hole and whether they read as
+// zeros (block.ZeroRun: a file's hole does, an NBD export says so with
+// its zero flag, data included, as QEMU's block status), and cuts e to
+// the run that shares the first byte's state; zeros set Zero. It returns
+// the run's data and zero answers (data, not known zero, when d cannot
+// tell). Errors are ignored: this only refines what the image already
+// says, as in QEMU.
+func hostRun(d block.Device, e *MapEntry) (data, zero bool) {
 	dm, ok := d.(block.DataMapper)
 	if !ok {
-		return true
+		return true, false
 	}
 	data, zero, n, err := block.ZeroRun(dm, *e.Offset, e.Length)
 	if err != nil || n <= 0 {
-		return true
+		return true, false
 	}
 	e.Length = n
-	e.Zero = e.Zero || zero || !data
-	return data
+	e.Zero = e.Zero || zero
+	return data, zero
 }

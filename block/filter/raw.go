@@ -100,8 +100,8 @@ func (r *Raw) Size() (int64, error) {
 // offset, cut at a fixed window's end (past it, a hole); data throughout
 // when the child cannot tell.
 func (r *Raw) DataRun(off, n int64) (bool, int64, error) {
-	data, _, run, err := r.ZeroRun(off, n)
-	return data, run, err
+	data, zero, run, err := r.ZeroRun(off, n)
+	return data || !zero, run, err // a hole only where it reads as zeros
 }
 
 // ZeroRun implements block.ZeroMapper as DataRun, with the child's zero
