@@ -224,7 +224,9 @@ func (o *CreateOptions) resolveBacking(path string, op Opener) error {
 		}
 	}
 	if o.Size == 0 {
-		bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: o.OpenBacking, asBacking: true})
+		// Shared with everyone, as QEMU's bdrv_img_create opens it
+		// (force-share): an image another user writes takes an overlay.
+		bd, err := OpenFormat(bpath, o.BackingFormat, Options{ReadOnly: true, ForceShare: true, Opener: op, OpenBacking: o.OpenBacking, asBacking: true})
 		if err != nil {
 			return fmt.Errorf("qcow2: backing file: %w", err)
 		}

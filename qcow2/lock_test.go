@@ -61,6 +61,13 @@ func testLockOpenAndCreate(t *testing.T, op Opener) {
 		t.Fatalf("force-share reader: %v", err)
 	}
 	r.Close()
+	// An overlay of the image in use takes its size from it, reading
+	// it shared, as QEMU's bdrv_img_create (a live snapshot; refused
+	// before).
+	ov := filepath.Join(d, "ov.qcow2")
+	if err := Create(ov, CreateOptions{BackingFile: p, BackingFormat: "qcow2", Opener: op}); err != nil {
+		t.Fatalf("overlay of an image in use: %v", err)
+	}
 	before, _ := os.ReadFile(p)
 	if err := Create(p, CreateOptions{Size: 2 << 20, Opener: op}); !errors.Is(err, block.ErrLocked) {
 		t.Fatalf("Create over an open image: %v", err)

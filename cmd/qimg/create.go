@@ -311,9 +311,10 @@ func resolveCreateSize(req *createRequest) error {
 		}
 	}
 	// For its size only: QEMU opens it without I/O (BDRV_O_NO_IO), so a
-	// LUKS volume needs no key.
+	// LUKS volume needs no key, and with force-share (bdrv_img_create),
+	// so an image a VM writes takes an overlay (a live snapshot).
 	img, err := openImage(imgopen.Spec{Path: bpath, Format: o.BackingFormat, ReadOnly: true,
-		Opts: qcow2.Options{NoBacking: true, NoKey: true}})
+		Opts: qcow2.Options{NoBacking: true, NoKey: true, ForceShare: true}})
 	if err != nil {
 		// QEMU opens the backing file without qemu-img's "Could not
 		// open" around the file driver's (which has its own) or the
