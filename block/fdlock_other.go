@@ -2,9 +2,11 @@
 
 package block
 
-// Open file description locks are Linux's: elsewhere FDLocks.Lock fails
-// (fcntl refuses command -1), and Options.NoLock opens without locks.
+// Open file description locks are Linux's: elsewhere FDLocks.Lock takes
+// none and succeeds, as QEMU's locking=auto goes without locks where the
+// system has no OFD locks.
 const (
+	ofdLocks  = false
 	fOFDGetLk = -1
 	fOFDSetLk = -1
 )

@@ -66,6 +66,7 @@ func TestDurable_SyncedBeforeExit(t *testing.T) {
 		{[]string{"amend", "-o", "lazy_refcounts=on", ov}, []string{"ov.qcow2"}},
 		{[]string{"rebase", "-b", "", ov}, []string{"ov.qcow2"}},
 		{[]string{"commit", top}, []string{"ov.qcow2", "top.qcow2"}},
+		{[]string{"resize", "--shrink", filepath.Join(d, "z.qcow2"), "2M"}, []string{"z.qcow2"}},
 	} {
 		cmd := exec.Command("strace", append([]string{"-f", "-y", "-qq", "-o", filepath.Join(d, "trace"),
 			"-e", "inject=io_uring_setup:error=ENOSYS",

@@ -81,7 +81,7 @@ func (s *ioSession) openCmd(args []string) error {
 			if p, err := protocol.Path(name, false); err == nil {
 				fn = p // file:x is x
 			}
-			if protocol.IsNBD(fn) && !specHasKey(optStr, "file.driver") {
+			if protocol.IsNBD(name) && !specHasKey(optStr, "file.driver") {
 				// QEMU takes the name's protocol: an nbd node.
 				spec += "file.driver=nbd,"
 			}

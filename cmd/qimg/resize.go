@@ -416,5 +416,8 @@ func trimFile(spec imgopen.Spec) error {
 	if err != nil || size <= r.ImageEndOffset {
 		return err
 	}
-	return f.Truncate(r.ImageEndOffset)
+	if err := f.Truncate(r.ImageEndOffset); err != nil {
+		return err
+	}
+	return f.Flush() // the cut durable before resize says done
 }
