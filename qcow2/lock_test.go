@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
@@ -107,25 +106,7 @@ func testLockOpenAndCreate(t *testing.T, op Opener) {
 			t.Fatal(err)
 		}
 		defer func() { q.Process.Kill(); q.Wait() }()
-		// Wait for qemu-io's write permission byte (a look that takes
-		// no lock, so that qemu-io is never the one refused).
-		probe, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer probe.Close()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			held, err := block.LockedByOther(int(probe.Fd()), block.LockPermBase+1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if held {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("qemu-io took no write lock in 10 s")
-			}
-		}
+		testkit.WaitLockByte(t, p, block.LockPermBase+1) // qemu-io's write permission
 		if _, err := Open(p, Options{Opener: op}); !errors.Is(err, block.ErrLocked) {
 			t.Fatalf("writer beside qemu-io: %v", err)
 		}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/internal/testkit"
@@ -136,30 +135,11 @@ func TestLock_QEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	// Wait until qemu-io holds its write permission byte (testing with
-	// F_OFD_GETLK takes no lock, so qemu-io is never the one refused).
-	probe, err := Open(p, Options{ReadOnly: true, Backend: Threads})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		held, err := block.LockedByOther(probe.fd, block.LockPermBase+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if held {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("qemu-io took no write lock in 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	probe.Close()
+	testkit.WaitLockByte(t, p, block.LockPermBase+1) // qemu-io's write permission
 	// QEMU's raw writer shares everything but holds write: a reader that
 	// does not share write is refused.
 	var le *block.LockError
-	_, err = openLocked(t, p, true, roPerm, roShared)
+	_, err := openLocked(t, p, true, roPerm, roShared)
 	errors.As(err, &le)
 	if le == nil || le.Perm != block.PermWrite || !le.Shared {
 		t.Fatalf("beside qemu-io: %v, want a shared write lock error", err)

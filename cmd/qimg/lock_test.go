@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -25,15 +24,7 @@ func waitLocked(t *testing.T, path string) {
 // read permission, 101: write).
 func waitLockByte(t *testing.T, path string, b int64) {
 	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if testkit.HoldsLockByte(path, b) {
-			return
-		}
-	}
-	t.Fatalf("nobody took lock byte %d of %s", b, path)
+	testkit.WaitLockByte(t, path, b)
 }
 
 // The acceptance: qemu-io and qimg refuse to write an image the

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
+	"time"
 )
 
 // HoldsLockByte reports whether some process holds a lock covering byte
@@ -34,4 +36,21 @@ func HoldsLockByte(path string, b int64) bool {
 		}
 	}
 	return false
+}
+
+// WaitLockByte waits until some process holds lock byte b of the file at
+// path (100: QEMU's read permission, 101: write), for 10 s at most (a
+// look that takes no lock, so that the process taking it is never the
+// one refused).
+func WaitLockByte(t testing.TB, path string, b int64) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if HoldsLockByte(path, b) {
+			return
+		}
+	}
+	t.Fatalf("nobody took lock byte %d of %s", b, path)
 }
