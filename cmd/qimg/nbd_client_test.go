@@ -144,22 +144,7 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 		for i := range socks {
 			// Old bytes everywhere: a raw image's zeros must be written.
 			testkit.MustRun(t, "qemu-io", "-f", "raw", "-c", "write -P 1 0 64M", uri(i))
-			args := make([]string, len(c))
-			for k, a := range c {
-				args[k] = strings.ReplaceAll(a, "X", uri(i))
-			}
-			var o, e string
-			var code int
-			if i == 0 {
-				o, e, code = runQ(t, args...)
-				e = asQemu(e)
-			} else {
-				o, e, code = testkit.Run(t, "qemu-img", args...)
-				if e = oneLine(e); e == "\n" {
-					e = ""
-				}
-			}
-			outs[i] = strings.ReplaceAll(fmt.Sprintf("exit %d\n%s%s", code, o, e), socks[i], "SOCK")
+			outs[i] = twinRun(t, i == 0, c, uri(i), socks[i])
 		}
 		if outs[0] != outs[1] {
 			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", c, outs[0], outs[1])
@@ -188,11 +173,11 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 	}
 	for _, c := range [][]string{
 		{"resize", "--shrink", "-f", "qcow2", "X", "32M"},
-		{"resize", "--shrink", "-f", "qcow2", "nbd:unix:S", "16M"},
+		{"resize", "--shrink", "-f", "qcow2", "nbd:unix:@S", "16M"},
 		{"io", "-f", "qcow2", "-s", "-c", "write -P 4 0 4k", "-c", "read -P 4 0 4k", "X"},
 		{"io", "-c", "open -o driver=qcow2 X", "-c", "read -P 2 1M 4k", "-c", "length"},
 		{"io", "-c", "open -s -o driver=qcow2,file.driver=nbd X", "-c", "write -P 5 1M 4k", "-c", "length"},
-		{"io", "-c", "open -o driver=raw nbd:unix:S", "-c", "length"},
+		{"io", "-c", "open -o driver=raw nbd:unix:@S", "-c", "length"},
 		{"io", "-c", "open -o driver=qcow2 X", "-c", "truncate 8M", "-c", "length"},
 		// qemu-io's inexact truncate of an export: a shrink taken as
 		// done, growing refused (qimg refused both).
@@ -203,27 +188,7 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 	} {
 		var outs [2]string
 		for i := range socks {
-			args := make([]string, len(c))
-			for k, a := range c {
-				args[k] = strings.ReplaceAll(strings.ReplaceAll(a, "X", uri(i)), "S", socks[i])
-			}
-			var o, e string
-			var code int
-			if i == 0 {
-				o, e, code = runQ(t, args...)
-				e = asQemu(e)
-			} else {
-				tool := "qemu-img"
-				if args[0] == "io" {
-					tool, args = "qemu-io", args[1:]
-				}
-				o, e, code = testkit.Run(t, tool, args...)
-				if e = oneLine(e); e == "\n" {
-					e = ""
-				}
-			}
-			e = strings.ReplaceAll(e, "qemu-io: ", "qemu-img: ") // asQemu's prefix for qimg io too
-			outs[i] = strings.ReplaceAll(normTiming(fmt.Sprintf("exit %d\n%s%s", code, o, e)), socks[i], "SOCK")
+			outs[i] = twinRun(t, i == 0, c, uri(i), socks[i])
 		}
 		if outs[0] != outs[1] {
 			t.Errorf("%q:\nqimg:\n%s\nqemu-img:\n%s", c, outs[0], outs[1])
@@ -304,4 +269,34 @@ func TestNBDClient_TLSLikeQemu(t *testing.T) {
 			t.Errorf("%s: exit %d (qemu-img %d): %s", dir, code, qcode, e)
 		}
 	}
+}
+
+// twinRun runs command c on one of twin exports (X its URI, @S its
+// socket's path), through qimg or through QEMU's tool (qemu-io for io,
+// else qemu-img), and returns its exit code, output and errors in one
+// string, normalized for comparison (the prefixes asQemu's, timings and
+// the socket's path replaced).
+func twinRun(t *testing.T, qimg bool, c []string, uri, sock string) string {
+	t.Helper()
+	args := make([]string, len(c))
+	for k, a := range c {
+		args[k] = strings.ReplaceAll(strings.ReplaceAll(a, "X", uri), "@S", sock)
+	}
+	var o, e string
+	var code int
+	if qimg {
+		o, e, code = runQ(t, args...)
+		e = asQemu(e)
+	} else {
+		tool := "qemu-img"
+		if args[0] == "io" {
+			tool, args = "qemu-io", args[1:]
+		}
+		o, e, code = testkit.Run(t, tool, args...)
+		if e = oneLine(e); e == "\n" {
+			e = ""
+		}
+	}
+	e = strings.ReplaceAll(e, "qemu-io: ", "qemu-img: ") // asQemu's prefix for qimg io too
+	return strings.ReplaceAll(normTiming(fmt.Sprintf("exit %d\n%s%s", code, o, e)), sock, "SOCK")
 }
