@@ -51,7 +51,9 @@ var commandNotes = map[string]string{
 		"-t unsafe skips the host flushes, as qemu-img's does; the default (qemu-img's\n" +
 		"is unsafe) is writeback here: the output is flushed when convert ends.\n",
 	"compare": "-s (strict) also compares the block status (allocated, zero, data) of each\n" +
-		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n",
+		"range, as qemu-img: exit 1 with \"Strict mode: Offset N block status mismatch!\".\n" +
+		"An NBD export's holes the server does not call zeros are read and compared\n" +
+		"(qemu-img takes them for zeros).\n",
 	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +
 		"qemu-img, but changes nothing (exit 1) where references lie past the end of\n" +
 		"the file or tables other than the refcount structures are damaged\n" +

@@ -930,10 +930,10 @@ func (s *ioSession) info() error {
 			inf.FormatSpecific = &formatSpecific{Type: "luks", LUKS: li}
 		}
 		fmt.Fprintf(s.out, "format name: %s\n", s.Format())
-		if s.VHD == nil && s.VMDK == nil && s.LUKS == nil && onExport(s.Dev) {
-			// Raw over an export: QEMU's nbd driver has no
-			// bdrv_get_info, and qemu-io's info stops at the name
-			// and fails (ENOTSUP), saying nothing more.
+		if s.VHD == nil && s.VMDK == nil && onExport(s.Dev) {
+			// Raw or LUKS over an export: their get_info asks the
+			// file node, QEMU's nbd driver has none, and qemu-io's
+			// info stops at the name and fails (ENOTSUP).
 			return errReported
 		}
 		fmt.Fprintf(s.out, "cluster size: %s\n", cvtstr(float64(inf.ClusterSize)))

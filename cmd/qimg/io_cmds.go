@@ -349,6 +349,10 @@ func (s *ioSession) truncate(args []string) error {
 	if err != nil {
 		return err
 	}
+	if s.Image == nil && s.RawFixed {
+		// QEMU's raw driver, before its file node sees the size.
+		return errors.New("Cannot resize fixed-size raw disks")
+	}
 	if s.Image == nil && onExport(s.Dev) {
 		// QEMU's nbd driver under qemu-io's inexact truncate: a shrink
 		// is taken as done (the export keeps its size), whatever the

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/nbd"
 )
 
 // TestProxy_ServesAnExport: qnbd serves another server's export (named
@@ -82,4 +86,46 @@ func TestProxy_TemporaryOverlay(t *testing.T) {
 	sh(t, "qemu-io", "-f", "raw", "-c", "read -P 7 0 1M", "-c", "write -P 9 0 64k", "-c", "read -P 9 0 64k", s.uri)
 	s.stop()
 	sh(t, "qemu-io", "-f", "qcow2", "-c", "read -P 7 0 1M", innerURI)
+}
+
+// holeNotZero is a block status whose first half is NBD_STATE_HOLE
+// without NBD_STATE_ZERO (bytes the spec promises nothing of: 0xAA here).
+type holeNotZero struct{ half int64 }
+
+func (h holeNotZero) Extent(off, n int64) (nbd.Extent, error) {
+	if off < h.half {
+		return nbd.Extent{Len: min(n, h.half-off), Hole: true}, nil
+	}
+	return nbd.Extent{Len: n, Depth: 1}, nil
+}
+
+// TestProxy_HoleNotZeroLikeQemuNbd: an export's hole without the zero
+// flag, served again raw and as the backing file of a qcow2 overlay, has
+// qemu-nbd's block status and allocation depth (absent: neither data nor
+// known zeros); qnbd called it the layer's data, and before that zeros.
+func TestProxy_HoleNotZeroLikeQemuNbd(t *testing.T) {
+	need(t, "qemu-img", "qemu-nbd", "nbdinfo")
+	d := shortDir(t)
+	l, err := net.Listen("unix", filepath.Join(d, "in.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte{0xaa}, 1<<20)
+	srv := &nbd.Server{Exports: []*nbd.Export{{Dev: memdev.FromBytes(content, memdev.Options{}), ReadOnly: true, Status: holeNotZero{512 << 10}}}}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Shutdown(t.Context()) })
+	inner := "nbd+unix:///?socket=" + filepath.Join(d, "in.sock")
+	ov := filepath.Join(d, "ov.qcow2")
+	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", inner, "-F", "raw", ov)
+	for _, args := range [][]string{{"-f", "raw", inner}, {"-f", "qcow2", ov}} {
+		sub := shortDir(t)
+		q := startQemuNbd(t, sub, append([]string{"-r", "-A"}, args...)...)
+		s := startUnix(t, sub, "disk", append([]string{"-r", "-A"}, args...)...)
+		for _, ctx := range []string{"--map", "--map=qemu:allocation-depth"} {
+			if got, want := sh(t, "nbdinfo", ctx, s.uri), sh(t, "nbdinfo", ctx, q); got != want {
+				t.Errorf("%q %s: qnbd\n%s\nqemu-nbd\n%s", args, ctx, got, want)
+			}
+		}
+		s.stop()
+	}
 }

@@ -19,7 +19,11 @@ func (r rawStatus) Extent(off, n int64) (nbd.Extent, error) {
 	if err != nil {
 		return nbd.Extent{}, err
 	}
-	return nbd.Extent{Len: run, Hole: !data, Zero: zero, Depth: 1}, nil
+	depth := 1
+	if !data && !zero {
+		depth = 0 // an export's hole not known zero: absent, as qemu-nbd
+	}
+	return nbd.Extent{Len: run, Hole: !data, Zero: zero, Depth: depth}, nil
 }
 
 // rawNodeStatus reports a raw node over a VMDK or VHD node as qemu-nbd

@@ -41,8 +41,10 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 	im, ok := d.(*qcow2.Image)
 	if !ok {
 		// A raw layer: its bytes are data, except in the host file's
-		// holes (block.DataMapper), which read as zeros; all of it is
-		// the layer's (allocation depth), as in qemu-nbd.
+		// holes (block.ZeroRun: a file's read as zeros, an export's
+		// say whether they do); all of it is the layer's (allocation
+		// depth) but an export's hole not known to read as zeros,
+		// which is absent, as in qemu-nbd.
 		sz, err := d.Size()
 		if err != nil {
 			return nbd.Extent{}, err
@@ -53,8 +55,11 @@ func extent(d block.Device, off, n int64, depth int) (nbd.Extent, error) {
 		}
 		e := nbd.Extent{Len: min(n, sz-off), Depth: depth}
 		if dm, ok := d.(block.DataMapper); ok {
-			if data, run, err := dm.DataRun(off, e.Len); err == nil && run > 0 {
-				e.Len, e.Hole, e.Zero = run, !data, !data
+			if data, zero, run, err := block.ZeroRun(dm, off, e.Len); err == nil && run > 0 {
+				e.Len, e.Hole, e.Zero = run, !data, zero
+				if !data && !zero {
+					e.Depth = 0
+				}
 			}
 		}
 		return e, nil
