@@ -213,11 +213,15 @@ func collectInfo(path string, size int64, img *imgopen.Opened) (*imageInfo, erro
 		du = f // a spec: the file its nodes end in
 	}
 	inf := &imageInfo{VirtualSize: size, Filename: path, Format: img.Format()}
-	if imgopen.IsNBDName(path) {
+	switch {
+	case imgopen.IsNBDName(path):
 		// QEMU names an export by its canonical URI, and knows no
 		// disk size for it.
 		inf.Filename = nbdCanonical(path)
-	} else {
+	case onExport(img.Dev):
+		// A spec whose file node is an export (a LUKS volume on
+		// one): no disk size, no dirty flag, as in QEMU.
+	default:
 		du := diskUsage(du)
 		inf.ActualSize = &du
 		// QEMU's raw driver asks its file for the flag: a host file

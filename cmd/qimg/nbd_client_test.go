@@ -215,6 +215,18 @@ func TestNBDClient_CommandsLikeQemu(t *testing.T) {
 	if q, o := twinRun(t, true, c, uri(0), socks[0]), twinRun(t, false, c, uri(1), socks[1]); q != o {
 		t.Errorf("%q:\nqimg:\n%s\nqemu-io:\n%s", c, q, o)
 	}
+	// Its info knows no disk size or dirty flag, as qemu-img's (qimg
+	// said 0 B). (The json: name is laid out otherwise than QEMU's.)
+	for _, out := range []string{"human", "json"} {
+		c := []string{"info", "--output=" + out, "--object", "secret,id=s0,data=pw", "--image-opts",
+			"driver=luks,key-secret=s0,file.driver=nbd,file.server.type=unix,file.server.path=@S"}
+		q, o := twinRun(t, true, c, uri(0), socks[0]), twinRun(t, false, c, uri(1), socks[1])
+		for _, w := range []string{"disk size: unavailable", "actual-size", "dirty-flag"} {
+			if strings.Contains(q, w) != strings.Contains(o, w) {
+				t.Errorf("%q: %q in qimg's output %v, in qemu-img's %v:\n%s\n%s", c, w, strings.Contains(q, w), strings.Contains(o, w), q, o)
+			}
+		}
+	}
 }
 
 // TestNBDClient_TLSLikeQemu: an export qemu-nbd serves over TLS only
