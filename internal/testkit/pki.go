@@ -70,7 +70,6 @@ func (ca *CA) Issue(t *testing.T, name string, server bool) (certPEM, keyPEM []b
 // IssueSubject is Issue for a certificate of subject subj.
 func (ca *CA) IssueSubject(t *testing.T, subj pkix.Name, server bool) (certPEM, keyPEM []byte, cert *x509.Certificate) {
 	t.Helper()
-	key := NewKey(t, ca.RSA)
 	ca.serial++
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: subj,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -80,6 +79,26 @@ func (ca *CA) IssueSubject(t *testing.T, subj pkix.Name, server bool) (certPEM, 
 		tmpl.DNSNames, tmpl.IPAddresses = []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
+	return ca.sign(t, tmpl)
+}
+
+// IssueServerNames is a server certificate of subject subj whose
+// subject alternative names are exactly dnsNames and ips: none at all
+// makes one named by its CN alone, as older PKIs made them.
+func (ca *CA) IssueServerNames(t *testing.T, subj pkix.Name, dnsNames []string, ips []net.IP) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	t.Helper()
+	ca.serial++
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.serial), Subject: subj,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: dnsNames, IPAddresses: ips}
+	return ca.sign(t, tmpl)
+}
+
+// sign makes the certificate tmpl with a new key, signed by the CA.
+func (ca *CA) sign(t *testing.T, tmpl *x509.Certificate) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+	t.Helper()
+	key := NewKey(t, ca.RSA)
 	if ca.RSA {
 		tmpl.SignatureAlgorithm = x509.SHA256WithRSA
 	}
