@@ -107,6 +107,11 @@ func Path(name string, create bool) (string, error) {
 	proto := name[:i]
 	switch {
 	case proto == "file":
+		// What is left may read as a protocol name itself ("x:y"):
+		// QEMU's bdrv_parse_filename_strip_prefix makes it "./x:y".
+		if rest := name[i+1:]; HasPrefix(rest) {
+			return "./" + rest, nil
+		}
 		return name[i+1:], nil
 	case proto == "json" && !create:
 		// An image spec in JSON: the opener reads it (qemu-img opens

@@ -15,6 +15,9 @@ func TestPath(t *testing.T) {
 		{name: "dir/a:b", path: "dir/a:b"}, // a '/' before the colon: a file
 		{name: "file:x", path: "x"},
 		{name: "file:", path: ""},
+		{name: "file:x:y", path: "./x:y"}, // not the protocol x: QEMU's "./"
+		{name: "file:file:x", path: "./file:x"},
+		{name: "file:a/b:c", path: "a/b:c"},
 		{name: "json:{}", path: "json:{}"}, // opened: the spec parser's
 		{name: "json:{}", create: true, err: "Unknown protocol 'json'", early: true},
 		{name: "foo:x", err: "Unknown protocol 'foo'", early: true},
