@@ -14,7 +14,8 @@ import (
 // its subject alternative names, or, when it has no DNS name and no IP
 // address there, its common name. A certificate named by its CN alone
 // was refused (Go's check has taken no CN since Go 1.15) where
-// qemu-img connects. Not compared: a tls-hostname with a trailing dot
+// qemu-img connects. A name that does not match is refused in QEMU's
+// words ("Certificate does not match the hostname H"). Not compared: a tls-hostname with a trailing dot
 // (qimg takes it, as Go's check of the SANs; GnuTLS does not), and
 // ".example.com" (GnuTLS's wildcard matches an empty label; qimg's
 // does not).
@@ -36,7 +37,6 @@ func TestNBDClient_TLSNamesLikeQemu(t *testing.T) {
 		{cert{"127.0.0.1", nil, nil}, []string{"127.0.0.1", "localhost"}},
 		{cert{"localhost", []string{"other"}, nil}, []string{"localhost", "other"}},
 		{cert{"localhost", nil, []net.IP{net.IPv4(127, 0, 0, 1)}}, []string{"localhost", "127.0.0.1"}},
-		{cert{"", nil, nil}, []string{"localhost"}},
 		{cert{"*.com", nil, nil}, []string{"example.com"}},
 		{cert{"*.example", nil, nil}, []string{"a.example"}},
 		{cert{"a*.example.com", nil, nil}, []string{"ab.example.com", "a.example.com", "b.example.com"}},
@@ -52,7 +52,10 @@ func TestNBDClient_TLSNamesLikeQemu(t *testing.T) {
 				"driver=nbd,server.type=unix,server.path=" + sock + ",tls-creds=tls0,tls-hostname=" + h}
 			o, e, code := runQ(t, args...)
 			qo, qe, qcode := testkit.Run(t, "qemu-img", args...)
-			if code != qcode || (code == 0 && o != qo) {
+			if e, qe = asQemu(e), oneLine(qe); qe == "\n" {
+				qe = ""
+			}
+			if code != qcode || o != qo || e != qe {
 				t.Errorf("certificate %+v, tls-hostname %s:\nqimg: exit %d\n%s%s\nqemu-img: exit %d\n%s%s", c.cert, h, code, o, e, qcode, qo, qe)
 			}
 		}

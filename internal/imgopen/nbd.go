@@ -110,6 +110,9 @@ func (b *builder) nbd(n *node) (block.Device, error) {
 		return nil, err
 	}
 	c, err := nbd.Dial(context.Background(), a, nbd.ClientOptions{ReadOnly: ro, TLS: cfg})
+	if r := (*certRefusal)(nil); errors.As(err, &r) {
+		return nil, r // QEMU's words alone (nbd_tlsname.go)
+	}
 	if err != nil {
 		return nil, err
 	}

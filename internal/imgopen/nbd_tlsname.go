@@ -34,7 +34,11 @@ func verifyServer(roots *x509.CertPool, hostname string) func(tls.ConnectionStat
 		// KeyUsages empty: a server's (ExtKeyUsageServerAuth), as Go's
 		// own check.
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
-			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+			err = &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+			if errors.As(err, new(x509.UnknownAuthorityError)) {
+				return &certRefusal{"The certificate hasn't got a known issuer", err}
+			}
+			return err
 		}
 		err := leaf.VerifyHostname(hostname)
 		if err == nil {
@@ -45,10 +49,23 @@ func verifyServer(roots *x509.CertPool, hostname string) func(tls.ConnectionStat
 				return nil
 			}
 		}
-		// Go's words for a name that does not match, as before.
-		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		return &certRefusal{"Certificate does not match the hostname " + hostname,
+			&tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}}
 	}
 }
+
+// certRefusal is a server certificate refused, in QEMU's words
+// (qcrypto_tls_session_check_certificate's) for the refusals it words
+// alike: an unknown issuer, a name that does not match. It is the
+// whole error of an open (not "TLS handshake failed: ..."); Unwrap
+// gives Go's account.
+type certRefusal struct {
+	msg string
+	err error
+}
+
+func (e *certRefusal) Error() string { return e.msg }
+func (e *certRefusal) Unwrap() error { return e.err }
 
 // oidCommonName is X.520's commonName attribute.
 var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"net"
 	"testing"
 
@@ -59,6 +60,7 @@ func TestVerifyServer(t *testing.T) {
 	withSAN, _, _ := ca.IssueServerNames(t, pkix.Name{CommonName: "srv.example.com"}, []string{"other.example.com"}, nil)
 	withIP, _, _ := ca.IssueServerNames(t, pkix.Name{CommonName: "srv.example.com"}, nil, []net.IP{net.IPv4(10, 0, 0, 1)})
 	client, _, _ := ca.Issue(t, "srv.example.com", false)
+	noSubject, _, _ := ca.IssueServerNames(t, pkix.Name{}, nil, nil)
 	cn := asn1.ObjectIdentifier{2, 5, 4, 3}
 	twoCN, _, _ := ca.IssueServerNames(t, pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{
 		{Type: cn, Value: "srv.example.com"}, {Type: cn, Value: "srv2.example.com"}}}, nil, nil)
@@ -76,12 +78,16 @@ func TestVerifyServer(t *testing.T) {
 		{"an IP SAN", withIP, "srv.example.com", false},
 		{"an IP SAN, its address", withIP, "10.0.0.1", true},
 		{"a client certificate", client, "srv.example.com", false},
+		{"no subject", noSubject, "srv.example.com", false},
 		{"two CNs", twoCN, "srv.example.com", false},
 		{"two CNs, the other", twoCN, "srv2.example.com", false},
 	} {
 		err := verifyServer(roots, c.host)(state(c.cert))
 		if (err == nil) != c.ok {
 			t.Errorf("%s, hostname %s: %v", c.what, c.host, err)
+		}
+		if r := (*certRefusal)(nil); errors.As(err, &r) && !errors.As(err, new(*tls.CertificateVerificationError)) {
+			t.Errorf("%s: %v does not unwrap to Go's account", c.what, err)
 		}
 	}
 	if err := verifyServer(roots, "x")(tls.ConnectionState{}); err == nil {
