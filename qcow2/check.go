@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"syscall"
 
 	"github.com/qring/qring/block"
 
@@ -140,6 +141,26 @@ func (c *checker) ioError(err error) {
 	if c.r.Err == nil {
 		c.r.Err = err
 	}
+}
+
+// refuseOverlap stops a repair that would write the inactive L2 table
+// slice at off over other metadata (what), as QEMU's overlap check
+// stops fix_l2_entry_by_zero: the image is marked corrupt, nothing is
+// written, and the check fails (EIO) where it stands. Writing there
+// zeroed refcounts of clusters in use, which later allocations took
+// again: data lost.
+func (c *checker) refuseOverlap(off format.HostOff, what string) error {
+	name := what
+	switch what {
+	case "header":
+		name = "qcow2_header"
+	case "snapshot L1 table":
+		name = "inactive L1 table"
+	}
+	c.msg("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with %s); further corruption events will be suppressed", name)
+	c.msg("ERROR: Overlap check failed")
+	err := c.im.markCorrupt(corruptf("l2_table", uint64(off), "repairing a snapshot L2 table would overwrite the %s", what))
+	return &CheckFailedError{Errno: syscall.EIO, Err: err}
 }
 
 // unreadable records that a table of references could not be read
@@ -538,6 +559,16 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 								if active && stats {
 									fragStats(e, e.Type())
 								}
+								if tableOff := l2off + format.HostOff(s); !active {
+									// A snapshot's table is written in
+									// place below, past the cache's
+									// overlap checks: never over other
+									// metadata.
+									if what := im.inactiveL2Overlap(tableOff, im.sliceSize); what != "" {
+										im.l2c.Put(t)
+										return c.refuseOverlap(tableOff, what)
+									}
+								}
 								ne := format.L2Entry(format.OflagZero)
 								// With subclusters the allocated ones
 								// become zero; the others still read
@@ -646,7 +677,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			for i := range l1 {
 				l1[i] = format.L1At(l1b, uint64(i))
 			}
-			walk(l1, false)
+			if err := walk(l1, false); err != nil {
+				return nil, err
+			}
 		}
 	}
 	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")

@@ -99,6 +99,17 @@ func (writesLostError) Is(target error) bool {
 	return target == ErrReadOnly || target == block.ErrReadOnly
 }
 
+// CheckFailedError is a Check that stopped before its end, as QEMU's
+// stops with an errno (qemu-img: "Check failed: " and its text): Err
+// says what stopped it. No result comes with it.
+type CheckFailedError struct {
+	Errno syscall.Errno
+	Err   error
+}
+
+func (e *CheckFailedError) Error() string { return "qcow2: check failed: " + e.Err.Error() }
+func (e *CheckFailedError) Unwrap() error { return e.Err }
+
 // FieldError names the offending field; see format.FieldError.
 type FieldError = format.FieldError
 

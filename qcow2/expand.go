@@ -129,13 +129,10 @@ func (im *Image) ExpandSnapshotZeroClusters() error {
 				// An inactive table: written here, not by the cache,
 				// whose write-back takes only active tables (QEMU's
 				// overlap check ignores inactive L2s here too).
-				if what := im.staticOverlap(format.HostOff(off), im.sliceSize); what != "" {
-					return im.markCorrupt(corruptf("l2_table", uint64(off), "snapshot L2 table overlaps the %s", what))
-				}
 				// (An L2 table the active image copied away from may
 				// still be marked an L2 table: it is one.)
-				if im.meta.get(g.HostCluster(format.HostOff(off))) == metaRefblock {
-					return im.markCorrupt(corruptf("l2_table", uint64(off), "snapshot L2 table overlaps an in-use refcount block"))
+				if what := im.inactiveL2Overlap(format.HostOff(off), im.sliceSize); what != "" {
+					return im.markCorrupt(corruptf("l2_table", uint64(off), "snapshot L2 table overlaps the %s", what))
 				}
 				buf := alignedCopy(make([]byte, im.sliceSize), im.memAlign)
 				for k, e := range entries {

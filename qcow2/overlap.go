@@ -80,6 +80,22 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 	return ""
 }
 
+// inactiveL2Overlap names the metadata an inactive (a snapshot's) L2
+// table slice at [off, off+n) overlaps, or returns "": checked before
+// such a slice is written in place, which the cache's write-back hooks
+// do not see (they take active tables only). As QEMU's overlap check
+// before such a write, other L2 tables do not count; the fixed tables
+// and an in-use refcount block do.
+func (im *Image) inactiveL2Overlap(off format.HostOff, n uint64) string {
+	if what := im.staticOverlap(off, n); what != "" {
+		return what
+	}
+	if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
+		return "refcount block"
+	}
+	return ""
+}
+
 // overlapCheckStatic runs at open: the tables we know must not overlap
 // each other, and the metadata set is built. Each overlap goes to bad,
 // with refcounts set when rebuilding the refcount structures cures it:

@@ -154,6 +154,10 @@ func runCheck(e *env, args []string) int {
 		fmt.Fprintln(e.stderr, m)
 		needRebuild = needRebuild || strings.HasPrefix(m, "ERROR need to rebuild refcount structures")
 	}})
+	if cf := (*qcow2.CheckFailedError)(nil); errors.As(err, &cf) {
+		// Stopped where it stood (an overlap check): qemu-img's errno.
+		return e.errorf(1, "Check failed: %s", cError(cf.Errno))
+	}
 	if err != nil {
 		return e.errorf(1, "Check failed: %v", err)
 	}

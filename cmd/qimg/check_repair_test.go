@@ -318,3 +318,43 @@ func TestCheck_RepairMessagesLikeQemu(t *testing.T) {
 		t.Errorf("exit %d, qemu-img %d\nqimg:\n%s\nqemu-img:\n%s", code, qcode, e, qe)
 	}
 }
+
+// TestCheck_RepairOverlapMatchesQemu: a snapshot's L1 entry naming a
+// refcount block, whose bytes read as L2 entries of unaligned
+// preallocated clusters. -r all "repaired" the first such entry by
+// writing the table in place: it zeroed refcounts of clusters in use,
+// said the image was left as it was, and the next allocations took
+// those clusters again (guest data lost). As QEMU's overlap check: the
+// image is marked corrupt, nothing else is written, and the check
+// fails (EIO), byte for byte and word for word qemu-img's.
+func TestCheck_RepairOverlapMatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := t.TempDir()
+	orig := filepath.Join(d, "orig.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2048,refcount_bits=8,lazy_refcounts=on", orig, "8M")
+	qio(t, orig, "write -P 0x15 0 10k", "write -c -P 0x26 1M 2k", "write -P 0x37 5M 4k")
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", orig)
+	qio(t, orig, "write -P 0x48 0 2k")
+	damage(t, orig, func(f imageFile) {
+		rb := f.u64(int64(f.u64(48))) & entryMask // refcount block 0
+		snapL1 := int64(f.u64(int64(f.u64(64))))  // the first snapshot's L1 table
+		f.putU64(snapL1, rb)
+	})
+	q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
+	cp(t, orig, q)
+	cp(t, orig, g)
+	qo, qe, qcode := testkit.Run(t, "qemu-img", "check", "-r", "all", q)
+	o, e, code := runQ(t, "check", "-r", "all", g)
+	if code != qcode || o != qo || strings.Replace(e, "qimg: check: ", "qemu-img: ", 1) != qe || !strings.Contains(e, "ERROR: Overlap check failed") {
+		t.Errorf("exit %d, qemu-img %d\nqimg:\n%s%s\nqemu-img:\n%s%s", code, qcode, o, e, qo, qe)
+	}
+	if a, b := mustReadFile(t, q), mustReadFile(t, g); !bytes.Equal(a, b) {
+		t.Error("the image differs from qemu-img's after the refused repair")
+	}
+	// Its data reads as it did (read-only: the image is marked corrupt).
+	if out := testkit.MustRun(t, "qemu-io", "-r", "-c", "read -P 0x48 0 2k", "-c", "read -P 0x15 2k 8k",
+		"-c", "read -P 0x26 1M 2k", "-c", "read -P 0x37 5M 4k", g); strings.Contains(out, "Pattern verification failed") {
+		t.Error(out)
+	}
+}
