@@ -248,6 +248,7 @@ func (c *checker) inc(off format.HostOff, n uint64, what string) {
 			// through it would land in the data, and a rebuild would
 			// free the data cluster with the block.
 			c.msg("ERROR: overflow cluster offset=0x%x", uint64(g.HostClusterOff(k)))
+			c.msg("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
 			c.r.Corruptions++
 		}
 		if c.ref[k] < ^uint32(0) {

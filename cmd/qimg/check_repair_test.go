@@ -358,3 +358,29 @@ func TestCheck_RepairOverlapMatchesQemu(t *testing.T) {
 		t.Error(out)
 	}
 }
+
+// TestCheck_RefcountOverflowMatchesQemu: a cluster referenced more
+// often than 1-bit refcounts hold: the ERROR line and qemu-img's advice
+// after it (qimg left the advice out), in check and in -r all.
+func TestCheck_RefcountOverflowMatchesQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := t.TempDir()
+	orig := filepath.Join(d, "orig.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,refcount_bits=1", orig, "1M")
+	qio(t, orig, "write -P 1 0 4k", "write -P 2 4k 4k")
+	damage(t, orig, func(f imageFile) {
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		f.putU64(l2+8, f.u64(l2)) // guest cluster 1 shares cluster 0's data
+	})
+	for _, args := range [][]string{{"check"}, {"check", "-r", "all"}} {
+		q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
+		cp(t, orig, q)
+		cp(t, orig, g)
+		qo, qe, qcode := testkit.Run(t, "qemu-img", append(args, q)...)
+		o, e, code := runQ(t, append(args, g)...)
+		if code != qcode || o != qo || strings.Replace(e, "qimg: check: ", "qemu-img: ", 1) != qe || !strings.Contains(e, "Use qemu-img amend") {
+			t.Errorf("%q: exit %d, qemu-img %d\nqimg:\n%s%s\nqemu-img:\n%s%s", args, code, qcode, o, e, qo, qe)
+		}
+	}
+}
