@@ -532,6 +532,7 @@ func runConvert(e *env, args []string) int {
 			if err := setCreateOption(&req.opts, k, v); err != nil {
 				return e.errorf(1, "%v", err)
 			}
+			req.given[k] = true
 		}
 	}
 	req.opts.Size = src.size
@@ -619,6 +620,8 @@ func runConvert(e *env, args []string) int {
 	}
 	if skipCreate {
 		// Opened as it is, with -O's format.
+	} else if err := checkConvertCreate(req); err != nil {
+		return e.errorf(1, "%s: error while converting %s: %v", out, ofmt, err)
 	} else if err := doCreate(req); err != nil {
 		if created {
 			os.Remove(outFile)
@@ -786,4 +789,14 @@ func specOpenError(isSpec bool, arg string, err error) error {
 		return err
 	}
 	return &OpenError{Path: arg, Err: oe.Err}
+}
+
+// checkConvertCreate refuses the output's create options QEMU's qcow2
+// driver refuses, in its words, as create does (checkQcow2Create): the
+// engine's own refusals said "unsupported feature" in its words.
+func checkConvertCreate(req *createRequest) error {
+	if req.format != "qcow2" {
+		return nil
+	}
+	return checkQcow2Create(&req.opts, req.given)
 }

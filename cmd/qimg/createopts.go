@@ -123,6 +123,9 @@ func checkQcow2Create(o *qcow2.CreateOptions, given map[string]bool) error {
 	if o.BackingFormat != "" && o.BackingFile == "" {
 		return errors.New("Backing format cannot be used without backing file")
 	}
+	if o.BackingFile != "" && o.Preallocation != "" && o.Preallocation != qcow2.PreallocOff && !o.ExtendedL2 {
+		return errors.New("Backing file and preallocation can only be used at the same time if extended_l2 is on")
+	}
 	if o.LazyRefcounts && v2 {
 		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above" + v3)
 	}
