@@ -39,6 +39,8 @@ func TestErrors_LikeQemu(t *testing.T) {
 		"measure -O qcow2 M", "convert -O qcow2 M N",
 		"convert -n -O qcow2 A M",
 		"rebase -b M -F qcow2 A",
+		// A -F naming no format QEMU knows, once the image is open.
+		"rebase -u -b R -F bogus A", "rebase -b R -F bogus A", "rebase -b R -F bogus M",
 		"create -f qcow2 -b M -F qcow2 N",
 		"info -f qcow2 R", "check -f qcow2 R", "map -f qcow2 T", "compare -f qcow2 T A", "info -f bogus A",
 		"info", "check", "info -Z A", "info --zz A", "info -f", "check --output", "check -r A",

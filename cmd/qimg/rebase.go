@@ -72,9 +72,14 @@ func runRebase(e *env, args []string) int {
 // header. Unlike qemu-img 7.2, a missing -F is refused before anything
 // is copied, not after.
 func doRebase(r *rebaseRequest) error {
+	var invalidFmt error // a name QEMU knows no format of: refused once the image is open, as qemu-img
 	switch r.backingFmt {
 	case "", "qcow2", "raw", "vmdk", "vpc", "luks": // vmdk, vpc and luks read-only, as a qcow2 image's backing file (Q23)
 	default:
+		if !imgopen.QemuDriver(r.backingFmt) {
+			invalidFmt = fmt.Errorf("Invalid format name: '%s'", r.backingFmt)
+			break
+		}
 		return fmt.Errorf("Could not open new backing file '%s': unknown file format '%s' (qcow2, raw, vmdk, vpc)", r.backing, r.backingFmt)
 	}
 	spec := r.spec
@@ -97,6 +102,10 @@ func doRebase(r *rebaseRequest) error {
 	}
 	if err != nil {
 		return err
+	}
+	if invalidFmt != nil {
+		img.Close()
+		return invalidFmt
 	}
 	img.GuardProbed(r.warn) // a probed raw image opened writable: QEMU's warning
 	err = rebaseOpen(img, r)
