@@ -283,15 +283,27 @@ func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, erro
 }
 
 // makeEmpty opens the committed image for writing and makes all of it
-// unallocated (QEMU's bdrv_make_empty after a commit).
+// unallocated (QEMU's bdrv_make_empty after a commit). Where QEMU makes
+// such an image completely empty (make_completely_empty: version 3, no
+// internal snapshot, no dirty bitmap, no LUKS encryption, no external
+// data file), it also cuts the file to its few metadata clusters: so
+// is the file cut after its last used cluster here (trimFile), or a
+// commit left the file as long as the data it held (sparse, but ls,
+// quotas and copies without hole support saw its old size).
 func makeEmpty(spec imgopen.Spec) error {
 	top, err := openImage(spec)
 	if err != nil {
 		return err
 	}
-	err = top.Image.MakeEmpty()
+	im := top.Image
+	err = im.MakeEmpty()
+	whole := im.Header().Version >= 3 && len(im.Snapshots()) == 0 && len(im.Bitmaps()) == 0 &&
+		!im.Encrypted() && im.DataFileName() == ""
 	if cerr := top.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && whole {
+		err = trimFile(spec)
 	}
 	if err != nil {
 		return fmt.Errorf("Could not empty %s: %w", spec.Path, err)
