@@ -14,7 +14,8 @@ import (
 // gnutls_x509_crt_check_hostname): the chain up to roots, for a TLS
 // server, then hostname against the certificate's subject alternative
 // names, or, when it has neither a DNS name nor an IP address there,
-// against its one common name. Go's own check (tls.Config.ServerName)
+// against its one common name (not under a CA with DNS name
+// constraints, which Go checks against SANs only). Go's own check (tls.Config.ServerName)
 // has not taken a common name since Go 1.15: a server certificate
 // with a CN and no SAN, which QEMU's tools accept, was refused.
 //
@@ -33,18 +34,26 @@ func verifyServer(roots *x509.CertPool, hostname string) func(tls.ConnectionStat
 		}
 		// KeyUsages empty: a server's (ExtKeyUsageServerAuth), as Go's
 		// own check.
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+		chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+		if err != nil {
 			err = &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 			if errors.As(err, new(x509.UnknownAuthorityError)) {
 				return &certRefusal{"The certificate hasn't got a known issuer", err}
 			}
 			return err
 		}
-		err := leaf.VerifyHostname(hostname)
+		err = leaf.VerifyHostname(hostname)
 		if err == nil {
 			return nil
 		}
 		if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
+			// Go checks a CA's name constraints against SANs only: a
+			// CN under a constrained CA is not taken (GnuTLS checks it
+			// against them; refusing is the safe side of that).
+			if dnsConstrained(chains) {
+				return &certRefusal{"The certificate is not trusted",
+					&tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}}
+			}
 			if cn, ok := onlyCommonName(leaf); ok && hostnameMatches(cn, hostname) {
 				return nil
 			}
@@ -66,6 +75,19 @@ type certRefusal struct {
 
 func (e *certRefusal) Error() string { return e.msg }
 func (e *certRefusal) Unwrap() error { return e.err }
+
+// dnsConstrained reports whether a certificate of the chains carries
+// DNS name constraints.
+func dnsConstrained(chains [][]*x509.Certificate) bool {
+	for _, ch := range chains {
+		for _, c := range ch {
+			if len(c.PermittedDNSDomains) > 0 || len(c.ExcludedDNSDomains) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // oidCommonName is X.520's commonName attribute.
 var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}

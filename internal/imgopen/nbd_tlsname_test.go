@@ -1,14 +1,17 @@
 package imgopen
 
 import (
+	crand "crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -88,6 +91,41 @@ func TestVerifyServer(t *testing.T) {
 		}
 		if r := (*certRefusal)(nil); errors.As(err, &r) && !errors.As(err, new(*tls.CertificateVerificationError)) {
 			t.Errorf("%s: %v does not unwrap to Go's account", c.what, err)
+		}
+	}
+	// A CA whose name constraints the CN breaks: Go checks them against
+	// SANs only, so the CN is not taken under any constrained CA.
+	key := testkit.NewKey(t, false)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "constrained"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		PermittedDNSDomainsCritical: true, PermittedDNSDomains: []string{"good.example"}}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccert, _ := x509.ParseCertificate(der)
+	cca := &testkit.CA{Cert: ccert, Key: key}
+	croots := x509.NewCertPool()
+	croots.AddCert(ccert)
+	for _, c := range []struct {
+		cn, host string
+		san      bool
+		ok       bool
+	}{
+		{"bad.example", "bad.example", false, false},
+		{"a.good.example", "a.good.example", false, false}, // refused too: the safe side
+		{"a.good.example", "a.good.example", true, true},
+		{"bad.example", "bad.example", true, false},
+	} {
+		var dns []string
+		if c.san {
+			dns = []string{c.cn}
+		}
+		certPEM, _, _ := cca.IssueServerNames(t, pkix.Name{CommonName: c.cn}, dns, nil)
+		err := verifyServer(croots, c.host)(state(certPEM))
+		if (err == nil) != c.ok {
+			t.Errorf("constrained CA, CN %s (SAN %v): %v", c.cn, c.san, err)
 		}
 	}
 	if err := verifyServer(roots, "x")(tls.ConnectionState{}); err == nil {
