@@ -156,6 +156,8 @@ func (c *checker) refuseOverlap(off format.HostOff, what string) error {
 		name = "qcow2_header"
 	case "snapshot L1 table":
 		name = "inactive L1 table"
+	case "bitmap directory":
+		name = "bitmap_directory"
 	}
 	c.msg("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with %s); further corruption events will be suppressed", name)
 	c.msg("ERROR: Overlap check failed")

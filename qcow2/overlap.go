@@ -84,14 +84,25 @@ func (im *Image) staticOverlap(o format.HostOff, n uint64) string {
 // table slice at [off, off+n) overlaps, or returns "": checked before
 // such a slice is written in place, which the cache's write-back hooks
 // do not see (they take active tables only). As QEMU's overlap check
-// before such a write, other L2 tables do not count; the fixed tables
-// and an in-use refcount block do.
+// before such a write, other L2 tables do not count; the fixed tables,
+// the bitmap directory and an in-use refcount block do.
 func (im *Image) inactiveL2Overlap(off format.HostOff, n uint64) string {
 	if what := im.staticOverlap(off, n); what != "" {
 		return what
 	}
 	if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
 		return "refcount block"
+	}
+	if data := im.bitmapsExt(); data != nil {
+		// Its clusters, as the header extension names them (a
+		// directory that does not parse names none).
+		if ext, err := format.ParseBitmapsExt(data); err == nil && ext.DirSize > 0 {
+			cs := im.g.ClusterSize
+			start := uint64(ext.DirOffset) &^ (cs - 1)
+			if uint64(off) < uint64(ext.DirOffset)+ext.DirSize && start < uint64(off)+n {
+				return "bitmap directory"
+			}
+		}
 	}
 	return ""
 }

@@ -384,3 +384,50 @@ func TestCheck_RefcountOverflowMatchesQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestCheck_RepairOverlapBitmapDirectory: the same refusal when the
+// snapshot's "L2 table" is the bitmap directory (a bitmap named so
+// that its name reads as an unaligned preallocated entry): -r all
+// wrote the "repair" over the bitmap's name, and the bitmap was lost
+// (QEMU's overlap check covers the directory).
+func TestCheck_RepairOverlapBitmapDirectory(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := t.TempDir()
+	p := filepath.Join(d, "i.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	qio(t, p, "write -P 1 0 128k")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "abcdefgh")
+	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+	var dirOff, dirSize int64
+	damage(t, p, func(f imageFile) {
+		cs := int64(1) << f.u32(20)
+		for o := int64(f.u32(100)); o < cs-8; {
+			typ, n := f.u32(o), int64(f.u32(o+4))
+			if typ == 0 {
+				break
+			}
+			if typ == 0x23852875 { // bitmaps
+				dirSize, dirOff = int64(f.u64(o+16)), int64(f.u64(o+24))
+			}
+			o += 8 + (n+7)&^7
+		}
+		if dirOff == 0 {
+			f.t.Fatal("no bitmaps extension")
+		}
+		f.write(dirOff+24, []byte("00000021")) // the name: an unaligned preallocated "entry"
+		f.putU64(int64(f.u64(int64(f.u64(64)))), uint64(dirOff&^(cs-1)))
+	})
+	before := mustReadFile(t, p)
+	_, e, code := runQ(t, "check", "-r", "all", p)
+	if code != 1 || !strings.Contains(e, "(overlaps with bitmap_directory)") || !strings.Contains(e, "ERROR: Overlap check failed") {
+		t.Fatalf("exit %d\n%s", code, e)
+	}
+	after := mustReadFile(t, p)
+	if !bytes.Equal(before[dirOff:dirOff+dirSize], after[dirOff:dirOff+dirSize]) {
+		t.Error("the bitmap directory was written")
+	}
+	if n := len(before); !bytes.Equal(before[104:n], after[104:n]) {
+		t.Error("more than the header's corrupt bit changed")
+	}
+}
