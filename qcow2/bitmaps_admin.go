@@ -303,10 +303,10 @@ func (set *bitmapSet) with(bms []*liveBitmap) *bitmapSet {
 	return &bitmapSet{bms: bms, size: set.size}
 }
 
-// writeNewDirLocked writes next's directory to new clusters, makes the
-// header name it, and frees old's directory; then next is the set
-// maintained (nil without bitmaps, whose extension and autoclear bit
-// go).
+// writeNewDirLocked writes next's directory to new clusters and makes
+// the header name it; then next is the set maintained (nil without
+// bitmaps, whose extension and autoclear bit go), and old's directory
+// is freed.
 func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 	cs := im.g.ClusterSize
 	for _, b := range next.bms {
@@ -359,17 +359,20 @@ func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 		im.loseWritesLocked(fmt.Errorf("qcow2: writing the bitmap directory: %w", err))
 		return err
 	}
+	// The new directory published before the old one's clusters are
+	// free: the overlap checks (bitmapDirOverlap) must not take a
+	// cluster handed out again for the old directory.
+	if len(next.bms) == 0 {
+		im.bitmaps.Store(nil)
+	} else {
+		im.bitmaps.Store(next)
+	}
 	if old.ext.DirSize > 0 {
 		for _, o := range im.clustersOf(old.ext.DirOffset, old.ext.DirSize) {
 			if err := im.freeClustersLocked(o, 1); err != nil {
 				return err
 			}
 		}
-	}
-	if len(next.bms) == 0 {
-		im.bitmaps.Store(nil)
-	} else {
-		im.bitmaps.Store(next)
 	}
 	return nil
 }

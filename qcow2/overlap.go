@@ -196,10 +196,26 @@ func (im *Image) staticOverlapExcept(o format.HostOff, n uint64, self string) st
 	return ""
 }
 
+// bitmapDirOverlap reports whether [off, off+n) overlaps the clusters
+// of the directory of the bitmaps the image maintains (QEMU's overlap
+// checks cover it, QCOW2_OL_BITMAP_DIRECTORY). Lock-free: one load.
+func (im *Image) bitmapDirOverlap(off format.HostOff, n uint64) bool {
+	set := im.bitmaps.Load()
+	if set == nil || set.ext.DirSize == 0 {
+		return false
+	}
+	start := uint64(set.ext.DirOffset) &^ (im.g.ClusterSize - 1)
+	return uint64(off) < uint64(set.ext.DirOffset)+set.ext.DirSize && start < uint64(off)+n
+}
+
 // overlapCheckNew: newly allocated clusters must not hold metadata.
 func (im *Image) overlapCheckNew(off format.HostOff, n uint64) error {
 	g := &im.g
-	if what := im.staticOverlap(off, n); what != "" {
+	what := im.staticOverlap(off, n)
+	if what == "" && im.bitmapDirOverlap(off, n) {
+		what = "bitmap directory"
+	}
+	if what != "" {
 		return im.markCorrupt(corruptf("refcount", g.HostCluster(off), "allocation at %#x overlaps the %s", uint64(off), what))
 	}
 	for c := g.HostCluster(off); c < g.HostCluster(off+format.HostOff(n)); c++ {
@@ -246,6 +262,9 @@ func (im *Image) overlapCheckData(off format.HostOff) error {
 	}
 	if what := im.staticOverlap(off, cs); what != "" {
 		return corruptf("l2_entry", v, "data cluster at %#x overlaps the %s", v, what)
+	}
+	if im.bitmapDirOverlap(off, cs) {
+		return corruptf("l2_entry", v, "data cluster at %#x overlaps the bitmap directory", v)
 	}
 	if k := im.meta.get(im.g.HostCluster(off)); k != 0 {
 		return corruptf("l2_entry", v, "data cluster at %#x overlaps an in-use %s", v, kindName(k))

@@ -401,22 +401,9 @@ func TestCheck_RepairOverlapBitmapDirectory(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "snapshot", "-c", "s1", p)
 	var dirOff, dirSize int64
 	damage(t, p, func(f imageFile) {
-		cs := int64(1) << f.u32(20)
-		for o := int64(f.u32(100)); o < cs-8; {
-			typ, n := f.u32(o), int64(f.u32(o+4))
-			if typ == 0 {
-				break
-			}
-			if typ == 0x23852875 { // bitmaps
-				dirSize, dirOff = int64(f.u64(o+16)), int64(f.u64(o+24))
-			}
-			o += 8 + (n+7)&^7
-		}
-		if dirOff == 0 {
-			f.t.Fatal("no bitmaps extension")
-		}
+		dirOff, dirSize = f.bitmapDirectory()
 		f.write(dirOff+24, []byte("00000021")) // the name: an unaligned preallocated "entry"
-		f.putU64(int64(f.u64(int64(f.u64(64)))), uint64(dirOff&^(cs-1)))
+		f.putU64(int64(f.u64(int64(f.u64(64)))), uint64(dirOff&^(f.clusterSize()-1)))
 	})
 	before := mustReadFile(t, p)
 	_, e, code := runQ(t, "check", "-r", "all", p)
@@ -429,5 +416,59 @@ func TestCheck_RepairOverlapBitmapDirectory(t *testing.T) {
 	}
 	if n := len(before); !bytes.Equal(before[104:n], after[104:n]) {
 		t.Error("more than the header's corrupt bit changed")
+	}
+}
+
+// clusterSize is the image's cluster size.
+func (f imageFile) clusterSize() int64 { return int64(1) << f.u32(20) }
+
+// bitmapDirectory is the offset and size of the bitmap directory the
+// image's bitmaps extension names (a version 3 header's extensions).
+func (f imageFile) bitmapDirectory() (off, size int64) {
+	f.t.Helper()
+	for o := int64(f.u32(100)); o < f.clusterSize()-8; {
+		typ, n := f.u32(o), int64(f.u32(o+4))
+		if typ == 0 {
+			break
+		}
+		if typ == 0x23852875 { // bitmaps
+			return int64(f.u64(o + 24)), int64(f.u64(o + 16))
+		}
+		o += 8 + (n+7)&^7
+	}
+	f.t.Fatal("no bitmaps extension")
+	return 0, 0
+}
+
+// TestIO_WriteOnBitmapDirectoryLikeQemu: a guest write through an L2
+// entry naming the bitmap directory's cluster is refused and marks the
+// image corrupt, as QEMU's overlap check refuses it (qimg wrote the
+// guest's bytes over the directory of the bitmaps it maintained).
+func TestIO_WriteOnBitmapDirectoryLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	t.Parallel()
+	d := t.TempDir()
+	orig := filepath.Join(d, "orig.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", orig, "16M")
+	qio(t, orig, "write -P 1 0 128k")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", orig, "bm")
+	damage(t, orig, func(f imageFile) {
+		dir, _ := f.bitmapDirectory()
+		l2 := int64(f.u64(int64(f.u64(40))) & entryMask)
+		f.putU64(l2+8, 1<<63|uint64(dir&^(f.clusterSize()-1))) // guest cluster 1 on the directory
+	})
+	q, g := filepath.Join(d, "q.qcow2"), filepath.Join(d, "g.qcow2")
+	cp(t, orig, q)
+	cp(t, orig, g)
+	qo, _, qcode := testkit.Run(t, "qemu-io", "-c", "write -P 5 64k 4k", q)
+	o, e, code := runQ(t, "io", "-c", "write -P 5 64k 4k", g)
+	if code != qcode || !strings.HasPrefix(qo, "write failed") || !strings.HasPrefix(o, "write failed") ||
+		!strings.Contains(o+e, "overlaps the bitmap directory") {
+		t.Errorf("exit %d (qemu-io %d)\nqimg: %s%s\nqemu-io: %s", code, qcode, o, e, qo)
+	}
+	for _, p := range []string{q, g} {
+		if out := testkit.MustRun(t, "qemu-img", "info", p); !strings.Contains(out, "corrupt: true") {
+			t.Errorf("%s not marked corrupt:\n%s", p, out)
+		}
 	}
 }
