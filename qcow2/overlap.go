@@ -9,9 +9,10 @@ import (
 // Metadata overlap checks (QEMU's qcow2_check_metadata_overlap with the
 // cached template): before a new cluster is handed out and before a
 // cached table is written back, make sure the write cannot land on the
-// header, the L1 or refcount tables, a refcount block or an L2 table of
-// another role. A hit means the refcounts are corrupt: the image is marked
-// corrupt instead of being damaged (Q9).
+// header, the L1 or refcount tables, a refcount block, the bitmap
+// directory or an L2 table of another role. A hit means the refcounts
+// are corrupt: the image is marked corrupt instead of being damaged
+// (Q9).
 
 type metaKind uint8
 
