@@ -339,3 +339,56 @@ func TestOpen_DirtyUnrepairableKeepsBit(t *testing.T) {
 		t.Fatal("the repair changed more than the COPIED flag or cleared the dirty bit")
 	}
 }
+
+// A snapshot whose L1 names the bitmap directory as an L2 table:
+// made active, the table would be written back over the directory
+// (found by review; QEMU's overlap check covers the directory).
+// ApplySnapshot refuses it and changes nothing.
+func TestApplySnapshot_RefusesBitmapDirectoryL2(t *testing.T) {
+	be := binary.BigEndian
+	d := memdev.FromBytes(damagedBase(t, false), memdev.Options{})
+	im, err := OpenDevice(d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.AddBitmap("b0", 65536, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := d.Bytes()
+	h, err := format.ParseHeader(b[:65536])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir format.HostOff
+	for _, e := range h.Extensions {
+		if e.Type == format.ExtBitmaps {
+			ext, err := format.ParseBitmapsExt(e.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir = ext.DirOffset
+		}
+	}
+	if dir == 0 {
+		t.Fatal("no bitmap directory")
+	}
+	sl1 := be.Uint64(b[be.Uint64(b[64:]):]) // the snapshot's L1 table
+	be.PutUint64(b[sl1:], uint64(dir)&^0xffff)
+	d = memdev.FromBytes(b, memdev.Options{})
+	if im, err = OpenDevice(d, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	orig := append([]byte(nil), d.Bytes()...)
+	if err := im.ApplySnapshot("s1"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "bitmap directory") {
+		t.Fatalf("apply: %v, want ErrCorrupt naming the bitmap directory", err)
+	}
+	if !bytes.Equal(d.Bytes(), orig) {
+		t.Fatal("a refused apply changed the image")
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

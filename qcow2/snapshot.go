@@ -570,8 +570,8 @@ func (im *Image) readL1Locked(off format.HostOff, n uint32) ([]format.L1Entry, e
 }
 
 // checkSnapshotL2s refuses, before anything changes, a snapshot whose L1
-// names an "L2 table" that is fixed metadata, a refcount block, or past
-// the end of the file (QEMU's overlap check on applying): made active,
+// names an "L2 table" that is fixed metadata, a refcount block, the
+// bitmap directory, or past the end of the file (QEMU's overlap check on applying): made active,
 // the engine would write such a table back over what is really there.
 func (im *Image) checkSnapshotL2s(snl1 []format.L1Entry) error {
 	cs := im.g.ClusterSize
@@ -583,11 +583,8 @@ func (im *Image) checkSnapshotL2s(snl1 []format.L1Entry) error {
 		if uint64(off)+cs > im.space.hwm.Load() {
 			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d lies past the end of the file", i)
 		}
-		if what := im.staticOverlap(off, cs); what != "" {
+		if what := im.inactiveL2Overlap(off, cs); what != "" {
 			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d overlaps the %s", i, what)
-		}
-		if im.meta.get(im.g.HostCluster(off)) == metaRefblock {
-			return corruptf("snapshot_l1_entry", uint64(e), "L2 table %d overlaps a refcount block", i)
 		}
 		// The snapshot references it, so it cannot be free: a free
 		// cluster may be anything next (a table moved away from it,
