@@ -638,9 +638,13 @@ func TestCache_ModifyDuringWriteBack_Torn(t *testing.T) {
 	}
 }
 
+// TestCache_CleanInterval drives the clean ticks itself (the ticker is
+// set far beyond the test) so that what counts as "in use" does not depend
+// on the scheduler: a loaded 2-core CI machine once slept the test's
+// goroutine past a 20 ms tick and the table it kept using was dropped.
 func TestCache_CleanInterval(t *testing.T) {
 	d := newRecDev()
-	c := newCache(t, d, Config{CleanInterval: 20 * time.Millisecond})
+	c := newCache(t, d, Config{CleanInterval: time.Hour})
 	for i := range 4 {
 		tb, err := c.Get(int64(i) * ts4k)
 		if err != nil {
@@ -653,21 +657,24 @@ func TestCache_CleanInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Metrics().CleanDrops < 3 && time.Now().Before(deadline) {
-		tb, err := c.Get(0) // table 0 stays in use
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Put(tb)
-		time.Sleep(2 * time.Millisecond)
+	c.settle()
+	c.cleanUnused() // every table was used in this tick: none dropped
+	if m := c.Metrics(); m.CleanDrops != 0 {
+		t.Fatalf("first tick dropped %d tables used in it", m.CleanDrops)
 	}
+	tb, err := c.Get(0) // table 0 used again in the next tick
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Put(tb)
+	c.settle()
+	c.cleanUnused()
 	m := c.Metrics()
-	if m.CleanDrops < 3 {
-		t.Fatalf("clean drops = %d, want >= 3", m.CleanDrops)
+	if m.CleanDrops != 3 {
+		t.Fatalf("clean drops = %d, want 3 (tables 1-3)", m.CleanDrops)
 	}
 	reads := d.reads.Load()
-	tb, err := c.Get(0)
+	tb, err = c.Get(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -687,6 +694,35 @@ func TestCache_CleanInterval(t *testing.T) {
 		t.Errorf("owned tables dropped: %v", m)
 	}
 	c.Put(pinned)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCache_CleanIntervalTicks checks the ticker itself runs the cleaning:
+// unused clean tables go, owned ones stay, whatever the timing.
+func TestCache_CleanIntervalTicks(t *testing.T) {
+	d := newRecDev()
+	c := newCache(t, d, Config{CleanInterval: time.Millisecond})
+	for i := range 4 {
+		tb, err := c.Get(int64(i) * ts4k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Put(tb)
+	}
+	dirty(t, c, 0x40000, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Metrics().CleanDrops < 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	m := c.Metrics()
+	if m.CleanDrops < 4 {
+		t.Fatalf("clean drops = %d after 10 s of 1 ms ticks, want 4", m.CleanDrops)
+	}
+	if m.DirtyTables != 1 {
+		t.Errorf("dirty table dropped: %v", m)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
