@@ -669,6 +669,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		// (Q19): as QEMU, the table counts even where entries do not.
 		c.inc(im.hdr.SnapshotsOffset, max(im.snapLen.Load(), 1), "snapshot table")
 		for _, s := range im.snapshots {
+			if s.L1Size == 0 {
+				continue // no table, wherever it says it is (as QEMU's check_refcounts_l1)
+			}
 			c.inc(s.L1TableOffset, uint64(s.L1Size)*format.TableEntrySize, "snapshot L1 table")
 			l1b := make([]byte, uint64(s.L1Size)*format.TableEntrySize)
 			if err := im.readAtLocked(l1b, s.L1TableOffset); err != nil {

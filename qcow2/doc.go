@@ -281,7 +281,11 @@
 //	    nothing, unless all of it lies in the refcount structures (their
 //	    table's entries, a table or block overlapping another table):
 //	    then -r all rebuilds them (rebuild.go) and the image is writable
-//	    again in the same open.
+//	    again in the same open. An open for check (Options.Check) also
+//	    takes a header without a refcount table (refcount damage) or
+//	    with a table in the header cluster (format.ParseHeaderForCheck);
+//	    a snapshot entry whose L1 table cannot be one is left out of
+//	    the snapshots the engine uses, and reported.
 //	Q20 A read takes an L2 entry whose only defect is reserved bits with
 //	    those bits masked off, and a compressed entry with COPIED set
 //	    without it, as QEMU's reads do (l2.go readableEntry);

@@ -98,6 +98,12 @@ type Options struct {
 	// refcounts is not repaired by such an open: the caller's Check
 	// repairs it in its own mode, and writes are refused until then.
 	Repair bool
+	// Check opens the image for Check only, as QEMU's BDRV_O_CHECK: a
+	// header only a check can make sense of opens too (no refcount
+	// table, a table in the header cluster: format.ParseHeaderForCheck),
+	// as damage Check reports; read-only, unless Repair lets a rebuild
+	// of the refcount structures cure it (Q19).
+	Check bool
 	// Opener opens the image file (Open) and backing files.
 	Opener Opener
 	// NoBacking ignores the backing file (unallocated reads as zeros).

@@ -111,6 +111,7 @@ func runCheck(e *env, args []string) int {
 	}
 	repair := mode != qcow2.RepairNone
 	eo.Repair = repair // the backing chain opens too, as qemu-img check's does
+	eo.Check = true    // BDRV_O_CHECK: a header only a check makes sense of opens
 	cache, err := o.cacheOpt(true)
 	if err != nil {
 		return e.errorf(1, "%v", err)

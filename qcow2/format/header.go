@@ -143,7 +143,19 @@ func FeatureName(exts []Extension, typ, bit uint8) string {
 // too come in its order, and their errors carry its words (FM7), so the
 // first fault of a header with several is the one QEMU names; ours that
 // QEMU does not make follow the QEMU check they refine.
-func ParseHeader(b []byte) (*Header, error) {
+func ParseHeader(b []byte) (*Header, error) { return parseHeader(b, false) }
+
+// ParseHeaderForCheck is ParseHeader for an open that only checks or
+// repairs the image (QEMU's BDRV_O_CHECK): it lets by what only a check
+// can make sense of: no refcount table (refcount_table_clusters 0, which
+// QEMU too opens only for a check: every cluster in use then counts 0,
+// and a rebuild cures it), and a refcount, L1 or snapshot table in the
+// header cluster (which QEMU opens always, reading the header as the
+// table; its entries are damage the check reports). Nothing else is
+// relaxed.
+func ParseHeaderForCheck(b []byte) (*Header, error) { return parseHeader(b, true) }
+
+func parseHeader(b []byte, check bool) (*Header, error) {
 	// QEMU reads the fixed header with bytes past a short file as zeros:
 	// a version, cluster size or header length of 0 then fails below.
 	var fixed [V3HeaderLen]byte
@@ -235,7 +247,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, unsupportedQ("refcount_order", uint64(h.RefcountOrder),
 			"Reference count entry width too large; may not exceed 64 bits", "must be <= 6")
 	}
-	if h.RefcountTableClusters == 0 {
+	if h.RefcountTableClusters == 0 && !check {
 		return nil, corruptQ("refcount_table_clusters", 0, "Image does not contain a reference count table", "no refcount table")
 	}
 	if uint64(h.RefcountTableClusters)*cs > MaxReftableSize {
@@ -246,7 +258,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, corruptQ("refcount_table_offset", uint64(h.RefcountTableOffset), "Reference count table offset invalid",
 			"not cluster aligned or ends past 2^63")
 	}
-	if h.RefcountTableOffset == 0 {
+	if h.RefcountTableOffset == 0 && h.RefcountTableClusters > 0 && !check {
 		return nil, corrupt("refcount_table_offset", 0, "refcount table in the header cluster")
 	}
 	if h.NbSnapshots > MaxSnapshots {
@@ -257,7 +269,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, corruptQ("snapshots_offset", uint64(h.SnapshotsOffset), "Snapshot table offset invalid",
 			"not cluster aligned or the snapshot table ends past 2^63")
 	}
-	if h.NbSnapshots > 0 && h.SnapshotsOffset == 0 {
+	if h.NbSnapshots > 0 && h.SnapshotsOffset == 0 && !check {
 		return nil, corrupt("snapshots_offset", 0, "snapshot table in the header cluster")
 	}
 	// L1: cap and coverage (FM1).
@@ -283,7 +295,7 @@ func ParseHeader(b []byte) (*Header, error) {
 	if need := g.L1EntriesFor(h.Size); uint64(h.L1Size) < need {
 		return nil, corruptQ("l1_size", uint64(h.L1Size), "L1 table is too small", "too small for virtual size %d (need %d)", h.Size, need)
 	}
-	if h.L1TableOffset == 0 && h.L1Size > 0 {
+	if h.L1TableOffset == 0 && h.L1Size > 0 && !check {
 		return nil, corrupt("l1_table_offset", 0, "L1 table in the header cluster")
 	}
 	if h.CryptMethod > CryptLUKS {

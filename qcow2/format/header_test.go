@@ -627,7 +627,16 @@ func FuzzParseHeader(f *testing.F) {
 	}
 	f.Add(seed)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The open for check lets more by, never less, and parses
+		// what both accept alike.
+		hc, cerr := ParseHeaderForCheck(b)
+		if cerr != nil && (hc != nil || !typedError(cerr)) {
+			t.Fatalf("ParseHeaderForCheck: header %v, error %v", hc != nil, cerr)
+		}
 		h, err := ParseHeader(b)
+		if err == nil && (cerr != nil || !reflect.DeepEqual(h, hc)) {
+			t.Fatalf("ParseHeaderForCheck differs from ParseHeader: %v\n%+v\n%+v", cerr, h, hc)
+		}
 		if err != nil {
 			if h != nil {
 				t.Fatalf("header and error %v", err)

@@ -49,6 +49,20 @@ type Snapshot struct {
 // image's current size.
 func (s Snapshot) HasDiskSize() bool { return len(s.ExtraData) >= 16 }
 
+// CheckL1 reports an entry whose L1 table cannot be one: not cluster
+// aligned, or larger than QEMU's limit for an L1 table. The table parses
+// without it (ParseSnapshots), as QEMU lists such an entry; QEMU's check
+// reports it as a corrupted entry, and nothing may read its table.
+func (s Snapshot) CheckL1(g *Geometry) error {
+	if !g.Aligned(s.L1TableOffset) {
+		return corrupt("snapshot_l1_table_offset", uint64(s.L1TableOffset), "not cluster aligned")
+	}
+	if uint64(s.L1Size)*TableEntrySize > MaxL1Bytes {
+		return unsupported("snapshot_l1_size", uint64(s.L1Size), "snapshot L1 too large")
+	}
+	return nil
+}
+
 // ParseSnapshots decodes n entries from b (the snapshot table). It returns
 // the entries and the table's length in bytes, each entry padded to 8 as
 // QEMU lays them out. The padding of the last entry may lie past len(b):
@@ -89,9 +103,6 @@ func ParseSnapshots(b []byte, n uint32) ([]Snapshot, uint64, error) {
 		s.Name = string(b[off : off+nameLen])
 		off += nameLen
 		off = (off + 7) &^ 7
-		if uint64(s.L1Size)*8 > MaxL1Bytes {
-			return nil, 0, unsupported("snapshot_l1_size", uint64(s.L1Size), "snapshot L1 too large")
-		}
 		out = append(out, s)
 	}
 	return out, off, nil
