@@ -692,8 +692,8 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	c.checkCryptoArea()
 	c.countBitmaps()
 	for i, b := range im.reftable {
-		if b == 0 {
-			continue
+		if b == 0 || im.damage.reservedRefblocks[uint64(i)] {
+			continue // reserved bits: reported, no block counted (as QEMU)
 		}
 		if c.outside(g.HostCluster(b), nclusters) {
 			c.msg("ERROR refcount block %d is outside image", i)
@@ -710,7 +710,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// too: its entries say nothing, and fixes written through it would
 	// overwrite what the other reference holds.
 	for i, b := range im.reftable {
-		if b == 0 || c.outside(g.HostCluster(b), nclusters) {
+		if b == 0 || c.outside(g.HostCluster(b), nclusters) || im.damage.reservedRefblocks[uint64(i)] {
 			continue
 		}
 		if n := c.ref[g.HostCluster(b)]; n != 1 {

@@ -30,6 +30,11 @@ type openDamage struct {
 	// badRefblocks are refcount table entries that are not cluster
 	// aligned, by index; the in-memory refcount table holds 0 there.
 	badRefblocks map[uint64]format.HostOff
+	// reservedRefblocks are refcount table entries with reserved bits
+	// set, by index: lookups use them masked (as QEMU's), and Check
+	// counts no refcount block there, as QEMU's check_refblocks, which
+	// reports the bits and goes on to the next entry.
+	reservedRefblocks map[uint64]bool
 	// l1Unaligned says some active L1 entry is not cluster aligned:
 	// lookups check the entry they use (l2slice).
 	l1Unaligned bool
@@ -84,12 +89,19 @@ func (im *Image) Damage() error {
 // entry to install.
 func (im *Image) lenientReftableEntry(i uint64, v format.HostOff, err error) format.HostOff {
 	d := &im.damage
-	if uint64(v)&format.RefTableReserved != 0 {
+	reserved := uint64(v)&format.RefTableReserved != 0
+	if reserved {
 		d.noteMsg(err, fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
 		v = format.HostOff(uint64(v) & format.RefTableOffMask)
+		if d.reservedRefblocks == nil {
+			d.reservedRefblocks = make(map[uint64]bool)
+		}
+		d.reservedRefblocks[i] = true
 	}
 	if !im.g.Aligned(v) {
-		d.noteMsg(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
+		if !reserved { // QEMU's check says no more of such an entry
+			d.noteMsg(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
+		}
 		if d.badRefblocks == nil {
 			d.badRefblocks = make(map[uint64]format.HostOff)
 		}

@@ -334,7 +334,7 @@ func (im *Image) cureDamageLocked() error {
 	}
 	// Field by field: lock-free lookups read l1Unaligned (false here: L1
 	// damage is fatal).
-	d.first, d.msgs, d.badRefblocks, d.noReftable, d.count = nil, nil, nil, false, 0
+	d.first, d.msgs, d.badRefblocks, d.reservedRefblocks, d.noReftable, d.count = nil, nil, nil, nil, false, 0
 	im.ro = im.opts.ReadOnly
 	im.syncState()
 	return nil
