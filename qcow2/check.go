@@ -468,8 +468,12 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// data at least); QEMU calls one without it incomplete and -r all
 	// rewrites it (fixIncompleteSnapshots).
 	var incomplete []int
+	table := im.snapshots
+	if im.snapTable != nil {
+		table = im.snapTable // entries left out too, by their place
+	}
 	if im.hdr.Version >= 3 {
-		for i, s := range im.snapshots {
+		for i, s := range table {
 			if !s.HasDiskSize() {
 				verb := "ERROR"
 				if repair >= RepairAll {
@@ -1039,6 +1043,9 @@ func (im *Image) applyFixes(fixes []fix, nclusters uint64) error {
 // current size as the disk size and no instruction count, what QEMU
 // assumes for them and writes back.
 func (im *Image) fixIncompleteSnapshots(idx []int) error {
+	if im.snapTable != nil { // entries left out: damage, never repaired (Q19)
+		return fmt.Errorf("%w: the snapshot table is damaged", ErrCorrupt)
+	}
 	snaps := append([]format.Snapshot(nil), im.snapshots...)
 	for _, i := range idx {
 		s := &snaps[i]

@@ -100,7 +100,11 @@ type Image struct {
 	// rtOff/rtLen mirror the refcount table's place (overlap checks).
 	rtOff, rtLen atomic.Uint64
 	snapshots    []format.Snapshot
-	dirtySet     bool // dirty bit written (lazy refcounts)
+	// snapTable is the whole snapshot table when a lenient open left
+	// entries out of snapshots (Q19; the image is read-only for good):
+	// Check reports incomplete entries by their place in it, as QEMU.
+	snapTable []format.Snapshot
+	dirtySet  bool // dirty bit written (lazy refcounts)
 	// dirtyKept: the image was dirty at open and its refcounts could not
 	// be repaired (repairDirty): the bit stays until a repair succeeds.
 	dirtyKept bool

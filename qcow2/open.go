@@ -408,6 +408,7 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 		im.damage.note(err, fmt.Sprintf("ERROR snapshot table: %v", err))
 		return nil
 	}
+	all := append([]format.Snapshot(nil), snaps...)
 	kept := snaps[:0]
 	for _, s := range snaps {
 		if err := s.CheckL1(&im.g); err != nil {
@@ -428,6 +429,9 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 		kept = append(kept, s)
 	}
 	im.snapshots = kept
+	if len(kept) < len(all) {
+		im.snapTable = all
+	}
 	im.snapOff.Store(uint64(h.SnapshotsOffset))
 	im.snapLen.Store(tlen)
 	return nil
