@@ -726,6 +726,11 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		return im.rebuildAndCheck(c, o)
 	}
+	// rebuildNeeded: -r leaks where -r all would rebuild the refcount
+	// structures: qemu-img's words come after the comparison, which
+	// reports without fixing (compare_refcounts, then "ERROR need to
+	// rebuild refcount structures"), and nothing is fixed.
+	rebuildNeeded := false
 	if c.untrusted != "" && repair != RepairNone {
 		// qemu-img: "ERROR need to rebuild refcount structures", and
 		// with -r all it rebuilds them, as Check does when it can.
@@ -742,7 +747,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		case c.noRebuild != "":
 			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: a rebuild would write them over %s", c.untrusted, c.noRebuild)
 		default:
-			c.msg("ERROR need to rebuild refcount structures (%s); not repaired: -r all rebuilds them, the image is left as it was", c.untrusted)
+			rebuildNeeded = true
 		}
 		r.CheckErrors++
 		repair = RepairNone
@@ -850,6 +855,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		return im.rebuildAndCheck(c, o)
 	}
 	skipCopied := false
+	if rebuildNeeded {
+		c.msg("ERROR need to rebuild refcount structures")
+		skipCopied = true // QEMU stops before check_oflag_copied
+	}
 	if inUseFree && repair == RepairAll && c.noRebuild != "" {
 		// The rebuild it needs is refused: nothing is fixed, as with
 		// -r leaks below.

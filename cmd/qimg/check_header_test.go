@@ -56,7 +56,7 @@ func TestCheck_DamagedHeaderMatchesQemu(t *testing.T) {
 		{"refcount table entry with reserved bits", base, func(f imageFile) {
 			rt := int64(f.u64(48))
 			f.putU64(rt, f.u64(rt)|1)
-		}, [][]string{nil}, true, ""},
+		}, [][]string{nil, {"-r", "leaks"}}, true, ""},
 		{"snapshot L1 too large", snap, func(f imageFile) { put32(f, int64(f.u64(64))+8, 0x1000000) }, [][]string{nil}, true, ""},
 		{"snapshot L1 of no entries anywhere", snap, func(f imageFile) {
 			f.putU64(int64(f.u64(64)), 0x8000000000080000) // past 2^63
