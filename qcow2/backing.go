@@ -42,7 +42,7 @@ func (im *Image) openBacking() error {
 		}
 		d, err := OpenFormat(name, h.BackingFormat, Options{ReadOnly: true, Opener: op, OpenBacking: im.opts.OpenBacking,
 			L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
-			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above,
+			NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above, Check: im.opts.Check,
 			specDepth: im.opts.specDepth, given: im.opts.BackingOptions, Warn: im.opts.Warn})
 		if err != nil {
 			return &BackingError{File: h.BackingFile, Err: err}
@@ -96,7 +96,7 @@ func (im *Image) openSpecBacking() error {
 	}
 	d, err := im.opts.OpenBacking(h.BackingFile, h.BackingFormat, Options{ReadOnly: true, Opener: im.opts.Opener,
 		OpenBacking: im.opts.OpenBacking, L2CacheSize: im.opts.L2CacheSize, CacheCleanInterval: im.opts.CacheCleanInterval,
-		NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above,
+		NoLock: im.opts.NoLock, ForceShare: im.opts.ForceShare && im.ro, asBacking: true, above: above, Check: im.opts.Check,
 		specDepth: im.opts.specDepth + 1, Warn: im.opts.Warn})
 	if err != nil {
 		return &BackingError{File: h.BackingFile, Err: err}

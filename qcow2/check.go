@@ -696,6 +696,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	c.checkCryptoArea()
 	c.countBitmaps()
 	for i, b := range im.reftable {
+		c.reportReftableEntry(uint64(i))
 		if b == 0 || im.damage.reservedRefblocks[uint64(i)] {
 			continue // reserved bits: reported, no block counted (as QEMU)
 		}
@@ -706,23 +707,21 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			continue
 		}
 		c.inc(b, cs, "refcount block")
-	}
-	// References that end less than a cluster past the end of the file
-	// made room for themselves (inc).
-	nclusters = uint64(len(c.ref))
-	// A refcount block anything else references is data or metadata
-	// too: its entries say nothing, and fixes written through it would
-	// overwrite what the other reference holds.
-	for i, b := range im.reftable {
-		if b == 0 || c.outside(g.HostCluster(b), nclusters) || im.damage.reservedRefblocks[uint64(i)] {
-			continue
-		}
-		if n := c.ref[g.HostCluster(b)]; n != 1 {
-			c.msg("ERROR refcount block %d refcount=%d", i, n)
+		// A refcount block anything else references is data or
+		// metadata too: its entries say nothing, and fixes written
+		// through it would overwrite what the other reference holds.
+		// Counted as QEMU's check_refblocks counts it, right after its
+		// own reference: a block two entries name is reported at the
+		// second.
+		if k := g.HostCluster(b); k < uint64(len(c.ref)) && c.ref[k] != 1 {
+			c.msg("ERROR refcount block %d refcount=%d", i, c.ref[k])
 			r.Corruptions++
 			c.distrustRefcounts(fmt.Sprintf("refcount block %d is also referenced as something else", i))
 		}
 	}
+	// References that end less than a cluster past the end of the file
+	// made room for themselves (inc).
+	nclusters = uint64(len(c.ref))
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		return im.rebuildAndCheck(c, o)
 	}

@@ -35,6 +35,10 @@ type openDamage struct {
 	// counts no refcount block there, as QEMU's check_refblocks, which
 	// reports the bits and goes on to the next entry.
 	reservedRefblocks map[uint64]bool
+	// reftableMsgs are Check's reports of damaged refcount table
+	// entries, by index: they come in the table's order, where QEMU's
+	// check_refblocks prints them, not with the open's other damage.
+	reftableMsgs map[uint64]string
 	// l1Unaligned says some active L1 entry is not cluster aligned:
 	// lookups check the entry they use (l2slice).
 	l1Unaligned bool
@@ -90,8 +94,15 @@ func (im *Image) Damage() error {
 func (im *Image) lenientReftableEntry(i uint64, v format.HostOff, err error) format.HostOff {
 	d := &im.damage
 	reserved := uint64(v)&format.RefTableReserved != 0
+	note := func(msg string) {
+		d.noteMsg(err, "")
+		if d.reftableMsgs == nil {
+			d.reftableMsgs = make(map[uint64]string)
+		}
+		d.reftableMsgs[i] = msg
+	}
 	if reserved {
-		d.noteMsg(err, fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
+		note(fmt.Sprintf("ERROR refcount table entry %d has reserved bits set", i))
 		v = format.HostOff(uint64(v) & format.RefTableOffMask)
 		if d.reservedRefblocks == nil {
 			d.reservedRefblocks = make(map[uint64]bool)
@@ -100,7 +111,7 @@ func (im *Image) lenientReftableEntry(i uint64, v format.HostOff, err error) for
 	}
 	if !im.g.Aligned(v) {
 		if !reserved { // QEMU's check says no more of such an entry
-			d.noteMsg(err, fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
+			note(fmt.Sprintf("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i))
 		}
 		if d.badRefblocks == nil {
 			d.badRefblocks = make(map[uint64]format.HostOff)
@@ -141,6 +152,7 @@ func (c *checker) reportDamage() {
 		c.msg("%s", m)
 		c.r.Corruptions++
 	}
+	// (reftableMsgs come with the refcount blocks: reportReftableEntry.)
 	if d.noReftable && d.count == 1 {
 		return // the comparison finds it (compare_refcounts' rebuild)
 	}
@@ -170,4 +182,13 @@ func (im *Image) refcountKnown(hc, nclusters uint64) bool {
 		return false
 	}
 	return ri >= uint64(len(im.reftable)) || im.g.HostCluster(im.reftable[ri]) < nclusters
+}
+
+// reportReftableEntry reports the damage of refcount table entry i the
+// open let by, in the table's order (QEMU's check_refblocks).
+func (c *checker) reportReftableEntry(i uint64) {
+	if m, ok := c.im.damage.reftableMsgs[i]; ok {
+		c.msg("%s", m)
+		c.r.Corruptions++
+	}
 }

@@ -278,6 +278,11 @@ func (l *fileLimit) check(field string, off, n uint64) error {
 // the file before either is read.
 func (im *Image) checkTablesInFile(lim *fileLimit) error {
 	h := im.hdr
+	if h.RefcountTableClusters == 0 {
+		// No refcount table (an open for check): its offset names
+		// nothing.
+		return lim.pastTable(lim.check("l1_table_offset", uint64(h.L1TableOffset), uint64(h.L1Size)*8))
+	}
 	if err := lim.check("refcount_table_offset", uint64(h.RefcountTableOffset), uint64(h.RefcountTableClusters)*im.g.ClusterSize); err != nil {
 		return lim.pastTable(err)
 	}

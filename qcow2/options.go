@@ -98,11 +98,15 @@ type Options struct {
 	// refcounts is not repaired by such an open: the caller's Check
 	// repairs it in its own mode, and writes are refused until then.
 	Repair bool
-	// Check opens the image for Check only, as QEMU's BDRV_O_CHECK: a
-	// header only a check can make sense of opens too (no refcount
-	// table, a table in the header cluster: format.ParseHeaderForCheck),
-	// as damage Check reports; read-only, unless Repair lets a rebuild
-	// of the refcount structures cure it (Q19).
+	// Check opens the image for Check, as QEMU's BDRV_O_CHECK (its
+	// backing files too): a header only a check can make sense of opens
+	// as well (no refcount table, a table in the header cluster:
+	// format.ParseHeaderForCheck), as damage that keeps the image
+	// read-only and that Check reports. A Check with RepairAll may cure
+	// damage that lies in the refcount structures alone by rebuilding
+	// them (Q19); the image is writable after that unless opened
+	// ReadOnly, but bitmaps it held are kept and refuse guest writes
+	// until it is reopened.
 	Check bool
 	// Opener opens the image file (Open) and backing files.
 	Opener Opener

@@ -175,9 +175,20 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	}
 	// And, after a Check, the bitmaps' consistency bit: their clusters
 	// may not have been counted. A damaged image, read-only until now,
-	// never had it cleared.
-	oldAuto := im.hdr.AutoclearFeatures
+	// never had it cleared. But bitmaps this open does not maintain
+	// (nothing loaded them: an open for repair, a damaged image) were
+	// counted by the Check, from their directory, while the bit was set
+	// (it refuses a rebuild when it cannot parse them), and an open
+	// about to load them (bitmapsOpening: the repair of a dirty image)
+	// keeps them through dropAutoclear anyway: they are kept,
+	// as qemu-img's rebuild keeps them, and guest writes, which would
+	// make them stale, are refused until a reopen (bitmapsKept).
+	oldAuto, oldKept := im.hdr.AutoclearFeatures, im.bitmapsKept
 	if check {
+		if oldAuto&format.AutoclearBitmaps != 0 && im.bitmaps.Load() == nil && !im.bitmapsOpening {
+			im.bitmapsKept = true
+			im.syncState()
+		}
 		im.dropAutoclear()
 	}
 	err = im.writeHeader()
@@ -188,7 +199,8 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 		// The header on the device may name either structure (Q4).
 		im.hdr.RefcountTableOffset, im.hdr.RefcountTableClusters, im.hdr.IncompatibleFeatures = oldOff, oldClusters, oldInc
 		im.hdr.RefcountOrder = oldOrder
-		im.hdr.AutoclearFeatures = oldAuto
+		im.hdr.AutoclearFeatures, im.bitmapsKept = oldAuto, oldKept
+		im.syncState()
 		im.loseWritesLocked(err)
 		return err
 	}
@@ -334,7 +346,7 @@ func (im *Image) cureDamageLocked() error {
 	}
 	// Field by field: lock-free lookups read l1Unaligned (false here: L1
 	// damage is fatal).
-	d.first, d.msgs, d.badRefblocks, d.reservedRefblocks, d.noReftable, d.count = nil, nil, nil, nil, false, 0
+	d.first, d.msgs, d.badRefblocks, d.reservedRefblocks, d.reftableMsgs, d.noReftable, d.count = nil, nil, nil, nil, nil, false, 0
 	im.ro = im.opts.ReadOnly
 	im.syncState()
 	return nil
