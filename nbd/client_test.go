@@ -16,11 +16,21 @@ import (
 
 // client is a minimal NBD client for the tests: it speaks the wire format
 // byte by byte so that tests can also send what no real client sends.
+// Each read and write gets ioGuard from its start.
 type client struct {
 	t  testing.TB
 	nc net.Conn
 	r  *bufio.Reader
 }
+
+// ioGuard is the hang guard of each read or write of a test client (and
+// of closed's wait for the end of the stream). It is set before every
+// operation, not once for the connection: a deadline for the whole
+// connection (20 s from dial) was used up by a long test on a loaded
+// machine (TestQueuedPipelinedReadAfterWrite's writes timed out in CI),
+// while a wait for one reply or one write only hangs when something is
+// broken. A test passes no slower for it.
+const ioGuard = 60 * time.Second
 
 // testServer is a Server listening on a Unix socket of its own.
 type testServer struct {
@@ -44,7 +54,9 @@ func serveTest(t testing.TB, s *Server) *testServer {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// A hang guard: Shutdown returns once the connections end, which
+		// takes long only on a loaded machine or when something hangs.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if err := s.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -65,7 +77,6 @@ func dial(t testing.TB, s *testServer) *client {
 	}
 	c := &client{t: t, nc: a, r: bufio.NewReader(a)}
 	t.Cleanup(func() { a.Close() })
-	a.SetDeadline(time.Now().Add(20 * time.Second))
 	return c
 }
 
@@ -82,6 +93,7 @@ func (c *client) greet() {
 
 func (c *client) read(b []byte) {
 	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(ioGuard))
 	if _, err := io.ReadFull(c.r, b); err != nil {
 		c.t.Fatalf("read: %v", err)
 	}
@@ -89,6 +101,7 @@ func (c *client) read(b []byte) {
 
 func (c *client) write(b []byte) {
 	c.t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(ioGuard))
 	if _, err := c.nc.Write(b); err != nil {
 		c.t.Fatalf("write: %v", err)
 	}
@@ -205,6 +218,7 @@ func (c *client) tryRequest(typ, flags uint16, cookie, off uint64, n uint32, pay
 	b = binary.BigEndian.AppendUint64(b, cookie)
 	b = binary.BigEndian.AppendUint64(b, off)
 	b = binary.BigEndian.AppendUint32(b, n)
+	c.nc.SetWriteDeadline(time.Now().Add(ioGuard))
 	_, err := c.nc.Write(append(b, payload...))
 	return err
 }
@@ -233,6 +247,7 @@ func (c *client) readReply(readLen int) chunk {
 // tryReply reads one reply; readLen gives the data length of a
 // successful simple reply by cookie.
 func (c *client) tryReply(readLen func(cookie uint64) int) (chunk, error) {
+	c.nc.SetReadDeadline(time.Now().Add(ioGuard))
 	var m [4]byte
 	if _, err := io.ReadFull(c.r, m[:]); err != nil {
 		return chunk{}, err
@@ -319,8 +334,10 @@ func (c *client) do(typ, flags uint16, off uint64, n uint32, payload []byte) (ui
 }
 
 // closed reports whether the server closed the connection (reads EOF).
+// Every caller expects the close, so the wait is the hang guard (it was
+// 5 s, which a slow close on a loaded machine could outlast).
 func (c *client) closed() bool {
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.nc.SetReadDeadline(time.Now().Add(ioGuard))
 	_, err := c.r.ReadByte()
 	var ne net.Error
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())

@@ -664,7 +664,7 @@ func TestHandshakeLimit(t *testing.T) {
 	idle.greet()
 	busy := dial(t, s)
 	busy.connect("", false)
-	// closed waits (up to 5 s) for the server to hang up on idle; busy,
+	// closed waits (up to ioGuard) for the server to hang up on idle; busy,
 	// dialled just after it, is past the limit a little later.
 	if !idle.closed() {
 		t.Fatal("a client idle in negotiation is still connected")

@@ -137,7 +137,6 @@ func TestQueueReplierPanic(t *testing.T) {
 	}
 	srv.mu.Unlock()
 	c := &client{t: t, nc: b, r: bufio.NewReader(b)}
-	b.SetDeadline(time.Now().Add(20 * time.Second))
 	c.connect("", false)
 	if code, _, _ := c.do(cmdWrite, 0, 0, 1<<20, pattern(1<<20, 3)); code != 0 {
 		t.Fatalf("write %d", code)

@@ -54,7 +54,6 @@ type op struct {
 // read against a reference; stopAfter rounds (or abort: close the socket
 // with requests in flight).
 func runMixed(t *testing.T, c *client, seed uint64, base, size uint64, rounds int, structured, abort bool) (reads, bad int) {
-	c.nc.SetDeadline(time.Now().Add(200 * time.Second))
 	p := newPipeClient(c)
 	rng := rand.New(rand.NewPCG(seed, 99))
 	ref := make([]byte, size)
