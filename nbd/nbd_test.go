@@ -503,17 +503,44 @@ func TestPanicIsEIO(t *testing.T) {
 	}
 }
 
+// writeGate holds the writes that reach a memdev's OnWrite until hold
+// is closed; reached is closed when the first one arrives, so a test
+// knows the server has read its WRITE and runs it.
+type writeGate struct {
+	reached, hold chan struct{}
+	once          sync.Once
+}
+
+func newWriteGate() *writeGate {
+	return &writeGate{reached: make(chan struct{}), hold: make(chan struct{})}
+}
+
+func (g *writeGate) onWrite(off, n int64) {
+	g.once.Do(func() { close(g.reached) })
+	<-g.hold
+}
+
+// wait returns once a write has reached the device (a hang guard only).
+func (g *writeGate) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.reached:
+	case <-time.After(ioGuard):
+		t.Fatal("the WRITE has not reached the device")
+	}
+}
+
 // TestShutdown: Shutdown lets the request in flight finish and reply,
 // then closes the connection and returns.
 func TestShutdown(t *testing.T) {
-	hold := make(chan struct{})
-	mem := newMem(memdev.Options{OnWrite: func(off, n int64) { <-hold }})
+	g := newWriteGate()
+	mem := newMem(memdev.Options{OnWrite: g.onWrite})
 	srv := &Server{Exports: []*Export{{Dev: mem}}, Logf: t.Logf}
 	s := serveTest(t, srv)
 	c := dial(t, s)
 	c.connect("", false)
 	c.request(cmdWrite, 0, 5, 0, 3, []byte{1, 2, 3})
-	time.Sleep(50 * time.Millisecond)
+	g.wait(t) // the WRITE is in flight
 	done := make(chan error)
 	go func() { done <- srv.Shutdown(t.Context()) }()
 	select {
@@ -521,7 +548,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("Shutdown returned with a request in flight")
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(hold)
+	close(g.hold)
 	if ch := c.readReply(0); ch.cookie != 5 || ch.err != 0 {
 		t.Fatalf("reply %+v", ch)
 	}
@@ -541,21 +568,31 @@ func TestShutdown(t *testing.T) {
 // whole context (qnbd's 30 s after SIGTERM), on the workers and on a
 // qcow2 image's queued path; the device requests have all completed. A
 // request that outlasts stopGrace still gets its reply.
+//
+// The caller's context here is a hang guard: Shutdown waiting for it
+// (the bug) fails the test, with its error, after two minutes, while
+// Shutdown itself may take seconds on a loaded machine, where finishing
+// the device reads is slow (15 s in CI with 400 reads of 1 MiB and a
+// 10 s context).
 func TestShutdownClientNotReading(t *testing.T) {
 	defer func(g time.Duration) { stopGrace = g }(stopGrace)
 	stopGrace = 200 * time.Millisecond
 	_, img := revImage(t)
 	srv := &Server{Exports: []*Export{{Dev: newMem(memdev.Options{})}, {Name: "q", Dev: img}}, Logf: t.Logf}
 	s := serveNoCleanup(t, srv)
+	// More requests than the budget's slots (64 by default): the budget
+	// fills, the reader waits for a slot and the reply writes block on
+	// the sockets, which the 1 MiB replies fill.
+	const perConn = 80
 	for _, name := range []string{"", "q"} {
 		c := dial(t, s)
 		c.connect(name, false)
-		for i := range uint64(200) {
+		for i := range uint64(perConn) {
 			c.request(cmdRead, 0, i, 0, 1<<20, nil)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // the budgets fill, the sockets too
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	waitBudgetsFull(t, srv, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -566,23 +603,52 @@ func TestShutdownClientNotReading(t *testing.T) {
 	// The grace bounds a blocked write, not the time since Shutdown: a
 	// request that outlasts it still gets its reply to a client that
 	// reads.
-	hold := make(chan struct{})
-	mem := newMem(memdev.Options{OnWrite: func(off, n int64) { <-hold }})
+	g := newWriteGate()
+	mem := newMem(memdev.Options{OnWrite: g.onWrite})
 	srv = &Server{Exports: []*Export{{Dev: mem}}, Logf: t.Logf}
 	s = serveNoCleanup(t, srv)
 	c := dial(t, s)
 	c.connect("", false)
 	c.request(cmdWrite, 0, 5, 0, 3, []byte{1, 2, 3})
-	time.Sleep(50 * time.Millisecond)
+	g.wait(t) // the WRITE is in flight
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown(t.Context()) }()
 	time.Sleep(3 * stopGrace)
-	close(hold)
+	close(g.hold)
 	if ch := c.readReply(0); ch.cookie != 5 || ch.err != 0 {
 		t.Fatalf("reply %+v", ch)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitBudgetsFull waits (ioGuard at most) until srv serves n connections
+// in the transmission phase and each has every slot of its budget taken:
+// as many requests in flight as it allows, their replies not written.
+func waitBudgetsFull(t *testing.T, srv *Server, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(ioGuard); ; time.Sleep(time.Millisecond) {
+		full := 0
+		srv.mu.Lock()
+		// served counts the connections past transmitting (under mu),
+		// which sets their budget.
+		if srv.served == n {
+			for cn := range srv.conns {
+				cn.budget.mu.Lock()
+				if cn.budget.slots == 0 {
+					full++
+				}
+				cn.budget.mu.Unlock()
+			}
+		}
+		srv.mu.Unlock()
+		if full == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections have their budget full", full, n)
+		}
 	}
 }
 
