@@ -186,8 +186,16 @@ func TestIdleTransmissionCost(t *testing.T) {
 		c := dial(t, s)
 		c.connect("", false)
 	}
-	time.Sleep(50 * time.Millisecond)
-	per := float64(runtime.NumGoroutine()-base) / n
+	// The count settles once the server is done with the negotiations:
+	// poll it (a fixed sleep was too short on a loaded machine). Workers
+	// started for an idle connection would not go away.
+	var per float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		per = float64(runtime.NumGoroutine()-base) / n
+		if per <= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 	t.Logf("%.1f goroutines per idle connection", per)
 	if per > 4 {
 		t.Errorf("an idle connection in transmission holds %.1f goroutines", per)

@@ -160,8 +160,13 @@ func TestQueueReplierPanic(t *testing.T) {
 		t.Errorf("the panic was not logged: %q", logs.lines)
 	}
 	mustReturn(t, "close", img.Close)
-	time.Sleep(100 * time.Millisecond)
-	if g := runtime.NumGoroutine(); g > base+1 {
+	// The goroutines that ended may not have exited yet: poll (a fixed
+	// 100 ms was too short on a loaded machine).
+	g := runtime.NumGoroutine()
+	for deadline := time.Now().Add(10 * time.Second); g > base+1 && time.Now().Before(deadline); g = runtime.NumGoroutine() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g > base+1 {
 		t.Errorf("goroutines %d, were %d", g, base)
 	}
 }
