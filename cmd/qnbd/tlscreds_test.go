@@ -245,18 +245,48 @@ func credsConfig(t *testing.T, v string) (*tls.Config, error) {
 // checks ran in VerifyPeerCertificate, which resumption skips, so a
 // client holding a ticket got in after the revocation list expired,
 // when every full handshake is refused).
+//
+// The list expires between the handshakes that get the client its
+// ticket and the resumption without waiting for a clock: the first two
+// run against the configuration of a list that is current, the last
+// against the configuration of the same directory once its list is past
+// its next update, the two sharing their session ticket keys (as one
+// server's configuration before and after its list expired). The test
+// used to give the list a next update 2 s ahead and sleep past it, and
+// a loaded machine took longer than that for the first two handshakes.
+// The server's VerifyConnection records that the refused handshake was
+// a resumption.
 func TestTLSCredsResumedSessionChecked(t *testing.T) {
 	p := writePKI(t, t.TempDir())
-	tmpl := &x509.RevocationList{Number: big.NewInt(9), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(2 * time.Second)}
-	der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.CA.Cert, p.CA.Key)
-	if err != nil {
-		t.Fatal(err)
+	var keys [32]byte // the session ticket keys of both configurations
+	crand.Read(keys[:])
+	var sawResumed []bool // DidResume of each handshake VerifyConnection saw
+	// serverCfg is qnbd's configuration for p.Server with a revocation
+	// list whose next update is next.
+	serverCfg := func(next time.Time) *tls.Config {
+		tmpl := &x509.RevocationList{Number: big.NewInt(9), ThisUpdate: next.Add(-time.Hour), NextUpdate: next}
+		der, err := x509.CreateRevocationList(crand.Reader, tmpl, p.CA.Cert, p.CA.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
+		cfg, err := credsConfig(t, p.Server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.SetSessionTicketKeys([][32]byte{keys})
+		verify := cfg.VerifyConnection
+		if verify == nil {
+			t.Fatal("the configuration has no VerifyConnection")
+		}
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			sawResumed = append(sawResumed, cs.DidResume) // one handshake at a time
+			return verify(cs)
+		}
+		return cfg
 	}
-	writeFiles(t, p.Server, map[string][]byte{"ca-crl.pem": pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})})
-	cfg, err := credsConfig(t, p.Server)
-	if err != nil {
-		t.Fatal(err)
-	}
+	current := serverCfg(time.Now().Add(24 * time.Hour))
+	expired := serverCfg(time.Now().Add(-time.Hour))
 	kp, err := tls.LoadX509KeyPair(filepath.Join(p.Server, "client-cert.pem"), filepath.Join(p.Server, "client-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +294,7 @@ func TestTLSCredsResumedSessionChecked(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(p.CA.PEM)
 	cache := tls.NewLRUClientSessionCache(4)
-	connect := func() (resumed bool, err error) {
+	connect := func(cfg *tls.Config) (resumed bool, err error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -278,7 +308,7 @@ func TestTLSCredsResumedSessionChecked(t *testing.T) {
 				return
 			}
 			defer nc.Close()
-			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			nc.SetDeadline(time.Now().Add(60 * time.Second)) // a hang guard
 			sc := tls.Server(nc, cfg)
 			err = sc.Handshake()
 			if err == nil {
@@ -291,7 +321,7 @@ func TestTLSCredsResumedSessionChecked(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		nc.SetDeadline(time.Now().Add(60 * time.Second))
 		tc := tls.Client(nc, &tls.Config{RootCAs: roots, ServerName: "localhost", Certificates: []tls.Certificate{kp}, ClientSessionCache: cache})
 		if err := tc.Handshake(); err == nil {
 			_, err = tc.Read(make([]byte, 1)) // the server's byte (and the TLS 1.3 ticket), or its alert
@@ -299,15 +329,18 @@ func TestTLSCredsResumedSessionChecked(t *testing.T) {
 		}
 		return resumed, <-srv
 	}
-	if _, err := connect(); err != nil {
+	if _, err := connect(current); err != nil {
 		t.Fatalf("first handshake: %v", err)
 	}
-	if resumed, err := connect(); err != nil || !resumed {
+	if resumed, err := connect(current); err != nil || !resumed {
 		t.Fatalf("second handshake: resumed %v, %v (the test needs a resumption)", resumed, err)
 	}
-	time.Sleep(time.Until(tmpl.NextUpdate) + 100*time.Millisecond)
-	if resumed, err := connect(); err == nil || !strings.Contains(err.Error(), "expired") {
+	sawResumed = nil
+	if resumed, err := connect(expired); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("resumption after the revocation list expired: resumed %v, %v; want refused", resumed, err)
+	}
+	if len(sawResumed) != 1 || !sawResumed[0] {
+		t.Fatalf("the refused handshake was not a resumption (VerifyConnection saw DidResume %v): the test needs one", sawResumed)
 	}
 }
 
