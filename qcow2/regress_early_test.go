@@ -132,9 +132,22 @@ func readBack(t *testing.T, im *Image, off int64, n int) []byte {
 // zeros. The allocator's data write is held; a second write into the same
 // (fresh) cluster goes early. Whenever it is acknowledged, a read must
 // see it.
+//
+// The test waits for the early write's device write to complete
+// (EvEarlyWrite) before it gives the write 300 ms to be acknowledged
+// (the bug acknowledged it right then): it used to give it 300 ms from
+// its start and then require it to have gone early, which a loaded
+// machine may not have done by then.
 func TestRegress_EarlyWriteVisible(t *testing.T) {
 	const cs = 64 << 10
-	im, h, _ := holdImage(t, cs, Options{PreallocFill: FillUnwritten})
+	early := make(chan struct{})
+	var once sync.Once
+	onEvent := func(ev Event) {
+		if ev == EvEarlyWrite {
+			once.Do(func() { close(early) })
+		}
+	}
+	im, h, _ := holdImage(t, cs, Options{PreallocFill: FillUnwritten, OnEvent: onEvent})
 	// Hold the first 4 KiB data write: the allocator's, into a fresh cluster.
 	h.arm(func(off, n int64) bool { return n == 4096 })
 	first, second := pattern(4096, 1), pattern(4096, 2)
@@ -143,6 +156,14 @@ func TestRegress_EarlyWriteVisible(t *testing.T) {
 	waitCh(t, h.arrived, "the allocator's data write")
 	ch2 := make(chan error, 1)
 	go func() { _, err := im.WriteAt(second, 4096); ch2 <- err }()
+	// A hang guard: the second write goes early (or, should it wait for
+	// the allocation instead, the test fails below).
+	select {
+	case <-early:
+	case err := <-ch2:
+		ch2 <- err // returned without going early: checked below
+	case <-time.After(holdTimeout):
+	}
 	if err, ok := returned(ch2, 300*time.Millisecond); ok {
 		if err != nil {
 			t.Fatal(err)
