@@ -592,8 +592,9 @@ func ioeRunOnce(t *testing.T, seed uint64, f ioeFault, qemu bool) {
 	for _, e := range head(failures, 5) {
 		t.Errorf("%s: %s", name, e)
 	}
-	// Goroutine leak.
-	deadline := time.Now().Add(3 * time.Second)
+	// Goroutine leak (the wait is a hang guard: goroutines that are
+	// ending exit late on a loaded machine; 3 s was short for that).
+	deadline := time.Now().Add(20 * time.Second)
 	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -888,7 +889,7 @@ func TestIoErr_OpenFaultLeaks(t *testing.T) {
 					break
 				}
 			}
-			deadline := time.Now().Add(2 * time.Second)
+			deadline := time.Now().Add(20 * time.Second) // a hang guard (it was 2 s)
 			for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
