@@ -418,7 +418,8 @@ func TestQueue_SizeBesideRMW(t *testing.T) {
 	rmw := make(chan error, 1)
 	go func() { rmw <- f.Writev(8192+100, [][]byte{[]byte("misaligned")}) }()
 	time.Sleep(20 * time.Millisecond) // the read-modify-write waits for wmu
-	ok := testkit.Within(time.Second, func() {
+	// A hang guard (it was 1 s): the bug is a deadlock, not a slowdown.
+	ok := testkit.Within(20*time.Second, func() {
 		if _, err := f.Size(); err != nil {
 			t.Error(err)
 		}
