@@ -2,13 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -17,26 +14,21 @@ import (
 var asQemuNbd = strings.NewReplacer("qnbd: ", "qemu-nbd: ", "`qnbd --help'", "`qemu-nbd --help'")
 
 // runTool runs a server binary that must fail at once and returns its
-// exit code (-1: it was still running after 5 s) and stderr.
+// exit code (-1: it was still running after launchGuard) and stderr.
 func runTool(t *testing.T, name string, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
+	return runToolOn(t, "", name, args...)
+}
+
+// runToolOn is runTool for a server that may serve on the Unix socket
+// sock: -1 as soon as it serves there (launch).
+func runToolOn(t *testing.T, sock, name string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	var e bytes.Buffer
 	cmd.Stderr = &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		return -1, e.String()
-	case err == nil:
-		return 0, e.String()
-	case errors.As(err, &ee):
-		return ee.ExitCode(), e.String()
-	}
-	t.Fatalf("%s %q: %v", name, args, err)
-	return 0, ""
+	code, _ := launch(t, sock, cmd)
+	return code, e.String()
 }
 
 // TestCLIErrors_LikeQemuNbd: a command line qemu-nbd refuses, qnbd

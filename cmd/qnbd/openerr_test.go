@@ -82,11 +82,11 @@ func TestOpenError_LikeQemuNbd(t *testing.T) {
 }
 
 // runServer runs an NBD server on a socket of its own until it exits (its
-// exit code and stderr) or 5 s have passed: then it serves, and the exit
-// code is -1.
+// exit code and stderr) or serves there: then the exit code is -1.
 func runServer(t *testing.T, server string, args ...string) (code int, stderr string) {
 	t.Helper()
-	return runTool(t, server, append([]string{"-k", filepath.Join(shortDir(t), "s.sock")}, args...)...)
+	sock := filepath.Join(shortDir(t), "s.sock")
+	return runToolOn(t, sock, server, append([]string{"-k", sock}, args...)...)
 }
 
 // holdWriteLock has qemu-io write path until the test ends, and waits

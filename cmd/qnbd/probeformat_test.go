@@ -2,13 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -29,12 +27,11 @@ func TestProbe_OtherFormatsRefused(t *testing.T) {
 		}
 		want := `image format "` + f + `" (probed) is not supported`
 		for _, args := range [][]string{{p}, {"-r", p}, {"--image-opts", "driver=quorum,vote-threshold=1,children=" + p}} {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", sock}, args...)...).CombinedOutput()
-			timedOut := ctx.Err() != nil
-			cancel()
-			if err == nil || timedOut || !strings.Contains(string(out), want) {
-				t.Errorf("qnbd %q: %v\n%s", args, err, out)
+			cmd := exec.Command(filepath.Join(bin, "qnbd"), append([]string{"-k", sock}, args...)...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if code, err := launch(t, sock, cmd); code <= 0 || !strings.Contains(out.String(), want) {
+				t.Errorf("qnbd %q: exit %d (-1: serves), %v\n%s", args, code, err, out.String())
 			}
 		}
 		s := startUnix(t, dir, "x", "-r", "-f", "raw", p)

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
+	"bytes"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -97,13 +96,14 @@ func TestRawSpecLocks_LikeQemuNbd(t *testing.T) {
 		{"--image-opts", "driver=raw,file.filename=" + q},
 		{"-r", "--image-opts", "driver=file,filename=" + q},
 	} {
-		args = append([]string{"-k", filepath.Join(dir, "no.sock")}, args...)
+		sock := filepath.Join(dir, "no.sock")
+		args = append([]string{"-k", sock}, args...)
 		for _, server := range []string{"qemu-nbd", filepath.Join(bin, "qnbd")} {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			out, err := exec.CommandContext(ctx, server, args...).CombinedOutput()
-			cancel()
-			if err == nil || !strings.Contains(string(out), "lock") {
-				t.Errorf("%s %q beside a qcow2 writer: %v\n%s", filepath.Base(server), args, err, out)
+			cmd := exec.Command(server, args...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if code, err := launch(t, sock, cmd); code <= 0 || !strings.Contains(out.String(), "lock") {
+				t.Errorf("%s %q beside a qcow2 writer: exit %d (-1: serves), %v\n%s", filepath.Base(server), args, code, err, out.String())
 			}
 		}
 	}

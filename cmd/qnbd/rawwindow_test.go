@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestRawWindow_LikeQemuNbd: a raw driver's size and offset are refused
@@ -24,13 +23,14 @@ func TestRawWindow_LikeQemuNbd(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(server string, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, server, append([]string{"-r", "-k", filepath.Join(dir, "no.sock"), "--image-opts"}, args...)...).CombinedOutput()
-		if ctx.Err() != nil {
-			return "", nil // still serving: accepted
+		sock := filepath.Join(dir, "no.sock")
+		cmd := exec.Command(server, append([]string{"-r", "-k", sock, "--image-opts"}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if code, err := launch(t, sock, cmd); code != -1 {
+			return out.String(), err
 		}
-		return string(out), err
+		return "", nil // serves: accepted
 	}
 	for _, spec := range []string{
 		"driver=raw,size=1000,file.filename=" + img,

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/imgopen"
 )
@@ -53,11 +52,12 @@ func readOnlySpec(t *testing.T, dir, spec string) {
 	if _, err := exec.LookPath("qemu-nbd"); err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "qemu-nbd", "-k", filepath.Join(dir, "q.sock"), "--image-opts", spec).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "Block node is read-only") {
-		t.Errorf("qemu-nbd: %v, %s", err, out)
+	qsock := filepath.Join(dir, "q.sock")
+	cmd := exec.Command("qemu-nbd", "-k", qsock, "--image-opts", spec)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if code, err := launch(t, qsock, cmd); code <= 0 || !strings.Contains(out.String(), "Block node is read-only") {
+		t.Errorf("qemu-nbd: exit %d (-1: serves), %v, %s", code, err, out.String())
 	}
 }
 
@@ -89,13 +89,15 @@ func TestSpec_ReadOnlyNodeOverlayLikeQemuNbd(t *testing.T) {
 		if haveQemu != nil {
 			continue
 		}
-		// qemu-nbd either fails at once or serves until the timeout.
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		out, err := exec.CommandContext(ctx, "qemu-nbd", "-s", "-k", filepath.Join(dir, "q.sock"), "--image-opts", c.spec).CombinedOutput()
-		served := ctx.Err() != nil
-		cancel()
-		if served == c.refused || c.refused && !strings.Contains(string(out), "Block node is read-only") {
-			t.Errorf("qemu-nbd -s %s: %v, %s (want refused %v)", c.spec, err, out, c.refused)
+		// qemu-nbd either fails at start or serves (launch sees which).
+		qsock := filepath.Join(dir, "q.sock")
+		cmd := exec.Command("qemu-nbd", "-s", "-k", qsock, "--image-opts", c.spec)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		code, err := launch(t, qsock, cmd)
+		served := code == -1
+		if served == c.refused || c.refused && !strings.Contains(out.String(), "Block node is read-only") {
+			t.Errorf("qemu-nbd -s %s: exit %d (-1: serves), %v, %s (want refused %v)", c.spec, code, err, out.String(), c.refused)
 		}
 	}
 }

@@ -2,13 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qring/qring/internal/testkit"
 )
@@ -80,12 +78,12 @@ func TestVMDK_ServeLikeQemuNbd(t *testing.T) {
 	overlap := filepath.Join(dir, "overlap.vmdk")
 	testkit.OverlappingVMDK(t, overlap)
 	for _, args := range [][]string{{"-f", "vmdk", overlap}, {overlap}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		out, err := exec.CommandContext(ctx, filepath.Join(bin, "qnbd"), append([]string{"-k", filepath.Join(dir, "w.sock")}, args...)...).CombinedOutput()
-		timedOut := ctx.Err() != nil
-		cancel()
-		if err == nil || timedOut || !strings.Contains(string(out), "grains or metadata overlap") {
-			t.Errorf("qnbd %q: %v\n%s", args, err, out)
+		wsock := filepath.Join(dir, "w.sock")
+		cmd := exec.Command(filepath.Join(bin, "qnbd"), append([]string{"-k", wsock}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if code, err := launch(t, wsock, cmd); code <= 0 || !strings.Contains(out.String(), "grains or metadata overlap") {
+			t.Errorf("qnbd %q: exit %d (-1: serves), %v\n%s", args, code, err, out.String())
 		}
 	}
 	// ... and the others served writable, as qemu-nbd serves them: the
