@@ -226,8 +226,8 @@ func mustReturn(t *testing.T, what string, fn func() error) {
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s has not returned in 10 s", what)
+	case <-time.After(ioGuard): // a hang guard (it was 10 s)
+		t.Fatalf("%s has not returned in %v", what, ioGuard)
 	}
 }
 
