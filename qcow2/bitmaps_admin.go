@@ -213,6 +213,11 @@ func (im *Image) MergeBitmap(dst string, src *Image, srcName string) error {
 	var sbits []uint64
 	var err error
 	if src != im {
+		// The target first, as QEMU looks them up: a missing target is
+		// named even when the source is missing too.
+		if err := im.editBitmap(dst, func(*liveBitmap) error { return nil }); err != nil {
+			return err
+		}
 		if sg, sbits, err = src.bitmapBits(srcName); err != nil {
 			return err
 		}

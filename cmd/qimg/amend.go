@@ -190,6 +190,11 @@ func (e *env) amendOptionsHelp(f string) int {
 // as qemu-img 7.2 changes no backing file; the other options qemu-img
 // amends (encrypt.*) are refused by name.
 func parseAmendOptions(r *amendRequest, optStrs []string) error {
+	// An option given twice takes its last value, as qemu-img's (QEMU's
+	// options keep every value and the driver reads the last): its
+	// syntax is checked each time, its meaning (a compat level, a
+	// refcount width) once, on that value, after them all.
+	var compat, refbits *string
 	for _, s := range optStrs {
 		kv, err := qcow2.SplitOptions(s)
 		if err != nil {
@@ -198,16 +203,8 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 		for _, p := range kv {
 			switch p[0] {
 			case "compat":
-				var v uint32
-				switch p[1] {
-				case "0.10", "v2":
-					v = 2
-				case "1.1", "v3":
-					v = 3
-				default:
-					return amendValueError{fmt.Errorf("Unknown compatibility level %s", p[1])}
-				}
-				r.version = &v
+				v := p[1]
+				compat = &v
 			case "lazy_refcounts":
 				if r.lazy, err = amendBool(p[0], p[1]); err != nil {
 					return err
@@ -230,15 +227,11 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				v := p[1]
 				r.backingFmt = &v
 			case "refcount_bits":
-				n, err := qcow2.ParseNumber(p[1])
-				if err != nil {
+				if _, err := qcow2.ParseNumber(p[1]); err != nil {
 					return fmt.Errorf("Parameter 'refcount_bits' expects a number")
 				}
-				if n == 0 || n > 64 || n&(n-1) != 0 {
-					return amendValueError{errors.New("Refcount width must be a power of two and may not exceed 64 bits")}
-				}
-				v := uint32(n)
-				r.refbits = &v
+				v := p[1]
+				refbits = &v
 			case "data_file":
 				v := p[1]
 				r.dataFile = &v
@@ -255,6 +248,26 @@ func parseAmendOptions(r *amendRequest, optStrs []string) error {
 				return fmt.Errorf("Invalid parameter '%s'", p[0])
 			}
 		}
+	}
+	if compat != nil {
+		var v uint32
+		switch *compat {
+		case "0.10", "v2":
+			v = 2
+		case "1.1", "v3":
+			v = 3
+		default:
+			return amendValueError{fmt.Errorf("Unknown compatibility level %s", *compat)}
+		}
+		r.version = &v
+	}
+	if refbits != nil {
+		n, _ := qcow2.ParseNumber(*refbits) // parsed above
+		if n == 0 || n > 64 || n&(n-1) != 0 {
+			return amendValueError{errors.New("Refcount width must be a power of two and may not exceed 64 bits")}
+		}
+		v := uint32(n)
+		r.refbits = &v
 	}
 	return nil
 }

@@ -52,11 +52,23 @@ func runBitmap(e *env, args []string) int {
 	if err != nil {
 		return e.usageErr(err)
 	}
+	gran := uint64(0) // the image's default (doBitmaps), as -g 0
+	if o.has("g") {
+		// To INT64_MAX, as qemu-img's cvtnum, while it reads the
+		// options. qemu-img then hands it to a uint32 parameter, so
+		// 2^32+512 makes a bitmap of 512-byte granularity; qimg refuses
+		// it (doBitmaps), deliberately.
+		g, err := cvtnum("granularity", o.get("g", ""))
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		gran = uint64(g)
+	}
 	ops := bitmapOps(args)
 	switch {
 	case len(ops) == 0:
 		return e.errorf(1, "Need at least one of --add, --remove, --clear, --enable, --disable, or --merge")
-	case o.has("g") && !o.has("add"):
+	case gran != 0 && !o.has("add"): // -g 0 is no granularity, as in qemu-img
 		return e.errorf(1, "granularity only supported with --add")
 	case o.has("b") && !o.has("merge"):
 		return e.errorf(1, "Merge bitmap source file only supported with --merge")
@@ -64,17 +76,6 @@ func runBitmap(e *env, args []string) int {
 		return e.errorf(1, "-F only supported with -b")
 	case len(o.args) != 2:
 		return e.errorf(1, "Expecting filename and bitmap name")
-	}
-	gran := uint64(0) // the image's default (doBitmaps), as -g 0
-	if o.has("g") {
-		// To INT64_MAX, as qemu-img's cvtnum. qemu-img then hands it
-		// to a uint32 parameter, so 2^32+512 makes a bitmap of 512-byte
-		// granularity; qimg refuses it (doBitmaps), deliberately.
-		g, err := cvtnum("granularity", o.get("g", ""))
-		if err != nil {
-			return e.errorf(1, "%v", err)
-		}
-		gran = uint64(g)
 	}
 	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", "")})
 	if err != nil {

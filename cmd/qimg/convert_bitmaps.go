@@ -17,7 +17,7 @@ func convertBitmapsCheck(src *imgopen.Opened, skip bool) ([]qcow2.BitmapInfo, er
 		return nil, fmt.Errorf("Source lacks bitmap support")
 	}
 	bms := src.Image.Bitmaps()
-	for _, b := range bms {
+	for _, b := range slices.Backward(bms) { // QEMU's order: newest first
 		if b.InUse && !skip {
 			return nil, fmt.Errorf("Cannot copy inconsistent bitmap '%s'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it", b.Name)
 		}
@@ -36,11 +36,13 @@ func convertBitmaps(src, dst *qcow2.Image, bms []qcow2.BitmapInfo, warn func(str
 			return fmt.Errorf("Failed to create bitmap %s: Bitmap already exists: %s", b.Name, b.Name)
 		}
 	}
+	for _, b := range slices.Backward(bms) { // QEMU warns newest first
+		if b.InUse && warn != nil {
+			warn("Skipping inconsistent bitmap '%s'", b.Name)
+		}
+	}
 	for _, b := range bms {
 		if b.InUse {
-			if warn != nil {
-				warn("Skipping inconsistent bitmap '%s'", b.Name)
-			}
 			continue
 		}
 		if err := dst.AddBitmap(b.Name, b.Granularity, b.Enabled); err != nil {
