@@ -476,7 +476,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		for i, s := range table {
 			if !s.HasDiskSize() {
 				verb := "ERROR"
-				if repair >= RepairAll {
+				if repair >= RepairAll && im.snapTable == nil { // (left-out entries: no repair)
 					verb = "Repairing"
 				}
 				c.msg("%s snapshot table entry %d is incomplete", verb, i)

@@ -178,14 +178,15 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	// never had it cleared. But bitmaps this open does not maintain
 	// (nothing loaded them: an open for repair, a damaged image) were
 	// counted by the Check, from their directory, while the bit was set
-	// (it refuses a rebuild when it cannot parse them), and an open
+	// (it refuses a rebuild when it cannot parse the directory or a
+	// table; a damaged table entry it reports), and an open
 	// about to load them (bitmapsOpening: the repair of a dirty image)
 	// keeps them through dropAutoclear anyway: they are kept,
 	// as qemu-img's rebuild keeps them, and guest writes, which would
 	// make them stale, are refused until a reopen (bitmapsKept).
 	oldAuto, oldKept := im.hdr.AutoclearFeatures, im.bitmapsKept
 	if check {
-		if oldAuto&format.AutoclearBitmaps != 0 && im.bitmaps.Load() == nil && !im.bitmapsOpening {
+		if oldAuto&format.AutoclearBitmaps != 0 && im.bitmaps.Load() == nil && !im.bitmapsOpening && im.bitmapsExt() != nil {
 			im.bitmapsKept = true
 			im.syncState()
 		}
