@@ -139,8 +139,13 @@ func FuzzParseSnapshots(f *testing.F) {
 		for _, s := range out {
 			e := 40 + uint64(len(s.ExtraData)+len(s.ID)+len(s.Name))
 			sum += (e + 7) &^ 7
-			if uint64(s.L1Size)*8 > MaxL1Bytes || len(s.ExtraData) > 1024 {
+			if len(s.ExtraData) > 1024 {
 				t.Fatalf("entry %+v past the caps", s)
+			}
+			// An L1 no snapshot can have parses; CheckL1 refuses it.
+			g := NewGeometry(16, 4, false)
+			if err := s.CheckL1(&g); (err != nil) != (uint64(s.L1Size)*8 > MaxL1Bytes || !g.Aligned(s.L1TableOffset)) || (err != nil && !typedError(err)) {
+				t.Fatalf("entry %+v: CheckL1 %v", s, err)
 			}
 		}
 		if sum != size {
