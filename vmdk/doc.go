@@ -80,10 +80,15 @@
 //	     overlapping another or the header, descriptor or directories
 //	     (QEMU writes into such images all the same; reading them is
 //	     safe). Anything else is refused (format.ErrUnsupported or
-//	     ErrCorrupt) and left as it was. A writable Disk holds every
-//	     grain table entry in memory (4 bytes per grain, at most 2^25
-//	     entries in all: a 2 TiB image of 64 KiB grains); reads and
-//	     writes use that copy. A flat extent's bytes are written into
+//	     ErrCorrupt) and left as it was. A writable Disk reads
+//	     every grain table at Open to check that, keeping none; a
+//	     table is loaded into memory when a write first needs it, or
+//	     a read while fewer than 2^25 entries are (8 bytes each), and
+//	     held until Close; reads and writes use the loaded copy,
+//	     reads of other tables the file's entries (Flush writes only
+//	     loaded tables). Writes that would load more than 2^26 entries
+//	     are refused (ErrTooManyTables): twice those of a file of
+//	     2 TiB, where no grain can start, of 64 KiB grains. A flat extent's bytes are written into
 //	     its file in place, zeros too (QEMU's fallback writes zeros
 //	     there); Flush flushes its file.
 //	KD9  A new grain goes at free, which starts past everything the file

@@ -48,9 +48,6 @@ type extent struct {
 	flatOff int64 // bytes
 	layout  format.Layout
 	gd      []uint32 // KD3: only the entries within the file
-	// mem is every grain table entry of a writable image, by grain
-	// (KD8); nil when read-only.
-	mem []atomic.Uint32
 	// sw is a writable sparse extent's state (write.go); nil when
 	// read-only or flat.
 	sw *sparseWriter
@@ -378,9 +375,13 @@ func (e *extent) lookup(off, n int64) (kind int, host int64, k int64, err error)
 	if !ok {
 		return 0, 0, k, fmt.Errorf("vmdk: offset %d past the grain directory: %w", off, block.ErrRange)
 	}
-	if e.mem != nil {
-		// A writable image's entries, in memory (KD8).
-		g := e.mem[l1*e.layout.GTEs+l2].Load()
+	if e.sw != nil {
+		// A writable image's entries: from its tables in memory, or
+		// the file's where no write loaded them (KD8).
+		g, err := e.sw.tables.get(l1*e.layout.GTEs + l2)
+		if err != nil {
+			return 0, 0, k, err
+		}
 		switch {
 		case g == 0:
 			return unalloc, 0, k, nil
@@ -453,7 +454,7 @@ func (e *extent) readCompressed(host, skip int64, dst []byte) error {
 		}
 		src, size = host+format.MarkerSize, int64(m.Size)
 	}
-	if src+size > e.fileLen && e.mem == nil { // a writable image's grains were checked or are its own (KD8)
+	if src+size > e.fileLen && e.sw == nil { // a writable image's grains were checked or are its own (KD8)
 		if e.layout.Marker {
 			return errPastEOF
 		}

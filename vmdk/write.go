@@ -50,22 +50,13 @@ type sparseWriter struct {
 	// each closed when its grain is mapped (or given up).
 	copying map[int64]chan struct{}
 
-	// table is every grain table entry as on disk, or as the running
-	// Flush writes it: only Flush changes it.
-	table []byte
-	// gts and rgts are the sectors of the grain tables of the directory
-	// and of the redundant one (nil without one), by directory entry.
-	gts, rgts []uint32
+	// tables are the extent's grain table entries (KD8).
+	tables *grainTables
 }
 
-// maxWritableGTEs bounds the grain table entries of a writable image,
-// all held in memory (8 bytes each with the on-disk copy): those of a
-// 2 TiB image of 64 KiB grains.
-const maxWritableGTEs = 1 << 25
-
-// openWriter makes d writable (KD8): it loads every grain table entry
-// of its sparse extents (reads and writes then use the copy in memory)
-// and refuses images it cannot write without risk.
+// openWriter makes d writable (KD8): it reads every grain table of its
+// sparse extents, refusing images it cannot write without risk; a
+// write loads the tables it needs (grainTables).
 func (d *Disk) openWriter() error {
 	switch d.createType {
 	case "monolithicSparse", "streamOptimized", format.MonolithicFlat, format.TwoGbMaxExtentFlat, format.TwoGbMaxExtentSparse:
@@ -81,7 +72,7 @@ func (d *Disk) openWriter() error {
 			return err
 		}
 	}
-	n := int64(0)
+	loaded := &limit{}
 	for i := range d.extents {
 		e := &d.extents[i]
 		if e.flat {
@@ -90,12 +81,7 @@ func (d *Disk) openWriter() error {
 		if e.layout.Compressed && (!hosted || !e.layout.Marker) {
 			return format.Unsupported("qring writes compressed VMDK extents only as streamOptimized images: open it read-only")
 		}
-		n += e.layout.L1Size * e.layout.GTEs
-		if n > maxWritableGTEs {
-			// Held in memory (KD8): no more than a 2 TiB image's.
-			return d.refuse(fmt.Sprintf("its grain table entries are too many to write (at most %d)", int64(maxWritableGTEs)))
-		}
-		if err := d.openSparse(e, hosted); err != nil {
+		if err := d.openSparse(e, hosted, loaded); err != nil {
 			return err
 		}
 	}
@@ -138,8 +124,9 @@ func (d *Disk) extentNames() []string {
 
 // openSparse makes sparse extent e writable (KD8): its tables loaded,
 // and refused where a write could land on metadata or another grain.
-// hosted is an image of this one extent, its descriptor embedded.
-func (d *Disk) openSparse(e *extent, hosted bool) error {
+// hosted is an image of this one extent, its descriptor embedded;
+// loaded counts the entries the Disk's writes load.
+func (d *Disk) openSparse(e *extent, hosted bool, loaded *limit) error {
 	l := e.layout
 	if l.GrainSectors < 1 || l.GTEs < 1 {
 		return format.Unsupported("qring does not write VMDK images with empty grains or grain tables: open it read-only")
@@ -157,7 +144,6 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 		// New grains would go past the footer, which must end the file.
 		return format.Unsupported("qring does not write VMDK images whose grain directory is in a footer: open it read-only")
 	}
-	w := &sparseWriter{gts: e.gd}
 	n := l.L1Size * l.GTEs
 	// Every table lies in the file, none over another (checked below):
 	// a file too short to hold them all is refused before anything is
@@ -170,8 +156,6 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 		// than the disk (a write past them would find no entry).
 		return d.refuse(fmt.Sprintf("its grain tables map %d bytes of its %d", n*l.GrainBytes(), e.size))
 	}
-	w.table = make([]byte, 4*n)
-	mem := make([]atomic.Uint32, n)
 	tb := l.GTEs * 4
 	type span struct{ a, b int64 }
 	spans := []span{{0, format.HeaderSize}, {l.GDOffset, l.GDOffset + 4*l.L1Size}}
@@ -180,6 +164,7 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 		// sector 1, whatever the header says (QEMU's vmdk_write_cid).
 		spans = append(spans, span{format.SectorSize, format.SectorSize + format.DescSize})
 	}
+	var rgts []uint32
 	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
 		rgd := int64(h.RGDOffset) * format.SectorSize
 		if rgd+4*l.L1Size > e.fileLen {
@@ -189,57 +174,69 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 		if err := block.ReadAt(e.file, b, rgd); err != nil {
 			return err
 		}
-		w.rgts = make([]uint32, l.L1Size)
-		for i := range w.rgts {
-			w.rgts[i] = format.Entry(b, i)
+		rgts = make([]uint32, l.L1Size)
+		for i := range rgts {
+			rgts[i] = format.Entry(b, i)
 		}
 		spans = append(spans, span{rgd, rgd + 4*l.L1Size})
 	}
-	for i, gt := range w.gts {
+	for i, gt := range e.gd {
 		at := int64(gt) * format.SectorSize
 		if gt == 0 || at+tb > e.fileLen {
 			return d.refuse(fmt.Sprintf("grain table %d is not allocated or lies past the end of the file", i))
 		}
-		if err := block.ReadAt(e.file, w.table[int64(i)*tb:int64(i+1)*tb], at); err != nil {
-			return err
-		}
 		spans = append(spans, span{at, at + tb})
-		if w.rgts != nil {
-			r := int64(w.rgts[i]) * format.SectorSize
-			if w.rgts[i] == 0 || r+tb > e.fileLen {
+		if rgts != nil {
+			r := int64(rgts[i]) * format.SectorSize
+			if rgts[i] == 0 || r+tb > e.fileLen {
 				return d.refuse(fmt.Sprintf("redundant grain table %d is not allocated or lies past the end of the file", i))
 			}
 			spans = append(spans, span{r, r + tb})
 		}
 	}
+	// Every grain the tables map, read a run of adjacent tables at a
+	// time and not kept: a write loads its table again when it needs
+	// it (grainTables), nothing having changed it meanwhile.
 	gb := l.GrainBytes()
-	for i := range mem {
-		g := format.Entry(w.table, i)
-		mem[i].Store(g)
-		if g == 0 || (g == format.GTEZeroed && l.ZeroGrain) {
-			continue
+	var buf []byte
+	for i := 0; i < len(e.gd); {
+		j := i + 1
+		for j < len(e.gd) && int64(j-i)*tb < 1<<20 && int64(e.gd[j]) == int64(e.gd[j-1])+tb/format.SectorSize {
+			j++
 		}
-		at := int64(g) * format.SectorSize
-		n := gb
-		if l.Compressed {
-			// A compressed grain's marker says how far it goes.
-			var mb [format.MarkerSize]byte
-			if at+format.MarkerSize > e.fileLen {
-				return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
-			}
-			if err := block.ReadAt(e.file, mb[:], at); err != nil {
-				return err
-			}
-			m, err := format.ParseMarker(mb[:], gb)
-			if err != nil {
-				return d.refuse(fmt.Sprintf("grain %d: %v", i, err))
-			}
-			n = format.MarkerSize + int64(m.Size)
+		buf = slices.Grow(buf[:0], int(int64(j-i)*tb))[:int64(j-i)*tb]
+		if err := block.ReadAt(e.file, buf, int64(e.gd[i])*format.SectorSize); err != nil {
+			return err
 		}
-		if at+n > e.fileLen {
-			return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", i))
+		for k := range int64(j-i) * l.GTEs {
+			g := format.Entry(buf, int(k))
+			gi := int64(i)*l.GTEs + k
+			if g == 0 || (g == format.GTEZeroed && l.ZeroGrain) {
+				continue
+			}
+			at := int64(g) * format.SectorSize
+			n := gb
+			if l.Compressed {
+				// A compressed grain's marker says how far it goes.
+				var mb [format.MarkerSize]byte
+				if at+format.MarkerSize > e.fileLen {
+					return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", gi))
+				}
+				if err := block.ReadAt(e.file, mb[:], at); err != nil {
+					return err
+				}
+				m, err := format.ParseMarker(mb[:], gb)
+				if err != nil {
+					return d.refuse(fmt.Sprintf("grain %d: %v", gi, err))
+				}
+				n = format.MarkerSize + int64(m.Size)
+			}
+			if at+n > e.fileLen {
+				return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", gi))
+			}
+			spans = append(spans, span{at, at + n})
 		}
-		spans = append(spans, span{at, at + n})
+		i = j
 	}
 	slices.SortFunc(spans, func(x, y span) int { return cmp.Compare(x.a, y.a) })
 	for i := 1; i < len(spans); i++ {
@@ -250,13 +247,18 @@ func (d *Disk) openSparse(e *extent, hosted bool) error {
 	// KD9: past everything the file holds, on a grain boundary from the
 	// first grain (as QEMU, which rounds the file's sectors up to a
 	// grain).
-	w.free = (e.fileLen + gb - 1) / gb * gb
-	w.sized = e.fileLen
+	w := &sparseWriter{
+		free:      (e.fileLen + gb - 1) / gb * gb,
+		sized:     e.fileLen,
+		streaming: map[int64]bool{},
+		copying:   map[int64]chan struct{}{},
+		tables: &grainTables{file: e.file, gtes: l.GTEs, gts: e.gd, rgts: rgts,
+			tabs: make([]atomic.Pointer[gtable], l.L1Size), loaded: loaded},
+	}
 	if w.free/format.SectorSize > 1<<32-1 {
 		return d.refuse("the file reaches past 2 TiB, where no grain can start")
 	}
-	w.streaming, w.copying = map[int64]bool{}, map[int64]chan struct{}{}
-	e.mem, e.sw = mem, w
+	e.sw = w
 	return nil
 }
 
@@ -300,13 +302,18 @@ func (e *extent) allocated(g uint32) bool {
 // that read through to it gets the parent's bytes first and is mapped
 // only then (KD13).
 func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
-	if g := e.mem[gi].Load(); e.allocated(g) {
+	w := e.sw
+	if g, ok := w.tables.peek(gi); ok && e.allocated(g) {
 		return g, nil
 	}
-	w := e.sw
 	w.mu.Lock()
 	w.waitCopy(gi)
-	if g := e.mem[gi].Load(); e.allocated(g) {
+	p, err := w.tables.entry(gi)
+	if err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	if g := p.Load(); e.allocated(g) {
 		w.mu.Unlock()
 		return g, nil
 	}
@@ -321,10 +328,10 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	}
 	g := uint32(w.free / format.SectorSize)
 	w.free += e.layout.GrainBytes()
-	if d.parent == nil || e.mem[gi].Load() != 0 {
+	if d.parent == nil || p.Load() != 0 {
 		// No parent, or a zeroed grain: it reads as zeros, and so does
 		// the new grain's space.
-		e.mem[gi].Store(g)
+		p.Store(g)
 		w.fresh = append(w.fresh, gi)
 		w.mu.Unlock()
 		return g, nil
@@ -332,12 +339,12 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	done := make(chan struct{})
 	w.copying[gi] = done
 	w.mu.Unlock()
-	err := d.copyUp(e, gi, g)
+	err = d.copyUp(e, gi, g)
 	w.mu.Lock()
 	delete(w.copying, gi)
 	close(done)
 	if err == nil {
-		e.mem[gi].Store(g)
+		p.Store(g)
 		w.fresh = append(w.fresh, gi)
 	}
 	w.mu.Unlock()
@@ -380,13 +387,17 @@ func (d *Disk) zeroGrain(e *extent, gi int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.waitCopy(gi)
-	if e.layout.Compressed && (e.allocated(e.mem[gi].Load()) || w.streaming[gi]) {
+	p, err := w.tables.entry(gi)
+	if err != nil {
+		return err
+	}
+	if e.layout.Compressed && (e.allocated(p.Load()) || w.streaming[gi]) {
 		// A streamOptimized grain written (or being written) since
 		// WriteZeroes looked: the zeros come after it, and a written
 		// grain takes none (KD12), as QEMU, which serializes them.
 		return ErrStreamAllocated
 	}
-	e.mem[gi].Store(format.GTEZeroed)
+	p.Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
 	return nil
 }
@@ -400,10 +411,14 @@ var (
 
 // streamWritten reports whether grain gi of a streamOptimized image is
 // written or being written.
-func (d *Disk) streamWritten(e *extent, gi int64) bool {
+func (d *Disk) streamWritten(e *extent, gi int64) (bool, error) {
 	e.sw.mu.Lock()
 	defer e.sw.mu.Unlock()
-	return e.allocated(e.mem[gi].Load()) || e.sw.streaming[gi]
+	p, err := e.sw.tables.entry(gi)
+	if err != nil {
+		return false, err
+	}
+	return e.allocated(p.Load()) || e.sw.streaming[gi], nil
 }
 
 // streamCheck refuses a write or zeros of n bytes at off into a
@@ -418,8 +433,8 @@ func (d *Disk) streamCheck(off, n int64, zeros bool) error {
 		return nil
 	}
 	gb := e.layout.GrainBytes()
-	if d.streamWritten(e, off/gb) {
-		return ErrStreamAllocated
+	if written, err := d.streamWritten(e, off/gb); err != nil || written {
+		return cmp.Or(err, ErrStreamAllocated)
 	}
 	if d.parent != nil && !d.cidValid && !(zeros && e.layout.ZeroGrain) {
 		// A new grain over a changed parent, as in grain (KD13):
@@ -431,8 +446,8 @@ func (d *Disk) streamCheck(off, n int64, zeros bool) error {
 		return ErrStreamPartial
 	}
 	for gi := off / gb; gi*gb < off+n; gi++ {
-		if d.streamWritten(e, gi) {
-			return ErrStreamAllocated
+		if written, err := d.streamWritten(e, gi); err != nil || written {
+			return cmp.Or(err, ErrStreamAllocated)
 		}
 	}
 	return nil
@@ -446,7 +461,12 @@ func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	b := format.EncodeGrain(uint64(pos/format.SectorSize), data)
 	w := e.sw
 	w.mu.Lock()
-	if e.allocated(e.mem[gi].Load()) || w.streaming[gi] {
+	p, err := w.tables.entry(gi)
+	if err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	if e.allocated(p.Load()) || w.streaming[gi] {
 		w.mu.Unlock()
 		return ErrStreamAllocated
 	}
@@ -458,11 +478,11 @@ func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	w.free += int64(len(b))
 	w.streaming[gi] = true
 	w.mu.Unlock()
-	err := e.file.Writev(at, [][]byte{b})
+	err = e.file.Writev(at, [][]byte{b})
 	w.mu.Lock()
 	delete(w.streaming, gi)
 	if err == nil {
-		e.mem[gi].Store(uint32(at / format.SectorSize))
+		p.Store(uint32(at / format.SectorSize))
 		w.fresh = append(w.fresh, gi)
 	}
 	w.mu.Unlock()
@@ -691,7 +711,10 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		gi, in := rel/gb, rel%gb
 		k = min(k, gb-in)
 		done += k
-		g := e.mem[gi].Load()
+		g, err := e.sw.tables.get(gi)
+		if err != nil {
+			return err
+		}
 		if e.layout.Compressed && e.allocated(g) {
 			return ErrStreamAllocated // a compressed grain is never rewritten
 		}
@@ -826,7 +849,7 @@ func (d *Disk) flushSparse(e *extent) error {
 	// is in w.fresh again and waits for the next Flush.
 	entries := make([]uint32, len(fresh))
 	for i, gi := range fresh {
-		entries[i] = e.mem[gi].Load()
+		entries[i], _ = w.tables.peek(gi) // a fresh grain's table is loaded
 	}
 	var err error
 	if len(fresh) > 0 && w.sized < w.free {
@@ -858,27 +881,29 @@ func (d *Disk) flushSparse(e *extent) error {
 // and into the redundant table (KD10), in runs of nearby entries of one
 // table.
 func writeEntries(e *extent, grains []int64, entries []uint32) error {
-	w := e.sw
+	t := e.sw.tables
+	gtes := t.gtes
 	for i, gi := range grains {
-		binary.LittleEndian.PutUint32(w.table[4*gi:], entries[i])
+		// A fresh grain's table is loaded (its entry was set there);
+		// only Flush, under flushMu, changes its disk copy.
+		binary.LittleEndian.PutUint32(t.tabs[gi/gtes].Load().disk[4*(gi%gtes):], entries[i])
 	}
 	grains = slices.Clone(grains)
 	slices.Sort(grains)
-	gtes := e.layout.GTEs
 	const near = format.SectorSize / 4 // entries in a sector
 	for i := 0; i < len(grains); {
-		t := grains[i] / gtes
+		ti := grains[i] / gtes
 		j := i + 1
-		for j < len(grains) && grains[j]/gtes == t && grains[j]-grains[j-1] <= near {
+		for j < len(grains) && grains[j]/gtes == ti && grains[j]-grains[j-1] <= near {
 			j++
 		}
-		a, b := grains[i]*4, grains[j-1]*4+4
-		in := a - t*gtes*4
-		for _, tables := range [][]uint32{w.gts, w.rgts} {
+		a, b := 4*(grains[i]-ti*gtes), 4*(grains[j-1]-ti*gtes)+4
+		disk := t.tabs[ti].Load().disk
+		for _, tables := range [][]uint32{t.gts, t.rgts} {
 			if tables == nil {
 				continue
 			}
-			if err := e.file.Writev(int64(tables[t])*format.SectorSize+in, [][]byte{w.table[a:b]}); err != nil {
+			if err := e.file.Writev(int64(tables[ti])*format.SectorSize+a, [][]byte{disk[a:b]}); err != nil {
 				return err
 			}
 		}
