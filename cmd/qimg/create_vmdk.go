@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -185,14 +187,28 @@ func vmdkParentCID(req *createRequest) (uint32, error) {
 
 // createVMDKFiles makes a descriptor file and its extents' files beside
 // it (format's KF8): a flat extent as a raw file of its size, a sparse
-// one laid out as QEMU lays it out.
-func createVMDKFiles(path string, o format.NewOptions, req *createRequest) error {
+// one laid out as QEMU lays it out. When one fails (a flat extent too
+// large for the file system), the extent files it made before are
+// removed: with no descriptor naming them they are of no use (QEMU
+// leaves them, and a descriptor naming an extent it could not size).
+func createVMDKFiles(path string, o format.NewOptions, req *createRequest) (err error) {
 	text, exts, err := vmdk.NewDescriptorFile(o, filepath.Base(path), 0)
 	if err != nil {
 		return err // before any file is made, as QEMU
 	}
+	var made []string
+	defer func() {
+		if err != nil {
+			for _, p := range made {
+				os.Remove(p)
+			}
+		}
+	}()
 	for _, e := range exts {
 		p := filepath.Join(filepath.Dir(path), e.File)
+		if _, serr := os.Lstat(p); errors.Is(serr, fs.ErrNotExist) {
+			made = append(made, p)
+		}
 		err := createEmpty(p, req.opts.Hints, func(f *uring.File) error {
 			if e.Flat {
 				return fillRaw(f, p, e.Sectors*vmdkSector, "off")
