@@ -10,9 +10,9 @@ import (
 // countBitmaps counts the clusters of the persistent dirty bitmaps while
 // their autoclear bit says they are valid, as qemu-img check does
 // (qcow2_check_bitmaps_refcounts): the directory, each bitmap table, and
-// each data cluster a table names. A writable open clears the bit (we
-// do not maintain bitmaps), after which QEMU no longer counts them
-// either. A directory or table that cannot be parsed is a corruption.
+// each data cluster a table names. A writable open that does not
+// maintain them (Q22: Options.NoBitmaps, bitmaps it cannot maintain)
+// clears the bit, after which QEMU no longer counts them either. A directory or table that cannot be parsed is a corruption.
 func (c *checker) countBitmaps() {
 	im := c.im
 	if im.hdr.AutoclearFeatures&format.AutoclearBitmaps == 0 {

@@ -494,11 +494,16 @@ func (im *Image) clearAutoclear() error {
 // (QEMU does the same for unknown users), and then nothing counts their
 // clusters (Check counts them only while the bit is set), unless they
 // are kept (bitmapsKept).
-func (im *Image) dropAutoclear() bool {
+func (im *Image) dropAutoclear() bool { return im.dropAutoclearKeeping(false) }
+
+// dropAutoclearKeeping is dropAutoclear, keeping the bitmaps' bit (and
+// the loaded bitmaps) too when loaded says so: a Check's rebuild of an
+// image whose bitmaps this open maintains (rebuildRefcountsLocked).
+func (im *Image) dropAutoclearKeeping(loaded bool) bool {
 	h := im.hdr
 	old := h.AutoclearFeatures
 	drop := ^uint64(format.AutoclearKnown) | format.AutoclearBitmaps
-	if im.bitmapsKept || im.bitmapsOpening {
+	if im.bitmapsKept || im.bitmapsOpening || loaded {
 		drop &^= format.AutoclearBitmaps
 	}
 	h.AutoclearFeatures &^= drop

@@ -175,22 +175,25 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	}
 	// And, after a Check, the bitmaps' consistency bit: their clusters
 	// may not have been counted. A damaged image, read-only until now,
-	// never had it cleared. But bitmaps this open does not maintain
-	// (nothing loaded them: an open for repair, a damaged image) were
-	// counted by the Check, from their directory, while the bit was set
-	// (it refuses a rebuild when it cannot parse the directory or a
-	// table; a damaged table entry it reports), and an open
-	// about to load them (bitmapsOpening: the repair of a dirty image)
-	// keeps them through dropAutoclear anyway: they are kept,
-	// as qemu-img's rebuild keeps them, and guest writes, which would
-	// make them stale, are refused until a reopen (bitmapsKept).
+	// never had it cleared. But while the bit is set the Check counted
+	// the bitmaps' clusters from their directory (it refuses a rebuild
+	// when it cannot parse the directory or a table; a damaged table
+	// entry it reports), so they are kept, as qemu-img's rebuild keeps
+	// them: bitmaps this open maintains (loaded, Q22) go on recording
+	// writes, and Close frees their old clusters in the new structures
+	// as in the old; an open about to load them (bitmapsOpening: the
+	// repair of a dirty image) keeps them through dropAutoclear anyway;
+	// others (nothing loaded them: an open for repair, a damaged image)
+	// are kept and guest writes, which would make them stale, are
+	// refused until a reopen (bitmapsKept).
 	oldAuto, oldKept := im.hdr.AutoclearFeatures, im.bitmapsKept
 	if check {
-		if oldAuto&format.AutoclearBitmaps != 0 && im.bitmaps.Load() == nil && !im.bitmapsOpening && im.bitmapsExt() != nil {
+		keep := oldAuto&format.AutoclearBitmaps != 0 && im.bitmapsExt() != nil
+		if keep && im.bitmaps.Load() == nil && !im.bitmapsOpening {
 			im.bitmapsKept = true
 			im.syncState()
 		}
-		im.dropAutoclear()
+		im.dropAutoclearKeeping(keep && im.bitmaps.Load() != nil)
 	}
 	err = im.writeHeader()
 	if err == nil {
