@@ -616,6 +616,9 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.streamCheck(off, total, false); err != nil {
 		return err
 	}
+	if err := d.loadTables(off, total, false); err != nil {
+		return err
+	}
 	var c block.Cursor
 	for done := int64(0); done < total; {
 		pos := off + done
@@ -666,6 +669,32 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
+// loadTables loads the grain tables a write (or zeroing, zeros) of n
+// bytes at off may need, so that ErrTooManyTables refuses it before
+// anything changes, the CID too (KD11), and never part way: it is
+// ErrNotSupported, which callers (filter.Mirror) take to mean nothing
+// was done. Zeros need a table only where they may make a zeroed grain
+// or copy a grain up from the parent.
+func (d *Disk) loadTables(off, n int64, zeros bool) error {
+	for done := int64(0); done < n; {
+		pos := off + done
+		e := d.find(pos)
+		rel := pos - e.start
+		k := min(n-done, e.size-rel)
+		done += k
+		if e.flat || (zeros && !e.layout.ZeroGrain && d.parent == nil) {
+			continue
+		}
+		span := e.layout.GTEs * e.layout.GrainBytes()
+		for i := rel / span; i*span < rel+k; i++ {
+			if _, err := e.sw.tables.table(i, maxLoadedGTEs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // testHookZeroGrain, set by a test only, runs as WriteZeroes is about
 // to make grain gi a zeroed grain: a write racing it lands there.
 var testHookZeroGrain func(gi int64)
@@ -693,6 +722,9 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
 	if err := d.streamCheck(off, n, true); err != nil {
+		return err
+	}
+	if err := d.loadTables(off, n, true); err != nil {
 		return err
 	}
 	for done := int64(0); done < n; {

@@ -1,0 +1,168 @@
+package vmdk
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/vmdk/format"
+)
+
+func setCaps(t *testing.T, loaded, read int64) {
+	oldL, oldR := maxLoadedGTEs, maxReadGTEs
+	maxLoadedGTEs, maxReadGTEs = loaded, read
+	t.Cleanup(func() { maxLoadedGTEs, maxReadGTEs = oldL, oldR })
+}
+
+func memZG(t *testing.T, size int64, zg bool) (*memdev.Dev, *Disk) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: size, ZeroedGrain: zg}, Name: "m.vmdk"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(m, Options{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, d
+}
+
+const tspan = 512 * 64 << 10 // bytes one table maps
+
+// A WriteZeroes refused with ErrTooManyTables must leave the CID alone
+// (KD11: the CID changes only once the write is not refused).
+func TestWrite_TooManyTablesZerosKeepCID(t *testing.T) {
+	setCaps(t, 512, 512)
+	_, d := memZG(t, 2*tspan, true)
+	if err := d.Readv(0, [][]byte{make([]byte, 512)}); err != nil { // loads table 0
+		t.Fatal(err)
+	}
+	old := d.CID()
+	err := d.WriteZeroes(tspan, 64<<10, 0)
+	if !errors.Is(err, ErrTooManyTables) {
+		t.Fatalf("zeros into table 1: %v", err)
+	}
+	if d.CID() != old {
+		t.Errorf("refused WriteZeroes changed the CID %x -> %x", old, d.CID())
+	}
+}
+
+// A Writev refused with ErrTooManyTables (which is ErrNotSupported:
+// "nothing was done" to callers such as filter.Mirror) after part of it
+// was written.
+func TestWrite_TooManyTablesWritesNothing(t *testing.T) {
+	setCaps(t, 512, 512)
+	_, d := memZG(t, 2*tspan, false)
+	if err := d.Readv(0, [][]byte{make([]byte, 512)}); err != nil { // loads table 0
+		t.Fatal(err)
+	}
+	off := int64(tspan - 64<<10)
+	err := d.Writev(off, [][]byte{fill(128<<10, 7)})
+	if !errors.Is(err, block.ErrNotSupported) {
+		t.Fatalf("write across tables: %v", err)
+	}
+	got := make([]byte, 64<<10)
+	if err := d.Readv(off, [][]byte{got}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, make([]byte, len(got))) {
+		t.Errorf("ErrNotSupported write changed the first grain")
+	}
+}
+
+// Readers, writers, zeroers and Flush at once over tables not loaded,
+// with small caps: every writer reads back what it wrote; reopened, the
+// image reads the same.
+func TestWrite_LazyTablesConcurrent(t *testing.T) {
+	for _, zg := range []bool{false, true} {
+		setCaps(t, 16*512, 3*512)
+		m, d := memZG(t, 16*tspan, zg)
+		const gb = 64 << 10
+		ngrains := int64(16 * 512)
+		const writers = 6
+		var mu sync.Mutex
+		model := map[int64]byte{} // grain -> pattern seed (0 = zeros)
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 9))
+				for i := range 300 {
+					gi := rng.Int64N(ngrains/writers)*writers + int64(w)
+					seed := byte(1 + rng.IntN(200))
+					if rng.IntN(4) == 0 {
+						if err := d.WriteZeroes(gi*gb, gb, 0); err != nil {
+							t.Error(err)
+							return
+						}
+						seed = 0
+					} else if err := d.Writev(gi*gb, [][]byte{fill(gb, seed)}); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					model[gi] = seed
+					mu.Unlock()
+					got := make([]byte, gb)
+					if err := d.Readv(gi*gb, [][]byte{got}); err != nil {
+						t.Error(err)
+						return
+					}
+					want := make([]byte, gb)
+					if seed != 0 {
+						want = fill(gb, seed)
+					}
+					if !bytes.Equal(got, want) {
+						t.Errorf("zg=%v writer %d: grain %d read back wrong", zg, w, gi)
+						return
+					}
+					if i%37 == 0 {
+						if err := d.Flush(); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}
+			}()
+		}
+		for r := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(r), 77))
+				b := make([]byte, gb)
+				for range 2000 {
+					if err := d.Readv(rng.Int64N(ngrains)*gb, [][]byte{b}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d2, err := Open(memdev.FromBytes(m.Bytes(), memdev.Options{}), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, gb)
+		for gi, seed := range model {
+			if err := d2.Readv(gi*gb, [][]byte{got}); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, gb)
+			if seed != 0 {
+				want = fill(gb, seed)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("zg=%v reopened: grain %d wrong", zg, gi)
+			}
+		}
+	}
+}
