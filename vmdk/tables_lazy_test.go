@@ -2,8 +2,10 @@ package vmdk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -164,5 +166,45 @@ func TestWrite_LazyTablesConcurrent(t *testing.T) {
 				t.Errorf("zg=%v reopened: grain %d wrong", zg, gi)
 			}
 		}
+	}
+}
+
+// TestWrite_OverlappingGrainsRefusedEarly: a file whose tables (4 Mi
+// entries) all map one grain is refused without holding a span per
+// entry (16 bytes each: with no bound on the entries since tables are
+// loaded lazily, 20 times the file's size).
+// A writable Open of a file whose tables all map one grain allocates
+// 16 bytes per entry before the overlap check refuses it (unbounded
+// now that maxWritableGTEs is gone).
+func TestWrite_OverlappingGrainsRefusedEarly(t *testing.T) {
+	m := memdev.New(memdev.Options{})
+	if _, err := Create(m, CreateOptions{NewOptions: format.NewOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	const tables = 8192
+	b := m.Bytes()
+	gdOff, gtOff := 1<<20, 1<<20+64<<10
+	grain := gtOff + tables*2048
+	b = append(b, make([]byte, grain+512-len(b))...)
+	le := binary.LittleEndian
+	le.PutUint32(b[8:], le.Uint32(b[8:])&^format.FlagRGD)
+	le.PutUint64(b[12:], tables*512) // capacity, sectors
+	le.PutUint64(b[20:], 1)          // granularity
+	le.PutUint64(b[56:], uint64(gdOff/512))
+	for i := range tables {
+		le.PutUint32(b[gdOff+4*i:], uint32(gtOff/512+4*i))
+	}
+	for i := range tables * 512 {
+		le.PutUint32(b[gtOff+4*i:], uint32(grain/512))
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Open(memdev.FromBytes(b, memdev.Options{}), Options{Writable: true})
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, format.ErrCorrupt) || !errors.Is(err, ErrNotWritable) {
+		t.Errorf("writable open: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Errorf("the refused open of a %d MiB file allocated %d MiB", len(b)>>20, n>>20)
 	}
 }

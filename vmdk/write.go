@@ -198,10 +198,17 @@ func (d *Disk) openSparse(e *extent, hosted bool, loaded *limit) error {
 	// time and not kept: a write loads its table again when it needs
 	// it (grainTables), nothing having changed it meanwhile.
 	gb := l.GrainBytes()
+	// Grains that overlap nothing each take a grain of the file (a
+	// compressed one a sector of its own at least): more than fit are
+	// refused before their spans take 16 bytes each of memory.
+	unit, grains := gb, int64(0)
+	if l.Compressed {
+		unit = format.SectorSize
+	}
 	var buf []byte
 	for i := 0; i < len(e.gd); {
 		j := i + 1
-		for j < len(e.gd) && int64(j-i)*tb < 1<<20 && int64(e.gd[j]) == int64(e.gd[j-1])+tb/format.SectorSize {
+		for j < len(e.gd) && int64(j-i)*tb < 1<<20 && int64(e.gd[j])*format.SectorSize == int64(e.gd[j-1])*format.SectorSize+tb {
 			j++
 		}
 		buf = slices.Grow(buf[:0], int(int64(j-i)*tb))[:int64(j-i)*tb]
@@ -233,6 +240,9 @@ func (d *Disk) openSparse(e *extent, hosted bool, loaded *limit) error {
 			}
 			if at+n > e.fileLen {
 				return d.refuse(fmt.Sprintf("grain %d lies past the end of the file", gi))
+			}
+			if grains++; grains > e.fileLen/unit {
+				return d.refuse(fmt.Sprintf("grain %d: more grains than the file holds: they overlap", gi))
 			}
 			spans = append(spans, span{at, at + n})
 		}
