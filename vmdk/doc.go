@@ -86,10 +86,12 @@
 //	     a read while fewer than 2^25 entries are (8 bytes each), and
 //	     held until Close; reads and writes use the loaded copy,
 //	     reads of other tables the file's entries (Flush writes only
-//	     loaded tables). Writes that would load more than 2^26 entries
-//	     are refused (ErrTooManyTables): twice those of a file of
-//	     2 TiB, where no grain can start, of 64 KiB grains. A flat extent's bytes are written into
-//	     its file in place, zeros too (QEMU's fallback writes zeros
+//	     loaded tables). A write or zeroing that would load more than
+//	     2^26 entries (twice those of a file of 2 TiB, where no
+//	     grain can start, of 64 KiB grains) is refused before
+//	     anything changes (ErrTooManyTables: every table it may need
+//	     is loaded first). A flat extent's bytes are written into its
+//	     file in place, zeros too (QEMU's fallback writes zeros
 //	     there); Flush flushes its file.
 //	KD9  A new grain goes at free, which starts past everything the file
 //	     holds at Open (rounded up to a grain, as QEMU rounds) and only
