@@ -80,8 +80,11 @@ func TestRegress_CheckRefuses_RefblockOnData(t *testing.T) {
 }
 
 // TestCheck_RebuildsRefblockOutside: a refcount table entry past the end
-// of the file. -r leaks refuses; -r all rebuilds the refcount structures
-// without growing the file to the bogus block (qemu-img grows it).
+// of the file. -r leaks reports it as qemu-img's does, a corruption
+// (it refused, a check error: qemu-img's exit code is 2), and with
+// nothing else to fix changes nothing; -r all rebuilds the refcount
+// structures without growing the file to the bogus block (qemu-img
+// grows it).
 func TestCheck_RebuildsRefblockOutside(t *testing.T) {
 	testkit.NeedQemu(t)
 	p := filepath.Join(t.TempDir(), "o.qcow2")
@@ -96,7 +99,17 @@ func TestCheck_RebuildsRefblockOutside(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	checkRepairChangesNothing(t, p, "read -P 1 0 1M", RepairLeaks)
+	c := filepath.Join(t.TempDir(), "c.qcow2")
+	if err := os.WriteFile(c, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := checkFile(t, c, RepairLeaks)
+	if err != nil || r.Corruptions != 1 || r.CheckErrors != 0 || r.LeaksFixed != 0 || r.CorruptionsFixed != 0 {
+		t.Errorf("-r leaks: %v %+v", err, r)
+	}
+	if after, err := os.ReadFile(c); err != nil || !bytes.Equal(after, b) {
+		t.Errorf("-r leaks changed the image: %v", err)
+	}
 	checkRebuildRepairs(t, p, "read -P 1 0 1M")
 }
 
