@@ -431,12 +431,12 @@ func (im *Image) storeBitmapsLocked() error {
 		if !b.consistent() || !b.changed.Load() {
 			continue
 		}
-		off, err := im.writeBitmapLocked(b)
+		off, n, err := im.writeBitmapLocked(b, set.size)
 		if err != nil {
 			return err
 		}
 		olds = append(olds, b.own...)
-		b.e.TableOffset = off
+		b.e.TableOffset, b.e.TableSize = off, n
 		moved = true
 	}
 	inUse := func(b *liveBitmap) uint32 { return b.e.Flags | format.BitmapInUse }
@@ -462,13 +462,16 @@ func (im *Image) storeBitmapsLocked() error {
 	return im.flushLocked()
 }
 
-// writeBitmapLocked writes b's bits to new clusters, a data cluster for
-// each part that is not all zeros, and returns its new table's offset.
-func (im *Image) writeBitmapLocked(b *liveBitmap) (format.HostOff, error) {
+// writeBitmapLocked writes b's bits, for a disk of size bytes, to new
+// clusters, a data cluster for each part that is not all zeros, and
+// returns its new table's offset and entries. b.e is left naming the
+// table on the media until the caller names the new one (after a
+// resize, of another size).
+func (im *Image) writeBitmapLocked(b *liveBitmap, size uint64) (format.HostOff, uint32, error) {
 	cs := im.g.ClusterSize
-	n := uint64(b.e.TableSize)
+	n := format.BitmapTableSize(size, b.e.GranularityBits, cs)
 	if n == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	v := b.bits.Load()
 	tlen := (n*format.TableEntrySize + cs - 1) &^ (cs - 1)
@@ -482,19 +485,19 @@ func (im *Image) writeBitmapLocked(b *liveBitmap) (format.HostOff, error) {
 		}
 		off, _, err := im.allocClustersLocked(1)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if err := im.writeMeta(cbuf, off); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		binary.BigEndian.PutUint64(tb[i*8:], uint64(off))
 	}
 	toff, _, err := im.allocClustersLocked(tlen / cs)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := im.writeMeta(tb, toff); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return toff, nil
+	return toff, uint32(n), nil
 }

@@ -328,7 +328,14 @@ func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 		var dir []byte
 		for _, b := range next.bms {
 			b.e.At = uint64(len(dir))
-			dir = appendBitmapEntry(dir, b.e)
+			// As on the media (Q22): a maintained bitmap stays IN_USE
+			// until Close stores it, its table the one stored (a
+			// resize changes it at Close, writeBitmapLocked).
+			e := b.e
+			if b.consistent() {
+				e.Flags |= format.BitmapInUse
+			}
+			dir = appendBitmapEntry(dir, e)
 		}
 		dlen := (uint64(len(dir)) + cs - 1) &^ (cs - 1)
 		off, _, err := im.allocClustersLocked(dlen / cs)

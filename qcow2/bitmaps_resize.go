@@ -41,7 +41,6 @@ func (im *Image) resizeBitmapsLocked(size uint64) {
 	if set == nil || set.size == size {
 		return
 	}
-	cs := im.g.ClusterSize
 	for _, b := range set.bms {
 		v := b.bits.Load()
 		if v == nil {
@@ -49,7 +48,9 @@ func (im *Image) resizeBitmapsLocked(size uint64) {
 		}
 		gran := uint64(1) << b.e.GranularityBits
 		b.bits.Store(v.resized((size + gran - 1) / gran))
-		b.e.TableSize = uint32(format.BitmapTableSize(size, b.e.GranularityBits, cs))
+		// b.e stays the table on the media (its size too: a directory
+		// written before Close, writeNewDirLocked, names that table);
+		// Close stores one of the new size (writeBitmapLocked).
 		b.changed.Store(true) // its table's size changed
 	}
 	set.size = size
