@@ -81,7 +81,8 @@
 //	     (QEMU writes into such images all the same; reading them is
 //	     safe). Anything else is refused (format.ErrUnsupported or
 //	     ErrCorrupt) and left as it was. A writable Disk reads
-//	     every grain table at Open to check that, keeping none; a
+//	     every grain table at Open to check that (but those in a hole
+//	     of the file, which map nothing), keeping none; a
 //	     table is loaded into memory when a write first needs it, or
 //	     a read while fewer than 2^25 entries are (8 bytes each), and
 //	     held until Close; reads and writes use the loaded copy,

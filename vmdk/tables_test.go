@@ -2,9 +2,11 @@ package vmdk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/qring/qring/block"
@@ -141,4 +143,73 @@ func TestWrite_TooManyTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	qemuCheck(t, p)
+}
+
+// countingFile counts the bytes read through it.
+type countingFile struct {
+	*block.OSFile
+	read atomic.Int64
+}
+
+func (c *countingFile) Readv(off int64, bufs [][]byte) error {
+	c.read.Add(block.VecLen(bufs))
+	return c.OSFile.Readv(off, bufs)
+}
+
+// TestWrite_OpenSkipsTablesInHoles: a writable open reads no grain table
+// that lies in a hole of its file (a new 16 TiB image's 1 GiB of tables
+// are one: it read them all), yet still reads the tables that hold
+// entries: two entries naming one grain there are refused (KD8).
+func TestWrite_OpenSkipsTablesInHoles(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "h.vmdk")
+	const size = 16 << 40
+	createSparse(t, p, size)
+	f, err := block.OpenOSFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, _, _ := f.DataRun(1<<30, 1<<20); data {
+		f.Close()
+		t.Skip("the file system does not report holes")
+	}
+	c := &countingFile{OSFile: f}
+	d, err := Open(c, Options{Writable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.read.Load(); n > 64<<20 {
+		t.Errorf("the writable open read %d MiB", n>>20)
+	}
+	const at = 10<<40 + 64<<10 // table 327680, grain 1
+	if err := d.Writev(at, [][]byte{fill(64<<10, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Entry 0 of that table names grain 1's grain too: refused.
+	f, err = block.OpenOSFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(f, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gt := int64(r.extents[0].gd[at/(512*64<<10)]) * format.SectorSize
+	r.Close() // and f
+	if f, err = block.OpenOSFile(p, false); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 4)
+	if err := block.ReadAt(f, b, gt+4); err != nil || binary.LittleEndian.Uint32(b) == 0 {
+		t.Fatalf("entry 1: %x %v", b, err)
+	}
+	if err := f.Writev(gt, [][]byte{b}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(f, Options{Writable: true}); !errors.Is(err, ErrNotWritable) {
+		t.Errorf("tables naming one grain twice opened writable: %v", err)
+	}
 }

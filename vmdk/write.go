@@ -211,6 +211,12 @@ func (d *Disk) openSparse(e *extent, hosted bool, loaded *limit) error {
 		for j < len(e.gd) && int64(j-i)*tb < 1<<20 && int64(e.gd[j])*format.SectorSize == int64(e.gd[j-1])*format.SectorSize+tb {
 			j++
 		}
+		if holes(e.file, int64(e.gd[i])*format.SectorSize, int64(j-i)*tb) {
+			// Tables in a hole of the file map nothing (a new image's
+			// terabytes of them).
+			i = j
+			continue
+		}
 		buf = slices.Grow(buf[:0], int(int64(j-i)*tb))[:int64(j-i)*tb]
 		if err := block.ReadAt(e.file, buf, int64(e.gd[i])*format.SectorSize); err != nil {
 			return err
@@ -965,4 +971,15 @@ func (d *Disk) closeWriter() error {
 		return nil
 	}
 	return err
+}
+
+// holes reports whether the n bytes at off of f are known to read as
+// zeros (block.ZeroRun: a hole of the file) without reading them.
+func holes(f block.Device, off, n int64) bool {
+	dm, ok := f.(block.DataMapper)
+	if !ok {
+		return false
+	}
+	data, zero, run, err := block.ZeroRun(dm, off, n)
+	return err == nil && !data && zero && run >= n
 }
