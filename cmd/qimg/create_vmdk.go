@@ -188,8 +188,8 @@ func vmdkParentCID(req *createRequest) (uint32, error) {
 // createVMDKFiles makes a descriptor file and its extents' files beside
 // it (format's KF8): a flat extent as a raw file of its size, a sparse
 // one laid out as QEMU lays it out. When one fails (a flat extent too
-// large for the file system), the extent files it made before are
-// removed: with no descriptor naming them they are of no use (QEMU
+// large for the file system, the descriptor's write), the files it made
+// are removed: with no descriptor naming them they are of no use (QEMU
 // leaves them, and a descriptor naming an extent it could not size).
 func createVMDKFiles(path string, o format.NewOptions, req *createRequest) (err error) {
 	text, exts, err := vmdk.NewDescriptorFile(o, filepath.Base(path), 0)
@@ -220,6 +220,9 @@ func createVMDKFiles(path string, o format.NewOptions, req *createRequest) (err 
 		if err != nil {
 			return err
 		}
+	}
+	if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+		made = append(made, path) // and the descriptor, if its write fails
 	}
 	return createEmpty(path, req.opts.Hints, func(f *uring.File) error {
 		if err := f.Writev(0, [][]byte{[]byte(text)}); err != nil {
