@@ -321,17 +321,24 @@ func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 	}
 	oldHdr := *im.hdr
 	oldExts := append([]format.Extension(nil), im.hdr.Extensions...)
+	// Each entry's place in next's directory: b.e.At takes it only once
+	// the header names that directory. Until then b.e.At is the place in
+	// old's (the bitmaps are shared), where a Close after a failure here
+	// writes them (writeBitmapDirLocked): a RemoveBitmap's shift would
+	// make it write each later entry over the one before.
+	ats := make([]uint64, len(next.bms))
 	if len(next.bms) == 0 {
 		im.hdr.SetExtension(format.ExtBitmaps, nil)
 		im.hdr.AutoclearFeatures &^= format.AutoclearBitmaps
 	} else {
 		var dir []byte
-		for _, b := range next.bms {
-			b.e.At = uint64(len(dir))
+		for i, b := range next.bms {
+			ats[i] = uint64(len(dir))
 			// As on the media (Q22): a maintained bitmap stays IN_USE
 			// until Close stores it, its table the one stored (a
 			// resize changes it at Close, writeBitmapLocked).
 			e := b.e
+			e.At = ats[i]
 			if b.consistent() {
 				e.Flags |= format.BitmapInUse
 			}
@@ -370,6 +377,9 @@ func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 		im.hdr.AutoclearFeatures, im.hdr.Extensions = oldHdr.AutoclearFeatures, oldExts
 		im.loseWritesLocked(fmt.Errorf("qcow2: writing the bitmap directory: %w", err))
 		return err
+	}
+	for i, b := range next.bms {
+		b.e.At = ats[i]
 	}
 	// The new directory published before the old one's clusters are
 	// free: the overlap checks (bitmapDirOverlap) must not take a

@@ -2,10 +2,13 @@ package qcow2
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/qring/qring/block/errordev"
+	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
 )
 
@@ -82,5 +85,71 @@ func TestBitmaps_AdminDirAsOnMedia(t *testing.T) {
 			t.Errorf("grow %v: b0 after Close: dirty %v, %v", grow, dirty, err)
 		}
 		ro.Close()
+	}
+}
+
+// TestBitmaps_RemoveFailedThenClose: a RemoveBitmap whose directory
+// write fails before the header names it (the image stays writable)
+// leaves the directory entries' places as they were; it gave the kept
+// bitmaps their places in the new directory, and the Close then wrote
+// each later entry over the one before in the old directory: b0 named
+// b1's table, b1 b2's, b2 its freed table (qemu-img check: refcount=0
+// reference=1).
+func TestBitmaps_RemoveFailedThenClose(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	p := filepath.Join(t.TempDir(), "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "16M")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "4096", p, "b1")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", "-g", "8192", p, "b2")
+	base, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for i := int64(0); ; i++ {
+		mem := memdev.FromBytes(base, memdev.Options{})
+		dev := errordev.New(mem, nil, errordev.Options{})
+		im, err := OpenDevice(dev, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := im.WriteAt(bytes.Repeat([]byte{1}, 4096), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		dev.SetInjector(errordev.OnIndex(i, errordev.ErrInjectedEIO))
+		rerr := im.RemoveBitmap("b0")
+		dev.SetInjector(nil)
+		if dev.Injected() == 0 {
+			im.Close()
+			break
+		}
+		if rerr == nil || im.ReadOnly() {
+			im.Close()
+			continue
+		}
+		failed++
+		if err := im.Close(); err != nil {
+			t.Fatalf("op %d: close: %v", i, err)
+		}
+		q := filepath.Join(t.TempDir(), "r.qcow2")
+		if err := os.WriteFile(q, mem.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := testkit.QemuCheckReport(q, testkit.QemuCheckResult.NoCorruption); err != nil {
+			t.Fatalf("op %d (remove: %v): %v", i, rerr, err)
+		}
+		bms := rawBitmaps(t, mem.Bytes())
+		if len(bms) != 3 {
+			t.Fatalf("op %d: %d bitmaps after a failed remove", i, len(bms))
+		}
+		for k, b := range bms {
+			if want := []uint64{65536, 4096, 8192}[k]; b.name != fmt.Sprintf("b%d", k) || b.gran != want || !b.valid() || !b.dirty(1<<20) {
+				t.Errorf("op %d: bitmap %d: %s gran %d flags %#x dirty %v", i, k, b.name, b.gran, b.flags, b.dirty(1<<20))
+			}
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no RemoveBitmap failed with the image writable")
 	}
 }
