@@ -121,6 +121,11 @@ func (im *Image) AddBitmap(name string, granularity uint64, enabled bool) error 
 	}
 	gbits := uint8(bits.TrailingZeros64(granularity))
 	n := format.BitmapTableSize(set.size, gbits, cs)
+	if n == 0 {
+		// An empty disk: a table of no entries, which QEMU refuses
+		// to open the image with (check_dir_entry).
+		return fmt.Errorf("%w: a bitmap cannot cover an empty disk", ErrUnsupported)
+	}
 	flags := uint32(format.BitmapInUse) // maintained from now: stored at Close
 	if enabled {
 		flags |= format.BitmapAuto

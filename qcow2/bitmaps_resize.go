@@ -26,6 +26,11 @@ func (im *Image) bitmapsResizableLocked(size uint64) error {
 		if !b.consistent() {
 			return &BitmapInconsistentError{Name: b.e.Name}
 		}
+		if size == 0 {
+			// A table of no entries: QEMU refuses to open the image
+			// ("doesn't satisfy the constraints", check_dir_entry).
+			return fmt.Errorf("%w: bitmap '%s' cannot cover an empty disk", ErrUnsupported, b.e.Name)
+		}
 		if n := format.BitmapTableSize(size, b.e.GranularityBits, cs); n > maxBitmapTable || n*cs > maxBitmapPhys {
 			return fmt.Errorf("%w: bitmap '%s' would be too large for a disk of %d bytes", ErrUnsupported, b.e.Name, size)
 		}

@@ -396,3 +396,40 @@ func TestBitmaps_InUseOfOldSizeKept(t *testing.T) {
 	testkit.MustRun(t, "qemu-img", "bitmap", "--remove", q, "b0")
 	testkit.QemuCheck(t, q)
 }
+
+// TestBitmaps_EmptyDiskRefused: a bitmap of an empty disk has a table of
+// no entries, which QEMU refuses to open the image with ("doesn't
+// satisfy the constraints"): a shrink to 0 of an image with bitmaps and
+// an AddBitmap on an empty disk are refused, and the image stays one
+// QEMU opens. Both went through before.
+func TestBitmaps_EmptyDiskRefused(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "a.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "1M")
+	testkit.MustRun(t, "qemu-img", "bitmap", "--add", p, "b0")
+	im, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.Shrink(0); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("shrink to 0 with a bitmap: %v", err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, p)
+	q := filepath.Join(t.TempDir(), "z.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", q, "0")
+	im, err = Open(q, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := im.AddBitmap("b0", 65536, true); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("AddBitmap on an empty disk: %v", err)
+	}
+	if err := im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.QemuCheck(t, q)
+	testkit.MustRun(t, "qemu-img", "info", q)
+}
