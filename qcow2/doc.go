@@ -319,9 +319,14 @@
 //	    flight (else leaves the bitmaps IN_USE), writes each changed
 //	    bitmap to new clusters,
 //	    flushes, names them in the directory (still IN_USE), flushes,
-//	    frees the old ones and clears IN_USE. A bitmap on the media is
-//	    therefore IN_USE (stale for QEMU) or holds every write made
-//	    durable before it, whatever crashes or fails. What cannot be
+//	    frees the old ones and clears IN_USE. A directory written
+//	    before then (a bitmap added or removed) names every maintained
+//	    bitmap IN_USE, with the table the media hold, and the entries'
+//	    places change in memory only once the header names it; no
+//	    bitmap covers an empty disk (QEMU refuses its empty table). A
+//	    bitmap on the media is therefore IN_USE (stale for QEMU) or
+//	    holds every write made durable before it, whatever crashes or
+//	    fails. What cannot be
 //	    maintained (unknown flags or types, extra data, a table past
 //	    QEMU's bounds, a cluster that is metadata, free or named twice,
 //	    by any bitmap, IN_USE ones included; a table of another size in
