@@ -404,9 +404,11 @@ func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) ui
 
 // storeBitmapsLocked writes the maintained bitmaps back at Close, after
 // its flush (Q22): each changed bitmap goes to new clusters, which are
-// durable, with their counts, before the directory names them (still
-// IN_USE); its old clusters are freed once that is durable; then IN_USE
-// goes. A crash or a failure on the way leaves bitmaps IN_USE (stale
+// durable, with their counts, before a new directory names them (still
+// IN_USE) and the header names it (never the old directory rewritten
+// with new tables: a torn write could pair a table's offset and size
+// wrongly); its old clusters are freed once that is durable; then
+// IN_USE goes (in place: a flags field, in one sector). A crash or a failure on the way leaves bitmaps IN_USE (stale
 // for QEMU) and clusters leaked, never a bitmap marked valid that
 // misses a write.
 func (im *Image) storeBitmapsLocked() error {
@@ -439,17 +441,24 @@ func (im *Image) storeBitmapsLocked() error {
 		b.e.TableOffset, b.e.TableSize = off, n
 		moved = true
 	}
-	inUse := func(b *liveBitmap) uint32 { return b.e.Flags | format.BitmapInUse }
 	if moved {
 		if err := im.flushLocked(); err != nil {
 			return err
 		}
-		if err := im.writeBitmapDirLocked(set, inUse); err != nil {
+		// A new directory, which the header then names (QEMU's
+		// update_ext_header_and_dir), not the old one rewritten in
+		// place: an entry's table offset and size may lie in two
+		// sectors, and a write torn between them would name the new
+		// table with the old size (after a shrink, clusters past the
+		// table read as its entries: qemu-img check finds corruption,
+		// a writable open refuses the image). Still IN_USE.
+		next := set.with(set.bms)
+		err := im.writeNewDirLocked(set, next)
+		im.bitmaps.Store(nil) // writeNewDirLocked may have published next: Close maintains no more
+		if err != nil {
 			return err
 		}
-		if err := im.dev.Flush(); err != nil {
-			return err
-		}
+		set = next
 		for _, o := range olds {
 			if err := im.freeClustersLocked(o, 1); err != nil {
 				return err

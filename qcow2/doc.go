@@ -318,7 +318,8 @@
 //	    after its flush, refuses new writes and waits for those in
 //	    flight (else leaves the bitmaps IN_USE), writes each changed
 //	    bitmap to new clusters,
-//	    flushes, names them in the directory (still IN_USE), flushes,
+//	    flushes, names them in a new directory (still IN_USE) that the
+//	    header then names (QEMU's update_ext_header_and_dir), flushes,
 //	    frees the old ones and clears IN_USE. A directory written
 //	    before then (a bitmap added or removed) names every maintained
 //	    bitmap IN_USE, with the table the media hold, and the entries'
