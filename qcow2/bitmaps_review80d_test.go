@@ -22,6 +22,7 @@ type tornRecorder struct {
 	mem   *memdev.Dev
 	mu    sync.Mutex
 	armed bool
+	all   bool // record single-sector writes too
 	recs  []tornRec
 }
 
@@ -35,7 +36,7 @@ func (d *tornRecorder) Writev(off int64, bufs [][]byte) error {
 	d.mu.Lock()
 	if d.armed {
 		data := bytes.Join(bufs, nil)
-		if len(data) > memdev.SectorSize {
+		if len(data) > memdev.SectorSize || d.all {
 			d.recs = append(d.recs, tornRec{before: append([]byte(nil), d.mem.Bytes()...), off: off, data: data})
 		}
 	}
