@@ -177,8 +177,9 @@ func (im *Image) RemoveBitmap(name string) error {
 	if err := im.writeNewDirLocked(set, set.with(rest)); err != nil {
 		return err
 	}
-	// Durable: no directory names it. An IN_USE bitmap's clusters were
-	// never claimed (loadBitmapLocked); they stay, leaked.
+	// Durable: no directory names it, so its clusters (b.own, claimed
+	// by loadBitmapLocked, an IN_USE bitmap's too) are freed, as QEMU
+	// frees them.
 	for _, o := range b.own {
 		if err := im.freeClustersLocked(o, 1); err != nil {
 			return err
