@@ -13,11 +13,11 @@ import (
 	"github.com/qring/qring/qcow2/format"
 )
 
-// Admin sequences with a device error once at each op (and for good from
+// TestFaultSweep_BitmapAdminSeqs: admin sequences with a device error once at each op (and for good from
 // each op), then a write and a Close in peace: QEMU opens the result,
 // qemu-img check finds no corruption, every valid enabled bitmap holds
 // the last write, and a reopen-and-close cycle keeps it so.
-func TestBitmapsReview80d_SeqFaults(t *testing.T) {
+func TestFaultSweep_BitmapAdminSeqs(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	base, err := os.ReadFile(bitmapImage(t, t.TempDir()))
 	if err != nil {
@@ -120,11 +120,11 @@ func TestBitmapsReview80d_SeqFaults(t *testing.T) {
 	}
 }
 
-// A device error once, or for good, at every op of a Close that stores
+// TestFaultSweep_BitmapResizedStore: a device error once, or for good, at every op of a Close that stores
 // resized bitmaps (a new directory, then the header): no corruption,
 // QEMU opens the image, a valid enabled bitmap holds the writes, and a
 // reopen-and-close cycle keeps it so.
-func TestBitmapsReview80d_FaultAtEveryResizedStoreOp(t *testing.T) {
+func TestFaultSweep_BitmapResizedStore(t *testing.T) {
 	testkit.NeedTools(t, "qemu-img", "qemu-io")
 	base, err := os.ReadFile(bitmapImageOf(t, t.TempDir(), "-o", "cluster_size=512"))
 	if err != nil {
