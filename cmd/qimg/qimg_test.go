@@ -658,7 +658,11 @@ func TestMain(m *testing.M) {
 	if !testkit.HaveQemu() {
 		fmt.Fprintln(os.Stderr, "qemu-img/qemu-io not found: qemu comparisons are skipped")
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if chainTemplate.tmp != "" {
+		os.RemoveAll(chainTemplate.tmp)
+	}
+	os.Exit(code)
 }
 
 func TestCheck_RepairCorruption(t *testing.T) {
