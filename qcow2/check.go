@@ -111,6 +111,13 @@ type checker struct {
 	// region wholly past the end of the file, where a rebuild would
 	// write the new structures (rebuild.go).
 	noRebuild string
+	// sharedBlocks are the refcount table entries whose block something
+	// else references too ("ERROR refcount block N refcount=M"), by
+	// index.
+	sharedBlocks map[uint64]bool
+	// refcountErrs counts the refcounts the comparison could not read
+	// (an unaligned refcount block's): check errors a rebuild cures.
+	refcountErrs int
 }
 
 // outside reports whether cluster k lies outside the n clusters of the
@@ -724,14 +731,24 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if k := g.HostCluster(b); k < uint64(len(c.ref)) && c.ref[k] != 1 {
 			c.msg("ERROR refcount block %d refcount=%d", i, c.ref[k])
 			r.Corruptions++
+			if c.sharedBlocks == nil {
+				c.sharedBlocks = map[uint64]bool{}
+			}
+			c.sharedBlocks[uint64(i)] = true
 			c.distrustRefcounts(fmt.Sprintf("refcount block %d is also referenced as something else", i))
 		}
 	}
 	// References that end less than a cluster past the end of the file
 	// made room for themselves (inc).
 	nclusters = uint64(len(c.ref))
+	// rebuildPending: -r all rebuilds the refcount structures, once the
+	// comparison below has reported what it finds, fixing nothing (as
+	// qemu-img: compare_refcounts without a fix, then "Rebuilding
+	// refcount structure"); its counts are what the rebuild fixes.
+	rebuildPending := false
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
-		return im.rebuildAndCheck(c, o)
+		rebuildPending = true
+		repair = RepairNone
 	}
 	// rebuildNeeded: -r leaks where -r all would rebuild the refcount
 	// structures: qemu-img's words come after the comparison, which
@@ -817,6 +834,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			// qemu-img, one error for each cluster it should count.
 			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
 				r.CheckErrors++
+				c.refcountErrs++
 				c.msg("Can't get refcount for cluster %d: Input/output error", k)
 			}
 			continue
@@ -842,6 +860,13 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			if stored == 0 && k >= nclusters {
 				continue
 			}
+			if k >= nclusters && c.sharedBlocks[ri] {
+				// A block that is also something else (reported
+				// above) holds no refcounts: what it says past the end
+				// of the file is no leak (qemu-img does not look there
+				// either; a rebuild drops the block).
+				continue
+			}
 			// A count past the end of the file is a leak (qemu-img does
 			// not look there): a crash can leave one behind a lost file
 			// extension, and it would turn into a leak once the file
@@ -853,6 +878,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	r.ImageEndOffset = int64((highest + 1) << g.ClusterBits)
 	c.damageSeen()
+	if rebuildPending {
+		return im.rebuildAndCheck(c, o)
+	}
 	if inUseFree && repair == RepairAll && !o.rebuilt && c.noRebuild == "" {
 		// As qemu-img check -r all: a cluster in use that the
 		// refcounts call free makes QEMU rebuild the refcount

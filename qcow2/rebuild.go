@@ -30,7 +30,8 @@ import (
 // from checkLocked with mu held and nothing in flight (Check's lockIdle).
 func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, error) {
 	r := c.r
-	// As qemu-img's words: why is c.untrusted, reported before.
+	// As qemu-img's words, after the comparison's lines; why is
+	// c.untrusted, reported before.
 	c.msg("Rebuilding refcount structure")
 	// The old structures stay counted: the check after the switch frees
 	// them as leaks, with qemu-img's "Repairing cluster" lines.
@@ -57,7 +58,10 @@ func (im *Image) rebuildAndCheck(c *checker, o CheckOptions) (*CheckResult, erro
 	// What the first pass found is fixed, unless the second finds it.
 	r2.CorruptionsFixed += max(r.Corruptions-r2.Corruptions, 0)
 	r2.LeaksFixed += max(r.Leaks-r2.Leaks, 0)
-	r2.CheckErrors += r.CheckErrors
+	// The refcounts the first pass could not read are in the new
+	// structures (QEMU keeps those errors, but its rebuild fails there:
+	// it would write over the damaged entry's block).
+	r2.CheckErrors += r.CheckErrors - c.refcountErrs
 	if r.Err != nil {
 		r2.Err = r.Err
 	}
@@ -86,26 +90,45 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 		return err
 	}
 	n := uint64(len(counts)) // counts is Check's, used by nobody after this
+	// oldRefs: the references of the old structures to each cluster,
+	// as counts holds them.
+	oldRefs := map[uint64]uint32{}
 	uncount := func(off format.HostOff, size uint64) {
+		if size == 0 {
+			return
+		}
 		for k := g.HostCluster(off); k <= g.HostCluster(off+format.HostOff(size)-1) && k < n; k++ {
-			// keepOld leaves the count of a cluster only the old
-			// structures used (a leak, for the repair after the
-			// switch); one that something else uses too (a damaged
-			// block over data) drops to its other uses, or a crash
-			// before that repair would leave COPIED on a count of 2.
-			if counts[k] > 1 || (counts[k] == 1 && !keepOld) {
-				counts[k]--
-			}
+			oldRefs[k]++
 		}
 	}
 	uncount(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs)
 	oldBlocks := make([]format.HostOff, 0, len(im.reftable))
-	for _, b := range im.reftable {
+	for i, b := range im.reftable {
 		if b != 0 {
 			oldBlocks = append(oldBlocks, b)
-			if g.HostCluster(b) < n {
+			// (A Check counts no block for an entry with reserved
+			// bits, as QEMU's check_refblocks.)
+			if g.HostCluster(b) < n && (!keepOld || !im.damage.reservedRefblocks[uint64(i)]) {
 				uncount(b, cs)
 			}
+		}
+	}
+	for k, m := range oldRefs {
+		switch {
+		case !keepOld:
+			counts[k] -= min(m, counts[k])
+		case counts[k] > m:
+			// Something else uses it too (a damaged block over
+			// data): it drops to those other uses, or a crash before
+			// the leak repair after the switch would leave COPIED on a
+			// count of 2 (QEMU writes the count with the old
+			// structures' references, and that repair drops them).
+			counts[k] -= m
+		default:
+			// Only the old structures use it: its count stays, as
+			// QEMU's rebuild writes it, a leak the repair after the
+			// switch frees ("Repairing cluster N refcount=2
+			// reference=0" for a block two entries name).
 		}
 	}
 	if max := maxRefcount(order); max < ^uint64(0) {
