@@ -222,6 +222,12 @@ func TestCompFree_RebuildFreesStreamCluster(t *testing.T) {
 	if !r.Clean() {
 		t.Fatalf("repair: %+v", r)
 	}
+	if slices.Contains(im.reftable, im.g.HostClusterOff(c)) {
+		// The rebuild placed a refcount block there, as QEMU's takes
+		// the first free cluster: no write gets it, and the streams
+		// must not go over the refcounts (checkClean).
+		c = 0
+	}
 	compFreeFinish(t, im, mem, m, c)
 }
 

@@ -43,8 +43,8 @@
 //	    flushed before the L1 / refcount table entry that points at it;
 //	    a new refcount table is written and flushed before the header
 //	    points at it (so are the blocks and table a repair rebuilds,
-//	    rebuild.go, which go past everything in the file and never
-//	    overwrite the old ones). A failed write may have reached the media (any
+//	    rebuild.go, which go in clusters nothing references, or past
+//	    the end of the file, and never overwrite the old ones). A failed write may have reached the media (any
 //	    error but ENOSPC or EDQUOT, mayHaveLanded), and a failed flush
 //	    may have kept it or not: when that write, or the flush after it,
 //	    fails and it points at a table (the header naming a new L1,

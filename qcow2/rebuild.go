@@ -13,17 +13,17 @@ import (
 // that something else also references, or one outside the image. Check
 // has counted every reference from the mapping (checker.ref); the old
 // refcount table and blocks are dropped from those counts, new blocks
-// and a new table holding them are written past everything in the file
-// (on a device of fixed size, in clusters nothing references that are
-// not old structures), and the header switches to them after a flush
-// (Q4):
+// and a new table holding them are written in clusters nothing
+// references that are not old structures (in a file where QEMU's
+// rebuild puts them, past its end where none is free; placeRebuildLikeQemu),
+// and the header switches to them after a flush (Q4):
 //   - a crash before the switch leaves the old structures in force, and
 //     the new ones as unreferenced clusters;
 //   - after it, the old structures are free space, referenced by nothing.
 // Nothing the old structures share with data or metadata is written, and
 // no cluster any table references is freed or written over: Check
 // refuses to rebuild when a reference lies past the end of the file
-// (checker.fatal, checker.noRebuild), where the new structures go.
+// (checker.fatal, checker.noRebuild), where the new structures may go.
 
 // rebuildAndCheck rebuilds the refcount structures from c's counts, then
 // checks (and repairs: COPIED flags) again against the new ones. Called
@@ -145,23 +145,31 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 			counts[k] = uint32(max)
 		}
 	}
-	a, nb, nt, ranges, err := im.placeRebuild(g, counts, oldBlocks)
+	var p rebuildPlace
+	var err error
+	if check && !im.dcap.Fixed {
+		p, err = im.placeRebuildLikeQemu(g, counts, oldBlocks)
+	} else {
+		p, err = im.placeRebuild(g, counts, oldBlocks)
+	}
 	if err != nil {
 		return err
 	}
-	end := a + nb + nt
-	im.takeSpace(g.HostClusterOff(a), g.HostClusterOff(end)) // SP1, SP4
-	if end > n {
-		counts = append(counts, make([]uint32, end-n)...)
-	}
-	for k := a; k < end; k++ {
+	for _, k := range p.taken {
+		im.takeSpace(g.HostClusterOff(k), g.HostClusterOff(k+1)) // SP1, SP4
+		if k >= uint64(len(counts)) {
+			counts = append(counts, make([]uint32, k+1-uint64(len(counts)))...)
+		}
 		counts[k] = 1 // the new structures
 	}
 	perTable := cs / format.TableEntrySize
+	nt := p.nt
 	table := make([]format.HostOff, nt*perTable)
-	for i, r := range ranges {
-		table[r] = g.HostClusterOff(a + uint64(i))
+	ranges := slices.Sorted(maps.Keys(p.blocks))
+	for _, r := range ranges {
+		table[r] = g.HostClusterOff(p.blocks[r])
 	}
+	nb := uint64(len(ranges))
 	blk := make([]byte, cs)
 	for _, r := range ranges {
 		clear(blk)
@@ -177,7 +185,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	for i, v := range table {
 		format.PutReftable(tb, uint64(i), v)
 	}
-	tableOff := g.HostClusterOff(a + nb)
+	tableOff := g.HostClusterOff(p.tableAt)
 	if err := im.writeMeta(alignedCopy(tb, im.memAlign), tableOff); err != nil {
 		return err
 	}
@@ -283,14 +291,137 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	return nil
 }
 
+// rebuildPlace is where the rebuilt structures go.
+type rebuildPlace struct {
+	blocks      map[uint64]uint64 // refcount block cluster by table index
+	tableAt, nt uint64            // the table's first cluster and length
+	taken       []uint64          // every cluster they take (counted 1)
+}
+
 // placeRebuild says where the rebuilt structures go: from cluster a, one
 // refcount block for each range in ranges (ascending), then nt clusters
 // of table, which covers every range. counts holds the new counts of the
 // clusters below len(counts). In a file they go past everything: the
-// file grows a little. A device of fixed size cannot grow: they go in the
-// first run of clusters that nothing references and no old structure
-// occupies (a crash before the header switch finds the old ones intact).
-func (im *Image) placeRebuild(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
+// file grows a little (SetRefcountBits). A device of fixed size cannot
+// grow: they go in the first run of clusters that nothing references and
+// no old structure occupies (a crash before the header switch finds the
+// old ones intact).
+func (im *Image) placeRebuild(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (rebuildPlace, error) {
+	a, nb, nt, ranges, err := im.placeRebuildPast(g, counts, oldBlocks)
+	if err != nil {
+		return rebuildPlace{}, err
+	}
+	p := rebuildPlace{blocks: map[uint64]uint64{}, tableAt: a + nb, nt: nt}
+	for i, r := range ranges {
+		p.blocks[r] = a + uint64(i)
+	}
+	for k := a; k < a+nb+nt; k++ {
+		p.taken = append(p.taken, k)
+	}
+	return p, nil
+}
+
+// placeRebuildLikeQemu places the structures a Check rebuilds in a file
+// as QEMU 7.2's rebuild_refcount_structure does, so that the file ends
+// where qemu-img's repair leaves it: each range's refcount block in the
+// first free cluster at or past the range's start
+// (rebuild_refcounts_write_refblocks, alloc_clusters_imrt), then the
+// table in the first free run from cluster 0, and again while the table
+// grows (a table abandoned so stays counted, a leak the repair after the
+// switch frees, as QEMU's). Free is what counts calls free (nothing
+// references it; the old table and blocks it counts are in use), past the
+// end of the file too, and none of the old structures' clusters, held
+// ones (Q12) or damaged blocks' (QEMU's overlap check refuses to write
+// there and its repair fails): the header names the old structures until
+// the switch, and nothing else is written over.
+func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (rebuildPlace, error) {
+	cs := g.ClusterSize
+	n := uint64(len(counts))
+	avoid := map[uint64]bool{}
+	rt := im.hdr.RefcountTableOffset
+	for k := g.HostCluster(rt); k < g.HostCluster(rt+format.HostOff(uint64(im.hdr.RefcountTableClusters)*cs)); k++ {
+		avoid[k] = true
+	}
+	for _, b := range oldBlocks {
+		avoid[g.HostCluster(b)] = true
+	}
+	for _, b := range im.damage.badRefblocks {
+		avoid[g.HostCluster(b)] = true
+	}
+	taken := map[uint64]bool{}
+	used := func(k uint64) bool { return (k < n && counts[k] != 0) || taken[k] }
+	free := func(k uint64) bool {
+		return !used(k) && !avoid[k] && (len(im.held) == 0 || !im.isHeld(k))
+	}
+	p := rebuildPlace{blocks: map[uint64]uint64{}}
+	size := n // alloc_clusters_imrt's *imrt_nb_clusters
+	// alloc: count free clusters in a row from *ffc, past size if need be.
+	alloc := func(count uint64, ffc *uint64) uint64 {
+		k, run, firstGap := *ffc, uint64(0), true
+		for ; k < size && run < count; k++ {
+			if free(k) {
+				run++
+				if firstGap {
+					*ffc, firstGap = k, false
+				}
+			} else {
+				run = 0
+			}
+		}
+		if run < count {
+			size = k + count - run
+		}
+		k -= run
+		for i := k; i < k+count; i++ {
+			taken[i] = true
+			p.taken = append(p.taken, i)
+		}
+		return k
+	}
+	entries := uint64(0) // the table's, a whole number of clusters
+	perTable := cs / format.TableEntrySize
+	writeBlocks := func(first, end uint64) (grown bool) {
+		ffc := uint64(0)
+		for k := first; k < end; k++ {
+			if !used(k) {
+				continue
+			}
+			r := k >> g.RefblockBits
+			start := r << g.RefblockBits
+			if _, ok := p.blocks[r]; !ok {
+				ffc = max(ffc, start) // not in a block written already
+				b := alloc(1, &ffc)
+				end = max(end, b+1) // its own count is written too
+				if entries <= r {
+					entries = (r + perTable) / perTable * perTable
+					grown = true
+				}
+				p.blocks[r] = b
+			}
+			k = start + g.RefblockEntries - 1
+		}
+		return grown
+	}
+	writeBlocks(0, n)
+	for iter := 0; ; iter++ {
+		if iter > 100 {
+			return rebuildPlace{}, fmt.Errorf("qcow2: refcount structure rebuild did not converge")
+		}
+		p.nt = entries / perTable
+		if p.nt*cs > format.MaxReftableSize {
+			return rebuildPlace{}, fmt.Errorf("%w: refcount table would exceed %d bytes", ErrUnsupported, format.MaxReftableSize)
+		}
+		ffc := uint64(0)
+		p.tableAt = alloc(p.nt, &ffc)
+		if !writeBlocks(p.tableAt, p.tableAt+p.nt) {
+			break
+		}
+	}
+	return p, nil
+}
+
+// placeRebuildPast is placeRebuild's search.
+func (im *Image) placeRebuildPast(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
 	cs := g.ClusterSize
 	n := uint64(len(counts))
 	perTable := cs / format.TableEntrySize
