@@ -354,11 +354,14 @@ func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBl
 		return !used(k) && !avoid[k] && (len(im.held) == 0 || !im.isHeld(k))
 	}
 	p := rebuildPlace{blocks: map[uint64]uint64{}}
-	size := n // alloc_clusters_imrt's *imrt_nb_clusters
-	// alloc: count free clusters in a row from *ffc, past size if need be.
+	// alloc: count free clusters in a row from *ffc (alloc_clusters_imrt),
+	// past the end of the file if need be. QEMU takes the clusters past
+	// its table's end unseen; here they are free too unless taken, held
+	// or an old structure's (a refcount block past the end of the file,
+	// which is not written over).
 	alloc := func(count uint64, ffc *uint64) uint64 {
 		k, run, firstGap := *ffc, uint64(0), true
-		for ; k < size && run < count; k++ {
+		for ; run < count; k++ {
 			if free(k) {
 				run++
 				if firstGap {
@@ -367,9 +370,6 @@ func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBl
 			} else {
 				run = 0
 			}
-		}
-		if run < count {
-			size = k + count - run
 		}
 		k -= run
 		for i := k; i < k+count; i++ {
