@@ -308,12 +308,24 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 	if err := dev.Truncate(0); err != nil {
 		return err
 	}
-	if err := block.WriteAt(dev, img, 0); err != nil {
-		return err
-	}
 	// The file ends where QEMU's does: after the L1 table's last entry
 	// when nothing follows it (it writes the table, not its clusters).
-	if l1End := l1Cluster*cs + l1Entries*format.TableEntrySize; l1Cluster+nl1 == total && l1End < total*cs {
+	// Only that much is written (to the next aligned boundary), so that
+	// the image needs no more space than QEMU's while it is made: the
+	// zeros of the L1 table's clusters past its last entry (up to 2 MiB
+	// less one entry with cluster_size=2M) made create fail on a file
+	// system with room for QEMU's image.
+	l1End := l1Cluster*cs + l1Entries*format.TableEntrySize
+	cut := l1Cluster+nl1 == total && l1End < total*cs
+	wlen := total * cs
+	if cut {
+		a := uint64(max(dev.Caps().Align, 512))
+		wlen = min(wlen, (l1End+a-1)/a*a)
+	}
+	if err := block.WriteAt(dev, img[:wlen], 0); err != nil {
+		return err
+	}
+	if cut {
 		if err := dev.Truncate(int64(l1End)); err != nil {
 			return err
 		}
