@@ -8,42 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2"
 	"github.com/qring/qring/uring"
 	"github.com/qring/qring/uring/looptest"
-	"golang.org/x/sys/unix"
 )
-
-// fillFS leaves about free bytes available in dir: a filler file takes
-// the rest (removed at t's cleanup).
-func fillFS(t *testing.T, dir string, free int64) {
-	t.Helper()
-	p := filepath.Join(dir, "filler")
-	os.Remove(p)
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	avail := int64(st.Bavail) * st.Bsize
-	if avail <= free {
-		t.Fatalf("only %d bytes free, want to leave %d", avail, free)
-	}
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, avail-free); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(p) })
-}
 
 // TestFullFS_FailedReserveKeepsSpaceUsable: on an ext4 running out of
 // space, a reserve ahead (ZERO_RANGE) that fails part-way kept the
@@ -118,7 +90,7 @@ func writeUntilFull(t *testing.T, d string, free, pre, preallocSize int64) (n in
 			t.Fatal(err)
 		}
 	}
-	fillFS(t, d, free)
+	looptest.FillFS(t, d, free)
 	im, err := qcow2.Open(p, qcow2.Options{Opener: qcow2.Opener(uring.Opener(uring.Options{})), PreallocSize: preallocSize})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +102,7 @@ func writeUntilFull(t *testing.T, d string, free, pre, preallocSize int64) (n in
 			buf[i] = byte(off>>20) + 1
 		}
 		if _, err := im.WriteAt(buf, off); err != nil {
-			if !errors.Is(err, unix.ENOSPC) {
+			if !errors.Is(err, syscall.ENOSPC) {
 				t.Errorf("write at %d: %v, want ENOSPC", off, err)
 			}
 			failed = err
