@@ -118,6 +118,9 @@ type checker struct {
 	// refcountErrs counts the refcounts the comparison could not read
 	// (an unaligned refcount block's): check errors a rebuild cures.
 	refcountErrs int
+	// signaled: QEMU's corruption event was reported (its
+	// signaled_corruption; later ones are suppressed).
+	signaled bool
 }
 
 // outside reports whether cluster k lies outside the n clusters of the
@@ -170,6 +173,46 @@ func (c *checker) refuseOverlap(off format.HostOff, what string) error {
 	c.msg("ERROR: Overlap check failed")
 	err := c.im.markCorrupt(corruptf("l2_table", uint64(off), "repairing a snapshot L2 table would overwrite the %s", what))
 	return &CheckFailedError{Errno: syscall.EIO, Err: err}
+}
+
+// refblockUnaligned reports QEMU's corruption event for the unaligned
+// refcount block b of reftable entry i, met first when the comparison
+// asks for a refcount it holds (qcow2_get_refcount's
+// qcow2_signal_corruption): fatal in an image open for a repair, which
+// it marks corrupt (the check then fails, as qemu-img's: nothing more
+// is repaired; Check clears the mark once a repair cured the image);
+// rebuild: the refcount structures are rebuilt next, which writes them
+// whatever the mark (as QEMU would, but for its overlap check, which
+// stops its rebuild over such a block: qimg's writes go elsewhere).
+func (c *checker) refblockUnaligned(b format.HostOff, i uint64, writable, rebuild bool) {
+	if c.signaled {
+		return
+	}
+	c.signaled = true
+	idx := "0" // C's %#x
+	if i != 0 {
+		idx = fmt.Sprintf("%#x", i)
+	}
+	what := fmt.Sprintf("Refblock offset %#x unaligned (reftable index: %s)", uint64(b), idx)
+	if !writable {
+		c.msg("qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed", what)
+		return
+	}
+	c.msg("qcow2: Marking image as corrupt: %s; further corruption events will be suppressed", what)
+	if rebuild {
+		return
+	}
+	im := c.im
+	im.markCorrupt(corruptf("refcount_table", i, "%s", what))
+	// A damaged image is open read-only but for the repair (Q19), and
+	// markCorrupt marks nothing then: the repair's open marks it, as
+	// QEMU's.
+	if im.ro && im.hdr.Version >= 3 && im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
+		im.hdr.IncompatibleFeatures |= format.IncompatCorrupt
+		if im.writeHeader() == nil {
+			im.dev.Flush()
+		}
+	}
 }
 
 // unreadable records that a table of references could not be read
@@ -746,6 +789,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// qemu-img: compare_refcounts without a fix, then "Rebuilding
 	// refcount structure"); its counts are what the rebuild fixes.
 	rebuildPending := false
+	writable := repair != RepairNone // QEMU opens the image read-write
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		rebuildPending = true
 		repair = RepairNone
@@ -829,9 +873,11 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		if ri < uint64(len(im.reftable)) {
 			b = im.reftable[ri]
 		}
-		if _, ok := im.damage.badRefblocks[ri]; ok && base < nclusters {
+		if bad, ok := im.damage.badRefblocks[ri]; ok && base < nclusters {
 			// An unaligned refcount block (reported above): as
-			// qemu-img, one error for each cluster it should count.
+			// qemu-img, one error for each cluster it should count,
+			// after QEMU's corruption event (qcow2_get_refcount).
+			c.refblockUnaligned(bad, ri, writable, rebuildPending)
 			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
 				r.CheckErrors++
 				c.refcountErrs++
