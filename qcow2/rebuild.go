@@ -346,7 +346,10 @@ func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBl
 		avoid[g.HostCluster(b)] = true
 	}
 	for _, b := range im.damage.badRefblocks {
+		// An unaligned block lies over two clusters (QEMU's overlap
+		// check covers both).
 		avoid[g.HostCluster(b)] = true
+		avoid[g.HostCluster(b+format.HostOff(cs-1))] = true
 	}
 	taken := map[uint64]bool{}
 	used := func(k uint64) bool { return (k < n && counts[k] != 0) || taken[k] }
