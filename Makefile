@@ -69,7 +69,7 @@ CLIQEMU = MatchesQemu|MatchQemu|LikeQemu$$|LikeQemuNbd$$|TestRawNodeCompare$$|Te
 # (2026-12-03): a test's full size must run somewhere. So do the other
 # tests that run smaller under the race detector (FULLSIZE; about 40 s
 # of test time without it, 2026-12-03).
-FULLSIZE = TestRegress_CloseRacesBackingRead$$|TestRegress_CloseRacesDiscard$$|TestMakeEmpty_ConcurrentWrites$$|TestReview46_ReadsBetweenDeviceOps$$|TestDirect_ZeroThenWritevRMW$$|TestDirect_MisalignedWritePastEOF$$|TestDirect_MisalignedReads$$|TestQueuedMixedStress$$|TestQueuedPipelinedReadAfterWrite$$
+FULLSIZE = TestReview_ReserveFailsPartWayUnderLoad$$|TestRegress_CloseRacesBackingRead$$|TestRegress_CloseRacesDiscard$$|TestMakeEmpty_ConcurrentWrites$$|TestReview46_ReadsBetweenDeviceOps$$|TestDirect_ZeroThenWritevRMW$$|TestDirect_MisalignedWritePastEOF$$|TestDirect_MisalignedReads$$|TestQueuedMixedStress$$|TestQueuedPipelinedReadAfterWrite$$
 BOTHPASSES = TestTorture$$|TestIoErr_Concurrent$$|TestTorture_Compressed$$|TestQueue_Conformance$$|TestFillAdapt_Torture$$|TestFill_Modes$$|TestQueue_AllocStress$$|TestCache_StressOrdering$$|$(FULLSIZE)
 # The 0-allocs/op tests skip themselves under the race detector (it
 # allocates): without this they ran nowhere in make test.
