@@ -337,20 +337,7 @@ func (im *Image) placeRebuild(g *format.Geometry, counts []uint32, oldBlocks []f
 func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (rebuildPlace, error) {
 	cs := g.ClusterSize
 	n := uint64(len(counts))
-	avoid := map[uint64]bool{}
-	rt := im.hdr.RefcountTableOffset
-	for k := g.HostCluster(rt); k < g.HostCluster(rt+format.HostOff(uint64(im.hdr.RefcountTableClusters)*cs)); k++ {
-		avoid[k] = true
-	}
-	for _, b := range oldBlocks {
-		avoid[g.HostCluster(b)] = true
-	}
-	for _, b := range im.damage.badRefblocks {
-		// An unaligned block lies over two clusters (QEMU's overlap
-		// check covers both).
-		avoid[g.HostCluster(b)] = true
-		avoid[g.HostCluster(b+format.HostOff(cs-1))] = true
-	}
+	avoid := im.oldRefcountClusters(g, oldBlocks)
 	taken := map[uint64]bool{}
 	used := func(k uint64) bool { return (k < n && counts[k] != 0) || taken[k] }
 	free := func(k uint64) bool {
@@ -423,6 +410,27 @@ func (im *Image) placeRebuildLikeQemu(g *format.Geometry, counts []uint32, oldBl
 	return p, nil
 }
 
+// oldRefcountClusters are the clusters of the old refcount structures,
+// which a rebuild never writes before the header switch (Q4): the
+// table's, the blocks' and those a damaged (unaligned) entry's block
+// lies over, both of them (QEMU's overlap check covers both).
+func (im *Image) oldRefcountClusters(g *format.Geometry, oldBlocks []format.HostOff) map[uint64]bool {
+	cs := g.ClusterSize
+	avoid := map[uint64]bool{}
+	rt := im.hdr.RefcountTableOffset
+	for k := g.HostCluster(rt); k < g.HostCluster(rt+format.HostOff(uint64(im.hdr.RefcountTableClusters)*cs)); k++ {
+		avoid[k] = true
+	}
+	for _, b := range oldBlocks {
+		avoid[g.HostCluster(b)] = true
+	}
+	for _, b := range im.damage.badRefblocks {
+		avoid[g.HostCluster(b)] = true
+		avoid[g.HostCluster(b+format.HostOff(cs-1))] = true
+	}
+	return avoid
+}
+
 // placeRebuildPast is placeRebuild's search.
 func (im *Image) placeRebuildPast(g *format.Geometry, counts []uint32, oldBlocks []format.HostOff) (a, nb, nt uint64, ranges []uint64, err error) {
 	cs := g.ClusterSize
@@ -437,14 +445,7 @@ func (im *Image) placeRebuildPast(g *format.Geometry, counts []uint32, oldBlocks
 	}
 	find := func(size uint64) (uint64, bool) { return n, true }
 	if im.dcap.Fixed {
-		avoid := map[uint64]bool{}
-		rt := im.hdr.RefcountTableOffset
-		for k := g.HostCluster(rt); k < g.HostCluster(rt+format.HostOff(uint64(im.hdr.RefcountTableClusters)*cs)); k++ {
-			avoid[k] = true
-		}
-		for _, b := range oldBlocks {
-			avoid[g.HostCluster(b)] = true
-		}
+		avoid := im.oldRefcountClusters(g, oldBlocks)
 		dsize, err := im.dev.Size()
 		if err != nil {
 			return 0, 0, 0, nil, err
