@@ -207,7 +207,7 @@ func (c *checker) refblockUnaligned(b format.HostOff, i uint64, writable, rebuil
 	// A damaged image is open read-only but for the repair (Q19), and
 	// markCorrupt marks nothing then: the repair's open marks it, as
 	// QEMU's.
-	if im.ro && im.hdr.Version >= 3 && im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
+	if im.ro && !im.opts.ReadOnly && im.hdr.Version >= 3 && im.hdr.IncompatibleFeatures&format.IncompatCorrupt == 0 {
 		im.hdr.IncompatibleFeatures |= format.IncompatCorrupt
 		if im.writeHeader() == nil {
 			im.dev.Flush()
@@ -789,7 +789,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// qemu-img: compare_refcounts without a fix, then "Rebuilding
 	// refcount structure"); its counts are what the rebuild fixes.
 	rebuildPending := false
-	writable := repair != RepairNone // QEMU opens the image read-write
+	// QEMU opens the image read-write for a repair; an image its caller
+	// opened ReadOnly is never written, whatever the mode (a repair of
+	// it is refused in the report).
+	writable := repair != RepairNone && !im.opts.ReadOnly
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		rebuildPending = true
 		repair = RepairNone
