@@ -469,7 +469,7 @@ Past EOF without reserved space: at most one Allocate zeroing of the new cluster
 		{
 			name: "alloc-ahead",
 			comment: `alloc-ahead: as alloc, with preallocate-ahead on (default PreallocSize): the first
-allocation reserves space past EOF with one Allocate zeroing before the data write, from the old end of the file (the range being taken included) to a 1 MiB boundary.
+allocation reserves space past EOF with one Allocate zeroing before the data write, aligned to 1 MiB.
 Rules as alloc; the reservation is the only zeroing op.`,
 			run: func(t *testing.T) (*traceRig, []traceOp) {
 				r := newTraceRig(t, CreateOptions{Size: 64 * mi}, Options{}, memdev.Options{})
