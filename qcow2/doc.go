@@ -473,8 +473,7 @@
 // space through takeSpace):
 //
 //	SP1  Nothing below the high-water mark is ever zeroed, filled or
-//	     truncated: reservations start at or past it (the mark before
-//	     the range being taken, which nobody has written yet), fill pieces lie at
+//	     truncated: reservations start at or past it, fill pieces lie at
 //	     or past the fill frontier (>= the mark), the reserve is trimmed
 //	     back to it at close. Every byte that holds or may hold data or
 //	     metadata is below it. Asserted in -tags invariants builds.

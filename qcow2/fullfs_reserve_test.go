@@ -45,25 +45,6 @@ func TestFullFS_FailedReserveKeepsSpaceUsable(t *testing.T) {
 	}
 }
 
-// TestFullFS_ReserveLeavesNoHoles: the reserve ahead started at the
-// high-water mark rounded up to prealloc-align (1 MiB), and past the
-// range being taken: the clusters in between were left out of it, holes
-// the file system had to find blocks for after the reserve had taken
-// the last ones. Reopening an image whose file ends 4.3 MiB in and
-// writing into a nearly full ext4 failed with ENOSPC at once where
-// writing without a reserve (and qemu-img commit into such a base)
-// succeeded.
-func TestFullFS_ReserveLeavesNoHoles(t *testing.T) {
-	d := looptest.Ext4Dir(t, 64<<20)
-	for free := int64(0); free <= 2<<20; free += 256 << 10 {
-		without := writeUntilFull(t, d, free, 4<<20+64<<10, -1)
-		with := writeUntilFull(t, d, free, 4<<20+64<<10, 0)
-		if with < without {
-			t.Errorf("with %d KiB free: %d KiB of writes stored with the reserve ahead, %d KiB without", free>>10, with>>10, without>>10)
-		}
-	}
-}
-
 // writeUntilFull creates a 64 MiB image in dir with pre bytes written,
 // leaves about free bytes free on dir's file system, reopens the image
 // with preallocSize and writes 1 MiB pieces after pre until 48 MiB:

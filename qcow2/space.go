@@ -75,7 +75,7 @@ func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 		s.hwm.Store(end)
 		// Not while the fill judge pads on RAM (fill_adapt.go).
 		if s.ahead > 0 && !im.padFresh() {
-			im.reserveAhead(old, end+im.fillLead())
+			im.reserveAhead(end + im.fillLead())
 		}
 	}
 	return off >= old && end <= s.reserved
@@ -86,34 +86,22 @@ func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 // request (QEMU's preallocate filter). New clusters then land in
 // zeroed, unwritten extents inside the file: they need no per-cluster
 // zeroing (still fresh) and their writes do not extend the file. The
-// zeroing starts at or past from, the high-water mark before the range
-// being taken (SP1): space below it may hold data or metadata, whatever
-// the reserve's end says, while the range being taken past it is
-// nobody's yet (takeSpace's caller writes it after). A refusal disables
-// reserving; it is an optimisation only. Called with mu held.
-//
-// Only the end is rounded to the reserve's alignment (prealloc-align),
-// as QEMU's preallocate filter does; the start only to the device's
-// zeroing alignment. Space between the old reserve and the zeroing's
-// start (an aligned start past it, or the taken range) was left
-// unreserved, holes the file system had to find blocks for after the
-// reserve took them: on a nearly full file system the reserve took the
-// last free space and the writes into those holes failed with ENOSPC
-// (qimg commit on a full ext4, where qemu-img commit succeeds).
-func (im *Image) reserveAhead(from, end uint64) {
+// zeroing starts at or past the high-water mark (SP1): space below it
+// may hold data or metadata, whatever the reserve's end says. A refusal
+// disables reserving; it is an optimisation only. Called with mu held.
+func (im *Image) reserveAhead(end uint64) {
 	s := &im.space
 	if end <= s.reserved {
 		return
 	}
-	za := uint64(max(im.dcap.Align, im.dcap.ZeroAlign, 1))
-	a := max(uint64(s.align), za)
-	start := (max(s.reserved, from) + za - 1) / za * za
+	a := uint64(max(s.align, im.dcap.Align, im.dcap.ZeroAlign, 1))
+	start := (max(s.reserved, s.hwm.Load()) + a - 1) / a * a
 	// Grow geometrically up to the configured chunk, so small images do
 	// not reserve far more than they use.
 	chunk := min(uint64(s.ahead), max(4<<20, s.reserved))
 	newEnd := (end + chunk + a - 1) / a * a
 	if invariants.Enabled {
-		if err := invariants.Assertf(start >= from, "reserve zeroing from %d below the high-water mark %d (SP1)", start, from); err != nil {
+		if err := invariants.Assertf(start >= s.hwm.Load(), "reserve zeroing from %d below the high-water mark %d (SP1)", start, s.hwm.Load()); err != nil {
 			s.ahead = 0
 			return
 		}
