@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -45,6 +46,11 @@ type CheckOptions struct {
 	// would hand it out again), where QEMU's automatic repair reports
 	// it past the end of the file and opens anyway, its count unchecked.
 	openRepair bool
+	// Report, when set, receives the lines qemu-img prints as error
+	// reports, with its program name before them ("qemu-img: Could not
+	// resize file: File too large"), without it; nil: they go to
+	// Message (or Messages) as the detail lines.
+	Report func(line string)
 }
 
 // CheckResult is qemu-img check's ImageCheck.
@@ -213,6 +219,62 @@ func (c *checker) refblockUnaligned(b format.HostOff, i uint64, writable, rebuil
 			im.dev.Flush()
 		}
 	}
+}
+
+// qemuMaxLength is QEMU's BDRV_MAX_LENGTH, 2^63-2^30: its block layer
+// refuses a request that reaches past it (-EIO, "offset(N) exceeds
+// maximum(M)"), a read of a refcount block there too.
+const qemuMaxLength = 1<<63 - 1<<30
+
+// growLimit is how many clusters past its end a repair grows the file
+// by, at most, to reach a refcount block outside it (growOver): each
+// one is counted in memory (4 bytes), and the file is left that long.
+const growLimit = 1 << 24
+
+// growOver grows the file over the refcount block at b, past its end,
+// as QEMU's check_refblocks does for -r all (bdrv_truncate to the
+// block's end): the block then reads as zeros. It returns the image's
+// clusters after, and whether it grew. A growth QEMU's block layer
+// refuses (past qemuMaxLength), one of more than growLimit clusters
+// (QEMU tries it: the file system refuses it, as ext4 past 16 TiB, or
+// a file that long is left, and QEMU counts each of its clusters in
+// memory), and a failed truncate print QEMU's words for its failure
+// (report: the error line; "ERROR could not resize image") and grow
+// nothing.
+func (c *checker) growOver(b format.HostOff, report func(string)) (uint64, bool) {
+	im := c.im
+	cs := im.g.ClusterSize
+	if report == nil {
+		report = func(l string) { c.msg("%s", l) }
+	}
+	end := uint64(b) + cs
+	n := uint64(len(c.ref))
+	fail := func(en syscall.Errno) (uint64, bool) {
+		c.msg("ERROR could not resize image: %s", strerror(en))
+		return n, false
+	}
+	if end > qemuMaxLength {
+		report(fmt.Sprintf("offset(%d) exceeds maximum(%d)", end, uint64(qemuMaxLength)))
+		return fail(syscall.EIO)
+	}
+	if (end+cs-1)/cs > n+growLimit {
+		report("Could not resize file: " + strerror(syscall.EFBIG))
+		return fail(syscall.EFBIG)
+	}
+	if err := im.dev.Truncate(int64(end)); err != nil {
+		en := syscall.EIO
+		errors.As(err, &en)
+		report("Could not resize file: " + strerror(en))
+		return fail(en)
+	}
+	size, err := im.dev.Size()
+	if err != nil || uint64(size) < end {
+		return fail(syscall.EIO)
+	}
+	c.fsize = (uint64(size) + 511) &^ 511
+	nn := max(n, (c.fsize+cs-1)/cs)
+	c.ref = append(c.ref, make([]uint32, nn-n)...)
+	return nn, true
 }
 
 // unreadable records that a table of references could not be read
@@ -745,12 +807,33 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	c.inc(im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)*cs, "refcount table")
 	c.checkCryptoArea()
 	c.countBitmaps()
+	// QEMU opens the image read-write for a repair; an image its caller
+	// opened ReadOnly is never written, whatever the mode (a repair of
+	// it is refused in the report).
+	writable := repair != RepairNone && !im.opts.ReadOnly
 	for i, b := range im.reftable {
 		c.reportReftableEntry(uint64(i))
 		if b == 0 || im.damage.reservedRefblocks[uint64(i)] {
 			continue // reserved bits: reported, no block counted (as QEMU)
 		}
 		if c.outside(g.HostCluster(b), nclusters) {
+			if repair == RepairAll && writable && !o.rebuilt && !o.live && !c.openRepair && !im.dcap.Fixed && g.HostCluster(b) >= nclusters {
+				// As QEMU's check_refblocks: the file grows over the
+				// block (reading as zeros, it counts nothing), which
+				// counts as in use from then on; the comparison finds
+				// its own count 0 and the refcount structures are
+				// rebuilt.
+				c.msg("Repairing refcount block %d is outside image", i)
+				if n, ok := c.growOver(b, o.Report); ok {
+					nclusters = n
+					r.CorruptionsFixed++
+					c.inc(b, cs, "refcount block")
+					continue
+				}
+				r.Corruptions++
+				c.distrustRefcounts(fmt.Sprintf("refcount block %d is outside the image", i))
+				continue
+			}
 			c.msg("ERROR refcount block %d is outside image", i)
 			r.Corruptions++
 			if repair == RepairAll {
@@ -789,10 +872,6 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	// qemu-img: compare_refcounts without a fix, then "Rebuilding
 	// refcount structure"); its counts are what the rebuild fixes.
 	rebuildPending := false
-	// QEMU opens the image read-write for a repair; an image its caller
-	// opened ReadOnly is never written, whatever the mode (a repair of
-	// it is refused in the report).
-	writable := repair != RepairNone && !im.opts.ReadOnly
 	if c.untrusted != "" && repair == RepairAll && !c.fatal && c.noRebuild == "" && !o.rebuilt {
 		rebuildPending = true
 		repair = RepairNone
@@ -832,7 +911,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	inUseFree := false                // a referenced cluster counted 0: QEMU's "rebuild"
 	// QEMU compares twice when it repairs: the second pass says
 	// "Repairing" for what it fixes, and repeats the rest.
-	type mismatch struct{ k, stored, want uint64 }
+	type mismatch struct {
+		k, stored, want uint64
+		unread          bool // its refcount could not be read: QEMU's second pass says so again
+	}
 	var mismatches []mismatch
 	compare := func(k, stored uint64) {
 		if c.pastEOF[k] {
@@ -852,7 +934,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			if !o.rebuilt {
 				c.msg("Leaked cluster %d refcount=%d reference=%d", k, stored, want)
 			}
-			mismatches = append(mismatches, mismatch{k, stored, want})
+			mismatches = append(mismatches, mismatch{k: k, stored: stored, want: want})
 			r.Leaks++
 			if repair >= RepairLeaks {
 				fixes = append(fixes, fix{k, want})
@@ -860,7 +942,7 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			}
 		case stored < want:
 			c.msg("ERROR cluster %d refcount=%d reference=%d", k, stored, want)
-			mismatches = append(mismatches, mismatch{k, stored, want})
+			mismatches = append(mismatches, mismatch{k: k, stored: stored, want: want})
 			r.Corruptions++
 			inUseFree = inUseFree || stored == 0
 			if repair >= RepairAll {
@@ -885,6 +967,19 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 				r.CheckErrors++
 				c.refcountErrs++
 				c.msg("Can't get refcount for cluster %d: Input/output error", k)
+			}
+			continue
+		}
+		if b != 0 && uint64(b)+cs > qemuMaxLength {
+			// A block QEMU's block layer cannot read (outside the
+			// image, reported above): as qemu-img, one error for each
+			// cluster it should count, and QEMU's second comparison
+			// (a repair's) says so again. Nothing there is compared.
+			for k := base; k < min(base+g.RefblockEntries, nclusters); k++ {
+				r.CheckErrors++
+				c.refcountErrs++
+				c.msg("Can't get refcount for cluster %d: Input/output error", k)
+				mismatches = append(mismatches, mismatch{k: k, unread: true})
 			}
 			continue
 		}
@@ -936,6 +1031,9 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 		// structures (compare_refcounts' rebuild), nothing fixed in
 		// place before.
 		c.distrustRefcounts("referenced clusters have refcount 0")
+		// The comparison's fixes are not made: the rebuild fixes
+		// what it found.
+		r.CorruptionsFixed, r.LeaksFixed = fixedBefore, 0
 		return im.rebuildAndCheck(c, o)
 	}
 	skipCopied := false
@@ -965,6 +1063,10 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 	}
 	if repair != RepairNone && !inUseFree { // (QEMU rebuilds, or refuses, instead)
 		for _, m := range mismatches {
+			if m.unread {
+				c.msg("Can't get refcount for cluster %d: Input/output error", m.k)
+				continue
+			}
 			verb := "Leaked"
 			switch {
 			case m.stored > m.want && repair >= RepairLeaks, m.stored < m.want && repair >= RepairAll:

@@ -154,6 +154,9 @@ func runCheck(e *env, args []string) int {
 	r, err := img.Image.Check(qcow2.CheckOptions{Repair: mode, Message: func(m string) {
 		fmt.Fprintln(e.stderr, m)
 		needRebuild = needRebuild || strings.HasPrefix(m, "ERROR need to rebuild refcount structures")
+	}, Report: func(m string) {
+		// qemu-img's error_report lines, its program name before them.
+		fmt.Fprintf(e.stderr, "qimg: %s: %s\n", e.name, m)
 	}})
 	if cf := (*qcow2.CheckFailedError)(nil); errors.As(err, &cf) {
 		// Stopped where it stood (an overlap check): qemu-img's errno.

@@ -52,6 +52,16 @@ func TestCheck_RebuildMatchesQemuWordForWord(t *testing.T) {
 			l2 := int64(f.u64(l1(f)) & entryMask)
 			f.putU64(rt(f)+8, f.u64(l2)&entryMask)
 		}, true},
+		// QEMU grows the file over the block ("Repairing refcount
+		// block 1 is outside image", a corruption fixed), finds its
+		// count 0 and rebuilds.
+		{"block past the end of the file", "1M", "write -P 5 0 64k", func(f imageFile) { f.putU64(rt(f)+8, 1<<20) }, false},
+		// Past QEMU's largest offset (2^63-2^30): it cannot grow the
+		// file there ("offset(N) exceeds maximum(M)", "ERROR could not
+		// resize image: Input/output error") nor read the block ("Can't
+		// get refcount for cluster N: Input/output error"), and
+		// rebuilds.
+		{"block past the largest offset", "1M", "write -P 5 0 64k", func(f imageFile) { f.putU64(rt(f), 1<<63-1<<30+1<<16) }, false},
 	}
 	// QEMU's count with the old block's reference, dropped again.
 	dropped := regexp.MustCompile(`^Repairing cluster \d+ refcount=(\d+) reference=(\d+)$`)
@@ -105,7 +115,13 @@ func TestCheck_RebuildMatchesQemuWordForWord(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if qs.Size() != gs.Size() {
+					if tc.name == "block past the end of the file" && gs.Size() < qs.Size() {
+						// qemu-img leaves the file grown over the old
+						// block, free after the rebuild; qimg's reserve
+						// ahead, given back at close, cuts it at the
+						// end of what is in use (with prealloc=off it
+						// stays grown: TestCheck_GrowOverRefblockMatchesQemu).
+					} else if qs.Size() != gs.Size() {
 						t.Errorf("file length %d after the repair, qemu-img's %d", gs.Size(), qs.Size())
 					}
 					testkit.QemuCheck(t, g)
