@@ -890,6 +890,19 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			c.msg("ERROR need to rebuild refcount structures (%s) after their rebuild; not repaired again", c.untrusted)
 		case c.unread:
 			c.msg("ERROR not repaired: a table of references could not be read (what it names would look unused); the image is left as it was")
+		case c.im.damage.damaged() && c.fatal && repair == RepairLeaks && (len(c.im.damage.badRefblocks) > 0 || len(c.im.damage.reservedRefblocks) > 0):
+			// As qemu-img check -r leaks: a damaged refcount table
+			// entry asks for a rebuild (check_refblocks), which it
+			// says after the comparison, and stops; the damage
+			// elsewhere no rebuild cures is reported above. Nothing is
+			// repaired (an unaligned block's corruption event marks
+			// the image corrupt, as QEMU's).
+			rebuildNeeded = true
+		case c.im.damage.damaged() && c.fatal && writable && len(c.im.damage.badRefblocks) > 0:
+			// The unaligned block's corruption event the comparison
+			// meets marks the image corrupt (as QEMU's, whose rebuild
+			// then fails): it is not left as it was.
+			c.msg("ERROR not repaired: %s; repairing them is not implemented, nothing is repaired", c.untrusted)
 		case c.im.damage.damaged() && c.fatal:
 			c.msg("ERROR not repaired: %s; repairing them is not implemented, the image is left as it was", c.untrusted)
 		case c.fatal:
