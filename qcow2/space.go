@@ -111,11 +111,26 @@ func (im *Image) reserveAhead(end uint64) {
 			s.ahead = 0
 			// A reserve that failed part-way may have kept what it got
 			// (ext4's ZERO_RANGE out of space keeps the blocks it took,
-			// the file grown over them): that part is reserved too, so
-			// it is handed out first and given back at Close (SP3,
-			// trimReserved). Past the mark it reads as zeros (SP2).
-			if sz, err := im.dev.Size(); err == nil && uint64(sz) > max(s.reserved, s.hwm.Load()) {
-				s.reserved = uint64(sz)
+			// the file grown over them). It is given back at once: the
+			// file system is (nearly) full, and the space it holds
+			// cannot be handed out before the clusters between the
+			// reserve and the aligned start it zeroed from (or the
+			// range being taken, past the old reserve), which need
+			// blocks of their own: with them all in the kept part,
+			// every allocating write failed with ENOSPC until Close
+			// (review: a full ext4 kept 6 MiB past the image that no
+			// write could use). Nothing lies past the mark (SP1, SP2),
+			// nor is in flight there: fills stop at the old reserve.
+			keep := max(s.reserved, s.hwm.Load())
+			if sz, err := im.dev.Size(); err == nil && uint64(sz) > keep {
+				if im.dev.Truncate(int64(keep)) != nil {
+					// Kept, then: reserved, handed out as it comes
+					// and given back at Close (SP3, trimReserved).
+					// Past the mark it reads as zeros (SP2).
+					if sz, err := im.dev.Size(); err == nil && uint64(sz) > keep {
+						s.reserved = uint64(sz)
+					}
+				}
 			}
 			return
 		}
