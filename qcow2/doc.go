@@ -473,10 +473,13 @@
 // space through takeSpace):
 //
 //	SP1  Nothing below the high-water mark is ever zeroed, filled or
-//	     truncated: reservations start at or past it, fill pieces lie at
-//	     or past the fill frontier (>= the mark), the reserve is trimmed
-//	     back to it at close. Every byte that holds or may hold data or
-//	     metadata is below it. Asserted in -tags invariants builds.
+//	     truncated: reservations (and the give-back of the holes below
+//	     the reserve proper) start at or past it (the mark before the
+//	     range being taken, which nobody has written yet), fill pieces
+//	     lie at or past the fill frontier (>= the mark), the reserve is
+//	     trimmed back to it at close. Every byte that holds or may hold
+//	     data or metadata is below it. Asserted in -tags invariants
+//	     builds.
 //	SP2  Every byte at or past the high-water mark reads as zeros: it
 //	     was never handed out since open (past the file's end at open,
 //	     with the mark rounded up to a cluster when the file ends inside

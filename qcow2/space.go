@@ -75,7 +75,7 @@ func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 		s.hwm.Store(end)
 		// Not while the fill judge pads on RAM (fill_adapt.go).
 		if s.ahead > 0 && !im.padFresh() {
-			im.reserveAhead(end + im.fillLead())
+			im.reserveAhead(old, end+im.fillLead())
 		}
 	}
 	return off >= old && end <= s.reserved
@@ -86,41 +86,74 @@ func (im *Image) takeSpace(o, e format.HostOff) (fresh bool) {
 // request (QEMU's preallocate filter). New clusters then land in
 // zeroed, unwritten extents inside the file: they need no per-cluster
 // zeroing (still fresh) and their writes do not extend the file. The
-// zeroing starts at or past the high-water mark (SP1): space below it
-// may hold data or metadata, whatever the reserve's end says. A refusal
-// disables reserving; it is an optimisation only. Called with mu held.
-func (im *Image) reserveAhead(end uint64) {
+// zeroing starts at or past from, the high-water mark before the range
+// being taken (SP1): space below it may hold data or metadata, whatever
+// the reserve's end says, while the range being taken past it is
+// nobody's yet (takeSpace's caller writes it after). A refusal disables
+// reserving; it is an optimisation only. Called with mu held.
+//
+// The reserve proper starts where it always did, at the high-water mark
+// (past the range being taken) rounded up to prealloc-align (1 MiB):
+// the range being taken and the clusters up to that boundary stay holes
+// in the file, which the allocator hands out first. On a nearly full
+// file system a reserve that zeroed only from the boundary took the last
+// free space and the writes into those holes then failed with ENOSPC
+// (qimg commit into a small base on a nearly full ext4, where qemu-img
+// commit succeeds). So the zeroing asks for the holes' space too, from
+// the old mark rounded up only to the device's zeroing alignment, and
+// gives it back to the file system (a hole punched) at once: the
+// reserve succeeds only if it leaves room for the writes below it.
+//
+// Why not keep the holes zeroed (unwritten extents), as QEMU's
+// preallocate filter does with the range it writes: a new cluster there
+// that gets only part of a cluster's data (a fresh skip) leaves the rest
+// unwritten, and unwritten extents read back through the page cache
+// (qimg's open reads the first 2 MiB of the file) turn into data for
+// SEEK_DATA, so qemu-img map reports as data what it reports as zero in
+// QEMU's own image (whose unwritten extents its reads seldom touch):
+// TestZero_SharedClusterKeepsOffsetMatchesQemu. A hole reads as zero
+// whatever is cached; with the give-back the file's layout is the one
+// it had without it.
+func (im *Image) reserveAhead(from, end uint64) {
 	s := &im.space
 	if end <= s.reserved {
 		return
 	}
-	a := uint64(max(s.align, im.dcap.Align, im.dcap.ZeroAlign, 1))
-	start := (max(s.reserved, s.hwm.Load()) + a - 1) / a * a
+	za := uint64(max(im.dcap.Align, im.dcap.ZeroAlign, 1))
+	a := max(uint64(s.align), za)
+	start := (max(s.reserved, from) + za - 1) / za * za
 	// Grow geometrically up to the configured chunk, so small images do
 	// not reserve far more than they use.
 	chunk := min(uint64(s.ahead), max(4<<20, s.reserved))
 	newEnd := (end + chunk + a - 1) / a * a
 	if invariants.Enabled {
-		if err := invariants.Assertf(start >= s.hwm.Load(), "reserve zeroing from %d below the high-water mark %d (SP1)", start, s.hwm.Load()); err != nil {
+		if err := invariants.Assertf(start >= from, "reserve zeroing from %d below the high-water mark %d (SP1)", start, from); err != nil {
 			s.ahead = 0
 			return
 		}
 	}
+	// The holes below the reserve proper (the range being taken, the
+	// rounding up to prealloc-align) are given back after the zeroing.
+	holes := min((max(s.reserved, s.hwm.Load())+a-1)/a*a, newEnd) / za * za
 	if newEnd > start {
 		if err := im.dev.WriteZeroes(int64(start), int64(newEnd-start), block.Allocate); err != nil {
 			s.ahead = 0
 			// A reserve that failed part-way may have kept what it got
 			// (ext4's ZERO_RANGE out of space keeps the blocks it took,
-			// the file grown over them). It is given back at once: the
-			// file system is (nearly) full, and the space it holds
-			// cannot be handed out before the clusters between the
-			// reserve and the aligned start it zeroed from (or the
-			// range being taken, past the old reserve), which need
-			// blocks of their own: with them all in the kept part,
+			// the file grown over them). What it kept past the old
+			// reserve or the range being taken (whichever ends
+			// further) is given back at once: the file system is
+			// (nearly) full, and kept, that space was handed out only
+			// as the image grew into it, while any hole below it (a
+			// part the zeroing did not reach before it failed) needed
+			// blocks of its own: when the zeroing started at the
+			// prealloc-align boundary past the range being taken,
 			// every allocating write failed with ENOSPC until Close
 			// (review: a full ext4 kept 6 MiB past the image that no
-			// write could use). Nothing lies past the mark (SP1, SP2),
-			// nor is in flight there: fills stop at the old reserve.
+			// write could use). The range being taken keeps what the
+			// zeroing got there: its write comes next. Nothing lies
+			// past the mark (SP1, SP2), nor is in flight there: fills
+			// stop at the old reserve.
 			keep := max(s.reserved, s.hwm.Load())
 			if sz, err := im.dev.Size(); err == nil && uint64(sz) > keep {
 				if im.dev.Truncate(int64(keep)) != nil {
@@ -133,6 +166,11 @@ func (im *Image) reserveAhead(end uint64) {
 				}
 			}
 			return
+		}
+		if holes > start && im.dcap.ZeroFlags&block.MayUnmap != 0 {
+			// Nobody has written there yet (SP1 as for the zeroing):
+			// a failed punch leaves zeros, and costs only the space.
+			_ = im.dev.WriteZeroes(int64(start), int64(holes-start), block.MayUnmap)
 		}
 	}
 	s.reserved = newEnd

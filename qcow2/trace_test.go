@@ -469,8 +469,10 @@ Past EOF without reserved space: at most one Allocate zeroing of the new cluster
 		{
 			name: "alloc-ahead",
 			comment: `alloc-ahead: as alloc, with preallocate-ahead on (default PreallocSize): the first
-allocation reserves space past EOF with one Allocate zeroing before the data write, aligned to 1 MiB.
-Rules as alloc; the reservation is the only zeroing op.`,
+allocation reserves space past EOF with one Allocate zeroing before the data write, from the old end of
+the file (the range being taken included) to a 1 MiB boundary, then gives the holes below the next
+1 MiB boundary back (MayUnmap): the reserve proper starts there, and took their space only to leave it.
+Rules as alloc; those two are the only zeroing ops.`,
 			run: func(t *testing.T) (*traceRig, []traceOp) {
 				r := newTraceRig(t, CreateOptions{Size: 64 * mi}, Options{}, memdev.Options{})
 				r.start()
@@ -479,8 +481,11 @@ Rules as alloc; the reservation is the only zeroing op.`,
 				return r, r.ops()
 			},
 			extra: func(t *testing.T, r *traceRig, ops []traceOp) {
-				if n := count(ops, func(o traceOp) bool { return o.e.Kind == tracedev.Zero }); n != 1 {
-					t.Errorf("want exactly one reservation zeroing, got %d", n)
+				if n := count(ops, func(o traceOp) bool { return o.e.Kind == tracedev.Zero }); n != 2 {
+					t.Errorf("want exactly one reservation zeroing and one give-back, got %d zeroings", n)
+				}
+				if n := count(ops, func(o traceOp) bool { return o.e.Kind == tracedev.Zero && o.e.Flags == block.MayUnmap }); n != 1 {
+					t.Errorf("want the holes below the reserve given back once (MayUnmap), got %d", n)
 				}
 				if m := r.delta(); m.Reservations != 1 || m.Fallocates != 0 {
 					t.Errorf("metrics: %v", m)
