@@ -530,3 +530,51 @@ func FuzzDescriptorWrite(f *testing.F) {
 		d.Flush()
 	})
 }
+
+// TestOpen_NoExtentDescriptorLikeQemu: a descriptor file naming no
+// extent (what qemu-img create -f vmdk -o subformat=monolithicFlat makes
+// of a size of 0) opens as QEMU's vmdk_open opens it: an image of 0
+// bytes, read and written (nothing) and checked, writable too.
+func TestOpen_NoExtentDescriptorLikeQemu(t *testing.T) {
+	for _, ct := range []string{format.MonolithicFlat, format.TwoGbMaxExtentSparse, format.TwoGbMaxExtentFlat} {
+		desc := "# Disk DescriptorFile\nversion=1\nCID=c1165d5a\nparentCID=ffffffff\ncreateType=\"" + ct + "\"\n# Extent description\n"
+		for _, w := range []bool{false, true} {
+			d, err := Open(memdev.FromBytes([]byte(desc), memdev.Options{}), Options{Name: "/d/x.vmdk", Writable: w,
+				OpenExtent: func(string, bool) (block.Device, error) { return nil, errors.New("no extent to open") }})
+			if err != nil {
+				t.Fatalf("%s writable %v: %v", ct, w, err)
+			}
+			size, err := d.Size()
+			if size != 0 || err != nil || d.ClusterSize() != 0 || d.GrainSize() != 0 || len(d.Extents()) != 0 ||
+				d.CreateType() != ct || d.CID() != 0xc1165d5a {
+				t.Fatalf("%s: size %d %v cluster %d grain %d extents %v", ct, size, err, d.ClusterSize(), d.GrainSize(), d.Extents())
+			}
+			if err := d.Readv(0, [][]byte{{}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := d.Map(); err != nil || len(m) != 0 {
+				t.Fatalf("map %v %v", m, err)
+			}
+			if w {
+				if err := d.Writev(0, [][]byte{{}}); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.WriteZeroes(0, 0, 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.Writev(0, [][]byte{{1}}); !errors.Is(err, ErrOutOfRange) {
+					t.Fatalf("write past the end: %v", err)
+				}
+				if err := d.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

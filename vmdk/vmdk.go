@@ -146,9 +146,6 @@ func Open(file block.Device, o Options) (*Disk, error) {
 	}
 	d.cid.Store(desc.CID)
 	d.pcid = desc.ParentCID
-	if len(d.extents) == 0 {
-		return nil, &format.Error{Msg: "Invalid argument: the descriptor names no extent", Err: format.ErrCorrupt}
-	}
 	if err := d.openParent(desc.ParentHint, o); err != nil {
 		return nil, err
 	}
@@ -589,6 +586,9 @@ func (d *Disk) Extents() []ExtentInfo {
 // ClusterSize is qemu-img info's cluster_size (vmdk_co_get_info): the
 // first extent's grain when every extent is of its kind, else 0.
 func (d *Disk) ClusterSize() int64 {
+	if len(d.extents) == 0 {
+		return 0 // QEMU fails an assertion (s->num_extents)
+	}
 	f := d.extents[0]
 	for _, e := range d.extents[1:] {
 		if e.flat != f.flat || e.layout.Compressed != f.layout.Compressed ||
@@ -658,9 +658,10 @@ func (d *Disk) Close() error {
 	return errors.Join(err, d.file.Close())
 }
 
-// GrainSize is the first extent's grain in bytes, 0 for a flat one.
+// GrainSize is the first extent's grain in bytes, 0 for a flat one or
+// an image of no extent.
 func (d *Disk) GrainSize() int64 {
-	if d.extents[0].flat {
+	if len(d.extents) == 0 || d.extents[0].flat {
 		return 0
 	}
 	return d.extents[0].layout.GrainBytes()

@@ -444,6 +444,9 @@ func (d *Disk) streamWritten(e *extent, gi int64) (bool, error) {
 // on is EIO too, where QEMU has written the grains before it. nil for
 // other images.
 func (d *Disk) streamCheck(off, n int64, zeros bool) error {
+	if len(d.extents) == 0 {
+		return nil
+	}
 	e := &d.extents[0]
 	if !e.layout.Compressed || e.flat {
 		return nil

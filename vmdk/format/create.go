@@ -88,8 +88,9 @@ type NewExtent struct {
 // descriptor file named name, its base name with "-flat" (monolithicFlat)
 // or "-f001", "-s001"... (twoGbMaxExtentFlat, twoGbMaxExtentSparse)
 // before its last dot, each split extent 2 GiB but the last. A size of
-// 0 has no extent in a descriptor file (QEMU writes such an image and
-// cannot open it).
+// 0 has no extent in a descriptor file (QEMU opens such an image as
+// one of 0 bytes; its qemu-img info and convert fail an assertion
+// there).
 func NewExtents(o NewOptions, name string) []NewExtent {
 	sectors := o.Size / SectorSize
 	if o.Size%SectorSize != 0 {
