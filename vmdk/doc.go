@@ -22,7 +22,11 @@
 //	     WriteZeroes and Truncate fail with block.ErrReadOnly and change
 //	     nothing; Flush has nothing to do.
 //	KD2  Open reads the descriptor, each extent's header and grain
-//	     directory once; after that a read-only Disk's state never
+//	     directory once (a redundant grain directory only writes use,
+//	     as in QEMU: Open refuses one QEMU's vmdk_init_tables cannot
+//	     read, its offset negative or past the block layer's largest,
+//	     and reads it only to open writable, KD8); after that a
+//	     read-only Disk's state never
 //	     changes, so requests need no lock (B1). Its grain tables are
 //	     read per request (4 bytes per grain), never cached.
 //	KD3  Every offset read from a file is checked against that file's
@@ -79,7 +83,10 @@
 //	     metadata, every grain inside the file, and no grain or table
 //	     overlapping another or the header, descriptor or directories
 //	     (QEMU writes into such images all the same; reading them is
-//	     safe). Anything else is refused (format.ErrUnsupported or
+//	     safe: a redundant directory past the end of the file reads as
+//	     zeros there, and QEMU writes new grains' entries into the
+//	     header). An rgd_offset QEMU's shift wraps to 0 is no redundant
+//	     directory, as in QEMU. Anything else is refused (format.ErrUnsupported or
 //	     ErrCorrupt) and left as it was. A writable Disk reads
 //	     every grain table at Open to check that (but those in a hole
 //	     of the file, which map nothing), keeping none; a

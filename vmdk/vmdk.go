@@ -343,6 +343,13 @@ func (d *Disk) addSparse(f block.Device, name, typ string, own bool) error {
 	for i := range gd {
 		gd[i] = format.Entry(gdb, i)
 	}
+	if l.RGDOffset < 0 || l.RGDOffset > maxSize-4*l.L1Size {
+		// QEMU's vmdk_init_tables reads the redundant directory next
+		// (only a write uses it), and the block layer refuses a read
+		// at a negative offset or past its largest one; a directory
+		// past the end of the file reads as zeros there.
+		return &format.Error{Msg: fmt.Sprintf("Could not read l1 backup table from extent '%s': Input/output error", name), Err: format.ErrCorrupt}
+	}
 	return d.add(extent{file: f, own: own, name: name, typ: typ, size: l.Sectors * format.SectorSize,
 		fileLen: fileLen, layout: l, gd: gd})
 }

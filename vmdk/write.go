@@ -165,8 +165,11 @@ func (d *Disk) openSparse(e *extent, hosted bool, loaded *limit) error {
 		spans = append(spans, span{format.SectorSize, format.SectorSize + format.DescSize})
 	}
 	var rgts []uint32
-	if h.Flags&format.FlagRGD != 0 && h.RGDOffset != 0 {
-		rgd := int64(h.RGDOffset) * format.SectorSize
+	if rgd := l.RGDOffset; rgd != 0 {
+		// QEMU writes each new grain's entry into the redundant
+		// tables too: a directory past the end of the file reads as
+		// zeros there and puts entries into the header (Open refused
+		// one QEMU cannot read; 0 is none, as in QEMU).
 		if rgd+4*l.L1Size > e.fileLen {
 			return d.refuse("its redundant grain directory lies past the end of the file")
 		}

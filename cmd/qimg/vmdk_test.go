@@ -320,3 +320,43 @@ func ioHeads(s string) string {
 	}
 	return b.String()
 }
+
+// TestVMDK_BadRGDMatchesQemu: a redundant grain directory QEMU cannot
+// read (its offset negative or past the block layer's largest) makes
+// qimg info, check, convert and io -r fail as qemu-img's and qemu-io's
+// do; one past the end of the file or over the header opens in both
+// and is checked alike (qemu-img check never looks at it).
+func TestVMDK_BadRGDMatchesQemu(t *testing.T) {
+	dir := qemuDir(t)
+	src := qemuImage(t, filepath.Join(dir, "src.vmdk"), "vmdk", "100M", "write -P 5 0 64k")
+	clean, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rgd := range map[string]uint64{"past-EOF": 1 << 20, "over-header": 1, "negative": 1 << 54, "past-largest": (1<<63 - 1<<30) / 512} {
+		p := filepath.Join(dir, name+".vmdk")
+		img := bytes.Clone(clean)
+		binary.LittleEndian.PutUint64(img[48:], rgd)
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sameRun(t, "check", p)
+		sameRun(t, "check", "--output=json", p)
+		_, qe, qcode := testkit.Run(t, "qemu-img", "info", p)
+		_, e, code := runQ(t, "info", p)
+		if code != qcode || strings.ReplaceAll(e, "qimg: info: ", "qemu-img: ") != qe {
+			t.Errorf("%s: info exit %d %q; qemu-img exit %d %q", name, code, e, qcode, qe)
+		}
+		out := filepath.Join(dir, name+".raw")
+		_, qe, qcode = testkit.Run(t, "qemu-img", "convert", "-O", "raw", p, out)
+		_, e, code = runQ(t, "convert", "-O", "raw", p, out)
+		if code != qcode || strings.ReplaceAll(e, "qimg: convert: ", "qemu-img: ") != qe {
+			t.Errorf("%s: convert exit %d %q; qemu-img exit %d %q", name, code, e, qcode, qe)
+		}
+		qo, qe, qcode := testkit.Run(t, "qemu-io", "-r", "-f", "vmdk", "-c", "read -P 5 0 64k", p)
+		o, e, code := runQ(t, "io", "-r", "-f", "vmdk", "-c", "read -P 5 0 64k", p)
+		if code != qcode || ioHeads(o) != ioHeads(qo) || strings.ReplaceAll(e, "qimg: io: ", "qemu-io: ") != qe {
+			t.Errorf("%s: io exit %d %q %q; qemu-io exit %d %q %q", name, code, o, e, qcode, qo, qe)
+		}
+	}
+}

@@ -160,9 +160,14 @@ type Layout struct {
 	L1Size       int64 // grain directory entries
 	L1EntrySecs  int64 // sectors one directory entry maps
 	GDOffset     int64 // bytes
-	Compressed   bool
-	Marker       bool
-	ZeroGrain    bool
+	// RGDOffset is the redundant grain directory's offset in bytes as
+	// QEMU takes it (l1_backup_table_offset): rgd_offset shifted by 9
+	// bits in 64 (a shift may wrap, to a negative offset or to 0) with
+	// FlagRGD; 0 is none.
+	RGDOffset  int64
+	Compressed bool
+	Marker     bool
+	ZeroGrain  bool
 }
 
 // Layout checks h as vmdk_open_vmdk4 and vmdk_add_extent do, in their
@@ -203,10 +208,19 @@ func (h Header) Layout(fileSectors int64) (Layout, error) {
 		L1Size:       int64(l1),
 		L1EntrySecs:  int64(l1es),
 		GDOffset:     int64(h.GDOffset) * SectorSize,
+		RGDOffset:    h.rgdOffset(),
 		Compressed:   h.Compressed(),
 		Marker:       h.Flags&FlagMarker != 0,
 		ZeroGrain:    h.Flags&FlagZeroGrain != 0,
 	}, nil
+}
+
+// rgdOffset is Layout's RGDOffset.
+func (h Header) rgdOffset() int64 {
+	if h.Flags&FlagRGD == 0 {
+		return 0
+	}
+	return int64(h.RGDOffset << 9)
 }
 
 // GrainBytes is the grain size in bytes.
