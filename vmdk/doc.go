@@ -91,14 +91,19 @@
 //	     every grain table at Open to check that (but those in a hole
 //	     of the file, which map nothing), keeping none; a
 //	     table is loaded into memory when a write first needs it, or
-//	     a read while fewer than 2^25 entries are (8 bytes each), and
-//	     held until Close; reads and writes use the loaded copy,
-//	     reads of other tables the file's entries (Flush writes only
-//	     loaded tables). A write or zeroing that would load more than
-//	     2^26 entries (twice those of a file of 2 TiB, where no
-//	     grain can start, of 64 KiB grains) is refused before
-//	     anything changes (ErrTooManyTables: every table it may need
-//	     is loaded first). A flat extent's bytes are written into its
+//	     a read while fewer than 2^25 entries are (8 bytes each);
+//	     reads and writes use the loaded copy, reads of other tables
+//	     the file's entries (Flush writes only loaded tables). At most
+//	     2^26 entries are loaded (512 MiB; QEMU caches 16 tables): a
+//	     write loads and pins every table it may need before anything
+//	     changes, each in place of the least recently used table that
+//	     no write pins and whose entries are all on disk (a table
+//	     holding entries Flush has not written stays, so one dropped
+//	     is as the file has it); when every loaded table holds such
+//	     entries, Flush writes them first. Only a write needing more
+//	     tables at once than the bound holds (a few concurrent
+//	     writes' pins aside) is refused, before anything changes
+//	     (ErrTooManyTables). A flat extent's bytes are written into its
 //	     file in place, zeros too (QEMU's fallback writes zeros
 //	     there); Flush flushes its file.
 //	KD9  A new grain goes at free, which starts past everything the file

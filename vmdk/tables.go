@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,12 +12,13 @@ import (
 )
 
 // maxLoadedGTEs bounds the grain table entries a writable Disk holds in
-// memory (KD8), 8 bytes each with the on-disk copy (512 MiB): twice as
-// many as a file of 2 TiB (where no grain can start, KD9) holds grains
-// of 64 KiB, so a writer filling the file never reaches it. Reads load
-// tables only up to half of it (maxReadGTEs: every table of an image
-// of 2 TiB of 64 KiB grains), the rest kept for writes.
-// (Variables for tests.)
+// memory (KD8), 8 bytes each with the on-disk copy (512 MiB): past it a
+// table is loaded in place of the least recently used one whose entries
+// are all on disk (Flush having written them; a write needing room when
+// none is flushes first), as QEMU's vmdk keeps a cache of 16 tables.
+// Reads load tables only while fewer than half of it (maxReadGTEs) are
+// loaded, and never in place of another: past it they take the entry
+// from the file. (Variables for tests.)
 var (
 	maxLoadedGTEs int64 = 1 << 26
 	maxReadGTEs         = maxLoadedGTEs / 2
@@ -24,10 +26,12 @@ var (
 
 // grainTables are a writable sparse extent's grain table entries
 // (KD8): each table is read from the file the first time a write needs
-// it, or a read while fewer than maxReadGTEs are loaded, and held from
-// then on; other reads take the entry from the file, as a read-only
-// Disk's do. Only Flush writes a table into the file, and only a loaded
-// one, so a table not loaded is on disk as Open found it.
+// it, or a read while fewer than maxReadGTEs are loaded, and held until
+// it is the least recently used one with nothing to flush and the
+// bound needs its room; other reads take the entry from the file, as a
+// read-only Disk's do. Only Flush writes a table into the file, and
+// only a loaded one, so a table not loaded is on disk as Flush or Open
+// left it.
 type grainTables struct {
 	file block.Device
 	gtes int64
@@ -40,9 +44,13 @@ type grainTables struct {
 	loaded *limit
 }
 
-// limit is the entries loaded by every extent of one Disk, bounded by
-// maxLoadedGTEs.
-type limit struct{ n atomic.Int64 }
+// limit is the tables loaded by every extent of one Disk: n entries,
+// bounded by maxLoadedGTEs, in lru (front: used last).
+type limit struct {
+	n   atomic.Int64
+	mu  sync.Mutex // lru, gtable.el, evicting and pinning
+	lru list.List  // of *gtable
+}
 
 // gtable is one loaded grain table.
 type gtable struct {
@@ -51,13 +59,25 @@ type gtable struct {
 	// disk are its entries as on disk, or as the running Flush writes
 	// them: only Flush changes them (under the Disk's flushMu).
 	disk []byte
+
+	t  *grainTables
+	i  int64
+	el *list.Element // in limit.lru; nil once evicted (under limit.mu)
+	// users are the writes that pinned it (loadTables) and have not
+	// ended; pending its entries set in memory that Flush has not
+	// written yet. A table with either is never evicted.
+	users, pending atomic.Int32
 }
 
-// ErrTooManyTables is a write refused because the grain tables the
-// writes since Open needed hold more entries than a writable Disk keeps
-// in memory (maxLoadedGTEs), before the grain it names is touched; a
-// Disk opened anew starts with none loaded.
-var ErrTooManyTables = fmt.Errorf("vmdk: the writes since the image was opened need more grain tables than qring holds in memory (2^26 entries): flush, close and reopen it: %w", block.ErrNotSupported)
+// ErrTooManyTables is a write refused because it alone needs more grain
+// tables at once than a writable Disk keeps in memory (maxLoadedGTEs),
+// before the grain it names is touched (a few concurrent writes may
+// need them too).
+var ErrTooManyTables = fmt.Errorf("vmdk: the write needs more grain tables at once than qring holds in memory (2^26 entries): write less at a time: %w", block.ErrNotSupported)
+
+// errFull is a table that cannot be loaded for a write until Flush
+// writes the pending entries of others.
+var errFull = errors.New("vmdk: every loaded grain table has entries to flush")
 
 // peek is the entry of grain gi if its table is loaded.
 func (t *grainTables) peek(gi int64) (uint32, bool) {
@@ -67,39 +87,123 @@ func (t *grainTables) peek(gi int64) (uint32, bool) {
 	return 0, false
 }
 
-// entry is grain gi's entry, its table loaded first if need be; the
-// entry changes only under the extent's writer lock.
+// entry is grain gi's entry in its table, which the write calling it
+// pinned (loadTables); the entry changes only under the extent's writer
+// lock.
 func (t *grainTables) entry(gi int64) (*atomic.Uint32, error) {
-	tab, err := t.table(gi/t.gtes, maxLoadedGTEs)
-	if err != nil {
-		return nil, err
+	tab := t.tabs[gi/t.gtes].Load()
+	if tab == nil {
+		return nil, fmt.Errorf("vmdk: grain table %d not loaded for a write: %w", gi/t.gtes, block.ErrNotSupported)
 	}
 	return &tab.mem[gi%t.gtes], nil
 }
 
-// table is table i, loaded from the file if need be and no more than
-// most entries would be loaded then (else ErrTooManyTables).
-func (t *grainTables) table(i, most int64) (*gtable, error) {
-	if tab := t.tabs[i].Load(); tab != nil {
+// fresh counts a new entry of grain gi, set in memory, as pending in
+// its (pinned) table until Flush writes it.
+func (t *grainTables) fresh(gi int64) { t.tabs[gi/t.gtes].Load().pending.Add(1) }
+
+// flushed counts the entries of grains, written by Flush, as no longer
+// pending.
+func (t *grainTables) flushed(grains []int64) {
+	for _, gi := range grains {
+		t.tabs[gi/t.gtes].Load().pending.Add(-1)
+	}
+}
+
+// pin pins tab for a write if it is still loaded.
+func (l *limit) pin(tab *gtable) bool {
+	if tab == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tab.el == nil {
+		return false
+	}
+	tab.users.Add(1)
+	l.lru.MoveToFront(tab.el)
+	return true
+}
+
+// unpin ends the writes' pins.
+func unpin(tabs []*gtable) {
+	for _, tab := range tabs {
+		tab.users.Add(-1)
+	}
+}
+
+// reserve makes room for need more entries, evicting the least recently
+// used tables with no users and nothing pending (under l.mu), and counts
+// them loaded; errFull when the others leave no room.
+func (l *limit) reserve(need int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for el, k := l.lru.Back(), l.lru.Len(); l.n.Load()+need > maxLoadedGTEs && el != nil && k > 0; k-- {
+		tab := el.Value.(*gtable)
+		prev := el.Prev()
+		if tab.users.Load() == 0 && tab.pending.Load() == 0 {
+			l.lru.Remove(el)
+			tab.el = nil
+			tab.t.tabs[tab.i].Store(nil)
+			l.n.Add(-tab.t.gtes)
+		}
+		el = prev
+	}
+	if l.n.Load()+need > maxLoadedGTEs {
+		return errFull
+	}
+	l.n.Add(need)
+	return nil
+}
+
+// table is table i, loaded from the file if need be: for a write (pin)
+// pinned, in place of others if the bound needs it (errFull when none
+// can go); for a read only while fewer than maxReadGTEs entries are
+// loaded (else ErrTooManyTables).
+func (t *grainTables) table(i int64, pin bool) (*gtable, error) {
+	tab := t.tabs[i].Load()
+	if !pin && tab != nil {
+		return tab, nil
+	}
+	if pin && t.loaded.pin(tab) {
 		return tab, nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if tab := t.tabs[i].Load(); tab != nil {
-		return tab, nil
+		if !pin || t.loaded.pin(tab) {
+			return tab, nil
+		}
 	}
-	if t.loaded.n.Load()+t.gtes > most {
-		return nil, ErrTooManyTables
+	l := t.loaded
+	if pin {
+		if err := l.reserve(t.gtes); err != nil {
+			return nil, err
+		}
+	} else {
+		l.mu.Lock()
+		if l.n.Load()+t.gtes > maxReadGTEs {
+			l.mu.Unlock()
+			return nil, ErrTooManyTables
+		}
+		l.n.Add(t.gtes)
+		l.mu.Unlock()
 	}
-	tab := &gtable{mem: make([]atomic.Uint32, t.gtes), disk: make([]byte, 4*t.gtes)}
+	tab = &gtable{mem: make([]atomic.Uint32, t.gtes), disk: make([]byte, 4*t.gtes), t: t, i: i}
 	if err := block.ReadAt(t.file, tab.disk, int64(t.gts[i])*format.SectorSize); err != nil {
+		l.n.Add(-t.gtes)
 		return nil, err
 	}
 	for j := range tab.mem {
 		tab.mem[j].Store(format.Entry(tab.disk, j))
 	}
-	t.loaded.n.Add(t.gtes)
+	l.mu.Lock()
+	tab.el = l.lru.PushFront(tab)
+	if pin {
+		tab.users.Add(1)
+	}
 	t.tabs[i].Store(tab)
+	l.mu.Unlock()
 	return tab, nil
 }
 
@@ -112,7 +216,7 @@ func (t *grainTables) get(gi int64) (uint32, error) {
 		return g, nil
 	}
 	if t.loaded.n.Load()+t.gtes <= maxReadGTEs {
-		tab, err := t.table(gi/t.gtes, maxReadGTEs)
+		tab, err := t.table(gi/t.gtes, false)
 		if err == nil {
 			return tab.mem[gi%t.gtes].Load(), nil
 		}

@@ -34,8 +34,9 @@ func memZG(t *testing.T, size int64, zg bool) (*memdev.Dev, *Disk) {
 
 const tspan = 512 * 64 << 10 // bytes one table maps
 
-// A WriteZeroes refused with ErrTooManyTables must leave the CID alone
-// (KD11: the CID changes only once the write is not refused).
+// A WriteZeroes refused with ErrTooManyTables (it needs two tables at
+// once, the bound holds one) must leave the CID alone (KD11: the CID
+// changes only once the write is not refused).
 func TestWrite_TooManyTablesZerosKeepCID(t *testing.T) {
 	setCaps(t, 512, 512)
 	_, d := memZG(t, 2*tspan, true)
@@ -43,9 +44,9 @@ func TestWrite_TooManyTablesZerosKeepCID(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := d.CID()
-	err := d.WriteZeroes(tspan, 64<<10, 0)
+	err := d.WriteZeroes(tspan-64<<10, 128<<10, 0)
 	if !errors.Is(err, ErrTooManyTables) {
-		t.Fatalf("zeros into table 1: %v", err)
+		t.Fatalf("zeros across tables 0 and 1: %v", err)
 	}
 	if d.CID() != old {
 		t.Errorf("refused WriteZeroes changed the CID %x -> %x", old, d.CID())
@@ -79,8 +80,15 @@ func TestWrite_TooManyTablesWritesNothing(t *testing.T) {
 // with small caps: every writer reads back what it wrote; reopened, the
 // image reads the same.
 func TestWrite_LazyTablesConcurrent(t *testing.T) {
-	for _, zg := range []bool{false, true} {
-		setCaps(t, 16*512, 3*512)
+	for _, c := range []struct {
+		zg  bool
+		cap int64
+	}{{false, 16 * 512}, {true, 16 * 512}, {false, 8 * 512}, {true, 8 * 512}} {
+		zg := c.zg
+		// 8 tables of 16: writes load tables in place of others and
+		// flush when all have entries to flush (6 writers pin at most
+		// 6 at once).
+		setCaps(t, c.cap, 3*512)
 		m, d := memZG(t, 16*tspan, zg)
 		const gb = 64 << 10
 		ngrains := int64(16 * 512)
@@ -146,6 +154,9 @@ func TestWrite_LazyTablesConcurrent(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		if n := d.extents[0].sw.tables.loaded.n.Load(); n > c.cap {
+			t.Errorf("zg=%v: %d entries loaded, the bound is %d", zg, n, c.cap)
+		}
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}

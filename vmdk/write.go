@@ -352,6 +352,7 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 		// the new grain's space.
 		p.Store(g)
 		w.fresh = append(w.fresh, gi)
+		w.tables.fresh(gi)
 		w.mu.Unlock()
 		return g, nil
 	}
@@ -365,6 +366,7 @@ func (d *Disk) grain(e *extent, gi int64) (uint32, error) {
 	if err == nil {
 		p.Store(g)
 		w.fresh = append(w.fresh, gi)
+		w.tables.fresh(gi)
 	}
 	w.mu.Unlock()
 	return g, err // on error the grain's space leaks
@@ -418,6 +420,7 @@ func (d *Disk) zeroGrain(e *extent, gi int64) error {
 	}
 	p.Store(format.GTEZeroed)
 	w.fresh = append(w.fresh, gi)
+	w.tables.fresh(gi)
 	return nil
 }
 
@@ -506,6 +509,7 @@ func (d *Disk) writeCompressed(e *extent, pos int64, data [][]byte) error {
 	if err == nil {
 		p.Store(uint32(at / format.SectorSize))
 		w.fresh = append(w.fresh, gi)
+		w.tables.fresh(gi)
 	}
 	w.mu.Unlock()
 	return err
@@ -635,10 +639,12 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	if err := d.checkWrite(off, total); err != nil || total == 0 {
 		return err
 	}
-	if err := d.streamCheck(off, total, false); err != nil {
+	pins, err := d.loadTables(off, total, false)
+	defer unpin(pins)
+	if err != nil {
 		return err
 	}
-	if err := d.loadTables(off, total, false); err != nil {
+	if err := d.streamCheck(off, total, false); err != nil {
 		return err
 	}
 	var c block.Cursor
@@ -691,30 +697,46 @@ func (d *Disk) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
-// loadTables loads the grain tables a write (or zeroing, zeros) of n
-// bytes at off may need, so that ErrTooManyTables refuses it before
-// anything changes, the CID too (KD11), and never part way: it is
-// ErrNotSupported, which callers (filter.Mirror) take to mean nothing
-// was done. Zeros need a table only where they may make a zeroed grain
-// or copy a grain up from the parent.
-func (d *Disk) loadTables(off, n int64, zeros bool) error {
+// loadTables loads and pins the grain tables a write (or zeroing, zeros)
+// of n bytes at off may need, until the write ends (unpin), so that
+// ErrTooManyTables refuses it before anything changes, the CID too
+// (KD11), and never part way: it is ErrNotSupported, which callers
+// (filter.Mirror) take to mean nothing was done. A table is loaded in
+// place of the least recently used one with nothing to flush; when
+// every loaded table has entries to flush, Flush writes them first.
+// Zeros need a table only where they may make a zeroed grain, copy a
+// grain up from the parent or write a compressed one.
+func (d *Disk) loadTables(off, n int64, zeros bool) ([]*gtable, error) {
+	var pins []*gtable
 	for done := int64(0); done < n; {
 		pos := off + done
 		e := d.find(pos)
 		rel := pos - e.start
 		k := min(n-done, e.size-rel)
 		done += k
-		if e.flat || (zeros && !e.layout.ZeroGrain && d.parent == nil) {
+		if e.flat || (zeros && !e.layout.ZeroGrain && !e.layout.Compressed && d.parent == nil) {
 			continue
 		}
 		span := e.layout.GTEs * e.layout.GrainBytes()
 		for i := rel / span; i*span < rel+k; i++ {
-			if _, err := e.sw.tables.table(i, maxLoadedGTEs); err != nil {
-				return err
+			tab, err := e.sw.tables.table(i, true)
+			for try := 0; errors.Is(err, errFull) && try < 8; try++ {
+				// Concurrent writes may fill the room a Flush made
+				// before this one takes it: a few more tries.
+				if err = d.Flush(); err == nil {
+					tab, err = e.sw.tables.table(i, true)
+				}
 			}
+			if errors.Is(err, errFull) {
+				err = ErrTooManyTables
+			}
+			if err != nil {
+				return pins, err
+			}
+			pins = append(pins, tab)
 		}
 	}
-	return nil
+	return pins, nil
 }
 
 // testHookZeroGrain, set by a test only, runs as WriteZeroes is about
@@ -743,10 +765,12 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
-	if err := d.streamCheck(off, n, true); err != nil {
+	pins, err := d.loadTables(off, n, true)
+	defer unpin(pins)
+	if err != nil {
 		return err
 	}
-	if err := d.loadTables(off, n, true); err != nil {
+	if err := d.streamCheck(off, n, true); err != nil {
 		return err
 	}
 	for done := int64(0); done < n; {
@@ -921,6 +945,10 @@ func (d *Disk) flushSparse(e *extent) error {
 		err = writeEntries(e, fresh, entries)
 		if err == nil {
 			err = e.file.Flush()
+		}
+		if err == nil {
+			// Their tables may go now (grainTables).
+			w.tables.flushed(fresh)
 		}
 	}
 	if err != nil {
