@@ -103,7 +103,10 @@
 //	     entries, Flush writes them first. Only a write needing more
 //	     tables at once than the bound holds (a few concurrent
 //	     writes' pins aside) is refused, before anything changes
-//	     (ErrTooManyTables). A flat extent's bytes are written into its
+//	     (ErrTooManyTables); WriteZeroes zeroes 2 GiB at a time (but
+//	     in a streamOptimized image), so zeros over any span go
+//	     through, as QEMU's, and a refusal leaves the chunks before
+//	     it zeroed. A flat extent's bytes are written into its
 //	     file in place, zeros too (QEMU's fallback writes zeros
 //	     there); Flush flushes its file.
 //	KD9  A new grain goes at free, which starts past everything the file

@@ -210,3 +210,50 @@ func TestWrite_OpenSkipsTablesInHoles(t *testing.T) {
 		t.Errorf("tables naming one grain twice opened writable: %v", err)
 	}
 }
+
+// TestWrite_ZeroesOverMoreTablesMatchesQemu: zeros over more grain
+// tables than a writable Disk holds at once (the bound lowered to 3
+// tables of 32, zeroed a table's span at a time) go through, as QEMU
+// zeroes a grain at a time: in an image with zeroed grains every whole
+// grain becomes a zeroed one, as qemu-io's write -z leaves them
+// (qemu-img compare and map agree), where it was refused
+// (ErrTooManyTables) past the bound.
+func TestWrite_ZeroesOverMoreTablesMatchesQemu(t *testing.T) {
+	testkit.NeedTools(t, "qemu-img", "qemu-io")
+	oldLoaded, oldRead, oldSplit := maxLoadedGTEs, maxReadGTEs, zeroSplit
+	maxLoadedGTEs, maxReadGTEs, zeroSplit = 3*512, 1*512, 512*64<<10
+	t.Cleanup(func() { maxLoadedGTEs, maxReadGTEs, zeroSplit = oldLoaded, oldRead, oldSplit })
+
+	dir := t.TempDir()
+	ours, theirs := filepath.Join(dir, "ours.vmdk"), filepath.Join(dir, "theirs.vmdk")
+	for _, p := range []string{ours, theirs} {
+		testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", p, "1G")
+		var cmds []string
+		for ti := range 32 {
+			cmds = append(cmds, "-c", fmt.Sprintf("write -P %d %d 64k", ti+1, int64(ti)*(32<<20)+int64(ti)*(64<<10)))
+		}
+		testkit.MustRun(t, "qemu-io", append(append([]string{"-f", "vmdk"}, cmds...), p)...)
+	}
+	testkit.MustRun(t, "qemu-io", "-f", "vmdk", "-c", "write -z 64k 1023M", theirs)
+	d := openRW(t, ours)
+	if err := d.WriteZeroes(64<<10, 1023<<20, 0); err != nil {
+		t.Fatalf("zeros over 32 tables: %v", err)
+	}
+	if n := d.extents[0].sw.tables.loaded.n.Load(); n > maxLoadedGTEs {
+		t.Errorf("%d entries loaded, the bound is %d", n, maxLoadedGTEs)
+	}
+	got := make([]byte, 64<<10)
+	if err := d.Readv(33*(64<<10)+32<<20, [][]byte{got}); err != nil || !bytes.Equal(got, make([]byte, len(got))) {
+		t.Errorf("a zeroed grain reads %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, ours)
+	testkit.MustRun(t, "qemu-img", "compare", ours, theirs)
+	om := testkit.MustRun(t, "qemu-img", "map", "--output=json", ours)
+	qm := testkit.MustRun(t, "qemu-img", "map", "--output=json", theirs)
+	if om != qm {
+		t.Errorf("map differs:\nours:\n%s\nqemu:\n%s", om, qm)
+	}
+}

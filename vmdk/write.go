@@ -765,6 +765,30 @@ func (d *Disk) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&block.Allocate != 0 {
 		return fmt.Errorf("vmdk: zeroing grains efficiently: %w", block.ErrNotSupported)
 	}
+	if !d.extents[0].layout.Compressed || d.extents[0].flat {
+		// Zeros over terabytes need more tables than the bound holds
+		// at once (KD8): a chunk at a time, as QEMU zeroes a grain at
+		// a time; a refusal leaves the chunks before it zeroed. A
+		// streamOptimized image's zeros stay whole: they are checked
+		// whole before any is written (KD12).
+		for n > zeroSplit-off%zeroSplit {
+			k := zeroSplit - off%zeroSplit
+			if err := d.writeZeroes(off, k, flags); err != nil {
+				return err
+			}
+			off, n = off+k, n-k
+		}
+	}
+	return d.writeZeroes(off, n, flags)
+}
+
+// zeroSplit is the span WriteZeroes zeroes at a time, on its multiples:
+// its tables hold at most 2^22 entries (8192 tables of 512 one-sector
+// grains), well under maxLoadedGTEs. (A variable for tests.)
+var zeroSplit int64 = 1 << 31
+
+// writeZeroes is WriteZeroes of a range checked.
+func (d *Disk) writeZeroes(off, n int64, flags block.Flags) error {
 	pins, err := d.loadTables(off, n, true)
 	defer unpin(pins)
 	if err != nil {
