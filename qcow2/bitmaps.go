@@ -389,8 +389,9 @@ func (im *Image) clustersOf(off format.HostOff, n uint64) []format.HostOff {
 }
 
 // writeBitmapDirLocked writes the directory in place with each entry's
-// flags as flags says (and its table as b.e says), whole clusters. A
-// write torn between sectors leaves each 4-byte field old or new.
+// flags as flags says (and its table as b.e says): its bytes, not its
+// clusters (writeTable). A write torn between sectors leaves each 4-byte
+// field old or new.
 func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) uint32) error {
 	for _, b := range set.bms {
 		e := b.e
@@ -399,7 +400,7 @@ func (im *Image) writeBitmapDirLocked(set *bitmapSet, flags func(*liveBitmap) ui
 		}
 		format.PutBitmapEntry(set.dir, e)
 	}
-	return im.writeMeta(set.dir, set.ext.DirOffset)
+	return im.writeTable(set.dir, set.ext.DirSize, set.ext.DirOffset)
 }
 
 // storeBitmapsLocked writes the maintained bitmaps back at Close, after
@@ -505,7 +506,7 @@ func (im *Image) writeBitmapLocked(b *liveBitmap, size uint64) (format.HostOff, 
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := im.writeMeta(tb, toff); err != nil {
+	if err := im.writeTable(tb, n*format.TableEntrySize, toff); err != nil {
 		return 0, 0, err
 	}
 	return toff, uint32(n), nil

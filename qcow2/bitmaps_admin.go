@@ -140,7 +140,7 @@ func (im *Image) AddBitmap(name string, granularity uint64, enabled bool) error 
 		if err != nil {
 			return err
 		}
-		if err := im.writeMeta(block.AlignedBuf(int(tlen), im.memAlign), off); err != nil {
+		if err := im.writeTable(block.AlignedBuf(int(tlen), im.memAlign), n*format.TableEntrySize, off); err != nil {
 			im.freeClustersLocked(off, tlen/cs)
 			return err
 		}
@@ -357,7 +357,7 @@ func (im *Image) writeNewDirLocked(old, next *bitmapSet) error {
 		}
 		buf := block.AlignedBuf(int(dlen), im.memAlign)
 		copy(buf, dir)
-		if err := im.writeMeta(buf, off); err != nil {
+		if err := im.writeTable(buf, uint64(len(dir)), off); err != nil {
 			im.freeClustersLocked(off, dlen/cs)
 			return err
 		}

@@ -356,6 +356,22 @@ func (im *Image) writeMeta(buf []byte, off format.HostOff) error {
 	return block.WriteAt(im.dev, buf, int64(off))
 }
 
+// writeTable writes a new table of n bytes, held at the start of buf,
+// at off (the clusters taken for it): its bytes only, up to the device's
+// request alignment, not its clusters' zeros past them, as QEMU writes
+// a table (an L1 copy, the snapshot table, a bitmap table or directory).
+// The file may then end inside the table's last cluster: nothing reads
+// past a table's bytes, the rest of the cluster is its own (no other
+// allocation lands there), and the space past it reads as zeros as any
+// past the end of the file (SP2; the high-water mark covers the whole
+// cluster, so no reserve zeroes it). On a nearly full file system the
+// table needs room for its bytes alone, as in QEMU, not for up to a
+// cluster of zeros more.
+func (im *Image) writeTable(buf []byte, n uint64, off format.HostOff) error {
+	a := uint64(max(im.dcap.Align, 1))
+	return im.writeMeta(buf[:min((n+a-1)/a*a, uint64(len(buf)))], off)
+}
+
 // markCorrupt sets the corrupt bit (best effort) and makes the image
 // read-only (Q9).
 func (im *Image) markCorrupt(cause error) error {

@@ -264,7 +264,7 @@ func (im *Image) CreateSnapshot(name string) (format.Snapshot, error) {
 		for i, e := range active {
 			format.PutL1(buf, uint64(i), format.MakeL1(e.Offset(), false))
 		}
-		if err := im.writeMeta(buf, off); err != nil {
+		if err := im.writeTable(buf, n*format.TableEntrySize, off); err != nil {
 			im.freeClustersLocked(off, nclusters)
 			return format.Snapshot{}, err
 		}
@@ -970,7 +970,11 @@ func (im *Image) writeSnapshotTableLocked(snaps []format.Snapshot) error {
 		}
 		buf := block.AlignedBuf(int(nclusters*cs), im.memAlign)
 		copy(buf, b)
-		if err := im.writeMeta(buf, off); err != nil {
+		// Up to the last entry's name, as QEMU (its snapshots_size):
+		// not the zeros that pad the entry to 8 bytes, which nothing
+		// reads.
+		need, _ := format.SnapshotTableNeed(b, uint32(len(snaps)))
+		if err := im.writeTable(buf, need, off); err != nil {
 			im.freeClustersLocked(off, nclusters)
 			return err
 		}

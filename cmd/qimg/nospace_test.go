@@ -1,0 +1,104 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/uring/looptest"
+)
+
+// fullRun is one tool's run on a nearly full file system.
+type fullRun struct {
+	img, stderr string
+	code        int
+	size        int64 // the image file's size after the run
+}
+
+// nearlyFullImage mounts a small tmpfs holding img.qcow2, a 1 GiB qcow2
+// image QEMU made with data in two L2 tables' ranges (an L1 table of two
+// entries, in the file's last cluster), and fills it until free bytes
+// are free. It returns the mount point and the image's path.
+func nearlyFullImage(t *testing.T, free int64) (dir, img string) {
+	t.Helper()
+	dir = looptest.SmallTmpfs(t, 8<<20)
+	img = filepath.Join(dir, "img.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1G")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 64k", "-c", "write -P 2 512M 64k", img)
+	looptest.FillFS(t, dir, free)
+	return dir, img
+}
+
+// runNearlyFull runs args with qemu-img and with qimg, each on its own
+// nearlyFullImage with free bytes free; in args, IMG stands for the
+// image and DIR for the mount point. The stderrs are returned without
+// the tools' prefixes ("qemu-img: ", "qimg: COMMAND: ") and with the
+// paths as DIR.
+func runNearlyFull(t *testing.T, free int64, args ...string) (theirs, ours fullRun) {
+	t.Helper()
+	one := func(tool string) fullRun {
+		dir, img := nearlyFullImage(t, free)
+		a := make([]string, len(args))
+		for i, s := range args {
+			a[i] = strings.ReplaceAll(strings.ReplaceAll(s, "IMG", img), "DIR", dir)
+		}
+		var r fullRun
+		r.img = img
+		if tool == "qemu-img" {
+			_, r.stderr, r.code = testkit.Run(t, "qemu-img", a...)
+			r.stderr = strings.ReplaceAll(r.stderr, "qemu-img: ", "")
+		} else {
+			_, r.stderr, r.code = runQ(t, a...)
+			r.stderr = strings.ReplaceAll(r.stderr, "qimg: "+a[0]+": ", "")
+		}
+		r.stderr = strings.ReplaceAll(strings.TrimSpace(r.stderr), dir, "DIR")
+		if st, err := os.Stat(img); err == nil {
+			r.size = st.Size()
+		}
+		return r
+	}
+	return one("qemu-img"), one("qimg")
+}
+
+// testRoomLikeQemu runs args on nearly full file systems where qemu-img
+// succeeds, and wants qimg to succeed too, leaving a clean image of the
+// size QEMU's has (the same bytes written: a new table's, not its
+// clusters').
+func testRoomLikeQemu(t *testing.T, frees []int64, args ...string) {
+	testkit.NeedQemu(t)
+	for _, free := range frees {
+		theirs, ours := runNearlyFull(t, free, args...)
+		if theirs.code != 0 {
+			t.Logf("%d bytes free: qemu-img %q failed (exit %d: %s); not compared", free, args, theirs.code, theirs.stderr)
+			continue
+		}
+		if ours.code != 0 {
+			t.Errorf("%d bytes free: qimg %q: exit %d: %s (qemu-img %[2]q succeeded)", free, args, ours.code, ours.stderr)
+			continue
+		}
+		testkit.QemuCheck(t, theirs.img)
+		testkit.QemuCheck(t, ours.img)
+		if ours.size != theirs.size {
+			t.Errorf("%d bytes free: qimg %q left a file of %d bytes, qemu-img %d", free, args, ours.size, theirs.size)
+		}
+	}
+}
+
+// TestSnapshot_CreateNearlyFullLikeQemu: qemu-img snapshot -c writes the
+// new L1 copy's entries and the snapshot table's bytes into the clusters
+// it allocates for them; qimg wrote both tables' clusters in full and
+// failed with ENOSPC on a file system with up to two clusters too little
+// room (64 KiB free: "write [0x90000, +0x10000): no space left on
+// device").
+func TestSnapshot_CreateNearlyFullLikeQemu(t *testing.T) {
+	testRoomLikeQemu(t, []int64{8 << 10, 16 << 10, 64 << 10}, "snapshot", "-c", "s1", "IMG")
+}
+
+// TestBitmap_AddNearlyFullLikeQemu: the same for qemu-img bitmap --add:
+// the new bitmap's table and the bitmap directory are their bytes only
+// (8 and 32 here), not two clusters of zeros.
+func TestBitmap_AddNearlyFullLikeQemu(t *testing.T) {
+	testRoomLikeQemu(t, []int64{8 << 10, 16 << 10, 64 << 10}, "bitmap", "--add", "IMG", "b1")
+}
