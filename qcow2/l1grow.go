@@ -47,7 +47,7 @@ func (im *Image) growL1(n uint64) error {
 		table.store(i, e)
 		format.PutL1(buf, i, e)
 	}
-	if err := im.writeMeta(buf, off); err != nil {
+	if err := im.writeTable(buf, n*format.TableEntrySize, off); err != nil {
 		return abort(err)
 	}
 	if err := im.dev.Flush(); err != nil {

@@ -102,3 +102,10 @@ func TestSnapshot_CreateNearlyFullLikeQemu(t *testing.T) {
 func TestBitmap_AddNearlyFullLikeQemu(t *testing.T) {
 	testRoomLikeQemu(t, []int64{8 << 10, 16 << 10, 64 << 10}, "bitmap", "--add", "IMG", "b1")
 }
+
+// TestResize_GrowL1NearlyFullLikeQemu: a resize that grows the L1 table
+// (two entries to 200) writes the new table's 1600 bytes, as QEMU's
+// qcow2_grow_l1_table, not its cluster.
+func TestResize_GrowL1NearlyFullLikeQemu(t *testing.T) {
+	testRoomLikeQemu(t, []int64{4 << 10, 16 << 10, 32 << 10}, "resize", "IMG", "100G")
+}
