@@ -322,8 +322,26 @@ func CreateDevice(dev block.Device, o CreateOptions) error {
 		a := uint64(max(dev.Caps().Align, 512))
 		wlen = min(wlen, (l1End+a-1)/a*a)
 	}
-	if err := block.WriteAt(dev, img[:wlen], 0); err != nil {
-		return err
+	// In QEMU's steps, each failure in its words (qcow2_co_create: the
+	// header's cluster, the refcount table and block, then the L1 table
+	// its truncate to the disk's size grows), one write each.
+	steps := []struct {
+		end  uint64
+		step string
+	}{
+		{cs, "Could not write qcow2 header"},
+		{l1Cluster * cs, "Could not write refcount table"},
+		{wlen, "Could not resize image: Failed to grow the L1 table"},
+	}
+	for at, i := uint64(0), 0; at < wlen; i++ {
+		end := min(steps[i].end, wlen)
+		if end <= at {
+			continue
+		}
+		if err := block.WriteAt(dev, img[at:end], int64(at)); err != nil {
+			return &StepError{Step: steps[i].step, Err: err}
+		}
+		at = end
 	}
 	if cut {
 		if err := dev.Truncate(int64(l1End)); err != nil {

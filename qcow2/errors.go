@@ -61,6 +61,18 @@ var errBitmapsKept = fmt.Errorf("%w: opened for repair, the image keeps its pers
 // width holds (QEMU's -ERANGE); it matches ErrUnsupported.
 var ErrRefcountOverflow = fmt.Errorf("%w: refcount overflow", ErrUnsupported)
 
+// StepError is the failure of a step that QEMU names when it fails
+// (its error_setg_errno words, as "Failed to grow the L1 table"): Err
+// is the cause, a device error (block.OpError) with the errno. Tools
+// that speak as qemu-img print Step and the errno in strerror's words.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return "qcow2: " + e.Step + ": " + e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
 type outOfRangeError struct{}
 
 func (outOfRangeError) Error() string        { return "qcow2: request past the end of the virtual disk" }

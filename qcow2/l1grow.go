@@ -17,8 +17,19 @@ var ErrL1TooLarge = errors.New("L1 table too large")
 // other (SP1), their refcounts durable (Q1), the new table written and
 // flushed, then the header pointed at it and flushed (Q4), and only then
 // the old table freed. Lock-free readers switch to the new table
-// atomically; entries change only under mu, which the caller holds.
+// atomically; entries change only under mu, which the caller holds. A
+// failure on the way is a StepError in QEMU's words ("Failed to grow
+// the L1 table").
 func (im *Image) growL1(n uint64) error {
+	err := im.growL1Steps(n)
+	if err != nil && !errors.Is(err, ErrUnsupported) {
+		err = &StepError{Step: "Failed to grow the L1 table", Err: err}
+	}
+	return err
+}
+
+// growL1Steps is growL1's work.
+func (im *Image) growL1Steps(n uint64) error {
 	g := &im.g
 	cs := g.ClusterSize
 	if n*8 > format.MaxL1Bytes {

@@ -189,5 +189,5 @@ func bitmapErrText(err error) string {
 			return msg
 		}
 	}
-	return err.Error()
+	return qemuErrnoText(err.Error(), []any{err}) // a failed request: its errno
 }

@@ -36,8 +36,9 @@ type env struct {
 }
 
 // errorf prints one "qimg: <cmd>: <msg>" line on stderr and returns code.
+// A failed request in it is worded as QEMU words it (qemuErrnoText).
 func (e *env) errorf(code int, format string, a ...any) int {
-	msg := fmt.Sprintf(format, a...)
+	msg := qemuErrnoText(fmt.Sprintf(format, a...), a)
 	msg = strings.ReplaceAll(strings.TrimRight(msg, "\n"), "\n", "; ")
 	fmt.Fprintf(e.stderr, "qimg: %s: %s\n", e.name, msg)
 	return code

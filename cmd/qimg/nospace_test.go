@@ -109,3 +109,40 @@ func TestBitmap_AddNearlyFullLikeQemu(t *testing.T) {
 func TestResize_GrowL1NearlyFullLikeQemu(t *testing.T) {
 	testRoomLikeQemu(t, []int64{4 << 10, 16 << 10, 32 << 10}, "resize", "IMG", "100G")
 }
+
+// TestNoSpace_MessagesLikeQemu: where qemu-img fails for want of space,
+// qimg fails with its exit code and its words (after the tools'
+// prefixes): the step that failed and the errno in strerror's words,
+// where qimg printed the device request ("write [0x0, +0x30200): no
+// space left on device"). create, convert and dd fail writing the new
+// image's header, its refcount table or its L1 table as qemu-img does
+// (free 0, 100 KiB, 192 KiB: one cluster, the next two, the table),
+// resize growing the L1 table, snapshot -c with qemu-img's "-28 (...)".
+// The image each run starts from stays clean.
+func TestNoSpace_MessagesLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	for _, c := range []struct {
+		free int64
+		args []string
+	}{
+		{0, []string{"create", "-q", "-f", "qcow2", "DIR/new.qcow2", "1G"}},
+		{100 << 10, []string{"create", "-q", "-f", "qcow2", "DIR/new.qcow2", "1G"}},
+		{192 << 10, []string{"create", "-q", "-f", "qcow2", "DIR/new.qcow2", "1G"}},
+		{0, []string{"convert", "-O", "qcow2", "IMG", "DIR/out.qcow2"}},
+		{100 << 10, []string{"convert", "-O", "qcow2", "IMG", "DIR/out.qcow2"}},
+		{0, []string{"dd", "-O", "qcow2", "if=IMG", "of=DIR/out.qcow2"}},
+		{0, []string{"resize", "IMG", "100G"}},
+		{0, []string{"snapshot", "-c", "s1", "IMG"}},
+	} {
+		theirs, ours := runNearlyFull(t, c.free, c.args...)
+		if theirs.code == 0 {
+			t.Errorf("%d bytes free: qemu-img %q succeeded: the case no longer fails", c.free, c.args)
+			continue
+		}
+		if ours.code != theirs.code || ours.stderr != theirs.stderr {
+			t.Errorf("%d bytes free: %q:\nqimg:     exit %d %q\nqemu-img: exit %d %q", c.free, c.args, ours.code, ours.stderr, theirs.code, theirs.stderr)
+		}
+		testkit.QemuCheck(t, theirs.img)
+		testkit.QemuCheck(t, ours.img)
+	}
+}

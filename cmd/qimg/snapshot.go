@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/qring/qring/internal/imgopen"
 	"github.com/qring/qring/qcow2"
@@ -103,11 +104,18 @@ func doSnapshot(e *env, img *imgopen.Opened, op, name string) error {
 		if len(stored) > 255 {
 			stored = stored[:255]
 		}
-		if _, err := im.CreateSnapshot(stored); errors.Is(err, qcow2.ErrRefcountOverflow) {
+		_, err := im.CreateSnapshot(stored)
+		var en syscall.Errno
+		switch {
+		case errors.Is(err, qcow2.ErrRefcountOverflow):
 			// qcow2_snapshot_create's -ERANGE comes out of
 			// bdrv_snapshot_create as -EINVAL, which qemu-img prints.
 			return fmt.Errorf("Could not create snapshot '%s': -22 (Invalid argument)", name)
-		} else if err != nil {
+		case errors.As(err, &en):
+			// qemu-img's "%d (%s)" of bdrv_snapshot_create's -errno
+			// (ENOSPC on a full file system).
+			return fmt.Errorf("Could not create snapshot '%s': -%d (%s)", name, int(en), strerror(en))
+		case err != nil:
 			return fmt.Errorf("Could not create snapshot '%s': %w", name, err)
 		}
 	case "a":
