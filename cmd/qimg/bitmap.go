@@ -77,7 +77,7 @@ func runBitmap(e *env, args []string) int {
 	case len(o.args) != 2:
 		return e.errorf(1, "Expecting filename and bitmap name")
 	}
-	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", "")})
+	spec, err := o.imageSpec(o.args[0], imgopen.Spec{Format: o.get("f", ""), Opts: qcow2.Options{PreallocSize: noReserve}})
 	if err != nil {
 		return e.usageErr(err)
 	}

@@ -88,7 +88,7 @@ func runResize(e *env, args []string) int {
 	r := &resizeRequest{path: o.args[0], format: o.get("f", ""), shrink: o.has("shrink"), prealloc: p, repairLog: o.repairLog,
 		warn: e.stderr}
 	if o.has("image-opts") || o.has("object") {
-		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format})
+		s, err := o.imageSpec(r.path, imgopen.Spec{Format: r.format, Opts: qcow2.Options{PreallocSize: noReserve}})
 		if err != nil {
 			return e.usageErr(err)
 		}
@@ -116,7 +116,7 @@ var errNeedShrink = errors.New("Use the --shrink option to perform a shrink oper
 
 // doResize opens the image read-write and sets its size.
 func doResize(r *resizeRequest) error {
-	spec := imgopen.Spec{Path: r.path, Format: r.format, Opts: qcow2.Options{RepairLog: r.repairLog, Warn: openWarnVia(r.repairLog)}}
+	spec := imgopen.Spec{Path: r.path, Format: r.format, Opts: qcow2.Options{RepairLog: r.repairLog, Warn: openWarnVia(r.repairLog), PreallocSize: noReserve}}
 	if r.spec != nil {
 		spec = *r.spec
 	}

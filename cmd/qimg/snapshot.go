@@ -31,7 +31,7 @@ func runSnapshot(e *env, args []string) int {
 	if len(o.args) != 1 {
 		return e.usageErr(errors.New("Expecting one image file name"))
 	}
-	eo := qcow2.Options{ForceShare: o.forceShare()}
+	eo := qcow2.Options{ForceShare: o.forceShare(), PreallocSize: noReserve}
 	spec, err := o.imageSpec(o.args[0], imgopen.Spec{ReadOnly: op == "l", Opts: eo}) // no -f: qemu-img 7.2 snapshot has none
 	if err != nil {
 		return e.usageErr(err)

@@ -234,6 +234,15 @@ func cvtstr(v float64) string {
 	return s + suf
 }
 
+// noReserve is the engine's PreallocSize for the commands that change
+// metadata only (snapshot, bitmap, resize): no space reserved ahead, as
+// qemu-img reserves none. They take a few clusters at most (resize
+// --preallocation=metadata aside), which a reserve does not speed up,
+// and on a nearly full ext4 a reservation that fails part-way keeps the
+// blocks it got until Close: a snapshot -c, bitmap --add or resize with
+// 4 to 64 KiB free then failed where qemu-img succeeds.
+const noReserve = -1
+
 // openImage opens an image with the io_uring backend (imgopen), with
 // qemu-img's messages (an *OpenError); Image is nil for raw images.
 func openImage(s imgopen.Spec) (*imgopen.Opened, error) {
