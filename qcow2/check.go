@@ -817,12 +817,14 @@ func (im *Image) checkLocked(o CheckOptions, repair RepairMode) (*CheckResult, e
 			continue // reserved bits: reported, no block counted (as QEMU)
 		}
 		if c.outside(g.HostCluster(b), nclusters) {
-			if repair == RepairAll && writable && !o.rebuilt && !o.live && !c.openRepair && !im.dcap.Fixed && g.HostCluster(b) >= nclusters {
+			if repair == RepairAll && writable && !o.rebuilt && !o.live && !c.openRepair && !im.dcap.Fixed && g.HostCluster(b) >= nclusters && c.noRebuild == "" && !c.fatal {
 				// As QEMU's check_refblocks: the file grows over the
 				// block (reading as zeros, it counts nothing), which
 				// counts as in use from then on; the comparison finds
 				// its own count 0 and the refcount structures are
-				// rebuilt.
+				// rebuilt. Not when the rebuild is already refused
+				// (noRebuild, fatal damage): the growth would change
+				// an image the repair then leaves as it was.
 				c.msg("Repairing refcount block %d is outside image", i)
 				if n, ok := c.growOver(b, o.Report); ok {
 					nclusters = n

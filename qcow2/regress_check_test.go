@@ -114,6 +114,43 @@ func TestCheck_RebuildsRefblockOutside(t *testing.T) {
 	checkRebuildRepairsUpTo(t, p, "read -P 1 0 1M", 100<<20+64<<10)
 }
 
+// TestCheck_RefusedRebuildDoesNotGrow: a refcount block past the end of
+// the file beside a data cluster past it. -r all grew the file over the
+// block (as QEMU's check_refblocks) and counted it fixed, then refused
+// the rebuild it grew for (it would write over the data cluster past
+// the end): an image the repair said it left as it was had grown by
+// 7 MiB and read otherwise to qemu-img check (review). The growth waits
+// for a rebuild that will happen: the file is left as it was.
+func TestCheck_RefusedRebuildDoesNotGrow(t *testing.T) {
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "o.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x5a 0 3M", p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := binary.BigEndian.Uint64(b[48:])
+	binary.BigEndian.PutUint64(b[rt+8:], 0xa00000) // reftable[1] -> 10 MiB, past the end
+	l1 := binary.BigEndian.Uint64(b[40:])
+	l2 := binary.BigEndian.Uint64(b[l1:]) &^ (1 << 63)
+	binary.BigEndian.PutUint64(b[l2+16:], 1<<63|0x800000) // guest cluster 2 -> 8 MiB, past the end
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := checkFile(t, p, RepairAll)
+	if err != nil || r.CorruptionsFixed != 0 || r.Corruptions == 0 {
+		t.Errorf("-r all: %v, %d corruptions (%d fixed), want a refusal fixing nothing", err, r.Corruptions, r.CorruptionsFixed)
+	}
+	after, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(b) {
+		t.Errorf("the refused repair changed the file's length from %d to %d", len(b), len(after))
+	}
+}
+
 // checkFile opens the image at p (read-only without repair, else for
 // repair), checks it with repair, and closes it; the error is the
 // check's or the close's.
