@@ -46,13 +46,25 @@ func runSnapshot(e *env, args []string) int {
 	if op != "" {
 		err = doSnapshot(e, img, op, name)
 	}
-	if cerr := img.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
+	if err = withCloseErr(err, img.Close()); err != nil {
 		return e.errorf(1, "%v", err)
 	}
 	return 0
+}
+
+// withCloseErr is an operation's error err with Close's cerr: cerr when
+// the operation succeeded; both when the failure marked the image
+// corrupt (an undo that failed too): the operation's message, in
+// qemu-img's words, names only an errno, and Close says what became of
+// the image.
+func withCloseErr(err, cerr error) error {
+	switch {
+	case err == nil:
+		return cerr
+	case errors.Is(cerr, qcow2.ErrCorrupt):
+		return fmt.Errorf("%v\n%v", err, cerr)
+	}
+	return err
 }
 
 // doSnapshot runs one snapshot operation on an open image, with
