@@ -153,10 +153,11 @@ func createImage(path string, o CreateOptions, op Opener) error {
 		return err
 	}
 	// Preallocation lays the image out as qemu-img does
-	// (createPreallocated) on a regular file; on a block device, or
-	// with encryption (whose header QEMU allocates first), the engine
-	// preallocates below.
-	direct := o.Preallocation != PreallocOff && o.Encrypt.Format == "" && o.DataFile == "" && isRegular(path)
+	// (createPreallocated) on a regular file, also the links of a raw
+	// or preallocated data file; on a block device, or with encryption
+	// (whose header QEMU allocates first), the engine preallocates or
+	// links below.
+	direct := (o.Preallocation != PreallocOff || o.DataFileRaw) && o.Encrypt.Format == "" && isRegular(path)
 	err = dev.Truncate(0)
 	if err == nil {
 		o.Hints.Apply(dev)
@@ -179,7 +180,7 @@ func createImage(path string, o CreateOptions, op Opener) error {
 		return err
 	}
 	if o.DataFile != "" {
-		err = linkDataFileClusters(path, &o, op)
+		err = linkDataFileClusters(path, &o, op, direct)
 	} else if o.Preallocation != PreallocOff && !direct {
 		// preallocate places every cluster itself: zeros streamed
 		// ahead of it would only compete with it, and metadata

@@ -139,8 +139,9 @@ func writeZeroBufs(d block.Device, n int64) error {
 // linkDataFileClusters links every cluster of the new image at path in
 // place when the data file is raw or preallocated (QEMU's metadata
 // preallocation, which data_file_raw implies): the data file's bytes are
-// the disk's.
-func linkDataFileClusters(path string, o *CreateOptions, op Opener) error {
+// the disk's. linked: createPreallocated has linked them (it grows the
+// data file only).
+func linkDataFileClusters(path string, o *CreateOptions, op Opener, linked bool) error {
 	if !o.DataFileRaw && o.Preallocation == PreallocOff {
 		return nil
 	}
@@ -148,7 +149,9 @@ func linkDataFileClusters(path string, o *CreateOptions, op Opener) error {
 	if err != nil {
 		return err
 	}
-	err = im.dfLinkRange(0, o.Size)
+	if !linked {
+		err = im.dfLinkRange(0, o.Size)
+	}
 	if err == nil {
 		err = im.dfGrow(im.dfPreallocEnd(o.Size))
 	}

@@ -16,9 +16,12 @@ import (
 // Everything but the header is written and flushed first (the tables
 // before what points at them, Q4, and the zeros of a data cluster before
 // its link, Q2, all at once), so that a crash leaves a file without a
-// qcow2 header, never an image whose tables are missing.
+// qcow2 header, never an image whose tables are missing. With a data
+// file (any preallocation, or data_file_raw) it writes the metadata
+// only, every cluster linked to its own place in the data file (DF2).
 func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) error {
-	if o.Preallocation == PreallocFalloc || o.Preallocation == PreallocFull {
+	dataFile := o.DataFile != ""
+	if !dataFile && (o.Preallocation == PreallocFalloc || o.Preallocation == PreallocFull) {
 		// The file will hold the whole disk: a length the file system
 		// cannot hold (EFBIG) fails now, before the plan's tables of a
 		// huge image are built in memory.
@@ -26,7 +29,7 @@ func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) 
 			return err
 		}
 	}
-	p, err := planPrealloc(g, uint64(o.Size), o.Preallocation)
+	p, err := planPrealloc(g, uint64(o.Size), o.Preallocation, dataFile)
 	if err != nil {
 		return err
 	}
@@ -58,7 +61,7 @@ func createPreallocated(dev block.Device, o *CreateOptions, g *format.Geometry) 
 			return err
 		}
 	}
-	if o.Preallocation == PreallocMetadata {
+	if o.Preallocation == PreallocMetadata && !dataFile {
 		// Data clusters are not written; those over a freed table
 		// must read zeros all the same.
 		for _, t := range a.stale {

@@ -28,8 +28,10 @@ type preallocPlan struct {
 // dataRun maps n guest clusters from guest to n host clusters from host.
 type dataRun struct{ guest, host, n uint64 }
 
-// planPrealloc lays out an image of size bytes (a multiple of 512).
-func planPrealloc(g *format.Geometry, size uint64, mode string) (*preallocPlan, error) {
+// planPrealloc lays out an image of size bytes (a multiple of 512);
+// dataFile: its data lies in an external data file (DF2: each cluster in
+// its own place there).
+func planPrealloc(g *format.Geometry, size uint64, mode string, dataFile bool) (*preallocPlan, error) {
 	a := newQemuAlloc(g)
 	p := &preallocPlan{a: a, l2: make([]uint64, g.L1EntriesFor(size))}
 	if n := uint64(len(p.l2)); n > 0 {
@@ -42,7 +44,9 @@ func planPrealloc(g *format.Geometry, size uint64, mode string) (*preallocPlan, 
 		a.wroteBytes(at<<g.ClusterBits + n*format.TableEntrySize)
 	}
 	var err error
-	if mode == PreallocMetadata {
+	if dataFile {
+		err = p.linked(size)
+	} else if mode == PreallocMetadata {
 		err = p.metadata(size)
 	} else {
 		err = p.reserved(size)
@@ -109,6 +113,29 @@ func (p *preallocPlan) metadata(size uint64) error {
 		p.a.wroteBytes(p.cowTo)
 	}
 	p.a.wroteBytes(host<<g.ClusterBits + cur)
+	return nil
+}
+
+// linked is preallocate_co on an image with a data file, for every
+// preallocation mode (qcow2_co_truncate leaves falloc and full to it
+// there, and data_file_raw implies metadata): qcow2_alloc_host_offset
+// allocates nothing but the L2 tables, one after the other as its
+// requests reach them (do_alloc_cluster_offset gives each cluster its
+// own offset in the data file), and the file ends after the last of them
+// (the last request's end is the data file's). With clusters of 512
+// bytes an L2 table that reaches a range no refcount block covers comes
+// before the block, which QEMU places after it (alloc_refcount_block).
+func (p *preallocPlan) linked(size uint64) error {
+	g := p.a.g
+	n := (size + g.ClusterMask) >> g.ClusterBits
+	for gc := uint64(0); gc < n; {
+		k := min(n-gc, g.L2Entries-gc&(g.L2Entries-1))
+		if err := p.ensureL2(gc); err != nil {
+			return err
+		}
+		p.addRun(gc, gc, k)
+		gc += k
+	}
 	return nil
 }
 

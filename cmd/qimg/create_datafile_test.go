@@ -27,6 +27,14 @@ func TestCreate_DataFileLikeQemu(t *testing.T) {
 		{"preallocation=metadata", "1000448"},
 		{"preallocation=full,cluster_size=512", "300k"},
 		{"data_file_raw=on", "0"},
+		// 512-byte clusters: an L2 table that reaches a range no
+		// refcount block covers comes before the block QEMU then
+		// places (qimg put the block first, from 8 MiB on).
+		{"preallocation=metadata,cluster_size=512", "8M"},
+		{"preallocation=falloc,cluster_size=512", "9000k"},
+		{"preallocation=full,cluster_size=512", "64M"},
+		{"data_file_raw=on,cluster_size=512", "20M"},
+		{"data_file_raw=on,preallocation=falloc,cluster_size=512,refcount_bits=64", "3M"},
 	}
 	for _, c := range cases {
 		opts := "data_file=" + data
