@@ -445,6 +445,11 @@ func (im *Image) loadSnapshots(lim *fileLimit) error {
 // openWritable applies the writable-open rules: clear unknown autoclear
 // bits, and rebuild refcounts of a dirty image before the first write.
 func (im *Image) openWritable() error {
+	if im.opts.Repair {
+		if err := im.qemuBitmapsRefusal(); err != nil {
+			return err
+		}
+	}
 	if err := im.bitmapsMaintainable(); err != nil {
 		return err
 	}

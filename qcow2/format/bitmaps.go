@@ -55,12 +55,15 @@ type BitmapEntry struct {
 	At uint64
 }
 
-// Bitmap directory entry flags.
+// Bitmap directory entry flags. BitmapFlagsKnown are the flags QEMU 7.2
+// knows (all others are its BME_RESERVED_FLAGS): the specification's
+// extra_data_compatible (bit 2) is not one of them, and QEMU refuses to
+// open an image with a bitmap that sets it (check_dir_entry).
 const (
 	BitmapInUse         = 1 << 0
 	BitmapAuto          = 1 << 1
 	BitmapExtraDataComp = 1 << 2
-	BitmapFlagsKnown    = BitmapInUse | BitmapAuto | BitmapExtraDataComp
+	BitmapFlagsKnown    = BitmapInUse | BitmapAuto
 )
 
 // BitmapTypeDirty is the only bitmap type: dirty tracking.
