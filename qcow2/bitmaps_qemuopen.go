@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/qring/qring/qcow2/format"
@@ -13,8 +14,11 @@ import (
 // data is not supported") or that check_dir_entry refuses (a flag QEMU
 // does not know, the specification's extra_data_compatible bit 2 too, a
 // type, granularity or table out of its bounds: "Bitmap 'NAME' doesn't
-// satisfy the constraints"). A directory that does not parse is left to
-// the open's own checks.
+// satisfy the constraints"), then, for each bitmap not IN_USE, a table
+// entry with reserved bits set or an unaligned offset
+// (check_table_entry: "Could not read bitmap_table table from image for
+// bitmap 'NAME': Invalid argument"). A directory that does not parse
+// is left to the open's own checks.
 //
 // An open for a repair (check -r) fails with it, as QEMU's does: qimg's
 // plain check reports such a bitmap as a corruption, but a repair would
@@ -56,6 +60,20 @@ func (im *Image) qemuBitmapsRefusal() error {
 			phys > maxBitmapPhys ||
 			(e.Flags&format.BitmapInUse == 0 && im.hdr.Size > (phys*8)<<e.GranularityBits) {
 			return refuse(e, fmt.Sprintf("Bitmap '%s' doesn't satisfy the constraints", e.Name))
+		}
+	}
+	for _, e := range bms {
+		if e.Flags&format.BitmapInUse != 0 {
+			continue
+		}
+		tb := make([]byte, uint64(e.TableSize)*format.TableEntrySize)
+		if err := im.readAtLocked(tb, e.TableOffset); err != nil {
+			return nil // the open's own checks
+		}
+		for i := uint64(0); i < uint64(e.TableSize); i++ {
+			if _, err := format.BitmapDataCluster(binary.BigEndian.Uint64(tb[i*8:]), &im.g); err != nil {
+				return refuse(e, fmt.Sprintf("Could not read bitmap_table table from image for bitmap '%s': Invalid argument", e.Name))
+			}
 		}
 	}
 	return nil

@@ -77,6 +77,38 @@ func TestCheck_BitmapReservedFlagLikeQemu(t *testing.T) {
 	}
 }
 
+// TestCheck_BitmapTableEntryDamagedLikeQemu: a bitmap table entry with
+// reserved bits set (low or high) or an unaligned offset makes QEMU
+// 7.2 refuse every open ("Could not read bitmap_table table from image
+// for bitmap 'bm': Invalid argument"). qimg's check -r leaks and -r all
+// repaired the image's leaks all the same; now they fail as qemu-img's,
+// in its words, and leave the image as it was. The plain check reports
+// the entry as a corruption (exit 2; qemu-img cannot open it, exit 1).
+func TestCheck_BitmapTableEntryDamagedLikeQemu(t *testing.T) {
+	testkit.NeedQemu(t)
+	d := t.TempDir() // damaged on purpose: not checked at the end
+	for _, c := range []struct {
+		name  string
+		entry uint64
+		want  string
+	}{
+		{"reserved low", 0x2, "reserved bits set"},
+		{"reserved high", 1 << 56, "reserved bits set"},
+		{"unaligned", 0x10200, "data cluster not aligned"},
+	} {
+		for _, leak := range []bool{false, true} {
+			b := bitmapRefusedImage(t, filepath.Join(d, "t.qcow2"), nil, c.entry, leak)
+			for _, mode := range [][]string{{"-r", "leaks"}, {"-r", "all"}} {
+				compareRefusedCheck(t, d, b, fmt.Sprintf("%s, leak %v", c.name, leak), mode)
+			}
+			ours, _ := twoCopies(t, d, b)
+			if _, e, code := runQ(t, "check", ours); code != 2 || !strings.Contains(e, "ERROR bitmaps") || !strings.Contains(e, c.want) {
+				t.Errorf("%s, leak %v: check: exit %d\n%s", c.name, leak, code, e)
+			}
+		}
+	}
+}
+
 // compareRefusedCheck runs check with mode on two copies of the image
 // b, by qimg and by qemu-img: the same words (qimg's program name
 // aside), exit code and image bytes after, and qemu-img's is a refusal.
