@@ -59,7 +59,11 @@ func TestCreate_OptionsLikeQemu(t *testing.T) {
 		if code == 0 && qcode == 0 {
 			oi := testkit.MustRun(t, "qemu-img", "info", ours)
 			ti := strings.ReplaceAll(testkit.MustRun(t, "qemu-img", "info", theirs), theirs, ours)
-			if strip := func(s string) string { return s[strings.Index(s, "file format"):] }; strip(oi) != strip(ti) {
+			// The disk size is the file system's count of blocks, which
+			// another test's files beside it can make one block more
+			// (196 KiB against 200 KiB, seen twice under load): the
+			// options are what this compares.
+			if strip := func(s string) string { return dropLine(s[strings.Index(s, "file format"):], "disk size:") }; strip(oi) != strip(ti) {
 				t.Errorf("create -o %s: qemu-img info\nours:\n%s\nqemu-img's:\n%s", o, oi, ti)
 			}
 			testkit.QemuCheck(t, ours)
