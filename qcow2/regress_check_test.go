@@ -87,19 +87,10 @@ func TestRegress_CheckRefuses_RefblockOnData(t *testing.T) {
 // block 1 is outside image"; the file is sparse there), and rebuilds
 // the refcount structures: no longer than the block's end.
 func TestCheck_RebuildsRefblockOutside(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(t.TempDir(), "o.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := binary.BigEndian.Uint64(b[48:])
-	binary.BigEndian.PutUint64(b[rt+8:], 100<<20) // reftable[1] -> 100 MiB, past the end
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p, b := patchedQemuImage(t, "write -P 1 0 1M", func(b []byte) {
+		rt := binary.BigEndian.Uint64(b[48:])
+		binary.BigEndian.PutUint64(b[rt+8:], 100<<20) // reftable[1] -> 100 MiB, past the end
+	})
 	c := filepath.Join(t.TempDir(), "c.qcow2")
 	if err := os.WriteFile(c, b, 0o644); err != nil {
 		t.Fatal(err)
@@ -122,22 +113,13 @@ func TestCheck_RebuildsRefblockOutside(t *testing.T) {
 // 7 MiB and read otherwise to qemu-img check (review). The growth waits
 // for a rebuild that will happen: the file is left as it was.
 func TestCheck_RefusedRebuildDoesNotGrow(t *testing.T) {
-	testkit.NeedQemu(t)
-	p := filepath.Join(t.TempDir(), "o.qcow2")
-	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
-	testkit.MustRun(t, "qemu-io", "-c", "write -P 0x5a 0 3M", p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := binary.BigEndian.Uint64(b[48:])
-	binary.BigEndian.PutUint64(b[rt+8:], 0xa00000) // reftable[1] -> 10 MiB, past the end
-	l1 := binary.BigEndian.Uint64(b[40:])
-	l2 := binary.BigEndian.Uint64(b[l1:]) &^ (1 << 63)
-	binary.BigEndian.PutUint64(b[l2+16:], 1<<63|0x800000) // guest cluster 2 -> 8 MiB, past the end
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p, b := patchedQemuImage(t, "write -P 0x5a 0 3M", func(b []byte) {
+		rt := binary.BigEndian.Uint64(b[48:])
+		binary.BigEndian.PutUint64(b[rt+8:], 0xa00000) // reftable[1] -> 10 MiB, past the end
+		l1 := binary.BigEndian.Uint64(b[40:])
+		l2 := binary.BigEndian.Uint64(b[l1:]) &^ (1 << 63)
+		binary.BigEndian.PutUint64(b[l2+16:], 1<<63|0x800000) // guest cluster 2 -> 8 MiB, past the end
+	})
 	r, err := checkFile(t, p, RepairAll)
 	if err != nil || r.CorruptionsFixed != 0 || r.Corruptions == 0 {
 		t.Errorf("-r all: %v, %d corruptions (%d fixed), want a refusal fixing nothing", err, r.Corruptions, r.CorruptionsFixed)
@@ -149,6 +131,26 @@ func TestCheck_RefusedRebuildDoesNotGrow(t *testing.T) {
 	if len(after) != len(b) {
 		t.Errorf("the refused repair changed the file's length from %d to %d", len(b), len(after))
 	}
+}
+
+// patchedQemuImage is a 64 MiB qcow2 image qemu-img created and qemu-io
+// wrote (write, a qemu-io command), its bytes then changed by patch; it
+// returns the path and the bytes written there.
+func patchedQemuImage(t *testing.T, write string, patch func(b []byte)) (string, []byte) {
+	t.Helper()
+	testkit.NeedQemu(t)
+	p := filepath.Join(t.TempDir(), "o.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", p, "64M")
+	testkit.MustRun(t, "qemu-io", "-c", write, p)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch(b)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, b
 }
 
 // checkFile opens the image at p (read-only without repair, else for
