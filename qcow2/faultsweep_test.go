@@ -19,7 +19,6 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
-	"github.com/qring/qring/internal/invariants"
 	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
@@ -743,6 +742,10 @@ func runSweep(t *testing.T, wls []sweepWorkload) {
 		st.runs, st.faults, st.reopens, st.qemuRuns, st.openFaults, st.recovered, st.swallowed)
 }
 
+// sweepRetries is how many times a fault point a run ended before is run
+// again (sweepOne).
+const sweepRetries = 3
+
 // sweepGiveUp is how many failing fault points end a sweep (one workload
 // and fault kind) early.
 const sweepGiveUp = 3
@@ -778,13 +781,22 @@ func sweepOne(tb testing.TB, wl sweepWorkload, k sweepKind, seed uint64, st *swe
 	for n, i := range idx {
 		errs := t.errors()
 		ops, fired := sweepRunOnce(t, wl, k, i, rng, st, n%sweepQemuEvery == 0)
+		// A run may end sooner than the counting run: the clean-table
+		// cache (ristretto, cache/doc.go) may drop or evict a table at
+		// any time, so a run reads a table again or does not (the
+		// reftable-growth workload: 1036 to 1040 ops in clean runs),
+		// and the random full check at flush of the invariants build
+		// loads tables through the caches. A point past the run's end
+		// is run again, up to sweepRetries times; one still past it is
+		// logged. A run that passed the point and did not fail it is
+		// an injector error.
+		for try := 0; !fired && i < total && ops <= i && try < sweepRetries; try++ {
+			ops, fired = sweepRunOnce(t, wl, k, i, rng, st, false)
+		}
 		if !fired {
 			switch {
-			case i < total && invariants.Enabled:
-				// The random full check at flush (invariants build)
-				// loads tables through the caches, so runs differ in
-				// op count; a point past a shorter run is no error.
-				t.Logf("fault at op %d of %d did not fire (ops %d; invariants build)", i, total, ops)
+			case i < total && ops <= i:
+				t.Logf("fault at op %d of %d did not fire: the run ended before it (ops %d)", i, total, ops)
 			case i < total:
 				t.Errorf("fault at op %d of %d did not fire (ops %d)", i, total, ops)
 			}
