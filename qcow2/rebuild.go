@@ -181,7 +181,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 			format.SetRefcount(blk, g.RefcountOrder, i, uint64(counts[base+i]))
 		}
 		if err := im.writeMeta(alignedCopy(blk, im.memAlign), table[r]); err != nil {
-			return err
+			return amendStep(check, "Failed to write refblock", err)
 		}
 	}
 	tb := make([]byte, nt*cs)
@@ -190,10 +190,10 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 	}
 	tableOff := g.HostClusterOff(p.tableAt)
 	if err := im.writeMeta(alignedCopy(tb, im.memAlign), tableOff); err != nil {
-		return err
+		return amendStep(check, "Failed to write the new reftable", err)
 	}
 	if err := im.dev.Flush(); err != nil {
-		return err
+		return amendStep(check, "Failed to flush the refblock cache", err)
 	}
 	im.event(EvRebuild)
 	// The same header write clears the dirty bit: the new refcounts are
@@ -240,7 +240,7 @@ func (im *Image) rebuildRefcountsLocked(counts []uint32, order uint32, check boo
 		im.hdr.AutoclearFeatures, im.bitmapsKept = oldAuto, oldKept
 		im.syncState()
 		im.loseWritesLocked(err)
-		return err
+		return amendStep(check, "Failed to update the qcow2 header", err)
 	}
 	if keepDirty {
 		im.dirtySet = true // on disk still; dirtyKept as it was
@@ -523,4 +523,14 @@ func maxRefcount(order uint32) uint64 {
 		return ^uint64(0)
 	}
 	return 1<<(uint64(1)<<order) - 1
+}
+
+// amendStep is err, for a change of the refcount width (not a Check's
+// rebuild), as the StepError QEMU's qcow2_change_refcount_order names
+// the step with ("Failed to write refblock: No space left on device").
+func amendStep(check bool, step string, err error) error {
+	if check {
+		return err
+	}
+	return &StepError{Step: step, Err: err}
 }

@@ -151,6 +151,8 @@ func TestNoSpace_MessagesLikeQemu(t *testing.T) {
 		{0, []string{"dd", "-O", "qcow2", "if=IMG", "of=DIR/out.qcow2"}},
 		{0, []string{"resize", "IMG", "100G"}},
 		{0, []string{"snapshot", "-c", "s1", "IMG"}},
+		{0, []string{"amend", "-o", "refcount_bits=64", "IMG"}},
+		{0, []string{"amend", "-o", "refcount_bits=1", "IMG"}},
 	} {
 		theirs, ours := runNearlyFull(t, false, c.free, c.args...)
 		if theirs.code == 0 {
