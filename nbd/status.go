@@ -16,18 +16,30 @@ const maxDescriptors = 1 << 16
 const maxMerged = 1<<32 - 1<<20
 
 // statusCost is what a BLOCK_STATUS reply to r may hold in memory: per
-// selected context a chunk header and up to maxDescriptors descriptors
+// selected context a chunk header and up to statusDescriptors descriptors
 // of 8 bytes, no more than one per byte of the range, one with REQ_ONE;
 // counted twice, for the slack of a growing slice. The reader takes it
 // from the connection's budget like a READ's buffer (conn.transmit), so
 // a client that sends status requests without reading the replies stops
 // being read instead of growing the server's memory.
 func (c *conn) statusCost(r *request) int64 {
-	d := int64(min(r.len, maxDescriptors))
+	d := int64(min(r.len, uint32(c.statusDescriptors())))
 	if r.flags&cmdFlagReqOne != 0 {
 		d = 1
 	}
 	return int64(len(c.meta)) * 2 * (20 + 4 + 8*d)
+}
+
+// statusDescriptors bounds the descriptors of each chunk of a
+// BLOCK_STATUS reply: maxDescriptors, fewer when so many contexts are
+// selected (dirty bitmaps: up to MaxBitmaps of them) that the reply's
+// worst case (statusCost) would not fit the smallest budget a connection
+// has (MaxPayload). A request that costs more than the whole budget
+// would wait for it for ever: the reader stopped, and with it the
+// connection and Server.Shutdown.
+func (c *conn) statusDescriptors() int {
+	per := MaxPayload / int64(2*max(1, len(c.meta))) // a context's share of the cost
+	return int(max(1, min(maxDescriptors, (per-20-4)/8)))
 }
 
 // blockStatus is NBD_CMD_BLOCK_STATUS: one NBD_REPLY_TYPE_BLOCK_STATUS
@@ -58,6 +70,7 @@ func (c *conn) blockStatus(r *request) bool {
 	// qemu-nbd's (its extent arrays of one); shut counts the contexts
 	// whose descriptor ended.
 	one := r.flags&cmdFlagReqOne != 0
+	most := c.statusDescriptors()
 	ended := make([]bool, len(cs))
 	shut := 0
 	for pos := off; pos < end; {
@@ -89,7 +102,7 @@ func (c *conn) blockStatus(r *request) bool {
 				x.n, x.flags = e.Len, f
 				x.count++
 			}
-			full = full || x.count >= maxDescriptors
+			full = full || x.count >= most
 		}
 		pos += e.Len
 		if full || one && shut == len(cs) {
