@@ -57,14 +57,28 @@ var commandNotes = map[string]string{
 	"check": "-r all rebuilds the refcount structures when they cannot be trusted, as\n" +
 		"qemu-img, but changes nothing (exit 1) where references lie past the end of\n" +
 		"the file or tables other than the refcount structures are damaged\n" +
-		"(qemu-img rebuilds or repairs around the damage).\n",
+		"(qemu-img rebuilds or repairs around the damage). Refcounts left past the\n" +
+		"end of the file are reported as leaks, and -r leaks clears them (qemu-img\n" +
+		"does not look there).\n",
+	"snapshot": "Snapshots carry no VM state. Applying one taken at another disk size first\n" +
+		"resizes the image to it, as QEMU does.\n",
+	"resize": "--preallocation of a qcow2 image with a backing file or encryption is\n" +
+		"refused (qemu-img preallocates there; its falloc and full ranges of an\n" +
+		"encrypted image read as garbage).\n",
+	"amend": "-o compat=0.10 gives a snapshot's preallocated zero cluster a new cluster\n" +
+		"of zeros (qemu-img 7.2 writes zeros over the old one, which another\n" +
+		"snapshot may still use), and refuses a zstd image whose only compressed\n" +
+		"clusters are in a snapshot (qemu-img 7.2 downgrades it).\n",
+	"bench": "-i native and -n (Linux AIO) are not supported: io_uring (the default) or\n" +
+		"threads. qbench runs the same workload with latency percentiles and engine\n" +
+		"counters.\n",
 	"map": "--output=json prints QEMU 8.2's layout: a \"compressed\" key after \"data\" in\n" +
 		"each entry (qemu-img 7.2 has none).\n",
 	"info": "--backing-chain prints every image of the chain (a JSON array with\n" +
 		"--output=json). --metrics adds the engine's cache and counters (qring only).\n",
 	"io": "-i io_uring fails where no ring can be set up (\"Unable to use io_uring\");\n" +
 		"without -i, io_uring is used if it works and threads otherwise. native\n" +
-		"(Linux AIO) is not supported.\n",
+		"(Linux AIO) is not supported.\nWithout -c, commands are read from stdin, one a line, after qemu-io's prompt;\nwithout FILE, the open command opens an image.\n",
 }
 
 // isHelpOption reports whether a -o argument asks for the option list

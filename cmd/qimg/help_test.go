@@ -81,3 +81,18 @@ func TestCreate_OptionsHelpLikeQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp_DifferencesNoted: the commands the README lists as differing
+// deliberately from qemu-img say so in their --help.
+func TestHelp_DifferencesNoted(t *testing.T) {
+	for name, want := range map[string]string{
+		"create": "qemu-img's default is raw", "map": "QEMU 8.2's layout",
+		"convert": "is refused", "compare": "NBD export's holes", "info": "--metrics",
+		"io": "native", "bench": "native", "check": "past the\nend of the file",
+		"snapshot": "no VM state", "resize": "--preallocation", "amend": "compat=0.10",
+	} {
+		if out := mustQ(t, name, "--help"); !strings.Contains(out, want) {
+			t.Errorf("qimg %s --help does not say %q:\n%s", name, want, out)
+		}
+	}
+}

@@ -71,7 +71,7 @@ func init() {
 		"map":      {runMap, "[-f fmt] [--start-offset=OFFSET] [--max-length=LEN] [--output=human|json] [-U] [-o engine_options] [--object ...] [--image-opts] FILE"},
 		"compare":  {runCompare, "[-f fmt] [-F fmt] [-s] [-p] [-q] [-T cache] [-U] [--object ...] [--image-opts] FILE1 FILE2"},
 		"convert":  {runConvert, "[--object ...] [--image-opts | -f fmt] [-O fmt] [-o options | -n [--target-is-zero] [--target-image-opts]] [-B backing_file -F backing_fmt] [-c | -C] [-S size] [-r rate] [-l snapshot_param] [--salvage] [--bitmaps [--skip-broken-bitmaps]] [-p] [-q] [-U] [-m num_coroutines] [-W] [-t cache] [-T cache] IN [IN...] OUT"},
-		"io":       {runIO, "[-f fmt] [-t cache] [-i aio] [-d discard] [-r] [-s] [-C] [-U] [-o engine_options] [--object ...] [--image-opts] FILE|json:{...} -c CMD [-c CMD ...]"},
+		"io":       {runIO, "[-f fmt] [-t cache] [-n] [-i aio] [-d discard] [-r] [-s] [-C] [-U] [-o engine_options] [--object ...] [--image-opts] [-c CMD]... [FILE|json:{...}]"},
 		"resize":   {runResize, "[-f fmt] [--preallocation=off|metadata|falloc|full] [-q] [--shrink] [--object ...] [--image-opts] FILE [+|-]SIZE"},
 		"rebase":   {runRebase, "[-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] -b BACKING [-F backing_fmt] [--object ...] [--image-opts] FILE"},
 		"commit":   {runCommit, "[-f fmt] [-t cache] [-b base] [-r rate] [-d] [-p] [-q] [--object ...] [--image-opts] FILE"},
