@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/qring/qring/internal/cnum"
 	"github.com/qring/qring/internal/imgopen"
@@ -379,9 +380,15 @@ func doAmend(r *amendRequest) error {
 		}
 		if err == nil {
 			err = im.ExpandZeroClusters()
-		}
-		if err == nil {
-			err = im.ExpandSnapshotZeroClusters()
+			if err == nil {
+				err = im.ExpandSnapshotZeroClusters()
+			}
+			var en syscall.Errno
+			if errors.As(err, &en) {
+				// As QEMU's qcow2_downgrade: the step and the
+				// errno, not the request that failed.
+				err = fmt.Errorf("Failed to turn zero into data clusters: %s", strerror(err))
+			}
 		}
 	}
 	if cerr := img.Close(); err == nil {

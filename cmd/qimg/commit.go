@@ -306,7 +306,10 @@ func makeEmpty(spec imgopen.Spec) error {
 		err = trimFile(spec)
 	}
 	if err != nil {
-		return fmt.Errorf("Could not empty %s: %w", spec.Path, err)
+		// QEMU's bdrv_make_empty: the step and the errno
+		// ("Failed to empty top.qcow2: No space left on device"),
+		// not the request or the table that failed.
+		return fmt.Errorf("Failed to empty %s: %s", spec.Path, strerror(err))
 	}
 	return nil
 }

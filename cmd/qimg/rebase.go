@@ -229,7 +229,8 @@ func rebaseCopy(im *qcow2.Image, r *rebaseRequest) error {
 			}
 		}
 		if err := writeDiffering(w, off, ob, nbuf, zeroing && off >= osize); err != nil {
-			return err
+			// qemu-img's words: the step and the errno.
+			return fmt.Errorf("Error while writing to COW image: %s", strerror(err))
 		}
 		off += n
 		if r.progress != nil {
