@@ -609,11 +609,35 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 		}
 		for _, r := range runs {
 			if err := reserveData(im.dev, r.off, r.end, mode); err != nil {
-				return err
+				return &reserveError{mode: mode, err: err}
 			}
 		}
 	}
 	return im.flushLocked()
+}
+
+// reserveError is a failure of preallocateLocked to give the data
+// clusters their space (reserveData), worded as its cause: a growth
+// names it as QEMU's qcow2_co_truncate names the file driver's
+// truncate with the mode (preallocStep).
+type reserveError struct {
+	mode string
+	err  error
+}
+
+func (e *reserveError) Error() string { return e.err.Error() }
+func (e *reserveError) Unwrap() error { return e.err }
+
+// preallocStep is the StepError of a growth whose preallocation failed
+// to give the data clusters their space: QEMU's words ("Failed to resize
+// underlying file: " and its file driver's step), as qemu-img resize
+// --preallocation=full|falloc says them on a full file system.
+func (e *reserveError) preallocStep() *StepError {
+	step := "Could not preallocate new data"
+	if e.mode == PreallocFull {
+		step = "Could not write zeros for preallocation"
+	}
+	return &StepError{Step: "Failed to resize underlying file: " + step, Err: e.err}
 }
 
 // unlinkPrealloc takes back the entries a failed preallocateLocked set

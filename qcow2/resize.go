@@ -215,6 +215,9 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 			im.freeIdx = 0
 		}
 		im.mu.Unlock()
+		if re := (*reserveError)(nil); errors.As(err, &re) {
+			return re.preallocStep()
+		}
 		if err != nil {
 			return fmt.Errorf("qcow2: preallocating the grown range: %w", err)
 		}

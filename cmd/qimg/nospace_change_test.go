@@ -20,7 +20,11 @@ import (
 // ..."), and named a cache's table where a commit failed to empty the
 // image it committed ("Could not empty IMG: cache l2: table at 0x370000:
 // No space left on device" for "Failed to empty IMG: No space left on
-// device"). Each tool runs on its own small tmpfs, filled after the
+// device"), and a growth that preallocates its new range (full, falloc)
+// only "qcow2: preallocating the grown range: No space left on device"
+// for "Failed to resize underlying file: Could not write zeros for
+// preallocation: ..." ("Could not preallocate new data" for falloc).
+// Each tool runs on its own small tmpfs, filled after the
 // images are made (the commit's base lies outside it: the copy into it
 // succeeds, the emptying of the image, whose tables a snapshot shares,
 // does not).
@@ -32,6 +36,7 @@ func TestNoSpace_ChangeMessagesLikeQemu(t *testing.T) {
 		args []string
 		want string   // qemu-img's stderr, without its prefix, DIR for the mount point
 		read []string // qemu-io reads of DIR/top.qcow2 that pass before and after
+		free int64    // the bytes left free
 	}{
 		{
 			name: "commit empties",
@@ -74,6 +79,22 @@ func TestNoSpace_ChangeMessagesLikeQemu(t *testing.T) {
 			want: "Failed to turn zero into data clusters: No space left on device",
 			read: []string{"read -P 0 0 4M"},
 		},
+		{
+			name: "resize full",
+			prep: prepNoSpaceGrow,
+			args: []string{"resize", "--preallocation=full", "DIR/top.qcow2", "200M"},
+			want: "Failed to resize underlying file: Could not write zeros for preallocation: No space left on device",
+			read: []string{"read -P 1 0 1M", "read -P 2 100M 1M"},
+			free: 64 << 10,
+		},
+		{
+			name: "resize falloc",
+			prep: prepNoSpaceGrow,
+			args: []string{"resize", "--preallocation=falloc", "DIR/top.qcow2", "200M"},
+			want: "Failed to resize underlying file: Could not preallocate new data: No space left on device",
+			read: []string{"read -P 1 0 1M", "read -P 2 100M 1M"},
+			free: 64 << 10,
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, tool := range []string{"qemu-img", "qimg"} {
@@ -88,7 +109,7 @@ func TestNoSpace_ChangeMessagesLikeQemu(t *testing.T) {
 					}
 				}
 				reads("before")
-				looptest.FillFS(t, dir, 0)
+				looptest.FillFS(t, dir, c.free)
 				args := make([]string, len(c.args))
 				for i, a := range c.args {
 					args[i] = strings.ReplaceAll(a, "DIR", dir)
@@ -114,6 +135,14 @@ func TestNoSpace_ChangeMessagesLikeQemu(t *testing.T) {
 			}
 		})
 	}
+}
+
+// prepNoSpaceGrow makes DIR/top.qcow2, 128 MiB with data at 0 and 100M,
+// for a growth that preallocates.
+func prepNoSpaceGrow(t *testing.T, dir, _ string) {
+	top := filepath.Join(dir, "top.qcow2")
+	testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", top, "128M")
+	testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", "-c", "write -P 2 100M 1M", top)
 }
 
 // exists reports whether a file is at p.
