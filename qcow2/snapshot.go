@@ -524,7 +524,8 @@ func (im *Image) deleteSnapshotLocked(i int, sn format.Snapshot) error {
 	snaps := append(append([]format.Snapshot(nil), im.snapshots[:i]...), im.snapshots[i+1:]...)
 	// Q3: the snapshot is durably gone before its references drop.
 	if err := im.writeSnapshotTableLocked(snaps); err != nil {
-		return err
+		// QEMU's qcow2_snapshot_delete names this step.
+		return &StepError{Step: "Failed to remove snapshot from snapshot list", Err: err}
 	}
 	// A read still in the data gate may have found a cluster that only
 	// the snapshot keeps now (the active tree replaced it since): one

@@ -23,7 +23,10 @@ import (
 // device"), and a growth that preallocates its new range (full, falloc)
 // only "qcow2: preallocating the grown range: No space left on device"
 // for "Failed to resize underlying file: Could not write zeros for
-// preallocation: ..." ("Could not preallocate new data" for falloc).
+// preallocation: ..." ("Could not preallocate new data" for falloc),
+// and a snapshot -d that could not write the new snapshot table only the
+// errno ("Could not delete snapshot 's1': No space left on device", where
+// qemu-img names "Failed to remove snapshot from snapshot list").
 // Each tool runs on its own small tmpfs, filled after the
 // images are made (the commit's base lies outside it: the copy into it
 // succeeds, the emptying of the image, whose tables a snapshot shares,
@@ -94,6 +97,23 @@ func TestNoSpace_ChangeMessagesLikeQemu(t *testing.T) {
 			want: "Failed to resize underlying file: Could not preallocate new data: No space left on device",
 			read: []string{"read -P 1 0 1M", "read -P 2 100M 1M"},
 			free: 64 << 10,
+		},
+		{
+			name: "snapshot delete",
+			prep: func(t *testing.T, dir, _ string) {
+				// The clusters the older tables held are taken by the
+				// last write: the new table needs one past the end.
+				top := filepath.Join(dir, "top.qcow2")
+				testkit.MustRun(t, "qemu-img", "create", "-q", "-f", "qcow2", top, "128M")
+				testkit.MustRun(t, "qemu-io", "-c", "write -P 1 0 1M", top)
+				for _, s := range []string{"s1", "s2", "s3"} {
+					testkit.MustRun(t, "qemu-img", "snapshot", "-c", s, top)
+				}
+				testkit.MustRun(t, "qemu-io", "-c", "write -P 4 32M 4M", "-c", "write -P 5 0 4k", top)
+			},
+			args: []string{"snapshot", "-d", "s1", "DIR/top.qcow2"},
+			want: "Could not delete snapshot 's1': Failed to remove snapshot from snapshot list: No space left on device",
+			read: []string{"read -P 5 0 4k", "read -P 1 4k 1020k", "read -P 4 32M 4M"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
