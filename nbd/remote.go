@@ -349,8 +349,14 @@ func (h *handshaker) setMeta() error {
 // goOption opens the export with NBD_OPT_GO, or with EXPORT_NAME when
 // the server does not know GO.
 func (h *handshaker) goOption() error {
+	// NBD_INFO_BLOCK_SIZE asked for, as QEMU's client asks
+	// (nbd_opt_info_or_go with request_sizes): a server with a minimum
+	// block size may refuse a client that does not ask (section "Block
+	// size constraints", NBD_REP_ERR_BLOCK_SIZE_REQD), and one that asks
+	// keeps to the minimum (remote_align.go).
 	data := appendString32(nil, h.export)
-	data = binary.BigEndian.AppendUint16(data, 0) // no information requests
+	data = binary.BigEndian.AppendUint16(data, 1)
+	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
 	if err := h.sendOption(optGo, data); err != nil {
 		return err
 	}
@@ -364,6 +370,11 @@ func (h *handshaker) goOption() error {
 		case repAck:
 			if !haveExport {
 				return &ProtocolError{"NBD_OPT_GO acknowledged without the export's size"}
+			}
+			if h.minBlock > 1 && h.size%int64(h.minBlock) != 0 {
+				// Its tail could not be reached by aligned requests
+				// (QEMU's words; it checks in either order of the two).
+				return &ProtocolError{fmt.Sprintf("export size %d is not multiple of minimum block size %d", h.size, h.minBlock)}
 			}
 			return nil
 		case repInfo:
@@ -383,7 +394,7 @@ func (h *handshaker) goOption() error {
 				if len(d) != 14 {
 					return &ProtocolError{"NBD_INFO_BLOCK_SIZE of the wrong length"}
 				}
-				if err := h.setBlockSize(binary.BigEndian.Uint32(d[2:6]), binary.BigEndian.Uint32(d[10:14])); err != nil {
+				if err := h.setBlockSize(binary.BigEndian.Uint32(d[2:6]), binary.BigEndian.Uint32(d[6:10]), binary.BigEndian.Uint32(d[10:14])); err != nil {
 					return err
 				}
 			}
@@ -449,15 +460,24 @@ func (h *handshaker) setExport(size uint64, flags uint16) error {
 }
 
 // setBlockSize takes the server's constraints (section "Block size
-// constraints"): requests stay within its maximum payload.
-func (h *handshaker) setBlockSize(minimum, maximum uint32) error {
-	if minimum == 0 || minimum > 64<<10 || minimum&(minimum-1) != 0 || maximum < minimum {
-		return &ProtocolError{fmt.Sprintf("block sizes %d..%d not allowed", minimum, maximum)}
+// constraints"), checked as QEMU's client checks them, in its words:
+// every request is then aligned to the minimum (remote_align.go), and
+// READ and WRITE payloads stay within the maximum. A minimum over 64 KiB
+// (the spec's bound) is refused too: a read-modify-write holds a block.
+func (h *handshaker) setBlockSize(minimum, preferred, maximum uint32) error {
+	switch {
+	case minimum == 0 || minimum&(minimum-1) != 0:
+		return &ProtocolError{fmt.Sprintf("server minimum block size %d is not a power of two", minimum)}
+	case minimum > 64<<10:
+		return &ProtocolError{fmt.Sprintf("server minimum block size %d is over 64 KiB", minimum)}
+	case preferred == 0 || preferred&(preferred-1) != 0 || preferred < minimum:
+		return &ProtocolError{fmt.Sprintf("server preferred block size %d is not valid", preferred)}
+	case maximum < minimum:
+		return &ProtocolError{fmt.Sprintf("server maximum block size %d is not valid", maximum)}
 	}
 	h.minBlock = minimum
-	if maximum < h.maxPayload {
-		h.maxPayload = maximum - maximum%minimum
-	}
+	h.maxPayload = min(MaxPayload, maximum)
+	h.maxPayload -= h.maxPayload % minimum
 	return nil
 }
 
@@ -498,6 +518,11 @@ type Client struct {
 	readOnly   bool
 
 	wmu sync.Mutex // one request on the wire at a time
+	// rmw orders writes against read-modify-writes when the server has
+	// a minimum block size (remote_align.go): aligned writes, zeroes and
+	// trims hold it shared, a read-modify-write exclusively, so that no
+	// write lands in a block between its read and its write back.
+	rmw sync.RWMutex
 
 	mu      sync.Mutex
 	pending map[uint64]*call

@@ -432,7 +432,8 @@ func opErr(op string, off, n int64, err error) error {
 }
 
 // Readv reads bufs from off; bytes past the export's end read as zeros
-// (B2).
+// (B2). Under a server's minimum block size the partial blocks at the
+// edges are read whole and copied (readAligned).
 func (c *Client) Readv(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	if err := block.CheckRange(off, n); err != nil {
@@ -443,8 +444,14 @@ func (c *Client) Readv(off int64, bufs [][]byte) error {
 	}
 	in := max(0, min(n, c.size-off))
 	zeroVec(bufs, in, n-in)
-	for at := int64(0); at < in; {
-		m := min(in-at, int64(c.maxPayload))
+	return c.readAligned(off, in, bufs)
+}
+
+// readChunks reads [off, off+n) into bufs, aligned, in requests of at
+// most the server's maximum payload.
+func (c *Client) readChunks(off, n int64, bufs [][]byte) error {
+	for at := int64(0); at < n; {
+		m := min(n-at, int64(c.maxPayload))
 		if _, err := c.do(cmdRead, 0, off+at, uint32(m), nil, subVec(bufs, at, m)); err != nil {
 			return opErr("nbd read", off+at, m, err)
 		}
@@ -472,12 +479,20 @@ func (c *Client) writable(off, n int64) error {
 }
 
 // Writev writes bufs at off; the export cannot grow, so a write past its
-// end fails with ENOSPC.
+// end fails with ENOSPC. Under a server's minimum block size a partial
+// block is read, patched and written whole (writeAligned).
 func (c *Client) Writev(off int64, bufs [][]byte) error {
 	n := block.VecLen(bufs)
 	if err := c.writable(off, n); err != nil {
 		return err
 	}
+	return c.writeAligned(off, n, func(at int64, blk []byte) { copyFromVec(blk, bufs, at) },
+		func(p, at, m int64) error { return c.writeChunks(p, m, subVec(bufs, at, m)) })
+}
+
+// writeChunks writes bufs at off, aligned, in requests of at most the
+// server's maximum payload.
+func (c *Client) writeChunks(off, n int64, bufs [][]byte) error {
 	for at := int64(0); at < n; {
 		m := min(n-at, int64(c.maxPayload))
 		if _, err := c.do(cmdWrite, 0, off+at, uint32(m), subVec(bufs, at, m), nil); err != nil {
@@ -488,13 +503,17 @@ func (c *Client) Writev(off int64, bufs [][]byte) error {
 	return nil
 }
 
-// maxZero is the longest WRITE_ZEROES or TRIM sent at once.
+// maxZero is the longest WRITE_ZEROES, TRIM or BLOCK_STATUS sent at
+// once: a multiple of every minimum block size.
 const maxZero = 1 << 30
 
 // WriteZeroes zeroes [off, off+n): NBD_CMD_WRITE_ZEROES, with NO_HOLE
 // unless flags have MayUnmap and FAST_ZERO for Allocate (B3: the server
 // refuses it with ENOTSUP when it cannot zero fast); without the
-// command, zero buffers are written, unless Allocate forbids it.
+// command, zero buffers are written, unless Allocate forbids it. Under a
+// server's minimum block size, partial blocks at the edges are written
+// as data (read-modify-write), and Allocate refuses a range that has
+// them (B3, Caps.Align).
 func (c *Client) WriteZeroes(off, n int64, flags block.Flags) error {
 	if flags&^(block.Allocate|block.MayUnmap) != 0 {
 		return block.ErrNotSupported
@@ -513,11 +532,17 @@ func (c *Client) WriteZeroes(off, n int64, flags block.Flags) error {
 		nf |= cmdFlagNoHole
 	}
 	if flags&block.Allocate != 0 {
-		if c.flags&FlagSendFastZero == 0 {
+		if c.flags&FlagSendFastZero == 0 || !c.aligned(off, n) {
 			return block.ErrNotSupported
 		}
 		nf |= cmdFlagFastZero
 	}
+	return c.writeAligned(off, n, func(_ int64, blk []byte) { clear(blk) },
+		func(p, _, m int64) error { return c.zeroChunks(p, m, nf) })
+}
+
+// zeroChunks is WRITE_ZEROES over [off, off+n), aligned.
+func (c *Client) zeroChunks(off, n int64, nf uint16) error {
 	for at := int64(0); at < n; {
 		m := min(n-at, maxZero)
 		if _, err := c.do(cmdWriteZeroes, nf, off+at, uint32(m), nil, nil); err != nil {
@@ -541,7 +566,8 @@ func (c *Client) writeZeroBuffers(off, n int64) error {
 }
 
 // Discard is NBD_CMD_TRIM; a server without it is not asked (a discard
-// promises nothing).
+// promises nothing), and under a server's minimum block size only the
+// whole blocks of the range are, as QEMU's block layer trims them.
 func (c *Client) Discard(off, n int64) error {
 	if err := c.writable(off, n); err != nil {
 		return err
@@ -549,10 +575,19 @@ func (c *Client) Discard(off, n int64) error {
 	if c.flags&FlagSendTrim == 0 {
 		return nil
 	}
-	for at := int64(0); at < n; {
-		m := min(n-at, maxZero)
-		if _, err := c.do(cmdTrim, 0, off+at, uint32(m), nil, nil); err != nil {
-			return opErr("nbd trim", off+at, m, err)
+	a := c.align()
+	start, end := alignUp(off, a), alignDown(off+n, a)
+	if start >= end {
+		return nil
+	}
+	if a > 1 {
+		c.rmw.RLock()
+		defer c.rmw.RUnlock()
+	}
+	for at := start; at < end; {
+		m := min(end-at, maxZero)
+		if _, err := c.do(cmdTrim, 0, at, uint32(m), nil, nil); err != nil {
+			return opErr("nbd trim", at, m, err)
 		}
 		at += m
 	}
@@ -642,7 +677,11 @@ func (c *Client) DataRun(off, n int64) (bool, int64, error) {
 
 // ZeroRun implements block.ZeroMapper: data unless NBD_STATE_HOLE, zero
 // only with NBD_STATE_ZERO, as QEMU's nbd driver turns them into
-// BDRV_BLOCK_DATA and BDRV_BLOCK_ZERO. Past the end: a zero hole.
+// BDRV_BLOCK_DATA and BDRV_BLOCK_ZERO. Past the end: a zero hole. Under
+// a server's minimum block size the query covers the blocks around the
+// range, and an extent of unaligned length is taken as QEMU's client
+// takes it (nbd_parse_blockstatus_payload): rounded down to the
+// alignment, or, when shorter than one block, a whole block of data.
 func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error) {
 	if err := block.CheckRange(off, n); err != nil {
 		return false, false, 0, err
@@ -656,16 +695,28 @@ func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error
 	if !c.haveMeta {
 		return true, false, min(n, c.size-off), nil
 	}
-	m := min(n, c.size-off, maxZero)
-	k, err := c.do(cmdBlockStatus, 0, off, uint32(m), nil, nil)
+	// The export's size is a multiple of a (goOption): so is the end.
+	a := c.align()
+	q := alignDown(off, a)
+	m := min(alignUp(off+min(n, c.size-off), a), c.size) - q
+	m = min(m, maxZero)
+	k, err := c.do(cmdBlockStatus, 0, q, uint32(m), nil, nil)
 	if err != nil {
-		return false, false, 0, opErr("nbd block status", off, m, err)
+		return false, false, 0, opErr("nbd block status", q, m, err)
 	}
 	if len(k.ext) == 0 || k.ext[0].n == 0 {
 		return false, false, 0, &ProtocolError{"block status without an extent"}
 	}
-	f := k.ext[0].flags
-	return f&StateHole == 0, f&StateZero != 0, min(int64(k.ext[0].n), m), nil
+	run, f := int64(k.ext[0].n), k.ext[0].flags
+	if run%a != 0 {
+		if run > a {
+			run = alignDown(run, a)
+		} else {
+			run, f = a, 0
+		}
+	}
+	run = min(run, m) - (off - q)
+	return f&StateHole == 0, f&StateZero != 0, min(run, n), nil
 }
 
 // ErrSizeUnknown is AllocatedSize's answer: an export does not say how
