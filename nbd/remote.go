@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -33,6 +35,13 @@ type ClientOptions struct {
 	// refused. The config's verification is the caller's (QEMU's
 	// tls-creds-x509: the CA, the server's name).
 	TLS *tls.Config
+	// CloseTimeout bounds Close (0: 60 s): the requests in flight, the
+	// flush of the writes not yet flushed and NBD_CMD_DISC get that
+	// long, after which the connection is cut and the requests still
+	// waiting fail (none is reported written). A server that stopped
+	// answering would otherwise hold Close for ever, as it holds
+	// requests outside Close (there is no reconnection: see Client).
+	CloseTimeout time.Duration
 	// NoStructured keeps to simple replies (no structured replies, so
 	// no block status either): for tests, and servers that get them
 	// wrong.
@@ -133,8 +142,9 @@ func NewClient(nc net.Conn, export string, o ClientOptions) (*Client, error) {
 		size: h.size, flags: h.flags,
 		structured: h.structured, metaID: h.metaID, haveMeta: h.haveMeta,
 		minBlock: h.minBlock, maxPayload: h.maxPayload,
-		readOnly: o.ReadOnly || h.flags&FlagReadOnly != 0,
-		pending:  map[uint64]*call{}, readDone: make(chan struct{}),
+		readOnly:     o.ReadOnly || h.flags&FlagReadOnly != 0,
+		closeTimeout: cmp.Or(o.CloseTimeout, 60*time.Second),
+		pending:      map[uint64]*call{}, readDone: make(chan struct{}),
 	}
 	go c.readLoop()
 	return c, nil
@@ -505,6 +515,14 @@ func (h *handshaker) exportName() error {
 // Client is an NBD export as a block.Device. Requests may be issued
 // from many goroutines: they go out one at a time, whole, and their
 // replies are matched to them by cookie as they come, in any order.
+//
+// A connection that ends fails every request waiting and every later
+// one: there is no reconnection, where QEMU's nbd driver can wait
+// reconnect-delay seconds (0 by default, as qemu-img and qemu-io use it)
+// for a new connection before failing requests. A qimg command is short
+// and its caller runs it again; a long-lived user of a Client (a
+// mirror, a backing file) dials again. Outside Close requests have no
+// deadline, as QEMU's (a server that stops answering holds them).
 type Client struct {
 	nc         net.Conn
 	r          *bufio.Reader
@@ -516,6 +534,11 @@ type Client struct {
 	minBlock   uint32
 	maxPayload uint32
 	readOnly   bool
+	// closeTimeout is ClientOptions.CloseTimeout.
+	closeTimeout time.Duration
+	// dirty: a write, zeroing or trim was sent since the last flush was
+	// sent; Close flushes then.
+	dirty atomic.Bool
 
 	wmu sync.Mutex // one request on the wire at a time
 	// rmw orders writes against read-modify-writes when the server has

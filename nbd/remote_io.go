@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/qring/qring/block"
 )
@@ -108,6 +110,8 @@ func (c *Client) readLoop() {
 	c.mu.Lock()
 	switch {
 	case c.broken != nil:
+	case c.closed && errors.Is(err, os.ErrDeadlineExceeded):
+		c.broken = errCloseTimeout
 	case c.closed:
 		c.broken = os.ErrClosed
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
@@ -376,9 +380,15 @@ func subVec(bufs [][]byte, at, n int64) [][]byte {
 // do sends one request and waits for its reply. payload is a WRITE's
 // data, dst a READ's buffers.
 func (c *Client) do(typ, flags uint16, off int64, n uint32, payload, dst [][]byte) (*call, error) {
+	return c.send(false, typ, flags, off, n, payload, dst)
+}
+
+// send is do; closing lets Close send its flush after it has marked the
+// client closed.
+func (c *Client) send(closing bool, typ, flags uint16, off int64, n uint32, payload, dst [][]byte) (*call, error) {
 	k := &call{typ: typ, off: off, n: n, dst: dst, done: make(chan struct{})}
 	c.mu.Lock()
-	if c.closed {
+	if c.closed && !closing {
 		c.mu.Unlock()
 		return nil, os.ErrClosed
 	}
@@ -493,6 +503,7 @@ func (c *Client) Writev(off int64, bufs [][]byte) error {
 // writeChunks writes bufs at off, aligned, in requests of at most the
 // server's maximum payload.
 func (c *Client) writeChunks(off, n int64, bufs [][]byte) error {
+	c.dirty.Store(true)
 	for at := int64(0); at < n; {
 		m := min(n-at, int64(c.maxPayload))
 		if _, err := c.do(cmdWrite, 0, off+at, uint32(m), subVec(bufs, at, m), nil); err != nil {
@@ -543,6 +554,7 @@ func (c *Client) WriteZeroes(off, n int64, flags block.Flags) error {
 
 // zeroChunks is WRITE_ZEROES over [off, off+n), aligned.
 func (c *Client) zeroChunks(off, n int64, nf uint16) error {
+	c.dirty.Store(true)
 	for at := int64(0); at < n; {
 		m := min(n-at, maxZero)
 		if _, err := c.do(cmdWriteZeroes, nf, off+at, uint32(m), nil, nil); err != nil {
@@ -584,6 +596,7 @@ func (c *Client) Discard(off, n int64) error {
 		c.rmw.RLock()
 		defer c.rmw.RUnlock()
 	}
+	c.dirty.Store(true)
 	for at := start; at < end; {
 		m := min(end-at, maxZero)
 		if _, err := c.do(cmdTrim, 0, at, uint32(m), nil, nil); err != nil {
@@ -598,18 +611,27 @@ func (c *Client) Discard(off, n int64) error {
 // flushes: its writes are durable when acknowledged). After a failed
 // flush every later one fails (B6).
 func (c *Client) Flush() error {
+	if c.isClosed() {
+		return os.ErrClosed
+	}
+	return c.flush(false)
+}
+
+// flush is Flush; closing is Close's.
+func (c *Client) flush(closing bool) error {
 	c.mu.Lock()
-	closed, failed := c.closed, c.flushFailed
+	failed := c.flushFailed
 	c.mu.Unlock()
 	switch {
-	case closed:
-		return os.ErrClosed
 	case failed:
 		return block.ErrFlushFailed
 	case c.flags&FlagSendFlush == 0 || c.readOnly:
 		return nil
 	}
-	if _, err := c.do(cmdFlush, 0, 0, 0, nil, nil); err != nil {
+	// Cleared before the flush is sent: a write sent meanwhile may not
+	// be covered, and marks the client again.
+	c.dirty.Store(false)
+	if _, err := c.send(closing, cmdFlush, 0, 0, 0, nil, nil); err != nil {
 		c.mu.Lock()
 		c.flushFailed = true
 		c.mu.Unlock()
@@ -726,8 +748,16 @@ var ErrSizeUnknown = errors.New("nbd: an export's allocated size is not known")
 // AllocatedSize is not known for an export.
 func (c *Client) AllocatedSize() (int64, error) { return 0, ErrSizeUnknown }
 
-// Close waits for the requests in flight, tells the server it is
-// leaving (NBD_CMD_DISC) and closes the connection.
+// errCloseTimeout fails the requests Close cut off.
+var errCloseTimeout = errors.New("nbd: closed with the request in flight: the server did not answer in time")
+
+// Close waits for the requests in flight, flushes the writes sent since
+// the last flush, as QEMU's bdrv_close flushes a node before its driver
+// closes, tells the server it is leaving (NBD_CMD_DISC) and closes the
+// connection. All of it within ClientOptions.CloseTimeout: then the
+// connection is cut, and the requests still waiting fail. An error of
+// the flush, or a connection that ended with writes not flushed, is
+// Close's error: those writes may be lost.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -739,11 +769,20 @@ func (c *Client) Close() error {
 	for _, k := range c.pending {
 		wait = append(wait, k)
 	}
-	broken := c.broken
 	c.mu.Unlock()
+	// A deadline for every read and write left, the reader's and those
+	// of requests blocked sending included (tls.Conn passes it on).
+	c.nc.SetDeadline(time.Now().Add(c.closeTimeout))
 	for _, k := range wait {
 		<-k.done
 	}
+	var err error
+	if c.dirty.Load() {
+		err = c.flush(true)
+	}
+	c.mu.Lock()
+	broken := c.broken
+	c.mu.Unlock()
 	if broken == nil {
 		var h [28]byte
 		binary.BigEndian.PutUint32(h[:4], magicRequest)
@@ -752,10 +791,10 @@ func (c *Client) Close() error {
 		c.nc.Write(h[:])
 		c.wmu.Unlock()
 	}
-	err := c.nc.Close()
+	cerr := c.nc.Close()
 	<-c.readDone
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
+	if errors.Is(cerr, net.ErrClosed) {
+		cerr = nil
 	}
-	return err
+	return cmp.Or(err, cerr)
 }

@@ -263,6 +263,11 @@ func TestClient_QemuNbd(t *testing.T) {
 // one per message the client sends (the first before any), and the
 // connection stays until the client closes it.
 func hostileServer(t testing.TB, parts ...[]byte) (*Client, error) {
+	return hostileServerOpts(t, ClientOptions{HandshakeTimeout: 5 * time.Second}, parts...)
+}
+
+// hostileServerOpts is hostileServer with the client's options o.
+func hostileServerOpts(t testing.TB, o ClientOptions, parts ...[]byte) (*Client, error) {
 	srv, cli := net.Pipe()
 	go func() {
 		defer srv.Close()
@@ -295,5 +300,5 @@ func hostileServer(t testing.TB, parts ...[]byte) (*Client, error) {
 			}
 		}
 	}()
-	return NewClient(cli, "", ClientOptions{HandshakeTimeout: 5 * time.Second})
+	return NewClient(cli, "", o)
 }
