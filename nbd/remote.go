@@ -517,12 +517,15 @@ func (h *handshaker) exportName() error {
 // replies are matched to them by cookie as they come, in any order.
 //
 // A connection that ends fails every request waiting and every later
-// one: there is no reconnection, where QEMU's nbd driver can wait
-// reconnect-delay seconds (0 by default, as qemu-img and qemu-io use it)
-// for a new connection before failing requests. A qimg command is short
-// and its caller runs it again; a long-lived user of a Client (a
-// mirror, a backing file) dials again. Outside Close requests have no
-// deadline, as QEMU's (a server that stops answering holds them).
+// one: there is no reconnection. QEMU's nbd driver does the same with
+// its reconnect-delay at 0, the default qemu-img and qemu-io use
+// (qemu-io 7.2 fails a read after qemu-nbd went, and the next one after
+// it came back, with EIO); only with reconnect-delay set does it try a
+// new connection and hold requests that long. That matters to a
+// long-lived user riding out a server's restart (a VM), not to a qimg
+// command, which stops at its first failed request anyway; such a user
+// of a Client dials again. Outside Close requests have no deadline, as
+// QEMU's (a server that stops answering holds them).
 type Client struct {
 	nc         net.Conn
 	r          *bufio.Reader

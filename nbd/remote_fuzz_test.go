@@ -78,6 +78,9 @@ func FuzzClient(f *testing.F) {
 	f.Add(bytes.Join(serverScript(true), nil))
 	f.Add(good[:len(good)-10])
 	f.Add(good[:16])
+	// A minimum block size: the 512-byte write goes as a
+	// read-modify-write of its block.
+	f.Add(bytes.Join(blockSizeScript(4096, 4096, 1<<25, 1<<20), nil))
 	f.Fuzz(func(t *testing.T, script []byte) {
 		c, err := hostileServer(t, script)
 		if err != nil {
