@@ -317,3 +317,16 @@ func TestClient_MinBlockSizeLikeQemu(t *testing.T) {
 		t.Errorf("qemu-io read -v 1000 16: %v\n%s", err, out)
 	}
 }
+
+// TestClient_ZeroRunEmpty: an empty range is answered without asking the
+// server (a BLOCK_STATUS of length 0 went out, and the server's EINVAL
+// was the caller's error).
+func TestClient_ZeroRunEmpty(t *testing.T) {
+	s := newTestServer(t, &Export{Dev: newMem(memdev.Options{})})
+	c := dialExport(t, s, "", ClientOptions{})
+	for _, off := range []int64{0, 4096, 100} {
+		if _, _, n, err := c.ZeroRun(off, 0); err != nil || n != 0 {
+			t.Errorf("ZeroRun(%d, 0): %d bytes, %v", off, n, err)
+		}
+	}
+}

@@ -714,7 +714,9 @@ func (c *Client) ZeroRun(off, n int64) (data, zero bool, length int64, err error
 	if off >= c.size {
 		return false, true, n, nil
 	}
-	if !c.haveMeta {
+	if !c.haveMeta || n == 0 {
+		// n == 0: no request (a BLOCK_STATUS of length 0 is EINVAL
+		// to qemu-nbd and to this package's server).
 		return true, false, min(n, c.size-off), nil
 	}
 	// The export's size is a multiple of a (goOption): so is the end.
