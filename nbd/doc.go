@@ -109,7 +109,13 @@
 // connection with a ProtocolError, which every waiting and later
 // request returns; the handshake has a deadline (ClientOptions); memory
 // per reply is bounded (block status chunks at 1 MiB, option replies
-// and error messages at 4 KiB). ParseURI reads the NBD URI
+// and error messages at 4 KiB). GO asks for NBD_INFO_BLOCK_SIZE, and
+// every request keeps to the server's minimum (remote_align.go): a
+// partial block at an edge is read whole, and for a write patched and
+// written back under a lock that orders every write against it. Close
+// flushes the writes sent since the last flush (as QEMU's close of an
+// NBD node) and is bounded by ClientOptions.CloseTimeout; there is no
+// reconnection (QEMU's reconnect-delay, 0 by default). ParseURI reads the NBD URI
 // (doc/uri.md) as QEMU 7.2 does. FuzzClient feeds a client arbitrary
 // server bytes.
 package nbd
