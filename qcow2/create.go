@@ -480,7 +480,7 @@ func qemuCreateLayout(g *format.Geometry, nl1 uint64) (blocks []uint64, total ui
 func (im *Image) preallocate(mode string) error {
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	return im.preallocateLocked(mode, 0, im.hdr.Size)
+	return im.preallocateLocked(mode, 0, im.hdr.Size, growReserve{})
 }
 
 // preallocateLocked allocates the guest clusters of [from, to) that
@@ -489,8 +489,10 @@ func (im *Image) preallocate(mode string) error {
 // host order (mu held, no allocation in flight). If it fails, the
 // entries it set are taken back (unlinkPrealloc): on a full file
 // system a full or falloc preallocation failed with its clusters linked
-// past the file's end, which both checks called corruption.
-func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
+// past the file's end, which both checks called corruption. The range
+// res a growth gave its space already (reserveGrowthLocked) is not
+// reserved again.
+func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve) (err error) {
 	g := &im.g
 	n := (to + g.ClusterSize - 1) >> g.ClusterBits
 	reused := false
@@ -608,8 +610,14 @@ func (im *Image) preallocateLocked(mode string, from, to uint64) (err error) {
 			}
 		}
 		for _, r := range runs {
-			if err := reserveData(im.dev, r.off, r.end, mode); err != nil {
-				return &reserveError{mode: mode, err: err}
+			// The parts outside res (res.off = res.end = 0: all).
+			for _, p := range []run{{r.off, min(r.end, res.off)}, {max(r.off, res.end), r.end}} {
+				if p.off >= p.end {
+					continue
+				}
+				if err := reserveData(im.dev, p.off, p.end, mode); err != nil {
+					return &reserveError{mode: mode, err: err}
+				}
 			}
 		}
 	}

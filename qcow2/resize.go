@@ -96,9 +96,13 @@ func (im *Image) TruncatePrealloc(size int64, mode string) error {
 		im.mu.Unlock()
 		return fmt.Errorf("%w: preallocation of a size that does not grow", ErrUnsupported)
 	}
-	if mode == PreallocMetadata && im.space.ahead != 0 {
+	if im.space.ahead != 0 {
 		// Metadata preallocation must not reserve the data's space, nor
 		// anything past the tables (Create opens without a reserve).
+		// Falloc and full give the data its space themselves
+		// (reserveGrowthLocked): a reserve ahead failing in the middle
+		// would cut that space back to the mark, under clusters still
+		// to link (reserveAhead).
 		ahead := im.space.ahead
 		im.space.ahead = 0
 		defer func() {
@@ -211,12 +215,25 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 			// From the end of the file on, as QEMU's preallocation
 			// places them (not in the clusters the L1 growth freed).
 			im.freeIdx = max(im.freeIdx, im.g.HostCluster(im.space.mark()))
-			err = im.preallocateLocked(mode, uint64(cur), uint64(size))
+			var res growReserve
+			if mode == PreallocFalloc || mode == PreallocFull {
+				// Their space before any link, in QEMU's order.
+				res, err = im.reserveGrowthLocked(mode, uint64(cur), uint64(size))
+			}
+			if err == nil {
+				err = im.preallocateLocked(mode, uint64(cur), uint64(size), res)
+				if err != nil && res.end != 0 {
+					im.cutGrowthLocked(res.size)
+				}
+			}
 			im.freeIdx = 0
 		}
 		im.mu.Unlock()
 		if re := (*reserveError)(nil); errors.As(err, &re) {
 			return re.preallocStep()
+		}
+		if se := (*StepError)(nil); errors.As(err, &se) {
+			return se
 		}
 		if err != nil {
 			return fmt.Errorf("qcow2: preallocating the grown range: %w", err)
