@@ -235,6 +235,11 @@ func (im *Image) growPrealloc(size int64, mode string) error {
 		if se := (*StepError)(nil); errors.As(err, &se) {
 			return se
 		}
+		if err != nil && mode == PreallocMetadata {
+			// QEMU's preallocate_co: its table and cluster
+			// allocations (qcow2_alloc_host_offset) fail so.
+			return stepErrno("Allocating clusters failed", err)
+		}
 		if err != nil {
 			return fmt.Errorf("qcow2: preallocating the grown range: %w", err)
 		}
