@@ -106,6 +106,8 @@ type sweepRun struct {
 	op  string
 	// snaps is the guest view at each snapshot's creation.
 	snaps map[string][]byte
+	// growMode is resize's preallocation of a growth ("": none).
+	growMode string
 }
 
 func (r *sweepRun) fail(what string, off, n int64, err error) error {
@@ -198,10 +200,10 @@ func (r *sweepRun) resize(size int64) error {
 	if size < cur {
 		err = r.im.Shrink(size)
 	} else {
-		err = r.im.Truncate(size)
+		err = r.im.TruncatePrealloc(size, r.growMode)
 	}
 	if err != nil {
-		return r.fail(fmt.Sprintf("resize(%d)", size), lo, end-lo, err)
+		return r.fail(fmt.Sprintf("resize(%d, %q)", size, r.growMode), lo, end-lo, err)
 	}
 	clear(r.m.cur[lo:])
 	return nil
@@ -532,6 +534,25 @@ func sweepWorkloads() []sweepWorkload {
 			r.write(3<<20, p(4096, 4))
 			r.resize(8 << 20)
 			r.write(6<<20, p(100, 5))
+			return r.flush()
+		}},
+		// Growths that preallocate (qemu-img resize --preallocation=):
+		// falloc and full give the range its space before linking it,
+		// after a refcount area at the file's end (QEMU's order); a
+		// failure cuts the file back. 512-byte clusters: the area
+		// needs new refcount blocks and a new table.
+		{name: "resize-falloc", size: 8 << 20, co: CreateOptions{ClusterSize: 512, Size: 1 << 20}, run: func(r *sweepRun) error {
+			r.write(0, p(4096, 1))
+			r.flush()
+			r.growMode = PreallocFalloc
+			r.resize(3 << 20)
+			r.write(2<<20+100, p(3000, 2))
+			r.growMode = PreallocFull
+			r.resize(6 << 20)
+			r.write(5<<20, p(4096, 3))
+			r.growMode = PreallocMetadata
+			r.resize(8 << 20)
+			r.write(7<<20+512, p(1000, 4))
 			return r.flush()
 		}},
 		// qemu-img amend's changes: refcount width (every refcount
@@ -1110,7 +1131,7 @@ func TestFaultSweep_Snapshot(t *testing.T) {
 // TestFaultSweep_Admin: compressed writes, resizes and amends.
 func TestFaultSweep_Admin(t *testing.T) {
 	t.Parallel()
-	runSweep(t, sweepByName("compressed", "resize", "amend", "expand-empty", "repair"))
+	runSweep(t, sweepByName("compressed", "resize", "resize-falloc", "amend", "expand-empty", "repair"))
 }
 
 // TestFaultSweep_Zero: WriteZeroes with and without MayUnmap.

@@ -20,13 +20,12 @@ import (
 // ("cache l2: table at 0x200a0000: No space left on device"), and left
 // the file gigabytes longer (sparse, nothing in use past the old end).
 //
-// What differs from QEMU: qcow2_refcount_area always writes a new
-// refcount table past the file's end (exact size) before the data,
-// where qimg keeps the table it has and writes only the refcount blocks
-// the new clusters need, so a failed growth leaves the file that
-// table's clusters shorter than qemu-img's, and a growth that needs no
-// refcount block fails at the data's space where qemu-img, with less
-// than the table's cluster free, fails at its refcount structures.
+// What differs from QEMU: the grown range's new L2 tables go between
+// its data clusters (preallocateLocked's host order), where QEMU puts
+// them into the holes the old tables left; a growth that needs them
+// leaves a file a few clusters longer than qemu-img's. A growth that
+// needs none is byte for byte qemu-img's (refcountAreaLocked writes
+// QEMU's exact-size table first).
 
 // growReserve is the space reserveGrowthLocked gave the clusters of a
 // growth: [off, end) of the image file, whose length was size before.
