@@ -71,7 +71,7 @@ func (o top) String() string {
 		return fmt.Sprintf("shrink to %d", o.off)
 	case opBatch:
 		b := o.batch
-		return fmt.Sprintf("batch of %d goroutines, stripe %d over [%#x,+%#x), shared [%#x,+%#x)", b.g, b.stripe, b.base, b.span, b.sbase, b.sspan)
+		return fmt.Sprintf("batch of %d goroutines, stripe %d over [%#x,+%#x), shared [%#x,+%#x)%v", b.g, b.stripe, b.base, b.span, b.sbase, b.sspan, b.admin)
 	case opZero:
 		return fmt.Sprintf("zero [%#x,+%#x) %v", o.off, o.n, o.flags)
 	case opSnap:
@@ -97,6 +97,7 @@ type tbatch struct {
 	readers      int
 	flushes      int
 	seed         uint64
+	admin        tbatchAdmin // a resizer and a snapshotter (torture_resize_test.go)
 }
 
 // tgen parameters.
@@ -343,6 +344,7 @@ func genBatch(r *rand.Rand, p tgenParams) *tbatch {
 		flushes: r.IntN(3),
 		seed:    r.Uint64(),
 	}
+	b.admin = genBatchAdmin(b.seed) // from a stream of its own
 	b.span = min(int64(1+r.IntN(4))<<20, p.size/4)
 	b.span = max(b.span/b.stripe, int64(b.g)) * b.stripe
 	half := p.size / 2

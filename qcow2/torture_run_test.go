@@ -36,6 +36,10 @@ type tstats struct {
 	Regrows, RegrowSkips                                          int64 // regrow episodes' shrinks done and skipped (genRegrow)
 	Snapshots, SnapApplies, SnapDeletes, SnapSkips                int64 // opSnap (torture_snap_test.go)
 	Compressed                                                    int64 // clusters written compressed (compress_torture_test.go)
+	// Inside batches (torture_resize_test.go): grow-and-shrink episodes
+	// done and refused, the tail writer's writes done and cut, snapshots
+	// created and deleted, and refused.
+	BatchResizes, BatchResizeSkips, BatchTailWrites, BatchTailCut, BatchSnaps, BatchSnapSkips int64
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
@@ -76,6 +80,12 @@ func (s *tstats) add(o *tstats) {
 	s.BatchOps += o.BatchOps
 	s.Checks += o.Checks
 	s.Compressed += o.Compressed
+	s.BatchResizes += o.BatchResizes
+	s.BatchResizeSkips += o.BatchResizeSkips
+	s.BatchTailWrites += o.BatchTailWrites
+	s.BatchTailCut += o.BatchTailCut
+	s.BatchSnaps += o.BatchSnaps
+	s.BatchSnapSkips += o.BatchSnapSkips
 	s.EarlyWrites += o.EarlyWrites
 	s.RunClusters += o.RunClusters
 	s.FillBytes += o.FillBytes
@@ -151,10 +161,12 @@ func (s *tstats) String() string {
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters (%d in runs), %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
+		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused)\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.RunClusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
+		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 
@@ -884,6 +896,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		mu.RUnlock()
 		return true
 	}
+	admin := r.startBatchAdmin(i, b, &wg, failf, stopped, guard)
 	for g := range b.own {
 		if g == 0 && r.cfg.queue {
 			wg.Go(func() {
@@ -1011,6 +1024,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	r.finishBatchAdmin(i, b, admin)
 	for _, o := range b.shared {
 		data := make([]byte, o.n)
 		fillPattern(data, o.pat)
