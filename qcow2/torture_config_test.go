@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+
+	"github.com/qring/qring/block"
+	"github.com/qring/qring/block/memdev"
 )
 
 // This file holds the torture suite's configurations (TestTorture): a
@@ -33,6 +36,14 @@ type tcfg struct {
 	bm      bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
 	df      bool   // an external data file (torture_datafile_test.go)
 	dfRaw   bool   // with data_file_raw: the data file is the disk's raw image (dfr; no backing file)
+	// The memdev's advertised capabilities (memdev backends only;
+	// memDevOptions): the paths the engine takes over an O_DIRECT file
+	// (request alignment: tables written by the device's blocks,
+	// zeroing refused at sub-block edges, COW zeros written instead) and
+	// over RAM (auto fill streams zeros; the queue's allocator sends
+	// adjacent fills together, B10), under crash clones.
+	align   int64  // Caps().Align: 0 (1 byte), 512 or 4096 (al512, al4k)
+	ram     bool   // Caps().Media RAM and MergesWrites (ram)
 	backend string // see tortureBackends
 }
 
@@ -131,6 +142,12 @@ func (c tcfg) String() string {
 	case c.df:
 		t = append(t, "df")
 	}
+	if c.align > 0 {
+		t = append(t, "al"+sizeTok(c.align))
+	}
+	if c.ram {
+		t = append(t, "ram")
+	}
 	return strings.Join(append(t, c.backend), "-")
 }
 
@@ -154,6 +171,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"bm":   func(c *tcfg) { c.bm = true },
 	"df":   func(c *tcfg) { c.df = true },
 	"dfr":  func(c *tcfg) { c.df, c.dfRaw = true, true },
+	"ram":  func(c *tcfg) { c.ram = true },
 }
 
 func parseTcfg(name string) (tcfg, error) {
@@ -169,6 +187,8 @@ func parseTcfg(name string) (tcfg, error) {
 			c.psize, err = parseSizeTok(tok[2:])
 		case strings.HasPrefix(tok, "pa"):
 			c.palign, err = parseSizeTok(tok[2:])
+		case strings.HasPrefix(tok, "al"):
+			c.align, err = parseSizeTok(tok[2:])
 		case strings.HasPrefix(tok, "c"):
 			var n int64
 			n, err = parseSizeTok(tok[1:])
@@ -219,6 +239,10 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("an external data file needs compat 1.1, and no preallocation or compression")
 	case c.dfRaw && (!c.df || c.backing):
 		return fmt.Errorf("data_file_raw needs a data file and no backing file")
+	case c.align != 0 && c.align != 512 && c.align != 4096:
+		return fmt.Errorf("device alignment %d (al512, al4k)", c.align)
+	case (c.align != 0 || c.ram) && !c.memBacked():
+		return fmt.Errorf("device capabilities (al, ram) are memdev's (mem, hold, lat)")
 	}
 	return nil
 }
@@ -261,6 +285,16 @@ func (c tcfg) options() Options {
 	}
 	if c.encrypted() {
 		o.Passphrase = []byte(tortureLUKSPass)
+	}
+	return o
+}
+
+// memDevOptions are the options of the configuration's memdevs (the
+// image's, and the data file's).
+func (c tcfg) memDevOptions() memdev.Options {
+	o := memdev.Options{Align: c.align}
+	if c.ram {
+		o.Media, o.MergesWrites = block.MediaRAM, true
 	}
 	return o
 }
@@ -344,6 +378,21 @@ var tortureMatrix = []string{
 	"c16k-r16-v3-xl2-luks-dfr-hold",
 	"c64k-r16-v3-aes-dfr-mem", // legacy AES, data_file_raw set after Create (setup)
 	"c64k-r16-v3-xl2-q-dfr-ud",
+	// The memdev as an O_DIRECT file (al512, al4k: tables written by the
+	// device's blocks, zeroing refused at sub-block edges so COW zeros
+	// are written as buffers) and as RAM (ram: auto fill streams zeros,
+	// the queue's allocator sends adjacent fills together), under crash
+	// clones: the file backends (ud, unm, uhd) take these paths without.
+	"c512-r64-v3-al4k-hold",
+	"c4k-r16-v3-back-al4k-mem",
+	"c2k-r8-v3-lazy-al512-hold",
+	"c1k-r16-v3-tiny-al4k-lat",
+	"c16k-r16-v3-xl2-back-al4k-hold",
+	"c64k-r16-v3-zstd-al4k-hold",
+	"c64k-r16-v3-luks-al4k-hold",
+	"c4k-r16-v3-dfr-al4k-hold",
+	"c64k-r16-v3-ram-hold",
+	"c64k-r16-v3-q-al4k-ram-mem",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -384,6 +433,10 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.bm = r.IntN(3) == 0 && !c.v2
 		c.df = r.IntN(6) == 0 && !c.v2 && !c.meta
 		c.dfRaw = c.df && !c.backing && r.IntN(2) == 0
+		if c.memBacked() {
+			c.align = []int64{0, 0, 0, 512, 4096}[r.IntN(5)]
+			c.ram = r.IntN(5) == 0
+		}
 		if c.valid() == nil {
 			return c
 		}

@@ -84,7 +84,7 @@ func (r *trun) dfSetupMem(ho holddev.Options) {
 	if !r.cfg.df {
 		return
 	}
-	r.df.mem = memdev.New(memdev.Options{})
+	r.df.mem = memdev.New(r.cfg.memDevOptions())
 	if err := r.df.mem.Truncate(r.size); err != nil {
 		r.fatalf("data file: %v", err)
 	}

@@ -338,9 +338,9 @@ func (r *trun) setup() {
 				r.fatalf("%v", err)
 			}
 			os.Remove(p)
-			r.mem = memdev.FromBytes(b, memdev.Options{})
+			r.mem = memdev.FromBytes(b, cfg.memDevOptions())
 		} else {
-			r.mem = memdev.New(memdev.Options{})
+			r.mem = memdev.New(cfg.memDevOptions())
 			if err := CreateDevice(r.mem, co); err != nil {
 				r.fatalf("create: %v", err)
 			}

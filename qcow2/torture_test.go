@@ -98,6 +98,7 @@ var shortSample = []struct {
 	{9, "c16k-r16-v3-xl2-back-df-hold", false},  // subclusters in a data file (datafile_xl2.go)
 	{10, "c4k-r16-v3-back-luks-df-hold", false}, // ciphertext in a data file; regrow episodes (ed2a14c)
 	{11, "c16k-r16-v2-back-aes-hold", false},    // legacy AES: IV = guest sector, COW from a backing file
+	{12, "c4k-r16-v3-back-al4k-mem", false},     // a memdev aligned as an O_DIRECT file: COW zeros as buffers
 }
 
 func TestTorture(t *testing.T) {
