@@ -86,8 +86,15 @@ type crashRecorder struct {
 // recorder's device.
 func openCrashRecorder(t *testing.T, seed uint64, co CreateOptions, o Options, model []byte, want func(int) bool) (*crashRecorder, *Image) {
 	t.Helper()
+	return openCrashRecorderDev(t, seed, co, o, memdev.Options{}, model, want)
+}
+
+// openCrashRecorderDev is openCrashRecorder on a memdev made with mo
+// (its advertised capabilities: alignment, media).
+func openCrashRecorderDev(t *testing.T, seed uint64, co CreateOptions, o Options, mo memdev.Options, model []byte, want func(int) bool) (*crashRecorder, *Image) {
+	t.Helper()
 	co.Size = int64(len(model))
-	mem := memdev.New(memdev.Options{})
+	mem := memdev.New(mo)
 	if err := CreateDevice(mem, co); err != nil {
 		t.Fatal(err)
 	}
@@ -238,26 +245,36 @@ func TestCrash_Clones(t *testing.T) {
 		co      CreateOptions
 		o       Options
 		backing bool
+		mo      memdev.Options // the device's capabilities
 	}{
-		{"default", CreateOptions{}, Options{}, false},
-		{"prealloc-off", CreateOptions{}, Options{Prealloc: "off"}, false},
-		{"backing", CreateOptions{ClusterSize: 4096}, Options{}, true},
-		{"c512-growth", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false},
-		{"lazy", CreateOptions{LazyRefcounts: true, ClusterSize: 4096}, Options{}, false},
-		{"v2", CreateOptions{Compat: "0.10", ClusterSize: 4096}, Options{}, false},
+		{"default", CreateOptions{}, Options{}, false, memdev.Options{}},
+		{"prealloc-off", CreateOptions{}, Options{Prealloc: "off"}, false, memdev.Options{}},
+		{"backing", CreateOptions{ClusterSize: 4096}, Options{}, true, memdev.Options{}},
+		{"c512-growth", CreateOptions{ClusterSize: 512, RefcountBits: 64}, Options{}, false, memdev.Options{}},
+		{"lazy", CreateOptions{LazyRefcounts: true, ClusterSize: 4096}, Options{}, false, memdev.Options{}},
+		{"v2", CreateOptions{Compat: "0.10", ClusterSize: 4096}, Options{}, false, memdev.Options{}},
 		// Extended L2 (subclusters): zero bits, in-place subcluster
 		// allocation and per-subcluster COW from the backing file.
-		{"xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}, Options{}, false},
-		{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true},
+		{"xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}, Options{}, false, memdev.Options{}},
+		{"xl2-backing", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{}, true, memdev.Options{}},
 		// Zeros streamed ahead by the filler, concurrently with the
 		// workload (Q11): crash points land between fill writes too. A
 		// small reserve keeps the pieces close to the frontier.
-		{"fill-zeroes", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
+		{"fill-zeroes", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false, memdev.Options{}},
+		// Lazy refcounts on extended L2: a link that only sets a
+		// subcluster's bits depends on a flush of its data all the
+		// same (Q2), with no refcount update to order it.
+		{"xl2-lazy", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true, LazyRefcounts: true}, Options{}, true, memdev.Options{}},
+		// A device aligned as an O_DIRECT file on 4 KiB sectors: tables
+		// written by whole blocks, zeroing refused at sub-block edges
+		// (COW zeros of 512-byte clusters written as buffers).
+		{"align4k-c512", CreateOptions{ClusterSize: 512}, Options{}, false, memdev.Options{Align: 4096}},
+		{"align4k-backing", CreateOptions{ClusterSize: 4096}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, true, memdev.Options{Align: 4096}},
 	}
 	total, corrupt := 0, 0
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			n, c := runCrash(t, tc.co, tc.o, tc.backing, points/len(cases)+1)
+			n, c := runCrashDev(t, tc.co, tc.o, tc.mo, tc.backing, points/len(cases)+1)
 			total += n
 			corrupt += c
 		})
@@ -266,6 +283,11 @@ func TestCrash_Clones(t *testing.T) {
 }
 
 func runCrash(t *testing.T, co CreateOptions, o Options, withBacking bool, maxPoints int) (int, int) {
+	return runCrashDev(t, co, o, memdev.Options{}, withBacking, maxPoints)
+}
+
+// runCrashDev is runCrash on a memdev made with mo.
+func runCrashDev(t *testing.T, co CreateOptions, o Options, mo memdev.Options, withBacking bool, maxPoints int) (int, int) {
 	seed := testkit.Rand(t).Uint64()
 	if withBacking {
 		bdata := make([]byte, crashSize)
@@ -276,9 +298,9 @@ func runCrash(t *testing.T, co CreateOptions, o Options, withBacking bool, maxPo
 	}
 	// Pass 1 counts the device ops; pass 2 replays the same workload
 	// (deterministic for a seed) and clones at evenly spaced ops.
-	nops := len(crashWorkload(t, seed, co, o, withBacking, func(int) bool { return false }))
+	nops := len(crashWorkload(t, seed, co, o, mo, withBacking, func(int) bool { return false }))
 	step := max(1, nops/maxPoints)
-	pts := crashWorkload(t, seed, co, o, withBacking, func(i int) bool { return i%step == 0 })
+	pts := crashWorkload(t, seed, co, o, mo, withBacking, func(i int) bool { return i%step == 0 })
 	tried, bad := verifyCrashPoints(t, pts, o, crashSize)
 	t.Logf("%d device ops, %d crash points tried", nops, tried)
 	return tried, bad
@@ -288,14 +310,14 @@ const crashSize = 4 << 20
 
 // crashWorkload runs a seeded single-goroutine workload and returns one
 // entry per mutating device op, with a crash clone where want(i).
-func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, withBacking bool, want func(int) bool) []crashPoint {
+func crashWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, mo memdev.Options, withBacking bool, want func(int) bool) []crashPoint {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	const size = crashSize
 	model := make([]byte, size)
 	if o.Backing != nil {
 		copy(model, testkit.ReadAll(t, o.Backing))
 	}
-	rec, im := openCrashRecorder(t, seed, co, o, model, want)
+	rec, im := openCrashRecorderDev(t, seed, co, o, mo, model, want)
 	cs := int64(im.Geometry().ClusterSize)
 	for i := 0; i < 120; i++ {
 		switch op := rng.IntN(100); {
