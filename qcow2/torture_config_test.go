@@ -331,7 +331,7 @@ var tortureMatrix = []string{
 	"c1m-r16-v3-back-ub",
 	"c2m-r16-v3-hold", // whole-cluster zero writes (known bug 8)
 	"c2m-r8-v3-poff-mem",
-	"c4k-r16-v3-ps0-poff-tiny-unm",
+	"c4k-r16-v3-poff-ps0-tiny-unm",
 	"c64k-r16-v3-fz-tiny-hold",
 	"c512-r16-v2-back-lat",
 	"c64k-r16-v3-luks-hold",        // encrypted: whole-sector RMW, encrypted COW
@@ -388,11 +388,28 @@ var tortureMatrix = []string{
 	"c2k-r8-v3-lazy-al512-hold",
 	"c1k-r16-v3-tiny-al4k-lat",
 	"c16k-r16-v3-xl2-back-al4k-hold",
-	"c64k-r16-v3-zstd-al4k-hold",
+	"c64k-r16-v3-zstd-al4k-mem",
 	"c64k-r16-v3-luks-al4k-hold",
 	"c4k-r16-v3-dfr-al4k-hold",
 	"c64k-r16-v3-ram-hold",
 	"c64k-r16-v3-q-al4k-ram-mem",
+	// Combinations the entries above left to random draws (about one
+	// random case in forty for each), where the ordering rules meet:
+	// lazy refcounts on extended L2 (a link that sets subcluster bits
+	// depends on a flush of its data, Q2), metadata preallocation on
+	// extended L2 and with lazy refcounts (writes into linked clusters
+	// whose subclusters are not allocated), and widths, sizes and
+	// version 2 compression that had clones only on file backends.
+	"c16k-r16-v3-xl2-lazy-back-hold",
+	"c64k-r16-v3-xl2-lazy-q-mem",
+	"c16k-r16-v3-xl2-lazy-df-hold",
+	"c32k-r16-v3-xl2-meta-hold",
+	"c4k-r16-v3-lazy-meta-tiny-mem",
+	"c2k-r4-v3-ps0-hold",
+	"c8k-r32-v3-fz-mem",
+	"c128k-r16-v3-back-hold",
+	"c1m-r16-v3-xl2-back-mem",
+	"c4k-r16-v2-back-zlib-mem",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.

@@ -380,3 +380,25 @@ func tortureTracef(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, f+"\n", a...)
 	}
 }
+
+// TestTorture_MatrixNames: every entry of the matrix and of the short
+// sample is a valid configuration whose name parses back to itself (a
+// name out of token order still runs, but a failure's reproduction
+// names it otherwise, and a token the parser does not know fails only
+// when the loop reaches it).
+func TestTorture_MatrixNames(t *testing.T) {
+	names := append([]string(nil), tortureMatrix...)
+	for _, c := range shortSample {
+		names = append(names, c.cfg)
+	}
+	for _, name := range names {
+		cfg, err := parseTcfg(name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if cfg.String() != name {
+			t.Errorf("config %q parses back as %q", name, cfg)
+		}
+	}
+}
