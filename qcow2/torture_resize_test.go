@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/qring/qring/block"
 )
 
 // Resizes and snapshots inside the torture suite's concurrent phases.
@@ -248,4 +250,19 @@ func (r *trun) finishBatchAdmin(i int, b *tbatch, run *batchAdminRun) {
 		}
 		run.resizes.Add(1)
 	}
+}
+
+// zeroAllocate is the Allocate flag for a third of the sequential
+// zeroings, from a stream of the seed's own (the op sequence is as
+// before): an image is a device that zeroes efficiently or refuses,
+// having written nothing (block B3; what an NBD fast zero or a qcow2
+// image over this one asks). Its edges become zero clusters only where
+// they read as zeros, on version 3; a refusal leaves the contents as
+// they were. Batches keep plain zeroings: beside a writer in the same
+// cluster an Allocate may be refused part-way (B3).
+func (r *trun) zeroAllocate(i int) block.Flags {
+	if rand.New(rand.NewPCG(r.seed, uint64(i)^0x7a65726f616c6c)).IntN(3) == 0 {
+		return block.Allocate
+	}
+	return 0
 }

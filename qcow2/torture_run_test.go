@@ -40,6 +40,7 @@ type tstats struct {
 	// done and refused, the tail writer's writes done and cut, snapshots
 	// created and deleted, and refused.
 	BatchResizes, BatchResizeSkips, BatchTailWrites, BatchTailCut, BatchSnaps, BatchSnapSkips int64
+	ZeroAllocs, ZeroAllocRefused                                                              int64 // zeroings with Allocate done and refused (zeroAllocate)
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
@@ -86,6 +87,8 @@ func (s *tstats) add(o *tstats) {
 	s.BatchTailCut += o.BatchTailCut
 	s.BatchSnaps += o.BatchSnaps
 	s.BatchSnapSkips += o.BatchSnapSkips
+	s.ZeroAllocs += o.ZeroAllocs
+	s.ZeroAllocRefused += o.ZeroAllocRefused
 	s.EarlyWrites += o.EarlyWrites
 	s.RunClusters += o.RunClusters
 	s.FillBytes += o.FillBytes
@@ -161,12 +164,12 @@ func (s *tstats) String() string {
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters (%d in runs), %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
-		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused)\n"+
+		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused); %d zeroings with Allocate (%d refused)\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.RunClusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
-		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips,
+		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips, s.ZeroAllocs, s.ZeroAllocRefused,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 
@@ -674,9 +677,19 @@ func (r *trun) exec(i int, o top) {
 		copy(r.model[o.off:], b)
 	case opZero:
 		r.st.Zeroes++
+		o.flags |= r.zeroAllocate(i)
 		r.expect(o.off, o.n, func(w []byte, at int64) { clear(w[o.off-at : o.off-at+o.n]) })
 		if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
+			if o.flags&block.Allocate != 0 && errors.Is(err, block.ErrNotSupported) {
+				// Refused (block B3): nothing written, which the
+				// model's next comparison checks.
+				r.st.ZeroAllocRefused++
+				return
+			}
 			r.fatalf("op %d (%v): %v", i, o, err)
+		}
+		if o.flags&block.Allocate != 0 {
+			r.st.ZeroAllocs++
 		}
 		clear(r.model[o.off : o.off+o.n])
 	case opDiscard:
