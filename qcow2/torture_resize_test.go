@@ -44,6 +44,8 @@ type tbatchAdmin struct {
 	snap     bool   // a snapshotter runs
 	snapWait time.Duration
 	snapHold time.Duration
+	widen    int // an amender changes the refcount width by this many doublings (0: none) and back
+	amWait   time.Duration
 }
 
 func genBatchAdmin(seed uint64) tbatchAdmin {
@@ -64,6 +66,10 @@ func genBatchAdmin(seed uint64) tbatchAdmin {
 		a.snapWait = time.Duration(rx.IntN(2000)) * time.Microsecond
 		a.snapHold = time.Duration(rx.IntN(2000)) * time.Microsecond
 	}
+	if rx.IntN(6) == 0 {
+		a.widen = 1 + rx.IntN(3)
+		a.amWait = time.Duration(rx.IntN(3000)) * time.Microsecond
+	}
 	return a
 }
 
@@ -75,6 +81,9 @@ func (a tbatchAdmin) String() string {
 	if a.snap {
 		s += fmt.Sprintf(", snapshotter (after %v, held %v)", a.snapWait, a.snapHold)
 	}
+	if a.widen > 0 {
+		s += fmt.Sprintf(", amender (refcount width x%d and back, after %v)", 1<<a.widen, a.amWait)
+	}
 	return s
 }
 
@@ -83,7 +92,16 @@ type batchAdminRun struct {
 	mu       sync.Mutex
 	leftSnap string // a snapshot the snapshotter could not delete (busy): deleted after the batch
 
-	resizes, resizeSkips, snaps, snapSkips, tailWrites, tailCut atomic.Int64
+	resizes, resizeSkips, snaps, snapSkips, tailWrites, tailCut, amends, amendSkips atomic.Int64
+}
+
+// amendWidth is the refcount width the amender changes to from bits:
+// wider by widen doublings, at most 64 (from 64, 16).
+func amendWidth(bits, widen int) uint32 {
+	if bits >= 64 {
+		return 16
+	}
+	return uint32(min(64, bits<<widen))
 }
 
 // startBatchAdmin starts the batch's resizer, tail writer and
@@ -121,6 +139,36 @@ func (r *trun) startBatchAdmin(i int, b *tbatch, wg *sync.WaitGroup, failf func(
 					return
 				}
 				failf("snapshotter: delete %s: %v", name, err)
+			}
+		})
+	}
+	if a.widen > 0 {
+		// SetRefcountBits while the writes run (refbits.go: it waits
+		// for allocations in flight and rewrites every refcount block
+		// and the table past the end of the file, one header write
+		// switching): refused on version 2, while the resizer runs or
+		// allocations keep coming; what it leaves changed is undone
+		// after the batch.
+		wg.Go(func() {
+			defer guard("amender")
+			time.Sleep(a.amWait)
+			to := amendWidth(r.cfg.rb, a.widen)
+			tortureTracef("batch refcount width %d -> %d", r.cfg.rb, to)
+			if err := im.SetRefcountBits(to); err != nil {
+				if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrResizeBusy) || errors.Is(err, ErrSnapshotBusy) {
+					run.amendSkips.Add(1)
+					return
+				}
+				failf("amender: refcount width %d: %v", to, err)
+				return
+			}
+			run.amends.Add(1)
+			tortureTracef("batch refcount width %d -> %d", to, r.cfg.rb)
+			if err := im.SetRefcountBits(uint32(r.cfg.rb)); err != nil {
+				if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrResizeBusy) || errors.Is(err, ErrSnapshotBusy) {
+					return // after the batch
+				}
+				failf("amender: refcount width back to %d: %v", r.cfg.rb, err)
 			}
 		})
 	}
@@ -226,6 +274,8 @@ func (r *trun) finishBatchAdmin(i int, b *tbatch, run *batchAdminRun) {
 		r.st.BatchSnapSkips += run.snapSkips.Load()
 		r.st.BatchTailWrites += run.tailWrites.Load()
 		r.st.BatchTailCut += run.tailCut.Load()
+		r.st.BatchAmends += run.amends.Load()
+		r.st.BatchAmendSkips += run.amendSkips.Load()
 	}()
 	if b.admin.snap {
 		if run.leftSnap != "" {
@@ -236,6 +286,13 @@ func (r *trun) finishBatchAdmin(i int, b *tbatch, run *batchAdminRun) {
 		r.cmu.Lock()
 		r.inSnap = false
 		r.cmu.Unlock()
+	}
+	if b.admin.widen > 0 {
+		if bits := 1 << r.im.Header().RefcountOrder; bits != r.cfg.rb {
+			if err := r.im.SetRefcountBits(uint32(r.cfg.rb)); err != nil {
+				r.fatalf("batch op %d: refcount width back to %d after the batch: %v", i, r.cfg.rb, err)
+			}
+		}
 	}
 	if b.admin.grow == 0 {
 		return

@@ -41,6 +41,7 @@ type tstats struct {
 	// created and deleted, and refused.
 	BatchResizes, BatchResizeSkips, BatchTailWrites, BatchTailCut, BatchSnaps, BatchSnapSkips int64
 	ZeroAllocs, ZeroAllocRefused                                                              int64 // zeroings with Allocate done and refused (zeroAllocate)
+	BatchAmends, BatchAmendSkips                                                              int64 // refcount width changes inside batches done and refused
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
 	ReftableGrowths, L2Tables, Clusters, AllocWaits, FreshSkips int64
@@ -88,6 +89,8 @@ func (s *tstats) add(o *tstats) {
 	s.BatchSnaps += o.BatchSnaps
 	s.BatchSnapSkips += o.BatchSnapSkips
 	s.ZeroAllocs += o.ZeroAllocs
+	s.BatchAmends += o.BatchAmends
+	s.BatchAmendSkips += o.BatchAmendSkips
 	s.ZeroAllocRefused += o.ZeroAllocRefused
 	s.EarlyWrites += o.EarlyWrites
 	s.RunClusters += o.RunClusters
@@ -164,12 +167,12 @@ func (s *tstats) String() string {
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters (%d in runs), %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
-		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused); %d zeroings with Allocate (%d refused)\n"+
+		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused), %d refcount width changes (%d refused); %d zeroings with Allocate (%d refused)\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.RunClusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
-		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips, s.ZeroAllocs, s.ZeroAllocRefused,
+		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips, s.BatchAmends, s.BatchAmendSkips, s.ZeroAllocs, s.ZeroAllocRefused,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 
