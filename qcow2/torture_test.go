@@ -21,15 +21,19 @@ import (
 
 // The metamorphic torture suite (after pebble's metamorphic test): a
 // seeded generator makes one op sequence (writes of 1 byte to 3 clusters
-// at any alignment, zero writes with and without MayUnmap, discards,
+// at any alignment, zero writes with and without MayUnmap (and
+// Allocate), discards,
 // flushes, reads, reopens with other options, growth and shrinking,
 // regrow episodes (data in the cluster a shrink cuts into, below the
 // initial size too, grown straight back: the range reads zeros),
-// concurrent phases with read-your-writes checks); the same sequence
+// concurrent phases with read-your-writes checks, some with a resizer,
+// a snapshotter or a refcount width change running beside the writers,
+// torture_resize_test.go); the same sequence
 // runs under many configurations (tortureMatrix, randomTcfg: cluster
 // sizes 512 B-2 MiB, refcount widths 1-64, v2/v3, lazy refcounts, a
 // backing file, prealloc and its reserve/fill options, tiny caches,
-// memdev/holddev/latdev and the io_uring file), and every configuration
+// memdev/holddev/latdev, aligned as an O_DIRECT file or as RAM, and the
+// io_uring file), and every configuration
 // must read back exactly the flat model. After each batch our Check must find nothing; at the end
 // qemu-img check is clean and qemu-img convert -O raw equals the model.
 // On memdev backends, a crash clone is taken and verified at boundary
