@@ -114,14 +114,22 @@ func (im *Image) growReftable(need uint64) error {
 	if err := im.rbc.Flush(); err != nil {
 		return undo(err)
 	}
-	// The new table, then the header (Q4).
+	return im.switchReftableLocked(newTable, g.HostClusterOff(a+k), tc, k, undo)
+}
+
+// switchReftableLocked makes newTable (tc clusters at tableOff, its k
+// new refcount blocks already durable) the image's refcount table: the
+// table written and flushed, then the header naming it (Q4), then the
+// old table freed. A failure before the header is written is undo's
+// (the new blocks dropped); one of the header write leaves the image
+// refusing writes. mu held.
+func (im *Image) switchReftableLocked(newTable []format.HostOff, tableOff format.HostOff, tc, k uint64, undo func(error) error) error {
+	cs := im.g.ClusterSize
 	tb := make([]byte, tc*cs)
 	for i, v := range newTable {
 		format.PutReftable(tb, uint64(i), v)
 	}
-	buf := alignedCopy(tb, im.memAlign)
-	tableOff := g.HostClusterOff(a + k)
-	if err := im.writeMeta(buf, tableOff); err != nil {
+	if err := im.writeMeta(alignedCopy(tb, im.memAlign), tableOff); err != nil {
 		return undo(err)
 	}
 	if err := im.dev.Flush(); err != nil {

@@ -110,39 +110,7 @@ func (im *Image) refcountAreaLocked(additional uint64) (format.HostOff, error) {
 		return 0, undo(err)
 	}
 	// The new table, then the header (Q4).
-	tb := make([]byte, tc*cs)
-	for i, v := range newTable {
-		format.PutReftable(tb, uint64(i), v)
-	}
-	tableOff := g.HostClusterOff(tableAt)
-	if err := im.writeMeta(alignedCopy(tb, im.memAlign), tableOff); err != nil {
-		return 0, undo(err)
-	}
-	if err := im.dev.Flush(); err != nil {
-		return 0, undo(err)
-	}
-	im.event(EvReftable)
-	oldOff, oldClusters := im.hdr.RefcountTableOffset, uint64(im.hdr.RefcountTableClusters)
-	im.hdr.RefcountTableOffset = tableOff
-	im.hdr.RefcountTableClusters = uint32(tc)
-	err := im.writeHeader()
-	if err == nil {
-		err = im.dev.Flush()
-	}
-	if err != nil {
-		// As growReftable: the header may name either table.
-		im.hdr.RefcountTableOffset = oldOff
-		im.hdr.RefcountTableClusters = uint32(oldClusters)
-		im.loseWritesLocked(err)
-		return 0, err
-	}
-	im.reftable = newTable
-	im.rtOff.Store(uint64(tableOff))
-	im.rtLen.Store(tc * cs)
-	im.c.reftableGrowths.Add(1)
-	im.c.refblocksAllocated.Add(int64(k))
-	// The old table is no longer referenced by the (durable) header.
-	if err := im.freeClustersLocked(oldOff, oldClusters); err != nil {
+	if err := im.switchReftableLocked(newTable, g.HostClusterOff(tableAt), tc, k, undo); err != nil {
 		return 0, err
 	}
 	return g.HostClusterOff(end), nil
