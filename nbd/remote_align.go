@@ -33,30 +33,19 @@ func (c *Client) readAligned(off, n int64, bufs [][]byte) error {
 	if c.aligned(off, n) {
 		return c.readChunks(off, n, bufs)
 	}
-	a := c.align()
 	var blk []byte
-	for at := int64(0); at < n; {
-		p := off + at
-		if p%a == 0 && n-at >= a {
-			m := alignDown(n-at, a)
-			if err := c.readChunks(p, m, subVec(bufs, at, m)); err != nil {
-				return err
-			}
-			at += m
-			continue
-		}
-		b := alignDown(p, a)
-		m := min(b+a-p, n-at)
+	return c.splitAligned(off, n, func(p, at, m int64) error {
+		return c.readChunks(p, m, subVec(bufs, at, m))
+	}, func(b, p, at, m int64) error {
 		if blk == nil {
-			blk = make([]byte, a)
+			blk = make([]byte, c.align())
 		}
-		if err := c.readChunks(b, a, [][]byte{blk}); err != nil {
+		if err := c.readChunks(b, int64(len(blk)), [][]byte{blk}); err != nil {
 			return err
 		}
 		copyToVec(bufs, at, blk[p-b:p-b+m])
-		at += m
-	}
-	return nil
+		return nil
+	})
 }
 
 // writeAligned writes [off, off+n) (inside the export): whole blocks
@@ -75,6 +64,23 @@ func (c *Client) writeAligned(off, n int64, patch func(at int64, b []byte), whol
 	c.rmw.Lock()
 	defer c.rmw.Unlock()
 	var blk []byte
+	return c.splitAligned(off, n, whole, func(b, p, at, m int64) error {
+		if blk == nil {
+			blk = make([]byte, a)
+		}
+		if err := c.readChunks(b, a, [][]byte{blk}); err != nil {
+			return err
+		}
+		patch(at, blk[p-b:p-b+m])
+		return c.writeChunks(b, a, [][]byte{blk})
+	})
+}
+
+// splitAligned walks [off, off+n): whole(p, at, m) for each run of
+// whole blocks [p, p+m) at byte at of the range, and edge(b, p, at, m)
+// for the range's m bytes at p inside the partial block at b.
+func (c *Client) splitAligned(off, n int64, whole func(p, at, m int64) error, edge func(b, p, at, m int64) error) error {
+	a := c.align()
 	for at := int64(0); at < n; {
 		p := off + at
 		if p%a == 0 && n-at >= a {
@@ -87,14 +93,7 @@ func (c *Client) writeAligned(off, n int64, patch func(at int64, b []byte), whol
 		}
 		b := alignDown(p, a)
 		m := min(b+a-p, n-at)
-		if blk == nil {
-			blk = make([]byte, a)
-		}
-		if err := c.readChunks(b, a, [][]byte{blk}); err != nil {
-			return err
-		}
-		patch(at, blk[p-b:p-b+m])
-		if err := c.writeChunks(b, a, [][]byte{blk}); err != nil {
+		if err := edge(b, p, at, m); err != nil {
 			return err
 		}
 		at += m
