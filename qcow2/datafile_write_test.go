@@ -2,17 +2,22 @@ package qcow2
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/memdev"
 	"github.com/qring/qring/internal/testkit"
+	"github.com/qring/qring/qcow2/format"
 )
 
 // Writes to images with an external data file (DF4-DF6): crash clones
@@ -145,19 +150,32 @@ func TestDataFile_CrashClones(t *testing.T) {
 			nops := len(dfCrashWorkload(t, seed, co, tc.raw, o, func(int) bool { return false }))
 			step := max(1, nops/crashPoints(120, 40))
 			pts := dfCrashWorkload(t, seed, co, tc.raw, o, func(i int) bool { return i%step == 0 })
-			tried, bad := 0, 0
+			tried, bad, qemu := 0, 0, 0
 			for k, p := range pts {
 				if p.img == nil {
 					continue
 				}
+				// Every crashQemuEvery-th point goes through qemu-img
+				// check too, as the crash left it and after the
+				// recovery (the leak repair of dfVerifyCrash).
+				var img, data *memdev.Dev
+				if tried%crashQemuEvery == 0 && testkit.HaveQemu() {
+					img, data = p.img.Clone(), p.data.Clone()
+				}
 				tried++
-				if !dfVerifyCrash(t, k, p, o) {
+				ok := dfVerifyCrash(t, k, p, o)
+				if ok && img != nil {
+					qemu++
+					what := fmt.Sprintf("crash point %d", k)
+					ok = dfQemuCheckCrash(t, what, img, data, false) && dfQemuCheckCrash(t, what, p.img, p.data, true)
+				}
+				if !ok {
 					if bad++; bad > 3 {
 						t.Fatal("too many failing crash points")
 					}
 				}
 			}
-			t.Logf("%d device ops, %d crash points tried", nops, tried)
+			t.Logf("%d device ops, %d crash points tried, %d of them through qemu-img check", nops, tried, qemu)
 		})
 	}
 }
@@ -320,6 +338,84 @@ func dfVerifyCrash(t *testing.T, k int, p dfCrashPoint, o Options) bool {
 			t.Errorf("crash point %d: leak repair: %v %+v", k, err, r)
 			return false
 		}
+	}
+	return true
+}
+
+// dfQemuCheckCrash runs qemu-img check on an image with an external
+// data file, img and data, as a crash left it (leaks allowed; not a dirty
+// lazy-refcounts image, whose refcounts QEMU repairs at open, as
+// qemuCheckCrash) or after the engine's recovery (clean). qemu-img opens
+// the data file the header names beside the image, so both go into a
+// new directory, the data file under that name. A corruption, a check
+// error or an ERROR line fails t (a failing pair is kept). Without
+// qemu-img it returns true.
+func dfQemuCheckCrash(t *testing.T, what string, img, data *memdev.Dev, recovered bool) bool {
+	t.Helper()
+	if !testkit.HaveQemu() {
+		return true
+	}
+	sz, err := img.Size()
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return false
+	}
+	hb := make([]byte, min(sz, 2<<20)) // cluster 0, whatever its size
+	if err := img.Readv(0, [][]byte{hb}); err != nil {
+		t.Errorf("%s: %v", what, err)
+		return false
+	}
+	h, err := format.ParseHeader(hb)
+	if err != nil {
+		t.Errorf("%s: the header: %v", what, err)
+		return false
+	}
+	if h.DataFile == "" || filepath.Base(h.DataFile) != h.DataFile {
+		t.Errorf("%s: the header names data file %q, not a file beside the image", what, h.DataFile)
+		return false
+	}
+	if !recovered && h.Version >= 3 && h.IncompatibleFeatures&format.IncompatDirty != 0 {
+		return true // qemu-img check reports a dirty image's stale refcounts by design
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "crash.qcow2")
+	if err := img.WriteFile(path); err != nil {
+		t.Errorf("%s: %v", what, err)
+		return false
+	}
+	if err := data.WriteFile(filepath.Join(dir, h.DataFile)); err != nil {
+		t.Errorf("%s: %v", what, err)
+		return false
+	}
+	verdict, state := testkit.QemuCheckResult.NoCorruption, "as it crashed"
+	if recovered {
+		verdict, state = testkit.QemuCheckResult.Clean, "after the engine's recovery"
+	}
+	// QEMU 7.2 opens a relative data file name from its working
+	// directory, not from the image's: qemu-img runs in dir.
+	var o, e bytes.Buffer
+	cmd := exec.Command("qemu-img", "check", "--output=json", "-f", "qcow2", "crash.qcow2")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &o, &e
+	var r testkit.QemuCheckResult
+	err = cmd.Run()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		r.Exit, err = ee.ExitCode(), nil
+	}
+	r.Stdout, r.Stderr = o.String(), e.String()
+	if err == nil {
+		if jerr := json.Unmarshal(o.Bytes(), &r); jerr != nil {
+			err = fmt.Errorf("exit %d, no JSON (%v):\n%s%s", r.Exit, jerr, r.Stdout, r.Stderr)
+		} else if !verdict(r) || strings.Contains(r.Stderr, "ERROR") {
+			err = fmt.Errorf("%s\n%s", r, r.Stderr)
+		}
+	}
+	if err != nil {
+		kept := testkit.KeepFile(t, "crash.qcow2", img.Bytes())
+		if err := data.WriteFile(filepath.Join(filepath.Dir(kept), h.DataFile)); err != nil {
+			t.Log(err)
+		}
+		t.Errorf("%s: qemu-img check of the image %s: %v\nimage kept at %s, its data file beside it", what, state, err, kept)
+		return false
 	}
 	return true
 }
