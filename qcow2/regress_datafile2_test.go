@@ -46,14 +46,31 @@ func TestRegress_DataFileShrinkCrashThenGrow(t *testing.T) {
 			if err := im.Close(); err != nil {
 				t.Fatal(err)
 			}
+			qemu := 0
 			for k, c := range clones {
+				// Each clone pair (a few: one per device op of the
+				// shrink) goes through qemu-img check too, as the
+				// crash left it (leaks allowed) and after the growth
+				// and a leak repair (clean).
+				sample := testkit.HaveQemu()
+				if sample {
+					qemu++
+				}
+				what := fmt.Sprintf("clone %d", k)
+				if sample && !dfQemuCheckCrash(t, what, c[0], c[1], false) {
+					continue
+				}
 				re, err := OpenDevice(c[0], Options{DataDevice: c[1], NoPassDiscard: v.nopass})
 				if err != nil {
 					t.Fatalf("clone %d: %v", k, err)
 				}
 				sz, _ := re.Size()
-				if sz == size {
+				if sz == size && !sample {
 					re.Close()
+					continue
+				}
+				if sz == size {
+					dfRepairQemuCheck(t, what, re, c[0], c[1])
 					continue
 				}
 				if v.pre != "" {
@@ -65,13 +82,33 @@ func TestRegress_DataFileShrinkCrashThenGrow(t *testing.T) {
 					t.Fatalf("clone %d: grow: %v", k, err)
 				}
 				got := testkit.ReadAll(t, re)
-				re.Close()
+				if sample {
+					dfRepairQemuCheck(t, what, re, c[0], c[1])
+				} else {
+					re.Close()
+				}
 				if i := testkit.FirstDiff(got[sz:], make([]byte, size-sz)); i >= 0 {
 					t.Errorf("clone %d (size %d after the crash): the grown range reads %#x at %d, not zeros", k, sz, got[sz+int64(i)], sz+int64(i))
 				}
 			}
+			t.Logf("%d clones, %d of them through qemu-img check", len(clones), qemu)
 		})
 	}
+}
+
+// dfRepairQemuCheck repairs the leaks of im, open on the clone pair img
+// and data, closes it and has qemu-img check find the pair clean.
+func dfRepairQemuCheck(t *testing.T, what string, im *Image, img, data *memdev.Dev) {
+	t.Helper()
+	r, err := im.Check(CheckOptions{Repair: RepairLeaks})
+	if cerr := im.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !r.Clean() {
+		t.Errorf("%s: leak repair: %v %+v", what, err, r)
+		return
+	}
+	dfQemuCheckCrash(t, what, img, data, true)
 }
 
 // A discard on an image with a raw data file left the data file's bytes
@@ -102,4 +139,5 @@ func TestRegress_RawDataFileDiscardWithoutAllocate(t *testing.T) {
 	if i := testkit.FirstDiff(b[:16<<10], make([]byte, 16<<10)); i >= 0 {
 		t.Fatalf("the raw data file keeps %#x at %d of a discarded range", b[i], i)
 	}
+	testkit.QemuCheck(t, img) // the header names the data file by its full path
 }
