@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 )
 
 // With lazy refcounts, a write that filled a whole cluster kept
@@ -63,7 +64,17 @@ func TestRegress_LazyLinkAfterData(t *testing.T) {
 	if err := im.Close(); err != nil {
 		t.Fatal(err)
 	}
+	testkit.QemuCheck(t, writeDev(t, mem))
+	qemu := 0
 	for i, c := range clones {
+		// Every crashQemuEvery-th clone goes through qemu-img check
+		// too, as the crash left it (leaks allowed; not when dirty,
+		// qemuCheckCrash) and after the engine's recovery and leak
+		// repair (clean).
+		sample := i%crashQemuEvery == 0 && testkit.HaveQemu()
+		if sample && !qemuCheckCrash(t, i, c, Options{}, false) {
+			t.FailNow()
+		}
 		im2, err := OpenDevice(c, Options{})
 		if err != nil {
 			t.Fatalf("clone %d: %v", i, err)
@@ -79,6 +90,12 @@ func TestRegress_LazyLinkAfterData(t *testing.T) {
 				t.Fatalf("clone %d: sector %d reads %#x: neither the flushed zeros nor the new data", i, s/512, g[0])
 			}
 		}
+		if sample {
+			qemu++
+			if !qemuCheckRepaired(t, i, c, Options{}) {
+				t.FailNow()
+			}
+		}
 	}
-	t.Logf("%d clones", len(clones))
+	t.Logf("%d clones, %d of them through qemu-img check", len(clones), qemu)
 }
