@@ -28,7 +28,7 @@ func TestReview46_CrashConcurrentWritersOldOrNew(t *testing.T) {
 		{"prealloc-off", CreateOptions{ClusterSize: 4096}, Options{Prealloc: "off"}, false},
 		{"xl2", CreateOptions{ClusterSize: 16 << 10, ExtendedL2: true}, Options{}, false},
 	}
-	r46RunCrashCases(t, cases, points, r46ConcurrentWorkload)
+	r46RunCrashCases(t, cases, points, false, r46ConcurrentWorkload)
 }
 
 func r46ConcurrentWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {

@@ -31,7 +31,7 @@ func TestReview46_QueueCrashUnflushedOldOrNew(t *testing.T) {
 		{"fill-c64k", CreateOptions{}, Options{PreallocFill: FillZeroes, PreallocSize: 4 << 20}, false},
 		{"xl2-fill", CreateOptions{ClusterSize: 32 << 10, ExtendedL2: true}, Options{PreallocFill: FillZeroes, PreallocSize: 2 << 20}, false},
 	}
-	r46RunCrashCases(t, cases, points, r46QueueWorkload)
+	r46RunCrashCases(t, cases, points, false, r46QueueWorkload)
 }
 
 func r46QueueWorkload(t *testing.T, seed uint64, co CreateOptions, o Options, bdata []byte, want func(int) bool) []r46Point {
