@@ -112,7 +112,14 @@ func TestReview46_XL2KeepZeroingCrash(t *testing.T) {
 				t.Fatalf("clone %d (of %d): allocated sector at %d reads neither its old nor its new bytes: % x", k, len(clones), s, g[:16])
 			}
 		}
+		// Each clone (a few: two per device op of the write) goes
+		// through qemu-img check too, as the crash left it (leaks
+		// allowed) and after the engine's leak repair (clean).
+		if testkit.HaveQemu() && (!qemuCheckCrash(t, k, c, Options{}, false) || !qemuCheckRepaired(t, k, c, Options{})) {
+			t.FailNow()
+		}
 	}
+	t.Logf("%d clones", len(clones))
 }
 
 // r46ReadDev runs before, once, ahead of the first write (Writev) into
