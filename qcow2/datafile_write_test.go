@@ -659,6 +659,9 @@ func TestDataFile_LinkAfterData(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	cimg, cdata := img.CrashClone(rng, 1), data.CrashClone(rng, 0)
+	if !dfQemuCheckCrash(t, "the crash clone", cimg, cdata, false) {
+		t.FailNow()
+	}
 	re, err := OpenDevice(cimg, Options{DataDevice: cdata, Backing: memdev.FromBytes(bdata, memdev.Options{})})
 	if err != nil {
 		t.Fatal(err)
