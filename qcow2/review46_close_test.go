@@ -92,6 +92,10 @@ func r46CloseRacing(t *testing.T, write func(im *Image, nw []byte) error, nw []b
 	}
 	if writeErr == nil {
 		crash := mem.CrashClone(rand.New(rand.NewPCG(46, 2)), 0) // what a power cut now leaves
+		// qemu-img check: leaks allowed, corruption never.
+		if !qemuCheckCrash(t, 0, crash, Options{}, false) {
+			t.FailNow()
+		}
 		cim, err := OpenDevice(crash, Options{ReadOnly: true})
 		if err != nil {
 			t.Fatal(err)
