@@ -20,7 +20,8 @@ import (
 // OFLAG_COPIED errors (QEMU's own ordering leaves the same window,
 // docs/crash-consistency.md) and nothing else; qemu-img check -r all
 // then repairs it, after which qemu-img check is clean and the engine's
-// Check of the repaired image too. A dirty lazy-refcounts clone skips
+// Check of the repaired image finds no corruption (leaks past the
+// file's end qemu-img does not see may stay). A dirty lazy-refcounts clone skips
 // the first check (QEMU reports a dirty image's stale refcounts by
 // design) and goes to the repair.
 func TestCrash_SnapshotQemu(t *testing.T) {
@@ -96,8 +97,12 @@ func qemuRepairCrash(dir string, p snapCrashPoint) error {
 		return fmt.Errorf("open after qemu-img's repair: %v", err)
 	}
 	defer im.Close()
+	// Leaks may stay: refcounts of clusters past the file's end (a
+	// crash after a shrink, or a growth of the file lost) are leaks to
+	// our Check on purpose (check.go) and nothing to qemu-img's, which
+	// neither reports nor repairs them.
 	r, err := im.Check(CheckOptions{})
-	if err != nil || !r.Clean() {
+	if err != nil || r.Corruptions != 0 || r.CheckErrors != 0 {
 		return fmt.Errorf("Check after qemu-img's repair: %v, %d corruptions, %d leaks, %d errors: %v", err, r.Corruptions, r.Leaks, r.CheckErrors, head(r.Messages, 5))
 	}
 	return nil
