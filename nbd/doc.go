@@ -104,8 +104,8 @@
 // its buffers. An export never grows (Caps.Fixed; writes past its end
 // ENOSPC, Truncate refused in QEMU's words); reads past it are zeros
 // (B2); a failed flush fails every later one (B6). A server that breaks
-// the protocol (a bad magic, a reply to no request, a chunk outside its
-// request, a READ not filled exactly once, oversized lengths) ends the
+// the protocol (a bad magic, a reply to no request, a chunk or an error
+// offset outside its request, a READ not filled exactly once, oversized lengths) ends the
 // connection with a ProtocolError, which every waiting and later
 // request returns; the handshake has a deadline (ClientOptions); memory
 // per reply is bounded (block status chunks at 1 MiB, option replies

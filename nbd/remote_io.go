@@ -294,6 +294,15 @@ func (c *Client) chunk(k *call, typ uint16, n uint32) error {
 	if want > n || typ == replyErrorOffset && want != n {
 		return &ProtocolError{"error chunk message of the wrong length"}
 	}
+	if typ == replyErrorOffset {
+		// The offset names where the error happened, which MUST lie
+		// within the request ("NBD_REPLY_TYPE_ERROR_OFFSET"): a FLUSH
+		// has no byte it could name.
+		off := binary.BigEndian.Uint64(b[6+ml:])
+		if off < uint64(k.off) || off-uint64(k.off) >= uint64(k.n) {
+			return &ProtocolError{fmt.Sprintf("error chunk offset %d outside the %s request [%d, +%d)", off, cmdName(k.typ), k.off, k.n)}
+		}
+	}
 	if k.err == nil {
 		k.err = &RemoteError{Errno: remoteErrno(e), Msg: string(b[6 : 6+ml])}
 	}
