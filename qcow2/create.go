@@ -497,11 +497,25 @@ func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve
 	n := (to + g.ClusterSize - 1) >> g.ClusterBits
 	reused := false
 	var linked []format.GuestOff
+	// A falloc or full growth (res given) takes its data clusters
+	// first (growthDataLocked): those not linked when it ends (it
+	// failed) are nobody's and go back.
+	var data []format.HostOff
 	defer func() {
 		if err != nil && len(linked) > 0 {
 			im.unlinkPrealloc(linked)
 		}
+		for _, h := range data {
+			if h != 0 && im.freeClustersLocked(h, 1) != nil {
+				break
+			}
+		}
 	}()
+	if res.end != 0 {
+		if data, err = im.growthDataLocked(from, n); err != nil {
+			return err
+		}
+	}
 	// The data clusters, in runs of host-contiguous ones: falloc and
 	// full reserve or write every one of them (metadata lies between).
 	type run struct{ off, end int64 }
@@ -529,11 +543,16 @@ func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve
 			continue // the old end's cluster, allocated or zero
 		}
 		hwm := format.HostOff(im.space.hwm.Load())
-		host, _, err := im.allocClustersLocked(1)
-		if err != nil {
+		var host format.HostOff
+		if data != nil {
+			if host = data[gc-from>>g.ClusterBits]; host == 0 {
+				continue
+			}
+		} else if host, _, err = im.allocClustersLocked(1); err != nil {
 			return err
 		}
-		if host < hwm {
+		if host < hwm && data == nil {
+			// (A growth's data lie past the mark: growthDataLocked.)
 			// A cluster below the high-water mark was freed earlier
 			// (the old refcount table after a growth) and holds stale
 			// bytes: the guest must read zeros there (Q2), so zero it
@@ -570,6 +589,9 @@ func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve
 			return err
 		}
 		linked = append(linked, goff)
+		if data != nil {
+			data[gc-from>>g.ClusterBits] = 0 // linked: not to give back
+		}
 	}
 	if reused {
 		// The zeros are durable before any L2 entry that links them
@@ -579,6 +601,15 @@ func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve
 		}
 	}
 	end := int64(im.space.hwm.Load())
+	if keep := max(res.size, end, int64(im.space.reserved)); res.end > keep {
+		// A growth's space counted a table for every L1 entry it
+		// covers; those that went into holes below leave its end
+		// unused, which the file gives back (qemu-img's file ends
+		// at its last table).
+		if err := im.dev.Truncate(keep); err != nil {
+			return err
+		}
+	}
 	if keep := max(origSize, end, int64(im.space.reserved)); grownTo > keep {
 		// Past every allocation (the clusters the estimate counted
 		// that were there already): grown here, cut back, unless a
@@ -622,6 +653,47 @@ func (im *Image) preallocateLocked(mode string, from, to uint64, res growReserve
 		}
 	}
 	return im.flushLocked()
+}
+
+// growthDataLocked takes the data clusters of the guest clusters [from's,
+// n) a falloc or full growth links (those without a cluster), in QEMU
+// 7.2's order (qcow2_co_truncate): contiguous from the reserved range's
+// start (qcow2_alloc_clusters_at at allocation_start, the high-water
+// mark here: im.freeIdx), before any L2 table that will link them,
+// which then goes wherever the allocator finds room first, as
+// l2_allocate's qcow2_alloc_clusters does: the holes below the mark
+// (the old L1 or refcount table a growth freed) and then past the
+// data. Placed between the data, as every other preallocation places
+// them, they made a +3G full growth two clusters longer than qemu-img's
+// and split its data. data[i] is guest cluster from's+i's, 0 for one
+// that has a cluster already (the old end's). mu held.
+func (im *Image) growthDataLocked(from, n uint64) (data []format.HostOff, err error) {
+	g := &im.g
+	data = make([]format.HostOff, n-from>>g.ClusterBits)
+	defer func() {
+		if err != nil {
+			for _, h := range data {
+				if h != 0 && im.freeClustersLocked(h, 1) != nil {
+					break
+				}
+			}
+			data = nil
+		}
+	}()
+	for gc := from >> g.ClusterBits; gc < n; gc++ {
+		e, err := im.rawEntry(g.GuestClusterOff(gc))
+		if err != nil {
+			return data, err
+		}
+		if e.Type() != format.ClusterUnallocated {
+			continue
+		}
+		if data[gc-from>>g.ClusterBits], _, err = im.allocClustersLocked(1); err != nil {
+			return data, err
+		}
+	}
+	im.freeIdx = 0 // the tables: the first free cluster
+	return data, nil
 }
 
 // reserveError is a failure of preallocateLocked to give the data

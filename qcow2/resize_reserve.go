@@ -20,12 +20,11 @@ import (
 // ("cache l2: table at 0x200a0000: No space left on device"), and left
 // the file gigabytes longer (sparse, nothing in use past the old end).
 //
-// What differs from QEMU: the grown range's new L2 tables go between
-// its data clusters (preallocateLocked's host order), where QEMU puts
-// them into the holes the old tables left; a growth that needs them
-// leaves a file a few clusters longer than qemu-img's. A growth that
-// needs none is byte for byte qemu-img's (refcountAreaLocked writes
-// QEMU's exact-size table first).
+// The data clusters are then taken contiguously from the area's end,
+// and the new L2 tables after them, into the holes the old tables left
+// and past the data (growthDataLocked), as QEMU does: the file is byte
+// for byte qemu-img's (refcountAreaLocked writes QEMU's exact-size
+// table first; TestResize_PreallocNewTablesLikeQemu).
 
 // growReserve is the space reserveGrowthLocked gave the clusters of a
 // growth: [off, end) of the image file, whose length was size before.
@@ -35,9 +34,11 @@ type growReserve struct {
 
 // reserveGrowthLocked makes the refcount blocks that will count the
 // clusters a falloc or full preallocation of the guest range [cur,
-// size) places from the high-water mark on (its data clusters and L2
-// tables, in host order from im.freeIdx, which the caller set to the
-// mark), then gives that range its space in mode. mu held, no
+// size) places from the high-water mark on (its data clusters from
+// im.freeIdx, which the caller set to the mark, and as many L2 tables
+// as it may place past them), then gives that range its space in mode
+// (preallocateLocked gives back what the tables placed in holes left
+// unused). mu held, no
 // allocation in flight. On failure the file is back to its length
 // before the space was asked for.
 func (im *Image) reserveGrowthLocked(mode string, cur, size uint64) (growReserve, error) {
