@@ -131,6 +131,14 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 			err = errors.New("Can't store persistent bitmaps: Operation not supported")
 		case im == nil:
 			err = fmt.Errorf("Dirty bitmap '%s' not found", name) // the others look it up first
+		case im.Header().Version < 3 && op.name == "add":
+			// QEMU's message names the node ("in '#block123'"),
+			// not reproduced (above).
+			err = fmt.Errorf("Can't make bitmap '%s' persistent: Cannot store dirty bitmaps in qcow2 v2 files", name)
+		case im.Header().Version < 3:
+			// A version 2 image has no bitmaps: QEMU looks the
+			// bitmap up first.
+			err = fmt.Errorf("Dirty bitmap '%s' not found", name)
 		case op.name == "add":
 			if gran == 0 {
 				// QEMU's bdrv_get_default_bitmap_granularity.
