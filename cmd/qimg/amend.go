@@ -436,16 +436,19 @@ func amendOptionsParsed(r *amendRequest) error {
 }
 
 // checkAmend refuses, before anything is written, what QEMU refuses.
+// As QEMU's qcow2_amend_options: the refcount width first, then lazy
+// refcounts, refused with compat=0.10 only where they would be turned
+// on (an image that has them loses them in the downgrade).
 func checkAmend(h format.Header, newV uint32, lazy *bool, refbits *uint32) error {
-	if lazy != nil && *lazy && newV < 3 {
-		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-	}
 	bits := uint32(1) << h.RefcountOrder
 	if refbits != nil && *refbits != bits {
 		if *refbits != 16 && newV < 3 {
 			return errors.New("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
 		}
 		bits = *refbits
+	}
+	if lazy != nil && *lazy && h.CompatibleFeatures&format.CompatLazyRefcounts == 0 && newV < 3 {
+		return errors.New("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
 	}
 	if newV >= h.Version {
 		return nil
