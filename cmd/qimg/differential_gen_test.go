@@ -287,12 +287,22 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		}
 		return a
 	}
-	target := func() string {
-		return pick(r, img, img, img, "{d}/other.qcow2", "{d}/new.qcow2")
+	// target is the image of a command that only reads it: now and
+	// then a raw file, the backing file or a file that does not
+	// exist, and the format given or not (given wrong, too).
+	target := func() []string {
+		t := pick(r, img, img, img, img, "{d}/other.qcow2", "{d}/new.qcow2", "{d}/tgt.raw", "{d}/nosuch.qcow2")
+		if m.backing != "" && r.IntN(6) == 0 {
+			t = "{d}/" + m.backing
+		}
+		if r.IntN(5) == 0 {
+			return []string{"-f", pick(r, "qcow2", "raw"), t}
+		}
+		return []string{t}
 	}
 	switch r.IntN(16) {
 	case 0:
-		return diffCmd{cat([]string{"info"}, opt(2, "--output=json"), opt(3, "--backing-chain"), opt(4, "-U"), []string{target()})}
+		return diffCmd{cat([]string{"info"}, opt(2, "--output=json"), opt(3, "--backing-chain"), opt(4, "-U"), target())}
 	case 1:
 		a := []string{"map"}
 		a = append(a, opt(2, "--output=json")...)
@@ -302,8 +312,14 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		if r.IntN(3) == 0 {
 			a = append(a, fmt.Sprintf("--max-length=%d", 1+r.Int64N(m.size)))
 		}
-		return diffCmd{append(a, target())}
+		return diffCmd{append(a, target()...)}
 	case 2, 3:
+		// qemu-img 7.2's check -r of an image with internal snapshots
+		// and a persistent bitmap drops its snapshot table (and the
+		// snapshots' references to their clusters): not drawn there.
+		if len(m.snapshots) > 0 && len(m.bitmaps) > 0 {
+			return diffCmd{cat([]string{"check"}, opt(2, "--output=json"), []string{img})}
+		}
 		return diffCmd{cat([]string{"check"}, opt(2, "--output=json"), opt(3, "-r", pick(r, "leaks", "all")), []string{img})}
 	case 4:
 		if r.IntN(4) == 0 {
@@ -313,7 +329,13 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		if a[len(a)-1] == "qcow2" {
 			a = append(a, opt(2, "-o", fmt.Sprintf("cluster_size=%d", 1<<(9+r.IntN(13))))...)
 		}
-		return diffCmd{append(a, img)}
+		if len(m.snapshots) > 0 && r.IntN(4) == 0 {
+			a = append(a, "-l", pick(r, m.snapshots...))
+		}
+		if r.IntN(4) == 0 {
+			a = append(a, "-o", pick(r, "preallocation=metadata", "preallocation=full", "compat=0.10", "extended_l2=on"))
+		}
+		return diffCmd{append(a, target()...)}
 	case 5:
 		a := cat([]string{"compare"}, opt(3, "-s"), opt(3, "-p"))
 		switch {
@@ -322,7 +344,7 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		case r.IntN(3) == 0:
 			a = append(a, "-f", "qcow2", "-F", "qcow2", img, "{d}/other.qcow2")
 		default:
-			a = append(a, img, pick(r, "{d}/other.qcow2", "{d}/new.qcow2"))
+			a = append(a, img, pick(r, "{d}/other.qcow2", "{d}/new.qcow2", "{d}/tgt.raw"))
 		}
 		return diffCmd{a}
 	case 6, 7:
@@ -331,9 +353,26 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		}
 		f := pick(r, "qcow2", "qcow2", "raw")
 		a := []string{"convert", "-O", f}
+		a = append(a, opt(6, "-S", pick(r, "0", "4k", "64k"))...)
+		var o []string
 		if f == "qcow2" {
 			a = append(a, opt(3, "-c")...)
-			a = append(a, opt(2, "-o", fmt.Sprintf("cluster_size=%d", 1<<(9+r.IntN(13))))...)
+			if r.IntN(2) == 0 {
+				o = append(o, fmt.Sprintf("cluster_size=%d", 1<<(9+r.IntN(13))))
+			}
+			if r.IntN(4) == 0 {
+				o = append(o, "compat=0.10")
+			} else if r.IntN(3) == 0 {
+				o = append(o, pick(r, "lazy_refcounts=on", "extended_l2=on", "refcount_bits=8", "refcount_bits=1"))
+			}
+		}
+		if r.IntN(5) == 0 {
+			o = append(o, "preallocation="+pick(r, "off", "metadata", "falloc", "full"))
+		}
+		if len(o) > 0 {
+			a = append(a, "-o", strings.Join(o, ","))
+		}
+		if f == "qcow2" {
 			if m.backing != "" && r.IntN(2) == 0 {
 				a = append(a, "-B", m.backing, "-F", m.backingFmt())
 			}
@@ -399,8 +438,14 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		if r.IntN(2) == 0 {
 			o = append(o, "lazy_refcounts="+pick(r, "on", "off"))
 		}
-		if r.IntN(2) == 0 || len(o) == 0 {
+		// qemu-img 7.2 never finishes a change of refcount_bits of an
+		// image with clusters of 256k or more (even a new, empty
+		// one): not drawn there.
+		if (r.IntN(2) == 0 || len(o) == 0) && m.clusterSize <= 128<<10 {
 			o = append(o, fmt.Sprintf("refcount_bits=%d", pick(r, 1, 2, 4, 8, 16, 32, 64)))
+		}
+		if len(o) == 0 {
+			o = append(o, "lazy_refcounts=off")
 		}
 		return diffCmd{[]string{"amend", "-o", strings.Join(o, ","), img}}
 	case 13:
