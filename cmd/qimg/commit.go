@@ -289,7 +289,8 @@ func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, erro
 // data file), it also cuts the file to its few metadata clusters: so
 // is the file cut after its last used cluster here (trimFile), or a
 // commit left the file as long as the data it held (sparse, but ls,
-// quotas and copies without hole support saw its old size).
+// quotas and copies without hole support saw its old size), its leaked
+// clusters freed first.
 func makeEmpty(spec imgopen.Spec) error {
 	top, err := openImage(spec)
 	if err != nil {
@@ -299,6 +300,13 @@ func makeEmpty(spec imgopen.Spec) error {
 	err = im.MakeEmpty()
 	whole := im.Header().Version >= 3 && len(im.Snapshots()) == 0 && len(im.Bitmaps()) == 0 &&
 		!im.Encrypted() && im.DataFileName() == ""
+	if err == nil && whole {
+		// QEMU's make_completely_empty writes new refcounts, which
+		// count only the metadata left: clusters the image leaked
+		// before are free after it (and the file is cut before
+		// them, below).
+		_, err = im.Check(qcow2.CheckOptions{Repair: qcow2.RepairLeaks})
+	}
 	if cerr := top.Close(); err == nil {
 		err = cerr
 	}
