@@ -301,25 +301,13 @@ func runMeasure(e *env, args []string) int {
 	if !o.has("size") && len(o.args) != 1 {
 		return e.errorf(1, "Either --size N or one filename must be specified.")
 	}
-	var t *measureTarget
-	if o.get("O", "raw") == "luks" {
-		t, err = measureLUKSTarget(o)
-	} else {
-		t, err = parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
-		if err == nil && t.keySecret != "" {
-			// QEMU's measure sets up the cipher: the secret must exist.
-			var st *secret.Store
-			if st, err = o.secrets(); err == nil {
-				_, err = st.Passphrase(t.keySecret)
-			}
-		}
-	}
-	if err != nil {
-		return e.errorf(1, "%v", err)
-	}
 	var m *measureInfo
 	if o.has("size") {
 		n, err := cvtnum("image size", o.get("size", ""))
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		t, err := measureTargetOf(o)
 		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
@@ -337,7 +325,20 @@ func runMeasure(e *env, args []string) int {
 		if err != nil {
 			return e.usageErr(err)
 		}
-		if m, err = measureFile(t, spec, snap); err != nil {
+		// As qemu-img's img_measure: the image is opened (and its
+		// snapshot loaded) before the output format and its options
+		// are looked at, so that an image that does not open is the
+		// error reported.
+		img, err := openMeasured(spec, snap)
+		if err != nil {
+			return e.errorf(1, "%v", err)
+		}
+		t, err := measureTargetOf(o)
+		if err == nil {
+			m, err = measureFile(t, img)
+		}
+		img.Close()
+		if err != nil {
 			return e.errorf(1, "%v", err)
 		}
 	}
@@ -349,6 +350,22 @@ func runMeasure(e *env, args []string) int {
 	}
 	writeMeasureHuman(e.stdout, m)
 	return 0
+}
+
+// measureTargetOf is the output format and its -o options.
+func measureTargetOf(o *opts) (*measureTarget, error) {
+	if o.get("O", "raw") == "luks" {
+		return measureLUKSTarget(o)
+	}
+	t, err := parseMeasureTarget(o.get("O", "raw"), o.vals["o"])
+	if err == nil && t.keySecret != "" {
+		// QEMU's measure sets up the cipher: the secret must exist.
+		var st *secret.Store
+		if st, err = o.secrets(); err == nil {
+			_, err = st.Passphrase(t.keySecret)
+		}
+	}
+	return t, err
 }
 
 // measureSize dispatches on the target format.
@@ -371,18 +388,24 @@ func measureSize(t *measureTarget, virtual, data int64, fromQcow2 bool) (*measur
 	return &measureInfo{Required: v, FullyAllocated: v}, nil
 }
 
-// measureFile measures the conversion of an existing image.
-func measureFile(t *measureTarget, spec imgopen.Spec, snap *imgopen.SnapshotParam) (*measureInfo, error) {
+// openMeasured opens the image to measure, at its snapshot snap if not
+// nil.
+func openMeasured(spec imgopen.Spec, snap *imgopen.SnapshotParam) (*imgopen.Opened, error) {
 	img, err := openImage(spec)
 	if err != nil {
 		return nil, err
 	}
-	defer img.Close()
 	if snap != nil {
 		if err := img.LoadSnapshot(*snap); err != nil {
+			img.Close()
 			return nil, err
 		}
 	}
+	return img, nil
+}
+
+// measureFile measures the conversion of an open image.
+func measureFile(t *measureTarget, img *imgopen.Opened) (*measureInfo, error) {
 	size, err := img.Dev.Size()
 	if err != nil {
 		return nil, err
