@@ -28,7 +28,9 @@ type diffImage struct {
 	baseSize     int64
 	snapshots    []string
 	bitmaps      []string
+	zstd         bool
 	leak         bool // a leaked cluster was put in img.qcow2
+	crashed      bool // qemu-io was killed after its last writes (lazy refcounts: left dirty)
 	outs         int  // files the commands made so far (out1, out2...)
 }
 
@@ -54,6 +56,7 @@ func newDiffImage(r *rand.Rand) *diffImage {
 		m.refcountBits = pick(r, 1, 2, 4, 8, 16, 16, 16, 32, 64)
 		m.lazy = r.IntN(4) == 0
 		m.extL2 = m.clusterSize >= 16384 && r.IntN(4) == 0
+		m.zstd = r.IntN(5) == 0
 	}
 	m.size = int64(1+r.IntN(32)) << 20
 	if r.IntN(4) == 0 {
@@ -82,6 +85,9 @@ func (m *diffImage) createOpts() string {
 		}
 		if m.extL2 {
 			o += ",extended_l2=on"
+		}
+		if m.zstd {
+			o += ",compression_type=zstd"
 		}
 	}
 	return o
@@ -184,6 +190,18 @@ func (m *diffImage) setup(t *testing.T, r *rand.Rand, d string) {
 		diffQemuIO(t, filepath.Join(d, "other.qcow2"), "qcow2", ioOps(r, m.size, m.clusterSize, 1))
 	}
 	diffQemuIO(t, img, "qcow2", ioOps(r, m.size, m.clusterSize, r.IntN(3)))
+	if m.lazy && r.IntN(3) == 0 {
+		// A crash after writes with lazy refcounts: the image is
+		// left dirty, its refcounts behind (qemu-io killed).
+		m.crashed = true
+		args := []string{"-f", "qcow2"}
+		for _, c := range ioOps(r, m.size, m.clusterSize, 1+r.IntN(3)) {
+			if !strings.HasPrefix(c, "write -c ") {
+				args = append(args, "-c", c)
+			}
+		}
+		testkit.Run(t, "qemu-io", append(args, "-c", "sigraise 9", img)...)
+	}
 	qi("create", "-q", "-f", "qcow2", filepath.Join(d, "new.qcow2"), fmt.Sprint(m.size))
 	diffQemuIO(t, filepath.Join(d, "new.qcow2"), "qcow2", ioOps(r, m.size, 65536, r.IntN(3)))
 	qi("create", "-q", "-f", "raw", filepath.Join(d, "tgt.raw"), fmt.Sprint(m.size))

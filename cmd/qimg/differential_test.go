@@ -29,8 +29,13 @@ const (
 	diffSeedEnv  = "QIMG_DIFF_SEED"
 )
 
-// diffFixedSeeds are the seeds make test runs (a few seconds each).
-var diffFixedSeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8}
+// diffFixedSeeds are the seeds make test runs (under half a second
+// each): chosen among 300 so that between them they run every command
+// and most of its options drawn, on images of each kind drawn (compat
+// 0.10, extended L2, lazy refcounts left dirty by a crash, zstd, raw
+// and qcow2 backing files, snapshots, bitmaps, leaks, 512-byte and
+// 2 MiB clusters).
+var diffFixedSeeds = []uint64{6265, 6194, 6201, 6152, 6154, 6019, 6230, 6047, 6098, 6148, 6165, 6199}
 
 // TestDifferential_MatchesQemu is a randomized differential test of
 // qimg against qemu-img. From each seed it draws an image (cluster size,
@@ -98,8 +103,8 @@ func runDiffSeed(t *testing.T, seed uint64) {
 	}
 	m := newDiffImage(r)
 	m.setup(t, r, src)
-	t.Logf("seed %d: img.qcow2 -o %s, %d bytes, backing %q (%d bytes), snapshots %q, bitmaps %q, leak %v (rerun: %s=%d go test -run 'TestDifferential_MatchesQemu' ./cmd/qimg)",
-		seed, m.createOpts(), m.size, m.backing, m.baseSize, m.snapshots, m.bitmaps, m.leak, diffSeedEnv, seed)
+	t.Logf("seed %d: img.qcow2 -o %s, %d bytes, backing %q (%d bytes), snapshots %q, bitmaps %q, leak %v, crashed %v (rerun: %s=%d go test -run 'TestDifferential_MatchesQemu' ./cmd/qimg)",
+		seed, m.createOpts(), m.size, m.backing, m.baseSize, m.snapshots, m.bitmaps, m.leak, m.crashed, diffSeedEnv, seed)
 	names := dirNames(t, src)
 	for _, n := range names {
 		diffCopy(t, filepath.Join(src, n), filepath.Join(q, n))
@@ -121,10 +126,24 @@ func runDiffSeed(t *testing.T, seed uint64) {
 			pre = filepath.Join(base, fmt.Sprintf("pre%d.raw", i))
 			testkit.MustRun(t, "qemu-img", "convert", "-U", "-O", "raw", filepath.Join(o, "img.qcow2"), pre)
 		}
+		var before []byte
+		if c.args[0] == "amend" {
+			before = mustReadFile(t, filepath.Join(q, "img.qcow2"))
+		}
 		diffSync(t, q)
 		diffSync(t, o)
 		qo, qe, qc := runQ(t, args(q)...)
 		oo, oe, oc := diffQemuImg(t, args(o)...)
+		if before != nil && qc != 0 && oc != 0 && bytes.Equal(before, mustReadFile(t, filepath.Join(q, "img.qcow2"))) {
+			// qemu-img 7.2's amend changes what it reaches before
+			// the option it fails on (lazy_refcounts=off, size=
+			// before compat=0.10's refusal of refcount_bits=64);
+			// qimg's refuses, as doAmend says, before it changes
+			// anything. qemu-img's half-amended image is not
+			// compared.
+			diffCopy(t, filepath.Join(q, "img.qcow2"), filepath.Join(o, "img.qcow2"))
+			t.Logf("step %d: %q: qemu-img's refused amend changed the image; qimg's changed nothing", i, c.args)
+		}
 		t.Logf("step %d: %q: qimg exit %d, qemu-img exit %d", i, c.args, qc, oc)
 		qo, oo = diffNormalize(c.args, qo, q, true), diffNormalize(c.args, oo, o, false)
 		qe1, oe1 := diffStderr(qe, q, "qimg: "+c.args[0]+": "), diffStderr(oe, o, "qemu-img: ")
