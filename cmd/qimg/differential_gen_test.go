@@ -395,6 +395,12 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 				a = append(a, "-B", m.backing, "-F", m.backingFmt())
 			}
 		}
+		if len(m.snapshots) > 0 && r.IntN(4) == 0 {
+			a = append(a, "-l", pick(r, append(m.snapshots, "nosuch")...))
+		}
+		if len(m.bitmaps) > 0 && f == "qcow2" && r.IntN(3) == 0 {
+			a = append(a, "--bitmaps")
+		}
 		return diffCmd{append(a, img, m.out(f))}
 	case 8:
 		s, shrink := m.newSize(r)
@@ -432,7 +438,7 @@ func (m *diffImage) nextCmd(r *rand.Rand) diffCmd {
 		if m.backing == "" {
 			return diffCmd{[]string{"commit", img}}
 		}
-		return diffCmd{cat([]string{"commit"}, opt(3, "-d"), opt(4, "-p"), []string{img})}
+		return diffCmd{cat([]string{"commit"}, opt(3, "-d"), opt(4, "-p"), opt(4, "-b", m.backing), []string{img})}
 	case 11:
 		a := cat([]string{"rebase"}, opt(2, "-u"))
 		switch r.IntN(4) {

@@ -134,7 +134,8 @@ func runDiffSeed(t *testing.T, seed uint64) {
 		diffSync(t, o)
 		qo, qe, qc := runQ(t, args(q)...)
 		oo, oe, oc := diffQemuImg(t, args(o)...)
-		if before != nil && qc != 0 && oc != 0 && bytes.Equal(before, mustReadFile(t, filepath.Join(q, "img.qcow2"))) {
+		if before != nil && qc != 0 && oc != 0 && bytes.Equal(before, mustReadFile(t, filepath.Join(q, "img.qcow2"))) &&
+			!bytes.Equal(before, mustReadFile(t, filepath.Join(o, "img.qcow2"))) {
 			// qemu-img 7.2's amend changes what it reaches before
 			// the option it fails on (lazy_refcounts=off, size=
 			// before compat=0.10's refusal of refcount_bits=64);
@@ -149,6 +150,17 @@ func runDiffSeed(t *testing.T, seed uint64) {
 		qe1, oe1 := diffStderr(qe, q, "qimg: "+c.args[0]+": "), diffStderr(oe, o, "qemu-img: ")
 		if qc != oc || qo != oo || qe1 != oe1 {
 			t.Errorf("step %d: %q:\nqimg exit %d\n%s%s\nqemu-img exit %d\n%s%s", i, c.args, qc, qo, qe, oc, oo, oe)
+		}
+		if c.args[0] == "convert" && qc != 0 && oc != 0 {
+			// qemu-img 7.2 leaves the output it created when the
+			// conversion then fails (convert --bitmaps -o
+			// compat=0.10: "Format driver 'qcow2' does not support
+			// bitmaps"); qimg's convert removes what it made
+			// (created, convert.go): qemu-img's is not compared.
+			if out := args(o)[len(c.args)-1]; !diffExists(args(q)[len(c.args)-1]) && diffExists(out) {
+				os.Remove(out)
+				t.Logf("step %d: %q: qemu-img's failed convert left its output; qimg's did not", i, c.args)
+			}
 		}
 		diffFiles(t, i, c.args, q, o, pre)
 		m.refresh(t, filepath.Join(o, "img.qcow2"))
@@ -431,4 +443,10 @@ func diffBlocks(t *testing.T, p string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Blocks
+}
+
+// diffExists reports whether there is a file at p.
+func diffExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
