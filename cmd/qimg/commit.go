@@ -272,6 +272,9 @@ func openCommitTop(warn io.Writer, spec, ro imgopen.Spec) (*imgopen.Opened, erro
 		return top, nil // no qcow2 image: refused by the caller, as by qemu-img
 	}
 	top.Close()
+	// The open's warnings (stale bitmaps) were printed by the open
+	// above: qemu-img opens the image once.
+	spec.Opts.Warn = nil
 	rw, err := openImage(spec) // refuses an image marked corrupt, as QEMU
 	if err != nil {
 		return nil, err
