@@ -154,6 +154,10 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 			err = im.EnableBitmap(name, op.name == "enable")
 		case op.name == "merge" && src == nil:
 			err = fmt.Errorf("Dirty bitmap '%s' not found", op.src)
+		case op.name == "merge" && hasBitmap(im, name) && !hasBitmap(src, op.src):
+			// As QEMU: the target is looked up, then the source,
+			// before either is found inconsistent.
+			err = fmt.Errorf("Dirty bitmap '%s' not found", op.src)
 		case op.name == "merge":
 			err = im.MergeBitmap(name, src, op.src)
 		}
@@ -166,6 +170,12 @@ func doBitmaps(img *imgopen.Opened, ops []bitmapOp, name string, gran uint64, sr
 		}
 	}
 	return nil
+}
+
+// hasBitmap reports whether im has a persistent bitmap called name,
+// consistent or not.
+func hasBitmap(im *qcow2.Image, name string) bool {
+	return slices.ContainsFunc(im.Bitmaps(), func(b qcow2.BitmapInfo) bool { return b.Name == name })
 }
 
 // inconsistentText is qemu-img's message, with its hint, for an
