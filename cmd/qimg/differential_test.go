@@ -240,6 +240,9 @@ func diffStderr(s, d, prefix string) string {
 	s = blockNodeName.ReplaceAllString(s, "")
 	s, _, _ = strings.Cut(strings.ReplaceAll(s, d, "{d}"), "\n")
 	s = strings.TrimPrefix(s, prefix)
+	// An open's warning is qimg's "qimg: warning: ", without the
+	// command's name, for qemu-img's "qemu-img: warning: ".
+	s = strings.TrimPrefix(s, "qimg: ")
 	s, _, _ = strings.Cut(s, "; ") // qimg's one-line form of a multi-line message
 	// qimg adds its usage line to a command-line error, where
 	// qemu-img prints "Try 'qemu-img --help'..." on the next line.
