@@ -183,7 +183,8 @@ func (m *diffImage) refresh(t *testing.T, img string) {
 		} `json:"snapshots"`
 		Spec struct {
 			Data struct {
-				Bitmaps []struct {
+				RefcountBits int `json:"refcount-bits"`
+				Bitmaps      []struct {
 					Name string `json:"name"`
 				} `json:"bitmaps"`
 			} `json:"data"`
@@ -195,6 +196,9 @@ func (m *diffImage) refresh(t *testing.T, img string) {
 	m.size, m.backing, m.snapshots, m.bitmaps = info.Size, info.Backing, nil, nil
 	for _, s := range info.Snapshots {
 		m.snapshots = append(m.snapshots, s.Name)
+	}
+	if info.Spec.Data.RefcountBits != 0 {
+		m.refcountBits = info.Spec.Data.RefcountBits
 	}
 	for _, b := range info.Spec.Data.Bitmaps {
 		m.bitmaps = append(m.bitmaps, b.Name)
