@@ -163,6 +163,17 @@ func runDiffSeed(t *testing.T, seed uint64) {
 				t.Logf("step %d: %q: qemu-img's failed convert left its output; qimg's did not", i, c.args)
 			}
 		}
+		if c.args[0] == "check" && qc == 1 && oc == 1 && strings.Contains(oe, "need to rebuild refcount structures") {
+			// A repair both refused ("ERROR need to rebuild refcount
+			// structures", -r leaks of an image whose refcounts a
+			// crash left behind): qemu-img 7.2 still clears the
+			// dirty flag, qimg leaves it for the next writable
+			// open's repair. The images are not compared, and the
+			// sequence ends: what writes to an image whose
+			// refcounts are wrong do is undefined.
+			t.Logf("step %d: %q: a refused repair; the images are not compared, the sequence ends", i, c.args)
+			return
+		}
 		diffFiles(t, i, c.args, q, o, pre)
 		m.refresh(t, filepath.Join(o, "img.qcow2"))
 	}
