@@ -12,6 +12,7 @@ import (
 	"github.com/qring/qring/block"
 	"github.com/qring/qring/block/errordev"
 	"github.com/qring/qring/block/memdev"
+	"github.com/qring/qring/internal/testkit"
 	"github.com/qring/qring/qcow2/format"
 )
 
@@ -259,9 +260,11 @@ func (c *crashClones) during(dev *hookDev, fn func()) {
 
 // expect opens every clone and fails t unless each sector of the
 // cluster at guest offset off reads as that sector of one of allowed.
+// Every clone goes through qemu-img check as well (qemuCheckClone).
 func (c *crashClones) expect(t *testing.T, off, cs int64, what string, allowed ...[]byte) {
 	t.Helper()
 	for i, cl := range c.clones {
+		before := cloneForQemu(cl)
 		im, err := OpenDevice(cl, Options{})
 		if err != nil {
 			t.Fatalf("clone %d: %v", i, err)
@@ -288,6 +291,35 @@ func (c *crashClones) expect(t *testing.T, off, cs int64, what string, allowed .
 				t.Fatalf("clone %d: %s, sector %d, reads %#x: neither its flushed bytes nor a write's (a new owner's)", i, what, s/512, got[s])
 			}
 		}
+		qemuCheckClone(t, i, before, cl)
+	}
+}
+
+// cloneForQemu is a copy of a crash clone as it crashed (opening it
+// changes it), for qemuCheckClone; nil without qemu-img.
+func cloneForQemu(cl *memdev.Dev) *memdev.Dev {
+	if !testkit.HaveQemu() {
+		return nil
+	}
+	return cl.Clone()
+}
+
+// qemuCheckClone has qemu-img check find crash clone i as it crashed
+// (before) without corruption, and after the engine's recovery and
+// repair (cl, which it changes) clean (qemuCheckCrash,
+// qemuCheckRepaired), and fails t otherwise. The tests here clear
+// COPIED flags themselves: as our Check (onlyMissingCopied), qemu-img
+// may report those flags missing on counts of 1, no other error; the
+// repair is RepairAll. Every clone: these tests take a few dozen (well
+// under a second of qemu-img). Without qemu-img (before nil) it does
+// nothing.
+func qemuCheckClone(t *testing.T, i int, before, cl *memdev.Dev) {
+	t.Helper()
+	if before == nil {
+		return
+	}
+	if !qemuCheckCrashAlso(t, i, before, Options{}, false, qemuMissingCopiedOnly) || !qemuCheckRepairedMode(t, i, cl, Options{}, RepairAll) {
+		t.FailNow()
 	}
 }
 

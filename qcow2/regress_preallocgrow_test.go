@@ -116,13 +116,20 @@ func writeDev(t *testing.T, dev *memdev.Dev) string {
 // check find it clean (qemuCheckCrash). It changes dev.
 func qemuCheckRepaired(t *testing.T, k int, dev *memdev.Dev, o Options) bool {
 	t.Helper()
+	return qemuCheckRepairedMode(t, k, dev, o, RepairLeaks)
+}
+
+// qemuCheckRepairedMode is qemuCheckRepaired repairing with mode
+// (RepairAll: also the COPIED flags a test cleared itself).
+func qemuCheckRepairedMode(t *testing.T, k int, dev *memdev.Dev, o Options, mode RepairMode) bool {
+	t.Helper()
 	o.ReadOnly = false
 	im, err := OpenDevice(dev, o)
 	if err != nil {
 		t.Errorf("crash point %d: open for the repair: %v", k, err)
 		return false
 	}
-	r, err := im.Check(CheckOptions{Repair: RepairLeaks})
+	r, err := im.Check(CheckOptions{Repair: mode})
 	if cerr := im.Close(); err == nil {
 		err = cerr
 	}
