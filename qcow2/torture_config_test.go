@@ -17,25 +17,30 @@ import (
 
 // tcfg is one torture configuration.
 type tcfg struct {
-	cs      int    // cluster size
-	rb      int    // refcount bits
-	v2      bool   // compat 0.10
-	lazy    bool   // lazy refcounts
-	xl2     bool   // extended L2 entries (subclusters)
-	backing bool   // a raw backing file with data
-	meta    bool   // created with preallocation=metadata
-	poff    bool   // Options.Prealloc "off"
-	psize   int64  // PreallocSize: 0 default, -1 off (prealloc-size=0), else bytes
-	palign  int64  // PreallocAlign: 0 default
-	fill    string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
-	tiny    bool   // tiny L2 and refcount caches
-	luks    bool   // LUKS encrypted (crypt.go)
-	aes     bool   // QEMU's legacy AES encryption (crypt_method 1: IV = guest sector)
-	comp    string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
-	queue   bool   // one batch goroutine's stripe goes through a Queue (Q14)
-	bm      bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
-	df      bool   // an external data file (torture_datafile_test.go)
-	dfRaw   bool   // with data_file_raw: the data file is the disk's raw image (dfr; no backing file)
+	cs      int  // cluster size
+	rb      int  // refcount bits
+	v2      bool // compat 0.10
+	lazy    bool // lazy refcounts
+	xl2     bool // extended L2 entries (subclusters)
+	backing bool // a raw backing file with data
+	// prealloc: created with preallocation=metadata (meta), falloc
+	// (falloc: the data's space reserved) or full (full: zeros
+	// written); "" is off. Create lays these out as qemu-img does
+	// (createPreallocated: reserveData on the file), or preallocates
+	// through the engine (preallocate) where it cannot.
+	prealloc string
+	poff     bool   // Options.Prealloc "off"
+	psize    int64  // PreallocSize: 0 default, -1 off (prealloc-size=0), else bytes
+	palign   int64  // PreallocAlign: 0 default
+	fill     string // PreallocFill: "" (auto), FillZeroes, FillUnwritten
+	tiny     bool   // tiny L2 and refcount caches
+	luks     bool   // LUKS encrypted (crypt.go)
+	aes      bool   // QEMU's legacy AES encryption (crypt_method 1: IV = guest sector)
+	comp     string // "zlib"/"zstd": whole clusters of writes go compressed (compress_torture_test.go)
+	queue    bool   // one batch goroutine's stripe goes through a Queue (Q14)
+	bm       bool   // a persistent dirty bitmap kept and checked (torture_bitmap_test.go)
+	df       bool   // an external data file (torture_datafile_test.go)
+	dfRaw    bool   // with data_file_raw: the data file is the disk's raw image (dfr; no backing file)
 	// The memdev's advertised capabilities (memdev backends only;
 	// memDevOptions): the paths the engine takes over an O_DIRECT file
 	// (request alignment: tables written by the device's blocks,
@@ -97,8 +102,11 @@ func (c tcfg) String() string {
 	if c.backing {
 		t = append(t, "back")
 	}
-	if c.meta {
+	switch c.prealloc {
+	case PreallocMetadata:
 		t = append(t, "meta")
+	case PreallocFalloc, PreallocFull:
+		t = append(t, c.prealloc)
 	}
 	if c.poff {
 		t = append(t, "poff")
@@ -154,24 +162,26 @@ func (c tcfg) String() string {
 // tcfgTokens are the whole tokens of a configuration name, each setting
 // one field (v3 is the default).
 var tcfgTokens = map[string]func(c *tcfg){
-	"v2":   func(c *tcfg) { c.v2 = true },
-	"v3":   func(c *tcfg) {},
-	"lazy": func(c *tcfg) { c.lazy = true },
-	"xl2":  func(c *tcfg) { c.xl2 = true },
-	"back": func(c *tcfg) { c.backing = true },
-	"meta": func(c *tcfg) { c.meta = true },
-	"poff": func(c *tcfg) { c.poff = true },
-	"ps0":  func(c *tcfg) { c.psize = -1 },
-	"fz":   func(c *tcfg) { c.fill = FillZeroes },
-	"fu":   func(c *tcfg) { c.fill = FillUnwritten },
-	"tiny": func(c *tcfg) { c.tiny = true },
-	"luks": func(c *tcfg) { c.luks = true },
-	"aes":  func(c *tcfg) { c.aes = true },
-	"q":    func(c *tcfg) { c.queue = true },
-	"bm":   func(c *tcfg) { c.bm = true },
-	"df":   func(c *tcfg) { c.df = true },
-	"dfr":  func(c *tcfg) { c.df, c.dfRaw = true, true },
-	"ram":  func(c *tcfg) { c.ram = true },
+	"v2":     func(c *tcfg) { c.v2 = true },
+	"v3":     func(c *tcfg) {},
+	"lazy":   func(c *tcfg) { c.lazy = true },
+	"xl2":    func(c *tcfg) { c.xl2 = true },
+	"back":   func(c *tcfg) { c.backing = true },
+	"meta":   func(c *tcfg) { c.prealloc = PreallocMetadata },
+	"falloc": func(c *tcfg) { c.prealloc = PreallocFalloc },
+	"full":   func(c *tcfg) { c.prealloc = PreallocFull },
+	"poff":   func(c *tcfg) { c.poff = true },
+	"ps0":    func(c *tcfg) { c.psize = -1 },
+	"fz":     func(c *tcfg) { c.fill = FillZeroes },
+	"fu":     func(c *tcfg) { c.fill = FillUnwritten },
+	"tiny":   func(c *tcfg) { c.tiny = true },
+	"luks":   func(c *tcfg) { c.luks = true },
+	"aes":    func(c *tcfg) { c.aes = true },
+	"q":      func(c *tcfg) { c.queue = true },
+	"bm":     func(c *tcfg) { c.bm = true },
+	"df":     func(c *tcfg) { c.df = true },
+	"dfr":    func(c *tcfg) { c.df, c.dfRaw = true, true },
+	"ram":    func(c *tcfg) { c.ram = true },
 }
 
 func parseTcfg(name string) (tcfg, error) {
@@ -222,11 +232,11 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
 	case c.xl2 && (c.v2 || c.cs < 16<<10):
 		return fmt.Errorf("extended L2 needs compat 1.1 and clusters of at least 16k")
-	case c.meta && c.backing:
-		return fmt.Errorf("preallocation=metadata with a backing file")
-	case c.luks && (c.v2 || c.meta):
+	case c.preallocated() && c.backing:
+		return fmt.Errorf("preallocation with a backing file")
+	case c.luks && (c.v2 || c.preallocated()):
 		return fmt.Errorf("encryption needs compat 1.1 and no preallocation")
-	case c.aes && (c.luks || c.meta):
+	case c.aes && (c.luks || c.preallocated()):
 		return fmt.Errorf("legacy AES: one method, no preallocation")
 	case c.v2 && c.comp == "zstd":
 		return fmt.Errorf("compression_type=zstd needs compat 1.1")
@@ -234,7 +244,7 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compressed writes are refused on encrypted images")
 	case c.bm && c.v2:
 		return fmt.Errorf("persistent bitmaps need compat 1.1")
-	case c.df && (c.v2 || c.meta || c.comp != ""):
+	case c.df && (c.v2 || c.preallocated() || c.comp != ""):
 		// QEMU refuses v2 and compression.
 		return fmt.Errorf("an external data file needs compat 1.1, and no preallocation or compression")
 	case c.dfRaw && (!c.df || c.backing):
@@ -252,8 +262,8 @@ func (c tcfg) createOptions(size int64) CreateOptions {
 	if c.v2 {
 		co.Compat = "0.10"
 	}
-	if c.meta {
-		co.Preallocation = PreallocMetadata
+	if c.preallocated() {
+		co.Preallocation = c.prealloc
 	}
 	if c.luks {
 		co.Encrypt = EncryptOptions{Format: "luks", Passphrase: []byte(tortureLUKSPass), Iterations: 1000}
@@ -298,6 +308,9 @@ func (c tcfg) memDevOptions() memdev.Options {
 	}
 	return o
 }
+
+// preallocated: created with preallocation metadata, falloc or full.
+func (c tcfg) preallocated() bool { return c.prealloc != "" }
 
 // encrypted: LUKS or legacy AES.
 func (c tcfg) encrypted() bool { return c.luks || c.aes }
@@ -410,10 +423,30 @@ var tortureMatrix = []string{
 	"c128k-r16-v3-back-hold",
 	"c1m-r16-v3-xl2-back-mem",
 	"c4k-r16-v2-back-zlib-mem",
+	// Created with preallocation=falloc or full (createPreallocated's
+	// reserveData: fallocate, or zeros written, on the file; every
+	// cluster linked): writes overwrite in place, discards and
+	// unmapping zeroings free linked clusters, growth allocates past
+	// them. On the io_uring file the reserve is a real fallocate; on
+	// memdevs (created in a file, then loaded) crash clones.
+	"c64k-r16-v3-falloc-ud",
+	"c4k-r16-v3-lazy-full-hold",
+	"c16k-r16-v3-xl2-falloc-tiny-mem",
+	"c512-r64-v3-full-ub",
+	"c64k-r16-v2-full-q-mem",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
 const tortureLUKSPass = "torture"
+
+// randomPrealloc draws a creation preallocation: one in eight, each
+// mode alike.
+func randomPrealloc(r *rand.Rand) string {
+	if r.IntN(8) != 0 {
+		return ""
+	}
+	return []string{PreallocMetadata, PreallocFalloc, PreallocFull}[r.IntN(3)]
+}
 
 // randomTcfg draws a valid configuration.
 func randomTcfg(r *rand.Rand) tcfg {
@@ -424,10 +457,13 @@ func randomTcfg(r *rand.Rand) tcfg {
 			v2:      r.IntN(5) == 0,
 			lazy:    r.IntN(4) == 0,
 			backing: r.IntN(3) == 0,
-			meta:    r.IntN(8) == 0,
-			poff:    r.IntN(6) == 0,
-			tiny:    r.IntN(4) == 0,
-			backend: tortureBackends[r.IntN(len(tortureBackends))],
+			// One in eight preallocated (metadata only, until
+			// falloc and full joined it), in the same place of
+			// the draws.
+			prealloc: randomPrealloc(r),
+			poff:     r.IntN(6) == 0,
+			tiny:     r.IntN(4) == 0,
+			backend:  tortureBackends[r.IntN(len(tortureBackends))],
 		}
 		if c.v2 {
 			c.rb = 16
@@ -444,11 +480,11 @@ func randomTcfg(r *rand.Rand) tcfg {
 		c.palign = []int64{0, 0, 64 << 10, 1 << 20, 8 << 20}[r.IntN(5)]
 		c.fill = []string{"", FillZeroes, FillUnwritten}[r.IntN(3)]
 		c.xl2 = r.IntN(4) == 0 && !c.v2 && c.cs >= 16<<10
-		c.luks = r.IntN(6) == 0 && !c.v2 && !c.meta
-		c.aes = !c.luks && r.IntN(12) == 0 && !c.meta
+		c.luks = r.IntN(6) == 0 && !c.v2 && !c.preallocated()
+		c.aes = !c.luks && r.IntN(12) == 0 && !c.preallocated()
 		c.queue = r.IntN(3) == 0
 		c.bm = r.IntN(3) == 0 && !c.v2
-		c.df = r.IntN(6) == 0 && !c.v2 && !c.meta
+		c.df = r.IntN(6) == 0 && !c.v2 && !c.preallocated()
 		c.dfRaw = c.df && !c.backing && r.IntN(2) == 0
 		if c.memBacked() {
 			c.align = []int64{0, 0, 0, 512, 4096}[r.IntN(5)]

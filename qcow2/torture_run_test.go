@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,12 +334,13 @@ func (r *trun) setup() {
 	r.touched = make([]bool, (r.size+crashSector-1)/crashSector)
 	r.base = cfg.options()
 	if cfg.memBacked() {
-		if cfg.meta {
+		if cfg.preallocated() {
 			// Preallocation needs Create (a file): create, then load.
 			p := filepath.Join(r.dir, "create.qcow2")
 			if err := Create(p, co); err != nil {
 				r.fatalf("create: %v", err)
 			}
+			r.checkReserved(p)
 			b, err := os.ReadFile(p)
 			if err != nil {
 				r.fatalf("%v", err)
@@ -373,6 +375,7 @@ func (r *trun) setup() {
 		if err := Create(r.path, co); err != nil {
 			r.fatalf("create: %v", err)
 		}
+		r.checkReserved(r.path)
 	}
 	if cfg.encrypted() && cfg.dfRaw {
 		r.setDataFileRaw()
@@ -380,6 +383,24 @@ func (r *trun) setup() {
 	r.open(r.base)
 	if cfg.bm {
 		r.bmStart()
+	}
+}
+
+// checkReserved: a file Create made with preallocation falloc or full
+// has the space of every data cluster (reserveData: reserved, or zeros
+// written), as qemu-img's has: it uses at least the virtual size. (The
+// torture's reads cannot tell: clusters linked past the end of the file
+// read zeros all the same.)
+func (r *trun) checkReserved(p string) {
+	if r.cfg.prealloc != PreallocFalloc && r.cfg.prealloc != PreallocFull {
+		return
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		r.fatalf("%v", err)
+	}
+	if a := fi.Sys().(*syscall.Stat_t).Blocks * 512; a < r.size {
+		r.fatalf("created with preallocation=%s: the file uses %d bytes, less than the virtual size %d", r.cfg.prealloc, a, r.size)
 	}
 }
 

@@ -103,6 +103,8 @@ var shortSample = []struct {
 	{10, "c4k-r16-v3-back-luks-df-hold", false}, // ciphertext in a data file; regrow episodes (ed2a14c)
 	{11, "c16k-r16-v2-back-aes-hold", false},    // legacy AES: IV = guest sector, COW from a backing file
 	{12, "c4k-r16-v3-back-al4k-mem", false},     // a memdev aligned as an O_DIRECT file: COW zeros as buffers
+	{13, "c64k-r16-v3-falloc-ud", false},        // created with preallocation=falloc: a real fallocate, every cluster linked
+	{13, "c4k-r16-v3-lazy-full-hold", false},    // preallocation=full, crash clones over linked clusters
 }
 
 func TestTorture(t *testing.T) {
