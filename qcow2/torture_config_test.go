@@ -23,6 +23,7 @@ type tcfg struct {
 	lazy    bool // lazy refcounts
 	xl2     bool // extended L2 entries (subclusters)
 	backing bool // a raw backing file with data
+	bqcow   bool // with backing: a qcow2 one (qback; torture_qback_test.go)
 	// prealloc: created with preallocation=metadata (meta), falloc
 	// (falloc: the data's space reserved) or full (full: zeros
 	// written); "" is off. Create lays these out as qemu-img does
@@ -99,7 +100,10 @@ func (c tcfg) String() string {
 	if c.lazy {
 		t = append(t, "lazy")
 	}
-	if c.backing {
+	switch {
+	case c.bqcow:
+		t = append(t, "qback")
+	case c.backing:
 		t = append(t, "back")
 	}
 	switch c.prealloc {
@@ -167,6 +171,7 @@ var tcfgTokens = map[string]func(c *tcfg){
 	"lazy":   func(c *tcfg) { c.lazy = true },
 	"xl2":    func(c *tcfg) { c.xl2 = true },
 	"back":   func(c *tcfg) { c.backing = true },
+	"qback":  func(c *tcfg) { c.backing, c.bqcow = true, true },
 	"meta":   func(c *tcfg) { c.prealloc = PreallocMetadata },
 	"falloc": func(c *tcfg) { c.prealloc = PreallocFalloc },
 	"full":   func(c *tcfg) { c.prealloc = PreallocFull },
@@ -232,6 +237,8 @@ func (c tcfg) valid() error {
 		return fmt.Errorf("compat 0.10 needs refcount_bits=16 and no lazy refcounts")
 	case c.xl2 && (c.v2 || c.cs < 16<<10):
 		return fmt.Errorf("extended L2 needs compat 1.1 and clusters of at least 16k")
+	case c.bqcow && !c.backing:
+		return fmt.Errorf("a qcow2 backing file is a backing file (qback)")
 	case c.preallocated() && c.backing:
 		return fmt.Errorf("preallocation with a backing file")
 	case c.luks && (c.v2 || c.preallocated()):
@@ -434,6 +441,17 @@ var tortureMatrix = []string{
 	"c16k-r16-v3-xl2-falloc-tiny-mem",
 	"c512-r64-v3-full-ub",
 	"c64k-r16-v2-full-q-mem",
+	// A qcow2 backing file (qback: data, zero clusters, unallocated
+	// clusters that read through to nothing; its own cluster size) under
+	// crash clones, read through the chain after each reopen; its bytes
+	// never change.
+	"c64k-r16-v3-qback-hold",
+	"c4k-r16-v2-qback-mem",
+	"c16k-r16-v3-xl2-qback-hold",
+	"c512-r16-v3-lazy-qback-tiny-mem",
+	"c64k-r16-v3-qback-q-ud",
+	"c4k-r16-v3-qback-luks-hold",
+	"c16k-r16-v3-qback-df-mem",
 }
 
 // tortureLUKSPass is the passphrase of the luks configurations.
@@ -490,6 +508,7 @@ func randomTcfg(r *rand.Rand) tcfg {
 			c.align = []int64{0, 0, 0, 512, 4096}[r.IntN(5)]
 			c.ram = r.IntN(5) == 0
 		}
+		c.bqcow = c.backing && r.IntN(3) == 0 // last: the draws before keep their places
 		if c.valid() == nil {
 			return c
 		}

@@ -189,7 +189,8 @@ type trun struct {
 	size  int64
 	model []byte
 	bdata []byte
-	bdev  *memdev.Dev // the backing data (memdev backends, and the v2 discard model)
+	bdev  block.Device // the backing data (memdev backends, and the v2 discard model)
+	qb    tqback       // qback: the qcow2 backing file (torture_qback_test.go)
 
 	// memdev backends
 	mem *memdev.Dev
@@ -271,6 +272,7 @@ func runTorture(t *testing.T, seed uint64, cfg tcfg, p tgenParams, crashPerKind 
 		if r.im != nil {
 			r.im.Close()
 		}
+		r.qbClose()
 		if !t.Failed() {
 			return
 		}
@@ -319,7 +321,9 @@ func (r *trun) setup() {
 	r.model = make([]byte, r.size)
 	co := cfg.createOptions(r.size)
 	r.dfCreateOptions(&co)
-	if cfg.backing {
+	if cfg.bqcow {
+		r.qbSetup(&co)
+	} else if cfg.backing {
 		r.bdata = make([]byte, r.size/2+12345) // shorter than the image
 		fillPattern(r.bdata, r.seed^0xbacc)
 		copy(r.model, r.bdata)
@@ -1084,6 +1088,7 @@ func (r *trun) finish() {
 	r.compareAll("final contents")
 	r.closeImage()
 	r.closedChecks("final", true)
+	r.qbUnchanged("final")
 	path := r.dump()
 	if testkit.HaveQemu() {
 		raw := filepath.Join(r.dir, "converted.raw")

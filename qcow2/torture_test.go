@@ -105,6 +105,8 @@ var shortSample = []struct {
 	{12, "c4k-r16-v3-back-al4k-mem", false},     // a memdev aligned as an O_DIRECT file: COW zeros as buffers
 	{13, "c64k-r16-v3-falloc-ud", false},        // created with preallocation=falloc: a real fallocate, every cluster linked
 	{13, "c4k-r16-v3-lazy-full-hold", false},    // preallocation=full, crash clones over linked clusters
+	{14, "c16k-r16-v3-xl2-qback-hold", false},   // a qcow2 backing file: subcluster COW through its zero and unallocated clusters
+	{14, "c4k-r16-v2-qback-mem", false},         // v2 over a qcow2 backing file: no zero clusters above it
 }
 
 func TestTorture(t *testing.T) {
