@@ -20,7 +20,7 @@ import (
 // zeroing or discard when it completes, as for the synchronous
 // goroutines.
 func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any), stopped func() bool,
-	syncZero func(string, top) bool, nops, ryw *atomic.Int64) {
+	syncZero func(string, top) bool, nops, ryw *atomic.Int64, zs *batchZeroStats) {
 	const who, depth = "queue owner", 8
 	im := r.im
 	q, err := im.NewQueue(depth)
@@ -51,9 +51,19 @@ func (r *trun) runQueued(ops []top, mu *sync.RWMutex, failf func(string, ...any)
 		}
 		for i, rq := range out[:k] {
 			o := got[i]
+			if rq.Err != nil && rq.Op == block.OpWriteZeroes {
+				// A refused Allocate: the range as it was.
+				if !r.zeroRefused(who+" (queued)", o, rq.Err, mu, zs, failf) {
+					return false
+				}
+				continue
+			}
 			if rq.Err != nil {
 				failf("%s: queued %v [%#x,+%#x): %v", who, rq.Op, o.off, o.n, rq.Err)
 				return false
+			}
+			if rq.Op == block.OpWriteZeroes && o.flags&block.Allocate != 0 {
+				zs.done.Add(1)
 			}
 			mu.RLock()
 			switch rq.Op {

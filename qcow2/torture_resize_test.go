@@ -315,8 +315,9 @@ func (r *trun) finishBatchAdmin(i int, b *tbatch, run *batchAdminRun) {
 // having written nothing (block B3; what an NBD fast zero or a qcow2
 // image over this one asks). Its edges become zero clusters only where
 // they read as zeros, on version 3; a refusal leaves the contents as
-// they were. Batches keep plain zeroings: beside a writer in the same
-// cluster an Allocate may be refused part-way (B3).
+// they were. Batches draw theirs from a stream of their own
+// (batchZeroAllocate): beside a writer in the same cluster an Allocate
+// may be refused part-way (B3), which they allow.
 func (r *trun) zeroAllocate(i int) block.Flags {
 	if rand.New(rand.NewPCG(r.seed, uint64(i)^0x7a65726f616c6c)).IntN(3) == 0 {
 		return block.Allocate

@@ -42,6 +42,7 @@ type tstats struct {
 	// created and deleted, and refused.
 	BatchResizes, BatchResizeSkips, BatchTailWrites, BatchTailCut, BatchSnaps, BatchSnapSkips int64
 	ZeroAllocs, ZeroAllocRefused                                                              int64 // zeroings with Allocate done and refused (zeroAllocate)
+	BatchZeroAllocs, BatchZeroAllocRefused, BatchZeroAllocPartial                             int64 // the same inside batches, and refused part-way (torture_zeroalloc_test.go)
 	BatchAmends, BatchAmendSkips                                                              int64 // refcount width changes inside batches done and refused
 	// Engine metrics, summed over every open of the image.
 	EarlyWrites, FillBytes, FillWaits, Reservations, Refblocks  int64
@@ -93,6 +94,9 @@ func (s *tstats) add(o *tstats) {
 	s.BatchAmends += o.BatchAmends
 	s.BatchAmendSkips += o.BatchAmendSkips
 	s.ZeroAllocRefused += o.ZeroAllocRefused
+	s.BatchZeroAllocs += o.BatchZeroAllocs
+	s.BatchZeroAllocRefused += o.BatchZeroAllocRefused
+	s.BatchZeroAllocPartial += o.BatchZeroAllocPartial
 	s.EarlyWrites += o.EarlyWrites
 	s.RunClusters += o.RunClusters
 	s.FillBytes += o.FillBytes
@@ -168,12 +172,12 @@ func (s *tstats) String() string {
 	}
 	return fmt.Sprintf("%d cases, %d ops (%d writes, %d zeroes, %d discards, %d flushes, %d reads, %d reopens, %d grows + %d skipped as unsupported, %d shrinks (%d regrow episodes, %d skipped), %d ops past the size skipped, %d batches of %d concurrent ops with %d read-your-writes checks (%d tolerated violations), %d checks, snapshots %d taken, %d applied, %d deleted, %d refused as unsupported)\n"+
 		"engine: %d early writes, %d fill bytes (%d fill waits), %d reserve renewals, %d refcount blocks, %d reftable growths, %d L2 tables, %d clusters (%d in runs), %d alloc waits, %d fresh skips, %d fallocates, %d COW bytes, %d zero-pad bytes; uring merged %d; queued %d fast, %d allocated, %d slow\n"+
-		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused), %d refcount width changes (%d refused); %d zeroings with Allocate (%d refused)\n"+
+		"in batches: %d resizes (%d refused), %d tail writes (%d cut), %d snapshots (%d refused), %d refcount width changes (%d refused), %d zeroings with Allocate (%d refused, %d part-way); sequential: %d zeroings with Allocate (%d refused)\n"+
 		"events seen: %s\n"+
 		"crash points verified: %d (%s); %d also qemu-img checked",
 		s.Cases, s.Ops, s.Writes, s.Zeroes, s.Discards, s.Flushes, s.Reads, s.Reopens, s.Grows, s.GrowSkips, s.Shrinks, s.Regrows, s.RegrowSkips, s.Skipped, s.Batches, s.BatchOps, s.RYWChecks, s.RYWViolations, s.Checks, s.Snapshots, s.SnapApplies, s.SnapDeletes, s.SnapSkips,
 		s.EarlyWrites, s.FillBytes, s.FillWaits, s.Reservations, s.Refblocks, s.ReftableGrowths, s.L2Tables, s.Clusters, s.RunClusters, s.AllocWaits, s.FreshSkips, s.Fallocates, s.COWBytes, s.ZeroPadBytes, s.Merged, s.QueueFast, s.QueueAlloc, s.QueueSlow,
-		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips, s.BatchAmends, s.BatchAmendSkips, s.ZeroAllocs, s.ZeroAllocRefused,
+		s.BatchResizes, s.BatchResizeSkips, s.BatchTailWrites, s.BatchTailCut, s.BatchSnaps, s.BatchSnapSkips, s.BatchAmends, s.BatchAmendSkips, s.BatchZeroAllocs, s.BatchZeroAllocRefused, s.BatchZeroAllocPartial, s.ZeroAllocs, s.ZeroAllocRefused,
 		mapString(s.Events), crash, mapString(s.Crash), s.CrashQemu)
 }
 
@@ -859,6 +863,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		r.st.Skipped++
 		return
 	}
+	b = batchZeroAllocate(b)
 	r.expectBatch(b)
 	r.jitter.Store(true)
 	defer r.jitter.Store(false)
@@ -867,6 +872,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 	var mu sync.RWMutex
 	var wg sync.WaitGroup
 	var ryw, rywBad, nops atomic.Int64
+	var zs batchZeroStats
 	stop := make(chan struct{})
 	var stopOnce sync.Once
 	failf := func(f string, a ...any) {
@@ -920,8 +926,10 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		tortureTracef("batch zero (%s) %v", who, o)
 		if o.kind == opZero {
 			if err := im.WriteZeroes(o.off, o.n, o.flags); err != nil {
-				failf("%s: zero [%#x,+%#x): %v", who, o.off, o.n, err)
-				return false
+				return r.zeroRefused(who, o, err, &mu, &zs, failf)
+			}
+			if o.flags&block.Allocate != 0 {
+				zs.done.Add(1)
 			}
 			mu.RLock()
 			clear(r.model[o.off : o.off+o.n])
@@ -942,7 +950,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		if g == 0 && r.cfg.queue {
 			wg.Go(func() {
 				defer guard("queue owner")
-				r.runQueued(b.own[0], &mu, failf, stopped, syncZero, &nops, &ryw)
+				r.runQueued(b.own[0], &mu, failf, stopped, syncZero, &nops, &ryw, &zs)
 			})
 			continue
 		}
@@ -1060,6 +1068,7 @@ func (r *trun) runBatch(i int, b *tbatch) {
 		r.fatalf("batch op %d: hung for 2 minutes (deadlock?)\n%s", i, buf[:n])
 	}
 	r.st.RYWChecks += ryw.Load()
+	r.st.addBatchZeroes(&zs)
 	r.st.RYWViolations += rywBad.Load()
 	r.st.BatchOps += nops.Load()
 	if t.Failed() {
