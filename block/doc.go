@@ -22,7 +22,12 @@
 //	    it efficiently because of what lies beside it (qcow2: each
 //	    partial cluster at its edges reads as zeros and becomes a zero
 //	    cluster); its outcome may then depend on requests beside it that
-//	    are in flight at the same time.
+//	    are in flight at the same time, and a refusal caused by one (a
+//	    write that filled an edge's cluster after the device looked)
+//	    may come after part of the range was zeroed, as QEMU's block
+//	    layer zeroes the head and middle before qcow2 refuses the tail.
+//	    Either way no byte outside the range changes, and no byte inside
+//	    it holds anything but its old contents or zeros.
 //	B4  WriteZeroes without Allocate may fall back to writing zeros.
 //	B5  Serialising|NoWait returns ErrBusy, without side effects, instead of
 //	    waiting on an overlapping in-flight request, on a device whose

@@ -17,7 +17,10 @@ import (
 // extended L2) or (as QEMU) with each unaligned edge in a cluster
 // (subcluster) that reads as zeros outside the range already, which
 // becomes a zero cluster (subcluster); both edges are checked before
-// either changes, so a refusal changes nothing. On an encrypted image
+// either changes, so a refusal changes nothing, unless a write beside
+// in flight fills an edge's cluster after that check: zeroRange then
+// refuses at that edge with the clusters before it zeroed already (B3;
+// TestZeroAllocate_RacesWriteBeside). On an encrypted image
 // both ends must be 512-aligned too (QEMU's request alignment there).
 // Without Allocate, such an edge becomes a zero cluster too rather than
 // a cluster of zeros, and on version 2 without a backing file an
